@@ -1,0 +1,162 @@
+"""Which device tensors live on and which array module backs them.
+
+The one place that imports CuPy and decides between the CUDA and CPU paths. The choice is made
+once, at import, from ``GPUDL_DEVICE=auto|cuda|cpu`` (API.md):
+
+- ``cpu``: NumPy arrays, CPU twins of every kernel.
+- ``cuda``: CuPy arrays and the Numba-CUDA kernels. Under Numba's CUDA simulator
+  (``NUMBA_ENABLE_CUDASIM=1``) the cuda device keeps NumPy arrays and runs the real kernels in the
+  simulator, so kernels are tested on machines without a GPU.
+- ``auto`` (default): cuda when CuPy imports and a GPU answers, else cpu (with one warning when
+  CuPy is installed but unusable).
+
+Neither CuPy nor ``numba.cuda`` is imported on a machine that takes the cpu path.
+"""
+
+import importlib.util
+import os
+import warnings
+
+import numpy as np
+
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+DEVICES = ("cpu", "cuda")
+
+_cupy = None          # the cupy module once the cuda path is chosen (never under the simulator)
+_streams = {}         # CuPy stream pointer -> numba external stream, built once per stream
+
+
+def _probe_cupy():
+    """Return (cupy module or None, why it is unusable or None), importing nothing if absent."""
+    if importlib.util.find_spec("cupy") is None:
+        return None, "CuPy is not installed"
+    try:
+        import cupy
+        if not cupy.cuda.is_available():
+            return None, "CuPy found no usable GPU (no driver or no device)"
+        return cupy, None
+    except Exception as exc:  # a broken CUDA install surfaces as many exception types
+        return None, f"CuPy failed to start ({type(exc).__name__}: {exc})"
+
+
+def _choose_device():
+    global _cupy
+    requested = os.environ.get("GPUDL_DEVICE", "auto").strip().lower() or "auto"
+    if requested not in ("auto", "cuda", "cpu"):
+        raise ValueError(
+            f"GPUDL_DEVICE must be 'auto', 'cuda' or 'cpu', got {requested!r}")
+    if requested == "cpu":
+        return "cpu"
+    if SIMULATOR:
+        return "cuda" if requested == "cuda" else "cpu"
+    cupy, why = _probe_cupy()
+    if cupy is not None:
+        _cupy = cupy
+        return "cuda"
+    if requested == "cuda":
+        raise RuntimeError(
+            f"GPUDL_DEVICE=cuda but {why}; install the 'cuda12' or 'cuda13' extra on a machine "
+            "with an NVIDIA GPU, set GPUDL_DEVICE=cpu, or set NUMBA_ENABLE_CUDASIM=1 to run the "
+            "CUDA kernels in Numba's simulator")
+    if why != "CuPy is not installed":
+        warnings.warn(f"gpudl: {why}; using the cpu device", RuntimeWarning, stacklevel=3)
+    return "cpu"
+
+
+DEFAULT_DEVICE = _choose_device()
+
+
+def default_device():
+    """``"cuda"`` or ``"cpu"``: where new tensors go unless told otherwise."""
+    return DEFAULT_DEVICE
+
+
+def cuda_available():
+    return DEFAULT_DEVICE == "cuda"
+
+
+def check_device(device, where="device"):
+    """Normalise a device argument (None, "cpu", "cuda", "cuda:0") and refuse what cannot be used."""
+    if device is None:
+        return DEFAULT_DEVICE
+    if not isinstance(device, str):
+        device = getattr(device, "type", None) or str(device)  # accept torch.device-like objects
+    name = device.split(":")[0].strip().lower()
+    if name not in DEVICES:
+        raise ValueError(f"{where}: expected 'cpu' or 'cuda', got {device!r}")
+    if name == "cuda" and not cuda_available():
+        raise RuntimeError(
+            f"{where}: 'cuda' requested but this process runs on the cpu device "
+            "(no usable GPU; see GPUDL_DEVICE in the README)")
+    return name
+
+
+def xp_for(device):
+    """The array module holding arrays of ``device``: cupy on a real GPU, else numpy."""
+    return _cupy if (device == "cuda" and _cupy is not None) else np
+
+
+def get_array_module(array):
+    """numpy or cupy, from an array's type (no import of cupy when it was never loaded)."""
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy
+    return np
+
+
+def is_device_array(array):
+    return _cupy is not None and isinstance(array, _cupy.ndarray)
+
+
+def kernel_device(array):
+    """Which implementation a kernel entry point should run for ``array``: "cuda" or "cpu".
+
+    CuPy arrays take the Numba-CUDA kernels. Under the simulator with the cuda device chosen,
+    NumPy arrays take them too (the simulator runs them on the CPU).
+    """
+    if is_device_array(array):
+        return "cuda"
+    return "cuda" if (SIMULATOR and DEFAULT_DEVICE == "cuda") else "cpu"
+
+
+def to_numpy(array):
+    """A NumPy array for ``array`` (copied from the GPU; shared on the CPU)."""
+    return array.get() if is_device_array(array) else np.asarray(array)
+
+
+def to_device_array(array, device):
+    """Move ``array`` to ``device``'s array module (no copy when already there)."""
+    if device == "cuda" and _cupy is not None:
+        return _cupy.asarray(array)
+    return to_numpy(array)
+
+
+def launch_stream():
+    """The stream Numba kernels launch on: CuPy's current stream (0 under the simulator)."""
+    if _cupy is None:
+        return 0
+    ptr = _cupy.cuda.get_current_stream().ptr
+    stream = _streams.get(ptr)
+    if stream is None:
+        from numba import cuda
+        stream = _streams[ptr] = cuda.external_stream(ptr)
+    return stream
+
+
+def synchronize():
+    if _cupy is not None:
+        _cupy.cuda.get_current_stream().synchronize()
+
+
+def device_count():
+    if _cupy is not None:
+        return _cupy.cuda.runtime.getDeviceCount()
+    return 1 if (SIMULATOR and DEFAULT_DEVICE == "cuda") else 0
+
+
+def scatter_add(target, index, values):
+    """target[index] += values with repeated indices accumulating (NumPy's add.at)."""
+    if is_device_array(target):
+        import cupyx
+        cupyx.scatter_add(target, index, values)
+    else:
+        np.add.at(target, index, values)

@@ -1,0 +1,180 @@
+"""Tensor factories: gd.tensor, zeros, ones, full, arange, randn, ... (torch's signatures)."""
+
+import numpy as np
+
+from . import backend, dtypes, random
+from .tensor import Tensor
+
+
+def as_array(data, dtype, device, op):
+    """(array, device) for ``data`` converted like torch.tensor would, on ``device``."""
+    dtype = dtypes.as_dtype(dtype, op)
+    if isinstance(data, Tensor):
+        source_device = data.device
+        data = data.data
+    else:
+        source_device = "cuda" if backend.is_device_array(data) else None
+        if isinstance(data, (list, tuple)):
+            data = _unwrap_nested(data)
+    device = device or source_device or backend.DEFAULT_DEVICE
+    if backend.is_device_array(data):
+        array = data
+    else:
+        if isinstance(data, str) or (not hasattr(data, "__len__") and not isinstance(
+                data, (int, float, bool, complex, np.generic, np.ndarray))):
+            raise TypeError(f"{op}: cannot make a tensor from {type(data).__name__}")
+        inferred = dtype or dtypes.infer_dtype(data)
+        array = np.asarray(data)
+        if array.dtype == object:
+            raise ValueError(f"{op}: data is ragged or holds non-numbers; got {data!r:.80}")
+        if inferred is None:
+            raise TypeError(f"{op}: unsupported dtype {array.dtype}")
+        dtype = inferred
+    if dtype is not None and array.dtype != dtype:
+        array = array.astype(dtype)
+    return backend.to_device_array(array, device), device
+
+
+def _unwrap_nested(data):
+    return [_unwrap_nested(d) if isinstance(d, (list, tuple)) else
+            (d.numpy() if isinstance(d, Tensor) else d) for d in data]
+
+
+def tensor(data, dtype=None, requires_grad=False, device=None):
+    """A new tensor holding a copy of ``data`` (list, scalar, NumPy/CuPy array or Tensor)."""
+    device = backend.check_device(device, "tensor") if device is not None else None
+    array, device = as_array(data, dtype, device, "tensor")
+    source = data.data if isinstance(data, Tensor) else data
+    if array is source or (isinstance(array, np.ndarray) and isinstance(source, np.ndarray)
+                           and np.shares_memory(array, source)):
+        array = array.copy()          # gd.tensor always copies, as torch.tensor does
+    out = Tensor._make(array, False, None, 0, device)
+    return out.requires_grad_(True) if requires_grad else out
+
+
+def _size(op, size):
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    for n in size:
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+            raise TypeError(f"{op}: size must be ints, got {size!r}")
+        if n < 0:
+            raise ValueError(f"{op}: size must be non-negative, got {tuple(size)}")
+    return tuple(int(n) for n in size)
+
+
+def _factory(op, fill, size, dtype, device, requires_grad):
+    size = _size(op, size)
+    dtype = dtypes.as_dtype(dtype, op) or dtypes.DEFAULT_FLOAT
+    device = backend.check_device(device, op)
+    array = fill(backend.xp_for(device), size, dtype, device)
+    out = Tensor._make(array, False, None, 0, device)
+    return out.requires_grad_(True) if requires_grad else out
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False):
+    return _factory("zeros", lambda xp, s, d, _: xp.zeros(s, d), size, dtype, device,
+                    requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False):
+    return _factory("ones", lambda xp, s, d, _: xp.ones(s, d), size, dtype, device, requires_grad)
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False):
+    return _factory("empty", lambda xp, s, d, _: xp.empty(s, d), size, dtype, device,
+                    requires_grad)
+
+
+def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    if dtype is None:
+        dtype = dtypes.infer_dtype(fill_value) if not isinstance(fill_value, Tensor) \
+            else fill_value.dtype
+    value = fill_value.item() if isinstance(fill_value, Tensor) else fill_value
+    return _factory("full", lambda xp, s, d, _: xp.full(s, value, d), (size,), dtype, device,
+                    requires_grad)
+
+
+def randn(*size, dtype=None, device=None, requires_grad=False):
+    """Standard normal samples from the device's generator (see manual_seed)."""
+    return _factory("randn", lambda xp, s, d, dev: random.normal(s, d, dev), size, dtype, device,
+                    requires_grad)
+
+
+def rand(*size, dtype=None, device=None, requires_grad=False):
+    """Uniform samples in [0, 1)."""
+    return _factory("rand", lambda xp, s, d, dev: random.uniform(s, d, dev), size, dtype, device,
+                    requires_grad)
+
+
+def randint(low, high=None, size=(), dtype=None, device=None):
+    if high is None:
+        low, high = 0, low
+    if high <= low:
+        raise ValueError(f"randint: expected low < high, got low={low}, high={high}")
+    return _factory("randint", lambda xp, s, d, dev: random.integers(low, high, s, dev).astype(d),
+                    (size,), dtype or dtypes.int64, device, False)
+
+
+def randperm(n, dtype=None, device=None):
+    if n < 0:
+        raise ValueError(f"randperm: n must be non-negative, got {n}")
+    return _factory("randperm", lambda xp, s, d, dev: random.permutation(n, dev).astype(d),
+                    (n,), dtype or dtypes.int64, device, False)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise ValueError("arange: step must be nonzero")
+    if dtype is None:
+        integral = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
+        dtype = dtypes.int64 if integral else dtypes.DEFAULT_FLOAT
+    values = np.arange(start, end, step, dtype=np.float64 if np.dtype(dtype).kind == "f" else None)
+    return tensor(values.astype(dtype), device=device, requires_grad=requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
+    values = np.linspace(start, end, steps).astype(dtypes.as_dtype(dtype) or dtypes.DEFAULT_FLOAT)
+    return tensor(values, device=device, requires_grad=requires_grad)
+
+
+def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+    return tensor(np.eye(n, m, dtype=dtypes.as_dtype(dtype) or dtypes.DEFAULT_FLOAT),
+                  device=device, requires_grad=requires_grad)
+
+
+def _like(factory):
+    def like(input, dtype=None, device=None, requires_grad=False):
+        return factory(*input.shape, dtype=dtype or input.dtype, device=device or input.device,
+                       requires_grad=requires_grad)
+    like.__name__ = factory.__name__ + "_like"
+    like.__doc__ = f"{factory.__name__} with the shape (and by default dtype, device) of input."
+    return like
+
+
+zeros_like, ones_like, empty_like = _like(zeros), _like(ones), _like(empty)
+randn_like, rand_like = _like(randn), _like(rand)
+
+
+def full_like(input, fill_value, dtype=None, device=None, requires_grad=False):
+    return full(input.shape, fill_value, dtype=dtype or input.dtype,
+                device=device or input.device, requires_grad=requires_grad)
+
+
+def from_dlpack(x):
+    """A tensor sharing memory with any DLPack producer (NumPy, CuPy, PyTorch, JAX)."""
+    if isinstance(x, Tensor):
+        return x
+    if not hasattr(x, "__dlpack_device__"):
+        raise TypeError(f"from_dlpack: {type(x).__name__} does not implement the DLPack protocol")
+    device_type = int(x.__dlpack_device__()[0])
+    if device_type == 1:                      # kDLCPU
+        array, device = np.from_dlpack(x), "cpu"
+    elif device_type == 2 and backend.cuda_available() and not backend.SIMULATOR:   # kDLCUDA
+        array, device = backend.xp_for("cuda").from_dlpack(x), "cuda"
+    else:
+        raise RuntimeError(f"from_dlpack: DLPack device type {device_type} is not usable here "
+                           f"(this process runs on {backend.DEFAULT_DEVICE})")
+    return Tensor._make(array, False, None, 0, device)

@@ -1,0 +1,17 @@
+"""``gd.cuda``: torch.cuda's queries, answered by the backend."""
+
+from . import backend
+
+
+def is_available():
+    """True when tensors can live on the cuda device (a GPU, or Numba's simulator if chosen)."""
+    return backend.cuda_available()
+
+
+def synchronize():
+    """Wait for every kernel queued on the current stream (a no-op on the CPU)."""
+    backend.synchronize()
+
+
+def device_count():
+    return backend.device_count()

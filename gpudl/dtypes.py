@@ -1,0 +1,57 @@
+"""dtypes: NumPy dtype objects under PyTorch's names (``gd.float32 == np.float32`` holds)."""
+
+import numpy as np
+
+float16 = np.dtype("float16")
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+int8 = np.dtype("int8")
+uint8 = np.dtype("uint8")
+int16 = np.dtype("int16")
+int32 = np.dtype("int32")
+int64 = np.dtype("int64")
+bool_ = np.dtype("bool")
+
+DEFAULT_FLOAT = float32
+SUPPORTED = (float16, float32, float64, int8, uint8, int16, int32, int64, bool_)
+
+
+def as_dtype(dtype, where="dtype"):
+    """Normalise a dtype argument (gd/np dtype, type or string; torch dtypes too) or refuse it."""
+    if dtype is None:
+        return None
+    text = str(dtype)
+    if text.startswith("torch."):
+        dtype = text[len("torch."):]
+    try:
+        result = np.dtype(dtype)
+    except TypeError:
+        result = None
+    if result not in SUPPORTED:
+        raise TypeError(f"{where}: unsupported dtype {text!r}; expected one of "
+                        + ", ".join(d.name for d in SUPPORTED))
+    return result
+
+
+def is_floating(dtype):
+    return dtype.kind == "f"
+
+
+def infer_dtype(data):
+    """The dtype torch.tensor would give Python data: float32 for floats, int64 ints, bool."""
+    if isinstance(data, np.ndarray) or isinstance(data, np.generic):
+        return data.dtype if data.dtype in SUPPORTED else None
+    flat = data
+    while isinstance(flat, (list, tuple)) and flat:
+        flat = flat[0]
+    if isinstance(flat, (bool, np.bool_)):
+        return bool_
+    if isinstance(flat, (int, np.integer)) and not _has_float(data):
+        return int64
+    return DEFAULT_FLOAT
+
+
+def _has_float(data):
+    if isinstance(data, (list, tuple)):
+        return any(_has_float(d) for d in data)
+    return isinstance(data, (float, np.floating))

@@ -1,0 +1,43 @@
+"""Small helpers shared by the op modules."""
+
+import numpy as np
+
+from .. import backend
+
+
+def sum_to(g, shape):
+    """Reduce a broadcast gradient ``g`` back to ``shape`` (the inverse of broadcasting)."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    g = g.sum(axis=axes, keepdims=True) if axes else g
+    return g.reshape(shape)
+
+
+def normalize_axes(axis, ndim, op):
+    """An int, a tuple of ints or None -> a sorted tuple of non-negative axes (None: all axes)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
+            raise TypeError(f"{op}: dim must be an int or a tuple of ints, got {axis!r}")
+        if not -max(ndim, 1) <= a < max(ndim, 1):
+            raise IndexError(
+                f"{op}: dim {a} is out of range for a tensor with {ndim} dimensions "
+                f"(expected in [{-max(ndim, 1)}, {max(ndim, 1) - 1}])")
+        out.append(int(a) % max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: dim {axis!r} repeats an axis")
+    return tuple(sorted(out)) if ndim else ()
+
+
+def normalize_axis(axis, ndim, op):
+    return normalize_axes(axis, ndim, op)[0] if ndim else 0
+
+
+def xp_of(array):
+    return backend.get_array_module(array)

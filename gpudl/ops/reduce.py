@@ -1,0 +1,150 @@
+"""Reductions: sum, mean, max/min (values and indices), var/std, and softmax/log_softmax."""
+
+import contextlib
+
+from ..autograd import Function
+from ._util import xp_of
+
+
+def _expand_back(g, axes, keepdims, shape):
+    """Give a reduced gradient back its reduced axes (as size 1) so it broadcasts over ``shape``."""
+    if not keepdims:
+        g = xp_of(g).expand_dims(g, axes) if axes else g
+    return g
+
+
+class Sum(Function):
+    @staticmethod
+    def forward(ctx, a, axes, keepdims):
+        ctx.conf = (a.shape, axes, keepdims)
+        return a.sum(axis=axes, keepdims=keepdims)
+
+    @staticmethod
+    def backward(ctx, g):
+        shape, axes, keepdims = ctx.conf
+        g = _expand_back(g, axes, keepdims, shape)
+        return xp_of(g).broadcast_to(g, shape), None, None
+
+
+class Mean(Function):
+    @staticmethod
+    def forward(ctx, a, axes, keepdims):
+        ctx.conf = (a.shape, axes, keepdims)
+        return a.mean(axis=axes, keepdims=keepdims)
+
+    @staticmethod
+    def backward(ctx, g):
+        shape, axes, keepdims = ctx.conf
+        count = 1
+        for ax in axes:
+            count *= shape[ax]
+        g = _expand_back(g, axes, keepdims, shape) / max(count, 1)
+        return xp_of(g).broadcast_to(g, shape), None, None
+
+
+class Extreme(Function):
+    """max/min over all axes (``axis is None``; ties share the gradient evenly, as torch.amax)
+    or along one axis (returns values and int64 indices; the gradient goes to the index)."""
+
+    @staticmethod
+    def forward(ctx, a, axis, keepdims, largest):
+        xp = xp_of(a)
+        if axis is None:
+            y = a.max() if largest else a.min()
+            ctx.save_for_backward(a, y)
+            ctx.conf = (axis, keepdims)
+            return y.reshape((1,) * a.ndim) if keepdims else y
+        idx = a.argmax(axis=axis) if largest else a.argmin(axis=axis)
+        # NaN wins, as in torch: argmax/argmin already point at the first NaN
+        idx = xp.expand_dims(idx, axis)
+        y = xp.take_along_axis(a, idx, axis=axis)
+        ctx.save_for_backward(idx)
+        ctx.conf = (axis, keepdims, a.shape)
+        if not keepdims:
+            y, idx = y.squeeze(axis), idx.squeeze(axis)
+        return y, idx.astype(xp.int64)
+
+    @staticmethod
+    def backward(ctx, g, *unused):
+        xp = xp_of(g)
+        if ctx.conf[0] is None:
+            a, y = ctx.saved_tensors
+            hits = (a == y) | (xp.isnan(a) & xp.isnan(y))
+            return g.reshape(()) * hits / hits.sum(), None, None, None
+        (idx,) = ctx.saved_tensors
+        axis, keepdims, shape = ctx.conf
+        if not keepdims:
+            g = xp.expand_dims(g, axis)
+        ga = xp.zeros(shape, g.dtype)
+        xp.put_along_axis(ga, idx, g, axis=axis)
+        return ga, None, None, None
+
+
+class Var(Function):
+    @staticmethod
+    def forward(ctx, a, axes, correction, keepdims):
+        mean = a.mean(axis=axes, keepdims=True)
+        centered = a - mean
+        count = 1
+        for ax in axes:
+            count *= a.shape[ax]
+        denom = max(count - correction, 0)
+        ctx.save_for_backward(centered)
+        ctx.conf = (axes, keepdims, denom)
+        with _quiet(xp_of(a)):
+            return (centered * centered).sum(axis=axes, keepdims=keepdims) / denom
+
+    @staticmethod
+    def backward(ctx, g):
+        (centered,) = ctx.saved_tensors
+        axes, keepdims, denom = ctx.conf
+        g = _expand_back(g, axes, keepdims, centered.shape)
+        with _quiet(xp_of(g)):
+            return g * (2 / denom if denom else float("nan")) * centered, None, None, None
+
+
+def _quiet(xp):
+    """Division by a zero count gives inf/nan as in torch, without NumPy's warning."""
+    return xp.errstate(divide="ignore", invalid="ignore") if hasattr(xp, "errstate") \
+        else contextlib.nullcontext()
+
+
+def softmax_array(a, axis):
+    xp = xp_of(a)
+    shifted = a - a.max(axis=axis, keepdims=True)
+    e = xp.exp(shifted)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax_array(a, axis):
+    xp = xp_of(a)
+    shifted = a - a.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+class Softmax(Function):
+    @staticmethod
+    def forward(ctx, a, axis):
+        y = softmax_array(a, axis)
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return y * (g - (g * y).sum(axis=ctx.axis, keepdims=True)), None
+
+
+class LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx, a, axis):
+        y = log_softmax_array(a, axis)
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g - xp_of(y).exp(y) * g.sum(axis=ctx.axis, keepdims=True), None
