@@ -201,7 +201,7 @@ def _run_node(node, grads_in, pending, retain_graph):
         for i, t in node.retained.items():
             if i in grads_in:
                 _accumulate(t, grads_in[i])
-    grads_out = [grads_in[i] if i in grads_in else xp.zeros(shape, dtype)
+    grads_out = [_as_array(grads_in[i]) if i in grads_in else xp.zeros(shape, dtype)
                  for i, (shape, dtype, xp) in enumerate(node.out_meta)]
     input_grads = node.function.backward(node.ctx, *grads_out)
     if not isinstance(input_grads, tuple):
@@ -225,7 +225,13 @@ def _run_node(node, grads_in, pending, retain_graph):
             _accumulate(edge, _checked(node, i, g, edge.data.shape, edge.data.dtype))
 
 
+def _as_array(g):
+    """0-d NumPy arithmetic returns scalars; backward functions always receive arrays."""
+    return np.asarray(g) if isinstance(g, np.generic) else g
+
+
 def _checked(node, i, g, shape, dtype):
+    g = _as_array(g)
     if g.shape != shape:
         raise RuntimeError(
             f"{node.function.__name__}.backward returned a gradient of shape {g.shape} for input "

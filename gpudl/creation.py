@@ -24,7 +24,10 @@ def as_array(data, dtype, device, op):
                 data, (int, float, bool, complex, np.generic, np.ndarray))):
             raise TypeError(f"{op}: cannot make a tensor from {type(data).__name__}")
         inferred = dtype or dtypes.infer_dtype(data)
-        array = np.asarray(data)
+        try:
+            array = np.asarray(data)
+        except ValueError:
+            array = np.empty(0, object)
         if array.dtype == object:
             raise ValueError(f"{op}: data is ragged or holds non-numbers; got {data!r:.80}")
         if inferred is None:

@@ -27,7 +27,7 @@ def as_dtype(dtype, where="dtype"):
         result = np.dtype(dtype)
     except TypeError:
         result = None
-    if result not in SUPPORTED:
+    if result is None or result not in SUPPORTED:
         raise TypeError(f"{where}: unsupported dtype {text!r}; expected one of "
                         + ", ".join(d.name for d in SUPPORTED))
     return result

@@ -183,10 +183,10 @@ class Tensor:
         for a in args:
             if isinstance(a, Tensor):
                 device, dtype = a.device, a.dtype
-            elif isinstance(a, str) or hasattr(a, "type"):
+            elif _is_device(a):
                 device = a
             else:
-                dtype = a
+                dtype = dtypes.as_dtype(a, "to")   # neither a device nor a dtype: TypeError
         out = self
         if dtype is not None:
             out = out.astype(dtype)
@@ -638,6 +638,13 @@ class _ToDevice(autograd.Function):
     @staticmethod
     def backward(ctx, g):
         return backend.to_device_array(g, ctx.device), None
+
+
+def _is_device(value):
+    """'cpu', 'cuda:0' or a torch.device-like object (whose ``type`` is a string)."""
+    if isinstance(value, str):
+        return value.split(":")[0].strip().lower() in backend.DEVICES
+    return isinstance(getattr(value, "type", None), str)
 
 
 def _raw(value, like):

@@ -1,5 +1,7 @@
 """Matrix products (batched and broadcast, as numpy.matmul), through BLAS / cuBLAS."""
 
+import numpy as np
+
 from ..autograd import Function
 from ._util import sum_to
 
@@ -17,11 +19,8 @@ class MatMul(Function):
         # 1-D operands are promoted to matrices for the products, then squeezed back
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = g
-        if a.ndim == 1:
-            g2 = g2[..., None, :]
-        if b.ndim == 1:
-            g2 = g2[..., None]
+        g2 = g.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+                       + (a2.shape[-2], b2.shape[-1]))
         ga = gb = None
         if na:
             ga = g2 @ b2.swapaxes(-1, -2)

@@ -1,0 +1,181 @@
+"""The graph walk: accumulation, retain_graph, freeing, grad modes, deep graphs, custom Functions."""
+
+import sys
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from gpudl.autograd import Function
+
+
+def test_chain_of_10000_ops_does_not_recurse():
+    x = gd.tensor([1.0], requires_grad=True)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    assert sys.getrecursionlimit() < 10_000 * 2
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1.0001 ** 10_000], rtol=1e-3)
+
+
+def test_diamond_graph_sums_both_paths():
+    x = gd.tensor([2.0, 3.0], dtype=gd.float64, requires_grad=True)
+    a = x * x
+    y = (a + a.exp() + x).sum()      # x reaches y three ways
+    y.backward()
+    xv = np.array([2.0, 3.0])
+    np.testing.assert_allclose(x.grad.numpy(), 2 * xv + np.exp(xv * xv) * 2 * xv + 1)
+
+
+def test_grads_accumulate_across_backward_calls():
+    x = gd.tensor([1.0, -2.0], requires_grad=True)
+    (x * 3).sum().backward()
+    (x * x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [3 + 2, 3 - 4])
+
+
+def test_leaf_grads_do_not_alias_each_other():
+    a = gd.tensor([1.0, 2.0], requires_grad=True)
+    b = gd.tensor([3.0, 4.0], requires_grad=True)
+    (a + b).sum().backward()
+    a.grad.mul_(10)                        # in-place on one grad (as clip_grad_norm_ does)
+    np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0])
+
+
+def test_second_backward_without_retain_graph_raises():
+    x = gd.tensor([1.0, 2.0], requires_grad=True)
+    y = (x.exp() * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        y.backward()
+
+
+def test_retain_graph_allows_second_backward():
+    x = gd.tensor([1.0, 2.0], requires_grad=True)
+    y = (x.exp() * x).sum()
+    y.backward(retain_graph=True)
+    first = x.grad.numpy().copy()
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * first)
+
+
+def test_saved_arrays_are_freed_after_backward():
+    x = gd.tensor(np.ones(4), requires_grad=True)
+    y = x.exp()
+    node = y.grad_fn
+    y.sum().backward()
+    assert node.ctx is None
+
+
+def test_backward_needs_scalar_or_gradient():
+    x = gd.tensor(np.ones((2, 3)), requires_grad=True)
+    y = x * 2
+    with pytest.raises(RuntimeError, match=r"scalar outputs.*\(2, 3\)"):
+        y.backward()
+    with pytest.raises(RuntimeError, match=r"grad has shape \(3,\).*\(2, 3\)"):
+        y.backward(gd.ones(3))
+    y.backward(gd.ones(2, 3) * 0.5)
+    np.testing.assert_allclose(x.grad.numpy(), np.ones((2, 3)))
+
+
+def test_backward_on_tensor_without_grad_raises():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        gd.tensor([1.0]).sum().backward()
+
+
+def test_no_grad_and_enable_grad():
+    x = gd.tensor([1.0], requires_grad=True)
+    with gd.no_grad():
+        y = x * 2
+        assert not gd.is_grad_enabled()
+        with gd.enable_grad():
+            z = x * 2
+    assert gd.is_grad_enabled()
+    assert not y.requires_grad and y.grad_fn is None
+    assert z.requires_grad
+
+    @gd.no_grad()
+    def f(t):
+        return t * 3
+    assert not f(x).requires_grad and gd.is_grad_enabled()
+
+
+def test_no_grad_restores_mode_after_exception():
+    with pytest.raises(KeyError):
+        with gd.no_grad():
+            raise KeyError
+    assert gd.is_grad_enabled()
+
+
+def test_detach_and_requires_grad_rules():
+    x = gd.tensor([1.0, 2.0], requires_grad=True)
+    d = (x * 2).detach()
+    assert not d.requires_grad and d.is_leaf
+    with pytest.raises(RuntimeError, match="floating point"):
+        gd.tensor([1, 2]).requires_grad_()
+    with pytest.raises(RuntimeError, match="floating point"):
+        gd.tensor([1, 2], requires_grad=True)
+
+
+def test_retain_grad_on_intermediate():
+    x = gd.tensor([1.0, 2.0], requires_grad=True)
+    h = (x * 3).retain_grad()
+    (h * h).sum().backward()
+    np.testing.assert_allclose(h.grad.numpy(), 2 * 3 * np.array([1.0, 2.0]))
+    assert (x * 3).grad is None
+
+
+def test_inplace_on_tensor_requiring_grad_is_refused_outside_no_grad():
+    w = gd.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        w.add_(1.0)
+    np.testing.assert_array_equal(w.numpy(), [1.0, 2.0])       # unchanged
+    with gd.no_grad():
+        w.sub_(gd.tensor([0.5, 0.5]), alpha=2)
+    np.testing.assert_array_equal(w.numpy(), [0.0, 1.0])
+
+
+class _ScaleShift(Function):
+    """Two outputs, an int output (non-differentiable) and a non-tensor argument."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x * scale, x + 1, (x > 0).astype(np.int64)
+
+    @staticmethod
+    def backward(ctx, g_scaled, g_shifted, g_int):
+        return g_scaled * ctx.scale + g_shifted, None
+
+
+def test_custom_function_with_several_outputs():
+    x = gd.tensor([1.0, -2.0], requires_grad=True)
+    a, b, c = _ScaleShift.apply(x, 3.0)
+    assert a.requires_grad and b.requires_grad and not c.requires_grad
+    a.sum().backward()               # b unused: its gradient is zeros
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 3.0])
+
+
+class _BadShape(Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, g):
+        return g[:1]
+
+
+def test_engine_checks_gradient_shapes():
+    x = gd.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"_BadShape.backward returned a gradient of shape"):
+        _BadShape.apply(x).sum().backward()
+
+
+def test_gradient_flows_through_dtype_casts():
+    x = gd.tensor([1.0, 2.0], dtype=gd.float64, requires_grad=True)
+    y = (x.float() * 2).sum()
+    y.backward()
+    assert x.grad.dtype == gd.float64
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 2.0])

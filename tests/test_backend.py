@@ -1,0 +1,57 @@
+"""Device choice at import, in fresh interpreters (the choice is made once per process)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run(code, **env):
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("GPUDL_DEVICE", "NUMBA_ENABLE_CUDASIM")}
+    full.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full,
+                          timeout=120)
+
+
+def test_import_loads_neither_numba_nor_cupy_on_cpu():
+    out = run("import sys, gpudl; print(gpudl.device(), 'numba' in sys.modules, "
+              "'cupy' in sys.modules, 'numba.cuda' in sys.modules)", GPUDL_DEVICE="cpu")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["cpu", "False", "False", "False"]
+
+
+def test_auto_without_cupy_falls_back_to_cpu_silently():
+    out = run("import importlib.util, gpudl; print(gpudl.device(), "
+              "importlib.util.find_spec('cupy') is None)")
+    assert out.returncode == 0, out.stderr
+    device, no_cupy = out.stdout.split()
+    if no_cupy == "True":
+        assert device == "cpu" and "Warning" not in out.stderr
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error():
+    out = run("import importlib.util, sys; sys.exit(3 if importlib.util.find_spec('cupy') "
+              "else 0)")
+    if out.returncode == 3:
+        pytest.skip("CuPy is installed here; the no-GPU message is checked where it is absent")
+    out = run("import gpudl", GPUDL_DEVICE="cuda")
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: GPUDL_DEVICE=cuda but CuPy is not installed")
+    assert "GPUDL_DEVICE=cpu" in last and "NUMBA_ENABLE_CUDASIM" in last
+
+
+def test_unknown_device_name_is_refused():
+    out = run("import gpudl", GPUDL_DEVICE="tpu")
+    assert out.returncode != 0
+    assert "GPUDL_DEVICE must be 'auto', 'cuda' or 'cpu', got 'tpu'" in out.stderr
+
+
+def test_simulator_keeps_numpy_arrays_on_the_cuda_device():
+    out = run("import gpudl as gd, numpy as np; t = gd.ones(2); "
+              "print(gd.device(), t.device, type(t.data).__module__, gd.cuda.is_available())",
+              GPUDL_DEVICE="cuda", NUMBA_ENABLE_CUDASIM="1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["cuda", "cuda", "numpy", "True"]

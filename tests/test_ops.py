@@ -1,0 +1,267 @@
+"""Core ops against PyTorch in float64 (values and gradients) and by finite differences."""
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from gpudl.testing import gradcheck
+from oracle import check_against_torch, torch
+
+
+def r(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+def pos(rng, *shape):
+    return rng.uniform(0.5, 2.0, shape)
+
+
+BINARY = [
+    ("add", lambda a, b: a + b),
+    ("sub", lambda a, b: a - b),
+    ("mul", lambda a, b: a * b),
+    ("div", lambda a, b: a / b),
+    ("pow", lambda a, b: a ** b),
+]
+BROADCAST = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((1,), (2, 3)), ((), (2, 3)),
+             ((5, 1, 1), (1, 4, 3))]
+
+
+@pytest.mark.parametrize("name,fn", BINARY)
+@pytest.mark.parametrize("sa,sb", BROADCAST)
+def test_binary_broadcast(rng, name, fn, sa, sb):
+    a, b = pos(rng, *sa), pos(rng, *sb)
+    check_against_torch(fn, fn, a, b)
+    gradcheck(fn, [gd.tensor(a, requires_grad=True), gd.tensor(b, requires_grad=True)])
+
+
+@pytest.mark.parametrize("name,fn", BINARY)
+def test_binary_with_python_scalars(rng, name, fn):
+    a = pos(rng, 3, 2)
+    check_against_torch(lambda x: fn(x, 1.7), lambda x: fn(x, 1.7), a)
+    check_against_torch(lambda x: fn(2.5, x), lambda x: fn(2.5, x), a)
+
+
+def test_numpy_scalar_on_the_left_stays_a_tensor(rng):
+    x = gd.tensor(r(rng, 3).astype(np.float32))
+    y = np.float32(2.0) * x
+    assert isinstance(y, gd.Tensor) and y.dtype == gd.float32
+
+
+UNARY = [
+    ("exp", lambda t: t.exp(), lambda t: t.exp(), r),
+    ("log", lambda t: t.log(), lambda t: t.log(), pos),
+    ("sqrt", lambda t: t.sqrt(), lambda t: t.sqrt(), pos),
+    ("tanh", lambda t: t.tanh(), lambda t: t.tanh(), r),
+    ("sigmoid", lambda t: t.sigmoid(), lambda t: t.sigmoid(), r),
+    ("relu", lambda t: t.relu(), lambda t: t.relu(), r),
+    ("abs", lambda t: abs(t), lambda t: abs(t), r),
+    ("neg", lambda t: -t, lambda t: -t, r),
+    ("clip", lambda t: t.clip(-0.5, 0.7), lambda t: t.clamp(-0.5, 0.7), r),
+    ("clip_min", lambda t: t.clip(min=0.1), lambda t: t.clamp(min=0.1), r),
+    ("square", lambda t: t.square(), lambda t: t.square(), r),
+    ("softmax", lambda t: t.softmax(1), lambda t: t.softmax(1), r),
+    ("log_softmax", lambda t: t.log_softmax(-1), lambda t: t.log_softmax(-1), r),
+]
+
+
+@pytest.mark.parametrize("name,gfn,tfn,make", UNARY)
+def test_unary(rng, name, gfn, tfn, make):
+    a = make(rng, 4, 5)
+    check_against_torch(gfn, tfn, a)
+    gradcheck(gfn, [gd.tensor(a, requires_grad=True)])
+
+
+def test_unary_on_non_contiguous_input(rng):
+    a = r(rng, 5, 4).T          # a transposed (non-contiguous) view
+    assert not a.flags.c_contiguous
+    check_against_torch(lambda t: (t.exp() * t).sum(0), lambda t: (t.exp() * t).sum(0), a)
+
+
+def test_sigmoid_and_softmax_stay_finite_for_huge_logits():
+    x = gd.tensor([[1000.0, -1000.0, 0.0], [-3e4, 3e4, 1.0]], requires_grad=True)
+    s = x.softmax(-1)
+    ls = x.log_softmax(-1)
+    sg = x.sigmoid()
+    (s.sum() + ls[:, 0].sum() + sg.sum()).backward()
+    for t in (s, ls, sg, x.grad):
+        assert np.isfinite(t.numpy()).all()
+    np.testing.assert_allclose(s.numpy()[0], [1, 0, 0], atol=1e-7)
+    np.testing.assert_allclose(ls.numpy()[1, 0], -6e4, rtol=1e-6)
+
+
+REDUCTIONS = [
+    ("sum_all", lambda t: t.sum(), lambda t: t.sum()),
+    ("sum_dim", lambda t: t.sum(1), lambda t: t.sum(1)),
+    ("sum_dims_keep", lambda t: t.sum((0, 2), keepdim=True), lambda t: t.sum((0, 2), keepdim=True)),
+    ("mean_all", lambda t: t.mean(), lambda t: t.mean()),
+    ("mean_neg_dim", lambda t: t.mean(-1), lambda t: t.mean(-1)),
+    ("mean_axis_kw", lambda t: t.mean(axis=0, keepdims=True), lambda t: t.mean(0, keepdim=True)),
+    ("var", lambda t: t.var(1), lambda t: t.var(1)),
+    ("var_biased", lambda t: t.var(0, unbiased=False), lambda t: t.var(0, unbiased=False)),
+    ("var_correction", lambda t: t.var((1, 2), correction=2), lambda t: t.var((1, 2), correction=2)),
+    ("std", lambda t: t.std(), lambda t: t.std()),
+    ("std_keep", lambda t: t.std(2, keepdim=True), lambda t: t.std(2, keepdim=True)),
+    ("max_all", lambda t: t.max(), lambda t: t.max()),
+    ("min_all", lambda t: t.min(), lambda t: t.min()),
+    ("max_dim", lambda t: t.max(1), lambda t: t.max(1)),
+    ("min_dim_keep", lambda t: t.min(-1, keepdim=True), lambda t: t.min(-1, keepdim=True)),
+]
+
+
+@pytest.mark.parametrize("name,gfn,tfn", REDUCTIONS)
+def test_reductions(rng, name, gfn, tfn):
+    a = r(rng, 3, 4, 5)
+    y = check_against_torch(gfn, tfn, a)
+    if isinstance(y, tuple):
+        assert y.indices.dtype == gd.int64
+        gradcheck(lambda t: gfn(t).values, [gd.tensor(a, requires_grad=True)])
+    else:
+        gradcheck(gfn, [gd.tensor(a, requires_grad=True)])
+
+
+def test_max_ties_share_gradient_like_torch_amax():
+    a = np.array([[1.0, 3.0, 3.0], [2.0, 0.0, 2.0]])
+    check_against_torch(lambda t: t.max(), lambda t: t.amax(), a)
+
+
+def test_max_with_nan_returns_nan():
+    x = gd.tensor([1.0, float("nan"), 3.0])
+    assert np.isnan(x.max().item())
+    assert x.max(0).indices.item() == 1
+
+
+def test_argmax_argmin(rng):
+    a = r(rng, 4, 6)
+    t = torch.tensor(a)
+    x = gd.tensor(a)
+    assert x.argmax().item() == t.argmax().item()
+    np.testing.assert_array_equal(x.argmax(1).numpy(), t.argmax(1).numpy())
+    np.testing.assert_array_equal(x.argmin(0, keepdim=True).numpy(), t.argmin(0, keepdim=True))
+
+
+@pytest.mark.parametrize("sa,sb", [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((4,), (4, 2)),
+                                   ((3, 4), (4,)), ((4,), (4,)), ((2, 1, 3, 4), (5, 4, 2)),
+                                   ((0, 3), (3, 2))])
+def test_matmul(rng, sa, sb):
+    a, b = r(rng, *sa), r(rng, *sb)
+    check_against_torch(lambda x, y: x @ y, lambda x, y: x @ y, a, b)
+    if 0 not in sa:
+        gradcheck(lambda x, y: x @ y, [gd.tensor(a, requires_grad=True),
+                                       gd.tensor(b, requires_grad=True)])
+
+
+def test_matmul_transposed_operand(rng):
+    a, b = r(rng, 5, 3), r(rng, 5, 4)
+    check_against_torch(lambda x, y: x.T @ y, lambda x, y: x.T @ y, a, b)
+
+
+SHAPES = [
+    ("reshape", lambda t: t.reshape(4, -1), lambda t: t.reshape(4, -1)),
+    ("view_tuple", lambda t: t.view((2, 2, 6)), lambda t: t.view((2, 2, 6))),
+    ("flatten", lambda t: t.flatten(1), lambda t: t.flatten(1)),
+    ("squeeze", lambda t: t.reshape(1, 24, 1).squeeze(), lambda t: t.reshape(1, 24, 1).squeeze()),
+    ("squeeze_dim", lambda t: t.reshape(1, 24, 1).squeeze(-1),
+     lambda t: t.reshape(1, 24, 1).squeeze(-1)),
+    ("unsqueeze", lambda t: t.unsqueeze(1), lambda t: t.unsqueeze(1)),
+    ("transpose", lambda t: t.transpose(0, 2), lambda t: t.transpose(0, 2)),
+    ("permute", lambda t: t.permute(2, 0, 1), lambda t: t.permute(2, 0, 1)),
+    ("T", lambda t: t.reshape(6, 4).T, lambda t: t.reshape(6, 4).T),
+    ("expand", lambda t: t[:, :1].expand(5, 2, 3, 4), lambda t: t[:, :1].expand(5, 2, 3, 4)),
+    ("expand_keep", lambda t: t[:1].expand(4, -1, -1), lambda t: t[:1].expand(4, -1, -1)),
+    ("repeat", lambda t: t.repeat(2, 1, 3), lambda t: t.repeat(2, 1, 3)),
+    ("repeat_new_dim", lambda t: t[0].repeat(2, 2, 1), lambda t: t[0].repeat(2, 2, 1)),
+    ("split", lambda t: t.split(2, dim=2), lambda t: t.split(2, dim=2)),
+    ("split_sections", lambda t: t.split([1, 2], dim=1), lambda t: t.split([1, 2], dim=1)),
+    ("chunk", lambda t: t.chunk(2, 0), lambda t: t.chunk(2, 0)),
+]
+
+
+@pytest.mark.parametrize("name,gfn,tfn", SHAPES)
+def test_shape_ops(rng, name, gfn, tfn):
+    a = r(rng, 2, 3, 4)
+    check_against_torch(gfn, tfn, a)
+
+
+INDEX = [
+    ("int", lambda t: t[1]),
+    ("negative", lambda t: t[-1, -2]),
+    ("slices", lambda t: t[1:3, ::2]),
+    ("none_ellipsis", lambda t: t[None, ..., 1]),
+    ("int_array", lambda t: t[np.array([0, 2, 2, 1])]),
+    ("repeated_pairs", lambda t: t[np.array([0, 0, 2]), np.array([1, 1, 3])]),
+    ("bool_mask", lambda t: t[t > 0]),
+    ("mixed", lambda t: t[1:, np.array([3, 0, 3])]),
+]
+
+
+@pytest.mark.parametrize("name,fn", INDEX)
+def test_indexing(rng, name, fn):
+    a = r(rng, 3, 5)
+    def gfn(t):
+        return fn(t) if name != "bool_mask" else t[gd.tensor(a > 0)]
+    def tfn(t):
+        return fn(t) if name != "bool_mask" else t[torch.tensor(a > 0)]
+    check_against_torch(gfn, tfn, a)
+
+
+def test_repeated_index_accumulates_gradient():
+    x = gd.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    x[gd.tensor([0, 0, 2, 0])].sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 0.0, 1.0])
+    x.grad = None
+    x[[1, 1]].sum().backward()                  # a Python list indexes like an array
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 2.0, 0.0])
+
+
+def test_cat_stack_where(rng):
+    a, b, c = r(rng, 2, 3), r(rng, 4, 3), r(rng, 2, 3)
+    check_against_torch(lambda x, y: gd.cat([x, y]), lambda x, y: torch.cat([x, y]), a, b)
+    check_against_torch(lambda x, z: gd.cat((x, z), dim=-1), lambda x, z: torch.cat((x, z), -1),
+                        a, c)
+    check_against_torch(lambda x, z: gd.stack([x, z], 1), lambda x, z: torch.stack([x, z], 1),
+                        a, c)
+    mask = a > 0
+    check_against_torch(lambda x, z: gd.where(gd.tensor(mask), x, z),
+                        lambda x, z: torch.where(torch.tensor(mask), x, z), a, c)
+    check_against_torch(lambda x: gd.where(gd.tensor(mask), x, 0.0),
+                        lambda x: torch.where(torch.tensor(mask), x, 0.0), a)
+    check_against_torch(lambda x: x.masked_fill(gd.tensor(mask), -1.0),
+                        lambda x: x.masked_fill(torch.tensor(mask), -1.0), a)
+    for fn in (lambda x, y: gd.cat([x, y]), lambda x, y: gd.stack([x, x, y[:2]]),
+               lambda x, y: gd.where(x > 0, x, y[:2] * 2)):
+        gradcheck(fn, [gd.tensor(a, requires_grad=True), gd.tensor(b, requires_grad=True)])
+
+
+def test_elementwise_maximum_and_max_of_two(rng):
+    a, b = r(rng, 3, 4), r(rng, 4)
+    check_against_torch(lambda x, y: x.maximum(y), lambda x, y: torch.maximum(x, y), a, b)
+    check_against_torch(lambda x, y: gd.max(x, y), lambda x, y: torch.max(x, y), a, b)
+    check_against_torch(lambda x, y: gd.min(x, y), lambda x, y: torch.min(x, y), a, b)
+
+
+def test_composite_expression_gradcheck(rng):
+    def f(x, w, b):
+        h = (x @ w + b).tanh()
+        return (h.softmax(-1) * h.sigmoid()).mean(0).log() / (1 + h.var())
+    gradcheck(f, [gd.tensor(r(rng, 5, 3), requires_grad=True),
+                  gd.tensor(r(rng, 3, 4), requires_grad=True),
+                  gd.tensor(r(rng, 4), requires_grad=True)])
+
+
+def test_float32_stays_float32(rng):
+    x = gd.tensor(r(rng, 3, 4).astype(np.float32), requires_grad=True)
+    w = gd.tensor(r(rng, 4, 2).astype(np.float32), requires_grad=True)
+    y = ((x @ w).relu() * 0.5 + 1).exp().mean()
+    assert y.dtype == gd.float32
+    y.backward()
+    assert x.grad.dtype == gd.float32 and w.grad.dtype == gd.float32
+
+
+def test_int_tensor_arithmetic_promotes_like_torch():
+    i = gd.tensor([1, 2, 3])
+    assert i.dtype == gd.int64
+    assert (i + 1).dtype == gd.int64
+    assert (i * 1.5).dtype == gd.float32
+    assert (i / 2).dtype == gd.float32
+    assert i.float().mean().item() == 2.0

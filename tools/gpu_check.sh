@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The GPU check: run it first thing on a lent GPU machine (see README, Contributing).
+#   bash tools/gpu_check.sh            # log in tools/gpu_check.log (and $OUT/ when set)
+# Installs the checkout without network, compiles the kernels, runs the whole suite with
+# GPUDL_DEVICE=cuda, then the GPU benchmarks against PyTorch. Budget: under 8 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+log=tools/gpu_check.log
+status=0
+step() {   # step NAME SECONDS COMMAND...: run with a time limit, keep going, remember failures
+    local name=$1 limit=$2; shift 2
+    echo "== $name (limit ${limit}s)"
+    local start=$SECONDS
+    timeout "$limit" "$@" || { echo "!! $name failed (exit $?)"; status=1; }
+    echo "== $name took $((SECONDS - start))s"
+}
+exec > >(tee "$log") 2>&1
+date -u
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
+step install 60 pip install -q --no-deps --no-build-isolation -e .
+python -c "import numpy, numba, cupy, torch; print('numpy', numpy.__version__, 'numba', \
+numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
+step ptx-check 90 python -m gpudl.kernels --check --quiet
+step tests 240 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider --ignore=tests/sim
+step benchmarks 150 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda \
+    --markdown tools/gpu_results.md
+echo "gpu_check exit status: $status"
+if [ -n "${OUT:-}" ]; then cp "$log" tools/gpu_results.md "$OUT"/ 2>/dev/null; fi
+exit $status
