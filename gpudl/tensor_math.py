@@ -1,0 +1,291 @@
+"""Tensor arithmetic, comparisons, elementwise maths and reductions (a mixin of Tensor).
+
+Each method is a thin call into a Function of ``gpudl.ops``; the maths lives there.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from . import backend, dtypes
+from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
+from .ops import elementwise as E
+from .ops import linalg, reduce as R
+from .ops._util import normalize_axes, normalize_axis
+
+MaxMin = namedtuple("MaxMin", ["values", "indices"])
+
+
+def _reduce_args(op, dim, keepdim, axis, keepdims):
+    if axis is not None:
+        if dim is not None:
+            raise TypeError(f"{op}: pass dim or axis, not both")
+        dim = axis
+    return dim, bool(keepdim if keepdims is None else keepdims)
+
+
+class MathMixin:
+    """Operators and maths methods; ``self`` is a Tensor."""
+
+    __slots__ = ()
+
+    def __add__(self, other):
+        return _binary(E.Add, "add", self, other)
+
+    def __radd__(self, other):
+        return _binary(E.Add, "add", other, self)
+
+    def __sub__(self, other):
+        return _binary(E.Sub, "sub", self, other)
+
+    def __rsub__(self, other):
+        return _binary(E.Sub, "sub", other, self)
+
+    def __mul__(self, other):
+        return _binary(E.Mul, "mul", self, other)
+
+    def __rmul__(self, other):
+        return _binary(E.Mul, "mul", other, self)
+
+    def __truediv__(self, other):
+        return _binary(E.Div, "div", self, other, true_division=True)
+
+    def __rtruediv__(self, other):
+        return _binary(E.Div, "div", other, self, true_division=True)
+
+    def __pow__(self, other):
+        return _binary(E.Pow, "pow", self, other)
+
+    def __rpow__(self, other):
+        return _binary(E.Pow, "pow", other, self)
+
+    def __matmul__(self, other):
+        return matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return matmul(other, self)
+
+    def __neg__(self):
+        return E.Neg.apply(self)
+
+    def __abs__(self):
+        return E.Abs.apply(self)
+
+    def __pos__(self):
+        return self
+
+    add, sub, mul, div, pow = __add__, __sub__, __mul__, __truediv__, __pow__
+    abs, neg = __abs__, __neg__
+
+    # comparisons: no gradient, bool results
+    def _compare(self, other, op):
+        other = T._raw(other, self)
+        return T.Tensor._make(op(self.data, other), False, None, 0, self._device)
+
+    __eq__ = lambda self, other: self._compare(other, lambda a, b: a == b)  # noqa: E731
+    __ne__ = lambda self, other: self._compare(other, lambda a, b: a != b)  # noqa: E731
+    __lt__ = lambda self, other: self._compare(other, lambda a, b: a < b)  # noqa: E731
+    __le__ = lambda self, other: self._compare(other, lambda a, b: a <= b)  # noqa: E731
+    __gt__ = lambda self, other: self._compare(other, lambda a, b: a > b)  # noqa: E731
+    __ge__ = lambda self, other: self._compare(other, lambda a, b: a >= b)  # noqa: E731
+    eq, ne, lt, le, gt, ge = __eq__, __ne__, __lt__, __le__, __gt__, __ge__
+
+    def __invert__(self):
+        if self.dtype != dtypes.bool_:
+            raise TypeError(f"~ is defined for bool tensors only, got {self.dtype}")
+        return T.Tensor._make(~self.data, False, None, 0, self._device)
+
+    def __and__(self, other):
+        return self._compare(other, lambda a, b: a & b)
+
+    def __or__(self, other):
+        return self._compare(other, lambda a, b: a | b)
+
+    def any(self):
+        return T.Tensor._make(self.data.any(), False, None, 0, self._device)
+
+    def all(self):
+        return T.Tensor._make(self.data.all(), False, None, 0, self._device)
+
+    def isnan(self):
+        return self._compare(None, lambda a, _: backend.get_array_module(a).isnan(a))
+
+    # ----------------------------------------------------------------- unary maths
+    def exp(self):
+        return E.Exp.apply(self._floating())
+
+    def log(self):
+        return E.Log.apply(self._floating())
+
+    def sqrt(self):
+        return E.Sqrt.apply(self._floating())
+
+    def tanh(self):
+        return E.Tanh.apply(self._floating())
+
+    def sigmoid(self):
+        return E.Sigmoid.apply(self._floating())
+
+    def relu(self):
+        return E.Relu.apply(self)
+
+    def square(self):
+        return self * self
+
+    def clip(self, min=None, max=None):
+        if min is None and max is None:
+            raise ValueError("clip: at least one of 'min' or 'max' must not be None")
+        return E.Clip.apply(self, _scalar_bound(min), _scalar_bound(max))
+
+    clamp = clip
+
+    def maximum(self, other):
+        return _binary(E.Maximum, "maximum", self, other)
+
+    def masked_fill(self, mask, value):
+        return where(mask, value, self)
+
+    def _floating(self):
+        return self if self.dtype.kind == "f" else self.astype(dtypes.DEFAULT_FLOAT)
+
+    # ----------------------------------------------------------------- reductions
+    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        dim, keepdim = _reduce_args("sum", dim, keepdim, axis, keepdims)
+        return R.Sum.apply(self, normalize_axes(dim, self.ndim, "sum"), keepdim)
+
+    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        dim, keepdim = _reduce_args("mean", dim, keepdim, axis, keepdims)
+        return R.Mean.apply(self._floating(), normalize_axes(dim, self.ndim, "mean"), keepdim)
+
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
+            keepdims=None):
+        dim, keepdim = _reduce_args("var", dim, keepdim, axis, keepdims)
+        if unbiased is not None and correction is not None:
+            raise TypeError("var: pass unbiased or correction, not both")
+        correction = (1 if unbiased is None else int(bool(unbiased))) if correction is None \
+            else correction
+        return R.Var.apply(self._floating(), normalize_axes(dim, self.ndim, "var"),
+                           correction, keepdim)
+
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
+            keepdims=None):
+        return self.var(dim, unbiased, keepdim, correction=correction, axis=axis,
+                        keepdims=keepdims).sqrt()
+
+    def _extreme(self, op, dim, keepdim, axis, keepdims, largest):
+        if isinstance(dim, T.Tensor):             # torch.max(a, b): elementwise
+            return _binary(E.Maximum, op, self, dim) if largest else -_binary(
+                E.Maximum, op, -self, -dim)
+        dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
+        if self.data.size == 0 and (dim is None or self.shape[dim] == 0):
+            raise ValueError(f"{op}: cannot reduce an empty tensor of shape {self.shape}")
+        if dim is None:
+            return R.Extreme.apply(self, None, keepdim, largest)
+        axis = normalize_axis(dim, self.ndim, op)
+        return MaxMin(*R.Extreme.apply(self, axis, keepdim, largest))
+
+    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return self._extreme("max", dim, keepdim, axis, keepdims, True)
+
+    def min(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return self._extreme("min", dim, keepdim, axis, keepdims, False)
+
+    def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return self._arg("argmax", dim, keepdim, axis, keepdims)
+
+    def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return self._arg("argmin", dim, keepdim, axis, keepdims)
+
+    def _arg(self, op, dim, keepdim, axis, keepdims):
+        dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
+        if self.data.size == 0:
+            raise ValueError(f"{op}: cannot reduce an empty tensor of shape {self.shape}")
+        if dim is None:
+            flat = getattr(self.data.reshape(-1), op)()
+            out = flat.reshape((1,) * self.ndim) if keepdim else flat
+        else:
+            out = getattr(self.data, op)(axis=normalize_axis(dim, self.ndim, op), keepdims=keepdim)
+        return T.Tensor._make(out.astype(np.int64), False, None, 0, self._device)
+
+    def softmax(self, dim=-1, *, axis=None):
+        dim = dim if axis is None else axis
+        return R.Softmax.apply(self._floating(), normalize_axis(dim, self.ndim, "softmax"))
+
+    def log_softmax(self, dim=-1, *, axis=None):
+        dim = dim if axis is None else axis
+        return R.LogSoftmax.apply(self._floating(), normalize_axis(dim, self.ndim, "log_softmax"))
+
+
+
+def _scalar_bound(bound):
+    if isinstance(bound, T.Tensor):
+        return bound.data
+    return bound
+
+
+def _as_operand(value, like):
+    """Wrap a non-Tensor operand: Python scalars stay scalars (weakly typed, as in torch)."""
+    if isinstance(value, T.Tensor) or isinstance(value, (int, float)):
+        return value
+    raw = T._raw(value, like)
+    if raw.dtype == np.float64 and like.dtype.kind == "f":
+        raw = raw.astype(like.dtype)     # a float64 NumPy array does not upcast a float32 tensor
+    return T.Tensor._make(raw, False, None, 0, like._device)
+
+
+def _binary(function, name, a, b, true_division=False):
+    like = a if isinstance(a, T.Tensor) else b
+    a, b = _as_operand(a, like), _as_operand(b, like)
+    if true_division or isinstance(a, float) or isinstance(b, float):
+        # int tensors promote to the default float dtype, as in torch
+        a = a._floating() if isinstance(a, T.Tensor) and a.dtype.kind in "iub" else a
+        b = b._floating() if isinstance(b, T.Tensor) and b.dtype.kind in "iub" else b
+    try:
+        return function.apply(a, b)
+    except ValueError as exc:
+        if "broadcast" not in str(exc):
+            raise
+        raise ValueError(f"{name}: shapes {np.shape(_data(a))} and {np.shape(_data(b))} are not "
+                         "broadcastable") from None
+
+
+def _data(x):
+    return x.data if isinstance(x, T.Tensor) else x
+
+
+def matmul(a, b):
+    """Matrix product with NumPy's rules: 1-D promotion, batched and broadcast leading dims."""
+    like = a if isinstance(a, T.Tensor) else b
+    a, b = _as_operand(a, like), _as_operand(b, like)
+    if not isinstance(a, T.Tensor) or not isinstance(b, T.Tensor) or a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both operands must have at least one dimension, got shapes "
+                         f"{np.shape(_data(a))} and {np.shape(_data(b))}")
+    inner_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if a.shape[-1] != inner_b:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied "
+                         f"({a.shape[-1]} != {inner_b})")
+    try:
+        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions of shapes {a.shape} and {b.shape} are not "
+                         "broadcastable") from None
+    return linalg.MatMul.apply(a, b)
+
+
+def where(condition, input, other):
+    """Elements of ``input`` where ``condition`` holds, else of ``other`` (broadcast)."""
+    like = next((t for t in (input, other, condition) if isinstance(t, T.Tensor)), None)
+    if like is None:
+        raise TypeError("where: at least one argument must be a Tensor")
+    cond = T._raw(condition, like)
+    if cond.dtype != np.bool_:
+        raise TypeError(f"where: condition must be a bool tensor, got {cond.dtype}")
+    a, b = _as_operand(input, like), _as_operand(other, like)
+    if isinstance(a, T.Tensor) and isinstance(b, T.Tensor) and a.dtype != b.dtype:
+        common = np.promote_types(a.dtype, b.dtype)
+        a, b = a.astype(common), b.astype(common)
+    try:
+        return E.Where.apply(cond, a, b)
+    except ValueError as exc:
+        raise ValueError(f"where: shapes {np.shape(cond)}, {np.shape(_data(a))} and "
+                         f"{np.shape(_data(b))} are not broadcastable ({exc})") from None

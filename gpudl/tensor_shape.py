@@ -1,0 +1,164 @@
+"""Tensor shape methods: reshape, permute, expand, split, indexing (a mixin of Tensor)."""
+
+import math
+
+import numpy as np
+
+from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
+from .ops import shape as S
+from .ops._util import normalize_axes, normalize_axis
+
+
+def _shape_arg(op, shape):
+    """reshape(2, 3) and reshape((2, 3)) alike -> a tuple of ints."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    for n in shape:
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+            raise TypeError(f"{op}: sizes must be ints, got {shape!r}")
+    return tuple(int(n) for n in shape)
+
+
+class ShapeMixin:
+    """Shape methods; ``self`` is a Tensor."""
+
+    __slots__ = ()
+
+    def reshape(self, *shape):
+        shape = _shape_arg("reshape", shape)
+        unknown = sum(1 for n in shape if n == -1)
+        known = math.prod(n for n in shape if n != -1)
+        if unknown > 1 or any(n < -1 for n in shape):
+            bad = True
+        elif unknown:
+            bad = known == 0 or self.data.size % known != 0
+        else:
+            bad = known != self.data.size
+        if bad:
+            raise ValueError(f"reshape: shape {shape} is invalid for input of shape {self.shape} "
+                             f"({self.data.size} elements)")
+        return S.Reshape.apply(self, shape)
+
+    view = reshape
+
+    def view_as(self, other):
+        return self.reshape(other.shape)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        if self.ndim == 0:
+            return self.reshape(1)
+        start = normalize_axis(start_dim, self.ndim, "flatten")
+        end = normalize_axis(end_dim, self.ndim, "flatten")
+        if start > end:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+        shape = self.shape
+        return self.reshape(shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
+
+    def squeeze(self, dim=None):
+        axes = normalize_axes(dim, self.ndim, "squeeze")
+        keep = [n for i, n in enumerate(self.shape) if not (i in axes and n == 1)]
+        return self.reshape(tuple(keep)) if len(keep) != self.ndim else self
+
+    def unsqueeze(self, dim):
+        axis = normalize_axis(dim, self.ndim + 1, "unsqueeze")
+        shape = self.shape
+        return self.reshape(shape[:axis] + (1,) + shape[axis:])
+
+    def permute(self, *dims):
+        dims = _shape_arg("permute", dims)
+        axes = normalize_axes(dims, self.ndim, "permute") if dims else ()
+        if len(dims) != self.ndim or len(set(axes)) != self.ndim:
+            raise ValueError(f"permute: dims {dims} are not a permutation of the {self.ndim} "
+                             f"dimensions of a tensor of shape {self.shape}")
+        axes = tuple(d % self.ndim for d in dims)
+        return self if axes == tuple(range(self.ndim)) else S.Permute.apply(self, axes)
+
+    def transpose(self, dim0, dim1):
+        if self.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
+            return self
+        a = normalize_axis(dim0, self.ndim, "transpose")
+        b = normalize_axis(dim1, self.ndim, "transpose")
+        axes = list(range(self.ndim))
+        axes[a], axes[b] = axes[b], axes[a]
+        return self.permute(*axes)
+
+    swapaxes = transpose
+
+    def t(self):
+        if self.ndim > 2:
+            raise ValueError(f"t: expects a tensor with <= 2 dimensions, got shape {self.shape}")
+        return self.T
+
+    def expand(self, *sizes):
+        sizes = _shape_arg("expand", sizes)
+        lead = len(sizes) - self.ndim
+        if lead < 0:
+            raise ValueError(f"expand: the number of sizes {sizes} must be at least the number "
+                             f"of dimensions of shape {self.shape}")
+        shape = []
+        for i, n in enumerate(sizes):
+            own = self.shape[i - lead] if i >= lead else None
+            if n == -1:
+                if own is None:
+                    raise ValueError(f"expand: -1 is not allowed in a new leading dimension {sizes}")
+                n = own
+            if own is not None and own != 1 and own != n:
+                raise ValueError(f"expand: cannot expand shape {self.shape} to {sizes}: "
+                                 f"dimension {i} has size {own}")
+            shape.append(n)
+        shape = tuple(shape)
+        return self if shape == self.shape else S.Expand.apply(self, shape)
+
+    def expand_as(self, other):
+        return self.expand(*other.shape)
+
+    def repeat(self, *repeats):
+        repeats = _shape_arg("repeat", repeats)
+        if len(repeats) < self.ndim:
+            raise ValueError(f"repeat: {len(repeats)} repeats given for a tensor of shape "
+                             f"{self.shape}; need at least {self.ndim}")
+        shape = (1,) * (len(repeats) - self.ndim) + self.shape
+        spread = self.reshape(tuple(x for n in shape for x in (1, n)))
+        tiled = spread.expand(*(x for r, n in zip(repeats, shape) for x in (r, n)))
+        return tiled.reshape(tuple(r * n for r, n in zip(repeats, shape)))
+
+    def contiguous(self):
+        return self
+
+    def split(self, split_size_or_sections, dim=0):
+        axis = normalize_axis(dim, self.ndim, "split")
+        n = self.shape[axis]
+        if isinstance(split_size_or_sections, (int, np.integer)):
+            step = int(split_size_or_sections)
+            if step <= 0:
+                raise ValueError(f"split: split_size must be positive, got {step}")
+            sizes = [min(step, n - s) for s in range(0, n, step)] or [0]
+        else:
+            sizes = list(split_size_or_sections)
+            if sum(sizes) != n:
+                raise ValueError(f"split: sections {sizes} do not add up to size {n} of dim {dim}")
+        out, start = [], 0
+        for size in sizes:
+            out.append(self[(slice(None),) * axis + (slice(start, start + size),)])
+            start += size
+        return tuple(out)
+
+    def chunk(self, chunks, dim=0):
+        n = self.shape[normalize_axis(dim, self.ndim, "chunk")]
+        return self.split(max(-(-n // chunks), 1), dim)
+
+    def __getitem__(self, index):
+        return S.GetItem.apply(self, _index_arrays(index, self))
+
+
+# --------------------------------------------------------------------- module-level helpers
+
+
+def _index_arrays(index, like):
+    if isinstance(index, tuple):
+        return tuple(_index_arrays(i, like) for i in index)
+    if isinstance(index, T.Tensor):
+        return index.data
+    if isinstance(index, list):
+        return T._raw(np.asarray(index), like)
+    return index
