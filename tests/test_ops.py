@@ -181,6 +181,7 @@ SHAPES = [
 def test_shape_ops(rng, name, gfn, tfn):
     a = r(rng, 2, 3, 4)
     check_against_torch(gfn, tfn, a)
+    gradcheck(gfn, [gd.tensor(a, requires_grad=True)])
 
 
 INDEX = [
@@ -203,6 +204,7 @@ def test_indexing(rng, name, fn):
     def tfn(t):
         return fn(t) if name != "bool_mask" else t[torch.tensor(a > 0)]
     check_against_torch(gfn, tfn, a)
+    gradcheck(gfn, [gd.tensor(a, requires_grad=True)])
 
 
 def test_repeated_index_accumulates_gradient():
@@ -265,3 +267,17 @@ def test_int_tensor_arithmetic_promotes_like_torch():
     assert (i * 1.5).dtype == gd.float32
     assert (i / 2).dtype == gd.float32
     assert i.float().mean().item() == 2.0
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=4),
+       op=st.sampled_from(BINARY), seed=st.integers(0, 2 ** 32 - 1))
+def test_broadcasting_property(shapes, op, seed):
+    """Any pair of broadcastable shapes: values and reduced-back gradients match torch."""
+    rng = np.random.default_rng(seed)
+    a, b = (rng.uniform(0.5, 2.0, s) for s in shapes.input_shapes)
+    check_against_torch(op[1], op[1], a, b)
