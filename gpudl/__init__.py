@@ -15,6 +15,7 @@ from .functions import (abs, argmax, argmin, cat, chunk, clamp, clip, exp, flatt
                         log_softmax, masked_fill, matmul, max, maximum, mean, min, permute, relu,
                         reshape, sigmoid, softmax, split, sqrt, square, squeeze, stack, std, sum,
                         tanh, transpose, unsqueeze, var, where)
+from .io import load, save
 from .random import manual_seed
 from .tensor import Tensor
 

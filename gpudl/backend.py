@@ -24,6 +24,7 @@ DEVICES = ("cpu", "cuda")
 
 _cupy = None          # the cupy module once the cuda path is chosen (never under the simulator)
 _streams = {}         # CuPy stream pointer -> numba external stream, built once per stream
+_elementwise = {}     # (in_params, out_params, operation, name) -> cupy.ElementwiseKernel
 
 
 def _probe_cupy():
@@ -160,3 +161,21 @@ def scatter_add(target, index, values):
         cupyx.scatter_add(target, index, values)
     else:
         np.add.at(target, index, values)
+
+
+def elementwise_kernel(in_params, out_params, operation, name):
+    """A ``cupy.ElementwiseKernel`` built once per (in_params, out_params, operation, name).
+
+    Call it with CuPy arrays (out_params arrays are updated in place) and Python scalars, which
+    CuPy casts to the type the arrays give a placeholder such as ``T``. CuPy compiles and caches
+    the binary per dtype on the first call.
+    """
+    key = (in_params, out_params, operation, name)
+    kernel = _elementwise.get(key)
+    if kernel is None:
+        if _cupy is None:
+            raise RuntimeError(f"elementwise_kernel {name!r}: CuPy kernels need the cuda device "
+                               "with CuPy (this process runs without CuPy)")
+        kernel = _elementwise[key] = _cupy.ElementwiseKernel(in_params, out_params, operation,
+                                                             name)
+    return kernel

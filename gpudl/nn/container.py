@@ -1,0 +1,214 @@
+"""Containers: Sequential, ModuleList, ModuleDict (children named as in PyTorch: "0", "1", ...)."""
+
+import operator
+from collections import OrderedDict
+
+from .module import Module
+
+
+def _index(container, idx):
+    """A non-negative position in ``container`` for int ``idx``, or IndexError."""
+    idx = operator.index(idx)
+    n = len(container)
+    if not -n <= idx < n:
+        raise IndexError(f"{type(container).__name__}: index {idx} is out of range for "
+                         f"{n} modules")
+    return idx % n
+
+
+class Sequential(Module):
+    """Modules called in order, each on the previous one's output.
+
+    ``Sequential(a, b, c)`` names the children "0", "1", "2"; ``Sequential(OrderedDict(...))``
+    keeps the given names. Keras users can ``compile``, ``fit``, ``evaluate`` and ``predict`` it.
+    """
+
+    def __init__(self, *args):
+        super().__init__()
+        if len(args) == 1 and isinstance(args[0], (dict, OrderedDict)):
+            for name, module in args[0].items():
+                self.register_module(name, module)
+        else:
+            for i, module in enumerate(args):
+                self.register_module(str(i), module)
+
+    def forward(self, input):
+        for module in self._modules.values():
+            input = module(input)
+        return input
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)(OrderedDict(list(self._modules.items())[idx]))
+        return list(self._modules.values())[_index(self, idx)]
+
+    def __setitem__(self, idx, module):
+        key = list(self._modules)[_index(self, idx)]
+        setattr(self, key, module)
+
+    def __delitem__(self, idx):
+        keys = list(self._modules)
+        for key in keys[idx] if isinstance(idx, slice) else [keys[_index(self, idx)]]:
+            del self._modules[key]
+        # renumber, as torch does, so the names stay "0".."n-1"
+        items = list(self._modules.values())
+        self._modules.clear()
+        for i, module in enumerate(items):
+            self._modules[str(i)] = module
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.register_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index, module):
+        n = len(self)
+        if not -n <= index <= n:
+            raise IndexError(f"Sequential.insert: index {index} is out of range for {n} modules")
+        index = index % (n + 1) if index < 0 else index
+        items = list(self._modules.values())
+        items.insert(index, module)
+        self._modules.clear()
+        for i, m in enumerate(items):
+            self.register_module(str(i), m)
+        return self
+
+    # Keras-style training (gpudl.keras is imported on first use)
+    def compile(self, *args, **kwargs):
+        """Keras's ``model.compile(optimizer=..., loss=..., metrics=[...])``; see gpudl.keras."""
+        from .. import keras
+        return keras.compile(self, *args, **kwargs)
+
+    def fit(self, *args, **kwargs):
+        """Keras's ``model.fit(x, y, epochs=..., batch_size=...)`` -> history; see gpudl.keras."""
+        from .. import keras
+        return keras.fit(self, *args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        """Keras's ``model.evaluate(x, y)`` -> loss and metrics; see gpudl.keras."""
+        from .. import keras
+        return keras.evaluate(self, *args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        """Keras's ``model.predict(x)`` -> outputs; see gpudl.keras."""
+        from .. import keras
+        return keras.predict(self, *args, **kwargs)
+
+
+class ModuleList(Module):
+    """A list of modules, registered as children "0", "1", ... (no forward of its own)."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)(list(self._modules.values())[idx])
+        return self._modules[str(_index(self, idx))]
+
+    def __setitem__(self, idx, module):
+        setattr(self, str(_index(self, idx)), module)
+
+    def __delitem__(self, idx):
+        keys = list(self._modules)
+        for key in keys[idx] if isinstance(idx, slice) else [keys[_index(self, idx)]]:
+            del self._modules[key]
+        items = list(self._modules.values())
+        self._modules.clear()
+        for i, module in enumerate(items):
+            self._modules[str(i)] = module
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __iadd__(self, modules):
+        return self.extend(modules)
+
+    def __add__(self, other):
+        return type(self)(list(self) + list(other))
+
+    def append(self, module):
+        self.register_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        if isinstance(modules, Module) and not isinstance(modules, (ModuleList, Sequential)):
+            raise TypeError("ModuleList.extend should be called with an iterable of modules, "
+                            f"got {type(modules).__name__}")
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index, module):
+        items = list(self._modules.values())
+        items.insert(index, module)
+        self._modules.clear()
+        for i, m in enumerate(items):
+            self.register_module(str(i), m)
+
+
+class ModuleDict(Module):
+    """An ordered dict of modules, registered as children under their keys."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key):
+        return self._modules[key]
+
+    def __setitem__(self, key, module):
+        self.register_module(key, module)
+
+    def __delitem__(self, key):
+        del self._modules[key]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def keys(self):
+        return self._modules.keys()
+
+    def items(self):
+        return self._modules.items()
+
+    def values(self):
+        return self._modules.values()
+
+    def pop(self, key):
+        module = self._modules[key]
+        del self._modules[key]
+        return module
+
+    def clear(self):
+        self._modules.clear()
+
+    def update(self, modules):
+        """Add (key, module) pairs from a mapping or an iterable of pairs."""
+        pairs = modules.items() if hasattr(modules, "items") else modules
+        for pair in pairs:
+            if len(pair) != 2:
+                raise ValueError(f"ModuleDict.update: expected (key, module) pairs, got {pair!r}")
+            self[pair[0]] = pair[1]

@@ -1,0 +1,165 @@
+"""Conv2d and ConvTranspose2d: PyTorch's layers (arguments, parameter shapes, initialisation)."""
+
+import math
+import numbers
+
+from .. import creation, dtypes
+from ..ops.conv import conv2d, conv_transpose2d
+from . import init
+from .module import Module
+from .parameter import Parameter
+
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _pair(name, value, layer, minimum):
+    values = (value, value) if isinstance(value, numbers.Integral) else value
+    if (isinstance(values, str) or not hasattr(values, "__len__") or len(values) != 2
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                       for v in values)):
+        raise TypeError(f"{layer}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(values) < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{layer}: {name} must be {kind}, got {value!r}")
+    return (int(values[0]), int(values[1]))
+
+
+class _ConvNd(Module):
+    """What Conv2d and ConvTranspose2d share: checks, parameters, PyTorch's default init."""
+
+    def __init__(self, layer, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                 groups, bias, padding_mode, weight_shape, device, dtype):
+        super().__init__()
+        for name, n in (("in_channels", in_channels), ("out_channels", out_channels),
+                        ("groups", groups)):
+            if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+                raise ValueError(f"{layer}: {name} must be a positive int, got {n!r}")
+        for name, n in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if n % groups:
+                raise ValueError(f"{layer}: {name} ({n}) must be divisible by groups ({groups})")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"{layer}: padding_mode must be one of {_PADDING_MODES}, got "
+                             f"{padding_mode!r}")
+        if padding_mode != "zeros":
+            raise NotImplementedError(f"{layer}: padding_mode={padding_mode!r} is not "
+                                      "supported; only 'zeros'")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = _pair("kernel_size", kernel_size, layer, 1)
+        self.stride = _pair("stride", stride, layer, 1)
+        self.padding = padding if isinstance(padding, str) else _pair("padding", padding, layer,
+                                                                      0)
+        self.dilation = _pair("dilation", dilation, layer, 1)
+        self.groups = int(groups)
+        self.padding_mode = padding_mode
+        dtype = dtypes.as_dtype(dtype, layer) or dtypes.DEFAULT_FLOAT
+        self.weight = Parameter(creation.empty(*weight_shape, *self.kernel_size, dtype=dtype,
+                                               device=device))
+        if bias:
+            self.bias = Parameter(creation.empty(out_channels, dtype=dtype, device=device))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # as PyTorch: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both, fan_in from weight dims 1...
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self):
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if getattr(self, "output_padding", (0, 0)) != (0, 0):
+            text += f", output_padding={self.output_padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution layer: ``F.conv2d(input, weight, bias, stride, padding, dilation, groups)``.
+
+    Args as PyTorch's: in_channels, out_channels, kernel_size, stride=1, padding=0 (an int, a
+    pair, 'valid' or 'same'), dilation=1, groups=1, bias=True, padding_mode='zeros' (the only mode
+    supported), device, dtype. Parameters: weight (out, in/groups, kH, kW), bias (out,), both
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in/groups * kH * kW.
+
+    Shape: (N, C_in, H, W) or (C_in, H, W) -> (N, C_out, Ho, Wo) or (C_out, Ho, Wo).
+    Example: ``nn.Conv2d(3, 16, 3, padding=1)(x)``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"Conv2d: padding must be 'valid', 'same', an int or a pair, "
+                                 f"got {padding!r}")
+            if padding == "same" and _pair("stride", stride, "Conv2d", 1) != (1, 1):
+                raise ValueError(f"Conv2d: padding='same' is not supported for strided "
+                                 f"convolutions (stride {stride!r})")
+        super().__init__("Conv2d", in_channels, out_channels, kernel_size, stride, padding,
+                         dilation, groups, bias, padding_mode,
+                         (out_channels, in_channels // groups), device, dtype)
+
+    def forward(self, input):
+        return conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                      self.groups)
+
+
+class ConvTranspose2d(_ConvNd):
+    """2-D transposed convolution layer: ``F.conv_transpose2d`` with this layer's arguments.
+
+    Args as PyTorch's: in_channels, out_channels, kernel_size, stride=1, padding=0,
+    output_padding=0, groups=1, bias=True, dilation=1, padding_mode='zeros', device, dtype.
+    Parameters: weight (in, out/groups, kH, kW), bias (out,), both U(-1/sqrt(fan_in),
+    1/sqrt(fan_in)) with PyTorch's fan_in = out/groups * kH * kW.
+
+    ``forward(input, output_size=None)``: ``output_size`` (the last two entries are used) picks
+    the output_padding that gives that size, as PyTorch.
+    Shape: (N, C_in, H, W) -> (N, C_out, Ho, Wo), Ho = (H-1)*s - 2p + d*(kH-1) + output_padding
+    + 1. Example: ``nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1)`` doubles H and W.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 device=None, dtype=None):
+        if isinstance(padding, str):
+            raise TypeError(f"ConvTranspose2d: padding must be an int or a pair of ints, got "
+                            f"{padding!r}")
+        self.output_padding = _pair("output_padding", output_padding, "ConvTranspose2d", 0)
+        super().__init__("ConvTranspose2d", in_channels, out_channels, kernel_size, stride,
+                         padding, dilation, groups, bias, padding_mode,
+                         (in_channels, out_channels // groups), device, dtype)
+
+    def forward(self, input, output_size=None):
+        output_padding = self.output_padding
+        if output_size is not None:
+            output_padding = self._output_padding(input, output_size)
+        return conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
+                                output_padding, self.groups, self.dilation)
+
+    def _output_padding(self, input, output_size):
+        size = tuple(int(n) for n in output_size)[-2:]
+        if len(size) != 2:
+            raise ValueError(f"ConvTranspose2d: output_size must hold at least 2 sizes, got "
+                             f"{output_size!r}")
+        padding = []
+        for axis, (n, want) in enumerate(zip(input.shape[-2:], size)):
+            s, p, d, k = (self.stride[axis], self.padding[axis], self.dilation[axis],
+                          self.kernel_size[axis])
+            smallest = (n - 1) * s - 2 * p + d * (k - 1) + 1
+            if not smallest <= want < smallest + s:
+                raise ValueError(
+                    f"ConvTranspose2d: requested output size {size} is not reachable from input "
+                    f"of shape {input.shape}: axis {axis} must be in [{smallest}, "
+                    f"{smallest + s - 1}]")
+            padding.append(want - smallest)
+        return tuple(padding)

@@ -1,0 +1,29 @@
+"""gpudl.nn.functional (``F``): every differentiable op under torch.nn.functional's names.
+
+The maths lives in ``gpudl.ops``; this file only gathers it. Keep it a list of imports.
+"""
+
+from ..ops.linear import linear  # noqa: F401
+
+# ------------------------------------------------------------------ activations, softmax
+from ..ops.activation import (  # noqa: F401
+    elu, gelu, hardtanh, leaky_relu, log_softmax, relu, relu6, sigmoid, silu, softmax, softplus,
+    tanh)
+
+# ------------------------------------------------------------------ dropout, normalization, lookup
+from ..ops.dropout import dropout  # noqa: F401
+from ..ops.normalization import batch_norm, layer_norm  # noqa: F401
+from ..ops.padding import pad  # noqa: F401
+from ..ops.sparse import embedding, one_hot  # noqa: F401
+
+# ------------------------------------------------------------------ losses
+from ..ops.cross_entropy import cross_entropy, nll_loss  # noqa: F401
+from ..ops.loss import (  # noqa: F401
+    binary_cross_entropy, binary_cross_entropy_with_logits, huber_loss, kl_div, l1_loss, mse_loss,
+    smooth_l1_loss)
+
+# ------------------------------------------------------------------ conv, pool, rnn, attention
+# (added by their authors, one import line each)
+from ..ops.attention import scaled_dot_product_attention  # noqa: F401
+from ..ops.conv import conv2d, conv_transpose2d  # noqa: F401
+from ..ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d  # noqa: F401

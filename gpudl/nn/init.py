@@ -1,0 +1,169 @@
+"""Weight initialisation, in place and without recording a graph (PyTorch's torch.nn.init).
+
+Random draws come from ``gpudl.random``, so ``gd.manual_seed`` makes every initialiser repeatable.
+Each function returns the tensor it filled.
+"""
+
+import math
+import warnings
+
+from .. import random
+from ..backend import get_array_module
+from ..autograd import no_grad
+from ..tensor import Tensor
+
+_LINEAR_GAIN = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                "conv_transpose3d", "sigmoid")
+
+
+def _check(op, tensor):
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{op}: expected a gpudl Tensor, got {type(tensor).__name__}")
+    if tensor.dtype.kind != "f":
+        raise TypeError(f"{op}: expected a floating point tensor, got {tensor.dtype}")
+
+
+def _fill(tensor, values):
+    with no_grad():
+        tensor.data[...] = values
+    return tensor
+
+
+def calculate_gain(nonlinearity, param=None):
+    """The recommended gain for ``nonlinearity`` (torch's table): relu sqrt(2), tanh 5/3, ..."""
+    if nonlinearity in _LINEAR_GAIN:
+        return 1
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        if param is None:
+            slope = 0.01
+        elif isinstance(param, (int, float)) and not isinstance(param, bool):
+            slope = param
+        else:
+            raise ValueError(f"calculate_gain: negative_slope {param!r} is not a valid number")
+        return math.sqrt(2.0 / (1 + slope ** 2))
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    raise ValueError(f"calculate_gain: unsupported nonlinearity {nonlinearity!r}")
+
+
+def _calculate_fan_in_and_fan_out(tensor):
+    """(fan_in, fan_out): dims 1 and 0 times the receptive field (the product of dims 2...)."""
+    if tensor.ndim < 2:
+        raise ValueError("Fan in and fan out can not be computed for tensor with fewer than 2 "
+                         f"dimensions (got shape {tuple(tensor.shape)})")
+    receptive = math.prod(tensor.shape[2:])
+    return tensor.shape[1] * receptive, tensor.shape[0] * receptive
+
+
+def _calculate_correct_fan(tensor, mode):
+    mode = mode.lower() if isinstance(mode, str) else mode
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"Mode {mode!r} not supported, please use one of 'fan_in', 'fan_out'")
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    return fan_in if mode == "fan_in" else fan_out
+
+
+def uniform_(tensor, a=0.0, b=1.0):
+    """Fill with U(a, b)."""
+    _check("uniform_", tensor)
+    return _fill(tensor, random.uniform(tensor.shape, tensor.dtype, tensor.device, a, b))
+
+
+def normal_(tensor, mean=0.0, std=1.0):
+    """Fill with N(mean, std**2)."""
+    _check("normal_", tensor)
+    return _fill(tensor, random.normal(tensor.shape, tensor.dtype, tensor.device) * std + mean)
+
+
+def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
+    """Fill with N(mean, std**2) restricted to [a, b] (redrawing values outside it)."""
+    _check("trunc_normal_", tensor)
+    if not a < b:
+        raise ValueError(f"trunc_normal_: need a < b, got a={a}, b={b}")
+    values = random.normal(tensor.shape, tensor.dtype, tensor.device) * std + mean
+    outside = (values < a) | (values > b)
+    while outside.any():
+        fresh = random.normal(tensor.shape, tensor.dtype, tensor.device) * std + mean
+        values[outside] = fresh[outside]
+        outside = (values < a) | (values > b)
+    return _fill(tensor, values)
+
+
+def constant_(tensor, val):
+    """Fill with ``val``."""
+    _check("constant_", tensor)
+    return _fill(tensor, val)
+
+
+def zeros_(tensor):
+    return constant_(tensor, 0.0)
+
+
+def ones_(tensor):
+    return constant_(tensor, 1.0)
+
+
+def xavier_uniform_(tensor, gain=1.0):
+    """Glorot: U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out))."""
+    _check("xavier_uniform_", tensor)
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    bound = math.sqrt(3.0) * gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    return uniform_(tensor, -bound, bound)
+
+
+def xavier_normal_(tensor, gain=1.0):
+    """Glorot: N(0, std**2) with std = gain * sqrt(2 / (fan_in + fan_out))."""
+    _check("xavier_normal_", tensor)
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / float(fan_in + fan_out)))
+
+
+def _kaiming_std(op, tensor, a, mode, nonlinearity):
+    _check(op, tensor)
+    if 0 in tensor.shape:
+        warnings.warn(f"{op}: initializing a zero-element tensor is a no-op", stacklevel=3)
+        return None
+    fan = _calculate_correct_fan(tensor, mode)
+    return calculate_gain(nonlinearity, a) / math.sqrt(fan)
+
+
+def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
+    """He: U(-bound, bound) with bound = gain * sqrt(3 / fan); Linear and Conv use a=sqrt(5)."""
+    std = _kaiming_std("kaiming_uniform_", tensor, a, mode, nonlinearity)
+    if std is None:
+        return tensor
+    bound = math.sqrt(3.0) * std
+    return uniform_(tensor, -bound, bound)
+
+
+def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
+    """He: N(0, std**2) with std = gain / sqrt(fan)."""
+    std = _kaiming_std("kaiming_normal_", tensor, a, mode, nonlinearity)
+    if std is None:
+        return tensor
+    return normal_(tensor, 0.0, std)
+
+
+def orthogonal_(tensor, gain=1.0):
+    """A (semi-)orthogonal matrix from the QR decomposition of a Gaussian one, times ``gain``;
+    dims after the first are flattened."""
+    _check("orthogonal_", tensor)
+    if tensor.ndim < 2:
+        raise ValueError(f"orthogonal_: only tensors with 2 or more dimensions are supported, "
+                         f"got shape {tuple(tensor.shape)}")
+    if tensor.data.size == 0:
+        return tensor
+    rows = tensor.shape[0]
+    cols = tensor.data.size // rows
+    flat = random.normal((max(rows, cols), min(rows, cols)), tensor.dtype, tensor.device)
+    xp = get_array_module(flat)
+    q, r = xp.linalg.qr(flat)               # q: (max, min) with orthonormal columns
+    q = q * xp.sign(xp.diagonal(r))         # make the decomposition unique (as torch does)
+    if rows < cols:
+        q = q.T                              # (rows, cols) with orthonormal rows
+    return _fill(tensor, (gain * q).reshape(tensor.shape))
+

@@ -1,0 +1,425 @@
+"""Module: state lives in modules, maths in gpudl.nn.functional.
+
+``Module.__setattr__`` routes a ``Parameter`` to ``_parameters`` and a ``Module`` to ``_modules``;
+buffers (running statistics) are registered with ``register_buffer``. Names, traversal order and
+state-dict keys are PyTorch's, so ``model.load_state_dict(torch_model.state_dict())`` style ports
+work (values as gpudl Tensors, NumPy arrays or anything ``numpy.asarray`` accepts).
+"""
+
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from .. import backend, dtypes
+from ..autograd import no_grad
+from ..tensor import Tensor
+from .parameter import Parameter
+
+_IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class IncompatibleKeys(_IncompatibleKeys):
+    """What ``load_state_dict`` returns: the keys it did not find and the keys it did not use."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return super().__repr__()
+
+
+class StateDictError(RuntimeError, ValueError):
+    """A refused ``load_state_dict``: a RuntimeError as in torch, and a ValueError (bad values)."""
+
+
+class Module:
+    """Base class of every layer and model: subclass it, assign layers in ``__init__``, define
+    ``forward``. Call the module, not ``forward``, to run it."""
+
+    def __init__(self):
+        set_ = object.__setattr__
+        set_(self, "training", True)
+        set_(self, "_parameters", OrderedDict())
+        set_(self, "_buffers", OrderedDict())
+        set_(self, "_non_persistent_buffers_set", set())
+        set_(self, "_modules", OrderedDict())
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(
+            f'Module [{type(self).__name__}] is missing the required "forward" function')
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ----------------------------------------------------------------- registration
+    def register_parameter(self, name, param):
+        """Add ``param`` (a Parameter, or None for an absent optional one) under ``name``."""
+        self._check_name("parameter", name, "_parameters")
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter "
+                            f"'{name}' (gpudl.nn.Parameter or None required)")
+        self._parameters[name] = param
+
+    def register_buffer(self, name, tensor, persistent=True):
+        """Add a Tensor that is state but not a parameter (running statistics); persistent
+        buffers go into ``state_dict``."""
+        self._check_name("buffer", name, "_buffers")
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' "
+                            "(gpudl.Tensor or None required)")
+        self._buffers[name] = tensor
+        if persistent:
+            self._non_persistent_buffers_set.discard(name)
+        else:
+            self._non_persistent_buffers_set.add(name)
+
+    def register_module(self, name, module):
+        """Add a child module (``add_module`` in torch); None leaves a named empty slot."""
+        self._check_name("module", name, "_modules")
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(module).__name__} is not a Module subclass")
+        self._modules[name] = module
+
+    add_module = register_module
+
+    def _check_name(self, kind, name, own):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"cannot assign {kind} before Module.__init__() call")
+        if not isinstance(name, str):
+            raise TypeError(f"{kind} name should be a string, got {type(name).__name__}")
+        if "." in name or name == "":
+            raise KeyError(f"{kind} name must not be empty or contain a dot, got {name!r}")
+        if hasattr(self, name) and name not in getattr(self, own):
+            raise KeyError(f"attribute '{name}' already exists")
+
+    def __setattr__(self, name, value):
+        params = self.__dict__.get("_parameters")
+        if isinstance(value, Parameter):
+            if params is None:
+                raise AttributeError("cannot assign parameters before Module.__init__() call")
+            self._forget(name, keep=params)
+            params[name] = value
+        elif params is not None and name in params:
+            if value is not None:
+                raise TypeError(f"cannot assign '{type(value).__name__}' as parameter '{name}' "
+                                "(gpudl.nn.Parameter or None expected)")
+            params[name] = None
+        elif isinstance(value, Module):
+            if params is None:
+                raise AttributeError("cannot assign module before Module.__init__() call")
+            self._forget(name, keep=self._modules)
+            self._modules[name] = value
+        elif params is not None and name in self._modules:
+            if value is not None:
+                raise TypeError(f"cannot assign '{type(value).__name__}' as child module "
+                                f"'{name}' (gpudl.nn.Module or None expected)")
+            self._modules[name] = None
+        elif params is not None and name in self._buffers:
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}' "
+                                "(gpudl.Tensor or None expected)")
+            self._buffers[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def _forget(self, name, keep):
+        """Drop ``name`` from every namespace but ``keep`` (where it keeps its position)."""
+        self.__dict__.pop(name, None)
+        for store in (self._parameters, self._buffers, self._modules):
+            if store is not keep:
+                store.pop(name, None)
+        self._non_persistent_buffers_set.discard(name)
+
+    def __getattr__(self, name):
+        # only called when normal lookup fails: parameters, buffers and children live in dicts
+        d = self.__dict__
+        for store in ("_parameters", "_buffers", "_modules"):
+            if store in d and name in d[store]:
+                return d[store][name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        for store in (self._parameters, self._buffers, self._modules):
+            if name in store:
+                del store[name]
+                self._non_persistent_buffers_set.discard(name)
+                return
+        object.__delattr__(self, name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers)
+                      | set(self._modules))
+
+    # ----------------------------------------------------------------- traversal
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        """(name, module) for this module and every descendant, depth first, each once."""
+        if memo is None:
+            memo = set()
+        if remove_duplicate:
+            if self in memo:
+                return
+            memo.add(self)
+        yield prefix, self
+        for name, module in self._modules.items():
+            if module is not None:
+                yield from module.named_modules(memo, prefix + ("." if prefix else "") + name,
+                                                remove_duplicate)
+
+    def modules(self):
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self):
+        seen = set()
+        for name, module in self._modules.items():
+            if module is not None and module not in seen:
+                seen.add(module)
+                yield name, module
+
+    def children(self):
+        for _, module in self.named_children():
+            yield module
+
+    def _named_members(self, store, prefix, recurse, remove_duplicate=True):
+        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        seen = set()
+        for module_prefix, module in modules:
+            for name, value in getattr(module, store).items():
+                if value is None or (remove_duplicate and id(value) in seen):
+                    continue
+                seen.add(id(value))
+                yield module_prefix + ("." if module_prefix else "") + name, value
+
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """(name, Parameter) pairs; a parameter shared by two layers is listed once."""
+        return self._named_members("_parameters", prefix, recurse, remove_duplicate)
+
+    def parameters(self, recurse=True):
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
+        return self._named_members("_buffers", prefix, recurse, remove_duplicate)
+
+    def buffers(self, recurse=True):
+        for _, buf in self.named_buffers(recurse=recurse):
+            yield buf
+
+    def get_submodule(self, target):
+        """The descendant at dotted path ``target`` ("" is this module)."""
+        module = self
+        for part in target.split(".") if target else ():
+            if part not in module._modules or module._modules[part] is None:
+                raise AttributeError(f"{module._get_name()} has no submodule '{part}' "
+                                     f"(looking up '{target}')")
+            module = module._modules[part]
+        return module
+
+    def apply(self, fn):
+        """Call ``fn`` on every descendant, then on this module (e.g. a custom init)."""
+        for module in self.children():
+            module.apply(fn)
+        fn(self)
+        return self
+
+    # ----------------------------------------------------------------- modes and gradients
+    def train(self, mode=True):
+        """Set training mode on this module and every descendant (Dropout, BatchNorm obey it)."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"train: training mode is expected to be a bool, got {mode!r}")
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad=True):
+        for param in self.parameters():
+            param.requires_grad_(requires_grad)
+        return self
+
+    def zero_grad(self, set_to_none=True):
+        """Forget gradients (``None``), or zero them in place with ``set_to_none=False``."""
+        for param in self.parameters():
+            if param.grad is None:
+                continue
+            if set_to_none:
+                param.grad = None
+            else:
+                param.grad.data[...] = 0
+
+    # ----------------------------------------------------------------- state dict
+    def _state_items(self, prefix=""):
+        """(key, Tensor) for every parameter and persistent buffer, in PyTorch's order."""
+        for module_prefix, module in self.named_modules(prefix=prefix, remove_duplicate=False):
+            dot = module_prefix + ("." if module_prefix else "")
+            for name, param in module._parameters.items():
+                if param is not None:
+                    yield dot + name, param
+            for name, buf in module._buffers.items():
+                if buf is not None and name not in module._non_persistent_buffers_set:
+                    yield dot + name, buf
+
+    def state_dict(self, destination=None, prefix="", keep_vars=False):
+        """An OrderedDict of parameters and persistent buffers under PyTorch's keys
+        ('layer.0.weight', 'bn.running_mean', ...), detached unless ``keep_vars``."""
+        out = OrderedDict() if destination is None else destination
+        for key, value in self._state_items(prefix):
+            out[key] = value if keep_vars else value.detach()
+        return out
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy values into this module's parameters and buffers, in place.
+
+        Values may be gpudl Tensors, NumPy arrays or anything array-like; each keeps the dtype and
+        device of the tensor it fills. Every key is checked before anything is copied: with
+        ``strict`` a missing or unexpected key refuses the load, and a shape mismatch always does;
+        the error lists every problem and the module is left unchanged.
+        Returns ``(missing_keys, unexpected_keys)``.
+        """
+        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+            raise TypeError(f"load_state_dict: expected a dict-like state_dict, got "
+                            f"{type(state_dict).__name__}")
+        own = OrderedDict(self._state_items())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict.keys() if k not in own]
+        problems, updates = [], []
+        for key, target in own.items():
+            if key in state_dict:
+                value, problem = _converted(state_dict[key], target, key)
+                if problem:
+                    problems.append(problem)
+                else:
+                    updates.append((target, value))
+        if strict and unexpected:
+            problems.insert(0, "Unexpected key(s) in state_dict: "
+                            + ", ".join(f'"{k}"' for k in unexpected) + ".")
+        if strict and missing:
+            problems.insert(0, "Missing key(s) in state_dict: "
+                            + ", ".join(f'"{k}"' for k in missing) + ".")
+        if problems:
+            raise StateDictError(f"Error(s) in loading state_dict for {self._get_name()}:\n\t"
+                                 + "\n\t".join(problems))
+        with no_grad():
+            for target, value in updates:
+                target.data[...] = value
+        return IncompatibleKeys(missing, unexpected)
+
+    # ----------------------------------------------------------------- device and dtype
+    def to(self, *args, device=None, dtype=None):
+        """Move parameters and buffers in place: ``to(device)``, ``to(dtype)``, ``to(device,
+        dtype)`` or ``to(tensor)``. Parameters keep their identity (optimizers keep working);
+        only floating point tensors change dtype."""
+        for a in args:
+            if isinstance(a, Tensor):
+                device, dtype = a.device, a.dtype
+            elif _is_device(a):
+                device = a
+            else:
+                dtype = a
+        device = backend.check_device(device, "Module.to") if device is not None else None
+        dtype = dtypes.as_dtype(dtype, "Module.to")
+        if dtype is not None and not dtypes.is_floating(dtype):
+            raise TypeError(f"Module.to: only floating point dtypes are accepted, got {dtype}")
+        for tensor in self._all_tensors():
+            _move(tensor, device, dtype)
+            if tensor.grad is not None:
+                _move(tensor.grad, device, dtype)
+        return self
+
+    def _all_tensors(self):
+        seen = set()
+        for module in self.modules():
+            for t in list(module._parameters.values()) + list(module._buffers.values()):
+                if t is not None and id(t) not in seen:
+                    seen.add(id(t))
+                    yield t
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        return self.to("cuda")
+
+    def float(self):
+        return self.to(dtypes.float32)
+
+    def double(self):
+        return self.to(dtypes.float64)
+
+    def half(self):
+        return self.to(dtypes.float16)
+
+    # ----------------------------------------------------------------- repr
+    def _get_name(self):
+        return type(self).__name__
+
+    def extra_repr(self):
+        """The text inside this module's parentheses in its repr; layers override it."""
+        return ""
+
+    def __repr__(self):
+        extra = self.extra_repr()
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [f"({name}): " + _indent(repr(module), 2)
+                       for name, module in self._modules.items()]
+        lines = extra_lines + child_lines
+        body = ""
+        if len(extra_lines) == 1 and not child_lines:
+            body = extra_lines[0]
+        elif lines:
+            body = "\n  " + "\n  ".join(lines) + "\n"
+        return f"{self._get_name()}({body})"
+
+
+def _indent(text, spaces):
+    lines = text.split("\n")
+    return "\n".join(lines[:1] + [" " * spaces + line for line in lines[1:]])
+
+
+def _converted(value, target, key):
+    """(array ready to copy into ``target``, None) or (None, why it cannot be loaded)."""
+    try:
+        if isinstance(value, Tensor):
+            array = value.data
+        elif backend.is_device_array(value) or isinstance(value, np.ndarray):
+            array = value
+        else:
+            array = np.asarray(value)
+    except Exception as exc:  # torch tensors needing grad, ragged lists, ...: report, copy none
+        return None, f"value for {key} could not be read as an array ({type(exc).__name__}: {exc})"
+    if array.dtype == object or array.dtype.kind not in "biuf":
+        return None, f"value for {key} is not numeric (dtype {array.dtype})"
+    if tuple(array.shape) != tuple(target.shape):
+        return None, (f"size mismatch for {key}: copying a param with shape {tuple(array.shape)} "
+                      f"from checkpoint, the shape in current model is {tuple(target.shape)}.")
+    array = backend.to_device_array(array, target.device)
+    return array.astype(target.dtype, copy=False), None
+
+
+def _is_device(arg):
+    """True for "cpu", "cuda:0" or a torch.device-like object; False for dtypes ("float64")."""
+    name = arg if isinstance(arg, str) else getattr(arg, "type", None)
+    return isinstance(name, str) and name.split(":")[0].strip().lower() in backend.DEVICES
+
+
+def _move(tensor, device, dtype):
+    data = tensor.data
+    if dtype is not None and data.dtype.kind == "f" and data.dtype != dtype:
+        data = data.astype(dtype)
+    if device is not None and device != tensor.device:
+        data = backend.to_device_array(data, device)
+        tensor._device = device
+    tensor.data = data
+
+
+
+def __getattr__(name):
+    # the containers live in container.py (they subclass Module); served here too, lazily, so
+    # ``from gpudl.nn.module import Sequential`` works whichever module is imported first
+    if name in ("Sequential", "ModuleList", "ModuleDict"):
+        from . import container
+        return getattr(container, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

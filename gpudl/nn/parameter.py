@@ -1,0 +1,32 @@
+"""Parameter: the Tensor subclass a Module registers as learnable."""
+
+import numpy as np
+
+from .. import dtypes
+from ..tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module registers as a learnable parameter (requires grad by default).
+
+    ``Parameter(t)`` shares ``t``'s array, as torch does; NumPy arrays and lists are converted.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, data=None, requires_grad=True):
+        if data is None:
+            data = np.empty((0,), dtypes.DEFAULT_FLOAT)
+        if isinstance(data, Tensor):
+            self.data, self._device = data.data, data.device
+        else:
+            from ..creation import as_array
+            self.data, self._device = as_array(data, None, None, "Parameter")
+        self.grad = None
+        self.grad_fn = None
+        self._out_index = 0
+        self.requires_grad = False
+        self.requires_grad_(requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()

@@ -1,0 +1,71 @@
+"""MaxPool2d, AvgPool2d, AdaptiveAvgPool2d: stateless layers over ``gpudl.ops.pool``."""
+
+from ..ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from .module import Module
+
+
+class MaxPool2d(Module):
+    """2-D max pooling (``F.max_pool2d``); ``stride`` defaults to ``kernel_size``.
+
+    Shape: (N, C, H, W) or (C, H, W) -> (N, C, Ho, Wo) or (C, Ho, Wo). With
+    ``return_indices=True`` forward returns ``(output, indices)``.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        self.dilation = dilation
+        self.return_indices = return_indices
+        self.ceil_mode = ceil_mode
+
+    def forward(self, input):
+        return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                          ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    """2-D average pooling (``F.avg_pool2d``); ``stride`` defaults to ``kernel_size``.
+
+    Shape: (N, C, H, W) or (C, H, W) -> (N, C, Ho, Wo) or (C, Ho, Wo).
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        self.ceil_mode = ceil_mode
+        self.count_include_pad = count_include_pad
+        self.divisor_override = divisor_override
+
+    def forward(self, input):
+        return avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                          self.count_include_pad, self.divisor_override)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed ``output_size`` (int or (h, w); None keeps that input size).
+
+    Shape: (N, C, H, W) or (C, H, W) -> (N, C, *output_size) or (C, *output_size).
+    """
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, input):
+        return adaptive_avg_pool2d(input, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"

@@ -1,0 +1,313 @@
+"""RNN, LSTM, GRU and their single-step cells, with PyTorch's arguments, names and layouts.
+
+Parameters are ``weight_ih_l{k}`` (G*H, I), ``weight_hh_l{k}`` (G*H, H), ``bias_ih_l{k}``,
+``bias_hh_l{k}`` (G*H,), with ``_reverse`` for the backward direction and gate blocks in PyTorch's
+order (LSTM i, f, g, o; GRU r, z, n), so a PyTorch state dict loads as is. Each layer and
+direction runs as one autograd node (gpudl.ops.rnn) over the whole sequence.
+"""
+
+import math
+import warnings
+
+from .. import creation, dtypes
+from ..functions import cat, stack
+from ..ops.dropout import dropout
+from ..ops.rnn import gru_layer, lstm_layer, rnn_layer
+from ..tensor import Tensor
+from . import init
+from .module import Module, Parameter
+
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def _check_sizes(owner, **sizes):
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+
+
+def _check_nonlinearity(owner, nonlinearity):
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"{owner}: unknown nonlinearity {nonlinearity!r}; expected 'tanh' or "
+                         "'relu'")
+
+
+def _reset_uniform(module):
+    """Every weight and bias from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as torch."""
+    bound = 1 / math.sqrt(module.hidden_size)
+    for p in module.parameters():
+        init.uniform_(p, -bound, bound)
+
+
+def _run_layer(mode, x, h0, c0, weights, reverse):
+    """One layer, one direction: (output, h_n, c_n or None)."""
+    if mode == "LSTM":
+        return lstm_layer(x, h0, c0, *weights, reverse=reverse)
+    if mode == "GRU":
+        y, h_n = gru_layer(x, h0, *weights, reverse=reverse)
+    else:
+        y, h_n = rnn_layer(x, h0, *weights, nonlinearity=mode[4:].lower(), reverse=reverse)
+    return y, h_n, None
+
+
+class RNNBase(Module):
+    """The stacked, optionally bidirectional recurrence shared by RNN, LSTM and GRU."""
+
+    def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+        super().__init__()
+        name = type(self).__name__
+        _check_sizes(name, input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0 <= dropout <= 1:
+            raise ValueError(f"{name}: dropout should be a number in [0, 1], got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(f"{name}: dropout={dropout} and num_layers=1: dropout acts between "
+                          "layers, so it has no effect", UserWarning, stacklevel=3)
+        self.mode = mode
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first = bias, batch_first
+        self.dropout, self.bidirectional = float(dropout), bidirectional
+        dtype = dtypes.as_dtype(dtype, name) or dtypes.DEFAULT_FLOAT
+        gate_size = _GATES[mode] * hidden_size
+        directions = 2 if bidirectional else 1
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * directions
+            for suffix in ("", "_reverse")[:directions]:
+                shapes = {"weight_ih": (gate_size, layer_input),
+                          "weight_hh": (gate_size, hidden_size)}
+                if bias:
+                    shapes.update(bias_ih=(gate_size,), bias_hh=(gate_size,))
+                for kind, shape in shapes.items():
+                    setattr(self, f"{kind}_l{layer}{suffix}",
+                            Parameter(creation.empty(*shape, dtype=dtype, device=device)))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        _reset_uniform(self)
+
+    def flatten_parameters(self):
+        """Nothing to do (there is no cuDNN weight buffer); kept so PyTorch code runs as is."""
+
+    def _layer_weights(self, layer, reverse):
+        suffix = f"l{layer}" + ("_reverse" if reverse else "")
+        names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else ())
+        weights = [getattr(self, f"{n}_{suffix}") for n in names]
+        return weights + [None] * (4 - len(weights))
+
+    def forward(self, input, hx=None):
+        """Run the sequence. input (T, B, I), or (B, T, I) with batch_first, or unbatched (T, I);
+        hx: the initial state(s) of shape (num_layers * num_directions, B, H), (..., H) unbatched,
+        or None for zeros. Returns ``(output, h_n)`` (``(output, (h_n, c_n))`` for LSTM)."""
+        name = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+        if input.ndim not in (2, 3):
+            raise ValueError(f"{name}: expected input of 2 (unbatched) or 3 dimensions, got "
+                             f"shape {input.shape}")
+        if input.shape[-1] != self.input_size:
+            raise ValueError(f"{name}: input has {input.shape[-1]} features but input_size is "
+                             f"{self.input_size} (input shape {input.shape})")
+        batched = input.ndim == 3
+        x = input if not batched else (input.transpose(0, 1) if self.batch_first else input)
+        x = x if batched else x.unsqueeze(1)                        # (T, B, I)
+        if x.shape[0] == 0:
+            raise ValueError(f"{name}: expected a sequence length > 0, got input shape "
+                             f"{input.shape}")
+        states = self._initial_states(hx, x.shape[1], batched)
+        output, h_n, c_n = self._run(x, *states)
+        if batched and self.batch_first:
+            output = output.transpose(0, 1)
+        if not batched:
+            output, h_n = output.squeeze(1), h_n.squeeze(1)
+            c_n = c_n.squeeze(1) if c_n is not None else None
+        return (output, (h_n, c_n)) if self.mode == "LSTM" else (output, h_n)
+
+    def _run(self, x, h0, c0):
+        directions = 2 if self.bidirectional else 1
+        h_n, c_n = [], []
+        for layer in range(self.num_layers):
+            if layer > 0 and self.dropout > 0 and self.training:
+                x = dropout(x, self.dropout, True)
+            outputs = []
+            for d in range(directions):
+                k = layer * directions + d
+                y, h, c = _run_layer(self.mode, x, h0[k] if h0 is not None else None,
+                                     c0[k] if c0 is not None else None,
+                                     self._layer_weights(layer, d == 1), d == 1)
+                outputs.append(y)
+                h_n.append(h)
+                c_n.append(c)
+            x = cat(outputs, dim=2) if directions == 2 else outputs[0]     # (T, B, D*H)
+        return x, stack(h_n), (stack(c_n) if self.mode == "LSTM" else None)
+
+    def _initial_states(self, hx, batch, batched):
+        """(h0, c0) as (L*D, B, H) tensors (or None), checked against the expected shape."""
+        name = type(self).__name__
+        if hx is None:
+            return None, None
+        if self.mode == "LSTM":
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"{name}: hx must be a tuple (h_0, c_0) of Tensors, got "
+                                f"{type(hx).__name__}")
+            labels, states = ("h_0", "c_0"), tuple(hx)
+        else:
+            labels, states = ("h_0",), (hx,)
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        expected = (layers, batch, self.hidden_size) if batched else (layers, self.hidden_size)
+        for label, state in zip(labels, states):
+            if not isinstance(state, Tensor):
+                raise TypeError(f"{name}: {label} must be a Tensor, got {type(state).__name__}")
+            if state.shape != expected:
+                raise ValueError(f"{name}: expected {label} of shape {expected}, got "
+                                 f"{state.shape}")
+        states = states if batched else tuple(s.unsqueeze(1) for s in states)
+        return states if self.mode == "LSTM" else (states[0], None)
+
+    def extra_repr(self):
+        text = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            text += f", num_layers={self.num_layers}"
+        if self.mode == "RNN_RELU":
+            text += ", nonlinearity='relu'"
+        for key, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
+                             ("bidirectional", False)):
+            if getattr(self, key) != default:
+                text += f", {key}={getattr(self, key)}"
+        return text
+
+
+class RNN(RNNBase):
+    """Elman RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu.
+
+    Args as torch.nn.RNN: input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False. Returns ``(output, h_n)``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None):
+        _check_nonlinearity("RNN", nonlinearity)
+        super().__init__("RNN_" + nonlinearity.upper(), input_size, hidden_size, num_layers,
+                         bias, batch_first, dropout, bidirectional, device, dtype)
+        self.nonlinearity = nonlinearity
+
+
+class LSTM(RNNBase):
+    """Long short-term memory (gates i, f, g, o). Args as torch.nn.LSTM (no proj_size).
+
+    Example: ``out, (h_n, c_n) = LSTM(10, 20, num_layers=2)(x)`` with x (T, B, 10).
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, device, dtype)
+
+
+class GRU(RNNBase):
+    """Gated recurrent unit (gates r, z, n; n = tanh(W_in x + b_in + r * (W_hn h + b_hn))).
+    Args as torch.nn.GRU. Returns ``(output, h_n)``."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, device, dtype)
+
+
+class RNNCellBase(Module):
+    """One time step: parameters ``weight_ih`` (G*H, I), ``weight_hh`` (G*H, H), ``bias_ih``,
+    ``bias_hh`` (G*H,), run through the same fused step as the layers (a sequence of length 1)."""
+
+    def __init__(self, mode, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__()
+        name = type(self).__name__
+        _check_sizes(name, input_size=input_size, hidden_size=hidden_size)
+        self.mode, self.input_size, self.hidden_size, self.bias = mode, input_size, hidden_size, bias
+        dtype = dtypes.as_dtype(dtype, name) or dtypes.DEFAULT_FLOAT
+        gate_size = _GATES[mode] * hidden_size
+        self.weight_ih = Parameter(creation.empty(gate_size, input_size, dtype=dtype,
+                                                  device=device))
+        self.weight_hh = Parameter(creation.empty(gate_size, hidden_size, dtype=dtype,
+                                                  device=device))
+        for kind in ("bias_ih", "bias_hh"):
+            if bias:
+                setattr(self, kind, Parameter(creation.empty(gate_size, dtype=dtype,
+                                                             device=device)))
+            else:
+                self.register_parameter(kind, None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        _reset_uniform(self)
+
+    def _step(self, input, states):
+        """(h_1, c_1 or None) for input (B, I) or unbatched (I,), states (B, H) / (H,) or None."""
+        name = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+        if input.ndim not in (1, 2) or input.shape[-1] != self.input_size:
+            raise ValueError(f"{name}: expected input of shape (batch, {self.input_size}) or "
+                             f"({self.input_size},), got {input.shape}")
+        batched = input.ndim == 2
+        x = input.unsqueeze(0) if batched else input.reshape(1, 1, -1)     # (1, B, I)
+        expected = (x.shape[1], self.hidden_size) if batched else (self.hidden_size,)
+        for label, state in states.items():
+            if state is not None and not isinstance(state, Tensor):
+                raise TypeError(f"{name}: {label} must be a Tensor, got {type(state).__name__}")
+            if state is not None and state.shape != expected:
+                raise ValueError(f"{name}: expected {label} of shape {expected}, got "
+                                 f"{state.shape}")
+        h0, c0 = (list(states.values()) + [None])[:2]
+        if not batched:                                 # (H,) -> (1, H)
+            h0, c0 = (s.reshape(1, -1) if s is not None else None for s in (h0, c0))
+        weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
+        _, h, c = _run_layer(self.mode, x, h0, c0, weights, False)
+        if not batched:
+            h, c = h.reshape(-1), (c.reshape(-1) if c is not None else None)
+        return h, c
+
+    def extra_repr(self):
+        text = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            text += ", bias=False"
+        if self.mode == "RNN_RELU":
+            text += ", nonlinearity='relu'"
+        return text
+
+
+class LSTMCell(RNNCellBase):
+    """One LSTM step: ``h_1, c_1 = cell(input, (h_0, c_0))``; hx None means zeros."""
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__("LSTM", input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input, hx=None):
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise TypeError(f"LSTMCell: hx must be a tuple (h_0, c_0) of Tensors, got "
+                            f"{type(hx).__name__}")
+        h0, c0 = hx if hx is not None else (None, None)
+        return self._step(input, {"h_0": h0, "c_0": c0})
+
+
+class GRUCell(RNNCellBase):
+    """One GRU step: ``h_1 = cell(input, h_0)``; hx None means zeros."""
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__("GRU", input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input, hx=None):
+        return self._step(input, {"h_0": hx})[0]
+
+
+class RNNCell(RNNCellBase):
+    """One Elman RNN step: ``h_1 = act(input W_ih^T + b_ih + h_0 W_hh^T + b_hh)``."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None,
+                 dtype=None):
+        _check_nonlinearity("RNNCell", nonlinearity)
+        super().__init__("RNN_" + nonlinearity.upper(), input_size, hidden_size, bias, device,
+                         dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, input, hx=None):
+        return self._step(input, {"h_0": hx})[0]

@@ -1,0 +1,73 @@
+"""nn.utils: gradient clipping, and parameters to and from one flat vector."""
+
+import math
+
+from .. import backend
+from ..autograd import no_grad
+from ..tensor import Tensor
+
+
+def _with_grads(parameters):
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    return [p for p in parameters if p.grad is not None]
+
+
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """Scale the gradients of ``parameters`` in place so their joint ``norm_type`` norm is at
+    most ``max_norm``; returns the norm before clipping as a 0-d Tensor.
+
+    The scale is applied on the device without reading the norm back (no sync), unless
+    ``error_if_nonfinite`` asks to check it.
+    """
+    params = _with_grads(parameters)
+    norm_type = float(norm_type)
+    if not params:
+        from ..creation import tensor
+        return tensor(0.0)
+    grads = [p.grad.data for p in params]
+    xp = backend.get_array_module(grads[0])
+    if norm_type == math.inf:
+        total = xp.max(xp.stack([xp.abs(g).max() for g in grads]))
+    else:
+        total = xp.stack([(xp.abs(g) ** norm_type).sum() for g in grads]).sum() \
+            ** (1.0 / norm_type)
+    if error_if_nonfinite and not bool(xp.isfinite(total)):
+        raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} of the "
+                           "gradients is non-finite, so it cannot be clipped; pass "
+                           "error_if_nonfinite=False to clip anyway")
+    scale = xp.minimum(max_norm / (total + 1e-6), 1.0)
+    with no_grad():
+        for g in grads:
+            g *= scale.astype(g.dtype)
+    return Tensor._make(xp.asarray(total), False, None, 0, params[0].grad.device)
+
+
+def clip_grad_value_(parameters, clip_value):
+    """Clamp every gradient element of ``parameters`` to [-clip_value, clip_value], in place."""
+    clip_value = float(clip_value)
+    for p in _with_grads(parameters):
+        xp = backend.get_array_module(p.grad.data)
+        xp.clip(p.grad.data, -clip_value, clip_value, out=p.grad.data)
+
+
+def parameters_to_vector(parameters):
+    """One 1-D Tensor holding every parameter, flattened and concatenated (differentiable)."""
+    from ..functions import cat
+    return cat([p.reshape(-1) for p in parameters])
+
+
+def vector_to_parameters(vec, parameters):
+    """Copy consecutive slices of 1-D ``vec`` into ``parameters`` (in place)."""
+    if not isinstance(vec, Tensor) or vec.ndim != 1:
+        raise TypeError(f"vector_to_parameters: expected a 1-D Tensor, got {vec!r:.60}")
+    params = list(parameters)
+    total = sum(p.data.size for p in params)
+    if vec.shape[0] != total:
+        raise ValueError(f"vector_to_parameters: vector has {vec.shape[0]} elements but the "
+                         f"parameters hold {total}")
+    start = 0
+    for p in params:
+        n = p.data.size
+        p.data[...] = vec.data[start:start + n].reshape(p.shape)
+        start += n

@@ -1,0 +1,180 @@
+"""Activation functions (torch.nn.functional's signatures) as autograd Functions on raw arrays.
+
+relu, sigmoid and tanh reuse ops.elementwise; the others are defined here. ``inplace=True`` is
+accepted for PyTorch compatibility and computes out of place (the result is the same).
+"""
+
+import warnings
+
+from ..autograd import Function
+from ..kernels import activation as K
+from ..tensor import Tensor
+from . import elementwise as E
+from . import reduce as R
+from ._util import normalize_axis, xp_of
+
+
+def _floating(op, input):
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"{op}: input must be a floating point tensor, got {input.dtype}")
+    return input
+
+
+class LeakyRelu(Function):
+    @staticmethod
+    def forward(ctx, x, slope):
+        positive = x > 0
+        ctx.save_for_backward(positive)
+        ctx.slope = slope
+        return xp_of(x).where(positive, x, x * slope)
+
+    @staticmethod
+    def backward(ctx, g):
+        (positive,) = ctx.saved_tensors
+        return xp_of(g).where(positive, g, g * ctx.slope), None
+
+
+class Elu(Function):
+    @staticmethod
+    def forward(ctx, x, alpha):
+        xp = xp_of(x)
+        y = xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
+        ctx.save_for_backward(x, y)
+        ctx.alpha = alpha
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        return xp_of(g).where(x > 0, g, g * (y + ctx.alpha)), None
+
+
+class Silu(Function):
+    @staticmethod
+    def forward(ctx, x):
+        s = E.sigmoid_array(x)
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, g):
+        x, s = ctx.saved_tensors
+        return g * s * (1 + x * (1 - s))
+
+
+class Softplus(Function):
+    """log(1 + exp(beta x)) / beta, linear above ``threshold`` (as torch)."""
+
+    @staticmethod
+    def forward(ctx, x, beta, threshold):
+        xp = xp_of(x)
+        z = x * beta
+        ctx.save_for_backward(z)
+        ctx.threshold = threshold
+        return xp.where(z > threshold, x, xp.logaddexp(0, z) / beta).astype(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        return xp_of(g).where(z > ctx.threshold, g, g * E.sigmoid_array(z)), None, None
+
+
+class Hardtanh(Function):
+    @staticmethod
+    def forward(ctx, x, low, high):
+        ctx.save_for_backward((x > low) & (x < high))
+        return xp_of(x).clip(x, low, high)
+
+    @staticmethod
+    def backward(ctx, g):
+        (inside,) = ctx.saved_tensors
+        return g * inside, None, None
+
+
+class Gelu(Function):
+    @staticmethod
+    def forward(ctx, x, approximate):
+        ctx.save_for_backward(x)
+        ctx.approximate = approximate
+        return K.gelu_forward(x, approximate)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return K.gelu_backward(x, g, ctx.approximate), None
+
+
+def relu(input, inplace=False):
+    """max(input, 0)."""
+    return E.Relu.apply(_floating("relu", input))
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    """input where positive, else negative_slope * input."""
+    return LeakyRelu.apply(_floating("leaky_relu", input), float(negative_slope))
+
+
+def elu(input, alpha=1.0, inplace=False):
+    """input where positive, else alpha * (exp(input) - 1)."""
+    return Elu.apply(_floating("elu", input), float(alpha))
+
+
+def silu(input, inplace=False):
+    """input * sigmoid(input) (also called swish)."""
+    return Silu.apply(_floating("silu", input))
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta * input)) / beta; the identity where beta * input > threshold."""
+    return Softplus.apply(_floating("softplus", input), float(beta), float(threshold))
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    """clamp(input, min_val, max_val); no gradient outside (min_val, max_val)."""
+    if min_val > max_val:
+        raise ValueError(f"hardtanh: min_val {min_val} must not exceed max_val {max_val}")
+    return Hardtanh.apply(_floating("hardtanh", input), float(min_val), float(max_val))
+
+
+def relu6(input, inplace=False):
+    """min(max(input, 0), 6)."""
+    return hardtanh(input, 0.0, 6.0)
+
+
+def gelu(input, approximate="none"):
+    """x * Phi(x), Phi the standard normal CDF; ``approximate='tanh'`` uses the tanh formula."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return Gelu.apply(_floating("gelu", input), approximate)
+
+
+def sigmoid(input):
+    """1 / (1 + exp(-input)), computed without overflow."""
+    return E.Sigmoid.apply(_floating("sigmoid", input))
+
+
+def tanh(input):
+    """Hyperbolic tangent."""
+    return E.Tanh.apply(_floating("tanh", input))
+
+
+def _softmax_dim(op, input, dim):
+    if dim is None:
+        dim = 0 if input.ndim in (0, 1, 3) else 1
+        warnings.warn(f"{op}: implicit dimension choice is deprecated; pass dim= (using "
+                      f"dim={dim})", stacklevel=3)
+    return normalize_axis(dim, input.ndim, op)
+
+
+def softmax(input, dim=None, dtype=None):
+    """exp(input) / sum(exp(input)) along ``dim``; ``dtype`` casts the input first."""
+    input = _floating("softmax", input if dtype is None else input.astype(dtype))
+    return R.Softmax.apply(input, _softmax_dim("softmax", input, dim))
+
+
+def log_softmax(input, dim=None, dtype=None):
+    """log(softmax(input, dim)), computed stably."""
+    input = _floating("log_softmax", input if dtype is None else input.astype(dtype))
+    return R.LogSoftmax.apply(input, _softmax_dim("log_softmax", input, dim))

@@ -1,0 +1,188 @@
+"""Scaled dot-product attention: the fused Function, the plain path, and torch's functional form.
+
+The fused path (``ScaledDotProductAttention``) is one graph node over ``kernels.attention``: it
+never stores an L x S matrix, only the output and one log-sum-exp per query row. The plain path
+(``attention_weights``) builds softmax(q k^T * scale + mask) from Tensor ops; it runs where the
+probabilities themselves are needed: dropout on them, a float mask that requires grad, or
+MultiheadAttention's ``need_weights=True``.
+
+Both give zeros for fully masked query rows (as PyTorch's math path does since 2.5), with zero
+gradients, never NaN.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+from ..autograd import Function, is_grad_enabled
+from ..kernels import attention as K
+from ..tensor import Tensor
+from ._util import sum_to, xp_of
+from .dropout import dropout
+
+
+def _flatten_batch(a, batch):
+    """(..., n, d) broadcast to ``batch`` -> (B, n, d); a view unless broadcasting copies."""
+    xp = xp_of(a)
+    return xp.broadcast_to(a, batch + a.shape[-2:]).reshape((math.prod(batch),) + a.shape[-2:])
+
+
+def _flatten_mask(mask, batch):
+    """A mask broadcastable to ``batch + (L, S)`` -> (Bm, Lm, Sm) with Bm 1 or prod(batch)."""
+    if mask is None:
+        return None
+    mask = mask.reshape((1,) * (len(batch) + 2 - mask.ndim) + mask.shape)
+    if all(n == 1 for n in mask.shape[:-2]):
+        return mask.reshape((1,) + mask.shape[-2:])
+    return _flatten_batch(mask, batch)
+
+
+class ScaledDotProductAttention(Function):
+    """softmax(q k^T * scale + mask) v as one node; saves q, k, v, out and the row lse."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, mask, is_causal, scale):
+        batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+        q, k, v = (_flatten_batch(a, batch) for a in (query, key, value))   # (B, n, d) each
+        mask = _flatten_mask(mask, batch)
+        out, lse = K.attention_forward(q, k, v, mask, is_causal, scale)   # (B, L, Ev), (B, L)
+        ctx.save_for_backward(q, k, v, out, lse, mask)
+        ctx.conf = (is_causal, scale, batch, query.shape, key.shape, value.shape)
+        return out.reshape(batch + out.shape[1:])
+
+    @staticmethod
+    def backward(ctx, gout):
+        q, k, v, out, lse, mask = ctx.saved_tensors
+        is_causal, scale, batch, *shapes = ctx.conf
+        grads = K.attention_backward(q, k, v, out, lse, gout.reshape(out.shape), mask,
+                                     is_causal, scale)
+        grads = tuple(sum_to(g.reshape(batch + g.shape[1:]), shape) if need else None
+                      for g, shape, need in zip(grads, shapes, ctx.needs_input_grad))
+        return grads + (None, None, None)
+
+
+def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
+    """softmax(query @ key^T * scale + mask) as a Tensor (..., L, S), through Tensor ops.
+
+    Fully masked rows give zero weights (and zero gradients). Inputs are validated by callers.
+    """
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = (query @ key.transpose(-2, -1)) * scale                      # (..., L, S)
+    xp = xp_of(scores.data)
+    L, S = scores.shape[-2:]
+    hidden = ~xp.tril(xp.ones((L, S), bool)) if is_causal else None
+    if attn_mask is not None and attn_mask.dtype == np.bool_:
+        hidden = ~attn_mask.data if hidden is None else hidden | ~attn_mask.data
+    elif attn_mask is not None:
+        scores = scores + attn_mask.astype(scores.dtype)
+    if hidden is None and attn_mask is None:
+        return scores.softmax(-1)
+    if hidden is not None:
+        scores = scores.masked_fill(hidden, -math.inf)
+    dead = xp.all(scores.data == -np.inf, axis=-1, keepdims=True)          # fully masked rows
+    return scores.masked_fill(dead, 0.0).softmax(-1).masked_fill(dead, 0.0)
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None, enable_gqa=False):
+    """Attention as in ``torch.nn.functional.scaled_dot_product_attention``.
+
+    Computes ``softmax(query @ key^T * scale + mask) @ value`` without storing the L x S matrix
+    (flash-attention style kernels), unless ``dropout_p > 0`` or a float ``attn_mask`` requires
+    grad: those take the plain path, which does (it needs the probabilities).
+
+    Args:
+        query: (..., L, E); key: (..., S, E); value: (..., S, Ev). Batch dims broadcast.
+        attn_mask: bool (True = take part in attention) or float (added to the scores) Tensor,
+            broadcastable to (..., L, S).
+        dropout_p: dropout on the attention probabilities, applied whenever > 0 (as torch: pass
+            0 outside training).
+        is_causal: query i attends keys j <= i (top-left aligned); not with ``attn_mask``.
+        scale: multiplier of ``query @ key^T``; default ``1 / sqrt(E)``.
+        enable_gqa: key/value may have fewer heads (dim -3) than query, dividing it; each is
+            repeated to match, as in grouped-query attention.
+
+    Returns:
+        (..., L, Ev). Fully masked query rows give zeros.
+
+    Example:
+        >>> q = gd.randn(2, 4, 10, 16); k = v = gd.randn(2, 4, 12, 16)
+        >>> F.scaled_dot_product_attention(q, k, v, is_causal=True).shape
+        (2, 4, 10, 16)
+    """
+    _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale)
+    if enable_gqa:
+        key, value = _repeat_heads(query, key), _repeat_heads(query, value)
+    _check_shapes(query, key, value, attn_mask)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+    mask_grad = attn_mask is not None and attn_mask.requires_grad and is_grad_enabled()
+    if dropout_p == 0 and not mask_grad:
+        mask = None if attn_mask is None else attn_mask.data
+        return ScaledDotProductAttention.apply(query, key, value, mask, bool(is_causal), scale)
+    weights = attention_weights(query, key, attn_mask, is_causal, scale)
+    return dropout(weights, dropout_p) @ value
+
+
+def _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale):
+    op = "scaled_dot_product_attention"
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+        if t.ndim < 2:
+            raise ValueError(f"{op}: {name} must have at least 2 dimensions (..., length, "
+                             f"features), got shape {t.shape}")
+        if t.dtype.kind != "f" or t.dtype != query.dtype:
+            raise TypeError(f"{op}: query, key and value must share one floating dtype, got "
+                            f"{query.dtype}, {key.dtype} and {value.dtype}")
+    if attn_mask is not None:
+        if not isinstance(attn_mask, Tensor):
+            raise TypeError(f"{op}: attn_mask must be a Tensor or None, got "
+                            f"{type(attn_mask).__name__}")
+        if attn_mask.dtype != np.bool_ and attn_mask.dtype.kind != "f":
+            raise TypeError(f"{op}: attn_mask must be bool or floating, got {attn_mask.dtype}")
+        if is_causal:
+            raise ValueError(f"{op}: pass attn_mask or is_causal=True, not both (attn_mask "
+                             f"shape {attn_mask.shape})")
+    if not isinstance(dropout_p, numbers.Real) or not 0 <= dropout_p <= 1:
+        raise ValueError(f"{op}: dropout_p must be in [0, 1], got {dropout_p!r}")
+    if scale is not None and not isinstance(scale, numbers.Real):
+        raise TypeError(f"{op}: scale must be a number or None, got {type(scale).__name__}")
+
+
+def _check_shapes(query, key, value, attn_mask):
+    op = "scaled_dot_product_attention"
+    shapes = f"(query shape {query.shape}, key shape {key.shape}, value shape {value.shape})"
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(f"{op}: query has {query.shape[-1]} features per head but key has "
+                         f"{key.shape[-1]} {shapes}")
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"{op}: key has {key.shape[-2]} positions but value has "
+                         f"{value.shape[-2]} {shapes}")
+    try:
+        batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    except ValueError:
+        raise ValueError(f"{op}: batch dimensions do not broadcast {shapes}") from None
+    if attn_mask is not None:
+        target = batch + (query.shape[-2], key.shape[-2])
+        try:
+            fits = np.broadcast_shapes(attn_mask.shape, target) == target
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"{op}: attn_mask of shape {attn_mask.shape} does not broadcast to "
+                             f"the scores' shape {target} {shapes}")
+
+
+def _repeat_heads(query, kv):
+    """(..., Hkv, S, d) -> (..., Hq, S, d): each head repeated Hq / Hkv times, consecutively."""
+    if query.ndim < 3 or kv.ndim < 3 or query.shape[-3] % kv.shape[-3]:
+        raise ValueError(f"scaled_dot_product_attention: enable_gqa needs key/value heads "
+                         f"(dim -3) dividing query heads; got query shape {query.shape} and "
+                         f"key/value shape {kv.shape}")
+    groups = query.shape[-3] // kv.shape[-3]
+    if groups == 1:
+        return kv
+    lead, (heads, n, d) = kv.shape[:-3], kv.shape[-3:]
+    spread = kv.unsqueeze(-3).expand(*lead, heads, groups, n, d)      # (..., Hkv, G, S, d)
+    return spread.reshape(*lead, heads * groups, n, d)

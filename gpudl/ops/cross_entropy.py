@@ -1,0 +1,226 @@
+"""cross_entropy (log-softmax and NLL fused in one node) and nll_loss.
+
+Layout as torch: input (N, C, d1, ...) or (C,), class dim 1; class-index targets (N, d1, ...)
+of an integer dtype, or probability targets shaped like the input. For index targets, 'mean'
+divides by the summed weight of the non-ignored targets (torch's weighted mean); for
+probabilities by N * d1 * ... . ``label_smoothing`` e mixes in the uniform distribution:
+loss = (1 - e) * nll + e / C * sum_c(-w_c log p_c).
+"""
+
+from ..autograd import Function
+from ..tensor import Tensor
+from .loss import check_reduction, expand_grad, reduce_loss
+from .reduce import log_softmax_array
+from .sparse import IndexOutOfRange
+from ._util import xp_of
+
+
+def _picked_targets(x, target, weight, ignore_index):
+    """(target index array with ignored entries set to 0 (N, 1, d...), valid mask (N, d...),
+    per-target weight wt (N, d...): weight[target], 0 where ignored)."""
+    xp = xp_of(x)
+    valid = target != ignore_index
+    t = xp.expand_dims(xp.where(valid, target, 0), 1)               # (N, 1, d...)
+    if weight is None:
+        wt = valid.astype(x.dtype)
+    else:
+        wt = weight[t[:, 0]] * valid
+    return t, valid, wt
+
+
+def _class_shape(x):
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)                     # broadcast over class dim
+
+
+class CrossEntropy(Function):
+    """Class-index targets: log-softmax, pick, weigh, smooth and reduce in one node."""
+
+    @staticmethod
+    def forward(ctx, x, target, weight, ignore_index, smoothing, reduction):
+        xp = xp_of(x)
+        logp = log_softmax_array(x, 1)
+        t, valid, wt = _picked_targets(x, target, weight, ignore_index)
+        loss = -wt * xp.take_along_axis(logp, t, axis=1)[:, 0]     # (N, d...)
+        if smoothing:
+            w = 1 if weight is None else weight.reshape(_class_shape(x))
+            smooth = -(logp * w).sum(axis=1) * valid
+            loss = (1 - smoothing) * loss + (smoothing / x.shape[1]) * smooth
+        divisor = wt.sum() if reduction == "mean" else 1
+        ctx.save_for_backward(logp, t, valid, wt, weight, divisor)
+        ctx.conf = (smoothing, reduction)
+        return reduce_loss(loss, reduction, divisor)
+
+    @staticmethod
+    def backward(ctx, g):
+        logp, t, valid, wt, weight, divisor = ctx.saved_tensors
+        smoothing, reduction = ctx.conf
+        xp = xp_of(logp)
+        n_classes = logp.shape[1]
+        g = expand_grad(g, reduction, divisor)
+        g = xp.expand_dims(g, 1) if reduction == "none" else g     # (N, 1, d...) or scalar
+        # d/dx of (1-e) wt (-log p_t) + e/C valid sum_c w_c (-log p_c):
+        #   p * ((1-e) wt + e/C valid W) - (1-e) wt onehot(t) - e/C valid w_c
+        total_w = n_classes if weight is None else weight.sum()
+        coef = (1 - smoothing) * wt + (smoothing / n_classes) * valid * total_w
+        gx = xp.exp(logp)
+        gx *= xp.expand_dims(coef, 1)
+        if smoothing:
+            w = 1 if weight is None else weight.reshape(_class_shape(logp))
+            gx -= (smoothing / n_classes) * xp.expand_dims(valid, 1) * w
+        at_target = xp.take_along_axis(gx, t, axis=1)
+        xp.put_along_axis(gx, t, at_target - (1 - smoothing) * xp.expand_dims(wt, 1), axis=1)
+        gx *= g
+        return gx, None, None, None, None, None
+
+
+class CrossEntropyProbs(Function):
+    """Probability targets: loss = -sum_c w_c t_c log p_c (targets smoothed first)."""
+
+    @staticmethod
+    def forward(ctx, x, target, weight, smoothing, reduction):
+        logp = log_softmax_array(x, 1)
+        n_classes = x.shape[1]
+        t = target * (1 - smoothing) + smoothing / n_classes if smoothing else target
+        w = None if weight is None else weight.reshape(_class_shape(x))
+        wt = t if w is None else t * w
+        loss = -(logp * wt).sum(axis=1)                              # (N, d...)
+        divisor = loss.size if reduction == "mean" else 1
+        ctx.save_for_backward(logp, wt, w)
+        ctx.conf = (smoothing, reduction, divisor)
+        return reduce_loss(loss, reduction, divisor)
+
+    @staticmethod
+    def backward(ctx, g):
+        logp, wt, w = ctx.saved_tensors
+        smoothing, reduction, divisor = ctx.conf
+        xp = xp_of(logp)
+        need_x, need_t = ctx.needs_input_grad[:2]
+        g = expand_grad(g, reduction, divisor)
+        g = xp.expand_dims(g, 1) if reduction == "none" else g
+        gx = (xp.exp(logp) * wt.sum(axis=1, keepdims=True) - wt) * g if need_x else None
+        gt = None
+        if need_t:
+            gt = -logp * (1 - smoothing) * g
+            gt = gt if w is None else gt * w
+        return gx, gt, None, None, None
+
+
+class NLLLoss(Function):
+    """-weight[t] * input[n, t] for log-probability input."""
+
+    @staticmethod
+    def forward(ctx, x, target, weight, ignore_index, reduction):
+        xp = xp_of(x)
+        t, _, wt = _picked_targets(x, target, weight, ignore_index)
+        loss = -wt * xp.take_along_axis(x, t, axis=1)[:, 0]
+        divisor = wt.sum() if reduction == "mean" else 1
+        ctx.save_for_backward(t, wt, divisor)
+        ctx.conf = (x.shape, x.dtype, reduction)
+        return reduce_loss(loss, reduction, divisor)
+
+    @staticmethod
+    def backward(ctx, g):
+        t, wt, divisor = ctx.saved_tensors
+        shape, dtype, reduction = ctx.conf
+        xp = xp_of(wt)
+        g = expand_grad(g, reduction, divisor)
+        gx = xp.zeros(shape, dtype)
+        xp.put_along_axis(gx, t, xp.expand_dims(-wt * g, 1), axis=1)
+        return gx, None, None, None, None
+
+
+# ---------------------------------------------------------------- public functions
+def _check_input(op, input, target, weight):
+    if not isinstance(input, Tensor) or not isinstance(target, Tensor):
+        raise TypeError(f"{op}: input and target must be Tensors, got {type(input).__name__} "
+                        f"and {type(target).__name__}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"{op}: input must be a floating point tensor, got {input.dtype}")
+    if input.ndim == 0:
+        raise ValueError(f"{op}: input must have a class dimension, got a 0-d tensor")
+    n_classes = input.shape[1] if input.ndim > 1 else input.shape[0]
+    if weight is not None:
+        if not isinstance(weight, Tensor):
+            raise TypeError(f"{op}: weight must be a Tensor or None, got {type(weight).__name__}")
+        if weight.shape != (n_classes,):
+            raise ValueError(f"{op}: weight of shape {weight.shape} must have one entry per "
+                             f"class, ({n_classes},) for input of shape {input.shape}")
+        weight = weight.astype(input.dtype)
+    return n_classes, weight
+
+
+def _check_class_targets(op, input, target, n_classes, ignore_index):
+    expected = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
+    if target.shape != expected:
+        raise ValueError(f"{op}: expected class-index target of shape {expected} for input of "
+                         f"shape {input.shape} (N, C, d1, ...), got target of shape "
+                         f"{target.shape}")
+    data = target.data
+    bad = ((data < 0) | (data >= n_classes)) & (data != ignore_index)
+    if data.size and bool(bad.any()):                                 # one device sync
+        raise IndexOutOfRange(f"{op}: target {int(data[bad].reshape(-1)[0])} is out of bounds: "
+                              f"class indices must lie in [0, {n_classes - 1}] (or equal "
+                              f"ignore_index={ignore_index})")
+
+
+def _batched(input, target, index_targets):
+    """Give 1-D input (C,) a batch dim: (1, C); targets () -> (1,) or (C,) -> (1, C)."""
+    if input.ndim > 1:
+        return input, target
+    return input.reshape(1, -1), target.reshape(1) if index_targets else target.reshape(1, -1)
+
+
+def _unbatched(loss, input, reduction):
+    return loss.reshape(()) if input.ndim == 1 and reduction == "none" else loss
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                  reduction="mean", label_smoothing=0.0):
+    """Cross entropy between softmax(input) over dim 1 and ``target``.
+
+    Args:
+        input: logits (N, C), (N, C, d1, ...) or (C,).
+        target: class indices (N,), (N, d1, ...) or () of an integer dtype, or class
+            probabilities of the input's shape.
+        weight: (C,) per-class weights. ignore_index: index targets to skip (index targets only).
+        reduction: 'none', 'mean' (weighted mean over non-ignored targets) or 'sum'.
+        label_smoothing: e in [0, 1]: targets become (1 - e) * target + e / C.
+    """
+    op = "cross_entropy"
+    reduction = check_reduction(op, reduction, size_average, reduce)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    n_classes, weight = _check_input(op, input, target, weight)
+    w = None if weight is None else weight.data
+    if target.dtype.kind in "iu":
+        _check_class_targets(op, input, target, n_classes, ignore_index)
+        x, t = _batched(input, target, True)
+        loss = CrossEntropy.apply(x, t, w, int(ignore_index), float(label_smoothing), reduction)
+    elif target.dtype.kind == "f":
+        if target.shape != input.shape:
+            raise ValueError(f"{op}: probability target of shape {target.shape} must have the "
+                             f"input's shape {input.shape}")
+        x, t = _batched(input, target.astype(input.dtype), False)
+        loss = CrossEntropyProbs.apply(x, t, w, float(label_smoothing), reduction)
+    else:
+        raise TypeError(f"{op}: target must hold class indices (integer) or probabilities "
+                        f"(floating point), got {target.dtype}")
+    return _unbatched(loss, input, reduction)
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean"):
+    """Negative log likelihood -weight[t] * input[n, t] of log-probabilities ``input``
+    (N, C, d1, ...) or (C,) at integer class targets (N, d1, ...) or (); 'mean' divides by the
+    summed weight of the non-ignored targets."""
+    op = "nll_loss"
+    reduction = check_reduction(op, reduction, size_average, reduce)
+    n_classes, weight = _check_input(op, input, target, weight)
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must be an integer tensor of class indices, got "
+                        f"{target.dtype}")
+    _check_class_targets(op, input, target, n_classes, ignore_index)
+    x, t = _batched(input, target, True)
+    loss = NLLLoss.apply(x, t, None if weight is None else weight.data, int(ignore_index),
+                         reduction)
+    return _unbatched(loss, input, reduction)

@@ -1,0 +1,154 @@
+"""batch_norm and layer_norm: each one Function with an analytic backward.
+
+Both save the normalised input ``xhat`` and the inverse standard deviation, so backward is
+gx = invstd * w * (g - mean(g) - xhat * mean(g * xhat)) over the normalised axes (training
+batch norm and layer norm), or gx = invstd * w * g (batch norm with running statistics).
+"""
+
+from ..autograd import Function
+from ..tensor import Tensor
+from ._util import xp_of
+
+
+class BatchNorm(Function):
+    """Normalise over (N, *spatial) per channel (dim 1); updates running stats in place."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
+        xp = xp_of(x)
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)       # per-channel, broadcastable
+        if training:
+            mean = x.mean(axis=axes)
+            xc = x - mean.reshape(shape)
+            var = (xc * xc).mean(axis=axes)                  # biased: used to normalise
+            if running_mean is not None:
+                n = x.size // x.shape[1]
+                running_mean *= 1 - momentum
+                running_mean += (momentum * mean).astype(running_mean.dtype, copy=False)
+                running_var *= 1 - momentum
+                running_var += (momentum * n / (n - 1) * var).astype(running_var.dtype,
+                                                                     copy=False)
+        else:
+            xc = x - running_mean.reshape(shape).astype(x.dtype, copy=False)
+            var = running_var.astype(x.dtype, copy=False)
+        invstd = 1 / xp.sqrt(var + eps)
+        xhat = xc * invstd.reshape(shape)
+        y = xhat * weight.reshape(shape) if weight is not None else xhat
+        if bias is not None:
+            y += bias.reshape(shape)
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.conf = (training, axes, shape)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, invstd, weight = ctx.saved_tensors
+        training, axes, shape = ctx.conf
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        g_xhat = (g * xhat).sum(axis=axes) if (need_w or (need_x and training)) else None
+        g_sum = g.sum(axis=axes) if (need_b or (need_x and training)) else None
+        gx = None
+        if need_x:
+            scale = invstd if weight is None else invstd * weight
+            if training:
+                n = g.size // g.shape[1]
+                gx = (g - (g_sum / n).reshape(shape)
+                      - xhat * (g_xhat / n).reshape(shape)) * scale.reshape(shape)
+            else:
+                gx = g * scale.reshape(shape)
+        return (gx, g_xhat if need_w else None, g_sum if need_b else None,
+                None, None, None, None, None)
+
+
+class LayerNorm(Function):
+    """Normalise over the last ``ndim`` axes; weight and bias have those axes' shape."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, ndim, eps):
+        xp = xp_of(x)
+        axes = tuple(range(x.ndim - ndim, x.ndim))
+        xhat = x - x.mean(axis=axes, keepdims=True)
+        invstd = 1 / xp.sqrt(xp.square(xhat).mean(axis=axes, keepdims=True) + eps)
+        xhat *= invstd
+        y = xhat * weight if weight is not None else xhat.copy()
+        if bias is not None:
+            y += bias
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.axes = axes
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, invstd, weight = ctx.saved_tensors
+        axes = ctx.axes
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        lead = tuple(range(g.ndim - len(axes)))
+        xp = xp_of(g)
+        gx = gw = gb = None
+        if need_w:
+            gw = (g * xhat).sum(axis=lead)
+        if need_b:
+            gb = g.sum(axis=lead)
+        if need_x:
+            gx = g * weight if weight is not None else g.copy()      # d loss / d xhat
+            product = gx * xhat
+            m2 = product.mean(axis=axes, keepdims=True)
+            gx -= gx.mean(axis=axes, keepdims=True)
+            gx -= xp.multiply(xhat, m2, out=product)                 # reuses the buffer
+            gx *= invstd
+        return gx, gw, gb, None, None
+
+
+def _check_vector(op, name, t, size, input):
+    if t is None:
+        return
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor or None, got {type(t).__name__}")
+    if t.shape != (size,):
+        raise ValueError(f"{op}: {name} has shape {t.shape} but input of shape {input.shape} "
+                         f"has {size} channels (expected ({size},))")
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Batch normalisation over dim 1 of (N, C), (N, C, L) or (N, C, H, W) input.
+
+    Training: normalise with the batch mean and biased variance, and (when running stats are
+    given) update ``running_mean``/``running_var`` in place with ``momentum`` (the variance
+    update uses the unbiased estimate). Otherwise normalise with the running statistics.
+    """
+    if not isinstance(input, Tensor):
+        raise TypeError(f"batch_norm: input must be a Tensor, got {type(input).__name__}")
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm: expected input with at least 2 dims (N, C, ...), got "
+                         f"shape {input.shape}")
+    channels = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        _check_vector("batch_norm", name, t, channels, input)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm: running_mean and running_var must both be given or both "
+                         "be None")
+    if training and input.data.size // max(channels, 1) <= 1:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
+                         f"got input of shape {input.shape}")
+    if not training and running_mean is None:
+        raise ValueError("batch_norm: running_mean and running_var are needed when not training")
+    return BatchNorm.apply(input, weight, bias, running_mean, running_var, bool(training),
+                           float(momentum), float(eps))
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the trailing dims ``normalized_shape`` (mean 0, biased variance 1), then
+    scale by ``weight`` and shift by ``bias`` (both of shape ``normalized_shape``)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"layer_norm: input must be a Tensor, got {type(input).__name__}")
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if not shape or input.shape[input.ndim - len(shape):] != shape or len(shape) > input.ndim:
+        raise ValueError(f"layer_norm: normalized_shape {shape} does not match the trailing "
+                         f"dims of input of shape {input.shape}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != shape:
+            raise ValueError(f"layer_norm: {name} has shape {t.shape}, expected {shape}")
+    return LayerNorm.apply(input, weight, bias, len(shape), float(eps))

@@ -1,0 +1,170 @@
+"""max_pool2d, avg_pool2d, adaptive_avg_pool2d: PyTorch's functional pooling, one Function each.
+
+The Functions only call the kernel entries of ``kernels.pool``; this module checks the user's
+arguments first, so a refused call raises before any work and changes nothing. Inputs are
+(N, C, H, W) or unbatched (C, H, W); the kernels treat every leading dim as independent planes.
+"""
+
+import numbers
+
+from ..autograd import Function
+from ..kernels import pool as K
+from ..tensor import Tensor
+
+
+class MaxPool2d(Function):
+    @staticmethod
+    def forward(ctx, x, window, ceil_mode, return_indices):
+        y, argmax = K.max_pool2d_forward(x, *window, ceil_mode)
+        ctx.save_for_backward(argmax)          # one byte per output for windows up to 255 cells
+        ctx.conf = (x.shape, window)
+        if return_indices:
+            return y, K.max_pool2d_indices(argmax, x.shape, *window)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy, *unused_index_grad):
+        argmax, = ctx.saved_tensors
+        shape, window = ctx.conf
+        gx = K.max_pool2d_backward(gy, argmax, shape, *window) if ctx.needs_input_grad[0] else None
+        return gx, None, None, None
+
+
+class AvgPool2d(Function):
+    @staticmethod
+    def forward(ctx, x, window, ceil_mode, count_include_pad, divisor_override):
+        ctx.conf = (x.shape, window, count_include_pad, divisor_override)
+        return K.avg_pool2d_forward(x, *window, ceil_mode, count_include_pad, divisor_override)
+
+    @staticmethod
+    def backward(ctx, gy):
+        shape, window, count_include_pad, divisor_override = ctx.conf
+        gx = K.avg_pool2d_backward(gy, shape, *window, count_include_pad, divisor_override)
+        return gx, None, None, None, None
+
+
+class AdaptiveAvgPool2d(Function):
+    @staticmethod
+    def forward(ctx, x, output_size):
+        ctx.shape = x.shape
+        return K.adaptive_avg_pool2d_forward(x, output_size)
+
+    @staticmethod
+    def backward(ctx, gy):
+        return K.adaptive_avg_pool2d_backward(gy, ctx.shape), None
+
+
+# --------------------------------------------------------------------------- public functions
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """2-D max pooling over (N, C, H, W) or (C, H, W) input, as ``torch.nn.functional``.
+
+    Args:
+        kernel_size, stride (default ``kernel_size``), padding, dilation: an int or an (h, w) pair.
+            Padding is implicit -inf and at most half the kernel.
+        ceil_mode: round the output size up (a last window must start inside the input or the
+            left padding).
+        return_indices: also return int64 indices of each max, flat into each H*W plane.
+
+    Shape: (N, C, H, W) -> (N, C, Ho, Wo), Ho = floor((H + 2p - d*(k-1) - 1) / s) + 1.
+    NaN inside a window gives NaN. Example: ``max_pool2d(x, 3, stride=2, padding=1)``.
+    """
+    op = "max_pool2d"
+    _check_input(input, op)
+    window = _window(op, input.shape, kernel_size, stride, padding, dilation)
+    return MaxPool2d.apply(input, window, bool(ceil_mode), bool(return_indices))
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """2-D average pooling over (N, C, H, W) or (C, H, W) input, as ``torch.nn.functional``.
+
+    Args:
+        kernel_size, stride (default ``kernel_size``), padding: an int or an (h, w) pair; padding
+            is implicit zeros, at most half the kernel.
+        ceil_mode: round the output size up, as in ``max_pool2d``.
+        count_include_pad: divide by the window's area within the padded input (default) rather
+            than by the number of input cells it covers.
+        divisor_override: a non-zero int dividing every window's sum instead.
+
+    Shape: (N, C, H, W) -> (N, C, Ho, Wo), Ho = floor((H + 2p - k) / s) + 1.
+    Example: ``avg_pool2d(x, 2)`` halves H and W.
+    """
+    op = "avg_pool2d"
+    _check_input(input, op)
+    window = _window(op, input.shape, kernel_size, stride, padding, 1)[:3]   # no dilation
+    if divisor_override is not None:
+        if not _is_int(divisor_override):
+            raise TypeError(f"{op}: divisor_override must be None or an int, got "
+                            f"{type(divisor_override).__name__}")
+        if divisor_override == 0:
+            raise ValueError(f"{op}: divisor_override must be non-zero, got 0")
+    return AvgPool2d.apply(input, window, bool(ceil_mode), bool(count_include_pad),
+                           None if divisor_override is None else int(divisor_override))
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Average pooling to a fixed ``output_size`` whatever the input size, as in PyTorch.
+
+    ``output_size`` is an int or an (h, w) pair; a None entry keeps that input size. Output cell
+    i along a dim of size H averages the cells [floor(i*H/Ho), ceil((i+1)*H/Ho)), so bins overlap
+    when Ho does not divide H. Shape: (N, C, H, W) -> (N, C, Ho, Wo).
+    Example: ``adaptive_avg_pool2d(x, 1)`` is global average pooling.
+    """
+    op = "adaptive_avg_pool2d"
+    _check_input(input, op)
+    sizes = _pair(op, "output_size", output_size, allow_none=True)
+    sizes = tuple(n if s is None else s for s, n in zip(sizes, input.shape[-2:]))
+    if min(sizes) <= 0:
+        raise ValueError(f"{op}: output_size must be positive, got {output_size!r} "
+                         f"(input shape {tuple(input.shape)})")
+    return AdaptiveAvgPool2d.apply(input, sizes)
+
+
+# --------------------------------------------------------------------------- argument checks
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _pair(op, name, value, allow_none=False):
+    """An int or a 1- or 2-sequence of ints -> (h, w); TypeError naming ``name`` otherwise."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    items = items * 2 if len(items) == 1 else items
+    if len(items) != 2 or not all(_is_int(v) or (allow_none and v is None) for v in items):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    return tuple(v if v is None else int(v) for v in items)
+
+
+def _check_input(input, op):
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"{op}: input must be a floating-point tensor, got {input.dtype}")
+    if input.ndim not in (3, 4) or 0 in input.shape[-3:]:
+        raise ValueError(f"{op}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input with "
+                         f"non-zero C, H and W (N may be 0), got shape {tuple(input.shape)}")
+
+
+def _window(op, shape, kernel_size, stride, padding, dilation):
+    """Checked ((kh, kw), (sh, sw), (ph, pw), (dh, dw)) for an input of ``shape``."""
+    kernel = _pair(op, "kernel_size", kernel_size)
+    stride = kernel if stride is None or stride == () else _pair(op, "stride", stride)
+    padding, dilation = _pair(op, "padding", padding), _pair(op, "dilation", dilation)
+    where = f"(input shape {tuple(shape)})"
+    for name, pair, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
+                            ("dilation", dilation, 1), ("padding", padding, 0)):
+        if min(pair) < low:
+            raise ValueError(f"{op}: {name} must be {'positive' if low else 'non-negative'}, "
+                             f"got {pair} {where}")
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel} "
+                         f"{where}")
+    for a, axis in enumerate(("height", "width")):
+        span = dilation[a] * (kernel[a] - 1) + 1
+        if span > shape[a - 2] + 2 * padding[a]:
+            dilated = f" with dilation {dilation}" if dilation != (1, 1) else ""
+            raise ValueError(
+                f"{op}: kernel_size {kernel}{dilated} spans {span} in {axis} but the padded "
+                f"input has {shape[a - 2] + 2 * padding[a]} (input shape {tuple(shape)}, padding "
+                f"{padding}): the output would be empty")
+    return kernel, stride, padding, dilation

@@ -1,0 +1,113 @@
+"""Recurrent layers as ONE autograd node per layer and direction, over the whole sequence.
+
+``RecurrentLayer`` wraps ``kernels.lstm.rnn_forward``/``rnn_backward``: the graph holds a single
+node however long the sequence, so neither its size nor the Python work of the backward walk
+grows with T. ``lstm_layer``, ``gru_layer`` and ``rnn_layer`` validate their arguments and apply
+it; gpudl.nn.LSTM / GRU / RNN stack them into layers and directions.
+"""
+
+from .. import creation
+from ..autograd import Function
+from ..kernels import lstm as K
+from ..tensor import Tensor
+from ._util import xp_of
+
+
+class RecurrentLayer(Function):
+    """(x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse) -> (y, h_n[, c_n]); c_n for LSTM only."""
+
+    @staticmethod
+    def forward(ctx, x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse):
+        x = xp_of(x).ascontiguousarray(x)
+        y, h_n, c_n, saved = K.rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse)
+        ctx.saved = saved                  # the activation buffers (freed with the node)
+        ctx.save_for_backward(w_ih, w_hh)
+        return (y, h_n, c_n) if mode == "lstm" else (y, h_n)
+
+    @staticmethod
+    def backward(ctx, gy, g_hn, g_cn=None):
+        w_ih, w_hh = ctx.saved_tensors
+        grads = K.rnn_backward(ctx.saved, w_ih, w_hh, gy, g_hn, g_cn, ctx.needs_input_grad[:7])
+        return grads + (None, None)
+
+
+def lstm_layer(input, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, reverse=False):
+    """One LSTM layer in one direction over a whole sequence (PyTorch's gate order i, f, g, o).
+
+    Args:
+        input: (T, B, I). h0, c0: (B, H) initial states, or None for zeros.
+        weight_ih: (4H, I); weight_hh: (4H, H); bias_ih, bias_hh: (4H,) or None.
+        reverse: run from the last step to the first (the ``_reverse`` direction).
+
+    Returns:
+        ``(output, h_n, c_n)``: output (T, B, H), the final states (B, H).
+    """
+    return _layer("lstm", input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse)
+
+
+def gru_layer(input, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, reverse=False):
+    """One GRU layer in one direction (gates r, z, n; weights (3H, I), (3H, H)).
+
+    Returns ``(output, h_n)``: output (T, B, H), h_n (B, H).
+    """
+    return _layer("gru", input, h0, None, weight_ih, weight_hh, bias_ih, bias_hh, reverse)
+
+
+def rnn_layer(input, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None,
+              nonlinearity="tanh", reverse=False):
+    """One Elman RNN layer in one direction: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
+    with act ``"tanh"`` or ``"relu"`` (weights (H, I), (H, H)).
+
+    Returns ``(output, h_n)``: output (T, B, H), h_n (B, H).
+    """
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"rnn: unknown nonlinearity {nonlinearity!r}; expected 'tanh' or 'relu'")
+    return _layer("rnn_" + nonlinearity, input, h0, None, weight_ih, weight_hh, bias_ih, bias_hh,
+                  reverse)
+
+
+def _layer(mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse):
+    name = mode.split("_")[0]
+    _check_types(name, x=x, h0=hx, c0=cx, weight_ih=w_ih, weight_hh=w_hh, bias_ih=b_ih,
+                 bias_hh=b_hh)
+    H = _check_shapes(name, K.GATES[mode], x, w_ih, w_hh, b_ih, b_hh)
+    batch = (x.shape[1], H)
+    for label, state in (("h0", hx), ("c0", cx)):
+        if state is not None and state.shape != batch:
+            raise ValueError(f"{name}: {label} has shape {state.shape} but expected {batch} "
+                             f"(batch, hidden_size) for input of shape {x.shape}")
+    hx = hx if hx is not None else creation.zeros(batch, dtype=x.dtype, device=x.device)
+    if mode == "lstm" and cx is None:
+        cx = creation.zeros(batch, dtype=x.dtype, device=x.device)
+    return RecurrentLayer.apply(x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, bool(reverse))
+
+
+def _check_types(name, **tensors):
+    x = tensors["x"]
+    for label, t in tensors.items():
+        if t is None and label not in ("x", "weight_ih", "weight_hh"):
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: {label} must be a Tensor, got {type(t).__name__}")
+        if t.dtype != x.dtype or t.dtype.kind != "f":
+            raise TypeError(f"{name}: {label} has dtype {t.dtype} but input has dtype "
+                            f"{x.dtype}; expected one floating dtype for all")
+
+
+def _check_shapes(name, gates, x, w_ih, w_hh, b_ih, b_hh):
+    """Check input (T, B, I) against the weights; return the hidden size H."""
+    if x.ndim != 3:
+        raise ValueError(f"{name}: expected input of 3 dimensions (seq_len, batch, input_size), "
+                         f"got shape {x.shape}")
+    if w_hh.ndim != 2 or w_hh.shape[0] != gates * w_hh.shape[1]:
+        raise ValueError(f"{name}: weight_hh has shape {w_hh.shape} but expected "
+                         f"({gates} * hidden_size, hidden_size)")
+    H = w_hh.shape[1]
+    if w_ih.shape != (gates * H, x.shape[2]):
+        raise ValueError(f"{name}: input has {x.shape[2]} features but weight_ih has shape "
+                         f"{w_ih.shape}; expected {(gates * H, x.shape[2])} (input shape "
+                         f"{x.shape})")
+    for label, b in (("bias_ih", b_ih), ("bias_hh", b_hh)):
+        if b is not None and b.shape != (gates * H,):
+            raise ValueError(f"{name}: {label} has shape {b.shape} but expected {(gates * H,)}")
+    return H

@@ -1,0 +1,121 @@
+"""Adam and AdamW (decoupled weight decay), with the AMSGrad variant."""
+
+import functools
+
+import numpy as np
+
+from .. import backend
+from .optimizer import (
+    Optimizer,
+    check_range,
+    effective_grad,
+    fused,
+    grad_lines,
+    lerp_,
+    lerp_line,
+    new_state_buffer,
+)
+
+_IN = ("T grad, T weight_decay, T decay, T beta1_weight, T beta2, T beta2_weight, "
+       "T bias_correction2_sqrt, T eps, T neg_step_size")
+
+
+@functools.cache
+def _adam_lines(amsgrad, maximize, coupled_decay, decoupled_decay):
+    lines = grad_lines(maximize, coupled_decay)
+    if decoupled_decay:
+        lines.append("param = param * decay;")
+    lines.append(lerp_line("exp_avg", "g", "beta1_weight"))
+    lines.append("exp_avg_sq = exp_avg_sq * beta2 + beta2_weight * g * g;")
+    second = "exp_avg_sq"
+    if amsgrad:
+        lines.append("max_exp_avg_sq = (exp_avg_sq > max_exp_avg_sq || isnan(exp_avg_sq)) "
+                     "? exp_avg_sq : max_exp_avg_sq;")
+        second = "max_exp_avg_sq"
+    lines.append(f"T denom = sqrt({second}) / bias_correction2_sqrt + eps;")
+    lines.append("param = param + neg_step_size * exp_avg / denom;")
+    return tuple(lines)
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam: ``m = lerp(m, g, 1 - beta1)``, ``v = beta2 * v + (1 - beta2) * g * g``,
+    ``p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)``, where g is the
+    gradient plus ``weight_decay * p`` (L2 penalty). ``amsgrad=True`` uses the running maximum of
+    v; ``maximize=True`` ascends.
+
+    Example:
+        >>> opt = gd.optim.Adam(model.parameters(), lr=1e-3)
+    """
+
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 amsgrad=False, maximize=False):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        amsgrad=amsgrad, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group):
+        name = type(self).__name__
+        for what in ("lr", "eps", "weight_decay"):
+            check_range(name, what, group[what])
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
+        for i, beta in enumerate(betas):
+            check_range(name, f"beta parameter at index {i}", beta, 0.0, 1.0)
+
+    def _init_state(self, param, group):
+        state = {"step": 0, "exp_avg": new_state_buffer(param),
+                 "exp_avg_sq": new_state_buffer(param)}
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = new_state_buffer(param)
+        return state
+
+    def _update(self, param, grad, state, group):
+        state["step"] = step = state["step"] + 1
+        lr, weight_decay, (beta1, beta2) = group["lr"], group["weight_decay"], group["betas"]
+        amsgrad = group["amsgrad"]
+        step_size = lr / (1 - beta1 ** step)
+        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+        coupled = weight_decay if not self._decoupled else 0
+        exp_avg, exp_avg_sq = state["exp_avg"].data, state["exp_avg_sq"].data
+        second = state["max_exp_avg_sq"].data if amsgrad else None
+        if backend.is_device_array(param):
+            lines = _adam_lines(amsgrad, group["maximize"], bool(coupled),
+                                bool(weight_decay) and self._decoupled)
+            outs = "T param, T exp_avg, T exp_avg_sq" + (", T max_exp_avg_sq" if amsgrad else "")
+            kernel = fused(_IN, outs, lines, "gpudl_adam")
+            kernel(grad, weight_decay, 1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2,
+                   bias_correction2_sqrt, group["eps"], -step_size, param, exp_avg, exp_avg_sq,
+                   *([second] if amsgrad else []))
+            return
+        if self._decoupled and weight_decay:
+            param *= 1 - lr * weight_decay
+        g = effective_grad(param, grad, coupled, group["maximize"])
+        scratch = np.empty_like(param)
+        lerp_(exp_avg, g, 1 - beta1, scratch)
+        exp_avg_sq *= beta2
+        np.multiply(g, 1 - beta2, out=scratch)
+        scratch *= g
+        exp_avg_sq += scratch
+        if amsgrad:
+            np.maximum(second, exp_avg_sq, out=second)
+        np.sqrt(second if amsgrad else exp_avg_sq, out=scratch)
+        scratch /= bias_correction2_sqrt
+        scratch += group["eps"]
+        np.divide(exp_avg, scratch, out=scratch)
+        scratch *= -step_size
+        param += scratch
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: Adam with decoupled weight decay, ``p *= 1 - lr * weight_decay``
+    before the Adam step (default ``weight_decay=1e-2``)."""
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, maximize=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, maximize=maximize)

@@ -1,0 +1,264 @@
+"""Optimizer: parameter groups, per-parameter state, zero_grad, state_dict, the step loop.
+
+Subclasses define ``_check_group(group)`` (validate a group's options, raising ValueError) and
+``_update(param, grad, state, group)``, which updates one parameter in place on raw arrays: on the
+GPU with one fused CuPy ElementwiseKernel (``backend.elementwise_kernel``), on the CPU with in-place
+NumPy operations. The update formulas and their order of operations follow torch.optim's
+single-tensor implementations, so the same gradients give the same parameters to float32 rounding.
+"""
+
+import numbers
+
+import numpy as np
+
+from .. import backend
+from ..autograd import enable_grad, no_grad
+from ..tensor import Tensor
+
+
+class Optimizer:
+    """Base class of all optimizers.
+
+    Args:
+        params: an iterable of Parameters (Tensors that require grad), or of dicts defining
+            parameter groups: ``{"params": [...], "lr": 0.1, ...}``; options a group leaves out
+            come from ``defaults``.
+        defaults: the default options of every group.
+    """
+
+    def __init__(self, params, defaults):
+        name = type(self).__name__
+        if isinstance(params, Tensor) or not hasattr(params, "__iter__"):
+            raise TypeError(f"{name}: params should be an iterable of Tensors or dicts, got "
+                            f"{type(params).__name__}")
+        if isinstance(params, (set, frozenset)):
+            raise TypeError(f"{name}: parameters must be an ordered collection (a list), not a "
+                            "set, whose order changes between runs")
+        self.defaults = dict(defaults)
+        self._check_group(self.defaults)
+        self.state = {}
+        self.param_groups = []
+        groups = list(params)
+        if not groups:
+            raise ValueError(f"{name}: got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def __repr__(self):
+        lines = [type(self).__name__ + " ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {key}: {group[key]}" for key in sorted(group) if key != "params"]
+        return "\n".join(lines + [")"])
+
+    # ----------------------------------------------------------------- groups
+    def add_param_group(self, param_group):
+        """Add a group of parameters with its own options (missing ones from ``defaults``)."""
+        name = type(self).__name__
+        if not isinstance(param_group, dict):
+            raise TypeError(f"add_param_group: param_group must be a dict, got "
+                            f"{type(param_group).__name__}")
+        params = param_group.get("params")
+        if params is None:
+            raise ValueError("add_param_group: param_group has no 'params' entry")
+        if isinstance(params, Tensor):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError(f"{name}: parameters must be an ordered collection (a list), not a "
+                            "set, whose order changes between runs")
+        params = list(params)
+        for p in params:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"{name} can only optimize Tensors, but one of the params is "
+                                f"{type(p).__name__}")
+            if not p.is_leaf:
+                raise ValueError(f"{name}: can't optimize a non-leaf Tensor (shape {p.shape})")
+        group = {key: param_group.get(key, default) for key, default in self.defaults.items()}
+        group.update(param_group)
+        group["params"] = params
+        self._check_group(group)
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if len({id(p) for p in params}) != len(params) or seen & {id(p) for p in params}:
+            raise ValueError(f"{name}: some parameters appear more than once (in one group or "
+                             "in more than one group)")
+        self.param_groups.append(group)
+
+    def _check_group(self, group):
+        """Raise ValueError for an invalid option of ``group``; subclasses extend it."""
+
+    # ----------------------------------------------------------------- stepping
+    def zero_grad(self, set_to_none=True):
+        """Reset the gradients: to None (the default, as torch) or to zeros in place."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.data[...] = 0
+
+    def step(self, closure=None):
+        """Update every parameter that has a gradient; ``closure`` re-evaluates the loss."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        with no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad.data
+                    if grad.shape != p.data.shape:
+                        raise RuntimeError(
+                            f"{type(self).__name__}.step: a gradient of shape {grad.shape} "
+                            f"for a parameter of shape {p.data.shape}")
+                    state = self.state.get(p)
+                    if state is None:
+                        state = self.state[p] = self._init_state(p, group)
+                    self._update(p.data, grad, state, group)
+        return loss
+
+    def _init_state(self, param, group):
+        """The state of a parameter before its first update: {"step": 0, buffers...}."""
+        raise NotImplementedError
+
+    def _update(self, param, grad, state, group):
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- state dict
+    def state_dict(self):
+        """``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}`` as torch.
+
+        Parameters are numbered in group order; the state's tensors are references, not copies.
+        """
+        index = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {key: value for key, value in group.items() if key != "params"}
+            packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
+            groups.append(packed)
+        state = {index[id(p)]: dict(s) for p, s in self.state.items() if id(p) in index}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Load a ``state_dict()`` (from this class; e.g. saved and loaded with gd.save/gd.load).
+
+        State arrays are copied to each parameter's device and floating dtype. Everything is
+        checked before anything changes: a refused load leaves the optimizer as it was.
+        """
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+            raise ValueError(f"{name}.load_state_dict: expected a dict with keys 'state' and "
+                             f"'param_groups', got {_describe(state_dict)}")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"{name}.load_state_dict: the state dict has {len(saved_groups)} "
+                             f"parameter groups, this optimizer {len(self.param_groups)}")
+        by_index = {}
+        for i, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"{name}.load_state_dict: parameter group {i} has {len(saved['params'])} "
+                    f"parameters in the state dict but {len(group['params'])} here")
+            by_index.update(zip((int(k) for k in saved["params"]), group["params"]))
+        new_state = {}
+        for key, saved in state_dict["state"].items():
+            param = by_index.get(int(key))
+            if param is None:
+                raise ValueError(f"{name}.load_state_dict: state for parameter {key}, which no "
+                                 "parameter group lists")
+            new_state[param] = {k: _state_value(name, key, k, v, param) for k, v in saved.items()}
+        new_groups = []
+        for group, saved in zip(self.param_groups, saved_groups):
+            loaded = {k: _like_default(v, self.defaults.get(k)) for k, v in saved.items()}
+            loaded["params"] = group["params"]
+            self._check_group(loaded)
+            new_groups.append(loaded)
+        self.state, self.param_groups = new_state, new_groups
+
+
+def _describe(value):
+    return f"keys {sorted(map(str, value))}" if isinstance(value, dict) else type(value).__name__
+
+
+def _like_default(value, default):
+    """Lists that were tuples before a save (betas) become tuples again."""
+    return tuple(value) if isinstance(default, tuple) and isinstance(value, list) else value
+
+
+def _state_value(name, index, key, value, param):
+    """A loaded state entry: 'step' as an int, arrays copied to the parameter's device/dtype."""
+    if isinstance(value, Tensor):
+        value = value.data
+    if key == "step":
+        return int(float(value))           # torch stores a float tensor; ours is an int
+    if isinstance(value, (numbers.Number, str)) or value is None:
+        return value
+    array = backend.to_numpy(value)
+    if array.shape != param.shape:
+        raise ValueError(f"{name}.load_state_dict: state '{key}' of parameter {index} has shape "
+                         f"{array.shape}, the parameter {param.shape}")
+    if array.dtype.kind == "f":
+        array = array.astype(param.dtype)
+    array = backend.to_device_array(np.array(array, copy=True), param.device)
+    return Tensor._make(array, False, None, 0, param.device)
+
+
+# ----------------------------------------------------------------- shared update pieces
+def check_range(optimizer, what, value, low=0.0, high=None):
+    """Raise unless ``low <= value`` (and ``value < high`` when given), naming the option."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{optimizer}: {what} must be a real number, got {type(value).__name__}")
+    if not (value >= low and (high is None or value < high)):   # NaN fails too
+        expected = f">= {low}" + (f" and < {high}" if high is not None else "")
+        raise ValueError(f"{optimizer}: invalid {what} {value!r} (expected {expected})")
+
+
+def new_state_buffer(param, fill=0.0):
+    """A Tensor of ``param``'s shape, dtype and device filled with ``fill`` (optimizer state)."""
+    xp = backend.get_array_module(param.data)
+    array = xp.full(param.shape, fill, dtype=param.dtype)
+    return Tensor._make(array, False, None, 0, param.device)
+
+
+def effective_grad(param, grad, weight_decay, maximize):
+    """CPU: the gradient the update uses, ``(-grad if maximize else grad) + weight_decay * param``
+    as torch forms it; ``grad`` itself (not to be written) when neither applies."""
+    if weight_decay:
+        out = np.multiply(param, weight_decay)
+        return np.subtract(out, grad, out=out) if maximize else np.add(grad, out, out=out)
+    return np.negative(grad) if maximize else grad
+
+
+def lerp_(start, end, weight, scratch):
+    """CPU: ``start.lerp_(end, weight)`` with torch's two-sided formula, in place."""
+    np.subtract(end, start, out=scratch)
+    if abs(weight) < 0.5:
+        scratch *= weight
+        start += scratch
+    else:
+        scratch *= 1 - start.dtype.type(weight)
+        np.subtract(end, scratch, out=start)
+
+
+def grad_lines(maximize, weight_decay):
+    """CUDA lines declaring ``g``, the gradient the update uses (see effective_grad)."""
+    lines = ["T g = -grad;" if maximize else "T g = grad;"]
+    if weight_decay:
+        lines.append("g = g + weight_decay * param;")
+    return lines
+
+
+def lerp_line(start, end, weight):
+    """A CUDA line for ``start.lerp_(end, weight)`` with torch's two-sided formula."""
+    return (f"{start} = ({weight} < (T)0.5) ? {start} + {weight} * ({end} - {start}) "
+            f": {end} - ({end} - {start}) * ((T)1 - {weight});")
+
+
+def fused(in_params, out_params, lines, name):
+    """The cached fused kernel for ``lines`` (a tuple of CUDA statements)."""
+    return backend.elementwise_kernel(in_params, out_params, "\n".join(lines), name)

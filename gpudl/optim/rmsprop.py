@@ -1,0 +1,156 @@
+"""RMSprop (optionally centered, with momentum) and Adagrad."""
+
+import functools
+
+import numpy as np
+
+from .. import backend
+from .optimizer import (
+    Optimizer,
+    check_range,
+    effective_grad,
+    fused,
+    grad_lines,
+    lerp_,
+    lerp_line,
+    new_state_buffer,
+)
+
+_RMSPROP_IN = "T grad, T lr, T alpha, T alpha_weight, T eps, T weight_decay, T momentum"
+_ADAGRAD_IN = "T grad, T neg_clr, T eps, T weight_decay"
+
+
+@functools.cache
+def _rmsprop_lines(centered, momentum, maximize, weight_decay):
+    lines = grad_lines(maximize, weight_decay)
+    lines.append("square_avg = square_avg * alpha + alpha_weight * g * g;")
+    if centered:
+        lines.append(lerp_line("grad_avg", "g", "alpha_weight"))
+        lines.append("T avg = sqrt(square_avg - grad_avg * grad_avg) + eps;")
+    else:
+        lines.append("T avg = sqrt(square_avg) + eps;")
+    if momentum:
+        lines.append("momentum_buffer = momentum_buffer * momentum + g / avg;")
+        lines.append("param = param + (-lr) * momentum_buffer;")
+    else:
+        lines.append("param = param + (-lr) * g / avg;")
+    return tuple(lines)
+
+
+@functools.cache
+def _adagrad_lines(maximize, weight_decay):
+    return tuple(grad_lines(maximize, weight_decay) + [
+        "state_sum = state_sum + g * g;",
+        "param = param + neg_clr * g / (sqrt(state_sum) + eps);"])
+
+
+class RMSprop(Optimizer):
+    """torch.optim.RMSprop: ``v = alpha * v + (1 - alpha) * g * g``, ``p -= lr * g / (sqrt(v) +
+    eps)``; ``centered=True`` subtracts the squared running mean of g from v, ``momentum > 0``
+    accumulates ``b = momentum * b + g / (sqrt(v) + eps)`` and steps by ``lr * b``.
+
+    Example:
+        >>> opt = gd.optim.RMSprop(model.parameters(), lr=1e-2, momentum=0.9)
+    """
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+                 centered=False, maximize=False):
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                        momentum=momentum, centered=centered, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group):
+        for what in ("lr", "alpha", "eps", "weight_decay", "momentum"):
+            check_range("RMSprop", what, group[what])
+
+    def _init_state(self, param, group):
+        state = {"step": 0, "square_avg": new_state_buffer(param)}
+        if group["momentum"] > 0:
+            state["momentum_buffer"] = new_state_buffer(param)
+        if group["centered"]:
+            state["grad_avg"] = new_state_buffer(param)
+        return state
+
+    def _update(self, param, grad, state, group):
+        state["step"] += 1
+        alpha, momentum, centered = group["alpha"], group["momentum"], group["centered"]
+        square_avg = state["square_avg"].data
+        extra = [state[k].data for k in ("momentum_buffer", "grad_avg") if k in state]
+        if backend.is_device_array(param):
+            lines = _rmsprop_lines(centered, momentum > 0, group["maximize"],
+                                   bool(group["weight_decay"]))
+            outs = "T param, T square_avg" + (", T momentum_buffer" if momentum > 0 else "") \
+                + (", T grad_avg" if centered else "")
+            kernel = fused(_RMSPROP_IN, outs, lines, "gpudl_rmsprop")
+            kernel(grad, group["lr"], alpha, 1 - alpha, group["eps"], group["weight_decay"],
+                   momentum, param, square_avg, *extra)
+            return
+        g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
+        avg = np.empty_like(param)
+        square_avg *= alpha
+        np.multiply(g, 1 - alpha, out=avg)
+        avg *= g
+        square_avg += avg
+        if centered:
+            grad_avg = state["grad_avg"].data
+            lerp_(grad_avg, g, 1 - alpha, avg)
+            np.multiply(grad_avg, grad_avg, out=avg)
+            np.subtract(square_avg, avg, out=avg)
+            np.sqrt(avg, out=avg)
+        else:
+            np.sqrt(square_avg, out=avg)
+        avg += group["eps"]
+        if momentum > 0:
+            buf = state["momentum_buffer"].data
+            buf *= momentum
+            np.divide(g, avg, out=avg)
+            buf += avg
+            np.multiply(buf, -group["lr"], out=avg)
+        else:
+            np.divide(g, avg, out=avg)
+            avg *= -group["lr"]
+        param += avg
+
+
+class Adagrad(Optimizer):
+    """torch.optim.Adagrad: ``s += g * g``, ``p -= clr * g / (sqrt(s) + eps)`` with
+    ``clr = lr / (1 + (t - 1) * lr_decay)``; the sums start at ``initial_accumulator_value``.
+
+    Example:
+        >>> opt = gd.optim.Adagrad(model.parameters(), lr=1e-2)
+    """
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
+                 eps=1e-10, maximize=False):
+        defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, eps=eps,
+                        maximize=maximize)
+        super().__init__(params, defaults)
+        for group in self.param_groups:        # torch creates Adagrad's state eagerly
+            for p in group["params"]:
+                self.state[p] = self._init_state(p, group)
+
+    def _check_group(self, group):
+        for what in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
+            check_range("Adagrad", what, group[what])
+
+    def _init_state(self, param, group):
+        return {"step": 0, "sum": new_state_buffer(param, group["initial_accumulator_value"])}
+
+    def _update(self, param, grad, state, group):
+        state["step"] = step = state["step"] + 1
+        clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
+        state_sum = state["sum"].data
+        if backend.is_device_array(param):
+            lines = _adagrad_lines(group["maximize"], bool(group["weight_decay"]))
+            kernel = fused(_ADAGRAD_IN, "T param, T state_sum", lines, "gpudl_adagrad")
+            kernel(grad, -clr, group["eps"], group["weight_decay"], param, state_sum)
+            return
+        g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
+        scratch = np.multiply(g, g)
+        state_sum += scratch
+        np.sqrt(state_sum, out=scratch)
+        scratch += group["eps"]
+        np.divide(g, scratch, out=scratch)
+        scratch *= -clr
+        param += scratch

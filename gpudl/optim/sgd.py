@@ -1,0 +1,85 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov momentum and weight decay."""
+
+import functools
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor
+from .optimizer import Optimizer, check_range, effective_grad, fused, grad_lines
+
+_IN = "T grad, T lr, T momentum, T dampening_weight, T weight_decay"
+
+
+@functools.cache
+def _sgd_lines(momentum, first_step, nesterov, maximize, weight_decay):
+    lines = grad_lines(maximize, weight_decay)
+    if momentum:
+        lines.append("momentum_buffer = g;" if first_step else
+                     "momentum_buffer = momentum_buffer * momentum + dampening_weight * g;")
+        lines.append("g = g + momentum * momentum_buffer;" if nesterov else "g = momentum_buffer;")
+    lines.append("param = param + (-lr) * g;")
+    return tuple(lines)
+
+
+class SGD(Optimizer):
+    """torch.optim.SGD: ``p -= lr * d``, where d is the gradient (+ weight_decay * p), or its
+    momentum buffer ``b = momentum * b + (1 - dampening) * d`` (``b = d`` on the first step), or
+    with ``nesterov=True`` ``d + momentum * b``. ``maximize=True`` ascends instead.
+
+    Example:
+        >>> opt = gd.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        >>> opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
+                 nesterov=False, maximize=False):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
+                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group):
+        for what in ("lr", "momentum", "weight_decay"):
+            check_range("SGD", what, group[what])
+        check_range("SGD", "dampening", group["dampening"], -np.inf)
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("SGD: Nesterov momentum requires a momentum > 0 and zero dampening, "
+                             f"got momentum={group['momentum']}, dampening={group['dampening']}")
+
+    def _init_state(self, param, group):
+        return {}
+
+    def _update(self, param, grad, state, group):
+        momentum = group["momentum"]
+        buf = state.get("momentum_buffer")
+        if backend.is_device_array(param):
+            lines = _sgd_lines(bool(momentum), buf is None, group["nesterov"],
+                               group["maximize"], bool(group["weight_decay"]))
+            scalars = (grad, group["lr"], momentum, 1 - group["dampening"],
+                       group["weight_decay"])
+            if not momentum:
+                fused(_IN, "T param", lines, "gpudl_sgd")(*scalars, param)
+                return
+            if buf is None:
+                buf = state["momentum_buffer"] = Tensor._make(
+                    backend.get_array_module(param).empty_like(param), False, None, 0, None)
+            fused(_IN, "T param, T momentum_buffer", lines, "gpudl_sgd_momentum")(
+                *scalars, param, buf.data)
+            return
+        d = effective_grad(param, grad, group["weight_decay"], group["maximize"])
+        scratch = np.empty_like(param)
+        if momentum:
+            if buf is None:
+                buf = state["momentum_buffer"] = Tensor._make(
+                    d.copy() if d is grad else d, False, None, 0, None)
+            else:
+                buf.data *= momentum
+                np.multiply(d, 1 - group["dampening"], out=scratch)
+                buf.data += scratch
+            if group["nesterov"]:
+                np.multiply(buf.data, momentum, out=scratch)
+                d = np.add(d, scratch, out=scratch)
+            else:
+                d = buf.data
+        np.multiply(d, -group["lr"], out=scratch)
+        param += scratch

@@ -1,0 +1,254 @@
+"""A training loop for gpudl models: ``fit`` with a progress bar, validation and callbacks.
+
+The running loss and predictions stay on the device during an epoch; the host reads them every
+``LOG_EVERY`` batches (when the progress bar shows) and once at the epoch's end, so a GPU is
+synchronised a few times per epoch rather than once per batch.
+"""
+
+import numbers
+
+import numpy as np
+
+from . import backend
+from . import metrics as M
+from .autograd import no_grad
+from .callbacks import Callback, EarlyStopping, ModelCheckpoint  # noqa: F401 (re-exported)
+from .tensor import Tensor
+
+LOG_EVERY = 10        # batches between progress-bar updates (each one reads the device)
+
+METRICS = {"accuracy": M.accuracy, "acc": M.accuracy, "precision": M.precision,
+           "recall": M.recall, "f1": M.f1_score, "f1_score": M.f1_score}
+
+
+class History(dict):
+    """Per-epoch logs: ``history["loss"]``, ``history["val_accuracy"]``, ... (lists of floats).
+
+    ``history.epoch`` lists the epochs run; ``history.history`` is the history itself, as in
+    Keras (``model.fit(...).history["loss"]``).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = []
+
+    @property
+    def history(self):
+        return self
+
+    def append(self, epoch, logs):
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.setdefault(key, []).append(value)
+
+
+def resolve_metrics(metrics):
+    """[(name, fn(y_true, y_pred))] from metric names ('accuracy', 'f1', ...) or callables."""
+    if isinstance(metrics, str) or callable(metrics):
+        metrics = [metrics]
+    resolved = []
+    for metric in metrics:
+        if isinstance(metric, str):
+            if metric not in METRICS:
+                raise ValueError(f"unknown metric {metric!r}; expected one of {sorted(METRICS)} "
+                                 "or a callable f(y_true, y_pred) -> float")
+            resolved.append(("accuracy" if metric == "acc" else metric, METRICS[metric]))
+        elif callable(metric):
+            resolved.append((getattr(metric, "__name__", type(metric).__name__), metric))
+        else:
+            raise TypeError(f"a metric must be a name or a callable, got {type(metric).__name__}")
+    return resolved
+
+
+def _as_labels(output, target):
+    """Device arrays (predictions, targets) in the form the metrics take.
+
+    Scores with a class axis give their arg-max; one-hot (or probability) targets shaped like
+    the scores give theirs; anything else (labels, binary scores) passes unchanged.
+    """
+    if output.ndim == target.ndim + 1:
+        return output.argmax(axis=1), target
+    if output.shape == target.shape and output.ndim >= 2 and output.shape[1] > 1 \
+            and target.dtype.kind == "f":
+        return output.argmax(axis=1), target.argmax(axis=1)
+    return output, target
+
+
+class _Running:
+    """An epoch's loss sum and predictions, kept on the device until ``logs()`` reads them."""
+
+    def __init__(self, metric_fns):
+        self.metric_fns = metric_fns
+        self.loss_sum, self.count = 0.0, 0
+        self.pending, self.predictions, self.targets = [], [], []
+
+    def add(self, loss, output, target):
+        n = target.shape[0] if target.ndim else 1
+        self.loss_sum = self.loss_sum + loss.data * n       # stays on the device
+        self.count += n
+        if self.metric_fns:
+            self.pending.append(_as_labels(output.data, target.data))
+
+    def logs(self):
+        """{'loss': mean loss, metric: value}: reads the device once."""
+        for pred, true in self.pending:
+            self.predictions.append(backend.to_numpy(pred))
+            self.targets.append(backend.to_numpy(true))
+        self.pending = []
+        logs = {"loss": float(self.loss_sum) / max(self.count, 1)}
+        if self.predictions:
+            pred, true = np.concatenate(self.predictions), np.concatenate(self.targets)
+            logs.update((name, float(fn(true, pred))) for name, fn in self.metric_fns)
+        return logs
+
+
+def _split_batch(batch, where):
+    """(inputs tuple, target) from a batch ``(x, y)`` or ``(x1, x2, ..., y)``."""
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return tuple(batch[:-1]), batch[-1]
+    raise TypeError(f"{where}: each batch must be a tuple (inputs..., target), got "
+                    f"{type(batch).__name__}")
+
+
+def _loss(loss_fn, output, target, where):
+    loss = loss_fn(output, target)
+    if not isinstance(loss, Tensor) or loss.data.size != 1:
+        raise TypeError(f"{where}: loss_fn must return a one-element Tensor, got "
+                        f"{type(loss).__name__}{getattr(loss, 'shape', '')}")
+    return loss
+
+
+def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar):
+    model.train()
+    running = _Running(metric_fns)
+    for i, batch in enumerate(loader):
+        inputs, target = _split_batch(batch, "fit")
+        optimizer.zero_grad()
+        output = model(*inputs)
+        loss = _loss(loss_fn, output, target, "fit")
+        loss.backward()
+        optimizer.step()
+        with no_grad():
+            running.add(loss.detach(), output.detach(), target)
+        bar.update(1)
+        if not bar.disable and (i + 1) % LOG_EVERY == 0:
+            bar.set_postfix(_rounded(running.logs()), refresh=False)
+    return running.logs()
+
+
+def evaluate(model, loss_fn, loader, metrics=()):
+    """Mean loss and metrics of ``model`` over ``loader`` in eval mode without gradients.
+
+    Returns:
+        {'loss': float, metric name: float, ...}
+    """
+    return _evaluate(model, loss_fn, loader, resolve_metrics(metrics))
+
+
+def _evaluate(model, loss_fn, loader, metric_fns):
+    was_training = getattr(model, "training", False)
+    model.eval()
+    running = _Running(metric_fns)
+    with no_grad():
+        for batch in loader:
+            inputs, target = _split_batch(batch, "evaluate")
+            output = model(*inputs)
+            running.add(_loss(loss_fn, output, target, "evaluate"), output, target)
+    model.train(was_training)
+    return running.logs()
+
+
+def _rounded(logs):
+    return {k: f"{v:.4g}" for k, v in logs.items()}
+
+
+def _step_scheduler(scheduler, logs):
+    from .optim.lr_scheduler import ReduceLROnPlateau
+    if isinstance(scheduler, ReduceLROnPlateau):
+        scheduler.step(logs.get("val_loss", logs["loss"]))
+    else:
+        scheduler.step()
+
+
+def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metrics=(),
+        callbacks=(), scheduler=None, verbose=True):
+    """Train ``model`` for ``epochs`` epochs; returns the ``History`` of per-epoch logs.
+
+    Args:
+        model: a Module; it is switched to train() for training and eval() for validation.
+        loss_fn: ``loss_fn(output, target)`` -> one-element Tensor (e.g. nn.CrossEntropyLoss()).
+        optimizer: a gpudl.optim optimizer over the model's parameters.
+        train_loader, val_loader: iterables of batches ``(x, y)`` or ``(x1, ..., y)``.
+        metrics: names ('accuracy', 'precision', 'recall', 'f1') or ``fn(y_true, y_pred)``
+            callables; logged for training and, prefixed ``val_``, for validation.
+        callbacks: Callback objects (EarlyStopping, ModelCheckpoint, ...).
+        scheduler: stepped once per epoch; ReduceLROnPlateau gets val_loss (else loss). The
+            learning rate is then logged as ``lr``.
+        verbose: show a tqdm progress bar per epoch with the running loss and metrics.
+
+    Example:
+        >>> history = fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=10,
+        ...               val_loader=val, metrics=["accuracy"],
+        ...               callbacks=[EarlyStopping(patience=3, restore_best_weights=True)])
+    """
+    from tqdm.auto import tqdm
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
+        raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"fit: callbacks must be Callback objects, got {type(cb).__name__}")
+    metric_fns = resolve_metrics(metrics)
+    history = History()
+    for cb in callbacks:
+        cb.on_train_begin(model)
+    for epoch in range(epochs):
+        total = len(train_loader) if hasattr(train_loader, "__len__") else None
+        bar = tqdm(total=total, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
+                   disable=not verbose, dynamic_ncols=True)
+        logs = _train_epoch(model, loss_fn, optimizer, train_loader, metric_fns, bar)
+        if val_loader is not None:
+            val = _evaluate(model, loss_fn, val_loader, metric_fns)
+            logs.update(("val_" + k, v) for k, v in val.items())
+        if scheduler is not None:
+            _step_scheduler(scheduler, logs)
+            logs["lr"] = optimizer.param_groups[0]["lr"]
+        bar.set_postfix(_rounded(logs))
+        bar.close()
+        history.append(epoch, logs)
+        stops = [cb.on_epoch_end(epoch, logs, model) for cb in callbacks]
+        if any(stops):
+            break
+    for cb in callbacks:
+        cb.on_train_end(model)
+    return history
+
+
+def plot_history(history, path):
+    """Plot each logged quantity per epoch (training and validation curves) to a PNG file.
+
+    Needs matplotlib (an optional dependency). ``history`` is a History or a dict of lists.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("plot_history needs matplotlib: pip install matplotlib "
+                          "(or pip install gpudl[examples])") from exc
+    history = getattr(history, "history", history)
+    names = [k for k in history if not k.startswith("val_")]
+    if not names:
+        raise ValueError(f"plot_history: nothing to plot in {sorted(history)}")
+    figure = Figure(figsize=(4.5 * len(names), 3.5))
+    FigureCanvasAgg(figure)
+    for i, name in enumerate(names):
+        axes = figure.add_subplot(1, len(names), i + 1)
+        epochs = range(1, len(history[name]) + 1)
+        axes.plot(epochs, history[name], marker="o", label="training")
+        if "val_" + name in history:
+            axes.plot(epochs, history["val_" + name], marker="o", label="validation")
+            axes.legend()
+        axes.set_title(name)
+        axes.set_xlabel("epoch")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    return path

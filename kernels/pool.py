@@ -1,0 +1,287 @@
+"""2-D pooling: max (saving a compact argmax), average, adaptive average; forward and backward.
+
+Every entry takes arrays shaped ``(..., H, W)`` (usually NCHW; the leading dims are flattened into
+independent planes) and returns arrays shaped ``(..., Ho, Wo)``. Sizes, strides, paddings and
+dilations are ``(h, w)`` pairs already checked by the op layer (gpudl/ops/pool.py).
+
+Window geometry is PyTorch's. Window ``o`` starts at ``o * stride - padding``; ``ceil_mode`` adds
+a last, partial window when it starts inside the input or the left padding
+(``pool_output_size``). Average pooling divides by ``divisor_override`` if given, else by the
+window's area clipped to the padded input (``count_include_pad``) or by its in-bounds count.
+Adaptive bin ``i`` of ``n`` over a size ``H`` spans ``[floor(i*H/n), ceil((i+1)*H/n))``.
+
+Max pooling stores, per output, the argmax as the offset ``i * kw + j`` inside its window: one
+byte when the window has at most 256 elements (int32 beyond), instead of PyTorch's int64 flat
+index, which adds ~40% to the memory traffic of a 2x2 pool. ``max_pool2d_indices`` turns it into
+PyTorch's index when ``return_indices=True`` asks for it. A NaN in a window wins (as in PyTorch:
+the last NaN), so NaN propagates to the output and its gradient goes to the NaN.
+
+The CPU twins are Numba CPU loops, parallel over planes, that fill an output row one kernel offset
+at a time in branch-free loops that vectorise (see "CPU twins" below); max and argmax come out
+of one pass. Their backward passes scatter into the input gradient, which is race-free because a
+plane belongs to one thread. The CUDA kernels
+(pool_cuda.py) gather instead: one thread per input pixel, deterministic, no atomics.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from gpudl import backend
+
+
+def pool_output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False):
+    """PyTorch's output length of a pooling window over ``size`` (may be <= 0: the caller checks)."""
+    span = dilation * (kernel - 1) + 1
+    out = (size + 2 * padding - span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1            # the last window would start inside the right padding: drop it
+    return out
+
+
+def index_dtype(kernel_size):
+    """The argmax dtype for a window: uint8 while every offset fits in a byte, else int32."""
+    return np.uint8 if kernel_size[0] * kernel_size[1] <= 256 else np.int32
+
+
+def _planes(x):
+    """(..., H, W) -> a C-contiguous (P, H, W) view or copy."""
+    return np.ascontiguousarray(x).reshape((-1,) + x.shape[-2:])
+
+
+def _compute_dtype(dtype):
+    """The CPU twins run float16 in float32 (Numba's CPU target has no float16 arithmetic)."""
+    return np.float32 if dtype == np.float16 else dtype
+
+
+# --------------------------------------------------------------------------- entries: max
+def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
+    """Max pooling: ``(y, argmax)``, ``argmax`` holding each window's offset (see module doc)."""
+    out = _output_shape(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    if backend.kernel_device(x) == "cuda":
+        from . import pool_cuda
+        return pool_cuda.max_pool2d_forward(x, out, kernel_size, stride, padding, dilation)
+    planes = _planes(x).astype(_compute_dtype(x.dtype), copy=False)
+    y = np.empty((planes.shape[0],) + out, planes.dtype)
+    argmax = np.empty(y.shape, index_dtype(kernel_size))
+    rows, cols = _windows(x.shape, out, kernel_size, stride, padding, dilation)
+    _max_fwd_cpu(planes, y, argmax, rows, cols, kernel_size[1], *dilation)
+    shape = x.shape[:-2] + out
+    return y.astype(x.dtype, copy=False).reshape(shape), argmax.reshape(shape)
+
+
+def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, dilation):
+    """Gradient of max pooling w.r.t. its input: each output's gradient goes to its argmax."""
+    if backend.kernel_device(gy) == "cuda":
+        from . import pool_cuda
+        return pool_cuda.max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride,
+                                             padding, dilation)
+    g = _planes(gy).astype(_compute_dtype(gy.dtype), copy=False)
+    gx = np.zeros((g.shape[0],) + tuple(input_shape[-2:]), g.dtype)
+    rows, cols = _windows(input_shape, gy.shape[-2:], kernel_size, stride, padding, dilation)
+    _max_bwd_cpu(g, _planes(argmax), gx, rows[0], cols[0], kernel_size[1], *dilation)
+    return gx.astype(gy.dtype, copy=False).reshape(input_shape)
+
+
+def max_pool2d_indices(argmax, input_shape, kernel_size, stride, padding, dilation):
+    """PyTorch's ``return_indices``: int64 flat indices ``h * W + w`` into each input plane."""
+    xp = backend.get_array_module(argmax)
+    W = input_shape[-1]
+    Ho, Wo = argmax.shape[-2:]
+    k = argmax.astype(np.int64)
+    oh = xp.arange(Ho, dtype=np.int64)[:, None] * stride[0] - padding[0]     # (Ho, 1)
+    ow = xp.arange(Wo, dtype=np.int64) * stride[1] - padding[1]              # (Wo,)
+    h = oh + (k // kernel_size[1]) * dilation[0]
+    w = ow + (k % kernel_size[1]) * dilation[1]
+    return h * W + w
+
+
+# --------------------------------------------------------------------------- entries: average
+def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                       divisor_override):
+    """Average pooling with PyTorch's divisor rules (see module doc)."""
+    out = _output_shape(x.shape, kernel_size, stride, padding, (1, 1), ceil_mode)
+    divisor = divisor_override or 0                     # 0: no override
+    if backend.kernel_device(x) == "cuda":
+        from . import pool_cuda
+        return pool_cuda.avg_pool2d_forward(x, out, kernel_size, stride, padding,
+                                            bool(count_include_pad), divisor)
+    windows = _windows(x.shape, out, kernel_size, stride, padding, (1, 1))
+    return _mean_fwd(x, out, windows, bool(count_include_pad), divisor)
+
+
+def avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding, count_include_pad,
+                        divisor_override):
+    """Gradient of average pooling w.r.t. its input."""
+    divisor = divisor_override or 0
+    if backend.kernel_device(gy) == "cuda":
+        from . import pool_cuda
+        return pool_cuda.avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding,
+                                             bool(count_include_pad), divisor)
+    windows = _windows(input_shape, gy.shape[-2:], kernel_size, stride, padding, (1, 1))
+    return _mean_bwd(gy, input_shape, windows, bool(count_include_pad), divisor)
+
+
+# --------------------------------------------------------------------------- entries: adaptive
+def adaptive_avg_pool2d_forward(x, output_size):
+    """Adaptive average pooling to ``output_size = (Ho, Wo)`` (see module doc for the bins)."""
+    out = tuple(output_size)
+    if backend.kernel_device(x) == "cuda":
+        from . import pool_cuda
+        return pool_cuda.adaptive_avg_pool2d_forward(x, out)
+    return _mean_fwd(x, out, _bins(x.shape, out), False, 0)
+
+
+def adaptive_avg_pool2d_backward(gy, input_shape):
+    """Gradient of adaptive average pooling w.r.t. its input."""
+    if backend.kernel_device(gy) == "cuda":
+        from . import pool_cuda
+        return pool_cuda.adaptive_avg_pool2d_backward(gy, input_shape)
+    return _mean_bwd(gy, input_shape, _bins(input_shape, gy.shape[-2:]), False, 0)
+
+
+# --------------------------------------------------------------------------- window tables
+def _output_shape(shape, kernel_size, stride, padding, dilation, ceil_mode):
+    return tuple(pool_output_size(shape[a - 2], kernel_size[a], stride[a], padding[a],
+                                  dilation[a], ceil_mode) for a in (0, 1))
+
+
+def _axis_windows(out, size, kernel, stride, padding, dilation):
+    """The windows along one axis as an int64 (4, out) array of rows (start, first, end, span).
+
+    Window o covers the cells ``start + i * dilation`` for i in [first, end), the offsets that
+    fall inside the input; ``span`` is its length within the padded input (count_include_pad).
+    """
+    start = np.arange(out, dtype=np.int64) * stride - padding
+    first = (np.maximum(-start, 0) + dilation - 1) // dilation
+    end = np.maximum(np.minimum(kernel, (size - start + dilation - 1) // dilation), first)
+    span = np.minimum(start + kernel, size + padding) - start
+    return np.stack([start, first, end, span])
+
+
+def _windows(shape, out, kernel_size, stride, padding, dilation):
+    """(rows, cols): ``_axis_windows`` for H and for W."""
+    return tuple(_axis_windows(out[a], shape[a - 2], kernel_size[a], stride[a], padding[a],
+                               dilation[a]) for a in (0, 1))
+
+
+def _bins(shape, out):
+    """(rows, cols) tables of the adaptive bins [floor(o*n/out), ceil((o+1)*n/out))."""
+    tables = []
+    for n, m in zip(shape[-2:], out):
+        o = np.arange(m, dtype=np.int64)
+        start, stop = (o * n) // m, ((o + 1) * n + m - 1) // m
+        tables.append(np.stack([start, np.zeros_like(o), stop - start, stop - start]))
+    return tuple(tables)
+
+
+def _divisors(windows, count_include_pad, divisor, dtype):
+    """Per-axis factors whose product divides each window's sum (inf for an empty window,
+    whose output PyTorch sets to 0)."""
+    factors = []
+    for axis, table in enumerate(windows):
+        inside = table[2] - table[1]
+        if divisor:
+            factor = np.full(inside.shape, divisor if axis == 0 else 1)
+        else:
+            factor = table[3] if count_include_pad else inside
+        factors.append(np.where(inside > 0, factor, np.inf).astype(dtype))
+    return factors
+
+
+def _mean_fwd(x, out, windows, count_include_pad, divisor):
+    planes = _planes(x).astype(_compute_dtype(x.dtype), copy=False)
+    y = np.empty((planes.shape[0],) + tuple(out), planes.dtype)
+    _avg_fwd_cpu(planes, y, *windows, windows[1][2].max(initial=0),
+                 *_divisors(windows, count_include_pad, divisor, planes.dtype))
+    return y.astype(x.dtype, copy=False).reshape(x.shape[:-2] + tuple(out))
+
+
+def _mean_bwd(gy, input_shape, windows, count_include_pad, divisor):
+    g = _planes(gy).astype(_compute_dtype(gy.dtype), copy=False)
+    gx = np.zeros((g.shape[0],) + tuple(input_shape[-2:]), g.dtype)
+    _avg_bwd_cpu(g, gx, *windows, windows[1][2].max(initial=0),
+                 *_divisors(windows, count_include_pad, divisor, g.dtype))
+    return gx.astype(gy.dtype, copy=False).reshape(input_shape)
+
+
+# --------------------------------------------------------------------------- CPU twins
+# Each output row is built one kernel offset (i, j) at a time: the cells that offset reads for
+# every output of the row are gathered into a contiguous buffer (padding filled in), then one
+# branch-free loop over the row updates the max and argmax (or the sums). That loop vectorises,
+# where a loop over each window's cells cannot (3x faster for a 2x2 max pool).
+
+@njit(inline="always", cache=True)
+def _gather_row(src, cols, j, dw, fill, out):
+    """out[ow] = the cell that offset j of window ow reads in the input row src, or fill."""
+    for ow in range(out.size):
+        out[ow] = src[cols[0, ow] + j * dw] if cols[1, ow] <= j < cols[2, ow] else fill
+
+
+@njit(parallel=True, cache=True)
+def _max_fwd_cpu(x, y, argmax, rows, cols, kw, dh, dw):
+    P, Ho, Wo = y.shape
+    for p in prange(P):
+        cells = np.empty(Wo, x.dtype)
+        for oh in range(Ho):
+            best, arg = y[p, oh], argmax[p, oh]
+            h0, i0, i1 = rows[0, oh], rows[1, oh], rows[2, oh]
+            for ow in range(Wo):      # -inf, and the first cell inside the input, as PyTorch
+                best[ow] = -np.inf
+                j0 = cols[1, ow]
+                arg[ow] = i0 * kw + j0 if i0 < i1 and j0 < cols[2, ow] else 0
+            for i in range(i0, i1):
+                for j in range(kw):
+                    _gather_row(x[p, h0 + i * dh], cols, j, dw, -np.inf, cells)
+                    k = i * kw + j
+                    for ow in range(Wo):
+                        v = cells[ow]
+                        take = (v > best[ow]) | (v != v)    # NaN wins, as in PyTorch
+                        best[ow] = v if take else best[ow]
+                        arg[ow] = k if take else arg[ow]
+
+
+@njit(parallel=True, cache=True)
+def _max_bwd_cpu(gy, argmax, gx, row_start, col_start, kw, dh, dw):
+    P, H, W = gx.shape
+    Ho, Wo = gy.shape[1], gy.shape[2]
+    for p in prange(P):                 # scatter within one plane: no two threads share a pixel
+        for oh in range(Ho):
+            for ow in range(Wo):
+                k = np.int64(argmax[p, oh, ow])
+                h = row_start[oh] + (k // kw) * dh
+                w = col_start[ow] + (k % kw) * dw
+                if 0 <= h < H and 0 <= w < W:   # false only for an all-padding window
+                    gx[p, h, w] += gy[p, oh, ow]
+
+
+@njit(parallel=True, cache=True)
+def _avg_fwd_cpu(x, y, rows, cols, kw, row_div, col_div):
+    P, Ho, Wo = y.shape
+    for p in prange(P):
+        for oh in range(Ho):
+            total = y[p, oh]
+            total[:] = 0
+            for i in range(rows[1, oh], rows[2, oh]):
+                src = x[p, rows[0, oh] + i]
+                for j in range(kw):
+                    for ow in range(Wo):
+                        if cols[1, ow] <= j < cols[2, ow]:
+                            total[ow] += src[cols[0, ow] + j]
+            for ow in range(Wo):
+                total[ow] /= row_div[oh] * col_div[ow]
+
+
+@njit(parallel=True, cache=True)
+def _avg_bwd_cpu(gy, gx, rows, cols, kw, row_div, col_div):
+    P, Ho, Wo = gy.shape
+    for p in prange(P):                 # scatter within one plane: no two threads share a pixel
+        g = np.empty(Wo, gy.dtype)
+        for oh in range(Ho):
+            for ow in range(Wo):
+                g[ow] = gy[p, oh, ow] / (row_div[oh] * col_div[ow])
+            for i in range(rows[1, oh], rows[2, oh]):
+                dst = gx[p, rows[0, oh] + i]
+                for j in range(kw):
+                    for ow in range(Wo):
+                        if cols[1, ow] <= j < cols[2, ow]:
+                            dst[cols[0, ow] + j] += g[ow]

@@ -1,0 +1,126 @@
+"""Run the optimizers' fused CUDA updates without a GPU.
+
+The optimizers hand ``backend.elementwise_kernel`` CuPy-style (in_params, out_params, operation)
+strings. Here the same strings are (1) compiled as C++ by the host compiler and run on NumPy
+arrays, so their arithmetic can be compared with torch, and (2) compiled as CUDA by NVRTC for
+float and double, so a typo or an fp64 instruction in a float kernel fails without a GPU. The
+code mirrors what CuPy generates: ``typedef <dtype> T;``, inputs bound as ``const T &name``,
+outputs as ``T &name``, scalars as kernel arguments.
+"""
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+
+CTYPES = {np.dtype(np.float32): ("float", ctypes.c_float),
+          np.dtype(np.float64): ("double", ctypes.c_double)}
+
+
+class DeviceLike(np.ndarray):
+    """A NumPy array the optimizers are made to treat as a CuPy array (``get()`` as CuPy's)."""
+
+    def get(self):
+        return self.view(np.ndarray).copy()
+
+
+def _params(spec):
+    return [p.split() for p in spec.split(",") if p.strip()]
+
+
+def kernel_body(in_params, out_params, operation, arrays):
+    """The loop body: bindings of array parameters as CuPy writes them, then the operation."""
+    lines = [f"const {t} &{n} = _raw_{n}[i];" for t, n in _params(in_params) if n in arrays]
+    lines += [f"{t} &{n} = _raw_{n}[i];" for t, n in _params(out_params)]
+    return "\n    ".join(lines + [operation])
+
+
+def _signature(in_params, out_params, arrays):
+    args = [f"const {t}* _raw_{n}" if n in arrays else f"{t} {n}"
+            for t, n in _params(in_params)]
+    args += [f"{t}* _raw_{n}" for t, n in _params(out_params)]
+    return ", ".join(args + ["long n"])
+
+
+class HostKernel:
+    """Callable like a cupy.ElementwiseKernel, running the operation on the CPU."""
+
+    cache = {}
+    recorded = set()       # (in_params, out_params, operation, array names) seen by __call__
+    calls = 0
+
+    def __init__(self, in_params, out_params, operation, name):
+        self.spec = (in_params, out_params, operation)
+        self.name = name
+
+    def __call__(self, *args):
+        in_params, out_params, operation = self.spec
+        names = [n for _, n in _params(in_params) + _params(out_params)]
+        arrays = frozenset(n for n, a in zip(names, args) if isinstance(a, np.ndarray))
+        dtype = next(a.dtype for a in args if isinstance(a, np.ndarray))
+        ctype, cscalar = CTYPES[dtype]
+        HostKernel.recorded.add((in_params, out_params, operation, arrays))
+        HostKernel.calls += 1
+        function = self._compile(ctype, arrays)
+        size = next(a.size for a in args if isinstance(a, np.ndarray))
+        call = []
+        for a in args:
+            if isinstance(a, np.ndarray):
+                assert a.dtype == dtype and a.flags.c_contiguous and a.size == size
+                call.append(ctypes.c_void_p(a.ctypes.data))
+            else:
+                call.append(cscalar(a))
+        function(*call, ctypes.c_long(size))
+
+    def _compile(self, ctype, arrays):
+        in_params, out_params, operation = self.spec
+        source = ("#include <cmath>\nusing std::sqrt; using std::isnan;\n"
+                  f"typedef {ctype} T;\n"
+                  f'extern "C" void kernel({_signature(in_params, out_params, arrays)}) {{\n'
+                  "  for (long i = 0; i < n; ++i) {\n    "
+                  + kernel_body(in_params, out_params, operation, arrays) + "\n  }\n}\n")
+        key = hashlib.sha1(source.encode()).hexdigest()
+        if key not in HostKernel.cache:
+            HostKernel.cache[key] = _build_shared_library(source, key).kernel
+        return HostKernel.cache[key]
+
+
+def _build_shared_library(source, key):
+    directory = tempfile.mkdtemp(prefix="gpudl_fused_")
+    src, lib = os.path.join(directory, key + ".cpp"), os.path.join(directory, key + ".so")
+    with open(src, "w") as f:
+        f.write(source)
+    # -ffp-contract=off: no FMA contraction, so the host follows the written order exactly
+    subprocess.run([shutil.which("g++") or "g++", "-O1", "-ffp-contract=off", "-shared", "-fPIC",
+                    src, "-o", lib], check=True, capture_output=True, text=True)
+    return ctypes.CDLL(lib)
+
+
+def cuda_source(in_params, out_params, operation, arrays, ctype):
+    """CUDA C for one kernel, as CuPy would assemble it (grid-stride loop over n elements)."""
+    return (f"typedef {ctype} T;\n"
+            f'extern "C" __global__ void fused({_signature(in_params, out_params, arrays)}) {{\n'
+            "  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n;\n"
+            "       i += (long)blockDim.x * gridDim.x) {\n    "
+            + kernel_body(in_params, out_params, operation, arrays) + "\n  }\n}\n")
+
+
+def nvrtc_ptx(source, arch=b"compute_80"):
+    """Compile CUDA C with NVRTC; returns the PTX or raises AssertionError with the log."""
+    from cuda.bindings import nvrtc
+    err, prog = nvrtc.nvrtcCreateProgram(source.encode(), b"fused.cu", 0, [], [])
+    options = [b"--gpu-architecture=" + arch]
+    (err,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
+    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        _, size = nvrtc.nvrtcGetProgramLogSize(prog)
+        log = b" " * size
+        nvrtc.nvrtcGetProgramLog(prog, log)
+        raise AssertionError(f"NVRTC failed:\n{log.decode()}\n{source}")
+    _, size = nvrtc.nvrtcGetPTXSize(prog)
+    ptx = b" " * size
+    nvrtc.nvrtcGetPTX(prog, ptx)
+    return ptx.decode()

@@ -1,0 +1,91 @@
+"""The pooling CUDA kernels in Numba's simulator against the CPU twins: forward values, argmax and
+input gradients, on TINY shapes (the simulator runs every CUDA thread in Python)."""
+
+import numpy as np
+import pytest
+
+from gpudl import backend
+from gpudl.kernels import pool as K
+
+pytestmark = [pytest.mark.simulator,
+              pytest.mark.skipif(not backend.SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1")]
+
+
+@pytest.fixture
+def twin(monkeypatch):
+    """Call ``fn(*args)`` through the same entry with the CPU path forced: the twin's answer."""
+    def run(fn, *args):
+        with monkeypatch.context() as m:
+            m.setattr(backend, "kernel_device", lambda array: "cpu")
+            return fn(*args)
+    return run
+
+
+def _close(got, want, dtype):
+    tol = {np.float16: 2e-3, np.float32: 1e-6, np.float64: 1e-12}[dtype]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=tol,
+                               atol=tol)
+
+
+def test_entries_take_the_cuda_path():
+    assert backend.kernel_device(np.zeros(1)) == "cuda"
+
+
+@pytest.mark.parametrize("shape, k, s, p, d, ceil_mode, dtype", [
+    ((2, 1, 5, 6), (3, 2), (2, 1), (1, 1), (1, 2), True, np.float32),
+    ((1, 2, 5, 5), (2, 2), (2, 2), (0, 0), (1, 1), False, np.float16),
+    ((1, 1, 7, 7), (3, 3), (2, 2), (1, 1), (2, 2), True, np.float64),
+    ((1, 1, 17, 17), (16, 17), (1, 1), (0, 8), (1, 1), False, np.float32),   # int32 argmax
+])
+def test_max_pool_kernels_match_twin(rng, twin, shape, k, s, p, d, ceil_mode, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    x.reshape(-1)[3] = np.nan
+    conf = (k, s, p, d)
+    y, argmax = K.max_pool2d_forward(x, k, s, p, d, ceil_mode)
+    want_y, want_argmax = twin(K.max_pool2d_forward, x, k, s, p, d, ceil_mode)
+    np.testing.assert_array_equal(y, want_y)            # NaN positions included
+    np.testing.assert_array_equal(argmax, want_argmax)
+    assert argmax.dtype == K.index_dtype(k)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    _close(K.max_pool2d_backward(gy, argmax, x.shape, *conf),
+           twin(K.max_pool2d_backward, gy, argmax, x.shape, *conf), dtype)
+
+
+@pytest.mark.parametrize("shape, k, s, p, ceil_mode, count_include_pad, divisor, dtype", [
+    ((2, 1, 5, 6), (3, 2), (2, 1), (1, 1), True, True, None, np.float32),
+    ((1, 2, 6, 5), (3, 3), (2, 2), (1, 1), True, False, None, np.float32),
+    ((1, 1, 5, 7), (2, 4), (3, 2), (1, 2), False, True, 5, np.float16),
+    ((1, 1, 5, 5), (3, 3), (2, 2), (1, 1), True, False, None, np.float64),
+])
+def test_avg_pool_kernels_match_twin(rng, twin, shape, k, s, p, ceil_mode, count_include_pad,
+                                     divisor, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    args = (k, s, p, ceil_mode, count_include_pad, divisor)
+    y = K.avg_pool2d_forward(x, *args)
+    _close(y, twin(K.avg_pool2d_forward, x, *args), dtype)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    bargs = (gy, x.shape, k, s, p, count_include_pad, divisor)
+    _close(K.avg_pool2d_backward(*bargs), twin(K.avg_pool2d_backward, *bargs), dtype)
+
+
+@pytest.mark.parametrize("shape, out, dtype", [
+    ((2, 1, 7, 5), (3, 4), np.float32), ((1, 2, 3, 3), (5, 2), np.float32),
+    ((1, 1, 6, 4), (4, 3), np.float16), ((1, 1, 5, 5), (2, 3), np.float64),
+])
+def test_adaptive_avg_pool_kernels_match_twin(rng, twin, shape, out, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    y = K.adaptive_avg_pool2d_forward(x, out)
+    _close(y, twin(K.adaptive_avg_pool2d_forward, x, out), dtype)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    _close(K.adaptive_avg_pool2d_backward(gy, x.shape),
+           twin(K.adaptive_avg_pool2d_backward, gy, x.shape), dtype)
+
+
+def test_empty_batch_launches_nothing(rng):
+    x = rng.standard_normal((0, 2, 4, 4)).astype(np.float32)
+    y, argmax = K.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
+    assert y.shape == argmax.shape == (0, 2, 2, 2)
+    gx = K.max_pool2d_backward(y, argmax, x.shape, (2, 2), (2, 2), (0, 0), (1, 1))
+    assert gx.shape == x.shape
+    assert K.adaptive_avg_pool2d_forward(x, (3, 3)).shape == (0, 2, 3, 3)
