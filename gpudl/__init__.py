@@ -26,3 +26,15 @@ long = int64
 bool = bool_         # noqa: A001
 
 __version__ = "0.1.0"
+
+_SUBMODULES = ("nn", "optim", "data", "metrics", "train", "keras", "models", "testing", "kernels")
+
+
+def __getattr__(name):
+    """``gd.nn``, ``gd.optim``, ... load on first use, keeping ``import gpudl`` fast."""
+    if name in _SUBMODULES:
+        import importlib
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'gpudl' has no attribute {name!r}")
