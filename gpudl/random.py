@@ -50,4 +50,7 @@ def integers(low, high, shape, device):
 
 
 def permutation(n, device):
-    return generator(device).permutation(n)
+    gen = generator(device)
+    if hasattr(gen, "permutation"):
+        return gen.permutation(n)
+    return gen.random(n).argsort()        # CuPy's Generator has no permutation
