@@ -8,7 +8,7 @@ from .common import sync
 
 
 class BatchNorm2d:
-    params = [(32, 16, 32, 32), (8, 64, 28, 28)]
+    params = [[(32, 16, 32, 32), (8, 64, 28, 28)]]
     param_names = ["shape"]
 
     def setup(self, shape):
@@ -26,7 +26,7 @@ class BatchNorm2d:
 
 
 class LayerNorm:
-    params = [(64, 128, 256)]
+    params = [[(64, 128, 256)]]
     param_names = ["shape"]
 
     def setup(self, shape):

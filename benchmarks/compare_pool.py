@@ -1,12 +1,15 @@
 """Pooling side by side with PyTorch's CPU build (2 threads each; Numba's CPU loops use 2 too).
 
-    python -m benchmarks.compare_pool
+    python -m benchmarks.compare_pool          # 2 threads each
+    python -m benchmarks.compare_pool 1        # 1 thread each
 
 Rows: max and average pooling forward+backward at (32, 16, 32, 32), 2x2 stride 2 and 3x3 stride 2
 padding 1, backward driven by a fixed output gradient. Medians of 21 runs after 3 warm-up runs,
 interleaved in one process, and also each library in its own block of runs (torch's OpenMP
 workers keep spinning for a while after each call and slow whatever runs right after them).
 """
+
+import sys
 
 import numba
 
@@ -29,11 +32,11 @@ def _pool_step(lib, op, shape, kwargs):
     return step
 
 
-def compare(repeats=21):
+def compare(repeats=21, threads=THREADS):
     """Rows (name, gpudl ms, torch ms): interleaved medians, then each library in a block."""
     import torch
-    torch.set_num_threads(THREADS)
-    numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     rows = []
     for op in ("max", "avg"):
         for window, kwargs in WINDOWS.items():
@@ -46,9 +49,11 @@ def compare(repeats=21):
     return rows
 
 
-def main():
+def main(argv=None):
+    threads = int((argv or sys.argv[1:] or [THREADS])[0])
+    print(f"{threads} thread(s) each")
     print(f"{'workload (median of 21, ms)':62s} {'gpudl':>8s} {'torch':>8s} {'ratio':>6s}")
-    for name, ours, theirs in compare():
+    for name, ours, theirs in compare(threads=threads):
         print(f"{name:62s} {ours:8.3f} {theirs:8.3f} {ours / theirs:6.2f}")
 
 

@@ -1,6 +1,6 @@
 """Recurrent layers side by side with PyTorch's CPU build (2 threads each).
 
-    python -m benchmarks.compare_rnn
+    python -m benchmarks.compare_rnn [--large]
 
 Each workload is written once against a library module (``gpudl`` or ``torch``). Medians of 21
 runs after 3 warm-up runs, interleaved run by run in one process, and also each library in its own
@@ -11,6 +11,7 @@ per-step GEMM + pointwise path, the same structure as gpudl's.
 """
 
 import contextlib
+import sys
 
 import gpudl as gd
 import gpudl.nn  # makes gd.nn available, as torch.nn is
@@ -39,20 +40,21 @@ WORKLOADS = [
     ("LSTM(64->128) fwd+bwd, batch 32 x seq 32", ("LSTM", 32, 32, 64, 128, True)),
     ("LSTM(64->128) fwd (no grad), batch 32 x seq 32", ("LSTM", 32, 32, 64, 128, False)),
     ("GRU(64->128) fwd+bwd, batch 32 x seq 32", ("GRU", 32, 32, 64, 128, True)),
-    ("LSTM(256->512) fwd+bwd, batch 64 x seq 64", ("LSTM", 64, 64, 256, 512, True)),
 ]
+LARGE = ("LSTM(256->512) fwd+bwd, batch 64 x seq 64", ("LSTM", 64, 64, 256, 512, True))
 
 
 def _torch_mode(torch, mkldnn):
     return contextlib.nullcontext() if mkldnn else torch.backends.mkldnn.flags(enabled=False)
 
 
-def compare(repeats=REPEATS, only=None):
-    """Rows (workload, gpudl ms, torch ms, how) of the side-by-side measurements."""
+def compare(repeats=REPEATS, only=None, large=False):
+    """Rows (workload, gpudl ms, torch ms, how) of the side-by-side measurements. ``large`` adds
+    the (64, 64, 256, 512) LSTM, a GPU-sized workload (minutes on 2 CPU cores)."""
     import torch
     torch.set_num_threads(THREADS)
     rows = []
-    for name, args in WORKLOADS:
+    for name, args in WORKLOADS + ([LARGE] if large else []):
         if only and only.lower() not in name.lower():
             continue
         gd.manual_seed(0)
@@ -71,7 +73,7 @@ def compare(repeats=REPEATS, only=None):
 
 def main():
     print(f"{'workload':48s} {'how':24s} {'gpudl ms':>9s} {'torch ms':>9s} {'ratio':>6s}")
-    for name, ours, theirs, how in compare():
+    for name, ours, theirs, how in compare(large="--large" in sys.argv):
         print(f"{name:48s} {how:24s} {ours:9.2f} {theirs:9.2f} {ours / theirs:6.2f}")
 
 

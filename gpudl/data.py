@@ -109,6 +109,10 @@ def default_collate(samples):
     anything else stay a list.
     """
     first = samples[0]
+    if isinstance(first, (Tensor, np.ndarray)) and any(s.shape != first.shape for s in samples):
+        raise ValueError(f"default_collate: samples have different shapes "
+                         f"{sorted({tuple(s.shape) for s in samples})}; pass a collate_fn that "
+                         "pads or packs them")
     if isinstance(first, Tensor):
         xp = backend.get_array_module(first.data)
         return Tensor._make(xp.stack([s.data for s in samples]), False, None, 0, first.device)

@@ -178,12 +178,15 @@ def evaluate(model, x, y, batch_size=32, return_dict=False):
 
 
 def predict(model, x, batch_size=32):
-    """The model's outputs for ``x`` in eval mode, batch by batch, as one NumPy array."""
+    """The model's outputs for ``x`` in eval mode, batch by batch, as one NumPy array (read
+    from the device once)."""
     was_training = getattr(model, "training", False)
     model.eval()
     outputs = []
     with no_grad():
         for (xb,) in _loader(x, None, batch_size, False, "predict"):
-            outputs.append(model(xb).numpy())
+            outputs.append(model(xb).data)
     model.train(was_training)
-    return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+    if not outputs:
+        raise ValueError("predict: x has no samples")
+    return backend.to_numpy(backend.get_array_module(outputs[0]).concatenate(outputs))

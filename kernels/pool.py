@@ -30,7 +30,7 @@ from gpudl import backend
 
 
 def pool_output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False):
-    """PyTorch's output length of a pooling window over ``size`` (may be <= 0: the caller checks)."""
+    """PyTorch's number of pooling windows along ``size`` (<= 0 when none fits: callers check)."""
     span = dilation * (kernel - 1) + 1
     out = (size + 2 * padding - span + (stride - 1 if ceil_mode else 0)) // stride + 1
     if ceil_mode and (out - 1) * stride >= size + padding:

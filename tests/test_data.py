@@ -131,6 +131,8 @@ def test_collate_lists_and_bad_lengths():
     assert [t.tolist() for t in default_collate([[1, 2.0], [3, 4.0]])] == [[1, 3], [2.0, 4.0]]
     with pytest.raises(ValueError, match="different lengths"):
         default_collate([(1, 2), (3,)])
+    with pytest.raises(ValueError, match=r"different shapes \[\(2,\), \(3,\)\]"):
+        default_collate([np.zeros(2), np.zeros(3)])
 
 
 def test_fast_tensor_path_equals_sample_by_sample_collate(rng):

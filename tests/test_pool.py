@@ -1,6 +1,8 @@
 """F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d and their modules: against PyTorch (values,
 indices, gradients), by finite differences, on NaN, and on every kind of bad argument."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -109,11 +111,10 @@ def test_nan_propagates_like_torch(rng):
     x[0, 0, 1, 1] = x[1, 1, 4, 4] = x[1, 1, 4, 5] = np.nan
     for ours, theirs in ((F.max_pool2d, TF.max_pool2d), (F.avg_pool2d, TF.avg_pool2d)):
         for kwargs in (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)):
-            y = ours(gd.tensor(x), **kwargs).numpy()
-            want = theirs(torch.tensor(x), **kwargs).numpy()
-            np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
-            assert np.isnan(y).any()
-            np.testing.assert_allclose(y, want, rtol=1e-12)        # NaN == NaN here
+            # values (NaN exactly where torch has NaN) and gradients (max: to the last NaN)
+            y = check_against_torch(functools.partial(ours, **kwargs),
+                                    functools.partial(theirs, **kwargs), x)
+            assert np.isnan(y.numpy()).any()
     _, idx = F.max_pool2d(gd.tensor(x), 2, return_indices=True)
     _, tidx = TF.max_pool2d(torch.tensor(x), 2, return_indices=True)
     np.testing.assert_array_equal(idx.numpy(), tidx.numpy())      # the last NaN wins
@@ -145,6 +146,13 @@ def test_modules_match_torch_and_repr(rng):
         check_against_torch(ours, theirs, x)
 
 
+def test_an_empty_stride_means_kernel_size_as_in_torch(rng):
+    x = rng.standard_normal((1, 2, 7, 6))
+    for stride in ((), []):
+        check_against_torch(functools.partial(F.avg_pool2d, kernel_size=3, stride=stride),
+                            functools.partial(TF.avg_pool2d, kernel_size=3, stride=stride), x)
+
+
 def test_no_grad_records_nothing(rng):
     x = gd.tensor(rng.standard_normal((1, 2, 4, 4)), requires_grad=True)
     with gd.no_grad():
@@ -170,15 +178,15 @@ BAD_CALLS = [
      r"padding \(2, 2\) must be at most half of kernel_size \(3, 3\) \(input shape"),
     (lambda x: F.avg_pool2d(x, (2, 3), padding=(1, 2)), ValueError, "at most half"),
     (lambda x: F.max_pool2d(x, 6), ValueError,
-     r"kernel_size \(6, 6\) spans 6 in height but the padded input has 5 "
-     r"\(input shape \(2, 3, 5, 7\), padding \(0, 0\)\)"),
+     (r"kernel_size \(6, 6\) spans 6 in height but the padded input has 5 "
+      r"\(input shape \(2, 3, 5, 7\), padding \(0, 0\)\)")),
     (lambda x: F.max_pool2d(x, 3, ceil_mode=True, dilation=(1, 4)), ValueError,
      r"with dilation \(1, 4\) spans 9 in width but the padded input has 7"),
     (lambda x: F.max_pool2d(x, 2.0), TypeError, "kernel_size must be an int or a pair of ints"),
     (lambda x: F.avg_pool2d(x, (2, 2, 2)), TypeError, r"got \(2, 2, 2\)"),
     (lambda x: F.max_pool2d(x, 2, padding=True), TypeError, "padding must be an int"),
-    (lambda x: F.avg_pool2d(x, 2, divisor_override=0), ValueError, "divisor_override must be "
-     "non-zero"),
+    (lambda x: F.avg_pool2d(x, 2, divisor_override=0), ValueError,
+     "divisor_override must be non-zero"),
     (lambda x: F.avg_pool2d(x, 2, divisor_override=1.5), TypeError, "None or an int, got float"),
     (lambda x: F.adaptive_avg_pool2d(x, (0, 2)), ValueError,
      r"output_size must be positive, got \(0, 2\) \(input shape \(2, 3, 5, 7\)\)"),

@@ -148,7 +148,8 @@ def _check_input(input, op):
 def _window(op, shape, kernel_size, stride, padding, dilation):
     """Checked ((kh, kw), (sh, sw), (ph, pw), (dh, dw)) for an input of ``shape``."""
     kernel = _pair(op, "kernel_size", kernel_size)
-    stride = kernel if stride is None or stride == () else _pair(op, "stride", stride)
+    no_stride = stride is None or (isinstance(stride, (tuple, list)) and not stride)  # as torch
+    stride = kernel if no_stride else _pair(op, "stride", stride)
     padding, dilation = _pair(op, "padding", padding), _pair(op, "dilation", dilation)
     where = f"(input shape {tuple(shape)})"
     for name, pair, low in (("kernel_size", kernel, 1), ("stride", stride, 1),

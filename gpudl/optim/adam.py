@@ -93,7 +93,7 @@ class Adam(Optimizer):
         if self._decoupled and weight_decay:
             param *= 1 - lr * weight_decay
         g = effective_grad(param, grad, coupled, group["maximize"])
-        scratch = np.empty_like(param)
+        scratch = self._scratch(param)
         lerp_(exp_avg, g, 1 - beta1, scratch)
         exp_avg_sq *= beta2
         np.multiply(g, 1 - beta2, out=scratch)

@@ -31,13 +31,12 @@ class Optimizer:
         if isinstance(params, Tensor) or not hasattr(params, "__iter__"):
             raise TypeError(f"{name}: params should be an iterable of Tensors or dicts, got "
                             f"{type(params).__name__}")
-        if isinstance(params, (set, frozenset)):
-            raise TypeError(f"{name}: parameters must be an ordered collection (a list), not a "
-                            "set, whose order changes between runs")
+        _check_ordered(name, params)
         self.defaults = dict(defaults)
         self._check_group(self.defaults)
         self.state = {}
         self.param_groups = []
+        self._workspace = {}          # dtype -> flat CPU scratch array (see _scratch)
         groups = list(params)
         if not groups:
             raise ValueError(f"{name}: got an empty parameter list")
@@ -63,12 +62,8 @@ class Optimizer:
         params = param_group.get("params")
         if params is None:
             raise ValueError("add_param_group: param_group has no 'params' entry")
-        if isinstance(params, Tensor):
-            params = [params]
-        elif isinstance(params, (set, frozenset)):
-            raise TypeError(f"{name}: parameters must be an ordered collection (a list), not a "
-                            "set, whose order changes between runs")
-        params = list(params)
+        _check_ordered(name, params)
+        params = [params] if isinstance(params, Tensor) else list(params)
         for p in params:
             if not isinstance(p, Tensor):
                 raise TypeError(f"{name} can only optimize Tensors, but one of the params is "
@@ -122,6 +117,14 @@ class Optimizer:
                     self._update(p.data, grad, state, group)
         return loss
 
+    def _scratch(self, param):
+        """A CPU work array shaped like ``param``, reused across parameters and steps: one flat
+        buffer per dtype, as large as the largest parameter (no allocation per update)."""
+        buffer = self._workspace.get(param.dtype)
+        if buffer is None or buffer.size < param.size:
+            buffer = self._workspace[param.dtype] = np.empty(param.size, param.dtype)
+        return buffer[:param.size].reshape(param.shape)
+
     def _init_state(self, param, group):
         """The state of a parameter before its first update: {"step": 0, buffers...}."""
         raise NotImplementedError
@@ -174,11 +177,18 @@ class Optimizer:
             new_state[param] = {k: _state_value(name, key, k, v, param) for k, v in saved.items()}
         new_groups = []
         for group, saved in zip(self.param_groups, saved_groups):
-            loaded = {k: _like_default(v, self.defaults.get(k)) for k, v in saved.items()}
+            loaded = dict(group)          # options the state dict lacks keep their values
+            loaded.update((k, _like_default(v, self.defaults.get(k))) for k, v in saved.items())
             loaded["params"] = group["params"]
             self._check_group(loaded)
             new_groups.append(loaded)
         self.state, self.param_groups = new_state, new_groups
+
+
+def _check_ordered(name, params):
+    if isinstance(params, (set, frozenset)):
+        raise TypeError(f"{name}: parameters must be an ordered collection (a list), not a set, "
+                        "whose order changes between runs")
 
 
 def _describe(value):

@@ -86,7 +86,7 @@ class RMSprop(Optimizer):
                    momentum, param, square_avg, *extra)
             return
         g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
-        avg = np.empty_like(param)
+        avg = self._scratch(param)
         square_avg *= alpha
         np.multiply(g, 1 - alpha, out=avg)
         avg *= g
@@ -147,7 +147,7 @@ class Adagrad(Optimizer):
             kernel(grad, -clr, group["eps"], group["weight_decay"], param, state_sum)
             return
         g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
-        scratch = np.multiply(g, g)
+        scratch = np.multiply(g, g, out=self._scratch(param))
         state_sum += scratch
         np.sqrt(state_sum, out=scratch)
         scratch += group["eps"]

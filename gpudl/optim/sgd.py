@@ -67,15 +67,18 @@ class SGD(Optimizer):
                 *scalars, param, buf.data)
             return
         d = effective_grad(param, grad, group["weight_decay"], group["maximize"])
-        scratch = np.empty_like(param)
+        scratch = self._scratch(param)
         if momentum:
             if buf is None:
                 buf = state["momentum_buffer"] = Tensor._make(
                     d.copy() if d is grad else d, False, None, 0, None)
             else:
                 buf.data *= momentum
-                np.multiply(d, 1 - group["dampening"], out=scratch)
-                buf.data += scratch
+                if group["dampening"]:
+                    d_weighted = np.multiply(d, 1 - group["dampening"], out=scratch)
+                else:
+                    d_weighted = d                  # 1 * d: torch's alpha=1 is exact too
+                buf.data += d_weighted
             if group["nesterov"]:
                 np.multiply(buf.data, momentum, out=scratch)
                 d = np.add(d, scratch, out=scratch)

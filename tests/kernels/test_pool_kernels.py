@@ -139,7 +139,7 @@ def test_low_precision_keeps_dtype_and_matches_float64(rng, dtype, tol):
     x = rng.standard_normal((2, 3, 7, 6))
     xs = x.astype(dtype)
     conf = ((3, 3), (2, 2), (1, 1))
-    y, argmax = K.max_pool2d_forward(xs, *conf, (1, 1), True)
+    y, _ = K.max_pool2d_forward(xs, *conf, (1, 1), True)
     avg = K.avg_pool2d_forward(xs, *conf, True, False, None)
     ada = K.adaptive_avg_pool2d_forward(xs, (4, 5))
     gx = K.avg_pool2d_backward(avg.astype(dtype), x.shape, *conf, False, None)
