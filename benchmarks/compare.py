@@ -16,8 +16,13 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-import gpudl
-from benchmarks.common import side_by_side
+try:    # before gpudl, which defaults OMP_WAIT_POLICY to PASSIVE: PyTorch keeps its own defaults
+    import torch
+except ImportError:
+    torch = None
+
+import gpudl  # noqa: E402
+from benchmarks.common import side_by_side  # noqa: E402
 
 WORKLOADS = []     # (name, devices, build(lib, device) -> step callable)
 
@@ -175,7 +180,8 @@ def _set_tf32(torch, enabled):
 
 def run(device, only=None, repeats=21):
     """Rows of (workload, gpudl ms, {torch mode: ms})."""
-    import torch
+    if torch is None:
+        raise SystemExit("benchmarks.compare needs PyTorch: pip install -e '.[bench]'")
     torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
     if device == "cuda":
         torch.backends.cudnn.benchmark = True

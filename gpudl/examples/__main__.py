@@ -14,10 +14,13 @@ def available():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m gpudl.examples")
+    parser = argparse.ArgumentParser(prog="python -m gpudl.examples", add_help=False)
     parser.add_argument("name", nargs="?", help="example to run: " + ", ".join(available()))
     parser.add_argument("--list", action="store_true", help="list the examples")
     args, rest = parser.parse_known_args(argv)
+    if not args.name and ("-h" in rest or "--help" in rest):
+        parser.print_help()
+        return 0
     if args.list or not args.name:
         for name in available():
             doc = (importlib.import_module(f"gpudl.examples.{name}").__doc__ or "").strip()

@@ -64,7 +64,7 @@ def run(fast=False, seed=0, out=None, progress=True, epochs=None, n_train=None):
     """
     gd.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    n_train = n_train or (3000 if fast else 10000)
+    n_train = n_train or (3000 if fast else 8000)
     train = TensorDataset(*(gd.tensor(a) for a in encode(make_dates(n_train, rng))))
     test_pairs = make_dates(1000, rng)
     test_src = gd.tensor(encode(test_pairs)[0])
@@ -72,7 +72,7 @@ def run(fast=False, seed=0, out=None, progress=True, epochs=None, n_train=None):
     model = Seq2SeqAttention(len(SOURCE_CHARS) + 3, len(TARGET_CHARS) + 3, embed_dim=32,
                              hidden_size=64, attention="dot", pad_idx=PAD)
     optimizer = optim.Adam(model.parameters(), lr=5e-3)
-    epochs = epochs or (3 if fast else 8)
+    epochs = epochs or (3 if fast else 4)
     history = fit(model, sequence_loss, optimizer,
                   DataLoader(train, batch_size=64, shuffle=True), epochs, verbose=False,
                   callbacks=[EpochBar(epochs, "dates", not progress)])

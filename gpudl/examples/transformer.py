@@ -39,19 +39,19 @@ def make_texts(n, rng):
 
 
 def run(fast=False, seed=0, out=None, progress=True, epochs=None, n_train=None):
-    """Train on generated reviews; returns a dict with the held-out accuracy (chance is
-    0.25) and the first and final training loss."""
+    """Train on generated texts; returns a dict with the held-out accuracy (chance is 0.25)
+    and the first and final training loss."""
     gd.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    n_train = n_train or (2000 if fast else 6000)
+    n_train = n_train or (1500 if fast else 6000)
     train = TensorDataset(*(gd.tensor(a) for a in make_texts(n_train, rng)))
     test = TensorDataset(*(gd.tensor(a) for a in make_texts(1000, rng)))
 
-    model = TransformerClassifier(VOCAB, d_model=32, nhead=4, num_layers=2, num_classes=len(TOPICS),
-                                  max_len=MAX_LEN, dim_feedforward=64, dropout=0.1,
-                                  pad_idx=PAD)
+    model = TransformerClassifier(VOCAB, d_model=32, nhead=4, num_layers=2,
+                                  num_classes=len(TOPICS), max_len=MAX_LEN, dim_feedforward=64,
+                                  dropout=0.1, pad_idx=PAD)
     optimizer = optim.Adam(model.parameters(), lr=2e-3)
-    epochs = epochs or (4 if fast else 12)
+    epochs = epochs or (3 if fast else 8)
     history = fit(model, nn.CrossEntropyLoss(), optimizer,
                   DataLoader(train, batch_size=64, shuffle=True), epochs, verbose=False,
                   metrics=["accuracy"], callbacks=[EpochBar(epochs, "transformer", not progress)])

@@ -3,8 +3,15 @@
 One file per family: mlp, cnn, rnn, seq2seq, autoencoder, gan, transformer.
 """
 
+from .autoencoder import VAE, Autoencoder
+from .cnn import BasicBlock, LeNet, SmallResNet
+from .gan import DCGANDiscriminator, DCGANGenerator
 from .mlp import MLP
 from .rnn import LSTMClassifier, LSTMRegressor
 from .seq2seq import AdditiveAttention, DotAttention, Seq2SeqAttention
-from .autoencoder import VAE, Autoencoder
 from .transformer import TransformerClassifier, sinusoidal_positions
+
+__all__ = ["MLP", "LeNet", "BasicBlock", "SmallResNet", "LSTMRegressor", "LSTMClassifier",
+           "Seq2SeqAttention", "DotAttention", "AdditiveAttention", "Autoencoder", "VAE",
+           "DCGANGenerator", "DCGANDiscriminator", "TransformerClassifier",
+           "sinusoidal_positions"]
