@@ -11,7 +11,9 @@ from .rnn import LSTMClassifier, LSTMRegressor
 from .seq2seq import AdditiveAttention, DotAttention, Seq2SeqAttention
 from .transformer import TransformerClassifier, sinusoidal_positions
 
+TransformerEncoder = TransformerClassifier   # API.md's name: a transformer encoder with a head
+
 __all__ = ["MLP", "LeNet", "BasicBlock", "SmallResNet", "LSTMRegressor", "LSTMClassifier",
            "Seq2SeqAttention", "DotAttention", "AdditiveAttention", "Autoencoder", "VAE",
-           "DCGANGenerator", "DCGANDiscriminator", "TransformerClassifier",
+           "DCGANGenerator", "DCGANDiscriminator", "TransformerClassifier", "TransformerEncoder",
            "sinusoidal_positions"]
