@@ -18,7 +18,7 @@ import numpy as np
 
 import gpudl as gd
 import gpudl.nn  # noqa: F401  (makes gd.nn available, as torch.nn is)
-from benchmarks.common import side_by_side
+from benchmarks.common import median_ms, side_by_side
 from gpudl.kernels import attention as K
 
 THREADS = 2
@@ -64,9 +64,12 @@ def _sdpa_step(lib, shape, is_causal):
 
 
 def sdpa_fwd_bwd(torch, shape=(4, 4, 256, 32), is_causal=True, repeats=21):
-    """(gpudl ms, torch ms): medians of interleaved runs."""
-    return side_by_side(_sdpa_step(gd, shape, is_causal), _sdpa_step(torch, shape, is_causal),
-                        torch, repeats=repeats)
+    """((gpudl ms, torch ms) interleaved run by run, (gpudl ms, torch ms) in separate blocks):
+    medians after warm-up."""
+    ours, theirs = _sdpa_step(gd, shape, is_causal), _sdpa_step(torch, shape, is_causal)
+    interleaved = side_by_side(ours, theirs, torch, repeats=repeats)
+    separate = (median_ms(ours, repeats), median_ms(theirs, repeats, synchronize=lambda: None))
+    return interleaved, separate
 
 
 def gpudl_forward_peak(n=8192, e=64):
@@ -95,8 +98,9 @@ def compare():
     """Rows (name, gpudl, torch, unit) of the side-by-side measurements."""
     import torch
     torch.set_num_threads(THREADS)
-    ours, theirs = sdpa_fwd_bwd(torch)
-    rows = [("causal SDPA fwd+bwd (4, 4, 256, 32), median of 21", ours, theirs, "ms")]
+    interleaved, separate = sdpa_fwd_bwd(torch)
+    rows = [("causal SDPA fwd+bwd (4, 4, 256, 32), interleaved", *interleaved, "ms"),
+            ("causal SDPA fwd+bwd (4, 4, 256, 32), separate blocks", *separate, "ms")]
     rows.append(("SDPA fwd L = S = 8192, E = 64: peak RSS growth", forward_peak_rss("gpudl") / MIB,
                  forward_peak_rss("torch") / MIB, "MiB"))
     rows.append(("  the same, gpudl's NumPy allocations by tracemalloc",

@@ -27,7 +27,7 @@ import numpy as np
 
 from gpudl import backend
 
-BLOCK_Q = 32                # query rows per block: causal work shrinks to ~(1 + 32 / L) / 2
+BLOCK_Q = 64                # query rows per block: causal work shrinks to ~(1 + 64 / L) / 2
 TILE_ELEMENTS = 1 << 15     # score-tile size: 128 KiB in float32, so tiles stay in L2 cache
 MIN_BLOCK_K = 64            # fewer keys per chunk makes the per-chunk NumPy overhead dominate
 CPU_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
