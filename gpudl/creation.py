@@ -4,6 +4,7 @@ import numpy as np
 
 from . import backend, dtypes, random
 from .tensor import Tensor
+from .tensor_shape import shape_arg
 
 
 def as_array(data, dtype, device, op):
@@ -56,14 +57,10 @@ def tensor(data, dtype=None, requires_grad=False, device=None):
 
 
 def _size(op, size):
-    if len(size) == 1 and isinstance(size[0], (tuple, list)):
-        size = tuple(size[0])
-    for n in size:
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
-            raise TypeError(f"{op}: size must be ints, got {size!r}")
-        if n < 0:
-            raise ValueError(f"{op}: size must be non-negative, got {tuple(size)}")
-    return tuple(int(n) for n in size)
+    size = shape_arg(op, size)
+    if any(n < 0 for n in size):
+        raise ValueError(f"{op}: size must be non-negative, got {size}")
+    return size
 
 
 def _factory(op, fill, size, dtype, device, requires_grad):

@@ -9,13 +9,13 @@ from .ops import shape as S
 from .ops._util import normalize_axes, normalize_axis
 
 
-def _shape_arg(op, shape):
+def shape_arg(op, shape):
     """reshape(2, 3) and reshape((2, 3)) alike -> a tuple of ints."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     for n in shape:
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
-            raise TypeError(f"{op}: sizes must be ints, got {shape!r}")
+            raise TypeError(f"{op}: size must be ints, got {shape!r}")
     return tuple(int(n) for n in shape)
 
 
@@ -25,7 +25,7 @@ class ShapeMixin:
     __slots__ = ()
 
     def reshape(self, *shape):
-        shape = _shape_arg("reshape", shape)
+        shape = shape_arg("reshape", shape)
         unknown = sum(1 for n in shape if n == -1)
         known = math.prod(n for n in shape if n != -1)
         if unknown > 1 or any(n < -1 for n in shape):
@@ -65,7 +65,7 @@ class ShapeMixin:
         return self.reshape(shape[:axis] + (1,) + shape[axis:])
 
     def permute(self, *dims):
-        dims = _shape_arg("permute", dims)
+        dims = shape_arg("permute", dims)
         axes = normalize_axes(dims, self.ndim, "permute") if dims else ()
         if len(dims) != self.ndim or len(set(axes)) != self.ndim:
             raise ValueError(f"permute: dims {dims} are not a permutation of the {self.ndim} "
@@ -90,7 +90,7 @@ class ShapeMixin:
         return self.T
 
     def expand(self, *sizes):
-        sizes = _shape_arg("expand", sizes)
+        sizes = shape_arg("expand", sizes)
         lead = len(sizes) - self.ndim
         if lead < 0:
             raise ValueError(f"expand: the number of sizes {sizes} must be at least the number "
@@ -113,7 +113,7 @@ class ShapeMixin:
         return self.expand(*other.shape)
 
     def repeat(self, *repeats):
-        repeats = _shape_arg("repeat", repeats)
+        repeats = shape_arg("repeat", repeats)
         if len(repeats) < self.ndim:
             raise ValueError(f"repeat: {len(repeats)} repeats given for a tensor of shape "
                              f"{self.shape}; need at least {self.ndim}")
