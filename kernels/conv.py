@@ -10,16 +10,18 @@ so ``conv_transpose2d`` forward is ``grad_input`` and its backward is ``forward`
 ``grad_weight`` with the roles of x and gy swapped. ``geo`` (ConvGeometry) describes the plain
 convolution in every case.
 
-CPU twin: im2col + one BLAS GEMM per chunk of images, in a "wide" column layout. The padded image
-plane of one channel is a flat row of S = Hp*Wp (+ tail) values; for kernel tap (i, j) the input
-pixel of output (oh, ow) sits at flat offset ``i*dh*Wp + j*dw + oh*sh*Wp + ow*sw``. When sw == 1
-we compute Wc = Wp output columns per row instead of Wo (the last Wp - Wo are garbage, cropped
-away; 6% extra work at 32x32), so that with sh == 1 the whole (Ho, Wc) block of one tap is ONE
-contiguous slice of the plane: the column copy is a long memcpy-like loop instead of Ho*Wo short
-rows. The column buffer of a chunk, (C, kh, kw, nb, Ho*Wc), is sized to stay in cache
-(COL_CHUNK_BYTES). The copies run in ``numba.njit`` loops (short-row loops there are ~10x slower
-per element than long ones, hence the wide layout); col2im accumulates one channel plane at a time
-in a cache-resident scratch row, gathering nothing twice.
+CPU twin: im2col + one BLAS GEMM per chunk of images, in a "wide" polyphase column layout.
+The padded (Hp, Wp) plane of every channel is split into sh*sw phase planes (space to depth:
+phase (a, b) holds padded pixels (a + sh*u, b + sw*v), u < Hq, v < Wq; sh*sw NumPy strided copies
+per chunk), so that kernel tap (i, j) reads ONE phase at stride 1: output (oh, ow) takes phase
+(i*dh % sh, j*dw % sw) at (oh + i*dh // sh, ow + j*dw // sw). Computing Wq columns per output row
+instead of Wo (the last Wq - Wo are garbage, cropped away: 6% extra work at 32x32 stride 1), a
+tap's whole (Ho, Wq) block is one contiguous slice of its flattened phase plane, so each column
+copy is one long loop in ``numba.njit`` code rather than Ho*Wo short strided rows (a 32-element
+row loop there costs ~10x more per element than a long one). The column buffer of a chunk,
+(C, kh, kw, nb, Ho*Wq), is sized to stay in cache (COL_CHUNK_BYTES). col2im is the same walk
+backwards: it accumulates each channel's phases in place, then one strided copy per phase writes
+every input pixel once.
 """
 
 import numba
@@ -49,12 +51,12 @@ class ConvGeometry:
     Stride, padding and dilation are (h, w) int pairs. ``out_size`` keeps only the first
     (Ho, Wo) outputs: a transposed conv whose output_padding reaches the dilation (not the stride)
     is the adjoint of a conv whose last output rows/columns are dropped. Also holds the CPU
-    twin's wide layout: padded plane (Hp, Wp), Wc computed columns per output row, S values per
-    padded plane.
+    twin's wide layout: phase planes of (Hq, Wq) plus a tail (S values), Wq computed columns per
+    output row.
     """
 
     __slots__ = ("N", "C", "H", "W", "K", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw",
-                 "groups", "Ho", "Wo", "Hp", "Wp", "Wc", "S")
+                 "groups", "Ho", "Wo", "Hq", "Wq", "S")
 
     def __init__(self, x_shape, w_shape, stride, padding, dilation, groups, out_size=None):
         self.N, self.C, self.H, self.W = (int(v) for v in x_shape)
@@ -67,10 +69,11 @@ class ConvGeometry:
         self.Wo = conv2d_output_size(self.W, self.kw, self.sw, self.pw, self.dw)
         if out_size is not None:
             self.Ho, self.Wo = (int(v) for v in out_size)
-        self.Hp, self.Wp = self.H + 2 * self.ph, self.W + 2 * self.pw
-        self.Wc = self.Wp if self.sw == 1 else self.Wo
-        # the last tap of the last wide row reads (kw - 1) * dw values past the plane
-        self.S = self.Hp * self.Wp + (self.kw - 1) * self.dw
+        self.Hq = -(-(self.H + 2 * self.ph) // self.sh)     # phase plane rows: ceil(Hp / sh)
+        self.Wq = -(-(self.W + 2 * self.pw) // self.sw)     # and columns, computed per output row
+        # the garbage columns of a tap's last output row read up to (kw-1)*dw // sw values past
+        # the phase plane
+        self.S = self.Hq * self.Wq + (self.kw - 1) * self.dw // self.sw
 
     @property
     def y_shape(self):
@@ -86,85 +89,125 @@ class ConvGeometry:
 
     def layout(self):
         """The scalar arguments of the CPU im2col/col2im loops."""
-        return (self.ph, self.pw, self.Wp, self.S, self.sh, self.sw, self.dh, self.dw, self.Wc,
-                self.Wo)
+        return (self.sh, self.sw, self.dh, self.dw, self.Wq, self.Wo)
+
+    def phase_buffer(self, images, dtype):
+        """Zeroed phase planes for a chunk of images: (images, C, sh, sw, S)."""
+        return np.zeros((images, self.C, self.sh, self.sw, self.S), dtype)
 
 
 # --------------------------------------------------------------------------- CPU twin: copies
+def _phase_views(phases, m, geo):
+    """For each phase (a, b): (the phase's block of real pixels in ``phases[:m]``, the matching
+    (rows, columns) slices of an (N, C, H, W) image). ``phases``: (nb, C, sh, sw, S), image-major
+    so that a partial chunk's view keeps every image's layout (and zero padding)."""
+    pairs = []
+    for a in range(geo.sh):
+        u0 = -(-(geo.ph - a) // geo.sh)                 # first phase row inside the image
+        rows = slice(a + geo.sh * u0 - geo.ph, geo.H, geo.sh)
+        n_rows = len(range(geo.H)[rows])
+        for b in range(geo.sw):
+            v0 = -(-(geo.pw - b) // geo.sw)
+            cols = slice(b + geo.sw * v0 - geo.pw, geo.W, geo.sw)
+            n_cols = len(range(geo.W)[cols])
+            plane = phases[:m, :, a, b, :geo.Hq * geo.Wq].reshape(
+                m, geo.C, geo.Hq, geo.Wq)                                   # (m, C, Hq, Wq)
+            pairs.append((plane[:, :, u0:u0 + n_rows, v0:v0 + n_cols], (rows, cols)))
+    return pairs
+
+
+def _split_phases(x, n0, m, phases, geo):
+    """Copy images x[n0:n0+m] into their padded phase planes (the padding stays zero)."""
+    for block, (rows, cols) in _phase_views(phases, m, geo):
+        block[...] = x[n0:n0 + m, :, rows, cols]
+
+
+def _merge_phases(phases, gx, n0, m, geo):
+    """The inverse: gx[n0:n0+m] from the real pixels of the phase planes."""
+    for block, (rows, cols) in _phase_views(phases, m, geo):
+        gx[n0:n0 + m, :, rows, cols] = block
+
+
+@numba.njit(cache=True)
+def _all_finite(a):
+    """No NaN or infinity in ``a`` (stops at the first)."""
+    for v in a.ravel():
+        if not np.isfinite(v):
+            return False
+    return True
+
+
 @numba.njit(cache=True, inline="always")
-def _zero_garbage(row, Wo, Wc):
-    """Zero the Wc - Wo garbage columns of every output row held in ``row`` (Ho*Wc values)."""
-    for start in range(Wo, row.size, Wc):
-        for q in range(start, start + Wc - Wo):
-            row[q] = 0
+def _zero_garbage(block, Wo, Wq):
+    """Zero the Wq - Wo garbage columns of every output row held in ``block`` (Ho*Wq values)."""
+    for start in range(Wo, block.size, Wq):
+        for q in range(start, start + Wq - Wo):
+            block[q] = 0
 
 
 @numba.njit(cache=True)
-def _im2col_cpu(x, n0, col, ph, pw, Wp, S, sh, sw, dh, dw, Wc, Wo):
-    """col[c, i, j, n, oh*Wc + ow] = padded x[n0 + n, c] at tap (i, j) of output (oh, ow); the
-    garbage columns ow >= Wo are zeroed (they would read wrapped-around pixels: NaN must not leak
-    from there into the weight gradient)."""
+def _im2col_cpu(phases, col, sh, sw, dh, dw, Wq, Wo, zero_garbage):
+    """col[c, i, j, n, oh*Wq + ow] = padded image n, channel c at tap (i, j) of output (oh, ow):
+    one contiguous slice of phase (i*dh % sh, j*dw % sw). The garbage columns ow >= Wo read
+    wrapped-around pixels: ``zero_garbage`` zeroes them, for the weight gradient of an x holding
+    NaN or inf (times a zero garbage gy they must give 0)."""
     C, kh, kw, nb, L = col.shape
-    H, W = x.shape[2], x.shape[3]
-    plane = np.zeros(S, dtype=x.dtype)         # one padded channel plane; borders stay zero
-    contiguous = sh * Wp == Wc * sw             # stride 1: a tap's whole block is one slice
-    rows, row_len = (1, L) if contiguous else (L // Wc, Wc)
     for c in range(C):
         for n in range(nb):
-            for h in range(H):
-                dst = plane[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W]
-                src = x[n0 + n, c, h]
-                for v in range(W):
-                    dst[v] = src[v]
             for i in range(kh):
                 for j in range(kw):
-                    out = col[c, i, j, n]
-                    for r in range(rows):
-                        start = i * dh * Wp + j * dw + r * sh * Wp
-                        dst = out[r * row_len:(r + 1) * row_len]
-                        if sw == 1:                 # a contiguous slice vectorises
-                            src = plane[start:start + row_len]
-                            for q in range(row_len):
-                                dst[q] = src[q]
-                        else:
-                            strided = plane[start:start + row_len * sw:sw]
-                            for q in range(row_len):
-                                dst[q] = strided[q]
-                    _zero_garbage(out, Wo, Wc)
+                    start = (i * dh // sh) * Wq + j * dw // sw
+                    src = phases[n, c, i * dh % sh, j * dw % sw, start:start + L]
+                    dst = col[c, i, j, n]
+                    for q in range(L):
+                        dst[q] = src[q]
+                    if zero_garbage:
+                        _zero_garbage(dst, Wo, Wq)
 
 
 @numba.njit(cache=True)
-def _col2im_cpu(col, n0, gx, ph, pw, Wp, S, sh, sw, dh, dw, Wc, Wo):
-    """gx[n0 + n, c] = sum over taps of col (the adjoint of _im2col_cpu), cropped to (H, W).
-    Zeroes col's garbage columns first (a NaN weight times a zero garbage gy is NaN)."""
+def _col2im_cpu(col, phases, sh, sw, dh, dw, Wq, Wo, zero_garbage):
+    """phases[n, c] = sum over taps of col (the adjoint of _im2col_cpu). ``zero_garbage`` zeroes
+    col's garbage columns first: they hold w @ 0, NaN if w is not finite."""
     C, kh, kw, nb, L = col.shape
-    H, W = gx.shape[2], gx.shape[3]
-    plane = np.empty(S, dtype=gx.dtype)
-    contiguous = sh * Wp == Wc * sw
-    rows, row_len = (1, L) if contiguous else (L // Wc, Wc)
     for c in range(C):
         for n in range(nb):
-            plane[:] = 0
+            phases[n, c] = 0
             for i in range(kh):
                 for j in range(kw):
-                    inp = col[c, i, j, n]
-                    _zero_garbage(inp, Wo, Wc)
-                    for r in range(rows):
-                        start = i * dh * Wp + j * dw + r * sh * Wp
-                        src = inp[r * row_len:(r + 1) * row_len]
-                        if sw == 1:
-                            dst = plane[start:start + row_len]
-                            for q in range(row_len):
-                                dst[q] += src[q]
-                        else:
-                            strided = plane[start:start + row_len * sw:sw]
-                            for q in range(row_len):
-                                strided[q] += src[q]
-            for h in range(H):
-                src = plane[(h + ph) * Wp + pw:(h + ph) * Wp + pw + W]
-                dst = gx[n0 + n, c, h]
-                for v in range(W):
-                    dst[v] = src[v]
+                    src = col[c, i, j, n]
+                    if zero_garbage:
+                        _zero_garbage(src, Wo, Wq)
+                    start = (i * dh // sh) * Wq + j * dw // sw
+                    dst = phases[n, c, i * dh % sh, j * dw % sw, start:start + L]
+                    for q in range(L):
+                        dst[q] += src[q]
+
+
+@numba.njit(cache=True)
+def _crop_cpu(y_wide, y, n0, bias):
+    """y[n0 + n, k] = y_wide[k, n, :, :Wo] + bias[k]: drop the garbage columns (and transpose)."""
+    K, m, Ho, _ = y_wide.shape
+    Wo = y.shape[3]
+    for n in range(m):
+        for k in range(K):
+            for oh in range(Ho):
+                src, dst = y_wide[k, n, oh], y[n0 + n, k, oh]
+                for q in range(Wo):
+                    dst[q] = src[q] + bias[k]
+
+
+@numba.njit(cache=True)
+def _widen_cpu(gy, n0, gy_wide):
+    """gy_wide[k, n, :, :Wo] = gy[n0 + n, k]; the garbage columns are left alone (zero)."""
+    K, m, Ho, _ = gy_wide.shape
+    Wo = gy.shape[3]
+    for k in range(K):
+        for n in range(m):
+            for oh in range(Ho):
+                src, dst = gy[n0 + n, k, oh], gy_wide[k, n, oh]
+                for q in range(Wo):
+                    dst[q] = src[q]
 
 
 # --------------------------------------------------------------------------- CPU twin: GEMMs
@@ -174,87 +217,99 @@ def _work_dtype(dtype):
 
 
 def _images_per_chunk(geo, rows, dtype):
-    per_image = rows * geo.Ho * geo.Wc * np.dtype(dtype).itemsize
+    per_image = rows * geo.Ho * geo.Wq * np.dtype(dtype).itemsize
     return int(max(1, min(geo.N, COL_CHUNK_BYTES // max(per_image, 1))))
 
 
 def _wide(buf, lead, m, geo):
-    """A (lead, m, Ho, Wc) view of the front of a flat chunk buffer (garbage columns included)."""
-    return buf[:lead * m * geo.Ho * geo.Wc].reshape(lead, m, geo.Ho, geo.Wc)
+    """A (lead, m, Ho, Wq) view of the front of a flat chunk buffer (garbage columns included)."""
+    return buf[:lead * m * geo.Ho * geo.Wq].reshape(lead, m, geo.Ho, geo.Wq)
+
+
+def _columns(buf, m, geo):
+    """The chunk's column buffer as im2col fills it: (C, kh, kw, m, Ho*Wq)."""
+    return _wide(buf, geo.C * geo.kh * geo.kw, m, geo).reshape(geo.C, geo.kh, geo.kw, m, -1)
+
+
+def _gemm_view(a, groups, columns):
+    """(groups, rows / groups, columns): an array as the operand of one GEMM per group."""
+    return a.reshape(groups, -1, columns)
 
 
 def _forward_cpu(x, w, b, geo):
     dtype = _work_dtype(x.dtype)
     x = np.ascontiguousarray(x, dtype=dtype)
     G, K = geo.groups, geo.K
-    R = geo.C // G * geo.kh * geo.kw
+    bias = np.zeros(K, dtype) if b is None else b.astype(dtype, copy=False)
     y = np.empty(geo.y_shape, dtype)
-    if y.size == 0 or R == 0:
-        y[...] = 0 if b is None else b.reshape(-1, 1, 1)
+    if y.size == 0 or geo.C == 0:
+        y[...] = bias.reshape(-1, 1, 1)
         return y
-    wm = w.astype(dtype, copy=False).reshape(G, K // G, R)
+    wm = _gemm_view(w.astype(dtype, copy=False), G, w[0].size)              # (G, Kg, R)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw, dtype)
-    col_buf = np.empty(geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wc, dtype)
-    y_buf = np.empty(K * nb * geo.Ho * geo.Wc, dtype)
-    bias = None if b is None else b.astype(dtype, copy=False).reshape(K, 1, 1, 1)
+    col_buf = np.empty(geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq, dtype)
+    y_buf = np.empty(K * nb * geo.Ho * geo.Wq, dtype)
+    phases = geo.phase_buffer(nb, dtype)
     for n0 in range(0, geo.N, nb):
         m = min(nb, geo.N - n0)
-        col = _wide(col_buf, geo.C * geo.kh * geo.kw, m, geo)
-        _im2col_cpu(x, n0, col.reshape(geo.C, geo.kh, geo.kw, m, -1), *geo.layout())
-        y_wide = _wide(y_buf, K, m, geo)                                  # (K, m, Ho, Wc)
-        np.matmul(wm, col.reshape(G, R, -1), out=y_wide.reshape(G, K // G, -1))
-        out = y[n0:n0 + m].transpose(1, 0, 2, 3)                          # (K, m, Ho, Wo)
-        if bias is None:
-            np.copyto(out, y_wide[..., :geo.Wo])
-        else:
-            np.add(y_wide[..., :geo.Wo], bias, out=out)
+        col = _columns(col_buf, m, geo)
+        _split_phases(x, n0, m, phases, geo)
+        _im2col_cpu(phases, col, *geo.layout(), False)           # garbage outputs are dropped
+        y_wide = _wide(y_buf, K, m, geo)                                    # (K, m, Ho, Wq)
+        cols = m * geo.Ho * geo.Wq
+        np.matmul(wm, _gemm_view(col, G, cols), out=_gemm_view(y_wide, G, cols))
+        _crop_cpu(y_wide, y, n0, bias)
     return y
-
-
-def _gy_wide(gy, n0, m, buf, geo):
-    """gy[n0:n0+m] as (K, m, Ho, Wc) in ``buf``; the garbage columns stay zero."""
-    gyw = _wide(buf, geo.K, m, geo)
-    gyw[..., :geo.Wo] = gy[n0:n0 + m].transpose(1, 0, 2, 3)
-    return gyw
 
 
 def _grad_input_cpu(gy, w, geo):
     dtype = _work_dtype(gy.dtype)
+    gy = gy.astype(dtype, copy=False)
     G, K = geo.groups, geo.K
-    R = geo.C // G * geo.kh * geo.kw
     gx = np.zeros(geo.x_shape, dtype)
     if gx.size == 0 or gy.size == 0:
         return gx
-    wt = w.astype(dtype, copy=False).reshape(G, K // G, R).transpose(0, 2, 1)   # (G, R, Kg)
-    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw, dtype)
-    gy_buf = np.zeros(K * nb * geo.Ho * geo.Wc, dtype)
-    col_buf = np.empty(geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wc, dtype)
+    w = np.ascontiguousarray(w, dtype=dtype)
+    wt = _gemm_view(w, G, w[0].size).transpose(0, 2, 1)                   # (G, R, Kg)
+    finite_w = _all_finite(w)
+    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
+    gy_buf = np.zeros(K * nb * geo.Ho * geo.Wq, dtype)           # garbage columns stay zero
+    col_buf = np.empty(geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq, dtype)
+    phases = geo.phase_buffer(nb, dtype)
     for n0 in range(0, geo.N, nb):
         m = min(nb, geo.N - n0)
-        gyw = _gy_wide(gy, n0, m, gy_buf, geo)
-        col = _wide(col_buf, geo.C * geo.kh * geo.kw, m, geo)
-        np.matmul(wt, gyw.reshape(G, K // G, -1), out=col.reshape(G, R, -1))
-        _col2im_cpu(col.reshape(geo.C, geo.kh, geo.kw, m, -1), n0, gx, *geo.layout())
+        gy_wide = _wide(gy_buf, K, m, geo)                                  # (K, m, Ho, Wq)
+        _widen_cpu(gy, n0, gy_wide)
+        col = _columns(col_buf, m, geo)
+        cols = m * geo.Ho * geo.Wq
+        np.matmul(wt, _gemm_view(gy_wide, G, cols), out=_gemm_view(col, G, cols))
+        _col2im_cpu(col, phases, *geo.layout(), not finite_w)
+        _merge_phases(phases, gx, n0, m, geo)
     return gx
 
 
 def _grad_weight_cpu(x, gy, geo):
     dtype = _work_dtype(x.dtype)
     x = np.ascontiguousarray(x, dtype=dtype)
+    gy = gy.astype(dtype, copy=False)
     G, K = geo.groups, geo.K
-    R = geo.C // G * geo.kh * geo.kw
-    gw = np.zeros((G, K // G, R), dtype)
+    gw = np.zeros((G, K // G, geo.C // G * geo.kh * geo.kw), dtype)
     if gy.size == 0 or gw.size == 0:
         return gw.reshape(geo.w_shape)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
-    gy_buf = np.zeros(K * nb * geo.Ho * geo.Wc, dtype)
-    col_buf = np.empty(geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wc, dtype)
+    gy_buf = np.zeros(K * nb * geo.Ho * geo.Wq, dtype)
+    col_buf = np.empty(geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq, dtype)
+    phases = geo.phase_buffer(nb, dtype)
+    finite_x = _all_finite(x)
     for n0 in range(0, geo.N, nb):
         m = min(nb, geo.N - n0)
-        col = _wide(col_buf, geo.C * geo.kh * geo.kw, m, geo)
-        _im2col_cpu(x, n0, col.reshape(geo.C, geo.kh, geo.kw, m, -1), *geo.layout())
-        gyw = _gy_wide(gy, n0, m, gy_buf, geo)
-        gw += np.matmul(gyw.reshape(G, K // G, -1), col.reshape(G, R, -1).transpose(0, 2, 1))
+        col = _columns(col_buf, m, geo)
+        _split_phases(x, n0, m, phases, geo)
+        _im2col_cpu(phases, col, *geo.layout(), not finite_x)
+        gy_wide = _wide(gy_buf, K, m, geo)
+        _widen_cpu(gy, n0, gy_wide)
+        cols = m * geo.Ho * geo.Wq
+        gw += np.matmul(_gemm_view(gy_wide, G, cols), _gemm_view(col, G, cols).transpose(0, 2, 1))
     return gw.reshape(geo.w_shape)
 
 

@@ -68,13 +68,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     stride = _pair(op, "stride", stride, 1, shapes)
     dilation = _pair(op, "dilation", dilation, 1, shapes)
     groups = _groups(op, groups, shapes)
-    _check_weight(op, input, weight, bias, groups, in_dim=1, out_dim=0)
+    _check_weight(op, input, weight, bias, groups, in_dim=1, out_dim=0, shapes=shapes)
     kernel = tuple(weight.shape[2:])
     if isinstance(padding, str):
         input, padding = _string_padding(op, input, padding, kernel, stride, dilation, shapes)
     else:
         padding = _pair(op, "padding", padding, 0, shapes)
-    _check_size(op, input, weight, kernel, stride, padding, dilation)
+    _check_size(op, input, weight, kernel, padding, dilation)
     return _unbatched(input, lambda x: Conv2d.apply(x, weight, bias, stride, padding, dilation,
                                                     groups))
 
@@ -106,7 +106,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     padding = _pair(op, "padding", padding, 0, shapes)
     output_padding = _pair(op, "output_padding", output_padding, 0, shapes)
     groups = _groups(op, groups, shapes)
-    _check_weight(op, input, weight, bias, groups, in_dim=0, out_dim=1)
+    _check_weight(op, input, weight, bias, groups, in_dim=0, out_dim=1, shapes=shapes)
     for axis, (op_, s, d) in enumerate(zip(output_padding, stride, dilation)):
         if op_ >= max(s, d):
             raise ValueError(
@@ -130,12 +130,13 @@ def _check_tensors(op, input, weight, bias):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
     if bias is not None and not isinstance(bias, Tensor):
         raise TypeError(f"{op}: bias must be a Tensor or None, got {type(bias).__name__}")
+    shapes = f"(input shape {input.shape}, weight shape {weight.shape})"
     if input.dtype.kind != "f":
-        raise TypeError(f"{op}: input must be floating point, got dtype {input.dtype}")
+        raise TypeError(f"{op}: input must be floating point, got dtype {input.dtype} {shapes}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != input.dtype:
-            raise TypeError(f"{op}: input dtype {input.dtype} and {name} dtype {t.dtype} differ")
-    shapes = f"(input shape {input.shape}, weight shape {weight.shape})"
+            raise TypeError(f"{op}: input dtype {input.dtype} and {name} dtype {t.dtype} differ "
+                            f"{shapes}")
     if input.ndim not in (3, 4):
         raise ValueError(f"{op}: expected 3-D (unbatched) or 4-D (batched) input {shapes}")
     if weight.ndim != 4:
@@ -165,9 +166,8 @@ def _groups(op, groups, shapes):
     return int(groups)
 
 
-def _check_weight(op, input, weight, bias, groups, in_dim, out_dim):
+def _check_weight(op, input, weight, bias, groups, in_dim, out_dim, shapes):
     """Channels: input C_in == weight.shape[in_dim] (* groups for conv2d), C_out divisible."""
-    shapes = f"(input shape {input.shape}, weight shape {weight.shape})"
     channels = input.shape[-3]
     expected = weight.shape[1] * groups if in_dim == 1 else weight.shape[0]
     if channels != expected:
@@ -202,7 +202,7 @@ def _string_padding(op, input, padding, kernel, stride, dilation, shapes):
     return input, (total[0] // 2, total[1] // 2)
 
 
-def _check_size(op, input, weight, kernel, stride, padding, dilation):
+def _check_size(op, input, weight, kernel, padding, dilation):
     padded = [n + 2 * p for n, p in zip(input.shape[-2:], padding)]
     span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
     if any(s > n for s, n in zip(span, padded)):

@@ -119,6 +119,8 @@ def test_conv2d_against_loops(rng, case, dtype):
                              (1, 4, 3, 3, 3, (3, 3), (2, 2), (1, 1), (1, 1), 1, (1, 1)),
                              (2, 4, 3, 4, 1, (2, 3), (2, 3), (1, 0), (1, 2), 2, (1, 1)),
                              (1, 2, 4, 3, 2, (3, 2), (1, 2), (1, 1), (0, 1), 1, (2, 1)),
+                             # output_padding >= stride (allowed: < dilation)
+                             (2, 2, 4, 3, 3, (3, 2), (1, 2), (1, 0), (1, 1), 1, (2, 1)),
                              (2, 3, 5, 4, 1, (3, 3), (3, 2), (2, 1), (2, 0), 3, (1, 1)),
                              (0, 2, 3, 3, 2, (1, 1), (1, 1), (0, 0), (0, 0), 1, (1, 1)),
                          ])
@@ -187,6 +189,19 @@ def test_nan_propagates_exactly_where_the_definition_says(rng, stride, padding, 
         np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
         np.testing.assert_allclose(g[~np.isnan(r)], r[~np.isnan(r)], rtol=1e-10, atol=1e-10)
     assert np.isnan(want[0]).any() and not np.isnan(want[0]).all()
+
+
+def test_float16_computes_in_float32_and_returns_float16(rng):
+    x = _random(rng, (2, 3, 6, 5), np.float16)
+    w = _random(rng, (4, 3, 3, 3), np.float16)
+    y = conv.conv2d_forward(x, w, None, (1, 1), (1, 1), (1, 1), 1)
+    gy = _random(rng, y.shape, np.float16)
+    want = conv2d_loops(x.astype(float), w.astype(float), np.zeros(4), gy.astype(float),
+                        (1, 1), (1, 1), (1, 1), 1)
+    got = (y,) + conv.conv2d_backward(x, w, gy, (1, 1), (1, 1), (1, 1), 1)
+    for g, r in zip(got, want):
+        assert g.dtype == np.float16
+        np.testing.assert_allclose(g.astype(float), r, rtol=1e-2, atol=3e-2 * np.abs(r).max())
 
 
 def test_output_size_formulas():

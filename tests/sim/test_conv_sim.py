@@ -70,6 +70,7 @@ def test_weight_gradient_split_over_blocks(rng, monkeypatch):
 @pytest.mark.parametrize("stride, padding, output_padding, groups, dilation", [
     ((2, 2), (1, 1), (1, 1), 1, (1, 1)),
     ((2, 1), (0, 1), (1, 0), 2, (1, 2)),
+    ((1, 1), (1, 0), (1, 1), 1, (2, 2)),          # output_padding >= stride (< dilation)
 ])
 def test_conv_transpose2d_matches_twin(rng, monkeypatch, stride, padding, output_padding, groups,
                                        dilation):
