@@ -244,7 +244,7 @@ def main(argv=None):
     rows, modes = run(args.device, args.only, args.repeats)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = (f"{stamp}, {platform.processor() or platform.machine()}, device {args.device}, "
-            f"median of {args.repeats} interleaved runs\n\n" + table(rows, modes, args.device))
+            f"median of {args.repeats}+ runs, the libraries alternating in blocks of 4\n\n" + table(rows, modes, args.device))
     print("\n" + text)
     if args.markdown:
         with open(args.markdown, "w") as f:

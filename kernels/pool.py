@@ -23,6 +23,8 @@ plane belongs to one thread. The CUDA kernels
 (pool_cuda.py) gather instead: one thread per input pixel, deterministic, no atomics.
 """
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
@@ -64,7 +66,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
     y = np.empty((planes.shape[0],) + out, planes.dtype)
     argmax = np.empty(y.shape, index_dtype(kernel_size))
     rows, cols = _windows(x.shape, out, kernel_size, stride, padding, dilation)
-    _max_fwd_cpu(planes, y, argmax, rows, cols, kernel_size[1], *dilation)
+    _pick(_MAX_FWD, planes.size)(planes, y, argmax, rows, cols, kernel_size[1], *dilation)
     shape = x.shape[:-2] + out
     return y.astype(x.dtype, copy=False).reshape(shape), argmax.reshape(shape)
 
@@ -78,7 +80,8 @@ def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, d
     g = _planes(gy).astype(_compute_dtype(gy.dtype), copy=False)
     gx = np.zeros((g.shape[0],) + tuple(input_shape[-2:]), g.dtype)
     rows, cols = _windows(input_shape, gy.shape[-2:], kernel_size, stride, padding, dilation)
-    _max_bwd_cpu(g, _planes(argmax), gx, rows[0], cols[0], kernel_size[1], *dilation)
+    _pick(_MAX_BWD, gx.size)(g, _planes(argmax), gx, rows[0], cols[0], kernel_size[1],
+                             *dilation)
     return gx.astype(gy.dtype, copy=False).reshape(input_shape)
 
 
@@ -191,16 +194,16 @@ def _divisors(windows, count_include_pad, divisor, dtype):
 def _mean_fwd(x, out, windows, count_include_pad, divisor):
     planes = _planes(x).astype(_compute_dtype(x.dtype), copy=False)
     y = np.empty((planes.shape[0],) + tuple(out), planes.dtype)
-    _avg_fwd_cpu(planes, y, *windows, windows[1][2].max(initial=0),
-                 *_divisors(windows, count_include_pad, divisor, planes.dtype))
+    _pick(_AVG_FWD, planes.size)(planes, y, *windows, windows[1][2].max(initial=0),
+                                 *_divisors(windows, count_include_pad, divisor, planes.dtype))
     return y.astype(x.dtype, copy=False).reshape(x.shape[:-2] + tuple(out))
 
 
 def _mean_bwd(gy, input_shape, windows, count_include_pad, divisor):
     g = _planes(gy).astype(_compute_dtype(gy.dtype), copy=False)
     gx = np.zeros((g.shape[0],) + tuple(input_shape[-2:]), g.dtype)
-    _avg_bwd_cpu(g, gx, *windows, windows[1][2].max(initial=0),
-                 *_divisors(windows, count_include_pad, divisor, g.dtype))
+    _pick(_AVG_BWD, gx.size)(g, gx, *windows, windows[1][2].max(initial=0),
+                             *_divisors(windows, count_include_pad, divisor, g.dtype))
     return gx.astype(gy.dtype, copy=False).reshape(input_shape)
 
 
@@ -210,6 +213,26 @@ def _mean_bwd(gy, input_shape, windows, count_include_pad, divisor):
 # branch-free loop over the row updates the max and argmax (or the sums). That loop vectorises,
 # where a loop over each window's cells cannot (3x faster for a 2x2 max pool).
 
+# Threads pay off only on large inputs. Below this many input elements the serial twin runs: it
+# also sidesteps a shared-OpenMP trap, where PyTorch imported first in the same process (as the
+# tests' oracle is) keeps libgomp's workers spinning and a parallel region here then waits for
+# them (a LeNet step: 4.7 ms alone, 32 ms with PyTorch imported first, 4.9 ms serial).
+PARALLEL_MIN_ELEMENTS = 1 << 21
+
+
+def _serial_and_parallel(py_func):
+    """Two compiled twins of one loop nest: prange runs as range in the serial one. The serial
+    copy gets its own qualified name so Numba's on-disk cache keeps the two apart."""
+    serial = types.FunctionType(py_func.__code__, py_func.__globals__, py_func.__name__,
+                                py_func.__defaults__, py_func.__closure__)
+    serial.__qualname__ = py_func.__qualname__ + "_serial"
+    return njit(cache=True)(serial), njit(parallel=True, cache=True)(py_func)
+
+
+def _pick(twins, work):
+    return twins[1] if work >= PARALLEL_MIN_ELEMENTS else twins[0]
+
+
 @njit(inline="always", cache=True)
 def _gather_row(src, cols, j, dw, fill, out):
     """out[ow] = the cell that offset j of window ow reads in the input row src, or fill."""
@@ -217,7 +240,6 @@ def _gather_row(src, cols, j, dw, fill, out):
         out[ow] = src[cols[0, ow] + j * dw] if cols[1, ow] <= j < cols[2, ow] else fill
 
 
-@njit(parallel=True, cache=True)
 def _max_fwd_cpu(x, y, argmax, rows, cols, kw, dh, dw):
     P, Ho, Wo = y.shape
     for p in prange(P):
@@ -240,7 +262,6 @@ def _max_fwd_cpu(x, y, argmax, rows, cols, kw, dh, dw):
                         arg[ow] = k if take else arg[ow]
 
 
-@njit(parallel=True, cache=True)
 def _max_bwd_cpu(gy, argmax, gx, row_start, col_start, kw, dh, dw):
     P, H, W = gx.shape
     Ho, Wo = gy.shape[1], gy.shape[2]
@@ -254,7 +275,6 @@ def _max_bwd_cpu(gy, argmax, gx, row_start, col_start, kw, dh, dw):
                     gx[p, h, w] += gy[p, oh, ow]
 
 
-@njit(parallel=True, cache=True)
 def _avg_fwd_cpu(x, y, rows, cols, kw, row_div, col_div):
     P, Ho, Wo = y.shape
     for p in prange(P):
@@ -271,7 +291,6 @@ def _avg_fwd_cpu(x, y, rows, cols, kw, row_div, col_div):
                 total[ow] /= row_div[oh] * col_div[ow]
 
 
-@njit(parallel=True, cache=True)
 def _avg_bwd_cpu(gy, gx, rows, cols, kw, row_div, col_div):
     P, Ho, Wo = gy.shape
     for p in prange(P):                 # scatter within one plane: no two threads share a pixel
@@ -285,3 +304,9 @@ def _avg_bwd_cpu(gy, gx, rows, cols, kw, row_div, col_div):
                     for ow in range(Wo):
                         if cols[1, ow] <= j < cols[2, ow]:
                             dst[cols[0, ow] + j] += g[ow]
+
+
+_MAX_FWD = _serial_and_parallel(_max_fwd_cpu)
+_MAX_BWD = _serial_and_parallel(_max_bwd_cpu)
+_AVG_FWD = _serial_and_parallel(_avg_fwd_cpu)
+_AVG_BWD = _serial_and_parallel(_avg_bwd_cpu)

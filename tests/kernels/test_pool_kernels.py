@@ -188,3 +188,20 @@ def test_unbatched_planes_keep_their_leading_shape(rng):
 def test_output_size_follows_pytorch(n, k, s, p, d):
     for ceil_mode in (False, True):
         assert K.pool_output_size(n, k, s, p, d, ceil_mode) == out_size(n, k, s, p, d, ceil_mode)
+
+
+def test_parallel_and_serial_twins_agree(rng, monkeypatch):
+    """Small inputs run the serial twin; force the threaded one and compare, both directions."""
+    x = rng.standard_normal((3, 5, 9, 11)).astype(np.float32)
+    args = dict(kernel_size=(3, 2), stride=(2, 2), padding=(1, 1), dilation=(1, 1),
+                ceil_mode=True)
+    results = []
+    for threshold in (1 << 40, 0):
+        monkeypatch.setattr(K, "PARALLEL_MIN_ELEMENTS", threshold)
+        y, arg = K.max_pool2d_forward(x, **args)
+        gy = np.ones_like(y)
+        gx = K.max_pool2d_backward(gy, arg, x.shape, args["kernel_size"], args["stride"],
+                                   args["padding"], args["dilation"])
+        results.append((y, arg, gx))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
