@@ -10,7 +10,9 @@ Both libraries speak the same dialect, so each workload is written ONCE against 
 """
 
 import argparse
+import pathlib
 import platform
+import subprocess
 import sys
 from datetime import datetime, timezone
 
@@ -25,6 +27,7 @@ import gpudl  # noqa: E402
 from benchmarks.common import side_by_side  # noqa: E402
 
 WORKLOADS = []     # (name, devices, build(lib, device) -> step callable)
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def workload(name, devices=("cpu",)):
@@ -173,12 +176,26 @@ def attention_big_causal(lib, device):
     return _attention(lib, device, (4, 8, 1024, 64), True)
 
 
+def _isolated_ms(library, device, name, repeats):
+    """Median ms of one workload for one library, alone in a fresh interpreter: no other
+    library's threads in the process (the alternating numbers include that interference)."""
+    code = (f"import sys, {library} as lib; sys.path.insert(0, {repr(str(_ROOT))});"
+            "from benchmarks.compare import WORKLOADS; from benchmarks.common import median_ms;"
+            f"build = next(b for n, _, b in WORKLOADS if n == {name!r});"
+            f"lib.manual_seed(0); print(median_ms(build(lib, {device!r}), {repeats}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600)
+    if out.returncode:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1])
+    return float(out.stdout.split()[-1])
+
+
 def _set_tf32(torch, enabled):
     torch.backends.cudnn.allow_tf32 = enabled
     torch.backends.cuda.matmul.allow_tf32 = False     # PyTorch's default either way
 
 
-def run(device, only=None, repeats=21):
+def run(device, only=None, repeats=21, isolated=False):
     """Rows of (workload, gpudl ms, {torch mode: ms})."""
     if torch is None:
         raise SystemExit("benchmarks.compare needs PyTorch: pip install -e '.[bench]'")
@@ -191,6 +208,11 @@ def run(device, only=None, repeats=21):
         if device not in devices or (only and only.lower() not in name.lower()):
             continue
         try:
+            if isolated:
+                rows.append((name, _isolated_ms("gpudl", device, name, repeats),
+                             {"default": _isolated_ms("torch", device, name, repeats)}))
+                print(_format_row(rows[-1], modes), flush=True)
+                continue
             gpudl.manual_seed(0)
             ours = build(gpudl, device)
             torch.manual_seed(0)
@@ -238,13 +260,17 @@ def main(argv=None):
     parser.add_argument("--only", help="run workloads whose name contains this text")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--isolated", action="store_true",
+                        help="time each library alone in a fresh process (CPU)")
     args = parser.parse_args(argv)
     if args.device != gpudl.device():
         parser.error(f"gpudl runs on {gpudl.device()} here; set GPUDL_DEVICE={args.device}")
-    rows, modes = run(args.device, args.only, args.repeats)
+    rows, modes = run(args.device, args.only, args.repeats, args.isolated)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = (f"{stamp}, {platform.processor() or platform.machine()}, device {args.device}, "
-            f"median of {args.repeats}+ runs, the libraries alternating in blocks of 4\n\n" + table(rows, modes, args.device))
+            + ("each library alone in a fresh process" if args.isolated else
+               "the libraries alternating in blocks of 4 in one process")
+            + f", median of {args.repeats}+ runs\n\n" + table(rows, modes, args.device))
     print("\n" + text)
     if args.markdown:
         with open(args.markdown, "w") as f:
