@@ -30,7 +30,7 @@ def test_tensor_copies_its_input():
 
 
 def test_numpy_shares_memory_on_cpu_even_with_grad():
-    t = gd.zeros(3, requires_grad=True)
+    t = gd.zeros(3, requires_grad=True, device="cpu")
     assert np.shares_memory(t.numpy(), t.data)
 
 
