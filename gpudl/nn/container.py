@@ -16,7 +16,51 @@ def _index(container, idx):
     return idx % n
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: positions, renumbering, append/extend/insert."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __delitem__(self, idx):
+        keys = list(self._modules)
+        for key in keys[idx] if isinstance(idx, slice) else [keys[_index(self, idx)]]:
+            del self._modules[key]
+        self._renumber(list(self._modules.values()))
+
+    def _renumber(self, modules):
+        """Re-register ``modules`` as "0".."n-1", as torch does after a removal or insertion."""
+        self._modules.clear()
+        for i, module in enumerate(modules):
+            self.register_module(str(i), module)
+
+    def append(self, module):
+        self.register_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        if isinstance(modules, Module) and not isinstance(modules, _ModuleSequence):
+            raise TypeError(f"{type(self).__name__}.extend should be called with an iterable "
+                            f"of modules, got {type(modules).__name__}")
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index, module):
+        n = len(self)
+        if not -n <= index <= n:
+            raise IndexError(f"{type(self).__name__}.insert: index {index} is out of range for "
+                             f"{n} modules")
+        items = list(self._modules.values())
+        items.insert(index % (n + 1) if index < 0 else index, module)
+        self._renumber(items)
+        return self
+
+
+class Sequential(_ModuleSequence):
     """Modules called in order, each on the previous one's output.
 
     ``Sequential(a, b, c)`` names the children "0", "1", "2"; ``Sequential(OrderedDict(...))``
@@ -46,43 +90,6 @@ class Sequential(Module):
         key = list(self._modules)[_index(self, idx)]
         setattr(self, key, module)
 
-    def __delitem__(self, idx):
-        keys = list(self._modules)
-        for key in keys[idx] if isinstance(idx, slice) else [keys[_index(self, idx)]]:
-            del self._modules[key]
-        # renumber, as torch does, so the names stay "0".."n-1"
-        items = list(self._modules.values())
-        self._modules.clear()
-        for i, module in enumerate(items):
-            self._modules[str(i)] = module
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.register_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for module in modules:
-            self.append(module)
-        return self
-
-    def insert(self, index, module):
-        n = len(self)
-        if not -n <= index <= n:
-            raise IndexError(f"Sequential.insert: index {index} is out of range for {n} modules")
-        index = index % (n + 1) if index < 0 else index
-        items = list(self._modules.values())
-        items.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self.register_module(str(i), m)
-        return self
-
     # Keras-style training (gpudl.keras is imported on first use)
     def compile(self, *args, **kwargs):
         """Keras's ``model.compile(optimizer=..., loss=..., metrics=[...])``; see gpudl.keras."""
@@ -105,7 +112,7 @@ class Sequential(Module):
         return keras.predict(self, *args, **kwargs)
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules, registered as children "0", "1", ... (no forward of its own)."""
 
     def __init__(self, modules=None):
@@ -121,45 +128,11 @@ class ModuleList(Module):
     def __setitem__(self, idx, module):
         setattr(self, str(_index(self, idx)), module)
 
-    def __delitem__(self, idx):
-        keys = list(self._modules)
-        for key in keys[idx] if isinstance(idx, slice) else [keys[_index(self, idx)]]:
-            del self._modules[key]
-        items = list(self._modules.values())
-        self._modules.clear()
-        for i, module in enumerate(items):
-            self._modules[str(i)] = module
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def __iadd__(self, modules):
         return self.extend(modules)
 
     def __add__(self, other):
         return type(self)(list(self) + list(other))
-
-    def append(self, module):
-        self.register_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        if isinstance(modules, Module) and not isinstance(modules, (ModuleList, Sequential)):
-            raise TypeError("ModuleList.extend should be called with an iterable of modules, "
-                            f"got {type(modules).__name__}")
-        for module in modules:
-            self.append(module)
-        return self
-
-    def insert(self, index, module):
-        items = list(self._modules.values())
-        items.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self.register_module(str(i), m)
 
 
 class ModuleDict(Module):
