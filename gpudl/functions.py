@@ -25,8 +25,12 @@ def _tensors(op, tensors):
 def cat(tensors, dim=0, *, axis=None):
     """Join tensors along an existing dimension; all other sizes must match."""
     tensors = _tensors("cat", tensors)
+    # torch's legacy rule: 1-D empty tensors are skipped whatever the others' shapes
+    tensors = [t for t in tensors if t.shape != (0,)] or tensors[:1]
     dim = dim if axis is None else axis
     ref = tensors[0]
+    if any(t.ndim == 0 for t in tensors):
+        raise ValueError("cat: zero-dimensional tensors cannot be concatenated; use stack")
     axis = normalize_axis(dim, ref.ndim, "cat")
     for i, t in enumerate(tensors):
         if t.ndim != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(t.shape, ref.shape))
@@ -50,6 +54,8 @@ def stack(tensors, dim=0, *, axis=None):
 
 def _method(name):
     def call(input, *args, **kwargs):
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
         return getattr(input, name)(*args, **kwargs)
     call.__name__ = name
     call.__doc__ = f"Functional form of Tensor.{name}."

@@ -66,6 +66,8 @@ class MathMixin:
         return matmul(other, self)
 
     def __neg__(self):
+        if self.dtype == dtypes.bool_:
+            raise TypeError("neg: negation of a bool tensor is not supported; use ~ instead")
         return E.Neg.apply(self)
 
     def __abs__(self):
@@ -135,7 +137,7 @@ class MathMixin:
     def clip(self, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clip: at least one of 'min' or 'max' must not be None")
-        return E.Clip.apply(self, _scalar_bound(min), _scalar_bound(max))
+        return E.Clip.apply(self, _bound(min, self), _bound(max, self))
 
     clamp = clip
 
@@ -143,6 +145,9 @@ class MathMixin:
         return _binary(E.Maximum, "maximum", self, other)
 
     def masked_fill(self, mask, value):
+        if isinstance(value, T.Tensor) and value.ndim != 0:
+            raise ValueError(f"masked_fill: value must be a Python number or a 0-d tensor, got "
+                             f"a tensor of shape {value.shape}")
         return where(mask, value, self)
 
     def _floating(self):
@@ -159,6 +164,8 @@ class MathMixin:
 
     def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
             keepdims=None):
+        if isinstance(dim, bool):                 # torch.var(x, True): the unbiased overload
+            dim, unbiased = None, dim if unbiased is None else unbiased
         dim, keepdim = _reduce_args("var", dim, keepdim, axis, keepdims)
         if unbiased is not None and correction is not None:
             raise TypeError("var: pass unbiased or correction, not both")
@@ -182,6 +189,10 @@ class MathMixin:
         if dim is None:
             return R.Extreme.apply(self, None, keepdim, largest)
         axis = normalize_axis(dim, self.ndim, op)
+        if self.ndim == 0:                        # torch: a 0-d tensor is its own max along dim 0
+            index = T.Tensor._make(backend.xp_for(self._device).zeros((), np.int64), False,
+                                   None, 0, self._device)
+            return MaxMin(self.clone(), index)
         return MaxMin(*R.Extreme.apply(self, axis, keepdim, largest))
 
     def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
@@ -217,10 +228,11 @@ class MathMixin:
 
 
 
-def _scalar_bound(bound):
-    if isinstance(bound, T.Tensor):
-        return bound.data
-    return bound
+def _bound(bound, like):
+    """A clamp bound: None, a Python scalar, or a Tensor (which then receives a gradient)."""
+    if bound is None or isinstance(bound, (int, float, T.Tensor)):
+        return bound
+    return T.Tensor._make(T._raw(bound, like), False, None, 0, like._device)
 
 
 def _as_operand(value, like):

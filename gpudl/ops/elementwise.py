@@ -214,12 +214,12 @@ class Relu(Function):
 
 
 class Clip(Function):
-    """clamp(a, lo, hi): the gradient flows where lo <= a <= hi (torch's convention)."""
+    """clamp(a, lo, hi) with scalar or array bounds (broadcast). As in torch, the gradient flows
+    to ``a`` where lo <= a <= hi, to ``lo`` where a < lo < hi, to ``hi`` where a > hi or hi < lo."""
 
     @staticmethod
     def forward(ctx, a, lo, hi):
-        ctx.save_for_backward(a)
-        ctx.bounds = (lo, hi)
+        ctx.save_for_backward(a, lo, hi)
         xp = xp_of(a)
         y = a
         if lo is not None:
@@ -230,14 +230,22 @@ class Clip(Function):
 
     @staticmethod
     def backward(ctx, g):
-        (a,) = ctx.saved_tensors
-        lo, hi = ctx.bounds
+        a, lo, hi = ctx.saved_tensors
+        na, nlo, nhi = ctx.needs_input_grad
         keep = True
         if lo is not None:
             keep = keep & (a >= lo)
         if hi is not None:
             keep = keep & (a <= hi)
-        return g * keep, None, None
+        ga = sum_to(g * keep, _shape(a)) if na else None
+        glo = ghi = None
+        if nlo:
+            below = (a < lo) if hi is None else (a < lo) & (lo < hi)
+            glo = sum_to(g * below, _shape(lo))
+        if nhi:
+            above = (a > hi) if lo is None else (a > hi) | (hi < lo)
+            ghi = sum_to(g * above, _shape(hi))
+        return ga, glo, ghi
 
 
 class Where(Function):

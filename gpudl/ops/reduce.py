@@ -111,6 +111,8 @@ def _quiet(xp):
 
 def softmax_array(a, axis):
     xp = xp_of(a)
+    if a.size == 0:
+        return a.copy()
     shifted = a - a.max(axis=axis, keepdims=True)
     e = xp.exp(shifted)
     return e / e.sum(axis=axis, keepdims=True)
@@ -118,6 +120,8 @@ def softmax_array(a, axis):
 
 def log_softmax_array(a, axis):
     xp = xp_of(a)
+    if a.size == 0:
+        return a.copy()
     shifted = a - a.max(axis=axis, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 

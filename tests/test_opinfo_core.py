@@ -1,0 +1,293 @@
+"""Sweep PyTorch's own OpInfo sample inputs over gpudl's core tensor ops (float64, CPU).
+
+For every sample of every op below, the input, args and kwargs are translated to gpudl, the
+gpudl equivalent is called, and its outputs and the gradients of ``(out * w).sum()`` (random
+``w``) are compared with torch. Samples that use features outside API.md (dtype=, out=, rounding
+modes, ...) are skipped and counted; KNOWN, deliberate departures are listed in ``KNOWN`` below.
+"""
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("expecttest")
+cmi = pytest.importorskip("torch.testing._internal.common_methods_invocations")
+
+
+def _method(name):
+    call = lambda x, *a, **k: getattr(x, name)(*a, **k)  # noqa: E731
+    call.method_only = True         # gpudl has no functional form: input must be a Tensor
+    return call
+
+
+# (OpInfo name, variant_test_name) -> gpudl callable taking the sample's (input, *args, **kwargs)
+GPUDL = {
+    ("add", ""): _method("add"),
+    ("sub", ""): _method("sub"),
+    ("mul", ""): _method("mul"),
+    ("div", "no_rounding_mode"): _method("div"),
+    ("pow", ""): _method("pow"),
+    ("neg", ""): _method("neg"),
+    ("abs", ""): _method("abs"),
+    ("exp", ""): gd.exp,
+    ("log", ""): gd.log,
+    ("sqrt", ""): gd.sqrt,
+    ("tanh", ""): gd.tanh,
+    ("sigmoid", ""): gd.sigmoid,
+    ("nn.functional.relu", ""): gd.relu,
+    ("clamp", ""): gd.clamp,
+    ("maximum", ""): gd.maximum,
+    ("minimum", ""): gd.min,          # gpudl spells torch.minimum(a, b) as min(a, b)
+    ("max", "binary"): gd.max,
+    ("min", "binary"): gd.min,
+    ("where", ""): lambda x, cond, other: gd.where(cond, x, other),
+    ("sum", ""): gd.sum,
+    ("mean", ""): gd.mean,
+    ("amax", ""): gd.max,             # amax over all dims == max(); dim= samples are skipped
+    ("amin", ""): gd.min,
+    ("max", "reduction_with_dim"): gd.max,
+    ("max", "reduction_no_dim"): gd.max,
+    ("min", "reduction_with_dim"): gd.min,
+    ("min", "reduction_no_dim"): gd.min,
+    ("var", ""): gd.var,
+    ("var", "unbiased"): gd.var,
+    ("std", ""): gd.std,
+    ("std", "unbiased"): gd.std,
+    ("argmax", ""): gd.argmax,
+    ("argmin", ""): gd.argmin,
+    ("softmax", ""): gd.softmax,
+    ("log_softmax", ""): gd.log_softmax,
+    ("matmul", ""): gd.matmul,
+    ("reshape", ""): gd.reshape,
+    ("view", ""): _method("view"),
+    ("flatten", ""): gd.flatten,
+    ("squeeze", ""): gd.squeeze,
+    ("squeeze", "multiple"): gd.squeeze,
+    ("unsqueeze", ""): gd.unsqueeze,
+    ("transpose", ""): gd.transpose,
+    ("permute", ""): gd.permute,
+    ("expand", ""): _method("expand"),
+    ("repeat", ""): _method("repeat"),
+    ("split", ""): gd.split,
+    ("split", "list_args"): gd.split,
+    ("chunk", ""): gd.chunk,
+    ("cat", ""): gd.cat,
+    ("stack", ""): gd.stack,
+    ("masked_fill", ""): gd.masked_fill,
+    ("__getitem__", ""): lambda x, index: x[index],
+}
+
+# Variants outside API.md: skipped wholesale (every sample counted as skipped).
+SKIP_VARIANTS = {
+    ("div", "trunc_rounding"): "rounding_mode= is not in API.md",
+    ("div", "floor_rounding"): "rounding_mode= is not in API.md",
+    ("softmax", "with_dtype"): "dtype= is not in API.md",
+    ("log_softmax", "with_dtype"): "dtype= is not in API.md",
+}
+UNSUPPORTED_KWARGS = {"dtype", "out", "alpha", "rounding_mode", "memory_format", "names"}
+
+# KNOWN, deliberate departures: (op, variant) -> predicate(sample) -> reason, or None.
+KNOWN = {}
+
+# Samples outside API.md within a supported variant: (op, variant) -> predicate(sample) -> reason.
+OUT_OF_API = {
+    ("amax", ""): lambda s: "amax(dim=...) is not in API.md" if s.kwargs.get("dim") is not None
+    else None,
+    ("amin", ""): lambda s: "amin(dim=...) is not in API.md" if s.kwargs.get("dim") is not None
+    else None,
+}
+
+OPS = sorted({k[0] for k in GPUDL} | {k[0] for k in SKIP_VARIANTS})
+
+
+def _opinfos(name):
+    return [op for op in cmi.op_db if op.name == name]
+
+
+def _to_gd(x, leaves):
+    """torch -> gpudl; float tensors that require grad become gpudl leaves, paired in ``leaves``."""
+    if isinstance(x, torch.Tensor):
+        t = gd.tensor(x.detach().numpy().copy(), requires_grad=x.requires_grad)
+        if x.requires_grad:
+            leaves.append((t, x))
+        return t
+    if isinstance(x, torch.Size):
+        return tuple(x)
+    if isinstance(x, list):
+        return [_to_gd(i, leaves) for i in x]
+    if isinstance(x, tuple):
+        return tuple(_to_gd(i, leaves) for i in x)
+    if isinstance(x, dict):
+        return {k: _to_gd(v, leaves) for k, v in x.items()}
+    return x
+
+
+def _unsupported(sample):
+    def bad(x):
+        if isinstance(x, torch.Tensor):
+            return x.is_complex() or x.layout != torch.strided or any(getattr(x, "names", ()))
+        if isinstance(x, (list, tuple)):
+            return any(bad(i) for i in x)
+        return isinstance(x, (torch.dtype, torch.memory_format))
+    if UNSUPPORTED_KWARGS & set(sample.kwargs):
+        return f"kwargs {sorted(UNSUPPORTED_KWARGS & set(sample.kwargs))}"
+    if bad(sample.input) or bad(sample.args) or bad(list(sample.kwargs.values())):
+        return "complex/sparse/named tensor or dtype argument"
+    return None
+
+
+def _describe(x):
+    if isinstance(x, torch.Tensor):
+        return f"T{tuple(x.shape)}:{str(x.dtype)[6:]}"
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_describe(i) for i in x) + "]"
+    return repr(x)
+
+
+def _outputs(y):
+    return list(y) if isinstance(y, (tuple, list)) else [y]
+
+
+def _compare(name, sample, fn, i):
+    """None if gpudl agrees with torch on this sample, else a description of the mismatch."""
+    torch_leaves, gd_leaves = [], []
+    t_in, t_args, t_kw = sample.input, sample.args, sample.kwargs
+    g_in, g_args, g_kw = (_to_gd(t_in, gd_leaves), _to_gd(t_args, gd_leaves),
+                          _to_gd(t_kw, gd_leaves))
+    torch_leaves = [t for _, t in gd_leaves]
+    for t in torch_leaves:
+        t.grad = None
+    tag = f"{name} sample {i} ({_describe(t_in)}, args={_describe(t_args)}, kwargs={t_kw})"
+    try:
+        ty = sample.output_process_fn_grad(OP_CALL[name](t_in, *t_args, **t_kw))
+    except Exception as exc:  # torch rejects it: gpudl must reject it too
+        try:
+            fn(g_in, *g_args, **g_kw)
+        except Exception:
+            return None
+        return f"{tag}: torch raised {type(exc).__name__} but gpudl returned"
+    try:
+        y = fn(g_in, *g_args, **g_kw)
+    except Exception as exc:
+        return f"{tag}: gpudl raised {type(exc).__name__}: {exc}"
+    ys, tys = _outputs(y), _outputs(ty)
+    if len(ys) != len(tys):
+        return f"{tag}: {len(ys)} outputs, torch gives {len(tys)}"
+    for k, (a, b) in enumerate(zip(ys, tys)):
+        if not isinstance(a, gd.Tensor):
+            return f"{tag}: output {k} is a {type(a).__name__}, not a Tensor"
+        if tuple(a.shape) != tuple(b.shape):
+            return f"{tag}: output {k} shape {a.shape}, torch {tuple(b.shape)}"
+        if a.dtype.kind != {True: "f", False: a.dtype.kind}[b.dtype.is_floating_point] or \
+                (not b.dtype.is_floating_point and a.dtype != b.detach().numpy().dtype):
+            return f"{tag}: output {k} dtype {a.dtype}, torch {b.dtype}"
+        if not np.allclose(a.numpy(), b.detach().numpy(), rtol=1e-7, atol=1e-9, equal_nan=True):
+            return f"{tag}: output {k} values differ"
+    if not gd_leaves:
+        return None
+    rng = np.random.default_rng(i)
+    pairs = [(a, b, rng.standard_normal(a.shape)) for a, b in zip(ys, tys)
+             if b.dtype.is_floating_point and b.requires_grad]
+    if not pairs:
+        return None
+    loss = sum((a * gd.tensor(w)).sum() for a, _, w in pairs)
+    tloss = sum((b * torch.tensor(w)).sum() for _, b, w in pairs)
+    torch_grads = torch.autograd.grad(tloss, torch_leaves, allow_unused=True)
+    try:
+        loss.backward()
+    except Exception as exc:
+        return f"{tag}: gpudl backward raised {type(exc).__name__}: {exc}"
+    for k, ((g, _), tg) in enumerate(zip(gd_leaves, torch_grads)):
+        expected = np.zeros(g.shape) if tg is None else tg.numpy()
+        got = np.zeros(g.shape) if g.grad is None else g.grad.numpy()
+        if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-7, atol=1e-9,
+                                                          equal_nan=True):
+            return f"{tag}: gradient of leaf {k} differs"
+    return None
+
+
+OP_CALL = {}
+STATS = {}
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_opinfo_samples(name):
+    infos = _opinfos(name)
+    assert infos, f"no OpInfo named {name}"
+    mismatches, compared, skipped = [], 0, 0
+    for op in infos:
+        key = (name, op.variant_test_name)
+        samples = list(op.sample_inputs("cpu", torch.float64, requires_grad=True))
+        if key in SKIP_VARIANTS or key not in GPUDL:
+            skipped += len(samples)
+            continue
+        OP_CALL[name] = op.op
+        for i, sample in enumerate(samples):
+            reason = _unsupported(sample)
+            reason = reason or OUT_OF_API.get(key, lambda s: None)(sample)
+            known = KNOWN.get(key, lambda s: None)(sample)
+            if reason or known:
+                skipped += 1
+                continue
+            compared += 1
+            problem = _compare(name, sample, GPUDL[key], i)
+            if problem:
+                mismatches.append(problem)
+    STATS[name] = (compared, skipped)
+    print(f"{name}: compared {compared}, skipped {skipped}")
+    assert compared > 0
+    assert not mismatches, "\n".join(mismatches)
+
+
+# Error inputs torch rejects but gpudl deliberately accepts (KNOWN departures):
+ERROR_KNOWN = {
+    # gpudl's maximum/minimum also take a Python number as ``other`` (torch wants a tensor)
+    ("maximum", ""): lambda s: isinstance(s.input, torch.Tensor) and not isinstance(
+        s.args[0], torch.Tensor) or None,
+    # gpudl's mean promotes an integer tensor to the default float dtype (torch refuses)
+    ("mean", ""): lambda s: not s.input.dtype.is_floating_point or None,
+}
+# What a bad input may raise (API.md: TypeError / ValueError / RuntimeError; IndexError for dims)
+ERRORS = (TypeError, ValueError, IndexError, RuntimeError)
+
+
+def _error_inputs(op):
+    if op.error_inputs_func is None:
+        return []
+    return list(op.error_inputs("cpu"))
+
+
+@pytest.mark.parametrize("name", [n for n in OPS if any(
+    op.error_inputs_func is not None for op in _opinfos(n))])
+def test_opinfo_error_inputs(name):
+    """Every bad input torch rejects, gpudl rejects too, with one of the contract's exceptions."""
+    problems, checked = [], 0
+    for op in _opinfos(name):
+        key = (name, op.variant_test_name)
+        if key in SKIP_VARIANTS or key not in GPUDL:
+            continue
+        for ei in _error_inputs(op):
+            s = ei.sample_input
+            if _unsupported(s) or ERROR_KNOWN.get(key, lambda s: None)(s):
+                continue
+            if getattr(GPUDL[key], "method_only", False) and not isinstance(s.input, torch.Tensor):
+                continue            # e.g. torch.pow(2, 3): gpudl has no gd.pow to call
+            if isinstance(s.input, torch.Tensor) and s.input.dtype not in (
+                    torch.float64, torch.float32, torch.int64, torch.int32, torch.bool):
+                continue
+            checked += 1
+            leaves = []
+            tag = f"{name}({_describe(s.input)}, {_describe(s.args)}, {s.kwargs})"
+            try:
+                GPUDL[key](_to_gd(s.input, leaves), *_to_gd(s.args, leaves),
+                           **_to_gd(s.kwargs, leaves))
+            except ERRORS:
+                continue
+            except Exception as exc:
+                problems.append(f"{tag}: raised {type(exc).__name__}: {exc}")
+                continue
+            problems.append(f"{tag}: returned; torch raises {ei.error_type.__name__}")
+    print(f"{name}: {checked} error inputs checked")
+    assert not problems, "\n".join(problems)
