@@ -70,7 +70,8 @@ class CrossEntropy(Function):
         at_target = xp.take_along_axis(gx, t, axis=1)
         xp.put_along_axis(gx, t, at_target - (1 - smoothing) * xp.expand_dims(wt, 1), axis=1)
         gx *= g
-        return gx, None, None, None, None, None
+        # ignored targets get exactly 0, even when all are ignored ('mean' divides by 0), as torch
+        return xp.where(xp.expand_dims(valid, 1), gx, 0), None, None, None, None, None
 
 
 class CrossEntropyProbs(Function):
@@ -111,21 +112,22 @@ class NLLLoss(Function):
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index, reduction):
         xp = xp_of(x)
-        t, _, wt = _picked_targets(x, target, weight, ignore_index)
+        t, valid, wt = _picked_targets(x, target, weight, ignore_index)
         loss = -wt * xp.take_along_axis(x, t, axis=1)[:, 0]
         divisor = wt.sum() if reduction == "mean" else 1
-        ctx.save_for_backward(t, wt, divisor)
+        ctx.save_for_backward(t, valid, wt, divisor)
         ctx.conf = (x.shape, x.dtype, reduction)
         return reduce_loss(loss, reduction, divisor)
 
     @staticmethod
     def backward(ctx, g):
-        t, wt, divisor = ctx.saved_tensors
+        t, valid, wt, divisor = ctx.saved_tensors
         shape, dtype, reduction = ctx.conf
         xp = xp_of(wt)
         g = expand_grad(g, reduction, divisor)
         gx = xp.zeros(shape, dtype)
-        xp.put_along_axis(gx, t, xp.expand_dims(-wt * g, 1), axis=1)
+        # ignored targets get exactly 0, even when all are ignored ('mean' divides by 0), as torch
+        xp.put_along_axis(gx, t, xp.expand_dims(xp.where(valid, -wt * g, 0), 1), axis=1)
         return gx, None, None, None, None
 
 

@@ -210,7 +210,7 @@ class Relu(Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
-        return g * (y > 0)
+        return g * ~(y <= 0)        # NaN inputs pass the gradient, as in torch
 
 
 class Clip(Function):

@@ -145,11 +145,17 @@ class _BCEWithLogits:
         return gx, -x + (pos_weight - 1) * _softplus_neg(x)
 
 
-def _xlogx(t):
-    """t * log(t), 0 where t == 0."""
+def _log_nonzero(t):
+    """log(t), 0 where t == 0 (NaN for negative or NaN t, as torch's xlogy(t, t))."""
     xp = xp_of(t)
-    positive = t > 0
-    return xp.where(positive, t * xp.log(xp.where(positive, t, 1)), 0)
+    zero = t == 0
+    with xp.errstate(invalid="ignore") if hasattr(xp, "errstate") else _null:
+        return xp.where(zero, 0, xp.log(xp.where(zero, 1, t)))
+
+
+def _xlogx(t):
+    """t * log(t), 0 where t == 0 (torch's xlogy(t, t): NaN for negative t)."""
+    return t * _log_nonzero(t)
 
 
 class _KLDiv:
@@ -168,8 +174,8 @@ class _KLDiv:
         if log_target:
             e = xp.exp(t)
             return -e, e * (t - x + 1)
-        positive = t > 0
-        return -t, xp.where(positive, xp.log(xp.where(positive, t, 1)) + 1, 0) - x
+        # d/dt t log t = log t + 1; 0 at t == 0 (torch gives NaN there: 0/0 in xlogy's grad)
+        return -t, xp.where(t == 0, 0, _log_nonzero(t) + 1) - x
 
 
 class PointwiseLoss(Function):

@@ -18,7 +18,9 @@ class BatchNorm(Function):
         xp = xp_of(x)
         axes = (0,) + tuple(range(2, x.ndim))
         shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)       # per-channel, broadcastable
-        if training:
+        if training and x.size == 0:                         # an empty batch: as torch,
+            xc, var = x, xp.ones(x.shape[1], x.dtype)        # empty output, stats unchanged
+        elif training:
             mean = x.mean(axis=axes)
             xc = x - mean.reshape(shape)
             var = (xc * xc).mean(axis=axes)                  # biased: used to normalise
@@ -52,7 +54,7 @@ class BatchNorm(Function):
         if need_x:
             scale = invstd if weight is None else invstd * weight
             if training:
-                n = g.size // g.shape[1]
+                n = max(g.size // g.shape[1], 1)
                 gx = (g - (g_sum / n).reshape(shape)
                       - xhat * (g_xhat / n).reshape(shape)) * scale.reshape(shape)
             else:
@@ -130,7 +132,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if (running_mean is None) != (running_var is None):
         raise ValueError("batch_norm: running_mean and running_var must both be given or both "
                          "be None")
-    if training and input.data.size // max(channels, 1) <= 1:
+    if training and input.data.size // max(channels, 1) == 1:      # (an empty batch is fine)
         raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
                          f"got input of shape {input.shape}")
     if not training and running_mean is None:
