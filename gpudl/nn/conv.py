@@ -1,6 +1,5 @@
 """Conv2d and ConvTranspose2d: PyTorch's layers (arguments, parameter shapes, initialisation)."""
 
-import math
 import numbers
 
 from .. import creation, dtypes
@@ -61,12 +60,7 @@ class _ConvNd(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        # as PyTorch: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both, fan_in from weight dims 1...
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        init.default_layer_init_(self.weight, self.bias)
 
     def extra_repr(self):
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
