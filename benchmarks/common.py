@@ -24,13 +24,7 @@ def median_ms(fn, repeats=21, warmup=3, synchronize=sync):
     for _ in range(warmup):
         fn()
     synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(_timed_runs(fn, synchronize, repeats))
 
 
 def side_by_side(gd_fn, torch_fn, torch, repeats=21, warmup=3, block=4):
@@ -56,6 +50,10 @@ def side_by_side(gd_fn, torch_fn, torch, repeats=21, warmup=3, block=4):
 def _timed_block(fn, synchronize, runs):
     fn()                          # untimed: lets the other library's threads go idle
     synchronize()
+    return _timed_runs(fn, synchronize, runs)
+
+
+def _timed_runs(fn, synchronize, runs):
     times = []
     for _ in range(runs):
         start = time.perf_counter()
