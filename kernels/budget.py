@@ -1,0 +1,21 @@
+"""What a CUDA kernel may cost on the hardware, written beside the kernel.
+
+Each ``*_cuda`` module's ``SIGNATURES`` entry is ``(kernel, [signature, ...], Budget(...))``: the
+offline gate (``python -m gpudl.kernels --gate``) compiles the float32 signature for sm_90, reads
+``ptxas -v`` and the SASS, and fails the kernel when a figure breaks its budget. A reader sees the
+target where the code is.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Budget:
+    threads: int                          # threads per block the launcher uses (for occupancy)
+    shared_bytes: int = 0                 # dynamic shared memory per block, if any
+    min_occupancy: float = 0.25           # resident warps / 64 on an H100 SM
+    min_fma_share: float | None = None    # hot loop: (FFMA + HMMA) / instructions; None: not checked
+    max_spill_bytes: int = 0              # ptxas spill stores + loads
+    max_stack_bytes: int = 0              # ptxas stack frame
+    max_hot_loop_local: int = 0           # LDL/STL instructions in the hot loop
+    max_hot_loop_div64: int = 0           # 64-bit division/remainder call sites in the hot loop
