@@ -26,6 +26,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from .budget import Budget
+from .launch import compile_options
 
 TARGET = (9, 0)
 
@@ -332,7 +333,8 @@ def analyse(label, kernel, signature, budget, workdir):
 
     report = Report(label, str(signature), budget)
     try:
-        ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), signature, cc=TARGET)
+        ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), signature, cc=TARGET,
+                                  **compile_options(kernel))
         info, sass = assemble(ptx, workdir)
     except Exception as exc:  # noqa: BLE001 - a failed compile is a failed kernel, reported
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

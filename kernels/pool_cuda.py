@@ -1,18 +1,31 @@
 """Numba-CUDA kernels for 2-D max, average and adaptive average pooling, forward and backward.
 
 Pooling is memory-bound: each kernel reads its input once and writes its output once. Forward
-kernels run one thread per output element; backward kernels one thread per input pixel, gathering
-the gradients of every window that covers it (no atomics, so results are deterministic). Max
-pooling saves a compact argmax (the offset inside the window, uint8 for windows of up to 256
-elements) and its backward gathers the outputs whose saved offset points back at the pixel.
+kernels run one thread per output element. Backward depends on whether windows overlap:
+
+- non-overlapping windows (the usual 2x2 stride-2 pool): one thread per output window scatters
+  its gradient into its own window, writing every cell of it (0 where the argmax is not), so no
+  cell has two writers; the input gradient starts uninitialised when the windows tile the input
+  exactly and zero-filled otherwise;
+- overlapping windows (3x3 stride 2, uneven adaptive bins): one thread per input pixel gathers
+  from the windows that cover it. Which windows those are comes from a small per-axis table
+  precomputed on the host (``_cover``): the first covering window, how many do, and the pixel's
+  offset in the first; further windows follow at a constant step. No atomics (deterministic),
+  and no division in any loop (the first generation did ~10 64-bit divisions per input pixel).
+
+Max pooling saves a compact argmax (the offset inside the window, uint8 for windows of up to 256
+elements) and its backward routes each gradient to the cell whose offset matches. Average and
+adaptive backward multiply by per-axis reciprocal divisors from the CPU twin's ``_divisors``.
 
 Arrays arrive as C-contiguous planes ``(P, H, W)`` (P = N * C). Window geometry matches the CPU
 twins in kernels/pool.py. Kernels are built per accumulator type: float32 for float32 and float16
-data (loads widen to float32, so float16 sums do not lose precision), float64 for float64 data
-(gradient checks on a GPU). Literals go through the accumulator type, so float32 kernels hold no
-fp64 instruction.
+data (loads widen to float32, so float16 maxima are compared and sums accumulated in float32),
+float64 for float64 data (gradient checks on a GPU). Literals go through the accumulator type, so
+float32 kernels hold no fp64 instruction. Scalars are int32; Numba widens index arithmetic to
+64 bits, so each thread's one flat-index split (``t // (Ho * Wo)``) stays outside every loop.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -20,16 +33,20 @@ from numba import cuda, float32, float64
 
 from gpudl import backend
 
-from .pool import index_dtype
+from .budget import Budget
+from .launch import launch
+from .pool import _bins, _divisors, _windows, index_dtype
 
 # Threads per block for every kernel: a flat 1-D grid over outputs (or input pixels). Neighbouring
 # threads handle neighbouring columns, so loads and stores coalesce along W; 256 keeps enough
 # blocks resident to hide memory latency, which is all these kernels wait on.
 THREADS = 256
+# Memory-bound: at least 24 of 64 warps resident per SM to keep loads in flight.
+BUDGET = Budget(threads=THREADS, min_occupancy=0.375)
 
 
 def _make_kernels(acc):
-    """The six pooling kernels with ``acc`` (a Numba float type) as the accumulator type."""
+    """The pooling kernels with ``acc`` (a Numba float type) as the accumulator type."""
 
     @cuda.jit(device=True, inline="always")
     def avg_window(o, stride, padding, kernel, size):
@@ -56,7 +73,7 @@ def _make_kernels(acc):
             p, r = t // (Ho * Wo), t % (Ho * Wo)
             oh, ow = r // Wo, r % Wo
             h0, w0 = oh * sh - ph, ow * sw - pw
-            best = x[p, 0, 0]
+            best = acc(-math.inf)
             arg = -1
             for i in range(kh):
                 h = h0 + i * dh
@@ -64,36 +81,12 @@ def _make_kernels(acc):
                     for j in range(kw):
                         w = w0 + j * dw
                         if 0 <= w < W:
-                            v = x[p, h, w]
+                            v = acc(x[p, h, w])     # float16 compared in float32
                             if arg < 0 or v > best or v != v:    # NaN wins, as in PyTorch
                                 best = v
                                 arg = i * kw + j
-            if arg < 0:              # a dilated window that holds only padding
-                y[p, oh, ow] = acc(-math.inf)
-                argmax[p, oh, ow] = 0
-            else:
-                y[p, oh, ow] = best
-                argmax[p, oh, ow] = arg
-
-    @cuda.jit
-    def max_bwd(gy, argmax, gx, kh, kw, sh, sw, ph, pw, dh, dw):
-        t = cuda.grid(1)
-        P, H, W = gx.shape
-        Ho, Wo = gy.shape[1], gy.shape[2]
-        if t < P * H * W:
-            p, r = t // (H * W), t % (H * W)
-            a, b = r // W + ph, r % W + pw          # the pixel in padded coordinates
-            total = acc(0)
-            # windows whose start oh * sh lies in [a - (kh - 1) * dh, a]
-            for oh in range(max(0, (a - (kh - 1) * dh + sh - 1) // sh), min(Ho - 1, a // sh) + 1):
-                di = a - oh * sh
-                if di % dh == 0:
-                    for ow in range(max(0, (b - (kw - 1) * dw + sw - 1) // sw),
-                                    min(Wo - 1, b // sw) + 1):
-                        dj = b - ow * sw
-                        if dj % dw == 0 and argmax[p, oh, ow] == (di // dh) * kw + dj // dw:
-                            total += acc(gy[p, oh, ow])
-            gx[p, r // W, r % W] = total
+            y[p, oh, ow] = best                 # -inf for a window that holds only padding
+            argmax[p, oh, ow] = max(arg, 0)
 
     @cuda.jit
     def avg_fwd(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor):
@@ -115,21 +108,6 @@ def _make_kernels(acc):
             y[p, oh, ow] = total
 
     @cuda.jit
-    def avg_bwd(gy, gx, kh, kw, sh, sw, ph, pw, count_include_pad, divisor):
-        t = cuda.grid(1)
-        P, H, W = gx.shape
-        Ho, Wo = gy.shape[1], gy.shape[2]
-        if t < P * H * W:
-            p, r = t // (H * W), t % (H * W)
-            a, b = r // W + ph, r % W + pw          # the pixel in padded coordinates
-            total = acc(0)
-            for oh in range(max(0, (a - kh + sh) // sh), min(Ho - 1, a // sh) + 1):
-                for ow in range(max(0, (b - kw + sw) // sw), min(Wo - 1, b // sw) + 1):
-                    total += acc(gy[p, oh, ow]) / avg_divisor(
-                        oh, ow, H, W, kh, kw, sh, sw, ph, pw, count_include_pad, divisor)
-            gx[p, r // W, r % W] = total
-
-    @cuda.jit
     def adaptive_fwd(x, y):
         t = cuda.grid(1)
         P, H, W = x.shape
@@ -146,36 +124,182 @@ def _make_kernels(acc):
             y[p, oh, ow] = total / acc((h1 - h0) * (w1 - w0))
 
     @cuda.jit
-    def adaptive_bwd(gy, gx):
+    def max_bwd_scatter(gy, argmax, gx, kh, kw, sh, sw, ph, pw, dh, dw):
+        """Non-overlapping windows: each output window writes all of its cells."""
         t = cuda.grid(1)
         P, H, W = gx.shape
         Ho, Wo = gy.shape[1], gy.shape[2]
+        if t < P * Ho * Wo:
+            p, r = t // (Ho * Wo), t % (Ho * Wo)
+            oh, ow = r // Wo, r % Wo
+            g = acc(gy[p, oh, ow])
+            k = argmax[p, oh, ow]
+            zero = acc(0)
+            h0, w0 = oh * sh - ph, ow * sw - pw
+            for i in range(kh):
+                h = h0 + i * dh
+                if 0 <= h < H:
+                    for j in range(kw):
+                        w = w0 + j * dw
+                        if 0 <= w < W:
+                            gx[p, h, w] = g if i * kw + j == k else zero
+
+    @cuda.jit
+    def mean_bwd_scatter(gy, gx, kh, kw, sh, sw, ph, pw, inv_rows, inv_cols):
+        """Non-overlapping windows: each output window spreads its share over its cells."""
+        t = cuda.grid(1)
+        P, H, W = gx.shape
+        Ho, Wo = gy.shape[1], gy.shape[2]
+        if t < P * Ho * Wo:
+            p, r = t // (Ho * Wo), t % (Ho * Wo)
+            oh, ow = r // Wo, r % Wo
+            g = acc(gy[p, oh, ow]) * inv_rows[oh] * inv_cols[ow]
+            h0, w0 = oh * sh - ph, ow * sw - pw
+            for h in range(max(h0, 0), min(h0 + kh, H)):
+                for w in range(max(w0, 0), min(w0 + kw, W)):
+                    gx[p, h, w] = g
+
+    @cuda.jit
+    def max_bwd_gather(gy, argmax, gx, rows, cols, kw, step_oh, step_i, step_ow, step_j):
+        """Overlapping windows: each input pixel sums the gradients routed to it."""
+        t = cuda.grid(1)
+        P, H, W = gx.shape
         if t < P * H * W:
             p, r = t // (H * W), t % (H * W)
             h, w = r // W, r % W
             total = acc(0)
-            # bins i with floor(i*H/Ho) <= h < ceil((i+1)*H/Ho): i in [h*Ho//H, ceil((h+1)*Ho/H))
-            for oh in range((h * Ho) // H, ((h + 1) * Ho + H - 1) // H):
-                h0, h1 = (oh * H) // Ho, ((oh + 1) * H + Ho - 1) // Ho
-                for ow in range((w * Wo) // W, ((w + 1) * Wo + W - 1) // W):
-                    w0, w1 = (ow * W) // Wo, ((ow + 1) * W + Wo - 1) // Wo
-                    total += acc(gy[p, oh, ow]) / acc((h1 - h0) * (w1 - w0))
+            oh, i = rows[0, h], rows[2, h]
+            for _ in range(rows[1, h]):
+                ow, j = cols[0, w], cols[2, w]
+                for _ in range(cols[1, w]):
+                    if argmax[p, oh, ow] == i * kw + j:
+                        total += acc(gy[p, oh, ow])
+                    ow += step_ow
+                    j -= step_j
+                oh += step_oh
+                i -= step_i
             gx[p, h, w] = total
 
-    return {"max_fwd": max_fwd, "max_bwd": max_bwd, "avg_fwd": avg_fwd, "avg_bwd": avg_bwd,
-            "adaptive_fwd": adaptive_fwd, "adaptive_bwd": adaptive_bwd}
+    @cuda.jit
+    def mean_bwd_gather(gy, gx, rows, cols, inv_rows, inv_cols):
+        """Overlapping windows (or bins): each input pixel sums its windows' shares."""
+        t = cuda.grid(1)
+        P, H, W = gx.shape
+        if t < P * H * W:
+            p, r = t // (H * W), t % (H * W)
+            h, w = r // W, r % W
+            total = acc(0)
+            o0, o1 = cols[0, w], cols[0, w] + cols[1, w]
+            for oh in range(rows[0, h], rows[0, h] + rows[1, h]):
+                part = acc(0)
+                for ow in range(o0, o1):
+                    part += acc(gy[p, oh, ow]) * inv_cols[ow]
+                total += part * inv_rows[oh]
+            gx[p, h, w] = total
+
+    return {"max_fwd": max_fwd, "avg_fwd": avg_fwd, "adaptive_fwd": adaptive_fwd,
+            "max_bwd_scatter": max_bwd_scatter, "max_bwd_gather": max_bwd_gather,
+            "mean_bwd_scatter": mean_bwd_scatter, "mean_bwd_gather": mean_bwd_gather}
 
 
 _KERNELS = {np.float32: _make_kernels(float32), np.float64: _make_kernels(float64)}  # lazy
 
 
-def _kernel(name, dtype):
-    return _KERNELS[np.float64 if dtype == np.float64 else np.float32][name]
+# --------------------------------------------------------------------------- signatures
+def _signature(name, dtype, index=None):
+    """The one signature ``name`` runs with for ``dtype`` data (and ``index`` argmax dtype)."""
+    data = f"{np.dtype(dtype).name}[:, :, ::1]"
+    acc = "float64" if np.dtype(dtype) == np.float64 else "float32"
+    arg = f"{np.dtype(index).name}[:, :, ::1]" if index is not None else None
+    table, inv = "int32[:, ::1]", f"{acc}[::1]"
+    args = {
+        "max_fwd": (data, data, arg) + ("int32",) * 8,
+        "avg_fwd": (data, data) + ("int32",) * 8,     # geometry, flag, divisor
+        "adaptive_fwd": (data, data),
+        "max_bwd_scatter": (data, arg, data) + ("int32",) * 8,
+        "max_bwd_gather": (data, arg, data, table, table) + ("int32",) * 5,
+        "mean_bwd_scatter": (data, data) + ("int32",) * 6 + (inv, inv),
+        "mean_bwd_gather": (data, data, table, table, inv, inv),
+    }[name]
+    return f"void({', '.join(args)})"
 
 
-def _launch(kernel, n, *args):
-    if n:
-        kernel[(n + THREADS - 1) // THREADS, THREADS, backend.launch_stream()](*args)
+def _all_signatures(name, dtype):
+    indices = (np.uint8, np.int32) if name.startswith("max") else (None,)
+    return [_signature(name, dtype, index) for index in indices]
+
+
+def _run(name, dtype, n, *args, index=None):
+    """Launch kernel ``name`` for ``dtype`` data over ``n`` threads, specialised (launch.py)."""
+    kernel = _KERNELS[np.float64 if dtype == np.float64 else np.float32][name]
+    launch(kernel, _signature(name, dtype, index), (n + THREADS - 1) // THREADS, THREADS, *args)
+
+
+# --------------------------------------------------------------------------- window tables
+def _cover(table, size, dilation):
+    """For each input cell along one axis, the windows covering it, from an ``_axis_windows``
+    table (start, first, end, span) of window o's cells ``start + i * dilation``, i in
+    [first, end). Returns (an int32 (3, size) array of (first covering window, how many, the
+    cell's offset i in the first), the most windows any cell has). Consecutive covering windows
+    differ by a constant step (``_steps``)."""
+    start, first, end = (np.asarray(r, np.int64) for r in table[:3])
+    k = int(end.max(initial=0))
+    o = np.repeat(np.arange(start.size), k)
+    i = np.tile(np.arange(k), start.size)
+    keep = (i >= first[o]) & (i < end[o])
+    o, i = o[keep], i[keep]
+    cell = start[o] + i * dilation
+    order = np.lexsort((o, cell))
+    o, i, cell = o[order], i[order], cell[order]
+    count = np.bincount(cell, minlength=size)[:size]
+    at = np.minimum(np.searchsorted(cell, np.arange(size)), max(cell.size - 1, 0))
+    cover = np.zeros((3, size), np.int32)
+    if cell.size:
+        cover[0] = np.where(count > 0, o[at], 0)
+        cover[2] = np.where(count > 0, i[at], 0)
+    cover[1] = count
+    return cover, int(count.max(initial=0)), bool((count == 1).all())
+
+
+def _steps(stride, dilation):
+    """(window step, offset step) between consecutive windows covering one cell: a = o*s + i*d
+    has solutions o spaced d/g apart, with i falling by s/g (g = gcd(s, d))."""
+    g = math.gcd(stride, dilation)
+    return dilation // g, stride // g
+
+
+@functools.lru_cache(maxsize=256)
+def _geometry(in_hw, out_hw, kernel_size, stride, padding, dilation, adaptive=False):
+    """Host tables for one geometry, cached: ((rows, cols) cover tables, overlapping, exact
+    tiling, the (rows, cols) window tables)."""
+    if adaptive:
+        windows = _bins((None, None) + in_hw, out_hw)
+        dilation = (1, 1)
+    else:
+        windows = _windows((None, None) + in_hw, out_hw, kernel_size, stride, padding, dilation)
+    rows, most_h, exact_h = _cover(windows[0], in_hw[0], dilation[0])
+    cols, most_w, exact_w = _cover(windows[1], in_hw[1], dilation[1])
+    return (rows, cols), max(most_h, most_w) > 1, exact_h and exact_w, windows
+
+
+_DEVICE_TABLES = {}     # key -> device copies of host tables (a few hundred bytes each)
+
+
+def _on_device(key, build):
+    """Device copies of the host tables ``build()`` returns, uploaded once per ``key``."""
+    tables = _DEVICE_TABLES.get(key)
+    if tables is None:
+        if len(_DEVICE_TABLES) >= 256:
+            _DEVICE_TABLES.clear()
+        tables = _DEVICE_TABLES[key] = tuple(
+            backend.to_device_array(np.ascontiguousarray(a), "cuda") for a in build())
+    return tables
+
+
+def _reciprocals(windows, count_include_pad, divisor, dtype):
+    acc = np.float64 if dtype == np.float64 else np.float32
+    return tuple((1 / f).astype(acc) for f in _divisors(windows, count_include_pad, divisor,
+                                                        np.float64))
 
 
 def _planes(xp, a):
@@ -187,23 +311,38 @@ def _ints(*values):
     return tuple(np.int32(v) for v in values)
 
 
+def _grad_input(xp, input_shape, dtype, zero):
+    shape = (math.prod(input_shape[:-2]),) + tuple(input_shape[-2:])
+    return xp.zeros(shape, dtype) if zero else xp.empty(shape, dtype)
+
+
 # --------------------------------------------------------------------------- launchers
 def max_pool2d_forward(x, out, kernel_size, stride, padding, dilation):
     xp = backend.get_array_module(x)
     planes = _planes(xp, x)
     y = xp.empty((planes.shape[0],) + out, x.dtype)
     argmax = xp.empty(y.shape, index_dtype(kernel_size))
-    _launch(_kernel("max_fwd", x.dtype), y.size, planes, y, argmax,
-            *_ints(*kernel_size, *stride, *padding, *dilation))
+    _run("max_fwd", x.dtype, y.size, planes, y, argmax,
+         *_ints(*kernel_size, *stride, *padding, *dilation), index=argmax.dtype)
     shape = x.shape[:-2] + out
     return y.reshape(shape), argmax.reshape(shape)
 
 
 def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, dilation):
     xp = backend.get_array_module(gy)
-    gx = xp.empty((math.prod(input_shape[:-2]),) + tuple(input_shape[-2:]), gy.dtype)
-    _launch(_kernel("max_bwd", gy.dtype), gx.size, _planes(xp, gy), _planes(xp, argmax), gx,
-            *_ints(*kernel_size, *stride, *padding, *dilation))
+    geo = (tuple(input_shape[-2:]), tuple(gy.shape[-2:]), tuple(kernel_size), tuple(stride),
+           tuple(padding), tuple(dilation))
+    (rows, cols), overlapping, exact, _ = _geometry(*geo)
+    g, a = _planes(xp, gy), _planes(xp, argmax)
+    gx = _grad_input(xp, input_shape, gy.dtype, zero=not (exact or overlapping))
+    if overlapping:
+        rows_d, cols_d = _on_device(("max", geo), lambda: (rows, cols))
+        steps = _steps(stride[0], dilation[0]) + _steps(stride[1], dilation[1])
+        _run("max_bwd_gather", gy.dtype, gx.size, g, a, gx, rows_d, cols_d,
+             *_ints(kernel_size[1], *steps), index=a.dtype)
+    else:
+        _run("max_bwd_scatter", gy.dtype, g.size, g, a, gx,
+             *_ints(*kernel_size, *stride, *padding, *dilation), index=a.dtype)
     return gx.reshape(input_shape)
 
 
@@ -211,49 +350,54 @@ def avg_pool2d_forward(x, out, kernel_size, stride, padding, count_include_pad, 
     xp = backend.get_array_module(x)
     planes = _planes(xp, x)
     y = xp.empty((planes.shape[0],) + out, x.dtype)
-    _launch(_kernel("avg_fwd", x.dtype), y.size, planes, y,
-            *_ints(*kernel_size, *stride, *padding, count_include_pad, divisor))
+    _run("avg_fwd", x.dtype, y.size, planes, y,
+         *_ints(*kernel_size, *stride, *padding, count_include_pad, divisor))
     return y.reshape(x.shape[:-2] + out)
+
+
+def _mean_backward(gy, input_shape, geo, scatter_args, count_include_pad, divisor, adaptive):
+    xp = backend.get_array_module(gy)
+    (rows, cols), overlapping, exact, windows = _geometry(*geo, adaptive=adaptive)
+    key = ("mean", geo, adaptive, count_include_pad, divisor, np.dtype(gy.dtype).name)
+    tables = _on_device(key, lambda: (rows, cols) + _reciprocals(windows, count_include_pad,
+                                                                 divisor, gy.dtype))
+    g = _planes(xp, gy)
+    gx = _grad_input(xp, input_shape, gy.dtype, zero=not (exact or overlapping))
+    if overlapping:
+        _run("mean_bwd_gather", gy.dtype, gx.size, g, gx, *tables)
+    else:
+        _run("mean_bwd_scatter", gy.dtype, g.size, g, gx, *_ints(*scatter_args), *tables[2:])
+    return gx.reshape(input_shape)
 
 
 def avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding, count_include_pad,
                         divisor):
-    xp = backend.get_array_module(gy)
-    gx = xp.empty((math.prod(input_shape[:-2]),) + tuple(input_shape[-2:]), gy.dtype)
-    _launch(_kernel("avg_bwd", gy.dtype), gx.size, _planes(xp, gy), gx,
-            *_ints(*kernel_size, *stride, *padding, count_include_pad, divisor))
-    return gx.reshape(input_shape)
+    geo = (tuple(input_shape[-2:]), tuple(gy.shape[-2:]), tuple(kernel_size), tuple(stride),
+           tuple(padding), (1, 1))
+    return _mean_backward(gy, input_shape, geo, (*kernel_size, *stride, *padding),
+                          bool(count_include_pad), int(divisor), adaptive=False)
 
 
 def adaptive_avg_pool2d_forward(x, out):
     xp = backend.get_array_module(x)
     planes = _planes(xp, x)
     y = xp.empty((planes.shape[0],) + out, x.dtype)
-    _launch(_kernel("adaptive_fwd", x.dtype), y.size, planes, y)
+    _run("adaptive_fwd", x.dtype, y.size, planes, y)
     return y.reshape(x.shape[:-2] + out)
 
 
 def adaptive_avg_pool2d_backward(gy, input_shape):
-    xp = backend.get_array_module(gy)
-    gx = xp.empty((math.prod(input_shape[:-2]),) + tuple(input_shape[-2:]), gy.dtype)
-    _launch(_kernel("adaptive_bwd", gy.dtype), gx.size, _planes(xp, gy), gx)
-    return gx.reshape(input_shape)
+    (H, W), (Ho, Wo) = tuple(input_shape[-2:]), tuple(gy.shape[-2:])
+    geo = ((H, W), (Ho, Wo), None, None, None, None)
+    # bins that tile the input exactly (H % Ho == 0) are windows of size and stride H // Ho
+    kh, kw = -(-H // max(Ho, 1)), -(-W // max(Wo, 1))
+    return _mean_backward(gy, input_shape, geo, (kh, kw, kh, kw, 0, 0), False, 0, adaptive=True)
 
 
 # --------------------------------------------------------------------------- signature table
-def _signatures(name, dtype):
-    data = f"{dtype}[:, :, ::1]"
-    if name in ("max_fwd", "max_bwd"):
-        # (x, y, argmax) or (gy, argmax, gx), with each argmax dtype, then 8 int32 geometry args
-        arrays = [(data, data, f"{i}[:, :, ::1]") if name == "max_fwd"
-                  else (data, f"{i}[:, :, ::1]", data) for i in ("uint8", "int32")]
-        return [f"void({', '.join(a + ('int32',) * 8)})" for a in arrays]
-    ints = ("int32",) * (8 if name.startswith("avg") else 0)   # geometry, flag, divisor
-    return [f"void({', '.join((data, data) + ints)})"]
-
-
 SIGNATURES = [
-    (_KERNELS[np.float64 if dtype == "float64" else np.float32][name], _signatures(name, dtype))
+    (_KERNELS[np.float64 if dtype == "float64" else np.float32][name],
+     _all_signatures(name, dtype), BUDGET)
     for name in _KERNELS[np.float32]
     for dtype in ("float32", "float16", "float64")
 ]
