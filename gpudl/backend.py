@@ -125,8 +125,12 @@ def kernel_device(array):
 
 
 def to_numpy(array):
-    """A NumPy array for ``array`` (copied from the GPU; shared on the CPU)."""
-    return array.get() if is_device_array(array) else np.asarray(array)
+    """A NumPy array for ``array`` (copied from the GPU; shared on the CPU). Reading the device
+    first reports any failed deferred check (``defer_check``)."""
+    if is_device_array(array):
+        raise_deferred()
+        return array.get()
+    return np.asarray(array)
 
 
 def to_device_array(array, device):
@@ -151,6 +155,7 @@ def launch_stream():
 def synchronize():
     if _cupy is not None:
         _cupy.cuda.get_current_stream().synchronize()
+    raise_deferred()
 
 
 def device_count():
@@ -183,4 +188,55 @@ def elementwise_kernel(in_params, out_params, operation, name):
                                "with CuPy (this process runs without CuPy)")
         kernel = _elementwise[key] = _cupy.ElementwiseKernel(in_params, out_params, operation,
                                                              name)
+    return kernel
+
+
+# ---------------------------------------------------------------- deferred device-side checks
+# A check of device data (are these class indices in range?) must not read a flag back per call:
+# that read waits for the GPU and stalls the launch queue. Instead the check reduces the data on
+# the device to one value and queues it here; the queue is read, all at once, the next time gpudl
+# reads the device anyway (synchronize, to_numpy, Tensor.item), and the first failed check raises
+# there. A queue that grows to MAX_DEFERRED entries without such a read is read then.
+MAX_DEFERRED = 256
+_deferred = []        # (device 0-d value, passed(value) -> bool, make_error(value) -> Exception)
+
+
+def defer_check(value, passed, make_error):
+    """Queue a device-side check: ``value`` (a 0-d device array, or anything NumPy reads) is
+    judged by ``passed`` when the device is next read, and ``make_error(value)`` is raised if it
+    fails."""
+    _deferred.append((value, passed, make_error))
+    if len(_deferred) >= MAX_DEFERRED:
+        raise_deferred()
+
+
+def raise_deferred():
+    """Read every queued check (one transfer) and raise the first that failed; the queue empties
+    either way."""
+    if not _deferred:
+        return
+    pending = _deferred[:]
+    _deferred.clear()
+    values = [v for v, _, _ in pending]
+    if _cupy is not None and any(isinstance(v, _cupy.ndarray) for v in values):
+        values = _cupy.stack([_cupy.asarray(v) for v in values]).get()
+    for value, (_, passed, make_error) in zip(values, pending):
+        value = np.asarray(value).item()
+        if not passed(value):
+            raise make_error(value)
+
+
+_reductions = {}      # (in_params, out_params, map, reduce, post_map, identity, name) -> kernel
+
+
+def reduction_kernel(in_params, out_params, map_expr, reduce_expr, post_map_expr, identity,
+                     name):
+    """A ``cupy.ReductionKernel`` built once per definition (see ``elementwise_kernel``)."""
+    key = (in_params, out_params, map_expr, reduce_expr, post_map_expr, identity, name)
+    kernel = _reductions.get(key)
+    if kernel is None:
+        if _cupy is None:
+            raise RuntimeError(f"reduction_kernel {name!r}: CuPy kernels need the cuda device "
+                               "with CuPy (this process runs without CuPy)")
+        kernel = _reductions[key] = _cupy.ReductionKernel(*key)
     return kernel

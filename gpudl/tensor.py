@@ -112,6 +112,7 @@ class Tensor(MathMixin, ShapeMixin):
             raise ValueError(
                 f"item: only one-element tensors can be converted to a Python number, got shape "
                 f"{self.shape}")
+        backend.raise_deferred()            # a device read: report failed device-side checks
         return self.data.item()
 
     def tolist(self):
