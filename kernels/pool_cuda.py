@@ -49,6 +49,12 @@ def _make_kernels(acc):
     """The pooling kernels with ``acc`` (a Numba float type) as the accumulator type."""
 
     @cuda.jit(device=True, inline="always")
+    def split(t, rows, cols):
+        """A flat thread index -> (plane, row, column) of a (P, rows, cols) array."""
+        plane, r = t // (rows * cols), t % (rows * cols)
+        return plane, r // cols, r % cols
+
+    @cuda.jit(device=True, inline="always")
     def avg_window(o, stride, padding, kernel, size):
         start = o * stride - padding
         end = min(start + kernel, size + padding)
@@ -70,8 +76,7 @@ def _make_kernels(acc):
         P, H, W = x.shape
         Ho, Wo = y.shape[1], y.shape[2]
         if t < P * Ho * Wo:
-            p, r = t // (Ho * Wo), t % (Ho * Wo)
-            oh, ow = r // Wo, r % Wo
+            p, oh, ow = split(t, Ho, Wo)
             h0, w0 = oh * sh - ph, ow * sw - pw
             best = acc(-math.inf)
             arg = -1
@@ -94,8 +99,7 @@ def _make_kernels(acc):
         P, H, W = x.shape
         Ho, Wo = y.shape[1], y.shape[2]
         if t < P * Ho * Wo:
-            p, r = t // (Ho * Wo), t % (Ho * Wo)
-            oh, ow = r // Wo, r % Wo
+            p, oh, ow = split(t, Ho, Wo)
             h0, h1, _ = avg_window(oh, sh, ph, kh, H)
             w0, w1, _ = avg_window(ow, sw, pw, kw, W)
             total = acc(0)
@@ -113,8 +117,7 @@ def _make_kernels(acc):
         P, H, W = x.shape
         Ho, Wo = y.shape[1], y.shape[2]
         if t < P * Ho * Wo:
-            p, r = t // (Ho * Wo), t % (Ho * Wo)
-            oh, ow = r // Wo, r % Wo
+            p, oh, ow = split(t, Ho, Wo)
             h0, h1 = (oh * H) // Ho, ((oh + 1) * H + Ho - 1) // Ho
             w0, w1 = (ow * W) // Wo, ((ow + 1) * W + Wo - 1) // Wo
             total = acc(0)
@@ -130,8 +133,7 @@ def _make_kernels(acc):
         P, H, W = gx.shape
         Ho, Wo = gy.shape[1], gy.shape[2]
         if t < P * Ho * Wo:
-            p, r = t // (Ho * Wo), t % (Ho * Wo)
-            oh, ow = r // Wo, r % Wo
+            p, oh, ow = split(t, Ho, Wo)
             g = acc(gy[p, oh, ow])
             k = argmax[p, oh, ow]
             zero = acc(0)
@@ -151,8 +153,7 @@ def _make_kernels(acc):
         P, H, W = gx.shape
         Ho, Wo = gy.shape[1], gy.shape[2]
         if t < P * Ho * Wo:
-            p, r = t // (Ho * Wo), t % (Ho * Wo)
-            oh, ow = r // Wo, r % Wo
+            p, oh, ow = split(t, Ho, Wo)
             g = acc(gy[p, oh, ow]) * inv_rows[oh] * inv_cols[ow]
             h0, w0 = oh * sh - ph, ow * sw - pw
             for h in range(max(h0, 0), min(h0 + kh, H)):
@@ -165,8 +166,7 @@ def _make_kernels(acc):
         t = cuda.grid(1)
         P, H, W = gx.shape
         if t < P * H * W:
-            p, r = t // (H * W), t % (H * W)
-            h, w = r // W, r % W
+            p, h, w = split(t, H, W)
             total = acc(0)
             oh, i = rows[0, h], rows[2, h]
             for _ in range(rows[1, h]):
@@ -186,8 +186,7 @@ def _make_kernels(acc):
         t = cuda.grid(1)
         P, H, W = gx.shape
         if t < P * H * W:
-            p, r = t // (H * W), t % (H * W)
-            h, w = r // W, r % W
+            p, h, w = split(t, H, W)
             total = acc(0)
             o0, o1 = cols[0, w], cols[0, w] + cols[1, w]
             for oh in range(rows[0, h], rows[0, h] + rows[1, h]):

@@ -72,8 +72,11 @@ def test_avg_pool_kernels_match_twin(rng, twin, shape, k, s, p, ceil_mode, count
 @pytest.mark.parametrize("shape, out, dtype", [
     ((2, 1, 7, 5), (3, 4), np.float32), ((1, 2, 3, 3), (5, 2), np.float32),
     ((1, 1, 6, 4), (4, 3), np.float16), ((1, 1, 5, 5), (2, 3), np.float64),
+    ((2, 3, 16, 12), (4, 3), np.float16),       # bins tile the input: the scatter
+    ((2, 3, 13, 11), (4, 3), np.float32),       # uneven bins overlap: the gather, several blocks
+    ((1, 2, 3, 17), (5, 17), np.float32),       # more bins than rows
 ])
-def test_adaptive_avg_pool_kernels_match_twin(rng, twin, shape, out, dtype):
+def test_adaptive_avg_pool_kernels_match_twin(rng, twin, poisoned, shape, out, dtype):
     x = rng.standard_normal(shape).astype(dtype)
     y = K.adaptive_avg_pool2d_forward(x, out)
     _close(y, twin(K.adaptive_avg_pool2d_forward, x, out), dtype)
@@ -109,6 +112,12 @@ def poisoned(monkeypatch):
     monkeypatch.setattr(pool_cuda, "_grad_input", nan_filled)
 
 
+def _assert_path(in_hw, out_hw, k, s, p, d, path):
+    from gpudl.kernels import pool_cuda
+    _, overlapping, exact, _ = pool_cuda._geometry(in_hw, out_hw, k, s, p, d)
+    assert path == ("gather" if overlapping else "exact" if exact else "scatter")
+
+
 @pytest.mark.parametrize("shape, k, s, p, d, dtype, path", [
     ((2, 3, 16, 16), (2, 2), (2, 2), (0, 0), (1, 1), np.float32, "exact"),
     ((2, 3, 16, 16), (2, 2), (2, 2), (0, 0), (1, 1), np.float16, "exact"),
@@ -118,14 +127,12 @@ def poisoned(monkeypatch):
     ((1, 2, 12, 11), (3, 2), (1, 2), (1, 1), (2, 1), np.float32, "gather"),
 ])
 def test_max_pool_backward_paths(rng, twin, poisoned, shape, k, s, p, d, dtype, path):
-    from gpudl.kernels import pool_cuda
     x = rng.standard_normal(shape).astype(dtype)
     y, argmax = K.max_pool2d_forward(x, k, s, p, d, False)
     want_y, want_argmax = twin(K.max_pool2d_forward, x, k, s, p, d, False)
     np.testing.assert_array_equal(y, want_y)
     np.testing.assert_array_equal(argmax, want_argmax)
-    _, overlapping, exact, _ = pool_cuda._geometry(shape[-2:], y.shape[-2:], k, s, p, d)
-    assert path == ("gather" if overlapping else "exact" if exact else "scatter")
+    _assert_path(shape[-2:], y.shape[-2:], k, s, p, d, path)
     gy = rng.standard_normal(y.shape).astype(dtype)
     _close(K.max_pool2d_backward(gy, argmax, x.shape, k, s, p, d),
            twin(K.max_pool2d_backward, gy, argmax, x.shape, k, s, p, d), dtype)
@@ -150,30 +157,14 @@ def test_max_pool_float16_compares_in_float32(rng):
 ])
 def test_avg_pool_backward_paths(rng, twin, poisoned, shape, k, s, p, count_include_pad, divisor, dtype,
                                  path):
-    from gpudl.kernels import pool_cuda
     x = rng.standard_normal(shape).astype(dtype)
     args = (k, s, p, False, count_include_pad, divisor)
     y = K.avg_pool2d_forward(x, *args)
     _close(y, twin(K.avg_pool2d_forward, x, *args), dtype)
-    _, overlapping, exact, _ = pool_cuda._geometry(shape[-2:], y.shape[-2:], k, s, p, (1, 1))
-    assert path == ("gather" if overlapping else "exact" if exact else "scatter")
+    _assert_path(shape[-2:], y.shape[-2:], k, s, p, (1, 1), path)
     gy = rng.standard_normal(y.shape).astype(dtype)
     bargs = (gy, x.shape, k, s, p, count_include_pad, divisor)
     _close(K.avg_pool2d_backward(*bargs), twin(K.avg_pool2d_backward, *bargs), dtype)
-
-
-@pytest.mark.parametrize("shape, out, dtype", [
-    ((2, 3, 16, 12), (4, 3), np.float16),       # bins tile the input: the scatter
-    ((2, 3, 13, 11), (4, 3), np.float32),       # uneven bins overlap: the gather
-    ((1, 2, 3, 17), (5, 17), np.float32),       # more bins than rows
-])
-def test_adaptive_avg_pool_backward_paths(rng, twin, poisoned, shape, out, dtype):
-    x = rng.standard_normal(shape).astype(dtype)
-    y = K.adaptive_avg_pool2d_forward(x, out)
-    _close(y, twin(K.adaptive_avg_pool2d_forward, x, out), dtype)
-    gy = rng.standard_normal(y.shape).astype(dtype)
-    _close(K.adaptive_avg_pool2d_backward(gy, x.shape),
-           twin(K.adaptive_avg_pool2d_backward, gy, x.shape), dtype)
 
 
 def test_launches_are_specialised_once(rng):
