@@ -218,3 +218,22 @@ def test_gate_fails_a_module_without_budgets(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "missing_cuda.copy" in out and "FAIL: no budget declared" in out
     assert md.read_text().startswith("| kernel | regs |") and "| ok |" in md.read_text()
+
+
+def test_float16_comparison_needs_an_external_function():
+    """What the first max_pool did: comparing float16 values calls CUDA's __half operators, which
+    only a runtime NVRTC link resolves; comparing them widened to float32 does not."""
+    from numba import cuda, float32
+
+    def half_max(a, out):
+        out[0] = a[0] if a[0] > a[1] else a[1]
+
+    def widened_max(a, out):
+        x, y = float32(a[0]), float32(a[1])
+        out[0] = x if x > y else y
+
+    sig = "void(float16[::1], float16[::1])"
+    ptx, _ = cuda.compile_ptx(half_max, sig, cc=(9, 0))
+    assert any("__half" in name for name in external_functions(ptx))
+    ptx, _ = cuda.compile_ptx(widened_max, sig, cc=(9, 0))
+    assert external_functions(ptx) == []
