@@ -24,7 +24,7 @@ step install 60 pip install -q --no-deps --no-build-isolation -e .
 python -c "import numpy, numba, cupy, torch; print('numpy', numpy.__version__, 'numba', \
 numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
 step tests 240 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider --ignore=tests/sim
-step benchmarks 150 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda \
+step benchmarks 150 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \
     --markdown tools/gpu_results.md
 step launches 20 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
 echo "gpu_check exit status: $status"
