@@ -10,13 +10,14 @@ import gpudl as gd
 import gpudl.nn.functional as F
 from gpudl import backend
 from gpudl.ops import cross_entropy as ce
+from gpudl.ops import sparse
 
 
 @pytest.fixture
 def deferred(monkeypatch):
     """The GPU's deferred target check, whatever the device; an empty queue before and after."""
     backend.raise_deferred()
-    monkeypatch.setattr(ce, "_deferred", lambda data: True)
+    monkeypatch.setattr(sparse, "deferred", lambda data: True)
     yield
     backend._deferred.clear()
 
@@ -50,11 +51,22 @@ def test_loss_with_good_targets_queues_a_passing_check(deferred):
     assert backend._deferred == []
 
 
-def test_smallest_bad_target_and_ignore_index():
+def test_smallest_bad_index_and_ignore_index():
     data = np.array([[3, -100, 0], [5, -2, 1]])
-    assert ce._smallest_bad_target(data, 3, -100) == -2
-    assert ce._smallest_bad_target(np.array([0, 2, -100]), 3, -100) == ce._NO_BAD_TARGET
-    assert ce._smallest_bad_target(np.array([4, 3], np.uint8), 3, -100) == 3
+    assert sparse.smallest_bad_index(data, 3, -100) == -2
+    assert sparse.smallest_bad_index(data, 3) == -100
+    assert sparse.smallest_bad_index(np.array([0, 2, -100]), 3, -100) == sparse.NO_BAD_INDEX
+    assert sparse.smallest_bad_index(np.array([4, 3], np.uint8), 3, -100) == 3
+    assert sparse.smallest_bad_index(np.array([0]), 0) == 0          # nothing is in range
+
+
+def test_embedding_index_check_is_deferred_too(deferred):
+    weight = gd.randn(4, 2)
+    sparse.check_indices("embedding", "input", gd.tensor([1, 4, 0]), 4)
+    with pytest.raises(IndexError, match=r"embedding: input must lie in \[0, 3\] but holds 4"):
+        gd.cuda.synchronize()
+    assert F.embedding(gd.tensor([3, 0]), weight).shape == (2, 2)
+    gd.cuda.synchronize()
 
 
 def test_a_long_queue_is_read_without_waiting_for_a_sync(deferred, monkeypatch):
@@ -67,7 +79,10 @@ def test_a_long_queue_is_read_without_waiting_for_a_sync(deferred, monkeypatch):
     assert backend._deferred == []
 
 
-def test_cpu_check_stays_immediate():
+def test_cpu_check_stays_immediate_and_reports_the_first_bad_value():
     with pytest.raises(IndexError, match=r"target 3 is out of bounds.*\[0, 2\]"):
-        F.cross_entropy(gd.randn(4, 3), gd.tensor([0, 1, 3, 2]))
+        F.cross_entropy(gd.randn(4, 3), gd.tensor([0, 1, 3, -7]))
+    with pytest.raises(IndexError, match=r"embedding: input must lie in \[0, 3\] but holds "
+                                         r"values in \[-1, 9\]"):
+        F.embedding(gd.tensor([2, -1, 9]), gd.randn(4, 2))
     assert backend._deferred == []

@@ -7,14 +7,11 @@ probabilities by N * d1 * ... . ``label_smoothing`` e mixes in the uniform distr
 loss = (1 - e) * nll + e / C * sum_c(-w_c log p_c).
 """
 
-import numpy as np
-
-from .. import backend
 from ..autograd import Function
 from ..tensor import Tensor
 from .loss import check_reduction, expand_grad, reduce_loss
 from .reduce import log_softmax_array
-from .sparse import IndexOutOfRange
+from .sparse import DEFERRED_NOTE, IndexOutOfRange, check_range
 from ._util import xp_of
 
 
@@ -154,52 +151,18 @@ def _check_input(op, input, target, weight):
     return n_classes, weight
 
 
-_NO_BAD_TARGET = np.iinfo(np.int64).max
-
-
-def _out_of_bounds(op, value, n_classes, ignore_index, where=""):
-    return IndexOutOfRange(f"{op}: target {value} is out of bounds: class indices must lie in "
-                           f"[0, {n_classes - 1}] (or equal ignore_index={ignore_index}){where}")
-
-
-def _smallest_bad_target(data, n_classes, ignore_index):
-    """The smallest target outside [0, n_classes) that is not ignore_index, as a 0-d array on
-    the data's device (``_NO_BAD_TARGET`` when none): one reduction, no device read."""
-    if backend.is_device_array(data):
-        kernel = backend.reduction_kernel(
-            "T x, int64 n, int64 ignore", "int64 y",
-            "(x == ignore || (x >= 0 && x < n)) ? 0x7fffffffffffffffLL : (long long)x",
-            "min(a, b)", "y = a", "0x7fffffffffffffffLL", "gpudl_smallest_bad_target")
-        return kernel(data, n_classes, ignore_index)
-    bad = ((data < 0) | (data >= n_classes)) & (data != ignore_index)
-    return np.where(bad, data.astype(np.int64), _NO_BAD_TARGET).min(initial=_NO_BAD_TARGET)
-
-
-# On the GPU the range check is device-side and reported at the next device read (backend.
-# defer_check): reading a flag back per call would stall every training step.
-_deferred = backend.is_device_array
-
-
 def _check_class_targets(op, input, target, n_classes, ignore_index):
     expected = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
     if target.shape != expected:
         raise ValueError(f"{op}: expected class-index target of shape {expected} for input of "
                          f"shape {input.shape} (N, C, d1, ...), got target of shape "
                          f"{target.shape}")
-    data = target.data
-    if not data.size:
-        return
-    if _deferred(data):
-        backend.defer_check(
-            _smallest_bad_target(data, n_classes, ignore_index),
-            lambda value: value == _NO_BAD_TARGET,
-            lambda value: _out_of_bounds(op, value, n_classes, ignore_index,
-                                         " (found by a device-side check at the next device "
-                                         "read; the loss computed with it is invalid)"))
-        return
-    bad = ((data < 0) | (data >= n_classes)) & (data != ignore_index)
-    if bool(bad.any()):
-        raise _out_of_bounds(op, int(data[bad].reshape(-1)[0]), n_classes, ignore_index)
+
+    def error(value, late):
+        return IndexOutOfRange(f"{op}: target {value} is out of bounds: class indices must lie "
+                               f"in [0, {n_classes - 1}] (or equal ignore_index={ignore_index})"
+                               + (DEFERRED_NOTE if late else ""))
+    check_range(target.data, n_classes, error, ignore_index)
 
 
 def _batched(input, target, index_targets):
