@@ -22,7 +22,8 @@ twins in kernels/pool.py. Kernels are built per accumulator type: float32 for fl
 data (loads widen to float32, so float16 maxima are compared and sums accumulated in float32),
 float64 for float64 data (gradient checks on a GPU). Literals go through the accumulator type, so
 float32 kernels hold no fp64 instruction. Scalars are int32; Numba widens index arithmetic to
-64 bits, so each thread's one flat-index split (``t // (Ho * Wo)``) stays outside every loop.
+64 bits (int32 // int32 is a 64-bit division there), so each thread splits its flat index by
+multiplying with host-computed magic numbers (``_magic``) instead: backward divides nothing.
 """
 
 import functools
@@ -49,10 +50,14 @@ def _make_kernels(acc):
     """The pooling kernels with ``acc`` (a Numba float type) as the accumulator type."""
 
     @cuda.jit(device=True, inline="always")
-    def split(t, rows, cols):
-        """A flat thread index -> (plane, row, column) of a (P, rows, cols) array."""
-        plane, r = t // (rows * cols), t % (rows * cols)
-        return plane, r // cols, r % cols
+    def split(t, rows, cols, mp, sp, mc, sc):
+        """A flat thread index -> (plane, row, column) of a (P, rows, cols) array. Divides by
+        multiplying with ``_magic`` numbers (mp, sp) for rows * cols and (mc, sc) for cols: no
+        division subroutine."""
+        plane = (t * mp) >> sp
+        r = t - plane * (rows * cols)
+        row = (r * mc) >> sc
+        return plane, row, r - row * cols
 
     @cuda.jit(device=True, inline="always")
     def avg_window(o, stride, padding, kernel, size):
@@ -71,12 +76,12 @@ def _make_kernels(acc):
         return acc((h1 - h0) * (w1 - w0))
 
     @cuda.jit
-    def max_fwd(x, y, argmax, kh, kw, sh, sw, ph, pw, dh, dw):
+    def max_fwd(x, y, argmax, kh, kw, sh, sw, ph, pw, dh, dw, mp, sp, mc, sc):
         t = cuda.grid(1)
         P, H, W = x.shape
         Ho, Wo = y.shape[1], y.shape[2]
         if t < P * Ho * Wo:
-            p, oh, ow = split(t, Ho, Wo)
+            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
             h0, w0 = oh * sh - ph, ow * sw - pw
             best = acc(-math.inf)
             arg = -1
@@ -94,12 +99,12 @@ def _make_kernels(acc):
             argmax[p, oh, ow] = max(arg, 0)
 
     @cuda.jit
-    def avg_fwd(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor):
+    def avg_fwd(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, mp, sp, mc, sc):
         t = cuda.grid(1)
         P, H, W = x.shape
         Ho, Wo = y.shape[1], y.shape[2]
         if t < P * Ho * Wo:
-            p, oh, ow = split(t, Ho, Wo)
+            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
             h0, h1, _ = avg_window(oh, sh, ph, kh, H)
             w0, w1, _ = avg_window(ow, sw, pw, kw, W)
             total = acc(0)
@@ -112,12 +117,12 @@ def _make_kernels(acc):
             y[p, oh, ow] = total
 
     @cuda.jit
-    def adaptive_fwd(x, y):
+    def adaptive_fwd(x, y, mp, sp, mc, sc):
         t = cuda.grid(1)
         P, H, W = x.shape
         Ho, Wo = y.shape[1], y.shape[2]
         if t < P * Ho * Wo:
-            p, oh, ow = split(t, Ho, Wo)
+            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
             h0, h1 = (oh * H) // Ho, ((oh + 1) * H + Ho - 1) // Ho
             w0, w1 = (ow * W) // Wo, ((ow + 1) * W + Wo - 1) // Wo
             total = acc(0)
@@ -127,13 +132,13 @@ def _make_kernels(acc):
             y[p, oh, ow] = total / acc((h1 - h0) * (w1 - w0))
 
     @cuda.jit
-    def max_bwd_scatter(gy, argmax, gx, kh, kw, sh, sw, ph, pw, dh, dw):
+    def max_bwd_scatter(gy, argmax, gx, kh, kw, sh, sw, ph, pw, dh, dw, mp, sp, mc, sc):
         """Non-overlapping windows: each output window writes all of its cells."""
         t = cuda.grid(1)
         P, H, W = gx.shape
         Ho, Wo = gy.shape[1], gy.shape[2]
         if t < P * Ho * Wo:
-            p, oh, ow = split(t, Ho, Wo)
+            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
             g = acc(gy[p, oh, ow])
             k = argmax[p, oh, ow]
             zero = acc(0)
@@ -147,13 +152,13 @@ def _make_kernels(acc):
                             gx[p, h, w] = g if i * kw + j == k else zero
 
     @cuda.jit
-    def mean_bwd_scatter(gy, gx, kh, kw, sh, sw, ph, pw, inv_rows, inv_cols):
+    def mean_bwd_scatter(gy, gx, kh, kw, sh, sw, ph, pw, inv_rows, inv_cols, mp, sp, mc, sc):
         """Non-overlapping windows: each output window spreads its share over its cells."""
         t = cuda.grid(1)
         P, H, W = gx.shape
         Ho, Wo = gy.shape[1], gy.shape[2]
         if t < P * Ho * Wo:
-            p, oh, ow = split(t, Ho, Wo)
+            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
             g = acc(gy[p, oh, ow]) * inv_rows[oh] * inv_cols[ow]
             h0, w0 = oh * sh - ph, ow * sw - pw
             for h in range(max(h0, 0), min(h0 + kh, H)):
@@ -161,12 +166,13 @@ def _make_kernels(acc):
                     gx[p, h, w] = g
 
     @cuda.jit
-    def max_bwd_gather(gy, argmax, gx, rows, cols, kw, step_oh, step_i, step_ow, step_j):
+    def max_bwd_gather(gy, argmax, gx, rows, cols, kw, step_oh, step_i, step_ow, step_j,
+                       mp, sp, mc, sc):
         """Overlapping windows: each input pixel sums the gradients routed to it."""
         t = cuda.grid(1)
         P, H, W = gx.shape
         if t < P * H * W:
-            p, h, w = split(t, H, W)
+            p, h, w = split(t, H, W, mp, sp, mc, sc)
             total = acc(0)
             oh, i = rows[0, h], rows[2, h]
             for _ in range(rows[1, h]):
@@ -181,12 +187,12 @@ def _make_kernels(acc):
             gx[p, h, w] = total
 
     @cuda.jit
-    def mean_bwd_gather(gy, gx, rows, cols, inv_rows, inv_cols):
+    def mean_bwd_gather(gy, gx, rows, cols, inv_rows, inv_cols, mp, sp, mc, sc):
         """Overlapping windows (or bins): each input pixel sums its windows' shares."""
         t = cuda.grid(1)
         P, H, W = gx.shape
         if t < P * H * W:
-            p, h, w = split(t, H, W)
+            p, h, w = split(t, H, W, mp, sp, mc, sc)
             total = acc(0)
             o0, o1 = cols[0, w], cols[0, w] + cols[1, w]
             for oh in range(rows[0, h], rows[0, h] + rows[1, h]):
@@ -219,7 +225,7 @@ def _signature(name, dtype, index=None):
         "max_bwd_gather": (data, arg, data, table, table) + ("int32",) * 5,
         "mean_bwd_scatter": (data, data) + ("int32",) * 6 + (inv, inv),
         "mean_bwd_gather": (data, data, table, table, inv, inv),
-    }[name]
+    }[name] + ("int64",) * 4                          # the index split's magic numbers
     return f"void({', '.join(args)})"
 
 
@@ -228,10 +234,34 @@ def _all_signatures(name, dtype):
     return [_signature(name, dtype, index) for index in indices]
 
 
-def _run(name, dtype, n, *args, index=None):
-    """Launch kernel ``name`` for ``dtype`` data over ``n`` threads, specialised (launch.py)."""
+def _magic(d):
+    """(m, s) with (t * m) >> s == t // d for every 0 <= t < 2**31 (Granlund and Montgomery:
+    s = 31 + ceil(log2 d), m = ceil(2**s / d) <= 2**32, so t * m < 2**63 fits int64)."""
+    d = max(d, 1)
+    s = 31 + (d - 1).bit_length()
+    return ((1 << s) + d - 1) // d, s
+
+
+MAX_FLAT = 2**31 - 1       # threads per launch: flat indices stay below 2**31 for _magic
+
+
+def _run(name, dtype, planes, rest, shape, index=None):
+    """Launch kernel ``name`` for ``dtype`` data with one thread per cell of ``shape`` = (rows,
+    cols) in each plane of the (P, ...) arrays ``planes`` (then the arguments ``rest``),
+    specialised (launch.py). More than MAX_FLAT threads launch in slices of whole planes."""
     kernel = _KERNELS[np.float64 if dtype == np.float64 else np.float32][name]
-    launch(kernel, _signature(name, dtype, index), (n + THREADS - 1) // THREADS, THREADS, *args)
+    signature = _signature(name, dtype, index)
+    per_plane = shape[0] * shape[1]
+    if per_plane > MAX_FLAT:
+        raise ValueError(f"pooling: a plane of {shape[0]} x {shape[1]} cells is more than one "
+                         f"launch indexes ({MAX_FLAT})")
+    magic = tuple(np.int64(v) for v in _magic(per_plane) + _magic(shape[1]))
+    count = planes[0].shape[0]
+    step = max(1, MAX_FLAT // max(per_plane, 1))
+    for p0 in range(0, count, step):
+        part = tuple(a[p0:p0 + step] for a in planes)
+        n = part[0].shape[0] * per_plane
+        launch(kernel, signature, (n + THREADS - 1) // THREADS, THREADS, *part, *rest, *magic)
 
 
 # --------------------------------------------------------------------------- window tables
@@ -321,8 +351,8 @@ def max_pool2d_forward(x, out, kernel_size, stride, padding, dilation):
     planes = _planes(xp, x)
     y = xp.empty((planes.shape[0],) + out, x.dtype)
     argmax = xp.empty(y.shape, index_dtype(kernel_size))
-    _run("max_fwd", x.dtype, y.size, planes, y, argmax,
-         *_ints(*kernel_size, *stride, *padding, *dilation), index=argmax.dtype)
+    _run("max_fwd", x.dtype, (planes, y, argmax),
+         _ints(*kernel_size, *stride, *padding, *dilation), out, index=argmax.dtype)
     shape = x.shape[:-2] + out
     return y.reshape(shape), argmax.reshape(shape)
 
@@ -337,11 +367,11 @@ def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, d
     if overlapping:
         rows_d, cols_d = _on_device(("max", geo), lambda: (rows, cols))
         steps = _steps(stride[0], dilation[0]) + _steps(stride[1], dilation[1])
-        _run("max_bwd_gather", gy.dtype, gx.size, g, a, gx, rows_d, cols_d,
-             *_ints(kernel_size[1], *steps), index=a.dtype)
+        _run("max_bwd_gather", gy.dtype, (g, a, gx), (rows_d, cols_d) +
+             _ints(kernel_size[1], *steps), gx.shape[1:], index=a.dtype)
     else:
-        _run("max_bwd_scatter", gy.dtype, g.size, g, a, gx,
-             *_ints(*kernel_size, *stride, *padding, *dilation), index=a.dtype)
+        _run("max_bwd_scatter", gy.dtype, (g, a, gx),
+             _ints(*kernel_size, *stride, *padding, *dilation), g.shape[1:], index=a.dtype)
     return gx.reshape(input_shape)
 
 
@@ -349,8 +379,8 @@ def avg_pool2d_forward(x, out, kernel_size, stride, padding, count_include_pad, 
     xp = backend.get_array_module(x)
     planes = _planes(xp, x)
     y = xp.empty((planes.shape[0],) + out, x.dtype)
-    _run("avg_fwd", x.dtype, y.size, planes, y,
-         *_ints(*kernel_size, *stride, *padding, count_include_pad, divisor))
+    _run("avg_fwd", x.dtype, (planes, y),
+         _ints(*kernel_size, *stride, *padding, count_include_pad, divisor), out)
     return y.reshape(x.shape[:-2] + out)
 
 
@@ -363,9 +393,10 @@ def _mean_backward(gy, input_shape, geo, scatter_args, count_include_pad, diviso
     g = _planes(xp, gy)
     gx = _grad_input(xp, input_shape, gy.dtype, zero=not (exact or overlapping))
     if overlapping:
-        _run("mean_bwd_gather", gy.dtype, gx.size, g, gx, *tables)
+        _run("mean_bwd_gather", gy.dtype, (g, gx), tables, gx.shape[1:])
     else:
-        _run("mean_bwd_scatter", gy.dtype, g.size, g, gx, *_ints(*scatter_args), *tables[2:])
+        _run("mean_bwd_scatter", gy.dtype, (g, gx), _ints(*scatter_args) + tables[2:],
+             g.shape[1:])
     return gx.reshape(input_shape)
 
 
@@ -381,7 +412,7 @@ def adaptive_avg_pool2d_forward(x, out):
     xp = backend.get_array_module(x)
     planes = _planes(xp, x)
     y = xp.empty((planes.shape[0],) + out, x.dtype)
-    _run("adaptive_fwd", x.dtype, y.size, planes, y)
+    _run("adaptive_fwd", x.dtype, (planes, y), (), out)
     return y.reshape(x.shape[:-2] + out)
 
 

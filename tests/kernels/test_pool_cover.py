@@ -1,6 +1,7 @@
-"""The CUDA pooling backward's host tables (kernels/pool_cuda.py ``_cover``/``_steps``): for each
-input cell, the windows covering it, checked against brute-force enumeration of every window's
-cells. Pure NumPy: runs on any machine."""
+"""The CUDA pooling kernels' host-side numbers (kernels/pool_cuda.py): the backward's cover tables
+(``_cover``/``_steps``: for each input cell, the windows covering it) against brute-force
+enumeration of every window's cells, and the magic numbers that split flat indices without a
+division. Pure NumPy: runs on any machine."""
 
 import itertools
 
@@ -47,3 +48,11 @@ def test_cover_of_adaptive_bins(size, out):
         bins = [o for o in range(out) if (o * size) // out <= h < -(-(o + 1) * size // out)]
         assert list(range(cover[0, h], cover[0, h] + cover[1, h])) == bins
     assert exact == (size % out == 0)
+
+
+def test_magic_split_is_exact():
+    for d in (1, 2, 3, 7, 49, 3136, 12345, 2**20 + 1, 2**31 - 1):
+        m, s = pool_cuda._magic(d)
+        for t in (0, 1, d - 1, d, d + 1, 2**31 - 1, (2**31 - 1) // d * d - 1):
+            if t >= 0:
+                assert (t * m) >> s == t // d and t * m < 2**63

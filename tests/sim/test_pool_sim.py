@@ -175,3 +175,20 @@ def test_launches_are_specialised_once(rng):
     for _ in range(3):
         K.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
     assert launch.specialised_count() == before
+
+
+def test_launches_split_into_whole_planes_past_the_flat_limit(rng, twin, monkeypatch):
+    """More threads than MAX_FLAT: the launcher slices the planes (3 x 36 cells per launch)."""
+    from gpudl.kernels import pool_cuda
+    monkeypatch.setattr(pool_cuda, "MAX_FLAT", 110)
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    conf = ((3, 3), (2, 2), (1, 1), (1, 1))
+    y, argmax = K.max_pool2d_forward(x, *conf, False)
+    np.testing.assert_array_equal(y, twin(K.max_pool2d_forward, x, *conf, False)[0])
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    _close(K.max_pool2d_backward(gy, argmax, x.shape, *conf),
+           twin(K.max_pool2d_backward, gy, argmax, x.shape, *conf), np.float32)
+    monkeypatch.setattr(pool_cuda, "MAX_FLAT", 20)
+    with pytest.raises(ValueError, match="a plane of 6 x 6 cells"):
+        K.max_pool2d_backward(gy, argmax, x.shape, *conf)
+
