@@ -25,9 +25,11 @@ _FP64 = re.compile(r"\.f64\b")
 _EXTERN = re.compile(r"^\s*\.extern\s+\.func\b.*?(\S+)\s*$")
 
 
-def cuda_modules():
+def cuda_modules(only=None):
+    """Every ``*_cuda`` module (those whose name contains ``only``, when given)."""
     import gpudl.kernels as package
-    names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.name.endswith("_cuda"))
+    names = sorted(m.name for m in pkgutil.iter_modules(package.__path__)
+                   if m.name.endswith("_cuda") and (not only or only in m.name))
     return [importlib.import_module(f"gpudl.kernels.{name}") for name in names]
 
 
@@ -88,6 +90,8 @@ def main(argv=None):
     parser.add_argument("--gate", action="store_true",
                         help="assemble every float32 kernel for sm_90 and check its budget")
     parser.add_argument("--markdown", metavar="FILE", help="with --gate: write the table here")
+    parser.add_argument("--only", metavar="NAME",
+                        help="with --gate: only the *_cuda modules whose name contains NAME")
     parser.add_argument("--quiet", action="store_true", help="print failures and the total only")
     args = parser.parse_args(argv)
     if not (args.check or args.gate):
@@ -96,7 +100,10 @@ def main(argv=None):
     failures = check(verbose=not args.quiet) if args.check else 0
     if args.gate:
         from .gate import gate
-        failures += gate(cuda_modules(), args.markdown)
+        modules = cuda_modules(args.only)
+        if not modules:
+            parser.error(f"--only {args.only!r} matches no *_cuda module")
+        failures += gate(modules, args.markdown)
     return 1 if failures else 0
 
 

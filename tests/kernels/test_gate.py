@@ -237,3 +237,11 @@ def test_float16_comparison_needs_an_external_function():
     assert any("__half" in name for name in external_functions(ptx))
     ptx, _ = cuda.compile_ptx(widened_max, sig, cc=(9, 0))
     assert external_functions(ptx) == []
+
+
+def test_command_line():
+    from gpudl.kernels.__main__ import cuda_modules, main
+    assert main([]) == 2                                          # nothing asked: help
+    with pytest.raises(SystemExit, match="2"):
+        main(["--gate", "--only", "no_such_family"])
+    assert [m.__name__ for m in cuda_modules("pool")] == ["gpudl.kernels.pool_cuda"]
