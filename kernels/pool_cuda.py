@@ -1,7 +1,9 @@
 """Numba-CUDA kernels for 2-D max, average and adaptive average pooling, forward and backward.
 
 Pooling is memory-bound: each kernel reads its input once and writes its output once. Forward
-kernels run one thread per output element. Backward depends on whether windows overlap:
+kernels run one thread per output element; average and adaptive average share one kernel that
+reads each window's cell ranges and reciprocal divisors from small host-built tables. Backward
+depends on whether windows overlap:
 
 - non-overlapping windows (the usual 2x2 stride-2 pool): one thread per output window scatters
   its gradient into its own window, writing every cell of it (0 where the argmax is not), so no
@@ -59,22 +61,6 @@ def _make_kernels(acc):
         row = (r * mc) >> sc
         return plane, row, r - row * cols
 
-    @cuda.jit(device=True, inline="always")
-    def avg_window(o, stride, padding, kernel, size):
-        start = o * stride - padding
-        end = min(start + kernel, size + padding)
-        return max(start, 0), min(end, size), end - start
-
-    @cuda.jit(device=True, inline="always")
-    def avg_divisor(oh, ow, H, W, kh, kw, sh, sw, ph, pw, count_include_pad, divisor):
-        h0, h1, span_h = avg_window(oh, sh, ph, kh, H)
-        w0, w1, span_w = avg_window(ow, sw, pw, kw, W)
-        if divisor != 0:
-            return acc(divisor)
-        if count_include_pad:
-            return acc(span_h * span_w)
-        return acc((h1 - h0) * (w1 - w0))
-
     @cuda.jit
     def max_fwd(x, y, argmax, kh, kw, sh, sw, ph, pw, dh, dw, mp, sp, mc, sc):
         t = cuda.grid(1)
@@ -99,37 +85,19 @@ def _make_kernels(acc):
             argmax[p, oh, ow] = max(arg, 0)
 
     @cuda.jit
-    def avg_fwd(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, mp, sp, mc, sc):
+    def mean_fwd(x, y, rows, cols, inv_rows, inv_cols, mp, sp, mc, sc):
+        """Average and adaptive average: each output sums its window, cells [lo, hi) per axis
+        from the host tables, and scales by the per-axis reciprocal divisors."""
         t = cuda.grid(1)
-        P, H, W = x.shape
         Ho, Wo = y.shape[1], y.shape[2]
-        if t < P * Ho * Wo:
+        if t < x.shape[0] * Ho * Wo:
             p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
-            h0, h1, _ = avg_window(oh, sh, ph, kh, H)
-            w0, w1, _ = avg_window(ow, sw, pw, kw, W)
             total = acc(0)
-            for h in range(h0, h1):
+            w0, w1 = cols[0, ow], cols[1, ow]
+            for h in range(rows[0, oh], rows[1, oh]):
                 for w in range(w0, w1):
                     total += acc(x[p, h, w])
-            if h0 < h1 and w0 < w1:
-                total /= avg_divisor(oh, ow, H, W, kh, kw, sh, sw, ph, pw, count_include_pad,
-                                     divisor)
-            y[p, oh, ow] = total
-
-    @cuda.jit
-    def adaptive_fwd(x, y, mp, sp, mc, sc):
-        t = cuda.grid(1)
-        P, H, W = x.shape
-        Ho, Wo = y.shape[1], y.shape[2]
-        if t < P * Ho * Wo:
-            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
-            h0, h1 = (oh * H) // Ho, ((oh + 1) * H + Ho - 1) // Ho
-            w0, w1 = (ow * W) // Wo, ((ow + 1) * W + Wo - 1) // Wo
-            total = acc(0)
-            for h in range(h0, h1):
-                for w in range(w0, w1):
-                    total += acc(x[p, h, w])
-            y[p, oh, ow] = total / acc((h1 - h0) * (w1 - w0))
+            y[p, oh, ow] = total * inv_rows[oh] * inv_cols[ow]
 
     @cuda.jit
     def max_bwd_scatter(gy, argmax, gx, kh, kw, sh, sw, ph, pw, dh, dw, mp, sp, mc, sc):
@@ -202,7 +170,7 @@ def _make_kernels(acc):
                 total += part * inv_rows[oh]
             gx[p, h, w] = total
 
-    return {"max_fwd": max_fwd, "avg_fwd": avg_fwd, "adaptive_fwd": adaptive_fwd,
+    return {"max_fwd": max_fwd, "mean_fwd": mean_fwd,
             "max_bwd_scatter": max_bwd_scatter, "max_bwd_gather": max_bwd_gather,
             "mean_bwd_scatter": mean_bwd_scatter, "mean_bwd_gather": mean_bwd_gather}
 
@@ -219,8 +187,7 @@ def _signature(name, dtype, index=None):
     table, inv = "int32[:, ::1]", f"{acc}[::1]"
     args = {
         "max_fwd": (data, data, arg) + ("int32",) * 8,
-        "avg_fwd": (data, data) + ("int32",) * 8,     # geometry, flag, divisor
-        "adaptive_fwd": (data, data),
+        "mean_fwd": (data, data, table, table, inv, inv),
         "max_bwd_scatter": (data, arg, data) + ("int32",) * 8,
         "max_bwd_gather": (data, arg, data, table, table) + ("int32",) * 5,
         "mean_bwd_scatter": (data, data) + ("int32",) * 6 + (inv, inv),
@@ -325,6 +292,31 @@ def _on_device(key, build):
     return tables
 
 
+def _ranges(table):
+    """An ``_axis_windows`` table as int32 (2, out) [lo, hi) cell ranges (dilation 1)."""
+    return np.stack([table[0] + table[1], table[0] + table[2]]).astype(np.int32)
+
+
+def _mean_tables(geo, adaptive, count_include_pad, divisor, dtype):
+    """(device tables, overlapping, exact) of one average-pooling geometry, uploaded once: the
+    windows' cell ranges per axis (forward), the cover tables (backward gather) and the per-axis
+    reciprocal divisors."""
+    covers, overlapping, exact, windows = _geometry(*geo, adaptive=adaptive)
+    key = ("mean", geo, adaptive, count_include_pad, divisor, np.dtype(dtype).name)
+    tables = _on_device(key, lambda: (_ranges(windows[0]), _ranges(windows[1])) + covers
+                        + _reciprocals(windows, count_include_pad, divisor, dtype))
+    return tables, overlapping, exact
+
+
+def _mean_forward(x, out, geo, count_include_pad, divisor, adaptive):
+    xp = backend.get_array_module(x)
+    planes = _planes(xp, x)
+    y = xp.empty((planes.shape[0],) + out, x.dtype)
+    tables, _, _ = _mean_tables(geo, adaptive, count_include_pad, divisor, x.dtype)
+    _run("mean_fwd", x.dtype, (planes, y), tables[:2] + tables[4:], out)
+    return y.reshape(x.shape[:-2] + out)
+
+
 def _reciprocals(windows, count_include_pad, divisor, dtype):
     acc = np.float64 if dtype == np.float64 else np.float32
     return tuple((1 / f).astype(acc) for f in _divisors(windows, count_include_pad, divisor,
@@ -376,26 +368,21 @@ def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, d
 
 
 def avg_pool2d_forward(x, out, kernel_size, stride, padding, count_include_pad, divisor):
-    xp = backend.get_array_module(x)
-    planes = _planes(xp, x)
-    y = xp.empty((planes.shape[0],) + out, x.dtype)
-    _run("avg_fwd", x.dtype, (planes, y),
-         _ints(*kernel_size, *stride, *padding, count_include_pad, divisor), out)
-    return y.reshape(x.shape[:-2] + out)
+    geo = (tuple(x.shape[-2:]), tuple(out), tuple(kernel_size), tuple(stride), tuple(padding),
+           (1, 1))
+    return _mean_forward(x, tuple(out), geo, bool(count_include_pad), int(divisor), False)
 
 
 def _mean_backward(gy, input_shape, geo, scatter_args, count_include_pad, divisor, adaptive):
     xp = backend.get_array_module(gy)
-    (rows, cols), overlapping, exact, windows = _geometry(*geo, adaptive=adaptive)
-    key = ("mean", geo, adaptive, count_include_pad, divisor, np.dtype(gy.dtype).name)
-    tables = _on_device(key, lambda: (rows, cols) + _reciprocals(windows, count_include_pad,
-                                                                 divisor, gy.dtype))
+    tables, overlapping, exact = _mean_tables(geo, adaptive, count_include_pad, divisor,
+                                              gy.dtype)
     g = _planes(xp, gy)
     gx = _grad_input(xp, input_shape, gy.dtype, zero=not (exact or overlapping))
     if overlapping:
-        _run("mean_bwd_gather", gy.dtype, (g, gx), tables, gx.shape[1:])
+        _run("mean_bwd_gather", gy.dtype, (g, gx), tables[2:], gx.shape[1:])
     else:
-        _run("mean_bwd_scatter", gy.dtype, (g, gx), _ints(*scatter_args) + tables[2:],
+        _run("mean_bwd_scatter", gy.dtype, (g, gx), _ints(*scatter_args) + tables[4:],
              g.shape[1:])
     return gx.reshape(input_shape)
 
@@ -409,11 +396,8 @@ def avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding, count_inc
 
 
 def adaptive_avg_pool2d_forward(x, out):
-    xp = backend.get_array_module(x)
-    planes = _planes(xp, x)
-    y = xp.empty((planes.shape[0],) + out, x.dtype)
-    _run("adaptive_fwd", x.dtype, (planes, y), (), out)
-    return y.reshape(x.shape[:-2] + out)
+    geo = (tuple(x.shape[-2:]), tuple(out), None, None, None, None)
+    return _mean_forward(x, tuple(out), geo, False, 0, True)
 
 
 def adaptive_avg_pool2d_backward(gy, input_shape):
