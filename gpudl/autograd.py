@@ -9,6 +9,7 @@ recorded nodes in reverse topological order with an explicit stack (an unrolled 
 """
 
 import functools
+import weakref
 
 import numpy as np
 
@@ -16,6 +17,10 @@ from . import backend
 
 _state = {"grad_enabled": True}
 _Tensor = None  # set by gpudl.tensor at import (tensor.py sits below this module)
+# id(leaf) -> [hook(leaf)]: called once per backward after the leaf's .grad holds all of that
+# backward's contributions (DistributedDataParallel launches its all-reduce from them). Kept
+# here, not on the Tensor, so tensors without hooks carry nothing; a finalizer drops the entry.
+_post_accumulate_hooks = {}
 
 
 def is_grad_enabled():
@@ -181,15 +186,78 @@ def backward(tensor, grad=None, retain_graph=False):
                 f"{tuple(tensor.shape)}")
     if tensor.grad_fn is None:
         _accumulate(tensor, grad)
+        _run_hooks(tensor)
         return
     root = tensor.grad_fn
     pending = {root: {tensor._out_index: grad}}
+    order = _topological_order(root)
+    waiting = _leaf_edge_counts(order) if _post_accumulate_hooks else None
     with no_grad():
-        for node in _topological_order(root):
+        for node in order:
             grads_in = pending.pop(node, None)
-            if grads_in is None:
-                continue
-            _run_node(node, grads_in, pending, retain_graph)
+            if grads_in is not None:
+                _run_node(node, grads_in, pending, retain_graph)
+            if waiting:
+                _hooks_after(node, waiting)
+
+
+# ----------------------------------------------------------------- post-accumulate grad hooks
+class RemovableHandle:
+    """What ``register_post_accumulate_grad_hook`` returns: ``handle.remove()`` unregisters."""
+
+    def __init__(self, hooks, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def register_post_accumulate_grad_hook(tensor, hook):
+    """Call ``hook(tensor)`` after each backward has accumulated into the leaf's ``.grad``."""
+    if not callable(hook):
+        raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got "
+                        f"{type(hook).__name__}")
+    if tensor.grad_fn is not None:
+        raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors have an "
+                           "accumulated .grad; this tensor has a grad_fn")
+    if not tensor.requires_grad:
+        raise RuntimeError("register_post_accumulate_grad_hook: cannot register a hook on a "
+                           "tensor that does not require grad")
+    key = id(tensor)
+    if key not in _post_accumulate_hooks:
+        _post_accumulate_hooks[key] = []
+        weakref.finalize(tensor, _post_accumulate_hooks.pop, key, None)
+    hooks = _post_accumulate_hooks[key]
+    hooks.append(hook)
+    return RemovableHandle(hooks, hook)
+
+
+def _leaf_edge_counts(order):
+    """{id(leaf with hooks): edges into it}: its hooks run once the last of them is walked."""
+    counts = {}
+    for node in order:
+        for edge in node.edges:
+            if edge is not None and not isinstance(edge, tuple) \
+                    and id(edge) in _post_accumulate_hooks:
+                counts[id(edge)] = counts.get(id(edge), 0) + 1
+    return counts
+
+
+def _hooks_after(node, waiting):
+    for edge in node.edges:
+        if edge is None or isinstance(edge, tuple) or id(edge) not in waiting:
+            continue
+        waiting[id(edge)] -= 1
+        if waiting[id(edge)] == 0:
+            del waiting[id(edge)]
+            if edge.grad is not None:
+                _run_hooks(edge)
+
+
+def _run_hooks(tensor):
+    for hook in list(_post_accumulate_hooks.get(id(tensor), ())):
+        hook(tensor)
 
 
 def _run_node(node, grads_in, pending, retain_graph):

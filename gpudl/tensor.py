@@ -227,6 +227,10 @@ class Tensor(MathMixin, ShapeMixin):
         node.retained[self._out_index] = self
         return self
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Run ``hook(self)`` after each backward that accumulates into this leaf's ``.grad``."""
+        return autograd.register_post_accumulate_grad_hook(self, hook)
+
     # ----------------------------------------------------------------- in place (no graph)
     def _check_inplace(self, op):
         if self.requires_grad and autograd.is_grad_enabled():
