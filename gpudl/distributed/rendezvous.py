@@ -54,8 +54,10 @@ def from_environ(rank=None, world_size=None, environ=None):
     local_rank = _int_var(environ, "LOCAL_RANK", None, default=rank)
     addr = environ.get("MASTER_ADDR", "127.0.0.1")
     port = _int_var(environ, "MASTER_PORT", None, default=29500)
-    if not 0 < port < 65536:
-        raise ValueError(f"init_process_group: MASTER_PORT must be in 1..65535, got {port}")
+    if not 0 < port < 65535:
+        raise ValueError(f"init_process_group: MASTER_PORT must be in 1..65534, got {port}")
+    if environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        port += 1          # torchrun's agent already serves its own store on MASTER_PORT
     return EnvInfo(rank, world_size, local_rank, addr, port)
 
 

@@ -30,6 +30,12 @@ def test_env_parsing_defaults_and_arguments_win():
     assert info == rendezvous.EnvInfo(2, 4, 2, "127.0.0.1", 29500)   # LOCAL_RANK defaults to rank
 
 
+def test_env_parsing_steps_past_torchruns_own_store():
+    env = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "4000",
+           "TORCHELASTIC_USE_AGENT_STORE": "True"}
+    assert rendezvous.from_environ(environ=env).master_port == 4001
+
+
 @pytest.mark.parametrize("env, match", [
     ({"WORLD_SIZE": "2"}, "RANK is not set"),
     ({"RANK": "0"}, "WORLD_SIZE is not set"),
