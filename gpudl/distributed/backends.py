@@ -9,6 +9,7 @@ hang. The tensor-level API (``gpudl.distributed``) and DistributedDataParallel's
 top of these calls, so the bucketing and overlap logic is the same on both engines.
 """
 
+import os
 import sys
 import time
 
@@ -22,6 +23,7 @@ SUM, AVG, MAX, MIN, PRODUCT = "sum", "avg", "max", "min", "product"
 # waits leave the CPU to the other ranks on a shared machine.
 _SPIN_S = 2e-4
 _POLL_MAX_S = 1e-3
+_ABORT_GRACE_S = 0.5
 
 
 def _missing(package, backend_name, install):
@@ -124,16 +126,20 @@ class MPIBackend(_Backend):
     def _work(self, what, request, finish):
         return Work(self, what, request.Test, finish)
 
-    def all_reduce(self, a, op=SUM):
-        host, back = self._host(a)
-        request = self.comm.Iallreduce(self.MPI.IN_PLACE, host, self._ops[op])
-
+    def _reduced(self, host, op, back):
+        """What to run when a reduction into ``host`` completes: AVG's division, the copy back."""
         def finish():
-            if op == AVG:
+            if op == AVG:       # MPI has no average: a sum, then divided here
                 np.divide(host, self.world_size, out=host, casting="unsafe")
             if back:
                 back()
-        return self._work(f"all_reduce({op}) of {a.size} elements", request, finish)
+        return finish
+
+    def all_reduce(self, a, op=SUM):
+        host, back = self._host(a)
+        request = self.comm.Iallreduce(self.MPI.IN_PLACE, host, self._ops[op])
+        return self._work(f"all_reduce({op}) of {a.size} elements", request,
+                          self._reduced(host, op, back))
 
     def broadcast(self, a, src):
         host, back = self._host(a)
@@ -151,20 +157,19 @@ class MPIBackend(_Backend):
         send, _ = self._host(a)
         host, back = self._host(out)
         request = self.comm.Ireduce_scatter_block(send, host, self._ops[op])
-
-        def finish():
-            if op == AVG:
-                np.divide(host, self.world_size, out=host, casting="unsafe")
-            if back:
-                back()
-        return self._work(f"reduce_scatter({op}) of {a.size} elements", request, finish)
+        return self._work(f"reduce_scatter({op}) of {a.size} elements", request,
+                          self._reduced(host, op, back))
 
     def barrier(self):
         return self._work("barrier", self.comm.Ibarrier(), None)
 
     def abort(self, message):
         print(message, file=sys.stderr, flush=True)
+        # mpiexec forwards each rank's stderr through its proxy, which the abort tears down:
+        # give the message a moment to get through first.
+        time.sleep(_ABORT_GRACE_S)
         self.comm.Abort(1)
+        os._exit(1)         # MPI_Abort may return before the launcher kills this process
 
     def close(self):
         pass        # mpi4py finalizes MPI at interpreter exit
