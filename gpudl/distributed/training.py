@@ -54,6 +54,7 @@ class FitContext:
         if isinstance(sampler, DistributedSampler):      # the user sharded it already
             sampler.set_epoch(epoch)
             return loader
+        _check_loader(loader, "train_loader")
         sampler = DistributedSampler(loader.dataset, self.group.world_size, self.group.rank,
                                      shuffle=getattr(loader, "shuffle", False),
                                      drop_last=getattr(loader, "drop_last", False))
@@ -63,6 +64,7 @@ class FitContext:
     def eval_loader(self, loader):
         if self.group is None:
             return loader
+        _check_loader(loader, "val_loader")
         n = len(loader.dataset)
         return _loader_over(loader, np.arange(self.group.rank, n, self.group.world_size))
 
@@ -87,6 +89,12 @@ class FitContext:
         out = np.empty((world,) + padded.shape, rows.dtype)
         self.group.all_gather(out, padded).wait()
         return np.concatenate([out[r, :int(sizes[r, 0])] for r in range(world)])
+
+
+def _check_loader(loader, name):
+    if not (hasattr(loader, "dataset") and hasattr(loader, "batch_size")):
+        raise TypeError(f"fit: under a process group {name} must be a gpudl DataLoader (each "
+                        f"rank takes its shard of loader.dataset), got {type(loader).__name__}")
 
 
 def _loader_over(loader, indices):

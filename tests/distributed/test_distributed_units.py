@@ -233,3 +233,41 @@ def test_missing_packages_are_named(monkeypatch):
     with pytest.raises(ImportError, match="needs the package 'cupy'"):
         dist.init_process_group(backend="nccl", rank=0, world_size=1)
     assert not dist.is_initialized()
+
+
+# ----------------------------------------------------------------- fit's duties per rank
+class TwoRankGroup(RecordingGroup):
+    """Rank 1 of a pretend world of 2: collectives complete at once and change nothing."""
+
+    rank, world_size = 1, 2
+
+    def __init__(self):
+        super().__init__([])
+
+    def broadcast(self, array, src):
+        return backends.Work(self, "broadcast", lambda: True)
+
+
+def test_fit_context_shards_like_the_sampler_and_leaves_rank_0s_duties(monkeypatch):
+    from gpudl.callbacks import EarlyStopping, ModelCheckpoint
+    from gpudl.data import DataLoader, TensorDataset
+    from gpudl.distributed.training import FitContext
+    monkeypatch.setitem(dist._state, "group", TwoRankGroup())
+    model = nn.Linear(2, 1)
+    stop = EarlyStopping(patience=1)
+    run = FitContext(model, [ModelCheckpoint("never.safetensors"), stop], verbose=True)
+    assert run.model.module is model and run.callback_model is model and run.eval_model is model
+    assert run.callbacks == [stop] and run.verbose is False
+    x = np.arange(22, dtype=np.float32).reshape(11, 2)
+    loader = DataLoader(TensorDataset(x, x[:, :1]), batch_size=4, shuffle=True)
+    sampler = DistributedSampler(range(11), 2, 1, shuffle=True)
+    sampler.set_epoch(3)
+    rows = np.concatenate([xb.numpy() for xb, _ in run.train_loader(loader, 3)])
+    np.testing.assert_array_equal(rows, x[list(sampler)])
+    rows = np.concatenate([xb.numpy() for xb, _ in run.eval_loader(loader)])
+    np.testing.assert_array_equal(rows, x[1::2])                  # unpadded: every sample once
+    with pytest.raises(TypeError, match="train_loader must be a gpudl DataLoader"):
+        run.train_loader([(x, x)], 0)
+    run.close()
+    from gpudl import autograd
+    assert not any(autograd._post_accumulate_hooks.get(id(p)) for p in model.parameters())
