@@ -10,6 +10,8 @@ back into ``.grad``. The backend object does the collectives, so the MPI and NCC
 all of this.
 """
 
+import weakref
+
 import numpy as np
 
 from .. import backend as _device
@@ -104,16 +106,24 @@ class Reducer:
             "find_unused_parameters=True, or make every parameter take part in the loss")
 
     def _hook(self, index):
+        # a weak reference: the hook registry must not keep a dropped DDP (and its buckets) alive
+        owner = weakref.ref(self)
+
         def hook(param):
-            if not self.expecting:
-                return
-            if not self.marked_unused:
-                self.marked_unused = True
-                for i in self.unused:
-                    self._mark_ready(i)
-            self.used[index] = 1
-            self._mark_ready(index)
+            reducer = owner()
+            if reducer is not None:
+                reducer._grad_ready(index)
         return hook
+
+    def _grad_ready(self, index):
+        if not self.expecting:
+            return
+        if not self.marked_unused:
+            self.marked_unused = True
+            for i in self.unused:
+                self._mark_ready(i)
+        self.used[index] = 1
+        self._mark_ready(index)
 
     def _mark_ready(self, index):
         if self.ready[index]:

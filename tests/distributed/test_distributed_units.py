@@ -271,3 +271,18 @@ def test_fit_context_shards_like_the_sampler_and_leaves_rank_0s_duties(monkeypat
     run.close()
     from gpudl import autograd
     assert not any(autograd._post_accumulate_hooks.get(id(p)) for p in model.parameters())
+
+
+def test_a_dropped_reducer_is_freed_and_its_hooks_do_nothing():
+    import gc
+    import weakref
+    model = _mlp()
+    params = list(model.parameters())
+    group = RecordingGroup(params)
+    reducer = Reducer(params, group)
+    alive = weakref.ref(reducer)
+    del reducer
+    gc.collect()
+    assert alive() is None
+    model(gd.ones((1, 4))).sum().backward()         # the orphaned hooks run and do nothing
+    assert group.events == []
