@@ -54,6 +54,7 @@ def is_nccl_available():
 
 
 def is_initialized():
+    """Whether ``init_process_group`` has run (and ``destroy_process_group`` not since)."""
     return _state["group"] is not None
 
 
@@ -141,27 +142,32 @@ def _check_group_arg(group, where):
 
 
 def get_rank(group=None):
+    """This process's rank, 0 .. world size - 1."""
     _check_group_arg(group, "get_rank")
     return _group("get_rank").rank
 
 
 def get_world_size(group=None):
+    """The number of processes in the group."""
     _check_group_arg(group, "get_world_size")
     return _group("get_world_size").world_size
 
 
 def get_backend(group=None):
+    """'mpi' or 'nccl'."""
     _check_group_arg(group, "get_backend")
     return _group("get_backend").name
 
 
 def destroy_process_group(group=None):
+    """Leave the group (NCCL's communicator is destroyed; MPI itself ends with the process)."""
     _check_group_arg(group, "destroy_process_group")
     _group("destroy_process_group").close()
     _state["group"] = None
 
 
 def barrier(group=None, async_op=False):
+    """Wait until every rank has called ``barrier`` (or the timeout ends the job)."""
     _check_group_arg(group, "barrier")
     return _run(_group("barrier").barrier(), async_op)
 
