@@ -111,6 +111,7 @@ class MPIBackend(_Backend):
         self.MPI, self.comm = MPI, MPI.COMM_WORLD
         super().__init__(self.comm.Get_rank(), self.comm.Get_size(), timeout)
         self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        self._excepthook = None        # (the previous hook, ours) while ours is installed
         self._ops = {SUM: MPI.SUM, AVG: MPI.SUM, MAX: MPI.MAX, MIN: MPI.MIN, PRODUCT: MPI.PROD}
 
     def _host(self, a):
@@ -172,7 +173,10 @@ class MPIBackend(_Backend):
         os._exit(1)         # MPI_Abort may return before the launcher kills this process
 
     def close(self):
-        pass        # mpi4py finalizes MPI at interpreter exit
+        """Restore the exception hook (mpi4py finalizes MPI itself at interpreter exit)."""
+        if self._excepthook is not None and sys.excepthook is self._excepthook[1]:
+            sys.excepthook = self._excepthook[0]
+        self._excepthook = None
 
     def install_abort_on_error(self):
         """An uncaught exception on this rank prints it, names the rank, and aborts every rank."""
@@ -183,6 +187,7 @@ class MPIBackend(_Backend):
             self.abort(f"gpudl.distributed: rank {self.rank} of {self.world_size} failed with "
                        f"{kind.__name__}: {value}; aborting all ranks")
         sys.excepthook = hook
+        self._excepthook = (previous, hook)
 
 
 class NCCLBackend(_Backend):

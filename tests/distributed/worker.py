@@ -298,10 +298,13 @@ def _write_pid():
 
 def main(cases):
     timeout = float(os.environ.get("GPUDL_TEST_TIMEOUT", "60"))
+    hook = sys.excepthook
     dist.init_process_group(backend="mpi", timeout=timeout)
+    assert sys.excepthook is not hook                   # uncaught errors now abort every rank
     for case in cases:
         globals()["case_" + case]()
     dist.destroy_process_group()
+    assert sys.excepthook is hook and not dist.is_initialized()
 
 
 if __name__ == "__main__":
