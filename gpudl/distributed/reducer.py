@@ -140,6 +140,9 @@ class Reducer:
             self.next_bucket += 1
         if self.next_bucket == len(self.buckets):
             self._finalize()
+        else:       # MPI moves collectives along only inside its calls: test the launched ones
+            for launched in self.buckets[:self.next_bucket]:
+                launched.work.is_completed()
 
     def _launch(self, b):
         bucket = self.buckets[b]
