@@ -205,12 +205,15 @@ def backward(tensor, grad=None, retain_graph=False):
 class RemovableHandle:
     """What ``register_post_accumulate_grad_hook`` returns: ``handle.remove()`` unregisters."""
 
-    def __init__(self, hooks, hook):
-        self._hooks, self._hook = hooks, hook
+    def __init__(self, key, hook):
+        self._key, self._hook = key, hook
 
     def remove(self):
-        if self._hook in self._hooks:
-            self._hooks.remove(self._hook)
+        hooks = _post_accumulate_hooks.get(self._key, [])
+        if self._hook in hooks:
+            hooks.remove(self._hook)
+        if not hooks:           # no entry left: backward skips the hook bookkeeping entirely
+            _post_accumulate_hooks.pop(self._key, None)
 
 
 def register_post_accumulate_grad_hook(tensor, hook):
@@ -228,9 +231,8 @@ def register_post_accumulate_grad_hook(tensor, hook):
     if key not in _post_accumulate_hooks:
         _post_accumulate_hooks[key] = []
         weakref.finalize(tensor, _post_accumulate_hooks.pop, key, None)
-    hooks = _post_accumulate_hooks[key]
-    hooks.append(hook)
-    return RemovableHandle(hooks, hook)
+    _post_accumulate_hooks[key].append(hook)
+    return RemovableHandle(key, hook)
 
 
 def _leaf_edge_counts(order):

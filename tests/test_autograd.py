@@ -205,6 +205,7 @@ def test_post_accumulate_hook_sees_accumulated_grad_and_can_be_removed():
     (w * 3).sum().backward()
     np.testing.assert_allclose(calls[-1], [6.0, 6.0])       # grads accumulate across calls
     handle.remove()
+    assert id(w) not in gd.autograd._post_accumulate_hooks      # backward skips the bookkeeping
     (w * 3).sum().backward()
     assert len(calls) == 2
     w.sum().backward()           # a leaf root: no hook left, nothing runs
