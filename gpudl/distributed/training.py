@@ -2,11 +2,12 @@
 
 Without a process group (or with a world of one) ``FitContext`` changes nothing. Under one:
 a model not yet wrapped is wrapped in DistributedDataParallel for the call (so Keras-style
-``model.fit`` works unchanged) and unwrapped at the end; each epoch's training loader is replaced by this rank's DistributedSampler shard (equal sizes,
-so every rank runs the same number of steps, which DDP's collectives need); validation runs on
-the unwrapped module over an unpadded shard, so the combined loss and metrics count every sample
-exactly once; only rank 0 shows progress and runs ModelCheckpoint; callbacks see the unwrapped
-module, so checkpoints have the module's own keys.
+``model.fit`` works unchanged) and unwrapped at the end; each epoch's training loader is
+replaced by this rank's DistributedSampler shard (equal sizes, so every rank runs the same
+number of steps, which DDP's collectives need); validation runs on the unwrapped module over an
+unpadded shard, so the combined loss and metrics count every sample exactly once; only rank 0
+shows progress and runs ModelCheckpoint; callbacks see the unwrapped module, so checkpoints have
+the module's own keys.
 """
 
 import numpy as np

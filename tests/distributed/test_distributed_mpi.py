@@ -37,8 +37,9 @@ def launch(n, cases, tmp_path, **env):
 
 def assert_cases_ok(result, cases):
     reported = [line.split()[0] for line in result.stdout.splitlines() if line.endswith(" ok")]
-    assert result.returncode == 0 and reported == list(cases), \
-        f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+    assert result.returncode == 0 and reported == list(cases), (
+        f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\n"
+        f"stderr:\n{result.stderr[-3000:]}")
 
 
 def assert_no_process_left(pid_folder):
