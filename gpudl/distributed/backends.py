@@ -291,11 +291,15 @@ class NCCLBackend(_Backend):
 def _import_nccl():
     try:
         import cupy
-        from cupy.cuda import nccl
     except ImportError as exc:
         raise _missing("cupy", "nccl", "pip install cupy-cuda12x (or cupy-cuda13x)") from exc
-    if not getattr(nccl, "available", True):
-        raise ImportError("init_process_group(backend='nccl'): CuPy was built without NCCL or "
-                          "could not load it: pip install nvidia-nccl-cu12 (or -cu13) and see "
-                          "CuPy's installation guide")
+    nccl, cause = None, None
+    try:
+        from cupy.cuda import nccl
+    except ImportError as exc:
+        cause = exc
+    if nccl is None or not getattr(nccl, "available", True):
+        raise ImportError("init_process_group(backend='nccl'): CuPy could not load NCCL: pip "
+                          "install nvidia-nccl-cu12 (or -cu13), matching CuPy's CUDA; see "
+                          "CuPy's installation guide") from cause
     return cupy, nccl

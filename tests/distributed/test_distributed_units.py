@@ -286,3 +286,15 @@ def test_a_dropped_reducer_is_freed_and_its_hooks_do_nothing():
     assert alive() is None
     model(gd.ones((1, 4))).sum().backward()         # the orphaned hooks run and do nothing
     assert group.events == []
+
+
+def test_cupy_without_nccl_is_told_apart_from_no_cupy(monkeypatch):
+    import types
+    fake_cupy = types.ModuleType("cupy")
+    fake_cuda = types.ModuleType("cupy.cuda")
+    fake_cupy.cuda = fake_cuda
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", fake_cuda)
+    with pytest.raises(ImportError, match="could not load NCCL: pip install nvidia-nccl-cu12"):
+        dist.init_process_group(backend="nccl", rank=0, world_size=1)
+    assert not dist.is_nccl_available()
