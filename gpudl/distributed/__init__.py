@@ -238,8 +238,10 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=Fal
 
 def _check_list(tensors, like, world_size, where, name):
     if not isinstance(tensors, (list, tuple)) or len(tensors) != world_size:
+        got = (f"a list of {len(tensors)}" if isinstance(tensors, (list, tuple))
+               else type(tensors).__name__)
         raise ValueError(f"{where}: {name} must be a list of {world_size} tensors (one per rank), "
-                         f"got {type(tensors).__name__} of length {len(tensors)}")
+                         f"got {got}")
     for t in tensors:
         _tensor(t, where, name + " item")
         if t.shape != like.shape or t.dtype != like.dtype:

@@ -298,3 +298,27 @@ def test_cupy_without_nccl_is_told_apart_from_no_cupy(monkeypatch):
     with pytest.raises(ImportError, match="could not load NCCL: pip install nvidia-nccl-cu12"):
         dist.init_process_group(backend="nccl", rank=0, world_size=1)
     assert not dist.is_nccl_available()
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda t: dist.all_reduce(t, op="sum"), TypeError, "op must be a gpudl.distributed.ReduceOp"),
+    (lambda t: dist.all_reduce(gd.tensor([1, 2]), op=dist.ReduceOp.AVG), TypeError,
+     "AVG needs a floating-point tensor"),
+    (lambda t: dist.all_reduce([1.0]), TypeError, "tensor must be a gpudl Tensor, got list"),
+    (lambda t: dist.broadcast(t, src=2), ValueError, r"src must be a rank in 0\.\.1, got 2"),
+    (lambda t: dist.all_gather([gd.zeros(3)], t), ValueError,
+     "tensor_list must be a list of 2 tensors .one per rank., got a list of 1"),
+    (lambda t: dist.all_gather(gd.zeros(3), t), ValueError, "got Tensor"),
+    (lambda t: dist.all_gather([gd.zeros(3), gd.zeros(4)], t), ValueError,
+     r"shape \(3,\) and dtype float32, got \(4,\)"),
+    (lambda t: dist.reduce_scatter(t, [t]), ValueError, "input_list must be a list of 2"),
+    (lambda t: dist.all_reduce(t, group=object()), ValueError, "only the default process group"),
+    (lambda t: dist.init_process_group("mpi"), RuntimeError, "initialize the default process "
+     "group twice"),
+])
+def test_refused_collectives_name_the_argument_and_change_nothing(monkeypatch, call, error, match):
+    monkeypatch.setitem(dist._state, "group", TwoRankGroup())
+    t = gd.tensor([1.0, 2.0, 3.0])
+    with pytest.raises(error, match=match):
+        call(t)
+    np.testing.assert_array_equal(t.numpy(), [1.0, 2.0, 3.0])
