@@ -1,4 +1,4 @@
-"""``gd.save`` / ``gd.load``: checkpoints in the safetensors format, never a pickle.
+"""``gd.save`` / ``gd.load``: checkpoints in the safetensors format; PyTorch's zip checkpoints read.
 
 Tensors (gpudl Tensors, NumPy or CuPy arrays) anywhere in nested dicts, lists and tuples become
 the file's tensors, named by their dotted path (``"fc1.weight"``, ``"state.0.exp_avg"``); a flat
@@ -6,6 +6,8 @@ model ``state_dict`` therefore opens with ``safetensors.torch.load_file`` under 
 PyTorch's keys. Everything else (the nesting, int keys, numbers, strings, bools, None, lists of
 numbers) is kept as JSON in the header's metadata under ``"gpudl"``. A file without that entry
 (written by ``safetensors.torch.save_file``, say) loads as a flat ``{name: Tensor}`` dict.
+``gd.load`` also reads ``torch.save`` files through a restricted reader (``torch_checkpoint``)
+that never runs code from the file. Saves are atomic (a temporary file, then a rename).
 """
 
 import glob
