@@ -12,15 +12,31 @@ def _count(value, name):
     return int(value)
 
 
+def torch_randperm(n, seed):
+    """``torch.randperm(n, generator=torch.Generator().manual_seed(seed))`` without torch.
+
+    PyTorch's CPU generator is a standard MT19937 seeded with the seed's low 32 bits, which is
+    NumPy's ``RandomState``; its randperm (for n below 2**32 / 20) is a Fisher-Yates shuffle
+    swapping position i with i + (next 32-bit draw) % (n - i).
+    """
+    draws = np.random.RandomState(seed & 0xFFFFFFFF).randint(
+        0, 2**32, size=max(n - 1, 0), dtype=np.uint32).astype(np.int64)
+    order = np.arange(n)
+    for i, draw in enumerate(draws.tolist()):
+        j = i + draw % (n - i)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
 class DistributedSampler:
     """Indices of the ``rank``-th of ``num_replicas`` equal shards of ``dataset``.
 
     As PyTorch's: every rank draws the same order (a permutation seeded by ``seed + epoch`` when
     ``shuffle``, else 0..N-1), pads it by repeating its start to a multiple of ``num_replicas``
     (or, with ``drop_last``, cuts the tail), and takes every ``num_replicas``-th index from
-    ``rank``. Call ``set_epoch(epoch)`` before each epoch for a new order. The permutation comes
-    from NumPy's generator, not torch's, so the shuffled indices differ from torch's for the
-    same seed; the partitioning of a given order is the same.
+    ``rank``. Call ``set_epoch(epoch)`` before each epoch for a new order. The permutation is
+    the one ``torch.randperm`` draws from a generator seeded with ``seed + epoch``, so each rank
+    gets exactly the indices PyTorch's sampler gives it.
 
     Args:
         dataset: anything with ``__len__``.
@@ -60,7 +76,7 @@ class DistributedSampler:
     def _order(self):
         n = len(self.dataset)
         if self.shuffle:
-            return np.random.default_rng(self.seed + self.epoch).permutation(n)
+            return torch_randperm(n, self.seed + self.epoch)
         return np.arange(n)
 
     def __iter__(self):
