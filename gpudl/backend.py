@@ -70,6 +70,8 @@ def _choose_device():
 
 
 DEFAULT_DEVICE = _choose_device()
+# the array types a tensor may hold: isinstance(x, ARRAY_TYPES) without a call per check
+ARRAY_TYPES = (np.ndarray,) if _cupy is None else (np.ndarray, _cupy.ndarray)
 
 
 def default_device():
