@@ -236,8 +236,14 @@ def _bound(bound, like):
 
 
 def _as_operand(value, like):
-    """Wrap a non-Tensor operand: Python scalars stay scalars (weakly typed, as in torch)."""
-    if isinstance(value, T.Tensor) or isinstance(value, (int, float)):
+    """Wrap a non-Tensor operand. Python scalars, NumPy scalars and 0-d NumPy arrays are weakly
+    typed, as torch treats them: Python numbers here, so float32 * np.float64(2) stays float32
+    (NumPy would promote: np.float64 is a strong float64 for NumPy though a Python float)."""
+    if isinstance(value, T.Tensor):
+        return value
+    if isinstance(value, np.generic) or (type(value) is np.ndarray and value.ndim == 0):
+        value = value.item()                  # np.float64 -> float, np.int32 -> int, ...
+    if isinstance(value, (int, float)):
         return value
     raw = T._raw(value, like)
     if raw.dtype == np.float64 and like.dtype.kind == "f":
@@ -272,6 +278,10 @@ def matmul(a, b):
     if not isinstance(a, T.Tensor) or not isinstance(b, T.Tensor) or a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: both operands must have at least one dimension, got shapes "
                          f"{np.shape(_data(a))} and {np.shape(_data(b))}")
+    if a.dtype != b.dtype:
+        # torch refuses (int64 @ float32 too); NumPy would silently compute in float64
+        raise RuntimeError(f"matmul: expected both operands to have the same dtype, got "
+                           f"{a.dtype} and {b.dtype}; convert one, e.g. with .to({a.dtype})")
     inner_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
     if a.shape[-1] != inner_b:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied "
