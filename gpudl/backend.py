@@ -45,12 +45,32 @@ def _probe_cupy():
         return None, f"CuPy failed to start ({type(exc).__name__}: {exc})"
 
 
+def _split_index(device, where):
+    """'cuda:0' -> 'cuda'. gpudl drives one GPU, CUDA's current device, so any other index is
+    refused with the way to pick another GPU (rather than silently using device 0)."""
+    name, colon, index = device.strip().lower().partition(":")
+    if not colon or (index.isdigit() and int(index) == 0):
+        return name
+    if not index.isdigit():
+        raise ValueError(f"{where}: malformed device {device!r}; expected 'cpu', 'cuda' or "
+                         "'cuda:0'")
+    if name == "cpu":
+        raise ValueError(f"{where}: device {device!r} does not exist; the cpu device is 'cpu'")
+    raise ValueError(
+        f"{where}: device {device!r} is not available; gpudl uses one GPU per process (index 0: "
+        "'cuda:0' or 'cuda'). To run on another GPU, start the process with CUDA_VISIBLE_DEVICES "
+        "set to its index (e.g. CUDA_VISIBLE_DEVICES=1) and GPUDL_DEVICE=cuda")
+
+
 def _choose_device():
     global _cupy
-    requested = os.environ.get("GPUDL_DEVICE", "auto").strip().lower() or "auto"
-    if requested not in ("auto", "cuda", "cpu"):
+    text = os.environ.get("GPUDL_DEVICE", "auto").strip().lower() or "auto"
+    requested = text.partition(":")[0]
+    if requested not in ("auto", "cuda", "cpu") or (requested == "auto" and text != "auto"):
         raise ValueError(
-            f"GPUDL_DEVICE must be 'auto', 'cuda' or 'cpu', got {requested!r}")
+            f"GPUDL_DEVICE must be 'auto', 'cuda' or 'cpu', got {text!r} ('cuda:0' and 'cpu:0' "
+            "are accepted too)")
+    _split_index(text, "GPUDL_DEVICE")
     if requested == "cpu":
         return "cpu"
     if SIMULATOR:
@@ -92,6 +112,7 @@ def check_device(device, where="device"):
     name = device.split(":")[0].strip().lower()
     if name not in DEVICES:
         raise ValueError(f"{where}: expected 'cpu' or 'cuda', got {device!r}")
+    _split_index(device, where)
     if name == "cuda" and not cuda_available():
         raise RuntimeError(
             f"{where}: 'cuda' requested but this process runs on the cpu device "
