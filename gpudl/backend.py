@@ -160,8 +160,13 @@ def to_device_array(array, device):
 
 
 def launch_stream():
-    """The stream Numba kernels launch on: CuPy's current stream (0 under the simulator)."""
+    """The stream Numba kernels launch on: CuPy's current stream (0 under the simulator).
+
+    Every kernel launch asks for it, so it is also where the simulator's argument handling is
+    adjusted, once (``_simulator_accepts_read_only``)."""
     if _cupy is None:
+        if SIMULATOR and not _simulator_patched:
+            _simulator_accepts_read_only()
         return 0
     ptr = _cupy.cuda.get_current_stream().ptr
     stream = _streams.get(ptr)
@@ -169,6 +174,44 @@ def launch_stream():
         from numba import cuda
         stream = _streams[ptr] = cuda.external_stream(ptr)
     return stream
+
+
+_simulator_patched = False
+
+
+def _simulator_accepts_read_only():
+    """Let Numba's simulator take read-only arrays (``broadcast_to`` views, their reshapes).
+
+    The simulator copies every array argument back to the host after a launch, which raises
+    "assignment destination is read-only" for such views, though kernels only read them (on a
+    GPU, CuPy arrays have no read-only flag and nothing is copied). Read-only arguments are
+    passed in without the copy back instead, and checked unchanged after the launch: a kernel
+    writing into one would, on a GPU, write memory that broadcast elements share. Writable
+    arguments, and the real GPU path, are untouched.
+    """
+    global _simulator_patched
+    from numba.cuda.simulator import kernel as simulated
+    from numba.cuda.simulator.args import In, InOut
+
+    class ReadOnlyAware(InOut):
+        def to_device(self, retr, stream=0):
+            value = self.value
+            if not isinstance(value, np.ndarray) or value.flags.writeable:
+                return super().to_device(retr, stream)
+            copy = In(value).to_device(retr, stream)
+            retr.append(lambda: _check_unwritten(copy, value))
+            return copy
+
+    simulated.InOut = ReadOnlyAware
+    _simulator_patched = True
+
+
+def _check_unwritten(copy, original):
+    if not np.array_equal(copy.copy_to_host(), original, equal_nan=original.dtype.kind in "fc"):
+        raise RuntimeError(
+            f"a simulated kernel wrote into a read-only argument of shape {original.shape} "
+            f"(strides {original.strides}); on a GPU that write would land in memory shared by "
+            "several elements (a broadcast view). Pass a writable, contiguous array")
 
 
 def synchronize():
