@@ -55,7 +55,8 @@ class _GradMode:
     def __enter__(self):
         state = _grad
         state.previous.append(state.enabled)
-        state.enabled = self.enabled
+        if self.enabled is not None:            # None: keep the current mode
+            state.enabled = self.enabled
 
     def __exit__(self, *exc):
         state = _grad

@@ -255,3 +255,11 @@ def test_nn_init_and_load_state_dict_bump_the_version():
     assert layer.weight._version == before + 1
     layer.load_state_dict(nn.Linear(2, 2).state_dict())
     assert layer.weight._version == before + 2
+
+
+def test_embedding_max_norm_renormalises_in_place_like_torch():
+    ours, theirs = nn.Embedding(5, 3, max_norm=0.1), torch.nn.Embedding(5, 3, max_norm=0.1)
+    before = ours.weight._version, theirs.weight._version
+    ours(gd.tensor([0, 1]))
+    theirs(torch.tensor([0, 1]))
+    assert ours.weight._version - before[0] == theirs.weight._version - before[1] == 1
