@@ -192,33 +192,25 @@ def _kept_arrays(ctx):
 
 def _saved_versions(ctx, args, raw, outs, results):
     """[(counter, version, role, index, array)] for every input or output tensor whose memory
-    ``ctx`` keeps for backward: the same array object (the usual case, found by id), or a view
-    sharing memory with it."""
+    ``ctx`` keeps for backward: the same array object (the usual case), or one sharing memory
+    with it (a view; two arrays that both own their memory never overlap)."""
     kept = _kept_arrays(ctx)
     if not kept:
         return ()
-    kept_ids = set(map(id, kept))
-    kept_views = [k for k in kept if k.base is not None]
     saved = []
-    for i, t in enumerate(args):
-        if isinstance(t, _Tensor):
-            array = raw[i]
-            if id(array) in kept_ids or _overlaps_any(array, kept_views, kept):
-                saved.append((t._version_counter, t._version_counter[0], "input", i, array))
-    for i, t in enumerate(results):
-        array = outs[i]
-        if id(array) in kept_ids or _overlaps_any(array, kept_views, kept):
-            saved.append((t._version_counter, t._version_counter[0], "output", i, array))
+    for role, tensors, arrays in (("input", args, raw), ("output", results, outs)):
+        for i in range(len(arrays)):
+            t = tensors[i]
+            if not isinstance(t, _Tensor):
+                continue
+            array = arrays[i]
+            for k in kept:
+                if k is array or ((k.base is not None or array.base is not None)
+                                  and _overlaps(k, array)):
+                    counter = t._version_counter
+                    saved.append((counter, counter[0], role, i, array))
+                    break
     return saved
-
-
-def _overlaps_any(array, kept_views, kept):
-    """Whether ``array`` shares memory with a kept array: an array owning its memory can only
-    with a kept view; a view with anything kept."""
-    for other in (kept if array.base is not None else kept_views):
-        if _overlaps(array, other):
-            return True
-    return False
 
 
 def _differentiable(dtype):
