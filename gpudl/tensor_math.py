@@ -278,10 +278,6 @@ def matmul(a, b):
     if not isinstance(a, T.Tensor) or not isinstance(b, T.Tensor) or a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: both operands must have at least one dimension, got shapes "
                          f"{np.shape(_data(a))} and {np.shape(_data(b))}")
-    if a.dtype != b.dtype:
-        # torch refuses (int64 @ float32 too); NumPy would silently compute in float64
-        raise RuntimeError(f"matmul: expected both operands to have the same dtype, got "
-                           f"{a.dtype} and {b.dtype}; convert one, e.g. with .to({a.dtype})")
     inner_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
     if a.shape[-1] != inner_b:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied "
@@ -291,6 +287,10 @@ def matmul(a, b):
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of shapes {a.shape} and {b.shape} are not "
                          "broadcastable") from None
+    if a.dtype != b.dtype:
+        # torch refuses (int64 @ float32 too); NumPy would silently compute in float64
+        raise RuntimeError(f"matmul: expected both operands to have the same dtype, got "
+                           f"{a.dtype} and {b.dtype}; convert one, e.g. with .to({a.dtype})")
     return linalg.MatMul.apply(a, b)
 
 
