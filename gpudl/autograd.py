@@ -6,16 +6,26 @@ and, when any input needs a gradient, records a ``Node`` on the outputs. ``backw
 recorded nodes in reverse topological order with an explicit stack (an unrolled RNN makes graphs of
 10,000+ nodes: no recursion), sums the gradients arriving at each output, and accumulates into the
 ``.grad`` of leaf tensors. Saved arrays are freed after the walk unless ``retain_graph=True``.
+
+Grad mode is per thread, as in PyTorch: ``no_grad`` in one thread (backward's own included) never
+changes what another thread records, and every new thread starts with recording enabled.
+
+In-place edits are detected through version counters. Every tensor holds a one-element list, its
+version counter, shared with the tensors that view its memory (reshape, indexing, transpose,
+expand, detach, ...); every in-place method bumps it. ``apply`` records the counter and version of
+each input or output that forward kept for backward (found by identity or shared memory among the
+ctx's attributes), and the backward walk refuses to run a node whose saved arrays were edited
+since, with PyTorch's message.
 """
 
 import functools
+import threading
 import weakref
 
 import numpy as np
 
 from . import backend
 
-_state = {"grad_enabled": True}
 _Tensor = None  # set by gpudl.tensor at import (tensor.py sits below this module)
 # id(leaf) -> [hook(leaf)]: called once per backward after the leaf's .grad holds all of that
 # backward's contributions (DistributedDataParallel launches its all-reduce from them). Kept
@@ -23,21 +33,39 @@ _Tensor = None  # set by gpudl.tensor at import (tensor.py sits below this modul
 _post_accumulate_hooks = {}
 
 
+class _GradState(threading.local):
+    """Grad mode of the current thread; ``__init__`` runs once in every thread that reads it."""
+
+    def __init__(self):
+        self.enabled = True
+        self.previous = []        # the modes that enclosing no_grad/enable_grad blocks restore
+
+
+_grad = _GradState()
+
+
 def is_grad_enabled():
-    return _state["grad_enabled"]
+    return _grad.enabled
 
 
 class _GradMode:
-    """Context manager and decorator that sets grad mode, restoring the previous mode on exit."""
+    """Context manager and decorator that sets grad mode, restoring the previous mode on exit.
+
+    The previous mode is kept per thread (not on the instance), so one instance may be entered
+    by several threads, or nested, safely.
+    """
 
     enabled = None
 
     def __enter__(self):
-        self._previous = _state["grad_enabled"]
-        _state["grad_enabled"] = self.enabled
+        state = _grad
+        state.previous.append(state.enabled)
+        if self.enabled is not None:            # None: keep the current mode
+            state.enabled = self.enabled
 
     def __exit__(self, *exc):
-        _state["grad_enabled"] = self._previous
+        state = _grad
+        state.enabled = state.previous.pop()
         return False
 
     def __call__(self, func):
@@ -72,7 +100,8 @@ class Node:
     its ``.grad``), or ``(node, output_index)`` of the Function that produced it.
     """
 
-    __slots__ = ("function", "ctx", "edges", "out_meta", "freed", "retained", "__weakref__")
+    __slots__ = ("function", "ctx", "edges", "out_meta", "freed", "retained", "saved_versions",
+                 "__weakref__")
 
     def __init__(self, function, ctx, edges, out_meta):
         self.function = function
@@ -81,6 +110,7 @@ class Node:
         self.out_meta = out_meta      # [(shape, dtype, array module)] per output
         self.freed = False
         self.retained = None          # {output_index: Tensor} for retain_grad()
+        self.saved_versions = ()      # see _saved_versions: what forward kept, at which version
 
     def __repr__(self):
         return f"<{self.function.__name__}Backward>"
@@ -101,7 +131,7 @@ class Function:
     def apply(cls, *args):
         Tensor = _Tensor
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
-        record = _state["grad_enabled"] and any(
+        record = _grad.enabled and any(
             isinstance(a, Tensor) and a.requires_grad for a in args)
         device = _common_device(cls, args)
         ctx = Context()
@@ -114,6 +144,7 @@ class Function:
         outs = out if multiple else (out,)
         if not record:
             results = tuple(Tensor._make(o, False, None, 0, device) for o in outs)
+            _share_view_counters(args, raw, outs, results)
             return results if multiple else results[0]
         edges = tuple(_edge(a) if need else None for a, need in zip(args, ctx.needs_input_grad))
         meta = [(o.shape, o.dtype, backend.get_array_module(o)) for o in outs]
@@ -122,7 +153,69 @@ class Function:
             Tensor._make(o, True, node, i, device) if _differentiable(o.dtype)
             else Tensor._make(o, False, None, 0, device)
             for i, o in enumerate(outs))
+        _share_view_counters(args, raw, outs, results)
+        node.saved_versions = _saved_versions(ctx, args, raw, outs, results)
         return results if multiple else results[0]
+
+
+def _overlaps(a, b):
+    """True when arrays ``a`` and ``b`` may share memory. Two arrays that own their memory
+    (``base`` None) and are not the same object never do; otherwise a bounds test (cheap)."""
+    if a is b:
+        return True
+    if (a.base is None and b.base is None) or type(a) is not type(b):
+        return False
+    return bool(backend.get_array_module(a).may_share_memory(a, b))
+
+
+def _share_view_counters(args, raw, outs, results):
+    """An output that views an input's memory shares that input's version counter (as torch's
+    views do), so an in-place edit through either is seen by the other's saved versions."""
+    for o, t in zip(outs, results):
+        if o.base is None and not any(o is r for r in raw):
+            continue                                 # a fresh array: the common case
+        for a, r in zip(args, raw):
+            if isinstance(a, _Tensor) and _overlaps(o, r):
+                t._version_counter = a._version_counter
+                break
+
+
+def _kept_arrays(ctx):
+    """The arrays ``ctx`` holds for backward: saved_tensors and attributes, one level into
+    tuples, lists and dicts (RNNs keep a dict of buffers)."""
+    kept = []
+    types = backend.ARRAY_TYPES
+    for value in ctx.__dict__.values():
+        if isinstance(value, types):
+            kept.append(value)
+        elif isinstance(value, (tuple, list, dict)):
+            for v in (value.values() if isinstance(value, dict) else value):
+                if isinstance(v, types):
+                    kept.append(v)
+    return kept
+
+
+def _saved_versions(ctx, args, raw, outs, results):
+    """[(counter, version, role, index, array)] for every input or output tensor whose memory
+    ``ctx`` keeps for backward: the same array object (the usual case), or one sharing memory
+    with it (a view; two arrays that both own their memory never overlap)."""
+    kept = _kept_arrays(ctx)
+    if not kept:
+        return ()
+    saved = []
+    for role, tensors, arrays in (("input", args, raw), ("output", results, outs)):
+        for i in range(len(arrays)):
+            t = tensors[i]
+            if not isinstance(t, _Tensor):
+                continue
+            array = arrays[i]
+            for k in kept:
+                if k is array or ((k.base is not None or array.base is not None)
+                                  and _overlaps(k, array)):
+                    counter = t._version_counter
+                    saved.append((counter, counter[0], role, i, array))
+                    break
+    return saved
 
 
 def _differentiable(dtype):
@@ -267,6 +360,14 @@ def _run_node(node, grads_in, pending, retain_graph):
         raise RuntimeError(
             f"backward: trying to backward through {node!r} a second time; its saved arrays "
             "were freed. Pass retain_graph=True to the first backward call")
+    for counter, version, role, i, array in node.saved_versions:
+        if counter[0] != version:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: [{array.dtype} tensor of shape {tuple(array.shape)}], which "
+                f"is {role} {i} of {node.function.__name__}Backward, is at version {counter[0]}; "
+                f"expected version {version} instead. Hint: clone() the tensor before editing "
+                "it in place, or edit it after backward")
     if node.retained:
         for i, t in node.retained.items():
             if i in grads_in:
@@ -282,6 +383,7 @@ def _run_node(node, grads_in, pending, retain_graph):
             f"expected {len(node.edges)} (one per forward argument)")
     if not retain_graph:
         node.ctx = None
+        node.saved_versions = ()
         node.freed = True
     for i, (edge, g) in enumerate(zip(node.edges, input_grads)):
         if edge is None or g is None:
