@@ -13,6 +13,7 @@ from . import backend
 from . import metrics as M
 from .autograd import no_grad
 from .callbacks import Callback, EarlyStopping, ModelCheckpoint  # noqa: F401 (re-exported)
+from .distributed.training import FitContext
 from .tensor import Tensor
 
 LOG_EVERY = 10        # batches between progress-bar updates (each one reads the device)
@@ -77,8 +78,8 @@ def _as_labels(output, target):
 class _Running:
     """An epoch's loss sum and predictions, kept on the device until ``logs()`` reads them."""
 
-    def __init__(self, metric_fns):
-        self.metric_fns = metric_fns
+    def __init__(self, metric_fns, run=None):
+        self.metric_fns, self.run = metric_fns, run
         self.loss_sum, self.count = 0.0, 0
         self.pending, self.predictions, self.targets = [], [], []
 
@@ -91,13 +92,28 @@ class _Running:
 
     def logs(self):
         """{'loss': mean loss, metric: value}: reads the device once."""
+        return self._summary(*self._read())
+
+    def combined_logs(self):
+        """``logs()`` over every rank of the process group (all ranks call it together)."""
+        if self.run is None or self.run.group is None:
+            return self.logs()
+        return self._summary(*self.run.combine(*self._read()))
+
+    def _read(self):
+        """(loss sum, count, predictions, targets) on the host; predictions None if none."""
         for pred, true in self.pending:
             self.predictions.append(backend.to_numpy(pred))
             self.targets.append(backend.to_numpy(true))
         self.pending = []
-        logs = {"loss": float(self.loss_sum) / max(self.count, 1)}
-        if self.predictions:
-            pred, true = np.concatenate(self.predictions), np.concatenate(self.targets)
+        if not self.predictions:
+            return float(self.loss_sum), self.count, None, None
+        return (float(self.loss_sum), self.count, np.concatenate(self.predictions),
+                np.concatenate(self.targets))
+
+    def _summary(self, loss_sum, count, pred, true):
+        logs = {"loss": loss_sum / max(count, 1)}
+        if pred is not None:
             logs.update((name, float(fn(true, pred))) for name, fn in self.metric_fns)
         return logs
 
@@ -118,9 +134,9 @@ def _loss(loss_fn, output, target, where):
     return loss
 
 
-def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar):
+def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, run=None):
     model.train()
-    running = _Running(metric_fns)
+    running = _Running(metric_fns, run)
     for i, batch in enumerate(loader):
         inputs, target = _split_batch(batch, "fit")
         optimizer.zero_grad()
@@ -133,7 +149,7 @@ def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar):
         bar.update(1)
         if not bar.disable and (i + 1) % LOG_EVERY == 0:
             bar.set_postfix(_rounded(running.logs()), refresh=False)
-    return running.logs()
+    return running.combined_logs()
 
 
 def evaluate(model, loss_fn, loader, metrics=()):
@@ -145,17 +161,17 @@ def evaluate(model, loss_fn, loader, metrics=()):
     return _evaluate(model, loss_fn, loader, resolve_metrics(metrics))
 
 
-def _evaluate(model, loss_fn, loader, metric_fns):
+def _evaluate(model, loss_fn, loader, metric_fns, run=None):
     was_training = getattr(model, "training", False)
     model.eval()
-    running = _Running(metric_fns)
+    running = _Running(metric_fns, run)
     with no_grad():
         for batch in loader:
             inputs, target = _split_batch(batch, "evaluate")
             output = model(*inputs)
             running.add(_loss(loss_fn, output, target, "evaluate"), output, target)
     model.train(was_training)
-    return running.logs()
+    return running.combined_logs()
 
 
 def _rounded(logs):
@@ -186,6 +202,12 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
             learning rate is then logged as ``lr``.
         verbose: show a tqdm progress bar per epoch with the running loss and metrics.
 
+    Under a process group (gpudl.distributed) the model is trained as a
+    DistributedDataParallel (wrapped for the call unless it is one already): each rank trains on
+    its shard of ``train_loader`` (a DistributedSampler's), validation is split over the ranks,
+    logs are combined over all of them, and only rank 0 shows progress and runs
+    ModelCheckpoint (callbacks get the unwrapped module).
+
     Example:
         >>> history = fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=10,
         ...               val_loader=val, metrics=["accuracy"],
@@ -199,15 +221,18 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
             raise TypeError(f"fit: callbacks must be Callback objects, got {type(cb).__name__}")
     metric_fns = resolve_metrics(metrics)
     history = History()
+    run = FitContext(model, callbacks, verbose)      # changes nothing without a process group
+    model, callbacks, verbose = run.model, run.callbacks, run.verbose
     for cb in callbacks:
-        cb.on_train_begin(model)
+        cb.on_train_begin(run.callback_model)
     for epoch in range(epochs):
-        total = len(train_loader) if hasattr(train_loader, "__len__") else None
+        loader = run.train_loader(train_loader, epoch)
+        total = len(loader) if hasattr(loader, "__len__") else None
         bar = tqdm(total=total, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=not verbose, dynamic_ncols=True)
-        logs = _train_epoch(model, loss_fn, optimizer, train_loader, metric_fns, bar)
+        logs = _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, run)
         if val_loader is not None:
-            val = _evaluate(model, loss_fn, val_loader, metric_fns)
+            val = _evaluate(run.eval_model, loss_fn, run.eval_loader(val_loader), metric_fns, run)
             logs.update(("val_" + k, v) for k, v in val.items())
         if scheduler is not None:
             _step_scheduler(scheduler, logs)
@@ -215,11 +240,12 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         bar.set_postfix(_rounded(logs))
         bar.close()
         history.append(epoch, logs)
-        stops = [cb.on_epoch_end(epoch, logs, model) for cb in callbacks]
+        stops = [cb.on_epoch_end(epoch, logs, run.callback_model) for cb in callbacks]
         if any(stops):
             break
     for cb in callbacks:
-        cb.on_train_end(model)
+        cb.on_train_end(run.callback_model)
+    run.close()
     return history
 
 
