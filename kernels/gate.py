@@ -10,11 +10,11 @@ PTX with ``ptxas -v`` and disassembles the cubin with ``cuobjdump -sass``, both 
   theoretical occupancy on an H100 SM that follows (``occupancy``);
 - fp64 SASS instructions (none belong in a float32 kernel);
 - the hot loop: an innermost loop of the SASS (a backward branch closes a loop; the one with the
-  most FFMA/HMMA wins, then the most deeply nested, then the longest), its FFMA/HMMA share, its local-memory instructions
-  (LDL/STL) and its calls to the 64-bit integer division subroutine, plus the LDL/STL and
-  division calls of every innermost loop (``any hot loop`` in the budgets).
+  most FFMA/HMMA wins, then the most deeply nested, then the longest) and its FFMA/HMMA share;
+  the local-memory instructions (LDL/STL) and calls to the 64-bit integer division subroutine of
+  every innermost loop (``any hot loop`` in the budgets).
 
-A kernel fails when a figure breaks its budget (``Budget.violations``), or when its entry has no
+A kernel fails when a figure breaks its budget (``Report.violations``), or when its entry has no
 budget at all (a 2-tuple). Nothing here needs a GPU or a driver.
 """
 

@@ -132,7 +132,8 @@ def test_verdicts():
     assert heavy.violations() == ["spills 4+0 B > 0", "stack 8 B > 0", "occupancy 12.5% < 25%"]
     assert _report(error="TypingError: x").violations() == ["TypingError: x"]
     row = gate.row(strict)
-    assert row[0] == "m.k" and row[-1].startswith("FAIL: 1 LDL/STL") and len(row) == len(gate.HEADER)
+    assert row[0] == "m.k" and row[-1].startswith("FAIL: 1 LDL/STL")
+    assert len(row) == len(gate.HEADER)
     assert gate.markdown([strict]).count("\n") == 3
 
 
