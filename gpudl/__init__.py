@@ -5,11 +5,13 @@ import from ``GPUDL_DEVICE`` (see gpudl.backend).
 """
 
 from . import cuda, dtypes
-from .autograd import Function, enable_grad, is_grad_enabled, no_grad
-from .backend import default_device as device
+from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad
+from .backend import device
 from .creation import (arange, empty, empty_like, eye, from_dlpack, full, full_like, linspace,
                        ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm,
                        tensor, zeros, zeros_like)
+from .creation import (BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor,
+                       from_numpy)
 from .dtypes import bool_, float16, float32, float64, int8, int16, int32, int64, uint8
 from .functions import (abs, argmax, argmin, cat, chunk, clamp, clip, exp, flatten, isnan, log,
                         log_softmax, masked_fill, matmul, max, maximum, mean, min, permute, relu,
@@ -27,7 +29,8 @@ bool = bool_         # noqa: A001
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("nn", "optim", "data", "metrics", "train", "keras", "models", "testing", "kernels")
+_SUBMODULES = ("nn", "optim", "data", "metrics", "train", "keras", "models", "testing", "kernels",
+               "utils")
 
 
 def __getattr__(name):

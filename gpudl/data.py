@@ -114,8 +114,8 @@ def default_collate(samples):
                          f"{sorted({tuple(s.shape) for s in samples})}; pass a collate_fn that "
                          "pads or packs them")
     if isinstance(first, Tensor):
-        xp = backend.get_array_module(first.data)
-        return Tensor._make(xp.stack([s.data for s in samples]), False, None, 0, first.device)
+        xp = backend.get_array_module(first._data)
+        return Tensor._make(xp.stack([s._data for s in samples]), False, None, 0, first.device)
     if isinstance(first, np.ndarray):
         return tensor(np.stack(samples))
     if isinstance(first, (numbers.Number, np.number, np.bool_)):
@@ -192,8 +192,8 @@ class DataLoader:
 def _gather(t, index):
     """Rows ``index`` (a slice or an int array) of a tensor, as a new tensor with no graph."""
     if not isinstance(index, slice):
-        index = backend.get_array_module(t.data).asarray(index)
-    return Tensor._make(t.data[index], False, None, 0, t.device)
+        index = backend.get_array_module(t._data).asarray(index)
+    return Tensor._make(t._data[index], False, None, 0, t.device)
 
 
 # ----------------------------------------------------------------- real data sets

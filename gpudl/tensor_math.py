@@ -82,7 +82,7 @@ class MathMixin:
     # comparisons: no gradient, bool results
     def _compare(self, other, op):
         other = T._raw(other, self)
-        return T.Tensor._make(op(self.data, other), False, None, 0, self._device)
+        return T.Tensor._make(op(self._data, other), False, None, 0, self._device)
 
     __eq__ = lambda self, other: self._compare(other, lambda a, b: a == b)  # noqa: E731
     __ne__ = lambda self, other: self._compare(other, lambda a, b: a != b)  # noqa: E731
@@ -95,7 +95,7 @@ class MathMixin:
     def __invert__(self):
         if self.dtype != dtypes.bool_:
             raise TypeError(f"~ is defined for bool tensors only, got {self.dtype}")
-        return T.Tensor._make(~self.data, False, None, 0, self._device)
+        return T.Tensor._make(~self._data, False, None, 0, self._device)
 
     def __and__(self, other):
         return self._compare(other, lambda a, b: a & b)
@@ -104,10 +104,10 @@ class MathMixin:
         return self._compare(other, lambda a, b: a | b)
 
     def any(self):
-        return T.Tensor._make(self.data.any(), False, None, 0, self._device)
+        return T.Tensor._make(self._data.any(), False, None, 0, self._device)
 
     def all(self):
-        return T.Tensor._make(self.data.all(), False, None, 0, self._device)
+        return T.Tensor._make(self._data.all(), False, None, 0, self._device)
 
     def isnan(self):
         return self._compare(None, lambda a, _: backend.get_array_module(a).isnan(a))
@@ -184,7 +184,7 @@ class MathMixin:
             return _binary(E.Maximum, op, self, dim) if largest else -_binary(
                 E.Maximum, op, -self, -dim)
         dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
-        if self.data.size == 0 and (dim is None or self.shape[dim] == 0):
+        if self._data.size == 0 and (dim is None or self.shape[dim] == 0):
             raise ValueError(f"{op}: cannot reduce an empty tensor of shape {self.shape}")
         if dim is None:
             return R.Extreme.apply(self, None, keepdim, largest)
@@ -209,13 +209,13 @@ class MathMixin:
 
     def _arg(self, op, dim, keepdim, axis, keepdims):
         dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
-        if self.data.size == 0:
+        if self._data.size == 0:
             raise ValueError(f"{op}: cannot reduce an empty tensor of shape {self.shape}")
         if dim is None:
-            flat = getattr(self.data.reshape(-1), op)()
+            flat = getattr(self._data.reshape(-1), op)()
             out = flat.reshape((1,) * self.ndim) if keepdim else flat
         else:
-            out = getattr(self.data, op)(axis=normalize_axis(dim, self.ndim, op), keepdims=keepdim)
+            out = getattr(self._data, op)(axis=normalize_axis(dim, self.ndim, op), keepdims=keepdim)
         return T.Tensor._make(out.astype(np.int64), False, None, 0, self._device)
 
     def softmax(self, dim=-1, *, axis=None):
@@ -262,7 +262,7 @@ def _binary(function, name, a, b, true_division=False):
 
 
 def _data(x):
-    return x.data if isinstance(x, T.Tensor) else x
+    return x._data if isinstance(x, T.Tensor) else x
 
 
 def matmul(a, b):

@@ -51,7 +51,7 @@ def test_unknown_device_name_is_refused():
 
 def test_simulator_keeps_numpy_arrays_on_the_cuda_device():
     out = run("import gpudl as gd, numpy as np; t = gd.ones(2); "
-              "print(gd.device(), t.device, type(t.data).__module__, gd.cuda.is_available())",
+              "print(gd.device(), t.device, type(t._data).__module__, gd.cuda.is_available())",
               GPUDL_DEVICE="cuda", NUMBA_ENABLE_CUDASIM="1")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["cuda", "cuda", "numpy", "True"]
+    assert out.stdout.split() == ["cuda", "cuda:0", "numpy", "True"]

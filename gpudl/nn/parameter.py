@@ -18,10 +18,10 @@ class Parameter(Tensor):
         if data is None:
             data = np.empty((0,), dtypes.DEFAULT_FLOAT)
         if isinstance(data, Tensor):
-            self.data, self._device = data.data, data.device
+            self._data, self._device = data._data, data.device
         else:
             from ..creation import as_array
-            self.data, self._device = as_array(data, None, None, "Parameter")
+            self._data, self._device = as_array(data, None, None, "Parameter")
         self.grad = None
         self.grad_fn = None
         self._out_index = 0

@@ -238,7 +238,7 @@ def _pointwise(op, rule, param, input, target, reduction, weight=None):
     input, target = _checked_pair(op, input, target)
     weight = _checked_weight(op, "weight", weight, input)
     if reduction == "mean":
-        divisor = input.data.size
+        divisor = input._data.size
     elif reduction == "batchmean":
         divisor = input.shape[0] if input.ndim else 1
     else:
@@ -281,8 +281,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     """-(target log(input) + (1 - target) log(1 - input)) for probabilities ``input`` in
     [0, 1]; each log is clamped to >= -100 as in torch, so 0 and 1 give finite losses."""
     reduction = check_reduction("binary_cross_entropy", reduction, size_average, reduce)
-    if isinstance(input, Tensor) and input.data.size and bool(
-            ((input.data < 0) | (input.data > 1)).any()):
+    if isinstance(input, Tensor) and input._data.size and bool(
+            ((input._data < 0) | (input._data > 1)).any()):
         raise ValueError("binary_cross_entropy: all elements of input should be between 0 and "
                          "1 (pass logits to binary_cross_entropy_with_logits instead)")
     return _pointwise("binary_cross_entropy", _BCE, None, input, target, reduction, weight)
@@ -299,7 +299,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     reduction = check_reduction(op, reduction, size_average, reduce)
     if isinstance(input, Tensor):
         pos_weight = _checked_weight(op, "pos_weight", pos_weight, input)
-    return _pointwise(op, _BCEWithLogits, None if pos_weight is None else pos_weight.data,
+    return _pointwise(op, _BCEWithLogits, None if pos_weight is None else pos_weight._data,
                       input, target, reduction, weight)
 
 

@@ -132,7 +132,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if (running_mean is None) != (running_var is None):
         raise ValueError("batch_norm: running_mean and running_var must both be given or both "
                          "be None")
-    if training and input.data.size // max(channels, 1) == 1:      # (an empty batch is fine)
+    if training and input._data.size // max(channels, 1) == 1:      # (an empty batch is fine)
         raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
                          f"got input of shape {input.shape}")
     if not training and running_mean is None:
