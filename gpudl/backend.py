@@ -216,6 +216,17 @@ def to_device_array(array, device):
     return to_numpy(array)
 
 
+def pinned_copy(array):
+    """A copy of host ``array`` in page-locked memory, which the GPU copies from faster; the
+    array itself when CuPy is not in use (pinning only matters for copies to a GPU)."""
+    if _cupy is None:
+        return array
+    import cupyx
+    pinned = cupyx.empty_pinned(array.shape, array.dtype)
+    pinned[...] = array
+    return pinned
+
+
 def launch_stream():
     """The stream Numba kernels launch on: CuPy's current stream (0 under the simulator)."""
     if _cupy is None:
