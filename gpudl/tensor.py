@@ -9,6 +9,7 @@ import numpy as np
 from . import autograd, backend, dtypes
 from .ops import elementwise as E
 from .ops._util import normalize_axis
+from .tensor_index import IndexMixin
 from .tensor_math import MathMixin, matmul, where  # noqa: F401  (re-exported)
 from .tensor_shape import ShapeMixin, _index_arrays
 
@@ -19,7 +20,7 @@ def _device_of(array):
     return backend.DEFAULT_DEVICE if backend.SIMULATOR else "cpu"
 
 
-class Tensor(MathMixin, ShapeMixin):
+class Tensor(MathMixin, ShapeMixin, IndexMixin):
     """An n-dimensional array with reverse-mode autograd (see API.md)."""
 
     __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_out_index", "_device",

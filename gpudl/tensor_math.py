@@ -150,6 +150,41 @@ class MathMixin:
                              f"a tensor of shape {value.shape}")
         return where(mask, value, self)
 
+    def minimum(self, other):
+        return -_binary(E.Maximum, "minimum", -self, -other if isinstance(other, T.Tensor)
+                        else -T.Tensor(other, device=self._device))
+
+    def clamp_min(self, min):
+        return self.clip(min=min)
+
+    def clamp_max(self, max):
+        return self.clip(max=max)
+
+    def matmul(self, other):
+        return matmul(self, other)
+
+    def mm(self, mat2):
+        _need_dims("mm", 2, self, mat2)
+        return matmul(self, mat2)
+
+    def bmm(self, mat2):
+        _need_dims("bmm", 3, self, mat2)
+        if self.shape[0] != mat2.shape[0]:
+            raise ValueError(f"bmm: batch sizes differ: {self.shape} and {mat2.shape}")
+        return matmul(self, mat2)
+
+    def outer(self, vec2):
+        _need_dims("outer", 1, self, vec2)
+        return self.reshape(-1, 1) * vec2.reshape(1, -1)
+
+    def addmm(self, mat1, mat2, *, beta=1, alpha=1):
+        product = mat1.mm(mat2)
+        product = product if alpha == 1 else product * alpha
+        if beta == 0:                              # torch ignores input (even nan) then
+            shape = np.broadcast_shapes(self.shape, product.shape)
+            return product if shape == product.shape else product.expand(*shape)
+        return (self if beta == 1 else self * beta) + product
+
     def _floating(self):
         return self if self.dtype.kind == "f" else self.astype(dtypes.DEFAULT_FLOAT)
 
@@ -218,6 +253,67 @@ class MathMixin:
             out = getattr(self._data, op)(axis=normalize_axis(dim, self.ndim, op), keepdims=keepdim)
         return T.Tensor._make(out.astype(np.int64), False, None, 0, self._device)
 
+    def amax(self, dim=(), keepdim=False):
+        return self._amax("amax", dim, keepdim, True)
+
+    def amin(self, dim=(), keepdim=False):
+        return self._amax("amin", dim, keepdim, False)
+
+    def _amax(self, op, dim, keepdim, largest):
+        axes = normalize_axes(None if dim == () else dim, self.ndim, op)
+        if any(self.shape[a] == 0 for a in axes) or (self.ndim == 0 and self._data.size == 0):
+            raise ValueError(f"{op}: cannot reduce an empty dimension of shape {self.shape}")
+        return R.Amax.apply(self, axes, bool(keepdim), largest)
+
+    def prod(self, dim=None, keepdim=False):
+        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
+        axis = None if dim is None else normalize_axis(dim, self.ndim, "prod")
+        return R.Prod.apply(x, axis if self.ndim else None, bool(keepdim) and axis is not None)
+
+    def cumsum(self, dim):
+        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
+        return R.CumSum.apply(x, normalize_axis(dim, self.ndim, "cumsum")) if self.ndim \
+            else x.clone()
+
+    def cumprod(self, dim):
+        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
+        return R.CumProd.apply(x, normalize_axis(dim, self.ndim, "cumprod")) if self.ndim \
+            else x.clone()
+
+    def logsumexp(self, dim, keepdim=False):
+        x = self._floating()
+        axes = normalize_axes(dim, self.ndim, "logsumexp")
+        shift = x.detach().amax(axes, keepdim=True) if x.numel() else x.detach().sum(
+            axes, keepdim=True)
+        shift = where(shift.isfinite(), shift, 0.0)
+        out = (x - shift).exp().sum(axes, keepdim=True).log() + shift
+        return out if keepdim or not axes else out.squeeze(axes)
+
+    def isfinite(self):
+        return self._compare(None, lambda a, _: backend.get_array_module(a).isfinite(a))
+
+    def norm(self, p="fro", dim=None, keepdim=False):
+        if p == "fro":
+            p = 2
+        return vector_norm(self, p, dim, keepdim)
+
+    def diff(self, n=1, dim=-1, prepend=None, append=None):
+        from .functions import cat
+        axis = normalize_axis(dim, self.ndim, "diff")
+        if n < 0 or self.ndim == 0:
+            raise ValueError(f"diff: needs n >= 0 and at least one dim, got n={n}, shape "
+                             f"{self.shape}")
+        if n == 0:
+            return self
+        x = cat([t for t in (prepend, self, append) if t is not None], axis) \
+            if prepend is not None or append is not None else self
+        for _ in range(n):
+            length = max(x.shape[axis] - 1, 0)
+            head = x.narrow(axis, min(1, x.shape[axis]), length)
+            tail = x.narrow(axis, 0, length)
+            x = head != tail if x.dtype == dtypes.bool_ else head - tail
+        return x
+
     def softmax(self, dim=-1, *, axis=None):
         dim = dim if axis is None else axis
         return R.Softmax.apply(self._floating(), normalize_axis(dim, self.ndim, "softmax"))
@@ -226,6 +322,81 @@ class MathMixin:
         dim = dim if axis is None else axis
         return R.LogSoftmax.apply(self._floating(), normalize_axis(dim, self.ndim, "log_softmax"))
 
+
+
+for _name in E.UNARY:                     # sin, cos, erf, log1p, ... from one table
+    def _unary(self, _name=_name):
+        keep = _name in ("sign", "floor", "ceil", "round") and self.dtype.kind in "iu"
+        return self.clone() if keep else E.Unary.apply(self._floating(), _name)
+    _unary.__name__ = _name
+    setattr(MathMixin, _name, _unary)
+del _name
+
+
+def _need_dims(op, ndim, *tensors):
+    for t in tensors:
+        if not isinstance(t, T.Tensor) or t.ndim != ndim:
+            raise ValueError(f"{op}: expected {ndim}-D tensors, got shapes "
+                             f"{[getattr(x, 'shape', type(x).__name__) for x in tensors]}")
+
+
+def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
+    """torch.linalg.vector_norm: the ``ord``-norm of ``x`` over ``dim`` (all dims by default)."""
+    if not isinstance(x, T.Tensor):
+        raise TypeError(f"vector_norm: input must be a Tensor, got {type(x).__name__}")
+    if isinstance(ord, str) or isinstance(ord, bool):
+        raise ValueError(f"vector_norm: ord must be a number, got {ord!r}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"vector_norm: expected a floating point tensor, got {x.dtype}")
+    x = x if dtype is None else x.astype(dtype)
+    axes = normalize_axes(dim, x.ndim, "vector_norm")
+    if ord < 0 and x.numel() == 0 or (ord == float("inf") and any(x.shape[a] == 0 for a in axes)):
+        raise ValueError(f"vector_norm: ord={ord} of an empty tensor is undefined")
+    return linalg.VectorNorm.apply(x, float(ord), axes, bool(keepdim))
+
+
+def einsum(equation, *operands):
+    """torch.einsum: ``einsum("ij,jk->ik", a, b)`` (operands may also come as one list).
+    Ellipsis broadcasts as in torch; a subscript repeated within one operand is not supported."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    if not isinstance(equation, str) or not operands or not all(
+            isinstance(t, T.Tensor) for t in operands):
+        raise TypeError("einsum: expected an equation string and tensors")
+    equation = equation.replace(" ", "")
+    inputs, arrow, output = equation.partition("->")
+    subs = inputs.split(",")
+    if len(subs) != len(operands):
+        raise ValueError(f"einsum: the equation has {len(subs)} operands, got {len(operands)}")
+    letters = set(equation) - set(",->.")
+    free = iter(c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba"
+                if c not in letters)
+    batch = max((t.ndim - len(s.replace("...", "")) for s, t in zip(subs, operands)
+                 if "..." in s), default=0)
+    ell = "".join(next(free) for _ in range(batch))
+    expanded, shapes = [], []
+    for s, t in zip(subs, operands):
+        named = s.replace("...", ell[batch - (t.ndim - len(s.replace("...", ""))):])
+        if len(named) != t.ndim:
+            raise ValueError(f"einsum: subscripts {s!r} do not match an operand of shape "
+                             f"{t.shape}")
+        if len(set(named)) != len(named):
+            raise NotImplementedError(f"einsum: repeated subscript in {s!r} is not supported")
+        expanded.append(named)
+    sizes = {}
+    for named, t in zip(expanded, operands):
+        for c, n in zip(named, t.shape):
+            if sizes.get(c, 1) != 1 and n != 1 and sizes[c] != n:
+                raise ValueError(f"einsum: subscript {c!r} has sizes {sizes[c]} and {n}")
+            sizes[c] = n if sizes.get(c, 1) == 1 else sizes[c]
+    operands = [t.expand(*(sizes[c] for c in named)) for named, t in zip(expanded, operands)]
+    if arrow:
+        output = output.replace("...", ell)
+    else:
+        counts = "".join(expanded)
+        output = ell + "".join(sorted(c for c in set(counts) if counts.count(c) == 1
+                                      and c not in ell))
+    return linalg.Einsum.apply(",".join(expanded) + "->" + output, *operands)
 
 
 def _bound(bound, like):
