@@ -256,14 +256,18 @@ def _load(dataset, index):
 
 def _convert(sample):
     """batch_size=None: a sample's arrays and numbers become tensors, the structure stays."""
-    if isinstance(sample, np.ndarray) or isinstance(sample, (numbers.Number, np.number)):
-        return tensor(sample)
-    if isinstance(sample, dict):
-        return {key: _convert(value) for key, value in sample.items()}
-    if isinstance(sample, (tuple, list)):
-        converted = [_convert(value) for value in sample]
-        return type(sample)(*converted) if hasattr(sample, "_fields") else type(sample)(converted)
-    return sample
+    return _map_leaves(lambda leaf: tensor(leaf) if isinstance(
+        leaf, (np.ndarray, numbers.Number, np.number)) else leaf, sample)
+
+
+def _map_leaves(fn, batch):
+    """``batch`` with ``fn`` applied to everything inside its dicts, tuples and lists."""
+    if isinstance(batch, dict):
+        return {key: _map_leaves(fn, value) for key, value in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        mapped = [_map_leaves(fn, value) for value in batch]
+        return type(batch)(*mapped) if hasattr(batch, "_fields") else type(batch)(mapped)
+    return fn(batch)
 
 
 def _rows(indices):
@@ -290,16 +294,9 @@ def _on_gpu(dataset):
 
 def _pinned(batch):
     """``batch`` with its host tensors copied to page-locked memory (CUDA only)."""
-    if isinstance(batch, Tensor):
-        if batch._device != "cpu":
-            return batch
-        return Tensor._make(backend.pinned_copy(batch._data), False, None, 0, "cpu")
-    if isinstance(batch, dict):
-        return {key: _pinned(value) for key, value in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        pinned = [_pinned(value) for value in batch]
-        return type(batch)(*pinned) if hasattr(batch, "_fields") else type(batch)(pinned)
-    return batch
+    return _map_leaves(lambda leaf: Tensor._make(backend.pinned_copy(leaf._data), False, None, 0,
+                                                 "cpu")
+                       if isinstance(leaf, Tensor) and leaf._device == "cpu" else leaf, batch)
 
 
 # ----------------------------------------------------------------- real data sets
