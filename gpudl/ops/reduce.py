@@ -165,13 +165,18 @@ class Amax(Function):
         return g * hits / hits.sum(axis=ctx.axes, keepdims=True), None, None, None
 
 
+def _along(axis, start, stop):
+    """The index of positions [start, stop) along ``axis``."""
+    return (slice(None),) * axis + (slice(start, stop),)
+
+
 def _exclusive_cumprod(a, axis, reverse=False):
     """prod of the elements before (after, with ``reverse``) each one along ``axis``."""
     xp = xp_of(a)
     if reverse:
         return xp.flip(_exclusive_cumprod(xp.flip(a, axis), axis), axis)
-    ones = xp.ones_like(xp.take(a, [0], axis=axis))
-    head = xp.take(a, xp.arange(a.shape[axis] - 1), axis=axis)
+    ones = xp.ones_like(a[_along(axis, 0, 1)])
+    head = a[_along(axis, 0, a.shape[axis] - 1)]
     return xp.concatenate([ones, xp.cumprod(head, axis=axis)], axis=axis)
 
 
@@ -234,11 +239,9 @@ class CumProd(Function):
         before = _exclusive_cumprod(a, axis)
         ga = xp.zeros_like(y)
         for k in range(a.shape[axis]):
-            rest = xp.take(a, xp.arange(k + 1, a.shape[axis]), axis=axis)
-            after = xp.concatenate([xp.ones_like(xp.take(a, [k], axis=axis)),
-                                    xp.cumprod(rest, axis=axis)], axis=axis)
-            tail = xp.take(g, xp.arange(k, a.shape[axis]), axis=axis)
-            total = (tail * after).sum(axis=axis, keepdims=True)
-            index = (slice(None),) * axis + (slice(k, k + 1),)
-            ga[index] = total * xp.take(before, [k], axis=axis)
+            n = a.shape[axis]
+            after = xp.concatenate([xp.ones_like(a[_along(axis, k, k + 1)]),
+                                    xp.cumprod(a[_along(axis, k + 1, n)], axis=axis)], axis=axis)
+            total = (g[_along(axis, k, n)] * after).sum(axis=axis, keepdims=True)
+            ga[_along(axis, k, k + 1)] = total * before[_along(axis, k, k + 1)]
         return ga, None
