@@ -205,6 +205,8 @@ class DataLoader:
     def _index_batches(self):
         if self.batch_sampler is None:               # batch_size=None: one sample at a time
             return (index for index in self.sampler)
+        if isinstance(self.batch_sampler, BatchSampler):
+            return self.batch_sampler.index_arrays()
         return iter(self.batch_sampler)
 
     def _fetch(self, indices):
@@ -214,7 +216,8 @@ class DataLoader:
         if isinstance(self.dataset, TensorDataset) and self.collate_fn is None:
             rows = _rows(indices)
             return tuple(_gather(t, rows) for t in self.dataset.tensors)
-        return (self.collate_fn or default_collate)([_load(self.dataset, i) for i in indices])
+        return (self.collate_fn or default_collate)([_load(self.dataset, int(i))
+                                                     for i in indices])
 
     def __iter__(self):
         batches = self._index_batches()

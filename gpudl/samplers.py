@@ -55,6 +55,10 @@ class SequentialSampler(Sampler):
     def __len__(self):
         return len(self.data_source)
 
+    def order(self):
+        """This epoch's indices as one int64 array."""
+        return np.arange(len(self.data_source), dtype=np.int64)
+
 
 class RandomSampler(Sampler):
     """A random permutation each epoch, or ``num_samples`` draws with ``replacement=True``."""
@@ -72,13 +76,17 @@ class RandomSampler(Sampler):
         return len(self.data_source) if self._num_samples is None else self._num_samples
 
     def __iter__(self):
+        return iter(self.order().tolist())
+
+    def order(self):
+        """This epoch's indices as one int64 array (a new draw each call)."""
         n, gen = len(self.data_source), draw_from(self.generator)
         if self.replacement:
-            return iter(gen.integers(0, n, size=self.num_samples).tolist())
+            return gen.integers(0, n, size=self.num_samples, dtype=np.int64)
         # without replacement: whole permutations, cut to num_samples (torch's rule)
         rounds = -(-self.num_samples // n) if n else 0
-        order = np.concatenate([gen.permutation(n) for _ in range(rounds)] or [np.zeros(0, int)])
-        return iter(order[:self.num_samples].tolist())
+        order = [gen.permutation(n) for _ in range(rounds)] or [np.zeros(0, np.int64)]
+        return np.concatenate(order)[:self.num_samples].astype(np.int64, copy=False)
 
     def __len__(self):
         return self.num_samples
@@ -141,3 +149,12 @@ class BatchSampler(Sampler):
     def __len__(self):
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def index_arrays(self):
+        """The same batches as int64 arrays, cut from the sampler's whole order when it can give
+        one (no Python int per sample: what the DataLoader iterates)."""
+        if not hasattr(self.sampler, "order"):
+            return (np.asarray(batch, dtype=np.int64) for batch in self)
+        order = self.sampler.order()
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        return (order[a:a + self.batch_size] for a in range(0, stop, self.batch_size))
