@@ -208,3 +208,57 @@ def test_custom_collate_fn_runs_in_the_workers():
 def test_bad_worker_options_are_refused(options, pattern):
     with pytest.raises(ValueError, match=pattern):
         DataLoader(Probe(), **options)
+
+
+_CHILD = """
+import multiprocessing, sys, time
+sys.path.insert(0, {root!r})
+import numpy as np
+from gpudl.data import DataLoader, TensorDataset
+loader = DataLoader(TensorDataset(np.zeros((8, 2), np.float32)), batch_size=1, num_workers=2)
+batches = iter(loader)
+next(batches)
+print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+time.sleep(60)
+"""
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "State:\tZ" not in status.read()       # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def _wait_gone(pids, seconds=20.0):
+    import time
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_workers_end_with_their_main_process(how):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or SIGKILL of the main
+    process alone: no worker outlives it."""
+    import signal
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    child = subprocess.Popen([sys.executable, "-c", _CHILD.format(root=root)],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        pids = [int(p) for p in child.stdout.readline().split()]
+        assert len(pids) == 2
+        if how == "ctrl-c":
+            os.killpg(child.pid, signal.SIGINT)
+        else:
+            child.kill()
+        child.wait(timeout=30)
+        assert _wait_gone(pids) == []
+    finally:
+        if child.poll() is None:
+            child.kill()
