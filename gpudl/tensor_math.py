@@ -324,13 +324,25 @@ class MathMixin:
 
 
 
-for _name in E.UNARY:                     # sin, cos, erf, log1p, ... from one table
+for _name in E.UNARY:                     # sin, cos, erf, log1p, ... from one table (round below)
     def _unary(self, _name=_name):
-        keep = _name in ("sign", "floor", "ceil", "round") and self.dtype.kind in "iu"
+        keep = _name in ("sign", "floor", "ceil") and self.dtype.kind in "iu"
         return self.clone() if keep else E.Unary.apply(self._floating(), _name)
     _unary.__name__ = _name
     setattr(MathMixin, _name, _unary)
 del _name
+
+
+def _round(self, decimals=0):
+    """Round half to even, to ``decimals`` places (negative: tens, hundreds, ...) as torch."""
+    if decimals == 0:
+        return E.Unary.apply(self._floating(), "round") if self.dtype.kind not in "iu" \
+            else self.clone()
+    scale = 10.0 ** decimals
+    return (self._floating() * scale).round() / scale
+
+
+MathMixin.round = _round
 
 
 def _need_dims(op, ndim, *tensors):

@@ -121,6 +121,9 @@ GPUDL = {
     ("floor", ""): gd.floor,
     ("ceil", ""): gd.ceil,
     ("round", ""): gd.round,
+    ("round", "decimals_0"): gd.round,
+    ("round", "decimals_3"): gd.round,
+    ("round", "decimals_neg_3"): gd.round,
 }
 
 
@@ -133,9 +136,6 @@ SKIP_VARIANTS = {
     ("div", "trunc_rounding"): "rounding_mode= is not in API.md",
     ("div", "floor_rounding"): "rounding_mode= is not in API.md",
     ("softmax", "with_dtype"): "dtype= is not in API.md",
-    ("round", "decimals_0"): "round(decimals=) is not supported",
-    ("round", "decimals_3"): "round(decimals=) is not supported",
-    ("round", "decimals_neg_3"): "round(decimals=) is not supported",
     ("log_softmax", "with_dtype"): "dtype= is not in API.md",
 }
 UNSUPPORTED_KWARGS = {"dtype", "out", "alpha", "rounding_mode", "memory_format", "names"}
