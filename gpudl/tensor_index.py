@@ -62,6 +62,8 @@ class IndexMixin:
     __slots__ = ()
 
     def gather(self, dim, index):
+        """Values at ``index`` along ``dim``: out[i][j] = self[i][index[i][j]] for dim 1 (index
+        has self's number of dims, no larger elsewhere). Example: ``x.gather(1, idx)``."""
         raw = _index_array("gather", index, self)
         if raw.size == 0:                        # an empty result, still in the graph
             return S.GetItem.apply(self.reshape(-1), raw.reshape(-1)).reshape(raw.shape)
@@ -83,6 +85,8 @@ class IndexMixin:
         return S.IndexPut.apply(self, where, _source(op, src, self, index.shape), accumulate)
 
     def scatter(self, dim, index, src=None, value=None, *, reduce=None):
+        """A copy with ``src`` (or the number ``value``) written at ``index`` along ``dim``,
+        gather's inverse: out[i][index[i][j]] = src[i][j] for dim 1."""
         if reduce is not None:
             raise NotImplementedError(f"scatter: reduce={reduce!r} is not supported; use "
                                       "scatter_add")
@@ -91,9 +95,11 @@ class IndexMixin:
         return self._put("scatter", dim, index, src if value is None else value, False)
 
     def scatter_add(self, dim, index, src):
+        """A copy with ``src`` added at ``index`` along ``dim`` (repeated indices add up)."""
         return self._put("scatter_add", dim, index, src, True)
 
     def index_select(self, dim, index):
+        """The slices at the 1-D ``index`` along ``dim``, in that order (repeats allowed)."""
         if self.ndim == 0:
             return self.reshape(1).index_select(0, index).reshape(())
         axis = normalize_axis(dim, self.ndim, "index_select")
@@ -102,6 +108,8 @@ class IndexMixin:
         return S.GetItem.apply(self, (slice(None),) * axis + (rows,))
 
     def index_add(self, dim, index, source, *, alpha=1):
+        """A copy with ``alpha * source`` added to the slices at ``index`` along ``dim``; source
+        has self's shape with len(index) along dim."""
         if self.ndim == 0 and isinstance(source, T.Tensor) and source.ndim == 0:
             return self.reshape(1).index_add(0, index, source.reshape(1), alpha=alpha).reshape(())
         axis = normalize_axis(dim, self.ndim, "index_add")
@@ -116,6 +124,7 @@ class IndexMixin:
         return S.IndexPut.apply(self, (slice(None),) * axis + (rows,), source, True)
 
     def masked_select(self, mask):
+        """The 1-D tensor of elements where the bool ``mask`` (broadcast) holds, in order."""
         mask = T._raw(mask, self)
         if mask.dtype != np.bool_:
             raise TypeError(f"masked_select: mask must be a bool tensor, got {mask.dtype}")
@@ -128,6 +137,7 @@ class IndexMixin:
         return S.GetItem.apply(self.expand(*shape), xp.broadcast_to(mask, shape))
 
     def narrow(self, dim, start, length):
+        """``length`` elements from ``start`` along ``dim`` (a view in torch, a slice here)."""
         axis = normalize_axis(dim, self.ndim, "narrow")
         if isinstance(start, T.Tensor):
             if start.ndim or start.dtype.kind not in "iu":
@@ -144,6 +154,7 @@ class IndexMixin:
         return self[(slice(None),) * axis + (slice(start, start + length),)]
 
     def argsort(self, dim=-1, descending=False, stable=False):
+        """int64 indices that sort along ``dim``; ties keep their order (always stable)."""
         axis = normalize_axis(dim, self.ndim, "argsort")
         data = self._data if self.ndim else self._data.reshape(1)
         xp = backend.get_array_module(data)
@@ -154,10 +165,12 @@ class IndexMixin:
         return T.Tensor._make(order, False, None, 0, self._device)
 
     def sort(self, dim=-1, descending=False, stable=False):
+        """``(values, indices)`` sorted along ``dim``; values carry the gradient."""
         order = self.argsort(dim, descending, stable)
         return Sorted(self.gather(dim, order) if self.ndim else self.clone(), order)
 
     def topk(self, k, dim=-1, largest=True, sorted=True):
+        """``(values, indices)`` of the ``k`` largest (or smallest) along ``dim``, sorted."""
         axis = normalize_axis(dim, self.ndim, "topk")
         n = self.shape[axis] if self.ndim else 1
         if not 0 <= k <= n:
@@ -169,12 +182,15 @@ class IndexMixin:
         return Sorted(self.clone() if k else self[None][:0].reshape(()), order)
 
     def flip(self, *args, dims=None):
+        """A copy with the order along ``dims`` reversed: ``x.flip(0)``, ``x.flip((0, 1))``."""
         dims = args if dims is None else (dims,)
         dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
         return S.Flip.apply(self, normalize_axes(tuple(dims), self.ndim, "flip")) if self.ndim \
             else self.clone()
 
     def roll(self, shifts, dims=None):
+        """Elements shifted cyclically by ``shifts`` along ``dims`` (the flattened tensor when
+        dims is None), as torch.roll."""
         if dims is None:
             flat = self.reshape(-1)
             return S.Roll.apply(flat, _ints(shifts, "roll")[0], None).reshape(self.shape)
@@ -185,9 +201,11 @@ class IndexMixin:
         return S.Roll.apply(self, shifts, axes)
 
     def tril(self, diagonal=0):
+        """The lower triangle of the last two dims (from ``diagonal``), zeros above."""
         return self._triangle("tril", diagonal, False)
 
     def triu(self, diagonal=0):
+        """The upper triangle of the last two dims (from ``diagonal``), zeros below."""
         return self._triangle("triu", diagonal, True)
 
     def _triangle(self, op, diagonal, upper):

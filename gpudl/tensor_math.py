@@ -151,33 +151,40 @@ class MathMixin:
         return where(mask, value, self)
 
     def minimum(self, other):
+        """Elementwise min with a tensor or number; ties share the gradient evenly."""
         return -_binary(E.Maximum, "minimum", -self, -other if isinstance(other, T.Tensor)
                         else -T.Tensor(other, device=self._device))
 
     def clamp_min(self, min):
+        """max(self, min): ``clamp(min=min)``."""
         return self.clip(min=min)
 
     def clamp_max(self, max):
+        """min(self, max): ``clamp(max=max)``."""
         return self.clip(max=max)
 
     def matmul(self, other):
         return matmul(self, other)
 
     def mm(self, mat2):
+        """Matrix product of two 2-D tensors: (n, m) @ (m, p) -> (n, p)."""
         _need_dims("mm", 2, self, mat2)
         return matmul(self, mat2)
 
     def bmm(self, mat2):
+        """Batched matrix product: (b, n, m) @ (b, m, p) -> (b, n, p)."""
         _need_dims("bmm", 3, self, mat2)
         if self.shape[0] != mat2.shape[0]:
             raise ValueError(f"bmm: batch sizes differ: {self.shape} and {mat2.shape}")
         return matmul(self, mat2)
 
     def outer(self, vec2):
+        """Outer product of two 1-D tensors: (n,), (m,) -> (n, m)."""
         _need_dims("outer", 1, self, vec2)
         return self.reshape(-1, 1) * vec2.reshape(1, -1)
 
     def addmm(self, mat1, mat2, *, beta=1, alpha=1):
+        """beta * self + alpha * (mat1 @ mat2); self broadcasts to the product's shape."""
         product = mat1.mm(mat2)
         product = product if alpha == 1 else product * alpha
         if beta == 0:                              # torch ignores input (even nan) then
@@ -254,9 +261,12 @@ class MathMixin:
         return T.Tensor._make(out.astype(np.int64), False, None, 0, self._device)
 
     def amax(self, dim=(), keepdim=False):
+        """Max over ``dim`` (an int, a tuple; all dims by default), values only; ties share
+        the gradient evenly."""
         return self._amax("amax", dim, keepdim, True)
 
     def amin(self, dim=(), keepdim=False):
+        """Min over ``dim``, as ``amax``."""
         return self._amax("amin", dim, keepdim, False)
 
     def _amax(self, op, dim, keepdim, largest):
@@ -266,21 +276,25 @@ class MathMixin:
         return R.Amax.apply(self, axes, bool(keepdim), largest)
 
     def prod(self, dim=None, keepdim=False):
+        """Product over one dim (or all); integer tensors give int64, as torch."""
         x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
         axis = None if dim is None else normalize_axis(dim, self.ndim, "prod")
         return R.Prod.apply(x, axis if self.ndim else None, bool(keepdim) and axis is not None)
 
     def cumsum(self, dim):
+        """Running sum along ``dim``; integer tensors give int64."""
         x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
         return R.CumSum.apply(x, normalize_axis(dim, self.ndim, "cumsum")) if self.ndim \
             else x.clone()
 
     def cumprod(self, dim):
+        """Running product along ``dim``; the gradient is exact where elements are zero."""
         x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
         return R.CumProd.apply(x, normalize_axis(dim, self.ndim, "cumprod")) if self.ndim \
             else x.clone()
 
     def logsumexp(self, dim, keepdim=False):
+        """log(sum(exp(self))) over ``dim``, computed without overflow."""
         x = self._floating()
         axes = normalize_axes(dim, self.ndim, "logsumexp")
         shift = x.detach().amax(axes, keepdim=True) if x.numel() else x.detach().sum(
@@ -293,11 +307,13 @@ class MathMixin:
         return self._compare(None, lambda a, _: backend.get_array_module(a).isfinite(a))
 
     def norm(self, p="fro", dim=None, keepdim=False):
+        """The ``p``-norm over ``dim`` (all dims by default; 'fro' is 2): ``vector_norm``."""
         if p == "fro":
             p = 2
         return vector_norm(self, p, dim, keepdim)
 
     def diff(self, n=1, dim=-1, prepend=None, append=None):
+        """The ``n``-th forward difference along ``dim``, after joining prepend/append."""
         from .functions import cat
         axis = normalize_axis(dim, self.ndim, "diff")
         if n < 0 or self.ndim == 0:
@@ -328,7 +344,7 @@ for _name in E.UNARY:                     # sin, cos, erf, log1p, ... from one t
     def _unary(self, _name=_name):
         keep = _name in ("sign", "floor", "ceil") and self.dtype.kind in "iu"
         return self.clone() if keep else E.Unary.apply(self._floating(), _name)
-    _unary.__name__ = _name
+    _unary.__name__, _unary.__doc__ = _name, f"Elementwise {_name}, as torch.{_name}."
     setattr(MathMixin, _name, _unary)
 del _name
 
