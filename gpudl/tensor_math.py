@@ -385,7 +385,8 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
 
 def einsum(equation, *operands):
     """torch.einsum: ``einsum("ij,jk->ik", a, b)`` (operands may also come as one list).
-    Ellipsis broadcasts as in torch; a subscript repeated within one operand is not supported."""
+    Ellipsis broadcasts as in torch; a subscript repeated within one operand takes a diagonal
+    (``einsum("ii", a)`` is the trace)."""
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     if not isinstance(equation, str) or not operands or not all(
@@ -402,29 +403,45 @@ def einsum(equation, *operands):
     batch = max((t.ndim - len(s.replace("...", "")) for s, t in zip(subs, operands)
                  if "..." in s), default=0)
     ell = "".join(next(free) for _ in range(batch))
-    expanded, shapes = [], []
+    named = []
     for s, t in zip(subs, operands):
-        named = s.replace("...", ell[batch - (t.ndim - len(s.replace("...", ""))):])
-        if len(named) != t.ndim:
+        named.append(s.replace("...", ell[batch - (t.ndim - len(s.replace("...", ""))):]))
+        if len(named[-1]) != t.ndim:
             raise ValueError(f"einsum: subscripts {s!r} do not match an operand of shape "
                              f"{t.shape}")
-        if len(set(named)) != len(named):
-            raise NotImplementedError(f"einsum: repeated subscript in {s!r} is not supported")
-        expanded.append(named)
+    if arrow:
+        output = output.replace("...", ell)
+    else:                               # implicit output: the subscripts used once, sorted
+        used = "".join(named)
+        output = ell + "".join(sorted(c for c in set(used) if used.count(c) == 1
+                                      and c not in ell))
     sizes = {}
-    for named, t in zip(expanded, operands):
-        for c, n in zip(named, t.shape):
+    for sub, t in zip(named, operands):
+        for c, n in zip(sub, t.shape):
             if sizes.get(c, 1) != 1 and n != 1 and sizes[c] != n:
                 raise ValueError(f"einsum: subscript {c!r} has sizes {sizes[c]} and {n}")
             sizes[c] = n if sizes.get(c, 1) == 1 else sizes[c]
-    operands = [t.expand(*(sizes[c] for c in named)) for named, t in zip(expanded, operands)]
-    if arrow:
-        output = output.replace("...", ell)
-    else:
-        counts = "".join(expanded)
-        output = ell + "".join(sorted(c for c in set(counts) if counts.count(c) == 1
-                                      and c not in ell))
-    return linalg.Einsum.apply(",".join(expanded) + "->" + output, *operands)
+    operands = [t.expand(*(sizes[c] for c in sub)) for sub, t in zip(named, operands)]
+    named, operands = _diagonals_as_identities(named, operands, sizes, free)
+    return linalg.Einsum.apply(",".join(named) + "->" + output, *operands)
+
+
+def _diagonals_as_identities(named, operands, sizes, free):
+    """A subscript repeated within one operand ("ii") becomes a fresh one ("ij") and an identity
+    operand ("ij") joins the product: the same sum, and each operand's gradient stays a plain
+    einsum (the identities need none)."""
+    named, extra = list(named), []
+    for k, sub in enumerate(named):
+        renamed = ""
+        for c in sub:
+            if c in renamed:
+                fresh = next(free)
+                eye = backend.xp_for(operands[k]._device).eye(sizes[c], dtype=operands[k].dtype)
+                extra.append((c + fresh, T.Tensor._make(eye, False, None, 0, operands[k]._device)))
+                c = fresh
+            renamed += c
+        named[k] = renamed
+    return named + [s for s, _ in extra], list(operands) + [t for _, t in extra]
 
 
 def _bound(bound, like):
