@@ -16,5 +16,6 @@ from .normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d,
 from .sparse import Embedding
 from .attention import MultiheadAttention, TransformerEncoder, TransformerEncoderLayer
 from .pool import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
-from .conv import Conv1d, Conv2d, ConvTranspose2d
+from .conv import Conv1d, Conv2d, ConvTranspose2d, Unfold
+from .distance import CosineSimilarity
 from .resample import PixelShuffle, Upsample

@@ -3,7 +3,7 @@
 import numbers
 
 from .. import creation, dtypes
-from ..ops.conv import conv1d, conv2d, conv_transpose2d
+from ..ops.conv import conv1d, conv2d, conv_transpose2d, unfold
 from . import init
 from .module import Module
 from .parameter import Parameter
@@ -206,3 +206,19 @@ class Conv1d(Module):
 
 def _one(value):
     return value[0] if isinstance(value, (tuple, list)) and len(value) == 1 else value
+
+
+class Unfold(Module):
+    """Sliding local blocks (``F.unfold``): (N, C, H, W) -> (N, C*kH*kW, L)."""
+
+    def __init__(self, kernel_size, dilation=1, padding=0, stride=1):
+        super().__init__()
+        self.kernel_size, self.dilation = kernel_size, dilation
+        self.padding, self.stride = padding, stride
+
+    def forward(self, input):
+        return unfold(input, self.kernel_size, self.dilation, self.padding, self.stride)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, dilation={self.dilation}, "
+                f"padding={self.padding}, stride={self.stride}")
