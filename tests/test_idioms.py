@@ -149,7 +149,9 @@ def test_legacy_constructors(name):
 
 def test_tensor_type():
     t = gd.tensor([1.5, 2.5])
-    assert t.type() == "gpudl.FloatTensor" and gd.tensor([1]).type() == "gpudl.LongTensor"
+    prefix = "gpudl.cuda." if t.is_cuda else "gpudl."
+    assert t.type() == prefix + "FloatTensor" and gd.tensor([1]).type() == prefix + "LongTensor"
+    assert t.type("torch.DoubleTensor").device == "cpu"
     assert t.type("torch.LongTensor").dtype == gd.int64
     assert t.type(gd.float64).dtype == gd.float64
     np.testing.assert_array_equal(t.type(gd.int64).numpy(),
