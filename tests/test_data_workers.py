@@ -262,3 +262,11 @@ def test_workers_end_with_their_main_process(how):
     finally:
         if child.poll() is None:
             child.kill()
+
+
+def test_spawned_workers_work_too(rng):
+    """multiprocessing_context='spawn': the loader and its data set travel pickled."""
+    x = rng.standard_normal((6, 2)).astype(np.float32)
+    batches = list(DataLoader(TensorDataset(x), batch_size=4, num_workers=2,
+                              multiprocessing_context="spawn"))
+    np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in batches]), x)
