@@ -160,6 +160,8 @@ class IndexMixin:
         xp = backend.get_array_module(data)
         if descending:       # a stable descending order: sort the negation (bools as ints)
             data = -(data.astype(np.int8) if data.dtype == np.bool_ else data)
+            if data.dtype.kind == "f":     # NaN counts as the largest, as in torch: first
+                data = xp.where(xp.isnan(data), -xp.inf, data)
         order = xp.argsort(data, axis=axis, kind="stable").astype(np.int64)
         order = order if self.ndim else order.reshape(())
         return T.Tensor._make(order, False, None, 0, self._device)

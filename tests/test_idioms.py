@@ -181,3 +181,12 @@ def test_utils_data_is_an_alias_of_data():
     import gpudl.utils.data as D
     from gpudl.utils.data import DataLoader
     assert D is gd.data and DataLoader is gd.data.DataLoader and gd.utils.data is gd.data
+
+
+def test_sort_and_topk_place_nan_as_torch():
+    x = np.array([[1.0, np.nan, 3.0, -2.0], [np.nan, 0.0, 5.0, 1.0]])
+    ours, theirs = gd.tensor(x), torch.tensor(x)
+    for descending in (False, True):
+        np.testing.assert_array_equal(ours.sort(1, descending=descending).indices.numpy(),
+                                      theirs.sort(1, descending=descending).indices.numpy())
+    np.testing.assert_array_equal(ours.topk(2).indices.numpy(), theirs.topk(2).indices.numpy())
