@@ -5,7 +5,7 @@ import numpy as np
 from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor import Tensor, matmul, where  # noqa: F401  (re-exported)
-from .tensor_math import einsum, vector_norm  # noqa: F401  (re-exported)
+from .linalg import einsum, vector_norm  # noqa: F401  (re-exported)
 
 
 def _tensors(op, tensors):

@@ -308,9 +308,8 @@ class MathMixin:
 
     def norm(self, p="fro", dim=None, keepdim=False):
         """The ``p``-norm over ``dim`` (all dims by default; 'fro' is 2): ``vector_norm``."""
-        if p == "fro":
-            p = 2
-        return vector_norm(self, p, dim, keepdim)
+        from .linalg import vector_norm
+        return vector_norm(self, 2 if p == "fro" else p, dim, keepdim)
 
     def diff(self, n=1, dim=-1, prepend=None, append=None):
         """The ``n``-th forward difference along ``dim``, after joining prepend/append."""
@@ -366,82 +365,6 @@ def _need_dims(op, ndim, *tensors):
         if not isinstance(t, T.Tensor) or t.ndim != ndim:
             raise ValueError(f"{op}: expected {ndim}-D tensors, got shapes "
                              f"{[getattr(x, 'shape', type(x).__name__) for x in tensors]}")
-
-
-def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
-    """torch.linalg.vector_norm: the ``ord``-norm of ``x`` over ``dim`` (all dims by default)."""
-    if not isinstance(x, T.Tensor):
-        raise TypeError(f"vector_norm: input must be a Tensor, got {type(x).__name__}")
-    if isinstance(ord, str) or isinstance(ord, bool):
-        raise ValueError(f"vector_norm: ord must be a number, got {ord!r}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"vector_norm: expected a floating point tensor, got {x.dtype}")
-    x = x if dtype is None else x.astype(dtype)
-    axes = normalize_axes(dim, x.ndim, "vector_norm")
-    if ord < 0 and x.numel() == 0 or (ord == float("inf") and any(x.shape[a] == 0 for a in axes)):
-        raise ValueError(f"vector_norm: ord={ord} of an empty tensor is undefined")
-    return linalg.VectorNorm.apply(x, float(ord), axes, bool(keepdim))
-
-
-def einsum(equation, *operands):
-    """torch.einsum: ``einsum("ij,jk->ik", a, b)`` (operands may also come as one list).
-    Ellipsis broadcasts as in torch; a subscript repeated within one operand takes a diagonal
-    (``einsum("ii", a)`` is the trace)."""
-    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
-        operands = tuple(operands[0])
-    if not isinstance(equation, str) or not operands or not all(
-            isinstance(t, T.Tensor) for t in operands):
-        raise TypeError("einsum: expected an equation string and tensors")
-    equation = equation.replace(" ", "")
-    inputs, arrow, output = equation.partition("->")
-    subs = inputs.split(",")
-    if len(subs) != len(operands):
-        raise ValueError(f"einsum: the equation has {len(subs)} operands, got {len(operands)}")
-    letters = set(equation) - set(",->.")
-    free = iter(c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba"
-                if c not in letters)
-    batch = max((t.ndim - len(s.replace("...", "")) for s, t in zip(subs, operands)
-                 if "..." in s), default=0)
-    ell = "".join(next(free) for _ in range(batch))
-    named = []
-    for s, t in zip(subs, operands):
-        named.append(s.replace("...", ell[batch - (t.ndim - len(s.replace("...", ""))):]))
-        if len(named[-1]) != t.ndim:
-            raise ValueError(f"einsum: subscripts {s!r} do not match an operand of shape "
-                             f"{t.shape}")
-    if arrow:
-        output = output.replace("...", ell)
-    else:                               # implicit output: the subscripts used once, sorted
-        used = "".join(named)
-        output = ell + "".join(sorted(c for c in set(used) if used.count(c) == 1
-                                      and c not in ell))
-    sizes = {}
-    for sub, t in zip(named, operands):
-        for c, n in zip(sub, t.shape):
-            if sizes.get(c, 1) != 1 and n != 1 and sizes[c] != n:
-                raise ValueError(f"einsum: subscript {c!r} has sizes {sizes[c]} and {n}")
-            sizes[c] = n if sizes.get(c, 1) == 1 else sizes[c]
-    operands = [t.expand(*(sizes[c] for c in sub)) for sub, t in zip(named, operands)]
-    named, operands = _diagonals_as_identities(named, operands, sizes, free)
-    return linalg.Einsum.apply(",".join(named) + "->" + output, *operands)
-
-
-def _diagonals_as_identities(named, operands, sizes, free):
-    """A subscript repeated within one operand ("ii") becomes a fresh one ("ij") and an identity
-    operand ("ij") joins the product: the same sum, and each operand's gradient stays a plain
-    einsum (the identities need none)."""
-    named, extra = list(named), []
-    for k, sub in enumerate(named):
-        renamed = ""
-        for c in sub:
-            if c in renamed:
-                fresh = next(free)
-                eye = backend.xp_for(operands[k]._device).eye(sizes[c], dtype=operands[k].dtype)
-                extra.append((c + fresh, T.Tensor._make(eye, False, None, 0, operands[k]._device)))
-                c = fresh
-            renamed += c
-        named[k] = renamed
-    return named + [s for s, _ in extra], list(operands) + [t for _, t in extra]
 
 
 def _bound(bound, like):

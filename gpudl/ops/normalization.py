@@ -212,14 +212,14 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
 
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """input / max(||input||_p over ``dim``, eps)."""
-    from ..tensor_math import vector_norm
+    from ..linalg import vector_norm
     return input / vector_norm(input, p, dim, keepdim=True).clamp_min(eps)
 
 
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """Cosine of the angle between x1 and x2 along ``dim`` (broadcast), each norm clamped to at
     least ``eps``."""
-    from ..tensor_math import vector_norm
+    from ..linalg import vector_norm
     if not isinstance(x1, Tensor) or not isinstance(x2, Tensor):
         raise TypeError("cosine_similarity: x1 and x2 must be Tensors")
     try:
