@@ -103,21 +103,98 @@ def cuda_available():
     return DEFAULT_DEVICE == "cuda"
 
 
-def check_device(device, where="device"):
-    """Normalise a device argument (None, "cpu", "cuda", "cuda:0") and refuse what cannot be used."""
-    if device is None:
+class device:
+    """Where a tensor lives, as ``torch.device`` names it: ``device('cuda')``, ``device('cuda:0')``,
+    ``device('cuda', 0)``, ``device('cpu')``.
+
+    Called with no argument it keeps its older meaning and returns the default device's name
+    (``"cuda"`` or ``"cpu"``). A device compares equal to another device or to a string of the
+    same type; an index only matters when both sides give one (``device('cuda') == 'cuda:0'``).
+    Building a cuda device needs no GPU; using it does (``check_device``).
+    """
+
+    __slots__ = ("type", "index")
+
+    def __new__(cls, type=None, index=None):
+        if type is None and index is None:
+            return default_device()
+        if isinstance(type, device):
+            if index is not None:
+                raise TypeError(f"device: index given twice ({type!r} and index={index!r})")
+            return type
+        if not isinstance(type, str):
+            raise TypeError(f"device: expected a string such as 'cuda:0' or a device, got "
+                            f"{type.__class__.__name__}")
+        name, _, suffix = type.strip().lower().partition(":")
+        if name not in DEVICES:
+            raise RuntimeError(f"device: expected one of {', '.join(DEVICES)} at the start of "
+                               f"the device string, got {type!r}")
+        if suffix:
+            if index is not None:
+                raise TypeError(f"device: index given twice ({type!r} and index={index!r})")
+            if not suffix.isdigit():
+                raise RuntimeError(f"device: invalid device string {type!r}")
+            index = int(suffix)
+        if index is not None:
+            if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+                raise RuntimeError(f"device: index must be a non-negative int, got {index!r}")
+        self = object.__new__(cls)
+        self.type, self.index = name, index
+        return self
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            try:
+                other = device(other)
+            except (RuntimeError, TypeError):
+                return False
+        if not isinstance(other, device):
+            return NotImplemented
+        return self.type == other.type and (
+            self.index is None or other.index is None or self.index == other.index)
+
+    def __hash__(self):
+        return hash(self.type)
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        index = "" if self.index is None else f", index={self.index}"
+        return f"device(type={self.type!r}{index})"
+
+    def __reduce__(self):
+        return device, (str(self),)
+
+
+# What tensor.device returns: one object per device (torch reports cuda tensors as cuda:0).
+DEVICE_OBJECTS = {"cpu": device("cpu"), "cuda": device("cuda", 0)}
+
+
+def is_device_like(value):
+    """True for "cpu", "cuda:0", a device or a torch.device; False for dtypes such as "float64"."""
+    name = value if isinstance(value, str) else getattr(value, "type", None)
+    return isinstance(name, str) and name.split(":")[0].strip().lower() in DEVICES
+
+
+def check_device(device_arg, where="device"):
+    """The device name ("cpu" or "cuda") for a device argument (None, "cpu", "cuda", "cuda:0", a
+    device or a torch.device), refusing what this process cannot use."""
+    if device_arg is None:
         return DEFAULT_DEVICE
-    if not isinstance(device, str):
-        device = getattr(device, "type", None) or str(device)  # accept torch.device-like objects
-    name = device.split(":")[0].strip().lower()
-    if name not in DEVICES:
-        raise ValueError(f"{where}: expected 'cpu' or 'cuda', got {device!r}")
-    _split_index(device, where)
-    if name == "cuda" and not cuda_available():
+    if not isinstance(device_arg, (str, device)):
+        device_arg = str(device_arg) if hasattr(device_arg, "type") else device_arg
+    try:
+        parsed = device(device_arg)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{where}: expected 'cpu' or 'cuda' (or 'cuda:0', or a device), got "
+                         f"{device_arg!r}") from None
+    _split_index(str(parsed), where)
+    if parsed.type == "cuda" and not cuda_available():
         raise RuntimeError(
             f"{where}: 'cuda' requested but this process runs on the cpu device "
             "(no usable GPU; see GPUDL_DEVICE in the README)")
-    return name
+    return parsed.type
 
 
 def xp_for(device):
@@ -161,6 +238,17 @@ def to_device_array(array, device):
     if device == "cuda" and _cupy is not None:
         return _cupy.asarray(array)
     return to_numpy(array)
+
+
+def pinned_copy(array):
+    """A copy of host ``array`` in page-locked memory, which the GPU copies from faster; the
+    array itself when CuPy is not in use (pinning only matters for copies to a GPU)."""
+    if _cupy is None:
+        return array
+    import cupyx
+    pinned = cupyx.empty_pinned(array.shape, array.dtype)
+    pinned[...] = array
+    return pinned
 
 
 def launch_stream():

@@ -185,7 +185,7 @@ def predict(model, x, batch_size=32):
     outputs = []
     with no_grad():
         for (xb,) in _loader(x, None, batch_size, False, "predict"):
-            outputs.append(model(xb).data)
+            outputs.append(model(xb)._data)
     model.train(was_training)
     if not outputs:
         raise ValueError("predict: x has no samples")

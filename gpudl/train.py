@@ -85,10 +85,10 @@ class _Running:
 
     def add(self, loss, output, target):
         n = target.shape[0] if target.ndim else 1
-        self.loss_sum = self.loss_sum + loss.data * n       # stays on the device
+        self.loss_sum = self.loss_sum + loss._data * n       # stays on the device
         self.count += n
         if self.metric_fns:
-            self.pending.append(_as_labels(output.data, target.data))
+            self.pending.append(_as_labels(output._data, target._data))
 
     def logs(self):
         """{'loss': mean loss, metric: value}: reads the device once."""
@@ -128,7 +128,7 @@ def _split_batch(batch, where):
 
 def _loss(loss_fn, output, target, where):
     loss = loss_fn(output, target)
-    if not isinstance(loss, Tensor) or loss.data.size != 1:
+    if not isinstance(loss, Tensor) or loss._data.size != 1:
         raise TypeError(f"{where}: loss_fn must return a one-element Tensor, got "
                         f"{type(loss).__name__}{getattr(loss, 'shape', '')}")
     return loss

@@ -162,7 +162,7 @@ def _check_class_targets(op, input, target, n_classes, ignore_index):
         return IndexOutOfRange(f"{op}: target {value} is out of bounds: class indices must lie "
                                f"in [0, {n_classes - 1}] (or equal ignore_index={ignore_index})"
                                + (DEFERRED_NOTE if late else ""))
-    check_range(target.data, n_classes, error, ignore_index)
+    check_range(target._data, n_classes, error, ignore_index)
 
 
 def _batched(input, target, index_targets):
@@ -193,7 +193,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
     n_classes, weight = _check_input(op, input, target, weight)
-    w = None if weight is None else weight.data
+    w = None if weight is None else weight._data
     if target.dtype.kind in "iu":
         _check_class_targets(op, input, target, n_classes, ignore_index)
         x, t = _batched(input, target, True)
@@ -223,6 +223,6 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
                         f"{target.dtype}")
     _check_class_targets(op, input, target, n_classes, ignore_index)
     x, t = _batched(input, target, True)
-    loss = NLLLoss.apply(x, t, None if weight is None else weight.data, int(ignore_index),
+    loss = NLLLoss.apply(x, t, None if weight is None else weight._data, int(ignore_index),
                          reduction)
     return _unbatched(loss, input, reduction)

@@ -82,10 +82,10 @@ def check_indices(op, name, indices, size):
         if late:
             return IndexOutOfRange(f"{op}: {name} must lie in [0, {size - 1}] but holds {value}"
                                    + DEFERRED_NOTE)
-        lo, hi = int(indices.data.min()), int(indices.data.max())      # host data: no sync
+        lo, hi = int(indices._data.min()), int(indices._data.max())      # host data: no sync
         return IndexOutOfRange(f"{op}: {name} must lie in [0, {size - 1}] but holds values in "
                                f"[{lo}, {hi}]")
-    check_range(indices.data, size, error)
+    check_range(indices._data, size, error)
 
 
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
@@ -114,9 +114,9 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
 
 
 def _renorm_rows(weight, indices, max_norm, norm_type):
-    xp = xp_of(weight.data)
-    rows = xp.unique(indices.data.reshape(-1))
-    picked = weight.data[rows]
+    xp = xp_of(weight._data)
+    rows = xp.unique(indices._data.reshape(-1))
+    picked = weight._data[rows]
     norms = (xp.abs(picked) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
     scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).astype(weight.dtype)
     with no_grad():
@@ -129,10 +129,10 @@ def one_hot(tensor, num_classes=-1):
     if not isinstance(tensor, Tensor):
         raise TypeError(f"one_hot: tensor must be a Tensor, got {type(tensor).__name__}")
     if num_classes == -1:
-        if tensor.data.size == 0:
+        if tensor._data.size == 0:
             raise ValueError("one_hot: cannot infer num_classes of an empty tensor")
-        num_classes = int(tensor.data.max()) + 1
+        num_classes = int(tensor._data.max()) + 1
     check_indices("one_hot", "tensor", tensor, num_classes)
-    xp = xp_of(tensor.data)
-    out = tensor.data[..., None] == xp.arange(num_classes)
+    xp = xp_of(tensor._data)
+    out = tensor._data[..., None] == xp.arange(num_classes)
     return Tensor._make(out.astype(xp.int64), False, None, 0, tensor.device)
