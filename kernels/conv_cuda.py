@@ -254,19 +254,16 @@ def _kernels(acc, idx, bm):
         a_regs = cuda.local.array(WA_LOADS, acc)
         b_regs = cuda.local.array(WB_LOADS, acc)
         bias_sum = cuda.local.array(WA_LOADS, acc)
-        tap_off = cuda.local.array(WB_LOADS, idx)
-        tap_h = cuda.local.array(WB_LOADS, idx)
-        tap_w = cuda.local.array(WB_LOADS, idx)
+        tap_s = cuda.shared.array((3, BN), idx)       # the block's BN taps (registers are short)
         zero(out)
         # the reduction index is fastest across threads: neighbouring threads read neighbouring
         # pixels. Each thread holds one pixel q (advanced by BK per tile) and fixed rows and taps.
         lk, lrow = S(tid % BK), S(tid // BK)
         tx, ty = S(tid % TX), S(tid // TX)
-        for t in range(WB_LOADS):
-            r = U(r0 + lrow + W_STEP * t)
-            tap_off[t] = taps[0, r]
-            tap_h[t] = taps[1, r]
-            tap_w[t] = taps[2, r]
+        if tid < BN:
+            for e in range(3):
+                tap_s[e, tid] = taps[e, U(r0 + tid)]
+        cuda.syncthreads()
         for t in range(WA_LOADS):
             bias_sum[t] = acc(0)
         m_room = idx(Kg - m0 - lrow)                  # row t is valid while W_STEP*t < m_room
@@ -297,9 +294,10 @@ def _kernels(acc, idx, bm):
                 if not live:
                     h0 = idx(-FAR)
                 for t in range(WB_LOADS):
+                    col = lrow + W_STEP * t
                     v = acc(0)
-                    if (U(idx(h0 + tap_h[t])) < Hx) & (U(idx(w0 + tap_w[t])) < Wx):
-                        v = acc(x[U(x_base + tap_off[t])])
+                    if (U(idx(h0 + tap_s[1, col])) < Hx) & (U(idx(w0 + tap_s[2, col])) < Wx):
+                        v = acc(x[U(x_base + tap_s[0, col])])
                     b_regs[t] = v
                 q = idx(q + BK)
                 ow = idx(ow + dw)
@@ -353,8 +351,10 @@ def _index(*sizes):
     return (int32, "int32") if max(sizes) < INT32_LIMIT // 4 * 3 else (int64, "int64")
 
 
-def _row_tile(rows):
-    return ROW_TILES[0] if rows <= ROW_TILES[0] else ROW_TILES[1]
+def _row_tile(rows, idx):
+    """BM for a GEMM of ``rows`` rows. The 64-bit build (tensors past the int32 guard) always
+    takes 128: its wider gather offsets leave the 128-thread tile short of registers."""
+    return ROW_TILES[0] if rows <= ROW_TILES[0] and idx == int32 else ROW_TILES[1]
 
 
 def _blocks(n, size):
@@ -453,7 +453,7 @@ def forward(x, w, b, geo):
     G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
     acc, acc_dtype = _accumulator(x.dtype)
     idx, index = _index(x.size, y.size)
-    bm = _row_tile(Kg)
+    bm = _row_tile(Kg, idx)
     taps, phases, plan, _ = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H,
                                           geo.W, geo.Ho, geo.Wo, G, bm, index)
     bias = xp.zeros(1, x.dtype) if b is None else _flat(xp, b, x.dtype)
@@ -478,7 +478,7 @@ def grad_input(gy, w, geo):
         return gx
     acc, acc_dtype = _accumulator(gy.dtype)
     idx, index = _index(gy.size, gx.size)
-    bm = _row_tile(Cg)
+    bm = _row_tile(Cg, idx)
     taps, phases, plan, pixels = _input_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph,
                                      geo.pw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho, geo.Wo, G, bm,
                                      index)
@@ -503,7 +503,7 @@ def grad_weight(x, gy, geo, with_bias=False):
         gw = xp.zeros(geo.w_shape, acc_dtype)
         return (gw, grad_bias(gy)) if with_bias else gw
     idx, index = _index(x.size, gy.size)
-    bm = _row_tile(Kg)
+    bm = _row_tile(Kg, idx)
     tiles = _blocks(R, BN) * _blocks(Kg, bm) * G
     splits = max(1, min(_blocks(Q, MIN_SPLIT), _blocks(TARGET_BLOCKS, tiles), 65535 // G))
     split_len = _blocks(_blocks(Q, splits), BK) * BK
@@ -540,7 +540,7 @@ def _signatures():
     builds = [(float32, "float32", ("float32", "float16")), (float64, "float64", ("float64",))]
     for acc, acc_name, datas in builds:
         for idx, index in ((int32, "int32"), (int64, "int64")):
-            for bm in ROW_TILES:
+            for bm in (ROW_TILES if idx == int32 else ROW_TILES[1:]):
                 gemm, gwt = _kernels(acc, idx, bm)
                 budget = Budget(threads=threads_for(bm), min_fma_share=0.5)
                 table.append((gemm, [
