@@ -89,12 +89,23 @@ def _kernels(acc, idx, bm):
         return q, idx(a - q * b)
 
     @cuda.jit(device=True, inline="always")
+    def row_of(ty, a):
+        # micro-tile row a of thread row ty: two runs of four, half a tile apart. Each run is
+        # contiguous, so its shared loads merge into one 16-byte LDS (a warp's 16 threads read
+        # 64 consecutive words: no bank conflict)
+        return 4 * ty + (a // 4) * (TY * 4) + a % 4
+
+    @cuda.jit(device=True, inline="always")
+    def col_of(tx, b):
+        return 4 * tx + (b // 4) * (TX * 4) + b % 4
+
+    @cuda.jit(device=True, inline="always")
     def mac_step(a_s, b_s, buf, k, out, a_frag, b_frag, tx, ty):
-        # out[a, b] += a_s[buf, k, ty + TY*a] * b_s[buf, k, tx + TX*b]
+        # out[a, b] += a_s[buf, k, row_of(ty, a)] * b_s[buf, k, col_of(tx, b)]
         for a in range(TM):
-            a_frag[a] = a_s[buf, k, ty + TY * a]
+            a_frag[a] = a_s[buf, k, row_of(ty, a)]
         for b in range(TN):
-            b_frag[b] = b_s[buf, k, tx + TX * b]
+            b_frag[b] = b_s[buf, k, col_of(tx, b)]
         for a in range(TM):
             for b in range(TN):
                 out[a, b] += a_frag[a] * b_frag[b]
@@ -211,19 +222,19 @@ def _kernels(acc, idx, bm):
         # epilogue: bias per row, then each column's flat output offset (divisions once per
         # column, outside the loop)
         for a in range(TM):
-            m = idx(m0 + ty + TY * a)
+            m = idx(m0 + row_of(ty, a))
             a_frag[a] = acc(bias[U(g * M + m)]) if has_bias != 0 and m < M else acc(0)
         HWout = idx(Hout * Wout)
         origin_h, origin_w = idx(phases[U(phase), 1]), idx(phases[U(phase), 2])
         for b in range(TN):
-            q = idx(p0 + tx + TX * b)
+            q = idx(p0 + col_of(tx, b))
             if q < P:
                 n, rest = divmod_(q, HWg)
                 u, t = divmod_(rest, Wg)
                 col = idx((n * Cout + g * M) * HWout + (origin_h + ohs * u) * Wout
                           + origin_w + ows * t)
                 for a in range(TM):
-                    m = idx(m0 + ty + TY * a)
+                    m = idx(m0 + row_of(ty, a))
                     if m < M:
                         y[U(col + m * HWout)] = out[a, b] + a_frag[a]
 
@@ -319,10 +330,10 @@ def _kernels(acc, idx, bm):
                     b_s[buf, lk, lrow + W_STEP * t] = b_regs[t]
             cuda.syncthreads()
         for a in range(TM):
-            m = idx(m0 + ty + TY * a)
+            m = idx(m0 + row_of(ty, a))
             if m < Kg:
                 for b in range(TN):
-                    r = idx(r0 + tx + TX * b)
+                    r = idx(r0 + col_of(tx, b))
                     if r < R:
                         partial[s, U(g * Kg + m), U(r)] = out[a, b]
         if with_bias != 0 and cuda.blockIdx.x == 0:
