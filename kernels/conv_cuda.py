@@ -392,12 +392,13 @@ def _tap_tables(tables, index):
     return out
 
 
-def _weight_index(rows, bm, index):
-    """Flat indices into [w.ravel(), 0] that lay each phase's weight operand out as (Z, Rp, Mp):
-    ``rows`` (Z, R, M) of indices into w, padded with the trailing zero to whole tiles so that
-    tile loads need no bounds check, and transposed so that they coalesce."""
+def _weight_index(rows, size, bm, index):
+    """Flat indices into [w.ravel(), 0] (w of ``size`` values) that lay each phase's weight
+    operand out as (Z, Rp, Mp): ``rows`` (Z, R, M) of indices into w (negative: none), padded
+    with the trailing zero to whole tiles so that tile loads need no bounds check, and
+    transposed so that they coalesce."""
+    rows = np.where(rows < 0, size, rows)
     z, r, m = rows.shape
-    size = int(rows.max(initial=-1)) + 1
     out = np.full((z, max(1, _blocks(r, BK)) * BK, _blocks(m, bm) * bm), size, index)
     out[:, :r, :m] = rows
     return out, size
@@ -406,8 +407,9 @@ def _weight_index(rows, bm, index):
 def _gemm_weights(xp, w, plan, acc_dtype):
     """The weight operand of the gemm kernel, gathered through ``plan``'s cached index."""
     src, size = plan
-    padded = xp.zeros(size + 1, acc_dtype)
-    padded[:size] = xp.asarray(w).reshape(-1)[:size]
+    padded = xp.empty(size + 1, acc_dtype)
+    padded[:size] = xp.asarray(w).reshape(-1)
+    padded[size:] = 0
     return padded[src]
 
 
@@ -420,7 +422,7 @@ def _forward_plan(xp, K, Cg, kh, kw, dh, dw, H, W, Ho, Wo, groups, bm, index):
     taps = _tap_tables([np.stack([c * H * W + i * dh * W + j * dw, i * dh, j * dw])], index)
     rows = np.arange(K * c.size).reshape(groups, K // groups, c.size).transpose(0, 2, 1)
     phases = np.array([[c.size, 0, 0, Ho, Wo]], index)
-    src, size = _weight_index(rows, bm, index)
+    src, size = _weight_index(rows, K * c.size, bm, index)
     return xp.asarray(taps), xp.asarray(phases), (xp.asarray(src), size), Ho * Wo
 
 
@@ -448,8 +450,7 @@ def _input_plan(xp, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo, groups,
     rows = np.full((len(picks), groups, rmax, Cg), -1)
     for phase, pick in enumerate(picks):
         rows[phase, :, :pick.size] = g + pick[None, :, None] + c
-    src, size = _weight_index(rows.reshape(-1, rmax, Cg), bm, index)
-    src[src < 0] = size                                  # a phase shorter than the longest
+    src, size = _weight_index(rows.reshape(-1, rmax, Cg), K * Cg * kh * kw, bm, index)
     pixels = max(p[3] * p[4] for p in phases)
     return (xp.asarray(_tap_tables(tables, index)), xp.asarray(np.array(phases, index)),
             (xp.asarray(src), size), pixels)
