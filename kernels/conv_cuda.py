@@ -52,6 +52,7 @@ PAD = 4            # spare words per shared row: the weight gradient stores down
 ROW_TILES = (64, 128)      # BM: 64 when the GEMM has <= 64 rows (out channels), else 128
 FAR = 1 << 29      # an offset far outside any image: taps and pixels marked with it load zero
 INT32_LIMIT = 1 << 31
+IMAGE_LIMIT = INT32_LIMIT // 4 * 3     # tap tables (offsets within one image) are int32 always
 
 # The weight gradient splits its N*Ho*Wo reduction until the grid has about TARGET_BLOCKS blocks
 # (a few waves of an H100's 132 SMs), keeping at least MIN_SPLIT values per split.
@@ -182,9 +183,9 @@ def _kernels(acc, idx, bm):
         b_frag = cuda.local.array(TN, acc)
         a_regs = cuda.local.array(A_LOADS, acc)
         b_regs = cuda.local.array(B_LOADS, acc)
-        t_off = cuda.local.array(B_LOADS, idx)
-        t_h = cuda.local.array(B_LOADS, idx)
-        t_w = cuda.local.array(B_LOADS, idx)
+        t_off = cuda.local.array(B_LOADS, int32)
+        t_h = cuda.local.array(B_LOADS, int32)
+        t_w = cuda.local.array(B_LOADS, int32)
         zero(out)
         a_col, a_row = S(tid % bm), S(tid // bm)
         b_col, b_row = S(tid % BN), S(tid // BN)
@@ -265,7 +266,7 @@ def _kernels(acc, idx, bm):
         a_regs = cuda.local.array(WA_LOADS, acc)
         b_regs = cuda.local.array(WB_LOADS, acc)
         bias_sum = cuda.local.array(WA_LOADS, acc)
-        tap_s = cuda.shared.array((3, BN), idx)       # the block's BN taps (registers are short)
+        tap_s = cuda.shared.array((3, BN), int32)     # the block's BN taps (registers are short)
         zero(out)
         # the reduction index is fastest across threads: neighbouring threads read neighbouring
         # pixels. Each thread holds one pixel q (advanced by BK per tile) and fixed rows and taps.
@@ -282,43 +283,48 @@ def _kernels(acc, idx, bm):
         gy_step = idx(W_STEP * HWo)
         x_group = idx(g * Cg * H * W)
         KHWo, CHW = idx(K * HWo), idx(C * H * W)
+        # within-image coordinates are int32 in both builds; n and flat offsets are idx
         q = idx(q_begin + lk)
         n, rest = divmod_(q, HWo)
         oh, ow = divmod_(rest, Wo)
+        oh, ow = int32(oh), int32(ow)
         # per tile the pixel moves BK places: (n, oh, ow) += (dn, dh, dw) with carries, no division
         dn, step_rest = divmod_(idx(BK), HWo)
         dh, dw = divmod_(step_rest, Wo)
-        Hs, Ws, Hx, Wx = idx(Ho), idx(Wo), U(H), U(W)
+        dh, dw = int32(dh), int32(dw)
+        Hs, Ws, Hx, Wx = int32(Ho), int32(Wo), uint32(H), uint32(W)
+        sh_, sw_, ph_, pw_ = int32(sh), int32(sw), int32(ph), int32(pw)
         tiles = idx((q_end - q_begin + BK - 1) // BK)
         for kt in range(tiles + 1):
             if kt < tiles:                        # load tile kt into registers
                 live = q < q_end
-                gy_base = idx(n * KHWo + oh * Ws + ow + gy_rows)
+                gy_base = idx(n * KHWo + gy_rows + int32(oh * Ws + ow))
                 for t in range(WA_LOADS):
                     v = acc(0)
                     if live and W_STEP * t < m_room:
                         v = acc(gy[U(gy_base + gy_step * t)])
                     a_regs[t] = v
                     bias_sum[t] += v
-                h0, w0 = idx(oh * sh - ph), idx(ow * sw - pw)
-                x_base = idx(n * CHW + x_group + h0 * Wx + w0)
+                h0, w0 = int32(oh * sh_ - ph_), int32(ow * sw_ - pw_)
+                x_base = idx(n * CHW + x_group + int32(h0 * Wx + w0))
                 if not live:
-                    h0 = idx(-FAR)
+                    h0 = int32(-FAR)
                 for t in range(WB_LOADS):
                     col = lrow + W_STEP * t
                     v = acc(0)
-                    if (U(idx(h0 + tap_s[1, col])) < Hx) & (U(idx(w0 + tap_s[2, col])) < Wx):
+                    if ((uint32(int32(h0 + tap_s[1, col])) < Hx)
+                            & (uint32(int32(w0 + tap_s[2, col])) < Wx)):
                         v = acc(x[U(x_base + tap_s[0, col])])
                     b_regs[t] = v
                 q = idx(q + BK)
-                ow = idx(ow + dw)
-                oh = idx(oh + dh)
+                ow = int32(ow + dw)
+                oh = int32(oh + dh)
                 n = idx(n + dn)
                 if ow >= Ws:
-                    ow = idx(ow - Ws)
-                    oh = idx(oh + 1)
+                    ow = int32(ow - Ws)
+                    oh = int32(oh + 1)
                 if oh >= Hs:
-                    oh = idx(oh - Hs)
+                    oh = int32(oh - Hs)
                     n = idx(n + 1)
             if kt > 0:                            # multiply tile kt - 1
                 mac_tile(a_s, b_s, S((kt - 1) & 1), out, a_frag, b_frag, tx, ty)
@@ -355,11 +361,15 @@ def _accumulator(dtype):
     return (float64, "float64") if dtype == "float64" else (float32, "float32")
 
 
-def _index(*sizes):
-    """(Numba index type, NumPy dtype name): int32 while every flat offset a kernel forms fits.
-    Offsets reach at most an array's size plus one image or tile past it, so the guard keeps a
-    quarter of the int32 range spare."""
-    return (int32, "int32") if max(sizes) < INT32_LIMIT // 4 * 3 else (int64, "int64")
+def _index(*sizes, image):
+    """The Numba index type of the kernels for arrays of ``sizes`` elements: int32 while every
+    flat offset a kernel forms fits (offsets reach at most an array's size plus one image or tile
+    past it, so the guard keeps a quarter of the int32 range spare), else int64. Offsets within
+    one ``image`` (the tap tables) are int32 in both builds."""
+    if image >= IMAGE_LIMIT:
+        raise ValueError(f"conv2d on cuda: one image holds {image} elements; the kernels index "
+                         f"within an image in int32 and take fewer than {IMAGE_LIMIT}")
+    return int32 if max(sizes) < INT32_LIMIT // 4 * 3 else int64
 
 
 def _row_tile(rows, idx):
@@ -380,26 +390,26 @@ def _flat(xp, a, dtype=None):
     return xp.ascontiguousarray(a, dtype=dtype).reshape(-1)
 
 
-def _tap_tables(tables, index):
+def _tap_tables(tables):
     """Stack per-phase (3, R_phase) tap tables into (phases, 3, Rp), Rp a whole number of column
     tiles (so the weight gradient's taps need no bounds check either); the spare entries sit FAR
     above the image, so their loads give zero."""
     rp = max(1, _blocks(max(t.shape[1] for t in tables), BN)) * BN
-    out = np.zeros((len(tables), 3, rp), index)
+    out = np.zeros((len(tables), 3, rp), np.int32)
     out[:, 1, :] = -FAR
     for phase, table in enumerate(tables):
         out[phase, :, :table.shape[1]] = table
     return out
 
 
-def _weight_index(rows, size, bm, index):
+def _weight_index(rows, size, bm):
     """Flat indices into [w.ravel(), 0] (w of ``size`` values) that lay each phase's weight
     operand out as (Z, Rp, Mp): ``rows`` (Z, R, M) of indices into w (negative: none), padded
     with the trailing zero to whole tiles so that tile loads need no bounds check, and
     transposed so that they coalesce."""
     rows = np.where(rows < 0, size, rows)
     z, r, m = rows.shape
-    out = np.full((z, max(1, _blocks(r, BK)) * BK, _blocks(m, bm) * bm), size, index)
+    out = np.full((z, max(1, _blocks(r, BK)) * BK, _blocks(m, bm) * bm), size, np.intp)
     out[:, :r, :m] = rows
     return out, size
 
@@ -414,20 +424,20 @@ def _gemm_weights(xp, w, plan, acc_dtype):
 
 
 @functools.lru_cache(maxsize=64)
-def _forward_plan(xp, K, Cg, kh, kw, dh, dw, H, W, Ho, Wo, groups, bm, index):
+def _forward_plan(xp, K, Cg, kh, kw, dh, dw, H, W, Ho, Wo, groups, bm):
     """(taps (1, 3, Rp), phase rows, weight index) of the forward GEMM. For reduction index
     r = (c, i, j) the taps hold the flat offset c*H*W + i*dh*W + j*dw and the row / column
     offsets i*dh, j*dw; the weight operand is wt[g, r, m] = w[g*Kg + m, r]."""
     c, i, j = np.indices((Cg, kh, kw)).reshape(3, -1)
-    taps = _tap_tables([np.stack([c * H * W + i * dh * W + j * dw, i * dh, j * dw])], index)
+    taps = _tap_tables([np.stack([c * H * W + i * dh * W + j * dw, i * dh, j * dw])])
     rows = np.arange(K * c.size).reshape(groups, K // groups, c.size).transpose(0, 2, 1)
-    phases = np.array([[c.size, 0, 0, Ho, Wo]], index)
-    src, size = _weight_index(rows, K * c.size, bm, index)
+    phases = np.array([[c.size, 0, 0, Ho, Wo]], np.int32)
+    src, size = _weight_index(rows, K * c.size, bm)
     return xp.asarray(taps), xp.asarray(phases), (xp.asarray(src), size), Ho * Wo
 
 
 @functools.lru_cache(maxsize=64)
-def _input_plan(xp, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo, groups, bm, index):
+def _input_plan(xp, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo, groups, bm):
     """The grad_input GEMM, one per phase (a, b) of the input pixels (h = a + sh*u,
     v = b + sw*t): (taps (phases, 3, Rp), phase rows (R, a, b, Hg, Wg), weight index). Tap i
     reaches phase a iff (a + ph - i*dh) % sh == 0, and then reads gy row u + e_i,
@@ -450,9 +460,9 @@ def _input_plan(xp, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo, groups,
     rows = np.full((len(picks), groups, rmax, Cg), -1)
     for phase, pick in enumerate(picks):
         rows[phase, :, :pick.size] = g + pick[None, :, None] + c
-    src, size = _weight_index(rows.reshape(-1, rmax, Cg), K * Cg * kh * kw, bm, index)
+    src, size = _weight_index(rows.reshape(-1, rmax, Cg), K * Cg * kh * kw, bm)
     pixels = max(p[3] * p[4] for p in phases)
-    return (xp.asarray(_tap_tables(tables, index)), xp.asarray(np.array(phases, index)),
+    return (xp.asarray(_tap_tables(tables)), xp.asarray(np.array(phases, np.int32)),
             (xp.asarray(src), size), pixels)
 
 
@@ -464,10 +474,10 @@ def forward(x, w, b, geo):
         return y
     G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
     acc, acc_dtype = _accumulator(x.dtype)
-    idx, index = _index(x.size, y.size)
+    idx = _index(x.size, y.size, image=geo.C * geo.H * geo.W)
     bm = _row_tile(Kg, idx)
     taps, phases, plan, _ = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H,
-                                          geo.W, geo.Ho, geo.Wo, G, bm, index)
+                                          geo.W, geo.Ho, geo.Wo, G, bm)
     bias = xp.zeros(1, x.dtype) if b is None else _flat(xp, b, x.dtype)
     grid = (_blocks(geo.N * geo.Ho * geo.Wo, BN), _blocks(Kg, bm), G)
     wt = _gemm_weights(xp, w, plan, acc_dtype)
@@ -489,11 +499,11 @@ def grad_input(gy, w, geo):
         gx[...] = 0
         return gx
     acc, acc_dtype = _accumulator(gy.dtype)
-    idx, index = _index(gy.size, gx.size)
+    idx = _index(gy.size, gx.size, image=geo.K * geo.Ho * geo.Wo)
     bm = _row_tile(Cg, idx)
-    taps, phases, plan, pixels = _input_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph,
-                                     geo.pw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho, geo.Wo, G, bm,
-                                     index)
+    taps, phases, plan, pixels = _input_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.sh, geo.sw,
+                                             geo.ph, geo.pw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho,
+                                             geo.Wo, G, bm)
     grid = (_blocks(geo.N * pixels, BN), _blocks(Cg, bm), G * len(phases))
     wt = _gemm_weights(xp, w, plan, acc_dtype)
     _launch(_kernels(acc, idx, bm)[0], grid, bm, _flat(xp, gy), wt.reshape(-1), taps.reshape(-1),
@@ -514,7 +524,7 @@ def grad_weight(x, gy, geo, with_bias=False):
     if Q == 0 or geo.K == 0 or R == 0:
         gw = xp.zeros(geo.w_shape, acc_dtype)
         return (gw, grad_bias(gy)) if with_bias else gw
-    idx, index = _index(x.size, gy.size)
+    idx = _index(x.size, gy.size, image=geo.C * geo.H * geo.W)
     bm = _row_tile(Kg, idx)
     tiles = _blocks(R, BN) * _blocks(Kg, bm) * G
     splits = max(1, min(_blocks(Q, MIN_SPLIT), _blocks(TARGET_BLOCKS, tiles), 65535 // G))
@@ -523,7 +533,7 @@ def grad_weight(x, gy, geo, with_bias=False):
     partial = xp.empty((splits, geo.K, R), acc_dtype)
     bias_partial = xp.empty((splits, geo.K) if with_bias else (1, 1), acc_dtype)
     taps = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho,
-                         geo.Wo, G, bm, index)[0][0]
+                         geo.Wo, G, bm)[0][0]
     grid = (_blocks(R, BN), _blocks(Kg, bm), G * splits)
     _launch(_kernels(acc, idx, bm)[1], grid, bm, _flat(xp, x), _flat(xp, gy, x.dtype), taps,
             partial, bias_partial, geo.N, geo.C, geo.H, geo.W, geo.Ho, geo.Wo, geo.sh, geo.sw,
@@ -551,15 +561,15 @@ def _signatures():
     table = []
     builds = [(float32, "float32", ("float32", "float16")), (float64, "float64", ("float64",))]
     for acc, acc_name, datas in builds:
-        for idx, index in ((int32, "int32"), (int64, "int64")):
+        for idx in (int32, int64):
             for bm in (ROW_TILES if idx == int32 else ROW_TILES[1:]):
                 gemm, gwt = _kernels(acc, idx, bm)
                 budget = Budget(threads=threads_for(bm), min_fma_share=0.5)
                 table.append((gemm, [
-                    f"void({d}[::1], {acc_name}[::1], {index}[::1], {index}[:, ::1], "
+                    f"void({d}[::1], {acc_name}[::1], int32[::1], int32[:, ::1], "
                     f"{d}[::1], {d}[::1], {_ints(19)})" for d in datas], budget))
                 table.append((gwt, [
-                    f"void({d}[::1], {d}[::1], {index}[:, ::1], {acc_name}[:, :, ::1], "
+                    f"void({d}[::1], {d}[::1], int32[:, ::1], {acc_name}[:, :, ::1], "
                     f"{acc_name}[:, ::1], {_ints(12)})" for d in datas], budget))
     return table
 
