@@ -478,25 +478,27 @@ def forward(x, w, b, geo):
     bm = _row_tile(Kg, idx)
     taps, phases, plan, _ = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H,
                                           geo.W, geo.Ho, geo.Wo, G, bm)
-    bias = xp.zeros(1, x.dtype) if b is None else _flat(xp, b, x.dtype)
+    x = _flat(xp, x)
+    bias = x[:1] if b is None else _flat(xp, b, x.dtype)      # x[:1]: never read
     grid = (_blocks(geo.N * geo.Ho * geo.Wo, BN), _blocks(Kg, bm), G)
     wt = _gemm_weights(xp, w, plan, acc_dtype)
-    _launch(_kernels(acc, idx, bm)[0], grid, bm, _flat(xp, x), wt.reshape(-1), taps.reshape(-1),
+    _launch(_kernels(acc, idx, bm)[0], grid, bm, x, wt.reshape(-1), taps.reshape(-1),
             phases, bias, y.reshape(-1), geo.N, geo.H, geo.W, geo.C * geo.H * geo.W,
             Cg * geo.H * geo.W, Kg, geo.K, geo.Ho, geo.Wo, geo.sh, geo.sw, geo.ph, geo.pw, 1, 1,
             int(b is not None), wt.shape[1], wt.shape[2], taps.shape[2])
     return y
 
 
-def grad_input(gy, w, geo):
-    """The adjoint of forward in x: gx (N, C, H, W) in gy's dtype."""
+def grad_input(gy, w, geo, b=None):
+    """The adjoint of forward in x: gx (N, C, H, W) in gy's dtype, plus ``b`` (C,) per channel
+    when given (conv_transpose2d's bias, added as the outputs are stored)."""
     xp = backend.get_array_module(gy)
     gx = xp.empty(geo.x_shape, gy.dtype)
     if gx.size == 0:
         return gx
     G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
     if gy.size == 0 or Kg == 0:
-        gx[...] = 0
+        gx[...] = 0 if b is None else xp.asarray(b).reshape(-1, 1, 1)
         return gx
     acc, acc_dtype = _accumulator(gy.dtype)
     idx = _index(gy.size, gx.size, image=geo.K * geo.Ho * geo.Wo)
@@ -506,10 +508,12 @@ def grad_input(gy, w, geo):
                                              geo.Wo, G, bm)
     grid = (_blocks(geo.N * pixels, BN), _blocks(Cg, bm), G * len(phases))
     wt = _gemm_weights(xp, w, plan, acc_dtype)
-    _launch(_kernels(acc, idx, bm)[0], grid, bm, _flat(xp, gy), wt.reshape(-1), taps.reshape(-1),
-            phases, xp.zeros(1, gy.dtype), gx.reshape(-1), geo.N, geo.Ho, geo.Wo,
-            geo.K * geo.Ho * geo.Wo, Kg * geo.Ho * geo.Wo, Cg, geo.C, geo.H, geo.W, 1, 1, 0, 0,
-            geo.sh, geo.sw, 0, wt.shape[1], wt.shape[2], taps.shape[2])
+    gy = _flat(xp, gy)
+    bias = gy[:1] if b is None else _flat(xp, b, gy.dtype)    # gy[:1]: never read
+    _launch(_kernels(acc, idx, bm)[0], grid, bm, gy, wt.reshape(-1), taps.reshape(-1), phases,
+            bias, gx.reshape(-1), geo.N, geo.Ho, geo.Wo, geo.K * geo.Ho * geo.Wo,
+            Kg * geo.Ho * geo.Wo, Cg, geo.C, geo.H, geo.W, 1, 1, 0, 0, geo.sh, geo.sw,
+            int(b is not None), wt.shape[1], wt.shape[2], taps.shape[2])
     return gx
 
 

@@ -163,3 +163,8 @@ def test_nan_propagates(rng):
     x[0, 1, 2, 3] = np.nan
     y = conv.conv2d_forward(x, w, b, *case[6:])
     assert np.isnan(y[0, :, 1:4, 2:5]).all() and not np.isnan(y[1]).any()
+
+
+def test_an_image_past_the_int32_range_is_refused():
+    with pytest.raises(ValueError, match="one image holds"):
+        conv_cuda._index(10, image=conv_cuda.IMAGE_LIMIT)
