@@ -372,6 +372,11 @@ def _index(*sizes, image):
     return int32 if max(sizes) < INT32_LIMIT // 4 * 3 else int64
 
 
+def _operand_size(z, r, m):
+    """An upper bound on the padded weight operand's size (Z, Rp, Mp), for the index guard."""
+    return z * _blocks(r, BK) * BK * _blocks(m, ROW_TILES[-1]) * ROW_TILES[-1]
+
+
 def _row_tile(rows, idx):
     """BM for a GEMM of ``rows`` rows. The 64-bit build (tensors past the int32 guard) always
     takes 128: its wider gather offsets leave the 128-thread tile short of registers."""
@@ -474,7 +479,8 @@ def forward(x, w, b, geo):
         return y
     G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
     acc, acc_dtype = _accumulator(x.dtype)
-    idx = _index(x.size, y.size, image=geo.C * geo.H * geo.W)
+    idx = _index(x.size, y.size, _operand_size(G, Cg * geo.kh * geo.kw, Kg),
+                 image=geo.C * geo.H * geo.W)
     bm = _row_tile(Kg, idx)
     taps, phases, plan, _ = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H,
                                           geo.W, geo.Ho, geo.Wo, G, bm)
@@ -501,7 +507,8 @@ def grad_input(gy, w, geo, b=None):
         gx[...] = 0 if b is None else xp.asarray(b).reshape(-1, 1, 1)
         return gx
     acc, acc_dtype = _accumulator(gy.dtype)
-    idx = _index(gy.size, gx.size, image=geo.K * geo.Ho * geo.Wo)
+    idx = _index(gy.size, gx.size, _operand_size(G * geo.sh * geo.sw, Kg * geo.kh * geo.kw, Cg),
+                 image=geo.K * geo.Ho * geo.Wo)
     bm = _row_tile(Cg, idx)
     taps, phases, plan, pixels = _input_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.sh, geo.sw,
                                              geo.ph, geo.pw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho,
