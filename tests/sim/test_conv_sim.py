@@ -84,8 +84,7 @@ WIDE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", WIDE_CASES)
-def test_tiles_and_phases_match_twin(rng, monkeypatch, case):
+def _forward_and_backward_match_twin(rng, monkeypatch, case):
     x, w, b = _arrays(rng, case)
     conf = case[6:]
     y = conv.conv2d_forward(x, w, b, *conf)
@@ -95,6 +94,11 @@ def test_tiles_and_phases_match_twin(rng, monkeypatch, case):
     want = _cpu(monkeypatch, conv.conv2d_backward, x, w, gy, *conf)
     for g, r in zip(got, want):
         _close(g, r)
+
+
+@pytest.mark.parametrize("case", WIDE_CASES)
+def test_tiles_and_phases_match_twin(rng, monkeypatch, case):
+    _forward_and_backward_match_twin(rng, monkeypatch, case)
 
 
 def test_two_row_tiles_of_128(rng, monkeypatch):
@@ -107,18 +111,9 @@ def test_two_row_tiles_of_128(rng, monkeypatch):
 
 def test_64_bit_build_matches_twin(rng, monkeypatch):
     """Tensors past the int32 guard take the int64 kernels: forced here by lowering the guard."""
-    case = CASES[1]
-    x, w, b = _arrays(rng, case)
-    conf = case[6:]
-    y = conv.conv2d_forward(x, w, b, *conf)
-    gy = rng.standard_normal(y.shape).astype(np.float32)
-    want = (_cpu(monkeypatch, conv.conv2d_forward, x, w, b, *conf),) + _cpu(
-        monkeypatch, conv.conv2d_backward, x, w, gy, *conf)
     monkeypatch.setattr(conv_cuda, "INT32_LIMIT", 64)
-    assert conv_cuda._index(x.size, image=1) == conv_cuda.int64
-    got = (conv.conv2d_forward(x, w, b, *conf),) + conv.conv2d_backward(x, w, gy, *conf)
-    for g, r in zip(got, want):
-        _close(g, r)
+    assert conv_cuda._index(65, image=1) == conv_cuda.int64
+    _forward_and_backward_match_twin(rng, monkeypatch, CASES[1])
 
 
 @pytest.mark.parametrize("stride, padding, output_padding, groups, dilation", [
