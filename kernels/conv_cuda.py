@@ -562,8 +562,16 @@ def grad_bias(gy):
     return xp.asarray(gy).sum(axis=(0, 2, 3), dtype=_accumulator(gy.dtype)[1])
 
 
-def _ints(n):
-    return ", ".join(["int64"] * n)
+def gemm_signature(data, acc_name):
+    """The Numba signature conv_gemm_kernel is launched with for ``data`` arrays."""
+    return (f"void({data}[::1], {acc_name}[::1], int32[::1], int32[:, ::1], {data}[::1], "
+            f"{data}[::1], {', '.join(['int64'] * 19)})")
+
+
+def grad_weight_signature(data, acc_name):
+    """The Numba signature conv_grad_weight_kernel is launched with for ``data`` arrays."""
+    return (f"void({data}[::1], {data}[::1], int32[:, ::1], {acc_name}[:, :, ::1], "
+            f"{acc_name}[:, ::1], {', '.join(['int64'] * 12)})")
 
 
 def _signatures():
@@ -576,12 +584,8 @@ def _signatures():
             for bm in (ROW_TILES if idx == int32 else ROW_TILES[1:]):
                 gemm, gwt = _kernels(acc, idx, bm)
                 budget = Budget(threads=threads_for(bm), min_fma_share=0.5)
-                table.append((gemm, [
-                    f"void({d}[::1], {acc_name}[::1], int32[::1], int32[:, ::1], "
-                    f"{d}[::1], {d}[::1], {_ints(19)})" for d in datas], budget))
-                table.append((gwt, [
-                    f"void({d}[::1], {d}[::1], int32[:, ::1], {acc_name}[:, :, ::1], "
-                    f"{acc_name}[:, ::1], {_ints(12)})" for d in datas], budget))
+                table.append((gemm, [gemm_signature(d, acc_name) for d in datas], budget))
+                table.append((gwt, [grad_weight_signature(d, acc_name) for d in datas], budget))
     return table
 
 
