@@ -21,15 +21,18 @@ partial sums that one CuPy sum adds in a fixed order; it also sums the gy values
 output channel, into the bias gradient (no separate pass over gy).
 
 Tiles: a block computes BM x BN = (128 or 64) x 128 outputs with BM*BN/64 threads (256 or 128), an
-8x8 micro-tile each (rows ty + TY*a, columns tx + 16*b: a warp's LDS hit 16 consecutive words, its
-stores 16 consecutive pixels), accumulated in registers over BK = 8 reduction steps per shared
-tile, unrolled. The shared tiles are double-buffered: the next tile's global loads are issued into
-registers before the current tile's 512 FMAs and stored after them, one barrier per tile. Each
-thread gathers for one fixed pixel (forward) or one fixed set of taps (weight gradient), so its
-gather offsets are computed once, before the loop; the loop itself does no division. Weights reach
-the forward kernel transposed to (R, M) and zero-padded to whole tiles, so their tile loads
-coalesce and need no bounds check. Index math is int32 (``idx``) unless an array is too large for
-it; then a 64-bit build of the same kernels runs.
+8x8 micro-tile each, accumulated in registers over BK = 8 reduction steps per shared tile,
+unrolled. A thread's 8 rows (and 8 columns) are two contiguous runs of four half a tile apart, so
+its shared loads merge into 16-byte LDS and a warp's reads are conflict-free. The shared tiles are
+double-buffered: the next tile's global loads are issued into registers before the current
+tile's 512 FMAs and stored after them, one barrier per tile. Each thread gathers for one fixed
+pixel (gemm: base offset and origin computed once) or one pixel advanced by carries (weight
+gradient, its taps staged in shared memory), so the loop does no division. Weights reach the gemm
+kernel transposed to (R, M) and zero-padded to whole tiles, so their tile loads coalesce and need
+no bounds check; taps of a tile are padded the same way. Index math is int32 (``idx``) unless an
+array is too large for it; then a 64-bit build of the same kernels runs (offsets within one image
+stay int32 in both). The gemm epilogue adds a per-row bias: conv2d's, and conv_transpose2d's
+(through grad_input).
 
 Kernels are built per (accumulator, index type, BM): float32 accumulation serves float32 and
 float16 data (fp16 loads widen to fp32), float64 serves float64 data (gradient checks).
@@ -49,6 +52,7 @@ BK = 8             # reduction steps per shared tile (mac_tile spells out 8 step
 TM = TN = 8        # micro-tile per thread
 TX = BN // TN      # 16 threads across the columns
 PAD = 4            # spare words per shared row: the weight gradient stores down columns
+                   # (and 4 keeps every row 16-byte aligned for the merged loads)
 ROW_TILES = (64, 128)      # BM: 64 when the GEMM has <= 64 rows (out channels), else 128
 FAR = 1 << 29      # an offset far outside any image: taps and pixels marked with it load zero
 INT32_LIMIT = 1 << 31
@@ -430,7 +434,7 @@ def _gemm_weights(xp, w, plan, acc_dtype):
 
 @functools.lru_cache(maxsize=64)
 def _forward_plan(xp, K, Cg, kh, kw, dh, dw, H, W, Ho, Wo, groups, bm):
-    """(taps (1, 3, Rp), phase rows, weight index) of the forward GEMM. For reduction index
+    """(taps (1, 3, Rp), phase rows, weight index, pixels) of the forward GEMM. For reduction index
     r = (c, i, j) the taps hold the flat offset c*H*W + i*dh*W + j*dw and the row / column
     offsets i*dh, j*dw; the weight operand is wt[g, r, m] = w[g*Kg + m, r]."""
     c, i, j = np.indices((Cg, kh, kw)).reshape(3, -1)
