@@ -26,8 +26,9 @@ unrolled. A thread's 8 rows (and 8 columns) are two contiguous runs of four half
 its shared loads merge into 16-byte LDS and a warp's reads are conflict-free. The shared tiles are
 double-buffered: the next tile's global loads are issued into registers before the current
 tile's 512 FMAs and stored after them, one barrier per tile. Each thread gathers for one fixed
-pixel (gemm: base offset and origin computed once) or one pixel advanced by carries (weight
-gradient, its taps staged in shared memory), so the loop does no division. Weights reach the gemm
+pixel (gemm: base offset and origin computed once; each tile's tap entries staged in a shared
+ring one tile ahead) or one pixel advanced by carries (weight gradient: its block's taps staged
+in shared memory once), so the loop does no division. Weights reach the gemm
 kernel transposed to (R, M) and zero-padded to whole tiles, so their tile loads coalesce and need
 no bounds check; taps of a tile are padded the same way. Index math is int32 (``idx``) unless an
 array is too large for it; then a 64-bit build of the same kernels runs (offsets within one image
@@ -135,22 +136,26 @@ def _kernels(acc, idx, bm):
                 out[a, b] = acc(0)
 
     @cuda.jit(device=True, inline="always")
-    def gemm_load(x, wt, taps, a_off, a_step, tap, Rt, x_base, h0, w0, Hi, Wi, a_regs, b_regs,
-                  t_off, t_h, t_w):
-        # one tile into registers: weights (padded: no checks), then the tap entries (all
-        # issued before any is used), then the predicated gathers of x
+    def gemm_load(x, wt, tap_s, slot, a_off, a_step, b_row, x_base, h0, w0, Hi, Wi, a_regs,
+                  b_regs):
+        # one tile into registers: weights (padded: no checks), then the predicated gathers of
+        # x through the tile's tap entries, staged in shared memory
         for t in range(A_LOADS):
             a_regs[t] = wt[U(a_off + a_step * t)]
         for t in range(B_LOADS):
-            t_off[t] = taps[U(tap + B_STEP * t)]
-            t_h[t] = taps[U(tap + Rt + B_STEP * t)]
-            t_w[t] = taps[U(tap + 2 * Rt + B_STEP * t)]
-        for t in range(B_LOADS):
+            k = b_row + B_STEP * t
             v = acc(0)
             # one unsigned compare per side: a negative row or column wraps far above Hi / Wi
-            if (U(idx(h0 + t_h[t])) < Hi) & (U(idx(w0 + t_w[t])) < Wi):
-                v = acc(x[U(x_base + t_off[t])])
+            if (U(idx(h0 + tap_s[slot, 1, k])) < Hi) & (U(idx(w0 + tap_s[slot, 2, k])) < Wi):
+                v = acc(x[U(x_base + tap_s[slot, 0, k])])
             b_regs[t] = v
+
+    @cuda.jit(device=True, inline="always")
+    def stage_taps(taps, tap_s, slot, tid, src):
+        # the 3 x BK tap entries of one tile into a slot of the shared ring: thread tid < 24
+        # copies entry tid // BK, step tid % BK, from flat offset src
+        if tid < 3 * BK:
+            tap_s[slot, tid // BK, tid % BK] = taps[U(src)]
 
     @cuda.jit(device=True, inline="always")
     def gemm_store(a_s, b_s, buf, a_row, a_col, b_row, b_col, a_regs, b_regs):
@@ -187,9 +192,9 @@ def _kernels(acc, idx, bm):
         b_frag = cuda.local.array(TN, acc)
         a_regs = cuda.local.array(A_LOADS, acc)
         b_regs = cuda.local.array(B_LOADS, acc)
-        t_off = cuda.local.array(B_LOADS, int32)
-        t_h = cuda.local.array(B_LOADS, int32)
-        t_w = cuda.local.array(B_LOADS, int32)
+        # tap entries of the next two tiles: a ring of two slots, written one tile ahead of
+        # the gathers that read them (every thread would otherwise load all BK entries itself)
+        tap_s = cuda.shared.array((2, 3, BK), int32)
         zero(out)
         a_col, a_row = S(tid % bm), S(tid // bm)
         b_col, b_row = S(tid % BN), S(tid // BN)
@@ -204,24 +209,28 @@ def _kernels(acc, idx, bm):
             h0 = idx(-FAR)
         a_off = idx((z * Rw + a_row) * Mp + m0 + a_col)      # its first weight, flat
         a_step, a_tile = idx(A_STEP * Mp), idx(BK * Mp)
-        tap = idx(phase * 3 * Rt + b_row)                    # its first tap entry, flat
-        Rt = idx(Rt)
+        # the tap entry this thread stages for tile 0 (threads past 3*BK stage nothing)
+        tap = idx(phase * 3 * Rt + (tid // BK) * Rt + tid % BK) if tid < 3 * BK else idx(0)
         Hi, Wi = U(Hin), U(Win)
         tiles = idx((R + BK - 1) // BK)
         if tiles > 0:
-            gemm_load(x, wt, taps, a_off, a_step, tap, Rt, x_base, h0, w0, Hi, Wi, a_regs, b_regs,
-                      t_off, t_h, t_w)
+            stage_taps(taps, tap_s, 0, tid, tap)
+            cuda.syncthreads()
+            gemm_load(x, wt, tap_s, 0, a_off, a_step, b_row, x_base, h0, w0, Hi, Wi, a_regs,
+                      b_regs)
+            if tiles > 1:
+                stage_taps(taps, tap_s, 1, tid, idx(tap + BK))
             gemm_store(a_s, b_s, S(0), a_row, a_col, b_row, b_col, a_regs, b_regs)
         cuda.syncthreads()
         for kt in range(tiles):
-            more = kt + 1 < tiles
-            if more:                    # next tile's loads are in flight during the FMAs
+            if kt + 1 < tiles:          # next tile's loads are in flight during the FMAs
                 a_off = idx(a_off + a_tile)
-                tap = idx(tap + BK)
-                gemm_load(x, wt, taps, a_off, a_step, tap, Rt, x_base, h0, w0, Hi, Wi, a_regs,
-                          b_regs, t_off, t_h, t_w)
+                gemm_load(x, wt, tap_s, S((kt + 1) & 1), a_off, a_step, b_row, x_base, h0, w0,
+                          Hi, Wi, a_regs, b_regs)
+            if kt + 2 < tiles:          # the slot tile kt's gathers read (before the barrier)
+                stage_taps(taps, tap_s, S(kt & 1), tid, idx(tap + (kt + 2) * BK))
             mac_tile(a_s, b_s, S(kt & 1), out, a_frag, b_frag, tx, ty)
-            if more:
+            if kt + 1 < tiles:
                 gemm_store(a_s, b_s, S((kt + 1) & 1), a_row, a_col, b_row, b_col, a_regs, b_regs)
             cuda.syncthreads()
         # epilogue: bias per row, then each column's flat output offset (divisions once per
