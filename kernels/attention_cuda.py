@@ -54,8 +54,6 @@ class Tiling:
     tx: int         # threads along the columns of a micro-tiled matrix
     bn: int         # columns of the score tile: keys (forward, dQ) or queries (dK/dV)
     dc: int         # head-dim columns staged per chunk of the score products
-    unroll_scores: bool = False     # let LLVM unroll the score products' k loop (more registers)
-    unroll_update: bool = False     # same for the accumulator updates (P V, dS K, P^T dO, dS^T Q)
 
     def rows_per_thread(self):
         return BLOCK // (self.threads // self.tx)
@@ -63,9 +61,9 @@ class Tiling:
 
 # (forward, dQ, dK/dV) per head dim, sized to 48 KiB of shared memory and <= 128 registers.
 TILINGS = {
-    16: (Tiling(128, 8, 64, 16), Tiling(128, 8, 64, 16), Tiling(128, 8, 32, 16)),
-    32: (Tiling(128, 8, 64, 32), Tiling(128, 8, 64, 16), Tiling(128, 8, 32, 16)),
-    64: (Tiling(128, 8, 64, 32), Tiling(128, 8, 32, 16), Tiling(128, 8, 32, 16)),
+    16: (Tiling(128, 8, 64, 16), Tiling(128, 8, 32, 16), Tiling(128, 8, 32, 16)),
+    32: (Tiling(128, 8, 64, 32), Tiling(128, 8, 32, 16), Tiling(128, 8, 32, 16)),
+    64: (Tiling(256, 16, 64, 32), Tiling(128, 8, 32, 16), Tiling(256, 16, 32, 16)),
     128: (Tiling(256, 16, 32, 32), Tiling(256, 16, 32, 16), Tiling(256, 16, 32, 16)),
 }
 
@@ -100,37 +98,29 @@ def _stager(rows, cols, ld):
     return stage
 
 
-def _mma(rm, cn, kd, a_i, a_k, b_j, b_k, unrolled):
+def _mma(rm, cn, kd, a_i, a_k, b_j, b_k):
     """mma(acc, a, a0, b, b0): ``acc[i * cn + j] += sum_k a[a0 + i * a_i + k * a_k] *
     b[b0 + j * b_j + k * b_k]``, an rm x cn register micro-tile over kd steps.
 
-    Indices are cast to unsigned so Numba emits no negative-index wraparound code. ``unrolled``:
-    the k loop is a plain counted loop, which LLVM unrolls (4 steps per iteration: less loop
-    overhead, more registers holding operands); else a ``range`` loop, which it leaves rolled.
+    The k loop is a counted ``while``: LLVM unrolls it 4 steps deep, which a ``range`` loop's
+    iterator (a 64-bit count-down per step) costs ~8 extra instructions per step to match.
+    Indices are cast to unsigned so Numba emits no negative-index wraparound code.
     """
-
-    @cuda.jit(device=True, inline="always")
-    def step(acc, af, bf, a, a0, b, b0, k):
-        for i in range(rm):
-            af[i] = a[uint64(a0 + i * a_i + k * a_k)]
-        for j in range(cn):
-            bf[j] = b[uint64(b0 + j * b_j + k * b_k)]
-        for i in range(rm):
-            for j in range(cn):
-                acc[i * cn + j] += af[i] * bf[j]
 
     @cuda.jit(device=True, inline="always")
     def mma(acc, a, a0, b, b0):
         af = cuda.local.array(rm, float32)
         bf = cuda.local.array(cn, float32)
-        if unrolled:
-            k = 0
-            while k < kd:
-                step(acc, af, bf, a, a0, b, b0, k)
-                k += 1
-        else:
-            for k in range(kd):
-                step(acc, af, bf, a, a0, b, b0, k)
+        k = 0
+        while k < kd:
+            for i in range(rm):
+                af[i] = a[uint64(a0 + i * a_i + k * a_k)]
+            for j in range(cn):
+                bf[j] = b[uint64(b0 + j * b_j + k * b_k)]
+            for i in range(rm):
+                for j in range(cn):
+                    acc[i * cn + j] += af[i] * bf[j]
+            k += 1
     return mma
 
 
@@ -140,9 +130,30 @@ def _nanmax(a, b):
     return b if (b > a or b != b) else a
 
 
-@cuda.jit(device=True, inline="always")
-def _mask_value(mask, b, i, j):
-    return mask[min(b, mask.shape[0] - 1), min(i, mask.shape[1] - 1), min(j, mask.shape[2] - 1)]
+def _mask_stager(rows, cols, ld, transposed):
+    """stage(mask, b, q0, k0, dst, tid): the additive mask over queries q0.. and keys k0.. into
+    ``dst[r * ld + c]``, rows x cols, by the whole block; rows are queries, or keys when
+    ``transposed`` (the dK/dV layout). Indices clamp to the mask's size-1 (broadcast) dimensions
+    and to its last row/column (padding rows and columns are masked by the kernels anyway).
+    Consecutive threads read consecutive keys (coalesced); each thread walks with a run-time
+    step, as in ``_stager``."""
+    lane_dim = rows if transposed else cols     # the key dimension of dst
+
+    @cuda.jit(device=True, inline="always")
+    def stage(mask, b, q0, k0, dst, tid):
+        bm = uint64(min(b, mask.shape[0] - 1))
+        last_q = mask.shape[1] - 1
+        last_k = mask.shape[2] - 1
+        lane = tid % lane_dim
+        walk = tid // lane_dim
+        step = cuda.blockDim.x // lane_dim
+        kk = uint64(min(k0 + lane, last_k))
+        while walk < (cols if transposed else rows):
+            qq = uint64(min(q0 + walk, last_q))
+            at = lane * ld + walk if transposed else walk * ld + lane
+            dst[uint64(at)] = mask[bm, qq, kk]
+            walk += step
+    return stage
 
 
 def _fill(n):
@@ -169,8 +180,9 @@ def _make_forward(head, masked, t):
     stage_q = _stager(BLOCK, DC, LD)
     stage_k = _stager(BN, DC, LD)
     stage_v = _stager(BN, E, E)
-    scores = _mma(RM, CN, DC, TY * LD, 1, TX * LD, 1, t.unroll_scores)
-    pv = _mma(RM, OC, BN, TY * LP, 1, TX, E, t.unroll_update)
+    stage_mask = _mask_stager(BLOCK, BN, LP, False)
+    scores = _mma(RM, CN, DC, TY * LD, 1, TX * LD, 1)
+    pv = _mma(RM, OC, BN, TY * LP, 1, TX, E)
     fill_s, fill_acc, fill_rows = _fill(RM * CN), _fill(RM * OC), _fill(RM)
 
     def fwd(q, k, v, mask, out, lse, scale, is_causal):
@@ -205,6 +217,9 @@ def _make_forward(head, masked, t):
                 cuda.syncthreads()
                 scores(s, a_src, ty * LD, region, K_OFF + tx * LD)
                 cuda.syncthreads()                     # K read: the region can take P
+            if masked:                                 # each thread reads the mask where it
+                stage_mask(mask, b, q0, k0, region, tid)   # then writes its P: no race
+                cuda.syncthreads()
             for i in range(RM):
                 row = q0 + ty + TY * i
                 mx = NEG_INF
@@ -212,7 +227,7 @@ def _make_forward(head, masked, t):
                     col = k0 + tx + TX * j
                     x = s[i * CN + j]
                     if masked:
-                        x += _mask_value(mask, b, row, col)
+                        x += region[uint64((ty + TY * i) * LP + tx + TX * j)]
                     if col >= n_keys or (is_causal != 0 and col > row):
                         x = NEG_INF
                     s[i * CN + j] = x
@@ -273,8 +288,9 @@ def _make_bwd_dq(head, masked, t):
     stage_rows = _stager(BLOCK, DC, LD)
     stage_keys = _stager(BN, DC, LD)
     stage_k = _stager(BN, E, LK)
-    product = _mma(RM, CN, DC, TY * LD, 1, TX * LD, 1, t.unroll_scores)
-    ds_k = _mma(RM, OC, BN, TY * LP, 1, TX, LK, t.unroll_update)
+    stage_mask = _mask_stager(BLOCK, BN, LP, False)
+    product = _mma(RM, CN, DC, TY * LD, 1, TX * LD, 1)
+    ds_k = _mma(RM, OC, BN, TY * LP, 1, TX, LK)
     fill_s, fill_acc = _fill(RM * CN), _fill(RM * OC)
 
     def bwd_dq(q, k, v, mask, gout, lse, delta, gq, scale, is_causal):
@@ -314,13 +330,16 @@ def _make_bwd_dq(head, masked, t):
                 product(s, region, ty * LD, region, K_OFF + tx * LD)
                 product(dp, region, GO_OFF + ty * LD, region, V_OFF + tx * LD)
                 cuda.syncthreads()
+            if masked:                                 # read back where each thread writes dS
+                stage_mask(mask, b, q0, k0, region, tid)
+                cuda.syncthreads()
             for i in range(RM):
                 row = q0 + ty + TY * i
                 for j in range(CN):
                     col = k0 + tx + TX * j
                     x = s[i * CN + j]
                     if masked:
-                        x += _mask_value(mask, b, row, col)
+                        x += region[uint64((ty + TY * i) * LP + tx + TX * j)]
                     if col >= n_keys or (is_causal != 0 and col > row):
                         x = NEG_INF
                     p = math.exp(x - lse_r[i])
@@ -353,8 +372,9 @@ def _make_bwd_dkdv(head, masked, t):
     stage_keys = _stager(BLOCK, DC, LD)
     stage_queries = _stager(BQ, DC, LD)
     stage_tile = _stager(BQ, E, E)
-    product = _mma(RM, CN, DC, TY * LD, 1, TX * LD, 1, t.unroll_scores)
-    update = _mma(RM, OC, BQ, TY * LP, 1, TX, E, t.unroll_update)
+    stage_mask = _mask_stager(BLOCK, BQ, LP, True)
+    product = _mma(RM, CN, DC, TY * LD, 1, TX * LD, 1)
+    update = _mma(RM, OC, BQ, TY * LP, 1, TX, E)
     fill_s, fill_acc = _fill(RM * CN), _fill(RM * OC)
 
     def bwd_dkdv(q, k, v, mask, gout, lse, delta, gk, gv, scale, is_causal):
@@ -387,6 +407,9 @@ def _make_bwd_dkdv(head, masked, t):
                 product(s, region, ty * LD, region, Q_OFF + tx * LD)
                 product(dp, region, V_OFF + ty * LD, region, GO_OFF + tx * LD)
                 cuda.syncthreads()
+            if masked:                                 # read back where each thread writes P^T
+                stage_mask(mask, b, i0, k0, region, tid)
+                cuda.syncthreads()
             for j in range(CN):
                 col = i0 + tx + TX * j                 # a query
                 lse_c = POS_INF                         # padding and fully masked rows: P = 0
@@ -398,12 +421,12 @@ def _make_bwd_dkdv(head, masked, t):
                 for i in range(RM):
                     row = k0 + ty + TY * i             # a key
                     x = s[i * CN + j]
+                    at = (ty + TY * i) * LP + tx + TX * j
                     if masked:
-                        x += _mask_value(mask, b, col, row)
+                        x += region[uint64(at)]
                     if row >= n_keys or (is_causal != 0 and row > col):
                         x = NEG_INF
                     p = math.exp(x - lse_c)
-                    at = (ty + TY * i) * LP + tx + TX * j
                     region[uint64(at)] = p
                     region[uint64(DS_OFF + at)] = p * (dp[i * CN + j] - delta_c)
             cuda.syncthreads()
