@@ -38,7 +38,8 @@ from .budget import Budget
 
 HEAD_DIMS = (16, 32, 64, 128)   # register-resident accumulators: above 128 the twin (on CuPy) runs
 BLOCK = 64                      # queries per forward/dQ block, keys per dK/dV block
-DELTA_THREADS = 128             # rows per block of the delta kernel
+DELTA_THREADS = 128             # threads per block of the delta kernel: a warp per row
+DELTA_ROWS = DELTA_THREADS // 32
 SHARED_LIMIT = 48 * 1024        # static shared memory per block
 
 NEG_INF = float32(-math.inf)
@@ -449,14 +450,30 @@ def _make_bwd_dkdv(head, masked, t):
 
 
 def _delta(out, gout, delta):
-    """delta[b, i] = sum_d out[b, i, d] * gout[b, i, d] in float32: one thread per row."""
-    row = cuda.blockIdx.x * DELTA_THREADS + cuda.threadIdx.x
-    b = cuda.blockIdx.y
+    """delta[b, i] = sum_d out[b, i, d] * gout[b, i, d] in float32, read in the inputs' dtype (no
+    copies). A warp per row: lanes read consecutive d (coalesced), then a shared-memory tree."""
+    red = cuda.shared.array(DELTA_THREADS, float32)
+    tid = cuda.threadIdx.x
+    lane = tid % 32
+    row = cuda.blockIdx.x * DELTA_ROWS + tid // 32
+    b = uint64(cuda.blockIdx.y)
+    total = ZERO
     if row < out.shape[1]:
-        total = ZERO
-        for d in range(out.shape[2]):
-            total += float32(out[b, row, d]) * float32(gout[b, row, d])
-        delta[b, row] = total
+        d = lane
+        while d < out.shape[2]:
+            at = (b, uint64(row), uint64(d))
+            total += float32(out[at]) * float32(gout[at])
+            d += 32
+    red[tid] = total
+    cuda.syncthreads()
+    width = 16
+    while width > 0:
+        if lane < width:
+            red[tid] += red[tid + width]
+        cuda.syncthreads()
+        width //= 2
+    if lane == 0 and row < out.shape[1]:
+        delta[b, uint64(row)] = red[tid]
 
 
 def _build(head, masked):
@@ -536,7 +553,7 @@ def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale):
     conf = (np.float32(scale), np.int32(is_causal))
     delta = xp.empty((B, L), np.float32)
     if B * L:
-        _delta_kernel[((L + DELTA_THREADS - 1) // DELTA_THREADS, B), DELTA_THREADS, stream](
+        _delta_kernel[((L + DELTA_ROWS - 1) // DELTA_ROWS, B), DELTA_THREADS, stream](
             out, gout, delta)
         dq_kernel[_grid(L, B), dq_tiling.threads, stream](
             q, k, v, mask, gout, lse, delta, gq, *conf)
