@@ -37,7 +37,7 @@ def check(verbose=True):
     failures = 0
     total = 0
     for module in cuda_modules():
-        for kernel, signatures in module.SIGNATURES:
+        for kernel, signatures, *_budget in module.SIGNATURES:
             func = getattr(kernel, "py_func", kernel)
             for sig in signatures:
                 for cc in TARGETS:

@@ -1,14 +1,15 @@
 """Attention kernels in Numba-CUDA with the FlashAttention-2 structure.
 
-Forward: one block per (64-query tile, batch row), ``Tiling.threads`` threads laid out as a
-``(TY, TX)`` grid. Each thread owns an ``RM x CN`` micro-tile of the 64 x ``BN`` score tile (rows
-``ty + TY * i``, columns ``tx + TX * j``) and the matching ``RM x E / TX`` slice of the output
-accumulator, all in registers (local arrays indexed only inside unrolled constant-trip loops). Key
-tiles stream through shared memory: Q and K in head-dim chunks of ``DC`` columns (Q stays resident
-when it fits), V whole. Online softmax: each thread reduces its part of a row, the row's ``TX``
-partial maxima meet in shared memory (the simulator has no warp shuffles), and each thread keeps its
-own partial row sum, reduced once at the end. Tiles above the causal diagonal are never visited; the
-unmasked kernels never read a mask.
+Forward: one block per (64-query tile, batch row), ``Tiling.threads`` threads (4 warps; 8 where
+smaller micro-tiles are needed to stay within 128 registers) laid out as a ``(TY, TX)`` grid. Each
+thread owns an ``RM x CN`` micro-tile of the 64 x ``BN`` score tile (rows ``ty + TY * i``, columns
+``tx + TX * j``) and the matching ``RM x E / TX`` slice of the output accumulator, all in registers
+(local arrays indexed only inside fully unrolled constant-trip loops). Key tiles stream through
+shared memory: Q and K in head-dim chunks of ``DC`` columns (Q is staged once when one chunk holds
+it), V whole. Online softmax: each thread reduces its part of a row, the row's ``TX`` partial
+maxima meet in shared memory (the simulator has no warp shuffles), and each thread keeps its own
+partial row sum, reduced once at the end. Tiles above the causal diagonal are never visited; the
+unmasked kernels never read a mask, the masked ones stage each mask tile through shared memory.
 
 Backward, as FA2: ``delta = rowsum(dO * O)`` by a small kernel; dQ by one block per query tile (S
 and dP from streamed Q/dO/K/V chunks, dS through shared memory, dQ += dS K); dK and dV by one block
@@ -17,13 +18,13 @@ output element has one writer: no atomics. Probabilities are recomputed as ``exp
 
 Shared arrays are flat with row strides chosen for the access pattern: an odd stride (``DC + 1``)
 where the threads of a warp read down a column, ``BN + TX`` where a micro-tile is written from
-registers. Static shared memory is capped at 48 KiB per block, which sets the tile sizes of
-``TILINGS``. Head dims are compile-time constants (one kernel set per bucket of ``HEAD_DIMS``; E and
-Ev are zero-padded to the bucket) and so is the mask kind; arithmetic is float32 whatever the input
-(float32 or float16), every literal cast (no fp64 PTX). Masks arrive as additive float32 arrays of
-shape (Bm, Lm, Sm), each dimension 1 or full. Conventions (fully masked rows, causal alignment) are
-those of ``kernels/attention.py``.
-"""
+registers; the P/dS tile reuses the space of the chunks it follows. Static shared memory is capped
+at 48 KiB per block, which with the 128-register budget sets ``TILINGS``. Head dims are
+compile-time constants (one kernel set per bucket of ``HEAD_DIMS``; E and Ev are zero-padded to the
+bucket) and so is the mask kind; arithmetic is float32 whatever the input (float32 or float16),
+every literal cast (no fp64 PTX). Masks arrive as additive float32 arrays of shape (Bm, Lm, Sm),
+each dimension 1 or full. Conventions (fully masked rows, causal alignment) are those of
+``kernels/attention.py``. Offline sm_90 figures per kernel: benchmarks/RESULTS.md."""
 
 import math
 from dataclasses import dataclass
@@ -56,15 +57,13 @@ class Tiling:
     bn: int         # columns of the score tile: keys (forward, dQ) or queries (dK/dV)
     dc: int         # head-dim columns staged per chunk of the score products
 
-    def rows_per_thread(self):
-        return BLOCK // (self.threads // self.tx)
 
-
-# (forward, dQ, dK/dV) per head dim, sized to 48 KiB of shared memory and <= 128 registers.
+# (forward, dQ, dK/dV) per head dim: <= 48 KiB of shared memory and <= 128 registers (25% occupancy
+# on an H100 SM), measured with ptxas for sm_90 (benchmarks/RESULTS.md).
 TILINGS = {
     16: (Tiling(128, 8, 64, 16), Tiling(128, 8, 32, 16), Tiling(128, 8, 32, 16)),
     32: (Tiling(128, 8, 64, 32), Tiling(128, 8, 32, 16), Tiling(128, 8, 32, 16)),
-    64: (Tiling(256, 16, 64, 32), Tiling(128, 8, 32, 16), Tiling(256, 16, 32, 16)),
+    64: (Tiling(128, 8, 64, 16), Tiling(128, 8, 32, 16), Tiling(256, 16, 32, 16)),
     128: (Tiling(256, 16, 32, 32), Tiling(256, 16, 32, 16), Tiling(256, 16, 32, 16)),
 }
 
