@@ -68,6 +68,13 @@ TILINGS = {
 }
 
 
+def _layout(head, t):
+    """(TY, RM, CN, OC): thread rows, and each thread's rows, score-tile columns and accumulator
+    columns for a kernel of bucket ``head`` tiled by ``t``."""
+    ty = t.threads // t.tx
+    return ty, BLOCK // ty, t.bn // t.tx, head // t.tx
+
+
 def _check_shared(name, head, floats):
     if floats * 4 > SHARED_LIMIT:
         raise ValueError(f"attention {name} e{head}: {floats * 4} B of shared memory > "
@@ -164,10 +171,36 @@ def _fill(n):
     return fill
 
 
+def _paired_products(head, dc, rows, cols, t):
+    """(run, floats): ``run(s, dp, a1, a2, a0, a1_scale, b1, b2, b0, b1_scale, b, region, tid, ty,
+    tx)`` adds ``a1 b1^T`` to the micro-tile ``s`` and ``a2 b2^T`` to ``dp`` (S and dP in dQ, S^T
+    and dP^T in dK/dV): rows a0.. of a1/a2 and b0.. of b1/b2 stream through ``region`` in chunks
+    of ``dc`` head-dim columns, which need ``floats`` words of it."""
+    TX = t.tx
+    TY = t.threads // TX
+    LD = dc + 1
+    A2_OFF, B1_OFF, B2_OFF = rows * LD, 2 * rows * LD, 2 * rows * LD + cols * LD
+    stage_a = _stager(rows, dc, LD)
+    stage_b = _stager(cols, dc, LD)
+    product = _mma(rows // TY, cols // TX, dc, TY * LD, 1, TX * LD, 1)
+
+    @cuda.jit(device=True, inline="always")
+    def run(s, dp, a1, a2, a0, a1_scale, b1, b2, b0, b1_scale, b, region, tid, ty, tx):
+        for c0 in range(0, head, dc):
+            stage_a(a1, b, a0, c0, a1_scale, region, 0, tid)
+            stage_a(a2, b, a0, c0, ONE, region, A2_OFF, tid)
+            stage_b(b1, b, b0, c0, b1_scale, region, B1_OFF, tid)
+            stage_b(b2, b, b0, c0, ONE, region, B2_OFF, tid)
+            cuda.syncthreads()
+            product(s, region, ty * LD, region, B1_OFF + tx * LD)
+            product(dp, region, A2_OFF + ty * LD, region, B2_OFF + tx * LD)
+            cuda.syncthreads()
+    return run, B2_OFF + cols * LD
+
+
 def _make_forward(head, masked, t):
-    E, T, TX, BN, DC = head, t.threads, t.tx, t.bn, t.dc
-    TY = T // TX
-    RM, CN, OC = BLOCK // TY, BN // TX, E // TX
+    E, TX, BN, DC = head, t.tx, t.bn, t.dc
+    TY, RM, CN, OC = _layout(head, t)
     S_SIZE, ACC_SIZE = RM * CN, RM * OC
     LD = DC + 1                             # staged Q/K chunk stride (odd: column reads)
     LP = BN + TX                            # P tile stride (written from micro-tiles)
@@ -274,22 +307,17 @@ def _make_forward(head, masked, t):
 
 
 def _make_bwd_dq(head, masked, t):
-    E, T, TX, BN, DC = head, t.threads, t.tx, t.bn, t.dc
-    TY = T // TX
-    RM, CN, OC = BLOCK // TY, BN // TX, E // TX
+    E, TX, BN, DC = head, t.tx, t.bn, t.dc
+    TY, RM, CN, OC = _layout(head, t)
     S_SIZE, ACC_SIZE = RM * CN, RM * OC
-    LD = DC + 1
     LP = BN + TX
     LK = E + 1                              # full K tile: read along rows by dQ += dS K
-    GO_OFF, K_OFF, V_OFF = BLOCK * LD, 2 * BLOCK * LD, 2 * BLOCK * LD + BN * LD
-    REGION = max(V_OFF + BN * LD, BLOCK * LP)
+    s_dp, chunk_floats = _paired_products(E, DC, BLOCK, BN, t)
+    REGION = max(chunk_floats, BLOCK * LP)
     K_SIZE = BN * LK
     _check_shared("bwd_dq", head, REGION + K_SIZE)
-    stage_rows = _stager(BLOCK, DC, LD)
-    stage_keys = _stager(BN, DC, LD)
     stage_k = _stager(BN, E, LK)
     stage_mask = _mask_stager(BLOCK, BN, LP, False)
-    product = _mma(RM, CN, DC, TY * LD, 1, TX * LD, 1)
     ds_k = _mma(RM, OC, BN, TY * LP, 1, TX, LK)
     fill_s, fill_acc = _fill(RM * CN), _fill(RM * OC)
 
@@ -321,15 +349,7 @@ def _make_bwd_dq(head, masked, t):
             stage_k(k, b, k0, 0, ONE, ks, 0, tid)
             fill_s(s, ZERO)
             fill_s(dp, ZERO)
-            for c0 in range(0, E, DC):
-                stage_rows(q, b, q0, c0, scale, region, 0, tid)
-                stage_rows(gout, b, q0, c0, ONE, region, GO_OFF, tid)
-                stage_keys(k, b, k0, c0, ONE, region, K_OFF, tid)
-                stage_keys(v, b, k0, c0, ONE, region, V_OFF, tid)
-                cuda.syncthreads()
-                product(s, region, ty * LD, region, K_OFF + tx * LD)
-                product(dp, region, GO_OFF + ty * LD, region, V_OFF + tx * LD)
-                cuda.syncthreads()
+            s_dp(s, dp, q, gout, q0, scale, k, v, k0, ONE, b, region, tid, ty, tx)
             if masked:                                 # read back where each thread writes dS
                 stage_mask(mask, b, q0, k0, region, tid)
                 cuda.syncthreads()
@@ -358,22 +378,17 @@ def _make_bwd_dq(head, masked, t):
 
 
 def _make_bwd_dkdv(head, masked, t):
-    E, T, TX, BQ, DC = head, t.threads, t.tx, t.bn, t.dc
-    TY = T // TX
-    RM, CN, OC = BLOCK // TY, BQ // TX, E // TX
+    E, TX, BQ, DC = head, t.tx, t.bn, t.dc
+    TY, RM, CN, OC = _layout(head, t)
     S_SIZE, ACC_SIZE = RM * CN, RM * OC
-    LD = DC + 1
     LP = BQ + TX
-    V_OFF, Q_OFF, GO_OFF = BLOCK * LD, 2 * BLOCK * LD, 2 * BLOCK * LD + BQ * LD
     DS_OFF = BLOCK * LP
-    REGION = max(GO_OFF + BQ * LD, 2 * BLOCK * LP)
+    s_dp, chunk_floats = _paired_products(E, DC, BLOCK, BQ, t)
+    REGION = max(chunk_floats, 2 * BLOCK * LP)
     TILE_SIZE = BQ * E
     _check_shared("bwd_dkdv", head, REGION + TILE_SIZE)
-    stage_keys = _stager(BLOCK, DC, LD)
-    stage_queries = _stager(BQ, DC, LD)
     stage_tile = _stager(BQ, E, E)
     stage_mask = _mask_stager(BLOCK, BQ, LP, True)
-    product = _mma(RM, CN, DC, TY * LD, 1, TX * LD, 1)
     update = _mma(RM, OC, BQ, TY * LP, 1, TX, E)
     fill_s, fill_acc = _fill(RM * CN), _fill(RM * OC)
 
@@ -398,15 +413,7 @@ def _make_bwd_dkdv(head, masked, t):
             stage_tile(gout, b, i0, 0, ONE, tile, 0, tid)
             fill_s(s, ZERO)
             fill_s(dp, ZERO)
-            for c0 in range(0, E, DC):
-                stage_keys(k, b, k0, c0, ONE, region, 0, tid)
-                stage_keys(v, b, k0, c0, ONE, region, V_OFF, tid)
-                stage_queries(q, b, i0, c0, scale, region, Q_OFF, tid)
-                stage_queries(gout, b, i0, c0, ONE, region, GO_OFF, tid)
-                cuda.syncthreads()
-                product(s, region, ty * LD, region, Q_OFF + tx * LD)
-                product(dp, region, V_OFF + ty * LD, region, GO_OFF + tx * LD)
-                cuda.syncthreads()
+            s_dp(s, dp, k, v, k0, ONE, q, gout, i0, scale, b, region, tid, ty, tx)
             if masked:                                 # read back where each thread writes P^T
                 stage_mask(mask, b, i0, k0, region, tid)
                 cuda.syncthreads()
