@@ -358,12 +358,13 @@ def _make_bwd_dq(head, masked, t):
                 for j in range(CN):
                     col = k0 + tx + TX * j
                     x = s[i * CN + j]
+                    at = uint64((ty + TY * i) * LP + tx + TX * j)
                     if masked:
-                        x += region[uint64((ty + TY * i) * LP + tx + TX * j)]
+                        x += region[at]
                     if col >= n_keys or (is_causal != 0 and col > row):
                         x = NEG_INF
                     p = math.exp(x - lse_r[i])
-                    region[uint64((ty + TY * i) * LP + tx + TX * j)] = p * (dp[i * CN + j] - delta_r[i])
+                    region[at] = p * (dp[i * CN + j] - delta_r[i])
             cuda.syncthreads()
             ds_k(acc, region, ty * LP, ks, tx)
             cuda.syncthreads()
