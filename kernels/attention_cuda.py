@@ -1,32 +1,47 @@
-"""Flash-style attention kernels in Numba-CUDA: forward, and backward as two gathers.
+"""Attention kernels in Numba-CUDA with the FlashAttention-2 structure.
 
-Each thread owns one row (a query row in the forward and dQ kernels, a key row in the dK/dV
-kernel) and keeps it, with its accumulators, in registers; the other side streams through shared
-memory in tiles of ``BLOCK_K`` rows, loaded by the whole block. The forward keeps a running max
-and sum per query row (online softmax) and saves the log-sum-exp; backward recomputes each
-probability as ``exp(s - lse)``. No reduction crosses threads, so no shuffles (the simulator has
-none) and no atomics: every output element has exactly one writer.
+Forward: one block per (64-query tile, batch row), ``Tiling.threads`` threads (4 warps; 8 where
+smaller micro-tiles are needed to stay within 128 registers) laid out as a ``(TY, TX)`` grid. Each
+thread owns an ``RM x CN`` micro-tile of the 64 x ``BN`` score tile (rows ``ty + TY * i``, columns
+``tx + TX * j``) and the matching ``RM x E / TX`` slice of the output accumulator, all in registers
+(local arrays indexed only inside fully unrolled constant-trip loops). Key tiles stream through
+shared memory: Q and K in head-dim chunks of ``DC`` columns (Q is staged once when one chunk holds
+it), V whole. Online softmax: each thread reduces its part of a row, the row's ``TX`` partial
+maxima meet in shared memory (the simulator has no warp shuffles), and each thread keeps its own
+partial row sum, reduced once at the end. Tiles above the causal diagonal are never visited; the
+unmasked kernels never read a mask, the masked ones stage each mask tile through shared memory.
 
-Head dims are compile-time constants: one kernel set per bucket of ``HEAD_DIMS``, with E and Ev
-padded to the bucket by guarded loads (zeros). float32 and float16 inputs; arithmetic in float32
-(every literal is cast: no fp64 PTX). Masks reach the kernels as additive float32 arrays of shape
-(Bm, Lm, Sm), each dimension 1 or full; ``min(index, size - 1)`` does the broadcasting.
-Conventions (fully masked rows, causal alignment) are those of ``kernels/attention.py``.
-"""
+Backward, as FA2: ``delta = rowsum(dO * O)`` by a small kernel; dQ by one block per query tile (S
+and dP from streamed Q/dO/K/V chunks, dS through shared memory, dQ += dS K); dK and dV by one block
+per 64-key tile streaming query tiles (S^T and dP^T, then dV += P^T dO and dK += dS^T Q). Every
+output element has one writer: no atomics. Probabilities are recomputed as ``exp(s - lse)``.
+
+Shared arrays are flat with row strides chosen for the access pattern: an odd stride (``DC + 1``)
+where the threads of a warp read down a column, ``BN + TX`` where a micro-tile is written from
+registers; the P/dS tile reuses the space of the chunks it follows. Static shared memory is capped
+at 48 KiB per block, which with the 128-register budget sets ``TILINGS``. Head dims are
+compile-time constants (one kernel set per bucket of ``HEAD_DIMS``; E and Ev are zero-padded to the
+bucket) and so is the mask kind; arithmetic is float32 whatever the input (float32 or float16),
+every literal cast (no fp64 PTX). Masks arrive as additive float32 arrays of shape (Bm, Lm, Sm),
+each dimension 1 or full. Conventions (fully masked rows, causal alignment) are those of
+``kernels/attention.py``. Offline sm_90 figures per kernel: benchmarks/RESULTS.md."""
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
-from numba import cuda, float32
+from numba import cuda, float32, uint64
 
 from gpudl import backend
 
 from .attention import as_mask3
+from .budget import Budget
 
-HEAD_DIMS = (16, 32, 64, 128)   # register-resident rows: above 128 the twin (on CuPy) runs
-BLOCK_Q = 64                    # threads (query rows) per block: 2 warps, enough blocks per SM
-BLOCK_KV = 64                   # threads (key rows) per block in the dK/dV kernel
-BLOCK_K = 32                    # rows per shared tile: 2 tiles of 32 x 128 float32 = 32 KiB
+HEAD_DIMS = (16, 32, 64, 128)   # register-resident accumulators: above 128 the twin (on CuPy) runs
+BLOCK = 64                      # queries per forward/dQ block, keys per dK/dV block
+DELTA_THREADS = 128             # threads per block of the delta kernel: a warp per row
+DELTA_ROWS = DELTA_THREADS // 32
+SHARED_LIMIT = 48 * 1024        # static shared memory per block
 
 NEG_INF = float32(-math.inf)
 POS_INF = float32(math.inf)
@@ -34,188 +49,454 @@ ZERO = float32(0)
 ONE = float32(1)
 
 
-@cuda.jit(device=True, inline="always")
-def _load_row(src, b, i, row, scale):
-    """row[:] = src[b, i, :] * scale, zero beyond the array's extent."""
-    for d in range(row.shape[0]):
-        row[d] = ZERO
-        if i < src.shape[1] and d < src.shape[2]:
-            row[d] = float32(src[b, i, d]) * scale
+@dataclass(frozen=True)
+class Tiling:
+    """Launch shape and tile sizes of one kernel for one head-dim bucket."""
+    threads: int    # threads per block: a (threads // tx, tx) grid
+    tx: int         # threads along the columns of a micro-tiled matrix
+    bn: int         # columns of the score tile: keys (forward, dQ) or queries (dK/dV)
+    dc: int         # head-dim columns staged per chunk of the score products
+
+
+# (forward, dQ, dK/dV) per head dim: <= 48 KiB of shared memory and <= 128 registers (25% occupancy
+# on an H100 SM), measured with ptxas for sm_90 (benchmarks/RESULTS.md).
+TILINGS = {
+    16: (Tiling(128, 8, 64, 16), Tiling(128, 8, 32, 16), Tiling(128, 8, 32, 16)),
+    32: (Tiling(128, 8, 64, 32), Tiling(128, 8, 32, 16), Tiling(128, 8, 32, 16)),
+    64: (Tiling(128, 8, 64, 16), Tiling(128, 8, 32, 16), Tiling(256, 16, 32, 16)),
+    128: (Tiling(256, 16, 32, 32), Tiling(256, 16, 32, 16), Tiling(256, 16, 32, 16)),
+}
+
+
+def _layout(head, t):
+    """(TY, RM, CN, OC): thread rows, and each thread's rows, score-tile columns and accumulator
+    columns for a kernel of bucket ``head`` tiled by ``t``."""
+    ty = t.threads // t.tx
+    return ty, BLOCK // ty, t.bn // t.tx, head // t.tx
+
+
+def _check_shared(name, head, floats):
+    if floats * 4 > SHARED_LIMIT:
+        raise ValueError(f"attention {name} e{head}: {floats * 4} B of shared memory > "
+                         f"{SHARED_LIMIT} B; shrink its Tiling")
+
+
+def _stager(rows, cols, ld):
+    """stage(src, b, r0, c0, scale, dst, off, tid): ``dst[off + r * ld + c] = src[b, r0 + r, c0 +
+    c] * scale`` for a rows x cols window by the whole block, zero beyond the array's extent.
+
+    Each thread keeps one column and walks rows ``blockDim // cols`` apart (a warp reads whole
+    rows: coalesced). The step is read at run time on purpose: with a constant trip count LLVM
+    unrolls the loop completely and every load is in flight at once, each holding registers
+    while the score and output tiles are live (244 instead of 128 registers in one kernel)."""
+
+    @cuda.jit(device=True, inline="always")
+    def stage(src, b, r0, c0, scale, dst, off, tid):
+        r = tid // cols
+        c = tid - r * cols
+        row_step = cuda.blockDim.x // cols
+        col_ok = c0 + c < src.shape[2]
+        while r < rows:
+            x = ZERO                                # computed, then stored once: loads overlap
+            if col_ok and r0 + r < src.shape[1]:
+                x = float32(src[uint64(b), uint64(r0 + r), uint64(c0 + c)]) * scale
+            dst[uint64(off + r * ld + c)] = x
+            r += row_step
+    return stage
+
+
+def _mma(rm, cn, kd, a_i, a_k, b_j, b_k):
+    """mma(acc, a, a0, b, b0): ``acc[i * cn + j] += sum_k a[a0 + i * a_i + k * a_k] *
+    b[b0 + j * b_j + k * b_k]``, an rm x cn register micro-tile over kd steps.
+
+    The k loop is a counted ``while``: LLVM unrolls it 4 steps deep, which a ``range`` loop's
+    iterator (a 64-bit count-down per step) costs ~8 extra instructions per step to match.
+    Indices are cast to unsigned so Numba emits no negative-index wraparound code.
+    """
+
+    @cuda.jit(device=True, inline="always")
+    def mma(acc, a, a0, b, b0):
+        af = cuda.local.array(rm, float32)
+        bf = cuda.local.array(cn, float32)
+        k = 0
+        while k < kd:
+            for i in range(rm):
+                af[i] = a[uint64(a0 + i * a_i + k * a_k)]
+            for j in range(cn):
+                bf[j] = b[uint64(b0 + j * b_j + k * b_k)]
+            for i in range(rm):
+                for j in range(cn):
+                    acc[i * cn + j] += af[i] * bf[j]
+            k += 1
+    return mma
 
 
 @cuda.jit(device=True, inline="always")
-def _load_tile(src, b, r0, tile, scale, tid, nthreads):
-    """tile[:, :] = src[b, r0:r0 + rows, :] * scale by the whole block, zero-padded."""
-    rows = tile.shape[0]
-    cols = tile.shape[1]
-    for idx in range(tid, rows * cols, nthreads):
-        r = idx // cols
-        c = idx - r * cols
-        tile[r, c] = ZERO
-        if r0 + r < src.shape[1] and c < src.shape[2]:
-            tile[r, c] = float32(src[b, r0 + r, c]) * scale
+def _nanmax(a, b):
+    """max that keeps NaN (a NaN score makes its row NaN, as in the twin)."""
+    return b if (b > a or b != b) else a
 
 
-@cuda.jit(device=True, inline="always")
-def _dot_tile(row, tile, r):
-    s = ZERO
-    for d in range(row.shape[0]):
-        s += row[d] * tile[r, d]
-    return s
+def _mask_stager(rows, cols, ld, transposed):
+    """stage(mask, b, q0, k0, dst, tid): the additive mask over queries q0.. and keys k0.. into
+    ``dst[r * ld + c]``, rows x cols, by the whole block; rows are queries, or keys when
+    ``transposed`` (the dK/dV layout). Indices clamp to the mask's size-1 (broadcast) dimensions
+    and to its last row/column (padding rows and columns are masked by the kernels anyway).
+    Consecutive threads read consecutive keys (coalesced); each thread walks with a run-time
+    step, as in ``_stager``."""
+    lane_dim = rows if transposed else cols     # the key dimension of dst
+
+    @cuda.jit(device=True, inline="always")
+    def stage(mask, b, q0, k0, dst, tid):
+        bm = uint64(min(b, mask.shape[0] - 1))
+        last_q = mask.shape[1] - 1
+        last_k = mask.shape[2] - 1
+        lane = tid % lane_dim
+        walk = tid // lane_dim
+        step = cuda.blockDim.x // lane_dim
+        kk = uint64(min(k0 + lane, last_k))
+        while walk < (cols if transposed else rows):
+            qq = uint64(min(q0 + walk, last_q))
+            at = lane * ld + walk if transposed else walk * ld + lane
+            dst[uint64(at)] = mask[bm, qq, kk]
+            walk += step
+    return stage
 
 
-@cuda.jit(device=True, inline="always")
-def _score(row, tile, r, mask, b, i, j, n_keys, is_causal):
-    """row . tile[r] plus the mask at (b, i, j); -inf where key j is hidden from query i."""
-    s = _dot_tile(row, tile, r)
-    hidden = j >= n_keys or (is_causal != 0 and j > i)
-    mv = mask[min(b, mask.shape[0] - 1), min(i, mask.shape[1] - 1), min(j, mask.shape[2] - 1)]
-    if hidden or mv == NEG_INF:
-        return NEG_INF
-    return s + mv
+def _fill(n):
+    @cuda.jit(device=True, inline="always")
+    def fill(a, value):
+        for i in range(n):
+            a[i] = value
+    return fill
 
 
-def _make_kernels(head):
-    """The (forward, dQ, dK/dV) kernels for head dims up to ``head``."""
+def _paired_products(head, dc, rows, cols, t):
+    """(run, floats): ``run(s, dp, a1, a2, a0, a1_scale, b1, b2, b0, b1_scale, b, region, tid, ty,
+    tx)`` adds ``a1 b1^T`` to the micro-tile ``s`` and ``a2 b2^T`` to ``dp`` (S and dP in dQ, S^T
+    and dP^T in dK/dV): rows a0.. of a1/a2 and b0.. of b1/b2 stream through ``region`` in chunks
+    of ``dc`` head-dim columns, which need ``floats`` words of it."""
+    TX = t.tx
+    TY = t.threads // TX
+    LD = dc + 1
+    A2_OFF, B1_OFF, B2_OFF = rows * LD, 2 * rows * LD, 2 * rows * LD + cols * LD
+    stage_a = _stager(rows, dc, LD)
+    stage_b = _stager(cols, dc, LD)
+    product = _mma(rows // TY, cols // TX, dc, TY * LD, 1, TX * LD, 1)
+
+    @cuda.jit(device=True, inline="always")
+    def run(s, dp, a1, a2, a0, a1_scale, b1, b2, b0, b1_scale, b, region, tid, ty, tx):
+        for c0 in range(0, head, dc):
+            stage_a(a1, b, a0, c0, a1_scale, region, 0, tid)
+            stage_a(a2, b, a0, c0, ONE, region, A2_OFF, tid)
+            stage_b(b1, b, b0, c0, b1_scale, region, B1_OFF, tid)
+            stage_b(b2, b, b0, c0, ONE, region, B2_OFF, tid)
+            cuda.syncthreads()
+            product(s, region, ty * LD, region, B1_OFF + tx * LD)
+            product(dp, region, A2_OFF + ty * LD, region, B2_OFF + tx * LD)
+            cuda.syncthreads()
+    return run, B2_OFF + cols * LD
+
+
+def _make_forward(head, masked, t):
+    E, TX, BN, DC = head, t.tx, t.bn, t.dc
+    TY, RM, CN, OC = _layout(head, t)
+    S_SIZE, ACC_SIZE = RM * CN, RM * OC
+    LD = DC + 1                             # staged Q/K chunk stride (odd: column reads)
+    LP = BN + TX                            # P tile stride (written from micro-tiles)
+    RESIDENT = DC == E                      # one chunk: Q is staged once, not per key tile
+    K_OFF = 0 if RESIDENT else BLOCK * LD   # the K chunk follows the Q chunk when Q streams
+    REGION = max(K_OFF + BN * LD, BLOCK * LP)
+    Q_SIZE = BLOCK * LD if RESIDENT else 1
+    V_SIZE, RED_SIZE = BN * E, BLOCK * TX
+    _check_shared("fwd", head, Q_SIZE + REGION + V_SIZE + RED_SIZE)
+    stage_q = _stager(BLOCK, DC, LD)
+    stage_k = _stager(BN, DC, LD)
+    stage_v = _stager(BN, E, E)
+    stage_mask = _mask_stager(BLOCK, BN, LP, False)
+    scores = _mma(RM, CN, DC, TY * LD, 1, TX * LD, 1)
+    pv = _mma(RM, OC, BN, TY * LP, 1, TX, E)
+    fill_s, fill_acc, fill_rows = _fill(RM * CN), _fill(RM * OC), _fill(RM)
 
     def fwd(q, k, v, mask, out, lse, scale, is_causal):
-        ks = cuda.shared.array((BLOCK_K, head), float32)
-        vs = cuda.shared.array((BLOCK_K, head), float32)
-        qr = cuda.local.array(head, float32)
-        acc = cuda.local.array(head, float32)
-        sc = cuda.local.array(BLOCK_K, float32)
+        qs = cuda.shared.array(Q_SIZE, float32)        # Q when resident
+        region = cuda.shared.array(REGION, float32)    # Q/K chunks, then P
+        vs = cuda.shared.array(V_SIZE, float32)
+        red = cuda.shared.array(RED_SIZE, float32)     # per-thread row partials
+        s = cuda.local.array(S_SIZE, float32)
+        acc = cuda.local.array(ACC_SIZE, float32)
+        m = cuda.local.array(RM, float32)              # running row max
+        l = cuda.local.array(RM, float32)              # this thread's part of the row sum
         tid = cuda.threadIdx.x
-        n_tiles = (q.shape[1] + BLOCK_Q - 1) // BLOCK_Q
-        b = cuda.blockIdx.x // n_tiles
-        q0 = (cuda.blockIdx.x - b * n_tiles) * BLOCK_Q
-        i = q0 + tid
+        ty = tid // TX
+        tx = tid - ty * TX
+        q0 = cuda.blockIdx.x * BLOCK
+        b = cuda.blockIdx.y
         n_keys = k.shape[1]
-        _load_row(q, b, i, qr, scale)
-        for d in range(head):
-            acc[d] = ZERO
-        m = NEG_INF
-        total = ZERO
-        key_end = min(n_keys, q0 + BLOCK_Q) if is_causal != 0 else n_keys
-        for k0 in range(0, key_end, BLOCK_K):
-            _load_tile(k, b, k0, ks, ONE, tid, BLOCK_Q)
-            _load_tile(v, b, k0, vs, ONE, tid, BLOCK_Q)
+        fill_acc(acc, ZERO)
+        fill_rows(m, NEG_INF)
+        fill_rows(l, ZERO)
+        if RESIDENT:
+            stage_q(q, b, q0, 0, scale, qs, 0, tid)
+        a_src = qs if RESIDENT else region
+        key_end = min(n_keys, q0 + BLOCK) if is_causal != 0 else n_keys
+        for k0 in range(0, key_end, BN):
+            stage_v(v, b, k0, 0, ONE, vs, 0, tid)
+            fill_s(s, ZERO)
+            for c0 in range(0, E, DC):
+                if not RESIDENT:
+                    stage_q(q, b, q0, c0, scale, region, 0, tid)
+                stage_k(k, b, k0, c0, ONE, region, K_OFF, tid)
+                cuda.syncthreads()
+                scores(s, a_src, ty * LD, region, K_OFF + tx * LD)
+                cuda.syncthreads()                     # K read: the region can take P
+            if masked:                                 # each thread reads the mask where it
+                stage_mask(mask, b, q0, k0, region, tid)   # then writes its P: no race
+                cuda.syncthreads()
+            for i in range(RM):
+                row = q0 + ty + TY * i
+                mx = NEG_INF
+                for j in range(CN):
+                    col = k0 + tx + TX * j
+                    x = s[i * CN + j]
+                    if masked:
+                        x += region[uint64((ty + TY * i) * LP + tx + TX * j)]
+                    if col >= n_keys or (is_causal != 0 and col > row):
+                        x = NEG_INF
+                    s[i * CN + j] = x
+                    mx = _nanmax(mx, x)
+                red[uint64((ty + TY * i) * TX + tx)] = mx
             cuda.syncthreads()
-            m_tile = NEG_INF
-            for j in range(BLOCK_K):
-                s = _score(qr, ks, j, mask, b, i, k0 + j, n_keys, is_causal)
-                sc[j] = s
-                if s > m_tile or s != s:            # a max that keeps NaN
-                    m_tile = s
-            m_new = m if m >= m_tile else m_tile
-            if m_new != NEG_INF:                    # else nothing visible yet: skip the tile
-                alpha = math.exp(m - m_new)
-                total *= alpha
-                for d in range(head):
-                    acc[d] *= alpha
-                for j in range(BLOCK_K):
-                    p = math.exp(sc[j] - m_new)
-                    total += p
-                    for d in range(head):
-                        acc[d] += p * vs[j, d]
-                m = m_new
+            for i in range(RM):
+                r = ty + TY * i
+                mx = m[i]
+                for u in range(TX):
+                    mx = _nanmax(mx, red[uint64(r * TX + u)])
+                m_use = ZERO if mx == NEG_INF else mx  # nothing visible yet: exp(-inf) = 0
+                alpha = math.exp(m[i] - m_use)
+                m[i] = mx
+                part = ZERO
+                for j in range(CN):
+                    p = math.exp(s[i * CN + j] - m_use)
+                    part += p
+                    region[uint64(r * LP + tx + TX * j)] = p
+                l[i] = l[i] * alpha + part
+                for j in range(OC):
+                    acc[i * OC + j] *= alpha
             cuda.syncthreads()
-        if i < q.shape[1]:
-            inv = ONE / total if total > ZERO else ZERO
-            for d in range(out.shape[2]):
-                out[b, i, d] = acc[d] * inv
-            lse[b, i] = m + math.log(total) if total > ZERO else NEG_INF
+            pv(acc, region, ty * LP, vs, tx)
+            cuda.syncthreads()                         # P and V read: the next tile may stage
+        for i in range(RM):
+            red[uint64((ty + TY * i) * TX + tx)] = l[i]
+        cuda.syncthreads()
+        for i in range(RM):
+            r = ty + TY * i
+            total = ZERO
+            for u in range(TX):
+                total += red[uint64(r * TX + u)]
+            row = q0 + r
+            if row < q.shape[1]:
+                inv = ONE / total if total > ZERO else ZERO
+                for j in range(OC):
+                    if tx + TX * j < out.shape[2]:
+                        out[b, row, tx + TX * j] = acc[i * OC + j] * inv
+                if tx == 0:
+                    lse[b, row] = m[i] + math.log(total) if total > ZERO else NEG_INF
+
+    return fwd
+
+
+def _make_bwd_dq(head, masked, t):
+    E, TX, BN, DC = head, t.tx, t.bn, t.dc
+    TY, RM, CN, OC = _layout(head, t)
+    S_SIZE, ACC_SIZE = RM * CN, RM * OC
+    LP = BN + TX
+    LK = E + 1                              # full K tile: read along rows by dQ += dS K
+    s_dp, chunk_floats = _paired_products(E, DC, BLOCK, BN, t)
+    REGION = max(chunk_floats, BLOCK * LP)
+    K_SIZE = BN * LK
+    _check_shared("bwd_dq", head, REGION + K_SIZE)
+    stage_k = _stager(BN, E, LK)
+    stage_mask = _mask_stager(BLOCK, BN, LP, False)
+    ds_k = _mma(RM, OC, BN, TY * LP, 1, TX, LK)
+    fill_s, fill_acc = _fill(RM * CN), _fill(RM * OC)
 
     def bwd_dq(q, k, v, mask, gout, lse, delta, gq, scale, is_causal):
-        ks = cuda.shared.array((BLOCK_K, head), float32)
-        vs = cuda.shared.array((BLOCK_K, head), float32)
-        qr = cuda.local.array(head, float32)
-        gor = cuda.local.array(head, float32)
-        acc = cuda.local.array(head, float32)
+        region = cuda.shared.array(REGION, float32)    # Q/dO/K/V chunks, then dS
+        ks = cuda.shared.array(K_SIZE, float32)
+        s = cuda.local.array(S_SIZE, float32)
+        dp = cuda.local.array(S_SIZE, float32)
+        acc = cuda.local.array(ACC_SIZE, float32)
+        lse_r = cuda.local.array(RM, float32)
+        delta_r = cuda.local.array(RM, float32)
         tid = cuda.threadIdx.x
-        n_tiles = (q.shape[1] + BLOCK_Q - 1) // BLOCK_Q
-        b = cuda.blockIdx.x // n_tiles
-        q0 = (cuda.blockIdx.x - b * n_tiles) * BLOCK_Q
-        i = q0 + tid
+        ty = tid // TX
+        tx = tid - ty * TX
+        q0 = cuda.blockIdx.x * BLOCK
+        b = cuda.blockIdx.y
         n_keys = k.shape[1]
-        _load_row(q, b, i, qr, scale)
-        _load_row(gout, b, i, gor, ONE)
-        for d in range(head):
-            acc[d] = ZERO
-        lse_i = POS_INF
-        delta_i = ZERO
-        if i < q.shape[1]:
-            delta_i = delta[b, i]
-            if lse[b, i] != NEG_INF:                # fully masked row: P = exp(s - inf) = 0
-                lse_i = lse[b, i]
-        key_end = min(n_keys, q0 + BLOCK_Q) if is_causal != 0 else n_keys
-        for k0 in range(0, key_end, BLOCK_K):
-            _load_tile(k, b, k0, ks, ONE, tid, BLOCK_Q)
-            _load_tile(v, b, k0, vs, ONE, tid, BLOCK_Q)
+        fill_acc(acc, ZERO)
+        for i in range(RM):
+            row = q0 + ty + TY * i
+            lse_r[i] = POS_INF                          # padding and fully masked rows: P = 0
+            delta_r[i] = ZERO
+            if row < q.shape[1]:
+                delta_r[i] = delta[b, row]
+                if lse[b, row] != NEG_INF:
+                    lse_r[i] = lse[b, row]
+        key_end = min(n_keys, q0 + BLOCK) if is_causal != 0 else n_keys
+        for k0 in range(0, key_end, BN):
+            stage_k(k, b, k0, 0, ONE, ks, 0, tid)
+            fill_s(s, ZERO)
+            fill_s(dp, ZERO)
+            s_dp(s, dp, q, gout, q0, scale, k, v, k0, ONE, b, region, tid, ty, tx)
+            if masked:                                 # read back where each thread writes dS
+                stage_mask(mask, b, q0, k0, region, tid)
+                cuda.syncthreads()
+            for i in range(RM):
+                row = q0 + ty + TY * i
+                for j in range(CN):
+                    col = k0 + tx + TX * j
+                    x = s[i * CN + j]
+                    at = uint64((ty + TY * i) * LP + tx + TX * j)
+                    if masked:
+                        x += region[at]
+                    if col >= n_keys or (is_causal != 0 and col > row):
+                        x = NEG_INF
+                    p = math.exp(x - lse_r[i])
+                    region[at] = p * (dp[i * CN + j] - delta_r[i])
             cuda.syncthreads()
-            for j in range(BLOCK_K):
-                p = math.exp(_score(qr, ks, j, mask, b, i, k0 + j, n_keys, is_causal) - lse_i)
-                ds = p * (_dot_tile(gor, vs, j) - delta_i)
-                for d in range(head):
-                    acc[d] += ds * ks[j, d]
+            ds_k(acc, region, ty * LP, ks, tx)
             cuda.syncthreads()
-        if i < q.shape[1]:
-            for d in range(gq.shape[2]):
-                gq[b, i, d] = acc[d] * scale
+        for i in range(RM):
+            row = q0 + ty + TY * i
+            if row < q.shape[1]:
+                for j in range(OC):
+                    if tx + TX * j < gq.shape[2]:
+                        gq[b, row, tx + TX * j] = acc[i * OC + j] * scale
+
+    return bwd_dq
+
+
+def _make_bwd_dkdv(head, masked, t):
+    E, TX, BQ, DC = head, t.tx, t.bn, t.dc
+    TY, RM, CN, OC = _layout(head, t)
+    S_SIZE, ACC_SIZE = RM * CN, RM * OC
+    LP = BQ + TX
+    DS_OFF = BLOCK * LP
+    s_dp, chunk_floats = _paired_products(E, DC, BLOCK, BQ, t)
+    REGION = max(chunk_floats, 2 * BLOCK * LP)
+    TILE_SIZE = BQ * E
+    _check_shared("bwd_dkdv", head, REGION + TILE_SIZE)
+    stage_tile = _stager(BQ, E, E)
+    stage_mask = _mask_stager(BLOCK, BQ, LP, True)
+    update = _mma(RM, OC, BQ, TY * LP, 1, TX, E)
+    fill_s, fill_acc = _fill(RM * CN), _fill(RM * OC)
 
     def bwd_dkdv(q, k, v, mask, gout, lse, delta, gk, gv, scale, is_causal):
-        qs = cuda.shared.array((BLOCK_K, head), float32)
-        gos = cuda.shared.array((BLOCK_K, head), float32)
-        lse_s = cuda.shared.array(BLOCK_K, float32)
-        delta_s = cuda.shared.array(BLOCK_K, float32)
-        kr = cuda.local.array(head, float32)
-        vr = cuda.local.array(head, float32)
-        gkr = cuda.local.array(head, float32)
-        gvr = cuda.local.array(head, float32)
+        region = cuda.shared.array(REGION, float32)    # K/V/Q/dO chunks, then P^T and dS^T
+        tile = cuda.shared.array(TILE_SIZE, float32)     # the dO tile, then the Q tile
+        s = cuda.local.array(S_SIZE, float32)
+        dp = cuda.local.array(S_SIZE, float32)
+        gk_acc = cuda.local.array(ACC_SIZE, float32)
+        gv_acc = cuda.local.array(ACC_SIZE, float32)
         tid = cuda.threadIdx.x
+        ty = tid // TX
+        tx = tid - ty * TX
+        k0 = cuda.blockIdx.x * BLOCK
+        b = cuda.blockIdx.y
         n_queries = q.shape[1]
-        n_tiles = (k.shape[1] + BLOCK_KV - 1) // BLOCK_KV
-        b = cuda.blockIdx.x // n_tiles
-        k0 = (cuda.blockIdx.x - b * n_tiles) * BLOCK_KV
-        j = k0 + tid
-        _load_row(k, b, j, kr, ONE)
-        _load_row(v, b, j, vr, ONE)
-        for d in range(head):
-            gkr[d] = ZERO
-            gvr[d] = ZERO
-        query_start = k0 if is_causal != 0 else 0   # causal: queries before k0 see no key here
-        for i0 in range(query_start, n_queries, BLOCK_K):
-            _load_tile(q, b, i0, qs, scale, tid, BLOCK_KV)
-            _load_tile(gout, b, i0, gos, ONE, tid, BLOCK_KV)
-            if tid < BLOCK_K:
-                lse_s[tid] = POS_INF                # padding and fully masked rows: P = 0
-                delta_s[tid] = ZERO
-                if i0 + tid < n_queries:
-                    delta_s[tid] = delta[b, i0 + tid]
-                    if lse[b, i0 + tid] != NEG_INF:
-                        lse_s[tid] = lse[b, i0 + tid]
+        n_keys = k.shape[1]
+        fill_acc(gk_acc, ZERO)
+        fill_acc(gv_acc, ZERO)
+        query_start = k0 if is_causal != 0 else 0      # causal: queries before k0 see no key here
+        for i0 in range(query_start, n_queries, BQ):
+            stage_tile(gout, b, i0, 0, ONE, tile, 0, tid)
+            fill_s(s, ZERO)
+            fill_s(dp, ZERO)
+            s_dp(s, dp, k, v, k0, ONE, q, gout, i0, scale, b, region, tid, ty, tx)
+            if masked:                                 # read back where each thread writes P^T
+                stage_mask(mask, b, i0, k0, region, tid)
+                cuda.syncthreads()
+            for j in range(CN):
+                col = i0 + tx + TX * j                 # a query
+                lse_c = POS_INF                         # padding and fully masked rows: P = 0
+                delta_c = ZERO
+                if col < n_queries:
+                    delta_c = delta[b, col]
+                    if lse[b, col] != NEG_INF:
+                        lse_c = lse[b, col]
+                for i in range(RM):
+                    row = k0 + ty + TY * i             # a key
+                    x = s[i * CN + j]
+                    at = (ty + TY * i) * LP + tx + TX * j
+                    if masked:
+                        x += region[uint64(at)]
+                    if row >= n_keys or (is_causal != 0 and row > col):
+                        x = NEG_INF
+                    p = math.exp(x - lse_c)
+                    region[uint64(at)] = p
+                    region[uint64(DS_OFF + at)] = p * (dp[i * CN + j] - delta_c)
             cuda.syncthreads()
-            for r in range(BLOCK_K):
-                s = _score(kr, qs, r, mask, b, i0 + r, j, k.shape[1], is_causal)
-                p = math.exp(s - lse_s[r])
-                ds = p * (_dot_tile(vr, gos, r) - delta_s[r])
-                for d in range(head):
-                    gvr[d] += p * gos[r, d]
-                    gkr[d] += ds * qs[r, d]
+            update(gv_acc, region, ty * LP, tile, tx)
             cuda.syncthreads()
-        if j < k.shape[1]:
-            for d in range(gk.shape[2]):
-                gk[b, j, d] = gkr[d]
-            for d in range(gv.shape[2]):
-                gv[b, j, d] = gvr[d]
+            stage_tile(q, b, i0, 0, scale, tile, 0, tid)
+            cuda.syncthreads()
+            update(gk_acc, region, DS_OFF + ty * LP, tile, tx)
+            cuda.syncthreads()
+        for i in range(RM):
+            row = k0 + ty + TY * i
+            if row < n_keys:
+                for j in range(OC):
+                    if tx + TX * j < gk.shape[2]:
+                        gk[b, row, tx + TX * j] = gk_acc[i * OC + j]
+                    if tx + TX * j < gv.shape[2]:
+                        gv[b, row, tx + TX * j] = gv_acc[i * OC + j]
 
+    return bwd_dkdv
+
+
+def _delta(out, gout, delta):
+    """delta[b, i] = sum_d out[b, i, d] * gout[b, i, d] in float32, read in the inputs' dtype (no
+    copies). A warp per row: lanes read consecutive d (coalesced), then a shared-memory tree."""
+    red = cuda.shared.array(DELTA_THREADS, float32)
+    tid = cuda.threadIdx.x
+    lane = tid % 32
+    row = cuda.blockIdx.x * DELTA_ROWS + tid // 32
+    b = uint64(cuda.blockIdx.y)
+    total = ZERO
+    if row < out.shape[1]:
+        d = lane
+        while d < out.shape[2]:
+            at = (b, uint64(row), uint64(d))
+            total += float32(out[at]) * float32(gout[at])
+            d += 32
+    red[tid] = total
+    cuda.syncthreads()
+    width = 16
+    while width > 0:
+        if lane < width:
+            red[tid] += red[tid + width]
+        cuda.syncthreads()
+        width //= 2
+    if lane == 0 and row < out.shape[1]:
+        delta[b, uint64(row)] = red[tid]
+
+
+def _build(head, masked):
     kernels = []
-    for name, func in (("fwd", fwd), ("bwd_dq", bwd_dq), ("bwd_dkdv", bwd_dkdv)):
-        func.__name__ = func.__qualname__ = f"_attention_{name}_kernel_e{head}"
+    for make, t, name in zip((_make_forward, _make_bwd_dq, _make_bwd_dkdv), TILINGS[head],
+                             ("fwd", "bwd_dq", "bwd_dkdv")):
+        func = make(head, masked, t)
+        func.__name__ = func.__qualname__ = (
+            f"_attention_{name}_kernel_e{head}_{'mask' if masked else 'nomask'}")
         kernels.append(cuda.jit(func))
     return tuple(kernels)
 
 
-_KERNELS = {head: _make_kernels(head) for head in HEAD_DIMS}   # lazy: compiled at first launch
+_KERNELS = {(head, masked): _build(head, masked)       # lazy: compiled at first launch
+            for head in HEAD_DIMS for masked in (False, True)}
+_delta_kernel = cuda.jit(_delta)
 
 
 def supports(q, v):
@@ -223,23 +504,28 @@ def supports(q, v):
     return q.dtype in (np.float32, np.float16) and max(q.shape[-1], v.shape[-1]) <= HEAD_DIMS[-1]
 
 
-def _kernels_for(q, v):
+def _bucket(q, v):
     width = max(q.shape[-1], v.shape[-1])
-    return _KERNELS[next(h for h in HEAD_DIMS if h >= width)]
+    return next(h for h in HEAD_DIMS if h >= width)
 
 
 def _additive_mask(xp, mask):
-    """The mask as a contiguous (Bm, Lm, Sm) float32 array added to the scores."""
+    """The mask as a contiguous (Bm, Lm, Sm) float32 array added to the scores, or a dummy one
+    (never read by the unmasked kernels) when there is none."""
     if mask is None:
         return xp.zeros((1, 1, 1), np.float32)
     mask = as_mask3(mask)
     if mask.dtype == np.bool_:
-        return xp.where(mask, np.float32(0), np.float32(-np.inf)).astype(np.float32)
+        return xp.where(mask, np.float32(0), np.float32(-np.inf)).astype(np.float32, copy=False)
     return xp.ascontiguousarray(mask, dtype=np.float32)
 
 
 def _contiguous(xp, dtype, *arrays):
     return tuple(xp.ascontiguousarray(a, dtype=dtype) for a in arrays)
+
+
+def _grid(n, B):
+    return ((n + BLOCK - 1) // BLOCK, B)
 
 
 def attention_forward(q, k, v, mask, is_causal, scale):
@@ -251,31 +537,35 @@ def attention_forward(q, k, v, mask, is_causal, scale):
     lse = xp.empty((B, L), np.float32)
     if B * L == 0:
         return out, lse
-    fwd = _kernels_for(q, v)[0]
-    grid = B * ((L + BLOCK_Q - 1) // BLOCK_Q)                 # (batch, query tile) flattened
-    fwd[grid, BLOCK_Q, backend.launch_stream()](
+    head = _bucket(q, v)
+    fwd = _KERNELS[(head, mask is not None)][0]
+    fwd[_grid(L, B), TILINGS[head][0].threads, backend.launch_stream()](
         q, k, v, _additive_mask(xp, mask), out, lse, np.float32(scale), np.int32(is_causal))
     return out, lse
 
 
 def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale):
-    """Launch the dQ and dK/dV kernels: ``(gq, gk, gv)`` shaped and typed like q, k, v."""
+    """Launch the delta, dQ and dK/dV kernels: ``(gq, gk, gv)`` shaped and typed like q, k, v."""
     xp = backend.get_array_module(q)
-    q, k, v, gout = _contiguous(xp, q.dtype, q, k, v, gout)
+    q, k, v, gout, out = _contiguous(xp, q.dtype, q, k, v, gout, out)
     lse = xp.ascontiguousarray(lse, dtype=np.float32)
-    delta = (gout.astype(np.float32) * out.astype(np.float32)).sum(axis=-1)  # (B, L)
     B, L, _ = q.shape
     S = k.shape[1]
     gq, gk, gv = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
-    _, dq_kernel, dkdv_kernel = _kernels_for(q, v)
+    head = _bucket(q, v)
+    _, dq_kernel, dkdv_kernel = _KERNELS[(head, mask is not None)]
+    _, dq_tiling, dkdv_tiling = TILINGS[head]
     stream = backend.launch_stream()
     mask = _additive_mask(xp, mask)
     conf = (np.float32(scale), np.int32(is_causal))
+    delta = xp.empty((B, L), np.float32)
     if B * L:
-        dq_kernel[B * ((L + BLOCK_Q - 1) // BLOCK_Q), BLOCK_Q, stream](
+        _delta_kernel[((L + DELTA_ROWS - 1) // DELTA_ROWS, B), DELTA_THREADS, stream](
+            out, gout, delta)
+        dq_kernel[_grid(L, B), dq_tiling.threads, stream](
             q, k, v, mask, gout, lse, delta, gq, *conf)
     if B * S:
-        dkdv_kernel[B * ((S + BLOCK_KV - 1) // BLOCK_KV), BLOCK_KV, stream](
+        dkdv_kernel[_grid(S, B), dkdv_tiling.threads, stream](
             q, k, v, mask, gout, lse, delta, gk, gv, *conf)
     return gq, gk, gv
 
@@ -287,11 +577,19 @@ def _signatures(dtype):
     dq = f"void({arr3}, {arr3}, {arr3}, {f3}, {arr3}, {f2}, {f2}, {arr3}, float32, int32)"
     dkdv = (f"void({arr3}, {arr3}, {arr3}, {f3}, {arr3}, {f2}, {f2}, {arr3}, {arr3}, "
             "float32, int32)")
-    return fwd, dq, dkdv
+    delta = f"void({arr3}, {arr3}, {f2})"
+    return fwd, dq, dkdv, delta
+
+
+def _budget(threads, fma_share=0.5):
+    return Budget(threads=threads, min_fma_share=fma_share)
 
 
 SIGNATURES = [
-    (kernel, [_signatures(dtype)[n] for dtype in ("float32", "float16")])
+    (kernel, [_signatures(dtype)[n] for dtype in ("float32", "float16")],
+     _budget(TILINGS[head][n].threads))
     for head in HEAD_DIMS
-    for n, kernel in enumerate(_KERNELS[head])
-]
+    for masked in (False, True)
+    for n, kernel in enumerate(_KERNELS[(head, masked)])
+] + [(_delta_kernel, [_signatures(dtype)[3] for dtype in ("float32", "float16")],
+      Budget(threads=DELTA_THREADS))]

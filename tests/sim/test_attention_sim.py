@@ -1,8 +1,8 @@
 """The attention kernels in Numba's CUDA simulator against the CPU twin, forward and backward.
 
-Shapes are tiny (the simulator runs every CUDA thread in Python) but cross the tile edges:
-S > BLOCK_K (several key tiles), L > BLOCK_Q and S > BLOCK_KV in one causal case (several query
-and key blocks, skipped tiles).
+Shapes are small (the simulator runs every CUDA thread in Python) but cross the tile edges:
+L and S above the 64-row blocks and not multiples of any tile (several query blocks, several key
+tiles, partial edge tiles, skipped causal tiles), in every head-dim bucket with its own tiling.
 """
 
 import numpy as np
@@ -52,9 +52,31 @@ def test_causal_short(rng, L, S):
 
 
 def test_causal_across_query_and_key_blocks(rng):
-    """L = S = 70 > BLOCK_Q = BLOCK_KV = 64: the second blocks skip nothing, the first skips
-    the keys beyond 64 (forward, dQ) and the dK/dV block of keys 64.. skips queries below 64."""
+    """L = S = 70 > BLOCK = 64: the second query block skips nothing, the first skips the keys
+    beyond 64 (forward, dQ) and the dK/dV block of keys 64.. skips queries below 64."""
     check(*make(rng, 1, 70, 70, 4, 4), is_causal=True)
+
+
+@pytest.mark.parametrize("bucket, E, Ev, L, S, mask_kind, is_causal", [
+    (16, 12, 16, 67, 70, None, True),
+    (32, 32, 24, 67, 70, "bool", False),
+    (64, 64, 40, 67, 70, "float", True),     # forward streams Q in head-dim chunks
+    (128, 100, 128, 40, 34, None, False),    # 8 warps; two 32-key (and 32-query) tiles
+])
+def test_every_head_dim_bucket_across_blocks_and_edges(rng, bucket, E, Ev, L, S, mask_kind,
+                                                       is_causal):
+    """Two query blocks of 64, several key tiles (and, for S = 70, two dK/dV key blocks), every
+    last tile partial; E and Ev zero-padded up to the bucket."""
+    from gpudl.kernels import attention_cuda
+    q, k, v, gout = make(rng, 1, L, S, E, Ev)
+    assert attention_cuda._bucket(q, v) == bucket
+    mask = None
+    if mask_kind == "bool":
+        mask = rng.random((1, L, S)) > 0.3
+    elif mask_kind == "float":
+        mask = rng.standard_normal((L, S)).astype(np.float32)
+        mask[3, :] = -np.inf                                      # a fully masked row
+    check(q, k, v, gout, mask=mask, is_causal=is_causal, tol=5e-5)
 
 
 def test_bool_mask_with_a_fully_masked_row(rng):
@@ -74,9 +96,10 @@ def test_float_mask_broadcast_over_batch_and_queries(rng):
     check(q, k, v, gout, mask=mask)
 
 
-def test_float16_inputs(rng):
-    q, k, v, gout = make(rng, 1, 5, 7, 16, 16, np.float16)
-    check(q, k, v, gout, tol=2e-3)
+@pytest.mark.parametrize("E, is_causal", [(16, False), (64, True)])
+def test_float16_inputs(rng, E, is_causal):
+    q, k, v, gout = make(rng, 1, 5, 70, E, E, np.float16)
+    check(q, k, v, gout, is_causal=is_causal, tol=2e-3)
 
 
 def test_head_dim_above_the_buckets_falls_back_to_the_twin(rng):
