@@ -5,14 +5,17 @@ The running loss and predictions stay on the device during an epoch; the host re
 synchronised a few times per epoch rather than once per batch.
 """
 
+import math
 import numbers
+import warnings
 
 import numpy as np
 
 from . import backend
 from . import metrics as M
 from .autograd import no_grad
-from .callbacks import Callback, EarlyStopping, ModelCheckpoint  # noqa: F401 (re-exported)
+from .callbacks import (Callback, EarlyStopping, ModelCheckpoint,  # noqa: F401 (re-exported)
+                        TerminateOnNaN)
 from .tensor import Tensor
 
 LOG_EVERY = 10        # batches between progress-bar updates (each one reads the device)
@@ -43,7 +46,12 @@ class History(dict):
 
 
 def resolve_metrics(metrics):
-    """[(name, fn(y_true, y_pred))] from metric names ('accuracy', 'f1', ...) or callables."""
+    """[(name, fn(y_true, y_pred))] from metric names ('accuracy', 'f1', ...) or callables.
+
+    Before the epoch's predictions reach ``fn`` they go through ``fn.prepare(output, target)``
+    (device arrays -> the compact (predictions, targets) ``fn`` takes) when the callable has
+    one, else through ``as_labels``.
+    """
     if isinstance(metrics, str) or callable(metrics):
         metrics = [metrics]
     resolved = []
@@ -60,13 +68,17 @@ def resolve_metrics(metrics):
     return resolved
 
 
-def _as_labels(output, target):
+def as_labels(output, target):
     """Device arrays (predictions, targets) in the form the metrics take.
 
     Scores with a class axis give their arg-max; one-hot (or probability) targets shaped like
-    the scores give theirs; anything else (labels, binary scores) passes unchanged.
+    the scores give theirs; a single score column ``(N, 1)`` beside labels ``(N,)`` is squeezed
+    to the labels' shape (the metric thresholds it); anything else (labels, binary scores)
+    passes unchanged.
     """
     if output.ndim == target.ndim + 1:
+        if output.shape[-1] == 1 and output.shape[:-1] == target.shape:
+            return output.reshape(target.shape), target
         return output.argmax(axis=1), target
     if output.shape == target.shape and output.ndim >= 2 and output.shape[1] > 1 \
             and target.dtype.kind == "f":
@@ -75,31 +87,48 @@ def _as_labels(output, target):
 
 
 class _Running:
-    """An epoch's loss sum and predictions, kept on the device until ``logs()`` reads them."""
+    """An epoch's loss sum and predictions, kept on the device until ``logs()`` reads them.
+
+    Predictions are kept once per distinct ``prepare`` (see ``resolve_metrics``).
+    """
 
     def __init__(self, metric_fns):
         self.metric_fns = metric_fns
+        self.prepares = list(dict.fromkeys(_prepare_of(fn) for _, fn in metric_fns))
         self.loss_sum, self.count = 0.0, 0
-        self.pending, self.predictions, self.targets = [], [], []
+        self.pending = {prepare: [] for prepare in self.prepares}
+        self.host = {prepare: ([], []) for prepare in self.prepares}
 
     def add(self, loss, output, target):
         n = target.shape[0] if target.ndim else 1
         self.loss_sum = self.loss_sum + loss.data * n       # stays on the device
         self.count += n
-        if self.metric_fns:
-            self.pending.append(_as_labels(output.data, target.data))
+        for prepare in self.prepares:
+            self.pending[prepare].append(prepare(output.data, target.data))
 
-    def logs(self):
-        """{'loss': mean loss, metric: value}: reads the device once."""
-        for pred, true in self.pending:
-            self.predictions.append(backend.to_numpy(pred))
-            self.targets.append(backend.to_numpy(true))
-        self.pending = []
-        logs = {"loss": float(self.loss_sum) / max(self.count, 1)}
-        if self.predictions:
-            pred, true = np.concatenate(self.predictions), np.concatenate(self.targets)
-            logs.update((name, float(fn(true, pred))) for name, fn in self.metric_fns)
+    def logs(self, where):
+        """{'loss': mean loss, metric: value}: reads the device once.
+
+        Raises ValueError when no batch was added (``where`` names the data in the message).
+        """
+        if self.count == 0:
+            raise ValueError(f"{where} yielded no batch; a loss over no samples is undefined "
+                             "(check the data's length and batch_size)")
+        for prepare, pending in self.pending.items():
+            predictions, targets = self.host[prepare]
+            for pred, true in pending:
+                predictions.append(backend.to_numpy(pred))
+                targets.append(backend.to_numpy(true))
+            pending.clear()
+        logs = {"loss": float(self.loss_sum) / self.count}
+        for name, fn in self.metric_fns:
+            predictions, targets = self.host[_prepare_of(fn)]
+            logs[name] = float(fn(np.concatenate(targets), np.concatenate(predictions)))
         return logs
+
+
+def _prepare_of(metric_fn):
+    return getattr(metric_fn, "prepare", as_labels)
 
 
 def _split_batch(batch, where):
@@ -118,7 +147,8 @@ def _loss(loss_fn, output, target, where):
     return loss
 
 
-def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar):
+def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, batch_callbacks):
+    """One pass over ``loader``; returns (logs, stopped): stopped when a batch callback asked."""
     model.train()
     running = _Running(metric_fns)
     for i, batch in enumerate(loader):
@@ -132,8 +162,12 @@ def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar):
             running.add(loss.detach(), output.detach(), target)
         bar.update(1)
         if not bar.disable and (i + 1) % LOG_EVERY == 0:
-            bar.set_postfix(_rounded(running.logs()), refresh=False)
-    return running.logs()
+            bar.set_postfix(_rounded(running.logs("fit: the training data")), refresh=False)
+        if batch_callbacks:                      # reads the loss every batch: only when asked
+            batch_logs = {"loss": float(loss.item())}
+            if any([cb.on_batch_end(i, batch_logs, model) for cb in batch_callbacks]):
+                return running.logs("fit: the training data"), True
+    return running.logs("fit: the training data"), False
 
 
 def evaluate(model, loss_fn, loader, metrics=()):
@@ -141,21 +175,26 @@ def evaluate(model, loss_fn, loader, metrics=()):
 
     Returns:
         {'loss': float, metric name: float, ...}
+
+    Raises ValueError when ``loader`` yields no batch.
     """
-    return _evaluate(model, loss_fn, loader, resolve_metrics(metrics))
+    return _evaluate(model, loss_fn, loader, resolve_metrics(metrics), "evaluate")
 
 
-def _evaluate(model, loss_fn, loader, metric_fns):
+def _evaluate(model, loss_fn, loader, metric_fns, where):
     was_training = getattr(model, "training", False)
     model.eval()
-    running = _Running(metric_fns)
-    with no_grad():
-        for batch in loader:
-            inputs, target = _split_batch(batch, "evaluate")
-            output = model(*inputs)
-            running.add(_loss(loss_fn, output, target, "evaluate"), output, target)
-    model.train(was_training)
-    return running.logs()
+    try:
+        running = _Running(metric_fns)
+        with no_grad():
+            for batch in loader:
+                inputs, target = _split_batch(batch, where)
+                output = model(*inputs)
+                running.add(_loss(loss_fn, output, target, where), output, target)
+        data = "the validation data" if where == "fit" else "the data"
+        return running.logs(f"{where}: {data}")
+    finally:
+        model.train(was_training)
 
 
 def _rounded(logs):
@@ -170,6 +209,10 @@ def _step_scheduler(scheduler, logs):
         scheduler.step()
 
 
+def _overrides(callback, hook):
+    return getattr(type(callback), hook) is not getattr(Callback, hook)
+
+
 def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metrics=(),
         callbacks=(), scheduler=None, verbose=True):
     """Train ``model`` for ``epochs`` epochs; returns the ``History`` of per-epoch logs.
@@ -181,10 +224,15 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         train_loader, val_loader: iterables of batches ``(x, y)`` or ``(x1, ..., y)``.
         metrics: names ('accuracy', 'precision', 'recall', 'f1') or ``fn(y_true, y_pred)``
             callables; logged for training and, prefixed ``val_``, for validation.
-        callbacks: Callback objects (EarlyStopping, ModelCheckpoint, ...).
+        callbacks: Callback objects (EarlyStopping, ModelCheckpoint, TerminateOnNaN, ...).
         scheduler: stepped once per epoch; ReduceLROnPlateau gets val_loss (else loss). The
             learning rate is then logged as ``lr``.
         verbose: show a tqdm progress bar per epoch with the running loss and metrics.
+
+    NaN guard: when an epoch's loss is NaN or infinite, fit warns (a RuntimeWarning naming
+    the value) and stops after that epoch's callbacks; the History it returns ends with that
+    epoch. ``TerminateOnNaN`` stops at the first such batch instead (it reads the loss every
+    batch). An epoch or validation set without any batch raises ValueError.
 
     Example:
         >>> history = fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=10,
@@ -198,6 +246,12 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         if not isinstance(cb, Callback):
             raise TypeError(f"fit: callbacks must be Callback objects, got {type(cb).__name__}")
     metric_fns = resolve_metrics(metrics)
+    keys = ["loss"] + [name for name, _ in metric_fns]
+    keys += ["val_" + k for k in keys] if val_loader is not None else []
+    keys += ["lr"] if scheduler is not None else []
+    for cb in callbacks:
+        cb.check_logs(keys)                      # a monitor fit will not log fails now
+    batch_callbacks = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
     history = History()
     for cb in callbacks:
         cb.on_train_begin(model)
@@ -205,18 +259,26 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         total = len(train_loader) if hasattr(train_loader, "__len__") else None
         bar = tqdm(total=total, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=not verbose, dynamic_ncols=True)
-        logs = _train_epoch(model, loss_fn, optimizer, train_loader, metric_fns, bar)
-        if val_loader is not None:
-            val = _evaluate(model, loss_fn, val_loader, metric_fns)
-            logs.update(("val_" + k, v) for k, v in val.items())
-        if scheduler is not None:
-            _step_scheduler(scheduler, logs)
-            logs["lr"] = optimizer.param_groups[0]["lr"]
-        bar.set_postfix(_rounded(logs))
-        bar.close()
+        try:
+            logs, stop = _train_epoch(model, loss_fn, optimizer, train_loader, metric_fns, bar,
+                                      batch_callbacks)
+            if val_loader is not None:
+                val = _evaluate(model, loss_fn, val_loader, metric_fns, "fit")
+                logs.update(("val_" + k, v) for k, v in val.items())
+            if scheduler is not None:
+                _step_scheduler(scheduler, logs)
+                logs["lr"] = optimizer.param_groups[0]["lr"]
+            bar.set_postfix(_rounded(logs))
+        finally:
+            bar.close()
         history.append(epoch, logs)
         stops = [cb.on_epoch_end(epoch, logs, model) for cb in callbacks]
-        if any(stops):
+        if not math.isfinite(logs["loss"]) and not stop:
+            warnings.warn(f"fit: the training loss is {logs['loss']} in epoch {epoch + 1}; "
+                          "training stopped (TerminateOnNaN stops at the first such batch)",
+                          RuntimeWarning, stacklevel=2)
+            stop = True
+        if stop or any(stops):
             break
     for cb in callbacks:
         cb.on_train_end(model)

@@ -137,3 +137,85 @@ def test_errors(rng):
         model.predict("data")
     with pytest.raises(ValueError, match="validation_data must be a pair"):
         model.fit(x, x[:, :1], validation_data=(x,), verbose=0)
+
+
+# --- Keras's shapes (issue 11): single columns, sequences, modes, verbose ---
+
+def _keras_bce(p, y):
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.mean(-(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+def _keras_cce_last_axis(p, onehot):
+    """Keras's categorical_crossentropy: classes on the last axis, the mean over all others."""
+    q = np.clip(p / p.sum(-1, keepdims=True), 1e-7, 1 - 1e-7)
+    return np.mean(-(onehot * np.log(q)).sum(-1))
+
+
+def test_binary_crossentropy_reshapes_labels_to_a_single_column(rng):
+    p = rng.uniform(0.05, 0.95, (6, 1))
+    y = (rng.random(6) > 0.5).astype(np.float64)             # (N,), not (N, 1)
+    expected = _keras_bce(p[:, 0], y)
+    assert keras.binary_crossentropy(gd.tensor(p), gd.tensor(y)).item() == \
+        pytest.approx(expected, rel=1e-10)
+    assert keras.mean_squared_error(gd.tensor(p), gd.tensor(y)).item() == \
+        pytest.approx(np.mean((p[:, 0] - y) ** 2), rel=1e-10)
+
+
+def test_sequence_losses_reduce_over_the_last_axis(rng):
+    p = rng.uniform(0.05, 1.0, (3, 5, 4))                      # (N, T, C)
+    labels = rng.integers(0, 4, (3, 5))
+    onehot = np.eye(4)[labels]
+    expected = _keras_cce_last_axis(p, onehot)
+    assert keras.categorical_crossentropy(gd.tensor(p), gd.tensor(onehot)).item() == \
+        pytest.approx(expected, rel=1e-10)
+    assert keras.sparse_categorical_crossentropy(gd.tensor(p), gd.tensor(labels)).item() == \
+        pytest.approx(expected, rel=1e-10)
+    assert keras.sparse_categorical_crossentropy(
+        gd.tensor(p), gd.tensor(labels[..., None])).item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_single_sigmoid_column_with_flat_labels_trains_and_scores_like_keras(digits):
+    x, y = digits
+    target = (y >= 5).astype(np.float32)                      # (N,) beside (N, 1) outputs
+    model = _softmax_mlp(out=1, head=nn.Sigmoid())
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    model.fit(x[:1400], target[:1400], epochs=4, verbose=0)
+    loss, accuracy = model.evaluate(x[1400:], target[1400:], verbose=0)
+    p = model.predict(x[1400:])
+    assert p.shape == (397, 1)
+    assert accuracy == pytest.approx(np.mean((p[:, 0] > 0.5) == target[1400:]))
+    assert accuracy >= 0.85
+    assert loss == pytest.approx(_keras_bce(p[:, 0].astype(np.float64), target[1400:]), rel=1e-4)
+
+
+def test_sequence_accuracy_takes_the_last_axis(rng):
+    p = rng.random((4, 6, 3)).astype(np.float32)              # (N, T, C), T > C
+    labels = rng.integers(0, 3, (4, 6))
+    model = nn.Sequential(nn.Linear(3, 3))
+    with gd.no_grad():
+        model[0].weight.copy_(gd.eye(3))
+        model[0].bias.zero_()
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _, accuracy = model.evaluate(p, labels, verbose=0)
+    assert accuracy == pytest.approx(np.mean(p.argmax(-1) == labels))
+
+
+def test_predict_restores_the_mode_after_an_exception():
+    class Failing(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+    model = Failing().train()
+    with pytest.raises(RuntimeError, match="boom"):
+        keras.predict(model, np.zeros((2, 2), np.float32))
+    assert model.training
+
+
+def test_empty_inputs_are_an_error():
+    model = nn.Sequential(nn.Linear(2, 1))
+    model.compile(loss="mse")
+    empty = np.zeros((0, 2), np.float32)
+    with pytest.raises(ValueError, match="yielded no batch"):
+        model.evaluate(empty, empty[:, :1], verbose=0)
+    with pytest.raises(ValueError, match="yielded no batch"):
+        model.fit(empty, empty[:, :1], verbose=0)
