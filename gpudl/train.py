@@ -100,7 +100,8 @@ class _Running:
         self.host = {prepare: ([], []) for prepare in self.prepares}
 
     def add(self, loss, output, target):
-        n = target.shape[0] if target.ndim else 1
+        first = target[0] if isinstance(target, (tuple, list)) else target   # several outputs
+        n = first.shape[0] if first.ndim else 1
         self.loss_sum = self.loss_sum + loss.data * n       # stays on the device
         self.count += n
         for prepare in self.prepares:
@@ -139,6 +140,13 @@ def _split_batch(batch, where):
                     f"{type(batch).__name__}")
 
 
+def _detached(output):
+    """``output.detach()``, or each of several outputs detached."""
+    if isinstance(output, (tuple, list)):
+        return type(output)(o.detach() for o in output)
+    return output.detach()
+
+
 def _loss(loss_fn, output, target, where):
     loss = loss_fn(output, target)
     if not isinstance(loss, Tensor) or loss.data.size != 1:
@@ -159,7 +167,7 @@ def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, batch_callb
         loss.backward()
         optimizer.step()
         with no_grad():
-            running.add(loss.detach(), output.detach(), target)
+            running.add(loss.detach(), _detached(output), target)
         bar.update(1)
         if not bar.disable and (i + 1) % LOG_EVERY == 0:
             bar.set_postfix(_rounded(running.logs("fit: the training data")), refresh=False)

@@ -1,0 +1,182 @@
+"""Keras's recurrent layers on gpudl's fused recurrent kernels: SimpleRNN, LSTM, GRU (batch
+first, ``return_sequences``, ``return_state``, ``initial_state``, ``go_backwards``),
+Bidirectional and TimeDistributed.
+
+Weights have Keras's layouts: kernel (in, gates * units), recurrent_kernel (units,
+gates * units), bias (gates * units,) — GRU's (2, 3 * units) with ``reset_after=True``. LSTM's
+gate order (i, f, c, o) is PyTorch's; GRU's (z, r, h) is reordered to PyTorch's (r, z, n).
+"""
+
+from ... import functions
+from ...ops.rnn import gru_layer, lstm_layer, rnn_layer
+from ..engine import Layer
+from .core import check_positive_int
+
+
+class _RNN(Layer):
+    gates = 1
+    returns_list = False
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+                 bias_initializer="zeros", dropout=0.0, recurrent_dropout=0.0,
+                 return_sequences=False, return_state=False, go_backwards=False, stateful=False,
+                 unroll=False, **kwargs):
+        self.config = dict(units=units, activation=activation,
+                           recurrent_activation=recurrent_activation, use_bias=use_bias,
+                           kernel_initializer=kernel_initializer,
+                           recurrent_initializer=recurrent_initializer,
+                           bias_initializer=bias_initializer, return_sequences=return_sequences,
+                           return_state=return_state, go_backwards=go_backwards)
+        super().__init__(**kwargs)
+        where = type(self).__name__
+        check_positive_int(where, units=units)
+        if dropout or recurrent_dropout or stateful:
+            raise NotImplementedError(f"{where}: dropout, recurrent_dropout and stateful are not "
+                                      "supported; add a Dropout layer between recurrent layers")
+        self.check_activations(activation, recurrent_activation)
+        self.units, self.use_bias = int(units), use_bias
+        self.return_sequences, self.return_state = return_sequences, return_state
+        self.go_backwards = go_backwards
+        self.returns_list = bool(return_state)
+        self.initializers = kernel_initializer, recurrent_initializer, bias_initializer
+
+    def check_activations(self, activation, recurrent_activation):
+        if activation != "tanh" or recurrent_activation != "sigmoid":
+            raise NotImplementedError(f"{type(self).__name__}: only activation='tanh' and "
+                                      "recurrent_activation='sigmoid' (the defaults) are "
+                                      "supported by the fused kernels")
+
+    def build(self, input_shape):
+        kernel, recurrent, bias = self.initializers
+        width = self.gates * self.units
+        self.add_weight("kernel", (input_shape[-1], width), kernel)
+        self.add_weight("recurrent_kernel", (self.units, width), recurrent)
+        if self.use_bias:
+            self.add_weight("bias", self.bias_shape(), bias)
+
+    def bias_shape(self):
+        return (self.gates * self.units,)
+
+    def call(self, inputs, initial_state=None, training=None, mask=None):
+        x = inputs[:, ::-1] if self.go_backwards else inputs
+        states = list(initial_state) if isinstance(initial_state, (list, tuple)) else \
+            ([initial_state] if initial_state is not None else [])
+        output, *final = self.run(x.transpose(0, 1), states)      # (T, N, units), states
+        output = output.transpose(0, 1) if self.return_sequences else final[0]
+        return [output] + final if self.return_state else output
+
+
+class SimpleRNN(_RNN):
+    """``h_t = activation(x_t @ kernel + h_{t-1} @ recurrent_kernel + bias)`` (tanh or relu)."""
+
+    def check_activations(self, activation, recurrent_activation):
+        if activation not in ("tanh", "relu"):
+            raise NotImplementedError(f"SimpleRNN: activation must be 'tanh' or 'relu', got "
+                                      f"{activation!r}")
+        self.nonlinearity = activation
+
+    def run(self, x, states):
+        h0 = states[0] if states else None
+        return rnn_layer(x, h0, self.kernel.T, self.recurrent_kernel.T,
+                         self.bias if self.use_bias else None, None, self.nonlinearity)
+
+
+class LSTM(_RNN):
+    """Long short-term memory; ``unit_forget_bias=True`` starts the forget gate's bias at 1.
+    With ``return_state`` it returns ``[output, h, c]``."""
+
+    gates = 4
+
+    def __init__(self, units, unit_forget_bias=True, **kwargs):
+        super().__init__(units, **kwargs)
+        self.config["unit_forget_bias"] = self.unit_forget_bias = unit_forget_bias
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.use_bias and self.unit_forget_bias:
+            from ...autograd import no_grad
+            with no_grad():
+                self.bias[self.units:2 * self.units] = 1.0
+
+    def run(self, x, states):
+        h0, c0 = (states + [None, None])[:2]
+        return lstm_layer(x, h0, c0, self.kernel.T, self.recurrent_kernel.T,
+                          self.bias if self.use_bias else None, None)
+
+
+class GRU(_RNN):
+    """Gated recurrent unit (Keras 3 / TF2 default ``reset_after=True``: PyTorch's form);
+    bias (2, 3 * units): input and recurrent biases."""
+
+    gates = 3
+
+    def __init__(self, units, reset_after=True, **kwargs):
+        if not reset_after:
+            raise NotImplementedError("GRU: only reset_after=True (the default) is supported")
+        super().__init__(units, **kwargs)
+
+    def bias_shape(self):
+        return (2, 3 * self.units)
+
+    def _torch_order(self, w):
+        """Keras's gate blocks (z, r, h) along the last axis -> PyTorch's (r, z, n)."""
+        u = self.units
+        return functions.cat([w[..., u:2 * u], w[..., :u], w[..., 2 * u:]], dim=-1)
+
+    def run(self, x, states):
+        h0 = states[0] if states else None
+        bias = self._torch_order(self.bias) if self.use_bias else None
+        return gru_layer(x, h0, self._torch_order(self.kernel).T,
+                         self._torch_order(self.recurrent_kernel).T,
+                         None if bias is None else bias[0], None if bias is None else bias[1])
+
+
+class Bidirectional(Layer):
+    """Run a recurrent ``layer`` forwards and a copy backwards; ``merge_mode`` 'concat' (the
+    default), 'sum', 'mul', 'ave' or None (a list)."""
+
+    def __init__(self, layer, merge_mode="concat", backward_layer=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(layer, _RNN):
+            raise TypeError(f"Bidirectional: layer must be a SimpleRNN, LSTM or GRU, got "
+                            f"{type(layer).__name__}")
+        if merge_mode not in ("concat", "sum", "mul", "ave", None):
+            raise ValueError(f"Bidirectional: unknown merge_mode {merge_mode!r}")
+        if layer.return_state:
+            raise NotImplementedError("Bidirectional: return_state is not supported")
+        self.forward_layer = layer
+        if backward_layer is None:
+            config = dict(layer.config, go_backwards=not layer.go_backwards)
+            backward_layer = type(layer)(name="backward_" + layer.name, **config)
+        self.backward_layer = backward_layer
+        self.merge_mode = merge_mode
+        self.returns_list = merge_mode is None
+
+    def call(self, inputs):
+        forward = self.forward_layer(inputs)
+        backward = self.backward_layer(inputs)
+        if self.forward_layer.return_sequences:
+            backward = backward[:, ::-1]                     # align with the forward steps
+        if self.merge_mode == "concat":
+            return functions.cat([forward, backward], dim=-1)
+        if self.merge_mode == "sum":
+            return forward + backward
+        if self.merge_mode == "mul":
+            return forward * backward
+        if self.merge_mode == "ave":
+            return (forward + backward) / 2
+        return [forward, backward]
+
+
+class TimeDistributed(Layer):
+    """Apply ``layer`` to every time step: (N, T, ...) -> (N, T, ...')."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, inputs):
+        n, t = inputs.shape[:2]
+        out = self.layer(inputs.reshape((n * t,) + tuple(inputs.shape[2:])))
+        return out.reshape((n, t) + tuple(out.shape[1:]))
