@@ -4,8 +4,8 @@ underneath) and ``summary``/``count_params``/weights I/O."""
 
 from .. import io
 from . import training
-from .engine import (Input, InputLayer, KerasTensor, Layer, flatten, is_symbolic,
-                     map_structure, shape_of)
+from .engine import (PROBE_BATCH, Input, InputLayer, KerasTensor, Layer, flatten, inference,
+                     is_symbolic, map_structure, shape_of)
 
 
 class Model(Layer):
@@ -135,15 +135,26 @@ class Model(Layer):
         return training.predict(self, x, batch_size=max(len(flatten(x)[0]), 1))
 
     def _ensure_built(self, x):
-        """Build from the data's shape before compile's optimizer misses new weights."""
+        """Build the weights from the first samples of ``x`` (a subclassed model creates them
+        on its first call), so that the optimizer compile deferred sees them."""
+        if self._graph is None and not self.built and x is not None and \
+                not training._is_loader(x):
+            sample = [t[:PROBE_BATCH] for t in training._tensors(x, "x", "fit")]
+            with inference(self):
+                self(*sample)
 
     # -- weights and summary
     def save_weights(self, filepath, overwrite=True):
-        """The weights as a safetensors file (``gd.save`` of the state dict)."""
-        io.save(self.state_dict(), filepath)
+        """The weights as a safetensors file: keys ``"<position>:<layer.weight>"``, so that
+        ``load_weights`` matches them by position, as Keras does (layer names differ between
+        two builds of one architecture)."""
+        io.save({f"{i:05d}:{key}": value for i, (key, value) in
+                 enumerate(self.state_dict().items())}, filepath)
 
     def load_weights(self, filepath):
-        self.load_state_dict(io.load(filepath))
+        """Load ``save_weights``'s file into this model's weights, in order (shapes checked)."""
+        saved = io.load(filepath)
+        self.set_weights([saved[key].numpy() for key in sorted(saved)])
 
     def count_params(self):
         if not self.built:
@@ -223,9 +234,12 @@ class Sequential(Model):
                             f"{type(layer).__name__}")
         if layer.name in self._modules:
             raise ValueError(f"Sequential: the model already has a layer named {layer.name!r}")
-        if self._input is None and not len(self._modules) and \
-                layer.declared_input_shape is not None:
-            self._input = self._last = Input(shape=layer.declared_input_shape)
+        if self._input is None and not len(self._modules):
+            if layer.declared_input_shape is not None:
+                self._input = self._last = Input(shape=layer.declared_input_shape)
+            elif isinstance(layer, Model) and layer.inputs:       # a built model first
+                first = layer.inputs[0]
+                self._input = self._last = Input(shape=first.shape[1:], dtype=first.dtype)
         self.register_module(layer.name, layer)
         if self._last is not None:
             self._last = layer(self._last)
