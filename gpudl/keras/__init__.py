@@ -12,7 +12,8 @@ models are trained by gpudl.train's loop, and weights are saved as safetensors. 
 ``compile``/``fit``/``evaluate``/``predict`` also train any plain gpudl Module Keras-style.
 """
 
-from . import activations, callbacks, initializers, layers, losses, metrics, models, optimizers
+from . import (activations, callbacks, initializers, layers, losses, metrics, models,
+               optimizers, utils)
 from .engine import Input, KerasTensor, Layer, clear_session
 from .models import Model, Sequential
 from .training import compile, evaluate, fit, predict, train_on_batch  # noqa: A004
@@ -23,5 +24,5 @@ class backend:                     # noqa: N801 (keras.backend.clear_session())
 
 
 __all__ = ["activations", "callbacks", "initializers", "layers", "losses", "metrics", "models",
-           "optimizers", "Input", "KerasTensor", "Layer", "Model", "Sequential", "compile",
+           "optimizers", "utils", "Input", "KerasTensor", "Layer", "Model", "Sequential", "compile",
            "evaluate", "fit", "predict", "train_on_batch", "backend"]

@@ -396,3 +396,9 @@ def test_bad_arguments_name_the_layer():
         layers.Dense(3, kernel_regulariser="l2")
     with pytest.raises(NotImplementedError, match="recurrent_dropout"):
         layers.LSTM(3, recurrent_dropout=0.2)
+
+
+def test_wrong_rank_inputs_name_the_layer():
+    with pytest.raises(ValueError, match=r"\(Conv2D\): expected inputs with 4 dims .*"
+                                         r"\(2, 1, 8, 8, 1\)"):
+        layers.Conv2D(3, 3)(gd.zeros(2, 1, 8, 8, 1))

@@ -36,6 +36,13 @@ def same_padding(size, kernel, stride, dilation=1):
     return total // 2, total - total // 2
 
 
+def check_ndim(layer, inputs, ndim):
+    """Keras's input-spec check: a clear error instead of a failure deep in a kernel."""
+    if inputs.ndim != ndim:
+        raise ValueError(f"{layer.name} ({type(layer).__name__}): expected inputs with {ndim} "
+                         f"dims (batch included), got shape {tuple(inputs.shape)}")
+
+
 def _to_nchw(x, data_format):
     return x.permute(0, 3, 1, 2) if data_format == "channels_last" else x
 
@@ -98,6 +105,7 @@ class Conv2D(_Conv):
     """2-D convolution: (N, H, W, C) -> (N, H', W', filters) (channels_last, the default)."""
 
     def call(self, inputs):
+        check_ndim(self, inputs, 4)
         out = self._conv2d(_to_nchw(inputs, self.data_format), self.kernel, self.strides,
                            self.dilation_rate)
         return self.activation(_from_nchw(out, self.data_format))
@@ -109,6 +117,7 @@ class Conv1D(_Conv):
     rank = 1
 
     def call(self, inputs):
+        check_ndim(self, inputs, 3)
         x = inputs.permute(0, 2, 1) if self.data_format == "channels_last" else inputs
         if self.padding == "causal":
             x = F.pad(x, ((self.kernel_size[0] - 1) * self.dilation_rate[0], 0))
@@ -131,6 +140,7 @@ class Conv2DTranspose(_Conv):
             self.add_weight("bias", (self.filters,), self.bias_initializer)
 
     def call(self, inputs):
+        check_ndim(self, inputs, 4)
         x = _to_nchw(inputs, self.data_format)
         full = F.conv_transpose2d(x, self.kernel.permute(3, 2, 0, 1), stride=self.strides,
                                   dilation=self.dilation_rate)
@@ -169,6 +179,7 @@ class _Pooling2D(Layer):
                                          ("channels_last", "channels_first"))
 
     def call(self, inputs):
+        check_ndim(self, inputs, 4)
         return _from_nchw(self.pool(_to_nchw(inputs, self.data_format)), self.data_format)
 
     def pool(self, x):
@@ -202,6 +213,7 @@ class _Pooling1D(_Pooling2D):
         super().__init__((1,) + pool, (1,) + stride, padding, data_format, **kwargs)
 
     def call(self, inputs):
+        check_ndim(self, inputs, 3)
         x = inputs.permute(0, 2, 1) if self.data_format == "channels_last" else inputs
         out = self.pool(x[:, :, None, :])[:, :, 0, :]
         return out.permute(0, 2, 1) if self.data_format == "channels_last" else out
