@@ -41,24 +41,27 @@ def test_mlp_listing(digits):
 
 def test_cnn_listing(digits):
     from gpudl import keras
-    from gpudl.keras import layers
+    from gpudl.keras.models import Sequential
+    from gpudl.keras.layers import Dense, Dropout, Flatten, Conv2D, MaxPooling2D
 
-    x, y = digits
-    x_train = np.expand_dims(x.reshape(-1, 8, 8), -1)            # (N, 8, 8, 1)
-    y_train = keras.utils.to_categorical(y, 10)
-    model = keras.Sequential([
-        keras.Input(shape=(8, 8, 1)),
-        layers.Conv2D(32, kernel_size=(3, 3), activation="relu", padding="same"),
-        layers.MaxPooling2D(pool_size=(2, 2)),
-        layers.Conv2D(64, kernel_size=(3, 3), activation="relu", padding="same"),
-        layers.MaxPooling2D(pool_size=(2, 2)),
-        layers.Flatten(),
-        layers.Dropout(0.5),
-        layers.Dense(10, activation="softmax"),
-    ])
-    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-    history = model.fit(x_train, y_train, batch_size=128, epochs=3, validation_split=0.1,
-                        verbose=0)
+    x, y = digits[0][:800], digits[1][:800]                      # a small run
+    img_rows, img_cols, num_classes = 8, 8, 10
+    x_train = x.reshape(x.shape[0], img_rows, img_cols, 1)
+    input_shape = (img_rows, img_cols, 1)
+    y_train = keras.utils.to_categorical(y, num_classes)
+    model = Sequential()
+    model.add(Conv2D(32, kernel_size=(3, 3), activation="relu", input_shape=input_shape))
+    model.add(Conv2D(64, (3, 3), activation="relu"))
+    model.add(MaxPooling2D(pool_size=(2, 2)))
+    model.add(Dropout(0.25))
+    model.add(Flatten())
+    model.add(Dense(128, activation="relu"))
+    model.add(Dropout(0.5))
+    model.add(Dense(num_classes, activation="softmax"))
+    model.compile(loss=keras.losses.categorical_crossentropy,
+                  optimizer=keras.optimizers.Adam(), metrics=["accuracy"])
+    history = model.fit(x_train, y_train, batch_size=128, epochs=3, verbose=0,
+                        validation_split=0.1)
     assert history.history["loss"][-1] < history.history["loss"][0]
     score = model.evaluate(x_train, y_train, verbose=0)
     assert score[1] > 0.3                                        # chance: 0.1
