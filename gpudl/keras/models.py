@@ -151,6 +151,11 @@ class Model(Layer):
         io.save({f"{i:05d}:{key}": value for i, (key, value) in
                  enumerate(self.state_dict().items())}, filepath)
 
+    def save(self, filepath, *args, **kwargs):
+        raise NotImplementedError(f"{self.name}.save: whole-model files (.keras/.h5) are not "
+                                  "supported; use save_weights(path) and rebuild the model in "
+                                  "code, then load_weights(path)")
+
     def load_weights(self, filepath):
         """Load ``save_weights``'s file into this model's weights, in order (shapes checked)."""
         saved = io.load(filepath)

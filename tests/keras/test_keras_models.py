@@ -311,3 +311,21 @@ def test_evaluate_train_on_batch_and_metrics(rng):
     logs = model.evaluate(x, y, return_dict=True, verbose=0)
     assert set(logs) == {"loss", "accuracy"}
     assert logs["accuracy"] == pytest.approx(np.mean(model.predict(x).argmax(1) == y.argmax(1)))
+
+
+def test_inputs_of_any_numeric_dtype_are_cast_as_keras(rng):
+    """uint8 images, float64 and float16 arrays, int32 labels: float32 computation."""
+    model = Sequential([layers.Rescaling(1 / 255, input_shape=(4, 4, 1)), layers.Flatten(),
+                        layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    images = rng.integers(0, 256, (16, 4, 4, 1)).astype(np.uint8)
+    labels = rng.integers(0, 3, 16).astype(np.int32)
+    model.fit(images, labels, epochs=1, verbose=0)
+    outputs = [model.predict(images.astype(dtype)) for dtype in
+               (np.uint8, np.float64, np.float16, np.int64)]
+    assert all(o.dtype == np.float32 for o in outputs)
+    for other in outputs[1:]:
+        np.testing.assert_allclose(other, outputs[0], rtol=1e-5)
+    with pytest.raises(NotImplementedError, match="save_weights"):
+        model.save("model.keras")

@@ -3,8 +3,8 @@ gpudl Module (``from gpudl.keras.layers import Dense, Conv2D, LSTM``)."""
 
 from ..engine import Input, InputLayer, Layer
 from .core import (Activation, Add, Average, Concatenate, Dense, Dropout, Embedding, Flatten,
-                   Lambda, LeakyReLU, Maximum, Multiply, Permute, ReLU, RepeatVector, Reshape,
-                   Softmax, Subtract, add, average, concatenate, multiply, subtract)
+                   Lambda, LeakyReLU, Maximum, Multiply, Permute, ReLU, RepeatVector, Rescaling,
+                   Reshape, Softmax, Subtract, add, average, concatenate, multiply, subtract)
 from .convolutional import (AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, Conv2DTranspose,
                             GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
                             GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D, UpSampling2D,

@@ -167,6 +167,17 @@ class Embedding(Layer):
         return inputs != 0 if self.mask_zero else None
 
 
+class Rescaling(Layer):
+    """``inputs * scale + offset`` (e.g. ``Rescaling(1 / 255)`` for uint8 images)."""
+
+    def __init__(self, scale, offset=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.offset = float(scale), float(offset)
+
+    def call(self, inputs):
+        return inputs * self.scale + self.offset
+
+
 class Lambda(Layer):
     """Wrap a function of Tensors as a layer."""
 
