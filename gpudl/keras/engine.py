@@ -153,6 +153,8 @@ class Layer(nn.Module):
     """
 
     accepts_integers = False
+    supports_masking = False     # pass a mask (from Embedding(mask_zero=True)) on unchanged
+    consumes_mask = False        # call() takes mask= (recurrent layers)
 
     def __init__(self, trainable=True, name=None, dtype=None, input_shape=None,
                  batch_input_shape=None, input_dim=None, **kwargs):
@@ -193,6 +195,19 @@ class Layer(nn.Module):
             self.built = True
             self.trainable = self._trainable
         return self.call(*args, **kwargs)
+
+    def compute_mask(self, inputs, mask=None):
+        """The mask of this layer's output (Keras's rule: passed on only by layers that
+        support masking)."""
+        return mask if self.supports_masking else None
+
+    def call_masked(self, inputs, mask):
+        """``(output, output mask)`` for one input carrying ``mask`` (None: no mask)."""
+        if mask is not None and self.consumes_mask:
+            out = self(inputs, mask=mask)
+        else:
+            out = self(inputs)
+        return out, self.compute_mask(inputs, mask)
 
     # -- weights
     def add_weight(self, name, shape, initializer="zeros", trainable=True):

@@ -5,7 +5,7 @@ underneath) and ``summary``/``count_params``/weights I/O."""
 from .. import io
 from . import training
 from .engine import (PROBE_BATCH, Input, InputLayer, KerasTensor, Layer, flatten, inference,
-                     is_symbolic, map_structure, shape_of)
+                     is_symbolic, map_structure)
 
 
 class Model(Layer):
@@ -77,13 +77,24 @@ class Model(Layer):
             raise ValueError(f"{self.name}: expected {len(self._inputs_list)} inputs, got "
                              f"{len(inputs)}")
         values = {id(s): v for s, v in zip(self._inputs_list, inputs)}
+        masks = {}                       # id(symbol) -> the mask its value carries
         for node in self._graph:
             args, kwargs = map_structure(
                 lambda v: values[id(v)] if isinstance(v, KerasTensor) else v,
                 (node.args, node.kwargs))
-            outs = flatten(node.layer(*args, **kwargs))
+            source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+            mask = masks.get(id(source)) if isinstance(source, KerasTensor) else None
+            if mask is not None:
+                out, mask = node.layer.call_masked(args[0], mask)
+            else:
+                out = node.layer(*args, **kwargs)
+                mask = node.layer.compute_mask(args[0], None) if len(args) == 1 and \
+                    not isinstance(args[0], (list, tuple)) else None
+            outs = flatten(out)
             for symbol, value in zip(node.outputs, outs):
                 values[id(symbol)] = value
+            if mask is not None:
+                masks[id(node.outputs[0])] = mask
         outs = [values[id(s)] for s in self._outputs_list]
         return outs[0] if self._outputs_single else outs
 
@@ -299,8 +310,9 @@ class Sequential(Model):
         return Layer.__call__(self, *args, **kwargs)
 
     def call(self, inputs, training=None):
+        mask = None
         for layer in self._modules.values():
-            inputs = layer(inputs)
+            inputs, mask = layer.call_masked(inputs, mask)
         return inputs
 
     @property
@@ -308,4 +320,4 @@ class Sequential(Model):
         return [m for m in self._modules.values() if isinstance(m, Layer)]
 
 
-__all__ = ["Model", "Sequential", "shape_of"]
+__all__ = ["Model", "Sequential"]

@@ -402,3 +402,31 @@ def test_wrong_rank_inputs_name_the_layer():
     with pytest.raises(ValueError, match=r"\(Conv2D\): expected inputs with 4 dims .*"
                                          r"\(2, 1, 8, 8, 1\)"):
         layers.Conv2D(3, 3)(gd.zeros(2, 1, 8, 8, 1))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_mask_zero_skips_padding_like_the_unpadded_sequences(rng, kind):
+    """Embedding(mask_zero=True) -> recurrent layer: a padded sequence gives the same last
+    output and states as the unpadded one (Keras's masking), in Sequential and functional
+    models."""
+    from gpudl.keras.models import Model, Sequential
+    cls = layers.LSTM if kind == "lstm" else layers.GRU
+    embedding = layers.Embedding(20, 4, mask_zero=True)
+    recurrent = cls(5)
+    model = Sequential([embedding, layers.Dropout(0.1), recurrent])
+    model.eval()
+    ids = rng.integers(1, 20, (3, 6))
+    padded = np.concatenate([ids, np.zeros((3, 3), np.int64)], 1)
+    padded[1, 4:] = 0                                        # different lengths
+    short = gd.tensor(ids)
+    out = model(gd.tensor(padded)).numpy()
+    expected_0 = recurrent(embedding(short)).numpy()
+    np.testing.assert_allclose(out[[0, 2]], expected_0[[0, 2]], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[1], recurrent(embedding(short[1:2, :4])).numpy()[0],
+                               rtol=1e-5, atol=1e-6)
+    tokens = Input(shape=(None,), dtype="int64")
+    sequences = cls(5, return_sequences=True)
+    h = sequences(layers.Embedding(20, 4, mask_zero=True)(tokens))
+    functional = Model(tokens, layers.TimeDistributed(layers.Dense(2))(h))
+    steps = functional(gd.tensor(padded)).numpy()
+    np.testing.assert_allclose(steps[0, 6:], np.repeat(steps[0, 5:6], 3, 0), rtol=1e-6)

@@ -22,6 +22,8 @@ class Dense(Layer):
     Keras's defaults: glorot_uniform kernel, zero bias, no activation.
     """
 
+    supports_masking = True
+
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
@@ -43,6 +45,8 @@ class Dense(Layer):
 
 
 class Activation(Layer):
+    supports_masking = True
+
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self.activation = activations.get(activation)
@@ -52,6 +56,8 @@ class Activation(Layer):
 
 
 class ReLU(Layer):
+    supports_masking = True
+
     def call(self, inputs):
         return activations.relu(inputs)
 
@@ -59,6 +65,8 @@ class ReLU(Layer):
 class LeakyReLU(Layer):
     """``max(x, negative_slope * x)`` with Keras's default slope 0.3 (PyTorch's is 0.01);
     ``alpha=`` (Keras 2's name) is accepted."""
+
+    supports_masking = True
 
     def __init__(self, negative_slope=0.3, alpha=None, **kwargs):
         super().__init__(**kwargs)
@@ -69,6 +77,8 @@ class LeakyReLU(Layer):
 
 
 class Softmax(Layer):
+    supports_masking = True
+
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
         self.axis = axis
@@ -79,6 +89,8 @@ class Softmax(Layer):
 
 class Dropout(Layer):
     """Zero a ``rate`` fraction of the inputs in training (scaled by 1 / (1 - rate))."""
+
+    supports_masking = True
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -143,8 +155,9 @@ class RepeatVector(Layer):
 class Embedding(Layer):
     """Rows of ``embeddings`` (input_dim, output_dim) for integer inputs (floats are cast).
 
-    Keras's default initializer is uniform in [-0.05, 0.05]. ``mask_zero`` is recorded (index 0
-    is then reserved), but masks are not propagated to later layers.
+    Keras's default initializer is uniform in [-0.05, 0.05]. With ``mask_zero`` index 0 is padding:
+    the mask reaches the recurrent layers of a Sequential or functional model (through layers
+    that support masking), which then skip the padded steps.
     """
 
     accepts_integers = True
@@ -163,12 +176,15 @@ class Embedding(Layer):
     def call(self, inputs):
         return F.embedding(inputs.long(), self.embeddings)
 
-    def compute_mask(self, inputs):
+    def compute_mask(self, inputs, mask=None):
+        """True where the input is not the padding index 0 (with ``mask_zero``)."""
         return inputs != 0 if self.mask_zero else None
 
 
 class Rescaling(Layer):
     """``inputs * scale + offset`` (e.g. ``Rescaling(1 / 255)`` for uint8 images)."""
+
+    supports_masking = True
 
     def __init__(self, scale, offset=0.0, **kwargs):
         super().__init__(**kwargs)

@@ -17,6 +17,8 @@ class BatchNormalization(Layer):
     moving_mean, moving_variance.
     """
 
+    supports_masking = True
+
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones",
                  moving_mean_initializer="zeros", moving_variance_initializer="ones", **kwargs):
@@ -62,6 +64,8 @@ class BatchNormalization(Layer):
 
 class LayerNormalization(Layer):
     """Normalise each sample over the last axis; Keras's ``epsilon=1e-3``; gamma, beta."""
+
+    supports_masking = True
 
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, **kwargs):
         super().__init__(**kwargs)

@@ -7,7 +7,7 @@ gates * units), bias (gates * units,) — GRU's (2, 3 * units) with ``reset_afte
 gate order (i, f, c, o) is PyTorch's; GRU's (z, r, h) is reordered to PyTorch's (r, z, n).
 """
 
-from ... import functions
+from ... import creation, functions
 from ...ops.rnn import gru_layer, lstm_layer, rnn_layer
 from ..engine import Layer
 from .core import check_positive_int
@@ -16,6 +16,7 @@ from .core import check_positive_int
 class _RNN(Layer):
     gates = 1
     returns_list = False
+    consumes_mask = True
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
@@ -59,12 +60,37 @@ class _RNN(Layer):
         return (self.gates * self.units,)
 
     def call(self, inputs, initial_state=None, training=None, mask=None):
+        """``mask`` (N, T), True for real steps: a masked step keeps the states and repeats
+        the previous output (Keras's default), one fused-kernel step at a time."""
         x = inputs[:, ::-1] if self.go_backwards else inputs
         states = list(initial_state) if isinstance(initial_state, (list, tuple)) else \
             ([initial_state] if initial_state is not None else [])
-        output, *final = self.run(x.transpose(0, 1), states)      # (T, N, units), states
-        output = output.transpose(0, 1) if self.return_sequences else final[0]
+        if mask is None:
+            output, *final = self.run(x.transpose(0, 1), states)  # (T, N, units), states
+            output = output.transpose(0, 1) if self.return_sequences else final[0]
+        else:
+            mask = mask[:, ::-1] if self.go_backwards else mask
+            output, final = self._masked(x, mask, states)
         return [output] + final if self.return_state else output
+
+    def compute_mask(self, inputs, mask=None):
+        return mask if self.return_sequences else None
+
+    def _masked(self, x, mask, states):
+        n, steps = x.shape[:2]
+        n_states = 2 if isinstance(self, LSTM) else 1
+        states = states or [creation.zeros(n, self.units, dtype=x.dtype, device=x.device)
+                            for _ in range(n_states)]
+        keep = mask.astype(x.dtype)[:, :, None]                     # (N, T, 1)
+        previous, outputs = creation.zeros(n, self.units, dtype=x.dtype, device=x.device), []
+        for t in range(steps):
+            step, *new = self.run(x[:, t:t + 1].transpose(0, 1), states)
+            k = keep[:, t]
+            states = [k * a + (1 - k) * b for a, b in zip(new, states)]
+            previous = k * step[0] + (1 - k) * previous
+            outputs.append(previous)
+        output = functions.stack(outputs, dim=1) if self.return_sequences else previous
+        return output, states
 
 
 class SimpleRNN(_RNN):
@@ -136,6 +162,8 @@ class Bidirectional(Layer):
     """Run a recurrent ``layer`` forwards and a copy backwards; ``merge_mode`` 'concat' (the
     default), 'sum', 'mul', 'ave' or None (a list)."""
 
+    consumes_mask = True
+
     def __init__(self, layer, merge_mode="concat", backward_layer=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(layer, _RNN):
@@ -153,9 +181,13 @@ class Bidirectional(Layer):
         self.merge_mode = merge_mode
         self.returns_list = merge_mode is None
 
-    def call(self, inputs):
-        forward = self.forward_layer(inputs)
-        backward = self.backward_layer(inputs)
+    def compute_mask(self, inputs, mask=None):
+        return self.forward_layer.compute_mask(inputs, mask)
+
+    def call(self, inputs, mask=None):
+        masked = {} if mask is None else {"mask": mask}
+        forward = self.forward_layer(inputs, **masked)
+        backward = self.backward_layer(inputs, **masked)
         if self.forward_layer.return_sequences:
             backward = backward[:, ::-1]                     # align with the forward steps
         if self.merge_mode == "concat":
@@ -171,6 +203,8 @@ class Bidirectional(Layer):
 
 class TimeDistributed(Layer):
     """Apply ``layer`` to every time step: (N, T, ...) -> (N, T, ...')."""
+
+    supports_masking = True
 
     def __init__(self, layer, **kwargs):
         super().__init__(**kwargs)
