@@ -13,7 +13,7 @@ models are trained by gpudl.train's loop, and weights are saved as safetensors. 
 """
 
 from . import (activations, callbacks, initializers, layers, losses, metrics, models,
-               optimizers, utils)
+               optimizers, regularizers, utils)
 from .engine import Input, KerasTensor, Layer, clear_session
 from .models import Model, Sequential
 from .training import compile, evaluate, fit, predict, train_on_batch  # noqa: A004
@@ -24,5 +24,5 @@ class backend:                     # noqa: N801 (keras.backend.clear_session())
 
 
 __all__ = ["activations", "callbacks", "initializers", "layers", "losses", "metrics", "models",
-           "optimizers", "utils", "Input", "KerasTensor", "Layer", "Model", "Sequential", "compile",
+           "optimizers", "regularizers", "utils", "Input", "KerasTensor", "Layer", "Model", "Sequential", "compile",
            "evaluate", "fit", "predict", "train_on_batch", "backend"]

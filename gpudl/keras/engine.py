@@ -158,8 +158,15 @@ class Layer(nn.Module):
 
     def __init__(self, trainable=True, name=None, dtype=None, input_shape=None,
                  batch_input_shape=None, input_dim=None, **kwargs):
+        from . import regularizers
         super().__init__()
         cls = type(self).__name__
+        # kernel_regularizer=, bias_regularizer=, ...: applied to the weight of that name
+        self._regularizers = {key[:-len("_regularizer")]: regularizers.get(kwargs.pop(key))
+                              for key in [k for k in kwargs if k.endswith("_regularizer")]
+                              if kwargs[key] is not None}
+        if "activity" in self._regularizers:
+            raise NotImplementedError(f"{cls}: activity_regularizer is not supported")
         if kwargs:
             raise TypeError(f"{cls}: unexpected keyword argument(s) {sorted(kwargs)}")
         self.name = name or unique_name(to_snake_case(cls))
@@ -221,6 +228,18 @@ class Layer(nn.Module):
         else:
             self.register_buffer(name, value)
         return getattr(self, name)
+
+    @property
+    def losses(self):
+        """The regularization terms of this layer's weights and of the layers inside it (Tensors
+        added to the training loss)."""
+        terms = []
+        for module in self.modules():
+            for name, regularizer in getattr(module, "_regularizers", {}).items():
+                weight = getattr(module, name, None)
+                if weight is not None:
+                    terms.append(regularizer(weight))
+        return terms
 
     @property
     def trainable(self):

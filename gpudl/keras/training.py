@@ -47,13 +47,13 @@ class Compiled:
     def loss_fn(self, class_weight=None):
         """``loss(output, target)`` for gpudl.train: the (weighted) sum over outputs."""
         def loss(output, target):
+            total = sum(getattr(self.model, "losses", ()), 0)     # weight regularizers
             if len(self.losses) == 1 and not isinstance(output, (list, tuple)):
-                return _weighted(self.losses[0], target, output, class_weight)
+                return _weighted(self.losses[0], target, output, class_weight) + total
             outputs, targets = list(output), list(target)
             if len(outputs) != len(self.losses) or len(targets) != len(outputs):
                 raise ValueError(f"the model gives {len(outputs)} outputs, there are "
                                  f"{len(targets)} targets and {len(self.losses)} losses")
-            total = 0
             for fn, weight, o, t in zip(self.losses, self.loss_weights, outputs, targets):
                 total = total + weight * _weighted(fn, t, o, class_weight)
             return total

@@ -329,3 +329,19 @@ def test_inputs_of_any_numeric_dtype_are_cast_as_keras(rng):
         np.testing.assert_allclose(other, outputs[0], rtol=1e-5)
     with pytest.raises(NotImplementedError, match="save_weights"):
         model.save("model.keras")
+
+
+def test_weight_regularizers_add_to_the_loss(rng):
+    from gpudl.keras import regularizers
+    model = Sequential([layers.Dense(3, input_shape=(4,), kernel_regularizer=regularizers.l2(0.1),
+                                     bias_initializer="ones", bias_regularizer="l1"),
+                        layers.Dense(1)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.0), loss="mse")
+    x, y = rng.standard_normal((16, 4)), rng.standard_normal((16, 1))
+    kernel = model.layers[0].get_weights()[0]
+    expected = np.mean((model.predict(x) - y) ** 2) + 0.1 * (kernel ** 2).sum() + 0.01 * 3
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(expected, rel=1e-5)
+    assert model.fit(x, y, batch_size=16, verbose=0).history["loss"][0] == \
+        pytest.approx(expected, rel=1e-5)
+    with pytest.raises(NotImplementedError, match="activity_regularizer"):
+        layers.Dense(3, activity_regularizer="l2")
