@@ -21,11 +21,64 @@ def class_labels(output, target):
     return output.argmax(axis=-1).ravel(), target.ravel()
 
 
+def _equal_fraction(y_true, y_pred):
+    return float(np.mean(y_true == y_pred))
+
+
 def _accuracy_metric(name):
     def metric(y_true, y_pred):
-        return float(np.mean(y_true == y_pred))
+        return _equal_fraction(y_true, y_pred)
     metric.__name__, metric.prepare = name, class_labels
     return metric
+
+
+class _AccuracyObject:
+    """A metric object (``metrics=[SparseCategoricalAccuracy()]``): logged under ``name``."""
+
+    default_name = "accuracy"
+
+    def __init__(self, name=None):
+        self.__name__ = name or self.default_name
+
+    def __call__(self, y_true, y_pred):
+        return _equal_fraction(y_true, y_pred)
+
+
+class Accuracy(_AccuracyObject):
+    """Keras's ``Accuracy`` class: how often predictions equal the targets exactly."""
+
+    @staticmethod
+    def prepare(output, target):
+        return output.ravel(), target.reshape(output.shape).ravel() \
+            if target.size == output.size else target.ravel()
+
+
+class BinaryAccuracy(_AccuracyObject):
+    default_name = "binary_accuracy"
+
+    def __init__(self, name=None, threshold=0.5):
+        super().__init__(name)
+        self.threshold = threshold
+
+    def prepare(self, output, target):
+        predicted = (output > self.threshold).astype(target.dtype)
+        return predicted.ravel(), target.reshape(output.shape).ravel()
+
+
+class CategoricalAccuracy(_AccuracyObject):
+    default_name = "categorical_accuracy"
+
+    @staticmethod
+    def prepare(output, target):
+        return output.argmax(axis=-1).ravel(), target.argmax(axis=-1).ravel()
+
+
+class SparseCategoricalAccuracy(_AccuracyObject):
+    default_name = "sparse_categorical_accuracy"
+
+    @staticmethod
+    def prepare(output, target):
+        return output.argmax(axis=-1).ravel(), target.ravel()
 
 
 ACCURACIES = {name: _accuracy_metric(name)

@@ -345,3 +345,22 @@ def test_weight_regularizers_add_to_the_loss(rng):
         pytest.approx(expected, rel=1e-5)
     with pytest.raises(NotImplementedError, match="activity_regularizer"):
         layers.Dense(3, activity_regularizer="l2")
+
+
+def test_metric_objects_log_under_their_names(rng):
+    from gpudl.keras import metrics
+    model = Sequential([layers.Dense(3, activation="softmax", input_shape=(4,))])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=[metrics.SparseCategoricalAccuracy()])
+    x, y = rng.standard_normal((12, 4)), rng.integers(0, 3, 12)
+    logs = model.evaluate(x, y, return_dict=True, verbose=0)
+    assert logs["sparse_categorical_accuracy"] == pytest.approx(
+        np.mean(model.predict(x).argmax(1) == y))
+    binary = Sequential([layers.Dense(1, activation="sigmoid", input_shape=(4,))])
+    binary.compile(loss="binary_crossentropy", metrics=[metrics.BinaryAccuracy(threshold=0.7),
+                                                        metrics.Accuracy(name="exact")])
+    yb = (rng.random(12) > 0.5).astype(np.float32)
+    expected = np.mean((binary.predict(x)[:, 0] > 0.7) == yb)
+    _, accuracy, exact = binary.evaluate(x, yb, verbose=0)
+    assert accuracy == pytest.approx(expected)
+    assert exact == 0.0                                    # probabilities never equal labels
