@@ -100,12 +100,14 @@ class _Running:
         self.host = {prepare: ([], []) for prepare in self.prepares}
 
     def add(self, loss, output, target):
-        first = target[0] if isinstance(target, (tuple, list)) else target   # several outputs
+        first = target
+        while isinstance(first, (tuple, list)):           # several outputs, sample weights
+            first = first[0]
         n = first.shape[0] if first.ndim else 1
         self.loss_sum = self.loss_sum + loss.data * n       # stays on the device
         self.count += n
         for prepare in self.prepares:
-            self.pending[prepare].append(prepare(output.data, target.data))
+            self.pending[prepare].append(prepare(output.data, first.data))
 
     def logs(self, where):
         """{'loss': mean loss, metric: value}: reads the device once.

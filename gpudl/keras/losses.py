@@ -106,6 +106,10 @@ class Loss:
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         values = self.call(y_true, y_pred)
+        if sample_weight is not None and values.ndim == 0:
+            raise ValueError(f"{self.name or type(self).__name__}: the loss gives one value per "
+                             "batch; sample and class weights need per-sample losses (use a "
+                             "Keras loss name or object)")
         if sample_weight is not None:
             weight = sample_weight if isinstance(sample_weight, Tensor) else tensor(
                 sample_weight)

@@ -25,6 +25,10 @@ from . import metrics as keras_metrics
 from . import optimizers as keras_optimizers
 
 
+class WeightedTarget(tuple):
+    """A batch's ``(targets, sample_weight)``, told apart from several outputs' targets."""
+
+
 class Compiled:
     """What ``compile`` attached to a model. The optimizer is built over the weights trainable
     at compile time, or at the first training step of a model compiled before it was built."""
@@ -45,24 +49,33 @@ class Compiled:
         return self._optimizer
 
     def loss_fn(self, class_weight=None):
-        """``loss(output, target)`` for gpudl.train: the (weighted) sum over outputs."""
+        """``loss(output, target)`` for gpudl.train: the (weighted) sum over outputs; a
+        ``WeightedTarget`` carries per-sample weights."""
         def loss(output, target):
+            sample_weight = None
+            if isinstance(target, WeightedTarget):
+                target, sample_weight = target
             total = sum(getattr(self.model, "losses", ()), 0)     # weight regularizers
             if len(self.losses) == 1 and not isinstance(output, (list, tuple)):
-                return _weighted(self.losses[0], target, output, class_weight) + total
+                return _weighted(self.losses[0], target, output, class_weight,
+                                 sample_weight) + total
             outputs, targets = list(output), list(target)
             if len(outputs) != len(self.losses) or len(targets) != len(outputs):
                 raise ValueError(f"the model gives {len(outputs)} outputs, there are "
                                  f"{len(targets)} targets and {len(self.losses)} losses")
             for fn, weight, o, t in zip(self.losses, self.loss_weights, outputs, targets):
-                total = total + weight * _weighted(fn, t, o, class_weight)
+                total = total + weight * _weighted(fn, t, o, class_weight, sample_weight)
             return total
         return loss
 
 
-def _weighted(loss, y_true, y_pred, class_weight):
+def _weighted(loss, y_true, y_pred, class_weight, sample_weight=None):
+    """The loss with per-sample weights: ``sample_weight`` times the class weights of the
+    labels (read to the host: one synchronisation per batch)."""
     if not class_weight:
-        return loss(y_true, y_pred)
+        if sample_weight is None:
+            return loss(y_true, y_pred)
+        return loss(y_true, y_pred, sample_weight=sample_weight)
     labels = y_true.data
     if labels.ndim == y_pred.ndim and y_pred.shape[-1] > 1:
         labels = labels.argmax(axis=-1)                   # one-hot targets
@@ -70,8 +83,11 @@ def _weighted(loss, y_true, y_pred, class_weight):
     missing = sorted(set(labels.tolist()) - set(class_weight))
     if missing:
         raise ValueError(f"fit: class_weight has no weight for classes {missing}")
-    weights = np.array([class_weight[c] for c in labels], np.float32)
-    return loss(y_true, y_pred, sample_weight=tensor(weights, device=y_pred.device))
+    weights = tensor(np.array([class_weight[c] for c in labels], np.float32),
+                     device=y_pred.device)
+    if sample_weight is not None:
+        weights = weights.reshape((-1,) + (1,) * (sample_weight.ndim - 1)) * sample_weight
+    return loss(y_true, y_pred, sample_weight=weights)
 
 
 def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None):
@@ -172,7 +188,7 @@ class _Batches:
     """A DataLoader over inputs and targets, giving ``(x1, ..., y)`` with ``y`` a tuple when
     there are several targets."""
 
-    def __init__(self, xs, ys, batch_size, shuffle, where):
+    def __init__(self, xs, ys, batch_size, shuffle, where, sample_weight=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
                 or batch_size < 1:
             raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
@@ -181,7 +197,9 @@ class _Batches:
             raise ValueError(f"{where}: x and y must have the same first size (samples), got "
                              f"shapes {[tuple(t.shape) for t in xs + ys]}")
         self.n_x, self.n_y = len(xs), len(ys)
-        self.loader = DataLoader(TensorDataset(*xs, *ys), batch_size=batch_size,
+        self.weighted = sample_weight is not None
+        extra = [sample_weight] if self.weighted else []
+        self.loader = DataLoader(TensorDataset(*xs, *ys, *extra), batch_size=batch_size,
                                  shuffle=shuffle)
 
     def __len__(self):
@@ -189,11 +207,13 @@ class _Batches:
 
     def __iter__(self):
         for batch in self.loader:
-            xs, ys = batch[:self.n_x], batch[self.n_x:]
+            xs, ys = batch[:self.n_x], batch[self.n_x:self.n_x + self.n_y]
             if not ys:
                 yield tuple(xs)
-            else:
-                yield tuple(xs) + ((ys[0] if len(ys) == 1 else tuple(ys)),)
+                continue
+            target = ys[0] if len(ys) == 1 else tuple(ys)
+            yield tuple(xs) + ((WeightedTarget((target, batch[-1])) if self.weighted
+                                else target),)
 
 
 def _split(xs, ys, validation_split):
@@ -217,10 +237,11 @@ def _is_loader(x):
 
 def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
         validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
-        initial_epoch=0):
+        sample_weight=None, initial_epoch=0):
     """Train a compiled model on ``x``, ``y`` (arrays, or lists of arrays for several inputs or
     outputs; or ``x`` an iterable of ``(x, y)`` batches such as a DataLoader); returns the
-    History (``history.history["loss"]``)."""
+    History (``history.history["loss"]``). ``sample_weight`` (N,) weighs each sample's loss
+    (times ``class_weight[label]`` when both are given), as Keras's mean over the batch."""
     config = compiled(model, "fit")
     if initial_epoch:
         raise NotImplementedError("fit: initial_epoch is not supported")
@@ -231,9 +252,15 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
         if y is None:
             raise ValueError("fit: give targets y (or x as an iterable of (x, y) batches)")
         xs, ys = _tensors(x, "x", "fit"), _tensors(y, "y", "fit")
+        weights = None if sample_weight is None else _as_tensor(sample_weight, "sample_weight",
+                                                               "fit")
         if validation_data is None and validation_split:
-            (xs, ys), validation_data = _split(xs, ys, validation_split)
-        loader = _Batches(xs, ys, batch_size, shuffle, "fit")
+            (xs, ys), validation_data = _split(xs, ys + ([weights] if weights is not None else []),
+                                               validation_split)
+            if weights is not None:
+                ys, weights = ys[:-1], ys[-1]
+                validation_data = (validation_data[0], validation_data[1][:-1])
+        loader = _Batches(xs, ys, batch_size, shuffle, "fit", weights)
         val = validation_data
     if val is not None and not _is_loader(val):
         if not isinstance(val, (tuple, list)) or len(val) != 2:
@@ -246,11 +273,15 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                          callbacks=keras_callbacks.adapt(callbacks), verbose=bool(verbose))
 
 
-def train_on_batch(model, x, y, class_weight=None, return_dict=False):
+def train_on_batch(model, x, y, sample_weight=None, class_weight=None, return_dict=False):
     """One optimizer step on one batch; the loss (and metrics) before the step."""
     config = compiled(model, "train_on_batch")
     xs, ys = _tensors(x, "x", "train_on_batch"), _tensors(y, "y", "train_on_batch")
-    batch = tuple(xs) + ((ys[0] if len(ys) == 1 else tuple(ys)),)
+    target = ys[0] if len(ys) == 1 else tuple(ys)
+    if sample_weight is not None:
+        target = WeightedTarget((target, _as_tensor(sample_weight, "sample_weight",
+                                                    "train_on_batch")))
+    batch = tuple(xs) + (target,)
     with trainable_as_compiled(model, config):
         history = train.fit(model, config.loss_fn(class_weight), config.optimizer, [batch], 1,
                             metrics=config.metrics, verbose=False)
@@ -263,7 +294,8 @@ def _result(logs, return_dict):
     return logs["loss"] if len(logs) == 1 else list(logs.values())
 
 
-def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
+def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+             return_dict=False):
     """The loss (and metrics) of a compiled model on ``x``, ``y``: a float when no metrics were
     compiled, else ``[loss, metric, ...]`` (or a dict with ``return_dict=True``). ``verbose``
     is accepted as Keras's is (nothing is printed)."""
@@ -271,8 +303,10 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", return_dict
     if _is_loader(x):
         loader = x
     else:
+        weights = None if sample_weight is None else _as_tensor(sample_weight, "sample_weight",
+                                                               "evaluate")
         loader = _Batches(_tensors(x, "x", "evaluate"), _tensors(y, "y", "evaluate"),
-                          32 if batch_size is None else batch_size, False, "evaluate")
+                          32 if batch_size is None else batch_size, False, "evaluate", weights)
     logs = train.evaluate(model, config.loss_fn(), loader, config.metrics)
     return _result(logs, return_dict)
 

@@ -364,3 +364,27 @@ def test_metric_objects_log_under_their_names(rng):
     _, accuracy, exact = binary.evaluate(x, yb, verbose=0)
     assert accuracy == pytest.approx(expected)
     assert exact == 0.0                                    # probabilities never equal labels
+
+
+def test_sample_weight_weighs_each_sample(rng):
+    model = Sequential([layers.Dense(1, input_shape=(3,))])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.0), loss="mse")
+    x, y = rng.standard_normal((10, 3)), rng.standard_normal(10)
+    w = rng.random(10)
+    errors = (model.predict(x)[:, 0] - y) ** 2
+    history = model.fit(x, y, sample_weight=w, batch_size=10, verbose=0,
+                        validation_split=0.2)
+    assert history.history["loss"][0] == pytest.approx(np.mean((errors * w)[:8]), rel=1e-5)
+    assert history.history["val_loss"][0] == pytest.approx(np.mean(errors[8:]), rel=1e-5)
+    assert model.evaluate(x, y, sample_weight=w, verbose=0) == \
+        pytest.approx(np.mean(errors * w), rel=1e-5)
+    assert model.train_on_batch(x, y, sample_weight=w) == \
+        pytest.approx(np.mean(errors * w), rel=1e-5)
+    both = model.fit(x, (y > 0).astype(np.int64), sample_weight=w, batch_size=10, verbose=0,
+                     class_weight={0: 2.0, 1: 1.0}).history["loss"][0]
+    errors = (model.predict(x)[:, 0] - (y > 0)) ** 2
+    assert both == pytest.approx(np.mean(errors * w * np.where(y > 0, 1.0, 2.0)), rel=1e-5)
+    nn_loss = Sequential([layers.Dense(1, input_shape=(3,))])
+    nn_loss.compile(loss=gd.nn.MSELoss())
+    with pytest.raises(ValueError, match="one value per batch"):
+        nn_loss.fit(x, y[:, None], sample_weight=w, verbose=0)
