@@ -107,7 +107,7 @@ class _Running:
         self.loss_sum = self.loss_sum + loss.data * n       # stays on the device
         self.count += n
         for prepare in self.prepares:
-            self.pending[prepare].append(prepare(output.data, first.data))
+            self.pending[prepare].append(prepare(_arrays(output), _arrays(target)))
 
     def logs(self, where):
         """{'loss': mean loss, metric: value}: reads the device once.
@@ -128,6 +128,13 @@ class _Running:
             predictions, targets = self.host[_prepare_of(fn)]
             logs[name] = float(fn(np.concatenate(targets), np.concatenate(predictions)))
         return logs
+
+
+def _arrays(value):
+    """The device array of a Tensor, or of each Tensor in nested tuples/lists (type kept)."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_arrays(v) for v in value)
+    return value.data
 
 
 def _prepare_of(metric_fn):

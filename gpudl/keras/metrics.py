@@ -11,8 +11,17 @@ import numpy as np
 from .. import train
 
 
+class WeightedTarget(tuple):
+    """A batch's ``(targets, sample_weight)``, told apart from several outputs' targets."""
+
+
+def unweighted(target):
+    return target[0] if isinstance(target, WeightedTarget) else target
+
+
 def class_labels(output, target):
     """Device arrays (predicted, true) flat labels as Keras's accuracy compares them."""
+    target = unweighted(target)
     if output.ndim == 1 or output.shape[-1] == 1:
         target = target.reshape(output.shape) if target.size == output.size else target
         return (output > 0.5).astype(target.dtype).ravel(), target.ravel()
@@ -49,6 +58,7 @@ class Accuracy(_AccuracyObject):
 
     @staticmethod
     def prepare(output, target):
+        target = unweighted(target)
         return output.ravel(), target.reshape(output.shape).ravel() \
             if target.size == output.size else target.ravel()
 
@@ -61,6 +71,7 @@ class BinaryAccuracy(_AccuracyObject):
         self.threshold = threshold
 
     def prepare(self, output, target):
+        target = unweighted(target)
         predicted = (output > self.threshold).astype(target.dtype)
         return predicted.ravel(), target.reshape(output.shape).ravel()
 
@@ -70,6 +81,7 @@ class CategoricalAccuracy(_AccuracyObject):
 
     @staticmethod
     def prepare(output, target):
+        target = unweighted(target)
         return output.argmax(axis=-1).ravel(), target.argmax(axis=-1).ravel()
 
 
@@ -78,6 +90,7 @@ class SparseCategoricalAccuracy(_AccuracyObject):
 
     @staticmethod
     def prepare(output, target):
+        target = unweighted(target)
         return output.argmax(axis=-1).ravel(), target.ravel()
 
 
@@ -91,9 +104,43 @@ categorical_accuracy = ACCURACIES["categorical_accuracy"]
 sparse_categorical_accuracy = ACCURACIES["sparse_categorical_accuracy"]
 
 
-def resolve(metrics):
-    """Keras metric names mapped to Keras's semantics; checked by gpudl.train."""
+class ForOutput:
+    """``metric`` on output ``index`` of a model with several, logged as ``<output>_<name>``
+    (Keras 2's naming)."""
+
+    def __init__(self, metric, index, output_name):
+        name, self.metric = train.resolve_metrics([metric])[0]
+        self.index, self.__name__ = index, f"{output_name}_{name}"
+        self.inner_prepare = getattr(self.metric, "prepare", train.as_labels)
+
+    def prepare(self, output, target):
+        return self.inner_prepare(output[self.index], unweighted(target)[self.index])
+
+    def __call__(self, y_true, y_pred):
+        return self.metric(y_true, y_pred)
+
+
+def resolve(metrics, output_names=None):
+    """Keras metric names mapped to Keras's semantics and checked by gpudl.train. For a model
+    with several outputs: a list applies to every output, a dict maps output names to lists."""
+    def one(m):
+        return ACCURACIES.get(m, m) if isinstance(m, str) else m
+
+    if output_names and len(output_names) > 1 and metrics:
+        per_output = metrics if isinstance(metrics, dict) else \
+            {name: metrics for name in output_names}
+        unknown = sorted(set(per_output) - set(output_names))
+        if unknown:
+            raise ValueError(f"compile: metrics for unknown outputs {unknown}; outputs: "
+                             f"{output_names}")
+        resolved = []
+        for i, name in enumerate(output_names):
+            chosen = per_output.get(name) or []
+            chosen = [chosen] if isinstance(chosen, str) or callable(chosen) else chosen
+            resolved += [ForOutput(one(m), i, name) for m in chosen]
+        train.resolve_metrics(resolved)
+        return resolved
     metrics = [metrics] if isinstance(metrics, str) or callable(metrics) else list(metrics or ())
-    metrics = [ACCURACIES.get(m, m) if isinstance(m, str) else m for m in metrics]
+    metrics = [one(m) for m in metrics]
     train.resolve_metrics(metrics)                   # refuses unknown metrics now
     return metrics

@@ -23,10 +23,7 @@ from . import callbacks as keras_callbacks
 from . import losses as keras_losses
 from . import metrics as keras_metrics
 from . import optimizers as keras_optimizers
-
-
-class WeightedTarget(tuple):
-    """A batch's ``(targets, sample_weight)``, told apart from several outputs' targets."""
+from .metrics import WeightedTarget
 
 
 class Compiled:
@@ -121,10 +118,8 @@ def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=No
     if len(loss_weights) != len(losses):
         raise ValueError(f"compile: loss_weights needs {len(losses)} values, got "
                          f"{len(loss_weights)}")
-    metrics = keras_metrics.resolve(metrics)
-    if metrics and outputs > 1:
-        raise NotImplementedError("compile: metrics for a model with several outputs are not "
-                                  "supported yet")
+    names = getattr(model, "output_names", None) if outputs > 1 else None
+    metrics = keras_metrics.resolve(metrics, names)
     if isinstance(optimizer, str):
         keras_optimizers.named(optimizer)        # refuse an unknown name now
     config = Compiled(model, optimizer, losses, loss_weights, metrics)

@@ -183,7 +183,8 @@ def test_functional_multiple_inputs_and_outputs_train(rng):
     model = Model(inputs=[a, b], outputs=[out1, out2])
     assert model.output_names == ["regression", "classes"]
     model.compile(optimizer=optimizers.Adam(learning_rate=0.01),
-                  loss=["mse", "sparse_categorical_crossentropy"], loss_weights=[1.0, 0.5])
+                  loss=["mse", "sparse_categorical_crossentropy"], loss_weights=[1.0, 0.5],
+                  metrics={"classes": ["accuracy"]})
     xa, xb = rng.standard_normal((64, 4)), rng.standard_normal((64, 3))
     y1 = xa.sum(1, keepdims=True)
     y2 = (xb[:, 0] > 0).astype(np.int64) + (xb[:, 1] > 0)
@@ -193,7 +194,15 @@ def test_functional_multiple_inputs_and_outputs_train(rng):
     assert p1.shape == (64, 1) and p2.shape == (64, 3)
     expected = np.mean((p1 - y1) ** 2) + 0.5 * np.mean(-np.log(np.clip(
         p2[np.arange(64), y2], 1e-7, 1)))
-    assert model.evaluate([xa, xb], [y1, y2], verbose=0) == pytest.approx(expected, rel=1e-4)
+    loss, accuracy = model.evaluate([xa, xb], [y1, y2], verbose=0)
+    assert loss == pytest.approx(expected, rel=1e-4)
+    assert accuracy == pytest.approx(np.mean(p2.argmax(1) == y2))
+    assert set(history.history) == {"loss", "classes_accuracy"}
+    model.compile(loss=["mse", "sparse_categorical_crossentropy"], metrics=["accuracy"])
+    logs = model.evaluate([xa, xb], [y1, y2], verbose=0, return_dict=True)
+    assert set(logs) == {"loss", "regression_accuracy", "classes_accuracy"}
+    with pytest.raises(ValueError, match=r"metrics for unknown outputs \['clases'\]"):
+        model.compile(loss="mse", metrics={"clases": ["accuracy"]})
 
 
 def test_subclassed_model_with_call(rng):
