@@ -75,6 +75,40 @@ class KerasTensor:
     def __len__(self):
         raise TypeError("a KerasTensor has no length; use .shape")
 
+    # arithmetic in functional code (``x = Dense(8)(x) + skip``) becomes layers
+    def _binary(self, other, op, reflected=False):
+        from .layers import core
+        if isinstance(other, KerasTensor):
+            pair = [other, self] if reflected else [self, other]
+            return core.Lambda(lambda ab: op(ab[0], ab[1]))(pair)
+        if reflected:
+            return core.Lambda(lambda t: op(other, t))(self)
+        return core.Lambda(lambda t: op(t, other))(self)
+
+    def __add__(self, other):
+        return self._binary(other, lambda a, b: a + b)
+
+    def __radd__(self, other):
+        return self._binary(other, lambda a, b: a + b, reflected=True)
+
+    def __sub__(self, other):
+        return self._binary(other, lambda a, b: a - b)
+
+    def __rsub__(self, other):
+        return self._binary(other, lambda a, b: a - b, reflected=True)
+
+    def __mul__(self, other):
+        return self._binary(other, lambda a, b: a * b)
+
+    def __rmul__(self, other):
+        return self._binary(other, lambda a, b: a * b, reflected=True)
+
+    def __truediv__(self, other):
+        return self._binary(other, lambda a, b: a / b)
+
+    def __neg__(self):
+        return self._binary(-1.0, lambda a, b: a * b)
+
     def __iter__(self):
         raise TypeError(f"a KerasTensor of shape {self.shape} cannot be iterated; layers that "
                         "return several tensors give a list")

@@ -64,7 +64,7 @@ class Model(Layer):
         return [s.node.layer.name for s in self._outputs_list]
 
     def __call__(self, *args, **kwargs):
-        if len(args) > 1 and not kwargs.get("_unpacked") and self._graph is not None:
+        if len(args) > 1 and self._graph is not None and len(args) == len(self._inputs_list):
             args = (list(args),)                 # gpudl.train calls model(x1, x2, ...)
         return super().__call__(*args, **kwargs)
 

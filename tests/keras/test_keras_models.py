@@ -397,3 +397,16 @@ def test_sample_weight_weighs_each_sample(rng):
     nn_loss.compile(loss=gd.nn.MSELoss())
     with pytest.raises(ValueError, match="one value per batch"):
         nn_loss.fit(x, y[:, None], sample_weight=w, verbose=0)
+
+
+def test_arithmetic_on_keras_tensors_builds_layers(rng):
+    """Residual functional code: ``Dense(4)(x) + x``, scalars on either side."""
+    inputs = Input(shape=(4,))
+    dense = layers.Dense(4)
+    outputs = 2.0 * (dense(inputs) + inputs) - 1.0
+    model = Model(inputs, -outputs / 4)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    kernel, bias = dense.get_weights()
+    np.testing.assert_allclose(model.predict(x), -(2 * (x @ kernel + bias + x) - 1) / 4,
+                               rtol=1e-5, atol=1e-6)
+    assert model.count_params() == 20
