@@ -395,7 +395,9 @@ def test_bad_arguments_name_the_layer():
     with pytest.raises(TypeError, match="unexpected keyword argument"):
         layers.Dense(3, kernel_regulariser="l2")
     with pytest.raises(NotImplementedError, match="recurrent_dropout"):
-        layers.LSTM(3, recurrent_dropout=0.2)
+        layers.GRU(3, recurrent_dropout=0.2)
+    with pytest.raises(ValueError, match="LSTM: dropout must be in"):
+        layers.LSTM(3, dropout=1.0)
 
 
 def test_wrong_rank_inputs_name_the_layer():
@@ -430,3 +432,37 @@ def test_mask_zero_skips_padding_like_the_unpadded_sequences(rng, kind):
     functional = Model(tokens, layers.TimeDistributed(layers.Dense(2))(h))
     steps = functional(gd.tensor(padded)).numpy()
     np.testing.assert_allclose(steps[0, 6:], np.repeat(steps[0, 5:6], 3, 0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["dropout", "recurrent_dropout"])
+def test_lstm_dropout_masks_as_keras(rng, which):
+    """One mask per sequence: on the inputs (dropout) or on h entering the recurrent matmul
+    (recurrent_dropout); the same draws rebuilt here give the reference."""
+    from gpudl.nn import functional as gF
+    layer = layers.LSTM(4, return_sequences=True, **{which: 0.5})
+    x = rng.standard_normal((3, 5, 2))
+    layer(gd.tensor(x[:1].astype(np.float32)))
+    layer.double()
+    w = {name: torch.tensor(p.numpy()) for name, p in layer.named_parameters()}
+    gd.manual_seed(7)
+    shape = (3, 1, 2) if which == "dropout" else (3, 4)
+    mask = gF.dropout(gd.ones(*shape, dtype=gd.float64), 0.5, True).numpy()
+    gd.manual_seed(7)
+    out = layer(gd.tensor(x)).numpy()
+    if which == "dropout":
+        expected, _ = _torch_recurrent("lstm", torch.tensor(x * mask), w, 4)
+    else:
+        cell = torch.nn.LSTMCell(2, 4).double()
+        params = {"weight_ih": w["kernel"].T, "weight_hh": w["recurrent_kernel"].T,
+                  "bias_ih": w["bias"], "bias_hh": torch.zeros(16, dtype=torch.float64)}
+        h = c = torch.zeros(3, 4, dtype=torch.float64)
+        steps = []
+        for t in range(5):
+            h, c = torch.func.functional_call(cell, params, (torch.tensor(x[:, t]),
+                                                             (h * torch.tensor(mask), c)))
+            steps.append(h)
+        expected = torch.stack(steps, 1)
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-10)
+    layer.eval()
+    plain, _ = _torch_recurrent("lstm", torch.tensor(x), w, 4)
+    np.testing.assert_allclose(layer(gd.tensor(x)).numpy(), plain.numpy(), rtol=1e-10)

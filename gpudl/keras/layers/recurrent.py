@@ -8,6 +8,7 @@ gate order (i, f, c, o) is PyTorch's; GRU's (z, r, h) is reordered to PyTorch's 
 """
 
 from ... import creation, functions
+from ...nn import functional as F
 from ...ops.rnn import gru_layer, lstm_layer, rnn_layer
 from ..engine import Layer
 from .core import check_positive_int
@@ -32,9 +33,16 @@ class _RNN(Layer):
         super().__init__(**kwargs)
         where = type(self).__name__
         check_positive_int(where, units=units)
-        if dropout or recurrent_dropout or stateful:
-            raise NotImplementedError(f"{where}: dropout, recurrent_dropout and stateful are not "
-                                      "supported; add a Dropout layer between recurrent layers")
+        if stateful:
+            raise NotImplementedError(f"{where}: stateful is not supported")
+        for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+            if not 0 <= rate < 1:
+                raise ValueError(f"{where}: {name} must be in [0, 1), got {rate!r}")
+        if recurrent_dropout and self.gates == 3:
+            raise NotImplementedError("GRU: recurrent_dropout is not supported (LSTM and "
+                                      "SimpleRNN support it)")
+        self.dropout, self.recurrent_dropout = float(dropout), float(recurrent_dropout)
+        self.config.update(dropout=dropout, recurrent_dropout=recurrent_dropout)
         self.check_activations(activation, recurrent_activation)
         self.units, self.use_bias = int(units), use_bias
         self.return_sequences, self.return_state = return_sequences, return_state
@@ -61,33 +69,52 @@ class _RNN(Layer):
 
     def call(self, inputs, initial_state=None, training=None, mask=None):
         """``mask`` (N, T), True for real steps: a masked step keeps the states and repeats
-        the previous output (Keras's default), one fused-kernel step at a time."""
+        the previous output (Keras's default). Masks and recurrent dropout run one
+        fused-kernel step at a time; otherwise the whole sequence is one kernel call.
+
+        Dropout as Keras: one mask per sequence on the inputs (``dropout``) and one on the
+        previous output entering the recurrent matmul (``recurrent_dropout``), in training.
+        """
+        training = self.training if training is None else training
         x = inputs[:, ::-1] if self.go_backwards else inputs
         states = list(initial_state) if isinstance(initial_state, (list, tuple)) else \
             ([initial_state] if initial_state is not None else [])
-        if mask is None:
+        if training and self.dropout:
+            ones = creation.ones(x.shape[0], 1, x.shape[2], dtype=x.dtype, device=x.device)
+            x = x * F.dropout(ones, self.dropout, True)               # one mask per sequence
+        recurrent_keep = None
+        if training and self.recurrent_dropout:
+            ones = creation.ones(x.shape[0], self.units, dtype=x.dtype, device=x.device)
+            recurrent_keep = F.dropout(ones, self.recurrent_dropout, True)
+        if mask is None and recurrent_keep is None:
             output, *final = self.run(x.transpose(0, 1), states)  # (T, N, units), states
             output = output.transpose(0, 1) if self.return_sequences else final[0]
         else:
-            mask = mask[:, ::-1] if self.go_backwards else mask
-            output, final = self._masked(x, mask, states)
+            if mask is not None and self.go_backwards:
+                mask = mask[:, ::-1]
+            output, final = self._stepwise(x, mask, states, recurrent_keep)
         return [output] + final if self.return_state else output
 
     def compute_mask(self, inputs, mask=None):
         return mask if self.return_sequences else None
 
-    def _masked(self, x, mask, states):
+    def _stepwise(self, x, mask, states, recurrent_keep):
         n, steps = x.shape[:2]
         n_states = 2 if isinstance(self, LSTM) else 1
         states = states or [creation.zeros(n, self.units, dtype=x.dtype, device=x.device)
                             for _ in range(n_states)]
-        keep = mask.astype(x.dtype)[:, :, None]                     # (N, T, 1)
+        keep = None if mask is None else mask.astype(x.dtype)[:, :, None]     # (N, T, 1)
         previous, outputs = creation.zeros(n, self.units, dtype=x.dtype, device=x.device), []
         for t in range(steps):
-            step, *new = self.run(x[:, t:t + 1].transpose(0, 1), states)
-            k = keep[:, t]
-            states = [k * a + (1 - k) * b for a, b in zip(new, states)]
-            previous = k * step[0] + (1 - k) * previous
+            given = states if recurrent_keep is None else \
+                [states[0] * recurrent_keep] + states[1:]     # h enters only the matmul
+            step, *new = self.run(x[:, t:t + 1].transpose(0, 1), given)
+            if keep is None:
+                states, previous = new, step[0]
+            else:
+                k = keep[:, t]
+                states = [k * a + (1 - k) * b for a, b in zip(new, states)]
+                previous = k * step[0] + (1 - k) * previous
             outputs.append(previous)
         output = functions.stack(outputs, dim=1) if self.return_sequences else previous
         return output, states
