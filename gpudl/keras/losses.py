@@ -104,8 +104,13 @@ class Loss:
     def call(self, y_true, y_pred):
         return type(self).fn(y_true, y_pred, **self.options)
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
+    def __call__(self, y_true, y_pred, sample_weight=None, mask=None):
+        """``mask`` (the output's mask, e.g. padded steps of a sequence): masked entries do not
+        count, and the mean is over the unmasked ones (Keras's rule)."""
         values = self.call(y_true, y_pred)
+        if mask is not None and tuple(mask.shape) == tuple(values.shape):
+            keep = mask.astype(values.dtype)
+            values = values * keep * (keep.numel() / keep.sum().clip(1e-7, None))
         if sample_weight is not None and values.ndim == 0:
             raise ValueError(f"{self.name or type(self).__name__}: the loss gives one value per "
                              "batch; sample and class weights need per-sample losses (use a "

@@ -96,7 +96,13 @@ class Model(Layer):
             if mask is not None:
                 masks[id(node.outputs[0])] = mask
         outs = [values[id(s)] for s in self._outputs_list]
+        self._set_output_mask(masks.get(id(self._outputs_list[0])) if self._outputs_single
+                              else None)
         return outs[0] if self._outputs_single else outs
+
+    def _set_output_mask(self, mask):
+        """Keep the mask of the last forward's output (padded steps), for the loss."""
+        object.__setattr__(self, "output_mask", mask)
 
     # -- layers
     @property
@@ -313,6 +319,7 @@ class Sequential(Model):
         mask = None
         for layer in self._modules.values():
             inputs, mask = layer.call_masked(inputs, mask)
+        self._set_output_mask(mask)
         return inputs
 
     @property

@@ -54,8 +54,9 @@ class Compiled:
                 target, sample_weight = target
             total = sum(getattr(self.model, "losses", ()), 0)     # weight regularizers
             if len(self.losses) == 1 and not isinstance(output, (list, tuple)):
+                mask = self.model.__dict__.get("output_mask")         # set by this forward
                 return _weighted(self.losses[0], target, output, class_weight,
-                                 sample_weight) + total
+                                 sample_weight, mask) + total
             outputs, targets = list(output), list(target)
             if len(outputs) != len(self.losses) or len(targets) != len(outputs):
                 raise ValueError(f"the model gives {len(outputs)} outputs, there are "
@@ -66,13 +67,14 @@ class Compiled:
         return loss
 
 
-def _weighted(loss, y_true, y_pred, class_weight, sample_weight=None):
+def _weighted(loss, y_true, y_pred, class_weight, sample_weight=None, mask=None):
     """The loss with per-sample weights: ``sample_weight`` times the class weights of the
-    labels (read to the host: one synchronisation per batch)."""
+    labels (read to the host: one synchronisation per batch); ``mask``: the output's mask."""
+    masked = {} if mask is None else {"mask": mask}
     if not class_weight:
         if sample_weight is None:
-            return loss(y_true, y_pred)
-        return loss(y_true, y_pred, sample_weight=sample_weight)
+            return loss(y_true, y_pred, **masked)
+        return loss(y_true, y_pred, sample_weight=sample_weight, **masked)
     labels = y_true.data
     if labels.ndim == y_pred.ndim and y_pred.shape[-1] > 1:
         labels = labels.argmax(axis=-1)                   # one-hot targets
@@ -84,7 +86,7 @@ def _weighted(loss, y_true, y_pred, class_weight, sample_weight=None):
                      device=y_pred.device)
     if sample_weight is not None:
         weights = weights.reshape((-1,) + (1,) * (sample_weight.ndim - 1)) * sample_weight
-    return loss(y_true, y_pred, sample_weight=weights)
+    return loss(y_true, y_pred, sample_weight=weights, **masked)
 
 
 def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None):

@@ -410,3 +410,23 @@ def test_arithmetic_on_keras_tensors_builds_layers(rng):
     np.testing.assert_allclose(model.predict(x), -(2 * (x @ kernel + bias + x) - 1) / 4,
                                rtol=1e-5, atol=1e-6)
     assert model.count_params() == 20
+
+
+def test_padded_steps_do_not_count_in_the_loss(rng):
+    """Embedding(mask_zero=True) -> LSTM(return_sequences) -> TimeDistributed(Dense): the loss
+    is the mean over real steps only (Keras masks the loss with the output's mask)."""
+    model = Sequential([layers.Embedding(10, 3, mask_zero=True),
+                        layers.LSTM(4, return_sequences=True),
+                        layers.TimeDistributed(layers.Dense(2, activation="softmax"))])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.0),
+                  loss="sparse_categorical_crossentropy")
+    ids = rng.integers(1, 10, (4, 6))
+    ids[0, 3:] = 0
+    ids[2, 5:] = 0
+    labels = rng.integers(0, 2, (4, 6))
+    p = model.predict(ids)
+    per_step = -np.log(np.take_along_axis(p, labels[..., None], -1)[..., 0])
+    expected = per_step[ids != 0].mean()
+    assert model.evaluate(ids, labels, verbose=0) == pytest.approx(expected, rel=1e-5)
+    assert model.fit(ids, labels, batch_size=4, verbose=0).history["loss"][0] == \
+        pytest.approx(expected, rel=1e-5)
