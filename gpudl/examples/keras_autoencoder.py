@@ -36,7 +36,7 @@ def run(fast=False, seed=0, out=None, progress=True, epochs=None):
     decoded = layers.Conv2D(1, (3, 3), activation="sigmoid", padding="same")(h)
     autoencoder = keras.Model(input_img, decoded)
     autoencoder.compile(optimizer="adam", loss="binary_crossentropy")
-    epochs = epochs or (8 if fast else 60)
+    epochs = epochs or (8 if fast else 25)
     history = autoencoder.fit(x_train, x_train, epochs=epochs, batch_size=64, shuffle=True,
                               validation_data=(x_test, x_test), verbose=progress)
     decoded_imgs = autoencoder.predict(x_test)

@@ -127,14 +127,17 @@ def test_conv1d(rng, padding):
     assert out.shape[1] == {"valid": 7, "same": 9, "causal": 9}[padding]
 
 
-@pytest.mark.parametrize("size, kernel, strides, padding, expected", [
-    (4, 5, 2, "same", 8), (3, 3, 2, "valid", 7), (3, 1, 2, "valid", 6), (3, 2, 3, "same", 9),
-    (5, 3, 1, "same", 5)])
+@pytest.mark.parametrize("size, kernel, strides, padding, output_padding, expected", [
+    (4, 5, 2, "same", None, 8), (3, 3, 2, "valid", None, 7), (3, 1, 2, "valid", None, 6),
+    (3, 2, 3, "same", None, 9), (5, 3, 1, "same", None, 5),
+    (4, 3, 2, "same", 0, 7), (4, 3, 2, "same", 1, 8), (3, 3, 2, "valid", 1, 8)])
 def test_conv2d_transpose_is_the_gradient_of_a_tf_same_conv(rng, size, kernel, strides,
-                                                             padding, expected):
+                                                             padding, output_padding, expected):
     """Keras's Conv2DTranspose(x) = d/dz <conv2d(z), x> with conv2d padded as TF pads it
-    (output size n * s for 'same', n * s + max(k - s, 0) for 'valid')."""
-    layer = layers.Conv2DTranspose(4, kernel, strides=strides, padding=padding)
+    (output size n * s for 'same', n * s + max(k - s, 0) for 'valid'; with output_padding p,
+    (n - 1) * s + k - 2 * pad + p)."""
+    layer = layers.Conv2DTranspose(4, kernel, strides=strides, padding=padding,
+                                   output_padding=output_padding)
     x = rng.standard_normal((2, size, size, 3))
 
     def reference(tx, w):

@@ -129,8 +129,21 @@ class Conv1D(_Conv):
 
 
 class Conv2DTranspose(_Conv):
-    """Transposed 2-D convolution; kernel (kh, kw, filters, in). Output size per dim, as Keras:
-    'same': ``n * s``; 'valid': ``n * s + max(k_eff - s, 0)``."""
+    """Transposed 2-D convolution (the gradient of a Keras Conv2D with the same arguments);
+    kernel (kh, kw, filters, in). Output size per dim, as Keras: 'same' ``n * s``, 'valid'
+    ``n * s + max(k_eff - s, 0)``; with ``output_padding`` p, ``(n - 1) * s + k_eff - 2 * pad
+    + p`` (pad = k // 2 for 'same', 0 for 'valid')."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", output_padding=None,
+                 **kwargs):
+        super().__init__(filters, kernel_size, strides=strides, padding=padding, **kwargs)
+        self.output_padding = None if output_padding is None else tuple(
+            int(p) for p in ((output_padding,) * 2 if isinstance(output_padding, numbers.Integral)
+                             else output_padding))
+        if self.output_padding and any(not 0 <= p < s for p, s in
+                                       zip(self.output_padding, self.strides)):
+            raise ValueError(f"Conv2DTranspose: output_padding {self.output_padding} must be "
+                             f"smaller than strides {self.strides}")
 
     def build(self, input_shape):
         channels = input_shape[-1 if self.data_format == "channels_last" else 1]
@@ -139,18 +152,24 @@ class Conv2DTranspose(_Conv):
         if self.use_bias:
             self.add_weight("bias", (self.filters,), self.bias_initializer)
 
+    def _size(self, n, k, s, d, i):
+        effective = (k - 1) * d + 1
+        if self.output_padding is not None:
+            pad = k // 2 if self.padding == "same" else 0
+            return (n - 1) * s + effective - 2 * pad + self.output_padding[i]
+        return n * s if self.padding == "same" else n * s + max(effective - s, 0)
+
     def call(self, inputs):
         check_ndim(self, inputs, 4)
         x = _to_nchw(inputs, self.data_format)
         full = F.conv_transpose2d(x, self.kernel.permute(3, 2, 0, 1), stride=self.strides,
                                   dilation=self.dilation_rate)
-        for axis, (n, k, s, d) in enumerate(zip(x.shape[2:], self.kernel_size, self.strides,
-                                                self.dilation_rate), start=2):
-            effective = (k - 1) * d + 1
-            if self.padding == "same":
-                size, start = n * s, max(effective - s, 0) // 2
-            else:
-                size, start = n * s + max(effective - s, 0), 0
+        for i, (n, k, s, d) in enumerate(zip(x.shape[2:], self.kernel_size, self.strides,
+                                             self.dilation_rate)):
+            axis = 2 + i
+            size = self._size(n, k, s, d, i)
+            # the forward conv on `size` pads `start` before: crop that much from the front
+            start = same_padding(size, k, s, d)[0] if self.padding == "same" else 0
             extra = start + size - full.shape[axis]             # k < s: zeros at the end
             if extra > 0:
                 widths = [0, 0, 0, 0]
