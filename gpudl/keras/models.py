@@ -152,13 +152,17 @@ class Model(Layer):
         return training.predict(self, x, batch_size=max(len(flatten(x)[0]), 1))
 
     def _ensure_built(self, x):
-        """Build the weights from the first samples of ``x`` (a subclassed model creates them
-        on its first call), so that the optimizer compile deferred sees them."""
-        if self._graph is None and not self.built and x is not None and \
-                not training._is_loader(x):
+        """Build the weights from the first samples of ``x`` (arrays, or the first batch of an
+        iterable of batches) when the model has none yet (a subclassed or input-less model
+        creates them on its first call), so that the optimizer compile deferred sees them."""
+        if x is None or any(True for _ in self.parameters()):
+            return
+        if training._is_loader(x):
+            sample = list(next(iter(x)))[:-1]
+        else:
             sample = [t[:PROBE_BATCH] for t in training._tensors(x, "x", "fit")]
-            with inference(self):
-                self(*sample)
+        with inference(self):
+            self(*sample)
 
     # -- weights and summary
     def save_weights(self, filepath, overwrite=True):
@@ -299,13 +303,6 @@ class Sequential(Model):
             self._input = Input(shape=tuple(input_shape)[1:])
             self._rebuild()
         self.built = True
-
-    def _ensure_built(self, x):
-        if self._input is None and x is not None and not training._is_loader(x):
-            sample = training._tensors(x, "x", "fit")[0]
-            self._input = Input(shape=tuple(sample.shape[1:]), dtype=sample.dtype)
-            self._rebuild()
-            self.built = True
 
     def __call__(self, *args, **kwargs):
         if not is_symbolic(args) and self._input is None and args:

@@ -430,3 +430,14 @@ def test_padded_steps_do_not_count_in_the_loss(rng):
     assert model.evaluate(ids, labels, verbose=0) == pytest.approx(expected, rel=1e-5)
     assert model.fit(ids, labels, batch_size=4, verbose=0).history["loss"][0] == \
         pytest.approx(expected, rel=1e-5)
+
+
+def test_fit_on_an_iterable_of_batches_builds_the_model(rng):
+    from gpudl.data import DataLoader, TensorDataset
+    x = rng.standard_normal((32, 3)).astype(np.float32)
+    y = x.sum(1, keepdims=True)
+    model = Sequential([layers.Dense(1)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.1), loss="mse")
+    history = model.fit(DataLoader(TensorDataset(x, y), batch_size=8), epochs=5, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert model.count_params() == 4
