@@ -314,6 +314,12 @@ def test_bidirectional_concatenates_the_aligned_backward_pass(rng):
     fw = layer.forward_layer(gd.tensor(x)).numpy()
     bw = layer.backward_layer(gd.tensor(x)).numpy()[:, ::-1]
     np.testing.assert_allclose(out, np.concatenate([fw, bw], -1))
+    encoder = layers.Bidirectional(layers.LSTM(3, return_state=True))
+    out, fh, fc, bh, bc = encoder(Input(shape=(None, 4)))
+    assert out.shape == (None, 6) and fh.shape == bc.shape == (None, 3)
+    values = encoder(gd.tensor(x))
+    np.testing.assert_allclose(values[0].numpy(), np.concatenate(
+        [values[1].numpy(), values[3].numpy()], -1))
 
 
 def test_attention_is_softmax_of_dot_scores(rng):

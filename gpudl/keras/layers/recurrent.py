@@ -198,25 +198,35 @@ class Bidirectional(Layer):
                             f"{type(layer).__name__}")
         if merge_mode not in ("concat", "sum", "mul", "ave", None):
             raise ValueError(f"Bidirectional: unknown merge_mode {merge_mode!r}")
-        if layer.return_state:
-            raise NotImplementedError("Bidirectional: return_state is not supported")
         self.forward_layer = layer
         if backward_layer is None:
             config = dict(layer.config, go_backwards=not layer.go_backwards)
             backward_layer = type(layer)(name="backward_" + layer.name, **config)
         self.backward_layer = backward_layer
         self.merge_mode = merge_mode
-        self.returns_list = merge_mode is None
+        self.returns_list = merge_mode is None or layer.return_state
 
     def compute_mask(self, inputs, mask=None):
         return self.forward_layer.compute_mask(inputs, mask)
 
     def call(self, inputs, mask=None):
+        """The merged outputs; with ``return_state``, ``[output, *forward states, *backward
+        states]`` as Keras."""
         masked = {} if mask is None else {"mask": mask}
         forward = self.forward_layer(inputs, **masked)
         backward = self.backward_layer(inputs, **masked)
+        states = []
+        if self.forward_layer.return_state:
+            (forward, *forward_states), (backward, *backward_states) = forward, backward
+            states = forward_states + backward_states
         if self.forward_layer.return_sequences:
             backward = backward[:, ::-1]                     # align with the forward steps
+        merged = self._merge(forward, backward)
+        if not states:
+            return merged
+        return (merged if isinstance(merged, list) else [merged]) + states
+
+    def _merge(self, forward, backward):
         if self.merge_mode == "concat":
             return functions.cat([forward, backward], dim=-1)
         if self.merge_mode == "sum":
