@@ -194,7 +194,7 @@ class Model(Layer):
         self.count_params()
         widths = (int(line_length * 0.4), int(line_length * 0.35), line_length -
                   int(line_length * 0.4) - int(line_length * 0.35))
-        row = lambda *cells: "".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa
+        row = lambda *cells: "".join(f"{c} ".ljust(w) for c, w in zip(cells, widths))  # noqa
         lines = [f'Model: "{self.name}"', "_" * line_length,
                  row("Layer (type)", "Output Shape", "Param #"), "=" * line_length]
         for layer in self._summary_layers():
