@@ -147,6 +147,18 @@ def inference(module):
             object.__setattr__(m, "training", mode)
 
 
+@contextmanager
+def _mode(module, training):
+    """``module`` (and its children) in train (True) or eval (False) mode; modes come back."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.train(bool(training))
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            object.__setattr__(m, "training", mode)
+
+
 def symbolic_call(layer, args, kwargs):
     """KerasTensors for ``layer(*args, **kwargs)`` with KerasTensors among the arguments."""
     symbols = [v for v in flatten((args, kwargs)) if isinstance(v, KerasTensor)]
@@ -225,6 +237,12 @@ class Layer(nn.Module):
         return self(*args, **kwargs)
 
     def __call__(self, *args, **kwargs):
+        if kwargs.get("training") is not None and not is_symbolic((args, kwargs)):
+            # Keras's layer(x, training=False): this call in that mode, whatever the layer's
+            training = kwargs.pop("training")
+            with _mode(self, training):
+                return self(*args, **kwargs)
+        kwargs.pop("training", None)
         if is_symbolic((args, kwargs)):
             return symbolic_call(self, args, kwargs)
         if not args:

@@ -475,3 +475,17 @@ def test_lstm_dropout_masks_as_keras(rng, which):
     layer.eval()
     plain, _ = _torch_recurrent("lstm", torch.tensor(x), w, 4)
     np.testing.assert_allclose(layer(gd.tensor(x)).numpy(), plain.numpy(), rtol=1e-10)
+
+
+def test_training_argument_sets_the_mode_of_one_call():
+    model_layers = [layers.Dense(4), layers.Dropout(0.5)]
+    x = gd.ones(200, 3)
+    dense, dropout = model_layers
+    dense.eval()
+    dropout.eval()
+    assert dense(x, training=False).shape == (200, 4)          # any layer takes training=
+    out = dropout(dense(x), training=True).numpy()
+    assert (out == 0).mean() > 0.3 and not dropout.training     # dropped; mode restored
+    dropout.train()
+    np.testing.assert_array_equal(dropout(dense(x), training=False).numpy(), dense(x).numpy())
+    assert dropout.training
