@@ -489,3 +489,21 @@ def test_training_argument_sets_the_mode_of_one_call():
     dropout.train()
     np.testing.assert_array_equal(dropout(dense(x), training=False).numpy(), dense(x).numpy())
     assert dropout.training
+
+
+def test_gru_reset_before_matches_keras_original_equations(rng):
+    layer = layers.GRU(4, reset_after=False, return_sequences=True, return_state=True)
+    x = rng.standard_normal((2, 5, 3))
+
+    def reference(tx, w):
+        k, rk, b = w["kernel"], w["recurrent_kernel"], w["bias"]
+        h, steps = torch.zeros(2, 4, dtype=torch.float64), []
+        for t in range(5):
+            xz, xr, xh = (tx[:, t] @ k + b).split(4, -1)
+            z = torch.sigmoid(xz + h @ rk[:, :4])
+            r = torch.sigmoid(xr + h @ rk[:, 4:8])
+            h = z * h + (1 - z) * torch.tanh(xh + (r * h) @ rk[:, 8:])
+            steps.append(h)
+        return [torch.stack(steps, 1), h]
+    _grads_match(layer, x, reference)
+    assert layer.count_params() == 3 * (3 * 4 + 4 * 4 + 4)

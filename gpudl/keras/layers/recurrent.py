@@ -159,18 +159,19 @@ class LSTM(_RNN):
 
 
 class GRU(_RNN):
-    """Gated recurrent unit (Keras 3 / TF2 default ``reset_after=True``: PyTorch's form);
-    bias (2, 3 * units): input and recurrent biases."""
+    """Gated recurrent unit. ``reset_after=True`` (Keras 3 / TF2's default, PyTorch's form, the
+    fused kernel): bias (2, 3 * units), input and recurrent biases. ``reset_after=False``
+    (Keras 1/2's original form: the reset gate multiplies h before the recurrent matmul;
+    bias (3 * units,)) runs step by step on gpudl ops."""
 
     gates = 3
 
     def __init__(self, units, reset_after=True, **kwargs):
-        if not reset_after:
-            raise NotImplementedError("GRU: only reset_after=True (the default) is supported")
         super().__init__(units, **kwargs)
+        self.config["reset_after"] = self.reset_after = bool(reset_after)
 
     def bias_shape(self):
-        return (2, 3 * self.units)
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
     def _torch_order(self, w):
         """Keras's gate blocks (z, r, h) along the last axis -> PyTorch's (r, z, n)."""
@@ -179,10 +180,28 @@ class GRU(_RNN):
 
     def run(self, x, states):
         h0 = states[0] if states else None
+        if not self.reset_after:
+            return self._run_reset_before(x, h0)
         bias = self._torch_order(self.bias) if self.use_bias else None
         return gru_layer(x, h0, self._torch_order(self.kernel).T,
                          self._torch_order(self.recurrent_kernel).T,
                          None if bias is None else bias[0], None if bias is None else bias[1])
+
+    def _run_reset_before(self, x, h):
+        """(T, N, F) -> ((T, N, units), h_T) with Keras's reset_after=False equations."""
+        u = self.units
+        if h is None:
+            h = creation.zeros(x.shape[1], u, dtype=x.dtype, device=x.device)
+        projected = x @ self.kernel + (self.bias if self.use_bias else 0)   # (T, N, 3u)
+        recurrent = self.recurrent_kernel
+        outputs = []
+        for t in range(x.shape[0]):
+            gates = projected[t, :, :2 * u] + h @ recurrent[:, :2 * u]
+            z, r = gates[:, :u].sigmoid(), gates[:, u:].sigmoid()
+            candidate = (projected[t, :, 2 * u:] + (r * h) @ recurrent[:, 2 * u:]).tanh()
+            h = z * h + (1 - z) * candidate
+            outputs.append(h)
+        return functions.stack(outputs, dim=0), h
 
 
 class Bidirectional(Layer):
