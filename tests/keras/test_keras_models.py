@@ -441,3 +441,15 @@ def test_fit_on_an_iterable_of_batches_builds_the_model(rng):
     history = model.fit(DataLoader(TensorDataset(x, y), batch_size=8), epochs=5, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert model.count_params() == 4
+
+
+def test_pyproject_installs_every_gpudl_package():
+    """pyproject lists packages explicitly: a non-editable install must carry gpudl.keras."""
+    import pathlib
+    tomllib = pytest.importorskip("tomllib")                 # Python >= 3.11
+    root = pathlib.Path(__file__).resolve().parents[2]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(p.parent.relative_to(root).parts)
+             for p in (root / "gpudl").rglob("__init__.py") if "kernels" not in p.parts}
+    assert found <= listed, sorted(found - listed)
