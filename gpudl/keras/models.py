@@ -130,9 +130,10 @@ class Model(Layer):
 
     @property
     def optimizer(self):
-        """The gpudl optimizer ``compile`` built (None before)."""
+        """The optimizer ``compile`` built (None before): the gpudl optimizer, with Keras's
+        ``learning_rate`` (read and assigned) on top."""
         config = self.__dict__.get("_compiled")
-        return None if config is None else config.optimizer
+        return None if config is None else KerasOptimizerView(config.optimizer)
 
     def fit(self, x=None, y=None, **kwargs):
         self._ensure_built(x)
@@ -214,6 +215,34 @@ class Model(Layer):
 
     def _summary_layers(self):
         return self.layers
+
+
+class KerasOptimizerView:
+    """A gpudl optimizer seen as a Keras one: ``learning_rate`` (alias ``lr``) reads and sets
+    every parameter group's lr; everything else is the gpudl optimizer's."""
+
+    def __init__(self, optimizer):
+        object.__setattr__(self, "wrapped", optimizer)
+
+    @property
+    def learning_rate(self):
+        return self.wrapped.param_groups[0]["lr"]
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        for group in self.wrapped.param_groups:
+            group["lr"] = float(value)
+
+    lr = learning_rate
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+    def __setattr__(self, name, value):
+        if name in ("learning_rate", "lr"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.wrapped, name, value)
 
 
 def _shape_text(shape):

@@ -300,6 +300,9 @@ def test_keras_callbacks(tmp_path, rng):
     assert len(history.history["loss"]) == 5 and [e for e, _ in recorder.epochs] == list(range(5))
     # the first epoch sets the best; from the second on, each epoch reduces (patience 1)
     assert model.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5 ** 4)
+    assert model.optimizer.learning_rate == pytest.approx(0.05 * 0.5 ** 4)
+    model.optimizer.learning_rate = 0.01                      # Keras's assignment
+    assert model.optimizer.param_groups[0]["lr"] == 0.01
     assert len(checkpoint.saved) == 5
     with pytest.raises(ValueError, match="monitor 'val_loss' is not among"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[callbacks.EarlyStopping()])
