@@ -507,3 +507,18 @@ def test_gru_reset_before_matches_keras_original_equations(rng):
         return [torch.stack(steps, 1), h]
     _grads_match(layer, x, reference)
     assert layer.count_params() == 3 * (3 * 4 + 4 * 4 + 4)
+
+
+def test_attention_masks_hide_padded_values_and_zero_padded_queries(rng):
+    q, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4))
+    value_mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    query_mask = np.array([[1, 1, 0], [1, 1, 1]], bool)
+    out, weights = layers.Attention()([gd.tensor(q), gd.tensor(v)],
+                                      mask=[gd.tensor(query_mask), gd.tensor(value_mask)],
+                                      return_attention_scores=True)
+    scores = np.where(value_mask[:, None], q @ v.transpose(0, 2, 1), -np.inf)
+    expected_w = np.exp(scores - scores.max(-1, keepdims=True))
+    expected_w /= expected_w.sum(-1, keepdims=True)
+    np.testing.assert_allclose(weights.numpy(), expected_w, rtol=1e-10)
+    np.testing.assert_allclose(out.numpy(), (expected_w @ v) * query_mask[..., None],
+                               rtol=1e-10)

@@ -34,19 +34,28 @@ class Attention(Layer):
         if self.use_scale:
             self.add_weight("scale", (), "ones")
 
-    def call(self, inputs, return_attention_scores=False, use_causal_mask=False, training=None):
+    def call(self, inputs, mask=None, return_attention_scores=False, use_causal_mask=False,
+             training=None):
+        """``mask=[query_mask, value_mask]`` ((N, Tq), (N, Tv), True = real; either may be
+        None): padded values get no weight and padded queries give zeros, as Keras."""
         if not isinstance(inputs, (list, tuple)) or len(inputs) not in (2, 3):
             raise ValueError(f"{self.name}: inputs must be [query, value] or [query, value, key]")
         query, value = inputs[0], inputs[1]
         key = inputs[2] if len(inputs) == 3 else value
+        query_mask, value_mask = (list(mask) + [None, None])[:2] if mask is not None else \
+            (None, None)
         scores = query @ key.transpose(-1, -2)                 # (N, Tq, Tv)
         if self.use_scale:
             scores = scores * self.scale
+        if value_mask is not None:
+            scores = scores.masked_fill(value_mask[:, None, :] == 0, float("-inf"))
         weights = _masked_softmax(scores, use_causal_mask)
         training = self.training if training is None else training
         if self.dropout:
             weights = F.dropout(weights, self.dropout, training)
         out = weights @ value
+        if query_mask is not None:
+            out = out * query_mask[:, :, None].astype(out.dtype)
         return [out, weights] if return_attention_scores else out
 
 
