@@ -109,9 +109,12 @@ def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=No
     if not isinstance(optimizer, (str, keras_optimizers.Optimizer, optim.Optimizer)):
         raise TypeError(f"compile: optimizer must be a name or an optimizer object (gpudl.keras."
                         f"optimizers or gpudl.optim), got {type(optimizer).__name__}")
+    outputs = getattr(model, "n_outputs", 1)
+    names = getattr(model, "output_names", None) if outputs > 1 else None
+    loss = _by_output_name(loss, names, "loss")
+    loss_weights = _by_output_name(loss_weights, names, "loss_weights", default=1.0)
     losses = [keras_losses.get(fn) for fn in loss] if isinstance(loss, (list, tuple)) else \
         [keras_losses.get(loss)]
-    outputs = getattr(model, "n_outputs", 1)
     if len(losses) == 1 and outputs > 1:
         losses = losses * outputs
     if len(losses) != outputs:
@@ -120,13 +123,26 @@ def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=No
     if len(loss_weights) != len(losses):
         raise ValueError(f"compile: loss_weights needs {len(losses)} values, got "
                          f"{len(loss_weights)}")
-    names = getattr(model, "output_names", None) if outputs > 1 else None
     metrics = keras_metrics.resolve(metrics, names)
     if isinstance(optimizer, str):
         keras_optimizers.named(optimizer)        # refuse an unknown name now
     config = Compiled(model, optimizer, losses, loss_weights, metrics)
     object.__setattr__(model, "_compiled", config)
     return model
+
+
+def _by_output_name(values, names, what, default=None):
+    """A dict keyed by output names as a list in output order (other values unchanged)."""
+    if not isinstance(values, dict):
+        return values
+    if not names:
+        raise ValueError(f"compile: {what} as a dict needs a model with several named outputs")
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"compile: {what} for unknown outputs {unknown}; outputs: {names}")
+    if default is None and set(values) != set(names):
+        raise ValueError(f"compile: {what} misses outputs {sorted(set(names) - set(values))}")
+    return [values.get(name, default) for name in names]
 
 
 def compiled(model, where):

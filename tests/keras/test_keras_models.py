@@ -201,6 +201,11 @@ def test_functional_multiple_inputs_and_outputs_train(rng):
     model.compile(loss=["mse", "sparse_categorical_crossentropy"], metrics=["accuracy"])
     logs = model.evaluate([xa, xb], [y1, y2], verbose=0, return_dict=True)
     assert set(logs) == {"loss", "regression_accuracy", "classes_accuracy"}
+    model.compile(loss={"classes": "sparse_categorical_crossentropy", "regression": "mse"},
+                  loss_weights={"classes": 0.5})
+    assert model.evaluate([xa, xb], [y1, y2], verbose=0) == pytest.approx(loss, rel=1e-6)
+    with pytest.raises(ValueError, match=r"loss misses outputs \['regression'\]"):
+        model.compile(loss={"classes": "mse"})
     with pytest.raises(ValueError, match=r"metrics for unknown outputs \['clases'\]"):
         model.compile(loss="mse", metrics={"clases": ["accuracy"]})
 
