@@ -27,7 +27,8 @@ bool = bool_         # noqa: A001
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("nn", "optim", "data", "metrics", "train", "keras", "models", "testing", "kernels")
+_SUBMODULES = ("nn", "optim", "data", "metrics", "train", "keras", "models", "testing", "kernels",
+               "distributed")
 
 
 def __getattr__(name):

@@ -6,33 +6,66 @@ and, when any input needs a gradient, records a ``Node`` on the outputs. ``backw
 recorded nodes in reverse topological order with an explicit stack (an unrolled RNN makes graphs of
 10,000+ nodes: no recursion), sums the gradients arriving at each output, and accumulates into the
 ``.grad`` of leaf tensors. Saved arrays are freed after the walk unless ``retain_graph=True``.
+
+Grad mode is per thread, as in PyTorch: ``no_grad`` in one thread (backward's own included) never
+changes what another thread records, and every new thread starts with recording enabled.
+
+In-place edits are detected through version counters. Every tensor holds a one-element list, its
+version counter, shared with the tensors that view its memory (reshape, indexing, transpose,
+expand, detach, ...); every in-place method bumps it. ``apply`` records the counter and version of
+each input or output that forward kept for backward (found by identity or shared memory among the
+ctx's attributes), and the backward walk refuses to run a node whose saved arrays were edited
+since, with PyTorch's message.
 """
 
 import functools
+import threading
+import weakref
 
 import numpy as np
 
 from . import backend
 
-_state = {"grad_enabled": True}
 _Tensor = None  # set by gpudl.tensor at import (tensor.py sits below this module)
+# id(leaf) -> [hook(leaf)]: called once per backward after the leaf's .grad holds all of that
+# backward's contributions (DistributedDataParallel launches its all-reduce from them). Kept
+# here, not on the Tensor, so tensors without hooks carry nothing; a finalizer drops the entry.
+_post_accumulate_hooks = {}
+
+
+class _GradState(threading.local):
+    """Grad mode of the current thread; ``__init__`` runs once in every thread that reads it."""
+
+    def __init__(self):
+        self.enabled = True
+        self.previous = []        # the modes that enclosing no_grad/enable_grad blocks restore
+
+
+_grad = _GradState()
 
 
 def is_grad_enabled():
-    return _state["grad_enabled"]
+    return _grad.enabled
 
 
 class _GradMode:
-    """Context manager and decorator that sets grad mode, restoring the previous mode on exit."""
+    """Context manager and decorator that sets grad mode, restoring the previous mode on exit.
+
+    The previous mode is kept per thread (not on the instance), so one instance may be entered
+    by several threads, or nested, safely.
+    """
 
     enabled = None
 
     def __enter__(self):
-        self._previous = _state["grad_enabled"]
-        _state["grad_enabled"] = self.enabled
+        state = _grad
+        state.previous.append(state.enabled)
+        if self.enabled is not None:            # None: keep the current mode
+            state.enabled = self.enabled
 
     def __exit__(self, *exc):
-        _state["grad_enabled"] = self._previous
+        state = _grad
+        state.enabled = state.previous.pop()
         return False
 
     def __call__(self, func):
@@ -67,7 +100,8 @@ class Node:
     its ``.grad``), or ``(node, output_index)`` of the Function that produced it.
     """
 
-    __slots__ = ("function", "ctx", "edges", "out_meta", "freed", "retained", "__weakref__")
+    __slots__ = ("function", "ctx", "edges", "out_meta", "freed", "retained", "saved_versions",
+                 "__weakref__")
 
     def __init__(self, function, ctx, edges, out_meta):
         self.function = function
@@ -76,6 +110,7 @@ class Node:
         self.out_meta = out_meta      # [(shape, dtype, array module)] per output
         self.freed = False
         self.retained = None          # {output_index: Tensor} for retain_grad()
+        self.saved_versions = ()      # see _saved_versions: what forward kept, at which version
 
     def __repr__(self):
         return f"<{self.function.__name__}Backward>"
@@ -96,7 +131,7 @@ class Function:
     def apply(cls, *args):
         Tensor = _Tensor
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
-        record = _state["grad_enabled"] and any(
+        record = _grad.enabled and any(
             isinstance(a, Tensor) and a.requires_grad for a in args)
         device = _common_device(cls, args)
         ctx = Context()
@@ -109,6 +144,7 @@ class Function:
         outs = out if multiple else (out,)
         if not record:
             results = tuple(Tensor._make(o, False, None, 0, device) for o in outs)
+            _share_view_counters(args, raw, outs, results)
             return results if multiple else results[0]
         edges = tuple(_edge(a) if need else None for a, need in zip(args, ctx.needs_input_grad))
         meta = [(o.shape, o.dtype, backend.get_array_module(o)) for o in outs]
@@ -117,7 +153,69 @@ class Function:
             Tensor._make(o, True, node, i, device) if _differentiable(o.dtype)
             else Tensor._make(o, False, None, 0, device)
             for i, o in enumerate(outs))
+        _share_view_counters(args, raw, outs, results)
+        node.saved_versions = _saved_versions(ctx, args, raw, outs, results)
         return results if multiple else results[0]
+
+
+def _overlaps(a, b):
+    """True when arrays ``a`` and ``b`` may share memory. Two arrays that own their memory
+    (``base`` None) and are not the same object never do; otherwise a bounds test (cheap)."""
+    if a is b:
+        return True
+    if (a.base is None and b.base is None) or type(a) is not type(b):
+        return False
+    return bool(backend.get_array_module(a).may_share_memory(a, b))
+
+
+def _share_view_counters(args, raw, outs, results):
+    """An output that views an input's memory shares that input's version counter (as torch's
+    views do), so an in-place edit through either is seen by the other's saved versions."""
+    for o, t in zip(outs, results):
+        if o.base is None and not any(o is r for r in raw):
+            continue                                 # a fresh array: the common case
+        for a, r in zip(args, raw):
+            if isinstance(a, _Tensor) and _overlaps(o, r):
+                t._version_counter = a._version_counter
+                break
+
+
+def _kept_arrays(ctx):
+    """The arrays ``ctx`` holds for backward: saved_tensors and attributes, one level into
+    tuples, lists and dicts (RNNs keep a dict of buffers)."""
+    kept = []
+    types = backend.ARRAY_TYPES
+    for value in ctx.__dict__.values():
+        if isinstance(value, types):
+            kept.append(value)
+        elif isinstance(value, (tuple, list, dict)):
+            for v in (value.values() if isinstance(value, dict) else value):
+                if isinstance(v, types):
+                    kept.append(v)
+    return kept
+
+
+def _saved_versions(ctx, args, raw, outs, results):
+    """[(counter, version, role, index, array)] for every input or output tensor whose memory
+    ``ctx`` keeps for backward: the same array object (the usual case), or one sharing memory
+    with it (a view; two arrays that both own their memory never overlap)."""
+    kept = _kept_arrays(ctx)
+    if not kept:
+        return ()
+    saved = []
+    for role, tensors, arrays in (("input", args, raw), ("output", results, outs)):
+        for i in range(len(arrays)):
+            t = tensors[i]
+            if not isinstance(t, _Tensor):
+                continue
+            array = arrays[i]
+            for k in kept:
+                if k is array or ((k.base is not None or array.base is not None)
+                                  and _overlaps(k, array)):
+                    counter = t._version_counter
+                    saved.append((counter, counter[0], role, i, array))
+                    break
+    return saved
 
 
 def _differentiable(dtype):
@@ -181,15 +279,80 @@ def backward(tensor, grad=None, retain_graph=False):
                 f"{tuple(tensor.shape)}")
     if tensor.grad_fn is None:
         _accumulate(tensor, grad)
+        _run_hooks(tensor)
         return
     root = tensor.grad_fn
     pending = {root: {tensor._out_index: grad}}
+    order = _topological_order(root)
+    waiting = _leaf_edge_counts(order) if _post_accumulate_hooks else None
     with no_grad():
-        for node in _topological_order(root):
+        for node in order:
             grads_in = pending.pop(node, None)
-            if grads_in is None:
-                continue
-            _run_node(node, grads_in, pending, retain_graph)
+            if grads_in is not None:
+                _run_node(node, grads_in, pending, retain_graph)
+            if waiting:
+                _hooks_after(node, waiting)
+
+
+# ----------------------------------------------------------------- post-accumulate grad hooks
+class RemovableHandle:
+    """What ``register_post_accumulate_grad_hook`` returns: ``handle.remove()`` unregisters."""
+
+    def __init__(self, key, hook):
+        self._key, self._hook = key, hook
+
+    def remove(self):
+        hooks = _post_accumulate_hooks.get(self._key, [])
+        if self._hook in hooks:
+            hooks.remove(self._hook)
+        if not hooks:           # no entry left: backward skips the hook bookkeeping entirely
+            _post_accumulate_hooks.pop(self._key, None)
+
+
+def register_post_accumulate_grad_hook(tensor, hook):
+    """Call ``hook(tensor)`` after each backward has accumulated into the leaf's ``.grad``."""
+    if not callable(hook):
+        raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got "
+                        f"{type(hook).__name__}")
+    if tensor.grad_fn is not None:
+        raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors have an "
+                           "accumulated .grad; this tensor has a grad_fn")
+    if not tensor.requires_grad:
+        raise RuntimeError("register_post_accumulate_grad_hook: cannot register a hook on a "
+                           "tensor that does not require grad")
+    key = id(tensor)
+    if key not in _post_accumulate_hooks:
+        _post_accumulate_hooks[key] = []
+        weakref.finalize(tensor, _post_accumulate_hooks.pop, key, None)
+    _post_accumulate_hooks[key].append(hook)
+    return RemovableHandle(key, hook)
+
+
+def _leaf_edge_counts(order):
+    """{id(leaf with hooks): edges into it}: its hooks run once the last of them is walked."""
+    counts = {}
+    for node in order:
+        for edge in node.edges:
+            if edge is not None and not isinstance(edge, tuple) \
+                    and id(edge) in _post_accumulate_hooks:
+                counts[id(edge)] = counts.get(id(edge), 0) + 1
+    return counts
+
+
+def _hooks_after(node, waiting):
+    for edge in node.edges:
+        if edge is None or isinstance(edge, tuple) or id(edge) not in waiting:
+            continue
+        waiting[id(edge)] -= 1
+        if waiting[id(edge)] == 0:
+            del waiting[id(edge)]
+            if edge.grad is not None:
+                _run_hooks(edge)
+
+
+def _run_hooks(tensor):
+    for hook in list(_post_accumulate_hooks.get(id(tensor), ())):
+        hook(tensor)
 
 
 def _run_node(node, grads_in, pending, retain_graph):
@@ -197,6 +360,14 @@ def _run_node(node, grads_in, pending, retain_graph):
         raise RuntimeError(
             f"backward: trying to backward through {node!r} a second time; its saved arrays "
             "were freed. Pass retain_graph=True to the first backward call")
+    for counter, version, role, i, array in node.saved_versions:
+        if counter[0] != version:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: [{array.dtype} tensor of shape {tuple(array.shape)}], which "
+                f"is {role} {i} of {node.function.__name__}Backward, is at version {counter[0]}; "
+                f"expected version {version} instead. Hint: clone() the tensor before editing "
+                "it in place, or edit it after backward")
     if node.retained:
         for i, t in node.retained.items():
             if i in grads_in:
@@ -212,6 +383,7 @@ def _run_node(node, grads_in, pending, retain_graph):
             f"expected {len(node.edges)} (one per forward argument)")
     if not retain_graph:
         node.ctx = None
+        node.saved_versions = ()
         node.freed = True
     for i, (edge, g) in enumerate(zip(node.edges, input_grads)):
         if edge is None or g is None:

@@ -45,12 +45,32 @@ def _probe_cupy():
         return None, f"CuPy failed to start ({type(exc).__name__}: {exc})"
 
 
+def _split_index(device, where):
+    """'cuda:0' -> 'cuda'. gpudl drives one GPU, CUDA's current device, so any other index is
+    refused with the way to pick another GPU (rather than silently using device 0)."""
+    name, colon, index = device.strip().lower().partition(":")
+    if not colon or (index.isdigit() and int(index) == 0):
+        return name
+    if not index.isdigit():
+        raise ValueError(f"{where}: malformed device {device!r}; expected 'cpu', 'cuda' or "
+                         "'cuda:0'")
+    if name == "cpu":
+        raise ValueError(f"{where}: device {device!r} does not exist; the cpu device is 'cpu'")
+    raise ValueError(
+        f"{where}: device {device!r} is not available; gpudl uses one GPU per process (index 0: "
+        "'cuda:0' or 'cuda'). To run on another GPU, start the process with CUDA_VISIBLE_DEVICES "
+        "set to its index (e.g. CUDA_VISIBLE_DEVICES=1) and GPUDL_DEVICE=cuda")
+
+
 def _choose_device():
     global _cupy
-    requested = os.environ.get("GPUDL_DEVICE", "auto").strip().lower() or "auto"
-    if requested not in ("auto", "cuda", "cpu"):
+    text = os.environ.get("GPUDL_DEVICE", "auto").strip().lower() or "auto"
+    requested = text.partition(":")[0]
+    if requested not in ("auto", "cuda", "cpu") or (requested == "auto" and text != "auto"):
         raise ValueError(
-            f"GPUDL_DEVICE must be 'auto', 'cuda' or 'cpu', got {requested!r}")
+            f"GPUDL_DEVICE must be 'auto', 'cuda' or 'cpu', got {text!r} ('cuda:0' and 'cpu:0' "
+            "are accepted too)")
+    _split_index(text, "GPUDL_DEVICE")
     if requested == "cpu":
         return "cpu"
     if SIMULATOR:
@@ -70,6 +90,8 @@ def _choose_device():
 
 
 DEFAULT_DEVICE = _choose_device()
+# the array types a tensor may hold: isinstance(x, ARRAY_TYPES) without a call per check
+ARRAY_TYPES = (np.ndarray,) if _cupy is None else (np.ndarray, _cupy.ndarray)
 
 
 def default_device():
@@ -90,6 +112,7 @@ def check_device(device, where="device"):
     name = device.split(":")[0].strip().lower()
     if name not in DEVICES:
         raise ValueError(f"{where}: expected 'cpu' or 'cuda', got {device!r}")
+    _split_index(device, where)
     if name == "cuda" and not cuda_available():
         raise RuntimeError(
             f"{where}: 'cuda' requested but this process runs on the cpu device "
@@ -137,8 +160,13 @@ def to_device_array(array, device):
 
 
 def launch_stream():
-    """The stream Numba kernels launch on: CuPy's current stream (0 under the simulator)."""
+    """The stream Numba kernels launch on: CuPy's current stream (0 under the simulator).
+
+    Every kernel launch asks for it, so it is also where the simulator's argument handling is
+    adjusted, once (``_simulator_accepts_read_only``)."""
     if _cupy is None:
+        if SIMULATOR and not _simulator_patched:
+            _simulator_accepts_read_only()
         return 0
     ptr = _cupy.cuda.get_current_stream().ptr
     stream = _streams.get(ptr)
@@ -146,6 +174,44 @@ def launch_stream():
         from numba import cuda
         stream = _streams[ptr] = cuda.external_stream(ptr)
     return stream
+
+
+_simulator_patched = False
+
+
+def _simulator_accepts_read_only():
+    """Let Numba's simulator take read-only arrays (``broadcast_to`` views, their reshapes).
+
+    The simulator copies every array argument back to the host after a launch, which raises
+    "assignment destination is read-only" for such views, though kernels only read them (on a
+    GPU, CuPy arrays have no read-only flag and nothing is copied). Read-only arguments are
+    passed in without the copy back instead, and checked unchanged after the launch: a kernel
+    writing into one would, on a GPU, write memory that broadcast elements share. Writable
+    arguments, and the real GPU path, are untouched.
+    """
+    global _simulator_patched
+    from numba.cuda.simulator import kernel as simulated
+    from numba.cuda.simulator.args import In, InOut
+
+    class ReadOnlyAware(InOut):
+        def to_device(self, retr, stream=0):
+            value = self.value
+            if not isinstance(value, np.ndarray) or value.flags.writeable:
+                return super().to_device(retr, stream)
+            copy = In(value).to_device(retr, stream)
+            retr.append(lambda: _check_unwritten(copy, value))
+            return copy
+
+    simulated.InOut = ReadOnlyAware
+    _simulator_patched = True
+
+
+def _check_unwritten(copy, original):
+    if not np.array_equal(copy.copy_to_host(), original, equal_nan=original.dtype.kind in "fc"):
+        raise RuntimeError(
+            f"a simulated kernel wrote into a read-only argument of shape {original.shape} "
+            f"(strides {original.strides}); on a GPU that write would land in memory shared by "
+            "several elements (a broadcast view). Pass a writable, contiguous array")
 
 
 def synchronize():

@@ -254,3 +254,4 @@ def sliding_windows(series, window, horizon=1):
     if isinstance(series, Tensor):
         return tensor(inputs, device=series.device), tensor(targets, device=series.device)
     return inputs, targets
+from .distributed.sampler import DistributedSampler  # noqa: E402,F401 (gpudl.distributed's)

@@ -23,7 +23,7 @@ class Tensor(MathMixin, ShapeMixin):
     """An n-dimensional array with reverse-mode autograd (see API.md)."""
 
     __slots__ = ("data", "requires_grad", "grad", "grad_fn", "_out_index", "_device",
-                 "__weakref__")
+                 "_version_counter", "__weakref__")
     __array_ufunc__ = None          # NumPy defers to our reflected operators: np.float32(2) * t
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
@@ -32,6 +32,7 @@ class Tensor(MathMixin, ShapeMixin):
         array, device = as_array(data, dtype, device, "Tensor")
         self.data = array
         self._device = device
+        self._version_counter = [0]
         self.grad = None
         self.grad_fn = None
         self._out_index = 0
@@ -50,6 +51,7 @@ class Tensor(MathMixin, ShapeMixin):
         t.grad_fn = grad_fn
         t._out_index = out_index
         t._device = device or _device_of(data)
+        t._version_counter = [0]     # shared with views; see autograd's docstring
         return t
 
     # ----------------------------------------------------------------- attributes
@@ -58,6 +60,7 @@ class Tensor(MathMixin, ShapeMixin):
     device = property(lambda self: self._device)
     ndim = property(lambda self: self.data.ndim)
     is_leaf = property(lambda self: self.grad_fn is None)
+    _version = property(lambda self: self._version_counter[0], doc="in-place edits so far")
     is_cuda = property(lambda self: self._device == "cuda")
     T = property(lambda self: self.permute(*reversed(range(self.ndim))))
     mT = property(lambda self: self.transpose(-2, -1))
@@ -151,7 +154,9 @@ class Tensor(MathMixin, ShapeMixin):
         return self.data.__cuda_array_interface__
 
     def detach(self):
-        return Tensor._make(self.data, False, None, 0, self._device)
+        out = Tensor._make(self.data, False, None, 0, self._device)
+        out._version_counter = self._version_counter      # same memory: same version, as torch
+        return out
 
     def clone(self):
         return E.Clone.apply(self)
@@ -227,16 +232,27 @@ class Tensor(MathMixin, ShapeMixin):
         node.retained[self._out_index] = self
         return self
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Run ``hook(self)`` after each backward that accumulates into this leaf's ``.grad``."""
+        return autograd.register_post_accumulate_grad_hook(self, hook)
+
     # ----------------------------------------------------------------- in place (no graph)
+    # Every method here calls _check_inplace before and _bump_version after writing: the only
+    # places (with the optimizers' fused updates) that change a tensor's memory in place.
     def _check_inplace(self, op):
         if self.requires_grad and autograd.is_grad_enabled():
             raise RuntimeError(
                 f"{op}: a tensor that requires grad cannot be modified in place while grad is "
                 "enabled; wrap the update in gpudl.no_grad()")
 
+    def _bump_version(self):
+        """Record one in-place edit: backward then refuses nodes that saved the old values."""
+        self._version_counter[0] += 1
+
     def __setitem__(self, index, value):
         self._check_inplace("__setitem__")
         self.data[_index_arrays(index, self)] = _raw(value, self)
+        self._bump_version()
 
     def copy_(self, src):
         self._check_inplace("copy_")
@@ -244,11 +260,13 @@ class Tensor(MathMixin, ShapeMixin):
         if np.shape(src) != self.shape and np.broadcast_shapes(np.shape(src), self.shape) != self.shape:
             raise ValueError(f"copy_: source of shape {np.shape(src)} does not broadcast to {self.shape}")
         self.data[...] = src
+        self._bump_version()
         return self
 
     def fill_(self, value):
         self._check_inplace("fill_")
         self.data[...] = _raw(value, self)
+        self._bump_version()
         return self
 
     def zero_(self):
@@ -258,6 +276,7 @@ class Tensor(MathMixin, ShapeMixin):
         self._check_inplace("add_")
         other = _raw(other, self)
         self.data += other if alpha == 1 else alpha * other
+        self._bump_version()
         return self
 
     def sub_(self, other, alpha=1):
@@ -266,29 +285,34 @@ class Tensor(MathMixin, ShapeMixin):
     def mul_(self, other):
         self._check_inplace("mul_")
         self.data *= _raw(other, self)
+        self._bump_version()
         return self
 
     def div_(self, other):
         self._check_inplace("div_")
         self.data /= _raw(other, self)
+        self._bump_version()
         return self
 
     def clamp_(self, min=None, max=None):
         self._check_inplace("clamp_")
         xp = backend.get_array_module(self.data)
         xp.clip(self.data, min, max, out=self.data)
+        self._bump_version()
         return self
 
     def uniform_(self, a=0.0, b=1.0):
         from . import random
         self._check_inplace("uniform_")
         self.data[...] = random.uniform(self.shape, self.dtype, self._device, a, b)
+        self._bump_version()
         return self
 
     def normal_(self, mean=0.0, std=1.0):
         from . import random
         self._check_inplace("normal_")
         self.data[...] = random.normal(self.shape, self.dtype, self._device) * std + mean
+        self._bump_version()
         return self
 
 class _ToDevice(autograd.Function):

@@ -236,8 +236,14 @@ def _bound(bound, like):
 
 
 def _as_operand(value, like):
-    """Wrap a non-Tensor operand: Python scalars stay scalars (weakly typed, as in torch)."""
-    if isinstance(value, T.Tensor) or isinstance(value, (int, float)):
+    """Wrap a non-Tensor operand. Python scalars, NumPy scalars and 0-d NumPy arrays are weakly
+    typed, as torch treats them: Python numbers here, so float32 * np.float64(2) stays float32
+    (NumPy would promote: np.float64 is a strong float64 for NumPy though a Python float)."""
+    if isinstance(value, T.Tensor):
+        return value
+    if isinstance(value, np.generic) or (type(value) is np.ndarray and value.ndim == 0):
+        value = value.item()                  # np.float64 -> float, np.int32 -> int, ...
+    if isinstance(value, (int, float)):
         return value
     raw = T._raw(value, like)
     if raw.dtype == np.float64 and like.dtype.kind == "f":
@@ -281,6 +287,10 @@ def matmul(a, b):
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of shapes {a.shape} and {b.shape} are not "
                          "broadcastable") from None
+    if a.dtype != b.dtype:
+        # torch refuses (int64 @ float32 too); NumPy would silently compute in float64
+        raise RuntimeError(f"matmul: expected both operands to have the same dtype, got "
+                           f"{a.dtype} and {b.dtype}; convert one, e.g. with .to({a.dtype})")
     return linalg.MatMul.apply(a, b)
 
 

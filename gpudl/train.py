@@ -16,6 +16,7 @@ from . import metrics as M
 from .autograd import no_grad
 from .callbacks import (Callback, EarlyStopping, ModelCheckpoint,  # noqa: F401 (re-exported)
                         TerminateOnNaN)
+from .distributed.training import FitContext
 from .tensor import Tensor
 
 LOG_EVERY = 10        # batches between progress-bar updates (each one reads the device)
@@ -92,8 +93,8 @@ class _Running:
     Predictions are kept once per distinct ``prepare`` (see ``resolve_metrics``).
     """
 
-    def __init__(self, metric_fns):
-        self.metric_fns = metric_fns
+    def __init__(self, metric_fns, run=None):
+        self.metric_fns, self.run = metric_fns, run
         self.prepares = list(dict.fromkeys(_prepare_of(fn) for _, fn in metric_fns))
         self.loss_sum, self.count = 0.0, 0
         self.pending = {prepare: [] for prepare in self.prepares}
@@ -110,23 +111,42 @@ class _Running:
             self.pending[prepare].append(prepare(_arrays(output), _arrays(target)))
 
     def logs(self, where):
-        """{'loss': mean loss, metric: value}: reads the device once.
+        """{'loss': mean loss, metric: value} of this process: reads the device once.
 
         Raises ValueError when no batch was added (``where`` names the data in the message).
         """
-        if self.count == 0:
-            raise ValueError(f"{where} yielded no batch; a loss over no samples is undefined "
-                             "(check the data's length and batch_size)")
+        return self._summary(where, *self._read())
+
+    def combined_logs(self, where):
+        """``logs()`` over every rank of the process group (all ranks call it together)."""
+        if self.run is None or self.run.group is None:
+            return self.logs(where)
+        loss_sum, count, rows = self._read()
+        loss_sum, count, _, _ = self.run.combine(loss_sum, count, None, None)
+        rows = {prepare: self.run.combine(0.0, 0, *pair)[2:] for prepare, pair in rows.items()}
+        return self._summary(where, loss_sum, count, rows)
+
+    def _read(self):
+        """(loss sum, count, {prepare: (predictions, targets)}) on the host."""
+        rows = {}
         for prepare, pending in self.pending.items():
             predictions, targets = self.host[prepare]
             for pred, true in pending:
                 predictions.append(backend.to_numpy(pred))
                 targets.append(backend.to_numpy(true))
             pending.clear()
-        logs = {"loss": float(self.loss_sum) / self.count}
+            rows[prepare] = (np.concatenate(predictions), np.concatenate(targets)) \
+                if predictions else (None, None)
+        return float(self.loss_sum), self.count, rows
+
+    def _summary(self, where, loss_sum, count, rows):
+        if count == 0:
+            raise ValueError(f"{where} yielded no batch; a loss over no samples is undefined "
+                             "(check the data's length and batch_size)")
+        logs = {"loss": loss_sum / count}
         for name, fn in self.metric_fns:
-            predictions, targets = self.host[_prepare_of(fn)]
-            logs[name] = float(fn(np.concatenate(targets), np.concatenate(predictions)))
+            predictions, targets = rows[_prepare_of(fn)]
+            logs[name] = float(fn(targets, predictions))
         return logs
 
 
@@ -164,10 +184,12 @@ def _loss(loss_fn, output, target, where):
     return loss
 
 
-def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, batch_callbacks):
+def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, batch_callbacks=(),
+                 run=None):
     """One pass over ``loader``; returns (logs, stopped): stopped when a batch callback asked."""
     model.train()
-    running = _Running(metric_fns)
+    running = _Running(metric_fns, run)
+    callback_model = model if run is None else run.callback_model
     for i, batch in enumerate(loader):
         inputs, target = _split_batch(batch, "fit")
         optimizer.zero_grad()
@@ -182,9 +204,9 @@ def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, batch_callb
             bar.set_postfix(_rounded(running.logs("fit: the training data")), refresh=False)
         if batch_callbacks:                      # reads the loss every batch: only when asked
             batch_logs = {"loss": float(loss.item())}
-            if any([cb.on_batch_end(i, batch_logs, model) for cb in batch_callbacks]):
-                return running.logs("fit: the training data"), True
-    return running.logs("fit: the training data"), False
+            if any([cb.on_batch_end(i, batch_logs, callback_model) for cb in batch_callbacks]):
+                return running.combined_logs("fit: the training data"), True
+    return running.combined_logs("fit: the training data"), False
 
 
 def evaluate(model, loss_fn, loader, metrics=()):
@@ -198,18 +220,18 @@ def evaluate(model, loss_fn, loader, metrics=()):
     return _evaluate(model, loss_fn, loader, resolve_metrics(metrics), "evaluate")
 
 
-def _evaluate(model, loss_fn, loader, metric_fns, where):
+def _evaluate(model, loss_fn, loader, metric_fns, where, run=None):
     was_training = getattr(model, "training", False)
     model.eval()
     try:
-        running = _Running(metric_fns)
+        running = _Running(metric_fns, run)
         with no_grad():
             for batch in loader:
                 inputs, target = _split_batch(batch, where)
                 output = model(*inputs)
                 running.add(_loss(loss_fn, output, target, where), output, target)
         data = "the validation data" if where == "fit" else "the data"
-        return running.logs(f"{where}: {data}")
+        return running.combined_logs(f"{where}: {data}")
     finally:
         model.train(was_training)
 
@@ -246,6 +268,12 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
             learning rate is then logged as ``lr``.
         verbose: show a tqdm progress bar per epoch with the running loss and metrics.
 
+    Under a process group (gpudl.distributed) the model is trained as a
+    DistributedDataParallel (wrapped for the call unless it is one already): each rank trains on
+    its shard of ``train_loader`` (a DistributedSampler's), validation is split over the ranks,
+    logs are combined over all of them, and only rank 0 shows progress and runs
+    ModelCheckpoint (callbacks get the unwrapped module).
+
     NaN guard: when an epoch's loss is NaN or infinite, fit warns (a RuntimeWarning naming
     the value) and stops after that epoch's callbacks; the History it returns ends with that
     epoch. ``TerminateOnNaN`` stops at the first such batch instead (it reads the loss every
@@ -268,19 +296,23 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
     keys += ["lr"] if scheduler is not None else []
     for cb in callbacks:
         cb.check_logs(keys)                      # a monitor fit will not log fails now
-    batch_callbacks = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
     history = History()
+    run = FitContext(model, callbacks, verbose)      # changes nothing without a process group
+    model, callbacks, verbose = run.model, run.callbacks, run.verbose
+    batch_callbacks = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
     for cb in callbacks:
-        cb.on_train_begin(model)
+        cb.on_train_begin(run.callback_model)
     for epoch in range(epochs):
-        total = len(train_loader) if hasattr(train_loader, "__len__") else None
+        loader = run.train_loader(train_loader, epoch)
+        total = len(loader) if hasattr(loader, "__len__") else None
         bar = tqdm(total=total, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=not verbose, dynamic_ncols=True)
         try:
-            logs, stop = _train_epoch(model, loss_fn, optimizer, train_loader, metric_fns, bar,
-                                      batch_callbacks)
+            logs, stop = _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar,
+                                      batch_callbacks, run)
             if val_loader is not None:
-                val = _evaluate(model, loss_fn, val_loader, metric_fns, "fit")
+                val = _evaluate(run.eval_model, loss_fn, run.eval_loader(val_loader), metric_fns,
+                                "fit", run)
                 logs.update(("val_" + k, v) for k, v in val.items())
             if scheduler is not None:
                 _step_scheduler(scheduler, logs)
@@ -289,7 +321,7 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         finally:
             bar.close()
         history.append(epoch, logs)
-        stops = [cb.on_epoch_end(epoch, logs, model) for cb in callbacks]
+        stops = [cb.on_epoch_end(epoch, logs, run.callback_model) for cb in callbacks]
         if not math.isfinite(logs["loss"]) and not stop:
             warnings.warn(f"fit: the training loss is {logs['loss']} in epoch {epoch + 1}; "
                           "training stopped (TerminateOnNaN stops at the first such batch)",
@@ -298,7 +330,8 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         if stop or any(stops):
             break
     for cb in callbacks:
-        cb.on_train_end(model)
+        cb.on_train_end(run.callback_model)
+    run.close()
     return history
 
 

@@ -179,3 +179,54 @@ def test_gradient_flows_through_dtype_casts():
     y.backward()
     assert x.grad.dtype == gd.float64
     np.testing.assert_allclose(x.grad.numpy(), [2.0, 2.0])
+
+
+# ----------------------------------------------------------------- post-accumulate grad hooks
+def test_post_accumulate_hook_runs_once_after_every_path_has_accumulated():
+    w = gd.tensor([2.0, 3.0], dtype=gd.float64, requires_grad=True)
+    b = gd.tensor([1.0], dtype=gd.float64, requires_grad=True)
+    seen = []
+    w.register_post_accumulate_grad_hook(lambda t: seen.append(("w", t.grad.numpy().copy())))
+    b.register_post_accumulate_grad_hook(lambda t: seen.append(("b", t.grad.numpy().copy())))
+    a = w * w
+    ((a + a.exp() + w).sum() + b.sum() * 0).backward()     # w reaches the loss three ways
+    wv = np.array([2.0, 3.0])
+    assert [name for name, _ in seen] == ["b", "w"] or [name for name, _ in seen] == ["w", "b"]
+    grads = dict(seen)
+    np.testing.assert_allclose(grads["w"], 2 * wv + np.exp(wv * wv) * 2 * wv + 1)
+    np.testing.assert_allclose(grads["b"], [0.0])
+
+
+def test_post_accumulate_hook_sees_accumulated_grad_and_can_be_removed():
+    w = gd.tensor([1.0, 2.0], requires_grad=True)
+    calls = []
+    handle = w.register_post_accumulate_grad_hook(lambda t: calls.append(t.grad.numpy().copy()))
+    (w * 3).sum().backward()
+    (w * 3).sum().backward()
+    np.testing.assert_allclose(calls[-1], [6.0, 6.0])       # grads accumulate across calls
+    handle.remove()
+    assert id(w) not in gd.autograd._post_accumulate_hooks      # backward skips the bookkeeping
+    (w * 3).sum().backward()
+    assert len(calls) == 2
+    w.sum().backward()           # a leaf root: no hook left, nothing runs
+    assert len(calls) == 2
+
+
+def test_post_accumulate_hook_skips_leaves_outside_the_graph_and_leaf_root():
+    used, unused = gd.tensor([1.0], requires_grad=True), gd.tensor([1.0], requires_grad=True)
+    calls = []
+    unused.register_post_accumulate_grad_hook(lambda t: calls.append("unused"))
+    used.register_post_accumulate_grad_hook(lambda t: calls.append("used"))
+    (used * 2).sum().backward()
+    used.backward(gd.tensor([1.0]))
+    assert calls == ["used", "used"]
+
+
+def test_post_accumulate_hook_refuses_non_leaf_and_non_callable():
+    w = gd.tensor([1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf"):
+        (w * 2).register_post_accumulate_grad_hook(print)
+    with pytest.raises(TypeError, match="callable"):
+        w.register_post_accumulate_grad_hook(3)
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        gd.tensor([1.0]).register_post_accumulate_grad_hook(print)

@@ -1,6 +1,7 @@
 """Device choice at import, in fresh interpreters (the choice is made once per process)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -55,3 +56,38 @@ def test_simulator_keeps_numpy_arrays_on_the_cuda_device():
               GPUDL_DEVICE="cuda", NUMBA_ENABLE_CUDASIM="1")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["cuda", "cuda", "numpy", "True"]
+
+
+@pytest.mark.parametrize("value", ["cuda:0", "CUDA:0", " cuda:0 "])
+def test_cuda_0_in_the_environment_means_cuda(value):
+    out = run("import gpudl as gd; print(gd.device(), gd.ones(2, device='cuda:0').device)",
+              GPUDL_DEVICE=value, NUMBA_ENABLE_CUDASIM="1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["cuda", "cuda"]
+
+
+def test_cpu_0_in_the_environment_means_cpu():
+    out = run("import gpudl as gd; print(gd.device())", GPUDL_DEVICE="cpu:0")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["cpu"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("cuda:1", "gpudl uses one GPU per process .* CUDA_VISIBLE_DEVICES"),
+    ("cuda:x", "malformed device 'cuda:x'"), ("cpu:1", "does not exist"),
+    ("auto:0", "GPUDL_DEVICE must be 'auto', 'cuda' or 'cpu', got 'auto:0'")])
+def test_other_device_indices_in_the_environment_are_refused(value, message):
+    out = run("import gpudl", GPUDL_DEVICE=value, NUMBA_ENABLE_CUDASIM="1")
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ValueError: ") and re.search(message, last), last
+
+
+def test_other_device_indices_in_the_api_are_refused():
+    out = run("import gpudl as gd\nfor d in ('cuda:1', 'cpu:3'):\n    try:\n"
+              "        gd.ones(1, device=d)\n    except ValueError as e:\n        print(e)",
+              GPUDL_DEVICE="cuda", NUMBA_ENABLE_CUDASIM="1")
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.strip().splitlines()
+    assert first.startswith("ones: device 'cuda:1' is not available") and "CUDA_VISIBLE" in first
+    assert second == "ones: device 'cpu:3' does not exist; the cpu device is 'cpu'"

@@ -2,7 +2,8 @@
 # The GPU check: run it first thing on a lent GPU machine (see README, Contributing).
 #   bash tools/gpu_check.sh            # log in tools/gpu_check.log (and $OUT/ when set)
 # Installs the checkout without network, runs the whole suite with GPUDL_DEVICE=cuda, then the
-# GPU benchmarks against PyTorch. Budget: under 8 minutes (60 + 240 + 150 s of step limits).
+# GPU benchmarks against PyTorch, and the NCCL world-of-1 tests with their skip reasons shown.
+# Budget: under 9 minutes (60 + 240 + 60 + 150 s of step limits).
 # The offline PTX check is CI's job; here the kernels compile for the real device as tests run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,8 @@ step install 60 pip install -q --no-deps --no-build-isolation -e .
 python -c "import numpy, numba, cupy, torch; print('numpy', numpy.__version__, 'numba', \
 numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
 step tests 240 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider --ignore=tests/sim
+step nccl 60 env GPUDL_DEVICE=cuda python -m pytest -q -rs -p no:cacheprovider \
+    tests/distributed/test_distributed_nccl.py
 step benchmarks 150 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda \
     --markdown tools/gpu_results.md
 echo "gpu_check exit status: $status"

@@ -197,18 +197,33 @@ def _tensors(values, name, where):
     return [_as_tensor(values, name, where)]
 
 
+def _batches(xs, ys, batch_size, shuffle, where, sample_weight=None):
+    """Batches ``(x1, ..., y)`` of the arrays: a plain DataLoader when each batch is already
+    in that form (one target, no weights: what gpudl.train and a process group's sharding
+    take), else ``_Batches`` (several targets as a tuple, sample weights)."""
+    if len(ys) <= 1 and sample_weight is None:
+        _check_batching(xs, ys, batch_size, where)
+        return DataLoader(TensorDataset(*xs, *ys), batch_size=batch_size, shuffle=shuffle)
+    return _Batches(xs, ys, batch_size, shuffle, where, sample_weight)
+
+
+def _check_batching(xs, ys, batch_size, where):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+            or batch_size < 1:
+        raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
+    sizes = {t.shape[0] if t.ndim else None for t in xs + ys}
+    if len(sizes) != 1:
+        raise ValueError(f"{where}: x and y must have the same first size (samples), got "
+                         f"shapes {[tuple(t.shape) for t in xs + ys]}")
+
+
 class _Batches:
     """A DataLoader over inputs and targets, giving ``(x1, ..., y)`` with ``y`` a tuple when
-    there are several targets."""
+    there are several targets, or a ``WeightedTarget`` with sample weights."""
 
     def __init__(self, xs, ys, batch_size, shuffle, where, sample_weight=None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
-                or batch_size < 1:
-            raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
-        sizes = {t.shape[0] if t.ndim else None for t in xs + ys}
-        if len(sizes) != 1:
-            raise ValueError(f"{where}: x and y must have the same first size (samples), got "
-                             f"shapes {[tuple(t.shape) for t in xs + ys]}")
+        _check_batching(xs, ys + ([sample_weight] if sample_weight is not None else []),
+                        batch_size, where)
         self.n_x, self.n_y = len(xs), len(ys)
         self.weighted = sample_weight is not None
         extra = [sample_weight] if self.weighted else []
@@ -273,12 +288,12 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
             if weights is not None:
                 ys, weights = ys[:-1], ys[-1]
                 validation_data = (validation_data[0], validation_data[1][:-1])
-        loader = _Batches(xs, ys, batch_size, shuffle, "fit", weights)
+        loader = _batches(xs, ys, batch_size, shuffle, "fit", weights)
         val = validation_data
     if val is not None and not _is_loader(val):
         if not isinstance(val, (tuple, list)) or len(val) != 2:
             raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
-        val = _Batches(_tensors(val[0], "x_val", "fit"), _tensors(val[1], "y_val", "fit"),
+        val = _batches(_tensors(val[0], "x_val", "fit"), _tensors(val[1], "y_val", "fit"),
                        batch_size, False, "fit")
     with trainable_as_compiled(model, config):
         return train.fit(model, config.loss_fn(class_weight), config.optimizer, loader, epochs,
@@ -318,7 +333,7 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     else:
         weights = None if sample_weight is None else _as_tensor(sample_weight, "sample_weight",
                                                                "evaluate")
-        loader = _Batches(_tensors(x, "x", "evaluate"), _tensors(y, "y", "evaluate"),
+        loader = _batches(_tensors(x, "x", "evaluate"), _tensors(y, "y", "evaluate"),
                           32 if batch_size is None else batch_size, False, "evaluate", weights)
     logs = train.evaluate(model, config.loss_fn(), loader, config.metrics)
     return _result(logs, return_dict)
@@ -328,7 +343,7 @@ def predict(model, x, batch_size=None, verbose="auto"):
     """The model's outputs for ``x`` in eval mode, batch by batch: one NumPy array (a list for
     several outputs), read from the device once. The train/eval mode is restored, even on an
     exception."""
-    loader = _Batches(_tensors(x, "x", "predict"), [], 32 if batch_size is None else batch_size,
+    loader = _batches(_tensors(x, "x", "predict"), [], 32 if batch_size is None else batch_size,
                       False, "predict")
     was_training = getattr(model, "training", False)
     model.eval()

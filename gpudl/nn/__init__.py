@@ -16,3 +16,4 @@ from .sparse import Embedding
 from .attention import MultiheadAttention, TransformerEncoder, TransformerEncoderLayer
 from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .conv import Conv2d, ConvTranspose2d
+from . import parallel  # noqa: E402  (DistributedDataParallel; imports no MPI or NCCL)

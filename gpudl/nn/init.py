@@ -25,7 +25,7 @@ def _check(op, tensor):
 
 def _fill(tensor, values):
     with no_grad():
-        tensor.data[...] = values
+        tensor.copy_(values)
     return tensor
 
 

@@ -304,7 +304,7 @@ class Module:
                                  + "\n\t".join(problems))
         with no_grad():
             for target, value in updates:
-                target.data[...] = value
+                target.copy_(value)
         return IncompatibleKeys(missing, unexpected)
 
     # ----------------------------------------------------------------- device and dtype

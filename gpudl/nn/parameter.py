@@ -17,11 +17,13 @@ class Parameter(Tensor):
     def __init__(self, data=None, requires_grad=True):
         if data is None:
             data = np.empty((0,), dtypes.DEFAULT_FLOAT)
-        if isinstance(data, Tensor):
+        if isinstance(data, Tensor):        # the same memory, so the same version counter
             self.data, self._device = data.data, data.device
+            self._version_counter = data._version_counter
         else:
             from ..creation import as_array
             self.data, self._device = as_array(data, None, None, "Parameter")
+            self._version_counter = [0]
         self.grad = None
         self.grad_fn = None
         self._out_index = 0

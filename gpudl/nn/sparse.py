@@ -1,6 +1,7 @@
 """Embedding: a lookup table of ``num_embeddings`` vectors of size ``embedding_dim``."""
 
 from .. import creation, dtypes
+from ..autograd import no_grad
 from ..ops.sparse import embedding
 from ..tensor import Tensor
 from . import init
@@ -45,7 +46,8 @@ class Embedding(Module):
     def reset_parameters(self):
         init.normal_(self.weight)
         if self.padding_idx is not None:
-            self.weight.data[self.padding_idx] = 0
+            with no_grad():
+                self.weight[self.padding_idx] = 0
 
     def forward(self, input):
         return embedding(input, self.weight, self.padding_idx, self.max_norm, self.norm_type,

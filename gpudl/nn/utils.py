@@ -69,5 +69,6 @@ def vector_to_parameters(vec, parameters):
     start = 0
     for p in params:
         n = p.data.size
-        p.data[...] = vec.data[start:start + n].reshape(p.shape)
+        with no_grad():
+            p.copy_(vec.data[start:start + n].reshape(p.shape))
         start += n

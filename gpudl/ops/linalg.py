@@ -1,5 +1,7 @@
 """Matrix products (batched and broadcast, as numpy.matmul), through BLAS / cuBLAS."""
 
+import math
+
 import numpy as np
 
 from ..autograd import Function
@@ -50,9 +52,9 @@ class Linear(Function):
         nx, nw, nb = ctx.needs_input_grad
         gx = g @ w if nx else None
         gw = gb = None
+        rows = math.prod(g.shape[:-1])       # not -1: reshape cannot infer it with 0 features
         if nw:
-            g2 = g.reshape(-1, g.shape[-1])
-            gw = g2.T @ x.reshape(-1, x.shape[-1])
+            gw = g.reshape(rows, g.shape[-1]).T @ x.reshape(rows, x.shape[-1])
         if nb:
-            gb = g.reshape(-1, g.shape[-1]).sum(axis=0)
+            gb = g.reshape(rows, g.shape[-1]).sum(axis=0)
         return gx, gw, gb

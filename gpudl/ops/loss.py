@@ -281,10 +281,16 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     """-(target log(input) + (1 - target) log(1 - input)) for probabilities ``input`` in
     [0, 1]; each log is clamped to >= -100 as in torch, so 0 and 1 give finite losses."""
     reduction = check_reduction("binary_cross_entropy", reduction, size_average, reduce)
+    # RuntimeError, as torch. A NaN input passes (fit's NaN guard reports it); a NaN target not
     if isinstance(input, Tensor) and input.data.size and bool(
             ((input.data < 0) | (input.data > 1)).any()):
-        raise ValueError("binary_cross_entropy: all elements of input should be between 0 and "
-                         "1 (pass logits to binary_cross_entropy_with_logits instead)")
+        raise RuntimeError("binary_cross_entropy: all elements of input should be between 0 "
+                           "and 1 (pass logits to binary_cross_entropy_with_logits instead)")
+    if isinstance(target, Tensor) and target.data.size and not bool(
+            ((target.data >= 0) & (target.data <= 1)).all()):
+        raise RuntimeError("binary_cross_entropy: all elements of target should be between 0 "
+                           "and 1 (probabilities or 0/1 labels), got values in "
+                           f"[{float(target.data.min())}, {float(target.data.max())}]")
     return _pointwise("binary_cross_entropy", _BCE, None, input, target, reduction, weight)
 
 

@@ -72,7 +72,7 @@ def _renorm_rows(weight, indices, max_norm, norm_type):
     norms = (xp.abs(picked) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
     scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).astype(weight.dtype)
     with no_grad():
-        weight.data[rows] = picked * scale[:, None]
+        weight[rows] = picked * scale[:, None]        # in place, as torch: bumps the version
 
 
 def one_hot(tensor, num_classes=-1):

@@ -115,6 +115,7 @@ class Optimizer:
                     if state is None:
                         state = self.state[p] = self._init_state(p, group)
                     self._update(p.data, grad, state, group)
+                    p._bump_version()      # CPU and fused GPU updates both write p in place
         return loss
 
     def _scratch(self, param):

@@ -275,3 +275,22 @@ def test_parameters_to_vector_round_trip():
     assert np.all(model.weight.numpy() == 1) and np.all(model.bias.numpy() == 1)
     with pytest.raises(ValueError, match="9 elements"):
         nn.utils.vector_to_parameters(gd.ones(9), model.parameters())
+
+
+@pytest.mark.parametrize("in_features, out_features, lead", [(0, 3, (4,)), (3, 0, (4,)),
+                                                             (0, 3, (2, 5)), (2, 3, (0,))])
+def test_linear_with_zero_sized_dimensions_runs_backward_as_torch(in_features, out_features,
+                                                                  lead):
+    ours = nn.Linear(in_features, out_features)
+    theirs = tnn.Linear(in_features, out_features)
+    copy_from_torch(ours, theirs)
+    x = np.zeros(lead + (in_features,), np.float32)
+    xo, xt = gd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    yo, yt = ours(xo), theirs(xt)
+    yo.sum().backward()
+    yt.sum().backward()
+    np.testing.assert_allclose(yo.numpy(), yt.detach().numpy())
+    for got, want in ((xo.grad, xt.grad), (ours.weight.grad, theirs.weight.grad),
+                      (ours.bias.grad, theirs.bias.grad)):
+        assert got.shape == tuple(want.shape)
+        np.testing.assert_allclose(got.numpy(), want.numpy())

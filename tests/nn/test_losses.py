@@ -161,7 +161,7 @@ def test_binary_cross_entropy_clamps_log_like_torch():
     theirs = TF.binary_cross_entropy(torch.tensor(p), torch.tensor(t), reduction="none")
     np.testing.assert_allclose(ours, theirs.numpy())
     assert ours[0] == 100
-    with pytest.raises(ValueError, match="between 0 and 1"):
+    with pytest.raises(RuntimeError, match="between 0 and 1"):
         F.binary_cross_entropy(gd.tensor([1.5]), gd.tensor([1.0]))
     with pytest.raises(ValueError, match=r"\(3, 1\).*\(3,\)"):
         F.binary_cross_entropy(gd.rand(3), gd.rand(3, 1))
@@ -241,3 +241,29 @@ def test_loss_modules_match_functional_and_register_weights(rng):
         F.huber_loss(x, x * 0, delta=2.0).item())
     with pytest.raises(ValueError, match="reduction must be one of"):
         nn.L1Loss(reduction="batchmean")
+
+
+# ---------------------------------------------------------------- binary targets in [0, 1]
+@pytest.mark.parametrize("target", [[0.0, 2.0], [-0.1, 0.5], [float("nan"), 1.0]])
+def test_binary_cross_entropy_refuses_targets_outside_0_1_as_torch(target):
+    p = [0.3, 0.6]
+    with pytest.raises(RuntimeError, match="target should be between 0 and 1"):
+        TF.binary_cross_entropy(torch.tensor(p), torch.tensor(target))
+    with pytest.raises(RuntimeError, match="target should be between 0 and 1"):
+        F.binary_cross_entropy(gd.tensor(p), gd.tensor(target))
+    with pytest.raises(RuntimeError, match="target should be between 0 and 1"):
+        nn.BCELoss()(gd.tensor(p), gd.tensor(target))
+
+
+def test_binary_cross_entropy_refuses_input_outside_0_1_as_torch():
+    with pytest.raises(RuntimeError, match="input should be between 0 and 1"):
+        TF.binary_cross_entropy(torch.tensor([1.5]), torch.tensor([1.0]))
+    with pytest.raises(RuntimeError, match="input should be between 0 and 1"):
+        F.binary_cross_entropy(gd.tensor([1.5]), gd.tensor([1.0]))
+
+
+def test_binary_cross_entropy_accepts_the_bounds_and_soft_targets(rng):
+    p = rng.uniform(0.05, 0.95, 5)
+    t = np.array([0.0, 1.0, 0.25, 0.5, 1.0])
+    _check(lambda p, t: F.binary_cross_entropy(p, t), lambda p, t: TF.binary_cross_entropy(p, t),
+           p, t)

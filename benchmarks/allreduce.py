@@ -1,0 +1,89 @@
+"""All-reduce bandwidth of gpudl.distributed, per backend, beside raw MPI and torch's gloo.
+
+    mpiexec -n 2 python -m benchmarks.allreduce                     # backend mpi (CPU tensors)
+    mpiexec -n 2 python -m benchmarks.allreduce --backend nccl      # one GPU per rank
+    mpiexec -n 2 python -m benchmarks.allreduce --torch             # add torch.distributed gloo
+
+Rank 0 prints a Markdown table: per message size the median time of one in-place float32
+all-reduce (SUM) and its bus bandwidth, ``bytes * 2 (n - 1) / n / time`` as nccl-tests report
+it (the bytes each rank sends and receives in a ring all-reduce), so figures for different
+world sizes compare. Each timed call is preceded by a barrier, so ranks start together.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+import gpudl as gd
+import gpudl.distributed as dist
+
+SIZES = (4 << 10, 256 << 10, 4 << 20, 32 << 20)       # bytes: latency- to bandwidth-bound
+
+
+def timed(fn, sync, repeats):
+    times = []
+    for _ in range(repeats + 2):
+        dist.barrier()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[2:])                 # the first two are warm-up
+
+
+def bus_gbs(nbytes, seconds, world):
+    return nbytes * 2 * (world - 1) / world / seconds / 1e9
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.allreduce")
+    parser.add_argument("--backend", default=None, choices=("mpi", "nccl"))
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--torch", action="store_true", help="also time torch.distributed gloo")
+    args = parser.parse_args(argv)
+    dist.init_process_group(args.backend)
+    rank, world, backend = dist.get_rank(), dist.get_world_size(), dist.get_backend()
+    device = "cuda" if backend == "nccl" else "cpu"
+    rows = []
+    for nbytes in SIZES:
+        t = gd.ones(nbytes // 4, device=device)
+        row = {"bytes": nbytes,
+               f"gpudl {backend}": timed(lambda: dist.all_reduce(t), gd.cuda.synchronize,
+                                         args.repeats)}
+        if backend == "mpi":
+            from mpi4py import MPI
+            a = np.ones(nbytes // 4, np.float32)
+            row["mpi4py Allreduce"] = timed(
+                lambda: MPI.COMM_WORLD.Allreduce(MPI.IN_PLACE, a), lambda: None, args.repeats)
+        rows.append(row)
+    if args.torch:
+        _torch_gloo(rows, rank, world, args.repeats)
+    if rank == 0:
+        columns = [k for k in rows[0] if k != "bytes"]
+        print(f"world {world}; median ms per all-reduce (bus GB/s)\n")
+        print("| size | " + " | ".join(columns) + " |")
+        print("|---|" + "---|" * len(columns))
+        for row in rows:
+            cells = [f"{1e3 * row[c]:.3g} ({bus_gbs(row['bytes'], row[c], world):.2f})"
+                     for c in columns]
+            print(f"| {row['bytes'] >> 10} KiB | " + " | ".join(cells) + " |")
+    dist.destroy_process_group()
+
+
+def _torch_gloo(rows, rank, world, repeats):
+    import torch
+    import torch.distributed as tdist
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29517")
+    tdist.init_process_group("gloo", rank=rank, world_size=world)
+    for row in rows:
+        t = torch.ones(row["bytes"] // 4)
+        row["torch gloo"] = timed(lambda: tdist.all_reduce(t), lambda: None, repeats)
+    tdist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
