@@ -253,6 +253,9 @@ class Layer(nn.Module):
             self.build(shape_of(args[0]))
             self.built = True
             self.trainable = self._trainable
+        weight = next(iter(self._parameters.values()), None)
+        if weight is not None:             # Keras's autocast: float inputs in the weights' dtype
+            args = (map_structure(lambda v: _as_dtype(v, weight.dtype), args[0]),) + args[1:]
         return self.call(*args, **kwargs)
 
     def compute_mask(self, inputs, mask=None):
@@ -366,6 +369,12 @@ class Layer(nn.Module):
 
     def extra_repr(self):
         return f"name={self.name!r}"
+
+
+def _as_dtype(value, dtype):
+    if isinstance(value, Tensor) and dtypes.is_floating(value.dtype) and value.dtype != dtype:
+        return value.astype(dtype)
+    return value
 
 
 def _as_float(value):

@@ -522,3 +522,13 @@ def test_attention_masks_hide_padded_values_and_zero_padded_queries(rng):
     np.testing.assert_allclose(weights.numpy(), expected_w, rtol=1e-10)
     np.testing.assert_allclose(out.numpy(), (expected_w @ v) * query_mask[..., None],
                                rtol=1e-10)
+
+
+def test_float_inputs_are_autocast_to_the_weights_dtype(rng):
+    x = rng.standard_normal((2, 3))                              # float64
+    dense = layers.Dense(4)
+    assert dense(gd.tensor(x)).dtype == gd.float32
+    conv = layers.Conv1D(2, 2)
+    assert conv(gd.tensor(rng.standard_normal((1, 5, 3)))).dtype == gd.float32
+    dense.double()
+    assert dense(gd.tensor(x.astype(np.float32))).dtype == gd.float64
