@@ -124,7 +124,14 @@ class Model(Layer):
                          f"{[la.name for la in layers]}")
 
     # -- Keras's training API (gpudl.keras.training, i.e. gpudl.train's loop)
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, **kwargs):
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
+                **kwargs):
+        """Keras's compile (see gpudl.keras.training.compile). Keras's execution options
+        (run_eagerly, jit_compile, steps_per_execution, auto_scale_loss) are accepted and
+        have no effect here."""
+        unknown = sorted(set(kwargs) - _EXECUTION_OPTIONS)
+        if unknown:
+            raise TypeError(f"compile: unexpected keyword argument(s) {unknown}")
         training.compile(self, optimizer=optimizer, loss=loss, metrics=metrics,
                          loss_weights=loss_weights)
 
@@ -215,6 +222,9 @@ class Model(Layer):
 
     def _summary_layers(self):
         return self.layers
+
+
+_EXECUTION_OPTIONS = {"run_eagerly", "jit_compile", "steps_per_execution", "auto_scale_loss"}
 
 
 class KerasOptimizerView:

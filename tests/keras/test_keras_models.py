@@ -318,7 +318,10 @@ def test_keras_callbacks(tmp_path, rng):
 
 def test_evaluate_train_on_batch_and_metrics(rng):
     model = Sequential([layers.Dense(3, activation="softmax", input_shape=(4,))])
-    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"],
+                  run_eagerly=True, jit_compile=False)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['lost'\]"):
+        model.compile(optimizer="adam", lost="mse")
     x = rng.standard_normal((10, 4)).astype(np.float64)         # cast to float32, as Keras
     y = np.eye(3)[rng.integers(0, 3, 10)]
     loss, accuracy = model.train_on_batch(x, y)
