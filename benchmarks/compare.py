@@ -27,14 +27,32 @@ import gpudl  # noqa: E402
 from benchmarks.common import side_by_side  # noqa: E402
 
 WORKLOADS = []     # (name, devices, build(lib, device) -> step callable)
+FLOORS = {}        # name -> (flops, bytes, latency us): the GPU floor of PERF.md
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 
+# Hopper floors (PERF.md): FP32 on CUDA cores for both chips; HBM differs.
+FP32_FLOPS = 66.9e12
+HBM_BYTES_PER_S = {"H100": 3.35e12, "H200": 4.8e12}
 
-def workload(name, devices=("cpu",)):
+
+def workload(name, devices=("cpu",), flops=0, bytes=0, latency_us=0):
+    """Register ``build`` under ``name``; flops/bytes/latency_us give its floor on a GPU: the
+    most of flops / FP32 peak, bytes / HBM bandwidth and a latency bound (PERF.md)."""
     def register(build):
         WORKLOADS.append((name, devices, build))
+        if flops or bytes or latency_us:
+            FLOORS[name] = (flops, bytes, latency_us)
         return build
     return register
+
+
+def floor_ms(name, device_name=""):
+    """The workload's floor in ms on the named GPU (H100 bandwidth unless it says H200)."""
+    if name not in FLOORS:
+        return None
+    flops, nbytes, latency_us = FLOORS[name]
+    bandwidth = HBM_BYTES_PER_S["H200" if "H200" in device_name else "H100"]
+    return 1e3 * max(flops / FP32_FLOPS, nbytes / bandwidth, latency_us * 1e-6)
 
 
 def _randn(lib, device, *shape, grad=False):
@@ -76,15 +94,23 @@ def lenet_step(lib, device):
     return _train_step(lib, model, lib.nn.CrossEntropyLoss(), opt, x, y)
 
 
-def _conv(lib, device, n, c, hw, k, ks, stride=1, padding=1):
+def _conv(lib, device, n, c, hw, k, ks, stride=1, padding=1, backward=True):
     F = lib.nn.functional
-    x = _randn(lib, device, n, c, hw, hw, grad=True)
-    w = _randn(lib, device, k, c, ks, ks, grad=True)
-    b = _randn(lib, device, k, grad=True)
+    x = _randn(lib, device, n, c, hw, hw, grad=backward)
+    w = _randn(lib, device, k, c, ks, ks, grad=backward)
+    b = _randn(lib, device, k, grad=backward)
 
     def step():
-        F.conv2d(x, w, b, stride=stride, padding=padding).sum().backward()
+        y = F.conv2d(x, w, b, stride=stride, padding=padding)
+        if backward:
+            y.sum().backward()
     return step
+
+
+def _conv_flops(n, c, hw, k, ks, stride=1, padding=1):
+    """2 N K C R S P Q: one forward pass (backward: twice that)."""
+    out = (hw + 2 * padding - ks) // stride + 1
+    return 2 * n * k * c * ks * ks * out * out
 
 
 @workload("conv2d fwd+bwd (32,16,32,32) x 32 3x3 p1", ("cpu",))
@@ -92,29 +118,54 @@ def conv_small(lib, device):
     return _conv(lib, device, 32, 16, 32, 32, 3)
 
 
-@workload("conv2d fwd+bwd (64,64,56,56) x 64 3x3 p1", ("cuda",))
+@workload("conv2d fwd (64,64,56,56) x 64 3x3 p1", ("cuda",),
+          flops=_conv_flops(64, 64, 56, 64, 3))
+def conv_56_fwd(lib, device):
+    return _conv(lib, device, 64, 64, 56, 64, 3, backward=False)
+
+
+@workload("conv2d fwd+bwd (64,64,56,56) x 64 3x3 p1", ("cuda",),
+          flops=3 * _conv_flops(64, 64, 56, 64, 3))
 def conv_56(lib, device):
     return _conv(lib, device, 64, 64, 56, 64, 3)
 
 
-@workload("conv2d fwd+bwd (128,128,28,28) x 128 3x3 p1", ("cuda",))
+@workload("conv2d fwd+bwd (128,128,28,28) x 128 3x3 p1", ("cuda",),
+          flops=3 * _conv_flops(128, 128, 28, 128, 3))
 def conv_28(lib, device):
     return _conv(lib, device, 128, 128, 28, 128, 3)
 
 
-@workload("conv2d fwd+bwd (32,3,224,224) x 64 7x7 s2 p3", ("cuda",))
+@workload("conv2d fwd (32,3,224,224) x 64 7x7 s2 p3", ("cuda",),
+          flops=_conv_flops(32, 3, 224, 64, 7, 2, 3))
+def conv_stem_fwd(lib, device):
+    return _conv(lib, device, 32, 3, 224, 64, 7, stride=2, padding=3, backward=False)
+
+
+@workload("conv2d fwd+bwd (32,3,224,224) x 64 7x7 s2 p3", ("cuda",),
+          flops=3 * _conv_flops(32, 3, 224, 64, 7, 2, 3))
 def conv_stem(lib, device):
     return _conv(lib, device, 32, 3, 224, 64, 7, stride=2, padding=3)
 
 
-def _pool(lib, device, shape, kind):
+def _pool(lib, device, shape, kind, backward=True):
     F = lib.nn.functional
-    x = _randn(lib, device, *shape, grad=True)
+    x = _randn(lib, device, *shape, grad=backward)
     pool = F.max_pool2d if kind == "max" else F.avg_pool2d
 
     def step():
-        pool(x, 2).sum().backward()
+        y = pool(x, 2)
+        if backward:
+            y.sum().backward()
     return step
+
+
+def _pool_bytes(shape, kind, backward):
+    """float32 traffic of a 2x2 pool: read x, write y (+ a 1-byte argmax for max); backward
+    reads gy (+ argmax) and writes gx."""
+    x = 4 * np.prod(shape)
+    once = x + x / 4 + (x / 16 if kind == "max" else 0)
+    return int(once * (2 if backward else 1))
 
 
 @workload("max_pool2d 2x2 fwd+bwd (32,16,32,32)", ("cpu",))
@@ -122,24 +173,39 @@ def maxpool_small(lib, device):
     return _pool(lib, device, (32, 16, 32, 32), "max")
 
 
-@workload("max_pool2d 2x2 fwd+bwd (64,64,56,56)", ("cuda",))
+@workload("max_pool2d 2x2 fwd (64,64,56,56)", ("cuda",),
+          bytes=_pool_bytes((64, 64, 56, 56), "max", False))
+def maxpool_big_fwd(lib, device):
+    return _pool(lib, device, (64, 64, 56, 56), "max", backward=False)
+
+
+@workload("max_pool2d 2x2 fwd+bwd (64,64,56,56)", ("cuda",),
+          bytes=_pool_bytes((64, 64, 56, 56), "max", True))
 def maxpool_big(lib, device):
     return _pool(lib, device, (64, 64, 56, 56), "max")
 
 
-@workload("avg_pool2d 2x2 fwd+bwd (64,64,56,56)", ("cuda",))
+@workload("avg_pool2d 2x2 fwd+bwd (64,64,56,56)", ("cuda",),
+          bytes=_pool_bytes((64, 64, 56, 56), "avg", True))
 def avgpool_big(lib, device):
     return _pool(lib, device, (64, 64, 56, 56), "avg")
 
 
-def _lstm(lib, device, seq, batch, inp, hidden):
+def _lstm(lib, device, seq, batch, inp, hidden, backward=True):
     lstm = lib.nn.LSTM(inp, hidden).to(device)
-    x = _randn(lib, device, seq, batch, inp, grad=True)
+    x = _randn(lib, device, seq, batch, inp, grad=backward)
 
     def step():
+        if not backward:
+            with lib.no_grad():
+                lstm(x)
+            return
         out, (h, c) = lstm(x)
         (out.sum() + h.sum() + c.sum()).backward()
     return step
+
+
+_LSTM_BIG_FLOPS = 2 * 64 * 64 * (256 + 512) * 4 * 512      # input and recurrent GEMMs, forward
 
 
 @workload("LSTM(64->128) fwd+bwd, batch 32 x seq 32", ("cpu", "cuda"))
@@ -147,18 +213,32 @@ def lstm_small(lib, device):
     return _lstm(lib, device, 32, 32, 64, 128)
 
 
-@workload("LSTM(256->512) fwd+bwd, batch 64 x seq 64", ("cuda",))
+@workload("LSTM(256->512) fwd, batch 64 x seq 64", ("cuda",), flops=_LSTM_BIG_FLOPS,
+          latency_us=230)
+def lstm_big_fwd(lib, device):
+    return _lstm(lib, device, 64, 64, 256, 512, backward=False)
+
+
+@workload("LSTM(256->512) fwd+bwd, batch 64 x seq 64", ("cuda",), flops=3 * _LSTM_BIG_FLOPS)
 def lstm_big(lib, device):
     return _lstm(lib, device, 64, 64, 256, 512)
 
 
-def _attention(lib, device, shape, causal):
+def _attention(lib, device, shape, causal, backward=True):
     F = lib.nn.functional
-    q, k, v = (_randn(lib, device, *shape, grad=True) for _ in range(3))
+    q, k, v = (_randn(lib, device, *shape, grad=backward) for _ in range(3))
 
     def step():
-        F.scaled_dot_product_attention(q, k, v, is_causal=causal).sum().backward()
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        if backward:
+            y.sum().backward()
     return step
+
+
+def _attention_flops(shape, causal, backward):
+    """4 B H N^2 d forward, 10 B H N^2 d backward (PERF.md); causal halves both."""
+    b, h, n, d = shape
+    return (4 + (10 if backward else 0)) * b * h * n * n * d // (2 if causal else 1)
 
 
 @workload("causal SDPA fwd+bwd (4,4,256,32)", ("cpu",))
@@ -166,14 +246,28 @@ def attention_small(lib, device):
     return _attention(lib, device, (4, 4, 256, 32), True)
 
 
-@workload("SDPA fwd+bwd (4,8,1024,64)", ("cuda",))
+_ATTN = (4, 8, 1024, 64)
+
+
+@workload("SDPA fwd (4,8,1024,64)", ("cuda",), flops=_attention_flops(_ATTN, False, False))
+def attention_big_fwd(lib, device):
+    return _attention(lib, device, _ATTN, False, backward=False)
+
+
+@workload("causal SDPA fwd (4,8,1024,64)", ("cuda",), flops=_attention_flops(_ATTN, True, False))
+def attention_big_causal_fwd(lib, device):
+    return _attention(lib, device, _ATTN, True, backward=False)
+
+
+@workload("SDPA fwd+bwd (4,8,1024,64)", ("cuda",), flops=_attention_flops(_ATTN, False, True))
 def attention_big(lib, device):
-    return _attention(lib, device, (4, 8, 1024, 64), False)
+    return _attention(lib, device, _ATTN, False)
 
 
-@workload("causal SDPA fwd+bwd (4,8,1024,64)", ("cuda",))
+@workload("causal SDPA fwd+bwd (4,8,1024,64)", ("cuda",),
+          flops=_attention_flops(_ATTN, True, True))
 def attention_big_causal(lib, device):
-    return _attention(lib, device, (4, 8, 1024, 64), True)
+    return _attention(lib, device, _ATTN, True)
 
 
 def _isolated_ms(library, device, name, repeats):
@@ -203,6 +297,7 @@ def run(device, only=None, repeats=21, isolated=False):
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
     modes = ("fp32", "default") if device == "cuda" else ("default",)
+    name_of_gpu = gpu_name() if device == "cuda" else ""
     rows = []
     for name, devices, build in WORKLOADS:
         if device not in devices or (only and only.lower() not in name.lower()):
@@ -211,7 +306,7 @@ def run(device, only=None, repeats=21, isolated=False):
             if isolated:
                 rows.append((name, _isolated_ms("gpudl", device, name, repeats),
                              {"default": _isolated_ms("torch", device, name, repeats)}))
-                print(_format_row(rows[-1], modes), flush=True)
+                print(_format_row(rows[-1], modes, device, name_of_gpu), flush=True)
                 continue
             gpudl.manual_seed(0)
             ours = build(gpudl, device)
@@ -226,27 +321,42 @@ def run(device, only=None, repeats=21, isolated=False):
             rows.append((name, gd_ms, theirs))
         except Exception as exc:   # report, keep going: one missing op must not hide the rest
             rows.append((name, None, {"error": f"{type(exc).__name__}: {exc}"[:120]}))
-        print(_format_row(rows[-1], modes), flush=True)
+        print(_format_row(rows[-1], modes, device, name_of_gpu), flush=True)
     return rows, modes
 
 
-def _format_row(row, modes):
+def gpu_name():
+    """The GPU's name (floors and the table header need it), '' without CuPy."""
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
+    except Exception:  # noqa: BLE001 - no CuPy, no device: no name
+        return ""
+
+
+def _format_row(row, modes, device="cpu", device_name=""):
     name, ours, theirs = row
     if ours is None:
         return f"| {name} | failed: {theirs['error']} |"
     cells = [f"{ours:.3f}"]
     for mode in modes:
         cells += [f"{theirs[mode]:.3f}", f"{ours / theirs[mode]:.2f}x"]
+    if device == "cuda":        # each library's fraction of the floor (1.0: at the floor)
+        floor = floor_ms(name, device_name)
+        cells += [f"{floor:.3f}", f"{floor / ours:.0%}",
+                  f"{floor / theirs[modes[0]]:.0%}"] if floor else ["-", "-", "-"]
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
-def table(rows, modes, device):
+def table(rows, modes, device, device_name=""):
     header = ["workload", "gpudl ms"]
     for mode in modes:
         label = "torch" if mode == "default" and device == "cpu" else f"torch {mode}"
         header += [f"{label} ms", "ratio"]
+    if device == "cuda":
+        header += ["floor ms", "gpudl of floor", f"torch {modes[0]} of floor"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += [_format_row(r, modes) for r in rows]
+    lines += [_format_row(r, modes, device, device_name) for r in rows]
     ratios = [r[1] / r[2][modes[-1]] for r in rows if r[1] is not None]
     if ratios:
         lines.append(f"\ngeometric mean ratio (vs torch {modes[-1]}): "
@@ -267,10 +377,14 @@ def main(argv=None):
         parser.error(f"gpudl runs on {gpudl.device()} here; set GPUDL_DEVICE={args.device}")
     rows, modes = run(args.device, args.only, args.repeats, args.isolated)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = (f"{stamp}, {platform.processor() or platform.machine()}, device {args.device}, "
+    name_of_gpu = gpu_name() if args.device == "cuda" else ""
+    text = (f"{stamp}, {platform.processor() or platform.machine()}, device {args.device}"
+            + (f" ({name_of_gpu}; floors: FP32 66.9 TFLOP/s, HBM of that chip, PERF.md)"
+               if name_of_gpu else "") + ", "
             + ("each library alone in a fresh process" if args.isolated else
                "the libraries alternating in blocks of 4 in one process")
-            + f", median of {args.repeats}+ runs\n\n" + table(rows, modes, args.device))
+            + f", median of {args.repeats}+ runs\n\n"
+            + table(rows, modes, args.device, name_of_gpu))
     print("\n" + text)
     if args.markdown:
         with open(args.markdown, "w") as f:

@@ -5,16 +5,23 @@ import from ``GPUDL_DEVICE`` (see gpudl.backend).
 """
 
 from . import cuda, dtypes
-from .autograd import Function, enable_grad, is_grad_enabled, no_grad
-from .backend import default_device as device
+from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad
+from .backend import device
 from .creation import (arange, empty, empty_like, eye, from_dlpack, full, full_like, linspace,
                        ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm,
                        tensor, zeros, zeros_like)
+from .creation import (BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor,
+                       from_numpy)
 from .dtypes import bool_, float16, float32, float64, int8, int16, int32, int64, uint8
-from .functions import (abs, argmax, argmin, cat, chunk, clamp, clip, exp, flatten, isnan, log,
-                        log_softmax, masked_fill, matmul, max, maximum, mean, min, permute, relu,
-                        reshape, sigmoid, softmax, split, sqrt, square, squeeze, stack, std, sum,
-                        tanh, transpose, unsqueeze, var, where)
+from .functions import (abs, addmm, amax, amin, argmax, argmin, argsort, bmm, cat, ceil,
+                        chunk, clamp, clamp_max, clamp_min, clip, cos, cumprod, cumsum, diff,
+                        einsum, erf, exp, expm1, flatten, flip, floor, gather, index_add,
+                        index_select, isfinite, isnan, log, log1p, log_softmax, logsumexp,
+                        masked_fill, masked_select, matmul, max, maximum, mean, min, minimum, mm,
+                        narrow, norm, outer, permute, prod, reciprocal, relu, reshape, roll,
+                        round, rsqrt, scatter, scatter_add, sigmoid, sign, sin, softmax, sort,
+                        split, sqrt, square, squeeze, stack, std, sum, tanh, topk, transpose,
+                        tril, triu, unsqueeze, var, where)
 from .io import load, save
 from .random import manual_seed
 from .tensor import Tensor
@@ -28,7 +35,7 @@ bool = bool_         # noqa: A001
 __version__ = "0.1.0"
 
 _SUBMODULES = ("nn", "optim", "data", "metrics", "train", "keras", "models", "testing", "kernels",
-               "distributed")
+               "distributed", "utils", "linalg")
 
 
 def __getattr__(name):

@@ -18,6 +18,7 @@ ctx's attributes), and the backward walk refuses to run a node whose saved array
 since, with PyTorch's message.
 """
 
+import copy
 import functools
 import threading
 import weakref
@@ -57,6 +58,10 @@ class _GradMode:
 
     enabled = None
 
+    def __new__(cls, func=None):
+        self = super().__new__(cls)
+        return self(func) if callable(func) else self   # a bare @no_grad decorates func
+
     def __enter__(self):
         state = _grad
         state.previous.append(state.enabled)
@@ -71,7 +76,7 @@ class _GradMode:
     def __call__(self, func):
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            with type(self)():
+            with copy.copy(self):               # a fresh guard per call (recursion, threads)
                 return func(*args, **kwargs)
         return wrapper
 
@@ -79,6 +84,18 @@ class _GradMode:
 class no_grad(_GradMode):
     """Disable graph recording: ``with gd.no_grad(): ...`` or ``@gd.no_grad()``."""
     enabled = False
+
+
+class inference_mode(_GradMode):
+    """torch.inference_mode: here the same as ``no_grad`` (``mode=False`` changes nothing)."""
+    enabled = False
+
+    def __new__(cls, mode=True):
+        if callable(mode):
+            return super().__new__(cls, mode)
+        self = super().__new__(cls)
+        self.enabled = False if mode else None
+        return self
 
 
 class enable_grad(_GradMode):
@@ -130,7 +147,7 @@ class Function:
     @classmethod
     def apply(cls, *args):
         Tensor = _Tensor
-        raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        raw = [a._data if isinstance(a, Tensor) else a for a in args]
         record = _grad.enabled and any(
             isinstance(a, Tensor) and a.requires_grad for a in args)
         device = _common_device(cls, args)
@@ -233,11 +250,11 @@ def _common_device(cls, args):
     for a in args:
         if isinstance(a, _Tensor):
             if device is None:
-                device = a.device
-            elif a.device != device:
+                device = a._device
+            elif a._device != device:
                 raise RuntimeError(
                     f"{cls.__name__}: expected all tensors on the same device, "
-                    f"got {device} and {a.device}")
+                    f"got {device} and {a._device}")
     return device
 
 
@@ -266,13 +283,13 @@ def backward(tensor, grad=None, retain_graph=False):
             "backward: tensor does not require grad and has no grad_fn "
             "(set requires_grad=True on an input, and call outside no_grad)")
     if grad is None:
-        if tensor.data.size != 1:
+        if tensor._data.size != 1:
             raise RuntimeError(
                 f"backward: grad can be implicitly created only for scalar outputs, got a tensor "
                 f"of shape {tuple(tensor.shape)}; pass grad= of that shape")
-        grad = backend.get_array_module(tensor.data).ones_like(tensor.data)
+        grad = backend.get_array_module(tensor._data).ones_like(tensor._data)
     else:
-        grad = grad.data if isinstance(grad, _Tensor) else grad
+        grad = grad._data if isinstance(grad, _Tensor) else grad
         if tuple(np.shape(grad)) != tuple(tensor.shape):
             raise RuntimeError(
                 f"backward: grad has shape {tuple(np.shape(grad))} but the tensor has shape "
@@ -394,7 +411,7 @@ def _run_node(node, grads_in, pending, retain_graph):
             slot = pending.setdefault(edge[0], {})
             slot[edge[1]] = slot[edge[1]] + g if edge[1] in slot else g
         else:
-            _accumulate(edge, _checked(node, i, g, edge.data.shape, edge.data.dtype))
+            _accumulate(edge, _checked(node, i, g, edge._data.shape, edge._data.dtype))
 
 
 def _as_array(g):
@@ -416,4 +433,4 @@ def _accumulate(tensor, g):
         # a copy: the same gradient array may reach several leaves, and users update grads in place
         tensor.grad = _Tensor._make(g.copy(), False, None, 0, tensor.device)
     else:
-        tensor.grad.data = tensor.grad.data + g
+        tensor.grad._data = tensor.grad._data + g

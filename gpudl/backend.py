@@ -103,21 +103,98 @@ def cuda_available():
     return DEFAULT_DEVICE == "cuda"
 
 
-def check_device(device, where="device"):
-    """Normalise a device argument (None, "cpu", "cuda", "cuda:0") and refuse what cannot be used."""
-    if device is None:
+class device:
+    """Where a tensor lives, as ``torch.device`` names it: ``device('cuda')``, ``device('cuda:0')``,
+    ``device('cuda', 0)``, ``device('cpu')``.
+
+    Called with no argument it keeps its older meaning and returns the default device's name
+    (``"cuda"`` or ``"cpu"``). A device compares equal to another device or to a string of the
+    same type; an index only matters when both sides give one (``device('cuda') == 'cuda:0'``).
+    Building a cuda device needs no GPU; using it does (``check_device``).
+    """
+
+    __slots__ = ("type", "index")
+
+    def __new__(cls, type=None, index=None):
+        if type is None and index is None:
+            return default_device()
+        if isinstance(type, device):
+            if index is not None:
+                raise TypeError(f"device: index given twice ({type!r} and index={index!r})")
+            return type
+        if not isinstance(type, str):
+            raise TypeError(f"device: expected a string such as 'cuda:0' or a device, got "
+                            f"{type.__class__.__name__}")
+        name, _, suffix = type.strip().lower().partition(":")
+        if name not in DEVICES:
+            raise RuntimeError(f"device: expected one of {', '.join(DEVICES)} at the start of "
+                               f"the device string, got {type!r}")
+        if suffix:
+            if index is not None:
+                raise TypeError(f"device: index given twice ({type!r} and index={index!r})")
+            if not suffix.isdigit():
+                raise RuntimeError(f"device: invalid device string {type!r}")
+            index = int(suffix)
+        if index is not None:
+            if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+                raise RuntimeError(f"device: index must be a non-negative int, got {index!r}")
+        self = object.__new__(cls)
+        self.type, self.index = name, index
+        return self
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            try:
+                other = device(other)
+            except (RuntimeError, TypeError):
+                return False
+        if not isinstance(other, device):
+            return NotImplemented
+        return self.type == other.type and (
+            self.index is None or other.index is None or self.index == other.index)
+
+    def __hash__(self):
+        return hash(self.type)
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        index = "" if self.index is None else f", index={self.index}"
+        return f"device(type={self.type!r}{index})"
+
+    def __reduce__(self):
+        return device, (str(self),)
+
+
+# What tensor.device returns: one object per device (torch reports cuda tensors as cuda:0).
+DEVICE_OBJECTS = {"cpu": device("cpu"), "cuda": device("cuda", 0)}
+
+
+def is_device_like(value):
+    """True for "cpu", "cuda:0", a device or a torch.device; False for dtypes such as "float64"."""
+    name = value if isinstance(value, str) else getattr(value, "type", None)
+    return isinstance(name, str) and name.split(":")[0].strip().lower() in DEVICES
+
+
+def check_device(device_arg, where="device"):
+    """The device name ("cpu" or "cuda") for a device argument (None, "cpu", "cuda", "cuda:0", a
+    device or a torch.device), refusing what this process cannot use."""
+    if device_arg is None:
         return DEFAULT_DEVICE
-    if not isinstance(device, str):
-        device = getattr(device, "type", None) or str(device)  # accept torch.device-like objects
-    name = device.split(":")[0].strip().lower()
-    if name not in DEVICES:
-        raise ValueError(f"{where}: expected 'cpu' or 'cuda', got {device!r}")
-    _split_index(device, where)
-    if name == "cuda" and not cuda_available():
+    if not isinstance(device_arg, (str, device)):
+        device_arg = str(device_arg) if hasattr(device_arg, "type") else device_arg
+    try:
+        parsed = device(device_arg)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{where}: expected 'cpu' or 'cuda' (or 'cuda:0', or a device), got "
+                         f"{device_arg!r}") from None
+    _split_index(str(parsed), where)
+    if parsed.type == "cuda" and not cuda_available():
         raise RuntimeError(
             f"{where}: 'cuda' requested but this process runs on the cpu device "
             "(no usable GPU; see GPUDL_DEVICE in the README)")
-    return name
+    return parsed.type
 
 
 def xp_for(device):
@@ -148,8 +225,12 @@ def kernel_device(array):
 
 
 def to_numpy(array):
-    """A NumPy array for ``array`` (copied from the GPU; shared on the CPU)."""
-    return array.get() if is_device_array(array) else np.asarray(array)
+    """A NumPy array for ``array`` (copied from the GPU; shared on the CPU). Reading the device
+    first reports any failed deferred check (``defer_check``)."""
+    if is_device_array(array):
+        raise_deferred()
+        return array.get()
+    return np.asarray(array)
 
 
 def to_device_array(array, device):
@@ -157,6 +238,17 @@ def to_device_array(array, device):
     if device == "cuda" and _cupy is not None:
         return _cupy.asarray(array)
     return to_numpy(array)
+
+
+def pinned_copy(array):
+    """A copy of host ``array`` in page-locked memory, which the GPU copies from faster; the
+    array itself when CuPy is not in use (pinning only matters for copies to a GPU)."""
+    if _cupy is None:
+        return array
+    import cupyx
+    pinned = cupyx.empty_pinned(array.shape, array.dtype)
+    pinned[...] = array
+    return pinned
 
 
 def launch_stream():
@@ -217,6 +309,7 @@ def _check_unwritten(copy, original):
 def synchronize():
     if _cupy is not None:
         _cupy.cuda.get_current_stream().synchronize()
+    raise_deferred()
 
 
 def device_count():
@@ -249,4 +342,55 @@ def elementwise_kernel(in_params, out_params, operation, name):
                                "with CuPy (this process runs without CuPy)")
         kernel = _elementwise[key] = _cupy.ElementwiseKernel(in_params, out_params, operation,
                                                              name)
+    return kernel
+
+
+# ---------------------------------------------------------------- deferred device-side checks
+# A check of device data (are these class indices in range?) must not read a flag back per call:
+# that read waits for the GPU and stalls the launch queue. Instead the check reduces the data on
+# the device to one value and queues it here; the queue is read, all at once, the next time gpudl
+# reads the device anyway (synchronize, to_numpy, Tensor.item), and the first failed check raises
+# there. A queue that grows to MAX_DEFERRED entries without such a read is read then.
+MAX_DEFERRED = 256
+_deferred = []        # (device 0-d value, passed(value) -> bool, make_error(value) -> Exception)
+
+
+def defer_check(value, passed, make_error):
+    """Queue a device-side check: ``value`` (a 0-d device array, or anything NumPy reads) is
+    judged by ``passed`` when the device is next read, and ``make_error(value)`` is raised if it
+    fails."""
+    _deferred.append((value, passed, make_error))
+    if len(_deferred) >= MAX_DEFERRED:
+        raise_deferred()
+
+
+def raise_deferred():
+    """Read every queued check (one transfer) and raise the first that failed; the queue empties
+    either way."""
+    if not _deferred:
+        return
+    pending = _deferred[:]
+    _deferred.clear()
+    values = [v for v, _, _ in pending]
+    if _cupy is not None and any(isinstance(v, _cupy.ndarray) for v in values):
+        values = _cupy.stack([_cupy.asarray(v) for v in values]).get()
+    for value, (_, passed, make_error) in zip(values, pending):
+        value = np.asarray(value).item()
+        if not passed(value):
+            raise make_error(value)
+
+
+_reductions = {}      # (in_params, out_params, map, reduce, post_map, identity, name) -> kernel
+
+
+def reduction_kernel(in_params, out_params, map_expr, reduce_expr, post_map_expr, identity,
+                     name):
+    """A ``cupy.ReductionKernel`` built once per definition (see ``elementwise_kernel``)."""
+    key = (in_params, out_params, map_expr, reduce_expr, post_map_expr, identity, name)
+    kernel = _reductions.get(key)
+    if kernel is None:
+        if _cupy is None:
+            raise RuntimeError(f"reduction_kernel {name!r}: CuPy kernels need the cuda device "
+                               "with CuPy (this process runs without CuPy)")
+        kernel = _reductions[key] = _cupy.ReductionKernel(*key)
     return kernel

@@ -177,7 +177,7 @@ class ModelCheckpoint(Callback):
             return False
         path = self.path.format(epoch=epoch + 1, **logs)
         state = model.state_dict()
-        bad = [k for k, v in state.items() if not _finite(v.data)]
+        bad = [k for k, v in state.items() if not _finite(v._data)]
         if bad:
             warnings.warn(f"ModelCheckpoint: not saving {path}: weights {bad[:3]} hold NaN or "
                           "infinite values", RuntimeWarning, stacklevel=2)

@@ -11,8 +11,8 @@ def as_array(data, dtype, device, op):
     """(array, device) for ``data`` converted like torch.tensor would, on ``device``."""
     dtype = dtypes.as_dtype(dtype, op)
     if isinstance(data, Tensor):
-        source_device = data.device
-        data = data.data
+        source_device = data._device
+        data = data._data
     else:
         source_device = "cuda" if backend.is_device_array(data) else None
         if isinstance(data, (list, tuple)):
@@ -48,7 +48,7 @@ def tensor(data, dtype=None, requires_grad=False, device=None):
     """A new tensor holding a copy of ``data`` (list, scalar, NumPy/CuPy array or Tensor)."""
     device = backend.check_device(device, "tensor") if device is not None else None
     array, device = as_array(data, dtype, device, "tensor")
-    source = data.data if isinstance(data, Tensor) else data
+    source = data._data if isinstance(data, Tensor) else data
     if array is source or (isinstance(array, np.ndarray) and isinstance(source, np.ndarray)
                            and np.shares_memory(array, source)):
         array = array.copy()          # gd.tensor always copies, as torch.tensor does
@@ -178,3 +178,37 @@ def from_dlpack(x):
         raise RuntimeError(f"from_dlpack: DLPack device type {device_type} is not usable here "
                            f"(this process runs on {backend.DEFAULT_DEVICE})")
     return Tensor._make(array, False, None, 0, device)
+
+
+def from_numpy(ndarray):
+    """A cpu tensor sharing memory with a NumPy array (edits show through both ways), as
+    ``torch.from_numpy``; ``.to('cuda')`` copies it to the GPU."""
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(ndarray).__name__}")
+    if ndarray.dtype not in dtypes.SUPPORTED:
+        raise TypeError(f"from_numpy: unsupported dtype {ndarray.dtype}; expected one of "
+                        + ", ".join(d.name for d in dtypes.SUPPORTED))
+    return Tensor._make(ndarray, False, None, 0, "cpu")
+
+
+def _legacy_constructor(name, dtype):
+    def construct(*args, device=None):
+        # torch.FloatTensor(2, 3) is uninitialised storage of that size; FloatTensor(data) copies
+        args = args or (0,)
+        if all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)
+                        for a in args):
+            return zeros(*args, dtype=dtype, device=device)
+        if len(args) != 1:
+            raise TypeError(f"{name}: expected sizes (ints) or one sequence of data, got {args!r}")
+        return tensor(args[0], dtype=dtype, device=device)
+    construct.__name__ = construct.__qualname__ = name
+    construct.__doc__ = (f"torch.{name}: ``{name}(*sizes)`` (zero-filled here) or "
+                         f"``{name}(data)``, dtype {dtype.name}.")
+    return construct
+
+
+FloatTensor = _legacy_constructor("FloatTensor", dtypes.float32)
+DoubleTensor = _legacy_constructor("DoubleTensor", dtypes.float64)
+LongTensor = _legacy_constructor("LongTensor", dtypes.int64)
+IntTensor = _legacy_constructor("IntTensor", dtypes.int32)
+BoolTensor = _legacy_constructor("BoolTensor", dtypes.bool_)

@@ -11,9 +11,12 @@ import numbers
 
 import numpy as np
 
-from . import backend, random
+from . import backend, workers
 from .creation import tensor
+from .samplers import (BatchSampler, RandomSampler, Sampler, SequentialSampler,  # noqa: F401
+                       WeightedRandomSampler, as_generator, draw_from)
 from .tensor import Tensor
+from .workers import get_worker_info  # noqa: F401  (torch.utils.data's name)
 
 
 class Dataset:
@@ -64,24 +67,6 @@ class Subset(Dataset):
         return len(self.indices)
 
 
-def _as_generator(generator, seed, where):
-    """A NumPy Generator from ``generator``/``seed``; None means gpudl's CPU generator."""
-    if generator is not None and seed is not None:
-        raise ValueError(f"{where}: pass generator or seed, not both")
-    if seed is not None:
-        generator = seed
-    if generator is None or isinstance(generator, np.random.Generator):
-        return generator
-    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        return np.random.default_rng(int(generator))
-    raise TypeError(f"{where}: generator must be a numpy.random.Generator or an int seed, got "
-                    f"{type(generator).__name__}")
-
-
-def _permutation(n, generator):
-    return random.permutation(n, "cpu") if generator is None else generator.permutation(n)
-
-
 def random_split(dataset, lengths, generator=None, seed=None):
     """Split ``dataset`` into non-overlapping random ``Subset``s of the given lengths (ints
     summing to ``len(dataset)``, or fractions summing to 1, remainders going round-robin)."""
@@ -95,7 +80,7 @@ def random_split(dataset, lengths, generator=None, seed=None):
     if sum(lengths) != n or any(x < 0 for x in lengths):
         raise ValueError(f"random_split: lengths {lengths} must be non-negative and sum to the "
                          f"data set's length {n} (or be fractions summing to 1)")
-    order = _permutation(n, _as_generator(generator, seed, "random_split"))
+    order = draw_from(as_generator(generator, seed, "random_split")).permutation(n)
     bounds = np.cumsum([0] + lengths)
     return [Subset(dataset, order[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
@@ -114,8 +99,8 @@ def default_collate(samples):
                          f"{sorted({tuple(s.shape) for s in samples})}; pass a collate_fn that "
                          "pads or packs them")
     if isinstance(first, Tensor):
-        xp = backend.get_array_module(first.data)
-        return Tensor._make(xp.stack([s.data for s in samples]), False, None, 0, first.device)
+        xp = backend.get_array_module(first._data)
+        return Tensor._make(xp.stack([s._data for s in samples]), False, None, 0, first.device)
     if isinstance(first, np.ndarray):
         return tensor(np.stack(samples))
     if isinstance(first, (numbers.Number, np.number, np.bool_)):
@@ -132,68 +117,189 @@ def default_collate(samples):
 
 
 class DataLoader:
-    """Iterate over ``dataset`` in batches.
+    """Iterate over ``dataset`` in batches, as ``torch.utils.data.DataLoader``.
 
     Args:
         dataset: a ``Dataset`` (anything with ``__len__`` and ``__getitem__``).
-        batch_size: samples per batch.
+        batch_size: samples per batch (None: no batching; each sample is converted alone).
         shuffle: a new random order every epoch (see ``generator``/``seed``).
-        drop_last: drop the last batch when it is smaller than ``batch_size``.
+        sampler: the order of indices (a ``Sampler`` or any iterable of indices); excludes
+            ``shuffle``.
+        batch_sampler: an iterable of index lists; excludes batch_size, shuffle, sampler and
+            drop_last.
+        num_workers: worker processes that load batches while the main process trains (0: load
+            in the main process). Workers make cpu tensors, as torch's do: move batches with
+            ``.to(device)``. A TensorDataset holding cuda tensors is gathered in the main process.
         collate_fn: list of samples -> batch; ``default_collate`` by default.
-        generator, seed: a ``numpy.random.Generator`` or an int seed for the shuffling; by
-            default gpudl's CPU generator, which ``gd.manual_seed`` reseeds.
+        pin_memory: batches in page-locked host memory, for faster copies to the GPU (a no-op
+            without CUDA).
+        drop_last: drop the last batch when it is smaller than ``batch_size``.
+        timeout: seconds to wait for a worker's batch (0: forever).
+        worker_init_fn: called as ``worker_init_fn(worker_id)`` in each worker, after seeding.
+        multiprocessing_context: a start method name or context ("fork" on Linux by default).
+        generator, seed: a ``numpy.random.Generator`` or an int seed for the shuffling and the
+            workers' base seed; by default gpudl's CPU generator, which ``gd.manual_seed`` reseeds.
+        prefetch_factor: batches loaded ahead per worker (2 by default when num_workers > 0).
+        persistent_workers: keep the workers alive from one epoch to the next.
+
+    Batches never share memory with the dataset: editing a batch in place leaves the data alone.
 
     Example:
         >>> loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True)
         >>> for xb, yb in loader: ...
     """
 
-    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, collate_fn=None,
-                 generator=None, seed=None):
+    def __init__(self, dataset, batch_size=1, shuffle=None, sampler=None, batch_sampler=None,
+                 num_workers=0, collate_fn=None, pin_memory=False, drop_last=False, timeout=0,
+                 worker_init_fn=None, multiprocessing_context=None, generator=None, *,
+                 prefetch_factor=None, persistent_workers=False, seed=None):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError("DataLoader: dataset must define __len__ and __getitem__, got "
                             f"{type(dataset).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
-                or batch_size <= 0:
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
+                batch_size, numbers.Integral) or batch_size <= 0):
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
-        if collate_fn is not None and not callable(collate_fn):
-            raise TypeError(f"DataLoader: collate_fn must be callable, got "
-                            f"{type(collate_fn).__name__}")
-        self.dataset, self.batch_size = dataset, int(batch_size)
+        for name, value in (("collate_fn", collate_fn), ("worker_init_fn", worker_init_fn)):
+            if value is not None and not callable(value):
+                raise TypeError(f"DataLoader: {name} must be callable, got {type(value).__name__}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) \
+                or num_workers < 0:
+            raise ValueError(f"DataLoader: num_workers must be a non-negative int, got "
+                             f"{num_workers!r}")
+        if num_workers == 0 and (prefetch_factor is not None or persistent_workers):
+            raise ValueError("DataLoader: prefetch_factor and persistent_workers need "
+                             "num_workers > 0")
+        prefetch_factor = 2 if prefetch_factor is None else prefetch_factor
+        if isinstance(prefetch_factor, bool) or not isinstance(prefetch_factor, numbers.Integral) \
+                or prefetch_factor <= 0:
+            raise ValueError(f"DataLoader: prefetch_factor must be a positive int, got "
+                             f"{prefetch_factor!r}")
+        if not isinstance(timeout, numbers.Real) or timeout < 0:
+            raise ValueError(f"DataLoader: timeout must be a non-negative number, got {timeout!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
+        if batch_sampler is not None and (batch_size != 1 or shuffle or sampler is not None
+                                          or drop_last):
+            raise ValueError("DataLoader: batch_sampler option is mutually exclusive with "
+                             "batch_size, shuffle, sampler, and drop_last")
+        self.dataset, self.num_workers = dataset, int(num_workers)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
-        self.collate_fn = collate_fn
-        self.generator = _as_generator(generator, seed, "DataLoader")
+        self.collate_fn, self.pin_memory = collate_fn, bool(pin_memory)
+        self.timeout, self.worker_init_fn = timeout, worker_init_fn
+        self.multiprocessing_context = multiprocessing_context
+        self.prefetch_factor, self.persistent_workers = int(prefetch_factor), persistent_workers
+        self.generator = as_generator(generator, seed, "DataLoader")
+        self.batch_size = None if batch_sampler is not None else batch_size
+        if batch_sampler is None and batch_size is not None:
+            if sampler is None:
+                sampler = (RandomSampler(dataset, generator=self.generator) if self.shuffle
+                           else SequentialSampler(dataset))
+            batch_sampler = BatchSampler(sampler, int(batch_size), self.drop_last)
+        self.sampler = sampler if sampler is not None else SequentialSampler(dataset)
+        self.batch_sampler = batch_sampler
+        self._pool = None
 
     def __len__(self):
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return len(self.batch_sampler if self.batch_sampler is not None else self.sampler)
 
-    def _batches(self):
-        """Index arrays (shuffled) or slices (in order), one per batch."""
-        n = len(self.dataset)
-        stop = len(self) * self.batch_size if self.drop_last else n
-        starts = range(0, stop, self.batch_size)
-        if not self.shuffle:
-            return [slice(a, min(a + self.batch_size, n)) for a in starts]
-        order = _permutation(n, self.generator)
-        return [order[a:a + self.batch_size] for a in starts]
+    def _index_batches(self):
+        if self.batch_sampler is None:               # batch_size=None: one sample at a time
+            return (index for index in self.sampler)
+        if isinstance(self.batch_sampler, BatchSampler):
+            return self.batch_sampler.index_arrays()
+        return iter(self.batch_sampler)
+
+    def _fetch(self, indices):
+        """The batch for ``indices`` (a list, or one index when batch_size is None)."""
+        if self.batch_sampler is None:
+            return (self.collate_fn or _convert)(_load(self.dataset, indices))
+        if isinstance(self.dataset, TensorDataset) and self.collate_fn is None:
+            rows = _rows(indices)
+            return tuple(_gather(t, rows) for t in self.dataset.tensors)
+        return (self.collate_fn or default_collate)([_load(self.dataset, int(i))
+                                                     for i in indices])
 
     def __iter__(self):
-        fast = isinstance(self.dataset, TensorDataset) and self.collate_fn is None
-        collate = self.collate_fn or default_collate
-        for index in self._batches():
-            if fast:
-                yield tuple(_gather(t, index) for t in self.dataset.tensors)
-            else:
-                items = range(index.start, index.stop) if isinstance(index, slice) else index
-                yield collate([self.dataset[int(i)] for i in items])
+        batches = self._index_batches()
+        if self.num_workers == 0 or _on_gpu(self.dataset):
+            produced = (self._fetch(indices) for indices in batches)
+        else:
+            produced = self._from_workers(batches)
+        return (_pinned(batch) for batch in produced) if self.pin_memory else produced
+
+    def _from_workers(self, batches):
+        pool = self._pool
+        if pool is None or not pool.alive:
+            base_seed = int(draw_from(self.generator).integers(0, 2 ** 63 - 1))
+            pool = workers.WorkerPool(self._fetch, self.dataset, self.num_workers, base_seed,
+                                      self.worker_init_fn, self.multiprocessing_context,
+                                      self.timeout)
+            if self.persistent_workers:
+                self._pool = pool
+        try:
+            yield from pool.run(batches, self.prefetch_factor)
+        finally:
+            if not self.persistent_workers:
+                pool.close()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_pool"] = None            # worker processes stay with the loader that made them
+        return state
 
 
-def _gather(t, index):
-    """Rows ``index`` (a slice or an int array) of a tensor, as a new tensor with no graph."""
-    if not isinstance(index, slice):
-        index = backend.get_array_module(t.data).asarray(index)
-    return Tensor._make(t.data[index], False, None, 0, t.device)
+def _load(dataset, index):
+    """``dataset[index]``, re-raising a failure with the same type, naming the index."""
+    try:
+        return dataset[index]
+    except Exception as exc:
+        raise workers.same_type_error(
+            type(exc), f"{exc} (DataLoader: raised by dataset[{index}])") from exc
+
+
+def _convert(sample):
+    """batch_size=None: a sample's arrays and numbers become tensors, the structure stays."""
+    return _map_leaves(lambda leaf: tensor(leaf) if isinstance(
+        leaf, (np.ndarray, numbers.Number, np.number)) else leaf, sample)
+
+
+def _map_leaves(fn, batch):
+    """``batch`` with ``fn`` applied to everything inside its dicts, tuples and lists."""
+    if isinstance(batch, dict):
+        return {key: _map_leaves(fn, value) for key, value in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        mapped = [_map_leaves(fn, value) for value in batch]
+        return type(batch)(*mapped) if hasattr(batch, "_fields") else type(batch)(mapped)
+    return fn(batch)
+
+
+def _rows(indices):
+    """A slice when ``indices`` are consecutive (a cheap copy), else an int64 array."""
+    rows = np.asarray(indices, dtype=np.int64)
+    if rows.size and rows[-1] - rows[0] == rows.size - 1 and (np.diff(rows) == 1).all():
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
+
+
+def _gather(t, rows):
+    """Rows of a tensor as a new tensor with no graph, never a view of the data set."""
+    if isinstance(rows, slice):
+        return Tensor._make(t._data[rows].copy(), False, None, 0, t._device)
+    return Tensor._make(t._data[backend.get_array_module(t._data).asarray(rows)], False, None, 0,
+                        t._device)
+
+
+def _on_gpu(dataset):
+    """True for a TensorDataset in GPU memory: workers (host processes) cannot read it."""
+    return isinstance(dataset, TensorDataset) and any(
+        backend.is_device_array(t._data) for t in dataset.tensors)
+
+
+def _pinned(batch):
+    """``batch`` with its host tensors copied to page-locked memory (CUDA only)."""
+    return _map_leaves(lambda leaf: Tensor._make(backend.pinned_copy(leaf._data), False, None, 0,
+                                                 "cpu")
+                       if isinstance(leaf, Tensor) and leaf._device == "cpu" else leaf, batch)
 
 
 # ----------------------------------------------------------------- real data sets

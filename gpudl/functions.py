@@ -5,6 +5,7 @@ import numpy as np
 from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor import Tensor, matmul, where  # noqa: F401  (re-exported)
+from .linalg import einsum, vector_norm  # noqa: F401  (re-exported)
 
 
 def _tensors(op, tensors):
@@ -65,6 +66,12 @@ def _method(name):
 for _name in ("exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "clip", "clamp", "sum",
               "mean", "max", "min", "var", "std", "argmax", "argmin", "softmax", "log_softmax",
               "reshape", "flatten", "squeeze", "unsqueeze", "transpose", "permute", "maximum",
-              "square", "isnan", "chunk", "split", "masked_fill"):
+              "square", "isnan", "chunk", "split", "masked_fill",
+              # torch's names added with issue 15
+              "minimum", "clamp_min", "clamp_max", "mm", "bmm", "outer", "addmm", "amax", "amin",
+              "prod", "cumsum", "cumprod", "logsumexp", "norm", "diff", "isfinite", "sin", "cos",
+              "log1p", "expm1", "rsqrt", "reciprocal", "erf", "sign", "floor", "ceil", "round",
+              "gather", "scatter", "scatter_add", "index_select", "index_add", "masked_select",
+              "narrow", "sort", "argsort", "topk", "flip", "roll", "tril", "triu"):
     globals()[_name] = _method(_name)
 del _name

@@ -49,7 +49,7 @@ def _flatten(obj, path, tensors, open_containers=()):
         if name in tensors:
             raise ValueError(f"save: two tensors would be stored under the name {name!r}; "
                              "rename a key (names are dotted paths)")
-        array = backend.to_numpy(obj.data if isinstance(obj, Tensor) else obj)
+        array = backend.to_numpy(obj._data if isinstance(obj, Tensor) else obj)
         tensors[name] = array if array.flags.c_contiguous else array.copy(order="C")
         return {_TENSOR: name}
     if isinstance(obj, dict):

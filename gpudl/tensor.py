@@ -9,6 +9,7 @@ import numpy as np
 from . import autograd, backend, dtypes
 from .ops import elementwise as E
 from .ops._util import normalize_axis
+from .tensor_index import IndexMixin
 from .tensor_math import MathMixin, matmul, where  # noqa: F401  (re-exported)
 from .tensor_shape import ShapeMixin, _index_arrays
 
@@ -19,10 +20,10 @@ def _device_of(array):
     return backend.DEFAULT_DEVICE if backend.SIMULATOR else "cpu"
 
 
-class Tensor(MathMixin, ShapeMixin):
+class Tensor(MathMixin, ShapeMixin, IndexMixin):
     """An n-dimensional array with reverse-mode autograd (see API.md)."""
 
-    __slots__ = ("data", "requires_grad", "grad", "grad_fn", "_out_index", "_device",
+    __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_out_index", "_device",
                  "_version_counter", "__weakref__")
     __array_ufunc__ = None          # NumPy defers to our reflected operators: np.float32(2) * t
 
@@ -30,7 +31,7 @@ class Tensor(MathMixin, ShapeMixin):
         from .creation import as_array
         device = backend.check_device(device, "Tensor") if device is not None else None
         array, device = as_array(data, dtype, device, "Tensor")
-        self.data = array
+        self._data = array
         self._device = device
         self._version_counter = [0]
         self.grad = None
@@ -45,20 +46,24 @@ class Tensor(MathMixin, ShapeMixin):
         t = object.__new__(cls)
         if isinstance(data, np.generic):     # NumPy reductions return scalars; keep arrays
             data = np.asarray(data)
-        t.data = data
+        t._data = data
         t.requires_grad = requires_grad
         t.grad = None
         t.grad_fn = grad_fn
         t._out_index = out_index
-        t._device = device or _device_of(data)
+        if device is None:
+            device = _device_of(data)
+        elif device.__class__ is not str:      # a gd.device object
+            device = device.type
+        t._device = device
         t._version_counter = [0]     # shared with views; see autograd's docstring
         return t
 
     # ----------------------------------------------------------------- attributes
-    shape = property(lambda self: tuple(self.data.shape))
-    dtype = property(lambda self: self.data.dtype)
-    device = property(lambda self: self._device)
-    ndim = property(lambda self: self.data.ndim)
+    shape = property(lambda self: tuple(self._data.shape))
+    dtype = property(lambda self: self._data.dtype)
+    device = property(lambda self: backend.DEVICE_OBJECTS[self._device])
+    ndim = property(lambda self: self._data.ndim)
     is_leaf = property(lambda self: self.grad_fn is None)
     _version = property(lambda self: self._version_counter[0], doc="in-place edits so far")
     is_cuda = property(lambda self: self._device == "cuda")
@@ -72,7 +77,7 @@ class Tensor(MathMixin, ShapeMixin):
         return self.ndim
 
     def numel(self):
-        return int(self.data.size)
+        return int(self._data.size)
 
     def __len__(self):
         if self.ndim == 0:
@@ -88,7 +93,7 @@ class Tensor(MathMixin, ShapeMixin):
         return id(self)
 
     def __repr__(self):
-        body = np.array2string(backend.to_numpy(self.data), separator=", ", precision=4,
+        body = np.array2string(backend.to_numpy(self._data), separator=", ", precision=4,
                                prefix="tensor(")
         extra = []
         if self._device == "cuda":
@@ -104,18 +109,19 @@ class Tensor(MathMixin, ShapeMixin):
     # ----------------------------------------------------------------- conversion
     def numpy(self):
         """A NumPy array: copied from the GPU, sharing memory on the CPU (even with grad)."""
-        return backend.to_numpy(self.data)
+        return backend.to_numpy(self._data)
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
         return a if dtype is None else a.astype(dtype)
 
     def item(self):
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError(
                 f"item: only one-element tensors can be converted to a Python number, got shape "
                 f"{self.shape}")
-        return self.data.item()
+        backend.raise_deferred()            # a device read: report failed device-side checks
+        return self._data.item()
 
     def tolist(self):
         return self.numpy().tolist()
@@ -127,9 +133,9 @@ class Tensor(MathMixin, ShapeMixin):
         return int(self.item())
 
     def __bool__(self):
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise RuntimeError(
-                f"bool: a tensor with {self.data.size} elements is ambiguous; use any() or all()")
+                f"bool: a tensor with {self._data.size} elements is ambiguous; use any() or all()")
         return bool(self.item())
 
     def __index__(self):
@@ -141,32 +147,52 @@ class Tensor(MathMixin, ShapeMixin):
         if self.requires_grad:
             raise RuntimeError("__dlpack__: cannot export a tensor that requires grad; "
                                "use tensor.detach()")
-        return self.data.__dlpack__(*args, **kwargs)
+        return self._data.__dlpack__(*args, **kwargs)
 
     def __dlpack_device__(self):
-        return self.data.__dlpack_device__()
+        return self._data.__dlpack_device__()
 
     @property
     def __cuda_array_interface__(self):
-        if not backend.is_device_array(self.data):
+        if not backend.is_device_array(self._data):
             raise AttributeError("__cuda_array_interface__: only tensors in GPU memory have one "
                                  f"(this tensor is on {self._device} in host memory)")
-        return self.data.__cuda_array_interface__
+        return self._data.__cuda_array_interface__
+
+    @property
+    def data(self):
+        """This tensor's storage as a new tensor without history, as torch's ``.data``: edits
+        through it (``w.data -= lr * w.grad``) change this tensor and are not recorded.
+        Assigning ``t.data = other`` (a Tensor, or an array) replaces the storage."""
+        return Tensor._make(self._data, False, None, 0, self._device)
+
+    @data.setter
+    def data(self, value):
+        if isinstance(value, Tensor):
+            self._data, self._device = value._data, value._device
+            return
+        if not (isinstance(value, np.ndarray) or backend.is_device_array(value)):
+            raise TypeError(f"data: expected a Tensor (or an array), got {type(value).__name__}")
+        self._data = backend.to_device_array(value, self._device)
 
     def detach(self):
-        out = Tensor._make(self.data, False, None, 0, self._device)
+        out = Tensor._make(self._data, False, None, 0, self._device)
         out._version_counter = self._version_counter      # same memory: same version, as torch
         return out
 
     def clone(self):
         return E.Clone.apply(self)
 
-    def to(self, *args, dtype=None, device=None):
-        """to(device), to(dtype), to(device, dtype) or to(other_tensor), as in torch."""
+    def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False):
+        """to(device), to(dtype), to(device, dtype) or to(other_tensor), as in torch.
+
+        Returns ``self`` when nothing changes (unless ``copy=True``). ``non_blocking`` is
+        accepted for torch's signature; copies between host and GPU complete before returning.
+        """
         for a in args:
             if isinstance(a, Tensor):
-                device, dtype = a.device, a.dtype
-            elif _is_device(a):
+                device, dtype = a._device, a.dtype
+            elif backend.is_device_like(a):
                 device = a
             else:
                 dtype = dtypes.as_dtype(a, "to")   # neither a device nor a dtype: TypeError
@@ -177,13 +203,32 @@ class Tensor(MathMixin, ShapeMixin):
             device = backend.check_device(device, "to")
             if device != out._device:
                 out = _ToDevice.apply(out, device)
-        return out
+                out._device = device        # apply labels outputs with the input's device
+        return out.clone() if copy and out is self else out
 
     def cpu(self):
         return self.to("cpu")
 
-    def cuda(self, device=None):
-        return self.to("cuda")
+    def cuda(self, device=None, non_blocking=False):
+        return self.to("cuda" if device is None else device)
+
+    _TYPE_NAMES = {"FloatTensor": dtypes.float32, "DoubleTensor": dtypes.float64,
+                   "HalfTensor": dtypes.float16, "LongTensor": dtypes.int64,
+                   "IntTensor": dtypes.int32, "ShortTensor": dtypes.int16,
+                   "CharTensor": dtypes.int8, "ByteTensor": dtypes.uint8,
+                   "BoolTensor": dtypes.bool_}
+
+    def type(self, dtype=None):
+        """With no argument the type name (``'gpudl.FloatTensor'``, ``'gpudl.cuda.LongTensor'``);
+        with a dtype or a name such as ``'torch.cuda.FloatTensor'``, the converted tensor."""
+        if dtype is None:
+            name = next(k for k, v in Tensor._TYPE_NAMES.items() if v == self.dtype)
+            return f"gpudl.{'cuda.' if self._device == 'cuda' else ''}{name}"
+        if isinstance(dtype, str) and dtype.rpartition(".")[2] in Tensor._TYPE_NAMES:
+            prefix, _, name = dtype.rpartition(".")
+            out = self.astype(Tensor._TYPE_NAMES[name])
+            return out.to("cuda" if prefix.endswith("cuda") else "cpu")
+        return self.astype(dtype)
 
     def astype(self, dtype):
         dtype = dtypes.as_dtype(dtype, "astype")
@@ -241,9 +286,39 @@ class Tensor(MathMixin, ShapeMixin):
     # places (with the optimizers' fused updates) that change a tensor's memory in place.
     def _check_inplace(self, op):
         if self.requires_grad and autograd.is_grad_enabled():
-            raise RuntimeError(
-                f"{op}: a tensor that requires grad cannot be modified in place while grad is "
-                "enabled; wrap the update in gpudl.no_grad()")
+            what = ("a leaf Variable that requires grad is being used in an in-place operation"
+                    if self.grad_fn is None else
+                    "a tensor that requires grad cannot be modified in place while grad is enabled")
+            raise RuntimeError(f"{op}: {what}; wrap the update in gpudl.no_grad()")
+
+    def _augmented(self, other, inplace, op, symbol):
+        """``self op= other``: in place through the method (so its checks and bookkeeping apply),
+        except while recording a graph through a non-leaf or from ``other``, where the result is
+        a new tensor, as ``x = x op other`` (gradients stay right; the name is rebound)."""
+        recording = autograd.is_grad_enabled() and (
+            (self.requires_grad and self.grad_fn is not None)
+            or (not self.requires_grad and isinstance(other, Tensor) and other.requires_grad))
+        if recording:
+            return op(self, other)
+        try:
+            return inplace(other)
+        except (TypeError, ValueError) as exc:      # NumPy's casting and broadcasting refusals
+            other_shape = other.shape if isinstance(other, Tensor) else np.shape(other)
+            raise RuntimeError(f"{symbol}: cannot update a {self.dtype} tensor of shape "
+                               f"{self.shape} in place with {other_shape} "
+                               f"{getattr(other, 'dtype', type(other).__name__)} ({exc})") from None
+
+    def __iadd__(self, other):
+        return self._augmented(other, self.add_, Tensor.__add__, "+=")
+
+    def __isub__(self, other):
+        return self._augmented(other, self.sub_, Tensor.__sub__, "-=")
+
+    def __imul__(self, other):
+        return self._augmented(other, self.mul_, Tensor.__mul__, "*=")
+
+    def __itruediv__(self, other):
+        return self._augmented(other, self.div_, Tensor.__truediv__, "/=")
 
     def _bump_version(self):
         """Record one in-place edit: backward then refuses nodes that saved the old values."""
@@ -251,7 +326,7 @@ class Tensor(MathMixin, ShapeMixin):
 
     def __setitem__(self, index, value):
         self._check_inplace("__setitem__")
-        self.data[_index_arrays(index, self)] = _raw(value, self)
+        self._data[_index_arrays(index, self)] = _raw(value, self)
         self._bump_version()
 
     def copy_(self, src):
@@ -259,13 +334,13 @@ class Tensor(MathMixin, ShapeMixin):
         src = _raw(src, self)
         if np.shape(src) != self.shape and np.broadcast_shapes(np.shape(src), self.shape) != self.shape:
             raise ValueError(f"copy_: source of shape {np.shape(src)} does not broadcast to {self.shape}")
-        self.data[...] = src
+        self._data[...] = src
         self._bump_version()
         return self
 
     def fill_(self, value):
         self._check_inplace("fill_")
-        self.data[...] = _raw(value, self)
+        self._data[...] = _raw(value, self)
         self._bump_version()
         return self
 
@@ -275,7 +350,7 @@ class Tensor(MathMixin, ShapeMixin):
     def add_(self, other, alpha=1):
         self._check_inplace("add_")
         other = _raw(other, self)
-        self.data += other if alpha == 1 else alpha * other
+        self._data += other if alpha == 1 else alpha * other
         self._bump_version()
         return self
 
@@ -284,34 +359,34 @@ class Tensor(MathMixin, ShapeMixin):
 
     def mul_(self, other):
         self._check_inplace("mul_")
-        self.data *= _raw(other, self)
+        self._data *= _raw(other, self)
         self._bump_version()
         return self
 
     def div_(self, other):
         self._check_inplace("div_")
-        self.data /= _raw(other, self)
+        self._data /= _raw(other, self)
         self._bump_version()
         return self
 
     def clamp_(self, min=None, max=None):
         self._check_inplace("clamp_")
-        xp = backend.get_array_module(self.data)
-        xp.clip(self.data, min, max, out=self.data)
+        xp = backend.get_array_module(self._data)
+        xp.clip(self._data, min, max, out=self._data)
         self._bump_version()
         return self
 
     def uniform_(self, a=0.0, b=1.0):
         from . import random
         self._check_inplace("uniform_")
-        self.data[...] = random.uniform(self.shape, self.dtype, self._device, a, b)
+        self._data[...] = random.uniform(self.shape, self.dtype, self._device, a, b)
         self._bump_version()
         return self
 
     def normal_(self, mean=0.0, std=1.0):
         from . import random
         self._check_inplace("normal_")
-        self.data[...] = random.normal(self.shape, self.dtype, self._device) * std + mean
+        self._data[...] = random.normal(self.shape, self.dtype, self._device) * std + mean
         self._bump_version()
         return self
 
@@ -326,17 +401,10 @@ class _ToDevice(autograd.Function):
         return backend.to_device_array(g, ctx.device), None
 
 
-def _is_device(value):
-    """'cpu', 'cuda:0' or a torch.device-like object (whose ``type`` is a string)."""
-    if isinstance(value, str):
-        return value.split(":")[0].strip().lower() in backend.DEVICES
-    return isinstance(getattr(value, "type", None), str)
-
-
 def _raw(value, like):
     """The array (or Python scalar) to combine with tensor ``like``, on its device."""
     if isinstance(value, Tensor):
-        return value.data
+        return value._data
     if isinstance(value, (int, float, bool)) or value is None:
         return value
     return backend.to_device_array(np.asarray(value) if not backend.is_device_array(value)

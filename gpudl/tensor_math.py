@@ -82,7 +82,7 @@ class MathMixin:
     # comparisons: no gradient, bool results
     def _compare(self, other, op):
         other = T._raw(other, self)
-        return T.Tensor._make(op(self.data, other), False, None, 0, self._device)
+        return T.Tensor._make(op(self._data, other), False, None, 0, self._device)
 
     __eq__ = lambda self, other: self._compare(other, lambda a, b: a == b)  # noqa: E731
     __ne__ = lambda self, other: self._compare(other, lambda a, b: a != b)  # noqa: E731
@@ -95,7 +95,7 @@ class MathMixin:
     def __invert__(self):
         if self.dtype != dtypes.bool_:
             raise TypeError(f"~ is defined for bool tensors only, got {self.dtype}")
-        return T.Tensor._make(~self.data, False, None, 0, self._device)
+        return T.Tensor._make(~self._data, False, None, 0, self._device)
 
     def __and__(self, other):
         return self._compare(other, lambda a, b: a & b)
@@ -104,10 +104,10 @@ class MathMixin:
         return self._compare(other, lambda a, b: a | b)
 
     def any(self):
-        return T.Tensor._make(self.data.any(), False, None, 0, self._device)
+        return T.Tensor._make(self._data.any(), False, None, 0, self._device)
 
     def all(self):
-        return T.Tensor._make(self.data.all(), False, None, 0, self._device)
+        return T.Tensor._make(self._data.all(), False, None, 0, self._device)
 
     def isnan(self):
         return self._compare(None, lambda a, _: backend.get_array_module(a).isnan(a))
@@ -150,6 +150,48 @@ class MathMixin:
                              f"a tensor of shape {value.shape}")
         return where(mask, value, self)
 
+    def minimum(self, other):
+        """Elementwise min with a tensor or number; ties share the gradient evenly."""
+        return -_binary(E.Maximum, "minimum", -self, -other if isinstance(other, T.Tensor)
+                        else -T.Tensor(other, device=self._device))
+
+    def clamp_min(self, min):
+        """max(self, min): ``clamp(min=min)``."""
+        return self.clip(min=min)
+
+    def clamp_max(self, max):
+        """min(self, max): ``clamp(max=max)``."""
+        return self.clip(max=max)
+
+    def matmul(self, other):
+        return matmul(self, other)
+
+    def mm(self, mat2):
+        """Matrix product of two 2-D tensors: (n, m) @ (m, p) -> (n, p)."""
+        _need_dims("mm", 2, self, mat2)
+        return matmul(self, mat2)
+
+    def bmm(self, mat2):
+        """Batched matrix product: (b, n, m) @ (b, m, p) -> (b, n, p)."""
+        _need_dims("bmm", 3, self, mat2)
+        if self.shape[0] != mat2.shape[0]:
+            raise ValueError(f"bmm: batch sizes differ: {self.shape} and {mat2.shape}")
+        return matmul(self, mat2)
+
+    def outer(self, vec2):
+        """Outer product of two 1-D tensors: (n,), (m,) -> (n, m)."""
+        _need_dims("outer", 1, self, vec2)
+        return self.reshape(-1, 1) * vec2.reshape(1, -1)
+
+    def addmm(self, mat1, mat2, *, beta=1, alpha=1):
+        """beta * self + alpha * (mat1 @ mat2); self broadcasts to the product's shape."""
+        product = mat1.mm(mat2)
+        product = product if alpha == 1 else product * alpha
+        if beta == 0:                              # torch ignores input (even nan) then
+            shape = np.broadcast_shapes(self.shape, product.shape)
+            return product if shape == product.shape else product.expand(*shape)
+        return (self if beta == 1 else self * beta) + product
+
     def _floating(self):
         return self if self.dtype.kind == "f" else self.astype(dtypes.DEFAULT_FLOAT)
 
@@ -184,7 +226,7 @@ class MathMixin:
             return _binary(E.Maximum, op, self, dim) if largest else -_binary(
                 E.Maximum, op, -self, -dim)
         dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
-        if self.data.size == 0 and (dim is None or self.shape[dim] == 0):
+        if self._data.size == 0 and (dim is None or self.shape[dim] == 0):
             raise ValueError(f"{op}: cannot reduce an empty tensor of shape {self.shape}")
         if dim is None:
             return R.Extreme.apply(self, None, keepdim, largest)
@@ -209,14 +251,83 @@ class MathMixin:
 
     def _arg(self, op, dim, keepdim, axis, keepdims):
         dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
-        if self.data.size == 0:
+        if self._data.size == 0:
             raise ValueError(f"{op}: cannot reduce an empty tensor of shape {self.shape}")
         if dim is None:
-            flat = getattr(self.data.reshape(-1), op)()
+            flat = getattr(self._data.reshape(-1), op)()
             out = flat.reshape((1,) * self.ndim) if keepdim else flat
         else:
-            out = getattr(self.data, op)(axis=normalize_axis(dim, self.ndim, op), keepdims=keepdim)
+            out = getattr(self._data, op)(axis=normalize_axis(dim, self.ndim, op), keepdims=keepdim)
         return T.Tensor._make(out.astype(np.int64), False, None, 0, self._device)
+
+    def amax(self, dim=(), keepdim=False):
+        """Max over ``dim`` (an int, a tuple; all dims by default), values only; ties share
+        the gradient evenly."""
+        return self._amax("amax", dim, keepdim, True)
+
+    def amin(self, dim=(), keepdim=False):
+        """Min over ``dim``, as ``amax``."""
+        return self._amax("amin", dim, keepdim, False)
+
+    def _amax(self, op, dim, keepdim, largest):
+        axes = normalize_axes(None if dim == () else dim, self.ndim, op)
+        if any(self.shape[a] == 0 for a in axes) or (self.ndim == 0 and self._data.size == 0):
+            raise ValueError(f"{op}: cannot reduce an empty dimension of shape {self.shape}")
+        return R.Amax.apply(self, axes, bool(keepdim), largest)
+
+    def prod(self, dim=None, keepdim=False):
+        """Product over one dim (or all); integer tensors give int64, as torch."""
+        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
+        axis = None if dim is None else normalize_axis(dim, self.ndim, "prod")
+        return R.Prod.apply(x, axis if self.ndim else None, bool(keepdim) and axis is not None)
+
+    def cumsum(self, dim):
+        """Running sum along ``dim``; integer tensors give int64."""
+        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
+        return R.CumSum.apply(x, normalize_axis(dim, self.ndim, "cumsum")) if self.ndim \
+            else x.clone()
+
+    def cumprod(self, dim):
+        """Running product along ``dim``; the gradient is exact where elements are zero."""
+        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
+        return R.CumProd.apply(x, normalize_axis(dim, self.ndim, "cumprod")) if self.ndim \
+            else x.clone()
+
+    def logsumexp(self, dim, keepdim=False):
+        """log(sum(exp(self))) over ``dim``, computed without overflow."""
+        x = self._floating()
+        axes = normalize_axes(dim, self.ndim, "logsumexp")
+        shift = x.detach().amax(axes, keepdim=True) if x.numel() else x.detach().sum(
+            axes, keepdim=True)
+        shift = where(shift.isfinite(), shift, 0.0)
+        out = (x - shift).exp().sum(axes, keepdim=True).log() + shift
+        return out if keepdim or not axes else out.squeeze(axes)
+
+    def isfinite(self):
+        return self._compare(None, lambda a, _: backend.get_array_module(a).isfinite(a))
+
+    def norm(self, p="fro", dim=None, keepdim=False):
+        """The ``p``-norm over ``dim`` (all dims by default; 'fro' is 2): ``vector_norm``."""
+        from .linalg import vector_norm
+        return vector_norm(self, 2 if p == "fro" else p, dim, keepdim)
+
+    def diff(self, n=1, dim=-1, prepend=None, append=None):
+        """The ``n``-th forward difference along ``dim``, after joining prepend/append."""
+        from .functions import cat
+        axis = normalize_axis(dim, self.ndim, "diff")
+        if n < 0 or self.ndim == 0:
+            raise ValueError(f"diff: needs n >= 0 and at least one dim, got n={n}, shape "
+                             f"{self.shape}")
+        if n == 0:
+            return self
+        x = cat([t for t in (prepend, self, append) if t is not None], axis) \
+            if prepend is not None or append is not None else self
+        for _ in range(n):
+            length = max(x.shape[axis] - 1, 0)
+            head = x.narrow(axis, min(1, x.shape[axis]), length)
+            tail = x.narrow(axis, 0, length)
+            x = head != tail if x.dtype == dtypes.bool_ else head - tail
+        return x
 
     def softmax(self, dim=-1, *, axis=None):
         dim = dim if axis is None else axis
@@ -226,6 +337,34 @@ class MathMixin:
         dim = dim if axis is None else axis
         return R.LogSoftmax.apply(self._floating(), normalize_axis(dim, self.ndim, "log_softmax"))
 
+
+
+for _name in E.UNARY:                     # sin, cos, erf, log1p, ... from one table (round below)
+    def _unary(self, _name=_name):
+        keep = _name in ("sign", "floor", "ceil") and self.dtype.kind in "iu"
+        return self.clone() if keep else E.Unary.apply(self._floating(), _name)
+    _unary.__name__, _unary.__doc__ = _name, f"Elementwise {_name}, as torch.{_name}."
+    setattr(MathMixin, _name, _unary)
+del _name
+
+
+def _round(self, decimals=0):
+    """Round half to even, to ``decimals`` places (negative: tens, hundreds, ...) as torch."""
+    if decimals == 0:
+        return E.Unary.apply(self._floating(), "round") if self.dtype.kind not in "iu" \
+            else self.clone()
+    scale = 10.0 ** decimals
+    return (self._floating() * scale).round() / scale
+
+
+MathMixin.round = _round
+
+
+def _need_dims(op, ndim, *tensors):
+    for t in tensors:
+        if not isinstance(t, T.Tensor) or t.ndim != ndim:
+            raise ValueError(f"{op}: expected {ndim}-D tensors, got shapes "
+                             f"{[getattr(x, 'shape', type(x).__name__) for x in tensors]}")
 
 
 def _bound(bound, like):
@@ -268,7 +407,7 @@ def _binary(function, name, a, b, true_division=False):
 
 
 def _data(x):
-    return x.data if isinstance(x, T.Tensor) else x
+    return x._data if isinstance(x, T.Tensor) else x
 
 
 def matmul(a, b):

@@ -31,12 +31,12 @@ class ShapeMixin:
         if unknown > 1 or any(n < -1 for n in shape):
             bad = True
         elif unknown:
-            bad = known == 0 or self.data.size % known != 0
+            bad = known == 0 or self._data.size % known != 0
         else:
-            bad = known != self.data.size
+            bad = known != self._data.size
         if bad:
             raise ValueError(f"reshape: shape {shape} is invalid for input of shape {self.shape} "
-                             f"({self.data.size} elements)")
+                             f"({self._data.size} elements)")
         return S.Reshape.apply(self, shape)
 
     view = reshape
@@ -158,7 +158,7 @@ def _index_arrays(index, like):
     if isinstance(index, tuple):
         return tuple(_index_arrays(i, like) for i in index)
     if isinstance(index, T.Tensor):
-        return index.data
+        return index._data
     if isinstance(index, list):
         return T._raw(np.asarray(index), like)
     return index

@@ -40,9 +40,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     _scalar_output(fn, inputs, weights).backward()
     for i in checked:
         t = inputs[i]
-        analytic = backend.to_numpy(t.grad.data) if t.grad is not None else np.zeros(t.shape)
+        analytic = backend.to_numpy(t.grad._data) if t.grad is not None else np.zeros(t.shape)
         numeric = np.zeros(t.shape)
-        flat = t.data.reshape(-1)          # a view: perturb in place
+        flat = t._data.reshape(-1)          # a view: perturb in place
         for k in range(flat.size):
             original = flat[k].item()
             with no_grad():

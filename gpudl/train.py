@@ -105,7 +105,7 @@ class _Running:
         while isinstance(first, (tuple, list)):           # several outputs, sample weights
             first = first[0]
         n = first.shape[0] if first.ndim else 1
-        self.loss_sum = self.loss_sum + loss.data * n       # stays on the device
+        self.loss_sum = self.loss_sum + loss._data * n       # stays on the device
         self.count += n
         for prepare in self.prepares:
             self.pending[prepare].append(prepare(_arrays(output), _arrays(target)))
@@ -154,7 +154,7 @@ def _arrays(value):
     """The device array of a Tensor, or of each Tensor in nested tuples/lists (type kept)."""
     if isinstance(value, (tuple, list)):
         return type(value)(_arrays(v) for v in value)
-    return value.data
+    return value._data
 
 
 def _prepare_of(metric_fn):
@@ -178,7 +178,7 @@ def _detached(output):
 
 def _loss(loss_fn, output, target, where):
     loss = loss_fn(output, target)
-    if not isinstance(loss, Tensor) or loss.data.size != 1:
+    if not isinstance(loss, Tensor) or loss._data.size != 1:
         raise TypeError(f"{where}: loss_fn must return a one-element Tensor, got "
                         f"{type(loss).__name__}{getattr(loss, 'shape', '')}")
     return loss

@@ -6,9 +6,12 @@ Each family has two modules:
   the reference the CUDA kernels are tested against. The entry validates arguments and picks the
   path with ``backend.kernel_device(x)``.
 - ``<family>_cuda.py``: launch constants, the ``@cuda.jit`` kernels (decorated lazily, without
-  signatures) and their launchers, plus ``SIGNATURES``: ``[(kernel, [signature, ...]), ...]``, the
-  table that ``python -m gpudl.kernels --check`` compiles to PTX offline. It is imported only on the
-  cuda path, so ``numba.cuda`` is never loaded on a CPU machine.
+  signatures) and their launchers, plus ``SIGNATURES``:
+  ``[(kernel, [signature, ...], Budget(...)), ...]``, the table that ``python -m gpudl.kernels
+  --check`` compiles to PTX offline and ``--gate`` holds to each kernel's budget (budget.py,
+  gate.py). Launchers go through ``launch.launch``, which specialises a kernel for one signature
+  at first use. It is imported only on the cuda path, so ``numba.cuda`` is never loaded on a CPU
+  machine.
 
 Submodules load on first attribute access (``kernels.conv.conv2d_forward``) to keep
 ``import gpudl`` fast: Numba alone costs ~0.3 s to import.

@@ -1,10 +1,16 @@
-"""``python -m gpudl.kernels --check``: compile every Numba-CUDA kernel to PTX, offline.
+"""``python -m gpudl.kernels --check | --gate``: compile every Numba-CUDA kernel offline.
 
 For each ``*_cuda`` module's ``SIGNATURES`` table, every (kernel, signature) pair is compiled for
 sm_80 and sm_90 with ``numba.cuda.compile_ptx`` (NVVM from numba-cuda's cu12/cu13 extra, no GPU or
 driver needed). A pair fails when compilation fails, or when a kernel whose signature holds no
-float64 emits any fp64 PTX instruction (Python float literals silently promote; NUMBA.md).
+float64 emits any fp64 PTX instruction (Python float literals silently promote; NUMBA.md), or
+when the PTX declares an external function (``.extern .func``, e.g. float16 comparisons through
+CUDA's ``__half`` operators), which only a runtime NVRTC link would resolve.
 Prints one line per kernel, signature and target; exits 1 on any failure.
+
+``--gate`` (kernels/gate.py) assembles each float32 kernel for sm_90 and checks its registers,
+spills, occupancy and hot loop against the ``Budget`` in its SIGNATURES entry; ``--markdown FILE``
+also writes its table as markdown. Exits 1 when a kernel breaks or lacks its budget.
 """
 
 import argparse
@@ -16,11 +22,14 @@ import time
 
 TARGETS = ((8, 0), (9, 0))
 _FP64 = re.compile(r"\.f64\b")
+_EXTERN = re.compile(r"^\s*\.extern\s+\.func\b.*?(\S+)\s*$")
 
 
-def cuda_modules():
+def cuda_modules(only=None):
+    """Every ``*_cuda`` module (those whose name contains ``only``, when given)."""
     import gpudl.kernels as package
-    names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.name.endswith("_cuda"))
+    names = sorted(m.name for m in pkgutil.iter_modules(package.__path__)
+                   if m.name.endswith("_cuda") and (not only or only in m.name))
     return [importlib.import_module(f"gpudl.kernels.{name}") for name in names]
 
 
@@ -30,6 +39,15 @@ def fp64_instructions(ptx):
                if _FP64.search(line) and not line.lstrip().startswith("//"))
 
 
+def external_functions(ptx):
+    """Names of the functions the PTX declares but does not define."""
+    names = []
+    for line in ptx.splitlines():
+        if m := _EXTERN.match(line):
+            names.append(m.group(1).rstrip(";("))
+    return names
+
+
 def check(verbose=True):
     from numba import cuda
     from numba.core.errors import NumbaError
@@ -37,7 +55,7 @@ def check(verbose=True):
     failures = 0
     total = 0
     for module in cuda_modules():
-        for kernel, signatures in module.SIGNATURES:
+        for kernel, signatures, *_budget in module.SIGNATURES:
             func = getattr(kernel, "py_func", kernel)
             for sig in signatures:
                 for cc in TARGETS:
@@ -52,7 +70,12 @@ def check(verbose=True):
                         print(f"FAIL {label}: {type(exc).__name__}: {first}")
                         continue
                     n64 = fp64_instructions(ptx)
-                    if n64 and "float64" not in str(sig):
+                    externs = external_functions(ptx)
+                    if externs:
+                        failures += 1
+                        print(f"FAIL {label}: external functions {', '.join(externs)} "
+                              "(need a runtime link)")
+                    elif n64 and "float64" not in str(sig):
                         failures += 1
                         print(f"FAIL {label}: {n64} fp64 PTX lines in a kernel without float64 data")
                     elif verbose:
@@ -64,12 +87,24 @@ def check(verbose=True):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m gpudl.kernels", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compile every kernel to PTX offline")
+    parser.add_argument("--gate", action="store_true",
+                        help="assemble every float32 kernel for sm_90 and check its budget")
+    parser.add_argument("--markdown", metavar="FILE", help="with --gate: write the table here")
+    parser.add_argument("--only", metavar="NAME",
+                        help="with --gate: only the *_cuda modules whose name contains NAME")
     parser.add_argument("--quiet", action="store_true", help="print failures and the total only")
     args = parser.parse_args(argv)
-    if not args.check:
+    if not (args.check or args.gate):
         parser.print_help()
         return 2
-    return 1 if check(verbose=not args.quiet) else 0
+    failures = check(verbose=not args.quiet) if args.check else 0
+    if args.gate:
+        from .gate import gate
+        modules = cuda_modules(args.only)
+        if not modules:
+            parser.error(f"--only {args.only!r} matches no *_cuda module")
+        failures += gate(modules, args.markdown)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,11 @@
 Each ``*_cuda`` module's ``SIGNATURES`` entry is ``(kernel, [signature, ...], Budget(...))``: the
 offline gate (``python -m gpudl.kernels --gate``) compiles the float32 signature for sm_90, reads
 ``ptxas -v`` and the SASS, and fails the kernel when a figure breaks its budget. A reader sees the
-target where the code is.
+target where the code is. An entry without a budget (a 2-tuple) fails the gate with "no budget
+declared"; entries with no float32 signature (float64-only builds) are not gated.
+
+``threads`` is the block size the launcher uses (the product for 2-D blocks); ``shared_bytes``
+the dynamic shared memory it passes (static shared memory comes from ptxas).
 """
 
 from dataclasses import dataclass

@@ -339,8 +339,12 @@ def conv2d_backward(x, w, gy, stride, padding, dilation, groups, needs=(True, Tr
     geo = ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
     _, grad_input, grad_weight, grad_bias = _primitives(x)
     gx = _cast(grad_input(gy, w, geo), x.dtype) if needs[0] else None
+    need_b = len(needs) > 2 and needs[2]
+    if needs[1] and need_b and backend.kernel_device(x) == "cuda":
+        gw, gb = grad_weight(x, gy, geo, with_bias=True)      # one pass over gy gives both
+        return gx, _cast(gw, w.dtype), _cast(gb, gy.dtype)
     gw = _cast(grad_weight(x, gy, geo), w.dtype) if needs[1] else None
-    gb = _cast(grad_bias(gy), gy.dtype) if len(needs) > 2 and needs[2] else None
+    gb = _cast(grad_bias(gy), gy.dtype) if need_b else None
     return gx, gw, gb
 
 
@@ -363,6 +367,8 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, groups, d
     + 1."""
     geo = _transposed_geometry(x, w, stride, padding, output_padding, groups, dilation)
     grad_input = _primitives(x)[1]
+    if b is not None and backend.kernel_device(x) == "cuda":
+        return _cast(grad_input(x, w, geo, b), x.dtype)         # the kernel adds the bias
     y = grad_input(x, w, geo)
     if b is not None:
         y += b.reshape(-1, 1, 1).astype(y.dtype, copy=False)

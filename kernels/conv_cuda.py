@@ -1,46 +1,63 @@
-"""Numba-CUDA kernels for 2-D convolution: implicit GEMMs with shared-memory tiles.
+"""Numba-CUDA kernels for 2-D convolution: implicit GEMMs, 128-pixel CTA tiles, registers.
 
-All three products are GEMMs whose operands are gathered on the fly inside the tile loads (no
-im2col buffer in global memory), one group per ``blockIdx.z``:
+Two kernels carry every product, one group (and phase) per ``blockIdx.z``; neither builds an
+im2col buffer in global memory (operands are gathered inside the tile loads):
 
-=============  ====================  =====================  ==========================
-kernel         rows (M)              columns                reduction
-=============  ====================  =====================  ==========================
-forward        out channels K/g      output pixels N*Ho*Wo  C/g * kh * kw  (w, x patch)
-grad_input     in channels C/g       input pixels N*H*W     K/g * kh * kw  (w, gy)
-grad_weight    out channels K/g      C/g * kh * kw          N*Ho*Wo, split over blocks
-=============  ====================  =====================  ==========================
+==================  =================  ==========================  =============================
+kernel              rows (M)           columns                     reduction
+==================  =================  ==========================  =============================
+``gemm``: forward   out channels K/g   output pixels N*Ho*Wo       C/g * kh * kw  (w, x patch)
+``gemm``: grad_x    in channels C/g    input pixels of one phase   K/g * taps of the phase
+``grad_weight``     out channels K/g   C/g * kh * kw               N*Ho*Wo, split over blocks
+==================  =================  ==========================  =============================
 
-grad_input is a gather (each input pixel collects the output pixels whose windows hold it; for
-stride > 1 the non-matching taps load zeros), so no atomics: results are deterministic. The weight
-gradient splits its long reduction over ``blockIdx.z`` into float32 partial sums that one CuPy sum
-adds in a fixed order. The bias gradient is a shared-memory tree reduction, one block per channel.
+grad_input (and so conv_transpose2d) is the forward kernel on the transposed, flipped weights: at
+stride 1 it is a plain convolution of gy. At stride s the input pixels split into s_h*s_w phases
+(h = a + s_h*u): phase (a, b) reads gy at (u + e_i, t + e_j) through only the taps i, j with
+(a + p_h - i*d_h) divisible by s_h, so each phase is a stride-1 convolution with its own tap list,
+and no tap ever tests a remainder. Every input pixel is written exactly once (no zero-fill, no
+atomics: deterministic). The weight gradient splits its long reduction over ``blockIdx.z`` into
+partial sums that one CuPy sum adds in a fixed order; it also sums the gy values it loads, per
+output channel, into the bias gradient (no separate pass over gy).
 
-Every kernel is built twice by ``_kernels(acc)``: accumulating in float32 (float32 and float16
-data: fp16 loads widened to fp32) and in float64 (float64 data, for gradient checks).
+Tiles: a block computes BM x BN = (128 or 64) x 128 outputs with BM*BN/64 threads (256 or 128), an
+8x8 micro-tile each, accumulated in registers over BK = 8 reduction steps per shared tile,
+unrolled. A thread's 8 rows (and 8 columns) are two contiguous runs of four half a tile apart, so
+its shared loads merge into 16-byte LDS and a warp's reads are conflict-free. The shared tiles are
+double-buffered: the next tile's global loads are issued into registers before the current
+tile's 512 FMAs and stored after them, one barrier per tile. Each thread gathers for one fixed
+pixel (gemm: base offset and origin computed once; each tile's tap entries staged in a shared
+ring one tile ahead) or one pixel advanced by carries (weight gradient: its block's taps staged
+in shared memory once), so the loop does no division. Weights reach the gemm
+kernel transposed to (R, M) and zero-padded to whole tiles, so their tile loads coalesce and need
+no bounds check; taps of a tile are padded the same way. Index math is int32 (``idx``) unless an
+array is too large for it; then a 64-bit build of the same kernels runs (offsets within one image
+stay int32 in both). The gemm epilogue adds a per-row bias: conv2d's, and conv_transpose2d's
+(through grad_input).
+
+Kernels are built per (accumulator, index type, BM): float32 accumulation serves float32 and
+float16 data (fp16 loads widen to fp32), float64 serves float64 data (gradient checks).
 """
 
 import functools
 
 import numpy as np
-from numba import cuda, float32, float64
+from numba import cuda, float32, float64, int32, int64, uint32, uint64
 
 from gpudl import backend
 
-# Output tile per block: BM rows x BN columns, reduced BK at a time. 256 threads form a 16x16
-# grid and each accumulates TM x TN = 4x4 outputs in registers (rows ty + 16a, columns tx + 16b,
-# so a warp's stores hit consecutive pixels). Shared memory per block: (BM + BN + 2) * BK * 4 B
-# ~ 8 KiB in float32, leaving room for several resident blocks per SM.
-BM = 64
-BN = 64
-BK = 16
-TM = 4
-TN = 4
-THREADS = 256
-TILE_SIDE = 16       # threads per side of the 16x16 thread grid (TILE_SIDE * TM == BM)
-PAD = 1              # one spare column per shared tile: column-wise stores avoid bank conflicts
-A_COLS = BM + PAD    # shared-array shapes must be compile-time constants
-B_COLS = BN + PAD
+from .budget import Budget
+
+BN = 128           # columns per CTA tile (pixels, or taps in the weight gradient)
+BK = 8             # reduction steps per shared tile (mac_tile spells out 8 steps)
+TM = TN = 8        # micro-tile per thread
+TX = BN // TN      # 16 threads across the columns
+PAD = 4            # spare words per shared row: the weight gradient stores down columns
+                   # (and 4 keeps every row 16-byte aligned for the merged loads)
+ROW_TILES = (64, 128)      # BM: 64 when the GEMM has <= 64 rows (out channels), else 128
+FAR = 1 << 29      # an offset far outside any image: taps and pixels marked with it load zero
+INT32_LIMIT = 1 << 31
+IMAGE_LIMIT = INT32_LIMIT // 4 * 3     # tap tables (offsets within one image) are int32 always
 
 # The weight gradient splits its N*Ho*Wo reduction until the grid has about TARGET_BLOCKS blocks
 # (a few waves of an H100's 132 SMs), keeping at least MIN_SPLIT values per split.
@@ -48,294 +65,540 @@ TARGET_BLOCKS = 512
 MIN_SPLIT = 1024
 
 
-def _kernels(acc):
-    """The four kernels, accumulating in ``acc`` (a Numba float type)."""
+def threads_for(bm):
+    return bm * BN // (TM * TN)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(acc, idx, bm):
+    """(gemm, grad_weight) accumulating in ``acc``, indexing in ``idx``, with BM = ``bm``."""
+    threads = threads_for(bm)
+    TY = bm // TM                     # thread rows of the micro-tile grid
+    A_STEP = threads // bm            # gemm: k rows of an A tile one pass of threads fills
+    A_LOADS = BK // A_STEP
+    B_STEP = threads // BN
+    B_LOADS = BK // B_STEP
+    W_STEP = threads // BK            # weight gradient: columns one pass of threads fills
+    WA_LOADS = bm // W_STEP
+    WB_LOADS = BN // W_STEP
+    A_COLS, B_COLS = bm + PAD, BN + PAD    # shared shapes must be compile-time constants
+    # Array indices are unsigned: Numba wraps negative signed indices around (a 64-bit compare
+    # and select per index). U casts a global offset; S types the small per-thread indices
+    # (thread coordinates, buffer), whose sums with constants then fold into immediates.
+    U = uint32 if idx == int32 else uint64
+    S = uint32
 
     @cuda.jit(device=True, inline="always")
-    def mac_tile(a_tile, b_tile, out, tx, ty):
-        # out[a, b] += sum_k a_tile[k, ty + 16a] * b_tile[k, tx + 16b]
-        b_vals = cuda.local.array(TN, acc)
-        for k in range(BK):
+    def divmod_(a, b):
+        # non-negative operands: an unsigned division (a 32-bit one in the int32 build)
+        q = idx(U(a) // U(b))
+        return q, idx(a - q * b)
+
+    @cuda.jit(device=True, inline="always")
+    def row_of(ty, a):
+        # micro-tile row a of thread row ty: two runs of four, half a tile apart. Each run is
+        # contiguous, so its shared loads merge into one 16-byte LDS (a warp's 16 threads read
+        # 64 consecutive words: no bank conflict)
+        return 4 * ty + (a // 4) * (TY * 4) + a % 4
+
+    @cuda.jit(device=True, inline="always")
+    def col_of(tx, b):
+        return 4 * tx + (b // 4) * (TX * 4) + b % 4
+
+    @cuda.jit(device=True, inline="always")
+    def mac_step(a_s, b_s, buf, k, out, a_frag, b_frag, tx, ty):
+        # out[a, b] += a_s[buf, k, row_of(ty, a)] * b_s[buf, k, col_of(tx, b)]
+        for a in range(TM):
+            a_frag[a] = a_s[buf, k, row_of(ty, a)]
+        for b in range(TN):
+            b_frag[b] = b_s[buf, k, col_of(tx, b)]
+        for a in range(TM):
             for b in range(TN):
-                b_vals[b] = b_tile[k, tx + TILE_SIDE * b]
-            for a in range(TM):
-                a_val = a_tile[k, ty + TILE_SIDE * a]
-                for b in range(TN):
-                    out[a, b] += a_val * b_vals[b]
+                out[a, b] += a_frag[a] * b_frag[b]
 
     @cuda.jit(device=True, inline="always")
-    def zero_tile(out):
+    def mac_tile(a_s, b_s, buf, out, a_frag, b_frag, tx, ty):
+        # the BK = 8 steps of a shared tile, spelled out: NVVM does not unroll a 64-FMA body on
+        # its own, and unrolled steps address shared memory at constant offsets
+        mac_step(a_s, b_s, buf, 0, out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, 1, out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, 2, out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, 3, out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, 4, out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, 5, out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, 6, out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, 7, out, a_frag, b_frag, tx, ty)
+
+    @cuda.jit(device=True, inline="always")
+    def zero(out):
         for a in range(TM):
             for b in range(TN):
                 out[a, b] = acc(0)
 
-    @cuda.jit
-    def conv_fwd_kernel(x, w2, bias, taps, y, sh, sw, ph, pw, has_bias):
-        # y[n, g*Kg + m, oh, ow] = sum_r w2[g*Kg + m, r] * patch(n, oh, ow)[r] + bias
-        N, C, H, W = x.shape
-        K, R = w2.shape
-        Ho, Wo = y.shape[2], y.shape[3]
-        g = cuda.blockIdx.z
-        Kg, Cg = K // cuda.gridDim.z, C // cuda.gridDim.z
-        P = N * Ho * Wo
-        m0, p0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
-        tid = cuda.threadIdx.x
-        a_tile = cuda.shared.array((BK, A_COLS), acc)
-        b_tile = cuda.shared.array((BK, B_COLS), acc)
-        out = cuda.local.array((TM, TN), acc)
-        zero_tile(out)
-        # this thread loads pixel column lp of every B tile and weight row lm of every A tile
-        lp, lm, lk = tid % BN, tid % BM, tid // BN
-        p = p0 + lp
-        n, rest = p // (Ho * Wo), p % (Ho * Wo)
-        h0, w0 = (rest // Wo) * sh - ph, (rest % Wo) * sw - pw
-        for k0 in range(0, R, BK):
-            for k in range(lk, BK, THREADS // BN):
-                r = k0 + k
-                v = acc(0)
-                if p < P and r < R:
-                    h, v_w = h0 + taps[1, r], w0 + taps[2, r]
-                    if 0 <= h < H and 0 <= v_w < W:
-                        v = acc(x[n, g * Cg + taps[0, r], h, v_w])
-                b_tile[k, lp] = v
-                m = m0 + lm
-                a_tile[k, lm] = acc(w2[g * Kg + m, r]) if m < Kg and r < R else acc(0)
-            cuda.syncthreads()
-            mac_tile(a_tile, b_tile, out, tid % TILE_SIDE, tid // TILE_SIDE)
-            cuda.syncthreads()
-        for a in range(TM):
-            m = m0 + tid // TILE_SIDE + TILE_SIDE * a
-            shift = acc(bias[g * Kg + m]) if has_bias != 0 and m < Kg else acc(0)
-            for b in range(TN):
-                q = p0 + tid % TILE_SIDE + TILE_SIDE * b
-                if m < Kg and q < P:
-                    rest = q % (Ho * Wo)
-                    y[q // (Ho * Wo), g * Kg + m, rest // Wo, rest % Wo] = out[a, b] + shift
+    @cuda.jit(device=True, inline="always")
+    def gemm_load(x, wt, tap_s, slot, a_off, a_step, b_row, x_base, h0, w0, Hi, Wi, a_regs,
+                  b_regs):
+        # one tile into registers: weights (padded: no checks), then the predicated gathers of
+        # x through the tile's tap entries, staged in shared memory
+        for t in range(A_LOADS):
+            a_regs[t] = wt[U(a_off + a_step * t)]
+        for t in range(B_LOADS):
+            k = b_row + B_STEP * t
+            v = acc(0)
+            # one unsigned compare per side: a negative row or column wraps far above Hi / Wi
+            if (U(idx(h0 + tap_s[slot, 1, k])) < Hi) & (U(idx(w0 + tap_s[slot, 2, k])) < Wi):
+                v = acc(x[U(x_base + tap_s[slot, 0, k])])
+            b_regs[t] = v
+
+    @cuda.jit(device=True, inline="always")
+    def stage_taps(taps, tap_s, slot, tid, src):
+        # the 3 x BK tap entries of one tile into a slot of the shared ring: thread tid < 24
+        # copies entry tid // BK, step tid % BK, from flat offset src
+        if tid < 3 * BK:
+            tap_s[slot, tid // BK, tid % BK] = taps[U(src)]
+
+    @cuda.jit(device=True, inline="always")
+    def gemm_store(a_s, b_s, buf, a_row, a_col, b_row, b_col, a_regs, b_regs):
+        for t in range(A_LOADS):
+            a_s[buf, a_row + A_STEP * t, a_col] = a_regs[t]
+        for t in range(B_LOADS):
+            b_s[buf, b_row + B_STEP * t, b_col] = b_regs[t]
 
     @cuda.jit
-    def conv_grad_input_kernel(gy, w2, taps, gx, khw, sh, sw, ph, pw):
-        # gx[n, g*Cg + m, h, v] = sum over (k, i, j) of w[g*Kg + k, m, i, j] * gy[n, g*Kg + k,
-        # oh, ow] for the output pixels whose tap (i, j) reads (h, v)
-        N, K, Ho, Wo = gy.shape
-        C, H, W = gx.shape[1], gx.shape[2], gx.shape[3]
-        g = cuda.blockIdx.z
-        Kg, Cg = K // cuda.gridDim.z, C // cuda.gridDim.z
-        R = Kg * khw
-        P = N * H * W
-        m0, p0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
-        tid = cuda.threadIdx.x
-        a_tile = cuda.shared.array((BK, A_COLS), acc)
-        b_tile = cuda.shared.array((BK, B_COLS), acc)
+    def conv_gemm_kernel(x, wt, taps, phases, bias, y, N, Hin, Win, CHWin, gstride_in, M, Cout,
+                         Hout, Wout, sh, sw, ph, pw, ohs, ows, has_bias, Rw, Mp, Rt):
+        # y[n, g*M + m, a + ohs*u, b + ows*t] = sum_r wt[z, r, m] * x[n, g-th channel block,
+        #   u*sh - ph + (tap r's row), t*sw - pw + (tap r's column)]  (+ bias[g*M + m])
+        # z = phase*G + g. A row of ``phases`` is (R, a, b, Hg, Wg): the phase's tap count, output
+        # origin and pixel grid. x, y, wt (Z, Rw, Mp) and taps (phases, 3, Rt) arrive flat; tap r
+        # of a phase is (flat x offset, row offset, column offset).
+        tid = S(cuda.threadIdx.x)
+        G = cuda.gridDim.z // phases.shape[0]
+        z = idx(cuda.blockIdx.z)
+        phase = idx(z // G)
+        g = idx(z - phase * G)
+        R = idx(phases[U(phase), 0])
+        Hg, Wg = idx(phases[U(phase), 3]), idx(phases[U(phase), 4])
+        HWg = idx(Hg * Wg)
+        P = idx(N * HWg)
+        m0 = idx(cuda.blockIdx.y * bm)
+        p0 = idx(cuda.blockIdx.x * BN)
+        if p0 >= P:
+            return                      # a phase with fewer pixels than the largest one
+        a_s = cuda.shared.array((2, BK, A_COLS), acc)
+        b_s = cuda.shared.array((2, BK, B_COLS), acc)
         out = cuda.local.array((TM, TN), acc)
-        zero_tile(out)
-        lp, lm, lk = tid % BN, tid % BM, tid // BN
-        p = p0 + lp
-        n, rest = p // (H * W), p % (H * W)
-        hp, wp = rest // W + ph, rest % W + pw          # the pixel in padded coordinates
-        for k0 in range(0, R, BK):
-            for k in range(lk, BK, THREADS // BN):
-                r = k0 + k
-                kk = taps[0, r] if r < R else 0
-                t = r - kk * khw                            # the tap i*kw + j
-                v = acc(0)
-                if p < P and r < R:
-                    th, tw = hp - taps[1, r], wp - taps[2, r]
-                    if th >= 0 and tw >= 0 and th % sh == 0 and tw % sw == 0:
-                        oh, ow = th // sh, tw // sw
-                        if oh < Ho and ow < Wo:
-                            v = acc(gy[n, g * Kg + kk, oh, ow])
-                b_tile[k, lp] = v
-                m = m0 + lm
-                a_tile[k, lm] = (acc(w2[g * Kg + kk, m * khw + t]) if m < Cg and r < R
-                                 else acc(0))
+        a_frag = cuda.local.array(TM, acc)
+        b_frag = cuda.local.array(TN, acc)
+        a_regs = cuda.local.array(A_LOADS, acc)
+        b_regs = cuda.local.array(B_LOADS, acc)
+        # tap entries of the next two tiles: a ring of two slots, written one tile ahead of
+        # the gathers that read them (every thread would otherwise load all BK entries itself)
+        tap_s = cuda.shared.array((2, 3, BK), int32)
+        zero(out)
+        a_col, a_row = S(tid % bm), S(tid // bm)
+        b_col, b_row = S(tid % BN), S(tid // BN)
+        tx, ty = S(tid % TX), S(tid // TX)
+        # this thread gathers pixel p for every B tile: its offsets, once
+        p = idx(p0 + b_col)
+        n, rest = divmod_(p, HWg)
+        u, t = divmod_(rest, Wg)
+        h0, w0 = idx(u * sh - ph), idx(t * sw - pw)
+        x_base = idx(n * CHWin + g * gstride_in + h0 * Win + w0)
+        if p >= P:
+            h0 = idx(-FAR)
+        a_off = idx((z * Rw + a_row) * Mp + m0 + a_col)      # its first weight, flat
+        a_step, a_tile = idx(A_STEP * Mp), idx(BK * Mp)
+        # the tap entry this thread stages for tile 0 (threads past 3*BK stage nothing)
+        tap = idx(phase * 3 * Rt + (tid // BK) * Rt + tid % BK) if tid < 3 * BK else idx(0)
+        Hi, Wi = U(Hin), U(Win)
+        tiles = idx((R + BK - 1) // BK)
+        if tiles > 0:
+            stage_taps(taps, tap_s, 0, tid, tap)
             cuda.syncthreads()
-            mac_tile(a_tile, b_tile, out, tid % TILE_SIDE, tid // TILE_SIDE)
-            cuda.syncthreads()
-        for a in range(TM):
-            m = m0 + tid // TILE_SIDE + TILE_SIDE * a
-            for b in range(TN):
-                q = p0 + tid % TILE_SIDE + TILE_SIDE * b
-                if m < Cg and q < P:
-                    rest = q % (H * W)
-                    gx[q // (H * W), g * Cg + m, rest // W, rest % W] = out[a, b]
-
-    @cuda.jit
-    def conv_grad_weight_kernel(x, gy, taps, partial, sh, sw, ph, pw, split_len):
-        # partial[s, g*Kg + m, r] = sum over pixels q of split s of gy[q, g*Kg + m] * patch(q)[r]
-        N, C, H, W = x.shape
-        K, Ho, Wo = gy.shape[1], gy.shape[2], gy.shape[3]
-        splits = partial.shape[0]
-        g, s = cuda.blockIdx.z // splits, cuda.blockIdx.z % splits
-        G = cuda.gridDim.z // splits
-        Kg, Cg = K // G, C // G
-        R = taps.shape[1]
-        Q = N * Ho * Wo
-        q_end = min(Q, (s + 1) * split_len)
-        m0, p0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
-        tid = cuda.threadIdx.x
-        a_tile = cuda.shared.array((BK, A_COLS), acc)
-        b_tile = cuda.shared.array((BK, B_COLS), acc)
-        out = cuda.local.array((TM, TN), acc)
-        zero_tile(out)
-        # reduction index fastest across threads: neighbouring threads read neighbouring pixels
-        lk, lrow = tid % BK, tid // BK
-        for q0 in range(s * split_len, q_end, BK):
-            q = q0 + lk
-            n, rest = q // (Ho * Wo), q % (Ho * Wo)
-            oh, ow = rest // Wo, rest % Wo
-            for row in range(lrow, BM, THREADS // BK):       # BM == BN: one loop fills both
-                m, r = m0 + row, p0 + row
-                a_tile[lk, row] = (acc(gy[n, g * Kg + m, oh, ow]) if q < q_end and m < Kg
-                                   else acc(0))
-                v = acc(0)
-                if q < q_end and r < R:
-                    h, v_w = oh * sh - ph + taps[1, r], ow * sw - pw + taps[2, r]
-                    if 0 <= h < H and 0 <= v_w < W:
-                        v = acc(x[n, g * Cg + taps[0, r], h, v_w])
-                b_tile[lk, row] = v
-            cuda.syncthreads()
-            mac_tile(a_tile, b_tile, out, tid % TILE_SIDE, tid // TILE_SIDE)
-            cuda.syncthreads()
-        for a in range(TM):
-            m = m0 + tid // TILE_SIDE + TILE_SIDE * a
-            for b in range(TN):
-                r = p0 + tid % TILE_SIDE + TILE_SIDE * b
-                if m < Kg and r < R:
-                    partial[s, g * Kg + m, r] = out[a, b]
-
-    @cuda.jit
-    def conv_grad_bias_kernel(gy3, gb):
-        # gb[k] = sum over n, pixel of gy3[n, k, pixel]: one block per channel, tree reduction
-        k, tid = cuda.blockIdx.x, cuda.threadIdx.x
-        N, HW = gy3.shape[0], gy3.shape[2]
-        partial = cuda.shared.array(THREADS, acc)
-        total = acc(0)
-        for idx in range(tid, N * HW, THREADS):
-            total += acc(gy3[idx // HW, k, idx % HW])
-        partial[tid] = total
+            gemm_load(x, wt, tap_s, 0, a_off, a_step, b_row, x_base, h0, w0, Hi, Wi, a_regs,
+                      b_regs)
+            if tiles > 1:
+                stage_taps(taps, tap_s, 1, tid, idx(tap + BK))
+            gemm_store(a_s, b_s, S(0), a_row, a_col, b_row, b_col, a_regs, b_regs)
         cuda.syncthreads()
-        step = THREADS // 2
-        while step > 0:
-            if tid < step:
-                partial[tid] += partial[tid + step]
+        for kt in range(tiles):
+            if kt + 1 < tiles:          # next tile's loads are in flight during the FMAs
+                a_off = idx(a_off + a_tile)
+                gemm_load(x, wt, tap_s, S((kt + 1) & 1), a_off, a_step, b_row, x_base, h0, w0,
+                          Hi, Wi, a_regs, b_regs)
+            if kt + 2 < tiles:          # the slot tile kt's gathers read (before the barrier)
+                stage_taps(taps, tap_s, S(kt & 1), tid, idx(tap + (kt + 2) * BK))
+            mac_tile(a_s, b_s, S(kt & 1), out, a_frag, b_frag, tx, ty)
+            if kt + 1 < tiles:
+                gemm_store(a_s, b_s, S((kt + 1) & 1), a_row, a_col, b_row, b_col, a_regs, b_regs)
             cuda.syncthreads()
-            step //= 2
-        if tid == 0:
-            gb[k] = partial[0]
+        # epilogue: bias per row, then each column's flat output offset (divisions once per
+        # column, outside the loop)
+        for a in range(TM):
+            m = idx(m0 + row_of(ty, a))
+            a_frag[a] = acc(bias[U(g * M + m)]) if has_bias != 0 and m < M else acc(0)
+        HWout = idx(Hout * Wout)
+        origin_h, origin_w = idx(phases[U(phase), 1]), idx(phases[U(phase), 2])
+        for b in range(TN):
+            q = idx(p0 + col_of(tx, b))
+            if q < P:
+                n, rest = divmod_(q, HWg)
+                u, t = divmod_(rest, Wg)
+                col = idx((n * Cout + g * M) * HWout + (origin_h + ohs * u) * Wout
+                          + origin_w + ows * t)
+                for a in range(TM):
+                    m = idx(m0 + row_of(ty, a))
+                    if m < M:
+                        y[U(col + m * HWout)] = out[a, b] + a_frag[a]
 
-    return conv_fwd_kernel, conv_grad_input_kernel, conv_grad_weight_kernel, conv_grad_bias_kernel
+    @cuda.jit
+    def conv_grad_weight_kernel(x, gy, taps, partial, bias_partial, N, C, H, W, Ho, Wo, sh, sw,
+                                ph, pw, split_len, with_bias):
+        # partial[s, g*Kg + m, r] = sum over pixels q of split s of gy[q, g*Kg + m] * patch(q)[r]
+        # bias_partial[s, g*Kg + m] = sum over the same q of gy[q, g*Kg + m] (when with_bias)
+        # x and gy arrive flat; taps (3, Rt) as in the gemm kernel.
+        tid = S(cuda.threadIdx.x)
+        splits = partial.shape[0]
+        K, R = partial.shape[1], partial.shape[2]
+        z = idx(cuda.blockIdx.z)
+        g = idx(z // splits)
+        s = U(z - g * splits)
+        G = idx(cuda.gridDim.z // splits)
+        Kg, Cg = idx(K // G), idx(C // G)
+        HWo = idx(Ho * Wo)
+        q_begin = idx(s * split_len)
+        q_end = idx(min(N * HWo, q_begin + split_len))
+        m0 = idx(cuda.blockIdx.y * bm)
+        r0 = idx(cuda.blockIdx.x * BN)
+        a_s = cuda.shared.array((2, BK, A_COLS), acc)
+        b_s = cuda.shared.array((2, BK, B_COLS), acc)
+        out = cuda.local.array((TM, TN), acc)
+        a_frag = cuda.local.array(TM, acc)
+        b_frag = cuda.local.array(TN, acc)
+        a_regs = cuda.local.array(WA_LOADS, acc)
+        b_regs = cuda.local.array(WB_LOADS, acc)
+        bias_sum = cuda.local.array(WA_LOADS, acc)
+        tap_s = cuda.shared.array((3, BN), int32)     # the block's BN taps (registers are short)
+        zero(out)
+        # the reduction index is fastest across threads: neighbouring threads read neighbouring
+        # pixels. Each thread holds one pixel q (advanced by BK per tile) and fixed rows and taps.
+        lk, lrow = S(tid % BK), S(tid // BK)
+        tx, ty = S(tid % TX), S(tid // TX)
+        if tid < BN:
+            for e in range(3):
+                tap_s[e, tid] = taps[e, U(r0 + tid)]
+        cuda.syncthreads()
+        for t in range(WA_LOADS):
+            bias_sum[t] = acc(0)
+        m_room = idx(Kg - m0 - lrow)                  # row t is valid while W_STEP*t < m_room
+        gy_rows = idx((g * Kg + m0 + lrow) * HWo)
+        gy_step = idx(W_STEP * HWo)
+        x_group = idx(g * Cg * H * W)
+        KHWo, CHW = idx(K * HWo), idx(C * H * W)
+        # within-image coordinates are int32 in both builds; n and flat offsets are idx
+        q = idx(q_begin + lk)
+        n, rest = divmod_(q, HWo)
+        oh, ow = divmod_(rest, Wo)
+        oh, ow = int32(oh), int32(ow)
+        # per tile the pixel moves BK places: (n, oh, ow) += (dn, dh, dw) with carries, no division
+        dn, step_rest = divmod_(idx(BK), HWo)
+        dh, dw = divmod_(step_rest, Wo)
+        dh, dw = int32(dh), int32(dw)
+        Hs, Ws, Hx, Wx = int32(Ho), int32(Wo), uint32(H), uint32(W)
+        sh_, sw_, ph_, pw_ = int32(sh), int32(sw), int32(ph), int32(pw)
+        tiles = idx((q_end - q_begin + BK - 1) // BK)
+        for kt in range(tiles + 1):
+            if kt < tiles:                        # load tile kt into registers
+                live = q < q_end
+                gy_base = idx(n * KHWo + gy_rows + int32(oh * Ws + ow))
+                for t in range(WA_LOADS):
+                    v = acc(0)
+                    if live and W_STEP * t < m_room:
+                        v = acc(gy[U(gy_base + gy_step * t)])
+                    a_regs[t] = v
+                    bias_sum[t] += v
+                h0, w0 = int32(oh * sh_ - ph_), int32(ow * sw_ - pw_)
+                x_base = idx(n * CHW + x_group + int32(h0 * Wx + w0))
+                if not live:
+                    h0 = int32(-FAR)
+                for t in range(WB_LOADS):
+                    col = lrow + W_STEP * t
+                    v = acc(0)
+                    if ((uint32(int32(h0 + tap_s[1, col])) < Hx)
+                            & (uint32(int32(w0 + tap_s[2, col])) < Wx)):
+                        v = acc(x[U(x_base + tap_s[0, col])])
+                    b_regs[t] = v
+                q = idx(q + BK)
+                ow = int32(ow + dw)
+                oh = int32(oh + dh)
+                n = idx(n + dn)
+                if ow >= Ws:
+                    ow = int32(ow - Ws)
+                    oh = int32(oh + 1)
+                if oh >= Hs:
+                    oh = int32(oh - Hs)
+                    n = idx(n + 1)
+            if kt > 0:                            # multiply tile kt - 1
+                mac_tile(a_s, b_s, S((kt - 1) & 1), out, a_frag, b_frag, tx, ty)
+            if kt < tiles:                        # store tile kt into the other buffer
+                buf = S(kt & 1)
+                for t in range(WA_LOADS):
+                    a_s[buf, lk, lrow + W_STEP * t] = a_regs[t]
+                for t in range(WB_LOADS):
+                    b_s[buf, lk, lrow + W_STEP * t] = b_regs[t]
+            cuda.syncthreads()
+        for a in range(TM):
+            m = idx(m0 + row_of(ty, a))
+            if m < Kg:
+                for b in range(TN):
+                    r = idx(r0 + col_of(tx, b))
+                    if r < R:
+                        partial[s, U(g * Kg + m), U(r)] = out[a, b]
+        if with_bias != 0 and cuda.blockIdx.x == 0:
+            # reduce the BK threads that share rows through the (now idle) A tile
+            for t in range(WA_LOADS):
+                a_s[0, lk, lrow + W_STEP * t] = bias_sum[t]
+            cuda.syncthreads()
+            if tid < bm and m0 + tid < Kg:
+                total = acc(0)
+                for k in range(BK):
+                    total += a_s[0, k, tid]
+                bias_partial[s, U(g * Kg + m0 + tid)] = total
+
+    return conv_gemm_kernel, conv_grad_weight_kernel
 
 
-_F32 = _kernels(float32)
-_F64 = _kernels(float64)
+def _accumulator(dtype):
+    """(Numba accumulator type, its NumPy dtype name) for data of ``dtype``."""
+    return (float64, "float64") if dtype == "float64" else (float32, "float32")
 
 
-def _pick(dtype):
-    """(kernels, accumulator dtype name) for data of ``dtype``."""
-    return (_F64, "float64") if dtype == "float64" else (_F32, "float32")
+def _index(*sizes, image):
+    """The Numba index type of the kernels for arrays of ``sizes`` elements: int32 while every
+    flat offset a kernel forms fits (offsets reach at most an array's size plus one image or tile
+    past it, so the guard keeps a quarter of the int32 range spare), else int64. Offsets within
+    one ``image`` (the tap tables) are int32 in both builds."""
+    if image >= IMAGE_LIMIT:
+        raise ValueError(f"conv2d on cuda: one image holds {image} elements; the kernels index "
+                         f"within an image in int32 and take fewer than {IMAGE_LIMIT}")
+    return int32 if max(sizes) < INT32_LIMIT // 4 * 3 else int64
+
+
+def _operand_size(z, r, m):
+    """An upper bound on the padded weight operand's size (Z, Rp, Mp), for the index guard."""
+    return z * _blocks(r, BK) * BK * _blocks(m, ROW_TILES[-1]) * ROW_TILES[-1]
+
+
+def _row_tile(rows, idx):
+    """BM for a GEMM of ``rows`` rows. The 64-bit build (tensors past the int32 guard) always
+    takes 128: its wider gather offsets leave the 128-thread tile short of registers."""
+    return ROW_TILES[0] if rows <= ROW_TILES[0] and idx == int32 else ROW_TILES[1]
 
 
 def _blocks(n, size):
     return (n + size - 1) // size
 
 
-def _taps(xp, channels, geo):
-    """(3, channels*kh*kw) int32: for reduction index r = (c, i, j), the channel c and the
-    offsets i*dh, j*dw, so kernels look up what 64-bit division would otherwise recompute."""
-    return _tap_table(xp, channels, geo.kh, geo.kw, geo.dh, geo.dw)
+def _launch(kernel, grid, bm, *args):
+    kernel[grid, threads_for(bm), backend.launch_stream()](*args)
+
+
+def _flat(xp, a, dtype=None):
+    return xp.ascontiguousarray(a, dtype=dtype).reshape(-1)
+
+
+def _tap_tables(tables):
+    """Stack per-phase (3, R_phase) tap tables into (phases, 3, Rp), Rp a whole number of column
+    tiles (so the weight gradient's taps need no bounds check either); the spare entries sit FAR
+    above the image, so their loads give zero."""
+    rp = max(1, _blocks(max(t.shape[1] for t in tables), BN)) * BN
+    out = np.zeros((len(tables), 3, rp), np.int32)
+    out[:, 1, :] = -FAR
+    for phase, table in enumerate(tables):
+        out[phase, :, :table.shape[1]] = table
+    return out
+
+
+def _weight_index(rows, size, bm):
+    """Flat indices into [w.ravel(), 0] (w of ``size`` values) that lay each phase's weight
+    operand out as (Z, Rp, Mp): ``rows`` (Z, R, M) of indices into w (negative: none), padded
+    with the trailing zero to whole tiles so that tile loads need no bounds check, and
+    transposed so that they coalesce."""
+    rows = np.where(rows < 0, size, rows)
+    z, r, m = rows.shape
+    out = np.full((z, max(1, _blocks(r, BK)) * BK, _blocks(m, bm) * bm), size, np.intp)
+    out[:, :r, :m] = rows
+    return out, size
+
+
+def _gemm_weights(xp, w, plan, acc_dtype):
+    """The weight operand of the gemm kernel, gathered through ``plan``'s cached index."""
+    src, size = plan
+    padded = xp.empty(size + 1, acc_dtype)
+    padded[:size] = xp.asarray(w).reshape(-1)
+    padded[size:] = 0
+    return padded[src]
 
 
 @functools.lru_cache(maxsize=64)
-def _tap_table(xp, channels, kh, kw, dh, dw):
-    c, i, j = np.indices((channels, kh, kw)).reshape(3, -1)
-    return xp.asarray(np.stack([c, i * dh, j * dw]).astype(np.int32))
+def _forward_plan(xp, K, Cg, kh, kw, dh, dw, H, W, Ho, Wo, groups, bm):
+    """(taps (1, 3, Rp), phase rows, weight index, pixels) of the forward GEMM. For reduction index
+    r = (c, i, j) the taps hold the flat offset c*H*W + i*dh*W + j*dw and the row / column
+    offsets i*dh, j*dw; the weight operand is wt[g, r, m] = w[g*Kg + m, r]."""
+    c, i, j = np.indices((Cg, kh, kw)).reshape(3, -1)
+    taps = _tap_tables([np.stack([c * H * W + i * dh * W + j * dw, i * dh, j * dw])])
+    rows = np.arange(K * c.size).reshape(groups, K // groups, c.size).transpose(0, 2, 1)
+    phases = np.array([[c.size, 0, 0, Ho, Wo]], np.int32)
+    src, size = _weight_index(rows, K * c.size, bm)
+    return xp.asarray(taps), xp.asarray(phases), (xp.asarray(src), size), Ho * Wo
 
 
-def _strides_pads(geo):
-    return (geo.sh, geo.sw, geo.ph, geo.pw)
+@functools.lru_cache(maxsize=64)
+def _input_plan(xp, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo, groups, bm):
+    """The grad_input GEMM, one per phase (a, b) of the input pixels (h = a + sh*u,
+    v = b + sw*t): (taps (phases, 3, Rp), phase rows (R, a, b, Hg, Wg), weight index). Tap i
+    reaches phase a iff (a + ph - i*dh) % sh == 0, and then reads gy row u + e_i,
+    e_i = (a + ph - i*dh) // sh; the weight operand is wt[phase*G + g, (k, i, j), c] =
+    w[g*Kg + k, c, i, j] over the phase's taps."""
+    Kg = K // groups
+    tables, phases, picks = [], [], []
+    for a in range(sh):
+        for b in range(sw):
+            ii = np.array([i for i in range(kh) if (a + ph - i * dh) % sh == 0], int)
+            jj = np.array([j for j in range(kw) if (b + pw - j * dw) % sw == 0], int)
+            k, i, j = (v.reshape(-1) for v in np.meshgrid(np.arange(Kg), ii, jj, indexing="ij"))
+            e_i, e_j = (a + ph - i * dh) // sh, (b + pw - j * dw) // sw
+            tables.append(np.stack([k * Ho * Wo + e_i * Wo + e_j, e_i, e_j]))
+            phases.append((k.size, a, b, len(range(a, H, sh)), len(range(b, W, sw))))
+            picks.append((k * Cg * kh * kw + i * kw + j))       # w[k, 0, i, j], flat
+    rmax = max(p.size for p in picks)
+    g = np.arange(groups)[:, None, None] * Kg * Cg * kh * kw
+    c = np.arange(Cg)[None, None, :] * kh * kw
+    rows = np.full((len(picks), groups, rmax, Cg), -1)
+    for phase, pick in enumerate(picks):
+        rows[phase, :, :pick.size] = g + pick[None, :, None] + c
+    src, size = _weight_index(rows.reshape(-1, rmax, Cg), K * Cg * kh * kw, bm)
+    pixels = max(p[3] * p[4] for p in phases)
+    return (xp.asarray(_tap_tables(tables)), xp.asarray(np.array(phases, np.int32)),
+            (xp.asarray(src), size), pixels)
 
 
 def forward(x, w, b, geo):
     """y = conv(x, w) + b, (N, K, Ho, Wo) in x's dtype."""
     xp = backend.get_array_module(x)
-    x = xp.ascontiguousarray(x)
-    w2 = xp.ascontiguousarray(w, dtype=x.dtype).reshape(geo.K, -1)        # (K, Cg*kh*kw)
     y = xp.empty(geo.y_shape, x.dtype)
-    bias = xp.zeros(1, x.dtype) if b is None else xp.ascontiguousarray(b, dtype=x.dtype)
     if y.size == 0:
         return y
-    grid = (_blocks(geo.N * geo.Ho * geo.Wo, BN), _blocks(geo.K // geo.groups, BM), geo.groups)
-    kernel = _pick(x.dtype)[0][0]
-    taps = _taps(xp, geo.C // geo.groups, geo)
-    kernel[grid, THREADS, backend.launch_stream()](x, w2, bias, taps, y, *_strides_pads(geo),
-                                                   int(b is not None))
+    G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
+    acc, acc_dtype = _accumulator(x.dtype)
+    idx = _index(x.size, y.size, _operand_size(G, Cg * geo.kh * geo.kw, Kg),
+                 image=geo.C * geo.H * geo.W)
+    bm = _row_tile(Kg, idx)
+    taps, phases, plan, _ = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H,
+                                          geo.W, geo.Ho, geo.Wo, G, bm)
+    x = _flat(xp, x)
+    bias = x[:1] if b is None else _flat(xp, b, x.dtype)      # x[:1]: never read
+    grid = (_blocks(geo.N * geo.Ho * geo.Wo, BN), _blocks(Kg, bm), G)
+    wt = _gemm_weights(xp, w, plan, acc_dtype)
+    _launch(_kernels(acc, idx, bm)[0], grid, bm, x, wt.reshape(-1), taps.reshape(-1),
+            phases, bias, y.reshape(-1), geo.N, geo.H, geo.W, geo.C * geo.H * geo.W,
+            Cg * geo.H * geo.W, Kg, geo.K, geo.Ho, geo.Wo, geo.sh, geo.sw, geo.ph, geo.pw, 1, 1,
+            int(b is not None), wt.shape[1], wt.shape[2], taps.shape[2])
     return y
 
 
-def grad_input(gy, w, geo):
-    """The adjoint of forward in x: gx (N, C, H, W) in gy's dtype."""
+def grad_input(gy, w, geo, b=None):
+    """The adjoint of forward in x: gx (N, C, H, W) in gy's dtype, plus ``b`` (C,) per channel
+    when given (conv_transpose2d's bias, added as the outputs are stored)."""
     xp = backend.get_array_module(gy)
-    gy = xp.ascontiguousarray(gy)
-    w2 = xp.ascontiguousarray(w, dtype=gy.dtype).reshape(geo.K, -1)
-    gx = xp.zeros(geo.x_shape, gy.dtype)
-    if gx.size == 0 or gy.size == 0:
+    gx = xp.empty(geo.x_shape, gy.dtype)
+    if gx.size == 0:
         return gx
-    grid = (_blocks(geo.N * geo.H * geo.W, BN), _blocks(geo.C // geo.groups, BM), geo.groups)
-    kernel = _pick(gy.dtype)[0][1]
-    taps = _taps(xp, geo.K // geo.groups, geo)
-    kernel[grid, THREADS, backend.launch_stream()](gy, w2, taps, gx, geo.kh * geo.kw,
-                                                   *_strides_pads(geo))
+    G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
+    if gy.size == 0 or Kg == 0:
+        gx[...] = 0 if b is None else xp.asarray(b).reshape(-1, 1, 1)
+        return gx
+    acc, acc_dtype = _accumulator(gy.dtype)
+    idx = _index(gy.size, gx.size, _operand_size(G * geo.sh * geo.sw, Kg * geo.kh * geo.kw, Cg),
+                 image=geo.K * geo.Ho * geo.Wo)
+    bm = _row_tile(Cg, idx)
+    taps, phases, plan, pixels = _input_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.sh, geo.sw,
+                                             geo.ph, geo.pw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho,
+                                             geo.Wo, G, bm)
+    grid = (_blocks(geo.N * pixels, BN), _blocks(Cg, bm), G * len(phases))
+    wt = _gemm_weights(xp, w, plan, acc_dtype)
+    gy = _flat(xp, gy)
+    bias = gy[:1] if b is None else _flat(xp, b, gy.dtype)    # gy[:1]: never read
+    _launch(_kernels(acc, idx, bm)[0], grid, bm, gy, wt.reshape(-1), taps.reshape(-1), phases,
+            bias, gx.reshape(-1), geo.N, geo.Ho, geo.Wo, geo.K * geo.Ho * geo.Wo,
+            Kg * geo.Ho * geo.Wo, Cg, geo.C, geo.H, geo.W, 1, 1, 0, 0, geo.sh, geo.sw,
+            int(b is not None), wt.shape[1], wt.shape[2], taps.shape[2])
     return gx
 
 
-def grad_weight(x, gy, geo):
-    """The adjoint of forward in w: gw (K, C/groups, kh, kw), in the accumulator's dtype."""
+def grad_weight(x, gy, geo, with_bias=False):
+    """The adjoint of forward in w: gw (K, C/groups, kh, kw), in the accumulator's dtype; with
+    ``with_bias``, (gw, gb) where gb (K,) sums gy over (N, Ho, Wo) in the same pass."""
     xp = backend.get_array_module(x)
-    x, gy = xp.ascontiguousarray(x), xp.ascontiguousarray(gy, dtype=x.dtype)
-    kernels, acc_dtype = _pick(x.dtype)
-    R = geo.C // geo.groups * geo.kh * geo.kw
+    acc, acc_dtype = _accumulator(x.dtype)
+    G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
+    R = Cg * geo.kh * geo.kw
     Q = geo.N * geo.Ho * geo.Wo
     if Q == 0 or geo.K == 0 or R == 0:
-        return xp.zeros(geo.w_shape, acc_dtype)
-    tiles = _blocks(R, BN) * _blocks(geo.K // geo.groups, BM) * geo.groups
-    splits = max(1, min(_blocks(Q, MIN_SPLIT), _blocks(TARGET_BLOCKS, tiles),
-                        65535 // geo.groups))
+        gw = xp.zeros(geo.w_shape, acc_dtype)
+        return (gw, grad_bias(gy)) if with_bias else gw
+    idx = _index(x.size, gy.size, image=geo.C * geo.H * geo.W)
+    bm = _row_tile(Kg, idx)
+    tiles = _blocks(R, BN) * _blocks(Kg, bm) * G
+    splits = max(1, min(_blocks(Q, MIN_SPLIT), _blocks(TARGET_BLOCKS, tiles), 65535 // G))
     split_len = _blocks(_blocks(Q, splits), BK) * BK
     splits = _blocks(Q, split_len)
     partial = xp.empty((splits, geo.K, R), acc_dtype)
-    grid = (_blocks(R, BN), _blocks(geo.K // geo.groups, BM), geo.groups * splits)
-    taps = _taps(xp, geo.C // geo.groups, geo)
-    kernels[2][grid, THREADS, backend.launch_stream()](x, gy, taps, partial, *_strides_pads(geo),
-                                                       split_len)
-    return partial.sum(axis=0).reshape(geo.w_shape)
+    bias_partial = xp.empty((splits, geo.K) if with_bias else (1, 1), acc_dtype)
+    taps = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho,
+                         geo.Wo, G, bm)[0][0]
+    grid = (_blocks(R, BN), _blocks(Kg, bm), G * splits)
+    _launch(_kernels(acc, idx, bm)[1], grid, bm, _flat(xp, x), _flat(xp, gy, x.dtype), taps,
+            partial, bias_partial, geo.N, geo.C, geo.H, geo.W, geo.Ho, geo.Wo, geo.sh, geo.sw,
+            geo.ph, geo.pw, split_len, int(with_bias))
+    gw = (partial[0] if splits == 1 else partial.sum(axis=0)).reshape(geo.w_shape)
+    if not with_bias:
+        return gw
+    return gw, bias_partial[0] if splits == 1 else bias_partial.sum(axis=0)
 
 
 def grad_bias(gy):
-    """Sum of gy over (N, Ho, Wo): (K,) in the accumulator's dtype."""
+    """Sum of gy over (N, Ho, Wo): (K,) in the accumulator's dtype (one CuPy reduction; the
+    weight gradient folds this into its own pass when both are wanted)."""
     xp = backend.get_array_module(gy)
-    kernels, acc_dtype = _pick(gy.dtype)
-    gy3 = xp.ascontiguousarray(gy).reshape(gy.shape[0], gy.shape[1], -1)    # (N, K, Ho*Wo)
-    gb = xp.zeros(gy.shape[1], acc_dtype)
-    if gy.size == 0:
-        return gb
-    kernels[3][gy.shape[1], THREADS, backend.launch_stream()](gy3, gb)
-    return gb
+    return xp.asarray(gy).sum(axis=(0, 2, 3), dtype=_accumulator(gy.dtype)[1])
+
+
+def gemm_signature(data, acc_name):
+    """The Numba signature conv_gemm_kernel is launched with for ``data`` arrays."""
+    return (f"void({data}[::1], {acc_name}[::1], int32[::1], int32[:, ::1], {data}[::1], "
+            f"{data}[::1], {', '.join(['int64'] * 19)})")
+
+
+def grad_weight_signature(data, acc_name):
+    """The Numba signature conv_grad_weight_kernel is launched with for ``data`` arrays."""
+    return (f"void({data}[::1], {data}[::1], int32[:, ::1], {acc_name}[:, :, ::1], "
+            f"{acc_name}[:, ::1], {', '.join(['int64'] * 12)})")
 
 
 def _signatures():
-    """Every kernel with the signatures its launchers use: C-contiguous arrays, int64 scalars."""
+    """Every kernel build with the signatures its launchers use: C-contiguous arrays, int64
+    scalars. Budgets hold for the float32 builds (the gate assembles those)."""
     table = []
-    ints4, taps = "int64, int64, int64, int64", "int32[:, ::1]"
-    for kernels, data in ((_F32, "float32"), (_F32, "float16"), (_F64, "float64")):
-        acc = "float64" if data == "float64" else "float32"
-        a4, a2, a1 = f"{data}[:, :, :, ::1]", f"{data}[:, ::1]", f"{data}[::1]"
-        fwd, gin, gwt, gbs = kernels
-        table += [
-            (fwd, [f"void({a4}, {a2}, {a1}, {taps}, {a4}, {ints4}, int64)"]),
-            (gin, [f"void({a4}, {a2}, {taps}, {a4}, int64, {ints4})"]),
-            (gwt, [f"void({a4}, {a4}, {taps}, {acc}[:, :, ::1], {ints4}, int64)"]),
-            (gbs, [f"void({data}[:, :, ::1], {acc}[::1])"]),
-        ]
+    builds = [(float32, "float32", ("float32", "float16")), (float64, "float64", ("float64",))]
+    for acc, acc_name, datas in builds:
+        for idx in (int32, int64):
+            for bm in (ROW_TILES if idx == int32 else ROW_TILES[1:]):
+                gemm, gwt = _kernels(acc, idx, bm)
+                budget = Budget(threads=threads_for(bm), min_fma_share=0.5)
+                table.append((gemm, [gemm_signature(d, acc_name) for d in datas], budget))
+                table.append((gwt, [grad_weight_signature(d, acc_name) for d in datas], budget))
     return table
 
 

@@ -4,7 +4,8 @@ Each step of ``kernels.lstm.rnn_forward`` is a cuBLAS GEMM (``gh = h_prev @ w_hh
 followed by ONE kernel here that applies every gate nonlinearity, updates the cell and writes the
 hidden output, saving the activations backward needs; backward mirrors it with one kernel per step
 that turns the output gradient into all gate gradients. One thread per (batch row, hidden unit)
-handles all of that unit's gates, so the gates need no communication between threads.
+handles all of that unit's gates, so the gates need no communication between threads. The grid
+is 2-D (hidden units along x, batch rows along y), so no thread divides to find its unit.
 
 The kernels take whole-sequence buffers plus the step index ``t`` and the state slots
 ``s_in``/``s_out`` (see kernels/lstm.py): the CuPy arrays are wrapped as Numba device arrays once
@@ -18,10 +19,16 @@ from numba import cuda, float32
 
 from gpudl import backend
 
+from .budget import Budget
+from .launch import launch
+
 # Threads per block, one per (batch row, hidden unit). Each thread reads and writes G values
 # strided by H, so neighbouring threads touch neighbouring addresses for every gate (coalesced);
 # 256 keeps many blocks resident for the small grids of a single step (B*H is often ~4-32k).
 THREADS = 256
+MAX_GRID_Y = 65535      # CUDA's grid limit along y (blocks of batch rows)
+# Pointwise and latency-bound: no loop, registers light enough for 48 resident warps.
+BUDGET = Budget(threads=THREADS, min_occupancy=0.75)
 
 
 @cuda.jit(device=True, inline="always")
@@ -33,10 +40,9 @@ def _sigmoid(v):
 
 @cuda.jit
 def _lstm_step_fwd_kernel(t, s_in, s_out, gates, gh, c, tanh_c, h):
-    k = cuda.grid(1)
+    j, b = cuda.grid(2)
     B, H = h.shape[1], h.shape[2]
-    if k < B * H:
-        b, j = k // H, k % H
+    if j < H and b < B:
         i = _sigmoid(gates[t, b, j] + gh[b, j])
         f = _sigmoid(gates[t, b, H + j] + gh[b, H + j])
         g = math.tanh(gates[t, b, 2 * H + j] + gh[b, 2 * H + j])
@@ -54,10 +60,9 @@ def _lstm_step_fwd_kernel(t, s_in, s_out, gates, gh, c, tanh_c, h):
 
 @cuda.jit
 def _lstm_step_bwd_kernel(t, s_in, s_out, gy, dh, dc, gates, c, tanh_c, dgates):
-    k = cuda.grid(1)
+    j, b = cuda.grid(2)
     B, H = dh.shape[0], dh.shape[1]
-    if k < B * H:
-        b, j = k // H, k % H
+    if j < H and b < B:
         one = float32(1)
         i, f = gates[t, b, j], gates[t, b, H + j]
         g, o = gates[t, b, 2 * H + j], gates[t, b, 3 * H + j]
@@ -73,10 +78,9 @@ def _lstm_step_bwd_kernel(t, s_in, s_out, gy, dh, dc, gates, c, tanh_c, dgates):
 
 @cuda.jit
 def _gru_step_fwd_kernel(t, s_in, s_out, gates, gh, b_hn, hn, h):
-    k = cuda.grid(1)
+    j, b = cuda.grid(2)
     B, H = h.shape[1], h.shape[2]
-    if k < B * H:
-        b, j = k // H, k % H
+    if j < H and b < B:
         r = _sigmoid(gates[t, b, j] + gh[b, j])
         z = _sigmoid(gates[t, b, H + j] + gh[b, H + j])
         hn_t = gh[b, 2 * H + j] + b_hn[j]
@@ -90,10 +94,9 @@ def _gru_step_fwd_kernel(t, s_in, s_out, gates, gh, b_hn, hn, h):
 
 @cuda.jit
 def _gru_step_bwd_kernel(t, s_in, s_out, gy, dh, carry, gates, hn, h, dgx, dgh):
-    k = cuda.grid(1)
+    j, b = cuda.grid(2)
     B, H = dh.shape[0], dh.shape[1]
-    if k < B * H:
-        b, j = k // H, k % H
+    if j < H and b < B:
         one = float32(1)
         r, z, n = gates[t, b, j], gates[t, b, H + j], gates[t, b, 2 * H + j]
         dh_t = gy[t, b, j] + dh[b, j] + carry[b, j]
@@ -111,10 +114,9 @@ def _gru_step_bwd_kernel(t, s_in, s_out, gy, dh, carry, gates, hn, h, dgx, dgh):
 
 @cuda.jit
 def _rnn_step_fwd_kernel(t, s_in, s_out, gx, gh, h, relu):
-    k = cuda.grid(1)
+    j, b = cuda.grid(2)
     B, H = h.shape[1], h.shape[2]
-    if k < B * H:
-        b, j = k // H, k % H
+    if j < H and b < B:
         v = gx[t, b, j] + gh[b, j]
         if relu:
             zero = float32(0)
@@ -126,10 +128,9 @@ def _rnn_step_fwd_kernel(t, s_in, s_out, gx, gh, h, relu):
 
 @cuda.jit
 def _rnn_step_bwd_kernel(t, s_in, s_out, gy, dh, h, dgates, relu):
-    k = cuda.grid(1)
+    j, b = cuda.grid(2)
     B, H = dh.shape[0], dh.shape[1]
-    if k < B * H:
-        b, j = k // H, k % H
+    if j < H and b < B:
         one = float32(1)
         y = h[s_out, b, j]
         d = gy[t, b, j] + dh[b, j]
@@ -138,37 +139,6 @@ def _rnn_step_bwd_kernel(t, s_in, s_out, gy, dh, h, dgates, relu):
         else:
             d *= one - y * y
         dgates[t, b, j] = d
-
-
-# --------------------------------------------------------------------------- launchers
-def _launcher(kernel, state):
-    """A step function with the CPU twin's signature: ``step(t, s_in, s_out, *arrays)``.
-
-    ``state`` is the position of the array whose shape is (..., B, H), which sizes the grid.
-    """
-    def step(t, s_in, s_out, *arrays):
-        n = arrays[state].shape[-2] * arrays[state].shape[-1]
-        if n:
-            blocks = (n + THREADS - 1) // THREADS
-            kernel[blocks, THREADS, backend.launch_stream()](t, s_in, s_out, *arrays)
-    step.__name__ = kernel.py_func.__name__.replace("_kernel", "")
-    return step
-
-
-_RNN = (_launcher(_rnn_step_fwd_kernel, 2), _launcher(_rnn_step_bwd_kernel, 1))
-CELLS = {    # as kernels.lstm.CELLS: mode -> (forward step, backward step)
-    "lstm": (_launcher(_lstm_step_fwd_kernel, 4), _launcher(_lstm_step_bwd_kernel, 1)),
-    "gru": (_launcher(_gru_step_fwd_kernel, 4), _launcher(_gru_step_bwd_kernel, 1)),
-    "rnn_tanh": _RNN,
-    "rnn_relu": _RNN,
-}
-
-
-def kernel_args(arrays):
-    """Wrap each CuPy array as a Numba device array once per sequence (zero-copy, no sync: the
-    kernels launch on CuPy's current stream). NumPy arrays (the simulator) and flags pass as is."""
-    return tuple(cuda.as_cuda_array(a, sync=False) if backend.is_device_array(a) else a
-                 for a in arrays)
 
 
 # --------------------------------------------------------------------------- signature table
@@ -190,5 +160,57 @@ _DIMS = {
     _rnn_step_bwd_kernel: ((3, 2, 3, 3), True),        # gy, dh, h, dgates, relu
 }
 
-SIGNATURES = [(kernel, [_signature(dims, dtype, relu) for dtype in ("float32", "float64")])
-              for kernel, (dims, relu) in _DIMS.items()]
+
+# --------------------------------------------------------------------------- launchers
+def _block(H):
+    """(threads along H, batch rows) per block: 256 threads, a warp-multiple covering H (up to
+    256) along hidden units and the rest along batch rows, so small H still fills blocks."""
+    width = min(THREADS, max(32, 1 << (H - 1).bit_length()))
+    return width, THREADS // width
+
+
+def _launcher(kernel, state):
+    """A step function with the CPU twin's signature: ``step(t, s_in, s_out, *arrays)``.
+
+    ``state`` is the position of the array whose shape is (..., B, H), which sizes the grid.
+    The launch is specialised for the signature the arrays' dtype selects (kernels/launch.py).
+    """
+    dims, relu = _DIMS[kernel]
+    signatures = {}
+
+    def step(t, s_in, s_out, *arrays):
+        B, H = arrays[state].shape[-2], arrays[state].shape[-1]
+        dtype = str(arrays[state].dtype)
+        signature = signatures.get(dtype)
+        if signature is None:
+            signature = signatures[dtype] = _signature(dims, dtype, relu)
+        width, rows = _block(H)
+        blocks = ((H + width - 1) // width, (B + rows - 1) // rows)
+        if blocks[1] > MAX_GRID_Y:
+            raise ValueError(f"{step.__name__}: batch size {B} needs {blocks[1]} blocks of "
+                             f"{rows} rows, more than CUDA's {MAX_GRID_Y} along y; split the "
+                             "batch")
+        launch(kernel, signature, blocks, (width, rows), t, s_in, s_out, *arrays)
+    step.__name__ = kernel.py_func.__name__.replace("_kernel", "")
+    return step
+
+
+_RNN = (_launcher(_rnn_step_fwd_kernel, 2), _launcher(_rnn_step_bwd_kernel, 1))
+CELLS = {    # as kernels.lstm.CELLS: mode -> (forward step, backward step)
+    "lstm": (_launcher(_lstm_step_fwd_kernel, 4), _launcher(_lstm_step_bwd_kernel, 1)),
+    "gru": (_launcher(_gru_step_fwd_kernel, 4), _launcher(_gru_step_bwd_kernel, 1)),
+    "rnn_tanh": _RNN,
+    "rnn_relu": _RNN,
+}
+
+
+def kernel_args(arrays):
+    """Wrap each CuPy array as a Numba device array once per sequence (zero-copy, no sync: the
+    kernels launch on CuPy's current stream). NumPy arrays (the simulator) and flags pass as is."""
+    return tuple(cuda.as_cuda_array(a, sync=False) if backend.is_device_array(a) else a
+                 for a in arrays)
+
+
+# --------------------------------------------------------------------------- the gate's table
+SIGNATURES = [(kernel, [_signature(dims, dtype, relu) for dtype in ("float32", "float64")],
+               BUDGET) for kernel, (dims, relu) in _DIMS.items()]

@@ -20,7 +20,8 @@ The CPU twins are Numba CPU loops, parallel over planes, that fill an output row
 at a time in branch-free loops that vectorise (see "CPU twins" below); max and argmax come out
 of one pass. Their backward passes scatter into the input gradient, which is race-free because a
 plane belongs to one thread. The CUDA kernels
-(pool_cuda.py) gather instead: one thread per input pixel, deterministic, no atomics.
+(pool_cuda.py) scatter per output window when windows do not overlap and gather per input pixel
+when they do: deterministic, no atomics, no division in any loop.
 """
 
 import types

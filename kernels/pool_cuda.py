@@ -1,18 +1,34 @@
 """Numba-CUDA kernels for 2-D max, average and adaptive average pooling, forward and backward.
 
 Pooling is memory-bound: each kernel reads its input once and writes its output once. Forward
-kernels run one thread per output element; backward kernels one thread per input pixel, gathering
-the gradients of every window that covers it (no atomics, so results are deterministic). Max
-pooling saves a compact argmax (the offset inside the window, uint8 for windows of up to 256
-elements) and its backward gathers the outputs whose saved offset points back at the pixel.
+kernels run one thread per output element; average and adaptive average share one kernel that
+reads each window's cell ranges and reciprocal divisors from small host-built tables. Backward
+depends on whether windows overlap:
+
+- non-overlapping windows (the usual 2x2 stride-2 pool): one thread per output window scatters
+  its gradient into its own window, writing every cell of it (0 where the argmax is not), so no
+  cell has two writers; the input gradient starts uninitialised when the windows tile the input
+  exactly and zero-filled otherwise;
+- overlapping windows (3x3 stride 2, uneven adaptive bins): one thread per input pixel gathers
+  from the windows that cover it. Which windows those are comes from a small per-axis table
+  precomputed on the host (``_cover``): the first covering window, how many do, and the pixel's
+  offset in the first; further windows follow at a constant step. No atomics (deterministic),
+  and no division in any loop (the first generation did ~10 64-bit divisions per input pixel).
+
+Max pooling saves a compact argmax (the offset inside the window, uint8 for windows of up to 256
+elements) and its backward routes each gradient to the cell whose offset matches. Average and
+adaptive backward multiply by per-axis reciprocal divisors from the CPU twin's ``_divisors``.
 
 Arrays arrive as C-contiguous planes ``(P, H, W)`` (P = N * C). Window geometry matches the CPU
 twins in kernels/pool.py. Kernels are built per accumulator type: float32 for float32 and float16
-data (loads widen to float32, so float16 sums do not lose precision), float64 for float64 data
-(gradient checks on a GPU). Literals go through the accumulator type, so float32 kernels hold no
-fp64 instruction.
+data (loads widen to float32, so float16 maxima are compared and sums accumulated in float32),
+float64 for float64 data (gradient checks on a GPU). Literals go through the accumulator type, so
+float32 kernels hold no fp64 instruction. Scalars are int32; Numba widens index arithmetic to
+64 bits (int32 // int32 is a 64-bit division there), so each thread splits its flat index by
+multiplying with host-computed magic numbers (``_magic``) instead: backward divides nothing.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -20,43 +36,40 @@ from numba import cuda, float32, float64
 
 from gpudl import backend
 
-from .pool import index_dtype
+from .budget import Budget
+from .launch import launch
+from .pool import _bins, _divisors, _windows, index_dtype
 
 # Threads per block for every kernel: a flat 1-D grid over outputs (or input pixels). Neighbouring
 # threads handle neighbouring columns, so loads and stores coalesce along W; 256 keeps enough
 # blocks resident to hide memory latency, which is all these kernels wait on.
 THREADS = 256
+# Memory-bound: at least 24 of 64 warps resident per SM to keep loads in flight.
+BUDGET = Budget(threads=THREADS, min_occupancy=0.375)
 
 
 def _make_kernels(acc):
-    """The six pooling kernels with ``acc`` (a Numba float type) as the accumulator type."""
+    """The pooling kernels with ``acc`` (a Numba float type) as the accumulator type."""
 
     @cuda.jit(device=True, inline="always")
-    def avg_window(o, stride, padding, kernel, size):
-        start = o * stride - padding
-        end = min(start + kernel, size + padding)
-        return max(start, 0), min(end, size), end - start
-
-    @cuda.jit(device=True, inline="always")
-    def avg_divisor(oh, ow, H, W, kh, kw, sh, sw, ph, pw, count_include_pad, divisor):
-        h0, h1, span_h = avg_window(oh, sh, ph, kh, H)
-        w0, w1, span_w = avg_window(ow, sw, pw, kw, W)
-        if divisor != 0:
-            return acc(divisor)
-        if count_include_pad:
-            return acc(span_h * span_w)
-        return acc((h1 - h0) * (w1 - w0))
+    def split(t, rows, cols, mp, sp, mc, sc):
+        """A flat thread index -> (plane, row, column) of a (P, rows, cols) array. Divides by
+        multiplying with ``_magic`` numbers (mp, sp) for rows * cols and (mc, sc) for cols: no
+        division subroutine."""
+        plane = (t * mp) >> sp
+        r = t - plane * (rows * cols)
+        row = (r * mc) >> sc
+        return plane, row, r - row * cols
 
     @cuda.jit
-    def max_fwd(x, y, argmax, kh, kw, sh, sw, ph, pw, dh, dw):
+    def max_fwd(x, y, argmax, kh, kw, sh, sw, ph, pw, dh, dw, mp, sp, mc, sc):
         t = cuda.grid(1)
         P, H, W = x.shape
         Ho, Wo = y.shape[1], y.shape[2]
         if t < P * Ho * Wo:
-            p, r = t // (Ho * Wo), t % (Ho * Wo)
-            oh, ow = r // Wo, r % Wo
+            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
             h0, w0 = oh * sh - ph, ow * sw - pw
-            best = x[p, 0, 0]
+            best = acc(-math.inf)
             arg = -1
             for i in range(kh):
                 h = h0 + i * dh
@@ -64,118 +77,250 @@ def _make_kernels(acc):
                     for j in range(kw):
                         w = w0 + j * dw
                         if 0 <= w < W:
-                            v = x[p, h, w]
+                            v = acc(x[p, h, w])     # float16 compared in float32
                             if arg < 0 or v > best or v != v:    # NaN wins, as in PyTorch
                                 best = v
                                 arg = i * kw + j
-            if arg < 0:              # a dilated window that holds only padding
-                y[p, oh, ow] = acc(-math.inf)
-                argmax[p, oh, ow] = 0
-            else:
-                y[p, oh, ow] = best
-                argmax[p, oh, ow] = arg
+            y[p, oh, ow] = best                 # -inf for a window that holds only padding
+            argmax[p, oh, ow] = max(arg, 0)
 
     @cuda.jit
-    def max_bwd(gy, argmax, gx, kh, kw, sh, sw, ph, pw, dh, dw):
+    def mean_fwd(x, y, rows, cols, inv_rows, inv_cols, mp, sp, mc, sc):
+        """Average and adaptive average: each output sums its window, cells [lo, hi) per axis
+        from the host tables, and scales by the per-axis reciprocal divisors."""
         t = cuda.grid(1)
-        P, H, W = gx.shape
-        Ho, Wo = gy.shape[1], gy.shape[2]
-        if t < P * H * W:
-            p, r = t // (H * W), t % (H * W)
-            a, b = r // W + ph, r % W + pw          # the pixel in padded coordinates
-            total = acc(0)
-            # windows whose start oh * sh lies in [a - (kh - 1) * dh, a]
-            for oh in range(max(0, (a - (kh - 1) * dh + sh - 1) // sh), min(Ho - 1, a // sh) + 1):
-                di = a - oh * sh
-                if di % dh == 0:
-                    for ow in range(max(0, (b - (kw - 1) * dw + sw - 1) // sw),
-                                    min(Wo - 1, b // sw) + 1):
-                        dj = b - ow * sw
-                        if dj % dw == 0 and argmax[p, oh, ow] == (di // dh) * kw + dj // dw:
-                            total += acc(gy[p, oh, ow])
-            gx[p, r // W, r % W] = total
-
-    @cuda.jit
-    def avg_fwd(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, divisor):
-        t = cuda.grid(1)
-        P, H, W = x.shape
         Ho, Wo = y.shape[1], y.shape[2]
-        if t < P * Ho * Wo:
-            p, r = t // (Ho * Wo), t % (Ho * Wo)
-            oh, ow = r // Wo, r % Wo
-            h0, h1, _ = avg_window(oh, sh, ph, kh, H)
-            w0, w1, _ = avg_window(ow, sw, pw, kw, W)
+        if t < x.shape[0] * Ho * Wo:
+            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
             total = acc(0)
-            for h in range(h0, h1):
+            w0, w1 = cols[0, ow], cols[1, ow]
+            for h in range(rows[0, oh], rows[1, oh]):
                 for w in range(w0, w1):
                     total += acc(x[p, h, w])
-            if h0 < h1 and w0 < w1:
-                total /= avg_divisor(oh, ow, H, W, kh, kw, sh, sw, ph, pw, count_include_pad,
-                                     divisor)
-            y[p, oh, ow] = total
+            y[p, oh, ow] = total * inv_rows[oh] * inv_cols[ow]
 
     @cuda.jit
-    def avg_bwd(gy, gx, kh, kw, sh, sw, ph, pw, count_include_pad, divisor):
+    def max_bwd_scatter(gy, argmax, gx, kh, kw, sh, sw, ph, pw, dh, dw, mp, sp, mc, sc):
+        """Non-overlapping windows: each output window writes all of its cells."""
         t = cuda.grid(1)
         P, H, W = gx.shape
         Ho, Wo = gy.shape[1], gy.shape[2]
-        if t < P * H * W:
-            p, r = t // (H * W), t % (H * W)
-            a, b = r // W + ph, r % W + pw          # the pixel in padded coordinates
-            total = acc(0)
-            for oh in range(max(0, (a - kh + sh) // sh), min(Ho - 1, a // sh) + 1):
-                for ow in range(max(0, (b - kw + sw) // sw), min(Wo - 1, b // sw) + 1):
-                    total += acc(gy[p, oh, ow]) / avg_divisor(
-                        oh, ow, H, W, kh, kw, sh, sw, ph, pw, count_include_pad, divisor)
-            gx[p, r // W, r % W] = total
-
-    @cuda.jit
-    def adaptive_fwd(x, y):
-        t = cuda.grid(1)
-        P, H, W = x.shape
-        Ho, Wo = y.shape[1], y.shape[2]
         if t < P * Ho * Wo:
-            p, r = t // (Ho * Wo), t % (Ho * Wo)
-            oh, ow = r // Wo, r % Wo
-            h0, h1 = (oh * H) // Ho, ((oh + 1) * H + Ho - 1) // Ho
-            w0, w1 = (ow * W) // Wo, ((ow + 1) * W + Wo - 1) // Wo
-            total = acc(0)
-            for h in range(h0, h1):
-                for w in range(w0, w1):
-                    total += acc(x[p, h, w])
-            y[p, oh, ow] = total / acc((h1 - h0) * (w1 - w0))
+            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
+            g = acc(gy[p, oh, ow])
+            k = argmax[p, oh, ow]
+            zero = acc(0)
+            h0, w0 = oh * sh - ph, ow * sw - pw
+            for i in range(kh):
+                h = h0 + i * dh
+                if 0 <= h < H:
+                    for j in range(kw):
+                        w = w0 + j * dw
+                        if 0 <= w < W:
+                            gx[p, h, w] = g if i * kw + j == k else zero
 
     @cuda.jit
-    def adaptive_bwd(gy, gx):
+    def mean_bwd_scatter(gy, gx, kh, kw, sh, sw, ph, pw, inv_rows, inv_cols, mp, sp, mc, sc):
+        """Non-overlapping windows: each output window spreads its share over its cells."""
         t = cuda.grid(1)
         P, H, W = gx.shape
         Ho, Wo = gy.shape[1], gy.shape[2]
+        if t < P * Ho * Wo:
+            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
+            g = acc(gy[p, oh, ow]) * inv_rows[oh] * inv_cols[ow]
+            h0, w0 = oh * sh - ph, ow * sw - pw
+            for h in range(max(h0, 0), min(h0 + kh, H)):
+                for w in range(max(w0, 0), min(w0 + kw, W)):
+                    gx[p, h, w] = g
+
+    @cuda.jit
+    def max_bwd_gather(gy, argmax, gx, rows, cols, kw, step_oh, step_i, step_ow, step_j,
+                       mp, sp, mc, sc):
+        """Overlapping windows: each input pixel sums the gradients routed to it."""
+        t = cuda.grid(1)
+        P, H, W = gx.shape
         if t < P * H * W:
-            p, r = t // (H * W), t % (H * W)
-            h, w = r // W, r % W
+            p, h, w = split(t, H, W, mp, sp, mc, sc)
             total = acc(0)
-            # bins i with floor(i*H/Ho) <= h < ceil((i+1)*H/Ho): i in [h*Ho//H, ceil((h+1)*Ho/H))
-            for oh in range((h * Ho) // H, ((h + 1) * Ho + H - 1) // H):
-                h0, h1 = (oh * H) // Ho, ((oh + 1) * H + Ho - 1) // Ho
-                for ow in range((w * Wo) // W, ((w + 1) * Wo + W - 1) // W):
-                    w0, w1 = (ow * W) // Wo, ((ow + 1) * W + Wo - 1) // Wo
-                    total += acc(gy[p, oh, ow]) / acc((h1 - h0) * (w1 - w0))
+            oh, i = rows[0, h], rows[2, h]
+            for _ in range(rows[1, h]):
+                ow, j = cols[0, w], cols[2, w]
+                for _ in range(cols[1, w]):
+                    if argmax[p, oh, ow] == i * kw + j:
+                        total += acc(gy[p, oh, ow])
+                    ow += step_ow
+                    j -= step_j
+                oh += step_oh
+                i -= step_i
             gx[p, h, w] = total
 
-    return {"max_fwd": max_fwd, "max_bwd": max_bwd, "avg_fwd": avg_fwd, "avg_bwd": avg_bwd,
-            "adaptive_fwd": adaptive_fwd, "adaptive_bwd": adaptive_bwd}
+    @cuda.jit
+    def mean_bwd_gather(gy, gx, rows, cols, inv_rows, inv_cols, mp, sp, mc, sc):
+        """Overlapping windows (or bins): each input pixel sums its windows' shares."""
+        t = cuda.grid(1)
+        P, H, W = gx.shape
+        if t < P * H * W:
+            p, h, w = split(t, H, W, mp, sp, mc, sc)
+            total = acc(0)
+            o0, o1 = cols[0, w], cols[0, w] + cols[1, w]
+            for oh in range(rows[0, h], rows[0, h] + rows[1, h]):
+                part = acc(0)
+                for ow in range(o0, o1):
+                    part += acc(gy[p, oh, ow]) * inv_cols[ow]
+                total += part * inv_rows[oh]
+            gx[p, h, w] = total
+
+    return {"max_fwd": max_fwd, "mean_fwd": mean_fwd,
+            "max_bwd_scatter": max_bwd_scatter, "max_bwd_gather": max_bwd_gather,
+            "mean_bwd_scatter": mean_bwd_scatter, "mean_bwd_gather": mean_bwd_gather}
 
 
 _KERNELS = {np.float32: _make_kernels(float32), np.float64: _make_kernels(float64)}  # lazy
 
 
-def _kernel(name, dtype):
-    return _KERNELS[np.float64 if dtype == np.float64 else np.float32][name]
+# --------------------------------------------------------------------------- signatures
+def _signature(name, dtype, index=None):
+    """The one signature ``name`` runs with for ``dtype`` data (and ``index`` argmax dtype)."""
+    data = f"{np.dtype(dtype).name}[:, :, ::1]"
+    acc = "float64" if np.dtype(dtype) == np.float64 else "float32"
+    arg = f"{np.dtype(index).name}[:, :, ::1]" if index is not None else None
+    table, inv = "int32[:, ::1]", f"{acc}[::1]"
+    args = {
+        "max_fwd": (data, data, arg) + ("int32",) * 8,
+        "mean_fwd": (data, data, table, table, inv, inv),
+        "max_bwd_scatter": (data, arg, data) + ("int32",) * 8,
+        "max_bwd_gather": (data, arg, data, table, table) + ("int32",) * 5,
+        "mean_bwd_scatter": (data, data) + ("int32",) * 6 + (inv, inv),
+        "mean_bwd_gather": (data, data, table, table, inv, inv),
+    }[name] + ("int64",) * 4                          # the index split's magic numbers
+    return f"void({', '.join(args)})"
 
 
-def _launch(kernel, n, *args):
-    if n:
-        kernel[(n + THREADS - 1) // THREADS, THREADS, backend.launch_stream()](*args)
+def _all_signatures(name, dtype):
+    indices = (np.uint8, np.int32) if name.startswith("max") else (None,)
+    return [_signature(name, dtype, index) for index in indices]
+
+
+def _magic(d):
+    """(m, s) with (t * m) >> s == t // d for every 0 <= t < 2**31 (Granlund and Montgomery:
+    s = 31 + ceil(log2 d), m = ceil(2**s / d) <= 2**32, so t * m < 2**63 fits int64)."""
+    d = max(d, 1)
+    s = 31 + (d - 1).bit_length()
+    return ((1 << s) + d - 1) // d, s
+
+
+MAX_FLAT = 2**31 - 1       # threads per launch: flat indices stay below 2**31 for _magic
+
+
+def _run(name, dtype, planes, rest, shape, index=None):
+    """Launch kernel ``name`` for ``dtype`` data with one thread per cell of ``shape`` = (rows,
+    cols) in each plane of the (P, ...) arrays ``planes`` (then the arguments ``rest``),
+    specialised (launch.py). More than MAX_FLAT threads launch in slices of whole planes."""
+    kernel = _KERNELS[np.float64 if dtype == np.float64 else np.float32][name]
+    signature = _signature(name, dtype, index)
+    per_plane = shape[0] * shape[1]
+    if per_plane > MAX_FLAT:
+        raise ValueError(f"pooling: a plane of {shape[0]} x {shape[1]} cells is more than one "
+                         f"launch indexes ({MAX_FLAT})")
+    magic = tuple(np.int64(v) for v in _magic(per_plane) + _magic(shape[1]))
+    count = planes[0].shape[0]
+    step = max(1, MAX_FLAT // max(per_plane, 1))
+    for p0 in range(0, count, step):
+        part = tuple(a[p0:p0 + step] for a in planes)
+        n = part[0].shape[0] * per_plane
+        launch(kernel, signature, (n + THREADS - 1) // THREADS, THREADS, *part, *rest, *magic)
+
+
+# --------------------------------------------------------------------------- window tables
+def _cover(table, size, dilation):
+    """For each input cell along one axis, the windows covering it, from an ``_axis_windows``
+    table (start, first, end, span) of window o's cells ``start + i * dilation``, i in
+    [first, end). Returns (an int32 (3, size) array of (first covering window, how many, the
+    cell's offset i in the first), the most windows any cell has). Consecutive covering windows
+    differ by a constant step (``_steps``)."""
+    start, first, end = (np.asarray(r, np.int64) for r in table[:3])
+    k = int(end.max(initial=0))
+    o = np.repeat(np.arange(start.size), k)
+    i = np.tile(np.arange(k), start.size)
+    keep = (i >= first[o]) & (i < end[o])
+    o, i = o[keep], i[keep]
+    cell = start[o] + i * dilation
+    order = np.lexsort((o, cell))
+    o, i, cell = o[order], i[order], cell[order]
+    count = np.bincount(cell, minlength=size)[:size]
+    at = np.minimum(np.searchsorted(cell, np.arange(size)), max(cell.size - 1, 0))
+    cover = np.zeros((3, size), np.int32)
+    if cell.size:
+        cover[0] = np.where(count > 0, o[at], 0)
+        cover[2] = np.where(count > 0, i[at], 0)
+    cover[1] = count
+    return cover, int(count.max(initial=0)), bool((count == 1).all())
+
+
+def _steps(stride, dilation):
+    """(window step, offset step) between consecutive windows covering one cell: a = o*s + i*d
+    has solutions o spaced d/g apart, with i falling by s/g (g = gcd(s, d))."""
+    g = math.gcd(stride, dilation)
+    return dilation // g, stride // g
+
+
+@functools.lru_cache(maxsize=256)
+def _geometry(in_hw, out_hw, kernel_size, stride, padding, dilation, adaptive=False):
+    """Host tables for one geometry, cached: ((rows, cols) cover tables, overlapping, exact
+    tiling, the (rows, cols) window tables)."""
+    if adaptive:
+        windows = _bins((None, None) + in_hw, out_hw)
+        dilation = (1, 1)
+    else:
+        windows = _windows((None, None) + in_hw, out_hw, kernel_size, stride, padding, dilation)
+    rows, most_h, exact_h = _cover(windows[0], in_hw[0], dilation[0])
+    cols, most_w, exact_w = _cover(windows[1], in_hw[1], dilation[1])
+    return (rows, cols), max(most_h, most_w) > 1, exact_h and exact_w, windows
+
+
+_DEVICE_TABLES = {}     # key -> device copies of host tables (a few hundred bytes each)
+
+
+def _on_device(key, build):
+    """Device copies of the host tables ``build()`` returns, uploaded once per ``key``."""
+    tables = _DEVICE_TABLES.get(key)
+    if tables is None:
+        if len(_DEVICE_TABLES) >= 256:
+            _DEVICE_TABLES.clear()
+        tables = _DEVICE_TABLES[key] = tuple(
+            backend.to_device_array(np.ascontiguousarray(a), "cuda") for a in build())
+    return tables
+
+
+def _ranges(table):
+    """An ``_axis_windows`` table as int32 (2, out) [lo, hi) cell ranges (dilation 1)."""
+    return np.stack([table[0] + table[1], table[0] + table[2]]).astype(np.int32)
+
+
+def _mean_tables(geo, adaptive, count_include_pad, divisor, dtype):
+    """(device tables, overlapping, exact) of one average-pooling geometry, uploaded once: the
+    windows' cell ranges per axis (forward), the cover tables (backward gather) and the per-axis
+    reciprocal divisors."""
+    covers, overlapping, exact, windows = _geometry(*geo, adaptive=adaptive)
+    key = ("mean", geo, adaptive, count_include_pad, divisor, np.dtype(dtype).name)
+    tables = _on_device(key, lambda: (_ranges(windows[0]), _ranges(windows[1])) + covers
+                        + _reciprocals(windows, count_include_pad, divisor, dtype))
+    return tables, overlapping, exact
+
+
+def _mean_forward(x, out, geo, count_include_pad, divisor, adaptive):
+    xp = backend.get_array_module(x)
+    planes = _planes(xp, x)
+    y = xp.empty((planes.shape[0],) + out, x.dtype)
+    tables, _, _ = _mean_tables(geo, adaptive, count_include_pad, divisor, x.dtype)
+    _run("mean_fwd", x.dtype, (planes, y), tables[:2] + tables[4:], out)
+    return y.reshape(x.shape[:-2] + out)
+
+
+def _reciprocals(windows, count_include_pad, divisor, dtype):
+    acc = np.float64 if dtype == np.float64 else np.float32
+    return tuple((1 / f).astype(acc) for f in _divisors(windows, count_include_pad, divisor,
+                                                        np.float64))
 
 
 def _planes(xp, a):
@@ -187,73 +332,86 @@ def _ints(*values):
     return tuple(np.int32(v) for v in values)
 
 
+def _grad_input(xp, input_shape, dtype, zero):
+    shape = (math.prod(input_shape[:-2]),) + tuple(input_shape[-2:])
+    return xp.zeros(shape, dtype) if zero else xp.empty(shape, dtype)
+
+
 # --------------------------------------------------------------------------- launchers
 def max_pool2d_forward(x, out, kernel_size, stride, padding, dilation):
     xp = backend.get_array_module(x)
     planes = _planes(xp, x)
     y = xp.empty((planes.shape[0],) + out, x.dtype)
     argmax = xp.empty(y.shape, index_dtype(kernel_size))
-    _launch(_kernel("max_fwd", x.dtype), y.size, planes, y, argmax,
-            *_ints(*kernel_size, *stride, *padding, *dilation))
+    _run("max_fwd", x.dtype, (planes, y, argmax),
+         _ints(*kernel_size, *stride, *padding, *dilation), out, index=argmax.dtype)
     shape = x.shape[:-2] + out
     return y.reshape(shape), argmax.reshape(shape)
 
 
 def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, dilation):
     xp = backend.get_array_module(gy)
-    gx = xp.empty((math.prod(input_shape[:-2]),) + tuple(input_shape[-2:]), gy.dtype)
-    _launch(_kernel("max_bwd", gy.dtype), gx.size, _planes(xp, gy), _planes(xp, argmax), gx,
-            *_ints(*kernel_size, *stride, *padding, *dilation))
+    geo = (tuple(input_shape[-2:]), tuple(gy.shape[-2:]), tuple(kernel_size), tuple(stride),
+           tuple(padding), tuple(dilation))
+    (rows, cols), overlapping, exact, _ = _geometry(*geo)
+    g, a = _planes(xp, gy), _planes(xp, argmax)
+    gx = _grad_input(xp, input_shape, gy.dtype, zero=not (exact or overlapping))
+    if overlapping:
+        rows_d, cols_d = _on_device(("max", geo), lambda: (rows, cols))
+        steps = _steps(stride[0], dilation[0]) + _steps(stride[1], dilation[1])
+        _run("max_bwd_gather", gy.dtype, (g, a, gx), (rows_d, cols_d) +
+             _ints(kernel_size[1], *steps), gx.shape[1:], index=a.dtype)
+    else:
+        _run("max_bwd_scatter", gy.dtype, (g, a, gx),
+             _ints(*kernel_size, *stride, *padding, *dilation), g.shape[1:], index=a.dtype)
     return gx.reshape(input_shape)
 
 
 def avg_pool2d_forward(x, out, kernel_size, stride, padding, count_include_pad, divisor):
-    xp = backend.get_array_module(x)
-    planes = _planes(xp, x)
-    y = xp.empty((planes.shape[0],) + out, x.dtype)
-    _launch(_kernel("avg_fwd", x.dtype), y.size, planes, y,
-            *_ints(*kernel_size, *stride, *padding, count_include_pad, divisor))
-    return y.reshape(x.shape[:-2] + out)
+    geo = (tuple(x.shape[-2:]), tuple(out), tuple(kernel_size), tuple(stride), tuple(padding),
+           (1, 1))
+    return _mean_forward(x, tuple(out), geo, bool(count_include_pad), int(divisor), False)
+
+
+def _mean_backward(gy, input_shape, geo, scatter_args, count_include_pad, divisor, adaptive):
+    xp = backend.get_array_module(gy)
+    tables, overlapping, exact = _mean_tables(geo, adaptive, count_include_pad, divisor,
+                                              gy.dtype)
+    g = _planes(xp, gy)
+    gx = _grad_input(xp, input_shape, gy.dtype, zero=not (exact or overlapping))
+    if overlapping:
+        _run("mean_bwd_gather", gy.dtype, (g, gx), tables[2:], gx.shape[1:])
+    else:
+        _run("mean_bwd_scatter", gy.dtype, (g, gx), _ints(*scatter_args) + tables[4:],
+             g.shape[1:])
+    return gx.reshape(input_shape)
 
 
 def avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding, count_include_pad,
                         divisor):
-    xp = backend.get_array_module(gy)
-    gx = xp.empty((math.prod(input_shape[:-2]),) + tuple(input_shape[-2:]), gy.dtype)
-    _launch(_kernel("avg_bwd", gy.dtype), gx.size, _planes(xp, gy), gx,
-            *_ints(*kernel_size, *stride, *padding, count_include_pad, divisor))
-    return gx.reshape(input_shape)
+    geo = (tuple(input_shape[-2:]), tuple(gy.shape[-2:]), tuple(kernel_size), tuple(stride),
+           tuple(padding), (1, 1))
+    return _mean_backward(gy, input_shape, geo, (*kernel_size, *stride, *padding),
+                          bool(count_include_pad), int(divisor), adaptive=False)
 
 
 def adaptive_avg_pool2d_forward(x, out):
-    xp = backend.get_array_module(x)
-    planes = _planes(xp, x)
-    y = xp.empty((planes.shape[0],) + out, x.dtype)
-    _launch(_kernel("adaptive_fwd", x.dtype), y.size, planes, y)
-    return y.reshape(x.shape[:-2] + out)
+    geo = (tuple(x.shape[-2:]), tuple(out), None, None, None, None)
+    return _mean_forward(x, tuple(out), geo, False, 0, True)
 
 
 def adaptive_avg_pool2d_backward(gy, input_shape):
-    xp = backend.get_array_module(gy)
-    gx = xp.empty((math.prod(input_shape[:-2]),) + tuple(input_shape[-2:]), gy.dtype)
-    _launch(_kernel("adaptive_bwd", gy.dtype), gx.size, _planes(xp, gy), gx)
-    return gx.reshape(input_shape)
+    (H, W), (Ho, Wo) = tuple(input_shape[-2:]), tuple(gy.shape[-2:])
+    geo = ((H, W), (Ho, Wo), None, None, None, None)
+    # bins that tile the input exactly (H % Ho == 0) are windows of size and stride H // Ho
+    kh, kw = -(-H // max(Ho, 1)), -(-W // max(Wo, 1))
+    return _mean_backward(gy, input_shape, geo, (kh, kw, kh, kw, 0, 0), False, 0, adaptive=True)
 
 
 # --------------------------------------------------------------------------- signature table
-def _signatures(name, dtype):
-    data = f"{dtype}[:, :, ::1]"
-    if name in ("max_fwd", "max_bwd"):
-        # (x, y, argmax) or (gy, argmax, gx), with each argmax dtype, then 8 int32 geometry args
-        arrays = [(data, data, f"{i}[:, :, ::1]") if name == "max_fwd"
-                  else (data, f"{i}[:, :, ::1]", data) for i in ("uint8", "int32")]
-        return [f"void({', '.join(a + ('int32',) * 8)})" for a in arrays]
-    ints = ("int32",) * (8 if name.startswith("avg") else 0)   # geometry, flag, divisor
-    return [f"void({', '.join((data, data) + ints)})"]
-
-
 SIGNATURES = [
-    (_KERNELS[np.float64 if dtype == "float64" else np.float32][name], _signatures(name, dtype))
+    (_KERNELS[np.float64 if dtype == "float64" else np.float32][name],
+     _all_signatures(name, dtype), BUDGET)
     for name in _KERNELS[np.float32]
     for dtype in ("float32", "float16", "float64")
 ]

@@ -52,10 +52,10 @@ def test_unknown_device_name_is_refused():
 
 def test_simulator_keeps_numpy_arrays_on_the_cuda_device():
     out = run("import gpudl as gd, numpy as np; t = gd.ones(2); "
-              "print(gd.device(), t.device, type(t.data).__module__, gd.cuda.is_available())",
+              "print(gd.device(), t.device, type(t._data).__module__, gd.cuda.is_available())",
               GPUDL_DEVICE="cuda", NUMBA_ENABLE_CUDASIM="1")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["cuda", "cuda", "numpy", "True"]
+    assert out.stdout.split() == ["cuda", "cuda:0", "numpy", "True"]
 
 
 @pytest.mark.parametrize("value", ["cuda:0", "CUDA:0", " cuda:0 "])
@@ -63,7 +63,7 @@ def test_cuda_0_in_the_environment_means_cuda(value):
     out = run("import gpudl as gd; print(gd.device(), gd.ones(2, device='cuda:0').device)",
               GPUDL_DEVICE=value, NUMBA_ENABLE_CUDASIM="1")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["cuda", "cuda"]
+    assert out.stdout.split() == ["cuda", "cuda:0"]
 
 
 def test_cpu_0_in_the_environment_means_cpu():

@@ -31,7 +31,7 @@ def test_tensor_copies_its_input():
 
 def test_numpy_shares_memory_on_cpu_even_with_grad():
     t = gd.zeros(3, requires_grad=True, device="cpu")
-    assert np.shares_memory(t.numpy(), t.data)
+    assert np.shares_memory(t.numpy(), t._data)
 
 
 def test_factories():
@@ -98,7 +98,7 @@ def test_conversions():
 def test_dlpack_round_trips_share_memory():
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     t = gd.from_dlpack(a)
-    assert np.shares_memory(t.data, a)
+    assert np.shares_memory(t._data, a)
     th = torch.from_dlpack(t)
     th[0, 0] = 42
     assert a[0, 0] == 42

@@ -39,14 +39,14 @@ GPUDL = {
     ("nn.functional.relu", ""): gd.relu,
     ("clamp", ""): gd.clamp,
     ("maximum", ""): gd.maximum,
-    ("minimum", ""): gd.min,          # gpudl spells torch.minimum(a, b) as min(a, b)
+    ("minimum", ""): gd.minimum,
     ("max", "binary"): gd.max,
     ("min", "binary"): gd.min,
     ("where", ""): lambda x, cond, other: gd.where(cond, x, other),
     ("sum", ""): gd.sum,
     ("mean", ""): gd.mean,
-    ("amax", ""): gd.max,             # amax over all dims == max(); dim= samples are skipped
-    ("amin", ""): gd.min,
+    ("amax", ""): gd.amax,
+    ("amin", ""): gd.amin,
     ("max", "reduction_with_dim"): gd.max,
     ("max", "reduction_no_dim"): gd.max,
     ("min", "reduction_with_dim"): gd.min,
@@ -77,7 +77,59 @@ GPUDL = {
     ("stack", ""): gd.stack,
     ("masked_fill", ""): gd.masked_fill,
     ("__getitem__", ""): lambda x, index: x[index],
+    # issue 15: torch's wider core
+    ("mm", ""): gd.mm,
+    ("bmm", ""): gd.bmm,
+    ("addmm", ""): gd.addmm,
+    ("addmm", "decomposed"): gd.addmm,
+    ("einsum", ""): lambda operands, equation=None, *rest: gd.einsum(*_einsum_args(operands,
+                                                                                   equation,
+                                                                                   rest)),
+    ("outer", ""): gd.outer,
+    ("gather", ""): gd.gather,
+    ("scatter", ""): gd.scatter,
+    ("scatter_add", ""): gd.scatter_add,
+    ("index_select", ""): gd.index_select,
+    ("index_add", ""): gd.index_add,
+    ("masked_select", ""): gd.masked_select,
+    ("topk", ""): gd.topk,
+    ("sort", ""): gd.sort,
+    ("argsort", ""): gd.argsort,
+    ("cumsum", ""): gd.cumsum,
+    ("cumprod", ""): gd.cumprod,
+    ("flip", ""): gd.flip,
+    ("roll", ""): gd.roll,
+    ("narrow", ""): gd.narrow,
+    ("tril", ""): gd.tril,
+    ("triu", ""): gd.triu,
+    ("diff", ""): gd.diff,
+    ("logsumexp", ""): gd.logsumexp,
+    ("prod", ""): gd.prod,
+    ("clamp_min", ""): gd.clamp_min,
+    ("norm", ""): gd.norm,
+    ("norm", "fro"): gd.norm,
+    ("norm", "inf"): gd.norm,
+    ("linalg.vector_norm", ""): gd.linalg.vector_norm,
+    ("erf", ""): gd.erf,
+    ("log1p", ""): gd.log1p,
+    ("expm1", ""): gd.expm1,
+    ("sin", ""): gd.sin,
+    ("cos", ""): gd.cos,
+    ("rsqrt", ""): gd.rsqrt,
+    ("reciprocal", ""): gd.reciprocal,
+    ("sign", ""): gd.sign,
+    ("floor", ""): gd.floor,
+    ("ceil", ""): gd.ceil,
+    ("round", ""): gd.round,
+    ("round", "decimals_0"): gd.round,
+    ("round", "decimals_3"): gd.round,
+    ("round", "decimals_neg_3"): gd.round,
 }
+
+
+def _einsum_args(input, equation, rest):
+    """OpInfo passes einsum its operands as the sample input and the equation as an arg."""
+    return (equation, *input) if isinstance(input, (list, tuple)) else (equation, input, *rest)
 
 # Variants outside API.md: skipped wholesale (every sample counted as skipped).
 SKIP_VARIANTS = {
@@ -87,17 +139,15 @@ SKIP_VARIANTS = {
     ("log_softmax", "with_dtype"): "dtype= is not in API.md",
 }
 UNSUPPORTED_KWARGS = {"dtype", "out", "alpha", "rounding_mode", "memory_format", "names"}
+# ...except where the op takes it: (op, variant) -> kwargs allowed there
+ALLOWED_KWARGS = {("addmm", ""): {"alpha"}, ("addmm", "decomposed"): {"alpha"},
+                  ("index_add", ""): {"alpha"}}
 
 # KNOWN, deliberate departures: (op, variant) -> predicate(sample) -> reason, or None.
 KNOWN = {}
 
 # Samples outside API.md within a supported variant: (op, variant) -> predicate(sample) -> reason.
-OUT_OF_API = {
-    ("amax", ""): lambda s: "amax(dim=...) is not in API.md" if s.kwargs.get("dim") is not None
-    else None,
-    ("amin", ""): lambda s: "amin(dim=...) is not in API.md" if s.kwargs.get("dim") is not None
-    else None,
-}
+OUT_OF_API = {}
 
 OPS = sorted({k[0] for k in GPUDL} | {k[0] for k in SKIP_VARIANTS})
 
@@ -124,15 +174,16 @@ def _to_gd(x, leaves):
     return x
 
 
-def _unsupported(sample):
+def _unsupported(sample, key=None):
     def bad(x):
         if isinstance(x, torch.Tensor):
             return x.is_complex() or x.layout != torch.strided or any(getattr(x, "names", ()))
         if isinstance(x, (list, tuple)):
             return any(bad(i) for i in x)
         return isinstance(x, (torch.dtype, torch.memory_format))
-    if UNSUPPORTED_KWARGS & set(sample.kwargs):
-        return f"kwargs {sorted(UNSUPPORTED_KWARGS & set(sample.kwargs))}"
+    refused = UNSUPPORTED_KWARGS - ALLOWED_KWARGS.get(key, set())
+    if refused & set(sample.kwargs):
+        return f"kwargs {sorted(refused & set(sample.kwargs))}"
     if bad(sample.input) or bad(sample.args) or bad(list(sample.kwargs.values())):
         return "complex/sparse/named tensor or dtype argument"
     return None
@@ -225,7 +276,7 @@ def test_opinfo_samples(name):
             continue
         OP_CALL[name] = op.op
         for i, sample in enumerate(samples):
-            reason = _unsupported(sample)
+            reason = _unsupported(sample, key)
             reason = reason or OUT_OF_API.get(key, lambda s: None)(sample)
             known = KNOWN.get(key, lambda s: None)(sample)
             if reason or known:
@@ -246,6 +297,9 @@ ERROR_KNOWN = {
     # gpudl's maximum/minimum also take a Python number as ``other`` (torch wants a tensor)
     ("maximum", ""): lambda s: isinstance(s.input, torch.Tensor) and not isinstance(
         s.args[0], torch.Tensor) or None,
+    ("minimum", ""): lambda s: isinstance(s.input, torch.Tensor) and not isinstance(
+        s.args[0], torch.Tensor) or None,
+    ("clamp_min", ""): lambda s: not isinstance(s.args[0], torch.Tensor) or None,
     # gpudl's mean promotes an integer tensor to the default float dtype (torch refuses)
     ("mean", ""): lambda s: not s.input.dtype.is_floating_point or None,
 }
@@ -270,7 +324,7 @@ def test_opinfo_error_inputs(name):
             continue
         for ei in _error_inputs(op):
             s = ei.sample_input
-            if _unsupported(s) or ERROR_KNOWN.get(key, lambda s: None)(s):
+            if _unsupported(s, key) or ERROR_KNOWN.get(key, lambda s: None)(s):
                 continue
             if getattr(GPUDL[key], "method_only", False) and not isinstance(s.input, torch.Tensor):
                 continue            # e.g. torch.pow(2, 3): gpudl has no gd.pow to call

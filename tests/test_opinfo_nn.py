@@ -55,6 +55,22 @@ OPS = {
     "pad": ["nn.functional.pad.constant"],
     "one_hot": ["nn.functional.one_hot"],
     "scaled_dot_product_attention": ["nn.functional.scaled_dot_product_attention"],
+    # issue 15
+    "conv1d": ["nn.functional.conv1d"],
+    "max_pool1d": ["nn.functional.max_pool1d"],
+    "avg_pool1d": ["nn.functional.avg_pool1d"],
+    "group_norm": ["nn.functional.group_norm"],
+    "instance_norm": ["nn.functional.instance_norm"],
+    "mish": ["nn.functional.mish"],
+    "glu": ["nn.functional.glu"],
+    "pad_by_index": ["nn.functional.pad.reflect", "nn.functional.pad.replicate",
+                     "nn.functional.pad.circular"],
+    "cosine_similarity": ["nn.functional.cosine_similarity"],
+    "normalize": ["nn.functional.normalize"],
+    "unfold": ["nn.functional.unfold"],
+    "pixel_shuffle": ["nn.functional.pixel_shuffle"],
+    "interpolate": ["nn.functional.interpolate.nearest", "nn.functional.interpolate.linear",
+                    "nn.functional.interpolate.bilinear"],
 }
 
 ERRORS = (TypeError, ValueError, IndexError, RuntimeError, NotImplementedError)
@@ -80,6 +96,8 @@ def _departure(op, sample):
         # one gives 0 / NaN); relu passes it always, gpudl's elementwise.Relu gives 0 (a core
         # op, reported, not changed here).
         return "gradient at NaN inputs"
+    if op == "interpolate" and kw.get("antialias"):
+        return "antialias=True: NotImplementedError by design"
     if op == "batch_norm" and sample.input.ndim < 2:
         return "batch_norm needs (N, C, ...) input; torch also takes a 1-D empty tensor"
     return None
@@ -89,6 +107,8 @@ def _call(op, inp, args, kwargs):
     """F.<op> with the OpInfo's argument order (its embedding wrapper takes weight first)."""
     if op == "embedding":
         return F.embedding(args[0], inp, *args[1:], **kwargs)
+    if op == "pad_by_index":                 # the same F.pad, its non-constant modes
+        return F.pad(inp, *args, **kwargs)
     return getattr(F, op)(inp, *args, **kwargs)
 
 

@@ -2,8 +2,10 @@
 # The GPU check: run it first thing on a lent GPU machine (see README, Contributing).
 #   bash tools/gpu_check.sh            # log in tools/gpu_check.log (and $OUT/ when set)
 # Installs the checkout without network, runs the whole suite with GPUDL_DEVICE=cuda, then the
-# GPU benchmarks against PyTorch, and the NCCL world-of-1 tests with their skip reasons shown.
-# Budget: under 9 minutes (60 + 240 + 60 + 150 s of step limits).
+# NCCL world-of-1 tests with their skip reasons shown, the GPU benchmarks against PyTorch
+# (PERF.md's shapes, forward and forward+backward, strict fp32 and PyTorch's defaults, each with
+# its fraction of the floor) and the host time per kernel launch.
+# Budget: under 8 minutes (45 + 225 + 60 + 130 + 15 s of step limits).
 # The offline PTX check is CI's job; here the kernels compile for the real device as tests run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,14 +21,15 @@ step() {   # step NAME SECONDS COMMAND...: run with a time limit, keep going, re
 exec > >(tee "$log") 2>&1
 date -u
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
-step install 60 pip install -q --no-deps --no-build-isolation -e .
+step install 45 pip install -q --no-deps --no-build-isolation -e .
 python -c "import numpy, numba, cupy, torch; print('numpy', numpy.__version__, 'numba', \
 numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
-step tests 240 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider --ignore=tests/sim
+step tests 225 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider --ignore=tests/sim
 step nccl 60 env GPUDL_DEVICE=cuda python -m pytest -q -rs -p no:cacheprovider \
     tests/distributed/test_distributed_nccl.py
-step benchmarks 150 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda \
+step benchmarks 130 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \
     --markdown tools/gpu_results.md
+step launches 15 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
 echo "gpu_check exit status: $status"
 if [ -n "${OUT:-}" ]; then cp "$log" tools/gpu_results.md "$OUT"/ 2>/dev/null; fi
 exit $status

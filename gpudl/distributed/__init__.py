@@ -197,7 +197,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     _check_group_arg(group, "all_reduce")
     g = _group("all_reduce")
     op = _reduce_op(op, _tensor(tensor, "all_reduce").dtype, "all_reduce")
-    return _run(g.all_reduce(tensor.data, op), async_op)
+    return _run(g.all_reduce(tensor._data, op), async_op)
 
 
 def broadcast(tensor, src=0, group=None, async_op=False):
@@ -207,7 +207,7 @@ def broadcast(tensor, src=0, group=None, async_op=False):
     _tensor(tensor, "broadcast")
     if not 0 <= src < g.world_size:
         raise ValueError(f"broadcast: src must be a rank in 0..{g.world_size - 1}, got {src}")
-    return _run(g.broadcast(tensor.data, src), async_op)
+    return _run(g.broadcast(tensor._data, src), async_op)
 
 
 def all_gather(tensor_list, tensor, group=None, async_op=False):
@@ -216,9 +216,9 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
     g = _group("all_gather")
     _tensor(tensor, "all_gather")
     _check_list(tensor_list, tensor, g.world_size, "all_gather", "tensor_list")
-    xp = _device.get_array_module(tensor.data)
-    out = xp.empty((g.world_size,) + tensor.data.shape, tensor.dtype)
-    work = g.all_gather(out, xp.ascontiguousarray(tensor.data))
+    xp = _device.get_array_module(tensor._data)
+    out = xp.empty((g.world_size,) + tensor._data.shape, tensor.dtype)
+    work = g.all_gather(out, xp.ascontiguousarray(tensor._data))
     return _run(work.then(lambda: _scatter_rows(out, tensor_list)), async_op)
 
 
@@ -228,11 +228,11 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=Fal
     g = _group("reduce_scatter")
     op = _reduce_op(op, _tensor(output, "reduce_scatter", "output").dtype, "reduce_scatter")
     _check_list(input_list, output, g.world_size, "reduce_scatter", "input_list")
-    xp = _device.get_array_module(output.data)
-    send = xp.concatenate([t.data.reshape(-1) for t in input_list])
-    out = xp.empty(output.data.size, output.dtype)
+    xp = _device.get_array_module(output._data)
+    send = xp.concatenate([t._data.reshape(-1) for t in input_list])
+    out = xp.empty(output._data.size, output.dtype)
     work = g.reduce_scatter(out, send, op)
-    return _run(work.then(lambda: output.data.__setitem__(..., out.reshape(output.shape))),
+    return _run(work.then(lambda: output._data.__setitem__(..., out.reshape(output.shape))),
                 async_op)
 
 
@@ -251,4 +251,4 @@ def _check_list(tensors, like, world_size, where, name):
 
 def _scatter_rows(rows, tensors):
     for row, t in zip(rows, tensors):
-        t.data[...] = row
+        t._data[...] = row

@@ -22,9 +22,9 @@ from . import backends
 class _Bucket:
     def __init__(self, indices, params):
         self.indices = indices                                     # into Reducer.params
-        sizes = [params[i].data.size for i in indices]
+        sizes = [params[i]._data.size for i in indices]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        first = params[indices[0]].data
+        first = params[indices[0]]._data
         self.flat = _device.get_array_module(first).zeros(int(self.offsets[-1]), first.dtype)
         self.work = None
         self.pending = len(indices)
@@ -36,8 +36,8 @@ def assign_buckets(params, cap_bytes):
     buckets, current, size, kind = [], [], 0, None
     for i in reversed(range(len(params))):
         p = params[i]
-        nbytes = p.data.size * p.data.dtype.itemsize
-        this = (p.data.dtype, p.device)
+        nbytes = p._data.size * p._data.dtype.itemsize
+        this = (p._data.dtype, p.device)
         if current and (this != kind or size + nbytes > cap_bytes):
             buckets.append(current)
             current, size = [], 0
@@ -150,7 +150,7 @@ class Reducer:
             view = bucket.flat[bucket.offsets[j]:bucket.offsets[j + 1]]
             grad = self.params[i].grad
             if self.used[i] and grad is not None:
-                view[...] = grad.data.reshape(-1)
+                view[...] = grad._data.reshape(-1)
             else:
                 view[...] = 0
         bucket.work = self.group.all_reduce(bucket.flat, backends.AVG)
@@ -174,11 +174,11 @@ class Reducer:
 
     @staticmethod
     def _write_grad(param, flat):
-        value = flat.reshape(param.data.shape)
+        value = flat.reshape(param._data.shape)
         if param.grad is None:
             param.grad = Tensor._make(value.copy(), False, None, 0, param.device)
         else:
-            param.grad.data[...] = value
+            param.grad._data[...] = value
 
     def remove(self):
         for handle in self.handles:

@@ -103,8 +103,8 @@ def _loader_over(loader, indices):
     from ..data import DataLoader, Subset, TensorDataset
     dataset = loader.dataset
     if isinstance(dataset, TensorDataset):      # one gather per tensor keeps the fast path
-        xp_index = [backend.get_array_module(t.data).asarray(indices) for t in dataset.tensors]
-        dataset = TensorDataset(*[Tensor._make(t.data[i], False, None, 0, t.device)
+        xp_index = [backend.get_array_module(t._data).asarray(indices) for t in dataset.tensors]
+        dataset = TensorDataset(*[Tensor._make(t._data[i], False, None, 0, t.device)
                                   for t, i in zip(dataset.tensors, xp_index)])
     else:
         dataset = Subset(dataset, indices)

@@ -75,7 +75,7 @@ def _weighted(loss, y_true, y_pred, class_weight, sample_weight=None, mask=None)
         if sample_weight is None:
             return loss(y_true, y_pred, **masked)
         return loss(y_true, y_pred, sample_weight=sample_weight, **masked)
-    labels = y_true.data
+    labels = y_true._data
     if labels.ndim == y_pred.ndim and y_pred.shape[-1] > 1:
         labels = labels.argmax(axis=-1)                   # one-hot targets
     labels = backend.to_numpy(labels).round().astype(np.int64).reshape(labels.shape[0], -1)[:, 0]
@@ -352,8 +352,8 @@ def predict(model, x, batch_size=None, verbose="auto"):
         with no_grad():
             for xs in loader:
                 out = model(*xs)
-                outputs.append([o.data for o in out] if isinstance(out, (list, tuple))
-                               else out.data)
+                outputs.append([o._data for o in out] if isinstance(out, (list, tuple))
+                               else out._data)
     finally:
         model.train(was_training)
     if not outputs:

@@ -5,15 +5,18 @@ from .container import ModuleDict, ModuleList, Sequential
 from .module import Module
 from .parameter import Parameter
 from .linear import Flatten, Identity, Linear, Unflatten
-from .activation import (ELU, GELU, Hardtanh, LeakyReLU, LogSoftmax, ReLU, ReLU6, Sigmoid, SiLU,
-                         Softmax, Softplus, Tanh)
+from .activation import (ELU, GELU, GLU, Hardtanh, LeakyReLU, LogSoftmax, Mish, ReLU, ReLU6,
+                         Sigmoid, SiLU, Softmax, Softplus, Tanh)
 from .dropout import Dropout
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, RNNBase, RNNCellBase
 from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDivLoss, L1Loss,
                    MSELoss, NLLLoss, SmoothL1Loss)
-from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from .normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
+                            LayerNorm)
 from .sparse import Embedding
 from .attention import MultiheadAttention, TransformerEncoder, TransformerEncoderLayer
-from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
-from .conv import Conv2d, ConvTranspose2d
+from .pool import AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
+from .conv import Conv1d, Conv2d, ConvTranspose2d, Unfold
+from .distance import CosineSimilarity
+from .resample import PixelShuffle, Upsample
 from . import parallel  # noqa: E402  (DistributedDataParallel; imports no MPI or NCCL)

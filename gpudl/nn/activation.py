@@ -152,3 +152,28 @@ class LogSoftmax(Softmax):
 
     def forward(self, input):
         return A.log_softmax(input, self.dim)
+
+
+class Mish(Module):
+    """x * tanh(softplus(x))."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, input):
+        return A.mish(input)
+
+
+class GLU(Module):
+    """a * sigmoid(b), a and b the halves of the input along ``dim``."""
+
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return A.glu(input, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"

@@ -180,9 +180,9 @@ class MultiheadAttention(Module):
         if not masks:
             return None
         if all(m.dtype == np.bool_ for m in masks):
-            keep = ~masks[0].data
+            keep = ~masks[0]._data
             for m in masks[1:]:
-                keep = keep & ~m.data
+                keep = keep & ~m._data
             return Tensor._make(keep, False, None, 0, masks[0].device)
         dtype = next(m.dtype for m in masks if m.dtype != np.bool_)
         total = None

@@ -3,7 +3,7 @@
 import numbers
 
 from .. import creation, dtypes
-from ..ops.conv import conv2d, conv_transpose2d
+from ..ops.conv import conv1d, conv2d, conv_transpose2d, unfold
 from . import init
 from .module import Module
 from .parameter import Parameter
@@ -157,3 +157,68 @@ class ConvTranspose2d(_ConvNd):
                     f"{smallest + s - 1}]")
             padding.append(want - smallest)
         return tuple(padding)
+
+
+class Conv1d(Module):
+    """1-D convolution layer: ``F.conv1d(input, weight, bias, stride, padding, dilation, groups)``.
+
+    Args as PyTorch's: in_channels, out_channels, kernel_size, stride=1, padding=0 (an int,
+    'valid' or 'same'), dilation=1, groups=1, bias=True, padding_mode='zeros', device, dtype.
+    Parameters: weight (out, in/groups, k), bias (out,), both U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    Shape: (N, C_in, L) or (C_in, L) -> (N, C_out, Lo) or (C_out, Lo).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
+        super().__init__()
+        # the 2-D layer checks every argument and builds (out, in/groups, 1, k) parameters
+        flat = Conv2d(in_channels, out_channels, (1, _one(kernel_size)), (1, _one(stride)),
+                      padding if isinstance(padding, str) else (0, _one(padding)),
+                      (1, _one(dilation)), groups, bias, padding_mode, device, dtype)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = flat.kernel_size[1:], flat.stride[1:]
+        self.padding = padding if isinstance(padding, str) else flat.padding[1:]
+        self.dilation, self.padding_mode = flat.dilation[1:], padding_mode
+        self.weight = Parameter(flat.weight.detach().squeeze(2))
+        if flat.bias is not None:
+            self.bias = Parameter(flat.bias.detach())
+        else:
+            self.register_parameter("bias", None)
+
+    def reset_parameters(self):
+        init.default_layer_init_(self.weight, self.bias)
+
+    def forward(self, input):
+        return conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                      self.groups)
+
+    def extra_repr(self):
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
+        if self.padding != (0,):
+            text += f", padding={self.padding}"
+        if self.dilation != (1,):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        return text + (", bias=False" if self.bias is None else "")
+
+
+def _one(value):
+    return value[0] if isinstance(value, (tuple, list)) and len(value) == 1 else value
+
+
+class Unfold(Module):
+    """Sliding local blocks (``F.unfold``): (N, C, H, W) -> (N, C*kH*kW, L)."""
+
+    def __init__(self, kernel_size, dilation=1, padding=0, stride=1):
+        super().__init__()
+        self.kernel_size, self.dilation = kernel_size, dilation
+        self.padding, self.stride = padding, stride
+
+    def forward(self, input):
+        return unfold(input, self.kernel_size, self.dilation, self.padding, self.stride)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, dilation={self.dilation}, "
+                f"padding={self.padding}, stride={self.stride}")

@@ -7,12 +7,13 @@ from ..ops.linear import linear  # noqa: F401
 
 # ------------------------------------------------------------------ activations, softmax
 from ..ops.activation import (  # noqa: F401
-    elu, gelu, hardtanh, leaky_relu, log_softmax, relu, relu6, sigmoid, silu, softmax, softplus,
-    tanh)
+    elu, gelu, glu, hardtanh, leaky_relu, log_softmax, mish, relu, relu6, sigmoid, silu, softmax,
+    softplus, tanh)
 
 # ------------------------------------------------------------------ dropout, normalization, lookup
 from ..ops.dropout import dropout  # noqa: F401
-from ..ops.normalization import batch_norm, layer_norm  # noqa: F401
+from ..ops.normalization import (  # noqa: F401
+    batch_norm, cosine_similarity, group_norm, instance_norm, layer_norm, normalize)
 from ..ops.padding import pad  # noqa: F401
 from ..ops.sparse import embedding, one_hot  # noqa: F401
 
@@ -25,5 +26,7 @@ from ..ops.loss import (  # noqa: F401
 # ------------------------------------------------------------------ conv, pool, rnn, attention
 # (added by their authors, one import line each)
 from ..ops.attention import scaled_dot_product_attention  # noqa: F401
-from ..ops.conv import conv2d, conv_transpose2d  # noqa: F401
-from ..ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d  # noqa: F401
+from ..ops.conv import conv1d, conv2d, conv_transpose2d, unfold  # noqa: F401
+from ..ops.pool import (  # noqa: F401
+    adaptive_avg_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d)
+from ..ops.resample import interpolate, pixel_shuffle  # noqa: F401

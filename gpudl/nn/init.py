@@ -166,10 +166,10 @@ def orthogonal_(tensor, gain=1.0):
     if tensor.ndim < 2:
         raise ValueError(f"orthogonal_: only tensors with 2 or more dimensions are supported, "
                          f"got shape {tuple(tensor.shape)}")
-    if tensor.data.size == 0:
+    if tensor._data.size == 0:
         return tensor
     rows = tensor.shape[0]
-    cols = tensor.data.size // rows
+    cols = tensor._data.size // rows
     flat = random.normal((max(rows, cols), min(rows, cols)), tensor.dtype, tensor.device)
     xp = get_array_module(flat)
     q, r = xp.linalg.qr(flat)               # q: (max, min) with orthonormal columns

@@ -248,7 +248,7 @@ class Module:
             if set_to_none:
                 param.grad = None
             else:
-                param.grad.data[...] = 0
+                param.grad._data[...] = 0
 
     # ----------------------------------------------------------------- state dict
     def _state_items(self, prefix=""):
@@ -308,14 +308,14 @@ class Module:
         return IncompatibleKeys(missing, unexpected)
 
     # ----------------------------------------------------------------- device and dtype
-    def to(self, *args, device=None, dtype=None):
+    def to(self, *args, device=None, dtype=None, non_blocking=False):
         """Move parameters and buffers in place: ``to(device)``, ``to(dtype)``, ``to(device,
         dtype)`` or ``to(tensor)``. Parameters keep their identity (optimizers keep working);
         only floating point tensors change dtype."""
         for a in args:
             if isinstance(a, Tensor):
-                device, dtype = a.device, a.dtype
-            elif _is_device(a):
+                device, dtype = a._device, a.dtype
+            elif backend.is_device_like(a):
                 device = a
             else:
                 dtype = a
@@ -341,7 +341,7 @@ class Module:
         return self.to("cpu")
 
     def cuda(self, device=None):
-        return self.to("cuda")
+        return self.to("cuda" if device is None else device)
 
     def float(self):
         return self.to(dtypes.float32)
@@ -383,7 +383,7 @@ def _converted(value, target, key):
     """(array ready to copy into ``target``, None) or (None, why it cannot be loaded)."""
     try:
         if isinstance(value, Tensor):
-            array = value.data
+            array = value._data
         elif backend.is_device_array(value) or isinstance(value, np.ndarray):
             array = value
         else:
@@ -399,20 +399,14 @@ def _converted(value, target, key):
     return array.astype(target.dtype, copy=False), None
 
 
-def _is_device(arg):
-    """True for "cpu", "cuda:0" or a torch.device-like object; False for dtypes ("float64")."""
-    name = arg if isinstance(arg, str) else getattr(arg, "type", None)
-    return isinstance(name, str) and name.split(":")[0].strip().lower() in backend.DEVICES
-
-
 def _move(tensor, device, dtype):
-    data = tensor.data
+    data = tensor._data
     if dtype is not None and data.dtype.kind == "f" and data.dtype != dtype:
         data = data.astype(dtype)
-    if device is not None and device != tensor.device:
+    if device is not None and device != tensor._device:
         data = backend.to_device_array(data, device)
         tensor._device = device
-    tensor.data = data
+    tensor._data = data
 
 
 

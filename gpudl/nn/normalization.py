@@ -1,7 +1,7 @@
-"""BatchNorm1d, BatchNorm2d and LayerNorm, with PyTorch's parameters, buffers and defaults."""
+"""BatchNorm1d, BatchNorm2d, LayerNorm and GroupNorm, with PyTorch's parameters, buffers and defaults."""
 
 from .. import creation, dtypes
-from ..ops.normalization import batch_norm, layer_norm
+from ..ops.normalization import batch_norm, group_norm, instance_norm, layer_norm
 from . import init
 from .module import Module, Parameter
 
@@ -131,3 +131,65 @@ class LayerNorm(Module):
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}, bias={self.has_bias}")
+
+
+class GroupNorm(Module):
+    """Normalise (N, C, ...) input over groups of C / num_groups channels; per-channel
+    ``weight`` (ones) and ``bias`` (zeros) when ``affine``."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, bias=True, device=None,
+                 dtype=None):
+        super().__init__()
+        if not isinstance(num_groups, int) or not isinstance(num_channels, int) \
+                or num_groups <= 0 or num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({num_channels!r}) must be divisible by "
+                             f"a positive num_groups ({num_groups!r})")
+        self.num_groups, self.num_channels = num_groups, num_channels
+        self.eps, self.affine = eps, affine
+        dtype = dtypes.as_dtype(dtype, "GroupNorm") or dtypes.DEFAULT_FLOAT
+        self.register_parameter("weight", Parameter(creation.ones(
+            num_channels, dtype=dtype, device=device)) if affine else None)
+        self.register_parameter("bias", Parameter(creation.zeros(
+            num_channels, dtype=dtype, device=device)) if affine and bias else None)
+
+    reset_parameters = LayerNorm.reset_parameters      # ones and zeros, where present
+
+    def forward(self, input):
+        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class _InstanceNorm(_BatchNorm):
+    """Shared by InstanceNorm1d/2d: torch's defaults (affine=False, track_running_stats=False);
+    input statistics in training or without running stats, else the running ones."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
+                 track_running_stats=False, device=None, dtype=None, *, bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         bias=bias)
+
+    def forward(self, input):
+        if input.ndim not in self._ndims:
+            raise ValueError(f"{type(self).__name__}: expected "
+                             f"{' or '.join(f'{n}D' for n in self._ndims)} input, got "
+                             f"{input.ndim}D input of shape {input.shape}")
+        unbatched = input.ndim == self._ndims[0]
+        x = input.unsqueeze(0) if unbatched else input
+        out = instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training or not self.track_running_stats,
+                            0.1 if self.momentum is None else self.momentum, self.eps)
+        return out.squeeze(0) if unbatched else out
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalisation of (N, C, L) or (C, L) input over L per sample and channel."""
+
+    _ndims = (2, 3)
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalisation of (N, C, H, W) or (C, H, W) input over H, W per sample/channel."""
+
+    _ndims = (3, 4)

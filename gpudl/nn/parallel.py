@@ -77,13 +77,13 @@ def _broadcast_coalesced(group, tensors):
         return
     kinds = {}
     for t in tensors:
-        if t is not None and t.data.size:
+        if t is not None and t._data.size:
             kinds.setdefault((t.dtype, t.device), []).append(t)
     for same in kinds.values():
-        xp = backend.get_array_module(same[0].data)
-        flat = xp.concatenate([t.data.reshape(-1) for t in same])
+        xp = backend.get_array_module(same[0]._data)
+        flat = xp.concatenate([t._data.reshape(-1) for t in same])
         group.broadcast(flat, 0).wait()
         start = 0
         for t in same:
-            t.data[...] = flat[start:start + t.data.size].reshape(t.data.shape)
-            start += t.data.size
+            t._data[...] = flat[start:start + t._data.size].reshape(t._data.shape)
+            start += t._data.size

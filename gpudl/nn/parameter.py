@@ -18,11 +18,11 @@ class Parameter(Tensor):
         if data is None:
             data = np.empty((0,), dtypes.DEFAULT_FLOAT)
         if isinstance(data, Tensor):        # the same memory, so the same version counter
-            self.data, self._device = data.data, data.device
+            self._data, self._device = data._data, data.device
             self._version_counter = data._version_counter
         else:
             from ..creation import as_array
-            self.data, self._device = as_array(data, None, None, "Parameter")
+            self._data, self._device = as_array(data, None, None, "Parameter")
             self._version_counter = [0]
         self.grad = None
         self.grad_fn = None

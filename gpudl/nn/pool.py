@@ -1,6 +1,6 @@
-"""MaxPool2d, AvgPool2d, AdaptiveAvgPool2d: stateless layers over ``gpudl.ops.pool``."""
+"""MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool2d: stateless layers over ``gpudl.ops.pool``."""
 
-from ..ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from ..ops.pool import adaptive_avg_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
 from .module import Module
 
 
@@ -69,3 +69,23 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
+
+
+class MaxPool1d(MaxPool2d):
+    """1-D max pooling (``F.max_pool1d``) over (N, C, L) or (C, L)."""
+
+    def forward(self, input):
+        return max_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                          ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class AvgPool1d(AvgPool2d):
+    """1-D average pooling (``F.avg_pool1d``) over (N, C, L) or (C, L)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True):
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+    def forward(self, input):
+        return avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                          self.count_include_pad)

@@ -25,7 +25,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not params:
         from ..creation import tensor
         return tensor(0.0)
-    grads = [p.grad.data for p in params]
+    grads = [p.grad._data for p in params]
     xp = backend.get_array_module(grads[0])
     if norm_type == math.inf:
         total = xp.max(xp.stack([xp.abs(g).max() for g in grads]))
@@ -47,8 +47,8 @@ def clip_grad_value_(parameters, clip_value):
     """Clamp every gradient element of ``parameters`` to [-clip_value, clip_value], in place."""
     clip_value = float(clip_value)
     for p in _with_grads(parameters):
-        xp = backend.get_array_module(p.grad.data)
-        xp.clip(p.grad.data, -clip_value, clip_value, out=p.grad.data)
+        xp = backend.get_array_module(p.grad._data)
+        xp.clip(p.grad._data, -clip_value, clip_value, out=p.grad._data)
 
 
 def parameters_to_vector(parameters):
@@ -62,13 +62,13 @@ def vector_to_parameters(vec, parameters):
     if not isinstance(vec, Tensor) or vec.ndim != 1:
         raise TypeError(f"vector_to_parameters: expected a 1-D Tensor, got {vec!r:.60}")
     params = list(parameters)
-    total = sum(p.data.size for p in params)
+    total = sum(p._data.size for p in params)
     if vec.shape[0] != total:
         raise ValueError(f"vector_to_parameters: vector has {vec.shape[0]} elements but the "
                          f"parameters hold {total}")
     start = 0
     for p in params:
-        n = p.data.size
+        n = p._data.size
         with no_grad():
-            p.copy_(vec.data[start:start + n].reshape(p.shape))
+            p.copy_(vec._data[start:start + n].reshape(p.shape))
         start += n

@@ -1,5 +1,7 @@
 """Small helpers shared by the op modules."""
 
+import contextlib
+
 import numpy as np
 
 from .. import backend
@@ -41,3 +43,9 @@ def normalize_axis(axis, ndim, op):
 
 def xp_of(array):
     return backend.get_array_module(array)
+
+
+def quiet(xp):
+    """Division by zero gives inf/nan as in torch, without NumPy's warning."""
+    return xp.errstate(divide="ignore", invalid="ignore") if hasattr(xp, "errstate") \
+        else contextlib.nullcontext()

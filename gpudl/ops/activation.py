@@ -178,3 +178,21 @@ def log_softmax(input, dim=None, dtype=None):
     """log(softmax(input, dim)), computed stably."""
     input = _floating("log_softmax", input if dtype is None else input.astype(dtype))
     return R.LogSoftmax.apply(input, _softmax_dim("log_softmax", input, dim))
+
+
+def mish(input, inplace=False):
+    """input * tanh(softplus(input))."""
+    return input * softplus(_floating("mish", input)).tanh()
+
+
+def glu(input, dim=-1):
+    """a * sigmoid(b), with a and b the two halves of ``input`` along ``dim`` (even size)."""
+    _floating("glu", input)
+    if input.ndim == 0:
+        raise ValueError("glu: input must have at least one dimension")
+    axis = normalize_axis(dim, input.ndim, "glu")
+    if input.shape[axis] % 2:
+        raise ValueError(f"glu: halving dimension {dim} needs an even size, got "
+                         f"{input.shape[axis]} (input shape {input.shape})")
+    a, b = input.chunk(2, axis)
+    return a * b.sigmoid()

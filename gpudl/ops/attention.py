@@ -69,18 +69,18 @@ def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
     """
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     scores = (query @ key.transpose(-2, -1)) * scale                      # (..., L, S)
-    xp = xp_of(scores.data)
+    xp = xp_of(scores._data)
     L, S = scores.shape[-2:]
     hidden = ~xp.tril(xp.ones((L, S), bool)) if is_causal else None
     if attn_mask is not None and attn_mask.dtype == np.bool_:
-        hidden = ~attn_mask.data if hidden is None else hidden | ~attn_mask.data
+        hidden = ~attn_mask._data if hidden is None else hidden | ~attn_mask._data
     elif attn_mask is not None:
         scores = scores + attn_mask.astype(scores.dtype)
     if hidden is None and attn_mask is None:
         return scores.softmax(-1)
     if hidden is not None:
         scores = scores.masked_fill(hidden, -math.inf)
-    dead = xp.all(scores.data == -np.inf, axis=-1, keepdims=True)          # fully masked rows
+    dead = xp.all(scores._data == -np.inf, axis=-1, keepdims=True)          # fully masked rows
     return scores.masked_fill(dead, 0.0).softmax(-1).masked_fill(dead, 0.0)
 
 
@@ -118,7 +118,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
     mask_grad = attn_mask is not None and attn_mask.requires_grad and is_grad_enabled()
     if dropout_p == 0 and not mask_grad:
-        mask = None if attn_mask is None else attn_mask.data
+        mask = None if attn_mask is None else attn_mask._data
         return ScaledDotProductAttention.apply(query, key, value, mask, bool(is_causal), scale)
     weights = attention_weights(query, key, attn_mask, is_causal, scale)
     return dropout(weights, dropout_p) @ value

@@ -9,7 +9,7 @@ gradient (kernels/conv.py).
 
 import numbers
 
-from .. import kernels
+from .. import backend, kernels
 from ..autograd import Function
 from ..tensor import Tensor
 from .padding import pad as _pad
@@ -217,3 +217,49 @@ def _unbatched(input, fn):
     if input.ndim == 4:
         return fn(input)
     return fn(input.unsqueeze(0)).squeeze(0)
+
+
+def _single(op, name, value):
+    """An int, or a 1-tuple of one (torch's 1-D spelling)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise ValueError(f"{op}: {name} must be an int or a 1-tuple, got {value!r}")
+        value = value[0]
+    return value
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution over (N, C_in, L) or (C_in, L) input with weight (C_out, C_in/groups, k),
+    computed by conv2d on a height-1 image (same kernels, same checks).
+
+    padding: an int, a 1-tuple, 'valid' or 'same'. Shape: (N, C_in, L) -> (N, C_out, Lo),
+    Lo = floor((L + 2p - d*(k-1) - 1) / s) + 1. Example: ``conv1d(x, w, padding=1)``.
+    """
+    op = "conv1d"
+    if getattr(input, "ndim", None) not in (2, 3) or getattr(weight, "ndim", None) != 3:
+        raise ValueError(f"{op}: expected input (N, C, L) or (C, L) and weight (C_out, C_in, k), "
+                         f"got shapes {getattr(input, 'shape', None)} and "
+                         f"{getattr(weight, 'shape', None)}")
+    padding = padding if isinstance(padding, str) else (0, _single(op, "padding", padding))
+    out = conv2d(input.unsqueeze(-2), weight.unsqueeze(-2), bias,
+                 (1, _single(op, "stride", stride)), padding,
+                 (1, _single(op, "dilation", dilation)), groups)
+    return out.squeeze(-2)
+
+
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+    """Sliding local blocks (im2col), as ``F.unfold``: (N, C, H, W) -> (N, C*kH*kW, L), L the
+    number of blocks, channel-major then kernel row and column. Computed as a grouped conv2d
+    with one-hot kernels, so its gradient is conv2d's (blocks overlapping add up)."""
+    op = "unfold"
+    if getattr(input, "ndim", None) not in (3, 4):
+        raise ValueError(f"{op}: expected (N, C, H, W) or (C, H, W) input, got shape "
+                         f"{getattr(input, 'shape', None)}")
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    channels = input.shape[-3]
+    picks = backend.xp_for(input._device).eye(kh * kw, dtype=input.dtype).reshape(
+        kh * kw, 1, kh, kw)
+    weight = Tensor._make(picks, False, None, 0, input._device).repeat(channels, 1, 1, 1)
+    blocks = conv2d(input, weight, None, stride, padding, dilation, groups=channels)
+    return blocks.reshape(*blocks.shape[:-2], blocks.shape[-2] * blocks.shape[-1])
+

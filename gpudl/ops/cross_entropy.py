@@ -11,7 +11,7 @@ from ..autograd import Function
 from ..tensor import Tensor
 from .loss import check_reduction, expand_grad, reduce_loss
 from .reduce import log_softmax_array
-from .sparse import IndexOutOfRange
+from .sparse import DEFERRED_NOTE, IndexOutOfRange, check_range
 from ._util import xp_of
 
 
@@ -157,12 +157,12 @@ def _check_class_targets(op, input, target, n_classes, ignore_index):
         raise ValueError(f"{op}: expected class-index target of shape {expected} for input of "
                          f"shape {input.shape} (N, C, d1, ...), got target of shape "
                          f"{target.shape}")
-    data = target.data
-    bad = ((data < 0) | (data >= n_classes)) & (data != ignore_index)
-    if data.size and bool(bad.any()):                                 # one device sync
-        raise IndexOutOfRange(f"{op}: target {int(data[bad].reshape(-1)[0])} is out of bounds: "
-                              f"class indices must lie in [0, {n_classes - 1}] (or equal "
-                              f"ignore_index={ignore_index})")
+
+    def error(value, late):
+        return IndexOutOfRange(f"{op}: target {value} is out of bounds: class indices must lie "
+                               f"in [0, {n_classes - 1}] (or equal ignore_index={ignore_index})"
+                               + (DEFERRED_NOTE if late else ""))
+    check_range(target._data, n_classes, error, ignore_index)
 
 
 def _batched(input, target, index_targets):
@@ -193,7 +193,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
     n_classes, weight = _check_input(op, input, target, weight)
-    w = None if weight is None else weight.data
+    w = None if weight is None else weight._data
     if target.dtype.kind in "iu":
         _check_class_targets(op, input, target, n_classes, ignore_index)
         x, t = _batched(input, target, True)
@@ -223,6 +223,6 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
                         f"{target.dtype}")
     _check_class_targets(op, input, target, n_classes, ignore_index)
     x, t = _batched(input, target, True)
-    loss = NLLLoss.apply(x, t, None if weight is None else weight.data, int(ignore_index),
+    loss = NLLLoss.apply(x, t, None if weight is None else weight._data, int(ignore_index),
                          reduction)
     return _unbatched(loss, input, reduction)

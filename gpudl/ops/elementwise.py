@@ -284,3 +284,52 @@ class Clone(Function):
     @staticmethod
     def backward(ctx, g):
         return g
+
+
+def _erf(xp, a):
+    if xp is not np:
+        from cupyx.scipy import special
+        return special.erf(a)
+    try:
+        from scipy import special
+        return special.erf(a)
+    except ImportError:                       # scipy is optional: libm's erf, one call each
+        import math
+        return np.vectorize(math.erf, otypes=[a.dtype])(a)
+
+
+def _zero(xp, a, y):
+    return xp.zeros_like(a)
+
+
+# name -> (forward(xp, a), d y / d a as f(xp, a, y)); a is floating point.
+UNARY = {
+    "sin": (lambda xp, a: xp.sin(a), lambda xp, a, y: xp.cos(a)),
+    "cos": (lambda xp, a: xp.cos(a), lambda xp, a, y: -xp.sin(a)),
+    "log1p": (lambda xp, a: xp.log1p(a), lambda xp, a, y: 1 / (1 + a)),
+    "expm1": (lambda xp, a: xp.expm1(a), lambda xp, a, y: y + 1),
+    "rsqrt": (lambda xp, a: 1 / xp.sqrt(a), lambda xp, a, y: -0.5 * y * y * y),
+    "reciprocal": (lambda xp, a: 1 / a, lambda xp, a, y: -y * y),
+    "erf": (_erf, lambda xp, a, y: (2 / np.sqrt(np.pi)) * xp.exp(-a * a)),
+    "sign": (lambda xp, a: xp.sign(a), _zero),
+    "floor": (lambda xp, a: xp.floor(a), _zero),
+    "ceil": (lambda xp, a: xp.ceil(a), _zero),
+    "round": (lambda xp, a: xp.round(a), _zero),
+}
+
+
+class Unary(Function):
+    """One of the ``UNARY`` functions, by name: forward and derivative from the table."""
+
+    @staticmethod
+    def forward(ctx, a, name):
+        xp = xp_of(a)
+        y = xp.asarray(UNARY[name][0](xp, a)).astype(a.dtype, copy=False)
+        ctx.save_for_backward(a, y)
+        ctx.name = name
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        a, y = ctx.saved_tensors
+        return g * UNARY[ctx.name][1](xp_of(a), a, y), None

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
-from ._util import sum_to
+from ._util import quiet as _quiet, sum_to, xp_of
 
 
 class MatMul(Function):
@@ -58,3 +58,81 @@ class Linear(Function):
         if nb:
             gb = g.reshape(rows, g.shape[-1]).sum(axis=0)
         return gx, gw, gb
+
+
+class Einsum(Function):
+    """numpy.einsum with an explicit equation (``"ij,jk->ik"``: no ellipsis, no repeated
+    subscript within one operand). The gradient of each operand is another einsum: the output
+    gradient with the other operands, summed back over the operand's own subscripts."""
+
+    @staticmethod
+    def forward(ctx, equation, *operands):
+        ctx.save_for_backward(*operands)
+        ctx.equation = equation
+        return xp_of(operands[0]).einsum(equation, *operands)
+
+    @staticmethod
+    def backward(ctx, g):
+        operands = ctx.saved_tensors
+        inputs, output = ctx.equation.split("->")
+        subs = inputs.split(",")
+        xp = xp_of(g)
+        grads = [None]
+        for i, (sub, a) in enumerate(zip(subs, operands)):
+            if not ctx.needs_input_grad[i + 1]:
+                grads.append(None)
+                continue
+            others = [j for j in range(len(subs)) if j != i]
+            kept = "".join(c for c in sub if c in output or any(c in subs[j] for j in others))
+            equation = ",".join([output] + [subs[j] for j in others]) + "->" + kept
+            ga = xp.einsum(equation, g, *(operands[j] for j in others))
+            # subscripts summed away in forward (only in this operand) come back by broadcasting
+            ga = ga.reshape(tuple(n if c in kept else 1 for c, n in zip(sub, a.shape)))
+            grads.append(xp.broadcast_to(ga, a.shape).astype(a.dtype, copy=True))
+        return tuple(grads)
+
+
+class VectorNorm(Function):
+    """The ``ord``-norm of ``a`` over ``axes``: inf/-inf (max/min of |a|), 0 (count of
+    non-zeros), or sum(|a|^ord)^(1/ord). At a zero norm the gradient is 0, as in torch."""
+
+    @staticmethod
+    def forward(ctx, a, ord, axes, keepdims):
+        xp = xp_of(a)
+        mag = abs(a)
+        if ord == float("inf"):
+            y = mag.max(axis=axes, keepdims=True)
+        elif ord == float("-inf"):
+            y = mag.min(axis=axes, keepdims=True)
+        elif ord == 0:
+            y = (mag != 0).sum(axis=axes, keepdims=True).astype(a.dtype)
+        elif ord == 1:
+            y = mag.sum(axis=axes, keepdims=True)
+        elif ord == 2:
+            y = xp.sqrt((mag * mag).sum(axis=axes, keepdims=True))
+        else:
+            y = (mag ** ord).sum(axis=axes, keepdims=True) ** (1.0 / ord)
+        ctx.save_for_backward(a, y)
+        ctx.conf = (ord, axes)
+        return y if keepdims else y.reshape(tuple(n for i, n in enumerate(a.shape)
+                                                  if i not in axes))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, y = ctx.saved_tensors
+        ord, axes = ctx.conf
+        xp = xp_of(a)
+        g = g.reshape(y.shape)
+        sign = xp.sign(a)
+        if ord in (float("inf"), float("-inf")):
+            hits = abs(a) == y
+            return g * sign * hits / hits.sum(axis=axes, keepdims=True), None, None, None
+        if ord == 0:
+            return xp.zeros_like(a), None, None, None
+        if ord == 1:
+            return g * sign, None, None, None
+        safe = xp.where(y == 0, 1, y)
+        with _quiet(xp):
+            ga = a / safe if ord == 2 else sign * abs(a) ** (ord - 1) / safe ** (ord - 1)
+        return g * xp.where(y == 0, 0, ga), None, None, None
+

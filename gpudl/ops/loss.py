@@ -238,7 +238,7 @@ def _pointwise(op, rule, param, input, target, reduction, weight=None):
     input, target = _checked_pair(op, input, target)
     weight = _checked_weight(op, "weight", weight, input)
     if reduction == "mean":
-        divisor = input.data.size
+        divisor = input._data.size
     elif reduction == "batchmean":
         divisor = input.shape[0] if input.ndim else 1
     else:
@@ -282,15 +282,15 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     [0, 1]; each log is clamped to >= -100 as in torch, so 0 and 1 give finite losses."""
     reduction = check_reduction("binary_cross_entropy", reduction, size_average, reduce)
     # RuntimeError, as torch. A NaN input passes (fit's NaN guard reports it); a NaN target not
-    if isinstance(input, Tensor) and input.data.size and bool(
-            ((input.data < 0) | (input.data > 1)).any()):
+    if isinstance(input, Tensor) and input._data.size and bool(
+            ((input._data < 0) | (input._data > 1)).any()):
         raise RuntimeError("binary_cross_entropy: all elements of input should be between 0 "
                            "and 1 (pass logits to binary_cross_entropy_with_logits instead)")
-    if isinstance(target, Tensor) and target.data.size and not bool(
-            ((target.data >= 0) & (target.data <= 1)).all()):
+    if isinstance(target, Tensor) and target._data.size and not bool(
+            ((target._data >= 0) & (target._data <= 1)).all()):
         raise RuntimeError("binary_cross_entropy: all elements of target should be between 0 "
                            "and 1 (probabilities or 0/1 labels), got values in "
-                           f"[{float(target.data.min())}, {float(target.data.max())}]")
+                           f"[{float(target._data.min())}, {float(target._data.max())}]")
     return _pointwise("binary_cross_entropy", _BCE, None, input, target, reduction, weight)
 
 
@@ -305,7 +305,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     reduction = check_reduction(op, reduction, size_average, reduce)
     if isinstance(input, Tensor):
         pos_weight = _checked_weight(op, "pos_weight", pos_weight, input)
-    return _pointwise(op, _BCEWithLogits, None if pos_weight is None else pos_weight.data,
+    return _pointwise(op, _BCEWithLogits, None if pos_weight is None else pos_weight._data,
                       input, target, reduction, weight)
 
 

@@ -5,6 +5,8 @@ gx = invstd * w * (g - mean(g) - xhat * mean(g * xhat)) over the normalised axes
 batch norm and layer norm), or gx = invstd * w * g (batch norm with running statistics).
 """
 
+import numpy as np
+
 from ..autograd import Function
 from ..tensor import Tensor
 from ._util import xp_of
@@ -132,7 +134,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if (running_mean is None) != (running_var is None):
         raise ValueError("batch_norm: running_mean and running_var must both be given or both "
                          "be None")
-    if training and input.data.size // max(channels, 1) == 1:      # (an empty batch is fine)
+    if training and input._data.size // max(channels, 1) == 1:      # (an empty batch is fine)
         raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
                          f"got input of shape {input.shape}")
     if not training and running_mean is None:
@@ -154,3 +156,78 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         if t is not None and t.shape != shape:
             raise ValueError(f"layer_norm: {name} has shape {t.shape}, expected {shape}")
     return LayerNorm.apply(input, weight, bias, len(shape), float(eps))
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalise (N, C, ...) input over each group of C / num_groups channels and all spatial
+    positions (mean 0, biased variance 1), then scale and shift per channel."""
+    if not isinstance(input, Tensor) or input.ndim < 2:
+        raise ValueError(f"group_norm: expected a (N, C, ...) tensor, got "
+                         f"{getattr(input, 'shape', type(input).__name__)}")
+    channels = input.shape[1]
+    if num_groups <= 0 or channels % num_groups:
+        raise ValueError(f"group_norm: {channels} channels are not divisible into {num_groups} "
+                         "groups")
+    for name, t in (("weight", weight), ("bias", bias)):
+        _check_vector("group_norm", name, t, channels, input)
+    per_group = input.numel() // max(input.shape[0] * num_groups, 1)
+    grouped = input.reshape(input.shape[0], num_groups, per_group)
+    mean = grouped.mean(-1, keepdim=True)
+    var = grouped.var(-1, unbiased=False, keepdim=True)
+    out = ((grouped - mean) / (var + eps).sqrt()).reshape(input.shape)
+    return _affine(out, weight, bias)
+
+
+def _affine(out, weight, bias):
+    shape = (1, out.shape[1]) + (1,) * (out.ndim - 2)
+    if weight is not None:
+        out = out * weight.reshape(shape)
+    if bias is not None:
+        out = out + bias.reshape(shape)
+    return out
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-5):
+    """Normalise each (sample, channel) of (N, C, ...) input over its spatial positions; with
+    ``use_input_stats=False``, by the running statistics instead (as batch_norm in eval). Given
+    running statistics are updated in place with the batch average of the instance statistics
+    (the variance unbiased), as torch does."""
+    if not isinstance(input, Tensor) or input.ndim < 3:
+        raise ValueError(f"instance_norm: expected a (N, C, L, ...) tensor, got "
+                         f"{getattr(input, 'shape', type(input).__name__)}")
+    if not use_input_stats:
+        return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+    channels = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+        _check_vector("instance_norm", name, t, channels, input)
+    if running_mean is not None:
+        from ..autograd import no_grad
+        with no_grad():
+            flat = input.detach().reshape(input.shape[0], channels, -1)
+            running_mean.mul_(1 - momentum).add_(flat.mean(-1).mean(0) * momentum)
+            running_var.mul_(1 - momentum).add_(flat.var(-1).mean(0) * momentum)
+    return group_norm(input, channels, weight, bias, eps)
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """input / max(||input||_p over ``dim``, eps)."""
+    from ..linalg import vector_norm
+    return input / vector_norm(input, p, dim, keepdim=True).clamp_min(eps)
+
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    """Cosine of the angle between x1 and x2 along ``dim`` (broadcast), each norm clamped to at
+    least ``eps``."""
+    from ..linalg import vector_norm
+    if not isinstance(x1, Tensor) or not isinstance(x2, Tensor):
+        raise TypeError("cosine_similarity: x1 and x2 must be Tensors")
+    try:
+        shape = tuple(np.broadcast_shapes(x1.shape, x2.shape))
+    except ValueError:
+        raise ValueError(f"cosine_similarity: shapes {x1.shape} and {x2.shape} are not "
+                         "broadcastable") from None
+    x1, x2 = x1.expand(*shape), x2.expand(*shape)
+    unit1 = x1 / vector_norm(x1, 2, dim, keepdim=True).clamp_min(eps)
+    unit2 = x2 / vector_norm(x2, 2, dim, keepdim=True).clamp_min(eps)
+    return (unit1 * unit2).sum(dim)

@@ -1,9 +1,16 @@
-"""F.pad in constant mode: pads (left, right) pairs from the last dim backwards, as torch;
-a negative width crops that side instead."""
+"""F.pad: pads (left, right) pairs from the last dim backwards, as torch. Constant mode (a
+negative width crops that side instead) is one Function; reflect, replicate and circular read the
+input at mirrored, clamped or wrapped positions (an index per padded dim, whose gradient adds up
+where positions repeat)."""
+
+import numpy as np
 
 from ..autograd import Function
 from ..tensor import Tensor
 from ._util import xp_of
+
+# torch's mode -> numpy.pad's name for the same positions
+_INDEX_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 class Pad(Function):
@@ -27,8 +34,9 @@ def pad(input, pad, mode="constant", value=None):
     elements from that side (as torch); no dim may end up with a negative size."""
     if not isinstance(input, Tensor):
         raise TypeError(f"pad: input must be a Tensor, got {type(input).__name__}")
-    if mode != "constant":
-        raise NotImplementedError(f"pad: only mode='constant' is supported, got {mode!r}")
+    if mode != "constant" and mode not in _INDEX_MODES:
+        raise NotImplementedError(f"pad: mode must be 'constant', 'reflect', 'replicate' or "
+                                  f"'circular', got {mode!r}")
     pad = tuple(pad)
     if len(pad) % 2 or len(pad) // 2 > input.ndim:
         raise ValueError(f"pad: pad {pad} must hold (left, right) pairs for at most "
@@ -40,4 +48,31 @@ def pad(input, pad, mode="constant", value=None):
     if any(n + lo + hi < 0 for n, (lo, hi) in zip(input.shape, widths)):
         raise ValueError(f"pad: pad {pad} would give a negative size for input of shape "
                          f"{input.shape}")
+    if mode != "constant":
+        return _pad_by_index(input, pairs, mode)
     return Pad.apply(input, tuple(widths), 0 if value is None else value)
+
+
+def _pad_by_index(input, pairs, mode):
+    if len(pairs) > 3 or input.ndim not in (len(pairs) + 1, len(pairs) + 2):
+        raise ValueError(f"pad: mode={mode!r} pads the last 1 to 3 dims of a (N, C, ...) or "
+                         f"(C, ...) input; got {len(pairs)} dims to pad for shape {input.shape}")
+    out = input
+    for k, (lo, hi) in enumerate(pairs):
+        axis = input.ndim - 1 - k
+        n = input.shape[axis]
+        limit = n - 1 if mode == "reflect" else n
+        if mode != "replicate" and (lo > limit or hi > limit) or n == 0 or n + lo + hi < 0:
+            raise ValueError(f"pad: mode={mode!r} widths {(lo, hi)} must not exceed "
+                             f"{limit} for dim {axis} of size {n}")
+        # positions in the input; a negative width crops that side, as in torch (circular
+        # wraps around what is left after the crop, the others reflect or clamp the input)
+        positions = np.arange(n)
+        crop = slice(max(-lo, 0), n - max(-hi, 0))
+        if mode == "circular":
+            positions = np.pad(positions[crop], (max(lo, 0), max(hi, 0)), mode="wrap")
+        else:
+            positions = np.pad(positions, (max(lo, 0), max(hi, 0)), mode=_INDEX_MODES[mode])
+            positions = positions[max(-lo, 0):len(positions) - max(-hi, 0)]
+        out = out.index_select(axis, positions)
+    return out

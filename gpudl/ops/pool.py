@@ -169,3 +169,35 @@ def _window(op, shape, kernel_size, stride, padding, dilation):
                 f"input has {shape[a - 2] + 2 * padding[a]} (input shape {tuple(shape)}, padding "
                 f"{padding}): the output would be empty")
     return kernel, stride, padding, dilation
+
+
+def _single(value):
+    return value[0] if isinstance(value, (tuple, list)) and len(value) == 1 else value
+
+
+def _check_1d(op, input):
+    if getattr(input, "ndim", None) not in (2, 3):
+        raise ValueError(f"{op}: expected (N, C, L) or (C, L) input, got shape "
+                         f"{getattr(input, 'shape', None)}")
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """1-D max pooling over (N, C, L) or (C, L) input: max_pool2d on a height-1 image.
+    Indices (``return_indices=True``) are positions along L."""
+    _check_1d("max_pool1d", input)
+    stride = kernel_size if stride is None or stride == [] else stride
+    out = max_pool2d(input.unsqueeze(-2), (1, _single(kernel_size)), (1, _single(stride)),
+                     (0, _single(padding)), (1, _single(dilation)), ceil_mode, return_indices)
+    if return_indices:
+        return out[0].squeeze(-2), out[1].squeeze(-2)
+    return out.squeeze(-2)
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """1-D average pooling over (N, C, L) or (C, L) input: avg_pool2d on a height-1 image."""
+    _check_1d("avg_pool1d", input)
+    stride = kernel_size if stride is None or stride == [] else stride
+    return avg_pool2d(input.unsqueeze(-2), (1, _single(kernel_size)), (1, _single(stride)),
+                      (0, _single(padding)), ceil_mode, count_include_pad).squeeze(-2)

@@ -1,9 +1,7 @@
 """Reductions: sum, mean, max/min (values and indices), var/std, and softmax/log_softmax."""
 
-import contextlib
-
 from ..autograd import Function
-from ._util import xp_of
+from ._util import quiet as _quiet, xp_of
 
 
 def _expand_back(g, axes, keepdims, shape):
@@ -103,12 +101,6 @@ class Var(Function):
             return g * (2 / denom if denom else float("nan")) * centered, None, None, None
 
 
-def _quiet(xp):
-    """Division by a zero count gives inf/nan as in torch, without NumPy's warning."""
-    return xp.errstate(divide="ignore", invalid="ignore") if hasattr(xp, "errstate") \
-        else contextlib.nullcontext()
-
-
 def softmax_array(a, axis):
     xp = xp_of(a)
     if a.size == 0:
@@ -152,3 +144,104 @@ class LogSoftmax(Function):
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
         return g - xp_of(y).exp(y) * g.sum(axis=ctx.axis, keepdims=True), None
+
+
+class Amax(Function):
+    """max (``largest``) or min over ``axes``; ties share the gradient evenly, as torch.amax."""
+
+    @staticmethod
+    def forward(ctx, a, axes, keepdims, largest):
+        y = a.max(axis=axes, keepdims=True) if largest else a.min(axis=axes, keepdims=True)
+        ctx.save_for_backward(a, y)
+        ctx.axes = axes
+        return y if keepdims else y.reshape(tuple(n for i, n in enumerate(a.shape)
+                                                  if i not in axes))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, y = ctx.saved_tensors
+        hits = (a == y)
+        g = g.reshape(y.shape)
+        return g * hits / hits.sum(axis=ctx.axes, keepdims=True), None, None, None
+
+
+def _along(axis, start, stop):
+    """The index of positions [start, stop) along ``axis``."""
+    return (slice(None),) * axis + (slice(start, stop),)
+
+
+def _exclusive_cumprod(a, axis, reverse=False):
+    """prod of the elements before (after, with ``reverse``) each one along ``axis``."""
+    xp = xp_of(a)
+    if reverse:
+        return xp.flip(_exclusive_cumprod(xp.flip(a, axis), axis), axis)
+    ones = xp.ones_like(a[_along(axis, 0, 1)])
+    head = a[_along(axis, 0, a.shape[axis] - 1)]
+    return xp.concatenate([ones, xp.cumprod(head, axis=axis)], axis=axis)
+
+
+class Prod(Function):
+    """Product over one axis (or all, ``axis=None``); the gradient is the product of the other
+    elements, computed without dividing, so zeros are exact."""
+
+    @staticmethod
+    def forward(ctx, a, axis, keepdims):
+        ctx.save_for_backward(a)
+        ctx.conf = (axis, keepdims)
+        return a.prod(axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        axis, keepdims = ctx.conf
+        flat = a.reshape(-1) if axis is None else a
+        ax = 0 if axis is None else axis
+        if flat.shape[ax] == 0:
+            return xp_of(a).zeros_like(a), None, None
+        others = _exclusive_cumprod(flat, ax) * _exclusive_cumprod(flat, ax, reverse=True)
+        if axis is None:
+            return (g.reshape(()) * others).reshape(a.shape), None, None
+        if not keepdims:
+            g = xp_of(g).expand_dims(g, axis)
+        return g * others, None, None
+
+
+class CumSum(Function):
+    @staticmethod
+    def forward(ctx, a, axis):
+        ctx.axis = axis
+        return xp_of(a).cumsum(a, axis=axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = xp_of(g)
+        return xp.flip(xp.cumsum(xp.flip(g, ctx.axis), axis=ctx.axis), ctx.axis), None
+
+
+class CumProd(Function):
+    @staticmethod
+    def forward(ctx, a, axis):
+        y = xp_of(a).cumprod(a, axis=axis)
+        ctx.save_for_backward(a, y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        a, y = ctx.saved_tensors
+        axis, xp = ctx.axis, xp_of(g)
+        if a.shape[axis] == 0:
+            return xp.zeros_like(a), None
+        if (a != 0).all():                 # the quick form: sum_{j >= k} g_j y_j / a_k
+            return xp.flip(xp.cumsum(xp.flip(g * y, axis), axis=axis), axis) / a, None
+        # d y_j / d a_k = prod_{i <= j, i != k} a_i for j >= k: the product before k times the
+        # running product after it; summed over j >= k with a reversed cumulative sum
+        before = _exclusive_cumprod(a, axis)
+        ga = xp.zeros_like(y)
+        for k in range(a.shape[axis]):
+            n = a.shape[axis]
+            after = xp.concatenate([xp.ones_like(a[_along(axis, k, k + 1)]),
+                                    xp.cumprod(a[_along(axis, k + 1, n)], axis=axis)], axis=axis)
+            total = (g[_along(axis, k, n)] * after).sum(axis=axis, keepdims=True)
+            ga[_along(axis, k, k + 1)] = total * before[_along(axis, k, k + 1)]
+        return ga, None

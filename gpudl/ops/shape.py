@@ -95,3 +95,73 @@ class Stack(Function):
         xp = xp_of(g)
         parts = xp.split(g, g.shape[ctx.axis], axis=ctx.axis)
         return (None, *(p.squeeze(ctx.axis) for p in parts))
+
+
+class IndexPut(Function):
+    """``a`` with ``values`` written at ``index`` (a tuple of index arrays and slices), added when
+    ``accumulate`` (repeated indices add up), else overwritten: scatter, scatter_add and
+    index_add are this op with different index tuples."""
+
+    @staticmethod
+    def forward(ctx, a, index, values, accumulate):
+        ctx.conf = (index, accumulate)
+        out = a.copy()
+        if accumulate:
+            backend.scatter_add(out, index, values)
+        else:
+            out[index] = values
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        index, accumulate = ctx.conf
+        na, _, nv, _ = ctx.needs_input_grad
+        ga = gv = None
+        if na:
+            ga = g
+            if not accumulate:
+                ga = g.copy()
+                ga[index] = 0
+        if nv:
+            gv = g[index]
+        return ga, None, gv, None
+
+
+class Flip(Function):
+    @staticmethod
+    def forward(ctx, a, axes):
+        ctx.axes = axes
+        return xp_of(a).flip(a, axis=axes).copy()
+
+    @staticmethod
+    def backward(ctx, g):
+        return xp_of(g).flip(g, axis=ctx.axes), None
+
+
+class Roll(Function):
+    @staticmethod
+    def forward(ctx, a, shifts, axes):
+        ctx.conf = (shifts, axes)
+        return xp_of(a).roll(a, shifts, axis=axes)
+
+    @staticmethod
+    def backward(ctx, g):
+        shifts, axes = ctx.conf
+        back = -shifts if isinstance(shifts, int) else tuple(-s for s in shifts)
+        return xp_of(g).roll(g, back, axis=axes), None, None
+
+
+class Triangle(Function):
+    """The lower (``upper=False``) or upper triangle of the last two dims, from ``diagonal``."""
+
+    @staticmethod
+    def forward(ctx, a, diagonal, upper):
+        ctx.conf = (diagonal, upper)
+        xp = xp_of(a)
+        return xp.triu(a, diagonal) if upper else xp.tril(a, diagonal)
+
+    @staticmethod
+    def backward(ctx, g):
+        diagonal, upper = ctx.conf
+        xp = xp_of(g)
+        return (xp.triu(g, diagonal) if upper else xp.tril(g, diagonal)), None, None

@@ -1,5 +1,7 @@
 """embedding (a row gather whose backward scatter-adds) and one_hot."""
 
+import numpy as np
+
 from .. import backend
 from ..autograd import Function, no_grad
 from ..tensor import Tensor
@@ -29,15 +31,61 @@ class Embedding(Function):
         return gw, None, None
 
 
+NO_BAD_INDEX = np.iinfo(np.int64).max
+_NEVER = np.iinfo(np.int64).min         # "no ignore_index" for the device reduction
+DEFERRED_NOTE = (" (found by a device-side check at the next device read; results computed "
+                 "with it are invalid)")
+
+
+def smallest_bad_index(data, size, ignore_index=None):
+    """The smallest value of integer ``data`` outside [0, size) other than ``ignore_index``, as a
+    0-d int64 array on the data's device (``NO_BAD_INDEX`` when none): one reduction, no read."""
+    ignore = _NEVER if ignore_index is None else ignore_index
+    if backend.is_device_array(data):
+        kernel = backend.reduction_kernel(
+            "T x, int64 n, int64 ignore", "int64 y",
+            "(x == ignore || (x >= 0 && x < n)) ? 0x7fffffffffffffffLL : (long long)x",
+            "min(a, b)", "y = a", "0x7fffffffffffffffLL", "gpudl_smallest_bad_index")
+        return kernel(data, size, ignore)
+    bad = ((data < 0) | (data >= size)) & (data != ignore)
+    return np.where(bad, data.astype(np.int64), NO_BAD_INDEX).min(initial=NO_BAD_INDEX)
+
+
+# On the GPU, index range checks are device-side and reported at the next device read
+# (backend.defer_check): reading a flag back per call would stall every step.
+deferred = backend.is_device_array
+
+
+def check_range(data, size, make_error, ignore_index=None):
+    """Raise ``make_error(bad value, deferred)`` when integer ``data`` holds a value outside
+    [0, size) other than ``ignore_index``: at once on the CPU, at the next device read on a GPU."""
+    if not data.size:
+        return
+    if deferred(data):
+        backend.defer_check(smallest_bad_index(data, size, ignore_index),
+                            lambda value: value == NO_BAD_INDEX,
+                            lambda value: make_error(value, True))
+        return
+    bad = (data < 0) | (data >= size)
+    if ignore_index is not None:
+        bad &= data != ignore_index
+    if bad.any():                                   # the first bad value, as torch reports
+        raise make_error(int(data[bad].reshape(-1)[0]), False)
+
+
 def check_indices(op, name, indices, size):
     """Refuse non-integer ``indices`` (TypeError) or any outside [0, size) (IndexOutOfRange)."""
     if indices.dtype.kind not in "iu":
         raise TypeError(f"{op}: {name} must be an integer tensor, got {indices.dtype}")
-    data = indices.data
-    if data.size and bool(((data < 0) | (data >= size)).any()):     # one device sync
-        lo, hi = int(data.min()), int(data.max())
-        raise IndexOutOfRange(f"{op}: {name} must lie in [0, {size - 1}] but holds values in "
-                              f"[{lo}, {hi}]")
+
+    def error(value, late):
+        if late:
+            return IndexOutOfRange(f"{op}: {name} must lie in [0, {size - 1}] but holds {value}"
+                                   + DEFERRED_NOTE)
+        lo, hi = int(indices._data.min()), int(indices._data.max())      # host data: no sync
+        return IndexOutOfRange(f"{op}: {name} must lie in [0, {size - 1}] but holds values in "
+                               f"[{lo}, {hi}]")
+    check_range(indices._data, size, error)
 
 
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
@@ -66,9 +114,9 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
 
 
 def _renorm_rows(weight, indices, max_norm, norm_type):
-    xp = xp_of(weight.data)
-    rows = xp.unique(indices.data.reshape(-1))
-    picked = weight.data[rows]
+    xp = xp_of(weight._data)
+    rows = xp.unique(indices._data.reshape(-1))
+    picked = weight._data[rows]
     norms = (xp.abs(picked) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
     scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).astype(weight.dtype)
     with no_grad():
@@ -81,10 +129,10 @@ def one_hot(tensor, num_classes=-1):
     if not isinstance(tensor, Tensor):
         raise TypeError(f"one_hot: tensor must be a Tensor, got {type(tensor).__name__}")
     if num_classes == -1:
-        if tensor.data.size == 0:
+        if tensor._data.size == 0:
             raise ValueError("one_hot: cannot infer num_classes of an empty tensor")
-        num_classes = int(tensor.data.max()) + 1
+        num_classes = int(tensor._data.max()) + 1
     check_indices("one_hot", "tensor", tensor, num_classes)
-    xp = xp_of(tensor.data)
-    out = tensor.data[..., None] == xp.arange(num_classes)
+    xp = xp_of(tensor._data)
+    out = tensor._data[..., None] == xp.arange(num_classes)
     return Tensor._make(out.astype(xp.int64), False, None, 0, tensor.device)

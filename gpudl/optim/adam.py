@@ -79,8 +79,8 @@ class Adam(Optimizer):
         step_size = lr / (1 - beta1 ** step)
         bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
         coupled = weight_decay if not self._decoupled else 0
-        exp_avg, exp_avg_sq = state["exp_avg"].data, state["exp_avg_sq"].data
-        second = state["max_exp_avg_sq"].data if amsgrad else None
+        exp_avg, exp_avg_sq = state["exp_avg"]._data, state["exp_avg_sq"]._data
+        second = state["max_exp_avg_sq"]._data if amsgrad else None
         if backend.is_device_array(param):
             lines = _adam_lines(amsgrad, group["maximize"], bool(coupled),
                                 bool(weight_decay) and self._decoupled)

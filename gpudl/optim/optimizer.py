@@ -93,7 +93,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 else:
-                    p.grad.data[...] = 0
+                    p.grad._data[...] = 0
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; ``closure`` re-evaluates the loss."""
@@ -106,15 +106,15 @@ class Optimizer:
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    grad = p.grad.data
-                    if grad.shape != p.data.shape:
+                    grad = p.grad._data
+                    if grad.shape != p._data.shape:
                         raise RuntimeError(
                             f"{type(self).__name__}.step: a gradient of shape {grad.shape} "
-                            f"for a parameter of shape {p.data.shape}")
+                            f"for a parameter of shape {p._data.shape}")
                     state = self.state.get(p)
                     if state is None:
                         state = self.state[p] = self._init_state(p, group)
-                    self._update(p.data, grad, state, group)
+                    self._update(p._data, grad, state, group)
                     p._bump_version()      # CPU and fused GPU updates both write p in place
         return loss
 
@@ -204,7 +204,7 @@ def _like_default(value, default):
 def _state_value(name, index, key, value, param):
     """A loaded state entry: 'step' as an int, arrays copied to the parameter's device/dtype."""
     if isinstance(value, Tensor):
-        value = value.data
+        value = value._data
     if key == "step":
         return int(float(value))           # torch stores a float tensor; ours is an int
     if isinstance(value, (numbers.Number, str)) or value is None:
@@ -231,7 +231,7 @@ def check_range(optimizer, what, value, low=0.0, high=None):
 
 def new_state_buffer(param, fill=0.0):
     """A Tensor of ``param``'s shape, dtype and device filled with ``fill`` (optimizer state)."""
-    xp = backend.get_array_module(param.data)
+    xp = backend.get_array_module(param._data)
     array = xp.full(param.shape, fill, dtype=param.dtype)
     return Tensor._make(array, False, None, 0, param.device)
 

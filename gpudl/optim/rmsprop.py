@@ -74,8 +74,8 @@ class RMSprop(Optimizer):
     def _update(self, param, grad, state, group):
         state["step"] += 1
         alpha, momentum, centered = group["alpha"], group["momentum"], group["centered"]
-        square_avg = state["square_avg"].data
-        extra = [state[k].data for k in ("momentum_buffer", "grad_avg") if k in state]
+        square_avg = state["square_avg"]._data
+        extra = [state[k]._data for k in ("momentum_buffer", "grad_avg") if k in state]
         if backend.is_device_array(param):
             lines = _rmsprop_lines(centered, momentum > 0, group["maximize"],
                                    bool(group["weight_decay"]))
@@ -92,7 +92,7 @@ class RMSprop(Optimizer):
         avg *= g
         square_avg += avg
         if centered:
-            grad_avg = state["grad_avg"].data
+            grad_avg = state["grad_avg"]._data
             lerp_(grad_avg, g, 1 - alpha, avg)
             np.multiply(grad_avg, grad_avg, out=avg)
             np.subtract(square_avg, avg, out=avg)
@@ -101,7 +101,7 @@ class RMSprop(Optimizer):
             np.sqrt(square_avg, out=avg)
         avg += group["eps"]
         if momentum > 0:
-            buf = state["momentum_buffer"].data
+            buf = state["momentum_buffer"]._data
             buf *= momentum
             np.divide(g, avg, out=avg)
             buf += avg
@@ -140,7 +140,7 @@ class Adagrad(Optimizer):
     def _update(self, param, grad, state, group):
         state["step"] = step = state["step"] + 1
         clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
-        state_sum = state["sum"].data
+        state_sum = state["sum"]._data
         if backend.is_device_array(param):
             lines = _adagrad_lines(group["maximize"], bool(group["weight_decay"]))
             kernel = fused(_ADAGRAD_IN, "T param, T state_sum", lines, "gpudl_adagrad")

@@ -64,7 +64,7 @@ class SGD(Optimizer):
                 buf = state["momentum_buffer"] = Tensor._make(
                     backend.get_array_module(param).empty_like(param), False, None, 0, None)
             fused(_IN, "T param, T momentum_buffer", lines, "gpudl_sgd_momentum")(
-                *scalars, param, buf.data)
+                *scalars, param, buf._data)
             return
         d = effective_grad(param, grad, group["weight_decay"], group["maximize"])
         scratch = self._scratch(param)
@@ -73,16 +73,16 @@ class SGD(Optimizer):
                 buf = state["momentum_buffer"] = Tensor._make(
                     d.copy() if d is grad else d, False, None, 0, None)
             else:
-                buf.data *= momentum
+                buf._data *= momentum
                 if group["dampening"]:
                     d_weighted = np.multiply(d, 1 - group["dampening"], out=scratch)
                 else:
                     d_weighted = d                  # 1 * d: torch's alpha=1 is exact too
-                buf.data += d_weighted
+                buf._data += d_weighted
             if group["nesterov"]:
-                np.multiply(buf.data, momentum, out=scratch)
+                np.multiply(buf._data, momentum, out=scratch)
                 d = np.add(d, scratch, out=scratch)
             else:
-                d = buf.data
+                d = buf._data
         np.multiply(d, -group["lr"], out=scratch)
         param += scratch

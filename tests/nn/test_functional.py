@@ -236,8 +236,13 @@ def test_pad_matches_torch(rng):
                         lambda x: TF.pad(x, (0, 1, 2, 0), value=-1.5), x)
     with pytest.raises(ValueError, match="pairs"):
         F.pad(gd.tensor(x), (1, 2, 3))
-    with pytest.raises(NotImplementedError, match="reflect"):
-        F.pad(gd.tensor(x), (1, 1), mode="reflect")
+    for mode in ("reflect", "replicate", "circular"):
+        check_against_torch(lambda x: F.pad(x, (2, 1), mode=mode),
+                            lambda x: TF.pad(x, (2, 1), mode=mode), x)
+    with pytest.raises(NotImplementedError, match="mode must be"):
+        F.pad(gd.tensor(x), (1, 1), mode="mirror")
+    with pytest.raises(ValueError, match="must not exceed 3"):
+        F.pad(gd.tensor(x), (4, 0), mode="reflect")
 
 
 def test_float32_erf_approximation_error_bound():

@@ -63,7 +63,7 @@ def test_state_dict_values_are_detached_and_share_data():
     model = Net()
     sd = model.state_dict()
     assert not sd["scale"].requires_grad and model.scale.requires_grad
-    assert np.shares_memory(sd["scale"].data, model.scale.data)
+    assert np.shares_memory(sd["scale"]._data, model.scale._data)
     assert sd["scale"] is not model.scale
     assert model.state_dict(keep_vars=True)["scale"] is model.scale
 
@@ -254,7 +254,7 @@ def test_repr_matches_torch():
 def test_parameter_construction():
     t = gd.randn(2, 3)
     p = nn.Parameter(t)
-    assert isinstance(p, gd.Tensor) and p.requires_grad and p.data is t.data
+    assert isinstance(p, gd.Tensor) and p.requires_grad and p._data is t._data
     assert nn.Parameter(np.ones(2), requires_grad=False).requires_grad is False
     assert type(p * 2) is gd.Tensor
     with pytest.raises(RuntimeError):

@@ -74,14 +74,14 @@ def run_pair(torch, case, rng, steps=12, wrap=None):
     params = [gd.tensor(a, requires_grad=True) for a in init]
     if wrap is not None:
         for p in params:
-            p.data = wrap(p.data)
+            p._data = wrap(p._data)
     tparams = [torch.tensor(a, requires_grad=True) for a in init]
     opt = getattr(optim, name)(params, **options)
     topt = getattr(torch.optim, name)(tparams, **options)
     for grads in gradients(rng, SHAPES, steps):
         gd_step(opt, params, grads)
         torch_step(torch, topt, tparams, grads)
-    return ([np.asarray(p.data).view(np.ndarray) for p in params],
+    return ([np.asarray(p._data).view(np.ndarray) for p in params],
             [t.detach().numpy() for t in tparams], init)
 
 

@@ -45,10 +45,10 @@ def test_float64_parameters(name, rng):
 
 def test_updates_in_place_and_keep_identity(rng):
     p = gd.tensor(rng.standard_normal((3, 4)).astype(np.float32), requires_grad=True)
-    array = p.data
+    array = p._data
     opt = optim.Adam([p], lr=0.1)
     gd_step(opt, [p], [rng.standard_normal((3, 4)).astype(np.float32)])
-    assert p.data is array and p.dtype == np.float32
+    assert p._data is array and p.dtype == np.float32
     assert opt.state[p]["step"] == 1
 
 

@@ -57,14 +57,63 @@ def test_conv2d_matches_twin(rng, monkeypatch, case):
             _close(g, r)
 
 
-def test_weight_gradient_split_over_blocks(rng, monkeypatch):
-    """Force several reduction splits (a real GPU splits above MIN_SPLIT pixels)."""
+@pytest.mark.parametrize("needs", [(False, True, False), (False, True, True)])
+def test_weight_gradient_split_over_blocks(rng, monkeypatch, needs):
+    """Force several reduction splits (a real GPU splits above MIN_SPLIT pixels); the bias
+    gradient folded into the same pass sums its splits too."""
     case = CASES[0]
     x, w, _ = _arrays(rng, case)
     gy = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
-    want = _cpu(monkeypatch, conv.conv2d_backward, x, w, gy, *case[6:])[1]
+    want = _cpu(monkeypatch, conv.conv2d_backward, x, w, gy, *case[6:])
     monkeypatch.setattr(conv_cuda, "MIN_SPLIT", 16)
-    _close(conv.conv2d_backward(x, w, gy, *case[6:], needs=(False, True, False))[1], want)
+    got = conv.conv2d_backward(x, w, gy, *case[6:], needs=needs)
+    _close(got[1], want[1])
+    if needs[2]:
+        _close(got[2], want[2])
+
+
+# (N, C, H, W, K, (kh, kw), stride, padding, dilation, groups): the 256-thread 128x128 tile
+# (more than 64 GEMM rows) with partial edge tiles, across two pixel tiles and, in the weight
+# gradient, two tap tiles; and grad_input phases that get no tap at all
+WIDE_CASES = [
+    (1, 2, 12, 12, 70, (1, 1), (1, 1), (0, 0), (1, 1), 1),      # 144 pixels: 128 + 16
+    (1, 70, 12, 11, 2, (1, 1), (1, 1), (0, 0), (1, 1), 1),      # grad_input with 70 rows
+    (1, 3, 9, 8, 4, (5, 9), (1, 1), (2, 4), (1, 1), 1),         # 135 taps: 128 + 7
+    (1, 2, 7, 8, 3, (2, 2), (3, 3), (1, 0), (2, 1), 1),         # stride 3: empty phases
+    (2, 4, 9, 7, 4, (3, 2), (3, 2), (2, 1), (2, 3), 2),         # every knob at once
+]
+
+
+def _forward_and_backward_match_twin(rng, monkeypatch, case):
+    x, w, b = _arrays(rng, case)
+    conf = case[6:]
+    y = conv.conv2d_forward(x, w, b, *conf)
+    _close(y, _cpu(monkeypatch, conv.conv2d_forward, x, w, b, *conf))
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    got = conv.conv2d_backward(x, w, gy, *conf)
+    want = _cpu(monkeypatch, conv.conv2d_backward, x, w, gy, *conf)
+    for g, r in zip(got, want):
+        _close(g, r)
+
+
+@pytest.mark.parametrize("case", WIDE_CASES)
+def test_tiles_and_phases_match_twin(rng, monkeypatch, case):
+    _forward_and_backward_match_twin(rng, monkeypatch, case)
+
+
+def test_two_row_tiles_of_128(rng, monkeypatch):
+    """More than 128 output channels: two 128-row tiles, the second one partial."""
+    case = (1, 2, 3, 3, 130, (1, 1), (1, 1), (0, 0), (1, 1), 1)
+    x, w, b = _arrays(rng, case)
+    y = conv.conv2d_forward(x, w, b, *case[6:])
+    _close(y, _cpu(monkeypatch, conv.conv2d_forward, x, w, b, *case[6:]))
+
+
+def test_64_bit_build_matches_twin(rng, monkeypatch):
+    """Tensors past the int32 guard take the int64 kernels: forced here by lowering the guard."""
+    monkeypatch.setattr(conv_cuda, "INT32_LIMIT", 64)
+    assert conv_cuda._index(65, image=1) == conv_cuda.int64
+    _forward_and_backward_match_twin(rng, monkeypatch, CASES[1])
 
 
 @pytest.mark.parametrize("stride, padding, output_padding, groups, dilation", [
@@ -88,13 +137,19 @@ def test_conv_transpose2d_matches_twin(rng, monkeypatch, stride, padding, output
 
 
 def test_float16_inputs_accumulate_in_float32(rng, monkeypatch):
-    case = CASES[0]
+    case = CASES[1]
     x, w, b = _arrays(rng, case, np.float16)
     y = conv.conv2d_forward(x, w, b, *case[6:])
     assert y.dtype == np.float16
-    want = _cpu(monkeypatch, conv.conv2d_forward, x.astype(np.float32), w.astype(np.float32),
-                b.astype(np.float32), *case[6:])
-    np.testing.assert_allclose(y.astype(np.float32), want, rtol=1e-2, atol=1e-2)
+    gy = rng.standard_normal(y.shape).astype(np.float16)
+    got = (y,) + conv.conv2d_backward(x, w, gy, *case[6:])
+    f32 = [a.astype(np.float32) for a in (x, w, b, gy)]
+    want = (_cpu(monkeypatch, conv.conv2d_forward, *f32[:3], *case[6:]),) + _cpu(
+        monkeypatch, conv.conv2d_backward, f32[0], f32[1], f32[3], *case[6:])
+    for g, r in zip(got, want):
+        assert g.dtype == np.float16
+        np.testing.assert_allclose(g.astype(np.float32), r, rtol=1e-2,
+                                   atol=1e-2 * max(1, np.abs(r).max()))
 
 
 def test_nan_propagates(rng):
@@ -103,3 +158,8 @@ def test_nan_propagates(rng):
     x[0, 1, 2, 3] = np.nan
     y = conv.conv2d_forward(x, w, b, *case[6:])
     assert np.isnan(y[0, :, 1:4, 2:5]).all() and not np.isnan(y[1]).any()
+
+
+def test_an_image_past_the_int32_range_is_refused():
+    with pytest.raises(ValueError, match="one image holds"):
+        conv_cuda._index(10, image=conv_cuda.IMAGE_LIMIT)

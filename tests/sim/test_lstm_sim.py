@@ -26,7 +26,7 @@ def _random(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def _step_arrays(rng, mode, backward):
+def _step_arrays(rng, mode, backward, B=B, H=H):
     """Random arguments for one step function, in its argument order."""
     G = K.GATES[mode]
     seq, state, gate_seq = (T, B, H), (T + 1, B, H), (T, B, G * H)
@@ -46,9 +46,12 @@ def _step_arrays(rng, mode, backward):
 
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
 @pytest.mark.parametrize("backward", [False, True])
-def test_step_kernel_matches_cpu_step(rng, mode, backward):
+@pytest.mark.parametrize("batch, hidden", [(B, H), (19, 5), (2, 300)])
+def test_step_kernel_matches_cpu_step(rng, mode, backward, batch, hidden):
+    """(19, 5): 3 blocks of 8 batch rows x 32 units, the last partial; (2, 300): 2 blocks of 256
+    units, the second partial."""
     from gpudl.kernels import lstm_cuda
-    arrays = _step_arrays(rng, mode, backward)
+    arrays = _step_arrays(rng, mode, backward, batch, hidden)
     extra = (mode == "rnn_relu",) if mode.startswith("rnn") else ()
     on_gpu = [a.copy() for a in arrays]
     on_cpu = [a.copy() for a in arrays]
@@ -87,3 +90,16 @@ def test_empty_batch_launches_nothing(rng):
     y, _, _, saved = K.rnn_forward("lstm", x, state, state, **w)
     grads = K.rnn_backward(saved, w["w_ih"], w["w_hh"], np.zeros_like(y))
     assert y.shape == (2, 0, H) and grads[0].shape == (2, 0, I)
+
+
+def test_step_launch_shape_and_limit(rng, monkeypatch):
+    from gpudl.kernels import lstm_cuda
+    assert lstm_cuda._block(5) == (32, 8) and lstm_cuda._block(100) == (128, 2)
+    assert lstm_cuda._block(300) == (256, 1)
+    monkeypatch.setattr(lstm_cuda, "MAX_GRID_Y", 2)
+    arrays = _step_arrays(rng, "lstm", False, 17, 5)      # 3 blocks of 8 rows: over the limit
+    before = [a.copy() for a in arrays]
+    with pytest.raises(ValueError, match="batch size 17 needs 3 blocks of 8 rows"):
+        lstm_cuda.CELLS["lstm"][0](1, 1, 2, *arrays)
+    for a, b in zip(arrays, before):
+        np.testing.assert_array_equal(a, b)

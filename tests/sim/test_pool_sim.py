@@ -72,8 +72,11 @@ def test_avg_pool_kernels_match_twin(rng, twin, shape, k, s, p, ceil_mode, count
 @pytest.mark.parametrize("shape, out, dtype", [
     ((2, 1, 7, 5), (3, 4), np.float32), ((1, 2, 3, 3), (5, 2), np.float32),
     ((1, 1, 6, 4), (4, 3), np.float16), ((1, 1, 5, 5), (2, 3), np.float64),
+    ((2, 3, 16, 12), (4, 3), np.float16),       # bins tile the input: the scatter
+    ((2, 3, 13, 11), (4, 3), np.float32),       # uneven bins overlap: the gather, several blocks
+    ((1, 2, 3, 17), (5, 17), np.float32),       # more bins than rows
 ])
-def test_adaptive_avg_pool_kernels_match_twin(rng, twin, shape, out, dtype):
+def test_adaptive_avg_pool_kernels_match_twin(rng, twin, poisoned, shape, out, dtype):
     x = rng.standard_normal(shape).astype(dtype)
     y = K.adaptive_avg_pool2d_forward(x, out)
     _close(y, twin(K.adaptive_avg_pool2d_forward, x, out), dtype)
@@ -89,3 +92,103 @@ def test_empty_batch_launches_nothing(rng):
     gx = K.max_pool2d_backward(y, argmax, x.shape, (2, 2), (2, 2), (0, 0), (1, 1))
     assert gx.shape == x.shape
     assert K.adaptive_avg_pool2d_forward(x, (3, 3)).shape == (0, 2, 3, 3)
+
+
+# Second generation: division-free backward. Non-overlapping windows scatter per output window
+# (uninitialised gx when they tile the input exactly, zero-filled otherwise); overlapping windows
+# gather per input pixel from precomputed cover tables. Shapes span several 256-thread blocks
+# with a partial last block. Uninitialised gradients are poisoned with NaN so that a cell the
+# kernels miss fails the comparison.
+@pytest.fixture
+def poisoned(monkeypatch):
+    from gpudl.kernels import pool_cuda
+    make = pool_cuda._grad_input
+
+    def nan_filled(xp, input_shape, dtype, zero):
+        gx = make(xp, input_shape, dtype, zero)
+        if not zero:
+            gx.fill(np.nan)
+        return gx
+    monkeypatch.setattr(pool_cuda, "_grad_input", nan_filled)
+
+
+def _assert_path(in_hw, out_hw, k, s, p, d, path):
+    from gpudl.kernels import pool_cuda
+    _, overlapping, exact, _ = pool_cuda._geometry(in_hw, out_hw, k, s, p, d)
+    assert path == ("gather" if overlapping else "exact" if exact else "scatter")
+
+
+@pytest.mark.parametrize("shape, k, s, p, d, dtype, path", [
+    ((2, 3, 16, 16), (2, 2), (2, 2), (0, 0), (1, 1), np.float32, "exact"),
+    ((2, 3, 16, 16), (2, 2), (2, 2), (0, 0), (1, 1), np.float16, "exact"),
+    ((1, 3, 17, 15), (2, 2), (2, 2), (0, 0), (1, 1), np.float32, "scatter"),
+    ((1, 2, 16, 14), (2, 2), (3, 4), (1, 0), (2, 3), np.float16, "scatter"),  # gaps, dilation
+    ((2, 2, 13, 13), (3, 3), (2, 2), (1, 1), (1, 1), np.float16, "gather"),   # ResNet's pool
+    ((1, 2, 12, 11), (3, 2), (1, 2), (1, 1), (2, 1), np.float32, "gather"),
+])
+def test_max_pool_backward_paths(rng, twin, poisoned, shape, k, s, p, d, dtype, path):
+    x = rng.standard_normal(shape).astype(dtype)
+    y, argmax = K.max_pool2d_forward(x, k, s, p, d, False)
+    want_y, want_argmax = twin(K.max_pool2d_forward, x, k, s, p, d, False)
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(argmax, want_argmax)
+    _assert_path(shape[-2:], y.shape[-2:], k, s, p, d, path)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    _close(K.max_pool2d_backward(gy, argmax, x.shape, k, s, p, d),
+           twin(K.max_pool2d_backward, gy, argmax, x.shape, k, s, p, d), dtype)
+
+
+def test_max_pool_float16_compares_in_float32(rng):
+    """Values that differ only beyond float16's precision never reach the kernel: the maximum of
+    float16 inputs equals NumPy's, and the argmax picks the first of equal maxima."""
+    x = np.array([[[[1.0, 1.0], [0.5, 65504.0]]], [[[-np.inf, -1e-4], [3e-5, 3e-5]]]],
+                 np.float16)
+    y, argmax = K.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
+    np.testing.assert_array_equal(y.reshape(-1), np.array([65504.0, 3e-5], np.float16))
+    np.testing.assert_array_equal(argmax.reshape(-1), [3, 2])
+
+
+@pytest.mark.parametrize("shape, k, s, p, count_include_pad, divisor, dtype, path", [
+    ((2, 3, 16, 16), (2, 2), (2, 2), (0, 0), True, None, np.float16, "exact"),
+    ((1, 3, 17, 18), (2, 3), (2, 3), (1, 0), False, None, np.float32, "exact"),   # padded
+    ((1, 3, 17, 19), (2, 3), (2, 3), (1, 0), False, None, np.float32, "scatter"),
+    ((2, 2, 13, 13), (3, 3), (2, 2), (1, 1), True, None, np.float32, "gather"),
+    ((1, 2, 13, 12), (3, 3), (2, 2), (1, 1), False, 7, np.float16, "gather"),
+])
+def test_avg_pool_backward_paths(rng, twin, poisoned, shape, k, s, p, count_include_pad, divisor, dtype,
+                                 path):
+    x = rng.standard_normal(shape).astype(dtype)
+    args = (k, s, p, False, count_include_pad, divisor)
+    y = K.avg_pool2d_forward(x, *args)
+    _close(y, twin(K.avg_pool2d_forward, x, *args), dtype)
+    _assert_path(shape[-2:], y.shape[-2:], k, s, p, (1, 1), path)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    bargs = (gy, x.shape, k, s, p, count_include_pad, divisor)
+    _close(K.avg_pool2d_backward(*bargs), twin(K.avg_pool2d_backward, *bargs), dtype)
+
+
+def test_launches_are_specialised_once(rng):
+    from gpudl.kernels import launch
+    x = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
+    K.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
+    before = launch.specialised_count()
+    for _ in range(3):
+        K.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
+    assert launch.specialised_count() == before
+
+
+def test_launches_split_into_whole_planes_past_the_flat_limit(rng, twin, monkeypatch):
+    """More threads than MAX_FLAT: the launcher slices the planes (3 x 36 cells per launch)."""
+    from gpudl.kernels import pool_cuda
+    monkeypatch.setattr(pool_cuda, "MAX_FLAT", 110)
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    conf = ((3, 3), (2, 2), (1, 1), (1, 1))
+    y, argmax = K.max_pool2d_forward(x, *conf, False)
+    np.testing.assert_array_equal(y, twin(K.max_pool2d_forward, x, *conf, False)[0])
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    _close(K.max_pool2d_backward(gy, argmax, x.shape, *conf),
+           twin(K.max_pool2d_backward, gy, argmax, x.shape, *conf), np.float32)
+    monkeypatch.setattr(pool_cuda, "MAX_FLAT", 20)
+    with pytest.raises(ValueError, match="a plane of 6 x 6 cells"):
+        K.max_pool2d_backward(gy, argmax, x.shape, *conf)
+

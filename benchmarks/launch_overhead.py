@@ -1,0 +1,79 @@
+"""Host time per Numba-CUDA kernel launch: lazily typed vs specialised (kernels/launch.py).
+
+    python -m benchmarks.launch_overhead            # on a machine with a GPU and CuPy
+
+Launches a tiny kernel (pool_cuda's max_fwd on a (1, 2, 2) plane: the GPU work is nothing) many
+times in a row and reports the host time per launch, medians of 7 blocks of 2,000 launches, the
+stream synchronised only between blocks (launches queue asynchronously, so this is the Python
+and driver cost a training step pays per kernel). Rows:
+
+- lazy, CuPy arrays: ``kernel[grid, block, stream](...)``, Numba types every argument per call;
+- specialised, CuPy arrays: ``launch.launch``, the dispatcher compiled for one signature;
+- specialised, Numba device arrays: the same with the arrays wrapped once beforehand (what the
+  LSTM step loop does per sequence).
+
+Under Numba's CUDA simulator the figures would be the simulator's Python thread emulation, not a
+launch: the script refuses to run there (and on a machine without a GPU).
+"""
+
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from gpudl import backend
+
+BLOCKS, LAUNCHES = 7, 2000
+
+
+def _per_launch_us(fn):
+    fn()                                  # compile and warm up
+    backend.synchronize()
+    times = []
+    for _ in range(BLOCKS):
+        start = time.perf_counter()
+        for _ in range(LAUNCHES):
+            fn()
+        times.append((time.perf_counter() - start) / LAUNCHES * 1e6)
+        backend.synchronize()
+    return statistics.median(times)
+
+
+def main():
+    if backend.SIMULATOR or not backend.is_device_array(backend.xp_for("cuda").zeros(1)):
+        print("launch_overhead: needs a real GPU with CuPy (under Numba's CUDA simulator a "
+              "'launch' is Python thread emulation: the figure would mean nothing)")
+        return 0
+    import cupy
+    from numba import cuda
+
+    from gpudl.kernels import launch, pool_cuda
+
+    x = cupy.random.standard_normal((1, 2, 2)).astype(np.float32)
+    y = cupy.empty((1, 1, 1), np.float32)
+    arg = cupy.empty((1, 1, 1), np.uint8)
+    ints = tuple(np.int32(v) for v in (2, 2, 2, 2, 0, 0, 1, 1))
+    ints += tuple(np.int64(v) for v in pool_cuda._magic(1) + pool_cuda._magic(1))   # index split
+    kernel = pool_cuda._KERNELS[np.float32]["max_fwd"]
+    signature = pool_cuda._signature("max_fwd", np.float32, np.uint8)
+    stream = backend.launch_stream()
+    wrapped = tuple(cuda.as_cuda_array(a, sync=False) for a in (x, y, arg))
+    rows = [
+        ("lazy, CuPy arrays", lambda: kernel[1, 32, stream](x, y, arg, *ints)),
+        ("specialised, CuPy arrays",
+         lambda: launch.launch(kernel, signature, 1, 32, x, y, arg, *ints)),
+        ("specialised, Numba device arrays",
+         lambda: launch.launch(kernel, signature, 1, 32, *wrapped, *ints)),
+    ]
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
+    print(f"host time per launch, {name}, 3 arrays + 12 scalars "
+          f"(median of {BLOCKS} x {LAUNCHES})")
+    print("| launch | us per launch |\n|---|---|")
+    for label, fn in rows:
+        print(f"| {label} | {_per_launch_us(fn):.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

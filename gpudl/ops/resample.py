@@ -1,0 +1,112 @@
+"""F.interpolate (nearest, linear, bilinear) and F.pixel_shuffle: resampling without kernels.
+
+Interpolation is separable: along each spatial dim the output is a fixed (out, in) matrix of
+weights times the input (one-hot rows for nearest, two weights for linear), so it runs as a
+matrix product on BLAS/cuBLAS and its gradient is the transposed product. Source positions follow
+torch's upsampling rules (align_corners, scale_factor given or recomputed).
+"""
+
+import math
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor
+
+_LINEAR = {"linear": 1, "bilinear": 2}
+
+
+def _weights(n_in, n_out, mode, align_corners, scale):
+    """(n_out, n_in) float64 interpolation weights along one dim."""
+    dst = np.arange(n_out, dtype=np.float64)
+    rows = np.zeros((n_out, n_in))
+    if mode == "nearest":
+        ratio = n_in / n_out if scale is None else 1.0 / scale
+        rows[np.arange(n_out), np.minimum(np.floor(dst * ratio).astype(np.int64), n_in - 1)] = 1
+        return rows
+    if align_corners:
+        src = dst * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    else:
+        ratio = n_in / n_out if scale is None else 1.0 / scale
+        src = np.maximum((dst + 0.5) * ratio - 0.5, 0.0)
+    left = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    right = np.minimum(left + 1, n_in - 1)
+    frac = src - left
+    np.add.at(rows, (np.arange(n_out), left), 1 - frac)
+    np.add.at(rows, (np.arange(n_out), right), frac)
+    return rows
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None, antialias=False):
+    """Resize the spatial dims of (N, C, *spatial) input, as ``torch.nn.functional.interpolate``.
+
+    Args:
+        size: output spatial size (an int or one per dim), or
+        scale_factor: a multiplier (or one per dim); output size floor(in * scale_factor).
+        mode: 'nearest' (1-3 spatial dims), 'linear' (1) or 'bilinear' (2).
+        align_corners: linear modes only: corner pixels' centres map onto each other.
+        recompute_scale_factor: with scale_factor, place samples by in/out instead.
+    Example: ``interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)``.
+    """
+    op = "interpolate"
+    if not isinstance(input, Tensor) or input.ndim < 3:
+        raise ValueError(f"{op}: expected a (N, C, *spatial) tensor, got "
+                         f"{getattr(input, 'shape', type(input).__name__)}")
+    spatial = input.ndim - 2
+    if mode not in ("nearest",) + tuple(_LINEAR):
+        raise NotImplementedError(f"{op}: mode must be 'nearest', 'linear' or 'bilinear', got "
+                                  f"{mode!r}")
+    if mode in _LINEAR and _LINEAR[mode] != spatial:
+        raise ValueError(f"{op}: mode {mode!r} needs {_LINEAR[mode]} spatial dims, got input of "
+                         f"shape {input.shape}")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError(f"{op}: align_corners only applies to the linear modes")
+    if antialias:
+        raise NotImplementedError(f"{op}: antialias=True is not supported")
+    if (size is None) == (scale_factor is None):
+        raise ValueError(f"{op}: pass exactly one of size and scale_factor")
+    if size is not None:
+        sizes = _per_dim(op, "size", size, spatial)
+        scales = [None] * spatial
+    else:
+        factors = _per_dim(op, "scale_factor", scale_factor, spatial)
+        sizes = [math.floor(n * f) for n, f in zip(input.shape[2:], factors)]
+        scales = [None if recompute_scale_factor else f for f in factors]
+    if min(sizes) <= 0 or min(input.shape[2:]) <= 0:
+        raise ValueError(f"{op}: input {input.shape} and output size {sizes} must be positive")
+    out = input
+    xp = backend.xp_for(input._device)
+    for k, (n_out, scale) in enumerate(zip(sizes, scales)):
+        axis = 2 + k
+        weights = _weights(input.shape[axis], n_out, mode, bool(align_corners), scale)
+        matrix = Tensor._make(xp.asarray(weights.T.astype(input.dtype)), False, None, 0,
+                              input._device)                           # (in, out)
+        out = (out.transpose(axis, -1) @ matrix).transpose(axis, -1)
+    return out
+
+
+def _per_dim(op, name, value, spatial):
+    values = list(value) if isinstance(value, (tuple, list)) else [value] * spatial
+    if len(values) != spatial or any(isinstance(v, bool) or not isinstance(
+            v, (int, float, np.integer, np.floating)) or v <= 0 for v in values):
+        raise ValueError(f"{op}: {name} must be a positive number or one per spatial dim "
+                         f"({spatial}), got {value!r}")
+    return values
+
+
+def pixel_shuffle(input, upscale_factor):
+    """(*, C*r*r, H, W) -> (*, C, H*r, W*r), r = upscale_factor: sub-pixel rearrangement."""
+    r = upscale_factor
+    if not isinstance(input, Tensor) or input.ndim < 3:
+        raise ValueError(f"pixel_shuffle: expected a (*, C*r*r, H, W) tensor, got "
+                         f"{getattr(input, 'shape', type(input).__name__)}")
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0 or input.shape[-3] % (r * r):
+        raise ValueError(f"pixel_shuffle: channels {input.shape[-3]} must be divisible by "
+                         f"upscale_factor**2 for a positive int upscale_factor, got {r!r}")
+    *lead, c, h, w = input.shape
+    c //= r * r
+    blocks = input.reshape(*lead, c, r, r, h, w)
+    n = len(lead)
+    order = tuple(range(n)) + (n, n + 3, n + 1, n + 4, n + 2)      # (*, C, H, r, W, r)
+    return blocks.permute(*order).reshape(*lead, c, h * r, w * r)

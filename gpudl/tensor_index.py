@@ -1,0 +1,230 @@
+"""Tensor methods that pick or place elements by index: gather, scatter, index_select,
+index_add, masked_select, narrow, sort, argsort, topk, flip, roll, tril, triu (a mixin of Tensor).
+
+Reads go through ``GetItem`` (its backward accumulates repeated indices); writes through
+``IndexPut``; each method only builds the index tuple and checks its arguments.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from . import backend
+from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
+from .ops import shape as S
+from .ops._util import normalize_axes, normalize_axis
+
+Sorted = namedtuple("Sorted", ["values", "indices"])
+
+
+def _index_array(op, index, like, ndim=None):
+    """The raw int64 array of an index tensor (or list), on ``like``'s device."""
+    raw = index._data if isinstance(index, T.Tensor) else T._raw(np.asarray(index), like)
+    if raw.dtype.kind not in "iu":
+        raise TypeError(f"{op}: index must be an integer tensor, got {raw.dtype}")
+    if ndim is not None and raw.ndim != ndim and not (ndim == 1 and raw.ndim == 0):
+        raise ValueError(f"{op}: index must be {ndim}-D, got shape {raw.shape}")
+    return raw.astype(np.int64, copy=False)
+
+
+def _along(op, index, axis, like, size):
+    """The index tuple that reads ``index`` along ``axis`` and 0..n-1 along every other axis
+    (torch's gather/scatter addressing: out[i][j][k] = x[i][index[i][j][k]][k] for axis 1)."""
+    if index.ndim != like.ndim:
+        raise ValueError(f"{op}: index has {index.ndim} dims but the tensor has {like.ndim}")
+    for d, (n, m) in enumerate(zip(index.shape, like.shape)):
+        if d != axis and n > m:
+            raise ValueError(f"{op}: index shape {tuple(index.shape)} is larger than the "
+                             f"tensor's {like.shape} in dim {d}")
+    if index.size and (index.min() < -size or index.max() >= size):
+        raise IndexError(f"{op}: index out of range for dim {axis} of size {size}")
+    xp = backend.get_array_module(index)
+    grid = list(xp.ix_(*(xp.arange(n) for n in index.shape))) if index.ndim else []
+    grid[axis] = index
+    return tuple(grid)
+
+
+def _source(op, src, like, shape):
+    """``src`` (a tensor or a number) cut or broadcast to ``shape``, as scatter reads it."""
+    if not isinstance(src, T.Tensor):
+        return T.Tensor._make(backend.xp_for(like._device).full(shape, src, like.dtype), False,
+                              None, 0, like._device)
+    if src.ndim != len(shape) or any(n < m for n, m in zip(src.shape, shape)):
+        raise ValueError(f"{op}: src of shape {src.shape} is smaller than index {shape}")
+    if src.dtype != like.dtype:
+        raise TypeError(f"{op}: src has dtype {src.dtype} but the tensor has {like.dtype}")
+    return src[tuple(slice(0, n) for n in shape)]
+
+
+class IndexMixin:
+    """Indexing methods; ``self`` is a Tensor."""
+
+    __slots__ = ()
+
+    def gather(self, dim, index):
+        """Values at ``index`` along ``dim``: out[i][j] = self[i][index[i][j]] for dim 1 (index
+        has self's number of dims, no larger elsewhere). Example: ``x.gather(1, idx)``."""
+        raw = _index_array("gather", index, self)
+        if raw.size == 0:                        # an empty result, still in the graph
+            return S.GetItem.apply(self.reshape(-1), raw.reshape(-1)).reshape(raw.shape)
+        if self.ndim == 0:                       # torch treats a 0-d tensor as one element
+            return self.reshape(1).gather(0, T.Tensor(index).reshape(-1)).reshape(raw.shape)
+        axis = normalize_axis(dim, self.ndim, "gather")
+        index = raw
+        return S.GetItem.apply(self, _along("gather", index, axis, self, self.shape[axis]
+                                            if self.ndim else 1))
+
+    def _put(self, op, dim, index, src, accumulate):
+        if self.ndim == 0:
+            src = src.reshape(1) if isinstance(src, T.Tensor) and src.ndim == 0 else src
+            return self.reshape(1)._put(op, 0, T.Tensor(index).reshape(1), src,
+                                        accumulate).reshape(())
+        axis = normalize_axis(dim, self.ndim, op)
+        index = _index_array(op, index, self)
+        where = _along(op, index, axis, self, self.shape[axis] if self.ndim else 1)
+        return S.IndexPut.apply(self, where, _source(op, src, self, index.shape), accumulate)
+
+    def scatter(self, dim, index, src=None, value=None, *, reduce=None):
+        """A copy with ``src`` (or the number ``value``) written at ``index`` along ``dim``,
+        gather's inverse: out[i][index[i][j]] = src[i][j] for dim 1."""
+        if reduce is not None:
+            raise NotImplementedError(f"scatter: reduce={reduce!r} is not supported; use "
+                                      "scatter_add")
+        if (src is None) == (value is None):
+            raise TypeError("scatter: pass exactly one of src or value")
+        return self._put("scatter", dim, index, src if value is None else value, False)
+
+    def scatter_add(self, dim, index, src):
+        """A copy with ``src`` added at ``index`` along ``dim`` (repeated indices add up)."""
+        return self._put("scatter_add", dim, index, src, True)
+
+    def index_select(self, dim, index):
+        """The slices at the 1-D ``index`` along ``dim``, in that order (repeats allowed)."""
+        if self.ndim == 0:
+            return self.reshape(1).index_select(0, index).reshape(())
+        axis = normalize_axis(dim, self.ndim, "index_select")
+        rows = _index_array("index_select", index, self, ndim=1).reshape(-1)
+        _check_rows("index_select", rows, self.shape[axis] if self.ndim else 1)
+        return S.GetItem.apply(self, (slice(None),) * axis + (rows,))
+
+    def index_add(self, dim, index, source, *, alpha=1):
+        """A copy with ``alpha * source`` added to the slices at ``index`` along ``dim``; source
+        has self's shape with len(index) along dim."""
+        if self.ndim == 0 and isinstance(source, T.Tensor) and source.ndim == 0:
+            return self.reshape(1).index_add(0, index, source.reshape(1), alpha=alpha).reshape(())
+        axis = normalize_axis(dim, self.ndim, "index_add")
+        rows = _index_array("index_add", index, self, ndim=1).reshape(-1)
+        _check_rows("index_add", rows, self.shape[axis] if self.ndim else 1)
+        expected = self.shape[:axis] + (rows.size,) + self.shape[axis + 1:]
+        if not isinstance(source, T.Tensor) or source.shape != expected:
+            raise ValueError(f"index_add: source must be a tensor of shape {expected}, got "
+                             f"{getattr(source, 'shape', type(source).__name__)}")
+        source = source if alpha == 1 else source * alpha
+        source = source if source.dtype == self.dtype else source.astype(self.dtype)
+        return S.IndexPut.apply(self, (slice(None),) * axis + (rows,), source, True)
+
+    def masked_select(self, mask):
+        """The 1-D tensor of elements where the bool ``mask`` (broadcast) holds, in order."""
+        mask = T._raw(mask, self)
+        if mask.dtype != np.bool_:
+            raise TypeError(f"masked_select: mask must be a bool tensor, got {mask.dtype}")
+        try:
+            shape = np.broadcast_shapes(self.shape, mask.shape)
+        except ValueError:
+            raise ValueError(f"masked_select: mask of shape {mask.shape} does not broadcast "
+                             f"with {self.shape}") from None
+        xp = backend.get_array_module(mask)
+        return S.GetItem.apply(self.expand(*shape), xp.broadcast_to(mask, shape))
+
+    def narrow(self, dim, start, length):
+        """``length`` elements from ``start`` along ``dim`` (a view in torch, a slice here)."""
+        axis = normalize_axis(dim, self.ndim, "narrow")
+        if isinstance(start, T.Tensor):
+            if start.ndim or start.dtype.kind not in "iu":
+                raise TypeError(f"narrow: start must be an int or a 0-d integer tensor, got "
+                                f"{start.dtype} of shape {start.shape}")
+            start = start.item()
+        if isinstance(start, bool) or isinstance(length, bool):
+            raise TypeError("narrow: start and length must be ints, got a bool")
+        n = self.shape[axis]
+        start = start + n if start < 0 else start
+        if not (0 <= start <= n and 0 <= length and start + length <= n):
+            raise IndexError(f"narrow: start {start} and length {length} do not fit in dim "
+                             f"{dim} of size {n}")
+        return self[(slice(None),) * axis + (slice(start, start + length),)]
+
+    def argsort(self, dim=-1, descending=False, stable=False):
+        """int64 indices that sort along ``dim``; ties keep their order (always stable)."""
+        axis = normalize_axis(dim, self.ndim, "argsort")
+        data = self._data if self.ndim else self._data.reshape(1)
+        xp = backend.get_array_module(data)
+        if descending:       # a stable descending order: sort the negation (bools as ints)
+            data = -(data.astype(np.int8) if data.dtype == np.bool_ else data)
+            if data.dtype.kind == "f":     # NaN counts as the largest, as in torch: first
+                data = xp.where(xp.isnan(data), -xp.inf, data)
+        order = xp.argsort(data, axis=axis, kind="stable").astype(np.int64)
+        order = order if self.ndim else order.reshape(())
+        return T.Tensor._make(order, False, None, 0, self._device)
+
+    def sort(self, dim=-1, descending=False, stable=False):
+        """``(values, indices)`` sorted along ``dim``; values carry the gradient."""
+        order = self.argsort(dim, descending, stable)
+        return Sorted(self.gather(dim, order) if self.ndim else self.clone(), order)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        """``(values, indices)`` of the ``k`` largest (or smallest) along ``dim``, sorted."""
+        axis = normalize_axis(dim, self.ndim, "topk")
+        n = self.shape[axis] if self.ndim else 1
+        if not 0 <= k <= n:
+            raise IndexError(f"topk: k={k} is out of range for dim {dim} of size {n}")
+        order = self.argsort(dim, descending=largest)
+        if self.ndim:
+            order = order[(slice(None),) * axis + (slice(0, k),)]
+            return Sorted(self.gather(dim, order), order)
+        return Sorted(self.clone() if k else self[None][:0].reshape(()), order)
+
+    def flip(self, *args, dims=None):
+        """A copy with the order along ``dims`` reversed: ``x.flip(0)``, ``x.flip((0, 1))``."""
+        dims = args if dims is None else (dims,)
+        dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        return S.Flip.apply(self, normalize_axes(tuple(dims), self.ndim, "flip")) if self.ndim \
+            else self.clone()
+
+    def roll(self, shifts, dims=None):
+        """Elements shifted cyclically by ``shifts`` along ``dims`` (the flattened tensor when
+        dims is None), as torch.roll."""
+        if dims is None:
+            flat = self.reshape(-1)
+            return S.Roll.apply(flat, _ints(shifts, "roll")[0], None).reshape(self.shape)
+        shifts, dims = _ints(shifts, "roll"), _ints(dims, "roll")
+        if len(shifts) != len(dims):
+            raise ValueError(f"roll: shifts {shifts} and dims {dims} must have the same length")
+        axes = tuple(normalize_axis(d, self.ndim, "roll") for d in dims)
+        return S.Roll.apply(self, shifts, axes)
+
+    def tril(self, diagonal=0):
+        """The lower triangle of the last two dims (from ``diagonal``), zeros above."""
+        return self._triangle("tril", diagonal, False)
+
+    def triu(self, diagonal=0):
+        """The upper triangle of the last two dims (from ``diagonal``), zeros below."""
+        return self._triangle("triu", diagonal, True)
+
+    def _triangle(self, op, diagonal, upper):
+        if self.ndim < 2:
+            raise ValueError(f"{op}: input must have at least 2 dimensions, got shape "
+                             f"{self.shape}")
+        return S.Triangle.apply(self, int(diagonal), upper)
+
+
+def _check_rows(op, rows, size):
+    if rows.size and (rows.min() < -size or rows.max() >= size):
+        raise IndexError(f"{op}: index out of range for dim of size {size}")
+
+
+def _ints(value, op):
+    values = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
+    if any(not isinstance(v, (int, np.integer)) or isinstance(v, bool) for v in values):
+        raise TypeError(f"{op}: expected ints, got {value!r}")
+    return tuple(int(v) for v in values)
+
