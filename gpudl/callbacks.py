@@ -1,10 +1,14 @@
-"""Callbacks for ``gpudl.train.fit``: EarlyStopping and ModelCheckpoint (Keras's semantics)."""
+"""Callbacks for ``gpudl.train.fit``: EarlyStopping, ModelCheckpoint, TerminateOnNaN (Keras's
+semantics)."""
 
 import math
 import numbers
 import os
+import string
+import warnings
 
 from .autograd import no_grad
+from .backend import get_array_module
 
 _HIGHER_IS_BETTER = ("acc", "precision", "recall", "f1")
 
@@ -12,8 +16,19 @@ _HIGHER_IS_BETTER = ("acc", "precision", "recall", "f1")
 class Callback:
     """Hooks ``fit`` calls; ``on_epoch_end`` returns True to stop training."""
 
+    def check_logs(self, keys):
+        """Called before training with the names each epoch's logs will hold; raise ValueError
+        when the callback needs one that is not there."""
+
     def on_train_begin(self, model):
         """Called before the first epoch."""
+
+    def on_batch_end(self, batch, logs, model):
+        """Called after each training batch with {'loss': float}; return True to stop.
+
+        fit reads the loss from the device every batch only for callbacks that override this.
+        """
+        return False
 
     def on_epoch_end(self, epoch, logs, model):
         """Called after each epoch with its logs ({'loss': ..., 'val_loss': ..., ...})."""
@@ -39,11 +54,11 @@ class _Monitor:
     def reset(self):
         self.best = math.inf if self.mode == "min" else -math.inf
 
+    def check(self, keys):
+        _check_logged(self.owner, "monitor", self.monitor, keys)
+
     def value(self, logs):
-        if self.monitor not in logs:
-            raise ValueError(f"{self.owner}: monitor {self.monitor!r} is not among the logged "
-                             f"values {sorted(logs)}; give fit validation data, or monitor "
-                             "another value")
+        _check_logged(self.owner, "monitor", self.monitor, logs)
         return logs[self.monitor]
 
     def improved(self, value):
@@ -55,6 +70,17 @@ class _Monitor:
         if better:
             self.best = value
         return better
+
+
+def _check_logged(owner, what, name, keys):
+    if name not in keys:
+        raise ValueError(f"{owner}: {what} {name!r} is not among the logged values "
+                         f"{sorted(keys)}; give fit validation data (or that metric), or "
+                         f"name another value")
+
+
+def _finite(array):
+    return array.dtype.kind not in "fc" or bool(get_array_module(array).isfinite(array).all())
 
 
 def _snapshot(model):
@@ -89,6 +115,9 @@ class EarlyStopping(Callback):
         self.restore_best_weights = restore_best_weights
         self.on_train_begin(None)
 
+    def check_logs(self, keys):
+        self.tracker.check(keys)
+
     def on_train_begin(self, model):
         self.tracker.reset()
         self.wait, self.best_epoch, self.stopped_epoch, self.best_weights = 0, None, None, None
@@ -113,6 +142,10 @@ class EarlyStopping(Callback):
 class ModelCheckpoint(Callback):
     """Save the model's state dict with ``gd.save`` after each epoch, or only on improvement.
 
+    Weights holding a NaN or an infinity are never saved (a warning says so), so an existing
+    file is never overwritten by a diverged model. A ``monitor`` (with ``save_best_only``) or a
+    name in ``path`` that fit will not log fails at fit's start.
+
     Args:
         path: the file; may name logged values and the (1-based) epoch, e.g.
             ``"ckpt-{epoch:02d}-{val_loss:.3f}.safetensors"``.
@@ -126,6 +159,14 @@ class ModelCheckpoint(Callback):
         self.tracker = _Monitor("ModelCheckpoint", monitor, mode, 0.0)
         self.saved = []
 
+    def check_logs(self, keys):
+        if self.save_best_only:
+            self.tracker.check(keys)
+        for _, field, _, _ in string.Formatter().parse(self.path):
+            name = field.split(".")[0].split("[")[0] if field else None
+            if name and name != "epoch":
+                _check_logged("ModelCheckpoint", "path field", name, list(keys) + ["epoch"])
+
     def on_train_begin(self, model):
         self.tracker.reset()
         self.saved = []
@@ -135,6 +176,29 @@ class ModelCheckpoint(Callback):
         if self.save_best_only and not self.tracker.improved(self.tracker.value(logs)):
             return False
         path = self.path.format(epoch=epoch + 1, **logs)
-        save(model.state_dict(), path)
+        state = model.state_dict()
+        bad = [k for k, v in state.items() if not _finite(v._data)]
+        if bad:
+            warnings.warn(f"ModelCheckpoint: not saving {path}: weights {bad[:3]} hold NaN or "
+                          "infinite values", RuntimeWarning, stacklevel=2)
+            return False
+        save(state, path)
         self.saved.append(path)
         return False
+
+
+class TerminateOnNaN(Callback):
+    """Stop training at the first batch whose loss is NaN or infinite (Keras's callback).
+
+    It reads the loss from the device after every batch. Without it, fit still stops (with a
+    warning) after an epoch whose mean loss is not finite.
+    """
+
+    def on_batch_end(self, batch, logs, model):
+        loss = logs["loss"]
+        if math.isfinite(loss):
+            return False
+        warnings.warn(f"TerminateOnNaN: batch {batch}: invalid loss {loss}, terminating "
+                      "training", RuntimeWarning, stacklevel=2)
+        self.stopped_batch = batch
+        return True

@@ -5,14 +5,17 @@ The running loss and predictions stay on the device during an epoch; the host re
 synchronised a few times per epoch rather than once per batch.
 """
 
+import math
 import numbers
+import warnings
 
 import numpy as np
 
 from . import backend
 from . import metrics as M
 from .autograd import no_grad
-from .callbacks import Callback, EarlyStopping, ModelCheckpoint  # noqa: F401 (re-exported)
+from .callbacks import (Callback, EarlyStopping, ModelCheckpoint,  # noqa: F401 (re-exported)
+                        TerminateOnNaN)
 from .distributed.training import FitContext
 from .tensor import Tensor
 
@@ -44,7 +47,12 @@ class History(dict):
 
 
 def resolve_metrics(metrics):
-    """[(name, fn(y_true, y_pred))] from metric names ('accuracy', 'f1', ...) or callables."""
+    """[(name, fn(y_true, y_pred))] from metric names ('accuracy', 'f1', ...) or callables.
+
+    Before the epoch's predictions reach ``fn`` they go through ``fn.prepare(output, target)``
+    (device arrays -> the compact (predictions, targets) ``fn`` takes) when the callable has
+    one, else through ``as_labels``.
+    """
     if isinstance(metrics, str) or callable(metrics):
         metrics = [metrics]
     resolved = []
@@ -61,13 +69,17 @@ def resolve_metrics(metrics):
     return resolved
 
 
-def _as_labels(output, target):
+def as_labels(output, target):
     """Device arrays (predictions, targets) in the form the metrics take.
 
     Scores with a class axis give their arg-max; one-hot (or probability) targets shaped like
-    the scores give theirs; anything else (labels, binary scores) passes unchanged.
+    the scores give theirs; a single score column ``(N, 1)`` beside labels ``(N,)`` is squeezed
+    to the labels' shape (the metric thresholds it); anything else (labels, binary scores)
+    passes unchanged.
     """
     if output.ndim == target.ndim + 1:
+        if output.shape[-1] == 1 and output.shape[:-1] == target.shape:
+            return output.reshape(target.shape), target
         return output.argmax(axis=1), target
     if output.shape == target.shape and output.ndim >= 2 and output.shape[1] > 1 \
             and target.dtype.kind == "f":
@@ -76,46 +88,77 @@ def _as_labels(output, target):
 
 
 class _Running:
-    """An epoch's loss sum and predictions, kept on the device until ``logs()`` reads them."""
+    """An epoch's loss sum and predictions, kept on the device until ``logs()`` reads them.
+
+    Predictions are kept once per distinct ``prepare`` (see ``resolve_metrics``).
+    """
 
     def __init__(self, metric_fns, run=None):
         self.metric_fns, self.run = metric_fns, run
+        self.prepares = list(dict.fromkeys(_prepare_of(fn) for _, fn in metric_fns))
         self.loss_sum, self.count = 0.0, 0
-        self.pending, self.predictions, self.targets = [], [], []
+        self.pending = {prepare: [] for prepare in self.prepares}
+        self.host = {prepare: ([], []) for prepare in self.prepares}
 
     def add(self, loss, output, target):
-        n = target.shape[0] if target.ndim else 1
+        first = target
+        while isinstance(first, (tuple, list)):           # several outputs, sample weights
+            first = first[0]
+        n = first.shape[0] if first.ndim else 1
         self.loss_sum = self.loss_sum + loss._data * n       # stays on the device
         self.count += n
-        if self.metric_fns:
-            self.pending.append(_as_labels(output._data, target._data))
+        for prepare in self.prepares:
+            self.pending[prepare].append(prepare(_arrays(output), _arrays(target)))
 
-    def logs(self):
-        """{'loss': mean loss, metric: value}: reads the device once."""
-        return self._summary(*self._read())
+    def logs(self, where):
+        """{'loss': mean loss, metric: value} of this process: reads the device once.
 
-    def combined_logs(self):
+        Raises ValueError when no batch was added (``where`` names the data in the message).
+        """
+        return self._summary(where, *self._read())
+
+    def combined_logs(self, where):
         """``logs()`` over every rank of the process group (all ranks call it together)."""
         if self.run is None or self.run.group is None:
-            return self.logs()
-        return self._summary(*self.run.combine(*self._read()))
+            return self.logs(where)
+        loss_sum, count, rows = self._read()
+        loss_sum, count, _, _ = self.run.combine(loss_sum, count, None, None)
+        rows = {prepare: self.run.combine(0.0, 0, *pair)[2:] for prepare, pair in rows.items()}
+        return self._summary(where, loss_sum, count, rows)
 
     def _read(self):
-        """(loss sum, count, predictions, targets) on the host; predictions None if none."""
-        for pred, true in self.pending:
-            self.predictions.append(backend.to_numpy(pred))
-            self.targets.append(backend.to_numpy(true))
-        self.pending = []
-        if not self.predictions:
-            return float(self.loss_sum), self.count, None, None
-        return (float(self.loss_sum), self.count, np.concatenate(self.predictions),
-                np.concatenate(self.targets))
+        """(loss sum, count, {prepare: (predictions, targets)}) on the host."""
+        rows = {}
+        for prepare, pending in self.pending.items():
+            predictions, targets = self.host[prepare]
+            for pred, true in pending:
+                predictions.append(backend.to_numpy(pred))
+                targets.append(backend.to_numpy(true))
+            pending.clear()
+            rows[prepare] = (np.concatenate(predictions), np.concatenate(targets)) \
+                if predictions else (None, None)
+        return float(self.loss_sum), self.count, rows
 
-    def _summary(self, loss_sum, count, pred, true):
-        logs = {"loss": loss_sum / max(count, 1)}
-        if pred is not None:
-            logs.update((name, float(fn(true, pred))) for name, fn in self.metric_fns)
+    def _summary(self, where, loss_sum, count, rows):
+        if count == 0:
+            raise ValueError(f"{where} yielded no batch; a loss over no samples is undefined "
+                             "(check the data's length and batch_size)")
+        logs = {"loss": loss_sum / count}
+        for name, fn in self.metric_fns:
+            predictions, targets = rows[_prepare_of(fn)]
+            logs[name] = float(fn(targets, predictions))
         return logs
+
+
+def _arrays(value):
+    """The device array of a Tensor, or of each Tensor in nested tuples/lists (type kept)."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_arrays(v) for v in value)
+    return value._data
+
+
+def _prepare_of(metric_fn):
+    return getattr(metric_fn, "prepare", as_labels)
 
 
 def _split_batch(batch, where):
@@ -126,6 +169,13 @@ def _split_batch(batch, where):
                     f"{type(batch).__name__}")
 
 
+def _detached(output):
+    """``output.detach()``, or each of several outputs detached."""
+    if isinstance(output, (tuple, list)):
+        return type(output)(o.detach() for o in output)
+    return output.detach()
+
+
 def _loss(loss_fn, output, target, where):
     loss = loss_fn(output, target)
     if not isinstance(loss, Tensor) or loss._data.size != 1:
@@ -134,9 +184,12 @@ def _loss(loss_fn, output, target, where):
     return loss
 
 
-def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, run=None):
+def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, batch_callbacks=(),
+                 run=None):
+    """One pass over ``loader``; returns (logs, stopped): stopped when a batch callback asked."""
     model.train()
     running = _Running(metric_fns, run)
+    callback_model = model if run is None else run.callback_model
     for i, batch in enumerate(loader):
         inputs, target = _split_batch(batch, "fit")
         optimizer.zero_grad()
@@ -145,11 +198,15 @@ def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, run=None):
         loss.backward()
         optimizer.step()
         with no_grad():
-            running.add(loss.detach(), output.detach(), target)
+            running.add(loss.detach(), _detached(output), target)
         bar.update(1)
         if not bar.disable and (i + 1) % LOG_EVERY == 0:
-            bar.set_postfix(_rounded(running.logs()), refresh=False)
-    return running.combined_logs()
+            bar.set_postfix(_rounded(running.logs("fit: the training data")), refresh=False)
+        if batch_callbacks:                      # reads the loss every batch: only when asked
+            batch_logs = {"loss": float(loss.item())}
+            if any([cb.on_batch_end(i, batch_logs, callback_model) for cb in batch_callbacks]):
+                return running.combined_logs("fit: the training data"), True
+    return running.combined_logs("fit: the training data"), False
 
 
 def evaluate(model, loss_fn, loader, metrics=()):
@@ -157,21 +214,26 @@ def evaluate(model, loss_fn, loader, metrics=()):
 
     Returns:
         {'loss': float, metric name: float, ...}
+
+    Raises ValueError when ``loader`` yields no batch.
     """
-    return _evaluate(model, loss_fn, loader, resolve_metrics(metrics))
+    return _evaluate(model, loss_fn, loader, resolve_metrics(metrics), "evaluate")
 
 
-def _evaluate(model, loss_fn, loader, metric_fns, run=None):
+def _evaluate(model, loss_fn, loader, metric_fns, where, run=None):
     was_training = getattr(model, "training", False)
     model.eval()
-    running = _Running(metric_fns, run)
-    with no_grad():
-        for batch in loader:
-            inputs, target = _split_batch(batch, "evaluate")
-            output = model(*inputs)
-            running.add(_loss(loss_fn, output, target, "evaluate"), output, target)
-    model.train(was_training)
-    return running.combined_logs()
+    try:
+        running = _Running(metric_fns, run)
+        with no_grad():
+            for batch in loader:
+                inputs, target = _split_batch(batch, where)
+                output = model(*inputs)
+                running.add(_loss(loss_fn, output, target, where), output, target)
+        data = "the validation data" if where == "fit" else "the data"
+        return running.combined_logs(f"{where}: {data}")
+    finally:
+        model.train(was_training)
 
 
 def _rounded(logs):
@@ -186,6 +248,10 @@ def _step_scheduler(scheduler, logs):
         scheduler.step()
 
 
+def _overrides(callback, hook):
+    return getattr(type(callback), hook) is not getattr(Callback, hook)
+
+
 def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metrics=(),
         callbacks=(), scheduler=None, verbose=True):
     """Train ``model`` for ``epochs`` epochs; returns the ``History`` of per-epoch logs.
@@ -197,7 +263,7 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         train_loader, val_loader: iterables of batches ``(x, y)`` or ``(x1, ..., y)``.
         metrics: names ('accuracy', 'precision', 'recall', 'f1') or ``fn(y_true, y_pred)``
             callables; logged for training and, prefixed ``val_``, for validation.
-        callbacks: Callback objects (EarlyStopping, ModelCheckpoint, ...).
+        callbacks: Callback objects (EarlyStopping, ModelCheckpoint, TerminateOnNaN, ...).
         scheduler: stepped once per epoch; ReduceLROnPlateau gets val_loss (else loss). The
             learning rate is then logged as ``lr``.
         verbose: show a tqdm progress bar per epoch with the running loss and metrics.
@@ -207,6 +273,11 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
     its shard of ``train_loader`` (a DistributedSampler's), validation is split over the ranks,
     logs are combined over all of them, and only rank 0 shows progress and runs
     ModelCheckpoint (callbacks get the unwrapped module).
+
+    NaN guard: when an epoch's loss is NaN or infinite, fit warns (a RuntimeWarning naming
+    the value) and stops after that epoch's callbacks; the History it returns ends with that
+    epoch. ``TerminateOnNaN`` stops at the first such batch instead (it reads the loss every
+    batch). An epoch or validation set without any batch raises ValueError.
 
     Example:
         >>> history = fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=10,
@@ -220,9 +291,15 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         if not isinstance(cb, Callback):
             raise TypeError(f"fit: callbacks must be Callback objects, got {type(cb).__name__}")
     metric_fns = resolve_metrics(metrics)
+    keys = ["loss"] + [name for name, _ in metric_fns]
+    keys += ["val_" + k for k in keys] if val_loader is not None else []
+    keys += ["lr"] if scheduler is not None else []
+    for cb in callbacks:
+        cb.check_logs(keys)                      # a monitor fit will not log fails now
     history = History()
     run = FitContext(model, callbacks, verbose)      # changes nothing without a process group
     model, callbacks, verbose = run.model, run.callbacks, run.verbose
+    batch_callbacks = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
     for cb in callbacks:
         cb.on_train_begin(run.callback_model)
     for epoch in range(epochs):
@@ -230,18 +307,27 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         total = len(loader) if hasattr(loader, "__len__") else None
         bar = tqdm(total=total, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=not verbose, dynamic_ncols=True)
-        logs = _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, run)
-        if val_loader is not None:
-            val = _evaluate(run.eval_model, loss_fn, run.eval_loader(val_loader), metric_fns, run)
-            logs.update(("val_" + k, v) for k, v in val.items())
-        if scheduler is not None:
-            _step_scheduler(scheduler, logs)
-            logs["lr"] = optimizer.param_groups[0]["lr"]
-        bar.set_postfix(_rounded(logs))
-        bar.close()
+        try:
+            logs, stop = _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar,
+                                      batch_callbacks, run)
+            if val_loader is not None:
+                val = _evaluate(run.eval_model, loss_fn, run.eval_loader(val_loader), metric_fns,
+                                "fit", run)
+                logs.update(("val_" + k, v) for k, v in val.items())
+            if scheduler is not None:
+                _step_scheduler(scheduler, logs)
+                logs["lr"] = optimizer.param_groups[0]["lr"]
+            bar.set_postfix(_rounded(logs))
+        finally:
+            bar.close()
         history.append(epoch, logs)
         stops = [cb.on_epoch_end(epoch, logs, run.callback_model) for cb in callbacks]
-        if any(stops):
+        if not math.isfinite(logs["loss"]) and not stop:
+            warnings.warn(f"fit: the training loss is {logs['loss']} in epoch {epoch + 1}; "
+                          "training stopped (TerminateOnNaN stops at the first such batch)",
+                          RuntimeWarning, stacklevel=2)
+            stop = True
+        if stop or any(stops):
             break
     for cb in callbacks:
         cb.on_train_end(run.callback_model)

@@ -83,3 +83,17 @@ def test_command_line_runs_an_example_and_lists_them(tmp_path, capsys):
     for name in ("xor", "digits", "sunspots", "dates", "autoencoder", "vae", "dcgan",
                  "transformer"):
         assert name in listed
+
+
+def test_keras_cnn_listing_learns(tmp_path):
+    r = run_fast("keras_cnn", tmp_path)
+    assert r["test_accuracy"] > 0.7                  # chance 0.1; the full run reaches >= 0.95
+    assert r["final_loss"] < 0.9 * r["first_loss"]
+    assert r["params"] == 320 + 18_496 + 64 * 4 * 10 + 10     # Keras's counts, 8x8 input
+
+
+def test_keras_autoencoder_rebuilds_held_out_digits(tmp_path):
+    r = run_fast("keras_autoencoder", tmp_path)
+    assert r["test_mse"] < r["mean_image_mse"]
+    assert r["final_loss"] < r["first_loss"]
+    assert (tmp_path / "keras_autoencoder_reconstructions.png").stat().st_size > 0

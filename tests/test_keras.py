@@ -1,4 +1,5 @@
-"""Keras-style compile / fit / evaluate / predict (gpudl.keras and Sequential's methods)."""
+"""Keras-style compile / fit / evaluate / predict over plain gpudl Modules (gpudl.keras's
+functions), and Keras's loss and metric semantics."""
 
 import numpy as np
 import pytest
@@ -30,18 +31,18 @@ def test_keras_tutorial_script_on_digits(digits):
     x, y = digits
     onehot = np.eye(10, dtype=np.float32)[y]
     model = _softmax_mlp()
-    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(x[:1400], onehot[:1400], batch_size=32, epochs=12,
+    keras.compile(model, optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    history = keras.fit(model, x[:1400], onehot[:1400], batch_size=32, epochs=12,
                         validation_split=0.2, verbose=0)
     assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert len(history.history["loss"]) == 12
-    loss, accuracy = model.evaluate(x[1400:], onehot[1400:])
+    loss, accuracy = keras.evaluate(model, x[1400:], onehot[1400:])
     assert accuracy >= 0.9                        # 397 held-out digits; 0.95 typical
-    probabilities = model.predict(x[1400:], batch_size=64)
+    probabilities = keras.predict(model, x[1400:], batch_size=64)
     assert isinstance(probabilities, np.ndarray) and probabilities.shape == (397, 10)
     np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
     assert np.mean(probabilities.argmax(1) == y[1400:]) == pytest.approx(accuracy)
-    assert model.evaluate(x[1400:], onehot[1400:], return_dict=True)["loss"] == \
+    assert keras.evaluate(model, x[1400:], onehot[1400:], return_dict=True)["loss"] == \
         pytest.approx(loss)
 
 
@@ -59,9 +60,9 @@ def test_binary_crossentropy_with_a_sigmoid_output(digits):
     x, y = digits
     target = (y >= 5).astype(np.float32)[:, None]           # (N, 1)
     model = _softmax_mlp(out=1, head=nn.Sigmoid())
-    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-    model.fit(x[:1400], target[:1400], epochs=8, verbose=0)
-    assert model.evaluate(x[1400:], target[1400:])[1] >= 0.85
+    keras.compile(model, optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    keras.fit(model, x[:1400], target[:1400], epochs=8, verbose=0)
+    assert keras.evaluate(model, x[1400:], target[1400:])[1] >= 0.85
 
 
 def test_mse_regression_and_a_float_result_without_metrics(rng):
@@ -69,9 +70,9 @@ def test_mse_regression_and_a_float_result_without_metrics(rng):
     w = np.array([[1.5], [-2.0], [0.5]], np.float32)
     y = x @ w + 0.3
     model = nn.Sequential(nn.Linear(3, 1))
-    model.compile(optimizer=optim.Adam(model.parameters(), lr=0.05), loss="mse")
-    model.fit(x, y, epochs=40, batch_size=32, verbose=0)
-    loss = model.evaluate(x, y)
+    keras.compile(model, optimizer=optim.Adam(model.parameters(), lr=0.05), loss="mse")
+    keras.fit(model, x, y, epochs=40, batch_size=32, verbose=0)
+    loss = keras.evaluate(model, x, y)
     assert isinstance(loss, float) and loss < 1e-3
     np.testing.assert_allclose(model[0].weight.numpy().T, w, atol=0.02)
 
@@ -80,11 +81,11 @@ def test_validation_split_takes_the_last_samples(rng):
     x = rng.standard_normal((40, 2)).astype(np.float32)
     y = rng.standard_normal((40, 1)).astype(np.float32)
     model = nn.Sequential(nn.Linear(2, 1))
-    model.compile(optimizer="sgd", loss="mae")
-    history = model.fit(x, y, epochs=1, validation_split=0.25, verbose=0)
-    assert history["val_loss"][0] == pytest.approx(model.evaluate(x[30:], y[30:]), rel=1e-6)
+    keras.compile(model, optimizer="sgd", loss="mae")
+    history = keras.fit(model, x, y, epochs=1, validation_split=0.25, verbose=0)
+    assert history["val_loss"][0] == pytest.approx(keras.evaluate(model, x[30:], y[30:]), rel=1e-6)
     with pytest.raises(ValueError, match="leaves no validation samples"):
-        model.fit(x[:3], y[:3], validation_split=0.2, verbose=0)
+        keras.fit(model, x[:3], y[:3], validation_split=0.2, verbose=0)
 
 
 def _keras_reference(kind, p, y):
@@ -108,10 +109,10 @@ def test_keras_losses_values_and_gradients(rng, kind):
     y = {"categorical_crossentropy": np.eye(4)[labels],
          "sparse_categorical_crossentropy": labels,
          "binary_crossentropy": (rng.random((5, 4)) > 0.5).astype(np.float64)}[kind]
-    loss = keras.LOSSES[kind](gd.tensor(p), gd.tensor(y))
+    loss = keras.losses.get(kind)(gd.tensor(y), gd.tensor(p))
     assert loss.item() == pytest.approx(_keras_reference(kind, p, y), rel=1e-10)
     inside = np.clip(p, 0.05, 0.95)                     # away from the clip for finite differences
-    gradcheck(lambda t: keras.LOSSES[kind](t, gd.tensor(y)),
+    gradcheck(lambda t: keras.losses.get(kind)(gd.tensor(y), t),
               [gd.tensor(inside, requires_grad=True)])
 
 
@@ -119,21 +120,108 @@ def test_errors(rng):
     model = nn.Sequential(nn.Linear(2, 1))
     x = rng.standard_normal((4, 2)).astype(np.float32)
     with pytest.raises(RuntimeError, match="not compiled"):
-        model.fit(x, x[:, :1], verbose=0)
+        keras.fit(model, x, x[:, :1], verbose=0)
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
-        model.compile(loss="hinge")
+        keras.compile(model, loss="hinge")
     with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
-        model.compile(optimizer="lion")
-    with pytest.raises(TypeError, match="optimizer must be a name or a gpudl.optim optimizer"):
-        model.compile(optimizer=3)
+        keras.compile(model, optimizer="lion", loss="mse")
+    with pytest.raises(TypeError, match="optimizer must be a name or an optimizer object"):
+        keras.compile(model, optimizer=3, loss="mse")
     with pytest.raises(ValueError, match="unknown metric"):
-        model.compile(metrics=["auc"])
-    model.compile(loss="mse")
+        keras.compile(model, loss="mse", metrics=["auc"])
+    with pytest.raises(ValueError, match="give a loss"):
+        keras.compile(model)
+    keras.compile(model, loss="mse")
     with pytest.raises(ValueError, match=r"same first size.*\(4, 2\).*\(3, 1\)"):
-        model.fit(x, x[:3, :1], verbose=0)
+        keras.fit(model, x, x[:3, :1], verbose=0)
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
-        model.fit(x, x[:, :1], batch_size=0, verbose=0)
+        keras.fit(model, x, x[:, :1], batch_size=0, verbose=0)
     with pytest.raises(TypeError, match="x must be a Tensor or an array"):
-        model.predict("data")
+        keras.predict(model, "data")
     with pytest.raises(ValueError, match="validation_data must be a pair"):
-        model.fit(x, x[:, :1], validation_data=(x,), verbose=0)
+        keras.fit(model, x, x[:, :1], validation_data=(x,), verbose=0)
+
+
+# --- Keras's shapes (issue 11): single columns, sequences, modes, verbose ---
+
+def _keras_bce(p, y):
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.mean(-(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+def _keras_cce_last_axis(p, onehot):
+    """Keras's categorical_crossentropy: classes on the last axis, the mean over all others."""
+    q = np.clip(p / p.sum(-1, keepdims=True), 1e-7, 1 - 1e-7)
+    return np.mean(-(onehot * np.log(q)).sum(-1))
+
+
+def test_binary_crossentropy_reshapes_labels_to_a_single_column(rng):
+    p = rng.uniform(0.05, 0.95, (6, 1))
+    y = (rng.random(6) > 0.5).astype(np.float64)             # (N,), not (N, 1)
+    expected = _keras_bce(p[:, 0], y)
+    assert keras.losses.BinaryCrossentropy()(gd.tensor(y), gd.tensor(p)).item() == \
+        pytest.approx(expected, rel=1e-10)
+    assert keras.losses.MeanSquaredError()(gd.tensor(y), gd.tensor(p)).item() == \
+        pytest.approx(np.mean((p[:, 0] - y) ** 2), rel=1e-10)
+
+
+def test_sequence_losses_reduce_over_the_last_axis(rng):
+    p = rng.uniform(0.05, 1.0, (3, 5, 4))                      # (N, T, C)
+    labels = rng.integers(0, 4, (3, 5))
+    onehot = np.eye(4)[labels]
+    expected = _keras_cce_last_axis(p, onehot)
+    losses = keras.losses
+    assert losses.CategoricalCrossentropy()(gd.tensor(onehot), gd.tensor(p)).item() == \
+        pytest.approx(expected, rel=1e-10)
+    per_step = losses.categorical_crossentropy(gd.tensor(onehot), gd.tensor(p))   # (N, T)
+    assert per_step.shape == (3, 5)
+    assert losses.SparseCategoricalCrossentropy()(gd.tensor(labels), gd.tensor(p)).item() == \
+        pytest.approx(expected, rel=1e-10)
+    assert losses.SparseCategoricalCrossentropy()(
+        gd.tensor(labels[..., None]), gd.tensor(p)).item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_single_sigmoid_column_with_flat_labels_trains_and_scores_like_keras(digits):
+    x, y = digits
+    target = (y >= 5).astype(np.float32)                      # (N,) beside (N, 1) outputs
+    model = _softmax_mlp(out=1, head=nn.Sigmoid())
+    keras.compile(model, optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    keras.fit(model, x[:1400], target[:1400], epochs=4, verbose=0)
+    loss, accuracy = keras.evaluate(model, x[1400:], target[1400:], verbose=0)
+    p = keras.predict(model, x[1400:])
+    assert p.shape == (397, 1)
+    assert accuracy == pytest.approx(np.mean((p[:, 0] > 0.5) == target[1400:]))
+    assert accuracy >= 0.85
+    assert loss == pytest.approx(_keras_bce(p[:, 0].astype(np.float64), target[1400:]), rel=1e-4)
+
+
+def test_sequence_accuracy_takes_the_last_axis(rng):
+    p = rng.random((4, 6, 3)).astype(np.float32)              # (N, T, C), T > C
+    labels = rng.integers(0, 3, (4, 6))
+    model = nn.Sequential(nn.Linear(3, 3))
+    with gd.no_grad():
+        model[0].weight.copy_(gd.eye(3))
+        model[0].bias.zero_()
+    keras.compile(model, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _, accuracy = keras.evaluate(model, p, labels, verbose=0)
+    assert accuracy == pytest.approx(np.mean(p.argmax(-1) == labels))
+
+
+def test_predict_restores_the_mode_after_an_exception():
+    class Failing(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+    model = Failing().train()
+    with pytest.raises(RuntimeError, match="boom"):
+        keras.predict(model, np.zeros((2, 2), np.float32))
+    assert model.training
+
+
+def test_empty_inputs_are_an_error():
+    model = nn.Sequential(nn.Linear(2, 1))
+    keras.compile(model, loss="mse")
+    empty = np.zeros((0, 2), np.float32)
+    with pytest.raises(ValueError, match="yielded no batch"):
+        keras.evaluate(model, empty, empty[:, :1], verbose=0)
+    with pytest.raises(ValueError, match="yielded no batch"):
+        keras.fit(model, empty, empty[:, :1], verbose=0)

@@ -83,7 +83,7 @@ def test_loss_is_read_from_the_device_only_every_few_batches(monkeypatch, verbos
                                                             reads_per_epoch):
     reads = []
     real = train._Running.logs
-    monkeypatch.setattr(train._Running, "logs", lambda self: reads.append(1) or real(self))
+    monkeypatch.setattr(train._Running, "logs", lambda self, where: reads.append(1) or real(self, where))
     x = np.random.default_rng(0).standard_normal((25, 3)).astype(np.float32)
     model = nn.Linear(3, 1)
     fit(model, nn.MSELoss(), optim.SGD(model.parameters(), lr=0.01),
@@ -220,3 +220,117 @@ def test_plot_history_without_matplotlib(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
     with pytest.raises(ImportError, match="plot_history needs matplotlib"):
         plot_history({"loss": [1.0]}, tmp_path / "x.png")
+
+
+# --- reliability (issue 11): empty data, NaN guard, modes restored, monitors checked early ---
+
+def _tiny(rng, n=8):
+    x = rng.standard_normal((n, 2)).astype(np.float32)
+    return DataLoader(TensorDataset(x, x[:, :1]), batch_size=4)
+
+
+def _empty():
+    return DataLoader(TensorDataset(np.zeros((0, 2), np.float32), np.zeros((0, 1), np.float32)),
+                      batch_size=4)
+
+
+def test_empty_data_is_an_error_not_loss_zero(rng):
+    model = nn.Linear(2, 1)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="evaluate: the data yielded no batch"):
+        train.evaluate(model, nn.MSELoss(), _empty())
+    with pytest.raises(ValueError, match="fit: the training data yielded no batch"):
+        fit(model, nn.MSELoss(), opt, _empty(), epochs=1, verbose=False)
+    with pytest.raises(ValueError, match="fit: the validation data yielded no batch"):
+        fit(model, nn.MSELoss(), opt, _tiny(rng), epochs=1, val_loader=_empty(), verbose=False)
+    for verbose in (False, True):                  # the progress bar's reads too
+        with pytest.raises(ValueError, match="yielded no batch"):
+            fit(model, nn.MSELoss(), opt, [], epochs=1, verbose=verbose)
+
+
+class NaNAfter:
+    """An MSE loss that turns NaN from call ``k`` on; counts its calls."""
+
+    def __init__(self, k):
+        self.k, self.calls = k, 0
+
+    def __call__(self, out, y):
+        self.calls += 1
+        loss = ((out - y) ** 2).mean()
+        return loss * float("nan") if self.calls > self.k else loss
+
+
+def test_fit_stops_with_a_warning_when_the_loss_becomes_nan(rng):
+    model = nn.Linear(2, 1)
+    loss_fn = NaNAfter(3)                            # 2 batches per epoch: NaN in epoch 2
+    with pytest.warns(RuntimeWarning, match=r"training loss is nan in epoch 2; training stopped"):
+        history = fit(model, loss_fn, optim.SGD(model.parameters(), lr=0.1), _tiny(rng),
+                      epochs=10, verbose=False)
+    assert len(history["loss"]) == 2 and np.isfinite(history["loss"][0])
+    assert np.isnan(history["loss"][1]) and loss_fn.calls == 4
+
+
+def test_terminate_on_nan_stops_at_the_first_bad_batch(rng):
+    model = nn.Linear(2, 1)
+    loss_fn = NaNAfter(2)
+    stopper = train.TerminateOnNaN()
+    with pytest.warns(RuntimeWarning, match="TerminateOnNaN: batch 2: invalid loss nan"):
+        history = fit(model, loss_fn, optim.SGD(model.parameters(), lr=0.1),
+                      _tiny(rng, n=40), epochs=10, callbacks=[stopper], verbose=False)
+    assert loss_fn.calls == 3 and stopper.stopped_batch == 2     # not the 10 batches
+    assert len(history["loss"]) == 1 and np.isnan(history["loss"][0])
+
+
+def test_model_checkpoint_never_saves_non_finite_weights(tmp_path, rng):
+    model = nn.Linear(2, 1)
+    path = tmp_path / "last.safetensors"
+    fit(model, nn.MSELoss(), optim.SGD(model.parameters(), lr=0.1), _tiny(rng), epochs=1,
+        callbacks=[ModelCheckpoint(path, monitor="loss")], verbose=False)
+    good = path.read_bytes()
+    checkpoint = ModelCheckpoint(path, monitor="loss")
+    with pytest.warns(RuntimeWarning):               # the NaN loss, and the skipped save
+        fit(model, lambda out, y: ((out - y) ** 2).mean() * float("nan"),
+            optim.SGD(model.parameters(), lr=0.1), _tiny(rng), epochs=3,
+            callbacks=[checkpoint], verbose=False)
+    assert not np.isfinite(model.weight.numpy()).all()
+    assert checkpoint.saved == [] and path.read_bytes() == good
+
+
+def test_a_monitor_fit_will_not_log_fails_before_training(tmp_path, rng):
+    model = Recorder(nn.Linear(2, 1))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    for callback, message in [
+            (ModelCheckpoint(tmp_path / "m.safetensors", monitor="val_accuracy",
+                             save_best_only=True), "monitor 'val_accuracy' is not among"),
+            (ModelCheckpoint(tmp_path / "m-{val_f1:.2f}.safetensors"), "path field 'val_f1'"),
+            (EarlyStopping(monitor="val_loss"), "monitor 'val_loss'")]:
+        with pytest.raises(ValueError, match=message):
+            fit(model, nn.MSELoss(), opt, _tiny(rng), epochs=2, callbacks=[callback],
+                verbose=False)
+    assert model.seen == []                          # refused before the first batch
+    fit(model, nn.MSELoss(), opt, _tiny(rng), epochs=1, val_loader=_tiny(rng), verbose=False,
+        callbacks=[ModelCheckpoint(tmp_path / "m-{epoch}-{val_loss:.2f}.safetensors")])
+
+
+class Failing(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("start_training", [True, False])
+def test_evaluate_restores_the_mode_after_an_exception(rng, start_training):
+    model = Failing().train(start_training)
+    with pytest.raises(RuntimeError, match="boom"):
+        train.evaluate(model, nn.MSELoss(), _tiny(rng))
+    assert model.training is start_training
+
+
+def test_single_column_accuracy_thresholds_at_one_half(rng):
+    """Scores (N, 1) beside labels (N,): the arg-max of one column would always be class 0."""
+    scores = rng.random((50, 1)).astype(np.float32)
+    labels = (scores[:, 0] + 0.2 * rng.standard_normal(50) > 0.5).astype(np.int64)
+    model = nn.Identity()
+    logs = train.evaluate(model, lambda out, y: out.sum() * 0, DataLoader(
+        TensorDataset(scores, labels), batch_size=16), metrics=["accuracy"])
+    expected = np.mean((scores[:, 0] > 0.5) == labels)
+    assert expected > 0.7 and logs["accuracy"] == pytest.approx(expected)

@@ -35,8 +35,8 @@ class MLP(nn.Sequential):
 
     ``MLP(64, hidden=(128, 64), out_features=10)`` is
     ``Linear(64, 128), ReLU, Linear(128, 64), ReLU, Linear(64, 10)``: the output is raw (logits
-    or regression values), so pair it with ``CrossEntropyLoss``/``MSELoss``. Being a
-    ``Sequential`` it also has Keras's ``compile``/``fit``/``evaluate``/``predict``.
+    or regression values), so pair it with ``CrossEntropyLoss``/``MSELoss``. Keras-style
+    training: ``gpudl.keras.compile(mlp, ...)`` then ``gpudl.keras.fit(mlp, x, y)``.
 
     Args:
         in_features, out_features: input and output sizes.

@@ -64,7 +64,8 @@ class Sequential(_ModuleSequence):
     """Modules called in order, each on the previous one's output.
 
     ``Sequential(a, b, c)`` names the children "0", "1", "2"; ``Sequential(OrderedDict(...))``
-    keeps the given names. Keras users can ``compile``, ``fit``, ``evaluate`` and ``predict`` it.
+    keeps the given names. (Keras's ``Sequential`` with ``compile``/``fit`` is
+    ``gpudl.keras.Sequential``.)
     """
 
     def __init__(self, *args):
@@ -89,27 +90,6 @@ class Sequential(_ModuleSequence):
     def __setitem__(self, idx, module):
         key = list(self._modules)[_index(self, idx)]
         setattr(self, key, module)
-
-    # Keras-style training (gpudl.keras is imported on first use)
-    def compile(self, *args, **kwargs):
-        """Keras's ``model.compile(optimizer=..., loss=..., metrics=[...])``; see gpudl.keras."""
-        from .. import keras
-        return keras.compile(self, *args, **kwargs)
-
-    def fit(self, *args, **kwargs):
-        """Keras's ``model.fit(x, y, epochs=..., batch_size=...)`` -> history; see gpudl.keras."""
-        from .. import keras
-        return keras.fit(self, *args, **kwargs)
-
-    def evaluate(self, *args, **kwargs):
-        """Keras's ``model.evaluate(x, y)`` -> loss and metrics; see gpudl.keras."""
-        from .. import keras
-        return keras.evaluate(self, *args, **kwargs)
-
-    def predict(self, *args, **kwargs):
-        """Keras's ``model.predict(x)`` -> outputs; see gpudl.keras."""
-        from .. import keras
-        return keras.predict(self, *args, **kwargs)
 
 
 class ModuleList(_ModuleSequence):

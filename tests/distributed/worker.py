@@ -248,20 +248,21 @@ def case_fit():
 
 
 def case_keras():
-    """Keras-style model.fit on an unwrapped model: fit wraps it for the call, then unwraps;
+    """Keras-style fit on an unwrapped model: fit wraps it for the call, then unwraps;
     ModelCheckpoint writes on rank 0 only, with the module's own keys."""
-    from gpudl import autograd
+    from gpudl import autograd, keras
     from gpudl.callbacks import ModelCheckpoint
     rank, world = dist.get_rank(), dist.get_world_size()
     rng = np.random.default_rng(1)
     x = rng.standard_normal((40, 5)).astype(np.float32)
     y = rng.integers(0, 3, 40)
     model = make_model(50 + rank)                        # rank 0's weights win at wrap time
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    keras.compile(model, optimizer="sgd", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     folder = os.environ["GPUDL_TEST_OUT"]
     checkpoint = ModelCheckpoint(os.path.join(folder, f"rank{rank}.safetensors"),
                                  monitor="loss")
-    model.fit(x, y, batch_size=4, epochs=2, callbacks=[checkpoint], verbose=0)
+    keras.fit(model, x, y, batch_size=4, epochs=2, callbacks=[checkpoint], verbose=0)
     assert_same_on_every_rank(model)
     assert not any(id(p) in autograd._post_accumulate_hooks and
                    autograd._post_accumulate_hooks[id(p)] for p in model.parameters())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
-from gpudl import nn
+from gpudl import keras, nn
 from gpudl.models import (MLP, VAE, Autoencoder, BasicBlock, DCGANDiscriminator, DCGANGenerator,
                           LeNet, LSTMClassifier, LSTMRegressor, Seq2SeqAttention, SmallResNet,
                           TransformerClassifier, sinusoidal_positions)
@@ -275,10 +275,10 @@ def test_mlp_trains_keras_style_on_a_nonlinear_problem(rng):
     x = rng.standard_normal((200, 2)).astype(np.float32)
     y = (x[:, 0] * x[:, 1] > 0).astype(np.int64)          # XOR of signs: no linear model fits
     model = MLP(2, (16, 16), 2)
-    model.compile(optimizer="adam", loss=nn.CrossEntropyLoss(), metrics=["accuracy"])
-    history = model.fit(x, y, batch_size=32, epochs=60, verbose=0)
+    keras.compile(model, optimizer="adam", loss=nn.CrossEntropyLoss(), metrics=["accuracy"])
+    history = keras.fit(model, x, y, batch_size=32, epochs=60, verbose=0)
     assert history["loss"][-1] < history["loss"][0] / 3
-    assert model.evaluate(x, y)[1] > 0.9                    # a linear model: about 0.5
+    assert keras.evaluate(model, x, y)[1] > 0.9             # a linear model: about 0.5
 
 
 @pytest.mark.parametrize("build, message", [

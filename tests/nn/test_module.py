@@ -1,5 +1,8 @@
 """Module machinery against torch.nn.Module: registration, traversal, state dicts, modes, to()."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -296,10 +299,14 @@ def test_module_list_and_dict():
     assert list(md.state_dict()) == ["a.weight", "a.bias"]
 
 
-def test_forward_missing_and_keras_methods_are_lazy():
+def test_forward_missing_and_nn_does_not_reach_the_training_loop():
     with pytest.raises(NotImplementedError, match="forward"):
         nn.Module()(1)
-    assert callable(nn.Sequential().compile)
+    assert not hasattr(nn.Sequential(), "compile")     # Keras's training: gpudl.keras
+    code = "import sys, gpudl.nn; print(sorted(m for m in sys.modules if m.split('.')[:2] in " \
+           "(['gpudl', 'train'], ['gpudl', 'keras'], ['gpudl', 'data'], ['gpudl', 'callbacks'])))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_get_submodule():

@@ -1,0 +1,135 @@
+"""Keras's callbacks: EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN, History
+(gpudl.train's, taking Keras's arguments), and ``Callback`` for user callbacks written with
+Keras's hooks (``on_epoch_end(self, epoch, logs=None)``, ``self.model``,
+``self.model.stop_training = True``)."""
+
+from .. import callbacks as C
+from ..train import History  # noqa: F401 (Keras's name)
+from ..callbacks import TerminateOnNaN  # noqa: F401 (Keras's name)
+
+
+def _no(owner, **unsupported):
+    for name, value in unsupported.items():
+        if value:
+            raise NotImplementedError(f"{owner}: {name}={value!r} is not supported")
+
+
+class EarlyStopping(C.EarlyStopping):
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, verbose=0, mode="auto",
+                 baseline=None, restore_best_weights=False, start_from_epoch=0):
+        _no("EarlyStopping", baseline=baseline, start_from_epoch=start_from_epoch)
+        super().__init__(monitor=monitor, patience=patience, min_delta=abs(min_delta), mode=mode,
+                         restore_best_weights=restore_best_weights)
+
+
+class ModelCheckpoint(C.ModelCheckpoint):
+    """Keras's ModelCheckpoint; the file is a safetensors state dict (``gd.save``) whether
+    ``save_weights_only`` or not."""
+
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
+                 save_weights_only=False, mode="auto", save_freq="epoch"):
+        _no("ModelCheckpoint", save_freq=save_freq if save_freq != "epoch" else None)
+        super().__init__(filepath, monitor=monitor, save_best_only=save_best_only, mode=mode)
+
+
+class ReduceLROnPlateau(C.Callback):
+    """Multiply the learning rate by ``factor`` after ``patience`` epochs without improvement
+    of ``monitor`` (by more than ``min_delta``), then wait ``cooldown`` epochs; never below
+    ``min_lr`` (Keras's rules). Reads the optimizer ``compile`` built."""
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
+                 min_delta=1e-4, cooldown=0, min_lr=0.0):
+        if not 0 < factor < 1:
+            raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor!r}")
+        self.tracker = C._Monitor("ReduceLROnPlateau", monitor, mode, min_delta)
+        self.factor, self.patience, self.cooldown, self.min_lr = factor, patience, cooldown, min_lr
+        self.on_train_begin(None)
+
+    def check_logs(self, keys):
+        self.tracker.check(keys)
+
+    def on_train_begin(self, model):
+        self.tracker.reset()
+        self.wait = self.cooldown_counter = 0
+
+    def on_epoch_end(self, epoch, logs, model):
+        from .training import compiled
+        optimizer = compiled(model, "ReduceLROnPlateau").optimizer
+        current = self.tracker.value(logs)
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self.tracker.improved(current):
+            self.wait = 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                for group in optimizer.param_groups:
+                    if group["lr"] > self.min_lr:
+                        group["lr"] = max(group["lr"] * self.factor, self.min_lr)
+                self.cooldown_counter, self.wait = self.cooldown, 0
+        logs["learning_rate"] = optimizer.param_groups[0]["lr"]
+        return False
+
+
+class Callback:
+    """Base class for callbacks written against Keras's hooks; fit adapts them to gpudl.train's.
+
+    ``self.model`` is the model; set ``self.model.stop_training = True`` to stop after the
+    epoch. ``on_train_batch_end`` reads the loss every batch (only when overridden).
+    """
+
+    def __init__(self):
+        self.model = None
+        self.params = {}
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
+class _KerasHooks(C.Callback):
+    """A Keras-style Callback as gpudl.train sees it."""
+
+    def __init__(self, callback):
+        self.callback = callback
+
+    def on_train_begin(self, model):
+        self.callback.set_model(model)
+        object.__setattr__(model, "stop_training", False)
+        self.callback.on_train_begin({})
+
+    def on_epoch_end(self, epoch, logs, model):
+        self.callback.on_epoch_end(epoch, logs)
+        return bool(getattr(model, "stop_training", False))
+
+    def on_train_end(self, model):
+        self.callback.on_train_end({})
+
+
+class _KerasBatchHooks(_KerasHooks):
+    def on_batch_end(self, batch, logs, model):
+        self.callback.on_train_batch_end(batch, logs)
+        return bool(getattr(model, "stop_training", False))
+
+
+def adapt(callbacks):
+    """gpudl.train callbacks from a mix of gpudl and Keras-style ones."""
+    adapted = []
+    for cb in callbacks or ():
+        if isinstance(cb, Callback):
+            batch = type(cb).on_train_batch_end is not Callback.on_train_batch_end
+            cb = (_KerasBatchHooks if batch else _KerasHooks)(cb)
+        adapted.append(cb)
+    return adapted

@@ -1,0 +1,423 @@
+"""The Keras layer machinery on gpudl Modules: ``Layer`` (built from its first input's shape),
+symbolic ``KerasTensor``s and ``Input`` for the functional API.
+
+A layer called on KerasTensors runs once on small zero batches in inference mode, without
+gradients: that builds its weights and gives its output shape, so shapes are never written by
+hand. Dimensions left ``None`` (a variable sequence length) are probed with two sizes; an output
+dimension that follows them stays ``None``.
+"""
+
+import re
+from contextlib import contextmanager
+
+from .. import creation, dtypes, nn
+from ..autograd import no_grad
+from ..tensor import Tensor
+
+PROBE_BATCH = 2
+PROBE_SIZES = (24, 40)      # stand-ins for None dims; distinct so dependent dims show up
+_NAME_COUNTS = {}
+
+
+def to_snake_case(name):
+    """Keras's layer-name rule: ``Conv2D`` -> ``conv2d``, ``MaxPooling2D`` -> ``max_pooling2d``."""
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def unique_name(base):
+    """``base``, then ``base_1``, ``base_2``, ... as Keras names new layers."""
+    count = _NAME_COUNTS.get(base, 0)
+    _NAME_COUNTS[base] = count + 1
+    return base if count == 0 else f"{base}_{count}"
+
+
+def clear_session():
+    """Restart layer naming (``keras.backend.clear_session()``)."""
+    _NAME_COUNTS.clear()
+
+
+def map_structure(fn, value):
+    """``fn`` applied to every leaf of nested lists, tuples and dicts (structure kept)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(map_structure(fn, v) for v in value)
+    if isinstance(value, dict):
+        return {k: map_structure(fn, v) for k, v in value.items()}
+    return fn(value)
+
+
+def flatten(value):
+    """The leaves of nested lists, tuples and dicts, in order."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in flatten(v)]
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in flatten(v)]
+    return [value]
+
+
+class KerasTensor:
+    """A symbolic tensor of the functional API: a shape (``None`` for the batch and any unknown
+    dim), a dtype, and the layer call that produces it."""
+
+    def __init__(self, shape, dtype, node=None, index=0):
+        self.shape = tuple(shape)
+        self.dtype = dtypes.as_dtype(dtype, "KerasTensor")
+        self.node, self.index = node, index
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __repr__(self):
+        layer = self.node.layer.name if self.node else None
+        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, layer={layer!r}>"
+
+    def __len__(self):
+        raise TypeError("a KerasTensor has no length; use .shape")
+
+    # arithmetic in functional code (``x = Dense(8)(x) + skip``) becomes layers
+    def _binary(self, other, op, reflected=False):
+        from .layers import core
+        if isinstance(other, KerasTensor):
+            pair = [other, self] if reflected else [self, other]
+            return core.Lambda(lambda ab: op(ab[0], ab[1]))(pair)
+        if reflected:
+            return core.Lambda(lambda t: op(other, t))(self)
+        return core.Lambda(lambda t: op(t, other))(self)
+
+    def __add__(self, other):
+        return self._binary(other, lambda a, b: a + b)
+
+    def __radd__(self, other):
+        return self._binary(other, lambda a, b: a + b, reflected=True)
+
+    def __sub__(self, other):
+        return self._binary(other, lambda a, b: a - b)
+
+    def __rsub__(self, other):
+        return self._binary(other, lambda a, b: a - b, reflected=True)
+
+    def __mul__(self, other):
+        return self._binary(other, lambda a, b: a * b)
+
+    def __rmul__(self, other):
+        return self._binary(other, lambda a, b: a * b, reflected=True)
+
+    def __truediv__(self, other):
+        return self._binary(other, lambda a, b: a / b)
+
+    def __neg__(self):
+        return self._binary(-1.0, lambda a, b: a * b)
+
+    def __iter__(self):
+        raise TypeError(f"a KerasTensor of shape {self.shape} cannot be iterated; layers that "
+                        "return several tensors give a list")
+
+
+class Node:
+    """One call of a layer on KerasTensors: what it took and what it gave."""
+
+    def __init__(self, layer, args, kwargs, outputs):
+        self.layer, self.args, self.kwargs, self.outputs = layer, args, kwargs, outputs
+
+    @property
+    def inputs(self):
+        return [v for v in flatten((self.args, self.kwargs)) if isinstance(v, KerasTensor)]
+
+
+def is_symbolic(value):
+    return any(isinstance(v, KerasTensor) for v in flatten(value))
+
+
+def shape_of(value):
+    """Shapes (tuples) of a Tensor or of nested Tensors, as ``build(input_shape)`` takes."""
+    return map_structure(lambda v: tuple(v.shape) if hasattr(v, "shape") else v, value)
+
+
+@contextmanager
+def inference(module):
+    """``module`` (and its children) in eval mode without gradients; the modes come back."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with no_grad():
+            yield
+    finally:
+        for m, mode in modes:
+            object.__setattr__(m, "training", mode)
+
+
+@contextmanager
+def _mode(module, training):
+    """``module`` (and its children) in train (True) or eval (False) mode; modes come back."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.train(bool(training))
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            object.__setattr__(m, "training", mode)
+
+
+def symbolic_call(layer, args, kwargs):
+    """KerasTensors for ``layer(*args, **kwargs)`` with KerasTensors among the arguments."""
+    symbols = [v for v in flatten((args, kwargs)) if isinstance(v, KerasTensor)]
+    variable = any(d is None for v in symbols for d in v.shape[1:])
+    results = []
+    with inference(layer):
+        for size in PROBE_SIZES if variable else PROBE_SIZES[:1]:
+            concrete = map_structure(lambda v: _zeros(v, size) if isinstance(v, KerasTensor)
+                                     else v, (args, kwargs))
+            results.append(flatten(layer(*concrete[0], **concrete[1])))
+    first = results[0]
+    node = Node(layer, args, kwargs, None)
+    outputs = []
+    for i, out in enumerate(first):
+        shape = [None] + [d if all(r[i].shape[j] == d for r in results) else None
+                          for j, d in enumerate(out.shape) if j > 0]
+        outputs.append(KerasTensor(shape, out.dtype, node, i))
+    node.outputs = outputs
+    layer._nodes.append(node)
+    return outputs if len(outputs) > 1 or _is_sequence_output(layer) else outputs[0]
+
+
+def _is_sequence_output(layer):
+    return getattr(layer, "returns_list", False)
+
+
+def _zeros(symbol, size):
+    shape = (PROBE_BATCH,) + tuple(size if d is None else d for d in symbol.shape[1:])
+    return creation.zeros(*shape, dtype=symbol.dtype)
+
+
+class Layer(nn.Module):
+    """A Keras layer: a gpudl Module whose weights are created by ``build(input_shape)`` on the
+    first call (or at once, given ``input_shape=``), and that can be called on KerasTensors.
+
+    Subclasses define ``build(input_shape)`` (creating weights with ``add_weight``) and
+    ``call(inputs, ...)``. Integer inputs are cast to float32 unless ``accepts_integers``.
+    """
+
+    accepts_integers = False
+    supports_masking = False     # pass a mask (from Embedding(mask_zero=True)) on unchanged
+    consumes_mask = False        # call() takes mask= (recurrent layers)
+
+    def __init__(self, trainable=True, name=None, dtype=None, input_shape=None,
+                 batch_input_shape=None, input_dim=None, **kwargs):
+        from . import regularizers
+        super().__init__()
+        cls = type(self).__name__
+        # kernel_regularizer=, bias_regularizer=, ...: applied to the weight of that name
+        self._regularizers = {key[:-len("_regularizer")]: regularizers.get(kwargs.pop(key))
+                              for key in [k for k in kwargs if k.endswith("_regularizer")]
+                              if kwargs[key] is not None}
+        if "activity" in self._regularizers:
+            raise NotImplementedError(f"{cls}: activity_regularizer is not supported")
+        if kwargs:
+            raise TypeError(f"{cls}: unexpected keyword argument(s) {sorted(kwargs)}")
+        self.name = name or unique_name(to_snake_case(cls))
+        self.built = False
+        self._nodes = []
+        self._trainable = bool(trainable)
+        if input_dim is not None and input_shape is None:
+            input_shape = (input_dim,)
+        if batch_input_shape is not None and input_shape is None:
+            input_shape = tuple(batch_input_shape)[1:]
+        self.declared_input_shape = None if input_shape is None else _shape_tuple(
+            input_shape, cls)
+
+    # -- what subclasses define
+    def build(self, input_shape):
+        """Create the weights for inputs of ``input_shape`` (the batch size included)."""
+
+    def call(self, inputs, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define call(inputs)")
+
+    def forward(self, *args, **kwargs):
+        return self(*args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        if kwargs.get("training") is not None and not is_symbolic((args, kwargs)):
+            # Keras's layer(x, training=False): this call in that mode, whatever the layer's
+            training = kwargs.pop("training")
+            with _mode(self, training):
+                return self(*args, **kwargs)
+        kwargs.pop("training", None)
+        if is_symbolic((args, kwargs)):
+            return symbolic_call(self, args, kwargs)
+        if not args:
+            raise TypeError(f"{self.name}: expected inputs")
+        if not self.accepts_integers:
+            args = (map_structure(_as_float, args[0]),) + args[1:]
+        if not self.built:
+            self.build(shape_of(args[0]))
+            self.built = True
+            self.trainable = self._trainable
+        weight = next(iter(self._parameters.values()), None)
+        if weight is not None:             # Keras's autocast: float inputs in the weights' dtype
+            args = (map_structure(lambda v: _as_dtype(v, weight.dtype), args[0]),) + args[1:]
+        return self.call(*args, **kwargs)
+
+    def compute_mask(self, inputs, mask=None):
+        """The mask of this layer's output (Keras's rule: passed on only by layers that
+        support masking)."""
+        return mask if self.supports_masking else None
+
+    def call_masked(self, inputs, mask):
+        """``(output, output mask)`` for one input carrying ``mask`` (None: no mask)."""
+        if mask is not None and self.consumes_mask:
+            out = self(inputs, mask=mask)
+        else:
+            out = self(inputs)
+        return out, self.compute_mask(inputs, mask)
+
+    # -- weights
+    def add_weight(self, name, shape, initializer="zeros", trainable=True):
+        """A new weight of ``shape`` filled by ``initializer``: a Parameter when trainable, else
+        a buffer (Keras's non-trainable weights: BatchNormalization's moving statistics)."""
+        from . import initializers
+        value = creation.empty(*shape, dtype=dtypes.DEFAULT_FLOAT)
+        initializers.get(initializer)(value)
+        if trainable:
+            setattr(self, name, nn.Parameter(value))
+        else:
+            self.register_buffer(name, value)
+        return getattr(self, name)
+
+    @property
+    def losses(self):
+        """The regularization terms of this layer's weights and of the layers inside it (Tensors
+        added to the training loss)."""
+        terms = []
+        for module in self.modules():
+            for name, regularizer in getattr(module, "_regularizers", {}).items():
+                weight = getattr(module, name, None)
+                if weight is not None:
+                    terms.append(regularizer(weight))
+        return terms
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        """Freeze or unfreeze every weight of the layer (and of the layers inside it)."""
+        self._trainable = bool(value)
+        for module in self.modules():
+            if isinstance(module, Layer):
+                object.__setattr__(module, "_trainable", bool(value))
+        for param in self.parameters():
+            param.requires_grad_(bool(value))
+
+    @property
+    def weights(self):
+        """The layer's weights, Keras's order: each layer's own (trainable first), layer by layer."""
+        return list(self.state_dict(keep_vars=True).values())
+
+    @property
+    def trainable_weights(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def non_trainable_weights(self):
+        trainable = {id(p) for p in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
+
+    def get_weights(self):
+        """The weights as NumPy arrays (Keras's layouts, e.g. Dense's kernel (in, out))."""
+        return [w.numpy().copy() for w in self.weights]
+
+    def set_weights(self, weights):
+        """Assign NumPy arrays (as ``get_weights`` gives) to the weights, checked first."""
+        mine = self.weights
+        weights = list(weights)
+        if len(weights) != len(mine):
+            raise ValueError(f"{self.name}.set_weights: expected {len(mine)} arrays, got "
+                             f"{len(weights)}")
+        for i, (w, value) in enumerate(zip(mine, weights)):
+            if tuple(getattr(value, "shape", ())) != tuple(w.shape):
+                raise ValueError(f"{self.name}.set_weights: weight {i} has shape "
+                                 f"{tuple(w.shape)}, got {getattr(value, 'shape', None)}")
+        with no_grad():
+            for w, value in zip(mine, weights):
+                w.copy_(creation.tensor(value, dtype=w.dtype))
+
+    def count_params(self):
+        """The number of scalars in all weights, trainable or not (Keras's Param #)."""
+        return sum(w.numel() for w in self.weights)
+
+    # -- shapes recorded by symbolic calls
+    @property
+    def output_shape(self):
+        if not self._nodes:
+            raise AttributeError(f"{self.name} has not been called on symbolic inputs; its "
+                                 "output shape is unknown")
+        shapes = [t.shape for t in self._nodes[-1].outputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def input_shape(self):
+        if not self._nodes:
+            raise AttributeError(f"{self.name} has not been called on symbolic inputs")
+        shapes = [t.shape for t in self._nodes[-1].inputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def output(self):
+        return self._nodes[-1].outputs[0] if self._nodes else None
+
+    def extra_repr(self):
+        return f"name={self.name!r}"
+
+
+def _as_dtype(value, dtype):
+    if isinstance(value, Tensor) and dtypes.is_floating(value.dtype) and value.dtype != dtype:
+        return value.astype(dtype)
+    return value
+
+
+def _as_float(value):
+    if isinstance(value, Tensor) and not dtypes.is_floating(value.dtype):
+        return value.astype(dtypes.DEFAULT_FLOAT)
+    return value
+
+
+def _shape_tuple(shape, where):
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        shape = (shape,)
+    for d in shape:
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 0):
+            raise ValueError(f"{where}: shape dims must be ints >= 0 or None, got {shape}")
+    return shape
+
+
+class InputLayer(Layer):
+    """The layer behind ``Input``: passes its input through (any dtype)."""
+
+    accepts_integers = True
+
+    def __init__(self, input_shape=None, batch_size=None, dtype=None, name=None, shape=None,
+                 **kwargs):
+        shape = shape if shape is not None else input_shape
+        if shape is None:
+            raise ValueError("InputLayer: give shape= (without the batch dimension)")
+        super().__init__(name=name, input_shape=shape, **kwargs)
+        self.input_dtype = dtypes.as_dtype(dtype or dtypes.DEFAULT_FLOAT, "Input")
+        self.built = True
+        symbol = KerasTensor((batch_size,) + self.declared_input_shape, self.input_dtype)
+        symbol.node = Node(self, (), {}, [symbol])
+        self._nodes.append(symbol.node)
+
+    def call(self, inputs):
+        return inputs
+
+
+def Input(shape=None, batch_size=None, dtype=None, name=None, batch_shape=None):  # noqa: N802
+    """A symbolic input of ``shape`` (without the batch dimension) for the functional API."""
+    if batch_shape is not None:
+        shape, batch_size = tuple(batch_shape)[1:], batch_shape[0]
+    return InputLayer(shape=shape, batch_size=batch_size, dtype=dtype,
+                      name=name or unique_name("input_layer")).output

@@ -1,0 +1,128 @@
+"""Keras's Attention (Luong dot-product) and MultiHeadAttention layers."""
+
+import math
+
+from ... import creation
+from ...nn import functional as F
+from ..engine import Layer
+from .core import check_positive_int
+
+
+def _masked_softmax(scores, causal):
+    if causal:
+        tq, tk = scores.shape[-2:]
+        rows = creation.arange(tq).reshape(tq, 1)
+        cols = creation.arange(tk).reshape(1, tk)
+        scores = scores.masked_fill(cols > rows, float("-inf"))
+    return F.softmax(scores, dim=-1)
+
+
+class Attention(Layer):
+    """``softmax(query @ key^T) @ value`` for inputs ``[query, value]`` or ``[query, value,
+    key]`` (key defaults to value). ``use_scale`` learns a scalar multiplying the scores;
+    ``score_mode='concat'`` is not supported. ``return_attention_scores=True`` in the call
+    also returns the weights; ``use_causal_mask=True`` hides later keys."""
+
+    def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if score_mode != "dot":
+            raise NotImplementedError(f"Attention: only score_mode='dot' is supported, got "
+                                      f"{score_mode!r}")
+        self.use_scale, self.dropout = use_scale, float(dropout)
+
+    def build(self, input_shape):
+        if self.use_scale:
+            self.add_weight("scale", (), "ones")
+
+    def call(self, inputs, mask=None, return_attention_scores=False, use_causal_mask=False,
+             training=None):
+        """``mask=[query_mask, value_mask]`` ((N, Tq), (N, Tv), True = real; either may be
+        None): padded values get no weight and padded queries give zeros, as Keras."""
+        if not isinstance(inputs, (list, tuple)) or len(inputs) not in (2, 3):
+            raise ValueError(f"{self.name}: inputs must be [query, value] or [query, value, key]")
+        query, value = inputs[0], inputs[1]
+        key = inputs[2] if len(inputs) == 3 else value
+        query_mask, value_mask = (list(mask) + [None, None])[:2] if mask is not None else \
+            (None, None)
+        scores = query @ key.transpose(-1, -2)                 # (N, Tq, Tv)
+        if self.use_scale:
+            scores = scores * self.scale
+        if value_mask is not None:
+            scores = scores.masked_fill(value_mask[:, None, :] == 0, float("-inf"))
+        weights = _masked_softmax(scores, use_causal_mask)
+        training = self.training if training is None else training
+        if self.dropout:
+            weights = F.dropout(weights, self.dropout, training)
+        out = weights @ value
+        if query_mask is not None:
+            out = out * query_mask[:, :, None].astype(out.dtype)
+        return [out, weights] if return_attention_scores else out
+
+
+class MultiHeadAttention(Layer):
+    """Keras's MultiHeadAttention: ``num_heads`` heads of size ``key_dim`` (values
+    ``value_dim``, default key_dim); query/key/value kernels (dim, heads, size) with biases
+    (heads, size); output kernel (heads, value_dim, out) with bias (out,), out = the query's
+    last dim unless ``output_shape``. Called as ``mha(query, value, key=None, ...)``."""
+
+    def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True,
+                 output_shape=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("MultiHeadAttention", num_heads=num_heads, key_dim=key_dim)
+        self.num_heads, self.key_dim = int(num_heads), int(key_dim)
+        self.value_dim = int(value_dim or key_dim)
+        self.dropout, self.use_bias = float(dropout), use_bias
+        self.out_dim = output_shape
+        self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
+
+    def __call__(self, query, value=None, key=None, **kwargs):
+        if value is None:
+            raise TypeError(f"{self.name}: call it as mha(query, value[, key])")
+        return super().__call__(query, value, key, **kwargs)
+
+    def build(self, input_shape):
+        pass                                   # built in call, where all three shapes are known
+
+    def _build_all(self, query, value, key):
+        h = self.num_heads
+        out = self.out_dim or query.shape[-1]
+        for name, source, size in (("query", query, self.key_dim), ("key", key, self.key_dim),
+                                   ("value", value, self.value_dim)):
+            self.add_weight(f"{name}_kernel", (source.shape[-1], h, size),
+                            self.kernel_initializer)
+            if self.use_bias:
+                self.add_weight(f"{name}_bias", (h, size), self.bias_initializer)
+        self.add_weight("output_kernel", (h, self.value_dim, out), self.kernel_initializer)
+        if self.use_bias:
+            self.add_weight("output_bias", (out,), self.bias_initializer)
+
+    def _project(self, x, name):
+        kernel = getattr(self, f"{name}_kernel")                        # (dim, h, size)
+        y = x @ kernel.reshape(kernel.shape[0], -1)                       # (N, T, h * size)
+        if self.use_bias:
+            y = y + getattr(self, f"{name}_bias").reshape(-1)
+        n, t = x.shape[:2]
+        return y.reshape(n, t, self.num_heads, -1).transpose(1, 2)     # (N, h, T, size)
+
+    def call(self, query, value, key=None, attention_mask=None, return_attention_scores=False,
+             use_causal_mask=False, training=None):
+        key = value if key is None else key
+        if "query_kernel" not in self._parameters:
+            self._build_all(query, value, key)
+        q = self._project(query, "query") / math.sqrt(self.key_dim)
+        k, v = self._project(key, "key"), self._project(value, "value")
+        scores = q @ k.transpose(-1, -2)                                  # (N, h, Tq, Tk)
+        if attention_mask is not None:
+            scores = scores.masked_fill(attention_mask[:, None] == 0, float("-inf"))
+        weights = _masked_softmax(scores, use_causal_mask)
+        training = self.training if training is None else training
+        if self.dropout:
+            weights = F.dropout(weights, self.dropout, training)
+        context = (weights @ v).transpose(1, 2)                           # (N, Tq, h, vdim)
+        n, t = context.shape[:2]
+        kernel = self.output_kernel
+        out = context.reshape(n, t, -1) @ kernel.reshape(-1, kernel.shape[-1])
+        if self.use_bias:
+            out = out + self.output_bias
+        return [out, weights] if return_attention_scores else out

@@ -1,0 +1,279 @@
+"""Keras's core layers: Dense, Activation, Dropout, Flatten, Reshape, Permute, RepeatVector,
+Embedding, Lambda and the activation layers (LeakyReLU with Keras's slope 0.3)."""
+
+import math
+import numbers
+
+from ... import functions
+from ...nn import functional as F
+from .. import activations
+from ..engine import Layer
+
+
+def check_positive_int(where, **values):
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+
+
+class Dense(Layer):
+    """``activation(inputs @ kernel + bias)`` over the last axis; kernel (in, units).
+
+    Keras's defaults: glorot_uniform kernel, zero bias, no activation.
+    """
+
+    supports_masking = True
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("Dense", units=units)
+        self.units, self.use_bias = int(units), use_bias
+        self.activation = activations.get(activation)
+        self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
+
+    def build(self, input_shape):
+        self.add_weight("kernel", (input_shape[-1], self.units), self.kernel_initializer)
+        if self.use_bias:
+            self.add_weight("bias", (self.units,), self.bias_initializer)
+
+    def call(self, inputs):
+        out = inputs @ self.kernel
+        if self.use_bias:
+            out = out + self.bias
+        return self.activation(out)
+
+
+class Activation(Layer):
+    supports_masking = True
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+
+    def call(self, inputs):
+        return self.activation(inputs)
+
+
+class ReLU(Layer):
+    supports_masking = True
+
+    def call(self, inputs):
+        return activations.relu(inputs)
+
+
+class LeakyReLU(Layer):
+    """``max(x, negative_slope * x)`` with Keras's default slope 0.3 (PyTorch's is 0.01);
+    ``alpha=`` (Keras 2's name) is accepted."""
+
+    supports_masking = True
+
+    def __init__(self, negative_slope=0.3, alpha=None, **kwargs):
+        super().__init__(**kwargs)
+        self.negative_slope = float(alpha if alpha is not None else negative_slope)
+
+    def call(self, inputs):
+        return F.leaky_relu(inputs, self.negative_slope)
+
+
+class Softmax(Layer):
+    supports_masking = True
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def call(self, inputs):
+        return activations.softmax(inputs, self.axis)
+
+
+class Dropout(Layer):
+    """Zero a ``rate`` fraction of the inputs in training (scaled by 1 / (1 - rate))."""
+
+    supports_masking = True
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+            raise ValueError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+
+    def call(self, inputs, training=None):
+        training = self.training if training is None else training
+        return F.dropout(inputs, self.rate, training) if self.rate else inputs
+
+
+class Flatten(Layer):
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...), channels-last order (as Keras)."""
+
+    def call(self, inputs):
+        return inputs.reshape(inputs.shape[0], -1)
+
+
+class Reshape(Layer):
+    """Reshape each sample to ``target_shape`` (one dim may be -1)."""
+
+    def __init__(self, target_shape, **kwargs):
+        super().__init__(**kwargs)
+        self.target_shape = tuple(target_shape)
+
+    def call(self, inputs):
+        size = math.prod(inputs.shape[1:])
+        known = math.prod(d for d in self.target_shape if d != -1)
+        if (-1 not in self.target_shape and known != size) or (known and size % known):
+            raise ValueError(f"{self.name}: cannot reshape samples of shape "
+                             f"{tuple(inputs.shape[1:])} ({size} values) to {self.target_shape}")
+        return inputs.reshape((inputs.shape[0],) + self.target_shape)
+
+
+class Permute(Layer):
+    """Permute the non-batch dims: ``dims`` are 1-based, as in Keras (``Permute((2, 1))``)."""
+
+    def __init__(self, dims, **kwargs):
+        super().__init__(**kwargs)
+        self.dims = tuple(dims)
+        if sorted(self.dims) != list(range(1, len(self.dims) + 1)):
+            raise ValueError(f"Permute: dims must be a permutation of 1..{len(self.dims)}, got "
+                             f"{self.dims}")
+
+    def call(self, inputs):
+        return inputs.permute(0, *self.dims)
+
+
+class RepeatVector(Layer):
+    """(N, F) -> (N, n, F)."""
+
+    def __init__(self, n, **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("RepeatVector", n=n)
+        self.n = int(n)
+
+    def call(self, inputs):
+        return inputs[:, None, :].expand(inputs.shape[0], self.n, inputs.shape[1])
+
+
+class Embedding(Layer):
+    """Rows of ``embeddings`` (input_dim, output_dim) for integer inputs (floats are cast).
+
+    Keras's default initializer is uniform in [-0.05, 0.05]. With ``mask_zero`` index 0 is padding:
+    the mask reaches the recurrent layers of a Sequential or functional model (through layers
+    that support masking), which then skip the padded steps.
+    """
+
+    accepts_integers = True
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False,
+                 input_length=None, **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("Embedding", input_dim=input_dim, output_dim=output_dim)
+        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+        self.embeddings_initializer, self.mask_zero = embeddings_initializer, mask_zero
+
+    def build(self, input_shape):
+        self.add_weight("embeddings", (self.input_dim, self.output_dim),
+                        self.embeddings_initializer)
+
+    def call(self, inputs):
+        return F.embedding(inputs.long(), self.embeddings)
+
+    def compute_mask(self, inputs, mask=None):
+        """True where the input is not the padding index 0 (with ``mask_zero``)."""
+        return inputs != 0 if self.mask_zero else None
+
+
+class Rescaling(Layer):
+    """``inputs * scale + offset`` (e.g. ``Rescaling(1 / 255)`` for uint8 images)."""
+
+    supports_masking = True
+
+    def __init__(self, scale, offset=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.offset = float(scale), float(offset)
+
+    def call(self, inputs):
+        return inputs * self.scale + self.offset
+
+
+class Lambda(Layer):
+    """Wrap a function of Tensors as a layer."""
+
+    def __init__(self, function, **kwargs):
+        super().__init__(**kwargs)
+        self.function = function
+
+    def call(self, inputs):
+        return self.function(inputs)
+
+
+class _Merge(Layer):
+    """A layer over a list of same-shaped inputs."""
+
+    def call(self, inputs):
+        if not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
+            raise ValueError(f"{self.name}: expected a list of at least 2 inputs")
+        return self.merge(list(inputs))
+
+
+class Concatenate(_Merge):
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def merge(self, inputs):
+        return functions.cat(inputs, dim=self.axis)
+
+
+class Add(_Merge):
+    def merge(self, inputs):
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = out + x
+        return out
+
+
+class Subtract(_Merge):
+    def merge(self, inputs):
+        if len(inputs) != 2:
+            raise ValueError(f"{self.name}: Subtract takes exactly 2 inputs")
+        return inputs[0] - inputs[1]
+
+
+class Multiply(_Merge):
+    def merge(self, inputs):
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = out * x
+        return out
+
+
+class Average(Add):
+    def merge(self, inputs):
+        return super().merge(inputs) / len(inputs)
+
+
+class Maximum(_Merge):
+    def merge(self, inputs):
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = functions.maximum(out, x)
+        return out
+
+
+def concatenate(inputs, axis=-1, **kwargs):
+    return Concatenate(axis=axis, **kwargs)(inputs)
+
+
+def add(inputs, **kwargs):
+    return Add(**kwargs)(inputs)
+
+
+def multiply(inputs, **kwargs):
+    return Multiply(**kwargs)(inputs)
+
+
+def subtract(inputs, **kwargs):
+    return Subtract(**kwargs)(inputs)
+
+
+def average(inputs, **kwargs):
+    return Average(**kwargs)(inputs)

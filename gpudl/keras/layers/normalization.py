@@ -1,0 +1,85 @@
+"""Keras's BatchNormalization and LayerNormalization (Keras's momentum and epsilon)."""
+
+import numbers
+
+from ...autograd import no_grad
+from ...nn import functional as F
+from ..engine import Layer
+
+
+class BatchNormalization(Layer):
+    """Normalise over every axis but ``axis`` (the channels, last by default).
+
+    Keras's semantics, not PyTorch's: ``momentum=0.99`` is the weight of the *old* moving value
+    (``moving = moving * momentum + batch * (1 - momentum)``, PyTorch's 0.01), ``epsilon=1e-3``,
+    and the moving variance follows the batch's biased variance (Keras 3). A layer with
+    ``trainable = False`` runs in inference mode, as in Keras. Weights: gamma, beta (trainable),
+    moving_mean, moving_variance.
+    """
+
+    supports_masking = True
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 moving_mean_initializer="zeros", moving_variance_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
+            raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum!r}")
+        self.axis, self.momentum, self.epsilon = axis, float(momentum), float(epsilon)
+        self.center, self.scale = center, scale
+        self.initializers = (gamma_initializer, beta_initializer, moving_mean_initializer,
+                             moving_variance_initializer)
+
+    def build(self, input_shape):
+        size = input_shape[self.axis]
+        gamma, beta, mean, variance = self.initializers
+        if self.scale:
+            self.add_weight("gamma", (size,), gamma)
+        if self.center:
+            self.add_weight("beta", (size,), beta)
+        self.add_weight("moving_mean", (size,), mean, trainable=False)
+        self.add_weight("moving_variance", (size,), variance, trainable=False)
+
+    def call(self, inputs, training=None):
+        training = (self.training and self.trainable) if training is None else training
+        axis = self.axis % inputs.ndim
+        reduce = tuple(i for i in range(inputs.ndim) if i != axis)
+        shape = [1] * inputs.ndim
+        shape[axis] = inputs.shape[axis]
+        if training:
+            mean = inputs.mean(dim=reduce)
+            variance = inputs.var(dim=reduce, correction=0)
+            with no_grad():
+                for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+                    moving.mul_(self.momentum).add_(batch.detach() * (1 - self.momentum))
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        out = (inputs - mean.reshape(shape)) / (variance.reshape(shape) + self.epsilon).sqrt()
+        if self.scale:
+            out = out * self.gamma.reshape(shape)
+        if self.center:
+            out = out + self.beta.reshape(shape)
+        return out
+
+
+class LayerNormalization(Layer):
+    """Normalise each sample over the last axis; Keras's ``epsilon=1e-3``; gamma, beta."""
+
+    supports_masking = True
+
+    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, **kwargs):
+        super().__init__(**kwargs)
+        if axis not in (-1,):
+            raise NotImplementedError(f"LayerNormalization: only axis=-1 is supported, got "
+                                      f"{axis!r}")
+        self.epsilon, self.center, self.scale = float(epsilon), center, scale
+
+    def build(self, input_shape):
+        if self.scale:
+            self.add_weight("gamma", (input_shape[-1],), "ones")
+        if self.center:
+            self.add_weight("beta", (input_shape[-1],), "zeros")
+
+    def call(self, inputs):
+        return F.layer_norm(inputs, (inputs.shape[-1],), self.gamma if self.scale else None,
+                            self.beta if self.center else None, eps=self.epsilon)

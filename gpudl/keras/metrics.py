@@ -1,0 +1,146 @@
+"""Keras's metrics by name for ``compile(metrics=[...])``.
+
+``accuracy`` decides per output as Keras does: a single score column (or 1-d scores) is
+thresholded at 0.5 (binary accuracy); otherwise the arg-max over the last axis is compared with
+the labels, or with the arg-max of one-hot targets shaped like the scores. Other names
+('precision', 'recall', 'f1') are gpudl.train's.
+"""
+
+import numpy as np
+
+from .. import train
+
+
+class WeightedTarget(tuple):
+    """A batch's ``(targets, sample_weight)``, told apart from several outputs' targets."""
+
+
+def unweighted(target):
+    return target[0] if isinstance(target, WeightedTarget) else target
+
+
+def class_labels(output, target):
+    """Device arrays (predicted, true) flat labels as Keras's accuracy compares them."""
+    target = unweighted(target)
+    if output.ndim == 1 or output.shape[-1] == 1:
+        target = target.reshape(output.shape) if target.size == output.size else target
+        return (output > 0.5).astype(target.dtype).ravel(), target.ravel()
+    if target.shape == output.shape:
+        target = target.argmax(axis=-1)
+    return output.argmax(axis=-1).ravel(), target.ravel()
+
+
+def _equal_fraction(y_true, y_pred):
+    return float(np.mean(y_true == y_pred))
+
+
+def _accuracy_metric(name):
+    def metric(y_true, y_pred):
+        return _equal_fraction(y_true, y_pred)
+    metric.__name__, metric.prepare = name, class_labels
+    return metric
+
+
+class _AccuracyObject:
+    """A metric object (``metrics=[SparseCategoricalAccuracy()]``): logged under ``name``."""
+
+    default_name = "accuracy"
+
+    def __init__(self, name=None):
+        self.__name__ = name or self.default_name
+
+    def __call__(self, y_true, y_pred):
+        return _equal_fraction(y_true, y_pred)
+
+
+class Accuracy(_AccuracyObject):
+    """Keras's ``Accuracy`` class: how often predictions equal the targets exactly."""
+
+    @staticmethod
+    def prepare(output, target):
+        target = unweighted(target)
+        return output.ravel(), target.reshape(output.shape).ravel() \
+            if target.size == output.size else target.ravel()
+
+
+class BinaryAccuracy(_AccuracyObject):
+    default_name = "binary_accuracy"
+
+    def __init__(self, name=None, threshold=0.5):
+        super().__init__(name)
+        self.threshold = threshold
+
+    def prepare(self, output, target):
+        target = unweighted(target)
+        predicted = (output > self.threshold).astype(target.dtype)
+        return predicted.ravel(), target.reshape(output.shape).ravel()
+
+
+class CategoricalAccuracy(_AccuracyObject):
+    default_name = "categorical_accuracy"
+
+    @staticmethod
+    def prepare(output, target):
+        target = unweighted(target)
+        return output.argmax(axis=-1).ravel(), target.argmax(axis=-1).ravel()
+
+
+class SparseCategoricalAccuracy(_AccuracyObject):
+    default_name = "sparse_categorical_accuracy"
+
+    @staticmethod
+    def prepare(output, target):
+        target = unweighted(target)
+        return output.argmax(axis=-1).ravel(), target.ravel()
+
+
+ACCURACIES = {name: _accuracy_metric(name)
+              for name in ("accuracy", "binary_accuracy", "categorical_accuracy",
+                           "sparse_categorical_accuracy")}
+ACCURACIES["acc"] = ACCURACIES["accuracy"]
+accuracy = ACCURACIES["accuracy"]
+binary_accuracy = ACCURACIES["binary_accuracy"]
+categorical_accuracy = ACCURACIES["categorical_accuracy"]
+sparse_categorical_accuracy = ACCURACIES["sparse_categorical_accuracy"]
+
+
+class ForOutput:
+    """``metric`` on output ``index`` of a model with several, logged as ``<output>_<name>``
+    (Keras 2's naming)."""
+
+    def __init__(self, metric, index, output_name):
+        name, self.metric = train.resolve_metrics([metric])[0]
+        self.index, self.__name__ = index, f"{output_name}_{name}"
+        self.inner_prepare = getattr(self.metric, "prepare", train.as_labels)
+
+    def prepare(self, output, target):
+        return self.inner_prepare(output[self.index], unweighted(target)[self.index])
+
+    def __call__(self, y_true, y_pred):
+        return self.metric(y_true, y_pred)
+
+
+def resolve(metrics, output_names=None):
+    """Keras metric names mapped to Keras's semantics and checked by gpudl.train. For a model
+    with several outputs: a list applies to every output, a dict maps output names to lists."""
+    def one(m):
+        return ACCURACIES.get(m, m) if isinstance(m, str) else m
+
+    if output_names and len(output_names) > 1 and metrics:
+        per_output = metrics if isinstance(metrics, dict) else \
+            {name: metrics for name in output_names}
+        unknown = sorted(set(per_output) - set(output_names))
+        if unknown:
+            raise ValueError(f"compile: metrics for unknown outputs {unknown}; outputs: "
+                             f"{output_names}")
+        resolved = []
+        for i, name in enumerate(output_names):
+            chosen = per_output.get(name) or []
+            chosen = [chosen] if isinstance(chosen, str) or callable(chosen) else chosen
+            resolved += [ForOutput(one(m), i, name) for m in chosen]
+        train.resolve_metrics(resolved)
+        return resolved
+    metrics = [metrics] if isinstance(metrics, str) or callable(metrics) else list(metrics or ())
+    metrics = [one(m) for m in metrics]
+    train.resolve_metrics(metrics)                   # refuses unknown metrics now
+    return metrics

@@ -1,0 +1,96 @@
+"""Keras's optimizers by name or object (``Adam(learning_rate=1e-3)``), built on gpudl.optim
+when ``compile`` hands them the model's trainable weights. Keras's defaults: Adam and RMSprop
+``epsilon=1e-7``, RMSprop ``rho=0.9``, SGD ``learning_rate=0.01``.
+
+Keras's Adam adds epsilon to sqrt(v) before bias correction and PyTorch's (gpudl's) after; the
+two differ by a factor sqrt(1 - beta_2^t) on epsilon only.
+"""
+
+from .. import optim
+
+
+class Optimizer:
+    """A Keras optimizer description; ``build(params)`` gives the gpudl optimizer."""
+
+    def __init__(self, learning_rate, **options):
+        self.learning_rate = float(learning_rate)
+        self.options = options
+        self.built = None
+
+    def build(self, params):
+        self.built = self.make(list(params))
+        return self.built
+
+
+class Adam(Optimizer):
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
+                 weight_decay=None, **kwargs):
+        super().__init__(learning_rate, betas=(beta_1, beta_2), eps=epsilon, amsgrad=amsgrad,
+                         weight_decay=weight_decay or 0.0)
+
+    def make(self, params):
+        return optim.Adam(params, lr=self.learning_rate, **self.options)
+
+
+class AdamW(Optimizer):
+    def __init__(self, learning_rate=1e-3, weight_decay=4e-3, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-7, amsgrad=False, **kwargs):
+        super().__init__(learning_rate, betas=(beta_1, beta_2), eps=epsilon, amsgrad=amsgrad,
+                         weight_decay=weight_decay)
+
+    def make(self, params):
+        return optim.AdamW(params, lr=self.learning_rate, **self.options)
+
+
+class SGD(Optimizer):
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None,
+                 **kwargs):
+        super().__init__(learning_rate, momentum=momentum, nesterov=nesterov,
+                         weight_decay=weight_decay or 0.0)
+
+    def make(self, params):
+        return optim.SGD(params, lr=self.learning_rate, **self.options)
+
+
+class RMSprop(Optimizer):
+    def __init__(self, learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
+                 **kwargs):
+        super().__init__(learning_rate, alpha=rho, momentum=momentum, eps=epsilon,
+                         centered=centered)
+
+    def make(self, params):
+        return optim.RMSprop(params, lr=self.learning_rate, **self.options)
+
+
+class Adagrad(Optimizer):
+    def __init__(self, learning_rate=1e-3, initial_accumulator_value=0.1, epsilon=1e-7,
+                 **kwargs):
+        super().__init__(learning_rate, initial_accumulator_value=initial_accumulator_value,
+                         eps=epsilon)
+
+    def make(self, params):
+        return optim.Adagrad(params, lr=self.learning_rate, **self.options)
+
+
+ALL = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}
+
+
+def named(name):
+    """The Keras optimizer class called ``name`` (case-insensitive)."""
+    if name.lower() not in ALL:
+        raise ValueError(f"compile: unknown optimizer {name!r}; expected one of {sorted(ALL)} "
+                         "or an optimizer object")
+    return ALL[name.lower()]
+
+
+def get(identifier, params):
+    """A gpudl optimizer over ``params`` from a Keras name, a Keras optimizer object, or an
+    already built gpudl.optim optimizer (used as is)."""
+    if isinstance(identifier, optim.Optimizer):
+        return identifier
+    if isinstance(identifier, str):
+        identifier = named(identifier)()
+    if not isinstance(identifier, Optimizer):
+        raise TypeError(f"compile: optimizer must be a name or an optimizer object (gpudl.keras."
+                        f"optimizers or gpudl.optim), got {type(identifier).__name__}")
+    return identifier.build(params)

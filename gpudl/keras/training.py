@@ -1,0 +1,367 @@
+"""Keras's ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``train_on_batch`` over any gpudl
+Module, through gpudl.train's loop (one training loop for both front ends).
+
+``gpudl.keras.Model`` has them as methods; here they are functions taking the model first, so
+a plain ``nn.Module`` can use them too (``keras.compile(model, ...)``; its loss may be a gpudl
+loss such as ``nn.CrossEntropyLoss()``).
+
+Arrays are cast as Keras casts them: floating point to float32, integers kept (Embedding takes
+them; other layers cast). Several inputs or outputs are given as lists of arrays.
+"""
+
+import numbers
+from contextlib import contextmanager
+
+import numpy as np
+
+from .. import backend, dtypes, optim, train
+from ..autograd import no_grad
+from ..creation import tensor
+from ..data import DataLoader, TensorDataset
+from ..tensor import Tensor
+from . import callbacks as keras_callbacks
+from . import losses as keras_losses
+from . import metrics as keras_metrics
+from . import optimizers as keras_optimizers
+from .metrics import WeightedTarget
+
+
+class Compiled:
+    """What ``compile`` attached to a model. The optimizer is built over the weights trainable
+    at compile time, or at the first training step of a model compiled before it was built."""
+
+    def __init__(self, model, optimizer, losses, loss_weights, metrics):
+        self.model, self.spec = model, optimizer
+        self.losses, self.loss_weights, self.metrics = losses, loss_weights, metrics
+        self._optimizer, self.trainable = None, None
+        if any(True for _ in model.parameters()):
+            self.optimizer                       # noqa: B018 (build it now)
+
+    @property
+    def optimizer(self):
+        if self._optimizer is None:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            self._optimizer = keras_optimizers.get(self.spec, params)
+            self.trainable = {id(p) for p in params}
+        return self._optimizer
+
+    def loss_fn(self, class_weight=None):
+        """``loss(output, target)`` for gpudl.train: the (weighted) sum over outputs; a
+        ``WeightedTarget`` carries per-sample weights."""
+        def loss(output, target):
+            sample_weight = None
+            if isinstance(target, WeightedTarget):
+                target, sample_weight = target
+            total = sum(getattr(self.model, "losses", ()), 0)     # weight regularizers
+            if len(self.losses) == 1 and not isinstance(output, (list, tuple)):
+                mask = self.model.__dict__.get("output_mask")         # set by this forward
+                return _weighted(self.losses[0], target, output, class_weight,
+                                 sample_weight, mask) + total
+            outputs, targets = list(output), list(target)
+            if len(outputs) != len(self.losses) or len(targets) != len(outputs):
+                raise ValueError(f"the model gives {len(outputs)} outputs, there are "
+                                 f"{len(targets)} targets and {len(self.losses)} losses")
+            for fn, weight, o, t in zip(self.losses, self.loss_weights, outputs, targets):
+                total = total + weight * _weighted(fn, t, o, class_weight, sample_weight)
+            return total
+        return loss
+
+
+def _weighted(loss, y_true, y_pred, class_weight, sample_weight=None, mask=None):
+    """The loss with per-sample weights: ``sample_weight`` times the class weights of the
+    labels (read to the host: one synchronisation per batch); ``mask``: the output's mask."""
+    masked = {} if mask is None else {"mask": mask}
+    if not class_weight:
+        if sample_weight is None:
+            return loss(y_true, y_pred, **masked)
+        return loss(y_true, y_pred, sample_weight=sample_weight, **masked)
+    labels = y_true._data
+    if labels.ndim == y_pred.ndim and y_pred.shape[-1] > 1:
+        labels = labels.argmax(axis=-1)                   # one-hot targets
+    labels = backend.to_numpy(labels).round().astype(np.int64).reshape(labels.shape[0], -1)[:, 0]
+    missing = sorted(set(labels.tolist()) - set(class_weight))
+    if missing:
+        raise ValueError(f"fit: class_weight has no weight for classes {missing}")
+    weights = tensor(np.array([class_weight[c] for c in labels], np.float32),
+                     device=y_pred.device)
+    if sample_weight is not None:
+        weights = weights.reshape((-1,) + (1,) * (sample_weight.ndim - 1)) * sample_weight
+    return loss(y_true, y_pred, sample_weight=weights, **masked)
+
+
+def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None):
+    """Attach an optimizer, losses and metrics to ``model`` (Keras's ``compile``).
+
+    Args:
+        optimizer: a Keras name ('adam', 'sgd', 'rmsprop', 'adagrad', 'adamw'), a
+            gpudl.keras.optimizers object, or a gpudl.optim optimizer. Built over the weights
+            trainable now (``layer.trainable = False`` before compile freezes them for this
+            model, as in Keras 2's GAN recipes).
+        loss: a Keras name, a gpudl.keras.losses object or function ``f(y_true, y_pred)``, a
+            gpudl loss Module; for several outputs, a list (or one for all).
+        metrics: names ('accuracy' with Keras's rules, 'precision', 'recall', 'f1') or
+            ``fn(y_true, y_pred)`` callables.
+        loss_weights: one float per output.
+    """
+    if loss is None:
+        raise ValueError("compile: give a loss, e.g. loss='mse' or "
+                         "loss='sparse_categorical_crossentropy'")
+    if not isinstance(optimizer, (str, keras_optimizers.Optimizer, optim.Optimizer)):
+        raise TypeError(f"compile: optimizer must be a name or an optimizer object (gpudl.keras."
+                        f"optimizers or gpudl.optim), got {type(optimizer).__name__}")
+    outputs = getattr(model, "n_outputs", 1)
+    names = getattr(model, "output_names", None) if outputs > 1 else None
+    loss = _by_output_name(loss, names, "loss")
+    loss_weights = _by_output_name(loss_weights, names, "loss_weights", default=1.0)
+    losses = [keras_losses.get(fn) for fn in loss] if isinstance(loss, (list, tuple)) else \
+        [keras_losses.get(loss)]
+    if len(losses) == 1 and outputs > 1:
+        losses = losses * outputs
+    if len(losses) != outputs:
+        raise ValueError(f"compile: the model has {outputs} outputs; got {len(losses)} losses")
+    loss_weights = [1.0] * len(losses) if loss_weights is None else list(loss_weights)
+    if len(loss_weights) != len(losses):
+        raise ValueError(f"compile: loss_weights needs {len(losses)} values, got "
+                         f"{len(loss_weights)}")
+    metrics = keras_metrics.resolve(metrics, names)
+    if isinstance(optimizer, str):
+        keras_optimizers.named(optimizer)        # refuse an unknown name now
+    config = Compiled(model, optimizer, losses, loss_weights, metrics)
+    object.__setattr__(model, "_compiled", config)
+    return model
+
+
+def _by_output_name(values, names, what, default=None):
+    """A dict keyed by output names as a list in output order (other values unchanged)."""
+    if not isinstance(values, dict):
+        return values
+    if not names:
+        raise ValueError(f"compile: {what} as a dict needs a model with several named outputs")
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"compile: {what} for unknown outputs {unknown}; outputs: {names}")
+    if default is None and set(values) != set(names):
+        raise ValueError(f"compile: {what} misses outputs {sorted(set(names) - set(values))}")
+    return [values.get(name, default) for name in names]
+
+
+def compiled(model, where):
+    config = getattr(model, "__dict__", {}).get("_compiled")
+    if config is None:
+        raise RuntimeError(f"{where}: the model is not compiled; call "
+                           "model.compile(optimizer=..., loss=...) first")
+    return config
+
+
+@contextmanager
+def trainable_as_compiled(model, config):
+    """Gradients for exactly the weights that were trainable at compile time."""
+    config.optimizer                             # noqa: B018 (built, trainable known)
+    params = list(model.parameters())
+    before = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(id(p) in config.trainable)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, before):
+            p.requires_grad_(flag)
+
+
+def _as_tensor(values, name, where):
+    """A Tensor from an array (floating point cast to float32, as Keras's floatx)."""
+    if isinstance(values, Tensor):
+        return values
+    if isinstance(values, (np.ndarray, list, tuple, numbers.Number)) or \
+            backend.is_device_array(values):
+        array = values if backend.is_device_array(values) else np.asarray(values)
+        if array.dtype.kind in "fb":
+            return tensor(array, dtype=dtypes.DEFAULT_FLOAT)
+        if array.dtype.kind in "iu":
+            return tensor(array)
+    raise TypeError(f"{where}: {name} must be a Tensor or an array (or a list of them for "
+                    f"several inputs/outputs), got {type(values).__name__}")
+
+
+def _is_several(values):
+    return isinstance(values, (list, tuple)) and values and all(
+        isinstance(v, (np.ndarray, Tensor)) or backend.is_device_array(v) for v in values)
+
+
+def _tensors(values, name, where):
+    """A list of Tensors: one per input (or output)."""
+    if isinstance(values, dict):
+        values = list(values.values())
+    if _is_several(values):
+        return [_as_tensor(v, f"{name}[{i}]", where) for i, v in enumerate(values)]
+    return [_as_tensor(values, name, where)]
+
+
+def _batches(xs, ys, batch_size, shuffle, where, sample_weight=None):
+    """Batches ``(x1, ..., y)`` of the arrays: a plain DataLoader when each batch is already
+    in that form (one target, no weights: what gpudl.train and a process group's sharding
+    take), else ``_Batches`` (several targets as a tuple, sample weights)."""
+    if len(ys) <= 1 and sample_weight is None:
+        _check_batching(xs, ys, batch_size, where)
+        return DataLoader(TensorDataset(*xs, *ys), batch_size=batch_size, shuffle=shuffle)
+    return _Batches(xs, ys, batch_size, shuffle, where, sample_weight)
+
+
+def _check_batching(xs, ys, batch_size, where):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+            or batch_size < 1:
+        raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
+    sizes = {t.shape[0] if t.ndim else None for t in xs + ys}
+    if len(sizes) != 1:
+        raise ValueError(f"{where}: x and y must have the same first size (samples), got "
+                         f"shapes {[tuple(t.shape) for t in xs + ys]}")
+
+
+class _Batches:
+    """A DataLoader over inputs and targets, giving ``(x1, ..., y)`` with ``y`` a tuple when
+    there are several targets, or a ``WeightedTarget`` with sample weights."""
+
+    def __init__(self, xs, ys, batch_size, shuffle, where, sample_weight=None):
+        _check_batching(xs, ys + ([sample_weight] if sample_weight is not None else []),
+                        batch_size, where)
+        self.n_x, self.n_y = len(xs), len(ys)
+        self.weighted = sample_weight is not None
+        extra = [sample_weight] if self.weighted else []
+        self.loader = DataLoader(TensorDataset(*xs, *ys, *extra), batch_size=batch_size,
+                                 shuffle=shuffle)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            xs, ys = batch[:self.n_x], batch[self.n_x:self.n_x + self.n_y]
+            if not ys:
+                yield tuple(xs)
+                continue
+            target = ys[0] if len(ys) == 1 else tuple(ys)
+            yield tuple(xs) + ((WeightedTarget((target, batch[-1])) if self.weighted
+                                else target),)
+
+
+def _split(xs, ys, validation_split):
+    """Keras's validation_split: the last fraction of the samples, taken before shuffling."""
+    if not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
+    n = len(xs[0])
+    n_val = int(n * validation_split)
+    if n_val == 0:
+        raise ValueError(f"fit: validation_split={validation_split} of {n} samples leaves no "
+                         "validation samples")
+    cut = n - n_val
+    return ([t[:cut] for t in xs], [t[:cut] for t in ys]), \
+        ([t[cut:] for t in xs], [t[cut:] for t in ys])
+
+
+def _is_loader(x):
+    return not isinstance(x, (np.ndarray, Tensor, list, tuple, dict, numbers.Number)) and \
+        not backend.is_device_array(x) and hasattr(x, "__iter__")
+
+
+def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+        validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+        sample_weight=None, initial_epoch=0):
+    """Train a compiled model on ``x``, ``y`` (arrays, or lists of arrays for several inputs or
+    outputs; or ``x`` an iterable of ``(x, y)`` batches such as a DataLoader); returns the
+    History (``history.history["loss"]``). ``sample_weight`` (N,) weighs each sample's loss
+    (times ``class_weight[label]`` when both are given), as Keras's mean over the batch."""
+    config = compiled(model, "fit")
+    if initial_epoch:
+        raise NotImplementedError("fit: initial_epoch is not supported")
+    batch_size = 32 if batch_size is None else batch_size
+    if _is_loader(x):
+        loader, val = x, validation_data
+    else:
+        if y is None:
+            raise ValueError("fit: give targets y (or x as an iterable of (x, y) batches)")
+        xs, ys = _tensors(x, "x", "fit"), _tensors(y, "y", "fit")
+        weights = None if sample_weight is None else _as_tensor(sample_weight, "sample_weight",
+                                                               "fit")
+        if validation_data is None and validation_split:
+            (xs, ys), validation_data = _split(xs, ys + ([weights] if weights is not None else []),
+                                               validation_split)
+            if weights is not None:
+                ys, weights = ys[:-1], ys[-1]
+                validation_data = (validation_data[0], validation_data[1][:-1])
+        loader = _batches(xs, ys, batch_size, shuffle, "fit", weights)
+        val = validation_data
+    if val is not None and not _is_loader(val):
+        if not isinstance(val, (tuple, list)) or len(val) != 2:
+            raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
+        val = _batches(_tensors(val[0], "x_val", "fit"), _tensors(val[1], "y_val", "fit"),
+                       batch_size, False, "fit")
+    with trainable_as_compiled(model, config):
+        return train.fit(model, config.loss_fn(class_weight), config.optimizer, loader, epochs,
+                         val_loader=val, metrics=config.metrics,
+                         callbacks=keras_callbacks.adapt(callbacks), verbose=bool(verbose))
+
+
+def train_on_batch(model, x, y, sample_weight=None, class_weight=None, return_dict=False):
+    """One optimizer step on one batch; the loss (and metrics) before the step."""
+    config = compiled(model, "train_on_batch")
+    xs, ys = _tensors(x, "x", "train_on_batch"), _tensors(y, "y", "train_on_batch")
+    target = ys[0] if len(ys) == 1 else tuple(ys)
+    if sample_weight is not None:
+        target = WeightedTarget((target, _as_tensor(sample_weight, "sample_weight",
+                                                    "train_on_batch")))
+    batch = tuple(xs) + (target,)
+    with trainable_as_compiled(model, config):
+        history = train.fit(model, config.loss_fn(class_weight), config.optimizer, [batch], 1,
+                            metrics=config.metrics, verbose=False)
+    return _result({k: v[-1] for k, v in history.items()}, return_dict)
+
+
+def _result(logs, return_dict):
+    if return_dict:
+        return logs
+    return logs["loss"] if len(logs) == 1 else list(logs.values())
+
+
+def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+             return_dict=False):
+    """The loss (and metrics) of a compiled model on ``x``, ``y``: a float when no metrics were
+    compiled, else ``[loss, metric, ...]`` (or a dict with ``return_dict=True``). ``verbose``
+    is accepted as Keras's is (nothing is printed)."""
+    config = compiled(model, "evaluate")
+    if _is_loader(x):
+        loader = x
+    else:
+        weights = None if sample_weight is None else _as_tensor(sample_weight, "sample_weight",
+                                                               "evaluate")
+        loader = _batches(_tensors(x, "x", "evaluate"), _tensors(y, "y", "evaluate"),
+                          32 if batch_size is None else batch_size, False, "evaluate", weights)
+    logs = train.evaluate(model, config.loss_fn(), loader, config.metrics)
+    return _result(logs, return_dict)
+
+
+def predict(model, x, batch_size=None, verbose="auto"):
+    """The model's outputs for ``x`` in eval mode, batch by batch: one NumPy array (a list for
+    several outputs), read from the device once. The train/eval mode is restored, even on an
+    exception."""
+    loader = _batches(_tensors(x, "x", "predict"), [], 32 if batch_size is None else batch_size,
+                      False, "predict")
+    was_training = getattr(model, "training", False)
+    model.eval()
+    outputs = []
+    try:
+        with no_grad():
+            for xs in loader:
+                out = model(*xs)
+                outputs.append([o._data for o in out] if isinstance(out, (list, tuple))
+                               else out._data)
+    finally:
+        model.train(was_training)
+    if not outputs:
+        raise ValueError("predict: x has no samples")
+    if isinstance(outputs[0], list):
+        return [_joined([batch[i] for batch in outputs]) for i in range(len(outputs[0]))]
+    return _joined(outputs)
+
+
+def _joined(arrays):
+    return backend.to_numpy(backend.get_array_module(arrays[0]).concatenate(arrays))
