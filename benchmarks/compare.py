@@ -24,7 +24,10 @@ except ImportError:
     torch = None
 
 import gpudl  # noqa: E402
+from benchmarks import workloads  # noqa: E402
 from benchmarks.common import side_by_side  # noqa: E402
+from benchmarks.workloads import randn as _randn  # noqa: E402
+from benchmarks.workloads import train_step as _train_step  # noqa: E402
 
 WORKLOADS = []     # (name, devices, build(lib, device) -> step callable)
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -37,43 +40,18 @@ def workload(name, devices=("cpu",)):
     return register
 
 
-def _randn(lib, device, *shape, grad=False):
-    x = lib.randn(*shape, device=device)
-    return x.requires_grad_() if grad else x
-
-
-def _train_step(lib, model, loss_fn, optimizer, x, y):
-    def step():
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-    return step
-
-
 @workload("MLP 32-64-10 SGD step, batch 16", ("cpu", "cuda"))
 def mlp_step(lib, device):
     nn = lib.nn
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)).to(device)
     opt = lib.optim.SGD(model.parameters(), lr=0.01)
     x, y = _randn(lib, device, 16, 32), lib.randint(0, 10, (16,), device=device)
-    return _train_step(lib, model, nn.CrossEntropyLoss(), opt, x, y)
-
-
-def lenet(lib):
-    nn = lib.nn
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+    return _train_step(model, nn.CrossEntropyLoss(), opt, x, y)
 
 
 @workload("LeNet-5 SGD-momentum step, batch 64 x 1x28x28", ("cpu", "cuda"))
 def lenet_step(lib, device):
-    model = lenet(lib).to(device)
-    opt = lib.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = _randn(lib, device, 64, 1, 28, 28), lib.randint(0, 10, (64,), device=device)
-    return _train_step(lib, model, lib.nn.CrossEntropyLoss(), opt, x, y)
+    return workloads.lenet_step(lib, device)
 
 
 def _conv(lib, device, n, c, hw, k, ks, stride=1, padding=1):

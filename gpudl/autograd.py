@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from . import backend
+from . import backend, cpu_threads
 
 _state = {"grad_enabled": True}
 _Tensor = None  # set by gpudl.tensor at import (tensor.py sits below this module)
@@ -99,6 +99,8 @@ class Function:
         record = _state["grad_enabled"] and any(
             isinstance(a, Tensor) and a.requires_grad for a in args)
         device = _common_device(cls, args)
+        if device == "cpu":
+            cpu_threads.count()     # follow the machine's load (see cpu_threads)
         ctx = Context()
         if record:
             ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from gpudl import backend
+from gpudl import backend, cpu_threads
 
 BLOCK_Q = 64                # query rows per block: causal work shrinks to ~(1 + 64 / L) / 2
 TILE_ELEMENTS = 1 << 15     # score-tile size: 128 KiB in float32, so tiles stay in L2 cache
@@ -101,7 +101,7 @@ def _plan(xp, B, L, S, E):
     our threads instead (NumPy only: its loops and BLAS release the GIL), each with at least one
     chunk of batch rows (or, in the forward, of query blocks).
     """
-    workers = max(1, CPU_THREADS or 1) if xp is np else 1
+    workers = max(1, min(CPU_THREADS, cpu_threads.count())) if xp is np else 1
     bq = max(1, min(L, BLOCK_Q))
     bk_min = max(1, min(S, MIN_BLOCK_K))
     nb = max(1, min(-(-B // workers), TILE_ELEMENTS // (bq * bk_min)))

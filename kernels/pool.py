@@ -25,10 +25,11 @@ plane belongs to one thread. The CUDA kernels
 
 import types
 
+import numba
 import numpy as np
 from numba import njit, prange
 
-from gpudl import backend
+from gpudl import backend, cpu_threads
 
 
 def pool_output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False):
@@ -230,7 +231,15 @@ def _serial_and_parallel(py_func):
 
 
 def _pick(twins, work):
-    return twins[1] if work >= PARALLEL_MIN_ELEMENTS else twins[0]
+    """The serial twin for small work or a busy machine (cpu_threads), else the parallel one
+    on the threads the machine leaves free."""
+    if work < PARALLEL_MIN_ELEMENTS:
+        return twins[0]
+    threads = cpu_threads.count()
+    if threads == 1:
+        return twins[0]
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    return twins[1]
 
 
 @njit(inline="always", cache=True)
