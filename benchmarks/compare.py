@@ -3,6 +3,7 @@
     python -m benchmarks.compare                      # CPU workloads, a table of medians
     python -m benchmarks.compare --device cuda        # GPU workloads vs PyTorch + cuDNN
     python -m benchmarks.compare --only conv --markdown out.md
+    python -m benchmarks.compare --grid --markdown out.md   # the CPU size grid (benchmarks/grid.py)
 
 Both libraries speak the same dialect, so each workload is written ONCE against a library module
 ``lib`` (``gpudl`` or ``torch``) and built for each. On a GPU PyTorch runs twice: strict fp32
@@ -173,7 +174,12 @@ def _set_tf32(torch, enabled):
     torch.backends.cuda.matmul.allow_tf32 = False     # PyTorch's default either way
 
 
-def run(device, only=None, repeats=21, isolated=False):
+def _grid_workloads():
+    from benchmarks.grid import GRID
+    return [(name, ("cpu",), lambda lib, device, build=build: build(lib)) for name, build in GRID]
+
+
+def run(device, only=None, repeats=21, isolated=False, grid=False):
     """Rows of (workload, gpudl ms, {torch mode: ms})."""
     if torch is None:
         raise SystemExit("benchmarks.compare needs PyTorch: pip install -e '.[bench]'")
@@ -182,7 +188,7 @@ def run(device, only=None, repeats=21, isolated=False):
         torch.backends.cudnn.benchmark = True
     modes = ("fp32", "default") if device == "cuda" else ("default",)
     rows = []
-    for name, devices, build in WORKLOADS:
+    for name, devices, build in (_grid_workloads() if grid else WORKLOADS):
         if device not in devices or (only and only.lower() not in name.lower()):
             continue
         try:
@@ -240,10 +246,14 @@ def main(argv=None):
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--isolated", action="store_true",
                         help="time each library alone in a fresh process (CPU)")
+    parser.add_argument("--grid", action="store_true",
+                        help="the CPU size grid of benchmarks/grid.py instead of the workloads")
     args = parser.parse_args(argv)
     if args.device != gpudl.device():
         parser.error(f"gpudl runs on {gpudl.device()} here; set GPUDL_DEVICE={args.device}")
-    rows, modes = run(args.device, args.only, args.repeats, args.isolated)
+    if args.grid and (args.device != "cpu" or args.isolated):
+        parser.error("--grid runs on the cpu device, interleaved in one process")
+    rows, modes = run(args.device, args.only, args.repeats, args.isolated, args.grid)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = (f"{stamp}, {platform.processor() or platform.machine()}, device {args.device}, "
             + ("each library alone in a fresh process" if args.isolated else
