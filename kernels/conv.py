@@ -24,6 +24,9 @@ backwards: it accumulates each channel's phases in place, then one strided copy 
 every input pixel once.
 """
 
+import collections
+import threading
+
 import numba
 import numpy as np
 
@@ -33,6 +36,8 @@ from gpudl import backend
 # the L2/L3 caches (2-5 MB measured best for (32,16,32,32) 3x3 on a 2-core EPYC; one image per
 # chunk at least).
 COL_CHUNK_BYTES = 4 << 20
+SCRATCH_SHAPES = 4          # geometries whose scratch buffers each thread keeps for the next call
+_scratch_cache = threading.local()
 
 
 def conv2d_output_size(size, kernel, stride, padding, dilation):
@@ -75,6 +80,9 @@ class ConvGeometry:
         # the phase plane
         self.S = self.Hq * self.Wq + (self.kw - 1) * self.dw // self.sw
 
+    def key(self):
+        return tuple(getattr(self, name) for name in self.__slots__)
+
     @property
     def y_shape(self):
         return (self.N, self.K, self.Ho, self.Wo)
@@ -91,9 +99,29 @@ class ConvGeometry:
         """The scalar arguments of the CPU im2col/col2im loops."""
         return (self.sh, self.sw, self.dh, self.dw, self.Wq, self.Wo)
 
-    def phase_buffer(self, images, dtype):
-        """Zeroed phase planes for a chunk of images: (images, C, sh, sw, S)."""
-        return np.zeros((images, self.C, self.sh, self.sw, self.S), dtype)
+    def phase_buffer(self, images, dtype, role):
+        """Phase planes for a chunk of images, (images, C, sh, sw, S), zeroed when made and
+        reused by the next call of this geometry and ``role`` (the padding stays zero: each
+        role only ever writes the same real pixels, or the whole buffer)."""
+        return _scratch(self, role, (images, self.C, self.sh, self.sw, self.S), dtype)
+
+
+def _scratch(geo, role, shape, dtype):
+    """A zeroed-when-made buffer for ``role`` in calls of geometry ``geo``, kept per thread for
+    the next call of the same geometry: no allocation (and page faults) per call for the column
+    buffer and its companions. The last SCRATCH_SHAPES geometries keep theirs."""
+    cache = getattr(_scratch_cache, "buffers", None)
+    if cache is None:
+        cache = _scratch_cache.buffers = collections.OrderedDict()
+    key = geo.key()
+    buffers = cache.pop(key, None) or {}
+    cache[key] = buffers
+    while len(cache) > SCRATCH_SHAPES:
+        cache.popitem(last=False)
+    buf = buffers.get((role, dtype))
+    if buf is None or buf.shape != shape:
+        buf = buffers[(role, dtype)] = np.zeros(shape, dtype)
+    return buf
 
 
 # --------------------------------------------------------------------------- CPU twin: copies
@@ -247,9 +275,9 @@ def _forward_cpu(x, w, b, geo):
         return y
     wm = _gemm_view(w.astype(dtype, copy=False), G, w[0].size)              # (G, Kg, R)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw, dtype)
-    col_buf = np.empty(geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq, dtype)
-    y_buf = np.empty(K * nb * geo.Ho * geo.Wq, dtype)
-    phases = geo.phase_buffer(nb, dtype)
+    col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+    y_buf = _scratch(geo, "y", (K * nb * geo.Ho * geo.Wq,), dtype)
+    phases = geo.phase_buffer(nb, dtype, "split")
     for n0 in range(0, geo.N, nb):
         m = min(nb, geo.N - n0)
         col = _columns(col_buf, m, geo)
@@ -273,9 +301,9 @@ def _grad_input_cpu(gy, w, geo):
     wt = _gemm_view(w, G, w[0].size).transpose(0, 2, 1)                   # (G, R, Kg)
     finite_w = _all_finite(w)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
-    gy_buf = np.zeros(K * nb * geo.Ho * geo.Wq, dtype)           # garbage columns stay zero
-    col_buf = np.empty(geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq, dtype)
-    phases = geo.phase_buffer(nb, dtype)
+    gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)  # garbage columns stay 0
+    col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+    phases = geo.phase_buffer(nb, dtype, "merge")
     for n0 in range(0, geo.N, nb):
         m = min(nb, geo.N - n0)
         gy_wide = _wide(gy_buf, K, m, geo)                                  # (K, m, Ho, Wq)
@@ -297,9 +325,9 @@ def _grad_weight_cpu(x, gy, geo):
     if gy.size == 0 or gw.size == 0:
         return gw.reshape(geo.w_shape)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
-    gy_buf = np.zeros(K * nb * geo.Ho * geo.Wq, dtype)
-    col_buf = np.empty(geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq, dtype)
-    phases = geo.phase_buffer(nb, dtype)
+    gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)
+    col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+    phases = geo.phase_buffer(nb, dtype, "split")
     finite_x = _all_finite(x)
     for n0 in range(0, geo.N, nb):
         m = min(nb, geo.N - n0)
