@@ -61,7 +61,7 @@ class ConvGeometry:
     """
 
     __slots__ = ("N", "C", "H", "W", "K", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw",
-                 "groups", "Ho", "Wo", "Hq", "Wq", "S")
+                 "groups", "Ho", "Wo", "Hq", "Wq", "S", "key")
 
     def __init__(self, x_shape, w_shape, stride, padding, dilation, groups, out_size=None):
         self.N, self.C, self.H, self.W = (int(v) for v in x_shape)
@@ -79,9 +79,13 @@ class ConvGeometry:
         # the garbage columns of a tap's last output row read up to (kw-1)*dw // sw values past
         # the phase plane
         self.S = self.Hq * self.Wq + (self.kw - 1) * self.dw // self.sw
+        self.key = tuple(getattr(self, name) for name in self.__slots__[:-1])   # hashable
 
-    def key(self):
-        return tuple(getattr(self, name) for name in self.__slots__)
+    def pointwise(self):
+        """A 1x1 convolution, stride 1, no padding, one group, every output kept: a plain
+        GEMM per image, no columns needed."""
+        return (self.kh == self.kw == self.sh == self.sw == self.groups == 1
+                and self.ph == self.pw == 0 and (self.Ho, self.Wo) == (self.H, self.W))
 
     @property
     def y_shape(self):
@@ -113,7 +117,7 @@ def _scratch(geo, role, shape, dtype):
     cache = getattr(_scratch_cache, "buffers", None)
     if cache is None:
         cache = _scratch_cache.buffers = collections.OrderedDict()
-    key = geo.key()
+    key = geo.key
     buffers = cache.pop(key, None) or {}
     cache[key] = buffers
     while len(cache) > SCRATCH_SHAPES:
@@ -273,6 +277,12 @@ def _forward_cpu(x, w, b, geo):
     if y.size == 0 or geo.C == 0:
         y[...] = bias.reshape(-1, 1, 1)
         return y
+    if geo.pointwise():
+        flat = y.reshape(geo.N, K, -1)
+        np.matmul(w.reshape(K, geo.C).astype(dtype, copy=False), x.reshape(geo.N, geo.C, -1),
+                  out=flat)
+        flat += bias[:, None]
+        return y
     wm = _gemm_view(w.astype(dtype, copy=False), G, w[0].size)              # (G, Kg, R)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw, dtype)
     col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
@@ -298,6 +308,9 @@ def _grad_input_cpu(gy, w, geo):
     if gx.size == 0 or gy.size == 0:
         return gx
     w = np.ascontiguousarray(w, dtype=dtype)
+    if geo.pointwise():
+        np.matmul(w.reshape(K, geo.C).T, gy.reshape(geo.N, K, -1), out=gx.reshape(geo.N, geo.C, -1))
+        return gx
     wt = _gemm_view(w, G, w[0].size).transpose(0, 2, 1)                   # (G, R, Kg)
     finite_w = _all_finite(w)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
@@ -324,6 +337,9 @@ def _grad_weight_cpu(x, gy, geo):
     gw = np.zeros((G, K // G, geo.C // G * geo.kh * geo.kw), dtype)
     if gy.size == 0 or gw.size == 0:
         return gw.reshape(geo.w_shape)
+    if geo.pointwise():
+        per_image = np.matmul(gy.reshape(geo.N, K, -1), x.reshape(geo.N, geo.C, -1).swapaxes(1, 2))
+        return per_image.sum(axis=0).reshape(geo.w_shape)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
     gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)
     col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
