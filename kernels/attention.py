@@ -163,13 +163,15 @@ def _attention_fwd_cpu(q, k, v, mask, is_causal, scale):
     B, L, _ = q.shape
     S, Ev = k.shape[1], v.shape[2]
     ct, k, v, blocked, additive, scale = _prepare(q, k, v, mask, scale)
+    if S == 0:                                                  # no key at all: fully masked
+        return xp.zeros((B, L, Ev), q.dtype), xp.full((B, L), -np.inf, ct)
+    nb, bq, bk, workers = _plan(xp, B, L, S, max(q.shape[2], Ev))
+    if nb >= B and bq >= L and bk >= S:     # one tile: no task list, no copies into out
+        o, lse = _forward_rows(xp, q.astype(ct) * scale, k, v, blocked, additive, is_causal,
+                               slice(None), 0, bk)
+        return o.astype(q.dtype, copy=False), lse
     out = xp.empty((B, L, Ev), q.dtype)
     lse = xp.empty((B, L), ct)
-    if S == 0:                                                  # no key at all: fully masked
-        out[...] = 0
-        lse[...] = -np.inf
-        return out, lse
-    nb, bq, bk, workers = _plan(xp, B, L, S, max(q.shape[2], Ev))
 
     def chunk(rows, first, step):
         for q0 in range(first * bq, L, step * bq):
