@@ -122,9 +122,9 @@ def _scratch(geo, role, shape, dtype):
     cache[key] = buffers
     while len(cache) > SCRATCH_SHAPES:
         cache.popitem(last=False)
-    buf = buffers.get((role, dtype))
-    if buf is None or buf.shape != shape:
-        buf = buffers[(role, dtype)] = np.zeros(shape, dtype)
+    buf = buffers.get((role, shape, dtype))
+    if buf is None:     # forward and the gradients chunk differently: one buffer per shape
+        buf = buffers[(role, shape, dtype)] = np.zeros(shape, dtype)
     return buf
 
 
