@@ -3,6 +3,7 @@
     python -m benchmarks.compare                      # CPU workloads, a table of medians
     python -m benchmarks.compare --device cuda        # GPU workloads vs PyTorch + cuDNN
     python -m benchmarks.compare --only conv --markdown out.md
+    python -m benchmarks.compare --grid --markdown out.md   # the CPU size grid (benchmarks/grid.py)
 
 Both libraries speak the same dialect, so each workload is written ONCE against a library module
 ``lib`` (``gpudl`` or ``torch``) and built for each. On a GPU PyTorch runs twice: strict fp32
@@ -24,7 +25,10 @@ except ImportError:
     torch = None
 
 import gpudl  # noqa: E402
+from benchmarks import workloads  # noqa: E402
 from benchmarks.common import side_by_side  # noqa: E402
+from benchmarks.workloads import randn as _randn  # noqa: E402
+from benchmarks.workloads import train_step as _train_step  # noqa: E402
 
 WORKLOADS = []     # (name, devices, build(lib, device) -> step callable)
 FLOORS = {}        # name -> (flops, bytes, latency us): the GPU floor of PERF.md
@@ -55,43 +59,18 @@ def floor_ms(name, device_name=""):
     return 1e3 * max(flops / FP32_FLOPS, nbytes / bandwidth, latency_us * 1e-6)
 
 
-def _randn(lib, device, *shape, grad=False):
-    x = lib.randn(*shape, device=device)
-    return x.requires_grad_() if grad else x
-
-
-def _train_step(lib, model, loss_fn, optimizer, x, y):
-    def step():
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-    return step
-
-
 @workload("MLP 32-64-10 SGD step, batch 16", ("cpu", "cuda"))
 def mlp_step(lib, device):
     nn = lib.nn
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)).to(device)
     opt = lib.optim.SGD(model.parameters(), lr=0.01)
     x, y = _randn(lib, device, 16, 32), lib.randint(0, 10, (16,), device=device)
-    return _train_step(lib, model, nn.CrossEntropyLoss(), opt, x, y)
-
-
-def lenet(lib):
-    nn = lib.nn
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+    return _train_step(model, nn.CrossEntropyLoss(), opt, x, y)
 
 
 @workload("LeNet-5 SGD-momentum step, batch 64 x 1x28x28", ("cpu", "cuda"))
 def lenet_step(lib, device):
-    model = lenet(lib).to(device)
-    opt = lib.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = _randn(lib, device, 64, 1, 28, 28), lib.randint(0, 10, (64,), device=device)
-    return _train_step(lib, model, lib.nn.CrossEntropyLoss(), opt, x, y)
+    return workloads.lenet_step(lib, device)
 
 
 def _conv(lib, device, n, c, hw, k, ks, stride=1, padding=1, backward=True):
@@ -289,7 +268,12 @@ def _set_tf32(torch, enabled):
     torch.backends.cuda.matmul.allow_tf32 = False     # PyTorch's default either way
 
 
-def run(device, only=None, repeats=21, isolated=False):
+def _grid_workloads():
+    from benchmarks.grid import GRID
+    return [(name, ("cpu",), lambda lib, device, build=build: build(lib)) for name, build in GRID]
+
+
+def run(device, only=None, repeats=21, isolated=False, grid=False):
     """Rows of (workload, gpudl ms, {torch mode: ms})."""
     if torch is None:
         raise SystemExit("benchmarks.compare needs PyTorch: pip install -e '.[bench]'")
@@ -299,7 +283,7 @@ def run(device, only=None, repeats=21, isolated=False):
     modes = ("fp32", "default") if device == "cuda" else ("default",)
     name_of_gpu = gpu_name() if device == "cuda" else ""
     rows = []
-    for name, devices, build in WORKLOADS:
+    for name, devices, build in (_grid_workloads() if grid else WORKLOADS):
         if device not in devices or (only and only.lower() not in name.lower()):
             continue
         try:
@@ -372,10 +356,14 @@ def main(argv=None):
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--isolated", action="store_true",
                         help="time each library alone in a fresh process (CPU)")
+    parser.add_argument("--grid", action="store_true",
+                        help="the CPU size grid of benchmarks/grid.py instead of the workloads")
     args = parser.parse_args(argv)
     if args.device != gpudl.device():
         parser.error(f"gpudl runs on {gpudl.device()} here; set GPUDL_DEVICE={args.device}")
-    rows, modes = run(args.device, args.only, args.repeats, args.isolated)
+    if args.grid and (args.device != "cpu" or args.isolated):
+        parser.error("--grid runs on the cpu device, interleaved in one process")
+    rows, modes = run(args.device, args.only, args.repeats, args.isolated, args.grid)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     name_of_gpu = gpu_name() if args.device == "cuda" else ""
     text = (f"{stamp}, {platform.processor() or platform.machine()}, device {args.device}"

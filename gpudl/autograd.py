@@ -25,7 +25,7 @@ import weakref
 
 import numpy as np
 
-from . import backend
+from . import backend, cpu_threads
 
 _Tensor = None  # set by gpudl.tensor at import (tensor.py sits below this module)
 # id(leaf) -> [hook(leaf)]: called once per backward after the leaf's .grad holds all of that
@@ -151,6 +151,8 @@ class Function:
         record = _grad.enabled and any(
             isinstance(a, Tensor) and a.requires_grad for a in args)
         device = _common_device(cls, args)
+        if device == "cpu":
+            cpu_threads.count()     # follow the machine's load (see cpu_threads)
         ctx = Context()
         if record:
             ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from gpudl import backend
+from gpudl import backend, cpu_threads
 
 BLOCK_Q = 64                # query rows per block: causal work shrinks to ~(1 + 64 / L) / 2
 TILE_ELEMENTS = 1 << 15     # score-tile size: 128 KiB in float32, so tiles stay in L2 cache
@@ -33,6 +33,7 @@ MIN_BLOCK_K = 64            # fewer keys per chunk makes the per-chunk NumPy ove
 CPU_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                   else os.cpu_count() or 1)   # the GIL caps what more threads could add
 BLAS_THREADED_GEMM = 1 << 18  # OpenBLAS threads a GEMM itself above 65536 * 4 multiply-adds
+GEMM_HEAVY_DIM = 64          # head dims from here on: BLAS threads the GEMMs, big key blocks
 
 _pool = []                  # [(pid, ThreadPoolExecutor)]: the twin's threads, made on first use
 
@@ -95,19 +96,24 @@ def _compute_dtype(dtype):
 def _plan(xp, B, L, S, E):
     """(batch rows, query rows, keys) per tile, and the number of threads.
 
-    A tile holds about ``TILE_ELEMENTS`` scores, and each of its per-matrix GEMMs stays under
-    ``BLAS_THREADED_GEMM`` multiply-adds, where OpenBLAS would split it over threads of its own:
-    on a busy machine those wait on each other for milliseconds per call. Parallelism comes from
-    our threads instead (NumPy only: its loops and BLAS release the GIL), each with at least one
-    chunk of batch rows (or, in the forward, of query blocks).
+    A tile holds about ``TILE_ELEMENTS`` scores. Head dims of ``GEMM_HEAVY_DIM`` or more make
+    the GEMMs the work: one thread of ours walks the tiles and BLAS threads each GEMM itself
+    (as many threads as ``cpu_threads`` allows), with as many keys per tile as fit, so the
+    per-tile NumPy calls stay few (64 keys per tile at d = 128 spent more time in them than in
+    the GEMMs). Smaller head dims make thin GEMMs: each stays under ``BLAS_THREADED_GEMM``
+    multiply-adds, where OpenBLAS would split it over threads of its own, and parallelism comes
+    from our threads instead (NumPy only: its loops and BLAS release the GIL), each with at least
+    one chunk of batch rows (or, in the forward, of query blocks).
     """
-    workers = max(1, CPU_THREADS or 1) if xp is np else 1
+    heavy = E >= GEMM_HEAVY_DIM
+    workers = max(1, min(CPU_THREADS, cpu_threads.count())) if xp is np and not heavy else 1
     bq = max(1, min(L, BLOCK_Q))
     bk_min = max(1, min(S, MIN_BLOCK_K))
     nb = max(1, min(-(-B // workers), TILE_ELEMENTS // (bq * bk_min)))
     bk = max(bk_min, TILE_ELEMENTS // (nb * bq))
-    bk = max(1, min(S, bk, BLAS_THREADED_GEMM // (bq * max(E, 1))))
-    return nb, bq, bk, workers
+    if not heavy:
+        bk = min(bk, BLAS_THREADED_GEMM // (bq * max(E, 1)))
+    return nb, bq, max(1, min(S, bk)), workers
 
 
 def _key_end(q1, S, is_causal):
@@ -157,13 +163,15 @@ def _attention_fwd_cpu(q, k, v, mask, is_causal, scale):
     B, L, _ = q.shape
     S, Ev = k.shape[1], v.shape[2]
     ct, k, v, blocked, additive, scale = _prepare(q, k, v, mask, scale)
+    if S == 0:                                                  # no key at all: fully masked
+        return xp.zeros((B, L, Ev), q.dtype), xp.full((B, L), -np.inf, ct)
+    nb, bq, bk, workers = _plan(xp, B, L, S, max(q.shape[2], Ev))
+    if nb >= B and bq >= L and bk >= S:     # one tile: no task list, no copies into out
+        o, lse = _forward_rows(xp, q.astype(ct) * scale, k, v, blocked, additive, is_causal,
+                               slice(None), 0, bk)
+        return o.astype(q.dtype, copy=False), lse
     out = xp.empty((B, L, Ev), q.dtype)
     lse = xp.empty((B, L), ct)
-    if S == 0:                                                  # no key at all: fully masked
-        out[...] = 0
-        lse[...] = -np.inf
-        return out, lse
-    nb, bq, bk, workers = _plan(xp, B, L, S, max(q.shape[2], Ev))
 
     def chunk(rows, first, step):
         for q0 in range(first * bq, L, step * bq):

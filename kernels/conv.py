@@ -24,6 +24,9 @@ backwards: it accumulates each channel's phases in place, then one strided copy 
 every input pixel once.
 """
 
+import collections
+import threading
+
 import numba
 import numpy as np
 
@@ -33,6 +36,8 @@ from gpudl import backend
 # the L2/L3 caches (2-5 MB measured best for (32,16,32,32) 3x3 on a 2-core EPYC; one image per
 # chunk at least).
 COL_CHUNK_BYTES = 4 << 20
+SCRATCH_SHAPES = 4          # geometries whose scratch buffers each thread keeps for the next call
+_scratch_cache = threading.local()
 
 
 def conv2d_output_size(size, kernel, stride, padding, dilation):
@@ -56,7 +61,7 @@ class ConvGeometry:
     """
 
     __slots__ = ("N", "C", "H", "W", "K", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw",
-                 "groups", "Ho", "Wo", "Hq", "Wq", "S")
+                 "groups", "Ho", "Wo", "Hq", "Wq", "S", "key")
 
     def __init__(self, x_shape, w_shape, stride, padding, dilation, groups, out_size=None):
         self.N, self.C, self.H, self.W = (int(v) for v in x_shape)
@@ -74,6 +79,13 @@ class ConvGeometry:
         # the garbage columns of a tap's last output row read up to (kw-1)*dw // sw values past
         # the phase plane
         self.S = self.Hq * self.Wq + (self.kw - 1) * self.dw // self.sw
+        self.key = tuple(getattr(self, name) for name in self.__slots__[:-1])   # hashable
+
+    def pointwise(self):
+        """A 1x1 convolution, stride 1, no padding, one group, every output kept: a plain
+        GEMM per image, no columns needed."""
+        return (self.kh == self.kw == self.sh == self.sw == self.groups == 1
+                and self.ph == self.pw == 0 and (self.Ho, self.Wo) == (self.H, self.W))
 
     @property
     def y_shape(self):
@@ -91,9 +103,29 @@ class ConvGeometry:
         """The scalar arguments of the CPU im2col/col2im loops."""
         return (self.sh, self.sw, self.dh, self.dw, self.Wq, self.Wo)
 
-    def phase_buffer(self, images, dtype):
-        """Zeroed phase planes for a chunk of images: (images, C, sh, sw, S)."""
-        return np.zeros((images, self.C, self.sh, self.sw, self.S), dtype)
+    def phase_buffer(self, images, dtype, role):
+        """Phase planes for a chunk of images, (images, C, sh, sw, S), zeroed when made and
+        reused by the next call of this geometry and ``role`` (the padding stays zero: each
+        role only ever writes the same real pixels, or the whole buffer)."""
+        return _scratch(self, role, (images, self.C, self.sh, self.sw, self.S), dtype)
+
+
+def _scratch(geo, role, shape, dtype):
+    """A zeroed-when-made buffer for ``role`` in calls of geometry ``geo``, kept per thread for
+    the next call of the same geometry: no allocation (and page faults) per call for the column
+    buffer and its companions. The last SCRATCH_SHAPES geometries keep theirs."""
+    cache = getattr(_scratch_cache, "buffers", None)
+    if cache is None:
+        cache = _scratch_cache.buffers = collections.OrderedDict()
+    key = geo.key
+    buffers = cache.pop(key, None) or {}
+    cache[key] = buffers
+    while len(cache) > SCRATCH_SHAPES:
+        cache.popitem(last=False)
+    buf = buffers.get((role, shape, dtype))
+    if buf is None:     # forward and the gradients chunk differently: one buffer per shape
+        buf = buffers[(role, shape, dtype)] = np.zeros(shape, dtype)
+    return buf
 
 
 # --------------------------------------------------------------------------- CPU twin: copies
@@ -245,11 +277,17 @@ def _forward_cpu(x, w, b, geo):
     if y.size == 0 or geo.C == 0:
         y[...] = bias.reshape(-1, 1, 1)
         return y
+    if geo.pointwise():
+        flat = y.reshape(geo.N, K, -1)
+        np.matmul(w.reshape(K, geo.C).astype(dtype, copy=False), x.reshape(geo.N, geo.C, -1),
+                  out=flat)
+        flat += bias[:, None]
+        return y
     wm = _gemm_view(w.astype(dtype, copy=False), G, w[0].size)              # (G, Kg, R)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw, dtype)
-    col_buf = np.empty(geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq, dtype)
-    y_buf = np.empty(K * nb * geo.Ho * geo.Wq, dtype)
-    phases = geo.phase_buffer(nb, dtype)
+    col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+    y_buf = _scratch(geo, "y", (K * nb * geo.Ho * geo.Wq,), dtype)
+    phases = geo.phase_buffer(nb, dtype, "split")
     for n0 in range(0, geo.N, nb):
         m = min(nb, geo.N - n0)
         col = _columns(col_buf, m, geo)
@@ -270,12 +308,15 @@ def _grad_input_cpu(gy, w, geo):
     if gx.size == 0 or gy.size == 0:
         return gx
     w = np.ascontiguousarray(w, dtype=dtype)
+    if geo.pointwise():
+        np.matmul(w.reshape(K, geo.C).T, gy.reshape(geo.N, K, -1), out=gx.reshape(geo.N, geo.C, -1))
+        return gx
     wt = _gemm_view(w, G, w[0].size).transpose(0, 2, 1)                   # (G, R, Kg)
     finite_w = _all_finite(w)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
-    gy_buf = np.zeros(K * nb * geo.Ho * geo.Wq, dtype)           # garbage columns stay zero
-    col_buf = np.empty(geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq, dtype)
-    phases = geo.phase_buffer(nb, dtype)
+    gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)  # garbage columns stay 0
+    col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+    phases = geo.phase_buffer(nb, dtype, "merge")
     for n0 in range(0, geo.N, nb):
         m = min(nb, geo.N - n0)
         gy_wide = _wide(gy_buf, K, m, geo)                                  # (K, m, Ho, Wq)
@@ -296,10 +337,13 @@ def _grad_weight_cpu(x, gy, geo):
     gw = np.zeros((G, K // G, geo.C // G * geo.kh * geo.kw), dtype)
     if gy.size == 0 or gw.size == 0:
         return gw.reshape(geo.w_shape)
+    if geo.pointwise():
+        per_image = np.matmul(gy.reshape(geo.N, K, -1), x.reshape(geo.N, geo.C, -1).swapaxes(1, 2))
+        return per_image.sum(axis=0).reshape(geo.w_shape)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
-    gy_buf = np.zeros(K * nb * geo.Ho * geo.Wq, dtype)
-    col_buf = np.empty(geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq, dtype)
-    phases = geo.phase_buffer(nb, dtype)
+    gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)
+    col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+    phases = geo.phase_buffer(nb, dtype, "split")
     finite_x = _all_finite(x)
     for n0 in range(0, geo.N, nb):
         m = min(nb, geo.N - n0)

@@ -24,12 +24,14 @@ plane belongs to one thread. The CUDA kernels
 when they do: deterministic, no atomics, no division in any loop.
 """
 
+import functools
 import types
 
+import numba
 import numpy as np
 from numba import njit, prange
 
-from gpudl import backend
+from gpudl import backend, cpu_threads
 
 
 def pool_output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False):
@@ -109,8 +111,9 @@ def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include
         from . import pool_cuda
         return pool_cuda.avg_pool2d_forward(x, out, kernel_size, stride, padding,
                                             bool(count_include_pad), divisor)
-    windows = _windows(x.shape, out, kernel_size, stride, padding, (1, 1))
-    return _mean_fwd(x, out, windows, bool(count_include_pad), divisor)
+    plan = _mean_plan(x.shape[-2:], out, (kernel_size, stride, padding), bool(count_include_pad),
+                      divisor, _compute_dtype(x.dtype))
+    return _mean_fwd(x, out, plan)
 
 
 def avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding, count_include_pad,
@@ -121,8 +124,9 @@ def avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding, count_inc
         from . import pool_cuda
         return pool_cuda.avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding,
                                              bool(count_include_pad), divisor)
-    windows = _windows(input_shape, gy.shape[-2:], kernel_size, stride, padding, (1, 1))
-    return _mean_bwd(gy, input_shape, windows, bool(count_include_pad), divisor)
+    plan = _mean_plan(input_shape[-2:], gy.shape[-2:], (kernel_size, stride, padding),
+                      bool(count_include_pad), divisor, _compute_dtype(gy.dtype))
+    return _mean_bwd(gy, input_shape, plan)
 
 
 # --------------------------------------------------------------------------- entries: adaptive
@@ -132,7 +136,8 @@ def adaptive_avg_pool2d_forward(x, output_size):
     if backend.kernel_device(x) == "cuda":
         from . import pool_cuda
         return pool_cuda.adaptive_avg_pool2d_forward(x, out)
-    return _mean_fwd(x, out, _bins(x.shape, out), False, 0)
+    return _mean_fwd(x, out, _mean_plan(x.shape[-2:], out, None, False, 0,
+                                        _compute_dtype(x.dtype)))
 
 
 def adaptive_avg_pool2d_backward(gy, input_shape):
@@ -140,7 +145,8 @@ def adaptive_avg_pool2d_backward(gy, input_shape):
     if backend.kernel_device(gy) == "cuda":
         from . import pool_cuda
         return pool_cuda.adaptive_avg_pool2d_backward(gy, input_shape)
-    return _mean_bwd(gy, input_shape, _bins(input_shape, gy.shape[-2:]), False, 0)
+    return _mean_bwd(gy, input_shape, _mean_plan(input_shape[-2:], gy.shape[-2:], None, False, 0,
+                                                 _compute_dtype(gy.dtype)))
 
 
 # --------------------------------------------------------------------------- window tables
@@ -163,9 +169,31 @@ def _axis_windows(out, size, kernel, stride, padding, dilation):
 
 
 def _windows(shape, out, kernel_size, stride, padding, dilation):
-    """(rows, cols): ``_axis_windows`` for H and for W."""
-    return tuple(_axis_windows(out[a], shape[a - 2], kernel_size[a], stride[a], padding[a],
+    """(rows, cols): ``_axis_windows`` for H and for W, built once per geometry (a tiny pool
+    spent most of its time building them)."""
+    return _window_tables(tuple(shape[-2:]), tuple(out), tuple(kernel_size), tuple(stride),
+                          tuple(padding), tuple(dilation))
+
+
+@functools.lru_cache(maxsize=256)
+def _window_tables(hw, out, kernel_size, stride, padding, dilation):
+    return tuple(_axis_windows(out[a], hw[a], kernel_size[a], stride[a], padding[a],
                                dilation[a]) for a in (0, 1))
+
+
+def _mean_plan(hw, out, window, count_include_pad, divisor, dtype):
+    """(rows, cols, widest window, row divisors, column divisors) of an average pool: ``window``
+    = (kernel_size, stride, padding), or None for adaptive bins. Cached per geometry."""
+    window = None if window is None else tuple(tuple(v) for v in window)
+    return _mean_plan_cached(tuple(hw), tuple(out), window, count_include_pad, divisor,
+                             np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=256)
+def _mean_plan_cached(hw, out, window, count_include_pad, divisor, dtype):
+    windows = _bins(hw, out) if window is None else _windows(hw, out, *window, (1, 1))
+    return (*windows, windows[1][2].max(initial=0),
+            *_divisors(windows, count_include_pad, divisor, dtype))
 
 
 def _bins(shape, out):
@@ -192,19 +220,17 @@ def _divisors(windows, count_include_pad, divisor, dtype):
     return factors
 
 
-def _mean_fwd(x, out, windows, count_include_pad, divisor):
+def _mean_fwd(x, out, plan):
     planes = _planes(x).astype(_compute_dtype(x.dtype), copy=False)
     y = np.empty((planes.shape[0],) + tuple(out), planes.dtype)
-    _pick(_AVG_FWD, planes.size)(planes, y, *windows, windows[1][2].max(initial=0),
-                                 *_divisors(windows, count_include_pad, divisor, planes.dtype))
+    _pick(_AVG_FWD, planes.size)(planes, y, *plan)
     return y.astype(x.dtype, copy=False).reshape(x.shape[:-2] + tuple(out))
 
 
-def _mean_bwd(gy, input_shape, windows, count_include_pad, divisor):
+def _mean_bwd(gy, input_shape, plan):
     g = _planes(gy).astype(_compute_dtype(gy.dtype), copy=False)
     gx = np.zeros((g.shape[0],) + tuple(input_shape[-2:]), g.dtype)
-    _pick(_AVG_BWD, gx.size)(g, gx, *windows, windows[1][2].max(initial=0),
-                             *_divisors(windows, count_include_pad, divisor, g.dtype))
+    _pick(_AVG_BWD, gx.size)(g, gx, *plan)
     return gx.astype(gy.dtype, copy=False).reshape(input_shape)
 
 
@@ -231,7 +257,15 @@ def _serial_and_parallel(py_func):
 
 
 def _pick(twins, work):
-    return twins[1] if work >= PARALLEL_MIN_ELEMENTS else twins[0]
+    """The serial twin for small work or a busy machine (cpu_threads), else the parallel one
+    on the threads the machine leaves free."""
+    if work < PARALLEL_MIN_ELEMENTS:
+        return twins[0]
+    threads = cpu_threads.count()
+    if threads == 1:
+        return twins[0]
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    return twins[1]
 
 
 @njit(inline="always", cache=True)

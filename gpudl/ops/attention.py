@@ -24,8 +24,10 @@ from .dropout import dropout
 
 def _flatten_batch(a, batch):
     """(..., n, d) broadcast to ``batch`` -> (B, n, d); a view unless broadcasting copies."""
-    xp = xp_of(a)
-    return xp.broadcast_to(a, batch + a.shape[-2:]).reshape((math.prod(batch),) + a.shape[-2:])
+    flat = (math.prod(batch),) + a.shape[-2:]
+    if a.shape[:-2] == batch:
+        return a.reshape(flat)                  # nothing to broadcast (broadcast_to costs ~5 us)
+    return xp_of(a).broadcast_to(a, batch + a.shape[-2:]).reshape(flat)
 
 
 def _flatten_mask(mask, batch):
@@ -43,7 +45,7 @@ class ScaledDotProductAttention(Function):
 
     @staticmethod
     def forward(ctx, query, key, value, mask, is_causal, scale):
-        batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+        batch = _batch_shape(query, key, value)
         q, k, v = (_flatten_batch(a, batch) for a in (query, key, value))   # (B, n, d) each
         mask = _flatten_mask(mask, batch)
         out, lse = K.attention_forward(q, k, v, mask, is_causal, scale)   # (B, L, Ev), (B, L)
@@ -150,19 +152,29 @@ def _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale):
         raise TypeError(f"{op}: scale must be a number or None, got {type(scale).__name__}")
 
 
+def _batch_shape(query, key, value):
+    """The broadcast batch dims of q, k, v (``np.broadcast_shapes`` only when they differ)."""
+    if query.shape[:-2] == key.shape[:-2] == value.shape[:-2]:
+        return query.shape[:-2]
+    return np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+
+
 def _check_shapes(query, key, value, attn_mask):
     op = "scaled_dot_product_attention"
-    shapes = f"(query shape {query.shape}, key shape {key.shape}, value shape {value.shape})"
+
+    def shapes():
+        return f"(query shape {query.shape}, key shape {key.shape}, value shape {value.shape})"
+
     if query.shape[-1] != key.shape[-1]:
         raise ValueError(f"{op}: query has {query.shape[-1]} features per head but key has "
-                         f"{key.shape[-1]} {shapes}")
+                         f"{key.shape[-1]} {shapes()}")
     if key.shape[-2] != value.shape[-2]:
         raise ValueError(f"{op}: key has {key.shape[-2]} positions but value has "
-                         f"{value.shape[-2]} {shapes}")
+                         f"{value.shape[-2]} {shapes()}")
     try:
-        batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+        batch = _batch_shape(query, key, value)
     except ValueError:
-        raise ValueError(f"{op}: batch dimensions do not broadcast {shapes}") from None
+        raise ValueError(f"{op}: batch dimensions do not broadcast {shapes()}") from None
     if attn_mask is not None:
         target = batch + (query.shape[-2], key.shape[-2])
         try:
@@ -171,7 +183,7 @@ def _check_shapes(query, key, value, attn_mask):
             fits = False
         if not fits:
             raise ValueError(f"{op}: attn_mask of shape {attn_mask.shape} does not broadcast to "
-                             f"the scores' shape {target} {shapes}")
+                             f"the scores' shape {target} {shapes()}")
 
 
 def _repeat_heads(query, kv):

@@ -5,6 +5,7 @@ arguments first, so a refused call raises before any work and changes nothing. I
 (N, C, H, W) or unbatched (C, H, W); the kernels treat every leading dim as independent planes.
 """
 
+import functools
 import numbers
 
 from ..autograd import Function
@@ -146,7 +147,29 @@ def _check_input(input, op):
 
 
 def _window(op, shape, kernel_size, stride, padding, dilation):
-    """Checked ((kh, kw), (sh, sw), (ph, pw), (dh, dw)) for an input of ``shape``."""
+    """Checked ((kh, kw), (sh, sw), (ph, pw), (dh, dw)) for an input of ``shape``; a geometry
+    seen before is not checked again (the checks cost more than a tiny pool)."""
+    if all(map(_plain_ints, (kernel_size, stride, padding, dilation))):
+        try:
+            return _checked_window(op, shape[-2:], kernel_size, stride, padding, dilation)
+        except (TypeError, ValueError):
+            pass                    # refused: raise again below, naming the whole input shape
+    return _check_window(op, shape, kernel_size, stride, padding, dilation)
+
+
+def _plain_ints(value):
+    """An int, a tuple of ints, or None: arguments safe as a cache key (True == 1, 2.0 == 2
+    would share keys with ints that the checks treat differently)."""
+    return (value is None or type(value) is int
+            or (type(value) is tuple and all(type(v) is int for v in value)))
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_window(op, hw, kernel_size, stride, padding, dilation):
+    return _check_window(op, hw, kernel_size, stride, padding, dilation)
+
+
+def _check_window(op, shape, kernel_size, stride, padding, dilation):
     kernel = _pair(op, "kernel_size", kernel_size)
     no_stride = stride is None or (isinstance(stride, (tuple, list)) and not stride)  # as torch
     stride = kernel if no_stride else _pair(op, "stride", stride)

@@ -1,0 +1,117 @@
+"""How many threads gpudl's CPU work uses: the cores that other processes leave free.
+
+A multi-threaded GEMM, OpenMP region or thread-pool map finishes only when its slowest thread
+does. On a machine whose cores are busy with other processes, each helper thread waits for a
+time slice, and a LeNet step of ~15 small GEMMs measured 800-2,000 ms instead of ~20 ms
+single-threaded (OpenBLAS's pthreads workers, 2 cores, two busy processes beside it). So the
+thread count follows the load: every ``INTERVAL`` seconds at most, :func:`refresh` measures how
+much CPU time the rest of the machine used since the last look (``/proc/stat`` minus this
+process's own time) and caps the threads at the cores left over, at least one. It sets
+OpenBLAS's (or any BLAS threadpoolctl knows) thread count when that changes, and
+:func:`count` is what gpudl's own pools (Numba parallel loops, the attention twin's threads) use.
+
+The ceiling is the BLAS thread count found at the first look (``OPENBLAS_NUM_THREADS``,
+``OMP_NUM_THREADS`` or threadpoolctl settings of the user win), further capped by
+``GPUDL_CPU_THREADS`` when set; ``GPUDL_CPU_THREADS=0`` turns the adaptation off. A BLAS count
+changed by the user later becomes the new ceiling. Without ``/proc/stat`` (not Linux) the count
+stays at the ceiling.
+"""
+
+import os
+import time
+
+INTERVAL = 0.2              # seconds between two looks at the machine's load
+
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_TICK = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+
+_next_look = 0.0           # time.monotonic() of the next measurement
+_count = 1
+_state = {"ceiling": None, "blas": None, "blas_set": None, "last": None, "adaptive": True}
+
+
+def count():
+    """Threads gpudl's CPU work should use now (>= 1); re-measured at most every INTERVAL s."""
+    if time.monotonic() >= _next_look:
+        refresh()
+    return _count
+
+
+def refresh():
+    """Measure the other processes' CPU use and update the thread count (and BLAS's)."""
+    global _next_look, _count
+    now = time.monotonic()
+    _next_look = now + INTERVAL
+    if _state["ceiling"] is None:
+        _start()
+    ceiling = _ceiling()
+    busy = _busy_elsewhere(now)
+    free = ceiling if busy is None else _CORES - busy
+    _count = max(1, min(ceiling, int(free + 0.5)))
+    _set_blas(_count)
+    return _count
+
+
+def _start():
+    setting = os.environ.get("GPUDL_CPU_THREADS", "").strip()
+    user_cap = int(setting) if setting.isdigit() else None
+    _state["blas"] = _blas_controller() if user_cap != 0 else None
+    blas_threads = _state["blas"].num_threads if _state["blas"] is not None else _CORES
+    ceiling = max(1, min(_CORES, blas_threads))
+    if user_cap:
+        ceiling = min(ceiling, user_cap)
+    _state["ceiling"] = ceiling
+    _state["adaptive"] = user_cap != 0
+
+
+def _ceiling():
+    """The start-up ceiling, or the BLAS count the user set since (threadpoolctl, ...)."""
+    blas = _state["blas"]
+    if blas is not None and _state["blas_set"] is not None:
+        current = _current_blas_threads(blas)
+        if current != _state["blas_set"]:
+            _state["ceiling"] = max(1, min(_CORES, current))
+            _state["blas_set"] = None
+    return _state["ceiling"]
+
+
+def _busy_elsewhere(now):
+    """Cores' worth of CPU time used by other processes since the last call (None: unknown)."""
+    if not _state["adaptive"]:
+        return None
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = f.readline().split()[1:]
+    except OSError:
+        return None
+    # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy
+    ticks = [int(v) for v in fields[:8]]
+    busy = (sum(ticks) - ticks[3] - ticks[4]) * _TICK
+    mine = time.process_time()
+    last, _state["last"] = _state["last"], (now, busy, mine)
+    if last is None or now - last[0] < INTERVAL / 2:
+        return 0.0 if last is None else None
+    return max(0.0, (busy - last[1]) - (mine - last[2])) / (now - last[0])
+
+
+def _blas_controller():
+    """threadpoolctl's controller of the BLAS NumPy uses, or None."""
+    try:
+        import numpy as np  # noqa: F401  (its BLAS must be loaded to be found)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    found = ThreadpoolController().select(user_api="blas")
+    return found.lib_controllers[0] if found.lib_controllers else None
+
+
+def _current_blas_threads(blas):
+    return blas.get_num_threads()
+
+
+def _set_blas(threads):
+    blas = _state["blas"]
+    if blas is None or threads == _state["blas_set"]:
+        return
+    blas.set_num_threads(threads)
+    _state["blas_set"] = threads
