@@ -3,7 +3,7 @@
 For each ``*_cuda`` module's ``SIGNATURES`` table, every (kernel, signature) pair is compiled for
 sm_80 and sm_90 with ``numba.cuda.compile_ptx`` (NVVM from numba-cuda's cu12/cu13 extra, no GPU or
 driver needed). A pair fails when compilation fails, or when a kernel whose signature holds no
-float64 emits any fp64 PTX instruction (Python float literals silently promote; NUMBA.md), or
+float64 emits any fp64 PTX instruction (Python float literals silently promote a float32 kernel to fp64), or
 when the PTX declares an external function (``.extern .func``, e.g. float16 comparisons through
 CUDA's ``__half`` operators), which only a runtime NVRTC link would resolve.
 Prints one line per kernel, signature and target; exits 1 on any failure.

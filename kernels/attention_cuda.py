@@ -36,6 +36,7 @@ from gpudl import backend
 
 from .attention import as_mask3
 from .budget import Budget
+from .launch import launch
 
 HEAD_DIMS = (16, 32, 64, 128)   # register-resident accumulators: above 128 the twin (on CuPy) runs
 BLOCK = 64                      # queries per forward/dQ block, keys per dK/dV block
@@ -539,8 +540,8 @@ def attention_forward(q, k, v, mask, is_causal, scale):
         return out, lse
     head = _bucket(q, v)
     fwd = _KERNELS[(head, mask is not None)][0]
-    fwd[_grid(L, B), TILINGS[head][0].threads, backend.launch_stream()](
-        q, k, v, _additive_mask(xp, mask), out, lse, np.float32(scale), np.int32(is_causal))
+    launch(fwd, _signatures(q.dtype.name)[0], _grid(L, B), TILINGS[head][0].threads,
+           q, k, v, _additive_mask(xp, mask), out, lse, np.float32(scale), np.int32(is_causal))
     return out, lse
 
 
@@ -555,18 +556,18 @@ def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale):
     head = _bucket(q, v)
     _, dq_kernel, dkdv_kernel = _KERNELS[(head, mask is not None)]
     _, dq_tiling, dkdv_tiling = TILINGS[head]
-    stream = backend.launch_stream()
+    _, dq_sig, dkdv_sig, delta_sig = _signatures(q.dtype.name)
     mask = _additive_mask(xp, mask)
     conf = (np.float32(scale), np.int32(is_causal))
     delta = xp.empty((B, L), np.float32)
     if B * L:
-        _delta_kernel[((L + DELTA_ROWS - 1) // DELTA_ROWS, B), DELTA_THREADS, stream](
-            out, gout, delta)
-        dq_kernel[_grid(L, B), dq_tiling.threads, stream](
-            q, k, v, mask, gout, lse, delta, gq, *conf)
+        launch(_delta_kernel, delta_sig, ((L + DELTA_ROWS - 1) // DELTA_ROWS, B), DELTA_THREADS,
+               out, gout, delta)
+        launch(dq_kernel, dq_sig, _grid(L, B), dq_tiling.threads,
+               q, k, v, mask, gout, lse, delta, gq, *conf)
     if B * S:
-        dkdv_kernel[_grid(S, B), dkdv_tiling.threads, stream](
-            q, k, v, mask, gout, lse, delta, gk, gv, *conf)
+        launch(dkdv_kernel, dkdv_sig, _grid(S, B), dkdv_tiling.threads,
+               q, k, v, mask, gout, lse, delta, gk, gv, *conf)
     return gq, gk, gv
 
 

@@ -47,6 +47,7 @@ from numba import cuda, float32, float64, int32, int64, uint32, uint64
 from gpudl import backend
 
 from .budget import Budget
+from .launch import launch
 
 BN = 128           # columns per CTA tile (pixels, or taps in the weight gradient)
 BK = 8             # reduction steps per shared tile (mac_tile spells out 8 steps)
@@ -400,8 +401,10 @@ def _blocks(n, size):
     return (n + size - 1) // size
 
 
-def _launch(kernel, grid, bm, *args):
-    kernel[grid, threads_for(bm), backend.launch_stream()](*args)
+def _launch_gemm(acc, acc_dtype, idx, bm, grid, data, *args):
+    """conv_gemm_kernel's build for (acc, idx, bm), specialised for ``data``'s dtype."""
+    launch(_kernels(acc, idx, bm)[0], gemm_signature(data.dtype.name, acc_dtype), grid,
+           threads_for(bm), data, *args)
 
 
 def _flat(xp, a, dtype=None):
@@ -501,10 +504,10 @@ def forward(x, w, b, geo):
     bias = x[:1] if b is None else _flat(xp, b, x.dtype)      # x[:1]: never read
     grid = (_blocks(geo.N * geo.Ho * geo.Wo, BN), _blocks(Kg, bm), G)
     wt = _gemm_weights(xp, w, plan, acc_dtype)
-    _launch(_kernels(acc, idx, bm)[0], grid, bm, x, wt.reshape(-1), taps.reshape(-1),
-            phases, bias, y.reshape(-1), geo.N, geo.H, geo.W, geo.C * geo.H * geo.W,
-            Cg * geo.H * geo.W, Kg, geo.K, geo.Ho, geo.Wo, geo.sh, geo.sw, geo.ph, geo.pw, 1, 1,
-            int(b is not None), wt.shape[1], wt.shape[2], taps.shape[2])
+    _launch_gemm(acc, acc_dtype, idx, bm, grid, x, wt.reshape(-1), taps.reshape(-1),
+                 phases, bias, y.reshape(-1), geo.N, geo.H, geo.W, geo.C * geo.H * geo.W,
+                 Cg * geo.H * geo.W, Kg, geo.K, geo.Ho, geo.Wo, geo.sh, geo.sw, geo.ph, geo.pw,
+                 1, 1, int(b is not None), wt.shape[1], wt.shape[2], taps.shape[2])
     return y
 
 
@@ -530,10 +533,10 @@ def grad_input(gy, w, geo, b=None):
     wt = _gemm_weights(xp, w, plan, acc_dtype)
     gy = _flat(xp, gy)
     bias = gy[:1] if b is None else _flat(xp, b, gy.dtype)    # gy[:1]: never read
-    _launch(_kernels(acc, idx, bm)[0], grid, bm, gy, wt.reshape(-1), taps.reshape(-1), phases,
-            bias, gx.reshape(-1), geo.N, geo.Ho, geo.Wo, geo.K * geo.Ho * geo.Wo,
-            Kg * geo.Ho * geo.Wo, Cg, geo.C, geo.H, geo.W, 1, 1, 0, 0, geo.sh, geo.sw,
-            int(b is not None), wt.shape[1], wt.shape[2], taps.shape[2])
+    _launch_gemm(acc, acc_dtype, idx, bm, grid, gy, wt.reshape(-1), taps.reshape(-1), phases,
+                 bias, gx.reshape(-1), geo.N, geo.Ho, geo.Wo, geo.K * geo.Ho * geo.Wo,
+                 Kg * geo.Ho * geo.Wo, Cg, geo.C, geo.H, geo.W, 1, 1, 0, 0, geo.sh, geo.sw,
+                 int(b is not None), wt.shape[1], wt.shape[2], taps.shape[2])
     return gx
 
 
@@ -559,9 +562,10 @@ def grad_weight(x, gy, geo, with_bias=False):
     taps = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho,
                          geo.Wo, G, bm)[0][0]
     grid = (_blocks(R, BN), _blocks(Kg, bm), G * splits)
-    _launch(_kernels(acc, idx, bm)[1], grid, bm, _flat(xp, x), _flat(xp, gy, x.dtype), taps,
-            partial, bias_partial, geo.N, geo.C, geo.H, geo.W, geo.Ho, geo.Wo, geo.sh, geo.sw,
-            geo.ph, geo.pw, split_len, int(with_bias))
+    launch(_kernels(acc, idx, bm)[1], grad_weight_signature(x.dtype.name, acc_dtype),
+           grid, threads_for(bm), _flat(xp, x), _flat(xp, gy, x.dtype), taps, partial,
+           bias_partial, geo.N, geo.C, geo.H, geo.W, geo.Ho, geo.Wo, geo.sh, geo.sw,
+           geo.ph, geo.pw, split_len, int(with_bias))
     gw = (partial[0] if splits == 1 else partial.sum(axis=0)).reshape(geo.w_shape)
     if not with_bias:
         return gw

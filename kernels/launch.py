@@ -4,7 +4,7 @@ A lazily typed ``@cuda.jit`` kernel types every argument in Python at every laun
 through their ``__cuda_array_interface__``) and then searches its overloads. A specialised
 dispatcher (``cuda.jit(signature)(py_func)``) holds exactly one compiled overload and goes straight
 to marshalling the arguments. ``specialised`` builds one per (kernel, signature) the first time a
-launcher asks for it, never at import (a signature at decoration time needs a driver: NUMBA.md),
+launcher asks for it, never at import (a signature at decoration time needs a driver: numba-cuda raises CudaSupportError without one),
 and keeps it.
 
 A specialised dispatcher does no type checks: the caller passes exactly the signature's types
@@ -45,7 +45,36 @@ def launch(kernel, signature, blocks, threads, *args, shared=0):
     """Launch ``kernel``'s ``signature`` specialisation on CuPy's current stream (nothing when the
     grid is empty)."""
     if min(blocks if isinstance(blocks, tuple) else (blocks,)) > 0 and threads:
+        if backend.SIMULATOR:
+            check_arguments(kernel, signature, args)
         specialised(kernel, signature)[blocks, threads, backend.launch_stream(), shared](*args)
+
+
+def check_arguments(kernel, signature, args):
+    """Refuse arguments that do not have ``signature``'s types. The simulator ignores signatures,
+    while a GPU's specialised dispatcher would refuse the launch, so the simulator tests check
+    here that every launcher passes exactly the types the gate compiled."""
+    from numba import typeof, types
+    from numba.core import sigutils
+    wanted, _ = sigutils.normalize_signature(signature)
+    name = getattr(kernel, "__name__", "kernel")
+    if len(wanted) != len(args):
+        raise TypeError(f"{name}: {len(args)} arguments for a signature of {len(wanted)}")
+    for i, (want, arg) in enumerate(zip(wanted, args)):
+        if isinstance(want, types.Array):
+            got = typeof(arg)
+            ok = (isinstance(got, types.Array) and got.dtype == want.dtype
+                  and got.ndim == want.ndim and want.layout in ("A", got.layout))
+        elif isinstance(arg, bool) or not isinstance(arg, (int, float)):
+            got = typeof(arg)
+            ok = got == want
+        else:                                   # a Python number: converted to the signature's
+            got = typeof(arg)
+            ok = isinstance(want, types.Integer) if isinstance(arg, int) else \
+                isinstance(want, types.Float)
+        if not ok:
+            raise TypeError(f"{name}: argument {i} is {got}, the signature {signature!r} "
+                            f"wants {want}")
 
 
 def specialised_count():

@@ -1,9 +1,12 @@
 """A PyTorch-style training script runs on gpudl by changing only its imports, and gives
 PyTorch's numbers (float32 rounding): device selection, .to(device), from_numpy, a DataLoader
 with 2 workers and pinned memory, `p -= lr * p.grad` under no_grad, `w.data -= ...`,
-`torch.max(outputs.data, 1)`."""
+`torch.max(outputs.data, 1)`, and a `.pth` file written by PyTorch loaded with `torch.load`."""
 
 import numpy as np
+import pytest
+
+pytest.importorskip("torch")
 
 TORCH_IMPORTS = """
 import torch
@@ -58,10 +61,13 @@ for xb, yb in loader:
         p.data -= 0.05 * p.grad.data
     losses.append(loss.item())
 
-# --- .pth checkpoint (issue 15, the lead's part): load a torch.save(state_dict) file into
-# --- `model` here with torch.load(path, map_location=device, weights_only=True).
+# a checkpoint written by PyTorch's torch.save (CHECKPOINT: set by the test)
+pretrained = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2)).to(device)
+pretrained.load_state_dict(torch.load(CHECKPOINT, map_location=device, weights_only=True))
 
 test_x = torch.from_numpy(X[64:]).to(device)
+with torch.no_grad():
+    pretrained_outputs = pretrained(test_x).cpu().numpy()
 with torch.no_grad():
     outputs = model(test_x)
 _, predicted = torch.max(outputs.data, 1)
@@ -71,14 +77,26 @@ final_weight = model[3].weight.detach().cpu().numpy()
 """
 
 
-def _run(imports):
-    namespace = {}
+def _run(imports, checkpoint):
+    namespace = {"CHECKPOINT": str(checkpoint)}
     exec(compile(imports + SCRIPT, "<script>", "exec"), namespace)
     return namespace
 
 
-def test_the_same_script_runs_on_torch_and_gpudl():
-    theirs, ours = _run(TORCH_IMPORTS), _run(GPUDL_IMPORTS)
+def _torch_checkpoint(path):
+    import torch
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 2))
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_the_same_script_runs_on_torch_and_gpudl(tmp_path):
+    checkpoint = _torch_checkpoint(tmp_path / "pretrained.pth")
+    theirs, ours = _run(TORCH_IMPORTS, checkpoint), _run(GPUDL_IMPORTS, checkpoint)
+    np.testing.assert_allclose(ours["pretrained_outputs"], theirs["pretrained_outputs"],
+                               rtol=1e-5, atol=1e-6)
     assert ours["same_parameter"] and theirs["same_parameter"]
     assert len(ours["losses"]) == len(theirs["losses"]) == 16
     np.testing.assert_allclose(ours["losses"], theirs["losses"], rtol=1e-4, atol=1e-5)
