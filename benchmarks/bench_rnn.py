@@ -1,5 +1,5 @@
 """asv suites for the recurrent layers: LSTM (and GRU) forward and forward+backward over a whole
-sequence, (seq, batch, input, hidden) as in PERF.md. The large shape runs on a GPU only."""
+sequence, (seq, batch, input, hidden) as in benchmarks/compare.py. The large shape runs on a GPU only."""
 
 import gpudl as gd
 from gpudl import nn

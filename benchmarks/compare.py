@@ -31,17 +31,17 @@ from benchmarks.workloads import randn as _randn  # noqa: E402
 from benchmarks.workloads import train_step as _train_step  # noqa: E402
 
 WORKLOADS = []     # (name, devices, build(lib, device) -> step callable)
-FLOORS = {}        # name -> (flops, bytes, latency us): the GPU floor of PERF.md
+FLOORS = {}        # name -> (flops, bytes, latency us): the GPU floor
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-# Hopper floors (PERF.md): FP32 on CUDA cores for both chips; HBM differs.
+# Hopper floors (published peaks): FP32 on CUDA cores for both chips; HBM differs.
 FP32_FLOPS = 66.9e12
 HBM_BYTES_PER_S = {"H100": 3.35e12, "H200": 4.8e12}
 
 
 def workload(name, devices=("cpu",), flops=0, bytes=0, latency_us=0):
     """Register ``build`` under ``name``; flops/bytes/latency_us give its floor on a GPU: the
-    most of flops / FP32 peak, bytes / HBM bandwidth and a latency bound (PERF.md)."""
+    most of flops / FP32 peak, bytes / HBM bandwidth and a latency bound."""
     def register(build):
         WORKLOADS.append((name, devices, build))
         if flops or bytes or latency_us:
@@ -215,7 +215,7 @@ def _attention(lib, device, shape, causal, backward=True):
 
 
 def _attention_flops(shape, causal, backward):
-    """4 B H N^2 d forward, 10 B H N^2 d backward (PERF.md); causal halves both."""
+    """4 B H N^2 d forward, 10 B H N^2 d backward; causal halves both."""
     b, h, n, d = shape
     return (4 + (10 if backward else 0)) * b * h * n * n * d // (2 if causal else 1)
 
@@ -367,7 +367,7 @@ def main(argv=None):
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     name_of_gpu = gpu_name() if args.device == "cuda" else ""
     text = (f"{stamp}, {platform.processor() or platform.machine()}, device {args.device}"
-            + (f" ({name_of_gpu}; floors: FP32 66.9 TFLOP/s, HBM of that chip, PERF.md)"
+            + (f" ({name_of_gpu}; floors: FP32 66.9 TFLOP/s, HBM of that chip)"
                if name_of_gpu else "") + ", "
             + ("each library alone in a fresh process" if args.isolated else
                "the libraries alternating in blocks of 4 in one process")

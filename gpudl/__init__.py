@@ -1,6 +1,6 @@
 """gpudl: tensors on NumPy or CuPy, reverse-mode autograd, and Numba-CUDA kernels you can read.
 
-``import gpudl as gd``; the public contract is API.md. The device (cpu or cuda) is chosen once at
+``import gpudl as gd``; the public API is documented in the README and rendered by pdoc (docs/api). The device (cpu or cuda) is chosen once at
 import from ``GPUDL_DEVICE`` (see gpudl.backend).
 """
 

@@ -1,7 +1,7 @@
 """Which device tensors live on and which array module backs them.
 
 The one place that imports CuPy and decides between the CUDA and CPU paths. The choice is made
-once, at import, from ``GPUDL_DEVICE=auto|cuda|cpu`` (API.md):
+once, at import, from ``GPUDL_DEVICE=auto|cuda|cpu`` (README, Devices):
 
 - ``cpu``: NumPy arrays, CPU twins of every kernel.
 - ``cuda``: CuPy arrays and the Numba-CUDA kernels. Under Numba's CUDA simulator

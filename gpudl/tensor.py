@@ -21,7 +21,7 @@ def _device_of(array):
 
 
 class Tensor(MathMixin, ShapeMixin, IndexMixin):
-    """An n-dimensional array with reverse-mode autograd (see API.md)."""
+    """An n-dimensional array with reverse-mode autograd (PyTorch's Tensor API)."""
 
     __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_out_index", "_device",
                  "_version_counter", "__weakref__")

@@ -2,7 +2,7 @@
 
 For every sample of every op below, the input, args and kwargs are translated to gpudl, the
 gpudl equivalent is called, and its outputs and the gradients of ``(out * w).sum()`` (random
-``w``) are compared with torch. Samples that use features outside API.md (dtype=, out=, rounding
+``w``) are compared with torch. Samples that use features outside gpudl's API (dtype=, out=, rounding
 modes, ...) are skipped and counted; KNOWN, deliberate departures are listed in ``KNOWN`` below.
 """
 
@@ -131,12 +131,12 @@ def _einsum_args(input, equation, rest):
     """OpInfo passes einsum its operands as the sample input and the equation as an arg."""
     return (equation, *input) if isinstance(input, (list, tuple)) else (equation, input, *rest)
 
-# Variants outside API.md: skipped wholesale (every sample counted as skipped).
+# Variants outside gpudl's API: skipped wholesale (every sample counted as skipped).
 SKIP_VARIANTS = {
-    ("div", "trunc_rounding"): "rounding_mode= is not in API.md",
-    ("div", "floor_rounding"): "rounding_mode= is not in API.md",
-    ("softmax", "with_dtype"): "dtype= is not in API.md",
-    ("log_softmax", "with_dtype"): "dtype= is not in API.md",
+    ("div", "trunc_rounding"): "rounding_mode= is not in gpudl's API",
+    ("div", "floor_rounding"): "rounding_mode= is not in gpudl's API",
+    ("softmax", "with_dtype"): "dtype= is not in gpudl's API",
+    ("log_softmax", "with_dtype"): "dtype= is not in gpudl's API",
 }
 UNSUPPORTED_KWARGS = {"dtype", "out", "alpha", "rounding_mode", "memory_format", "names"}
 # ...except where the op takes it: (op, variant) -> kwargs allowed there
@@ -146,7 +146,7 @@ ALLOWED_KWARGS = {("addmm", ""): {"alpha"}, ("addmm", "decomposed"): {"alpha"},
 # KNOWN, deliberate departures: (op, variant) -> predicate(sample) -> reason, or None.
 KNOWN = {}
 
-# Samples outside API.md within a supported variant: (op, variant) -> predicate(sample) -> reason.
+# Samples outside gpudl's API within a supported variant: (op, variant) -> predicate(sample) -> reason.
 OUT_OF_API = {}
 
 OPS = sorted({k[0] for k in GPUDL} | {k[0] for k in SKIP_VARIANTS})
@@ -303,7 +303,7 @@ ERROR_KNOWN = {
     # gpudl's mean promotes an integer tensor to the default float dtype (torch refuses)
     ("mean", ""): lambda s: not s.input.dtype.is_floating_point or None,
 }
-# What a bad input may raise (API.md: TypeError / ValueError / RuntimeError; IndexError for dims)
+# What a bad input may raise (gpudl's error style: TypeError / ValueError / RuntimeError; IndexError for dims)
 ERRORS = (TypeError, ValueError, IndexError, RuntimeError)
 
 

@@ -5,7 +5,7 @@ both libraries, and the outputs, the gradients of (out * random weights).sum() a
 op updates in place (batch_norm's running stats) are compared. The op's ``error_inputs`` must make
 gpudl raise one of TypeError/ValueError/IndexError/RuntimeError/NotImplementedError.
 
-Samples using features outside /work/shared/API.md (out=, complex, non-constant pad modes...) are
+Samples using features outside gpudl's public API (out=, complex, non-constant pad modes...) are
 skipped and counted; deliberate departures are listed in ``DEPARTURES`` with the reason.
 """
 

@@ -3,7 +3,7 @@
 #   bash tools/gpu_check.sh            # log in tools/gpu_check.log (and $OUT/ when set)
 # Installs the checkout without network, runs the whole suite with GPUDL_DEVICE=cuda, then the
 # NCCL world-of-1 tests with their skip reasons shown, the GPU benchmarks against PyTorch
-# (PERF.md's shapes, forward and forward+backward, strict fp32 and PyTorch's defaults, each with
+# (the benchmark shapes of benchmarks/compare.py, forward and forward+backward, strict fp32 and PyTorch's defaults, each with
 # its fraction of the floor) and the host time per kernel launch.
 # Budget: under 8 minutes (45 + 225 + 60 + 130 + 15 s of step limits).
 # The offline PTX check is CI's job; here the kernels compile for the real device as tests run.

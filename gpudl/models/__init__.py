@@ -11,7 +11,7 @@ from .rnn import LSTMClassifier, LSTMRegressor
 from .seq2seq import AdditiveAttention, DotAttention, Seq2SeqAttention
 from .transformer import TransformerClassifier, sinusoidal_positions
 
-TransformerEncoder = TransformerClassifier   # API.md's name: a transformer encoder with a head
+TransformerEncoder = TransformerClassifier   # the public name: a transformer encoder with a head
 
 __all__ = ["MLP", "LeNet", "BasicBlock", "SmallResNet", "LSTMRegressor", "LSTMClassifier",
            "Seq2SeqAttention", "DotAttention", "AdditiveAttention", "Autoencoder", "VAE",

@@ -1,4 +1,4 @@
-"""Elementwise Functions: arithmetic with broadcasting, and the unary maths of API.md.
+"""Elementwise Functions: arithmetic with broadcasting, and the unary maths of the Tensor API.
 
 Binary ops take raw arrays or Python scalars; their backward reduces the gradient back to each
 input's shape with ``sum_to`` (broadcasting is implicit, as in NumPy).
