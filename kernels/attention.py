@@ -34,6 +34,7 @@ CPU_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffin
                   else os.cpu_count() or 1)   # the GIL caps what more threads could add
 BLAS_THREADED_GEMM = 1 << 18  # OpenBLAS threads a GEMM itself above 65536 * 4 multiply-adds
 GEMM_HEAVY_DIM = 64          # head dims from here on: BLAS threads the GEMMs, big key blocks
+SERIAL_WORK = 1 << 20        # multiply-adds (B L S E) below which a thread hand-off costs more
 
 _pool = []                  # [(pid, ThreadPoolExecutor)]: the twin's threads, made on first use
 
@@ -103,10 +104,12 @@ def _plan(xp, B, L, S, E):
     the GEMMs). Smaller head dims make thin GEMMs: each stays under ``BLAS_THREADED_GEMM``
     multiply-adds, where OpenBLAS would split it over threads of its own, and parallelism comes
     from our threads instead (NumPy only: its loops and BLAS release the GIL), each with at least
-    one chunk of batch rows (or, in the forward, of query blocks).
+    one chunk of batch rows (or, in the forward, of query blocks). Below ``SERIAL_WORK`` the
+    whole call runs on the calling thread.
     """
     heavy = E >= GEMM_HEAVY_DIM
-    workers = max(1, min(CPU_THREADS, cpu_threads.count())) if xp is np and not heavy else 1
+    threaded = xp is np and not heavy and B * L * S * E >= SERIAL_WORK
+    workers = max(1, min(CPU_THREADS, cpu_threads.count())) if threaded else 1
     bq = max(1, min(L, BLOCK_Q))
     bk_min = max(1, min(S, MIN_BLOCK_K))
     nb = max(1, min(-(-B // workers), TILE_ELEMENTS // (bq * bk_min)))
