@@ -228,6 +228,7 @@ def to_numpy(array):
     """A NumPy array for ``array`` (copied from the GPU; shared on the CPU). Reading the device
     first reports any failed deferred check (``defer_check``)."""
     if is_device_array(array):
+        host_sync("to_numpy")
         raise_deferred()
         return array.get()
     return np.asarray(array)
@@ -307,6 +308,7 @@ def _check_unwritten(copy, original):
 
 
 def synchronize():
+    host_sync("synchronize")
     if _cupy is not None:
         _cupy.cuda.get_current_stream().synchronize()
     raise_deferred()
@@ -343,6 +345,27 @@ def elementwise_kernel(in_params, out_params, operation, name):
         kernel = _elementwise[key] = _cupy.ElementwiseKernel(in_params, out_params, operation,
                                                              name)
     return kernel
+
+
+# ---------------------------------------------------------------- host syncs
+# Every place gpudl waits for the device or copies from it calls host_sync(what): one read stalls
+# the whole launch queue, so a training step should make none (gd.cuda.sync_count() tells), and
+# a CUDA graph capture cannot contain one (the capture sets capture_guard, which raises).
+_host_syncs = 0
+capture_guard = None  # None, or a callable(what) that raises: set while a CUDA graph is captured
+
+
+def host_sync(what):
+    """Count one device-to-host transfer or wait for the device, made by ``what``."""
+    global _host_syncs
+    if capture_guard is not None:
+        capture_guard(what)
+    _host_syncs += 1
+
+
+def sync_count():
+    """How many device-to-host transfers and waits for the device gpudl has made so far."""
+    return _host_syncs
 
 
 # ---------------------------------------------------------------- deferred device-side checks

@@ -15,3 +15,9 @@ def synchronize():
 
 def device_count():
     return backend.device_count()
+
+
+def sync_count():
+    """How many device-to-host transfers and synchronisations gpudl has made so far: a training
+    step on the CUDA path should add none (reads queue until the user asks for a value)."""
+    return backend.sync_count()

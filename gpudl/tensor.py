@@ -120,6 +120,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
             raise ValueError(
                 f"item: only one-element tensors can be converted to a Python number, got shape "
                 f"{self.shape}")
+        if backend.is_device_array(self._data):
+            backend.host_sync("Tensor.item")
         backend.raise_deferred()            # a device read: report failed device-side checks
         return self._data.item()
 
