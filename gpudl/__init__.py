@@ -4,9 +4,10 @@
 import from ``GPUDL_DEVICE`` (see gpudl.backend).
 """
 
-from . import cuda, dtypes
+from . import backends, cuda, dtypes
 from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad
 from .backend import device
+from .backends import get_float32_matmul_precision, set_float32_matmul_precision
 from .creation import (arange, empty, empty_like, eye, from_dlpack, full, full_like, linspace,
                        ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm,
                        tensor, zeros, zeros_like)

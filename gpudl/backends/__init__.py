@@ -1,0 +1,77 @@
+"""``gd.backends``: PyTorch's precision switches, with PyTorch 2.13's names and defaults.
+
+- ``gd.backends.cudnn.allow_tf32`` (default True): convolutions on float32 tensors may run on
+  TF32 tensor cores (inputs rounded to 10 mantissa bits, float32 accumulation).
+- ``gd.backends.cuda.matmul.allow_tf32`` (default False): the same for matmul/linear; it is
+  another view of ``gd.set_float32_matmul_precision``: True is "high", False is "highest".
+- ``gd.set_float32_matmul_precision("highest"|"high"|"medium")`` and
+  ``gd.get_float32_matmul_precision()``.
+
+Kernels never read these flags: the ops layer asks ``conv_allows_tf32()`` /
+``matmul_allows_tf32()`` and passes the answer down, so a kernel's result depends only on its
+arguments.
+"""
+
+import sys
+import types
+
+_PRECISIONS = ("highest", "high", "medium")
+_state = {"float32_matmul_precision": "highest"}
+
+
+def set_float32_matmul_precision(precision):
+    """Set how float32 matmuls may run: "highest" (strict fp32), "high" (TF32 allowed), or
+    "medium" (bfloat16-based passes allowed; gpudl runs these as TF32)."""
+    if precision not in _PRECISIONS:
+        raise ValueError(f"set_float32_matmul_precision: precision must be one of {_PRECISIONS}, "
+                         f"got {precision!r}")
+    _state["float32_matmul_precision"] = precision
+
+
+def get_float32_matmul_precision():
+    return _state["float32_matmul_precision"]
+
+
+class _Matmul:
+    @property
+    def allow_tf32(self):
+        return _state["float32_matmul_precision"] != "highest"
+
+    @allow_tf32.setter
+    def allow_tf32(self, value):
+        if not isinstance(value, bool):
+            raise TypeError(f"backends.cuda.matmul.allow_tf32: expected a bool, got {value!r}")
+        _state["float32_matmul_precision"] = "high" if value else "highest"
+
+
+class _CudnnModule(types.ModuleType):
+    """``gd.backends.cudnn``: ``allow_tf32`` (conv on TF32), plus torch's ``enabled`` and
+    ``benchmark``/``deterministic`` switches, accepted for portability (gpudl's kernels are
+    deterministic and need no autotuning)."""
+    allow_tf32 = True
+    enabled = True
+    benchmark = False
+    deterministic = False
+
+    def __setattr__(self, name, value):
+        if name in ("allow_tf32", "enabled", "benchmark", "deterministic") \
+                and not isinstance(value, bool):
+            raise TypeError(f"backends.cudnn.{name}: expected a bool, got {value!r}")
+        super().__setattr__(name, value)
+
+
+cudnn = _CudnnModule(__name__ + ".cudnn")
+cuda = types.ModuleType(__name__ + ".cuda", "``gd.backends.cuda``: ``matmul.allow_tf32``.")
+cuda.matmul = _Matmul()
+sys.modules[cudnn.__name__] = cudnn
+sys.modules[cuda.__name__] = cuda
+
+
+def conv_allows_tf32():
+    """Whether a float32 convolution may use TF32 tensor cores (``cudnn.allow_tf32``)."""
+    return cudnn.allow_tf32
+
+
+def matmul_allows_tf32():
+    """Whether a float32 matmul (and attention's GEMMs) may use TF32 tensor cores."""
+    return cuda.matmul.allow_tf32
