@@ -140,3 +140,16 @@ def _ldmatrix(transpose):
 
 ldmatrix_x4 = _ldmatrix(False)
 ldmatrix_x4_trans = _ldmatrix(True)
+
+
+def _quad(combine):
+    def reduce(x):
+        lane, posts = _exchange(np.float32(x))
+        group = posts[lane & ~3:(lane & ~3) + 4]
+        return np.float32(combine(group))
+    return reduce
+
+
+quad_max = _quad(max)
+quad_sum = _quad(lambda values: np.float32(values[0] + values[1]) + np.float32(values[2] +
+                                                                               values[3]))

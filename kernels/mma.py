@@ -37,17 +37,23 @@ of matrix 0, 8-15 of matrix 1, and so on. Register ``rm`` of lane ``l`` receives
 of row ``l >> 2`` of matrix ``m``: exactly an A or B fragment. ``ldmatrix_x4_trans`` gives the
 transposed matrices (register ``rm`` of lane ``l`` holds elements (2t, g) and (2t+1, g) of
 matrix ``m``), which turns a row-major V or weight tile into B fragments.
+
+``quad_max(x)`` / ``quad_sum(x)``: the max / sum of a float32 over the 4 lanes of a group (the
+lanes sharing ``g``, which together hold one row of a C/D fragment): the row reductions of an
+online softmax. Two ``shfl.sync.bfly`` on the hardware; the simulator, which has no shuffles,
+runs the emulation.
 """
 
 from numba import config
 
 __all__ = ["mma_tf32_m16n8k8", "mma_f16_m16n8k16", "mma_bf16_m16n8k16", "to_tf32",
-           "pack_f16x2", "pack_bf16x2", "ldmatrix_x4", "ldmatrix_x4_trans"]
+           "pack_f16x2", "pack_bf16x2", "ldmatrix_x4", "ldmatrix_x4_trans", "quad_max",
+           "quad_sum"]
 
 if config.ENABLE_CUDASIM:
     from ._mma_emulation import (ldmatrix_x4, ldmatrix_x4_trans, mma_bf16_m16n8k16,  # noqa: F401
                                  mma_f16_m16n8k16, mma_tf32_m16n8k8, pack_bf16x2, pack_f16x2,
-                                 to_tf32)
+                                 quad_max, quad_sum, to_tf32)
 else:
     from llvmlite import ir
     from numba import types
@@ -145,3 +151,22 @@ else:
 
     ldmatrix_x4 = _ldmatrix("")
     ldmatrix_x4_trans = _ldmatrix(".trans")
+
+    def _quad_reduce(combine):
+        @intrinsic
+        def reduce(typingctx, x):
+            def codegen(context, builder, sig, args):
+                asm = ir.InlineAsm(
+                    ir.FunctionType(_F32, [_F32]),
+                    "{ .reg .f32 o; "
+                    "shfl.sync.bfly.b32 o, $1, 1, 0x1f, 0xffffffff; "
+                    f"{combine}.f32 $0, $1, o; "
+                    "shfl.sync.bfly.b32 o, $0, 2, 0x1f, 0xffffffff; "
+                    f"{combine}.f32 $0, $0, o; }}",
+                    "=f,f")
+                return builder.call(asm, args)
+            return types.float32(types.float32), codegen
+        return reduce
+
+    quad_max = _quad_reduce("max")
+    quad_sum = _quad_reduce("add")

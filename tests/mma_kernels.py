@@ -60,3 +60,10 @@ def load_fragments(words, out, out_trans):
     for m in range(4):
         out[lane, m] = r[m]
         out_trans[lane, m] = s[m]
+
+
+@cuda.jit
+def quad_reductions(x, out_max, out_sum):
+    lane = cuda.threadIdx.x
+    out_max[lane] = mma.quad_max(x[lane])
+    out_sum[lane] = mma.quad_sum(x[lane])

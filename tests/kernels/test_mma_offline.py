@@ -9,7 +9,7 @@ import pytest
 from numba import cuda
 
 from gpudl.kernels import gate
-from mma_kernels import gemm_tf32, half_gemm, load_fragments
+from mma_kernels import gemm_tf32, half_gemm, load_fragments, quad_reductions
 from gpudl.kernels import mma
 
 try:
@@ -26,6 +26,7 @@ CASES = {
              "HMMA.16816.F32.BF16"),
     "ldmatrix": (load_fragments, "void(uint32[:, ::1], uint32[:, ::1], uint32[:, ::1])",
                  "LDSM.16.M88.4"),
+    "quad": (quad_reductions, "void(float32[::1], float32[::1], float32[::1])", "SHFL.BFLY"),
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from gpudl import backend
 from gpudl.kernels import mma
-from mma_kernels import gemm_tf32, half_gemm, load_fragments
+from mma_kernels import gemm_tf32, half_gemm, load_fragments, quad_reductions
 
 pytestmark = [pytest.mark.simulator,
               pytest.mark.skipif(not backend.SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1")]
@@ -78,3 +78,12 @@ def test_packing_rounds_like_the_hardware():
     assert mma.pack_f16x2(x, np.float32(-2)) == np.array([x, -2], np.float16).view(np.uint32)[0]
     assert int(mma.pack_bf16x2(np.float32(1.0), np.float32(3.0))) == (0x4040 << 16) | 0x3F80
     assert mma.to_tf32(np.float32(1.0 + 2.0 ** -11)) == np.float32(1.0 + 2.0 ** -10)  # tie: away
+
+
+def test_quad_reductions_combine_the_four_lanes_of_a_group():
+    x = np.random.default_rng(3).standard_normal(64).astype(np.float32)
+    out_max, out_sum = np.zeros(64, np.float32), np.zeros(64, np.float32)
+    quad_reductions[1, 64](x, out_max, out_sum)
+    groups = x.reshape(16, 4)
+    np.testing.assert_array_equal(out_max, np.repeat(groups.max(axis=1), 4))
+    np.testing.assert_allclose(out_sum, np.repeat(groups.sum(axis=1), 4), rtol=1e-6)
