@@ -347,14 +347,15 @@ def entries(modules):
     return out
 
 
-def analyse(label, kernel, signature, budget, workdir):
-    """Compile, assemble and summarise one kernel for sm_90."""
+def analyse(label, kernel, signature, budget, workdir, ptx=None):
+    """Compile (unless its sm_90 ``ptx`` is given), assemble and summarise one kernel."""
     from numba import cuda
 
     report = Report(label, str(signature), budget)
     try:
-        ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), signature, cc=TARGET,
-                                  **compile_options(kernel))
+        if ptx is None:
+            ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), signature, cc=TARGET,
+                                      **compile_options(kernel))
         info, sass = assemble(ptx, workdir)
     except Exception as exc:  # noqa: BLE001 - a failed compile is a failed kernel, reported
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -405,12 +406,16 @@ def text_table(reports):
                      for r in rows)
 
 
-def gate(modules, markdown_path=None, out=print):
+def gate(modules, markdown_path=None, out=print, compiled=None):
     """Gate every float32 kernel of ``modules``; print the table, write it as markdown when
-    asked; return the number of failing kernels."""
+    asked; return the number of failing kernels. ``compiled`` maps (kernel, signature string)
+    to sm_90 PTX already compiled (``--check --gate`` compiles each kernel once)."""
     tool("ptxas"), tool("cuobjdump")        # a clear error before any compilation
+    compiled = compiled or {}
     with tempfile.TemporaryDirectory(prefix="gpudl-gate-") as workdir:
-        reports = [analyse(*entry, workdir) for entry in entries(modules)]
+        reports = [analyse(label, kernel, sig, budget, workdir,
+                           compiled.get((getattr(kernel, "py_func", kernel), str(sig))))
+                   for label, kernel, sig, budget in entries(modules)]
     out(text_table(reports))
     failures = sum(1 for r in reports if r.violations())
     out(f"{len(reports) - failures} kernels within budget, {failures} over or undeclared "
