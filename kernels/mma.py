@@ -7,8 +7,11 @@ function and the fragments stay in registers: no CUDA C, no linking, no LTO, and
 Numba's CUDA simulator the same names are Python emulations that follow the PTX ISA's fragment
 tables, so the lane-to-element logic of a tensor-core kernel is tested on a CPU (``_emulation``).
 
-All of them are warp-collective: every lane of the warp calls them together, with warp-uniform
-control flow. The emulation is stricter: every thread of the BLOCK must reach the call together
+The mma, ldmatrix and shuffle ones are warp-collective: every lane of the warp calls them
+together, with warp-uniform control flow. They are emitted as volatile assembly (``asm volatile``
+in CUDA C), so LLVM neither moves them into divergent code nor merges them, and ldmatrix also
+clobbers memory: LLVM otherwise takes it for a pure function of its address and hoists it out of
+a loop that rewrites the tile (stale tiles on the hardware, which no simulator would show). The emulation is stricter: every thread of the BLOCK must reach the call together
 (it stages fragments through a per-warp scratch and the block barrier).
 
 Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k8" and "...m16n8k16"). For lane ``l``
@@ -73,7 +76,7 @@ else:
         b = ",".join(f"${i}" for i in range(8, 4 + n))
         c = ",".join(f"${i}" for i in range(4 + n, 8 + n))
         asm = ir.InlineAsm(fnty, f"{instruction} {{$0,$1,$2,$3}}, {{{a}}}, {{{b}}}, {{{c}}};",
-                           "=f,=f,=f,=f," + ",".join(["r"] * n + ["f"] * 4))
+                           "=f,=f,=f,=f," + ",".join(["r"] * n + ["f"] * 4), side_effect=True)
         d = builder.call(asm, list(ab_words) + list(accumulators))
         return context.make_tuple(builder, return_type,
                                   [builder.extract_value(d, i) for i in range(4)])
@@ -142,7 +145,7 @@ else:
                     fnty,
                     "{ .reg .u64 a; cvta.to.shared.u64 a, $4; "
                     f"ldmatrix.sync.aligned.m8n8.x4{modifier}.shared.b16 {{$0,$1,$2,$3}}, [a]; }}",
-                    "=r,=r,=r,=r,l")
+                    "=r,=r,=r,=r,l,~{memory}", side_effect=True)
                 words = builder.call(asm, [pointer])
                 return context.make_tuple(builder, sig.return_type,
                                           [builder.extract_value(words, i) for i in range(4)])
@@ -163,7 +166,7 @@ else:
                     f"{combine}.f32 $0, $1, o; "
                     "shfl.sync.bfly.b32 o, $0, 2, 0x1f, 0xffffffff; "
                     f"{combine}.f32 $0, $0, o; }}",
-                    "=f,f")
+                    "=f,f", side_effect=True)
                 return builder.call(asm, args)
             return types.float32(types.float32), codegen
         return reduce
