@@ -31,6 +31,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         from .creation import as_array
         device = backend.check_device(device, "Tensor") if device is not None else None
         array, device = as_array(data, dtype, device, "Tensor")
+        if autograd._capture is not None:
+            autograd._capture.made(array)
         self._data = array
         self._device = device
         self._version_counter = [0]
@@ -43,6 +45,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     @classmethod
     def _make(cls, data, requires_grad, grad_fn, out_index, device):
+        if autograd._capture is not None:      # a CPU graph capture: is ``data`` replayable?
+            autograd._capture.made(data)
         t = object.__new__(cls)
         if isinstance(data, np.generic):     # NumPy reductions return scalars; keep arrays
             data = np.asarray(data)
@@ -122,6 +126,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
                 f"{self.shape}")
         if backend.is_device_array(self._data):
             backend.host_sync("Tensor.item")
+        elif backend.capture_guard is not None:    # a capture on the CPU refuses reads too
+            backend.capture_guard("Tensor.item")
         backend.raise_deferred()            # a device read: report failed device-side checks
         return self._data.item()
 
@@ -326,11 +332,13 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         """Record one in-place edit: backward then refuses nodes that saved the old values."""
         self._version_counter[0] += 1
 
+    @autograd.recorded("inplace")
     def __setitem__(self, index, value):
         self._check_inplace("__setitem__")
         self._data[_index_arrays(index, self)] = _raw(value, self)
         self._bump_version()
 
+    @autograd.recorded("inplace")
     def copy_(self, src):
         self._check_inplace("copy_")
         src = _raw(src, self)
@@ -340,6 +348,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         self._bump_version()
         return self
 
+    @autograd.recorded("inplace")
     def fill_(self, value):
         self._check_inplace("fill_")
         self._data[...] = _raw(value, self)
@@ -349,6 +358,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     def zero_(self):
         return self.fill_(0)
 
+    @autograd.recorded("inplace")
     def add_(self, other, alpha=1):
         self._check_inplace("add_")
         other = _raw(other, self)
@@ -359,18 +369,21 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     def sub_(self, other, alpha=1):
         return self.add_(other, alpha=-alpha)
 
+    @autograd.recorded("inplace")
     def mul_(self, other):
         self._check_inplace("mul_")
         self._data *= _raw(other, self)
         self._bump_version()
         return self
 
+    @autograd.recorded("inplace")
     def div_(self, other):
         self._check_inplace("div_")
         self._data /= _raw(other, self)
         self._bump_version()
         return self
 
+    @autograd.recorded("inplace")
     def clamp_(self, min=None, max=None):
         self._check_inplace("clamp_")
         xp = backend.get_array_module(self._data)
@@ -378,6 +391,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         self._bump_version()
         return self
 
+    @autograd.recorded("inplace")
     def uniform_(self, a=0.0, b=1.0):
         from . import random
         self._check_inplace("uniform_")
@@ -385,6 +399,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         self._bump_version()
         return self
 
+    @autograd.recorded("inplace")
     def normal_(self, mean=0.0, std=1.0):
         from . import random
         self._check_inplace("normal_")
