@@ -139,7 +139,7 @@ class Recorder:
         self.generator_states = {k: g.bit_generator.state for k, g in self.generators.items()
                                  if hasattr(g, "bit_generator")}
         for obj in gc.get_objects():
-            if isinstance(obj, Tensor):
+            if issubclass(type(obj), Tensor):     # type(): no lazy module's __class__ hook
                 self.known[id(obj._data)] = obj._data
 
     # --------------------------------------------------------------- choke points
