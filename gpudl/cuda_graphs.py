@@ -62,12 +62,16 @@ class _Watcher:
         return eager(autograd._backward, tensor, grad, retain_graph)
 
     def accumulate(self, tensor, g):
-        return eager(autograd._accumulate, tensor, g)
+        if tensor.grad is None:
+            return eager(autograd._accumulate, tensor, g)
+        tensor.grad._data += g      # in place, as torch: replays keep accumulating into .grad
 
     def call(self, kind, method, target, args, kwargs):
         if kind == "refused":
             refuse(method.__qualname__, "changes Python state (the learning rate) that the "
                    "graph bakes in")
+        if kind == "optimizer" and method.__name__ == "step":
+            _check_capturable(target)
         return method(target, *args, **kwargs)
 
     def made(self, data, what=None):
@@ -75,6 +79,16 @@ class _Watcher:
 
     def constant(self, array):
         pass
+
+
+def _check_capturable(optimizer):
+    """An optimizer that counts its steps on the host (Adam's bias correction) would replay the
+    count of the capture forever: it must keep it on the device (``capturable=True``)."""
+    name = type(optimizer).__name__
+    if ("capturable" in optimizer.defaults or name in ("Adam", "AdamW")) and not all(
+            group.get("capturable", False) for group in optimizer.param_groups):
+        refuse(f"{name}.step", "counts its steps on the host, so every replay would repeat the "
+               "captured step's bias correction; construct it with capturable=True")
 
 
 def _check_statics(statics):

@@ -5,6 +5,8 @@ GPU (tools/gpu_check.sh), where the capture is CuPy's stream capture, after the 
 that PyTorch's recipe asks for.
 """
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,9 @@ from gpudl import nn
 from gpudl.models import LSTMRegressor
 
 ON_GPU = gd.backend._cupy is not None
+# a GPU graph needs the step count on the device (torch's capturable=True) where Adam has one
+ADAM = ({"capturable": True} if ON_GPU
+        and "capturable" in inspect.signature(gd.optim.Adam.__init__).parameters else {})
 
 
 def _mlp():
@@ -41,12 +46,13 @@ CASES = {
     "mlp-sgd-momentum": (_mlp, lambda p: gd.optim.SGD(p, lr=0.05, momentum=0.9),
                          nn.CrossEntropyLoss(), lambda rng: (rng.standard_normal((8, 6)),
                                                              rng.integers(0, 3, 8))),
-    "lenet-adam": (_lenet, lambda p: gd.optim.Adam(p, lr=1e-3), nn.CrossEntropyLoss(),
+    "lenet-adam": (_lenet, lambda p: gd.optim.Adam(p, lr=1e-3, **ADAM), nn.CrossEntropyLoss(),
                    lambda rng: (rng.standard_normal((4, 1, 28, 28)), rng.integers(0, 10, 4))),
     "lstm-adam": (lambda: LSTMRegressor(1, 8, num_layers=2, output_size=1),
-                  lambda p: gd.optim.Adam(p, lr=5e-3), nn.MSELoss(),
+                  lambda p: gd.optim.Adam(p, lr=5e-3, **ADAM), nn.MSELoss(),
                   lambda rng: (rng.standard_normal((5, 7, 1)), rng.standard_normal((5, 1)))),
-    "transformer-adamw": (_Encoder, lambda p: gd.optim.AdamW(p, lr=1e-3), nn.CrossEntropyLoss(),
+    "transformer-adamw": (_Encoder, lambda p: gd.optim.AdamW(p, lr=1e-3, **ADAM),
+                          nn.CrossEntropyLoss(),
                           lambda rng: (rng.standard_normal((3, 5, 16)), rng.integers(0, 4, 3))),
 }
 
