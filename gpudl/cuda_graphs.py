@@ -81,6 +81,14 @@ class _Watcher:
         pass
 
 
+def _numba_config():
+    try:                                    # numba-cuda's own config (numba-cuda >= 0.2x)
+        from numba.cuda.core import config
+    except ImportError:
+        from numba.core import config
+    return config
+
+
 def _check_capturable(optimizer):
     """An optimizer that counts its steps on the host (Adam's bias correction) would replay the
     count of the capture forever: it must keep it on the device (``capturable=True``)."""
@@ -101,7 +109,7 @@ def _check_statics(statics):
                 "captured shape")
 
 
-_MODES = ("global", "thread_local", "relaxed")
+_MODES = ("global", "thread_local", "relaxed")   # in cudaStreamCaptureMode's order (0, 1, 2)
 
 
 class CUDAGraph:
@@ -135,15 +143,21 @@ class CUDAGraph:
         else:
             self._pool = pool._pool if isinstance(pool, _PoolHandle) else cupy.cuda.MemoryPool()
             allocator = cupy.cuda.using_allocator(self._pool.malloc)
-            allocator.__enter__()
             stream = cupy.cuda.get_current_stream()
-            mode = getattr(cupy.cuda.runtime, {"global": "streamCaptureModeGlobal",
-                                               "thread_local": "streamCaptureModeThreadLocal",
-                                               "relaxed": "streamCaptureModeRelaxed"}
-                           [capture_error_mode])
             recorder = _Watcher()
-            stream.begin_capture(mode)
-            self._state = (allocator, stream, recorder)
+            config = _numba_config()
+            # Numba synchronises the stream named in a CuPy array's __cuda_array_interface__
+            # before each launch using it: illegal on a capturing stream, and needless when
+            # every kernel queues on that same stream
+            sync = config.CUDA_ARRAY_INTERFACE_SYNC
+            allocator.__enter__()
+            try:
+                stream.begin_capture(_MODES.index(capture_error_mode))   # cudaStreamCaptureMode
+            except BaseException:
+                allocator.__exit__(None, None, None)
+                raise
+            config.CUDA_ARRAY_INTERFACE_SYNC = 0
+            self._state = (allocator, stream, recorder, config, sync)
         _active = self
         backend.capture_guard = _guard
         autograd._capture = recorder
@@ -160,7 +174,7 @@ class CUDAGraph:
             if not failed:
                 self._recording = state.recording()
             return
-        allocator, stream, watcher = state
+        allocator, stream, watcher, config, sync = state
         try:
             graph = stream.end_capture()
         except Exception:
@@ -168,6 +182,7 @@ class CUDAGraph:
                 raise
             graph = None        # the body's own error is the one to report
         finally:
+            config.CUDA_ARRAY_INTERFACE_SYNC = sync
             allocator.__exit__(None, None, None)
         if not failed:
             self._graph, self._statics = graph, list(watcher.statics.values())
