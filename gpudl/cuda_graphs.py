@@ -16,9 +16,11 @@ On the CPU (and under Numba's simulator) the same API runs: the capture records 
 call list and ``replay()`` re-runs it in place (gpudl.graph_recorder).
 
 Either way a capture refuses, naming the op: a host read (``item``, ``numpy``, a
-synchronisation), random numbers on the GPU, a scheduler step, and on the CPU tensors whose
-values it could not replay. Replays check that the tensors the graph reads still hold the
-arrays it captured (a new shape needs a new capture).
+synchronisation), random numbers on the GPU, a scheduler step, an Adam/AdamW step that counts
+on the host (GPU: ``capturable=True`` needed), and on the CPU tensors whose values it could not
+replay. Replays check that the tensors the graph reads still hold the arrays it captured (a new
+shape needs a new capture). Device-side checks (class indices in range) are not made during
+GPU replays: the ones queued while capturing are dropped.
 """
 
 import gc
@@ -81,6 +83,12 @@ class _Watcher:
         pass
 
 
+def _check_not_capturing(where):
+    if _active is not None:
+        raise RuntimeError(f"{where}: another CUDA graph is being captured; captures cannot "
+                           "nest")
+
+
 def _numba_config():
     try:                                    # numba-cuda's own config (numba-cuda >= 0.2x)
         from numba.cuda.core import config
@@ -130,9 +138,7 @@ class CUDAGraph:
         if capture_error_mode not in _MODES:
             raise ValueError(f"capture_begin: capture_error_mode must be one of {_MODES}, got "
                              f"{capture_error_mode!r}")
-        if _active is not None:
-            raise RuntimeError("capture_begin: another CUDA graph is being captured; captures "
-                               "cannot nest")
+        _check_not_capturing("capture_begin")
         if self._graph is not None or self._recording is not None:
             raise RuntimeError("capture_begin: this CUDAGraph holds a capture already; call "
                                "reset() first or make a new CUDAGraph")
@@ -157,7 +163,7 @@ class CUDAGraph:
                 allocator.__exit__(None, None, None)
                 raise
             config.CUDA_ARRAY_INTERFACE_SYNC = 0
-            self._state = (allocator, stream, recorder, config, sync)
+            self._state = (allocator, stream, recorder, config, sync, len(backend._deferred))
         _active = self
         backend.capture_guard = _guard
         autograd._capture = recorder
@@ -174,7 +180,10 @@ class CUDAGraph:
             if not failed:
                 self._recording = state.recording()
             return
-        allocator, stream, watcher, config, sync = state
+        allocator, stream, watcher, config, sync, deferred = state
+        # device-side checks queued while capturing would read values the capture never
+        # computed; replays make no such checks
+        del backend._deferred[deferred:]
         try:
             graph = stream.end_capture()
         except Exception:
@@ -244,6 +253,7 @@ class graph:
             Stream() if backend._cupy is not None else None)
 
     def __enter__(self):
+        _check_not_capturing("graph")
         if backend._cupy is not None:
             backend._cupy.cuda.get_current_stream().synchronize()
             gc.collect()                # free what the warm-up left before memory is pooled

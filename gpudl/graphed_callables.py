@@ -128,7 +128,6 @@ def _graphed(c, forward, samples, warmup, allow_unused, pool):
         for _ in range(warmup):
             outs = _flat(forward(*samples))
             _grads(outs, wants, [ones_like(o) for o in outs], allow_unused)
-        del outs
     current_stream().wait_stream(side)
 
     forward_graph, backward_graph = CUDAGraph(), CUDAGraph()
