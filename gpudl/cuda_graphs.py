@@ -26,7 +26,7 @@ GPU replays: the ones queued while capturing are dropped.
 import gc
 
 from . import autograd, backend
-from .graph_recorder import Recorder, eager, refuse
+from .graph_recorder import Recorder, check_statics, eager, refuse
 from .tensor import Tensor
 
 _active = None          # the CUDAGraph being captured (one capture at a time)
@@ -105,16 +105,6 @@ def _check_capturable(optimizer):
             group.get("capturable", False) for group in optimizer.param_groups):
         refuse(f"{name}.step", "counts its steps on the host, so every replay would repeat the "
                "captured step's bias correction; construct it with capturable=True")
-
-
-def _check_statics(statics):
-    for tensor, array in statics:
-        if tensor._data is not array:
-            raise RuntimeError(
-                f"CUDAGraph.replay: a tensor the graph reads (shape {array.shape} when captured) "
-                f"now holds other storage (shape {tuple(tensor.shape)}); a graph replays on the "
-                "arrays it captured: copy new values in with static.copy_(x), keeping the "
-                "captured shape")
 
 
 _MODES = ("global", "thread_local", "relaxed")   # in cudaStreamCaptureMode's order (0, 1, 2)
@@ -205,7 +195,7 @@ class CUDAGraph:
         if self._graph is None:
             raise RuntimeError("CUDAGraph.replay: nothing captured yet; fill the graph with "
                                "`with gd.cuda.graph(g): ...` first")
-        _check_statics(self._statics)
+        check_statics(self._statics)
         self._graph.launch(backend._cupy.cuda.get_current_stream())
 
     def reset(self):

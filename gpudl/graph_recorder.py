@@ -306,6 +306,17 @@ class Recorder:
         return Recording(self.calls, list(self.statics.values()))
 
 
+def check_statics(statics):
+    """Before a replay: every (tensor, array) the capture read still pairs up."""
+    for tensor, array in statics:
+        if tensor._data is not array:
+            raise RuntimeError(
+                f"CUDAGraph.replay: a tensor the graph reads (shape {array.shape} when captured) "
+                f"now holds other storage (shape {tuple(tensor.shape)}); a graph replays on the "
+                "arrays it captured: copy new values in with static.copy_(x), keeping the "
+                "captured shape")
+
+
 class Recording:
     """A captured CPU graph: ``replay()`` re-runs its calls on the captured arrays."""
 
@@ -313,13 +324,7 @@ class Recording:
         self.calls, self.statics = calls, statics
 
     def replay(self):
-        for tensor, array in self.statics:
-            if tensor._data is not array:
-                raise RuntimeError(
-                    f"CUDAGraph.replay: a tensor the graph reads (shape {array.shape} when "
-                    f"captured) now holds other storage (shape {tuple(tensor.shape)}); a graph "
-                    "replays on the arrays it captured: copy new values in with "
-                    "static.copy_(x), keeping the captured shape")
+        check_statics(self.statics)
         replayer = _Replayer()
         saved = autograd._capture
         autograd._capture = replayer
