@@ -32,9 +32,10 @@ _Tensor = None  # set by gpudl.tensor at import (tensor.py sits below this modul
 # backward's contributions (DistributedDataParallel launches its all-reduce from them). Kept
 # here, not on the Tensor, so tensors without hooks carry nothing; a finalizer drops the entry.
 _post_accumulate_hooks = {}
-# The CPU recorder of a CUDA graph capture (gpudl.graph_recorder) while one is captured or
-# replayed, else None: Function.apply, the backward walk, gradient accumulation and the methods
-# decorated with ``recorded`` check it once and run unchanged when it is None.
+# The hook of a CUDA graph capture or CPU replay (gpudl.graph_recorder) while one runs, else
+# None: Function.apply, the backward walk, gradient accumulation and the methods decorated with
+# ``recorded`` check it once and run unchanged when it is None or not active (another thread's,
+# or its own plain calls).
 _capture = None
 
 
@@ -150,7 +151,7 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
-        if _capture is not None:
+        if _capture is not None and _capture.active():
             return _capture.apply(cls, args)
         Tensor = _Tensor
         raw = [a._data if isinstance(a, Tensor) else a for a in args]
@@ -302,7 +303,7 @@ def backward(tensor, grad=None, retain_graph=False):
             raise RuntimeError(
                 f"backward: grad has shape {tuple(np.shape(grad))} but the tensor has shape "
                 f"{tuple(tensor.shape)}")
-    if _capture is not None:
+    if _capture is not None and _capture.active():
         return _capture.backward(tensor, grad, retain_graph)
     _backward(tensor, grad, retain_graph)
 
@@ -445,7 +446,7 @@ def _checked(node, i, g, shape, dtype):
 
 
 def _accumulate(tensor, g):
-    if _capture is not None:
+    if _capture is not None and _capture.active():
         return _capture.accumulate(tensor, g)
     if tensor.grad is None:
         # a copy: the same gradient array may reach several leaves, and users update grads in place
@@ -461,7 +462,7 @@ def recorded(kind):
     def decorate(method):
         @functools.wraps(method)
         def run(self, *args, **kwargs):
-            if _capture is not None:
+            if _capture is not None and _capture.active():
                 return _capture.call(kind, method, self, args, kwargs)
             return method(self, *args, **kwargs)
         return run

@@ -24,17 +24,20 @@ GPU replays: the ones queued while capturing are dropped.
 """
 
 import gc
+import threading
 
 from . import autograd, backend
-from .graph_recorder import Recorder, check_statics, eager, refuse
+from .graph_recorder import Hook, Recorder, check_statics, eager, refuse
 from .tensor import Tensor
 
 _active = None          # the CUDAGraph being captured (one capture at a time)
 
 
 def _guard(what, why="reads the device"):
-    """backend.capture_guard while capturing: every host sync or read refuses."""
-    refuse(what, why)
+    """backend.capture_guard while capturing: a host sync or read by the capturing thread
+    refuses (other threads, a data loader's, go on)."""
+    if _active is not None and _active._thread == threading.get_ident():
+        refuse(what, why)
 
 
 def is_current_stream_capturing():
@@ -44,11 +47,12 @@ def is_current_stream_capturing():
     return _active is not None
 
 
-class _Watcher:
+class _Watcher(Hook):
     """``autograd._capture`` during a GPU capture: runs everything eagerly (into the graph) and
     notes the tensors from before the capture that the graph reads, for replay's check."""
 
     def __init__(self):
+        super().__init__()
         self.statics, self.born = {}, set()
 
     def apply(self, cls, args):
@@ -75,12 +79,6 @@ class _Watcher:
         if kind == "optimizer" and method.__name__ == "step":
             _check_capturable(target)
         return method(target, *args, **kwargs)
-
-    def made(self, data, what=None):
-        pass
-
-    def constant(self, array):
-        pass
 
 
 def _check_not_capturing(where):
@@ -155,6 +153,7 @@ class CUDAGraph:
             config.CUDA_ARRAY_INTERFACE_SYNC = 0
             self._state = (allocator, stream, recorder, config, sync, len(backend._deferred))
         _active = self
+        self._thread = threading.get_ident()
         backend.capture_guard = _guard
         autograd._capture = recorder
 

@@ -22,6 +22,7 @@ backward that reaches operations recorded before the capture began.
 
 import gc
 import sys
+import threading
 
 import numpy as np
 
@@ -35,14 +36,32 @@ def refuse(what, why):
                        "the `with gd.cuda.graph(g):` block")
 
 
+class Hook:
+    """Base of what ``autograd._capture`` holds: active only in the thread that began the
+    capture or replay (other threads run as usual) and outside its own plain calls (``eager``)."""
+
+    def __init__(self):
+        self.thread = threading.get_ident()
+        self.bypass = 0
+
+    def active(self):
+        return self.bypass == 0 and threading.get_ident() == self.thread
+
+    def made(self, data, what=None):
+        pass
+
+    def constant(self, array):
+        pass
+
+
 def eager(function, *args):
-    """Call ``function`` with no recorder active (the plain paths of apply, backward, ...)."""
-    saved = autograd._capture
-    autograd._capture = None
+    """Call ``function`` on the plain paths of apply, backward, ... (the hook stands aside)."""
+    hook = autograd._capture
+    hook.bypass += 1
     try:
         return function(*args)
     finally:
-        autograd._capture = saved
+        hook.bypass -= 1
 
 
 # ------------------------------------------------------------------------- recorded calls
@@ -120,10 +139,11 @@ class _Refill:
 
 
 # ------------------------------------------------------------------------- capture and replay
-class Recorder:
+class Recorder(Hook):
     """``autograd._capture`` while a graph is captured on the CPU: records and checks."""
 
     def __init__(self):
+        super().__init__()
         self.calls = []
         self.inner = 0                  # > 0 inside a recorded call: nested work is not recorded
         self.plan = None                # the accumulation list of the backward being recorded
@@ -336,7 +356,7 @@ class Recording:
             autograd._capture = saved
 
 
-class _Replayer:
+class _Replayer(Hook):
     """``autograd._capture`` during a replay: plain paths, except accumulation into the
     captured ``.grad`` arrays."""
 
@@ -360,9 +380,3 @@ class _Replayer:
 
     def call(self, kind, method, target, args, kwargs):
         return method(target, *args, **kwargs)
-
-    def made(self, data, what=None):
-        pass
-
-    def constant(self, array):
-        pass

@@ -31,7 +31,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         from .creation import as_array
         device = backend.check_device(device, "Tensor") if device is not None else None
         array, device = as_array(data, dtype, device, "Tensor")
-        if autograd._capture is not None:
+        if autograd._capture is not None and autograd._capture.active():
             autograd._capture.made(array)
         self._data = array
         self._device = device
@@ -45,7 +45,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     @classmethod
     def _make(cls, data, requires_grad, grad_fn, out_index, device):
-        if autograd._capture is not None:      # a CPU graph capture: is ``data`` replayable?
+        if autograd._capture is not None and autograd._capture.active():   # replayable data?
             autograd._capture.made(data)
         t = object.__new__(cls)
         if isinstance(data, np.generic):     # NumPy reductions return scalars; keep arrays

@@ -304,3 +304,25 @@ def test_gpu_graph_keeps_its_memory_and_shares_a_pool():
     second.replay()
     with gd.no_grad():
         np.testing.assert_allclose(out.numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_other_threads_run_as_usual_during_a_capture():
+    import threading
+    model, x = _captured_mlp()
+    seen = []
+
+    def loader():           # a data-loading thread: Python data and host reads are fine there
+        t = gd.tensor([[1.0, 2.0]]) * 3
+        seen.append(t.sum().item())
+
+    g = gd.cuda.CUDAGraph()
+    with gd.cuda.graph(g):
+        worker = threading.Thread(target=loader)
+        worker.start()
+        worker.join()
+        out = model(x)
+    assert seen == [9.0]
+    x.copy_(gd.randn(4, 6))
+    g.replay()
+    with gd.no_grad():
+        np.testing.assert_allclose(out.numpy(), model(x).numpy(), rtol=1e-6)
