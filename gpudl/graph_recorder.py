@@ -114,15 +114,19 @@ class _Backward:
 
 
 class _Call:
-    """A method call replayed as is: an in-place Tensor method, Optimizer.step or zero_grad."""
+    """A call replayed as is: an in-place Tensor method, Optimizer.step or zero_grad, gradient
+    clipping. A Tensor it returned (clip_grad_norm_'s norm) is a static output: refilled."""
 
-    __slots__ = ("method", "target", "args", "kwargs")
+    __slots__ = ("method", "target", "args", "kwargs", "output")
 
-    def __init__(self, method, target, args, kwargs):
+    def __init__(self, method, target, args, kwargs, output):
         self.method, self.target, self.args, self.kwargs = method, target, args, kwargs
+        self.output = output
 
     def replay(self, replayer):
-        self.method(self.target, *self.args, **self.kwargs)
+        result = self.method(self.target, *self.args, **self.kwargs)
+        if self.output is not None:
+            self.output[...] = result._data
 
 
 class _Refill:
@@ -236,8 +240,10 @@ class Recorder(Hook):
             self.touch(target._data)
         elif kind == "optimizer":
             self.save_optimizer(target)
-        elif kind == "grads":
-            for p in target.parameters():
+        elif kind == "grads":       # Module.zero_grad, clip_grad_*_(parameters, ...)
+            if not hasattr(target, "parameters"):
+                target = [target] if isinstance(target, Tensor) else list(target)
+            for p in (target.parameters() if hasattr(target, "parameters") else target):
                 if p.grad is not None:
                     self.touch(p.grad._data)
         if self.inner:
@@ -250,7 +256,11 @@ class Recorder(Hook):
             result = method(target, *args, **kwargs)
         finally:
             self.inner -= 1
-        self.calls.append(_Call(method, target, args, kwargs))
+        output = None
+        if isinstance(result, Tensor) and result is not target:
+            output = result._data
+            self.born[id(output)] = output
+        self.calls.append(_Call(method, target, args, kwargs, output))
         return result
 
     def made(self, data, what=None):

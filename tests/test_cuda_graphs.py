@@ -326,3 +326,48 @@ def test_other_threads_run_as_usual_during_a_capture():
     g.replay()
     with gd.no_grad():
         np.testing.assert_allclose(out.numpy(), model(x).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("clip", ["norm", "value"])
+def test_gradient_clipping_inside_the_step_replays_like_eager(clip):
+    data = _batches(CASES["mlp-sgd-momentum"][3], 4, seed=9)
+
+    def step(model, opt, x, y):
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        if clip == "norm":
+            norm = nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        else:
+            nn.utils.clip_grad_value_(model.parameters(), 0.01)
+            norm = None
+        opt.step()
+        return loss, norm
+
+    def build():
+        gd.manual_seed(5)
+        model = _mlp()
+        return model, gd.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    model, opt = build()
+    eager = []
+    for x, y in data:
+        opt.zero_grad()
+        loss, norm = step(model, opt, x, y)
+        eager.append((loss.numpy().copy(), None if norm is None else norm.numpy().copy()))
+    graphed, gopt = build()
+    static_x, static_y = data[0][0].clone(), data[0][1].clone()
+    if ON_GPU:
+        pytest.skip("warm-up and device-side norms: covered by the whole-step test on a GPU")
+    g = gd.cuda.CUDAGraph()
+    gopt.zero_grad()
+    with gd.cuda.graph(g):
+        static_loss, static_norm = step(graphed, gopt, static_x, static_y)
+    for (x, y), (loss, norm) in zip(data, eager):
+        static_x.copy_(x)
+        static_y.copy_(y)
+        g.replay()
+        np.testing.assert_allclose(static_loss.numpy(), loss, rtol=2e-5)
+        if norm is not None:
+            np.testing.assert_allclose(static_norm.numpy(), norm, rtol=2e-5)
+    for pe, pg in zip(model.parameters(), graphed.parameters()):
+        np.testing.assert_allclose(pg.numpy(), pe.numpy(), rtol=2e-5, atol=2e-6)
