@@ -42,7 +42,15 @@ class _Encoder(nn.Module):
         return self.head(self.layer(x).mean(1))
 
 
+def _bn_cnn():
+    return nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 3))
+
+
 CASES = {
+    "cnn-batchnorm-sgd": (_bn_cnn, lambda p: gd.optim.SGD(p, lr=0.05, momentum=0.9),
+                          nn.CrossEntropyLoss(), lambda rng: (rng.standard_normal((5, 2, 6, 6)),
+                                                              rng.integers(0, 3, 5))),
     "mlp-sgd-momentum": (_mlp, lambda p: gd.optim.SGD(p, lr=0.05, momentum=0.9),
                          nn.CrossEntropyLoss(), lambda rng: (rng.standard_normal((8, 6)),
                                                              rng.integers(0, 3, 8))),
@@ -132,6 +140,8 @@ def test_replays_match_eager_steps(case, warmup):
     for (name, pe), (_, pg) in zip(eager_model.named_parameters(), graph_model.named_parameters()):
         np.testing.assert_allclose(pg.numpy(), pe.numpy(), err_msg=name, **tol)
         np.testing.assert_allclose(pg.grad.numpy(), pe.grad.numpy(), err_msg=name, **tol)
+    for (name, be), (_, bg) in zip(eager_model.named_buffers(), graph_model.named_buffers()):
+        np.testing.assert_allclose(bg.numpy(), be.numpy(), err_msg=name, **tol)   # running stats
 
 
 def _captured_mlp():
