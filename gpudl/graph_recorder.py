@@ -153,7 +153,7 @@ class Recorder(Hook):
         self.plan = None                # the accumulation list of the backward being recorded
         self.born = {}                  # id -> array written by a recorded call (kept alive)
         self.constants = {}             # id -> array of zeros/ones/full made in the capture
-        self.known = {}                 # id -> array of every tensor alive when it began
+        self.known = None               # id -> array of every live tensor, at the first need
         self.snapshots = []             # (array, values before its first write in the capture)
         self.touched = set()
         self.forward_of = {}            # id(node) -> (node, its _Forward)
@@ -162,9 +162,6 @@ class Recorder(Hook):
         self.generators = dict(random._generators)
         self.generator_states = {k: g.bit_generator.state for k, g in self.generators.items()
                                  if hasattr(g, "bit_generator")}
-        for obj in gc.get_objects():
-            if issubclass(type(obj), Tensor):     # type(): no lazy module's __class__ hook
-                self.known[id(obj._data)] = obj._data
 
     # --------------------------------------------------------------- choke points
     def apply(self, cls, args):
@@ -185,7 +182,7 @@ class Recorder(Hook):
         results = result if isinstance(result, tuple) else (result,)
         outputs = [t._data for t in results]
         for o in outputs:
-            if id(o) not in self.known:
+            if id(o) not in (self.known or ()) and id(o) not in self.touched:
                 self.born[id(o)] = o
         forward = _Forward(cls, raw, needs, outputs)
         self.calls.append(forward)
@@ -268,7 +265,14 @@ class Recorder(Hook):
         recorder knows the array (a recorded output, a constant, a tensor older than the
         capture), since a replay would reuse this capture's values."""
         key = id(data)
-        if self.inner or key in self.born or key in self.constants or key in self.known:
+        if self.inner or key in self.born or key in self.constants:
+            return
+        if self.known is None:
+            # Every tensor made so far in the capture passed this check, so the tensors alive
+            # now are those from before it and the checked ones (a scan of ~0.1 s, done once).
+            self.known = {id(obj._data): obj._data for obj in gc.get_objects()
+                          if issubclass(type(obj), Tensor)}   # type(): no __class__ hooks
+        if key in self.known:
             return
         if what is None:
             frame = sys._getframe(2)
