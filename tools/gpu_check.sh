@@ -35,5 +35,7 @@ step launches 15 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
 step graph_steps 45 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --repeats 11 \
     --markdown tools/gpu_graph_steps.md
 echo "gpu_check exit status: $status"
-if [ -n "${OUT:-}" ]; then cp "$log" tools/gpu_results.md tools/gpu_graph_steps.md "$OUT"/ 2>/dev/null; fi
+if [ -n "${OUT:-}" ]; then
+    cp "$log" tools/gpu_results.md tools/gpu_graph_steps.md "$OUT"/ 2>/dev/null
+fi
 exit $status
