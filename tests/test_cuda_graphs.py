@@ -381,3 +381,89 @@ def test_gradient_clipping_inside_the_step_replays_like_eager(clip):
             np.testing.assert_allclose(static_norm.numpy(), norm, rtol=2e-5)
     for pe, pg in zip(model.parameters(), graphed.parameters()):
         np.testing.assert_allclose(pg.numpy(), pe.numpy(), rtol=2e-5, atol=2e-6)
+
+
+class _FakeCuPy:
+    """Just enough of CuPy's stream, graph and pool API to drive the GPU branch's plumbing on a
+    machine without a GPU (what it captures is not checked here: tools/gpu_check.sh does)."""
+
+    def __init__(self):
+        fake = self
+        self.log, self.allocator = [], None
+
+        class Stream:
+            def __init__(self, non_blocking=False, name="side"):
+                self.name, self.capturing, self.ptr = name, False, id(self)
+
+            def use(self):
+                fake.current = self
+
+            def record(self):
+                return self.name
+
+            def wait_event(self, event):
+                fake.log.append(f"{self.name} waits {event}")
+
+            def synchronize(self):
+                assert not self.capturing, "synchronize on a capturing stream"
+
+            def begin_capture(self, mode):
+                fake.log.append(f"begin {self.name} mode {mode}")
+                self.capturing = True
+
+            def end_capture(self):
+                self.capturing = False
+                fake.log.append(f"end {self.name}")
+                return Graph()
+
+            def is_capturing(self):
+                return self.capturing
+
+        class Graph:
+            def launch(self, stream):
+                fake.log.append(f"launch on {stream.name}")
+
+        class MemoryPool:
+            def malloc(self, size):
+                raise AssertionError("nothing allocates here")
+
+        def using_allocator(allocator):
+            import contextlib
+
+            @contextlib.contextmanager
+            def use():
+                fake.allocator = allocator
+                yield
+                fake.allocator = None
+            return use()
+
+        self.current = Stream(name="main")
+        self.cuda = type("cuda", (), dict(
+            Stream=Stream, MemoryPool=MemoryPool, using_allocator=staticmethod(using_allocator),
+            get_current_stream=staticmethod(lambda: fake.current)))
+
+
+@pytest.mark.skipif(ON_GPU, reason="a stand-in for CuPy, for machines without a GPU")
+def test_gpu_branch_plumbing_with_a_stand_in_cupy(monkeypatch):
+    from gpudl import backend
+    from gpudl.cuda_graphs import _numba_config
+    fake = _FakeCuPy()
+    monkeypatch.setattr(backend, "_cupy", fake)
+    config = _numba_config()
+    sync = config.CUDA_ARRAY_INTERFACE_SYNC
+    g = gd.cuda.CUDAGraph()
+    with gd.cuda.graph(g):
+        assert gd.cuda.is_current_stream_capturing()
+        assert fake.current.name == "side" and fake.allocator is not None
+        assert config.CUDA_ARRAY_INTERFACE_SYNC == 0
+        with pytest.raises(RuntimeError, match="Tensor.item: reads the device"):
+            backend.capture_guard("Tensor.item")
+    assert fake.current.name == "main" and fake.allocator is None
+    assert config.CUDA_ARRAY_INTERFACE_SYNC == sync and backend.capture_guard is None
+    g.replay()
+    assert fake.log == ["side waits main", "begin side mode 2", "end side", "launch on main"]
+    with pytest.raises(ValueError, match="boom"):        # the body's error, capture ended
+        with gd.cuda.graph(gd.cuda.CUDAGraph(), pool=g.pool()):
+            raise ValueError("boom")
+    assert fake.log[-1] == "end side" and not gd.cuda.is_current_stream_capturing()
+    assert backend.capture_guard is None and config.CUDA_ARRAY_INTERFACE_SYNC == sync
