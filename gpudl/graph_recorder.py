@@ -21,6 +21,7 @@ backward that reaches operations recorded before the capture began.
 """
 
 import gc
+import linecache
 import sys
 import threading
 
@@ -270,8 +271,9 @@ class Recorder(Hook):
         if self.known is None:
             # Every tensor made so far in the capture passed this check, so the tensors alive
             # now are those from before it and the checked ones (a scan of ~0.1 s, done once).
-            self.known = {id(obj._data): obj._data for obj in gc.get_objects()
-                          if issubclass(type(obj), Tensor)}   # type(): no __class__ hooks
+            arrays = (getattr(obj, "_data", None) for obj in gc.get_objects()
+                      if issubclass(type(obj), Tensor))      # type(): no __class__ hooks
+            self.known = {id(a): a for a in arrays if a is not None}   # None: being built
         if key in self.known:
             return
         if what is None:
@@ -280,6 +282,10 @@ class Recorder(Hook):
                     and not frame.f_code.co_name.startswith("__"):
                 frame = frame.f_back          # name the public op, not its helper
             what = frame.f_code.co_qualname
+            if what.endswith("<lambda>"):     # ``__gt__ = lambda ...``: name the assignment
+                line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+                name = line.partition("=")[0].strip()
+                what = what.replace("<lambda>", name) if name.isidentifier() else what
         refuse(what, "makes a tensor from values the CPU recorder cannot replay (Python data, a "
                "random factory, or a computation outside gpudl's autograd Functions), so every "
                "replay would reuse this capture's values")

@@ -32,7 +32,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         device = backend.check_device(device, "Tensor") if device is not None else None
         array, device = as_array(data, dtype, device, "Tensor")
         if autograd._capture is not None and autograd._capture.active():
-            autograd._capture.made(array)
+            autograd._capture.made(array, "Tensor")
         self._data = array
         self._device = device
         self._version_counter = [0]
@@ -97,6 +97,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         return id(self)
 
     def __repr__(self):
+        self._guard_host_read("Tensor.__repr__")
         body = np.array2string(backend.to_numpy(self._data), separator=", ", precision=4,
                                prefix="tensor(")
         extra = []
@@ -113,7 +114,13 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     # ----------------------------------------------------------------- conversion
     def numpy(self):
         """A NumPy array: copied from the GPU, sharing memory on the CPU (even with grad)."""
+        self._guard_host_read("Tensor.numpy")
         return backend.to_numpy(self._data)
+
+    def _guard_host_read(self, what):
+        """A CPU graph capture refuses reads of values (on a GPU, backend.host_sync does)."""
+        if backend.capture_guard is not None and not backend.is_device_array(self._data):
+            backend.capture_guard(what, "reads the tensor's values")
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
@@ -126,8 +133,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
                 f"{self.shape}")
         if backend.is_device_array(self._data):
             backend.host_sync("Tensor.item")
-        elif backend.capture_guard is not None:    # a capture on the CPU refuses reads too
-            backend.capture_guard("Tensor.item")
+        self._guard_host_read("Tensor.item")
         backend.raise_deferred()            # a device read: report failed device-side checks
         return self._data.item()
 
