@@ -458,7 +458,8 @@ def _accumulate(tensor, g):
 def recorded(kind):
     """Decorator of the methods a CPU graph capture records as one replayed call each: ``kind``
     "inplace" (a Tensor method writing its tensor), "optimizer" (Optimizer.step, zero_grad),
-    "grads" (Module.zero_grad, clip_grad_norm_: the first argument's parameters' gradients) or
+    "grads" (Module.zero_grad, clip_grad_norm_: the first argument's parameters' gradients),
+    "compute" (a Tensor method making a new tensor without a Function: comparisons, argmax) or
     "refused" (cannot be replayed: raises during a capture)."""
     def decorate(method):
         @functools.wraps(method)

@@ -236,6 +236,8 @@ class Recorder(Hook):
         if kind == "inplace":
             self.read(target)
             self.touch(target._data)
+        elif kind == "compute":     # a Tensor method computing a new tensor outside Functions
+            self.read(target)
         elif kind == "optimizer":
             self.save_optimizer(target)
         elif kind == "grads":       # Module.zero_grad, clip_grad_*_(parameters, ...)

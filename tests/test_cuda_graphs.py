@@ -214,7 +214,6 @@ def test_static_output_is_updated_in_place_by_replay():
 @pytest.mark.parametrize("make", [
     lambda x: x + gd.tensor([1.0] * 6),                  # Python data inside the capture
     lambda x: x + gd.randn(4, 6),                        # a random factory: frozen values
-    lambda x: (x > 0).float(),                           # a comparison outside the Functions
 ])
 def test_values_the_recorder_cannot_replay_are_refused(make):
     _, x = _captured_mlp()
@@ -468,3 +467,20 @@ def test_gpu_branch_plumbing_with_a_stand_in_cupy(monkeypatch):
             raise ValueError("boom")
     assert fake.log[-1] == "end side" and not gd.cuda.is_current_stream_capturing()
     assert backend.capture_guard is None and config.CUDA_ARRAY_INTERFACE_SYNC == sync
+
+
+def test_comparisons_and_argmax_replay_like_eager():
+    model, x = _captured_mlp()
+    y = gd.tensor(np.array([0, 1, 2, 1]))
+    g = gd.cuda.CUDAGraph()
+    with gd.cuda.graph(g):
+        out = model(x)
+        correct = (out.argmax(1) == y).float().sum()
+        positive = (out > 0).any()
+    for _ in range(3):
+        x.copy_(gd.randn(4, 6))
+        g.replay()
+        with gd.no_grad():
+            eager = model(x)
+        assert correct.item() == float((eager.numpy().argmax(1) == y.numpy()).sum())
+        assert bool(positive.item()) == bool((eager.numpy() > 0).any())
