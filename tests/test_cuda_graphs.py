@@ -484,3 +484,37 @@ def test_comparisons_and_argmax_replay_like_eager():
             eager = model(x)
         assert correct.item() == float((eager.numpy().argmax(1) == y.numpy()).sum())
         assert bool(positive.item()) == bool((eager.numpy() > 0).any())
+
+
+def test_a_hand_written_sgd_step_replays_like_eager():
+    data = _batches(CASES["mlp-sgd-momentum"][3], 4, seed=11)
+
+    def step(model, x, y):
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        with gd.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+                p.grad.zero_()
+        return loss
+
+    gd.manual_seed(6)
+    eager = _mlp()
+    losses = [step(eager, x, y).numpy().copy() for x, y in data]
+    gd.manual_seed(6)
+    graphed = _mlp()
+    if ON_GPU:
+        step(graphed, *data[0])                         # warm-up (then compare from step 2)
+        losses = losses[1:]
+        data = data[1:]
+    static_x, static_y = data[0][0].clone(), data[0][1].clone()
+    g = gd.cuda.CUDAGraph()
+    with gd.cuda.graph(g):
+        static_loss = step(graphed, static_x, static_y)
+    for (x, y), loss in zip(data, losses):
+        static_x.copy_(x)
+        static_y.copy_(y)
+        g.replay()
+        np.testing.assert_allclose(static_loss.numpy(), loss, rtol=2e-5)
+    for pe, pg in zip(eager.parameters(), graphed.parameters()):
+        np.testing.assert_allclose(pg.numpy(), pe.numpy(), rtol=2e-5, atol=2e-6)
