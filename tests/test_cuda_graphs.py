@@ -518,3 +518,17 @@ def test_a_hand_written_sgd_step_replays_like_eager():
         np.testing.assert_allclose(static_loss.numpy(), loss, rtol=2e-5)
     for pe, pg in zip(eager.parameters(), graphed.parameters()):
         np.testing.assert_allclose(pg.numpy(), pe.numpy(), rtol=2e-5, atol=2e-6)
+
+
+def test_writes_through_a_view_of_an_older_tensor_are_undone_by_the_capture():
+    x = gd.randn(3, 4)
+    before = x.numpy().copy()
+    g = gd.cuda.CUDAGraph()
+    with gd.cuda.graph(g):
+        x[0].add_(1.0)                      # an in-place edit through a view of a static input
+    np.testing.assert_array_equal(x.numpy(), before)
+    g.replay()
+    g.replay()
+    expected = before.copy()
+    expected[0] += 2.0
+    np.testing.assert_allclose(x.numpy(), expected, rtol=1e-6)
