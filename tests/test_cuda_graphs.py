@@ -525,7 +525,7 @@ def test_writes_through_a_view_of_an_older_tensor_are_undone_by_the_capture():
     before = x.numpy().copy()
     g = gd.cuda.CUDAGraph()
     with gd.cuda.graph(g):
-        x[0].add_(1.0)                      # an in-place edit through a view of a static input
+        x[0].add_(1.0)      # through a view of a static input (the view's op snapshots x)
     np.testing.assert_array_equal(x.numpy(), before)
     g.replay()
     g.replay()
