@@ -154,7 +154,6 @@ class Recorder(Hook):
         self.plan = None                # the accumulation list of the backward being recorded
         self.born = {}                  # id -> array written by a recorded call (kept alive)
         self.constants = {}             # id -> array of zeros/ones/full made in the capture
-        self.views = {}                 # id -> array: a recorded output viewing other memory
         self.known = None               # id -> array of every live tensor, at the first need
         self.snapshots = []             # (array, values before its first write in the capture)
         self.touched = set()
@@ -184,11 +183,8 @@ class Recorder(Hook):
         results = result if isinstance(result, tuple) else (result,)
         outputs = [t._data for t in results]
         for o in outputs:
-            if id(o) in (self.known or ()) or id(o) in self.touched:
-                continue                    # an input returned as is
-            # a view may show older memory (x[0] of a parameter): a write through it must be
-            # undone at the end like one through the parameter, so only fresh arrays are born
-            (self.views if o.base is not None else self.born)[id(o)] = o
+            if id(o) not in (self.known or ()) and id(o) not in self.touched:
+                self.born[id(o)] = o
         forward = _Forward(cls, raw, needs, outputs)
         self.calls.append(forward)
         for t in results:
@@ -272,7 +268,7 @@ class Recorder(Hook):
         recorder knows the array (a recorded output, a constant, a tensor older than the
         capture), since a replay would reuse this capture's values."""
         key = id(data)
-        if self.inner or key in self.born or key in self.constants or key in self.views:
+        if self.inner or key in self.born or key in self.constants:
             return
         if self.known is None:
             # Every tensor made so far in the capture passed this check, so the tensors alive
