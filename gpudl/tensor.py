@@ -93,7 +93,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         return id(self)
 
     def __repr__(self):
-        body = np.array2string(backend.to_numpy(self._data), separator=", ", precision=4,
+        body = np.array2string(backend.to_numpy(self._data, "Tensor.__repr__"), separator=", ", precision=4,
                                prefix="tensor(")
         extra = []
         if self._device == "cuda":
@@ -109,7 +109,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     # ----------------------------------------------------------------- conversion
     def numpy(self):
         """A NumPy array: copied from the GPU, sharing memory on the CPU (even with grad)."""
-        return backend.to_numpy(self._data)
+        return backend.to_numpy(self._data, "Tensor.numpy")
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
@@ -120,10 +120,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
             raise ValueError(
                 f"item: only one-element tensors can be converted to a Python number, got shape "
                 f"{self.shape}")
-        if backend.is_device_array(self._data):
-            backend.host_sync("Tensor.item")
-        backend.raise_deferred()            # a device read: report failed device-side checks
-        return self._data.item()
+        return backend.host_value(self._data, "Tensor.item")
 
     def tolist(self):
         return self.numpy().tolist()

@@ -51,9 +51,10 @@ def smallest_bad_index(data, size, ignore_index=None):
     return np.where(bad, data.astype(np.int64), NO_BAD_INDEX).min(initial=NO_BAD_INDEX)
 
 
-# On the GPU, index range checks are device-side and reported at the next device read
-# (backend.defer_check): reading a flag back per call would stall every step.
-deferred = backend.is_device_array
+# On the cuda device (a GPU, or the simulator standing for one), index range checks are
+# device-side and reported at the next device read (backend.defer_check): reading a flag back per
+# call would stall every step.
+deferred = backend.on_device
 
 
 def check_range(data, size, make_error, ignore_index=None):

@@ -1,0 +1,103 @@
+"""A whole training step on the cuda device reads nothing back from it (issue 14).
+
+Under Numba's CUDA simulator the cuda device keeps NumPy arrays, and backend.count_read counts
+every read of them at the same call sites as CuPy arrays on a GPU: forward, a cross-entropy (or
+MSE) loss, backward, clip_grad_norm_, an optimizer step, a scheduler step and zero_grad must add
+nothing to gd.cuda.sync_count(); reading the loss then adds exactly one.
+"""
+
+import pytest
+
+import gpudl as gd
+import gpudl.nn.functional as F
+from gpudl import backend, nn
+
+pytestmark = [pytest.mark.simulator,
+              pytest.mark.skipif(not backend.SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1")]
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 2 * 2, 3)
+
+    def forward(self, x):
+        return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+
+
+class SmallLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(2, 3, batch_first=True)
+        self.head = nn.Linear(3, 1)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+
+class SmallTransformer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, dropout=0.1,
+                                                batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.layer(x).mean(dim=1))
+
+
+def _cnn_batch():
+    return gd.randn(2, 1, 4, 4, device="cuda"), gd.tensor([0, 2], device="cuda"), F.cross_entropy
+
+
+def _lstm_batch():
+    return gd.randn(2, 3, 2, device="cuda"), gd.randn(2, 1, device="cuda"), F.mse_loss
+
+
+def _transformer_batch():
+    return gd.randn(2, 3, 4, device="cuda"), gd.tensor([1, 0], device="cuda"), F.cross_entropy
+
+
+def _sgd(params):
+    return gd.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+
+def _adam(params):
+    return gd.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
+
+
+def _capturable_adamw(params):
+    return gd.optim.AdamW(params, lr=1e-3, capturable=True)
+
+
+MODELS = {"cnn": (SmallCNN, _cnn_batch), "lstm": (SmallLSTM, _lstm_batch),
+          "transformer": (SmallTransformer, _transformer_batch)}
+OPTIMIZERS = {"sgd_momentum": _sgd, "adam": _adam, "adamw_capturable": _capturable_adamw}
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("model", list(MODELS))
+def test_a_training_step_reads_nothing_back(model, optimizer):
+    build, batch = MODELS[model]
+    net = build().to("cuda")
+    opt = OPTIMIZERS[optimizer](net.parameters())
+    scheduler = gd.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    x, y, loss_fn = batch()
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        scheduler.step()
+        return loss
+
+    step()                                  # the first step builds state (plans, buffers)
+    before = gd.cuda.sync_count()
+    loss = step()
+    assert gd.cuda.sync_count() == before, "a training step read the device"
+    loss.item()
+    assert gd.cuda.sync_count() == before + 1
