@@ -100,15 +100,19 @@ def test_switching_capturable_off_after_a_load_keeps_counting(name, rng):
     assert opt.state[params[0]]["step"] == 2
 
 
-@pytest.mark.parametrize("capturable", [False, True])
-@pytest.mark.parametrize("name", ["Adam", "AdamW", "RMSprop"])
-def test_tensor_lr_matches_torch_and_a_scheduler_writes_it_in_place(name, capturable, rng):
+@pytest.mark.parametrize("name, options", [
+    ("Adam", {}), ("Adam", dict(capturable=True)), ("AdamW", dict(capturable=True)),
+    ("RMSprop", dict(momentum=0.5)), ("RMSprop", dict(capturable=True)),
+    ("SGD", dict(momentum=0.9, weight_decay=0.01))])
+def test_tensor_lr_matches_torch_and_a_scheduler_writes_it_in_place(name, options, rng):
     init, grads = initial_params(rng), gradients(rng, SHAPES, 6)
     params = [gd.tensor(a, requires_grad=True) for a in init]
     tparams = [torch.tensor(a, requires_grad=True) for a in init]
     lr = gd.tensor(0.02)
-    opt = getattr(optim, name)(params, lr=lr, capturable=capturable)
-    topt = getattr(torch.optim, name)(tparams, lr=torch.tensor(0.02), foreach=False)
+    opt = getattr(optim, name)(params, lr=lr, **options)
+    torch_options = {k: v for k, v in options.items() if k != "capturable"}
+    topt = getattr(torch.optim, name)(tparams, lr=torch.tensor(0.02), foreach=False,
+                                      **torch_options)
     sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
     tsched = torch.optim.lr_scheduler.StepLR(topt, step_size=2, gamma=0.5)
     for g in grads:
@@ -122,9 +126,10 @@ def test_tensor_lr_matches_torch_and_a_scheduler_writes_it_in_place(name, captur
     assert_close([p.numpy() for p in params], [t.detach().numpy() for t in tparams])
 
 
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop"])
 @pytest.mark.parametrize("lr, message", [(gd.tensor([0.1, 0.2]), "one-element floating"),
                                          (gd.tensor(1), "one-element floating"),
                                          (-0.1, "invalid lr")])
-def test_bad_lr_is_refused(lr, message):
-    with pytest.raises(ValueError, match=message):
-        optim.Adam([gd.zeros(2, requires_grad=True)], lr=lr)
+def test_bad_lr_is_refused(name, lr, message):
+    with pytest.raises(ValueError, match=f"{name}: .*{message}"):
+        getattr(optim, name)([gd.zeros(2, requires_grad=True)], lr=lr)
