@@ -1,5 +1,7 @@
 """Shape Functions: reshape, permute, expand, indexing, cat/stack. No arithmetic."""
 
+import numpy as np
+
 from .. import backend
 from ..autograd import Function
 from ._util import sum_to, xp_of
@@ -47,12 +49,22 @@ def _is_basic(index):
     return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
 
 
+def _count_mask_reads(index, what):
+    """A boolean mask selects as many elements as it holds True values: CuPy reads that count
+    back from the device (a data-dependent shape), so the read is counted (backend.count_read)."""
+    for part in index if isinstance(index, tuple) else (index,):
+        if getattr(part, "dtype", None) == np.bool_ and part.ndim:
+            backend.count_read(part, what)
+
+
 class GetItem(Function):
     """a[index]; the backward scatters with accumulation so repeated indices add up."""
 
     @staticmethod
     def forward(ctx, a, index):
         ctx.conf = (a.shape, a.dtype, index)
+        if not _is_basic(index):
+            _count_mask_reads(index, "boolean-mask indexing")
         return a[index]
 
     @staticmethod
@@ -63,6 +75,7 @@ class GetItem(Function):
         if _is_basic(index):
             ga[index] = g
         else:
+            _count_mask_reads(index, "boolean-mask indexing (backward)")
             backend.scatter_add(ga, index, g)
         return ga, None
 
