@@ -228,7 +228,7 @@ def to_numpy(array, what="to_numpy"):
     """A NumPy array for ``array`` (copied from the GPU; shared on the CPU). A read of the cuda
     device is counted as ``what`` (``count_read``) and first reports any failed deferred check
     (``defer_check``)."""
-    if count_read(array, what) and _cupy is not None:
+    if _READS_DEVICE and count_read(array, what) and _cupy is not None:
         return array.get()
     return np.asarray(array)
 
@@ -390,7 +390,7 @@ def count_read(array, what):
 def host_value(array, what):
     """The Python scalar in 0-d (or one-element) ``array``, counted as a read made by ``what``
     (``count_read``): for a device value that decides host control flow, by design."""
-    if not count_read(array, what):
+    if not (_READS_DEVICE and count_read(array, what)) and _deferred:
         raise_deferred()        # host data: nothing to count, but a read reports failed checks
     return array.item()
 
