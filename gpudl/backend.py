@@ -368,6 +368,11 @@ def host_sync(what):
 _READS_DEVICE = _cupy is not None or (SIMULATOR and DEFAULT_DEVICE == "cuda")
 
 
+def may_read_device():
+    """False on the cpu path, where no array is on the cuda device (one global test)."""
+    return _READS_DEVICE
+
+
 def on_device(array):
     """True when ``array`` lives on the cuda device: a CuPy array, or under the simulator with the
     cuda device chosen any array (``kernel_device``'s rule, in one global test on the cpu path)."""

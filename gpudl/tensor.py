@@ -8,6 +8,7 @@ import numpy as np
 
 from . import autograd, backend, dtypes
 from .ops import elementwise as E
+from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor_index import IndexMixin
 from .tensor_math import MathMixin, matmul, where  # noqa: F401  (re-exported)
@@ -325,7 +326,9 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     def __setitem__(self, index, value):
         self._check_inplace("__setitem__")
-        self._data[_index_arrays(index, self)] = _raw(value, self)
+        index = _index_arrays(index, self)
+        S.check_advanced(self.shape, index, "__setitem__")     # device-side checks only
+        self._data[index] = _raw(value, self)
         self._bump_version()
 
     def copy_(self, src):

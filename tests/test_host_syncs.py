@@ -249,3 +249,32 @@ def test_embedding_max_norm_reads_nothing(device_reads, rng):
     assert gd.cuda.sync_count() == before
     torch.nn.functional.embedding(torch.tensor(idx), theirs, max_norm=1.0)
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("index, dim, size", [
+    (lambda i: i, 0, 2), (lambda i: (slice(None), i), 1, 3), (lambda i: (Ellipsis, i), 2, 4),
+    (lambda i: (None, 0, i), 1, 3),
+    (lambda i: (gd.tensor([[True, False, True], [False, True, False]]), i[1:]), 2, 4),
+    (lambda i: (gd.tensor([1, 0]), slice(None), i), 2, 4)])
+def test_integer_tensor_indices_are_range_checked_on_the_device(device_reads, index, dim,
+                                                                 size):
+    """CuPy wraps an out-of-range integer index where NumPy raises: on the device the check is
+    deferred, for the dim each index part addresses."""
+    x = gd.randn(2, 3, 4)
+    x[index(gd.tensor([0, -1]))]                  # in range for every dim: nothing queued fails
+    gd.cuda.synchronize()
+    with pytest.raises(IndexError):               # NumPy's own error, here on host data
+        x[index(gd.tensor([0, size]))]
+    with pytest.raises(IndexError, match=f"indexing: index {size} is out of bounds for dim "
+                                         f"{dim} with size {size}.*device-side"):
+        gd.cuda.synchronize()
+
+
+def test_setitem_with_an_integer_tensor_is_range_checked_on_the_device(device_reads):
+    x = gd.zeros(3)
+    x[gd.tensor([2, -3])] = 1.0
+    gd.cuda.synchronize()
+    with pytest.raises(IndexError):
+        x[gd.tensor([7])] = 1.0
+    with pytest.raises(IndexError, match="__setitem__: index 7 is out of bounds for dim 0"):
+        gd.cuda.synchronize()
