@@ -94,8 +94,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         return id(self)
 
     def __repr__(self):
-        body = np.array2string(backend.to_numpy(self._data, "Tensor.__repr__"), separator=", ", precision=4,
-                               prefix="tensor(")
+        body = np.array2string(backend.to_numpy(self._data, "Tensor.__repr__"), separator=", ",
+                               precision=4, prefix="tensor(")
         extra = []
         if self._device == "cuda":
             extra.append("device='cuda'")
