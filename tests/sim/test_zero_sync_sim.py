@@ -2,7 +2,7 @@
 
 Under Numba's CUDA simulator the cuda device keeps NumPy arrays, and backend.count_read counts
 every read of them at the same call sites as CuPy arrays on a GPU: forward, a cross-entropy (or
-MSE) loss, backward, clip_grad_norm_, an optimizer step, a scheduler step and zero_grad must add
+MSE, or binary cross-entropy) loss, backward, clip_grad_norm_, an optimizer step, a scheduler step and zero_grad must add
 nothing to gd.cuda.sync_count(); reading the loss then adds exactly one.
 """
 
@@ -48,6 +48,20 @@ class SmallTransformer(nn.Module):
         return self.head(self.layer(x).mean(dim=1))
 
 
+class SmallAutoencoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 3), nn.Tanh(), nn.Linear(3, 6), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _autoencoder_batch():
+    x = gd.rand(2, 6, device="cuda")
+    return x, x, F.binary_cross_entropy
+
+
 def _cnn_batch():
     return gd.randn(2, 1, 4, 4, device="cuda"), gd.tensor([0, 2], device="cuda"), F.cross_entropy
 
@@ -73,7 +87,8 @@ def _capturable_adamw(params):
 
 
 MODELS = {"cnn": (SmallCNN, _cnn_batch), "lstm": (SmallLSTM, _lstm_batch),
-          "transformer": (SmallTransformer, _transformer_batch)}
+          "transformer": (SmallTransformer, _transformer_batch),
+          "autoencoder_bce": (SmallAutoencoder, _autoencoder_batch)}
 OPTIMIZERS = {"sgd_momentum": _sgd, "adam": _adam, "adamw_capturable": _capturable_adamw}
 
 
