@@ -224,21 +224,20 @@ def kernel_device(array):
     return "cuda" if (SIMULATOR and DEFAULT_DEVICE == "cuda") else "cpu"
 
 
-def to_numpy(array):
-    """A NumPy array for ``array`` (copied from the GPU; shared on the CPU). Reading the device
-    first reports any failed deferred check (``defer_check``)."""
-    if is_device_array(array):
-        host_sync("to_numpy")
-        raise_deferred()
+def to_numpy(array, what="to_numpy"):
+    """A NumPy array for ``array`` (copied from the GPU; shared on the CPU). A read of the cuda
+    device is counted as ``what`` (``count_read``) and first reports any failed deferred check
+    (``defer_check``)."""
+    if _READS_DEVICE and count_read(array, what) and _cupy is not None:
         return array.get()
     return np.asarray(array)
 
 
 def to_device_array(array, device):
     """Move ``array`` to ``device``'s array module (no copy when already there)."""
-    if device == "cuda" and _cupy is not None:
-        return _cupy.asarray(array)
-    return to_numpy(array)
+    if device == "cuda":
+        return _cupy.asarray(array) if _cupy is not None else np.asarray(array)
+    return to_numpy(array) if is_device_array(array) else np.asarray(array)
 
 
 def pinned_copy(array):
@@ -363,6 +362,44 @@ def host_sync(what):
     _host_syncs += 1
 
 
+# Whether any array of this process can be on the cuda device: CuPy is in use, or the simulator
+# with the cuda device chosen, where NumPy arrays stand for device arrays (so the counter counts
+# the same call sites as on a GPU). False on the cpu path: count_read costs one global test there.
+_READS_DEVICE = _cupy is not None or (SIMULATOR and DEFAULT_DEVICE == "cuda")
+
+
+def may_read_device():
+    """False on the cpu path, where no array is on the cuda device (one global test)."""
+    return _READS_DEVICE
+
+
+def on_device(array):
+    """True when ``array`` lives on the cuda device: a CuPy array, or under the simulator with the
+    cuda device chosen any array (``kernel_device``'s rule, in one global test on the cpu path)."""
+    return _READS_DEVICE and (_cupy is None or isinstance(array, _cupy.ndarray))
+
+
+def count_read(array, what):
+    """The one gate of every device-to-host read: when ``array`` is on the cuda device (see
+    ``kernel_device``), count the read as ``what`` (``host_sync``) and report any failed deferred
+    check; return whether it was on the device. Call it where a value is read back (``.item()``,
+    ``.get()``, a device value in an ``if``) and where CuPy reads internally (a boolean mask, a
+    data-dependent shape)."""
+    if not on_device(array):
+        return False
+    host_sync(what)
+    raise_deferred()
+    return True
+
+
+def host_value(array, what):
+    """The Python scalar in 0-d (or one-element) ``array``, counted as a read made by ``what``
+    (``count_read``): for a device value that decides host control flow, by design."""
+    if not (_READS_DEVICE and count_read(array, what)) and _deferred:
+        raise_deferred()        # host data: nothing to count, but a read reports failed checks
+    return array.item()
+
+
 def sync_count():
     """How many device-to-host transfers and waits for the device gpudl has made so far."""
     return _host_syncs
@@ -384,6 +421,8 @@ def defer_check(value, passed, make_error):
     fails."""
     _deferred.append((value, passed, make_error))
     if len(_deferred) >= MAX_DEFERRED:
+        if _READS_DEVICE:
+            host_sync("defer_check (a full queue of device-side checks)")
         raise_deferred()
 
 

@@ -7,6 +7,7 @@ import os
 import string
 import warnings
 
+from . import backend
 from .autograd import no_grad
 from .backend import get_array_module
 
@@ -80,7 +81,8 @@ def _check_logged(owner, what, name, keys):
 
 
 def _finite(array):
-    return array.dtype.kind not in "fc" or bool(get_array_module(array).isfinite(array).all())
+    return array.dtype.kind not in "fc" or bool(backend.host_value(
+        get_array_module(array).isfinite(array).all(), "callback finiteness check"))
 
 
 def _snapshot(model):

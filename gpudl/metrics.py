@@ -16,7 +16,7 @@ AVERAGES = ("macro", "micro", "weighted", "binary", None)
 
 
 def _host(values, name, where):
-    array = backend.to_numpy(values._data if isinstance(values, Tensor) else values)
+    array = backend.to_numpy(values._data if isinstance(values, Tensor) else values, "metrics")
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{where}: {name} must be a Tensor or an array of numbers, got "
                         f"{type(values).__name__} of dtype {array.dtype}")

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import autograd, backend, dtypes
 from .ops import elementwise as E
+from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor_index import IndexMixin
 from .tensor_math import MathMixin, matmul, where  # noqa: F401  (re-exported)
@@ -98,8 +99,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     def __repr__(self):
         self._guard_host_read("Tensor.__repr__")
-        body = np.array2string(backend.to_numpy(self._data), separator=", ", precision=4,
-                               prefix="tensor(")
+        body = np.array2string(backend.to_numpy(self._data, "Tensor.__repr__"), separator=", ",
+                               precision=4, prefix="tensor(")
         extra = []
         if self._device == "cuda":
             extra.append("device='cuda'")
@@ -115,7 +116,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     def numpy(self):
         """A NumPy array: copied from the GPU, sharing memory on the CPU (even with grad)."""
         self._guard_host_read("Tensor.numpy")
-        return backend.to_numpy(self._data)
+        return backend.to_numpy(self._data, "Tensor.numpy")
 
     def _guard_host_read(self, what):
         """A CPU graph capture refuses reads of values (on a GPU, backend.host_sync does)."""
@@ -131,11 +132,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
             raise ValueError(
                 f"item: only one-element tensors can be converted to a Python number, got shape "
                 f"{self.shape}")
-        if backend.is_device_array(self._data):
-            backend.host_sync("Tensor.item")
         self._guard_host_read("Tensor.item")
-        backend.raise_deferred()            # a device read: report failed device-side checks
-        return self._data.item()
+        return backend.host_value(self._data, "Tensor.item")
 
     def tolist(self):
         return self.numpy().tolist()
@@ -341,7 +339,9 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     @autograd.recorded("inplace")
     def __setitem__(self, index, value):
         self._check_inplace("__setitem__")
-        self._data[_index_arrays(index, self)] = _raw(value, self)
+        index = _index_arrays(index, self)
+        S.check_advanced(self.shape, index, "__setitem__")     # device-side checks only
+        self._data[index] = _raw(value, self)
         self._bump_version()
 
     @autograd.recorded("inplace")

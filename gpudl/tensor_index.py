@@ -36,8 +36,7 @@ def _along(op, index, axis, like, size):
         if d != axis and n > m:
             raise ValueError(f"{op}: index shape {tuple(index.shape)} is larger than the "
                              f"tensor's {like.shape} in dim {d}")
-    if index.size and (index.min() < -size or index.max() >= size):
-        raise IndexError(f"{op}: index out of range for dim {axis} of size {size}")
+    _check_index_range(op, index, size, f"dim {axis} of size {size}")
     xp = backend.get_array_module(index)
     grid = list(xp.ix_(*(xp.arange(n) for n in index.shape))) if index.ndim else []
     grid[axis] = index
@@ -218,8 +217,18 @@ class IndexMixin:
 
 
 def _check_rows(op, rows, size):
-    if rows.size and (rows.min() < -size or rows.max() >= size):
-        raise IndexError(f"{op}: index out of range for dim of size {size}")
+    _check_index_range(op, rows, size, f"dim of size {size}")
+
+
+def _check_index_range(op, index, size, where):
+    """IndexError unless every value of ``index`` lies in [-size, size): at once on the CPU, at
+    the next device read on the cuda device (a device-side check, ops/sparse.check_range)."""
+    from .ops import sparse           # imports Tensor, which imports this module
+
+    def error(value, late):
+        return IndexError(f"{op}: index {value} out of range for {where}"
+                          + (sparse.DEFERRED_NOTE if late else ""))
+    sparse.check_range(index, size, error, low=-size)
 
 
 def _ints(value, op):

@@ -132,12 +132,14 @@ class _Running:
         for prepare, pending in self.pending.items():
             predictions, targets = self.host[prepare]
             for pred, true in pending:
-                predictions.append(backend.to_numpy(pred))
-                targets.append(backend.to_numpy(true))
+                predictions.append(backend.to_numpy(pred, "fit/evaluate metrics"))
+                targets.append(backend.to_numpy(true, "fit/evaluate metrics"))
             pending.clear()
             rows[prepare] = (np.concatenate(predictions), np.concatenate(targets)) \
                 if predictions else (None, None)
-        return float(self.loss_sum), self.count, rows
+        loss_sum = self.loss_sum if isinstance(self.loss_sum, float) else \
+            backend.host_value(self.loss_sum, "fit/evaluate loss")     # once per epoch
+        return float(loss_sum), self.count, rows
 
     def _summary(self, where, loss_sum, count, rows):
         if count == 0:

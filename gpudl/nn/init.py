@@ -7,7 +7,7 @@ Each function returns the tensor it filled.
 import math
 import warnings
 
-from .. import random
+from .. import backend, random
 from ..backend import get_array_module
 from ..autograd import no_grad
 from ..tensor import Tensor
@@ -85,10 +85,11 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
     if not a < b:
         raise ValueError(f"trunc_normal_: need a < b, got a={a}, b={b}")
     values = random.normal(tensor.shape, tensor.dtype, tensor.device) * std + mean
+    xp = get_array_module(values)
     outside = (values < a) | (values > b)
-    while outside.any():
+    while backend.host_value(outside.any(), "trunc_normal_"):    # at initialisation, by design
         fresh = random.normal(tensor.shape, tensor.dtype, tensor.device) * std + mean
-        values[outside] = fresh[outside]
+        values = xp.where(outside, fresh, values)
         outside = (values < a) | (values > b)
     return _fill(tensor, values)
 

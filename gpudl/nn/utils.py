@@ -18,8 +18,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     """Scale the gradients of ``parameters`` in place so their joint ``norm_type`` norm is at
     most ``max_norm``; returns the norm before clipping as a 0-d Tensor.
 
-    The scale is applied on the device without reading the norm back (no sync), unless
-    ``error_if_nonfinite`` asks to check it.
+    As torch's foreach path, every gradient is multiplied by ``min(max_norm / (norm + 1e-6), 1)``
+    computed on the device: nothing is read back (no sync), unless ``error_if_nonfinite`` asks to
+    check the norm, which reads it (counted by gd.cuda.sync_count).
     """
     params = _with_grads(parameters)
     norm_type = float(norm_type)
@@ -33,7 +34,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     else:
         total = xp.stack([(xp.abs(g) ** norm_type).sum() for g in grads]).sum() \
             ** (1.0 / norm_type)
-    if error_if_nonfinite and not bool(xp.isfinite(total)):
+    if error_if_nonfinite and not backend.host_value(
+            xp.isfinite(total), "clip_grad_norm_(error_if_nonfinite=True)"):
         raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} of the "
                            "gradients is non-finite, so it cannot be clipped; pass "
                            "error_if_nonfinite=False to clip anyway")

@@ -7,10 +7,12 @@ reduction. ``weight`` gets a gradient too; ``pos_weight`` is a constant.
 
 import numpy as np
 
+from .. import backend
 from ..autograd import Function
 from ..tensor import Tensor
 from . import elementwise as E
 from ._util import sum_to, xp_of
+from .sparse import DEFERRED_NOTE
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -276,21 +278,32 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     return _pointwise("smooth_l1_loss", _SmoothL1, float(beta), input, target, reduction)
 
 
+def _check_probabilities(bad, message):
+    """RuntimeError(message(late)) when the bool ``bad`` holds: at once for host data, at the
+    next device read for device data (backend.defer_check: a read per call would stall a step)."""
+    if backend.on_device(bad):
+        backend.defer_check(bad, lambda value: not value,
+                            lambda value: RuntimeError(message(True) + DEFERRED_NOTE))
+    elif bad:
+        raise RuntimeError(message(False))
+
+
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
                          reduction="mean"):
     """-(target log(input) + (1 - target) log(1 - input)) for probabilities ``input`` in
     [0, 1]; each log is clamped to >= -100 as in torch, so 0 and 1 give finite losses."""
     reduction = check_reduction("binary_cross_entropy", reduction, size_average, reduce)
     # RuntimeError, as torch. A NaN input passes (fit's NaN guard reports it); a NaN target not
-    if isinstance(input, Tensor) and input._data.size and bool(
-            ((input._data < 0) | (input._data > 1)).any()):
-        raise RuntimeError("binary_cross_entropy: all elements of input should be between 0 "
-                           "and 1 (pass logits to binary_cross_entropy_with_logits instead)")
-    if isinstance(target, Tensor) and target._data.size and not bool(
-            ((target._data >= 0) & (target._data <= 1)).all()):
-        raise RuntimeError("binary_cross_entropy: all elements of target should be between 0 "
-                           "and 1 (probabilities or 0/1 labels), got values in "
-                           f"[{float(target._data.min())}, {float(target._data.max())}]")
+    if isinstance(input, Tensor) and input._data.size:
+        _check_probabilities(((input._data < 0) | (input._data > 1)).any(), lambda late: (
+            "binary_cross_entropy: all elements of input should be between 0 and 1 (pass "
+            "logits to binary_cross_entropy_with_logits instead)"))
+    if isinstance(target, Tensor) and target._data.size:
+        data = target._data
+        _check_probabilities(~((data >= 0) & (data <= 1)).all(), lambda late: (
+            "binary_cross_entropy: all elements of target should be between 0 and 1 "
+            "(probabilities or 0/1 labels)" + ("" if late else ", got values in "
+                                               f"[{float(data.min())}, {float(data.max())}]")))
     return _pointwise("binary_cross_entropy", _BCE, None, input, target, reduction, weight)
 
 

@@ -1,5 +1,6 @@
 """Reductions: sum, mean, max/min (values and indices), var/std, and softmax/log_softmax."""
 
+from .. import backend
 from ..autograd import Function
 from ._util import quiet as _quiet, xp_of
 
@@ -232,7 +233,9 @@ class CumProd(Function):
         axis, xp = ctx.axis, xp_of(g)
         if a.shape[axis] == 0:
             return xp.zeros_like(a), None
-        if (a != 0).all():                 # the quick form: sum_{j >= k} g_j y_j / a_k
+        # the quick form: sum_{j >= k} g_j y_j / a_k; the choice reads the device, by design
+        # (the general form costs a launch per position)
+        if backend.host_value((a != 0).all(), "cumprod backward (zero check)"):
             return xp.flip(xp.cumsum(xp.flip(g * y, axis), axis=axis), axis) / a, None
         # d y_j / d a_k = prod_{i <= j, i != k} a_i for j >= k: the product before k times the
         # running product after it; summed over j >= k with a reversed cumulative sum

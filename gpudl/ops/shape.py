@@ -1,5 +1,7 @@
 """Shape Functions: reshape, permute, expand, indexing, cat/stack. No arithmetic."""
 
+import numpy as np
+
 from .. import backend
 from ..autograd import Function
 from ._util import sum_to, xp_of
@@ -47,12 +49,55 @@ def _is_basic(index):
     return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
 
 
+def _count_mask_reads(index):
+    """The backward of a boolean-mask read: scattering through the mask reads its size again."""
+    for part in index if isinstance(index, tuple) else (index,):
+        if getattr(part, "dtype", None) == np.bool_ and part.ndim:
+            backend.count_read(part, "boolean-mask indexing (backward)")
+
+
+def check_advanced(shape, index, op):
+    """The device side of an advanced index into an array of ``shape``: a boolean mask selects
+    as many elements as it holds True values, which CuPy reads back from the device (counted,
+    backend.count_read); an integer array is range-checked on the device and reported at the next
+    read (ops/sparse.check_range), since CuPy wraps an out-of-range index where NumPy raises.
+    Host arrays are left to NumPy, which raises at once."""
+    if not backend.may_read_device():
+        return
+    parts = index if isinstance(index, tuple) else (index,)
+    if not any(backend.on_device(p) for p in parts if hasattr(p, "dtype")):
+        return
+    from .sparse import DEFERRED_NOTE, check_range       # sparse imports Tensor, which imports us
+    masks = [p for p in parts if getattr(p, "dtype", None) == np.bool_]
+    consumed = sum(p.ndim for p in masks) + sum(
+        p is not None and p is not Ellipsis and getattr(p, "dtype", None) != np.bool_
+        for p in parts)
+    dim = 0
+    for part in parts:
+        kind = getattr(getattr(part, "dtype", None), "kind", "")
+        if part is Ellipsis:
+            dim += len(shape) - consumed
+        elif kind == "b":
+            if part.ndim:
+                backend.count_read(part, "boolean-mask indexing")
+            dim += part.ndim
+        elif part is not None:
+            if kind and kind in "iu" and dim < len(shape):
+                size, axis = shape[dim], dim
+                check_range(part, size, lambda value, late, size=size, axis=axis: IndexError(
+                    f"{op}: index {value} is out of bounds for dim {axis} with size {size}"
+                    + (DEFERRED_NOTE if late else "")), low=-size)
+            dim += 1
+
+
 class GetItem(Function):
     """a[index]; the backward scatters with accumulation so repeated indices add up."""
 
     @staticmethod
     def forward(ctx, a, index):
         ctx.conf = (a.shape, a.dtype, index)
+        if not _is_basic(index):
+            check_advanced(a.shape, index, "indexing")
         return a[index]
 
     @staticmethod
@@ -63,6 +108,7 @@ class GetItem(Function):
         if _is_basic(index):
             ga[index] = g
         else:
+            _count_mask_reads(index)
             backend.scatter_add(ga, index, g)
         return ga, None
 

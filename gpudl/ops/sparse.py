@@ -37,36 +37,38 @@ DEFERRED_NOTE = (" (found by a device-side check at the next device read; result
                  "with it are invalid)")
 
 
-def smallest_bad_index(data, size, ignore_index=None):
-    """The smallest value of integer ``data`` outside [0, size) other than ``ignore_index``, as a
-    0-d int64 array on the data's device (``NO_BAD_INDEX`` when none): one reduction, no read."""
+def smallest_bad_index(data, size, ignore_index=None, low=0):
+    """The smallest value of integer ``data`` outside [low, size) other than ``ignore_index``, as
+    a 0-d int64 array on the data's device (``NO_BAD_INDEX`` when none): one reduction, no read."""
     ignore = _NEVER if ignore_index is None else ignore_index
     if backend.is_device_array(data):
         kernel = backend.reduction_kernel(
-            "T x, int64 n, int64 ignore", "int64 y",
-            "(x == ignore || (x >= 0 && x < n)) ? 0x7fffffffffffffffLL : (long long)x",
+            "T x, int64 lo, int64 n, int64 ignore", "int64 y",
+            "(x == ignore || (x >= lo && x < n)) ? 0x7fffffffffffffffLL : (long long)x",
             "min(a, b)", "y = a", "0x7fffffffffffffffLL", "gpudl_smallest_bad_index")
-        return kernel(data, size, ignore)
-    bad = ((data < 0) | (data >= size)) & (data != ignore)
+        return kernel(data, low, size, ignore)
+    bad = ((data < low) | (data >= size)) & (data != ignore)
     return np.where(bad, data.astype(np.int64), NO_BAD_INDEX).min(initial=NO_BAD_INDEX)
 
 
-# On the GPU, index range checks are device-side and reported at the next device read
-# (backend.defer_check): reading a flag back per call would stall every step.
-deferred = backend.is_device_array
+# On the cuda device (a GPU, or the simulator standing for one), index range checks are
+# device-side and reported at the next device read (backend.defer_check): reading a flag back per
+# call would stall every step.
+deferred = backend.on_device
 
 
-def check_range(data, size, make_error, ignore_index=None):
+def check_range(data, size, make_error, ignore_index=None, low=0):
     """Raise ``make_error(bad value, deferred)`` when integer ``data`` holds a value outside
-    [0, size) other than ``ignore_index``: at once on the CPU, at the next device read on a GPU."""
+    [low, size) other than ``ignore_index``: at once on the CPU, at the next device read on the
+    cuda device."""
     if not data.size:
         return
     if deferred(data):
-        backend.defer_check(smallest_bad_index(data, size, ignore_index),
+        backend.defer_check(smallest_bad_index(data, size, ignore_index, low),
                             lambda value: value == NO_BAD_INDEX,
                             lambda value: make_error(value, True))
         return
-    bad = (data < 0) | (data >= size)
+    bad = (data < low) | (data >= size)
     if ignore_index is not None:
         bad &= data != ignore_index
     if bad.any():                                   # the first bad value, as torch reports
@@ -115,7 +117,9 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
 
 def _renorm_rows(weight, indices, max_norm, norm_type):
     xp = xp_of(weight._data)
-    rows = xp.unique(indices._data.reshape(-1))
+    # every picked row, repeats included: a repeat writes the same value again, and unique()
+    # would read the device for its data-dependent size
+    rows = indices._data.reshape(-1)
     picked = weight._data[rows]
     norms = (xp.abs(picked) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
     scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).astype(weight.dtype)
@@ -131,7 +135,7 @@ def one_hot(tensor, num_classes=-1):
     if num_classes == -1:
         if tensor._data.size == 0:
             raise ValueError("one_hot: cannot infer num_classes of an empty tensor")
-        num_classes = int(tensor._data.max()) + 1
+        num_classes = int(backend.host_value(tensor._data.max(), "one_hot(num_classes=-1)")) + 1
     check_indices("one_hot", "tensor", tensor, num_classes)
     xp = xp_of(tensor._data)
     out = tensor._data[..., None] == xp.arange(num_classes)

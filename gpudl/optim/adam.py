@@ -5,6 +5,8 @@ import functools
 import numpy as np
 
 from .. import backend
+from .capturable import advance_step, check_lr, device_step, kernel_scalar, lr_array, \
+    power_complement
 from .optimizer import (
     Optimizer,
     check_range,
@@ -43,6 +45,11 @@ class Adam(Optimizer):
     gradient plus ``weight_decay * p`` (L2 penalty). ``amsgrad=True`` uses the running maximum of
     v; ``maximize=True`` ascends.
 
+    ``capturable=True`` keeps the step count on the device (``state["step"]``, a 0-d float32
+    tensor) and computes the bias corrections there, so a replayed CUDA graph advances them; ``lr``
+    may be a 0-d Tensor, read where it lies (gpudl/optim/capturable.py). On the CPU both give the
+    same numbers as the defaults.
+
     Example:
         >>> opt = gd.optim.Adam(model.parameters(), lr=1e-3)
     """
@@ -50,14 +57,15 @@ class Adam(Optimizer):
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False, maximize=False):
+                 amsgrad=False, maximize=False, capturable=False):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, maximize=maximize)
+                        amsgrad=amsgrad, maximize=maximize, capturable=bool(capturable))
         super().__init__(params, defaults)
 
     def _check_group(self, group):
         name = type(self).__name__
-        for what in ("lr", "eps", "weight_decay"):
+        check_lr(name, group["lr"], check_range)
+        for what in ("eps", "weight_decay"):
             check_range(name, what, group[what])
         betas = group["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
@@ -66,18 +74,22 @@ class Adam(Optimizer):
             check_range(name, f"beta parameter at index {i}", beta, 0.0, 1.0)
 
     def _init_state(self, param, group):
-        state = {"step": 0, "exp_avg": new_state_buffer(param),
+        step = device_step(param) if group["capturable"] else 0
+        state = {"step": step, "exp_avg": new_state_buffer(param),
                  "exp_avg_sq": new_state_buffer(param)}
         if group["amsgrad"]:
             state["max_exp_avg_sq"] = new_state_buffer(param)
         return state
 
     def _update(self, param, grad, state, group):
-        state["step"] = step = state["step"] + 1
-        lr, weight_decay, (beta1, beta2) = group["lr"], group["weight_decay"], group["betas"]
+        step = advance_step(state, param, group["capturable"])
+        lr, weight_decay, (beta1, beta2) = lr_array(group["lr"]), group["weight_decay"], \
+            group["betas"]
         amsgrad = group["amsgrad"]
-        step_size = lr / (1 - beta1 ** step)
-        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+        dtype = param.dtype
+        neg_step_size = kernel_scalar(-lr / power_complement(beta1, step), dtype)
+        bias_correction2_sqrt = kernel_scalar(power_complement(beta2, step) ** 0.5, dtype)
+        decay = kernel_scalar(1 - lr * weight_decay, dtype)
         coupled = weight_decay if not self._decoupled else 0
         exp_avg, exp_avg_sq = state["exp_avg"]._data, state["exp_avg_sq"]._data
         second = state["max_exp_avg_sq"]._data if amsgrad else None
@@ -86,12 +98,12 @@ class Adam(Optimizer):
                                 bool(weight_decay) and self._decoupled)
             outs = "T param, T exp_avg, T exp_avg_sq" + (", T max_exp_avg_sq" if amsgrad else "")
             kernel = fused(_IN, outs, lines, "gpudl_adam")
-            kernel(grad, weight_decay, 1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2,
-                   bias_correction2_sqrt, group["eps"], -step_size, param, exp_avg, exp_avg_sq,
+            kernel(grad, weight_decay, decay, 1 - beta1, beta2, 1 - beta2, bias_correction2_sqrt,
+                   group["eps"], neg_step_size, param, exp_avg, exp_avg_sq,
                    *([second] if amsgrad else []))
             return
         if self._decoupled and weight_decay:
-            param *= 1 - lr * weight_decay
+            param *= decay
         g = effective_grad(param, grad, coupled, group["maximize"])
         scratch = self._scratch(param)
         lerp_(exp_avg, g, 1 - beta1, scratch)
@@ -105,7 +117,7 @@ class Adam(Optimizer):
         scratch /= bias_correction2_sqrt
         scratch += group["eps"]
         np.divide(exp_avg, scratch, out=scratch)
-        scratch *= -step_size
+        scratch *= neg_step_size
         param += scratch
 
 
@@ -116,6 +128,6 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, maximize=False):
+                 amsgrad=False, maximize=False, capturable=False):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize)
+                         amsgrad=amsgrad, maximize=maximize, capturable=capturable)

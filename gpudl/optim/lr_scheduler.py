@@ -3,6 +3,8 @@
 Each scheduler sets ``group["lr"]`` of its optimizer's groups when constructed (epoch 0) and at
 every ``step()``; call ``step()`` after ``optimizer.step()``, once per epoch (or per batch).
 The recursive (chainable) formulas are torch's, so the learning rates match it step by step.
+A learning rate given as a 0-d Tensor (capturable optimizers) is written in place, on its device,
+so a captured CUDA graph that reads it sees the new value; nothing is read back.
 """
 
 import math
@@ -11,7 +13,22 @@ import types
 from collections import Counter
 
 from ..autograd import recorded
+from ..tensor import Tensor
 from .optimizer import Optimizer
+
+
+def _copy(lr):
+    """A learning rate that does not alias the group's (a Tensor lr is written in place)."""
+    return lr.detach().clone() if isinstance(lr, Tensor) else lr
+
+
+def _set_lr(group, lr):
+    """Set ``group["lr"]``: in place on the device when it is a Tensor, as torch's fill_."""
+    current = group["lr"]
+    if isinstance(current, Tensor):
+        current._data[...] = lr._data if isinstance(lr, Tensor) else lr
+    else:
+        group["lr"] = lr
 
 
 class LRScheduler:
@@ -24,7 +41,7 @@ class LRScheduler:
         self.optimizer = optimizer
         for i, group in enumerate(optimizer.param_groups):
             if last_epoch == -1:
-                group.setdefault("initial_lr", group["lr"])
+                group.setdefault("initial_lr", _copy(group["lr"]))
             elif "initial_lr" not in group:
                 raise KeyError(f"{type(self).__name__}: param_groups[{i}] has no 'initial_lr' "
                                f"to resume from (last_epoch={last_epoch}); load the "
@@ -48,8 +65,8 @@ class LRScheduler:
         self._step_count += 1
         self.last_epoch += 1
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
-            group["lr"] = lr
-        self._last_lr = self._current_lrs()
+            _set_lr(group, lr)
+        self._last_lr = [_copy(lr) for lr in self._current_lrs()]
 
     def get_last_lr(self):
         """The learning rates the last ``step()`` set, one per parameter group."""
@@ -229,10 +246,10 @@ class ReduceLROnPlateau(LRScheduler):
             for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
                 new_lr = max(group["lr"] * self.factor, min_lr)
                 if group["lr"] - new_lr > self.eps:
-                    group["lr"] = new_lr
+                    _set_lr(group, new_lr)
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
-        self._last_lr = self._current_lrs()
+        self._last_lr = [_copy(lr) for lr in self._current_lrs()]
 
     def _is_better(self, value):
         if self.mode == "min":

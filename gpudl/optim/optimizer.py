@@ -207,8 +207,9 @@ def _state_value(name, index, key, value, param):
     """A loaded state entry: 'step' as an int, arrays copied to the parameter's device/dtype."""
     if isinstance(value, Tensor):
         value = value._data
-    if key == "step":
-        return int(float(value))           # torch stores a float tensor; ours is an int
+    if key == "step":                      # torch stores a float tensor; ours is an int
+        return int(float(backend.host_value(value, "load_state_dict") if hasattr(value, "item")
+                         else value))
     if isinstance(value, (numbers.Number, str)) or value is None:
         return value
     array = backend.to_numpy(value)

@@ -5,6 +5,7 @@ import functools
 import numpy as np
 
 from .. import backend
+from .capturable import advance_step, check_lr, device_step, kernel_scalar, lr_array
 from .optimizer import (
     Optimizer,
     check_range,
@@ -16,7 +17,7 @@ from .optimizer import (
     new_state_buffer,
 )
 
-_RMSPROP_IN = "T grad, T lr, T alpha, T alpha_weight, T eps, T weight_decay, T momentum"
+_RMSPROP_IN = "T grad, T neg_lr, T alpha, T alpha_weight, T eps, T weight_decay, T momentum"
 _ADAGRAD_IN = "T grad, T neg_clr, T eps, T weight_decay"
 
 
@@ -31,9 +32,9 @@ def _rmsprop_lines(centered, momentum, maximize, weight_decay):
         lines.append("T avg = sqrt(square_avg) + eps;")
     if momentum:
         lines.append("momentum_buffer = momentum_buffer * momentum + g / avg;")
-        lines.append("param = param + (-lr) * momentum_buffer;")
+        lines.append("param = param + neg_lr * momentum_buffer;")
     else:
-        lines.append("param = param + (-lr) * g / avg;")
+        lines.append("param = param + neg_lr * g / avg;")
     return tuple(lines)
 
 
@@ -48,23 +49,28 @@ class RMSprop(Optimizer):
     """torch.optim.RMSprop: ``v = alpha * v + (1 - alpha) * g * g``, ``p -= lr * g / (sqrt(v) +
     eps)``; ``centered=True`` subtracts the squared running mean of g from v, ``momentum > 0``
     accumulates ``b = momentum * b + g / (sqrt(v) + eps)`` and steps by ``lr * b``.
+    ``capturable=True`` keeps ``state["step"]`` on the device and ``lr`` may be a 0-d Tensor, as in
+    Adam (gpudl/optim/capturable.py).
 
     Example:
         >>> opt = gd.optim.RMSprop(model.parameters(), lr=1e-2, momentum=0.9)
     """
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, maximize=False):
+                 centered=False, maximize=False, capturable=False):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                        momentum=momentum, centered=centered, maximize=maximize)
+                        momentum=momentum, centered=centered, maximize=maximize,
+                        capturable=bool(capturable))
         super().__init__(params, defaults)
 
     def _check_group(self, group):
-        for what in ("lr", "alpha", "eps", "weight_decay", "momentum"):
+        check_lr("RMSprop", group["lr"], check_range)
+        for what in ("alpha", "eps", "weight_decay", "momentum"):
             check_range("RMSprop", what, group[what])
 
     def _init_state(self, param, group):
-        state = {"step": 0, "square_avg": new_state_buffer(param)}
+        step = device_step(param) if group["capturable"] else 0
+        state = {"step": step, "square_avg": new_state_buffer(param)}
         if group["momentum"] > 0:
             state["momentum_buffer"] = new_state_buffer(param)
         if group["centered"]:
@@ -72,7 +78,8 @@ class RMSprop(Optimizer):
         return state
 
     def _update(self, param, grad, state, group):
-        state["step"] += 1
+        advance_step(state, param, group["capturable"])
+        neg_lr = kernel_scalar(-lr_array(group["lr"]), param.dtype)
         alpha, momentum, centered = group["alpha"], group["momentum"], group["centered"]
         square_avg = state["square_avg"]._data
         extra = [state[k]._data for k in ("momentum_buffer", "grad_avg") if k in state]
@@ -82,7 +89,7 @@ class RMSprop(Optimizer):
             outs = "T param, T square_avg" + (", T momentum_buffer" if momentum > 0 else "") \
                 + (", T grad_avg" if centered else "")
             kernel = fused(_RMSPROP_IN, outs, lines, "gpudl_rmsprop")
-            kernel(grad, group["lr"], alpha, 1 - alpha, group["eps"], group["weight_decay"],
+            kernel(grad, neg_lr, alpha, 1 - alpha, group["eps"], group["weight_decay"],
                    momentum, param, square_avg, *extra)
             return
         g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
@@ -105,10 +112,10 @@ class RMSprop(Optimizer):
             buf *= momentum
             np.divide(g, avg, out=avg)
             buf += avg
-            np.multiply(buf, -group["lr"], out=avg)
+            np.multiply(buf, neg_lr, out=avg)
         else:
             np.divide(g, avg, out=avg)
-            avg *= -group["lr"]
+            avg *= neg_lr
         param += avg
 
 

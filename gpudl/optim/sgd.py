@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
+from .capturable import check_lr, kernel_scalar, lr_array
 from .optimizer import Optimizer, check_range, effective_grad, fused, grad_lines
 
 _IN = "T grad, T lr, T momentum, T dampening_weight, T weight_decay"
@@ -25,7 +26,8 @@ def _sgd_lines(momentum, first_step, nesterov, maximize, weight_decay):
 class SGD(Optimizer):
     """torch.optim.SGD: ``p -= lr * d``, where d is the gradient (+ weight_decay * p), or its
     momentum buffer ``b = momentum * b + (1 - dampening) * d`` (``b = d`` on the first step), or
-    with ``nesterov=True`` ``d + momentum * b``. ``maximize=True`` ascends instead.
+    with ``nesterov=True`` ``d + momentum * b``. ``maximize=True`` ascends instead. ``lr`` may be
+    a 0-d Tensor, read where it lies (gpudl/optim/capturable.py).
 
     Example:
         >>> opt = gd.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -39,7 +41,8 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _check_group(self, group):
-        for what in ("lr", "momentum", "weight_decay"):
+        check_lr("SGD", group["lr"], check_range)
+        for what in ("momentum", "weight_decay"):
             check_range("SGD", what, group[what])
         check_range("SGD", "dampening", group["dampening"], -np.inf)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
@@ -51,11 +54,12 @@ class SGD(Optimizer):
 
     def _update(self, param, grad, state, group):
         momentum = group["momentum"]
+        lr = kernel_scalar(lr_array(group["lr"]), param.dtype)     # a 0-d Tensor lr stays put
         buf = state.get("momentum_buffer")
         if backend.is_device_array(param):
             lines = _sgd_lines(bool(momentum), buf is None, group["nesterov"],
                                group["maximize"], bool(group["weight_decay"]))
-            scalars = (grad, group["lr"], momentum, 1 - group["dampening"],
+            scalars = (grad, lr, momentum, 1 - group["dampening"],
                        group["weight_decay"])
             if not momentum:
                 fused(_IN, "T param", lines, "gpudl_sgd")(*scalars, param)
@@ -84,5 +88,5 @@ class SGD(Optimizer):
                 d = np.add(d, scratch, out=scratch)
             else:
                 d = buf._data
-        np.multiply(d, -group["lr"], out=scratch)
+        np.multiply(d, -lr, out=scratch)
         param += scratch

@@ -63,10 +63,11 @@ def torch_step(torch, opt, params, grads):
     opt.step()
 
 
-def run_pair(torch, case, rng, steps=12, wrap=None):
+def run_pair(torch, case, rng, steps=12, wrap=None, torch_options=None):
     """Step gpudl and torch ``steps`` times from the same parameters on the same gradients.
 
-    ``wrap(array)`` may replace each gpudl parameter's array (the fused-kernel tests use it).
+    ``wrap(array)`` may replace each gpudl parameter's array (the fused-kernel tests use it);
+    ``torch_options`` replace the case's options for torch (an option torch refuses on the CPU).
     Returns (gpudl arrays, torch arrays, initial arrays).
     """
     name, options = case
@@ -77,7 +78,8 @@ def run_pair(torch, case, rng, steps=12, wrap=None):
             p._data = wrap(p._data)
     tparams = [torch.tensor(a, requires_grad=True) for a in init]
     opt = getattr(optim, name)(params, **options)
-    topt = getattr(torch.optim, name)(tparams, **options)
+    topt = getattr(torch.optim, name)(tparams, **(options if torch_options is None
+                                                   else torch_options))
     for grads in gradients(rng, SHAPES, steps):
         gd_step(opt, params, grads)
         torch_step(torch, topt, tparams, grads)

@@ -1,0 +1,69 @@
+"""Optimizer scalars that stay on the device: the step count of ``capturable=True`` and a learning
+rate given as a 0-d Tensor.
+
+A CUDA graph replays its kernels with the arguments they were captured with, so a step count or a
+bias correction passed as a Python number would be frozen at its captured value. With
+``capturable=True`` (torch's option of the same name) ``state["step"]`` is a 0-d float32 tensor on
+the parameter's device, advanced in place, and everything derived from it is computed on the
+device: a replayed graph advances it. A 0-d tensor learning rate is read by the update kernels
+where it lies, so a scheduler that writes it in place changes what a replay uses. Neither reads the
+device (backend.count_read).
+"""
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor
+
+
+def check_lr(optimizer, lr, check_range):
+    """Refuse a learning rate that is neither a real number >= 0 (``check_range``) nor a
+    one-element floating Tensor."""
+    if not isinstance(lr, Tensor):
+        check_range(optimizer, "lr", lr)
+        return
+    if lr.numel() != 1 or lr.dtype.kind != "f":
+        raise ValueError(f"{optimizer}: a Tensor lr must be a one-element floating tensor, got "
+                         f"dtype {lr.dtype} and shape {lr.shape}")
+
+
+def lr_array(lr):
+    """The learning rate as the update uses it: a number, or a Tensor lr's 0-d array."""
+    return lr._data.reshape(()) if isinstance(lr, Tensor) else lr
+
+
+def advance_step(state, param, capturable):
+    """Add one to ``state["step"]`` and return it: an int, or with ``capturable`` the 0-d float32
+    device array (created from a loaded int the first time, without a read)."""
+    step = state["step"]
+    if not capturable:
+        if isinstance(step, Tensor):     # capturable was switched off (or a torch state loaded)
+            step = int(backend.host_value(step._data, "optimizer step count"))
+        state["step"] = step + 1
+        return step + 1
+    if not isinstance(step, Tensor):
+        step = state["step"] = device_step(param, step)
+    step._data += 1
+    return step._data
+
+
+def device_step(param, value=0):
+    """A 0-d float32 tensor on ``param``'s device holding ``value`` (the step count torch keeps)."""
+    device = param.device.type if isinstance(param, Tensor) else \
+        ("cuda" if backend.on_device(param) else "cpu")
+    array = backend.to_device_array(np.array(value, np.float32), device)
+    return Tensor._make(array, False, None, 0, device)
+
+
+def power_complement(beta, step):
+    """``1 - beta ** step`` in float64: host math for an int step, device math for an array."""
+    if isinstance(step, int):
+        return 1 - beta ** step
+    return 1 - beta ** step.astype(np.float64)
+
+
+def kernel_scalar(value, dtype):
+    """A scalar of an update: numbers as they are (NumPy and CuPy cast them to the arrays'
+    dtype), a computed array or NumPy scalar cast to ``dtype`` (0-d on the device: CuPy broadcasts
+    it, no read), so that the arithmetic is the same in both cases."""
+    return value.astype(dtype) if hasattr(value, "astype") else value

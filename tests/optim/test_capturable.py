@@ -1,0 +1,135 @@
+"""capturable=True (the step count and bias corrections on the device) and 0-d Tensor learning
+rates, for Adam, AdamW and RMSprop. torch refuses capturable=True on the CPU, so the reference is
+torch with capturable=False: the numbers must not change."""
+
+import copy
+
+import numpy as np
+import pytest
+from fused_emulator import DeviceLike, HostKernel
+from optim_cases import CASES, SHAPES, assert_close, case_id, gd_step, gradients, \
+    initial_params, run_pair, torch_step
+
+import gpudl as gd
+import gpudl.optim as optim
+from gpudl import backend
+
+torch = pytest.importorskip("torch")
+
+CAPTURABLE = [c for c in CASES if c[0] in ("Adam", "AdamW", "RMSprop")]
+
+
+def _run(name, options, init, grads, wrap=None):
+    params = [gd.tensor(a, requires_grad=True) for a in init]
+    if wrap is not None:
+        for p in params:
+            p._data = wrap(p._data)
+    opt = getattr(optim, name)(params, **options)
+    for g in grads:
+        gd_step(opt, params, g)
+    return [np.asarray(p._data).view(np.ndarray) for p in params], opt
+
+
+@pytest.mark.parametrize("case", CAPTURABLE, ids=case_id)
+def test_capturable_gives_the_same_numbers(case, rng):
+    name, options = case
+    init, grads = initial_params(rng), gradients(rng, SHAPES, 8)
+    plain, _ = _run(name, options, init, grads)
+    captured, opt = _run(name, dict(options, capturable=True), init, grads)
+    for a, b in zip(plain, captured):
+        np.testing.assert_array_equal(a, b)
+    step = opt.state[opt.param_groups[0]["params"][0]]["step"]
+    assert isinstance(step, gd.Tensor) and step.dtype == gd.float32 and step.shape == ()
+    assert step.item() == 8
+
+
+@pytest.mark.parametrize("case", CAPTURABLE, ids=case_id)
+def test_capturable_matches_torch(case, rng):
+    name, options = case
+    ours, theirs, _ = run_pair(torch, (name, dict(options, capturable=True)), rng, steps=8,
+                               torch_options=options)
+    assert_close(ours, theirs)
+
+
+@pytest.mark.skipif(__import__("shutil").which("g++") is None, reason="needs a C++ compiler")
+@pytest.mark.parametrize("case", [c for c in CAPTURABLE if c[1]], ids=case_id)
+def test_capturable_fused_kernel_matches_the_cpu(case, rng, monkeypatch):
+    """The GPU branch (fused kernels run as host C++, tests/optim/fused_emulator.py) with the
+    device-side step count gives the CPU's numbers."""
+    name, options = case
+    init, grads = initial_params(rng), gradients(rng, SHAPES, 6)
+    plain, _ = _run(name, options, init, grads)
+    monkeypatch.setattr(backend, "is_device_array", lambda a: isinstance(a, DeviceLike))
+    monkeypatch.setattr(backend, "elementwise_kernel", HostKernel)
+    monkeypatch.setattr(HostKernel, "calls", 0)
+    fused, _ = _run(name, dict(options, capturable=True), init, grads,
+                    wrap=lambda a: a.view(DeviceLike))
+    assert HostKernel.calls == 6 * len(SHAPES)
+    assert_close(fused, plain)
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "RMSprop"])
+def test_capturable_state_dict_round_trip(name, rng):
+    init, grads = initial_params(rng), gradients(rng, SHAPES, 8)
+    straight, _ = _run(name, dict(lr=0.01, capturable=True), init, grads)
+    first = [gd.tensor(a, requires_grad=True) for a in init]
+    opt1 = getattr(optim, name)(first, lr=0.01, capturable=True)
+    for g in grads[:4]:
+        gd_step(opt1, first, g)
+    saved = copy.deepcopy(opt1.state_dict())
+    assert isinstance(saved["state"][0]["step"], gd.Tensor)
+    resumed = [gd.tensor(p.numpy(), requires_grad=True) for p in first]
+    opt2 = getattr(optim, name)(resumed, lr=0.5)
+    opt2.load_state_dict(saved)
+    assert opt2.param_groups[0]["capturable"] is True
+    for g in grads[4:]:
+        gd_step(opt2, resumed, g)
+    assert opt2.state[resumed[0]]["step"].item() == 8
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "RMSprop"])
+def test_switching_capturable_off_after_a_load_keeps_counting(name, rng):
+    init, grads = initial_params(rng), gradients(rng, SHAPES, 4)
+    params = [gd.tensor(a, requires_grad=True) for a in init]
+    opt = getattr(optim, name)(params, lr=0.01, capturable=True)
+    gd_step(opt, params, grads[0])
+    opt.param_groups[0]["capturable"] = False
+    gd_step(opt, params, grads[1])
+    assert opt.state[params[0]]["step"] == 2
+
+
+@pytest.mark.parametrize("name, options", [
+    ("Adam", {}), ("Adam", dict(capturable=True)), ("AdamW", dict(capturable=True)),
+    ("RMSprop", dict(momentum=0.5)), ("RMSprop", dict(capturable=True)),
+    ("SGD", dict(momentum=0.9, weight_decay=0.01))])
+def test_tensor_lr_matches_torch_and_a_scheduler_writes_it_in_place(name, options, rng):
+    init, grads = initial_params(rng), gradients(rng, SHAPES, 6)
+    params = [gd.tensor(a, requires_grad=True) for a in init]
+    tparams = [torch.tensor(a, requires_grad=True) for a in init]
+    lr = gd.tensor(0.02)
+    opt = getattr(optim, name)(params, lr=lr, **options)
+    torch_options = {k: v for k, v in options.items() if k != "capturable"}
+    topt = getattr(torch.optim, name)(tparams, lr=torch.tensor(0.02), foreach=False,
+                                      **torch_options)
+    sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    tsched = torch.optim.lr_scheduler.StepLR(topt, step_size=2, gamma=0.5)
+    for g in grads:
+        gd_step(opt, params, g)
+        torch_step(torch, topt, tparams, g)
+        sched.step()
+        tsched.step()
+        assert opt.param_groups[0]["lr"] is lr                   # written in place
+        assert lr.item() == pytest.approx(float(topt.param_groups[0]["lr"]))
+    assert opt.param_groups[0]["initial_lr"].item() == pytest.approx(0.02)
+    assert_close([p.numpy() for p in params], [t.detach().numpy() for t in tparams])
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop"])
+@pytest.mark.parametrize("lr, message", [(gd.tensor([0.1, 0.2]), "one-element floating"),
+                                         (gd.tensor(1), "one-element floating"),
+                                         (-0.1, "invalid lr")])
+def test_bad_lr_is_refused(name, lr, message):
+    with pytest.raises(ValueError, match=f"{name}: .*{message}"):
+        getattr(optim, name)([gd.zeros(2, requires_grad=True)], lr=lr)

@@ -1,0 +1,211 @@
+"""A whole training step on the cuda device reads nothing back from it (issue 14).
+
+Under Numba's CUDA simulator the cuda device keeps NumPy arrays, and backend.count_read counts
+every read of them at the same call sites as CuPy arrays on a GPU: forward, a cross-entropy (or
+MSE, or binary cross-entropy) loss, backward, clip_grad_norm_, an optimizer step, a scheduler step and zero_grad must add
+nothing to gd.cuda.sync_count(); reading the loss then adds exactly one.
+"""
+
+import traceback
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+import gpudl.nn.functional as F
+from gpudl import backend, nn
+from gpudl.tensor import Tensor
+
+pytestmark = [pytest.mark.simulator,
+              pytest.mark.skipif(not backend.SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1")]
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 2 * 2, 3)
+
+    def forward(self, x):
+        return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+
+
+class SmallLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(2, 3, batch_first=True)
+        self.head = nn.Linear(3, 1)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+
+class SmallTransformer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, dropout=0.1,
+                                                batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.layer(x).mean(dim=1))
+
+
+class SmallAutoencoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 3), nn.Tanh(), nn.Linear(3, 6), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _autoencoder_batch():
+    x = gd.rand(2, 6, device="cuda")
+    return x, x, F.binary_cross_entropy
+
+
+def _cnn_batch():
+    return gd.randn(2, 1, 4, 4, device="cuda"), gd.tensor([0, 2], device="cuda"), F.cross_entropy
+
+
+def _lstm_batch():
+    return gd.randn(2, 3, 2, device="cuda"), gd.randn(2, 1, device="cuda"), F.mse_loss
+
+
+def _transformer_batch():
+    return gd.randn(2, 3, 4, device="cuda"), gd.tensor([1, 0], device="cuda"), F.cross_entropy
+
+
+def _sgd(params):
+    return gd.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+
+def _adam(params):
+    return gd.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
+
+
+def _capturable_adamw(params):
+    return gd.optim.AdamW(params, lr=1e-3, capturable=True)
+
+
+MODELS = {"cnn": (SmallCNN, _cnn_batch), "lstm": (SmallLSTM, _lstm_batch),
+          "transformer": (SmallTransformer, _transformer_batch),
+          "autoencoder_bce": (SmallAutoencoder, _autoencoder_batch)}
+OPTIMIZERS = {"sgd_momentum": _sgd, "adam": _adam, "adamw_capturable": _capturable_adamw}
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("model", list(MODELS))
+def test_a_training_step_reads_nothing_back(model, optimizer):
+    build, batch = MODELS[model]
+    net = build().to("cuda")
+    opt = OPTIMIZERS[optimizer](net.parameters())
+    scheduler = gd.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    x, y, loss_fn = batch()
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        scheduler.step()
+        return loss
+
+    step()                                  # the first step builds state (plans, buffers)
+    before = gd.cuda.sync_count()
+    loss = step()
+    assert gd.cuda.sync_count() == before, "a training step read the device"
+    loss.item()
+    assert gd.cuda.sync_count() == before + 1
+
+
+# ---------------------------------------------------------------- implicit reads
+class _Watched(np.ndarray):
+    """NumPy data standing for device memory that records every implicit read of itself
+    (``bool()``, ``int()``, ``float()``, ``.item()``, ``.tolist()``: each would copy from a GPU),
+    except those the read gate makes (backend.py counts them). Results of NumPy operations on it
+    stay watched (``__array_wrap__``), so a read of anything computed from the step's data is
+    seen, which the counter alone cannot see: it only counts the reads that go through the gate."""
+
+    reads = None          # a list while armed
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        return np.asarray(array).view(_Watched)
+
+    def _read(self, kind):
+        if _Watched.reads is None:
+            return
+        frames = [f for f in traceback.extract_stack()[:-2] if "/gpudl/" in f.filename]
+        if frames and not frames[-1].filename.endswith("backend.py"):
+            _Watched.reads.append(f"{kind} at {frames[-1].filename}:{frames[-1].lineno}")
+
+    def __bool__(self):
+        self._read("bool")
+        return bool(np.asarray(self))
+
+    def __int__(self):
+        self._read("int")
+        return int(np.asarray(self))
+
+    def __float__(self):
+        self._read("float")
+        return float(np.asarray(self))
+
+    def __index__(self):
+        self._read("index")
+        return np.asarray(self).__index__()
+
+    def item(self, *args):
+        self._read("item")
+        return np.asarray(self).item(*args)
+
+    def tolist(self):
+        self._read("tolist")
+        return np.asarray(self).tolist()
+
+
+@pytest.fixture
+def watched(monkeypatch):
+    """Every array a Tensor is made with becomes _Watched; _Watched.reads collects reads."""
+    make = Tensor._make.__func__
+
+    def watched_make(cls, data, *args):
+        if type(data) is np.ndarray:
+            data = data.view(_Watched)
+        return make(cls, data, *args)
+
+    monkeypatch.setattr(Tensor, "_make", classmethod(watched_make))
+    yield
+    _Watched.reads = None
+
+
+@pytest.mark.parametrize("optimizer", ["sgd_momentum", "adamw_capturable"])
+@pytest.mark.parametrize("model", list(MODELS))
+def test_a_training_step_reads_nothing_implicitly(watched, model, optimizer):
+    build, batch = MODELS[model]
+    net = build().to("cuda")
+    for p in net.parameters():
+        p._data = p._data.view(_Watched)
+    opt = OPTIMIZERS[optimizer](net.parameters())
+    scheduler = gd.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    x, y, loss_fn = batch()
+    x._data, y._data = x._data.view(_Watched), y._data.view(_Watched)
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        scheduler.step()
+        return loss
+
+    step()
+    _Watched.reads = []
+    loss = step()
+    assert _Watched.reads == []
+    loss.item()                               # through the gate: counted, not an implicit read
+    assert _Watched.reads == []
