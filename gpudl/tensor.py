@@ -119,8 +119,9 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         return backend.to_numpy(self._data, "Tensor.numpy")
 
     def _guard_host_read(self, what):
-        """A CPU graph capture refuses reads of values (on a GPU, backend.host_sync does)."""
-        if backend.capture_guard is not None and not backend.is_device_array(self._data):
+        """A CPU graph capture refuses reads of host values (a device read is refused by
+        backend.count_read)."""
+        if backend.capture_guard is not None and not backend.on_device(self._data):
             backend.capture_guard(what, "reads the tensor's values")
 
     def __array__(self, dtype=None, copy=None):
