@@ -20,6 +20,11 @@ direction ``h0`` sits at slot 0 and step t writes slot t + 1; for the reverse di
 at slot T and step t writes slot t. So the output and the "previous state" of every step are both
 contiguous slices of that buffer, and the weight-gradient GEMMs need no copies.
 
+On a GPU, float32 LSTM layers with hidden size up to 54 skip steps 2 and 3's per-step launches:
+kernels/lstm_persistent_cuda.py runs the whole time loop of a pass in ONE kernel (w_hh in shared
+memory, the batch split over blocks), writing the same buffers as the per-step path; larger hidden
+sizes, float64, GRU and RNN keep the per-step path (``_persistent`` chooses).
+
 The per-step pointwise functions share one signature on both devices,
 ``cell(t, s_in, s_out, *arrays)`` (``s_in``/``s_out``: the state slots read and written), so the
 sequence loops below serve the CPU twin and the CUDA kernels alike (``lstm_cuda.CELLS``).

@@ -42,6 +42,7 @@ from .lstm_cuda import _sigmoid, kernel_args
 SHARED_LIMIT = 48 * 1024    # dynamic shared memory a block may use without an opt-in attribute;
                             # 0 sends every LSTM to the per-step path (benchmarks compare both)
 THREADS_MAX = 1024          # CUDA's limit per block
+ROWS_MAX = 64               # CUDA's limit on blockDim.z (the rows of a block)
 TARGET_BLOCKS = 132         # SMs on an H100/H200: grow rows per block only once every SM has one
 DTYPE = "float32"
 # The budget of the sunspots shape (H = 32, one row per block: 128 threads); the gate compiles
@@ -65,7 +66,7 @@ def rows_per_block(dtype, B, H):
     keeps the per-step path (another dtype, or w_hh with one row's state over SHARED_LIMIT)."""
     if np.dtype(dtype) != np.dtype(DTYPE) or H == 0:
         return 0
-    rows = max(1, min(-(-B // TARGET_BLOCKS), THREADS_MAX // (4 * H)))
+    rows = max(1, min(-(-B // TARGET_BLOCKS), THREADS_MAX // (4 * H), ROWS_MAX))
     while rows and 4 * shared_floats(H, rows, backward=True) > SHARED_LIMIT:
         rows -= 1
     return rows

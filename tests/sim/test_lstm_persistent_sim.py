@@ -72,6 +72,7 @@ def test_rows_per_block(P, monkeypatch):
     assert P.rows_per_block(np.float32, 64, 32) == 1          # the sunspots model: a row a block
     assert P.rows_per_block(np.float32, 1000, 32) == 8        # 132 SMs busy, 1024 threads a block
     assert P.rows_per_block(np.float32, 100000, 16) == 16     # 1024 threads
+    assert P.rows_per_block(np.float32, 100000, 2) == 64      # blockDim.z's limit
     assert P.rows_per_block(np.float32, 1, 54) == 1           # 16*54^2 + 32*54 B <= 48 KiB
     assert P.rows_per_block(np.float32, 1, 55) == 0
     assert P.rows_per_block(np.float64, 4, 8) == 0
