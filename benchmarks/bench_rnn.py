@@ -1,7 +1,7 @@
 """asv suites for the recurrent layers: LSTM (and GRU) forward and forward+backward over a whole
 sequence, (seq, batch, input, hidden) as in benchmarks/compare.py. The large shape runs on a GPU only.
-``SunspotsLSTM``: the sunspots example's 2-layer LSTM (hidden 32), on a GPU on both of the LSTM's
-paths (persistent kernels, and the per-step launches they replace)."""
+``SunspotsLSTM``: the sunspots example's 2-layer LSTM (hidden 32), on a GPU on both LSTM paths
+(the persistent kernels, and the per-step launches they replace)."""
 
 import gpudl as gd
 from gpudl import nn

@@ -45,14 +45,6 @@ THREADS_MAX = 1024          # CUDA's limit per block
 ROWS_MAX = 64               # CUDA's limit on blockDim.z (the rows of a block)
 TARGET_BLOCKS = 132         # SMs on an H100/H200: grow rows per block only once every SM has one
 DTYPE = "float32"
-# The budget of the sunspots shape (H = 32, one row per block: 128 threads); the gate compiles
-# the kernel once, whatever H it later runs with. Latency-bound: occupancy matters little (a grid
-# has about one block per batch row), spills and local memory in the time loop do.
-SUNSPOTS_H = 32
-BUDGET_FWD = Budget(threads=4 * SUNSPOTS_H, shared_bytes=4 * (4 * SUNSPOTS_H ** 2 + 5 * SUNSPOTS_H),
-                    min_occupancy=0.5)
-BUDGET_BWD = Budget(threads=4 * SUNSPOTS_H, shared_bytes=4 * (4 * SUNSPOTS_H ** 2 + 8 * SUNSPOTS_H),
-                    min_occupancy=0.5)
 
 
 def shared_floats(H, rows, backward):
@@ -70,6 +62,17 @@ def rows_per_block(dtype, B, H):
     while rows and 4 * shared_floats(H, rows, backward=True) > SHARED_LIMIT:
         rows -= 1
     return rows
+
+
+# The budget of the sunspots shape (H = 32, one row per block: 128 threads); the gate compiles
+# the kernel once, whatever H it later runs with. Latency-bound: occupancy matters little (a grid
+# has about one block per batch row), spills and local memory in the time loop do. The dot
+# product's loop issues two shared loads per FFMA, so its FFMA share tops out near a third; 20%
+# catches index code creeping back in (Numba's negative-index wraparound took it to 4%).
+SUNSPOTS_H = 32
+BUDGET_FWD, BUDGET_BWD = (Budget(threads=4 * SUNSPOTS_H, min_occupancy=0.5, min_fma_share=0.2,
+                                 shared_bytes=4 * shared_floats(SUNSPOTS_H, 1, backward))
+                          for backward in (False, True))
 
 
 # --------------------------------------------------------------------------- kernels
@@ -104,15 +107,14 @@ def _lstm_seq_fwd_kernel(reverse, w_hh, gates, c, tanh_c, h):
     for step in range(T):
         t = uint64(T - 1 - step if reverse else step)
         # gate k of row b: the recurrent dot product, the projection, the nonlinearity
-        acc = float32(0)
+        acc = projection
+        if live and step + 1 < T:          # issued before the dot product, which hides it
+            projection = gates[t - uint64(1) if reverse else t + uint64(1), ub, k]
         at, w_at, end = h_at, k, h_at + uint64(H)
         while at < end:
             acc += sh[at] * sh[w_at]
             at += uint64(1)
             w_at += uint64(G)
-        acc += projection
-        if live and step + 1 < T:
-            projection = gates[t - uint64(1) if reverse else t + uint64(1), ub, k]
         a = math.tanh(acc) if q == 2 else _sigmoid(acc)
         sh[g_at + k] = a
         if live:
@@ -145,11 +147,11 @@ def _lstm_seq_bwd_kernel(reverse, w_hh, gy, dh, dc, gates, c, tanh_c, dgates):
     ub, uj = uint64(b), uint64(j)
     uH = uint64(H)
     one = float32(1)
-    sh = cuda.shared.array(0, float32)     # [w_hh (4H, H) | dgates (rows, 4H) | dh partials (rows, 4, H)]
+    sh = cuda.shared.array(0, float32)  # [w_hh (4H, H) | dgates (rows, 4H) | dh parts (rows, 4H)]
     d_at = uint64(G * H + r * G)
     p_at = uint64(G * H + rows * G + r * G)
-    m = r
-    while m < H:                           # w_hh as is: at each m, neighbouring j in neighbouring banks
+    m = r                                  # w_hh as is: neighbouring j in neighbouring banks
+    while m < H:
         sh[k * uH + uint64(m)] = w_hh[k, uint64(m)]
         m += rows
     carry = float32(0)                     # dL/dc, carried backwards through the steps

@@ -123,7 +123,8 @@ def test_paths_share_the_saved_layout(rng, P, monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_too_large_hidden_size_takes_the_step_path(rng, P, monkeypatch):
+@pytest.mark.parametrize("reverse", [False, True])
+def test_too_large_hidden_size_takes_the_step_path(rng, P, monkeypatch, reverse):
     """H over what shared memory holds: the per-step kernels run, with the same results."""
     B, H = 2, 5
     monkeypatch.setattr(P, "SHARED_LIMIT", 4 * P.shared_floats(H, 1, True) - 4)
@@ -132,8 +133,8 @@ def test_too_large_hidden_size_takes_the_step_path(rng, P, monkeypatch):
     monkeypatch.setitem(P.SEQUENCES, "lstm", (called.append, called.append))
     w, x, hx, cx = _layer(rng, B, H)
     grads_of = [_random(rng, T, B, H), _random(rng, B, H), _random(rng, B, H)]
-    got = _run(x, hx, cx, w, True, grads_of)
-    expected = _run(*_float64([x, hx, cx]), _float64(w), True, _float64(grads_of), "cpu")
+    got = _run(x, hx, cx, w, reverse, grads_of)
+    expected = _run(*_float64([x, hx, cx]), _float64(w), reverse, _float64(grads_of), "cpu")
     assert called == []
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a, b, **TOL)
