@@ -48,11 +48,11 @@ def _random(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def _layer(rng, B, H, initial=True):
+def _layer(rng, B, H, initial=True, steps=T):
     w = {"w_ih": _random(rng, 4 * H, I) * 0.5, "w_hh": _random(rng, 4 * H, H) * 0.5,
          "b_ih": _random(rng, 4 * H), "b_hh": _random(rng, 4 * H)}
     state = [_random(rng, B, H) if initial else np.zeros((B, H), np.float32) for _ in range(2)]
-    return w, _random(rng, T, B, I), *state
+    return w, _random(rng, steps, B, I), *state
 
 
 def _run(x, hx, cx, w, reverse, grads_of, device=None):
@@ -107,6 +107,20 @@ def test_without_output_gradients_or_initial_state(rng, paths):
                     [grads_of[0].astype(np.float64), None, None], "cpu")
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a, b, **TOL)
+
+
+@pytest.mark.parametrize("steps", [1, 6])
+def test_sequence_lengths(rng, paths, steps):
+    """One step (no value is loaded a step ahead) and a longer sequence."""
+    B, H = 2, 3
+    w, x, hx, cx = _layer(rng, B, H, steps=steps)
+    grads_of = [_random(rng, steps, B, H), _random(rng, B, H), _random(rng, B, H)]
+    for reverse in (False, True):
+        got = _run(x, hx, cx, w, reverse, grads_of)
+        expected = _run(*_float64([x, hx, cx]), _float64(w), reverse, _float64(grads_of), "cpu")
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, **TOL)
+    assert paths == {"forward": 2, "backward": 2}
 
 
 def test_paths_share_the_saved_layout(rng, P, monkeypatch):
