@@ -48,7 +48,7 @@ class GRU(_Recurrent):
 
 class SunspotsLSTM:
     """LSTM(1 -> 32, 2 layers) forward+backward, (seq, batch) from the sunspots example's range.
-    ``per-step`` turns the persistent kernels off (kernels/lstm_persistent_cuda.SHARED_LIMIT = 0);
+    ``per-step`` turns the persistent kernels off (kernels/lstm_persistent_cuda.HIDDEN_MAX = 0);
     the CPU has the per-step path only."""
     params = [[(32, 16), (32, 64), (128, 16), (128, 64)], ["persistent", "per-step"]]
     param_names = ["seq, batch", "path"]
@@ -59,7 +59,7 @@ class SunspotsLSTM:
         self.limit = None
         if path == "per-step":
             from gpudl.kernels import lstm_persistent_cuda as P
-            self.limit, P.SHARED_LIMIT = P.SHARED_LIMIT, 0
+            self.limit, P.HIDDEN_MAX = P.HIDDEN_MAX, 0
         seq, batch = shape
         gd.manual_seed(0)
         self.module = nn.LSTM(1, 32, num_layers=2)
@@ -69,7 +69,7 @@ class SunspotsLSTM:
     def teardown(self, shape, path):
         if self.limit is not None:
             from gpudl.kernels import lstm_persistent_cuda as P
-            P.SHARED_LIMIT = self.limit
+            P.HIDDEN_MAX = self.limit
 
     def time_forward_backward(self, shape, path):
         self.module(self.x)[0].backward(self.gout)

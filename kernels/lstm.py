@@ -20,10 +20,10 @@ direction ``h0`` sits at slot 0 and step t writes slot t + 1; for the reverse di
 at slot T and step t writes slot t. So the output and the "previous state" of every step are both
 contiguous slices of that buffer, and the weight-gradient GEMMs need no copies.
 
-On a GPU, float32 LSTM layers with hidden size up to 54 skip steps 2 and 3's per-step launches:
-kernels/lstm_persistent_cuda.py runs the whole time loop of a pass in ONE kernel (w_hh in shared
-memory, the batch split over blocks), writing the same buffers as the per-step path; larger hidden
-sizes, float64, GRU and RNN keep the per-step path (``_persistent`` chooses).
+On a GPU, float32 LSTM layers with hidden size up to 64 skip steps 2 and 3's per-step launches:
+kernels/lstm_persistent_cuda.py runs the whole time loop of a pass in ONE kernel (w_hh in
+registers, the batch split over blocks), writing the same buffers as the per-step path; larger
+hidden sizes, float64, GRU and RNN keep the per-step path (``_persistent`` chooses).
 
 The per-step pointwise functions share one signature on both devices,
 ``cell(t, s_in, s_out, *arrays)`` (``s_in``/``s_out``: the state slots read and written), so the
@@ -215,8 +215,8 @@ def _implementation(device, x):
 def _persistent(mode, device, x, H):
     """(forward, backward) running a whole sequence in one CUDA launch each, taking the step
     functions' arrays after ``(reverse, w_hh)`` (kernels/lstm_persistent_cuda.py); None where the
-    per-step path runs: on the CPU, for GRU/RNN, and for LSTMs whose w_hh does not fit a block's
-    shared memory (float32 with hidden size up to 54 fits)."""
+    per-step path runs: on the CPU, for GRU/RNN, and for LSTMs other than float32 with hidden
+    size up to 64 (``lstm_persistent_cuda.rows_per_block``)."""
     if mode != "lstm" or (device or backend.kernel_device(x)) != "cuda":
         return None
     from . import lstm_persistent_cuda as P

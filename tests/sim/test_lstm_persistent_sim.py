@@ -73,10 +73,11 @@ def test_rows_per_block(P, monkeypatch):
     assert P.rows_per_block(np.float32, 1000, 32) == 8        # 132 SMs busy, 1024 threads a block
     assert P.rows_per_block(np.float32, 100000, 16) == 16     # 1024 threads
     assert P.rows_per_block(np.float32, 100000, 2) == 64      # blockDim.z's limit
-    assert P.rows_per_block(np.float32, 1, 54) == 1           # 16*54^2 + 32*54 B <= 48 KiB
-    assert P.rows_per_block(np.float32, 1, 55) == 0
+    assert P.rows_per_block(np.float32, 1000, 64) == 4        # 1024 threads
+    assert P.rows_per_block(np.float32, 1, 64) == 1           # HIDDEN_MAX
+    assert P.rows_per_block(np.float32, 1, 65) == 0
     assert P.rows_per_block(np.float64, 4, 8) == 0
-    monkeypatch.setattr(P, "SHARED_LIMIT", 0)
+    monkeypatch.setattr(P, "HIDDEN_MAX", 0)
     assert P.rows_per_block(np.float32, 4, 8) == 0
 
 
@@ -131,7 +132,7 @@ def test_paths_share_the_saved_layout(rng, P, monkeypatch):
     gy, g_hn, g_cn = _random(rng, T, B, H), _random(rng, B, H), _random(rng, B, H)
     y, _, _, saved = K.rnn_forward("lstm", x, hx, cx, **w)
     persistent = K.rnn_backward(saved, w["w_ih"], w["w_hh"], gy, g_hn, g_cn)
-    monkeypatch.setattr(P, "SHARED_LIMIT", 0)                  # the per-step backward
+    monkeypatch.setattr(P, "HIDDEN_MAX", 0)                    # the per-step backward
     stepwise = K.rnn_backward(saved, w["w_ih"], w["w_hh"], gy, g_hn, g_cn)
     for a, b in zip(persistent, stepwise):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -139,9 +140,9 @@ def test_paths_share_the_saved_layout(rng, P, monkeypatch):
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_too_large_hidden_size_takes_the_step_path(rng, P, monkeypatch, reverse):
-    """H over what shared memory holds: the per-step kernels run, with the same results."""
+    """H over HIDDEN_MAX: the per-step kernels run, with the same results."""
     B, H = 2, 5
-    monkeypatch.setattr(P, "SHARED_LIMIT", 4 * P.shared_floats(H, 1, True) - 4)
+    monkeypatch.setattr(P, "HIDDEN_MAX", H - 1)
     assert P.rows_per_block(np.float32, B, H) == 0
     called = []
     monkeypatch.setitem(P.SEQUENCES, "lstm", (called.append, called.append))
@@ -155,10 +156,10 @@ def test_too_large_hidden_size_takes_the_step_path(rng, P, monkeypatch, reverse)
 
 
 def test_launcher_refuses_what_does_not_fit(P):
-    B, H = 2, 60
+    B, H = 2, 65
     arrays = [np.zeros(s, np.float32) for s in
               [(T, B, 4 * H), (B, 4 * H), (T + 1, B, H), (T, B, H), (T + 1, B, H)]]
-    with pytest.raises(ValueError, match="hidden size 60 does not fit"):
+    with pytest.raises(ValueError, match="hidden size 65 does not take the persistent"):
         P.forward(False, np.zeros((4 * H, H), np.float32), *arrays)
 
 
