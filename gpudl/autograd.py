@@ -32,6 +32,11 @@ _Tensor = None  # set by gpudl.tensor at import (tensor.py sits below this modul
 # backward's contributions (DistributedDataParallel launches its all-reduce from them). Kept
 # here, not on the Tensor, so tensors without hooks carry nothing; a finalizer drops the entry.
 _post_accumulate_hooks = {}
+# The hook of a CUDA graph capture or CPU replay (gpudl.graph_recorder) while one runs, else
+# None: Function.apply, the backward walk, gradient accumulation and the methods decorated with
+# ``recorded`` check it once and run unchanged when it is None or not active (another thread's,
+# or its own plain calls).
+_capture = None
 
 
 class _GradState(threading.local):
@@ -146,6 +151,8 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
+        if _capture is not None and _capture.active():
+            return _capture.apply(cls, args)
         Tensor = _Tensor
         raw = [a._data if isinstance(a, Tensor) else a for a in args]
         record = _grad.enabled and any(
@@ -296,13 +303,21 @@ def backward(tensor, grad=None, retain_graph=False):
             raise RuntimeError(
                 f"backward: grad has shape {tuple(np.shape(grad))} but the tensor has shape "
                 f"{tuple(tensor.shape)}")
+    if _capture is not None and _capture.active():
+        return _capture.backward(tensor, grad, retain_graph)
+    _backward(tensor, grad, retain_graph)
+
+
+def _backward(tensor, grad, retain_graph, order=None):
+    """The walk from ``tensor`` with its gradient array ``grad`` (``order``: the nodes from
+    _topological_order when known already)."""
     if tensor.grad_fn is None:
         _accumulate(tensor, grad)
         _run_hooks(tensor)
         return
     root = tensor.grad_fn
     pending = {root: {tensor._out_index: grad}}
-    order = _topological_order(root)
+    order = order or _topological_order(root)
     waiting = _leaf_edge_counts(order) if _post_accumulate_hooks else None
     with no_grad():
         for node in order:
@@ -431,8 +446,26 @@ def _checked(node, i, g, shape, dtype):
 
 
 def _accumulate(tensor, g):
+    if _capture is not None and _capture.active():
+        return _capture.accumulate(tensor, g)
     if tensor.grad is None:
         # a copy: the same gradient array may reach several leaves, and users update grads in place
         tensor.grad = _Tensor._make(g.copy(), False, None, 0, tensor.device)
     else:
         tensor.grad._data = tensor.grad._data + g
+
+
+def recorded(kind):
+    """Decorator of the methods a CPU graph capture records as one replayed call each: ``kind``
+    "inplace" (a Tensor method writing its tensor), "optimizer" (Optimizer.step, zero_grad),
+    "grads" (Module.zero_grad, clip_grad_norm_: the first argument's parameters' gradients),
+    "compute" (a Tensor method making a new tensor without a Function: comparisons, argmax) or
+    "refused" (cannot be replayed: raises during a capture)."""
+    def decorate(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            if _capture is not None and _capture.active():
+                return _capture.call(kind, method, self, args, kwargs)
+            return method(self, *args, **kwargs)
+        return run
+    return decorate

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from . import backend, dtypes, random
+from . import autograd, backend, dtypes, random
 from .tensor import Tensor
 from .tensor_shape import shape_arg
 
@@ -68,6 +68,9 @@ def _factory(op, fill, size, dtype, device, requires_grad):
     dtype = dtypes.as_dtype(dtype, op) or dtypes.DEFAULT_FLOAT
     device = backend.check_device(device, op)
     array = fill(backend.xp_for(device), size, dtype, device)
+    if autograd._capture is not None and autograd._capture.active() \
+            and not op.startswith("rand"):
+        autograd._capture.constant(array)    # the same values on every replay
     out = Tensor._make(array, False, None, 0, device)
     return out.requires_grad_(True) if requires_grad else out
 

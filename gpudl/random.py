@@ -19,6 +19,9 @@ def manual_seed(seed):
 
 def generator(device):
     """The generator for ``device`` (a numpy.random.Generator or cupy.random.Generator)."""
+    if device == "cuda" and backend.capture_guard is not None and backend._cupy is not None:
+        backend.capture_guard("random numbers on the GPU (dropout, rand, randn, ...)",
+                              "are not known to advance at each replay of a CuPy graph")
     gen = _generators.get(device)
     if gen is None:
         seed = _generators.get("seed")

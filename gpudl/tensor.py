@@ -31,6 +31,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         from .creation import as_array
         device = backend.check_device(device, "Tensor") if device is not None else None
         array, device = as_array(data, dtype, device, "Tensor")
+        if autograd._capture is not None and autograd._capture.active():
+            autograd._capture.made(array, "Tensor")
         self._data = array
         self._device = device
         self._version_counter = [0]
@@ -43,6 +45,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     @classmethod
     def _make(cls, data, requires_grad, grad_fn, out_index, device):
+        if autograd._capture is not None and autograd._capture.active():   # replayable data?
+            autograd._capture.made(data)
         t = object.__new__(cls)
         if isinstance(data, np.generic):     # NumPy reductions return scalars; keep arrays
             data = np.asarray(data)
@@ -93,6 +97,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         return id(self)
 
     def __repr__(self):
+        self._guard_host_read("Tensor.__repr__")
         body = np.array2string(backend.to_numpy(self._data), separator=", ", precision=4,
                                prefix="tensor(")
         extra = []
@@ -109,7 +114,13 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     # ----------------------------------------------------------------- conversion
     def numpy(self):
         """A NumPy array: copied from the GPU, sharing memory on the CPU (even with grad)."""
+        self._guard_host_read("Tensor.numpy")
         return backend.to_numpy(self._data)
+
+    def _guard_host_read(self, what):
+        """A CPU graph capture refuses reads of values (on a GPU, backend.host_sync does)."""
+        if backend.capture_guard is not None and not backend.is_device_array(self._data):
+            backend.capture_guard(what, "reads the tensor's values")
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
@@ -122,6 +133,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
                 f"{self.shape}")
         if backend.is_device_array(self._data):
             backend.host_sync("Tensor.item")
+        self._guard_host_read("Tensor.item")
         backend.raise_deferred()            # a device read: report failed device-side checks
         return self._data.item()
 
@@ -326,11 +338,13 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         """Record one in-place edit: backward then refuses nodes that saved the old values."""
         self._version_counter[0] += 1
 
+    @autograd.recorded("inplace")
     def __setitem__(self, index, value):
         self._check_inplace("__setitem__")
         self._data[_index_arrays(index, self)] = _raw(value, self)
         self._bump_version()
 
+    @autograd.recorded("inplace")
     def copy_(self, src):
         self._check_inplace("copy_")
         src = _raw(src, self)
@@ -340,6 +354,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         self._bump_version()
         return self
 
+    @autograd.recorded("inplace")
     def fill_(self, value):
         self._check_inplace("fill_")
         self._data[...] = _raw(value, self)
@@ -349,6 +364,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     def zero_(self):
         return self.fill_(0)
 
+    @autograd.recorded("inplace")
     def add_(self, other, alpha=1):
         self._check_inplace("add_")
         other = _raw(other, self)
@@ -359,18 +375,21 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     def sub_(self, other, alpha=1):
         return self.add_(other, alpha=-alpha)
 
+    @autograd.recorded("inplace")
     def mul_(self, other):
         self._check_inplace("mul_")
         self._data *= _raw(other, self)
         self._bump_version()
         return self
 
+    @autograd.recorded("inplace")
     def div_(self, other):
         self._check_inplace("div_")
         self._data /= _raw(other, self)
         self._bump_version()
         return self
 
+    @autograd.recorded("inplace")
     def clamp_(self, min=None, max=None):
         self._check_inplace("clamp_")
         xp = backend.get_array_module(self._data)
@@ -378,6 +397,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         self._bump_version()
         return self
 
+    @autograd.recorded("inplace")
     def uniform_(self, a=0.0, b=1.0):
         from . import random
         self._check_inplace("uniform_")
@@ -385,6 +405,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         self._bump_version()
         return self
 
+    @autograd.recorded("inplace")
     def normal_(self, mean=0.0, std=1.0):
         from . import random
         self._check_inplace("normal_")

@@ -11,6 +11,7 @@ from . import backend, dtypes
 from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
 from .ops import elementwise as E
 from .ops import linalg, reduce as R
+from .autograd import recorded
 from .ops._util import normalize_axes, normalize_axis
 
 MaxMin = namedtuple("MaxMin", ["values", "indices"])
@@ -80,6 +81,7 @@ class MathMixin:
     abs, neg = __abs__, __neg__
 
     # comparisons: no gradient, bool results
+    @recorded("compute")        # outside the autograd Functions: a CPU graph records the call
     def _compare(self, other, op):
         other = T._raw(other, self)
         return T.Tensor._make(op(self._data, other), False, None, 0, self._device)
@@ -92,6 +94,7 @@ class MathMixin:
     __ge__ = lambda self, other: self._compare(other, lambda a, b: a >= b)  # noqa: E731
     eq, ne, lt, le, gt, ge = __eq__, __ne__, __lt__, __le__, __gt__, __ge__
 
+    @recorded("compute")
     def __invert__(self):
         if self.dtype != dtypes.bool_:
             raise TypeError(f"~ is defined for bool tensors only, got {self.dtype}")
@@ -103,9 +106,11 @@ class MathMixin:
     def __or__(self, other):
         return self._compare(other, lambda a, b: a | b)
 
+    @recorded("compute")
     def any(self):
         return T.Tensor._make(self._data.any(), False, None, 0, self._device)
 
+    @recorded("compute")
     def all(self):
         return T.Tensor._make(self._data.all(), False, None, 0, self._device)
 
@@ -249,6 +254,7 @@ class MathMixin:
     def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         return self._arg("argmin", dim, keepdim, axis, keepdims)
 
+    @recorded("compute")
     def _arg(self, op, dim, keepdim, axis, keepdims):
         dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
         if self._data.size == 0:

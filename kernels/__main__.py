@@ -8,6 +8,9 @@ when the PTX declares an external function (``.extern .func``, e.g. float16 comp
 CUDA's ``__half`` operators), which only a runtime NVRTC link would resolve.
 Prints one line per kernel, signature and target; exits 1 on any failure.
 
+``--check --gate`` compiles each kernel once for both; ``--jobs N`` compiles in N processes
+(default: one per core).
+
 ``--gate`` (kernels/gate.py) assembles each float32 kernel for sm_90 and checks its registers,
 spills, occupancy and hot loop against the ``Budget`` in its SIGNATURES entry; ``--markdown FILE``
 also writes its table as markdown. Exits 1 when a kernel breaks or lacks its budget.
@@ -15,6 +18,7 @@ also writes its table as markdown. Exits 1 when a kernel breaks or lacks its bud
 
 import argparse
 import importlib
+import os
 import pkgutil
 import re
 import sys
@@ -48,40 +52,70 @@ def external_functions(ptx):
     return names
 
 
-def check(verbose=True):
-    from numba import cuda
-    from numba.core.errors import NumbaError
+def _jobs(modules):
+    """(module name, entry index, signature, target) for every compile the check makes."""
+    return [(module.__name__, index, sig, cc)
+            for module in modules
+            for index, (kernel, signatures, *_budget) in enumerate(module.SIGNATURES)
+            for sig in signatures for cc in TARGETS]
 
-    failures = 0
-    total = 0
-    for module in cuda_modules():
-        for kernel, signatures, *_budget in module.SIGNATURES:
-            func = getattr(kernel, "py_func", kernel)
-            for sig in signatures:
-                for cc in TARGETS:
-                    total += 1
-                    label = f"{module.__name__.rsplit('.', 1)[-1]}.{func.__name__} sm_{cc[0]}{cc[1]} {sig}"
-                    start = time.perf_counter()
-                    try:
-                        ptx, _ = cuda.compile_ptx(func, sig, cc=cc)
-                    except (NumbaError, Exception) as exc:  # noqa: B014 - report every failure kind
-                        failures += 1
-                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                        print(f"FAIL {label}: {type(exc).__name__}: {first}")
-                        continue
-                    n64 = fp64_instructions(ptx)
-                    externs = external_functions(ptx)
-                    if externs:
-                        failures += 1
-                        print(f"FAIL {label}: external functions {', '.join(externs)} "
-                              "(need a runtime link)")
-                    elif n64 and "float64" not in str(sig):
-                        failures += 1
-                        print(f"FAIL {label}: {n64} fp64 PTX lines in a kernel without float64 data")
-                    elif verbose:
-                        print(f"ok   {label} ({time.perf_counter() - start:.2f} s, {n64} fp64)")
-    print(f"{total - failures} passed, {failures} failed")
-    return failures
+
+def _compile(job):
+    """(job, PTX or None, error text, seconds): one kernel compiled as it is launched (the
+    decorator's code options included)."""
+    from numba import cuda
+
+    from .launch import compile_options
+    name, index, sig, cc = job
+    kernel = importlib.import_module(name).SIGNATURES[index][0]
+    start = time.perf_counter()
+    try:
+        ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), sig, cc=cc,
+                                  **compile_options(kernel))
+    except Exception as exc:  # noqa: BLE001 - every failure kind is reported, not raised
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return job, None, f"{type(exc).__name__}: {first}", time.perf_counter() - start
+    return job, ptx, "", time.perf_counter() - start
+
+
+def compile_all(jobs, workers):
+    """Compile ``jobs`` in ``workers`` forked processes (NVVM is single-threaded; a kernel
+    compiles in 0.3-3 s, so on CI's cores this halves the check)."""
+    if workers <= 1 or len(jobs) < 2:
+        return [_compile(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_compile, jobs))
+
+
+def check(verbose=True, workers=1, only=None):
+    """Compile every kernel for every target; print a line per failure (and per success when
+    ``verbose``). Returns (failures, {(py_func, signature): sm_90 PTX}) for the gate."""
+    modules = {m.__name__: m for m in cuda_modules(only)}
+    failures, compiled = 0, {}
+    results = compile_all(_jobs(modules.values()), workers)
+    for (name, index, sig, cc), ptx, error, seconds in results:
+        func = getattr(modules[name].SIGNATURES[index][0], "py_func", None)
+        label = f"{name.rsplit('.', 1)[-1]}.{func.__name__} sm_{cc[0]}{cc[1]} {sig}"
+        if ptx is None:
+            failures += 1
+            print(f"FAIL {label}: {error}")
+            continue
+        if cc == (9, 0):
+            compiled[(func, str(sig))] = ptx
+        n64 = fp64_instructions(ptx)
+        externs = external_functions(ptx)
+        if externs:
+            failures += 1
+            print(f"FAIL {label}: external functions {', '.join(externs)} (need a runtime link)")
+        elif n64 and "float64" not in str(sig):
+            failures += 1
+            print(f"FAIL {label}: {n64} fp64 PTX lines in a kernel without float64 data")
+        elif verbose:
+            print(f"ok   {label} ({seconds:.2f} s, {n64} fp64)")
+    print(f"{len(results) - failures} passed, {failures} failed")
+    return failures, compiled
 
 
 def main(argv=None):
@@ -91,19 +125,21 @@ def main(argv=None):
                         help="assemble every float32 kernel for sm_90 and check its budget")
     parser.add_argument("--markdown", metavar="FILE", help="with --gate: write the table here")
     parser.add_argument("--only", metavar="NAME",
-                        help="with --gate: only the *_cuda modules whose name contains NAME")
+                        help="only the *_cuda modules whose name contains NAME")
     parser.add_argument("--quiet", action="store_true", help="print failures and the total only")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="compile in this many processes (default: one per core)")
     args = parser.parse_args(argv)
     if not (args.check or args.gate):
         parser.print_help()
         return 2
-    failures = check(verbose=not args.quiet) if args.check else 0
+    failures, compiled = check(not args.quiet, args.jobs, args.only) if args.check else (0, {})
     if args.gate:
         from .gate import gate
         modules = cuda_modules(args.only)
         if not modules:
             parser.error(f"--only {args.only!r} matches no *_cuda module")
-        failures += gate(modules, args.markdown)
+        failures += gate(modules, args.markdown, compiled=compiled)
     return 1 if failures else 0
 
 

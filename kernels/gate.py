@@ -10,7 +10,8 @@ PTX with ``ptxas -v`` and disassembles the cubin with ``cuobjdump -sass``, both 
   theoretical occupancy on an H100 SM that follows (``occupancy``);
 - fp64 SASS instructions (none belong in a float32 kernel);
 - the hot loop: an innermost loop of the SASS (a backward branch closes a loop; the one with the
-  most FFMA/HMMA wins, then the most deeply nested, then the longest) and its FFMA/HMMA share;
+  most FFMA/HMMA wins, then the most deeply nested, then the longest) and its FFMA/HMMA share
+  (and, for tensor-core kernels, its HMMA share alone);
   the local-memory instructions (LDL/STL) and calls to the 64-bit integer division subroutine of
   every innermost loop (``any hot loop`` in the budgets).
 
@@ -41,6 +42,7 @@ SM_BLOCKS = 32
 WARP = 32
 
 _FMA = ("FFMA", "HMMA", "HGMMA", "FFMA2")
+_HMMA = ("HMMA", "HGMMA")
 _LOCAL = ("LDL", "STL")
 _FP64 = ("DADD", "DMUL", "DFMA", "DSETP", "DMNMX", "DMMA")
 
@@ -208,10 +210,15 @@ class LoopMix:
     fma: int = 0
     local: int = 0
     div64: int = 0
+    hmma: int = 0
 
     @property
     def fma_share(self):
         return self.fma / self.instructions if self.instructions else 0.0
+
+    @property
+    def hmma_share(self):
+        return self.hmma / self.instructions if self.instructions else 0.0
 
 
 def loop_mix(instructions, span, depth=0, div64_subs=frozenset()):
@@ -220,7 +227,8 @@ def loop_mix(instructions, span, depth=0, div64_subs=frozenset()):
     div64 = sum(1 for i in body if i.base == "CALL" and _HEX.findall(i.operands)
                 and int(_HEX.findall(i.operands)[-1], 16) in div64_subs)
     return LoopMix(span, depth, len(body), sum(1 for i in body if i.base in _FMA),
-                   sum(1 for i in body if i.base in _LOCAL), div64)
+                   sum(1 for i in body if i.base in _LOCAL), div64,
+                   sum(1 for i in body if i.base in _HMMA))
 
 
 @dataclass
@@ -297,12 +305,24 @@ class Report:
             share = s.hot.fma_share if s.hot else 0.0
             if share < b.min_fma_share:
                 out.append(f"hot-loop FMA share {share:.0%} < {b.min_fma_share:.0%}")
+        if b.min_hmma_share is not None:
+            share = s.hot.hmma_share if s.hot else 0.0
+            if share < b.min_hmma_share or share == 0.0:
+                out.append(f"hot-loop HMMA share {share:.0%} < {b.min_hmma_share:.0%}")
         return out
 
 
 def float32_signatures(signatures):
     """The signatures whose data is float32 (no float16 or float64 array or scalar)."""
     return [s for s in signatures if "float16" not in str(s) and "float64" not in str(s)]
+
+
+def gated_signatures(signatures, budget):
+    """What the gate compiles: float32 signatures, and for tensor-core kernels (budget with
+    ``min_hmma_share``) every signature without float64."""
+    if budget is not None and budget.min_hmma_share is not None:
+        return [s for s in signatures if "float64" not in str(s)]
+    return float32_signatures(signatures)
 
 
 def entries(modules):
@@ -316,7 +336,7 @@ def entries(modules):
         for entry in module.SIGNATURES:
             kernel, signatures = entry[0], entry[1]
             budget = entry[2] if len(entry) > 2 else None
-            sigs = float32_signatures(signatures)
+            sigs = gated_signatures(signatures, budget)
             if not sigs:
                 continue
             name = getattr(kernel, "py_func", kernel).__name__
@@ -327,14 +347,15 @@ def entries(modules):
     return out
 
 
-def analyse(label, kernel, signature, budget, workdir):
-    """Compile, assemble and summarise one kernel for sm_90."""
+def analyse(label, kernel, signature, budget, workdir, ptx=None):
+    """Compile (unless its sm_90 ``ptx`` is given), assemble and summarise one kernel."""
     from numba import cuda
 
     report = Report(label, str(signature), budget)
     try:
-        ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), signature, cc=TARGET,
-                                  **compile_options(kernel))
+        if ptx is None:
+            ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), signature, cc=TARGET,
+                                      **compile_options(kernel))
         info, sass = assemble(ptx, workdir)
     except Exception as exc:  # noqa: BLE001 - a failed compile is a failed kernel, reported
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -351,7 +372,7 @@ def analyse(label, kernel, signature, budget, workdir):
 
 # --------------------------------------------------------------------------- the table
 HEADER = ("kernel", "regs", "spill st/ld B", "stack B", "smem B", "threads", "occupancy", "fp64",
-          "hot loop: instr", "FMA share", "LDL/STL", "div64", "verdict")
+          "hot loop: instr", "FMA share", "HMMA share", "LDL/STL", "div64", "verdict")
 
 
 def row(report):
@@ -367,6 +388,7 @@ def row(report):
             f"{occ:.1%}" if occ is not None else "?", str(s.fp64),
             f"{hot.instructions} (depth {hot.depth})" if hot else "no loop",
             f"{hot.fma_share:.0%}" if hot else "-",
+            f"{hot.hmma_share:.0%}" if hot and hot.hmma else "-",
             str(max((m.local for m in s.inner), default=0)),
             str(max((m.div64 for m in s.inner), default=0)), verdict)
 
@@ -384,12 +406,16 @@ def text_table(reports):
                      for r in rows)
 
 
-def gate(modules, markdown_path=None, out=print):
+def gate(modules, markdown_path=None, out=print, compiled=None):
     """Gate every float32 kernel of ``modules``; print the table, write it as markdown when
-    asked; return the number of failing kernels."""
+    asked; return the number of failing kernels. ``compiled`` maps (kernel, signature string)
+    to sm_90 PTX already compiled (``--check --gate`` compiles each kernel once)."""
     tool("ptxas"), tool("cuobjdump")        # a clear error before any compilation
+    compiled = compiled or {}
     with tempfile.TemporaryDirectory(prefix="gpudl-gate-") as workdir:
-        reports = [analyse(*entry, workdir) for entry in entries(modules)]
+        reports = [analyse(label, kernel, sig, budget, workdir,
+                           compiled.get((getattr(kernel, "py_func", kernel), str(sig))))
+                   for label, kernel, sig, budget in entries(modules)]
     out(text_table(reports))
     failures = sum(1 for r in reports if r.violations())
     out(f"{len(reports) - failures} kernels within budget, {failures} over or undeclared "

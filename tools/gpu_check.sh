@@ -4,8 +4,10 @@
 # Installs the checkout without network, runs the whole suite with GPUDL_DEVICE=cuda, then the
 # NCCL world-of-1 tests with their skip reasons shown, the GPU benchmarks against PyTorch
 # (the benchmark shapes of benchmarks/compare.py, forward and forward+backward, strict fp32 and PyTorch's defaults, each with
-# its fraction of the floor) and the host time per kernel launch.
-# Budget: under 8 minutes (45 + 225 + 60 + 130 + 15 s of step limits).
+# its fraction of the floor; the LeNet-5, sunspots LSTM and transformer steps eager and as a CUDA
+# graph), the host time per kernel launch, and the time and host time per training step, eager
+# and graphed, gpudl and PyTorch (benchmarks/graph_steps.py).
+# Budget: under 9 minutes (45 + 225 + 60 + 150 + 15 + 45 s of step limits).
 # The offline PTX check is CI's job; here the kernels compile for the real device as tests run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,9 +29,13 @@ numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
 step tests 225 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider --ignore=tests/sim
 step nccl 60 env GPUDL_DEVICE=cuda python -m pytest -q -rs -p no:cacheprovider \
     tests/distributed/test_distributed_nccl.py
-step benchmarks 130 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \
+step benchmarks 150 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \
     --markdown tools/gpu_results.md
 step launches 15 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
+step graph_steps 45 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --repeats 11 \
+    --markdown tools/gpu_graph_steps.md
 echo "gpu_check exit status: $status"
-if [ -n "${OUT:-}" ]; then cp "$log" tools/gpu_results.md "$OUT"/ 2>/dev/null; fi
+if [ -n "${OUT:-}" ]; then
+    cp "$log" tools/gpu_results.md tools/gpu_graph_steps.md "$OUT"/ 2>/dev/null
+fi
 exit $status

@@ -11,7 +11,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from .. import backend, dtypes
-from ..autograd import no_grad
+from ..autograd import no_grad, recorded
 from ..tensor import Tensor
 from .parameter import Parameter
 
@@ -240,6 +240,7 @@ class Module:
             param.requires_grad_(requires_grad)
         return self
 
+    @recorded("grads")
     def zero_grad(self, set_to_none=True):
         """Forget gradients (``None``), or zero them in place with ``set_to_none=False``."""
         for param in self.parameters():

@@ -3,7 +3,7 @@
 import math
 
 from .. import backend
-from ..autograd import no_grad
+from ..autograd import no_grad, recorded
 from ..tensor import Tensor
 
 
@@ -13,6 +13,7 @@ def _with_grads(parameters):
     return [p for p in parameters if p.grad is not None]
 
 
+@recorded("grads")      # a CPU graph capture replays the call (it edits .grad arrays directly)
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Scale the gradients of ``parameters`` in place so their joint ``norm_type`` norm is at
     most ``max_norm``; returns the norm before clipping as a 0-d Tensor.
@@ -43,6 +44,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     return Tensor._make(xp.asarray(total), False, None, 0, params[0].grad.device)
 
 
+@recorded("grads")
 def clip_grad_value_(parameters, clip_value):
     """Clamp every gradient element of ``parameters`` to [-clip_value, clip_value], in place."""
     clip_value = float(clip_value)

@@ -10,6 +10,7 @@ import numbers
 import types
 from collections import Counter
 
+from ..autograd import recorded
 from .optimizer import Optimizer
 
 
@@ -41,6 +42,7 @@ class LRScheduler:
     def _current_lrs(self):
         return [group["lr"] for group in self.optimizer.param_groups]
 
+    @recorded("refused")
     def step(self):
         """Advance one epoch and set every group's learning rate."""
         self._step_count += 1

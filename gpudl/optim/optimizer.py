@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 
 from .. import backend
-from ..autograd import enable_grad, no_grad
+from ..autograd import enable_grad, no_grad, recorded
 from ..tensor import Tensor
 
 
@@ -84,6 +84,7 @@ class Optimizer:
         """Raise ValueError for an invalid option of ``group``; subclasses extend it."""
 
     # ----------------------------------------------------------------- stepping
+    @recorded("optimizer")
     def zero_grad(self, set_to_none=True):
         """Reset the gradients: to None (the default, as torch) or to zeros in place."""
         for group in self.param_groups:
@@ -95,6 +96,7 @@ class Optimizer:
                 else:
                     p.grad._data[...] = 0
 
+    @recorded("optimizer")
     def step(self, closure=None):
         """Update every parameter that has a gradient; ``closure`` re-evaluates the loss."""
         loss = None
