@@ -207,34 +207,29 @@ def test_captured_training_step_replays_the_persistent_kernels(rng, paths):
         gd.manual_seed(3)
         return nn.ModuleList([nn.LSTM(1, 4, num_layers=2, batch_first=True), nn.Linear(4, 1)])
 
-    def loss_of(m, x, y):
+    def step(m, opt, x, y):
+        opt.zero_grad()
         out, _ = m[0](x)
-        return nn.functional.mse_loss(m[1](out[:, -1]), y)
+        loss = nn.functional.mse_loss(m[1](out[:, -1]), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    def replay(g, statics, batch):
+        for static, value in zip(statics, batch):
+            static.copy_(value)
+        g.replay()
+        return static_loss.numpy().copy()
 
     data = [(gd.tensor(_random(rng, 2, T, 1)), gd.tensor(_random(rng, 2, 1))) for _ in range(3)]
     eager, graphed = model(), model()
-    opts = [gd.optim.Adam(m.parameters(), lr=0.01) for m in (eager, graphed)]
-    losses = []
-    for x, y in data:
-        opts[0].zero_grad()
-        loss = loss_of(eager, x, y)
-        loss.backward()
-        opts[0].step()
-        losses.append(loss.numpy().copy())
-    static_x, static_y = data[0][0].clone(), data[0][1].clone()
-    g = gd.cuda.CUDAGraph()
-    opts[1].zero_grad()
+    opt_e, opt_g = (gd.optim.Adam(m.parameters(), lr=0.01) for m in (eager, graphed))
+    losses = [step(eager, opt_e, *batch).numpy().copy() for batch in data]
+    statics, g = [t.clone() for t in data[0]], gd.cuda.CUDAGraph()
     with gd.cuda.graph(g):
-        static_loss = loss_of(graphed, static_x, static_y)
-        static_loss.backward()
-        opts[1].step()
+        static_loss = step(graphed, opt_g, *statics)
     before = dict(paths)
-    replayed = []
-    for x, y in data:
-        static_x.copy_(x)
-        static_y.copy_(y)
-        g.replay()
-        replayed.append(static_loss.numpy().copy())
+    replayed = [replay(g, statics, batch) for batch in data]
     assert paths["forward"] - before["forward"] == 2 * len(data)      # 2 layers a replay
     assert paths["backward"] - before["backward"] == 2 * len(data)
     np.testing.assert_allclose(replayed, losses, rtol=1e-5)
