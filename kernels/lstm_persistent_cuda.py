@@ -46,8 +46,10 @@ from .lstm_cuda import _sigmoid, kernel_args
 
 HIDDEN_MAX = 64             # each thread holds H weights in registers; 0 sends every LSTM to the
                             # per-step path (benchmarks compare both)
-THREADS_MAX = 1024          # CUDA's limit per block
-ROWS_MAX = 64               # CUDA's limit on blockDim.z (the rows of a block)
+THREADS_MAX = 256           # threads per block: at ptxas's 255 registers a thread at most, 256
+                            # threads fit an SM's 65,536 registers, so every H launches (at
+                            # 1024, H = 64's 124 registers would refuse); also keeps blockDim.z
+                            # = rows under CUDA's 64
 TARGET_BLOCKS = 132         # SMs on an H100/H200: grow rows per block only once every SM has one
 DTYPE = "float32"
 
@@ -55,8 +57,8 @@ DTYPE = "float32"
 def shared_floats(H, rows, backward):
     """Shared memory of one block in float32 elements, per batch row: the hidden state and the
     gates (forward, 5H), or the gate gradients and dh's four partial sums (backward, 8H). At
-    most 8 KiB, as a block has at most 1024 = 4H * rows threads: under the 48 KiB a launch may
-    ask without an opt-in."""
+    most 2 KiB, as a block has at most THREADS_MAX = 4H * rows threads: far under the 48 KiB a
+    launch may ask without an opt-in."""
     return rows * (8 if backward else 5) * H
 
 
@@ -65,7 +67,7 @@ def rows_per_block(dtype, B, H):
     keeps the per-step path (another dtype, or H over HIDDEN_MAX)."""
     if np.dtype(dtype) != np.dtype(DTYPE) or not 0 < H <= HIDDEN_MAX:
         return 0
-    return max(1, min(-(-B // TARGET_BLOCKS), THREADS_MAX // (4 * H), ROWS_MAX))
+    return max(1, min(-(-B // TARGET_BLOCKS), THREADS_MAX // (4 * H)))
 
 
 # Budgets, for the sunspots shape (H = 32, one row per block: 128 threads) and for HIDDEN_MAX

@@ -70,11 +70,10 @@ def _float64(arrays):
 
 def test_rows_per_block(P, monkeypatch):
     assert P.rows_per_block(np.float32, 64, 32) == 1          # the sunspots model: a row a block
-    assert P.rows_per_block(np.float32, 1000, 32) == 8        # 132 SMs busy, 1024 threads a block
-    assert P.rows_per_block(np.float32, 100000, 16) == 16     # 1024 threads
-    assert P.rows_per_block(np.float32, 100000, 2) == 64      # blockDim.z's limit
-    assert P.rows_per_block(np.float32, 1000, 64) == 4        # 1024 threads
-    assert P.rows_per_block(np.float32, 1, 64) == 1           # HIDDEN_MAX
+    assert P.rows_per_block(np.float32, 200, 16) == 2         # 132 SMs busy first
+    assert P.rows_per_block(np.float32, 1000, 32) == 2        # 256 threads
+    assert P.rows_per_block(np.float32, 100000, 1) == 64      # 256 threads; blockDim.z <= 64
+    assert P.rows_per_block(np.float32, 1000, 64) == 1        # 256 threads, HIDDEN_MAX
     assert P.rows_per_block(np.float32, 1, 65) == 0
     assert P.rows_per_block(np.float64, 4, 8) == 0
     monkeypatch.setattr(P, "HIDDEN_MAX", 0)
