@@ -1,5 +1,7 @@
 """asv suites for the recurrent layers: LSTM (and GRU) forward and forward+backward over a whole
-sequence, (seq, batch, input, hidden) as in benchmarks/compare.py. The large shape runs on a GPU only."""
+sequence, (seq, batch, input, hidden) as in benchmarks/compare.py. The large shape runs on a GPU only.
+``SunspotsLSTM``: the sunspots example's 2-layer LSTM (hidden 32), on a GPU on both LSTM paths
+(the persistent kernels, and the per-step launches they replace)."""
 
 import gpudl as gd
 from gpudl import nn
@@ -42,3 +44,33 @@ class LSTM(_Recurrent):
 class GRU(_Recurrent):
     layer = "GRU"
     params = [[SMALL]]
+
+
+class SunspotsLSTM:
+    """LSTM(1 -> 32, 2 layers) forward+backward, (seq, batch) from the sunspots example's range.
+    ``per-step`` turns the persistent kernels off (kernels/lstm_persistent_cuda.HIDDEN_MAX = 0);
+    the CPU has the per-step path only."""
+    params = [[(32, 16), (32, 64), (128, 16), (128, 64)], ["persistent", "per-step"]]
+    param_names = ["seq, batch", "path"]
+
+    def setup(self, shape, path):
+        if gd.device() == "cpu" and path == "per-step":
+            raise NotImplementedError("the CPU runs the per-step path only")
+        self.limit = None
+        if path == "per-step":
+            from gpudl.kernels import lstm_persistent_cuda as P
+            self.limit, P.HIDDEN_MAX = P.HIDDEN_MAX, 0
+        seq, batch = shape
+        gd.manual_seed(0)
+        self.module = nn.LSTM(1, 32, num_layers=2)
+        self.x = gd.randn(seq, batch, 1, requires_grad=True)
+        self.gout = gd.randn(seq, batch, 32)
+
+    def teardown(self, shape, path):
+        if self.limit is not None:
+            from gpudl.kernels import lstm_persistent_cuda as P
+            P.HIDDEN_MAX = self.limit
+
+    def time_forward_backward(self, shape, path):
+        self.module(self.x)[0].backward(self.gout)
+        sync()

@@ -192,8 +192,8 @@ def avgpool_big(lib, device):
     return _pool(lib, device, (64, 64, 56, 56), "avg")
 
 
-def _lstm(lib, device, seq, batch, inp, hidden, backward=True):
-    lstm = lib.nn.LSTM(inp, hidden).to(device)
+def _lstm(lib, device, seq, batch, inp, hidden, backward=True, layers=1):
+    lstm = lib.nn.LSTM(inp, hidden, num_layers=layers).to(device)
     x = _randn(lib, device, seq, batch, inp, grad=backward)
 
     def step():
@@ -223,6 +223,13 @@ def lstm_big_fwd(lib, device):
 @workload("LSTM(256->512) fwd+bwd, batch 64 x seq 64", ("cuda",), flops=3 * _LSTM_BIG_FLOPS)
 def lstm_big(lib, device):
     return _lstm(lib, device, 64, 64, 256, 512)
+
+
+@workload("sunspots LSTM(1->32, 2 layers) fwd+bwd, batch 64 x seq 128", ("cpu", "cuda"))
+def lstm_sunspots(lib, device):
+    """The sunspots example's recurrence: on a GPU gpudl's persistent LSTM kernels, one launch
+    per layer and pass instead of two per time step."""
+    return _lstm(lib, device, 128, 64, 1, 32, layers=2)
 
 
 def _attention(lib, device, shape, causal, backward=True):

@@ -20,6 +20,11 @@ direction ``h0`` sits at slot 0 and step t writes slot t + 1; for the reverse di
 at slot T and step t writes slot t. So the output and the "previous state" of every step are both
 contiguous slices of that buffer, and the weight-gradient GEMMs need no copies.
 
+On a GPU, float32 LSTM layers with hidden size up to 64 skip steps 2 and 3's per-step launches:
+kernels/lstm_persistent_cuda.py runs the whole time loop of a pass in ONE kernel (w_hh in
+registers, the batch split over blocks), writing the same buffers as the per-step path; larger
+hidden sizes, float64, GRU and RNN keep the per-step path (``_persistent`` chooses).
+
 The per-step pointwise functions share one signature on both devices,
 ``cell(t, s_in, s_out, *arrays)`` (``s_in``/``s_out``: the state slots read and written), so the
 sequence loops below serve the CPU twin and the CUDA kernels alike (``lstm_cuda.CELLS``).
@@ -207,6 +212,17 @@ def _implementation(device, x):
     return CELLS, _as_is
 
 
+def _persistent(mode, device, x, H):
+    """(forward, backward) running a whole sequence in one CUDA launch each, taking the step
+    functions' arrays after ``(reverse, w_hh)`` (kernels/lstm_persistent_cuda.py); None where the
+    per-step path runs: on the CPU, for GRU/RNN, and for LSTMs other than float32 with hidden
+    size up to 64 (``lstm_persistent_cuda.rows_per_block``)."""
+    if mode != "lstm" or (device or backend.kernel_device(x)) != "cuda":
+        return None
+    from . import lstm_persistent_cuda as P
+    return P.SEQUENCES[mode] if P.rows_per_block(x.dtype, x.shape[1], H) else None
+
+
 # --------------------------------------------------------------------------- the sequence loops
 def _slots(T, reverse):
     """(s_in offset, s_out offset, time steps in processing order) for one direction."""
@@ -256,7 +272,10 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     step = cells[mode][0]
     args = kernel_args(arrays)
     w_hh_t = w_hh.T
-    for t in steps:
+    persistent = _persistent(mode, device, x, H)
+    if persistent:
+        persistent[0](reverse, w_hh, *args)
+    for t in () if persistent else steps:
         xp.matmul(h[t + off_in], w_hh_t, out=gh)
         step(t, t + off_in, t + off_out, *args)
     y = h[off_out:T + off_out]
@@ -317,7 +336,10 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
         arrays = (gy, dh, h, dgates, mode == "rnn_relu")
     step = cells[mode][1]
     args = kernel_args(arrays)
-    for t in reversed(steps):
+    persistent = _persistent(mode, saved["device"], x, H)
+    if persistent:
+        persistent[1](saved["reverse"], w_hh, *args)
+    for t in () if persistent else reversed(steps):
         step(t, t + off_in, t + off_out, *args)
         if t != steps[0] or needs[1]:
             xp.matmul(dgh[t], w_hh, out=dh)
