@@ -61,14 +61,17 @@ def _compute_dtype(dtype):
 # --------------------------------------------------------------------------- entries: max
 def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
     """Max pooling: ``(y, argmax)``, ``argmax`` holding each window's offset (see module doc)."""
-    out = _output_shape(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     if backend.kernel_device(x) == "cuda":
         from . import pool_cuda
+        out = _output_shape(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
         return pool_cuda.max_pool2d_forward(x, out, kernel_size, stride, padding, dilation)
-    planes = _planes(x).astype(_compute_dtype(x.dtype), copy=False)
+    out, rows, cols, index = _max_plan(x.shape[-2:], kernel_size, stride, padding, dilation,
+                                       ceil_mode)
+    planes = _planes(x)
+    if planes.dtype == np.float16:
+        planes = planes.astype(np.float32)
     y = np.empty((planes.shape[0],) + out, planes.dtype)
-    argmax = np.empty(y.shape, index_dtype(kernel_size))
-    rows, cols = _windows(x.shape, out, kernel_size, stride, padding, dilation)
+    argmax = np.empty(y.shape, index)
     _pick(_MAX_FWD, planes.size)(planes, y, argmax, rows, cols, kernel_size[1], *dilation)
     shape = x.shape[:-2] + out
     return y.astype(x.dtype, copy=False).reshape(shape), argmax.reshape(shape)
@@ -80,8 +83,10 @@ def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, d
         from . import pool_cuda
         return pool_cuda.max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride,
                                              padding, dilation)
-    g = _planes(gy).astype(_compute_dtype(gy.dtype), copy=False)
-    gx = np.zeros((g.shape[0],) + tuple(input_shape[-2:]), g.dtype)
+    g = _planes(gy)
+    if g.dtype == np.float16:
+        g = g.astype(np.float32)
+    gx = np.zeros((g.shape[0],) + input_shape[-2:], g.dtype)
     rows, cols = _windows(input_shape, gy.shape[-2:], kernel_size, stride, padding, dilation)
     _pick(_MAX_BWD, gx.size)(g, _planes(argmax), gx, rows[0], cols[0], kernel_size[1],
                              *dilation)
@@ -105,14 +110,14 @@ def max_pool2d_indices(argmax, input_shape, kernel_size, stride, padding, dilati
 def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                        divisor_override):
     """Average pooling with PyTorch's divisor rules (see module doc)."""
-    out = _output_shape(x.shape, kernel_size, stride, padding, (1, 1), ceil_mode)
     divisor = divisor_override or 0                     # 0: no override
     if backend.kernel_device(x) == "cuda":
         from . import pool_cuda
+        out = _output_shape(x.shape, kernel_size, stride, padding, (1, 1), ceil_mode)
         return pool_cuda.avg_pool2d_forward(x, out, kernel_size, stride, padding,
                                             bool(count_include_pad), divisor)
-    plan = _mean_plan(x.shape[-2:], out, (kernel_size, stride, padding), bool(count_include_pad),
-                      divisor, _compute_dtype(x.dtype))
+    out, plan = _avg_plan(x.shape[-2:], kernel_size, stride, padding, ceil_mode,
+                          bool(count_include_pad), divisor, x.dtype)
     return _mean_fwd(x, out, plan)
 
 
@@ -125,7 +130,7 @@ def avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding, count_inc
         return pool_cuda.avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding,
                                              bool(count_include_pad), divisor)
     plan = _mean_plan(input_shape[-2:], gy.shape[-2:], (kernel_size, stride, padding),
-                      bool(count_include_pad), divisor, _compute_dtype(gy.dtype))
+                      bool(count_include_pad), divisor, gy.dtype)
     return _mean_bwd(gy, input_shape, plan)
 
 
@@ -136,8 +141,7 @@ def adaptive_avg_pool2d_forward(x, output_size):
     if backend.kernel_device(x) == "cuda":
         from . import pool_cuda
         return pool_cuda.adaptive_avg_pool2d_forward(x, out)
-    return _mean_fwd(x, out, _mean_plan(x.shape[-2:], out, None, False, 0,
-                                        _compute_dtype(x.dtype)))
+    return _mean_fwd(x, out, _mean_plan(x.shape[-2:], out, None, False, 0, x.dtype))
 
 
 def adaptive_avg_pool2d_backward(gy, input_shape):
@@ -146,7 +150,7 @@ def adaptive_avg_pool2d_backward(gy, input_shape):
         from . import pool_cuda
         return pool_cuda.adaptive_avg_pool2d_backward(gy, input_shape)
     return _mean_bwd(gy, input_shape, _mean_plan(input_shape[-2:], gy.shape[-2:], None, False, 0,
-                                                 _compute_dtype(gy.dtype)))
+                                                 gy.dtype))
 
 
 # --------------------------------------------------------------------------- window tables
@@ -168,6 +172,15 @@ def _axis_windows(out, size, kernel, stride, padding, dilation):
     return np.stack([start, first, end, span])
 
 
+@functools.lru_cache(maxsize=256)
+def _max_plan(hw, kernel_size, stride, padding, dilation, ceil_mode):
+    """(output (Ho, Wo), rows, cols, argmax dtype) of a max pool over (..., *hw): built once
+    per geometry, as a tiny pool spends more time planning than pooling."""
+    out = _output_shape(hw, kernel_size, stride, padding, dilation, ceil_mode)
+    return (out, *_windows(hw, out, kernel_size, stride, padding, dilation),
+            index_dtype(kernel_size))
+
+
 def _windows(shape, out, kernel_size, stride, padding, dilation):
     """(rows, cols): ``_axis_windows`` for H and for W, built once per geometry (a tiny pool
     spent most of its time building them)."""
@@ -181,9 +194,18 @@ def _window_tables(hw, out, kernel_size, stride, padding, dilation):
                                dilation[a]) for a in (0, 1))
 
 
+@functools.lru_cache(maxsize=256)
+def _avg_plan(hw, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor, dtype):
+    """(output (Ho, Wo), ``_mean_plan``) of an average pool over (..., *hw), once per geometry."""
+    out = _output_shape(hw, kernel_size, stride, padding, (1, 1), ceil_mode)
+    return out, _mean_plan(hw, out, (kernel_size, stride, padding), count_include_pad, divisor,
+                           dtype)
+
+
 def _mean_plan(hw, out, window, count_include_pad, divisor, dtype):
     """(rows, cols, widest window, row divisors, column divisors) of an average pool: ``window``
-    = (kernel_size, stride, padding), or None for adaptive bins. Cached per geometry."""
+    = (kernel_size, stride, padding), or None for adaptive bins; ``dtype`` the data's (the
+    divisors are in its compute dtype). Cached per geometry."""
     window = None if window is None else tuple(tuple(v) for v in window)
     return _mean_plan_cached(tuple(hw), tuple(out), window, count_include_pad, divisor,
                              np.dtype(dtype))
@@ -191,6 +213,7 @@ def _mean_plan(hw, out, window, count_include_pad, divisor, dtype):
 
 @functools.lru_cache(maxsize=256)
 def _mean_plan_cached(hw, out, window, count_include_pad, divisor, dtype):
+    dtype = _compute_dtype(dtype)
     windows = _bins(hw, out) if window is None else _windows(hw, out, *window, (1, 1))
     return (*windows, windows[1][2].max(initial=0),
             *_divisors(windows, count_include_pad, divisor, dtype))
@@ -221,14 +244,19 @@ def _divisors(windows, count_include_pad, divisor, dtype):
 
 
 def _mean_fwd(x, out, plan):
-    planes = _planes(x).astype(_compute_dtype(x.dtype), copy=False)
-    y = np.empty((planes.shape[0],) + tuple(out), planes.dtype)
+    planes = _planes(x)
+    if planes.dtype == np.float16:
+        planes = planes.astype(np.float32)
+    out = tuple(out)
+    y = np.empty((planes.shape[0],) + out, planes.dtype)
     _pick(_AVG_FWD, planes.size)(planes, y, *plan)
-    return y.astype(x.dtype, copy=False).reshape(x.shape[:-2] + tuple(out))
+    return y.astype(x.dtype, copy=False).reshape(x.shape[:-2] + out)
 
 
 def _mean_bwd(gy, input_shape, plan):
-    g = _planes(gy).astype(_compute_dtype(gy.dtype), copy=False)
+    g = _planes(gy)
+    if g.dtype == np.float16:
+        g = g.astype(np.float32)
     gx = np.zeros((g.shape[0],) + tuple(input_shape[-2:]), g.dtype)
     _pick(_AVG_BWD, gx.size)(g, gx, *plan)
     return gx.astype(gy.dtype, copy=False).reshape(input_shape)
