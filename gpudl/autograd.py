@@ -147,24 +147,23 @@ class Function:
     @classmethod
     def apply(cls, *args):
         Tensor = _Tensor
-        raw = [a._data if isinstance(a, Tensor) else a for a in args]
-        record = _grad.enabled and any(
-            isinstance(a, Tensor) and a.requires_grad for a in args)
-        device = _common_device(cls, args)
+        raw, needs, device = _unwrap(cls, args)
+        record = _grad.enabled and needs is not None
         if device == "cpu":
             cpu_threads.count()     # follow the machine's load (see cpu_threads)
         ctx = Context()
-        if record:
-            ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        else:
-            ctx.needs_input_grad = (False,) * len(args)
+        ctx.needs_input_grad = needs if record else (False,) * len(args)
         out = cls.forward(ctx, *raw)
         multiple = isinstance(out, tuple)
         outs = out if multiple else (out,)
         if not record:
+            if not multiple:            # the common case, without the tuple round trip
+                result = Tensor._make(out, False, None, 0, device)
+                _share_view_counters(args, raw, outs, (result,))
+                return result
             results = tuple(Tensor._make(o, False, None, 0, device) for o in outs)
             _share_view_counters(args, raw, outs, results)
-            return results if multiple else results[0]
+            return results
         edges = tuple(_edge(a) if need else None for a, need in zip(args, ctx.needs_input_grad))
         meta = [(o.shape, o.dtype, backend.get_array_module(o)) for o in outs]
         node = Node(cls, ctx, edges, meta)
@@ -175,6 +174,28 @@ class Function:
         _share_view_counters(args, raw, outs, results)
         node.saved_versions = _saved_versions(ctx, args, raw, outs, results)
         return results if multiple else results[0]
+
+
+def _unwrap(cls, args):
+    """(raw arguments, needs_input_grad or None when no input requires grad, device), in one
+    pass over ``args`` (the per-op cost decides tiny workloads); mixed devices raise."""
+    Tensor = _Tensor
+    raw, needs, device = [], None, None
+    for i, a in enumerate(args):
+        if not isinstance(a, Tensor):
+            raw.append(a)
+            continue
+        raw.append(a._data)
+        if a.requires_grad and needs is None:
+            needs = i
+        if device is None:
+            device = a._device
+        elif a._device != device:
+            raise RuntimeError(f"{cls.__name__}: expected all tensors on the same device, "
+                               f"got {device} and {a._device}")
+    if needs is not None:
+        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+    return raw, needs, device
 
 
 def _overlaps(a, b):
@@ -191,8 +212,12 @@ def _share_view_counters(args, raw, outs, results):
     """An output that views an input's memory shares that input's version counter (as torch's
     views do), so an in-place edit through either is seen by the other's saved versions."""
     for o, t in zip(outs, results):
-        if o.base is None and not any(o is r for r in raw):
-            continue                                 # a fresh array: the common case
+        if o.base is None:
+            for r in raw:
+                if o is r:
+                    break
+            else:
+                continue                             # a fresh array: the common case
         for a, r in zip(args, raw):
             if isinstance(a, _Tensor) and _overlaps(o, r):
                 t._version_counter = a._version_counter
@@ -204,7 +229,9 @@ def _kept_arrays(ctx):
     tuples, lists and dicts (RNNs keep a dict of buffers)."""
     kept = []
     types = backend.ARRAY_TYPES
-    for value in ctx.__dict__.values():
+    for key, value in ctx.__dict__.items():
+        if key == "needs_input_grad":
+            continue
         if isinstance(value, types):
             kept.append(value)
         elif isinstance(value, (tuple, list, dict)):
@@ -245,19 +272,6 @@ def _edge(tensor):
     if tensor.grad_fn is None:
         return tensor                       # a leaf that requires grad
     return (tensor.grad_fn, tensor._out_index)
-
-
-def _common_device(cls, args):
-    device = None
-    for a in args:
-        if isinstance(a, _Tensor):
-            if device is None:
-                device = a._device
-            elif a._device != device:
-                raise RuntimeError(
-                    f"{cls.__name__}: expected all tensors on the same device, "
-                    f"got {device} and {a._device}")
-    return device
 
 
 def _topological_order(root):
