@@ -369,7 +369,63 @@ def _avg_bwd_cpu(gy, gx, rows, cols, kw, row_div, col_div):
                             dst[cols[0, ow] + j] += g[ow]
 
 
-_MAX_FWD = _serial_and_parallel(_max_fwd_cpu)
+# The serial forward twins fold the planes into the row: for one output row index oh, the cells
+# an offset (i, j) reads in EVERY plane are gathered into one buffer of P * Wo and updated in one
+# loop, instead of P loops of Wo. Small images have short rows (Wo = 7 for a 3x3 s2 pool of a
+# 16x16 image), where the per-row loop overhead dominated: 1.5x faster for (8,16,16) 3x3 s2 max
+# (5.7 -> 3.7 us), 1.2-1.8x up to (512,32,32), identical results.
+@njit(cache=True)
+def _max_fwd_folded(x, y, argmax, rows, cols, kw, dh, dw):
+    P, Ho, Wo = y.shape
+    best = np.empty(P * Wo, y.dtype)
+    arg = np.empty(P * Wo, argmax.dtype)
+    cells = np.empty(P * Wo, x.dtype)
+    for oh in range(Ho):
+        h0, i0, i1 = rows[0, oh], rows[1, oh], rows[2, oh]
+        for ow in range(Wo):          # -inf, and the first cell inside the input, as PyTorch
+            j0 = cols[1, ow]
+            first = i0 * kw + j0 if i0 < i1 and j0 < cols[2, ow] else 0
+            for p in range(P):
+                best[p * Wo + ow] = -np.inf
+                arg[p * Wo + ow] = first
+        for i in range(i0, i1):
+            for j in range(kw):
+                for p in range(P):
+                    _gather_row(x[p, h0 + i * dh], cols, j, dw, -np.inf,
+                                cells[p * Wo:(p + 1) * Wo])
+                k = i * kw + j
+                for q in range(P * Wo):
+                    v = cells[q]
+                    take = (v > best[q]) | (v != v)     # NaN wins, as in PyTorch
+                    best[q] = v if take else best[q]
+                    arg[q] = k if take else arg[q]
+        for p in range(P):
+            for ow in range(Wo):
+                y[p, oh, ow] = best[p * Wo + ow]
+                argmax[p, oh, ow] = arg[p * Wo + ow]
+
+
+@njit(cache=True)
+def _avg_fwd_folded(x, y, rows, cols, kw, row_div, col_div):
+    P, Ho, Wo = y.shape
+    total = np.empty(P * Wo, y.dtype)
+    cells = np.empty(P * Wo, x.dtype)
+    zero = x.dtype.type(0)
+    for oh in range(Ho):
+        total[:] = 0
+        for i in range(rows[1, oh], rows[2, oh]):
+            for j in range(kw):
+                for p in range(P):
+                    _gather_row(x[p, rows[0, oh] + i], cols, j, 1, zero,
+                                cells[p * Wo:(p + 1) * Wo])
+                for q in range(P * Wo):
+                    total[q] += cells[q]
+        for p in range(P):
+            for ow in range(Wo):
+                y[p, oh, ow] = total[p * Wo + ow] / (row_div[oh] * col_div[ow])
+
+
+_MAX_FWD = (_max_fwd_folded, njit(parallel=True, cache=True)(_max_fwd_cpu))
 _MAX_BWD = _serial_and_parallel(_max_bwd_cpu)
-_AVG_FWD = _serial_and_parallel(_avg_fwd_cpu)
+_AVG_FWD = (_avg_fwd_folded, njit(parallel=True, cache=True)(_avg_fwd_cpu))
 _AVG_BWD = _serial_and_parallel(_avg_bwd_cpu)
