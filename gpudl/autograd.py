@@ -180,22 +180,21 @@ def _unwrap(cls, args):
     """(raw arguments, needs_input_grad or None when no input requires grad, device), in one
     pass over ``args`` (the per-op cost decides tiny workloads); mixed devices raise."""
     Tensor = _Tensor
-    raw, needs, device = [], None, None
-    for i, a in enumerate(args):
+    raw, any_grad, device = [], False, None
+    for a in args:
         if not isinstance(a, Tensor):
             raw.append(a)
             continue
         raw.append(a._data)
-        if a.requires_grad and needs is None:
-            needs = i
+        any_grad = any_grad or a.requires_grad
         if device is None:
             device = a._device
         elif a._device != device:
             raise RuntimeError(f"{cls.__name__}: expected all tensors on the same device, "
                                f"got {device} and {a._device}")
-    if needs is not None:
-        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-    return raw, needs, device
+    if not any_grad:
+        return raw, None, device
+    return raw, tuple(isinstance(a, Tensor) and a.requires_grad for a in args), device
 
 
 def _overlaps(a, b):
