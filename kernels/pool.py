@@ -70,11 +70,13 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
     planes = _planes(x)
     if planes.dtype == np.float16:
         planes = planes.astype(np.float32)
-    y = np.empty((planes.shape[0],) + out, planes.dtype)
-    argmax = np.empty(y.shape, index)
-    _pick(_MAX_FWD, planes.size)(planes, y, argmax, rows, cols, kernel_size[1], *dilation)
-    shape = x.shape[:-2] + out
-    return y.astype(x.dtype, copy=False).reshape(shape), argmax.reshape(shape)
+    shape = x.shape[:-2] + out          # allocated in the final shape: results own their
+    y = np.empty(shape, planes.dtype)   # memory, which autograd's view checks skip at once
+    argmax = np.empty(shape, index)
+    P = planes.shape[0]
+    _pick(_MAX_FWD, planes.size)(planes, y.reshape((P,) + out), argmax.reshape((P,) + out),
+                                 rows, cols, kernel_size[1], *dilation)
+    return y.astype(x.dtype, copy=False), argmax
 
 
 def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, dilation):
@@ -86,11 +88,11 @@ def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, d
     g = _planes(gy)
     if g.dtype == np.float16:
         g = g.astype(np.float32)
-    gx = np.zeros((g.shape[0],) + input_shape[-2:], g.dtype)
+    gx = np.zeros(input_shape, g.dtype)
     rows, cols = _windows(input_shape, gy.shape[-2:], kernel_size, stride, padding, dilation)
-    _pick(_MAX_BWD, gx.size)(g, _planes(argmax), gx, rows[0], cols[0], kernel_size[1],
-                             *dilation)
-    return gx.astype(gy.dtype, copy=False).reshape(input_shape)
+    _pick(_MAX_BWD, gx.size)(g, _planes(argmax), gx.reshape((g.shape[0],) + input_shape[-2:]),
+                             rows[0], cols[0], kernel_size[1], *dilation)
+    return gx.astype(gy.dtype, copy=False)
 
 
 def max_pool2d_indices(argmax, input_shape, kernel_size, stride, padding, dilation):
@@ -250,21 +252,21 @@ def _mean_fwd(x, out, plan):
     if planes.dtype == np.float16:
         planes = planes.astype(np.float32)
     out = tuple(out)
-    y = np.empty((planes.shape[0],) + out, planes.dtype)
+    y = np.empty(x.shape[:-2] + out, planes.dtype)      # the final shape, as in max pooling
     kernel = _pick(_AVG_FWD, planes.size)
     if kernel is _AVG_FWD[0] and plan[5]:
         kernel = _avg_fwd_whole_rows
-    kernel(planes, y, *plan[:5])
-    return y.astype(x.dtype, copy=False).reshape(x.shape[:-2] + out)
+    kernel(planes, y.reshape((planes.shape[0],) + out), *plan[:5])
+    return y.astype(x.dtype, copy=False)
 
 
 def _mean_bwd(gy, input_shape, plan):
     g = _planes(gy)
     if g.dtype == np.float16:
         g = g.astype(np.float32)
-    gx = np.zeros((g.shape[0],) + tuple(input_shape[-2:]), g.dtype)
-    _pick(_AVG_BWD, gx.size)(g, gx, *plan[:5])
-    return gx.astype(gy.dtype, copy=False).reshape(input_shape)
+    gx = np.zeros(input_shape, g.dtype)
+    _pick(_AVG_BWD, gx.size)(g, gx.reshape((g.shape[0],) + tuple(input_shape[-2:])), *plan[:5])
+    return gx.astype(gy.dtype, copy=False)
 
 
 # --------------------------------------------------------------------------- CPU twins
