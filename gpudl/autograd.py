@@ -164,13 +164,13 @@ class Function:
             results = tuple(Tensor._make(o, False, None, 0, device) for o in outs)
             _share_view_counters(args, raw, outs, results)
             return results
-        edges = tuple(_edge(a) if need else None for a, need in zip(args, ctx.needs_input_grad))
+        edges = tuple([_edge(a) if need else None for a, need in zip(args, needs)])
         meta = [(o.shape, o.dtype, backend.get_array_module(o)) for o in outs]
         node = Node(cls, ctx, edges, meta)
-        results = tuple(
+        results = tuple([
             Tensor._make(o, True, node, i, device) if _differentiable(o.dtype)
             else Tensor._make(o, False, None, 0, device)
-            for i, o in enumerate(outs))
+            for i, o in enumerate(outs)])
         _share_view_counters(args, raw, outs, results)
         node.saved_versions = _saved_versions(ctx, args, raw, outs, results)
         return results if multiple else results[0]
@@ -180,21 +180,21 @@ def _unwrap(cls, args):
     """(raw arguments, needs_input_grad or None when no input requires grad, device), in one
     pass over ``args`` (the per-op cost decides tiny workloads); mixed devices raise."""
     Tensor = _Tensor
-    raw, any_grad, device = [], False, None
+    raw, needs, any_grad, device = [], [], False, None
     for a in args:
         if not isinstance(a, Tensor):
             raw.append(a)
+            needs.append(False)
             continue
         raw.append(a._data)
+        needs.append(a.requires_grad)
         any_grad = any_grad or a.requires_grad
         if device is None:
             device = a._device
         elif a._device != device:
             raise RuntimeError(f"{cls.__name__}: expected all tensors on the same device, "
                                f"got {device} and {a._device}")
-    if not any_grad:
-        return raw, None, device
-    return raw, tuple(isinstance(a, Tensor) and a.requires_grad for a in args), device
+    return raw, (tuple(needs) if any_grad else None), device
 
 
 def _overlaps(a, b):
