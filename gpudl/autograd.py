@@ -404,8 +404,12 @@ def _run_node(node, grads_in, pending, retain_graph):
         for i, t in node.retained.items():
             if i in grads_in:
                 _accumulate(t, grads_in[i])
-    grads_out = [_as_array(grads_in[i]) if i in grads_in else xp.zeros(shape, dtype)
-                 for i, (shape, dtype, xp) in enumerate(node.out_meta)]
+    meta = node.out_meta
+    if len(meta) == 1 and 0 in grads_in:        # one output, its gradient arrived
+        grads_out = (_as_array(grads_in[0]),)
+    else:
+        grads_out = [_as_array(grads_in[i]) if i in grads_in else xp.zeros(shape, dtype)
+                     for i, (shape, dtype, xp) in enumerate(meta)]
     input_grads = node.function.backward(node.ctx, *grads_out)
     if not isinstance(input_grads, tuple):
         input_grads = (input_grads,)
