@@ -18,7 +18,8 @@ the last NaN), so NaN propagates to the output and its gradient goes to the NaN.
 
 The CPU twins are Numba CPU loops, parallel over planes, that fill an output row one kernel offset
 at a time in branch-free loops that vectorise (see "CPU twins" below); max and argmax come out
-of one pass. Below the threading threshold the forward twins fold all planes into one row. Their backward passes scatter into the input gradient, which is race-free because a
+of one pass. Below the threading threshold the forward twins fold all planes into one row.
+Their backward passes scatter into the input gradient, which is race-free because a
 plane belongs to one thread. The CUDA kernels
 (pool_cuda.py) scatter per output window when windows do not overlap and gather per input pixel
 when they do: deterministic, no atomics, no division in any loop.
