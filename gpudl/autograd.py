@@ -154,34 +154,54 @@ class Function:
         if _capture is not None and _capture.active():
             return _capture.apply(cls, args)
         Tensor = _Tensor
-        raw = [a._data if isinstance(a, Tensor) else a for a in args]
-        record = _grad.enabled and any(
-            isinstance(a, Tensor) and a.requires_grad for a in args)
-        device = _common_device(cls, args)
+        raw, needs, device = _unwrap(cls, args)
+        record = _grad.enabled and needs is not None
         if device == "cpu":
             cpu_threads.count()     # follow the machine's load (see cpu_threads)
         ctx = Context()
-        if record:
-            ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        else:
-            ctx.needs_input_grad = (False,) * len(args)
+        ctx.needs_input_grad = needs if record else (False,) * len(args)
         out = cls.forward(ctx, *raw)
         multiple = isinstance(out, tuple)
         outs = out if multiple else (out,)
         if not record:
+            if not multiple:            # the common case, without the tuple round trip
+                result = Tensor._make(out, False, None, 0, device)
+                _share_view_counters(args, raw, outs, (result,))
+                return result
             results = tuple(Tensor._make(o, False, None, 0, device) for o in outs)
             _share_view_counters(args, raw, outs, results)
-            return results if multiple else results[0]
-        edges = tuple(_edge(a) if need else None for a, need in zip(args, ctx.needs_input_grad))
+            return results
+        edges = tuple([_edge(a) if need else None for a, need in zip(args, needs)])
         meta = [(o.shape, o.dtype, backend.get_array_module(o)) for o in outs]
         node = Node(cls, ctx, edges, meta)
-        results = tuple(
+        results = tuple([
             Tensor._make(o, True, node, i, device) if _differentiable(o.dtype)
             else Tensor._make(o, False, None, 0, device)
-            for i, o in enumerate(outs))
+            for i, o in enumerate(outs)])
         _share_view_counters(args, raw, outs, results)
         node.saved_versions = _saved_versions(ctx, args, raw, outs, results)
         return results if multiple else results[0]
+
+
+def _unwrap(cls, args):
+    """(raw arguments, needs_input_grad or None when no input requires grad, device), in one
+    pass over ``args`` (the per-op cost decides tiny workloads); mixed devices raise."""
+    Tensor = _Tensor
+    raw, needs, any_grad, device = [], [], False, None
+    for a in args:
+        if not isinstance(a, Tensor):
+            raw.append(a)
+            needs.append(False)
+            continue
+        raw.append(a._data)
+        needs.append(a.requires_grad)
+        any_grad = any_grad or a.requires_grad
+        if device is None:
+            device = a._device
+        elif a._device != device:
+            raise RuntimeError(f"{cls.__name__}: expected all tensors on the same device, "
+                               f"got {device} and {a._device}")
+    return raw, (tuple(needs) if any_grad else None), device
 
 
 def _overlaps(a, b):
@@ -198,8 +218,12 @@ def _share_view_counters(args, raw, outs, results):
     """An output that views an input's memory shares that input's version counter (as torch's
     views do), so an in-place edit through either is seen by the other's saved versions."""
     for o, t in zip(outs, results):
-        if o.base is None and not any(o is r for r in raw):
-            continue                                 # a fresh array: the common case
+        if o.base is None:
+            for r in raw:
+                if o is r:
+                    break
+            else:
+                continue                             # a fresh array: the common case
         for a, r in zip(args, raw):
             if isinstance(a, _Tensor) and _overlaps(o, r):
                 t._version_counter = a._version_counter
@@ -211,7 +235,9 @@ def _kept_arrays(ctx):
     tuples, lists and dicts (RNNs keep a dict of buffers)."""
     kept = []
     types = backend.ARRAY_TYPES
-    for value in ctx.__dict__.values():
+    for key, value in ctx.__dict__.items():
+        if key == "needs_input_grad":
+            continue
         if isinstance(value, types):
             kept.append(value)
         elif isinstance(value, (tuple, list, dict)):
@@ -252,19 +278,6 @@ def _edge(tensor):
     if tensor.grad_fn is None:
         return tensor                       # a leaf that requires grad
     return (tensor.grad_fn, tensor._out_index)
-
-
-def _common_device(cls, args):
-    device = None
-    for a in args:
-        if isinstance(a, _Tensor):
-            if device is None:
-                device = a._device
-            elif a._device != device:
-                raise RuntimeError(
-                    f"{cls.__name__}: expected all tensors on the same device, "
-                    f"got {device} and {a._device}")
-    return device
 
 
 def _topological_order(root):
@@ -406,8 +419,12 @@ def _run_node(node, grads_in, pending, retain_graph):
         for i, t in node.retained.items():
             if i in grads_in:
                 _accumulate(t, grads_in[i])
-    grads_out = [_as_array(grads_in[i]) if i in grads_in else xp.zeros(shape, dtype)
-                 for i, (shape, dtype, xp) in enumerate(node.out_meta)]
+    meta = node.out_meta
+    if len(meta) == 1 and 0 in grads_in:        # one output, its gradient arrived
+        grads_out = (_as_array(grads_in[0]),)
+    else:
+        grads_out = [_as_array(grads_in[i]) if i in grads_in else xp.zeros(shape, dtype)
+                     for i, (shape, dtype, xp) in enumerate(meta)]
     input_grads = node.function.backward(node.ctx, *grads_out)
     if not isinstance(input_grads, tuple):
         input_grads = (input_grads,)

@@ -43,7 +43,8 @@ GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 # NumPy's SIMD tanh does the transcendental work (a scalar tanh in a Numba loop is ~50x slower
 # per element: no vector maths library), Numba CPU loops do the rest of a step in one pass each.
 # Measured at B=32, H=128, float32: 12 us per LSTM forward step and 9 us backward, against 31 and
-# 30 us for the same maths as a chain of in-place NumPy ufuncs.
+# 30 us for the same maths as a chain of in-place NumPy ufuncs; at B=16, H=128 after the row-slice
+# rewrites below: 6.0 us forward (of which NumPy's two tanh 2.5 us) and 2.0 us backward.
 _jit = numba.njit(cache=True)
 
 
@@ -64,17 +65,29 @@ def _lstm_pre_activations(a, gh):
 
 @_jit
 def _lstm_cell_update(a, c_prev, c_new):
-    """Finish the sigmoids of i, f, o (a holds tanh(v / 2) there) and c_new = f * c + i * g."""
+    """Finish the sigmoids of i, f, o (a holds tanh(v / 2) there) and c_new = f * c + i * g.
+    One loop per output array: a loop storing into c_new and into ``a`` at once ran scalar."""
     half = a.dtype.type(0.5)
     H = c_prev.shape[1]
     for b in range(a.shape[0]):
+        i, f, g = a[b, :H], a[b, H:2 * H], a[b, 2 * H:3 * H]
+        cp, cn = c_prev[b], c_new[b]
         for j in range(H):
-            i = half + half * a[b, j]
-            f = half + half * a[b, H + j]
-            a[b, j] = i
-            a[b, H + j] = f
-            a[b, 3 * H + j] = half + half * a[b, 3 * H + j]
-            c_new[b, j] = f * c_prev[b, j] + i * a[b, 2 * H + j]
+            cn[j] = (half + half * f[j]) * cp[j] + (half + half * i[j]) * g[j]
+        for k in range(2 * H):
+            a[b, k] = half + half * a[b, k]
+        for k in range(3 * H, 4 * H):
+            a[b, k] = half + half * a[b, k]
+
+
+@_jit
+def _lstm_hidden(a, tanh_c, h):
+    """h = o * tanh(c), o the last gate block of a."""
+    H = h.shape[1]
+    for b in range(h.shape[0]):
+        o, tc, hb = a[b, 3 * H:], tanh_c[b], h[b]
+        for j in range(H):
+            hb[j] = o[j] * tc[j]
 
 
 def _lstm_step_fwd_cpu(t, s_in, s_out, gates, gh, c, tanh_c, h):
@@ -83,24 +96,29 @@ def _lstm_step_fwd_cpu(t, s_in, s_out, gates, gh, c, tanh_c, h):
     np.tanh(a, out=a)
     _lstm_cell_update(a, c[s_in], c[s_out])
     np.tanh(c[s_out], out=tanh_c[t])
-    np.multiply(a[:, 3 * a.shape[1] // 4:], tanh_c[t], out=h[s_out])
+    _lstm_hidden(a, tanh_c[t], h[s_out])
 
 
 @_jit
 def _lstm_step_bwd(gy, dh, dc, a, c_prev, tc, d):
-    """Gate gradients d (B, 4H) of one step; dc (B, H) becomes dL/dc_{t-1} in place."""
+    """Gate gradients d (B, 4H) of one step; dc (B, H) becomes dL/dc_{t-1} in place. The rows'
+    gate blocks are taken as 1-D slices first: indexed as a[b, H + j] the loop ran scalar
+    (4.5 us per step at B=16, H=128; 1.4 us so)."""
     one = a.dtype.type(1)
     H = dh.shape[1]
     for b in range(dh.shape[0]):
+        ai, af, ag, ao = a[b, :H], a[b, H:2 * H], a[b, 2 * H:3 * H], a[b, 3 * H:]
+        di, df, dg, do = d[b, :H], d[b, H:2 * H], d[b, 2 * H:3 * H], d[b, 3 * H:]
+        gyb, dhb, dcb, cpb, tcb = gy[b], dh[b], dc[b], c_prev[b], tc[b]
         for j in range(H):
-            i, f, g, o = a[b, j], a[b, H + j], a[b, 2 * H + j], a[b, 3 * H + j]
-            dh_t = gy[b, j] + dh[b, j]
-            dc_t = dc[b, j] + dh_t * o * (one - tc[b, j] * tc[b, j])
-            d[b, j] = dc_t * g * (i - i * i)
-            d[b, H + j] = dc_t * c_prev[b, j] * (f - f * f)
-            d[b, 2 * H + j] = dc_t * i * (one - g * g)
-            d[b, 3 * H + j] = dh_t * tc[b, j] * (o - o * o)
-            dc[b, j] = dc_t * f
+            i, f, g, o, tanh_c = ai[j], af[j], ag[j], ao[j], tcb[j]
+            dh_t = gyb[j] + dhb[j]
+            dc_t = dcb[j] + dh_t * o * (one - tanh_c * tanh_c)
+            di[j] = dc_t * g * (i - i * i)
+            df[j] = dc_t * cpb[j] * (f - f * f)
+            dg[j] = dc_t * i * (one - g * g)
+            do[j] = dh_t * tanh_c * (o - o * o)
+            dcb[j] = dc_t * f
 
 
 def _lstm_step_bwd_cpu(t, s_in, s_out, gy, dh, dc, gates, c, tanh_c, dgates):
@@ -125,20 +143,20 @@ def _gru_candidate(a, hn):
     half = a.dtype.type(0.5)
     H = hn.shape[1]
     for b in range(a.shape[0]):
+        r_half, n, hb = a[b, :H], a[b, 2 * H:], hn[b]
         for j in range(H):
-            r = half + half * a[b, j]
-            a[b, j] = r
-            a[b, H + j] = half + half * a[b, H + j]
-            a[b, 2 * H + j] += r * hn[b, j]
+            n[j] += (half + half * r_half[j]) * hb[j]
+        for k in range(2 * H):
+            a[b, k] = half + half * a[b, k]
 
 
 @_jit
 def _gru_output(a, h_prev, h_new):
     H = h_prev.shape[1]
     for b in range(a.shape[0]):
+        z, n, hp, hnew = a[b, H:2 * H], a[b, 2 * H:], h_prev[b], h_new[b]
         for j in range(H):
-            n = a[b, 2 * H + j]
-            h_new[b, j] = (h_prev[b, j] - n) * a[b, H + j] + n
+            hnew[j] = (hp[j] - n[j]) * z[j] + n[j]
 
 
 def _gru_step_fwd_cpu(t, s_in, s_out, gates, gh, b_hn, hn, h):
@@ -153,21 +171,26 @@ def _gru_step_fwd_cpu(t, s_in, s_out, gates, gh, b_hn, hn, h):
 @_jit
 def _gru_step_bwd(gy, dh, carry, a, hn, h_prev, d_in, d_rec):
     """Gate gradients of one step, for the input GEMM (d_in) and the recurrent one (d_rec, which
-    differs in n: W_hn h + b_hn enters through r); carry becomes the direct path z * dL/dh_t."""
+    differs in n: W_hn h + b_hn enters through r); carry becomes the direct path z * dL/dh_t.
+    Over 1-D row slices, as the LSTM kernels (step 4.0 -> 3.7 us at B=16, H=128)."""
     one = a.dtype.type(1)
     H = dh.shape[1]
     for b in range(dh.shape[0]):
+        ar, az, an = a[b, :H], a[b, H:2 * H], a[b, 2 * H:]
+        in_r, in_z, in_n = d_in[b, :H], d_in[b, H:2 * H], d_in[b, 2 * H:]
+        rec_r, rec_z, rec_n = d_rec[b, :H], d_rec[b, H:2 * H], d_rec[b, 2 * H:]
+        gyb, dhb, cb, hnb, hpb = gy[b], dh[b], carry[b], hn[b], h_prev[b]
         for j in range(H):
-            r, z, n = a[b, j], a[b, H + j], a[b, 2 * H + j]
-            dh_t = gy[b, j] + dh[b, j] + carry[b, j]
-            carry[b, j] = dh_t * z
+            r, z, n = ar[j], az[j], an[j]
+            dh_t = gyb[j] + dhb[j] + cb[j]
+            cb[j] = dh_t * z
             dn = dh_t * (one - z) * (one - n * n)
-            dr = dn * hn[b, j] * (r - r * r)
-            dz = (h_prev[b, j] - n) * dh_t * (z - z * z)
-            d_in[b, j] = d_rec[b, j] = dr
-            d_in[b, H + j] = d_rec[b, H + j] = dz
-            d_in[b, 2 * H + j] = dn
-            d_rec[b, 2 * H + j] = dn * r
+            dr = dn * hnb[j] * (r - r * r)
+            dz = (hpb[j] - n) * dh_t * (z - z * z)
+            in_r[j] = rec_r[j] = dr
+            in_z[j] = rec_z[j] = dz
+            in_n[j] = dn
+            rec_n[j] = dn * r
 
 
 def _gru_step_bwd_cpu(t, s_in, s_out, gy, dh, carry, gates, hn, h, dgx, dgh):

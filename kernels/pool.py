@@ -18,7 +18,8 @@ the last NaN), so NaN propagates to the output and its gradient goes to the NaN.
 
 The CPU twins are Numba CPU loops, parallel over planes, that fill an output row one kernel offset
 at a time in branch-free loops that vectorise (see "CPU twins" below); max and argmax come out
-of one pass. Their backward passes scatter into the input gradient, which is race-free because a
+of one pass. Below the threading threshold the forward twins fold all planes into one row.
+Their backward passes scatter into the input gradient, which is race-free because a
 plane belongs to one thread. The CUDA kernels
 (pool_cuda.py) scatter per output window when windows do not overlap and gather per input pixel
 when they do: deterministic, no atomics, no division in any loop.
@@ -61,17 +62,22 @@ def _compute_dtype(dtype):
 # --------------------------------------------------------------------------- entries: max
 def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
     """Max pooling: ``(y, argmax)``, ``argmax`` holding each window's offset (see module doc)."""
-    out = _output_shape(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     if backend.kernel_device(x) == "cuda":
         from . import pool_cuda
+        out = _output_shape(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
         return pool_cuda.max_pool2d_forward(x, out, kernel_size, stride, padding, dilation)
-    planes = _planes(x).astype(_compute_dtype(x.dtype), copy=False)
-    y = np.empty((planes.shape[0],) + out, planes.dtype)
-    argmax = np.empty(y.shape, index_dtype(kernel_size))
-    rows, cols = _windows(x.shape, out, kernel_size, stride, padding, dilation)
-    _pick(_MAX_FWD, planes.size)(planes, y, argmax, rows, cols, kernel_size[1], *dilation)
-    shape = x.shape[:-2] + out
-    return y.astype(x.dtype, copy=False).reshape(shape), argmax.reshape(shape)
+    out, rows, cols, index = _max_plan(x.shape[-2:], kernel_size, stride, padding, dilation,
+                                       ceil_mode)
+    planes = _planes(x)
+    if planes.dtype == np.float16:
+        planes = planes.astype(np.float32)
+    shape = x.shape[:-2] + out          # allocated in the final shape: results own their
+    y = np.empty(shape, planes.dtype)   # memory, which autograd's view checks skip at once
+    argmax = np.empty(shape, index)
+    P = planes.shape[0]
+    _pick(_MAX_FWD, planes.size)(planes, y.reshape((P,) + out), argmax.reshape((P,) + out),
+                                 rows, cols, kernel_size[1], *dilation)
+    return y.astype(x.dtype, copy=False), argmax
 
 
 def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, dilation):
@@ -80,12 +86,14 @@ def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, d
         from . import pool_cuda
         return pool_cuda.max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride,
                                              padding, dilation)
-    g = _planes(gy).astype(_compute_dtype(gy.dtype), copy=False)
-    gx = np.zeros((g.shape[0],) + tuple(input_shape[-2:]), g.dtype)
+    g = _planes(gy)
+    if g.dtype == np.float16:
+        g = g.astype(np.float32)
+    gx = np.zeros(input_shape, g.dtype)
     rows, cols = _windows(input_shape, gy.shape[-2:], kernel_size, stride, padding, dilation)
-    _pick(_MAX_BWD, gx.size)(g, _planes(argmax), gx, rows[0], cols[0], kernel_size[1],
-                             *dilation)
-    return gx.astype(gy.dtype, copy=False).reshape(input_shape)
+    _pick(_MAX_BWD, gx.size)(g, _planes(argmax), gx.reshape((g.shape[0],) + input_shape[-2:]),
+                             rows[0], cols[0], kernel_size[1], *dilation)
+    return gx.astype(gy.dtype, copy=False)
 
 
 def max_pool2d_indices(argmax, input_shape, kernel_size, stride, padding, dilation):
@@ -105,14 +113,14 @@ def max_pool2d_indices(argmax, input_shape, kernel_size, stride, padding, dilati
 def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                        divisor_override):
     """Average pooling with PyTorch's divisor rules (see module doc)."""
-    out = _output_shape(x.shape, kernel_size, stride, padding, (1, 1), ceil_mode)
     divisor = divisor_override or 0                     # 0: no override
     if backend.kernel_device(x) == "cuda":
         from . import pool_cuda
+        out = _output_shape(x.shape, kernel_size, stride, padding, (1, 1), ceil_mode)
         return pool_cuda.avg_pool2d_forward(x, out, kernel_size, stride, padding,
                                             bool(count_include_pad), divisor)
-    plan = _mean_plan(x.shape[-2:], out, (kernel_size, stride, padding), bool(count_include_pad),
-                      divisor, _compute_dtype(x.dtype))
+    out, plan = _avg_plan(x.shape[-2:], kernel_size, stride, padding, ceil_mode,
+                          bool(count_include_pad), divisor, x.dtype)
     return _mean_fwd(x, out, plan)
 
 
@@ -125,7 +133,7 @@ def avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding, count_inc
         return pool_cuda.avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding,
                                              bool(count_include_pad), divisor)
     plan = _mean_plan(input_shape[-2:], gy.shape[-2:], (kernel_size, stride, padding),
-                      bool(count_include_pad), divisor, _compute_dtype(gy.dtype))
+                      bool(count_include_pad), divisor, gy.dtype)
     return _mean_bwd(gy, input_shape, plan)
 
 
@@ -136,8 +144,7 @@ def adaptive_avg_pool2d_forward(x, output_size):
     if backend.kernel_device(x) == "cuda":
         from . import pool_cuda
         return pool_cuda.adaptive_avg_pool2d_forward(x, out)
-    return _mean_fwd(x, out, _mean_plan(x.shape[-2:], out, None, False, 0,
-                                        _compute_dtype(x.dtype)))
+    return _mean_fwd(x, out, _mean_plan(x.shape[-2:], out, None, False, 0, x.dtype))
 
 
 def adaptive_avg_pool2d_backward(gy, input_shape):
@@ -146,7 +153,7 @@ def adaptive_avg_pool2d_backward(gy, input_shape):
         from . import pool_cuda
         return pool_cuda.adaptive_avg_pool2d_backward(gy, input_shape)
     return _mean_bwd(gy, input_shape, _mean_plan(input_shape[-2:], gy.shape[-2:], None, False, 0,
-                                                 _compute_dtype(gy.dtype)))
+                                                 gy.dtype))
 
 
 # --------------------------------------------------------------------------- window tables
@@ -168,6 +175,15 @@ def _axis_windows(out, size, kernel, stride, padding, dilation):
     return np.stack([start, first, end, span])
 
 
+@functools.lru_cache(maxsize=256)
+def _max_plan(hw, kernel_size, stride, padding, dilation, ceil_mode):
+    """(output (Ho, Wo), rows, cols, argmax dtype) of a max pool over (..., *hw): built once
+    per geometry, as a tiny pool spends more time planning than pooling."""
+    out = _output_shape(hw, kernel_size, stride, padding, dilation, ceil_mode)
+    return (out, *_windows(hw, out, kernel_size, stride, padding, dilation),
+            index_dtype(kernel_size))
+
+
 def _windows(shape, out, kernel_size, stride, padding, dilation):
     """(rows, cols): ``_axis_windows`` for H and for W, built once per geometry (a tiny pool
     spent most of its time building them)."""
@@ -181,9 +197,18 @@ def _window_tables(hw, out, kernel_size, stride, padding, dilation):
                                dilation[a]) for a in (0, 1))
 
 
+@functools.lru_cache(maxsize=256)
+def _avg_plan(hw, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor, dtype):
+    """(output (Ho, Wo), ``_mean_plan``) of an average pool over (..., *hw), once per geometry."""
+    out = _output_shape(hw, kernel_size, stride, padding, (1, 1), ceil_mode)
+    return out, _mean_plan(hw, out, (kernel_size, stride, padding), count_include_pad, divisor,
+                           dtype)
+
+
 def _mean_plan(hw, out, window, count_include_pad, divisor, dtype):
-    """(rows, cols, widest window, row divisors, column divisors) of an average pool: ``window``
-    = (kernel_size, stride, padding), or None for adaptive bins. Cached per geometry."""
+    """(rows, cols, widest window, row divisors, column divisors, whether every window spans
+    the widest along W) of an average pool: ``window`` = (kernel_size, stride, padding), or None
+    for adaptive bins; ``dtype`` the data's (divisors in its compute dtype). Cached."""
     window = None if window is None else tuple(tuple(v) for v in window)
     return _mean_plan_cached(tuple(hw), tuple(out), window, count_include_pad, divisor,
                              np.dtype(dtype))
@@ -191,9 +216,12 @@ def _mean_plan(hw, out, window, count_include_pad, divisor, dtype):
 
 @functools.lru_cache(maxsize=256)
 def _mean_plan_cached(hw, out, window, count_include_pad, divisor, dtype):
+    dtype = _compute_dtype(dtype)
     windows = _bins(hw, out) if window is None else _windows(hw, out, *window, (1, 1))
-    return (*windows, windows[1][2].max(initial=0),
-            *_divisors(windows, count_include_pad, divisor, dtype))
+    widest = windows[1][2].max(initial=0)
+    whole_rows = bool((windows[1][1] == 0).all() and (windows[1][2] == widest).all())
+    return (*windows, widest, *_divisors(windows, count_include_pad, divisor, dtype),
+            whole_rows)
 
 
 def _bins(shape, out):
@@ -221,17 +249,25 @@ def _divisors(windows, count_include_pad, divisor, dtype):
 
 
 def _mean_fwd(x, out, plan):
-    planes = _planes(x).astype(_compute_dtype(x.dtype), copy=False)
-    y = np.empty((planes.shape[0],) + tuple(out), planes.dtype)
-    _pick(_AVG_FWD, planes.size)(planes, y, *plan)
-    return y.astype(x.dtype, copy=False).reshape(x.shape[:-2] + tuple(out))
+    planes = _planes(x)
+    if planes.dtype == np.float16:
+        planes = planes.astype(np.float32)
+    out = tuple(out)
+    y = np.empty(x.shape[:-2] + out, planes.dtype)      # the final shape, as in max pooling
+    kernel = _pick(_AVG_FWD, planes.size)
+    if kernel is _AVG_FWD[0] and plan[5]:
+        kernel = _avg_fwd_whole_rows
+    kernel(planes, y.reshape((planes.shape[0],) + out), *plan[:5])
+    return y.astype(x.dtype, copy=False)
 
 
 def _mean_bwd(gy, input_shape, plan):
-    g = _planes(gy).astype(_compute_dtype(gy.dtype), copy=False)
-    gx = np.zeros((g.shape[0],) + tuple(input_shape[-2:]), g.dtype)
-    _pick(_AVG_BWD, gx.size)(g, gx, *plan)
-    return gx.astype(gy.dtype, copy=False).reshape(input_shape)
+    g = _planes(gy)
+    if g.dtype == np.float16:
+        g = g.astype(np.float32)
+    gx = np.zeros(input_shape, g.dtype)
+    _pick(_AVG_BWD, gx.size)(g, gx.reshape((g.shape[0],) + tuple(input_shape[-2:])), *plan[:5])
+    return gx.astype(gy.dtype, copy=False)
 
 
 # --------------------------------------------------------------------------- CPU twins
@@ -341,7 +377,83 @@ def _avg_bwd_cpu(gy, gx, rows, cols, kw, row_div, col_div):
                             dst[cols[0, ow] + j] += g[ow]
 
 
-_MAX_FWD = _serial_and_parallel(_max_fwd_cpu)
+# The serial forward twins fold the planes into the row: for one output row index oh, the cells
+# an offset (i, j) reads in EVERY plane are gathered into one buffer of P * Wo and updated in one
+# loop, instead of P loops of Wo. Small images have short rows (Wo = 7 for a 3x3 s2 pool of a
+# 16x16 image), where the per-row loop overhead dominated: 1.5x faster for (8,16,16) 3x3 s2 max
+# (5.7 -> 3.7 us), 1.2-1.8x up to (512,32,32), identical results.
+@njit(cache=True)
+def _max_fwd_folded(x, y, argmax, rows, cols, kw, dh, dw):
+    P, Ho, Wo = y.shape
+    best = np.empty(P * Wo, y.dtype)
+    arg = np.empty(P * Wo, argmax.dtype)
+    cells = np.empty(P * Wo, x.dtype)
+    for oh in range(Ho):
+        h0, i0, i1 = rows[0, oh], rows[1, oh], rows[2, oh]
+        for ow in range(Wo):          # -inf, and the first cell inside the input, as PyTorch
+            j0 = cols[1, ow]
+            first = i0 * kw + j0 if i0 < i1 and j0 < cols[2, ow] else 0
+            for p in range(P):
+                best[p * Wo + ow] = -np.inf
+                arg[p * Wo + ow] = first
+        for i in range(i0, i1):
+            for j in range(kw):
+                for p in range(P):
+                    _gather_row(x[p, h0 + i * dh], cols, j, dw, -np.inf,
+                                cells[p * Wo:(p + 1) * Wo])
+                k = i * kw + j
+                for q in range(P * Wo):
+                    v = cells[q]
+                    take = (v > best[q]) | (v != v)     # NaN wins, as in PyTorch
+                    best[q] = v if take else best[q]
+                    arg[q] = k if take else arg[q]
+        for p in range(P):
+            for ow in range(Wo):
+                y[p, oh, ow] = best[p * Wo + ow]
+                argmax[p, oh, ow] = arg[p * Wo + ow]
+
+
+@njit(cache=True)
+def _avg_fwd_folded(x, y, rows, cols, kw, row_div, col_div):
+    P, Ho, Wo = y.shape
+    total = np.empty(P * Wo, y.dtype)
+    cells = np.empty(P * Wo, x.dtype)
+    zero = x.dtype.type(0)
+    for oh in range(Ho):
+        total[:] = 0
+        for i in range(rows[1, oh], rows[2, oh]):
+            for j in range(kw):
+                for p in range(P):
+                    _gather_row(x[p, rows[0, oh] + i], cols, j, 1, zero,
+                                cells[p * Wo:(p + 1) * Wo])
+                for q in range(P * Wo):
+                    total[q] += cells[q]
+        for p in range(P):
+            for ow in range(Wo):
+                y[p, oh, ow] = total[p * Wo + ow] / (row_div[oh] * col_div[ow])
+
+
+@njit(cache=True)
+def _avg_fwd_whole_rows(x, y, rows, cols, kw, row_div, col_div):
+    """_avg_fwd_folded when every window spans all kw columns inside the input (no padding or
+    clipping along W, the usual case): each window row is summed straight from the input, no
+    gather (1.7x faster for (8,16,16) 3x3 s2; the additions in the same order)."""
+    P, Ho, Wo = y.shape
+    total = np.empty(P * Wo, y.dtype)
+    for oh in range(Ho):
+        total[:] = 0
+        for i in range(rows[1, oh], rows[2, oh]):
+            for p in range(P):
+                src, row_total = x[p, rows[0, oh] + i], total[p * Wo:(p + 1) * Wo]
+                for j in range(kw):
+                    for ow in range(Wo):
+                        row_total[ow] += src[cols[0, ow] + j]
+        for p in range(P):
+            for ow in range(Wo):
+                y[p, oh, ow] = total[p * Wo + ow] / (row_div[oh] * col_div[ow])
+
+
+_MAX_FWD = (_max_fwd_folded, njit(parallel=True, cache=True)(_max_fwd_cpu))
 _MAX_BWD = _serial_and_parallel(_max_bwd_cpu)
-_AVG_FWD = _serial_and_parallel(_avg_fwd_cpu)
+_AVG_FWD = (_avg_fwd_folded, njit(parallel=True, cache=True)(_avg_fwd_cpu))
 _AVG_BWD = _serial_and_parallel(_avg_bwd_cpu)

@@ -18,7 +18,7 @@ class Parameter(Tensor):
         if data is None:
             data = np.empty((0,), dtypes.DEFAULT_FLOAT)
         if isinstance(data, Tensor):        # the same memory, so the same version counter
-            self._data, self._device = data._data, data.device
+            self._data, self._device = data._data, data._device
             self._version_counter = data._version_counter
         else:
             from ..creation import as_array

@@ -1,15 +1,28 @@
 """Reductions: sum, mean, max/min (values and indices), var/std, and softmax/log_softmax."""
 
+import numpy as np
+
 from .. import backend
 from ..autograd import Function
 from ._util import quiet as _quiet, xp_of
 
 
 def _expand_back(g, axes, keepdims, shape):
-    """Give a reduced gradient back its reduced axes (as size 1) so it broadcasts over ``shape``."""
-    if not keepdims:
-        g = xp_of(g).expand_dims(g, axes) if axes else g
+    """Give a reduced gradient back its reduced axes (as size 1) so it broadcasts over ``shape``.
+    Leading axes need none (broadcasting adds them), nor do all axes, the usual loss.sum()."""
+    if not keepdims and axes and axes != tuple(range(len(axes))):
+        g = xp_of(g).expand_dims(g, axes)
     return g
+
+
+def _broadcast_back(g, shape):
+    """``broadcast_to(g, shape)``: a read-only view. For a NumPy 0-d ``g`` (a full reduction)
+    the stride-0 view is built directly: NumPy's broadcast_to costs ~2 us, a tiny op's budget."""
+    if type(g) is np.ndarray and g.ndim == 0:
+        view = np.ndarray(shape, g.dtype, g, 0, (0,) * len(shape))
+        view.flags.writeable = False
+        return view
+    return xp_of(g).broadcast_to(g, shape)
 
 
 class Sum(Function):
@@ -21,8 +34,7 @@ class Sum(Function):
     @staticmethod
     def backward(ctx, g):
         shape, axes, keepdims = ctx.conf
-        g = _expand_back(g, axes, keepdims, shape)
-        return xp_of(g).broadcast_to(g, shape), None, None
+        return _broadcast_back(_expand_back(g, axes, keepdims, shape), shape), None, None
 
 
 class Mean(Function):
@@ -38,7 +50,7 @@ class Mean(Function):
         for ax in axes:
             count *= shape[ax]
         g = _expand_back(g, axes, keepdims, shape) / max(count, 1)
-        return xp_of(g).broadcast_to(g, shape), None, None
+        return _broadcast_back(g, shape), None, None
 
 
 class Extreme(Function):

@@ -261,6 +261,15 @@ def test_parameter_construction():
         nn.Parameter(gd.tensor([1, 2]))        # integers cannot require grad
 
 
+def test_parameter_from_tensor_keeps_the_device_name():
+    """Tensors hold their device as a name; a Parameter built from a tensor once held the device
+    object, and every op on it then parsed a device string in Function.apply."""
+    t = gd.randn(2)
+    p = nn.Parameter(t)
+    assert type(p._device) is str and p._device == t._device
+    assert p.device == t.device
+
+
 def test_sequential_indexing_and_editing():
     layers = [nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1)]
     seq = nn.Sequential(*layers)
