@@ -80,7 +80,7 @@ def _check_logged(owner, what, name, keys):
 
 
 def _finite(array):
-    return array.dtype.kind not in "fc" or bool(get_array_module(array).isfinite(array).all())
+    return not (array.dtype.kind == "c" or is_floating(array.dtype)) or bool(get_array_module(array).isfinite(array).all())
 
 
 def _snapshot(model):

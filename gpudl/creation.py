@@ -15,7 +15,9 @@ def as_array(data, dtype, device, op):
         data = data._data
     else:
         source_device = "cuda" if backend.is_device_array(data) else None
-        if isinstance(data, (list, tuple)):
+        if str(getattr(data, "dtype", "")) == "torch.bfloat16":
+            data = _torch_bfloat16(data)
+        elif isinstance(data, (list, tuple)):
             data = _unwrap_nested(data)
     device = device or source_device or backend.DEFAULT_DEVICE
     if backend.is_device_array(data):
@@ -37,6 +39,13 @@ def as_array(data, dtype, device, op):
     if dtype is not None and array.dtype != dtype:
         array = array.astype(dtype)
     return backend.to_device_array(array, device), device
+
+
+def _torch_bfloat16(tensor):
+    """A torch bfloat16 tensor as a NumPy bfloat16 array: torch's .numpy() and NumPy's DLPack
+    both refuse bfloat16, so its bits travel as int16 and are viewed back."""
+    import torch
+    return tensor.detach().cpu().view(torch.int16).numpy().view(dtypes.bfloat16)
 
 
 def _unwrap_nested(data):

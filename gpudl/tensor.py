@@ -215,7 +215,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         return self.to("cuda" if device is None else device)
 
     _TYPE_NAMES = {"FloatTensor": dtypes.float32, "DoubleTensor": dtypes.float64,
-                   "HalfTensor": dtypes.float16, "LongTensor": dtypes.int64,
+                   "HalfTensor": dtypes.float16, "BFloat16Tensor": dtypes.bfloat16,
+                   "LongTensor": dtypes.int64,
                    "IntTensor": dtypes.int32, "ShortTensor": dtypes.int16,
                    "CharTensor": dtypes.int8, "ByteTensor": dtypes.uint8,
                    "BoolTensor": dtypes.bool_}
@@ -244,6 +245,9 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     def half(self):
         return self.astype(dtypes.float16)
+
+    def bfloat16(self):
+        return self.astype(dtypes.bfloat16)
 
     def long(self):
         return self.astype(dtypes.int64)

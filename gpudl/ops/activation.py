@@ -6,6 +6,8 @@ accepted for PyTorch compatibility and computes out of place (the result is the 
 
 import warnings
 
+from ..amp.autocast_mode import cast_inputs, state as _autocast
+from ..dtypes import is_floating
 from ..autograd import Function
 from ..kernels import activation as K
 from ..tensor import Tensor
@@ -17,7 +19,7 @@ from ._util import normalize_axis, xp_of
 def _floating(op, input):
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"{op}: input must be a floating point tensor, got {input.dtype}")
     return input
 
@@ -128,6 +130,8 @@ def silu(input, inplace=False):
 
 def softplus(input, beta=1.0, threshold=20.0):
     """log(1 + exp(beta * input)) / beta; the identity where beta * input > threshold."""
+    if _autocast.active:
+        (input,) = cast_inputs("softplus", input)
     return Softplus.apply(_floating("softplus", input), float(beta), float(threshold))
 
 
@@ -170,12 +174,16 @@ def _softmax_dim(op, input, dim):
 
 def softmax(input, dim=None, dtype=None):
     """exp(input) / sum(exp(input)) along ``dim``; ``dtype`` casts the input first."""
+    if _autocast.active:
+        (input,) = cast_inputs("softmax", input)
     input = _floating("softmax", input if dtype is None else input.astype(dtype))
     return R.Softmax.apply(input, _softmax_dim("softmax", input, dim))
 
 
 def log_softmax(input, dim=None, dtype=None):
     """log(softmax(input, dim)), computed stably."""
+    if _autocast.active:
+        (input,) = cast_inputs("log_softmax", input)
     input = _floating("log_softmax", input if dtype is None else input.astype(dtype))
     return R.LogSoftmax.apply(input, _softmax_dim("log_softmax", input, dim))
 

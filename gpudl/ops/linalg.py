@@ -5,14 +5,25 @@ import math
 import numpy as np
 
 from ..autograd import Function
-from ._util import quiet as _quiet, sum_to, xp_of
+from ._util import in_float32, quiet as _quiet, sum_to, summed, xp_of
+
+
+def _matmul(a, b):
+    return a @ b
+
+
+def _affine(x, w, b):
+    y = x @ w.T
+    if b is not None:
+        y += b
+    return y
 
 
 class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return a @ b
+        return in_float32(_matmul, a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -25,11 +36,11 @@ class MatMul(Function):
                        + (a2.shape[-2], b2.shape[-1]))
         ga = gb = None
         if na:
-            ga = g2 @ b2.swapaxes(-1, -2)
+            ga = in_float32(_matmul, g2, b2.swapaxes(-1, -2))
             ga = sum_to(ga, a2.shape) if ga.shape != a2.shape else ga
             ga = ga.reshape(a.shape)
         if nb:
-            gb = a2.swapaxes(-1, -2) @ g2
+            gb = in_float32(_matmul, a2.swapaxes(-1, -2), g2)
             gb = sum_to(gb, b2.shape) if gb.shape != b2.shape else gb
             gb = gb.reshape(b.shape)
         return ga, gb
@@ -41,22 +52,19 @@ class Linear(Function):
     @staticmethod
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
-        y = x @ w.T
-        if b is not None:
-            y += b
-        return y
+        return in_float32(_affine, x, w, b)
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         nx, nw, nb = ctx.needs_input_grad
-        gx = g @ w if nx else None
+        gx = in_float32(_matmul, g, w) if nx else None
         gw = gb = None
         rows = math.prod(g.shape[:-1])       # not -1: reshape cannot infer it with 0 features
         if nw:
-            gw = g.reshape(rows, g.shape[-1]).T @ x.reshape(rows, x.shape[-1])
+            gw = in_float32(_matmul, g.reshape(rows, g.shape[-1]).T, x.reshape(rows, x.shape[-1]))
         if nb:
-            gb = g.reshape(rows, g.shape[-1]).sum(axis=0)
+            gb = summed(g.reshape(rows, g.shape[-1]), 0, False)
         return gx, gw, gb
 
 

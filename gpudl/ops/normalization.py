@@ -7,6 +7,7 @@ batch norm and layer norm), or gx = invstd * w * g (batch norm with running stat
 
 import numpy as np
 
+from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..autograd import Function
 from ..tensor import Tensor
 from ._util import xp_of
@@ -146,6 +147,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the trailing dims ``normalized_shape`` (mean 0, biased variance 1), then
     scale by ``weight`` and shift by ``bias`` (both of shape ``normalized_shape``)."""
+    if _autocast.active:
+        input, weight, bias = cast_inputs("layer_norm", input, weight, bias)
     if not isinstance(input, Tensor):
         raise TypeError(f"layer_norm: input must be a Tensor, got {type(input).__name__}")
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
@@ -161,6 +164,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalise (N, C, ...) input over each group of C / num_groups channels and all spatial
     positions (mean 0, biased variance 1), then scale and shift per channel."""
+    if _autocast.active:
+        input, weight, bias = cast_inputs("group_norm", input, weight, bias)
     if not isinstance(input, Tensor) or input.ndim < 2:
         raise ValueError(f"group_norm: expected a (N, C, ...) tensor, got "
                          f"{getattr(input, 'shape', type(input).__name__)}")
@@ -212,6 +217,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
 
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """input / max(||input||_p over ``dim``, eps)."""
+    if _autocast.active:
+        (input,) = cast_inputs("normalize", input)
     from ..linalg import vector_norm
     return input / vector_norm(input, p, dim, keepdim=True).clamp_min(eps)
 
@@ -219,6 +226,8 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """Cosine of the angle between x1 and x2 along ``dim`` (broadcast), each norm clamped to at
     least ``eps``."""
+    if _autocast.active:
+        x1, x2 = cast_inputs("cosine_similarity", x1, x2)
     from ..linalg import vector_norm
     if not isinstance(x1, Tensor) or not isinstance(x2, Tensor):
         raise TypeError("cosine_similarity: x1 and x2 must be Tensors")

@@ -1,7 +1,7 @@
 """Reductions: sum, mean, max/min (values and indices), var/std, and softmax/log_softmax."""
 
 from ..autograd import Function
-from ._util import quiet as _quiet, xp_of
+from ._util import in_float32, quiet as _quiet, summed, xp_of
 
 
 def _expand_back(g, axes, keepdims, shape):
@@ -15,7 +15,7 @@ class Sum(Function):
     @staticmethod
     def forward(ctx, a, axes, keepdims):
         ctx.conf = (a.shape, axes, keepdims)
-        return a.sum(axis=axes, keepdims=keepdims)
+        return summed(a, axes, keepdims)
 
     @staticmethod
     def backward(ctx, g):
@@ -28,7 +28,7 @@ class Mean(Function):
     @staticmethod
     def forward(ctx, a, axes, keepdims):
         ctx.conf = (a.shape, axes, keepdims)
-        return a.mean(axis=axes, keepdims=keepdims)
+        return in_float32(lambda x: x.mean(axis=axes, keepdims=keepdims), a)
 
     @staticmethod
     def backward(ctx, g):
@@ -81,7 +81,7 @@ class Extreme(Function):
 class Var(Function):
     @staticmethod
     def forward(ctx, a, axes, correction, keepdims):
-        mean = a.mean(axis=axes, keepdims=True)
+        mean = in_float32(lambda x: x.mean(axis=axes, keepdims=True), a)
         centered = a - mean
         count = 1
         for ax in axes:
@@ -90,7 +90,7 @@ class Var(Function):
         ctx.save_for_backward(centered)
         ctx.conf = (axes, keepdims, denom)
         with _quiet(xp_of(a)):
-            return (centered * centered).sum(axis=axes, keepdims=keepdims) / denom
+            return summed(centered * centered, axes, keepdims) / denom
 
     @staticmethod
     def backward(ctx, g):
@@ -121,7 +121,7 @@ def log_softmax_array(a, axis):
 class Softmax(Function):
     @staticmethod
     def forward(ctx, a, axis):
-        y = softmax_array(a, axis)
+        y = in_float32(softmax_array, a, axis)
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -135,7 +135,7 @@ class Softmax(Function):
 class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, a, axis):
-        y = log_softmax_array(a, axis)
+        y = in_float32(log_softmax_array, a, axis)
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y

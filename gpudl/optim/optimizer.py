@@ -11,6 +11,7 @@ import numbers
 
 import numpy as np
 
+from ..dtypes import is_floating
 from .. import backend
 from ..autograd import enable_grad, no_grad
 from ..tensor import Tensor
@@ -213,7 +214,7 @@ def _state_value(name, index, key, value, param):
     if array.shape != param.shape:
         raise ValueError(f"{name}.load_state_dict: state '{key}' of parameter {index} has shape "
                          f"{array.shape}, the parameter {param.shape}")
-    if array.dtype.kind == "f":
+    if is_floating(array.dtype):
         array = array.astype(param.dtype)
     array = backend.to_device_array(np.array(array, copy=True), param.device)
     return Tensor._make(array, False, None, 0, param.device)
