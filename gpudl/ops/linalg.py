@@ -77,7 +77,8 @@ class Einsum(Function):
     def forward(ctx, equation, *operands):
         ctx.save_for_backward(*operands)
         ctx.equation = equation
-        return xp_of(operands[0]).einsum(equation, *operands)
+        einsum = xp_of(operands[0]).einsum
+        return in_float32(lambda *arrays: einsum(equation, *arrays), *operands)
 
     @staticmethod
     def backward(ctx, g):
@@ -93,7 +94,8 @@ class Einsum(Function):
             others = [j for j in range(len(subs)) if j != i]
             kept = "".join(c for c in sub if c in output or any(c in subs[j] for j in others))
             equation = ",".join([output] + [subs[j] for j in others]) + "->" + kept
-            ga = xp.einsum(equation, g, *(operands[j] for j in others))
+            ga = in_float32(lambda *arrays: xp.einsum(equation, *arrays), g,
+                            *(operands[j] for j in others))
             # subscripts summed away in forward (only in this operand) come back by broadcasting
             ga = ga.reshape(tuple(n if c in kept else 1 for c, n in zip(sub, a.shape)))
             grads.append(xp.broadcast_to(ga, a.shape).astype(a.dtype, copy=True))
