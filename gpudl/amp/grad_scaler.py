@@ -98,6 +98,7 @@ class GradScaler:
         when it was not)."""
         if not self._enabled:
             return
+        _check_scaled(self, "unscale_")
         state = self._state(optimizer)
         if state["stage"] == _UNSCALED:
             raise RuntimeError("unscale_() has already been called on this optimizer since the "
@@ -109,8 +110,7 @@ class GradScaler:
         for g in grads:
             if g.dtype == dtypes.float16:
                 raise ValueError("Attempting to unscale FP16 gradients.")
-        xp = backend.get_array_module(grads[0]) if grads else backend.xp_for(self._device)
-        self._lazy_init(xp)
+        xp = backend.get_array_module(self._scale)
         inv_scale = (1.0 / self._scale.astype(dtypes.float64)).astype(dtypes.float32)
         found = xp.zeros((), dtypes.float32)
         for g in grads:
@@ -145,8 +145,7 @@ class GradScaler:
         clean ones. Resets the per-optimizer bookkeeping."""
         if not self._enabled:
             return
-        if self._scale is None:
-            raise RuntimeError("GradScaler.update: no scale yet; call scale() first")
+        _check_scaled(self, "update")
         if new_scale is not None:
             self._scale[...] = _new_scale_value(new_scale)
         else:
@@ -229,6 +228,12 @@ class GradScaler:
         self._init_growth_tracker = int(state_dict["_growth_tracker"])
         if self._growth_tracker is not None:
             self._growth_tracker[...] = self._init_growth_tracker
+
+
+def _check_scaled(scaler, what):
+    if scaler._scale is None:
+        raise RuntimeError(f"GradScaler.{what}: no scale yet; call scaler.scale(loss) earlier "
+                           "in the iteration")
 
 
 def _new_scale_value(new_scale):
