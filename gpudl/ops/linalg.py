@@ -4,19 +4,28 @@ import math
 
 import numpy as np
 
+from .. import backend, backends
 from ..autograd import Function
 from ._util import in_float32, quiet as _quiet, sum_to, summed, xp_of
 
 
 def _matmul(a, b):
+    _follow_tf32_flag(a)
     return a @ b
 
 
 def _affine(x, w, b):
+    _follow_tf32_flag(x)
     y = x @ w.T
     if b is not None:
         y += b
     return y
+
+
+def _follow_tf32_flag(a):
+    """float32 GEMMs on CuPy obey gd.backends.cuda.matmul.allow_tf32 through cuBLAS's mode."""
+    if a.dtype == np.float32 and backend.is_device_array(a):
+        backends.set_cublas_math_mode()
 
 
 class MatMul(Function):
