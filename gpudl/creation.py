@@ -76,6 +76,7 @@ def _factory(op, fill, size, dtype, device, requires_grad):
     size = _size(op, size)
     dtype = dtypes.as_dtype(dtype, op) or dtypes.DEFAULT_FLOAT
     device = backend.check_device(device, op)
+    backend.check_dtype_on_device(dtype, device, op)
     array = fill(backend.xp_for(device), size, dtype, device)
     out = Tensor._make(array, False, None, 0, device)
     return out.requires_grad_(True) if requires_grad else out

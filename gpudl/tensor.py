@@ -235,7 +235,10 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     def astype(self, dtype):
         dtype = dtypes.as_dtype(dtype, "astype")
-        return self if dtype == self.dtype else E.Cast.apply(self, dtype)
+        if dtype == self.dtype:
+            return self
+        backend.check_dtype_on_device(dtype, self._device, "astype")
+        return E.Cast.apply(self, dtype)
 
     def float(self):
         return self.astype(dtypes.float32)

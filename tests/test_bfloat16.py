@@ -174,3 +174,28 @@ def test_module_to_bfloat16_trains_a_step(rng):
     loss = F.cross_entropy(model(x), gd.tensor(rng.integers(0, 3, 8)))
     loss.backward()
     assert all(p.grad.dtype == gd.bfloat16 for p in model.parameters())
+
+
+def test_cuda_path_refuses_bfloat16_clearly(monkeypatch):
+    """No GPU here: the checks are driven with stand-ins. A CuPy without bfloat16 (before 14)
+    refuses bfloat16 tensors at the call; the Numba-CUDA kernels refuse them on any CuPy."""
+    from gpudl import backend
+
+    class OldCupy:
+        __version__ = "13.6.0"
+
+        @staticmethod
+        def empty(shape, dtype):
+            raise TypeError("Unsupported dtype bfloat16")
+
+    monkeypatch.setattr(backend, "_cupy", OldCupy)
+    monkeypatch.setattr(backend, "_cupy_bfloat16", None)
+    with pytest.raises(TypeError, match="need CuPy 14 or later"):
+        backend.check_dtype_on_device(gd.bfloat16, "cuda", "astype")
+    backend.check_dtype_on_device(gd.float16, "cuda", "astype")          # float16 is fine
+    backend.check_dtype_on_device(gd.bfloat16, "cpu", "astype")          # so is the cpu
+    monkeypatch.setattr(backend, "_cupy", None)
+    monkeypatch.setattr(backend, "is_device_array", lambda a: True)
+    with pytest.raises(TypeError, match="no Numba-CUDA kernels"):
+        backend.kernel_device(np.zeros(2, gd.bfloat16))
+    assert backend.kernel_device(np.zeros(2, np.float16)) == "cuda"

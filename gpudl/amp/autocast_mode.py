@@ -136,10 +136,8 @@ class autocast:
             warnings.warn(f"autocast: {self.device} autocast supports float16 and bfloat16, got "
                           f"{self.fast_dtype}; disabling autocast", UserWarning, stacklevel=2)
             self._enabled = False
-        elif (self.device == "cuda" and self.fast_dtype == dtypes.bfloat16
-              and backend.xp_for("cuda") is not backend.np):
-            raise TypeError("autocast: dtype=bfloat16 on the cuda device needs bfloat16 arrays, "
-                            "which CuPy does not have; use dtype=gpudl.float16")
+        else:
+            backend.check_dtype_on_device(self.fast_dtype, self.device, "autocast")
 
     def __enter__(self):
         s = state
