@@ -44,7 +44,10 @@ def is_floating(dtype):
     return dtype.kind == "f" or dtype == bfloat16
 
 
-LOW_PRECISION = (float16, bfloat16)     # computed in float32 and rounded back, as torch does
+# computed in float32 and rounded back, as torch does; sets: ``dtype in`` one costs a hash, a
+# tuple an __eq__ per element (hot paths ask)
+LOW_PRECISION = frozenset((float16, bfloat16))
+BFLOAT16 = frozenset((bfloat16,))
 
 
 def compute_dtype(dtype):

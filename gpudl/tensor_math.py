@@ -417,7 +417,7 @@ def _binary(function, name, a, b, true_division=False):
         # int tensors promote to the default float dtype, as in torch
         a = a._floating() if isinstance(a, T.Tensor) and a.dtype.kind in "iub" else a
         b = b._floating() if isinstance(b, T.Tensor) and b.dtype.kind in "iub" else b
-    if like.dtype == dtypes.bfloat16 or (isinstance(a, T.Tensor) and a.dtype == dtypes.bfloat16):
+    if like.dtype in dtypes.BFLOAT16 or (isinstance(a, T.Tensor) and a.dtype in dtypes.BFLOAT16):
         return _bfloat16_binary(function, a, b)
     try:
         return function.apply(a, b)

@@ -24,7 +24,7 @@ def _affine(x, w, b):
 
 def _follow_tf32_flag(a):
     """float32 GEMMs on CuPy obey gd.backends.cuda.matmul.allow_tf32 through cuBLAS's mode."""
-    if a.dtype == np.float32 and backend.is_device_array(a):
+    if backend.is_device_array(a) and a.dtype == np.float32:
         backends.set_cublas_math_mode()
 
 
