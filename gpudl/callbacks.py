@@ -9,6 +9,7 @@ import warnings
 
 from .autograd import no_grad
 from .backend import get_array_module
+from .dtypes import is_floating
 
 _HIGHER_IS_BETTER = ("acc", "precision", "recall", "f1")
 

@@ -2,8 +2,6 @@
 
 import functools
 
-import numpy as np
-
 from . import dtypes
 from .ops import shape as S
 from .ops._util import normalize_axis
