@@ -262,3 +262,37 @@ def test_fit_steps_through_a_grad_scaler():
                   verbose=False, autocast=gd.autocast("cpu"), scaler=scaler)
     assert history["loss"][-1] < history["loss"][0]
     assert scaler.get_scale() > 2.0 ** 8            # 16 clean steps: grown every 3
+
+
+@pytest.mark.parametrize("norm", ["layer_norm", "batch_norm", "group_norm"])
+def test_norms_of_low_precision_input_with_float32_weights_follow_torch(norm):
+    """A float32 model under cpu autocast hands its norms bfloat16 activations: torch's
+    mixed-type norms compute in float32 and return the input's dtype; the weights' gradients
+    stay float32."""
+    x = R.standard_normal((4, 3, 5)).astype(np.float32)
+    ours, theirs = gd.tensor(x).bfloat16(), torch.from_numpy(x).bfloat16()
+    w, tw = gd.nn.Parameter(gd.ones(5 if norm == "layer_norm" else 3)), None
+    tw = torch.nn.Parameter(torch.ones(w.shape[0]))
+    calls = {"layer_norm": lambda f, a, p: f.layer_norm(a, (5,), p),
+             "batch_norm": lambda f, a, p: f.batch_norm(a, None, None, p, training=True),
+             "group_norm": lambda f, a, p: f.group_norm(a, 3, p)}
+    y, ty = calls[norm](F, ours, w), calls[norm](tf, theirs, tw)
+    assert str(y.dtype) == str(ty.dtype).replace("torch.", "") == "bfloat16"
+    np.testing.assert_allclose(y.float().numpy(), ty.float().detach().numpy(), atol=2e-2)
+    weights = R.standard_normal(x.shape).astype(np.float32)
+    (y.float() * gd.tensor(weights)).sum().backward()
+    (ty.float() * torch.from_numpy(weights)).sum().backward()
+    assert w.grad.dtype == gd.float32
+    np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy(), rtol=3e-2,
+                               atol=3e-2 * np.abs(tw.grad.numpy()).max())
+
+
+def test_attention_modules_under_autocast_give_torchs_dtypes():
+    with gd.autocast("cpu"):
+        mha = gd.nn.MultiheadAttention(8, 2, batch_first=True)(*(gd.randn(2, 3, 8),) * 3)[0]
+        layer = gd.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)(gd.randn(2, 3, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        tmha = torch.nn.MultiheadAttention(8, 2, batch_first=True)(*(torch.randn(2, 3, 8),) * 3)
+        tlayer = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)(torch.randn(2, 3,
+                                                                                          8))
+    assert (str(mha.dtype), str(layer.dtype)) == (str(tmha[0].dtype)[6:], str(tlayer.dtype)[6:])

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..autograd import Function
+from ..dtypes import LOW_PRECISION, float32
 from ..tensor import Tensor
 from ._util import xp_of
 
@@ -115,6 +116,13 @@ def _check_vector(op, name, t, size, input):
                          f"has {size} channels (expected ({size},))")
 
 
+def _mixed(input, *params):
+    """torch's mixed-type norms: a float16/bfloat16 input with float32 parameters (a float32
+    model under autocast) is normalised in float32 and the result has the input's dtype."""
+    return getattr(input, "dtype", None) in LOW_PRECISION and any(
+        p is not None and p.dtype == float32 for p in params)
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
     """Batch normalisation over dim 1 of (N, C), (N, C, L) or (N, C, H, W) input.
@@ -123,6 +131,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     given) update ``running_mean``/``running_var`` in place with ``momentum`` (the variance
     update uses the unbiased estimate). Otherwise normalise with the running statistics.
     """
+    if _mixed(input, running_mean, running_var, weight, bias):
+        return batch_norm(input.float(), running_mean, running_var, weight, bias, training,
+                          momentum, eps).to(input.dtype)
     if not isinstance(input, Tensor):
         raise TypeError(f"batch_norm: input must be a Tensor, got {type(input).__name__}")
     if input.ndim < 2:
@@ -149,6 +160,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     scale by ``weight`` and shift by ``bias`` (both of shape ``normalized_shape``)."""
     if _autocast.active:
         input, weight, bias = cast_inputs("layer_norm", input, weight, bias)
+    if _mixed(input, weight, bias):
+        return layer_norm(input.float(), normalized_shape, weight, bias, eps).to(input.dtype)
     if not isinstance(input, Tensor):
         raise TypeError(f"layer_norm: input must be a Tensor, got {type(input).__name__}")
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
@@ -166,6 +179,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     positions (mean 0, biased variance 1), then scale and shift per channel."""
     if _autocast.active:
         input, weight, bias = cast_inputs("group_norm", input, weight, bias)
+    if _mixed(input, weight, bias):
+        return group_norm(input.float(), num_groups, weight, bias, eps).to(input.dtype)
     if not isinstance(input, Tensor) or input.ndim < 2:
         raise ValueError(f"group_norm: expected a (N, C, ...) tensor, got "
                          f"{getattr(input, 'shape', type(input).__name__)}")
