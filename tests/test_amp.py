@@ -296,3 +296,14 @@ def test_attention_modules_under_autocast_give_torchs_dtypes():
         tlayer = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)(torch.randn(2, 3,
                                                                                           8))
     assert (str(mha.dtype), str(layer.dtype)) == (str(tmha[0].dtype)[6:], str(tlayer.dtype)[6:])
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"])
+def test_recurrent_modules_under_autocast_give_torchs_dtypes(name):
+    x = R.standard_normal((3, 2, 8) if "Cell" not in name else (2, 8)).astype(np.float32)
+    with gd.autocast("cpu"):
+        out = getattr(gd.nn, name)(8, 4)(gd.tensor(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        tout = getattr(torch.nn, name)(8, 4)(torch.from_numpy(x))
+    out, tout = (o[0] if isinstance(o, tuple) else o for o in (out, tout))
+    assert str(out.dtype) == str(tout.dtype).replace("torch.", "")

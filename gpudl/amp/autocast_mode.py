@@ -48,7 +48,9 @@ POLICIES = {
         "binary_cross_entropy": "banned",
     },
     "cpu": {
-        **dict.fromkeys(_LOWER_BOTH, "lower"),
+        # rnn, rnn_cell: torch's CPU RNN and RNNCell are made of linear ops, which autocast (its
+        # GRU, LSTMCell and GRUCell are not, and keep float32)
+        **dict.fromkeys(_LOWER_BOTH | {"rnn", "rnn_cell"}, "lower"),
         **dict.fromkeys(_FP32_BOTH | {"binary_cross_entropy"}, "fp32"),
     },
 }
