@@ -129,7 +129,8 @@ class Softmax(Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
-        return y * (g - (g * y).sum(axis=ctx.axis, keepdims=True)), None
+        axis = ctx.axis
+        return in_float32(lambda g, y: y * (g - (g * y).sum(axis=axis, keepdims=True)), g, y), None
 
 
 class LogSoftmax(Function):
@@ -143,7 +144,8 @@ class LogSoftmax(Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
-        return g - xp_of(y).exp(y) * g.sum(axis=ctx.axis, keepdims=True), None
+        axis, exp = ctx.axis, xp_of(y).exp
+        return in_float32(lambda g, y: g - exp(y) * g.sum(axis=axis, keepdims=True), g, y), None
 
 
 class Amax(Function):
