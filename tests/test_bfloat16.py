@@ -199,3 +199,18 @@ def test_cuda_path_refuses_bfloat16_clearly(monkeypatch):
     with pytest.raises(TypeError, match="no Numba-CUDA kernels"):
         backend.kernel_device(np.zeros(2, gd.bfloat16))
     assert backend.kernel_device(np.zeros(2, np.float16)) == "cuda"
+
+
+@pytest.mark.parametrize("norm", ["layer_norm", "batch_norm", "group_norm"])
+def test_norms_of_bfloat16_take_their_statistics_in_float32(rng, norm):
+    """Rows of 2048 values around 5: means taken in bfloat16 would be off by whole units; torch
+    (statistics in float32) is within one bfloat16 rounding of the float32 result."""
+    x = (rng.standard_normal((8, 16, 128)) * 3 + 5).astype(np.float32)
+    g, t = gd.tensor(x).bfloat16(), torch.from_numpy(x).bfloat16()
+    calls = {"layer_norm": lambda f, a: f.layer_norm(a, (16, 128)),
+             "batch_norm": lambda f, a: f.batch_norm(a, None, None, training=True),
+             "group_norm": lambda f, a: f.group_norm(a, 4)}
+    y = calls[norm](F, g)
+    ty = calls[norm](torch.nn.functional, t)
+    assert y.dtype == gd.bfloat16
+    np.testing.assert_allclose(as_f32(y), as_f32(ty), rtol=2 ** -7, atol=2 ** -6)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..autograd import Function
-from ..dtypes import LOW_PRECISION, float32
+from ..dtypes import LOW_PRECISION
 from ..tensor import Tensor
 from ._util import xp_of
 
@@ -116,11 +116,16 @@ def _check_vector(op, name, t, size, input):
                          f"has {size} channels (expected ({size},))")
 
 
-def _mixed(input, *params):
-    """torch's mixed-type norms: a float16/bfloat16 input with float32 parameters (a float32
-    model under autocast) is normalised in float32 and the result has the input's dtype."""
-    return getattr(input, "dtype", None) in LOW_PRECISION and any(
-        p is not None and p.dtype == float32 for p in params)
+def _low_precision(input):
+    """Norms of float16/bfloat16 input run in float32 (NumPy would take means in bfloat16) and
+    return the input's dtype, as torch's, whose mixed-type norms also take float32 parameters
+    with such input (a float32 model under autocast). Running statistics are updated in place
+    in their own dtype; gradients come back in each parameter's dtype."""
+    return getattr(input, "dtype", None) in LOW_PRECISION
+
+
+def _float(t):
+    return t.float() if isinstance(t, Tensor) else t
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
@@ -131,9 +136,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     given) update ``running_mean``/``running_var`` in place with ``momentum`` (the variance
     update uses the unbiased estimate). Otherwise normalise with the running statistics.
     """
-    if _mixed(input, running_mean, running_var, weight, bias):
-        return batch_norm(input.float(), running_mean, running_var, weight, bias, training,
-                          momentum, eps).to(input.dtype)
+    if _low_precision(input):
+        return batch_norm(input.float(), running_mean, running_var, _float(weight),
+                          _float(bias), training, momentum, eps).to(input.dtype)
     if not isinstance(input, Tensor):
         raise TypeError(f"batch_norm: input must be a Tensor, got {type(input).__name__}")
     if input.ndim < 2:
@@ -160,8 +165,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     scale by ``weight`` and shift by ``bias`` (both of shape ``normalized_shape``)."""
     if _autocast.active:
         input, weight, bias = cast_inputs("layer_norm", input, weight, bias)
-    if _mixed(input, weight, bias):
-        return layer_norm(input.float(), normalized_shape, weight, bias, eps).to(input.dtype)
+    if _low_precision(input):
+        return layer_norm(input.float(), normalized_shape, _float(weight), _float(bias),
+                          eps).to(input.dtype)
     if not isinstance(input, Tensor):
         raise TypeError(f"layer_norm: input must be a Tensor, got {type(input).__name__}")
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
@@ -179,8 +185,9 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     positions (mean 0, biased variance 1), then scale and shift per channel."""
     if _autocast.active:
         input, weight, bias = cast_inputs("group_norm", input, weight, bias)
-    if _mixed(input, weight, bias):
-        return group_norm(input.float(), num_groups, weight, bias, eps).to(input.dtype)
+    if _low_precision(input):
+        return group_norm(input.float(), num_groups, _float(weight), _float(bias),
+                          eps).to(input.dtype)
     if not isinstance(input, Tensor) or input.ndim < 2:
         raise ValueError(f"group_norm: expected a (N, C, ...) tensor, got "
                          f"{getattr(input, 'shape', type(input).__name__)}")
