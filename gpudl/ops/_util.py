@@ -39,6 +39,12 @@ def in_float32(function, *args):
     return out.astype(dtype)
 
 
+def widened(tensor):
+    """A float16/bfloat16 Tensor as float32 (a graph node: gradients come back in its dtype);
+    anything else (None, integer targets, float32) as it is."""
+    return tensor.float() if getattr(tensor, "dtype", None) in LOW_PRECISION else tensor
+
+
 def normalize_axes(axis, ndim, op):
     """An int, a tuple of ints or None -> a sorted tuple of non-negative axes (None: all axes)."""
     if axis is None:

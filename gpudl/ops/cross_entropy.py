@@ -8,13 +8,13 @@ loss = (1 - e) * nll + e / C * sum_c(-w_c log p_c).
 """
 
 from ..amp.autocast_mode import cast_inputs, state as _autocast
-from ..dtypes import is_floating
+from ..dtypes import LOW_PRECISION, is_floating
 from ..autograd import Function
 from ..tensor import Tensor
 from .loss import check_reduction, expand_grad, reduce_loss
 from .reduce import log_softmax_array
 from .sparse import DEFERRED_NOTE, IndexOutOfRange, check_range
-from ._util import xp_of
+from ._util import widened, xp_of
 
 
 def _picked_targets(x, target, weight, ignore_index):
@@ -197,6 +197,10 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
     n_classes, weight = _check_input(op, input, target, weight)
+    if input.dtype in LOW_PRECISION:          # reduced in float32, as torch; the input's dtype
+        return cross_entropy(widened(input), widened(target), widened(weight),
+                             ignore_index=ignore_index, reduction=reduction,
+                             label_smoothing=label_smoothing).to(input.dtype)
     w = None if weight is None else weight._data
     if target.dtype.kind in "iu":
         _check_class_targets(op, input, target, n_classes, ignore_index)
@@ -224,6 +228,9 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     op = "nll_loss"
     reduction = check_reduction(op, reduction, size_average, reduce)
     n_classes, weight = _check_input(op, input, target, weight)
+    if input.dtype in LOW_PRECISION:
+        return nll_loss(widened(input), target, widened(weight), ignore_index=ignore_index,
+                        reduction=reduction).to(input.dtype)
     if target.dtype.kind not in "iu":
         raise TypeError(f"{op}: target must be an integer tensor of class indices, got "
                         f"{target.dtype}")

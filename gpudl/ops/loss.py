@@ -8,11 +8,11 @@ reduction. ``weight`` gets a gradient too; ``pos_weight`` is a constant.
 import numpy as np
 
 from ..amp.autocast_mode import cast_inputs, state as _autocast
-from ..dtypes import is_floating
+from ..dtypes import LOW_PRECISION, is_floating
 from ..autograd import Function
 from ..tensor import Tensor
 from . import elementwise as E
-from ._util import sum_to, xp_of
+from ._util import sum_to, widened, xp_of
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -239,6 +239,9 @@ def _checked_weight(op, name, weight, input):
 def _pointwise(op, rule, param, input, target, reduction, weight=None):
     input, target = _checked_pair(op, input, target)
     weight = _checked_weight(op, "weight", weight, input)
+    if input.dtype in LOW_PRECISION:          # reduced in float32, as torch; the input's dtype
+        return _pointwise(op, rule, param, widened(input), widened(target), reduction,
+                          widened(weight)).to(input.dtype)
     if reduction == "mean":
         divisor = input._data.size
     elif reduction == "batchmean":

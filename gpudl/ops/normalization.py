@@ -11,7 +11,7 @@ from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..autograd import Function
 from ..dtypes import LOW_PRECISION
 from ..tensor import Tensor
-from ._util import xp_of
+from ._util import widened, xp_of
 
 
 class BatchNorm(Function):
@@ -124,9 +124,6 @@ def _low_precision(input):
     return getattr(input, "dtype", None) in LOW_PRECISION
 
 
-def _float(t):
-    return t.float() if isinstance(t, Tensor) else t
-
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
@@ -137,8 +134,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     update uses the unbiased estimate). Otherwise normalise with the running statistics.
     """
     if _low_precision(input):
-        return batch_norm(input.float(), running_mean, running_var, _float(weight),
-                          _float(bias), training, momentum, eps).to(input.dtype)
+        return batch_norm(input.float(), running_mean, running_var, widened(weight),
+                          widened(bias), training, momentum, eps).to(input.dtype)
     if not isinstance(input, Tensor):
         raise TypeError(f"batch_norm: input must be a Tensor, got {type(input).__name__}")
     if input.ndim < 2:
@@ -166,7 +163,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     if _autocast.active:
         input, weight, bias = cast_inputs("layer_norm", input, weight, bias)
     if _low_precision(input):
-        return layer_norm(input.float(), normalized_shape, _float(weight), _float(bias),
+        return layer_norm(input.float(), normalized_shape, widened(weight), widened(bias),
                           eps).to(input.dtype)
     if not isinstance(input, Tensor):
         raise TypeError(f"layer_norm: input must be a Tensor, got {type(input).__name__}")
@@ -186,7 +183,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     if _autocast.active:
         input, weight, bias = cast_inputs("group_norm", input, weight, bias)
     if _low_precision(input):
-        return group_norm(input.float(), num_groups, _float(weight), _float(bias),
+        return group_norm(input.float(), num_groups, widened(weight), widened(bias),
                           eps).to(input.dtype)
     if not isinstance(input, Tensor) or input.ndim < 2:
         raise ValueError(f"group_norm: expected a (N, C, ...) tensor, got "
