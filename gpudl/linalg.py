@@ -2,7 +2,7 @@
 gpudl.ops.linalg (VectorNorm, Einsum)."""
 
 from .amp.autocast_mode import cast_inputs, state as _autocast
-from .dtypes import is_floating
+from .dtypes import LOW_PRECISION, is_floating
 from . import backend
 from .tensor import Tensor
 from .ops import linalg
@@ -20,6 +20,8 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
     if not is_floating(x.dtype):
         raise TypeError(f"vector_norm: expected a floating point tensor, got {x.dtype}")
     x = x if dtype is None else x.astype(dtype)
+    if x.dtype in LOW_PRECISION:            # accumulated in float32, as torch; the input's dtype
+        return vector_norm(x.float(), ord, dim, keepdim).to(x.dtype)
     axes = normalize_axes(dim, x.ndim, "vector_norm")
     if ord < 0 and x.numel() == 0 or (ord == float("inf") and any(x.shape[a] == 0 for a in axes)):
         raise ValueError(f"vector_norm: ord={ord} of an empty tensor is undefined")

@@ -238,3 +238,17 @@ def test_losses_of_bfloat16_reduce_in_float32(rng, loss):
     np.testing.assert_allclose(float(y), float(expected), rtol=2 ** -8, atol=1e-6)
     y.backward()
     assert g.grad.dtype == gd.bfloat16
+
+
+@pytest.mark.parametrize("op", [lambda m, a: a.prod(), lambda m, a: a.cumsum(0)[-1],
+                                lambda m, a: a.cumprod(0)[-1], lambda m, a: a.norm(),
+                                lambda m, a: a.var(), lambda m, a: a.logsumexp(0)])
+def test_other_reductions_of_bfloat16_accumulate_in_float32(rng, op):
+    x = rng.uniform(0.999, 1.001, 3000).astype(np.float32)
+    g = gd.tensor(x).bfloat16().requires_grad_()
+    exact = torch.from_numpy(as_f32(g).astype(np.float64))
+    y = op(gd, g)
+    assert y.dtype == gd.bfloat16
+    np.testing.assert_allclose(float(y), float(op(torch, exact)), rtol=2 ** -7, atol=1e-6)
+    y.backward()
+    assert g.grad.dtype == gd.bfloat16

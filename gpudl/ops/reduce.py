@@ -190,7 +190,7 @@ class Prod(Function):
     def forward(ctx, a, axis, keepdims):
         ctx.save_for_backward(a)
         ctx.conf = (axis, keepdims)
-        return a.prod(axis=axis, keepdims=keepdims)
+        return in_float32(lambda x: x.prod(axis=axis, keepdims=keepdims), a)
 
     @staticmethod
     def backward(ctx, g):
@@ -212,18 +212,18 @@ class CumSum(Function):
     @staticmethod
     def forward(ctx, a, axis):
         ctx.axis = axis
-        return xp_of(a).cumsum(a, axis=axis)
+        return in_float32(lambda x: xp_of(x).cumsum(x, axis=axis), a)
 
     @staticmethod
     def backward(ctx, g):
-        xp = xp_of(g)
-        return xp.flip(xp.cumsum(xp.flip(g, ctx.axis), axis=ctx.axis), ctx.axis), None
+        xp, axis = xp_of(g), ctx.axis
+        return in_float32(lambda g: xp.flip(xp.cumsum(xp.flip(g, axis), axis=axis), axis), g), None
 
 
 class CumProd(Function):
     @staticmethod
     def forward(ctx, a, axis):
-        y = xp_of(a).cumprod(a, axis=axis)
+        y = in_float32(lambda x: xp_of(x).cumprod(x, axis=axis), a)
         ctx.save_for_backward(a, y)
         ctx.axis = axis
         return y
