@@ -169,7 +169,7 @@ def test_safetensors_round_trip_keeps_bfloat16(tmp_path, rng):
 
 
 def test_module_to_bfloat16_trains_a_step(rng):
-    model = gd.nn.Sequential(gd.nn.Linear(6, 4), gd.nn.ReLU(), gd.nn.Linear(4, 3)).to(gd.bfloat16)
+    model = gd.nn.Sequential(gd.nn.Linear(6, 4), gd.nn.ReLU(), gd.nn.Linear(4, 3)).bfloat16()
     x = gd.tensor(rng.standard_normal((8, 6)).astype(np.float32)).bfloat16()
     loss = F.cross_entropy(model(x), gd.tensor(rng.integers(0, 3, 8)))
     loss.backward()

@@ -353,6 +353,9 @@ class Module:
     def half(self):
         return self.to(dtypes.float16)
 
+    def bfloat16(self):
+        return self.to(dtypes.bfloat16)
+
     # ----------------------------------------------------------------- repr
     def _get_name(self):
         return type(self).__name__
