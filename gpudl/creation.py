@@ -15,7 +15,7 @@ def as_array(data, dtype, device, op):
         data = data._data
     else:
         source_device = "cuda" if backend.is_device_array(data) else None
-        if str(getattr(data, "dtype", "")) == "torch.bfloat16":
+        if _is_torch_bfloat16(data):
             data = _torch_bfloat16(data)
         elif isinstance(data, (list, tuple)):
             data = _unwrap_nested(data)
@@ -41,9 +41,14 @@ def as_array(data, dtype, device, op):
     return backend.to_device_array(array, device), device
 
 
+def _is_torch_bfloat16(x):
+    return str(getattr(x, "dtype", "")) == "torch.bfloat16"
+
+
 def _torch_bfloat16(tensor):
-    """A torch bfloat16 tensor as a NumPy bfloat16 array: torch's .numpy() and NumPy's DLPack
-    both refuse bfloat16, so its bits travel as int16 and are viewed back."""
+    """A torch bfloat16 tensor as a NumPy bfloat16 array sharing its memory (on the cpu):
+    torch's .numpy() and NumPy's DLPack both refuse bfloat16, so the bits are viewed as int16
+    and back."""
     import torch
     return tensor.detach().cpu().view(torch.int16).numpy().view(dtypes.bfloat16)
 
@@ -181,7 +186,8 @@ def from_dlpack(x):
         raise TypeError(f"from_dlpack: {type(x).__name__} does not implement the DLPack protocol")
     device_type = int(x.__dlpack_device__()[0])
     if device_type == 1:                      # kDLCPU
-        array, device = np.from_dlpack(x), "cpu"
+        array = _torch_bfloat16(x) if _is_torch_bfloat16(x) else np.from_dlpack(x)
+        device = "cpu"
     elif device_type == 2 and backend.cuda_available() and not backend.SIMULATOR:   # kDLCUDA
         array, device = backend.xp_for("cuda").from_dlpack(x), "cuda"
     else:

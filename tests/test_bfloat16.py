@@ -252,3 +252,11 @@ def test_other_reductions_of_bfloat16_accumulate_in_float32(rng, op):
     np.testing.assert_allclose(float(y), float(op(torch, exact)), rtol=2 ** -7, atol=1e-6)
     y.backward()
     assert g.grad.dtype == gd.bfloat16
+
+
+def test_from_dlpack_shares_a_torch_bfloat16_tensor():
+    t = torch.arange(4, dtype=torch.float32).bfloat16()
+    g = gd.from_dlpack(t)
+    assert g.dtype == gd.bfloat16
+    t[0] = 7.0
+    assert float(g[0]) == 7.0                          # the same memory
