@@ -184,3 +184,13 @@ def test_low_precision_parameters_follow_a_float32_master(dtype, make, rng):
     again = make([gd.nn.Parameter(gd.tensor(start).to(dtype))])
     again.load_state_dict(state)
     assert again.state[again.param_groups[0]["params"][0]]["master_param"].dtype == gd.float32
+
+
+def test_cuda_scaler_without_cuda_warns_and_disables_as_torch():
+    if gd.backend.cuda_available():
+        pytest.skip("this process has the cuda device")
+    with pytest.warns(UserWarning, match="not available"):
+        scaler = gd.amp.GradScaler()
+    assert not scaler.is_enabled()
+    with pytest.warns(UserWarning, match="not available"):
+        assert not torch.amp.GradScaler("cuda").is_enabled()
