@@ -33,7 +33,7 @@ def einsum(equation, *operands):
     Ellipsis broadcasts as in torch; a subscript repeated within one operand takes a diagonal
     (``einsum("ii", a)`` is the trace)."""
     if _autocast.active:
-        operands = cast_inputs("einsum", operands)
+        operands = cast_inputs("einsum", *operands)
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     if not isinstance(equation, str) or not operands or not all(
