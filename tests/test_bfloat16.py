@@ -260,3 +260,20 @@ def test_from_dlpack_shares_a_torch_bfloat16_tensor():
     assert g.dtype == gd.bfloat16
     t[0] = 7.0
     assert float(g[0]) == 7.0                          # the same memory
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "elu", "silu", "softplus", "gelu",
+                                  "sigmoid", "tanh", "relu6", "hardtanh", "mish", "glu"])
+def test_activations_keep_bfloat16_and_match_torch(rng, name):
+    """Python-float parameters (slopes, bounds) must not widen bfloat16 to float32 (NumPy's
+    rule for ml_dtypes); values within one bfloat16 rounding of torch's."""
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    g = gd.tensor(x).bfloat16().requires_grad_()
+    t = torch.from_numpy(x).bfloat16().requires_grad_()
+    y, ty = getattr(F, name)(g), getattr(torch.nn.functional, name)(t)
+    assert y.dtype == gd.bfloat16 and ty.dtype == torch.bfloat16
+    np.testing.assert_allclose(as_f32(y), as_f32(ty), **BF16_TOL)
+    y.float().sum().backward()
+    ty.float().sum().backward()
+    assert g.grad.dtype == gd.bfloat16
+    np.testing.assert_allclose(as_f32(g.grad), as_f32(t.grad), rtol=2e-2, atol=2e-2)
