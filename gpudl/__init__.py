@@ -4,7 +4,8 @@
 import from ``GPUDL_DEVICE`` (see gpudl.backend).
 """
 
-from . import backends, cuda, dtypes
+from . import amp, backends, cuda, dtypes
+from .amp import autocast, get_autocast_dtype, is_autocast_enabled
 from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad
 from .backend import device
 from .backends import get_float32_matmul_precision, set_float32_matmul_precision
@@ -13,7 +14,7 @@ from .creation import (arange, empty, empty_like, eye, from_dlpack, full, full_l
                        tensor, zeros, zeros_like)
 from .creation import (BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor,
                        from_numpy)
-from .dtypes import bool_, float16, float32, float64, int8, int16, int32, int64, uint8
+from .dtypes import bfloat16, bool_, float16, float32, float64, int8, int16, int32, int64, uint8
 from .functions import (abs, addmm, amax, amin, argmax, argmin, argsort, bmm, cat, ceil,
                         chunk, clamp, clamp_max, clamp_min, clip, cos, cumprod, cumsum, diff,
                         einsum, erf, exp, expm1, flatten, flip, floor, gather, index_add,

@@ -25,7 +25,7 @@ import weakref
 
 import numpy as np
 
-from . import backend, cpu_threads
+from . import backend, cpu_threads, dtypes
 
 _Tensor = None  # set by gpudl.tensor at import (tensor.py sits below this module)
 # id(leaf) -> [hook(leaf)]: called once per backward after the leaf's .grad holds all of that
@@ -271,7 +271,7 @@ def _saved_versions(ctx, args, raw, outs, results):
 
 
 def _differentiable(dtype):
-    return dtype.kind in "fc"
+    return dtype.kind in "fc" or dtype == dtypes.bfloat16
 
 
 def _edge(tensor):

@@ -19,6 +19,8 @@ import warnings
 
 import numpy as np
 
+from . import dtypes
+
 # Numba's parallel CPU kernels run on OpenMP. Its default "active" wait spins idle threads, which
 # on a small, shared CPU starves the very threads it waits for (a LeNet step measured 37 ms
 # spinning vs 2.3 ms passive under load). A user's own setting wins.
@@ -219,9 +221,36 @@ def kernel_device(array):
     CuPy arrays take the Numba-CUDA kernels. Under the simulator with the cuda device chosen,
     NumPy arrays take them too (the simulator runs them on the CPU).
     """
-    if is_device_array(array):
+    if is_device_array(array) or (SIMULATOR and DEFAULT_DEVICE == "cuda"):
+        if array.dtype == dtypes.bfloat16:
+            raise TypeError(
+                "bfloat16 tensors have no Numba-CUDA kernels (Numba has no bfloat16 type); on "
+                "the cuda device use float16 (gd.autocast('cuda') does), or run this op in "
+                "float32")
         return "cuda"
-    return "cuda" if (SIMULATOR and DEFAULT_DEVICE == "cuda") else "cpu"
+    return "cpu"
+
+
+_cupy_bfloat16 = None     # whether CuPy holds bfloat16 arrays (CuPy 14+); asked once
+
+
+def check_dtype_on_device(dtype, device, where):
+    """Refuse ``dtype`` on ``device`` when its arrays cannot hold it: bfloat16 on the cuda
+    device needs CuPy 14 or later (bfloat16 through ml_dtypes, as gpudl on NumPy)."""
+    global _cupy_bfloat16
+    if dtype != dtypes.bfloat16 or device != "cuda" or _cupy is None:
+        return
+    if _cupy_bfloat16 is None:
+        try:
+            _cupy.empty(0, dtype=dtypes.bfloat16)
+            _cupy_bfloat16 = True
+        except Exception:      # CuPy < 14 raises ValueError or TypeError, by version
+            _cupy_bfloat16 = False
+    if not _cupy_bfloat16:
+        raise TypeError(
+            f"{where}: bfloat16 tensors on the cuda device need CuPy 14 or later (bfloat16 "
+            f"through ml_dtypes); this CuPy {_cupy.__version__} has none. Use float16 on the "
+            "cuda device, or keep bfloat16 tensors on the cpu")
 
 
 def to_numpy(array, what="to_numpy"):
@@ -236,7 +265,10 @@ def to_numpy(array, what="to_numpy"):
 def to_device_array(array, device):
     """Move ``array`` to ``device``'s array module (no copy when already there)."""
     if device == "cuda":
-        return _cupy.asarray(array) if _cupy is not None else np.asarray(array)
+        if _cupy is None:
+            return np.asarray(array)
+        check_dtype_on_device(array.dtype, device, "to('cuda')")
+        return _cupy.asarray(array)
     return to_numpy(array) if is_device_array(array) else np.asarray(array)
 
 

@@ -10,6 +10,7 @@ import warnings
 from . import backend
 from .autograd import no_grad
 from .backend import get_array_module
+from .dtypes import is_floating
 
 _HIGHER_IS_BETTER = ("acc", "precision", "recall", "f1")
 
@@ -81,7 +82,7 @@ def _check_logged(owner, what, name, keys):
 
 
 def _finite(array):
-    return array.dtype.kind not in "fc" or bool(backend.host_value(
+    return not (array.dtype.kind == "c" or is_floating(array.dtype)) or bool(backend.host_value(
         get_array_module(array).isfinite(array).all(), "callback finiteness check"))
 
 

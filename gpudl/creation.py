@@ -15,7 +15,9 @@ def as_array(data, dtype, device, op):
         data = data._data
     else:
         source_device = "cuda" if backend.is_device_array(data) else None
-        if isinstance(data, (list, tuple)):
+        if _is_torch_bfloat16(data):
+            data = _torch_bfloat16(data)
+        elif isinstance(data, (list, tuple)):
             data = _unwrap_nested(data)
     device = device or source_device or backend.DEFAULT_DEVICE
     if backend.is_device_array(data):
@@ -37,6 +39,18 @@ def as_array(data, dtype, device, op):
     if dtype is not None and array.dtype != dtype:
         array = array.astype(dtype)
     return backend.to_device_array(array, device), device
+
+
+def _is_torch_bfloat16(x):
+    return str(getattr(x, "dtype", "")) == "torch.bfloat16"
+
+
+def _torch_bfloat16(tensor):
+    """A torch bfloat16 tensor as a NumPy bfloat16 array sharing its memory (on the cpu):
+    torch's .numpy() and NumPy's DLPack both refuse bfloat16, so the bits are viewed as int16
+    and back."""
+    import torch
+    return tensor.detach().cpu().view(torch.int16).numpy().view(dtypes.bfloat16)
 
 
 def _unwrap_nested(data):
@@ -67,6 +81,7 @@ def _factory(op, fill, size, dtype, device, requires_grad):
     size = _size(op, size)
     dtype = dtypes.as_dtype(dtype, op) or dtypes.DEFAULT_FLOAT
     device = backend.check_device(device, op)
+    backend.check_dtype_on_device(dtype, device, op)
     array = fill(backend.xp_for(device), size, dtype, device)
     if autograd._capture is not None and autograd._capture.active() \
             and not op.startswith("rand"):
@@ -174,7 +189,8 @@ def from_dlpack(x):
         raise TypeError(f"from_dlpack: {type(x).__name__} does not implement the DLPack protocol")
     device_type = int(x.__dlpack_device__()[0])
     if device_type == 1:                      # kDLCPU
-        array, device = np.from_dlpack(x), "cpu"
+        array = _torch_bfloat16(x) if _is_torch_bfloat16(x) else np.from_dlpack(x)
+        device = "cpu"
     elif device_type == 2 and backend.cuda_available() and not backend.SIMULATOR:   # kDLCUDA
         array, device = backend.xp_for("cuda").from_dlpack(x), "cuda"
     else:

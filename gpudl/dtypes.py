@@ -1,7 +1,14 @@
-"""dtypes: NumPy dtype objects under PyTorch's names (``gd.float32 == np.float32`` holds)."""
+"""dtypes: NumPy dtype objects under PyTorch's names (``gd.float32 == np.float32`` holds).
 
+``bfloat16`` is ``ml_dtypes.bfloat16`` (the NumPy extension JAX uses). NumPy files it under kind
+``'V'``, not ``'f'``: ask ``is_floating(dtype)``, never ``dtype.kind == 'f'``, whether a dtype is a
+floating type.
+"""
+
+import ml_dtypes
 import numpy as np
 
+bfloat16 = np.dtype(ml_dtypes.bfloat16)
 float16 = np.dtype("float16")
 float32 = np.dtype("float32")
 float64 = np.dtype("float64")
@@ -13,7 +20,7 @@ int64 = np.dtype("int64")
 bool_ = np.dtype("bool")
 
 DEFAULT_FLOAT = float32
-SUPPORTED = (float16, float32, float64, int8, uint8, int16, int32, int64, bool_)
+SUPPORTED = (bfloat16, float16, float32, float64, int8, uint8, int16, int32, int64, bool_)
 _SUPPORTED_SET = frozenset(SUPPORTED)
 
 
@@ -37,7 +44,31 @@ def as_dtype(dtype, where="dtype"):
 
 
 def is_floating(dtype):
-    return dtype.kind == "f"
+    return dtype.kind == "f" or dtype == bfloat16
+
+
+# computed in float32 and rounded back, as torch does; sets: ``dtype in`` one costs a hash, a
+# tuple an __eq__ per element (hot paths ask)
+LOW_PRECISION = frozenset((float16, bfloat16))
+BFLOAT16 = frozenset((bfloat16,))
+
+
+def compute_dtype(dtype):
+    """The dtype arithmetic on ``dtype`` runs in: float32 for float16/bfloat16, else itself."""
+    return float32 if dtype in LOW_PRECISION else dtype
+
+
+def promote_types(a, b):
+    """torch's promotion of two tensor dtypes, which NumPy gets wrong only around bfloat16:
+    bfloat16 with an integer or bool stays bfloat16, with float16 it is float32."""
+    if a == b:
+        return a
+    if bfloat16 in (a, b):
+        other = b if a == bfloat16 else a
+        if not is_floating(other):
+            return bfloat16
+        return float32 if other == float16 else other
+    return np.promote_types(a, b)
 
 
 def infer_dtype(data):

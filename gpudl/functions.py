@@ -1,7 +1,8 @@
 """Top-level functional forms: gd.cat, gd.stack, gd.where, gd.matmul, gd.exp, ..."""
 
-import numpy as np
+import functools
 
+from . import dtypes
 from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor import Tensor, matmul, where  # noqa: F401  (re-exported)
@@ -18,7 +19,7 @@ def _tensors(op, tensors):
                             f"{type(t).__name__}")
     dtype = tensors[0].dtype
     if any(t.dtype != dtype for t in tensors):
-        common = np.result_type(*(t.dtype for t in tensors))
+        common = functools.reduce(dtypes.promote_types, (t.dtype for t in tensors))
         tensors = [t.astype(common) for t in tensors]
     return tensors
 

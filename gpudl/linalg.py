@@ -1,6 +1,8 @@
 """``gd.linalg.vector_norm`` and ``gd.einsum``: argument handling over the Functions of
 gpudl.ops.linalg (VectorNorm, Einsum)."""
 
+from .amp.autocast_mode import cast_inputs, state as _autocast
+from .dtypes import LOW_PRECISION, is_floating
 from . import backend
 from .tensor import Tensor
 from .ops import linalg
@@ -9,13 +11,17 @@ from .ops._util import normalize_axes
 
 def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
     """torch.linalg.vector_norm: the ``ord``-norm of ``x`` over ``dim`` (all dims by default)."""
+    if _autocast.active:
+        (x,) = cast_inputs("vector_norm", x)
     if not isinstance(x, Tensor):
         raise TypeError(f"vector_norm: input must be a Tensor, got {type(x).__name__}")
     if isinstance(ord, str) or isinstance(ord, bool):
         raise ValueError(f"vector_norm: ord must be a number, got {ord!r}")
-    if x.dtype.kind != "f":
+    if not is_floating(x.dtype):
         raise TypeError(f"vector_norm: expected a floating point tensor, got {x.dtype}")
     x = x if dtype is None else x.astype(dtype)
+    if x.dtype in LOW_PRECISION:            # accumulated in float32, as torch; the input's dtype
+        return vector_norm(x.float(), ord, dim, keepdim).to(x.dtype)
     axes = normalize_axes(dim, x.ndim, "vector_norm")
     if ord < 0 and x.numel() == 0 or (ord == float("inf") and any(x.shape[a] == 0 for a in axes)):
         raise ValueError(f"vector_norm: ord={ord} of an empty tensor is undefined")
@@ -26,6 +32,8 @@ def einsum(equation, *operands):
     """torch.einsum: ``einsum("ij,jk->ik", a, b)`` (operands may also come as one list).
     Ellipsis broadcasts as in torch; a subscript repeated within one operand takes a diagonal
     (``einsum("ii", a)`` is the trace)."""
+    if _autocast.active:
+        operands = cast_inputs("einsum", *operands)
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     if not isinstance(equation, str) or not operands or not all(

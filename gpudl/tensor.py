@@ -226,7 +226,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         return self.to("cuda" if device is None else device)
 
     _TYPE_NAMES = {"FloatTensor": dtypes.float32, "DoubleTensor": dtypes.float64,
-                   "HalfTensor": dtypes.float16, "LongTensor": dtypes.int64,
+                   "HalfTensor": dtypes.float16, "BFloat16Tensor": dtypes.bfloat16,
+                   "LongTensor": dtypes.int64,
                    "IntTensor": dtypes.int32, "ShortTensor": dtypes.int16,
                    "CharTensor": dtypes.int8, "ByteTensor": dtypes.uint8,
                    "BoolTensor": dtypes.bool_}
@@ -245,7 +246,10 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     def astype(self, dtype):
         dtype = dtypes.as_dtype(dtype, "astype")
-        return self if dtype == self.dtype else E.Cast.apply(self, dtype)
+        if dtype == self.dtype:
+            return self
+        backend.check_dtype_on_device(dtype, self._device, "astype")
+        return E.Cast.apply(self, dtype)
 
     def float(self):
         return self.astype(dtypes.float32)
@@ -255,6 +259,9 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     def half(self):
         return self.astype(dtypes.float16)
+
+    def bfloat16(self):
+        return self.astype(dtypes.bfloat16)
 
     def long(self):
         return self.astype(dtypes.int64)

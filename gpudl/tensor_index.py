@@ -9,6 +9,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from .dtypes import is_floating
 from . import backend
 from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
 from .ops import shape as S
@@ -159,7 +160,7 @@ class IndexMixin:
         xp = backend.get_array_module(data)
         if descending:       # a stable descending order: sort the negation (bools as ints)
             data = -(data.astype(np.int8) if data.dtype == np.bool_ else data)
-            if data.dtype.kind == "f":     # NaN counts as the largest, as in torch: first
+            if is_floating(data.dtype):     # NaN counts as the largest, as in torch: first
                 data = xp.where(xp.isnan(data), -xp.inf, data)
         order = xp.argsort(data, axis=axis, kind="stable").astype(np.int64)
         order = order if self.ndim else order.reshape(())

@@ -7,6 +7,8 @@ from collections import namedtuple
 
 import numpy as np
 
+from .amp.autocast_mode import cast_inputs, state as _autocast
+from .dtypes import is_floating
 from . import backend, dtypes
 from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
 from .ops import elementwise as E
@@ -119,9 +121,11 @@ class MathMixin:
 
     # ----------------------------------------------------------------- unary maths
     def exp(self):
+        self = _autocast_one("exp", self)
         return E.Exp.apply(self._floating())
 
     def log(self):
+        self = _autocast_one("log", self)
         return E.Log.apply(self._floating())
 
     def sqrt(self):
@@ -190,6 +194,8 @@ class MathMixin:
 
     def addmm(self, mat1, mat2, *, beta=1, alpha=1):
         """beta * self + alpha * (mat1 @ mat2); self broadcasts to the product's shape."""
+        if _autocast.active:
+            self, mat1, mat2 = cast_inputs("addmm", self, mat1, mat2)
         product = mat1.mm(mat2)
         product = product if alpha == 1 else product * alpha
         if beta == 0:                              # torch ignores input (even nan) then
@@ -198,11 +204,12 @@ class MathMixin:
         return (self if beta == 1 else self * beta) + product
 
     def _floating(self):
-        return self if self.dtype.kind == "f" else self.astype(dtypes.DEFAULT_FLOAT)
+        return self if is_floating(self.dtype) else self.astype(dtypes.DEFAULT_FLOAT)
 
     # ----------------------------------------------------------------- reductions
     def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         dim, keepdim = _reduce_args("sum", dim, keepdim, axis, keepdims)
+        self = _autocast_one("sum", self)
         return R.Sum.apply(self, normalize_axes(dim, self.ndim, "sum"), keepdim)
 
     def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
@@ -283,25 +290,28 @@ class MathMixin:
 
     def prod(self, dim=None, keepdim=False):
         """Product over one dim (or all); integer tensors give int64, as torch."""
+        self = _autocast_one("prod", self)
         x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
         axis = None if dim is None else normalize_axis(dim, self.ndim, "prod")
         return R.Prod.apply(x, axis if self.ndim else None, bool(keepdim) and axis is not None)
 
     def cumsum(self, dim):
         """Running sum along ``dim``; integer tensors give int64."""
+        self = _autocast_one("cumsum", self)
         x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
         return R.CumSum.apply(x, normalize_axis(dim, self.ndim, "cumsum")) if self.ndim \
             else x.clone()
 
     def cumprod(self, dim):
         """Running product along ``dim``; the gradient is exact where elements are zero."""
+        self = _autocast_one("cumprod", self)
         x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
         return R.CumProd.apply(x, normalize_axis(dim, self.ndim, "cumprod")) if self.ndim \
             else x.clone()
 
     def logsumexp(self, dim, keepdim=False):
         """log(sum(exp(self))) over ``dim``, computed without overflow."""
-        x = self._floating()
+        x = _autocast_one("logsumexp", self)._floating()
         axes = normalize_axes(dim, self.ndim, "logsumexp")
         shift = x.detach().amax(axes, keepdim=True) if x.numel() else x.detach().sum(
             axes, keepdim=True)
@@ -337,16 +347,19 @@ class MathMixin:
 
     def softmax(self, dim=-1, *, axis=None):
         dim = dim if axis is None else axis
+        self = _autocast_one("softmax", self)
         return R.Softmax.apply(self._floating(), normalize_axis(dim, self.ndim, "softmax"))
 
     def log_softmax(self, dim=-1, *, axis=None):
         dim = dim if axis is None else axis
+        self = _autocast_one("log_softmax", self)
         return R.LogSoftmax.apply(self._floating(), normalize_axis(dim, self.ndim, "log_softmax"))
 
 
 
 for _name in E.UNARY:                     # sin, cos, erf, log1p, ... from one table (round below)
     def _unary(self, _name=_name):
+        self = _autocast_one(_name, self)
         keep = _name in ("sign", "floor", "ceil") and self.dtype.kind in "iu"
         return self.clone() if keep else E.Unary.apply(self._floating(), _name)
     _unary.__name__, _unary.__doc__ = _name, f"Elementwise {_name}, as torch.{_name}."
@@ -391,18 +404,27 @@ def _as_operand(value, like):
     if isinstance(value, (int, float)):
         return value
     raw = T._raw(value, like)
-    if raw.dtype == np.float64 and like.dtype.kind == "f":
+    if raw.dtype == np.float64 and is_floating(like.dtype):
         raw = raw.astype(like.dtype)     # a float64 NumPy array does not upcast a float32 tensor
     return T.Tensor._make(raw, False, None, 0, like._device)
 
 
+def _autocast_one(op, tensor):
+    """``tensor`` cast by ``op``'s autocast policy (itself when autocast is off)."""
+    return cast_inputs(op, tensor)[0] if _autocast.active else tensor
+
+
 def _binary(function, name, a, b, true_division=False):
     like = a if isinstance(a, T.Tensor) else b
+    if _autocast.active and name == "pow":
+        a, b = cast_inputs(name, a, b)
     a, b = _as_operand(a, like), _as_operand(b, like)
     if true_division or isinstance(a, float) or isinstance(b, float):
         # int tensors promote to the default float dtype, as in torch
         a = a._floating() if isinstance(a, T.Tensor) and a.dtype.kind in "iub" else a
         b = b._floating() if isinstance(b, T.Tensor) and b.dtype.kind in "iub" else b
+    if like.dtype in dtypes.BFLOAT16 or (isinstance(a, T.Tensor) and a.dtype in dtypes.BFLOAT16):
+        return _bfloat16_binary(function, a, b)
     try:
         return function.apply(a, b)
     except ValueError as exc:
@@ -412,12 +434,37 @@ def _binary(function, name, a, b, true_division=False):
                          "broadcastable") from None
 
 
+def _scalar_tensor(value, like):
+    """A Python number as a 0-d tensor of ``like``'s dtype (tensors pass through)."""
+    if isinstance(value, T.Tensor):
+        return value
+    array = backend.xp_for(like._device).asarray(value, dtype=like.dtype)
+    return T.Tensor._make(array, False, None, 0, like._device)
+
+
+def _bfloat16_binary(function, a, b):
+    """``function(a, b)`` with a bfloat16 tensor among them, promoted as torch does where NumPy
+    differs (NumPy takes bfloat16 with a Python float to float32, with an integer array to
+    float64, and refuses float16): a bfloat16 result is computed in float32 and rounded."""
+    tensors = [x for x in (a, b) if isinstance(x, T.Tensor)]
+    result = tensors[0].dtype if len(tensors) == 1 else dtypes.promote_types(a.dtype, b.dtype)
+    if result != dtypes.bfloat16:
+        return function.apply(*(x.astype(result) if isinstance(x, T.Tensor) else x
+                                for x in (a, b)))
+    if len(tensors) == 2 and a.dtype == b.dtype:
+        return function.apply(a, b)            # ml_dtypes' own loops round each result
+    return function.apply(*(x.astype(dtypes.float32) if isinstance(x, T.Tensor) else x
+                            for x in (a, b))).astype(result)
+
+
 def _data(x):
     return x._data if isinstance(x, T.Tensor) else x
 
 
 def matmul(a, b):
     """Matrix product with NumPy's rules: 1-D promotion, batched and broadcast leading dims."""
+    if _autocast.active:
+        a, b = cast_inputs("matmul", a, b)
     like = a if isinstance(a, T.Tensor) else b
     a, b = _as_operand(a, like), _as_operand(b, like)
     if not isinstance(a, T.Tensor) or not isinstance(b, T.Tensor) or a.ndim == 0 or b.ndim == 0:
@@ -449,8 +496,10 @@ def where(condition, input, other):
         raise TypeError(f"where: condition must be a bool tensor, got {cond.dtype}")
     a, b = _as_operand(input, like), _as_operand(other, like)
     if isinstance(a, T.Tensor) and isinstance(b, T.Tensor) and a.dtype != b.dtype:
-        common = np.promote_types(a.dtype, b.dtype)
+        common = dtypes.promote_types(a.dtype, b.dtype)
         a, b = a.astype(common), b.astype(common)
+    elif like.dtype == dtypes.bfloat16:       # a Python number must not widen bfloat16
+        a, b = (_scalar_tensor(x, like) for x in (a, b))
     try:
         return E.Where.apply(cond, a, b)
     except ValueError as exc:

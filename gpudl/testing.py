@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .dtypes import is_floating
 from . import backend
 from .autograd import no_grad
 from .tensor import Tensor
@@ -34,7 +35,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     rng = np.random.default_rng(0)
     weights = [Tensor._make(backend.to_device_array(rng.standard_normal(o.shape), o.device),
                             False, None, 0, o.device)
-               if isinstance(o, Tensor) and o.dtype.kind == "f" else None for o in outs]
+               if isinstance(o, Tensor) and is_floating(o.dtype) else None for o in outs]
     for i in checked:
         inputs[i].grad = None
     _scalar_output(fn, inputs, weights).backward()

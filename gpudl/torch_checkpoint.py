@@ -17,10 +17,12 @@ import zipfile
 
 import numpy as np
 
-# torch storage type -> NumPy dtype (bfloat16 is widened to float32 exactly: gpudl has no bf16)
+from . import dtypes
+
+# torch storage type -> NumPy dtype (bfloat16: ml_dtypes', which is gd.bfloat16)
 _STORAGES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32,
+    "BFloat16Storage": dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
     "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
 }
@@ -174,15 +176,13 @@ def read(path, available_bytes):
             if member is None or not key.isdigit():
                 raise ValueError(f"storage {key!r} named by the pickle is not in the archive")
             dtype = _STORAGES[type_name]
-            raw = np.dtype(np.uint16 if dtype == "bfloat16" else dtype)
+            raw = np.dtype(dtype)
             if member.file_size != numel * raw.itemsize:
                 raise ValueError(f"storage {key!r} holds {member.file_size} bytes, not the "
                                  f"{numel} x {raw.itemsize} its record claims")
-            unpickler.charge(member.file_size * (3 if dtype == "bfloat16" else 1))
+            unpickler.charge(member.file_size)
             f.seek(_data_offset(f, member, file_size))
             array = np.frombuffer(f.read(member.file_size), raw).copy()
-            if dtype == "bfloat16":          # the top 16 bits of a float32: exact widening
-                array = (array.astype(np.uint32) << 16).view(np.float32)
             storages[type_name, key] = array
             return array
 

@@ -5,6 +5,7 @@ The running loss and predictions stay on the device during an epoch; the host re
 synchronised a few times per epoch rather than once per batch.
 """
 
+import contextlib
 import math
 import numbers
 import warnings
@@ -187,7 +188,7 @@ def _loss(loss_fn, output, target, where):
 
 
 def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, batch_callbacks=(),
-                 run=None):
+                 run=None, autocast=None, scaler=None):
     """One pass over ``loader``; returns (logs, stopped): stopped when a batch callback asked."""
     model.train()
     running = _Running(metric_fns, run)
@@ -195,10 +196,16 @@ def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, batch_callb
     for i, batch in enumerate(loader):
         inputs, target = _split_batch(batch, "fit")
         optimizer.zero_grad()
-        output = model(*inputs)
-        loss = _loss(loss_fn, output, target, "fit")
-        loss.backward()
-        optimizer.step()
+        with autocast or contextlib.nullcontext():
+            output = model(*inputs)
+            loss = _loss(loss_fn, output, target, "fit")
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         with no_grad():
             running.add(loss.detach(), _detached(output), target)
         bar.update(1)
@@ -255,7 +262,7 @@ def _overrides(callback, hook):
 
 
 def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metrics=(),
-        callbacks=(), scheduler=None, verbose=True):
+        callbacks=(), scheduler=None, verbose=True, autocast=None, scaler=None):
     """Train ``model`` for ``epochs`` epochs; returns the ``History`` of per-epoch logs.
 
     Args:
@@ -269,6 +276,10 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         scheduler: stepped once per epoch; ReduceLROnPlateau gets val_loss (else loss). The
             learning rate is then logged as ``lr``.
         verbose: show a tqdm progress bar per epoch with the running loss and metrics.
+        autocast: a ``gd.autocast(...)`` region the training forward and loss run in (mixed
+            precision); validation runs outside it.
+        scaler: a ``gd.amp.GradScaler``: the loss is scaled for backward and the optimizer
+            stepped through it (a step with an inf/NaN gradient is skipped).
 
     Under a process group (gpudl.distributed) the model is trained as a
     DistributedDataParallel (wrapped for the call unless it is one already): each rank trains on
@@ -311,7 +322,7 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
                    disable=not verbose, dynamic_ncols=True)
         try:
             logs, stop = _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar,
-                                      batch_callbacks, run)
+                                      batch_callbacks, run, autocast, scaler)
             if val_loader is not None:
                 val = _evaluate(run.eval_model, loss_fn, run.eval_loader(val_loader), metric_fns,
                                 "fit", run)

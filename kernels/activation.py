@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from gpudl import backend
+from gpudl import backend, dtypes
 
 _SQRT1_2 = 1 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1 / math.sqrt(2.0 * math.pi)
@@ -46,7 +46,9 @@ def gelu_forward(x, approximate):
     if backend.is_device_array(x):
         return backend.elementwise_kernel("T x", "T y", _GPU_FORWARD[approximate],
                                           f"gpudl_gelu_{approximate}_fwd")(x)
-    return _cpu_ufuncs(approximate, x.dtype)[0](x)
+    work = dtypes.compute_dtype(x.dtype)         # float16/bfloat16 in float32, rounded back
+    return _cpu_ufuncs(approximate, work)[0](x.astype(work, copy=False)).astype(x.dtype,
+                                                                               copy=False)
 
 
 def gelu_backward(x, g, approximate):
@@ -54,7 +56,9 @@ def gelu_backward(x, g, approximate):
     if backend.is_device_array(x):
         return backend.elementwise_kernel("T x, T g", "T gx", _GPU_BACKWARD[approximate],
                                           f"gpudl_gelu_{approximate}_bwd")(x, g)
-    return _cpu_ufuncs(approximate, x.dtype)[1](x, g.astype(x.dtype, copy=False))
+    work = dtypes.compute_dtype(x.dtype)
+    gx = _cpu_ufuncs(approximate, work)[1](x.astype(work, copy=False), g.astype(work, copy=False))
+    return gx.astype(x.dtype, copy=False)
 
 
 def _cpu_ufuncs(approximate, dtype):

@@ -32,7 +32,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from gpudl import backend, cpu_threads
+from gpudl import backend, cpu_threads, dtypes
 
 
 def pool_output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False):
@@ -55,8 +55,8 @@ def _planes(x):
 
 
 def _compute_dtype(dtype):
-    """The CPU twins run float16 in float32 (Numba's CPU target has no float16 arithmetic)."""
-    return np.float32 if dtype == np.float16 else dtype
+    """The CPU twins run float16/bfloat16 in float32 (Numba's CPU target has neither)."""
+    return dtypes.compute_dtype(dtype)
 
 
 # --------------------------------------------------------------------------- entries: max

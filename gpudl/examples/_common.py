@@ -10,14 +10,19 @@ from ..callbacks import Callback
 DEFAULT_OUT = "gpudl_outputs"
 
 
-def parse_args(name, argv, description, distributed=False):
+def parse_args(name, argv, description, distributed=False, amp=False):
     """The options every example takes: --seed, --out, --fast, --quiet (and --distributed for
-    the examples that train data-parallel under mpiexec or torchrun)."""
+    the examples that train data-parallel under mpiexec or torchrun, --amp for those that can
+    train in mixed precision)."""
     parser = argparse.ArgumentParser(prog=f"python -m gpudl.examples {name}",
                                      description=description)
     if distributed:
         parser.add_argument("--distributed", action="store_true",
                             help="data-parallel over the ranks of mpiexec -n N (or torchrun)")
+    if amp:
+        parser.add_argument("--amp", action="store_true",
+                            help="mixed precision: autocast (bfloat16 on the cpu; float16 with "
+                                 "a GradScaler on cuda)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help=f"folder for the PNG files (default ./{DEFAULT_OUT})")

@@ -2,6 +2,8 @@
 
 ``mpiexec -n 2 python -m gpudl.examples digits --distributed`` trains it data-parallel: fit
 wraps the model in DistributedDataParallel and gives each rank its shard of every epoch.
+``--amp`` trains in mixed precision: convolutions and linear layers in bfloat16 on the cpu
+(``gd.autocast("cpu")``), in float16 with a ``GradScaler`` on cuda.
 """
 
 import numpy as np
@@ -19,13 +21,13 @@ from ._common import output_path, parse_args
 TEST_FRACTION = 0.2      # 360 of the 1797 images are held out
 
 
-def run(fast=False, seed=0, out=None, progress=True, epochs=None):
+def run(fast=False, seed=0, out=None, progress=True, epochs=None, amp=False):
     """Train on 80% of scikit-learn's digits, test on the rest (data-parallel when a process
     group is initialized; then only rank 0 shows progress and writes the plot).
 
     Returns a dict with the held-out accuracy, macro precision, recall and F1, the training
     loss of the first and last epoch, and the path of the training-curve plot (None on the
-    other ranks).
+    other ranks). ``amp``: train under autocast (see the module docstring).
     """
     main_rank = not dist.is_initialized() or dist.get_rank() == 0
     gd.manual_seed(seed)
@@ -44,7 +46,7 @@ def run(fast=False, seed=0, out=None, progress=True, epochs=None):
                   DataLoader(train_set, batch_size=32, shuffle=True), epochs,
                   val_loader=DataLoader(test_set, batch_size=360), metrics=["accuracy"],
                   scheduler=CosineAnnealingLR(optimizer, T_max=epochs),
-                  verbose=progress and main_rank)
+                  verbose=progress and main_rank, **(_mixed_precision() if amp else {}))
 
     model.eval()
     with gd.no_grad():
@@ -59,11 +61,19 @@ def run(fast=False, seed=0, out=None, progress=True, epochs=None):
             if main_rank else None}
 
 
+def _mixed_precision():
+    """fit's autocast and scaler for the default device: bfloat16 needs no loss scaling (its
+    range is float32's); float16 does."""
+    if gd.device() == "cuda":
+        return {"autocast": gd.autocast("cuda"), "scaler": gd.amp.GradScaler("cuda")}
+    return {"autocast": gd.autocast("cpu")}
+
+
 def main(argv=None):
-    args = parse_args("digits", argv, __doc__, distributed=True)
+    args = parse_args("digits", argv, __doc__, distributed=True, amp=True)
     if args.distributed:
         dist.init_process_group()          # nccl on the CUDA path, mpi otherwise
-    r = run(fast=args.fast, seed=args.seed, out=args.out, progress=not args.quiet)
+    r = run(fast=args.fast, seed=args.seed, out=args.out, progress=not args.quiet, amp=args.amp)
     if args.distributed:
         rank, world = dist.get_rank(), dist.get_world_size()
         dist.destroy_process_group()

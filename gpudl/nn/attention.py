@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from ..dtypes import is_floating
 from .. import creation, dtypes
 from ..ops.activation import gelu, relu
 from ..ops.attention import attention_weights, scaled_dot_product_attention
@@ -197,7 +198,7 @@ class MultiheadAttention(Module):
 def _check_mask(name, mask, shapes):
     if not isinstance(mask, Tensor):
         raise TypeError(f"MultiheadAttention: {name} must be a Tensor, got {type(mask).__name__}")
-    if mask.dtype != np.bool_ and mask.dtype.kind != "f":
+    if mask.dtype != np.bool_ and not is_floating(mask.dtype):
         raise TypeError(f"MultiheadAttention: {name} must be bool or floating, got {mask.dtype}")
     if mask.shape not in shapes:
         raise ValueError(f"MultiheadAttention: {name} has shape {mask.shape} but one of "

@@ -8,6 +8,7 @@ import math
 import warnings
 
 from .. import backend, random
+from ..dtypes import is_floating
 from ..backend import get_array_module
 from ..autograd import no_grad
 from ..tensor import Tensor
@@ -19,7 +20,7 @@ _LINEAR_GAIN = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "con
 def _check(op, tensor):
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{op}: expected a gpudl Tensor, got {type(tensor).__name__}")
-    if tensor.dtype.kind != "f":
+    if not is_floating(tensor.dtype):
         raise TypeError(f"{op}: expected a floating point tensor, got {tensor.dtype}")
 
 

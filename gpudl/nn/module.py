@@ -10,6 +10,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from ..dtypes import is_floating
 from .. import backend, dtypes
 from ..autograd import no_grad, recorded
 from ..tensor import Tensor
@@ -353,6 +354,9 @@ class Module:
     def half(self):
         return self.to(dtypes.float16)
 
+    def bfloat16(self):
+        return self.to(dtypes.bfloat16)
+
     # ----------------------------------------------------------------- repr
     def _get_name(self):
         return type(self).__name__
@@ -391,7 +395,7 @@ def _converted(value, target, key):
             array = np.asarray(value)
     except Exception as exc:  # torch tensors needing grad, ragged lists, ...: report, copy none
         return None, f"value for {key} could not be read as an array ({type(exc).__name__}: {exc})"
-    if array.dtype == object or array.dtype.kind not in "biuf":
+    if array.dtype == object or not (array.dtype.kind in "biu" or is_floating(array.dtype)):
         return None, f"value for {key} is not numeric (dtype {array.dtype})"
     if tuple(array.shape) != tuple(target.shape):
         return None, (f"size mismatch for {key}: copying a param with shape {tuple(array.shape)} "
@@ -402,7 +406,7 @@ def _converted(value, target, key):
 
 def _move(tensor, device, dtype):
     data = tensor._data
-    if dtype is not None and data.dtype.kind == "f" and data.dtype != dtype:
+    if dtype is not None and is_floating(data.dtype) and data.dtype != dtype:
         data = data.astype(dtype)
     if device is not None and device != tensor._device:
         data = backend.to_device_array(data, device)

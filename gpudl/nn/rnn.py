@@ -10,6 +10,7 @@ import math
 import warnings
 
 from .. import creation, dtypes
+from ..amp import autocast_mode
 from ..functions import cat, stack
 from ..ops.dropout import dropout
 from ..ops.rnn import gru_layer, lstm_layer, rnn_layer
@@ -261,7 +262,16 @@ class RNNCellBase(Module):
         if not batched:                                 # (H,) -> (1, H)
             h0, c0 = (s.reshape(1, -1) if s is not None else None for s in (h0, c0))
         weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
-        _, h, c = _run_layer(self.mode, x, h0, c0, weights, False)
+        if autocast_mode.state.active:
+            # torch's autocast lists name the cells apart from the layers (on the cpu a cell
+            # keeps float32, an LSTM layer does not): the cell's policy decides, and the layer
+            # it runs through must not cast again
+            op = self.mode.split("_")[0].lower() + "_cell"
+            x, h0, c0, *weights = autocast_mode.cast_inputs(op, x, h0, c0, *weights)
+            with autocast_mode.autocast(x._device, enabled=False):
+                _, h, c = _run_layer(self.mode, x, h0, c0, weights, False)
+        else:
+            _, h, c = _run_layer(self.mode, x, h0, c0, weights, False)
         if not batched:
             h, c = h.reshape(-1), (c.reshape(-1) if c is not None else None)
         return h, c

@@ -5,6 +5,7 @@ import contextlib
 import numpy as np
 
 from .. import backend
+from ..dtypes import LOW_PRECISION, float32
 
 
 def sum_to(g, shape):
@@ -14,8 +15,34 @@ def sum_to(g, shape):
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
-    g = g.sum(axis=axes, keepdims=True) if axes else g
+    g = summed(g, axes, True) if axes else g
     return g.reshape(shape)
+
+
+def summed(a, axes, keepdims):
+    """``a.sum`` over ``axes``; float16/bfloat16 accumulate in float32 (as torch) and round
+    back (NumPy would add bfloat16 in bfloat16)."""
+    if a.dtype in LOW_PRECISION and not backend.is_device_array(a):
+        return a.sum(axis=axes, keepdims=keepdims, dtype=float32).astype(a.dtype)
+    return a.sum(axis=axes, keepdims=keepdims)
+
+
+def in_float32(function, *args):
+    """``function(*args)``, computed in float32 when the first argument is a float16/bfloat16
+    NumPy array (the CPU twins' rule: float32 arithmetic, the result rounded back to that
+    dtype, as torch's CPU kernels do); anything else runs as it is (CuPy handles float16)."""
+    dtype = args[0].dtype
+    if dtype not in LOW_PRECISION or backend.is_device_array(args[0]):
+        return function(*args)
+    out = function(*(a.astype(float32) if getattr(a, "dtype", None) in LOW_PRECISION else a
+                     for a in args))
+    return out.astype(dtype)
+
+
+def widened(tensor):
+    """A float16/bfloat16 Tensor as float32 (a graph node: gradients come back in its dtype);
+    anything else (None, integer targets, float32) as it is."""
+    return tensor.float() if getattr(tensor, "dtype", None) in LOW_PRECISION else tensor
 
 
 def normalize_axes(axis, ndim, op):

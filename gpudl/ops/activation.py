@@ -6,18 +6,20 @@ accepted for PyTorch compatibility and computes out of place (the result is the 
 
 import warnings
 
+from ..amp.autocast_mode import cast_inputs, state as _autocast
+from ..dtypes import is_floating
 from ..autograd import Function
 from ..kernels import activation as K
 from ..tensor import Tensor
 from . import elementwise as E
 from . import reduce as R
-from ._util import normalize_axis, xp_of
+from ._util import in_float32, normalize_axis, xp_of
 
 
 def _floating(op, input):
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"{op}: input must be a floating point tensor, got {input.dtype}")
     return input
 
@@ -28,19 +30,21 @@ class LeakyRelu(Function):
         positive = x > 0
         ctx.save_for_backward(positive)
         ctx.slope = slope
-        return xp_of(x).where(positive, x, x * slope)
+        where = xp_of(x).where
+        return in_float32(lambda x: where(positive, x, x * slope), x)
 
     @staticmethod
     def backward(ctx, g):
         (positive,) = ctx.saved_tensors
-        return xp_of(g).where(positive, g, g * ctx.slope), None
+        where, slope = xp_of(g).where, ctx.slope
+        return in_float32(lambda g: where(positive, g, g * slope), g), None
 
 
 class Elu(Function):
     @staticmethod
     def forward(ctx, x, alpha):
         xp = xp_of(x)
-        y = xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
+        y = in_float32(lambda x: xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))), x)
         ctx.save_for_backward(x, y)
         ctx.alpha = alpha
         return y
@@ -48,7 +52,8 @@ class Elu(Function):
     @staticmethod
     def backward(ctx, g):
         x, y = ctx.saved_tensors
-        return xp_of(g).where(x > 0, g, g * (y + ctx.alpha)), None
+        where, alpha = xp_of(g).where, ctx.alpha
+        return in_float32(lambda g, y: where(x > 0, g, g * (y + alpha)), g, y), None
 
 
 class Silu(Function):
@@ -78,14 +83,15 @@ class Softplus(Function):
     @staticmethod
     def backward(ctx, g):
         (z,) = ctx.saved_tensors
-        return xp_of(g).where(z > ctx.threshold, g, g * E.sigmoid_array(z)), None, None
+        gx = xp_of(g).where(z > ctx.threshold, g, g * E.sigmoid_array(z))
+        return gx.astype(g.dtype, copy=False), None, None
 
 
 class Hardtanh(Function):
     @staticmethod
     def forward(ctx, x, low, high):
         ctx.save_for_backward((x > low) & (x < high))
-        return xp_of(x).clip(x, low, high)
+        return xp_of(x).clip(x, low, high).astype(x.dtype, copy=False)   # bfloat16 stays
 
     @staticmethod
     def backward(ctx, g):
@@ -128,6 +134,8 @@ def silu(input, inplace=False):
 
 def softplus(input, beta=1.0, threshold=20.0):
     """log(1 + exp(beta * input)) / beta; the identity where beta * input > threshold."""
+    if _autocast.active:
+        (input,) = cast_inputs("softplus", input)
     return Softplus.apply(_floating("softplus", input), float(beta), float(threshold))
 
 
@@ -170,12 +178,16 @@ def _softmax_dim(op, input, dim):
 
 def softmax(input, dim=None, dtype=None):
     """exp(input) / sum(exp(input)) along ``dim``; ``dtype`` casts the input first."""
+    if _autocast.active:
+        (input,) = cast_inputs("softmax", input)
     input = _floating("softmax", input if dtype is None else input.astype(dtype))
     return R.Softmax.apply(input, _softmax_dim("softmax", input, dim))
 
 
 def log_softmax(input, dim=None, dtype=None):
     """log(softmax(input, dim)), computed stably."""
+    if _autocast.active:
+        (input,) = cast_inputs("log_softmax", input)
     input = _floating("log_softmax", input if dtype is None else input.astype(dtype))
     return R.LogSoftmax.apply(input, _softmax_dim("log_softmax", input, dim))
 

@@ -15,6 +15,8 @@ import numbers
 
 import numpy as np
 
+from ..amp.autocast_mode import cast_inputs, state as _autocast
+from ..dtypes import is_floating
 from ..autograd import Function, is_grad_enabled
 from ..kernels import attention as K
 from ..tensor import Tensor
@@ -113,6 +115,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         >>> F.scaled_dot_product_attention(q, k, v, is_causal=True).shape
         (2, 4, 10, 16)
     """
+    if _autocast.active:
+        query, key, value, attn_mask = cast_inputs(
+            "scaled_dot_product_attention", query, key, value, attn_mask)
     _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale)
     if enable_gqa:
         key, value = _repeat_heads(query, key), _repeat_heads(query, value)
@@ -134,14 +139,14 @@ def _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale):
         if t.ndim < 2:
             raise ValueError(f"{op}: {name} must have at least 2 dimensions (..., length, "
                              f"features), got shape {t.shape}")
-        if t.dtype.kind != "f" or t.dtype != query.dtype:
+        if not is_floating(t.dtype) or t.dtype != query.dtype:
             raise TypeError(f"{op}: query, key and value must share one floating dtype, got "
                             f"{query.dtype}, {key.dtype} and {value.dtype}")
     if attn_mask is not None:
         if not isinstance(attn_mask, Tensor):
             raise TypeError(f"{op}: attn_mask must be a Tensor or None, got "
                             f"{type(attn_mask).__name__}")
-        if attn_mask.dtype != np.bool_ and attn_mask.dtype.kind != "f":
+        if attn_mask.dtype != np.bool_ and not is_floating(attn_mask.dtype):
             raise TypeError(f"{op}: attn_mask must be bool or floating, got {attn_mask.dtype}")
         if is_causal:
             raise ValueError(f"{op}: pass attn_mask or is_causal=True, not both (attn_mask "

@@ -9,6 +9,8 @@ gradient (kernels/conv.py).
 
 import numbers
 
+from ..amp.autocast_mode import cast_inputs, state as _autocast
+from ..dtypes import is_floating
 from .. import backend, kernels
 from ..autograd import Function
 from ..tensor import Tensor
@@ -63,6 +65,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     Shape: (N, C_in, H, W) -> (N, C_out, Ho, Wo), Ho = floor((H + 2p - d*(kH-1) - 1) / s) + 1.
     Example: ``conv2d(x, w, b, stride=2, padding=1)``.
     """
+    if _autocast.active:
+        input, weight, bias = cast_inputs("conv2d", input, weight, bias)
     op = "conv2d"
     shapes = _check_tensors(op, input, weight, bias)
     stride = _pair(op, "stride", stride, 1, shapes)
@@ -99,6 +103,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     Example: ``conv_transpose2d(x, w, stride=2, padding=1, output_padding=1)`` doubles H and W
     for a 3x3 kernel.
     """
+    if _autocast.active:
+        input, weight, bias = cast_inputs("conv_transpose2d", input, weight, bias)
     op = "conv_transpose2d"
     shapes = _check_tensors(op, input, weight, bias)
     stride = _pair(op, "stride", stride, 1, shapes)
@@ -131,7 +137,7 @@ def _check_tensors(op, input, weight, bias):
     if bias is not None and not isinstance(bias, Tensor):
         raise TypeError(f"{op}: bias must be a Tensor or None, got {type(bias).__name__}")
     shapes = f"(input shape {input.shape}, weight shape {weight.shape})"
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"{op}: input must be floating point, got dtype {input.dtype} {shapes}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != input.dtype:
@@ -235,6 +241,8 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     padding: an int, a 1-tuple, 'valid' or 'same'. Shape: (N, C_in, L) -> (N, C_out, Lo),
     Lo = floor((L + 2p - d*(k-1) - 1) / s) + 1. Example: ``conv1d(x, w, padding=1)``.
     """
+    if _autocast.active:
+        input, weight, bias = cast_inputs("conv1d", input, weight, bias)
     op = "conv1d"
     if getattr(input, "ndim", None) not in (2, 3) or getattr(weight, "ndim", None) != 3:
         raise ValueError(f"{op}: expected input (N, C, L) or (C, L) and weight (C_out, C_in, k), "

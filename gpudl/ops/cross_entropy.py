@@ -7,12 +7,14 @@ probabilities by N * d1 * ... . ``label_smoothing`` e mixes in the uniform distr
 loss = (1 - e) * nll + e / C * sum_c(-w_c log p_c).
 """
 
+from ..amp.autocast_mode import cast_inputs, state as _autocast
+from ..dtypes import LOW_PRECISION, is_floating
 from ..autograd import Function
 from ..tensor import Tensor
 from .loss import check_reduction, expand_grad, reduce_loss
 from .reduce import log_softmax_array
 from .sparse import DEFERRED_NOTE, IndexOutOfRange, check_range
-from ._util import xp_of
+from ._util import widened, xp_of
 
 
 def _picked_targets(x, target, weight, ignore_index):
@@ -136,7 +138,7 @@ def _check_input(op, input, target, weight):
     if not isinstance(input, Tensor) or not isinstance(target, Tensor):
         raise TypeError(f"{op}: input and target must be Tensors, got {type(input).__name__} "
                         f"and {type(target).__name__}")
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"{op}: input must be a floating point tensor, got {input.dtype}")
     if input.ndim == 0:
         raise ValueError(f"{op}: input must have a class dimension, got a 0-d tensor")
@@ -188,17 +190,23 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         reduction: 'none', 'mean' (weighted mean over non-ignored targets) or 'sum'.
         label_smoothing: e in [0, 1]: targets become (1 - e) * target + e / C.
     """
+    if _autocast.active:
+        input, target, weight = cast_inputs("cross_entropy", input, target, weight)
     op = "cross_entropy"
     reduction = check_reduction(op, reduction, size_average, reduce)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
     n_classes, weight = _check_input(op, input, target, weight)
+    if input.dtype in LOW_PRECISION:          # reduced in float32, as torch; the input's dtype
+        return cross_entropy(widened(input), widened(target), widened(weight),
+                             ignore_index=ignore_index, reduction=reduction,
+                             label_smoothing=label_smoothing).to(input.dtype)
     w = None if weight is None else weight._data
     if target.dtype.kind in "iu":
         _check_class_targets(op, input, target, n_classes, ignore_index)
         x, t = _batched(input, target, True)
         loss = CrossEntropy.apply(x, t, w, int(ignore_index), float(label_smoothing), reduction)
-    elif target.dtype.kind == "f":
+    elif is_floating(target.dtype):
         if target.shape != input.shape:
             raise ValueError(f"{op}: probability target of shape {target.shape} must have the "
                              f"input's shape {input.shape}")
@@ -215,9 +223,14 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     """Negative log likelihood -weight[t] * input[n, t] of log-probabilities ``input``
     (N, C, d1, ...) or (C,) at integer class targets (N, d1, ...) or (); 'mean' divides by the
     summed weight of the non-ignored targets."""
+    if _autocast.active:
+        input, target, weight = cast_inputs("nll_loss", input, target, weight)
     op = "nll_loss"
     reduction = check_reduction(op, reduction, size_average, reduce)
     n_classes, weight = _check_input(op, input, target, weight)
+    if input.dtype in LOW_PRECISION:
+        return nll_loss(widened(input), target, widened(weight), ignore_index=ignore_index,
+                        reduction=reduction).to(input.dtype)
     if target.dtype.kind not in "iu":
         raise TypeError(f"{op}: target must be an integer tensor of class indices, got "
                         f"{target.dtype}")

@@ -2,6 +2,7 @@
 
 import numbers
 
+from ..dtypes import is_floating
 from .. import random
 from ..autograd import Function
 from ..tensor import Tensor
@@ -40,6 +41,6 @@ def dropout(input, p=0.5, training=True, inplace=False):
         raise ValueError(f"dropout: probability has to be between 0 and 1, but got {p!r}")
     if not training or p == 0:
         return input
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"dropout: input must be a floating point tensor, got {input.dtype}")
     return Dropout.apply(input, float(p), input.device)

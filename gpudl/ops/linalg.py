@@ -4,15 +4,35 @@ import math
 
 import numpy as np
 
+from .. import backend, backends
 from ..autograd import Function
-from ._util import quiet as _quiet, sum_to, xp_of
+from ._util import in_float32, quiet as _quiet, sum_to, summed, xp_of
+
+
+def _matmul(a, b):
+    _follow_tf32_flag(a)
+    return a @ b
+
+
+def _affine(x, w, b):
+    _follow_tf32_flag(x)
+    y = x @ w.T
+    if b is not None:
+        y += b
+    return y
+
+
+def _follow_tf32_flag(a):
+    """float32 GEMMs on CuPy obey gd.backends.cuda.matmul.allow_tf32 through cuBLAS's mode."""
+    if backend.is_device_array(a) and a.dtype == np.float32:
+        backends.set_cublas_math_mode()
 
 
 class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return a @ b
+        return in_float32(_matmul, a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -25,11 +45,11 @@ class MatMul(Function):
                        + (a2.shape[-2], b2.shape[-1]))
         ga = gb = None
         if na:
-            ga = g2 @ b2.swapaxes(-1, -2)
+            ga = in_float32(_matmul, g2, b2.swapaxes(-1, -2))
             ga = sum_to(ga, a2.shape) if ga.shape != a2.shape else ga
             ga = ga.reshape(a.shape)
         if nb:
-            gb = a2.swapaxes(-1, -2) @ g2
+            gb = in_float32(_matmul, a2.swapaxes(-1, -2), g2)
             gb = sum_to(gb, b2.shape) if gb.shape != b2.shape else gb
             gb = gb.reshape(b.shape)
         return ga, gb
@@ -41,22 +61,19 @@ class Linear(Function):
     @staticmethod
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
-        y = x @ w.T
-        if b is not None:
-            y += b
-        return y
+        return in_float32(_affine, x, w, b)
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         nx, nw, nb = ctx.needs_input_grad
-        gx = g @ w if nx else None
+        gx = in_float32(_matmul, g, w) if nx else None
         gw = gb = None
         rows = math.prod(g.shape[:-1])       # not -1: reshape cannot infer it with 0 features
         if nw:
-            gw = g.reshape(rows, g.shape[-1]).T @ x.reshape(rows, x.shape[-1])
+            gw = in_float32(_matmul, g.reshape(rows, g.shape[-1]).T, x.reshape(rows, x.shape[-1]))
         if nb:
-            gb = g.reshape(rows, g.shape[-1]).sum(axis=0)
+            gb = summed(g.reshape(rows, g.shape[-1]), 0, False)
         return gx, gw, gb
 
 
@@ -69,7 +86,8 @@ class Einsum(Function):
     def forward(ctx, equation, *operands):
         ctx.save_for_backward(*operands)
         ctx.equation = equation
-        return xp_of(operands[0]).einsum(equation, *operands)
+        einsum = xp_of(operands[0]).einsum
+        return in_float32(lambda *arrays: einsum(equation, *arrays), *operands)
 
     @staticmethod
     def backward(ctx, g):
@@ -85,7 +103,8 @@ class Einsum(Function):
             others = [j for j in range(len(subs)) if j != i]
             kept = "".join(c for c in sub if c in output or any(c in subs[j] for j in others))
             equation = ",".join([output] + [subs[j] for j in others]) + "->" + kept
-            ga = xp.einsum(equation, g, *(operands[j] for j in others))
+            ga = in_float32(lambda *arrays: xp.einsum(equation, *arrays), g,
+                            *(operands[j] for j in others))
             # subscripts summed away in forward (only in this operand) come back by broadcasting
             ga = ga.reshape(tuple(n if c in kept else 1 for c, n in zip(sub, a.shape)))
             grads.append(xp.broadcast_to(ga, a.shape).astype(a.dtype, copy=True))

@@ -1,5 +1,6 @@
 """F.linear: y = x @ w.T + b as one autograd node (ops.linalg.Linear), with torch's checks."""
 
+from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..tensor import Tensor
 from .linalg import Linear
 
@@ -10,6 +11,8 @@ def linear(input, weight, bias=None):
     Shape: input (*, in_features), weight (out_features, in_features), bias (out_features,)
     -> (*, out_features).
     """
+    if _autocast.active:
+        input, weight, bias = cast_inputs("linear", input, weight, bias)
     if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
         raise TypeError(f"linear: input and weight must be Tensors, got "
                         f"{type(input).__name__} and {type(weight).__name__}")

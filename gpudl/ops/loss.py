@@ -8,10 +8,12 @@ reduction. ``weight`` gets a gradient too; ``pos_weight`` is a constant.
 import numpy as np
 
 from .. import backend
+from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..autograd import Function
+from ..dtypes import LOW_PRECISION, is_floating
 from ..tensor import Tensor
 from . import elementwise as E
-from ._util import sum_to, xp_of
+from ._util import sum_to, widened, xp_of
 from .sparse import DEFERRED_NOTE
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -213,7 +215,7 @@ def _checked_pair(op, input, target):
     if not isinstance(input, Tensor) or not isinstance(target, Tensor):
         raise TypeError(f"{op}: input and target must be Tensors, got {type(input).__name__} "
                         f"and {type(target).__name__}")
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"{op}: input must be a floating point tensor, got {input.dtype}")
     if target.shape != input.shape:
         raise ValueError(f"{op}: target of shape {target.shape} must have the input's shape "
@@ -239,6 +241,9 @@ def _checked_weight(op, name, weight, input):
 def _pointwise(op, rule, param, input, target, reduction, weight=None):
     input, target = _checked_pair(op, input, target)
     weight = _checked_weight(op, "weight", weight, input)
+    if input.dtype in LOW_PRECISION:          # reduced in float32, as torch; the input's dtype
+        return _pointwise(op, rule, param, widened(input), widened(target), reduction,
+                          widened(weight)).to(input.dtype)
     if reduction == "mean":
         divisor = input._data.size
     elif reduction == "batchmean":
@@ -250,18 +255,24 @@ def _pointwise(op, rule, param, input, target, reduction, weight=None):
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """Squared error (input - target)**2, reduced by ``reduction`` ('none', 'mean', 'sum')."""
+    if _autocast.active:
+        input, target = cast_inputs("mse_loss", input, target)
     reduction = check_reduction("mse_loss", reduction, size_average, reduce)
     return _pointwise("mse_loss", _MSE, None, input, target, reduction)
 
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """Absolute error |input - target|, reduced."""
+    if _autocast.active:
+        input, target = cast_inputs("l1_loss", input, target)
     reduction = check_reduction("l1_loss", reduction, size_average, reduce)
     return _pointwise("l1_loss", _L1, None, input, target, reduction)
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0):
     """0.5 d**2 where |d| < delta, else delta (|d| - 0.5 delta); d = input - target."""
+    if _autocast.active:
+        input, target = cast_inputs("huber_loss", input, target)
     reduction = check_reduction("huber_loss", reduction)
     if not delta > 0:
         raise ValueError(f"huber_loss: delta must be positive, got {delta}")
@@ -270,6 +281,8 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
 
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """0.5 d**2 / beta where |d| < beta, else |d| - 0.5 beta (l1_loss when beta == 0)."""
+    if _autocast.active:
+        input, target = cast_inputs("smooth_l1_loss", input, target)
     reduction = check_reduction("smooth_l1_loss", reduction, size_average, reduce)
     if beta < 0:
         raise ValueError(f"smooth_l1_loss: beta must be non-negative, got {beta}")
@@ -292,6 +305,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
                          reduction="mean"):
     """-(target log(input) + (1 - target) log(1 - input)) for probabilities ``input`` in
     [0, 1]; each log is clamped to >= -100 as in torch, so 0 and 1 give finite losses."""
+    if _autocast.active:
+        input, target, weight = cast_inputs("binary_cross_entropy", input, target, weight)
     reduction = check_reduction("binary_cross_entropy", reduction, size_average, reduce)
     # RuntimeError, as torch. A NaN input passes (fit's NaN guard reports it); a NaN target not
     if isinstance(input, Tensor) and input._data.size:
@@ -314,6 +329,9 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     ``pos_weight`` (broadcast over the last dim, e.g. one per class) weighs positive targets;
     ``weight`` weighs each element.
     """
+    if _autocast.active:
+        input, target, weight, pos_weight = cast_inputs(
+            "binary_cross_entropy_with_logits", input, target, weight, pos_weight)
     op = "binary_cross_entropy_with_logits"
     reduction = check_reduction(op, reduction, size_average, reduce)
     if isinstance(input, Tensor):
@@ -326,6 +344,8 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     """Kullback-Leibler divergence target * (log(target) - input), ``input`` being
     log-probabilities; ``reduction='batchmean'`` divides the sum by the batch size (the true
     KL divergence per sample), 'mean' by the number of elements (as torch)."""
+    if _autocast.active:
+        input, target = cast_inputs("kl_div", input, target)
     reduction = check_reduction("kl_div", reduction, size_average, reduce,
                                 REDUCTIONS + ("batchmean",))
     return _pointwise("kl_div", _KLDiv, bool(log_target), input, target, reduction)

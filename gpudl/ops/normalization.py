@@ -7,9 +7,11 @@ batch norm and layer norm), or gx = invstd * w * g (batch norm with running stat
 
 import numpy as np
 
+from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..autograd import Function
+from ..dtypes import LOW_PRECISION
 from ..tensor import Tensor
-from ._util import xp_of
+from ._util import widened, xp_of
 
 
 class BatchNorm(Function):
@@ -114,6 +116,15 @@ def _check_vector(op, name, t, size, input):
                          f"has {size} channels (expected ({size},))")
 
 
+def _low_precision(input):
+    """Norms of float16/bfloat16 input run in float32 (NumPy would take means in bfloat16) and
+    return the input's dtype, as torch's, whose mixed-type norms also take float32 parameters
+    with such input (a float32 model under autocast). Running statistics are updated in place
+    in their own dtype; gradients come back in each parameter's dtype."""
+    return getattr(input, "dtype", None) in LOW_PRECISION
+
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
     """Batch normalisation over dim 1 of (N, C), (N, C, L) or (N, C, H, W) input.
@@ -122,6 +133,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     given) update ``running_mean``/``running_var`` in place with ``momentum`` (the variance
     update uses the unbiased estimate). Otherwise normalise with the running statistics.
     """
+    if _low_precision(input):
+        return batch_norm(input.float(), running_mean, running_var, widened(weight),
+                          widened(bias), training, momentum, eps).to(input.dtype)
     if not isinstance(input, Tensor):
         raise TypeError(f"batch_norm: input must be a Tensor, got {type(input).__name__}")
     if input.ndim < 2:
@@ -146,6 +160,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the trailing dims ``normalized_shape`` (mean 0, biased variance 1), then
     scale by ``weight`` and shift by ``bias`` (both of shape ``normalized_shape``)."""
+    if _autocast.active:
+        input, weight, bias = cast_inputs("layer_norm", input, weight, bias)
+    if _low_precision(input):
+        return layer_norm(input.float(), normalized_shape, widened(weight), widened(bias),
+                          eps).to(input.dtype)
     if not isinstance(input, Tensor):
         raise TypeError(f"layer_norm: input must be a Tensor, got {type(input).__name__}")
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
@@ -161,6 +180,11 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalise (N, C, ...) input over each group of C / num_groups channels and all spatial
     positions (mean 0, biased variance 1), then scale and shift per channel."""
+    if _autocast.active:
+        input, weight, bias = cast_inputs("group_norm", input, weight, bias)
+    if _low_precision(input):
+        return group_norm(input.float(), num_groups, widened(weight), widened(bias),
+                          eps).to(input.dtype)
     if not isinstance(input, Tensor) or input.ndim < 2:
         raise ValueError(f"group_norm: expected a (N, C, ...) tensor, got "
                          f"{getattr(input, 'shape', type(input).__name__)}")
@@ -212,6 +236,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
 
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """input / max(||input||_p over ``dim``, eps)."""
+    if _autocast.active:
+        (input,) = cast_inputs("normalize", input)
     from ..linalg import vector_norm
     return input / vector_norm(input, p, dim, keepdim=True).clamp_min(eps)
 
@@ -219,6 +245,8 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """Cosine of the angle between x1 and x2 along ``dim`` (broadcast), each norm clamped to at
     least ``eps``."""
+    if _autocast.active:
+        x1, x2 = cast_inputs("cosine_similarity", x1, x2)
     from ..linalg import vector_norm
     if not isinstance(x1, Tensor) or not isinstance(x2, Tensor):
         raise TypeError("cosine_similarity: x1 and x2 must be Tensors")

@@ -8,6 +8,7 @@ arguments first, so a refused call raises before any work and changes nothing. I
 import functools
 import numbers
 
+from ..dtypes import is_floating
 from ..autograd import Function
 from ..kernels import pool as K
 from ..tensor import Tensor
@@ -139,7 +140,7 @@ def _pair(op, name, value, allow_none=False):
 def _check_input(input, op):
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"{op}: input must be a floating-point tensor, got {input.dtype}")
     if input.ndim not in (3, 4) or 0 in input.shape[-3:]:
         raise ValueError(f"{op}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input with "

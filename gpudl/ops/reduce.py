@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function
-from ._util import quiet as _quiet, xp_of
+from ._util import in_float32, quiet as _quiet, summed, xp_of
 
 
 def _expand_back(g, axes, keepdims, shape):
@@ -29,7 +29,7 @@ class Sum(Function):
     @staticmethod
     def forward(ctx, a, axes, keepdims):
         ctx.conf = (a.shape, axes, keepdims)
-        return a.sum(axis=axes, keepdims=keepdims)
+        return summed(a, axes, keepdims)
 
     @staticmethod
     def backward(ctx, g):
@@ -41,7 +41,7 @@ class Mean(Function):
     @staticmethod
     def forward(ctx, a, axes, keepdims):
         ctx.conf = (a.shape, axes, keepdims)
-        return a.mean(axis=axes, keepdims=keepdims)
+        return in_float32(lambda x: x.mean(axis=axes, keepdims=keepdims), a)
 
     @staticmethod
     def backward(ctx, g):
@@ -94,7 +94,7 @@ class Extreme(Function):
 class Var(Function):
     @staticmethod
     def forward(ctx, a, axes, correction, keepdims):
-        mean = a.mean(axis=axes, keepdims=True)
+        mean = in_float32(lambda x: x.mean(axis=axes, keepdims=True), a)
         centered = a - mean
         count = 1
         for ax in axes:
@@ -103,7 +103,7 @@ class Var(Function):
         ctx.save_for_backward(centered)
         ctx.conf = (axes, keepdims, denom)
         with _quiet(xp_of(a)):
-            return (centered * centered).sum(axis=axes, keepdims=keepdims) / denom
+            return summed(centered * centered, axes, keepdims) / denom
 
     @staticmethod
     def backward(ctx, g):
@@ -134,7 +134,7 @@ def log_softmax_array(a, axis):
 class Softmax(Function):
     @staticmethod
     def forward(ctx, a, axis):
-        y = softmax_array(a, axis)
+        y = in_float32(softmax_array, a, axis)
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -142,13 +142,14 @@ class Softmax(Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
-        return y * (g - (g * y).sum(axis=ctx.axis, keepdims=True)), None
+        axis = ctx.axis
+        return in_float32(lambda g, y: y * (g - (g * y).sum(axis=axis, keepdims=True)), g, y), None
 
 
 class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, a, axis):
-        y = log_softmax_array(a, axis)
+        y = in_float32(log_softmax_array, a, axis)
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -156,7 +157,8 @@ class LogSoftmax(Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
-        return g - xp_of(y).exp(y) * g.sum(axis=ctx.axis, keepdims=True), None
+        axis, exp = ctx.axis, xp_of(y).exp
+        return in_float32(lambda g, y: g - exp(y) * g.sum(axis=axis, keepdims=True), g, y), None
 
 
 class Amax(Function):
@@ -201,7 +203,7 @@ class Prod(Function):
     def forward(ctx, a, axis, keepdims):
         ctx.save_for_backward(a)
         ctx.conf = (axis, keepdims)
-        return a.prod(axis=axis, keepdims=keepdims)
+        return in_float32(lambda x: x.prod(axis=axis, keepdims=keepdims), a)
 
     @staticmethod
     def backward(ctx, g):
@@ -223,18 +225,18 @@ class CumSum(Function):
     @staticmethod
     def forward(ctx, a, axis):
         ctx.axis = axis
-        return xp_of(a).cumsum(a, axis=axis)
+        return in_float32(lambda x: xp_of(x).cumsum(x, axis=axis), a)
 
     @staticmethod
     def backward(ctx, g):
-        xp = xp_of(g)
-        return xp.flip(xp.cumsum(xp.flip(g, ctx.axis), axis=ctx.axis), ctx.axis), None
+        xp, axis = xp_of(g), ctx.axis
+        return in_float32(lambda g: xp.flip(xp.cumsum(xp.flip(g, axis), axis=axis), axis), g), None
 
 
 class CumProd(Function):
     @staticmethod
     def forward(ctx, a, axis):
-        y = xp_of(a).cumprod(a, axis=axis)
+        y = in_float32(lambda x: xp_of(x).cumprod(x, axis=axis), a)
         ctx.save_for_backward(a, y)
         ctx.axis = axis
         return y

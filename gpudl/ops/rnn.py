@@ -6,7 +6,10 @@ grows with T. ``lstm_layer``, ``gru_layer`` and ``rnn_layer`` validate their arg
 it; gpudl.nn.LSTM / GRU / RNN stack them into layers and directions.
 """
 
-from .. import creation
+from ..amp.autocast_mode import cast_inputs, state as _autocast
+from ..dtypes import is_floating
+from .. import backend, creation
+from ..dtypes import LOW_PRECISION, float32
 from ..autograd import Function
 from ..kernels import lstm as K
 from ..tensor import Tensor
@@ -18,17 +21,32 @@ class RecurrentLayer(Function):
 
     @staticmethod
     def forward(ctx, x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse):
+        # the CPU twin runs float16/bfloat16 in float32; the results are rounded back
+        ctx.dtype = x.dtype
+        x, hx, cx, w_ih, w_hh, b_ih, b_hh = _working(x, hx, cx, w_ih, w_hh, b_ih, b_hh)
         x = xp_of(x).ascontiguousarray(x)
         y, h_n, c_n, saved = K.rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse)
         ctx.saved = saved                  # the activation buffers (freed with the node)
         ctx.save_for_backward(w_ih, w_hh)
-        return (y, h_n, c_n) if mode == "lstm" else (y, h_n)
+        out = (y, h_n, c_n) if mode == "lstm" else (y, h_n)
+        return tuple(_rounded(o, ctx.dtype) for o in out)
 
     @staticmethod
     def backward(ctx, gy, g_hn, g_cn=None):
         w_ih, w_hh = ctx.saved_tensors
+        gy, g_hn, g_cn = _working(gy, g_hn, g_cn)
         grads = K.rnn_backward(ctx.saved, w_ih, w_hh, gy, g_hn, g_cn, ctx.needs_input_grad[:7])
-        return grads + (None, None)
+        return tuple(_rounded(g, ctx.dtype) for g in grads) + (None, None)
+
+
+def _working(*arrays):
+    """float16/bfloat16 NumPy arrays in float32 (Numba's CPU target has neither)."""
+    return tuple(a.astype(float32) if a is not None and a.dtype in LOW_PRECISION
+                 and not backend.is_device_array(a) else a for a in arrays)
+
+
+def _rounded(array, dtype):
+    return array if array is None or array.dtype == dtype else array.astype(dtype)
 
 
 def lstm_layer(input, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, reverse=False):
@@ -68,6 +86,8 @@ def rnn_layer(input, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None,
 
 def _layer(mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse):
     name = mode.split("_")[0]
+    if _autocast.active:
+        x, hx, cx, w_ih, w_hh, b_ih, b_hh = cast_inputs(name, x, hx, cx, w_ih, w_hh, b_ih, b_hh)
     _check_types(name, x=x, h0=hx, c0=cx, weight_ih=w_ih, weight_hh=w_hh, bias_ih=b_ih,
                  bias_hh=b_hh)
     H = _check_shapes(name, K.GATES[mode], x, w_ih, w_hh, b_ih, b_hh)
@@ -89,7 +109,7 @@ def _check_types(name, **tensors):
             continue
         if not isinstance(t, Tensor):
             raise TypeError(f"{name}: {label} must be a Tensor, got {type(t).__name__}")
-        if t.dtype != x.dtype or t.dtype.kind != "f":
+        if t.dtype != x.dtype or not is_floating(t.dtype):
             raise TypeError(f"{name}: {label} has dtype {t.dtype} but input has dtype "
                             f"{x.dtype}; expected one floating dtype for all")
 

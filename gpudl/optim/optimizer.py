@@ -5,12 +5,19 @@ Subclasses define ``_check_group(group)`` (validate a group's options, raising V
 GPU with one fused CuPy ElementwiseKernel (``backend.elementwise_kernel``), on the CPU with in-place
 NumPy operations. The update formulas and their order of operations follow torch.optim's
 single-tensor implementations, so the same gradients give the same parameters to float32 rounding.
+
+float16/bfloat16 parameters keep a float32 master copy in their state (``"master_param"``): the
+update runs on it (its buffers are float32 too) and the parameter receives its rounding, so small
+updates accumulate instead of rounding away. torch.optim does not do this (it updates such
+parameters in their own dtype); a state dict carries the master copy, and one without it (from
+torch) starts it from the parameter.
 """
 
 import numbers
 
 import numpy as np
 
+from ..dtypes import LOW_PRECISION, compute_dtype, float32, is_floating
 from .. import backend
 from ..autograd import enable_grad, no_grad, recorded
 from ..tensor import Tensor
@@ -114,11 +121,26 @@ class Optimizer:
                             f"{type(self).__name__}.step: a gradient of shape {grad.shape} "
                             f"for a parameter of shape {p._data.shape}")
                     state = self.state.get(p)
+                    if p._data.dtype in LOW_PRECISION:
+                        self._update_master(p, grad, state, group)
+                        continue
                     if state is None:
                         state = self.state[p] = self._init_state(p, group)
                     self._update(p._data, grad, state, group)
                     p._bump_version()      # CPU and fused GPU updates both write p in place
         return loss
+
+    def _update_master(self, p, grad, state, group):
+        """Update a float16/bfloat16 parameter through its float32 master copy."""
+        master = None if state is None else state.get("master_param")
+        if master is None:
+            master = Tensor._make(p._data.astype(float32), False, None, 0, p._device)
+        if state is None:
+            state = self.state[p] = self._init_state(master, group)
+        state["master_param"] = master
+        self._update(master._data, grad.astype(float32), state, group)
+        p._data[...] = master._data                  # rounded to the parameter's dtype
+        p._bump_version()
 
     def _scratch(self, param):
         """A CPU work array shaped like ``param``, reused across parameters and steps: one flat
@@ -216,8 +238,8 @@ def _state_value(name, index, key, value, param):
     if array.shape != param.shape:
         raise ValueError(f"{name}.load_state_dict: state '{key}' of parameter {index} has shape "
                          f"{array.shape}, the parameter {param.shape}")
-    if array.dtype.kind == "f":
-        array = array.astype(param.dtype)
+    if is_floating(array.dtype):
+        array = array.astype(compute_dtype(param.dtype))   # float32 for master weights
     array = backend.to_device_array(np.array(array, copy=True), param.device)
     return Tensor._make(array, False, None, 0, param.device)
 

@@ -1,0 +1,127 @@
+"""gd.backends' precision switches against torch 2.13's (defaults, the allow_tf32 <-> float32
+matmul precision coupling), their validation, and the cuBLAS math mode the CuPy path sets from
+them (driven through a stand-in for CuPy: no GPU here)."""
+
+import json
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from gpudl import backends
+from gpudl.ops import linalg
+
+pytest.importorskip("torch")
+
+# torch's answers from two fresh processes, one per API: torch 2.13 refuses to report the
+# precision once its legacy and new precision APIs have both been used in one process
+TORCH_PROBES = [
+    """
+m = torch.backends.cuda.matmul
+out = {"defaults": [torch.backends.cudnn.allow_tf32, m.allow_tf32,
+                    torch.get_float32_matmul_precision()]}
+for p in ("high", "medium", "highest"):
+    torch.set_float32_matmul_precision(p)
+    out[p] = m.allow_tf32
+""",
+    """
+m = torch.backends.cuda.matmul
+m.allow_tf32 = True
+out = {"allow_true": torch.get_float32_matmul_precision()}
+m.allow_tf32 = False
+out["allow_true_false"] = torch.get_float32_matmul_precision()
+""",
+]
+
+
+@pytest.fixture(scope="module")
+def torch_answers():
+    answers = {}
+    for probe in TORCH_PROBES:
+        code = ("import json, warnings, torch\nwarnings.simplefilter('ignore')\n" + probe
+                + "print(json.dumps(out))")
+        answers.update(json.loads(subprocess.run([sys.executable, "-c", code], check=True,
+                                                 capture_output=True, text=True).stdout))
+    return answers
+
+
+@pytest.fixture(autouse=True)
+def _restore_flags():
+    saved = (backends.cudnn.allow_tf32, gd.get_float32_matmul_precision())
+    yield
+    backends.cudnn.allow_tf32 = saved[0]
+    gd.set_float32_matmul_precision(saved[1])
+
+
+def test_defaults_match_torch(torch_answers):
+    assert [backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32,
+            gd.get_float32_matmul_precision()] == torch_answers["defaults"]
+    assert backends.conv_allows_tf32() is True and backends.matmul_allows_tf32() is False
+
+
+@pytest.mark.parametrize("precision", ["high", "medium", "highest"])
+def test_precision_sets_allow_tf32_as_torch(torch_answers, precision):
+    gd.set_float32_matmul_precision(precision)
+    assert gd.backends.cuda.matmul.allow_tf32 == torch_answers[precision]
+    assert gd.get_float32_matmul_precision() == precision
+
+
+def test_allow_tf32_sets_precision_as_torch(torch_answers):
+    gd.backends.cuda.matmul.allow_tf32 = True
+    assert gd.get_float32_matmul_precision() == torch_answers["allow_true"] == "high"
+    gd.backends.cuda.matmul.allow_tf32 = False
+    assert gd.get_float32_matmul_precision() == torch_answers["allow_true_false"] == "highest"
+
+
+def test_conv_flag_is_independent_of_matmul():
+    gd.backends.cudnn.allow_tf32 = False
+    assert not backends.conv_allows_tf32() and gd.get_float32_matmul_precision() == "highest"
+    gd.set_float32_matmul_precision("high")
+    assert not backends.conv_allows_tf32()
+
+
+def test_bad_values_are_refused_and_change_nothing():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        gd.set_float32_matmul_precision("fast")
+    with pytest.raises(TypeError, match="expected a bool"):
+        gd.backends.cuda.matmul.allow_tf32 = 1
+    with pytest.raises(TypeError, match="expected a bool"):
+        gd.backends.cudnn.allow_tf32 = "yes"
+    assert gd.get_float32_matmul_precision() == "highest" and backends.cudnn.allow_tf32
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """Stand-ins for cupy.cuda.device.get_cublas_handle and cupy_backends' cublas module,
+    recording every setMathMode call."""
+    calls = []
+    cublas = types.SimpleNamespace(CUBLAS_DEFAULT_MATH=0, CUBLAS_TF32_TENSOR_OP_MATH=3,
+                                   setMathMode=lambda handle, mode: calls.append((handle, mode)))
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = types.SimpleNamespace(device=types.SimpleNamespace(
+        get_cublas_handle=lambda: 1234))
+    libs = types.ModuleType("cupy_backends.cuda.libs")
+    libs.cublas = cublas
+    for name, module in (("cupy", cupy), ("cupy_backends", types.ModuleType("cupy_backends")),
+                         ("cupy_backends.cuda", types.ModuleType("cupy_backends.cuda")),
+                         ("cupy_backends.cuda.libs", libs),
+                         ("cupy_backends.cuda.libs.cublas", cublas)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(linalg.backend, "is_device_array", lambda a: True)
+    return calls
+
+
+def test_float32_gemms_on_cupy_follow_the_matmul_flag(fake_cupy):
+    a = np.ones((2, 2), np.float32)
+    linalg._follow_tf32_flag(a)
+    gd.backends.cuda.matmul.allow_tf32 = True
+    linalg._follow_tf32_flag(a)
+    gd.set_float32_matmul_precision("highest")
+    linalg._follow_tf32_flag(a)
+    assert fake_cupy == [(1234, 0), (1234, 3), (1234, 0)]
+    linalg._follow_tf32_flag(a.astype(np.float16))     # float16 GEMMs: CuPy picks their mode
+    linalg._follow_tf32_flag(a.astype(np.float64))
+    assert len(fake_cupy) == 3
