@@ -463,9 +463,17 @@ def _fits(*sizes, image):
 
 
 @functools.lru_cache(maxsize=64)
-def _k_major(src):
-    """A conv_cuda weight index (Z, Rp, Mp) as the (Z, Mp, Rp) layout these kernels read."""
-    return src.transpose(0, 2, 1).copy()
+def _plan(which, xp, *args):
+    """conv_cuda's ``which`` plan (``_forward_plan`` / ``_input_plan``) with the reduction
+    padded to PAD_K and the weight index as the (Z, Mp, Rp) layout these kernels read."""
+    taps, phases, (src, size), pixels = getattr(conv_cuda, which)(xp, *args, PAD_K)
+    return taps, phases, (src.transpose(0, 2, 1).copy(), size), pixels
+
+
+def _words(plan, kind_):
+    """(Mp, Rw): the weight operand's padded rows and words per row."""
+    _, mp, rp = plan[0].shape
+    return mp, rp if kind_ == "tf32" else rp // 2
 
 
 def _weights(xp, w, plan, kind_):
@@ -475,7 +483,7 @@ def _weights(xp, w, plan, kind_):
     padded = xp.empty(size + 1, w.dtype)
     padded[:size] = xp.asarray(w).reshape(-1)
     padded[size:] = 0
-    out = padded[_k_major(src)]
+    out = padded[src]
     return out.reshape(-1) if kind_ == "tf32" else out.view(np.uint32).reshape(-1)
 
 
@@ -502,12 +510,11 @@ def forward(x, w, b, geo):
     if y.size == 0:
         return y
     kind_, bm = kind(x.dtype), _row_tile(Kg)
-    taps, phases, plan, _ = conv_cuda._forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh,
-                                                    geo.dw, geo.H, geo.W, geo.Ho, geo.Wo, G,
-                                                    bm, PAD_K)
+    taps, phases, plan, _ = _plan("_forward_plan", xp, geo.K, Cg, geo.kh, geo.kw, geo.dh,
+                                  geo.dw, geo.H, geo.W, geo.Ho, geo.Wo, G, bm)
     wt = _weights(xp, w, plan, kind_)
     grid = (conv_cuda._blocks(geo.N * geo.Ho * geo.Wo, BN), conv_cuda._blocks(Kg, bm), G)
-    Mp, Rw = plan[0].shape[2], plan[0].shape[1] // (1 if kind_ == "tf32" else 2)
+    Mp, Rw = _words(plan, kind_)
     _launch_gemm(kind_, bm, grid, _bits(xp, x), wt, taps, phases, _bias(xp, b, geo.K), y,
                  geo.N, geo.H, geo.W, geo.C * geo.H * geo.W, Cg * geo.H * geo.W, Kg, geo.K,
                  geo.Ho, geo.Wo, geo.sh, geo.sw, geo.ph, geo.pw, 1, 1, int(b is not None), Rw,
@@ -529,13 +536,13 @@ def grad_input(gy, w, geo, b=None):
     if gx.size == 0:
         return gx
     kind_, bm = kind(gy.dtype), _row_tile(Cg)
-    taps, phases, plan, pixels = conv_cuda._input_plan(
-        xp, geo.K, Cg, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.dh, geo.dw, geo.H,
-        geo.W, geo.Ho, geo.Wo, G, bm, PAD_K)
+    taps, phases, plan, pixels = _plan(
+        "_input_plan", xp, geo.K, Cg, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.dh,
+        geo.dw, geo.H, geo.W, geo.Ho, geo.Wo, G, bm)
     wt = _weights(xp, w, plan, kind_)
     grid = (conv_cuda._blocks(geo.N * pixels, BN), conv_cuda._blocks(Cg, bm),
             G * len(phases))
-    Mp, Rw = plan[0].shape[2], plan[0].shape[1] // (1 if kind_ == "tf32" else 2)
+    Mp, Rw = _words(plan, kind_)
     _launch_gemm(kind_, bm, grid, _bits(xp, gy), wt, taps, phases, _bias(xp, b, geo.C), gx,
                  geo.N, geo.Ho, geo.Wo, geo.K * geo.Ho * geo.Wo, Kg * geo.Ho * geo.Wo, Cg,
                  geo.C, geo.H, geo.W, 1, 1, 0, 0, geo.sh, geo.sw, int(b is not None), Rw, Mp,
