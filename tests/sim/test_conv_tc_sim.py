@@ -101,3 +101,30 @@ def test_grad_weight(rng, kind, name):
            geo.N * geo.Ho * geo.Wo, np.float32)
     np.testing.assert_allclose(gb, gy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5,
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,allow_tf32,tensor_cores", [
+    (np.float32, True, True), (np.float32, False, False), (np.float16, False, True)])
+def test_public_conv_picks_the_path(rng, monkeypatch, dtype, allow_tf32, tensor_cores):
+    """F.conv2d / conv_transpose2d forward and backward reach the tensor-core kernels for float16,
+    and for float32 exactly when ``gd.backends.cudnn.allow_tf32`` is on (PyTorch's default; the
+    suite turns it off). The tensor-core kernels are stood in for by the SIMT ones here (their
+    numerics are tested above; the emulation is slow)."""
+    import gpudl as gd
+    import gpudl.nn.functional as F
+    from gpudl.kernels import conv_cuda
+
+    calls = []
+    for name in ("forward", "grad_input", "grad_weight"):
+        def stand_in(*args, name=name, **kwargs):
+            calls.append(name)
+            return getattr(conv_cuda, name)(*args, **kwargs)
+        monkeypatch.setattr(conv_tc_cuda, name, stand_in)
+    monkeypatch.setattr(gd.backends.cudnn, "allow_tf32", allow_tf32)
+    x = gd.tensor(rng.standard_normal((1, 2, 3, 3)).astype(dtype), requires_grad=True)
+    w = gd.tensor(rng.standard_normal((2, 2, 1, 1)).astype(dtype), requires_grad=True)
+    F.conv2d(x, w).sum().backward()
+    F.conv_transpose2d(x, w).sum().backward()
+    assert x.device == "cuda"
+    want = ["forward", "grad_input", "grad_weight", "grad_input", "forward", "grad_weight"]
+    assert calls == (want if tensor_cores else [])
