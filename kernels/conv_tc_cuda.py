@@ -87,6 +87,18 @@ def threads_for(bm):
     return (bm // WM) * (BN // WN) * 32
 
 
+def min_blocks(kind, bm):
+    """Blocks per SM that ptxas must leave room for (``launch_bounds``): two of 256 threads
+    (128 registers each, 16 warps); of 128 threads, four for TF32 and three for the half kinds,
+    whose second pixel per word needs ~160 registers (four would spill)."""
+    return 2 if bm == 128 else 4 if kind == "tf32" else 3
+
+
+def _bounds(threads, blocks):
+    # the simulator's cuda.jit takes no launch_bounds (and needs none)
+    return {} if config.ENABLE_CUDASIM else {"launch_bounds": (threads, blocks)}
+
+
 @functools.lru_cache(maxsize=None)
 def _kernels(kind, bm):
     """(gemm, grad_weight) tensor-core kernels of ``kind`` with BM = ``bm``."""
@@ -194,8 +206,8 @@ def _kernels(kind, bm):
     def gather(x, tap_s, slot, e, x_base, h0, w0, Hi, Wi):
         v = data(0)
         # one unsigned compare per side: a negative row or column wraps far above Hi / Wi
-        if (U(int32(h0 + tap_s[slot, 1, e])) < Hi) & (U(int32(w0 + tap_s[slot, 2, e])) < Wi):
-            v = x[U(x_base + tap_s[slot, 0, e])]
+        if (U(int32(h0 + tap_s[slot, e, 1])) < Hi) & (U(int32(w0 + tap_s[slot, e, 2])) < Wi):
+            v = x[U(x_base + tap_s[slot, e, 0])]
         return v
 
     @cuda.jit(device=True, inline="always")
@@ -217,9 +229,9 @@ def _kernels(kind, bm):
     @cuda.jit(device=True, inline="always")
     def stage_taps(taps, tap_s, slot, tid, src):
         if tid < 3 * KE:
-            tap_s[slot, tid // KE, tid % KE] = taps[U(src)]
+            tap_s[slot, tid % KE, tid // KE] = taps[U(src)]
 
-    @cuda.jit
+    @cuda.jit(**_bounds(threads, min_blocks(kind, bm)))
     def conv_tc_gemm_kernel(x, wt, taps, phases, bias, y, N, Hin, Win, CHWin, gstride_in, M,
                             Cout, Hout, Wout, sh, sw, ph, pw, ohs, ows, has_bias, Rw, Mp, Rt):
         # conv_cuda.conv_gemm_kernel's product (its comment gives the indexing) with wt (Z, Mp,
@@ -240,7 +252,7 @@ def _kernels(kind, bm):
             return                      # a phase with fewer pixels than the largest one
         a_s = cuda.shared.array((A_SHARED, KWP), uint32, alignment=ALIGN)
         b_s = cuda.shared.array((B_SHARED, KWP), uint32, alignment=ALIGN)
-        tap_s = cuda.shared.array((2, 3, KE), int32)
+        tap_s = cuda.shared.array((2, KE, 4), int32, alignment=ALIGN)   # (offset, row, col, -)
         acc = cuda.local.array(64, float32)
         af = cuda.local.array(16, uint32)
         bf = cuda.local.array(8, uint32)
@@ -351,7 +363,7 @@ def _kernels(kind, bm):
             n = int32(n + 1)
         return n, oh, ow
 
-    @cuda.jit
+    @cuda.jit(**_bounds(threads, min_blocks(kind, bm)))
     def conv_tc_grad_weight_kernel(x, gy, taps, partial, N, C, H, W, Ho, Wo, sh, sw, ph, pw,
                                    split_len):
         # partial[s, g*Kg + m, r] = sum over pixels q of split s of gy[q, g*Kg + m] * patch(q)[r]
@@ -603,7 +615,8 @@ def _signatures():
     for kind_ in KINDS:
         for bm in ROW_TILES:
             gemm, gwt = _kernels(kind_, bm)
-            budget = Budget(threads=threads_for(bm), min_occupancy=0.125, min_hmma_share=0.04)
+            budget = Budget(threads=threads_for(bm), min_hmma_share=0.04,
+                            min_occupancy=min_blocks(kind_, bm) * threads_for(bm) / 32 / 64)
             table.append((gemm, [gemm_signature(kind_)], budget))
             table.append((gwt, [grad_weight_signature(kind_)], budget))
     return table
