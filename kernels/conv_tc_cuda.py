@@ -166,23 +166,20 @@ def _kernels(kind, bm):
             acc[e] = float32(0)
 
     @cuda.jit(device=True, inline="always")
+    def put4(frag, at, words):
+        for e in range(4):
+            frag[at + e] = words[e]
+
+    @cuda.jit(device=True, inline="always")
     def mma_tile(a_s, b_s, a_row, a_col, b_row, b_col, acc, af, bf):
         # acc[(i*4 + j)*4 + e] += the warp's 64 x 32 product over one shared tile. (a_row, a_col)
         # is this lane's ldmatrix row address for m-tile 0 (matrices: rows +0/+8, words +0/+4),
         # (b_row, b_col) for n-tiles 0 and 1 (matrices: rows +0/+8 by pair, words +0/+4).
         for ks in range(KW // 8):
             for i in range(4):
-                r = mma.ldmatrix_x4(a_s, a_row + 16 * i, a_col + 8 * ks)
-                af[4 * i] = r[0]
-                af[4 * i + 1] = r[1]
-                af[4 * i + 2] = r[2]
-                af[4 * i + 3] = r[3]
+                put4(af, 4 * i, mma.ldmatrix_x4(a_s, a_row + 16 * i, a_col + 8 * ks))
             for jj in range(2):
-                r = mma.ldmatrix_x4(b_s, b_row + 16 * jj, b_col + 8 * ks)
-                bf[4 * jj] = r[0]
-                bf[4 * jj + 1] = r[1]
-                bf[4 * jj + 2] = r[2]
-                bf[4 * jj + 3] = r[3]
+                put4(bf, 4 * jj, mma.ldmatrix_x4(b_s, b_row + 16 * jj, b_col + 8 * ks))
             for i in range(4):
                 for j in range(4):
                     e = (i * 4 + j) * 4
