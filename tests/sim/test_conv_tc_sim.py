@@ -91,9 +91,11 @@ def test_grad_input_per_phase_with_bias(rng):
 
 
 @pytest.mark.parametrize("kind,name", [("tf32", "3x3 pad 1"),
-                                       ("bf16", "3x2 stride 2 dilated, groups 2")])
+                                       ("bf16", "3x2 stride 2 dilated, groups 2"),
+                                       ("f16", "1x1, 65 rows: BM 128, edge tiles")])
 def test_grad_weight(rng, kind, name):
-    """tf32: 25 pixels, two k-tiles (the pixel carries); bf16: grouped, strided."""
+    """tf32: 25 pixels, two k-tiles (the pixel carries); bf16: grouped, strided; f16: the BM 128
+    build."""
     geo = _geometry(CASES[name])
     x, gy = _arrays(rng, kind, geo.x_shape, geo.y_shape)
     gw, gb = conv_tc_cuda.grad_weight(x, gy, geo, with_bias=True)
