@@ -25,8 +25,10 @@ pair of halves): per 8-word k-step a warp issues 4 + 2 ``ldmatrix.x4`` for 16 ``
 pitch of KW + 4 words (80 B) keeps each ldmatrix row 16-byte aligned and its 8 rows on distinct
 banks. Shared tiles are double-buffered as in conv_cuda: the next tile's global loads are issued
 into registers before the current tile's mma and converted (TF32 rounding, half packing) only
-when stored, one barrier per tile. Index math is int32 (the int64 build of conv_cuda serves the
-rare tensors past the int32 guard, float16/float32 only).
+when stored, one barrier per tile. The gemm's tap entries sit in a shared ring as 16-byte rows
+(offset, row, column): one LDS.128 per gathered value. Index math is int32 (the int64 build of
+conv_cuda serves the rare tensors past the int32 guard, float16/float32 only). ``launch_bounds``
+keep the 256-thread builds at 128 registers (two blocks per SM) without spills.
 
 Weights reach the gemm kernel as (Z, Mp, Rp) (K-contiguous, unlike the SIMT kernel's (Z, Rp, Mp)),
 Rp padded to 32 reduction values; half weights are packed two per word on the host. The weight
