@@ -6,8 +6,9 @@
     python -m benchmarks.compare --grid --markdown out.md   # the CPU size grid (benchmarks/grid.py)
 
 Both libraries speak the same dialect, so each workload is written ONCE against a library module
-``lib`` (``gpudl`` or ``torch``) and built for each. On a GPU PyTorch runs twice: strict fp32
-(``allow_tf32 = False``) and its defaults (TF32 tensor cores for cuDNN convolutions and LSTMs).
+``lib`` (``gpudl`` or ``torch``) and built for each. On a GPU both libraries run twice, on the same
+precision settings: strict fp32 (``allow_tf32 = False``) and PyTorch's defaults (TF32 tensor cores
+for convolutions: cuDNN's, and gpudl's conv_tc_cuda kernels; cuDNN LSTMs too).
 """
 
 import argparse
@@ -34,8 +35,10 @@ WORKLOADS = []     # (name, devices, build(lib, device) -> step callable)
 FLOORS = {}        # name -> (flops, bytes, latency us): the GPU floor
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-# Hopper floors (published peaks): FP32 on CUDA cores for both chips; HBM differs.
+# Hopper floors (published peaks): FP32 on CUDA cores, TF32 on tensor cores (dense) for both
+# chips; HBM differs.
 FP32_FLOPS = 66.9e12
+TF32_FLOPS = 495e12
 HBM_BYTES_PER_S = {"H100": 3.35e12, "H200": 4.8e12}
 
 
@@ -50,13 +53,20 @@ def workload(name, devices=("cpu",), flops=0, bytes=0, latency_us=0):
     return register
 
 
-def floor_ms(name, device_name=""):
-    """The workload's floor in ms on the named GPU (H100 bandwidth unless it says H200)."""
+def floor_ms(name, device_name="", peak=FP32_FLOPS):
+    """The workload's floor in ms on the named GPU (H100 bandwidth unless it says H200), its
+    flops at ``peak``."""
     if name not in FLOORS:
         return None
     flops, nbytes, latency_us = FLOORS[name]
     bandwidth = HBM_BYTES_PER_S["H200" if "H200" in device_name else "H100"]
-    return 1e3 * max(flops / FP32_FLOPS, nbytes / bandwidth, latency_us * 1e-6)
+    return 1e3 * max(flops / peak, nbytes / bandwidth, latency_us * 1e-6)
+
+
+def tensor_core_mode(name):
+    """Whether PyTorch's defaults run this workload on TF32 tensor cores (cuDNN convolutions),
+    so that both libraries' "default" times are held to the TF32 floor."""
+    return name.startswith("conv")
 
 
 @workload("MLP 32-64-10 SGD step, batch 16", ("cpu", "cuda"))
@@ -293,8 +303,10 @@ def _isolated_ms(library, device, name, repeats):
 
 
 def _set_tf32(torch, enabled):
+    """Both libraries on the same precision: strict fp32, or PyTorch's defaults (TF32 convs)."""
     torch.backends.cudnn.allow_tf32 = enabled
     torch.backends.cuda.matmul.allow_tf32 = False     # PyTorch's default either way
+    gpudl.backends.cudnn.allow_tf32 = enabled
 
 
 def _grid_workloads():
@@ -322,20 +334,19 @@ def run(device, only=None, repeats=21, isolated=False, grid=False):
             continue
         try:
             if isolated:
-                rows.append((name, _isolated_ms("gpudl", device, name, repeats),
+                rows.append((name, {"default": _isolated_ms("gpudl", device, name, repeats)},
                              {"default": _isolated_ms("torch", device, name, repeats)}))
                 print(_format_row(rows[-1], modes, device, name_of_gpu), flush=True)
                 continue
             gpudl.manual_seed(0)
             ours = build(gpudl, device)
             torch.manual_seed(0)
-            theirs = {}
-            gd_ms = None
+            theirs, gd_ms = {}, {}
             for mode in modes:
                 if device == "cuda":
                     _set_tf32(torch, mode == "default")
-                ms, theirs[mode] = side_by_side(ours, build(torch, device), torch, repeats)
-                gd_ms = ms if gd_ms is None else min(gd_ms, ms)
+                gd_ms[mode], theirs[mode] = side_by_side(ours, build(torch, device), torch,
+                                                         repeats)
             rows.append((name, gd_ms, theirs))
         except Exception as exc:   # report, keep going: one missing op must not hide the rest
             rows.append((name, None, {"error": f"{type(exc).__name__}: {exc}"[:120]}))
@@ -357,26 +368,30 @@ def _format_row(row, modes, device="cpu", device_name=""):
     if ours is None:
         error = theirs["error"]
         return f"| {name} | {error if error.startswith('n/a') else 'failed: ' + error} |"
-    cells = [f"{ours:.3f}"]
-    for mode in modes:
-        cells += [f"{theirs[mode]:.3f}", f"{ours / theirs[mode]:.2f}x"]
+    cells = []
+    for mode in modes:          # each library on the same precision setting
+        cells += [f"{ours[mode]:.3f}", f"{theirs[mode]:.3f}", f"{ours[mode] / theirs[mode]:.2f}x"]
     if device == "cuda":        # each library's fraction of the floor (1.0: at the floor)
-        floor = floor_ms(name, device_name)
-        cells += [f"{floor:.3f}", f"{floor / ours:.0%}",
-                  f"{floor / theirs[modes[0]]:.0%}"] if floor else ["-", "-", "-"]
+        for mode in modes:
+            tensor = mode == "default" and tensor_core_mode(name)
+            floor = floor_ms(name, device_name, TF32_FLOPS if tensor else FP32_FLOPS)
+            cells += [f"{floor:.3f}" + (" (TF32)" if tensor else ""),
+                      f"{floor / ours[mode]:.0%}", f"{floor / theirs[mode]:.0%}"] \
+                if floor else ["-", "-", "-"]
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
 def table(rows, modes, device, device_name=""):
-    header = ["workload", "gpudl ms"]
+    header = ["workload"]
     for mode in modes:
-        label = "torch" if mode == "default" and device == "cpu" else f"torch {mode}"
-        header += [f"{label} ms", "ratio"]
+        suffix = "" if device == "cpu" else f" {mode}"
+        header += [f"gpudl{suffix} ms", f"torch{suffix} ms", "ratio"]
     if device == "cuda":
-        header += ["floor ms", "gpudl of floor", f"torch {modes[0]} of floor"]
+        for mode in modes:
+            header += [f"{mode} floor ms", "gpudl of floor", "torch of floor"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += [_format_row(r, modes, device, device_name) for r in rows]
-    ratios = [r[1] / r[2][modes[-1]] for r in rows if r[1] is not None]
+    ratios = [r[1][modes[-1]] / r[2][modes[-1]] for r in rows if r[1] is not None]
     if ratios:
         lines.append(f"\ngeometric mean ratio (vs torch {modes[-1]}): "
                      f"{float(np.exp(np.mean(np.log(ratios)))):.2f}x over {len(ratios)} workloads")
@@ -402,7 +417,8 @@ def main(argv=None):
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     name_of_gpu = gpu_name() if args.device == "cuda" else ""
     text = (f"{stamp}, {platform.processor() or platform.machine()}, device {args.device}"
-            + (f" ({name_of_gpu}; floors: FP32 66.9 TFLOP/s, HBM of that chip)"
+            + (f" ({name_of_gpu}; floors: FP32 66.9 TFLOP/s, conv on PyTorch's defaults TF32 "
+               "495 TFLOP/s dense, HBM of that chip)"
                if name_of_gpu else "") + ", "
             + ("each library alone in a fresh process" if args.isolated else
                "the libraries alternating in blocks of 4 in one process")

@@ -10,6 +10,20 @@ so ``conv_transpose2d`` forward is ``grad_input`` and its backward is ``forward`
 ``grad_weight`` with the roles of x and gy swapped. ``geo`` (ConvGeometry) describes the plain
 convolution in every case.
 
+Which path runs (``_primitives``): on the CPU, the twin below (strict: float32 in float32, float16
+computed in float32, float64 in float64). On cuda, by dtype and the ``allow_tf32`` argument
+(the ops layer passes ``gd.backends.cudnn.allow_tf32``, True by default as in PyTorch; the
+kernels never read the flag themselves):
+
+===============================  ============================================================
+float16 / bfloat16               tensor cores (conv_tc_cuda): F16 / BF16 mma, fp32 accumulation
+float32, ``allow_tf32=True``     tensor cores (conv_tc_cuda): TF32 mma, fp32 accumulation
+float32, ``allow_tf32=False``    SIMT FP32 FMA (conv_cuda): strict fp32
+float64                          SIMT FP64 (conv_cuda)
+===============================  ============================================================
+
+Tensors too large for int32 indexing run conv_cuda's 64-bit SIMT build whatever the dtype.
+
 CPU twin: im2col + one BLAS GEMM per chunk of images, in a "wide" polyphase column layout.
 The padded (Hp, Wp) plane of every channel is split into sh*sw phase planes (space to depth:
 phase (a, b) holds padded pixels (a + sh*u, b + sw*v), u < Hq, v < Wq; sh*sw NumPy strided copies
@@ -362,26 +376,43 @@ def _grad_bias_cpu(gy):
 
 
 # --------------------------------------------------------------------------- entry points
-def _primitives(x):
-    """(forward, grad_input, grad_weight, grad_bias) for the device holding ``x``."""
+def _primitives(x, allow_tf32=False):
+    """(forward, grad_input, grad_weight, grad_bias) for the device holding ``x``. On cuda:
+
+    - float16 / bfloat16 data: the tensor-core kernels (conv_tc_cuda: F16 / BF16 mma, float32
+      accumulation);
+    - float32 with ``allow_tf32`` (the ops layer passes ``gd.backends.cudnn.allow_tf32``,
+      PyTorch's default True): the tensor-core kernels on TF32 (inputs rounded to 10 mantissa
+      bits, float32 accumulation);
+    - float32 without it (strict fp32) and float64: the SIMT kernels (conv_cuda).
+
+    Tensors past the int32 index guard run conv_cuda's 64-bit SIMT build in every case
+    (bfloat16 has none). The CPU twin ignores ``allow_tf32``: it is strict, as PyTorch's CPU
+    convolutions."""
     if backend.kernel_device(x) == "cuda":
         from . import conv_cuda
+        kind = {"float16": "f16", "bfloat16": "bf16"}.get(x.dtype.name)
+        if kind or (x.dtype.name == "float32" and allow_tf32):
+            from . import conv_tc_cuda as tc
+            return tc.forward, tc.grad_input, tc.grad_weight, conv_cuda.grad_bias
         return conv_cuda.forward, conv_cuda.grad_input, conv_cuda.grad_weight, conv_cuda.grad_bias
     return _forward_cpu, _grad_input_cpu, _grad_weight_cpu, _grad_bias_cpu
 
 
-def conv2d_forward(x, w, b, stride, padding, dilation, groups):
+def conv2d_forward(x, w, b, stride, padding, dilation, groups, allow_tf32=False):
     """y = conv2d(x, w) + b. x (N, C, H, W), w (K, C/groups, kh, kw), b (K,) or None;
-    stride/padding/dilation are (h, w) int pairs. Returns y (N, K, Ho, Wo) in x's dtype."""
+    stride/padding/dilation are (h, w) int pairs; ``allow_tf32``: float32 may run on TF32
+    tensor cores (cuda). Returns y (N, K, Ho, Wo) in x's dtype."""
     geo = ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
-    forward = _primitives(x)[0]
+    forward = _primitives(x, allow_tf32)[0]
     return _cast(forward(x, w, b, geo), x.dtype)
 
 
-def conv2d_backward(x, w, gy, stride, padding, dilation, groups, needs=(True, True, True)):
+def conv2d_backward(x, w, gy, stride, padding, dilation, groups, needs=(True, True, True),
+                    allow_tf32=False):
     """Gradients of conv2d_forward: (gx, gw, gb), None where ``needs`` is False."""
     geo = ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
-    _, grad_input, grad_weight, grad_bias = _primitives(x)
+    _, grad_input, grad_weight, grad_bias = _primitives(x, allow_tf32)
     gx = _cast(grad_input(gy, w, geo), x.dtype) if needs[0] else None
     need_b = len(needs) > 2 and needs[2]
     if needs[1] and need_b and backend.kernel_device(x) == "cuda":
@@ -405,12 +436,13 @@ def _transposed_geometry(x, w, stride, padding, output_padding, groups, dilation
                         groups, out_size=(H, W))
 
 
-def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, groups, dilation):
+def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, groups, dilation,
+                             allow_tf32=False):
     """y = conv_transpose2d(x, w) + b: x (N, Cin, H, W), w (Cin, Cout/groups, kh, kw), b (Cout,)
     or None. Returns y (N, Cout, Hout, Wout), Hout = (H-1)*s - 2p + d*(kh-1) + output_padding
     + 1."""
     geo = _transposed_geometry(x, w, stride, padding, output_padding, groups, dilation)
-    grad_input = _primitives(x)[1]
+    grad_input = _primitives(x, allow_tf32)[1]
     if b is not None and backend.kernel_device(x) == "cuda":
         return _cast(grad_input(x, w, geo, b), x.dtype)         # the kernel adds the bias
     y = grad_input(x, w, geo)
@@ -420,10 +452,10 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, groups, d
 
 
 def conv_transpose2d_backward(x, w, gy, stride, padding, output_padding, groups, dilation,
-                              needs=(True, True, True)):
+                              needs=(True, True, True), allow_tf32=False):
     """Gradients of conv_transpose2d_forward: (gx, gw, gb), None where ``needs`` is False."""
     geo = _transposed_geometry(x, w, stride, padding, output_padding, groups, dilation)
-    forward, _, grad_weight, grad_bias = _primitives(x)
+    forward, _, grad_weight, grad_bias = _primitives(x, allow_tf32)
     gx = _cast(forward(gy, w, None, geo), x.dtype) if needs[0] else None
     gw = _cast(grad_weight(gy, x, geo), w.dtype) if needs[1] else None
     gb = _cast(grad_bias(gy), gy.dtype) if len(needs) > 2 and needs[2] else None

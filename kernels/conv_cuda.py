@@ -423,14 +423,14 @@ def _tap_tables(tables):
     return out
 
 
-def _weight_index(rows, size, bm):
+def _weight_index(rows, size, bm, bk=BK):
     """Flat indices into [w.ravel(), 0] (w of ``size`` values) that lay each phase's weight
     operand out as (Z, Rp, Mp): ``rows`` (Z, R, M) of indices into w (negative: none), padded
-    with the trailing zero to whole tiles so that tile loads need no bounds check, and
-    transposed so that they coalesce."""
+    with the trailing zero to whole tiles (Rp a multiple of ``bk``) so that tile loads need no
+    bounds check, and transposed so that they coalesce."""
     rows = np.where(rows < 0, size, rows)
     z, r, m = rows.shape
-    out = np.full((z, max(1, _blocks(r, BK)) * BK, _blocks(m, bm) * bm), size, np.intp)
+    out = np.full((z, max(1, _blocks(r, bk)) * bk, _blocks(m, bm) * bm), size, np.intp)
     out[:, :r, :m] = rows
     return out, size
 
@@ -445,7 +445,7 @@ def _gemm_weights(xp, w, plan, acc_dtype):
 
 
 @functools.lru_cache(maxsize=64)
-def _forward_plan(xp, K, Cg, kh, kw, dh, dw, H, W, Ho, Wo, groups, bm):
+def _forward_plan(xp, K, Cg, kh, kw, dh, dw, H, W, Ho, Wo, groups, bm, bk=BK):
     """(taps (1, 3, Rp), phase rows, weight index, pixels) of the forward GEMM. For reduction index
     r = (c, i, j) the taps hold the flat offset c*H*W + i*dh*W + j*dw and the row / column
     offsets i*dh, j*dw; the weight operand is wt[g, r, m] = w[g*Kg + m, r]."""
@@ -453,12 +453,13 @@ def _forward_plan(xp, K, Cg, kh, kw, dh, dw, H, W, Ho, Wo, groups, bm):
     taps = _tap_tables([np.stack([c * H * W + i * dh * W + j * dw, i * dh, j * dw])])
     rows = np.arange(K * c.size).reshape(groups, K // groups, c.size).transpose(0, 2, 1)
     phases = np.array([[c.size, 0, 0, Ho, Wo]], np.int32)
-    src, size = _weight_index(rows, K * c.size, bm)
+    src, size = _weight_index(rows, K * c.size, bm, bk)
     return xp.asarray(taps), xp.asarray(phases), (xp.asarray(src), size), Ho * Wo
 
 
 @functools.lru_cache(maxsize=64)
-def _input_plan(xp, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo, groups, bm):
+def _input_plan(xp, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo, groups, bm,
+                bk=BK):
     """The grad_input GEMM, one per phase (a, b) of the input pixels (h = a + sh*u,
     v = b + sw*t): (taps (phases, 3, Rp), phase rows (R, a, b, Hg, Wg), weight index). Tap i
     reaches phase a iff (a + ph - i*dh) % sh == 0, and then reads gy row u + e_i,
@@ -481,7 +482,7 @@ def _input_plan(xp, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo, groups,
     rows = np.full((len(picks), groups, rmax, Cg), -1)
     for phase, pick in enumerate(picks):
         rows[phase, :, :pick.size] = g + pick[None, :, None] + c
-    src, size = _weight_index(rows.reshape(-1, rmax, Cg), K * Cg * kh * kw, bm)
+    src, size = _weight_index(rows.reshape(-1, rmax, Cg), K * Cg * kh * kw, bm, bk)
     pixels = max(p[3] * p[4] for p in phases)
     return (xp.asarray(_tap_tables(tables)), xp.asarray(np.array(phases, np.int32)),
             (xp.asarray(src), size), pixels)

@@ -19,3 +19,19 @@ def rng(request):
     """A NumPy generator seeded from the test's id: different inputs per test, the same on every
     run (crc32, not hash(): string hashes change with PYTHONHASHSEED)."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def strict_fp32_conv():
+    """On the cuda device, run convolutions in strict fp32 (``cudnn.allow_tf32 = False``) for a
+    test whose float32 tolerances are fp32's, as PyTorch's own suite turns TF32 off for its fp32
+    checks (modules comparing convs opt in with ``pytest.mark.usefixtures``). The TF32 path has
+    its own tests (tests/sim/test_conv_tc_sim.py)."""
+    from gpudl import backend, backends
+    if backend.DEFAULT_DEVICE != "cuda":
+        yield
+        return
+    saved = backends.cudnn.allow_tf32
+    backends.cudnn.allow_tf32 = False
+    yield
+    backends.cudnn.allow_tf32 = saved

@@ -16,7 +16,8 @@ from oracle import check_against_torch, torch
 TF = torch.nn.functional
 
 # PyTorch warns that its own 'same' padding with an even kernel copies the input
-pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning"),
+              pytest.mark.usefixtures("strict_fp32_conv")]   # fp32 tolerances: no TF32 on cuda
 
 # (input shape, weight shape, keyword arguments of conv2d)
 CONV2D = [

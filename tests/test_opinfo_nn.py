@@ -22,6 +22,8 @@ from torch.testing._internal.common_modules import module_db
 
 import gpudl.nn as gn
 
+pytestmark = pytest.mark.usefixtures("strict_fp32_conv")   # fp32 tolerances: no TF32 conv on cuda
+
 # gpudl name -> OpInfo full names (name.variant) whose samples it must match
 OPS = {
     "conv2d": ["nn.functional.conv2d"],

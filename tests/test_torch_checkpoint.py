@@ -16,6 +16,8 @@ import gpudl as gd
 import gpudl.nn as nn
 import gpudl.optim as optim
 
+pytestmark = pytest.mark.usefixtures("strict_fp32_conv")   # fp32 tolerances: no TF32 conv on cuda
+
 torch = pytest.importorskip("torch")
 
 

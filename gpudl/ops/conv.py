@@ -9,9 +9,9 @@ gradient (kernels/conv.py).
 
 import numbers
 
+from .. import backend, backends, kernels
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
-from .. import backend, kernels
 from ..autograd import Function
 from ..tensor import Tensor
 from .padding import pad as _pad
@@ -22,13 +22,15 @@ class Conv2d(Function):
     def forward(ctx, x, w, b, stride, padding, dilation, groups):
         ctx.save_for_backward(x, w)
         ctx.conf = (stride, padding, dilation, groups)
-        return kernels.conv.conv2d_forward(x, w, b, *ctx.conf)
+        return kernels.conv.conv2d_forward(x, w, b, *ctx.conf,
+                                           allow_tf32=backends.conv_allows_tf32())
 
     @staticmethod
     def backward(ctx, gy):
         x, w = ctx.saved_tensors
         gx, gw, gb = kernels.conv.conv2d_backward(x, w, gy, *ctx.conf,
-                                                  needs=ctx.needs_input_grad[:3])
+                                                  needs=ctx.needs_input_grad[:3],
+                                                  allow_tf32=backends.conv_allows_tf32())
         return gx, gw, gb, None, None, None, None
 
 
@@ -37,13 +39,15 @@ class ConvTranspose2d(Function):
     def forward(ctx, x, w, b, stride, padding, output_padding, groups, dilation):
         ctx.save_for_backward(x, w)
         ctx.conf = (stride, padding, output_padding, groups, dilation)
-        return kernels.conv.conv_transpose2d_forward(x, w, b, *ctx.conf)
+        return kernels.conv.conv_transpose2d_forward(x, w, b, *ctx.conf,
+                                                     allow_tf32=backends.conv_allows_tf32())
 
     @staticmethod
     def backward(ctx, gy):
         x, w = ctx.saved_tensors
-        gx, gw, gb = kernels.conv.conv_transpose2d_backward(x, w, gy, *ctx.conf,
-                                                            needs=ctx.needs_input_grad[:3])
+        gx, gw, gb = kernels.conv.conv_transpose2d_backward(
+            x, w, gy, *ctx.conf, needs=ctx.needs_input_grad[:3],
+            allow_tf32=backends.conv_allows_tf32())
         return gx, gw, gb, None, None, None, None, None
 
 

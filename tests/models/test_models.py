@@ -11,6 +11,8 @@ from gpudl.models import (MLP, VAE, Autoencoder, BasicBlock, DCGANDiscriminator,
                           LeNet, LSTMClassifier, LSTMRegressor, Seq2SeqAttention, SmallResNet,
                           TransformerClassifier, sinusoidal_positions)
 
+pytestmark = pytest.mark.usefixtures("strict_fp32_conv")   # fp32 tolerances: no TF32 conv on cuda
+
 
 def floats(rng, *shape):
     return gd.tensor(rng.standard_normal(shape).astype(np.float32))

@@ -11,6 +11,8 @@ from gpudl import nn
 from gpudl.nn import init
 from oracle import torch
 
+pytestmark = pytest.mark.usefixtures("strict_fp32_conv")   # fp32 tolerances: no TF32 conv on cuda
+
 tnn = torch.nn
 
 

@@ -1,0 +1,41 @@
+"""The tensor-core conv kernels as the hardware would run them, without a GPU (sm_90 through
+NVVM, ptxas and cuobjdump): the hot loop of every build holds its HMMA and LDSM, with the
+accumulators in registers (no local memory, no stack), and the shared tiles that ldmatrix reads
+are 16-byte aligned. The gate (``python -m gpudl.kernels --gate --only conv_tc``) holds the
+budgets; this fails fast on the structure."""
+
+import re
+
+import pytest
+from numba import cuda
+
+from gpudl.kernels import conv_tc_cuda, gate
+
+try:
+    gate.tool("ptxas"), gate.tool("cuobjdump")
+except RuntimeError as exc:                      # pragma: no cover - the test extra has them
+    pytest.skip(str(exc), allow_module_level=True)
+
+HMMA = {"tf32": "HMMA.1688.F32.TF32", "f16": "HMMA.16816.F32", "bf16": "HMMA.16816.F32.BF16"}
+
+
+@pytest.mark.parametrize("kind", conv_tc_cuda.KINDS)
+@pytest.mark.parametrize("which", ["gemm", "grad_weight"])
+def test_hot_loop_runs_on_tensor_cores(kind, which, tmp_path):
+    kernel = conv_tc_cuda._kernels(kind, conv_tc_cuda.ROW_TILES[-1])[which == "grad_weight"]
+    signature = (conv_tc_cuda.gemm_signature if which == "gemm" else
+                 conv_tc_cuda.grad_weight_signature)(kind)
+    ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=gate.TARGET)
+    shared = re.findall(r"\.shared \.align (\d+) \.b8 \w+\[(\d+)\]", ptx)
+    tiles = [int(align) for align, size in shared if int(size) >= 8192]
+    assert len(tiles) == 2 and all(a >= 16 for a in tiles), shared
+    info, sass = gate.assemble(ptx, str(tmp_path))
+    (resources,) = gate.parse_ptxas(info).values()
+    assert resources.stack == 0 and resources.spills == 0
+    (instructions,) = gate.parse_sass(sass).values()
+    hot = gate.summarise(instructions).hot
+    body = [i.opcode for i in instructions if hot.span[0] <= i.address <= hot.span[1]]
+    mma = [op for op in body if op.startswith("HMMA")]
+    assert len(mma) == 32 and all(op == HMMA[kind] for op in mma), sorted(set(mma))
+    assert sum(op.startswith("LDSM.16.M88.4") for op in body) == 12       # 2 k-steps x (4 + 2)
+    assert not [op for op in body if re.match(r"(LDL|STL)\b", op)]

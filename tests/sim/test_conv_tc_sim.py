@@ -1,0 +1,132 @@
+"""The tensor-core conv kernels (kernels/conv_tc_cuda.py) in Numba's simulator, with the mma /
+ldmatrix emulation of kernels/mma.py, against the CPU twin in float64 on the inputs rounded the
+way the hardware reads them (TF32, float16, bfloat16).
+
+The tolerance is the float32 accumulation's, per element: n * 2^-24 times the same product on
+|inputs| (n the reduction length), plus half an ulp of the output's dtype for half outputs. TINY
+shapes: the emulation costs two block barriers per mma, so one or two blocks of one to three
+k-tiles each."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from gpudl import backend
+from gpudl.kernels import conv, conv_tc_cuda
+
+pytestmark = [pytest.mark.simulator,
+              pytest.mark.skipif(not backend.SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1")]
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+DTYPES = {"tf32": np.dtype(np.float32), "f16": np.dtype(np.float16), "bf16": BF16}
+
+
+def _round(a, kind):
+    """What the hardware multiplies: TF32 rounds to nearest, ties away (cvt.rna); halves are
+    already what they are."""
+    if kind != "tf32":
+        return a.astype(np.float64)
+    bits = a.astype(np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32).astype(np.float64)
+
+
+def _arrays(rng, kind, *shapes):
+    return [rng.standard_normal(s).astype(DTYPES[kind]) for s in shapes]
+
+
+def _check(got, fn, operands, kind, n, out_dtype, bias=None):
+    """``got`` against fn(float64 rounded operands) + bias (added in float32, unrounded),
+    within the accumulation's bound."""
+    extra = 0 if bias is None else bias.astype(np.float64).reshape(-1, 1, 1)
+    want = fn(*[_round(a, kind) for a in operands]) + extra
+    bound = fn(*[np.abs(_round(a, kind)) for a in operands]) + np.abs(extra)
+    tol = n * 2.0 ** -24 * bound + 1e-30
+    if out_dtype != np.float32:
+        tol = tol + np.abs(want) * float(ml_dtypes.finfo(out_dtype).eps)
+    assert got.dtype == out_dtype and got.shape == want.shape
+    err = np.abs(got.astype(np.float64) - want)
+    assert (err <= tol).all(), f"max error {err.max():.3g}, worst excess {(err - tol).max():.3g}"
+    return want
+
+
+# (N, C, H, W, K, (kh, kw), stride, padding, dilation, groups)
+CASES = {
+    "3x3 pad 1": (1, 3, 5, 5, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    "3x2 stride 2 dilated, groups 2": (1, 4, 7, 6, 4, (3, 2), (2, 1), (1, 0), (1, 2), 2),
+    "3x2 stride (2, 1) dilated": (1, 2, 5, 6, 3, (3, 2), (2, 1), (1, 0), (1, 2), 1),
+    "1x1, 65 rows: BM 128, edge tiles": (1, 1, 3, 5, 65, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+}
+
+
+def _geometry(case):
+    N, C, H, W, K, (kh, kw), stride, padding, dilation, groups = case
+    return conv.ConvGeometry((N, C, H, W), (K, C // groups, kh, kw), stride, padding, dilation,
+                             groups)
+
+
+# each kernel build once or twice: the emulation is slow (tf32 3x3 pad 1 has two k-tiles: the
+# double buffer and the tap ring; half has one)
+@pytest.mark.parametrize("kind,name", [("tf32", "3x3 pad 1"), ("f16", "3x3 pad 1"),
+                                       ("bf16", "1x1, 65 rows: BM 128, edge tiles")])
+def test_forward(rng, kind, name):
+    geo = _geometry(CASES[name])
+    x, w, b = _arrays(rng, kind, geo.x_shape, geo.w_shape, (geo.K,))
+    y = conv_tc_cuda.forward(x, w, b, geo)
+    want = _check(y, lambda x, w: conv._forward_cpu(x, w, None, geo), (x, w), kind,
+                  geo.C // geo.groups * geo.kh * geo.kw + 1, DTYPES[kind], bias=b)
+    if kind == "tf32":      # really TF32: the unrounded product differs by more than the bound
+        exact = conv._forward_cpu(x.astype(np.float64), w.astype(np.float64),
+                                  b.astype(np.float64), geo)
+        assert np.abs(exact - want).max() > 1e-5
+
+
+def test_grad_input_per_phase_with_bias(rng):
+    """Stride (2, 1): two phases, each its own tap list; with a bias, as conv_transpose2d."""
+    geo = _geometry(CASES["3x2 stride (2, 1) dilated"])
+    gy, w = _arrays(rng, "f16", geo.y_shape, geo.w_shape)
+    b = rng.standard_normal(geo.C).astype(np.float16)
+    gx = conv_tc_cuda.grad_input(gy, w, geo, b)
+    _check(gx, lambda gy, w: conv._grad_input_cpu(gy, w, geo), (gy, w), "f16",
+           geo.K // geo.groups * geo.kh * geo.kw + 1, np.float16, bias=b)
+
+
+@pytest.mark.parametrize("kind,name", [("tf32", "3x3 pad 1"),
+                                       ("bf16", "3x2 stride 2 dilated, groups 2"),
+                                       ("f16", "1x1, 65 rows: BM 128, edge tiles")])
+def test_grad_weight(rng, kind, name):
+    """tf32: 25 pixels, two k-tiles (the pixel carries); bf16: grouped, strided; f16: the BM 128
+    build."""
+    geo = _geometry(CASES[name])
+    x, gy = _arrays(rng, kind, geo.x_shape, geo.y_shape)
+    gw, gb = conv_tc_cuda.grad_weight(x, gy, geo, with_bias=True)
+    _check(gw, lambda x, gy: conv._grad_weight_cpu(x, gy, geo), (x, gy), kind,
+           geo.N * geo.Ho * geo.Wo, np.float32)
+    np.testing.assert_allclose(gb, gy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,allow_tf32,tensor_cores", [
+    (np.float32, True, True), (np.float32, False, False), (np.float16, False, True)])
+def test_public_conv_picks_the_path(rng, monkeypatch, dtype, allow_tf32, tensor_cores):
+    """F.conv2d / conv_transpose2d forward and backward reach the tensor-core kernels for float16,
+    and for float32 exactly when ``gd.backends.cudnn.allow_tf32`` is on (PyTorch's default; the
+    suite turns it off). The tensor-core kernels are stood in for by the SIMT ones here (their
+    numerics are tested above; the emulation is slow)."""
+    import gpudl as gd
+    import gpudl.nn.functional as F
+    from gpudl.kernels import conv_cuda
+
+    calls = []
+    for name in ("forward", "grad_input", "grad_weight"):
+        def stand_in(*args, name=name, **kwargs):
+            calls.append(name)
+            return getattr(conv_cuda, name)(*args, **kwargs)
+        monkeypatch.setattr(conv_tc_cuda, name, stand_in)
+    monkeypatch.setattr(gd.backends.cudnn, "allow_tf32", allow_tf32)
+    x = gd.tensor(rng.standard_normal((1, 2, 3, 3)).astype(dtype), requires_grad=True)
+    w = gd.tensor(rng.standard_normal((2, 2, 1, 1)).astype(dtype), requires_grad=True)
+    F.conv2d(x, w).sum().backward()
+    F.conv_transpose2d(x, w).sum().backward()
+    assert x.device == "cuda"
+    want = ["forward", "grad_input", "grad_weight", "grad_input", "forward", "grad_weight"]
+    assert calls == (want if tensor_cores else [])
