@@ -53,9 +53,7 @@ WM, WN = 64, 32     # warp tile
 ROW_TILES = (64, 128)
 PAD_K = 32          # weights and taps padded to this many reduction values (one half tile)
 KINDS = ("tf32", "f16", "bf16")
-# ldmatrix reads 16-byte rows: the shared tiles must be 16-byte aligned (Numba's default is the
-# element size). The simulator refuses the keyword (and needs no alignment).
-ALIGN = None if config.ENABLE_CUDASIM else 16
+ALIGN = mma.LDMATRIX_ALIGN   # the shared tiles that ldmatrix reads
 
 if config.ENABLE_CUDASIM:
     def as_float32(word):

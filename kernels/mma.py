@@ -35,7 +35,8 @@ k16 step: packing (d0, d1), (d2, d3) of tile j and of tile j+1 gives a0..a3 of t
 
 ``ldmatrix_x4(smem, row, col) -> (r0..r3)``: four 8x8 matrices of 16-bit elements from shared
 memory, ``smem`` a 2-D uint32 shared array; lane ``l`` gives the address of one row,
-``&smem[row, col]`` (8 halves = 4 words, 16-byte aligned: ``col % 4 == 0``): lanes 0-7 the rows
+``&smem[row, col]`` (8 halves = 4 words, 16-byte aligned: ``col % 4 == 0`` in an array declared
+with ``alignment=LDMATRIX_ALIGN`` and a row pitch that is a multiple of 4 words): lanes 0-7 the rows
 of matrix 0, 8-15 of matrix 1, and so on. Register ``rm`` of lane ``l`` receives word ``l & 3``
 of row ``l >> 2`` of matrix ``m``: exactly an A or B fragment. ``ldmatrix_x4_trans`` gives the
 transposed matrices (register ``rm`` of lane ``l`` holds elements (2t, g) and (2t+1, g) of
@@ -49,7 +50,12 @@ runs the emulation.
 
 from numba import config
 
-__all__ = ["mma_tf32_m16n8k8", "mma_f16_m16n8k16", "mma_bf16_m16n8k16", "to_tf32",
+# ldmatrix reads 16-byte rows, but Numba aligns a shared array to its element size: declare the
+# tiles it reads ``cuda.shared.array(shape, dtype, alignment=LDMATRIX_ALIGN)``. The simulator
+# refuses the keyword's value there (and needs no alignment): None.
+LDMATRIX_ALIGN = None if config.ENABLE_CUDASIM else 16
+
+__all__ = ["LDMATRIX_ALIGN", "mma_tf32_m16n8k8", "mma_f16_m16n8k16", "mma_bf16_m16n8k16", "to_tf32",
            "pack_f16x2", "pack_bf16x2", "ldmatrix_x4", "ldmatrix_x4_trans", "quad_max",
            "quad_sum"]
 

@@ -51,7 +51,7 @@ def half_gemm(mma_op, pack):
 def load_fragments(words, out, out_trans):
     """Each lane points at one 16-byte row of a 32x4-word tile: lanes 8m..8m+7 at matrix m."""
     lane = cuda.threadIdx.x
-    tile = cuda.shared.array((32, 4), uint32)
+    tile = cuda.shared.array((32, 4), uint32, alignment=mma.LDMATRIX_ALIGN)
     for w in range(4):
         tile[lane, w] = words[lane, w]
     cuda.syncthreads()

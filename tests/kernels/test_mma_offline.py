@@ -48,3 +48,5 @@ def test_primitive_becomes_its_tensor_core_instruction(name, cc, tmp_path):
     assert not [op for op in opcodes if re.match(r"(LDL|STL)\b", op)]
     if name == "ldmatrix":
         assert any(op.startswith("LDSM.16.MT88.4") for op in opcodes)   # the .trans form
+        # ldmatrix reads 16-byte rows: the tile must be declared 16-byte aligned
+        assert re.findall(r"\.shared \.align (\d+) ", ptx) == ["16"]
