@@ -51,7 +51,8 @@ runs the emulation.
 from numba import config
 
 # ldmatrix reads 16-byte rows, but Numba aligns a shared array to its element size: declare the
-# tiles it reads ``cuda.shared.array(shape, dtype, alignment=LDMATRIX_ALIGN)``. The simulator
+# tiles it reads ``cuda.shared.array(shape, dtype, alignment=ALIGN)`` with ``ALIGN =
+# mma.LDMATRIX_ALIGN`` a module constant (Numba wants a literal; an attribute is typed int64). The simulator
 # refuses the keyword's value there (and needs no alignment): None.
 LDMATRIX_ALIGN = None if config.ENABLE_CUDASIM else 16
 

@@ -6,6 +6,8 @@ from numba import cuda, float32, uint32
 
 from gpudl.kernels import mma
 
+ALIGN = mma.LDMATRIX_ALIGN     # a module constant: Numba needs the alignment as a literal
+
 
 @cuda.jit
 def gemm_tf32(a, b, c):
@@ -51,7 +53,7 @@ def half_gemm(mma_op, pack):
 def load_fragments(words, out, out_trans):
     """Each lane points at one 16-byte row of a 32x4-word tile: lanes 8m..8m+7 at matrix m."""
     lane = cuda.threadIdx.x
-    tile = cuda.shared.array((32, 4), uint32, alignment=mma.LDMATRIX_ALIGN)
+    tile = cuda.shared.array((32, 4), uint32, alignment=ALIGN)
     for w in range(4):
         tile[lane, w] = words[lane, w]
     cuda.syncthreads()
