@@ -69,8 +69,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
     out, rows, cols, index = _max_plan(x.shape[-2:], kernel_size, stride, padding, dilation,
                                        ceil_mode)
     planes = _planes(x)
-    if planes.dtype == np.float16:
-        planes = planes.astype(np.float32)
+    planes = planes.astype(_compute_dtype(planes.dtype), copy=False)
     shape = x.shape[:-2] + out          # allocated in the final shape: results own their
     y = np.empty(shape, planes.dtype)   # memory, which autograd's view checks skip at once
     argmax = np.empty(shape, index)
@@ -87,8 +86,7 @@ def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, d
         return pool_cuda.max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride,
                                              padding, dilation)
     g = _planes(gy)
-    if g.dtype == np.float16:
-        g = g.astype(np.float32)
+    g = g.astype(_compute_dtype(g.dtype), copy=False)
     gx = np.zeros(input_shape, g.dtype)
     rows, cols = _windows(input_shape, gy.shape[-2:], kernel_size, stride, padding, dilation)
     _pick(_MAX_BWD, gx.size)(g, _planes(argmax), gx.reshape((g.shape[0],) + input_shape[-2:]),
@@ -250,8 +248,7 @@ def _divisors(windows, count_include_pad, divisor, dtype):
 
 def _mean_fwd(x, out, plan):
     planes = _planes(x)
-    if planes.dtype == np.float16:
-        planes = planes.astype(np.float32)
+    planes = planes.astype(_compute_dtype(planes.dtype), copy=False)
     out = tuple(out)
     y = np.empty(x.shape[:-2] + out, planes.dtype)      # the final shape, as in max pooling
     kernel = _pick(_AVG_FWD, planes.size)
@@ -263,8 +260,7 @@ def _mean_fwd(x, out, plan):
 
 def _mean_bwd(gy, input_shape, plan):
     g = _planes(gy)
-    if g.dtype == np.float16:
-        g = g.astype(np.float32)
+    g = g.astype(_compute_dtype(g.dtype), copy=False)
     gx = np.zeros(input_shape, g.dtype)
     _pick(_AVG_BWD, gx.size)(g, gx.reshape((g.shape[0],) + tuple(input_shape[-2:])), *plan[:5])
     return gx.astype(gy.dtype, copy=False)
