@@ -1,0 +1,583 @@
+"""Attention on tensor cores: the FlashAttention-2 kernels with ``mma.sync`` (kernels/mma.py).
+
+Half-precision inputs (float16; bfloat16 with the same code through ``KINDS``) run here, fp32
+accumulation throughout; strict float32 stays on the SIMT kernels of ``attention_cuda``.
+
+Every block has 4 warps; each warp owns 16 rows of the block's 64 (queries in the forward and dQ
+passes, keys in the dK/dV pass) and computes on mma fragments in registers (layouts in
+kernels/mma.py, lane ``l``: ``g = l >> 2``, ``t = l & 3``, rows ``g`` and ``g + 8``):
+
+- forward: the warp's Q A-fragments are loaded once (ldmatrix) into registers; per key tile of
+  ``fwd_bn`` keys, S = Q K^T (K B-fragments by ldmatrix from shared), scale and mask on the S
+  accumulators, the online softmax in the log2 domain (``exp2``, row max/sum over the 4 lanes of
+  a row with ``quad_max``/``quad_sum``, each lane keeping its partial row sum until the end), P
+  packed to half pairs in registers, which are exactly the A fragments of P V (no shared-memory
+  round trip), V B-fragments by ``ldmatrix.trans``; O in registers; LSE saved.
+- dQ: per key tile, S = Q K^T and dP = dO V^T (Q, dO A-fragments and K, V B-fragments by
+  ldmatrix), dS = P (dP - delta) with P = exp2(S - lse) recomputed, dQ += dS K (K by
+  ``ldmatrix.trans``).
+- dK/dV: per query tile, S^T = K Q^T and dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q
+  (dO and Q by ``ldmatrix.trans``).
+Each output element has one writer: no atomics. ``delta = rowsum(dO * O)`` comes from
+``attention_cuda``'s delta kernel.
+
+Warp-uniform control flow, block-uniform for the simulator's emulation: causal tiles are skipped
+per block, masked elements get -inf values, never a branch around an mma.
+
+Arrays travel as uint32 words holding two halves (zero-copy views of contiguous half arrays; an
+odd feature count gets one zero column); tiles live in 2-D uint32 shared arrays whose rows are
+padded by 16 bytes so the 8 row addresses of an ldmatrix hit different banks. Head dims 32, 64,
+128 are compile-time buckets (smaller E/Ev are zero-padded). Shared memory stays under 48 KiB.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import cuda, float32, uint32, uint64
+
+from gpudl import backend
+
+from . import mma
+from .attention_cuda import (DELTA_ROWS, DELTA_THREADS, _additive_mask, _delta_kernel,
+                             _signatures as _simt_signatures)
+from .budget import Budget
+from .launch import launch
+
+HEAD_DIMS = (32, 64, 128)
+BLOCK = 64                      # rows per block (queries: forward, dQ; keys: dK/dV)
+WARPS = 4
+THREADS = 32 * WARPS
+SHARED_LIMIT = 48 * 1024
+
+NEG_INF = float32(-math.inf)
+POS_INF = float32(math.inf)
+ZERO = float32(0)
+LOG2E = float32(1.4426950408889634)
+LN2 = float32(0.6931471805599453)
+
+# half kind -> (mma, pack); the kernels are the same code for each
+KINDS = {"f16": (mma.mma_f16_m16n8k16, mma.pack_f16x2),
+         "bf16": (mma.mma_bf16_m16n8k16, mma.pack_bf16x2)}
+
+
+@dataclass(frozen=True)
+class TcTiling:
+    """Streamed tile rows per head-dim bucket: keys per forward / dQ step, queries per dK/dV
+    step (multiples of 16; shared memory <= 48 KiB and registers set them)."""
+    fwd_bn: int
+    dq_bn: int
+    dkdv_bm: int
+
+
+TILINGS = {32: TcTiling(64, 64, 64), 64: TcTiling(64, 64, 64), 128: TcTiling(32, 16, 16)}
+
+
+def _stride(head):
+    return head // 2 + 4        # words per shared row: 16 bytes of padding (ldmatrix banks)
+
+
+def _check_shared(name, head, rows, extra_bytes=0):
+    used = rows * _stride(head) * 4 + extra_bytes
+    if used > SHARED_LIMIT:
+        raise ValueError(f"attention_tc {name} e{head}: {used} B of shared memory > "
+                         f"{SHARED_LIMIT} B; shrink its TcTiling")
+
+
+def _stager(rows, words):
+    """stage(src, b, r0, dst, tid): ``dst[r, c] = src[b, r0 + r, c]`` (uint32 words) for a
+    rows x words tile, zero beyond src's rows and words. Consecutive threads take consecutive
+    words (coalesced); the step is read at run time so LLVM does not unroll every load at once."""
+    total = rows * words
+
+    @cuda.jit(device=True, inline="always")
+    def stage(src, b, r0, dst, tid):
+        i = tid
+        step = cuda.blockDim.x
+        while i < total:
+            r = i // words
+            c = i - r * words
+            x = uint32(0)
+            if r0 + r < src.shape[1] and c < src.shape[2]:
+                x = src[uint64(b), uint64(r0 + r), uint64(c)]
+            dst[uint64(r), uint64(c)] = x
+            i += step
+    return stage
+
+
+@cuda.jit(device=True, inline="always")
+def _a_frags(smem, row0, word0, lane):
+    """A fragment (a0..a3) of rows row0..row0+15, halves 2*word0.. +16, from a row-major tile."""
+    return mma.ldmatrix_x4(smem, row0 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                           word0 + (lane >> 4) * 4)
+
+
+@cuda.jit(device=True, inline="always")
+def _b_frags(smem, n0, word0, lane):
+    """B fragments (b0, b1) of two n-tiles n0.. and n0+8.. for the k16 step at halves 2*word0..,
+    from a tile whose rows are B's columns (K rows for Q K^T): ldmatrix without transpose."""
+    return mma.ldmatrix_x4(smem, n0 + (lane & 7) + (lane >> 4) * 8,
+                           word0 + ((lane >> 3) & 1) * 4)
+
+
+@cuda.jit(device=True, inline="always")
+def _bt_frags(smem, k0, word0, lane):
+    """B fragments (b0, b1) of two n-tiles (halves 2*word0.. and 2*word0+8..) for the k16 step
+    of rows k0..k0+15, from a tile whose rows are B's rows (V rows for P V): ldmatrix.trans."""
+    return mma.ldmatrix_x4_trans(smem, k0 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                 word0 + (lane >> 4) * 4)
+
+
+def _products(n_tiles, k_steps, mma_op):
+    """run(acc, a, a_row0, b, lane): acc (4 * n_tiles floats) += A B^T over k_steps k16 steps, A
+    rows a_row0.. of tile ``a`` and B^T's rows the first 8 * n_tiles rows of tile ``b``."""
+
+    @cuda.jit(device=True, inline="always")
+    def run(acc, a, a_row0, b, lane):
+        for kk in range(k_steps):
+            a0, a1, a2, a3 = _a_frags(a, a_row0, kk * 8, lane)
+            for j in range(0, n_tiles, 2):
+                b0, b1, b2, b3 = _b_frags(b, j * 8, kk * 8, lane)
+                acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3] = mma_op(
+                    a0, a1, a2, a3, b0, b1,
+                    acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3])
+                acc[4 * j + 4], acc[4 * j + 5], acc[4 * j + 6], acc[4 * j + 7] = mma_op(
+                    a0, a1, a2, a3, b2, b3,
+                    acc[4 * j + 4], acc[4 * j + 5], acc[4 * j + 6], acc[4 * j + 7])
+    return run
+
+
+def _register_products(out_tiles, k_steps, mma_op, pack):
+    """run(acc, p, b, lane): acc (4 * out_tiles floats) += P B where P (16 x 16 * k_steps) is a C
+    fragment array in registers (packed to halves as the A operand) and B's rows are the rows of
+    tile ``b`` (ldmatrix.trans)."""
+
+    @cuda.jit(device=True, inline="always")
+    def run(acc, p, b, lane):
+        for kk in range(k_steps):
+            a0 = pack(p[8 * kk], p[8 * kk + 1])
+            a1 = pack(p[8 * kk + 2], p[8 * kk + 3])
+            a2 = pack(p[8 * kk + 4], p[8 * kk + 5])
+            a3 = pack(p[8 * kk + 6], p[8 * kk + 7])
+            for j in range(0, out_tiles, 2):
+                b0, b1, b2, b3 = _bt_frags(b, kk * 16, j * 4, lane)
+                acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3] = mma_op(
+                    a0, a1, a2, a3, b0, b1,
+                    acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3])
+                acc[4 * j + 4], acc[4 * j + 5], acc[4 * j + 6], acc[4 * j + 7] = mma_op(
+                    a0, a1, a2, a3, b2, b3,
+                    acc[4 * j + 4], acc[4 * j + 5], acc[4 * j + 6], acc[4 * j + 7])
+    return run
+
+
+def _fill(n):
+    @cuda.jit(device=True, inline="always")
+    def fill(a, value):
+        for i in range(n):
+            a[i] = value
+    return fill
+
+
+def _writer(tiles, pack):
+    """write(dst, b, row, acc, base, scale): row ``row`` of dst (uint32 words) from elements
+    ``base`` and ``base + 1`` of each of ``tiles`` C fragments, times ``scale``, as half pairs."""
+
+    @cuda.jit(device=True, inline="always")
+    def write(dst, b, row, acc, base, scale, t):
+        if row < dst.shape[1]:
+            for j in range(tiles):
+                word = 4 * j + t
+                if word < dst.shape[2]:
+                    dst[uint64(b), uint64(row), uint64(word)] = pack(
+                        acc[4 * j + base] * scale, acc[4 * j + base + 1] * scale)
+    return write
+
+
+@cuda.jit(device=True, inline="always")
+def _masked_score(x, scale_log2, mask, masked, bm, row, col, n_cols, hidden):
+    """A score in log2 units: x * scale (log2 e) plus the additive mask (row, col) clamped to the
+    mask's extent, -inf where ``hidden`` or col beyond ``n_cols``."""
+    x *= scale_log2
+    if masked:
+        x += mask[bm, uint64(min(row, mask.shape[1] - 1)),
+                  uint64(min(col, mask.shape[2] - 1))] * LOG2E
+    if col >= n_cols or hidden:
+        x = NEG_INF
+    return x
+
+
+def _make_forward(head, masked, kind):
+    mma_op, pack = KINDS[kind]
+    BN = TILINGS[head].fwd_bn
+    W, LDW = head // 2, _stride(head)
+    KS, NT, OT, PK = head // 16, BN // 8, head // 8, BN // 16
+    QF, SN, ON = 4 * KS, 4 * NT, 4 * OT     # fragment registers: Q, scores, outputs
+    _check_shared("fwd", head, BLOCK + 2 * BN)
+    stage_q, stage_kv = _stager(BLOCK, W), _stager(BN, W)
+    fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
+    pv = _register_products(OT, PK, mma_op, pack)
+    write = _writer(OT, pack)
+
+    def fwd(q, k, v, mask, out, lse, scale_log2, is_causal):
+        qs = cuda.shared.array((BLOCK, LDW), uint32)
+        ks = cuda.shared.array((BN, LDW), uint32)
+        vs = cuda.shared.array((BN, LDW), uint32)
+        qf = cuda.local.array(QF, uint32)           # this warp's Q A-fragments
+        s = cuda.local.array(SN, float32)
+        o = cuda.local.array(ON, float32)
+        tid = cuda.threadIdx.x
+        warp = tid >> 5
+        lane = tid & 31
+        g = lane >> 2
+        t = lane & 3
+        q0 = cuda.blockIdx.x * BLOCK
+        b = cuda.blockIdx.y
+        bm = uint64(min(b, mask.shape[0] - 1))
+        n_keys = k.shape[1]
+        row_a = q0 + warp * 16 + g
+        row_b = row_a + 8
+        stage_q(q, b, q0, qs, tid)
+        cuda.syncthreads()
+        for kk in range(KS):
+            qf[4 * kk], qf[4 * kk + 1], qf[4 * kk + 2], qf[4 * kk + 3] = _a_frags(
+                qs, warp * 16, kk * 8, lane)
+        fill_o(o, ZERO)
+        m_a = m_b = NEG_INF             # running row max (log2 units)
+        l_a = l_b = ZERO                # this lane's part of the row sums
+        key_end = min(n_keys, q0 + BLOCK) if is_causal != 0 else n_keys
+        for k0 in range(0, key_end, BN):
+            cuda.syncthreads()                          # the previous tile is read
+            stage_kv(k, b, k0, ks, tid)
+            stage_kv(v, b, k0, vs, tid)
+            cuda.syncthreads()
+            fill_s(s, ZERO)
+            for kk in range(KS):
+                for j in range(0, NT, 2):
+                    b0, b1, b2, b3 = _b_frags(ks, j * 8, kk * 8, lane)
+                    s[4 * j], s[4 * j + 1], s[4 * j + 2], s[4 * j + 3] = mma_op(
+                        qf[4 * kk], qf[4 * kk + 1], qf[4 * kk + 2], qf[4 * kk + 3], b0, b1,
+                        s[4 * j], s[4 * j + 1], s[4 * j + 2], s[4 * j + 3])
+                    s[4 * j + 4], s[4 * j + 5], s[4 * j + 6], s[4 * j + 7] = mma_op(
+                        qf[4 * kk], qf[4 * kk + 1], qf[4 * kk + 2], qf[4 * kk + 3], b2, b3,
+                        s[4 * j + 4], s[4 * j + 5], s[4 * j + 6], s[4 * j + 7])
+            mx_a = mx_b = NEG_INF
+            for j in range(NT):
+                col = k0 + 8 * j + 2 * t
+                for e in range(4):
+                    row = row_a if e < 2 else row_b
+                    c = col + (e & 1)
+                    x = _masked_score(s[4 * j + e], scale_log2, mask, masked, bm, row, c,
+                                      n_keys, is_causal != 0 and c > row)
+                    s[4 * j + e] = x
+                    if e < 2:
+                        mx_a = max(mx_a, x)
+                    else:
+                        mx_b = max(mx_b, x)
+            m_new_a = max(m_a, mma.quad_max(mx_a))
+            m_new_b = max(m_b, mma.quad_max(mx_b))
+            use_a = ZERO if m_new_a == NEG_INF else m_new_a     # nothing visible: exp2(-inf) = 0
+            use_b = ZERO if m_new_b == NEG_INF else m_new_b
+            alpha_a = math.exp2(m_a - use_a)
+            alpha_b = math.exp2(m_b - use_b)
+            m_a = m_new_a
+            m_b = m_new_b
+            part_a = part_b = ZERO
+            for j in range(NT):
+                for e in range(4):
+                    if e < 2:
+                        p = math.exp2(s[4 * j + e] - use_a)
+                        part_a += p
+                    else:
+                        p = math.exp2(s[4 * j + e] - use_b)
+                        part_b += p
+                    s[4 * j + e] = p
+            l_a = l_a * alpha_a + part_a
+            l_b = l_b * alpha_b + part_b
+            for j in range(OT):
+                o[4 * j] *= alpha_a
+                o[4 * j + 1] *= alpha_a
+                o[4 * j + 2] *= alpha_b
+                o[4 * j + 3] *= alpha_b
+            pv(o, s, vs, lane)
+        l_a = mma.quad_sum(l_a)
+        l_b = mma.quad_sum(l_b)
+        write(out, b, row_a, o, 0, float32(1) / l_a if l_a > ZERO else ZERO, t)
+        write(out, b, row_b, o, 2, float32(1) / l_b if l_b > ZERO else ZERO, t)
+        if t == 0:
+            if row_a < lse.shape[1]:
+                lse[b, row_a] = (m_a + math.log2(l_a)) * LN2 if l_a > ZERO else NEG_INF
+            if row_b < lse.shape[1]:
+                lse[b, row_b] = (m_b + math.log2(l_b)) * LN2 if l_b > ZERO else NEG_INF
+
+    return fwd
+
+
+@cuda.jit(device=True, inline="always")
+def _row_stats(lse, delta, b, row):
+    """(lse in log2 units, delta) of a query row; lse +inf (P = 0) for padding rows and fully
+    masked rows."""
+    if row >= lse.shape[1]:
+        return POS_INF, ZERO
+    x = lse[b, row]
+    return (POS_INF if x == NEG_INF else x * LOG2E), delta[b, row]
+
+
+def _make_bwd_dq(head, masked, kind):
+    mma_op, pack = KINDS[kind]
+    BN = TILINGS[head].dq_bn
+    W, LDW = head // 2, _stride(head)
+    KS, NT, OT, PK = head // 16, BN // 8, head // 8, BN // 16
+    QF, SN, ON = 4 * KS, 4 * NT, 4 * OT     # fragment registers: Q, scores, outputs
+    _check_shared("bwd_dq", head, 2 * BLOCK + 2 * BN)
+    stage_rows, stage_kv = _stager(BLOCK, W), _stager(BN, W)
+    fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
+    scores = _products(NT, KS, mma_op)
+    ds_k = _register_products(OT, PK, mma_op, pack)
+    write = _writer(OT, pack)
+
+    def bwd_dq(q, k, v, mask, gout, lse, delta, gq, scale_log2, scale, is_causal):
+        qs = cuda.shared.array((BLOCK, LDW), uint32)
+        dos = cuda.shared.array((BLOCK, LDW), uint32)
+        ks = cuda.shared.array((BN, LDW), uint32)
+        vs = cuda.shared.array((BN, LDW), uint32)
+        s = cuda.local.array(SN, float32)
+        dp = cuda.local.array(SN, float32)
+        acc = cuda.local.array(ON, float32)
+        tid = cuda.threadIdx.x
+        warp = tid >> 5
+        lane = tid & 31
+        t = lane & 3
+        q0 = cuda.blockIdx.x * BLOCK
+        b = cuda.blockIdx.y
+        bm = uint64(min(b, mask.shape[0] - 1))
+        n_keys = k.shape[1]
+        row_a = q0 + warp * 16 + (lane >> 2)
+        row_b = row_a + 8
+        lse_a, delta_a = _row_stats(lse, delta, b, row_a)
+        lse_b, delta_b = _row_stats(lse, delta, b, row_b)
+        stage_rows(q, b, q0, qs, tid)
+        stage_rows(gout, b, q0, dos, tid)
+        fill_o(acc, ZERO)
+        key_end = min(n_keys, q0 + BLOCK) if is_causal != 0 else n_keys
+        for k0 in range(0, key_end, BN):
+            cuda.syncthreads()
+            stage_kv(k, b, k0, ks, tid)
+            stage_kv(v, b, k0, vs, tid)
+            cuda.syncthreads()
+            fill_s(s, ZERO)
+            fill_s(dp, ZERO)
+            scores(s, qs, warp * 16, ks, lane)
+            scores(dp, dos, warp * 16, vs, lane)
+            for j in range(NT):
+                col = k0 + 8 * j + 2 * t
+                for e in range(4):
+                    row = row_a if e < 2 else row_b
+                    c = col + (e & 1)
+                    x = _masked_score(s[4 * j + e], scale_log2, mask, masked, bm, row, c,
+                                      n_keys, is_causal != 0 and c > row)
+                    if e < 2:
+                        s[4 * j + e] = math.exp2(x - lse_a) * (dp[4 * j + e] - delta_a)
+                    else:
+                        s[4 * j + e] = math.exp2(x - lse_b) * (dp[4 * j + e] - delta_b)
+            ds_k(acc, s, ks, lane)
+        write(gq, b, row_a, acc, 0, scale, t)
+        write(gq, b, row_b, acc, 2, scale, t)
+
+    return bwd_dq
+
+
+def _make_bwd_dkdv(head, masked, kind):
+    mma_op, pack = KINDS[kind]
+    BM = TILINGS[head].dkdv_bm
+    W, LDW = head // 2, _stride(head)
+    KS, NT, OT, PK = head // 16, BM // 8, head // 8, BM // 16
+    SN, ON = 4 * NT, 4 * OT                 # fragment registers: scores, outputs
+    _check_shared("bwd_dkdv", head, 2 * BLOCK + 2 * BM, 8 * BM)
+    stage_keys, stage_rows = _stager(BLOCK, W), _stager(BM, W)
+    fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
+    scores = _products(NT, KS, mma_op)
+    update = _register_products(OT, PK, mma_op, pack)
+    write = _writer(OT, pack)
+
+    def bwd_dkdv(q, k, v, mask, gout, lse, delta, gk, gv, scale_log2, scale, is_causal):
+        ks = cuda.shared.array((BLOCK, LDW), uint32)
+        vs = cuda.shared.array((BLOCK, LDW), uint32)
+        qs = cuda.shared.array((BM, LDW), uint32)
+        dos = cuda.shared.array((BM, LDW), uint32)
+        lse_s = cuda.shared.array(BM, float32)
+        delta_s = cuda.shared.array(BM, float32)
+        st = cuda.local.array(SN, float32)          # S^T, then P^T
+        dpt = cuda.local.array(SN, float32)         # dP^T, then dS^T
+        gk_acc = cuda.local.array(ON, float32)
+        gv_acc = cuda.local.array(ON, float32)
+        tid = cuda.threadIdx.x
+        warp = tid >> 5
+        lane = tid & 31
+        t = lane & 3
+        k0 = cuda.blockIdx.x * BLOCK
+        b = cuda.blockIdx.y
+        bm = uint64(min(b, mask.shape[0] - 1))
+        n_queries = q.shape[1]
+        n_keys = k.shape[1]
+        key_a = k0 + warp * 16 + (lane >> 2)
+        key_b = key_a + 8
+        stage_keys(k, b, k0, ks, tid)
+        stage_keys(v, b, k0, vs, tid)
+        fill_o(gk_acc, ZERO)
+        fill_o(gv_acc, ZERO)
+        query_start = k0 if is_causal != 0 else 0      # causal: earlier queries see no key here
+        for i0 in range(query_start, n_queries, BM):
+            cuda.syncthreads()
+            stage_rows(q, b, i0, qs, tid)
+            stage_rows(gout, b, i0, dos, tid)
+            if tid < BM:
+                lse_s[tid], delta_s[tid] = _row_stats(lse, delta, b, i0 + tid)
+            cuda.syncthreads()
+            fill_s(st, ZERO)
+            fill_s(dpt, ZERO)
+            scores(st, ks, warp * 16, qs, lane)
+            scores(dpt, vs, warp * 16, dos, lane)
+            for j in range(NT):
+                for e in range(4):
+                    r = 8 * j + 2 * t + (e & 1)         # the query, within the tile
+                    query = i0 + r
+                    key = key_a if e < 2 else key_b
+                    x = _masked_score(st[4 * j + e], scale_log2, mask, masked, bm, query, key,
+                                      n_keys, is_causal != 0 and key > query)
+                    p = math.exp2(x - lse_s[r])
+                    st[4 * j + e] = p
+                    dpt[4 * j + e] = p * (dpt[4 * j + e] - delta_s[r])
+            update(gv_acc, st, dos, lane)
+            update(gk_acc, dpt, qs, lane)
+        write(gk, b, key_a, gk_acc, 0, scale, t)
+        write(gk, b, key_b, gk_acc, 2, scale, t)
+        write(gv, b, key_a, gv_acc, 0, float32(1), t)
+        write(gv, b, key_b, gv_acc, 2, float32(1), t)
+
+    return bwd_dkdv
+
+
+def _build(head, masked, kind):
+    kernels = []
+    for make, name in ((_make_forward, "fwd"), (_make_bwd_dq, "bwd_dq"),
+                       (_make_bwd_dkdv, "bwd_dkdv")):
+        func = make(head, masked, kind)
+        func.__name__ = func.__qualname__ = (
+            f"_attention_tc_{name}_kernel_{kind}_e{head}_{'mask' if masked else 'nomask'}")
+        kernels.append(cuda.jit(func))
+    return tuple(kernels)
+
+
+_KERNELS = {(head, masked, kind): _build(head, masked, kind)     # lazy: compiled at first launch
+            for head in HEAD_DIMS for masked in (False, True) for kind in ("f16",)}
+_KIND_OF_DTYPE = {"float16": "f16"}
+
+
+def supports(q, v):
+    """Whether these kernels take q and v: half inputs with head dims up to 128."""
+    return q.dtype.name in _KIND_OF_DTYPE and max(q.shape[-1], v.shape[-1]) <= HEAD_DIMS[-1]
+
+
+def _bucket(q, v):
+    width = max(q.shape[-1], v.shape[-1])
+    return next(h for h in HEAD_DIMS if h >= width)
+
+
+def _words(xp, a):
+    """A contiguous (B, n, d) half array as (B, n, ceil(d / 2)) uint32 words (a view; one zero
+    column appended first when d is odd)."""
+    a = xp.ascontiguousarray(a)
+    if a.shape[2] % 2:
+        a = xp.concatenate([a, xp.zeros(a.shape[:2] + (1,), a.dtype)], axis=2)
+    return a.view(np.uint32)
+
+
+def _empty_words(xp, shape, dtype):
+    """(half array of ``shape``, its uint32 words for the kernel to fill)."""
+    padded = xp.empty(shape[:2] + (shape[2] + shape[2] % 2,), dtype)
+    return padded, padded.view(np.uint32)
+
+
+def _unpad(a, width):
+    return a if a.shape[2] == width else a[:, :, :width].copy()
+
+
+def _grid(n, B):
+    return ((n + BLOCK - 1) // BLOCK, B)
+
+
+def _scales(scale):
+    return np.float32(scale * math.log2(math.e)), np.float32(scale)
+
+
+def attention_forward(q, k, v, mask, is_causal, scale):
+    """Launch the forward kernel: ``(out (B, L, Ev) in q's dtype, lse (B, L) float32)``."""
+    xp = backend.get_array_module(q)
+    B, L, _ = q.shape
+    out, out_words = _empty_words(xp, (B, L, v.shape[2]), q.dtype)
+    lse = xp.empty((B, L), np.float32)
+    if B * L:
+        head = _bucket(q, v)
+        kind = _KIND_OF_DTYPE[q.dtype.name]
+        fwd = _KERNELS[(head, mask is not None, kind)][0]
+        launch(fwd, _signatures()[0], _grid(L, B), THREADS,
+               _words(xp, q), _words(xp, k), _words(xp, v), _additive_mask(xp, mask), out_words,
+               lse, _scales(scale)[0], np.int32(is_causal))
+    return _unpad(out, v.shape[2]), lse
+
+
+def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale):
+    """Launch the delta, dQ and dK/dV kernels: ``(gq, gk, gv)`` shaped and typed like q, k, v."""
+    xp = backend.get_array_module(q)
+    B, L, _ = q.shape
+    S = k.shape[1]
+    gq, gq_words = _empty_words(xp, q.shape, q.dtype)
+    gk, gk_words = _empty_words(xp, k.shape, q.dtype)
+    gv, gv_words = _empty_words(xp, v.shape, q.dtype)
+    head = _bucket(q, v)
+    kind = _KIND_OF_DTYPE[q.dtype.name]
+    _, dq_kernel, dkdv_kernel = _KERNELS[(head, mask is not None, kind)]
+    _, dq_sig, dkdv_sig = _signatures()
+    words = [_words(xp, a) for a in (q, k, v)]
+    gout = xp.ascontiguousarray(gout, dtype=q.dtype)
+    gout_words = _words(xp, gout)
+    lse = xp.ascontiguousarray(lse, dtype=np.float32)
+    mask = _additive_mask(xp, mask)
+    conf = (*_scales(scale), np.int32(is_causal))
+    delta = xp.empty((B, L), np.float32)
+    if B * L:
+        launch(_delta_kernel, _simt_signatures(q.dtype.name)[3],
+               ((L + DELTA_ROWS - 1) // DELTA_ROWS, B), DELTA_THREADS,
+               xp.ascontiguousarray(out, dtype=q.dtype), gout, delta)
+        launch(dq_kernel, dq_sig, _grid(L, B), THREADS,
+               *words, mask, gout_words, lse, delta, gq_words, *conf)
+    if B * S:
+        launch(dkdv_kernel, dkdv_sig, _grid(S, B), THREADS,
+               *words, mask, gout_words, lse, delta, gk_words, gv_words, *conf)
+    return tuple(_unpad(g, ref.shape[2]) for g, ref in ((gq, q), (gk, k), (gv, v)))
+
+
+def _signatures():
+    w3 = "uint32[:, :, ::1]"
+    f3, f2 = "float32[:, :, ::1]", "float32[:, ::1]"
+    fwd = f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, float32, int32)"
+    dq = f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, {f2}, {w3}, float32, float32, int32)"
+    dkdv = (f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, {f2}, {w3}, {w3}, float32, float32, "
+            "int32)")
+    return fwd, dq, dkdv
+
+
+# (min HMMA share in the hot loop, min occupancy) per (head, kernel index); measured offline
+_BUDGETS = {}
+
+
+def _budget(head, n):
+    share, occupancy = _BUDGETS.get((head, n), (0.05, 0.25))
+    return Budget(threads=THREADS, min_hmma_share=share, min_occupancy=occupancy)
+
+
+SIGNATURES = [
+    (kernel, [_signatures()[n]], _budget(head, n))
+    for (head, masked, kind), kernels in _KERNELS.items()
+    for n, kernel in enumerate(kernels)
+]
