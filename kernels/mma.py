@@ -142,7 +142,8 @@ else:
                     fnty,
                     "{ .reg .u64 a; cvta.to.shared.u64 a, $4; "
                     f"ldmatrix.sync.aligned.m8n8.x4{modifier}.shared.b16 {{$0,$1,$2,$3}}, [a]; }}",
-                    "=r,=r,=r,=r,l")
+                    "=r,=r,=r,=r,l,~{memory}", side_effect=True)   # a load: never hoisted
+                # out of a loop that rewrites the tile (LLVM took the asm for a pure function)
                 words = builder.call(asm, [pointer])
                 return context.make_tuple(builder, sig.return_type,
                                           [builder.extract_value(words, i) for i in range(4)])
