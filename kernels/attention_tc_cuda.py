@@ -579,12 +579,20 @@ def _signatures():
     return fwd, dq, dkdv
 
 
-# (min HMMA share in the hot loop, min occupancy) per (head, kernel index); measured offline
-_BUDGETS = {}
+# (min hot-loop HMMA share, min occupancy) per head dim for (forward, dQ, dK/dV): floors just
+# under the sm_90 figures measured offline (notes/i13-tcattn.md), masked and unmasked. Below 25%
+# occupancy: 137-254 registers (fragments of S, dP, O or dK and dV live together). HMMA shares
+# of 2-7%: the per-element masking/softmax and staging code of each tile is ~1,100-2,100
+# instructions around 32-128 HMMAs (the next optimisation: 32-bit index math, cp.async staging).
+_BUDGETS = {
+    32: ((0.015, 0.25), (0.025, 0.1875), (0.035, 0.1875)),
+    64: ((0.025, 0.125), (0.04, 0.125), (0.045, 0.125)),
+    128: ((0.035, 0.125), (0.045, 0.1875), (0.055, 0.125)),
+}
 
 
 def _budget(head, n):
-    share, occupancy = _BUDGETS.get((head, n), (0.05, 0.25))
+    share, occupancy = _BUDGETS[head][n]
     return Budget(threads=THREADS, min_hmma_share=share, min_occupancy=occupancy)
 
 
