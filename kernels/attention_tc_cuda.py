@@ -1,7 +1,7 @@
 """Attention on tensor cores: the FlashAttention-2 kernels with ``mma.sync`` (kernels/mma.py).
 
-Half-precision inputs (float16; bfloat16 with the same code through ``KINDS``) run here, fp32
-accumulation throughout; strict float32 stays on the SIMT kernels of ``attention_cuda``.
+float16 inputs run here, fp32 accumulation throughout; strict float32 stays on the SIMT kernels
+of ``attention_cuda``.
 
 Every block has 4 warps; each warp owns 16 rows of the block's 64 (queries in the forward and dQ
 passes, keys in the dK/dV pass) and computes on mma fragments in registers (layouts in
@@ -22,7 +22,15 @@ Each output element has one writer: no atomics. ``delta = rowsum(dO * O)`` comes
 ``attention_cuda``'s delta kernel.
 
 Warp-uniform control flow, block-uniform for the simulator's emulation: causal tiles are skipped
-per block, masked elements get -inf values, never a branch around an mma.
+per block, masked elements get -inf values, never a branch around an mma. Tiles that need no
+bounds or causal checks (all but the last partial key tile and the causal diagonal) run in the
+one loop, the hot loop; the at most 64 / tile edge tiles run as unrolled straight-line copies
+with the checks. exp2 is ``ex2.approx.ftz`` (one MUFU.EX2, as FA2).
+
+Which path runs (kernels/attention.py): float16 here; float32 on the strict-fp32 SIMT kernels
+whatever ``matmul.allow_tf32`` says (no TF32 variant yet); float64 and head dims > 128 on the
+twin. The kernels are written for either half kind (``KINDS``): bfloat16 is one more build in
+``_KERNELS`` once CuPy arrays of it exist (gpudl has none yet).
 
 Arrays travel as uint32 words holding two halves (zero-copy views of contiguous half arrays; an
 odd feature count gets one zero column); tiles live in 2-D uint32 shared arrays whose rows are
@@ -34,7 +42,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import cuda, float32, uint32, uint64
+from numba import config, cuda, float32, uint32, uint64
 
 from gpudl import backend
 
@@ -59,6 +67,23 @@ LN2 = float32(0.6931471805599453)
 # half kind -> (mma, pack); the kernels are the same code for each
 KINDS = {"f16": (mma.mma_f16_m16n8k16, mma.pack_f16x2),
          "bf16": (mma.mma_bf16_m16n8k16, mma.pack_bf16x2)}
+
+
+if config.ENABLE_CUDASIM:
+    _exp2 = math.exp2
+else:
+    from llvmlite import ir
+    from numba import types
+    from numba.cuda.extending import intrinsic
+
+    @intrinsic
+    def _exp2(typingctx, x):
+        """2^x by ex2.approx.ftz (MUFU.EX2 alone; libdevice's exp2f adds a denormal fix-up)."""
+        def codegen(context, builder, sig, args):
+            f32 = ir.FloatType()
+            asm = ir.InlineAsm(ir.FunctionType(f32, [f32]), "ex2.approx.ftz.f32 $0, $1;", "=f,f")
+            return builder.call(asm, args)
+        return types.float32(types.float32), codegen
 
 
 @dataclass(frozen=True)
@@ -203,16 +228,56 @@ def _writer(tiles, pack):
 
 
 @cuda.jit(device=True, inline="always")
-def _masked_score(x, scale_log2, mask, masked, bm, row, col, n_cols, hidden):
+def _masked_score(x, scale_log2, mask, masked, checks, bm, row, col, n_cols, hidden):
     """A score in log2 units: x * scale (log2 e) plus the additive mask (row, col) clamped to the
-    mask's extent, -inf where ``hidden`` or col beyond ``n_cols``."""
+    mask's extent; with ``checks`` (edge tiles only), -inf where ``hidden`` or col >= n_cols."""
     x *= scale_log2
     if masked:
         x += mask[bm, uint64(min(row, mask.shape[1] - 1)),
                   uint64(min(col, mask.shape[2] - 1))] * LOG2E
-    if col >= n_cols or hidden:
-        x = NEG_INF
+    if checks:
+        if col >= n_cols or hidden:
+            x = NEG_INF
     return x
+
+
+def _sweep(tile, edge_tile, step):
+    """sweep(ctx, edge_start, edge_end, start, end, tid, lane): ``edge_tile`` (bounds and causal
+    checks) at edge_start, edge_start + step, ... below edge_end (at most BLOCK // step tiles,
+    unrolled: straight-line code), then ``tile`` (no checks) over start, start + step, ... below
+    end: the one loop, the hot loop. Tile order does not matter (online softmax, sums)."""
+    edges = BLOCK // step
+    assert edges in (1, 2, 4)
+
+    @cuda.jit(device=True, inline="always")
+    def sweep(ctx, edge_start, edge_end, start, end, tid, lane):
+        if edge_start < edge_end:
+            edge_tile(ctx, edge_start, tid, lane)
+        if edges > 1:
+            if edge_start + step < edge_end:
+                edge_tile(ctx, edge_start + step, tid, lane)
+        if edges > 2:
+            if edge_start + 2 * step < edge_end:
+                edge_tile(ctx, edge_start + 2 * step, tid, lane)
+            if edge_start + 3 * step < edge_end:
+                edge_tile(ctx, edge_start + 3 * step, tid, lane)
+        for k0 in range(start, end, step):
+            tz, lz = _per_tile(tid, lane, k0)
+            tile(ctx, k0, tz, lz)
+    return sweep
+
+
+@cuda.jit(device=True, inline="always")
+def _key_ranges(q0, n_keys, step, is_causal):
+    """(edge start, edge end, 0, full end) of the key tiles a query block q0.. visits: tiles that
+    end at or before n_keys and (causal) before q0 need no checks; the rest up to the causal
+    limit are edge tiles."""
+    full_end = (n_keys // step) * step
+    key_end = n_keys
+    if is_causal != 0:
+        full_end = min(full_end, q0)
+        key_end = min(n_keys, q0 + BLOCK)
+    return full_end, key_end, 0, full_end
 
 
 def _make_forward(head, masked, kind):
@@ -227,35 +292,11 @@ def _make_forward(head, masked, kind):
     pv = _register_products(OT, PK, mma_op, pack)
     write = _writer(OT, pack)
 
-    def fwd(q, k, v, mask, out, lse, scale_log2, is_causal):
-        qs = cuda.shared.array((BLOCK, LDW), uint32)
-        ks = cuda.shared.array((BN, LDW), uint32)
-        vs = cuda.shared.array((BN, LDW), uint32)
-        qf = cuda.local.array(QF, uint32)           # this warp's Q A-fragments
-        s = cuda.local.array(SN, float32)
-        o = cuda.local.array(ON, float32)
-        tid = cuda.threadIdx.x
-        warp = tid >> 5
-        lane = tid & 31
-        g = lane >> 2
-        t = lane & 3
-        q0 = cuda.blockIdx.x * BLOCK
-        b = cuda.blockIdx.y
-        bm = uint64(min(b, mask.shape[0] - 1))
-        n_keys = k.shape[1]
-        row_a = q0 + warp * 16 + g
-        row_b = row_a + 8
-        stage_q(q, b, q0, qs, tid)
-        cuda.syncthreads()
-        for kk in range(KS):
-            qf[4 * kk], qf[4 * kk + 1], qf[4 * kk + 2], qf[4 * kk + 3] = _a_frags(
-                qs, warp * 16, kk * 8, lane)
-        fill_o(o, ZERO)
-        m_a = m_b = NEG_INF             # running row max (log2 units)
-        l_a = l_b = ZERO                # this lane's part of the row sums
-        key_end = min(n_keys, q0 + BLOCK) if is_causal != 0 else n_keys
-        for k0 in range(0, key_end, BN):
-            tz, lz = _per_tile(tid, lane, k0)
+    def make_tile(checks):
+        @cuda.jit(device=True, inline="always")
+        def tile(ctx, k0, tz, lz):
+            k, v, mask, ks, vs, qf, s, o, stats, b, bm, row_a, row_b, t, scale_log2, \
+                is_causal, n_keys = ctx
             cuda.syncthreads()                          # the previous tile is read
             stage_kv(k, b, k0, ks, tz)
             stage_kv(v, b, k0, vs, tz)
@@ -276,41 +317,76 @@ def _make_forward(head, masked, kind):
                 for e in range(4):
                     row = row_a if e < 2 else row_b
                     c = col + (e & 1)
-                    x = _masked_score(s[4 * j + e], scale_log2, mask, masked, bm, row, c,
-                                      n_keys, is_causal != 0 and c > row)
+                    x = _masked_score(s[4 * j + e], scale_log2, mask, masked, checks, bm, row,
+                                      c, n_keys, is_causal != 0 and c > row)
                     s[4 * j + e] = x
                     if e < 2:
                         mx_a = max(mx_a, x)
                     else:
                         mx_b = max(mx_b, x)
-            m_new_a = max(m_a, mma.quad_max(mx_a))
-            m_new_b = max(m_b, mma.quad_max(mx_b))
-            use_a = ZERO if m_new_a == NEG_INF else m_new_a     # nothing visible: exp2(-inf) = 0
-            use_b = ZERO if m_new_b == NEG_INF else m_new_b
-            alpha_a = math.exp2(m_a - use_a)
-            alpha_b = math.exp2(m_b - use_b)
-            m_a = m_new_a
-            m_b = m_new_b
+            m_a = max(stats[0], mma.quad_max(mx_a))
+            m_b = max(stats[1], mma.quad_max(mx_b))
+            use_a = ZERO if m_a == NEG_INF else m_a     # nothing visible: exp2(-inf) = 0
+            use_b = ZERO if m_b == NEG_INF else m_b
+            alpha_a = _exp2(stats[0] - use_a)
+            alpha_b = _exp2(stats[1] - use_b)
+            stats[0] = m_a
+            stats[1] = m_b
             part_a = part_b = ZERO
             for j in range(NT):
                 for e in range(4):
                     if e < 2:
-                        p = math.exp2(s[4 * j + e] - use_a)
+                        p = _exp2(s[4 * j + e] - use_a)
                         part_a += p
                     else:
-                        p = math.exp2(s[4 * j + e] - use_b)
+                        p = _exp2(s[4 * j + e] - use_b)
                         part_b += p
                     s[4 * j + e] = p
-            l_a = l_a * alpha_a + part_a
-            l_b = l_b * alpha_b + part_b
+            stats[2] = stats[2] * alpha_a + part_a
+            stats[3] = stats[3] * alpha_b + part_b
             for j in range(OT):
                 o[4 * j] *= alpha_a
                 o[4 * j + 1] *= alpha_a
                 o[4 * j + 2] *= alpha_b
                 o[4 * j + 3] *= alpha_b
             pv(o, s, vs, lz)
-        l_a = mma.quad_sum(l_a)
-        l_b = mma.quad_sum(l_b)
+        return tile
+
+    sweep = _sweep(make_tile(False), make_tile(True), BN)
+
+    def fwd(q, k, v, mask, out, lse, scale_log2, is_causal):
+        qs = cuda.shared.array((BLOCK, LDW), uint32)
+        ks = cuda.shared.array((BN, LDW), uint32)
+        vs = cuda.shared.array((BN, LDW), uint32)
+        qf = cuda.local.array(QF, uint32)           # this warp's Q A-fragments
+        s = cuda.local.array(SN, float32)
+        o = cuda.local.array(ON, float32)
+        stats = cuda.local.array(4, float32)        # row max (log2 units) a, b; lane's row sums
+        tid = cuda.threadIdx.x
+        warp = tid >> 5
+        lane = tid & 31
+        t = lane & 3
+        q0 = cuda.blockIdx.x * BLOCK
+        b = cuda.blockIdx.y
+        bm = uint64(min(b, mask.shape[0] - 1))
+        n_keys = k.shape[1]
+        row_a = q0 + warp * 16 + (lane >> 2)
+        row_b = row_a + 8
+        stage_q(q, b, q0, qs, tid)
+        cuda.syncthreads()
+        for kk in range(KS):
+            qf[4 * kk], qf[4 * kk + 1], qf[4 * kk + 2], qf[4 * kk + 3] = _a_frags(
+                qs, warp * 16, kk * 8, lane)
+        fill_o(o, ZERO)
+        stats[0] = stats[1] = NEG_INF
+        stats[2] = stats[3] = ZERO
+        ctx = (k, v, mask, ks, vs, qf, s, o, stats, b, bm, row_a, row_b, t, scale_log2,
+               is_causal, n_keys)
+        edge_start, edge_end, start, end = _key_ranges(q0, n_keys, BN, is_causal)
+        sweep(ctx, edge_start, edge_end, start, end, tid, lane)
+        m_a, m_b = stats[0], stats[1]
+        l_a = mma.quad_sum(stats[2])
+        l_b = mma.quad_sum(stats[3])
         write(out, b, row_a, o, 0, float32(1) / l_a if l_a > ZERO else ZERO, t)
         write(out, b, row_b, o, 2, float32(1) / l_b if l_b > ZERO else ZERO, t)
         if t == 0:
@@ -337,13 +413,42 @@ def _make_bwd_dq(head, masked, kind):
     BN = TILINGS[head].dq_bn
     W, LDW = head // 2, _stride(head)
     KS, NT, OT, PK = head // 16, BN // 8, head // 8, BN // 16
-    QF, SN, ON = 4 * KS, 4 * NT, 4 * OT     # fragment registers: Q, scores, outputs
+    SN, ON = 4 * NT, 4 * OT                 # fragment registers: scores, outputs
     _check_shared("bwd_dq", head, 2 * BLOCK + 2 * BN)
     stage_rows, stage_kv = _stager(BLOCK, W), _stager(BN, W)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     scores = _products(NT, KS, mma_op)
     ds_k = _register_products(OT, PK, mma_op, pack)
     write = _writer(OT, pack)
+
+    def make_tile(checks):
+        @cuda.jit(device=True, inline="always")
+        def tile(ctx, k0, tz, lz):
+            k, v, mask, qs, dos, ks, vs, s, dp, acc, b, bm, warp, row_a, row_b, t, \
+                lse_a, lse_b, delta_a, delta_b, scale_log2, is_causal, n_keys = ctx
+            cuda.syncthreads()
+            stage_kv(k, b, k0, ks, tz)
+            stage_kv(v, b, k0, vs, tz)
+            cuda.syncthreads()
+            fill_s(s, ZERO)
+            fill_s(dp, ZERO)
+            scores(s, qs, warp * 16, ks, lz)
+            scores(dp, dos, warp * 16, vs, lz)
+            for j in range(NT):
+                col = k0 + 8 * j + 2 * t
+                for e in range(4):
+                    row = row_a if e < 2 else row_b
+                    c = col + (e & 1)
+                    x = _masked_score(s[4 * j + e], scale_log2, mask, masked, checks, bm, row,
+                                      c, n_keys, is_causal != 0 and c > row)
+                    if e < 2:
+                        s[4 * j + e] = _exp2(x - lse_a) * (dp[4 * j + e] - delta_a)
+                    else:
+                        s[4 * j + e] = _exp2(x - lse_b) * (dp[4 * j + e] - delta_b)
+            ds_k(acc, s, ks, lz)
+        return tile
+
+    sweep = _sweep(make_tile(False), make_tile(True), BN)
 
     def bwd_dq(q, k, v, mask, gout, lse, delta, gq, scale_log2, scale, is_causal):
         qs = cuda.shared.array((BLOCK, LDW), uint32)
@@ -368,29 +473,10 @@ def _make_bwd_dq(head, masked, kind):
         stage_rows(q, b, q0, qs, tid)
         stage_rows(gout, b, q0, dos, tid)
         fill_o(acc, ZERO)
-        key_end = min(n_keys, q0 + BLOCK) if is_causal != 0 else n_keys
-        for k0 in range(0, key_end, BN):
-            tz, lz = _per_tile(tid, lane, k0)
-            cuda.syncthreads()
-            stage_kv(k, b, k0, ks, tz)
-            stage_kv(v, b, k0, vs, tz)
-            cuda.syncthreads()
-            fill_s(s, ZERO)
-            fill_s(dp, ZERO)
-            scores(s, qs, warp * 16, ks, lz)
-            scores(dp, dos, warp * 16, vs, lz)
-            for j in range(NT):
-                col = k0 + 8 * j + 2 * t
-                for e in range(4):
-                    row = row_a if e < 2 else row_b
-                    c = col + (e & 1)
-                    x = _masked_score(s[4 * j + e], scale_log2, mask, masked, bm, row, c,
-                                      n_keys, is_causal != 0 and c > row)
-                    if e < 2:
-                        s[4 * j + e] = math.exp2(x - lse_a) * (dp[4 * j + e] - delta_a)
-                    else:
-                        s[4 * j + e] = math.exp2(x - lse_b) * (dp[4 * j + e] - delta_b)
-            ds_k(acc, s, ks, lz)
+        ctx = (k, v, mask, qs, dos, ks, vs, s, dp, acc, b, bm, warp, row_a, row_b, t,
+               lse_a, lse_b, delta_a, delta_b, scale_log2, is_causal, n_keys)
+        edge_start, edge_end, start, end = _key_ranges(q0, n_keys, BN, is_causal)
+        sweep(ctx, edge_start, edge_end, start, end, tid, lane)
         write(gq, b, row_a, acc, 0, scale, t)
         write(gq, b, row_b, acc, 2, scale, t)
 
@@ -409,6 +495,39 @@ def _make_bwd_dkdv(head, masked, kind):
     scores = _products(NT, KS, mma_op)
     update = _register_products(OT, PK, mma_op, pack)
     write = _writer(OT, pack)
+
+    def make_tile(checks):
+        # keys beyond k's rows need no check: their dK/dV rows are never written. Padding
+        # queries have zero Q and dO rows and lse +inf: P = 0. Only causal needs a check.
+        @cuda.jit(device=True, inline="always")
+        def tile(ctx, i0, tz, lz):
+            q, gout, lse, delta, mask, ks, vs, qs, dos, lse_s, delta_s, st, dpt, gk_acc, \
+                gv_acc, b, bm, warp, key_a, key_b, t, scale_log2, is_causal = ctx
+            cuda.syncthreads()
+            stage_rows(q, b, i0, qs, tz)
+            stage_rows(gout, b, i0, dos, tz)
+            if tz < BM:
+                lse_s[tz], delta_s[tz] = _row_stats(lse, delta, b, i0 + tz)
+            cuda.syncthreads()
+            fill_s(st, ZERO)
+            fill_s(dpt, ZERO)
+            scores(st, ks, warp * 16, qs, lz)
+            scores(dpt, vs, warp * 16, dos, lz)
+            for j in range(NT):
+                for e in range(4):
+                    r = 8 * j + 2 * t + (e & 1)         # the query, within the tile
+                    query = i0 + r
+                    key = key_a if e < 2 else key_b
+                    x = _masked_score(st[4 * j + e], scale_log2, mask, masked, checks, bm,
+                                      query, key, key + 1, is_causal != 0 and key > query)
+                    p = _exp2(x - lse_s[r])
+                    st[4 * j + e] = p
+                    dpt[4 * j + e] = p * (dpt[4 * j + e] - delta_s[r])
+            update(gv_acc, st, dos, lz)
+            update(gk_acc, dpt, qs, lz)
+        return tile
+
+    sweep = _sweep(make_tile(False), make_tile(True), BM)
 
     def bwd_dkdv(q, k, v, mask, gout, lse, delta, gk, gv, scale_log2, scale, is_causal):
         ks = cuda.shared.array((BLOCK, LDW), uint32)
@@ -429,38 +548,18 @@ def _make_bwd_dkdv(head, masked, kind):
         b = cuda.blockIdx.y
         bm = uint64(min(b, mask.shape[0] - 1))
         n_queries = q.shape[1]
-        n_keys = k.shape[1]
         key_a = k0 + warp * 16 + (lane >> 2)
         key_b = key_a + 8
         stage_keys(k, b, k0, ks, tid)
         stage_keys(v, b, k0, vs, tid)
         fill_o(gk_acc, ZERO)
         fill_o(gv_acc, ZERO)
-        query_start = k0 if is_causal != 0 else 0      # causal: earlier queries see no key here
-        for i0 in range(query_start, n_queries, BM):
-            tz, lz = _per_tile(tid, lane, i0)
-            cuda.syncthreads()
-            stage_rows(q, b, i0, qs, tz)
-            stage_rows(gout, b, i0, dos, tz)
-            if tid < BM:
-                lse_s[tid], delta_s[tid] = _row_stats(lse, delta, b, i0 + tid)
-            cuda.syncthreads()
-            fill_s(st, ZERO)
-            fill_s(dpt, ZERO)
-            scores(st, ks, warp * 16, qs, lz)
-            scores(dpt, vs, warp * 16, dos, lz)
-            for j in range(NT):
-                for e in range(4):
-                    r = 8 * j + 2 * t + (e & 1)         # the query, within the tile
-                    query = i0 + r
-                    key = key_a if e < 2 else key_b
-                    x = _masked_score(st[4 * j + e], scale_log2, mask, masked, bm, query, key,
-                                      n_keys, is_causal != 0 and key > query)
-                    p = math.exp2(x - lse_s[r])
-                    st[4 * j + e] = p
-                    dpt[4 * j + e] = p * (dpt[4 * j + e] - delta_s[r])
-            update(gv_acc, st, dos, lz)
-            update(gk_acc, dpt, qs, lz)
+        ctx = (q, gout, lse, delta, mask, ks, vs, qs, dos, lse_s, delta_s, st, dpt, gk_acc,
+               gv_acc, b, bm, warp, key_a, key_b, t, scale_log2, is_causal)
+        # causal: queries before k0 see no key here; those of k0..k0+63 some (edge tiles)
+        edge_end = min(k0 + BLOCK, n_queries) if is_causal != 0 else k0
+        start = k0 + BLOCK if is_causal != 0 else 0
+        sweep(ctx, k0, edge_end, start, n_queries, tid, lane)
         write(gk, b, key_a, gk_acc, 0, scale, t)
         write(gk, b, key_b, gk_acc, 2, scale, t)
         write(gv, b, key_a, gv_acc, 0, float32(1), t)
@@ -580,14 +679,15 @@ def _signatures():
 
 
 # (min hot-loop HMMA share, min occupancy) per head dim for (forward, dQ, dK/dV): floors just
-# under the sm_90 figures measured offline (notes/i13-tcattn.md), masked and unmasked. Below 25%
-# occupancy: 137-254 registers (fragments of S, dP, O or dK and dV live together). HMMA shares
-# of 2-7%: the per-element masking/softmax and staging code of each tile is ~1,100-2,100
-# instructions around 32-128 HMMAs (the next optimisation: 32-bit index math, cp.async staging).
+# under the sm_90 figures measured offline with and without a mask (notes/i13-tcattn.md). Below
+# 25% occupancy: 146-239 registers (fragments of S, dP, O or dK and dV live together; a mask
+# adds its reads). HMMA shares of 3-7%: each tile's staging (bounds-checked 4-byte loads),
+# ldmatrix addressing and per-element softmax code is ~750-1,800 instructions around 32-128
+# HMMAs; the next steps are 16-byte/cp.async staging and 32-bit index math.
 _BUDGETS = {
-    32: ((0.015, 0.25), (0.025, 0.1875), (0.035, 0.1875)),
-    64: ((0.025, 0.125), (0.04, 0.125), (0.045, 0.125)),
-    128: ((0.035, 0.125), (0.045, 0.1875), (0.055, 0.125)),
+    32: ((0.025, 0.1875), (0.035, 0.1875), (0.045, 0.125)),
+    64: ((0.035, 0.1875), (0.045, 0.125), (0.055, 0.125)),
+    128: ((0.04, 0.125), (0.055, 0.125), (0.065, 0.125)),
 }
 
 

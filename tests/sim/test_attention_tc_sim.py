@@ -69,11 +69,12 @@ def test_e32_two_key_tiles_and_two_key_blocks_with_float_mask(rng):
 
 
 def test_e64_causal_skips_tiles_per_block(rng):
-    """L = 20, S = 70: the query block stops before key tile 64 (forward, dQ); the dK/dV block
-    of keys 64.. starts at query 64 > L, visits nothing and writes zero gradients."""
-    _, _, (gq, gk, gv) = check(rng, 1, 20, 70, 64, 48, 64, is_causal=True)
-    np.testing.assert_array_equal(gk[:, 20:], 0)
-    np.testing.assert_array_equal(gv[:, 20:], 0)
+    """L = 40, S = 70: the query block stops before key tile 64 (forward, dQ); the dK/dV block
+    of keys 0.. runs two 32-query edge tiles (causal checks), the block of keys 64.. starts at
+    query 64 > L, visits nothing and writes zero gradients."""
+    _, _, (gq, gk, gv) = check(rng, 1, 40, 70, 64, 48, 64, is_causal=True)
+    np.testing.assert_array_equal(gk[:, 40:], 0)
+    np.testing.assert_array_equal(gv[:, 40:], 0)
 
 
 def test_e128_bool_mask_partial_tiles(rng):
