@@ -33,8 +33,9 @@ twin. The kernels are written for either half kind (``KINDS``): bfloat16 is one 
 ``_KERNELS`` once CuPy arrays of it exist (gpudl has none yet).
 
 Arrays travel as uint32 words holding two halves (zero-copy views of contiguous half arrays; an
-odd feature count gets one zero column); tiles live in 2-D uint32 shared arrays whose rows are
-padded by 16 bytes so the 8 row addresses of an ldmatrix hit different banks. Head dims 32, 64,
+odd feature count gets one zero column); tiles live in 2-D uint32 shared arrays, 16-byte
+aligned (Numba's default is 4; ldmatrix needs 16-byte row addresses), whose rows are padded by
+16 bytes so the 8 row addresses of an ldmatrix hit different banks. Head dims 32, 64,
 128 are compile-time buckets (smaller E/Ev are zero-padded). Shared memory stays under 48 KiB.
 """
 
@@ -355,9 +356,9 @@ def _make_forward(head, masked, kind):
     sweep = _sweep(make_tile(False), make_tile(True), BN)
 
     def fwd(q, k, v, mask, out, lse, scale_log2, is_causal):
-        qs = cuda.shared.array((BLOCK, LDW), uint32)
-        ks = cuda.shared.array((BN, LDW), uint32)
-        vs = cuda.shared.array((BN, LDW), uint32)
+        qs = cuda.shared.array((BLOCK, LDW), uint32, alignment=16)
+        ks = cuda.shared.array((BN, LDW), uint32, alignment=16)
+        vs = cuda.shared.array((BN, LDW), uint32, alignment=16)
         qf = cuda.local.array(QF, uint32)           # this warp's Q A-fragments
         s = cuda.local.array(SN, float32)
         o = cuda.local.array(ON, float32)
@@ -451,10 +452,10 @@ def _make_bwd_dq(head, masked, kind):
     sweep = _sweep(make_tile(False), make_tile(True), BN)
 
     def bwd_dq(q, k, v, mask, gout, lse, delta, gq, scale_log2, scale, is_causal):
-        qs = cuda.shared.array((BLOCK, LDW), uint32)
-        dos = cuda.shared.array((BLOCK, LDW), uint32)
-        ks = cuda.shared.array((BN, LDW), uint32)
-        vs = cuda.shared.array((BN, LDW), uint32)
+        qs = cuda.shared.array((BLOCK, LDW), uint32, alignment=16)
+        dos = cuda.shared.array((BLOCK, LDW), uint32, alignment=16)
+        ks = cuda.shared.array((BN, LDW), uint32, alignment=16)
+        vs = cuda.shared.array((BN, LDW), uint32, alignment=16)
         s = cuda.local.array(SN, float32)
         dp = cuda.local.array(SN, float32)
         acc = cuda.local.array(ON, float32)
@@ -530,10 +531,10 @@ def _make_bwd_dkdv(head, masked, kind):
     sweep = _sweep(make_tile(False), make_tile(True), BM)
 
     def bwd_dkdv(q, k, v, mask, gout, lse, delta, gk, gv, scale_log2, scale, is_causal):
-        ks = cuda.shared.array((BLOCK, LDW), uint32)
-        vs = cuda.shared.array((BLOCK, LDW), uint32)
-        qs = cuda.shared.array((BM, LDW), uint32)
-        dos = cuda.shared.array((BM, LDW), uint32)
+        ks = cuda.shared.array((BLOCK, LDW), uint32, alignment=16)
+        vs = cuda.shared.array((BLOCK, LDW), uint32, alignment=16)
+        qs = cuda.shared.array((BM, LDW), uint32, alignment=16)
+        dos = cuda.shared.array((BM, LDW), uint32, alignment=16)
         lse_s = cuda.shared.array(BM, float32)
         delta_s = cuda.shared.array(BM, float32)
         st = cuda.local.array(SN, float32)          # S^T, then P^T
