@@ -48,7 +48,7 @@ from numba import config, cuda, float32, uint32, uint64
 from gpudl import backend
 
 from . import mma
-from .attention_cuda import (DELTA_ROWS, DELTA_THREADS, _additive_mask, _delta_kernel,
+from .attention_cuda import (DELTA_ROWS, DELTA_THREADS, _additive_mask, _delta_kernel, _fill,
                              _signatures as _simt_signatures)
 from .budget import Budget
 from .launch import launch
@@ -58,6 +58,7 @@ BLOCK = 64                      # rows per block (queries: forward, dQ; keys: dK
 WARPS = 4
 THREADS = 32 * WARPS
 SHARED_LIMIT = 48 * 1024
+TILE_ALIGN = None if config.ENABLE_CUDASIM else 16   # ldmatrix rows; the simulator refuses any
 
 NEG_INF = float32(-math.inf)
 POS_INF = float32(math.inf)
@@ -101,6 +102,12 @@ TILINGS = {32: TcTiling(64, 64, 64), 64: TcTiling(64, 64, 32), 128: TcTiling(32,
 
 def _stride(head):
     return head // 2 + 4        # words per shared row: 16 bytes of padding (ldmatrix banks)
+
+
+def _dims(head, rows):
+    """(words per row, padded shared stride, k16 steps over the head dim, n8 tiles of the score
+    tile, n8 tiles of the output, k16 steps over the score tile) for ``rows`` streamed rows."""
+    return head // 2, _stride(head), head // 16, rows // 8, head // 8, rows // 16
 
 
 def _check_shared(name, head, rows, extra_bytes=0):
@@ -163,9 +170,24 @@ def _bt_frags(smem, k0, word0, lane):
                                  word0 + (lane >> 4) * 4)
 
 
+def _two_tiles(mma_op):
+    """two(acc, j, a0..a3, b0..b3): C fragments j and j + 1 of ``acc`` += A times the B
+    fragments (b0, b1) and (b2, b3) of two adjacent n-tiles (one ldmatrix_x4's worth)."""
+
+    @cuda.jit(device=True, inline="always")
+    def two(acc, j, a0, a1, a2, a3, b0, b1, b2, b3):
+        acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3] = mma_op(
+            a0, a1, a2, a3, b0, b1, acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3])
+        acc[4 * j + 4], acc[4 * j + 5], acc[4 * j + 6], acc[4 * j + 7] = mma_op(
+            a0, a1, a2, a3, b2, b3,
+            acc[4 * j + 4], acc[4 * j + 5], acc[4 * j + 6], acc[4 * j + 7])
+    return two
+
+
 def _products(n_tiles, k_steps, mma_op):
     """run(acc, a, a_row0, b, lane): acc (4 * n_tiles floats) += A B^T over k_steps k16 steps, A
     rows a_row0.. of tile ``a`` and B^T's rows the first 8 * n_tiles rows of tile ``b``."""
+    two_tiles = _two_tiles(mma_op)
 
     @cuda.jit(device=True, inline="always")
     def run(acc, a, a_row0, b, lane):
@@ -173,12 +195,7 @@ def _products(n_tiles, k_steps, mma_op):
             a0, a1, a2, a3 = _a_frags(a, a_row0, kk * 8, lane)
             for j in range(0, n_tiles, 2):
                 b0, b1, b2, b3 = _b_frags(b, j * 8, kk * 8, lane)
-                acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3] = mma_op(
-                    a0, a1, a2, a3, b0, b1,
-                    acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3])
-                acc[4 * j + 4], acc[4 * j + 5], acc[4 * j + 6], acc[4 * j + 7] = mma_op(
-                    a0, a1, a2, a3, b2, b3,
-                    acc[4 * j + 4], acc[4 * j + 5], acc[4 * j + 6], acc[4 * j + 7])
+                two_tiles(acc, j, a0, a1, a2, a3, b0, b1, b2, b3)
     return run
 
 
@@ -186,6 +203,7 @@ def _register_products(out_tiles, k_steps, mma_op, pack):
     """run(acc, p, b, lane): acc (4 * out_tiles floats) += P B where P (16 x 16 * k_steps) is a C
     fragment array in registers (packed to halves as the A operand) and B's rows are the rows of
     tile ``b`` (ldmatrix.trans)."""
+    two_tiles = _two_tiles(mma_op)
 
     @cuda.jit(device=True, inline="always")
     def run(acc, p, b, lane):
@@ -196,21 +214,8 @@ def _register_products(out_tiles, k_steps, mma_op, pack):
             a3 = pack(p[8 * kk + 6], p[8 * kk + 7])
             for j in range(0, out_tiles, 2):
                 b0, b1, b2, b3 = _bt_frags(b, kk * 16, j * 4, lane)
-                acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3] = mma_op(
-                    a0, a1, a2, a3, b0, b1,
-                    acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3])
-                acc[4 * j + 4], acc[4 * j + 5], acc[4 * j + 6], acc[4 * j + 7] = mma_op(
-                    a0, a1, a2, a3, b2, b3,
-                    acc[4 * j + 4], acc[4 * j + 5], acc[4 * j + 6], acc[4 * j + 7])
+                two_tiles(acc, j, a0, a1, a2, a3, b0, b1, b2, b3)
     return run
-
-
-def _fill(n):
-    @cuda.jit(device=True, inline="always")
-    def fill(a, value):
-        for i in range(n):
-            a[i] = value
-    return fill
 
 
 def _writer(tiles, pack):
@@ -269,6 +274,19 @@ def _sweep(tile, edge_tile, step):
 
 
 @cuda.jit(device=True, inline="always")
+def _coords(mask):
+    """(tid, lane, warp, t, block start, b, mask batch row, row a, row b): this thread's place;
+    rows a and b (= a + 8) are its two rows of the warp's 16 (queries, or keys in dK/dV)."""
+    tid = cuda.threadIdx.x
+    lane = tid & 31
+    warp = tid >> 5
+    start = cuda.blockIdx.x * BLOCK
+    b = cuda.blockIdx.y
+    row_a = start + warp * 16 + (lane >> 2)
+    return tid, lane, warp, lane & 3, start, b, uint64(min(b, mask.shape[0] - 1)), row_a, row_a + 8
+
+
+@cuda.jit(device=True, inline="always")
 def _key_ranges(q0, n_keys, step, is_causal):
     """(edge start, edge end, 0, full end) of the key tiles a query block q0.. visits: tiles that
     end at or before n_keys and (causal) before q0 need no checks; the rest up to the causal
@@ -284,13 +302,13 @@ def _key_ranges(q0, n_keys, step, is_causal):
 def _make_forward(head, masked, kind):
     mma_op, pack = KINDS[kind]
     BN = TILINGS[head].fwd_bn
-    W, LDW = head // 2, _stride(head)
-    KS, NT, OT, PK = head // 16, BN // 8, head // 8, BN // 16
+    W, LDW, KS, NT, OT, PK = _dims(head, BN)
     QF, SN, ON = 4 * KS, 4 * NT, 4 * OT     # fragment registers: Q, scores, outputs
     _check_shared("fwd", head, BLOCK + 2 * BN)
     stage_q, stage_kv = _stager(BLOCK, W), _stager(BN, W)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     pv = _register_products(OT, PK, mma_op, pack)
+    two_tiles = _two_tiles(mma_op)
     write = _writer(OT, pack)
 
     def make_tile(checks):
@@ -306,12 +324,8 @@ def _make_forward(head, masked, kind):
             for kk in range(KS):
                 for j in range(0, NT, 2):
                     b0, b1, b2, b3 = _b_frags(ks, j * 8, kk * 8, lz)
-                    s[4 * j], s[4 * j + 1], s[4 * j + 2], s[4 * j + 3] = mma_op(
-                        qf[4 * kk], qf[4 * kk + 1], qf[4 * kk + 2], qf[4 * kk + 3], b0, b1,
-                        s[4 * j], s[4 * j + 1], s[4 * j + 2], s[4 * j + 3])
-                    s[4 * j + 4], s[4 * j + 5], s[4 * j + 6], s[4 * j + 7] = mma_op(
-                        qf[4 * kk], qf[4 * kk + 1], qf[4 * kk + 2], qf[4 * kk + 3], b2, b3,
-                        s[4 * j + 4], s[4 * j + 5], s[4 * j + 6], s[4 * j + 7])
+                    two_tiles(s, j, qf[4 * kk], qf[4 * kk + 1], qf[4 * kk + 2], qf[4 * kk + 3],
+                              b0, b1, b2, b3)
             mx_a = mx_b = NEG_INF
             for j in range(NT):
                 col = k0 + 8 * j + 2 * t
@@ -356,23 +370,15 @@ def _make_forward(head, masked, kind):
     sweep = _sweep(make_tile(False), make_tile(True), BN)
 
     def fwd(q, k, v, mask, out, lse, scale_log2, is_causal):
-        qs = cuda.shared.array((BLOCK, LDW), uint32, alignment=16)
-        ks = cuda.shared.array((BN, LDW), uint32, alignment=16)
-        vs = cuda.shared.array((BN, LDW), uint32, alignment=16)
+        qs = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
+        ks = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
+        vs = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
         qf = cuda.local.array(QF, uint32)           # this warp's Q A-fragments
         s = cuda.local.array(SN, float32)
         o = cuda.local.array(ON, float32)
         stats = cuda.local.array(4, float32)        # row max (log2 units) a, b; lane's row sums
-        tid = cuda.threadIdx.x
-        warp = tid >> 5
-        lane = tid & 31
-        t = lane & 3
-        q0 = cuda.blockIdx.x * BLOCK
-        b = cuda.blockIdx.y
-        bm = uint64(min(b, mask.shape[0] - 1))
+        tid, lane, warp, t, q0, b, bm, row_a, row_b = _coords(mask)
         n_keys = k.shape[1]
-        row_a = q0 + warp * 16 + (lane >> 2)
-        row_b = row_a + 8
         stage_q(q, b, q0, qs, tid)
         cuda.syncthreads()
         for kk in range(KS):
@@ -412,8 +418,7 @@ def _row_stats(lse, delta, b, row):
 def _make_bwd_dq(head, masked, kind):
     mma_op, pack = KINDS[kind]
     BN = TILINGS[head].dq_bn
-    W, LDW = head // 2, _stride(head)
-    KS, NT, OT, PK = head // 16, BN // 8, head // 8, BN // 16
+    W, LDW, KS, NT, OT, PK = _dims(head, BN)
     SN, ON = 4 * NT, 4 * OT                 # fragment registers: scores, outputs
     _check_shared("bwd_dq", head, 2 * BLOCK + 2 * BN)
     stage_rows, stage_kv = _stager(BLOCK, W), _stager(BN, W)
@@ -452,23 +457,15 @@ def _make_bwd_dq(head, masked, kind):
     sweep = _sweep(make_tile(False), make_tile(True), BN)
 
     def bwd_dq(q, k, v, mask, gout, lse, delta, gq, scale_log2, scale, is_causal):
-        qs = cuda.shared.array((BLOCK, LDW), uint32, alignment=16)
-        dos = cuda.shared.array((BLOCK, LDW), uint32, alignment=16)
-        ks = cuda.shared.array((BN, LDW), uint32, alignment=16)
-        vs = cuda.shared.array((BN, LDW), uint32, alignment=16)
+        qs = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
+        dos = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
+        ks = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
+        vs = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
         s = cuda.local.array(SN, float32)
         dp = cuda.local.array(SN, float32)
         acc = cuda.local.array(ON, float32)
-        tid = cuda.threadIdx.x
-        warp = tid >> 5
-        lane = tid & 31
-        t = lane & 3
-        q0 = cuda.blockIdx.x * BLOCK
-        b = cuda.blockIdx.y
-        bm = uint64(min(b, mask.shape[0] - 1))
+        tid, lane, warp, t, q0, b, bm, row_a, row_b = _coords(mask)
         n_keys = k.shape[1]
-        row_a = q0 + warp * 16 + (lane >> 2)
-        row_b = row_a + 8
         lse_a, delta_a = _row_stats(lse, delta, b, row_a)
         lse_b, delta_b = _row_stats(lse, delta, b, row_b)
         stage_rows(q, b, q0, qs, tid)
@@ -487,8 +484,7 @@ def _make_bwd_dq(head, masked, kind):
 def _make_bwd_dkdv(head, masked, kind):
     mma_op, pack = KINDS[kind]
     BM = TILINGS[head].dkdv_bm
-    W, LDW = head // 2, _stride(head)
-    KS, NT, OT, PK = head // 16, BM // 8, head // 8, BM // 16
+    W, LDW, KS, NT, OT, PK = _dims(head, BM)
     SN, ON = 4 * NT, 4 * OT                 # fragment registers: scores, outputs
     _check_shared("bwd_dkdv", head, 2 * BLOCK + 2 * BM, 8 * BM)
     stage_keys, stage_rows = _stager(BLOCK, W), _stager(BM, W)
@@ -531,26 +527,18 @@ def _make_bwd_dkdv(head, masked, kind):
     sweep = _sweep(make_tile(False), make_tile(True), BM)
 
     def bwd_dkdv(q, k, v, mask, gout, lse, delta, gk, gv, scale_log2, scale, is_causal):
-        ks = cuda.shared.array((BLOCK, LDW), uint32, alignment=16)
-        vs = cuda.shared.array((BLOCK, LDW), uint32, alignment=16)
-        qs = cuda.shared.array((BM, LDW), uint32, alignment=16)
-        dos = cuda.shared.array((BM, LDW), uint32, alignment=16)
+        ks = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
+        vs = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
+        qs = cuda.shared.array((BM, LDW), uint32, alignment=TILE_ALIGN)
+        dos = cuda.shared.array((BM, LDW), uint32, alignment=TILE_ALIGN)
         lse_s = cuda.shared.array(BM, float32)
         delta_s = cuda.shared.array(BM, float32)
         st = cuda.local.array(SN, float32)          # S^T, then P^T
         dpt = cuda.local.array(SN, float32)         # dP^T, then dS^T
         gk_acc = cuda.local.array(ON, float32)
         gv_acc = cuda.local.array(ON, float32)
-        tid = cuda.threadIdx.x
-        warp = tid >> 5
-        lane = tid & 31
-        t = lane & 3
-        k0 = cuda.blockIdx.x * BLOCK
-        b = cuda.blockIdx.y
-        bm = uint64(min(b, mask.shape[0] - 1))
+        tid, lane, warp, t, k0, b, bm, key_a, key_b = _coords(mask)
         n_queries = q.shape[1]
-        key_a = k0 + warp * 16 + (lane >> 2)
-        key_b = key_a + 8
         stage_keys(k, b, k0, ks, tid)
         stage_keys(v, b, k0, vs, tid)
         fill_o(gk_acc, ZERO)
