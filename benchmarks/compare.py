@@ -40,25 +40,28 @@ _ROOT = pathlib.Path(__file__).resolve().parents[1]
 FP32_FLOPS = 66.9e12
 TF32_FLOPS = 495e12
 HBM_BYTES_PER_S = {"H100": 3.35e12, "H200": 4.8e12}
+TC_FP16_FLOPS = 989.4e12     # dense FP16/BF16 tensor cores, fp32 accumulate (both chips)
 
 
-def workload(name, devices=("cpu",), flops=0, bytes=0, latency_us=0):
+def workload(name, devices=("cpu",), flops=0, bytes=0, latency_us=0, peak=FP32_FLOPS):
     """Register ``build`` under ``name``; flops/bytes/latency_us give its floor on a GPU: the
-    most of flops / FP32 peak, bytes / HBM bandwidth and a latency bound."""
+    most of flops / ``peak`` (FP32 on CUDA cores unless given), bytes / HBM bandwidth and a
+    latency bound."""
     def register(build):
         WORKLOADS.append((name, devices, build))
         if flops or bytes or latency_us:
-            FLOORS[name] = (flops, bytes, latency_us)
+            FLOORS[name] = (flops, bytes, latency_us, peak)
         return build
     return register
 
 
-def floor_ms(name, device_name="", peak=FP32_FLOPS):
+def floor_ms(name, device_name="", peak=None):
     """The workload's floor in ms on the named GPU (H100 bandwidth unless it says H200), its
-    flops at ``peak``."""
+    flops at ``peak`` (default: the peak the workload registered)."""
     if name not in FLOORS:
         return None
-    flops, nbytes, latency_us = FLOORS[name]
+    flops, nbytes, latency_us, registered = FLOORS[name]
+    peak = peak or registered
     bandwidth = HBM_BYTES_PER_S["H200" if "H200" in device_name else "H100"]
     return 1e3 * max(flops / peak, nbytes / bandwidth, latency_us * 1e-6)
 
@@ -242,12 +245,29 @@ def lstm_sunspots(lib, device):
     return _lstm(lib, device, 128, 64, 1, 32, layers=2)
 
 
-def _attention(lib, device, shape, causal, backward=True):
+def _attention(lib, device, shape, causal, backward=True, half=False):
+    """SDPA; ``half``: float16 inputs (gpudl: the tensor-core kernels; torch: its flash
+    backend, forced)."""
     F = lib.nn.functional
-    q, k, v = (_randn(lib, device, *shape, grad=backward) for _ in range(3))
+    q, k, v = (_randn(lib, device, *shape) for _ in range(3))
+    if half:
+        q, k, v = (x.half() for x in (q, k, v))
+    if backward:
+        q, k, v = (x.requires_grad_() for x in (q, k, v))
+
+    def attend():
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    if half and lib is torch:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        def flash():
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        attend = flash
 
     def step():
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        y = attend()
         if backward:
             y.sum().backward()
     return step
@@ -286,6 +306,33 @@ def attention_big(lib, device):
           flops=_attention_flops(_ATTN, True, True))
 def attention_big_causal(lib, device):
     return _attention(lib, device, _ATTN, True)
+
+
+_ATTN_HALF = (4, 16, 2048, 64)
+
+
+@workload("fp16 SDPA fwd (4,16,2048,64)", ("cuda",),
+          flops=_attention_flops(_ATTN_HALF, False, False), peak=TC_FP16_FLOPS)
+def attention_half_fwd(lib, device):
+    return _attention(lib, device, _ATTN_HALF, False, backward=False, half=True)
+
+
+@workload("fp16 causal SDPA fwd+bwd (4,16,2048,64)", ("cuda",),
+          flops=_attention_flops(_ATTN_HALF, True, True), peak=TC_FP16_FLOPS)
+def attention_half_causal(lib, device):
+    return _attention(lib, device, _ATTN_HALF, True, half=True)
+
+
+@workload("fp16 SDPA fwd+bwd (4,16,2048,64)", ("cuda",),
+          flops=_attention_flops(_ATTN_HALF, False, True), peak=TC_FP16_FLOPS)
+def attention_half(lib, device):
+    return _attention(lib, device, _ATTN_HALF, False, half=True)
+
+
+@workload("fp16 SDPA fwd+bwd (4,16,2048,128)", ("cuda",),
+          flops=_attention_flops((4, 16, 2048, 128), False, True), peak=TC_FP16_FLOPS)
+def attention_half_e128(lib, device):
+    return _attention(lib, device, (4, 16, 2048, 128), False, half=True)
 
 
 def _isolated_ms(library, device, name, repeats):
@@ -374,7 +421,7 @@ def _format_row(row, modes, device="cpu", device_name=""):
     if device == "cuda":        # each library's fraction of the floor (1.0: at the floor)
         for mode in modes:
             tensor = mode == "default" and tensor_core_mode(name)
-            floor = floor_ms(name, device_name, TF32_FLOPS if tensor else FP32_FLOPS)
+            floor = floor_ms(name, device_name, TF32_FLOPS if tensor else None)
             cells += [f"{floor:.3f}" + (" (TF32)" if tensor else ""),
                       f"{floor / ours[mode]:.0%}", f"{floor / theirs[mode]:.0%}"] \
                 if floor else ["-", "-", "-"]
@@ -418,7 +465,7 @@ def main(argv=None):
     name_of_gpu = gpu_name() if args.device == "cuda" else ""
     text = (f"{stamp}, {platform.processor() or platform.machine()}, device {args.device}"
             + (f" ({name_of_gpu}; floors: FP32 66.9 TFLOP/s, conv on PyTorch's defaults TF32 "
-               "495 TFLOP/s dense, HBM of that chip)"
+               "495 TFLOP/s dense, fp16 rows 989 TFLOP/s tensor cores, HBM of that chip)"
                if name_of_gpu else "") + ", "
             + ("each library alone in a fresh process" if args.isolated else
                "the libraries alternating in blocks of 4 in one process")

@@ -73,11 +73,15 @@ def attention_backward(q, k, v, out, lse, gout, mask=None, is_causal=False, scal
 
 
 def _cuda_kernels(q, v):
-    """The attention_cuda module when its kernels should run on these arrays, else None: the
-    twin runs CPU arrays, and on the GPU float64 or head dims above the kernels' buckets."""
+    """The kernel module that should run these arrays, else None (the twin). On the GPU:
+    float16 on the tensor-core kernels (attention_tc_cuda: mma.sync f16, fp32 accumulation),
+    float32 on the strict-fp32 SIMT kernels (attention_cuda), float64 and head dims above the
+    kernels' buckets (128) on the twin; CPU arrays always on the twin."""
     if backend.kernel_device(q) != "cuda":
         return None
-    from . import attention_cuda
+    from . import attention_cuda, attention_tc_cuda
+    if attention_tc_cuda.supports(q, v):
+        return attention_tc_cuda
     return attention_cuda if attention_cuda.supports(q, v) else None
 
 

@@ -71,6 +71,32 @@ def test_sdpa_float32_matches_torch(rng):
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("E, L, S, is_causal, masked", [
+    (64, 70, 70, False, True), (64, 130, 130, True, False), (128, 33, 80, False, False),
+    (19, 9, 70, True, False)])
+def test_sdpa_float16_matches_torch_float64(rng, E, L, S, is_causal, masked):
+    """float16 values and gradients (on a GPU: the tensor-core kernels) against torch in float64
+    on the same fp16-rounded inputs, within a FlashAttention-like error: P and dS are rounded to
+    fp16 before their products."""
+    arrays = [rng.standard_normal(s).astype(np.float16) for s in
+              ((2, 2, L, E), (2, 2, S, E), (2, 2, S, E), (2, 2, L, E))]
+    mask = rng.standard_normal((L, S)).astype(np.float16) if masked else None
+    ours = [gd.tensor(a, requires_grad=True) for a in arrays[:3]]
+    theirs = [torch.tensor(a.astype(np.float64), requires_grad=True) for a in arrays[:3]]
+    y = F.scaled_dot_product_attention(*ours, attn_mask=None if mask is None else
+                                       gd.tensor(mask), is_causal=is_causal)
+    ty = TF.scaled_dot_product_attention(*theirs, attn_mask=None if mask is None else
+                                         torch.tensor(mask.astype(np.float64)),
+                                         is_causal=is_causal)
+    (y * gd.tensor(arrays[3])).sum().backward()
+    (ty * torch.tensor(arrays[3].astype(np.float64))).sum().backward()
+    assert y.dtype == gd.float16 and ours[0].grad.dtype == gd.float16
+    for got, want in [(y, ty)] + [(a.grad, b.grad) for a, b in zip(ours, theirs)]:
+        want = want.detach().numpy()
+        err = np.abs(got.numpy().astype(np.float64) - want).max()
+        assert err <= 2e-2 * max(1.0, np.abs(want).max())
+
+
 @pytest.mark.parametrize("case", ["plain", "causal", "bool mask", "float mask with grad"])
 def test_sdpa_gradcheck(rng, case):
     q, k, v = (gd.tensor(rng.standard_normal(s), requires_grad=True)

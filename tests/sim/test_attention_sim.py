@@ -97,7 +97,11 @@ def test_float_mask_broadcast_over_batch_and_queries(rng):
 
 
 @pytest.mark.parametrize("E, is_causal", [(16, False), (64, True)])
-def test_float16_inputs(rng, E, is_causal):
+def test_float16_inputs(rng, E, is_causal, monkeypatch):
+    """The SIMT kernels' float16 signatures (float16 dispatches to the tensor-core kernels,
+    tests/sim/test_attention_tc_sim.py)."""
+    from gpudl.kernels import attention_cuda
+    monkeypatch.setattr(K, "_cuda_kernels", lambda q, v: attention_cuda)
     q, k, v, gout = make(rng, 1, 5, 70, E, E, np.float16)
     check(q, k, v, gout, is_causal=is_causal, tol=2e-3)
 

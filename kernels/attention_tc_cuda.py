@@ -1,0 +1,692 @@
+"""Attention on tensor cores: the FlashAttention-2 kernels with ``mma.sync`` (kernels/mma.py).
+
+float16 inputs run here, fp32 accumulation throughout; strict float32 stays on the SIMT kernels
+of ``attention_cuda``.
+
+Every block has 4 warps; each warp owns 16 rows of the block's 64 (queries in the forward and dQ
+passes, keys in the dK/dV pass) and computes on mma fragments in registers (layouts in
+kernels/mma.py, lane ``l``: ``g = l >> 2``, ``t = l & 3``, rows ``g`` and ``g + 8``):
+
+- forward: the warp's Q A-fragments are loaded once (ldmatrix) into registers; per key tile of
+  ``fwd_bn`` keys, S = Q K^T (K B-fragments by ldmatrix from shared), scale and mask on the S
+  accumulators, the online softmax in the log2 domain (``exp2``, row max/sum over the 4 lanes of
+  a row with ``quad_max``/``quad_sum``, each lane keeping its partial row sum until the end), P
+  packed to half pairs in registers, which are exactly the A fragments of P V (no shared-memory
+  round trip), V B-fragments by ``ldmatrix.trans``; O in registers; LSE saved.
+- dQ: per key tile, S = Q K^T and dP = dO V^T (Q, dO A-fragments and K, V B-fragments by
+  ldmatrix), dS = P (dP - delta) with P = exp2(S - lse) recomputed, dQ += dS K (K by
+  ``ldmatrix.trans``).
+- dK/dV: per query tile, S^T = K Q^T and dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q
+  (dO and Q by ``ldmatrix.trans``).
+Each output element has one writer: no atomics. ``delta = rowsum(dO * O)`` comes from
+``attention_cuda``'s delta kernel.
+
+Warp-uniform control flow, block-uniform for the simulator's emulation: causal tiles are skipped
+per block, masked elements get -inf values, never a branch around an mma. Tiles that need no
+bounds or causal checks (all but the last partial key tile and the causal diagonal) run in the
+one loop, the hot loop; the at most 64 / tile edge tiles run as unrolled straight-line copies
+with the checks. exp2 is ``ex2.approx.ftz`` (one MUFU.EX2, as FA2).
+
+Which path runs (kernels/attention.py): float16 here; float32 on the strict-fp32 SIMT kernels
+whatever ``matmul.allow_tf32`` says (no TF32 variant yet); float64 and head dims > 128 on the
+twin. The kernels are written for either half kind (``KINDS``): bfloat16 is one more build in
+``_KERNELS`` once CuPy arrays of it exist (gpudl has none yet).
+
+Arrays travel as uint32 words holding two halves (zero-copy views of contiguous half arrays; an
+odd feature count gets one zero column); tiles live in 2-D uint32 shared arrays, 16-byte
+aligned (Numba's default is 4; ldmatrix needs 16-byte row addresses), whose rows are padded by
+16 bytes so the 8 row addresses of an ldmatrix hit different banks. Head dims 32, 64,
+128 are compile-time buckets (smaller E/Ev are zero-padded). Shared memory stays under 48 KiB.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import config, cuda, float32, uint32, uint64
+
+from gpudl import backend
+
+from . import mma
+from .attention_cuda import (DELTA_ROWS, DELTA_THREADS, _additive_mask, _delta_kernel, _fill,
+                             _signatures as _simt_signatures)
+from .budget import Budget
+from .launch import launch
+
+HEAD_DIMS = (32, 64, 128)
+BLOCK = 64                      # rows per block (queries: forward, dQ; keys: dK/dV)
+WARPS = 4
+THREADS = 32 * WARPS
+SHARED_LIMIT = 48 * 1024
+TILE_ALIGN = mma.LDMATRIX_ALIGN  # the shared tiles that ldmatrix reads
+
+NEG_INF = float32(-math.inf)
+POS_INF = float32(math.inf)
+ZERO = float32(0)
+LOG2E = float32(1.4426950408889634)
+LN2 = float32(0.6931471805599453)
+
+# half kind -> (mma, pack); the kernels are the same code for each
+KINDS = {"f16": (mma.mma_f16_m16n8k16, mma.pack_f16x2),
+         "bf16": (mma.mma_bf16_m16n8k16, mma.pack_bf16x2)}
+
+
+if config.ENABLE_CUDASIM:
+    _exp2 = math.exp2
+else:
+    from llvmlite import ir
+    from numba import types
+    from numba.cuda.extending import intrinsic
+
+    @intrinsic
+    def _exp2(typingctx, x):
+        """2^x by ex2.approx.ftz (MUFU.EX2 alone; libdevice's exp2f adds a denormal fix-up)."""
+        def codegen(context, builder, sig, args):
+            f32 = ir.FloatType()
+            asm = ir.InlineAsm(ir.FunctionType(f32, [f32]), "ex2.approx.ftz.f32 $0, $1;", "=f,f")
+            return builder.call(asm, args)
+        return types.float32(types.float32), codegen
+
+
+@dataclass(frozen=True)
+class TcTiling:
+    """Streamed tile rows per head-dim bucket: keys per forward / dQ step, queries per dK/dV
+    step (multiples of 16; shared memory <= 48 KiB and registers set them)."""
+    fwd_bn: int
+    dq_bn: int
+    dkdv_bm: int
+
+
+TILINGS = {32: TcTiling(64, 64, 64), 64: TcTiling(64, 64, 32), 128: TcTiling(32, 16, 16)}
+
+
+def _stride(head):
+    return head // 2 + 4        # words per shared row: 16 bytes of padding (ldmatrix banks)
+
+
+def _dims(head, rows):
+    """(words per row, padded shared stride, k16 steps over the head dim, n8 tiles of the score
+    tile, n8 tiles of the output, k16 steps over the score tile) for ``rows`` streamed rows."""
+    return head // 2, _stride(head), head // 16, rows // 8, head // 8, rows // 16
+
+
+def _check_shared(name, head, rows, extra_bytes=0):
+    used = rows * _stride(head) * 4 + extra_bytes
+    if used > SHARED_LIMIT:
+        raise ValueError(f"attention_tc {name} e{head}: {used} B of shared memory > "
+                         f"{SHARED_LIMIT} B; shrink its TcTiling")
+
+
+def _stager(rows, words):
+    """stage(src, b, r0, dst, tid): ``dst[r, c] = src[b, r0 + r, c]`` (uint32 words) for a
+    rows x words tile, zero beyond src's rows and words. Consecutive threads take consecutive
+    words (coalesced). Unrolled (a constant trip count): the loads are all in flight at once, and
+    the key/query loop stays the innermost loop of the SASS, the one the gate reads."""
+    steps = rows * words // THREADS
+    assert steps * THREADS == rows * words
+
+    @cuda.jit(device=True, inline="always")
+    def stage(src, b, r0, dst, tid):
+        for step in range(steps):
+            i = tid + step * THREADS
+            r = i // words
+            c = i - r * words
+            x = uint32(0)
+            if r0 + r < src.shape[1] and c < src.shape[2]:
+                x = src[uint64(b), uint64(r0 + r), uint64(c)]
+            dst[uint64(r), uint64(c)] = x
+    return stage
+
+
+@cuda.jit(device=True, inline="always")
+def _per_tile(tid, lane, tile_start):
+    """(tid, lane) plus a zero that the compiler cannot prove zero: the addresses of a tile's
+    loads then count as loop-variant, so LLVM does not hoist one 64-bit address per load out of
+    the tile loop and hold them all in registers (60 more registers in the forward kernel)."""
+    zero = tile_start >> 48
+    return tid + zero, lane + zero
+
+
+@cuda.jit(device=True, inline="always")
+def _a_frags(smem, row0, word0, lane):
+    """A fragment (a0..a3) of rows row0..row0+15, halves 2*word0.. +16, from a row-major tile."""
+    return mma.ldmatrix_x4(smem, row0 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                           word0 + (lane >> 4) * 4)
+
+
+@cuda.jit(device=True, inline="always")
+def _b_frags(smem, n0, word0, lane):
+    """B fragments (b0, b1) of two n-tiles n0.. and n0+8.. for the k16 step at halves 2*word0..,
+    from a tile whose rows are B's columns (K rows for Q K^T): ldmatrix without transpose."""
+    return mma.ldmatrix_x4(smem, n0 + (lane & 7) + (lane >> 4) * 8,
+                           word0 + ((lane >> 3) & 1) * 4)
+
+
+@cuda.jit(device=True, inline="always")
+def _bt_frags(smem, k0, word0, lane):
+    """B fragments (b0, b1) of two n-tiles (halves 2*word0.. and 2*word0+8..) for the k16 step
+    of rows k0..k0+15, from a tile whose rows are B's rows (V rows for P V): ldmatrix.trans."""
+    return mma.ldmatrix_x4_trans(smem, k0 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                 word0 + (lane >> 4) * 4)
+
+
+def _two_tiles(mma_op):
+    """two(acc, j, a0..a3, b0..b3): C fragments j and j + 1 of ``acc`` += A times the B
+    fragments (b0, b1) and (b2, b3) of two adjacent n-tiles (one ldmatrix_x4's worth)."""
+
+    @cuda.jit(device=True, inline="always")
+    def two(acc, j, a0, a1, a2, a3, b0, b1, b2, b3):
+        acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3] = mma_op(
+            a0, a1, a2, a3, b0, b1, acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3])
+        acc[4 * j + 4], acc[4 * j + 5], acc[4 * j + 6], acc[4 * j + 7] = mma_op(
+            a0, a1, a2, a3, b2, b3,
+            acc[4 * j + 4], acc[4 * j + 5], acc[4 * j + 6], acc[4 * j + 7])
+    return two
+
+
+def _products(n_tiles, k_steps, mma_op):
+    """run(acc, a, a_row0, b, lane): acc (4 * n_tiles floats) += A B^T over k_steps k16 steps, A
+    rows a_row0.. of tile ``a`` and B^T's rows the first 8 * n_tiles rows of tile ``b``."""
+    two_tiles = _two_tiles(mma_op)
+
+    @cuda.jit(device=True, inline="always")
+    def run(acc, a, a_row0, b, lane):
+        for kk in range(k_steps):
+            a0, a1, a2, a3 = _a_frags(a, a_row0, kk * 8, lane)
+            for j in range(0, n_tiles, 2):
+                b0, b1, b2, b3 = _b_frags(b, j * 8, kk * 8, lane)
+                two_tiles(acc, j, a0, a1, a2, a3, b0, b1, b2, b3)
+    return run
+
+
+def _register_products(out_tiles, k_steps, mma_op, pack):
+    """run(acc, p, b, lane): acc (4 * out_tiles floats) += P B where P (16 x 16 * k_steps) is a C
+    fragment array in registers (packed to halves as the A operand) and B's rows are the rows of
+    tile ``b`` (ldmatrix.trans)."""
+    two_tiles = _two_tiles(mma_op)
+
+    @cuda.jit(device=True, inline="always")
+    def run(acc, p, b, lane):
+        for kk in range(k_steps):
+            a0 = pack(p[8 * kk], p[8 * kk + 1])
+            a1 = pack(p[8 * kk + 2], p[8 * kk + 3])
+            a2 = pack(p[8 * kk + 4], p[8 * kk + 5])
+            a3 = pack(p[8 * kk + 6], p[8 * kk + 7])
+            for j in range(0, out_tiles, 2):
+                b0, b1, b2, b3 = _bt_frags(b, kk * 16, j * 4, lane)
+                two_tiles(acc, j, a0, a1, a2, a3, b0, b1, b2, b3)
+    return run
+
+
+def _writer(tiles, pack):
+    """write(dst, b, row, acc, base, scale): row ``row`` of dst (uint32 words) from elements
+    ``base`` and ``base + 1`` of each of ``tiles`` C fragments, times ``scale``, as half pairs."""
+
+    @cuda.jit(device=True, inline="always")
+    def write(dst, b, row, acc, base, scale, t):
+        if row < dst.shape[1]:
+            for j in range(tiles):
+                word = 4 * j + t
+                if word < dst.shape[2]:
+                    dst[uint64(b), uint64(row), uint64(word)] = pack(
+                        acc[4 * j + base] * scale, acc[4 * j + base + 1] * scale)
+    return write
+
+
+@cuda.jit(device=True, inline="always")
+def _masked_score(x, scale_log2, mask, masked, checks, bm, row, col, n_cols, hidden):
+    """A score in log2 units: x * scale (log2 e) plus the additive mask (row, col) clamped to the
+    mask's extent; with ``checks`` (edge tiles only), -inf where ``hidden`` or col >= n_cols."""
+    x *= scale_log2
+    if masked:
+        x += mask[bm, uint64(min(row, mask.shape[1] - 1)),
+                  uint64(min(col, mask.shape[2] - 1))] * LOG2E
+    if checks:
+        if col >= n_cols or hidden:
+            x = NEG_INF
+    return x
+
+
+def _sweep(tile, edge_tile, step):
+    """sweep(ctx, edge_start, edge_end, start, end, tid, lane): ``edge_tile`` (bounds and causal
+    checks) at edge_start, edge_start + step, ... below edge_end (at most BLOCK // step tiles,
+    unrolled: straight-line code), then ``tile`` (no checks) over start, start + step, ... below
+    end: the one loop, the hot loop. Tile order does not matter (online softmax, sums)."""
+    edges = BLOCK // step
+    assert edges in (1, 2, 4)
+
+    @cuda.jit(device=True, inline="always")
+    def sweep(ctx, edge_start, edge_end, start, end, tid, lane):
+        if edge_start < edge_end:
+            edge_tile(ctx, edge_start, tid, lane)
+        if edges > 1:
+            if edge_start + step < edge_end:
+                edge_tile(ctx, edge_start + step, tid, lane)
+        if edges > 2:
+            if edge_start + 2 * step < edge_end:
+                edge_tile(ctx, edge_start + 2 * step, tid, lane)
+            if edge_start + 3 * step < edge_end:
+                edge_tile(ctx, edge_start + 3 * step, tid, lane)
+        for k0 in range(start, end, step):
+            tz, lz = _per_tile(tid, lane, k0)
+            tile(ctx, k0, tz, lz)
+    return sweep
+
+
+@cuda.jit(device=True, inline="always")
+def _coords(mask):
+    """(tid, lane, warp, t, block start, b, mask batch row, row a, row b): this thread's place;
+    rows a and b (= a + 8) are its two rows of the warp's 16 (queries, or keys in dK/dV)."""
+    tid = cuda.threadIdx.x
+    lane = tid & 31
+    warp = tid >> 5
+    start = cuda.blockIdx.x * BLOCK
+    b = cuda.blockIdx.y
+    row_a = start + warp * 16 + (lane >> 2)
+    return tid, lane, warp, lane & 3, start, b, uint64(min(b, mask.shape[0] - 1)), row_a, row_a + 8
+
+
+@cuda.jit(device=True, inline="always")
+def _key_ranges(q0, n_keys, step, is_causal):
+    """(edge start, edge end, 0, full end) of the key tiles a query block q0.. visits: tiles that
+    end at or before n_keys and (causal) before q0 need no checks; the rest up to the causal
+    limit are edge tiles."""
+    full_end = (n_keys // step) * step
+    key_end = n_keys
+    if is_causal != 0:
+        full_end = min(full_end, q0)
+        key_end = min(n_keys, q0 + BLOCK)
+    return full_end, key_end, 0, full_end
+
+
+def _make_forward(head, masked, kind):
+    mma_op, pack = KINDS[kind]
+    BN = TILINGS[head].fwd_bn
+    W, LDW, KS, NT, OT, PK = _dims(head, BN)
+    QF, SN, ON = 4 * KS, 4 * NT, 4 * OT     # fragment registers: Q, scores, outputs
+    _check_shared("fwd", head, BLOCK + 2 * BN)
+    stage_q, stage_kv = _stager(BLOCK, W), _stager(BN, W)
+    fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
+    pv = _register_products(OT, PK, mma_op, pack)
+    two_tiles = _two_tiles(mma_op)
+    write = _writer(OT, pack)
+
+    def make_tile(checks):
+        @cuda.jit(device=True, inline="always")
+        def tile(ctx, k0, tz, lz):
+            k, v, mask, ks, vs, qf, s, o, stats, b, bm, row_a, row_b, t, scale_log2, \
+                is_causal, n_keys = ctx
+            cuda.syncthreads()                          # the previous tile is read
+            stage_kv(k, b, k0, ks, tz)
+            stage_kv(v, b, k0, vs, tz)
+            cuda.syncthreads()
+            fill_s(s, ZERO)
+            for kk in range(KS):
+                for j in range(0, NT, 2):
+                    b0, b1, b2, b3 = _b_frags(ks, j * 8, kk * 8, lz)
+                    two_tiles(s, j, qf[4 * kk], qf[4 * kk + 1], qf[4 * kk + 2], qf[4 * kk + 3],
+                              b0, b1, b2, b3)
+            mx_a = mx_b = NEG_INF
+            for j in range(NT):
+                col = k0 + 8 * j + 2 * t
+                for e in range(4):
+                    row = row_a if e < 2 else row_b
+                    c = col + (e & 1)
+                    x = _masked_score(s[4 * j + e], scale_log2, mask, masked, checks, bm, row,
+                                      c, n_keys, is_causal != 0 and c > row)
+                    s[4 * j + e] = x
+                    if e < 2:
+                        mx_a = max(mx_a, x)
+                    else:
+                        mx_b = max(mx_b, x)
+            m_a = max(stats[0], mma.quad_max(mx_a))
+            m_b = max(stats[1], mma.quad_max(mx_b))
+            use_a = ZERO if m_a == NEG_INF else m_a     # nothing visible: exp2(-inf) = 0
+            use_b = ZERO if m_b == NEG_INF else m_b
+            alpha_a = _exp2(stats[0] - use_a)
+            alpha_b = _exp2(stats[1] - use_b)
+            stats[0] = m_a
+            stats[1] = m_b
+            part_a = part_b = ZERO
+            for j in range(NT):
+                for e in range(4):
+                    if e < 2:
+                        p = _exp2(s[4 * j + e] - use_a)
+                        part_a += p
+                    else:
+                        p = _exp2(s[4 * j + e] - use_b)
+                        part_b += p
+                    s[4 * j + e] = p
+            stats[2] = stats[2] * alpha_a + part_a
+            stats[3] = stats[3] * alpha_b + part_b
+            for j in range(OT):
+                o[4 * j] *= alpha_a
+                o[4 * j + 1] *= alpha_a
+                o[4 * j + 2] *= alpha_b
+                o[4 * j + 3] *= alpha_b
+            pv(o, s, vs, lz)
+        return tile
+
+    sweep = _sweep(make_tile(False), make_tile(True), BN)
+
+    def fwd(q, k, v, mask, out, lse, scale_log2, is_causal):
+        qs = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
+        ks = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
+        vs = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
+        qf = cuda.local.array(QF, uint32)           # this warp's Q A-fragments
+        s = cuda.local.array(SN, float32)
+        o = cuda.local.array(ON, float32)
+        stats = cuda.local.array(4, float32)        # row max (log2 units) a, b; lane's row sums
+        tid, lane, warp, t, q0, b, bm, row_a, row_b = _coords(mask)
+        n_keys = k.shape[1]
+        stage_q(q, b, q0, qs, tid)
+        cuda.syncthreads()
+        for kk in range(KS):
+            qf[4 * kk], qf[4 * kk + 1], qf[4 * kk + 2], qf[4 * kk + 3] = _a_frags(
+                qs, warp * 16, kk * 8, lane)
+        fill_o(o, ZERO)
+        stats[0] = stats[1] = NEG_INF
+        stats[2] = stats[3] = ZERO
+        ctx = (k, v, mask, ks, vs, qf, s, o, stats, b, bm, row_a, row_b, t, scale_log2,
+               is_causal, n_keys)
+        edge_start, edge_end, start, end = _key_ranges(q0, n_keys, BN, is_causal)
+        sweep(ctx, edge_start, edge_end, start, end, tid, lane)
+        m_a, m_b = stats[0], stats[1]
+        l_a = mma.quad_sum(stats[2])
+        l_b = mma.quad_sum(stats[3])
+        write(out, b, row_a, o, 0, float32(1) / l_a if l_a > ZERO else ZERO, t)
+        write(out, b, row_b, o, 2, float32(1) / l_b if l_b > ZERO else ZERO, t)
+        if t == 0:
+            if row_a < lse.shape[1]:
+                lse[b, row_a] = (m_a + math.log2(l_a)) * LN2 if l_a > ZERO else NEG_INF
+            if row_b < lse.shape[1]:
+                lse[b, row_b] = (m_b + math.log2(l_b)) * LN2 if l_b > ZERO else NEG_INF
+
+    return fwd
+
+
+@cuda.jit(device=True, inline="always")
+def _row_stats(lse, delta, b, row):
+    """(lse in log2 units, delta) of a query row; lse +inf (P = 0) for padding rows and fully
+    masked rows."""
+    if row >= lse.shape[1]:
+        return POS_INF, ZERO
+    x = lse[b, row]
+    return (POS_INF if x == NEG_INF else x * LOG2E), delta[b, row]
+
+
+def _make_bwd_dq(head, masked, kind):
+    mma_op, pack = KINDS[kind]
+    BN = TILINGS[head].dq_bn
+    W, LDW, KS, NT, OT, PK = _dims(head, BN)
+    SN, ON = 4 * NT, 4 * OT                 # fragment registers: scores, outputs
+    _check_shared("bwd_dq", head, 2 * BLOCK + 2 * BN)
+    stage_rows, stage_kv = _stager(BLOCK, W), _stager(BN, W)
+    fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
+    scores = _products(NT, KS, mma_op)
+    ds_k = _register_products(OT, PK, mma_op, pack)
+    write = _writer(OT, pack)
+
+    def make_tile(checks):
+        @cuda.jit(device=True, inline="always")
+        def tile(ctx, k0, tz, lz):
+            k, v, mask, qs, dos, ks, vs, s, dp, acc, b, bm, warp, row_a, row_b, t, \
+                lse_a, lse_b, delta_a, delta_b, scale_log2, is_causal, n_keys = ctx
+            cuda.syncthreads()
+            stage_kv(k, b, k0, ks, tz)
+            stage_kv(v, b, k0, vs, tz)
+            cuda.syncthreads()
+            fill_s(s, ZERO)
+            fill_s(dp, ZERO)
+            scores(s, qs, warp * 16, ks, lz)
+            scores(dp, dos, warp * 16, vs, lz)
+            for j in range(NT):
+                col = k0 + 8 * j + 2 * t
+                for e in range(4):
+                    row = row_a if e < 2 else row_b
+                    c = col + (e & 1)
+                    x = _masked_score(s[4 * j + e], scale_log2, mask, masked, checks, bm, row,
+                                      c, n_keys, is_causal != 0 and c > row)
+                    if e < 2:
+                        s[4 * j + e] = _exp2(x - lse_a) * (dp[4 * j + e] - delta_a)
+                    else:
+                        s[4 * j + e] = _exp2(x - lse_b) * (dp[4 * j + e] - delta_b)
+            ds_k(acc, s, ks, lz)
+        return tile
+
+    sweep = _sweep(make_tile(False), make_tile(True), BN)
+
+    def bwd_dq(q, k, v, mask, gout, lse, delta, gq, scale_log2, scale, is_causal):
+        qs = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
+        dos = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
+        ks = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
+        vs = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
+        s = cuda.local.array(SN, float32)
+        dp = cuda.local.array(SN, float32)
+        acc = cuda.local.array(ON, float32)
+        tid, lane, warp, t, q0, b, bm, row_a, row_b = _coords(mask)
+        n_keys = k.shape[1]
+        lse_a, delta_a = _row_stats(lse, delta, b, row_a)
+        lse_b, delta_b = _row_stats(lse, delta, b, row_b)
+        stage_rows(q, b, q0, qs, tid)
+        stage_rows(gout, b, q0, dos, tid)
+        fill_o(acc, ZERO)
+        ctx = (k, v, mask, qs, dos, ks, vs, s, dp, acc, b, bm, warp, row_a, row_b, t,
+               lse_a, lse_b, delta_a, delta_b, scale_log2, is_causal, n_keys)
+        edge_start, edge_end, start, end = _key_ranges(q0, n_keys, BN, is_causal)
+        sweep(ctx, edge_start, edge_end, start, end, tid, lane)
+        write(gq, b, row_a, acc, 0, scale, t)
+        write(gq, b, row_b, acc, 2, scale, t)
+
+    return bwd_dq
+
+
+def _make_bwd_dkdv(head, masked, kind):
+    mma_op, pack = KINDS[kind]
+    BM = TILINGS[head].dkdv_bm
+    W, LDW, KS, NT, OT, PK = _dims(head, BM)
+    SN, ON = 4 * NT, 4 * OT                 # fragment registers: scores, outputs
+    _check_shared("bwd_dkdv", head, 2 * BLOCK + 2 * BM, 8 * BM)
+    stage_keys, stage_rows = _stager(BLOCK, W), _stager(BM, W)
+    fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
+    scores = _products(NT, KS, mma_op)
+    update = _register_products(OT, PK, mma_op, pack)
+    write = _writer(OT, pack)
+
+    def make_tile(checks):
+        # keys beyond k's rows need no check: their dK/dV rows are never written. Padding
+        # queries have zero Q and dO rows and lse +inf: P = 0. Only causal needs a check.
+        @cuda.jit(device=True, inline="always")
+        def tile(ctx, i0, tz, lz):
+            q, gout, lse, delta, mask, ks, vs, qs, dos, lse_s, delta_s, st, dpt, gk_acc, \
+                gv_acc, b, bm, warp, key_a, key_b, t, scale_log2, is_causal = ctx
+            cuda.syncthreads()
+            stage_rows(q, b, i0, qs, tz)
+            stage_rows(gout, b, i0, dos, tz)
+            if tz < BM:
+                lse_s[tz], delta_s[tz] = _row_stats(lse, delta, b, i0 + tz)
+            cuda.syncthreads()
+            fill_s(st, ZERO)
+            fill_s(dpt, ZERO)
+            scores(st, ks, warp * 16, qs, lz)
+            scores(dpt, vs, warp * 16, dos, lz)
+            for j in range(NT):
+                for e in range(4):
+                    r = 8 * j + 2 * t + (e & 1)         # the query, within the tile
+                    query = i0 + r
+                    key = key_a if e < 2 else key_b
+                    x = _masked_score(st[4 * j + e], scale_log2, mask, masked, checks, bm,
+                                      query, key, key + 1, is_causal != 0 and key > query)
+                    p = _exp2(x - lse_s[r])
+                    st[4 * j + e] = p
+                    dpt[4 * j + e] = p * (dpt[4 * j + e] - delta_s[r])
+            update(gv_acc, st, dos, lz)
+            update(gk_acc, dpt, qs, lz)
+        return tile
+
+    sweep = _sweep(make_tile(False), make_tile(True), BM)
+
+    def bwd_dkdv(q, k, v, mask, gout, lse, delta, gk, gv, scale_log2, scale, is_causal):
+        ks = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
+        vs = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
+        qs = cuda.shared.array((BM, LDW), uint32, alignment=TILE_ALIGN)
+        dos = cuda.shared.array((BM, LDW), uint32, alignment=TILE_ALIGN)
+        lse_s = cuda.shared.array(BM, float32)
+        delta_s = cuda.shared.array(BM, float32)
+        st = cuda.local.array(SN, float32)          # S^T, then P^T
+        dpt = cuda.local.array(SN, float32)         # dP^T, then dS^T
+        gk_acc = cuda.local.array(ON, float32)
+        gv_acc = cuda.local.array(ON, float32)
+        tid, lane, warp, t, k0, b, bm, key_a, key_b = _coords(mask)
+        n_queries = q.shape[1]
+        stage_keys(k, b, k0, ks, tid)
+        stage_keys(v, b, k0, vs, tid)
+        fill_o(gk_acc, ZERO)
+        fill_o(gv_acc, ZERO)
+        ctx = (q, gout, lse, delta, mask, ks, vs, qs, dos, lse_s, delta_s, st, dpt, gk_acc,
+               gv_acc, b, bm, warp, key_a, key_b, t, scale_log2, is_causal)
+        # causal: queries before k0 see no key here; those of k0..k0+63 some (edge tiles)
+        edge_end = min(k0 + BLOCK, n_queries) if is_causal != 0 else k0
+        start = k0 + BLOCK if is_causal != 0 else 0
+        sweep(ctx, k0, edge_end, start, n_queries, tid, lane)
+        write(gk, b, key_a, gk_acc, 0, scale, t)
+        write(gk, b, key_b, gk_acc, 2, scale, t)
+        write(gv, b, key_a, gv_acc, 0, float32(1), t)
+        write(gv, b, key_b, gv_acc, 2, float32(1), t)
+
+    return bwd_dkdv
+
+
+def _build(head, masked, kind):
+    kernels = []
+    for make, name in ((_make_forward, "fwd"), (_make_bwd_dq, "bwd_dq"),
+                       (_make_bwd_dkdv, "bwd_dkdv")):
+        func = make(head, masked, kind)
+        func.__name__ = func.__qualname__ = (
+            f"_attention_tc_{name}_kernel_{kind}_e{head}_{'mask' if masked else 'nomask'}")
+        kernels.append(cuda.jit(func))
+    return tuple(kernels)
+
+
+_KERNELS = {(head, masked, kind): _build(head, masked, kind)     # lazy: compiled at first launch
+            for head in HEAD_DIMS for masked in (False, True) for kind in ("f16",)}
+_KIND_OF_DTYPE = {"float16": "f16"}
+
+
+def supports(q, v):
+    """Whether these kernels take q and v: half inputs with head dims up to 128."""
+    return q.dtype.name in _KIND_OF_DTYPE and max(q.shape[-1], v.shape[-1]) <= HEAD_DIMS[-1]
+
+
+def _bucket(q, v):
+    width = max(q.shape[-1], v.shape[-1])
+    return next(h for h in HEAD_DIMS if h >= width)
+
+
+def _words(xp, a):
+    """A contiguous (B, n, d) half array as (B, n, ceil(d / 2)) uint32 words (a view; one zero
+    column appended first when d is odd)."""
+    a = xp.ascontiguousarray(a)
+    if a.shape[2] % 2:
+        a = xp.concatenate([a, xp.zeros(a.shape[:2] + (1,), a.dtype)], axis=2)
+    return a.view(np.uint32)
+
+
+def _empty_words(xp, shape, dtype):
+    """(half array of ``shape``, its uint32 words for the kernel to fill)."""
+    padded = xp.empty(shape[:2] + (shape[2] + shape[2] % 2,), dtype)
+    return padded, padded.view(np.uint32)
+
+
+def _unpad(a, width):
+    return a if a.shape[2] == width else a[:, :, :width].copy()
+
+
+def _grid(n, B):
+    return ((n + BLOCK - 1) // BLOCK, B)
+
+
+def _scales(scale):
+    return np.float32(scale * math.log2(math.e)), np.float32(scale)
+
+
+def attention_forward(q, k, v, mask, is_causal, scale):
+    """Launch the forward kernel: ``(out (B, L, Ev) in q's dtype, lse (B, L) float32)``."""
+    xp = backend.get_array_module(q)
+    B, L, _ = q.shape
+    out, out_words = _empty_words(xp, (B, L, v.shape[2]), q.dtype)
+    lse = xp.empty((B, L), np.float32)
+    if B * L:
+        head = _bucket(q, v)
+        kind = _KIND_OF_DTYPE[q.dtype.name]
+        fwd = _KERNELS[(head, mask is not None, kind)][0]
+        launch(fwd, _signatures()[0], _grid(L, B), THREADS,
+               _words(xp, q), _words(xp, k), _words(xp, v), _additive_mask(xp, mask), out_words,
+               lse, _scales(scale)[0], np.int32(is_causal))
+    return _unpad(out, v.shape[2]), lse
+
+
+def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale):
+    """Launch the delta, dQ and dK/dV kernels: ``(gq, gk, gv)`` shaped and typed like q, k, v."""
+    xp = backend.get_array_module(q)
+    B, L, _ = q.shape
+    S = k.shape[1]
+    gq, gq_words = _empty_words(xp, q.shape, q.dtype)
+    gk, gk_words = _empty_words(xp, k.shape, q.dtype)
+    gv, gv_words = _empty_words(xp, v.shape, q.dtype)
+    head = _bucket(q, v)
+    kind = _KIND_OF_DTYPE[q.dtype.name]
+    _, dq_kernel, dkdv_kernel = _KERNELS[(head, mask is not None, kind)]
+    _, dq_sig, dkdv_sig = _signatures()
+    words = [_words(xp, a) for a in (q, k, v)]
+    gout = xp.ascontiguousarray(gout, dtype=q.dtype)
+    gout_words = _words(xp, gout)
+    lse = xp.ascontiguousarray(lse, dtype=np.float32)
+    mask = _additive_mask(xp, mask)
+    conf = (*_scales(scale), np.int32(is_causal))
+    delta = xp.empty((B, L), np.float32)
+    if B * L:
+        launch(_delta_kernel, _simt_signatures(q.dtype.name)[3],
+               ((L + DELTA_ROWS - 1) // DELTA_ROWS, B), DELTA_THREADS,
+               xp.ascontiguousarray(out, dtype=q.dtype), gout, delta)
+        launch(dq_kernel, dq_sig, _grid(L, B), THREADS,
+               *words, mask, gout_words, lse, delta, gq_words, *conf)
+    if B * S:
+        launch(dkdv_kernel, dkdv_sig, _grid(S, B), THREADS,
+               *words, mask, gout_words, lse, delta, gk_words, gv_words, *conf)
+    return tuple(_unpad(g, ref.shape[2]) for g, ref in ((gq, q), (gk, k), (gv, v)))
+
+
+def _signatures():
+    w3 = "uint32[:, :, ::1]"
+    f3, f2 = "float32[:, :, ::1]", "float32[:, ::1]"
+    fwd = f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, float32, int32)"
+    dq = f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, {f2}, {w3}, float32, float32, int32)"
+    dkdv = (f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, {f2}, {w3}, {w3}, float32, float32, "
+            "int32)")
+    return fwd, dq, dkdv
+
+
+# (min hot-loop HMMA share, min occupancy) per head dim for (forward, dQ, dK/dV): floors just
+# under the sm_90 figures measured offline with and without a mask (notes/i13-tcattn.md). Below
+# 25% occupancy: 146-239 registers (fragments of S, dP, O or dK and dV live together; a mask
+# adds its reads). HMMA shares of 3-7%: each tile's staging (bounds-checked 4-byte loads),
+# ldmatrix addressing and per-element softmax code is ~750-1,800 instructions around 32-128
+# HMMAs; the next steps are 16-byte/cp.async staging and 32-bit index math.
+_BUDGETS = {
+    32: ((0.025, 0.1875), (0.035, 0.1875), (0.045, 0.125)),
+    64: ((0.035, 0.1875), (0.045, 0.125), (0.055, 0.125)),
+    128: ((0.04, 0.125), (0.055, 0.125), (0.065, 0.125)),
+}
+
+
+def _budget(head, n):
+    share, occupancy = _BUDGETS[head][n]
+    return Budget(threads=THREADS, min_hmma_share=share, min_occupancy=occupancy)
+
+
+SIGNATURES = [
+    (kernel, [_signatures()[n]], _budget(head, n))
+    for (head, masked, kind), kernels in _KERNELS.items()
+    for n, kernel in enumerate(kernels)
+]

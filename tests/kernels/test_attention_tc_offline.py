@@ -1,0 +1,35 @@
+"""The tensor-core attention kernels as the hardware would run them, without a GPU: SASS for sm_90
+through ptxas/cuobjdump. The hot (key/query tile) loop must hold the HMMAs, the exp2s and the
+ldmatrix loads of each tile (an ldmatrix hoisted out of the loop would read a stale tile: LLVM
+once took the inline asm for a pure function), with no local memory."""
+
+import pytest
+from numba import cuda
+
+from gpudl.kernels import attention_tc_cuda as T
+from gpudl.kernels import gate
+
+try:
+    gate.tool("ptxas"), gate.tool("cuobjdump")
+except RuntimeError as exc:                      # pragma: no cover - the test extra has them
+    pytest.skip(str(exc), allow_module_level=True)
+
+
+@pytest.mark.parametrize("n, tile_ldsm", [(0, 16), (1, 28), (2, 36)])
+def test_hot_loop_runs_on_tensor_cores(n, tile_ldsm, tmp_path):
+    """e32, no mask, per tile: forward 8 (K) + 8 (V, .trans); dQ 2 + 8 (Q, K) for S, 2 + 8
+    (dO, V) for dP, 8 (K, .trans) for dS K; dK/dV likewise 10 + 10 + 8 + 8."""
+    kernel = T._KERNELS[(32, False, "f16")][n]
+    ptx, _ = cuda.compile_ptx(kernel.py_func, T._signatures()[n], cc=(9, 0))
+    assert ".f64" not in ptx
+    info, sass = gate.assemble(ptx, str(tmp_path))
+    (resources,) = gate.parse_ptxas(info).values()
+    assert resources.spills == 0 and resources.stack == 0
+    instructions = [i for f in gate.parse_sass(sass).values() for i in f]
+    hot = gate.summarise(instructions).hot
+    body = [i.opcode for i in instructions if hot.span[0] <= i.address <= hot.span[1]]
+    assert sum(op.startswith("HMMA.16816.F32") for op in body) == hot.hmma > 0
+    assert sum(op.startswith("LDSM.16") for op in body) >= tile_ldsm
+    assert any(op.startswith("LDSM.16.MT88.4") for op in body)
+    assert any(op.startswith("MUFU.EX2") for op in body)
+    assert not [op for op in body if op.split(".")[0] in ("LDL", "STL")]

@@ -1,0 +1,81 @@
+"""The tensor-core attention kernels (kernels/attention_tc_cuda.py) in Numba's CUDA simulator, with
+the mma/ldmatrix emulation, against a float64 reference on the same fp16-rounded inputs.
+
+The emulation costs two block barriers per warp instruction, so the shapes are tiny, but each
+crosses a tile edge: partial key/query tiles, two key blocks of the dK/dV pass, two forward key
+tiles, skipped causal tiles, every head-dim bucket once, odd feature counts (padded words).
+Tolerances are FA2's kind: P and dS are rounded to fp16 before their mma, outputs to fp16.
+"""
+
+import numpy as np
+import pytest
+
+from gpudl import backend
+from gpudl.kernels import attention as K
+
+pytestmark = [pytest.mark.simulator,
+              pytest.mark.skipif(not backend.SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1")]
+
+
+def _reference(q, k, v, gout, mask, is_causal, scale):
+    """Forward and gradients in float64 by the twin, from the fp16 values themselves."""
+    q, k, v, gout = (a.astype(np.float64) for a in (q, k, v, gout))
+    out, lse = K._attention_fwd_cpu(q, k, v, mask, is_causal, scale)
+    return out, lse, K._attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale)
+
+
+def _close(got, want, name, rel=2e-2):
+    """|got - want| <= rel * max|want| (+ a fp16 ulp of the values): FA2-like."""
+    scale = max(float(np.abs(want).max()), 1.0)
+    err = float(np.abs(got.astype(np.float64) - want).max())
+    assert err <= rel * scale, f"{name}: max error {err:.3g} > {rel} * {scale:.3g}"
+
+
+def check(rng, B, L, S, E, Ev, bucket, mask_kind=None, is_causal=False):
+    from gpudl.kernels import attention_tc_cuda
+    q, k, v = (rng.standard_normal(s).astype(np.float16)
+               for s in ((B, L, E), (B, S, E), (B, S, Ev)))
+    gout = rng.standard_normal((B, L, Ev)).astype(np.float16)
+    assert K._cuda_kernels(q, v) is attention_tc_cuda and attention_tc_cuda._bucket(q, v) == bucket
+    mask = None
+    if mask_kind == "bool":
+        mask = rng.random((B, L, S)) > 0.3
+        mask[0, 1] = False                                     # a fully masked row
+    elif mask_kind == "float":
+        mask = rng.standard_normal((L, S)).astype(np.float32)
+        mask[1, :] = -np.inf                                   # a fully masked row
+    scale = E ** -0.5
+    out, lse = K.attention_forward(q, k, v, mask, is_causal)
+    grads = K.attention_backward(q, k, v, out, lse, gout, mask, is_causal)
+    ref_out, ref_lse, ref_grads = _reference(q, k, v, gout, mask, is_causal, scale)
+    assert out.dtype == np.float16 and out.shape == ref_out.shape and lse.dtype == np.float32
+    _close(out, ref_out, "out")
+    finite = np.isfinite(ref_lse)
+    np.testing.assert_array_equal(np.isfinite(lse), finite)
+    np.testing.assert_allclose(lse[finite], ref_lse[finite], rtol=1e-3, atol=1e-3)
+    for name, g, ref in zip("qkv", grads, ref_grads):
+        assert g.dtype == np.float16 and g.shape == ref.shape
+        _close(g, ref, f"gradient of {name}")
+    if mask_kind is not None:                                  # fully masked: zeros, not NaN
+        np.testing.assert_array_equal(out[0, 1], 0)
+        np.testing.assert_array_equal(grads[0][0, 1], 0)
+    return out, lse, grads
+
+
+def test_e32_two_key_tiles_and_two_key_blocks_with_float_mask(rng):
+    """S = 70: forward/dQ key tiles of 64 + 6 (partial), dK/dV key blocks 0 and 64 (partial);
+    E = 19 odd (a zero half appended), Ev = 24 padded to the 32 bucket."""
+    check(rng, 1, 12, 70, 19, 24, 32, "float")
+
+
+def test_e64_causal_skips_tiles_per_block(rng):
+    """L = 40, S = 70: the query block stops before key tile 64 (forward, dQ); the dK/dV block
+    of keys 0.. runs two 32-query edge tiles (causal checks), the block of keys 64.. starts at
+    query 64 > L, visits nothing and writes zero gradients."""
+    _, _, (gq, gk, gv) = check(rng, 1, 40, 70, 64, 48, 64, is_causal=True)
+    np.testing.assert_array_equal(gk[:, 40:], 0)
+    np.testing.assert_array_equal(gv[:, 40:], 0)
+
+
+def test_e128_bool_mask_partial_tiles(rng):
+    check(rng, 1, 10, 12, 100, 128, 128, "bool")
