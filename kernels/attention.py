@@ -11,12 +11,18 @@ attend) or an additive float array, broadcastable to ``(B, L, S)`` with its own 
 Fully masked query rows (no key allowed) give an output row of zeros, a log-sum-exp of -inf, and
 zero gradients; never NaN. NaN in the inputs propagates as NaN.
 
-The twin walks query blocks and, inside each, key chunks with an online softmax (running max and
-sum), so its working set is a few ``TILE_ELEMENTS``-sized score tiles per thread whatever L and S
-are; causal attention never visits key chunks that lie wholly above the diagonal. Batch chunks
-(and in the forward, query blocks) run on a small thread pool. It is written against the array
-module of its inputs, so it also runs on CuPy (the GPU path uses it for float64 and for head dims
-the kernels do not cover). float16 inputs are computed in float32.
+The twin cuts the (L, S) score matrix into tiles of about ``TILE_ELEMENTS`` scores (query blocks of
+up to ``BLOCK_Q`` rows, key blocks of at least ``MIN_BLOCK_K``): per tile one GEMM for the scores
+and one for P V (backward: one each for P^T dO, dO V^T, dS K and dS^T Q), with the softmax done in
+place in the tile's buffer, reused from tile to tile; the forward runs an online softmax (running
+max and sum) over the key blocks. So the working set is a few tiles per thread whatever L and S
+are, and causal attention never visits key blocks that lie wholly above the diagonal. Large calls
+run on ``CPU_THREADS`` threads (fewer when the machine is busy, see ``gpudl.cpu_threads``) that
+take tiles as they finish, each running its GEMMs on one BLAS thread: forward tasks are query
+blocks, backward tasks own batch rows (or key ranges of them) so that their key gradients need no
+locks. Tiny calls run as one tile on the calling thread. It is written against the array module
+of its inputs, so it also runs on CuPy (the GPU path uses it for float64 and for head dims the
+kernels do not cover). float16 inputs are computed in float32.
 """
 
 import math
@@ -27,14 +33,12 @@ import numpy as np
 
 from gpudl import backend, cpu_threads
 
-BLOCK_Q = 64                # query rows per block: causal work shrinks to ~(1 + 64 / L) / 2
-TILE_ELEMENTS = 1 << 15     # score-tile size: 128 KiB in float32, so tiles stay in L2 cache
-MIN_BLOCK_K = 64            # fewer keys per chunk makes the per-chunk NumPy overhead dominate
+BLOCK_Q = 128               # most query rows per tile
+TILE_ELEMENTS = 1 << 16     # scores per tile: 256 KiB in float32, in L2 with its K and V blocks
+MIN_BLOCK_K = 64            # fewer keys per tile make NumPy's per-call cost dominate
 CPU_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                   else os.cpu_count() or 1)   # the GIL caps what more threads could add
-BLAS_THREADED_GEMM = 1 << 18  # OpenBLAS threads a GEMM itself above 65536 * 4 multiply-adds
-GEMM_HEAVY_DIM = 64          # head dims from here on: BLAS threads the GEMMs, big key blocks
-SERIAL_WORK = 1 << 20        # multiply-adds (B L S E) below which a thread hand-off costs more
+SERIAL_WORK = 1 << 20       # multiply-adds (B L S (E + Ev)) below which a thread hand-off costs more
 
 _pool = []                  # [(pid, ThreadPoolExecutor)]: the twin's threads, made on first use
 
@@ -94,29 +98,26 @@ def _compute_dtype(dtype):
     return np.float64 if dtype == np.float64 else np.float32
 
 
-def _plan(xp, B, L, S, E):
-    """(batch rows, query rows, keys) per tile, and the number of threads.
+def _plan(B, L, S, workers):
+    """(batch rows, query rows, keys) per tile.
 
-    A tile holds about ``TILE_ELEMENTS`` scores. Head dims of ``GEMM_HEAVY_DIM`` or more make
-    the GEMMs the work: one thread of ours walks the tiles and BLAS threads each GEMM itself
-    (as many threads as ``cpu_threads`` allows), with as many keys per tile as fit, so the
-    per-tile NumPy calls stay few (64 keys per tile at d = 128 spent more time in them than in
-    the GEMMs). Smaller head dims make thin GEMMs: each stays under ``BLAS_THREADED_GEMM``
-    multiply-adds, where OpenBLAS would split it over threads of its own, and parallelism comes
-    from our threads instead (NumPy only: its loops and BLAS release the GIL), each with at least
-    one chunk of batch rows (or, in the forward, of query blocks). Below ``SERIAL_WORK`` the
-    whole call runs on the calling thread.
+    About ``TILE_ELEMENTS`` scores per tile: up to ``BLOCK_Q`` query rows and as many keys as fit
+    (at least ``MIN_BLOCK_K``). Heads that fit a tile whole are stacked several to a tile (one
+    batched GEMM instead of a NumPy call per head), as long as every worker still gets a tile.
     """
-    heavy = E >= GEMM_HEAVY_DIM
-    threaded = xp is np and not heavy and B * L * S * E >= SERIAL_WORK
-    workers = max(1, min(CPU_THREADS, cpu_threads.count())) if threaded else 1
     bq = max(1, min(L, BLOCK_Q))
-    bk_min = max(1, min(S, MIN_BLOCK_K))
-    nb = max(1, min(-(-B // workers), TILE_ELEMENTS // (bq * bk_min)))
-    bk = max(bk_min, TILE_ELEMENTS // (nb * bq))
-    if not heavy:
-        bk = min(bk, BLAS_THREADED_GEMM // (bq * max(E, 1)))
-    return nb, bq, max(1, min(S, bk)), workers
+    bk = max(1, min(S, max(MIN_BLOCK_K, TILE_ELEMENTS // bq)))
+    nb = 1
+    if bq >= L and bk >= S:
+        nb = max(1, min(-(-B // workers), TILE_ELEMENTS // max(1, L * S)))
+    return nb, bq, bk
+
+
+def _workers(xp, multiply_adds):
+    """Threads for a call of this many multiply-adds: 1 below ``SERIAL_WORK`` and off NumPy."""
+    if xp is not np or multiply_adds < SERIAL_WORK:
+        return 1
+    return max(1, min(CPU_THREADS, cpu_threads.count()))
 
 
 def _key_end(q1, S, is_causal):
@@ -132,10 +133,9 @@ def _tile(mask, rows, q0, q1, k0, k1):
                 slice(k0, k1) if mask.shape[2] > 1 else full]
 
 
-def _scores(xp, qs, kb, blocked, additive, is_causal, rows, q0, k0):
-    """Masked scores of a tile: ``qs @ kb.T`` (qs pre-scaled), -inf where a key is hidden."""
-    s = xp.matmul(qs, kb.swapaxes(1, 2))                        # (nb, bq, bk)
-    q1, k1 = q0 + qs.shape[1], k0 + kb.shape[1]
+def _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0):
+    """Adds the float mask to a (nb, bq, bk) score tile in place, -inf where a key is hidden."""
+    q1, k1 = q0 + s.shape[1], k0 + s.shape[2]
     if additive is not None:
         s += _tile(additive, rows, q0, q1, k0, k1)
     if blocked is not None:
@@ -143,127 +143,213 @@ def _scores(xp, qs, kb, blocked, additive, is_causal, rows, q0, k0):
     if is_causal and k1 - 1 > q0:                               # tile reaches above the diagonal
         above = (xp.arange(k0, k1)[None, :] > xp.arange(q0, q1)[:, None])   # (bq, bk)
         xp.copyto(s, -np.inf, where=above)
-    return s
+
+
+def _finite(xp, m):
+    """Row maxima with 0 for rows that saw no key yet (-inf), so that exp(s - m) = 0 there."""
+    if xp is np and m.min() != -np.inf:     # no hidden row: skip the copy (no sync on a GPU)
+        return m
+    return xp.where(m == -np.inf, 0, m)
 
 
 def _prepare(q, k, v, mask, scale):
     """Compute-dtype copies (only when needed) and the mask split into blocked/additive parts."""
     ct = _compute_dtype(q.dtype)
-    k = k.astype(ct, copy=False)
-    v = v.astype(ct, copy=False)
+    k = k if k.dtype == ct else k.astype(ct)
+    v = v if v.dtype == ct else v.astype(ct)
     blocked = additive = None
     if mask is not None:
         mask = as_mask3(mask)
         if mask.dtype == np.bool_:
             blocked = ~mask
         else:
-            additive = mask.astype(ct, copy=False)
+            additive = mask if mask.dtype == ct else mask.astype(ct)
     return ct, k, v, blocked, additive, ct(scale)
+
+
+class _Scratch:
+    """One thread's tile buffers, reused from tile to tile: ``get`` views the first elements of
+    a flat buffer in the shape asked (contiguous, so BLAS and ufuncs write it in place)."""
+
+    def __init__(self, xp, dtype):
+        self.xp, self.dtype, self.flat = xp, dtype, {}
+
+    def get(self, name, shape):
+        size = math.prod(shape)
+        flat = self.flat.get(name)
+        if flat is None or flat.size < size:
+            flat = self.flat[name] = self.xp.empty(size, self.dtype)
+        return flat[:size].reshape(shape)
+
+
+class _Fresh:
+    """A stand-in for ``_Scratch`` that lets each NumPy call allocate (one-tile calls)."""
+
+    @staticmethod
+    def get(name, shape):
+        return None
 
 
 def _attention_fwd_cpu(q, k, v, mask, is_causal, scale):
     xp = backend.get_array_module(q)
-    B, L, _ = q.shape
+    B, L, E = q.shape
     S, Ev = k.shape[1], v.shape[2]
     ct, k, v, blocked, additive, scale = _prepare(q, k, v, mask, scale)
-    if S == 0:                                                  # no key at all: fully masked
+    if S == 0 or B == 0 or L == 0:                              # no key at all: fully masked
         return xp.zeros((B, L, Ev), q.dtype), xp.full((B, L), -np.inf, ct)
-    nb, bq, bk, workers = _plan(xp, B, L, S, max(q.shape[2], Ev))
-    if nb >= B and bq >= L and bk >= S:     # one tile: no task list, no copies into out
-        o, lse = _forward_rows(xp, q.astype(ct) * scale, k, v, blocked, additive, is_causal,
-                               slice(None), 0, bk)
+    workers = _workers(xp, B * L * S * (E + Ev))
+    nb, bq, bk = _plan(B, L, S, workers)
+    if nb >= B and bq >= L and bk >= S:     # one tile: no tasks, no scratch, no copies into out
+        qs = xp.multiply(q, scale, dtype=ct)
+        o, lse = _forward_block(xp, qs, k, v, blocked, additive, is_causal, slice(None), 0,
+                                bk, _Fresh)
         return o.astype(q.dtype, copy=False), lse
     out = xp.empty((B, L, Ev), q.dtype)
     lse = xp.empty((B, L), ct)
+    tasks = [(slice(b0, b0 + nb), q0) for b0 in range(0, B, nb) for q0 in range(0, L, bq)]
+    if is_causal:                           # the longest key ranges first: threads end together
+        tasks.reverse()
 
-    def chunk(rows, first, step):
-        for q0 in range(first * bq, L, step * bq):
-            q1 = min(L, q0 + bq)
-            qs = q[rows, q0:q1].astype(ct) * scale                  # (nb, bq, E)
-            o, lse[rows, q0:q1] = _forward_rows(xp, qs, k[rows], v[rows], blocked, additive,
-                                                is_causal, rows, q0, bk)
-            out[rows, q0:q1] = o
+    def task(scratch, rows, q0):
+        q1 = min(L, q0 + bq)
+        block = q[rows, q0:q1]
+        qs = xp.multiply(block, scale, out=scratch.get("q", block.shape), dtype=ct)
+        _, lse[rows, q0:q1] = _forward_block(xp, qs, k[rows], v[rows], blocked, additive,
+                                             is_causal, rows, q0, bk, scratch,
+                                             out=out[rows, q0:q1])
 
-    _map_batch_chunks(chunk, B, nb, workers, split_queries=True)
+    _run(xp, ct, tasks, task, workers)
     return out, lse
 
 
-def _forward_rows(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk):
-    """Output and lse of one query block, online softmax over key chunks of ``bk``."""
-    m = total = acc = None                      # running row max, row sum of exp, sum of p v
-    for k0 in range(0, _key_end(q0 + qs.shape[1], k.shape[1], is_causal), bk):
-        vb = v[:, k0:k0 + bk]
-        s = _scores(xp, qs, k[:, k0:k0 + bk], blocked, additive, is_causal, rows, q0, k0)
-        m_new = s.max(axis=-1) if m is None else xp.maximum(m, s.max(axis=-1))   # (nb, bq)
-        m_safe = xp.where(m_new == -np.inf, 0, m_new)           # nothing seen yet: exp(-inf)=0
-        s -= m_safe[..., None]
+def _forward_block(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, scratch, out=None):
+    """Output rows (written into ``out`` when given) and lse of one query block ``qs``
+    (pre-scaled), with an online softmax over key blocks of ``bk``."""
+    nb, bq, _ = qs.shape
+    key_end = _key_end(q0 + bq, k.shape[1], is_causal)
+    m = total = acc = None                  # running row max, row sum of exp, sum of p v
+    for k0 in range(0, key_end, bk):
+        k1 = min(key_end, k0 + bk)
+        s = xp.matmul(qs, k[:, k0:k1].swapaxes(1, 2), out=scratch.get("s", (nb, bq, k1 - k0)))
+        _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
+        m_new = s.max(axis=-1)                                  # (nb, bq)
+        if m is not None:
+            m_new = xp.maximum(m, m_new, out=m_new)
+        shift = _finite(xp, m_new)
+        s -= shift[..., None]
         p = xp.exp(s, out=s)
+        pv = xp.matmul(p, v[:, k0:k1], out=scratch.get("acc" if m is None else "pv",
+                                                       (nb, bq, v.shape[2])))
         if m is None:
-            total, acc = p.sum(axis=-1), xp.matmul(p, vb)
+            total, acc = p.sum(axis=-1), pv
         else:
-            alpha = xp.exp(m - m_safe)
-            total = total * alpha + p.sum(axis=-1)
+            alpha = xp.exp(m - shift)                           # m = -inf: nothing to rescale
+            total *= alpha
+            total += p.sum(axis=-1)
             acc *= alpha[..., None]
-            acc += xp.matmul(p, vb)
-        m = m_safe
+            acc += pv
+        m = m_new
+    shift = _finite(xp, m)
+    if xp is np and total.min() > 0:        # every row saw a key
+        return xp.divide(acc, total[..., None], out=out), shift + xp.log(total)
     seen = total > 0
     total = xp.where(seen, total, 1)
-    return acc / total[..., None], xp.where(seen, m + xp.log(total), -np.inf)
+    return (xp.divide(acc, total[..., None], out=out),
+            xp.where(seen, shift + xp.log(total), -np.inf))
 
 
 def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
     xp = backend.get_array_module(q)
-    B, L, _ = q.shape
-    S = k.shape[1]
+    B, L, E = q.shape
+    S, Ev = k.shape[1], v.shape[2]
     ct, k, v, blocked, additive, scale = _prepare(q, k, v, mask, scale)
-    delta = (gout.astype(ct) * out.astype(ct)).sum(axis=-1)    # D = rowsum(dO * O), (B, L)
-    lse = xp.where(lse == -np.inf, np.inf, lse).astype(ct)    # fully masked rows: P = 0
-    gq = xp.zeros(q.shape, ct)
+    qs = xp.multiply(q, scale, dtype=ct)                        # S = qs k^T, gk = dS^T qs
+    gout = gout if gout.dtype == ct else gout.astype(ct)
+    delta = xp.multiply(gout, out, dtype=ct).sum(axis=-1)       # D = rowsum(dO * O), (B, L)
+    lse = lse if lse.dtype == ct else lse.astype(ct)
+    if xp is not np or lse.size and lse.min() == -np.inf:
+        lse = xp.where(lse == -np.inf, np.inf, lse)             # fully masked rows: P = 0
     gk = xp.zeros(k.shape, ct)
     gv = xp.zeros(v.shape, ct)
-    nb, bq, bk, workers = _plan(xp, B, L, S, max(q.shape[2], v.shape[2]))
+    workers = _workers(xp, B * L * S * (E + Ev))
+    nb, bq, bk = _plan(B, L, S, workers)
+    chunks = -(-B // nb)
+    # Batch chunks that do not share out evenly also split their keys (each split sums its own
+    # query gradient, added up at the end).
+    splits = 1 if chunks % workers == 0 else -(-workers // math.gcd(chunks, workers))
+    splits = max(1, min(splits, -(-S // MIN_BLOCK_K))) if S else 1
+    width = -(-S // splits) if S else 0
+    gqs = [xp.zeros(q.shape, ct) for _ in range(splits)]
+    tasks = [(slice(b0, b0 + nb), c * width, min(S, (c + 1) * width), gqs[c])
+             for b0 in range(0, B, nb) for c in range(splits)]
 
-    def chunk(rows, first, step):
-        for q0 in range(first * bq, L, step * bq):
+    def task(scratch, rows, c0, c1, gq):
+        for q0 in range(0, L, bq):
             q1 = min(L, q0 + bq)
-            qs = q[rows, q0:q1].astype(ct) * scale                  # (nb, bq, E)
-            go = gout[rows, q0:q1].astype(ct, copy=False)          # (nb, bq, Ev)
-            for k0 in range(0, _key_end(q1, S, is_causal), bk):
-                keys = slice(k0, k0 + bk)
-                s = _scores(xp, qs, k[rows, keys], blocked, additive, is_causal, rows, q0, k0)
-                s -= lse[rows, q0:q1, None]
+            key_end = min(c1, _key_end(q1, S, is_causal))
+            if key_end <= c0:
+                continue
+            qb, go = qs[rows, q0:q1], gout[rows, q0:q1]             # (nb, bq, E), (nb, bq, Ev)
+            lse_b, delta_b = lse[rows, q0:q1, None], delta[rows, q0:q1, None]
+            gq_b = gq[rows, q0:q1]
+            for k0 in range(c0, key_end, bk):
+                k1 = min(key_end, k0 + bk)
+                kb, vb = k[rows, k0:k1], v[rows, k0:k1]
+                s = xp.matmul(qb, kb.swapaxes(1, 2),
+                              out=scratch.get("s", qb.shape[:2] + kb.shape[1:2]))
+                _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
+                s -= lse_b
                 p = xp.exp(s, out=s)                                # (nb, bq, bk)
-                gv[rows, keys] += xp.matmul(p.swapaxes(1, 2), go)
-                dp = xp.matmul(go, v[rows, keys].swapaxes(1, 2))   # (nb, bq, bk)
-                dp -= delta[rows, q0:q1, None]
+                gv[rows, k0:k1] += xp.matmul(p.swapaxes(1, 2), go,
+                                             out=scratch.get("gv", vb.shape))
+                dp = xp.matmul(go, vb.swapaxes(1, 2), out=scratch.get("dp", s.shape))
+                dp -= delta_b
                 ds = xp.multiply(p, dp, out=dp)
-                gq[rows, q0:q1] += xp.matmul(ds, k[rows, keys])
-                gk[rows, keys] += xp.matmul(ds.swapaxes(1, 2), qs)
+                gq_b += xp.matmul(ds, kb, out=scratch.get("gq", qb.shape))
+                gk[rows, k0:k1] += xp.matmul(ds.swapaxes(1, 2), qb,
+                                             out=scratch.get("gk", kb.shape))
 
-    _map_batch_chunks(chunk, B, nb, workers)
+    _run(xp, ct, tasks, task, workers)
+    gq = gqs[0]
+    for part in gqs[1:]:
+        gq += part
     gq *= scale
     return tuple(g.astype(q.dtype, copy=False) for g in (gq, gk, gv))
 
 
-def _map_batch_chunks(chunk, B, nb, workers, split_queries=False):
-    """chunk(rows, first, step) over slices of ``nb`` batch rows, each doing query blocks
-    first, first + step, ...; on ``workers`` threads when there is more than one task. With
-    fewer chunks than workers, ``split_queries`` deals each chunk's query blocks out round-robin
-    (forward only: backward accumulates key gradients across query blocks)."""
-    chunks = [slice(b0, b0 + nb) for b0 in range(0, B, nb)]
-    step = workers if split_queries and len(chunks) < workers else 1
-    tasks = [(rows, first, step) for rows in chunks for first in range(step)]
+def _run(xp, dtype, tasks, task, workers):
+    """task(scratch, *args) for every args of ``tasks``: on the calling thread, or on ``workers``
+    threads (the calling one among them) that each take the next task when done with one, with
+    BLAS on one thread meanwhile so that their GEMMs run side by side."""
     if workers == 1 or len(tasks) == 1:
-        for task in tasks:
-            chunk(*task)
+        scratch = _Scratch(xp, dtype) if len(tasks) > 1 else _Fresh
+        for args in tasks:
+            task(scratch, *args)
         return
-    pool = _thread_pool(workers)
-    for done in [pool.submit(chunk, *task) for task in tasks]:
-        done.result()
+    pending = iter(tasks)                   # next() on a list iterator is atomic under the GIL
+
+    def work():
+        scratch = _Scratch(xp, dtype)
+        for args in pending:
+            task(scratch, *args)
+
+    with cpu_threads.serial_blas() as serial:
+        if not serial:                      # BLAS threads its GEMMs itself: one caller only
+            work()
+            return
+        helpers = [_thread_pool().submit(work) for _ in range(min(workers, len(tasks)) - 1)]
+        try:
+            work()
+        finally:
+            for done in helpers:
+                done.exception()            # wait for every helper before BLAS gets its threads
+        for done in helpers:
+            done.result()
 
 
-def _thread_pool(workers):
+def _thread_pool():
     """One pool per process (made again in a forked child, whose copy has no threads)."""
     if not _pool or _pool[0][0] != os.getpid():
-        _pool[:] = [(os.getpid(), ThreadPoolExecutor(workers, "gpudl-attention"))]
+        _pool[:] = [(os.getpid(), ThreadPoolExecutor(max(1, CPU_THREADS - 1),
+                                                     "gpudl-attention"))]
     return _pool[0][1]
