@@ -40,6 +40,8 @@ CPU_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffin
                   else os.cpu_count() or 1)   # the GIL caps what more threads could add
 SERIAL_WORK = 1 << 20       # multiply-adds (B L S (E + Ev)) below which a thread hand-off costs more
 
+_FLOOR = 2.0 ** -40          # row sum of exp(s - shift) under which a row needs its own shift
+_ONES = {}                  # dtype -> read-only vector of ones, see _ones
 _pool = []                  # [(pid, ThreadPoolExecutor)]: the twin's threads, made on first use
 
 
@@ -224,7 +226,60 @@ def _attention_fwd_cpu(q, k, v, mask, is_causal, scale):
 
 def _forward_block(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, scratch, out=None):
     """Output rows (written into ``out`` when given) and lse of one query block ``qs``
-    (pre-scaled), with an online softmax over key blocks of ``bk``."""
+    (pre-scaled), with an online softmax over key blocks of ``bk``.
+
+    The exponent's shift is one number per block, the largest score seen so far, not one per
+    row: a whole-tile maximum and a scalar subtraction cost a fifth of row maxima and a
+    broadcast subtraction, and row sums come from a GEMM with ones. A shift above a row's own
+    maximum only scales that row's terms, which cancels in the division, unless every term of
+    the row falls far down (a row of much lower scores than the rest, hidden keys, inf or NaN):
+    rows whose sum ends under ``_FLOOR`` send the block to :func:`_forward_rows`.
+    """
+    if xp is not np:                        # the shift's value would cost a device sync
+        return _forward_rows(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, out)
+    nb, bq, _ = qs.shape
+    key_end = _key_end(q0 + bq, k.shape[1], is_causal)
+    ones = _ones(qs.dtype, min(bk, key_end))
+    shift = -np.inf
+    total = acc = None                      # row sums of exp(s - shift), sums of exp(s - shift) v
+    for k0 in range(0, key_end, bk):
+        k1 = min(key_end, k0 + bk)
+        s = xp.matmul(qs, k[:, k0:k1].swapaxes(1, 2), out=scratch.get("s", (nb, bq, k1 - k0)))
+        _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
+        top = np.fmax.reduce(s, axis=None)                      # NaN only if all of s is
+        if top > shift:
+            if total is not None:           # rescale what was summed under the old shift
+                alpha = np.exp(shift - top)
+                total *= alpha
+                acc *= alpha
+            shift = top
+        elif shift == -np.inf:              # nothing visible yet (or only NaN)
+            if top == top:
+                continue
+            break
+        s -= shift
+        p = xp.exp(s, out=s)
+        row_sums = xp.matmul(p, ones[:k1 - k0])
+        pv = xp.matmul(p, v[:, k0:k1], out=scratch.get("acc" if acc is None else "pv",
+                                                       (nb, bq, v.shape[2])))
+        if total is None:
+            total, acc = row_sums, pv
+        else:
+            total += row_sums
+            acc += pv
+    if total is None or not (total >= _FLOOR).all():
+        return _forward_rows(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, out,
+                             scratch)
+    lse = xp.log(total)
+    lse += shift
+    return xp.divide(acc, total[..., None], out=out), lse
+
+
+def _forward_rows(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, out=None,
+                  scratch=_Fresh):
+    """:func:`_forward_block` with a shift per row, each row's own running maximum: exact for
+    any scores (fully hidden rows give zeros and an lse of -inf), at the price of row
+    reductions and broadcasts."""
     nb, bq, _ = qs.shape
     key_end = _key_end(q0 + bq, k.shape[1], is_causal)
     m = total = acc = None                  # running row max, row sum of exp, sum of p v
@@ -250,12 +305,20 @@ def _forward_block(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, scr
             acc += pv
         m = m_new
     shift = _finite(xp, m)
-    if xp is np and total.min() > 0:        # every row saw a key
-        return xp.divide(acc, total[..., None], out=out), shift + xp.log(total)
     seen = total > 0
     total = xp.where(seen, total, 1)
     return (xp.divide(acc, total[..., None], out=out),
             xp.where(seen, shift + xp.log(total), -np.inf))
+
+
+def _ones(dtype, n):
+    """A read-only vector of ``n`` ones (row sums as a GEMM), shared by calls and threads."""
+    have = _ONES.get(dtype)
+    if have is None or have.size < n:
+        have = np.ones(max(n, 1024), dtype)
+        have.flags.writeable = False
+        _ONES[dtype] = have
+    return have[:n]
 
 
 def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):

@@ -89,6 +89,19 @@ def test_float_mask_is_added_with_custom_scale(rng, blocks):
     check(q, k, v, gout, mask=mask, scale=0.37)
 
 
+@pytest.mark.parametrize("offset, dtype", [(-150.0, np.float32), (150.0, np.float32),
+                                           (-150.0, np.float64), (-1e4, np.float64)])
+def test_rows_far_from_the_others_keep_their_own_softmax(rng, blocks, offset, dtype):
+    """Rows whose scores sit far below (or above) the rest of their tile: one shift for the
+    whole tile would flush them to zero, so they must come out exact all the same."""
+    q, k, v, gout = make(rng, 2, 6, 9, 8, 8, dtype)
+    mask = np.zeros((2, 6, 9), dtype)
+    mask[0, 1] += offset                    # the whole row moves: its softmax does not change
+    mask[1, ::2] += offset
+    tol = 2e-5 if dtype == np.float32 else 1e-10
+    check(q, k, v, gout, mask=mask, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("kind", ["bool", "float", "key padding"])
 def test_fully_masked_rows_give_zeros_and_zero_gradients(rng, blocks, kind):
     q, k, v, gout = make(rng, 2, 5, 8, 8, 8)
