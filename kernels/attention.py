@@ -267,7 +267,7 @@ def _forward_block(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, scr
         else:
             total += row_sums
             acc += pv
-    if total is None or not (total >= _FLOOR).all():
+    if total is None or not total.min() >= _FLOOR:       # NaN fails it too
         return _forward_rows(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, out,
                              scratch)
     lse = xp.log(total)
@@ -328,12 +328,11 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
     ct, k, v, blocked, additive, scale = _prepare(q, k, v, mask, scale)
     qs = xp.multiply(q, scale, dtype=ct)                        # S = qs k^T, gk = dS^T qs
     gout = gout if gout.dtype == ct else gout.astype(ct)
-    delta = xp.multiply(gout, out, dtype=ct).sum(axis=-1)       # D = rowsum(dO * O), (B, L)
+    delta = xp.matmul(xp.multiply(gout, out, dtype=ct),         # D = rowsum(dO * O), (B, L)
+                      _ones(ct, Ev) if xp is np else xp.ones(Ev, ct))
     lse = lse if lse.dtype == ct else lse.astype(ct)
     if xp is not np or lse.size and lse.min() == -np.inf:
         lse = xp.where(lse == -np.inf, np.inf, lse)             # fully masked rows: P = 0
-    gk = xp.zeros(k.shape, ct)
-    gv = xp.zeros(v.shape, ct)
     workers = _workers(xp, B * L * S * (E + Ev))
     nb, bq, bk = _plan(B, L, S, workers)
     chunks = -(-B // nb)
@@ -342,7 +341,13 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
     splits = 1 if chunks % workers == 0 else -(-workers // math.gcd(chunks, workers))
     splits = max(1, min(splits, -(-S // MIN_BLOCK_K))) if S else 1
     width = -(-S // splits) if S else 0
-    gqs = [xp.zeros(q.shape, ct) for _ in range(splits)]
+    splits = -(-S // width) if S else 1     # no empty key range
+    # Without a causal mask every query block visits the same key blocks, the first one writes
+    # their gradients and the others add to them; causal tiles vary, and keys past L are never
+    # visited: zeros to add to.
+    fill = xp.zeros if is_causal or L == 0 or S == 0 else xp.empty
+    gk, gv = fill(k.shape, ct), fill(v.shape, ct)
+    gqs = [fill(q.shape, ct) for _ in range(splits)]
     tasks = [(slice(b0, b0 + nb), c * width, min(S, (c + 1) * width), gqs[c])
              for b0 in range(0, B, nb) for c in range(splits)]
 
@@ -363,14 +368,13 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
                 _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
                 s -= lse_b
                 p = xp.exp(s, out=s)                                # (nb, bq, bk)
-                gv[rows, k0:k1] += xp.matmul(p.swapaxes(1, 2), go,
-                                             out=scratch.get("gv", vb.shape))
                 dp = xp.matmul(go, vb.swapaxes(1, 2), out=scratch.get("dp", s.shape))
                 dp -= delta_b
                 ds = xp.multiply(p, dp, out=dp)
-                gq_b += xp.matmul(ds, kb, out=scratch.get("gq", qb.shape))
-                gk[rows, k0:k1] += xp.matmul(ds.swapaxes(1, 2), qb,
-                                             out=scratch.get("gk", kb.shape))
+                keys_first = q0 == 0 and not is_causal
+                _gemm_into(xp, gv[rows, k0:k1], p.swapaxes(1, 2), go, keys_first, scratch, "gv")
+                _gemm_into(xp, gk[rows, k0:k1], ds.swapaxes(1, 2), qb, keys_first, scratch, "gk")
+                _gemm_into(xp, gq_b, ds, kb, k0 == c0 and not is_causal, scratch, "gq")
 
     _run(xp, ct, tasks, task, workers)
     gq = gqs[0]
@@ -378,6 +382,14 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
         gq += part
     gq *= scale
     return tuple(g.astype(q.dtype, copy=False) for g in (gq, gk, gv))
+
+
+def _gemm_into(xp, target, a, b, first, scratch, name):
+    """target = a @ b when ``first``, else target += a @ b (through a scratch buffer)."""
+    if first:
+        xp.matmul(a, b, out=target)
+    else:
+        target += xp.matmul(a, b, out=scratch.get(name, target.shape))
 
 
 def _run(xp, dtype, tasks, task, workers):
