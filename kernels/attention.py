@@ -25,6 +25,7 @@ of its inputs, so it also runs on CuPy (the GPU path uses it for float64 and for
 kernels do not cover). float16 inputs are computed in float32.
 """
 
+import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -107,11 +108,16 @@ def _plan(B, L, S, workers):
     (at least ``MIN_BLOCK_K``). Heads that fit a tile whole are stacked several to a tile (one
     batched GEMM instead of a NumPy call per head), as long as every worker still gets a tile.
     """
-    bq = max(1, min(L, BLOCK_Q))
-    bk = max(1, min(S, max(MIN_BLOCK_K, TILE_ELEMENTS // bq)))
+    return _plan_for(B, L, S, workers, BLOCK_Q, TILE_ELEMENTS, MIN_BLOCK_K)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_for(B, L, S, workers, block_q, tile, min_block_k):
+    bq = max(1, min(L, block_q))
+    bk = max(1, min(S, max(min_block_k, tile // bq)))
     nb = 1
     if bq >= L and bk >= S:
-        nb = max(1, min(-(-B // workers), TILE_ELEMENTS // max(1, L * S)))
+        nb = max(1, min(-(-B // workers), tile // max(1, L * S)))
     return nb, bq, bk
 
 

@@ -24,10 +24,10 @@ from .dropout import dropout
 
 def _flatten_batch(a, batch):
     """(..., n, d) broadcast to ``batch`` -> (B, n, d); a view unless broadcasting copies."""
-    flat = (math.prod(batch),) + a.shape[-2:]
-    if a.shape[:-2] == batch:
-        return a.reshape(flat)                  # nothing to broadcast (broadcast_to costs ~5 us)
-    return xp_of(a).broadcast_to(a, batch + a.shape[-2:]).reshape(flat)
+    if a.shape[:-2] == batch:                   # nothing to broadcast (broadcast_to costs ~5 us)
+        return a if a.ndim == 3 else a.reshape((math.prod(batch),) + a.shape[-2:])
+    return xp_of(a).broadcast_to(a, batch + a.shape[-2:]).reshape((math.prod(batch),)
+                                                                  + a.shape[-2:])
 
 
 def _flatten_mask(mask, batch):
@@ -44,14 +44,16 @@ class ScaledDotProductAttention(Function):
     """softmax(q k^T * scale + mask) v as one node; saves q, k, v, out and the row lse."""
 
     @staticmethod
-    def forward(ctx, query, key, value, mask, is_causal, scale):
-        batch = _batch_shape(query, key, value)
-        q, k, v = (_flatten_batch(a, batch) for a in (query, key, value))   # (B, n, d) each
+    def forward(ctx, query, key, value, mask, is_causal, scale, batch):
+        """``batch``: the broadcast batch dims of query, key and value (checked by the caller)."""
+        q = _flatten_batch(query, batch)                        # (B, L, E)
+        k = _flatten_batch(key, batch)                          # (B, S, E)
+        v = _flatten_batch(value, batch)                        # (B, S, Ev)
         mask = _flatten_mask(mask, batch)
         out, lse = K.attention_forward(q, k, v, mask, is_causal, scale)   # (B, L, Ev), (B, L)
         ctx.save_for_backward(q, k, v, out, lse, mask)
         ctx.conf = (is_causal, scale, batch, query.shape, key.shape, value.shape)
-        return out.reshape(batch + out.shape[1:])
+        return out if len(batch) == 1 else out.reshape(batch + out.shape[1:])
 
     @staticmethod
     def backward(ctx, gout):
@@ -61,7 +63,7 @@ class ScaledDotProductAttention(Function):
                                      is_causal, scale)
         grads = tuple(sum_to(g.reshape(batch + g.shape[1:]), shape) if need else None
                       for g, shape, need in zip(grads, shapes, ctx.needs_input_grad))
-        return grads + (None, None, None)
+        return grads + (None, None, None, None)
 
 
 def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
@@ -116,12 +118,13 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale)
     if enable_gqa:
         key, value = _repeat_heads(query, key), _repeat_heads(query, value)
-    _check_shapes(query, key, value, attn_mask)
+    batch = _check_shapes(query, key, value, attn_mask)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
     mask_grad = attn_mask is not None and attn_mask.requires_grad and is_grad_enabled()
     if dropout_p == 0 and not mask_grad:
         mask = None if attn_mask is None else attn_mask._data
-        return ScaledDotProductAttention.apply(query, key, value, mask, bool(is_causal), scale)
+        return ScaledDotProductAttention.apply(query, key, value, mask, bool(is_causal), scale,
+                                               batch)
     weights = attention_weights(query, key, attn_mask, is_causal, scale)
     return dropout(weights, dropout_p) @ value
 
@@ -146,7 +149,8 @@ def _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale):
         if is_causal:
             raise ValueError(f"{op}: pass attn_mask or is_causal=True, not both (attn_mask "
                              f"shape {attn_mask.shape})")
-    if not isinstance(dropout_p, numbers.Real) or not 0 <= dropout_p <= 1:
+    if (type(dropout_p) is not float and not isinstance(dropout_p, numbers.Real)
+            or not 0 <= dropout_p <= 1):
         raise ValueError(f"{op}: dropout_p must be in [0, 1], got {dropout_p!r}")
     if scale is not None and not isinstance(scale, numbers.Real):
         raise TypeError(f"{op}: scale must be a number or None, got {type(scale).__name__}")
@@ -160,6 +164,7 @@ def _batch_shape(query, key, value):
 
 
 def _check_shapes(query, key, value, attn_mask):
+    """Checks the shapes against each other; returns the broadcast batch dims."""
     op = "scaled_dot_product_attention"
 
     def shapes():
@@ -184,6 +189,7 @@ def _check_shapes(query, key, value, attn_mask):
         if not fits:
             raise ValueError(f"{op}: attn_mask of shape {attn_mask.shape} does not broadcast to "
                              f"the scores' shape {target} {shapes()}")
+    return batch
 
 
 def _repeat_heads(query, kv):
