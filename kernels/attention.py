@@ -177,17 +177,22 @@ def _prepare(q, k, v, mask, scale):
 
 class _Scratch:
     """One thread's tile buffers, reused from tile to tile: ``get`` views the first elements of
-    a flat buffer in the shape asked (contiguous, so BLAS and ufuncs write it in place)."""
+    a flat buffer in the shape asked (contiguous, so BLAS and ufuncs write it in place). Views
+    of one name share memory; the views themselves are kept, as most tiles ask the same shapes."""
 
     def __init__(self, xp, dtype):
-        self.xp, self.dtype, self.flat = xp, dtype, {}
+        self.xp, self.dtype, self.flat, self.views = xp, dtype, {}, {}
 
     def get(self, name, shape):
-        size = math.prod(shape)
-        flat = self.flat.get(name)
-        if flat is None or flat.size < size:
-            flat = self.flat[name] = self.xp.empty(size, self.dtype)
-        return flat[:size].reshape(shape)
+        view = self.views.get((name, shape))
+        if view is None:
+            size = math.prod(shape)
+            flat = self.flat.get(name)
+            if flat is None or flat.size < size:
+                flat = self.flat[name] = self.xp.empty(size, self.dtype)
+                self.views = {key: v for key, v in self.views.items() if key[0] != name}
+            view = self.views[name, shape] = flat[:size].reshape(shape)
+        return view
 
 
 class _Fresh:
@@ -246,12 +251,14 @@ def _forward_block(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, scr
     nb, bq, _ = qs.shape
     key_end = _key_end(q0 + bq, k.shape[1], is_causal)
     ones = _ones(qs.dtype, min(bk, key_end))
+    masked = is_causal or blocked is not None or additive is not None
     shift = -np.inf
     total = acc = None                      # row sums of exp(s - shift), sums of exp(s - shift) v
     for k0 in range(0, key_end, bk):
         k1 = min(key_end, k0 + bk)
         s = xp.matmul(qs, k[:, k0:k1].swapaxes(1, 2), out=scratch.get("s", (nb, bq, k1 - k0)))
-        _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
+        if masked:
+            _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
         top = np.fmax.reduce(s, axis=None)                      # NaN only if all of s is
         if top > shift:
             if total is not None:           # rescale what was summed under the old shift
@@ -332,10 +339,8 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
     B, L, E = q.shape
     S, Ev = k.shape[1], v.shape[2]
     ct, k, v, blocked, additive, scale = _prepare(q, k, v, mask, scale)
-    qs = xp.multiply(q, scale, dtype=ct)                        # S = qs k^T, gk = dS^T qs
     gout = gout if gout.dtype == ct else gout.astype(ct)
-    delta = xp.matmul(xp.multiply(gout, out, dtype=ct),         # D = rowsum(dO * O), (B, L)
-                      _ones(ct, Ev) if xp is np else xp.ones(Ev, ct))
+    ones = _ones(ct, Ev) if xp is np else xp.ones(Ev, ct)     # D = rowsum(dO * O) = (dO * O) 1
     lse = lse if lse.dtype == ct else lse.astype(ct)
     if xp is not np or lse.size and lse.min() == -np.inf:
         lse = xp.where(lse == -np.inf, np.inf, lse)             # fully masked rows: P = 0
@@ -356,30 +361,40 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
     gqs = [fill(q.shape, ct) for _ in range(splits)]
     tasks = [(slice(b0, b0 + nb), c * width, min(S, (c + 1) * width), gqs[c])
              for b0 in range(0, B, nb) for c in range(splits)]
+    masked = is_causal or mask is not None
 
     def task(scratch, rows, c0, c1, gq):
+        blocks = [(k0, min(c1, k0 + bk)) for k0 in range(c0, c1, bk)]
+        per_block = [(k[rows, k0:k1], v[rows, k0:k1], gk[rows, k0:k1], gv[rows, k0:k1])
+                     for k0, k1 in blocks]
         for q0 in range(0, L, bq):
             q1 = min(L, q0 + bq)
             key_end = min(c1, _key_end(q1, S, is_causal))
             if key_end <= c0:
                 continue
-            qb, go = qs[rows, q0:q1], gout[rows, q0:q1]             # (nb, bq, E), (nb, bq, Ev)
-            lse_b, delta_b = lse[rows, q0:q1, None], delta[rows, q0:q1, None]
+            block, go = q[rows, q0:q1], gout[rows, q0:q1]           # (nb, bq, E), (nb, bq, Ev)
+            qb = xp.multiply(block, scale, out=scratch.get("q", block.shape), dtype=ct)
+            delta_b = xp.matmul(xp.multiply(go, out[rows, q0:q1], dtype=ct,
+                                            out=scratch.get("o", go.shape)), ones)[..., None]
+            lse_b = lse[rows, q0:q1, None]
             gq_b = gq[rows, q0:q1]
-            for k0 in range(c0, key_end, bk):
-                k1 = min(key_end, k0 + bk)
-                kb, vb = k[rows, k0:k1], v[rows, k0:k1]
+            keys_first = q0 == 0 and not is_causal
+            for (k0, k1), (kb, vb, gk_b, gv_b) in zip(blocks, per_block):
+                if k0 >= key_end:
+                    break
+                if k1 > key_end:                # causal: the block's keys past the diagonal
+                    kb, vb, gk_b, gv_b = (a[:, :key_end - k0] for a in (kb, vb, gk_b, gv_b))
                 s = xp.matmul(qb, kb.swapaxes(1, 2),
                               out=scratch.get("s", qb.shape[:2] + kb.shape[1:2]))
-                _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
+                if masked:
+                    _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
                 s -= lse_b
                 p = xp.exp(s, out=s)                                # (nb, bq, bk)
                 dp = xp.matmul(go, vb.swapaxes(1, 2), out=scratch.get("dp", s.shape))
                 dp -= delta_b
                 ds = xp.multiply(p, dp, out=dp)
-                keys_first = q0 == 0 and not is_causal
-                _gemm_into(xp, gv[rows, k0:k1], p.swapaxes(1, 2), go, keys_first, scratch, "gv")
-                _gemm_into(xp, gk[rows, k0:k1], ds.swapaxes(1, 2), qb, keys_first, scratch, "gk")
+                _gemm_into(xp, gv_b, p.swapaxes(1, 2), go, keys_first, scratch, "gv")
+                _gemm_into(xp, gk_b, ds.swapaxes(1, 2), qb, keys_first, scratch, "gk")
                 _gemm_into(xp, gq_b, ds, kb, k0 == c0 and not is_causal, scratch, "gq")
 
     _run(xp, ct, tasks, task, workers)
