@@ -346,6 +346,16 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
         lse = xp.where(lse == -np.inf, np.inf, lse)             # fully masked rows: P = 0
     workers = _workers(xp, B * L * S * (E + Ev))
     nb, bq, bk = _plan(B, L, S, workers)
+    if nb >= B and bq >= L and bk >= S and L and S:      # one tile: no tasks, no scratch
+        qs = xp.multiply(q, scale, dtype=ct)
+        p, ds = _probs_and_score_grads(xp, qs, gout, _row_terms(xp, gout, out, ones, _Fresh), k,
+                                       v, lse, blocked, additive, is_causal, slice(None), 0, 0,
+                                       _Fresh)
+        gq = xp.matmul(ds, k)
+        gq *= scale
+        return (gq.astype(q.dtype, copy=False),
+                xp.matmul(ds.swapaxes(1, 2), qs).astype(q.dtype, copy=False),
+                xp.matmul(p.swapaxes(1, 2), gout).astype(q.dtype, copy=False))
     chunks = -(-B // nb)
     # Batch chunks that do not share out evenly also split their keys (each split sums its own
     # query gradient, added up at the end).
@@ -361,7 +371,6 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
     gqs = [fill(q.shape, ct) for _ in range(splits)]
     tasks = [(slice(b0, b0 + nb), c * width, min(S, (c + 1) * width), gqs[c])
              for b0 in range(0, B, nb) for c in range(splits)]
-    masked = is_causal or mask is not None
 
     def task(scratch, rows, c0, c1, gq):
         blocks = [(k0, min(c1, k0 + bk)) for k0 in range(c0, c1, bk)]
@@ -374,25 +383,16 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
                 continue
             block, go = q[rows, q0:q1], gout[rows, q0:q1]           # (nb, bq, E), (nb, bq, Ev)
             qb = xp.multiply(block, scale, out=scratch.get("q", block.shape), dtype=ct)
-            delta_b = xp.matmul(xp.multiply(go, out[rows, q0:q1], dtype=ct,
-                                            out=scratch.get("o", go.shape)), ones)[..., None]
-            lse_b = lse[rows, q0:q1, None]
-            gq_b = gq[rows, q0:q1]
+            delta_b = _row_terms(xp, go, out[rows, q0:q1], ones, scratch)
+            lse_b, gq_b = lse[rows, q0:q1], gq[rows, q0:q1]
             keys_first = q0 == 0 and not is_causal
             for (k0, k1), (kb, vb, gk_b, gv_b) in zip(blocks, per_block):
                 if k0 >= key_end:
                     break
                 if k1 > key_end:                # causal: the block's keys past the diagonal
                     kb, vb, gk_b, gv_b = (a[:, :key_end - k0] for a in (kb, vb, gk_b, gv_b))
-                s = xp.matmul(qb, kb.swapaxes(1, 2),
-                              out=scratch.get("s", qb.shape[:2] + kb.shape[1:2]))
-                if masked:
-                    _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
-                s -= lse_b
-                p = xp.exp(s, out=s)                                # (nb, bq, bk)
-                dp = xp.matmul(go, vb.swapaxes(1, 2), out=scratch.get("dp", s.shape))
-                dp -= delta_b
-                ds = xp.multiply(p, dp, out=dp)
+                p, ds = _probs_and_score_grads(xp, qb, go, delta_b, kb, vb, lse_b, blocked,
+                                               additive, is_causal, rows, q0, k0, scratch)
                 _gemm_into(xp, gv_b, p.swapaxes(1, 2), go, keys_first, scratch, "gv")
                 _gemm_into(xp, gk_b, ds.swapaxes(1, 2), qb, keys_first, scratch, "gk")
                 _gemm_into(xp, gq_b, ds, kb, k0 == c0 and not is_causal, scratch, "gq")
@@ -403,6 +403,25 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
         gq += part
     gq *= scale
     return tuple(g.astype(q.dtype, copy=False) for g in (gq, gk, gv))
+
+
+def _row_terms(xp, go, out, ones, scratch):
+    """D = rowsum(dO * O) as (nb, bq, 1), the row sum as a GEMV with ``ones``."""
+    prod = xp.multiply(go, out, out=scratch.get("o", go.shape), dtype=go.dtype)
+    return xp.matmul(prod, ones)[..., None]
+
+
+def _probs_and_score_grads(xp, qs, go, delta, k, v, lse, blocked, additive, is_causal,
+                           rows, q0, k0, scratch):
+    """(P, dS) of one tile: P = exp(qs k^T + mask - lse), dS = P * (dO v^T - D)."""
+    s = xp.matmul(qs, k.swapaxes(1, 2), out=scratch.get("s", qs.shape[:2] + k.shape[1:2]))
+    if is_causal or blocked is not None or additive is not None:
+        _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
+    s -= lse[..., None]
+    p = xp.exp(s, out=s)                                        # (nb, bq, bk)
+    dp = xp.matmul(go, v.swapaxes(1, 2), out=scratch.get("dp", s.shape))
+    dp -= delta
+    return p, xp.multiply(p, dp, out=dp)
 
 
 def _gemm_into(xp, target, a, b, first, scratch, name):
