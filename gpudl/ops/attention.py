@@ -30,6 +30,13 @@ def _flatten_batch(a, batch):
                                                                   + a.shape[-2:])
 
 
+def _unflatten_grad(g, batch, shape):
+    """A (B, n, d) gradient back to the input's ``shape`` (summed over broadcast dims)."""
+    if len(batch) != 1:
+        g = g.reshape(batch + g.shape[1:])
+    return sum_to(g, shape)
+
+
 def _flatten_mask(mask, batch):
     """A mask broadcastable to ``batch + (L, S)`` -> (Bm, Lm, Sm) with Bm 1 or prod(batch)."""
     if mask is None:
@@ -59,11 +66,12 @@ class ScaledDotProductAttention(Function):
     def backward(ctx, gout):
         q, k, v, out, lse, mask = ctx.saved_tensors
         is_causal, scale, batch, *shapes = ctx.conf
-        grads = K.attention_backward(q, k, v, out, lse, gout.reshape(out.shape), mask,
-                                     is_causal, scale)
-        grads = tuple(sum_to(g.reshape(batch + g.shape[1:]), shape) if need else None
-                      for g, shape, need in zip(grads, shapes, ctx.needs_input_grad))
-        return grads + (None, None, None, None)
+        gq, gk, gv = K.attention_backward(q, k, v, out, lse, gout.reshape(out.shape), mask,
+                                          is_causal, scale)
+        need_q, need_k, need_v = ctx.needs_input_grad[:3]
+        return (_unflatten_grad(gq, batch, shapes[0]) if need_q else None,
+                _unflatten_grad(gk, batch, shapes[1]) if need_k else None,
+                _unflatten_grad(gv, batch, shapes[2]) if need_v else None, None, None, None, None)
 
 
 def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
