@@ -102,6 +102,17 @@ def test_rows_far_from_the_others_keep_their_own_softmax(rng, blocks, offset, dt
     check(q, k, v, gout, mask=mask, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("B, is_causal", [(3, False), (3, True), (1, False), (4, True)])
+def test_threaded_tiles_match_naive_reference(rng, blocks, monkeypatch, B, is_causal):
+    """Two worker threads whatever the machine's load: tasks taken as threads finish, and (B
+    not a multiple of the workers) key ranges split with their query gradients summed."""
+    monkeypatch.setattr(K, "SERIAL_WORK", 0)
+    monkeypatch.setattr(K, "CPU_THREADS", 2)
+    monkeypatch.setattr(K.cpu_threads, "count", lambda: 2)
+    q, k, v, gout = make(rng, B, 40, 40 if is_causal else 150, 16, 12)
+    check(q, k, v, gout, is_causal=is_causal)
+
+
 @pytest.mark.parametrize("kind", ["bool", "float", "key padding"])
 def test_fully_masked_rows_give_zeros_and_zero_gradients(rng, blocks, kind):
     q, k, v, gout = make(rng, 2, 5, 8, 8, 8)
