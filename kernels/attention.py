@@ -356,20 +356,15 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
         return (gq.astype(q.dtype, copy=False),
                 xp.matmul(ds.swapaxes(1, 2), qs).astype(q.dtype, copy=False),
                 xp.matmul(p.swapaxes(1, 2), gout).astype(q.dtype, copy=False))
-    chunks = -(-B // nb)
-    # Batch chunks that do not share out evenly also split their keys (each split sums its own
-    # query gradient, added up at the end).
-    splits = 1 if chunks % workers == 0 else -(-workers // math.gcd(chunks, workers))
-    splits = max(1, min(splits, -(-S // MIN_BLOCK_K))) if S else 1
-    width = -(-S // splits) if S else 0
-    splits = -(-S // width) if S else 1     # no empty key range
+    bounds = _key_ranges(-(-B // nb), workers, L, S, is_causal)
+    splits = len(bounds) - 1
     # Without a causal mask every query block visits the same key blocks, the first one writes
     # their gradients and the others add to them; causal tiles vary, and keys past L are never
     # visited: zeros to add to.
     fill = xp.zeros if is_causal or L == 0 or S == 0 else xp.empty
     gk, gv = fill(k.shape, ct), fill(v.shape, ct)
     gqs = [fill(q.shape, ct) for _ in range(splits)]
-    tasks = [(slice(b0, b0 + nb), c * width, min(S, (c + 1) * width), gqs[c])
+    tasks = [(slice(b0, b0 + nb), bounds[c], bounds[c + 1], gqs[c])
              for b0 in range(0, B, nb) for c in range(splits)]
 
     def task(scratch, rows, c0, c1, gq):
@@ -403,6 +398,24 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
         gq += part
     gq *= scale
     return tuple(g.astype(q.dtype, copy=False) for g in (gq, gk, gv))
+
+
+def _key_ranges(chunks, workers, L, S, is_causal):
+    """Bounds of the key ranges each backward task of a batch chunk takes: all keys, unless the
+    chunks do not share out evenly over the workers; then the keys are split too (each split
+    sums its own query gradient, added up at the end), into ranges of equal work: causal key j
+    is seen by L - j queries, so the causal ranges widen towards the end."""
+    splits = 1 if chunks % workers == 0 else -(-workers // math.gcd(chunks, workers))
+    seen = min(S, L) if is_causal else S    # causal keys from L on are seen by no query
+    splits = max(1, min(splits, seen // MIN_BLOCK_K))
+    if splits == 1:
+        return [0, S]
+    if is_causal:                           # work before x ~ x L - x^2 / 2 of seen L - seen^2 / 2
+        total = seen * L - seen * seen / 2
+        inner = [L - math.sqrt(L * L - 2 * total * i / splits) for i in range(1, splits)]
+    else:
+        inner = [S * i / splits for i in range(1, splits)]
+    return [0] + [round(x) for x in inner] + [S]
 
 
 def _row_terms(xp, go, out, ones, scratch):
