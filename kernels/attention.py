@@ -34,7 +34,7 @@ import numpy as np
 
 from gpudl import backend, cpu_threads
 
-BLOCK_Q = 128               # most query rows per tile
+BLOCK_Q = 256               # most query rows per tile; half that with a causal mask
 TILE_ELEMENTS = 1 << 16     # scores per tile: 256 KiB in float32, in L2 with its K and V blocks
 MIN_BLOCK_K = 64            # fewer keys per tile make NumPy's per-call cost dominate
 CPU_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -101,14 +101,17 @@ def _compute_dtype(dtype):
     return np.float64 if dtype == np.float64 else np.float32
 
 
-def _plan(B, L, S, workers):
+def _plan(B, L, S, workers, is_causal):
     """(batch rows, query rows, keys) per tile.
 
     About ``TILE_ELEMENTS`` scores per tile: up to ``BLOCK_Q`` query rows and as many keys as fit
-    (at least ``MIN_BLOCK_K``). Heads that fit a tile whole are stacked several to a tile (one
-    batched GEMM instead of a NumPy call per head), as long as every worker still gets a tile.
+    (at least ``MIN_BLOCK_K``). Causal tiles take half the query rows: the tiles across the
+    diagonal compute about ``rows / 2L`` of the work in vain, which outweighs the cost of more
+    tiles. Heads that fit a tile whole are stacked several to a tile (one batched GEMM instead
+    of a NumPy call per head), as long as every worker still gets a tile.
     """
-    return _plan_for(B, L, S, workers, BLOCK_Q, TILE_ELEMENTS, MIN_BLOCK_K)
+    return _plan_for(B, L, S, workers, BLOCK_Q // 2 if is_causal else BLOCK_Q, TILE_ELEMENTS,
+                     MIN_BLOCK_K)
 
 
 @functools.lru_cache(maxsize=256)
@@ -211,7 +214,7 @@ def _attention_fwd_cpu(q, k, v, mask, is_causal, scale):
     if S == 0 or B == 0 or L == 0:                              # no key at all: fully masked
         return xp.zeros((B, L, Ev), q.dtype), xp.full((B, L), -np.inf, ct)
     workers = _workers(xp, B * L * S * (E + Ev))
-    nb, bq, bk = _plan(B, L, S, workers)
+    nb, bq, bk = _plan(B, L, S, workers, is_causal)
     if nb >= B and bq >= L and bk >= S:     # one tile: no tasks, no scratch, no copies into out
         qs = xp.multiply(q, scale, dtype=ct)
         o, lse = _forward_block(xp, qs, k, v, blocked, additive, is_causal, slice(None), 0,
@@ -345,7 +348,7 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
     if xp is not np or lse.size and lse.min() == -np.inf:
         lse = xp.where(lse == -np.inf, np.inf, lse)             # fully masked rows: P = 0
     workers = _workers(xp, B * L * S * (E + Ev))
-    nb, bq, bk = _plan(B, L, S, workers)
+    nb, bq, bk = _plan(B, L, S, workers, is_causal)
     if nb >= B and bq >= L and bk >= S and L and S:      # one tile: no tasks, no scratch
         qs = xp.multiply(q, scale, dtype=ct)
         p, ds = _probs_and_score_grads(xp, qs, gout, _row_terms(xp, gout, out, ones, _Fresh), k,
