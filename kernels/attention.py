@@ -151,9 +151,24 @@ def _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0):
         s += _tile(additive, rows, q0, q1, k0, k1)
     if blocked is not None:
         xp.copyto(s, -np.inf, where=_tile(blocked, rows, q0, q1, k0, k1))
-    if is_causal and k1 - 1 > q0:                               # tile reaches above the diagonal
-        above = (xp.arange(k0, k1)[None, :] > xp.arange(q0, q1)[:, None])   # (bq, bk)
-        xp.copyto(s, -np.inf, where=above)
+    first_hidden = max(k0, q0 + 1)          # query q0 sees keys up to q0, the others more
+    if is_causal and first_hidden < k1:     # the tile reaches above the diagonal: mask that part
+        xp.copyto(s[..., first_hidden - k0:], -np.inf,
+                  where=_above_diagonal(xp, first_hidden - q0, q1 - q0, k1 - first_hidden))
+
+
+def _above_diagonal(xp, offset, rows, cols):
+    """(rows, cols) bool, True where key ``offset + j`` lies after query ``i``: j + offset > i.
+    NumPy's are shared by calls and threads (never written); CuPy's are made on the current
+    device each time."""
+    if xp is np:
+        return _above_diagonal_host(offset, rows, cols)
+    return xp.arange(offset, offset + cols)[None, :] > xp.arange(rows)[:, None]
+
+
+@functools.lru_cache(maxsize=64)
+def _above_diagonal_host(offset, rows, cols):
+    return np.arange(offset, offset + cols)[None, :] > np.arange(rows)[:, None]
 
 
 def _finite(xp, m):
@@ -366,7 +381,10 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
     # visited: zeros to add to.
     fill = xp.zeros if is_causal or L == 0 or S == 0 else xp.empty
     gk, gv = fill(k.shape, ct), fill(v.shape, ct)
-    gqs = [fill(q.shape, ct) for _ in range(splits)]
+    # A query gradient part is written first by its first key block, unless causal query blocks
+    # see none of its keys (parts after the first).
+    gqs = [(xp.zeros if is_causal and c or L == 0 or S == 0 else xp.empty)(q.shape, ct)
+           for c in range(splits)]
     tasks = [(slice(b0, b0 + nb), bounds[c], bounds[c + 1], gqs[c])
              for b0 in range(0, B, nb) for c in range(splits)]
 
@@ -393,7 +411,7 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
                                                additive, is_causal, rows, q0, k0, scratch)
                 _gemm_into(xp, gv_b, p.swapaxes(1, 2), go, keys_first, scratch, "gv")
                 _gemm_into(xp, gk_b, ds.swapaxes(1, 2), qb, keys_first, scratch, "gk")
-                _gemm_into(xp, gq_b, ds, kb, k0 == c0 and not is_causal, scratch, "gq")
+                _gemm_into(xp, gq_b, ds, kb, k0 == c0 and not (is_causal and c0), scratch, "gq")
 
     _run(xp, ct, tasks, task, workers)
     gq = gqs[0]
