@@ -39,7 +39,7 @@ TILE_ELEMENTS = 1 << 16     # scores per tile: 256 KiB in float32, in L2 with it
 MIN_BLOCK_K = 64            # fewer keys per tile make NumPy's per-call cost dominate
 CPU_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                   else os.cpu_count() or 1)   # the GIL caps what more threads could add
-SERIAL_WORK = 1 << 21       # multiply-adds (B L S (E + Ev)) below which a thread hand-off costs more
+SERIAL_WORK = 1 << 21       # multiply-adds (B L S (E + Ev)) under which threads cost more
 
 _FLOOR = 2.0 ** -40          # row sum of exp(s - shift) under which a row needs its own shift
 _ONES = {}                  # dtype -> read-only vector of ones, see _ones

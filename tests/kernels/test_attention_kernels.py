@@ -4,6 +4,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 from gpudl import backend
 from gpudl.kernels import attention as K
@@ -109,8 +110,11 @@ def test_threaded_tiles_match_naive_reference(rng, blocks, monkeypatch, B, is_ca
     monkeypatch.setattr(K, "SERIAL_WORK", 0)
     monkeypatch.setattr(K, "CPU_THREADS", 2)
     monkeypatch.setattr(K.cpu_threads, "count", lambda: 2)
+    blas_threads = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
     q, k, v, gout = make(rng, B, 40, 40 if is_causal else 150, 16, 12)
     check(q, k, v, gout, is_causal=is_causal)
+    assert [pool["num_threads"] for pool in threadpool_info()       # BLAS got its threads back
+            if pool["user_api"] == "blas"] == blas_threads
 
 
 @pytest.mark.parametrize("kind", ["bool", "float", "key padding"])
