@@ -274,7 +274,8 @@ def _forward_block(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, scr
     total = acc = None                      # row sums of exp(s - shift), sums of exp(s - shift) v
     for k0 in range(0, key_end, bk):
         k1 = min(key_end, k0 + bk)
-        s = xp.matmul(qs, k[:, k0:k1].swapaxes(1, 2), out=scratch.get("s", (nb, bq, k1 - k0)))
+        kb, vb = (k, v) if k1 - k0 == k.shape[1] else (k[:, k0:k1], v[:, k0:k1])
+        s = xp.matmul(qs, kb.swapaxes(1, 2), out=scratch.get("s", (nb, bq, k1 - k0)))
         if masked:
             _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
         top = np.fmax.reduce(s, axis=None)                      # NaN only if all of s is
@@ -290,9 +291,9 @@ def _forward_block(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, scr
             break
         s -= shift
         p = xp.exp(s, out=s)
-        row_sums = xp.matmul(p, ones[:k1 - k0])
-        pv = xp.matmul(p, v[:, k0:k1], out=scratch.get("acc" if acc is None else "pv",
-                                                       (nb, bq, v.shape[2])))
+        row_sums = xp.matmul(p, ones if k1 - k0 == ones.size else ones[:k1 - k0])
+        pv = xp.matmul(p, vb, out=scratch.get("acc" if acc is None else "pv",
+                                              (nb, bq, v.shape[2])))
         if total is None:
             total, acc = row_sums, pv
         else:
