@@ -142,10 +142,11 @@ def _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale):
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
-        if t.ndim < 2:
+        data = t._data                      # its attributes directly: this runs on every call
+        if data.ndim < 2:
             raise ValueError(f"{op}: {name} must have at least 2 dimensions (..., length, "
                              f"features), got shape {t.shape}")
-        if t.dtype.kind != "f" or t.dtype != query.dtype:
+        if data.dtype != query._data.dtype or data.dtype.kind != "f":
             raise TypeError(f"{op}: query, key and value must share one floating dtype, got "
                             f"{query.dtype}, {key.dtype} and {value.dtype}")
     if attn_mask is not None:
