@@ -165,32 +165,34 @@ def _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale):
         raise TypeError(f"{op}: scale must be a number or None, got {type(scale).__name__}")
 
 
-def _batch_shape(query, key, value):
-    """The broadcast batch dims of q, k, v (``np.broadcast_shapes`` only when they differ)."""
-    if query.shape[:-2] == key.shape[:-2] == value.shape[:-2]:
-        return query.shape[:-2]
-    return np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+def _batch_shape(qs, ks, vs):
+    """The broadcast batch dims of shapes q, k, v (``np.broadcast_shapes`` only if they differ)."""
+    if qs[:-2] == ks[:-2] == vs[:-2]:
+        return qs[:-2]
+    return np.broadcast_shapes(qs[:-2], ks[:-2], vs[:-2])
 
 
 def _check_shapes(query, key, value, attn_mask):
     """Checks the shapes against each other; returns the broadcast batch dims."""
     op = "scaled_dot_product_attention"
 
-    def shapes():
-        return f"(query shape {query.shape}, key shape {key.shape}, value shape {value.shape})"
+    qs, ks, vs = query._data.shape, key._data.shape, value._data.shape
 
-    if query.shape[-1] != key.shape[-1]:
-        raise ValueError(f"{op}: query has {query.shape[-1]} features per head but key has "
-                         f"{key.shape[-1]} {shapes()}")
-    if key.shape[-2] != value.shape[-2]:
-        raise ValueError(f"{op}: key has {key.shape[-2]} positions but value has "
-                         f"{value.shape[-2]} {shapes()}")
+    def shapes():
+        return f"(query shape {qs}, key shape {ks}, value shape {vs})"
+
+    if qs[-1] != ks[-1]:
+        raise ValueError(f"{op}: query has {qs[-1]} features per head but key has "
+                         f"{ks[-1]} {shapes()}")
+    if ks[-2] != vs[-2]:
+        raise ValueError(f"{op}: key has {ks[-2]} positions but value has "
+                         f"{vs[-2]} {shapes()}")
     try:
-        batch = _batch_shape(query, key, value)
+        batch = _batch_shape(qs, ks, vs)
     except ValueError:
         raise ValueError(f"{op}: batch dimensions do not broadcast {shapes()}") from None
     if attn_mask is not None:
-        target = batch + (query.shape[-2], key.shape[-2])
+        target = batch + (qs[-2], ks[-2])
         try:
             fits = np.broadcast_shapes(attn_mask.shape, target) == target
         except ValueError:
