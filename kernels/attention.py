@@ -380,11 +380,11 @@ def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
     # Without a causal mask every query block visits the same key blocks, the first one writes
     # their gradients and the others add to them; causal tiles vary, and keys past L are never
     # visited: zeros to add to.
-    fill = xp.zeros if is_causal or L == 0 or S == 0 else xp.empty
-    gk, gv = fill(k.shape, ct), fill(v.shape, ct)
+    fill = _zeros if is_causal or L == 0 or S == 0 else _empty
+    gk, gv = fill(xp, k.shape, ct), fill(xp, v.shape, ct)
     # A query gradient part is written first by its first key block, unless causal query blocks
     # see none of its keys (parts after the first).
-    gqs = [(xp.zeros if is_causal and c or L == 0 or S == 0 else xp.empty)(q.shape, ct)
+    gqs = [(_zeros if is_causal and c or L == 0 or S == 0 else _empty)(xp, q.shape, ct)
            for c in range(splits)]
     tasks = [(slice(b0, b0 + nb), bounds[c], bounds[c + 1], gqs[c])
              for b0 in range(0, B, nb) for c in range(splits)]
@@ -457,6 +457,18 @@ def _probs_and_score_grads(xp, qs, go, delta, k, v, lse, blocked, additive, is_c
     dp = xp.matmul(go, v.swapaxes(1, 2), out=scratch.get("dp", s.shape))
     dp -= delta
     return p, xp.multiply(p, dp, out=dp)
+
+
+def _empty(xp, shape, dtype):
+    return xp.empty(shape, dtype)
+
+
+def _zeros(xp, shape, dtype):
+    """Zeros written into ``empty`` memory: large ``zeros`` get fresh pages from the OS, whose
+    first-touch faults cost more than the fill (and serialise threads that touch them)."""
+    out = xp.empty(shape, dtype)
+    out.fill(0)
+    return out
 
 
 def _gemm_into(xp, target, a, b, first, scratch, name):
