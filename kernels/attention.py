@@ -107,8 +107,8 @@ def _plan(B, L, S, workers, is_causal):
     About ``TILE_ELEMENTS`` scores per tile: up to ``BLOCK_Q`` query rows and as many keys as fit
     (at least ``MIN_BLOCK_K``). Causal tiles take half the query rows: the tiles across the
     diagonal compute about ``rows / 2L`` of the work in vain, which outweighs the cost of more
-    tiles. Heads that fit a tile whole are stacked several to a tile (one batched GEMM instead
-    of a NumPy call per head), as long as every worker still gets a tile.
+    tiles. Tiles smaller than that (short heads, causal tiles) stack several heads (one batched
+    GEMM instead of a NumPy call per head), as long as every worker still gets a tile.
     """
     return _plan_for(B, L, S, workers, BLOCK_Q // 2 if is_causal else BLOCK_Q, TILE_ELEMENTS,
                      MIN_BLOCK_K)
@@ -118,9 +118,7 @@ def _plan(B, L, S, workers, is_causal):
 def _plan_for(B, L, S, workers, block_q, tile, min_block_k):
     bq = max(1, min(L, block_q))
     bk = max(1, min(S, max(min_block_k, tile // bq)))
-    nb = 1
-    if bq >= L and bk >= S:
-        nb = max(1, min(-(-B // workers), tile // max(1, L * S)))
+    nb = max(1, min(-(-B // workers), tile // (bq * bk)))
     return nb, bq, bk
 
 
