@@ -41,7 +41,7 @@ CPU_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffin
                   else os.cpu_count() or 1)   # the GIL caps what more threads could add
 SERIAL_WORK = 1 << 21       # multiply-adds (B L S (E + Ev)) under which threads cost more
 
-_FLOOR = 2.0 ** -40          # row sum of exp(s - shift) under which a row needs its own shift
+_FLOOR = 2.0 ** -40         # row sum of exp(s - shift) under which a row needs its own shift
 _ONES = {}                  # dtype -> read-only vector of ones, see _ones
 _pool = []                  # [(pid, ThreadPoolExecutor)]: the twin's threads, made on first use
 
