@@ -17,6 +17,7 @@ changed by the user later becomes the new ceiling. Without ``/proc/stat`` (not L
 stays at the ceiling.
 """
 
+import contextlib
 import os
 import time
 
@@ -115,3 +116,27 @@ def _set_blas(threads):
         return
     blas.set_num_threads(threads)
     _state["blas_set"] = threads
+
+
+@contextlib.contextmanager
+def serial_blas():
+    """BLAS on one thread inside the block, for callers that run GEMMs on threads of their own.
+
+    OpenBLAS (pthreads) lets one threaded GEMM run at a time, so two callers' threaded GEMMs would
+    take turns; with BLAS on one thread each caller's GEMM runs on its own core. Yields False,
+    changing nothing, when BLAS's thread count cannot be set (no threadpoolctl, or
+    ``GPUDL_CPU_THREADS=0``): callers should then not thread their GEMMs themselves.
+    """
+    if _state["ceiling"] is None:
+        _start()
+    blas = _state["blas"]
+    if blas is None:
+        yield False
+        return
+    before = _state["blas_set"]
+    restore = before if before is not None else _current_blas_threads(blas)
+    blas.set_num_threads(1)
+    try:
+        yield True
+    finally:
+        blas.set_num_threads(restore)

@@ -11,14 +11,21 @@ attend) or an additive float array, broadcastable to ``(B, L, S)`` with its own 
 Fully masked query rows (no key allowed) give an output row of zeros, a log-sum-exp of -inf, and
 zero gradients; never NaN. NaN in the inputs propagates as NaN.
 
-The twin walks query blocks and, inside each, key chunks with an online softmax (running max and
-sum), so its working set is a few ``TILE_ELEMENTS``-sized score tiles per thread whatever L and S
-are; causal attention never visits key chunks that lie wholly above the diagonal. Batch chunks
-(and in the forward, query blocks) run on a small thread pool. It is written against the array
-module of its inputs, so it also runs on CuPy (the GPU path uses it for float64 and for head dims
-the kernels do not cover). float16 inputs are computed in float32.
+The twin cuts the (L, S) score matrix into tiles of about ``TILE_ELEMENTS`` scores (query blocks of
+up to ``BLOCK_Q`` rows, key blocks of at least ``MIN_BLOCK_K``): per tile one GEMM for the scores
+and one for P V (backward: one each for P^T dO, dO V^T, dS K and dS^T Q), with the softmax done in
+place in the tile's buffer, reused from tile to tile; the forward runs an online softmax (running
+max and sum) over the key blocks. So the working set is a few tiles per thread whatever L and S
+are, and causal attention never visits key blocks that lie wholly above the diagonal. Large calls
+run on ``CPU_THREADS`` threads (fewer when the machine is busy, see ``gpudl.cpu_threads``) that
+take tiles as they finish, each running its GEMMs on one BLAS thread: forward tasks are query
+blocks, backward tasks own batch rows (or key ranges of them) so that their key gradients need no
+locks. Tiny calls run as one tile on the calling thread. It is written against the array module
+of its inputs, so it also runs on CuPy (the GPU path uses it for float64 and for head dims the
+kernels do not cover). float16 inputs are computed in float32.
 """
 
+import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -27,15 +34,15 @@ import numpy as np
 
 from gpudl import backend, cpu_threads
 
-BLOCK_Q = 64                # query rows per block: causal work shrinks to ~(1 + 64 / L) / 2
-TILE_ELEMENTS = 1 << 15     # score-tile size: 128 KiB in float32, so tiles stay in L2 cache
-MIN_BLOCK_K = 64            # fewer keys per chunk makes the per-chunk NumPy overhead dominate
+BLOCK_Q = 256               # most query rows per tile; half that with a causal mask
+TILE_ELEMENTS = 1 << 16     # scores per tile: 256 KiB in float32, in L2 with its K and V blocks
+MIN_BLOCK_K = 64            # fewer keys per tile make NumPy's per-call cost dominate
 CPU_THREADS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                   else os.cpu_count() or 1)   # the GIL caps what more threads could add
-BLAS_THREADED_GEMM = 1 << 18  # OpenBLAS threads a GEMM itself above 65536 * 4 multiply-adds
-GEMM_HEAVY_DIM = 64          # head dims from here on: BLAS threads the GEMMs, big key blocks
-SERIAL_WORK = 1 << 20        # multiply-adds (B L S E) below which a thread hand-off costs more
+SERIAL_WORK = 1 << 21       # multiply-adds (B L S (E + Ev)) under which threads cost more
 
+_FLOOR = 2.0 ** -40         # row sum of exp(s - shift) under which a row needs its own shift
+_ONES = {}                  # dtype -> read-only vector of ones, see _ones
 _pool = []                  # [(pid, ThreadPoolExecutor)]: the twin's threads, made on first use
 
 
@@ -98,29 +105,32 @@ def _compute_dtype(dtype):
     return np.float64 if dtype == np.float64 else np.float32
 
 
-def _plan(xp, B, L, S, E):
-    """(batch rows, query rows, keys) per tile, and the number of threads.
+def _plan(B, L, S, workers, is_causal):
+    """(batch rows, query rows, keys) per tile.
 
-    A tile holds about ``TILE_ELEMENTS`` scores. Head dims of ``GEMM_HEAVY_DIM`` or more make
-    the GEMMs the work: one thread of ours walks the tiles and BLAS threads each GEMM itself
-    (as many threads as ``cpu_threads`` allows), with as many keys per tile as fit, so the
-    per-tile NumPy calls stay few (64 keys per tile at d = 128 spent more time in them than in
-    the GEMMs). Smaller head dims make thin GEMMs: each stays under ``BLAS_THREADED_GEMM``
-    multiply-adds, where OpenBLAS would split it over threads of its own, and parallelism comes
-    from our threads instead (NumPy only: its loops and BLAS release the GIL), each with at least
-    one chunk of batch rows (or, in the forward, of query blocks). Below ``SERIAL_WORK`` the
-    whole call runs on the calling thread.
+    About ``TILE_ELEMENTS`` scores per tile: up to ``BLOCK_Q`` query rows and as many keys as fit
+    (at least ``MIN_BLOCK_K``). Causal tiles take half the query rows: the tiles across the
+    diagonal compute about ``rows / 2L`` of the work in vain, which outweighs the cost of more
+    tiles. Tiles smaller than that (short heads, causal tiles) stack several heads (one batched
+    GEMM instead of a NumPy call per head), as long as every worker still gets a tile.
     """
-    heavy = E >= GEMM_HEAVY_DIM
-    threaded = xp is np and not heavy and B * L * S * E >= SERIAL_WORK
-    workers = max(1, min(CPU_THREADS, cpu_threads.count())) if threaded else 1
-    bq = max(1, min(L, BLOCK_Q))
-    bk_min = max(1, min(S, MIN_BLOCK_K))
-    nb = max(1, min(-(-B // workers), TILE_ELEMENTS // (bq * bk_min)))
-    bk = max(bk_min, TILE_ELEMENTS // (nb * bq))
-    if not heavy:
-        bk = min(bk, BLAS_THREADED_GEMM // (bq * max(E, 1)))
-    return nb, bq, max(1, min(S, bk)), workers
+    return _plan_for(B, L, S, workers, BLOCK_Q // 2 if is_causal else BLOCK_Q, TILE_ELEMENTS,
+                     MIN_BLOCK_K)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_for(B, L, S, workers, block_q, tile, min_block_k):
+    bq = max(1, min(L, block_q))
+    bk = max(1, min(S, max(min_block_k, tile // bq)))
+    nb = max(1, min(-(-B // workers), tile // (bq * bk)))
+    return nb, bq, bk
+
+
+def _workers(xp, multiply_adds):
+    """Threads for a call of this many multiply-adds: 1 below ``SERIAL_WORK`` and off NumPy."""
+    if xp is not np or multiply_adds < SERIAL_WORK:
+        return 1
+    return max(1, min(CPU_THREADS, cpu_threads.count()))
 
 
 def _key_end(q1, S, is_causal):
@@ -136,138 +146,374 @@ def _tile(mask, rows, q0, q1, k0, k1):
                 slice(k0, k1) if mask.shape[2] > 1 else full]
 
 
-def _scores(xp, qs, kb, blocked, additive, is_causal, rows, q0, k0):
-    """Masked scores of a tile: ``qs @ kb.T`` (qs pre-scaled), -inf where a key is hidden."""
-    s = xp.matmul(qs, kb.swapaxes(1, 2))                        # (nb, bq, bk)
-    q1, k1 = q0 + qs.shape[1], k0 + kb.shape[1]
+def _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0):
+    """Adds the float mask to a (nb, bq, bk) score tile in place, -inf where a key is hidden."""
+    q1, k1 = q0 + s.shape[1], k0 + s.shape[2]
     if additive is not None:
         s += _tile(additive, rows, q0, q1, k0, k1)
     if blocked is not None:
         xp.copyto(s, -np.inf, where=_tile(blocked, rows, q0, q1, k0, k1))
-    if is_causal and k1 - 1 > q0:                               # tile reaches above the diagonal
-        above = (xp.arange(k0, k1)[None, :] > xp.arange(q0, q1)[:, None])   # (bq, bk)
-        xp.copyto(s, -np.inf, where=above)
-    return s
+    first_hidden = max(k0, q0 + 1)          # query q0 sees keys up to q0, the others more
+    if is_causal and first_hidden < k1:     # the tile reaches above the diagonal: mask that part
+        xp.copyto(s[..., first_hidden - k0:], -np.inf,
+                  where=_above_diagonal(xp, first_hidden - q0, q1 - q0, k1 - first_hidden))
+
+
+def _above_diagonal(xp, offset, rows, cols):
+    """(rows, cols) bool, True where key ``offset + j`` lies after query ``i``: j + offset > i.
+    NumPy's are shared by calls and threads (never written); CuPy's are made on the current
+    device each time."""
+    if xp is np:
+        return _above_diagonal_host(offset, rows, cols)
+    return xp.arange(offset, offset + cols)[None, :] > xp.arange(rows)[:, None]
+
+
+@functools.lru_cache(maxsize=64)
+def _above_diagonal_host(offset, rows, cols):
+    return np.arange(offset, offset + cols)[None, :] > np.arange(rows)[:, None]
+
+
+def _finite(xp, m):
+    """Row maxima with 0 for rows that saw no key yet (-inf), so that exp(s - m) = 0 there."""
+    if xp is np and m.min() != -np.inf:     # no hidden row: skip the copy (no sync on a GPU)
+        return m
+    return xp.where(m == -np.inf, 0, m)
 
 
 def _prepare(q, k, v, mask, scale):
     """Compute-dtype copies (only when needed) and the mask split into blocked/additive parts."""
     ct = _compute_dtype(q.dtype)
-    k = k.astype(ct, copy=False)
-    v = v.astype(ct, copy=False)
+    k = k if k.dtype == ct else k.astype(ct)
+    v = v if v.dtype == ct else v.astype(ct)
     blocked = additive = None
     if mask is not None:
         mask = as_mask3(mask)
         if mask.dtype == np.bool_:
             blocked = ~mask
         else:
-            additive = mask.astype(ct, copy=False)
+            additive = mask if mask.dtype == ct else mask.astype(ct)
     return ct, k, v, blocked, additive, ct(scale)
+
+
+class _Scratch:
+    """One thread's tile buffers, reused from tile to tile: ``get`` views the first elements of
+    a flat buffer in the shape asked (contiguous, so BLAS and ufuncs write it in place). Views
+    of one name share memory; the views themselves are kept, as most tiles ask the same shapes."""
+
+    def __init__(self, xp, dtype):
+        self.xp, self.dtype, self.flat, self.views = xp, dtype, {}, {}
+
+    def get(self, name, shape):
+        view = self.views.get((name, shape))
+        if view is None:
+            size = math.prod(shape)
+            flat = self.flat.get(name)
+            if flat is None or flat.size < size:
+                flat = self.flat[name] = self.xp.empty(size, self.dtype)
+                self.views = {key: v for key, v in self.views.items() if key[0] != name}
+            view = self.views[name, shape] = flat[:size].reshape(shape)
+        return view
+
+
+class _Fresh:
+    """A stand-in for ``_Scratch`` that lets each NumPy call allocate (one-tile calls)."""
+
+    @staticmethod
+    def get(name, shape):
+        return None
 
 
 def _attention_fwd_cpu(q, k, v, mask, is_causal, scale):
     xp = backend.get_array_module(q)
-    B, L, _ = q.shape
+    B, L, E = q.shape
     S, Ev = k.shape[1], v.shape[2]
     ct, k, v, blocked, additive, scale = _prepare(q, k, v, mask, scale)
-    if S == 0:                                                  # no key at all: fully masked
+    if S == 0 or B == 0 or L == 0:                              # no key at all: fully masked
         return xp.zeros((B, L, Ev), q.dtype), xp.full((B, L), -np.inf, ct)
-    nb, bq, bk, workers = _plan(xp, B, L, S, max(q.shape[2], Ev))
-    if nb >= B and bq >= L and bk >= S:     # one tile: no task list, no copies into out
-        o, lse = _forward_rows(xp, q.astype(ct) * scale, k, v, blocked, additive, is_causal,
-                               slice(None), 0, bk)
+    workers = _workers(xp, B * L * S * (E + Ev))
+    nb, bq, bk = _plan(B, L, S, workers, is_causal)
+    if nb >= B and bq >= L and bk >= S:     # one tile: no tasks, no scratch, no copies into out
+        qs = xp.multiply(q, scale, dtype=ct)
+        o, lse = _forward_block(xp, qs, k, v, blocked, additive, is_causal, slice(None), 0,
+                                bk, _Fresh)
         return o.astype(q.dtype, copy=False), lse
     out = xp.empty((B, L, Ev), q.dtype)
     lse = xp.empty((B, L), ct)
+    tasks = [(slice(b0, b0 + nb), q0) for b0 in range(0, B, nb) for q0 in range(0, L, bq)]
+    if is_causal:                           # the longest key ranges first: threads end together
+        tasks.reverse()
 
-    def chunk(rows, first, step):
-        for q0 in range(first * bq, L, step * bq):
-            q1 = min(L, q0 + bq)
-            qs = q[rows, q0:q1].astype(ct) * scale                  # (nb, bq, E)
-            o, lse[rows, q0:q1] = _forward_rows(xp, qs, k[rows], v[rows], blocked, additive,
-                                                is_causal, rows, q0, bk)
-            out[rows, q0:q1] = o
+    def task(scratch, rows, q0):
+        q1 = min(L, q0 + bq)
+        block = q[rows, q0:q1]
+        qs = xp.multiply(block, scale, out=scratch.get("q", block.shape), dtype=ct)
+        _, lse[rows, q0:q1] = _forward_block(xp, qs, k[rows], v[rows], blocked, additive,
+                                             is_causal, rows, q0, bk, scratch,
+                                             out=out[rows, q0:q1])
 
-    _map_batch_chunks(chunk, B, nb, workers, split_queries=True)
+    _run(xp, ct, tasks, task, workers)
     return out, lse
 
 
-def _forward_rows(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk):
-    """Output and lse of one query block, online softmax over key chunks of ``bk``."""
-    m = total = acc = None                      # running row max, row sum of exp, sum of p v
-    for k0 in range(0, _key_end(q0 + qs.shape[1], k.shape[1], is_causal), bk):
-        vb = v[:, k0:k0 + bk]
-        s = _scores(xp, qs, k[:, k0:k0 + bk], blocked, additive, is_causal, rows, q0, k0)
-        m_new = s.max(axis=-1) if m is None else xp.maximum(m, s.max(axis=-1))   # (nb, bq)
-        m_safe = xp.where(m_new == -np.inf, 0, m_new)           # nothing seen yet: exp(-inf)=0
-        s -= m_safe[..., None]
+def _forward_block(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, scratch, out=None):
+    """Output rows (written into ``out`` when given) and lse of one query block ``qs``
+    (pre-scaled), with an online softmax over key blocks of ``bk``.
+
+    The exponent's shift is one number per block, the largest score seen so far, not one per
+    row: a whole-tile maximum and a scalar subtraction cost a fifth of row maxima and a
+    broadcast subtraction, and row sums come from a GEMM with ones. A shift above a row's own
+    maximum only scales that row's terms, which cancels in the division, unless every term of
+    the row falls far down (a row of much lower scores than the rest, hidden keys, inf or NaN):
+    rows whose sum ends under ``_FLOOR`` send the block to :func:`_forward_rows`.
+    """
+    if xp is not np:                        # the shift's value would cost a device sync
+        return _forward_rows(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, out)
+    nb, bq, _ = qs.shape
+    key_end = _key_end(q0 + bq, k.shape[1], is_causal)
+    ones = _ones(qs.dtype, min(bk, key_end))
+    masked = is_causal or blocked is not None or additive is not None
+    shift = -np.inf
+    total = acc = None                      # row sums of exp(s - shift), sums of exp(s - shift) v
+    for k0 in range(0, key_end, bk):
+        k1 = min(key_end, k0 + bk)
+        kb, vb = (k, v) if k1 - k0 == k.shape[1] else (k[:, k0:k1], v[:, k0:k1])
+        s = xp.matmul(qs, kb.swapaxes(1, 2), out=scratch.get("s", (nb, bq, k1 - k0)))
+        if masked:
+            _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
+        top = np.fmax.reduce(s, axis=None)                      # NaN only if all of s is
+        if top > shift:
+            if total is not None:           # rescale what was summed under the old shift
+                alpha = np.exp(shift - top)
+                total *= alpha
+                acc *= alpha
+            shift = top
+        elif shift == -np.inf:              # nothing visible yet (or only NaN)
+            if top == top:
+                continue
+            break
+        s -= shift
         p = xp.exp(s, out=s)
-        if m is None:
-            total, acc = p.sum(axis=-1), xp.matmul(p, vb)
+        row_sums = xp.matmul(p, ones if k1 - k0 == ones.size else ones[:k1 - k0])
+        pv = xp.matmul(p, vb, out=scratch.get("acc" if acc is None else "pv",
+                                              (nb, bq, v.shape[2])))
+        if total is None:
+            total, acc = row_sums, pv
         else:
-            alpha = xp.exp(m - m_safe)
-            total = total * alpha + p.sum(axis=-1)
+            total += row_sums
+            acc += pv
+    if total is None or not total.min() >= _FLOOR:       # NaN fails it too
+        return _forward_rows(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, out,
+                             scratch)
+    lse = xp.log(total)
+    lse += shift
+    return xp.divide(acc, total[..., None], out=out), lse
+
+
+def _forward_rows(xp, qs, k, v, blocked, additive, is_causal, rows, q0, bk, out=None,
+                  scratch=_Fresh):
+    """:func:`_forward_block` with a shift per row, each row's own running maximum: exact for
+    any scores (fully hidden rows give zeros and an lse of -inf), at the price of row
+    reductions and broadcasts."""
+    nb, bq, _ = qs.shape
+    key_end = _key_end(q0 + bq, k.shape[1], is_causal)
+    m = total = acc = None                  # running row max, row sum of exp, sum of p v
+    for k0 in range(0, key_end, bk):
+        k1 = min(key_end, k0 + bk)
+        s = xp.matmul(qs, k[:, k0:k1].swapaxes(1, 2), out=scratch.get("s", (nb, bq, k1 - k0)))
+        _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
+        m_new = s.max(axis=-1)                                  # (nb, bq)
+        if m is not None:
+            m_new = xp.maximum(m, m_new, out=m_new)
+        shift = _finite(xp, m_new)
+        s -= shift[..., None]
+        p = xp.exp(s, out=s)
+        pv = xp.matmul(p, v[:, k0:k1], out=scratch.get("acc" if m is None else "pv",
+                                                       (nb, bq, v.shape[2])))
+        if m is None:
+            total, acc = p.sum(axis=-1), pv
+        else:
+            alpha = xp.exp(m - shift)                           # m = -inf: nothing to rescale
+            total *= alpha
+            total += p.sum(axis=-1)
             acc *= alpha[..., None]
-            acc += xp.matmul(p, vb)
-        m = m_safe
+            acc += pv
+        m = m_new
+    shift = _finite(xp, m)
     seen = total > 0
     total = xp.where(seen, total, 1)
-    return acc / total[..., None], xp.where(seen, m + xp.log(total), -np.inf)
+    return (xp.divide(acc, total[..., None], out=out),
+            xp.where(seen, shift + xp.log(total), -np.inf))
+
+
+def _ones(dtype, n):
+    """A read-only vector of ``n`` ones (row sums as a GEMM), shared by calls and threads."""
+    have = _ONES.get(dtype)
+    if have is None or have.size < n:
+        have = np.ones(max(n, 1024), dtype)
+        have.flags.writeable = False
+        _ONES[dtype] = have
+    return have[:n]
 
 
 def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
     xp = backend.get_array_module(q)
-    B, L, _ = q.shape
-    S = k.shape[1]
+    B, L, E = q.shape
+    S, Ev = k.shape[1], v.shape[2]
     ct, k, v, blocked, additive, scale = _prepare(q, k, v, mask, scale)
-    delta = (gout.astype(ct) * out.astype(ct)).sum(axis=-1)    # D = rowsum(dO * O), (B, L)
-    lse = xp.where(lse == -np.inf, np.inf, lse).astype(ct)    # fully masked rows: P = 0
-    gq = xp.zeros(q.shape, ct)
-    gk = xp.zeros(k.shape, ct)
-    gv = xp.zeros(v.shape, ct)
-    nb, bq, bk, workers = _plan(xp, B, L, S, max(q.shape[2], v.shape[2]))
+    gout = gout if gout.dtype == ct else gout.astype(ct)
+    ones = _ones(ct, Ev) if xp is np else xp.ones(Ev, ct)     # D = rowsum(dO * O) = (dO * O) 1
+    lse = lse if lse.dtype == ct else lse.astype(ct)
+    if xp is not np or lse.size and lse.min() == -np.inf:
+        lse = xp.where(lse == -np.inf, np.inf, lse)             # fully masked rows: P = 0
+    workers = _workers(xp, B * L * S * (E + Ev))
+    nb, bq, bk = _plan(B, L, S, workers, is_causal)
+    if nb >= B and bq >= L and bk >= S and L and S:      # one tile: no tasks, no scratch
+        qs = xp.multiply(q, scale, dtype=ct)
+        p, ds = _probs_and_score_grads(xp, qs, gout, _row_terms(xp, gout, out, ones, _Fresh), k,
+                                       v, lse, blocked, additive, is_causal, slice(None), 0, 0,
+                                       _Fresh)
+        gq = xp.matmul(ds, k)
+        gq *= scale
+        return (gq.astype(q.dtype, copy=False),
+                xp.matmul(ds.swapaxes(1, 2), qs).astype(q.dtype, copy=False),
+                xp.matmul(p.swapaxes(1, 2), gout).astype(q.dtype, copy=False))
+    bounds = _key_ranges(-(-B // nb), workers, L, S, is_causal)
+    splits = len(bounds) - 1
+    # Without a causal mask every query block visits the same key blocks, the first one writes
+    # their gradients and the others add to them; causal tiles vary, and keys past L are never
+    # visited: zeros to add to.
+    fill = _zeros if is_causal or L == 0 or S == 0 else _empty
+    gk, gv = fill(xp, k.shape, ct), fill(xp, v.shape, ct)
+    # A query gradient part is written first by its first key block, unless causal query blocks
+    # see none of its keys (parts after the first).
+    gqs = [(_zeros if is_causal and c or L == 0 or S == 0 else _empty)(xp, q.shape, ct)
+           for c in range(splits)]
+    tasks = [(slice(b0, b0 + nb), bounds[c], bounds[c + 1], gqs[c])
+             for b0 in range(0, B, nb) for c in range(splits)]
 
-    def chunk(rows, first, step):
-        for q0 in range(first * bq, L, step * bq):
+    def task(scratch, rows, c0, c1, gq):
+        blocks = [(k0, min(c1, k0 + bk)) for k0 in range(c0, c1, bk)]
+        per_block = [(k[rows, k0:k1], v[rows, k0:k1], gk[rows, k0:k1], gv[rows, k0:k1])
+                     for k0, k1 in blocks]
+        for q0 in range(0, L, bq):
             q1 = min(L, q0 + bq)
-            qs = q[rows, q0:q1].astype(ct) * scale                  # (nb, bq, E)
-            go = gout[rows, q0:q1].astype(ct, copy=False)          # (nb, bq, Ev)
-            for k0 in range(0, _key_end(q1, S, is_causal), bk):
-                keys = slice(k0, k0 + bk)
-                s = _scores(xp, qs, k[rows, keys], blocked, additive, is_causal, rows, q0, k0)
-                s -= lse[rows, q0:q1, None]
-                p = xp.exp(s, out=s)                                # (nb, bq, bk)
-                gv[rows, keys] += xp.matmul(p.swapaxes(1, 2), go)
-                dp = xp.matmul(go, v[rows, keys].swapaxes(1, 2))   # (nb, bq, bk)
-                dp -= delta[rows, q0:q1, None]
-                ds = xp.multiply(p, dp, out=dp)
-                gq[rows, q0:q1] += xp.matmul(ds, k[rows, keys])
-                gk[rows, keys] += xp.matmul(ds.swapaxes(1, 2), qs)
+            key_end = min(c1, _key_end(q1, S, is_causal))
+            if key_end <= c0:
+                continue
+            block, go = q[rows, q0:q1], gout[rows, q0:q1]           # (nb, bq, E), (nb, bq, Ev)
+            qb = xp.multiply(block, scale, out=scratch.get("q", block.shape), dtype=ct)
+            delta_b = _row_terms(xp, go, out[rows, q0:q1], ones, scratch)
+            lse_b, gq_b = lse[rows, q0:q1], gq[rows, q0:q1]
+            keys_first = q0 == 0 and not is_causal
+            for (k0, k1), (kb, vb, gk_b, gv_b) in zip(blocks, per_block):
+                if k0 >= key_end:
+                    break
+                if k1 > key_end:                # causal: the block's keys past the diagonal
+                    kb, vb, gk_b, gv_b = (a[:, :key_end - k0] for a in (kb, vb, gk_b, gv_b))
+                p, ds = _probs_and_score_grads(xp, qb, go, delta_b, kb, vb, lse_b, blocked,
+                                               additive, is_causal, rows, q0, k0, scratch)
+                _gemm_into(xp, gv_b, p.swapaxes(1, 2), go, keys_first, scratch, "gv")
+                _gemm_into(xp, gk_b, ds.swapaxes(1, 2), qb, keys_first, scratch, "gk")
+                _gemm_into(xp, gq_b, ds, kb, k0 == c0 and not (is_causal and c0), scratch, "gq")
 
-    _map_batch_chunks(chunk, B, nb, workers)
+    _run(xp, ct, tasks, task, workers)
+    gq = gqs[0]
+    for part in gqs[1:]:
+        gq += part
     gq *= scale
     return tuple(g.astype(q.dtype, copy=False) for g in (gq, gk, gv))
 
 
-def _map_batch_chunks(chunk, B, nb, workers, split_queries=False):
-    """chunk(rows, first, step) over slices of ``nb`` batch rows, each doing query blocks
-    first, first + step, ...; on ``workers`` threads when there is more than one task. With
-    fewer chunks than workers, ``split_queries`` deals each chunk's query blocks out round-robin
-    (forward only: backward accumulates key gradients across query blocks)."""
-    chunks = [slice(b0, b0 + nb) for b0 in range(0, B, nb)]
-    step = workers if split_queries and len(chunks) < workers else 1
-    tasks = [(rows, first, step) for rows in chunks for first in range(step)]
+def _key_ranges(chunks, workers, L, S, is_causal):
+    """Bounds of the key ranges each backward task of a batch chunk takes: all keys, unless the
+    chunks do not share out evenly over the workers; then the keys are split too (each split
+    sums its own query gradient, added up at the end), into ranges of equal work: causal key j
+    is seen by L - j queries, so the causal ranges widen towards the end."""
+    splits = 1 if chunks % workers == 0 else -(-workers // math.gcd(chunks, workers))
+    seen = min(S, L) if is_causal else S    # causal keys from L on are seen by no query
+    splits = max(1, min(splits, seen // MIN_BLOCK_K))
+    if splits == 1:
+        return [0, S]
+    if is_causal:                           # work before x ~ x L - x^2 / 2 of seen L - seen^2 / 2
+        total = seen * L - seen * seen / 2
+        inner = [L - math.sqrt(L * L - 2 * total * i / splits) for i in range(1, splits)]
+    else:
+        inner = [S * i / splits for i in range(1, splits)]
+    return [0] + [round(x) for x in inner] + [S]
+
+
+def _row_terms(xp, go, out, ones, scratch):
+    """D = rowsum(dO * O) as (nb, bq, 1), the row sum as a GEMV with ``ones``."""
+    prod = xp.multiply(go, out, out=scratch.get("o", go.shape), dtype=go.dtype)
+    return xp.matmul(prod, ones)[..., None]
+
+
+def _probs_and_score_grads(xp, qs, go, delta, k, v, lse, blocked, additive, is_causal,
+                           rows, q0, k0, scratch):
+    """(P, dS) of one tile: P = exp(qs k^T + mask - lse), dS = P * (dO v^T - D)."""
+    s = xp.matmul(qs, k.swapaxes(1, 2), out=scratch.get("s", qs.shape[:2] + k.shape[1:2]))
+    if is_causal or blocked is not None or additive is not None:
+        _mask_scores(xp, s, blocked, additive, is_causal, rows, q0, k0)
+    s -= lse[..., None]
+    p = xp.exp(s, out=s)                                        # (nb, bq, bk)
+    dp = xp.matmul(go, v.swapaxes(1, 2), out=scratch.get("dp", s.shape))
+    dp -= delta
+    return p, xp.multiply(p, dp, out=dp)
+
+
+def _empty(xp, shape, dtype):
+    return xp.empty(shape, dtype)
+
+
+def _zeros(xp, shape, dtype):
+    """Zeros written into ``empty`` memory: large ``zeros`` get fresh pages from the OS, whose
+    first-touch faults cost more than the fill (and serialise threads that touch them)."""
+    out = xp.empty(shape, dtype)
+    out.fill(0)
+    return out
+
+
+def _gemm_into(xp, target, a, b, first, scratch, name):
+    """target = a @ b when ``first``, else target += a @ b (through a scratch buffer)."""
+    if first:
+        xp.matmul(a, b, out=target)
+    else:
+        target += xp.matmul(a, b, out=scratch.get(name, target.shape))
+
+
+def _run(xp, dtype, tasks, task, workers):
+    """task(scratch, *args) for every args of ``tasks``: on the calling thread, or on ``workers``
+    threads (the calling one among them) that each take the next task when done with one, with
+    BLAS on one thread meanwhile so that their GEMMs run side by side."""
     if workers == 1 or len(tasks) == 1:
-        for task in tasks:
-            chunk(*task)
+        scratch = _Scratch(xp, dtype) if len(tasks) > 1 else _Fresh
+        for args in tasks:
+            task(scratch, *args)
         return
-    pool = _thread_pool(workers)
-    for done in [pool.submit(chunk, *task) for task in tasks]:
-        done.result()
+    pending = iter(tasks)                   # next() on a list iterator is atomic under the GIL
+
+    def work():
+        scratch = _Scratch(xp, dtype)
+        for args in pending:
+            task(scratch, *args)
+
+    with cpu_threads.serial_blas() as serial:
+        if not serial:                      # BLAS threads its GEMMs itself: one caller only
+            work()
+            return
+        helpers = [_thread_pool().submit(work) for _ in range(min(workers, len(tasks)) - 1)]
+        try:
+            work()
+        finally:
+            for done in helpers:
+                done.exception()            # wait for every helper before BLAS gets its threads
+        for done in helpers:
+            done.result()
 
 
-def _thread_pool(workers):
+def _thread_pool():
     """One pool per process (made again in a forked child, whose copy has no threads)."""
     if not _pool or _pool[0][0] != os.getpid():
-        _pool[:] = [(os.getpid(), ThreadPoolExecutor(workers, "gpudl-attention"))]
+        _pool[:] = [(os.getpid(), ThreadPoolExecutor(max(1, CPU_THREADS - 1),
+                                                     "gpudl-attention"))]
     return _pool[0][1]

@@ -26,10 +26,17 @@ from .dropout import dropout
 
 def _flatten_batch(a, batch):
     """(..., n, d) broadcast to ``batch`` -> (B, n, d); a view unless broadcasting copies."""
-    flat = (math.prod(batch),) + a.shape[-2:]
-    if a.shape[:-2] == batch:
-        return a.reshape(flat)                  # nothing to broadcast (broadcast_to costs ~5 us)
-    return xp_of(a).broadcast_to(a, batch + a.shape[-2:]).reshape(flat)
+    if a.shape[:-2] == batch:                   # nothing to broadcast (broadcast_to costs ~5 us)
+        return a if a.ndim == 3 else a.reshape((math.prod(batch),) + a.shape[-2:])
+    return xp_of(a).broadcast_to(a, batch + a.shape[-2:]).reshape((math.prod(batch),)
+                                                                  + a.shape[-2:])
+
+
+def _unflatten_grad(g, batch, shape):
+    """A (B, n, d) gradient back to the input's ``shape`` (summed over broadcast dims)."""
+    if len(batch) != 1:
+        g = g.reshape(batch + g.shape[1:])
+    return sum_to(g, shape)
 
 
 def _flatten_mask(mask, batch):
@@ -46,24 +53,27 @@ class ScaledDotProductAttention(Function):
     """softmax(q k^T * scale + mask) v as one node; saves q, k, v, out and the row lse."""
 
     @staticmethod
-    def forward(ctx, query, key, value, mask, is_causal, scale):
-        batch = _batch_shape(query, key, value)
-        q, k, v = (_flatten_batch(a, batch) for a in (query, key, value))   # (B, n, d) each
+    def forward(ctx, query, key, value, mask, is_causal, scale, batch):
+        """``batch``: the broadcast batch dims of query, key and value (checked by the caller)."""
+        q = _flatten_batch(query, batch)                        # (B, L, E)
+        k = _flatten_batch(key, batch)                          # (B, S, E)
+        v = _flatten_batch(value, batch)                        # (B, S, Ev)
         mask = _flatten_mask(mask, batch)
         out, lse = K.attention_forward(q, k, v, mask, is_causal, scale)   # (B, L, Ev), (B, L)
         ctx.save_for_backward(q, k, v, out, lse, mask)
         ctx.conf = (is_causal, scale, batch, query.shape, key.shape, value.shape)
-        return out.reshape(batch + out.shape[1:])
+        return out if len(batch) == 1 else out.reshape(batch + out.shape[1:])
 
     @staticmethod
     def backward(ctx, gout):
         q, k, v, out, lse, mask = ctx.saved_tensors
         is_causal, scale, batch, *shapes = ctx.conf
-        grads = K.attention_backward(q, k, v, out, lse, gout.reshape(out.shape), mask,
-                                     is_causal, scale)
-        grads = tuple(sum_to(g.reshape(batch + g.shape[1:]), shape) if need else None
-                      for g, shape, need in zip(grads, shapes, ctx.needs_input_grad))
-        return grads + (None, None, None)
+        gq, gk, gv = K.attention_backward(q, k, v, out, lse, gout.reshape(out.shape), mask,
+                                          is_causal, scale)
+        need_q, need_k, need_v = ctx.needs_input_grad[:3]
+        return (_unflatten_grad(gq, batch, shapes[0]) if need_q else None,
+                _unflatten_grad(gk, batch, shapes[1]) if need_k else None,
+                _unflatten_grad(gv, batch, shapes[2]) if need_v else None, None, None, None, None)
 
 
 def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
@@ -121,12 +131,13 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale)
     if enable_gqa:
         key, value = _repeat_heads(query, key), _repeat_heads(query, value)
-    _check_shapes(query, key, value, attn_mask)
+    batch = _check_shapes(query, key, value, attn_mask)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
     mask_grad = attn_mask is not None and attn_mask.requires_grad and is_grad_enabled()
     if dropout_p == 0 and not mask_grad:
         mask = None if attn_mask is None else attn_mask._data
-        return ScaledDotProductAttention.apply(query, key, value, mask, bool(is_causal), scale)
+        return ScaledDotProductAttention.apply(query, key, value, mask, bool(is_causal), scale,
+                                               batch)
     weights = attention_weights(query, key, attn_mask, is_causal, scale)
     return dropout(weights, dropout_p) @ value
 
@@ -136,10 +147,11 @@ def _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale):
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
-        if t.ndim < 2:
+        data = t._data                      # its attributes directly: this runs on every call
+        if data.ndim < 2:
             raise ValueError(f"{op}: {name} must have at least 2 dimensions (..., length, "
                              f"features), got shape {t.shape}")
-        if not is_floating(t.dtype) or t.dtype != query.dtype:
+        if data.dtype != query._data.dtype or not is_floating(data.dtype):
             raise TypeError(f"{op}: query, key and value must share one floating dtype, got "
                             f"{query.dtype}, {key.dtype} and {value.dtype}")
     if attn_mask is not None:
@@ -151,37 +163,41 @@ def _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale):
         if is_causal:
             raise ValueError(f"{op}: pass attn_mask or is_causal=True, not both (attn_mask "
                              f"shape {attn_mask.shape})")
-    if not isinstance(dropout_p, numbers.Real) or not 0 <= dropout_p <= 1:
+    if (type(dropout_p) is not float and not isinstance(dropout_p, numbers.Real)
+            or not 0 <= dropout_p <= 1):
         raise ValueError(f"{op}: dropout_p must be in [0, 1], got {dropout_p!r}")
     if scale is not None and not isinstance(scale, numbers.Real):
         raise TypeError(f"{op}: scale must be a number or None, got {type(scale).__name__}")
 
 
-def _batch_shape(query, key, value):
-    """The broadcast batch dims of q, k, v (``np.broadcast_shapes`` only when they differ)."""
-    if query.shape[:-2] == key.shape[:-2] == value.shape[:-2]:
-        return query.shape[:-2]
-    return np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+def _batch_shape(qs, ks, vs):
+    """The broadcast batch dims of shapes q, k, v (``np.broadcast_shapes`` only if they differ)."""
+    if qs[:-2] == ks[:-2] == vs[:-2]:
+        return qs[:-2]
+    return np.broadcast_shapes(qs[:-2], ks[:-2], vs[:-2])
 
 
 def _check_shapes(query, key, value, attn_mask):
+    """Checks the shapes against each other; returns the broadcast batch dims."""
     op = "scaled_dot_product_attention"
 
-    def shapes():
-        return f"(query shape {query.shape}, key shape {key.shape}, value shape {value.shape})"
+    qs, ks, vs = query._data.shape, key._data.shape, value._data.shape
 
-    if query.shape[-1] != key.shape[-1]:
-        raise ValueError(f"{op}: query has {query.shape[-1]} features per head but key has "
-                         f"{key.shape[-1]} {shapes()}")
-    if key.shape[-2] != value.shape[-2]:
-        raise ValueError(f"{op}: key has {key.shape[-2]} positions but value has "
-                         f"{value.shape[-2]} {shapes()}")
+    def shapes():
+        return f"(query shape {qs}, key shape {ks}, value shape {vs})"
+
+    if qs[-1] != ks[-1]:
+        raise ValueError(f"{op}: query has {qs[-1]} features per head but key has "
+                         f"{ks[-1]} {shapes()}")
+    if ks[-2] != vs[-2]:
+        raise ValueError(f"{op}: key has {ks[-2]} positions but value has "
+                         f"{vs[-2]} {shapes()}")
     try:
-        batch = _batch_shape(query, key, value)
+        batch = _batch_shape(qs, ks, vs)
     except ValueError:
         raise ValueError(f"{op}: batch dimensions do not broadcast {shapes()}") from None
     if attn_mask is not None:
-        target = batch + (query.shape[-2], key.shape[-2])
+        target = batch + (qs[-2], ks[-2])
         try:
             fits = np.broadcast_shapes(attn_mask.shape, target) == target
         except ValueError:
@@ -189,6 +205,7 @@ def _check_shapes(query, key, value, attn_mask):
         if not fits:
             raise ValueError(f"{op}: attn_mask of shape {attn_mask.shape} does not broadcast to "
                              f"the scores' shape {target} {shapes()}")
+    return batch
 
 
 def _repeat_heads(query, kv):

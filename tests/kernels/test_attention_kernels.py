@@ -4,6 +4,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 from gpudl import backend
 from gpudl.kernels import attention as K
@@ -87,6 +88,33 @@ def test_float_mask_is_added_with_custom_scale(rng, blocks):
     mask = rng.standard_normal((3, 6, 9))
     mask[0, 2, ::2] = -np.inf
     check(q, k, v, gout, mask=mask, scale=0.37)
+
+
+@pytest.mark.parametrize("offset, dtype", [(-150.0, np.float32), (150.0, np.float32),
+                                           (-150.0, np.float64), (-1e4, np.float64)])
+def test_rows_far_from_the_others_keep_their_own_softmax(rng, blocks, offset, dtype):
+    """Rows whose scores sit far below (or above) the rest of their tile: one shift for the
+    whole tile would flush them to zero, so they must come out exact all the same."""
+    q, k, v, gout = make(rng, 2, 6, 9, 8, 8, dtype)
+    mask = np.zeros((2, 6, 9), dtype)
+    mask[0, 1] += offset                    # the whole row moves: its softmax does not change
+    mask[1, ::2] += offset
+    tol = 2e-5 if dtype == np.float32 else 1e-10
+    check(q, k, v, gout, mask=mask, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("B, is_causal", [(3, False), (3, True), (1, False), (4, True)])
+def test_threaded_tiles_match_naive_reference(rng, blocks, monkeypatch, B, is_causal):
+    """Two worker threads whatever the machine's load: tasks taken as threads finish, and (B
+    not a multiple of the workers) key ranges split with their query gradients summed."""
+    monkeypatch.setattr(K, "SERIAL_WORK", 0)
+    monkeypatch.setattr(K, "CPU_THREADS", 2)
+    monkeypatch.setattr(K.cpu_threads, "count", lambda: 2)
+    blas_threads = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    q, k, v, gout = make(rng, B, 40, 40 if is_causal else 150, 16, 12)
+    check(q, k, v, gout, is_causal=is_causal)
+    assert [pool["num_threads"] for pool in threadpool_info()       # BLAS got its threads back
+            if pool["user_api"] == "blas"] == blas_threads
 
 
 @pytest.mark.parametrize("kind", ["bool", "float", "key padding"])
