@@ -19,6 +19,7 @@ stays at the ceiling.
 
 import contextlib
 import os
+import threading
 import time
 
 INTERVAL = 0.2              # seconds between two looks at the machine's load
@@ -27,8 +28,10 @@ _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else o
 _TICK = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
 
 _next_look = 0.0           # time.monotonic() of the next measurement
+_serial_lock = threading.Lock()
 _count = 1
-_state = {"ceiling": None, "blas": None, "blas_set": None, "last": None, "adaptive": True}
+_state = {"ceiling": None, "blas": None, "blas_set": None, "last": None, "adaptive": True,
+          "serial": 0}       # serial: how many serial_blas blocks are open (BLAS held at 1)
 
 
 def count():
@@ -49,7 +52,8 @@ def refresh():
     busy = _busy_elsewhere(now)
     free = ceiling if busy is None else _CORES - busy
     _count = max(1, min(ceiling, int(free + 0.5)))
-    _set_blas(_count)
+    if not _state["serial"]:
+        _set_blas(_count)
     return _count
 
 
@@ -68,7 +72,7 @@ def _start():
 def _ceiling():
     """The start-up ceiling, or the BLAS count the user set since (threadpoolctl, ...)."""
     blas = _state["blas"]
-    if blas is not None and _state["blas_set"] is not None:
+    if blas is not None and _state["blas_set"] is not None and not _state["serial"]:
         current = _current_blas_threads(blas)
         if current != _state["blas_set"]:
             _state["ceiling"] = max(1, min(_CORES, current))
@@ -133,10 +137,18 @@ def serial_blas():
     if blas is None:
         yield False
         return
-    before = _state["blas_set"]
-    restore = before if before is not None else _current_blas_threads(blas)
-    blas.set_num_threads(1)
+    # While held, refresh() neither sets BLAS's count nor takes the 1 for a user's new ceiling
+    # (threads of the caller's pool call count() meanwhile).
+    with _serial_lock:
+        _state["serial"] += 1               # first: a refresh from now on leaves BLAS alone
+        if _state["serial"] == 1:
+            before = _state["blas_set"]
+            _state["restore"] = before if before is not None else _current_blas_threads(blas)
+            blas.set_num_threads(1)
     try:
         yield True
     finally:
-        blas.set_num_threads(restore)
+        with _serial_lock:
+            if _state["serial"] == 1:
+                blas.set_num_threads(_state["restore"])
+            _state["serial"] -= 1           # last: BLAS is back to what refresh last set
