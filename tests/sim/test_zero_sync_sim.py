@@ -20,6 +20,16 @@ pytestmark = [pytest.mark.simulator,
               pytest.mark.skipif(not backend.SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1")]
 
 
+@pytest.fixture(autouse=True)
+def _strict_conv_but_once(request, monkeypatch):
+    """The TF32 tensor-core conv is emulated lane by lane here (~5x the SIMT kernel's time): one
+    case (reads nothing back, SGD) keeps it, so its launches are checked too; the others run the
+    strict kernels."""
+    if not request.node.name.startswith("test_a_training_step_reads_nothing_back[") \
+            or "sgd_momentum" not in request.node.name:
+        monkeypatch.setattr(gd.backends.cudnn, "allow_tf32", False)
+
+
 class SmallCNN(nn.Module):
     def __init__(self):
         super().__init__()
