@@ -106,6 +106,19 @@ MODELS = {"cnn": (SmallCNN, _cnn_batch), "lstm": (SmallLSTM, _lstm_batch),
 OPTIMIZERS = {"sgd_momentum": _sgd, "adam": _adam, "adamw_capturable": _capturable_adamw}
 
 
+def _training_step(net, opt, scheduler, x, y, loss_fn):
+    """The whole step the issue names: forward, loss, backward, clipping, optimizer, scheduler."""
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        scheduler.step()
+        return loss
+    return step
+
+
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("model", list(MODELS))
 def test_a_training_step_reads_nothing_back(model, optimizer):
@@ -115,14 +128,7 @@ def test_a_training_step_reads_nothing_back(model, optimizer):
     scheduler = gd.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     x, y, loss_fn = batch()
 
-    def step():
-        opt.zero_grad()
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        scheduler.step()
-        return loss
+    step = _training_step(net, opt, scheduler, x, y, loss_fn)
 
     step()                                  # the first step builds state (plans, buffers)
     before = gd.cuda.sync_count()
@@ -204,14 +210,7 @@ def test_a_training_step_reads_nothing_implicitly(watched, model, optimizer):
     x, y, loss_fn = batch()
     x._data, y._data = x._data.view(_Watched), y._data.view(_Watched)
 
-    def step():
-        opt.zero_grad()
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        scheduler.step()
-        return loss
+    step = _training_step(net, opt, scheduler, x, y, loss_fn)
 
     step()
     _Watched.reads = []
