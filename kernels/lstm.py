@@ -235,15 +235,74 @@ def _implementation(device, x):
     return CELLS, _as_is
 
 
-def _persistent(mode, device, x, H):
-    """(forward, backward) running a whole sequence in one CUDA launch each, taking the step
-    functions' arrays after ``(reverse, w_hh)`` (kernels/lstm_persistent_cuda.py); None where the
-    per-step path runs: on the CPU, for GRU/RNN, and for LSTMs other than float32 with hidden
-    size up to 64 (``lstm_persistent_cuda.rows_per_block``)."""
-    if mode != "lstm" or (device or backend.kernel_device(x)) != "cuda":
-        return None
-    from . import lstm_persistent_cuda as P
-    return P.SEQUENCES[mode] if P.rows_per_block(x.dtype, x.shape[1], H) else None
+PATHS = ("persistent-regs", "persistent-grid", "graphed-steps", "per-step")
+GRAPH_MIN_STEPS = 4     # shorter loops launch too little for a graph's copies to pay
+FORCE_PATH = None       # one of PATHS for every layer it can serve (benchmarks compare them)
+
+
+def choose_path(mode, dtype, B, H, T, device, capturing=False, sm_count=None):
+    """How one layer's sequence runs (a pure function of the shapes and where it runs):
+
+    - ``"persistent-regs"``: float32 LSTM, 0 < H <= 64: one launch a pass, w_hh in registers,
+      the batch split over blocks (kernels/lstm_persistent_cuda.py);
+    - ``"persistent-grid"``: float32 LSTM, 64 < H <= 512, when the grid of hidden-unit slices x
+      batch groups has at most one block per SM (``sm_count``): one cooperative launch a pass with
+      a grid barrier a step (kernels/lstm_grid_cuda.py ``plan``; e.g. H = 128 up to batch 429,
+      H = 256 up to 64, H = 512 up to 8 on 132 SMs);
+    - ``"graphed-steps"``: anything else on a real GPU with T >= GRAPH_MIN_STEPS, outside a
+      user's own capture: the per-step loop replayed as a CUDA graph (kernels/step_graphs.py);
+    - ``"per-step"``: the rest: the CPU, the simulator's remaining layers, short sequences,
+      and layers inside a capture (which records the steps into the user's graph).
+
+    ``device`` is ``"cpu"``, ``"simulator"`` or ``"cuda"``; ``capturing``: a CUDA graph capture
+    is under way on the current stream."""
+    if device == "cpu":
+        return "per-step"
+    from . import lstm_grid_cuda, lstm_persistent_cuda
+    candidates = []
+    if mode == "lstm" and lstm_persistent_cuda.rows_per_block(dtype, B, H):
+        candidates.append("persistent-regs")
+    if mode == "lstm" and lstm_grid_cuda.plan(dtype, B, H, sm_count or lstm_grid_cuda.SM_COUNT):
+        candidates.append("persistent-grid")
+    if device == "cuda" and not capturing and T >= GRAPH_MIN_STEPS:
+        candidates.append("graphed-steps")
+    candidates.append("per-step")
+    if FORCE_PATH in candidates:
+        return FORCE_PATH
+    return candidates[0]
+
+
+def _path(mode, device, x, H):
+    """``choose_path`` for this layer where it runs."""
+    if (device or backend.kernel_device(x)) != "cuda":
+        return "per-step"
+    if backend.SIMULATOR:
+        return choose_path(mode, x.dtype, x.shape[1], H, x.shape[0], "simulator")
+    from gpudl import cuda_graphs
+    from . import lstm_grid_cuda
+    return choose_path(mode, x.dtype, x.shape[1], H, x.shape[0], "cuda",
+                       cuda_graphs.is_current_stream_capturing(),
+                       lstm_grid_cuda.device_sm_count())
+
+
+def _sequences(path):
+    """(forward, backward) over a whole sequence for a persistent path."""
+    if path == "persistent-regs":
+        from . import lstm_persistent_cuda as module
+    else:
+        from . import lstm_grid_cuda as module
+    return module.SEQUENCES["lstm"]
+
+
+_GRAPHS = None          # the step_graphs.StepGraphs of this process, made at first use
+
+
+def _graphs():
+    global _GRAPHS
+    if _GRAPHS is None:
+        from .step_graphs import StepGraphs
+        _GRAPHS = StepGraphs()
+    return _GRAPHS
 
 
 # --------------------------------------------------------------------------- the sequence loops
@@ -292,15 +351,13 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
         saved.update(gates=gates, hn=hn)
     else:
         arrays = (gates, gh, h, mode == "rnn_relu")
-    step = cells[mode][0]
-    args = kernel_args(arrays)
-    w_hh_t = w_hh.T
-    persistent = _persistent(mode, device, x, H)
-    if persistent:
-        persistent[0](reverse, w_hh, *args)
-    for t in () if persistent else steps:
-        xp.matmul(h[t + off_in], w_hh_t, out=gh)
-        step(t, t + off_in, t + off_out, *args)
+    path = _path(mode, device, x, H)
+    if path.startswith("persistent"):
+        _sequences(path)[0](reverse, w_hh, *kernel_args(arrays))
+    else:
+        def loop(buffers):
+            _forward_steps(mode, cells[mode][0], kernel_args, reverse, buffers)
+        _run_steps(path, (mode, reverse, "forward", T, B, H, str(dtype)), loop, (w_hh, *arrays))
     y = h[off_out:T + off_out]
     h_n = h[(1 - off_in) * T]
     c_n = saved["c"][(1 - off_in) * T] if mode == "lstm" else None
@@ -357,18 +414,61 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
         arrays = (gy, dh, carry, saved["gates"], saved["hn"], h, dgates, dgh)
     else:
         arrays = (gy, dh, h, dgates, mode == "rnn_relu")
-    step = cells[mode][1]
-    args = kernel_args(arrays)
-    persistent = _persistent(mode, saved["device"], x, H)
-    if persistent:
-        persistent[1](saved["reverse"], w_hh, *args)
-    for t in () if persistent else reversed(steps):
-        step(t, t + off_in, t + off_out, *args)
-        if t != steps[0] or needs[1]:
-            xp.matmul(dgh[t], w_hh, out=dh)
+    path = _path(mode, saved["device"], x, H)
+    if path.startswith("persistent"):
+        _sequences(path)[1](saved["reverse"], w_hh, *kernel_args(arrays))
+    else:
+        def loop(buffers):
+            _backward_steps(mode, cells[mode][1], kernel_args, saved["reverse"], needs[1],
+                            buffers)
+        _run_steps(path, (mode, saved["reverse"], "backward", needs[1], T, B, H, str(dtype)),
+                   loop, (w_hh, *arrays))
     g_hx = (dh + carry if mode == "gru" else dh) if needs[1] else None
     g_cx = carry if mode == "lstm" and needs[2] else None
     return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx)
+
+
+def _run_steps(path, key, loop, arrays):
+    """Run a per-step loop over ``arrays`` as it is or, on the graphed path, through the graph
+    kept for ``key`` (kernels/step_graphs.py)."""
+    if path == "graphed-steps":
+        _graphs().run(key, loop, arrays)
+    else:
+        loop(arrays)
+
+
+_STATE = {"lstm": -1, "gru": -1, "rnn_tanh": 2, "rnn_relu": 2}   # where h sits in the forward
+_DGH = {"lstm": -1, "gru": -1, "rnn_tanh": 3, "rnn_relu": 3}     # and the gradient reaching
+                                                                  # the w_hh GEMM backward
+
+
+def _forward_steps(mode, step, kernel_args, reverse, buffers):
+    """The forward step loop over ``(w_hh, *arrays)`` of ``rnn_forward`` (gh = arrays[1])."""
+    w_hh, arrays = buffers[0], buffers[1:]
+    xp = backend.get_array_module(w_hh)
+    h, gh = arrays[_STATE[mode]], arrays[1]
+    T = h.shape[0] - 1
+    off_in, off_out, steps = _slots(T, reverse)
+    args = kernel_args(arrays)
+    w_hh_t = w_hh.T
+    for t in steps:
+        xp.matmul(h[t + off_in], w_hh_t, out=gh)
+        step(t, t + off_in, t + off_out, *args)
+
+
+def _backward_steps(mode, step, kernel_args, reverse, last_dh, buffers):
+    """The backward step loop over ``(w_hh, *arrays)`` of ``rnn_backward`` (dh = arrays[1]);
+    ``last_dh``: also propagate to h0 after the first step."""
+    w_hh, arrays = buffers[0], buffers[1:]
+    xp = backend.get_array_module(w_hh)
+    dh, dgh = arrays[1], arrays[_DGH[mode]]
+    T = dgh.shape[0]
+    off_in, off_out, steps = _slots(T, reverse)
+    args = kernel_args(arrays)
+    for t in reversed(steps):
+        step(t, t + off_in, t + off_out, *args)
+        if t != steps[0] or last_dh:
+            xp.matmul(dgh[t], w_hh, out=dh)
 
 
 def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx):
