@@ -5,7 +5,9 @@ sm_80 and sm_90 with ``numba.cuda.compile_ptx`` (NVVM from numba-cuda's cu12/cu1
 driver needed). A pair fails when compilation fails, or when a kernel whose signature holds no
 float64 emits any fp64 PTX instruction (Python float literals silently promote a float32 kernel to fp64), or
 when the PTX declares an external function (``.extern .func``, e.g. float16 comparisons through
-CUDA's ``__half`` operators), which only a runtime NVRTC link would resolve.
+CUDA's ``__half`` operators), which only a runtime NVRTC link would resolve; the cooperative-groups
+entry points of libcudadevrt (``DEVICE_RUNTIME``), which Numba itself links into every kernel
+using a grid barrier, are allowed.
 Prints one line per kernel, signature and target; exits 1 on any failure.
 
 ``--check --gate`` compiles each kernel once for both; ``--jobs N`` compiles in N processes
@@ -27,6 +29,7 @@ import time
 TARGETS = ((8, 0), (9, 0))
 _FP64 = re.compile(r"\.f64\b")
 _EXTERN = re.compile(r"^\s*\.extern\s+\.func\b.*?(\S+)\s*$")
+DEVICE_RUNTIME = ("cudaCGGetIntrinsicHandle", "cudaCGSynchronize")   # linked by Numba
 
 
 def cuda_modules(only=None):
@@ -44,11 +47,13 @@ def fp64_instructions(ptx):
 
 
 def external_functions(ptx):
-    """Names of the functions the PTX declares but does not define."""
+    """Names of the functions the PTX declares but does not define (libcudadevrt's grid
+    barrier aside)."""
     names = []
     for line in ptx.splitlines():
         if m := _EXTERN.match(line):
-            names.append(m.group(1).rstrip(";("))
+            if (name := m.group(1).rstrip(";(")) not in DEVICE_RUNTIME:
+                names.append(name)
     return names
 
 

@@ -75,7 +75,11 @@ def assemble(ptx, workdir):
     ptx_path, cubin = os.path.join(workdir, "k.ptx"), os.path.join(workdir, "k.cubin")
     with open(ptx_path, "w") as f:
         f.write(ptx)
-    info = subprocess.run([tool("ptxas"), "-v", f"-arch={arch}", ptx_path, "-o", cubin],
+    # a kernel calling libcudadevrt (a grid barrier) assembles as relocatable code, as Numba
+    # links it; the call's register saves then show in the caller's stack and spill figures
+    relocatable = ["-c"] if ".extern .func" in ptx else []
+    info = subprocess.run([tool("ptxas"), "-v", *relocatable, f"-arch={arch}", ptx_path, "-o",
+                           cubin],
                           capture_output=True, text=True)
     if info.returncode:
         raise RuntimeError(f"ptxas failed: {info.stderr.strip()[:2000]}")
