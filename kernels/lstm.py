@@ -247,8 +247,8 @@ def choose_path(mode, dtype, B, H, T, device, capturing=False, sm_count=None):
       the batch split over blocks (kernels/lstm_persistent_cuda.py);
     - ``"persistent-grid"``: float32 LSTM, 64 < H <= 512, when the grid of hidden-unit slices x
       batch groups has at most one block per SM (``sm_count``): one cooperative launch a pass with
-      a grid barrier a step (kernels/lstm_grid_cuda.py ``plan``; e.g. H = 128 up to batch 429,
-      H = 256 up to 64, H = 512 up to 8 on 132 SMs);
+      a grid barrier a step (kernels/lstm_grid_cuda.py ``plan``; on 132 SMs: H = 128 up to
+      batch 495, H = 256 up to 72, H = 512 up to 10);
     - ``"graphed-steps"``: anything else on a real GPU with T >= GRAPH_MIN_STEPS, outside a
       user's own capture: the per-step loop replayed as a CUDA graph (kernels/step_graphs.py);
     - ``"per-step"``: the rest: the CPU, the simulator's remaining layers, short sequences,
@@ -262,7 +262,7 @@ def choose_path(mode, dtype, B, H, T, device, capturing=False, sm_count=None):
     candidates = []
     if mode == "lstm" and lstm_persistent_cuda.rows_per_block(dtype, B, H):
         candidates.append("persistent-regs")
-    if mode == "lstm" and lstm_grid_cuda.plan(dtype, B, H, sm_count or lstm_grid_cuda.SM_COUNT):
+    if mode == "lstm" and lstm_grid_cuda.plan(dtype, B, H, sm_count):
         candidates.append("persistent-grid")
     if device == "cuda" and not capturing and T >= GRAPH_MIN_STEPS:
         candidates.append("graphed-steps")

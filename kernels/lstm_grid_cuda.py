@@ -44,7 +44,7 @@ HIDDEN_MAX = 512            # the widest layer taken (see plan: wider needs more
                             # at any batch over 4)
 SEGMENT = 64                # w_hh values a thread holds (registers: SEGMENT + ~40)
 THREADS_MAX = 256           # per block: P * S * 4 (255 registers x 256 threads fit an SM)
-SHARED_MAX = 40 * 1024      # bytes per block (under the 48 KiB a launch may take without opt-in)
+SHARED_MAX = 48 * 1024      # bytes per block: the most a launch may take without an opt-in
 SM_COUNT = 132              # H100/H200; the launcher reads the device's own
 DTYPE = "float32"
 
@@ -89,7 +89,7 @@ def rows_max(H):
     return SHARED_MAX // (4 * max(shared_floats(H, S, 1, True), shared_floats(H, S, 1, False)))
 
 
-def plan(dtype, B, H, sm_count=SM_COUNT):
+def plan(dtype, B, H, sm_count=None):
     """(slices, groups, S, rows): the grid (hidden-unit slices x batch groups), units per block
     and batch rows per block for a float32 LSTM of hidden size H and batch B; None when no grid
     of at most ``sm_count`` blocks (one per SM, so all are resident) takes it, or H is outside
@@ -98,12 +98,13 @@ def plan(dtype, B, H, sm_count=SM_COUNT):
         return None
     S = units_per_block(H)
     slices = -(-H // S)
-    rows = min(B, rows_max(H))
-    groups = -(-B // rows)
-    rows = -(-B // groups)                      # even the groups out
-    if rows < 1 or slices * groups > sm_count:
+    sm_count = sm_count or SM_COUNT
+    if slices > sm_count:
         return None
-    return slices, groups, S, rows
+    rows = -(-B // min(B, sm_count // slices))  # the batch spread over every free SM
+    if rows > rows_max(H):
+        return None
+    return slices, -(-B // rows), S, rows
 
 
 def steps_per_launch(T):

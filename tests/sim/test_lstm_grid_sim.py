@@ -76,10 +76,10 @@ def _check_layer(rng, B, H, reverse):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_several_blocks_match_float64_twin(rng, G, monkeypatch, reverse):
     """H = 11: 3 segments of 4 (the last padded), 2 units a block, 6 slices (the last owning
-    one unit), and with 2 rows a block 2 batch groups (the last with one row): 12 blocks,
+    one unit), and on a 12-SM device 2 batch groups of 2 rows (the last with one): 12 blocks,
     exchanging h (forward) and the gate gradients (backward) through global memory."""
     B, H = 3, 11
-    monkeypatch.setattr(G, "SHARED_MAX", 4 * 2 * G.shared_floats(H, 2, 1, True))
+    monkeypatch.setattr(G, "SM_COUNT", 12)
     assert G.plan(np.float32, B, H) == (6, 2, 2, 2)
     assert K._path("lstm", None, np.zeros((T, B, I), np.float32), H) == "persistent-grid"
     _check_layer(rng, B, H, reverse)
@@ -90,6 +90,7 @@ def test_one_block_runs_the_sequence_in_one_launch(rng, G, monkeypatch):
     """A one-block grid, where the simulator's barrier is exact: the whole time loop (and the
     backward's T + 1 phases) in one launch each, both directions."""
     monkeypatch.setattr(G, "THREADS_MAX", 48)
+    monkeypatch.setattr(G, "SM_COUNT", 1)
     monkeypatch.setattr(G, "steps_per_launch", lambda phases: phases)
     launches = []
     real = G.launch

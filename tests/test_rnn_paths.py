@@ -1,0 +1,121 @@
+"""Which path a recurrent layer takes (kernels/lstm.py ``choose_path``) and the graphed-steps
+path's bookkeeping (kernels/step_graphs.py), on the CPU: the capture is replaced by a plain
+re-run of the loop, so what is tested is the key, the buffers kept per key and the copies in and
+out, against the per-step path. The CUDA graph itself needs a GPU (tests/test_cuda_graphs.py)."""
+
+import numpy as np
+import pytest
+from gpudl.kernels import lstm as K
+from gpudl.kernels.step_graphs import StepGraphs
+
+F32, F64 = np.float32, np.float64
+
+
+@pytest.mark.parametrize("mode, dtype, B, H, T, device, capturing, sm_count, expected", [
+    ("lstm", F32, 64, 32, 128, "cuda", False, 132, "persistent-regs"),     # sunspots
+    ("lstm", F32, 64, 64, 128, "cuda", False, 132, "persistent-regs"),
+    ("lstm", F32, 64, 65, 128, "cuda", False, 132, "persistent-grid"),
+    ("lstm", F32, 64, 128, 128, "cuda", False, 132, "persistent-grid"),
+    ("lstm", F32, 64, 256, 128, "cuda", False, 132, "persistent-grid"),    # 16 x 8 blocks
+    ("lstm", F32, 72, 256, 128, "cuda", False, 132, "persistent-grid"),    # 9 rows a block
+    ("lstm", F32, 73, 256, 128, "cuda", False, 132, "graphed-steps"),      # 10 > shared's 9
+    ("lstm", F32, 10, 512, 128, "cuda", False, 132, "persistent-grid"),
+    ("lstm", F32, 11, 512, 128, "cuda", False, 132, "graphed-steps"),
+    ("lstm", F32, 4, 513, 128, "cuda", False, 132, "graphed-steps"),
+    ("lstm", F32, 64, 256, 128, "cuda", False, 100, "graphed-steps"),      # a smaller GPU
+    ("lstm", F64, 4, 32, 128, "cuda", False, 132, "graphed-steps"),
+    ("gru", F32, 4, 32, 128, "cuda", False, 132, "graphed-steps"),
+    ("rnn_tanh", F32, 4, 32, 128, "cuda", False, 132, "graphed-steps"),
+    ("gru", F32, 4, 32, 3, "cuda", False, 132, "per-step"),                # too short
+    ("gru", F32, 4, 32, 128, "cuda", True, 132, "per-step"),               # a user's capture
+    ("lstm", F32, 4, 32, 128, "cuda", True, 132, "persistent-regs"),       # capturable itself
+    ("lstm", F32, 4, 128, 128, "simulator", False, 132, "persistent-grid"),
+    ("gru", F32, 4, 32, 128, "simulator", False, 132, "per-step"),         # no graphs there
+    ("lstm", F32, 4, 32, 128, "cpu", False, 132, "per-step"),
+])
+def test_choose_path(mode, dtype, B, H, T, device, capturing, sm_count, expected):
+    assert K.choose_path(mode, dtype, B, H, T, device, capturing, sm_count) == expected
+
+
+def test_forced_path_applies_only_where_it_can(monkeypatch):
+    monkeypatch.setattr(K, "FORCE_PATH", "per-step")
+    assert K.choose_path("lstm", F32, 4, 32, 128, "cuda") == "per-step"
+    monkeypatch.setattr(K, "FORCE_PATH", "graphed-steps")
+    assert K.choose_path("lstm", F32, 4, 32, 128, "cuda") == "graphed-steps"
+    assert K.choose_path("lstm", F32, 4, 32, 128, "simulator") == "persistent-regs"
+    monkeypatch.setattr(K, "FORCE_PATH", "persistent-grid")
+    assert K.choose_path("gru", F32, 4, 32, 128, "cuda") == "graphed-steps"
+
+
+@pytest.fixture
+def graphs(monkeypatch):
+    """Every layer on the graphed path, its 'graph' a re-run of the captured loop."""
+    graphs = StepGraphs(capacity=3, capture=lambda run: run)
+    monkeypatch.setattr(K, "_GRAPHS", graphs)
+    monkeypatch.setattr(K, "_path", lambda *args: "graphed-steps")
+    return graphs
+
+
+def _layer(rng, mode, T, B, I, H):
+    G = K.GATES[mode]
+    w = [rng.standard_normal(s).astype(F32) * 0.5 for s in ((G * H, I), (G * H, H), (G * H,),
+                                                              (G * H,))]
+    x, hx = rng.standard_normal((T, B, I)).astype(F32), rng.standard_normal((B, H)).astype(F32)
+    cx = rng.standard_normal((B, H)).astype(F32) if mode == "lstm" else None
+    grads = [rng.standard_normal(s).astype(F32) for s in ((T, B, H), (B, H), (B, H))]
+    return w, x, hx, cx, grads
+
+
+def _forward(mode, w, x, hx, cx, reverse):
+    return K.rnn_forward(mode, x, hx, cx, *w, reverse=reverse)
+
+
+def _backward(mode, w, out, grads):
+    return K.rnn_backward(out[3], w[0], w[1], grads[0], grads[1],
+                          grads[2] if mode == "lstm" else None)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_relu"])
+def test_graphed_steps_match_the_step_loop(rng, graphs, monkeypatch, mode):
+    """Two layers of one key, both forwards before either backward (the saved arrays must be
+    the caller's, not the kept buffers), then a second round reusing the captures; both
+    directions."""
+    T, B, I, H = 5, 3, 4, 6
+    layers = [_layer(rng, mode, T, B, I, H) for _ in range(2)]
+    for reverse in (False, True):
+        for _ in range(2):
+            outs = [_forward(mode, w, x, hx, cx, reverse) for w, x, hx, cx, _ in layers]
+            got = [(out[:3], _backward(mode, layer[0], out, layer[4]))
+                   for layer, out in zip(layers, outs)]
+            with monkeypatch.context() as m:
+                m.setattr(K, "_path", lambda *args: "per-step")
+                for (w, x, hx, cx, grads), (forward, backward) in zip(layers, got):
+                    out = _forward(mode, w, x, hx, cx, reverse)
+                    for a, b in zip(forward + backward, list(out[:3]) + list(
+                            _backward(mode, w, out, grads))):
+                        if b is None:
+                            assert a is None
+                        else:
+                            np.testing.assert_array_equal(a, b)
+    assert graphs.captures == 4     # (forward, backward) x 2 directions; the rest replayed
+    assert len(graphs) == 3         # capacity 3: the oldest dropped
+
+
+def test_keys_separate_shapes_and_evict_least_recent():
+    runs = []
+    graphs = StepGraphs(capacity=2, capture=lambda run: run)
+
+    def body(buffers):
+        runs.append(buffers[0].shape)
+        buffers[0] += 1
+
+    a, b, c = np.zeros(2), np.zeros(3), np.zeros(4)
+    graphs.run("a", body, [a])
+    graphs.run("b", body, [b])
+    graphs.run("a", body, [a])      # a is now the most recent
+    graphs.run("c", body, [c])      # drops b
+    assert graphs.captures == 3 and len(graphs) == 2
+    graphs.run("b", body, [b])
+    assert graphs.captures == 4
+    np.testing.assert_array_equal(a, [2, 2])     # each run once on the caller's values
+    np.testing.assert_array_equal(b, [2, 2, 2])
