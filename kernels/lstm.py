@@ -240,7 +240,7 @@ GRAPH_MIN_STEPS = 4     # shorter loops launch too little for a graph's copies t
 FORCE_PATH = None       # one of PATHS for every layer it can serve (benchmarks compare them)
 
 
-def choose_path(mode, dtype, B, H, T, device, capturing=False, sm_count=None):
+def choose_path(mode, dtype, B, H, T, device, capturing=False, sm_count=None, grid=True):
     """How one layer's sequence runs (a pure function of the shapes and where it runs):
 
     - ``"persistent-regs"``: float32 LSTM, 0 < H <= 64: one launch a pass, w_hh in registers,
@@ -255,14 +255,15 @@ def choose_path(mode, dtype, B, H, T, device, capturing=False, sm_count=None):
       and layers inside a capture (which records the steps into the user's graph).
 
     ``device`` is ``"cpu"``, ``"simulator"`` or ``"cuda"``; ``capturing``: a CUDA graph capture
-    is under way on the current stream."""
+    is under way on the current stream; ``grid``: the grid kernels work here (False once they
+    failed to build or launch, ``lstm_grid_cuda.FAILED``)."""
     if device == "cpu":
         return "per-step"
     from . import lstm_grid_cuda, lstm_persistent_cuda
     candidates = []
     if mode == "lstm" and lstm_persistent_cuda.rows_per_block(dtype, B, H):
         candidates.append("persistent-regs")
-    if mode == "lstm" and lstm_grid_cuda.plan(dtype, B, H, sm_count):
+    if mode == "lstm" and grid and lstm_grid_cuda.plan(dtype, B, H, sm_count):
         candidates.append("persistent-grid")
     if device == "cuda" and not capturing and T >= GRAPH_MIN_STEPS:
         candidates.append("graphed-steps")
@@ -282,16 +283,24 @@ def _path(mode, device, x, H):
     from . import lstm_grid_cuda
     return choose_path(mode, x.dtype, x.shape[1], H, x.shape[0], "cuda",
                        cuda_graphs.is_current_stream_capturing(),
-                       lstm_grid_cuda.device_sm_count())
+                       lstm_grid_cuda.device_sm_count(), not lstm_grid_cuda.FAILED)
 
 
-def _sequences(path):
-    """(forward, backward) over a whole sequence for a persistent path."""
+def _persistent(path, backward, reverse, w_hh, args, again):
+    """Run the pass's whole sequence in one launch when ``path`` is persistent and return None;
+    else (or when the grid kernels turn out unavailable on this machine: ``again()`` chooses
+    anew) return the path the step loop takes."""
     if path == "persistent-regs":
         from . import lstm_persistent_cuda as module
-    else:
+    elif path == "persistent-grid":
         from . import lstm_grid_cuda as module
-    return module.SEQUENCES["lstm"]
+    else:
+        return path
+    try:
+        module.SEQUENCES["lstm"][backward](reverse, w_hh, *args)
+    except getattr(module, "Unavailable", ()):
+        return again()
+    return None
 
 
 _GRAPHS = None          # the step_graphs.StepGraphs of this process, made at first use
@@ -351,10 +360,9 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
         saved.update(gates=gates, hn=hn)
     else:
         arrays = (gates, gh, h, mode == "rnn_relu")
-    path = _path(mode, device, x, H)
-    if path.startswith("persistent"):
-        _sequences(path)[0](reverse, w_hh, *kernel_args(arrays))
-    else:
+    path = _persistent(_path(mode, device, x, H), False, reverse, w_hh, kernel_args(arrays),
+                       lambda: _path(mode, device, x, H))
+    if path:
         def loop(buffers):
             _forward_steps(mode, cells[mode][0], kernel_args, reverse, buffers)
         _run_steps(path, (mode, reverse, "forward", T, B, H, str(dtype)), loop, (w_hh, *arrays))
@@ -414,10 +422,9 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
         arrays = (gy, dh, carry, saved["gates"], saved["hn"], h, dgates, dgh)
     else:
         arrays = (gy, dh, h, dgates, mode == "rnn_relu")
-    path = _path(mode, saved["device"], x, H)
-    if path.startswith("persistent"):
-        _sequences(path)[1](saved["reverse"], w_hh, *kernel_args(arrays))
-    else:
+    path = _persistent(_path(mode, saved["device"], x, H), True, saved["reverse"], w_hh,
+                       kernel_args(arrays), lambda: _path(mode, saved["device"], x, H))
+    if path:
         def loop(buffers):
             _backward_steps(mode, cells[mode][1], kernel_args, saved["reverse"], needs[1],
                             buffers)

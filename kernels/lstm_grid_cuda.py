@@ -29,6 +29,7 @@ whole sequence in one launch. The buffers and their layout are the per-step path
 
 import functools
 import math
+import warnings
 
 import numpy as np
 from numba import cuda, float32, int32, uint64
@@ -282,6 +283,15 @@ def device_sm_count():
     return cupy.cuda.Device().attributes["MultiProcessorCount"]
 
 
+class Unavailable(RuntimeError):
+    """The grid kernels could not be built or launched on this machine (libcudadevrt not
+    found, a cooperative launch refused, ...): kernels/lstm.py takes another path, and every
+    later layer too (``FAILED`` holds the reason)."""
+
+
+FAILED = []     # why the grid kernels failed on this machine, if they did (GPU only)
+
+
 def _launch(backward, reverse, w_hh, gates, H, *arrays):
     T, B = gates.shape[0], gates.shape[1]
     layout = plan(gates.dtype, B, H, device_sm_count())
@@ -297,9 +307,17 @@ def _launch(backward, reverse, w_hh, gates, H, *arrays):
     phases = T + 1 if backward else T        # backward ends with dh of h0 (see the kernel)
     chunk = steps_per_launch(phases)
     for first in range(0, phases, chunk):
-        launch(kernels(H)[backward], _SIGNATURES[backward], (slices, groups), (P, S, 4),
-               bool(reverse), int32(first), int32(min(first + chunk, phases)), int32(rows), w,
-               *arrays, shared=shared)
+        try:
+            launch(kernels(H)[backward], _SIGNATURES[backward], (slices, groups), (P, S, 4),
+                   bool(reverse), int32(first), int32(min(first + chunk, phases)), int32(rows),
+                   w, *arrays, shared=shared)
+        except Exception as exc:    # noqa: BLE001 - on a GPU: a link or launch failure, before
+            if backend.SIMULATOR:   # anything ran (one launch there), so another path may redo it
+                raise
+            FAILED.append(f"{type(exc).__name__}: {exc}")
+            warnings.warn(f"lstm_grid_cuda: the grid LSTM kernels do not run here ({FAILED[-1]});"
+                          " wider LSTMs take the step loop instead", RuntimeWarning, stacklevel=2)
+            raise Unavailable(FAILED[-1]) from exc
 
 
 def forward(reverse, w_hh, gates, gh, c, tanh_c, h):

@@ -119,3 +119,24 @@ def test_keys_separate_shapes_and_evict_least_recent():
     assert graphs.captures == 4
     np.testing.assert_array_equal(a, [2, 2])     # each run once on the caller's values
     np.testing.assert_array_equal(b, [2, 2, 2])
+
+
+def test_grid_kernels_unavailable_fall_back_to_the_step_loop(rng, monkeypatch):
+    """A GPU where the grid kernels fail to build or launch (no libcudadevrt, a refused
+    cooperative launch): the layer runs the step loop on the same arrays, and choose_path leaves
+    the grid path out from then on."""
+    from gpudl.kernels import lstm_grid_cuda
+
+    def unavailable(*args):
+        raise lstm_grid_cuda.Unavailable("no libcudadevrt")
+    monkeypatch.setitem(lstm_grid_cuda.SEQUENCES, "lstm", (unavailable, unavailable))
+    paths = iter(["persistent-grid", "per-step"] * 2)
+    monkeypatch.setattr(K, "_path", lambda *args: next(paths))
+    w, x, hx, cx, grads = _layer(rng, "lstm", 4, 2, 3, 5)
+    out = _forward("lstm", w, x, hx, cx, False)
+    got = [*out[:3], *_backward("lstm", w, out, grads)]
+    monkeypatch.setattr(K, "_path", lambda *args: "per-step")
+    out = _forward("lstm", w, x, hx, cx, False)
+    for a, b in zip(got, [*out[:3], *_backward("lstm", w, out, grads)]):
+        np.testing.assert_array_equal(a, b)
+    assert K.choose_path("lstm", F32, 4, 128, 128, "cuda", grid=False) == "graphed-steps"
