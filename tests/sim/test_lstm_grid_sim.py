@@ -53,11 +53,11 @@ def _random(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def _check_layer(rng, B, H, reverse):
+def _check_layer(rng, B, H, reverse, steps=T):
     w = {"w_ih": _random(rng, 4 * H, I) * 0.5, "w_hh": _random(rng, 4 * H, H) * 0.5,
          "b_ih": _random(rng, 4 * H), "b_hh": _random(rng, 4 * H)}
-    x, hx, cx = _random(rng, T, B, I), _random(rng, B, H), _random(rng, B, H)
-    grads_of = [_random(rng, T, B, H), _random(rng, B, H), _random(rng, B, H)]
+    x, hx, cx = _random(rng, steps, B, I), _random(rng, B, H), _random(rng, B, H)
+    grads_of = [_random(rng, steps, B, H), _random(rng, B, H), _random(rng, B, H)]
 
     def run(x, hx, cx, w, grads_of, device=None):
         y, h_n, c_n, saved = K.rnn_forward("lstm", x, hx, cx, reverse=reverse, device=device,
@@ -83,6 +83,18 @@ def test_several_blocks_match_float64_twin(rng, G, monkeypatch, reverse):
     assert G.plan(np.float32, B, H) == (6, 2, 2, 2)
     assert K._path("lstm", None, np.zeros((T, B, I), np.float32), H) == "persistent-grid"
     _check_layer(rng, B, H, reverse)
+    assert G.count == {"forward": 1, "backward": 1}
+
+
+def test_first_hidden_size_over_the_register_kernels(rng, G, monkeypatch):
+    """H = 70 with the real segments (2 of 35 weights a thread) and the real lower bound; only
+    the units a block owns are lowered (8: 64 threads, 9 blocks), to keep the simulator quick."""
+    monkeypatch.setattr(G, "SEGMENT", 64)
+    monkeypatch.setattr(G, "REGISTER_HIDDEN_MAX", 64)
+    monkeypatch.setattr(G, "THREADS_MAX", 64)
+    B, H = 1, 70
+    assert G.parts(H) == (2, 35) and G.plan(np.float32, B, H) == (9, 1, 8, 1)
+    _check_layer(rng, B, H, reverse=False, steps=2)
     assert G.count == {"forward": 1, "backward": 1}
 
 
