@@ -20,10 +20,29 @@ direction ``h0`` sits at slot 0 and step t writes slot t + 1; for the reverse di
 at slot T and step t writes slot t. So the output and the "previous state" of every step are both
 contiguous slices of that buffer, and the weight-gradient GEMMs need no copies.
 
-On a GPU, float32 LSTM layers with hidden size up to 64 skip steps 2 and 3's per-step launches:
-kernels/lstm_persistent_cuda.py runs the whole time loop of a pass in ONE kernel (w_hh in
-registers, the batch split over blocks), writing the same buffers as the per-step path; larger
-hidden sizes, float64, GRU and RNN keep the per-step path (``_persistent`` chooses).
+On a GPU, steps 2 and 3's per-step launches are avoided where possible (``choose_path``):
+
+=================  ===============================================  ============================
+path               which layers (float32 LSTM unless said)           how
+=================  ===============================================  ============================
+persistent-regs    0 < H <= 64, any batch                           kernels/lstm_persistent_cuda
+                                                                    .py: one launch a pass, w_hh
+                                                                    in registers, batch split
+                                                                    over blocks
+persistent-grid    64 < H <= 512 while (H / units a block) x batch  kernels/lstm_grid_cuda.py: one
+                   groups <= SMs (132 SMs: H = 128 to batch 495,    cooperative launch a pass,
+                   H = 256 to 72, H = 512 to 10)                    hidden units over blocks, a
+                                                                    grid barrier a step
+graphed-steps      the rest on a real GPU (wider LSTMs, float64,    the step loop captured once
+                   GRU, RNN), T >= 4, outside a user's capture      per shape as a CUDA graph and
+                                                                    replayed (step_graphs.py)
+per-step           the CPU, the simulator's other layers, short     2 launches a step
+                   sequences, layers inside a user's capture
+=================  ===============================================  ============================
+
+All four write the same buffers in the same layout, so a pass may take another path than the
+other pass of the same layer (the grid kernels fall back at run time where they cannot be built
+or launched cooperatively).
 
 The per-step pointwise functions share one signature on both devices,
 ``cell(t, s_in, s_out, *arrays)`` (``s_in``/``s_out``: the state slots read and written), so the

@@ -27,9 +27,9 @@ kernels/lstm.py), so the two paths are interchangeable step for step.
 Threads: a block is (H, 4, rows): x = hidden unit j, y = gate block q (gate k = q*H + j), z = the
 block's batch row, so no thread divides to find its gate. Which layers take this path
 (``rows_per_block``): float32 LSTMs with hidden size up to ``HIDDEN_MAX`` = 64 (the registers a
-thread spends on weights; 124 registers at H = 64 backward), any batch; the rest (float64, larger
-H, GRU and RNN) keep the per-step path. Each hidden size compiles its own pair of kernels at first
-use.
+thread spends on weights; 124 registers at H = 64 backward), any batch; wider float32 LSTMs go to
+kernels/lstm_grid_cuda.py where their grid fits, the rest to the (graphed) step loop
+(kernels/lstm.py ``choose_path``). Each hidden size compiles its own pair of kernels at first use.
 """
 
 import functools
