@@ -48,18 +48,17 @@ class GRU(_Recurrent):
 
 class SunspotsLSTM:
     """LSTM(1 -> 32, 2 layers) forward+backward, (seq, batch) from the sunspots example's range.
-    ``per-step`` turns the persistent kernels off (kernels/lstm_persistent_cuda.HIDDEN_MAX = 0);
-    the CPU has the per-step path only."""
+    ``per-step`` forces the plain step loop (kernels/lstm.py FORCE_PATH; neither the persistent
+    kernels nor a graph of the steps); the CPU has the per-step path only."""
     params = [[(32, 16), (32, 64), (128, 16), (128, 64)], ["persistent", "per-step"]]
     param_names = ["seq, batch", "path"]
 
     def setup(self, shape, path):
         if gd.device() == "cpu" and path == "per-step":
             raise NotImplementedError("the CPU runs the per-step path only")
-        self.limit = None
         if path == "per-step":
-            from gpudl.kernels import lstm_persistent_cuda as P
-            self.limit, P.HIDDEN_MAX = P.HIDDEN_MAX, 0
+            from gpudl.kernels import lstm as K
+            K.FORCE_PATH = "per-step"
         seq, batch = shape
         gd.manual_seed(0)
         self.module = nn.LSTM(1, 32, num_layers=2)
@@ -67,9 +66,8 @@ class SunspotsLSTM:
         self.gout = gd.randn(seq, batch, 32)
 
     def teardown(self, shape, path):
-        if self.limit is not None:
-            from gpudl.kernels import lstm_persistent_cuda as P
-            P.HIDDEN_MAX = self.limit
+        from gpudl.kernels import lstm as K
+        K.FORCE_PATH = None
 
     def time_forward_backward(self, shape, path):
         self.module(self.x)[0].backward(self.gout)

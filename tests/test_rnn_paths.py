@@ -140,3 +140,34 @@ def test_grid_kernels_unavailable_fall_back_to_the_step_loop(rng, monkeypatch):
     for a, b in zip(got, [*out[:3], *_backward("lstm", w, out, grads)]):
         np.testing.assert_array_equal(a, b)
     assert K.choose_path("lstm", F32, 4, 128, 128, "cuda", grid=False) == "graphed-steps"
+
+
+ON_GPU = __import__("gpudl").backend._cupy is not None
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs a GPU (CuPy)")
+@pytest.mark.parametrize("path, B, H", [("persistent-grid", 8, 128), ("persistent-grid", 5, 256),
+                                        ("persistent-grid", 3, 512), ("graphed-steps", 8, 128),
+                                        ("graphed-steps", 4, 32), ("per-step", 8, 128)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gpu_paths_match_float64_twin(rng, monkeypatch, path, B, H, reverse):
+    """On a GPU each path of a layer (forced) against the CPU twin in float64, twice (the
+    graphed path's second call replays its graph)."""
+    import cupy
+    from gpudl.kernels import lstm_grid_cuda
+    monkeypatch.setattr(K, "FORCE_PATH", path)
+    T, I = 6, 5
+    w, x, hx, cx, grads = _layer(rng, "lstm", T, B, I, H)
+    assert K._path("lstm", None, cupy.asarray(x), H) == path
+    f64 = lambda a: a.astype(F64)   # noqa: E731
+    out = K.rnn_forward("lstm", f64(x), f64(hx), f64(cx), *map(f64, w), reverse=reverse,
+                        device="cpu")
+    expected = [*out[:3], *K.rnn_backward(out[3], f64(w[0]), f64(w[1]), *map(f64, grads))]
+    for _ in range(2):
+        d = [cupy.asarray(a) for a in (x, hx, cx)]
+        dw, dg = [cupy.asarray(a) for a in w], [cupy.asarray(a) for a in grads]
+        out = K.rnn_forward("lstm", *d, *dw, reverse=reverse)
+        got = [*out[:3], *K.rnn_backward(out[3], dw[0], dw[1], *dg)]
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(cupy.asnumpy(a), b, rtol=1e-4, atol=1e-5)
+    assert not lstm_grid_cuda.FAILED

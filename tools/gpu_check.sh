@@ -6,8 +6,10 @@
 # (the benchmark shapes of benchmarks/compare.py, forward and forward+backward, strict fp32 and PyTorch's defaults, each with
 # its fraction of the floor; the LeNet-5, sunspots LSTM and transformer steps eager and as a CUDA
 # graph), the host time per kernel launch, and the time and host time per training step, eager
-# and graphed, gpudl and PyTorch (benchmarks/graph_steps.py).
-# Budget: under 9 minutes (45 + 225 + 60 + 150 + 15 + 45 s of step limits).
+# and graphed, gpudl and PyTorch (benchmarks/graph_steps.py), and one LSTM layer (hidden 128, 256,
+# 512) through each of gpudl's paths against cuDNN, with the paths' differences
+# (benchmarks/lstm_paths.py).
+# Budget: under 10 minutes (45 + 225 + 60 + 150 + 15 + 45 + 60 s of step limits).
 # The offline PTX check is CI's job; here the kernels compile for the real device as tests run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,8 +36,11 @@ step benchmarks 150 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device 
 step launches 15 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
 step graph_steps 45 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --repeats 11 \
     --markdown tools/gpu_graph_steps.md
+step lstm_paths 60 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \
+    --markdown tools/gpu_lstm_paths.md
 echo "gpu_check exit status: $status"
 if [ -n "${OUT:-}" ]; then
-    cp "$log" tools/gpu_results.md tools/gpu_graph_steps.md "$OUT"/ 2>/dev/null
+    cp "$log" tools/gpu_results.md tools/gpu_graph_steps.md tools/gpu_lstm_paths.md "$OUT"/ \
+        2>/dev/null
 fi
 exit $status
