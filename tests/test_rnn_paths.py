@@ -171,3 +171,36 @@ def test_gpu_paths_match_float64_twin(rng, monkeypatch, path, B, H, reverse):
         for a, b in zip(got, expected):
             np.testing.assert_allclose(cupy.asnumpy(a), b, rtol=1e-4, atol=1e-5)
     assert not lstm_grid_cuda.FAILED
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs a GPU (CuPy)")
+@pytest.mark.parametrize("hidden", [128, 600])     # the grid kernels; the step loop
+def test_gpu_whole_step_capture_takes_the_wide_lstm(hidden):
+    """A user's whole-step CUDA graph around an LSTM the grid kernels take (a cooperative launch
+    captured into the graph) or one the step loop takes (its steps go into the user's graph, no
+    graph of its own): replays equal eager steps."""
+    import gpudl as gd
+    from gpudl import nn
+    gd.manual_seed(0)
+    lstm = nn.LSTM(3, hidden)
+    x = gd.randn(5, 2, 3)
+    grads = []
+
+    def step():
+        lstm.zero_grad()
+        out, (h, c) = lstm(x)
+        (out.square().sum() + h.sum() + c.sum()).backward()
+        return [p.grad.numpy().copy() for p in lstm.parameters()]
+
+    eager = step()
+    g = gd.cuda.CUDAGraph()
+    with gd.cuda.graph(g):
+        lstm.zero_grad()
+        out, (h, c) = lstm(x)
+        (out.square().sum() + h.sum() + c.sum()).backward()
+    for _ in range(2):
+        g.replay()
+        grads.append([p.grad.numpy().copy() for p in lstm.parameters()])
+    for replay in grads:
+        for a, b in zip(replay, eager):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
