@@ -159,6 +159,13 @@ def test_external_functions():
     assert external_functions(".visible .entry k(\n") == []
 
 
+def test_the_grid_barrier_of_libcudadevrt_is_no_external_function():
+    """Numba links libcudadevrt itself into a kernel that uses a grid barrier."""
+    ptx = "".join(f".extern .func  (.param .b64 func_retval0) {name}\n(\n.param .b32 p\n);\n"
+                  for name in ("cudaCGGetIntrinsicHandle", "cudaCGSynchronize", "other"))
+    assert external_functions(ptx) == ["other"]
+
+
 def _tools_or_skip():
     try:
         gate.tool("ptxas"), gate.tool("cuobjdump")
@@ -219,6 +226,26 @@ def test_gate_fails_a_module_without_budgets(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "missing_cuda.copy" in out and "FAIL: no budget declared" in out
     assert md.read_text().startswith("| kernel | regs |") and "| ok |" in md.read_text()
+
+
+def test_grid_barrier_kernel_assembles_as_relocatable_code(tmp_path):
+    """A kernel calling libcudadevrt's grid barrier assembles (``ptxas -c``), and the call leaves
+    nothing in local memory."""
+    _tools_or_skip()
+    from numba import cuda
+    from numba.cuda.cg import _grid_group_sync, _this_grid
+
+    def k(a, steps):
+        grid = _this_grid()
+        i = cuda.grid(1)
+        for _ in range(steps):
+            a[i] += 1
+            _grid_group_sync(grid)
+
+    report = gate.analyse("t.k", cuda.jit(k), "void(float32[::1], int64)", Budget(threads=128),
+                          str(tmp_path))
+    assert not report.error and report.violations() == []
+    assert report.resources.stack == 0 and report.resources.spills == 0
 
 
 def test_float16_comparison_needs_an_external_function():
