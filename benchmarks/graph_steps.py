@@ -83,19 +83,25 @@ def run(device, repeats):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.graph_steps", description=__doc__)
+def table_main(prog, description, table, argv=None):
+    """The command line of a step-timing table: ``--repeats``, ``--markdown FILE``;
+    ``table(repeats)`` returns the markdown rows."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--markdown", help="also write the table to this file")
     args = parser.parse_args(argv)
-    device = gpudl.device()
-    text = (f"device {device}, median of {args.repeats} steps after 3 warm-up steps\n\n"
-            + run(device, args.repeats))
+    text = (f"device {gpudl.device()}, median of {args.repeats} steps after 3 warm-up steps\n\n"
+            + table(args.repeats))
     print("\n" + text)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(text + "\n")
     return 0
+
+
+def main(argv=None):
+    return table_main("python -m benchmarks.graph_steps", __doc__,
+                      lambda repeats: run(gpudl.device(), repeats), argv)
 
 
 if __name__ == "__main__":

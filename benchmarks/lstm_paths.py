@@ -10,7 +10,6 @@ call alone, and the largest difference of the outputs and input gradient from th
 path's (a check of the kernels on the device, not only a timing).
 """
 
-import argparse
 import sys
 
 try:    # before gpudl (see benchmarks/compare.py)
@@ -21,7 +20,7 @@ except ImportError:
 import gpudl as gd  # noqa: E402
 import gpudl.nn  # noqa: E402,F401
 from benchmarks.common import sync, torch_sync  # noqa: E402
-from benchmarks.graph_steps import _times  # noqa: E402
+from benchmarks.graph_steps import _times, table_main  # noqa: E402
 from gpudl.kernels import lstm as K, lstm_grid_cuda  # noqa: E402
 
 SHAPES = ((128, 64), (256, 64), (512, 8))        # (hidden, batch); input 64, seq 128
@@ -84,17 +83,7 @@ def run(repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.lstm_paths", description=__doc__)
-    parser.add_argument("--repeats", type=int, default=21)
-    parser.add_argument("--markdown", help="also write the table to this file")
-    args = parser.parse_args(argv)
-    text = (f"device {gd.device()}, median of {args.repeats} steps after 3 warm-up steps\n\n"
-            + run(args.repeats))
-    print("\n" + text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text + "\n")
-    return 0
+    return table_main("python -m benchmarks.lstm_paths", __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -125,13 +125,17 @@ def _build(H, S):
     HS = P * (L + 1)                            # its stride in shared memory (see shared_floats)
     uH = uint64(H)
 
-    def forward_kernel(reverse, first, last, rows, w_hh, gates, c, tanh_c, h):
+    @cuda.jit(device=True, inline="always")
+    def place(rows):
+        """(p, j, q, flat thread index, hidden unit, whether the unit exists, first batch row)
+        of this thread."""
         p, j, q = cuda.threadIdx.x, cuda.threadIdx.y, cuda.threadIdx.z
-        tid = p + P * (j + S * q)
-        T, B = gates.shape[0], gates.shape[1]
         unit = cuda.blockIdx.x * S + j
-        own = unit < H
-        b0 = cuda.blockIdx.y * rows
+        return p, j, q, p + P * (j + S * q), unit, unit < H, cuda.blockIdx.y * rows
+
+    def forward_kernel(reverse, first, last, rows, w_hh, gates, c, tanh_c, h):
+        p, j, q, tid, unit, own, b0 = place(rows)
+        T, B = gates.shape[0], gates.shape[1]
         grid = _this_grid()
         sh = cuda.shared.array(0, float32)      # [h (rows, HP) | partial (rows, 4, S, P) |
         part_at = rows * HS                     #  gates (rows, 4, S)]
@@ -184,12 +188,8 @@ def _build(H, S):
             _grid_sync(grid)                        # h_t complete before any block reads it
 
     def backward_kernel(reverse, first, last, rows, w_hh, gy, dh, dc, gates, c, tanh_c, dgates):
-        p, j, q = cuda.threadIdx.x, cuda.threadIdx.y, cuda.threadIdx.z
-        tid = p + P * (j + S * q)
+        p, j, q, tid, unit, own, b0 = place(rows)
         T, B = gates.shape[0], gates.shape[1]
-        unit = cuda.blockIdx.x * S + j
-        own = unit < H
-        b0 = cuda.blockIdx.y * rows
         one = float32(1)
         grid = _this_grid()
         sh = cuda.shared.array(0, float32)      # [dgates (rows, 4, HP) | partial (rows, 4, S, P)]

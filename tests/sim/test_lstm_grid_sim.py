@@ -10,6 +10,7 @@ block) so that H = 6 and 11 take the grid path; the kernel code is the same at a
 import numpy as np
 import pytest
 from gpudl.kernels import lstm as K
+from lstm_launches import count_sequences
 
 from gpudl import backend
 
@@ -26,26 +27,13 @@ NAMES = ["y", "h_n", "c_n", "x", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh"]
 def G(monkeypatch):
     """The grid module shrunk: hidden sizes over 4 take it, segments of 4, 24 threads a block;
     the register kernels and the per-step LSTM refuse to run, grid launches are counted."""
-    from gpudl.kernels import lstm_cuda, lstm_grid_cuda, lstm_persistent_cuda
+    from gpudl.kernels import lstm_grid_cuda, lstm_persistent_cuda
     monkeypatch.setattr(lstm_persistent_cuda, "HIDDEN_MAX", 4)
     monkeypatch.setattr(lstm_grid_cuda, "REGISTER_HIDDEN_MAX", 4)
     monkeypatch.setattr(lstm_grid_cuda, "SEGMENT", 4)
     monkeypatch.setattr(lstm_grid_cuda, "THREADS_MAX", 24)
-    count = {"forward": 0, "backward": 0}
-
-    def counted(fn):
-        def run(*args):
-            count[fn.__name__] += 1
-            return fn(*args)
-        return run
-
-    def refuse(*args):
-        raise AssertionError("another LSTM path ran")
-    monkeypatch.setitem(lstm_grid_cuda.SEQUENCES, "lstm", (counted(lstm_grid_cuda.forward),
-                                                          counted(lstm_grid_cuda.backward)))
-    monkeypatch.setitem(lstm_persistent_cuda.SEQUENCES, "lstm", (refuse, refuse))
-    monkeypatch.setitem(lstm_cuda.CELLS, "lstm", (refuse, refuse))
-    lstm_grid_cuda.count = count
+    count = count_sequences(monkeypatch, lstm_grid_cuda, refused=[lstm_persistent_cuda])
+    monkeypatch.setattr(lstm_grid_cuda, "count", count, raising=False)
     return lstm_grid_cuda
 
 

@@ -6,6 +6,7 @@ PyTorch in float64. Every test checks which path ran, so none can pass on the pe
 import numpy as np
 import pytest
 from gpudl.kernels import lstm as K
+from lstm_launches import count_sequences
 
 import gpudl as gd
 from gpudl import backend, nn
@@ -28,20 +29,7 @@ def P():
 def paths(monkeypatch, P):
     """Counts of persistent forward / backward launches; the per-step LSTM kernels refuse to
     run, so a test that reaches them fails."""
-    from gpudl.kernels import lstm_cuda
-    count = {"forward": 0, "backward": 0}
-
-    def counted(fn):
-        def run(*args):
-            count[fn.__name__] += 1
-            return fn(*args)
-        return run
-
-    def refuse(*args):
-        raise AssertionError("the per-step LSTM path ran")
-    monkeypatch.setitem(P.SEQUENCES, "lstm", (counted(P.forward), counted(P.backward)))
-    monkeypatch.setitem(lstm_cuda.CELLS, "lstm", (refuse, refuse))
-    return count
+    return count_sequences(monkeypatch, P)
 
 
 def _random(rng, *shape):
