@@ -101,7 +101,7 @@ def test_graphed_steps_match_the_step_loop(rng, graphs, monkeypatch, mode):
     assert len(graphs) == 3         # capacity 3: the oldest dropped
 
 
-def test_keys_separate_shapes_and_evict_least_recent():
+def test_keys_capture_at_their_second_call_and_evict_least_recent():
     runs = []
     graphs = StepGraphs(capacity=2, capture=lambda run: run)
 
@@ -109,16 +109,25 @@ def test_keys_separate_shapes_and_evict_least_recent():
         runs.append(buffers[0].shape)
         buffers[0] += 1
 
-    a, b, c = np.zeros(2), np.zeros(3), np.zeros(4)
-    graphs.run("a", body, [a])
-    graphs.run("b", body, [b])
-    graphs.run("a", body, [a])      # a is now the most recent
-    graphs.run("c", body, [c])      # drops b
+    arrays = {"a": np.zeros(2), "b": np.zeros(3), "c": np.zeros(4)}
+
+    def run(key):
+        graphs.run(key, body, [arrays[key]])
+
+    run("a")
+    run("b")                        # first calls run as they are
+    assert graphs.captures == 0 and len(graphs) == 0
+    run("a")
+    run("b")
+    run("c")
+    assert graphs.captures == 2 and len(graphs) == 2
+    run("c")                        # captured, a (least recent) dropped
     assert graphs.captures == 3 and len(graphs) == 2
-    graphs.run("b", body, [b])
+    run("a")                        # a first call again
+    assert graphs.captures == 3
+    run("a")
     assert graphs.captures == 4
-    np.testing.assert_array_equal(a, [2, 2])     # each run once on the caller's values
-    np.testing.assert_array_equal(b, [2, 2, 2])
+    assert [a.tolist() for a in arrays.values()] == [[4, 4], [2, 2, 2], [2, 2, 2, 2]]
 
 
 def test_grid_kernels_unavailable_fall_back_to_the_step_loop(rng, monkeypatch):
@@ -151,8 +160,8 @@ ON_GPU = __import__("gpudl").backend._cupy is not None
                                         ("graphed-steps", 4, 32), ("per-step", 8, 128)])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_gpu_paths_match_float64_twin(rng, monkeypatch, path, B, H, reverse):
-    """On a GPU each path of a layer (forced) against the CPU twin in float64, twice (the
-    graphed path's second call replays its graph)."""
+    """On a GPU each path of a layer (forced) against the CPU twin in float64, three times (the
+    graphed path: a plain run, the capture and its replay, a replay)."""
     import cupy
     from gpudl.kernels import lstm_grid_cuda
     monkeypatch.setattr(K, "FORCE_PATH", path)
@@ -163,7 +172,7 @@ def test_gpu_paths_match_float64_twin(rng, monkeypatch, path, B, H, reverse):
     out = K.rnn_forward("lstm", f64(x), f64(hx), f64(cx), *map(f64, w), reverse=reverse,
                         device="cpu")
     expected = [*out[:3], *K.rnn_backward(out[3], f64(w[0]), f64(w[1]), *map(f64, grads))]
-    for _ in range(2):
+    for _ in range(3):
         d = [cupy.asarray(a) for a in (x, hx, cx)]
         dw, dg = [cupy.asarray(a) for a in w], [cupy.asarray(a) for a in grads]
         out = K.rnn_forward("lstm", *d, *dw, reverse=reverse)
