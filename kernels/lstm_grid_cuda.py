@@ -280,7 +280,12 @@ def device_sm_count():
     cupy = backend._cupy
     if cupy is None or backend.SIMULATOR:
         return SM_COUNT
-    return cupy.cuda.Device().attributes["MultiProcessorCount"]
+    return _sm_count(cupy.cuda.runtime.getDevice())
+
+
+@functools.cache
+def _sm_count(device):      # asked at every layer call: the attribute query is not free
+    return backend._cupy.cuda.Device(device).attributes["MultiProcessorCount"]
 
 
 class Unavailable(RuntimeError):
