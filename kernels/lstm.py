@@ -284,7 +284,7 @@ def choose_path(mode, dtype, B, H, T, device, capturing=False, sm_count=None, gr
         candidates.append("persistent-regs")
     if mode == "lstm" and grid and lstm_grid_cuda.plan(dtype, B, H, sm_count):
         candidates.append("persistent-grid")
-    if device == "cuda" and not capturing and T >= GRAPH_MIN_STEPS:
+    if device == "cuda" and not capturing and T >= GRAPH_MIN_STEPS and B > 0:
         candidates.append("graphed-steps")
     candidates.append("per-step")
     if FORCE_PATH in candidates:

@@ -27,6 +27,7 @@ F32, F64 = np.float32, np.float64
     ("gru", F32, 4, 32, 128, "cuda", False, 132, "graphed-steps"),
     ("rnn_tanh", F32, 4, 32, 128, "cuda", False, 132, "graphed-steps"),
     ("gru", F32, 4, 32, 3, "cuda", False, 132, "per-step"),                # too short
+    ("gru", F32, 0, 32, 128, "cuda", False, 132, "per-step"),              # empty batch
     ("gru", F32, 4, 32, 128, "cuda", True, 132, "per-step"),               # a user's capture
     ("lstm", F32, 4, 32, 128, "cuda", True, 132, "persistent-regs"),       # capturable itself
     ("lstm", F32, 4, 128, 128, "simulator", False, 132, "persistent-grid"),
