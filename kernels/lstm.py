@@ -3,7 +3,7 @@
 The work is split the way cuDNN splits it:
 
 1. the input projection of every time step as ONE GEMM: ``gx = x @ w_ih.T + b``  (T, B, G*H);
-2. per step, the recurrent GEMM ``gh = h_prev @ w_hh.T`` (BLAS / cuBLAS through NumPy / CuPy) and
+2. per step, the recurrent GEMM ``gh = h_prev @ w_hh.T`` (kernels/small_gemm.py / cuBLAS) and
    ONE pointwise pass (a fused Numba-CUDA kernel on the GPU; here Numba CPU loops around NumPy's
    SIMD tanh) doing every gate nonlinearity, the cell update and the hidden output, saving what
    backward needs (the gate activations, written over the input projection, c and tanh(c));
@@ -34,6 +34,8 @@ import numba
 import numpy as np
 
 from gpudl import backend
+
+from .small_gemm import gemm_nt
 
 MODES = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -227,12 +229,18 @@ def _as_is(arrays):
     return arrays
 
 
+def _blas_nt(a, bt, out):
+    return backend.get_array_module(a).matmul(a, bt.T, out=out)
+
+
 def _implementation(device, x):
-    """(step functions, argument wrapper): the CPU twin here, or the CUDA kernels."""
+    """(step functions, argument wrapper, ``matmul_nt(a, bt, out)``: out = a @ bt.T for the
+    recurrent GEMM of a step): the CPU twin here (kernels/small_gemm.py's GEMM, ~1.7x OpenBLAS's
+    at these sizes), or the CUDA kernels with cuBLAS."""
     if (device or backend.kernel_device(x)) == "cuda":
         from . import lstm_cuda
-        return lstm_cuda.CELLS, lstm_cuda.kernel_args
-    return CELLS, _as_is
+        return lstm_cuda.CELLS, lstm_cuda.kernel_args, _blas_nt
+    return CELLS, _as_is, gemm_nt
 
 
 def _persistent(mode, device, x, H):
@@ -270,7 +278,7 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
         (c_n None unless LSTM), and ``saved``, the dict ``rnn_backward`` needs.
     """
     xp = backend.get_array_module(x)
-    cells, kernel_args = _implementation(device, x)
+    cells, kernel_args, matmul_nt = _implementation(device, x)
     T, B, _ = x.shape
     H = w_hh.shape[1]
     dtype = x.dtype
@@ -294,12 +302,12 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
         arrays = (gates, gh, h, mode == "rnn_relu")
     step = cells[mode][0]
     args = kernel_args(arrays)
-    w_hh_t = w_hh.T
+    w_hh_rows = xp.ascontiguousarray(w_hh)
     persistent = _persistent(mode, device, x, H)
     if persistent:
         persistent[0](reverse, w_hh, *args)
     for t in () if persistent else steps:
-        xp.matmul(h[t + off_in], w_hh_t, out=gh)
+        matmul_nt(h[t + off_in], w_hh_rows, gh)
         step(t, t + off_in, t + off_out, *args)
     y = h[off_out:T + off_out]
     h_n = h[(1 - off_in) * T]
@@ -341,7 +349,7 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
     """
     mode, x, h = saved["mode"], saved["x"], saved["h"]
     xp = backend.get_array_module(x)
-    cells, kernel_args = _implementation(saved["device"], x)
+    cells, kernel_args, matmul_nt = _implementation(saved["device"], x)
     T, B, _ = x.shape
     H, G, dtype = h.shape[2], GATES[mode], x.dtype
     off_in, off_out, steps = _slots(T, saved["reverse"])
@@ -359,13 +367,14 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
         arrays = (gy, dh, h, dgates, mode == "rnn_relu")
     step = cells[mode][1]
     args = kernel_args(arrays)
+    w_hh_cols = xp.ascontiguousarray(w_hh.T)
     persistent = _persistent(mode, saved["device"], x, H)
     if persistent:
         persistent[1](saved["reverse"], w_hh, *args)
     for t in () if persistent else reversed(steps):
         step(t, t + off_in, t + off_out, *args)
         if t != steps[0] or needs[1]:
-            xp.matmul(dgh[t], w_hh, out=dh)
+            matmul_nt(dgh[t], w_hh_cols, dh)
     g_hx = (dh + carry if mode == "gru" else dh) if needs[1] else None
     g_cx = carry if mode == "lstm" and needs[2] else None
     return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx)
