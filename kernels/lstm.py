@@ -35,6 +35,7 @@ import numpy as np
 
 from gpudl import backend
 
+from . import workspace
 from .small_gemm import gemm_nt
 
 MODES = ("lstm", "gru", "rnn_tanh", "rnn_relu")
@@ -284,17 +285,17 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     dtype = x.dtype
     off_in, off_out, steps = _slots(T, reverse)
     gates = _input_projection(mode, x, w_ih, b_ih, b_hh, H)    # (T, B, G*H), activated in place
-    gh = xp.empty((B, GATES[mode] * H), dtype)
-    h = xp.empty((T + 1, B, H), dtype)
+    gh = workspace.empty(xp, (B, GATES[mode] * H), dtype)
+    h = workspace.empty(xp, (T + 1, B, H), dtype)
     h[T * off_in] = hx
     saved = {"mode": mode, "x": x, "h": h, "reverse": reverse, "device": device}
     if mode == "lstm":
-        c, tanh_c = xp.empty((T + 1, B, H), dtype), xp.empty((T, B, H), dtype)
+        c, tanh_c = workspace.empty(xp, (T + 1, B, H), dtype), workspace.empty(xp, (T, B, H), dtype)
         c[T * off_in] = cx
         arrays = (gates, gh, c, tanh_c, h)
         saved.update(gates=gates, c=c, tanh_c=tanh_c)
     elif mode == "gru":
-        hn = xp.empty((T, B, H), dtype)
+        hn = workspace.empty(xp, (T, B, H), dtype)
         b_hn = b_hh[2 * H:] if b_hh is not None else xp.zeros(H, dtype)
         arrays = (gates, gh, b_hn, hn, h)
         saved.update(gates=gates, hn=hn)
@@ -318,7 +319,9 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
 def _input_projection(mode, x, w_ih, b_ih, b_hh, H):
     """x @ w_ih.T plus every bias that can be folded in, as one GEMM over all T*B rows."""
     T, B, I = x.shape
-    gx = (x.reshape(T * B, I) @ w_ih.T).reshape(T, B, w_ih.shape[0])    # (T, B, G*H)
+    xp = backend.get_array_module(x)
+    gx = workspace.empty(xp, (T, B, w_ih.shape[0]), x.dtype)
+    xp.matmul(x.reshape(T * B, I), w_ih.T, out=gx.reshape(T * B, w_ih.shape[0]))
     bias = _folded_bias(mode, b_ih, b_hh, H)
     if bias is not None:
         gx += bias
@@ -353,15 +356,15 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
     T, B, _ = x.shape
     H, G, dtype = h.shape[2], GATES[mode], x.dtype
     off_in, off_out, steps = _slots(T, saved["reverse"])
-    gy = xp.ascontiguousarray(gy) if gy is not None else xp.zeros((T, B, H), dtype)
+    gy = _contiguous(xp, gy) if gy is not None else xp.zeros((T, B, H), dtype)
     dh = xp.array(g_hn, dtype, order="C") if g_hn is not None else xp.zeros((B, H), dtype)
-    dgates = xp.empty((T, B, G * H), dtype)
+    dgates = workspace.empty(xp, (T, B, G * H), dtype)
     dgh = dgates                      # gradient reaching the w_hh GEMM: the same but for GRU's n
     if mode == "lstm":
         carry = xp.array(g_cn, dtype, order="C") if g_cn is not None else xp.zeros((B, H), dtype)
         arrays = (gy, dh, carry, saved["gates"], saved["c"], saved["tanh_c"], dgates)
     elif mode == "gru":
-        carry, dgh = xp.zeros((B, H), dtype), xp.empty((T, B, 3 * H), dtype)
+        carry, dgh = xp.zeros((B, H), dtype), workspace.empty(xp, (T, B, 3 * H), dtype)
         arrays = (gy, dh, carry, saved["gates"], saved["hn"], h, dgates, dgh)
     else:
         arrays = (gy, dh, h, dgates, mode == "rnn_relu")
@@ -378,6 +381,16 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
     g_hx = (dh + carry if mode == "gru" else dh) if needs[1] else None
     g_cx = carry if mode == "lstm" and needs[2] else None
     return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx)
+
+
+def _contiguous(xp, a):
+    """a, or a copy of it in a kept buffer where it is not C-contiguous (the broadcast gradient
+    of a ``.sum()``, say)."""
+    if a.flags.c_contiguous:
+        return a
+    out = workspace.empty(xp, a.shape, a.dtype)
+    out[...] = a
+    return out
 
 
 def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx):
