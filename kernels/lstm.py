@@ -3,7 +3,7 @@
 The work is split the way cuDNN splits it:
 
 1. the input projection of every time step as ONE GEMM: ``gx = x @ w_ih.T + b``  (T, B, G*H);
-2. per step, the recurrent GEMM ``gh = h_prev @ w_hh.T`` (BLAS / cuBLAS through NumPy / CuPy) and
+2. per step, the recurrent GEMM ``gh = h_prev @ w_hh.T`` (kernels/small_gemm.py / cuBLAS) and
    ONE pointwise pass (a fused Numba-CUDA kernel on the GPU; here Numba CPU loops around NumPy's
    SIMD tanh) doing every gate nonlinearity, the cell update and the hidden output, saving what
    backward needs (the gate activations, written over the input projection, c and tanh(c));
@@ -53,6 +53,9 @@ import numba
 import numpy as np
 
 from gpudl import backend
+
+from . import workspace
+from .small_gemm import gemm_nt
 
 MODES = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -111,11 +114,12 @@ def _lstm_hidden(a, tanh_c, h):
 
 def _lstm_step_fwd_cpu(t, s_in, s_out, gates, gh, c, tanh_c, h):
     a = gates[t]                                    # (B, 4H): x @ w_ih.T + b, then activations
+    c_new, tc = c[s_out], tanh_c[t]                 # each view made once (~0.2 us apiece)
     _lstm_pre_activations(a, gh)
     np.tanh(a, out=a)
-    _lstm_cell_update(a, c[s_in], c[s_out])
-    np.tanh(c[s_out], out=tanh_c[t])
-    _lstm_hidden(a, tanh_c[t], h[s_out])
+    _lstm_cell_update(a, c[s_in], c_new)
+    np.tanh(c_new, out=tc)
+    _lstm_hidden(a, tc, h[s_out])
 
 
 @_jit
@@ -246,12 +250,18 @@ def _as_is(arrays):
     return arrays
 
 
+def _blas_nt(a, bt, out):
+    return backend.get_array_module(a).matmul(a, bt.T, out=out)
+
+
 def _implementation(device, x):
-    """(step functions, argument wrapper): the CPU twin here, or the CUDA kernels."""
+    """(step functions, argument wrapper, ``matmul_nt(a, bt, out)``: out = a @ bt.T for the
+    recurrent GEMM of a step): the CPU twin here (kernels/small_gemm.py's GEMM, ~1.7x OpenBLAS's
+    at these sizes), or the CUDA kernels with cuBLAS."""
     if (device or backend.kernel_device(x)) == "cuda":
         from . import lstm_cuda
-        return lstm_cuda.CELLS, lstm_cuda.kernel_args
-    return CELLS, _as_is
+        return lstm_cuda.CELLS, lstm_cuda.kernel_args, _blas_nt
+    return CELLS, _as_is, gemm_nt
 
 
 PATHS = ("persistent-regs", "persistent-grid", "graphed-steps", "per-step")
@@ -357,23 +367,23 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
         (c_n None unless LSTM), and ``saved``, the dict ``rnn_backward`` needs.
     """
     xp = backend.get_array_module(x)
-    cells, kernel_args = _implementation(device, x)
+    cells, kernel_args, matmul_nt = _implementation(device, x)
     T, B, _ = x.shape
     H = w_hh.shape[1]
     dtype = x.dtype
     off_in, off_out, steps = _slots(T, reverse)
     gates = _input_projection(mode, x, w_ih, b_ih, b_hh, H)    # (T, B, G*H), activated in place
-    gh = xp.empty((B, GATES[mode] * H), dtype)
-    h = xp.empty((T + 1, B, H), dtype)
+    gh = workspace.empty(xp, (B, GATES[mode] * H), dtype)
+    h = workspace.empty(xp, (T + 1, B, H), dtype)
     h[T * off_in] = hx
     saved = {"mode": mode, "x": x, "h": h, "reverse": reverse, "device": device}
     if mode == "lstm":
-        c, tanh_c = xp.empty((T + 1, B, H), dtype), xp.empty((T, B, H), dtype)
+        c, tanh_c = workspace.empty(xp, (T + 1, B, H), dtype), workspace.empty(xp, (T, B, H), dtype)
         c[T * off_in] = cx
         arrays = (gates, gh, c, tanh_c, h)
         saved.update(gates=gates, c=c, tanh_c=tanh_c)
     elif mode == "gru":
-        hn = xp.empty((T, B, H), dtype)
+        hn = workspace.empty(xp, (T, B, H), dtype)
         b_hn = b_hh[2 * H:] if b_hh is not None else xp.zeros(H, dtype)
         arrays = (gates, gh, b_hn, hn, h)
         saved.update(gates=gates, hn=hn)
@@ -383,8 +393,9 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
                        lambda: _path(mode, device, x, H))
     if path:
         def loop(buffers):
-            _forward_steps(mode, cells[mode][0], kernel_args, reverse, buffers)
-        _run_steps(path, (mode, reverse, "forward", T, B, H, str(dtype)), loop, (w_hh, *arrays))
+            _forward_steps(mode, cells[mode][0], kernel_args, matmul_nt, reverse, buffers)
+        _run_steps(path, (mode, reverse, "forward", T, B, H, str(dtype)), loop,
+                   (xp.ascontiguousarray(w_hh), *arrays))
     y = h[off_out:T + off_out]
     h_n = h[(1 - off_in) * T]
     c_n = saved["c"][(1 - off_in) * T] if mode == "lstm" else None
@@ -394,7 +405,9 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
 def _input_projection(mode, x, w_ih, b_ih, b_hh, H):
     """x @ w_ih.T plus every bias that can be folded in, as one GEMM over all T*B rows."""
     T, B, I = x.shape
-    gx = (x.reshape(T * B, I) @ w_ih.T).reshape(T, B, w_ih.shape[0])    # (T, B, G*H)
+    xp = backend.get_array_module(x)
+    gx = workspace.empty(xp, (T, B, w_ih.shape[0]), x.dtype)
+    xp.matmul(x.reshape(T * B, I), w_ih.T, out=gx.reshape(T * B, w_ih.shape[0]))
     bias = _folded_bias(mode, b_ih, b_hh, H)
     if bias is not None:
         gx += bias
@@ -425,19 +438,19 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
     """
     mode, x, h = saved["mode"], saved["x"], saved["h"]
     xp = backend.get_array_module(x)
-    cells, kernel_args = _implementation(saved["device"], x)
+    cells, kernel_args, matmul_nt = _implementation(saved["device"], x)
     T, B, _ = x.shape
     H, G, dtype = h.shape[2], GATES[mode], x.dtype
     off_in, off_out, steps = _slots(T, saved["reverse"])
-    gy = xp.ascontiguousarray(gy) if gy is not None else xp.zeros((T, B, H), dtype)
+    gy = _contiguous(xp, gy) if gy is not None else xp.zeros((T, B, H), dtype)
     dh = xp.array(g_hn, dtype, order="C") if g_hn is not None else xp.zeros((B, H), dtype)
-    dgates = xp.empty((T, B, G * H), dtype)
+    dgates = workspace.empty(xp, (T, B, G * H), dtype)
     dgh = dgates                      # gradient reaching the w_hh GEMM: the same but for GRU's n
     if mode == "lstm":
         carry = xp.array(g_cn, dtype, order="C") if g_cn is not None else xp.zeros((B, H), dtype)
         arrays = (gy, dh, carry, saved["gates"], saved["c"], saved["tanh_c"], dgates)
     elif mode == "gru":
-        carry, dgh = xp.zeros((B, H), dtype), xp.empty((T, B, 3 * H), dtype)
+        carry, dgh = xp.zeros((B, H), dtype), workspace.empty(xp, (T, B, 3 * H), dtype)
         arrays = (gy, dh, carry, saved["gates"], saved["hn"], h, dgates, dgh)
     else:
         arrays = (gy, dh, h, dgates, mode == "rnn_relu")
@@ -445,10 +458,13 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
                        kernel_args(arrays), lambda: _path(mode, saved["device"], x, H))
     if path:
         def loop(buffers):
-            _backward_steps(mode, cells[mode][1], kernel_args, saved["reverse"], needs[1],
-                            buffers)
+            _backward_steps(mode, cells[mode][1], kernel_args, matmul_nt, saved["reverse"],
+                            needs[1], buffers)
+        # w_hh's columns as the rows of the "nt" GEMM: a copy on the CPU (the Numba GEMM reads
+        # contiguous rows), the transposed view for cuBLAS
+        w_hh_cols = np.ascontiguousarray(w_hh.T) if xp is np else w_hh.T
         _run_steps(path, (mode, saved["reverse"], "backward", needs[1], T, B, H, str(dtype)),
-                   loop, (w_hh, *arrays))
+                   loop, (w_hh_cols, *arrays))
     g_hx = (dh + carry if mode == "gru" else dh) if needs[1] else None
     g_cx = carry if mode == "lstm" and needs[2] else None
     return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx)
@@ -468,25 +484,22 @@ _DGH = {"lstm": -1, "gru": -1, "rnn_tanh": 3, "rnn_relu": 3}     # and the gradi
                                                                   # the w_hh GEMM backward
 
 
-def _forward_steps(mode, step, kernel_args, reverse, buffers):
+def _forward_steps(mode, step, kernel_args, matmul_nt, reverse, buffers):
     """The forward step loop over ``(w_hh, *arrays)`` of ``rnn_forward`` (gh = arrays[1])."""
     w_hh, arrays = buffers[0], buffers[1:]
-    xp = backend.get_array_module(w_hh)
     h, gh = arrays[_STATE[mode]], arrays[1]
     T = h.shape[0] - 1
     off_in, off_out, steps = _slots(T, reverse)
     args = kernel_args(arrays)
-    w_hh_t = w_hh.T
     for t in steps:
-        xp.matmul(h[t + off_in], w_hh_t, out=gh)
+        matmul_nt(h[t + off_in], w_hh, gh)
         step(t, t + off_in, t + off_out, *args)
 
 
-def _backward_steps(mode, step, kernel_args, reverse, last_dh, buffers):
-    """The backward step loop over ``(w_hh, *arrays)`` of ``rnn_backward`` (dh = arrays[1]);
-    ``last_dh``: also propagate to h0 after the first step."""
-    w_hh, arrays = buffers[0], buffers[1:]
-    xp = backend.get_array_module(w_hh)
+def _backward_steps(mode, step, kernel_args, matmul_nt, reverse, last_dh, buffers):
+    """The backward step loop over ``(w_hh_cols, *arrays)`` of ``rnn_backward`` (dh = arrays[1],
+    w_hh_cols = w_hh.T); ``last_dh``: also propagate to h0 after the first step."""
+    w_hh_cols, arrays = buffers[0], buffers[1:]
     dh, dgh = arrays[1], arrays[_DGH[mode]]
     T = dgh.shape[0]
     off_in, off_out, steps = _slots(T, reverse)
@@ -494,7 +507,17 @@ def _backward_steps(mode, step, kernel_args, reverse, last_dh, buffers):
     for t in reversed(steps):
         step(t, t + off_in, t + off_out, *args)
         if t != steps[0] or last_dh:
-            xp.matmul(dgh[t], w_hh, out=dh)
+            matmul_nt(dgh[t], w_hh_cols, dh)
+
+
+def _contiguous(xp, a):
+    """a, or a copy of it in a kept buffer where it is not C-contiguous (the broadcast gradient
+    of a ``.sum()``, say)."""
+    if a.flags.c_contiguous:
+        return a
+    out = workspace.empty(xp, a.shape, a.dtype)
+    out[...] = a
+    return out
 
 
 def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx):

@@ -337,3 +337,26 @@ def test_cell_errors():
         cell(gd.zeros(B, I), (gd.zeros(B, H), gd.zeros(2, H)))
     with pytest.raises(TypeError, match=r"\(h_0, c_0\)"):
         cell(gd.zeros(B, I), gd.zeros(B, H))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_reused_buffers_never_alias_live_results(rng, kind):
+    """The CPU twin reuses its buffers across calls of one shape (kernels/workspace.py): outputs
+    still held, and a graph kept for a second backward, must survive later calls untouched."""
+    torch_module, module = _pair(kind, torch.float32)
+    xs = [rng.standard_normal((T, B, I)).astype(np.float32) for _ in range(3)]
+    t_x = [torch.tensor(x, requires_grad=True) for x in xs]
+    g_x = [gd.tensor(x, requires_grad=True) for x in xs]
+    t_y = [torch_module(x)[0] for x in t_x]
+    g_y = [module(x)[0] for x in g_x]
+    g_y[1].sum().backward()                         # frees graph 1: its buffers may be reused
+    g_y[2] = module(g_x[2])[0]                      # ... by this call
+    g_y[0].sum().backward(retain_graph=True)
+    g_y[0].sum().backward()
+    t_y[1].sum().backward()
+    t_y[0].sum().backward(retain_graph=True)
+    t_y[0].sum().backward()
+    for t, g in zip(t_y, g_y):
+        np.testing.assert_allclose(g.numpy(), t.detach().numpy(), rtol=2e-5, atol=2e-5)
+    for t, g in zip(t_x[:2], g_x[:2]):
+        np.testing.assert_allclose(g.grad.numpy(), t.grad.numpy(), rtol=2e-5, atol=2e-5)
