@@ -46,6 +46,8 @@ import numpy as np
 
 from gpudl import backend
 
+from . import conv_winograd
+
 # Bytes of column buffer per chunk of images: written by im2col then read by the GEMM while still in
 # the L2/L3 caches (2-5 MB measured best for (32,16,32,32) 3x3 on a 2-core EPYC; one image per
 # chunk at least).
@@ -297,6 +299,10 @@ def _forward_cpu(x, w, b, geo):
                   out=flat)
         flat += bias[:, None]
         return y
+    if conv_winograd.applies(geo):
+        done = conv_winograd.forward(x, w, bias, geo, _scratch, dtype)
+        if done is not None:                    # None: a non-finite value, im2col below
+            return done
     wm = _gemm_view(w.astype(dtype, copy=False), G, w[0].size)              # (G, Kg, R)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw, dtype)
     col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
@@ -325,6 +331,10 @@ def _grad_input_cpu(gy, w, geo):
     if geo.pointwise():
         np.matmul(w.reshape(K, geo.C).T, gy.reshape(geo.N, K, -1), out=gx.reshape(geo.N, geo.C, -1))
         return gx
+    if conv_winograd.applies(geo):
+        done = conv_winograd.grad_input(gy, w, geo, _scratch, dtype)
+        if done is not None:
+            return done
     wt = _gemm_view(w, G, w[0].size).transpose(0, 2, 1)                   # (G, R, Kg)
     finite_w = _all_finite(w)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
@@ -354,6 +364,10 @@ def _grad_weight_cpu(x, gy, geo):
     if geo.pointwise():
         per_image = np.matmul(gy.reshape(geo.N, K, -1), x.reshape(geo.N, geo.C, -1).swapaxes(1, 2))
         return per_image.sum(axis=0).reshape(geo.w_shape)
+    if conv_winograd.applies(geo):
+        done = conv_winograd.grad_weight(x, gy, geo, _scratch, dtype)
+        if done is not None:
+            return done
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
     gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)
     col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
