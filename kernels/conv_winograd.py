@@ -37,6 +37,8 @@ report any non-finite value they read and the caller then recomputes with im2col
 import numba
 import numpy as np
 
+from gpudl import cpu_threads
+
 # Winograd F(2x2, 3x3) matrices: weight transform G (4x3); B^T and A^T are spelled out as
 # additions in the kernels below.
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -59,12 +61,16 @@ def applies(geo):
 class _Plan:
     """Tile counts, the chunking of images and the work array shapes for one geometry."""
 
-    def __init__(self, geo, dtype):
+    def __init__(self, geo, dtype, workers):
         self.th, self.tw = -(-geo.Ho // 2), -(-geo.Wo // 2)        # tiles per image
         self.half = self.tw + 1                                     # tile columns + garbage
         self.tiles = self.th * self.half                            # per image, garbage included
         per_image = 16 * (geo.C + geo.K) * self.tiles * np.dtype(dtype).itemsize
-        self.nb = int(max(1, min(geo.N, CHUNK_BYTES // per_image)))
+        most = max(1, CHUNK_BYTES // per_image)
+        # the same number of chunks for every thread, each at most ``most`` images
+        rounds = -(-geo.N // (workers * most))
+        self.nb = int(max(1, min(geo.N, -(-geo.N // (workers * rounds)))))
+        self.chunks = range(0, geo.N, self.nb)
         self.tc = self.nb * self.tiles                              # per chunk
         # padded images (and the padded input gradient): 2 more rows and columns than the tiles
         # cover; outputs (and their gradient): the tiles' rows and columns
@@ -288,53 +294,63 @@ def forward(x, w, bias, geo, scratch, dtype):
     """y = conv(x, w) + bias (bias a (K,) array), or None if x or w holds a non-finite value."""
     if not np.isfinite(w).all():
         return None
-    plan = _Plan(geo, dtype)
+    workers = cpu_threads.count()         # threads, each on whole chunks of images
+    plan = _Plan(geo, dtype, workers)
     u = _weight_tiles(w, dtype)
-    v, mt, xpad, out = _buffers(scratch, geo, plan, dtype, "v", "m", "pad", "out")
     y = np.empty(geo.y_shape, dtype)
-    for n0 in range(0, geo.N, plan.nb):
+
+    def chunk(n0):
         m = min(plan.nb, geo.N - n0)
+        v, mt, xpad, out = _buffers(scratch, geo, plan, dtype, "v", "m", "pad", "out")
         _split(x, n0, m, xpad, geo.ph, geo.pw, plan, plan.th + 1)
         if not _input_tiles(xpad, m, v, plan.tc, plan.half):
-            return None
+            return False
         np.matmul(u, _gemm_operand(v, geo.C, m, plan), out=_gemm_operand(mt, geo.K, m, plan))
         _output_tiles(mt, plan.tc, m, out, bias)
         _merge(out, m, y, n0, 0, 0, plan, plan.th)
-    return y
+        return True
+    return y if all(cpu_threads.map_serial_blas(chunk, plan.chunks, workers)) else None
 
 
 def grad_input(gy, w, geo, scratch, dtype):
     """The input gradient, or None if gy or w holds a non-finite value."""
     if not np.isfinite(w).all():
         return None
-    plan = _Plan(geo, dtype)
+    workers = cpu_threads.count()         # threads, each on whole chunks of images
+    plan = _Plan(geo, dtype, workers)
     ut = _weight_tiles(w, dtype).transpose(0, 2, 1)                  # (16, C, K)
-    dv, dm, gys, gxpad = _buffers(scratch, geo, plan, dtype, "v", "m", "gy", "gx-pad")
     gx = np.empty(geo.x_shape, dtype)
-    for n0 in range(0, geo.N, plan.nb):
+
+    def chunk(n0):
         m = min(plan.nb, geo.N - n0)
+        dv, dm, gys, gxpad = _buffers(scratch, geo, plan, dtype, "v", "m", "gy", "gx-pad")
         _split(gy, n0, m, gys, 0, 0, plan, plan.th)
         if not _output_tiles_adjoint(gys, m, dm, plan.tc):
-            return None
+            return False
         np.matmul(ut, _gemm_operand(dm, geo.K, m, plan), out=_gemm_operand(dv, geo.C, m, plan))
         _input_tiles_adjoint(dv, plan.tc, m, gxpad, plan.half)
         _merge(gxpad, m, gx, n0, geo.ph, geo.pw, plan, plan.th + 1)
-    return gx
+        return True
+    return gx if all(cpu_threads.map_serial_blas(chunk, plan.chunks, workers)) else None
 
 
 def grad_weight(x, gy, geo, scratch, dtype):
     """The weight gradient (K, C, 3, 3), or None if x or gy holds a non-finite value."""
-    plan = _Plan(geo, dtype)
-    v, dm, xpad, gys = _buffers(scratch, geo, plan, dtype, "v", "m", "pad", "gy")
-    du = np.zeros((16, geo.K, geo.C), dtype)
-    part = np.empty_like(du)
-    for n0 in range(0, geo.N, plan.nb):
+    workers = cpu_threads.count()         # threads, each on whole chunks of images
+    plan = _Plan(geo, dtype, workers)
+
+    def chunk(n0):
+        """This chunk's dU (16, K, C), or None."""
         m = min(plan.nb, geo.N - n0)
+        v, dm, xpad, gys = _buffers(scratch, geo, plan, dtype, "v", "m", "pad", "gy")
         _split(x, n0, m, xpad, geo.ph, geo.pw, plan, plan.th + 1)
         _split(gy, n0, m, gys, 0, 0, plan, plan.th)
         if not (_input_tiles(xpad, m, v, plan.tc, plan.half)
                 and _output_tiles_adjoint(gys, m, dm, plan.tc)):
             return None
-        du += np.matmul(_gemm_operand(dm, geo.K, m, plan),
-                        _gemm_operand(v, geo.C, m, plan).transpose(0, 2, 1), out=part)
-    return _weight_tiles_adjoint(du, geo.K, geo.C)
+        return np.matmul(_gemm_operand(dm, geo.K, m, plan),
+                         _gemm_operand(v, geo.C, m, plan).transpose(0, 2, 1))
+    parts = cpu_threads.map_serial_blas(chunk, plan.chunks, workers)
+    if any(part is None for part in parts):
+        return None
+    return _weight_tiles_adjoint(np.sum(parts, axis=0), geo.K, geo.C)

@@ -215,17 +215,20 @@ def test_output_size_formulas():
 # --------------------------------------------------------------------------- Winograd F(2x2, 3x3)
 @pytest.fixture
 def winograd_everywhere(monkeypatch):
-    """Every 3x3 stride-1 conv takes the Winograd path (no size or channel minimum), and the
-    im2col loops fail if they are reached, so a test knows which path it checked."""
+    """Every 3x3 stride-1 conv takes the Winograd path (no size or channel minimum)."""
     from gpudl.kernels import conv_winograd
     monkeypatch.setattr(conv_winograd, "MIN_WORK", 0)
     monkeypatch.setattr(conv_winograd, "MIN_CHANNELS", 1)
+    return conv_winograd
 
+
+@pytest.fixture
+def no_im2col(monkeypatch):
+    """The im2col loops fail if reached, so a test knows which path it checked."""
     def refuse(*args):
         raise AssertionError("im2col path taken")
     monkeypatch.setattr(conv, "_im2col_cpu", refuse)
     monkeypatch.setattr(conv, "_col2im_cpu", refuse)
-    return conv_winograd
 
 
 # (N, C, H, W, K, padding)
@@ -242,7 +245,7 @@ WINOGRAD_CASES = [
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("N, C, H, W, K, padding", WINOGRAD_CASES)
-def test_winograd_against_loops(rng, winograd_everywhere, dtype, N, C, H, W, K, padding):
+def test_winograd_against_loops(rng, winograd_everywhere, no_im2col, dtype, N, C, H, W, K, padding):
     x, w, b = (_random(rng, s, dtype) for s in ((N, C, H, W), (K, C, 3, 3), (K,)))
     conf = ((1, 1), padding, (1, 1), 1)
     y = conv.conv2d_forward(x, w, b, *conf)
@@ -253,7 +256,8 @@ def test_winograd_against_loops(rng, winograd_everywhere, dtype, N, C, H, W, K, 
         _check(got, ref, dtype, name)
 
 
-def test_winograd_chunks_partial_last_chunk_and_views(rng, winograd_everywhere, monkeypatch):
+def test_winograd_chunks_partial_last_chunk_and_views(rng, winograd_everywhere, no_im2col,
+                                                      monkeypatch):
     """Two images per chunk on a batch of 5, with a transposed x view and a broadcast gy (what
     ``y.sum().backward()`` hands in); twice, so the second call reuses the first's buffers."""
     per_image = 16 * (3 + 4) * 4 * 5 * 8                     # 16 (C + K) tiles (4 x (4 + 1)) f64
@@ -270,7 +274,7 @@ def test_winograd_chunks_partial_last_chunk_and_views(rng, winograd_everywhere, 
             _check(g, r, np.float64)
 
 
-def test_winograd_conv_transpose2d(rng, winograd_everywhere):
+def test_winograd_conv_transpose2d(rng, winograd_everywhere, no_im2col):
     """A stride-1 3x3 transposed conv is a Winograd grad_input forward, its backward a Winograd
     forward and weight gradient."""
     x, w, b = (_random(rng, s, np.float64) for s in ((2, 4, 5, 6), (4, 3, 3, 3), (3,)))
@@ -284,12 +288,10 @@ def test_winograd_conv_transpose2d(rng, winograd_everywhere):
 
 @pytest.mark.parametrize("where", ["x", "w", "gy"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_winograd_non_finite_values_fall_back_to_the_direct_sum(rng, monkeypatch, where, bad):
+def test_winograd_non_finite_values_fall_back_to_the_direct_sum(rng, winograd_everywhere, where,
+                                                                bad):
     """The transforms would spread a NaN or inf over its whole tile (inf - inf): such calls are
     recomputed by im2col, so the same outputs are NaN/inf as in the loops and the rest equal."""
-    from gpudl.kernels import conv_winograd
-    monkeypatch.setattr(conv_winograd, "MIN_WORK", 0)
-    monkeypatch.setattr(conv_winograd, "MIN_CHANNELS", 1)
     x = _random(rng, (2, 2, 6, 7), np.float64)
     w = _random(rng, (3, 2, 3, 3), np.float64)
     gy = _random(rng, (2, 3, 6, 7), np.float64)
@@ -322,3 +324,26 @@ def test_winograd_runs_only_where_it_applies():
     assert not applies(big, w3, out_size=(31, 32))          # a cropped (transposed-conv) output
     assert not applies((2, 4, 16, 16), (8, 4, 3, 3))        # tiny: im2col is cheaper
     assert not applies((32, 3, 224, 224), (64, 3, 3, 3))    # 3 input channels: transforms dominate
+
+
+@pytest.mark.parametrize("bad", [None, "x", "gy"])
+def test_winograd_on_two_threads(rng, winograd_everywhere, monkeypatch, bad):
+    """Chunks shared by two threads (each with its own work arrays, BLAS on one thread): the
+    same values as the loops, and a non-finite value seen by either thread still falls back."""
+    from gpudl import cpu_threads
+    monkeypatch.setattr(cpu_threads, "count", lambda: 2)
+    per_image = 16 * (3 + 4) * 4 * 5 * 8
+    monkeypatch.setattr(winograd_everywhere, "CHUNK_BYTES", per_image)
+    x = _random(rng, (7, 3, 7, 9), np.float64)
+    w = _random(rng, (4, 3, 3, 3), np.float64)
+    b = _random(rng, (4,), np.float64)
+    gy = _random(rng, (7, 4, 7, 9), np.float64)
+    conf = ((1, 1), (1, 1), (1, 1), 1)
+    if bad:                                     # in the last chunk: the second thread's
+        {"x": x, "gy": gy}[bad][6, 1, 3, 4] = np.inf
+    want = conv2d_loops(x, w, b, gy, *conf)
+    got = (conv.conv2d_forward(x, w, b, *conf),) + conv.conv2d_backward(x, w, gy, *conf)
+    for g, r in zip(got, want):
+        np.testing.assert_array_equal(np.isfinite(g), np.isfinite(r))
+        finite = np.isfinite(r)
+        np.testing.assert_allclose(g[finite], r[finite], rtol=1e-10, atol=1e-10)
