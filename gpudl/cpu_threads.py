@@ -188,3 +188,10 @@ def map_serial_blas(fn, items, workers):
         for done in helpers:
             done.result()
     return results
+
+
+def chunk_size(total, most, workers):
+    """Items per chunk for map_serial_blas: at most ``most`` (>= 1) and as equal a number of
+    chunks for each of ``workers`` threads as ``total`` allows."""
+    rounds = -(-total // (max(1, workers) * max(1, most)))
+    return int(max(1, min(total, -(-total // (max(1, workers) * max(1, rounds))))))

@@ -44,7 +44,7 @@ import threading
 import numba
 import numpy as np
 
-from gpudl import backend
+from gpudl import backend, cpu_threads
 
 from . import conv_winograd
 
@@ -176,7 +176,7 @@ def _merge_phases(phases, gx, n0, m, geo):
         gx[n0:n0 + m, :, rows, cols] = block
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _all_finite(a):
     """No NaN or infinity in ``a`` (stops at the first)."""
     for v in a.ravel():
@@ -193,7 +193,7 @@ def _zero_garbage(block, Wo, Wq):
             block[q] = 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _im2col_cpu(phases, col, sh, sw, dh, dw, Wq, Wo, zero_garbage):
     """col[c, i, j, n, oh*Wq + ow] = padded image n, channel c at tap (i, j) of output (oh, ow):
     one contiguous slice of phase (i*dh % sh, j*dw % sw). The garbage columns ow >= Wo read
@@ -213,7 +213,7 @@ def _im2col_cpu(phases, col, sh, sw, dh, dw, Wq, Wo, zero_garbage):
                         _zero_garbage(dst, Wo, Wq)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _col2im_cpu(col, phases, sh, sw, dh, dw, Wq, Wo, zero_garbage):
     """phases[n, c] = sum over taps of col (the adjoint of _im2col_cpu). ``zero_garbage`` zeroes
     col's garbage columns first: they hold w @ 0, NaN if w is not finite."""
@@ -232,7 +232,7 @@ def _col2im_cpu(col, phases, sh, sw, dh, dw, Wq, Wo, zero_garbage):
                         dst[q] += src[q]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _crop_cpu(y_wide, y, n0, bias):
     """y[n0 + n, k] = y_wide[k, n, :, :Wo] + bias[k]: drop the garbage columns (and transpose)."""
     K, m, Ho, _ = y_wide.shape
@@ -245,7 +245,7 @@ def _crop_cpu(y_wide, y, n0, bias):
                     dst[q] = src[q] + bias[k]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _widen_cpu(gy, n0, gy_wide):
     """gy_wide[k, n, :, :Wo] = gy[n0 + n, k]; the garbage columns are left alone (zero)."""
     K, m, Ho, _ = gy_wide.shape
@@ -264,9 +264,11 @@ def _work_dtype(dtype):
     return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
 
 
-def _images_per_chunk(geo, rows, dtype):
+def _images_per_chunk(geo, rows, dtype, workers):
+    """Images per chunk: ``rows`` wide rows of each in COL_CHUNK_BYTES at most, the chunks
+    shared evenly by ``workers`` threads."""
     per_image = rows * geo.Ho * geo.Wq * np.dtype(dtype).itemsize
-    return int(max(1, min(geo.N, COL_CHUNK_BYTES // max(per_image, 1))))
+    return cpu_threads.chunk_size(geo.N, COL_CHUNK_BYTES // max(per_image, 1), workers)
 
 
 def _wide(buf, lead, m, geo):
@@ -304,12 +306,14 @@ def _forward_cpu(x, w, b, geo):
         if done is not None:                    # None: a non-finite value, im2col below
             return done
     wm = _gemm_view(w.astype(dtype, copy=False), G, w[0].size)              # (G, Kg, R)
-    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw, dtype)
-    col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
-    y_buf = _scratch(geo, "y", (K * nb * geo.Ho * geo.Wq,), dtype)
-    phases = geo.phase_buffer(nb, dtype, "split")
-    for n0 in range(0, geo.N, nb):
+    workers = cpu_threads.count()          # threads, each on whole chunks of images
+    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw, dtype, workers)
+
+    def chunk(n0):
         m = min(nb, geo.N - n0)
+        col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+        y_buf = _scratch(geo, "y", (K * nb * geo.Ho * geo.Wq,), dtype)
+        phases = geo.phase_buffer(nb, dtype, "split")
         col = _columns(col_buf, m, geo)
         _split_phases(x, n0, m, phases, geo)
         _im2col_cpu(phases, col, *geo.layout(), False)           # garbage outputs are dropped
@@ -317,6 +321,7 @@ def _forward_cpu(x, w, b, geo):
         cols = m * geo.Ho * geo.Wq
         np.matmul(wm, _gemm_view(col, G, cols), out=_gemm_view(y_wide, G, cols))
         _crop_cpu(y_wide, y, n0, bias)
+    cpu_threads.map_serial_blas(chunk, range(0, geo.N, nb), workers)
     return y
 
 
@@ -337,12 +342,14 @@ def _grad_input_cpu(gy, w, geo):
             return done
     wt = _gemm_view(w, G, w[0].size).transpose(0, 2, 1)                   # (G, R, Kg)
     finite_w = _all_finite(w)
-    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
-    gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)  # garbage columns stay 0
-    col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
-    phases = geo.phase_buffer(nb, dtype, "merge")
-    for n0 in range(0, geo.N, nb):
+    workers = cpu_threads.count()
+    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype, workers)
+
+    def chunk(n0):
         m = min(nb, geo.N - n0)
+        gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)  # garbage columns stay 0
+        col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+        phases = geo.phase_buffer(nb, dtype, "merge")
         gy_wide = _wide(gy_buf, K, m, geo)                                  # (K, m, Ho, Wq)
         _widen_cpu(gy, n0, gy_wide)
         col = _columns(col_buf, m, geo)
@@ -350,6 +357,7 @@ def _grad_input_cpu(gy, w, geo):
         np.matmul(wt, _gemm_view(gy_wide, G, cols), out=_gemm_view(col, G, cols))
         _col2im_cpu(col, phases, *geo.layout(), not finite_w)
         _merge_phases(phases, gx, n0, m, geo)
+    cpu_threads.map_serial_blas(chunk, range(0, geo.N, nb), workers)
     return gx
 
 
@@ -368,20 +376,25 @@ def _grad_weight_cpu(x, gy, geo):
         done = conv_winograd.grad_weight(x, gy, geo, _scratch, dtype)
         if done is not None:
             return done
-    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
-    gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)
-    col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
-    phases = geo.phase_buffer(nb, dtype, "split")
     finite_x = _all_finite(x)
-    for n0 in range(0, geo.N, nb):
+    workers = cpu_threads.count()
+    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype, workers)
+
+    def chunk(n0):
+        """This chunk's share of the weight gradient."""
         m = min(nb, geo.N - n0)
+        gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)
+        col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+        phases = geo.phase_buffer(nb, dtype, "split")
         col = _columns(col_buf, m, geo)
         _split_phases(x, n0, m, phases, geo)
         _im2col_cpu(phases, col, *geo.layout(), not finite_x)
         gy_wide = _wide(gy_buf, K, m, geo)
         _widen_cpu(gy, n0, gy_wide)
         cols = m * geo.Ho * geo.Wq
-        gw += np.matmul(_gemm_view(gy_wide, G, cols), _gemm_view(col, G, cols).transpose(0, 2, 1))
+        return np.matmul(_gemm_view(gy_wide, G, cols), _gemm_view(col, G, cols).transpose(0, 2, 1))
+    for part in cpu_threads.map_serial_blas(chunk, range(0, geo.N, nb), workers):
+        gw += part
     return gw.reshape(geo.w_shape)
 
 

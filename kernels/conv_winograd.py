@@ -66,10 +66,7 @@ class _Plan:
         self.half = self.tw + 1                                     # tile columns + garbage
         self.tiles = self.th * self.half                            # per image, garbage included
         per_image = 16 * (geo.C + geo.K) * self.tiles * np.dtype(dtype).itemsize
-        most = max(1, CHUNK_BYTES // per_image)
-        # the same number of chunks for every thread, each at most ``most`` images
-        rounds = -(-geo.N // (workers * most))
-        self.nb = int(max(1, min(geo.N, -(-geo.N // (workers * rounds)))))
+        self.nb = cpu_threads.chunk_size(geo.N, CHUNK_BYTES // per_image, workers)
         self.chunks = range(0, geo.N, self.nb)
         self.tc = self.nb * self.tiles                              # per chunk
         # padded images (and the padded input gradient): 2 more rows and columns than the tiles

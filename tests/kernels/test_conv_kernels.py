@@ -347,3 +347,24 @@ def test_winograd_on_two_threads(rng, winograd_everywhere, monkeypatch, bad):
         np.testing.assert_array_equal(np.isfinite(g), np.isfinite(r))
         finite = np.isfinite(r)
         np.testing.assert_allclose(g[finite], r[finite], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] > 0])
+def test_im2col_chunks_on_two_threads(rng, monkeypatch, case):
+    """The im2col path with its chunks (one image each) shared by two threads, BLAS on one
+    thread meanwhile: the same values as the loops, a NaN where they have one."""
+    from gpudl import cpu_threads
+    monkeypatch.setattr(cpu_threads, "count", lambda: 2)
+    monkeypatch.setattr(conv, "COL_CHUNK_BYTES", 1)
+    N, C, H, W, K, (kh, kw) = case[:6]
+    groups = case[9]
+    x = _random(rng, (N + 2, C, H, W), np.float64)           # 3 to 5 chunks
+    x[-1, 0, H // 2, W // 2] = np.nan                          # the last chunk's thread
+    w = _random(rng, (K, C // groups, kh, kw), np.float64)
+    b = _random(rng, (K,), np.float64)
+    y = conv.conv2d_forward(x, w, b, *_pairs(case))
+    gy = _random(rng, y.shape, np.float64)
+    want = conv2d_loops(x, w, b, gy, *_pairs(case))
+    for g, r in zip((y,) + conv.conv2d_backward(x, w, gy, *_pairs(case)), want):
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
+        np.testing.assert_allclose(g[~np.isnan(r)], r[~np.isnan(r)], rtol=1e-10, atol=1e-10)
