@@ -398,6 +398,14 @@ def _grad_weight_cpu(x, gy, geo):
     return gw.reshape(geo.w_shape)
 
 
+def _winograd_backward_cpu(x, w, gy, geo):
+    """(gx, gw) from one Winograd pass over gy's tiles, or None (a non-finite value)."""
+    dtype = _work_dtype(x.dtype)
+    return conv_winograd.backward(np.ascontiguousarray(x, dtype=dtype),
+                                  np.ascontiguousarray(w, dtype=dtype),
+                                  gy.astype(dtype, copy=False), geo, _scratch, dtype)
+
+
 def _grad_bias_cpu(gy):
     return gy.sum(axis=(0, 2, 3), dtype=_work_dtype(gy.dtype))
 
@@ -440,8 +448,13 @@ def conv2d_backward(x, w, gy, stride, padding, dilation, groups, needs=(True, Tr
     """Gradients of conv2d_forward: (gx, gw, gb), None where ``needs`` is False."""
     geo = ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
     _, grad_input, grad_weight, grad_bias = _primitives(x, allow_tf32)
-    gx = _cast(grad_input(gy, w, geo), x.dtype) if needs[0] else None
     need_b = len(needs) > 2 and needs[2]
+    if needs[0] and needs[1] and backend.kernel_device(x) == "cpu" and conv_winograd.applies(geo):
+        both = _winograd_backward_cpu(x, w, gy, geo)
+        if both is not None:
+            gb = _cast(grad_bias(gy), gy.dtype) if need_b else None
+            return _cast(both[0], x.dtype), _cast(both[1], w.dtype), gb
+    gx = _cast(grad_input(gy, w, geo), x.dtype) if needs[0] else None
     if needs[1] and need_b and backend.kernel_device(x) == "cuda":
         gw, gb = grad_weight(x, gy, geo, with_bias=True)      # one pass over gy gives both
         return gx, _cast(gw, w.dtype), _cast(gb, gy.dtype)

@@ -53,7 +53,7 @@ def applies(geo):
     kept, enough channels and work for the transforms to pay."""
     natural = (geo.Ho, geo.Wo) == (geo.H + 2 * geo.ph - 2, geo.W + 2 * geo.pw - 2)
     return (geo.kh == geo.kw == 3 and geo.sh == geo.sw == geo.dh == geo.dw == geo.groups == 1
-            and natural and geo.Ho > 0 and geo.Wo > 0
+            and natural and min(geo.N, geo.Ho, geo.Wo) > 0
             and min(geo.C, geo.K) >= MIN_CHANNELS
             and geo.N * geo.Ho * geo.Wo * geo.C * geo.K >= MIN_WORK)
 
@@ -309,45 +309,51 @@ def forward(x, w, bias, geo, scratch, dtype):
     return y if all(cpu_threads.map_serial_blas(chunk, plan.chunks, workers)) else None
 
 
-def grad_input(gy, w, geo, scratch, dtype):
-    """The input gradient, or None if gy or w holds a non-finite value."""
-    if not np.isfinite(w).all():
+def backward(x, w, gy, geo, scratch, dtype, need_gx=True, need_gw=True):
+    """(gx, gw) of the forward (None where not needed), or None if x (for gw), w (for gx) or gy
+    holds a non-finite value. Per chunk of images, gY's tiles dM serve both gradients."""
+    if need_gx and not np.isfinite(w).all():
         return None
     workers = cpu_threads.count()         # threads, each on whole chunks of images
     plan = _Plan(geo, dtype, workers)
-    ut = _weight_tiles(w, dtype).transpose(0, 2, 1)                  # (16, C, K)
-    gx = np.empty(geo.x_shape, dtype)
+    ut = _weight_tiles(w, dtype).transpose(0, 2, 1) if need_gx else None     # (16, C, K)
+    gx = np.empty(geo.x_shape, dtype) if need_gx else None
 
     def chunk(n0):
+        """This chunk's dU (16, K, C) (or True when only gx is needed); None if not finite."""
         m = min(plan.nb, geo.N - n0)
-        dv, dm, gys, gxpad = _buffers(scratch, geo, plan, dtype, "v", "m", "gy", "gx-pad")
+        v, dm, gys, pad = _buffers(scratch, geo, plan, dtype, "v", "m", "gy", "pad")
         _split(gy, n0, m, gys, 0, 0, plan, plan.th)
         if not _output_tiles_adjoint(gys, m, dm, plan.tc):
-            return False
-        np.matmul(ut, _gemm_operand(dm, geo.K, m, plan), out=_gemm_operand(dv, geo.C, m, plan))
-        _input_tiles_adjoint(dv, plan.tc, m, gxpad, plan.half)
-        _merge(gxpad, m, gx, n0, geo.ph, geo.pw, plan, plan.th + 1)
-        return True
-    return gx if all(cpu_threads.map_serial_blas(chunk, plan.chunks, workers)) else None
+            return None
+        du = True
+        if need_gw:
+            _split(x, n0, m, pad, geo.ph, geo.pw, plan, plan.th + 1)
+            if not _input_tiles(pad, m, v, plan.tc, plan.half):
+                return None
+            du = np.matmul(_gemm_operand(dm, geo.K, m, plan),
+                           _gemm_operand(v, geo.C, m, plan).transpose(0, 2, 1))
+        if need_gx:                        # dV over V: the weight gradient is done with it
+            gxpad, = _buffers(scratch, geo, plan, dtype, "gx-pad")
+            np.matmul(ut, _gemm_operand(dm, geo.K, m, plan),
+                      out=_gemm_operand(v, geo.C, m, plan))
+            _input_tiles_adjoint(v, plan.tc, m, gxpad, plan.half)
+            _merge(gxpad, m, gx, n0, geo.ph, geo.pw, plan, plan.th + 1)
+        return du
+    parts = cpu_threads.map_serial_blas(chunk, plan.chunks, workers)
+    if any(part is None for part in parts):
+        return None
+    gw = _weight_tiles_adjoint(np.sum(parts, axis=0), geo.K, geo.C) if need_gw else None
+    return gx, gw
+
+
+def grad_input(gy, w, geo, scratch, dtype):
+    """The input gradient, or None if gy or w holds a non-finite value."""
+    done = backward(None, w, gy, geo, scratch, dtype, need_gw=False)
+    return None if done is None else done[0]
 
 
 def grad_weight(x, gy, geo, scratch, dtype):
     """The weight gradient (K, C, 3, 3), or None if x or gy holds a non-finite value."""
-    workers = cpu_threads.count()         # threads, each on whole chunks of images
-    plan = _Plan(geo, dtype, workers)
-
-    def chunk(n0):
-        """This chunk's dU (16, K, C), or None."""
-        m = min(plan.nb, geo.N - n0)
-        v, dm, xpad, gys = _buffers(scratch, geo, plan, dtype, "v", "m", "pad", "gy")
-        _split(x, n0, m, xpad, geo.ph, geo.pw, plan, plan.th + 1)
-        _split(gy, n0, m, gys, 0, 0, plan, plan.th)
-        if not (_input_tiles(xpad, m, v, plan.tc, plan.half)
-                and _output_tiles_adjoint(gys, m, dm, plan.tc)):
-            return None
-        return np.matmul(_gemm_operand(dm, geo.K, m, plan),
-                         _gemm_operand(v, geo.C, m, plan).transpose(0, 2, 1))
-    parts = cpu_threads.map_serial_blas(chunk, plan.chunks, workers)
-    if any(part is None for part in parts):
-        return None
-    return _weight_tiles_adjoint(np.sum(parts, axis=0), geo.K, geo.C)
+    done = backward(x, None, gy, geo, scratch, dtype, need_gx=False)
+    return None if done is None else done[1]

@@ -368,3 +368,18 @@ def test_im2col_chunks_on_two_threads(rng, monkeypatch, case):
     for g, r in zip((y,) + conv.conv2d_backward(x, w, gy, *_pairs(case)), want):
         np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
         np.testing.assert_allclose(g[~np.isnan(r)], r[~np.isnan(r)], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, True), (True, True, False)])
+def test_winograd_each_gradient_alone(rng, winograd_everywhere, no_im2col, needs):
+    """One pass over gy's tiles gives both gradients; asked for one, it computes only that."""
+    x, w, b = (_random(rng, s, np.float64) for s in ((3, 4, 7, 6), (5, 4, 3, 3), (5,)))
+    conf = ((1, 1), (1, 1), (1, 1), 1)
+    gy = _random(rng, (3, 5, 7, 6), np.float64)
+    want = conv2d_loops(x, w, b, gy, *conf)[1:]
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=needs)
+    for g, r, need in zip(got, want, needs):
+        if need:
+            _check(g, r, np.float64)
+        else:
+            assert g is None
