@@ -152,3 +152,46 @@ def serial_blas():
             if _state["serial"] == 1:
                 blas.set_num_threads(_state["restore"])
             _state["serial"] -= 1           # last: BLAS is back to what refresh last set
+
+
+_map_pool = []              # [(pid, ThreadPoolExecutor)] for map_serial_blas, made on first use
+
+
+def map_serial_blas(fn, items, workers):
+    """[fn(item) for item in items] on up to ``workers`` threads (the caller's among them, each
+    taking the next item when done), BLAS on one thread meanwhile so that each thread's GEMMs
+    run on a core of their own. ``fn`` should release the GIL for its work (NumPy, nogil Numba).
+    One thread (in order) when workers or items are 1 or BLAS's count cannot be set."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    results = [None] * len(items)
+    pending = iter(range(len(items)))      # next() on a range iterator is atomic under the GIL
+
+    def loop():
+        for i in pending:
+            results[i] = fn(items[i])
+
+    with serial_blas() as serial:
+        if not serial:
+            loop()
+            return results
+        if not _map_pool or _map_pool[0][0] != os.getpid():    # a forked child has no threads
+            from concurrent.futures import ThreadPoolExecutor
+            _map_pool[:] = [(os.getpid(), ThreadPoolExecutor(max(1, _CORES - 1), "gpudl-map"))]
+        helpers = [_map_pool[0][1].submit(loop) for _ in range(min(workers, len(items)) - 1)]
+        try:
+            loop()
+        finally:
+            for done in helpers:
+                done.exception()            # every helper done before BLAS gets its threads
+        for done in helpers:
+            done.result()
+    return results
+
+
+def chunk_size(total, most, workers):
+    """Items per chunk for map_serial_blas: at most ``most`` (>= 1) and as equal a number of
+    chunks for each of ``workers`` threads as ``total`` allows."""
+    rounds = -(-total // (max(1, workers) * max(1, most)))
+    return int(max(1, min(total, -(-total // (max(1, workers) * max(1, rounds))))))

@@ -35,7 +35,12 @@ copy is one long loop in ``numba.njit`` code rather than Ho*Wo short strided row
 row loop there costs ~10x more per element than a long one). The column buffer of a chunk,
 (C, kh, kw, nb, Ho*Wq), is sized to stay in cache (COL_CHUNK_BYTES). col2im is the same walk
 backwards: it accumulates each channel's phases in place, then one strided copy per phase writes
-every input pixel once.
+every input pixel once. The chunks are shared by ``cpu_threads.count()`` threads, BLAS on one
+thread meanwhile (each thread its own scratch buffers).
+
+3x3 stride-1 convolutions with enough channels and work (``conv_winograd.applies``) run
+Winograd F(2x2, 3x3) instead (conv_winograd): 2.25x fewer multiply-adds in the GEMMs, which are
+the whole cost of a large conv on this machine's AVX2 OpenBLAS kernels.
 """
 
 import collections
@@ -44,7 +49,9 @@ import threading
 import numba
 import numpy as np
 
-from gpudl import backend
+from gpudl import backend, cpu_threads
+
+from . import conv_winograd
 
 # Bytes of column buffer per chunk of images: written by im2col then read by the GEMM while still in
 # the L2/L3 caches (2-5 MB measured best for (32,16,32,32) 3x3 on a 2-core EPYC; one image per
@@ -174,7 +181,7 @@ def _merge_phases(phases, gx, n0, m, geo):
         gx[n0:n0 + m, :, rows, cols] = block
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _all_finite(a):
     """No NaN or infinity in ``a`` (stops at the first)."""
     for v in a.ravel():
@@ -191,7 +198,7 @@ def _zero_garbage(block, Wo, Wq):
             block[q] = 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _im2col_cpu(phases, col, sh, sw, dh, dw, Wq, Wo, zero_garbage):
     """col[c, i, j, n, oh*Wq + ow] = padded image n, channel c at tap (i, j) of output (oh, ow):
     one contiguous slice of phase (i*dh % sh, j*dw % sw). The garbage columns ow >= Wo read
@@ -211,7 +218,7 @@ def _im2col_cpu(phases, col, sh, sw, dh, dw, Wq, Wo, zero_garbage):
                         _zero_garbage(dst, Wo, Wq)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _col2im_cpu(col, phases, sh, sw, dh, dw, Wq, Wo, zero_garbage):
     """phases[n, c] = sum over taps of col (the adjoint of _im2col_cpu). ``zero_garbage`` zeroes
     col's garbage columns first: they hold w @ 0, NaN if w is not finite."""
@@ -230,7 +237,7 @@ def _col2im_cpu(col, phases, sh, sw, dh, dw, Wq, Wo, zero_garbage):
                         dst[q] += src[q]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _crop_cpu(y_wide, y, n0, bias):
     """y[n0 + n, k] = y_wide[k, n, :, :Wo] + bias[k]: drop the garbage columns (and transpose)."""
     K, m, Ho, _ = y_wide.shape
@@ -243,7 +250,7 @@ def _crop_cpu(y_wide, y, n0, bias):
                     dst[q] = src[q] + bias[k]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _widen_cpu(gy, n0, gy_wide):
     """gy_wide[k, n, :, :Wo] = gy[n0 + n, k]; the garbage columns are left alone (zero)."""
     K, m, Ho, _ = gy_wide.shape
@@ -262,9 +269,11 @@ def _work_dtype(dtype):
     return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
 
 
-def _images_per_chunk(geo, rows, dtype):
+def _images_per_chunk(geo, rows, dtype, workers):
+    """Images per chunk: ``rows`` wide rows of each in COL_CHUNK_BYTES at most, the chunks
+    shared evenly by ``workers`` threads."""
     per_image = rows * geo.Ho * geo.Wq * np.dtype(dtype).itemsize
-    return int(max(1, min(geo.N, COL_CHUNK_BYTES // max(per_image, 1))))
+    return cpu_threads.chunk_size(geo.N, COL_CHUNK_BYTES // max(per_image, 1), workers)
 
 
 def _wide(buf, lead, m, geo):
@@ -297,13 +306,19 @@ def _forward_cpu(x, w, b, geo):
                   out=flat)
         flat += bias[:, None]
         return y
+    if conv_winograd.applies(geo):
+        done = conv_winograd.forward(x, w, bias, geo, _scratch, dtype)
+        if done is not None:                    # None: a non-finite value, im2col below
+            return done
     wm = _gemm_view(w.astype(dtype, copy=False), G, w[0].size)              # (G, Kg, R)
-    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw, dtype)
-    col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
-    y_buf = _scratch(geo, "y", (K * nb * geo.Ho * geo.Wq,), dtype)
-    phases = geo.phase_buffer(nb, dtype, "split")
-    for n0 in range(0, geo.N, nb):
+    workers = cpu_threads.count()          # threads, each on whole chunks of images
+    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw, dtype, workers)
+
+    def chunk(n0):
         m = min(nb, geo.N - n0)
+        col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+        y_buf = _scratch(geo, "y", (K * nb * geo.Ho * geo.Wq,), dtype)
+        phases = geo.phase_buffer(nb, dtype, "split")
         col = _columns(col_buf, m, geo)
         _split_phases(x, n0, m, phases, geo)
         _im2col_cpu(phases, col, *geo.layout(), False)           # garbage outputs are dropped
@@ -311,6 +326,7 @@ def _forward_cpu(x, w, b, geo):
         cols = m * geo.Ho * geo.Wq
         np.matmul(wm, _gemm_view(col, G, cols), out=_gemm_view(y_wide, G, cols))
         _crop_cpu(y_wide, y, n0, bias)
+    cpu_threads.map_serial_blas(chunk, range(0, geo.N, nb), workers)
     return y
 
 
@@ -325,14 +341,20 @@ def _grad_input_cpu(gy, w, geo):
     if geo.pointwise():
         np.matmul(w.reshape(K, geo.C).T, gy.reshape(geo.N, K, -1), out=gx.reshape(geo.N, geo.C, -1))
         return gx
+    if conv_winograd.applies(geo):
+        done = conv_winograd.grad_input(gy, w, geo, _scratch, dtype)
+        if done is not None:
+            return done
     wt = _gemm_view(w, G, w[0].size).transpose(0, 2, 1)                   # (G, R, Kg)
     finite_w = _all_finite(w)
-    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
-    gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)  # garbage columns stay 0
-    col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
-    phases = geo.phase_buffer(nb, dtype, "merge")
-    for n0 in range(0, geo.N, nb):
+    workers = cpu_threads.count()
+    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype, workers)
+
+    def chunk(n0):
         m = min(nb, geo.N - n0)
+        gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)  # garbage columns stay 0
+        col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+        phases = geo.phase_buffer(nb, dtype, "merge")
         gy_wide = _wide(gy_buf, K, m, geo)                                  # (K, m, Ho, Wq)
         _widen_cpu(gy, n0, gy_wide)
         col = _columns(col_buf, m, geo)
@@ -340,6 +362,7 @@ def _grad_input_cpu(gy, w, geo):
         np.matmul(wt, _gemm_view(gy_wide, G, cols), out=_gemm_view(col, G, cols))
         _col2im_cpu(col, phases, *geo.layout(), not finite_w)
         _merge_phases(phases, gx, n0, m, geo)
+    cpu_threads.map_serial_blas(chunk, range(0, geo.N, nb), workers)
     return gx
 
 
@@ -354,21 +377,38 @@ def _grad_weight_cpu(x, gy, geo):
     if geo.pointwise():
         per_image = np.matmul(gy.reshape(geo.N, K, -1), x.reshape(geo.N, geo.C, -1).swapaxes(1, 2))
         return per_image.sum(axis=0).reshape(geo.w_shape)
-    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype)
-    gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)
-    col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
-    phases = geo.phase_buffer(nb, dtype, "split")
+    if conv_winograd.applies(geo):
+        done = conv_winograd.grad_weight(x, gy, geo, _scratch, dtype)
+        if done is not None:
+            return done
     finite_x = _all_finite(x)
-    for n0 in range(0, geo.N, nb):
+    workers = cpu_threads.count()
+    nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype, workers)
+
+    def chunk(n0):
+        """This chunk's share of the weight gradient."""
         m = min(nb, geo.N - n0)
+        gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)
+        col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+        phases = geo.phase_buffer(nb, dtype, "split")
         col = _columns(col_buf, m, geo)
         _split_phases(x, n0, m, phases, geo)
         _im2col_cpu(phases, col, *geo.layout(), not finite_x)
         gy_wide = _wide(gy_buf, K, m, geo)
         _widen_cpu(gy, n0, gy_wide)
         cols = m * geo.Ho * geo.Wq
-        gw += np.matmul(_gemm_view(gy_wide, G, cols), _gemm_view(col, G, cols).transpose(0, 2, 1))
+        return np.matmul(_gemm_view(gy_wide, G, cols), _gemm_view(col, G, cols).transpose(0, 2, 1))
+    for part in cpu_threads.map_serial_blas(chunk, range(0, geo.N, nb), workers):
+        gw += part
     return gw.reshape(geo.w_shape)
+
+
+def _winograd_backward_cpu(x, w, gy, geo):
+    """(gx, gw) from one Winograd pass over gy's tiles, or None (a non-finite value)."""
+    dtype = _work_dtype(x.dtype)
+    return conv_winograd.backward(np.ascontiguousarray(x, dtype=dtype),
+                                  np.ascontiguousarray(w, dtype=dtype),
+                                  gy.astype(dtype, copy=False), geo, _scratch, dtype)
 
 
 def _grad_bias_cpu(gy):
@@ -413,8 +453,13 @@ def conv2d_backward(x, w, gy, stride, padding, dilation, groups, needs=(True, Tr
     """Gradients of conv2d_forward: (gx, gw, gb), None where ``needs`` is False."""
     geo = ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
     _, grad_input, grad_weight, grad_bias = _primitives(x, allow_tf32)
-    gx = _cast(grad_input(gy, w, geo), x.dtype) if needs[0] else None
     need_b = len(needs) > 2 and needs[2]
+    if needs[0] and needs[1] and backend.kernel_device(x) == "cpu" and conv_winograd.applies(geo):
+        both = _winograd_backward_cpu(x, w, gy, geo)
+        if both is not None:
+            gb = _cast(grad_bias(gy), gy.dtype) if need_b else None
+            return _cast(both[0], x.dtype), _cast(both[1], w.dtype), gb
+    gx = _cast(grad_input(gy, w, geo), x.dtype) if needs[0] else None
     if needs[1] and need_b and backend.kernel_device(x) == "cuda":
         gw, gb = grad_weight(x, gy, geo, with_bias=True)      # one pass over gy gives both
         return gx, _cast(gw, w.dtype), _cast(gb, gy.dtype)

@@ -210,3 +210,176 @@ def test_output_size_formulas():
     assert conv.conv2d_output_size(7, 3, 2, 0, 3) == 1
     assert conv.conv_transpose2d_output_size(16, 4, 2, 1, 0, 1) == 32
     assert conv.conv_transpose2d_output_size(3, 3, 2, 1, 1, 1) == 6
+
+
+# --------------------------------------------------------------------------- Winograd F(2x2, 3x3)
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    """Every 3x3 stride-1 conv takes the Winograd path (no size or channel minimum)."""
+    from gpudl.kernels import conv_winograd
+    monkeypatch.setattr(conv_winograd, "MIN_WORK", 0)
+    monkeypatch.setattr(conv_winograd, "MIN_CHANNELS", 1)
+    return conv_winograd
+
+
+@pytest.fixture
+def no_im2col(monkeypatch):
+    """The im2col loops fail if reached, so a test knows which path it checked."""
+    def refuse(*args):
+        raise AssertionError("im2col path taken")
+    monkeypatch.setattr(conv, "_im2col_cpu", refuse)
+    monkeypatch.setattr(conv, "_col2im_cpu", refuse)
+
+
+# (N, C, H, W, K, padding)
+WINOGRAD_CASES = [
+    (2, 3, 8, 8, 4, (1, 1)),        # even output
+    (3, 5, 7, 9, 6, (1, 1)),        # odd output rows and columns
+    (2, 4, 5, 6, 3, (0, 0)),        # no padding: 3x4 outputs
+    (1, 2, 4, 5, 2, (2, 2)),        # padding past the kernel's reach
+    (2, 3, 6, 5, 2, (0, 2)),        # different padding per axis
+    (2, 2, 3, 3, 3, (0, 0)),        # one output pixel
+    (1, 1, 1, 1, 1, (1, 1)),        # one input pixel
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("N, C, H, W, K, padding", WINOGRAD_CASES)
+def test_winograd_against_loops(rng, winograd_everywhere, no_im2col, dtype, N, C, H, W, K, padding):
+    x, w, b = (_random(rng, s, dtype) for s in ((N, C, H, W), (K, C, 3, 3), (K,)))
+    conf = ((1, 1), padding, (1, 1), 1)
+    y = conv.conv2d_forward(x, w, b, *conf)
+    gy = _random(rng, y.shape, dtype)
+    want = conv2d_loops(x.astype(float), w.astype(float), b.astype(float), gy.astype(float), *conf)
+    for got, ref, name in zip((y,) + conv.conv2d_backward(x, w, gy, *conf), want,
+                              ("y", "gx", "gw", "gb")):
+        _check(got, ref, dtype, name)
+
+
+def test_winograd_chunks_partial_last_chunk_and_views(rng, winograd_everywhere, no_im2col,
+                                                      monkeypatch):
+    """Two images per chunk on a batch of 5, with a transposed x view and a broadcast gy (what
+    ``y.sum().backward()`` hands in); twice, so the second call reuses the first's buffers."""
+    per_image = 16 * (3 + 4) * 4 * 5 * 8                     # 16 (C + K) tiles (4 x (4 + 1)) f64
+    monkeypatch.setattr(winograd_everywhere, "CHUNK_BYTES", 2 * per_image)
+    for _ in range(2):
+        x = _random(rng, (5, 3, 9, 7), np.float64).transpose(0, 1, 3, 2)       # (5, 3, 7, 9)
+        w = _random(rng, (4, 3, 3, 3), np.float64)
+        b = _random(rng, (4,), np.float64)
+        conf = ((1, 1), (1, 1), (1, 1), 1)
+        gy = np.broadcast_to(_random(rng, (1, 4, 1, 9), np.float64), (5, 4, 7, 9))
+        want = conv2d_loops(x, w, b, gy, *conf)
+        got = (conv.conv2d_forward(x, w, b, *conf),) + conv.conv2d_backward(x, w, gy, *conf)
+        for g, r in zip(got, want):
+            _check(g, r, np.float64)
+
+
+def test_winograd_conv_transpose2d(rng, winograd_everywhere, no_im2col):
+    """A stride-1 3x3 transposed conv is a Winograd grad_input forward, its backward a Winograd
+    forward and weight gradient."""
+    x, w, b = (_random(rng, s, np.float64) for s in ((2, 4, 5, 6), (4, 3, 3, 3), (3,)))
+    conf = ((1, 1), (1, 1), (0, 0), 1, (1, 1))
+    y = conv.conv_transpose2d_forward(x, w, b, *conf)
+    gy = _random(rng, y.shape, np.float64)
+    want = conv_transpose2d_loops(x, w, b, gy, *conf)
+    for g, r in zip((y,) + conv.conv_transpose2d_backward(x, w, gy, *conf), want):
+        _check(g, r, np.float64)
+
+
+@pytest.mark.parametrize("where", ["x", "w", "gy"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_winograd_non_finite_values_fall_back_to_the_direct_sum(rng, winograd_everywhere, where,
+                                                                bad):
+    """The transforms would spread a NaN or inf over its whole tile (inf - inf): such calls are
+    recomputed by im2col, so the same outputs are NaN/inf as in the loops and the rest equal."""
+    x = _random(rng, (2, 2, 6, 7), np.float64)
+    w = _random(rng, (3, 2, 3, 3), np.float64)
+    gy = _random(rng, (2, 3, 6, 7), np.float64)
+    target = {"x": x, "w": w, "gy": gy}[where]
+    target.flat[rng.integers(target.size, size=2)] = bad
+    b = _random(rng, (3,), np.float64)
+    conf = ((1, 1), (1, 1), (1, 1), 1)
+    want = conv2d_loops(x, w, b, gy, *conf)
+    got = (conv.conv2d_forward(x, w, b, *conf),) + conv.conv2d_backward(x, w, gy, *conf)
+    for g, r in zip(got, want):
+        finite = np.isfinite(r)
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
+        np.testing.assert_array_equal(np.isinf(g), np.isinf(r))
+        np.testing.assert_allclose(g[finite], r[finite], rtol=1e-10, atol=1e-10)
+
+
+def test_winograd_runs_only_where_it_applies():
+    from gpudl.kernels import conv_winograd
+
+    def applies(x_shape, w_shape, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1,
+                out_size=None):
+        return conv_winograd.applies(conv.ConvGeometry(x_shape, w_shape, stride, padding,
+                                                       dilation, groups, out_size))
+    big, w3 = (32, 32, 32, 32), (64, 32, 3, 3)
+    assert applies(big, w3) and applies((32, 16, 32, 32), (32, 16, 3, 3))
+    assert not applies(big, w3, stride=(2, 2))
+    assert not applies(big, w3, dilation=(1, 2))
+    assert not applies(big, (64, 16, 3, 3), groups=2)
+    assert not applies(big, (64, 32, 5, 5), padding=(2, 2))
+    assert not applies(big, w3, out_size=(31, 32))          # a cropped (transposed-conv) output
+    assert not applies((2, 4, 16, 16), (8, 4, 3, 3))        # tiny: im2col is cheaper
+    assert not applies((32, 3, 224, 224), (64, 3, 3, 3))    # 3 input channels: transforms dominate
+
+
+@pytest.mark.parametrize("bad", [None, "x", "gy"])
+def test_winograd_on_two_threads(rng, winograd_everywhere, monkeypatch, bad):
+    """Chunks shared by two threads (each with its own work arrays, BLAS on one thread): the
+    same values as the loops, and a non-finite value seen by either thread still falls back."""
+    from gpudl import cpu_threads
+    monkeypatch.setattr(cpu_threads, "count", lambda: 2)
+    per_image = 16 * (3 + 4) * 4 * 5 * 8
+    monkeypatch.setattr(winograd_everywhere, "CHUNK_BYTES", per_image)
+    x = _random(rng, (7, 3, 7, 9), np.float64)
+    w = _random(rng, (4, 3, 3, 3), np.float64)
+    b = _random(rng, (4,), np.float64)
+    gy = _random(rng, (7, 4, 7, 9), np.float64)
+    conf = ((1, 1), (1, 1), (1, 1), 1)
+    if bad:                                     # in the last chunk: the second thread's
+        {"x": x, "gy": gy}[bad][6, 1, 3, 4] = np.inf
+    want = conv2d_loops(x, w, b, gy, *conf)
+    got = (conv.conv2d_forward(x, w, b, *conf),) + conv.conv2d_backward(x, w, gy, *conf)
+    for g, r in zip(got, want):
+        np.testing.assert_array_equal(np.isfinite(g), np.isfinite(r))
+        finite = np.isfinite(r)
+        np.testing.assert_allclose(g[finite], r[finite], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] > 0])
+def test_im2col_chunks_on_two_threads(rng, monkeypatch, case):
+    """The im2col path with its chunks (one image each) shared by two threads, BLAS on one
+    thread meanwhile: the same values as the loops, a NaN where they have one."""
+    from gpudl import cpu_threads
+    monkeypatch.setattr(cpu_threads, "count", lambda: 2)
+    monkeypatch.setattr(conv, "COL_CHUNK_BYTES", 1)
+    N, C, H, W, K, (kh, kw) = case[:6]
+    groups = case[9]
+    x = _random(rng, (N + 2, C, H, W), np.float64)           # 3 to 5 chunks
+    x[-1, 0, H // 2, W // 2] = np.nan                          # the last chunk's thread
+    w = _random(rng, (K, C // groups, kh, kw), np.float64)
+    b = _random(rng, (K,), np.float64)
+    y = conv.conv2d_forward(x, w, b, *_pairs(case))
+    gy = _random(rng, y.shape, np.float64)
+    want = conv2d_loops(x, w, b, gy, *_pairs(case))
+    for g, r in zip((y,) + conv.conv2d_backward(x, w, gy, *_pairs(case)), want):
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
+        np.testing.assert_allclose(g[~np.isnan(r)], r[~np.isnan(r)], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, True), (True, True, False)])
+def test_winograd_each_gradient_alone(rng, winograd_everywhere, no_im2col, needs):
+    """One pass over gy's tiles gives both gradients; asked for one, it computes only that."""
+    x, w, b = (_random(rng, s, np.float64) for s in ((3, 4, 7, 6), (5, 4, 3, 3), (5,)))
+    conf = ((1, 1), (1, 1), (1, 1), 1)
+    gy = _random(rng, (3, 5, 7, 6), np.float64)
+    want = conv2d_loops(x, w, b, gy, *conf)[1:]
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=needs)
+    for g, r, need in zip(got, want, needs):
+        if need:
+            _check(g, r, np.float64)
+        else:
+            assert g is None

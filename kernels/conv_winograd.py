@@ -1,0 +1,365 @@
+"""CPU 3x3 stride-1 convolution by Winograd's F(2x2, 3x3), and its two adjoints.
+
+Each 2x2 block of outputs (a tile) is computed from a 4x4 patch of the padded input with 16
+multiplies per (input, output) channel pair instead of 36 (Lavin & Gray, 2015):
+
+    Y = A^T [ (G w G^T) . (B^T d B) ] A        (. elementwise, summed over input channels)
+
+so a forward is: V = B^T d B for every tile and input channel (``_input_tiles``), U = G w G^T per
+weight (one small GEMM), then 16 GEMMs M[xi] = U[xi] @ V[xi] (one per position xi of the 4x4
+transform, (K, C) @ (C, tiles)), then Y = A^T M A per tile and output channel
+(``_output_tiles``). 2.25x fewer multiply-adds in the GEMMs than im2col, which on this machine's
+OpenBLAS (AVX2 kernels) is the whole cost of a large conv.
+
+Both gradients are the exact adjoints of those linear steps, so they share the transforms:
+
+- grad_input:  dM = A gY A^T (``_output_tiles_adjoint``), dV[xi] = U[xi]^T @ dM[xi], then the
+  4x4 patches B dV B^T added into the padded input gradient (``_input_tiles_adjoint``);
+- grad_weight: dU[xi] = sum over tiles dM[xi] @ V[xi]^T (one GEMM per xi and chunk of images,
+  the tiles on the inner dimension), then gw = G^T dU G;
+- ``backward`` gives both from one dM per chunk.
+
+Work goes by chunks of images (CHUNK_BYTES of V and M), shared by ``cpu_threads.count()``
+threads with BLAS on one thread meanwhile; the work arrays are per thread and kept for the next
+call of the same geometry (``conv._scratch``).
+
+Layout: the kernels see every image split by row and column parity (space to depth),
+(..., 2, 2, rows / 2, columns / 2) with [..., r, p, u, j] the pixel (2u + r, 2j + p). Tile
+(ty, tx) then reads [r, p, ty + {0, 1}, tx + {0, 1}], so with the tiles of an image numbered
+ty * (tw + 1) + tx (one garbage tile per tile row, tx = tw, as the im2col path's garbage
+columns), every step of a transform is one long stride-1 loop over all tiles of an image at a
+fixed offset: 1 for the next tile column, tw + 1 for the next tile row. LLVM vectorizes none of
+the stride-2 loops a plain layout needs (measured 20x slower per element), and short per-row
+loops spend more in their set-up than in their work. NumPy's strided copies split x and gy and
+merge y and the input gradient, once per chunk.
+
+The transforms only add and halve: float32 results measured within 7e-7 of the largest output
+value against float64 references (shapes of the tests, up to 19 channels).
+A NaN or infinity, though, would reach the other outputs of its tile through the transforms (as
+inf - inf), where the direct sum keeps it to the outputs whose window holds it: the transforms
+report any non-finite value they read and the caller then recomputes with im2col (``None``).
+"""
+
+import numba
+import numpy as np
+
+from gpudl import cpu_threads
+
+# Winograd F(2x2, 3x3) matrices: weight transform G (4x3); B^T and A^T are spelled out as
+# additions in the kernels below.
+G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+_GG = np.kron(G, G)         # (16, 9): U[4a+b] = sum G[a, i] G[b, j] w[3i+j]
+
+MIN_CHANNELS = 16           # below this, the transforms cost more than the GEMM saves
+MIN_WORK = 1 << 24          # N*Ho*Wo*C*K: smaller convs stay on im2col (already ~free)
+CHUNK_BYTES = 4 << 20       # V and M of one chunk of images: kept in the caches between steps
+
+
+def applies(geo):
+    """Whether this geometry runs here: 3x3, stride 1, dilation 1, one group, every output
+    kept, enough channels and work for the transforms to pay."""
+    natural = (geo.Ho, geo.Wo) == (geo.H + 2 * geo.ph - 2, geo.W + 2 * geo.pw - 2)
+    return (geo.kh == geo.kw == 3 and geo.sh == geo.sw == geo.dh == geo.dw == geo.groups == 1
+            and natural and min(geo.N, geo.Ho, geo.Wo) > 0
+            and min(geo.C, geo.K) >= MIN_CHANNELS
+            and geo.N * geo.Ho * geo.Wo * geo.C * geo.K >= MIN_WORK)
+
+
+class _Plan:
+    """Tile counts, the chunking of images and the work array shapes for one geometry."""
+
+    def __init__(self, geo, dtype, workers):
+        self.th, self.tw = -(-geo.Ho // 2), -(-geo.Wo // 2)        # tiles per image
+        self.half = self.tw + 1                                     # tile columns + garbage
+        self.tiles = self.th * self.half                            # per image, garbage included
+        per_image = 16 * (geo.C + geo.K) * self.tiles * np.dtype(dtype).itemsize
+        self.nb = cpu_threads.chunk_size(geo.N, CHUNK_BYTES // per_image, workers)
+        self.chunks = range(0, geo.N, self.nb)
+        self.tc = self.nb * self.tiles                              # per chunk
+        # padded images (and the padded input gradient): 2 more rows and columns than the tiles
+        # cover; outputs (and their gradient): the tiles' rows and columns
+        inputs = (self.nb, geo.C, 2, 2, (self.th + 1) * self.half)
+        outputs = (self.nb, geo.K, 2, 2, self.th * self.half)
+        self.shapes = {"pad": inputs, "gx-pad": inputs, "out": outputs, "gy": outputs,
+                       # the 16 planes one cache line past a multiple of the page size: 16
+                       # write streams at a 4 KiB multiple would share cache sets
+                       "v": (16, geo.C * self.tc + 16), "m": (16, geo.K * self.tc + 16)}
+
+
+def _weight_tiles(w, dtype):
+    """U = G w G^T for every (k, c): (16, K, C), as one GEMM with kron(G, G)."""
+    K, C = w.shape[:2]
+    flat = w.astype(dtype, copy=False).reshape(K * C, 9)
+    return np.ascontiguousarray((flat @ _GG.astype(dtype).T).T).reshape(16, K, C)
+
+
+def _weight_tiles_adjoint(du, K, C):
+    """gw = G^T dU G for every (k, c): (K, C, 3, 3) from dU (16, K, C)."""
+    return (du.reshape(16, K * C).T @ _GG.astype(du.dtype)).reshape(K, C, 3, 3)
+
+
+def _parities(size, offset):
+    """For the even and odd positions of the split axis: (slice of the plain axis, parity,
+    slice of the split axis), the plain axis placed at ``offset``."""
+    pairs = []
+    for q0 in range(min(2, size)):
+        j0 = (q0 + offset) // 2
+        pairs.append((slice(q0, size, 2), (q0 + offset) % 2,
+                      slice(j0, j0 + len(range(q0, size, 2)))))
+    return pairs
+
+
+def _split_views(split, m, plain, row0, col0, plan, rows):
+    """(view of ``split``'s first m images, slices of ``plain``) for the four parity pairs."""
+    grid = split[:m].reshape(m, split.shape[1], 2, 2, rows, plan.half)
+    for hs, r, us in _parities(plain.shape[2], row0):
+        for ws, p, js in _parities(plain.shape[3], col0):
+            yield grid[:, :, r, p, us, js], (hs, ws)
+
+
+def _split(src, n0, m, dst, row0, col0, plan, rows):
+    """dst: src[n0:n0+m] placed at (row0, col0) in parity-split images of ``rows`` row pairs
+    (NumPy strided copies; the rest of dst is left as it is)."""
+    for view, (hs, ws) in _split_views(dst, m, src, row0, col0, plan, rows):
+        view[...] = src[n0:n0 + m, :, hs, ws]
+
+
+def _merge(src, m, dst, n0, row0, col0, plan, rows):
+    """The inverse: dst[n0:n0+m] from the parity-split images of src."""
+    for view, (hs, ws) in _split_views(src, m, dst, row0, col0, plan, rows):
+        dst[n0:n0 + m, :, hs, ws] = view
+
+
+# --------------------------------------------------------------------------- tile transforms
+@numba.njit(cache=True, nogil=True)
+def _input_tiles(xpad, m, v, tc, half):
+    """v[4a+b, c*tc + n*L + t] = (B^T d B)[a, b] for the 4x4 patch d of tile t of image n
+    (L tiles per image): the rows of B^T d (d0-d2, d1+d2, d2-d1, d1-d3) for every tile at once,
+    then the same along the columns. Returns False if a value read is not finite."""
+    C, plane = xpad.shape[1], xpad.shape[4]
+    L = plane - half
+    s = np.empty((4, 2, L), xpad.dtype)
+    check = np.zeros(L, xpad.dtype)        # elementwise (a sum would serialise the loop)
+    for c in range(C):
+        for n in range(m):
+            for p in range(2):
+                # rows 2ty, 2ty+1, 2ty+2, 2ty+3 of tile row ty: r0, r1 at ty, r2, r3 at ty + 1
+                r0, r1 = xpad[n, c, 0, p, :L], xpad[n, c, 1, p, :L]
+                r2, r3 = xpad[n, c, 0, p, half:], xpad[n, c, 1, p, half:]
+                s0, s1, s2, s3 = s[0, p], s[1, p], s[2, p], s[3, p]
+                for f in range(L):
+                    s0[f] = r0[f] - r2[f]
+                for f in range(L):
+                    s1[f] = r1[f] + r2[f]
+                for f in range(L):
+                    s2[f] = r2[f] - r1[f]
+                for f in range(L):
+                    s3[f] = r1[f] - r3[f]
+                for f in range(L):
+                    check[f] += (s0[f] + s1[f] + s3[f]) * 0
+            t0 = c * tc + n * L
+            for a in range(4):
+                ev, od = s[a, 0], s[a, 1]            # columns 2tx, 2tx+1; 2tx+2, 2tx+3 at f+1
+                d0, d1 = v[4 * a, t0:t0 + L], v[4 * a + 1, t0:t0 + L]
+                d2, d3 = v[4 * a + 2, t0:t0 + L], v[4 * a + 3, t0:t0 + L]
+                for f in range(L - 1):
+                    d0[f] = ev[f] - ev[f + 1]
+                for f in range(L - 1):
+                    d1[f] = od[f] + ev[f + 1]
+                for f in range(L - 1):
+                    d2[f] = ev[f + 1] - od[f]
+                for f in range(L - 1):
+                    d3[f] = od[f] - od[f + 1]
+                d0[L - 1] = d1[L - 1] = d2[L - 1] = d3[L - 1] = 0     # a garbage tile
+    return np.all(check == 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _input_tiles_adjoint(dv, tc, m, gxpad, half):
+    """The adjoint of _input_tiles: every tile's patch B dV B^T added into the parity-split
+    padded planes ``gxpad`` (tiles overlap by 2 rows and columns). The garbage tiles' dV must
+    be zero (they are: their dM is)."""
+    C, plane = gxpad.shape[1], gxpad.shape[4]
+    L = plane - half
+    gs = np.empty((4, 2, L), dv.dtype)
+    for n in range(m):
+        for c in range(C):
+            t0 = c * tc + n * L
+            for a in range(4):          # columns: the adjoint of ev[f] - ev[f+1], ...
+                v0, v1 = dv[4 * a, t0:t0 + L], dv[4 * a + 1, t0:t0 + L]
+                v2, v3 = dv[4 * a + 2, t0:t0 + L], dv[4 * a + 3, t0:t0 + L]
+                ev, od = gs[a, 0], gs[a, 1]
+                for f in range(L):
+                    ev[f] = v0[f]
+                for f in range(L - 1):
+                    ev[f + 1] += v1[f] + v2[f] - v0[f]
+                for f in range(L):
+                    od[f] = v1[f] - v2[f] + v3[f]
+                for f in range(L - 1):
+                    od[f + 1] -= v3[f]
+            gxpad[n, c] = 0
+            for p in range(2):          # rows: the adjoint of r0 - r2, r1 + r2, r2 - r1, r1 - r3
+                g0, g1 = gxpad[n, c, 0, p, :L], gxpad[n, c, 1, p, :L]
+                g2, g3 = gxpad[n, c, 0, p, half:], gxpad[n, c, 1, p, half:]
+                s0, s1, s2, s3 = gs[0, p], gs[1, p], gs[2, p], gs[3, p]
+                for f in range(L):
+                    g0[f] += s0[f]
+                for f in range(L):
+                    g1[f] += s1[f] - s2[f] + s3[f]
+                for f in range(L):
+                    g2[f] += s1[f] + s2[f] - s0[f]
+                for f in range(L):
+                    g3[f] -= s3[f]
+
+
+@numba.njit(cache=True, nogil=True)
+def _output_tiles(mt, tc, m, out, bias):
+    """out[n, k, i, p, t] = (A^T M A)[i, p] + bias[k] for every tile t: the two rows of A^T M
+    (m0+m1+m2, m1-m2-m3) for every tile at once, then the same along the columns."""
+    K, L = out.shape[1], out.shape[4]
+    pr = np.empty((2, 4, L), mt.dtype)
+    for n in range(m):
+        for k in range(K):
+            bk = bias[k]
+            t0 = k * tc + n * L
+            for b in range(4):
+                m0, m1 = mt[b, t0:t0 + L], mt[4 + b, t0:t0 + L]
+                m2, m3 = mt[8 + b, t0:t0 + L], mt[12 + b, t0:t0 + L]
+                p0, p1 = pr[0, b], pr[1, b]
+                for f in range(L):
+                    p0[f] = m0[f] + m1[f] + m2[f]
+                for f in range(L):
+                    p1[f] = m1[f] - m2[f] - m3[f]
+            for i in range(2):
+                c0, c1, c2, c3 = pr[i, 0], pr[i, 1], pr[i, 2], pr[i, 3]
+                ev, od = out[n, k, i, 0], out[n, k, i, 1]
+                for f in range(L):
+                    ev[f] = c0[f] + c1[f] + c2[f] + bk
+                for f in range(L):
+                    od[f] = c1[f] - c2[f] - c3[f] + bk
+
+
+@numba.njit(cache=True, nogil=True)
+def _output_tiles_adjoint(gys, m, dm, tc):
+    """dm[:, k*tc + n*L + t] = A gY A^T for tile t's 2x2 block of the split gy ``gys`` (zero
+    past an odd edge and in the garbage tiles): A gY's rows are g0, g0+g1, g0-g1, -g1, and the
+    same along the columns. Returns False if a value read is not finite."""
+    K, L = gys.shape[1], gys.shape[4]
+    q = np.empty((2, 2, L), gys.dtype)
+    check = np.zeros(L, gys.dtype)
+    for k in range(K):
+        for n in range(m):
+            for p in range(2):
+                g0, g1, plus, minus = gys[n, k, 0, p], gys[n, k, 1, p], q[0, p], q[1, p]
+                for f in range(L):
+                    plus[f] = g0[f] + g1[f]
+                for f in range(L):
+                    minus[f] = g0[f] - g1[f]
+                for f in range(L):
+                    check[f] += plus[f] * 0
+            t0 = k * tc + n * L
+            for a in range(4):
+                if a == 0:
+                    ev, od, sign = gys[n, k, 0, 0], gys[n, k, 0, 1], 1
+                elif a == 1:
+                    ev, od, sign = q[0, 0], q[0, 1], 1
+                elif a == 2:
+                    ev, od, sign = q[1, 0], q[1, 1], 1
+                else:
+                    ev, od, sign = gys[n, k, 1, 0], gys[n, k, 1, 1], -1
+                d0, d1 = dm[4 * a, t0:t0 + L], dm[4 * a + 1, t0:t0 + L]
+                d2, d3 = dm[4 * a + 2, t0:t0 + L], dm[4 * a + 3, t0:t0 + L]
+                for f in range(L):
+                    d0[f] = sign * ev[f]
+                for f in range(L):
+                    d1[f] = sign * (ev[f] + od[f])
+                for f in range(L):
+                    d2[f] = sign * (ev[f] - od[f])
+                for f in range(L):
+                    d3[f] = -sign * od[f]
+    return np.all(check == 0)
+
+
+# --------------------------------------------------------------------------- the three products
+def _buffers(scratch, geo, plan, dtype, *roles):
+    """Per-chunk work arrays (``_Plan.shapes``), kept for the next call of this geometry. The
+    regions no copy writes stay zero: the padding of "pad"; the odd edge and the garbage tiles
+    of "gy"."""
+    return [scratch(geo, "winograd-" + role, plan.shapes[role], dtype) for role in roles]
+
+
+def _gemm_operand(buf, channels, m, plan):
+    """(16, channels, tiles of the first m images): a work array as the operand of 16 GEMMs."""
+    return buf[:, :channels * plan.tc].reshape(16, channels, plan.tc)[:, :, :m * plan.tiles]
+
+
+def forward(x, w, bias, geo, scratch, dtype):
+    """y = conv(x, w) + bias (bias a (K,) array), or None if x or w holds a non-finite value."""
+    if not np.isfinite(w).all():
+        return None
+    workers = cpu_threads.count()         # threads, each on whole chunks of images
+    plan = _Plan(geo, dtype, workers)
+    u = _weight_tiles(w, dtype)
+    y = np.empty(geo.y_shape, dtype)
+
+    def chunk(n0):
+        m = min(plan.nb, geo.N - n0)
+        v, mt, xpad, out = _buffers(scratch, geo, plan, dtype, "v", "m", "pad", "out")
+        _split(x, n0, m, xpad, geo.ph, geo.pw, plan, plan.th + 1)
+        if not _input_tiles(xpad, m, v, plan.tc, plan.half):
+            return False
+        np.matmul(u, _gemm_operand(v, geo.C, m, plan), out=_gemm_operand(mt, geo.K, m, plan))
+        _output_tiles(mt, plan.tc, m, out, bias)
+        _merge(out, m, y, n0, 0, 0, plan, plan.th)
+        return True
+    return y if all(cpu_threads.map_serial_blas(chunk, plan.chunks, workers)) else None
+
+
+def backward(x, w, gy, geo, scratch, dtype, need_gx=True, need_gw=True):
+    """(gx, gw) of the forward (None where not needed), or None if x (for gw), w (for gx) or gy
+    holds a non-finite value. Per chunk of images, gY's tiles dM serve both gradients."""
+    if need_gx and not np.isfinite(w).all():
+        return None
+    workers = cpu_threads.count()         # threads, each on whole chunks of images
+    plan = _Plan(geo, dtype, workers)
+    ut = _weight_tiles(w, dtype).transpose(0, 2, 1) if need_gx else None     # (16, C, K)
+    gx = np.empty(geo.x_shape, dtype) if need_gx else None
+
+    def chunk(n0):
+        """This chunk's dU (16, K, C) (or True when only gx is needed); None if not finite."""
+        m = min(plan.nb, geo.N - n0)
+        v, dm, gys, pad = _buffers(scratch, geo, plan, dtype, "v", "m", "gy", "pad")
+        _split(gy, n0, m, gys, 0, 0, plan, plan.th)
+        if not _output_tiles_adjoint(gys, m, dm, plan.tc):
+            return None
+        du = True
+        if need_gw:
+            _split(x, n0, m, pad, geo.ph, geo.pw, plan, plan.th + 1)
+            if not _input_tiles(pad, m, v, plan.tc, plan.half):
+                return None
+            du = np.matmul(_gemm_operand(dm, geo.K, m, plan),
+                           _gemm_operand(v, geo.C, m, plan).transpose(0, 2, 1))
+        if need_gx:                        # dV over V: the weight gradient is done with it
+            gxpad, = _buffers(scratch, geo, plan, dtype, "gx-pad")
+            np.matmul(ut, _gemm_operand(dm, geo.K, m, plan),
+                      out=_gemm_operand(v, geo.C, m, plan))
+            _input_tiles_adjoint(v, plan.tc, m, gxpad, plan.half)
+            _merge(gxpad, m, gx, n0, geo.ph, geo.pw, plan, plan.th + 1)
+        return du
+    parts = cpu_threads.map_serial_blas(chunk, plan.chunks, workers)
+    if any(part is None for part in parts):
+        return None
+    gw = _weight_tiles_adjoint(np.sum(parts, axis=0), geo.K, geo.C) if need_gw else None
+    return gx, gw
+
+
+def grad_input(gy, w, geo, scratch, dtype):
+    """The input gradient, or None if gy or w holds a non-finite value."""
+    done = backward(None, w, gy, geo, scratch, dtype, need_gw=False)
+    return None if done is None else done[0]
+
+
+def grad_weight(x, gy, geo, scratch, dtype):
+    """The weight gradient (K, C, 3, 3), or None if x or gy holds a non-finite value."""
+    done = backward(x, None, gy, geo, scratch, dtype, need_gx=False)
+    return None if done is None else done[1]
