@@ -1,9 +1,11 @@
 """Python emulation of kernels/mma.py for Numba's CUDA simulator, from the PTX ISA's tables.
 
 The simulator runs every CUDA thread of a block as a Python thread, one block at a time. A warp
-instruction is emulated in three steps: each lane posts its operands in the warp's scratch, the
-block barrier, each lane computes its own result from all 32 posts, the block barrier again
-(so no lane posts the next call's operands before every lane has read this one's). Hence the
+instruction is emulated in two steps: each lane posts its operands in the warp's scratch, and
+the last lane to arrive computes the whole warp's results at once (NumPy on the fragments placed
+by the PTX ISA's tables); then the block barrier, after which each lane takes its own result. No
+lane can post the next call's operands before every lane has taken this one's (the next call
+completes only when all 32 have posted), so one barrier per call suffices. Hence the
 emulation's one extra rule: all threads of the block call together.
 
 Products are summed in float64 and rounded once to float32: the hardware's order of additions is
@@ -15,28 +17,52 @@ import threading
 import numpy as np
 
 WARP = 32
-_scratch = {}   # (block index, warp) -> [32 posts]
+_G, _T = np.arange(WARP) >> 2, np.arange(WARP) & 3     # each lane's group and thread in it
+
+# The PTX ISA's fragment tables: the (row, column) each register holds, for all 32 lanes at once.
+_C_FRAGMENT = ((_G, 2 * _T), (_G, 2 * _T + 1), (_G + 8, 2 * _T), (_G + 8, 2 * _T + 1))  # C, D
+_TF32_A = ((_G, _T), (_G + 8, _T), (_G, _T + 4), (_G + 8, _T + 4))
+_TF32_B = ((_T, _G), (_T + 4, _G))
+# A half register holds (row, col) in its low 16 bits and (row, col + 1) in its high ones; a B
+# register (row, col) and (row + 1, col).
+_HALF_A = ((_G, 2 * _T), (_G + 8, 2 * _T), (_G, 2 * _T + 8), (_G + 8, 2 * _T + 8))
+_HALF_B = ((2 * _T, _G), (2 * _T + 8, _G))
 
 
-def _exchange(post):
-    """Post this lane's ``post``; return (lane, the 32 posts of its warp)."""
+class _Warp:
+    """One warp's scratch: this call's posts, and the last completed call's results."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.posts = [None] * WARP
+        self.arrived = 0
+        self.calls = 0
+        self.results = None
+
+
+def _collective(post, compute):
+    """Post this lane's ``post``; the warp's last lane to arrive runs ``compute`` on the 32 posts
+    (a list in lane order) for a sequence of the 32 lanes' results. Returns this lane's."""
     thread = threading.current_thread()
-    warp, lane = divmod(thread.thread_id, WARP)
-    posts = _scratch.setdefault((tuple(thread.blockIdx), warp), [None] * WARP)
-    posts[lane] = post
+    index, lane = divmod(thread.thread_id, WARP)
+    # The scratch lives on the simulator's manager of this block run, so a launch that died
+    # half-way leaves nothing behind for the next one.
+    warps = vars(thread._manager).setdefault("gpudl_warps", {})
+    warp = warps.get(index) or warps.setdefault(index, _Warp())
+    with warp.lock:
+        warp.posts[lane] = post
+        warp.arrived += 1
+        call, last = warp.calls, warp.arrived == WARP
+        if last:
+            posts, warp.posts, warp.arrived = warp.posts, [None] * WARP, 0
+    if last:
+        warp.results = compute(posts)
+        warp.calls += 1
     thread.syncthreads()
-    gathered = list(posts)
-    thread.syncthreads()
-    if any(p is None for p in gathered):
+    if warp.calls != call + 1:
         raise RuntimeError("tensor-core emulation: a warp's lanes did not all reach the mma "
                            "(the block's threads must call it together)")
-    return lane, gathered
-
-
-def _tf32(x):
-    """The value the hardware reads from a float32 given as a TF32 operand (low 13 bits dropped)."""
-    bits = np.float32(x).view(np.uint32) & np.uint32(0xFFFFE000)
-    return float(bits.view(np.float32))
+    return warp.results[lane]
 
 
 def to_tf32(x):
@@ -46,14 +72,14 @@ def to_tf32(x):
     return np.float32(bits.view(np.float32))
 
 
-def _f16_halves(word):
-    return np.array([word], dtype=np.uint32).view(np.float16).astype(np.float64)
+def _f16_halves(words):
+    """(lanes, registers, 2) float64: the low and high half of each uint32 word."""
+    return words.view(np.uint16).view(np.float16).reshape(words.shape + (2,)).astype(np.float64)
 
 
-def _bf16_halves(word):
-    word = int(word)
-    halves = np.array([(word & 0xFFFF) << 16, (word >> 16) << 16], dtype=np.uint32)
-    return halves.view(np.float32).astype(np.float64)
+def _bf16_halves(words):
+    upper = words.view(np.uint16).astype(np.uint32) << np.uint32(16)
+    return upper.view(np.float32).reshape(words.shape + (2,)).astype(np.float64)
 
 
 def pack_f16x2(lo, hi):
@@ -71,50 +97,67 @@ def pack_bf16x2(lo, hi):
     return np.uint32(_bf16_bits(lo) | (_bf16_bits(hi) << 16))
 
 
-def _result(lane, a, b, c):
-    """This lane's d0..d3 of D = A B + C (A 16xK, B Kx8, C 16x8 as float64 arrays)."""
-    d = a @ b + c
-    g, t = lane >> 2, lane & 3
-    return tuple(np.float32(d[r, col]) for r, col in
-                 ((g, 2 * t), (g, 2 * t + 1), (g + 8, 2 * t), (g + 8, 2 * t + 1)))
+def _mma_results(a, b, c):
+    """Every lane's (d0..d3) of D = A B + C, for A and B as float64 matrices and C as the
+    lanes' c0..c3 (a (32, 4) array)."""
+    acc = np.zeros((16, 8))
+    for register, (row, col) in enumerate(_C_FRAGMENT):
+        acc[row, col] = c[:, register]
+    d = (a @ b + acc).astype(np.float32)
+    return list(zip(*(d[row, col] for row, col in _C_FRAGMENT)))
 
 
-def _accumulator(posts):
-    c = np.zeros((16, 8))
-    for lane, post in enumerate(posts):
-        g, t = lane >> 2, lane & 3
-        c[g, 2 * t], c[g, 2 * t + 1], c[g + 8, 2 * t], c[g + 8, 2 * t + 1] = post[-4:]
-    return c
+def _tf32_warp(posts):
+    p = np.array(posts, dtype=np.float64)                         # (32, 10): a0..a3 b0 b1 c0..c3
+    bits = p[:, :6].astype(np.float32).view(np.uint32) & np.uint32(0xFFFFE000)  # TF32 as read
+    operands = bits.view(np.float32).astype(np.float64)
+    a, b = np.zeros((16, 8)), np.zeros((8, 8))
+    for register, (row, col) in enumerate(_TF32_A):
+        a[row, col] = operands[:, register]
+    for register, (row, col) in enumerate(_TF32_B):
+        b[row, col] = operands[:, 4 + register]
+    return _mma_results(a, b, p[:, 6:].astype(np.float32))
 
 
 def mma_tf32_m16n8k8(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
-    lane, posts = _exchange((a0, a1, a2, a3, b0, b1, c0, c1, c2, c3))
-    a, b = np.zeros((16, 8)), np.zeros((8, 8))
-    for other, p in enumerate(posts):
-        g, t = other >> 2, other & 3
-        a[g, t], a[g + 8, t], a[g, t + 4], a[g + 8, t + 4] = (_tf32(v) for v in p[:4])
-        b[t, g], b[t + 4, g] = _tf32(p[4]), _tf32(p[5])
-    return _result(lane, a, b, _accumulator(posts))
+    return _collective((a0, a1, a2, a3, b0, b1, c0, c1, c2, c3), _tf32_warp)
 
 
 def _half_mma(halves):
-    def mma(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
-        lane, posts = _exchange((a0, a1, a2, a3, b0, b1, float(c0), float(c1), float(c2),
-                                 float(c3)))
+    def warp_mma(posts):
+        p = np.array(posts, dtype=np.float64)                     # uint32 words exact in float64
+        h = halves(np.ascontiguousarray(p[:, :6].astype(np.uint32)))
         a, b = np.zeros((16, 16)), np.zeros((16, 8))
-        for other, p in enumerate(posts):
-            g, t = other >> 2, other & 3
-            for word, (row, col) in zip(p[:4], ((g, 2 * t), (g + 8, 2 * t), (g, 2 * t + 8),
-                                                (g + 8, 2 * t + 8))):
-                a[row, col:col + 2] = halves(word)
-            b[2 * t:2 * t + 2, g] = halves(p[4])
-            b[2 * t + 8:2 * t + 10, g] = halves(p[5])
-        return _result(lane, a, b, _accumulator(posts))
+        for register, (row, col) in enumerate(_HALF_A):
+            a[row, col], a[row, col + 1] = h[:, register, 0], h[:, register, 1]
+        for register, (row, col) in enumerate(_HALF_B):
+            b[row, col], b[row + 1, col] = h[:, 4 + register, 0], h[:, 4 + register, 1]
+        return _mma_results(a, b, p[:, 6:].astype(np.float32))
+
+    def mma(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
+        return _collective((a0, a1, a2, a3, b0, b1, c0, c1, c2, c3), warp_mma)
     return mma
 
 
 mma_f16_m16n8k16 = _half_mma(_f16_halves)
 mma_bf16_m16n8k16 = _half_mma(_bf16_halves)
+
+
+def _ldmatrix_warp(posts, transpose):
+    """Lanes 8m..8m+7 posted the rows of matrix m (4 words = 8 halves each); register m of lane
+    l is word l & 3 of row l >> 2 of matrix m, or with ``transpose`` the halves (2t, g) and
+    (2t + 1, g) of it."""
+    rows = np.array(posts, dtype=np.uint32)                       # (32 rows, 4 words)
+    words = np.empty((WARP, 4), np.uint32)
+    halves = rows.view(np.uint16)                                 # (32 rows, 8 halves)
+    for m in range(4):
+        if not transpose:
+            words[:, m] = rows[8 * m + _G, _T]
+        else:
+            lo = halves[8 * m + 2 * _T, _G].astype(np.uint32)
+            hi = halves[8 * m + 2 * _T + 1, _G].astype(np.uint32)
+            words[:, m] = lo | (hi << np.uint32(16))
+    return list(map(tuple, words))
 
 
 def _ldmatrix(transpose):
@@ -123,18 +166,8 @@ def _ldmatrix(transpose):
             raise RuntimeError(f"ldmatrix: the row address must be 16-byte aligned (col % 4 == 0 "
                                f"in uint32 words), got col={col}")
         # this lane's row: 8 halves as 4 words
-        lane, posts = _exchange(np.array(smem[row, col:col + 4], dtype=np.uint32))
-        words = []
-        for m in range(4):
-            rows = np.stack(posts[8 * m:8 * m + 8])            # 8 rows x 4 words
-            if not transpose:
-                words.append(rows[lane >> 2, lane & 3])
-            else:
-                halves = rows.view(np.uint16)                  # 8 x 8 halves
-                g, t = lane >> 2, lane & 3
-                pair = np.array([halves[2 * t, g], halves[2 * t + 1, g]], dtype=np.uint16)
-                words.append(pair.view(np.uint32)[0])
-        return tuple(np.uint32(w) for w in words)
+        return _collective(np.array(smem[row, col:col + 4], dtype=np.uint32),
+                           lambda posts: _ldmatrix_warp(posts, transpose))
     return ldmatrix
 
 
@@ -143,10 +176,12 @@ ldmatrix_x4_trans = _ldmatrix(True)
 
 
 def _quad(combine):
+    def warp_reduce(posts):
+        groups = [np.float32(combine(posts[first:first + 4])) for first in range(0, WARP, 4)]
+        return [groups[lane >> 2] for lane in range(WARP)]
+
     def reduce(x):
-        lane, posts = _exchange(np.float32(x))
-        group = posts[lane & ~3:(lane & ~3) + 4]
-        return np.float32(combine(group))
+        return _collective(np.float32(x), warp_reduce)
     return reduce
 
 

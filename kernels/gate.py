@@ -410,16 +410,26 @@ def text_table(reports):
                      for r in rows)
 
 
-def gate(modules, markdown_path=None, out=print, compiled=None):
+def gate(modules, markdown_path=None, out=print, compiled=None, workers=1):
     """Gate every float32 kernel of ``modules``; print the table, write it as markdown when
     asked; return the number of failing kernels. ``compiled`` maps (kernel, signature string)
-    to sm_90 PTX already compiled (``--check --gate`` compiles each kernel once)."""
+    to sm_90 PTX already compiled (``--check --gate`` compiles each kernel once). ``workers``
+    threads each run one kernel's ptxas and cuobjdump at a time (subprocesses: no GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
     tool("ptxas"), tool("cuobjdump")        # a clear error before any compilation
     compiled = compiled or {}
-    with tempfile.TemporaryDirectory(prefix="gpudl-gate-") as workdir:
-        reports = [analyse(label, kernel, sig, budget, workdir,
-                           compiled.get((getattr(kernel, "py_func", kernel), str(sig))))
-                   for label, kernel, sig, budget in entries(modules)]
+
+    def report(n, entry):
+        label, kernel, sig, budget = entry
+        kernel_dir = os.path.join(workdir, str(n))          # ptxas's files, one folder each
+        os.mkdir(kernel_dir)
+        return analyse(label, kernel, sig, budget, kernel_dir,
+                       compiled.get((getattr(kernel, "py_func", kernel), str(sig))))
+
+    todo = entries(modules)
+    with tempfile.TemporaryDirectory(prefix="gpudl-gate-") as workdir, \
+            ThreadPoolExecutor(max(1, workers)) as pool:
+        reports = list(pool.map(report, range(len(todo)), todo))
     out(text_table(reports))
     failures = sum(1 for r in reports if r.violations())
     out(f"{len(reports) - failures} kernels within budget, {failures} over or undeclared "

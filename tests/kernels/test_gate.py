@@ -273,3 +273,37 @@ def test_command_line():
     with pytest.raises(SystemExit, match="2"):
         main(["--gate", "--only", "no_such_family"])
     assert [m.__name__ for m in cuda_modules("pool")] == ["gpudl.kernels.pool_cuda"]
+
+
+def test_check_lowers_once_and_compiles_each_target(monkeypatch):
+    """``--check`` types and lowers a kernel once and runs NVVM per target: the same PTX as
+    ``cuda.compile_ptx`` for each target (up to the mangled name, which encodes the flags); a
+    kernel that fails to type fails on every target."""
+    import re
+    import sys
+
+    from numba import cuda
+
+    from gpudl.kernels.__main__ import TARGETS, _jobs, compile_all
+
+    def scale(x, y):
+        i = cuda.grid(1)
+        if i < x.size:
+            y[i] = x[i] * 2
+
+    def untyped(x, y):
+        y[0] = x.no_such_attribute
+
+    sig = "void(float32[::1], float32[::1])"
+    module = types.ModuleType("gpudl.kernels.fake_cuda")
+    module.SIGNATURES = [(cuda.jit(scale, fastmath=True), [sig]), (cuda.jit(untyped), [sig])]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    results = compile_all(_jobs([module]), workers=1)
+    assert [(job[1], cc) for job, cc, *_ in results] == [(i, cc) for i in (0, 1) for cc in TARGETS]
+    unnamed = lambda ptx: re.sub(r"_ZN\w+", "NAME", ptx)        # noqa: E731
+    for job, cc, ptx, error, _seconds in results[:2]:
+        want, _ = cuda.compile_ptx(scale, sig, cc=cc, fastmath=True)
+        assert error == "" and f".target sm_{cc[0]}{cc[1]}" in ptx
+        assert unnamed(ptx) == unnamed(want)
+    for job, cc, ptx, error, _seconds in results[2:]:
+        assert ptx is None and error.startswith("TypingError")

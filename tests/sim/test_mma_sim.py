@@ -7,6 +7,7 @@ float32 accumulation's, not the input rounding's."""
 
 import numpy as np
 import pytest
+from numba import cuda
 
 from gpudl import backend
 from gpudl.kernels import mma
@@ -55,6 +56,49 @@ def test_half_mma_matches_the_fragment_table(kind):
         half_gemm(mma.mma_bf16_m16n8k16, mma.pack_bf16x2)[1, 64](a, b, c)
         rounded = (_round_bf16(a), _round_bf16(b))
     _check(c, *rounded)
+
+
+def _gemm_passing(a_order, b_order):
+    """A TF32 GEMM like ``gemm_tf32`` (one warp) whose A and B registers go to the mma in the
+    given orders: (0, 1, 2, 3) and (0, 1) are the PTX table's."""
+    @cuda.jit
+    def gemm(a, b, c):
+        g, t = cuda.threadIdx.x >> 2, cuda.threadIdx.x & 3
+        d = (np.float32(0),) * 4
+        for k in range(0, a.shape[1], 8):
+            regs = (a[g, k + t], a[g + 8, k + t], a[g, k + t + 4], a[g + 8, k + t + 4],
+                    b[k + t, g], b[k + t + 4, g])
+            d = mma.mma_tf32_m16n8k8(*(mma.to_tf32(regs[i]) for i in a_order),
+                                     *(mma.to_tf32(regs[4 + i]) for i in b_order), *d)
+        c[g, 2 * t], c[g, 2 * t + 1], c[g + 8, 2 * t], c[g + 8, 2 * t + 1] = d
+    return gemm
+
+
+@pytest.mark.parametrize("a_order, b_order", [((0, 2, 1, 3), (0, 1)), ((1, 0, 2, 3), (0, 1)),
+                                              ((0, 1, 2, 3), (1, 0))])
+def test_swapped_fragment_registers_give_a_wrong_product(a_order, b_order):
+    """The emulation places each register where the table says: the table's order passes the
+    check that swapped registers fail."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((16, 16)).astype(np.float32)
+    b = rng.standard_normal((16, 8)).astype(np.float32)
+    want = _round_tf32(a).astype(np.float64) @ _round_tf32(b)
+    c = np.zeros((16, 8), np.float32)
+    _gemm_passing((0, 1, 2, 3), (0, 1))[1, 32](a, b, c)
+    _check(c, _round_tf32(a), _round_tf32(b))
+    _gemm_passing(a_order, b_order)[1, 32](a, b, c)
+    assert np.abs(c - want).max() > 0.1 * np.abs(want).max()
+
+
+def test_a_warp_whose_lanes_do_not_all_reach_the_mma_is_refused():
+    @cuda.jit
+    def half_the_warp(a, b, c):
+        if cuda.threadIdx.x < 16:
+            c[cuda.threadIdx.x, 0] = mma.mma_tf32_m16n8k8(a[0, 0], a[0, 0], a[0, 0], a[0, 0],
+                                                          b[0, 0], b[0, 0], 0.0, 0.0, 0.0, 0.0)[0]
+    a, b, c = np.ones((8, 8), np.float32), np.ones((8, 8), np.float32), np.zeros((16, 8))
+    with pytest.raises(RuntimeError, match="did not all reach the mma"):
+        half_the_warp[1, 32](a, b, c)
 
 
 def test_ldmatrix_gives_fragments_and_their_transposes():
