@@ -6,8 +6,8 @@ SIMT kernels of conv_cuda.py, which stay the strict-fp32 (and float64) path:
 ==========  ====================================  =========================================
 kind        data                                  mma
 ==========  ====================================  =========================================
-``tf32``    float32, when TF32 is allowed         m16n8k8 TF32 (operands rounded with
-                                                  ``cvt.rna.tf32`` as they are staged)
+``tf32``    float32, when TF32 is allowed         m16n8k8 TF32 (operands rounded to TF32
+                                                  on the host, as ``cvt.rna.tf32`` would)
 ``f16``     float16 (passed as its uint16 bits)   m16n8k16 F16, fp32 accumulation
 ``bf16``    bfloat16 (passed as its uint16 bits)  m16n8k16 BF16, fp32 accumulation
 ==========  ====================================  =========================================
@@ -23,12 +23,24 @@ B), so ``ldmatrix.x4`` hands out A and B fragments of every kind (an 8x8 b16 mat
 4 words: lane l receives word l & 3 of row l >> 2, which is a TF32 fragment element as much as a
 pair of halves): per 8-word k-step a warp issues 4 + 2 ``ldmatrix.x4`` for 16 ``mma``. The row
 pitch of KW + 4 words (80 B) keeps each ldmatrix row 16-byte aligned and its 8 rows on distinct
-banks. Shared tiles are double-buffered as in conv_cuda: the next tile's global loads are issued
-into registers before the current tile's mma and converted (TF32 rounding, half packing) only
-when stored, one barrier per tile. The gemm's tap entries sit in a shared ring as 16-byte rows
-(offset, row, column): one LDS.128 per gathered value. Index math is int32 (the int64 build of
-conv_cuda serves the rare tensors past the int32 guard, float16/float32 only). ``launch_bounds``
-keep the 256-thread builds at 128 registers (two blocks per SM) without spills.
+banks.
+
+Pipeline: shared memory holds STAGES tiles of each operand (three for BM 64, two for BM 128: the
+48 KB of static shared memory a block may declare), filled by ``cp.async`` (kernels/mma.py),
+global to shared without registers: tile j is cp.async group j, issued STAGES - 1 tiles before it
+is multiplied; an iteration waits for its own tile's group (``cp.async.wait_group STAGES - 2``),
+passes the one barrier (which also frees the stage the next issue overwrites), issues tile
+j + STAGES - 1 and runs the mma. The weights travel in 16-byte pieces (padded: never out of
+bounds); TF32 data travels value by value (4 bytes) with the bounds test turned into the copy's
+zero-fill (``src_bytes`` 0 for a tap outside the image or a pixel past the end), so the hot loop
+has no branch per element and no conversion: the host rounds TF32 operands once per call. Half
+data pairs two reduction values from different addresses in each word, below cp.async's 4-byte
+minimum, so it is gathered into registers before the mma and stored after it (the loads are in
+flight during the mma). The gemm's tap entries (offset, row, column, 0) travel as 16-byte rows by
+cp.async too, in a ring STAGES - 1 tiles ahead of the gathers that read them. Index math is int32
+(the int64 build of conv_cuda serves the rare tensors past the int32 guard, float16/float32
+only). ``launch_bounds`` keep the 256-thread builds at 128 registers (two blocks per SM) without
+spills.
 
 Weights reach the gemm kernel as (Z, Mp, Rp) (K-contiguous, unlike the SIMT kernel's (Z, Rp, Mp)),
 Rp padded to 32 reduction values; half weights are packed two per word on the host. The weight
@@ -59,10 +71,6 @@ if config.ENABLE_CUDASIM:
     def as_float32(word):
         """The float32 whose bits are ``word``."""
         return np.uint32(word).view(np.float32)
-
-    def tf32_bits(x):
-        """The bits of ``x`` rounded to TF32 (``cvt.rna.tf32.f32``), as a uint32."""
-        return np.float32(mma.to_tf32(x)).view(np.uint32)
 else:
     from llvmlite import ir
     from numba import types
@@ -73,14 +81,6 @@ else:
         def codegen(context, builder, sig, args):
             return builder.bitcast(args[0], ir.FloatType())
         return types.float32(types.uint32), codegen
-
-    @intrinsic
-    def tf32_bits(typingctx, x):
-        def codegen(context, builder, sig, args):
-            asm = ir.InlineAsm(ir.FunctionType(ir.IntType(32), [ir.FloatType()]),
-                               "cvt.rna.tf32.f32 $0, $1;", "=r,f")
-            return builder.call(asm, args)
-        return types.uint32(types.float32), codegen
 
 
 def threads_for(bm):
@@ -99,26 +99,35 @@ def _bounds(threads, blocks):
     return {} if config.ENABLE_CUDASIM else {"launch_bounds": (threads, blocks)}
 
 
+def stages(bm):
+    """Shared-memory pipeline depth: three stages for BM 64 (47 KB), two for BM 128 (three would
+    pass the 48 KB of static shared memory a block may declare)."""
+    return 3 if bm == ROW_TILES[0] else 2
+
+
 @functools.lru_cache(maxsize=None)
 def _kernels(kind, bm):
     """(gemm, grad_weight) tensor-core kernels of ``kind`` with BM = ``bm``."""
     threads = threads_for(bm)
+    STAGES = stages(bm)
+    WAIT = STAGES - 2                         # groups still in flight when a tile is read
+    RING = 2 * STAGES - 2                     # gemm: tap ring slots (the gemm says why)
+    A_SHARED, B_SHARED, TAP_ROWS = STAGES * bm, STAGES * BN, RING * KW * (1 if kind == "tf32" else 2)
     WARPS_M = bm // WM
     EPW = 1 if kind == "tf32" else 2          # reduction values per 32-bit word
     KE = KW * EPW                             # reduction values per shared tile
-    A_ROWS = threads // KW                    # gemm: weight rows one pass of threads fills
-    A_LOADS = bm // A_ROWS
+    ASYNC = kind == "tf32"                    # gathered operands by cp.async (4-byte values)
+    A_STEP = threads // 4                     # gemm: weight rows between a thread's chunks
+    A_CHUNKS = bm // A_STEP                   # gemm: 16-byte weight chunks per thread
     B_LANES = threads // BN                   # gemm: threads per pixel column (word rows split)
     NL = 32 // B_LANES                        # pixel columns per warp
     B_LOADS = KW // B_LANES
     W_STEP = threads // KW                    # weight gradient: rows one pass of threads fills
     WA_LOADS = bm // W_STEP
     WB_LOADS = BN // W_STEP
-    A_SHARED, B_SHARED = 2 * bm, 2 * BN       # rows of the double-buffered shared tiles
     B_VALUES, WA_VALUES, WB_VALUES = B_LOADS * EPW, WA_LOADS * EPW, WB_LOADS * EPW
     data = float32 if kind == "tf32" else uint16
-    weight = float32 if kind == "tf32" else uint32     # the gemm's weight operand
-    S = U = uint32
+    U = uint32
 
     if kind == "tf32":
         @cuda.jit(device=True, inline="always")
@@ -128,14 +137,6 @@ def _kernels(kind, bm):
                                         c0, c1, c2, c3)
 
         @cuda.jit(device=True, inline="always")
-        def word_of(regs, t):
-            return tf32_bits(regs[t])
-
-        @cuda.jit(device=True, inline="always")
-        def a_word(v):                       # gemm weights arrive as float32 values
-            return tf32_bits(v)
-
-        @cuda.jit(device=True, inline="always")
         def store_value(v):
             return v
     else:
@@ -143,17 +144,13 @@ def _kernels(kind, bm):
         pack = mma.pack_f16x2 if kind == "f16" else mma.pack_bf16x2
 
         @cuda.jit(device=True, inline="always")
-        def word_of(regs, t):
-            # two halves' bits: the lower-indexed reduction value in the low 16 bits
-            return U(regs[2 * t]) | (U(regs[2 * t + 1]) << U(16))
-
-        @cuda.jit(device=True, inline="always")
-        def a_word(v):                       # gemm weights arrive packed
-            return v
-
-        @cuda.jit(device=True, inline="always")
         def store_value(v):
             return uint16(pack(v, float32(0)) & U(0xFFFF))
+
+    @cuda.jit(device=True, inline="always")
+    def word_of(regs, t):
+        # halves: two values' bits, the lower-indexed reduction value in the low 16 bits
+        return U(regs[2 * t]) | (U(regs[2 * t + 1]) << U(16))
 
     @cuda.jit(device=True, inline="always")
     def divmod_(a, b):
@@ -169,6 +166,17 @@ def _kernels(kind, bm):
     def put4(frag, at, words):
         for e in range(4):
             frag[at + e] = words[e]
+
+    @cuda.jit(device=True, inline="always")
+    def next_stage(s):
+        s = U(s + U(1))
+        return U(0) if s == U(STAGES) else s
+
+    @cuda.jit(device=True, inline="always")
+    def copy4(dst, row, col, src, index, inside):
+        # one 4-byte value by cp.async, zero-filled (and never read) when not ``inside``
+        mma.cp_async_4(dst, row, col, src, U(index) if inside else U(0),
+                       U(4) if inside else U(0))
 
     @cuda.jit(device=True, inline="always")
     def mma_tile(a_s, b_s, a_row, a_col, b_row, b_col, acc, af, bf):
@@ -200,41 +208,57 @@ def _kernels(kind, bm):
                 warp_col + r + 8 * (mat >> 1), 4 * (mat & 1), warp_row, warp_col)
 
     @cuda.jit(device=True, inline="always")
-    def gather(x, tap_s, slot, e, x_base, h0, w0, Hi, Wi):
-        v = data(0)
-        # one unsigned compare per side: a negative row or column wraps far above Hi / Wi
-        if (U(int32(h0 + tap_s[slot, e, 1])) < Hi) & (U(int32(w0 + tap_s[slot, e, 2])) < Wi):
-            v = x[U(x_base + tap_s[slot, e, 0])]
-        return v
+    def inside(tap_s, e, h0, w0, Hi, Wi):
+        # tap e of this pixel lies in the image: one unsigned compare per side (a negative row or
+        # column wraps far above Hi / Wi)
+        return (U(int32(h0 + tap_s[e, 1])) < Hi) & (U(int32(w0 + tap_s[e, 2])) < Wi)
 
     @cuda.jit(device=True, inline="always")
-    def gemm_load(x, wt, tap_s, slot, a_off, a_step, kl, x_base, h0, w0, Hi, Wi, a_regs, b_regs):
-        for t in range(A_LOADS):
-            a_regs[t] = wt[U(a_off + a_step * t)]
+    def copy_weights(a_s, stage, wt, a_src, a_stride, a_row, a_word):
+        # this thread's 16-byte pieces of a weight tile (padded: never out of bounds)
+        for t in range(A_CHUNKS):
+            mma.cp_async_16(a_s, stage * U(bm) + a_row + A_STEP * t, a_word, wt,
+                            U(a_src + a_stride * t), 16)
+
+    @cuda.jit(device=True, inline="always")
+    def copy_pixels(b_s, stage, x, tap_s, slot, kl, n_b, x_base, h0, w0, Hi, Wi):
+        # tf32: this thread's values of its pixel, global to shared, zero outside the image
+        for t in range(B_LOADS):
+            e = slot * U(KE) + kl + B_LANES * t
+            copy4(b_s, stage * U(BN) + n_b, kl + B_LANES * t, x, int32(x_base + tap_s[e, 0]),
+                  inside(tap_s, e, h0, w0, Hi, Wi))
+
+    @cuda.jit(device=True, inline="always")
+    def load_pixels(x, tap_s, slot, kl, x_base, h0, w0, Hi, Wi, b_regs):
+        # halves: two values per word, so no 4-byte copy: gathered into registers
         for t in range(B_LOADS):
             for h in range(EPW):
-                b_regs[EPW * t + h] = gather(x, tap_s, slot, EPW * (kl + B_LANES * t) + h,
-                                             x_base, h0, w0, Hi, Wi)
+                e = slot * U(KE) + EPW * (kl + B_LANES * t) + h
+                v = data(0)
+                if inside(tap_s, e, h0, w0, Hi, Wi):
+                    v = x[U(x_base + tap_s[e, 0])]
+                b_regs[EPW * t + h] = v
 
     @cuda.jit(device=True, inline="always")
-    def gemm_store(a_s, b_s, buf, a_row, a_k, n_b, kl, a_regs, b_regs):
-        for t in range(A_LOADS):
-            a_s[buf * bm + a_row + A_ROWS * t, a_k] = a_word(a_regs[t])
+    def store_pixels(b_s, stage, n_b, kl, b_regs):
         for t in range(B_LOADS):
-            b_s[buf * BN + n_b, kl + B_LANES * t] = word_of(b_regs, t)
+            b_s[stage * U(BN) + n_b, kl + B_LANES * t] = word_of(b_regs, t)
 
     @cuda.jit(device=True, inline="always")
-    def stage_taps(taps, tap_s, slot, tid, src):
-        if tid < 3 * KE:
-            tap_s[slot, tid % KE, tid // KE] = taps[U(src)]
+    def copy_taps(tap_s, j, tiles, tid, taps, tap_src):
+        # the taps of tile j (one 16-byte entry per thread below KE) into ring slot j % RING
+        if j < tiles and tid < U(KE):
+            mma.cp_async_16(tap_s, U(j & (RING - 1)) * U(KE) + tid, 0, taps,
+                            U(tap_src + 4 * KE * j), 16)
 
     @cuda.jit(**_bounds(threads, min_blocks(kind, bm)))
     def conv_tc_gemm_kernel(x, wt, taps, phases, bias, y, N, Hin, Win, CHWin, gstride_in, M,
                             Cout, Hout, Wout, sh, sw, ph, pw, ohs, ows, has_bias, Rw, Mp, Rt):
         # conv_cuda.conv_gemm_kernel's product (its comment gives the indexing) with wt (Z, Mp,
-        # Rw) in words: float32 values (tf32) or packed halves; x and y float32 or half bits.
-        tid = S(cuda.threadIdx.x)
-        lane, warp = tid & S(31), tid >> S(5)
+        # Rw) in words: TF32-rounded float32 values or packed halves; taps (phases, Rt, 4) rows
+        # (offset, row, column, 0); x and y float32 (x TF32-rounded) or half bits.
+        tid = U(cuda.threadIdx.x)
+        lane, warp = tid & U(31), tid >> U(5)
         G = cuda.gridDim.z // phases.shape[0]
         z = int32(cuda.blockIdx.z)
         phase = int32(z // G)
@@ -249,18 +273,17 @@ def _kernels(kind, bm):
             return                      # a phase with fewer pixels than the largest one
         a_s = cuda.shared.array((A_SHARED, KWP), uint32, alignment=ALIGN)
         b_s = cuda.shared.array((B_SHARED, KWP), uint32, alignment=ALIGN)
-        tap_s = cuda.shared.array((2, KE, 4), int32, alignment=ALIGN)   # (offset, row, col, -)
+        tap_s = cuda.shared.array((TAP_ROWS, 4), int32, alignment=ALIGN)
         acc = cuda.local.array(64, float32)
         af = cuda.local.array(16, uint32)
         bf = cuda.local.array(8, uint32)
-        a_regs = cuda.local.array(A_LOADS, weight)
         b_regs = cuda.local.array(B_VALUES, data)
         zero(acc)
-        # weights: a warp fills 2 rows x 16 words; pixels: a warp fills NL pixels x B_LANES word
+        # weights: 16-byte chunks, 4 per row; pixels: a warp fills NL pixels x B_LANES word
         # lanes, each thread one fixed pixel (offsets once, no division in the loop)
-        a_row, a_k = tid // S(KW), tid % S(KW)
-        n_b = tid % S(NL) + S(NL) * (tid // S(NL * B_LANES))
-        kl = (tid // S(NL)) % S(B_LANES)
+        a_row, a_word = tid >> U(2), (tid & U(3)) * U(4)
+        n_b = tid % U(NL) + U(NL) * (tid // U(NL * B_LANES))
+        kl = (tid // U(NL)) % U(B_LANES)
         p = int32(p0 + n_b)
         n, rest = divmod_(p, HWg)
         u, t = divmod_(rest, Wg)
@@ -268,38 +291,54 @@ def _kernels(kind, bm):
         x_base = int32(n * CHWin + g * gstride_in + h0 * Win + w0)
         if p >= P:
             h0 = int32(-conv_cuda.FAR)
-        a_off = int32((z * Mp + m0 + a_row) * Rw + a_k)
-        a_step = int32(A_ROWS * Rw)
-        tap = int32(phase * 3 * Rt + (tid // S(KE)) * Rt + tid % S(KE)) if tid < 3 * KE \
-            else int32(0)
+        a_src = int32((z * Mp + m0 + a_row) * Rw + a_word)
+        a_stride = int32(A_STEP * Rw)
+        tap_src = int32((phase * Rt + tid) * 4)
         Hi, Wi = U(Hin), U(Win)
         tiles = int32((R + KE - 1) // KE)
         la_row, la_col, lb_row, lb_col, warp_row, warp_col = lane_rows(lane, warp)
-        if tiles > 0:
-            stage_taps(taps, tap_s, 0, tid, tap)
-            cuda.syncthreads()
-            gemm_load(x, wt, tap_s, 0, a_off, a_step, kl, x_base, h0, w0, Hi, Wi, a_regs,
-                      b_regs)
-            if tiles > 1:
-                stage_taps(taps, tap_s, 1, tid, int32(tap + KE))
-            gemm_store(a_s, b_s, S(0), a_row, a_k, n_b, kl, a_regs, b_regs)
+        # The pipeline: tile j's operands are cp.async group j, issued STAGES - 1 tiles ahead
+        # into stage j % STAGES and read after a wait and the barrier. The taps that a tile's
+        # gathers read come STAGES - 1 tiles earlier still (group j brings tile j + STAGES - 1's
+        # taps) through a ring: the prologue issues tiles 0 .. STAGES - 2 with no barrier between
+        # them, so the taps of tiles 0 .. 2 STAGES - 3 need distinct slots (RING); later a slot
+        # is refilled only after the barrier that follows its last read.
+        for j in range(STAGES - 1):
+            copy_taps(tap_s, j, tiles, tid, taps, tap_src)
+        mma.cp_async_wait_all()
         cuda.syncthreads()
+        for j in range(STAGES - 1):
+            if j < tiles:
+                copy_weights(a_s, U(j), wt, int32(a_src + KW * j), a_stride, a_row, a_word)
+                if ASYNC:
+                    copy_pixels(b_s, U(j), x, tap_s, U(j), kl, n_b, x_base, h0, w0, Hi, Wi)
+                else:
+                    load_pixels(x, tap_s, U(j), kl, x_base, h0, w0, Hi, Wi, b_regs)
+                    store_pixels(b_s, U(j), n_b, kl, b_regs)
+            copy_taps(tap_s, j + STAGES - 1, tiles, tid, taps, tap_src)
+            mma.cp_async_commit()
+        rs, ws = U(0), U(STAGES - 1)            # the stages read and written this iteration
         for kt in range(tiles):
-            buf = S(kt & 1)
-            if kt + 1 < tiles:          # next tile's loads are in flight during the mma
-                a_off = int32(a_off + KW)
-                gemm_load(x, wt, tap_s, S((kt + 1) & 1), a_off, a_step, kl, x_base, h0, w0,
-                          Hi, Wi, a_regs, b_regs)
-            if kt + 2 < tiles:          # the slot tile kt's gathers read (before the barrier)
-                stage_taps(taps, tap_s, buf, tid, int32(tap + (kt + 2) * KE))
-            mma_tile(a_s, b_s, buf * bm + la_row, la_col, buf * BN + lb_row, lb_col, acc, af,
-                     bf)
-            if kt + 1 < tiles:
-                gemm_store(a_s, b_s, S(1) - buf, a_row, a_k, n_b, kl, a_regs, b_regs)
-            cuda.syncthreads()
+            mma.cp_async_wait(WAIT)             # this thread's copies of tile kt have landed
+            cuda.syncthreads()                  # everyone's, and stage ws is read no more
+            j = kt + STAGES - 1
+            if j < tiles:
+                slot = U(j & (RING - 1))
+                copy_weights(a_s, ws, wt, int32(a_src + KW * j), a_stride, a_row, a_word)
+                if ASYNC:
+                    copy_pixels(b_s, ws, x, tap_s, slot, kl, n_b, x_base, h0, w0, Hi, Wi)
+                else:                           # in flight during the mma
+                    load_pixels(x, tap_s, slot, kl, x_base, h0, w0, Hi, Wi, b_regs)
+            copy_taps(tap_s, j + STAGES - 1, tiles, tid, taps, tap_src)
+            mma.cp_async_commit()
+            mma_tile(a_s, b_s, rs * U(bm) + la_row, la_col, rs * U(BN) + lb_row, lb_col, acc,
+                     af, bf)
+            if not ASYNC and j < tiles:
+                store_pixels(b_s, ws, n_b, kl, b_regs)
+            rs, ws = next_stage(rs), next_stage(ws)
         # epilogue: C fragment element e of tile (i, j) is row g (+8 for e >= 2), column 2t
         # (+1 for odd e); per column its flat output offset (divisions once per column)
-        gq, tq = lane >> S(2), lane & S(3)
+        gq, tq = lane >> U(2), lane & U(3)
         bias_r = cuda.local.array(8, float32)
         for i in range(4):
             for h in range(2):
@@ -325,9 +364,31 @@ def _kernels(kind, bm):
                                 y[U(cols[2 * j + c] + m * HWout)] = store_value(v)
 
     @cuda.jit(device=True, inline="always")
+    def wgrad_pixel(tap_s, col, h0, w0, Hx, Wx):
+        return (U(int32(h0 + tap_s[1, col])) < Hx) & (U(int32(w0 + tap_s[2, col])) < Wx)
+
+    @cuda.jit(device=True, inline="always")
+    def wgrad_copy(a_s, b_s, stage, x, gy, tap_s, q, q_end, n, oh, ow, m_room, gy_rows, gy_step,
+                   KHWo, CHW, x_group, Wo, sh, sw, ph, pw, Hx, Wx, lrow, lk):
+        # tf32: pixel q's gy rows and x patch, global to shared, zero outside
+        live = q < q_end
+        gy_base = int32(n * KHWo + gy_rows + oh * Wo + ow)
+        for t in range(WA_LOADS):
+            copy4(a_s, stage * U(bm) + lrow + W_STEP * t, lk, gy, int32(gy_base + gy_step * t),
+                  live and W_STEP * t < m_room)
+        h0, w0 = int32(oh * sh - ph), int32(ow * sw - pw)
+        x_base = int32(n * CHW + x_group + h0 * int32(Wx) + w0)
+        if not live:
+            h0 = int32(-conv_cuda.FAR)
+        for t in range(WB_LOADS):
+            col = lrow + W_STEP * t
+            copy4(b_s, stage * U(BN) + col, lk, x, int32(x_base + tap_s[0, col]),
+                  wgrad_pixel(tap_s, col, h0, w0, Hx, Wx))
+
+    @cuda.jit(device=True, inline="always")
     def wgrad_load(x, gy, tap_s, h, q, q_end, n, oh, ow, m_room, gy_rows, gy_step, KHWo, CHW,
                    x_group, Wo, sh, sw, ph, pw, Hx, Wx, lrow, a_regs, b_regs):
-        # value h of this thread's words: pixel q's gy rows and x patch
+        # halves: value h of this thread's words (pixel q's gy rows and x patch) into registers
         live = q < q_end
         gy_base = int32(n * KHWo + gy_rows + oh * Wo + ow)
         for t in range(WA_LOADS):
@@ -342,9 +403,16 @@ def _kernels(kind, bm):
         for t in range(WB_LOADS):
             col = lrow + W_STEP * t
             v = data(0)
-            if (U(int32(h0 + tap_s[1, col])) < Hx) & (U(int32(w0 + tap_s[2, col])) < Wx):
+            if wgrad_pixel(tap_s, col, h0, w0, Hx, Wx):
                 v = x[U(x_base + tap_s[0, col])]
             b_regs[EPW * t + h] = v
+
+    @cuda.jit(device=True, inline="always")
+    def wgrad_store(a_s, b_s, stage, lrow, lk, a_regs, b_regs):
+        for t in range(WA_LOADS):
+            a_s[stage * U(bm) + lrow + W_STEP * t, lk] = word_of(a_regs, t)
+        for t in range(WB_LOADS):
+            b_s[stage * U(BN) + lrow + W_STEP * t, lk] = word_of(b_regs, t)
 
     @cuda.jit(device=True, inline="always")
     def advance(n, oh, ow, dn, dh, dw, Hs, Ws):
@@ -365,9 +433,11 @@ def _kernels(kind, bm):
                                    split_len):
         # partial[s, g*Kg + m, r] = sum over pixels q of split s of gy[q, g*Kg + m] * patch(q)[r]
         # (conv_cuda.conv_grad_weight_kernel's product, without the bias). Word lk of a tile
-        # holds pixel q (tf32), or pixels q and q + KW (halves: the pair of one word).
-        tid = S(cuda.threadIdx.x)
-        lane, warp = tid & S(31), tid >> S(5)
+        # holds pixel q (tf32), or pixels q and q + KW (halves: the pair of one word). The
+        # pipeline is the gemm's (tile j: cp.async group j, stage j % STAGES), with the block's
+        # taps staged once.
+        tid = U(cuda.threadIdx.x)
+        lane, warp = tid & U(31), tid >> U(5)
         splits = partial.shape[0]
         K, R = partial.shape[1], partial.shape[2]
         z = int32(cuda.blockIdx.z)
@@ -389,7 +459,7 @@ def _kernels(kind, bm):
         a_regs = cuda.local.array(WA_VALUES, data)
         b_regs = cuda.local.array(WB_VALUES, data)
         zero(acc)
-        lk, lrow = tid % S(KW), tid // S(KW)
+        lk, lrow = tid % U(KW), tid // U(KW)
         if tid < BN:
             for e in range(3):
                 tap_s[e, tid] = taps[e, U(r0 + tid)]
@@ -411,31 +481,38 @@ def _kernels(kind, bm):
         sh_, sw_, ph_, pw_ = int32(sh), int32(sw), int32(ph), int32(pw)
         la_row, la_col, lb_row, lb_col, warp_row, warp_col = lane_rows(lane, warp)
         tiles = int32((q_end - q_begin + KE - 1) // KE)
-        for kt in range(tiles + 1):
-            if kt < tiles:                        # load tile kt into registers
-                wgrad_load(x, gy, tap_s, 0, q, q_end, n, oh, ow, m_room, gy_rows, gy_step,
-                           KHWo, CHW, x_group, Ws, sh_, sw_, ph_, pw_, Hx, Wx, lrow, a_regs,
-                           b_regs)
-                n, oh, ow = advance(n, oh, ow, dn, dh, dw, Hs, Ws)
-                if EPW == 2:
+        rs, ws = U(0), U(0)             # the stages read and written next
+        for j in range(tiles + STAGES - 1):
+            kt = j - (STAGES - 1)       # the tile multiplied in this iteration (< 0: prologue)
+            if kt >= 0:
+                mma.cp_async_wait(WAIT)
+                cuda.syncthreads()
+            if j < tiles:               # issue tile j into stage ws
+                if ASYNC:
+                    wgrad_copy(a_s, b_s, ws, x, gy, tap_s, q, q_end, n, oh, ow, m_room, gy_rows,
+                               gy_step, KHWo, CHW, x_group, Ws, sh_, sw_, ph_, pw_, Hx, Wx,
+                               lrow, lk)
+                else:
+                    wgrad_load(x, gy, tap_s, 0, q, q_end, n, oh, ow, m_room, gy_rows, gy_step,
+                               KHWo, CHW, x_group, Ws, sh_, sw_, ph_, pw_, Hx, Wx, lrow, a_regs,
+                               b_regs)
                     wgrad_load(x, gy, tap_s, 1, q2, q_end, n2, oh2, ow2, m_room, gy_rows,
                                gy_step, KHWo, CHW, x_group, Ws, sh_, sw_, ph_, pw_, Hx, Wx,
                                lrow, a_regs, b_regs)
                     n2, oh2, ow2 = advance(n2, oh2, ow2, dn, dh, dw, Hs, Ws)
+                    q2 = int32(q2 + KE)
+                n, oh, ow = advance(n, oh, ow, dn, dh, dw, Hs, Ws)
                 q = int32(q + KE)
-                q2 = int32(q2 + KE)
-            if kt > 0:                            # multiply tile kt - 1
-                buf = S((kt - 1) & 1)
-                mma_tile(a_s, b_s, buf * bm + la_row, la_col, buf * BN + lb_row, lb_col, acc,
+            mma.cp_async_commit()
+            if kt >= 0:
+                mma_tile(a_s, b_s, rs * U(bm) + la_row, la_col, rs * U(BN) + lb_row, lb_col, acc,
                          af, bf)
-            if kt < tiles:                        # store tile kt into the other buffer
-                buf = S(kt & 1)
-                for t in range(WA_LOADS):
-                    a_s[buf * bm + lrow + W_STEP * t, lk] = word_of(a_regs, t)
-                for t in range(WB_LOADS):
-                    b_s[buf * BN + lrow + W_STEP * t, lk] = word_of(b_regs, t)
-            cuda.syncthreads()
-        gq, tq = lane >> S(2), lane & S(3)
+                rs = next_stage(rs)
+            if not ASYNC and j < tiles:  # stored after the mma: the loads were in flight
+                wgrad_store(a_s, b_s, ws, lrow, lk, a_regs, b_regs)
+            if j < tiles:
+                ws = next_stage(ws)
+        gq, tq = lane >> U(2), lane & U(3)
         for i in range(4):
             for h in range(2):
                 m = int32(m0 + warp_row + 16 * i + 8 * h + gq)
@@ -462,6 +539,22 @@ def _bits(xp, a):
     return a if a.dtype == np.float32 else a.view(np.uint16)
 
 
+def _tf32(xp, a):
+    """float32 ``a`` rounded to TF32 as ``cvt.rna.tf32.f32`` does (to nearest, ties away from
+    zero; infinities and NaNs kept), a new flat array. The kernels copy operands from global to
+    shared memory without registers (cp.async), so they are rounded here, once per call, and the
+    tensor cores (which ignore the low 13 bits) read them as rounded."""
+    bits = xp.ascontiguousarray(a, np.float32).reshape(-1).view(np.uint32)
+    special = (bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
+    rounded = (bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)
+    return xp.where(special, bits, rounded).view(np.float32)
+
+
+def _operand(xp, a):
+    """An input data array as the kernels read it: float32 rounded to TF32, halves as bits."""
+    return _tf32(xp, a) if np.dtype(a.dtype) == np.float32 else _bits(xp, a)
+
+
 def _row_tile(rows):
     return ROW_TILES[0] if rows <= ROW_TILES[0] else ROW_TILES[1]
 
@@ -474,9 +567,12 @@ def _fits(*sizes, image):
 @functools.lru_cache(maxsize=64)
 def _plan(which, xp, *args):
     """conv_cuda's ``which`` plan (``_forward_plan`` / ``_input_plan``) with the reduction
-    padded to PAD_K and the weight index as the (Z, Mp, Rp) layout these kernels read."""
+    padded to PAD_K, the taps as 16-byte rows (phases, Rt, 4) = (offset, row, column, 0) (one
+    cp.async each) and the weight index as the (Z, Mp, Rp) layout these kernels read."""
     taps, phases, (src, size), pixels = getattr(conv_cuda, which)(xp, *args, PAD_K)
-    return taps, phases, (src.transpose(0, 2, 1).copy(), size), pixels
+    rows = xp.zeros((taps.shape[0], taps.shape[2], 4), np.int32)
+    rows[:, :, :3] = taps.transpose(0, 2, 1)
+    return rows, phases, (src.transpose(0, 2, 1).copy(), size), pixels
 
 
 def _words(plan, kind_):
@@ -486,14 +582,14 @@ def _words(plan, kind_):
 
 
 def _weights(xp, w, plan, kind_):
-    """The gemm's weight operand, flat: (Z, Mp, Rp) float32 values (tf32, rounded in the
-    kernel) or (Z, Mp, Rp / 2) words of packed halves."""
+    """The gemm's weight operand, flat: (Z, Mp, Rp) float32 values rounded to TF32, or
+    (Z, Mp, Rp / 2) words of packed halves."""
     src, size = plan
     padded = xp.empty(size + 1, w.dtype)
     padded[:size] = xp.asarray(w).reshape(-1)
     padded[size:] = 0
     out = padded[src]
-    return out.reshape(-1) if kind_ == "tf32" else out.view(np.uint32).reshape(-1)
+    return _tf32(xp, out) if kind_ == "tf32" else out.view(np.uint32).reshape(-1)
 
 
 def _launch_gemm(kind_, bm, grid, x_bits, wt, taps, phases, bias, y, *scalars):
@@ -524,10 +620,10 @@ def forward(x, w, b, geo):
     wt = _weights(xp, w, plan, kind_)
     grid = (conv_cuda._blocks(geo.N * geo.Ho * geo.Wo, BN), conv_cuda._blocks(Kg, bm), G)
     Mp, Rw = _words(plan, kind_)
-    _launch_gemm(kind_, bm, grid, _bits(xp, x), wt, taps, phases, _bias(xp, b, geo.K), y,
+    _launch_gemm(kind_, bm, grid, _operand(xp, x), wt, taps, phases, _bias(xp, b, geo.K), y,
                  geo.N, geo.H, geo.W, geo.C * geo.H * geo.W, Cg * geo.H * geo.W, Kg, geo.K,
                  geo.Ho, geo.Wo, geo.sh, geo.sw, geo.ph, geo.pw, 1, 1, int(b is not None), Rw,
-                 Mp, taps.shape[2])
+                 Mp, taps.shape[1])
     return y
 
 
@@ -552,10 +648,10 @@ def grad_input(gy, w, geo, b=None):
     grid = (conv_cuda._blocks(geo.N * pixels, BN), conv_cuda._blocks(Cg, bm),
             G * len(phases))
     Mp, Rw = _words(plan, kind_)
-    _launch_gemm(kind_, bm, grid, _bits(xp, gy), wt, taps, phases, _bias(xp, b, geo.C), gx,
+    _launch_gemm(kind_, bm, grid, _operand(xp, gy), wt, taps, phases, _bias(xp, b, geo.C), gx,
                  geo.N, geo.Ho, geo.Wo, geo.K * geo.Ho * geo.Wo, Kg * geo.Ho * geo.Wo, Cg,
                  geo.C, geo.H, geo.W, 1, 1, 0, 0, geo.sh, geo.sw, int(b is not None), Rw, Mp,
-                 taps.shape[2])
+                 taps.shape[1])
     return gx
 
 
@@ -581,7 +677,7 @@ def grad_weight(x, gy, geo, with_bias=False):
                                    geo.Ho, geo.Wo, G, bm, PAD_K)[0][0]
     grid = (conv_cuda._blocks(R, BN), conv_cuda._blocks(Kg, bm), G * splits)
     launch(_kernels(kind_, bm)[1], grad_weight_signature(kind_), grid, threads_for(bm),
-           _bits(xp, x), _bits(xp, gy), taps, partial, geo.N, geo.C, geo.H, geo.W, geo.Ho,
+           _operand(xp, x), _operand(xp, gy), taps, partial, geo.N, geo.C, geo.H, geo.W, geo.Ho,
            geo.Wo, geo.sh, geo.sw, geo.ph, geo.pw, split_len)
     gw = (partial[0] if splits == 1 else partial.sum(axis=0)).reshape(geo.w_shape)
     return (gw, conv_cuda.grad_bias(gy)) if with_bias else gw
@@ -605,6 +701,12 @@ def grad_weight_signature(kind_):
             f"{', '.join(['int64'] * 11)})")
 
 
+# the hot-loop HMMA share each build reaches (sm_90 SASS, ptxas padding left out), rounded down:
+# (tf32?, BM) -> (gemm, grad_weight). The gate holds the kernels to it, so it cannot regress.
+HMMA_FLOOR = {(True, 64): (0.11, 0.08), (True, 128): (0.15, 0.11),
+              (False, 64): (0.065, 0.045), (False, 128): (0.095, 0.06)}
+
+
 def _signatures():
     """Every tensor-core build with its launch signature; the gate holds each (half builds
     included: ``min_hmma_share`` marks them) to its budget."""
@@ -612,10 +714,12 @@ def _signatures():
     for kind_ in KINDS:
         for bm in ROW_TILES:
             gemm, gwt = _kernels(kind_, bm)
-            budget = Budget(threads=threads_for(bm), min_hmma_share=0.04,
-                            min_occupancy=min_blocks(kind_, bm) * threads_for(bm) / 32 / 64)
-            table.append((gemm, [gemm_signature(kind_)], budget))
-            table.append((gwt, [grad_weight_signature(kind_)], budget))
+            for kernel, signature, share in zip((gemm, gwt), (gemm_signature(kind_),
+                                                              grad_weight_signature(kind_)),
+                                                 HMMA_FLOOR[kind_ == "tf32", bm]):
+                table.append((kernel, [signature], Budget(
+                    threads=threads_for(bm), min_hmma_share=share,
+                    min_occupancy=min_blocks(kind_, bm) * threads_for(bm) / 32 / 64)))
     return table
 
 

@@ -55,6 +55,10 @@ CASES = {
     "3x2 stride 2 dilated, groups 2": (1, 4, 7, 6, 4, (3, 2), (2, 1), (1, 0), (1, 2), 2),
     "3x2 stride (2, 1) dilated": (1, 2, 5, 6, 3, (3, 2), (2, 1), (1, 0), (1, 2), 1),
     "1x1, 65 rows: BM 128, edge tiles": (1, 1, 3, 5, 65, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+    # pipeline edges: more k-tiles than stages and tap-ring slots (tf32 forward: 72 taps = 5 tiles
+    # of 16; weight gradient: 63 pixels = 4 tiles, the last partial), odd sizes, stride, padding
+    "3x3 stride 2, 8 channels: 5 k-tiles": (1, 8, 5, 5, 4, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    "3x3 pad 1, 7x9: 4 pixel tiles": (1, 1, 7, 9, 2, (3, 3), (1, 1), (1, 1), (1, 1), 1),
 }
 
 
@@ -67,7 +71,8 @@ def _geometry(case):
 # each kernel build once or twice: the emulation is slow (tf32 3x3 pad 1 has two k-tiles: the
 # double buffer and the tap ring; half has one)
 @pytest.mark.parametrize("kind,name", [("tf32", "3x3 pad 1"), ("f16", "3x3 pad 1"),
-                                       ("bf16", "1x1, 65 rows: BM 128, edge tiles")])
+                                       ("bf16", "1x1, 65 rows: BM 128, edge tiles"),
+                                       ("tf32", "3x3 stride 2, 8 channels: 5 k-tiles")])
 def test_forward(rng, kind, name):
     geo = _geometry(CASES[name])
     x, w, b = _arrays(rng, kind, geo.x_shape, geo.w_shape, (geo.K,))
@@ -92,7 +97,8 @@ def test_grad_input_per_phase_with_bias(rng):
 
 @pytest.mark.parametrize("kind,name", [("tf32", "3x3 pad 1"),
                                        ("bf16", "3x2 stride 2 dilated, groups 2"),
-                                       ("f16", "1x1, 65 rows: BM 128, edge tiles")])
+                                       ("f16", "1x1, 65 rows: BM 128, edge tiles"),
+                                       ("tf32", "3x3 pad 1, 7x9: 4 pixel tiles")])
 def test_grad_weight(rng, kind, name):
     """tf32: 25 pixels, two k-tiles (the pixel carries); bf16: grouped, strided; f16: the BM 128
     build."""
