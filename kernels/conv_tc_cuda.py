@@ -1,15 +1,15 @@
 """Tensor-core conv kernels: the implicit GEMMs of conv_cuda.py on ``mma.sync`` (kernels/mma.py).
 
-Same products, same host plans (tap tables, per-phase grad_input, split weight gradient) as the
-SIMT kernels of conv_cuda.py, which stay the strict-fp32 (and float64) path:
+Same products and host plans (tap tables, per-phase grad_input, split weight gradient; the half
+kinds over pairs, below) as the SIMT kernels of conv_cuda.py, the strict-fp32 (and float64) path:
 
 ==========  ====================================  =========================================
 kind        data                                  mma
 ==========  ====================================  =========================================
 ``tf32``    float32, when TF32 is allowed         m16n8k8 TF32 (operands rounded to TF32
                                                   on the host, as ``cvt.rna.tf32`` would)
-``f16``     float16 (passed as its uint16 bits)   m16n8k16 F16, fp32 accumulation
-``bf16``    bfloat16 (passed as its uint16 bits)  m16n8k16 BF16, fp32 accumulation
+``f16``     float16 (as uint32 words of pairs)    m16n8k16 F16, fp32 accumulation
+``bf16``    bfloat16 (as uint32 words of pairs)   m16n8k16 BF16, fp32 accumulation
 ==========  ====================================  =========================================
 
 Accumulation is float32 in every kind; half outputs are rounded once, to nearest even, as they
@@ -30,21 +30,27 @@ Pipeline: shared memory holds STAGES tiles of each operand (three for BM 64, two
 global to shared without registers: tile j is cp.async group j, issued STAGES - 1 tiles before it
 is multiplied; an iteration waits for its own tile's group (``cp.async.wait_group STAGES - 2``),
 passes the one barrier (which also frees the stage the next issue overwrites), issues tile
-j + STAGES - 1 and runs the mma. The weights travel in 16-byte pieces (padded: never out of
-bounds); TF32 data travels value by value (4 bytes) with the bounds test turned into the copy's
-zero-fill (``src_bytes`` 0 for a tap outside the image or a pixel past the end), so the hot loop
-has no branch per element and no conversion: the host rounds TF32 operands once per call. Half
-data pairs two reduction values from different addresses in each word, below cp.async's 4-byte
-minimum, so it is gathered into registers before the mma and stored after it (the loads are in
-flight during the mma). The gemm's tap entries (offset, row, column, 0) travel as 16-byte rows by
-cp.async too, in a ring STAGES - 1 tiles ahead of the gathers that read them. Index math is int32
-(the int64 build of conv_cuda serves the rare tensors past the int32 guard, float16/float32
-only). ``launch_bounds`` keep the 256-thread builds at 128 registers (two blocks per SM) without
-spills.
+j + STAGES - 1 and runs the mma. Weights travel in 16-byte pieces (padded: never out of bounds),
+gathered data word by word (4 bytes), the bounds test turned into the copy's zero-fill
+(``src_bytes`` 0 for a tap outside the image or a pixel past the end): no branch per element, no
+conversion, no register staging in the hot loop. So every operand word must be one 4-byte
+location, and the host lays the data out once per call:
 
-Weights reach the gemm kernel as (Z, Mp, Rp) (K-contiguous, unlike the SIMT kernel's (Z, Rp, Mp)),
-Rp padded to 32 reduction values; half weights are packed two per word on the host. The weight
-gradient does not fold the bias (a CuPy sum gives it): its registers go to the accumulators.
+- TF32: float32 values rounded to TF32 (``cvt.rna``'s rounding, done by ``_tf32``).
+- Halves, gemm (forward, grad_input): channel pairs, ``(N, G, ceil(Cg/2), H, W)`` words holding
+  channels 2p and 2p + 1 of a pixel; the reduction runs over (channel pair, tap) words and the
+  weights are packed to match (``_half_plan``, ``_half_weights``).
+- Halves, weight gradient: image pairs, ``(ceil(N/2), C, H, W)`` words holding a pixel of images
+  2n and 2n + 1 (the reduction runs over pixels; both meet the same tap at the same place).
+
+The gemm's tap entries (offset, row, column, 0) travel as 16-byte rows by cp.async too, in a
+ring STAGES - 1 tiles ahead of the gathers that read them. Index math is int32 (the int64 build
+of conv_cuda serves the rare tensors past the int32 guard, float16/float32 only).
+``launch_bounds`` keep every build at 128 registers (16 warps per SM) without spills.
+
+TF32 weights reach the gemm kernel as (Z, Mp, Rp) (K-contiguous, unlike the SIMT kernel's
+(Z, Rp, Mp)), Rp padded to 32 reduction values. The weight gradient does not fold the bias (a
+CuPy sum gives it): its registers go to the accumulators.
 """
 
 import functools
@@ -87,11 +93,10 @@ def threads_for(bm):
     return (bm // WM) * (BN // WN) * 32
 
 
-def min_blocks(kind, bm):
-    """Blocks per SM that ptxas must leave room for (``launch_bounds``): two of 256 threads
-    (128 registers each, 16 warps); of 128 threads, four for TF32 and three for the half kinds,
-    whose second pixel per word needs ~160 registers (four would spill)."""
-    return 2 if bm == 128 else 4 if kind == "tf32" else 3
+def min_blocks(bm):
+    """Blocks per SM that ptxas must leave room for (``launch_bounds``): 16 warps, so 128
+    registers a thread (two blocks of 256 threads, four of 128)."""
+    return 2 if bm == 128 else 4
 
 
 def _bounds(threads, blocks):
@@ -112,11 +117,8 @@ def _kernels(kind, bm):
     STAGES = stages(bm)
     WAIT = STAGES - 2                         # groups still in flight when a tile is read
     RING = 2 * STAGES - 2                     # gemm: tap ring slots (the gemm says why)
-    A_SHARED, B_SHARED, TAP_ROWS = STAGES * bm, STAGES * BN, RING * KW * (1 if kind == "tf32" else 2)
+    A_SHARED, B_SHARED, TAP_ROWS = STAGES * bm, STAGES * BN, RING * KW
     WARPS_M = bm // WM
-    EPW = 1 if kind == "tf32" else 2          # reduction values per 32-bit word
-    KE = KW * EPW                             # reduction values per shared tile
-    ASYNC = kind == "tf32"                    # gathered operands by cp.async (4-byte values)
     A_STEP = threads // 4                     # gemm: weight rows between a thread's chunks
     A_CHUNKS = bm // A_STEP                   # gemm: 16-byte weight chunks per thread
     B_LANES = threads // BN                   # gemm: threads per pixel column (word rows split)
@@ -125,8 +127,6 @@ def _kernels(kind, bm):
     W_STEP = threads // KW                    # weight gradient: rows one pass of threads fills
     WA_LOADS = bm // W_STEP
     WB_LOADS = BN // W_STEP
-    B_VALUES, WA_VALUES, WB_VALUES = B_LOADS * EPW, WA_LOADS * EPW, WB_LOADS * EPW
-    data = float32 if kind == "tf32" else uint16
     U = uint32
 
     if kind == "tf32":
@@ -146,11 +146,6 @@ def _kernels(kind, bm):
         @cuda.jit(device=True, inline="always")
         def store_value(v):
             return uint16(pack(v, float32(0)) & U(0xFFFF))
-
-    @cuda.jit(device=True, inline="always")
-    def word_of(regs, t):
-        # halves: two values' bits, the lower-indexed reduction value in the low 16 bits
-        return U(regs[2 * t]) | (U(regs[2 * t + 1]) << U(16))
 
     @cuda.jit(device=True, inline="always")
     def divmod_(a, b):
@@ -222,41 +217,26 @@ def _kernels(kind, bm):
 
     @cuda.jit(device=True, inline="always")
     def copy_pixels(b_s, stage, x, tap_s, slot, kl, n_b, x_base, h0, w0, Hi, Wi):
-        # tf32: this thread's values of its pixel, global to shared, zero outside the image
+        # this thread's words of its pixel, global to shared, zero outside the image
         for t in range(B_LOADS):
-            e = slot * U(KE) + kl + B_LANES * t
+            e = slot * U(KW) + kl + B_LANES * t
             copy4(b_s, stage * U(BN) + n_b, kl + B_LANES * t, x, int32(x_base + tap_s[e, 0]),
                   inside(tap_s, e, h0, w0, Hi, Wi))
 
     @cuda.jit(device=True, inline="always")
-    def load_pixels(x, tap_s, slot, kl, x_base, h0, w0, Hi, Wi, b_regs):
-        # halves: two values per word, so no 4-byte copy: gathered into registers
-        for t in range(B_LOADS):
-            for h in range(EPW):
-                e = slot * U(KE) + EPW * (kl + B_LANES * t) + h
-                v = data(0)
-                if inside(tap_s, e, h0, w0, Hi, Wi):
-                    v = x[U(x_base + tap_s[e, 0])]
-                b_regs[EPW * t + h] = v
-
-    @cuda.jit(device=True, inline="always")
-    def store_pixels(b_s, stage, n_b, kl, b_regs):
-        for t in range(B_LOADS):
-            b_s[stage * U(BN) + n_b, kl + B_LANES * t] = word_of(b_regs, t)
-
-    @cuda.jit(device=True, inline="always")
     def copy_taps(tap_s, j, tiles, tid, taps, tap_src):
-        # the taps of tile j (one 16-byte entry per thread below KE) into ring slot j % RING
-        if j < tiles and tid < U(KE):
-            mma.cp_async_16(tap_s, U(j & (RING - 1)) * U(KE) + tid, 0, taps,
-                            U(tap_src + 4 * KE * j), 16)
+        # the taps of tile j (one 16-byte entry per thread below KW) into ring slot j % RING
+        if j < tiles and tid < U(KW):
+            mma.cp_async_16(tap_s, U(j & (RING - 1)) * U(KW) + tid, 0, taps,
+                            U(tap_src + 4 * KW * j), 16)
 
-    @cuda.jit(**_bounds(threads, min_blocks(kind, bm)))
+    @cuda.jit(**_bounds(threads, min_blocks(bm)))
     def conv_tc_gemm_kernel(x, wt, taps, phases, bias, y, N, Hin, Win, CHWin, gstride_in, M,
                             Cout, Hout, Wout, sh, sw, ph, pw, ohs, ows, has_bias, Rw, Mp, Rt):
-        # conv_cuda.conv_gemm_kernel's product (its comment gives the indexing) with wt (Z, Mp,
-        # Rw) in words: TF32-rounded float32 values or packed halves; taps (phases, Rt, 4) rows
-        # (offset, row, column, 0); x and y float32 (x TF32-rounded) or half bits.
+        # conv_cuda.conv_gemm_kernel's product (its comment gives the indexing) over 32-bit words:
+        # x is TF32-rounded float32, or pairs of halves (two channels of one pixel, _pairs); wt
+        # (Z, Mp, Rw) the matching weight words; taps (phases, Rt, 4) one row (offset, row,
+        # column, 0) per word of the reduction, R words in all; y float32 or half bits.
         tid = U(cuda.threadIdx.x)
         lane, warp = tid & U(31), tid >> U(5)
         G = cuda.gridDim.z // phases.shape[0]
@@ -277,7 +257,6 @@ def _kernels(kind, bm):
         acc = cuda.local.array(64, float32)
         af = cuda.local.array(16, uint32)
         bf = cuda.local.array(8, uint32)
-        b_regs = cuda.local.array(B_VALUES, data)
         zero(acc)
         # weights: 16-byte chunks, 4 per row; pixels: a warp fills NL pixels x B_LANES word
         # lanes, each thread one fixed pixel (offsets once, no division in the loop)
@@ -295,7 +274,7 @@ def _kernels(kind, bm):
         a_stride = int32(A_STEP * Rw)
         tap_src = int32((phase * Rt + tid) * 4)
         Hi, Wi = U(Hin), U(Win)
-        tiles = int32((R + KE - 1) // KE)
+        tiles = int32((R + KW - 1) // KW)
         la_row, la_col, lb_row, lb_col, warp_row, warp_col = lane_rows(lane, warp)
         # The pipeline: tile j's operands are cp.async group j, issued STAGES - 1 tiles ahead
         # into stage j % STAGES and read after a wait and the barrier. The taps that a tile's
@@ -310,11 +289,7 @@ def _kernels(kind, bm):
         for j in range(STAGES - 1):
             if j < tiles:
                 copy_weights(a_s, U(j), wt, int32(a_src + KW * j), a_stride, a_row, a_word)
-                if ASYNC:
-                    copy_pixels(b_s, U(j), x, tap_s, U(j), kl, n_b, x_base, h0, w0, Hi, Wi)
-                else:
-                    load_pixels(x, tap_s, U(j), kl, x_base, h0, w0, Hi, Wi, b_regs)
-                    store_pixels(b_s, U(j), n_b, kl, b_regs)
+                copy_pixels(b_s, U(j), x, tap_s, U(j), kl, n_b, x_base, h0, w0, Hi, Wi)
             copy_taps(tap_s, j + STAGES - 1, tiles, tid, taps, tap_src)
             mma.cp_async_commit()
         rs, ws = U(0), U(STAGES - 1)            # the stages read and written this iteration
@@ -323,18 +298,13 @@ def _kernels(kind, bm):
             cuda.syncthreads()                  # everyone's, and stage ws is read no more
             j = kt + STAGES - 1
             if j < tiles:
-                slot = U(j & (RING - 1))
                 copy_weights(a_s, ws, wt, int32(a_src + KW * j), a_stride, a_row, a_word)
-                if ASYNC:
-                    copy_pixels(b_s, ws, x, tap_s, slot, kl, n_b, x_base, h0, w0, Hi, Wi)
-                else:                           # in flight during the mma
-                    load_pixels(x, tap_s, slot, kl, x_base, h0, w0, Hi, Wi, b_regs)
+                copy_pixels(b_s, ws, x, tap_s, U(j & (RING - 1)), kl, n_b, x_base, h0, w0, Hi,
+                            Wi)
             copy_taps(tap_s, j + STAGES - 1, tiles, tid, taps, tap_src)
             mma.cp_async_commit()
             mma_tile(a_s, b_s, rs * U(bm) + la_row, la_col, rs * U(BN) + lb_row, lb_col, acc,
                      af, bf)
-            if not ASYNC and j < tiles:
-                store_pixels(b_s, ws, n_b, kl, b_regs)
             rs, ws = next_stage(rs), next_stage(ws)
         # epilogue: C fragment element e of tile (i, j) is row g (+8 for e >= 2), column 2t
         # (+1 for odd e); per column its flat output offset (divisions once per column)
@@ -364,59 +334,26 @@ def _kernels(kind, bm):
                                 y[U(cols[2 * j + c] + m * HWout)] = store_value(v)
 
     @cuda.jit(device=True, inline="always")
-    def wgrad_pixel(tap_s, col, h0, w0, Hx, Wx):
-        return (U(int32(h0 + tap_s[1, col])) < Hx) & (U(int32(w0 + tap_s[2, col])) < Wx)
-
-    @cuda.jit(device=True, inline="always")
     def wgrad_copy(a_s, b_s, stage, x, gy, tap_s, q, q_end, n, oh, ow, m_room, gy_rows, gy_step,
                    KHWo, CHW, x_group, Wo, sh, sw, ph, pw, Hx, Wx, lrow, lk):
-        # tf32: pixel q's gy rows and x patch, global to shared, zero outside
+        # word q's gy rows and x patch, global to shared, zero outside the image or past the end
         live = q < q_end
         gy_base = int32(n * KHWo + gy_rows + oh * Wo + ow)
         for t in range(WA_LOADS):
             copy4(a_s, stage * U(bm) + lrow + W_STEP * t, lk, gy, int32(gy_base + gy_step * t),
-                  live and W_STEP * t < m_room)
+                  live and m_room > int32(W_STEP * t))
         h0, w0 = int32(oh * sh - ph), int32(ow * sw - pw)
         x_base = int32(n * CHW + x_group + h0 * int32(Wx) + w0)
         if not live:
             h0 = int32(-conv_cuda.FAR)
         for t in range(WB_LOADS):
             col = lrow + W_STEP * t
-            copy4(b_s, stage * U(BN) + col, lk, x, int32(x_base + tap_s[0, col]),
-                  wgrad_pixel(tap_s, col, h0, w0, Hx, Wx))
-
-    @cuda.jit(device=True, inline="always")
-    def wgrad_load(x, gy, tap_s, h, q, q_end, n, oh, ow, m_room, gy_rows, gy_step, KHWo, CHW,
-                   x_group, Wo, sh, sw, ph, pw, Hx, Wx, lrow, a_regs, b_regs):
-        # halves: value h of this thread's words (pixel q's gy rows and x patch) into registers
-        live = q < q_end
-        gy_base = int32(n * KHWo + gy_rows + oh * Wo + ow)
-        for t in range(WA_LOADS):
-            v = data(0)
-            if live and W_STEP * t < m_room:
-                v = gy[U(gy_base + gy_step * t)]
-            a_regs[EPW * t + h] = v
-        h0, w0 = int32(oh * sh - ph), int32(ow * sw - pw)
-        x_base = int32(n * CHW + x_group + h0 * int32(Wx) + w0)
-        if not live:
-            h0 = int32(-conv_cuda.FAR)
-        for t in range(WB_LOADS):
-            col = lrow + W_STEP * t
-            v = data(0)
-            if wgrad_pixel(tap_s, col, h0, w0, Hx, Wx):
-                v = x[U(x_base + tap_s[0, col])]
-            b_regs[EPW * t + h] = v
-
-    @cuda.jit(device=True, inline="always")
-    def wgrad_store(a_s, b_s, stage, lrow, lk, a_regs, b_regs):
-        for t in range(WA_LOADS):
-            a_s[stage * U(bm) + lrow + W_STEP * t, lk] = word_of(a_regs, t)
-        for t in range(WB_LOADS):
-            b_s[stage * U(BN) + lrow + W_STEP * t, lk] = word_of(b_regs, t)
+            copy4(b_s, stage * U(BN) + col, lk, x, int32(x_base + tap_s[col, 0]),
+                  inside(tap_s, col, h0, w0, Hx, Wx))
 
     @cuda.jit(device=True, inline="always")
     def advance(n, oh, ow, dn, dh, dw, Hs, Ws):
-        # (n, oh, ow) moved KE pixels on, with carries: no division
+        # (n, oh, ow) moved KW words on, with carries: no division
         ow = int32(ow + dw)
         oh = int32(oh + dh)
         n = int32(n + dn)
@@ -428,12 +365,13 @@ def _kernels(kind, bm):
             n = int32(n + 1)
         return n, oh, ow
 
-    @cuda.jit(**_bounds(threads, min_blocks(kind, bm)))
+    @cuda.jit(**_bounds(threads, min_blocks(bm)))
     def conv_tc_grad_weight_kernel(x, gy, taps, partial, N, C, H, W, Ho, Wo, sh, sw, ph, pw,
                                    split_len):
         # partial[s, g*Kg + m, r] = sum over pixels q of split s of gy[q, g*Kg + m] * patch(q)[r]
-        # (conv_cuda.conv_grad_weight_kernel's product, without the bias). Word lk of a tile
-        # holds pixel q (tf32), or pixels q and q + KW (halves: the pair of one word). The
+        # (conv_cuda.conv_grad_weight_kernel's product, without the bias) over 32-bit words:
+        # x and gy TF32-rounded float32, or image pairs (pixel q of images 2n and 2n + 1 in one
+        # word, _image_pairs; N counts the pairs). Word lk of a tile is pixel word q. The
         # pipeline is the gemm's (tile j: cp.async group j, stage j % STAGES), with the block's
         # taps staged once.
         tid = U(cuda.threadIdx.x)
@@ -452,17 +390,15 @@ def _kernels(kind, bm):
         r0 = int32(cuda.blockIdx.x * BN)
         a_s = cuda.shared.array((A_SHARED, KWP), uint32, alignment=ALIGN)
         b_s = cuda.shared.array((B_SHARED, KWP), uint32, alignment=ALIGN)
-        tap_s = cuda.shared.array((3, BN), int32)
+        tap_s = cuda.shared.array((BN, 4), int32, alignment=ALIGN)
         acc = cuda.local.array(64, float32)
         af = cuda.local.array(16, uint32)
         bf = cuda.local.array(8, uint32)
-        a_regs = cuda.local.array(WA_VALUES, data)
-        b_regs = cuda.local.array(WB_VALUES, data)
         zero(acc)
         lk, lrow = tid % U(KW), tid // U(KW)
         if tid < BN:
             for e in range(3):
-                tap_s[e, tid] = taps[e, U(r0 + tid)]
+                tap_s[tid, e] = taps[U(r0 + tid), e]
         cuda.syncthreads()
         m_room = int32(Kg - m0 - lrow)
         gy_rows = int32((g * Kg + m0 + lrow) * HWo)
@@ -472,15 +408,12 @@ def _kernels(kind, bm):
         q = int32(q_begin + lk)
         n, rest = divmod_(q, HWo)
         oh, ow = divmod_(rest, Wo)
-        q2 = int32(q + KW)              # the second pixel of a half word
-        n2, rest = divmod_(q2, HWo)
-        oh2, ow2 = divmod_(rest, Wo)
-        dn, step_rest = divmod_(int32(KE), HWo)
+        dn, step_rest = divmod_(int32(KW), HWo)
         dh, dw = divmod_(step_rest, Wo)
         Hs, Ws, Hx, Wx = int32(Ho), int32(Wo), U(H), U(W)
         sh_, sw_, ph_, pw_ = int32(sh), int32(sw), int32(ph), int32(pw)
         la_row, la_col, lb_row, lb_col, warp_row, warp_col = lane_rows(lane, warp)
-        tiles = int32((q_end - q_begin + KE - 1) // KE)
+        tiles = int32((q_end - q_begin + KW - 1) // KW)
         rs, ws = U(0), U(0)             # the stages read and written next
         for j in range(tiles + STAGES - 1):
             kt = j - (STAGES - 1)       # the tile multiplied in this iteration (< 0: prologue)
@@ -488,30 +421,16 @@ def _kernels(kind, bm):
                 mma.cp_async_wait(WAIT)
                 cuda.syncthreads()
             if j < tiles:               # issue tile j into stage ws
-                if ASYNC:
-                    wgrad_copy(a_s, b_s, ws, x, gy, tap_s, q, q_end, n, oh, ow, m_room, gy_rows,
-                               gy_step, KHWo, CHW, x_group, Ws, sh_, sw_, ph_, pw_, Hx, Wx,
-                               lrow, lk)
-                else:
-                    wgrad_load(x, gy, tap_s, 0, q, q_end, n, oh, ow, m_room, gy_rows, gy_step,
-                               KHWo, CHW, x_group, Ws, sh_, sw_, ph_, pw_, Hx, Wx, lrow, a_regs,
-                               b_regs)
-                    wgrad_load(x, gy, tap_s, 1, q2, q_end, n2, oh2, ow2, m_room, gy_rows,
-                               gy_step, KHWo, CHW, x_group, Ws, sh_, sw_, ph_, pw_, Hx, Wx,
-                               lrow, a_regs, b_regs)
-                    n2, oh2, ow2 = advance(n2, oh2, ow2, dn, dh, dw, Hs, Ws)
-                    q2 = int32(q2 + KE)
+                wgrad_copy(a_s, b_s, ws, x, gy, tap_s, q, q_end, n, oh, ow, m_room, gy_rows,
+                           gy_step, KHWo, CHW, x_group, Ws, sh_, sw_, ph_, pw_, Hx, Wx, lrow, lk)
                 n, oh, ow = advance(n, oh, ow, dn, dh, dw, Hs, Ws)
-                q = int32(q + KE)
+                q = int32(q + KW)
+                ws = next_stage(ws)
             mma.cp_async_commit()
             if kt >= 0:
                 mma_tile(a_s, b_s, rs * U(bm) + la_row, la_col, rs * U(BN) + lb_row, lb_col, acc,
                          af, bf)
                 rs = next_stage(rs)
-            if not ASYNC and j < tiles:  # stored after the mma: the loads were in flight
-                wgrad_store(a_s, b_s, ws, lrow, lk, a_regs, b_regs)
-            if j < tiles:
-                ws = next_stage(ws)
         gq, tq = lane >> U(2), lane & U(3)
         for i in range(4):
             for h in range(2):
@@ -522,6 +441,7 @@ def _kernels(kind, bm):
                             r = int32(r0 + warp_col + 8 * j + 2 * tq + c)
                             if r < R:
                                 partial[s, U(g * Kg + m), U(r)] = acc[(i * 4 + j) * 4 + 2 * h + c]
+
 
     return conv_tc_gemm_kernel, conv_tc_grad_weight_kernel
 
@@ -550,11 +470,6 @@ def _tf32(xp, a):
     return xp.where(special, bits, rounded).view(np.float32)
 
 
-def _operand(xp, a):
-    """An input data array as the kernels read it: float32 rounded to TF32, halves as bits."""
-    return _tf32(xp, a) if np.dtype(a.dtype) == np.float32 else _bits(xp, a)
-
-
 def _row_tile(rows):
     return ROW_TILES[0] if rows <= ROW_TILES[0] else ROW_TILES[1]
 
@@ -568,32 +483,118 @@ def _fits(*sizes, image):
 def _plan(which, xp, *args):
     """conv_cuda's ``which`` plan (``_forward_plan`` / ``_input_plan``) with the reduction
     padded to PAD_K, the taps as 16-byte rows (phases, Rt, 4) = (offset, row, column, 0) (one
-    cp.async each) and the weight index as the (Z, Mp, Rp) layout these kernels read."""
+    cp.async each) and the weight index as the (Z, Mp, Rp) layout the TF32 gemm reads."""
     taps, phases, (src, size), pixels = getattr(conv_cuda, which)(xp, *args, PAD_K)
     rows = xp.zeros((taps.shape[0], taps.shape[2], 4), np.int32)
     rows[:, :, :3] = taps.transpose(0, 2, 1)
     return rows, phases, (src.transpose(0, 2, 1).copy(), size), pixels
 
 
-def _words(plan, kind_):
-    """(Mp, Rw): the weight operand's padded rows and words per row."""
-    _, mp, rp = plan[0].shape
-    return mp, rp if kind_ == "tf32" else rp // 2
-
-
-def _weights(xp, w, plan, kind_):
-    """The gemm's weight operand, flat: (Z, Mp, Rp) float32 values rounded to TF32, or
-    (Z, Mp, Rp / 2) words of packed halves."""
+def _tf32_weights(xp, w, plan):
+    """The TF32 gemm's weight operand (Z, Mp, Rp), flat, gathered through ``plan`` and rounded."""
     src, size = plan
     padded = xp.empty(size + 1, w.dtype)
     padded[:size] = xp.asarray(w).reshape(-1)
     padded[size:] = 0
-    out = padded[src]
-    return _tf32(xp, out) if kind_ == "tf32" else out.view(np.uint32).reshape(-1)
+    return _tf32(xp, padded[src])
 
 
-def _launch_gemm(kind_, bm, grid, x_bits, wt, taps, phases, bias, y, *scalars):
-    launch(_kernels(kind_, bm)[0], gemm_signature(kind_), grid, threads_for(bm), x_bits, wt,
+def _pairs(xp, a):
+    """Words of halves paired along axis 2 of ``a`` (uint16 bits, 5-D): the pair moved last
+    (element 2p in the low half, as the mma reads a word), a zero after an odd count; shape
+    ``a.shape`` with axis 2 halved (rounded up), uint32."""
+    if a.shape[2] % 2:
+        a = xp.concatenate([a, xp.zeros(a.shape[:2] + (1,) + a.shape[3:], a.dtype)], axis=2)
+    n0, n1, n2, n3, n4 = a.shape
+    pairs = a.reshape(n0, n1, n2 // 2, 2, n3, n4).transpose(0, 1, 2, 4, 5, 3)
+    return xp.ascontiguousarray(pairs).view(np.uint32)[..., 0]
+
+
+def _word_taps(pairs, Hs, Ws, e_i, e_j):
+    """Tap rows (offset, row, column, 0) of the words (p, i, j) of a paired image (Hs x Ws
+    planes): p a channel pair, (e_i, e_j) the row and column offsets of the phase's taps."""
+    p, i, j = (v.reshape(-1) for v in np.meshgrid(np.arange(pairs), e_i, e_j, indexing="ij"))
+    return np.stack([p * Hs * Ws + i * Ws + j, i, j, np.zeros_like(p)], axis=1)
+
+
+@functools.lru_cache(maxsize=64)
+def _half_plan(xp, transposed, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo, groups):
+    """The half gemm's plan over channel-pair words: (taps (phases, Rt, 4), phases (R words, a,
+    b, Hg, Wg) as conv_cuda's, the kernel taps (i, j) of each phase, pixels). The forward
+    reduces over (input channel pair, i, j); grad_input (``transposed``) over (output channel
+    pair, i, j) per phase of the input pixels, as conv_cuda._input_plan."""
+    if not transposed:
+        ii, jj = np.arange(kh), np.arange(kw)
+        tables = [_word_taps((Cg + 1) // 2, H, W, ii * dh, jj * dw)]
+        phases, picks, pixels = [(len(tables[0]), 0, 0, Ho, Wo)], [(ii, jj)], Ho * Wo
+    else:
+        tables, phases, picks = [], [], []
+        for a in range(sh):
+            for b in range(sw):
+                ii = np.array([i for i in range(kh) if (a + ph - i * dh) % sh == 0], int)
+                jj = np.array([j for j in range(kw) if (b + pw - j * dw) % sw == 0], int)
+                tables.append(_word_taps((K // groups + 1) // 2, Ho, Wo,
+                                         (a + ph - ii * dh) // sh, (b + pw - jj * dw) // sw))
+                phases.append((len(tables[-1]), a, b, len(range(a, H, sh)),
+                               len(range(b, W, sw))))
+                picks.append((ii, jj))
+        pixels = max(p[3] * p[4] for p in phases)
+    taps = np.zeros((len(tables), max(1, conv_cuda._blocks(max(map(len, tables)), BN)) * BN, 4),
+                    np.int32)
+    taps[:, :, 1] = -conv_cuda.FAR
+    for phase, table in enumerate(tables):
+        taps[phase, :len(table)] = table
+    return xp.asarray(taps), xp.asarray(np.array(phases, np.int32)), picks, pixels
+
+
+def _half_weights(xp, w, geo, transposed, picks, bm):
+    """The half gemm's weight words (phases * G, Mp, Rw), flat, with Mp and Rw: row m, word
+    (p, i, j) holds w at channel pair p of the reduction and tap (i, j) of the phase."""
+    G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
+    w5 = _bits(xp, w).reshape(G, Kg, Cg, geo.kh, geo.kw)
+    words = _pairs(xp, w5.transpose(0, 2, 1, 3, 4) if transposed else w5)   # (G, M, P, kh, kw)
+    rows = words.shape[1]
+    used = [len(ii) * len(jj) * words.shape[2] for ii, jj in picks]
+    mp = conv_cuda._blocks(rows, bm) * bm
+    rw = max(1, conv_cuda._blocks(max(used), KW)) * KW
+    wt = xp.zeros((len(picks), G, mp, rw), np.uint32)
+    for phase, (ii, jj) in enumerate(picks):
+        if used[phase]:
+            pick = words.take(xp.asarray(ii), axis=3).take(xp.asarray(jj), axis=4)
+            wt[phase, :, :rows, :used[phase]] = pick.reshape(G, rows, -1)
+    return wt.reshape(-1), mp, rw
+
+
+def _gemm(data, w, geo, bm, transposed):
+    """The gemm's operands for data (x, or gy when ``transposed``): (data words, weight words,
+    taps, phases, Mp, Rw, pixels, image stride, group stride), strides in words."""
+    xp = backend.get_array_module(data)
+    G = geo.groups
+    Kg, Cg = geo.K // G, geo.C // G
+    planes = geo.Ho * geo.Wo if transposed else geo.H * geo.W
+    if kind(data.dtype) == "tf32":
+        which = "_input_plan" if transposed else "_forward_plan"
+        args = ((geo.K, Cg, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.dh, geo.dw)
+                if transposed else (geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw))
+        taps, phases, plan, pixels = _plan(which, xp, *args, geo.H, geo.W, geo.Ho, geo.Wo, G,
+                                           bm)
+        _, mp, rw = plan[0].shape
+        channels = Kg if transposed else Cg
+        return (_tf32(xp, data), _tf32_weights(xp, w, plan), taps, phases, mp, rw, pixels,
+                G * channels * planes, channels * planes)
+    taps, phases, picks, pixels = _half_plan(xp, transposed, geo.K, Cg, geo.kh, geo.kw, geo.sh,
+                                             geo.sw, geo.ph, geo.pw, geo.dh, geo.dw, geo.H,
+                                             geo.W, geo.Ho, geo.Wo, G)
+    wt, mp, rw = _half_weights(xp, w, geo, transposed, picks, bm)
+    n, c, h, w_ = data.shape
+    words = _pairs(xp, _bits(xp, data).reshape(n, G, c // G, h, w_))
+    pairs = words.shape[2]
+    return (words.reshape(-1), wt, taps, phases, mp, rw, pixels, G * pairs * planes,
+            pairs * planes)
+
+
+def _launch_gemm(kind_, bm, grid, x_words, wt, taps, phases, bias, y, *scalars):
+    launch(_kernels(kind_, bm)[0], gemm_signature(kind_), grid, threads_for(bm), x_words, wt,
            taps.reshape(-1), phases, bias, _bits(backend.get_array_module(y), y), *scalars)
 
 
@@ -615,15 +616,11 @@ def forward(x, w, b, geo):
     if y.size == 0:
         return y
     kind_, bm = kind(x.dtype), _row_tile(Kg)
-    taps, phases, plan, _ = _plan("_forward_plan", xp, geo.K, Cg, geo.kh, geo.kw, geo.dh,
-                                  geo.dw, geo.H, geo.W, geo.Ho, geo.Wo, G, bm)
-    wt = _weights(xp, w, plan, kind_)
+    words, wt, taps, phases, Mp, Rw, _, image, group = _gemm(x, w, geo, bm, False)
     grid = (conv_cuda._blocks(geo.N * geo.Ho * geo.Wo, BN), conv_cuda._blocks(Kg, bm), G)
-    Mp, Rw = _words(plan, kind_)
-    _launch_gemm(kind_, bm, grid, _operand(xp, x), wt, taps, phases, _bias(xp, b, geo.K), y,
-                 geo.N, geo.H, geo.W, geo.C * geo.H * geo.W, Cg * geo.H * geo.W, Kg, geo.K,
-                 geo.Ho, geo.Wo, geo.sh, geo.sw, geo.ph, geo.pw, 1, 1, int(b is not None), Rw,
-                 Mp, taps.shape[1])
+    _launch_gemm(kind_, bm, grid, words, wt, taps, phases, _bias(xp, b, geo.K), y, geo.N,
+                 geo.H, geo.W, image, group, Kg, geo.K, geo.Ho, geo.Wo, geo.sh, geo.sw, geo.ph,
+                 geo.pw, 1, 1, int(b is not None), Rw, Mp, taps.shape[1])
     return y
 
 
@@ -641,18 +638,22 @@ def grad_input(gy, w, geo, b=None):
     if gx.size == 0:
         return gx
     kind_, bm = kind(gy.dtype), _row_tile(Cg)
-    taps, phases, plan, pixels = _plan(
-        "_input_plan", xp, geo.K, Cg, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.dh,
-        geo.dw, geo.H, geo.W, geo.Ho, geo.Wo, G, bm)
-    wt = _weights(xp, w, plan, kind_)
+    words, wt, taps, phases, Mp, Rw, pixels, image, group = _gemm(gy, w, geo, bm, True)
     grid = (conv_cuda._blocks(geo.N * pixels, BN), conv_cuda._blocks(Cg, bm),
             G * len(phases))
-    Mp, Rw = _words(plan, kind_)
-    _launch_gemm(kind_, bm, grid, _operand(xp, gy), wt, taps, phases, _bias(xp, b, geo.C), gx,
-                 geo.N, geo.Ho, geo.Wo, geo.K * geo.Ho * geo.Wo, Kg * geo.Ho * geo.Wo, Cg,
-                 geo.C, geo.H, geo.W, 1, 1, 0, 0, geo.sh, geo.sw, int(b is not None), Rw, Mp,
-                 taps.shape[1])
+    _launch_gemm(kind_, bm, grid, words, wt, taps, phases, _bias(xp, b, geo.C), gx, geo.N,
+                 geo.Ho, geo.Wo, image, group, Cg, geo.C, geo.H, geo.W, 1, 1, 0, 0, geo.sh,
+                 geo.sw, int(b is not None), Rw, Mp, taps.shape[1])
     return gx
+
+
+def _image_pairs(xp, a):
+    """Half data (N, C, H, W) as words (ceil(N/2), C, H, W): each pixel of images 2n and 2n + 1
+    in one word (2n in the low half), a zero image after an odd N. The weight gradient reduces
+    over pixels, and these two meet the same taps at the same place: one 4-byte copy, one bounds
+    test for both."""
+    n, c, h, w = a.shape
+    return _pairs(xp, _bits(xp, a).reshape(1, 1, n, c, h * w)).reshape(-1)
 
 
 def grad_weight(x, gy, geo, with_bias=False):
@@ -666,19 +667,23 @@ def grad_weight(x, gy, geo, with_bias=False):
                                                     image=geo.C * geo.H * geo.W):
         return conv_cuda.grad_weight(x, gy, geo, with_bias)
     kind_, bm = kind(x.dtype), _row_tile(Kg)
-    ke = KW * (1 if kind_ == "tf32" else 2)
+    if kind_ == "tf32":
+        n, x_words, gy_words = geo.N, _tf32(xp, x), _tf32(xp, gy)
+    else:                       # pixel words of image pairs: half the images
+        n, x_words, gy_words = (geo.N + 1) // 2, _image_pairs(xp, x), _image_pairs(xp, gy)
+    words = n * geo.Ho * geo.Wo
     tiles = conv_cuda._blocks(R, BN) * conv_cuda._blocks(Kg, bm) * G
-    splits = max(1, min(conv_cuda._blocks(Q, conv_cuda.MIN_SPLIT),
+    splits = max(1, min(conv_cuda._blocks(words, conv_cuda.MIN_SPLIT),
                         conv_cuda._blocks(conv_cuda.TARGET_BLOCKS, tiles), 65535 // G))
-    split_len = conv_cuda._blocks(conv_cuda._blocks(Q, splits), ke) * ke
-    splits = conv_cuda._blocks(Q, split_len)
+    split_len = conv_cuda._blocks(conv_cuda._blocks(words, splits), KW) * KW
+    splits = conv_cuda._blocks(words, split_len)
     partial = xp.empty((splits, geo.K, R), np.float32)
-    taps = conv_cuda._forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H, geo.W,
-                                   geo.Ho, geo.Wo, G, bm, PAD_K)[0][0]
+    taps = _plan("_forward_plan", xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H, geo.W,
+                 geo.Ho, geo.Wo, G, bm)[0][0]                 # (Rt, 4) rows, as the gemm's
     grid = (conv_cuda._blocks(R, BN), conv_cuda._blocks(Kg, bm), G * splits)
-    launch(_kernels(kind_, bm)[1], grad_weight_signature(kind_), grid, threads_for(bm),
-           _operand(xp, x), _operand(xp, gy), taps, partial, geo.N, geo.C, geo.H, geo.W, geo.Ho,
-           geo.Wo, geo.sh, geo.sw, geo.ph, geo.pw, split_len)
+    launch(_kernels(kind_, bm)[1], grad_weight_signature(kind_), grid, threads_for(bm), x_words,
+           gy_words, taps, partial, n, geo.C, geo.H, geo.W, geo.Ho, geo.Wo, geo.sh, geo.sw,
+           geo.ph, geo.pw, split_len)
     gw = (partial[0] if splits == 1 else partial.sum(axis=0)).reshape(geo.w_shape)
     return (gw, conv_cuda.grad_bias(gy)) if with_bias else gw
 
@@ -688,23 +693,25 @@ def _data_name(kind_):
 
 
 def gemm_signature(kind_):
-    """The Numba signature conv_tc_gemm_kernel of ``kind_`` is launched with."""
-    data, weight = _data_name(kind_), "float32" if kind_ == "tf32" else "uint32"
-    return (f"void({data}[::1], {weight}[::1], int32[::1], int32[:, ::1], float32[::1], "
-            f"{data}[::1], {', '.join(['int64'] * 19)})")
+    """The Numba signature conv_tc_gemm_kernel of ``kind_`` is launched with (half data as
+    channel-pair words)."""
+    words = "float32" if kind_ == "tf32" else "uint32"
+    return (f"void({words}[::1], {words}[::1], int32[::1], int32[:, ::1], float32[::1], "
+            f"{_data_name(kind_)}[::1], {', '.join(['int64'] * 19)})")
 
 
 def grad_weight_signature(kind_):
-    """The Numba signature conv_tc_grad_weight_kernel of ``kind_`` is launched with."""
-    data = _data_name(kind_)
+    """The Numba signature conv_tc_grad_weight_kernel of ``kind_`` is launched with (half data
+    as image-pair words)."""
+    data = "float32" if kind_ == "tf32" else "uint32"
     return (f"void({data}[::1], {data}[::1], int32[:, ::1], float32[:, :, ::1], "
             f"{', '.join(['int64'] * 11)})")
 
 
 # the hot-loop HMMA share each build reaches (sm_90 SASS, ptxas padding left out), rounded down:
-# (tf32?, BM) -> (gemm, grad_weight). The gate holds the kernels to it, so it cannot regress.
-HMMA_FLOOR = {(True, 64): (0.11, 0.08), (True, 128): (0.15, 0.11),
-              (False, 64): (0.065, 0.045), (False, 128): (0.095, 0.06)}
+# BM -> (gemm, grad_weight), the same for every kind (one word per value or value pair). The gate
+# holds the kernels to it, so it cannot regress.
+HMMA_FLOOR = {64: (0.11, 0.085), 128: (0.15, 0.12)}
 
 
 def _signatures():
@@ -716,10 +723,10 @@ def _signatures():
             gemm, gwt = _kernels(kind_, bm)
             for kernel, signature, share in zip((gemm, gwt), (gemm_signature(kind_),
                                                               grad_weight_signature(kind_)),
-                                                 HMMA_FLOOR[kind_ == "tf32", bm]):
+                                                 HMMA_FLOOR[bm]):
                 table.append((kernel, [signature], Budget(
                     threads=threads_for(bm), min_hmma_share=share,
-                    min_occupancy=min_blocks(kind_, bm) * threads_for(bm) / 32 / 64)))
+                    min_occupancy=min_blocks(bm) * threads_for(bm) / 32 / 64)))
     return table
 
 

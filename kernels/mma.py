@@ -161,13 +161,21 @@ else:
         return cgutils.get_item_pointer(context, builder, array_type, array, indices,
                                         wraparound=False)
 
-    def _shared_address(builder, pointer):
-        """The 32-bit shared-window address of a generic pointer into shared memory (what
-        ``__cvta_generic_to_shared`` gives in CUDA C). As a plain LLVM cast, NVVM folds it into
-        the shared array's base, so the constant parts of an index become the instruction's
-        immediate offset instead of a ``cvta`` and 64-bit arithmetic per call."""
-        shared = builder.addrspacecast(pointer, ir.PointerType(pointer.type.pointee, 3))
-        return builder.ptrtoint(shared, _I32)
+    def _shared_address(context, builder, array_type, array, index_values, index_types):
+        """The 32-bit shared-window address of ``array[indices]`` (``array`` in shared memory),
+        what ``__cvta_generic_to_shared`` gives in CUDA C, computed in 32-bit arithmetic: a
+        64-bit pointer from zero-extended unsigned indices keeps NVVM from folding the constant
+        part of an index (``(stage + 16) * pitch``) into the instruction's immediate offset."""
+        from numba.cuda import cgutils
+        array = context.make_array(array_type)(context, builder, array)
+        data = array.data
+        address = builder.ptrtoint(
+            builder.addrspacecast(data, ir.PointerType(data.type.pointee, 3)), _I32)
+        strides = cgutils.unpack_tuple(builder, array.strides, array_type.ndim)
+        for value, kind, stride in zip(index_values, index_types, strides):
+            index = builder.trunc(context.cast(builder, value, kind, types.int64), _I32)
+            address = builder.add(address, builder.mul(index, builder.trunc(stride, _I32)))
+        return address
 
     def _ldmatrix(modifier):
         @intrinsic
@@ -177,8 +185,8 @@ else:
                 return None
 
             def codegen(context, builder, sig, args):
-                address = _shared_address(builder, _item_pointer(
-                    context, builder, sig.args[0], args[0], args[1:], sig.args[1:]))
+                address = _shared_address(context, builder, sig.args[0], args[0], args[1:],
+                                          sig.args[1:])
                 fnty = ir.FunctionType(ir.LiteralStructType([_I32] * 4), [_I32])
                 asm = ir.InlineAsm(
                     fnty,
@@ -221,8 +229,8 @@ else:
                 return None
 
             def codegen(context, builder, sig, args):
-                to = _shared_address(builder, _item_pointer(context, builder, sig.args[0],
-                                                            args[0], args[1:3], sig.args[1:3]))
+                to = _shared_address(context, builder, sig.args[0], args[0], args[1:3],
+                                     sig.args[1:3])
                 source = _item_pointer(context, builder, sig.args[3], args[3], args[4:5],
                                        sig.args[4:5])
                 count = context.cast(builder, args[5], sig.args[5], types.uint32)

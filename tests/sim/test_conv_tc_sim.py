@@ -59,6 +59,8 @@ CASES = {
     # of 16; weight gradient: 63 pixels = 4 tiles, the last partial), odd sizes, stride, padding
     "3x3 stride 2, 8 channels: 5 k-tiles": (1, 8, 5, 5, 4, (3, 3), (2, 2), (1, 1), (1, 1), 1),
     "3x3 pad 1, 7x9: 4 pixel tiles": (1, 1, 7, 9, 2, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    # half weight gradient: a word pairs images 2n and 2n + 1; three images, the last one alone
+    "1x2 pad (0, 1), 3 images": (3, 2, 2, 3, 2, (1, 2), (1, 1), (0, 1), (1, 1), 1),
 }
 
 
@@ -98,7 +100,8 @@ def test_grad_input_per_phase_with_bias(rng):
 @pytest.mark.parametrize("kind,name", [("tf32", "3x3 pad 1"),
                                        ("bf16", "3x2 stride 2 dilated, groups 2"),
                                        ("f16", "1x1, 65 rows: BM 128, edge tiles"),
-                                       ("tf32", "3x3 pad 1, 7x9: 4 pixel tiles")])
+                                       ("tf32", "3x3 pad 1, 7x9: 4 pixel tiles"),
+                                       ("f16", "1x2 pad (0, 1), 3 images")])
 def test_grad_weight(rng, kind, name):
     """tf32: 25 pixels, two k-tiles (the pixel carries); bf16: grouped, strided; f16: the BM 128
     build."""
