@@ -1,15 +1,15 @@
 """Tensor-core conv kernels: the implicit GEMMs of conv_cuda.py on ``mma.sync`` (kernels/mma.py).
 
-Same products and host plans (tap tables, per-phase grad_input, split weight gradient; the half
-kinds over pairs, below) as the SIMT kernels of conv_cuda.py, the strict-fp32 (and float64) path:
+Same products and plans (tap tables, per-phase grad_input, split weight gradient; the gemm over
+channel chunks, below) as the SIMT kernels of conv_cuda.py, the strict-fp32 (and float64) path:
 
 ==========  ====================================  =========================================
 kind        data                                  mma
 ==========  ====================================  =========================================
 ``tf32``    float32, when TF32 is allowed         m16n8k8 TF32 (operands rounded to TF32
                                                   on the host, as ``cvt.rna.tf32`` would)
-``f16``     float16 (as uint32 words of pairs)    m16n8k16 F16, fp32 accumulation
-``bf16``    bfloat16 (as uint32 words of pairs)   m16n8k16 BF16, fp32 accumulation
+``f16``     float16 (uint32 words of two)         m16n8k16 F16, fp32 accumulation
+``bf16``    bfloat16 (uint32 words of two)        m16n8k16 BF16, fp32 accumulation
 ==========  ====================================  =========================================
 
 Accumulation is float32 in every kind; half outputs are rounded once, to nearest even, as they
@@ -30,27 +30,28 @@ Pipeline: shared memory holds STAGES tiles of each operand (three for BM 64, two
 global to shared without registers: tile j is cp.async group j, issued STAGES - 1 tiles before it
 is multiplied; an iteration waits for its own tile's group (``cp.async.wait_group STAGES - 2``),
 passes the one barrier (which also frees the stage the next issue overwrites), issues tile
-j + STAGES - 1 and runs the mma. Weights travel in 16-byte pieces (padded: never out of bounds),
-gathered data word by word (4 bytes), the bounds test turned into the copy's zero-fill
-(``src_bytes`` 0 for a tap outside the image or a pixel past the end): no branch per element, no
-conversion, no register staging in the hot loop. So every operand word must be one 4-byte
-location, and the host lays the data out once per call:
+j + STAGES - 1 and runs the mma. Every operand travels in 16-byte pieces except the weight
+gradient's (4-byte words): no register staging, no conversion, and no branch per element in
+the hot loop (a copy outside the image or past the end is zero-filled: ``src_bytes`` 0). The
+host lays the data out once per call so that each copy is one place in memory:
 
-- TF32: float32 values rounded to TF32 (``cvt.rna``'s rounding, done by ``_tf32``).
-- Halves, gemm (forward, grad_input): channel pairs, ``(N, G, ceil(Cg/2), H, W)`` words holding
-  channels 2p and 2p + 1 of a pixel; the reduction runs over (channel pair, tap) words and the
-  weights are packed to match (``_half_plan``, ``_half_weights``).
-- Halves, weight gradient: image pairs, ``(ceil(N/2), C, H, W)`` words holding a pixel of images
-  2n and 2n + 1 (the reduction runs over pixels; both meet the same tap at the same place).
+- The gemm (forward, grad_input) gathers 16-byte chunks of consecutive channels of one pixel:
+  data as (N, G, chunks, H, W, 4 words), 4 TF32-rounded float32 or 8 halves per chunk (a
+  partial last chunk zero-padded), the reduction ordered (channel chunk, tap, channel) and the
+  weights packed to match (``_gemm_plan``, ``_gemm_weights``): one copy, one tap-row read and
+  one bounds test per 4 words.
+- The weight gradient reduces over pixels: TF32 words are the rounded values, half words pair
+  a pixel of images 2n and 2n + 1 (``_image_pairs``; both meet the same tap at the same place).
 
-The gemm's tap entries (offset, row, column, 0) travel as 16-byte rows by cp.async too, in a
-ring STAGES - 1 tiles ahead of the gathers that read them. Index math is int32 (the int64 build
-of conv_cuda serves the rare tensors past the int32 guard, float16/float32 only).
+TF32 rounding (``_tf32``) follows ``cvt.rna``; the tensor cores then read the values as rounded.
+The gemm's tap entries (offset, row, column, 0), one per chunk, travel as 16-byte rows by
+cp.async too, in a ring STAGES - 1 tiles ahead of the gathers that read them. Index math is
+int32 (the int64 build of conv_cuda serves the rare tensors past the int32 guard, float16 and
+float32 only).
 ``launch_bounds`` keep every build at 128 registers (16 warps per SM) without spills.
 
-TF32 weights reach the gemm kernel as (Z, Mp, Rp) (K-contiguous, unlike the SIMT kernel's
-(Z, Rp, Mp)), Rp padded to 32 reduction values. The weight gradient does not fold the bias (a
-CuPy sum gives it): its registers go to the accumulators.
+The weight gradient does not fold the bias (a CuPy sum gives it): its registers go to the
+accumulators.
 """
 
 import functools
@@ -67,9 +68,10 @@ from .launch import launch
 BN = 128            # columns per CTA tile (pixels; taps in the weight gradient)
 KW = 16             # 32-bit words of reduction per shared tile row
 KWP = KW + 4        # shared row pitch in words
+VW = 4              # words per 16-byte chunk: the gemm gathers chunks of consecutive channels
 WM, WN = 64, 32     # warp tile
 ROW_TILES = (64, 128)
-PAD_K = 32          # weights and taps padded to this many reduction values (one half tile)
+PAD_K = 32          # the weight gradient's tap table padded to this many reduction values
 KINDS = ("tf32", "f16", "bf16")
 ALIGN = mma.LDMATRIX_ALIGN   # the shared tiles that ldmatrix reads
 
@@ -117,13 +119,14 @@ def _kernels(kind, bm):
     STAGES = stages(bm)
     WAIT = STAGES - 2                         # groups still in flight when a tile is read
     RING = 2 * STAGES - 2                     # gemm: tap ring slots (the gemm says why)
-    A_SHARED, B_SHARED, TAP_ROWS = STAGES * bm, STAGES * BN, RING * KW
+    CHUNKS = KW // VW                         # gemm: 16-byte chunks per pixel row of a tile
+    A_SHARED, B_SHARED, TAP_ROWS = STAGES * bm, STAGES * BN, RING * CHUNKS
     WARPS_M = bm // WM
     A_STEP = threads // 4                     # gemm: weight rows between a thread's chunks
     A_CHUNKS = bm // A_STEP                   # gemm: 16-byte weight chunks per thread
     B_LANES = threads // BN                   # gemm: threads per pixel column (word rows split)
     NL = 32 // B_LANES                        # pixel columns per warp
-    B_LOADS = KW // B_LANES
+    B_LOADS = CHUNKS // B_LANES
     W_STEP = threads // KW                    # weight gradient: rows one pass of threads fills
     WA_LOADS = bm // W_STEP
     WB_LOADS = BN // W_STEP
@@ -217,26 +220,30 @@ def _kernels(kind, bm):
 
     @cuda.jit(device=True, inline="always")
     def copy_pixels(b_s, stage, x, tap_s, slot, kl, n_b, x_base, h0, w0, Hi, Wi):
-        # this thread's words of its pixel, global to shared, zero outside the image
+        # this thread's 16-byte chunks of its pixel (one tap, VW words of consecutive
+        # channels), global to shared, zero outside the image
         for t in range(B_LOADS):
-            e = slot * U(KW) + kl + B_LANES * t
-            copy4(b_s, stage * U(BN) + n_b, kl + B_LANES * t, x, int32(x_base + tap_s[e, 0]),
-                  inside(tap_s, e, h0, w0, Hi, Wi))
+            c = kl + B_LANES * t
+            e = slot * U(CHUNKS) + c
+            inside_ = inside(tap_s, e, h0, w0, Hi, Wi)
+            mma.cp_async_16(b_s, stage * U(BN) + n_b, VW * c, x,
+                            U(x_base + tap_s[e, 0]) if inside_ else U(0),
+                            U(16) if inside_ else U(0))
 
     @cuda.jit(device=True, inline="always")
     def copy_taps(tap_s, j, tiles, tid, taps, tap_src):
-        # the taps of tile j (one 16-byte entry per thread below KW) into ring slot j % RING
-        if j < tiles and tid < U(KW):
-            mma.cp_async_16(tap_s, U(j & (RING - 1)) * U(KW) + tid, 0, taps,
-                            U(tap_src + 4 * KW * j), 16)
+        # the taps of tile j (one 16-byte row per chunk) into ring slot j % RING
+        if j < tiles and tid < U(CHUNKS):
+            mma.cp_async_16(tap_s, U(j & (RING - 1)) * U(CHUNKS) + tid, 0, taps,
+                            U(tap_src + 4 * CHUNKS * j), 16)
 
     @cuda.jit(**_bounds(threads, min_blocks(bm)))
     def conv_tc_gemm_kernel(x, wt, taps, phases, bias, y, N, Hin, Win, CHWin, gstride_in, M,
                             Cout, Hout, Wout, sh, sw, ph, pw, ohs, ows, has_bias, Rw, Mp, Rt):
         # conv_cuda.conv_gemm_kernel's product (its comment gives the indexing) over 32-bit words:
-        # x is TF32-rounded float32, or pairs of halves (two channels of one pixel, _pairs); wt
-        # (Z, Mp, Rw) the matching weight words; taps (phases, Rt, 4) one row (offset, row,
-        # column, 0) per word of the reduction, R words in all; y float32 or half bits.
+        # x as (N, G, chunks, H, W, VW) words (TF32-rounded float32, or pairs of halves; _gemm);
+        # wt (Z, Mp, Rw) the matching weight words; taps (phases, Rt, 4) one row (offset, row,
+        # column, 0) per chunk of the reduction, R words in all; y float32 or half bits.
         tid = U(cuda.threadIdx.x)
         lane, warp = tid & U(31), tid >> U(5)
         G = cuda.gridDim.z // phases.shape[0]
@@ -267,7 +274,7 @@ def _kernels(kind, bm):
         n, rest = divmod_(p, HWg)
         u, t = divmod_(rest, Wg)
         h0, w0 = int32(u * sh - ph), int32(t * sw - pw)
-        x_base = int32(n * CHWin + g * gstride_in + h0 * Win + w0)
+        x_base = int32(n * CHWin + g * gstride_in + (h0 * Win + w0) * VW)
         if p >= P:
             h0 = int32(-conv_cuda.FAR)
         a_src = int32((z * Mp + m0 + a_row) * Rw + a_word)
@@ -474,68 +481,68 @@ def _row_tile(rows):
     return ROW_TILES[0] if rows <= ROW_TILES[0] else ROW_TILES[1]
 
 
+def _padded(channels):
+    """``channels`` rounded up to whole chunks (8 halves or 4 TF32 values: 8 bounds both)."""
+    return -(-channels // 8) * 8
+
+
 def _fits(*sizes, image):
     """Whether the int32 build serves these sizes (else conv_cuda's int64 build runs)."""
     return conv_cuda._index(*sizes, image=image) == int32
 
 
 @functools.lru_cache(maxsize=64)
-def _plan(which, xp, *args):
-    """conv_cuda's ``which`` plan (``_forward_plan`` / ``_input_plan``) with the reduction
-    padded to PAD_K, the taps as 16-byte rows (phases, Rt, 4) = (offset, row, column, 0) (one
-    cp.async each) and the weight index as the (Z, Mp, Rp) layout the TF32 gemm reads."""
-    taps, phases, (src, size), pixels = getattr(conv_cuda, which)(xp, *args, PAD_K)
-    rows = xp.zeros((taps.shape[0], taps.shape[2], 4), np.int32)
-    rows[:, :, :3] = taps.transpose(0, 2, 1)
-    return rows, phases, (src.transpose(0, 2, 1).copy(), size), pixels
+def _weight_gradient_taps(xp, K, Cg, kh, kw, dh, dw, H, W, Ho, Wo, groups, bm):
+    """conv_cuda's forward tap table, padded to PAD_K, as (Rt, 4) rows (offset, row, column,
+    0): the weight gradient's columns, one LDS.128 per gathered value."""
+    taps = conv_cuda._forward_plan(xp, K, Cg, kh, kw, dh, dw, H, W, Ho, Wo, groups, bm,
+                                   PAD_K)[0][0]
+    rows = xp.zeros((taps.shape[1], 4), np.int32)
+    rows[:, :3] = taps.T
+    return rows
 
 
-def _tf32_weights(xp, w, plan):
-    """The TF32 gemm's weight operand (Z, Mp, Rp), flat, gathered through ``plan`` and rounded."""
-    src, size = plan
-    padded = xp.empty(size + 1, w.dtype)
-    padded[:size] = xp.asarray(w).reshape(-1)
-    padded[size:] = 0
-    return _tf32(xp, padded[src])
-
-
-def _pairs(xp, a):
-    """Words of halves paired along axis 2 of ``a`` (uint16 bits, 5-D): the pair moved last
-    (element 2p in the low half, as the mma reads a word), a zero after an odd count; shape
-    ``a.shape`` with axis 2 halved (rounded up), uint32."""
-    if a.shape[2] % 2:
-        a = xp.concatenate([a, xp.zeros(a.shape[:2] + (1,) + a.shape[3:], a.dtype)], axis=2)
+def _vectors(xp, a, per, word):
+    """``a`` (5-D) grouped by ``per`` along axis 2, each group moved last and read as 32-bit
+    ``word``s (the lower-indexed element first, in the low half of a word of halves): shape
+    (n0, n1, ceil(n2 / per), n3, n4, per * itemsize / 4), zeros padding the last group."""
+    if a.shape[2] % per:
+        pad = per - a.shape[2] % per
+        a = xp.concatenate([a, xp.zeros(a.shape[:2] + (pad,) + a.shape[3:], a.dtype)], axis=2)
     n0, n1, n2, n3, n4 = a.shape
-    pairs = a.reshape(n0, n1, n2 // 2, 2, n3, n4).transpose(0, 1, 2, 4, 5, 3)
-    return xp.ascontiguousarray(pairs).view(np.uint32)[..., 0]
+    groups = a.reshape(n0, n1, n2 // per, per, n3, n4).transpose(0, 1, 2, 4, 5, 3)
+    return xp.ascontiguousarray(groups).view(word)
 
 
-def _word_taps(pairs, Hs, Ws, e_i, e_j):
-    """Tap rows (offset, row, column, 0) of the words (p, i, j) of a paired image (Hs x Ws
-    planes): p a channel pair, (e_i, e_j) the row and column offsets of the phase's taps."""
-    p, i, j = (v.reshape(-1) for v in np.meshgrid(np.arange(pairs), e_i, e_j, indexing="ij"))
-    return np.stack([p * Hs * Ws + i * Ws + j, i, j, np.zeros_like(p)], axis=1)
+def _chunk_taps(chunks, Hs, Ws, e_i, e_j):
+    """Tap rows (offset in words, row, column, 0) of the chunks (c, i, j) of a chunked image
+    (Hs x Ws planes of VW-word pixels): c a channel chunk, (e_i, e_j) the row and column
+    offsets of the phase's taps."""
+    c, i, j = (v.reshape(-1) for v in np.meshgrid(np.arange(chunks), e_i, e_j, indexing="ij"))
+    return np.stack([VW * (c * Hs * Ws + i * Ws + j), i, j, np.zeros_like(c)], axis=1)
 
 
 @functools.lru_cache(maxsize=64)
-def _half_plan(xp, transposed, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo, groups):
-    """The half gemm's plan over channel-pair words: (taps (phases, Rt, 4), phases (R words, a,
-    b, Hg, Wg) as conv_cuda's, the kernel taps (i, j) of each phase, pixels). The forward
-    reduces over (input channel pair, i, j); grad_input (``transposed``) over (output channel
-    pair, i, j) per phase of the input pixels, as conv_cuda._input_plan."""
+def _gemm_plan(xp, transposed, per, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo,
+               groups):
+    """The gemm's plan over chunks of ``per`` channels: (taps (phases, Rt, 4), phases (R words,
+    a, b, Hg, Wg) as conv_cuda's, the kernel taps (i, j) of each phase, pixels). The forward
+    reduces over (input channel chunk, i, j, channel in chunk); grad_input (``transposed``) over
+    (output channel chunk, i, j, channel) per phase of the input pixels, as
+    conv_cuda._input_plan."""
     if not transposed:
         ii, jj = np.arange(kh), np.arange(kw)
-        tables = [_word_taps((Cg + 1) // 2, H, W, ii * dh, jj * dw)]
-        phases, picks, pixels = [(len(tables[0]), 0, 0, Ho, Wo)], [(ii, jj)], Ho * Wo
+        tables = [_chunk_taps(-(-Cg // per), H, W, ii * dh, jj * dw)]
+        phases, picks, pixels = [(VW * len(tables[0]), 0, 0, Ho, Wo)], [(ii, jj)], Ho * Wo
     else:
         tables, phases, picks = [], [], []
         for a in range(sh):
             for b in range(sw):
                 ii = np.array([i for i in range(kh) if (a + ph - i * dh) % sh == 0], int)
                 jj = np.array([j for j in range(kw) if (b + pw - j * dw) % sw == 0], int)
-                tables.append(_word_taps((K // groups + 1) // 2, Ho, Wo,
-                                         (a + ph - ii * dh) // sh, (b + pw - jj * dw) // sw))
-                phases.append((len(tables[-1]), a, b, len(range(a, H, sh)),
+                tables.append(_chunk_taps(-(-(K // groups) // per), Ho, Wo,
+                                          (a + ph - ii * dh) // sh, (b + pw - jj * dw) // sw))
+                phases.append((VW * len(tables[-1]), a, b, len(range(a, H, sh)),
                                len(range(b, W, sw))))
                 picks.append((ii, jj))
         pixels = max(p[3] * p[4] for p in phases)
@@ -547,50 +554,48 @@ def _half_plan(xp, transposed, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, 
     return xp.asarray(taps), xp.asarray(np.array(phases, np.int32)), picks, pixels
 
 
-def _half_weights(xp, w, geo, transposed, picks, bm):
-    """The half gemm's weight words (phases * G, Mp, Rw), flat, with Mp and Rw: row m, word
-    (p, i, j) holds w at channel pair p of the reduction and tap (i, j) of the phase."""
+def _layout(xp, a, tf32):
+    """(array to chunk, channels per chunk, word type) of a data or weight array: TF32-rounded
+    float32 values (4 per chunk) or the bits of halves (8 per chunk, two per word)."""
+    return (_tf32(xp, a), 4, np.float32) if tf32 else (_bits(xp, a), 8, np.uint32)
+
+
+def _gemm_weights(xp, w, geo, transposed, picks, bm, tf32):
+    """The gemm's weight words (phases * G, Mp, Rw), flat, with Mp and Rw: row m holds w over
+    the reduction's (channel chunk, i, j, channel) for the taps (i, j) of each phase."""
     G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
-    w5 = _bits(xp, w).reshape(G, Kg, Cg, geo.kh, geo.kw)
-    words = _pairs(xp, w5.transpose(0, 2, 1, 3, 4) if transposed else w5)   # (G, M, P, kh, kw)
-    rows = words.shape[1]
-    used = [len(ii) * len(jj) * words.shape[2] for ii, jj in picks]
+    flat, per, word = _layout(xp, w, tf32)
+    w5 = flat.reshape(G, Kg, Cg, geo.kh, geo.kw)
+    chunks = _vectors(xp, w5.transpose(0, 2, 1, 3, 4) if transposed else w5, per, word)
+    rows = chunks.shape[1]                                 # (G, M, chunks, kh, kw, VW)
+    used = [len(ii) * len(jj) * chunks.shape[2] * VW for ii, jj in picks]
     mp = conv_cuda._blocks(rows, bm) * bm
     rw = max(1, conv_cuda._blocks(max(used), KW)) * KW
-    wt = xp.zeros((len(picks), G, mp, rw), np.uint32)
+    wt = xp.zeros((len(picks), G, mp, rw), word)
     for phase, (ii, jj) in enumerate(picks):
         if used[phase]:
-            pick = words.take(xp.asarray(ii), axis=3).take(xp.asarray(jj), axis=4)
+            pick = chunks.take(xp.asarray(ii), axis=3).take(xp.asarray(jj), axis=4)
             wt[phase, :, :rows, :used[phase]] = pick.reshape(G, rows, -1)
     return wt.reshape(-1), mp, rw
 
 
 def _gemm(data, w, geo, bm, transposed):
     """The gemm's operands for data (x, or gy when ``transposed``): (data words, weight words,
-    taps, phases, Mp, Rw, pixels, image stride, group stride), strides in words."""
+    taps, phases, Mp, Rw, pixels, image stride, group stride), strides in words. Data travel as
+    (N, G, chunks, H, W, VW) words: each pixel's channels in 16-byte chunks, one cp.async per
+    chunk and tap."""
     xp = backend.get_array_module(data)
     G = geo.groups
-    Kg, Cg = geo.K // G, geo.C // G
-    planes = geo.Ho * geo.Wo if transposed else geo.H * geo.W
-    if kind(data.dtype) == "tf32":
-        which = "_input_plan" if transposed else "_forward_plan"
-        args = ((geo.K, Cg, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.dh, geo.dw)
-                if transposed else (geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw))
-        taps, phases, plan, pixels = _plan(which, xp, *args, geo.H, geo.W, geo.Ho, geo.Wo, G,
-                                           bm)
-        _, mp, rw = plan[0].shape
-        channels = Kg if transposed else Cg
-        return (_tf32(xp, data), _tf32_weights(xp, w, plan), taps, phases, mp, rw, pixels,
-                G * channels * planes, channels * planes)
-    taps, phases, picks, pixels = _half_plan(xp, transposed, geo.K, Cg, geo.kh, geo.kw, geo.sh,
-                                             geo.sw, geo.ph, geo.pw, geo.dh, geo.dw, geo.H,
-                                             geo.W, geo.Ho, geo.Wo, G)
-    wt, mp, rw = _half_weights(xp, w, geo, transposed, picks, bm)
+    tf32 = kind(data.dtype) == "tf32"
+    flat, per, word = _layout(xp, data, tf32)
+    taps, phases, picks, pixels = _gemm_plan(xp, transposed, per, geo.K, geo.C // G, geo.kh,
+                                             geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.dh,
+                                             geo.dw, geo.H, geo.W, geo.Ho, geo.Wo, G)
+    wt, mp, rw = _gemm_weights(xp, w, geo, transposed, picks, bm, tf32)
     n, c, h, w_ = data.shape
-    words = _pairs(xp, _bits(xp, data).reshape(n, G, c // G, h, w_))
-    pairs = words.shape[2]
-    return (words.reshape(-1), wt, taps, phases, mp, rw, pixels, G * pairs * planes,
-            pairs * planes)
+    chunks = _vectors(xp, flat.reshape(n, G, c // G, h, w_), per, word)
+    group = chunks.shape[2] * h * w_ * VW
+    return chunks.reshape(-1), wt, taps, phases, mp, rw, pixels, G * group, group
 
 
 def _launch_gemm(kind_, bm, grid, x_words, wt, taps, phases, bias, y, *scalars):
@@ -607,11 +612,12 @@ def _bias(xp, b, size):
 def forward(x, w, b, geo):
     """y = conv(x, w) + b on tensor cores, (N, K, Ho, Wo) in x's dtype."""
     G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
-    R = Cg * geo.kh * geo.kw
+    image = G * _padded(Cg) * geo.H * geo.W               # x as chunks, at most
     xp = backend.get_array_module(x)
     y = xp.empty(geo.y_shape, x.dtype)
-    if not _fits(x.size, y.size, conv_cuda._operand_size(G, R, Kg) * 4,
-                 image=geo.C * geo.H * geo.W):
+    if not _fits(geo.N * image, y.size,
+                 conv_cuda._operand_size(G, _padded(Cg) * geo.kh * geo.kw, Kg) * 4,
+                 image=image):
         return conv_cuda.forward(x, w, b, geo)
     if y.size == 0:
         return y
@@ -628,11 +634,12 @@ def grad_input(gy, w, geo, b=None):
     """The adjoint of forward in x on tensor cores: gx (N, C, H, W) in gy's dtype, plus ``b``
     (C,) per channel when given (conv_transpose2d's bias)."""
     G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
+    image = G * _padded(Kg) * geo.Ho * geo.Wo             # gy as chunks, at most
     xp = backend.get_array_module(gy)
     if (gy.size == 0 or Kg == 0 or not _fits(
-            gy.size, int(np.prod(geo.x_shape)),
-            conv_cuda._operand_size(G * geo.sh * geo.sw, Kg * geo.kh * geo.kw, Cg) * 4,
-            image=geo.K * geo.Ho * geo.Wo)):
+            geo.N * image, int(np.prod(geo.x_shape)),
+            conv_cuda._operand_size(G * geo.sh * geo.sw, _padded(Kg) * geo.kh * geo.kw, Cg) * 4,
+            image=image)):
         return conv_cuda.grad_input(gy, w, geo, b)
     gx = xp.empty(geo.x_shape, gy.dtype)
     if gx.size == 0:
@@ -653,7 +660,7 @@ def _image_pairs(xp, a):
     over pixels, and these two meet the same taps at the same place: one 4-byte copy, one bounds
     test for both."""
     n, c, h, w = a.shape
-    return _pairs(xp, _bits(xp, a).reshape(1, 1, n, c, h * w)).reshape(-1)
+    return _vectors(xp, _bits(xp, a).reshape(1, 1, n, c, h * w), 2, np.uint32).reshape(-1)
 
 
 def grad_weight(x, gy, geo, with_bias=False):
@@ -678,8 +685,8 @@ def grad_weight(x, gy, geo, with_bias=False):
     split_len = conv_cuda._blocks(conv_cuda._blocks(words, splits), KW) * KW
     splits = conv_cuda._blocks(words, split_len)
     partial = xp.empty((splits, geo.K, R), np.float32)
-    taps = _plan("_forward_plan", xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H, geo.W,
-                 geo.Ho, geo.Wo, G, bm)[0][0]                 # (Rt, 4) rows, as the gemm's
+    taps = _weight_gradient_taps(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H, geo.W,
+                                 geo.Ho, geo.Wo, G, bm)
     grid = (conv_cuda._blocks(R, BN), conv_cuda._blocks(Kg, bm), G * splits)
     launch(_kernels(kind_, bm)[1], grad_weight_signature(kind_), grid, threads_for(bm), x_words,
            gy_words, taps, partial, n, geo.C, geo.H, geo.W, geo.Ho, geo.Wo, geo.sh, geo.sw,
@@ -711,7 +718,7 @@ def grad_weight_signature(kind_):
 # the hot-loop HMMA share each build reaches (sm_90 SASS, ptxas padding left out), rounded down:
 # BM -> (gemm, grad_weight), the same for every kind (one word per value or value pair). The gate
 # holds the kernels to it, so it cannot regress.
-HMMA_FLOOR = {64: (0.11, 0.085), 128: (0.15, 0.12)}
+HMMA_FLOOR = {64: (0.16, 0.085), 128: (0.185, 0.12)}
 
 
 def _signatures():
