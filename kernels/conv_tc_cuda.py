@@ -39,7 +39,9 @@ host lays the data out once per call so that each copy is one place in memory:
   data as (N, G, chunks, H, W, 4 words), 4 TF32-rounded float32 or 8 halves per chunk (a
   partial last chunk zero-padded), the reduction ordered (channel chunk, tap, channel) and the
   weights packed to match (``_gemm_plan``, ``_gemm_weights``): one copy, one tap-row read and
-  one bounds test per 4 words.
+  one bounds test per 4 words. Below 8 TF32 / 16 half channels per group (first layers,
+  depthwise convs) a second build copies single words (one value, or a channel pair of halves)
+  rather than multiply mostly zero padding (``chunk_words``).
 - The weight gradient reduces over pixels: TF32 words are the rounded values, half words pair
   a pixel of images 2n and 2n + 1 (``_image_pairs``; both meet the same tap at the same place).
 
@@ -68,7 +70,7 @@ from .launch import launch
 BN = 128            # columns per CTA tile (pixels; taps in the weight gradient)
 KW = 16             # 32-bit words of reduction per shared tile row
 KWP = KW + 4        # shared row pitch in words
-VW = 4              # words per 16-byte chunk: the gemm gathers chunks of consecutive channels
+CHUNK_WORDS = (4, 1)  # words per gemm copy: 16-byte chunks of channels, or single words
 WM, WN = 64, 32     # warp tile
 ROW_TILES = (64, 128)
 PAD_K = 32          # the weight gradient's tap table padded to this many reduction values
@@ -113,13 +115,14 @@ def stages(bm):
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels(kind, bm):
-    """(gemm, grad_weight) tensor-core kernels of ``kind`` with BM = ``bm``."""
+def _kernels(kind, bm, cw=CHUNK_WORDS[0]):
+    """(gemm, grad_weight) tensor-core kernels of ``kind`` with BM = ``bm``, the gemm copying
+    ``cw`` words (consecutive channels of one pixel) at a time."""
     threads = threads_for(bm)
     STAGES = stages(bm)
     WAIT = STAGES - 2                         # groups still in flight when a tile is read
     RING = 2 * STAGES - 2                     # gemm: tap ring slots (the gemm says why)
-    CHUNKS = KW // VW                         # gemm: 16-byte chunks per pixel row of a tile
+    CHUNKS = KW // cw                         # gemm: copies per pixel row of a tile
     A_SHARED, B_SHARED, TAP_ROWS = STAGES * bm, STAGES * BN, RING * CHUNKS
     WARPS_M = bm // WM
     A_STEP = threads // 4                     # gemm: weight rows between a thread's chunks
@@ -220,15 +223,19 @@ def _kernels(kind, bm):
 
     @cuda.jit(device=True, inline="always")
     def copy_pixels(b_s, stage, x, tap_s, slot, kl, n_b, x_base, h0, w0, Hi, Wi):
-        # this thread's 16-byte chunks of its pixel (one tap, VW words of consecutive
-        # channels), global to shared, zero outside the image
+        # this thread's chunks of its pixel (one tap, cw words of consecutive channels),
+        # global to shared, zero outside the image
         for t in range(B_LOADS):
             c = kl + B_LANES * t
             e = slot * U(CHUNKS) + c
-            inside_ = inside(tap_s, e, h0, w0, Hi, Wi)
-            mma.cp_async_16(b_s, stage * U(BN) + n_b, VW * c, x,
-                            U(x_base + tap_s[e, 0]) if inside_ else U(0),
-                            U(16) if inside_ else U(0))
+            if cw == 1:
+                copy4(b_s, stage * U(BN) + n_b, c, x, int32(x_base + tap_s[e, 0]),
+                      inside(tap_s, e, h0, w0, Hi, Wi))
+            else:
+                inside_ = inside(tap_s, e, h0, w0, Hi, Wi)
+                mma.cp_async_16(b_s, stage * U(BN) + n_b, U(cw) * c, x,
+                                U(int32(x_base + tap_s[e, 0])) if inside_ else U(0),
+                                U(16) if inside_ else U(0))
 
     @cuda.jit(device=True, inline="always")
     def copy_taps(tap_s, j, tiles, tid, taps, tap_src):
@@ -241,7 +248,7 @@ def _kernels(kind, bm):
     def conv_tc_gemm_kernel(x, wt, taps, phases, bias, y, N, Hin, Win, CHWin, gstride_in, M,
                             Cout, Hout, Wout, sh, sw, ph, pw, ohs, ows, has_bias, Rw, Mp, Rt):
         # conv_cuda.conv_gemm_kernel's product (its comment gives the indexing) over 32-bit words:
-        # x as (N, G, chunks, H, W, VW) words (TF32-rounded float32, or pairs of halves; _gemm);
+        # x as (N, G, chunks, H, W, cw) words (TF32-rounded float32, or pairs of halves; _gemm);
         # wt (Z, Mp, Rw) the matching weight words; taps (phases, Rt, 4) one row (offset, row,
         # column, 0) per chunk of the reduction, R words in all; y float32 or half bits.
         tid = U(cuda.threadIdx.x)
@@ -274,7 +281,7 @@ def _kernels(kind, bm):
         n, rest = divmod_(p, HWg)
         u, t = divmod_(rest, Wg)
         h0, w0 = int32(u * sh - ph), int32(t * sw - pw)
-        x_base = int32(n * CHWin + g * gstride_in + (h0 * Win + w0) * VW)
+        x_base = int32(n * CHWin + g * gstride_in + (h0 * Win + w0) * cw)
         if p >= P:
             h0 = int32(-conv_cuda.FAR)
         a_src = int32((z * Mp + m0 + a_row) * Rw + a_word)
@@ -514,16 +521,16 @@ def _vectors(xp, a, per, word):
     return xp.ascontiguousarray(groups).view(word)
 
 
-def _chunk_taps(chunks, Hs, Ws, e_i, e_j):
+def _chunk_taps(chunks, cw, Hs, Ws, e_i, e_j):
     """Tap rows (offset in words, row, column, 0) of the chunks (c, i, j) of a chunked image
-    (Hs x Ws planes of VW-word pixels): c a channel chunk, (e_i, e_j) the row and column
+    (Hs x Ws planes of cw-word pixels): c a channel chunk, (e_i, e_j) the row and column
     offsets of the phase's taps."""
     c, i, j = (v.reshape(-1) for v in np.meshgrid(np.arange(chunks), e_i, e_j, indexing="ij"))
-    return np.stack([VW * (c * Hs * Ws + i * Ws + j), i, j, np.zeros_like(c)], axis=1)
+    return np.stack([cw * (c * Hs * Ws + i * Ws + j), i, j, np.zeros_like(c)], axis=1)
 
 
 @functools.lru_cache(maxsize=64)
-def _gemm_plan(xp, transposed, per, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo,
+def _gemm_plan(xp, transposed, per, cw, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W, Ho, Wo,
                groups):
     """The gemm's plan over chunks of ``per`` channels: (taps (phases, Rt, 4), phases (R words,
     a, b, Hg, Wg) as conv_cuda's, the kernel taps (i, j) of each phase, pixels). The forward
@@ -532,17 +539,17 @@ def _gemm_plan(xp, transposed, per, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W,
     conv_cuda._input_plan."""
     if not transposed:
         ii, jj = np.arange(kh), np.arange(kw)
-        tables = [_chunk_taps(-(-Cg // per), H, W, ii * dh, jj * dw)]
-        phases, picks, pixels = [(VW * len(tables[0]), 0, 0, Ho, Wo)], [(ii, jj)], Ho * Wo
+        tables = [_chunk_taps(-(-Cg // per), cw, H, W, ii * dh, jj * dw)]
+        phases, picks, pixels = [(cw * len(tables[0]), 0, 0, Ho, Wo)], [(ii, jj)], Ho * Wo
     else:
         tables, phases, picks = [], [], []
         for a in range(sh):
             for b in range(sw):
                 ii = np.array([i for i in range(kh) if (a + ph - i * dh) % sh == 0], int)
                 jj = np.array([j for j in range(kw) if (b + pw - j * dw) % sw == 0], int)
-                tables.append(_chunk_taps(-(-(K // groups) // per), Ho, Wo,
+                tables.append(_chunk_taps(-(-(K // groups) // per), cw, Ho, Wo,
                                           (a + ph - ii * dh) // sh, (b + pw - jj * dw) // sw))
-                phases.append((VW * len(tables[-1]), a, b, len(range(a, H, sh)),
+                phases.append((cw * len(tables[-1]), a, b, len(range(a, H, sh)),
                                len(range(b, W, sw))))
                 picks.append((ii, jj))
         pixels = max(p[3] * p[4] for p in phases)
@@ -554,21 +561,30 @@ def _gemm_plan(xp, transposed, per, K, Cg, kh, kw, sh, sw, ph, pw, dh, dw, H, W,
     return xp.asarray(taps), xp.asarray(np.array(phases, np.int32)), picks, pixels
 
 
-def _layout(xp, a, tf32):
+def _layout(xp, a, tf32, cw):
     """(array to chunk, channels per chunk, word type) of a data or weight array: TF32-rounded
-    float32 values (4 per chunk) or the bits of halves (8 per chunk, two per word)."""
-    return (_tf32(xp, a), 4, np.float32) if tf32 else (_bits(xp, a), 8, np.uint32)
+    float32 values (cw per chunk) or the bits of halves (2 cw per chunk, two per word)."""
+    return (_tf32(xp, a), cw, np.float32) if tf32 else (_bits(xp, a), 2 * cw, np.uint32)
 
 
-def _gemm_weights(xp, w, geo, transposed, picks, bm, tf32):
+def chunk_words(channels, tf32):
+    """The gemm's words per copy for a reduction over ``channels`` channels per group: 16-byte
+    chunks from two chunks' worth on (the zero padding of a partial chunk then costs at most a
+    third more work), single words below (a 1-3 channel first layer or a depthwise conv would
+    otherwise multiply mostly zeros)."""
+    return CHUNK_WORDS[0] if channels >= 2 * CHUNK_WORDS[0] * (1 if tf32 else 2) else \
+        CHUNK_WORDS[1]
+
+
+def _gemm_weights(xp, w, geo, transposed, picks, bm, tf32, cw):
     """The gemm's weight words (phases * G, Mp, Rw), flat, with Mp and Rw: row m holds w over
     the reduction's (channel chunk, i, j, channel) for the taps (i, j) of each phase."""
     G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
-    flat, per, word = _layout(xp, w, tf32)
+    flat, per, word = _layout(xp, w, tf32, cw)
     w5 = flat.reshape(G, Kg, Cg, geo.kh, geo.kw)
     chunks = _vectors(xp, w5.transpose(0, 2, 1, 3, 4) if transposed else w5, per, word)
-    rows = chunks.shape[1]                                 # (G, M, chunks, kh, kw, VW)
-    used = [len(ii) * len(jj) * chunks.shape[2] * VW for ii, jj in picks]
+    rows = chunks.shape[1]                                 # (G, M, chunks, kh, kw, cw)
+    used = [len(ii) * len(jj) * chunks.shape[2] * cw for ii, jj in picks]
     mp = conv_cuda._blocks(rows, bm) * bm
     rw = max(1, conv_cuda._blocks(max(used), KW)) * KW
     wt = xp.zeros((len(picks), G, mp, rw), word)
@@ -581,25 +597,26 @@ def _gemm_weights(xp, w, geo, transposed, picks, bm, tf32):
 
 def _gemm(data, w, geo, bm, transposed):
     """The gemm's operands for data (x, or gy when ``transposed``): (data words, weight words,
-    taps, phases, Mp, Rw, pixels, image stride, group stride), strides in words. Data travel as
-    (N, G, chunks, H, W, VW) words: each pixel's channels in 16-byte chunks, one cp.async per
-    chunk and tap."""
+    taps, phases, Mp, Rw, pixels, image stride, group stride, words per copy), strides in
+    words. Data travel as (N, G, chunks, H, W, cw) words: each pixel's channels in chunks of cw
+    words, one cp.async per chunk and tap."""
     xp = backend.get_array_module(data)
     G = geo.groups
     tf32 = kind(data.dtype) == "tf32"
-    flat, per, word = _layout(xp, data, tf32)
-    taps, phases, picks, pixels = _gemm_plan(xp, transposed, per, geo.K, geo.C // G, geo.kh,
+    cw = chunk_words((geo.K if transposed else geo.C) // G, tf32)
+    flat, per, word = _layout(xp, data, tf32, cw)
+    taps, phases, picks, pixels = _gemm_plan(xp, transposed, per, cw, geo.K, geo.C // G, geo.kh,
                                              geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.dh,
                                              geo.dw, geo.H, geo.W, geo.Ho, geo.Wo, G)
-    wt, mp, rw = _gemm_weights(xp, w, geo, transposed, picks, bm, tf32)
+    wt, mp, rw = _gemm_weights(xp, w, geo, transposed, picks, bm, tf32, cw)
     n, c, h, w_ = data.shape
     chunks = _vectors(xp, flat.reshape(n, G, c // G, h, w_), per, word)
-    group = chunks.shape[2] * h * w_ * VW
-    return chunks.reshape(-1), wt, taps, phases, mp, rw, pixels, G * group, group
+    group = chunks.shape[2] * h * w_ * cw
+    return chunks.reshape(-1), wt, taps, phases, mp, rw, pixels, G * group, group, cw
 
 
-def _launch_gemm(kind_, bm, grid, x_words, wt, taps, phases, bias, y, *scalars):
-    launch(_kernels(kind_, bm)[0], gemm_signature(kind_), grid, threads_for(bm), x_words, wt,
+def _launch_gemm(kind_, bm, cw, grid, x_words, wt, taps, phases, bias, y, *scalars):
+    launch(_kernels(kind_, bm, cw)[0], gemm_signature(kind_), grid, threads_for(bm), x_words, wt,
            taps.reshape(-1), phases, bias, _bits(backend.get_array_module(y), y), *scalars)
 
 
@@ -622,9 +639,9 @@ def forward(x, w, b, geo):
     if y.size == 0:
         return y
     kind_, bm = kind(x.dtype), _row_tile(Kg)
-    words, wt, taps, phases, Mp, Rw, _, image, group = _gemm(x, w, geo, bm, False)
+    words, wt, taps, phases, Mp, Rw, _, image, group, cw = _gemm(x, w, geo, bm, False)
     grid = (conv_cuda._blocks(geo.N * geo.Ho * geo.Wo, BN), conv_cuda._blocks(Kg, bm), G)
-    _launch_gemm(kind_, bm, grid, words, wt, taps, phases, _bias(xp, b, geo.K), y, geo.N,
+    _launch_gemm(kind_, bm, cw, grid, words, wt, taps, phases, _bias(xp, b, geo.K), y, geo.N,
                  geo.H, geo.W, image, group, Kg, geo.K, geo.Ho, geo.Wo, geo.sh, geo.sw, geo.ph,
                  geo.pw, 1, 1, int(b is not None), Rw, Mp, taps.shape[1])
     return y
@@ -645,10 +662,10 @@ def grad_input(gy, w, geo, b=None):
     if gx.size == 0:
         return gx
     kind_, bm = kind(gy.dtype), _row_tile(Cg)
-    words, wt, taps, phases, Mp, Rw, pixels, image, group = _gemm(gy, w, geo, bm, True)
+    words, wt, taps, phases, Mp, Rw, pixels, image, group, cw = _gemm(gy, w, geo, bm, True)
     grid = (conv_cuda._blocks(geo.N * pixels, BN), conv_cuda._blocks(Cg, bm),
             G * len(phases))
-    _launch_gemm(kind_, bm, grid, words, wt, taps, phases, _bias(xp, b, geo.C), gx, geo.N,
+    _launch_gemm(kind_, bm, cw, grid, words, wt, taps, phases, _bias(xp, b, geo.C), gx, geo.N,
                  geo.Ho, geo.Wo, image, group, Cg, geo.C, geo.H, geo.W, 1, 1, 0, 0, geo.sh,
                  geo.sw, int(b is not None), Rw, Mp, taps.shape[1])
     return gx
@@ -715,10 +732,10 @@ def grad_weight_signature(kind_):
             f"{', '.join(['int64'] * 11)})")
 
 
-# the hot-loop HMMA share each build reaches (sm_90 SASS, ptxas padding left out), rounded down:
-# BM -> (gemm, grad_weight), the same for every kind (one word per value or value pair). The gate
-# holds the kernels to it, so it cannot regress.
-HMMA_FLOOR = {64: (0.16, 0.085), 128: (0.185, 0.12)}
+# the hot-loop HMMA share each build reaches (sm_90 SASS, ptxas padding left out), rounded down,
+# the same for every kind: BM -> (gemm with 16-byte chunks, gemm with single words, weight
+# gradient). The gate holds the kernels to it, so it cannot regress.
+HMMA_FLOOR = {64: (0.16, 0.11, 0.085), 128: (0.185, 0.14, 0.12)}
 
 
 def _signatures():
@@ -727,10 +744,9 @@ def _signatures():
     table = []
     for kind_ in KINDS:
         for bm in ROW_TILES:
-            gemm, gwt = _kernels(kind_, bm)
-            for kernel, signature, share in zip((gemm, gwt), (gemm_signature(kind_),
-                                                              grad_weight_signature(kind_)),
-                                                 HMMA_FLOOR[bm]):
+            builds = [(_kernels(kind_, bm, cw)[0], gemm_signature(kind_)) for cw in CHUNK_WORDS]
+            builds.append((_kernels(kind_, bm)[1], grad_weight_signature(kind_)))
+            for (kernel, signature), share in zip(builds, HMMA_FLOOR[bm]):
                 table.append((kernel, [signature], Budget(
                     threads=threads_for(bm), min_hmma_share=share,
                     min_occupancy=min_blocks(bm) * threads_for(bm) / 32 / 64)))

@@ -61,6 +61,10 @@ CASES = {
     "3x3 pad 1, 7x9: 4 pixel tiles": (1, 1, 7, 9, 2, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     # half weight gradient: a word pairs images 2n and 2n + 1; three images, the last one alone
     "1x2 pad (0, 1), 3 images": (3, 2, 2, 3, 2, (1, 2), (1, 1), (0, 1), (1, 1), 1),
+    # 16-byte channel chunks for halves (20 channels: chunks of 8, the last partial) and in
+    # grad_input (16 output channels; stride (2, 1): two phases)
+    "1x2 pad (0, 1), 20 channels": (1, 20, 2, 3, 2, (1, 2), (1, 1), (0, 1), (1, 1), 1),
+    "2x1 stride (2, 1), 16 outputs": (1, 2, 4, 2, 16, (2, 1), (2, 1), (0, 0), (1, 1), 1),
 }
 
 
@@ -74,7 +78,8 @@ def _geometry(case):
 # double buffer and the tap ring; half has one)
 @pytest.mark.parametrize("kind,name", [("tf32", "3x3 pad 1"), ("f16", "3x3 pad 1"),
                                        ("bf16", "1x1, 65 rows: BM 128, edge tiles"),
-                                       ("tf32", "3x3 stride 2, 8 channels: 5 k-tiles")])
+                                       ("tf32", "3x3 stride 2, 8 channels: 5 k-tiles"),
+                                       ("bf16", "1x2 pad (0, 1), 20 channels")])
 def test_forward(rng, kind, name):
     geo = _geometry(CASES[name])
     x, w, b = _arrays(rng, kind, geo.x_shape, geo.w_shape, (geo.K,))
@@ -87,9 +92,10 @@ def test_forward(rng, kind, name):
         assert np.abs(exact - want).max() > 1e-5
 
 
-def test_grad_input_per_phase_with_bias(rng):
+@pytest.mark.parametrize("name", ["3x2 stride (2, 1) dilated", "2x1 stride (2, 1), 16 outputs"])
+def test_grad_input_per_phase_with_bias(rng, name):
     """Stride (2, 1): two phases, each its own tap list; with a bias, as conv_transpose2d."""
-    geo = _geometry(CASES["3x2 stride (2, 1) dilated"])
+    geo = _geometry(CASES[name])
     gy, w = _arrays(rng, "f16", geo.y_shape, geo.w_shape)
     b = rng.standard_normal(geo.C).astype(np.float16)
     gx = conv_tc_cuda.grad_input(gy, w, geo, b)
