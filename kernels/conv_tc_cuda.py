@@ -569,8 +569,8 @@ def _layout(xp, a, tf32, cw):
 
 def chunk_words(channels, tf32):
     """The gemm's words per copy for a reduction over ``channels`` channels per group: 16-byte
-    chunks from two chunks' worth on (the zero padding of a partial chunk then costs at most a
-    third more work), single words below (a 1-3 channel first layer or a depthwise conv would
+    chunks from two chunks' worth on (the zero padding of a partial chunk then costs at most
+    41% more work: 17 half channels padded to 24), single words below (a 1-3 channel first layer or a depthwise conv would
     otherwise multiply mostly zeros)."""
     return CHUNK_WORDS[0] if channels >= 2 * CHUNK_WORDS[0] * (1 if tf32 else 2) else \
         CHUNK_WORDS[1]
