@@ -10,6 +10,17 @@ emulation's one extra rule: all threads of the block call together.
 
 Products are summed in float64 and rounded once to float32: the hardware's order of additions is
 unspecified, so tests compare with a tolerance, never bit for bit.
+
+``cp.async`` is per thread, not warp-collective. The hardware lands a copy at some moment between
+its issue and the ``wait_group`` that retires its group; a correct kernel reads the destination
+only after that wait and a block barrier, and refills a buffer only after a barrier that follows
+every read of it, so any landing moment gives it the same values. The emulation takes the
+latest: the source bytes (read-only input) are captured at issue, and written to shared memory
+when a wait retires their group. A kernel that reads a tile before waiting for it therefore sees
+the old contents here, as it could on the hardware; what no emulation shows is a missing barrier
+between one thread's wait and another thread's read (the simulator's threads run in lockstep only
+at barriers, so that race may go unseen). Alignment, ``src_bytes`` and the source range are
+checked as the PTX ISA requires.
 """
 
 import threading
@@ -188,3 +199,60 @@ def _quad(combine):
 quad_max = _quad(max)
 quad_sum = _quad(lambda values: np.float32(values[0] + values[1]) + np.float32(values[2] +
                                                                                values[3]))
+
+
+def _ndarray(a):
+    """The NumPy array behind a simulator kernel argument (shared arrays already are one)."""
+    a = getattr(a, "_item", a)
+    return getattr(a, "_ary", a)
+
+
+def _groups():
+    """This thread's cp.async state: [the open group, committed groups oldest first]."""
+    thread = threading.current_thread()
+    if not hasattr(thread, "cp_async_groups"):
+        thread.cp_async_groups = [[], []]
+    return thread.cp_async_groups
+
+
+def _cp_async(size):
+    def cp_async(dst, row, col, src, index, src_bytes):
+        dst, src = _ndarray(dst), _ndarray(src)
+        source = src.reshape(-1).view(np.uint8)
+        start = int(index) * src.itemsize
+        to = (int(row) * dst.shape[1] + int(col)) * dst.itemsize
+        if not 0 <= int(src_bytes) <= size:
+            raise RuntimeError(f"cp.async: src_bytes must be 0..{size}, got {src_bytes}")
+        if start % size or to % size:
+            raise RuntimeError(f"cp.async: {size}-byte copy from byte {start} to byte {to}: "
+                               f"both addresses must be {size}-byte aligned")
+        if not 0 <= start < source.size or start + int(src_bytes) > source.size:
+            raise RuntimeError(f"cp.async: source bytes {start}..{start + int(src_bytes)} "
+                               f"outside the {source.size}-byte array")
+        data = np.zeros(size, np.uint8)
+        data[:int(src_bytes)] = source[start:start + int(src_bytes)]
+        _groups()[0].append((dst, to, data))
+    return cp_async
+
+
+cp_async_4 = _cp_async(4)
+cp_async_8 = _cp_async(8)
+cp_async_16 = _cp_async(16)
+
+
+def cp_async_commit():
+    groups = _groups()
+    groups[1].append(groups[0])
+    groups[0] = []
+
+
+def cp_async_wait(n):
+    committed = _groups()[1]
+    while len(committed) > n:
+        for dst, to, data in committed.pop(0):
+            dst.reshape(-1).view(np.uint8)[to:to + data.size] = data
+
+
+def cp_async_wait_all():
+    cp_async_commit()
+    cp_async_wait(0)

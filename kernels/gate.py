@@ -138,13 +138,14 @@ class Instruction:
     address: int
     opcode: str              # with modifiers: "ISETP.GE.AND"
     operands: str
-
+    never: bool = False      # predicated on @!PT: padding that never executes (ptxas puts three
+                             # before each LDGSTS), counted as a NOP is
     @property
     def base(self):
         return self.opcode.split(".")[0]
 
 
-_SASS = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
+_SASS = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P[T0-9]\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
 _HEX = re.compile(r"0x([0-9a-f]+)")
 
 
@@ -155,7 +156,8 @@ def parse_sass(text):
         if "Function :" in line:
             current = functions.setdefault(line.split("Function :", 1)[1].strip(), [])
         elif current is not None and (m := _SASS.search(line)):
-            current.append(Instruction(int(m.group(1), 16), m.group(2), m.group(3).strip()))
+            current.append(Instruction(int(m.group(1), 16), m.group(3), m.group(4).strip(),
+                                       (m.group(2) or "").strip() == "@!PT"))
     return functions
 
 
@@ -226,8 +228,9 @@ class LoopMix:
 
 
 def loop_mix(instructions, span, depth=0, div64_subs=frozenset()):
-    """Instruction mix of the loop ``span`` (NOPs left out)."""
-    body = [i for i in instructions if span[0] <= i.address <= span[1] and i.base != "NOP"]
+    """Instruction mix of the loop ``span`` (NOPs and never-executed padding left out)."""
+    body = [i for i in instructions
+            if span[0] <= i.address <= span[1] and i.base != "NOP" and not i.never]
     div64 = sum(1 for i in body if i.base == "CALL" and _HEX.findall(i.operands)
                 and int(_HEX.findall(i.operands)[-1], 16) in div64_subs)
     return LoopMix(span, depth, len(body), sum(1 for i in body if i.base in _FMA),

@@ -11,7 +11,10 @@ The mma, ldmatrix and shuffle ones are warp-collective: every lane of the warp c
 together, with warp-uniform control flow. They are emitted as volatile assembly (``asm volatile``
 in CUDA C), so LLVM neither moves them into divergent code nor merges them, and ldmatrix also
 clobbers memory: LLVM otherwise takes it for a pure function of its address and hoists it out of
-a loop that rewrites the tile (stale tiles on the hardware, which no simulator would show). The emulation is stricter: every thread of the BLOCK must reach the call together
+a loop that rewrites the tile (stale tiles on the hardware, which no simulator would show). The
+cp.async copies and waits are volatile and clobber memory for the same reason: LLVM must keep
+shared-memory loads and stores on their side of each (a load moved above the wait reads a tile
+still in flight). The emulation is stricter: every thread of the BLOCK must reach the call together
 (it stages fragments through a per-warp scratch and the block barrier).
 
 Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k8" and "...m16n8k16"). For lane ``l``
@@ -42,6 +45,20 @@ of row ``l >> 2`` of matrix ``m``: exactly an A or B fragment. ``ldmatrix_x4_tra
 transposed matrices (register ``rm`` of lane ``l`` holds elements (2t, g) and (2t+1, g) of
 matrix ``m``), which turns a row-major V or weight tile into B fragments.
 
+``cp_async_16(dst, row, col, src, index, src_bytes)`` (``cp.async.cg``, bypassing L1) and
+``cp_async_4`` / ``cp_async_8`` (``cp.async.ca``): copy 16 / 4 / 8 bytes from ``&src[index]``
+(global memory, ``src`` 1-D) to ``&dst[row, col]`` (shared memory, ``dst`` 2-D) without passing
+through registers; only the first ``src_bytes`` (0..size) are read, the rest of the destination is
+zero-filled (``src_bytes = 0``: an out-of-bounds element becomes 0 and nothing is read, but
+``&src[index]`` should still point into ``src``). Both addresses must be aligned to the size. The
+copies a thread issued since its last ``cp_async_commit()`` form a group; ``cp_async_wait(n)``
+(``n`` a compile-time integer) returns once at most ``n`` of the thread's groups are still in
+flight, ``cp_async_wait_all()`` once none is. A wait covers the calling thread's own copies only:
+other threads see the data after their wait AND a block barrier, and a buffer may be refilled only
+after a barrier that follows every thread's last read of it. These are per-thread (not
+warp-collective); the emulation performs a group's copies when a wait retires it, so a kernel that
+reads a tile before its wait sees stale data in the simulator too.
+
 ``quad_max(x)`` / ``quad_sum(x)``: the max / sum of a float32 over the 4 lanes of a group (the
 lanes sharing ``g``, which together hold one row of a C/D fragment): the row reductions of an
 online softmax. Two ``shfl.sync.bfly`` on the hardware; the simulator, which has no shuffles,
@@ -58,12 +75,15 @@ LDMATRIX_ALIGN = None if config.ENABLE_CUDASIM else 16
 
 __all__ = ["LDMATRIX_ALIGN", "mma_tf32_m16n8k8", "mma_f16_m16n8k16", "mma_bf16_m16n8k16", "to_tf32",
            "pack_f16x2", "pack_bf16x2", "ldmatrix_x4", "ldmatrix_x4_trans", "quad_max",
-           "quad_sum"]
+           "quad_sum", "cp_async_4", "cp_async_8", "cp_async_16", "cp_async_commit",
+           "cp_async_wait", "cp_async_wait_all"]
 
 if config.ENABLE_CUDASIM:
-    from ._mma_emulation import (ldmatrix_x4, ldmatrix_x4_trans, mma_bf16_m16n8k16,  # noqa: F401
-                                 mma_f16_m16n8k16, mma_tf32_m16n8k8, pack_bf16x2, pack_f16x2,
-                                 quad_max, quad_sum, to_tf32)
+    from ._mma_emulation import (cp_async_4, cp_async_8, cp_async_16,  # noqa: F401
+                                 cp_async_commit, cp_async_wait, cp_async_wait_all, ldmatrix_x4,
+                                 ldmatrix_x4_trans, mma_bf16_m16n8k16, mma_f16_m16n8k16,
+                                 mma_tf32_m16n8k8, pack_bf16x2, pack_f16x2, quad_max, quad_sum,
+                                 to_tf32)
 else:
     from llvmlite import ir
     from numba import types
@@ -132,6 +152,31 @@ else:
     pack_f16x2 = _pack("f16")
     pack_bf16x2 = _pack("bf16")
 
+    def _item_pointer(context, builder, array_type, array, index_values, index_types):
+        """The generic pointer to ``array[indices]`` (no wraparound, no bounds check)."""
+        from numba.cuda import cgutils
+        array = context.make_array(array_type)(context, builder, array)
+        indices = [context.cast(builder, v, t, types.intp)
+                   for v, t in zip(index_values, index_types)]
+        return cgutils.get_item_pointer(context, builder, array_type, array, indices,
+                                        wraparound=False)
+
+    def _shared_address(context, builder, array_type, array, index_values, index_types):
+        """The 32-bit shared-window address of ``array[indices]`` (``array`` in shared memory),
+        what ``__cvta_generic_to_shared`` gives in CUDA C, computed in 32-bit arithmetic: a
+        64-bit pointer from zero-extended unsigned indices keeps NVVM from folding the constant
+        part of an index (``(stage + 16) * pitch``) into the instruction's immediate offset."""
+        from numba.cuda import cgutils
+        array = context.make_array(array_type)(context, builder, array)
+        data = array.data
+        address = builder.ptrtoint(
+            builder.addrspacecast(data, ir.PointerType(data.type.pointee, 3)), _I32)
+        strides = cgutils.unpack_tuple(builder, array.strides, array_type.ndim)
+        for value, kind, stride in zip(index_values, index_types, strides):
+            index = builder.trunc(context.cast(builder, value, kind, types.int64), _I32)
+            address = builder.add(address, builder.mul(index, builder.trunc(stride, _I32)))
+        return address
+
     def _ldmatrix(modifier):
         @intrinsic
         def ldmatrix(typingctx, smem, row, col):
@@ -140,20 +185,14 @@ else:
                 return None
 
             def codegen(context, builder, sig, args):
-                from numba.cuda import cgutils
-                array_type = sig.args[0]
-                array = context.make_array(array_type)(context, builder, args[0])
-                indices = [context.cast(builder, v, t, types.intp)
-                           for v, t in zip(args[1:], sig.args[1:])]
-                pointer = cgutils.get_item_pointer(context, builder, array_type, array,
-                                                   indices, wraparound=False)
-                fnty = ir.FunctionType(ir.LiteralStructType([_I32] * 4), [pointer.type])
+                address = _shared_address(context, builder, sig.args[0], args[0], args[1:],
+                                          sig.args[1:])
+                fnty = ir.FunctionType(ir.LiteralStructType([_I32] * 4), [_I32])
                 asm = ir.InlineAsm(
                     fnty,
-                    "{ .reg .u64 a; cvta.to.shared.u64 a, $4; "
-                    f"ldmatrix.sync.aligned.m8n8.x4{modifier}.shared.b16 {{$0,$1,$2,$3}}, [a]; }}",
-                    "=r,=r,=r,=r,l,~{memory}", side_effect=True)
-                words = builder.call(asm, [pointer])
+                    f"ldmatrix.sync.aligned.m8n8.x4{modifier}.shared.b16 {{$0,$1,$2,$3}}, [$4];",
+                    "=r,=r,=r,=r,r,~{memory}", side_effect=True)
+                words = builder.call(asm, [address])
                 return context.make_tuple(builder, sig.return_type,
                                           [builder.extract_value(words, i) for i in range(4)])
             return _FOUR_U32(smem, row, col), codegen
@@ -180,3 +219,53 @@ else:
 
     quad_max = _quad_reduce("max")
     quad_sum = _quad_reduce("add")
+
+    def _cp_async(size, cache):
+        @intrinsic
+        def cp_async(typingctx, dst, row, col, src, index, src_bytes):
+            if not (isinstance(dst, types.Array) and dst.ndim == 2
+                    and isinstance(src, types.Array) and src.ndim == 1
+                    and all(isinstance(v, types.Integer) for v in (row, col, index, src_bytes))):
+                return None
+
+            def codegen(context, builder, sig, args):
+                to = _shared_address(context, builder, sig.args[0], args[0], args[1:3],
+                                     sig.args[1:3])
+                source = _item_pointer(context, builder, sig.args[3], args[3], args[4:5],
+                                       sig.args[4:5])
+                count = context.cast(builder, args[5], sig.args[5], types.uint32)
+                asm = ir.InlineAsm(
+                    ir.FunctionType(ir.VoidType(), [_I32, source.type, _I32]),
+                    f"cp.async.{cache}.shared.global [$0], [$1], {size}, $2;",
+                    "r,l,r,~{memory}", side_effect=True)
+                builder.call(asm, [to, source, count])
+                return context.get_dummy_value()
+            return types.none(dst, row, col, src, index, src_bytes), codegen
+        return cp_async
+
+    cp_async_4 = _cp_async(4, "ca")
+    cp_async_8 = _cp_async(8, "ca")
+    cp_async_16 = _cp_async(16, "cg")
+
+    def _statement(text):
+        """A codegen emitting ``text`` as a volatile statement that clobbers memory."""
+        def codegen(context, builder, sig, args):
+            asm = ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), text, "~{memory}",
+                               side_effect=True)
+            builder.call(asm, [])
+            return context.get_dummy_value()
+        return codegen
+
+    @intrinsic
+    def cp_async_commit(typingctx):
+        return types.none(), _statement("cp.async.commit_group;")
+
+    @intrinsic
+    def cp_async_wait(typingctx, n):
+        if not isinstance(n, types.IntegerLiteral):
+            return None              # Numba retries with the literal; a variable count fails
+        return types.none(n), _statement(f"cp.async.wait_group {n.literal_value};")
+
+    @intrinsic
+    def cp_async_wait_all(typingctx):
+        return types.none(), _statement("cp.async.wait_all;")

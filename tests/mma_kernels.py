@@ -69,3 +69,33 @@ def quad_reductions(x, out_max, out_sum):
     lane = cuda.threadIdx.x
     out_max[lane] = mma.quad_max(x[lane])
     out_sum[lane] = mma.quad_sum(x[lane])
+
+
+def staged_copy(cp_async, size):
+    """out[:tiles * 128] = src then zeros, through a two-stage cp.async pipeline: 32 threads
+    each copy 16 bytes of a 128-value tile as 16 / ``size`` copies of ``size`` bytes, the tail
+    zero-filled by ``src_bytes`` (an index past the end is replaced by 0, which is never read)."""
+    per = size // 4                                  # float32 values per copy
+
+    @cuda.jit
+    def copy(src, out):
+        lane = cuda.threadIdx.x
+        n = src.shape[0]
+        tiles = (n + 127) // 128
+        tile = cuda.shared.array((2, 128), float32, alignment=ALIGN)
+        for k in range(tiles + 1):
+            if k < tiles:                            # issue tile k, one group
+                for c in range(4 // per):
+                    at = 128 * k + 4 * lane + per * c
+                    room = max(0, min(per, n - at))
+                    cp_async(tile, k & 1, 4 * lane + per * c, src, at if room > 0 else 0,
+                             4 * room)
+            mma.cp_async_commit()
+            if k > 0:                                # tile k - 1 has landed
+                mma.cp_async_wait(1)
+                cuda.syncthreads()
+                for c in range(4):
+                    out[128 * (k - 1) + 4 * lane + c] = tile[(k - 1) & 1, 4 * lane + c]
+                cuda.syncthreads()
+        mma.cp_async_wait_all()
+    return copy

@@ -39,3 +39,7 @@ def test_hot_loop_runs_on_tensor_cores(kind, which, tmp_path):
     assert len(mma) == 32 and all(op == HMMA[kind] for op in mma), sorted(set(mma))
     assert sum(op.startswith("LDSM.16.M88.4") for op in body) == 12       # 2 k-steps x (4 + 2)
     assert not [op for op in body if re.match(r"(LDL|STL)\b", op)]
+    # operands reach shared memory by cp.async (global to shared, one 32-bit word per value or
+    # value pair), with no register staging (LDG) or shared store (STS) left
+    assert any(op.startswith("LDGSTS") for op in body) and "LDGDEPBAR" in body
+    assert not [op for op in body if op.startswith(("LDG.", "STS"))], sorted(set(body))

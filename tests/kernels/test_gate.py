@@ -97,6 +97,20 @@ def test_hot_loop_prefers_the_fma_loop():
     assert summary.fp64 == 2
 
 
+def test_never_executed_padding_counts_as_a_nop():
+    """ptxas pads each LDGSTS (cp.async) with three @!PT LDS: never executed, left out of the
+    mix like NOPs; a real predicated instruction (@!P1) stays in."""
+    lines = [f"        /*{a:04x}*/                   {op} ;" for a, op in [
+        (0x00, "@!PT LDS RZ, [RZ]"), (0x10, "@!PT LDS RZ, [RZ]"), (0x20, "@!PT LDS RZ, [RZ]"),
+        (0x30, "LDGSTS.E [R2], desc[UR4][R4.64], P0"), (0x40, "NOP"),
+        (0x50, "HMMA.1688.F32.TF32 R8, R12, R14, R8"), (0x60, "@!P1 LDS R3, [R2]"),
+        (0x70, "BRA 0x0")]]
+    ins = gate.parse_sass("\t\tFunction : f\n" + "\n".join(lines))["f"]
+    assert [i.never for i in ins] == [True] * 3 + [False] * 5
+    hot = gate.summarise(ins).hot
+    assert (hot.instructions, hot.hmma) == (4, 1) and hot.hmma_share == pytest.approx(0.25)
+
+
 @pytest.mark.parametrize("regs, threads, shared, expected", [
     (32, 256, 0, 1.0),             # warp-limited: 8 blocks of 8 warps
     (102, 256, 0, 0.25),           # 3,328 regs per warp: 19 warps fit, so 2 blocks of 8

@@ -9,7 +9,7 @@ import pytest
 from numba import cuda
 
 from gpudl.kernels import gate
-from mma_kernels import gemm_tf32, half_gemm, load_fragments, quad_reductions
+from mma_kernels import gemm_tf32, half_gemm, load_fragments, quad_reductions, staged_copy
 from gpudl.kernels import mma
 
 try:
@@ -27,6 +27,12 @@ CASES = {
     "ldmatrix": (load_fragments, "void(uint32[:, ::1], uint32[:, ::1], uint32[:, ::1])",
                  "LDSM.16.M88.4"),
     "quad": (quad_reductions, "void(float32[::1], float32[::1], float32[::1])", "SHFL.BFLY"),
+    "cp_async_16": (staged_copy(mma.cp_async_16, 16), "void(float32[::1], float32[::1])",
+                    "LDGSTS.E.BYPASS.128"),
+    "cp_async_8": (staged_copy(mma.cp_async_8, 8), "void(float32[::1], float32[::1])",
+                   "LDGSTS.E.64"),
+    "cp_async_4": (staged_copy(mma.cp_async_4, 4), "void(float32[::1], float32[::1])",
+                   "LDGSTS.E"),
 }
 
 
@@ -50,3 +56,10 @@ def test_primitive_becomes_its_tensor_core_instruction(name, cc, tmp_path):
         assert any(op.startswith("LDSM.16.MT88.4") for op in opcodes)   # the .trans form
         # ldmatrix reads 16-byte rows: the tile must be declared 16-byte aligned
         assert re.findall(r"\.shared \.align (\d+) ", ptx) == ["16"]
+        # the 32-bit shared address: no generic-to-shared conversion per ldmatrix
+        assert "cvta.to.shared" not in ptx
+    if name.startswith("cp_async"):
+        # global -> shared with no register in between (no LDG/STS), groups committed and waited
+        assert not [op for op in opcodes if op.startswith(("LDG.", "STS"))], sorted(set(opcodes))
+        assert "LDGDEPBAR" in opcodes and any(op.startswith("DEPBAR") for op in opcodes)
+        assert "cvta.to.shared" not in ptx

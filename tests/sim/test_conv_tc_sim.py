@@ -55,6 +55,16 @@ CASES = {
     "3x2 stride 2 dilated, groups 2": (1, 4, 7, 6, 4, (3, 2), (2, 1), (1, 0), (1, 2), 2),
     "3x2 stride (2, 1) dilated": (1, 2, 5, 6, 3, (3, 2), (2, 1), (1, 0), (1, 2), 1),
     "1x1, 65 rows: BM 128, edge tiles": (1, 1, 3, 5, 65, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+    # pipeline edges: more k-tiles than stages and tap-ring slots (tf32 forward: 72 taps = 5 tiles
+    # of 16; weight gradient: 63 pixels = 4 tiles, the last partial), odd sizes, stride, padding
+    "3x3 stride 2, 8 channels: 5 k-tiles": (1, 8, 5, 5, 4, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    "3x3 pad 1, 7x9: 4 pixel tiles": (1, 1, 7, 9, 2, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    # half weight gradient: a word pairs images 2n and 2n + 1; three images, the last one alone
+    "1x2 pad (0, 1), 3 images": (3, 2, 2, 3, 2, (1, 2), (1, 1), (0, 1), (1, 1), 1),
+    # 16-byte channel chunks for halves (20 channels: chunks of 8, the last partial) and in
+    # grad_input (16 output channels; stride (2, 1): two phases)
+    "1x2 pad (0, 1), 20 channels": (1, 20, 2, 3, 2, (1, 2), (1, 1), (0, 1), (1, 1), 1),
+    "2x1 stride (2, 1), 16 outputs": (1, 2, 4, 2, 16, (2, 1), (2, 1), (0, 0), (1, 1), 1),
 }
 
 
@@ -67,7 +77,9 @@ def _geometry(case):
 # each kernel build once or twice: the emulation is slow (tf32 3x3 pad 1 has two k-tiles: the
 # double buffer and the tap ring; half has one)
 @pytest.mark.parametrize("kind,name", [("tf32", "3x3 pad 1"), ("f16", "3x3 pad 1"),
-                                       ("bf16", "1x1, 65 rows: BM 128, edge tiles")])
+                                       ("bf16", "1x1, 65 rows: BM 128, edge tiles"),
+                                       ("tf32", "3x3 stride 2, 8 channels: 5 k-tiles"),
+                                       ("bf16", "1x2 pad (0, 1), 20 channels")])
 def test_forward(rng, kind, name):
     geo = _geometry(CASES[name])
     x, w, b = _arrays(rng, kind, geo.x_shape, geo.w_shape, (geo.K,))
@@ -80,9 +92,10 @@ def test_forward(rng, kind, name):
         assert np.abs(exact - want).max() > 1e-5
 
 
-def test_grad_input_per_phase_with_bias(rng):
+@pytest.mark.parametrize("name", ["3x2 stride (2, 1) dilated", "2x1 stride (2, 1), 16 outputs"])
+def test_grad_input_per_phase_with_bias(rng, name):
     """Stride (2, 1): two phases, each its own tap list; with a bias, as conv_transpose2d."""
-    geo = _geometry(CASES["3x2 stride (2, 1) dilated"])
+    geo = _geometry(CASES[name])
     gy, w = _arrays(rng, "f16", geo.y_shape, geo.w_shape)
     b = rng.standard_normal(geo.C).astype(np.float16)
     gx = conv_tc_cuda.grad_input(gy, w, geo, b)
@@ -92,7 +105,9 @@ def test_grad_input_per_phase_with_bias(rng):
 
 @pytest.mark.parametrize("kind,name", [("tf32", "3x3 pad 1"),
                                        ("bf16", "3x2 stride 2 dilated, groups 2"),
-                                       ("f16", "1x1, 65 rows: BM 128, edge tiles")])
+                                       ("f16", "1x1, 65 rows: BM 128, edge tiles"),
+                                       ("tf32", "3x3 pad 1, 7x9: 4 pixel tiles"),
+                                       ("f16", "1x2 pad (0, 1), 3 images")])
 def test_grad_weight(rng, kind, name):
     """tf32: 25 pixels, two k-tiles (the pixel carries); bf16: grouped, strided; f16: the BM 128
     build."""

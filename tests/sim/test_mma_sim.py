@@ -11,7 +11,7 @@ from numba import cuda
 
 from gpudl import backend
 from gpudl.kernels import mma
-from mma_kernels import gemm_tf32, half_gemm, load_fragments, quad_reductions
+from mma_kernels import gemm_tf32, half_gemm, load_fragments, quad_reductions, staged_copy
 
 pytestmark = [pytest.mark.simulator,
               pytest.mark.skipif(not backend.SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1")]
@@ -131,3 +131,34 @@ def test_quad_reductions_combine_the_four_lanes_of_a_group():
     groups = x.reshape(16, 4)
     np.testing.assert_array_equal(out_max, np.repeat(groups.max(axis=1), 4))
     np.testing.assert_allclose(out_sum, np.repeat(groups.sum(axis=1), 4), rtol=1e-6)
+
+
+@pytest.mark.parametrize("size", [4, 8, 16])
+def test_cp_async_pipeline_copies_and_zero_fills(size):
+    """Three 128-value tiles through two stages; the last tile is partial (301 values: a 16-byte
+    copy with 4 source bytes, then copies with none)."""
+    src = np.random.default_rng(4).standard_normal(301).astype(np.float32)
+    out = np.full(384, np.nan, np.float32)
+    staged_copy(getattr(mma, f"cp_async_{size}"), size)[1, 32](src, out)
+    np.testing.assert_array_equal(out, np.concatenate([src, np.zeros(83, np.float32)]))
+
+
+def test_cp_async_lands_when_its_group_is_waited_for():
+    """The emulation's landing moment is the latest the hardware allows: a tile read before its
+    wait shows the old contents, so a kernel missing a wait fails here too."""
+    src = np.arange(8, dtype=np.float32)
+    tile = np.zeros((2, 4), np.float32)
+    mma.cp_async_16(tile, 0, 0, src, 0, 16)
+    mma.cp_async_commit()
+    mma.cp_async_8(tile, 1, 2, src, 4, 4)                  # 4 of 8 bytes: the rest zero-filled
+    mma.cp_async_commit()
+    assert not tile.any()
+    mma.cp_async_wait(1)                                   # the older group only
+    np.testing.assert_array_equal(tile, [[0, 1, 2, 3], [0, 0, 0, 0]])
+    tile[1, 3] = 7
+    mma.cp_async_wait_all()
+    np.testing.assert_array_equal(tile, [[0, 1, 2, 3], [0, 0, 4, 0]])
+    with pytest.raises(RuntimeError, match="aligned"):
+        mma.cp_async_16(tile, 0, 1, src, 0, 16)
+    with pytest.raises(RuntimeError, match="outside"):
+        mma.cp_async_16(tile, 0, 0, src, 8, 16)
