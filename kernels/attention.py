@@ -34,6 +34,8 @@ import numpy as np
 
 from gpudl import backend, cpu_threads
 
+from . import attention_small
+
 BLOCK_Q = 256               # most query rows per tile; half that with a causal mask
 TILE_ELEMENTS = 1 << 16     # scores per tile: 256 KiB in float32, in L2 with its K and V blocks
 MIN_BLOCK_K = 64            # fewer keys per tile make NumPy's per-call cost dominate
@@ -223,8 +225,26 @@ class _Fresh:
         return None
 
 
+def _one_tile(xp, B, L, S, E, Ev, is_causal):
+    """Whether the call runs as one tile (on the calling thread)."""
+    if B == 0 or L == 0 or S == 0:
+        return False
+    nb, bq, bk = _plan(B, L, S, _workers(xp, B * L * S * (E + Ev)), is_causal)
+    return nb >= B and bq >= L and bk >= S
+
+
+def _small(xp, q, k, v, is_causal):
+    """Whether attention_small runs the call: one tile of NumPy arrays computed in float32."""
+    B, L, E = q.shape
+    return (xp is np and _compute_dtype(q.dtype) is np.float32
+            and _one_tile(xp, B, L, k.shape[1], E, v.shape[2], is_causal))
+
+
 def _attention_fwd_cpu(q, k, v, mask, is_causal, scale):
     xp = backend.get_array_module(q)
+    if _small(xp, q, k, v, is_causal):
+        return attention_small.forward(q, k, v, None if mask is None else as_mask3(mask),
+                                       is_causal, scale)
     B, L, E = q.shape
     S, Ev = k.shape[1], v.shape[2]
     ct, k, v, blocked, additive, scale = _prepare(q, k, v, mask, scale)
@@ -357,6 +377,9 @@ def _ones(dtype, n):
 
 def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
     xp = backend.get_array_module(q)
+    if _small(xp, q, k, v, is_causal):
+        return attention_small.backward(q, k, v, out, lse, gout,
+                                        None if mask is None else as_mask3(mask), is_causal, scale)
     B, L, E = q.shape
     S, Ev = k.shape[1], v.shape[2]
     ct, k, v, blocked, additive, scale = _prepare(q, k, v, mask, scale)

@@ -210,3 +210,117 @@ def test_backward_memory_is_bounded_by_the_tiles(rng):
         tracemalloc.stop()
     assert peak < 8 * K.TILE_ELEMENTS * 4 * K.CPU_THREADS + 6 * q.nbytes < n * n * 4, peak
     assert all(np.isfinite(g).all() for g in grads)
+
+
+# --------------------------------------------------------------------------- attention_small
+# float32 calls of one tile run in kernels/attention_small.py (BLAS GEMMs, one Numba pass
+# between them); the cases above run it only where they are float32.
+
+@pytest.fixture
+def small_calls(monkeypatch):
+    """Counts the calls that attention_small's forward and backward took."""
+    calls = {"forward": 0, "backward": 0}
+    for name in calls:
+        def spy(*args, _name=name, _run=getattr(K.attention_small, name)):
+            calls[_name] += 1
+            return _run(*args)
+        monkeypatch.setattr(K.attention_small, name, spy)
+    return calls
+
+
+F32_TOL = dict(rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("B, L, S, E, Ev, is_causal", [
+    (2, 64, 64, 16, 16, False), (2, 64, 64, 16, 16, True), (3, 13, 5, 16, 9, False),
+    (1, 1, 1, 8, 3, False), (2, 7, 12, 8, 6, True), (2, 12, 7, 8, 6, True),
+    (4, 33, 70, 32, 24, False), (1, 5, 130, 64, 64, True)])
+def test_small_calls_match_naive_reference(rng, small_calls, B, L, S, E, Ev, is_causal):
+    check(*make(rng, B, L, S, E, Ev, np.float32), is_causal=is_causal, **F32_TOL)
+    assert small_calls == {"forward": 1, "backward": 1}
+
+
+@pytest.mark.parametrize("mask_shape", [(2, 7, 10), (1, 7, 10), (7, 10), (2, 1, 10), (10,),
+                                        (2, 7, 1), (1, 1)])
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_small_calls_broadcast_masks(rng, small_calls, mask_shape, kind):
+    q, k, v, gout = make(rng, 2, 7, 10, 8, 8, np.float32)
+    if kind == "bool":
+        mask = rng.random(mask_shape) > 0.3
+        mask.reshape(-1)[0] = True          # the (1, 1) case: one visible key for everyone
+    else:
+        mask = rng.standard_normal(mask_shape).astype(np.float32)
+    check(q, k, v, gout, mask=mask, scale=0.37, **F32_TOL)
+    assert small_calls == {"forward": 1, "backward": 1}
+
+
+@pytest.mark.parametrize("kind", ["bool", "float", "key padding", "all hidden"])
+def test_small_calls_give_zeros_for_fully_masked_rows(rng, small_calls, kind):
+    q, k, v, gout = make(rng, 2, 5, 8, 8, 8, np.float32)
+    if kind == "bool":
+        mask = rng.random((2, 5, 8)) > 0.3
+        mask[1, 3] = False
+    elif kind == "float":
+        mask = rng.standard_normal((2, 5, 8))
+        mask[1, 3] = -np.inf
+        mask[0, 1, ::2] = -np.inf
+    elif kind == "key padding":
+        mask = np.ones((2, 1, 8), bool)
+        mask[1] = False
+    else:
+        mask = np.zeros((1, 1), bool)
+    out, grads = check(q, k, v, gout, mask=mask, **F32_TOL)
+    np.testing.assert_array_equal(out[1, 3], 0)
+    np.testing.assert_array_equal(grads[0][1, 3], 0)
+    assert all(np.isfinite(g).all() for g in grads)
+    assert small_calls == {"forward": 1, "backward": 1}
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("B, small", [(4, True), (5, False)])
+def test_small_path_threshold_is_one_tile(rng, small_calls, B, small, is_causal):
+    """(B, 128, 128): four batch rows fill one 64K-score tile; a fifth makes two tiles, which
+    the blocked twin runs. Both sides of the boundary match the reference."""
+    check(*make(rng, B, 128, 128, 8, 8, np.float32), is_causal=is_causal, **F32_TOL)
+    assert small_calls == ({"forward": 1, "backward": 1} if small
+                           else {"forward": 0, "backward": 0})
+
+
+def test_small_calls_of_float16_compute_in_float32(rng, small_calls):
+    q, k, v, gout = make(rng, 2, 9, 14, 16, 16, np.float16)
+    out, lse = K.attention_forward(q, k, v, None, True)
+    assert out.dtype == np.float16 and lse.dtype == np.float32
+    ref_out, ref_lse, ref_grads = naive(q, k, v, None, True, 0.25, gout)
+    np.testing.assert_allclose(out, ref_out, rtol=2e-2, atol=2e-2)
+    np.testing.assert_allclose(lse, ref_lse, rtol=1e-5, atol=1e-5)
+    grads = K.attention_backward(q, k, v, out, lse, gout, None, True)
+    for g, ref in zip(grads, ref_grads):
+        assert g.dtype == np.float16
+        np.testing.assert_allclose(g, ref, rtol=2e-2, atol=1e-1)
+    assert small_calls == {"forward": 1, "backward": 1}
+
+
+def test_small_calls_propagate_nan_and_inf(rng, small_calls):
+    q, k, v, gout = make(rng, 1, 4, 6, 8, 8, np.float32)
+    q[0, 1, 2] = np.nan
+    out, lse = K.attention_forward(q, k, v)
+    assert np.isnan(out[0, 1]).all() and np.isnan(lse[0, 1])
+    assert np.isfinite(np.delete(out[0], 1, axis=0)).all()
+    q[0, 1, 2] = np.inf                     # an infinite score: exp(inf - inf) is NaN too
+    out, _ = K.attention_forward(q, k, v)
+    assert np.isnan(out[0, 1]).any() and np.isfinite(np.delete(out[0], 1, axis=0)).all()
+
+
+def test_small_exp_matches_float64_exp():
+    """attention_small's own float32 exp: within 1e-7 relative where float32 is normal, 0
+    under its range and for -inf, inf above it, NaN kept."""
+    x = np.concatenate([np.linspace(-100, 100, 400_001), [-np.inf, np.inf, np.nan, -0.0],
+                        np.random.default_rng(7).standard_normal(10_001) * 30]).astype(np.float32)
+    got = x.copy()
+    K.attention_small._exp_in_place(got, np.empty(x.size, np.int32))
+    with np.errstate(over="ignore", invalid="ignore"):
+        ref = np.exp(x.astype(np.float64))
+    normal = (x >= -87.3) & (x <= 88.72)
+    assert np.max(np.abs(got[normal] / ref[normal] - 1)) < 1e-7
+    assert np.all(got[x < -87.3] == 0) and np.all(got[x > 88.72] == np.inf)
+    assert np.isnan(got[np.isnan(x)]).all() and got[x == 0].tolist() == [1.0] * int((x == 0).sum())

@@ -1,0 +1,212 @@
+"""Attention for small float32 CPU calls: the GEMMs in BLAS, everything between them in one
+compiled call.
+
+The blocked twin (attention.py) runs a call that fits one tile as about a dozen NumPy calls
+around its GEMMs (scale, maximum, shift, exp, row sums, log, division, ...); on a small call
+(a few heads of 64 positions) each costs about a microsecond, as much as the arithmetic. Here
+the forward is ``S = Q K^T`` (BLAS), one Numba call that turns S into the probabilities P in
+place (scale, mask, each row's own maximum, exp, sum, division) and writes the log-sum-exp, and
+``P V`` (BLAS); the backward is ``S = Q K^T`` and ``dP = dO V^T`` (BLAS), one Numba call that
+recomputes P from the log-sum-exp and turns dP into ``dS = scale P (dP - D)``, and the three
+gradient GEMMs. Numba's own loops would be slower GEMMs than BLAS's; they only replace the
+elementwise NumPy calls. Same formulas as the twin (PyTorch's), sums in another order.
+
+NumPy's SIMD ``exp`` is not reachable from Numba (no SVML here; a libm call per score costs
+five times more), so ``_exp_shifted`` computes it with Cephes' float32 polynomial (relative error
+under 1e-7, below NumPy's own) in loops that vectorise.
+
+Arrays are float32 ``q (B, L, E)``, ``k (B, S, E)``, ``v (B, S, Ev)``; a mask is a (Bm, Lm, Sm)
+array, bool (True = attend) or additive float32, size-1 dimensions broadcast. Fully masked rows
+give zeros and an lse of -inf (and zero gradients); NaN propagates through its row.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+NO_MASK, BOOL_MASK, FLOAT_MASK = 0, 1, 2
+_NO_BOOL = np.ones((1, 1, 1), np.bool_)         # the mask arguments of an unmasked call
+_NO_FLOAT = np.zeros((1, 1, 1), np.float32)
+
+# Cephes' expf: exp(y) = 2^t exp(r), t = round(y / ln 2), r = y - t ln 2 (ln 2 in two parts).
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_LOW = np.float32(-87.3)        # below: exp underflows float32's normal range, the result is 0
+_HIGH = np.float32(88.72)       # above: overflow, inf
+_INF = np.float32(np.inf)
+_P0, _P1 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3)
+_P2, _P3 = np.float32(8.3334519073e-3), np.float32(4.1665795894e-2)
+_P4, _P5 = np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
+
+
+def forward(q, k, v, mask, is_causal, scale):
+    """``(out, lse)`` of attention, as ``attention.attention_forward``: q, k, v NumPy arrays of
+    one float dtype computed in float32 (out in q's dtype, lse float32), mask None or (Bm, Lm,
+    Sm), ``scale`` a float."""
+    q32, k32, v32 = (_f32(a) for a in (q, k, v))
+    blocked, additive, kind = _mask_arguments(mask)
+    p = np.matmul(q32, k32.swapaxes(1, 2))                      # (B, L, S)
+    lse = np.empty(q.shape[:2], np.float32)
+    _softmax_rows(p, np.float32(scale), blocked, additive, kind, is_causal, lse)
+    return np.matmul(p, v32).astype(q.dtype, copy=False), lse
+
+
+def backward(q, k, v, out, lse, gout, mask, is_causal, scale):
+    """``(gq, gk, gv)`` of attention, as ``attention.attention_backward``, in the inputs'
+    dtype (arguments as in :func:`forward`, plus its results and the output gradient)."""
+    q32, k32, v32, out32, go32 = (_f32(a) for a in (q, k, v, out, gout))
+    blocked, additive, kind = _mask_arguments(mask)
+    p = np.matmul(q32, k32.swapaxes(1, 2))                      # S, then P
+    ds = np.matmul(go32, v32.swapaxes(1, 2))                    # dP, then dS
+    _score_grads(p, ds, go32, out32, _f32(lse), np.float32(scale), blocked, additive, kind,
+                 is_causal)
+    grads = (np.matmul(ds, k32), np.matmul(ds.swapaxes(1, 2), q32),
+             np.matmul(p.swapaxes(1, 2), go32))
+    return tuple(g.astype(q.dtype, copy=False) for g in grads)
+
+
+def _f32(a):
+    return a if a.dtype == np.float32 else a.astype(np.float32)
+
+
+def _mask_arguments(mask):
+    """(blocked, additive, kind) for the compiled calls, from a (Bm, Lm, Sm) mask or None."""
+    if mask is None:
+        return _NO_BOOL, _NO_FLOAT, NO_MASK
+    mask = np.ascontiguousarray(mask)
+    if mask.dtype == np.bool_:
+        return mask, _NO_FLOAT, BOOL_MASK
+    return _NO_BOOL, mask.astype(np.float32, copy=False), FLOAT_MASK
+
+
+@njit(cache=True)
+def _exp_in_place(x, bits):
+    """x[j] = exp(x[j]) for a float32 vector, in place; ``bits``: int32 scratch as long.
+    Anything under -87.3 (and -inf) gives 0, NaN stays NaN, over 88.72 gives inf.
+
+    2^t is added straight into the float's exponent bits in a second loop (through an int32 view
+    of x), which keeps both loops free of calls and branches, so they vectorise."""
+    n = x.size
+    for j in range(n):
+        y = x[j]
+        c = y if y > _LOW else _LOW                     # NaN takes _LOW here
+        c = c if c < _HIGH else _HIGH
+        t = np.int32(c * _LOG2E + np.float32(128.5)) - 128     # round(c / ln 2), c*log2e > -126
+        r = c - np.float32(t) * _LN2_HI - np.float32(t) * _LN2_LO
+        e = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+        e = e * r * r + r + np.float32(1.0)             # exp(r), r in [-0.35, 0.35]
+        inside = (y >= _LOW) & (y <= _HIGH)
+        x[j] = e if inside else (np.float32(0.0) if y < _LOW else (_INF if y > _HIGH else y))
+        bits[j] = (t << 23) if inside else 0
+    view = x.view(np.int32)
+    for j in range(n):
+        view[j] += bits[j]
+
+
+@njit(cache=True)
+def _mask_scores(s, blocked, additive, kind, is_causal):
+    """-inf where a key is hidden from a query (causal: keys after it; bool mask False), the
+    additive mask added; s (B, L, S) of scaled scores, in place."""
+    B, L, S = s.shape
+    for b in range(B):
+        for i in range(L):
+            row = s[b, i]
+            if is_causal:
+                for j in range(min(S, i + 1), S):
+                    row[j] = -_INF
+            if kind == BOOL_MASK:
+                mrow = blocked[b if blocked.shape[0] > 1 else 0, i if blocked.shape[1] > 1 else 0]
+                if mrow.size > 1:
+                    for j in range(S):
+                        row[j] = row[j] if mrow[j] else -_INF
+                elif not mrow[0]:
+                    row[:] = -_INF
+            elif kind == FLOAT_MASK:
+                mrow = additive[b if additive.shape[0] > 1 else 0,
+                                i if additive.shape[1] > 1 else 0]
+                if mrow.size > 1:
+                    for j in range(S):
+                        row[j] += mrow[j]
+                else:
+                    add = mrow[0]
+                    for j in range(S):
+                        row[j] += add
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _softmax_rows(s, scale, blocked, additive, kind, is_causal, lse):
+    """s (B, L, S) of raw scores q.k becomes P in place; lse[b, i] = log sum_j exp(scaled s).
+
+    Each pass is one loop over a row or the whole buffer, without calls inside the row loops
+    (a call per row costs as much as the row's arithmetic). The row maximum runs on the int32
+    patterns, mapped so that they order as their floats: integer maxima vectorise, float ones
+    do not. ``reassoc`` lets the row sums run in vector lanes (same order of error as BLAS);
+    nothing else here has more than one operation to reorder."""
+    B, L, S = s.shape
+    R = B * L
+    flat = s.reshape(R * S)
+    keys = flat.view(np.int32)
+    top = np.empty(R, np.int32)
+    for j in range(flat.size):
+        flat[j] *= scale
+    if is_causal or kind != NO_MASK:
+        _mask_scores(s, blocked, additive, kind, is_causal)
+    for r in range(R):
+        o = r * S
+        m = np.int32(-2139095041)                 # the key of -inf
+        for j in range(S):
+            x = keys[o + j]
+            m = max(m, x ^ ((x >> 31) & np.int32(0x7FFFFFFF)))
+        top[r] = m ^ ((m >> 31) & np.int32(0x7FFFFFFF))   # back to the float's pattern
+    shifts = top.view(np.float32)
+    for r in range(R):
+        if shifts[r] == -_INF:                  # no key visible: exp(-inf - 0) = 0
+            shifts[r] = 0.0
+        o, m = r * S, shifts[r]
+        for j in range(S):
+            flat[o + j] -= m
+    _exp_in_place(flat, np.empty(flat.size, np.int32))
+    lse_flat = lse.reshape(R)
+    for r in range(R):
+        o = r * S
+        total = np.float32(0.0)
+        for j in range(S):
+            total += flat[o + j]
+        if total == 0.0:                        # fully masked row: zeros, lse -inf
+            lse_flat[r] = -_INF
+            continue
+        lse_flat[r] = shifts[r] + np.float32(math.log(total))
+        for j in range(S):
+            flat[o + j] /= total
+
+
+@njit(cache=True)
+def _score_grads(s, dp, gout, out, lse, scale, blocked, additive, kind, is_causal):
+    """s (raw scores) becomes P = exp(scaled s + mask - lse), dp (dO V^T) becomes
+    dS = scale P (dP - D) with D_i = dO_i . O_i, both in place (the scale of dQ = dS K and
+    dK = dS^T Q folded in)."""
+    B, L, S = s.shape
+    R = B * L
+    Ev = out.shape[2]
+    flat, gflat = s.reshape(R * S), dp.reshape(R * S)
+    for j in range(flat.size):
+        flat[j] *= scale
+    if is_causal or kind != NO_MASK:
+        _mask_scores(s, blocked, additive, kind, is_causal)
+    lse_flat = lse.reshape(R)
+    for r in range(R):
+        o, m = r * S, lse_flat[r]
+        m = m if m != -_INF else _INF           # fully masked row: P = 0
+        for j in range(S):
+            flat[o + j] -= m
+    _exp_in_place(flat, np.empty(flat.size, np.int32))
+    for b in range(B):
+        for i in range(L):
+            d = np.float32(0.0)
+            for e in range(Ev):
+                d += gout[b, i, e] * out[b, i, e]
+            o = (b * L + i) * S
+            for j in range(S):
+                gflat[o + j] = scale * (flat[o + j] * (gflat[o + j] - d))
