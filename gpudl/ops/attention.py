@@ -55,25 +55,30 @@ class ScaledDotProductAttention(Function):
     @staticmethod
     def forward(ctx, query, key, value, mask, is_causal, scale, batch):
         """``batch``: the broadcast batch dims of query, key and value (checked by the caller)."""
-        q = _flatten_batch(query, batch)                        # (B, L, E)
-        k = _flatten_batch(key, batch)                          # (B, S, E)
-        v = _flatten_batch(value, batch)                        # (B, S, Ev)
-        mask = _flatten_mask(mask, batch)
-        out, lse = K.attention_forward(q, k, v, mask, is_causal, scale)   # (B, L, Ev), (B, L)
-        ctx.save_for_backward(q, k, v, out, lse, mask)
-        ctx.conf = (is_causal, scale, batch, query.shape, key.shape, value.shape)
-        return out if len(batch) == 1 else out.reshape(batch + out.shape[1:])
+        out, lse = K.attention_forward(_flatten_batch(query, batch), _flatten_batch(key, batch),
+                                       _flatten_batch(value, batch), _flatten_mask(mask, batch),
+                                       is_causal, scale)          # (B, L, Ev), (B, L)
+        if len(batch) != 1:
+            out = out.reshape(batch + out.shape[1:])
+        # the arrays as given and returned: apply's version check then finds them by identity
+        ctx.save_for_backward(query, key, value, out, lse, mask)
+        ctx.conf = (is_causal, scale, batch)
+        return out
 
     @staticmethod
     def backward(ctx, gout):
-        q, k, v, out, lse, mask = ctx.saved_tensors
-        is_causal, scale, batch, *shapes = ctx.conf
-        gq, gk, gv = K.attention_backward(q, k, v, out, lse, gout.reshape(out.shape), mask,
-                                          is_causal, scale)
+        query, key, value, out, lse, mask = ctx.saved_tensors
+        is_causal, scale, batch = ctx.conf
+        out = out if out.ndim == 3 else out.reshape((lse.shape[0],) + out.shape[-2:])
+        gq, gk, gv = K.attention_backward(
+            _flatten_batch(query, batch), _flatten_batch(key, batch),
+            _flatten_batch(value, batch), out, lse, gout.reshape(out.shape),
+            _flatten_mask(mask, batch), is_causal, scale)
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        return (_unflatten_grad(gq, batch, shapes[0]) if need_q else None,
-                _unflatten_grad(gk, batch, shapes[1]) if need_k else None,
-                _unflatten_grad(gv, batch, shapes[2]) if need_v else None, None, None, None, None)
+        return (_unflatten_grad(gq, batch, query.shape) if need_q else None,
+                _unflatten_grad(gk, batch, key.shape) if need_k else None,
+                _unflatten_grad(gv, batch, value.shape) if need_v else None,
+                None, None, None, None)
 
 
 def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
