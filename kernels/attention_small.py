@@ -23,7 +23,8 @@ give zeros and an lse of -inf (and zero gradients); NaN propagates through its r
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 NO_MASK, BOOL_MASK, FLOAT_MASK = 0, 1, 2
 _NO_BOOL = np.ones((1, 1, 1), np.bool_)         # the mask arguments of an unmasked call
@@ -34,7 +35,7 @@ _LOG2E = np.float32(1.44269504088896341)
 _LN2_HI = np.float32(0.693359375)
 _LN2_LO = np.float32(-2.12194440e-4)
 _LOW = np.float32(-87.3)        # below: exp underflows float32's normal range, the result is 0
-_HIGH = np.float32(88.72)       # above: overflow, inf
+_HIGH = np.float32(88.0)        # arguments above are taken as 88 (2^t must stay a float32)
 _INF = np.float32(np.inf)
 _P0, _P1 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3)
 _P2, _P3 = np.float32(8.3334519073e-3), np.float32(4.1665795894e-2)
@@ -81,28 +82,39 @@ def _mask_arguments(mask):
     return _NO_BOOL, mask.astype(np.float32, copy=False), FLOAT_MASK
 
 
-@njit(cache=True)
-def _exp_in_place(x, bits):
-    """x[j] = exp(x[j]) for a float32 vector, in place; ``bits``: int32 scratch as long.
-    Anything under -87.3 (and -inf) gives 0, NaN stays NaN, over 88.72 gives inf.
+@intrinsic
+def _float32_of_bits(typingctx, bits):
+    """The float32 whose bit pattern is the int32 ``bits`` (LLVM's bitcast, free in a register)."""
+    if bits != types.int32:
+        return None
 
-    2^t is added straight into the float's exponent bits in a second loop (through an int32 view
-    of x), which keeps both loops free of calls and branches, so they vectorise."""
-    n = x.size
-    for j in range(n):
-        y = x[j]
-        c = y if y > _LOW else _LOW                     # NaN takes _LOW here
-        c = c if c < _HIGH else _HIGH
-        t = np.int32(c * _LOG2E + np.float32(128.5)) - 128     # round(c / ln 2), c*log2e > -126
-        r = c - np.float32(t) * _LN2_HI - np.float32(t) * _LN2_LO
-        e = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
-        e = e * r * r + r + np.float32(1.0)             # exp(r), r in [-0.35, 0.35]
-        inside = (y >= _LOW) & (y <= _HIGH)
-        x[j] = e if inside else (np.float32(0.0) if y < _LOW else (_INF if y > _HIGH else y))
-        bits[j] = (t << 23) if inside else 0
-    view = x.view(np.int32)
-    for j in range(n):
-        view[j] += bits[j]
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+    return types.float32(types.int32), codegen
+
+
+@njit(cache=True, fastmath={"contract"})
+def _exp_rows(x, rows, scale, shifts):
+    """x[r, j] = exp(x[r, j] * scale - shifts[r]) in place for the ``rows`` rows of a flat
+    float32 buffer. Results under exp(-87.3) (and those of -inf) are 0, NaN stays NaN; arguments
+    above 88 are taken as 88 (here they are scores minus their row's maximum or log-sum-exp: at
+    most 0 or a rounding above it).
+
+    2^t comes from its bit pattern, so the loop has no calls or branches and vectorises;
+    ``contract`` lets the polynomial's multiply-adds fuse (fewer instructions, more accurate)."""
+    n = x.size // rows
+    for row in range(rows):
+        o, shift = row * n, shifts[row]
+        for j in range(n):
+            y = x[o + j] * scale - shift
+            c = y if y > _LOW else _LOW                 # NaN and -inf take _LOW here
+            c = c if c < _HIGH else _HIGH
+            t = np.int32(c * _LOG2E + np.float32(128.5)) - 128     # round(c / ln 2)
+            tf = np.float32(t)
+            r = c - tf * _LN2_HI - tf * _LN2_LO
+            e = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+            e = (e * r * r + r + np.float32(1.0)) * _float32_of_bits(np.int32((t + 127) << 23))
+            x[o + j] = e if y >= _LOW else (y if y != y else np.float32(0.0))
 
 
 @njit(cache=True)
@@ -139,20 +151,22 @@ def _mask_scores(s, blocked, additive, kind, is_causal):
 def _softmax_rows(s, scale, blocked, additive, kind, is_causal, lse):
     """s (B, L, S) of raw scores q.k becomes P in place; lse[b, i] = log sum_j exp(scaled s).
 
-    Each pass is one loop over a row or the whole buffer, without calls inside the row loops
-    (a call per row costs as much as the row's arithmetic). The row maximum runs on the int32
-    patterns, mapped so that they order as their floats: integer maxima vectorise, float ones
-    do not. ``reassoc`` lets the row sums run in vector lanes (same order of error as BLAS);
-    nothing else here has more than one operation to reorder."""
+    Passes over rows or the whole buffer, without calls inside the row loops (a call per row
+    costs as much as the row's arithmetic): the mask (scaling first), each row's maximum, exp of
+    the shifted (and scaled) scores, row sums and the normalisation. The maximum runs on the
+    int32 patterns, mapped so that they order as their floats: integer maxima vectorise, float
+    ones do not. ``reassoc`` lets the row sums run in vector lanes (same order of error as
+    BLAS); nothing else here has more than one operation to reorder."""
     B, L, S = s.shape
     R = B * L
     flat = s.reshape(R * S)
     keys = flat.view(np.int32)
-    top = np.empty(R, np.int32)
-    for j in range(flat.size):
-        flat[j] *= scale
     if is_causal or kind != NO_MASK:
+        for j in range(flat.size):
+            flat[j] *= scale
         _mask_scores(s, blocked, additive, kind, is_causal)
+        scale = np.float32(1.0)
+    top = np.empty(R, np.int32)
     for r in range(R):
         o = r * S
         m = np.int32(-2139095041)                 # the key of -inf
@@ -161,13 +175,9 @@ def _softmax_rows(s, scale, blocked, additive, kind, is_causal, lse):
             m = max(m, x ^ ((x >> 31) & np.int32(0x7FFFFFFF)))
         top[r] = m ^ ((m >> 31) & np.int32(0x7FFFFFFF))   # back to the float's pattern
     shifts = top.view(np.float32)
-    for r in range(R):
-        if shifts[r] == -_INF:                  # no key visible: exp(-inf - 0) = 0
-            shifts[r] = 0.0
-        o, m = r * S, shifts[r]
-        for j in range(S):
-            flat[o + j] -= m
-    _exp_in_place(flat, np.empty(flat.size, np.int32))
+    for r in range(R):                          # the largest scaled score (scale > 0)
+        shifts[r] = shifts[r] * scale if shifts[r] != -_INF else 0.0   # none visible: P = 0
+    _exp_rows(flat, R, scale, shifts)
     lse_flat = lse.reshape(R)
     for r in range(R):
         o = r * S
@@ -178,8 +188,9 @@ def _softmax_rows(s, scale, blocked, additive, kind, is_causal, lse):
             lse_flat[r] = -_INF
             continue
         lse_flat[r] = shifts[r] + np.float32(math.log(total))
+        inverse = np.float32(1.0) / total
         for j in range(S):
-            flat[o + j] /= total
+            flat[o + j] *= inverse
 
 
 @njit(cache=True)
@@ -191,17 +202,17 @@ def _score_grads(s, dp, gout, out, lse, scale, blocked, additive, kind, is_causa
     R = B * L
     Ev = out.shape[2]
     flat, gflat = s.reshape(R * S), dp.reshape(R * S)
-    for j in range(flat.size):
-        flat[j] *= scale
+    score_scale = scale
     if is_causal or kind != NO_MASK:
+        for j in range(flat.size):
+            flat[j] *= scale
         _mask_scores(s, blocked, additive, kind, is_causal)
+        score_scale = np.float32(1.0)
+    shifts = np.empty(R, np.float32)
     lse_flat = lse.reshape(R)
-    for r in range(R):
-        o, m = r * S, lse_flat[r]
-        m = m if m != -_INF else _INF           # fully masked row: P = 0
-        for j in range(S):
-            flat[o + j] -= m
-    _exp_in_place(flat, np.empty(flat.size, np.int32))
+    for r in range(R):                          # fully masked rows: P = 0
+        shifts[r] = lse_flat[r] if lse_flat[r] != -_INF else _INF
+    _exp_rows(flat, R, score_scale, shifts)
     for b in range(B):
         for i in range(L):
             d = np.float32(0.0)
