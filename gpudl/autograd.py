@@ -153,35 +153,59 @@ class Function:
     def apply(cls, *args):
         if _capture is not None and _capture.active():
             return _capture.apply(cls, args)
-        Tensor = _Tensor
         raw, needs, device = _unwrap(cls, args)
-        record = _grad.enabled and needs is not None
+        record = needs is not None and _grad.enabled
         if device == "cpu":
             cpu_threads.count()     # follow the machine's load (see cpu_threads)
         ctx = Context()
         ctx.needs_input_grad = needs if record else (False,) * len(args)
         out = cls.forward(ctx, *raw)
-        multiple = isinstance(out, tuple)
-        outs = out if multiple else (out,)
-        if not record:
-            if not multiple:            # the common case, without the tuple round trip
-                result = Tensor._make(out, False, None, 0, device)
-                _share_view_counters(args, raw, outs, (result,))
-                return result
-            results = tuple(Tensor._make(o, False, None, 0, device) for o in outs)
-            _share_view_counters(args, raw, outs, results)
-            return results
-        edges = tuple([(a if a.grad_fn is None else (a.grad_fn, a._out_index)) if need else None
-                       for a, need in zip(args, needs)])          # see _edge
-        meta = [(o.shape, o.dtype, backend.get_array_module(o)) for o in outs]
-        node = Node(cls, ctx, edges, meta)
-        results = tuple([
-            Tensor._make(o, True, node, i, device) if _differentiable(o.dtype)
-            else Tensor._make(o, False, None, 0, device)
-            for i, o in enumerate(outs)])
+        if isinstance(out, tuple):
+            return _results(cls, ctx, args, raw, needs, device, out, record)
+        make = _Tensor._make        # one output, the common case: no tuples, no comprehensions
+        if record:
+            node = Node(cls, ctx, _edges(args, needs),
+                        [(out.shape, out.dtype, backend.get_array_module(out))])
+            result = (make(out, True, node, 0, device) if _differentiable(out.dtype)
+                      else make(out, False, None, 0, device))
+        else:
+            result = make(out, False, None, 0, device)
+        shared = out.base is not None       # a view, or an input returned as it is
+        if not shared:
+            for r in raw:
+                if out is r:
+                    shared = True
+                    break
+        if shared:
+            _share_view_counters(args, raw, (out,), (result,))
+        if record:
+            node.saved_versions = _saved_versions(ctx, args, raw, (out,), (result,))
+        return result
+
+
+def _edges(args, needs):
+    """Node.edges for the arguments: None where no gradient is needed, the tensor itself for a
+    leaf, (its node, output index) for a computed tensor."""
+    return tuple([(a if a.grad_fn is None else (a.grad_fn, a._out_index)) if need else None
+                  for a, need in zip(args, needs)])
+
+
+def _results(cls, ctx, args, raw, needs, device, outs, record):
+    """Function.apply's Tensors for a forward that returned several arrays."""
+    Tensor = _Tensor
+    if not record:
+        results = tuple(Tensor._make(o, False, None, 0, device) for o in outs)
         _share_view_counters(args, raw, outs, results)
-        node.saved_versions = _saved_versions(ctx, args, raw, outs, results)
-        return results if multiple else results[0]
+        return results
+    meta = [(o.shape, o.dtype, backend.get_array_module(o)) for o in outs]
+    node = Node(cls, ctx, _edges(args, needs), meta)
+    results = tuple([
+        Tensor._make(o, True, node, i, device) if _differentiable(o.dtype)
+        else Tensor._make(o, False, None, 0, device)
+        for i, o in enumerate(outs)])
+    _share_view_counters(args, raw, outs, results)
+    node.saved_versions = _saved_versions(ctx, args, raw, outs, results)
+    return results
 
 
 def _unwrap(cls, args):
@@ -289,12 +313,6 @@ def _saved_versions(ctx, args, raw, outs, results):
 
 def _differentiable(dtype):
     return dtype.kind in "fc" or dtype == dtypes.bfloat16
-
-
-def _edge(tensor):
-    if tensor.grad_fn is None:
-        return tensor                       # a leaf that requires grad
-    return (tensor.grad_fn, tensor._out_index)
 
 
 def _topological_order(root):
@@ -486,11 +504,15 @@ def _run_node(node, grads_in, pending, retain_graph):
             continue
         if isinstance(edge, tuple):
             shape, dtype, _ = edge[0].out_meta[edge[1]]
+        else:
+            shape, dtype = edge._data.shape, edge._data.dtype
+        if g.__class__ is not np.ndarray or g.shape != shape or g.dtype != dtype:
             g = _checked(node, i, g, shape, dtype)
+        if isinstance(edge, tuple):
             slot = pending.setdefault(edge[0], {})
             slot[edge[1]] = slot[edge[1]] + g if edge[1] in slot else g
         else:
-            _accumulate(edge, _checked(node, i, g, edge._data.shape, edge._data.dtype))
+            _accumulate(edge, g)
 
 
 def _as_array(g):
