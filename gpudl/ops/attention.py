@@ -133,6 +133,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if _autocast.active:
         query, key, value, attn_mask = cast_inputs(
             "scaled_dot_product_attention", query, key, value, attn_mask)
+    if (attn_mask is None and scale is None and enable_gqa is False
+            and dropout_p.__class__ in (float, int) and dropout_p == 0 and query.__class__ is Tensor
+            and key.__class__ is Tensor and value.__class__ is Tensor):
+        batch = _plain_call_batch(query, key, value, is_causal)
+        return ScaledDotProductAttention.apply(query, key, value, None, bool(is_causal),
+                                               1.0 / math.sqrt(query._data.shape[-1]), batch)
     _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale)
     if enable_gqa:
         key, value = _repeat_heads(query, key), _repeat_heads(query, value)
@@ -145,6 +151,23 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                                                batch)
     weights = attention_weights(query, key, attn_mask, is_causal, scale)
     return dropout(weights, dropout_p) @ value
+
+
+_PLAIN_CALLS = {}      # (shapes, dtypes) -> batch dims of unmasked calls whose checks passed
+
+
+def _plain_call_batch(query, key, value, is_causal):
+    """The batch dims of a call with no mask, dropout, scale or GQA, its checks run once per
+    shapes and dtypes (they cost as much as a tiny forward's arithmetic)."""
+    q, k, v = query._data, key._data, value._data
+    signature = (q.shape, k.shape, v.shape, q.dtype, k.dtype, v.dtype)
+    batch = _PLAIN_CALLS.get(signature)
+    if batch is None:
+        _check_inputs(query, key, value, None, 0.0, is_causal, None)
+        batch = _check_shapes(query, key, value, None)
+        if len(_PLAIN_CALLS) < 256:
+            _PLAIN_CALLS[signature] = batch
+    return batch
 
 
 def _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale):
