@@ -57,7 +57,8 @@ def forward(q, k, v, mask, is_causal, scale):
 def backward(q, k, v, out, lse, gout, mask, is_causal, scale):
     """``(gq, gk, gv)`` of attention, as ``attention.attention_backward``, in the inputs'
     dtype (arguments as in :func:`forward`, plus its results and the output gradient)."""
-    q32, k32, v32, out32, go32 = (_f32(a) for a in (q, k, v, out, gout))
+    q32, k32, v32, out32 = (_f32(a) for a in (q, k, v, out))
+    go32 = np.ascontiguousarray(_f32(gout))     # a stride-0 gradient (of a sum) slows matmul
     blocked, additive, kind = _mask_arguments(mask)
     p = np.matmul(q32, k32.swapaxes(1, 2))                      # S, then P
     ds = np.matmul(go32, v32.swapaxes(1, 2))                    # dP, then dS
