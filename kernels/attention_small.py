@@ -148,6 +148,19 @@ def _mask_scores(s, blocked, additive, kind, is_causal):
                         row[j] += add
 
 
+@njit(cache=True)
+def _scale_if_masked(s, scale, blocked, additive, kind, is_causal):
+    """With a mask (or causal), scales s and applies the mask in place and returns 1, the
+    scale left to apply; without, leaves s and returns ``scale`` (the exp pass applies it)."""
+    if not is_causal and kind == NO_MASK:
+        return scale
+    flat = s.reshape(s.size)
+    for j in range(flat.size):
+        flat[j] *= scale
+    _mask_scores(s, blocked, additive, kind, is_causal)
+    return np.float32(1.0)
+
+
 @njit(cache=True, fastmath={"reassoc"})
 def _softmax_rows(s, scale, blocked, additive, kind, is_causal, lse):
     """s (B, L, S) of raw scores q.k becomes P in place; lse[b, i] = log sum_j exp(scaled s).
@@ -162,11 +175,7 @@ def _softmax_rows(s, scale, blocked, additive, kind, is_causal, lse):
     R = B * L
     flat = s.reshape(R * S)
     keys = flat.view(np.int32)
-    if is_causal or kind != NO_MASK:
-        for j in range(flat.size):
-            flat[j] *= scale
-        _mask_scores(s, blocked, additive, kind, is_causal)
-        scale = np.float32(1.0)
+    scale = _scale_if_masked(s, scale, blocked, additive, kind, is_causal)
     top = np.empty(R, np.int32)
     for r in range(R):
         o = r * S
@@ -203,12 +212,7 @@ def _score_grads(s, dp, gout, out, lse, scale, blocked, additive, kind, is_causa
     R = B * L
     Ev = out.shape[2]
     flat, gflat = s.reshape(R * S), dp.reshape(R * S)
-    score_scale = scale
-    if is_causal or kind != NO_MASK:
-        for j in range(flat.size):
-            flat[j] *= scale
-        _mask_scores(s, blocked, additive, kind, is_causal)
-        score_scale = np.float32(1.0)
+    score_scale = _scale_if_masked(s, scale, blocked, additive, kind, is_causal)
     shifts = np.empty(R, np.float32)
     lse_flat = lse.reshape(R)
     for r in range(R):                          # fully masked rows: P = 0

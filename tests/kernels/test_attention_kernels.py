@@ -117,19 +117,26 @@ def test_threaded_tiles_match_naive_reference(rng, blocks, monkeypatch, B, is_ca
             if pool["user_api"] == "blas"] == blas_threads
 
 
-@pytest.mark.parametrize("kind", ["bool", "float", "key padding"])
-def test_fully_masked_rows_give_zeros_and_zero_gradients(rng, blocks, kind):
-    q, k, v, gout = make(rng, 2, 5, 8, 8, 8)
+def masking_row_3(rng, kind):
+    """A (.., 5, 8) mask for (2, 5, 8) scores that hides every key of query 3 in batch row 1."""
     if kind == "bool":
         mask = rng.random((2, 5, 8)) > 0.3
         mask[1, 3] = False
     elif kind == "float":
         mask = rng.standard_normal((2, 5, 8))
         mask[1, 3] = -np.inf
-    else:                                   # every key of batch row 1 padded away
+    elif kind == "key padding":             # every key of batch row 1 padded away
         mask = np.ones((2, 1, 8), bool)
         mask[1] = False
-    out, grads = check(q, k, v, gout, mask=mask)
+    else:                                   # "all hidden": no key for anyone
+        mask = np.zeros((1, 1), bool)
+    return mask
+
+
+@pytest.mark.parametrize("kind", ["bool", "float", "key padding"])
+def test_fully_masked_rows_give_zeros_and_zero_gradients(rng, blocks, kind):
+    q, k, v, gout = make(rng, 2, 5, 8, 8, 8)
+    out, grads = check(q, k, v, gout, mask=masking_row_3(rng, kind))
     np.testing.assert_array_equal(out[1, 3], 0)
     np.testing.assert_array_equal(grads[0][1, 3], 0)
     assert all(np.isfinite(g).all() for g in grads)
@@ -257,18 +264,9 @@ def test_small_calls_broadcast_masks(rng, small_calls, mask_shape, kind):
 @pytest.mark.parametrize("kind", ["bool", "float", "key padding", "all hidden"])
 def test_small_calls_give_zeros_for_fully_masked_rows(rng, small_calls, kind):
     q, k, v, gout = make(rng, 2, 5, 8, 8, 8, np.float32)
-    if kind == "bool":
-        mask = rng.random((2, 5, 8)) > 0.3
-        mask[1, 3] = False
-    elif kind == "float":
-        mask = rng.standard_normal((2, 5, 8))
-        mask[1, 3] = -np.inf
-        mask[0, 1, ::2] = -np.inf
-    elif kind == "key padding":
-        mask = np.ones((2, 1, 8), bool)
-        mask[1] = False
-    else:
-        mask = np.zeros((1, 1), bool)
+    mask = masking_row_3(rng, kind)
+    if kind == "float":
+        mask[0, 1, ::2] = -np.inf           # and half the keys of another row
     out, grads = check(q, k, v, gout, mask=mask, **F32_TOL)
     np.testing.assert_array_equal(out[1, 3], 0)
     np.testing.assert_array_equal(grads[0][1, 3], 0)
