@@ -20,8 +20,9 @@ are, and causal attention never visits key blocks that lie wholly above the diag
 run on ``CPU_THREADS`` threads (fewer when the machine is busy, see ``gpudl.cpu_threads``) that
 take tiles as they finish, each running its GEMMs on one BLAS thread: forward tasks are query
 blocks, backward tasks own batch rows (or key ranges of them) so that their key gradients need no
-locks. Tiny calls run as one tile on the calling thread. It is written against the array module
-of its inputs, so it also runs on CuPy (the GPU path uses it for float64 and for head dims the
+locks. Calls that fit one tile run on the calling thread, float32 ones (and float16) in
+``attention_small`` (BLAS GEMMs around one compiled pass). The twin is written against the array
+module of its inputs, so it also runs on CuPy (the GPU path uses it for float64 and for head dims the
 kernels do not cover). float16 inputs are computed in float32.
 """
 
