@@ -22,8 +22,8 @@ take tiles as they finish, each running its GEMMs on one BLAS thread: forward ta
 blocks, backward tasks own batch rows (or key ranges of them) so that their key gradients need no
 locks. Calls that fit one tile run on the calling thread, float32 ones (and float16) in
 ``attention_small`` (BLAS GEMMs around one compiled pass). The twin is written against the array
-module of its inputs, so it also runs on CuPy (the GPU path uses it for float64 and for head dims the
-kernels do not cover). float16 inputs are computed in float32.
+module of its inputs, so it also runs on CuPy (the GPU path uses it for float64 and for head dims
+the kernels do not cover). float16 inputs are computed in float32.
 """
 
 import functools
