@@ -254,12 +254,21 @@ def _share_view_counters(args, raw, outs, results):
     """An output that views an input's memory shares that input's version counter (as torch's
     views do), so an in-place edit through either is seen by the other's saved versions."""
     for o, t in zip(outs, results):
-        if o.base is None:
+        base = o.base
+        if base is None:
             for r in raw:
                 if o is r:
                     break
             else:
                 continue                             # a fresh array: the common case
+        elif type(base) is np.ndarray and base.base is None and type(o) is np.ndarray:
+            # a view of an array owning its memory: only that array or its views can overlap
+            for a, r in zip(args, raw):
+                if (isinstance(a, _Tensor) and (r is base or r.base is base)
+                        and _overlaps(o, r)):
+                    t._version_counter = a._version_counter
+                    break
+            continue
         for a, r in zip(args, raw):
             if isinstance(a, _Tensor) and _overlaps(o, r):
                 t._version_counter = a._version_counter

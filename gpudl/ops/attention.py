@@ -26,8 +26,9 @@ from .dropout import dropout
 
 def _flatten_batch(a, batch):
     """(..., n, d) broadcast to ``batch`` -> (B, n, d); a view unless broadcasting copies."""
-    if a.shape[:-2] == batch:                   # nothing to broadcast (broadcast_to costs ~5 us)
-        return a if a.ndim == 3 else a.reshape((math.prod(batch),) + a.shape[-2:])
+    shape = a.shape
+    if shape[:-2] == batch:                     # nothing to broadcast (broadcast_to costs ~5 us)
+        return a if len(shape) == 3 else a.reshape((math.prod(batch),) + shape[-2:])
     return xp_of(a).broadcast_to(a, batch + a.shape[-2:]).reshape((math.prod(batch),)
                                                                   + a.shape[-2:])
 
