@@ -462,21 +462,27 @@ def _avg_fwd_folded(x, y, rows, cols, kw, row_div, col_div):
 @njit(cache=True)
 def _avg_fwd_whole_rows(x, y, rows, cols, kw, row_div, col_div):
     """_avg_fwd_folded when every window spans all kw columns inside the input (no padding or
-    clipping along W, the usual case): each window row is summed straight from the input, no
-    gather (1.7x faster for (8,16,16) 3x3 s2; the additions in the same order)."""
+    clipping along W, the usual case): for each output row, the window's input rows are summed
+    first, whole rows at a time (vectorised along W), then kw of those column sums per output
+    (1.6x faster than summing each window for (8,16,16) 3x3 s2, 1.4x for (384,24,24) 2x2)."""
     P, Ho, Wo = y.shape
-    total = np.empty(P * Wo, y.dtype)
-    for oh in range(Ho):
-        total[:] = 0
-        for i in range(rows[1, oh], rows[2, oh]):
-            for p in range(P):
-                src, row_total = x[p, rows[0, oh] + i], total[p * Wo:(p + 1) * Wo]
-                for j in range(kw):
-                    for ow in range(Wo):
-                        row_total[ow] += src[cols[0, ow] + j]
-        for p in range(P):
+    W = x.shape[2]
+    column = np.empty(W, y.dtype)
+    for p in range(P):
+        for oh in range(Ho):
+            top, n = rows[0, oh] + rows[1, oh], rows[2, oh] - rows[1, oh]
+            for w in range(W):
+                column[w] = 0
+            for i in range(n):
+                h = top + i
+                for w in range(W):
+                    column[w] += x[p, h, w]
             for ow in range(Wo):
-                y[p, oh, ow] = total[p * Wo + ow] / (row_div[oh] * col_div[ow])
+                w0 = cols[0, ow]
+                total = y.dtype.type(0)
+                for j in range(kw):
+                    total += column[w0 + j]
+                y[p, oh, ow] = total / (row_div[oh] * col_div[ow])
 
 
 @njit(cache=True)
