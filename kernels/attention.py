@@ -49,7 +49,7 @@ _ONES = {}                  # dtype -> read-only vector of ones, see _ones
 _pool = []                  # [(pid, ThreadPoolExecutor)]: the twin's threads, made on first use
 
 
-def attention_forward(q, k, v, mask=None, is_causal=False, scale=None):
+def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, keep_probs=False):
     """Attention output and per-row log-sum-exp.
 
     Args:
@@ -57,25 +57,40 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None):
         mask: None, bool (True = attend) or additive float, broadcastable to ``(B, L, S)``.
         is_causal: mask out keys j > i (top-left aligned), skipping fully masked key blocks.
         scale: multiplier of ``q @ k.T``; None means ``1 / sqrt(E)``.
+        keep_probs: also return the probabilities where the call computed them whole (float32
+            CPU calls of one tile: at most ``TILE_ELEMENTS`` floats), else None; backward then
+            skips recomputing them.
 
     Returns:
         ``(out, lse)``: ``out (B, L, Ev)`` in q's dtype, ``lse (B, L)`` in float32 (float64 for
-        float64 inputs), -inf on fully masked rows (whose output is zero).
+        float64 inputs), -inf on fully masked rows (whose output is zero); with ``keep_probs``,
+        ``(out, lse, probs)``.
     """
     scale = _default_scale(q, scale)
     cuda_kernels = _cuda_kernels(q, v)
     if cuda_kernels is not None:
-        return cuda_kernels.attention_forward(q, k, v, mask, is_causal, scale)
-    return _attention_fwd_cpu(q, k, v, mask, is_causal, scale)
+        result = cuda_kernels.attention_forward(q, k, v, mask, is_causal, scale)
+    elif keep_probs and _small(backend.get_array_module(q), q, k, v, is_causal):
+        return attention_small.forward(q, k, v, None if mask is None else as_mask3(mask),
+                                       is_causal, scale, keep_probs=True)
+    else:
+        result = _attention_fwd_cpu(q, k, v, mask, is_causal, scale)
+    return (*result, None) if keep_probs else result
 
 
-def attention_backward(q, k, v, out, lse, gout, mask=None, is_causal=False, scale=None):
-    """Gradients ``(gq, gk, gv)`` of attention, recomputing probabilities from ``lse``.
+def attention_backward(q, k, v, out, lse, gout, mask=None, is_causal=False, scale=None,
+                       probs=None):
+    """Gradients ``(gq, gk, gv)`` of attention, recomputing probabilities from ``lse`` (unless
+    ``probs``, what ``attention_forward(..., keep_probs=True)`` returned, holds them).
 
     Arguments are those of :func:`attention_forward`, its ``(out, lse)`` and the output gradient
     ``gout (B, L, Ev)``. Returns arrays shaped and typed like q, k and v.
     """
     scale = _default_scale(q, scale)
+    if probs is not None:
+        return attention_small.backward(q, k, v, out, lse, gout,
+                                        None if mask is None else as_mask3(mask), is_causal,
+                                        scale, probs)
     cuda_kernels = _cuda_kernels(q, v)
     if cuda_kernels is not None:
         return cuda_kernels.attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale)

@@ -6,9 +6,10 @@ around its GEMMs (scale, maximum, shift, exp, row sums, log, division, ...); on 
 (a few heads of 64 positions) each costs about a microsecond, as much as the arithmetic. Here
 the forward is ``S = Q K^T`` (BLAS), one Numba call that turns S into the probabilities P in
 place (scale, mask, each row's own maximum, exp, sum, division) and writes the log-sum-exp, and
-``P V`` (BLAS); the backward is ``S = Q K^T`` and ``dP = dO V^T`` (BLAS), one Numba call that
-recomputes P from the log-sum-exp and turns dP into ``dS = scale P (dP - D)``, and the three
-gradient GEMMs. Numba's own loops would be slower GEMMs than BLAS's; they only replace the
+``P V`` (BLAS); the backward is ``dP = dO V^T`` (BLAS), one Numba call that turns dP into
+``dS = scale P (dP - D)``, and the three gradient GEMMs, with P the forward's when the caller
+kept it (it is small here: at most one tile), else recomputed from the log-sum-exp (one more
+GEMM and Numba call). Numba's own loops would be slower GEMMs than BLAS's; they only replace the
 elementwise NumPy calls. Same formulas as the twin (PyTorch's), sums in another order.
 
 NumPy's SIMD ``exp`` is not reachable from Numba (no SVML here; a libm call per score costs
@@ -42,28 +43,34 @@ _P2, _P3 = np.float32(8.3334519073e-3), np.float32(4.1665795894e-2)
 _P4, _P5 = np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
 
 
-def forward(q, k, v, mask, is_causal, scale):
+def forward(q, k, v, mask, is_causal, scale, keep_probs=False):
     """``(out, lse)`` of attention, as ``attention.attention_forward``: q, k, v NumPy arrays of
     one float dtype computed in float32 (out in q's dtype, lse float32), mask None or (Bm, Lm,
-    Sm), ``scale`` a float."""
+    Sm), ``scale`` a float. ``keep_probs``: ``(out, lse, P)``, P the (B, L, S) float32
+    probabilities, for :func:`backward`."""
     q32, k32, v32 = (_f32(a) for a in (q, k, v))
     blocked, additive, kind = _mask_arguments(mask)
     p = np.matmul(q32, k32.swapaxes(1, 2))                      # (B, L, S)
     lse = np.empty(q.shape[:2], np.float32)
     _softmax_rows(p, np.float32(scale), blocked, additive, kind, is_causal, lse)
-    return np.matmul(p, v32).astype(q.dtype, copy=False), lse
+    out = np.matmul(p, v32).astype(q.dtype, copy=False)
+    return (out, lse, p) if keep_probs else (out, lse)
 
 
-def backward(q, k, v, out, lse, gout, mask, is_causal, scale):
+def backward(q, k, v, out, lse, gout, mask, is_causal, scale, probs=None):
     """``(gq, gk, gv)`` of attention, as ``attention.attention_backward``, in the inputs'
-    dtype (arguments as in :func:`forward`, plus its results and the output gradient)."""
+    dtype (arguments as in :func:`forward`, plus its results and the output gradient); P is
+    recomputed from ``lse`` unless ``probs`` (forward's, never written here) is given."""
     q32, k32, v32, out32 = (_f32(a) for a in (q, k, v, out))
     go32 = np.ascontiguousarray(_f32(gout))     # a stride-0 gradient (of a sum) slows matmul
-    blocked, additive, kind = _mask_arguments(mask)
-    p = np.matmul(q32, k32.swapaxes(1, 2))                      # S, then P
+    scale = np.float32(scale)
+    p = probs
+    if p is None:
+        blocked, additive, kind = _mask_arguments(mask)
+        p = np.matmul(q32, k32.swapaxes(1, 2))                  # S, then P
+        _probs_again(p, _f32(lse), scale, blocked, additive, kind, is_causal)
     ds = np.matmul(go32, v32.swapaxes(1, 2))                    # dP, then dS
-    _score_grads(p, ds, go32, out32, _f32(lse), np.float32(scale), blocked, additive, kind,
-                 is_causal)
+    _score_grads(p, ds, go32, out32, scale)
     grads = (np.matmul(ds, k32), np.matmul(ds.swapaxes(1, 2), q32),
              np.matmul(p.swapaxes(1, 2), go32))
     return tuple(g.astype(q.dtype, copy=False) for g in grads)
@@ -204,20 +211,25 @@ def _softmax_rows(s, scale, blocked, additive, kind, is_causal, lse):
 
 
 @njit(cache=True)
-def _score_grads(s, dp, gout, out, lse, scale, blocked, additive, kind, is_causal):
-    """s (raw scores) becomes P = exp(scaled s + mask - lse), dp (dO V^T) becomes
-    dS = scale P (dP - D) with D_i = dO_i . O_i, both in place (the scale of dQ = dS K and
-    dK = dS^T Q folded in)."""
+def _probs_again(s, lse, scale, blocked, additive, kind, is_causal):
+    """s (raw scores q.k) becomes P = exp(scaled s + mask - lse) in place, as forward made it."""
     B, L, S = s.shape
     R = B * L
-    Ev = out.shape[2]
-    flat, gflat = s.reshape(R * S), dp.reshape(R * S)
     score_scale = _scale_if_masked(s, scale, blocked, additive, kind, is_causal)
     shifts = np.empty(R, np.float32)
     lse_flat = lse.reshape(R)
     for r in range(R):                          # fully masked rows: P = 0
         shifts[r] = lse_flat[r] if lse_flat[r] != -_INF else _INF
-    _exp_rows(flat, R, score_scale, shifts)
+    _exp_rows(s.reshape(R * S), R, score_scale, shifts)
+
+
+@njit(cache=True)
+def _score_grads(p, dp, gout, out, scale):
+    """dp (dO V^T) becomes dS = scale P (dP - D) in place, D_i = dO_i . O_i (the scale of
+    dQ = dS K and dK = dS^T Q folded in)."""
+    B, L, S = p.shape
+    Ev = out.shape[2]
+    flat, gflat = p.reshape(B * L * S), dp.reshape(B * L * S)
     for b in range(B):
         for i in range(L):
             d = np.float32(0.0)

@@ -1,7 +1,8 @@
 """Scaled dot-product attention: the fused Function, the plain path, and torch's functional form.
 
 The fused path (``ScaledDotProductAttention``) is one graph node over ``kernels.attention``: it
-never stores an L x S matrix, only the output and one log-sum-exp per query row. The plain path
+stores no L x S matrix, only the output and one log-sum-exp per query row (small float32 CPU
+calls, of one tile, also keep their probabilities, which saves their backward a GEMM and exps). The plain path
 (``attention_weights``) builds softmax(q k^T * scale + mask) from Tensor ops; it runs where the
 probabilities themselves are needed: dropout on them, a float mask that requires grad, or
 MultiheadAttention's ``need_weights=True``.
@@ -56,25 +57,26 @@ class ScaledDotProductAttention(Function):
     @staticmethod
     def forward(ctx, query, key, value, mask, is_causal, scale, batch):
         """``batch``: the broadcast batch dims of query, key and value (checked by the caller)."""
-        out, lse = K.attention_forward(_flatten_batch(query, batch), _flatten_batch(key, batch),
-                                       _flatten_batch(value, batch), _flatten_mask(mask, batch),
-                                       is_causal, scale)          # (B, L, Ev), (B, L)
+        out, lse, probs = K.attention_forward(
+            _flatten_batch(query, batch), _flatten_batch(key, batch),
+            _flatten_batch(value, batch), _flatten_mask(mask, batch), is_causal, scale,
+            keep_probs=True)                            # (B, L, Ev), (B, L), small calls' P
         if len(batch) != 1:
             out = out.reshape(batch + out.shape[1:])
         # the arrays as given and returned: apply's version check then finds them by identity
-        ctx.save_for_backward(query, key, value, out, lse, mask)
+        ctx.save_for_backward(query, key, value, out, lse, mask, probs)
         ctx.conf = (is_causal, scale, batch)
         return out
 
     @staticmethod
     def backward(ctx, gout):
-        query, key, value, out, lse, mask = ctx.saved_tensors
+        query, key, value, out, lse, mask, probs = ctx.saved_tensors
         is_causal, scale, batch = ctx.conf
         out = out if out.ndim == 3 else out.reshape((lse.shape[0],) + out.shape[-2:])
         gq, gk, gv = K.attention_backward(
             _flatten_batch(query, batch), _flatten_batch(key, batch),
             _flatten_batch(value, batch), out, lse, gout.reshape(out.shape),
-            _flatten_mask(mask, batch), is_causal, scale)
+            _flatten_mask(mask, batch), is_causal, scale, probs)
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         return (_unflatten_grad(gq, batch, query.shape) if need_q else None,
                 _unflatten_grad(gk, batch, key.shape) if need_k else None,

@@ -228,9 +228,9 @@ def small_calls(monkeypatch):
     """Counts the calls that attention_small's forward and backward took."""
     calls = {"forward": 0, "backward": 0}
     for name in calls:
-        def spy(*args, _name=name, _run=getattr(K.attention_small, name)):
+        def spy(*args, _name=name, _run=getattr(K.attention_small, name), **kwargs):
             calls[_name] += 1
-            return _run(*args)
+            return _run(*args, **kwargs)
         monkeypatch.setattr(K.attention_small, name, spy)
     return calls
 
@@ -245,6 +245,29 @@ F32_TOL = dict(rtol=2e-5, atol=2e-5)
 def test_small_calls_match_naive_reference(rng, small_calls, B, L, S, E, Ev, is_causal):
     check(*make(rng, B, L, S, E, Ev, np.float32), is_causal=is_causal, **F32_TOL)
     assert small_calls == {"forward": 1, "backward": 1}
+
+
+@pytest.mark.parametrize("is_causal, mask_kind", [(False, None), (True, None),
+                                                  (False, "bool"), (False, "float")])
+def test_small_calls_keep_probabilities_for_backward(rng, small_calls, is_causal, mask_kind):
+    """keep_probs: forward returns P, backward uses it (untouched) instead of recomputing it;
+    the gradients match the recomputed ones and the naive reference."""
+    q, k, v, gout = make(rng, 3, 9, 12, 8, 5, np.float32)
+    mask = None if mask_kind is None else (rng.random((9, 12)) > 0.3 if mask_kind == "bool"
+                                           else rng.standard_normal((3, 9, 12)))
+    out, lse, probs = K.attention_forward(q, k, v, mask, is_causal, 0.4, keep_probs=True)
+    kept = probs.copy()
+    grads = K.attention_backward(q, k, v, out, lse, gout, mask, is_causal, 0.4, probs)
+    again = K.attention_backward(q, k, v, out, lse, gout, mask, is_causal, 0.4)
+    np.testing.assert_array_equal(probs, kept)
+    ref_out, _, ref_grads = naive(q, k, v, mask, is_causal, 0.4, gout)
+    np.testing.assert_allclose(out, ref_out, **F32_TOL)
+    for g, g2, ref in zip(grads, again, ref_grads):
+        np.testing.assert_allclose(g, g2, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(g, ref, **F32_TOL)
+    assert small_calls == {"forward": 1, "backward": 2}
+    _, _, none = K.attention_forward(q.astype(np.float64), k, v, keep_probs=True)
+    assert none is None                     # the twin keeps nothing
 
 
 @pytest.mark.parametrize("mask_shape", [(2, 7, 10), (1, 7, 10), (7, 10), (2, 1, 10), (10,),
