@@ -2,8 +2,8 @@
 
 The fused path (``ScaledDotProductAttention``) is one graph node over ``kernels.attention``: it
 stores no L x S matrix, only the output and one log-sum-exp per query row (small float32 CPU
-calls, of one tile, also keep their probabilities, which saves their backward a GEMM and exps). The plain path
-(``attention_weights``) builds softmax(q k^T * scale + mask) from Tensor ops; it runs where the
+calls, of one tile, also keep their probabilities, which saves their backward a GEMM and exps).
+The plain path (``attention_weights``) builds softmax(q k^T * scale + mask) from Tensor ops; it runs where the
 probabilities themselves are needed: dropout on them, a float mask that requires grad, or
 MultiheadAttention's ``need_weights=True``.
 
