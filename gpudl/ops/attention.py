@@ -3,9 +3,9 @@
 The fused path (``ScaledDotProductAttention``) is one graph node over ``kernels.attention``: it
 stores no L x S matrix, only the output and one log-sum-exp per query row (small float32 CPU
 calls, of one tile, also keep their probabilities, which saves their backward a GEMM and exps).
-The plain path (``attention_weights``) builds softmax(q k^T * scale + mask) from Tensor ops; it runs where the
-probabilities themselves are needed: dropout on them, a float mask that requires grad, or
-MultiheadAttention's ``need_weights=True``.
+The plain path (``attention_weights``) builds softmax(q k^T * scale + mask) from Tensor ops; it
+runs where the probabilities themselves are needed: dropout on them, a float mask that requires
+grad, or MultiheadAttention's ``need_weights=True``.
 
 Both give zeros for fully masked query rows (as PyTorch's math path does since 2.5), with zero
 gradients, never NaN.
