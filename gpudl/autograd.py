@@ -262,10 +262,15 @@ def _share_view_counters(args, raw, outs, results):
             else:
                 continue                             # a fresh array: the common case
         elif type(base) is np.ndarray and base.base is None and type(o) is np.ndarray:
-            # a view of an array owning its memory: only that array or its views can overlap
+            # a view of an array owning its memory: inputs in another such array's memory are
+            # skipped without an overlap test (the test that _overlaps makes, inline)
             for a, r in zip(args, raw):
-                if (isinstance(a, _Tensor) and (r is base or r.base is base)
-                        and _overlaps(o, r)):
+                if not isinstance(a, _Tensor):
+                    continue
+                owner = r if r.base is None else r.base
+                if owner is not base and type(owner) is np.ndarray and owner.base is None:
+                    continue
+                if _overlaps(o, r):
                     t._version_counter = a._version_counter
                     break
             continue
