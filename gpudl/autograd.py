@@ -153,34 +153,59 @@ class Function:
     def apply(cls, *args):
         if _capture is not None and _capture.active():
             return _capture.apply(cls, args)
-        Tensor = _Tensor
         raw, needs, device = _unwrap(cls, args)
-        record = _grad.enabled and needs is not None
+        record = needs is not None and _grad.enabled
         if device == "cpu":
             cpu_threads.count()     # follow the machine's load (see cpu_threads)
         ctx = Context()
         ctx.needs_input_grad = needs if record else (False,) * len(args)
         out = cls.forward(ctx, *raw)
-        multiple = isinstance(out, tuple)
-        outs = out if multiple else (out,)
-        if not record:
-            if not multiple:            # the common case, without the tuple round trip
-                result = Tensor._make(out, False, None, 0, device)
-                _share_view_counters(args, raw, outs, (result,))
-                return result
-            results = tuple(Tensor._make(o, False, None, 0, device) for o in outs)
-            _share_view_counters(args, raw, outs, results)
-            return results
-        edges = tuple([_edge(a) if need else None for a, need in zip(args, needs)])
-        meta = [(o.shape, o.dtype, backend.get_array_module(o)) for o in outs]
-        node = Node(cls, ctx, edges, meta)
-        results = tuple([
-            Tensor._make(o, True, node, i, device) if _differentiable(o.dtype)
-            else Tensor._make(o, False, None, 0, device)
-            for i, o in enumerate(outs)])
+        if isinstance(out, tuple):
+            return _results(cls, ctx, args, raw, needs, device, out, record)
+        make = _Tensor._make        # one output, the common case: no tuples, no comprehensions
+        if record:
+            node = Node(cls, ctx, _edges(args, needs),
+                        [(out.shape, out.dtype, backend.get_array_module(out))])
+            result = (make(out, True, node, 0, device) if _differentiable(out.dtype)
+                      else make(out, False, None, 0, device))
+        else:
+            result = make(out, False, None, 0, device)
+        shared = out.base is not None       # a view, or an input returned as it is
+        if not shared:
+            for r in raw:
+                if out is r:
+                    shared = True
+                    break
+        if shared:
+            _share_view_counters(args, raw, (out,), (result,))
+        if record:
+            node.saved_versions = _saved_versions(ctx, args, raw, (out,), (result,))
+        return result
+
+
+def _edges(args, needs):
+    """Node.edges for the arguments: None where no gradient is needed, the tensor itself for a
+    leaf, (its node, output index) for a computed tensor."""
+    return tuple([(a if a.grad_fn is None else (a.grad_fn, a._out_index)) if need else None
+                  for a, need in zip(args, needs)])
+
+
+def _results(cls, ctx, args, raw, needs, device, outs, record):
+    """Function.apply's Tensors for a forward that returned several arrays."""
+    Tensor = _Tensor
+    if not record:
+        results = tuple(Tensor._make(o, False, None, 0, device) for o in outs)
         _share_view_counters(args, raw, outs, results)
-        node.saved_versions = _saved_versions(ctx, args, raw, outs, results)
-        return results if multiple else results[0]
+        return results
+    meta = [(o.shape, o.dtype, backend.get_array_module(o)) for o in outs]
+    node = Node(cls, ctx, _edges(args, needs), meta)
+    results = tuple([
+        Tensor._make(o, True, node, i, device) if _differentiable(o.dtype)
+        else Tensor._make(o, False, None, 0, device)
+        for i, o in enumerate(outs)])
+    _share_view_counters(args, raw, outs, results)
+    node.saved_versions = _saved_versions(ctx, args, raw, outs, results)
+    return results
 
 
 def _unwrap(cls, args):
@@ -206,11 +231,22 @@ def _unwrap(cls, args):
 
 def _overlaps(a, b):
     """True when arrays ``a`` and ``b`` may share memory. Two arrays that own their memory
-    (``base`` None) and are not the same object never do; otherwise a bounds test (cheap)."""
+    (``base`` None) and are not the same object never do, nor do NumPy views of two different
+    such owners, while a non-empty view and its owner do; otherwise a bounds test (~0.5 us)."""
     if a is b:
         return True
-    if (a.base is None and b.base is None) or type(a) is not type(b):
+    base_a, base_b = a.base, b.base
+    if (base_a is None and base_b is None) or type(a) is not type(b):
         return False
+    if type(a) is np.ndarray:
+        owner_a = a if base_a is None else base_a
+        owner_b = b if base_b is None else base_b
+        if (type(owner_a) is np.ndarray and type(owner_b) is np.ndarray
+                and owner_a.base is None and owner_b.base is None):
+            if owner_a is not owner_b:
+                return False
+            if (base_a is None or base_b is None) and a.size and b.size:
+                return True                 # a non-empty view lies inside its owner
     return bool(backend.get_array_module(a).may_share_memory(a, b))
 
 
@@ -218,12 +254,26 @@ def _share_view_counters(args, raw, outs, results):
     """An output that views an input's memory shares that input's version counter (as torch's
     views do), so an in-place edit through either is seen by the other's saved versions."""
     for o, t in zip(outs, results):
-        if o.base is None:
+        base = o.base
+        if base is None:
             for r in raw:
                 if o is r:
                     break
             else:
                 continue                             # a fresh array: the common case
+        elif type(base) is np.ndarray and base.base is None and type(o) is np.ndarray:
+            # a view of an array owning its memory: inputs in another such array's memory are
+            # skipped without an overlap test (the test that _overlaps makes, inline)
+            for a, r in zip(args, raw):
+                if not isinstance(a, _Tensor):
+                    continue
+                owner = r if r.base is None else r.base
+                if owner is not base and type(owner) is np.ndarray and owner.base is None:
+                    continue
+                if _overlaps(o, r):
+                    t._version_counter = a._version_counter
+                    break
+            continue
         for a, r in zip(args, raw):
             if isinstance(a, _Tensor) and _overlaps(o, r):
                 t._version_counter = a._version_counter
@@ -261,12 +311,17 @@ def _saved_versions(ctx, args, raw, outs, results):
             if not isinstance(t, _Tensor):
                 continue
             array = arrays[i]
-            for k in kept:
-                if k is array or ((k.base is not None or array.base is not None)
-                                  and _overlaps(k, array)):
-                    counter = t._version_counter
-                    saved.append((counter, counter[0], role, i, array))
+            for k in kept:                  # the same object first: no overlap tests then
+                if k is array:
                     break
+            else:
+                for k in kept:
+                    if (k.base is not None or array.base is not None) and _overlaps(k, array):
+                        break
+                else:
+                    continue
+            counter = t._version_counter
+            saved.append((counter, counter[0], role, i, array))
     return saved
 
 
@@ -274,14 +329,11 @@ def _differentiable(dtype):
     return dtype.kind in "fc" or dtype == dtypes.bfloat16
 
 
-def _edge(tensor):
-    if tensor.grad_fn is None:
-        return tensor                       # a leaf that requires grad
-    return (tensor.grad_fn, tensor._out_index)
-
-
 def _topological_order(root):
     """Nodes reachable from ``root``, each after every node that feeds it a gradient."""
+    order = _chain(root)
+    if order is not None:
+        return order
     order, seen = [], {root}
     stack = [(root, iter(root.edges))]
     while stack:
@@ -298,6 +350,24 @@ def _topological_order(root):
     return order
 
 
+def _chain(root):
+    """The nodes from ``root`` when each has at most one node among its edges (a chain: the
+    usual loss of a small model, ``f(x).sum()``), in walk order; None otherwise."""
+    order, node = [root], root
+    while True:
+        following = None
+        for edge in node.edges:
+            if edge.__class__ is tuple:
+                if following is None:
+                    following = edge[0]
+                elif edge[0] is not following:
+                    return None
+        if following is None:
+            return order
+        order.append(following)
+        node = following
+
+
 def backward(tensor, grad=None, retain_graph=False):
     """Accumulate d(tensor)/d(leaf) * grad into every leaf's ``.grad``."""
     if not tensor.requires_grad:
@@ -309,7 +379,9 @@ def backward(tensor, grad=None, retain_graph=False):
             raise RuntimeError(
                 f"backward: grad can be implicitly created only for scalar outputs, got a tensor "
                 f"of shape {tuple(tensor.shape)}; pass grad= of that shape")
-        grad = backend.get_array_module(tensor._data).ones_like(tensor._data)
+        data = tensor._data
+        grad = (np.array(1, data.dtype) if type(data) is np.ndarray and data.ndim == 0
+                else backend.get_array_module(data).ones_like(data))    # ones_like: ~0.6 us
     else:
         grad = grad._data if isinstance(grad, _Tensor) else grad
         if tuple(np.shape(grad)) != tuple(tensor.shape):
@@ -332,13 +404,18 @@ def _backward(tensor, grad, retain_graph, order=None):
     pending = {root: {tensor._out_index: grad}}
     order = order or _topological_order(root)
     waiting = _leaf_edge_counts(order) if _post_accumulate_hooks else None
-    with no_grad():
+    state = _grad                           # no_grad() for the walk, without its object
+    state.previous.append(state.enabled)
+    state.enabled = False
+    try:
         for node in order:
             grads_in = pending.pop(node, None)
             if grads_in is not None:
                 _run_node(node, grads_in, pending, retain_graph)
             if waiting:
                 _hooks_after(node, waiting)
+    finally:
+        state.enabled = state.previous.pop()
 
 
 # ----------------------------------------------------------------- post-accumulate grad hooks
@@ -441,11 +518,15 @@ def _run_node(node, grads_in, pending, retain_graph):
             continue
         if isinstance(edge, tuple):
             shape, dtype, _ = edge[0].out_meta[edge[1]]
+        else:
+            shape, dtype = edge._data.shape, edge._data.dtype
+        if g.__class__ is not np.ndarray or g.shape != shape or g.dtype != dtype:
             g = _checked(node, i, g, shape, dtype)
+        if isinstance(edge, tuple):
             slot = pending.setdefault(edge[0], {})
             slot[edge[1]] = slot[edge[1]] + g if edge[1] in slot else g
         else:
-            _accumulate(edge, _checked(node, i, g, edge._data.shape, edge._data.dtype))
+            _accumulate(edge, g)
 
 
 def _as_array(g):

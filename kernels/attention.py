@@ -20,9 +20,10 @@ are, and causal attention never visits key blocks that lie wholly above the diag
 run on ``CPU_THREADS`` threads (fewer when the machine is busy, see ``gpudl.cpu_threads``) that
 take tiles as they finish, each running its GEMMs on one BLAS thread: forward tasks are query
 blocks, backward tasks own batch rows (or key ranges of them) so that their key gradients need no
-locks. Tiny calls run as one tile on the calling thread. It is written against the array module
-of its inputs, so it also runs on CuPy (the GPU path uses it for float64 and for head dims the
-kernels do not cover). float16 inputs are computed in float32.
+locks. Calls that fit one tile run on the calling thread, float32 ones (and float16) in
+``attention_small`` (BLAS GEMMs around one compiled pass). The twin is written against the array
+module of its inputs, so it also runs on CuPy (the GPU path uses it for float64 and for head dims
+the kernels do not cover). float16 inputs are computed in float32.
 """
 
 import functools
@@ -33,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from gpudl import backend, cpu_threads
+
+from . import attention_small
 
 BLOCK_Q = 256               # most query rows per tile; half that with a causal mask
 TILE_ELEMENTS = 1 << 16     # scores per tile: 256 KiB in float32, in L2 with its K and V blocks
@@ -46,7 +49,7 @@ _ONES = {}                  # dtype -> read-only vector of ones, see _ones
 _pool = []                  # [(pid, ThreadPoolExecutor)]: the twin's threads, made on first use
 
 
-def attention_forward(q, k, v, mask=None, is_causal=False, scale=None):
+def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, keep_probs=False):
     """Attention output and per-row log-sum-exp.
 
     Args:
@@ -54,25 +57,40 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None):
         mask: None, bool (True = attend) or additive float, broadcastable to ``(B, L, S)``.
         is_causal: mask out keys j > i (top-left aligned), skipping fully masked key blocks.
         scale: multiplier of ``q @ k.T``; None means ``1 / sqrt(E)``.
+        keep_probs: also return the probabilities where the call computed them whole (float32
+            CPU calls of one tile: at most ``TILE_ELEMENTS`` floats), else None; backward then
+            skips recomputing them.
 
     Returns:
         ``(out, lse)``: ``out (B, L, Ev)`` in q's dtype, ``lse (B, L)`` in float32 (float64 for
-        float64 inputs), -inf on fully masked rows (whose output is zero).
+        float64 inputs), -inf on fully masked rows (whose output is zero); with ``keep_probs``,
+        ``(out, lse, probs)``.
     """
     scale = _default_scale(q, scale)
     cuda_kernels = _cuda_kernels(q, v)
     if cuda_kernels is not None:
-        return cuda_kernels.attention_forward(q, k, v, mask, is_causal, scale)
-    return _attention_fwd_cpu(q, k, v, mask, is_causal, scale)
+        result = cuda_kernels.attention_forward(q, k, v, mask, is_causal, scale)
+    elif keep_probs and _small(backend.get_array_module(q), q, k, v, is_causal):
+        return attention_small.forward(q, k, v, None if mask is None else as_mask3(mask),
+                                       is_causal, scale, keep_probs=True)
+    else:
+        result = _attention_fwd_cpu(q, k, v, mask, is_causal, scale)
+    return (*result, None) if keep_probs else result
 
 
-def attention_backward(q, k, v, out, lse, gout, mask=None, is_causal=False, scale=None):
-    """Gradients ``(gq, gk, gv)`` of attention, recomputing probabilities from ``lse``.
+def attention_backward(q, k, v, out, lse, gout, mask=None, is_causal=False, scale=None,
+                       probs=None):
+    """Gradients ``(gq, gk, gv)`` of attention, recomputing probabilities from ``lse`` (unless
+    ``probs``, what ``attention_forward(..., keep_probs=True)`` returned, holds them).
 
     Arguments are those of :func:`attention_forward`, its ``(out, lse)`` and the output gradient
     ``gout (B, L, Ev)``. Returns arrays shaped and typed like q, k and v.
     """
     scale = _default_scale(q, scale)
+    if probs is not None:
+        return attention_small.backward(q, k, v, out, lse, gout,
+                                        None if mask is None else as_mask3(mask), is_causal,
+                                        scale, probs)
     cuda_kernels = _cuda_kernels(q, v)
     if cuda_kernels is not None:
         return cuda_kernels.attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale)
@@ -223,8 +241,26 @@ class _Fresh:
         return None
 
 
+def _one_tile(xp, B, L, S, E, Ev, is_causal):
+    """Whether the call runs as one tile (on the calling thread)."""
+    if B == 0 or L == 0 or S == 0:
+        return False
+    nb, bq, bk = _plan(B, L, S, _workers(xp, B * L * S * (E + Ev)), is_causal)
+    return nb >= B and bq >= L and bk >= S
+
+
+def _small(xp, q, k, v, is_causal):
+    """Whether attention_small runs the call: one tile of NumPy arrays computed in float32."""
+    B, L, E = q.shape
+    return (xp is np and _compute_dtype(q.dtype) is np.float32
+            and _one_tile(xp, B, L, k.shape[1], E, v.shape[2], is_causal))
+
+
 def _attention_fwd_cpu(q, k, v, mask, is_causal, scale):
     xp = backend.get_array_module(q)
+    if _small(xp, q, k, v, is_causal):
+        return attention_small.forward(q, k, v, None if mask is None else as_mask3(mask),
+                                       is_causal, scale)
     B, L, E = q.shape
     S, Ev = k.shape[1], v.shape[2]
     ct, k, v, blocked, additive, scale = _prepare(q, k, v, mask, scale)
@@ -357,6 +393,9 @@ def _ones(dtype, n):
 
 def _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale):
     xp = backend.get_array_module(q)
+    if _small(xp, q, k, v, is_causal):
+        return attention_small.backward(q, k, v, out, lse, gout,
+                                        None if mask is None else as_mask3(mask), is_causal, scale)
     B, L, E = q.shape
     S, Ev = k.shape[1], v.shape[2]
     ct, k, v, blocked, additive, scale = _prepare(q, k, v, mask, scale)

@@ -26,6 +26,7 @@ when they do: deterministic, no atomics, no division in any loop.
 """
 
 import functools
+import math
 import types
 
 import numba
@@ -68,10 +69,14 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
         return pool_cuda.max_pool2d_forward(x, out, kernel_size, stride, padding, dilation)
     out, rows, cols, index = _max_plan(x.shape[-2:], kernel_size, stride, padding, dilation,
                                        ceil_mode)
+    shape = x.shape[:-2] + out          # allocated in the final shape: results own their
+    if _direct(x):                      # memory, which autograd's view checks skip at once
+        y, argmax = np.empty(shape, x.dtype), np.empty(shape, index)
+        _max_fwd_direct(_contiguous(x), y, argmax, rows, cols, kernel_size[1], *dilation)
+        return y, argmax
     planes = _planes(x)
     planes = planes.astype(_compute_dtype(planes.dtype), copy=False)
-    shape = x.shape[:-2] + out          # allocated in the final shape: results own their
-    y = np.empty(shape, planes.dtype)   # memory, which autograd's view checks skip at once
+    y = np.empty(shape, planes.dtype)
     argmax = np.empty(shape, index)
     P = planes.shape[0]
     _pick(_MAX_FWD, planes.size)(planes, y.reshape((P,) + out), argmax.reshape((P,) + out),
@@ -85,10 +90,14 @@ def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, d
         from . import pool_cuda
         return pool_cuda.max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride,
                                              padding, dilation)
+    rows, cols = _windows(input_shape, gy.shape[-2:], kernel_size, stride, padding, dilation)
+    if _direct(gy, math.prod(input_shape)):
+        gx = np.zeros(input_shape, gy.dtype)
+        _max_bwd_direct(_contiguous(gy), argmax, gx, rows[0], cols[0], kernel_size[1], *dilation)
+        return gx
     g = _planes(gy)
     g = g.astype(_compute_dtype(g.dtype), copy=False)
     gx = np.zeros(input_shape, g.dtype)
-    rows, cols = _windows(input_shape, gy.shape[-2:], kernel_size, stride, padding, dilation)
     _pick(_MAX_BWD, gx.size)(g, _planes(argmax), gx.reshape((g.shape[0],) + input_shape[-2:]),
                              rows[0], cols[0], kernel_size[1], *dilation)
     return gx.astype(gy.dtype, copy=False)
@@ -247,23 +256,44 @@ def _divisors(windows, count_include_pad, divisor, dtype):
 
 
 def _mean_fwd(x, out, plan):
+    shape = x.shape[:-2] + tuple(out)   # the final shape, as in max pooling
+    if _direct(x):
+        y = np.empty(shape, x.dtype)
+        _avg_fwd_direct(_contiguous(x), y, plan[5], *plan[:5])
+        return y
     planes = _planes(x)
     planes = planes.astype(_compute_dtype(planes.dtype), copy=False)
-    out = tuple(out)
-    y = np.empty(x.shape[:-2] + out, planes.dtype)      # the final shape, as in max pooling
+    y = np.empty(shape, planes.dtype)
     kernel = _pick(_AVG_FWD, planes.size)
     if kernel is _AVG_FWD[0] and plan[5]:
         kernel = _avg_fwd_whole_rows
-    kernel(planes, y.reshape((planes.shape[0],) + out), *plan[:5])
+    kernel(planes, y.reshape((planes.shape[0],) + tuple(out)), *plan[:5])
     return y.astype(x.dtype, copy=False)
 
 
 def _mean_bwd(gy, input_shape, plan):
+    if _direct(gy, math.prod(input_shape)):
+        gx = np.zeros(input_shape, gy.dtype)
+        _avg_bwd_direct(_contiguous(gy), gx, *plan[:5])
+        return gx
     g = _planes(gy)
     g = g.astype(_compute_dtype(g.dtype), copy=False)
     gx = np.zeros(input_shape, g.dtype)
     _pick(_AVG_BWD, gx.size)(g, gx.reshape((g.shape[0],) + tuple(input_shape[-2:])), *plan[:5])
     return gx.astype(gy.dtype, copy=False)
+
+
+def _direct(a, work=None):
+    """Whether the serial twin runs on ``a`` as it is: float32/float64 NumPy, under the
+    threading threshold (``work`` input elements; a's own size by default). The entries then
+    make no copies or views in Python: the twins' ``_direct`` wrappers view the arrays as
+    planes themselves (a microsecond less per tiny call)."""
+    return (type(a) is np.ndarray and a.dtype.char in "fd"
+            and (a.size if work is None else work) < PARALLEL_MIN_ELEMENTS)
+
+
+def _contiguous(a):
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 # --------------------------------------------------------------------------- CPU twins
@@ -432,24 +462,68 @@ def _avg_fwd_folded(x, y, rows, cols, kw, row_div, col_div):
 @njit(cache=True)
 def _avg_fwd_whole_rows(x, y, rows, cols, kw, row_div, col_div):
     """_avg_fwd_folded when every window spans all kw columns inside the input (no padding or
-    clipping along W, the usual case): each window row is summed straight from the input, no
-    gather (1.7x faster for (8,16,16) 3x3 s2; the additions in the same order)."""
+    clipping along W, the usual case): for each output row, the window's input rows are summed
+    first, whole rows at a time (vectorised along W), then kw of those column sums per output
+    (1.6x faster than summing each window for (8,16,16) 3x3 s2, 1.4x for (384,24,24) 2x2)."""
     P, Ho, Wo = y.shape
-    total = np.empty(P * Wo, y.dtype)
-    for oh in range(Ho):
-        total[:] = 0
-        for i in range(rows[1, oh], rows[2, oh]):
-            for p in range(P):
-                src, row_total = x[p, rows[0, oh] + i], total[p * Wo:(p + 1) * Wo]
-                for j in range(kw):
-                    for ow in range(Wo):
-                        row_total[ow] += src[cols[0, ow] + j]
-        for p in range(P):
+    W = x.shape[2]
+    column = np.empty(W, y.dtype)
+    for p in range(P):
+        for oh in range(Ho):
+            top, n = rows[0, oh] + rows[1, oh], rows[2, oh] - rows[1, oh]
+            for w in range(W):
+                column[w] = 0
+            for i in range(n):
+                h = top + i
+                for w in range(W):
+                    column[w] += x[p, h, w]
             for ow in range(Wo):
-                y[p, oh, ow] = total[p * Wo + ow] / (row_div[oh] * col_div[ow])
+                w0 = cols[0, ow]
+                total = y.dtype.type(0)
+                for j in range(kw):
+                    total += column[w0 + j]
+                y[p, oh, ow] = total / (row_div[oh] * col_div[ow])
+
+
+@njit(cache=True)
+def _as_planes(a):
+    """(..., H, W) C-contiguous -> (P, H, W)."""
+    P = 1
+    for d in range(a.ndim - 2):
+        P *= a.shape[d]
+    return a.reshape((P, a.shape[-2], a.shape[-1]))
+
+
+# The serial twins on arrays of any leading dims, for the entries' direct path (see _direct).
+@njit(cache=True)
+def _max_fwd_direct(x, y, argmax, rows, cols, kw, dh, dw):
+    _max_fwd_folded(_as_planes(x), _as_planes(y), _as_planes(argmax),
+                    rows, cols, kw, dh, dw)
+
+
+@njit(cache=True)
+def _avg_fwd_direct(x, y, whole_rows, rows, cols, kw, row_div, col_div):
+    planes = _as_planes(x)
+    if whole_rows:
+        _avg_fwd_whole_rows(planes, _as_planes(y), rows, cols, kw, row_div, col_div)
+    else:
+        _avg_fwd_folded(planes, _as_planes(y), rows, cols, kw, row_div, col_div)
 
 
 _MAX_FWD = (_max_fwd_folded, njit(parallel=True, cache=True)(_max_fwd_cpu))
-_MAX_BWD = _serial_and_parallel(_max_bwd_cpu)
+_max_bwd_serial, _max_bwd_parallel = _serial_and_parallel(_max_bwd_cpu)
+_MAX_BWD = (_max_bwd_serial, _max_bwd_parallel)
 _AVG_FWD = (_avg_fwd_folded, njit(parallel=True, cache=True)(_avg_fwd_cpu))
-_AVG_BWD = _serial_and_parallel(_avg_bwd_cpu)
+_avg_bwd_serial, _avg_bwd_parallel = _serial_and_parallel(_avg_bwd_cpu)
+_AVG_BWD = (_avg_bwd_serial, _avg_bwd_parallel)
+
+
+@njit(cache=True)
+def _max_bwd_direct(gy, argmax, gx, row_start, col_start, kw, dh, dw):
+    _max_bwd_serial(_as_planes(gy), _as_planes(argmax), _as_planes(gx), row_start, col_start, kw,
+                dh, dw)
+
+
+@njit(cache=True)
+def _avg_bwd_direct(gy, gx, rows, cols, kw, row_div, col_div):
+    _avg_bwd_serial(_as_planes(gy), _as_planes(gx), rows, cols, kw, row_div, col_div)

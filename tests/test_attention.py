@@ -342,3 +342,17 @@ def test_encoder_layers_are_independent_copies():
         nn.TransformerEncoderLayer(8, 2, activation="swish")
     with pytest.raises(ValueError, match="num_layers"):
         nn.TransformerEncoder(layer, 0)
+
+
+def test_plain_calls_check_their_arguments_every_time(rng):
+    """Unmasked calls skip checks already passed for their shapes and dtypes; a call that
+    differs (another shape, a float64 key) is checked, and refused, all the same."""
+    q, k, v = (gd.tensor(rng.standard_normal((2, 5, 8)).astype(np.float32)) for _ in range(3))
+    F.scaled_dot_product_attention(q, k, v)
+    F.scaled_dot_product_attention(q, k, v)
+    with pytest.raises(ValueError, match="features per head"):
+        F.scaled_dot_product_attention(q, gd.tensor(np.zeros((2, 5, 7), np.float32)), v)
+    with pytest.raises(TypeError, match="share one floating dtype"):
+        F.scaled_dot_product_attention(q, k.double(), v)
+    with pytest.raises(TypeError, match="must be a Tensor"):
+        F.scaled_dot_product_attention(q, k._data, v)

@@ -263,3 +263,18 @@ def test_embedding_max_norm_renormalises_in_place_like_torch():
     ours(gd.tensor([0, 1]))
     theirs(torch.tensor([0, 1]))
     assert ours.weight._version - before[0] == theirs.weight._version - before[1] == 1
+
+
+def test_views_share_counters_with_inputs_aliasing_their_memory():
+    """An output viewing an array that owns its memory shares the counter of an input that
+    reaches the same memory another way (np.frombuffer: its base is not that array), and not of
+    an input in another array's memory."""
+    from gpudl import autograd
+    owner = np.arange(12, dtype=np.float32)
+    alias = np.frombuffer(memoryview(owner), dtype=np.float32)
+    other = np.arange(12, dtype=np.float32)
+    for raw, shared in ((alias, True), (other, False), (owner[6:], True), (owner[9:], False)):
+        inp = gd.Tensor._make(raw, False, None, 0, "cpu")
+        out = gd.Tensor._make(owner[2:8], False, None, 0, "cpu")
+        autograd._share_view_counters((inp,), (raw,), (out._data,), (out,))
+        assert (out._version_counter is inp._version_counter) == shared

@@ -1,10 +1,11 @@
 """Scaled dot-product attention: the fused Function, the plain path, and torch's functional form.
 
 The fused path (``ScaledDotProductAttention``) is one graph node over ``kernels.attention``: it
-never stores an L x S matrix, only the output and one log-sum-exp per query row. The plain path
-(``attention_weights``) builds softmax(q k^T * scale + mask) from Tensor ops; it runs where the
-probabilities themselves are needed: dropout on them, a float mask that requires grad, or
-MultiheadAttention's ``need_weights=True``.
+stores no L x S matrix, only the output and one log-sum-exp per query row (small float32 CPU
+calls, of one tile, also keep their probabilities, which saves their backward a GEMM and exps).
+The plain path (``attention_weights``) builds softmax(q k^T * scale + mask) from Tensor ops; it
+runs where the probabilities themselves are needed: dropout on them, a float mask that requires
+grad, or MultiheadAttention's ``need_weights=True``.
 
 Both give zeros for fully masked query rows (as PyTorch's math path does since 2.5), with zero
 gradients, never NaN.
@@ -26,8 +27,9 @@ from .dropout import dropout
 
 def _flatten_batch(a, batch):
     """(..., n, d) broadcast to ``batch`` -> (B, n, d); a view unless broadcasting copies."""
-    if a.shape[:-2] == batch:                   # nothing to broadcast (broadcast_to costs ~5 us)
-        return a if a.ndim == 3 else a.reshape((math.prod(batch),) + a.shape[-2:])
+    shape = a.shape
+    if shape[:-2] == batch:                     # nothing to broadcast (broadcast_to costs ~5 us)
+        return a if len(shape) == 3 else a.reshape((math.prod(batch),) + shape[-2:])
     return xp_of(a).broadcast_to(a, batch + a.shape[-2:]).reshape((math.prod(batch),)
                                                                   + a.shape[-2:])
 
@@ -55,25 +57,31 @@ class ScaledDotProductAttention(Function):
     @staticmethod
     def forward(ctx, query, key, value, mask, is_causal, scale, batch):
         """``batch``: the broadcast batch dims of query, key and value (checked by the caller)."""
-        q = _flatten_batch(query, batch)                        # (B, L, E)
-        k = _flatten_batch(key, batch)                          # (B, S, E)
-        v = _flatten_batch(value, batch)                        # (B, S, Ev)
-        mask = _flatten_mask(mask, batch)
-        out, lse = K.attention_forward(q, k, v, mask, is_causal, scale)   # (B, L, Ev), (B, L)
-        ctx.save_for_backward(q, k, v, out, lse, mask)
-        ctx.conf = (is_causal, scale, batch, query.shape, key.shape, value.shape)
-        return out if len(batch) == 1 else out.reshape(batch + out.shape[1:])
+        out, lse, probs = K.attention_forward(
+            _flatten_batch(query, batch), _flatten_batch(key, batch),
+            _flatten_batch(value, batch), _flatten_mask(mask, batch), is_causal, scale,
+            keep_probs=True)                            # (B, L, Ev), (B, L), small calls' P
+        if len(batch) != 1:
+            out = out.reshape(batch + out.shape[1:])
+        # the arrays as given and returned: apply's version check then finds them by identity
+        ctx.save_for_backward(query, key, value, out, lse, mask, probs)
+        ctx.conf = (is_causal, scale, batch)
+        return out
 
     @staticmethod
     def backward(ctx, gout):
-        q, k, v, out, lse, mask = ctx.saved_tensors
-        is_causal, scale, batch, *shapes = ctx.conf
-        gq, gk, gv = K.attention_backward(q, k, v, out, lse, gout.reshape(out.shape), mask,
-                                          is_causal, scale)
+        query, key, value, out, lse, mask, probs = ctx.saved_tensors
+        is_causal, scale, batch = ctx.conf
+        out = out if out.ndim == 3 else out.reshape((lse.shape[0],) + out.shape[-2:])
+        gq, gk, gv = K.attention_backward(
+            _flatten_batch(query, batch), _flatten_batch(key, batch),
+            _flatten_batch(value, batch), out, lse, gout.reshape(out.shape),
+            _flatten_mask(mask, batch), is_causal, scale, probs)
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        return (_unflatten_grad(gq, batch, shapes[0]) if need_q else None,
-                _unflatten_grad(gk, batch, shapes[1]) if need_k else None,
-                _unflatten_grad(gv, batch, shapes[2]) if need_v else None, None, None, None, None)
+        return (_unflatten_grad(gq, batch, query.shape) if need_q else None,
+                _unflatten_grad(gk, batch, key.shape) if need_k else None,
+                _unflatten_grad(gv, batch, value.shape) if need_v else None,
+                None, None, None, None)
 
 
 def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
@@ -128,6 +136,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if _autocast.active:
         query, key, value, attn_mask = cast_inputs(
             "scaled_dot_product_attention", query, key, value, attn_mask)
+    if (attn_mask is None and scale is None and enable_gqa is False
+            and dropout_p.__class__ in (float, int) and dropout_p == 0 and query.__class__ is Tensor
+            and key.__class__ is Tensor and value.__class__ is Tensor):
+        batch = _plain_call_batch(query, key, value, is_causal)
+        return ScaledDotProductAttention.apply(query, key, value, None, bool(is_causal),
+                                               1.0 / math.sqrt(query._data.shape[-1]), batch)
     _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale)
     if enable_gqa:
         key, value = _repeat_heads(query, key), _repeat_heads(query, value)
@@ -140,6 +154,23 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                                                batch)
     weights = attention_weights(query, key, attn_mask, is_causal, scale)
     return dropout(weights, dropout_p) @ value
+
+
+_PLAIN_CALLS = {}      # (shapes, dtypes) -> batch dims of unmasked calls whose checks passed
+
+
+def _plain_call_batch(query, key, value, is_causal):
+    """The batch dims of a call with no mask, dropout, scale or GQA, its checks run once per
+    shapes and dtypes (they cost as much as a tiny forward's arithmetic)."""
+    q, k, v = query._data, key._data, value._data
+    signature = (q.shape, k.shape, v.shape, q.dtype, k.dtype, v.dtype)
+    batch = _PLAIN_CALLS.get(signature)
+    if batch is None:
+        _check_inputs(query, key, value, None, 0.0, is_causal, None)
+        batch = _check_shapes(query, key, value, None)
+        if len(_PLAIN_CALLS) < 256:
+            _PLAIN_CALLS[signature] = batch
+    return batch
 
 
 def _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale):

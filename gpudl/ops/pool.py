@@ -71,9 +71,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     Shape: (N, C, H, W) -> (N, C, Ho, Wo), Ho = floor((H + 2p - d*(k-1) - 1) / s) + 1.
     NaN inside a window gives NaN. Example: ``max_pool2d(x, 3, stride=2, padding=1)``.
     """
-    op = "max_pool2d"
-    _check_input(input, op)
-    window = _window(op, input.shape, kernel_size, stride, padding, dilation)
+    window = _checked(input, "max_pool2d", kernel_size, stride, padding, dilation)
     return MaxPool2d.apply(input, window, bool(ceil_mode), bool(return_indices))
 
 
@@ -93,8 +91,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     Example: ``avg_pool2d(x, 2)`` halves H and W.
     """
     op = "avg_pool2d"
-    _check_input(input, op)
-    window = _window(op, input.shape, kernel_size, stride, padding, 1)[:3]   # no dilation
+    window = _checked(input, op, kernel_size, stride, padding, 1)[:3]       # no dilation
     if divisor_override is not None:
         if not _is_int(divisor_override):
             raise TypeError(f"{op}: divisor_override must be None or an int, got "
@@ -140,22 +137,33 @@ def _pair(op, name, value, allow_none=False):
 def _check_input(input, op):
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
-    if not is_floating(input.dtype):
-        raise TypeError(f"{op}: input must be a floating-point tensor, got {input.dtype}")
-    if input.ndim not in (3, 4) or 0 in input.shape[-3:]:
+    _check_array(op, input._data.shape, input._data.dtype)
+
+
+def _check_array(op, shape, dtype):
+    if not is_floating(dtype):
+        raise TypeError(f"{op}: input must be a floating-point tensor, got {dtype}")
+    if len(shape) not in (3, 4) or 0 in shape[-3:]:
         raise ValueError(f"{op}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input with "
-                         f"non-zero C, H and W (N may be 0), got shape {tuple(input.shape)}")
+                         f"non-zero C, H and W (N may be 0), got shape {tuple(shape)}")
 
 
-def _window(op, shape, kernel_size, stride, padding, dilation):
-    """Checked ((kh, kw), (sh, sw), (ph, pw), (dh, dw)) for an input of ``shape``; a geometry
-    seen before is not checked again (the checks cost more than a tiny pool)."""
-    if all(map(_plain_ints, (kernel_size, stride, padding, dilation))):
+def _checked(input, op, kernel_size, stride, padding, dilation):
+    """The checked window (see _check_window) of a call on ``input``, after the input's own
+    checks; a call seen before (same input shape and dtype, same plain-int arguments) is not
+    checked again: the checks cost more than a tiny pool."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    data = input._data
+    if (_plain_ints(kernel_size) and _plain_ints(stride) and _plain_ints(padding)
+            and _plain_ints(dilation)):
         try:
-            return _checked_window(op, shape[-2:], kernel_size, stride, padding, dilation)
+            return _checked_call(op, data.shape, data.dtype, kernel_size, stride, padding,
+                                 dilation)
         except (TypeError, ValueError):
             pass                    # refused: raise again below, naming the whole input shape
-    return _check_window(op, shape, kernel_size, stride, padding, dilation)
+    _check_array(op, data.shape, data.dtype)
+    return _check_window(op, data.shape, kernel_size, stride, padding, dilation)
 
 
 def _plain_ints(value):
@@ -166,8 +174,9 @@ def _plain_ints(value):
 
 
 @functools.lru_cache(maxsize=256)
-def _checked_window(op, hw, kernel_size, stride, padding, dilation):
-    return _check_window(op, hw, kernel_size, stride, padding, dilation)
+def _checked_call(op, shape, dtype, kernel_size, stride, padding, dilation):
+    _check_array(op, shape, dtype)
+    return _check_window(op, shape[-2:], kernel_size, stride, padding, dilation)
 
 
 def _check_window(op, shape, kernel_size, stride, padding, dilation):

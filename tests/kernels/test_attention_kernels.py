@@ -117,19 +117,26 @@ def test_threaded_tiles_match_naive_reference(rng, blocks, monkeypatch, B, is_ca
             if pool["user_api"] == "blas"] == blas_threads
 
 
-@pytest.mark.parametrize("kind", ["bool", "float", "key padding"])
-def test_fully_masked_rows_give_zeros_and_zero_gradients(rng, blocks, kind):
-    q, k, v, gout = make(rng, 2, 5, 8, 8, 8)
+def masking_row_3(rng, kind):
+    """A (.., 5, 8) mask for (2, 5, 8) scores that hides every key of query 3 in batch row 1."""
     if kind == "bool":
         mask = rng.random((2, 5, 8)) > 0.3
         mask[1, 3] = False
     elif kind == "float":
         mask = rng.standard_normal((2, 5, 8))
         mask[1, 3] = -np.inf
-    else:                                   # every key of batch row 1 padded away
+    elif kind == "key padding":             # every key of batch row 1 padded away
         mask = np.ones((2, 1, 8), bool)
         mask[1] = False
-    out, grads = check(q, k, v, gout, mask=mask)
+    else:                                   # "all hidden": no key for anyone
+        mask = np.zeros((1, 1), bool)
+    return mask
+
+
+@pytest.mark.parametrize("kind", ["bool", "float", "key padding"])
+def test_fully_masked_rows_give_zeros_and_zero_gradients(rng, blocks, kind):
+    q, k, v, gout = make(rng, 2, 5, 8, 8, 8)
+    out, grads = check(q, k, v, gout, mask=masking_row_3(rng, kind))
     np.testing.assert_array_equal(out[1, 3], 0)
     np.testing.assert_array_equal(grads[0][1, 3], 0)
     assert all(np.isfinite(g).all() for g in grads)
@@ -210,3 +217,136 @@ def test_backward_memory_is_bounded_by_the_tiles(rng):
         tracemalloc.stop()
     assert peak < 8 * K.TILE_ELEMENTS * 4 * K.CPU_THREADS + 6 * q.nbytes < n * n * 4, peak
     assert all(np.isfinite(g).all() for g in grads)
+
+
+# --------------------------------------------------------------------------- attention_small
+# float32 calls of one tile run in kernels/attention_small.py (BLAS GEMMs, one Numba pass
+# between them); the cases above run it only where they are float32.
+
+@pytest.fixture
+def small_calls(monkeypatch):
+    """Counts the calls that attention_small's forward and backward took."""
+    calls = {"forward": 0, "backward": 0}
+    for name in calls:
+        def spy(*args, _name=name, _run=getattr(K.attention_small, name), **kwargs):
+            calls[_name] += 1
+            return _run(*args, **kwargs)
+        monkeypatch.setattr(K.attention_small, name, spy)
+    return calls
+
+
+F32_TOL = dict(rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("B, L, S, E, Ev, is_causal", [
+    (2, 64, 64, 16, 16, False), (2, 64, 64, 16, 16, True), (3, 13, 5, 16, 9, False),
+    (1, 1, 1, 8, 3, False), (2, 7, 12, 8, 6, True), (2, 12, 7, 8, 6, True),
+    (4, 33, 70, 32, 24, False), (1, 5, 130, 64, 64, True)])
+def test_small_calls_match_naive_reference(rng, small_calls, B, L, S, E, Ev, is_causal):
+    check(*make(rng, B, L, S, E, Ev, np.float32), is_causal=is_causal, **F32_TOL)
+    assert small_calls == {"forward": 1, "backward": 1}
+
+
+@pytest.mark.parametrize("is_causal, mask_kind", [(False, None), (True, None),
+                                                  (False, "bool"), (False, "float")])
+def test_small_calls_keep_probabilities_for_backward(rng, small_calls, is_causal, mask_kind):
+    """keep_probs: forward returns P, backward uses it (untouched) instead of recomputing it;
+    the gradients match the recomputed ones and the naive reference."""
+    q, k, v, gout = make(rng, 3, 9, 12, 8, 5, np.float32)
+    mask = None if mask_kind is None else (rng.random((9, 12)) > 0.3 if mask_kind == "bool"
+                                           else rng.standard_normal((3, 9, 12)))
+    out, lse, probs = K.attention_forward(q, k, v, mask, is_causal, 0.4, keep_probs=True)
+    kept = probs.copy()
+    grads = K.attention_backward(q, k, v, out, lse, gout, mask, is_causal, 0.4, probs)
+    again = K.attention_backward(q, k, v, out, lse, gout, mask, is_causal, 0.4)
+    np.testing.assert_array_equal(probs, kept)
+    ref_out, _, ref_grads = naive(q, k, v, mask, is_causal, 0.4, gout)
+    np.testing.assert_allclose(out, ref_out, **F32_TOL)
+    for g, g2, ref in zip(grads, again, ref_grads):
+        np.testing.assert_allclose(g, g2, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(g, ref, **F32_TOL)
+    assert small_calls == {"forward": 1, "backward": 2}
+    _, _, none = K.attention_forward(q.astype(np.float64), k, v, keep_probs=True)
+    assert none is None                     # the twin keeps nothing
+
+
+@pytest.mark.parametrize("mask_shape", [(2, 7, 10), (1, 7, 10), (7, 10), (2, 1, 10), (10,),
+                                        (2, 7, 1), (1, 1)])
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_small_calls_broadcast_masks(rng, small_calls, mask_shape, kind):
+    q, k, v, gout = make(rng, 2, 7, 10, 8, 8, np.float32)
+    if kind == "bool":
+        mask = rng.random(mask_shape) > 0.3
+        mask.reshape(-1)[0] = True          # the (1, 1) case: one visible key for everyone
+    else:
+        mask = rng.standard_normal(mask_shape).astype(np.float32)
+    check(q, k, v, gout, mask=mask, scale=0.37, **F32_TOL)
+    assert small_calls == {"forward": 1, "backward": 1}
+
+
+@pytest.mark.parametrize("kind", ["bool", "float", "key padding", "all hidden"])
+def test_small_calls_give_zeros_for_fully_masked_rows(rng, small_calls, kind):
+    q, k, v, gout = make(rng, 2, 5, 8, 8, 8, np.float32)
+    mask = masking_row_3(rng, kind)
+    if kind == "float":
+        mask[0, 1, ::2] = -np.inf           # and half the keys of another row
+    out, grads = check(q, k, v, gout, mask=mask, **F32_TOL)
+    np.testing.assert_array_equal(out[1, 3], 0)
+    np.testing.assert_array_equal(grads[0][1, 3], 0)
+    assert all(np.isfinite(g).all() for g in grads)
+    assert small_calls == {"forward": 1, "backward": 1}
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("B, small", [(4, True), (5, False)])
+def test_small_path_threshold_is_one_tile(rng, small_calls, B, small, is_causal):
+    """(B, 128, 128): four batch rows fill one 64K-score tile; a fifth makes two tiles, which
+    the blocked twin runs. Both sides of the boundary match the reference."""
+    check(*make(rng, B, 128, 128, 8, 8, np.float32), is_causal=is_causal, **F32_TOL)
+    assert small_calls == ({"forward": 1, "backward": 1} if small
+                           else {"forward": 0, "backward": 0})
+
+
+def test_small_calls_of_float16_compute_in_float32(rng, small_calls):
+    q, k, v, gout = make(rng, 2, 9, 14, 16, 16, np.float16)
+    out, lse = K.attention_forward(q, k, v, None, True)
+    assert out.dtype == np.float16 and lse.dtype == np.float32
+    ref_out, ref_lse, ref_grads = naive(q, k, v, None, True, 0.25, gout)
+    np.testing.assert_allclose(out, ref_out, rtol=2e-2, atol=2e-2)
+    np.testing.assert_allclose(lse, ref_lse, rtol=1e-5, atol=1e-5)
+    grads = K.attention_backward(q, k, v, out, lse, gout, None, True)
+    for g, ref in zip(grads, ref_grads):
+        assert g.dtype == np.float16
+        np.testing.assert_allclose(g, ref, rtol=2e-2, atol=1e-1)
+    assert small_calls == {"forward": 1, "backward": 1}
+
+
+def test_small_calls_propagate_nan_and_inf(rng, small_calls):
+    q, k, v, gout = make(rng, 1, 4, 6, 8, 8, np.float32)
+    q[0, 1, 2] = np.nan
+    out, lse = K.attention_forward(q, k, v)
+    assert np.isnan(out[0, 1]).all() and np.isnan(lse[0, 1])
+    assert np.isfinite(np.delete(out[0], 1, axis=0)).all()
+    q[0, 1, 2] = np.inf                     # an infinite score: exp(inf - inf) is NaN too
+    out, _ = K.attention_forward(q, k, v)
+    assert np.isnan(out[0, 1]).any() and np.isfinite(np.delete(out[0], 1, axis=0)).all()
+
+
+def test_small_exp_matches_float64_exp():
+    """attention_small's own float32 exp (of scaled, shifted scores): within 1e-7 relative
+    where float32 is normal, 0 under its range and for -inf, NaN kept."""
+    x = np.concatenate([np.linspace(-100, 88, 400_001), [-np.inf, np.nan, -0.0],
+                        np.random.default_rng(7).standard_normal(10_001) * 30]).astype(np.float32)
+    x = np.minimum(x, np.float32(88))
+    rows = 3                                # row r: exp(2 x - shift_r), its own shift
+    shifts = np.array([0.0, 3.5, -80.0], np.float32)
+    x = x[:x.size // rows * rows].reshape(rows, -1) / 2
+    got = x.copy()
+    K.attention_small._exp_rows(got.reshape(-1), rows, np.float32(2.0), shifts)
+    y = (x * np.float32(2.0) - shifts[:, None]).astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ref = np.exp(y)
+    normal = (y >= -87.3) & (y <= 88)
+    assert np.max(np.abs(got[normal] / ref[normal] - 1)) < 1e-7
+    assert np.all(got[y < -87.3] == 0) and np.isnan(got[np.isnan(y)]).all()
+    assert np.all(got[y == 0] == 1)

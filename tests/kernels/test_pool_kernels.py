@@ -205,3 +205,30 @@ def test_parallel_and_serial_twins_agree(rng, monkeypatch):
         results.append((y, arg, gx))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_strided_inputs_and_broadcast_gradients_match_the_oracle(rng, kind, dtype):
+    """The entries' direct path (small float32/float64 arrays handed to the twins as they are)
+    with a transposed input, a stride-0 output gradient (what ``y.sum().backward()`` sends) and
+    an unbatched 3-D input, against the float64 loops."""
+    k, s, p = (3, 3), (2, 2), (1, 0)
+    x = rng.standard_normal((4, 3, 11, 10)).astype(dtype).transpose(1, 0, 2, 3)  # not contiguous
+    for inp in (x, x[0]):
+        batched = inp if inp.ndim == 4 else inp[None]
+        Ho, Wo = (out_size(n, k[a], s[a], p[a], 1, False) for a, n in enumerate(inp.shape[-2:]))
+        gy = np.broadcast_to(np.asarray(rng.standard_normal(), dtype), inp.shape[:-2] + (Ho, Wo))
+        gy4 = np.broadcast_to(gy, batched.shape[:2] + (Ho, Wo))
+        if kind == "max":
+            y, arg = K.max_pool2d_forward(inp, k, s, p, (1, 1), False)
+            gx = K.max_pool2d_backward(gy, arg, inp.shape, k, s, p, (1, 1))
+            ref_y, _, ref_gx = max_oracle(batched.astype(np.float64), gy4, k, s, p, (1, 1), False)
+        else:
+            y = K.avg_pool2d_forward(inp, k, s, p, False, True, None)
+            gx = K.avg_pool2d_backward(gy, inp.shape, k, s, p, True, None)
+            ref_y, ref_gx = avg_oracle(batched.astype(np.float64), gy4, k, s, p, False, True, None)
+        assert y.dtype == dtype and gx.dtype == dtype and gx.shape == inp.shape
+        tol = 1e-6 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(y, ref_y.reshape(y.shape), rtol=tol, atol=tol)
+        np.testing.assert_allclose(gx, ref_gx.reshape(gx.shape), rtol=tol, atol=tol)
