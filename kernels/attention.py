@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from gpudl import backend, cpu_threads
+from gpudl import backend, cpu_threads, dtypes
 
 BLOCK_Q = 256               # most query rows per tile; half that with a causal mask
 TILE_ELEMENTS = 1 << 16     # scores per tile: 256 KiB in float32, in L2 with its K and V blocks
@@ -46,7 +46,7 @@ _ONES = {}                  # dtype -> read-only vector of ones, see _ones
 _pool = []                  # [(pid, ThreadPoolExecutor)]: the twin's threads, made on first use
 
 
-def attention_forward(q, k, v, mask=None, is_causal=False, scale=None):
+def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf32=False):
     """Attention output and per-row log-sum-exp.
 
     Args:
@@ -54,42 +54,60 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None):
         mask: None, bool (True = attend) or additive float, broadcastable to ``(B, L, S)``.
         is_causal: mask out keys j > i (top-left aligned), skipping fully masked key blocks.
         scale: multiplier of ``q @ k.T``; None means ``1 / sqrt(E)``.
+        allow_tf32: ``gd.backends.cuda.matmul.allow_tf32`` (the ops layer passes it); only
+            float32 on the GPU reads it (``cuda_variant``).
 
     Returns:
         ``(out, lse)``: ``out (B, L, Ev)`` in q's dtype, ``lse (B, L)`` in float32 (float64 for
         float64 inputs), -inf on fully masked rows (whose output is zero).
     """
     scale = _default_scale(q, scale)
-    cuda_kernels = _cuda_kernels(q, v)
-    if cuda_kernels is not None:
-        return cuda_kernels.attention_forward(q, k, v, mask, is_causal, scale)
+    path = cuda_variant(q, v, allow_tf32)
+    if path == "simt":
+        from . import attention_cuda
+        return attention_cuda.attention_forward(q, k, v, mask, is_causal, scale)
+    if path is not None:
+        from . import attention_tc_cuda
+        return attention_tc_cuda.attention_forward(q, k, v, mask, is_causal, scale, path)
     return _attention_fwd_cpu(q, k, v, mask, is_causal, scale)
 
 
-def attention_backward(q, k, v, out, lse, gout, mask=None, is_causal=False, scale=None):
+def attention_backward(q, k, v, out, lse, gout, mask=None, is_causal=False, scale=None,
+                       allow_tf32=False):
     """Gradients ``(gq, gk, gv)`` of attention, recomputing probabilities from ``lse``.
 
     Arguments are those of :func:`attention_forward`, its ``(out, lse)`` and the output gradient
     ``gout (B, L, Ev)``. Returns arrays shaped and typed like q, k and v.
     """
     scale = _default_scale(q, scale)
-    cuda_kernels = _cuda_kernels(q, v)
-    if cuda_kernels is not None:
-        return cuda_kernels.attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale)
+    path = cuda_variant(q, v, allow_tf32)
+    if path == "simt":
+        from . import attention_cuda
+        return attention_cuda.attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale)
+    if path is not None:
+        from . import attention_tc_cuda
+        return attention_tc_cuda.attention_backward(q, k, v, out, lse, gout, mask, is_causal,
+                                                    scale, path)
     return _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale)
 
 
-def _cuda_kernels(q, v):
-    """The kernel module that should run these arrays, else None (the twin). On the GPU:
-    float16 on the tensor-core kernels (attention_tc_cuda: mma.sync f16, fp32 accumulation),
-    float32 on the strict-fp32 SIMT kernels (attention_cuda), float64 and head dims above the
-    kernels' buckets (128) on the twin; CPU arrays always on the twin."""
-    if backend.kernel_device(q) != "cuda":
+def cuda_variant(q, v, allow_tf32=False):
+    """Which kernels run these arrays: a tensor-core kind of attention_tc_cuda ("f16", "bf16",
+    "tf32", "tf32x3": ``attention_tc_cuda.variant``, PyTorch 2.13's precision rule), "simt"
+    (attention_cuda's strict-fp32 SIMT kernels: float32 that the rule keeps strict or whose head
+    dims are past the TF32 buckets), or None: the twin (CPU arrays; on the GPU float64 and head
+    dims past 128)."""
+    if backend.kernel_device(q, bfloat16=True) != "cuda":
         return None
     from . import attention_cuda, attention_tc_cuda
-    if attention_tc_cuda.supports(q, v):
-        return attention_tc_cuda
-    return attention_cuda if attention_cuda.supports(q, v) else None
+    kind = attention_tc_cuda.variant(q.dtype, q.shape[-1], v.shape[-1], allow_tf32)
+    if kind is not None:
+        return kind
+    if q.dtype == dtypes.bfloat16:
+        raise TypeError(f"attention: bfloat16 on the cuda device takes head dims up to "
+                        f"{attention_tc_cuda.HEAD_DIMS[-1]}, got {q.shape[-1]} and {v.shape[-1]}; "
+                        "use float16 or float32")
+    return "simt" if attention_cuda.supports(q, v) else None
 
 
 def as_mask3(mask):

@@ -48,6 +48,7 @@ from numba import config, cuda, float32, uint32, uint64
 from gpudl import backend
 
 from . import mma
+from .conv_tc_cuda import as_float32, tf32_bits
 from .attention_cuda import (DELTA_ROWS, DELTA_THREADS, _additive_mask, _delta_kernel, _fill,
                              _signatures as _simt_signatures)
 from .budget import Budget
@@ -66,9 +67,25 @@ ZERO = float32(0)
 LOG2E = float32(1.4426950408889634)
 LN2 = float32(0.6931471805599453)
 
-# half kind -> (mma, pack); the kernels are the same code for each
-KINDS = {"f16": (mma.mma_f16_m16n8k16, mma.pack_f16x2),
-         "bf16": (mma.mma_bf16_m16n8k16, mma.pack_bf16x2)}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How the kernels hold and multiply one input dtype.
+
+    ``f16`` / ``bf16``: uint32 words of two halves, ``mma.m16n8k16`` of the kind; P and dS are
+    packed to half pairs in registers (their C layout is the next mma's A layout), outputs are
+    half pairs. ``tf32``: float32 data as uint32 words rounded to TF32 as they are staged, one
+    ``mma.m16n8k8`` TF32 per product. ``tf32x3``: the staged words stay float32 and each product
+    is three TF32 mmas of the big/small split (x = big + small, both TF32; the small x small
+    term dropped), about float32 accuracy: the CUTLASS ``OpMultiplyAddFastF32`` scheme."""
+    name: str
+    half: bool
+
+
+KINDS = {name: Kind(name, name in ("f16", "bf16")) for name in ("f16", "bf16", "tf32", "tf32x3")}
+_HALF_OPS = {"f16": (mma.mma_f16_m16n8k16, mma.pack_f16x2),
+             "bf16": (mma.mma_bf16_m16n8k16, mma.pack_bf16x2)}
 
 
 if config.ENABLE_CUDASIM:
@@ -97,33 +114,46 @@ class TcTiling:
     dkdv_bm: int
 
 
-TILINGS = {32: TcTiling(64, 64, 64), 64: TcTiling(64, 64, 32), 128: TcTiling(32, 16, 16)}
+# per (half kind?, head dim): float32 tiles take twice the shared memory of half ones, so TF32
+# stops at head dim 64 (a 128 one would not fit its 64-query tile beside K and V in 48 KiB)
+TILINGS = {(True, 32): TcTiling(64, 64, 64), (True, 64): TcTiling(64, 64, 32),
+           (True, 128): TcTiling(32, 16, 16),
+           (False, 32): TcTiling(64, 64, 64), (False, 64): TcTiling(32, 16, 16)}
 
 
-def _stride(head):
-    return head // 2 + 4        # words per shared row: 16 bytes of padding (ldmatrix banks)
+def _words_per_row(head, kind):
+    return head // 2 if kind.half else head
 
 
-def _dims(head, rows):
-    """(words per row, padded shared stride, k16 steps over the head dim, n8 tiles of the score
-    tile, n8 tiles of the output, k16 steps over the score tile) for ``rows`` streamed rows."""
-    return head // 2, _stride(head), head // 16, rows // 8, head // 8, rows // 16
+def _stride(words):
+    return words + 4            # words per shared row: 16 bytes of padding (ldmatrix banks)
 
 
-def _check_shared(name, head, rows, extra_bytes=0):
-    used = rows * _stride(head) * 4 + extra_bytes
+def _dims(head, rows, kind):
+    """(words per row, padded shared stride, k steps over the head dim, n8 tiles of the score
+    tile, n8 tiles of the output, k steps over the score tile) for ``rows`` streamed rows; a k
+    step is 8 words either way (16 halves or 8 TF32 values)."""
+    words = _words_per_row(head, kind)
+    return (words, _stride(words), words // 8, rows // 8, head // 8,
+            rows // 16 if kind.half else rows // 8)
+
+
+def _check_shared(name, head, kind, rows, extra_bytes=0):
+    used = rows * _stride(_words_per_row(head, kind)) * 4 + extra_bytes
     if used > SHARED_LIMIT:
-        raise ValueError(f"attention_tc {name} e{head}: {used} B of shared memory > "
+        raise ValueError(f"attention_tc {name} {kind.name} e{head}: {used} B of shared memory > "
                          f"{SHARED_LIMIT} B; shrink its TcTiling")
 
 
-def _stager(rows, words):
+def _stager(rows, words, kind):
     """stage(src, b, r0, dst, tid): ``dst[r, c] = src[b, r0 + r, c]`` (uint32 words) for a
-    rows x words tile, zero beyond src's rows and words. Consecutive threads take consecutive
-    words (coalesced). Unrolled (a constant trip count): the loads are all in flight at once, and
-    the key/query loop stays the innermost loop of the SASS, the one the gate reads."""
+    rows x words tile, zero beyond src's rows and words, each word rounded to TF32 for the
+    ``tf32`` kind. Consecutive threads take consecutive words (coalesced). Unrolled (a constant
+    trip count): the loads are all in flight at once, and the key/query loop stays the innermost
+    loop of the SASS, the one the gate reads."""
     steps = rows * words // THREADS
     assert steps * THREADS == rows * words
+    round_tf32 = kind.name == "tf32"
 
     @cuda.jit(device=True, inline="always")
     def stage(src, b, r0, dst, tid):
@@ -134,6 +164,8 @@ def _stager(rows, words):
             x = uint32(0)
             if r0 + r < src.shape[1] and c < src.shape[2]:
                 x = src[uint64(b), uint64(r0 + r), uint64(c)]
+                if round_tf32:
+                    x = tf32_bits(as_float32(x))
             dst[uint64(r), uint64(c)] = x
     return stage
 
@@ -170,6 +202,51 @@ def _bt_frags(smem, k0, word0, lane):
                                  word0 + (lane >> 4) * 4)
 
 
+@cuda.jit(device=True, inline="always")
+def _same(x):
+    return x
+
+
+@cuda.jit(device=True, inline="always")
+def _split(x):
+    """(big, small): x = big + small + O(2^-22 |x|), both exact in TF32."""
+    big = mma.to_tf32(x)
+    return big, mma.to_tf32(x - big)
+
+
+@cuda.jit(device=True, inline="always")
+def _mma_tf32x3(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
+    """D = A B + C (m16n8k8, float32 A and B) to about float32 accuracy by three TF32 mmas of
+    the big/small split: the small terms first, big x big last."""
+    a0b, a0s = _split(a0)
+    a1b, a1s = _split(a1)
+    a2b, a2s = _split(a2)
+    a3b, a3s = _split(a3)
+    b0b, b0s = _split(b0)
+    b1b, b1s = _split(b1)
+    c0, c1, c2, c3 = mma.mma_tf32_m16n8k8(a0b, a1b, a2b, a3b, b0s, b1s, c0, c1, c2, c3)
+    c0, c1, c2, c3 = mma.mma_tf32_m16n8k8(a0s, a1s, a2s, a3s, b0b, b1b, c0, c1, c2, c3)
+    return mma.mma_tf32_m16n8k8(a0b, a1b, a2b, a3b, b0b, b1b, c0, c1, c2, c3)
+
+
+def _float_mma(kind):
+    """The TF32 kinds' mma on float32 fragments (tf32: operands already TF32-rounded)."""
+    return mma.mma_tf32_m16n8k8 if kind.name == "tf32" else _mma_tf32x3
+
+
+def _word_mma(kind):
+    """mma(a0..a3, b0, b1, c0..c3) on uint32 A/B words as ldmatrix gives them."""
+    if kind.half:
+        return _HALF_OPS[kind.name][0]
+    float_mma = _float_mma(kind)
+
+    @cuda.jit(device=True, inline="always")
+    def word_mma(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
+        return float_mma(as_float32(a0), as_float32(a1), as_float32(a2), as_float32(a3),
+                         as_float32(b0), as_float32(b1), c0, c1, c2, c3)
+    return word_mma
+
+
 def _two_tiles(mma_op):
     """two(acc, j, a0..a3, b0..b3): C fragments j and j + 1 of ``acc`` += A times the B
     fragments (b0, b1) and (b2, b3) of two adjacent n-tiles (one ldmatrix_x4's worth)."""
@@ -185,7 +262,7 @@ def _two_tiles(mma_op):
 
 
 def _products(n_tiles, k_steps, mma_op):
-    """run(acc, a, a_row0, b, lane): acc (4 * n_tiles floats) += A B^T over k_steps k16 steps, A
+    """run(acc, a, a_row0, b, lane): acc (4 * n_tiles floats) += A B^T over k_steps k steps, A
     rows a_row0.. of tile ``a`` and B^T's rows the first 8 * n_tiles rows of tile ``b``."""
     two_tiles = _two_tiles(mma_op)
 
@@ -199,14 +276,17 @@ def _products(n_tiles, k_steps, mma_op):
     return run
 
 
-def _register_products(out_tiles, k_steps, mma_op, pack):
-    """run(acc, p, b, lane): acc (4 * out_tiles floats) += P B where P (16 x 16 * k_steps) is a C
-    fragment array in registers (packed to halves as the A operand) and B's rows are the rows of
-    tile ``b`` (ldmatrix.trans)."""
+def _register_products(out_tiles, k_steps, kind):
+    """run(acc, p, b, lane): acc (4 * out_tiles floats) += P B where P (16 rows, k_steps k
+    steps) is a C fragment array in registers and B's rows are the rows of tile ``b``."""
+    if not kind.half:
+        return _register_products_tf32(out_tiles, k_steps, kind)
+    mma_op, pack = _HALF_OPS[kind.name]
     two_tiles = _two_tiles(mma_op)
 
     @cuda.jit(device=True, inline="always")
     def run(acc, p, b, lane):
+        # two C tiles packed to halves are one A fragment; B by ldmatrix.trans
         for kk in range(k_steps):
             a0 = pack(p[8 * kk], p[8 * kk + 1])
             a1 = pack(p[8 * kk + 2], p[8 * kk + 3])
@@ -218,19 +298,60 @@ def _register_products(out_tiles, k_steps, mma_op, pack):
     return run
 
 
-def _writer(tiles, pack):
-    """write(dst, b, row, acc, base, scale): row ``row`` of dst (uint32 words) from elements
-    ``base`` and ``base + 1`` of each of ``tiles`` C fragments, times ``scale``, as half pairs."""
+def _register_products_tf32(out_tiles, k_steps, kind):
+    """The TF32 kinds' P B. A C tile holds P[g, 2t], P[g, 2t + 1], P[g + 8, 2t], P[g + 8, 2t +
+    1]; the TF32 A layout wants columns t and t + 4. Rather than shuffle P between lanes, the k
+    step runs its 8 keys in the order 0, 2, 4, 6, 1, 3, 5, 7 (the sum does not care): then A is
+    (c0, c2, c1, c3) of the lane's own tile, and B's rows are taken in the same order, straight
+    from shared memory (rows 2t and 2t + 1: a 32-bit element cannot use ldmatrix.trans). With a
+    row pitch of 4 mod 32 words those 32 loads hit 32 banks."""
+    float_mma = _float_mma(kind)
+    round_a = mma.to_tf32 if kind.name == "tf32" else _same
 
     @cuda.jit(device=True, inline="always")
-    def write(dst, b, row, acc, base, scale, t):
+    def run(acc, p, b, lane):
+        g = lane >> 2
+        r = 2 * (lane & 3)
+        for kk in range(k_steps):
+            a0 = round_a(p[4 * kk])
+            a1 = round_a(p[4 * kk + 2])
+            a2 = round_a(p[4 * kk + 1])
+            a3 = round_a(p[4 * kk + 3])
+            for j in range(out_tiles):
+                acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3] = float_mma(
+                    a0, a1, a2, a3, as_float32(b[8 * kk + r, 8 * j + g]),
+                    as_float32(b[8 * kk + r + 1, 8 * j + g]),
+                    acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3])
+    return run
+
+
+def _writer(tiles, kind):
+    """write(dst, b, row, acc, base, scale, t): row ``row`` of dst from elements ``base`` and
+    ``base + 1`` of each of ``tiles`` C fragments (columns 8j + 2t, + 1), times ``scale``: half
+    pairs into uint32 words, or float32 values."""
+    if kind.half:
+        pack = _HALF_OPS[kind.name][1]
+
+        @cuda.jit(device=True, inline="always")
+        def write(dst, b, row, acc, base, scale, t):
+            if row < dst.shape[1]:
+                for j in range(tiles):
+                    word = 4 * j + t
+                    if word < dst.shape[2]:
+                        dst[uint64(b), uint64(row), uint64(word)] = pack(
+                            acc[4 * j + base] * scale, acc[4 * j + base + 1] * scale)
+        return write
+
+    @cuda.jit(device=True, inline="always")
+    def write_f32(dst, b, row, acc, base, scale, t):
         if row < dst.shape[1]:
             for j in range(tiles):
-                word = 4 * j + t
-                if word < dst.shape[2]:
-                    dst[uint64(b), uint64(row), uint64(word)] = pack(
-                        acc[4 * j + base] * scale, acc[4 * j + base + 1] * scale)
-    return write
+                col = 8 * j + 2 * t
+                if col < dst.shape[2]:
+                    dst[uint64(b), uint64(row), uint64(col)] = acc[4 * j + base] * scale
+                if col + 1 < dst.shape[2]:
+                    dst[uint64(b), uint64(row), uint64(col + 1)] = acc[4 * j + base + 1] * scale
+    return write_f32
 
 
 @cuda.jit(device=True, inline="always")
@@ -300,16 +421,16 @@ def _key_ranges(q0, n_keys, step, is_causal):
 
 
 def _make_forward(head, masked, kind):
-    mma_op, pack = KINDS[kind]
-    BN = TILINGS[head].fwd_bn
-    W, LDW, KS, NT, OT, PK = _dims(head, BN)
+    mma_op = _word_mma(kind)
+    BN = TILINGS[(kind.half, head)].fwd_bn
+    W, LDW, KS, NT, OT, PK = _dims(head, BN, kind)
     QF, SN, ON = 4 * KS, 4 * NT, 4 * OT     # fragment registers: Q, scores, outputs
-    _check_shared("fwd", head, BLOCK + 2 * BN)
-    stage_q, stage_kv = _stager(BLOCK, W), _stager(BN, W)
+    _check_shared("fwd", head, kind, BLOCK + 2 * BN)
+    stage_q, stage_kv = _stager(BLOCK, W, kind), _stager(BN, W, kind)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
-    pv = _register_products(OT, PK, mma_op, pack)
+    pv = _register_products(OT, PK, kind)
     two_tiles = _two_tiles(mma_op)
-    write = _writer(OT, pack)
+    write = _writer(OT, kind)
 
     def make_tile(checks):
         @cuda.jit(device=True, inline="always")
@@ -416,16 +537,15 @@ def _row_stats(lse, delta, b, row):
 
 
 def _make_bwd_dq(head, masked, kind):
-    mma_op, pack = KINDS[kind]
-    BN = TILINGS[head].dq_bn
-    W, LDW, KS, NT, OT, PK = _dims(head, BN)
+    BN = TILINGS[(kind.half, head)].dq_bn
+    W, LDW, KS, NT, OT, PK = _dims(head, BN, kind)
     SN, ON = 4 * NT, 4 * OT                 # fragment registers: scores, outputs
-    _check_shared("bwd_dq", head, 2 * BLOCK + 2 * BN)
-    stage_rows, stage_kv = _stager(BLOCK, W), _stager(BN, W)
+    _check_shared("bwd_dq", head, kind, 2 * BLOCK + 2 * BN)
+    stage_rows, stage_kv = _stager(BLOCK, W, kind), _stager(BN, W, kind)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
-    scores = _products(NT, KS, mma_op)
-    ds_k = _register_products(OT, PK, mma_op, pack)
-    write = _writer(OT, pack)
+    scores = _products(NT, KS, _word_mma(kind))
+    ds_k = _register_products(OT, PK, kind)
+    write = _writer(OT, kind)
 
     def make_tile(checks):
         @cuda.jit(device=True, inline="always")
@@ -482,16 +602,15 @@ def _make_bwd_dq(head, masked, kind):
 
 
 def _make_bwd_dkdv(head, masked, kind):
-    mma_op, pack = KINDS[kind]
-    BM = TILINGS[head].dkdv_bm
-    W, LDW, KS, NT, OT, PK = _dims(head, BM)
+    BM = TILINGS[(kind.half, head)].dkdv_bm
+    W, LDW, KS, NT, OT, PK = _dims(head, BM, kind)
     SN, ON = 4 * NT, 4 * OT                 # fragment registers: scores, outputs
-    _check_shared("bwd_dkdv", head, 2 * BLOCK + 2 * BM, 8 * BM)
-    stage_keys, stage_rows = _stager(BLOCK, W), _stager(BM, W)
+    _check_shared("bwd_dkdv", head, kind, 2 * BLOCK + 2 * BM, 8 * BM)
+    stage_keys, stage_rows = _stager(BLOCK, W, kind), _stager(BM, W, kind)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
-    scores = _products(NT, KS, mma_op)
-    update = _register_products(OT, PK, mma_op, pack)
-    write = _writer(OT, pack)
+    scores = _products(NT, KS, _word_mma(kind))
+    update = _register_products(OT, PK, kind)
+    write = _writer(OT, kind)
 
     def make_tile(checks):
         # keys beyond k's rows need no check: their dK/dV rows are never written. Padding
@@ -561,39 +680,61 @@ def _build(head, masked, kind):
     kernels = []
     for make, name in ((_make_forward, "fwd"), (_make_bwd_dq, "bwd_dq"),
                        (_make_bwd_dkdv, "bwd_dkdv")):
-        func = make(head, masked, kind)
+        func = make(head, masked, KINDS[kind])
         func.__name__ = func.__qualname__ = (
             f"_attention_tc_{name}_kernel_{kind}_e{head}_{'mask' if masked else 'nomask'}")
         kernels.append(cuda.jit(func))
     return tuple(kernels)
 
 
+KIND_HEAD_DIMS = {"f16": HEAD_DIMS, "bf16": HEAD_DIMS, "tf32": (32, 64), "tf32x3": (32, 64)}
 _KERNELS = {(head, masked, kind): _build(head, masked, kind)     # lazy: compiled at first launch
-            for head in HEAD_DIMS for masked in (False, True) for kind in ("f16",)}
-_KIND_OF_DTYPE = {"float16": "f16"}
+            for kind, heads in KIND_HEAD_DIMS.items() for head in heads
+            for masked in (False, True)}
+_HALF_KIND_OF_DTYPE = {"float16": "f16", "bfloat16": "bf16"}
 
 
-def supports(q, v):
-    """Whether these kernels take q and v: half inputs with head dims up to 128."""
-    return q.dtype.name in _KIND_OF_DTYPE and max(q.shape[-1], v.shape[-1]) <= HEAD_DIMS[-1]
+def variant(dtype, head_q, head_v, allow_tf32):
+    """The kind these kernels run for inputs of ``dtype`` with head dims ``head_q`` (q, k) and
+    ``head_v`` (v), ``allow_tf32`` being ``gd.backends.cuda.matmul.allow_tf32``; None when they
+    do not take them (float64, head dims past the kind's buckets, strict float32).
+
+    float16 / bfloat16: their own kinds, as PyTorch's flash backend takes both. float32 follows
+    what PyTorch 2.13 runs on sm80+ (module docstring): with both head dims multiple of 4, its
+    memory-efficient kernel, 3xTF32 whatever the flags: ``tf32x3``; otherwise its math path,
+    whose batched GEMMs follow ``matmul.allow_tf32``: ``tf32`` when allowed, else None (the
+    strict-fp32 SIMT kernels)."""
+    name = np.dtype(dtype).name
+    kind = _HALF_KIND_OF_DTYPE.get(name)
+    if name == "float32":
+        kind = "tf32x3" if head_q % 4 == 0 and head_v % 4 == 0 else \
+            "tf32" if allow_tf32 else None
+    if kind is None or max(head_q, head_v) > KIND_HEAD_DIMS[kind][-1]:
+        return None
+    return kind
 
 
-def _bucket(q, v):
+def _bucket(q, v, kind):
     width = max(q.shape[-1], v.shape[-1])
-    return next(h for h in HEAD_DIMS if h >= width)
+    return next(h for h in KIND_HEAD_DIMS[kind] if h >= width)
 
 
-def _words(xp, a):
-    """A contiguous (B, n, d) half array as (B, n, ceil(d / 2)) uint32 words (a view; one zero
-    column appended first when d is odd)."""
+def _words(xp, a, kind):
+    """The kernel's view of a contiguous (B, n, d) input: uint32 words, each a float32 value
+    or two halves (one zero column appended first when d is odd); a view where it can be."""
+    if not KINDS[kind].half:
+        return xp.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
     a = xp.ascontiguousarray(a)
     if a.shape[2] % 2:
         a = xp.concatenate([a, xp.zeros(a.shape[:2] + (1,), a.dtype)], axis=2)
     return a.view(np.uint32)
 
 
-def _empty_words(xp, shape, dtype):
-    """(half array of ``shape``, its uint32 words for the kernel to fill)."""
+def _empty_out(xp, shape, dtype, kind):
+    """(output array of ``shape``, the array the kernel fills: its uint32 words for halves)."""
+    if not KINDS[kind].half:
+        out = xp.empty(shape, np.float32)
+        return out, out
     padded = xp.empty(shape[:2] + (shape[2] + shape[2] % 2,), dtype)
     return padded, padded.view(np.uint32)
 
@@ -610,59 +751,76 @@ def _scales(scale):
     return np.float32(scale * math.log2(math.e)), np.float32(scale)
 
 
-def attention_forward(q, k, v, mask, is_causal, scale):
-    """Launch the forward kernel: ``(out (B, L, Ev) in q's dtype, lse (B, L) float32)``."""
+def _bfloat16_as_float32(xp, a):
+    """bfloat16 values widened exactly to float32 through their bits (CuPy has no bfloat16
+    arithmetic)."""
+    return (xp.ascontiguousarray(a).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def _delta(xp, out, gout, kind):
+    """delta = rowsum(dO * O) as (B, L) float32: attention_cuda's kernel, or for bfloat16
+    (which Numba cannot type) one array expression on the widened values."""
+    B, L, _ = out.shape
+    if kind == "bf16":
+        return (_bfloat16_as_float32(xp, out) * _bfloat16_as_float32(xp, gout)).sum(axis=2)
+    dtype = "float16" if kind == "f16" else "float32"
+    delta = xp.empty((B, L), np.float32)
+    launch(_delta_kernel, _simt_signatures(dtype)[3],
+           ((L + DELTA_ROWS - 1) // DELTA_ROWS, B), DELTA_THREADS,
+           xp.ascontiguousarray(out, dtype=dtype), xp.ascontiguousarray(gout, dtype=dtype), delta)
+    return delta
+
+
+def attention_forward(q, k, v, mask, is_causal, scale, kind):
+    """Launch the forward kernel of ``kind`` (see ``variant``): ``(out (B, L, Ev) in q's dtype,
+    lse (B, L) float32)``."""
     xp = backend.get_array_module(q)
     B, L, _ = q.shape
-    out, out_words = _empty_words(xp, (B, L, v.shape[2]), q.dtype)
+    out, out_arg = _empty_out(xp, (B, L, v.shape[2]), q.dtype, kind)
     lse = xp.empty((B, L), np.float32)
     if B * L:
-        head = _bucket(q, v)
-        kind = _KIND_OF_DTYPE[q.dtype.name]
-        fwd = _KERNELS[(head, mask is not None, kind)][0]
-        launch(fwd, _signatures()[0], _grid(L, B), THREADS,
-               _words(xp, q), _words(xp, k), _words(xp, v), _additive_mask(xp, mask), out_words,
+        fwd = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)][0]
+        launch(fwd, _signatures(kind)[0], _grid(L, B), THREADS,
+               *(_words(xp, a, kind) for a in (q, k, v)), _additive_mask(xp, mask), out_arg,
                lse, _scales(scale)[0], np.int32(is_causal))
     return _unpad(out, v.shape[2]), lse
 
 
-def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale):
-    """Launch the delta, dQ and dK/dV kernels: ``(gq, gk, gv)`` shaped and typed like q, k, v."""
+def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale, kind):
+    """Launch the delta, dQ and dK/dV kernels of ``kind``: ``(gq, gk, gv)`` shaped and typed
+    like q, k, v."""
     xp = backend.get_array_module(q)
     B, L, _ = q.shape
     S = k.shape[1]
-    gq, gq_words = _empty_words(xp, q.shape, q.dtype)
-    gk, gk_words = _empty_words(xp, k.shape, q.dtype)
-    gv, gv_words = _empty_words(xp, v.shape, q.dtype)
-    head = _bucket(q, v)
-    kind = _KIND_OF_DTYPE[q.dtype.name]
-    _, dq_kernel, dkdv_kernel = _KERNELS[(head, mask is not None, kind)]
-    _, dq_sig, dkdv_sig = _signatures()
-    words = [_words(xp, a) for a in (q, k, v)]
+    (gq, gq_arg), (gk, gk_arg), (gv, gv_arg) = (_empty_out(xp, a.shape, q.dtype, kind)
+                                                for a in (q, k, v))
+    _, dq_kernel, dkdv_kernel = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)]
+    _, dq_sig, dkdv_sig = _signatures(kind)
+    words = [_words(xp, a, kind) for a in (q, k, v)]
     gout = xp.ascontiguousarray(gout, dtype=q.dtype)
-    gout_words = _words(xp, gout)
+    gout_words = _words(xp, gout, kind)
     lse = xp.ascontiguousarray(lse, dtype=np.float32)
     mask = _additive_mask(xp, mask)
     conf = (*_scales(scale), np.int32(is_causal))
-    delta = xp.empty((B, L), np.float32)
     if B * L:
-        launch(_delta_kernel, _simt_signatures(q.dtype.name)[3],
-               ((L + DELTA_ROWS - 1) // DELTA_ROWS, B), DELTA_THREADS,
-               xp.ascontiguousarray(out, dtype=q.dtype), gout, delta)
+        delta = _delta(xp, out, gout, kind)
         launch(dq_kernel, dq_sig, _grid(L, B), THREADS,
-               *words, mask, gout_words, lse, delta, gq_words, *conf)
+               *words, mask, gout_words, lse, delta, gq_arg, *conf)
+    else:
+        delta = xp.empty((B, L), np.float32)
     if B * S:
         launch(dkdv_kernel, dkdv_sig, _grid(S, B), THREADS,
-               *words, mask, gout_words, lse, delta, gk_words, gv_words, *conf)
+               *words, mask, gout_words, lse, delta, gk_arg, gv_arg, *conf)
     return tuple(_unpad(g, ref.shape[2]) for g, ref in ((gq, q), (gk, k), (gv, v)))
 
 
-def _signatures():
+def _signatures(kind="f16"):
     w3 = "uint32[:, :, ::1]"
     f3, f2 = "float32[:, :, ::1]", "float32[:, ::1]"
-    fwd = f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, float32, int32)"
-    dq = f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, {f2}, {w3}, float32, float32, int32)"
-    dkdv = (f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, {f2}, {w3}, {w3}, float32, float32, "
+    o3 = w3 if KINDS[kind].half else f3          # outputs: half pairs or float32 values
+    fwd = f"void({w3}, {w3}, {w3}, {f3}, {o3}, {f2}, float32, int32)"
+    dq = f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, {f2}, {o3}, float32, float32, int32)"
+    dkdv = (f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, {f2}, {o3}, {o3}, float32, float32, "
             "int32)")
     return fwd, dq, dkdv
 
@@ -686,7 +844,7 @@ def _budget(head, n):
 
 
 SIGNATURES = [
-    (kernel, [_signatures()[n]], _budget(head, n))
+    (kernel, [_signatures(kind)[n]], _budget(head, n))
     for (head, masked, kind), kernels in _KERNELS.items()
     for n, kernel in enumerate(kernels)
 ]

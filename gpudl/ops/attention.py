@@ -15,6 +15,7 @@ import numbers
 
 import numpy as np
 
+from .. import backends
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
 from ..autograd import Function, is_grad_enabled
@@ -59,7 +60,8 @@ class ScaledDotProductAttention(Function):
         k = _flatten_batch(key, batch)                          # (B, S, E)
         v = _flatten_batch(value, batch)                        # (B, S, Ev)
         mask = _flatten_mask(mask, batch)
-        out, lse = K.attention_forward(q, k, v, mask, is_causal, scale)   # (B, L, Ev), (B, L)
+        out, lse = K.attention_forward(q, k, v, mask, is_causal, scale,   # (B, L, Ev), (B, L)
+                                       allow_tf32=backends.matmul_allows_tf32())
         ctx.save_for_backward(q, k, v, out, lse, mask)
         ctx.conf = (is_causal, scale, batch, query.shape, key.shape, value.shape)
         return out if len(batch) == 1 else out.reshape(batch + out.shape[1:])
@@ -69,7 +71,8 @@ class ScaledDotProductAttention(Function):
         q, k, v, out, lse, mask = ctx.saved_tensors
         is_causal, scale, batch, *shapes = ctx.conf
         gq, gk, gv = K.attention_backward(q, k, v, out, lse, gout.reshape(out.shape), mask,
-                                          is_causal, scale)
+                                          is_causal, scale,
+                                          allow_tf32=backends.matmul_allows_tf32())
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         return (_unflatten_grad(gq, batch, shapes[0]) if need_q else None,
                 _unflatten_grad(gk, batch, shapes[1]) if need_k else None,
