@@ -46,7 +46,8 @@ _ONES = {}                  # dtype -> read-only vector of ones, see _ones
 _pool = []                  # [(pid, ThreadPoolExecutor)]: the twin's threads, made on first use
 
 
-def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf32=False):
+def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf32=False,
+                      mem_efficient=False):
     """Attention output and per-row log-sum-exp.
 
     Args:
@@ -54,15 +55,16 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf3
         mask: None, bool (True = attend) or additive float, broadcastable to ``(B, L, S)``.
         is_causal: mask out keys j > i (top-left aligned), skipping fully masked key blocks.
         scale: multiplier of ``q @ k.T``; None means ``1 / sqrt(E)``.
-        allow_tf32: ``gd.backends.cuda.matmul.allow_tf32`` (the ops layer passes it); only
-            float32 on the GPU reads it (``cuda_variant``).
+        allow_tf32, mem_efficient: ``gd.backends.cuda.matmul.allow_tf32`` and
+            ``gd.backends.cuda.mem_efficient_sdp_enabled()`` (the ops layer passes them; the
+            defaults keep float32 strict); only float32 on the GPU reads them (``cuda_variant``).
 
     Returns:
         ``(out, lse)``: ``out (B, L, Ev)`` in q's dtype, ``lse (B, L)`` in float32 (float64 for
         float64 inputs), -inf on fully masked rows (whose output is zero).
     """
     scale = _default_scale(q, scale)
-    path = cuda_variant(q, v, allow_tf32)
+    path = cuda_variant(q, v, allow_tf32, mem_efficient)
     if path == "simt":
         from . import attention_cuda
         return attention_cuda.attention_forward(q, k, v, mask, is_causal, scale)
@@ -73,14 +75,14 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf3
 
 
 def attention_backward(q, k, v, out, lse, gout, mask=None, is_causal=False, scale=None,
-                       allow_tf32=False):
+                       allow_tf32=False, mem_efficient=False):
     """Gradients ``(gq, gk, gv)`` of attention, recomputing probabilities from ``lse``.
 
     Arguments are those of :func:`attention_forward`, its ``(out, lse)`` and the output gradient
     ``gout (B, L, Ev)``. Returns arrays shaped and typed like q, k and v.
     """
     scale = _default_scale(q, scale)
-    path = cuda_variant(q, v, allow_tf32)
+    path = cuda_variant(q, v, allow_tf32, mem_efficient)
     if path == "simt":
         from . import attention_cuda
         return attention_cuda.attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale)
@@ -91,7 +93,7 @@ def attention_backward(q, k, v, out, lse, gout, mask=None, is_causal=False, scal
     return _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale)
 
 
-def cuda_variant(q, v, allow_tf32=False):
+def cuda_variant(q, v, allow_tf32=False, mem_efficient=False):
     """Which kernels run these arrays: a tensor-core kind of attention_tc_cuda ("f16", "bf16",
     "tf32", "tf32x3": ``attention_tc_cuda.variant``, PyTorch 2.13's precision rule), "simt"
     (attention_cuda's strict-fp32 SIMT kernels: float32 that the rule keeps strict or whose head
@@ -100,7 +102,8 @@ def cuda_variant(q, v, allow_tf32=False):
     if backend.kernel_device(q, bfloat16=True) != "cuda":
         return None
     from . import attention_cuda, attention_tc_cuda
-    kind = attention_tc_cuda.variant(q.dtype, q.shape[-1], v.shape[-1], allow_tf32)
+    kind = attention_tc_cuda.variant(q.dtype, q.shape[-1], v.shape[-1], allow_tf32,
+                                     mem_efficient)
     if kind is not None:
         return kind
     if q.dtype == dtypes.bfloat16:

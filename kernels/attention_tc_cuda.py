@@ -694,20 +694,22 @@ _KERNELS = {(head, masked, kind): _build(head, masked, kind)     # lazy: compile
 _HALF_KIND_OF_DTYPE = {"float16": "f16", "bfloat16": "bf16"}
 
 
-def variant(dtype, head_q, head_v, allow_tf32):
+def variant(dtype, head_q, head_v, allow_tf32=False, mem_efficient=False):
     """The kind these kernels run for inputs of ``dtype`` with head dims ``head_q`` (q, k) and
-    ``head_v`` (v), ``allow_tf32`` being ``gd.backends.cuda.matmul.allow_tf32``; None when they
-    do not take them (float64, head dims past the kind's buckets, strict float32).
+    ``head_v`` (v), or None when they do not take them (float64, head dims past the kind's
+    buckets, strict float32). ``allow_tf32`` is ``gd.backends.cuda.matmul.allow_tf32`` and
+    ``mem_efficient`` ``gd.backends.cuda.mem_efficient_sdp_enabled()`` (the ops layer passes
+    both; the defaults keep float32 strict for direct callers).
 
     float16 / bfloat16: their own kinds, as PyTorch's flash backend takes both. float32 follows
-    what PyTorch 2.13 runs on sm80+ (module docstring): with both head dims multiple of 4, its
-    memory-efficient kernel, 3xTF32 whatever the flags: ``tf32x3``; otherwise its math path,
-    whose batched GEMMs follow ``matmul.allow_tf32``: ``tf32`` when allowed, else None (the
-    strict-fp32 SIMT kernels)."""
+    what PyTorch 2.13 runs on sm80+ (module docstring): its memory-efficient kernel when enabled
+    and both head dims are multiples of 4, 3xTF32 whatever the TF32 flags: ``tf32x3``;
+    otherwise its math path, whose batched GEMMs follow ``matmul.allow_tf32``: ``tf32`` when
+    allowed, else None (the strict-fp32 SIMT kernels)."""
     name = np.dtype(dtype).name
     kind = _HALF_KIND_OF_DTYPE.get(name)
     if name == "float32":
-        kind = "tf32x3" if head_q % 4 == 0 and head_v % 4 == 0 else \
+        kind = "tf32x3" if mem_efficient and head_q % 4 == 0 and head_v % 4 == 0 else \
             "tf32" if allow_tf32 else None
     if kind is None or max(head_q, head_v) > KIND_HEAD_DIMS[kind][-1]:
         return None

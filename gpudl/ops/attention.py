@@ -61,7 +61,7 @@ class ScaledDotProductAttention(Function):
         v = _flatten_batch(value, batch)                        # (B, S, Ev)
         mask = _flatten_mask(mask, batch)
         out, lse = K.attention_forward(q, k, v, mask, is_causal, scale,   # (B, L, Ev), (B, L)
-                                       allow_tf32=backends.matmul_allows_tf32())
+                                       **backends.attention_precision())
         ctx.save_for_backward(q, k, v, out, lse, mask)
         ctx.conf = (is_causal, scale, batch, query.shape, key.shape, value.shape)
         return out if len(batch) == 1 else out.reshape(batch + out.shape[1:])
@@ -71,8 +71,7 @@ class ScaledDotProductAttention(Function):
         q, k, v, out, lse, mask = ctx.saved_tensors
         is_causal, scale, batch, *shapes = ctx.conf
         gq, gk, gv = K.attention_backward(q, k, v, out, lse, gout.reshape(out.shape), mask,
-                                          is_causal, scale,
-                                          allow_tf32=backends.matmul_allows_tf32())
+                                          is_causal, scale, **backends.attention_precision())
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         return (_unflatten_grad(gq, batch, shapes[0]) if need_q else None,
                 _unflatten_grad(gk, batch, shapes[1]) if need_k else None,
