@@ -1,7 +1,9 @@
 """Attention on tensor cores: the FlashAttention-2 kernels with ``mma.sync`` (kernels/mma.py).
 
-float16 inputs run here, fp32 accumulation throughout; strict float32 stays on the SIMT kernels
-of ``attention_cuda``.
+One kernel body per pass serves four kinds (``Kind``): ``f16`` and ``bf16`` (m16n8k16 on half
+words), ``tf32`` (m16n8k8 on float32 values rounded to TF32) and ``tf32x3`` (three TF32 mmas per
+product on the big/small split of each float32 value: float32 accuracy), fp32 accumulation
+throughout.
 
 Every block has 4 warps; each warp owns 16 rows of the block's 64 (queries in the forward and dQ
 passes, keys in the dK/dV pass) and computes on mma fragments in registers (layouts in
@@ -11,15 +13,21 @@ kernels/mma.py, lane ``l``: ``g = l >> 2``, ``t = l & 3``, rows ``g`` and ``g + 
   ``fwd_bn`` keys, S = Q K^T (K B-fragments by ldmatrix from shared), scale and mask on the S
   accumulators, the online softmax in the log2 domain (``exp2``, row max/sum over the 4 lanes of
   a row with ``quad_max``/``quad_sum``, each lane keeping its partial row sum until the end), P
-  packed to half pairs in registers, which are exactly the A fragments of P V (no shared-memory
-  round trip), V B-fragments by ``ldmatrix.trans``; O in registers; LSE saved.
+  kept in registers as the A operand of P V (half kinds: packed to half pairs, which are
+  exactly the A fragments; TF32 kinds: the k step takes its keys in the order 0, 2, 4, 6, 1, 3,
+  5, 7, so that A is the lane's own C values and V's rows are read in the same order from shared
+  memory), O in registers; LSE saved.
 - dQ: per key tile, S = Q K^T and dP = dO V^T (Q, dO A-fragments and K, V B-fragments by
-  ldmatrix), dS = P (dP - delta) with P = exp2(S - lse) recomputed, dQ += dS K (K by
-  ``ldmatrix.trans``).
-- dK/dV: per query tile, S^T = K Q^T and dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q
-  (dO and Q by ``ldmatrix.trans``).
+  ldmatrix), dS = P (dP - delta) with P = exp2(S - lse) recomputed, dQ += dS K.
+- dK/dV: per query tile, S^T = K Q^T and dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q.
 Each output element has one writer: no atomics. ``delta = rowsum(dO * O)`` comes from
-``attention_cuda``'s delta kernel.
+``attention_cuda``'s delta kernel (bfloat16: one array expression).
+
+A TF32 A or B fragment element is one 32-bit word where a half fragment element is half of one,
+and an 8x8-b16 ldmatrix matrix is 8 rows of 4 words either way, so the same ldmatrix addressing
+gives the A and B fragments of every kind for Q K^T, dO V^T, K Q^T and V dO^T (a k step is 8
+words: 16 halves or 8 TF32 values). Only the register-A products (P V, dS K, P^T dO, dS^T Q)
+differ: half kinds take B by ``ldmatrix.trans``, which has no 32-bit form.
 
 Warp-uniform control flow, block-uniform for the simulator's emulation: causal tiles are skipped
 per block, masked elements get -inf values, never a branch around an mma. Tiles that need no
@@ -27,16 +35,32 @@ bounds or causal checks (all but the last partial key tile and the causal diagon
 one loop, the hot loop; the at most 64 / tile edge tiles run as unrolled straight-line copies
 with the checks. exp2 is ``ex2.approx.ftz`` (one MUFU.EX2, as FA2).
 
-Which path runs (kernels/attention.py): float16 here; float32 on the strict-fp32 SIMT kernels
-whatever ``matmul.allow_tf32`` says (no TF32 variant yet); float64 and head dims > 128 on the
-twin. The kernels are written for either half kind (``KINDS``): bfloat16 is one more build in
-``_KERNELS`` once CuPy arrays of it exist (gpudl has none yet).
+Which kind runs (``variant``; kernels/attention.py dispatches, the ops layer passes the flags):
+float16 and bfloat16 their own kinds (head dims <= 128), as PyTorch's flash backend takes both.
+float32 mirrors PyTorch 2.13 on sm80/sm90, where flash and cuDNN attention take only
+float16/bfloat16 (``check_dtypes_low_precision``), so float32 SDPA runs the memory-efficient
+kernel when it can (``can_use_mem_efficient_attention``: float32 allowed on sm80+, head dims
+multiples of 4 by ``check_head_dim_size_mem_efficient``) and the math path otherwise
+(``select_sdp_backend``'s order), in
+https://github.com/pytorch/pytorch/blob/main/aten/src/ATen/native/transformers/cuda/sdp_utils.cpp.
+The memory-efficient kernel's float32 GEMMs on sm80+ are ``OpClassTensorOp`` with
+``OpMultiplyAddFastF32``, i.e. 3xTF32, whatever ``allow_tf32`` says (``DefaultGemmType<ArchTag,
+float>`` in
+https://github.com/pytorch/pytorch/blob/main/aten/src/ATen/native/transformers/cuda/mem_eff_attention/gemm_kernel_utils.h,
+the same in torch 2.13's installed headers, used by kernel_forward.h and kernel_backward.h); the
+math path's matmuls follow ``matmul.allow_tf32`` like any float32 matmul. Hence: float32 with
+``gd.backends.cuda.mem_efficient_sdp_enabled()`` and head dims multiples of 4 -> ``tf32x3``;
+otherwise ``tf32`` when ``matmul.allow_tf32`` (set_float32_matmul_precision "high"/"medium"),
+else the strict-fp32 SIMT kernels of ``attention_cuda``. The TF32 kinds stop at head dim 64
+(float32 tiles are twice the size of half ones in 48 KiB of shared memory): above it float32
+runs on the SIMT kernels, which are float32-accurate, as 3xTF32 is. float64 and head dims > 128
+run on the twin.
 
-Arrays travel as uint32 words holding two halves (zero-copy views of contiguous half arrays; an
-odd feature count gets one zero column); tiles live in 2-D uint32 shared arrays, 16-byte
-aligned (Numba's default is 4; ldmatrix needs 16-byte row addresses), whose rows are padded by
-16 bytes so the 8 row addresses of an ldmatrix hit different banks. Head dims 32, 64,
-128 are compile-time buckets (smaller E/Ev are zero-padded). Shared memory stays under 48 KiB.
+Arrays travel as uint32 words (zero-copy views: float32 values, or pairs of halves, an odd
+feature count getting one zero column); tiles live in 2-D uint32 shared arrays, 16-byte aligned
+(Numba's default is 4; ldmatrix needs 16-byte row addresses), whose rows are padded by 16 bytes
+so the 8 row addresses of an ldmatrix hit different banks. Head dims 32, 64, 128 are compile-time
+buckets (smaller E/Ev are zero-padded). Shared memory stays under 48 KiB.
 """
 
 import math
@@ -145,20 +169,26 @@ def _check_shared(name, head, kind, rows, extra_bytes=0):
                          f"{SHARED_LIMIT} B; shrink its TcTiling")
 
 
+STAGE_CHUNK = 8     # staging steps per loop: LLVM unrolls 8 TF32-rounding steps, not 16
+
+
 def _stager(rows, words, kind):
     """stage(src, b, r0, dst, tid): ``dst[r, c] = src[b, r0 + r, c]`` (uint32 words) for a
     rows x words tile, zero beyond src's rows and words, each word rounded to TF32 for the
-    ``tf32`` kind. Consecutive threads take consecutive words (coalesced). Unrolled (a constant
-    trip count): the loads are all in flight at once, and the key/query loop stays the innermost
-    loop of the SASS, the one the gate reads."""
+    ``tf32`` kind. Consecutive threads take consecutive words (coalesced). Unrolled: the loads
+    are all in flight at once, and the key/query loop stays the innermost loop of the SASS, the
+    one the gate reads. The steps run as consecutive loops of at most ``STAGE_CHUNK``, each
+    short enough for LLVM to unroll whole (a 16-step loop with the rounding stayed a loop)."""
     steps = rows * words // THREADS
     assert steps * THREADS == rows * words
     round_tf32 = kind.name == "tf32"
+    chunk = min(steps, STAGE_CHUNK)
+    assert steps % chunk == 0
 
     @cuda.jit(device=True, inline="always")
-    def stage(src, b, r0, dst, tid):
-        for step in range(steps):
-            i = tid + step * THREADS
+    def part(src, b, r0, dst, tid, first):
+        for step in range(chunk):
+            i = tid + (first + step) * THREADS
             r = i // words
             c = i - r * words
             x = uint32(0)
@@ -167,7 +197,27 @@ def _stager(rows, words, kind):
                 if round_tf32:
                     x = tf32_bits(as_float32(x))
             dst[uint64(r), uint64(c)] = x
-    return stage
+
+    stage = part
+    for first in range(chunk, steps, chunk):
+        stage = _then(stage, part, first)
+    return _from_zero(stage)
+
+
+def _then(done, part, first):
+    """done(...) and then part(..., first + start): one more chunk of staging steps."""
+    @cuda.jit(device=True, inline="always")
+    def staged(src, b, r0, dst, tid, start):
+        done(src, b, r0, dst, tid, start)
+        part(src, b, r0, dst, tid, start + first)
+    return staged
+
+
+def _from_zero(stage):
+    @cuda.jit(device=True, inline="always")
+    def run(src, b, r0, dst, tid):
+        stage(src, b, r0, dst, tid, 0)
+    return run
 
 
 @cuda.jit(device=True, inline="always")

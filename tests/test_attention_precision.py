@@ -86,21 +86,41 @@ def test_mem_efficient_switch_matches_torch_and_refuses_non_bools():
     assert gd.backends.cuda.mem_efficient_sdp_enabled() is True
 
 
-@pytest.mark.parametrize("is_causal", [False, True])
-def test_bfloat16_attention_on_the_cpu(rng, is_causal):
-    """The twin in bfloat16 (ml_dtypes; computed in float32, rounded once): values and
-    gradients against torch float64 on the same bf16 values, within bf16's ~1e-2."""
-    arrays = [rng.standard_normal((2, 3, 9, 8)).astype(np.float32) for _ in range(4)]
-    q, k, v = (gd.tensor(a, dtype=gd.bfloat16, requires_grad=True) for a in arrays[:3])
-    gout = gd.tensor(arrays[3], dtype=gd.bfloat16)
+def _matches_torch_float64(dtype, shape_q, shape_v, rel, is_causal):
+    """SDPA values and gradients in ``dtype`` against torch float64 on the same values:
+    max error <= rel * max(|ref|, 1)."""
+    rng = np.random.default_rng(13)
+    b, h, n, e = shape_q
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in
+              (shape_q, (b, h, n, e), shape_v, shape_v[:2] + (n, shape_v[3]))]
+    q, k, v = (gd.tensor(a, dtype=dtype, requires_grad=True) for a in arrays[:3])
+    gout = gd.tensor(arrays[3], dtype=dtype)
     out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
     out.backward(gout)
     tq, tk, tv = (torch.tensor(t.detach().numpy().astype(np.float64), requires_grad=True)
                   for t in (q, k, v))
     t_out = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=is_causal)
     t_out.backward(torch.tensor(gout.numpy().astype(np.float64)))
-    assert out.dtype == gd.bfloat16 and q.grad.dtype == gd.bfloat16
+    assert out.dtype == dtype and q.grad.dtype == dtype
     for ours, theirs in ((out, t_out), (q.grad, tq.grad), (k.grad, tk.grad), (v.grad, tv.grad)):
         want = theirs.detach().numpy()
         err = np.abs(ours.numpy().astype(np.float64) - want).max()
-        assert err <= 2e-2 * max(np.abs(want).max(), 1)
+        assert err <= rel * max(np.abs(want).max(), 1)
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_bfloat16_attention_matches_torch_float64(is_causal):
+    """bfloat16 within its ~1e-2. On the CPU the twin (ml_dtypes; float32 compute, rounded
+    once); with GPUDL_DEVICE=cuda on a GPU the bf16 tensor-core kernels."""
+    _matches_torch_float64(gd.bfloat16, (2, 3, 9, 8), (2, 3, 9, 12), 2e-2, is_causal)
+
+
+def test_float32_attention_with_tf32_allowed_matches_torch_float64():
+    """Head dim 6 (not a multiple of 4) with TF32 allowed: on a GPU the ``tf32`` kernels, within
+    TF32's ~1e-3 (on the CPU the strict twin, far inside it)."""
+    saved = gd.get_float32_matmul_precision()
+    try:
+        gd.set_float32_matmul_precision("high")
+        _matches_torch_float64(gd.float32, (2, 2, 70, 6), (2, 2, 70, 10), 5e-3, True)
+    finally:
+        gd.set_float32_matmul_precision(saved)
