@@ -33,3 +33,22 @@ def test_hot_loop_runs_on_tensor_cores(n, tile_ldsm, tmp_path):
     assert any(op.startswith("LDSM.16.MT88.4") for op in body)
     assert any(op.startswith("MUFU.EX2") for op in body)
     assert not [op for op in body if op.split(".")[0] in ("LDL", "STL")]
+
+
+@pytest.mark.parametrize("kind, hmma", [("tf32", 64), ("bf16", 32)])
+def test_other_kinds_run_their_mma_in_the_tile_loop(kind, hmma, tmp_path):
+    """Forward e32: the tile loop (the SASS's innermost loop: the TF32 rounding once left the
+    staging a loop of its own) holds the kind's HMMA, 64 TF32 m16n8k8 (Q K^T and P V, 32 each)
+    or 32 BF16 m16n8k16, with no local memory."""
+    kernel = T._KERNELS[(32, False, kind)][0]
+    ptx, _ = cuda.compile_ptx(kernel.py_func, T._signatures(kind)[0], cc=(9, 0))
+    info, sass = gate.assemble(ptx, str(tmp_path))
+    (resources,) = gate.parse_ptxas(info).values()
+    assert resources.spills == 0 and resources.stack == 0
+    instructions = [i for f in gate.parse_sass(sass).values() for i in f]
+    hot = gate.summarise(instructions).hot
+    body = [i.opcode for i in instructions if hot.span[0] <= i.address <= hot.span[1]]
+    opcode = "HMMA.1688.F32.TF32" if kind == "tf32" else "HMMA.16816.F32.BF16"
+    assert sum(op.startswith(opcode) for op in body) == hot.hmma == hmma
+    assert any(op.startswith("MUFU.EX2") for op in body)
+    assert not [op for op in body if op.split(".")[0] in ("LDL", "STL")]
