@@ -772,27 +772,33 @@ def _bucket(q, v, kind):
 
 
 def _words(xp, a, kind):
-    """The kernel's view of a contiguous (B, n, d) input: uint32 words, each a float32 value
-    or two halves (one zero column appended first when d is odd); a view where it can be."""
+    """The kernel's view of a (B, n, d) input: uint32 words, each a float32 value or two halves
+    (one zero column appended first when d is odd); a view where it can be. Halves move as
+    their uint16 bits: no copy kernel of the half dtype is needed (CuPy has few for
+    bfloat16)."""
     if not KINDS[kind].half:
         return xp.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
-    a = xp.ascontiguousarray(a)
-    if a.shape[2] % 2:
-        a = xp.concatenate([a, xp.zeros(a.shape[:2] + (1,), a.dtype)], axis=2)
-    return a.view(np.uint32)
+    bits = xp.ascontiguousarray(a.view(np.uint16))
+    if bits.shape[2] % 2:
+        bits = xp.concatenate([bits, xp.zeros(bits.shape[:2] + (1,), np.uint16)], axis=2)
+    return bits.view(np.uint32)
 
 
-def _empty_out(xp, shape, dtype, kind):
-    """(output array of ``shape``, the array the kernel fills: its uint32 words for halves)."""
+def _empty_out(xp, shape, kind):
+    """(output buffer of ``shape``: float32, or uint16 half bits with an even last dimension;
+    the array the kernel fills: the buffer, or its uint32 words)."""
     if not KINDS[kind].half:
         out = xp.empty(shape, np.float32)
         return out, out
-    padded = xp.empty(shape[:2] + (shape[2] + shape[2] % 2,), dtype)
-    return padded, padded.view(np.uint32)
+    bits = xp.empty(shape[:2] + (shape[2] + shape[2] % 2,), np.uint16)
+    return bits, bits.view(np.uint32)
 
 
-def _unpad(a, width):
-    return a if a.shape[2] == width else a[:, :, :width].copy()
+def _result(xp, buffer, width, dtype):
+    """The output of ``dtype`` and last dimension ``width`` from ``_empty_out``'s buffer."""
+    if buffer.dtype == np.float32:
+        return buffer
+    return xp.ascontiguousarray(buffer[:, :, :width]).view(dtype)
 
 
 def _grid(n, B):
@@ -806,7 +812,7 @@ def _scales(scale):
 def _bfloat16_as_float32(xp, a):
     """bfloat16 values widened exactly to float32 through their bits (CuPy has no bfloat16
     arithmetic)."""
-    return (xp.ascontiguousarray(a).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return (a.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
 def _delta(xp, out, gout, kind):
@@ -828,14 +834,14 @@ def attention_forward(q, k, v, mask, is_causal, scale, kind):
     lse (B, L) float32)``."""
     xp = backend.get_array_module(q)
     B, L, _ = q.shape
-    out, out_arg = _empty_out(xp, (B, L, v.shape[2]), q.dtype, kind)
+    out, out_arg = _empty_out(xp, (B, L, v.shape[2]), kind)
     lse = xp.empty((B, L), np.float32)
     if B * L:
         fwd = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)][0]
         launch(fwd, _signatures(kind)[0], _grid(L, B), THREADS,
                *(_words(xp, a, kind) for a in (q, k, v)), _additive_mask(xp, mask), out_arg,
                lse, _scales(scale)[0], np.int32(is_causal))
-    return _unpad(out, v.shape[2]), lse
+    return _result(xp, out, v.shape[2], q.dtype), lse
 
 
 def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale, kind):
@@ -844,12 +850,13 @@ def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale, kind):
     xp = backend.get_array_module(q)
     B, L, _ = q.shape
     S = k.shape[1]
-    (gq, gq_arg), (gk, gk_arg), (gv, gv_arg) = (_empty_out(xp, a.shape, q.dtype, kind)
+    (gq, gq_arg), (gk, gk_arg), (gv, gv_arg) = (_empty_out(xp, a.shape, kind)
                                                 for a in (q, k, v))
     _, dq_kernel, dkdv_kernel = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)]
     _, dq_sig, dkdv_sig = _signatures(kind)
     words = [_words(xp, a, kind) for a in (q, k, v)]
-    gout = xp.ascontiguousarray(gout, dtype=q.dtype)
+    if gout.dtype != q.dtype:
+        gout = gout.astype(q.dtype)
     gout_words = _words(xp, gout, kind)
     lse = xp.ascontiguousarray(lse, dtype=np.float32)
     mask = _additive_mask(xp, mask)
@@ -863,7 +870,7 @@ def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale, kind):
     if B * S:
         launch(dkdv_kernel, dkdv_sig, _grid(S, B), THREADS,
                *words, mask, gout_words, lse, delta, gk_arg, gv_arg, *conf)
-    return tuple(_unpad(g, ref.shape[2]) for g, ref in ((gq, q), (gk, k), (gv, v)))
+    return tuple(_result(xp, g, ref.shape[2], q.dtype) for g, ref in ((gq, q), (gk, k), (gv, v)))
 
 
 def _signatures(kind="f16"):
