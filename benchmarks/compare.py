@@ -245,13 +245,13 @@ def lstm_sunspots(lib, device):
     return _lstm(lib, device, 128, 64, 1, 32, layers=2)
 
 
-def _attention(lib, device, shape, causal, backward=True, half=False):
-    """SDPA; ``half``: float16 inputs (gpudl: the tensor-core kernels; torch: its flash
-    backend, forced)."""
+def _attention(lib, device, shape, causal, backward=True, half=None):
+    """SDPA; ``half``: "float16" or "bfloat16" inputs (gpudl: the tensor-core kernels; torch:
+    its flash backend, forced)."""
     F = lib.nn.functional
     q, k, v = (_randn(lib, device, *shape) for _ in range(3))
     if half:
-        q, k, v = (x.half() for x in (q, k, v))
+        q, k, v = (x.to(getattr(lib, half)) for x in (q, k, v))
     if backward:
         q, k, v = (x.requires_grad_() for x in (q, k, v))
 
@@ -314,25 +314,43 @@ _ATTN_HALF = (4, 16, 2048, 64)
 @workload("fp16 SDPA fwd (4,16,2048,64)", ("cuda",),
           flops=_attention_flops(_ATTN_HALF, False, False), peak=TC_FP16_FLOPS)
 def attention_half_fwd(lib, device):
-    return _attention(lib, device, _ATTN_HALF, False, backward=False, half=True)
+    return _attention(lib, device, _ATTN_HALF, False, backward=False, half="float16")
 
 
 @workload("fp16 causal SDPA fwd+bwd (4,16,2048,64)", ("cuda",),
           flops=_attention_flops(_ATTN_HALF, True, True), peak=TC_FP16_FLOPS)
 def attention_half_causal(lib, device):
-    return _attention(lib, device, _ATTN_HALF, True, half=True)
+    return _attention(lib, device, _ATTN_HALF, True, half="float16")
 
 
 @workload("fp16 SDPA fwd+bwd (4,16,2048,64)", ("cuda",),
           flops=_attention_flops(_ATTN_HALF, False, True), peak=TC_FP16_FLOPS)
 def attention_half(lib, device):
-    return _attention(lib, device, _ATTN_HALF, False, half=True)
+    return _attention(lib, device, _ATTN_HALF, False, half="float16")
 
 
 @workload("fp16 SDPA fwd+bwd (4,16,2048,128)", ("cuda",),
           flops=_attention_flops((4, 16, 2048, 128), False, True), peak=TC_FP16_FLOPS)
 def attention_half_e128(lib, device):
-    return _attention(lib, device, (4, 16, 2048, 128), False, half=True)
+    return _attention(lib, device, (4, 16, 2048, 128), False, half="float16")
+
+
+@workload("bf16 SDPA fwd (4,16,2048,64)", ("cuda",),
+          flops=_attention_flops(_ATTN_HALF, False, False), peak=TC_FP16_FLOPS)
+def attention_bf16_fwd(lib, device):
+    return _attention(lib, device, _ATTN_HALF, False, backward=False, half="bfloat16")
+
+
+@workload("bf16 causal SDPA fwd+bwd (4,16,2048,64)", ("cuda",),
+          flops=_attention_flops(_ATTN_HALF, True, True), peak=TC_FP16_FLOPS)
+def attention_bf16_causal(lib, device):
+    return _attention(lib, device, _ATTN_HALF, True, half="bfloat16")
+
+
+@workload("bf16 SDPA fwd+bwd (4,16,2048,128)", ("cuda",),
+          flops=_attention_flops((4, 16, 2048, 128), False, True), peak=TC_FP16_FLOPS)
+def attention_bf16_e128(lib, device):
+    return _attention(lib, device, (4, 16, 2048, 128), False, half="bfloat16")
 
 
 def _isolated_ms(library, device, name, repeats):

@@ -215,14 +215,16 @@ def is_device_array(array):
     return _cupy is not None and isinstance(array, _cupy.ndarray)
 
 
-def kernel_device(array):
+def kernel_device(array, bfloat16=False):
     """Which implementation a kernel entry point should run for ``array``: "cuda" or "cpu".
 
     CuPy arrays take the Numba-CUDA kernels. Under the simulator with the cuda device chosen,
-    NumPy arrays take them too (the simulator runs them on the CPU).
+    NumPy arrays take them too (the simulator runs them on the CPU). bfloat16 arrays are
+    refused there unless the caller has kernels for them (``bfloat16=True``: kernels that
+    take their bits as integer words).
     """
     if is_device_array(array) or (SIMULATOR and DEFAULT_DEVICE == "cuda"):
-        if array.dtype == dtypes.bfloat16:
+        if array.dtype == dtypes.bfloat16 and not bfloat16:
             raise TypeError(
                 "bfloat16 tensors have no Numba-CUDA kernels (Numba has no bfloat16 type); on "
                 "the cuda device use float16 (gd.autocast('cuda') does), or run this op in "

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from gpudl import backend, cpu_threads
+from gpudl import backend, cpu_threads, dtypes
 
 from . import attention_small
 
@@ -49,7 +49,8 @@ _ONES = {}                  # dtype -> read-only vector of ones, see _ones
 _pool = []                  # [(pid, ThreadPoolExecutor)]: the twin's threads, made on first use
 
 
-def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, keep_probs=False):
+def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf32=False,
+                      mem_efficient=False, keep_probs=False):
     """Attention output and per-row log-sum-exp.
 
     Args:
@@ -60,6 +61,9 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, keep_prob
         keep_probs: also return the probabilities where the call computed them whole (float32
             CPU calls of one tile: at most ``TILE_ELEMENTS`` floats), else None; backward then
             skips recomputing them.
+        allow_tf32, mem_efficient: ``gd.backends.cuda.matmul.allow_tf32`` and
+            ``gd.backends.cuda.mem_efficient_sdp_enabled()`` (the ops layer passes them; the
+            defaults keep float32 strict); only float32 on the GPU reads them (``cuda_variant``).
 
     Returns:
         ``(out, lse)``: ``out (B, L, Ev)`` in q's dtype, ``lse (B, L)`` in float32 (float64 for
@@ -67,9 +71,13 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, keep_prob
         ``(out, lse, probs)``.
     """
     scale = _default_scale(q, scale)
-    cuda_kernels = _cuda_kernels(q, v)
-    if cuda_kernels is not None:
-        result = cuda_kernels.attention_forward(q, k, v, mask, is_causal, scale)
+    path = cuda_variant(q, v, allow_tf32, mem_efficient)
+    if path == "simt":
+        from . import attention_cuda
+        result = attention_cuda.attention_forward(q, k, v, mask, is_causal, scale)
+    elif path is not None:
+        from . import attention_tc_cuda
+        result = attention_tc_cuda.attention_forward(q, k, v, mask, is_causal, scale, path)
     elif keep_probs and _small(backend.get_array_module(q), q, k, v, is_causal):
         return attention_small.forward(q, k, v, None if mask is None else as_mask3(mask),
                                        is_causal, scale, keep_probs=True)
@@ -79,7 +87,7 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, keep_prob
 
 
 def attention_backward(q, k, v, out, lse, gout, mask=None, is_causal=False, scale=None,
-                       probs=None):
+                       probs=None, allow_tf32=False, mem_efficient=False):
     """Gradients ``(gq, gk, gv)`` of attention, recomputing probabilities from ``lse`` (unless
     ``probs``, what ``attention_forward(..., keep_probs=True)`` returned, holds them).
 
@@ -91,23 +99,35 @@ def attention_backward(q, k, v, out, lse, gout, mask=None, is_causal=False, scal
         return attention_small.backward(q, k, v, out, lse, gout,
                                         None if mask is None else as_mask3(mask), is_causal,
                                         scale, probs)
-    cuda_kernels = _cuda_kernels(q, v)
-    if cuda_kernels is not None:
-        return cuda_kernels.attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale)
+    path = cuda_variant(q, v, allow_tf32, mem_efficient)
+    if path == "simt":
+        from . import attention_cuda
+        return attention_cuda.attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale)
+    if path is not None:
+        from . import attention_tc_cuda
+        return attention_tc_cuda.attention_backward(q, k, v, out, lse, gout, mask, is_causal,
+                                                    scale, path)
     return _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale)
 
 
-def _cuda_kernels(q, v):
-    """The kernel module that should run these arrays, else None (the twin). On the GPU:
-    float16 on the tensor-core kernels (attention_tc_cuda: mma.sync f16, fp32 accumulation),
-    float32 on the strict-fp32 SIMT kernels (attention_cuda), float64 and head dims above the
-    kernels' buckets (128) on the twin; CPU arrays always on the twin."""
-    if backend.kernel_device(q) != "cuda":
+def cuda_variant(q, v, allow_tf32=False, mem_efficient=False):
+    """Which kernels run these arrays: a tensor-core kind of attention_tc_cuda ("f16", "bf16",
+    "tf32", "tf32x3": ``attention_tc_cuda.variant``, PyTorch 2.13's precision rule), "simt"
+    (attention_cuda's strict-fp32 SIMT kernels: float32 that the rule keeps strict or whose head
+    dims are past the TF32 buckets), or None: the twin (CPU arrays; on the GPU float64 and head
+    dims past 128)."""
+    if backend.kernel_device(q, bfloat16=True) != "cuda":
         return None
     from . import attention_cuda, attention_tc_cuda
-    if attention_tc_cuda.supports(q, v):
-        return attention_tc_cuda
-    return attention_cuda if attention_cuda.supports(q, v) else None
+    kind = attention_tc_cuda.variant(q.dtype, q.shape[-1], v.shape[-1], allow_tf32,
+                                     mem_efficient)
+    if kind is not None:
+        return kind
+    if q.dtype == dtypes.bfloat16:
+        raise TypeError(f"attention: bfloat16 on the cuda device takes head dims up to "
+                        f"{attention_tc_cuda.HEAD_DIMS[-1]}, got {q.shape[-1]} and {v.shape[-1]}; "
+                        "use float16 or float32")
+    return "simt" if attention_cuda.supports(q, v) else None
 
 
 def as_mask3(mask):

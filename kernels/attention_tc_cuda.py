@@ -1,7 +1,9 @@
 """Attention on tensor cores: the FlashAttention-2 kernels with ``mma.sync`` (kernels/mma.py).
 
-float16 inputs run here, fp32 accumulation throughout; strict float32 stays on the SIMT kernels
-of ``attention_cuda``.
+One kernel body per pass serves four kinds (``Kind``): ``f16`` and ``bf16`` (m16n8k16 on half
+words), ``tf32`` (m16n8k8 on float32 values rounded to TF32) and ``tf32x3`` (three TF32 mmas per
+product on the big/small split of each float32 value: float32 accuracy), fp32 accumulation
+throughout.
 
 Every block has 4 warps; each warp owns 16 rows of the block's 64 (queries in the forward and dQ
 passes, keys in the dK/dV pass) and computes on mma fragments in registers (layouts in
@@ -11,15 +13,21 @@ kernels/mma.py, lane ``l``: ``g = l >> 2``, ``t = l & 3``, rows ``g`` and ``g + 
   ``fwd_bn`` keys, S = Q K^T (K B-fragments by ldmatrix from shared), scale and mask on the S
   accumulators, the online softmax in the log2 domain (``exp2``, row max/sum over the 4 lanes of
   a row with ``quad_max``/``quad_sum``, each lane keeping its partial row sum until the end), P
-  packed to half pairs in registers, which are exactly the A fragments of P V (no shared-memory
-  round trip), V B-fragments by ``ldmatrix.trans``; O in registers; LSE saved.
+  kept in registers as the A operand of P V (half kinds: packed to half pairs, which are
+  exactly the A fragments; TF32 kinds: the k step takes its keys in the order 0, 2, 4, 6, 1, 3,
+  5, 7, so that A is the lane's own C values and V's rows are read in the same order from shared
+  memory), O in registers; LSE saved.
 - dQ: per key tile, S = Q K^T and dP = dO V^T (Q, dO A-fragments and K, V B-fragments by
-  ldmatrix), dS = P (dP - delta) with P = exp2(S - lse) recomputed, dQ += dS K (K by
-  ``ldmatrix.trans``).
-- dK/dV: per query tile, S^T = K Q^T and dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q
-  (dO and Q by ``ldmatrix.trans``).
+  ldmatrix), dS = P (dP - delta) with P = exp2(S - lse) recomputed, dQ += dS K.
+- dK/dV: per query tile, S^T = K Q^T and dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q.
 Each output element has one writer: no atomics. ``delta = rowsum(dO * O)`` comes from
-``attention_cuda``'s delta kernel.
+``attention_cuda``'s delta kernel (bfloat16: one array expression).
+
+A TF32 A or B fragment element is one 32-bit word where a half fragment element is half of one,
+and an 8x8-b16 ldmatrix matrix is 8 rows of 4 words either way, so the same ldmatrix addressing
+gives the A and B fragments of every kind for Q K^T, dO V^T, K Q^T and V dO^T (a k step is 8
+words: 16 halves or 8 TF32 values). Only the register-A products (P V, dS K, P^T dO, dS^T Q)
+differ: half kinds take B by ``ldmatrix.trans``, which has no 32-bit form.
 
 Warp-uniform control flow, block-uniform for the simulator's emulation: causal tiles are skipped
 per block, masked elements get -inf values, never a branch around an mma. Tiles that need no
@@ -27,16 +35,32 @@ bounds or causal checks (all but the last partial key tile and the causal diagon
 one loop, the hot loop; the at most 64 / tile edge tiles run as unrolled straight-line copies
 with the checks. exp2 is ``ex2.approx.ftz`` (one MUFU.EX2, as FA2).
 
-Which path runs (kernels/attention.py): float16 here; float32 on the strict-fp32 SIMT kernels
-whatever ``matmul.allow_tf32`` says (no TF32 variant yet); float64 and head dims > 128 on the
-twin. The kernels are written for either half kind (``KINDS``): bfloat16 is one more build in
-``_KERNELS`` once CuPy arrays of it exist (gpudl has none yet).
+Which kind runs (``variant``; kernels/attention.py dispatches, the ops layer passes the flags):
+float16 and bfloat16 their own kinds (head dims <= 128), as PyTorch's flash backend takes both.
+float32 mirrors PyTorch 2.13 on sm80/sm90, where flash and cuDNN attention take only
+float16/bfloat16 (``check_dtypes_low_precision``), so float32 SDPA runs the memory-efficient
+kernel when it can (``can_use_mem_efficient_attention``: float32 allowed on sm80+, head dims
+multiples of 4 by ``check_head_dim_size_mem_efficient``) and the math path otherwise
+(``select_sdp_backend``'s order), in
+https://github.com/pytorch/pytorch/blob/main/aten/src/ATen/native/transformers/cuda/sdp_utils.cpp.
+The memory-efficient kernel's float32 GEMMs on sm80+ are ``OpClassTensorOp`` with
+``OpMultiplyAddFastF32``, i.e. 3xTF32, whatever ``allow_tf32`` says (``DefaultGemmType<ArchTag,
+float>`` in
+https://github.com/pytorch/pytorch/blob/main/aten/src/ATen/native/transformers/cuda/mem_eff_attention/gemm_kernel_utils.h,
+the same in torch 2.13's installed headers, used by kernel_forward.h and kernel_backward.h); the
+math path's matmuls follow ``matmul.allow_tf32`` like any float32 matmul. Hence: float32 with
+``gd.backends.cuda.mem_efficient_sdp_enabled()`` and head dims multiples of 4 -> ``tf32x3``;
+otherwise ``tf32`` when ``matmul.allow_tf32`` (set_float32_matmul_precision "high"/"medium"),
+else the strict-fp32 SIMT kernels of ``attention_cuda``. The TF32 kinds stop at head dim 64
+(float32 tiles are twice the size of half ones in 48 KiB of shared memory): above it float32
+runs on the SIMT kernels, which are float32-accurate, as 3xTF32 is. float64 and head dims > 128
+run on the twin.
 
-Arrays travel as uint32 words holding two halves (zero-copy views of contiguous half arrays; an
-odd feature count gets one zero column); tiles live in 2-D uint32 shared arrays, 16-byte
-aligned (Numba's default is 4; ldmatrix needs 16-byte row addresses), whose rows are padded by
-16 bytes so the 8 row addresses of an ldmatrix hit different banks. Head dims 32, 64,
-128 are compile-time buckets (smaller E/Ev are zero-padded). Shared memory stays under 48 KiB.
+Arrays travel as uint32 words (zero-copy views: float32 values, or pairs of halves, an odd
+feature count getting one zero column); tiles live in 2-D uint32 shared arrays, 16-byte aligned
+(Numba's default is 4; ldmatrix needs 16-byte row addresses), whose rows are padded by 16 bytes
+so the 8 row addresses of an ldmatrix hit different banks. Head dims 32, 64, 128 are compile-time
+buckets (smaller E/Ev are zero-padded). Shared memory stays under 48 KiB.
 """
 
 import math
@@ -48,6 +72,7 @@ from numba import config, cuda, float32, uint32, uint64
 from gpudl import backend
 
 from . import mma
+from .conv_tc_cuda import as_float32, tf32_bits
 from .attention_cuda import (DELTA_ROWS, DELTA_THREADS, _additive_mask, _delta_kernel, _fill,
                              _signatures as _simt_signatures)
 from .budget import Budget
@@ -66,9 +91,25 @@ ZERO = float32(0)
 LOG2E = float32(1.4426950408889634)
 LN2 = float32(0.6931471805599453)
 
-# half kind -> (mma, pack); the kernels are the same code for each
-KINDS = {"f16": (mma.mma_f16_m16n8k16, mma.pack_f16x2),
-         "bf16": (mma.mma_bf16_m16n8k16, mma.pack_bf16x2)}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How the kernels hold and multiply one input dtype.
+
+    ``f16`` / ``bf16``: uint32 words of two halves, ``mma.m16n8k16`` of the kind; P and dS are
+    packed to half pairs in registers (their C layout is the next mma's A layout), outputs are
+    half pairs. ``tf32``: float32 data as uint32 words rounded to TF32 as they are staged, one
+    ``mma.m16n8k8`` TF32 per product. ``tf32x3``: the staged words stay float32 and each product
+    is three TF32 mmas of the big/small split (x = big + small, both TF32; the small x small
+    term dropped), about float32 accuracy: the CUTLASS ``OpMultiplyAddFastF32`` scheme."""
+    name: str
+    half: bool
+
+
+KINDS = {name: Kind(name, name in ("f16", "bf16")) for name in ("f16", "bf16", "tf32", "tf32x3")}
+_HALF_OPS = {"f16": (mma.mma_f16_m16n8k16, mma.pack_f16x2),
+             "bf16": (mma.mma_bf16_m16n8k16, mma.pack_bf16x2)}
 
 
 if config.ENABLE_CUDASIM:
@@ -97,45 +138,86 @@ class TcTiling:
     dkdv_bm: int
 
 
-TILINGS = {32: TcTiling(64, 64, 64), 64: TcTiling(64, 64, 32), 128: TcTiling(32, 16, 16)}
+# per (half kind?, head dim): float32 tiles take twice the shared memory of half ones, so TF32
+# stops at head dim 64 (a 128 one would not fit its 64-query tile beside K and V in 48 KiB)
+TILINGS = {(True, 32): TcTiling(64, 64, 64), (True, 64): TcTiling(64, 64, 32),
+           (True, 128): TcTiling(32, 16, 16),
+           (False, 32): TcTiling(64, 64, 64), (False, 64): TcTiling(32, 16, 16)}
 
 
-def _stride(head):
-    return head // 2 + 4        # words per shared row: 16 bytes of padding (ldmatrix banks)
+def _words_per_row(head, kind):
+    return head // 2 if kind.half else head
 
 
-def _dims(head, rows):
-    """(words per row, padded shared stride, k16 steps over the head dim, n8 tiles of the score
-    tile, n8 tiles of the output, k16 steps over the score tile) for ``rows`` streamed rows."""
-    return head // 2, _stride(head), head // 16, rows // 8, head // 8, rows // 16
+def _stride(words):
+    return words + 4            # words per shared row: 16 bytes of padding (ldmatrix banks)
 
 
-def _check_shared(name, head, rows, extra_bytes=0):
-    used = rows * _stride(head) * 4 + extra_bytes
+def _dims(head, rows, kind):
+    """(words per row, padded shared stride, k steps over the head dim, n8 tiles of the score
+    tile, n8 tiles of the output, k steps over the score tile) for ``rows`` streamed rows; a k
+    step is 8 words either way (16 halves or 8 TF32 values)."""
+    words = _words_per_row(head, kind)
+    return (words, _stride(words), words // 8, rows // 8, head // 8,
+            rows // 16 if kind.half else rows // 8)
+
+
+def _check_shared(name, head, kind, rows, extra_bytes=0):
+    used = rows * _stride(_words_per_row(head, kind)) * 4 + extra_bytes
     if used > SHARED_LIMIT:
-        raise ValueError(f"attention_tc {name} e{head}: {used} B of shared memory > "
+        raise ValueError(f"attention_tc {name} {kind.name} e{head}: {used} B of shared memory > "
                          f"{SHARED_LIMIT} B; shrink its TcTiling")
 
 
-def _stager(rows, words):
+STAGE_CHUNK = 8     # staging steps per loop: LLVM unrolls 8 TF32-rounding steps, not 16
+
+
+def _stager(rows, words, kind):
     """stage(src, b, r0, dst, tid): ``dst[r, c] = src[b, r0 + r, c]`` (uint32 words) for a
-    rows x words tile, zero beyond src's rows and words. Consecutive threads take consecutive
-    words (coalesced). Unrolled (a constant trip count): the loads are all in flight at once, and
-    the key/query loop stays the innermost loop of the SASS, the one the gate reads."""
+    rows x words tile, zero beyond src's rows and words, each word rounded to TF32 for the
+    ``tf32`` kind. Consecutive threads take consecutive words (coalesced). Unrolled: the loads
+    are all in flight at once, and the key/query loop stays the innermost loop of the SASS, the
+    one the gate reads. The steps run as consecutive loops of at most ``STAGE_CHUNK``, each
+    short enough for LLVM to unroll whole (a 16-step loop with the rounding stayed a loop)."""
     steps = rows * words // THREADS
     assert steps * THREADS == rows * words
+    round_tf32 = kind.name == "tf32"
+    chunk = min(steps, STAGE_CHUNK)
+    assert steps % chunk == 0
 
     @cuda.jit(device=True, inline="always")
-    def stage(src, b, r0, dst, tid):
-        for step in range(steps):
-            i = tid + step * THREADS
+    def part(src, b, r0, dst, tid, first):
+        for step in range(chunk):
+            i = tid + (first + step) * THREADS
             r = i // words
             c = i - r * words
             x = uint32(0)
             if r0 + r < src.shape[1] and c < src.shape[2]:
                 x = src[uint64(b), uint64(r0 + r), uint64(c)]
+                if round_tf32:
+                    x = tf32_bits(as_float32(x))
             dst[uint64(r), uint64(c)] = x
-    return stage
+
+    stage = part
+    for first in range(chunk, steps, chunk):
+        stage = _then(stage, part, first)
+    return _from_zero(stage)
+
+
+def _then(done, part, first):
+    """done(...) and then part(..., first + start): one more chunk of staging steps."""
+    @cuda.jit(device=True, inline="always")
+    def staged(src, b, r0, dst, tid, start):
+        done(src, b, r0, dst, tid, start)
+        part(src, b, r0, dst, tid, start + first)
+    return staged
+
+
+def _from_zero(stage):
+    @cuda.jit(device=True, inline="always")
+    def run(src, b, r0, dst, tid):
+        stage(src, b, r0, dst, tid, 0)
+    return run
 
 
 @cuda.jit(device=True, inline="always")
@@ -170,6 +252,51 @@ def _bt_frags(smem, k0, word0, lane):
                                  word0 + (lane >> 4) * 4)
 
 
+@cuda.jit(device=True, inline="always")
+def _same(x):
+    return x
+
+
+@cuda.jit(device=True, inline="always")
+def _split(x):
+    """(big, small): x = big + small + O(2^-22 |x|), both exact in TF32."""
+    big = mma.to_tf32(x)
+    return big, mma.to_tf32(x - big)
+
+
+@cuda.jit(device=True, inline="always")
+def _mma_tf32x3(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
+    """D = A B + C (m16n8k8, float32 A and B) to about float32 accuracy by three TF32 mmas of
+    the big/small split: the small terms first, big x big last."""
+    a0b, a0s = _split(a0)
+    a1b, a1s = _split(a1)
+    a2b, a2s = _split(a2)
+    a3b, a3s = _split(a3)
+    b0b, b0s = _split(b0)
+    b1b, b1s = _split(b1)
+    c0, c1, c2, c3 = mma.mma_tf32_m16n8k8(a0b, a1b, a2b, a3b, b0s, b1s, c0, c1, c2, c3)
+    c0, c1, c2, c3 = mma.mma_tf32_m16n8k8(a0s, a1s, a2s, a3s, b0b, b1b, c0, c1, c2, c3)
+    return mma.mma_tf32_m16n8k8(a0b, a1b, a2b, a3b, b0b, b1b, c0, c1, c2, c3)
+
+
+def _float_mma(kind):
+    """The TF32 kinds' mma on float32 fragments (tf32: operands already TF32-rounded)."""
+    return mma.mma_tf32_m16n8k8 if kind.name == "tf32" else _mma_tf32x3
+
+
+def _word_mma(kind):
+    """mma(a0..a3, b0, b1, c0..c3) on uint32 A/B words as ldmatrix gives them."""
+    if kind.half:
+        return _HALF_OPS[kind.name][0]
+    float_mma = _float_mma(kind)
+
+    @cuda.jit(device=True, inline="always")
+    def word_mma(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
+        return float_mma(as_float32(a0), as_float32(a1), as_float32(a2), as_float32(a3),
+                         as_float32(b0), as_float32(b1), c0, c1, c2, c3)
+    return word_mma
+
+
 def _two_tiles(mma_op):
     """two(acc, j, a0..a3, b0..b3): C fragments j and j + 1 of ``acc`` += A times the B
     fragments (b0, b1) and (b2, b3) of two adjacent n-tiles (one ldmatrix_x4's worth)."""
@@ -185,7 +312,7 @@ def _two_tiles(mma_op):
 
 
 def _products(n_tiles, k_steps, mma_op):
-    """run(acc, a, a_row0, b, lane): acc (4 * n_tiles floats) += A B^T over k_steps k16 steps, A
+    """run(acc, a, a_row0, b, lane): acc (4 * n_tiles floats) += A B^T over k_steps k steps, A
     rows a_row0.. of tile ``a`` and B^T's rows the first 8 * n_tiles rows of tile ``b``."""
     two_tiles = _two_tiles(mma_op)
 
@@ -199,14 +326,17 @@ def _products(n_tiles, k_steps, mma_op):
     return run
 
 
-def _register_products(out_tiles, k_steps, mma_op, pack):
-    """run(acc, p, b, lane): acc (4 * out_tiles floats) += P B where P (16 x 16 * k_steps) is a C
-    fragment array in registers (packed to halves as the A operand) and B's rows are the rows of
-    tile ``b`` (ldmatrix.trans)."""
+def _register_products(out_tiles, k_steps, kind):
+    """run(acc, p, b, lane): acc (4 * out_tiles floats) += P B where P (16 rows, k_steps k
+    steps) is a C fragment array in registers and B's rows are the rows of tile ``b``."""
+    if not kind.half:
+        return _register_products_tf32(out_tiles, k_steps, kind)
+    mma_op, pack = _HALF_OPS[kind.name]
     two_tiles = _two_tiles(mma_op)
 
     @cuda.jit(device=True, inline="always")
     def run(acc, p, b, lane):
+        # two C tiles packed to halves are one A fragment; B by ldmatrix.trans
         for kk in range(k_steps):
             a0 = pack(p[8 * kk], p[8 * kk + 1])
             a1 = pack(p[8 * kk + 2], p[8 * kk + 3])
@@ -218,19 +348,60 @@ def _register_products(out_tiles, k_steps, mma_op, pack):
     return run
 
 
-def _writer(tiles, pack):
-    """write(dst, b, row, acc, base, scale): row ``row`` of dst (uint32 words) from elements
-    ``base`` and ``base + 1`` of each of ``tiles`` C fragments, times ``scale``, as half pairs."""
+def _register_products_tf32(out_tiles, k_steps, kind):
+    """The TF32 kinds' P B. A C tile holds P[g, 2t], P[g, 2t + 1], P[g + 8, 2t], P[g + 8, 2t +
+    1]; the TF32 A layout wants columns t and t + 4. Rather than shuffle P between lanes, the k
+    step runs its 8 keys in the order 0, 2, 4, 6, 1, 3, 5, 7 (the sum does not care): then A is
+    (c0, c2, c1, c3) of the lane's own tile, and B's rows are taken in the same order, straight
+    from shared memory (rows 2t and 2t + 1: a 32-bit element cannot use ldmatrix.trans). With a
+    row pitch of 4 mod 32 words those 32 loads hit 32 banks."""
+    float_mma = _float_mma(kind)
+    round_a = mma.to_tf32 if kind.name == "tf32" else _same
 
     @cuda.jit(device=True, inline="always")
-    def write(dst, b, row, acc, base, scale, t):
+    def run(acc, p, b, lane):
+        g = lane >> 2
+        r = 2 * (lane & 3)
+        for kk in range(k_steps):
+            a0 = round_a(p[4 * kk])
+            a1 = round_a(p[4 * kk + 2])
+            a2 = round_a(p[4 * kk + 1])
+            a3 = round_a(p[4 * kk + 3])
+            for j in range(out_tiles):
+                acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3] = float_mma(
+                    a0, a1, a2, a3, as_float32(b[8 * kk + r, 8 * j + g]),
+                    as_float32(b[8 * kk + r + 1, 8 * j + g]),
+                    acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3])
+    return run
+
+
+def _writer(tiles, kind):
+    """write(dst, b, row, acc, base, scale, t): row ``row`` of dst from elements ``base`` and
+    ``base + 1`` of each of ``tiles`` C fragments (columns 8j + 2t, + 1), times ``scale``: half
+    pairs into uint32 words, or float32 values."""
+    if kind.half:
+        pack = _HALF_OPS[kind.name][1]
+
+        @cuda.jit(device=True, inline="always")
+        def write(dst, b, row, acc, base, scale, t):
+            if row < dst.shape[1]:
+                for j in range(tiles):
+                    word = 4 * j + t
+                    if word < dst.shape[2]:
+                        dst[uint64(b), uint64(row), uint64(word)] = pack(
+                            acc[4 * j + base] * scale, acc[4 * j + base + 1] * scale)
+        return write
+
+    @cuda.jit(device=True, inline="always")
+    def write_f32(dst, b, row, acc, base, scale, t):
         if row < dst.shape[1]:
             for j in range(tiles):
-                word = 4 * j + t
-                if word < dst.shape[2]:
-                    dst[uint64(b), uint64(row), uint64(word)] = pack(
-                        acc[4 * j + base] * scale, acc[4 * j + base + 1] * scale)
-    return write
+                col = 8 * j + 2 * t
+                if col < dst.shape[2]:
+                    dst[uint64(b), uint64(row), uint64(col)] = acc[4 * j + base] * scale
+                if col + 1 < dst.shape[2]:
+                    dst[uint64(b), uint64(row), uint64(col + 1)] = acc[4 * j + base + 1] * scale
+    return write_f32
 
 
 @cuda.jit(device=True, inline="always")
@@ -300,16 +471,16 @@ def _key_ranges(q0, n_keys, step, is_causal):
 
 
 def _make_forward(head, masked, kind):
-    mma_op, pack = KINDS[kind]
-    BN = TILINGS[head].fwd_bn
-    W, LDW, KS, NT, OT, PK = _dims(head, BN)
+    mma_op = _word_mma(kind)
+    BN = TILINGS[(kind.half, head)].fwd_bn
+    W, LDW, KS, NT, OT, PK = _dims(head, BN, kind)
     QF, SN, ON = 4 * KS, 4 * NT, 4 * OT     # fragment registers: Q, scores, outputs
-    _check_shared("fwd", head, BLOCK + 2 * BN)
-    stage_q, stage_kv = _stager(BLOCK, W), _stager(BN, W)
+    _check_shared("fwd", head, kind, BLOCK + 2 * BN)
+    stage_q, stage_kv = _stager(BLOCK, W, kind), _stager(BN, W, kind)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
-    pv = _register_products(OT, PK, mma_op, pack)
+    pv = _register_products(OT, PK, kind)
     two_tiles = _two_tiles(mma_op)
-    write = _writer(OT, pack)
+    write = _writer(OT, kind)
 
     def make_tile(checks):
         @cuda.jit(device=True, inline="always")
@@ -416,16 +587,15 @@ def _row_stats(lse, delta, b, row):
 
 
 def _make_bwd_dq(head, masked, kind):
-    mma_op, pack = KINDS[kind]
-    BN = TILINGS[head].dq_bn
-    W, LDW, KS, NT, OT, PK = _dims(head, BN)
+    BN = TILINGS[(kind.half, head)].dq_bn
+    W, LDW, KS, NT, OT, PK = _dims(head, BN, kind)
     SN, ON = 4 * NT, 4 * OT                 # fragment registers: scores, outputs
-    _check_shared("bwd_dq", head, 2 * BLOCK + 2 * BN)
-    stage_rows, stage_kv = _stager(BLOCK, W), _stager(BN, W)
+    _check_shared("bwd_dq", head, kind, 2 * BLOCK + 2 * BN)
+    stage_rows, stage_kv = _stager(BLOCK, W, kind), _stager(BN, W, kind)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
-    scores = _products(NT, KS, mma_op)
-    ds_k = _register_products(OT, PK, mma_op, pack)
-    write = _writer(OT, pack)
+    scores = _products(NT, KS, _word_mma(kind))
+    ds_k = _register_products(OT, PK, kind)
+    write = _writer(OT, kind)
 
     def make_tile(checks):
         @cuda.jit(device=True, inline="always")
@@ -482,16 +652,15 @@ def _make_bwd_dq(head, masked, kind):
 
 
 def _make_bwd_dkdv(head, masked, kind):
-    mma_op, pack = KINDS[kind]
-    BM = TILINGS[head].dkdv_bm
-    W, LDW, KS, NT, OT, PK = _dims(head, BM)
+    BM = TILINGS[(kind.half, head)].dkdv_bm
+    W, LDW, KS, NT, OT, PK = _dims(head, BM, kind)
     SN, ON = 4 * NT, 4 * OT                 # fragment registers: scores, outputs
-    _check_shared("bwd_dkdv", head, 2 * BLOCK + 2 * BM, 8 * BM)
-    stage_keys, stage_rows = _stager(BLOCK, W), _stager(BM, W)
+    _check_shared("bwd_dkdv", head, kind, 2 * BLOCK + 2 * BM, 8 * BM)
+    stage_keys, stage_rows = _stager(BLOCK, W, kind), _stager(BM, W, kind)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
-    scores = _products(NT, KS, mma_op)
-    update = _register_products(OT, PK, mma_op, pack)
-    write = _writer(OT, pack)
+    scores = _products(NT, KS, _word_mma(kind))
+    update = _register_products(OT, PK, kind)
+    write = _writer(OT, kind)
 
     def make_tile(checks):
         # keys beyond k's rows need no check: their dK/dV rows are never written. Padding
@@ -561,45 +730,75 @@ def _build(head, masked, kind):
     kernels = []
     for make, name in ((_make_forward, "fwd"), (_make_bwd_dq, "bwd_dq"),
                        (_make_bwd_dkdv, "bwd_dkdv")):
-        func = make(head, masked, kind)
+        func = make(head, masked, KINDS[kind])
         func.__name__ = func.__qualname__ = (
             f"_attention_tc_{name}_kernel_{kind}_e{head}_{'mask' if masked else 'nomask'}")
         kernels.append(cuda.jit(func))
     return tuple(kernels)
 
 
+KIND_HEAD_DIMS = {"f16": HEAD_DIMS, "bf16": HEAD_DIMS, "tf32": (32, 64), "tf32x3": (32, 64)}
 _KERNELS = {(head, masked, kind): _build(head, masked, kind)     # lazy: compiled at first launch
-            for head in HEAD_DIMS for masked in (False, True) for kind in ("f16",)}
-_KIND_OF_DTYPE = {"float16": "f16"}
+            for kind, heads in KIND_HEAD_DIMS.items() for head in heads
+            for masked in (False, True)}
+_HALF_KIND_OF_DTYPE = {"float16": "f16", "bfloat16": "bf16"}
 
 
-def supports(q, v):
-    """Whether these kernels take q and v: half inputs with head dims up to 128."""
-    return q.dtype.name in _KIND_OF_DTYPE and max(q.shape[-1], v.shape[-1]) <= HEAD_DIMS[-1]
+def variant(dtype, head_q, head_v, allow_tf32=False, mem_efficient=False):
+    """The kind these kernels run for inputs of ``dtype`` with head dims ``head_q`` (q, k) and
+    ``head_v`` (v), or None when they do not take them (float64, head dims past the kind's
+    buckets, strict float32). ``allow_tf32`` is ``gd.backends.cuda.matmul.allow_tf32`` and
+    ``mem_efficient`` ``gd.backends.cuda.mem_efficient_sdp_enabled()`` (the ops layer passes
+    both; the defaults keep float32 strict for direct callers).
+
+    float16 / bfloat16: their own kinds, as PyTorch's flash backend takes both. float32 follows
+    what PyTorch 2.13 runs on sm80+ (module docstring): its memory-efficient kernel when enabled
+    and both head dims are multiples of 4, 3xTF32 whatever the TF32 flags: ``tf32x3``;
+    otherwise its math path, whose batched GEMMs follow ``matmul.allow_tf32``: ``tf32`` when
+    allowed, else None (the strict-fp32 SIMT kernels)."""
+    name = np.dtype(dtype).name
+    kind = _HALF_KIND_OF_DTYPE.get(name)
+    if name == "float32":
+        kind = "tf32x3" if mem_efficient and head_q % 4 == 0 and head_v % 4 == 0 else \
+            "tf32" if allow_tf32 else None
+    if kind is None or max(head_q, head_v) > KIND_HEAD_DIMS[kind][-1]:
+        return None
+    return kind
 
 
-def _bucket(q, v):
+def _bucket(q, v, kind):
     width = max(q.shape[-1], v.shape[-1])
-    return next(h for h in HEAD_DIMS if h >= width)
+    return next(h for h in KIND_HEAD_DIMS[kind] if h >= width)
 
 
-def _words(xp, a):
-    """A contiguous (B, n, d) half array as (B, n, ceil(d / 2)) uint32 words (a view; one zero
-    column appended first when d is odd)."""
-    a = xp.ascontiguousarray(a)
-    if a.shape[2] % 2:
-        a = xp.concatenate([a, xp.zeros(a.shape[:2] + (1,), a.dtype)], axis=2)
-    return a.view(np.uint32)
+def _words(xp, a, kind):
+    """The kernel's view of a (B, n, d) input: uint32 words, each a float32 value or two halves
+    (one zero column appended first when d is odd); a view where it can be. Halves move as
+    their uint16 bits: no copy kernel of the half dtype is needed (CuPy has few for
+    bfloat16)."""
+    if not KINDS[kind].half:
+        return xp.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    bits = xp.ascontiguousarray(a.view(np.uint16))
+    if bits.shape[2] % 2:
+        bits = xp.concatenate([bits, xp.zeros(bits.shape[:2] + (1,), np.uint16)], axis=2)
+    return bits.view(np.uint32)
 
 
-def _empty_words(xp, shape, dtype):
-    """(half array of ``shape``, its uint32 words for the kernel to fill)."""
-    padded = xp.empty(shape[:2] + (shape[2] + shape[2] % 2,), dtype)
-    return padded, padded.view(np.uint32)
+def _empty_out(xp, shape, kind):
+    """(output buffer of ``shape``: float32, or uint16 half bits with an even last dimension;
+    the array the kernel fills: the buffer, or its uint32 words)."""
+    if not KINDS[kind].half:
+        out = xp.empty(shape, np.float32)
+        return out, out
+    bits = xp.empty(shape[:2] + (shape[2] + shape[2] % 2,), np.uint16)
+    return bits, bits.view(np.uint32)
 
 
-def _unpad(a, width):
-    return a if a.shape[2] == width else a[:, :, :width].copy()
+def _result(xp, buffer, width, dtype):
+    """The output of ``dtype`` and last dimension ``width`` from ``_empty_out``'s buffer."""
+    if buffer.dtype == np.float32:
+        return buffer
+    return xp.ascontiguousarray(buffer[:, :, :width]).view(dtype)
 
 
 def _grid(n, B):
@@ -610,83 +809,113 @@ def _scales(scale):
     return np.float32(scale * math.log2(math.e)), np.float32(scale)
 
 
-def attention_forward(q, k, v, mask, is_causal, scale):
-    """Launch the forward kernel: ``(out (B, L, Ev) in q's dtype, lse (B, L) float32)``."""
+def _bfloat16_as_float32(xp, a):
+    """bfloat16 values widened exactly to float32 through their bits (CuPy has no bfloat16
+    arithmetic)."""
+    return (a.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def _delta(xp, out, gout, kind):
+    """delta = rowsum(dO * O) as (B, L) float32: attention_cuda's kernel, or for bfloat16
+    (which Numba cannot type) one array expression on the widened values."""
+    B, L, _ = out.shape
+    if kind == "bf16":
+        return (_bfloat16_as_float32(xp, out) * _bfloat16_as_float32(xp, gout)).sum(axis=2)
+    dtype = "float16" if kind == "f16" else "float32"
+    delta = xp.empty((B, L), np.float32)
+    launch(_delta_kernel, _simt_signatures(dtype)[3],
+           ((L + DELTA_ROWS - 1) // DELTA_ROWS, B), DELTA_THREADS,
+           xp.ascontiguousarray(out, dtype=dtype), xp.ascontiguousarray(gout, dtype=dtype), delta)
+    return delta
+
+
+def attention_forward(q, k, v, mask, is_causal, scale, kind):
+    """Launch the forward kernel of ``kind`` (see ``variant``): ``(out (B, L, Ev) in q's dtype,
+    lse (B, L) float32)``."""
     xp = backend.get_array_module(q)
     B, L, _ = q.shape
-    out, out_words = _empty_words(xp, (B, L, v.shape[2]), q.dtype)
+    out, out_arg = _empty_out(xp, (B, L, v.shape[2]), kind)
     lse = xp.empty((B, L), np.float32)
     if B * L:
-        head = _bucket(q, v)
-        kind = _KIND_OF_DTYPE[q.dtype.name]
-        fwd = _KERNELS[(head, mask is not None, kind)][0]
-        launch(fwd, _signatures()[0], _grid(L, B), THREADS,
-               _words(xp, q), _words(xp, k), _words(xp, v), _additive_mask(xp, mask), out_words,
+        fwd = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)][0]
+        launch(fwd, _signatures(kind)[0], _grid(L, B), THREADS,
+               *(_words(xp, a, kind) for a in (q, k, v)), _additive_mask(xp, mask), out_arg,
                lse, _scales(scale)[0], np.int32(is_causal))
-    return _unpad(out, v.shape[2]), lse
+    return _result(xp, out, v.shape[2], q.dtype), lse
 
 
-def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale):
-    """Launch the delta, dQ and dK/dV kernels: ``(gq, gk, gv)`` shaped and typed like q, k, v."""
+def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale, kind):
+    """Launch the delta, dQ and dK/dV kernels of ``kind``: ``(gq, gk, gv)`` shaped and typed
+    like q, k, v."""
     xp = backend.get_array_module(q)
     B, L, _ = q.shape
     S = k.shape[1]
-    gq, gq_words = _empty_words(xp, q.shape, q.dtype)
-    gk, gk_words = _empty_words(xp, k.shape, q.dtype)
-    gv, gv_words = _empty_words(xp, v.shape, q.dtype)
-    head = _bucket(q, v)
-    kind = _KIND_OF_DTYPE[q.dtype.name]
-    _, dq_kernel, dkdv_kernel = _KERNELS[(head, mask is not None, kind)]
-    _, dq_sig, dkdv_sig = _signatures()
-    words = [_words(xp, a) for a in (q, k, v)]
-    gout = xp.ascontiguousarray(gout, dtype=q.dtype)
-    gout_words = _words(xp, gout)
+    (gq, gq_arg), (gk, gk_arg), (gv, gv_arg) = (_empty_out(xp, a.shape, kind)
+                                                for a in (q, k, v))
+    _, dq_kernel, dkdv_kernel = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)]
+    _, dq_sig, dkdv_sig = _signatures(kind)
+    words = [_words(xp, a, kind) for a in (q, k, v)]
+    if gout.dtype != q.dtype:
+        gout = gout.astype(q.dtype)
+    gout_words = _words(xp, gout, kind)
     lse = xp.ascontiguousarray(lse, dtype=np.float32)
     mask = _additive_mask(xp, mask)
     conf = (*_scales(scale), np.int32(is_causal))
-    delta = xp.empty((B, L), np.float32)
     if B * L:
-        launch(_delta_kernel, _simt_signatures(q.dtype.name)[3],
-               ((L + DELTA_ROWS - 1) // DELTA_ROWS, B), DELTA_THREADS,
-               xp.ascontiguousarray(out, dtype=q.dtype), gout, delta)
+        delta = _delta(xp, out, gout, kind)
         launch(dq_kernel, dq_sig, _grid(L, B), THREADS,
-               *words, mask, gout_words, lse, delta, gq_words, *conf)
+               *words, mask, gout_words, lse, delta, gq_arg, *conf)
+    else:
+        delta = xp.empty((B, L), np.float32)
     if B * S:
         launch(dkdv_kernel, dkdv_sig, _grid(S, B), THREADS,
-               *words, mask, gout_words, lse, delta, gk_words, gv_words, *conf)
-    return tuple(_unpad(g, ref.shape[2]) for g, ref in ((gq, q), (gk, k), (gv, v)))
+               *words, mask, gout_words, lse, delta, gk_arg, gv_arg, *conf)
+    return tuple(_result(xp, g, ref.shape[2], q.dtype) for g, ref in ((gq, q), (gk, k), (gv, v)))
 
 
-def _signatures():
+def _signatures(kind="f16"):
     w3 = "uint32[:, :, ::1]"
     f3, f2 = "float32[:, :, ::1]", "float32[:, ::1]"
-    fwd = f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, float32, int32)"
-    dq = f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, {f2}, {w3}, float32, float32, int32)"
-    dkdv = (f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, {f2}, {w3}, {w3}, float32, float32, "
+    o3 = w3 if KINDS[kind].half else f3          # outputs: half pairs or float32 values
+    fwd = f"void({w3}, {w3}, {w3}, {f3}, {o3}, {f2}, float32, int32)"
+    dq = f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, {f2}, {o3}, float32, float32, int32)"
+    dkdv = (f"void({w3}, {w3}, {w3}, {f3}, {w3}, {f2}, {f2}, {o3}, {o3}, float32, float32, "
             "int32)")
     return fwd, dq, dkdv
 
 
-# (min hot-loop HMMA share, min occupancy) per head dim for (forward, dQ, dK/dV): floors just
-# under the sm_90 figures measured offline with and without a mask (notes/i13-tcattn.md). Below
-# 25% occupancy: 146-239 registers (fragments of S, dP, O or dK and dV live together; a mask
-# adds its reads). HMMA shares of 3-7%: each tile's staging (bounds-checked 4-byte loads),
-# ldmatrix addressing and per-element softmax code is ~750-1,800 instructions around 32-128
-# HMMAs; the next steps are 16-byte/cp.async staging and 32-bit index math.
+# (min hot-loop HMMA share, min occupancy) per (kind family, head dim) for (forward, dQ, dK/dV):
+# floors just under the sm_90 figures measured offline with and without a mask
+# (notes/i13-tcattn.md for the half kinds, bf16 measured equal; notes/i13-attnprec.md for TF32).
+# Below 25% occupancy: 146-246 registers (fragments of S, dP, O or dK and dV live together; a
+# mask adds its reads). HMMA shares of 3-11%: each tile's staging (bounds-checked 4-byte loads;
+# TF32: rounding), ldmatrix addressing and per-element softmax code is ~750-3,000 instructions
+# around 32-192 HMMAs; 3xTF32 adds the big/small split of every fragment. The next steps are
+# 16-byte/cp.async staging and 32-bit index math. In the 3xTF32 dQ and dK/dV passes the gate's
+# hot loop is the k-step loop of a product, which LLVM leaves rolled (3 mmas and the splits per
+# step); in every other kernel it is the tile loop.
 _BUDGETS = {
-    32: ((0.025, 0.1875), (0.035, 0.1875), (0.045, 0.125)),
-    64: ((0.035, 0.1875), (0.045, 0.125), (0.055, 0.125)),
-    128: ((0.04, 0.125), (0.055, 0.125), (0.065, 0.125)),
+    ("half", 32): ((0.025, 0.1875), (0.035, 0.1875), (0.045, 0.125)),
+    ("half", 64): ((0.035, 0.1875), (0.045, 0.125), (0.055, 0.125)),
+    ("half", 128): ((0.04, 0.125), (0.055, 0.125), (0.065, 0.125)),
+    ("tf32", 32): ((0.025, 0.1875), (0.04, 0.125), (0.04, 0.125)),
+    ("tf32", 64): ((0.03, 0.125), (0.04, 0.125), (0.05, 0.125)),
+    ("tf32x3", 32): ((0.05, 0.125), (0.10, 0.1875), (0.10, 0.125)),
+    ("tf32x3", 64): ((0.06, 0.125), (0.06, 0.125), (0.06, 0.125)),
 }
 
 
-def _budget(head, n):
-    share, occupancy = _BUDGETS[head][n]
+def _budget(kind, head, n):
+    share, occupancy = _BUDGETS[("half" if KINDS[kind].half else kind, head)][n]
     return Budget(threads=THREADS, min_hmma_share=share, min_occupancy=occupancy)
 
 
+# the bfloat16 kernels are the float16 ones with another mma and pack: their masked builds
+# (which differ from the unmasked ones as the float16 masked builds do) are left out of the
+# offline check and gate, which compile each kernel for two targets
 SIGNATURES = [
-    (kernel, [_signatures()[n]], _budget(head, n))
+    (kernel, [_signatures(kind)[n]], _budget(kind, head, n))
     for (head, masked, kind), kernels in _KERNELS.items()
+    if not (kind == "bf16" and masked)
     for n, kernel in enumerate(kernels)
 ]

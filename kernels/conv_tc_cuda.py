@@ -81,6 +81,10 @@ if config.ENABLE_CUDASIM:
     def as_float32(word):
         """The float32 whose bits are ``word``."""
         return np.uint32(word).view(np.float32)
+
+    def tf32_bits(x):
+        """The bits of ``x`` rounded to TF32 (``cvt.rna.tf32.f32``), as a uint32."""
+        return np.float32(mma.to_tf32(x)).view(np.uint32)
 else:
     from llvmlite import ir
     from numba import types
@@ -91,6 +95,16 @@ else:
         def codegen(context, builder, sig, args):
             return builder.bitcast(args[0], ir.FloatType())
         return types.float32(types.uint32), codegen
+
+    @intrinsic
+    def tf32_bits(typingctx, x):
+        """The bits of ``x`` rounded to TF32 (``cvt.rna.tf32.f32``), as a uint32 (the attention
+        kernels round their float32 tiles with it)."""
+        def codegen(context, builder, sig, args):
+            asm = ir.InlineAsm(ir.FunctionType(ir.IntType(32), [ir.FloatType()]),
+                               "cvt.rna.tf32.f32 $0, $1;", "=r,f")
+            return builder.call(asm, args)
+        return types.uint32(types.float32), codegen
 
 
 def threads_for(bm):

@@ -35,3 +35,20 @@ def strict_fp32_conv():
     backends.cudnn.allow_tf32 = False
     yield
     backends.cudnn.allow_tf32 = saved
+
+
+@pytest.fixture
+def strict_fp32_attention():
+    """On the cuda device, run float32 attention on the strict SIMT kernels
+    (``enable_mem_efficient_sdp(False)`` with ``matmul.allow_tf32`` False, its default) for a
+    test that needs the SIMT path or cannot afford the emulated 3xTF32 tensor-core kernels
+    (their own tests: tests/sim/test_attention_prec_sim.py), as torch's tests pick SDPA
+    backends."""
+    from gpudl import backend, backends
+    if backend.DEFAULT_DEVICE != "cuda":
+        yield
+        return
+    saved = backends.cuda.mem_efficient_sdp_enabled()
+    backends.cuda.enable_mem_efficient_sdp(False)
+    yield
+    backends.cuda.enable_mem_efficient_sdp(saved)

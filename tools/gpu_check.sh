@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: run it first thing on a lent GPU machine (see README, Contributing).
 #   bash tools/gpu_check.sh            # log in tools/gpu_check.log (and $OUT/ when set)
-# Installs the checkout without network, runs the whole suite with GPUDL_DEVICE=cuda, then the
+# Installs the checkout without network, runs the attention precision tests (float16, bfloat16,
+# TF32 and 3xTF32 kernels against torch float64), the whole suite with GPUDL_DEVICE=cuda, then the
 # NCCL world-of-1 tests with their skip reasons shown, the GPU benchmarks against PyTorch
 # (the benchmark shapes of benchmarks/compare.py, forward and forward+backward, strict fp32 and PyTorch's defaults, each with
 # its fraction of the floor; the LeNet-5, sunspots LSTM and transformer steps eager and as a CUDA
@@ -9,7 +10,7 @@
 # and graphed, gpudl and PyTorch (benchmarks/graph_steps.py), and one LSTM layer (hidden 128, 256,
 # 512) through each of gpudl's paths against cuDNN, with the paths' differences
 # (benchmarks/lstm_paths.py).
-# Budget: under 10 minutes (45 + 225 + 60 + 150 + 15 + 45 + 60 s of step limits).
+# Budget: about 11 minutes (45 + 60 + 225 + 60 + 150 + 15 + 45 + 60 s of step limits).
 # The offline PTX check is CI's job; here the kernels compile for the real device as tests run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || tru
 step install 45 pip install -q --no-deps --no-build-isolation -e .
 python -c "import numpy, numba, cupy, torch; print('numpy', numpy.__version__, 'numba', \
 numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
+step attention_precision 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
+    tests/test_attention_precision.py tests/test_attention.py -k "float16 or bfloat16 or float32"
 step tests 225 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider --ignore=tests/sim
 step nccl 60 env GPUDL_DEVICE=cuda python -m pytest -q -rs -p no:cacheprovider \
     tests/distributed/test_distributed_nccl.py

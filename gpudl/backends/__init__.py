@@ -6,6 +6,10 @@
   another view of ``gd.set_float32_matmul_precision``: True is "high", False is "highest".
 - ``gd.set_float32_matmul_precision("highest"|"high"|"medium")`` and
   ``gd.get_float32_matmul_precision()``.
+- ``gd.backends.cuda.enable_mem_efficient_sdp(bool)`` / ``mem_efficient_sdp_enabled()`` (default
+  True): float32 scaled_dot_product_attention may take the memory-efficient path (3xTF32 tensor
+  cores, float32 accuracy, as PyTorch's); off, it takes the math path, which follows
+  ``matmul.allow_tf32`` (kernels/attention_tc_cuda.py has the rule and its sources).
 
 Kernels never read these flags: the ops layer asks ``conv_allows_tf32()`` /
 ``matmul_allows_tf32()`` and passes the answer down, so a kernel's result depends only on its
@@ -61,8 +65,27 @@ class _CudnnModule(types.ModuleType):
 
 
 cudnn = _CudnnModule(__name__ + ".cudnn")
-cuda = types.ModuleType(__name__ + ".cuda", "``gd.backends.cuda``: ``matmul.allow_tf32``.")
+cuda = types.ModuleType(__name__ + ".cuda", "``gd.backends.cuda``: ``matmul.allow_tf32``, "
+                        "``enable_mem_efficient_sdp``, ``mem_efficient_sdp_enabled``.")
 cuda.matmul = _Matmul()
+_sdp = {"mem_efficient": True}
+
+
+def _enable_mem_efficient_sdp(enabled):
+    """Enable or disable the memory-efficient path of scaled_dot_product_attention (torch's
+    name); for gpudl it decides float32 attention on the GPU (``attention_precision``)."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"backends.cuda.enable_mem_efficient_sdp: expected a bool, got "
+                        f"{enabled!r}")
+    _sdp["mem_efficient"] = enabled
+
+
+def _mem_efficient_sdp_enabled():
+    return _sdp["mem_efficient"]
+
+
+cuda.enable_mem_efficient_sdp = _enable_mem_efficient_sdp
+cuda.mem_efficient_sdp_enabled = _mem_efficient_sdp_enabled
 sys.modules[cudnn.__name__] = cudnn
 sys.modules[cuda.__name__] = cuda
 
@@ -75,6 +98,12 @@ def conv_allows_tf32():
 def matmul_allows_tf32():
     """Whether a float32 matmul (and attention's GEMMs) may use TF32 tensor cores."""
     return cuda.matmul.allow_tf32
+
+
+def attention_precision():
+    """The flags that pick float32 attention's kernels, as keyword arguments of
+    ``kernels.attention``'s entries: ``allow_tf32`` and ``mem_efficient``."""
+    return {"allow_tf32": matmul_allows_tf32(), "mem_efficient": cuda.mem_efficient_sdp_enabled()}
 
 
 def set_cublas_math_mode():

@@ -16,6 +16,7 @@ import numbers
 
 import numpy as np
 
+from .. import backends
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
 from ..autograd import Function, is_grad_enabled
@@ -60,7 +61,7 @@ class ScaledDotProductAttention(Function):
         out, lse, probs = K.attention_forward(
             _flatten_batch(query, batch), _flatten_batch(key, batch),
             _flatten_batch(value, batch), _flatten_mask(mask, batch), is_causal, scale,
-            keep_probs=True)                            # (B, L, Ev), (B, L), small calls' P
+            keep_probs=True, **backends.attention_precision())   # (B, L, Ev), (B, L), small P
         if len(batch) != 1:
             out = out.reshape(batch + out.shape[1:])
         # the arrays as given and returned: apply's version check then finds them by identity
@@ -76,7 +77,8 @@ class ScaledDotProductAttention(Function):
         gq, gk, gv = K.attention_backward(
             _flatten_batch(query, batch), _flatten_batch(key, batch),
             _flatten_batch(value, batch), out, lse, gout.reshape(out.shape),
-            _flatten_mask(mask, batch), is_causal, scale, probs)
+            _flatten_mask(mask, batch), is_causal, scale, probs,
+            **backends.attention_precision())
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         return (_unflatten_grad(gq, batch, query.shape) if need_q else None,
                 _unflatten_grad(gk, batch, key.shape) if need_k else None,

@@ -36,7 +36,7 @@ def check(rng, B, L, S, E, Ev, bucket, mask_kind=None, is_causal=False):
     q, k, v = (rng.standard_normal(s).astype(np.float16)
                for s in ((B, L, E), (B, S, E), (B, S, Ev)))
     gout = rng.standard_normal((B, L, Ev)).astype(np.float16)
-    assert K._cuda_kernels(q, v) is attention_tc_cuda and attention_tc_cuda._bucket(q, v) == bucket
+    assert K.cuda_variant(q, v) == "f16" and attention_tc_cuda._bucket(q, v, "f16") == bucket
     mask = None
     if mask_kind == "bool":
         mask = rng.random((B, L, S)) > 0.3

@@ -18,7 +18,8 @@ from oracle import torch
 pytestmark = [pytest.mark.simulator,
               pytest.mark.skipif(not backend.SIMULATOR or backend.DEFAULT_DEVICE != "cuda",
                                  reason="needs NUMBA_ENABLE_CUDASIM=1 GPUDL_DEVICE=cuda"),
-              pytest.mark.usefixtures("strict_fp32_conv")]   # fp32 tolerances: no TF32
+              pytest.mark.usefixtures("strict_fp32_conv",     # fp32 tolerances: no TF32
+                                      "strict_fp32_attention")]  # no emulated 3xTF32 (slow)
 
 if backend.SIMULATOR:
     from numba import cuda        # the simulator's, for the two raw kernels at the end
