@@ -36,7 +36,8 @@ row loop there costs ~10x more per element than a long one). The column buffer o
 (C, kh, kw, nb, Ho*Wq), is sized to stay in cache (COL_CHUNK_BYTES). col2im is the same walk
 backwards: it accumulates each channel's phases in place, then one strided copy per phase writes
 every input pixel once. The chunks are shared by ``cpu_threads.count()`` threads, BLAS on one
-thread meanwhile (each thread its own scratch buffers).
+thread meanwhile (each thread its own scratch buffers), once a call has THREADED_MACS
+multiply-adds (below that a thread hand-off costs more than it saves).
 
 3x3 stride-1 convolutions with enough channels and work (``conv_winograd.applies``) run
 Winograd F(2x2, 3x3) instead (conv_winograd): 2.25x fewer multiply-adds in the GEMMs, which are
@@ -269,6 +270,17 @@ def _work_dtype(dtype):
     return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
 
 
+THREADED_MACS = 1 << 23    # below this many multiply-adds a call's chunks stay on one thread
+
+
+def _chunk_workers(geo):
+    """Threads for one call's chunks of images: one for small convolutions, where handing a
+    chunk to another thread (~0.1 ms) costs more than it saves (a (2,4,16,16) x 8 3x3 conv
+    forward + backward: 0.27 ms threaded, 0.14 ms on one thread)."""
+    macs = geo.N * geo.K * geo.Ho * geo.Wo * (geo.C // geo.groups) * geo.kh * geo.kw
+    return cpu_threads.count() if macs >= THREADED_MACS else 1
+
+
 def _images_per_chunk(geo, rows, dtype, workers):
     """Images per chunk: ``rows`` wide rows of each in COL_CHUNK_BYTES at most, the chunks
     shared evenly by ``workers`` threads."""
@@ -311,7 +323,7 @@ def _forward_cpu(x, w, b, geo):
         if done is not None:                    # None: a non-finite value, im2col below
             return done
     wm = _gemm_view(w.astype(dtype, copy=False), G, w[0].size)              # (G, Kg, R)
-    workers = cpu_threads.count()          # threads, each on whole chunks of images
+    workers = _chunk_workers(geo)          # threads, each on whole chunks of images
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw, dtype, workers)
 
     def chunk(n0):
@@ -347,7 +359,7 @@ def _grad_input_cpu(gy, w, geo):
             return done
     wt = _gemm_view(w, G, w[0].size).transpose(0, 2, 1)                   # (G, R, Kg)
     finite_w = _all_finite(w)
-    workers = cpu_threads.count()
+    workers = _chunk_workers(geo)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype, workers)
 
     def chunk(n0):
@@ -382,7 +394,7 @@ def _grad_weight_cpu(x, gy, geo):
         if done is not None:
             return done
     finite_x = _all_finite(x)
-    workers = cpu_threads.count()
+    workers = _chunk_workers(geo)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype, workers)
 
     def chunk(n0):

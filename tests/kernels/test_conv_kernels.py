@@ -356,6 +356,7 @@ def test_im2col_chunks_on_two_threads(rng, monkeypatch, case):
     from gpudl import cpu_threads
     monkeypatch.setattr(cpu_threads, "count", lambda: 2)
     monkeypatch.setattr(conv, "COL_CHUNK_BYTES", 1)
+    monkeypatch.setattr(conv, "THREADED_MACS", 0)              # threaded however small
     N, C, H, W, K, (kh, kw) = case[:6]
     groups = case[9]
     x = _random(rng, (N + 2, C, H, W), np.float64)           # 3 to 5 chunks
