@@ -244,6 +244,7 @@ class graph:
     def __enter__(self):
         _check_not_capturing("graph")
         if backend._cupy is not None:
+            backend.host_sync("graph (waits for the device before capturing)")
             backend._cupy.cuda.get_current_stream().synchronize()
             gc.collect()                # free what the warm-up left before memory is pooled
             self.stream.wait_stream(current_stream())

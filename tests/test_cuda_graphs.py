@@ -406,6 +406,7 @@ class _FakeCuPy:
 
             def synchronize(self):
                 assert not self.capturing, "synchronize on a capturing stream"
+                fake.log.append(f"{self.name} synchronized")
 
             def begin_capture(self, mode):
                 fake.log.append(f"begin {self.name} mode {mode}")
@@ -452,7 +453,10 @@ def test_gpu_branch_plumbing_with_a_stand_in_cupy(monkeypatch):
     config = _numba_config()
     sync = config.CUDA_ARRAY_INTERFACE_SYNC
     g = gd.cuda.CUDAGraph()
+    before = gd.cuda.sync_count()
     with gd.cuda.graph(g):
+        assert gd.cuda.sync_count() == before + 1      # torch's wait for the device, counted
+        assert fake.log == ["main synchronized", "side waits main", "begin side mode 2"]
         assert gd.cuda.is_current_stream_capturing()
         assert fake.current.name == "side" and fake.allocator is not None
         assert config.CUDA_ARRAY_INTERFACE_SYNC == 0
@@ -461,7 +465,8 @@ def test_gpu_branch_plumbing_with_a_stand_in_cupy(monkeypatch):
     assert fake.current.name == "main" and fake.allocator is None
     assert config.CUDA_ARRAY_INTERFACE_SYNC == sync and backend.capture_guard is None
     g.replay()
-    assert fake.log == ["side waits main", "begin side mode 2", "end side", "launch on main"]
+    assert fake.log == ["main synchronized", "side waits main", "begin side mode 2", "end side",
+                        "launch on main"]
     with pytest.raises(ValueError, match="boom"):        # the body's error, capture ended
         with gd.cuda.graph(gd.cuda.CUDAGraph(), pool=g.pool()):
             raise ValueError("boom")
