@@ -115,7 +115,8 @@ class CUDAGraph:
     def __init__(self, keep_graph=False):
         self._graph = None          # GPU: the cupy.cuda.Graph
         self._recording = None      # CPU: the graph_recorder.Recording
-        self._pool = None           # GPU: the private cupy.cuda.MemoryPool
+        self._pool = None           # GPU: the private cupy.cuda.MemoryPool; CPU: the pool's
+                                    # recorded forwards (graph_recorder.Recorder's forward_of)
         self._statics = ()
         self._state = None          # what capture_end needs
 
@@ -132,7 +133,11 @@ class CUDAGraph:
                                "reset() first or make a new CUDAGraph")
         cupy = backend._cupy
         if cupy is None:
-            recorder = Recorder()
+            # graphs sharing a pool share their recorded forwards, so that a backward graph
+            # can walk back through a forward captured in another graph of the pool, as a
+            # GPU graph reads the memory its pool shares (make_graphed_callables does this)
+            self._pool = pool._pool if isinstance(pool, _PoolHandle) else {}
+            recorder = Recorder(self._pool)
             self._state = recorder
         else:
             self._pool = pool._pool if isinstance(pool, _PoolHandle) else cupy.cuda.MemoryPool()
@@ -209,11 +214,11 @@ class CUDAGraph:
 
 class _PoolHandle:
     """What ``graph_pool_handle()`` and ``CUDAGraph.pool()`` return: a private memory pool (on
-    the CPU an empty token, accepted and ignored)."""
+    the CPU the forwards recorded by the graphs of the pool)."""
 
     def __init__(self, pool=None):
-        if pool is None and backend._cupy is not None:
-            pool = backend._cupy.cuda.MemoryPool()
+        if pool is None:
+            pool = backend._cupy.cuda.MemoryPool() if backend._cupy is not None else {}
         self._pool = pool
 
 

@@ -147,7 +147,7 @@ class _Refill:
 class Recorder(Hook):
     """``autograd._capture`` while a graph is captured on the CPU: records and checks."""
 
-    def __init__(self):
+    def __init__(self, forward_of=None):
         super().__init__()
         self.calls = []
         self.inner = 0                  # > 0 inside a recorded call: nested work is not recorded
@@ -157,7 +157,8 @@ class Recorder(Hook):
         self.known = None               # id -> array of every live tensor, at the first need
         self.snapshots = []             # (array, values before its first write in the capture)
         self.touched = set()
-        self.forward_of = {}            # id(node) -> (node, its _Forward)
+        # id(node) -> (node, its _Forward): shared by the graphs of one pool (cuda_graphs)
+        self.forward_of = {} if forward_of is None else forward_of
         self.statics = {}               # id(tensor) -> (tensor, array): tensors the calls read
         self.optimizers = {}            # id(optimizer) -> (optimizer, {param: state dict copy})
         self.generators = dict(random._generators)
@@ -202,7 +203,8 @@ class Recorder(Hook):
             entry = self.forward_of.get(id(node))
             if entry is None or entry[0] is not node:
                 refuse("backward", f"reaches {node!r}, whose forward ran before the capture "
-                       "began (run the forward inside the capture too)")
+                       "began and in no graph sharing its pool (run the forward inside the "
+                       "capture too)")
             forwards.append(entry)
         call = _Backward(tensor, grad, retain_graph, order, forwards)
         self.plan = call.plan

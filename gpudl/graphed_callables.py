@@ -12,11 +12,16 @@ and replays the backward graph, so the parameters' ``.grad`` accumulate as usual
 captured training) or under ``no_grad`` it runs its original forward.
 
 On the CPU the callables run eagerly, with the same argument checks, so scripts stay portable.
+With ``GRAPHS_ON_CPU`` set, the CPU takes the GPU's path instead, its two graphs recorded as
+call lists (gpudl.graph_recorder): that is how the tests check the graphs' semantics (static
+inputs and outputs, the backward graph reading the forward graph's arrays) without a GPU.
 """
 
 from . import autograd, backend
 from .cuda_graphs import CUDAGraph, Stream, current_stream, graph, stream
 from .tensor import Tensor
+
+GRAPHS_ON_CPU = False   # the CPU runs the callables eagerly unless this is set (tests set it)
 
 
 def make_graphed_callables(callables, sample_args, num_warmup_iters=3,
@@ -47,7 +52,7 @@ def make_graphed_callables(callables, sample_args, num_warmup_iters=3,
     graphed = []
     for c, args in zip(callables, sample_args):
         forward = c.forward if isinstance(c, Module) else c
-        if backend._cupy is not None:
+        if backend._cupy is not None or GRAPHS_ON_CPU:
             run = _graphed(c, forward, args, num_warmup_iters, allow_unused_input, pool)
         else:
             run = forward
@@ -118,7 +123,7 @@ def _grads(outputs, inputs, grad_outputs, allow_unused):
 
 def _graphed(c, forward, samples, warmup, allow_unused, pool):
     """The GPU path: capture the forward and backward graphs, return the replaying function.
-    (Unverified on a GPU as written; see tests/test_graphed_callables.py.)"""
+    (Run on the CPU recorder by tests/test_graphed_callables.py; not yet run on a GPU.)"""
     from .creation import empty_like, ones_like
     params = tuple(p for p in getattr(c, "parameters", lambda: ())() if p.requires_grad)
     wants = [a for a in samples if a.requires_grad] + list(params)
@@ -156,7 +161,12 @@ def _graphed(c, forward, samples, warmup, allow_unused, pool):
             for buffer, g in zip(static_grad_outputs, grads):
                 if buffer is not None and g is not buffer._data:
                     buffer._data[...] = g
+            # the capture left the parameters' .grad as they were (_grads); a CPU recording
+            # would re-attach the buffers it made to them, which a GPU replay never does
+            kept = [t.grad for t in wants]
             backward_graph.replay()
+            for t, g in zip(wants, kept):
+                t.grad = g
             return tuple(None if g is None else g._data for g in arg_grads)
 
     def run(*args):
