@@ -67,19 +67,28 @@ def _variants(device):
 
 
 def run(device, repeats):
+    """The table, a row per (step, variant); each step's rows end with the ratios issue 14's
+    targets are stated in (gpudl graphed against torch eager and torch graphed)."""
     lines = ["| step | variant | ms per step | host ms per step |", "|---|---|---|---|"]
     for name, parts in STEPS:
+        ms = {}
         for label, lib, synchronize, build in _variants(device):
             try:
                 lib.manual_seed(0)
-                ms, host = _times(build(parts), synchronize, repeats)
-                line = f"| {name} | {label} | {ms:.3f} | {host:.3f} |"
+                ms[label], host = _times(build(parts), synchronize, repeats)
+                line = f"| {name} | {label} | {ms[label]:.3f} | {host:.3f} |"
             except Exception as exc:  # noqa: BLE001 - report the row, keep going
                 line = f"| {name} | {label} | failed: {type(exc).__name__}: {exc} |"[:220]
             print(line, flush=True)
             lines.append(line)
         if device == "cpu":
             lines.append(f"| {name} | torch graphed | n/a on CPU | |")
+        ratios = [f"{ms['gpudl graphed'] / ms[theirs]:.2f}x {theirs}"
+                  for theirs in ("torch eager", "torch graphed")
+                  if "gpudl graphed" in ms and theirs in ms]
+        if ratios:
+            lines.append(f"| {name} | gpudl graphed / | {', '.join(ratios)} | |")
+            print(lines[-1], flush=True)
     return "\n".join(lines)
 
 
