@@ -9,8 +9,9 @@
 # graph), the host time per kernel launch, and the time and host time per training step, eager
 # and graphed, gpudl and PyTorch (benchmarks/graph_steps.py), and one LSTM layer (hidden 128, 256,
 # 512) through each of gpudl's paths against cuDNN, with the paths' differences
-# (benchmarks/lstm_paths.py).
-# Budget: about 11 minutes (45 + 60 + 225 + 60 + 150 + 15 + 45 + 60 s of step limits).
+# (benchmarks/lstm_paths.py). The zero-sync test (a whole training step adds nothing to
+# gd.cuda.sync_count) runs on the GPU after the suite.
+# Budget: about 12 minutes (45 + 60 + 225 + 60 + 60 + 150 + 15 + 45 + 60 s of step limits).
 # The offline PTX check is CI's job; here the kernels compile for the real device as tests run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,8 @@ numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
 step attention_precision 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/test_attention_precision.py tests/test_attention.py -k "float16 or bfloat16 or float32"
 step tests 225 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider --ignore=tests/sim
+step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
+    tests/sim/test_zero_sync_sim.py
 step nccl 60 env GPUDL_DEVICE=cuda python -m pytest -q -rs -p no:cacheprovider \
     tests/distributed/test_distributed_nccl.py
 step benchmarks 150 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \

@@ -52,3 +52,26 @@ def test_simulated_item_inside_a_capture_is_refused():
     with pytest.raises(RuntimeError, match="Tensor.item: .*CUDA graph capture cannot contain"):
         with gd.cuda.graph(gd.cuda.CUDAGraph()):
             (x * 2).sum().item()
+
+
+def test_simulated_graphed_callables_train_like_eager(monkeypatch):
+    """make_graphed_callables' forward and backward graphs (recorded, GRAPHS_ON_CPU) around
+    the simulator's kernels: a tuple of two modules, the second's input requiring grad."""
+    from gpudl import graphed_callables
+    monkeypatch.setattr(graphed_callables, "GRAPHS_ON_CPU", True)
+    rng = np.random.default_rng(1)
+    pairs = [_model() for _ in range(2)]
+    graphed = gd.cuda.make_graphed_callables(
+        (pairs[1][0], pairs[1][2]), ((gd.randn(2, 3, device="cuda"),),
+                                     (gd.randn(2, 4, device="cuda", requires_grad=True),)))
+    stacks = [(m[0], m[1], m[2]) for m in pairs[:1]] + [(graphed[0], pairs[1][1], graphed[1])]
+    opts = [gd.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in pairs]
+    for _ in range(3):
+        x = gd.tensor(rng.standard_normal((2, 3)).astype(np.float32), device="cuda")
+        y = gd.tensor(rng.integers(0, 2, 2), device="cuda")
+        for (a, act, b), opt in zip(stacks, opts):
+            opt.zero_grad()
+            nn.functional.cross_entropy(b(act(a(x))), y).backward()
+            opt.step()
+    for pe, pg in zip(pairs[0].parameters(), pairs[1].parameters()):
+        np.testing.assert_allclose(pg.numpy(), pe.numpy(), rtol=1e-5, atol=1e-6)

@@ -2,8 +2,10 @@
 
 Under Numba's CUDA simulator the cuda device keeps NumPy arrays, and backend.count_read counts
 every read of them at the same call sites as CuPy arrays on a GPU: forward, a cross-entropy (or
-MSE, or binary cross-entropy) loss, backward, clip_grad_norm_, an optimizer step, a scheduler step and zero_grad must add
-nothing to gd.cuda.sync_count(); reading the loss then adds exactly one.
+MSE, or binary cross-entropy) loss, backward, clip_grad_norm_, an optimizer step, a scheduler
+step and zero_grad must add nothing to gd.cuda.sync_count(); reading the loss then adds exactly
+one. The counting test runs on a GPU too (tools/gpu_check.sh); the implicit-read test needs the
+simulator's NumPy arrays.
 """
 
 import traceback
@@ -17,7 +19,9 @@ from gpudl import backend, nn
 from gpudl.tensor import Tensor
 
 pytestmark = [pytest.mark.simulator,
-              pytest.mark.skipif(not backend.SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1")]
+              pytest.mark.skipif(not backend.may_read_device(),
+                                 reason="needs the cuda device: a GPU, or NUMBA_ENABLE_CUDASIM=1 "
+                                 "with GPUDL_DEVICE=cuda")]
 
 
 @pytest.fixture(autouse=True)
@@ -198,6 +202,7 @@ def watched(monkeypatch):
     _Watched.reads = None
 
 
+@pytest.mark.skipif(backend._cupy is not None, reason="watches NumPy arrays (the simulator's)")
 @pytest.mark.parametrize("optimizer", ["sgd_momentum", "adamw_capturable"])
 @pytest.mark.parametrize("model", list(MODELS))
 def test_a_training_step_reads_nothing_implicitly(watched, model, optimizer):
