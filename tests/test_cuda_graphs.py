@@ -438,6 +438,7 @@ class _FakeCuPy:
                 fake.allocator = None
             return use()
 
+        self.ndarray = type("ndarray", (), {})      # no array here is a CuPy array
         self.current = Stream(name="main")
         self.cuda = type("cuda", (), dict(
             Stream=Stream, MemoryPool=MemoryPool, using_allocator=staticmethod(using_allocator),
@@ -472,6 +473,39 @@ def test_gpu_branch_plumbing_with_a_stand_in_cupy(monkeypatch):
             raise ValueError("boom")
     assert fake.log[-1] == "end side" and not gd.cuda.is_current_stream_capturing()
     assert backend.capture_guard is None and config.CUDA_ARRAY_INTERFACE_SYNC == sync
+
+
+@pytest.mark.skipif(ON_GPU, reason="a stand-in for CuPy, for machines without a GPU")
+def test_gpu_branch_refuses_what_a_gpu_graph_cannot_hold_naming_it(monkeypatch):
+    """The GPU branch's own refusals, driven with the stand-in CuPy: the body runs eagerly on
+    NumPy data (the capture "records" nothing), so what is checked is which op is refused, and
+    that a replay refuses a static input given new storage or a new shape."""
+    from gpudl import backend
+    model, x = _captured_mlp()
+    adam = gd.optim.Adam(model.parameters(), lr=1e-3)
+    capturable = gd.optim.AdamW(model.parameters(), lr=1e-3, capturable=True)
+    sched = gd.optim.lr_scheduler.StepLR(gd.optim.SGD(model.parameters(), lr=0.1), 1)
+    monkeypatch.setattr(backend, "_cupy", _FakeCuPy())
+    refusals = [(lambda: adam.step(), r"^Adam.step: counts its steps on the host.*capturable"),
+                (lambda: sched.step(), r"^(StepLR|LRScheduler).step: changes Python state"),
+                (lambda: backend.host_sync("synchronize"), r"^synchronize: reads the device"),
+                (lambda: gd.random.generator("cuda"), r"^random numbers on the GPU")]
+    for body, match in refusals:
+        with pytest.raises(RuntimeError, match=match):
+            with gd.cuda.graph(gd.cuda.CUDAGraph()):
+                model(x).sum().backward()
+                body()
+        assert backend.capture_guard is None and not gd.cuda.is_current_stream_capturing()
+    from gpudl.cuda_graphs import _check_capturable
+    _check_capturable(capturable)                       # the device-side count is accepted
+    g = gd.cuda.CUDAGraph()
+    with gd.cuda.graph(g):
+        model(x)
+    g.replay()
+    x.data = gd.randn(9, 6)
+    with pytest.raises(RuntimeError, match=r"^CUDAGraph.replay: .*\(4, 6\) when captured.*"
+                                           r"\(9, 6\)"):
+        g.replay()
 
 
 def test_comparisons_and_argmax_replay_like_eager():
