@@ -457,6 +457,9 @@ def test_gpu_branch_plumbing_with_a_stand_in_cupy(monkeypatch):
     before = gd.cuda.sync_count()
     with gd.cuda.graph(g):
         assert gd.cuda.sync_count() == before + 1      # torch's wait for the device, counted
+        # Numba kernels launch on CuPy's current stream, the capturing one
+        monkeypatch.setitem(backend._streams, fake.current.ptr, "numba's view of side")
+        assert backend.launch_stream() == "numba's view of side"
         assert fake.log == ["main synchronized", "side waits main", "begin side mode 2"]
         assert gd.cuda.is_current_stream_capturing()
         assert fake.current.name == "side" and fake.allocator is not None
