@@ -16,6 +16,8 @@ F32, F64 = np.float32, np.float64
     ("lstm", F32, 64, 64, 128, "cuda", False, 132, "persistent-regs"),
     ("lstm", F32, 64, 65, 128, "cuda", False, 132, "persistent-grid"),
     ("lstm", F32, 64, 128, 128, "cuda", False, 132, "persistent-grid"),
+    ("lstm", F32, 495, 128, 128, "cuda", False, 132, "persistent-grid"),    # README's bounds
+    ("lstm", F32, 496, 128, 128, "cuda", False, 132, "graphed-steps"),
     ("lstm", F32, 64, 256, 128, "cuda", False, 132, "persistent-grid"),    # 16 x 8 blocks
     ("lstm", F32, 72, 256, 128, "cuda", False, 132, "persistent-grid"),    # 9 rows a block
     ("lstm", F32, 73, 256, 128, "cuda", False, 132, "graphed-steps"),      # 10 > shared's 9
