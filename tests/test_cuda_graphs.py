@@ -574,3 +574,25 @@ def test_writes_through_a_view_of_an_older_tensor_are_undone_by_the_capture():
     expected = before.copy()
     expected[0] += 2.0
     np.testing.assert_allclose(x.numpy(), expected, rtol=1e-6)
+
+
+def test_a_data_dependent_shape_is_refused_naming_the_op():
+    """A boolean mask selects as many elements as it holds True values. A GPU capture refuses it
+    at once (CuPy would read the count back); the CPU records it, and a replay whose count
+    changes refuses, naming the op and the two shapes."""
+    x = gd.tensor(np.array([1.0, -2.0, 3.0, -4.0], np.float32))
+    g = gd.cuda.CUDAGraph()
+    if ON_GPU:
+        with pytest.raises(RuntimeError, match="^boolean-mask indexing: reads the device"):
+            with gd.cuda.graph(g):
+                x[x > 0]
+        return
+    with gd.cuda.graph(g):
+        positive = x[x > 0] * 2
+    x.copy_(gd.tensor(np.array([5.0, 6.0, -1.0, -1.0], np.float32)))   # still two: replays
+    g.replay()
+    np.testing.assert_array_equal(positive.numpy(), [10.0, 12.0])
+    x.copy_(gd.tensor(np.array([5.0, 6.0, 7.0, -1.0], np.float32)))
+    with pytest.raises(RuntimeError, match=r"^CUDAGraph.replay: GetItem made an output of shape "
+                                           r"\(3,\) where the capture's had \(2,\)"):
+        g.replay()

@@ -75,3 +75,12 @@ def test_simulated_graphed_callables_train_like_eager(monkeypatch):
             opt.step()
     for pe, pg in zip(pairs[0].parameters(), pairs[1].parameters()):
         np.testing.assert_allclose(pg.numpy(), pe.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_simulated_data_dependent_shape_is_refused_naming_the_op():
+    """On the cuda device a boolean mask's count is a device read: refused while capturing, as
+    on a GPU (the CPU device records it instead: tests/test_cuda_graphs.py)."""
+    x = gd.randn(4, device="cuda")
+    with pytest.raises(RuntimeError, match="^boolean-mask indexing: reads the device"):
+        with gd.cuda.graph(gd.cuda.CUDAGraph()):
+            x[x > 0]
