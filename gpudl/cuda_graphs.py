@@ -19,7 +19,8 @@ Either way a capture refuses, naming the op: a host read (``item``, ``numpy``, a
 synchronisation), random numbers on the GPU, a scheduler step, an Adam/AdamW step that counts
 on the host (GPU: ``capturable=True`` needed), and on the CPU tensors whose values it could not
 replay. Replays check that the tensors the graph reads still hold the arrays it captured (a new
-shape needs a new capture). Device-side checks (class indices in range) are not made during
+shape needs a new capture) and that the stepped optimizers' Python hyperparameters (a float
+``lr`` a scheduler changed) are those captured, which a GPU graph keeps. Device-side checks (class indices in range) are not made during
 GPU replays: the ones queued while capturing are dropped.
 """
 
@@ -27,7 +28,7 @@ import gc
 import threading
 
 from . import autograd, backend
-from .graph_recorder import Hook, Recorder, check_statics, eager, refuse
+from .graph_recorder import Hook, Recorder, check_statics, eager, optimizer_numbers, refuse
 from .tensor import Tensor
 
 _active = None          # the CUDAGraph being captured (one capture at a time)
@@ -54,6 +55,7 @@ class _Watcher(Hook):
     def __init__(self):
         super().__init__()
         self.statics, self.born = {}, set()
+        self.numbers, self.optimizers = [], set()   # optimizer_numbers of the stepped ones
 
     def apply(self, cls, args):
         for a in args:
@@ -78,6 +80,9 @@ class _Watcher(Hook):
                    "graph bakes in")
         if kind == "optimizer" and method.__name__ == "step":
             _check_capturable(target)
+        if kind == "optimizer" and id(target) not in self.optimizers:
+            self.optimizers.add(id(target))
+            self.numbers += optimizer_numbers(target)
         return method(target, *args, **kwargs)
 
 
@@ -117,7 +122,7 @@ class CUDAGraph:
         self._recording = None      # CPU: the graph_recorder.Recording
         self._pool = None           # GPU: the private cupy.cuda.MemoryPool; CPU: the pool's
                                     # recorded forwards (graph_recorder.Recorder's forward_of)
-        self._statics = ()
+        self._statics = self._numbers = ()
         self._state = None          # what capture_end needs
 
     def capture_begin(self, pool=None, capture_error_mode="relaxed"):
@@ -189,6 +194,7 @@ class CUDAGraph:
             allocator.__exit__(None, None, None)
         if not failed:
             self._graph, self._statics = graph, list(watcher.statics.values())
+            self._numbers = watcher.numbers
 
     def replay(self):
         """Run the captured work again: on the GPU one graph launch on the current stream, on
@@ -199,13 +205,13 @@ class CUDAGraph:
         if self._graph is None:
             raise RuntimeError("CUDAGraph.replay: nothing captured yet; fill the graph with "
                                "`with gd.cuda.graph(g): ...` first")
-        check_statics(self._statics)
+        check_statics(self._statics, self._numbers)
         self._graph.launch(backend._cupy.cuda.get_current_stream())
 
     def reset(self):
         """Drop the capture (and, once nothing else holds them, its arrays)."""
         self._graph = self._recording = self._pool = None
-        self._statics = ()
+        self._statics = self._numbers = ()
 
     def pool(self):
         """A handle to this graph's memory pool, to share with a later capture (``pool=``)."""

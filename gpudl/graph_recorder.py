@@ -161,6 +161,7 @@ class Recorder(Hook):
         self.forward_of = {} if forward_of is None else forward_of
         self.statics = {}               # id(tensor) -> (tensor, array): tensors the calls read
         self.optimizers = {}            # id(optimizer) -> (optimizer, {param: state dict copy})
+        self.numbers = []               # optimizer_numbers of the optimizers the calls step
         self.generators = dict(random._generators)
         self.generator_states = {k: g.bit_generator.state for k, g in self.generators.items()
                                  if hasattr(g, "bit_generator")}
@@ -323,6 +324,7 @@ class Recorder(Hook):
             return
         self.optimizers[id(optimizer)] = (
             optimizer, {p: dict(s) for p, s in optimizer.state.items()})
+        self.numbers += optimizer_numbers(optimizer)
         for group in optimizer.param_groups:
             for p in group["params"]:
                 self.read(p)
@@ -347,11 +349,25 @@ class Recorder(Hook):
             self.generators[key].bit_generator.state = state
 
     def recording(self):
-        return Recording(self.calls, list(self.statics.values()))
+        return Recording(self.calls, list(self.statics.values()), self.numbers)
 
 
-def check_statics(statics):
-    """Before a replay: every (tensor, array) the capture read still pairs up."""
+def optimizer_numbers(optimizer):
+    """(param group, key, value) for each hyperparameter of ``optimizer`` held as a Python value
+    (lr, momentum, betas, flags): a GPU graph of its step keeps them as they were captured."""
+    return [(group, key, value) for group in optimizer.param_groups
+            for key, value in group.items() if key != "params" and _python_value(value)]
+
+
+def _python_value(value):
+    if isinstance(value, tuple):
+        return all(isinstance(v, (bool, int, float)) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def check_statics(statics, numbers=()):
+    """Before a replay: every (tensor, array) the capture read still pairs up, and the
+    optimizers' Python hyperparameters (``optimizer_numbers``) are those it captured."""
     for tensor, array in statics:
         if tensor._data is not array:
             raise RuntimeError(
@@ -359,16 +375,24 @@ def check_statics(statics):
                 f"now holds other storage (shape {tuple(tensor.shape)}); a graph replays on the "
                 "arrays it captured: copy new values in with static.copy_(x), keeping the "
                 "captured shape")
+    for group, key, value in numbers:
+        now = group.get(key)
+        if type(now) is not type(value) or now != value:
+            raise RuntimeError(
+                f"CUDAGraph.replay: the optimizer's {key} is {now!r} but was {value!r} when the "
+                "graph was captured, and a GPU graph keeps the value it captured; give a "
+                "learning rate that changes between replays as a 0-d tensor "
+                "(lr=gd.tensor(0.01)), which schedulers update in place, or capture again")
 
 
 class Recording:
     """A captured CPU graph: ``replay()`` re-runs its calls on the captured arrays."""
 
-    def __init__(self, calls, statics):
-        self.calls, self.statics = calls, statics
+    def __init__(self, calls, statics, numbers=()):
+        self.calls, self.statics, self.numbers = calls, statics, numbers
 
     def replay(self):
-        check_statics(self.statics)
+        check_statics(self.statics, self.numbers)
         replayer = _Replayer()
         saved = autograd._capture
         autograd._capture = replayer

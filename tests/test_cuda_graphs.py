@@ -501,9 +501,16 @@ def test_gpu_branch_refuses_what_a_gpu_graph_cannot_hold_naming_it(monkeypatch):
         assert backend.capture_guard is None and not gd.cuda.is_current_stream_capturing()
     from gpudl.cuda_graphs import _check_capturable
     _check_capturable(capturable)                       # the device-side count is accepted
+    sgd = gd.optim.SGD(model.parameters(), lr=0.1)
     g = gd.cuda.CUDAGraph()
     with gd.cuda.graph(g):
-        model(x)
+        model(x).sum().backward()
+        sgd.step()
+    g.replay()
+    sgd.param_groups[0]["lr"] = 0.2
+    with pytest.raises(RuntimeError, match=r"^CUDAGraph.replay: the optimizer's lr is 0.2 but "):
+        g.replay()
+    sgd.param_groups[0]["lr"] = 0.1
     g.replay()
     x.data = gd.randn(9, 6)
     with pytest.raises(RuntimeError, match=r"^CUDAGraph.replay: .*\(4, 6\) when captured.*"
@@ -596,3 +603,30 @@ def test_a_data_dependent_shape_is_refused_naming_the_op():
     with pytest.raises(RuntimeError, match=r"^CUDAGraph.replay: GetItem made an output of shape "
                                            r"\(3,\) where the capture's had \(2,\)"):
         g.replay()
+
+
+def test_a_python_learning_rate_changed_after_the_capture_is_refused_at_replay():
+    """A GPU graph keeps the Python numbers of the step it captured, so a scheduler stepping a
+    float lr between replays would silently not apply (as in torch): the replay refuses,
+    naming it, on both devices. A 0-d tensor lr is read where it lies: schedulers may step it."""
+    for lr in (0.1, gd.tensor(0.1)):
+        model, x = _captured_mlp()
+        opt = gd.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        sched = gd.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)
+        if ON_GPU:
+            model(x).sum().backward()
+            opt.step()
+        g = gd.cuda.CUDAGraph()
+        with gd.cuda.graph(g):
+            model(x).sum().backward()
+            opt.step()
+        g.replay()
+        sched.step()
+        if isinstance(lr, float):
+            with pytest.raises(RuntimeError, match=r"^CUDAGraph.replay: the optimizer's lr is "
+                                                   r"0.05 but was 0.1 when the graph was captured"):
+                g.replay()
+            opt.param_groups[0]["lr"] = 0.1
+        before = model[0].weight.numpy().copy()
+        g.replay()
+        assert not np.array_equal(model[0].weight.numpy(), before)
