@@ -20,8 +20,9 @@ synchronisation), random numbers on the GPU, a scheduler step, an Adam/AdamW ste
 on the host (GPU: ``capturable=True`` needed), and on the CPU tensors whose values it could not
 replay. Replays check that the tensors the graph reads still hold the arrays it captured (a new
 shape needs a new capture) and that the stepped optimizers' Python hyperparameters (a float
-``lr`` a scheduler changed) are those captured, which a GPU graph keeps. Device-side checks (class indices in range) are not made during
-GPU replays: the ones queued while capturing are dropped.
+``lr`` a scheduler changed) are those captured, which a GPU graph keeps. Device-side checks
+(class indices in range) queued while capturing are kept by a GPU graph, and each replay queues
+a copy of the values it computed, read at the next device read as in eager steps.
 """
 
 import gc
@@ -122,7 +123,7 @@ class CUDAGraph:
         self._recording = None      # CPU: the graph_recorder.Recording
         self._pool = None           # GPU: the private cupy.cuda.MemoryPool; CPU: the pool's
                                     # recorded forwards (graph_recorder.Recorder's forward_of)
-        self._statics = self._numbers = ()
+        self._statics = self._numbers = self._checks = ()
         self._state = None          # what capture_end needs
 
     def capture_begin(self, pool=None, capture_error_mode="relaxed"):
@@ -180,8 +181,9 @@ class CUDAGraph:
                 self._recording = state.recording()
             return
         allocator, stream, watcher, config, sync, deferred = state
-        # device-side checks queued while capturing would read values the capture never
-        # computed; replays make no such checks
+        # device-side checks queued while capturing hold values the capture never computed:
+        # off the queue, kept for replay(), which queues a copy of each replay's values
+        checks = backend._deferred[deferred:]
         del backend._deferred[deferred:]
         try:
             graph = stream.end_capture()
@@ -194,7 +196,7 @@ class CUDAGraph:
             allocator.__exit__(None, None, None)
         if not failed:
             self._graph, self._statics = graph, list(watcher.statics.values())
-            self._numbers = watcher.numbers
+            self._numbers, self._checks = watcher.numbers, checks
 
     def replay(self):
         """Run the captured work again: on the GPU one graph launch on the current stream, on
@@ -207,11 +209,16 @@ class CUDAGraph:
                                "`with gd.cuda.graph(g): ...` first")
         check_statics(self._statics, self._numbers)
         self._graph.launch(backend._cupy.cuda.get_current_stream())
+        # each replay's device-side checks (class indices in range), read at the next device
+        # read as in eager steps; copied (queued after the launch, no sync), since the next
+        # replay overwrites the graph's arrays
+        for value, passed, make_error in self._checks:
+            backend.defer_check(value.copy(), passed, make_error)
 
     def reset(self):
         """Drop the capture (and, once nothing else holds them, its arrays)."""
         self._graph = self._recording = self._pool = None
-        self._statics = self._numbers = ()
+        self._statics = self._numbers = self._checks = ()
 
     def pool(self):
         """A handle to this graph's memory pool, to share with a later capture (``pool=``)."""

@@ -518,6 +518,30 @@ def test_gpu_branch_refuses_what_a_gpu_graph_cannot_hold_naming_it(monkeypatch):
         g.replay()
 
 
+@pytest.mark.skipif(ON_GPU, reason="a stand-in for CuPy, for machines without a GPU")
+def test_gpu_replays_queue_their_device_side_checks(monkeypatch):
+    """A check queued while capturing (a cross-entropy target range) reads a value the capture
+    never computed: it leaves the queue, and every replay queues a copy of the value that replay
+    computed (here set by hand: the stand-in graph computes nothing), reported at the next read."""
+    from gpudl import backend
+    backend.raise_deferred()
+    monkeypatch.setattr(backend, "_cupy", _FakeCuPy())
+    flag = np.array(0)                                  # the graph's array: 0 = all in range
+    g = gd.cuda.CUDAGraph()
+    with gd.cuda.graph(g):
+        backend.defer_check(flag, lambda v: v == 0, lambda v: IndexError(f"target {v}"))
+    assert backend._deferred == []
+    g.replay()
+    flag[...] = 7                                       # the second replay finds target 7
+    g.replay()
+    flag[...] = 0                                       # and the third none
+    g.replay()
+    assert len(backend._deferred) == 3
+    with pytest.raises(IndexError, match="target 7"):
+        backend.raise_deferred()
+    assert backend._deferred == []
+
+
 def test_comparisons_and_argmax_replay_like_eager():
     model, x = _captured_mlp()
     y = gd.tensor(np.array([0, 1, 2, 1]))
