@@ -60,7 +60,7 @@ def test_the_steps_take_the_same_shapes_in_both_libraries(parts):
 def test_graph_steps_reports_the_ratios_of_the_targets(monkeypatch):
     monkeypatch.setattr(graph_steps, "STEPS", tuple(
         (name, functools.partial(parts, batch=2)) for name, parts in graph_steps.STEPS))
-    table = graph_steps.run("cpu", repeats=1)
+    table = graph_steps.run(gd.device(), repeats=1)       # on a GPU: a smoke test of all four
     assert "failed" not in table, table
     for name, _ in graph_steps.STEPS:
         rows = [line for line in table.splitlines() if line.startswith(f"| {name} |")]
@@ -68,5 +68,6 @@ def test_graph_steps_reports_the_ratios_of_the_targets(monkeypatch):
         assert labels == ["gpudl eager", "gpudl graphed", "torch eager", "torch graphed",
                           "gpudl graphed /"], labels
         assert "x torch eager" in rows[-1]
+        assert ("x torch graphed" in rows[-1]) == ON_GPU
     variants = [label for label, *_ in graph_steps._variants("cuda")]
     assert variants == ["gpudl eager", "gpudl graphed", "torch eager", "torch graphed"]
