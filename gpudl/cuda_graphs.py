@@ -29,7 +29,7 @@ import gc
 import threading
 
 from . import autograd, backend
-from .graph_recorder import Hook, Recorder, check_statics, eager, optimizer_numbers, refuse
+from .graph_recorder import Hook, Recorder, check_statics, eager, refuse
 from .tensor import Tensor
 
 _active = None          # the CUDAGraph being captured (one capture at a time)
@@ -56,7 +56,6 @@ class _Watcher(Hook):
     def __init__(self):
         super().__init__()
         self.statics, self.born = {}, set()
-        self.numbers, self.optimizers = [], set()   # optimizer_numbers of the stepped ones
 
     def apply(self, cls, args):
         for a in args:
@@ -81,9 +80,7 @@ class _Watcher(Hook):
                    "graph bakes in")
         if kind == "optimizer" and method.__name__ == "step":
             _check_capturable(target)
-        if kind == "optimizer" and id(target) not in self.optimizers:
-            self.optimizers.add(id(target))
-            self.numbers += optimizer_numbers(target)
+        self.note_step(kind, method, target)
         return method(target, *args, **kwargs)
 
 

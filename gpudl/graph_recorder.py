@@ -44,6 +44,14 @@ class Hook:
     def __init__(self):
         self.thread = threading.get_ident()
         self.bypass = 0
+        self.numbers, self.stepped = [], set()  # optimizer_numbers of the optimizers stepped
+
+    def note_step(self, kind, method, target):
+        """At a capture's first step of an optimizer, keep its Python hyperparameters, which a
+        replay checks (``check_statics``)."""
+        if kind == "optimizer" and method.__name__ == "step" and id(target) not in self.stepped:
+            self.stepped.add(id(target))
+            self.numbers += optimizer_numbers(target)
 
     def active(self):
         return self.bypass == 0 and threading.get_ident() == self.thread
@@ -161,7 +169,6 @@ class Recorder(Hook):
         self.forward_of = {} if forward_of is None else forward_of
         self.statics = {}               # id(tensor) -> (tensor, array): tensors the calls read
         self.optimizers = {}            # id(optimizer) -> (optimizer, {param: state dict copy})
-        self.numbers = []               # optimizer_numbers of the optimizers the calls step
         self.generators = dict(random._generators)
         self.generator_states = {k: g.bit_generator.state for k, g in self.generators.items()
                                  if hasattr(g, "bit_generator")}
@@ -243,6 +250,7 @@ class Recorder(Hook):
             self.read(target)
         elif kind == "optimizer":
             self.save_optimizer(target)
+            self.note_step(kind, method, target)
         elif kind == "grads":       # Module.zero_grad, clip_grad_*_(parameters, ...)
             if not hasattr(target, "parameters"):
                 target = [target] if isinstance(target, Tensor) else list(target)
@@ -324,7 +332,6 @@ class Recorder(Hook):
             return
         self.optimizers[id(optimizer)] = (
             optimizer, {p: dict(s) for p, s in optimizer.state.items()})
-        self.numbers += optimizer_numbers(optimizer)
         for group in optimizer.param_groups:
             for p in group["params"]:
                 self.read(p)

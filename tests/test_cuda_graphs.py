@@ -651,6 +651,12 @@ def test_a_python_learning_rate_changed_after_the_capture_is_refused_at_replay()
                                                    r"0.05 but was 0.1 when the graph was captured"):
                 g.replay()
             opt.param_groups[0]["lr"] = 0.1
+            only_zero_grad = gd.cuda.CUDAGraph()        # reads no hyperparameter: not pinned
+            with gd.cuda.graph(only_zero_grad):
+                opt.zero_grad(set_to_none=False)
+            sched.step()
+            only_zero_grad.replay()
+            opt.param_groups[0]["lr"] = 0.1
         before = model[0].weight.numpy().copy()
         g.replay()
         assert not np.array_equal(model[0].weight.numpy(), before)
