@@ -3,14 +3,15 @@
 #   bash tools/gpu_check.sh            # log in tools/gpu_check.log (and $OUT/ when set)
 # Installs the checkout without network, runs the attention precision tests (float16, bfloat16,
 # TF32 and 3xTF32 kernels against torch float64), the whole suite with GPUDL_DEVICE=cuda, then the
-# NCCL world-of-1 tests with their skip reasons shown, the GPU benchmarks against PyTorch
+# NCCL world-of-1 tests with their skip reasons shown and the NCCL all-reduce figure (a world of
+# one: the per-call floor; benchmarks/allreduce.py), the GPU benchmarks against PyTorch
 # (the benchmark shapes of benchmarks/compare.py, forward and forward+backward, strict fp32 and PyTorch's defaults, each with
 # its fraction of the floor; the LeNet-5, sunspots LSTM and transformer steps eager and as a CUDA
 # graph), the host time per kernel launch, and the time and host time per training step, eager
 # and graphed, gpudl and PyTorch (benchmarks/graph_steps.py), and one LSTM layer (hidden 128, 256,
 # 512) through each of gpudl's paths against cuDNN, with the paths' differences
 # (benchmarks/lstm_paths.py).
-# Budget: about 11 minutes (45 + 60 + 225 + 60 + 150 + 15 + 45 + 60 s of step limits).
+# Budget: about 11.5 minutes (45 + 60 + 225 + 60 + 30 + 150 + 15 + 45 + 60 s of step limits).
 # The offline PTX check is CI's job; here the kernels compile for the real device as tests run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,8 @@ step attention_precision 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cach
 step tests 225 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider --ignore=tests/sim
 step nccl 60 env GPUDL_DEVICE=cuda python -m pytest -q -rs -p no:cacheprovider \
     tests/distributed/test_distributed_nccl.py
+step nccl_allreduce 30 env GPUDL_DEVICE=cuda RANK=0 WORLD_SIZE=1 python -m benchmarks.allreduce \
+    --backend nccl --repeats 21
 step benchmarks 150 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \
     --markdown tools/gpu_results.md
 step launches 15 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead

@@ -126,7 +126,7 @@ def _nccl_group(rank, world_size, seconds):
                          "mpiexec and install mpi4py")
     mpi = _backends.MPIBackend(seconds)
     return _backends.NCCLBackend(mpi.rank, mpi.world_size, mpi.local_rank,
-                                 lambda uid: mpi.comm.bcast(uid, root=0), seconds)
+                                 lambda uid: mpi.comm.bcast(uid, root=0), seconds, job=mpi)
 
 
 def _group(where):
