@@ -5,6 +5,8 @@ aborts the job); the parent test reads ``case ok`` lines from rank 0's output. S
 in one launch to keep the number of MPI start-ups (and the tests' time) small.
 """
 
+import contextlib
+import io
 import os
 import sys
 import time
@@ -230,10 +232,15 @@ def case_fit():
     y = rng.integers(0, 3, 50)
     data = TensorDataset(gd.tensor(x), gd.tensor(y))
     ddp = DDP(make_model(0))
-    history = fit(ddp, nn.CrossEntropyLoss(), optim.SGD(ddp.parameters(), lr=0.1),
-                  DataLoader(data, batch_size=5, shuffle=True), epochs=2,
-                  val_loader=DataLoader(data, batch_size=16), metrics=["accuracy"],
-                  verbose=rank == 0)
+    shown = io.StringIO()                       # the progress bar (tqdm) writes to stderr
+    with contextlib.redirect_stderr(shown):
+        history = fit(ddp, nn.CrossEntropyLoss(), optim.SGD(ddp.parameters(), lr=0.1),
+                      DataLoader(data, batch_size=5, shuffle=True), epochs=2,
+                      val_loader=DataLoader(data, batch_size=16), metrics=["accuracy"],
+                      verbose=True)
+    if ("Epoch 2/2" in shown.getvalue()) != (rank == 0):
+        raise AssertionError(f"rank {rank}: only rank 0 may show progress; it showed "
+                             f"{shown.getvalue()[-200:]!r}")
     logs = gd.tensor([history["loss"][-1], history["val_loss"][-1], history["val_accuracy"][-1]],
                      dtype=gd.float64)
     gathered = [gd.zeros(3, dtype=gd.float64) for _ in range(world)]
@@ -294,7 +301,7 @@ def _write_pid():
     folder = os.environ.get("GPUDL_TEST_PIDS")
     if folder:
         with open(os.path.join(folder, f"{os.getpid()}.pid"), "w") as f:
-            f.write(str(os.getpid()))
+            f.write(f"{os.getpid()} {os.getppid()}")
 
 
 def main(cases):
