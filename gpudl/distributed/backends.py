@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .. import backend
+from .. import backend, dtypes
 
 SUM, AVG, MAX, MIN, PRODUCT = "sum", "avg", "max", "min", "product"
 # Waiting: poll without sleeping for _SPIN_S, then sleep between polls, doubling up to
@@ -120,14 +120,22 @@ class MPIBackend(_Backend):
         self._ops = {SUM: MPI.SUM, AVG: MPI.SUM, MAX: MPI.MAX, MIN: MPI.MIN, PRODUCT: MPI.PROD}
 
     def _host(self, a):
-        """(host array MPI works on, copy-back to run when done) for NumPy or CuPy ``a``."""
+        """(host array MPI works on, copy-back to run when done) for NumPy or CuPy ``a``.
+
+        MPI has no bfloat16: such arrays travel as float32, which holds each of their values
+        exactly (copies stay exact; a sum or average is rounded to bfloat16 once, at the end).
+        """
+        wide = np.float32 if a.dtype == dtypes.bfloat16 else None
         if not backend.is_device_array(a):
-            if a.flags.c_contiguous:
+            if a.flags.c_contiguous and wide is None:
                 return a, None
-            host = np.ascontiguousarray(a)
+            host = np.ascontiguousarray(a, dtype=wide)
             return host, lambda: a.__setitem__(..., host)
-        host = backend.to_numpy(a)
-        return host, lambda: a.set(host) if a.flags.c_contiguous else a.__setitem__(..., host)
+        host = backend.to_numpy(a).astype(wide or a.dtype, copy=False)
+        if wide is None and a.flags.c_contiguous:
+            return host, lambda: a.set(host)
+        return host, lambda: a.__setitem__(..., backend.get_array_module(a).asarray(
+            host.astype(a.dtype, copy=False)))
 
     def _work(self, what, request, finish):
         return Work(self, what, request.Test, finish)

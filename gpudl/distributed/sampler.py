@@ -12,19 +12,32 @@ def _count(value, name):
     return int(value)
 
 
+# torch.randperm on the CPU draws 32 bits per swap below this n, 64 bits (two draws, the first
+# the high half) from it on: ``n < std::numeric_limits<uint32_t>::max() / 20`` in its randperm_cpu
+WIDE_DRAWS_FROM = (2**32 - 1) // 20
+_CHUNK = 1 << 20          # draws made at a time: memory stays small for any n
+
+
+def torch_draws(rng, count, wide):
+    """The next ``count`` values of torch's CPU ``random()`` (32 bits) or ``random64()``."""
+    draws = rng.randint(0, 2**32, size=count * (2 if wide else 1), dtype=np.uint32)
+    draws = draws.astype(np.uint64)
+    return (draws[0::2] << np.uint64(32)) | draws[1::2] if wide else draws
+
+
 def torch_randperm(n, seed):
     """``torch.randperm(n, generator=torch.Generator().manual_seed(seed))`` without torch.
 
     PyTorch's CPU generator is a standard MT19937 seeded with the seed's low 32 bits, which is
-    NumPy's ``RandomState``; its randperm (for n below 2**32 / 20) is a Fisher-Yates shuffle
-    swapping position i with i + (next 32-bit draw) % (n - i).
+    NumPy's ``RandomState``; its randperm is a Fisher-Yates shuffle swapping position i with
+    i + (next draw) % (n - i), a 32-bit draw below ``WIDE_DRAWS_FROM`` and a 64-bit one above.
     """
-    draws = np.random.RandomState(seed & 0xFFFFFFFF).randint(
-        0, 2**32, size=max(n - 1, 0), dtype=np.uint32).astype(np.int64)
-    order = np.arange(n)
-    for i, draw in enumerate(draws.tolist()):
-        j = i + draw % (n - i)
-        order[i], order[j] = order[j], order[i]
+    from ..kernels.permutation import fisher_yates
+    rng = np.random.RandomState(seed & 0xFFFFFFFF)
+    order = np.arange(n, dtype=np.int64)
+    for start in range(0, max(n - 1, 0), _CHUNK):
+        fisher_yates(order, torch_draws(rng, min(_CHUNK, n - 1 - start), n >= WIDE_DRAWS_FROM),
+                     start)
     return order
 
 

@@ -106,6 +106,30 @@ def test_sampler_gives_each_rank_pytorchs_indices(n, replicas, drop_last, shuffl
         assert len(ours) == len(expected)
 
 
+def test_one_sampler_follows_pytorchs_through_epochs_and_negative_seeds():
+    for seed in (-3, 123):
+        ours = DistributedSampler(range(41), 4, 3, shuffle=True, seed=seed, drop_last=True)
+        for epoch in (0, 1, 2, 7):
+            ours.set_epoch(epoch)
+            assert list(ours) == _torch_indices(41, 4, 3, True, seed, epoch, True)
+
+
+def test_sampler_chunks_and_wide_draws_are_torchs():
+    """Above ``WIDE_DRAWS_FROM`` (214,748,364) torch.randperm takes 64-bit draws, random64():
+    two 32-bit draws, the first the high half. A permutation that long needs 3.4 GB to check
+    against torch (done once, notes/audit17.md); here the draws are checked against torch's
+    random64 through torch.randint over a range of 2**40 (which draws with random64), and the
+    shuffle across the 2**20-draw chunks against torch.randperm."""
+    torch = pytest.importorskip("torch")
+    from gpudl.distributed import sampler
+    draws = sampler.torch_draws(np.random.RandomState(11), 7, wide=True)
+    expected = torch.randint(0, 2**40, (7,), generator=torch.Generator().manual_seed(11))
+    assert (draws % 2**40).tolist() == expected.tolist()
+    n = sampler._CHUNK + 3
+    expected = torch.randperm(n, generator=torch.Generator().manual_seed(5)).numpy()
+    np.testing.assert_array_equal(sampler.torch_randperm(n, 5), expected)
+
+
 def test_sampler_shuffles_per_epoch_the_same_on_every_rank():
     shards = [DistributedSampler(range(20), 4, r, seed=1) for r in range(4)]
     epoch0 = [list(s) for s in shards]

@@ -81,6 +81,15 @@ def case_collectives():
         t = gd.tensor(values)
         assert dist.all_reduce(t, op=op) is None
         np.testing.assert_allclose(t.numpy(), expected, rtol=1e-6, err_msg=str(op))
+    for op, expected in ((dist.ReduceOp.SUM, np.sum(every, 0)),
+                         (dist.ReduceOp.AVG, np.mean(every, 0) / 3)):
+        t = gd.tensor(values / (3 if op is dist.ReduceOp.AVG else 1), dtype=gd.bfloat16)
+        dist.all_reduce(t, op=op)         # MPI has no bfloat16: reduced in float32, rounded once
+        assert t.dtype == gd.bfloat16
+        np.testing.assert_array_equal(t.numpy(), expected.astype(gd.bfloat16), err_msg=str(op))
+    t = gd.tensor(values / 3, dtype=gd.bfloat16)
+    dist.broadcast(t, src=world - 1)
+    np.testing.assert_array_equal(t.numpy(), (every[-1] / 3).astype(gd.bfloat16))
     counts = gd.tensor([rank + 1])
     dist.all_reduce(counts)                           # integers, default SUM
     assert counts.item() == world * (world + 1) // 2
