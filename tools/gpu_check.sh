@@ -33,7 +33,7 @@ numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
 step attention_precision 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/test_attention_precision.py tests/test_attention.py -k "float16 or bfloat16 or float32"
 step tests 225 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider --ignore=tests/sim
-step nccl 60 env GPUDL_DEVICE=cuda python -m pytest -q -rs -p no:cacheprovider \
+step nccl 60 env GPUDL_DEVICE=cuda GPUDL_NCCL_REQUIRED=1 python -m pytest -q -rs -p no:cacheprovider \
     tests/distributed/test_distributed_nccl.py
 step nccl_allreduce 30 env GPUDL_DEVICE=cuda RANK=0 WORLD_SIZE=1 python -m benchmarks.allreduce \
     --backend nccl --repeats 21

@@ -90,14 +90,14 @@ def _alive(pid):
 
 
 def test_two_ranks(tmp_path):
-    cases = ("collectives", "ddp", "no_sync", "unused", "buffers", "fit", "keras")
+    cases = ("collectives", "ddp", "no_sync", "unused", "buffers", "fit", "keras", "readme")
     out = tmp_path / "checkpoints"
     out.mkdir()
     assert_cases_ok(launch(2, cases, tmp_path, GPUDL_TEST_OUT=str(out)), cases)
 
 
 def test_three_ranks(tmp_path):
-    cases = ("collectives", "ddp", "no_sync", "fit")
+    cases = ("collectives", "ddp", "no_sync", "fit", "readme")
     assert_cases_ok(launch(3, cases, tmp_path), cases)
 
 

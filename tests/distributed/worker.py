@@ -174,6 +174,41 @@ def _reference_two_halves(x, y, world):
     return model
 
 
+def case_readme():
+    """README's training loop (DataLoader over a DistributedSampler, set_epoch, DDP) equals one
+    process training, step by step, on the concatenation of every rank's batch."""
+    from gpudl.data import DataLoader, DistributedSampler, TensorDataset
+    rank, world = dist.get_rank(), dist.get_world_size()
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((50, 5)).astype(np.float32), rng.integers(0, 3, 50)
+    dataset = TensorDataset(gd.tensor(x), gd.tensor(y))
+    model = DDP(make_model(0))
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sampler = DistributedSampler(dataset, shuffle=True, seed=3)
+    loader = DataLoader(dataset, batch_size=4, sampler=sampler)
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        for xb, yb in loader:
+            opt.zero_grad()
+            nn.CrossEntropyLoss()(model(xb), yb).backward()
+            opt.step()
+    assert_same_on_every_rank(model.module)
+    reference = make_model(0)
+    opt = optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    shards = [DistributedSampler(range(50), world, r, shuffle=True, seed=3) for r in range(world)]
+    for epoch in range(2):
+        for s in shards:
+            s.set_epoch(epoch)
+        orders = [list(s) for s in shards]
+        for start in range(0, len(orders[0]), 4):       # every rank's batch of this step
+            index = np.concatenate([order[start:start + 4] for order in orders])
+            opt.zero_grad()
+            nn.CrossEntropyLoss()(reference(gd.tensor(x[index])), gd.tensor(y[index])).backward()
+            opt.step()
+    assert_matches(model.module, reference)
+    report("readme")
+
+
 class _TwoHeads(nn.Module):
     def __init__(self):
         super().__init__()
