@@ -92,6 +92,14 @@ class _Backend:
     def __init__(self, rank, world_size, timeout):
         self.rank, self.world_size, self.timeout = rank, world_size, float(timeout)
 
+    def device_array(self, host):
+        """A NumPy array where this engine's collectives take it (MPI: as it is)."""
+        return host
+
+    def host_array(self, a):
+        """``device_array``'s inverse: the collective's result as a NumPy array."""
+        return a
+
     def _check_gather(self, out, a, where):
         if out.shape != (self.world_size,) + a.shape or out.dtype != a.dtype:
             raise ValueError(f"{where}: the output must have shape {(self.world_size,) + a.shape} "
@@ -231,6 +239,12 @@ class NCCLBackend(_Backend):
         avg = nccl.NCCL_AVG if nccl.get_version() >= 21000 else None
         self._ops = {SUM: nccl.NCCL_SUM, MAX: nccl.NCCL_MAX, MIN: nccl.NCCL_MIN,
                      PRODUCT: nccl.NCCL_PROD, AVG: avg}
+
+    def device_array(self, host):
+        return self.cupy.asarray(host)        # NCCL moves device memory only
+
+    def host_array(self, a):
+        return a.get()
 
     def _type(self, a):
         if not _on_device(a):

@@ -33,6 +33,13 @@ DTYPE_OF_CODE = {0: {"int8"}, 1: {"uint8", "bool"}, 2: {"int32"}, 3: {"uint32"},
                  5: {"uint64"}, 6: {"float16"}, 7: {"float32"}, 8: {"float64"}, 9: {"bfloat16"}}
 
 
+class DeviceArray(np.ndarray):
+    """What ``cupy.asarray`` returns here: host memory marked as the device's."""
+
+    def get(self):
+        return np.asarray(self).copy()
+
+
 class FakeCuda:
     """cupy.cuda and cupy.cuda.nccl, for one process, with a log of what ran where."""
 
@@ -80,6 +87,7 @@ class FakeCuda:
         cuda = self
         cupy = types.ModuleType("cupy")
         cupy.zeros, cupy.float32 = np.zeros, np.float32
+        cupy.asarray = lambda a: np.array(a).view(DeviceArray)
         cupy_cuda = types.ModuleType("cupy.cuda")
         cupy.cuda = cupy_cuda
 
@@ -318,3 +326,23 @@ def test_ranks_that_mpi_started_abort_the_whole_job_on_errors_and_timeouts(fake)
     assert job.calls[1][0] == "abort" and "rank 0 of 1" in job.calls[1][1]
     group.close()
     assert job.calls[-1] == "close"
+
+
+def test_fit_combines_its_host_logs_through_device_memory_under_nccl(fake, monkeypatch):
+    """fit's loss sums and gathered predictions are NumPy arrays: under NCCL they go through
+    device memory, since NCCL refuses host arrays (a pretend world of two; the stand-in moves
+    rank 0's part only)."""
+    from gpudl.distributed.training import FitContext
+    dist.init_process_group("nccl", rank=0, world_size=1)
+    group = dist._state["group"]
+    monkeypatch.setattr(group, "world_size", 2)
+    monkeypatch.setattr(backends, "_on_device", lambda a: isinstance(a, DeviceArray))
+    run = FitContext.__new__(FitContext)
+    run.group = group
+    loss, count, predictions, targets = run.combine(
+        3.5, 7, np.arange(6, dtype=np.float32).reshape(3, 2), np.array([1, 0, 1]))
+    assert (loss, count) == (3.5, 7)
+    assert type(predictions) is np.ndarray and predictions.shape == (3, 2)   # rank 1: none here
+    np.testing.assert_array_equal(predictions, np.arange(6).reshape(3, 2))
+    assert [c[1] for c in _calls(fake)] == ["allReduce", "allGather", "allGather", "allGather",
+                                            "allGather"]
