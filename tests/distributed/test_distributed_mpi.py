@@ -109,6 +109,17 @@ def test_a_rank_that_raises_stops_every_rank(tmp_path):
     assert_no_process_left(tmp_path, 3)
 
 
+def test_a_rank_that_is_killed_ends_the_job(tmp_path):
+    """SIGKILL leaves the rank no time to say anything: mpiexec notices the death and ends the
+    others (which would otherwise reach their 60 s timeout). Its report ("BAD TERMINATION ...
+    PID ...") names whichever process it saw end first, not always the killed one."""
+    result = launch(3, ["die"], tmp_path)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and "BAD TERMINATION" in said
+    assert "did not complete within" not in said
+    assert_no_process_left(tmp_path, 3)
+
+
 def test_a_rank_that_never_joins_makes_the_others_time_out(tmp_path):
     result = launch(2, ["hang"], tmp_path, GPUDL_TEST_TIMEOUT="2")
     assert result.returncode != 0

@@ -8,6 +8,7 @@ in one launch to keep the number of MPI start-ups (and the tests' time) small.
 import contextlib
 import io
 import os
+import signal
 import sys
 import time
 
@@ -333,6 +334,16 @@ def case_raise():
     time.sleep(30)
 
 
+def case_die():
+    """Rank 1 is killed (SIGKILL: no exception, no MPI_Abort); the others are inside an
+    all_reduce that can never complete."""
+    _write_pid()
+    if dist.get_rank() == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    dist.all_reduce(gd.ones(3))
+    time.sleep(30)
+
+
 def case_hang():
     """The last rank never joins the all_reduce; the others' timeout (2 s) ends the job."""
     _write_pid()
@@ -346,6 +357,7 @@ def _write_pid():
     if folder:
         with open(os.path.join(folder, f"{os.getpid()}.pid"), "w") as f:
             f.write(f"{os.getpid()} {os.getppid()}")
+    dist.barrier()          # every rank's pid is written before any of them fails
 
 
 def main(cases):
