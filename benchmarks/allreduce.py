@@ -3,11 +3,15 @@
     mpiexec -n 2 python -m benchmarks.allreduce                     # backend mpi (CPU tensors)
     mpiexec -n 2 python -m benchmarks.allreduce --backend nccl      # one GPU per rank
     mpiexec -n 2 python -m benchmarks.allreduce --torch             # add torch.distributed gloo
+    RANK=0 WORLD_SIZE=1 python -m benchmarks.allreduce --backend nccl   # one GPU (gpu_check.sh)
 
 Rank 0 prints a Markdown table: per message size the median time of one in-place float32
 all-reduce (SUM) and its bus bandwidth, ``bytes * 2 (n - 1) / n / time`` as nccl-tests report
 it (the bytes each rank sends and receives in a ring all-reduce), so figures for different
-world sizes compare. Each timed call is preceded by a barrier, so ranks start together.
+world sizes compare. A world of one moves nothing between ranks (bus bandwidth 0): the table
+then gives the algorithm bandwidth, ``bytes / time``, the per-call floor of the backend (NCCL
+refuses two ranks on one GPU, so one GPU gives only this figure). Each timed call is preceded
+by a barrier, so ranks start together.
 """
 
 import argparse
@@ -34,8 +38,10 @@ def timed(fn, sync, repeats):
     return statistics.median(times[2:])                 # the first two are warm-up
 
 
-def bus_gbs(nbytes, seconds, world):
-    return nbytes * 2 * (world - 1) / world / seconds / 1e9
+def bandwidth_gbs(nbytes, seconds, world):
+    """Bus bandwidth (nccl-tests' busbw) for a world of several ranks, else bytes / time."""
+    moved = nbytes * 2 * (world - 1) / world if world > 1 else nbytes
+    return moved / seconds / 1e9
 
 
 def main(argv=None):
@@ -43,12 +49,16 @@ def main(argv=None):
     parser.add_argument("--backend", default=None, choices=("mpi", "nccl"))
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--torch", action="store_true", help="also time torch.distributed gloo")
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, metavar="BYTES",
+                        help="message sizes in bytes, multiples of 4 (default: 4 KiB to 32 MiB)")
     args = parser.parse_args(argv)
+    if any(n <= 0 or n % 4 for n in args.sizes):
+        parser.error(f"--sizes must be positive multiples of 4 bytes, got {args.sizes}")
     dist.init_process_group(args.backend)
     rank, world, backend = dist.get_rank(), dist.get_world_size(), dist.get_backend()
     device = "cuda" if backend == "nccl" else "cpu"
     rows = []
-    for nbytes in SIZES:
+    for nbytes in args.sizes:
         t = gd.ones(nbytes // 4, device=device)
         row = {"bytes": nbytes,
                f"gpudl {backend}": timed(lambda: dist.all_reduce(t), gd.cuda.synchronize,
@@ -63,11 +73,12 @@ def main(argv=None):
         _torch_gloo(rows, rank, world, args.repeats)
     if rank == 0:
         columns = [k for k in rows[0] if k != "bytes"]
-        print(f"world {world}; median ms per all-reduce (bus GB/s)\n")
+        unit = "bus GB/s" if world > 1 else "algorithm GB/s, bytes / time: a world of one"
+        print(f"world {world}; median ms per all-reduce ({unit})\n")
         print("| size | " + " | ".join(columns) + " |")
         print("|---|" + "---|" * len(columns))
         for row in rows:
-            cells = [f"{1e3 * row[c]:.3g} ({bus_gbs(row['bytes'], row[c], world):.2f})"
+            cells = [f"{1e3 * row[c]:.3g} ({bandwidth_gbs(row['bytes'], row[c], world):.2f})"
                      for c in columns]
             print(f"| {row['bytes'] >> 10} KiB | " + " | ".join(cells) + " |")
     dist.destroy_process_group()

@@ -17,6 +17,7 @@ import enum
 import os
 
 from .. import backend as _device
+from .. import dtypes as _dtypes
 from . import backends as _backends
 from . import rendezvous
 from .sampler import DistributedSampler  # noqa: F401 (re-exported)
@@ -126,7 +127,7 @@ def _nccl_group(rank, world_size, seconds):
                          "mpiexec and install mpi4py")
     mpi = _backends.MPIBackend(seconds)
     return _backends.NCCLBackend(mpi.rank, mpi.world_size, mpi.local_rank,
-                                 lambda uid: mpi.comm.bcast(uid, root=0), seconds)
+                                 lambda uid: mpi.comm.bcast(uid, root=0), seconds, job=mpi)
 
 
 def _group(where):
@@ -187,7 +188,7 @@ def _tensor(t, where, name="tensor"):
 def _reduce_op(op, dtype, where):
     if not isinstance(op, ReduceOp):
         raise TypeError(f"{where}: op must be a gpudl.distributed.ReduceOp, got {op!r}")
-    if op is ReduceOp.AVG and dtype.kind not in "fc":
+    if op is ReduceOp.AVG and not (_dtypes.is_floating(dtype) or dtype.kind == "c"):
         raise TypeError(f"{where}: ReduceOp.AVG needs a floating-point tensor, got {dtype}")
     return op.value
 

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .. import backend
+from .. import backend, dtypes
 
 SUM, AVG, MAX, MIN, PRODUCT = "sum", "avg", "max", "min", "product"
 # Waiting: poll without sleeping for _SPIN_S, then sleep between polls, doubling up to
@@ -36,10 +36,13 @@ def _missing(package, backend_name, install):
 class Work:
     """A collective in flight: ``wait()`` polls it to completion or to the group's deadline."""
 
-    def __init__(self, group, what, test, finish=None):
+    def __init__(self, group, what, test, finish=None, keep=()):
         self.group, self.what, self._test = group, what, test
         self._finishers = [finish] if finish else []
         self._done = False
+        # arrays the collective reads or writes on another stream: alive until it completes, so
+        # a temporary's memory is not handed out again while the transfer still uses it
+        self._keep = keep
 
     def then(self, finish):
         """Run ``finish()`` once the collective completes (at once if it has); returns self."""
@@ -78,6 +81,7 @@ class Work:
         self._done = True
         for finish in self._finishers:
             finish()
+        self._keep = ()
 
 
 class _Backend:
@@ -87,6 +91,14 @@ class _Backend:
 
     def __init__(self, rank, world_size, timeout):
         self.rank, self.world_size, self.timeout = rank, world_size, float(timeout)
+
+    def device_array(self, host):
+        """A NumPy array where this engine's collectives take it (MPI: as it is)."""
+        return host
+
+    def host_array(self, a):
+        """``device_array``'s inverse: the collective's result as a NumPy array."""
+        return a
 
     def _check_gather(self, out, a, where):
         if out.shape != (self.world_size,) + a.shape or out.dtype != a.dtype:
@@ -116,14 +128,22 @@ class MPIBackend(_Backend):
         self._ops = {SUM: MPI.SUM, AVG: MPI.SUM, MAX: MPI.MAX, MIN: MPI.MIN, PRODUCT: MPI.PROD}
 
     def _host(self, a):
-        """(host array MPI works on, copy-back to run when done) for NumPy or CuPy ``a``."""
+        """(host array MPI works on, copy-back to run when done) for NumPy or CuPy ``a``.
+
+        MPI has no bfloat16: such arrays travel as float32, which holds each of their values
+        exactly (copies stay exact; a sum or average is rounded to bfloat16 once, at the end).
+        """
+        wide = np.float32 if a.dtype == dtypes.bfloat16 else None
         if not backend.is_device_array(a):
-            if a.flags.c_contiguous:
+            if a.flags.c_contiguous and wide is None:
                 return a, None
-            host = np.ascontiguousarray(a)
+            host = np.ascontiguousarray(a, dtype=wide)
             return host, lambda: a.__setitem__(..., host)
-        host = backend.to_numpy(a)
-        return host, lambda: a.set(host) if a.flags.c_contiguous else a.__setitem__(..., host)
+        host = backend.to_numpy(a).astype(wide or a.dtype, copy=False)
+        if wide is None and a.flags.c_contiguous:
+            return host, lambda: a.set(host)
+        return host, lambda: a.__setitem__(..., backend.get_array_module(a).asarray(
+            host.astype(a.dtype, copy=False)))
 
     def _work(self, what, request, finish):
         return Work(self, what, request.Test, finish)
@@ -199,35 +219,47 @@ class NCCLBackend(_Backend):
     of earlier layers are computed while later buckets are reduced. ``Work.wait`` makes the
     current stream wait for the collective and polls its event against the deadline; on timeout
     the communicator is aborted and the error raised.
+
+    ``job``: the MPIBackend when MPI started the ranks (the NCCL id went over MPI). Then, as on
+    the MPI path, an uncaught exception or a timeout on one rank aborts every rank at once;
+    without MPI the other ranks reach their own timeout and name themselves.
     """
 
     name = "nccl"
 
-    def __init__(self, rank, world_size, local_rank, unique_id_exchange, timeout):
+    def __init__(self, rank, world_size, local_rank, unique_id_exchange, timeout, job=None):
         cupy, nccl = _import_nccl()
         super().__init__(rank, world_size, timeout)
-        self.cupy, self.nccl, self.local_rank = cupy, nccl, local_rank
+        self.cupy, self.nccl, self.local_rank, self.job = cupy, nccl, local_rank, job
         cupy.cuda.Device(local_rank % cupy.cuda.runtime.getDeviceCount()).use()
         uid = unique_id_exchange(nccl.get_unique_id() if rank == 0 else None)
         self.comm = nccl.NcclCommunicator(world_size, tuple(uid), rank)
         self.stream = cupy.cuda.Stream(non_blocking=True)
+        # CuPy always defines NCCL_AVG; the library has ncclAvg only from 2.10 (version 21000)
+        avg = nccl.NCCL_AVG if nccl.get_version() >= 21000 else None
         self._ops = {SUM: nccl.NCCL_SUM, MAX: nccl.NCCL_MAX, MIN: nccl.NCCL_MIN,
-                     PRODUCT: nccl.NCCL_PROD, AVG: getattr(nccl, "NCCL_AVG", None)}
+                     PRODUCT: nccl.NCCL_PROD, AVG: avg}
+
+    def device_array(self, host):
+        return self.cupy.asarray(host)        # NCCL moves device memory only
+
+    def host_array(self, a):
+        return a.get()
 
     def _type(self, a):
-        if not backend.is_device_array(a):
+        if not _on_device(a):
             raise TypeError("the nccl backend works on CUDA tensors; got a tensor in host memory "
                             "(use backend='mpi' for CPU tensors)")
         if not a.flags.c_contiguous:
             raise ValueError("the nccl backend needs contiguous tensors")
         types = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64",
                  "int32": "NCCL_INT32", "int64": "NCCL_INT64", "uint8": "NCCL_UINT8",
-                 "int8": "NCCL_INT8", "bool": "NCCL_UINT8"}
+                 "int8": "NCCL_INT8", "bool": "NCCL_UINT8", "bfloat16": "NCCL_BFLOAT16"}
         if a.dtype.name not in types:
             raise TypeError(f"the nccl backend does not reduce {a.dtype} tensors")
         return getattr(self.nccl, types[a.dtype.name])
 
-    def _launch(self, what, call, finish=None):
+    def _launch(self, what, call, arrays, finish=None):
         ready = self.cupy.cuda.get_current_stream().record()
         self.stream.wait_event(ready)
         with self.stream:
@@ -238,7 +270,7 @@ class NCCLBackend(_Backend):
             self.cupy.cuda.get_current_stream().wait_event(done)
             if finish:
                 finish()
-        return Work(self, what, lambda: done.done, complete)
+        return Work(self, what, lambda: done.done, complete, keep=arrays)
 
     def _op(self, a, op):
         """(NCCL op, finish) with AVG as SUM then a division where this NCCL lacks ncclAvg."""
@@ -249,43 +281,57 @@ class NCCLBackend(_Backend):
     def all_reduce(self, a, op=SUM):
         kind, (nccl_op, finish) = self._type(a), self._op(a, op)
         return self._launch(f"all_reduce({op}) of {a.size} elements",
-                            lambda s: self.comm.allReduce(a.data.ptr, a.data.ptr, a.size, kind,
-                                                          nccl_op, s), finish)
+                            lambda s: self.comm.allReduce(_pointer(a), _pointer(a), a.size, kind,
+                                                          nccl_op, s), (a,), finish)
 
     def broadcast(self, a, src):
         kind = self._type(a)
         return self._launch(f"broadcast from rank {src}",
-                            lambda s: self.comm.broadcast(a.data.ptr, a.data.ptr, a.size, kind,
-                                                          src, s))
+                            lambda s: self.comm.broadcast(_pointer(a), _pointer(a), a.size, kind,
+                                                          src, s), (a,))
 
     def all_gather(self, out, a):
         self._check_gather(out, a, "all_gather")
         kind = self._type(a)
         self._type(out)
         return self._launch(f"all_gather of {a.size} elements",
-                            lambda s: self.comm.allGather(a.data.ptr, out.data.ptr, a.size,
-                                                          kind, s))
+                            lambda s: self.comm.allGather(_pointer(a), _pointer(out), a.size,
+                                                          kind, s), (a, out))
 
     def reduce_scatter(self, out, a, op=SUM):
         kind, (nccl_op, finish) = self._type(a), self._op(out, op)
         self._type(out)
         return self._launch(f"reduce_scatter({op}) of {a.size} elements",
-                            lambda s: self.comm.reduceScatter(a.data.ptr, out.data.ptr, out.size,
-                                                              kind, nccl_op, s), finish)
+                            lambda s: self.comm.reduceScatter(_pointer(a), _pointer(out), out.size,
+                                                              kind, nccl_op, s), (a, out), finish)
 
     def barrier(self):
         return self.all_reduce(self.cupy.zeros(1, self.cupy.float32))
 
     def abort(self, message):
         self.comm.abort()
+        if self.job is not None:
+            self.job.abort(message)
         raise RuntimeError(message)
 
     def close(self):
         self.stream.synchronize()
         self.comm.destroy()
+        if self.job is not None:
+            self.job.close()
 
     def install_abort_on_error(self):
-        pass        # without MPI there is no job to abort: the others time out and name themselves
+        if self.job is not None:
+            self.job.install_abort_on_error()
+
+
+def _on_device(a):
+    return backend.is_device_array(a)
+
+
+def _pointer(a):
+    """The device address NCCL reads or writes (a CuPy array's)."""
+    return a.data.ptr
 
 
 def _import_nccl():

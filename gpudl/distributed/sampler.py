@@ -12,19 +12,36 @@ def _count(value, name):
     return int(value)
 
 
+# torch.randperm on the CPU (randperm_cpu in ATen's TensorFactories.cpp) shuffles in two ways:
+# for ``n < std::numeric_limits<uint32_t>::max() / 20`` a Fisher-Yates with one 32-bit draw per
+# swap, from there on the "inside-out" Fisher-Yates with 64-bit draws
+WIDE_DRAWS_FROM = (2**32 - 1) // 20
+_CHUNK = 1 << 20          # draws made at a time: memory stays small for any n
+
+
+def torch_draws(rng, count, wide):
+    """The next ``count`` values of torch's CPU ``random()`` (32 bits) or ``random64()`` (two
+    32-bit draws, the first the high half), as uint64."""
+    draws = rng.randint(0, 2**32, size=count * (2 if wide else 1), dtype=np.uint32)
+    draws = draws.astype(np.uint64)
+    return (draws[0::2] << np.uint64(32)) | draws[1::2] if wide else draws
+
+
 def torch_randperm(n, seed):
     """``torch.randperm(n, generator=torch.Generator().manual_seed(seed))`` without torch.
 
     PyTorch's CPU generator is a standard MT19937 seeded with the seed's low 32 bits, which is
-    NumPy's ``RandomState``; its randperm (for n below 2**32 / 20) is a Fisher-Yates shuffle
-    swapping position i with i + (next 32-bit draw) % (n - i).
+    NumPy's ``RandomState``. Below ``WIDE_DRAWS_FROM`` its randperm swaps position i with
+    i + (next 32-bit draw) % (n - i) for i = 0 .. n - 2; from there on, for i = 0 .. n - 1,
+    z = (next 64-bit draw) % (i + 1), ``order[i] = order[z]``, ``order[z] = i``.
     """
-    draws = np.random.RandomState(seed & 0xFFFFFFFF).randint(
-        0, 2**32, size=max(n - 1, 0), dtype=np.uint32).astype(np.int64)
-    order = np.arange(n)
-    for i, draw in enumerate(draws.tolist()):
-        j = i + draw % (n - i)
-        order[i], order[j] = order[j], order[i]
+    from ..kernels.permutation import fisher_yates, inside_out
+    rng = np.random.RandomState(seed & 0xFFFFFFFF)
+    order = np.arange(n, dtype=np.int64)
+    wide = n >= WIDE_DRAWS_FROM
+    steps, shuffle = (n, inside_out) if wide else (max(n - 1, 0), fisher_yates)
+    for start in range(0, steps, _CHUNK):
+        shuffle(order, torch_draws(rng, min(_CHUNK, steps - start), wide), start)
     return order
 
 

@@ -73,22 +73,25 @@ class FitContext:
         """Sums of loss and count, and every rank's predictions and targets, in rank order."""
         if self.group is None:
             return loss_sum, count, predictions, targets
-        totals = np.array([loss_sum, count], np.float64)
+        totals = self.group.device_array(np.array([loss_sum, count], np.float64))
         self.group.all_reduce(totals, backends.SUM).wait()
+        totals = self.group.host_array(totals)
         if predictions is not None:
             predictions, targets = self._gather_rows(predictions), self._gather_rows(targets)
         return float(totals[0]), int(totals[1]), predictions, targets
 
     def _gather_rows(self, rows):
         """Every rank's ``rows`` (NumPy, any first size) concatenated in rank order."""
-        world = self.group.world_size
-        sizes = np.zeros((world, 1), np.int64)
-        self.group.all_gather(sizes, np.array([len(rows)], np.int64)).wait()
+        world, group = self.group.world_size, self.group
+        sizes = group.device_array(np.zeros((world, 1), np.int64))
+        group.all_gather(sizes, group.device_array(np.array([len(rows)], np.int64))).wait()
+        sizes = group.host_array(sizes)
         longest = int(sizes.max())
         padded = np.zeros((longest,) + rows.shape[1:], rows.dtype)
         padded[:len(rows)] = rows
-        out = np.empty((world,) + padded.shape, rows.dtype)
-        self.group.all_gather(out, padded).wait()
+        out = group.device_array(np.empty((world,) + padded.shape, rows.dtype))
+        group.all_gather(out, group.device_array(padded)).wait()
+        out = group.host_array(out)
         return np.concatenate([out[r, :int(sizes[r, 0])] for r in range(world)])
 
 

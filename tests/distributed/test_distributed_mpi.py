@@ -8,7 +8,9 @@ rank and leave no process behind.
 """
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,11 +30,26 @@ pytestmark = [
 
 
 def launch(n, cases, tmp_path, **env):
+    return run_mpiexec(n, [WORKER, *cases], tmp_path, **env)
+
+
+def run_mpiexec(n, args, tmp_path, **env):
+    """``mpiexec -n N python ARGS...`` in its own session: past LAUNCH_LIMIT_S the whole session
+    (mpiexec, its proxies and the ranks) is killed, so a hang leaves nothing running."""
     environ = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                    GPUDL_DEVICE="cpu", GPUDL_TEST_PIDS=str(tmp_path), OMP_NUM_THREADS="1",
                    NUMBA_NUM_THREADS="1", **env)
-    return subprocess.run(["mpiexec", "-n", str(n), sys.executable, WORKER, *cases], cwd=ROOT,
-                          env=environ, capture_output=True, text=True, timeout=LAUNCH_LIMIT_S)
+    with subprocess.Popen(["mpiexec", "-n", str(n), sys.executable, *args], cwd=ROOT,
+                          env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as job:
+        try:
+            stdout, stderr = job.communicate(timeout=LAUNCH_LIMIT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.communicate()
+            raise AssertionError(f"mpiexec -n {n} {' '.join(args)} hung for {LAUNCH_LIMIT_S} s; "
+                                 "killed it and its ranks") from None
+    return subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
 
 
 def assert_cases_ok(result, cases):
@@ -42,10 +59,16 @@ def assert_cases_ok(result, cases):
         f"stderr:\n{result.stderr[-3000:]}")
 
 
-def assert_no_process_left(pid_folder):
-    """Every rank wrote its pid; all must be gone (MPI_Abort kills them; allow a moment)."""
-    pids = [int(name.split(".")[0]) for name in os.listdir(pid_folder) if name.endswith(".pid")]
-    assert pids, "the ranks did not start"
+def assert_no_process_left(pid_folder, ranks):
+    """Every rank wrote its pid and its parent's (mpiexec's proxy on the node): all must be gone
+    (MPI_Abort kills them; allow a moment)."""
+    pids = set()
+    for name in os.listdir(pid_folder):
+        if name.endswith(".pid"):
+            with open(os.path.join(pid_folder, name)) as f:
+                pids.update(int(v) for v in f.read().split())
+    assert len([n for n in os.listdir(pid_folder) if n.endswith(".pid")]) == ranks, \
+        "not every rank started"
     for _ in range(100):
         alive = [pid for pid in pids if _alive(pid)]
         if not alive:
@@ -67,14 +90,14 @@ def _alive(pid):
 
 
 def test_two_ranks(tmp_path):
-    cases = ("collectives", "ddp", "no_sync", "unused", "buffers", "fit", "keras")
+    cases = ("collectives", "ddp", "no_sync", "unused", "buffers", "fit", "keras", "readme")
     out = tmp_path / "checkpoints"
     out.mkdir()
     assert_cases_ok(launch(2, cases, tmp_path, GPUDL_TEST_OUT=str(out)), cases)
 
 
 def test_three_ranks(tmp_path):
-    cases = ("collectives", "ddp", "no_sync", "fit")
+    cases = ("collectives", "ddp", "no_sync", "fit", "readme")
     assert_cases_ok(launch(3, cases, tmp_path), cases)
 
 
@@ -82,7 +105,19 @@ def test_a_rank_that_raises_stops_every_rank(tmp_path):
     result = launch(3, ["raise"], tmp_path)
     assert result.returncode != 0
     assert "rank 1 of 3 failed with ValueError: deliberate failure on rank 1" in result.stderr
-    assert_no_process_left(tmp_path)
+    assert "did not complete within" not in result.stderr      # the abort, not their timeouts
+    assert_no_process_left(tmp_path, 3)
+
+
+def test_a_rank_that_is_killed_ends_the_job(tmp_path):
+    """SIGKILL leaves the rank no time to say anything: mpiexec notices the death and ends the
+    others (which would otherwise reach their 60 s timeout). Its report ("BAD TERMINATION ...
+    PID ...") names whichever process it saw end first, not always the killed one."""
+    result = launch(3, ["die"], tmp_path)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and "BAD TERMINATION" in said
+    assert "did not complete within" not in said
+    assert_no_process_left(tmp_path, 3)
 
 
 def test_a_rank_that_never_joins_makes_the_others_time_out(tmp_path):
@@ -90,4 +125,29 @@ def test_a_rank_that_never_joins_makes_the_others_time_out(tmp_path):
     assert result.returncode != 0
     assert "rank 0 of 2: all_reduce(sum) of 3 elements did not complete within 2 s" \
         in result.stderr
-    assert_no_process_left(tmp_path)
+    assert_no_process_left(tmp_path, 2)
+
+
+def test_the_digits_example_trains_data_parallel(tmp_path):
+    """README's ``mpiexec -n 2 python -m gpudl.examples digits --distributed`` (``--fast``: 4
+    epochs, so below the full run's 0.95 target): one report, from rank 0, and one plot."""
+    result = run_mpiexec(2, ["-m", "gpudl.examples", "digits", "--distributed", "--fast",
+                             "--quiet", "--out", str(tmp_path)], tmp_path)
+    assert result.stdout.count("data-parallel over 2 ranks") == 1, result.stdout + result.stderr
+    accuracy = float(re.search(r"held-out accuracy ([0-9.]+)", result.stdout).group(1))
+    assert accuracy > 0.6, result.stdout                # chance is 0.1
+    assert result.stdout.count("held-out accuracy") == 1
+    assert os.listdir(tmp_path) == ["digits_training.png"]
+
+
+def test_the_allreduce_benchmark_reports_each_size(tmp_path):
+    result = run_mpiexec(2, ["-m", "benchmarks.allreduce", "--repeats", "3", "--sizes", "4096",
+                             "65536"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\| (\d+) KiB \| ([0-9.e-]+) \(([0-9.]+)\) \| ([0-9.e-]+) ",
+                      result.stdout, re.M)
+    assert [r[0] for r in rows] == ["4", "64"], result.stdout
+    assert "world 2; median ms per all-reduce (bus GB/s)" in result.stdout
+    for kib, ms, gbs, _ in rows:       # bus bandwidth: 2 (n - 1) / n of the bytes per rank
+        expected = int(kib) * 1024 * 2 * (2 - 1) / 2 / (float(ms) / 1e3) / 1e9
+        assert float(gbs) == pytest.approx(expected, rel=0.01, abs=0.006), (kib, ms, gbs)

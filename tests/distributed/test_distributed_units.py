@@ -2,6 +2,7 @@
 exchange, DistributedSampler against PyTorch's, bucket assignment, the Reducer's overlap with
 backward (on a recording group), and the errors of the public calls."""
 
+import datetime
 import socket
 import sys
 import threading
@@ -104,6 +105,42 @@ def test_sampler_gives_each_rank_pytorchs_indices(n, replicas, drop_last, shuffl
         ours.set_epoch(epoch)
         assert list(ours) == expected
         assert len(ours) == len(expected)
+
+
+def test_one_sampler_follows_pytorchs_through_epochs_and_negative_seeds():
+    for seed in (-3, 123):
+        ours = DistributedSampler(range(41), 4, 3, shuffle=True, seed=seed, drop_last=True)
+        for epoch in (0, 1, 2, 7):
+            ours.set_epoch(epoch)
+            assert list(ours) == _torch_indices(41, 4, 3, True, seed, epoch, True)
+
+
+def test_sampler_chunks_and_wide_draws_are_torchs():
+    """From ``WIDE_DRAWS_FROM`` (214,748,364) on, torch.randperm shuffles "inside-out" with
+    64-bit draws, random64(): two 32-bit draws, the first the high half. A permutation that long
+    takes 3.4 GB and minutes to check against torch (done once, notes/audit17.md); here the
+    draws are checked against torch's random64 through torch.randint over a range of 2**40
+    (which draws with random64), the compiled inside-out loop against ATen's loop written out
+    in Python, and the shuffle across the 2**20-draw chunks against torch.randperm."""
+    torch = pytest.importorskip("torch")
+    from gpudl.distributed import sampler
+    from gpudl.kernels.permutation import inside_out
+    draws = sampler.torch_draws(np.random.RandomState(11), 7, wide=True)
+    expected = torch.randint(0, 2**40, (7,), generator=torch.Generator().manual_seed(11))
+    assert (draws % 2**40).tolist() == expected.tolist()
+    draws = sampler.torch_draws(np.random.RandomState(2), 300, wide=True)
+    expected = list(range(300))
+    for i in range(300):                     # ATen's randperm_cpu, n >= WIDE_DRAWS_FROM
+        z = int(draws[i]) % (i + 1)
+        expected[i] = expected[z]
+        expected[z] = i
+    order = np.arange(300)
+    inside_out(order, draws[:120], 0)
+    inside_out(order, draws[120:], 120)
+    assert order.tolist() == expected
+    n = sampler._CHUNK + 3
+    expected = torch.randperm(n, generator=torch.Generator().manual_seed(5)).numpy()
+    np.testing.assert_array_equal(sampler.torch_randperm(n, 5), expected)
 
 
 def test_sampler_shuffles_per_epoch_the_same_on_every_rank():
@@ -217,6 +254,39 @@ def test_calls_before_init_say_to_initialize():
 def test_init_process_group_refuses_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         dist.init_process_group(**kwargs)
+    assert not dist.is_initialized()
+
+
+class _Joined:
+    """Stands in for a backend: records how init_process_group made it."""
+
+    rank, world_size, name = 0, 1, "fake"
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
+    def install_abort_on_error(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("cuda, picked", [(True, "nccl"), (False, "mpi")])
+def test_backend_none_picks_nccl_on_the_cuda_path_and_mpi_otherwise(monkeypatch, cuda, picked):
+    made = {}
+    monkeypatch.setattr(dist._device, "cuda_available", lambda: cuda)
+    monkeypatch.setattr(dist._device, "SIMULATOR", False)
+    monkeypatch.setattr(dist._backends, "MPIBackend",
+                        lambda seconds: made.setdefault("mpi", _Joined(seconds)))
+    monkeypatch.setattr(dist, "_nccl_group", lambda rank, world_size, seconds:
+                        made.setdefault("nccl", _Joined(rank, world_size, seconds)))
+    dist.init_process_group(timeout=datetime.timedelta(seconds=7))
+    try:
+        assert list(made) == [picked] and dist._state["group"] is made[picked]
+        assert made[picked].args[-1] == 7.0
+    finally:
+        dist.destroy_process_group()
     assert not dist.is_initialized()
 
 

@@ -5,7 +5,10 @@ aborts the job); the parent test reads ``case ok`` lines from rank 0's output. S
 in one launch to keep the number of MPI start-ups (and the tests' time) small.
 """
 
+import contextlib
+import io
 import os
+import signal
 import sys
 import time
 
@@ -79,6 +82,15 @@ def case_collectives():
         t = gd.tensor(values)
         assert dist.all_reduce(t, op=op) is None
         np.testing.assert_allclose(t.numpy(), expected, rtol=1e-6, err_msg=str(op))
+    for op, expected in ((dist.ReduceOp.SUM, np.sum(every, 0)),
+                         (dist.ReduceOp.AVG, np.mean(every, 0) / 3)):
+        t = gd.tensor(values / (3 if op is dist.ReduceOp.AVG else 1), dtype=gd.bfloat16)
+        dist.all_reduce(t, op=op)         # MPI has no bfloat16: reduced in float32, rounded once
+        assert t.dtype == gd.bfloat16
+        np.testing.assert_array_equal(t.numpy(), expected.astype(gd.bfloat16), err_msg=str(op))
+    t = gd.tensor(values / 3, dtype=gd.bfloat16)
+    dist.broadcast(t, src=world - 1)
+    np.testing.assert_array_equal(t.numpy(), (every[-1] / 3).astype(gd.bfloat16))
     counts = gd.tensor([rank + 1])
     dist.all_reduce(counts)                           # integers, default SUM
     assert counts.item() == world * (world + 1) // 2
@@ -163,6 +175,41 @@ def _reference_two_halves(x, y, world):
     return model
 
 
+def case_readme():
+    """README's training loop (DataLoader over a DistributedSampler, set_epoch, DDP) equals one
+    process training, step by step, on the concatenation of every rank's batch."""
+    from gpudl.data import DataLoader, DistributedSampler, TensorDataset
+    rank, world = dist.get_rank(), dist.get_world_size()
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((50, 5)).astype(np.float32), rng.integers(0, 3, 50)
+    dataset = TensorDataset(gd.tensor(x), gd.tensor(y))
+    model = DDP(make_model(0))
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sampler = DistributedSampler(dataset, shuffle=True, seed=3)
+    loader = DataLoader(dataset, batch_size=4, sampler=sampler)
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        for xb, yb in loader:
+            opt.zero_grad()
+            nn.CrossEntropyLoss()(model(xb), yb).backward()
+            opt.step()
+    assert_same_on_every_rank(model.module)
+    reference = make_model(0)
+    opt = optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    shards = [DistributedSampler(range(50), world, r, shuffle=True, seed=3) for r in range(world)]
+    for epoch in range(2):
+        for s in shards:
+            s.set_epoch(epoch)
+        orders = [list(s) for s in shards]
+        for start in range(0, len(orders[0]), 4):       # every rank's batch of this step
+            index = np.concatenate([order[start:start + 4] for order in orders])
+            opt.zero_grad()
+            nn.CrossEntropyLoss()(reference(gd.tensor(x[index])), gd.tensor(y[index])).backward()
+            opt.step()
+    assert_matches(model.module, reference)
+    report("readme")
+
+
 class _TwoHeads(nn.Module):
     def __init__(self):
         super().__init__()
@@ -230,10 +277,15 @@ def case_fit():
     y = rng.integers(0, 3, 50)
     data = TensorDataset(gd.tensor(x), gd.tensor(y))
     ddp = DDP(make_model(0))
-    history = fit(ddp, nn.CrossEntropyLoss(), optim.SGD(ddp.parameters(), lr=0.1),
-                  DataLoader(data, batch_size=5, shuffle=True), epochs=2,
-                  val_loader=DataLoader(data, batch_size=16), metrics=["accuracy"],
-                  verbose=rank == 0)
+    shown = io.StringIO()                       # the progress bar (tqdm) writes to stderr
+    with contextlib.redirect_stderr(shown):
+        history = fit(ddp, nn.CrossEntropyLoss(), optim.SGD(ddp.parameters(), lr=0.1),
+                      DataLoader(data, batch_size=5, shuffle=True), epochs=2,
+                      val_loader=DataLoader(data, batch_size=16), metrics=["accuracy"],
+                      verbose=True)
+    if ("Epoch 2/2" in shown.getvalue()) != (rank == 0):
+        raise AssertionError(f"rank {rank}: only rank 0 may show progress; it showed "
+                             f"{shown.getvalue()[-200:]!r}")
     logs = gd.tensor([history["loss"][-1], history["val_loss"][-1], history["val_accuracy"][-1]],
                      dtype=gd.float64)
     gathered = [gd.zeros(3, dtype=gd.float64) for _ in range(world)]
@@ -282,6 +334,16 @@ def case_raise():
     time.sleep(30)
 
 
+def case_die():
+    """Rank 1 is killed (SIGKILL: no exception, no MPI_Abort); the others are inside an
+    all_reduce that can never complete."""
+    _write_pid()
+    if dist.get_rank() == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    dist.all_reduce(gd.ones(3))
+    time.sleep(30)
+
+
 def case_hang():
     """The last rank never joins the all_reduce; the others' timeout (2 s) ends the job."""
     _write_pid()
@@ -294,7 +356,8 @@ def _write_pid():
     folder = os.environ.get("GPUDL_TEST_PIDS")
     if folder:
         with open(os.path.join(folder, f"{os.getpid()}.pid"), "w") as f:
-            f.write(str(os.getpid()))
+            f.write(f"{os.getpid()} {os.getppid()}")
+    dist.barrier()          # every rank's pid is written before any of them fails
 
 
 def main(cases):
