@@ -126,11 +126,11 @@ def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include
         out = _output_shape(x.shape, kernel_size, stride, padding, (1, 1), ceil_mode)
         return pool_cuda.avg_pool2d_forward(x, out, kernel_size, stride, padding,
                                             bool(count_include_pad), divisor)
-    if _direct(x):      # one cached plan, then the serial twin on x as it is
-        shape, arguments = _avg_direct_plan(x.shape, x.dtype, kernel_size, stride, padding,
-                                            ceil_mode, bool(count_include_pad), divisor)
-        y = np.empty(shape, x.dtype)
-        _avg_fwd_direct(_contiguous(x), y, *arguments)
+    plan = _avg_direct_plan(type(x), x.shape, x.dtype, kernel_size, stride, padding, ceil_mode,
+                            bool(count_include_pad), divisor)
+    if plan is not None:        # one cached plan, then the serial twin on x as it is
+        y = np.empty(plan[0], x.dtype)
+        _avg_fwd_direct(_contiguous(x), y, *plan[1])
         return y
     out, plan = _avg_plan(x.shape[-2:], kernel_size, stride, padding, ceil_mode,
                           bool(count_include_pad), divisor, x.dtype)
@@ -219,10 +219,14 @@ def _avg_plan(hw, kernel_size, stride, padding, ceil_mode, count_include_pad, di
 
 
 @functools.lru_cache(maxsize=256)
-def _avg_direct_plan(shape, dtype, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                     divisor):
-    """(output shape, ``_avg_fwd_direct``'s arguments after x and y) of an average pool over a
-    float32/float64 array of ``shape``: a tiny pool costs less than its planning did."""
+def _avg_direct_plan(array_type, shape, dtype, kernel_size, stride, padding, ceil_mode,
+                     count_include_pad, divisor):
+    """(output shape, ``_avg_fwd_direct``'s arguments after x and y) of an average pool over an
+    array of this type, shape and dtype that the direct path takes (see ``_direct``), else
+    None: a tiny pool costs less than its planning did."""
+    if not (array_type is np.ndarray and np.dtype(dtype).char in "fd"
+            and math.prod(shape) < PARALLEL_MIN_ELEMENTS):
+        return None
     out, plan = _avg_plan(shape[-2:], kernel_size, stride, padding, ceil_mode, count_include_pad,
                           divisor, dtype)
     return shape[:-2] + out, (plan[5], *plan[:5])
