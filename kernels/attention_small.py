@@ -50,10 +50,12 @@ def forward(q, k, v, mask, is_causal, scale, keep_probs=False, out_shape=None):
     probabilities, for :func:`backward`. ``out_shape``: out's shape, a reshaping of
     (B, L, Ev), written in place (float32) so that out owns its memory."""
     q32, k32, v32 = _f32(q), _f32(k), _f32(v)
-    blocked, additive, kind = _mask_arguments(mask)
     p = np.matmul(q32, k32.swapaxes(1, 2))                      # (B, L, S)
     lse = np.empty(q.shape[:2], np.float32)
-    _softmax_rows(p, np.float32(scale), blocked, additive, kind, is_causal, lse)
+    if mask is None:
+        _softmax_unmasked(p, scale, is_causal, lse)
+    else:
+        _softmax_rows(p, np.float32(scale), *_mask_arguments(mask), is_causal, lse)
     if out_shape is not None and q.dtype == np.float32:
         out = np.empty(out_shape, np.float32)
         np.matmul(p, v32, out=out.reshape(p.shape[:2] + v.shape[2:]))
@@ -215,6 +217,13 @@ def _softmax_rows(s, scale, blocked, additive, kind, is_causal, lse):
         inverse = np.float32(1.0) / total
         for j in range(S):
             flat[o + j] *= inverse
+
+
+@njit(cache=True)
+def _softmax_unmasked(s, scale, is_causal, lse):
+    """_softmax_rows without a mask, in one call of four arguments (each argument of a compiled
+    call costs ~0.05 us of a tiny forward)."""
+    _softmax_rows(s, np.float32(scale), _NO_BOOL, _NO_FLOAT, NO_MASK, is_causal, lse)
 
 
 @njit(cache=True)
