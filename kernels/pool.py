@@ -137,6 +137,30 @@ def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include
     return _mean_fwd(x, out, plan)
 
 
+def avg_pool2d_plan(shape, dtype, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                    divisor_override):
+    """The arguments of ``avg_pool2d_forward`` after x, with what its direct path needs for an
+    array of this shape and dtype worked out, for :func:`avg_pool2d_forward_planned`: a caller
+    that keeps one per geometry skips the entry's planning (a third of a tiny pool's time)."""
+    shape, dtype = tuple(shape), np.dtype(dtype)
+    direct = _avg_direct_plan(np.ndarray, shape, dtype, kernel_size, stride, padding, ceil_mode,
+                              bool(count_include_pad), divisor_override or 0)
+    return (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+            direct and (shape, dtype, *direct))
+
+
+def avg_pool2d_forward_planned(x, plan):
+    """``avg_pool2d_forward(x, *plan[:6])`` for ``plan = avg_pool2d_plan(x.shape, x.dtype,
+    ...)``."""
+    direct = plan[6]        # (input shape, dtype, output shape, the twin's arguments) or None
+    if (direct is not None and type(x) is np.ndarray and x.shape == direct[0]
+            and x.dtype == direct[1] and backend.kernel_device(x) == "cpu"):
+        y = np.empty(direct[2], x.dtype)
+        _avg_fwd_direct(_contiguous(x), y, *direct[3])
+        return y
+    return avg_pool2d_forward(x, *plan[:6])
+
+
 def avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding, count_include_pad,
                         divisor_override):
     """Gradient of average pooling w.r.t. its input."""

@@ -254,3 +254,26 @@ def test_avg_whole_rows_twin_and_its_cached_plan(rng, k, s, p):
             assert again is not first
             np.testing.assert_allclose(first, ref.reshape(first.shape), rtol=tol, atol=tol)
             np.testing.assert_array_equal(again, first)
+
+
+def test_planned_avg_forward_matches_the_entry_and_falls_back(rng):
+    """avg_pool2d_forward_planned with a plan made for one shape and dtype gives what the
+    entry gives; handed an array of another shape, dtype or kind it takes the entry's own path
+    (never the planned twin's arguments), as float16 and large inputs do from the start."""
+    conf = ((3, 3), (2, 2), (1, 0), True, False, None)
+    x = rng.standard_normal((2, 3, 11, 10)).astype(np.float32)
+    plan = K.avg_pool2d_plan(x.shape, x.dtype, *conf)
+    assert plan[:6] == conf and plan[6] is not None
+    np.testing.assert_array_equal(K.avg_pool2d_forward_planned(x, plan),
+                                  K.avg_pool2d_forward(x, *conf))
+    for other in (x[:1], x.astype(np.float64), x.astype(np.float16), x.transpose(0, 1, 3, 2),
+                  rng.standard_normal((3, 11, 10)).astype(np.float32)):
+        np.testing.assert_array_equal(K.avg_pool2d_forward_planned(other, plan),
+                                      K.avg_pool2d_forward(other, *conf))
+    assert K.avg_pool2d_plan((2, 3, 11, 10), np.float16, *conf)[6] is None
+    assert K.avg_pool2d_plan((4, 4, 1024, 1024), np.float32, *conf)[6] is None
+    big = rng.standard_normal((1, 1, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(
+        K.avg_pool2d_forward_planned(big, K.avg_pool2d_plan((4, 4, 1024, 1024), np.float32,
+                                                            *conf)),
+        K.avg_pool2d_forward(big, *conf))
