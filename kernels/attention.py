@@ -69,9 +69,9 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf3
             memory (autograd then skips its view checks), others return a view.
 
     Returns:
-        ``(out, lse)``: ``out (B, L, Ev)`` (or ``out_shape``) in q's dtype, ``lse (B, L)`` in float32 (float64 for
-        float64 inputs), -inf on fully masked rows (whose output is zero); with ``keep_probs``,
-        ``(out, lse, probs)``.
+        ``(out, lse)``: ``out (B, L, Ev)`` (or ``out_shape``) in q's dtype, ``lse (B, L)`` in
+        float32 (float64 for float64 inputs), -inf on fully masked rows (whose output is zero);
+        with ``keep_probs``, ``(out, lse, probs)``.
     """
     scale = _default_scale(q, scale)
     path = cuda_variant(q, v, allow_tf32, mem_efficient)
