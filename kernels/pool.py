@@ -503,34 +503,40 @@ def _avg_fwd_folded(x, y, rows, cols, kw, row_div, col_div):
                 y[p, oh, ow] = total[p * Wo + ow] / (row_div[oh] * col_div[ow])
 
 
+_ROW_PLANES = 8        # planes that _avg_fwd_whole_rows takes through one output row together
+
+
 @njit(cache=True)
 def _avg_fwd_whole_rows(x, y, rows, cols, kw, row_div, col_div):
     """_avg_fwd_folded when every window spans all kw columns inside the input (no padding or
     clipping along W, the usual case): for each output row, the window's input rows are summed
-    first, whole rows at a time (vectorised along W), then kw of those column sums per output.
-    All planes take one output row before the next (one pass of setup per row, not per plane
-    and row): 1.6x faster than summing each window for (8,16,16) 3x3 s2, 1.4x for
-    (384,24,24) 2x2, and a further 1.2x for 8 planes."""
+    first, whole rows at a time (vectorised along W), then kw of those column sums per output
+    (1.6x faster than summing each window for (8,16,16) 3x3 s2, 1.4x for (384,24,24) 2x2).
+    _ROW_PLANES planes go through each output row together: one set-up per row for all of them
+    (8 planes of 16x16: 1.57 -> 1.36 us), in blocks small enough to stay in the caches (all
+    1024 planes of 64x64 at once: 9% slower than one at a time; 8: 6% faster)."""
     P, Ho, Wo = y.shape
     W = x.shape[2]
-    column = np.empty((P, W), y.dtype)
-    for oh in range(Ho):
-        top, n = rows[0, oh] + rows[1, oh], rows[2, oh] - rows[1, oh]
-        for p in range(P):                  # the first row copied, not added to zeros: faster
-            for w in range(W):
-                column[p, w] = x[p, top, w] if n > 0 else 0
-        for i in range(1, n):
-            for p in range(P):
+    column = np.empty((min(P, _ROW_PLANES), W), y.dtype)
+    for p0 in range(0, P, _ROW_PLANES):
+        p1 = min(P, p0 + _ROW_PLANES)
+        for oh in range(Ho):
+            top, n = rows[0, oh] + rows[1, oh], rows[2, oh] - rows[1, oh]
+            for p in range(p0, p1):         # the first row copied, not added to zeros: faster
                 for w in range(W):
-                    column[p, w] += x[p, top + i, w]
-        divisor = row_div[oh]
-        for p in range(P):
-            for ow in range(Wo):
-                w0 = cols[0, ow]
-                total = column[p, w0]
-                for j in range(1, kw):
-                    total += column[p, w0 + j]
-                y[p, oh, ow] = total / (divisor * col_div[ow])
+                    column[p - p0, w] = x[p, top, w] if n > 0 else 0
+            for i in range(1, n):
+                for p in range(p0, p1):
+                    for w in range(W):
+                        column[p - p0, w] += x[p, top + i, w]
+            divisor = row_div[oh]
+            for p in range(p0, p1):
+                for ow in range(Wo):
+                    w0 = cols[0, ow]
+                    total = column[p - p0, w0]
+                    for j in range(1, kw):
+                        total += column[p - p0, w0 + j]
+                    y[p, oh, ow] = total / (divisor * col_div[ow])
 
 
 @njit(cache=True)

@@ -238,10 +238,10 @@ def test_strided_inputs_and_broadcast_gradients_match_the_oracle(rng, kind, dtyp
                                      ((3, 2), (1, 2), (1, 0)), ((1, 1), (1, 1), (0, 0))])
 def test_avg_whole_rows_twin_and_its_cached_plan(rng, k, s, p):
     """The whole-rows average twin (windows spanning all kw columns: no W padding), run on
-    several planes at once, through the direct path's cached plan: the same geometry in both
+    blocks of planes at once (one, a partial, several with a partial last), through the direct path's cached plan: the same geometry in both
     dtypes and two input sizes, repeated, each against the float64 loops, each output fresh."""
     for dtype in (np.float32, np.float64, np.float32):
-        for shape in ((2, 4, 16, 16), (3, 9, 13)):
+        for shape in ((2, 4, 16, 16), (3, 9, 13), (2, 11, 9, 12)):    # 8, 3, 22 planes
             x = rng.standard_normal(shape).astype(dtype)
             batched = x if x.ndim == 4 else x[None]
             first = K.avg_pool2d_forward(x, k, s, p, False, True, None)
