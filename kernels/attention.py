@@ -50,7 +50,7 @@ _pool = []                  # [(pid, ThreadPoolExecutor)]: the twin's threads, m
 
 
 def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf32=False,
-                      mem_efficient=False, keep_probs=False):
+                      mem_efficient=False, keep_probs=False, out_shape=None):
     """Attention output and per-row log-sum-exp.
 
     Args:
@@ -64,11 +64,14 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf3
         allow_tf32, mem_efficient: ``gd.backends.cuda.matmul.allow_tf32`` and
             ``gd.backends.cuda.mem_efficient_sdp_enabled()`` (the ops layer passes them; the
             defaults keep float32 strict); only float32 on the GPU reads them (``cuda_variant``).
+        out_shape: the shape to return ``out`` in, a reshaping of ``(B, L, Ev)`` (the op
+            layer's batch dims); small float32 calls write it in place, so that it owns its
+            memory (autograd then skips its view checks), others return a view.
 
     Returns:
-        ``(out, lse)``: ``out (B, L, Ev)`` in q's dtype, ``lse (B, L)`` in float32 (float64 for
-        float64 inputs), -inf on fully masked rows (whose output is zero); with ``keep_probs``,
-        ``(out, lse, probs)``.
+        ``(out, lse)``: ``out (B, L, Ev)`` (or ``out_shape``) in q's dtype, ``lse (B, L)`` in
+        float32 (float64 for float64 inputs), -inf on fully masked rows (whose output is zero);
+        with ``keep_probs``, ``(out, lse, probs)``.
     """
     scale = _default_scale(q, scale)
     path = cuda_variant(q, v, allow_tf32, mem_efficient)
@@ -80,9 +83,11 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf3
         result = attention_tc_cuda.attention_forward(q, k, v, mask, is_causal, scale, path)
     elif keep_probs and _small(backend.get_array_module(q), q, k, v, is_causal):
         return attention_small.forward(q, k, v, None if mask is None else as_mask3(mask),
-                                       is_causal, scale, keep_probs=True)
+                                       is_causal, scale, keep_probs=True, out_shape=out_shape)
     else:
         result = _attention_fwd_cpu(q, k, v, mask, is_causal, scale)
+    if out_shape is not None:
+        result = (result[0].reshape(out_shape), result[1])
     return (*result, None) if keep_probs else result
 
 
@@ -271,9 +276,22 @@ def _one_tile(xp, B, L, S, E, Ev, is_causal):
 
 def _small(xp, q, k, v, is_causal):
     """Whether attention_small runs the call: one tile of NumPy arrays computed in float32."""
+    if xp is not np:
+        return False
     B, L, E = q.shape
-    return (xp is np and _compute_dtype(q.dtype) is np.float32
-            and _one_tile(xp, B, L, k.shape[1], E, v.shape[2], is_causal))
+    S, Ev = k.shape[1], v.shape[2]
+    if B * L * S * (E + Ev) < SERIAL_WORK:          # one worker whatever the load: the answer
+        return _small_serial(B, L, S, E, Ev, q.dtype, is_causal,    # is kept per shapes
+                             BLOCK_Q, TILE_ELEMENTS, MIN_BLOCK_K)
+    return _compute_dtype(q.dtype) is np.float32 and _one_tile(xp, B, L, S, E, Ev, is_causal)
+
+
+@functools.lru_cache(maxsize=256)
+def _small_serial(B, L, S, E, Ev, dtype, is_causal, *tiling):
+    """_small's answer below SERIAL_WORK (``tiling``: the constants it reads, in the key for
+    tests that change them)."""
+    return (_compute_dtype(dtype) is np.float32
+            and _one_tile(np, B, L, S, E, Ev, is_causal))
 
 
 def _attention_fwd_cpu(q, k, v, mask, is_causal, scale):

@@ -356,3 +356,63 @@ def test_plain_calls_check_their_arguments_every_time(rng):
         F.scaled_dot_product_attention(q, k.double(), v)
     with pytest.raises(TypeError, match="must be a Tensor"):
         F.scaled_dot_product_attention(q, k._data, v)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 64, 16), (3, 9, 8), (2, 1, 3, 5, 4)])
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_planned_plain_calls_match_torch_float64(rng, shape, is_causal):
+    """Unmasked float32 calls whose q, k and v share their batch dims run on a plan kept per
+    shapes: each call (the first, and again with fresh values on the kept plan), with and
+    without requires_grad and on transposed (non-contiguous) inputs, against torch in float64.
+    The output owns its memory, and an in-place edit of it is still seen by backward."""
+    def arrays(transposed):
+        if not transposed:
+            return [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
+        swapped = shape[:-2] + shape[-1:] + shape[-2:-1]
+        return [rng.standard_normal(swapped).astype(np.float32).swapaxes(-1, -2)
+                for _ in range(3)]
+
+    for grad, transposed in ((True, False), (True, False), (False, False), (True, True)):
+        values = arrays(transposed)
+        ours = [gd.tensor(a, requires_grad=grad) for a in values]
+        theirs = [torch.tensor(a.astype(np.float64), requires_grad=grad) for a in values]
+        out = F.scaled_dot_product_attention(*ours, is_causal=is_causal)
+        want = TF.scaled_dot_product_attention(*theirs, is_causal=is_causal)
+        assert out.dtype == gd.float32 and out.shape == shape and out.requires_grad == grad
+        np.testing.assert_allclose(out.numpy(), want.detach().numpy(), rtol=2e-5, atol=2e-6)
+        if not grad:
+            continue
+        weights = rng.standard_normal(shape)
+        (out * gd.tensor(weights.astype(np.float32))).sum().backward()
+        (want * torch.tensor(weights)).sum().backward()
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-4, atol=1e-5)
+    q, k, v = (gd.tensor(a, requires_grad=True) for a in arrays(False))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+    if out._data.size > 1 and len(shape) == 4:
+        assert out._data.base is None           # written in place in its own array
+    with gd.no_grad():
+        out.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_planned_plain_calls_float64_and_broadcast_batch_match_torch(rng):
+    """The plan's other cases: float64 (the blocked twin, not the small float32 path) and
+    batch dims that broadcast (no plan: the general path), called twice each."""
+    for shapes, dtype in ((((2, 3, 6, 8),) * 3, np.float64),
+                          (((2, 3, 6, 8), (1, 3, 7, 8), (3, 7, 5)), np.float32)):
+        for _ in range(2):
+            values = [rng.standard_normal(s).astype(dtype) for s in shapes]
+            ours = [gd.tensor(a, requires_grad=True) for a in values]
+            theirs = [torch.tensor(a.astype(np.float64), requires_grad=True) for a in values]
+            out = F.scaled_dot_product_attention(*ours)
+            want = TF.scaled_dot_product_attention(*theirs)
+            tol = 1e-10 if dtype == np.float64 else 2e-5
+            assert out.dtype == dtype
+            np.testing.assert_allclose(out.numpy(), want.detach().numpy(), rtol=tol, atol=tol)
+            out.sum().backward()
+            want.sum().backward()
+            for a, b in zip(ours, theirs):
+                np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=10 * tol,
+                                           atol=10 * tol)

@@ -204,3 +204,18 @@ def test_bad_arguments_raise_clear_errors(rng, call, error, message):
         call(x)
     np.testing.assert_array_equal(x.numpy(), before)
     assert x.grad is None
+
+
+def test_cached_checks_still_refuse_look_alike_arguments(rng):
+    """A call seen before is not checked again, but arguments equal to its ints as cache keys
+    (True == 1, 2.0 == 2) are checked, and refused, every time, in any position."""
+    x = gd.tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    for fn in (F.avg_pool2d, F.max_pool2d):
+        for args in ((1,), ((2, 1),), (2, 1), (2, 1, (1, 1))):
+            fn(x, *args)
+            fn(x, *args)
+    for fn in (F.avg_pool2d, F.max_pool2d):
+        for args, name in (((True,), "kernel_size"), (((2, True),), "kernel_size"),
+                           ((2, 1.0), "stride"), ((2, 1, (1, True)), "padding")):
+            with pytest.raises(TypeError, match=f"{name} must be an int or a pair of ints"):
+                fn(x, *args)

@@ -34,15 +34,19 @@ class MaxPool2d(Function):
 
 class AvgPool2d(Function):
     @staticmethod
-    def forward(ctx, x, window, ceil_mode, count_include_pad, divisor_override):
-        ctx.conf = (x.shape, window, count_include_pad, divisor_override)
-        return K.avg_pool2d_forward(x, *window, ceil_mode, count_include_pad, divisor_override)
+    def forward(ctx, x, plan):
+        """``plan``: ``K.avg_pool2d_plan`` of the call, kept per geometry (``_avg_plan``), one
+        argument (each argument of ``apply`` costs a tiny pool ~0.1 us)."""
+        ctx.conf = (x.shape, plan)
+        return K.avg_pool2d_forward_planned(x, plan)
 
     @staticmethod
     def backward(ctx, gy):
-        shape, window, count_include_pad, divisor_override = ctx.conf
-        gx = K.avg_pool2d_backward(gy, shape, *window, count_include_pad, divisor_override)
-        return gx, None, None, None, None
+        shape, plan = ctx.conf
+        kernel_size, stride, padding, _, count_include_pad, divisor_override = plan[:6]
+        gx = K.avg_pool2d_backward(gy, shape, kernel_size, stride, padding, count_include_pad,
+                                   divisor_override)
+        return gx, None
 
 
 class AdaptiveAvgPool2d(Function):
@@ -91,15 +95,16 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     Example: ``avg_pool2d(x, 2)`` halves H and W.
     """
     op = "avg_pool2d"
-    window = _checked(input, op, kernel_size, stride, padding, 1)[:3]       # no dilation
     if divisor_override is not None:
+        _checked(input, op, kernel_size, stride, padding, 1)    # a bad window is reported first
         if not _is_int(divisor_override):
             raise TypeError(f"{op}: divisor_override must be None or an int, got "
                             f"{type(divisor_override).__name__}")
         if divisor_override == 0:
             raise ValueError(f"{op}: divisor_override must be non-zero, got 0")
-    return AvgPool2d.apply(input, window, bool(ceil_mode), bool(count_include_pad),
-                           None if divisor_override is None else int(divisor_override))
+        divisor_override = int(divisor_override)
+    return AvgPool2d.apply(input, _avg_plan(input, kernel_size, stride, padding, bool(ceil_mode),
+                                            bool(count_include_pad), divisor_override))
 
 
 def adaptive_avg_pool2d(input, output_size):
@@ -155,8 +160,7 @@ def _checked(input, op, kernel_size, stride, padding, dilation):
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
     data = input._data
-    if (_plain_ints(kernel_size) and _plain_ints(stride) and _plain_ints(padding)
-            and _plain_ints(dilation)):
+    if _plain_ints(kernel_size, stride, padding, dilation):
         try:
             return _checked_call(op, data.shape, data.dtype, kernel_size, stride, padding,
                                  dilation)
@@ -166,17 +170,48 @@ def _checked(input, op, kernel_size, stride, padding, dilation):
     return _check_window(op, data.shape, kernel_size, stride, padding, dilation)
 
 
-def _plain_ints(value):
-    """An int, a tuple of ints, or None: arguments safe as a cache key (True == 1, 2.0 == 2
-    would share keys with ints that the checks treat differently)."""
-    return (value is None or type(value) is int
-            or (type(value) is tuple and all(type(v) is int for v in value)))
+def _plain_ints(*values):
+    """Whether each value is an int, a tuple of ints, or None: arguments safe as a cache key
+    (True == 1, 2.0 == 2 would share keys with ints that the checks treat differently)."""
+    for value in values:
+        if value is None or type(value) is int:
+            continue
+        if type(value) is not tuple:
+            return False
+        for v in value:
+            if type(v) is not int:
+                return False
+    return True
 
 
 @functools.lru_cache(maxsize=256)
 def _checked_call(op, shape, dtype, kernel_size, stride, padding, dilation):
     _check_array(op, shape, dtype)
     return _check_window(op, shape[-2:], kernel_size, stride, padding, dilation)
+
+
+def _avg_plan(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor):
+    """``K.avg_pool2d_plan`` of a checked avg_pool2d call (``_checked``'s checks, no
+    dilation), kept per input shape and dtype and plain-int arguments as ``_checked`` keeps
+    its windows: one cache look-up per call for the checks and the kernel's plan."""
+    if isinstance(input, Tensor) and _plain_ints(kernel_size, stride, padding):
+        data = input._data
+        try:
+            return _avg_plan_cached(data.shape, data.dtype, kernel_size, stride, padding,
+                                    ceil_mode, count_include_pad, divisor)
+        except (TypeError, ValueError):
+            pass                    # refused: raise again below, naming the whole input shape
+    window = _checked(input, "avg_pool2d", kernel_size, stride, padding, 1)[:3]
+    data = input._data
+    return K.avg_pool2d_plan(data.shape, data.dtype, *window, ceil_mode, count_include_pad,
+                             divisor)
+
+
+@functools.lru_cache(maxsize=256)
+def _avg_plan_cached(shape, dtype, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor):
+    window = _checked_call("avg_pool2d", shape, dtype, kernel_size, stride, padding, 1)[:3]
+    return K.avg_pool2d_plan(shape, dtype, *window, ceil_mode, count_include_pad, divisor)
 
 
 def _check_window(op, shape, kernel_size, stride, padding, dilation):

@@ -232,3 +232,48 @@ def test_strided_inputs_and_broadcast_gradients_match_the_oracle(rng, kind, dtyp
         tol = 1e-6 if dtype == np.float32 else 1e-12
         np.testing.assert_allclose(y, ref_y.reshape(y.shape), rtol=tol, atol=tol)
         np.testing.assert_allclose(gx, ref_gx.reshape(gx.shape), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("k, s, p", [((3, 3), (2, 2), (0, 0)), ((2, 2), (2, 2), (0, 0)),
+                                     ((3, 2), (1, 2), (1, 0)), ((1, 1), (1, 1), (0, 0))])
+def test_avg_whole_rows_twin_and_its_cached_plan(rng, k, s, p):
+    """The whole-rows average twin (windows spanning all kw columns: no W padding), run on
+    blocks of planes at once (one, a partial, several with a partial last), through the direct path's cached plan: the same geometry in both
+    dtypes and two input sizes, repeated, each against the float64 loops, each output fresh."""
+    for dtype in (np.float32, np.float64, np.float32):
+        for shape in ((2, 4, 16, 16), (3, 9, 13), (2, 11, 9, 12)):    # 8, 3, 22 planes
+            x = rng.standard_normal(shape).astype(dtype)
+            batched = x if x.ndim == 4 else x[None]
+            first = K.avg_pool2d_forward(x, k, s, p, False, True, None)
+            again = K.avg_pool2d_forward(x, k, s, p, False, True, None)
+            Ho, Wo = (out_size(n, k[a], s[a], p[a], 1, False) for a, n in enumerate(shape[-2:]))
+            gy = np.zeros(batched.shape[:2] + (Ho, Wo))
+            ref, _ = avg_oracle(batched.astype(np.float64), gy, k, s, p, False, True, None)
+            tol = 1e-6 if dtype == np.float32 else 1e-12
+            assert first.dtype == dtype and first.shape == shape[:-2] + (Ho, Wo)
+            assert again is not first
+            np.testing.assert_allclose(first, ref.reshape(first.shape), rtol=tol, atol=tol)
+            np.testing.assert_array_equal(again, first)
+
+
+def test_planned_avg_forward_matches_the_entry_and_falls_back(rng):
+    """avg_pool2d_forward_planned with a plan made for one shape and dtype gives what the
+    entry gives; handed an array of another shape, dtype or kind it takes the entry's own path
+    (never the planned twin's arguments), as float16 and large inputs do from the start."""
+    conf = ((3, 3), (2, 2), (1, 0), True, False, None)
+    x = rng.standard_normal((2, 3, 11, 10)).astype(np.float32)
+    plan = K.avg_pool2d_plan(x.shape, x.dtype, *conf)
+    assert plan[:6] == conf and plan[6] is not None
+    np.testing.assert_array_equal(K.avg_pool2d_forward_planned(x, plan),
+                                  K.avg_pool2d_forward(x, *conf))
+    for other in (x[:1], x.astype(np.float64), x.astype(np.float16), x.transpose(0, 1, 3, 2),
+                  rng.standard_normal((3, 11, 10)).astype(np.float32)):
+        np.testing.assert_array_equal(K.avg_pool2d_forward_planned(other, plan),
+                                      K.avg_pool2d_forward(other, *conf))
+    assert K.avg_pool2d_plan((2, 3, 11, 10), np.float16, *conf)[6] is None
+    assert K.avg_pool2d_plan((4, 4, 1024, 1024), np.float32, *conf)[6] is None
+    big = rng.standard_normal((1, 1, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(
+        K.avg_pool2d_forward_planned(big, K.avg_pool2d_plan((4, 4, 1024, 1024), np.float32,
+                                                            *conf)),
+        K.avg_pool2d_forward(big, *conf))
