@@ -150,8 +150,9 @@ def test_float32_gemms_on_cupy_follow_the_matmul_flag(fake_cupy):
 
 
 def test_matmul_and_linear_set_the_mode_before_every_gemm(fake_cupy):
-    """The ops, not only the helper: linear forward + backward (3 GEMMs) and a matmul forward +
-    backward (3 GEMMs) each set cuBLAS's mode from the flag as it is at that call."""
+    """The ops, not only the helper: linear forward + backward (3 GEMMs), a matmul forward +
+    backward (3 GEMMs) and einsum (forward, then once for its backward's contractions) set
+    cuBLAS's mode from the flag as it is at that call."""
     gd.backends.cuda.matmul.allow_tf32 = True
     x = gd.randn(4, 3, requires_grad=True)
     w = gd.randn(2, 3, requires_grad=True)
@@ -160,3 +161,6 @@ def test_matmul_and_linear_set_the_mode_before_every_gemm(fake_cupy):
     gd.backends.cuda.matmul.allow_tf32 = False
     (x @ w.T).sum().backward()
     assert fake_cupy[3:] == [(1234, 0)] * 3
+    gd.backends.cuda.matmul.allow_tf32 = True         # einsum: CuPy's contracts through cuBLAS
+    gd.einsum("ij,kj->ik", x, w).sum().backward()
+    assert fake_cupy[6:] == [(1234, 3)] * 2           # forward; backward's contractions
