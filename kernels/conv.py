@@ -446,8 +446,8 @@ def _primitives(x, allow_tf32=False):
     - float32 without it (strict fp32) and float64: the SIMT kernels (conv_cuda).
 
     Tensors past the int32 index guard run conv_cuda's 64-bit SIMT build in every case
-    (bfloat16 widened to float32 for it: conv_cuda has no bfloat16 build). The CPU twin ignores ``allow_tf32``: it is strict, as PyTorch's CPU
-    convolutions."""
+    (bfloat16 widened to float32 for it: conv_cuda has no bfloat16 build). The CPU twin
+    ignores ``allow_tf32``: it is strict, as PyTorch's CPU convolutions."""
     if _device(x) == "cuda":
         from . import conv_cuda
         kind = {"float16": "f16", "bfloat16": "bf16"}.get(x.dtype.name)
