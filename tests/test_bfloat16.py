@@ -43,6 +43,12 @@ def test_dtype_is_ml_dtypes_and_named_as_torch():
                  lambda: gd.ones(2).type("torch.BFloat16Tensor")):
         assert make().dtype == gd.bfloat16
     assert "dtype=gpudl.bfloat16" in repr(gd.ones(2).bfloat16())
+    # numbers printed as floats (ml_dtypes prints 1.0 as "1"), as torch does and as gpudl
+    # prints the same values in float32
+    assert repr(gd.ones(2).bfloat16()).replace("gpudl.", "torch.") == \
+        repr(torch.ones(2).bfloat16())
+    x = gd.tensor([0.1, -2.5, 3e-3]).bfloat16()
+    assert repr(x) == repr(x.float())[:-1] + ", dtype=gpudl.bfloat16)"
     assert gd.ones(2).bfloat16().requires_grad_().requires_grad
 
 
