@@ -308,49 +308,31 @@ def attention_big_causal(lib, device):
     return _attention(lib, device, _ATTN, True)
 
 
-_ATTN_HALF = (4, 16, 2048, 64)
+# the half-precision SDPA rows: (dtype, shape, causal, backward), on tensor cores in both
+# libraries (torch: its flash backend)
+_HALF_ATTENTION = [
+    ("float16", (4, 16, 2048, 64), False, False),
+    ("float16", (4, 16, 2048, 64), True, True),
+    ("float16", (4, 16, 2048, 64), False, True),
+    ("float16", (4, 16, 2048, 128), False, True),
+    ("bfloat16", (4, 16, 2048, 64), False, False),
+    ("bfloat16", (4, 16, 2048, 64), True, True),
+    ("bfloat16", (4, 16, 2048, 128), False, True),
+]
 
 
-@workload("fp16 SDPA fwd (4,16,2048,64)", ("cuda",),
-          flops=_attention_flops(_ATTN_HALF, False, False), peak=TC_FP16_FLOPS)
-def attention_half_fwd(lib, device):
-    return _attention(lib, device, _ATTN_HALF, False, backward=False, half="float16")
+def _half_attention_workload(half, shape, causal, backward):
+    name = (f"{'fp16' if half == 'float16' else 'bf16'} {'causal ' if causal else ''}SDPA "
+            f"{'fwd+bwd' if backward else 'fwd'} ({','.join(map(str, shape))})")
+
+    @workload(name, ("cuda",), flops=_attention_flops(shape, causal, backward),
+              peak=TC_FP16_FLOPS)
+    def build(lib, device):
+        return _attention(lib, device, shape, causal, backward=backward, half=half)
 
 
-@workload("fp16 causal SDPA fwd+bwd (4,16,2048,64)", ("cuda",),
-          flops=_attention_flops(_ATTN_HALF, True, True), peak=TC_FP16_FLOPS)
-def attention_half_causal(lib, device):
-    return _attention(lib, device, _ATTN_HALF, True, half="float16")
-
-
-@workload("fp16 SDPA fwd+bwd (4,16,2048,64)", ("cuda",),
-          flops=_attention_flops(_ATTN_HALF, False, True), peak=TC_FP16_FLOPS)
-def attention_half(lib, device):
-    return _attention(lib, device, _ATTN_HALF, False, half="float16")
-
-
-@workload("fp16 SDPA fwd+bwd (4,16,2048,128)", ("cuda",),
-          flops=_attention_flops((4, 16, 2048, 128), False, True), peak=TC_FP16_FLOPS)
-def attention_half_e128(lib, device):
-    return _attention(lib, device, (4, 16, 2048, 128), False, half="float16")
-
-
-@workload("bf16 SDPA fwd (4,16,2048,64)", ("cuda",),
-          flops=_attention_flops(_ATTN_HALF, False, False), peak=TC_FP16_FLOPS)
-def attention_bf16_fwd(lib, device):
-    return _attention(lib, device, _ATTN_HALF, False, backward=False, half="bfloat16")
-
-
-@workload("bf16 causal SDPA fwd+bwd (4,16,2048,64)", ("cuda",),
-          flops=_attention_flops(_ATTN_HALF, True, True), peak=TC_FP16_FLOPS)
-def attention_bf16_causal(lib, device):
-    return _attention(lib, device, _ATTN_HALF, True, half="bfloat16")
-
-
-@workload("bf16 SDPA fwd+bwd (4,16,2048,128)", ("cuda",),
-          flops=_attention_flops((4, 16, 2048, 128), False, True), peak=TC_FP16_FLOPS)
-def attention_bf16_e128(lib, device):
-    return _attention(lib, device, (4, 16, 2048, 128), False, half="bfloat16")
+for _row in _HALF_ATTENTION:
+    _half_attention_workload(*_row)
 
 
 def _isolated_ms(library, device, name, repeats):

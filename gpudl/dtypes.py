@@ -53,6 +53,23 @@ LOW_PRECISION = frozenset((float16, bfloat16))
 BFLOAT16 = frozenset((bfloat16,))
 
 
+def bfloat16_to_float32(a):
+    """bfloat16 array ``a`` (NumPy or CuPy) widened exactly to float32 through its bits: the
+    kernels' code runs on CuPy, whose bfloat16 (CuPy 14, through ml_dtypes) has no casts or
+    arithmetic of its own."""
+    return (a.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def float32_to_bfloat16(xp, a):
+    """float32 array ``a`` rounded to bfloat16 through its bits (to nearest, ties to even; NaN
+    stays a quiet NaN of its sign), as ml_dtypes' cast does."""
+    bits = xp.ascontiguousarray(a, np.float32).view(np.uint32)
+    nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    rounded = (bits + (np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1)))) >> 16
+    return xp.where(nan, (bits >> 16) | np.uint32(0x40), rounded).astype(np.uint16) \
+        .view(bfloat16)
+
+
 def compute_dtype(dtype):
     """The dtype arithmetic on ``dtype`` runs in: float32 for float16/bfloat16, else itself."""
     return float32 if dtype in LOW_PRECISION else dtype

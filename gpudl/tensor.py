@@ -99,8 +99,10 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     def __repr__(self):
         self._guard_host_read("Tensor.__repr__")
-        body = np.array2string(backend.to_numpy(self._data, "Tensor.__repr__"), separator=", ",
-                               precision=4, prefix="tensor(")
+        values = backend.to_numpy(self._data, "Tensor.__repr__")
+        if values.dtype == dtypes.bfloat16:        # ml_dtypes prints 1.0 as "1"; exact widening
+            values = values.astype(np.float32)
+        body = np.array2string(values, separator=", ", precision=4, prefix="tensor(")
         extra = []
         if self._device == "cuda":
             extra.append("device='cuda'")

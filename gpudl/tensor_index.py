@@ -9,6 +9,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from .amp.autocast_mode import cast_inputs, state as _autocast
 from .dtypes import is_floating
 from . import backend
 from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
@@ -96,6 +97,8 @@ class IndexMixin:
 
     def scatter_add(self, dim, index, src):
         """A copy with ``src`` added at ``index`` along ``dim`` (repeated indices add up)."""
+        if _autocast.active:
+            self, index, src = cast_inputs("scatter_add", self, index, src)
         return self._put("scatter_add", dim, index, src, True)
 
     def index_select(self, dim, index):

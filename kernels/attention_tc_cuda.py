@@ -69,7 +69,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import config, cuda, float32, uint32, uint64
 
-from gpudl import backend
+from gpudl import backend, dtypes
 
 from . import mma
 from .conv_tc_cuda import as_float32, tf32_bits
@@ -809,18 +809,12 @@ def _scales(scale):
     return np.float32(scale * math.log2(math.e)), np.float32(scale)
 
 
-def _bfloat16_as_float32(xp, a):
-    """bfloat16 values widened exactly to float32 through their bits (CuPy has no bfloat16
-    arithmetic)."""
-    return (a.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-
-
 def _delta(xp, out, gout, kind):
     """delta = rowsum(dO * O) as (B, L) float32: attention_cuda's kernel, or for bfloat16
     (which Numba cannot type) one array expression on the widened values."""
     B, L, _ = out.shape
     if kind == "bf16":
-        return (_bfloat16_as_float32(xp, out) * _bfloat16_as_float32(xp, gout)).sum(axis=2)
+        return (dtypes.bfloat16_to_float32(out) * dtypes.bfloat16_to_float32(gout)).sum(axis=2)
     dtype = "float16" if kind == "f16" else "float32"
     delta = xp.empty((B, L), np.float32)
     launch(_delta_kernel, _simt_signatures(dtype)[3],

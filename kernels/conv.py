@@ -22,7 +22,8 @@ float32, ``allow_tf32=False``    SIMT FP32 FMA (conv_cuda): strict fp32
 float64                          SIMT FP64 (conv_cuda)
 ===============================  ============================================================
 
-Tensors too large for int32 indexing run conv_cuda's 64-bit SIMT build whatever the dtype.
+Tensors too large for int32 indexing run conv_cuda's 64-bit SIMT build whatever the dtype
+(bfloat16 widened to float32).
 
 CPU twin: im2col + one BLAS GEMM per chunk of images, in a "wide" polyphase column layout.
 The padded (Hp, Wp) plane of every channel is split into sh*sw phase planes (space to depth:
@@ -50,7 +51,7 @@ import threading
 import numba
 import numpy as np
 
-from gpudl import backend, cpu_threads
+from gpudl import backend, cpu_threads, dtypes
 
 from . import conv_winograd
 
@@ -428,6 +429,12 @@ def _grad_bias_cpu(gy):
 
 
 # --------------------------------------------------------------------------- entry points
+def _device(x):
+    """The kernels' device for ``x``: bfloat16 is welcome on cuda (the tensor-core kernels take
+    it as integer words; conv_tc_cuda widens it for the SIMT kernels it falls back to)."""
+    return backend.kernel_device(x, bfloat16=True)
+
+
 def _primitives(x, allow_tf32=False):
     """(forward, grad_input, grad_weight, grad_bias) for the device holding ``x``. On cuda:
 
@@ -439,9 +446,9 @@ def _primitives(x, allow_tf32=False):
     - float32 without it (strict fp32) and float64: the SIMT kernels (conv_cuda).
 
     Tensors past the int32 index guard run conv_cuda's 64-bit SIMT build in every case
-    (bfloat16 has none). The CPU twin ignores ``allow_tf32``: it is strict, as PyTorch's CPU
-    convolutions."""
-    if backend.kernel_device(x) == "cuda":
+    (bfloat16 widened to float32 for it: conv_cuda has no bfloat16 build). The CPU twin
+    ignores ``allow_tf32``: it is strict, as PyTorch's CPU convolutions."""
+    if _device(x) == "cuda":
         from . import conv_cuda
         kind = {"float16": "f16", "bfloat16": "bf16"}.get(x.dtype.name)
         if kind or (x.dtype.name == "float32" and allow_tf32):
@@ -466,13 +473,13 @@ def conv2d_backward(x, w, gy, stride, padding, dilation, groups, needs=(True, Tr
     geo = ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
     _, grad_input, grad_weight, grad_bias = _primitives(x, allow_tf32)
     need_b = len(needs) > 2 and needs[2]
-    if needs[0] and needs[1] and backend.kernel_device(x) == "cpu" and conv_winograd.applies(geo):
+    if needs[0] and needs[1] and _device(x) == "cpu" and conv_winograd.applies(geo):
         both = _winograd_backward_cpu(x, w, gy, geo)
         if both is not None:
             gb = _cast(grad_bias(gy), gy.dtype) if need_b else None
             return _cast(both[0], x.dtype), _cast(both[1], w.dtype), gb
     gx = _cast(grad_input(gy, w, geo), x.dtype) if needs[0] else None
-    if needs[1] and need_b and backend.kernel_device(x) == "cuda":
+    if needs[1] and need_b and _device(x) == "cuda":
         gw, gb = grad_weight(x, gy, geo, with_bias=True)      # one pass over gy gives both
         return gx, _cast(gw, w.dtype), _cast(gb, gy.dtype)
     gw = _cast(grad_weight(x, gy, geo), w.dtype) if needs[1] else None
@@ -500,7 +507,7 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, groups, d
     + 1."""
     geo = _transposed_geometry(x, w, stride, padding, output_padding, groups, dilation)
     grad_input = _primitives(x, allow_tf32)[1]
-    if b is not None and backend.kernel_device(x) == "cuda":
+    if b is not None and _device(x) == "cuda":
         return _cast(grad_input(x, w, geo, b), x.dtype)         # the kernel adds the bias
     y = grad_input(x, w, geo)
     if b is not None:
@@ -520,4 +527,8 @@ def conv_transpose2d_backward(x, w, gy, stride, padding, output_padding, groups,
 
 
 def _cast(a, dtype):
-    return a if a.dtype == dtype else a.astype(dtype)
+    if a.dtype == dtype:
+        return a
+    if dtype == dtypes.bfloat16 and a.dtype == dtypes.float32:     # CuPy cannot cast to it
+        return dtypes.float32_to_bfloat16(backend.get_array_module(a), a)
+    return a.astype(dtype)

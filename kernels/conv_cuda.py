@@ -44,7 +44,7 @@ import functools
 import numpy as np
 from numba import cuda, float32, float64, int32, int64, uint32, uint64
 
-from gpudl import backend
+from gpudl import backend, dtypes
 
 from .budget import Budget
 from .launch import launch
@@ -577,6 +577,8 @@ def grad_bias(gy):
     """Sum of gy over (N, Ho, Wo): (K,) in the accumulator's dtype (one CuPy reduction; the
     weight gradient folds this into its own pass when both are wanted)."""
     xp = backend.get_array_module(gy)
+    if gy.dtype == dtypes.bfloat16:             # through float32: CuPy has no bfloat16 sum
+        gy = dtypes.bfloat16_to_float32(xp.ascontiguousarray(gy))
     return xp.asarray(gy).sum(axis=(0, 2, 3), dtype=_accumulator(gy.dtype)[1])
 
 

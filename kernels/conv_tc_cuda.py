@@ -48,8 +48,8 @@ host lays the data out once per call so that each copy is one place in memory:
 TF32 rounding (``_tf32``) follows ``cvt.rna``; the tensor cores then read the values as rounded.
 The gemm's tap entries (offset, row, column, 0), one per chunk, travel as 16-byte rows by
 cp.async too, in a ring STAGES - 1 tiles ahead of the gathers that read them. Index math is
-int32 (the int64 build of conv_cuda serves the rare tensors past the int32 guard, float16 and
-float32 only).
+int32 (the int64 build of conv_cuda serves the rare tensors past the int32 guard; it has no
+bfloat16 build, so bfloat16 goes to it widened to float32: ``_simt``).
 ``launch_bounds`` keep every build at 128 registers (16 warps per SM) without spills.
 
 The weight gradient does not fold the bias (a CuPy sum gives it): its registers go to the
@@ -61,7 +61,7 @@ import functools
 import numpy as np
 from numba import config, cuda, float32, int32, uint16, uint32
 
-from gpudl import backend
+from gpudl import backend, dtypes
 
 from . import conv_cuda, mma
 from .budget import Budget
@@ -498,6 +498,17 @@ def _tf32(xp, a):
     return xp.where(special, bits, rounded).view(np.float32)
 
 
+def _simt(function, data, *rest, rounded=True):
+    """conv_cuda's ``function`` (the SIMT kernels: empty operands, tensors past the int32 index
+    guard) on ``data`` and the arrays after it. conv_cuda has no bfloat16 build: bfloat16 is
+    widened to float32 (exactly) and, when ``rounded``, the result rounded back."""
+    if data.dtype != dtypes.bfloat16:
+        return function(data, *rest)
+    out = function(*(dtypes.bfloat16_to_float32(a) if getattr(a, "dtype", None) == data.dtype
+                     else a for a in (data,) + rest))
+    return dtypes.float32_to_bfloat16(backend.get_array_module(out), out) if rounded else out
+
+
 def _row_tile(rows):
     return ROW_TILES[0] if rows <= ROW_TILES[0] else ROW_TILES[1]
 
@@ -636,8 +647,11 @@ def _launch_gemm(kind_, bm, cw, grid, x_words, wt, taps, phases, bias, y, *scala
 
 def _bias(xp, b, size):
     """The epilogue's per-row bias as float32 (a dummy, never read, when there is none)."""
-    return xp.zeros(1, np.float32) if b is None else \
-        xp.ascontiguousarray(xp.asarray(b).reshape(-1), np.float32)[:size]
+    if b is None:
+        return xp.zeros(1, np.float32)
+    b = xp.asarray(b).reshape(-1)
+    b = dtypes.bfloat16_to_float32(b) if b.dtype == dtypes.bfloat16 else b
+    return xp.ascontiguousarray(b, np.float32)[:size]
 
 
 def forward(x, w, b, geo):
@@ -649,7 +663,7 @@ def forward(x, w, b, geo):
     if not _fits(geo.N * image, y.size,
                  conv_cuda._operand_size(G, _padded(Cg) * geo.kh * geo.kw, Kg) * 4,
                  image=image):
-        return conv_cuda.forward(x, w, b, geo)
+        return _simt(conv_cuda.forward, x, w, b, geo)
     if y.size == 0:
         return y
     kind_, bm = kind(x.dtype), _row_tile(Kg)
@@ -671,7 +685,7 @@ def grad_input(gy, w, geo, b=None):
             geo.N * image, int(np.prod(geo.x_shape)),
             conv_cuda._operand_size(G * geo.sh * geo.sw, _padded(Kg) * geo.kh * geo.kw, Cg) * 4,
             image=image)):
-        return conv_cuda.grad_input(gy, w, geo, b)
+        return _simt(conv_cuda.grad_input, gy, w, geo, b)
     gx = xp.empty(geo.x_shape, gy.dtype)
     if gx.size == 0:
         return gx
@@ -703,7 +717,7 @@ def grad_weight(x, gy, geo, with_bias=False):
     xp = backend.get_array_module(x)
     if Q == 0 or geo.K == 0 or R == 0 or not _fits(x.size, gy.size,
                                                     image=geo.C * geo.H * geo.W):
-        return conv_cuda.grad_weight(x, gy, geo, with_bias)
+        return _simt(conv_cuda.grad_weight, x, gy, geo, with_bias, rounded=False)
     kind_, bm = kind(x.dtype), _row_tile(Kg)
     if kind_ == "tf32":
         n, x_words, gy_words = geo.N, _tf32(xp, x), _tf32(xp, gy)

@@ -246,6 +246,10 @@ def test_digits_example_trains_as_well_with_amp(tmp_path):
     assert mixed["test_accuracy"] > 0.8
     assert abs(mixed["test_accuracy"] - plain["test_accuracy"]) < 0.05
     assert mixed["final_loss"] < mixed["first_loss"] / 3
+    # the same seed, data and order: only bfloat16 arithmetic makes the losses differ (an
+    # --amp that changed nothing would pass the lines above)
+    assert mixed["first_loss"] != plain["first_loss"]
+    assert abs(mixed["final_loss"] - plain["final_loss"]) < 0.5 * plain["final_loss"]
 
 
 def test_fit_steps_through_a_grad_scaler():

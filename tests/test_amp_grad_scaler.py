@@ -159,7 +159,9 @@ def test_scaled_loss_keeps_its_dtype():
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("make", [
     lambda p: gd.optim.SGD(p, lr=1e-3, momentum=0.9), lambda p: gd.optim.Adam(p, lr=1e-4),
-    lambda p: gd.optim.AdamW(p, lr=1e-4), lambda p: gd.optim.RMSprop(p, lr=1e-4)])
+    lambda p: gd.optim.AdamW(p, lr=1e-4), lambda p: gd.optim.RMSprop(p, lr=1e-4),
+    lambda p: gd.optim.Adagrad(p, lr=1e-3), lambda p: gd.optim.Adam(p, lr=1e-4, capturable=True),
+    lambda p: gd.optim.SGD(p, lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-2)])
 def test_low_precision_parameters_follow_a_float32_master(dtype, make, rng):
     """The low-precision parameter is, after every step, the float32 run's parameter rounded:
     updates far below the parameter's ulp still accumulate (a plain bfloat16 update rounds them
@@ -183,7 +185,9 @@ def test_low_precision_parameters_follow_a_float32_master(dtype, make, rng):
     np.testing.assert_array_equal(master.numpy(), ref.numpy())
     again = make([gd.nn.Parameter(gd.tensor(start).to(dtype))])
     again.load_state_dict(state)
-    assert again.state[again.param_groups[0]["params"][0]]["master_param"].dtype == gd.float32
+    loaded = again.state[again.param_groups[0]["params"][0]]["master_param"]
+    assert loaded.dtype == gd.float32
+    np.testing.assert_array_equal(loaded.numpy(), ref.numpy())   # not the parameter rounded
 
 
 def test_cuda_scaler_without_cuda_warns_and_disables_as_torch():

@@ -34,6 +34,18 @@ out = {"allow_true": torch.get_float32_matmul_precision()}
 m.allow_tf32 = False
 out["allow_true_false"] = torch.get_float32_matmul_precision()
 """,
+    """
+b = torch.backends
+b.cudnn.allow_tf32 = False
+out = {"cudnn_off": [torch.get_float32_matmul_precision(), b.cuda.matmul.allow_tf32]}
+torch.set_float32_matmul_precision("high")
+out["cudnn_after_high"] = b.cudnn.allow_tf32
+b.cudnn.allow_tf32 = True
+torch.set_float32_matmul_precision("highest")
+out["cudnn_after_highest"] = b.cudnn.allow_tf32
+for name in ("enabled", "benchmark", "deterministic"):
+    out[name] = getattr(b.cudnn, name)
+""",
 ]
 
 
@@ -76,14 +88,24 @@ def test_allow_tf32_sets_precision_as_torch(torch_answers):
     assert gd.get_float32_matmul_precision() == torch_answers["allow_true_false"] == "highest"
 
 
-def test_conv_flag_is_independent_of_matmul():
+def test_conv_flag_is_independent_of_matmul_as_torch(torch_answers):
     gd.backends.cudnn.allow_tf32 = False
-    assert not backends.conv_allows_tf32() and gd.get_float32_matmul_precision() == "highest"
-    gd.set_float32_matmul_precision("high")
     assert not backends.conv_allows_tf32()
+    assert [gd.get_float32_matmul_precision(), gd.backends.cuda.matmul.allow_tf32] == \
+        torch_answers["cudnn_off"]
+    gd.set_float32_matmul_precision("high")
+    assert gd.backends.cudnn.allow_tf32 is torch_answers["cudnn_after_high"] is False
+    gd.backends.cudnn.allow_tf32 = True
+    gd.set_float32_matmul_precision("highest")
+    assert gd.backends.cudnn.allow_tf32 is torch_answers["cudnn_after_highest"] is True
+    assert [getattr(gd.backends.cudnn, n) for n in ("enabled", "benchmark", "deterministic")] \
+        == [torch_answers[n] for n in ("enabled", "benchmark", "deterministic")]
 
 
 def test_bad_values_are_refused_and_change_nothing():
+    """Departures from torch 2.13, on purpose (a bad value fails at the call): torch warns and
+    ignores an unknown precision string, and raises RuntimeError (here TypeError) for a
+    non-bool allow_tf32."""
     with pytest.raises(ValueError, match="precision must be one of"):
         gd.set_float32_matmul_precision("fast")
     with pytest.raises(TypeError, match="expected a bool"):
@@ -125,3 +147,20 @@ def test_float32_gemms_on_cupy_follow_the_matmul_flag(fake_cupy):
     linalg._follow_tf32_flag(a.astype(np.float16))     # float16 GEMMs: CuPy picks their mode
     linalg._follow_tf32_flag(a.astype(np.float64))
     assert len(fake_cupy) == 3
+
+
+def test_matmul_and_linear_set_the_mode_before_every_gemm(fake_cupy):
+    """The ops, not only the helper: linear forward + backward (3 GEMMs), a matmul forward +
+    backward (3 GEMMs) and einsum (forward, then once for its backward's contractions) set
+    cuBLAS's mode from the flag as it is at that call."""
+    gd.backends.cuda.matmul.allow_tf32 = True
+    x = gd.randn(4, 3, requires_grad=True)
+    w = gd.randn(2, 3, requires_grad=True)
+    gd.nn.functional.linear(x, w, gd.zeros(2)).sum().backward()
+    assert fake_cupy == [(1234, 3)] * 3
+    gd.backends.cuda.matmul.allow_tf32 = False
+    (x @ w.T).sum().backward()
+    assert fake_cupy[3:] == [(1234, 0)] * 3
+    gd.backends.cuda.matmul.allow_tf32 = True         # einsum: CuPy's contracts through cuBLAS
+    gd.einsum("ij,kj->ik", x, w).sum().backward()
+    assert fake_cupy[6:] == [(1234, 3)] * 2           # forward; backward's contractions

@@ -43,6 +43,12 @@ def test_dtype_is_ml_dtypes_and_named_as_torch():
                  lambda: gd.ones(2).type("torch.BFloat16Tensor")):
         assert make().dtype == gd.bfloat16
     assert "dtype=gpudl.bfloat16" in repr(gd.ones(2).bfloat16())
+    # numbers printed as floats (ml_dtypes prints 1.0 as "1"), as torch does and as gpudl
+    # prints the same values in float32
+    assert repr(gd.ones(2).bfloat16()).replace("gpudl.", "torch.") == \
+        repr(torch.ones(2).bfloat16())
+    x = gd.tensor([0.1, -2.5, 3e-3]).bfloat16()
+    assert repr(x) == repr(x.float())[:-1] + ", dtype=gpudl.bfloat16)"
     assert gd.ones(2).bfloat16().requires_grad_().requires_grad
 
 
@@ -277,3 +283,27 @@ def test_activations_keep_bfloat16_and_match_torch(rng, name):
     ty.float().sum().backward()
     assert g.grad.dtype == gd.bfloat16
     np.testing.assert_allclose(as_f32(g.grad), as_f32(t.grad), rtol=2e-2, atol=2e-2)
+
+
+def test_bit_level_conversions_match_ml_dtypes(rng):
+    """dtypes.float32_to_bfloat16 / bfloat16_to_float32 (what the cuda kernels' code uses:
+    CuPy's bfloat16 cannot cast) against ml_dtypes' casts, bit for bit: every magnitude,
+    random bit patterns, ties, infinities, overflow to inf, subnormals, NaNs (quiet, sign
+    kept)."""
+    magnitudes = rng.standard_normal(100000) * 10.0 ** rng.integers(-40, 39, 100000)
+    values = np.concatenate([
+        np.clip(magnitudes, -3.4e38, 3.4e38).astype(np.float32),
+        rng.integers(0, 2 ** 32, 100000, dtype=np.uint64).astype(np.uint32).view(np.float32),
+        np.array([np.inf, -np.inf, np.nan, -np.nan, 0.0, -0.0, 3.4028235e38, -3.39e38, 1e-45,
+                  1.00390625, 1.01171875, 1.0 + 2 ** -8 + 2 ** -20], np.float32)])
+    got = gd.dtypes.float32_to_bfloat16(np, values)
+    with np.errstate(all="ignore"):                 # ml_dtypes warns of the overflows and NaNs
+        want = values.astype(gd.bfloat16)
+        want32 = want.astype(np.float32)
+    nan = np.isnan(values)
+    assert got.dtype == gd.bfloat16 and nan.sum() > 100
+    np.testing.assert_array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan])
+    back = gd.dtypes.bfloat16_to_float32(got)
+    assert np.isnan(back[nan]).all()
+    np.testing.assert_array_equal(np.signbit(back[nan]), np.signbit(values[nan]))
+    np.testing.assert_array_equal(back[~nan], want32[~nan])

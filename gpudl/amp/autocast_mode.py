@@ -7,7 +7,10 @@ floating inputs as PyTorch 2.13 does for that device (``aten/src/ATen/autocast_m
   cuda, bfloat16 on cpu by default);
 - ``fp32``: ops that need float32's range or accuracy (losses everywhere; on cuda also softmax,
   exp/log/pow, sum/prod/cumsum, layer and group norm, ...) run in float32;
-- ops in neither list run in whatever dtype their inputs have (cat/stack promote to the widest).
+- ops in neither list run in whatever dtype their inputs have (cat/stack promote to the widest);
+- ``promote`` (cuda's scatter_add): the widest floating dtype among the inputs;
+- ``lower_if_low`` (the cpu's LSTMCell and GRUCell): ``lower`` when an input already is in a
+  lower precision, else nothing.
 
 The CPU and CUDA lists differ, as in PyTorch (on the cpu, softmax and layer_norm keep bfloat16).
 float64 tensors are never cast. The cast is an ordinary graph node (``Tensor.to``), so backward
@@ -43,15 +46,24 @@ POLICIES = {
         **dict.fromkeys(_FP32_BOTH | {
             "exp", "expm1", "log", "log10", "log2", "log1p", "reciprocal", "rsqrt", "pow",
             "softplus", "layer_norm", "group_norm", "norm", "vector_norm", "cosine_similarity",
-            "normalize", "logsumexp", "softmax", "log_softmax", "cumsum", "cumprod", "sum"},
+            "normalize", "logsumexp", "softmax", "log_softmax", "cumsum", "cumprod", "sum",
+            "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "upsample_linear1d",
+            "upsample_bilinear2d"},
             "fp32"),
         "binary_cross_entropy": "banned",
+        "scatter_add": "promote",
     },
     "cpu": {
         # rnn, rnn_cell: torch's CPU RNN and RNNCell are made of linear ops, which autocast (its
         # GRU, LSTMCell and GRUCell are not, and keep float32)
         **dict.fromkeys(_LOWER_BOTH | {"rnn", "rnn_cell"}, "lower"),
-        **dict.fromkeys(_FP32_BOTH | {"binary_cross_entropy"}, "fp32"),
+        **dict.fromkeys(_FP32_BOTH | {
+            "binary_cross_entropy", "reflection_pad1d", "reflection_pad2d", "replication_pad1d",
+            "replication_pad2d", "replication_pad3d"}, "fp32"),
+        # torch's CPU LSTMCell and GRUCell are linear ops (which autocast) combined with the
+        # state in the input's dtype: a low-precision input makes a low-precision cell, a
+        # float32 one keeps float32
+        **dict.fromkeys(("lstm_cell", "gru_cell"), "lower_if_low"),
     },
 }
 
@@ -203,7 +215,14 @@ def cast_inputs(op, *args):
         return args
     if policy == "banned":
         raise RuntimeError(_BANNED.format(op=op))
-    dtype = s.dtype[device] if policy == "lower" else dtypes.float32
+    if policy == "lower_if_low" and not any(t.dtype in SUPPORTED_DTYPES for t in _tensors(args)
+                                            if t._device == device):
+        return args
+    if policy == "promote":
+        floating = [t.dtype for t in _tensors(args) if _eligible(t, device)]
+        dtype = functools.reduce(dtypes.promote_types, floating) if floating else None
+    else:
+        dtype = dtypes.float32 if policy == "fp32" else s.dtype[device]
     return tuple(_cast_arg(a, dtype, device) for a in args)
 
 

@@ -87,6 +87,7 @@ class Einsum(Function):
         ctx.save_for_backward(*operands)
         ctx.equation = equation
         einsum = xp_of(operands[0]).einsum
+        _follow_tf32_flag(operands[0])          # CuPy's einsum contracts through cuBLAS
         return in_float32(lambda *arrays: einsum(equation, *arrays), *operands)
 
     @staticmethod
@@ -95,6 +96,7 @@ class Einsum(Function):
         inputs, output = ctx.equation.split("->")
         subs = inputs.split(",")
         xp = xp_of(g)
+        _follow_tf32_flag(g)
         grads = [None]
         for i, (sub, a) in enumerate(zip(subs, operands)):
             if not ctx.needs_input_grad[i + 1]:

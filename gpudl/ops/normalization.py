@@ -7,7 +7,7 @@ batch norm and layer norm), or gx = invstd * w * g (batch norm with running stat
 
 import numpy as np
 
-from ..amp.autocast_mode import cast_inputs, state as _autocast
+from ..amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from ..autograd import Function
 from ..dtypes import LOW_PRECISION
 from ..tensor import Tensor
@@ -231,6 +231,9 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
             flat = input.detach().reshape(input.shape[0], channels, -1)
             running_mean.mul_(1 - momentum).add_(flat.mean(-1).mean(0) * momentum)
             running_var.mul_(1 - momentum).add_(flat.var(-1).mean(0) * momentum)
+    if _autocast.active:        # torch's instance_norm is in no autocast list (group_norm is)
+        with autocast(input._device, enabled=False):
+            return group_norm(input, channels, weight, bias, eps)
     return group_norm(input, channels, weight, bias, eps)
 
 

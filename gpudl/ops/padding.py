@@ -5,6 +5,7 @@ where positions repeat)."""
 
 import numpy as np
 
+from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..autograd import Function
 from ..tensor import Tensor
 from ._util import xp_of
@@ -57,6 +58,9 @@ def _pad_by_index(input, pairs, mode):
     if len(pairs) > 3 or input.ndim not in (len(pairs) + 1, len(pairs) + 2):
         raise ValueError(f"pad: mode={mode!r} pads the last 1 to 3 dims of a (N, C, ...) or "
                          f"(C, ...) input; got {len(pairs)} dims to pad for shape {input.shape}")
+    if _autocast.active and mode != "circular":     # torch's names: float32 under cpu autocast
+        kind = "reflection" if mode == "reflect" else "replication"
+        (input,) = cast_inputs(f"{kind}_pad{len(pairs)}d", input)
     out = input
     for k, (lo, hi) in enumerate(pairs):
         axis = input.ndim - 1 - k

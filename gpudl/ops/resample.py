@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .. import backend
+from ..amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from ..tensor import Tensor
 
 _LINEAR = {"linear": 1, "bilinear": 2}
@@ -75,6 +76,17 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         scales = [None if recompute_scale_factor else f for f in factors]
     if min(sizes) <= 0 or min(input.shape[2:]) <= 0:
         raise ValueError(f"{op}: input {input.shape} and output size {sizes} must be positive")
+    if _autocast.active:
+        # torch's upsampling is float32 under cuda autocast and keeps its dtype under cpu
+        # autocast; the matmuls it runs as here must not cast again
+        (input,) = cast_inputs(f"upsample_{mode}{spatial}d", input)
+        with autocast(input._device, enabled=False):
+            return _resample(input, sizes, scales, mode, align_corners)
+    return _resample(input, sizes, scales, mode, align_corners)
+
+
+def _resample(input, sizes, scales, mode, align_corners):
+    """``input`` resized to ``sizes``: one matrix product per spatial dim."""
     out = input
     xp = backend.xp_for(input._device)
     for k, (n_out, scale) in enumerate(zip(sizes, scales)):

@@ -255,9 +255,11 @@ def check_range(optimizer, what, value, low=0.0, high=None):
 
 
 def new_state_buffer(param, fill=0.0):
-    """A Tensor of ``param``'s shape, dtype and device filled with ``fill`` (optimizer state)."""
+    """A Tensor of ``param``'s shape and device filled with ``fill`` (optimizer state), in the
+    dtype its update computes in: float32 for a float16/bfloat16 parameter (whose update runs on
+    its float32 master copy, even when the state is made before the first step, as Adagrad's)."""
     xp = backend.get_array_module(param._data)
-    array = xp.full(param.shape, fill, dtype=param.dtype)
+    array = xp.full(param.shape, fill, dtype=compute_dtype(param.dtype))
     return Tensor._make(array, False, None, 0, param.device)
 
 

@@ -24,7 +24,7 @@ CASES = [
 
 def _cpu(monkeypatch, fn, *args):
     with monkeypatch.context() as m:
-        m.setattr(backend, "kernel_device", lambda array: "cpu")
+        m.setattr(backend, "kernel_device", lambda array, bfloat16=False: "cpu")
         return fn(*args)
 
 

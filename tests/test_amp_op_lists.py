@@ -1,0 +1,275 @@
+"""gd.autocast's op lists against torch 2.13's own, op by op and on both devices: the dtype every
+op returns under autocast, from float32 inputs and from inputs already in the lower precision.
+
+- cpu: torch.autocast('cpu', bfloat16) on real tensors (values compared too).
+- cuda without a GPU: torch runs its CUDA autocast kernels on fake cuda tensors
+  (FakeTensorMode: shapes and dtypes, no data); gpudl runs its ops on tensors labelled as cuda
+  (NumPy arrays), so the code that casts (each op's call into the policy table) is tested, not
+  only the table.
+
+A second test holds the table of torch ops with an autocast kernel (the dispatcher's
+registrations) against the ops checked here plus the ones gpudl does not have: an autocast op
+torch adds, or one gpudl adds without a case here, fails it."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+import gpudl.nn.functional as F
+from gpudl.amp import autocast_mode
+
+torch = pytest.importorskip("torch")
+fake_tensor = pytest.importorskip("torch._subclasses.fake_tensor")
+tf = torch.nn.functional
+
+R = np.random.default_rng(0)
+
+
+def _f32(*shape, scale=1.0):
+    return (R.standard_normal(shape) * scale).astype(np.float32)
+
+
+IMG, KER, MAT, SEQ = _f32(2, 3, 8, 8), _f32(4, 3, 3, 3, scale=0.3), _f32(6, 8), _f32(2, 3, 8)
+W, B = _f32(5, 8, scale=0.3), _f32(5)
+PROBS = R.uniform(0.1, 0.9, (6, 5)).astype(np.float32)
+LABELS = R.integers(0, 5, 6)
+
+
+def _cell(name):
+    def run(m, f, x):
+        if isinstance(x, torch.Tensor):
+            cell = getattr(m.nn, name)(8, 4, device=x.device)
+        else:
+            cell = getattr(m.nn, name)(8, 4)
+            for p in cell.parameters():           # gpudl: the parameters labelled as x's device
+                p._device = x._device
+        out = cell(x)
+        return out[0] if isinstance(out, tuple) else out
+    return run
+
+
+# name -> (fn(lib, functional, *tensors), arrays); the same code runs on gpudl and torch
+CASES = {
+    "linear": (lambda m, f, x, w, b: f.linear(x, w, b), (MAT, W, B)),
+    "matmul": (lambda m, f, x, w: x @ w.T, (MAT, W)),
+    "mm": (lambda m, f, x, w: x.mm(w.T), (MAT, W)),
+    "bmm": (lambda m, f, x, w: x.reshape(1, 6, 8).bmm(w.T.reshape(1, 8, 5)), (MAT, W)),
+    "addmm": (lambda m, f, b, x, w: b.addmm(x, w.T), (B, MAT, W)),
+    "einsum": (lambda m, f, x, w: m.einsum("ij,kj->ik", x, w), (MAT, W)),
+    "conv1d": (lambda m, f, x, k: f.conv1d(x, k[..., 0]), (SEQ[:, :, :], KER[:, :3])),
+    "conv2d": (lambda m, f, x, k: f.conv2d(x, k, padding=1), (IMG, KER)),
+    "conv_transpose2d": (lambda m, f, x, k: f.conv_transpose2d(x, k.transpose(0, 1)),
+                         (IMG, KER)),
+    "sdpa": (lambda m, f, x: f.scaled_dot_product_attention(x, x, x), (IMG,)),
+    "cross_entropy": (lambda m, f, x, t: f.cross_entropy(x, t), (PROBS, LABELS)),
+    "nll_loss": (lambda m, f, x, t: f.nll_loss(x, t), (PROBS, LABELS)),
+    "mse_loss": (lambda m, f, x, y: f.mse_loss(x, y), (PROBS, MAT[:, :5])),
+    "l1_loss": (lambda m, f, x, y: f.l1_loss(x, y), (PROBS, MAT[:, :5])),
+    "smooth_l1_loss": (lambda m, f, x, y: f.smooth_l1_loss(x, y), (PROBS, MAT[:, :5])),
+    "huber_loss": (lambda m, f, x, y: f.huber_loss(x, y), (PROBS, MAT[:, :5])),
+    "bce_with_logits": (lambda m, f, x, y: f.binary_cross_entropy_with_logits(x, y),
+                        (MAT[:, :5], PROBS)),
+    "kl_div": (lambda m, f, x, y: f.kl_div(x, y, reduction="batchmean"), (MAT[:, :5], PROBS)),
+    "softmax": (lambda m, f, x: f.softmax(x, -1), (MAT,)),
+    "log_softmax": (lambda m, f, x: f.log_softmax(x, -1), (MAT,)),
+    "Tensor.softmax": (lambda m, f, x: x.softmax(-1), (MAT,)),
+    "layer_norm": (lambda m, f, x: f.layer_norm(x, (8,)), (MAT,)),
+    "group_norm": (lambda m, f, x: f.group_norm(x, 3), (IMG,)),
+    "batch_norm": (lambda m, f, x: f.batch_norm(x, None, None, training=True), (IMG,)),
+    "instance_norm": (lambda m, f, x: f.instance_norm(x), (IMG,)),
+    "normalize": (lambda m, f, x: f.normalize(x), (MAT,)),
+    "cosine_similarity": (lambda m, f, x, y: f.cosine_similarity(x, y), (MAT, MAT)),
+    "exp": (lambda m, f, x: x.exp(), (MAT,)),
+    "expm1": (lambda m, f, x: x.expm1(), (MAT,)),
+    "log": (lambda m, f, x: x.abs().log(), (MAT,)),
+    "log1p": (lambda m, f, x: x.abs().log1p(), (MAT,)),
+    "reciprocal": (lambda m, f, x: x.reciprocal(), (MAT,)),
+    "rsqrt": (lambda m, f, x: x.abs().rsqrt(), (MAT,)),
+    "pow": (lambda m, f, x: x.pow(2), (MAT,)),
+    "**": (lambda m, f, x: x ** 2, (MAT,)),
+    "pow(tensor, tensor)": (lambda m, f, x: x.abs().pow(x), (MAT,)),
+    "softplus": (lambda m, f, x: f.softplus(x), (MAT,)),
+    "sum": (lambda m, f, x: x.sum(), (MAT,)),
+    "sum(dim)": (lambda m, f, x: x.sum(0), (MAT,)),
+    "prod": (lambda m, f, x: x.prod(), (PROBS,)),
+    "prod(dim)": (lambda m, f, x: x.prod(1), (PROBS,)),
+    "cumsum": (lambda m, f, x: x.cumsum(0), (MAT,)),
+    "cumprod": (lambda m, f, x: x.cumprod(0), (MAT,)),
+    "logsumexp": (lambda m, f, x: x.logsumexp(0), (MAT,)),
+    "norm": (lambda m, f, x: x.norm(), (MAT,)),
+    "norm(dim)": (lambda m, f, x: x.norm(dim=1), (MAT,)),
+    "vector_norm": (lambda m, f, x: m.linalg.vector_norm(x), (MAT,)),
+    "interpolate nearest": (lambda m, f, x: f.interpolate(x, scale_factor=2), (IMG,)),
+    "interpolate linear": (lambda m, f, x: f.interpolate(x, size=12, mode="linear"), (SEQ,)),
+    "interpolate bilinear": (lambda m, f, x: f.interpolate(x, scale_factor=2, mode="bilinear"),
+                             (IMG,)),
+    "pad reflect 1d": (lambda m, f, x: f.pad(x, (1, 1), mode="reflect"), (SEQ,)),
+    "pad reflect 2d": (lambda m, f, x: f.pad(x, (1, 1, 2, 2), mode="reflect"), (IMG,)),
+    "pad replicate 1d": (lambda m, f, x: f.pad(x, (1, 1), mode="replicate"), (SEQ,)),
+    "pad replicate 2d": (lambda m, f, x: f.pad(x, (1, 1, 2, 2), mode="replicate"), (IMG,)),
+    "pad circular": (lambda m, f, x: f.pad(x, (1, 1), mode="circular"), (SEQ,)),
+    "pad constant": (lambda m, f, x: f.pad(x, (1, 1)), (SEQ,)),
+    "cat": (lambda m, f, x, y: m.cat([x, y.float()]), (MAT, MAT)),
+    "scatter_add": (lambda m, f, x, t: x.scatter_add(0, t.reshape(6, 1).expand(6, 8),
+                                                     x.float()), (MAT, LABELS)),
+    # in no list: the input's dtype
+    "mean": (lambda m, f, x: x.mean(), (MAT,)),
+    "relu": (lambda m, f, x: f.relu(x), (MAT,)),
+    "gelu": (lambda m, f, x: f.gelu(x), (MAT,)),
+    "sigmoid": (lambda m, f, x: x.sigmoid(), (MAT,)),
+    "tanh": (lambda m, f, x: x.tanh(), (MAT,)),
+    "sqrt": (lambda m, f, x: x.abs().sqrt(), (MAT,)),
+    "mul": (lambda m, f, x, y: x * y, (MAT, MAT)),
+    "max_pool2d": (lambda m, f, x: f.max_pool2d(x, 2), (IMG,)),
+    "avg_pool2d": (lambda m, f, x: f.avg_pool2d(x, 2), (IMG,)),
+    "adaptive_avg_pool2d": (lambda m, f, x: f.adaptive_avg_pool2d(x, 1), (IMG,)),
+    "embedding": (lambda m, f, t, w: f.embedding(t, w), (LABELS, W)),
+    "LSTMCell": (_cell("LSTMCell"), (MAT,)),
+    "GRUCell": (_cell("GRUCell"), (MAT,)),
+    "RNNCell": (_cell("RNNCell"), (MAT,)),
+}
+
+# ops whose CUDA autocast kernels torch's fake tensors cannot run in a CPU-only build ("not
+# linked with support for cuda devices"): their cuda policy is checked through the table below
+NO_FAKE_CUDA = {"bmm", "conv1d", "LSTMCell", "GRUCell", "RNNCell"}
+
+
+def _torch_dtype(name, device, low_inputs):
+    fn, arrays = CASES[name]
+    low = torch.bfloat16 if device == "cpu" else torch.float16
+
+    def inputs():
+        ts = [torch.from_numpy(a) for a in arrays]
+        ts = [t.to(low) if low_inputs and t.is_floating_point() else t for t in ts]
+        return ts if device == "cpu" else [torch.empty(t.shape, dtype=t.dtype, device="cuda")
+                                           for t in ts]
+    if device == "cpu":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(torch, tf, *inputs())
+        return out
+    with fake_tensor.FakeTensorMode():
+        ts = inputs()
+        torch.set_autocast_enabled("cuda", True)   # torch.autocast('cuda') refuses: no GPU
+        try:
+            return fn(torch, tf, *ts)
+        finally:
+            torch.set_autocast_enabled("cuda", False)
+            torch.clear_autocast_cache()
+
+
+def _gd_dtype(name, device, low_inputs, monkeypatch):
+    fn, arrays = CASES[name]
+    low = gd.bfloat16 if device == "cpu" else gd.float16
+    arrays = [a.astype(low) if low_inputs and a.dtype.kind == "f" else a for a in arrays]
+    if device == "cpu":
+        with gd.autocast("cpu"):
+            return fn(gd, F, *(gd.tensor(a) for a in arrays))
+    # cuda autocast switched on by hand (gd.autocast('cuda') refuses without the device), on
+    # tensors labelled as cuda: every op of this table runs on NumPy arrays so labelled
+    state = autocast_mode.state
+    monkeypatch.setattr(state, "enabled", {"cuda": True, "cpu": False})
+    monkeypatch.setattr(state, "active", True)
+    monkeypatch.setattr(state, "nesting", 1)
+    return fn(gd, F, *(gd.Tensor._make(a, False, None, 0, "cuda") for a in arrays))
+
+
+def _name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+@pytest.mark.parametrize("low_inputs", [False, True], ids=["float32-in", "low-in"])
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_output_dtype_matches_torch_autocast(name, device, low_inputs, monkeypatch):
+    if device == "cuda" and name in NO_FAKE_CUDA:
+        pytest.skip("torch's fake cuda tensors cannot run it; policy table test covers it")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            theirs = _torch_dtype(name, device, low_inputs)
+        except RuntimeError as exc:              # mixed dtypes (scatter_add on the cpu)
+            assert "dtype" in str(exc)
+            with pytest.raises((TypeError, RuntimeError), match="dtype"):
+                _gd_dtype(name, device, low_inputs, monkeypatch)
+            return
+        ours = _gd_dtype(name, device, low_inputs, monkeypatch)
+    assert _name(ours.dtype) == _name(theirs.dtype), (name, device)
+    if device == "cpu" and name not in ("LSTMCell", "GRUCell", "RNNCell"):   # random weights
+        np.testing.assert_allclose(ours.float().numpy(), theirs.float().detach().numpy(),
+                                   rtol=3e-2, atol=3e-2)
+
+
+def test_cuda_policy_of_the_ops_fake_tensors_cannot_run(monkeypatch):
+    state = autocast_mode.state
+    monkeypatch.setattr(state, "enabled", {"cuda": True, "cpu": False})
+    monkeypatch.setattr(state, "active", True)
+    for name in ("bmm", "conv1d"):
+        assert _gd_dtype(name, "cuda", False, monkeypatch).dtype == gd.float16, name
+    # the cells make their state with gd.zeros(device='cuda'), which needs the device: their
+    # policy (torch's lstm_cell, gru_cell, rnn_tanh_cell, rnn_relu_cell: lower) by name
+    x = gd.Tensor._make(MAT, False, None, 0, "cuda")
+    for op in ("lstm_cell", "gru_cell", "rnn_cell"):
+        assert autocast_mode.cast_inputs(op, x)[0].dtype == gd.float16, op
+
+
+# torch ops with an autocast kernel, by gpudl's coverage: the torch names this file's cases
+# check (overload names dropped), and those gpudl has no counterpart for
+CHECKED = {
+    "linear", "matmul", "mm", "bmm", "addmm", "einsum", "conv1d", "conv2d", "conv_transpose2d",
+    "scaled_dot_product_attention", "cross_entropy_loss", "nll_loss", "mse_loss", "l1_loss",
+    "smooth_l1_loss", "huber_loss", "binary_cross_entropy_with_logits", "kl_div", "softmax",
+    "log_softmax", "layer_norm", "native_layer_norm", "group_norm", "cosine_similarity", "exp",
+    "expm1", "log", "log1p", "reciprocal", "rsqrt", "pow", "softplus", "sum", "prod", "cumsum",
+    "cumprod", "logsumexp", "norm", "linalg_vector_norm", "upsample_nearest1d",
+    "upsample_nearest2d", "upsample_linear1d", "upsample_bilinear2d", "reflection_pad1d",
+    "reflection_pad2d", "replication_pad1d", "replication_pad2d", "cat", "lstm_cell",
+    "gru_cell", "rnn_tanh_cell", "rnn_relu_cell", "_thnn_fused_lstm_cell",
+    "_thnn_fused_gru_cell", "mkldnn_rnn_layer", "convolution", "_convolution",
+    "binary_cross_entropy", "scatter_add", "stack",
+}
+NOT_IN_GPUDL = {
+    "_addmm_activation", "_grid_sampler_2d_cpu_fallback", "_lu_with_info",
+    "_native_multi_head_attention", "_scaled_dot_product_flash_attention",
+    "_upsample_bicubic2d_aa", "_upsample_bilinear2d_aa", "_upsample_nearest_exact1d",
+    "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "acos", "adaptive_avg_pool3d",
+    "adaptive_max_pool3d", "addbmm", "addcdiv", "addcmul", "addmv", "addr", "asin", "atan2",
+    "avg_pool3d", "baddbmm", "bilinear", "cdist", "chain_matmul", "cholesky",
+    "cholesky_inverse", "cholesky_solve", "conv3d", "conv_tbc", "conv_transpose1d",
+    "conv_transpose3d", "cosh", "cosine_embedding_loss", "cross", "ctc_loss",
+    "cudnn_convolution", "cudnn_convolution_transpose", "dist", "dot", "erfinv",
+    "fake_quantize_per_tensor_affine", "fft_fft", "fft_fft2", "fft_fftn", "fft_hfft",
+    "fft_ifft", "fft_ifft2", "fft_ifftn", "fft_ihfft", "fft_irfft", "fft_irfft2", "fft_irfftn",
+    "fft_rfft", "fft_rfft2", "fft_rfftn", "fractional_max_pool2d", "fractional_max_pool3d",
+    "frobenius_norm", "geqrf", "grid_sampler", "grid_sampler_2d", "grid_sampler_3d",
+    "hinge_embedding_loss", "index_copy", "index_put", "inverse", "linalg_cholesky",
+    "linalg_cholesky_ex", "linalg_cond", "linalg_eig", "linalg_eigh", "linalg_eigvals",
+    "linalg_eigvalsh", "linalg_householder_product", "linalg_inv", "linalg_inv_ex",
+    "linalg_lstsq", "linalg_matrix_norm", "linalg_matrix_rank", "linalg_multi_dot", "linalg_qr",
+    "linalg_solve", "linalg_svd", "linalg_svdvals", "linalg_tensorinv", "linalg_tensorsolve",
+    "linalg_vecdot", "log10", "log2", "lu_solve", "margin_ranking_loss", "max_pool3d",
+    "max_unpool2d", "max_unpool3d", "multi_margin_loss", "multilabel_margin_loss",
+    "multilabel_margin_loss_forward", "mv", "nanquantile", "nll_loss2d", "nuclear_norm",
+    "orgqr", "ormqr", "pdist", "pinverse", "poisson_nll_loss", "polar", "prelu", "qr",
+    "quantile", "renorm", "replication_pad3d", "rms_norm", "sinh", "soft_margin_loss", "stft",
+    "svd", "tan", "tensordot", "trace", "triangular_solve", "triplet_margin_loss",
+    "upsample_bicubic2d", "upsample_nearest3d", "upsample_trilinear3d", "vdot",
+    "view_as_complex",
+}
+
+
+def test_every_torch_autocast_op_is_checked_or_absent_from_gpudl():
+    """binary_cross_entropy (banned on cuda) and stack (promotes, as cat) have tests of their
+    own (test_amp.py, test_amp.py::test_promote_ops_take_the_widest)."""
+    names = torch._C._dispatch_get_all_op_names()
+    registered = {n.split("::")[1].split(".")[0] for n in names
+                  for key in ("AutocastCPU", "AutocastCUDA")
+                  if torch._C._dispatch_has_kernel_for_dispatch_key(n, key)}
+    assert not CHECKED & NOT_IN_GPUDL
+    assert registered - CHECKED - NOT_IN_GPUDL == set(), "torch autocasts ops not sorted here"
+    assert (CHECKED | NOT_IN_GPUDL) - registered == set(), "names here torch does not autocast"
+    gd_names = [n for n in NOT_IN_GPUDL if not n.startswith("_")]
+    present = [n for n in gd_names if hasattr(F, n) or hasattr(gd.Tensor, n)
+               or hasattr(gd, n) or hasattr(gd.linalg, n.replace("linalg_", ""))]
+    assert present == [], "gpudl has these: add a case above"
