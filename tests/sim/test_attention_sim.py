@@ -159,3 +159,16 @@ def test_launches_one_forward_and_three_backward_kernels(rng, monkeypatch, mask_
     assert count[0] == 1
     K.attention_backward(q, k, v, out, lse, gout, mask, False, None)
     assert count[0] == 4
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_the_unmasked_kernels_never_read_the_mask(rng, monkeypatch, is_causal):
+    """Without a mask the kernels get a dummy one: filled with NaN here, so a read anywhere in
+    the forward, dQ or dK/dV kernel would show."""
+    from gpudl.kernels import attention_cuda
+    real = attention_cuda._additive_mask
+
+    def poisoned(xp, mask):
+        return xp.full((1, 1, 1), np.nan, np.float32) if mask is None else real(xp, mask)
+    monkeypatch.setattr(attention_cuda, "_additive_mask", poisoned)
+    check(*make(rng, 1, 6, 9, 8, 8), is_causal=is_causal)
