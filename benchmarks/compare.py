@@ -428,6 +428,24 @@ def _format_row(row, modes, device="cpu", device_name=""):
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
+def backward_rows(rows, modes):
+    """The backward pass alone, for each "... fwd+bwd (shape)" row whose "... fwd (shape)" partner
+    was timed too: (name, {mode: gpudl ms}, {mode: torch ms}), the difference of the two medians
+    (issue 12 holds attention's backward to <= 2x PyTorch's)."""
+    timed = {name: (ours, theirs) for name, ours, theirs in rows if ours is not None}
+    out = []
+    for name, (ours, theirs) in timed.items():
+        forward = timed.get(name.replace(" fwd+bwd ", " fwd ", 1))
+        if " fwd+bwd " not in name or forward is None:
+            continue
+        ours_b = {m: ours[m] - forward[0][m] for m in modes}
+        theirs_b = {m: theirs[m] - forward[1][m] for m in modes}
+        if all(theirs_b[m] > 0 for m in modes):       # else noise swamped the difference
+            out.append((name.replace(" fwd+bwd ", " bwd ", 1) + " = fwd+bwd - fwd", ours_b,
+                        theirs_b))
+    return out
+
+
 def table(rows, modes, device, device_name=""):
     header = ["workload"]
     for mode in modes:
@@ -438,6 +456,7 @@ def table(rows, modes, device, device_name=""):
             header += [f"{mode} floor ms", "gpudl of floor", "torch of floor"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += [_format_row(r, modes, device, device_name) for r in rows]
+    lines += [_format_row(r, modes, device, device_name) for r in backward_rows(rows, modes)]
     ratios = [r[1][modes[-1]] / r[2][modes[-1]] for r in rows if r[1] is not None]
     if ratios:
         lines.append(f"\ngeometric mean ratio (vs torch {modes[-1]}): "

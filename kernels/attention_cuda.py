@@ -583,7 +583,7 @@ def _signatures(dtype):
 
 
 def _budget(threads, fma_share=0.5):
-    return Budget(threads=threads, min_fma_share=fma_share)
+    return Budget(threads=threads, min_fma_share=fma_share, max_div64=0)
 
 
 SIGNATURES = [
@@ -593,4 +593,4 @@ SIGNATURES = [
     for masked in (False, True)
     for n, kernel in enumerate(_KERNELS[(head, masked)])
 ] + [(_delta_kernel, [_signatures(dtype)[3] for dtype in ("float32", "float16")],
-      Budget(threads=DELTA_THREADS))]
+      Budget(threads=DELTA_THREADS, max_div64=0))]

@@ -26,3 +26,4 @@ class Budget:
     max_stack_bytes: int = 0              # ptxas stack frame
     max_hot_loop_local: int = 0           # LDL/STL instructions in the hot loop
     max_hot_loop_div64: int = 0           # 64-bit division/remainder call sites in the hot loop
+    max_div64: int | None = None          # ... anywhere in the kernel (None: not checked)

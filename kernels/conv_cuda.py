@@ -42,7 +42,7 @@ float16 data (fp16 loads widen to fp32), float64 serves float64 data (gradient c
 import functools
 
 import numpy as np
-from numba import cuda, float32, float64, int32, int64, uint32, uint64
+from numba import config, cuda, float32, float64, int32, int64, uint32, uint64
 
 from gpudl import backend, dtypes
 
@@ -74,6 +74,11 @@ def threads_for(bm):
 def _kernels(acc, idx, bm):
     """(gemm, grad_weight) accumulating in ``acc``, indexing in ``idx``, with BM = ``bm``."""
     threads = threads_for(bm)
+    # float32 gemm: at most 128 registers a thread, so 25% occupancy on an H100 does not hang
+    # on ptxas's choice (it chose 129 once); float64 builds (gradient checks) are left free, and
+    # the simulator's cuda.jit takes no launch_bounds
+    BOUNDS = ({"launch_bounds": (threads, 65536 // (threads * 128))}
+              if acc == float32 and not config.ENABLE_CUDASIM else {})
     TY = bm // TM                     # thread rows of the micro-tile grid
     A_STEP = threads // bm            # gemm: k rows of an A tile one pass of threads fills
     A_LOADS = BK // A_STEP
@@ -88,6 +93,15 @@ def _kernels(acc, idx, bm):
     # (thread coordinates, buffer), whose sums with constants then fold into immediates.
     U = uint32 if idx == int32 else uint64
     S = uint32
+
+    @cuda.jit(device=True, inline="always")
+    def quotient(a, b):
+        # non-negative grid figures (groups, phases, splits): a 32-bit unsigned division in the
+        # int32 build; the int64 build keeps its signed one (outside loops, and ptxas gives it
+        # fewer registers that way)
+        if idx == int32:
+            return idx(uint32(a) // uint32(b))
+        return idx(a // b)
 
     @cuda.jit(device=True, inline="always")
     def divmod_(a, b):
@@ -165,7 +179,7 @@ def _kernels(acc, idx, bm):
         for t in range(B_LOADS):
             b_s[buf, b_row + B_STEP * t, b_col] = b_regs[t]
 
-    @cuda.jit
+    @cuda.jit(**BOUNDS)
     def conv_gemm_kernel(x, wt, taps, phases, bias, y, N, Hin, Win, CHWin, gstride_in, M, Cout,
                          Hout, Wout, sh, sw, ph, pw, ohs, ows, has_bias, Rw, Mp, Rt):
         # y[n, g*M + m, a + ohs*u, b + ows*t] = sum_r wt[z, r, m] * x[n, g-th channel block,
@@ -174,9 +188,9 @@ def _kernels(acc, idx, bm):
         # origin and pixel grid. x, y, wt (Z, Rw, Mp) and taps (phases, 3, Rt) arrive flat; tap r
         # of a phase is (flat x offset, row offset, column offset).
         tid = S(cuda.threadIdx.x)
-        G = cuda.gridDim.z // phases.shape[0]
+        G = quotient(cuda.gridDim.z, phases.shape[0])
         z = idx(cuda.blockIdx.z)
-        phase = idx(z // G)
+        phase = quotient(cuda.blockIdx.z, G)
         g = idx(z - phase * G)
         R = idx(phases[U(phase), 0])
         Hg, Wg = idx(phases[U(phase), 3]), idx(phases[U(phase), 4])
@@ -263,10 +277,10 @@ def _kernels(acc, idx, bm):
         splits = partial.shape[0]
         K, R = partial.shape[1], partial.shape[2]
         z = idx(cuda.blockIdx.z)
-        g = idx(z // splits)
+        g = quotient(z, splits)
         s = U(z - g * splits)
-        G = idx(cuda.gridDim.z // splits)
-        Kg, Cg = idx(K // G), idx(C // G)
+        G = quotient(cuda.gridDim.z, splits)
+        Kg, Cg = quotient(K, G), quotient(C, G)
         HWo = idx(Ho * Wo)
         q_begin = idx(s * split_len)
         q_end = idx(min(N * HWo, q_begin + split_len))
@@ -603,7 +617,9 @@ def _signatures():
         for idx in (int32, int64):
             for bm in (ROW_TILES if idx == int32 else ROW_TILES[1:]):
                 gemm, gwt = _kernels(acc, idx, bm)
-                budget = Budget(threads=threads_for(bm), min_fma_share=0.5)
+                # the int32 build does no 64-bit division at all (int64: outside its loops)
+                budget = Budget(threads=threads_for(bm), min_fma_share=0.5,
+                                max_div64=0 if idx == int32 else None)
                 table.append((gemm, [gemm_signature(d, acc_name) for d in datas], budget))
                 table.append((gwt, [grad_weight_signature(d, acc_name) for d in datas], budget))
     return table

@@ -13,7 +13,8 @@ PTX with ``ptxas -v`` and disassembles the cubin with ``cuobjdump -sass``, both 
   most FFMA/HMMA wins, then the most deeply nested, then the longest) and its FFMA/HMMA share
   (and, for tensor-core kernels, its HMMA share alone);
   the local-memory instructions (LDL/STL) and calls to the 64-bit integer division subroutine of
-  every innermost loop (``any hot loop`` in the budgets).
+  every innermost loop (``any hot loop`` in the budgets), and those calls in the whole kernel
+  (``Budget.max_div64``, for the kernels whose index math is meant to be division-free or 32-bit).
 
 A kernel fails when a figure breaks its budget (``Report.violations``), or when its entry has no
 budget at all (a 2-tuple). Nothing here needs a GPU or a driver.
@@ -245,6 +246,7 @@ class SassSummary:
     loops: int = 0
     hot: LoopMix | None = None                       # the hot loop (None: straight-line code)
     inner: list = field(default_factory=list)        # LoopMix of every innermost loop
+    div64: int = 0                                   # 64-bit division call sites anywhere
 
 
 def summarise(instructions):
@@ -254,7 +256,9 @@ def summarise(instructions):
     hot = max(inner, key=lambda m: (m.fma, m.depth, m.instructions), default=None)
     fp64 = sum(1 for i in instructions
                if i.base in _FP64 or (i.base in ("F2F", "I2F", "F2I") and ".F64" in i.opcode))
-    return SassSummary(len(instructions), fp64, len(spans), hot, inner)
+    div64 = sum(1 for i in instructions if i.base == "CALL" and _HEX.findall(i.operands)
+                and int(_HEX.findall(i.operands)[-1], 16) in subs)
+    return SassSummary(len(instructions), fp64, len(spans), hot, inner, div64)
 
 
 # --------------------------------------------------------------------------- occupancy
@@ -308,6 +312,8 @@ class Report:
         div64 = max((m.div64 for m in s.inner), default=0)
         if div64 > b.max_hot_loop_div64:
             out.append(f"{div64} 64-bit divisions in a hot loop > {b.max_hot_loop_div64}")
+        if b.max_div64 is not None and s.div64 > b.max_div64:
+            out.append(f"{s.div64} 64-bit divisions in the kernel > {b.max_div64}")
         if b.min_fma_share is not None:
             share = s.hot.fma_share if s.hot else 0.0
             if share < b.min_fma_share:

@@ -27,8 +27,9 @@ from .launch import launch
 # 256 keeps many blocks resident for the small grids of a single step (B*H is often ~4-32k).
 THREADS = 256
 MAX_GRID_Y = 65535      # CUDA's grid limit along y (blocks of batch rows)
-# Pointwise and latency-bound: no loop, registers light enough for 48 resident warps.
-BUDGET = Budget(threads=THREADS, min_occupancy=0.75)
+# Pointwise and latency-bound: no loop, registers light enough for 48 resident warps; a 2-D
+# grid, so nothing divides.
+BUDGET = Budget(threads=THREADS, min_occupancy=0.75, max_div64=0)
 
 
 @cuda.jit(device=True, inline="always")

@@ -44,8 +44,9 @@ from .pool import _bins, _divisors, _windows, index_dtype
 # threads handle neighbouring columns, so loads and stores coalesce along W; 256 keeps enough
 # blocks resident to hide memory latency, which is all these kernels wait on.
 THREADS = 256
-# Memory-bound: at least 24 of 64 warps resident per SM to keep loads in flight.
-BUDGET = Budget(threads=THREADS, min_occupancy=0.375)
+# Memory-bound: at least 24 of 64 warps resident per SM to keep loads in flight. No kernel
+# divides: windows split indices by magic-number multiplications (issue 12).
+BUDGET = Budget(threads=THREADS, min_occupancy=0.375, max_div64=0)
 
 
 def _make_kernels(acc):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: run it first thing on a lent GPU machine (see README, Contributing).
-#   bash tools/gpu_check.sh            # log in tools/gpu_check.log (and $OUT/ when set)
+#   bash tools/gpu_check.sh check      # log in tools/gpu_check.log (and $OUT/ when set)
+#   bash tools/gpu_check.sh measure
 # Installs the checkout without network, runs the attention precision tests (float16, bfloat16,
 # TF32 and 3xTF32 kernels against torch float64), the whole suite with GPUDL_DEVICE=cuda, then the
 # NCCL world-of-1 tests with their skip reasons shown and the NCCL all-reduce figure (a world of
@@ -12,22 +13,27 @@
 # 512) through each of gpudl's paths against cuDNN, with the paths' differences
 # (benchmarks/lstm_paths.py). The zero-sync test (a whole training step adds nothing to
 # gd.cuda.sync_count) runs on the GPU after the suite.
-# One device command may run at most 10 minutes, so the check comes in two parts:
-#   bash tools/gpu_check.sh tests        # install, precision, suite, zero-sync, NCCL: <= 480 s
-#   bash tools/gpu_check.sh benchmarks   # install, compare, launches, graph steps, LSTM paths: <= 315 s
-# With no argument both parts run in one go (about 13 minutes of step limits).
+# One device command may run at most 10 minutes, so the steps come in two groups, one command each:
+#   check:   install, attention_precision, tests, zero_sync, nccl, nccl_allreduce  (480 s of limits)
+#   measure: install, benchmarks, launches, graph_steps, lstm_paths               (315 s of limits)
+# Step names as arguments run only those steps, e.g. issue 12's suite and compare table in one
+# short call: `bash tools/gpu_check.sh install tests benchmarks launches` (435 s). No argument:
+# every step (about 13 minutes: more than one device command may run).
 # The offline PTX check is CI's job; here the kernels compile for the real device as tests run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-part=${1:-all}
-case $part in
-    tests|benchmarks|all) ;;
-    *) echo "usage: bash tools/gpu_check.sh [tests|benchmarks|all] (got '$part')"; exit 2 ;;
-esac
-log=tools/gpu_check_$part.log
+log=tools/gpu_check.log
 status=0
+chosen=" $* "
+chosen=${chosen// check / install attention_precision tests zero_sync nccl nccl_allreduce }
+chosen=${chosen// measure / install benchmarks launches graph_steps lstm_paths }
+known=" install attention_precision tests zero_sync nccl nccl_allreduce benchmarks launches graph_steps lstm_paths "
+for name in $chosen; do
+    [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
+done
 step() {   # step NAME SECONDS COMMAND...: run with a time limit, keep going, remember failures
     local name=$1 limit=$2; shift 2
+    if [ -n "${chosen// /}" ] && [[ "$chosen" != *" $name "* ]]; then return 0; fi
     echo "== $name (limit ${limit}s)"
     local start=$SECONDS
     timeout "$limit" "$@" || { echo "!! $name failed (exit $?)"; status=1; }
@@ -39,9 +45,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || tru
 step install 45 pip install -q --no-deps --no-build-isolation -e .
 python -c "import numpy, numba, cupy, torch; print('numpy', numpy.__version__, 'numba', \
 numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
-[ "$part" = benchmarks ] || step attention_precision 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
+step attention_precision 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/test_attention_precision.py tests/test_attention.py -k "float16 or bfloat16 or float32"
-if [ "$part" != benchmarks ]; then
 step tests 225 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider --ignore=tests/sim
 step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/sim/test_zero_sync_sim.py
@@ -49,8 +54,6 @@ step nccl 60 env GPUDL_DEVICE=cuda GPUDL_NCCL_REQUIRED=1 python -m pytest -q -rs
     tests/distributed/test_distributed_nccl.py
 step nccl_allreduce 30 env GPUDL_DEVICE=cuda RANK=0 WORLD_SIZE=1 python -m benchmarks.allreduce \
     --backend nccl --repeats 21
-fi
-if [ "$part" != tests ]; then
 step benchmarks 150 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \
     --markdown tools/gpu_results.md
 step launches 15 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
@@ -58,7 +61,6 @@ step graph_steps 45 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --rep
     --markdown tools/gpu_graph_steps.md
 step lstm_paths 60 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \
     --markdown tools/gpu_lstm_paths.md
-fi
 echo "gpu_check exit status: $status"
 if [ -n "${OUT:-}" ]; then
     cp "$log" tools/gpu_results.md tools/gpu_graph_steps.md tools/gpu_lstm_paths.md "$OUT"/ \

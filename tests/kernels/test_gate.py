@@ -142,6 +142,11 @@ def test_verdicts():
     assert strict.violations() == ["1 LDL/STL in a hot loop > 0",
                                    "1 64-bit divisions in a hot loop > 0",
                                    "hot-loop FMA share 25% < 50%"]
+    # the fixture's division call sits in a loop and also counts for the whole kernel
+    assert _report().sass.div64 == 1
+    anywhere = _report(budget=Budget(threads=256, max_hot_loop_local=1, max_hot_loop_div64=1,
+                                     max_div64=0))
+    assert anywhere.violations() == ["1 64-bit divisions in the kernel > 0"]
     heavy = _report(resources=gate.Resources(registers=255, stack=8, spill_stores=4))
     assert heavy.violations() == ["spills 4+0 B > 0", "stack 8 B > 0", "occupancy 12.5% < 25%"]
     assert _report(error="TypingError: x").violations() == ["TypingError: x"]
@@ -240,6 +245,33 @@ def test_gate_fails_a_module_without_budgets(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "missing_cuda.copy" in out and "FAIL: no budget declared" in out
     assert md.read_text().startswith("| kernel | regs |") and "| ok |" in md.read_text()
+
+
+def test_a_kernel_over_its_budget_fails_the_gate_and_the_command(capsys, monkeypatch):
+    """End to end: a real kernel that breaks its budget makes ``gate`` count a failure and
+    ``python -m gpudl.kernels --gate`` exit 1; within a looser budget the same kernel passes."""
+    _tools_or_skip()
+    from numba import cuda
+
+    from gpudl.kernels import __main__ as command
+
+    def remainder(x, out, n):
+        i = cuda.grid(1)
+        out[i] = x[i % n]                      # an int64 remainder outside any loop
+    kernel = cuda.jit(remainder)
+    sig = "void(float32[::1], float32[::1], int64)"
+
+    def module(budget):
+        return types.SimpleNamespace(__name__="gpudl.kernels.fake_cuda",
+                                     SIGNATURES=[(kernel, [sig], budget)])
+    strict, loose = module(Budget(threads=256, max_div64=0)), module(Budget(threads=256))
+    assert gate.gate([loose]) == 0
+    assert gate.gate([strict]) == 1
+    assert "FAIL: 1 64-bit divisions in the kernel > 0" in capsys.readouterr().out
+    monkeypatch.setattr(command, "cuda_modules", lambda only=None: [strict])
+    assert command.main(["--gate", "--jobs", "1"]) == 1
+    monkeypatch.setattr(command, "cuda_modules", lambda only=None: [loose])
+    assert command.main(["--gate", "--jobs", "1"]) == 0
 
 
 def test_grid_barrier_kernel_assembles_as_relocatable_code(tmp_path):

@@ -111,3 +111,64 @@ def test_head_dim_above_the_buckets_falls_back_to_the_twin(rng):
     assert not attention_cuda.supports(q, v)
     out, lse = K.attention_forward(q, k, v)
     np.testing.assert_allclose(out, K._attention_fwd_cpu(q, k, v, None, False, 130 ** -0.5)[0])
+
+
+@pytest.mark.parametrize("L, S, is_causal", [(5, 70, True), (70, 33, False)])
+def test_every_output_is_written_without_a_zero_fill(rng, nan_empty, L, S, is_causal):
+    """Outputs and gradients come from empty arrays filled with NaN: every element must be
+    written, the zeros too (causal with L < S: keys 5.. meet no query, and their dK/dV block
+    visits no query tile)."""
+    out, grads = check(*make(rng, 1, L, S, 16, 16), is_causal=is_causal)
+    if is_causal:
+        np.testing.assert_array_equal(grads[1][:, L:], 0)
+        np.testing.assert_array_equal(grads[2][:, L:], 0)
+
+
+def test_causal_tiles_past_the_diagonal_are_never_read(rng):
+    """NaN values of keys 64.. reach the queries that see them (64..), never the first query
+    block: its forward and dQ key loops stop at its diagonal. A visited tile would add
+    0 * NaN = NaN (p = 0 beyond the diagonal), so this fails if causal tiles are not skipped."""
+    q, k, v, gout = make(rng, 1, 70, 70, 16, 16)
+    v[:, 64:] = np.nan
+    out, lse = K.attention_forward(q, k, v, None, True, None)
+    gq = K.attention_backward(q, k, v, out, lse, gout, None, True, None)[0]
+    first = (slice(None), slice(0, 64))
+    ref_out, ref_lse = K._attention_fwd_cpu(q[first], k[first], v[first], None, True, 0.25)
+    ref_gq = K._attention_bwd_cpu(q[first], k[first], v[first], ref_out, ref_lse, gout[first],
+                                  None, True, 0.25)[0]
+    np.testing.assert_allclose(out[first], ref_out, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(gq[first], ref_gq, rtol=2e-5, atol=2e-5)
+    assert np.isnan(out[:, 64:]).all()
+
+
+@pytest.mark.parametrize("mask_kind", [None, "float"])
+def test_launches_one_forward_and_three_backward_kernels(rng, monkeypatch, mask_kind):
+    """FA2's backward: the delta kernel (rowsum(dO * O), no copies), dQ, dK/dV; the forward one
+    kernel. Counted at the launcher: every Numba launch asks backend.launch_stream once."""
+    from gpudl.kernels import launch
+    q, k, v, gout = make(rng, 1, 3, 4, 8, 8)
+    mask = None if mask_kind is None else rng.standard_normal((3, 4)).astype(np.float32)
+    count = [0]
+    real = launch.backend.launch_stream
+
+    def counted():
+        count[0] += 1
+        return real()
+    monkeypatch.setattr(launch.backend, "launch_stream", counted)
+    out, lse = K.attention_forward(q, k, v, mask, False, None)
+    assert count[0] == 1
+    K.attention_backward(q, k, v, out, lse, gout, mask, False, None)
+    assert count[0] == 4
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_the_unmasked_kernels_never_read_the_mask(rng, monkeypatch, is_causal):
+    """Without a mask the kernels get a dummy one: filled with NaN here, so a read anywhere in
+    the forward, dQ or dK/dV kernel would show."""
+    from gpudl.kernels import attention_cuda
+    real = attention_cuda._additive_mask
+
+    def poisoned(xp, mask):
+        return xp.full((1, 1, 1), np.nan, np.float32) if mask is None else real(xp, mask)
+    monkeypatch.setattr(attention_cuda, "_additive_mask", poisoned)
+    check(*make(rng, 1, 6, 9, 8, 8), is_causal=is_causal)

@@ -163,3 +163,25 @@ def test_nan_propagates(rng):
 def test_an_image_past_the_int32_range_is_refused():
     with pytest.raises(ValueError, match="one image holds"):
         conv_cuda._index(10, image=conv_cuda.IMAGE_LIMIT)
+
+
+@pytest.mark.parametrize("case", [WIDE_CASES[3], WIDE_CASES[4]])
+def test_every_output_is_written_without_a_zero_fill(rng, monkeypatch, nan_empty, case):
+    """y, gx and the weight-gradient partials come from empty arrays filled with NaN: every
+    element must be written (grad_input's stride phases, the ones no tap reaches included, and
+    partial edge tiles), so no zero-fill is needed."""
+    _forward_and_backward_match_twin(rng, monkeypatch, case)
+
+
+def test_conv_transpose2d_writes_every_output_with_its_bias(rng, monkeypatch, nan_empty):
+    """conv_transpose2d's output is grad_input's gx plus the bias: stride 3 leaves phases that no
+    tap reaches, whose pixels hold only the bias."""
+    x = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    conf = ((3, 3), (0, 0), (0, 0), 1, (1, 1))
+    y = conv.conv_transpose2d_forward(x, w, b, *conf)
+    _close(y, _cpu(monkeypatch, conv.conv_transpose2d_forward, x, w, b, *conf))
+    untouched = y[0, :, 2::3, :]                    # rows 2 and 5 of 8: no tap reaches them
+    assert untouched.shape == (3, 2, 8)
+    np.testing.assert_array_equal(untouched, np.broadcast_to(b[:, None, None], untouched.shape))
