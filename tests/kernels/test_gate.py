@@ -321,3 +321,45 @@ def test_check_lowers_once_and_compiles_each_target(monkeypatch):
         assert unnamed(ptx) == unnamed(want)
     for job, cc, ptx, error, _seconds in results[2:]:
         assert ptx is None and error.startswith("TypingError")
+
+
+def test_check_gates_a_kernel_where_it_compiles_it(monkeypatch, tmp_path):
+    """``--check --gate``: the process that compiled a gated kernel assembles and summarises it;
+    the gate takes that report as it is, the same figures as gating the kernel on its own. A
+    kernel that fails to compile is reported by the gate with the compile error."""
+    import sys
+
+    from numba import cuda
+
+    from gpudl.kernels import __main__ as cli
+
+    _tools_or_skip()
+
+    def scale(x, y):
+        i = cuda.grid(1)
+        if i < x.size:
+            y[i] = x[i] * 2
+
+    def untyped(x, y):
+        y[0] = x.no_such_attribute
+
+    sig = "void(float32[::1], float32[::1])"
+    module = types.ModuleType("gpudl.kernels.fake_cuda")
+    module.SIGNATURES = [(cuda.jit(scale, fastmath=True), [sig], Budget(threads=256)),
+                         (cuda.jit(untyped), [sig], Budget(threads=256))]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(cli, "cuda_modules", lambda only=None: [module])
+    gated = {(kernel, sig): (label, budget)
+             for label, kernel, sig, budget in gate.entries([module])}
+    failures, compiled, reports = cli.check(verbose=False, workers=2, gated=gated)
+    assert failures == 2 and len(compiled) == 1 and len(reports) == 2
+    good = reports[(module.SIGNATURES[0][0], sig)]
+    alone = gate.analyse("fake_cuda.scale", module.SIGNATURES[0][0], sig, Budget(threads=256),
+                         str(tmp_path))
+    assert gate.row(good) == gate.row(alone) and good.violations() == []
+    assert reports[(module.SIGNATURES[1][0], sig)].error.startswith("TypingError")
+    taken = []
+    monkeypatch.setattr(gate, "analyse", lambda *args, **kwargs: taken.append(args))
+    lines = []
+    assert gate.gate([module], out=lines.append, reports=reports) == 1
+    assert taken == [] and "fake_cuda.untyped" in lines[0]
