@@ -289,16 +289,16 @@ def test_command_line():
     assert [m.__name__ for m in cuda_modules("pool")] == ["gpudl.kernels.pool_cuda"]
 
 
-def test_check_lowers_once_and_compiles_each_target(monkeypatch):
-    """``--check`` types and lowers a kernel once and runs NVVM per target: the same PTX as
-    ``cuda.compile_ptx`` for each target (up to the mangled name, which encodes the flags); a
-    kernel that fails to type fails on every target."""
-    import re
+FAKE_SIG = "void(float32[::1], float32[::1])"
+
+
+def _fake_cuda_module(monkeypatch, *budget):
+    """A ``gpudl.kernels.fake_cuda`` module (in sys.modules, for the check's workers) whose
+    SIGNATURES hold ``scale`` (compiles, fastmath) and ``untyped`` (a typing error), each with
+    ``budget`` when given; returns (module, the py_func of ``scale``)."""
     import sys
 
     from numba import cuda
-
-    from gpudl.kernels.__main__ import TARGETS, _jobs, compile_all
 
     def scale(x, y):
         i = cuda.grid(1)
@@ -308,10 +308,25 @@ def test_check_lowers_once_and_compiles_each_target(monkeypatch):
     def untyped(x, y):
         y[0] = x.no_such_attribute
 
-    sig = "void(float32[::1], float32[::1])"
     module = types.ModuleType("gpudl.kernels.fake_cuda")
-    module.SIGNATURES = [(cuda.jit(scale, fastmath=True), [sig]), (cuda.jit(untyped), [sig])]
+    module.SIGNATURES = [(cuda.jit(scale, fastmath=True), [FAKE_SIG], *budget),
+                         (cuda.jit(untyped), [FAKE_SIG], *budget)]
     monkeypatch.setitem(sys.modules, module.__name__, module)
+    return module, scale
+
+
+def test_check_lowers_once_and_compiles_each_target(monkeypatch):
+    """``--check`` types and lowers a kernel once and runs NVVM per target: the same PTX as
+    ``cuda.compile_ptx`` for each target (up to the mangled name, which encodes the flags); a
+    kernel that fails to type fails on every target."""
+    import re
+
+    from numba import cuda
+
+    from gpudl.kernels.__main__ import TARGETS, _jobs, compile_all
+
+    module, scale = _fake_cuda_module(monkeypatch)
+    sig = FAKE_SIG
     results = compile_all(_jobs([module]), workers=1)
     assert [(job[1], cc) for job, cc, *_ in results] == [(i, cc) for i in (0, 1) for cc in TARGETS]
     unnamed = lambda ptx: re.sub(r"_ZN\w+", "NAME", ptx)        # noqa: E731
@@ -327,27 +342,11 @@ def test_check_gates_a_kernel_where_it_compiles_it(monkeypatch, tmp_path):
     """``--check --gate``: the process that compiled a gated kernel assembles and summarises it;
     the gate takes that report as it is, the same figures as gating the kernel on its own. A
     kernel that fails to compile is reported by the gate with the compile error."""
-    import sys
-
-    from numba import cuda
-
     from gpudl.kernels import __main__ as cli
 
     _tools_or_skip()
-
-    def scale(x, y):
-        i = cuda.grid(1)
-        if i < x.size:
-            y[i] = x[i] * 2
-
-    def untyped(x, y):
-        y[0] = x.no_such_attribute
-
-    sig = "void(float32[::1], float32[::1])"
-    module = types.ModuleType("gpudl.kernels.fake_cuda")
-    module.SIGNATURES = [(cuda.jit(scale, fastmath=True), [sig], Budget(threads=256)),
-                         (cuda.jit(untyped), [sig], Budget(threads=256))]
-    monkeypatch.setitem(sys.modules, module.__name__, module)
+    module, _scale = _fake_cuda_module(monkeypatch, Budget(threads=256))
+    sig = FAKE_SIG
     monkeypatch.setattr(cli, "cuda_modules", lambda only=None: [module])
     gated = {(kernel, sig): (label, budget)
              for label, kernel, sig, budget in gate.entries([module])}
