@@ -10,8 +10,9 @@ entry points of libcudadevrt (``DEVICE_RUNTIME``), which Numba itself links into
 using a grid barrier, are allowed.
 Prints one line per kernel, signature and target; exits 1 on any failure.
 
-``--check --gate`` compiles each kernel once for both; ``--jobs N`` compiles in N processes
-(default: one per core).
+``--check --gate`` compiles each kernel once for both, and each process assembles and gates a
+kernel as soon as it has compiled it (no wait for the last compile before the first ``ptxas``);
+``--jobs N`` works in N processes (default: one per core).
 
 ``--gate`` (kernels/gate.py) assembles each float32 kernel for sm_90 and checks its registers,
 spills, occupancy and hot loop against the ``Budget`` in its SIGNATURES entry; ``--markdown FILE``
@@ -101,23 +102,55 @@ def _compile(job):
     return results
 
 
-def compile_all(jobs, workers):
-    """Compile ``jobs`` in ``workers`` forked processes (NVVM is single-threaded; a kernel
-    compiles in 0.3-3 s, so on CI's cores this halves the check); a flat list of results."""
-    if workers <= 1 or len(jobs) < 2:
-        return [r for job in jobs for r in _compile(job)]
+def _compile_and_gate(item):
+    """(``_compile`` results, gate Report or None) for one (job, gate entry or None): the gate
+    entry ``(label, budget)`` has the sm_90 PTX assembled and summarised in the same process."""
+    job, entry = item
+    results = _compile(job)
+    if entry is None:
+        return results, None
+    import tempfile
+
+    from .gate import TARGET, analyse
+    name, index, sig = job
+    kernel = importlib.import_module(name).SIGNATURES[index][0]
+    ptx = next(ptx for _job, cc, ptx, *_ in results if cc == TARGET)
+    label, budget = entry
+    with tempfile.TemporaryDirectory(prefix="gpudl-gate-") as workdir:
+        return results, analyse(label, kernel, sig, budget, workdir, ptx=ptx)
+
+
+def _run(function, items, workers):
+    """``[function(item) for item in items]``, in ``workers`` forked processes (NVVM is
+    single-threaded; a kernel compiles in 0.3-3 s, so on CI's cores this halves the check)."""
+    if workers <= 1 or len(items) < 2:
+        return [function(item) for item in items]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        return [r for results in pool.map(_compile, jobs) for r in results]
+        return list(pool.map(function, items))
 
 
-def check(verbose=True, workers=1, only=None):
+def compile_all(jobs, workers):
+    """Compile ``jobs`` in ``workers`` processes; a flat list of results."""
+    return [r for results in _run(_compile, jobs, workers) for r in results]
+
+
+def check(verbose=True, workers=1, only=None, gated=None):
     """Compile every kernel for every target; print a line per failure (and per success when
-    ``verbose``). Returns (failures, {(py_func, signature): sm_90 PTX}) for the gate."""
+    ``verbose``). Returns (failures, {(py_func, signature): sm_90 PTX}, {(kernel, signature):
+    gate Report}); the reports are made, in the compiling process, for the (kernel, signature)
+    pairs of ``gated``, a {pair: (label, budget)} (kernel: as in ``SIGNATURES``)."""
     modules = {m.__name__: m for m in cuda_modules(only)}
-    failures, compiled = 0, {}
-    results = compile_all(_jobs(modules.values()), workers)
+    failures, compiled, reports = 0, {}, {}
+    jobs = _jobs(modules.values())
+    keys = [(modules[name].SIGNATURES[index][0], str(sig)) for name, index, sig in jobs]
+    items = [(job, (gated or {}).get(key)) for job, key in zip(jobs, keys)]
+    results = []
+    for key, (job_results, report) in zip(keys, _run(_compile_and_gate, items, workers)):
+        results += job_results
+        if report is not None:
+            reports[key] = report
     for (name, index, sig), cc, ptx, error, seconds in results:
         func = getattr(modules[name].SIGNATURES[index][0], "py_func", None)
         label = f"{name.rsplit('.', 1)[-1]}.{func.__name__} sm_{cc[0]}{cc[1]} {sig}"
@@ -138,7 +171,7 @@ def check(verbose=True, workers=1, only=None):
         elif verbose:
             print(f"ok   {label} ({seconds:.2f} s, {n64} fp64)")
     print(f"{len(results) - failures} passed, {failures} failed")
-    return failures, compiled
+    return failures, compiled, reports
 
 
 def main(argv=None):
@@ -156,13 +189,21 @@ def main(argv=None):
     if not (args.check or args.gate):
         parser.print_help()
         return 2
-    failures, compiled = check(not args.quiet, args.jobs, args.only) if args.check else (0, {})
+    modules = cuda_modules(args.only)
+    if args.gate and not modules:
+        parser.error(f"--only {args.only!r} matches no *_cuda module")
+    gated = {}
+    if args.gate:
+        from .gate import entries, tool
+        tool("ptxas"), tool("cuobjdump")    # a clear error before any compilation
+        gated = {(kernel, str(sig)): (label, budget)
+                 for label, kernel, sig, budget in entries(modules)}
+    failures, compiled, reports = (check(not args.quiet, args.jobs, args.only, gated)
+                                   if args.check else (0, {}, {}))
     if args.gate:
         from .gate import gate
-        modules = cuda_modules(args.only)
-        if not modules:
-            parser.error(f"--only {args.only!r} matches no *_cuda module")
-        failures += gate(modules, args.markdown, compiled=compiled, workers=args.jobs)
+        failures += gate(modules, args.markdown, compiled=compiled, workers=args.jobs,
+                         reports=reports)
     return 1 if failures else 0
 
 

@@ -419,17 +419,21 @@ def text_table(reports):
                      for r in rows)
 
 
-def gate(modules, markdown_path=None, out=print, compiled=None, workers=1):
+def gate(modules, markdown_path=None, out=print, compiled=None, workers=1, reports=None):
     """Gate every float32 kernel of ``modules``; print the table, write it as markdown when
     asked; return the number of failing kernels. ``compiled`` maps (kernel, signature string)
-    to sm_90 PTX already compiled (``--check --gate`` compiles each kernel once). ``workers``
+    to sm_90 PTX already compiled (``--check --gate`` compiles each kernel once), ``reports`` to
+    a Report already made (``--check --gate`` gates a kernel where it compiled it; keyed by the
+    kernel as in ``SIGNATURES``). ``workers``
     threads each run one kernel's ptxas and cuobjdump at a time (subprocesses: no GIL)."""
     from concurrent.futures import ThreadPoolExecutor
     tool("ptxas"), tool("cuobjdump")        # a clear error before any compilation
-    compiled = compiled or {}
+    compiled, reports = compiled or {}, reports or {}
 
     def report(n, entry):
         label, kernel, sig, budget = entry
+        if (done := reports.get((kernel, str(sig)))) is not None:
+            return done
         kernel_dir = os.path.join(workdir, str(n))          # ptxas's files, one folder each
         os.mkdir(kernel_dir)
         return analyse(label, kernel, sig, budget, kernel_dir,

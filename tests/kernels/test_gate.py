@@ -321,16 +321,16 @@ def test_command_line():
     assert [m.__name__ for m in cuda_modules("pool")] == ["gpudl.kernels.pool_cuda"]
 
 
-def test_check_lowers_once_and_compiles_each_target(monkeypatch):
-    """``--check`` types and lowers a kernel once and runs NVVM per target: the same PTX as
-    ``cuda.compile_ptx`` for each target (up to the mangled name, which encodes the flags); a
-    kernel that fails to type fails on every target."""
-    import re
+FAKE_SIG = "void(float32[::1], float32[::1])"
+
+
+def _fake_cuda_module(monkeypatch, *budget):
+    """A ``gpudl.kernels.fake_cuda`` module (in sys.modules, for the check's workers) whose
+    SIGNATURES hold ``scale`` (compiles, fastmath) and ``untyped`` (a typing error), each with
+    ``budget`` when given; returns (module, the py_func of ``scale``)."""
     import sys
 
     from numba import cuda
-
-    from gpudl.kernels.__main__ import TARGETS, _jobs, compile_all
 
     def scale(x, y):
         i = cuda.grid(1)
@@ -340,10 +340,25 @@ def test_check_lowers_once_and_compiles_each_target(monkeypatch):
     def untyped(x, y):
         y[0] = x.no_such_attribute
 
-    sig = "void(float32[::1], float32[::1])"
     module = types.ModuleType("gpudl.kernels.fake_cuda")
-    module.SIGNATURES = [(cuda.jit(scale, fastmath=True), [sig]), (cuda.jit(untyped), [sig])]
+    module.SIGNATURES = [(cuda.jit(scale, fastmath=True), [FAKE_SIG], *budget),
+                         (cuda.jit(untyped), [FAKE_SIG], *budget)]
     monkeypatch.setitem(sys.modules, module.__name__, module)
+    return module, scale
+
+
+def test_check_lowers_once_and_compiles_each_target(monkeypatch):
+    """``--check`` types and lowers a kernel once and runs NVVM per target: the same PTX as
+    ``cuda.compile_ptx`` for each target (up to the mangled name, which encodes the flags); a
+    kernel that fails to type fails on every target."""
+    import re
+
+    from numba import cuda
+
+    from gpudl.kernels.__main__ import TARGETS, _jobs, compile_all
+
+    module, scale = _fake_cuda_module(monkeypatch)
+    sig = FAKE_SIG
     results = compile_all(_jobs([module]), workers=1)
     assert [(job[1], cc) for job, cc, *_ in results] == [(i, cc) for i in (0, 1) for cc in TARGETS]
     unnamed = lambda ptx: re.sub(r"_ZN\w+", "NAME", ptx)        # noqa: E731
@@ -353,3 +368,29 @@ def test_check_lowers_once_and_compiles_each_target(monkeypatch):
         assert unnamed(ptx) == unnamed(want)
     for job, cc, ptx, error, _seconds in results[2:]:
         assert ptx is None and error.startswith("TypingError")
+
+
+def test_check_gates_a_kernel_where_it_compiles_it(monkeypatch, tmp_path):
+    """``--check --gate``: the process that compiled a gated kernel assembles and summarises it;
+    the gate takes that report as it is, the same figures as gating the kernel on its own. A
+    kernel that fails to compile is reported by the gate with the compile error."""
+    from gpudl.kernels import __main__ as cli
+
+    _tools_or_skip()
+    module, _scale = _fake_cuda_module(monkeypatch, Budget(threads=256))
+    sig = FAKE_SIG
+    monkeypatch.setattr(cli, "cuda_modules", lambda only=None: [module])
+    gated = {(kernel, sig): (label, budget)
+             for label, kernel, sig, budget in gate.entries([module])}
+    failures, compiled, reports = cli.check(verbose=False, workers=2, gated=gated)
+    assert failures == 2 and len(compiled) == 1 and len(reports) == 2
+    good = reports[(module.SIGNATURES[0][0], sig)]
+    alone = gate.analyse("fake_cuda.scale", module.SIGNATURES[0][0], sig, Budget(threads=256),
+                         str(tmp_path))
+    assert gate.row(good) == gate.row(alone) and good.violations() == []
+    assert reports[(module.SIGNATURES[1][0], sig)].error.startswith("TypingError")
+    taken = []
+    monkeypatch.setattr(gate, "analyse", lambda *args, **kwargs: taken.append(args))
+    lines = []
+    assert gate.gate([module], out=lines.append, reports=reports) == 1
+    assert taken == [] and "fake_cuda.untyped" in lines[0]

@@ -1,0 +1,71 @@
+"""The simulator's block barrier as tests/sim/conftest.py runs it (a condition variable in place
+of the simulator's busy poll), under the simulator's rules: every thread still running must
+reach ``syncthreads()`` before any passes it, a thread that returned no longer counts, and a
+thread that raises fails the launch with its thread and block named."""
+
+import numpy as np
+import pytest
+
+from gpudl import backend
+
+pytestmark = [pytest.mark.simulator,
+              pytest.mark.skipif(not backend.SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1")]
+
+if backend.SIMULATOR:
+    # Module level on purpose: the simulator swaps the ``cuda`` global of a kernel's module.
+    from numba import cuda
+
+    @cuda.jit
+    def _rotate_twice(x, out):
+        """Each thread reads its right neighbour's value after a barrier, twice."""
+        tile = cuda.shared.array(64, dtype=np.float32)
+        t = cuda.threadIdx.x
+        tile[t] = x[cuda.blockIdx.x * 64 + t]
+        cuda.syncthreads()
+        value = tile[(t + 1) % 64]
+        cuda.syncthreads()
+        tile[t] = value
+        cuda.syncthreads()
+        out[cuda.blockIdx.x * 64 + t] = tile[(t + 1) % 64]
+
+    @cuda.jit
+    def _half_return_early(out):
+        """Threads 32.. return at once; the others meet at two barriers without them."""
+        t = cuda.threadIdx.x
+        if t >= 32:
+            return
+        out[t] = t
+        cuda.syncthreads()
+        right = out[(t + 1) % 32]
+        cuda.syncthreads()
+        out[t] += right
+
+    @cuda.jit
+    def _one_thread_raises(x):
+        t = cuda.threadIdx.x
+        cuda.syncthreads()
+        if t == 5:
+            x[1000] = 1.0                     # out of bounds: IndexError in the simulator
+        cuda.syncthreads()
+        x[t] = t
+
+
+def test_every_thread_waits_at_each_barrier():
+    x = np.arange(128, dtype=np.float32)
+    out = np.zeros_like(x)
+    _rotate_twice[2, 64](x, out)
+    want = np.concatenate([np.roll(x[:64], -2), np.roll(x[64:], -2)])
+    np.testing.assert_array_equal(out, want)
+
+
+def test_threads_that_returned_no_longer_count():
+    out = np.zeros(64, dtype=np.int64)
+    _half_return_early[1, 64](out)
+    t = np.arange(32)
+    np.testing.assert_array_equal(out, np.r_[t + (t + 1) % 32, np.zeros(32)])
+
+
+def test_a_thread_that_raises_fails_the_launch_naming_it():
+    x = np.zeros(32, dtype=np.float32)
+    with pytest.raises(IndexError, match=r"tid=\[5, 0, 0\] ctaid=\[0, 0, 0\]"):
+        _one_thread_raises[1, 32](x)
