@@ -211,7 +211,10 @@ def test_bad_worker_options_are_refused(options, pattern):
 
 
 _CHILD = """
-import multiprocessing, sys, time
+import multiprocessing, signal, sys, time
+# A program started from a terminal: a CI shell that starts jobs in the background hands its
+# children SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {root!r})
 import numpy as np
 from gpudl.data import DataLoader, TensorDataset
