@@ -52,10 +52,10 @@ sequence loops below serve the CPU twin and the CUDA kernels alike (``lstm_cuda.
 import numba
 import numpy as np
 
-from gpudl import backend
+from gpudl import backend, cpu_threads
 
 from . import workspace
-from .small_gemm import gemm_nt
+from .small_gemm import _gemm_nt, gemm_nt
 
 MODES = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -146,6 +146,89 @@ def _lstm_step_bwd(gy, dh, dc, a, c_prev, tc, d):
 
 def _lstm_step_bwd_cpu(t, s_in, s_out, gy, dh, dc, gates, c, tanh_c, dgates):
     _lstm_step_bwd(gy[t], dh, dc, gates[t], c[s_in], tanh_c[t], dgates[t])
+
+
+# float32 tanh without NumPy, so that a whole LSTM pass runs in one Numba call without the GIL:
+# the odd rational approximation of Eigen's float tanh (inputs clamped to +-7.905, where it
+# reaches 1 in float32); within 6 ulp of tanh, about what the SIMD tanh of NumPy gives (2 ulp).
+_TANH_CLAMP = np.float32(7.90531110763549805)
+_TANH_P = tuple(np.float32(v) for v in (
+    4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+    -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16))
+_TANH_Q = tuple(np.float32(v) for v in (
+    4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06))
+
+
+# error_model="numpy": no ZeroDivisionError check in the division, which kept the loops scalar
+_jit_tanh = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _tanh32(v):
+    x = v if not v > _TANH_CLAMP else _TANH_CLAMP          # NaN passes both clamps
+    x = x if not x < -_TANH_CLAMP else -_TANH_CLAMP
+    p0, p1, p2, p3, p4, p5, p6 = _TANH_P
+    q0, q1, q2, q3 = _TANH_Q
+    x2 = x * x
+    p = ((((((p6 * x2 + p5) * x2 + p4) * x2 + p3) * x2 + p2) * x2 + p1) * x2 + p0) * x
+    return p / (((q3 * x2 + q2) * x2 + q1) * x2 + q0)
+
+
+@_jit_tanh
+def _tanh_rows(a, out):
+    """out = tanh(a) for 2-D float32 arrays, out not a (the vectorised loop's overlap check
+    would send a = out to the scalar loop: ``_tanh_in_place``)."""
+    for b in range(a.shape[0]):
+        ab, ob = a[b], out[b]
+        for k in range(ab.shape[0]):
+            ob[k] = _tanh32(ab[k])
+
+
+@_jit_tanh
+def _tanh_in_place(a):
+    """a = tanh(a), 2-D float32."""
+    for b in range(a.shape[0]):
+        ab = a[b]
+        for k in range(ab.shape[0]):
+            ab[k] = _tanh32(ab[k])
+
+
+_jit_chain = numba.njit(cache=True, nogil=True)     # whole passes, on threads (_on_row_groups)
+
+
+@_jit_chain
+def _lstm_forward_rows(w_hh, gates, gh, c, tanh_c, h, reverse, r0, r1):
+    """The whole forward pass of batch rows r0:r1, float32: per step the recurrent GEMM and
+    ``_lstm_step_fwd_cpu``'s step, with ``_tanh32`` for NumPy's tanh."""
+    T = gates.shape[0]
+    g = gh[r0:r1]
+    for n in range(T):
+        t = T - 1 - n if reverse else n
+        s_in, s_out = (t + 1, t) if reverse else (t, t + 1)
+        a, c_new, tc = gates[t, r0:r1], c[s_out, r0:r1], tanh_c[t, r0:r1]
+        _gemm_nt(h[s_in, r0:r1], w_hh, g)
+        _lstm_pre_activations(a, g)
+        _tanh_in_place(a)
+        _lstm_cell_update(a, c[s_in, r0:r1], c_new)
+        _tanh_rows(c_new, tc)
+        _lstm_hidden(a, tc, h[s_out, r0:r1])
+
+
+@_jit_chain
+def _lstm_backward_rows(w_hh_cols, gy, dh, dc, gates, c, tanh_c, dgates, reverse, last_dh, r0,
+                        r1):
+    """The whole backward pass of batch rows r0:r1: ``_backward_steps`` over
+    ``_lstm_step_bwd_cpu`` in one call."""
+    T = gates.shape[0]
+    d_h, d_c = dh[r0:r1], dc[r0:r1]
+    for n in range(T):
+        t = n if reverse else T - 1 - n
+        s_in = t + 1 if reverse else t
+        d = dgates[t, r0:r1]
+        _lstm_step_bwd(gy[t, r0:r1], d_h, d_c, gates[t, r0:r1], c[s_in, r0:r1],
+                       tanh_c[t, r0:r1], d)
+        if n != T - 1 or last_dh:
+            _gemm_nt(d, w_hh_cols, d_h)
 
 
 @_jit
@@ -394,6 +477,9 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     if path:
         def loop(buffers):
             _forward_steps(mode, cells[mode][0], kernel_args, matmul_nt, reverse, buffers)
+        if cells is CELLS and mode == "lstm" and dtype == np.float32:
+            def loop(buffers):
+                _on_row_groups(_lstm_forward_rows, B, *buffers, reverse)
         _run_steps(path, (mode, reverse, "forward", T, B, H, str(dtype)), loop,
                    (xp.ascontiguousarray(w_hh), *arrays))
     y = h[off_out:T + off_out]
@@ -460,6 +546,9 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
         def loop(buffers):
             _backward_steps(mode, cells[mode][1], kernel_args, matmul_nt, saved["reverse"],
                             needs[1], buffers)
+        if cells is CELLS and mode == "lstm":
+            def loop(buffers):
+                _on_row_groups(_lstm_backward_rows, B, *buffers, saved["reverse"], needs[1])
         # w_hh's columns as the rows of the "nt" GEMM: a copy on the CPU (the Numba GEMM reads
         # contiguous rows), the transposed view for cuBLAS
         w_hh_cols = np.ascontiguousarray(w_hh.T) if xp is np else w_hh.T
@@ -468,6 +557,27 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
     g_hx = (dh + carry if mode == "gru" else dh) if needs[1] else None
     g_cx = carry if mode == "lstm" and needs[2] else None
     return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx)
+
+
+GROUP_ROWS = 4      # row groups are multiples of small_gemm's 4-row blocks
+
+
+def _on_row_groups(chain, B, *args):
+    """``chain(*args, r0, r1)`` over the batch's rows 0:B, in one row group per free core.
+
+    The rows of a batch never meet in a recurrent pass (each row's gates, states and gradients
+    depend on that row alone), so each group's whole pass runs on its own core without a barrier
+    a step. Groups start at multiples of GROUP_ROWS, so every row goes through the same code of
+    kernels/small_gemm.py as in one call (the rows left over go last either way): the results
+    are the same bits whatever the thread count."""
+    groups = max(1, min(cpu_threads.count(), B // GROUP_ROWS))
+    if groups == 1:
+        chain(*args, 0, B)
+        return
+    blocks = B // GROUP_ROWS
+    starts = [GROUP_ROWS * (blocks * i // groups) for i in range(groups)]
+    cpu_threads.map_serial_blas(lambda rows: chain(*args, *rows),
+                                list(zip(starts, starts[1:] + [B])), groups)
 
 
 def _run_steps(path, key, loop, arrays):
