@@ -215,10 +215,11 @@ def _lstm_forward_rows(w_hh, gates, gh, c, tanh_c, h, reverse, r0, r1):
 
 
 @_jit_chain
-def _lstm_backward_rows(w_hh_cols, gy, dh, dc, gates, c, tanh_c, dgates, reverse, last_dh, r0,
-                        r1):
+def _lstm_backward_rows(w_hh_cols, gy, dh, dc, gates, c, tanh_c, dgates, w_ih_cols, g_x,
+                        reverse, last_dh, r0, r1):
     """The whole backward pass of batch rows r0:r1: ``_backward_steps`` over
-    ``_lstm_step_bwd_cpu`` in one call."""
+    ``_lstm_step_bwd_cpu`` in one call, and per step the input's gradient
+    ``g_x[t] = dgates[t] @ w_ih`` (``w_ih_cols`` = w_ih.T; zero columns when not wanted)."""
     T = gates.shape[0]
     d_h, d_c = dh[r0:r1], dc[r0:r1]
     for n in range(T):
@@ -229,6 +230,7 @@ def _lstm_backward_rows(w_hh_cols, gy, dh, dc, gates, c, tanh_c, dgates, reverse
                        tanh_c[t, r0:r1], d)
         if n != T - 1 or last_dh:
             _gemm_nt(d, w_hh_cols, d_h)
+        _gemm_nt(d, w_ih_cols, g_x[t, r0:r1])
 
 
 @_jit
@@ -542,21 +544,29 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
         arrays = (gy, dh, h, dgates, mode == "rnn_relu")
     path = _persistent(_path(mode, saved["device"], x, H), True, saved["reverse"], w_hh,
                        kernel_args(arrays), lambda: _path(mode, saved["device"], x, H))
+    g_x = None                          # the input's gradient where the step loop makes it
     if path:
         def loop(buffers):
             _backward_steps(mode, cells[mode][1], kernel_args, matmul_nt, saved["reverse"],
                             needs[1], buffers)
-        if cells is CELLS and mode == "lstm":
-            def loop(buffers):
-                _on_row_groups(_lstm_backward_rows, B, *buffers, saved["reverse"], needs[1])
         # w_hh's columns as the rows of the "nt" GEMM: a copy on the CPU (the Numba GEMM reads
         # contiguous rows), the transposed view for cuBLAS
-        w_hh_cols = np.ascontiguousarray(w_hh.T) if xp is np else w_hh.T
-        _run_steps(path, (mode, saved["reverse"], "backward", needs[1], T, B, H, str(dtype)),
-                   loop, (w_hh_cols, *arrays))
+        buffers = (np.ascontiguousarray(w_hh.T) if xp is np else w_hh.T, *arrays)
+        key = (mode, saved["reverse"], "backward", needs[1], T, B, H, str(dtype))
+        if cells is CELLS and mode == "lstm":
+            # the input's gradient too, step by step in the chains' threads (w_ih's columns as
+            # the GEMM's rows; none unless wanted)
+            g_x = np.empty((T, B, x.shape[2] if needs[0] else 0), dtype)
+            buffers += (np.ascontiguousarray(w_ih.T[:g_x.shape[2]]), g_x)
+            key += (needs[0],)
+
+            def loop(buffers):
+                _on_row_groups(_lstm_backward_rows, B, *buffers, saved["reverse"], needs[1])
+        _run_steps(path, key, loop, buffers)
     g_hx = (dh + carry if mode == "gru" else dh) if needs[1] else None
     g_cx = carry if mode == "lstm" and needs[2] else None
-    return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx)
+    return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx,
+                         g_x if needs[0] else None)
 
 
 GROUP_ROWS = 4      # row groups are multiples of small_gemm's 4-row blocks
@@ -630,13 +640,15 @@ def _contiguous(xp, a):
     return out
 
 
-def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx):
-    """The GEMMs over all T*B rows at once: gradients of x, the weights and the biases."""
+def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx, g_x=None):
+    """The GEMMs over all T*B rows at once: gradients of x (unless given), the weights and the
+    biases."""
     T, B, I = x.shape
     rows = T * B
     d_x = dgates.reshape(rows, dgates.shape[2])     # (T*B, G*H)
     d_h = dgh.reshape(rows, dgh.shape[2])
-    g_x = (d_x @ w_ih).reshape(T, B, I) if needs[0] else None
+    if g_x is None and needs[0]:
+        g_x = (d_x @ w_ih).reshape(T, B, I)
     g_w_ih = d_x.T @ x.reshape(rows, I) if needs[3] else None
     g_w_hh = d_h.T @ h_prev.reshape(rows, h_prev.shape[2]) if needs[4] else None
     g_b_ih = d_x.sum(axis=0) if needs[5] or (needs[6] and dgh is dgates) else None

@@ -130,3 +130,19 @@ def test_a_failing_row_group_raises_in_the_caller(monkeypatch):
         K._on_row_groups(chain, 16)
     assert done == [(0, 8)]                 # the other group still ran to its end
     assert cpu_threads._state["serial"] == 0        # BLAS got its threads back
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_input_gradient_only_when_wanted(monkeypatch, threads):
+    """The backward chains make the input's gradient step by step: without it, the other
+    gradients are the same bits."""
+    monkeypatch.setattr(cpu_threads, "count", lambda: threads)
+    case = _lstm_case(np.random.default_rng(), np.float32, T=7, B=12)
+    _, _, _, saved = K.rnn_forward("lstm", case["x"], case["hx"], case["cx"], case["w_ih"],
+                                   case["w_hh"], case["b_ih"], case["b_hh"])
+    args = (saved, case["w_ih"], case["w_hh"], case["gy"], case["g_hn"], case["g_cn"])
+    every = [np.array(g) for g in K.rnn_backward(*args)]
+    some = K.rnn_backward(*args, needs=(False,) + (True,) * 6)
+    assert some[0] is None
+    for got, expected in zip(some[1:], every[1:]):
+        np.testing.assert_array_equal(got, expected)
