@@ -7,6 +7,9 @@ The work is split the way cuDNN splits it:
    ONE pointwise pass (a fused Numba-CUDA kernel on the GPU; here Numba CPU loops around NumPy's
    SIMD tanh) doing every gate nonlinearity, the cell update and the hidden output, saving what
    backward needs (the gate activations, written over the input projection, c and tanh(c));
+   the CPU LSTM runs each whole pass as one Numba call per group of batch rows, the groups on
+   the free cores (``_on_row_groups``; the forward so in float32 only, with a rational tanh,
+   ``_tanh32``: float64 keeps NumPy's tanh, step by step);
 3. backward mirrors it: per step one pointwise pass producing the gate gradients, then the
    recurrent GEMM ``dh_prev = dgates @ w_hh``; the weight gradients are GEMMs over all T*B rows
    at the end (``gw_ih = dgates^T @ x``, ``gw_hh = dgates^T @ h_prev``).
