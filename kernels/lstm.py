@@ -200,8 +200,9 @@ _jit_chain = numba.njit(cache=True, nogil=True)     # whole passes, on threads (
 
 
 @_jit_chain
-def _lstm_forward_rows(w_hh, gates, gh, c, tanh_c, h, reverse, r0, r1):
-    """The whole forward pass of batch rows r0:r1, float32: per step the recurrent GEMM and
+def _lstm_forward_rows(w_hh, gates, gh, c, tanh_c, h, bias, reverse, r0, r1):
+    """The whole forward pass of batch rows r0:r1, float32: per step the projection's bias (left
+    out of ``_input_projection``: added here, in cache), the recurrent GEMM and
     ``_lstm_step_fwd_cpu``'s step, with ``_tanh32`` for NumPy's tanh."""
     T = gates.shape[0]
     g = gh[r0:r1]
@@ -209,6 +210,10 @@ def _lstm_forward_rows(w_hh, gates, gh, c, tanh_c, h, reverse, r0, r1):
         t = T - 1 - n if reverse else n
         s_in, s_out = (t + 1, t) if reverse else (t, t + 1)
         a, c_new, tc = gates[t, r0:r1], c[s_out, r0:r1], tanh_c[t, r0:r1]
+        for b in range(a.shape[0]):
+            row = a[b]
+            for k in range(row.shape[0]):
+                row[k] += bias[k]
         _gemm_nt(h[s_in, r0:r1], w_hh, g)
         _lstm_pre_activations(a, g)
         _tanh_in_place(a)
@@ -460,7 +465,10 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     H = w_hh.shape[1]
     dtype = x.dtype
     off_in, off_out, steps = _slots(T, reverse)
-    gates = _input_projection(mode, x, w_ih, b_ih, b_hh, H)    # (T, B, G*H), activated in place
+    # the CPU LSTM's float32 passes run whole in Numba (_lstm_forward_rows), the bias there
+    whole_pass = cells is CELLS and mode == "lstm" and dtype == np.float32
+    bias = _folded_bias(mode, b_ih, b_hh, H)
+    gates = _input_projection(x, w_ih, None if whole_pass else bias)   # (T, B, G*H), activated
     gh = workspace.empty(xp, (B, GATES[mode] * H), dtype)
     h = workspace.empty(xp, (T + 1, B, H), dtype)
     h[T * off_in] = hx
@@ -482,24 +490,25 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     if path:
         def loop(buffers):
             _forward_steps(mode, cells[mode][0], kernel_args, matmul_nt, reverse, buffers)
-        if cells is CELLS and mode == "lstm" and dtype == np.float32:
+        buffers = (xp.ascontiguousarray(w_hh), *arrays)
+        if whole_pass:
+            buffers += (bias if bias is not None else np.zeros(GATES[mode] * H, dtype),)
+
             def loop(buffers):
                 _on_row_groups(_lstm_forward_rows, B, *buffers, reverse)
-        _run_steps(path, (mode, reverse, "forward", T, B, H, str(dtype)), loop,
-                   (xp.ascontiguousarray(w_hh), *arrays))
+        _run_steps(path, (mode, reverse, "forward", T, B, H, str(dtype)), loop, buffers)
     y = h[off_out:T + off_out]
     h_n = h[(1 - off_in) * T]
     c_n = saved["c"][(1 - off_in) * T] if mode == "lstm" else None
     return y, h_n, c_n, saved
 
 
-def _input_projection(mode, x, w_ih, b_ih, b_hh, H):
-    """x @ w_ih.T plus every bias that can be folded in, as one GEMM over all T*B rows."""
+def _input_projection(x, w_ih, bias):
+    """x @ w_ih.T (+ bias, unless None), as one GEMM over all T*B rows."""
     T, B, I = x.shape
     xp = backend.get_array_module(x)
     gx = workspace.empty(xp, (T, B, w_ih.shape[0]), x.dtype)
     xp.matmul(x.reshape(T * B, I), w_ih.T, out=gx.reshape(T * B, w_ih.shape[0]))
-    bias = _folded_bias(mode, b_ih, b_hh, H)
     if bias is not None:
         gx += bias
     return gx

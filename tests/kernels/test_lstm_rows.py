@@ -56,10 +56,11 @@ def _lstm_case(rng, dtype, T, B, I=5, H=12):
         g_hn=rng.standard_normal((B, H)).astype(dtype), g_cn=rng.standard_normal((B, H)).astype(dtype))
 
 
-def _run(case, reverse):
+def _run(case, reverse, bias=True):
     """Every output and gradient of one layer, as fresh arrays (the layer reuses its buffers)."""
+    b_ih, b_hh = (case["b_ih"], case["b_hh"]) if bias else (None, None)
     y, h_n, c_n, saved = K.rnn_forward("lstm", case["x"], case["hx"], case["cx"], case["w_ih"],
-                                       case["w_hh"], case["b_ih"], case["b_hh"], reverse)
+                                       case["w_hh"], b_ih, b_hh, reverse)
     outputs = [np.array(y), np.array(h_n), np.array(c_n)]
     grads = K.rnn_backward(saved, case["w_ih"], case["w_hh"], case["gy"], case["g_hn"],
                            case["g_cn"])
@@ -81,12 +82,14 @@ def test_row_groups_give_the_same_bits(monkeypatch, dtype, B, reverse):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("reverse", [False, True])
-def test_float32_passes_match_torch_float64(monkeypatch, threads, reverse):
+@pytest.mark.parametrize("reverse, bias", [(False, True), (True, True), (False, False)])
+def test_float32_passes_match_torch_float64(monkeypatch, threads, reverse, bias):
     monkeypatch.setattr(cpu_threads, "count", lambda: threads)
     T, B = 32, 16
     case = _lstm_case(np.random.default_rng(), np.float32, T, B)
-    got = _run(case, reverse)
+    got = _run(case, reverse, bias)
+    if not bias:
+        case["b_ih"] = case["b_hh"] = np.zeros_like(case["b_ih"])
 
     t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in case.items()}
     x = t["x"].flip(0) if reverse else t["x"]
