@@ -582,17 +582,24 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
 
 
 GROUP_ROWS = 4      # row groups are multiples of small_gemm's 4-row blocks
+# Off: measured on the idle 2-core machine (T32, batch 16), two groups ran the layer in 2.02 ms
+# against 1.91 ms as one call, though the forward pass alone took 337 vs 549 us on two threads:
+# after each GEMM on two threads OpenBLAS's pthreads worker keeps spinning on the second core
+# (its THREAD_TIMEOUT), so the second group shares that core. Worth turning on where BLAS's
+# workers sleep at once (OPENBLAS_THREAD_TIMEOUT) or the layer's GEMMs run on one thread.
+THREADED_GROUPS = False
 
 
 def _on_row_groups(chain, B, *args):
-    """``chain(*args, r0, r1)`` over the batch's rows 0:B, in one row group per free core.
+    """``chain(*args, r0, r1)`` over the batch's rows 0:B, in one row group per free core
+    (with THREADED_GROUPS; else one call).
 
     The rows of a batch never meet in a recurrent pass (each row's gates, states and gradients
     depend on that row alone), so each group's whole pass runs on its own core without a barrier
     a step. Groups start at multiples of GROUP_ROWS, so every row goes through the same code of
     kernels/small_gemm.py as in one call (the rows left over go last either way): the results
     are the same bits whatever the thread count."""
-    groups = max(1, min(cpu_threads.count(), B // GROUP_ROWS))
+    groups = max(1, min(cpu_threads.count() if THREADED_GROUPS else 1, B // GROUP_ROWS))
     if groups == 1:
         chain(*args, 0, B)
         return

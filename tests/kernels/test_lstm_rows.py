@@ -10,6 +10,12 @@ from gpudl import cpu_threads
 from gpudl.kernels import lstm as K
 
 
+@pytest.fixture(autouse=True)
+def threaded_groups(monkeypatch):
+    """The row groups on threads (off by default: kernels/lstm.py THREADED_GROUPS)."""
+    monkeypatch.setattr(K, "THREADED_GROUPS", True)
+
+
 def _ulps(got, x):
     """|got - tanh(x)| in float32 ulps of tanh(x), tanh taken in float64."""
     exact = np.tanh(x.astype(np.float64))
