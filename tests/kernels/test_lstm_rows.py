@@ -57,9 +57,11 @@ def _lstm_case(rng, dtype, T, B, I=5, H=12):
         hx=rng.standard_normal((B, H)).astype(dtype), cx=rng.standard_normal((B, H)).astype(dtype),
         w_ih=(0.4 * rng.standard_normal((4 * H, I))).astype(dtype),
         w_hh=(0.4 * rng.standard_normal((4 * H, H))).astype(dtype),
-        b_ih=rng.standard_normal(4 * H).astype(dtype), b_hh=rng.standard_normal(4 * H).astype(dtype),
+        b_ih=rng.standard_normal(4 * H).astype(dtype),
+        b_hh=rng.standard_normal(4 * H).astype(dtype),
         gy=rng.standard_normal((T, B, H)).astype(dtype),
-        g_hn=rng.standard_normal((B, H)).astype(dtype), g_cn=rng.standard_normal((B, H)).astype(dtype))
+        g_hn=rng.standard_normal((B, H)).astype(dtype),
+        g_cn=rng.standard_normal((B, H)).astype(dtype))
 
 
 def _run(case, reverse, bias=True):
