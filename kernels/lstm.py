@@ -585,8 +585,9 @@ GROUP_ROWS = 4      # row groups are multiples of small_gemm's 4-row blocks
 # Off: measured on the idle 2-core machine (T32, batch 16), two groups ran the layer in 2.02 ms
 # against 1.91 ms as one call, though the forward pass alone took 337 vs 549 us on two threads:
 # after each GEMM on two threads OpenBLAS's pthreads worker keeps spinning on the second core
-# (its THREAD_TIMEOUT), so the second group shares that core. Worth turning on where BLAS's
-# workers sleep at once (OPENBLAS_THREAD_TIMEOUT) or the layer's GEMMs run on one thread.
+# (its THREAD_TIMEOUT), so the second group shares that core. With OPENBLAS_THREAD_TIMEOUT=4
+# the layer took 1.73 ms threaded vs 2.14 ms as one call (benchmarks/RESULTS.md): worth turning
+# on where BLAS's workers sleep at once or the layer's GEMMs run on one thread.
 THREADED_GROUPS = False
 
 
