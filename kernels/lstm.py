@@ -7,6 +7,9 @@ The work is split the way cuDNN splits it:
    ONE pointwise pass (a fused Numba-CUDA kernel on the GPU; here Numba CPU loops around NumPy's
    SIMD tanh) doing every gate nonlinearity, the cell update and the hidden output, saving what
    backward needs (the gate activations, written over the input projection, c and tanh(c));
+   the CPU LSTM runs each whole pass as one Numba call per group of batch rows, the groups on
+   the free cores (``_on_row_groups``; the forward so in float32 only, with a rational tanh,
+   ``_tanh32``: float64 keeps NumPy's tanh, step by step);
 3. backward mirrors it: per step one pointwise pass producing the gate gradients, then the
    recurrent GEMM ``dh_prev = dgates @ w_hh``; the weight gradients are GEMMs over all T*B rows
    at the end (``gw_ih = dgates^T @ x``, ``gw_hh = dgates^T @ h_prev``).
@@ -52,10 +55,10 @@ sequence loops below serve the CPU twin and the CUDA kernels alike (``lstm_cuda.
 import numba
 import numpy as np
 
-from gpudl import backend
+from gpudl import backend, cpu_threads
 
 from . import workspace
-from .small_gemm import gemm_nt
+from .small_gemm import _gemm_nt, gemm_nt
 
 MODES = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -146,6 +149,96 @@ def _lstm_step_bwd(gy, dh, dc, a, c_prev, tc, d):
 
 def _lstm_step_bwd_cpu(t, s_in, s_out, gy, dh, dc, gates, c, tanh_c, dgates):
     _lstm_step_bwd(gy[t], dh, dc, gates[t], c[s_in], tanh_c[t], dgates[t])
+
+
+# float32 tanh without NumPy, so that a whole LSTM pass runs in one Numba call without the GIL:
+# the odd rational approximation of Eigen's float tanh (inputs clamped to +-7.905, where it
+# reaches 1 in float32); within 6 ulp of tanh, about what the SIMD tanh of NumPy gives (2 ulp).
+_TANH_CLAMP = np.float32(7.90531110763549805)
+_TANH_P = tuple(np.float32(v) for v in (
+    4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+    -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16))
+_TANH_Q = tuple(np.float32(v) for v in (
+    4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06))
+
+
+# error_model="numpy": no ZeroDivisionError check in the division, which kept the loops scalar
+_jit_tanh = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _tanh32(v):
+    x = v if not v > _TANH_CLAMP else _TANH_CLAMP          # NaN passes both clamps
+    x = x if not x < -_TANH_CLAMP else -_TANH_CLAMP
+    p0, p1, p2, p3, p4, p5, p6 = _TANH_P
+    q0, q1, q2, q3 = _TANH_Q
+    x2 = x * x
+    p = ((((((p6 * x2 + p5) * x2 + p4) * x2 + p3) * x2 + p2) * x2 + p1) * x2 + p0) * x
+    return p / (((q3 * x2 + q2) * x2 + q1) * x2 + q0)
+
+
+@_jit_tanh
+def _tanh_rows(a, out):
+    """out = tanh(a) for 2-D float32 arrays, out not a (the vectorised loop's overlap check
+    would send a = out to the scalar loop: ``_tanh_in_place``)."""
+    for b in range(a.shape[0]):
+        ab, ob = a[b], out[b]
+        for k in range(ab.shape[0]):
+            ob[k] = _tanh32(ab[k])
+
+
+@_jit_tanh
+def _tanh_in_place(a):
+    """a = tanh(a), 2-D float32."""
+    for b in range(a.shape[0]):
+        ab = a[b]
+        for k in range(ab.shape[0]):
+            ab[k] = _tanh32(ab[k])
+
+
+_jit_chain = numba.njit(cache=True, nogil=True)     # whole passes, on threads (_on_row_groups)
+
+
+@_jit_chain
+def _lstm_forward_rows(w_hh, gates, gh, c, tanh_c, h, bias, reverse, r0, r1):
+    """The whole forward pass of batch rows r0:r1, float32: per step the projection's bias (left
+    out of ``_input_projection``: added here, in cache), the recurrent GEMM and
+    ``_lstm_step_fwd_cpu``'s step, with ``_tanh32`` for NumPy's tanh."""
+    T = gates.shape[0]
+    g = gh[r0:r1]
+    for n in range(T):
+        t = T - 1 - n if reverse else n
+        s_in, s_out = (t + 1, t) if reverse else (t, t + 1)
+        a, c_new, tc = gates[t, r0:r1], c[s_out, r0:r1], tanh_c[t, r0:r1]
+        for b in range(a.shape[0]):
+            row = a[b]
+            for k in range(row.shape[0]):
+                row[k] += bias[k]
+        _gemm_nt(h[s_in, r0:r1], w_hh, g)
+        _lstm_pre_activations(a, g)
+        _tanh_in_place(a)
+        _lstm_cell_update(a, c[s_in, r0:r1], c_new)
+        _tanh_rows(c_new, tc)
+        _lstm_hidden(a, tc, h[s_out, r0:r1])
+
+
+@_jit_chain
+def _lstm_backward_rows(w_hh_cols, gy, dh, dc, gates, c, tanh_c, dgates, w_ih_cols, g_x,
+                        reverse, last_dh, r0, r1):
+    """The whole backward pass of batch rows r0:r1: ``_backward_steps`` over
+    ``_lstm_step_bwd_cpu`` in one call, and per step the input's gradient
+    ``g_x[t] = dgates[t] @ w_ih`` (``w_ih_cols`` = w_ih.T; zero columns when not wanted)."""
+    T = gates.shape[0]
+    d_h, d_c = dh[r0:r1], dc[r0:r1]
+    for n in range(T):
+        t = n if reverse else T - 1 - n
+        s_in = t + 1 if reverse else t
+        d = dgates[t, r0:r1]
+        _lstm_step_bwd(gy[t, r0:r1], d_h, d_c, gates[t, r0:r1], c[s_in, r0:r1],
+                       tanh_c[t, r0:r1], d)
+        if n != T - 1 or last_dh:
+            _gemm_nt(d, w_hh_cols, d_h)
+        _gemm_nt(d, w_ih_cols, g_x[t, r0:r1])
 
 
 @_jit
@@ -372,7 +465,10 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     H = w_hh.shape[1]
     dtype = x.dtype
     off_in, off_out, steps = _slots(T, reverse)
-    gates = _input_projection(mode, x, w_ih, b_ih, b_hh, H)    # (T, B, G*H), activated in place
+    # the CPU LSTM's float32 passes run whole in Numba (_lstm_forward_rows), the bias there
+    whole_pass = cells is CELLS and mode == "lstm" and dtype == np.float32
+    bias = _folded_bias(mode, b_ih, b_hh, H)
+    gates = _input_projection(x, w_ih, None if whole_pass else bias)   # (T, B, G*H), activated
     gh = workspace.empty(xp, (B, GATES[mode] * H), dtype)
     h = workspace.empty(xp, (T + 1, B, H), dtype)
     h[T * off_in] = hx
@@ -394,21 +490,25 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     if path:
         def loop(buffers):
             _forward_steps(mode, cells[mode][0], kernel_args, matmul_nt, reverse, buffers)
-        _run_steps(path, (mode, reverse, "forward", T, B, H, str(dtype)), loop,
-                   (xp.ascontiguousarray(w_hh), *arrays))
+        buffers = (xp.ascontiguousarray(w_hh), *arrays)
+        if whole_pass:
+            buffers += (bias if bias is not None else np.zeros(GATES[mode] * H, dtype),)
+
+            def loop(buffers):
+                _on_row_groups(_lstm_forward_rows, B, *buffers, reverse)
+        _run_steps(path, (mode, reverse, "forward", T, B, H, str(dtype)), loop, buffers)
     y = h[off_out:T + off_out]
     h_n = h[(1 - off_in) * T]
     c_n = saved["c"][(1 - off_in) * T] if mode == "lstm" else None
     return y, h_n, c_n, saved
 
 
-def _input_projection(mode, x, w_ih, b_ih, b_hh, H):
-    """x @ w_ih.T plus every bias that can be folded in, as one GEMM over all T*B rows."""
+def _input_projection(x, w_ih, bias):
+    """x @ w_ih.T (+ bias, unless None), as one GEMM over all T*B rows."""
     T, B, I = x.shape
     xp = backend.get_array_module(x)
     gx = workspace.empty(xp, (T, B, w_ih.shape[0]), x.dtype)
     xp.matmul(x.reshape(T * B, I), w_ih.T, out=gx.reshape(T * B, w_ih.shape[0]))
-    bias = _folded_bias(mode, b_ih, b_hh, H)
     if bias is not None:
         gx += bias
     return gx
@@ -456,18 +556,58 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
         arrays = (gy, dh, h, dgates, mode == "rnn_relu")
     path = _persistent(_path(mode, saved["device"], x, H), True, saved["reverse"], w_hh,
                        kernel_args(arrays), lambda: _path(mode, saved["device"], x, H))
+    g_x = None                          # the input's gradient where the step loop makes it
     if path:
         def loop(buffers):
             _backward_steps(mode, cells[mode][1], kernel_args, matmul_nt, saved["reverse"],
                             needs[1], buffers)
         # w_hh's columns as the rows of the "nt" GEMM: a copy on the CPU (the Numba GEMM reads
         # contiguous rows), the transposed view for cuBLAS
-        w_hh_cols = np.ascontiguousarray(w_hh.T) if xp is np else w_hh.T
-        _run_steps(path, (mode, saved["reverse"], "backward", needs[1], T, B, H, str(dtype)),
-                   loop, (w_hh_cols, *arrays))
+        buffers = (np.ascontiguousarray(w_hh.T) if xp is np else w_hh.T, *arrays)
+        key = (mode, saved["reverse"], "backward", needs[1], T, B, H, str(dtype))
+        if cells is CELLS and mode == "lstm":
+            # the input's gradient too, step by step in the chains' threads (w_ih's columns as
+            # the GEMM's rows; none unless wanted)
+            g_x = np.empty((T, B, x.shape[2] if needs[0] else 0), dtype)
+            buffers += (np.ascontiguousarray(w_ih.T[:g_x.shape[2]]), g_x)
+            key += (needs[0],)
+
+            def loop(buffers):
+                _on_row_groups(_lstm_backward_rows, B, *buffers, saved["reverse"], needs[1])
+        _run_steps(path, key, loop, buffers)
     g_hx = (dh + carry if mode == "gru" else dh) if needs[1] else None
     g_cx = carry if mode == "lstm" and needs[2] else None
-    return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx)
+    return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx,
+                         g_x if needs[0] else None)
+
+
+GROUP_ROWS = 4      # row groups are multiples of small_gemm's 4-row blocks
+# Off: measured on the idle 2-core machine (T32, batch 16), two groups ran the layer in 2.02 ms
+# against 1.91 ms as one call, though the forward pass alone took 337 vs 549 us on two threads:
+# after each GEMM on two threads OpenBLAS's pthreads worker keeps spinning on the second core
+# (its THREAD_TIMEOUT), so the second group shares that core. With OPENBLAS_THREAD_TIMEOUT=4
+# the layer took 1.73 ms threaded vs 2.14 ms as one call (benchmarks/RESULTS.md): worth turning
+# on where BLAS's workers sleep at once or the layer's GEMMs run on one thread.
+THREADED_GROUPS = False
+
+
+def _on_row_groups(chain, B, *args):
+    """``chain(*args, r0, r1)`` over the batch's rows 0:B, in one row group per free core
+    (with THREADED_GROUPS; else one call).
+
+    The rows of a batch never meet in a recurrent pass (each row's gates, states and gradients
+    depend on that row alone), so each group's whole pass runs on its own core without a barrier
+    a step. Groups start at multiples of GROUP_ROWS, so every row goes through the same code of
+    kernels/small_gemm.py as in one call (the rows left over go last either way): the results
+    are the same bits whatever the thread count."""
+    groups = max(1, min(cpu_threads.count() if THREADED_GROUPS else 1, B // GROUP_ROWS))
+    if groups == 1:
+        chain(*args, 0, B)
+        return
+    blocks = B // GROUP_ROWS
+    starts = [GROUP_ROWS * (blocks * i // groups) for i in range(groups)]
+    cpu_threads.map_serial_blas(lambda rows: chain(*args, *rows),
+                                list(zip(starts, starts[1:] + [B])), groups)
 
 
 def _run_steps(path, key, loop, arrays):
@@ -520,13 +660,15 @@ def _contiguous(xp, a):
     return out
 
 
-def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx):
-    """The GEMMs over all T*B rows at once: gradients of x, the weights and the biases."""
+def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx, g_x=None):
+    """The GEMMs over all T*B rows at once: gradients of x (unless given), the weights and the
+    biases."""
     T, B, I = x.shape
     rows = T * B
     d_x = dgates.reshape(rows, dgates.shape[2])     # (T*B, G*H)
     d_h = dgh.reshape(rows, dgh.shape[2])
-    g_x = (d_x @ w_ih).reshape(T, B, I) if needs[0] else None
+    if g_x is None and needs[0]:
+        g_x = (d_x @ w_ih).reshape(T, B, I)
     g_w_ih = d_x.T @ x.reshape(rows, I) if needs[3] else None
     g_w_hh = d_h.T @ h_prev.reshape(rows, h_prev.shape[2]) if needs[4] else None
     g_b_ih = d_x.sum(axis=0) if needs[5] or (needs[6] and dgh is dgates) else None
