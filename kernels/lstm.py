@@ -468,7 +468,8 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     # the CPU LSTM's float32 passes run whole in Numba (_lstm_forward_rows), the bias there
     whole_pass = cells is CELLS and mode == "lstm" and dtype == np.float32
     bias = _folded_bias(mode, b_ih, b_hh, H)
-    gates = _input_projection(x, w_ih, None if whole_pass else bias)   # (T, B, G*H), activated
+    threads = _gemm_threads() if whole_pass else 0
+    gates = _input_projection(x, w_ih, None if whole_pass else bias, threads)  # then activated
     gh = workspace.empty(xp, (B, GATES[mode] * H), dtype)
     h = workspace.empty(xp, (T + 1, B, H), dtype)
     h[T * off_in] = hx
@@ -503,12 +504,18 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     return y, h_n, c_n, saved
 
 
-def _input_projection(x, w_ih, bias):
-    """x @ w_ih.T (+ bias, unless None), as one GEMM over all T*B rows."""
+def _input_projection(x, w_ih, bias, threads=0):
+    """x @ w_ih.T (+ bias, unless None), as one GEMM over all T*B rows (on the CPU with
+    ``threads``: in two parts on gpudl's threads, ``_gemm_parts``)."""
     T, B, I = x.shape
     xp = backend.get_array_module(x)
     gx = workspace.empty(xp, (T, B, w_ih.shape[0]), x.dtype)
-    xp.matmul(x.reshape(T * B, I), w_ih.T, out=gx.reshape(T * B, w_ih.shape[0]))
+    x_rows, gx_rows = x.reshape(T * B, I), gx.reshape(T * B, w_ih.shape[0])
+    if threads and xp is np:
+        _gemm_parts([(x_rows[r0:r1], w_ih.T, gx_rows[r0:r1]) for r0, r1 in _halves(T * B)],
+                    threads)
+    else:
+        xp.matmul(x_rows, w_ih.T, out=gx_rows)
     if bias is not None:
         gx += bias
     return gx
@@ -578,29 +585,42 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
     g_hx = (dh + carry if mode == "gru" else dh) if needs[1] else None
     g_cx = carry if mode == "lstm" and needs[2] else None
     return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx,
-                         g_x if needs[0] else None)
+                         g_x if needs[0] else None,
+                         _gemm_threads() if cells is CELLS and mode == "lstm" else 0)
 
 
 GROUP_ROWS = 4      # row groups are multiples of small_gemm's 4-row blocks
-# Off: measured on the idle 2-core machine (T32, batch 16), two groups ran the layer in 2.02 ms
-# against 1.91 ms as one call, though the forward pass alone took 337 vs 549 us on two threads:
-# after each GEMM on two threads OpenBLAS's pthreads worker keeps spinning on the second core
-# (its THREAD_TIMEOUT), so the second group shares that core. With OPENBLAS_THREAD_TIMEOUT=4
-# the layer took 1.73 ms threaded vs 2.14 ms as one call (benchmarks/RESULTS.md): worth turning
-# on where BLAS's workers sleep at once or the layer's GEMMs run on one thread.
-THREADED_GROUPS = False
+# On: the row groups' chains on gpudl's threads, and the layer's large GEMMs (projection,
+# weight gradients) in two parts on the same threads with BLAS on one thread (_gemm_parts).
+# With those GEMMs left to OpenBLAS's own threads, its pthreads worker kept spinning on the
+# second core after each of them (its THREAD_TIMEOUT) and the second group shared that core:
+# two groups ran T32 batch 16 in 2.02 ms against 1.91 ms as one call. With the GEMMs in parts
+# (lead, 2-core machine, gpudl and torch alternating in one process, medians of 15 blocks):
+# T256 11.7 ms vs 16.1 ms as one call (torch 10.7); T32 level, 1.75-2.15 ms either way.
+THREADED_GROUPS = True
+
+
+def _gemm_threads():
+    """Threads for the CPU LSTM's large GEMMs in parts (``_gemm_parts``); 0: one BLAS call
+    each, as BLAS threads it (THREADED_GROUPS off)."""
+    return cpu_threads.count() if THREADED_GROUPS else 0
+
+
+def _row_groups(B):
+    """Threads the CPU LSTM's passes take for a batch of B rows: one row group per free core
+    (with THREADED_GROUPS; else 1)."""
+    return max(1, min(cpu_threads.count() if THREADED_GROUPS else 1, B // GROUP_ROWS))
 
 
 def _on_row_groups(chain, B, *args):
-    """``chain(*args, r0, r1)`` over the batch's rows 0:B, in one row group per free core
-    (with THREADED_GROUPS; else one call).
+    """``chain(*args, r0, r1)`` over the batch's rows 0:B, in ``_row_groups(B)`` groups.
 
     The rows of a batch never meet in a recurrent pass (each row's gates, states and gradients
     depend on that row alone), so each group's whole pass runs on its own core without a barrier
     a step. Groups start at multiples of GROUP_ROWS, so every row goes through the same code of
     kernels/small_gemm.py as in one call (the rows left over go last either way): the results
     are the same bits whatever the thread count."""
-    groups = max(1, min(cpu_threads.count() if THREADED_GROUPS else 1, B // GROUP_ROWS))
+    groups = _row_groups(B)
     if groups == 1:
         chain(*args, 0, B)
         return
@@ -608,6 +628,25 @@ def _on_row_groups(chain, B, *args):
     starts = [GROUP_ROWS * (blocks * i // groups) for i in range(groups)]
     cpu_threads.map_serial_blas(lambda rows: chain(*args, *rows),
                                 list(zip(starts, starts[1:] + [B])), groups)
+
+
+def _halves(n, align=16):
+    """(0, m), (m, n): the rows of a GEMM's output in two parts, the first a multiple of
+    ``align`` rows (BLAS's kernels give a row different bits at other offsets)."""
+    m = min(n, -(-n // (2 * align)) * align)
+    return [(0, m), (m, n)] if 0 < m < n else [(0, n)]
+
+
+def _gemm_parts(parts, threads):
+    """``np.matmul(a, b, out=out)`` for each ``(a, b, out)`` of ``parts``, on up to ``threads``
+    of gpudl's threads with BLAS on one thread: the layer's large GEMMs split by rows of their
+    output, so that no OpenBLAS worker is left spinning on the core a row group's chain needs
+    next (see THREADED_GROUPS). The parts and BLAS's one thread are the same whatever
+    ``threads`` is, and so are the bits."""
+    def product(part):
+        np.matmul(part[0], part[1], out=part[2])
+    with cpu_threads.serial_blas():
+        cpu_threads.map_serial_blas(product, parts, threads)
 
 
 def _run_steps(path, key, loop, arrays):
@@ -660,17 +699,29 @@ def _contiguous(xp, a):
     return out
 
 
-def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx, g_x=None):
+def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx, g_x=None, threads=0):
     """The GEMMs over all T*B rows at once: gradients of x (unless given), the weights and the
-    biases."""
+    biases (on the CPU with ``threads``: the weights' in two parts each, ``_gemm_parts``)."""
     T, B, I = x.shape
     rows = T * B
     d_x = dgates.reshape(rows, dgates.shape[2])     # (T*B, G*H)
     d_h = dgh.reshape(rows, dgh.shape[2])
     if g_x is None and needs[0]:
         g_x = (d_x @ w_ih).reshape(T, B, I)
-    g_w_ih = d_x.T @ x.reshape(rows, I) if needs[3] else None
-    g_w_hh = d_h.T @ h_prev.reshape(rows, h_prev.shape[2]) if needs[4] else None
+    pairs = [(d_x, x.reshape(rows, I)) if needs[3] else None,        # g_w_ih = d_x.T @ x
+             (d_h, h_prev.reshape(rows, h_prev.shape[2])) if needs[4] else None]
+    grads = [None, None]
+    if threads and backend.get_array_module(x) is np:
+        parts = []
+        for i, pair in enumerate(pairs):
+            if pair is not None:
+                d, a = pair
+                grads[i] = np.empty((d.shape[1], a.shape[1]), x.dtype)
+                parts += [(d[:, r0:r1].T, a, grads[i][r0:r1]) for r0, r1 in _halves(d.shape[1])]
+        _gemm_parts(parts, threads)
+    else:
+        grads = [pair[0].T @ pair[1] if pair is not None else None for pair in pairs]
+    g_w_ih, g_w_hh = grads
     g_b_ih = d_x.sum(axis=0) if needs[5] or (needs[6] and dgh is dgates) else None
     g_b_hh = None
     if needs[6]:                    # the same sums unless the GEMMs saw different gradients (GRU)

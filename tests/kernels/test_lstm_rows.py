@@ -12,7 +12,8 @@ from gpudl.kernels import lstm as K
 
 @pytest.fixture(autouse=True)
 def threaded_groups(monkeypatch):
-    """The row groups on threads (off by default: kernels/lstm.py THREADED_GROUPS)."""
+    """The row groups on threads (kernels/lstm.py THREADED_GROUPS, on by default: kept on here
+    whatever the default becomes)."""
     monkeypatch.setattr(K, "THREADED_GROUPS", True)
 
 
@@ -157,3 +158,24 @@ def test_input_gradient_only_when_wanted(monkeypatch, threads):
     assert some[0] is None
     for got, expected in zip(some[1:], every[1:]):
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 32, 33, 512, 4096 + 3])
+def test_gemm_halves_cover_the_rows_once_the_first_aligned(n):
+    parts = K._halves(n)
+    assert parts[0][0] == 0 and parts[-1][1] == n
+    assert all(a < b for a, b in parts) and all(p[1] == q[0] for p, q in zip(parts, parts[1:]))
+    assert len(parts) == 1 or parts[0][1] % 16 == 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gemms_in_parts_match_whole_gemms(monkeypatch, threads):
+    """The projection and weight gradients in parts (THREADED_GROUPS) equal the whole BLAS
+    products to float32 rounding, with and without a second thread."""
+    case = _lstm_case(np.random.default_rng(), np.float32, T=9, B=7, I=33, H=20)
+    monkeypatch.setattr(cpu_threads, "count", lambda: threads)
+    parts = _run(case, False)
+    monkeypatch.setattr(K, "THREADED_GROUPS", False)
+    whole = _run(case, False)
+    for got, want in zip(parts, whole):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * max(1, np.abs(want).max()))
