@@ -904,12 +904,8 @@ def _budget(kind, head, n):
     return Budget(threads=THREADS, min_hmma_share=share, min_occupancy=occupancy)
 
 
-# the bfloat16 kernels are the float16 ones with another mma and pack: their masked builds
-# (which differ from the unmasked ones as the float16 masked builds do) are left out of the
-# offline check and gate, which compile each kernel for two targets
 SIGNATURES = [
     (kernel, [_signatures(kind)[n]], _budget(kind, head, n))
     for (head, masked, kind), kernels in _KERNELS.items()
-    if not (kind == "bf16" and masked)
     for n, kernel in enumerate(kernels)
 ]
