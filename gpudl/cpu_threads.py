@@ -158,10 +158,21 @@ _map_pool = []              # [(pid, ThreadPoolExecutor)] for map_serial_blas, m
 
 
 def map_serial_blas(fn, items, workers):
-    """[fn(item) for item in items] on up to ``workers`` threads (the caller's among them, each
-    taking the next item when done), BLAS on one thread meanwhile so that each thread's GEMMs
-    run on a core of their own. ``fn`` should release the GIL for its work (NumPy, nogil Numba).
-    One thread (in order) when workers or items are 1 or BLAS's count cannot be set."""
+    """[fn(item) for item in items] on up to ``workers`` threads (``map_threads``), BLAS on one
+    thread meanwhile so that each thread's GEMMs run on a core of their own. One thread (in
+    order) when BLAS's thread count cannot be set."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    with serial_blas() as serial:
+        return map_threads(fn, items, workers if serial else 1)
+
+
+def map_threads(fn, items, workers):
+    """[fn(item) for item in items] on up to ``workers`` threads, the caller's among them, each
+    taking the next item when done. ``fn`` should release the GIL for its work (NumPy, nogil
+    Numba) and call no threaded BLAS (``map_serial_blas`` for that). One thread (in order) when
+    workers or items are 1."""
     items = list(items)
     if workers <= 1 or len(items) <= 1:
         return [fn(item) for item in items]
@@ -172,21 +183,17 @@ def map_serial_blas(fn, items, workers):
         for i in pending:
             results[i] = fn(items[i])
 
-    with serial_blas() as serial:
-        if not serial:
-            loop()
-            return results
-        if not _map_pool or _map_pool[0][0] != os.getpid():    # a forked child has no threads
-            from concurrent.futures import ThreadPoolExecutor
-            _map_pool[:] = [(os.getpid(), ThreadPoolExecutor(max(1, _CORES - 1), "gpudl-map"))]
-        helpers = [_map_pool[0][1].submit(loop) for _ in range(min(workers, len(items)) - 1)]
-        try:
-            loop()
-        finally:
-            for done in helpers:
-                done.exception()            # every helper done before BLAS gets its threads
+    if not _map_pool or _map_pool[0][0] != os.getpid():    # a forked child has no threads
+        from concurrent.futures import ThreadPoolExecutor
+        _map_pool[:] = [(os.getpid(), ThreadPoolExecutor(max(1, _CORES - 1), "gpudl-map"))]
+    helpers = [_map_pool[0][1].submit(loop) for _ in range(min(workers, len(items)) - 1)]
+    try:
+        loop()
+    finally:
         for done in helpers:
-            done.result()
+            done.exception()            # every helper done before the caller goes on
+    for done in helpers:
+        done.result()
     return results
 
 

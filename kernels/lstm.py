@@ -201,9 +201,11 @@ _jit_chain = numba.njit(cache=True, nogil=True)     # whole passes, on threads (
 
 
 @_jit_chain
-def _lstm_forward_rows(w_hh, gates, gh, c, tanh_c, h, bias, reverse, r0, r1):
-    """The whole forward pass of batch rows r0:r1, float32: per step the projection's bias (left
-    out of ``_input_projection``: added here, in cache), the recurrent GEMM and
+def _lstm_forward_rows(w_hh, gates, gh, c, tanh_c, h, bias, x, w_ih, reverse, r0, r1):
+    """The whole forward pass of batch rows r0:r1, float32: per step the input projection
+    ``x[t] @ w_ih.T + bias`` (here rather than as one GEMM over all steps beforehand: no
+    second pass over the gates, no BLAS call to hand to threads; kernels/small_gemm.py's dot
+    products at K = 64 cost about what OpenBLAS's AVX2 GEMM does), the recurrent GEMM and
     ``_lstm_step_fwd_cpu``'s step, with ``_tanh32`` for NumPy's tanh."""
     T = gates.shape[0]
     g = gh[r0:r1]
@@ -211,6 +213,7 @@ def _lstm_forward_rows(w_hh, gates, gh, c, tanh_c, h, bias, reverse, r0, r1):
         t = T - 1 - n if reverse else n
         s_in, s_out = (t + 1, t) if reverse else (t, t + 1)
         a, c_new, tc = gates[t, r0:r1], c[s_out, r0:r1], tanh_c[t, r0:r1]
+        _gemm_nt(x[t, r0:r1], w_ih, a)
         for b in range(a.shape[0]):
             row = a[b]
             for k in range(row.shape[0]):
@@ -225,11 +228,15 @@ def _lstm_forward_rows(w_hh, gates, gh, c, tanh_c, h, bias, reverse, r0, r1):
 
 @_jit_chain
 def _lstm_backward_rows(w_hh_cols, gy, dh, dc, gates, c, tanh_c, dgates, w_ih_cols, g_x,
-                        reverse, last_dh, r0, r1):
+                        h, x, d_cols, h_cols, x_cols, reverse, last_dh, r0, r1):
     """The whole backward pass of batch rows r0:r1: ``_backward_steps`` over
     ``_lstm_step_bwd_cpu`` in one call, and per step the input's gradient
-    ``g_x[t] = dgates[t] @ w_ih`` (``w_ih_cols`` = w_ih.T; zero columns when not wanted)."""
-    T = gates.shape[0]
+    ``g_x[t] = dgates[t] @ w_ih`` (``w_ih_cols`` = w_ih.T; zero columns when not wanted).
+
+    It also writes the weight gradients' operands with the T*B rows as columns (``d_cols``,
+    ``h_cols``: the states each step read, ``x_cols``; each skipped when it has no columns),
+    so that ``_column_weight_grads`` runs them as dot products along contiguous rows."""
+    T, B = gates.shape[0], gates.shape[1]
     d_h, d_c = dh[r0:r1], dc[r0:r1]
     for n in range(T):
         t = n if reverse else T - 1 - n
@@ -240,6 +247,24 @@ def _lstm_backward_rows(w_hh_cols, gy, dh, dc, gates, c, tanh_c, dgates, w_ih_co
         if n != T - 1 or last_dh:
             _gemm_nt(d, w_hh_cols, d_h)
         _gemm_nt(d, w_ih_cols, g_x[t, r0:r1])
+        column = t * B + r0
+        if d_cols.shape[1]:
+            _put_columns(d, d_cols, column)
+        if h_cols.shape[1]:
+            _put_columns(h[s_in, r0:r1], h_cols, column)
+        if x_cols.shape[1]:
+            _put_columns(x[t, r0:r1], x_cols, column)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _put_columns(rows, cols, c0):
+    """cols[k, c0 + b] = rows[b, k]. k outermost: with b outermost each store strode a whole
+    row of cols, 15x slower (the rows of a (512, 512) float32 array fall into the same cache
+    sets)."""
+    for k in range(rows.shape[1]):
+        out = cols[k]
+        for b in range(rows.shape[0]):
+            out[c0 + b] = rows[b, k]
 
 
 @_jit
@@ -469,8 +494,10 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     # the CPU LSTM's float32 passes run whole in Numba (_lstm_forward_rows), the bias there
     whole_pass = cells is CELLS and mode == "lstm" and dtype == np.float32
     bias = _folded_bias(mode, b_ih, b_hh, H)
-    threads = _gemm_threads() if whole_pass else 0
-    gates = _input_projection(x, w_ih, None if whole_pass else bias, threads)  # then activated
+    if whole_pass:
+        gates = workspace.empty(xp, (T, B, GATES[mode] * H), dtype)    # projected in the chain
+    else:
+        gates = _input_projection(x, w_ih, bias)                    # then activated in place
     gh = workspace.empty(xp, (B, GATES[mode] * H), dtype)
     h = workspace.empty(xp, (T + 1, B, H), dtype)
     h[T * off_in] = hx
@@ -494,7 +521,8 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
             _forward_steps(mode, cells[mode][0], kernel_args, matmul_nt, reverse, buffers)
         buffers = (xp.ascontiguousarray(w_hh), *arrays)
         if whole_pass:
-            buffers += (bias if bias is not None else np.zeros(GATES[mode] * H, dtype),)
+            buffers += (bias if bias is not None else np.zeros(GATES[mode] * H, dtype),
+                        _contiguous(np, x), np.ascontiguousarray(w_ih))
 
             def loop(buffers):
                 _on_row_groups(_lstm_forward_rows, B, *buffers, reverse)
@@ -505,18 +533,12 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     return y, h_n, c_n, saved
 
 
-def _input_projection(x, w_ih, bias, threads=0):
-    """x @ w_ih.T (+ bias, unless None), as one GEMM over all T*B rows (on the CPU with
-    ``threads``: in two parts on gpudl's threads, ``_gemm_parts``)."""
+def _input_projection(x, w_ih, bias):
+    """x @ w_ih.T (+ bias, unless None), as one GEMM over all T*B rows."""
     T, B, I = x.shape
     xp = backend.get_array_module(x)
     gx = workspace.empty(xp, (T, B, w_ih.shape[0]), x.dtype)
-    x_rows, gx_rows = x.reshape(T * B, I), gx.reshape(T * B, w_ih.shape[0])
-    if threads and xp is np:
-        _gemm_parts([(x_rows[r0:r1], w_ih.T, gx_rows[r0:r1]) for r0, r1 in _halves(T * B)],
-                    threads)
-    else:
-        xp.matmul(x_rows, w_ih.T, out=gx_rows)
+    xp.matmul(x.reshape(T * B, I), w_ih.T, out=gx.reshape(T * B, w_ih.shape[0]))
     if bias is not None:
         gx += bias
     return gx
@@ -575,9 +597,10 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
         key = (mode, saved["reverse"], "backward", needs[1], T, B, H, str(dtype))
         if cells is CELLS and mode == "lstm":
             # the input's gradient too, step by step in the chains' threads (w_ih's columns as
-            # the GEMM's rows; none unless wanted)
+            # the GEMM's rows; none unless wanted), and the weight gradients' operands as columns
             g_x = np.empty((T, B, x.shape[2] if needs[0] else 0), dtype)
-            buffers += (np.ascontiguousarray(w_ih.T[:g_x.shape[2]]), g_x)
+            columns = _columns(x, H, needs)
+            buffers += (np.ascontiguousarray(w_ih.T[:g_x.shape[2]]), g_x, h, x, *columns)
             key += (needs[0],)
 
             def loop(buffers):
@@ -585,69 +608,62 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
         _run_steps(path, key, loop, buffers)
     g_hx = (dh + carry if mode == "gru" else dh) if needs[1] else None
     g_cx = carry if mode == "lstm" and needs[2] else None
-    return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx,
-                         g_x if needs[0] else None,
-                         _gemm_threads() if cells is CELLS and mode == "lstm" else 0)
+    if g_x is not None:
+        return (g_x if needs[0] else None, g_hx, g_cx,
+                *_column_weight_grads(*columns, needs, _gemm_threads()))
+    return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx)
 
 
 GROUP_ROWS = 4      # row groups are multiples of small_gemm's 4-row blocks
-# On: the row groups' chains on gpudl's threads, and the layer's large GEMMs (projection,
-# weight gradients) in two parts on the same threads with BLAS on one thread (_gemm_parts).
-# With those GEMMs left to OpenBLAS's own threads, its pthreads worker kept spinning on the
-# second core after each of them (its THREAD_TIMEOUT) and the second group shared that core:
-# two groups ran T32 batch 16 in 2.02 ms against 1.91 ms as one call. With the GEMMs in parts
-# (lead, 2-core machine, gpudl and torch alternating in one process, medians of 15 blocks):
-# T256 11.7 ms vs 16.1 ms as one call (torch 10.7); T32 level, 1.75-2.15 ms either way.
+GROUPS_PER_THREAD = 2   # more groups than threads: see _on_row_groups
+GEMM_PARTS = 4          # the large GEMMs in this many parts, for the same reason
+# On: the row groups' chains and the weight gradients' parts on gpudl's threads (Numba, no
+# BLAS: kernels/small_gemm.py's AVX-512 dot products, 2x OpenBLAS's AVX2 GEMM here). Off: one
+# thread.
 THREADED_GROUPS = True
 
 
 def _gemm_threads():
-    """Threads for the CPU LSTM's large GEMMs in parts (``_gemm_parts``); 0: one BLAS call
-    each, as BLAS threads it (THREADED_GROUPS off)."""
-    return cpu_threads.count() if THREADED_GROUPS else 0
+    """Threads for the CPU LSTM's passes and weight gradients (1 with THREADED_GROUPS off)."""
+    return cpu_threads.count() if THREADED_GROUPS else 1
 
 
 def _row_groups(B):
-    """Threads the CPU LSTM's passes take for a batch of B rows: one row group per free core
-    (with THREADED_GROUPS; else 1)."""
-    return max(1, min(_gemm_threads() or 1, B // GROUP_ROWS))
+    """(threads, [(r0, r1), ...]): how the CPU LSTM's passes split a batch of B rows. One group
+    on one thread without THREADED_GROUPS or a free core; else GROUPS_PER_THREAD groups a thread
+    (as far as B allows), each a multiple of GROUP_ROWS rows but the last."""
+    threads = _gemm_threads()
+    groups = max(1, min(threads * GROUPS_PER_THREAD, B // GROUP_ROWS)) if threads > 1 else 1
+    blocks = B // GROUP_ROWS
+    starts = [GROUP_ROWS * (blocks * i // groups) for i in range(groups)]
+    return min(threads, groups), list(zip(starts, starts[1:] + [B]))
 
 
 def _on_row_groups(chain, B, *args):
-    """``chain(*args, r0, r1)`` over the batch's rows 0:B, in ``_row_groups(B)`` groups.
+    """``chain(*args, r0, r1)`` over the batch's rows 0:B, in the groups of ``_row_groups(B)``.
 
     The rows of a batch never meet in a recurrent pass (each row's gates, states and gradients
-    depend on that row alone), so each group's whole pass runs on its own core without a barrier
-    a step. Groups start at multiples of GROUP_ROWS, so every row goes through the same code of
-    kernels/small_gemm.py as in one call (the rows left over go last either way): the results
+    depend on that row alone), so each group's whole pass runs on its own thread without a
+    barrier a step. There are more groups than threads, each thread taking the next group when
+    done: a thread whose core another process (or another library's spinning OpenMP workers)
+    holds for a while then takes fewer groups, where with one group a thread the others would
+    wait for it. Groups start at multiples of GROUP_ROWS, so every row goes through the same code
+    of kernels/small_gemm.py as in one call (the rows left over go last either way): the results
     are the same bits whatever the thread count."""
-    groups = _row_groups(B)
-    if groups == 1:
+    threads, groups = _row_groups(B)
+    if len(groups) == 1:
         chain(*args, 0, B)
         return
-    blocks = B // GROUP_ROWS
-    starts = [GROUP_ROWS * (blocks * i // groups) for i in range(groups)]
-    cpu_threads.map_serial_blas(lambda rows: chain(*args, *rows),
-                                list(zip(starts, starts[1:] + [B])), groups)
+    cpu_threads.map_threads(lambda rows: chain(*args, *rows), groups, threads)
 
 
-def _halves(n, align=16):
-    """(0, m), (m, n): the rows of a GEMM's output in two parts, the first a multiple of
-    ``align`` rows (BLAS's kernels give a row different bits at other offsets)."""
-    m = min(n, -(-n // (2 * align)) * align)
-    return [(0, m), (m, n)] if 0 < m < n else [(0, n)]
-
-
-def _gemm_parts(parts, threads):
-    """``np.matmul(a, b, out=out)`` for each ``(a, b, out)`` of ``parts``, on up to ``threads``
-    of gpudl's threads with BLAS on one thread: the layer's large GEMMs split by rows of their
-    output, so that no OpenBLAS worker is left spinning on the core a row group's chain needs
-    next (see THREADED_GROUPS). The parts and BLAS's one thread are the same whatever
-    ``threads`` is, and so are the bits."""
-    def product(part):
-        np.matmul(part[0], part[1], out=part[2])
-    with cpu_threads.serial_blas():
-        cpu_threads.map_serial_blas(product, parts, threads)
+def _row_parts(n, parts=GEMM_PARTS, align=16):
+    """[(0, m1), (m1, m2), ...]: the rows of a GEMM's output in up to ``parts`` parts, each
+    starting at a multiple of ``align`` rows (small_gemm's 4-row blocks give a row other bits
+    than its rows left over do); the same parts whatever the thread count."""
+    size = -(-n // (parts * align)) * align
+    starts = list(range(0, n, size)) if n else [0]
+    return list(zip(starts, starts[1:] + [n]))
 
 
 def _run_steps(path, key, loop, arrays):
@@ -700,31 +716,45 @@ def _contiguous(xp, a):
     return out
 
 
-def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx, g_x=None, threads=0):
-    """The GEMMs over all T*B rows at once: gradients of x (unless given), the weights and the
-    biases (on the CPU with ``threads``: the weights' in two parts each, ``_gemm_parts``)."""
+def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx):
+    """The GEMMs over all T*B rows at once: gradients of x, the weights and the biases."""
     T, B, I = x.shape
     rows = T * B
     d_x = dgates.reshape(rows, dgates.shape[2])     # (T*B, G*H)
     d_h = dgh.reshape(rows, dgh.shape[2])
-    if g_x is None and needs[0]:
-        g_x = (d_x @ w_ih).reshape(T, B, I)
-    pairs = [(d_x, x.reshape(rows, I)) if needs[3] else None,        # g_w_ih = d_x.T @ x
-             (d_h, h_prev.reshape(rows, h_prev.shape[2])) if needs[4] else None]
-    grads = [None, None]
-    if threads and backend.get_array_module(x) is np:
-        parts = []
-        for i, pair in enumerate(pairs):
-            if pair is not None:
-                d, a = pair
-                grads[i] = np.empty((d.shape[1], a.shape[1]), x.dtype)
-                parts += [(d[:, r0:r1].T, a, grads[i][r0:r1]) for r0, r1 in _halves(d.shape[1])]
-        _gemm_parts(parts, threads)
-    else:
-        grads = [pair[0].T @ pair[1] if pair is not None else None for pair in pairs]
-    g_w_ih, g_w_hh = grads
+    g_x = (d_x @ w_ih).reshape(T, B, I) if needs[0] else None
+    g_w_ih = d_x.T @ x.reshape(rows, I) if needs[3] else None
+    g_w_hh = d_h.T @ h_prev.reshape(rows, h_prev.shape[2]) if needs[4] else None
     g_b_ih = d_x.sum(axis=0) if needs[5] or (needs[6] and dgh is dgates) else None
     g_b_hh = None
     if needs[6]:                    # the same sums unless the GEMMs saw different gradients (GRU)
         g_b_hh = g_b_ih if dgh is dgates else d_h.sum(axis=0)
     return g_x, g_hx, g_cx, g_w_ih, g_w_hh, g_b_ih if needs[5] else None, g_b_hh
+
+
+def _columns(x, H, needs):
+    """(d_cols, h_cols, x_cols): the CPU LSTM's gate gradients (4H, T*B), previous states
+    (H, T*B) and inputs (I, T*B) with the T*B rows as columns, each with no columns where no
+    gradient needs it (``_lstm_backward_rows`` fills them)."""
+    T, B, I = x.shape
+    rows = T * B
+    biases = needs[5] or needs[6]
+    return tuple(workspace.empty(np, (n, rows if wanted else 0), x.dtype)
+                 for n, wanted in ((4 * H, needs[3] or needs[4] or biases),
+                                   (H, needs[4]), (I, needs[3])))
+
+
+def _column_weight_grads(d_cols, h_cols, x_cols, needs, threads):
+    """(g_w_ih, g_w_hh, g_b_ih, g_b_hh) of the CPU LSTM from ``_columns``: each weight gradient
+    ``d_cols @ a_cols.T`` a dot product over the T*B rows for every entry (kernels/small_gemm.py,
+    AVX-512 where the CPU has it: 2x OpenBLAS's AVX2 here), in parts on up to ``threads``
+    threads; the biases' sums along the rows of d_cols."""
+    grads, parts = [None, None], []
+    for i, a_cols in enumerate((x_cols, h_cols)):
+        if needs[3 + i]:
+            grads[i] = np.empty((d_cols.shape[0], a_cols.shape[0]), d_cols.dtype)
+            parts += [(d_cols[r0:r1], a_cols, grads[i][r0:r1])
+                      for r0, r1 in _row_parts(d_cols.shape[0])]
+    cpu_threads.map_threads(lambda part: _gemm_nt(*part), parts, threads)
+    g_b = d_cols.sum(axis=1) if needs[5] or needs[6] else None
+    return (*grads, g_b if needs[5] else None, g_b if needs[6] else None)

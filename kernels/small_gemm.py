@@ -25,7 +25,7 @@ def _dot(x, y):
     return s
 
 
-@numba.njit(cache=True, fastmath=_FAST)
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _gemm_nt(a, bt, out):
     M, K = a.shape
     N = bt.shape[0]
