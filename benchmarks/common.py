@@ -27,13 +27,19 @@ def median_ms(fn, repeats=21, warmup=3, synchronize=sync):
     return 1e3 * statistics.median(_timed_runs(fn, synchronize, repeats))
 
 
-def side_by_side(gd_fn, torch_fn, torch, repeats=21, warmup=3, block=4):
+SETTLE_S = 0.05        # idle time before each block, for the other library's workers to sleep
+
+
+def side_by_side(gd_fn, torch_fn, torch, repeats=21, warmup=3, block=4, settle=SETTLE_S):
     """(gpudl median ms, torch median ms), alternating the two in blocks of ``block`` runs.
 
-    Blocks, not single runs, and the first run of each block is not timed: each library's
-    OpenMP workers keep spinning for a while after a call (PyTorch's by default), and on a
-    2-core machine that steals the cores from whichever library runs next. Timing single
-    alternate runs measured a 4.7 ms LeNet step at 35 ms.
+    Blocks, not single runs, each after ``settle`` seconds of idle time and one untimed run:
+    each library's workers keep spinning for a while after a call (PyTorch's OpenMP workers by
+    default: libgomp spins some 300,000 rounds, here about 5 ms; OpenBLAS's too), and on a
+    2-core machine that steals a core from whichever library runs next. Timing single
+    alternate runs measured a 4.7 ms LeNet step at 35 ms; with only the untimed run before each
+    block, a 1.7 ms LSTM step still measured 3-5 ms in the first two or three runs of a block
+    after PyTorch's. The idle time is the same for both libraries and is not timed.
     """
     for _ in range(warmup):
         gd_fn()
@@ -42,13 +48,14 @@ def side_by_side(gd_fn, torch_fn, torch, repeats=21, warmup=3, block=4):
     torch_sync(torch)
     ours, theirs = [], []
     while len(ours) < repeats:
-        ours += _timed_block(gd_fn, sync, block)
-        theirs += _timed_block(torch_fn, lambda: torch_sync(torch), block)
+        ours += _timed_block(gd_fn, sync, block, settle)
+        theirs += _timed_block(torch_fn, lambda: torch_sync(torch), block, settle)
     return 1e3 * statistics.median(ours), 1e3 * statistics.median(theirs)
 
 
-def _timed_block(fn, synchronize, runs):
-    fn()                          # untimed: lets the other library's threads go idle
+def _timed_block(fn, synchronize, runs, settle):
+    time.sleep(settle)            # lets the other library's threads go idle
+    fn()                          # untimed: wakes this library's threads
     synchronize()
     return _timed_runs(fn, synchronize, runs)
 

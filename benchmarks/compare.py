@@ -487,7 +487,7 @@ def main(argv=None):
                "495 TFLOP/s dense, fp16 rows 989 TFLOP/s tensor cores, HBM of that chip)"
                if name_of_gpu else "") + ", "
             + ("each library alone in a fresh process" if args.isolated else
-               "the libraries alternating in blocks of 4 in one process")
+               "the libraries alternating in blocks of 4 in one process, each block after 50 ms idle")
             + f", median of {args.repeats}+ runs\n\n"
             + table(rows, modes, args.device, name_of_gpu))
     print("\n" + text)

@@ -7,12 +7,18 @@ The work is split the way cuDNN splits it:
    ONE pointwise pass (a fused Numba-CUDA kernel on the GPU; here Numba CPU loops around NumPy's
    SIMD tanh) doing every gate nonlinearity, the cell update and the hidden output, saving what
    backward needs (the gate activations, written over the input projection, c and tanh(c));
-   the CPU LSTM runs each whole pass as one Numba call per group of batch rows, the groups on
-   the free cores (``_on_row_groups``; the forward so in float32 only, with a rational tanh,
-   ``_tanh32``: float64 keeps NumPy's tanh, step by step);
 3. backward mirrors it: per step one pointwise pass producing the gate gradients, then the
    recurrent GEMM ``dh_prev = dgates @ w_hh``; the weight gradients are GEMMs over all T*B rows
    at the end (``gw_ih = dgates^T @ x``, ``gw_hh = dgates^T @ h_prev``).
+
+The CPU LSTM differs in how it runs this, not in what it computes: each whole pass is one Numba
+call per group of batch rows, the groups on the free cores (``_on_row_groups``), and in float32
+it calls no BLAS (OpenBLAS runs AVX2 kernels here, kernels/small_gemm.py's dot products AVX-512).
+The forward (float32 only, with a rational tanh, ``_tanh32``; float64 keeps NumPy's tanh, step by
+step) projects each step's input inside the chain; the backward chain also computes the input's
+gradient step by step and copies the gate gradients, states and inputs with the T*B rows as
+columns, so that the weight gradients are dot products along contiguous rows
+(``_column_weight_grads``).
 
 Gate order is PyTorch's: LSTM ``i, f, g, o``; GRU ``r, z, n`` with
 ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``; RNN ``tanh`` or ``relu``.
