@@ -83,15 +83,21 @@ _jit = numba.njit(cache=True)
 def _lstm_pre_activations(a, gh):
     """a = (a + gh) scaled by 1/2 for the sigmoid gates i, f, o: one tanh pass then serves all
     four gates, as sigmoid(v) = 0.5 + 0.5 * tanh(v / 2)."""
-    half = a.dtype.type(0.5)
-    H = a.shape[1] // 4
     for b in range(a.shape[0]):
-        for k in range(2 * H):
-            a[b, k] = (a[b, k] + gh[b, k]) * half
-        for k in range(2 * H, 3 * H):
-            a[b, k] += gh[b, k]
-        for k in range(3 * H, 4 * H):
-            a[b, k] = (a[b, k] + gh[b, k]) * half
+        _gate_inputs_row(a[b], gh[b])
+
+
+@numba.njit(cache=True, inline="always")
+def _gate_inputs_row(row, add):
+    """``_lstm_pre_activations`` of one row: row = (row + add), halved for i, f and o."""
+    half = row.dtype.type(0.5)
+    H = row.shape[0] // 4
+    for k in range(2 * H):
+        row[k] = (row[k] + add[k]) * half
+    for k in range(2 * H, 3 * H):
+        row[k] += add[k]
+    for k in range(3 * H, 4 * H):
+        row[k] = (row[k] + add[k]) * half
 
 
 @_jit
@@ -207,25 +213,23 @@ _jit_chain = numba.njit(cache=True, nogil=True)     # whole passes, on threads (
 
 
 @_jit_chain
-def _lstm_forward_rows(w_hh, gates, gh, c, tanh_c, h, bias, x, w_ih, reverse, r0, r1):
-    """The whole forward pass of batch rows r0:r1, float32: per step the input projection
-    ``x[t] @ w_ih.T + bias`` (here rather than as one GEMM over all steps beforehand: no
-    second pass over the gates, no BLAS call to hand to threads; kernels/small_gemm.py's dot
-    products at K = 64 cost about what OpenBLAS's AVX2 GEMM does), the recurrent GEMM and
-    ``_lstm_step_fwd_cpu``'s step, with ``_tanh32`` for NumPy's tanh."""
-    T = gates.shape[0]
-    g = gh[r0:r1]
+def _lstm_forward_rows(w_xh, gates, c, tanh_c, h, bias, x, reverse, r0, r1):
+    """The whole forward pass of batch rows r0:r1, float32: per step ONE GEMM
+    ``[x[t], h_prev] @ w_xh.T`` with ``w_xh = [w_ih, w_hh]`` (each output a single dot
+    product over I + H: the 16 horizontal sums of a 4 x 4 block paid once, not once for the
+    input and once for the state; 8.6 us against 4.9 + 6.9 us for 8 rows at I = 64, H = 128),
+    then ``_lstm_step_fwd_cpu``'s step with the bias, and ``_tanh32`` for NumPy's tanh."""
+    T, I = x.shape[0], x.shape[2]
+    xh = np.empty((r1 - r0, w_xh.shape[1]), x.dtype)       # [x[t], h_prev] of these rows
     for n in range(T):
         t = T - 1 - n if reverse else n
         s_in, s_out = (t + 1, t) if reverse else (t, t + 1)
         a, c_new, tc = gates[t, r0:r1], c[s_out, r0:r1], tanh_c[t, r0:r1]
-        _gemm_nt(x[t, r0:r1], w_ih, a)
+        xh[:, :I] = x[t, r0:r1]
+        xh[:, I:] = h[s_in, r0:r1]
+        _gemm_nt(xh, w_xh, a)
         for b in range(a.shape[0]):
-            row = a[b]
-            for k in range(row.shape[0]):
-                row[k] += bias[k]
-        _gemm_nt(h[s_in, r0:r1], w_hh, g)
-        _lstm_pre_activations(a, g)
+            _gate_inputs_row(a[b], bias)
         _tanh_in_place(a)
         _lstm_cell_update(a, c[s_in, r0:r1], c_new)
         _tanh_rows(c_new, tc)
@@ -527,8 +531,9 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
             _forward_steps(mode, cells[mode][0], kernel_args, matmul_nt, reverse, buffers)
         buffers = (xp.ascontiguousarray(w_hh), *arrays)
         if whole_pass:
-            buffers += (bias if bias is not None else np.zeros(GATES[mode] * H, dtype),
-                        _contiguous(np, x), np.ascontiguousarray(w_ih))
+            buffers = (np.concatenate((w_ih, w_hh), axis=1), gates, c, tanh_c, h,
+                       bias if bias is not None else np.zeros(GATES[mode] * H, dtype),
+                       _contiguous(np, x))
 
             def loop(buffers):
                 _on_row_groups(_lstm_forward_rows, B, *buffers, reverse)
