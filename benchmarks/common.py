@@ -31,9 +31,9 @@ def side_by_side(gd_fn, torch_fn, torch, repeats=21, warmup=3, block=4):
     """(gpudl median ms, torch median ms), alternating the two in blocks of ``block`` runs.
 
     Blocks, not single runs, and the first run of each block is not timed: each library's
-    OpenMP workers keep spinning for a while after a call (PyTorch's by default), and on a
-    2-core machine that steals the cores from whichever library runs next. Timing single
-    alternate runs measured a 4.7 ms LeNet step at 35 ms.
+    worker threads keep spinning for a while after a call (PyTorch's OpenMP workers by default,
+    OpenBLAS's), and on a 2-core machine that steals the cores from whichever library runs next.
+    Timing single alternate runs measured a 4.7 ms LeNet step at 35 ms.
     """
     for _ in range(warmup):
         gd_fn()
