@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-try:    # before gpudl, which defaults OMP_WAIT_POLICY to PASSIVE: PyTorch keeps its own defaults
+try:    # the import order does not matter: gpudl sets no OpenMP variable and starts no OpenMP pool
     import torch
 except ImportError:
     torch = None

@@ -1,7 +1,8 @@
-"""Pooling side by side with PyTorch's CPU build (2 threads each; Numba's CPU loops use 2 too).
+"""Pooling side by side with PyTorch's CPU build (PyTorch on 2 threads; gpudl's pools run on one
+at this shape, below kernels.pool.PARALLEL_MIN_ELEMENTS).
 
-    python -m benchmarks.compare_pool          # 2 threads each
-    python -m benchmarks.compare_pool 1        # 1 thread each
+    python -m benchmarks.compare_pool          # PyTorch on 2 threads
+    python -m benchmarks.compare_pool 1        # PyTorch on 1 thread
 
 Rows: max and average pooling forward+backward at (32, 16, 32, 32), 2x2 stride 2 and 3x3 stride 2
 padding 1, backward driven by a fixed output gradient. Medians of 21 runs after 3 warm-up runs,
@@ -10,8 +11,6 @@ workers keep spinning for a while after each call and slow whatever runs right a
 """
 
 import sys
-
-import numba
 
 import gpudl as gd
 import gpudl.nn  # noqa: F401  (makes gd.nn available, as torch.nn is)
@@ -36,7 +35,6 @@ def compare(repeats=21, threads=THREADS):
     """Rows (name, gpudl ms, torch ms): interleaved medians, then each library in a block."""
     import torch
     torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     rows = []
     for op in ("max", "avg"):
         for window, kwargs in WINDOWS.items():
@@ -51,7 +49,7 @@ def compare(repeats=21, threads=THREADS):
 
 def main(argv=None):
     threads = int((argv or sys.argv[1:] or [THREADS])[0])
-    print(f"{threads} thread(s) each")
+    print(f"PyTorch on {threads} thread(s)")
     print(f"{'workload (median of 21, ms)':62s} {'gpudl':>8s} {'torch':>8s} {'ratio':>6s}")
     for name, ours, theirs in compare(threads=threads):
         print(f"{name:62s} {ours:8.3f} {theirs:8.3f} {ours / theirs:6.2f}")

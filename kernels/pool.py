@@ -16,22 +16,20 @@ index, which adds ~40% to the memory traffic of a 2x2 pool. ``max_pool2d_indices
 PyTorch's index when ``return_indices=True`` asks for it. A NaN in a window wins (as in PyTorch:
 the last NaN), so NaN propagates to the output and its gradient goes to the NaN.
 
-The CPU twins are Numba CPU loops, parallel over planes, that fill an output row one kernel offset
-at a time in branch-free loops that vectorise (see "CPU twins" below); max and argmax come out
-of one pass. Below the threading threshold the forward twins fold all planes into one row.
-Their backward passes scatter into the input gradient, which is race-free because a
-plane belongs to one thread. The CUDA kernels
-(pool_cuda.py) scatter per output window when windows do not overlap and gather per input pixel
-when they do: deterministic, no atomics, no division in any loop.
+The CPU twins are Numba CPU loops that fill an output row one kernel offset at a time in
+branch-free loops that vectorise (see "CPU twins" below); max and argmax come out of one pass.
+Large inputs go to gpudl's own threads (cpu_threads) in chunks of planes, never to an OpenMP pool;
+smaller ones run on the calling thread, the forward twins folding all planes into one row. The
+backward passes scatter into the input gradient, which is race-free because a plane belongs to
+one thread. The CUDA kernels (pool_cuda.py) scatter per output window when windows do not overlap
+and gather per input pixel when they do: deterministic, no atomics, no division in any loop.
 """
 
 import functools
 import math
-import types
 
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from gpudl import backend, cpu_threads, dtypes
 
@@ -79,8 +77,8 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
     y = np.empty(shape, planes.dtype)
     argmax = np.empty(shape, index)
     P = planes.shape[0]
-    _pick(_MAX_FWD, planes.size)(planes, y.reshape((P,) + out), argmax.reshape((P,) + out),
-                                 rows, cols, kernel_size[1], *dilation)
+    _on_planes(_MAX_FWD, (planes, y.reshape((P,) + out), argmax.reshape((P,) + out)),
+               (rows, cols, kernel_size[1], *dilation), planes.size)
     return y.astype(x.dtype, copy=False), argmax
 
 
@@ -91,15 +89,16 @@ def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, d
         return pool_cuda.max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride,
                                              padding, dilation)
     rows, cols = _windows(input_shape, gy.shape[-2:], kernel_size, stride, padding, dilation)
+    offsets = _argmax_offsets(tuple(kernel_size), tuple(dilation))
     if _direct(gy, math.prod(input_shape)):
         gx = np.zeros(input_shape, gy.dtype)
-        _max_bwd_direct(_contiguous(gy), argmax, gx, rows[0], cols[0], kernel_size[1], *dilation)
+        _max_bwd_direct(_contiguous(gy), argmax, gx, rows[0], cols[0], *offsets)
         return gx
     g = _planes(gy)
     g = g.astype(_compute_dtype(g.dtype), copy=False)
     gx = np.zeros(input_shape, g.dtype)
-    _pick(_MAX_BWD, gx.size)(g, _planes(argmax), gx.reshape((g.shape[0],) + input_shape[-2:]),
-                             rows[0], cols[0], kernel_size[1], *dilation)
+    _on_planes(_MAX_BWD, (g, _planes(argmax), gx.reshape((g.shape[0],) + input_shape[-2:])),
+               (rows[0], cols[0], *offsets), gx.size)
     return gx.astype(gy.dtype, copy=False)
 
 
@@ -235,6 +234,15 @@ def _window_tables(hw, out, kernel_size, stride, padding, dilation):
 
 
 @functools.lru_cache(maxsize=256)
+def _argmax_offsets(kernel_size, dilation):
+    """(row offsets, column offsets): where argmax k sits from its window's start, as tables
+    over k (the backward pass then divides nothing: a (32,32,64,64) 2x2 max pool's took 3.1 ms
+    on one thread with ``k // kw`` and ``k % kw``, 64-bit divisions, and 1.2 ms with tables)."""
+    k = np.arange(kernel_size[0] * kernel_size[1], dtype=np.int64)
+    return (k // kernel_size[1]) * dilation[0], (k % kernel_size[1]) * dilation[1]
+
+
+@functools.lru_cache(maxsize=256)
 def _avg_plan(hw, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor, dtype):
     """(output (Ho, Wo), ``_mean_plan``) of an average pool over (..., *hw), once per geometry."""
     out = _output_shape(hw, kernel_size, stride, padding, (1, 1), ceil_mode)
@@ -308,10 +316,8 @@ def _mean_fwd(x, out, plan):
     planes = _planes(x)
     planes = planes.astype(_compute_dtype(planes.dtype), copy=False)
     y = np.empty(shape, planes.dtype)
-    kernel = _pick(_AVG_FWD, planes.size)
-    if kernel is _AVG_FWD[0] and plan[5]:
-        kernel = _avg_fwd_whole_rows
-    kernel(planes, y.reshape((planes.shape[0],) + tuple(out)), *plan[:5])
+    twins = _AVG_FWD_WHOLE_ROWS if plan[5] else _AVG_FWD
+    _on_planes(twins, (planes, y.reshape((planes.shape[0],) + tuple(out))), plan[:5], planes.size)
     return y.astype(x.dtype, copy=False)
 
 
@@ -323,7 +329,8 @@ def _mean_bwd(gy, input_shape, plan):
     g = _planes(gy)
     g = g.astype(_compute_dtype(g.dtype), copy=False)
     gx = np.zeros(input_shape, g.dtype)
-    _pick(_AVG_BWD, gx.size)(g, gx.reshape((g.shape[0],) + tuple(input_shape[-2:])), *plan[:5])
+    _on_planes(_AVG_BWD, (g, gx.reshape((g.shape[0],) + tuple(input_shape[-2:]))), plan[:5],
+               gx.size)
     return gx.astype(gy.dtype, copy=False)
 
 
@@ -346,32 +353,40 @@ def _contiguous(a):
 # branch-free loop over the row updates the max and argmax (or the sums). That loop vectorises,
 # where a loop over each window's cells cannot (3x faster for a 2x2 max pool).
 
-# Threads pay off only on large inputs. Below this many input elements the serial twin runs: it
-# also sidesteps a shared-OpenMP trap, where PyTorch imported first in the same process (as the
-# tests' oracle is) keeps libgomp's workers spinning and a parallel region here then waits for
-# them (a LeNet step: 4.7 ms alone, 32 ms with PyTorch imported first, 4.9 ms serial).
+# Threads pay off only on large inputs: below this many input elements the twin runs on the
+# calling thread. Above it, chunks of planes go to gpudl's own threads (cpu_threads), never to an
+# OpenMP pool: planes never share an output or gradient pixel, so every chunking gives the same
+# bits, and gpudl needs no OpenMP setting that would change PyTorch's (libgomp reads
+# OMP_WAIT_POLICY once, when it loads).
 PARALLEL_MIN_ELEMENTS = 1 << 21
+CHUNK_ELEMENTS = 1 << 18     # input elements per chunk of planes at most (1 MiB of float32)
 
 
-def _serial_and_parallel(py_func):
-    """Two compiled twins of one loop nest: prange runs as range in the serial one. The serial
-    copy gets its own qualified name so Numba's on-disk cache keeps the two apart."""
-    serial = types.FunctionType(py_func.__code__, py_func.__globals__, py_func.__name__,
-                                py_func.__defaults__, py_func.__closure__)
-    serial.__qualname__ = py_func.__qualname__ + "_serial"
-    return njit(cache=True)(serial), njit(parallel=True, cache=True)(py_func)
+def _on_planes(twins, planes, args, work):
+    """Run a twin on the arrays ``planes`` (sharing their leading, plane axis) and ``args``.
 
-
-def _pick(twins, work):
-    """The serial twin for small work or a busy machine (cpu_threads), else the parallel one
-    on the threads the machine leaves free."""
+    Under PARALLEL_MIN_ELEMENTS of ``work`` (input elements), ``twins[0]`` in one call; else
+    ``twins[1]`` in chunks of planes on the threads cpu_threads leaves free (the twins release
+    the GIL), or in one call on a busy machine."""
     if work < PARALLEL_MIN_ELEMENTS:
-        return twins[0]
-    threads = cpu_threads.count()
-    if threads == 1:
-        return twins[0]
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    return twins[1]
+        twins[0](*planes, *args)
+        return
+    twin, workers, P = twins[1], cpu_threads.count(), planes[0].shape[0]
+    if workers == 1 or P <= 1:
+        twin(*planes, *args)
+        return
+    step = cpu_threads.chunk_size(P, max(1, CHUNK_ELEMENTS * P // work), workers)
+
+    def chunk(p0):
+        twin(*(a[p0:p0 + step] for a in planes), *args)
+    cpu_threads.map_threads(chunk, range(0, P, step), workers)    # no BLAS in the twins
+
+
+# The twins release the GIL (they run on cpu_threads' threads) and use NumPy's error model, as
+# Numba compiles a parallel loop's body: Python's checks each division for a zero divisor
+# ((32,32,64,64) 2x2 average backward on one thread: 2.6 -> 2.1 ms). No divisor here is zero
+# (window counts, inf for an empty window, a nonzero divisor_override): the same results.
+_twin = njit(cache=True, nogil=True, error_model="numpy")
 
 
 @njit(inline="always", cache=True)
@@ -381,9 +396,10 @@ def _gather_row(src, cols, j, dw, fill, out):
         out[ow] = src[cols[0, ow] + j * dw] if cols[1, ow] <= j < cols[2, ow] else fill
 
 
-def _max_fwd_cpu(x, y, argmax, rows, cols, kw, dh, dw):
+@_twin
+def _max_fwd_planes(x, y, argmax, rows, cols, kw, dh, dw):
     P, Ho, Wo = y.shape
-    for p in prange(P):
+    for p in range(P):
         cells = np.empty(Wo, x.dtype)
         for oh in range(Ho):
             best, arg = y[p, oh], argmax[p, oh]
@@ -403,22 +419,24 @@ def _max_fwd_cpu(x, y, argmax, rows, cols, kw, dh, dw):
                         arg[ow] = k if take else arg[ow]
 
 
-def _max_bwd_cpu(gy, argmax, gx, row_start, col_start, kw, dh, dw):
+@_twin
+def _max_bwd_cpu(gy, argmax, gx, row_start, col_start, row_off, col_off):
     P, H, W = gx.shape
     Ho, Wo = gy.shape[1], gy.shape[2]
-    for p in prange(P):                 # scatter within one plane: no two threads share a pixel
+    for p in range(P):                  # scatter within one plane: no two threads share a pixel
         for oh in range(Ho):
             for ow in range(Wo):
-                k = np.int64(argmax[p, oh, ow])
-                h = row_start[oh] + (k // kw) * dh
-                w = col_start[ow] + (k % kw) * dw
+                k = argmax[p, oh, ow]
+                h = row_start[oh] + row_off[k]
+                w = col_start[ow] + col_off[k]
                 if 0 <= h < H and 0 <= w < W:   # false only for an all-padding window
                     gx[p, h, w] += gy[p, oh, ow]
 
 
-def _avg_fwd_cpu(x, y, rows, cols, kw, row_div, col_div):
+@_twin
+def _avg_fwd_planes(x, y, rows, cols, kw, row_div, col_div):
     P, Ho, Wo = y.shape
-    for p in prange(P):
+    for p in range(P):
         for oh in range(Ho):
             total = y[p, oh]
             total[:] = 0
@@ -432,9 +450,10 @@ def _avg_fwd_cpu(x, y, rows, cols, kw, row_div, col_div):
                 total[ow] /= row_div[oh] * col_div[ow]
 
 
+@_twin
 def _avg_bwd_cpu(gy, gx, rows, cols, kw, row_div, col_div):
     P, Ho, Wo = gy.shape
-    for p in prange(P):                 # scatter within one plane: no two threads share a pixel
+    for p in range(P):                  # scatter within one plane: no two threads share a pixel
         g = np.empty(Wo, gy.dtype)
         for oh in range(Ho):
             for ow in range(Wo):
@@ -452,7 +471,7 @@ def _avg_bwd_cpu(gy, gx, rows, cols, kw, row_div, col_div):
 # loop, instead of P loops of Wo. Small images have short rows (Wo = 7 for a 3x3 s2 pool of a
 # 16x16 image), where the per-row loop overhead dominated: 1.5x faster for (8,16,16) 3x3 s2 max
 # (5.7 -> 3.7 us), 1.2-1.8x up to (512,32,32), identical results.
-@njit(cache=True)
+@_twin
 def _max_fwd_folded(x, y, argmax, rows, cols, kw, dh, dw):
     P, Ho, Wo = y.shape
     best = np.empty(P * Wo, y.dtype)
@@ -483,7 +502,7 @@ def _max_fwd_folded(x, y, argmax, rows, cols, kw, dh, dw):
                 argmax[p, oh, ow] = arg[p * Wo + ow]
 
 
-@njit(cache=True)
+@_twin
 def _avg_fwd_folded(x, y, rows, cols, kw, row_div, col_div):
     P, Ho, Wo = y.shape
     total = np.empty(P * Wo, y.dtype)
@@ -506,7 +525,7 @@ def _avg_fwd_folded(x, y, rows, cols, kw, row_div, col_div):
 _ROW_PLANES = 8        # planes that _avg_fwd_whole_rows takes through one output row together
 
 
-@njit(cache=True)
+@_twin
 def _avg_fwd_whole_rows(x, y, rows, cols, kw, row_div, col_div):
     """_avg_fwd_folded when every window spans all kw columns inside the input (no padding or
     clipping along W, the usual case): for each output row, the window's input rows are summed
@@ -564,20 +583,22 @@ def _avg_fwd_direct(x, y, whole_rows, rows, cols, kw, row_div, col_div):
         _avg_fwd_folded(planes, _as_planes(y), rows, cols, kw, row_div, col_div)
 
 
-_MAX_FWD = (_max_fwd_folded, njit(parallel=True, cache=True)(_max_fwd_cpu))
-_max_bwd_serial, _max_bwd_parallel = _serial_and_parallel(_max_bwd_cpu)
-_MAX_BWD = (_max_bwd_serial, _max_bwd_parallel)
-_AVG_FWD = (_avg_fwd_folded, njit(parallel=True, cache=True)(_avg_fwd_cpu))
-_avg_bwd_serial, _avg_bwd_parallel = _serial_and_parallel(_avg_bwd_cpu)
-_AVG_BWD = (_avg_bwd_serial, _avg_bwd_parallel)
+# (below, above PARALLEL_MIN_ELEMENTS) for _on_planes. On large inputs the forward twins go
+# plane by plane: folding planes pays on short rows only ((32,32,64,64) 2x2 max: 2.6 ms plane by
+# plane, 2.8-3.5 folded; 3x3 s2 average 4.9 vs 5.5-6.0; whole rows 1.3 when they apply).
+_MAX_FWD = (_max_fwd_folded, _max_fwd_planes)
+_MAX_BWD = (_max_bwd_cpu, _max_bwd_cpu)
+_AVG_FWD = (_avg_fwd_folded, _avg_fwd_planes)
+_AVG_FWD_WHOLE_ROWS = (_avg_fwd_whole_rows, _avg_fwd_whole_rows)
+_AVG_BWD = (_avg_bwd_cpu, _avg_bwd_cpu)
 
 
 @njit(cache=True)
-def _max_bwd_direct(gy, argmax, gx, row_start, col_start, kw, dh, dw):
-    _max_bwd_serial(_as_planes(gy), _as_planes(argmax), _as_planes(gx), row_start, col_start, kw,
-                dh, dw)
+def _max_bwd_direct(gy, argmax, gx, row_start, col_start, row_off, col_off):
+    _max_bwd_cpu(_as_planes(gy), _as_planes(argmax), _as_planes(gx), row_start, col_start,
+                 row_off, col_off)
 
 
 @njit(cache=True)
 def _avg_bwd_direct(gy, gx, rows, cols, kw, row_div, col_div):
-    _avg_bwd_serial(_as_planes(gy), _as_planes(gx), rows, cols, kw, row_div, col_div)
+    _avg_bwd_cpu(_as_planes(gy), _as_planes(gx), rows, cols, kw, row_div, col_div)

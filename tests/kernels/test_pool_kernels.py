@@ -2,6 +2,7 @@
 PyTorch-style indices and input gradients, over a grid of odd shapes, strides, paddings,
 dilations, ceil_mode, divisor rules and adaptive bins that do not divide the input."""
 
+import functools
 import math
 
 import numpy as np
@@ -190,21 +191,84 @@ def test_output_size_follows_pytorch(n, k, s, p, d):
         assert K.pool_output_size(n, k, s, p, d, ceil_mode) == out_size(n, k, s, p, d, ceil_mode)
 
 
-def test_parallel_and_serial_twins_agree(rng, monkeypatch):
-    """Small inputs run the serial twin; force the threaded one and compare, both directions."""
-    x = rng.standard_normal((3, 5, 9, 11)).astype(np.float32)
-    args = dict(kernel_size=(3, 2), stride=(2, 2), padding=(1, 1), dilation=(1, 1),
-                ceil_mode=True)
-    results = []
-    for threshold in (1 << 40, 0):
-        monkeypatch.setattr(K, "PARALLEL_MIN_ELEMENTS", threshold)
-        y, arg = K.max_pool2d_forward(x, **args)
-        gy = np.ones_like(y)
-        gx = K.max_pool2d_backward(gy, arg, x.shape, args["kernel_size"], args["stride"],
-                                   args["padding"], args["dilation"])
-        results.append((y, arg, gx))
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+# kind: max (k, s, p, d) with ceil_mode; avg (k, s, p, count_include_pad) with ceil_mode;
+# adaptive (output size,)
+THREADED_CASES = {
+    "max": ((3, 2), (2, 2), (1, 1), (1, 2)),
+    "avg": ((3, 2), (2, 1), (1, 1), False),              # padding along W
+    "avg whole rows": ((2, 3), (2, 2), (1, 0), True),    # every window spans all its columns
+    "adaptive": ((5, 4),),
+}
+
+
+def _pool_both_ways(kind, x, gy_values):
+    """(outputs..., input gradient) of one pooling call of THREADED_CASES and its backward
+    pass, the output gradient taken from the front of ``gy_values`` in x's dtype."""
+    case = THREADED_CASES[kind]
+    if kind == "max":
+        y, arg = K.max_pool2d_forward(x, *case, True)
+        gy = gy_values[:y.size].reshape(y.shape).astype(x.dtype)
+        return y, arg, K.max_pool2d_backward(gy, arg, x.shape, *case)
+    if kind == "adaptive":
+        y = K.adaptive_avg_pool2d_forward(x, *case)
+        gy = gy_values[:y.size].reshape(y.shape).astype(x.dtype)
+        return y, K.adaptive_avg_pool2d_backward(gy, x.shape)
+    k, s, p, pad = case
+    assert K._avg_plan(x.shape[-2:], k, s, p, True, pad, 0, x.dtype)[1][5] == (kind != "avg")
+    y = K.avg_pool2d_forward(x, k, s, p, True, pad, None)
+    gy = gy_values[:y.size].reshape(y.shape).astype(x.dtype)
+    return y, K.avg_pool2d_backward(gy, x.shape, k, s, p, pad, None)
+
+
+def _oracle(kind, x, gy_values, y_shape):
+    """The float64 loops' (y, gx) for _pool_both_ways."""
+    gy = gy_values[:math.prod(y_shape)].reshape(y_shape).astype(x.dtype).astype(np.float64)
+    x, case = x.astype(np.float64), THREADED_CASES[kind]
+    if kind == "max":
+        y, _, gx = max_oracle(x, gy, *case, True)
+        return y, gx
+    if kind == "adaptive":
+        return adaptive_oracle(x, gy, *case)
+    k, s, p, pad = case
+    return avg_oracle(x, gy, k, s, p, True, pad, None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", THREADED_CASES)
+def test_threaded_planes_give_the_same_bits_at_any_thread_count(rng, monkeypatch, kind, dtype):
+    """Above PARALLEL_MIN_ELEMENTS (lowered to 0 here) the twins run on chunks of planes on
+    gpudl's threads (cpu_threads.map_threads). Forced to 1 and to 2 threads, in chunks of
+    2 planes (the last one partial) and in halves, forward and backward give the same bits as
+    each other and as the one-call twins below the threshold, and match the float64 loops."""
+    x = rng.standard_normal((3, 5, 13, 11)).astype(dtype)                  # 15 planes
+    gy_values = rng.standard_normal(x.size)
+    maps = []
+    real_map = K.cpu_threads.map_threads
+
+    def spy(fn, items, workers):
+        items = list(items)
+        maps.append((len(items), workers))
+        return real_map(fn, items, workers)
+    monkeypatch.setattr(K.cpu_threads, "map_threads", spy)
+
+    below = _pool_both_ways(kind, x, gy_values)             # the one-call twins
+    monkeypatch.setattr(K, "PARALLEL_MIN_ELEMENTS", 0)
+    # a fresh cache of direct-path plans (they depend on the threshold), the old one kept
+    monkeypatch.setattr(K, "_avg_direct_plan", functools.lru_cache(K._avg_direct_plan.__wrapped__))
+    for threads, chunk in ((1, 1 << 18), (2, 2 * 13 * 11), (2, 1 << 18)):
+        monkeypatch.setattr(K.cpu_threads, "count", lambda threads=threads: threads)
+        monkeypatch.setattr(K, "CHUNK_ELEMENTS", chunk)
+        maps.clear()
+        threaded = _pool_both_ways(kind, x, gy_values)
+        # 1 thread: no map; 2: forward and backward in 8 chunks of 2 planes, or in 2 halves
+        assert maps == ([] if threads == 1 else [(8 if chunk < 1 << 18 else 2, 2)] * 2)
+        for got, want in zip(threaded, below):
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert np.array_equal(got, want, equal_nan=True)
+    want_y, want_gx = _oracle(kind, x, gy_values, below[0].shape)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(below[0], want_y, rtol=tol, atol=tol)
+    np.testing.assert_allclose(below[-1], want_gx, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
