@@ -155,9 +155,6 @@ def serial_blas():
             _state["serial"] -= 1           # last: BLAS is back to what refresh last set
 
 
-_map_pool = []              # [(pid, ThreadPoolExecutor)] for map_serial_blas, made on first use
-
-
 def map_serial_blas(fn, items, workers):
     """[fn(item) for item in items] on up to ``workers`` threads (``map_threads``), BLAS on one
     thread meanwhile so that each thread's GEMMs run on a core of their own. One thread (in
@@ -174,28 +171,8 @@ def map_threads(fn, items, workers):
     taking the next item when done. ``fn`` should release the GIL for its work (NumPy, nogil
     Numba) and call no threaded BLAS (``map_serial_blas`` for that). One thread (in order) when
     workers or items are 1."""
-    items = list(items)
-    if workers <= 1 or len(items) <= 1:
-        return [fn(item) for item in items]
-    results = [None] * len(items)
-    pending = iter(range(len(items)))      # next() on a range iterator is atomic under the GIL
-
-    def loop():
-        for i in pending:
-            results[i] = fn(items[i])
-
-    if not _map_pool or _map_pool[0][0] != os.getpid():    # a forked child has no threads
-        from concurrent.futures import ThreadPoolExecutor
-        _map_pool[:] = [(os.getpid(), ThreadPoolExecutor(max(1, _CORES - 1), "gpudl-map"))]
-    helpers = [_map_pool[0][1].submit(loop) for _ in range(min(workers, len(items)) - 1)]
-    try:
-        loop()
-    finally:
-        for done in helpers:
-            done.exception()            # every helper done before the caller goes on
-    for done in helpers:
-        done.result()
-    return results
+    from . import worker_pool     # imports Numba: not at gpudl's import
+    return worker_pool.run(fn, items, workers)
 
 
 def chunk_size(total, most, workers):
