@@ -29,7 +29,7 @@ the kernels do not cover). float16 inputs are computed in float32.
 import functools
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
 import numpy as np
 
@@ -46,7 +46,6 @@ SERIAL_WORK = 1 << 21       # multiply-adds (B L S (E + Ev)) under which threads
 
 _FLOOR = 2.0 ** -40         # row sum of exp(s - shift) under which a row needs its own shift
 _ONES = {}                  # dtype -> read-only vector of ones, see _ones
-_pool = []                  # [(pid, ThreadPoolExecutor)]: the twin's threads, made on first use
 
 
 def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf32=False,
@@ -561,36 +560,17 @@ def _gemm_into(xp, target, a, b, first, scratch, name):
 def _run(xp, dtype, tasks, task, workers):
     """task(scratch, *args) for every args of ``tasks``: on the calling thread, or on ``workers``
     threads (the calling one among them) that each take the next task when done with one, with
-    BLAS on one thread meanwhile so that their GEMMs run side by side."""
+    BLAS on one thread meanwhile so that their GEMMs run side by side (cpu_threads), each thread
+    with scratch buffers of its own."""
     if workers == 1 or len(tasks) == 1:
         scratch = _Scratch(xp, dtype) if len(tasks) > 1 else _Fresh
         for args in tasks:
             task(scratch, *args)
         return
-    pending = iter(tasks)                   # next() on a list iterator is atomic under the GIL
+    mine = threading.local()
 
-    def work():
-        scratch = _Scratch(xp, dtype)
-        for args in pending:
-            task(scratch, *args)
-
-    with cpu_threads.serial_blas() as serial:
-        if not serial:                      # BLAS threads its GEMMs itself: one caller only
-            work()
-            return
-        helpers = [_thread_pool().submit(work) for _ in range(min(workers, len(tasks)) - 1)]
-        try:
-            work()
-        finally:
-            for done in helpers:
-                done.exception()            # wait for every helper before BLAS gets its threads
-        for done in helpers:
-            done.result()
-
-
-def _thread_pool():
-    """One pool per process (made again in a forked child, whose copy has no threads)."""
-    if not _pool or _pool[0][0] != os.getpid():
-        _pool[:] = [(os.getpid(), ThreadPoolExecutor(max(1, CPU_THREADS - 1),
-                                                     "gpudl-attention"))]
-    return _pool[0][1]
+    def run_one(args):
+        if not hasattr(mine, "scratch"):
+            mine.scratch = _Scratch(xp, dtype)
+        task(mine.scratch, *args)
+    cpu_threads.map_serial_blas(run_one, tasks, workers)

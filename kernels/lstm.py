@@ -58,6 +58,8 @@ The per-step pointwise functions share one signature on both devices,
 sequence loops below serve the CPU twin and the CUDA kernels alike (``lstm_cuda.CELLS``).
 """
 
+import functools
+
 import numba
 import numpy as np
 
@@ -264,6 +266,18 @@ def _lstm_backward_rows(w_hh_cols, gy, dh, dc, gates, c, tanh_c, dgates, w_ih_co
             _put_columns(h[s_in, r0:r1], h_cols, column)
         if x_cols.shape[1]:
             _put_columns(x[t, r0:r1], x_cols, column)
+
+
+@numba.njit(cache=True, nogil=True)
+def _transpose_into(a, out):
+    """out[...] = a.T for a 2-D a, in 16 x 16 tiles (without the GIL)."""
+    M, N = a.shape
+    for i0 in range(0, M, 16):
+        for j0 in range(0, N, 16):
+            for j in range(j0, min(j0 + 16, N)):
+                row = out[j]
+                for i in range(i0, min(i0 + 16, M)):
+                    row[i] = a[i, j]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -480,7 +494,8 @@ def _slots(T, reverse):
     return 0, 1, range(T)
 
 
-def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, device=None):
+def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, device=None,
+                for_backward=True):
     """Run one recurrent layer in one direction over a whole sequence.
 
     Args:
@@ -490,6 +505,8 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
             with G = 4 (LSTM), 3 (GRU) or 1 (RNN), gate blocks in PyTorch's order.
         reverse: process the steps from T-1 down to 0 (the ``_reverse`` direction).
         device: ``"cpu"`` forces the CPU twin; None picks from ``x`` (backend.kernel_device).
+        for_backward: ``rnn_backward`` will run on ``saved`` (the CPU LSTM then also makes
+            the transposed weights its backward reads, on its threads beside the chains).
 
     Returns:
         ``(y, h_n, c_n, saved)``: y (T, B, H) with y[t] the state after step t, h_n and c_n (B, H)
@@ -531,12 +548,17 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
             _forward_steps(mode, cells[mode][0], kernel_args, matmul_nt, reverse, buffers)
         buffers = (xp.ascontiguousarray(w_hh), *arrays)
         if whole_pass:
-            buffers = (np.concatenate((w_ih, w_hh), axis=1), gates, c, tanh_c, h,
+            w_xh = np.concatenate((w_ih, w_hh), axis=1)         # (4H, I + H)
+            buffers = (w_xh, gates, c, tanh_c, h,
                        bias if bias is not None else np.zeros(GATES[mode] * H, dtype),
                        _contiguous(np, x))
+            also = ()
+            if for_backward:        # [w_ih, w_hh].T, whose rows the backward chains' GEMMs read
+                saved["w_cols"] = np.empty(w_xh.shape[::-1], dtype)
+                also = (lambda: _transpose_into(w_xh, saved["w_cols"]),)
 
             def loop(buffers):
-                _on_row_groups(_lstm_forward_rows, B, *buffers, reverse)
+                _on_row_groups(_lstm_forward_rows, B, *buffers, reverse, also=also)
         _run_steps(path, (mode, reverse, "forward", T, B, H, str(dtype)), loop, buffers)
     y = h[off_out:T + off_out]
     h_n = h[(1 - off_in) * T]
@@ -609,9 +631,13 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
         if cells is CELLS and mode == "lstm":
             # the input's gradient too, step by step in the chains' threads (w_ih's columns as
             # the GEMM's rows; none unless wanted), and the weight gradients' operands as columns
-            g_x = np.empty((T, B, x.shape[2] if needs[0] else 0), dtype)
+            I = x.shape[2]
+            g_x = np.empty((T, B, I if needs[0] else 0), dtype)
             columns = _columns(x, H, needs)
-            buffers += (np.ascontiguousarray(w_ih.T[:g_x.shape[2]]), g_x, h, x, *columns)
+            w_cols = saved.get("w_cols")                # [w_ih, w_hh].T, made by the forward
+            if w_cols is None:
+                w_cols = np.ascontiguousarray(np.concatenate((w_ih, w_hh), axis=1).T)
+            buffers = (w_cols[I:], *arrays, w_cols[:g_x.shape[2]], g_x, h, x, *columns)
             key += (needs[0],)
 
             def loop(buffers):
@@ -650,8 +676,9 @@ def _row_groups(B):
     return min(threads, groups), list(zip(starts, starts[1:] + [B]))
 
 
-def _on_row_groups(chain, B, *args):
-    """``chain(*args, r0, r1)`` over the batch's rows 0:B, in the groups of ``_row_groups(B)``.
+def _on_row_groups(chain, B, *args, also=()):
+    """``chain(*args, r0, r1)`` over the batch's rows 0:B, in the groups of ``_row_groups(B)``,
+    and the calls ``also`` (each a job of its own, after the groups).
 
     The rows of a batch never meet in a recurrent pass (each row's gates, states and gradients
     depend on that row alone), so each group's whole pass runs on its own thread without a
@@ -662,10 +689,8 @@ def _on_row_groups(chain, B, *args):
     of kernels/small_gemm.py as in one call (the rows left over go last either way): the results
     are the same bits whatever the thread count."""
     threads, groups = _row_groups(B)
-    if len(groups) == 1:
-        chain(*args, 0, B)
-        return
-    cpu_threads.map_threads(lambda rows: chain(*args, *rows), groups, threads)
+    jobs = [functools.partial(chain, *args, r0, r1) for r0, r1 in groups] + list(also)
+    cpu_threads.map_threads(lambda job: job(), jobs, threads)
 
 
 def _row_parts(n, parts=GEMM_PARTS, align=16):
@@ -758,14 +783,19 @@ def _columns(x, H, needs):
 def _column_weight_grads(d_cols, h_cols, x_cols, needs, threads):
     """(g_w_ih, g_w_hh, g_b_ih, g_b_hh) of the CPU LSTM from ``_columns``: each weight gradient
     ``d_cols @ a_cols.T`` a dot product over the T*B rows for every entry (kernels/small_gemm.py,
-    AVX-512 where the CPU has it: 2x OpenBLAS's AVX2 here), in parts on up to ``threads``
-    threads; the biases' sums along the rows of d_cols."""
-    grads, parts = [None, None], []
-    for i, a_cols in enumerate((x_cols, h_cols)):
-        if needs[3 + i]:
-            grads[i] = np.empty((d_cols.shape[0], a_cols.shape[0]), d_cols.dtype)
-            parts += [(d_cols[r0:r1], a_cols, grads[i][r0:r1])
-                      for r0, r1 in _row_parts(d_cols.shape[0])]
-    cpu_threads.map_threads(lambda part: _gemm_nt(*part), parts, threads)
-    g_b = d_cols.sum(axis=1) if needs[5] or needs[6] else None
-    return (*grads, g_b if needs[5] else None, g_b if needs[6] else None)
+    AVX-512 where the CPU has it: 2x OpenBLAS's AVX2 here), and the biases' sums along the rows
+    of d_cols, in parts of d_cols's rows on up to ``threads`` threads."""
+    G, dtype = d_cols.shape[0], d_cols.dtype
+    g_w_ih = np.empty((G, x_cols.shape[0]), dtype) if needs[3] else None
+    g_w_hh = np.empty((G, h_cols.shape[0]), dtype) if needs[4] else None
+    g_b = np.empty(G, dtype) if needs[5] or needs[6] else None
+
+    def part(rows):
+        d = d_cols[rows[0]:rows[1]]
+        for grad, a_cols in ((g_w_ih, x_cols), (g_w_hh, h_cols)):
+            if grad is not None:
+                _gemm_nt(d, a_cols, grad[rows[0]:rows[1]])
+        if g_b is not None:
+            d.sum(axis=1, out=g_b[rows[0]:rows[1]])
+    cpu_threads.map_threads(part, _row_parts(G), threads)
+    return g_w_ih, g_w_hh, g_b if needs[5] else None, g_b if needs[6] else None

@@ -25,7 +25,8 @@ class RecurrentLayer(Function):
         ctx.dtype = x.dtype
         x, hx, cx, w_ih, w_hh, b_ih, b_hh = _working(x, hx, cx, w_ih, w_hh, b_ih, b_hh)
         x = xp_of(x).ascontiguousarray(x)
-        y, h_n, c_n, saved = K.rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse)
+        y, h_n, c_n, saved = K.rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse,
+                                           for_backward=any(ctx.needs_input_grad))
         ctx.saved = saved                  # the activation buffers (freed with the node)
         ctx.save_for_backward(w_ih, w_hh)
         out = (y, h_n, c_n) if mode == "lstm" else (y, h_n)

@@ -196,3 +196,22 @@ def test_weight_gradients_any_subset_any_threads(monkeypatch, threads, needs):
         assert (got is None) == (not wanted)
         if wanted:
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_backward_without_the_forwards_transposed_weights(monkeypatch, threads):
+    """A forward told no backward follows keeps no transposed weights; a backward on it anyway
+    makes them itself and gives the same bits."""
+    monkeypatch.setattr(cpu_threads, "count", lambda: threads)
+    case = _lstm_case(np.random.default_rng(), np.float32, T=6, B=9)
+    results = []
+    for for_backward in (True, False):
+        y, _, _, saved = K.rnn_forward("lstm", case["x"], case["hx"], case["cx"], case["w_ih"],
+                                       case["w_hh"], case["b_ih"], case["b_hh"],
+                                       for_backward=for_backward)
+        assert ("w_cols" in saved) == for_backward
+        grads = K.rnn_backward(saved, case["w_ih"], case["w_hh"], case["gy"], case["g_hn"],
+                               case["g_cn"])
+        results.append([np.array(y)] + [np.array(g) for g in grads])
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)
