@@ -250,6 +250,7 @@ def _lstm_backward_rows(w_hh_cols, gy, dh, dc, gates, c, tanh_c, dgates, w_ih_co
     so that ``_column_weight_grads`` runs them as dot products along contiguous rows."""
     T, B = gates.shape[0], gates.shape[1]
     d_h, d_c = dh[r0:r1], dc[r0:r1]
+    where = np.empty(r1 - r0, np.int64)     # the columns of this step's rows
     for n in range(T):
         t = n if reverse else T - 1 - n
         s_in = t + 1 if reverse else t
@@ -259,13 +260,14 @@ def _lstm_backward_rows(w_hh_cols, gy, dh, dc, gates, c, tanh_c, dgates, w_ih_co
         if n != T - 1 or last_dh:
             _gemm_nt(d, w_hh_cols, d_h)
         _gemm_nt(d, w_ih_cols, g_x[t, r0:r1])
-        column = t * B + r0
+        for i in range(r1 - r0):
+            where[i] = _column(r0 + i, t, B, T)
         if d_cols.shape[1]:
-            _put_columns(d, d_cols, column)
+            _put_columns(d, d_cols, where)
         if h_cols.shape[1]:
-            _put_columns(h[s_in, r0:r1], h_cols, column)
+            _put_columns(h[s_in, r0:r1], h_cols, where)
         if x_cols.shape[1]:
-            _put_columns(x[t, r0:r1], x_cols, column)
+            _put_columns(x[t, r0:r1], x_cols, where)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -281,14 +283,26 @@ def _transpose_into(a, out):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _put_columns(rows, cols, c0):
-    """cols[k, c0 + b] = rows[b, k]. k outermost: with b outermost each store strode a whole
-    row of cols, 15x slower (the rows of a (512, 512) float32 array fall into the same cache
-    sets)."""
+def _put_columns(rows, cols, where):
+    """cols[k, where[i]] = rows[i, k]. k outermost: with the rows outermost each store strode a
+    whole row of cols, 15x slower (the rows of a (512, 512) float32 array fall into the same
+    cache sets)."""
     for k in range(rows.shape[1]):
         out = cols[k]
-        for b in range(rows.shape[0]):
-            out[c0 + b] = rows[b, k]
+        for i in range(rows.shape[0]):
+            out[where[i]] = rows[i, k]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _column(b, t, B, T):
+    """Where batch row b of step t goes among the T*B columns: blocks of GROUP_ROWS rows, each
+    block's steps together (block j's columns start at j * GROUP_ROWS * T; the rows left over
+    form the last block). A row group (a multiple of GROUP_ROWS rows) so writes columns no other
+    group writes, and shares no cache line with another thread's writes but at a block's edge;
+    the order is the same for any grouping, and so are the sums over the columns."""
+    block = b // GROUP_ROWS
+    width = min(GROUP_ROWS, B - block * GROUP_ROWS)
+    return block * GROUP_ROWS * T + t * width + (b - block * GROUP_ROWS)
 
 
 @_jit
