@@ -638,11 +638,12 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
         def loop(buffers):
             _backward_steps(mode, cells[mode][1], kernel_args, matmul_nt, saved["reverse"],
                             needs[1], buffers)
-        # w_hh's columns as the rows of the "nt" GEMM: a copy on the CPU (the Numba GEMM reads
-        # contiguous rows), the transposed view for cuBLAS
-        buffers = (np.ascontiguousarray(w_hh.T) if xp is np else w_hh.T, *arrays)
         key = (mode, saved["reverse"], "backward", needs[1], T, B, H, str(dtype))
-        if cells is CELLS and mode == "lstm":
+        if cells is not CELLS or mode != "lstm":
+            # w_hh's columns as the rows of the "nt" GEMM: a copy on the CPU (the Numba GEMM
+            # reads contiguous rows), the transposed view for cuBLAS
+            buffers = (np.ascontiguousarray(w_hh.T) if xp is np else w_hh.T, *arrays)
+        else:
             # the input's gradient too, step by step in the chains' threads (w_ih's columns as
             # the GEMM's rows; none unless wanted), and the weight gradients' operands as columns
             I = x.shape[2]
