@@ -563,16 +563,18 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
         buffers = (xp.ascontiguousarray(w_hh), *arrays)
         if whole_pass:
             w_xh = np.concatenate((w_ih, w_hh), axis=1)         # (4H, I + H)
+            # [w_ih, w_hh].T, whose rows the backward chains' GEMMs read, made beside the chains
+            w_cols = np.empty(w_xh.shape[::-1] if for_backward else (0, 0), dtype)
+            if for_backward:
+                saved["w_cols"] = w_cols
             buffers = (w_xh, gates, c, tanh_c, h,
                        bias if bias is not None else np.zeros(GATES[mode] * H, dtype),
-                       _contiguous(np, x))
-            also = ()
-            if for_backward:        # [w_ih, w_hh].T, whose rows the backward chains' GEMMs read
-                saved["w_cols"] = np.empty(w_xh.shape[::-1], dtype)
-                also = (lambda: _transpose_into(w_xh, saved["w_cols"]),)
+                       _contiguous(np, x), w_cols)
 
             def loop(buffers):
-                _on_row_groups(_lstm_forward_rows, B, *buffers, reverse, also=also)
+                w_xh, w_cols = buffers[0], buffers[-1]
+                also = (lambda: _transpose_into(w_xh, w_cols),) if w_cols.size else ()
+                _on_row_groups(_lstm_forward_rows, B, *buffers[:-1], reverse, also=also)
         _run_steps(path, (mode, reverse, "forward", T, B, H, str(dtype)), loop, buffers)
     y = h[off_out:T + off_out]
     h_n = h[(1 - off_in) * T]
