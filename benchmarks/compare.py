@@ -27,7 +27,7 @@ except ImportError:
 
 import gpudl  # noqa: E402
 from benchmarks import workloads  # noqa: E402
-from benchmarks.common import side_by_side  # noqa: E402
+from benchmarks.common import SETTLE_S, side_by_side  # noqa: E402
 from benchmarks.workloads import randn as _randn  # noqa: E402
 from benchmarks.workloads import train_step as _train_step  # noqa: E402
 
@@ -361,7 +361,7 @@ def _grid_workloads():
     return [(name, ("cpu",), lambda lib, device, build=build: build(lib)) for name, build in GRID]
 
 
-def run(device, only=None, repeats=21, isolated=False, grid=False):
+def run(device, only=None, repeats=21, isolated=False, grid=False, settle=SETTLE_S):
     """Rows of (workload, gpudl ms, {torch mode: ms})."""
     if torch is None:
         raise SystemExit("benchmarks.compare needs PyTorch: pip install -e '.[bench]'")
@@ -393,7 +393,7 @@ def run(device, only=None, repeats=21, isolated=False, grid=False):
                 if device == "cuda":
                     _set_tf32(torch, mode == "default")
                 gd_ms[mode], theirs[mode] = side_by_side(ours, build(torch, device), torch,
-                                                         repeats)
+                                                         repeats, settle=settle)
             rows.append((name, gd_ms, theirs))
         except Exception as exc:   # report, keep going: one missing op must not hide the rest
             rows.append((name, None, {"error": f"{type(exc).__name__}: {exc}"[:120]}))
@@ -472,6 +472,8 @@ def main(argv=None):
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--isolated", action="store_true",
                         help="time each library alone in a fresh process (CPU)")
+    parser.add_argument("--settle", type=float, default=SETTLE_S,
+                        help="idle seconds before each block of runs (default %(default)s)")
     parser.add_argument("--grid", action="store_true",
                         help="the CPU size grid of benchmarks/grid.py instead of the workloads")
     args = parser.parse_args(argv)
@@ -479,7 +481,7 @@ def main(argv=None):
         parser.error(f"gpudl runs on {gpudl.device()} here; set GPUDL_DEVICE={args.device}")
     if args.grid and (args.device != "cpu" or args.isolated):
         parser.error("--grid runs on the cpu device, interleaved in one process")
-    rows, modes = run(args.device, args.only, args.repeats, args.isolated, args.grid)
+    rows, modes = run(args.device, args.only, args.repeats, args.isolated, args.grid, args.settle)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     name_of_gpu = gpu_name() if args.device == "cuda" else ""
     text = (f"{stamp}, {platform.processor() or platform.machine()}, device {args.device}"
@@ -487,7 +489,8 @@ def main(argv=None):
                "495 TFLOP/s dense, fp16 rows 989 TFLOP/s tensor cores, HBM of that chip)"
                if name_of_gpu else "") + ", "
             + ("each library alone in a fresh process" if args.isolated else
-               "the libraries alternating in blocks of 4 in one process, each block after 50 ms idle")
+               "the libraries alternating in blocks of 4 in one process, each block after "
+               f"{args.settle * 1e3:g} ms idle")
             + f", median of {args.repeats}+ runs\n\n"
             + table(rows, modes, args.device, name_of_gpu))
     print("\n" + text)
