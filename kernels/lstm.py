@@ -250,7 +250,6 @@ def _lstm_backward_rows(w_hh_cols, gy, dh, dc, gates, c, tanh_c, dgates, w_ih_co
     so that ``_column_weight_grads`` runs them as dot products along contiguous rows."""
     T, B = gates.shape[0], gates.shape[1]
     d_h, d_c = dh[r0:r1], dc[r0:r1]
-    where = np.empty(r1 - r0, np.int64)     # the columns of this step's rows
     for n in range(T):
         t = n if reverse else T - 1 - n
         s_in = t + 1 if reverse else t
@@ -260,14 +259,14 @@ def _lstm_backward_rows(w_hh_cols, gy, dh, dc, gates, c, tanh_c, dgates, w_ih_co
         if n != T - 1 or last_dh:
             _gemm_nt(d, w_hh_cols, d_h)
         _gemm_nt(d, w_ih_cols, g_x[t, r0:r1])
-        for i in range(r1 - r0):
-            where[i] = _column(r0 + i, t, B, T)
-        if d_cols.shape[1]:
-            _put_columns(d, d_cols, where)
-        if h_cols.shape[1]:
-            _put_columns(h[s_in, r0:r1], h_cols, where)
-        if x_cols.shape[1]:
-            _put_columns(x[t, r0:r1], x_cols, where)
+        for b0 in range(r0, r1, GROUP_ROWS):            # each block's rows: adjacent columns
+            b1, c0 = min(b0 + GROUP_ROWS, r1), _column(b0, t, B, T)
+            if d_cols.shape[1]:
+                _put_columns(d[b0 - r0:b1 - r0], d_cols, c0)
+            if h_cols.shape[1]:
+                _put_columns(h[s_in, b0:b1], h_cols, c0)
+            if x_cols.shape[1]:
+                _put_columns(x[t, b0:b1], x_cols, c0)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -283,14 +282,21 @@ def _transpose_into(a, out):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _put_columns(rows, cols, where):
-    """cols[k, where[i]] = rows[i, k]. k outermost: with the rows outermost each store strode a
-    whole row of cols, 15x slower (the rows of a (512, 512) float32 array fall into the same
-    cache sets)."""
+def _put_columns(rows, cols, c0):
+    """cols[k, c0 + i] = rows[i, k] for the rows of one block (GROUP_ROWS of them, or the rows
+    left over). k outermost: with the rows outermost each store strode a whole row of cols,
+    15x slower (the rows of a (512, 512) float32 array fall into the same cache sets); a full
+    block's four stores written out: a loop over a run-time count of rows was twice as slow."""
+    if rows.shape[0] == 4:
+        r0, r1, r2, r3 = rows[0], rows[1], rows[2], rows[3]
+        for k in range(rows.shape[1]):
+            out = cols[k]
+            out[c0], out[c0 + 1], out[c0 + 2], out[c0 + 3] = r0[k], r1[k], r2[k], r3[k]
+        return
     for k in range(rows.shape[1]):
         out = cols[k]
         for i in range(rows.shape[0]):
-            out[where[i]] = rows[i, k]
+            out[c0 + i] = rows[i, k]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -668,7 +674,7 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
     return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx)
 
 
-GROUP_ROWS = 4      # row groups are multiples of small_gemm's 4-row blocks
+GROUP_ROWS = 4      # row groups are multiples of small_gemm's 4-row blocks (_put_columns unrolls 4)
 GROUPS_PER_THREAD = 2   # more groups than threads: see _on_row_groups
 GEMM_PARTS = 4          # the large GEMMs in this many parts, for the same reason
 # On: the row groups' chains and the weight gradients' parts on gpudl's threads (Numba, no
