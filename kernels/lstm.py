@@ -674,7 +674,7 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
     return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx)
 
 
-GROUP_ROWS = 4      # row groups are multiples of small_gemm's 4-row blocks (_put_columns unrolls 4)
+GROUP_ROWS = 4      # row groups: multiples of small_gemm's 4-row blocks (_put_columns unrolls 4)
 GROUPS_PER_THREAD = 2   # more groups than threads: see _on_row_groups
 GEMM_PARTS = 4          # the large GEMMs in this many parts, for the same reason
 # On: the row groups' chains and the weight gradients' parts on gpudl's threads (Numba, no
