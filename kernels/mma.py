@@ -47,10 +47,11 @@ matrix ``m``), which turns a row-major V or weight tile into B fragments.
 
 ``cp_async_16(dst, row, col, src, index, src_bytes)`` (``cp.async.cg``, bypassing L1) and
 ``cp_async_4`` / ``cp_async_8`` (``cp.async.ca``): copy 16 / 4 / 8 bytes from ``&src[index]``
-(global memory, ``src`` 1-D, or C-contiguous of any rank with ``index`` its flat index) to ``&dst[row, col]`` (shared memory, ``dst`` 2-D) without passing
-through registers; only the first ``src_bytes`` (0..size) are read, the rest of the destination is
-zero-filled (``src_bytes = 0``: an out-of-bounds element becomes 0 and nothing is read, but
-``&src[index]`` should still point into ``src``). Both addresses must be aligned to the size. The
+(global memory, ``src`` 1-D, or C-contiguous of any rank with ``index`` its flat index) to
+``&dst[row, col]`` (shared memory, ``dst`` 2-D) without passing through registers; only the
+first ``src_bytes`` (0..size) are read, the rest of the destination is zero-filled
+(``src_bytes = 0``: an out-of-bounds element becomes 0 and nothing is read, but ``&src[index]``
+should still point into ``src``). Both addresses must be aligned to the size. The
 copies a thread issued since its last ``cp_async_commit()`` form a group; ``cp_async_wait(n)``
 (``n`` a compile-time integer) returns once at most ``n`` of the thread's groups are still in
 flight, ``cp_async_wait_all()`` once none is. A wait covers the calling thread's own copies only:
