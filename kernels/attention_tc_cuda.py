@@ -56,11 +56,12 @@ else the strict-fp32 SIMT kernels of ``attention_cuda``. The TF32 kinds stop at 
 runs on the SIMT kernels, which are float32-accurate, as 3xTF32 is. float64 and head dims > 128
 run on the twin.
 
-Arrays travel as uint32 words (zero-copy views: float32 values, or pairs of halves, an odd
-feature count getting one zero column); tiles live in 2-D uint32 shared arrays, 16-byte aligned
-(Numba's default is 4; ldmatrix needs 16-byte row addresses), whose rows are padded by 16 bytes
-so the 8 row addresses of an ldmatrix hit different banks. Head dims 32, 64, 128 are compile-time
-buckets (smaller E/Ev are zero-padded). Shared memory stays under 48 KiB.
+Arrays travel as uint32 words (zero-copy views: float32 values, or pairs of halves; rows that are
+not a multiple of 16 bytes get zero columns, a misaligned view is copied) and are staged into
+shared memory by 16-byte cp.async copies (``_stager``); tiles live in 2-D uint32 shared arrays,
+16-byte aligned (Numba's default is 4; ldmatrix needs 16-byte row addresses), whose rows are
+padded by 16 bytes so the 8 row addresses of an ldmatrix hit different banks. Head dims 32, 64,
+128 are compile-time buckets (smaller E/Ev are zero-padded). Shared memory stays under 48 KiB.
 """
 
 import math
@@ -72,7 +73,7 @@ from numba import config, cuda, float32, uint32, uint64
 from gpudl import backend, dtypes
 
 from . import mma
-from .conv_tc_cuda import as_float32, tf32_bits
+from .conv_tc_cuda import _bounds, as_float32, tf32_bits
 from .attention_cuda import (DELTA_ROWS, DELTA_THREADS, _additive_mask, _delta_kernel, _fill,
                              _signatures as _simt_signatures)
 from .budget import Budget
@@ -169,55 +170,54 @@ def _check_shared(name, head, kind, rows, extra_bytes=0):
                          f"{SHARED_LIMIT} B; shrink its TcTiling")
 
 
-STAGE_CHUNK = 8     # staging steps per loop: LLVM unrolls 8 TF32-rounding steps, not 16
+CHUNK_WORDS = 4     # a cp.async copy: 16 bytes
 
 
 def _stager(rows, words, kind):
-    """stage(src, b, r0, dst, tid): ``dst[r, c] = src[b, r0 + r, c]`` (uint32 words) for a
-    rows x words tile, zero beyond src's rows and words, each word rounded to TF32 for the
-    ``tf32`` kind. Consecutive threads take consecutive words (coalesced). Unrolled: the loads
-    are all in flight at once, and the key/query loop stays the innermost loop of the SASS, the
-    one the gate reads. The steps run as consecutive loops of at most ``STAGE_CHUNK``, each
-    short enough for LLVM to unroll whole (a 16-step loop with the rounding stayed a loop)."""
-    steps = rows * words // THREADS
-    assert steps * THREADS == rows * words
+    """(stage, settle) for a rows x words tile of uint32 words in shared memory.
+
+    ``stage(src, b, r0, dst, tid)`` issues ``dst[r, c] = src[b, r0 + r, c]`` as 16-byte cp.async
+    copies (no registers, no wait), zero-filled beyond src's rows and words (``_words`` makes
+    src's rows a multiple of 16 bytes, 16-byte aligned). Each thread owns one fixed 16-byte
+    column of the tile and every ``THREADS / chunks`` th row from its first: its offsets are
+    32-bit and computed once (within one batch row of src; ``_check_sizes`` guards the int32
+    range), and consecutive threads copy consecutive chunks (coalesced).
+    ``settle(dst, tid)``, after ``mma.cp_async_wait_all()``: for the ``tf32`` kind, the words this
+    thread copied rounded to TF32 in place (its own copies are visible to it after its wait);
+    nothing for the others. A block barrier must follow before anyone reads the tile."""
+    chunks = words // CHUNK_WORDS
+    assert chunks * CHUNK_WORDS == words and THREADS % chunks == 0
+    pass_rows = THREADS // chunks
+    steps = rows // pass_rows
+    assert steps * pass_rows == rows
     round_tf32 = kind.name == "tf32"
-    chunk = min(steps, STAGE_CHUNK)
-    assert steps % chunk == 0
+    U = uint32
 
     @cuda.jit(device=True, inline="always")
-    def part(src, b, r0, dst, tid, first):
-        for step in range(chunk):
-            i = tid + (first + step) * THREADS
-            r = i // words
-            c = i - r * words
-            x = uint32(0)
-            if r0 + r < src.shape[1] and c < src.shape[2]:
-                x = src[uint64(b), uint64(r0 + r), uint64(c)]
-                if round_tf32:
-                    x = tf32_bits(as_float32(x))
-            dst[uint64(r), uint64(c)] = x
+    def stage(src, b, r0, dst, tid):
+        # every expression cast back to uint32: Numba widens integer arithmetic to 64 bits
+        r = U(U(tid) // U(chunks))
+        c = U(U(U(tid) % U(chunks)) * U(CHUNK_WORDS))
+        n, w = U(src.shape[1]), U(src.shape[2])
+        base = b * src.shape[1] * src.shape[2]          # the batch row's first word
+        col_bytes = U(16) if c < w else U(0)
+        for step in range(steps):
+            row = U(U(r0) + U(r + U(step * pass_rows)))
+            nbytes = col_bytes if row < n else U(0)
+            mma.cp_async_16(dst, U(r + U(step * pass_rows)), c, src,
+                            base + (U(U(row * w) + c) if nbytes != U(0) else U(0)), nbytes)
 
-    stage = part
-    for first in range(chunk, steps, chunk):
-        stage = _then(stage, part, first)
-    return _from_zero(stage)
-
-
-def _then(done, part, first):
-    """done(...) and then part(..., first + start): one more chunk of staging steps."""
     @cuda.jit(device=True, inline="always")
-    def staged(src, b, r0, dst, tid, start):
-        done(src, b, r0, dst, tid, start)
-        part(src, b, r0, dst, tid, start + first)
-    return staged
+    def settle(dst, tid):
+        if round_tf32:
+            r = U(U(tid) // U(chunks))
+            c = U(U(U(tid) % U(chunks)) * U(CHUNK_WORDS))
+            for step in range(steps):
+                for e in range(CHUNK_WORDS):
+                    x = dst[U(r + U(step * pass_rows)), U(c + U(e))]
+                    dst[U(r + U(step * pass_rows)), U(c + U(e))] = tf32_bits(as_float32(x))
 
-
-def _from_zero(stage):
-    @cuda.jit(device=True, inline="always")
-    def run(src, b, r0, dst, tid):
-        stage(src, b, r0, dst, tid, 0)
-    return run
+    return stage, settle
 
 
 @cuda.jit(device=True, inline="always")
@@ -225,8 +225,8 @@ def _per_tile(tid, lane, tile_start):
     """(tid, lane) plus a zero that the compiler cannot prove zero: the addresses of a tile's
     loads then count as loop-variant, so LLVM does not hoist one 64-bit address per load out of
     the tile loop and hold them all in registers (60 more registers in the forward kernel)."""
-    zero = tile_start >> 48
-    return tid + zero, lane + zero
+    zero = uint32(tile_start >> 48)
+    return uint32(tid + zero), uint32(lane + zero)
 
 
 @cuda.jit(device=True, inline="always")
@@ -476,7 +476,7 @@ def _make_forward(head, masked, kind):
     W, LDW, KS, NT, OT, PK = _dims(head, BN, kind)
     QF, SN, ON = 4 * KS, 4 * NT, 4 * OT     # fragment registers: Q, scores, outputs
     _check_shared("fwd", head, kind, BLOCK + 2 * BN)
-    stage_q, stage_kv = _stager(BLOCK, W, kind), _stager(BN, W, kind)
+    (stage_q, settle_q), (stage_kv, settle_kv) = _stager(BLOCK, W, kind), _stager(BN, W, kind)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     pv = _register_products(OT, PK, kind)
     two_tiles = _two_tiles(mma_op)
@@ -490,6 +490,9 @@ def _make_forward(head, masked, kind):
             cuda.syncthreads()                          # the previous tile is read
             stage_kv(k, b, k0, ks, tz)
             stage_kv(v, b, k0, vs, tz)
+            mma.cp_async_wait_all()
+            settle_kv(ks, tz)
+            settle_kv(vs, tz)
             cuda.syncthreads()
             fill_s(s, ZERO)
             for kk in range(KS):
@@ -551,6 +554,8 @@ def _make_forward(head, masked, kind):
         tid, lane, warp, t, q0, b, bm, row_a, row_b = _coords(mask)
         n_keys = k.shape[1]
         stage_q(q, b, q0, qs, tid)
+        mma.cp_async_wait_all()
+        settle_q(qs, tid)
         cuda.syncthreads()
         for kk in range(KS):
             qf[4 * kk], qf[4 * kk + 1], qf[4 * kk + 2], qf[4 * kk + 3] = _a_frags(
@@ -591,7 +596,8 @@ def _make_bwd_dq(head, masked, kind):
     W, LDW, KS, NT, OT, PK = _dims(head, BN, kind)
     SN, ON = 4 * NT, 4 * OT                 # fragment registers: scores, outputs
     _check_shared("bwd_dq", head, kind, 2 * BLOCK + 2 * BN)
-    stage_rows, stage_kv = _stager(BLOCK, W, kind), _stager(BN, W, kind)
+    (stage_rows, settle_rows), (stage_kv, settle_kv) = (_stager(BLOCK, W, kind),
+                                                       _stager(BN, W, kind))
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     scores = _products(NT, KS, _word_mma(kind))
     ds_k = _register_products(OT, PK, kind)
@@ -605,6 +611,9 @@ def _make_bwd_dq(head, masked, kind):
             cuda.syncthreads()
             stage_kv(k, b, k0, ks, tz)
             stage_kv(v, b, k0, vs, tz)
+            mma.cp_async_wait_all()
+            settle_kv(ks, tz)
+            settle_kv(vs, tz)
             cuda.syncthreads()
             fill_s(s, ZERO)
             fill_s(dp, ZERO)
@@ -640,6 +649,9 @@ def _make_bwd_dq(head, masked, kind):
         lse_b, delta_b = _row_stats(lse, delta, b, row_b)
         stage_rows(q, b, q0, qs, tid)
         stage_rows(gout, b, q0, dos, tid)
+        mma.cp_async_wait_all()
+        settle_rows(qs, tid)
+        settle_rows(dos, tid)
         fill_o(acc, ZERO)
         ctx = (k, v, mask, qs, dos, ks, vs, s, dp, acc, b, bm, warp, row_a, row_b, t,
                lse_a, lse_b, delta_a, delta_b, scale_log2, is_causal, n_keys)
@@ -656,7 +668,8 @@ def _make_bwd_dkdv(head, masked, kind):
     W, LDW, KS, NT, OT, PK = _dims(head, BM, kind)
     SN, ON = 4 * NT, 4 * OT                 # fragment registers: scores, outputs
     _check_shared("bwd_dkdv", head, kind, 2 * BLOCK + 2 * BM, 8 * BM)
-    stage_keys, stage_rows = _stager(BLOCK, W, kind), _stager(BM, W, kind)
+    (stage_keys, settle_keys), (stage_rows, settle_rows) = (_stager(BLOCK, W, kind),
+                                                           _stager(BM, W, kind))
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     scores = _products(NT, KS, _word_mma(kind))
     update = _register_products(OT, PK, kind)
@@ -674,6 +687,9 @@ def _make_bwd_dkdv(head, masked, kind):
             stage_rows(gout, b, i0, dos, tz)
             if tz < BM:
                 lse_s[tz], delta_s[tz] = _row_stats(lse, delta, b, i0 + tz)
+            mma.cp_async_wait_all()
+            settle_rows(qs, tz)
+            settle_rows(dos, tz)
             cuda.syncthreads()
             fill_s(st, ZERO)
             fill_s(dpt, ZERO)
@@ -710,6 +726,9 @@ def _make_bwd_dkdv(head, masked, kind):
         n_queries = q.shape[1]
         stage_keys(k, b, k0, ks, tid)
         stage_keys(v, b, k0, vs, tid)
+        mma.cp_async_wait_all()
+        settle_keys(ks, tid)
+        settle_keys(vs, tid)
         fill_o(gk_acc, ZERO)
         fill_o(gv_acc, ZERO)
         ctx = (q, gout, lse, delta, mask, ks, vs, qs, dos, lse_s, delta_s, st, dpt, gk_acc,
@@ -726,6 +745,17 @@ def _make_bwd_dkdv(head, masked, kind):
     return bwd_dkdv
 
 
+# builds that ptxas fits in 128 registers (4 blocks of 128 threads per SM, 25% occupancy)
+# without spilling when told to (launch_bounds), as (kind family, head dim, masked, pass: 0
+# forward, 1 dQ, 2 dK/dV); measured offline (benchmarks/RESULTS.md). The others would spill.
+BOUNDED = {("half", 32, False, 2), ("half", 32, True, 0), ("half", 128, False, 1),
+           ("tf32", 32, False, 2)}
+
+
+def _family(kind):
+    return "half" if KINDS[kind].half else kind
+
+
 def _build(head, masked, kind):
     kernels = []
     for make, name in ((_make_forward, "fwd"), (_make_bwd_dq, "bwd_dq"),
@@ -733,7 +763,8 @@ def _build(head, masked, kind):
         func = make(head, masked, KINDS[kind])
         func.__name__ = func.__qualname__ = (
             f"_attention_tc_{name}_kernel_{kind}_e{head}_{'mask' if masked else 'nomask'}")
-        kernels.append(cuda.jit(func))
+        bounded = (_family(kind), head, masked, len(kernels)) in BOUNDED
+        kernels.append(cuda.jit(func, **(_bounds(THREADS, 4) if bounded else {})))
     return tuple(kernels)
 
 
@@ -772,16 +803,28 @@ def _bucket(q, v, kind):
 
 
 def _words(xp, a, kind):
-    """The kernel's view of a (B, n, d) input: uint32 words, each a float32 value or two halves
-    (one zero column appended first when d is odd); a view where it can be. Halves move as
-    their uint16 bits: no copy kernel of the half dtype is needed (CuPy has few for
+    """The kernel's view of a (B, n, d) input: uint32 words, each a float32 value or two halves,
+    its rows zero-padded to a multiple of 16 bytes and its data 16-byte aligned (the kernels
+    stage 16-byte cp.async chunks); a view where it can be, a padded copy for head dims that
+    are not multiples of 8 halves / 4 floats (as FA2 pads them) or a misaligned view. Halves move
+    as their uint16 bits: no copy kernel of the half dtype is needed (CuPy has few for
     bfloat16)."""
-    if not KINDS[kind].half:
-        return xp.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
-    bits = xp.ascontiguousarray(a.view(np.uint16))
-    if bits.shape[2] % 2:
-        bits = xp.concatenate([bits, xp.zeros(bits.shape[:2] + (1,), np.uint16)], axis=2)
+    if KINDS[kind].half:
+        bits, per_chunk = a.view(np.uint16), 16 // 2
+    else:
+        bits, per_chunk = xp.ascontiguousarray(a, dtype=np.float32).view(np.uint32), 16 // 4
+    bits = xp.ascontiguousarray(bits)
+    pad = -bits.shape[2] % per_chunk
+    if pad or _address(bits) % 16:
+        padded = xp.zeros(bits.shape[:2] + (bits.shape[2] + pad,), bits.dtype)
+        padded[:, :, :bits.shape[2]] = bits
+        bits = padded
     return bits.view(np.uint32)
+
+
+def _address(a):
+    """The device (CuPy) or host (NumPy: the simulator) address of a's first element."""
+    return a.data.ptr if hasattr(a.data, "ptr") else a.__array_interface__["data"][0]
 
 
 def _empty_out(xp, shape, kind):
@@ -879,33 +922,39 @@ def _signatures(kind="f16"):
 
 
 # (min hot-loop HMMA share, min occupancy) per (kind family, head dim) for (forward, dQ, dK/dV):
-# floors just under the sm_90 figures measured offline with and without a mask
-# (notes/i13-tcattn.md for the half kinds, bf16 measured equal; notes/i13-attnprec.md for TF32).
-# Below 25% occupancy: 146-246 registers (fragments of S, dP, O or dK and dV live together; a
-# mask adds its reads). HMMA shares of 3-11%: each tile's staging (bounds-checked 4-byte loads;
-# TF32: rounding), ldmatrix addressing and per-element softmax code is ~750-3,000 instructions
-# around 32-192 HMMAs; 3xTF32 adds the big/small split of every fragment. The next steps are
-# 16-byte/cp.async staging and 32-bit index math. In the 3xTF32 dQ and dK/dV passes the gate's
-# hot loop is the k-step loop of a product, which LLVM leaves rolled (3 mmas and the splits per
-# step); in every other kernel it is the tile loop.
+# floors just under the sm_90 figures measured offline with and without a mask (the lower of
+# the two; bf16 measures as f16; BOUNDED builds must reach 25% whatever the table says), after
+# i12-tcstage (benchmarks/RESULTS.md, "Tensor-core attention staging"): tiles staged by 16-byte
+# cp.async with 32-bit per-thread offsets took the tile loops from 656-2,636 instructions to
+# 268-1,825 unmasked (HMMA 9-21% of them) and from 739-2,954 to 351-2,058 masked (5-15%); forward
+# f16 e64: 164 -> 124 registers, 25% occupancy.
+# What is left: the masked builds read the mask per score element (a 64-bit address and a
+# clamp each: 5-15% HMMA, up to 234 registers: stage mask tiles by cp.async too), the per-element
+# softmax (scale multiply, max, exp2, sum: FA2 folds the scale into the exp2's FFMA), the
+# fragments of S, dP, O or dK and dV living together in the larger builds (e128 dK/dV: 222
+# registers), and 3xTF32's big/small split of every fragment. In the 3xTF32 dQ and dK/dV passes
+# the gate's hot loop is the k-step loop of a product, which LLVM leaves rolled (3 mmas and the
+# splits per step); in every other kernel it is the tile loop.
 _BUDGETS = {
-    ("half", 32): ((0.025, 0.1875), (0.035, 0.1875), (0.045, 0.125)),
-    ("half", 64): ((0.035, 0.1875), (0.045, 0.125), (0.055, 0.125)),
-    ("half", 128): ((0.04, 0.125), (0.055, 0.125), (0.065, 0.125)),
-    ("tf32", 32): ((0.025, 0.1875), (0.04, 0.125), (0.04, 0.125)),
-    ("tf32", 64): ((0.03, 0.125), (0.04, 0.125), (0.05, 0.125)),
-    ("tf32x3", 32): ((0.05, 0.125), (0.10, 0.1875), (0.10, 0.125)),
-    ("tf32x3", 64): ((0.06, 0.125), (0.06, 0.125), (0.06, 0.125)),
+    ("half", 32): ((0.045, 0.25), (0.065, 0.25), (0.075, 0.125)),
+    ("half", 64): ((0.08, 0.1875), (0.11, 0.125), (0.11, 0.1875)),
+    ("half", 128): ((0.10, 0.125), (0.13, 0.25), (0.14, 0.125)),
+    ("tf32", 32): ((0.06, 0.1875), (0.085, 0.1875), (0.095, 0.125)),
+    ("tf32", 64): ((0.075, 0.1875), (0.095, 0.25), (0.105, 0.1875)),
+    ("tf32x3", 32): ((0.085, 0.125), (0.12, 0.1875), (0.10, 0.125)),
+    ("tf32x3", 64): ((0.105, 0.125), (0.065, 0.25), (0.065, 0.1875)),
 }
 
 
-def _budget(kind, head, n):
-    share, occupancy = _BUDGETS[("half" if KINDS[kind].half else kind, head)][n]
+def _budget(kind, head, masked, n):
+    share, occupancy = _BUDGETS[(_family(kind), head)][n]
+    if (_family(kind), head, masked, n) in BOUNDED:
+        occupancy = max(occupancy, 0.25)
     return Budget(threads=THREADS, min_hmma_share=share, min_occupancy=occupancy)
 
 
 SIGNATURES = [
-    (kernel, [_signatures(kind)[n]], _budget(kind, head, n))
+    (kernel, [_signatures(kind)[n]], _budget(kind, head, masked, n))
     for (head, masked, kind), kernels in _KERNELS.items()
     for n, kernel in enumerate(kernels)
 ]

@@ -47,10 +47,11 @@ matrix ``m``), which turns a row-major V or weight tile into B fragments.
 
 ``cp_async_16(dst, row, col, src, index, src_bytes)`` (``cp.async.cg``, bypassing L1) and
 ``cp_async_4`` / ``cp_async_8`` (``cp.async.ca``): copy 16 / 4 / 8 bytes from ``&src[index]``
-(global memory, ``src`` 1-D) to ``&dst[row, col]`` (shared memory, ``dst`` 2-D) without passing
-through registers; only the first ``src_bytes`` (0..size) are read, the rest of the destination is
-zero-filled (``src_bytes = 0``: an out-of-bounds element becomes 0 and nothing is read, but
-``&src[index]`` should still point into ``src``). Both addresses must be aligned to the size. The
+(global memory, ``src`` 1-D, or C-contiguous of any rank with ``index`` its flat index) to
+``&dst[row, col]`` (shared memory, ``dst`` 2-D) without passing through registers; only the
+first ``src_bytes`` (0..size) are read, the rest of the destination is zero-filled
+(``src_bytes = 0``: an out-of-bounds element becomes 0 and nothing is read, but ``&src[index]``
+should still point into ``src``). Both addresses must be aligned to the size. The
 copies a thread issued since its last ``cp_async_commit()`` form a group; ``cp_async_wait(n)``
 (``n`` a compile-time integer) returns once at most ``n`` of the thread's groups are still in
 flight, ``cp_async_wait_all()`` once none is. A wait covers the calling thread's own copies only:
@@ -224,15 +225,21 @@ else:
         @intrinsic
         def cp_async(typingctx, dst, row, col, src, index, src_bytes):
             if not (isinstance(dst, types.Array) and dst.ndim == 2
-                    and isinstance(src, types.Array) and src.ndim == 1
+                    and isinstance(src, types.Array)
+                    and (src.ndim == 1 or src.layout == "C")
                     and all(isinstance(v, types.Integer) for v in (row, col, index, src_bytes))):
                 return None
 
             def codegen(context, builder, sig, args):
                 to = _shared_address(context, builder, sig.args[0], args[0], args[1:3],
                                      sig.args[1:3])
-                source = _item_pointer(context, builder, sig.args[3], args[3], args[4:5],
-                                       sig.args[4:5])
+                if sig.args[3].ndim == 1:
+                    source = _item_pointer(context, builder, sig.args[3], args[3], args[4:5],
+                                           sig.args[4:5])
+                else:                   # C-contiguous: the flat index from the first element
+                    data = context.make_array(sig.args[3])(context, builder, args[3]).data
+                    source = builder.gep(data, [context.cast(builder, args[4], sig.args[4],
+                                                             types.intp)])
                 count = context.cast(builder, args[5], sig.args[5], types.uint32)
                 asm = ir.InlineAsm(
                     ir.FunctionType(ir.VoidType(), [_I32, source.type, _I32]),

@@ -51,3 +51,19 @@ def test_other_kinds_run_their_mma_in_the_tile_loop(kind, hmma, tmp_path):
     body, found = _hot_loop(kind, 0, tmp_path)
     opcode = "HMMA.1688.F32.TF32" if kind == "tf32" else "HMMA.16816.F32.BF16"
     assert sum(op.startswith(opcode) for op in body) == found == hmma
+
+
+@pytest.mark.parametrize("kind, dtype, d", [("f16", "float16", 19), ("f16", "float16", 16),
+                                            ("tf32", "float32", 6), ("tf32x3", "float32", 8)])
+def test_words_are_aligned_16_byte_rows(kind, dtype, d):
+    """The kernels copy 16-byte chunks by cp.async: _words gives rows of a multiple of 4 words,
+    16-byte aligned (a misaligned view is copied, odd head dims zero-padded), same values."""
+    import numpy as np
+    buffer = np.random.default_rng(0).standard_normal(2 * 3 * d + 1).astype(dtype)
+    a = buffer[1:].reshape(2, 3, d)                # 2 or 4 bytes past an aligned start
+    words = T._words(np, a, kind)
+    assert words.dtype == np.uint32 and words.shape[2] % 4 == 0
+    assert words.__array_interface__["data"][0] % 16 == 0
+    values = words.view(np.uint16 if kind == "f16" else np.float32)
+    np.testing.assert_array_equal(values[:, :, :d], a.view(values.dtype))
+    assert not values[:, :, d:].any()
