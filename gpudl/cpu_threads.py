@@ -166,13 +166,14 @@ def map_serial_blas(fn, items, workers):
         return map_threads(fn, items, workers if serial else 1)
 
 
-def map_threads(fn, items, workers):
+def map_threads(fn, items, workers, spin=0.0):
     """[fn(item) for item in items] on up to ``workers`` threads, the caller's among them, each
     taking the next item when done. ``fn`` should release the GIL for its work (NumPy, nogil
     Numba) and call no threaded BLAS (``map_serial_blas`` for that). One thread (in order) when
-    workers or items are 1."""
+    workers or items are 1. ``spin``: seconds the workers poll for the next job before they
+    sleep, for callers whose next job follows soon (gpudl/worker_pool.py)."""
     from . import worker_pool     # imports Numba: not at gpudl's import
-    return worker_pool.run(fn, items, workers)
+    return worker_pool.run(fn, items, workers, spin)
 
 
 def chunk_size(total, most, workers):

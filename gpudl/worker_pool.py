@@ -6,11 +6,14 @@ forward chains, the backward chains, the weight gradients), a few hundred micros
 A thread that blocks in between lets its CPU go idle, and on a virtual machine an idle virtual
 CPU is given back to the host: waking it again took 500-900 us, not ~35 us, in streaks of
 seconds on this project's 2-core VM, and an LSTM step of 1.6 ms took 2.5 ms (the work then ran
-on the calling thread alone). So after each job a worker (and the caller, waiting for the
-workers) polls for the next event for up to ``SPIN_S`` seconds before it blocks, the way OpenMP
-and OpenBLAS workers do, but briefly: libgomp's default spin kept a PyTorch worker busy for
-~8 ms after each call, taking a core from whatever ran next. The polling runs in a compiled
-loop without the GIL, reading a counter with atomic loads and a ``pause`` between reads.
+on the calling thread alone). So a caller whose next job follows soon may ask the workers to
+poll for it for ``spin`` seconds after this one before they block (``SPIN_S`` for the LSTM's
+phases), the way OpenMP and OpenBLAS workers do, but briefly and only when asked: a polling
+worker holds its core, and after a convolution (whose next GEMMs OpenBLAS threads) a 1 ms poll
+made a LeNet step 8 -> 12 ms; libgomp's default kept a PyTorch worker busy ~8 ms after each
+call. The caller itself polls for its workers' last items for up to ``SPIN_S``. The polling
+runs in a compiled loop without the GIL, reading a counter with atomic loads and a ``pause``
+between reads.
 """
 
 import os
@@ -24,7 +27,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-SPIN_S = 0.001              # how long a waiting thread polls before it blocks
+SPIN_S = 0.001              # the longest a waiting thread polls before it blocks
 
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -84,8 +87,8 @@ def _rounds_per_second():
 
 
 class _Job:
-    def __init__(self, fn, items, helpers):
-        self.fn, self.items, self.helpers = fn, items, helpers
+    def __init__(self, fn, items, helpers, spin):
+        self.fn, self.items, self.helpers, self.spin = fn, items, helpers, spin
         self.results = [None] * len(items)
         self.pending = iter(range(len(items)))     # next() on it is atomic under the GIL
         self.error = None
@@ -108,33 +111,35 @@ class _Pool:
         self.condition = threading.Condition()
         self.job = None
         self.busy = threading.Lock()            # one job at a time; others run in order
-        self.rounds = max(1, int(SPIN_S * _rounds_per_second()))
+        self.rounds_per_second = _rounds_per_second()
         self.threads = [threading.Thread(target=self._serve, args=(i,), daemon=True,
                                          name=f"gpudl-worker-{i}") for i in range(size)]
         for thread in self.threads:
             thread.start()
 
-    def _wait(self, index, old):
-        """Until counters[index] != old: polled for SPIN_S, then blocked on the condition."""
-        if _poll(self.counters, index, old, self.rounds) != old:
+    def _wait(self, index, old, spin):
+        """Until counters[index] != old: polled for ``spin`` seconds, then blocked."""
+        if spin > 0 and _poll(self.counters, index, old,
+                              int(spin * self.rounds_per_second)) != old:
             return
         with self.condition:
             self.condition.wait_for(lambda: self.counters[index] != old)
 
     def _serve(self, number):
-        seen = 0
+        seen, spin = 0, 0.0
         while True:
-            self._wait(0, seen)
+            self._wait(0, seen, spin)
             seen = int(self.counters[0])
             job = self.job
+            spin = job.spin
             if number < job.helpers:
                 job.work()
                 with self.condition:
                     self.counters[1] += 1
                     self.condition.notify_all()
 
-    def run(self, fn, items, workers):
-        job = _Job(fn, items, min(workers, len(items), len(self.threads) + 1) - 1)
+    def run(self, fn, items, workers, spin):
+        job = _Job(fn, items, min(workers, len(items), len(self.threads) + 1) - 1, spin)
         with self.condition:
             finished = int(self.counters[1])
             self.job = job
@@ -143,7 +148,7 @@ class _Pool:
         job.work()
         target = finished + job.helpers
         while int(self.counters[1]) < target:
-            self._wait(1, int(self.counters[1]))
+            self._wait(1, int(self.counters[1]), SPIN_S)
         if job.error is not None:
             raise job.error
         return job.results
@@ -153,10 +158,11 @@ _pool = []                  # [(pid, _Pool)], made at first use (a forked child 
 _inside = threading.local()
 
 
-def run(fn, items, workers):
+def run(fn, items, workers, spin=0.0):
     """[fn(item) for item in items] on up to ``workers`` threads, the caller's among them, each
     taking the next item when done; the first exception raised by ``fn`` is raised here once
-    every thread has stopped. ``fn`` should release the GIL for its work (NumPy, nogil Numba).
+    every thread has stopped. The workers then poll for the next job for ``spin`` seconds
+    (at most SPIN_S) before they block. ``fn`` should release the GIL for its work (NumPy, nogil Numba).
     In order on the calling thread when workers or items are 1, inside another job's ``fn``,
     or while another thread's job runs."""
     items = list(items)
@@ -169,7 +175,7 @@ def run(fn, items, workers):
         return [fn(item) for item in items]
     _inside.job = True
     try:
-        return pool.run(fn, items, workers)
+        return pool.run(fn, items, workers, min(spin, SPIN_S))
     finally:
         _inside.job = False
         pool.busy.release()

@@ -82,10 +82,11 @@ def test_poll_sees_a_store_from_another_thread():
     assert worker_pool._poll(counters, 1, 7, 1000) == 7    # unchanged: all rounds, same value
 
 
-def test_waiting_threads_stop_polling():
-    """After a job the workers poll for SPIN_S, then block: an idle second costs the process
-    about SPIN_S of CPU per worker, not the second."""
-    worker_pool.run(lambda i: i, range(4), 2)
+@pytest.mark.parametrize("spin", [0.0, worker_pool.SPIN_S, 10.0])
+def test_waiting_threads_stop_polling(spin):
+    """After a job the workers poll for ``spin`` seconds (at most SPIN_S), then block: an idle
+    half second costs the process about that much CPU per worker, not the half second."""
+    worker_pool.run(lambda i: i, range(4), 2, spin)
     time.sleep(0.05)
     start = time.process_time()
     time.sleep(0.5)
