@@ -166,14 +166,46 @@ def map_serial_blas(fn, items, workers):
         return map_threads(fn, items, workers if serial else 1)
 
 
-def map_threads(fn, items, workers, spin=0.0):
+_map_pool = []              # [(pid, ThreadPoolExecutor)] for map_threads, made on first use
+_inside = threading.local()     # .job: this thread runs an item of a map_threads call
+
+
+def map_threads(fn, items, workers):
     """[fn(item) for item in items] on up to ``workers`` threads, the caller's among them, each
-    taking the next item when done. ``fn`` should release the GIL for its work (NumPy, nogil
-    Numba) and call no threaded BLAS (``map_serial_blas`` for that). One thread (in order) when
-    workers or items are 1. ``spin``: seconds the workers poll for the next job before they
-    sleep, for callers whose next job follows soon (gpudl/worker_pool.py)."""
-    from . import worker_pool     # imports Numba: not at gpudl's import
-    return worker_pool.run(fn, items, workers, spin)
+    taking the next item when done; the first exception raised by ``fn`` is raised here once
+    every thread has stopped (items not started by then are skipped). ``fn`` should release the
+    GIL for its work (NumPy, nogil Numba) and call no threaded BLAS (``map_serial_blas`` for
+    that). In order on the calling thread when workers or items are 1, or inside another
+    call's ``fn`` (its pool's threads may all be busy with that call)."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1 or getattr(_inside, "job", False):
+        return [fn(item) for item in items]
+    results = [None] * len(items)
+    pending = iter(range(len(items)))      # next() on a range iterator is atomic under the GIL
+    errors = []
+
+    def loop():
+        _inside.job = True
+        try:
+            for i in pending:
+                results[i] = fn(items[i])
+        except BaseException as error:      # noqa: BLE001 (re-raised by the caller)
+            errors.append(error)
+            for _ in pending:               # the other threads stop taking items
+                pass
+        finally:
+            _inside.job = False
+
+    if not _map_pool or _map_pool[0][0] != os.getpid():    # a forked child has no threads
+        from concurrent.futures import ThreadPoolExecutor
+        _map_pool[:] = [(os.getpid(), ThreadPoolExecutor(max(1, _CORES - 1), "gpudl-map"))]
+    helpers = [_map_pool[0][1].submit(loop) for _ in range(min(workers, len(items)) - 1)]
+    loop()
+    for done in helpers:
+        done.result()                       # every helper done before the caller goes on
+    if errors:
+        raise errors[0]
+    return results
 
 
 def chunk_size(total, most, workers):

@@ -681,12 +681,6 @@ GEMM_PARTS = 4          # the large GEMMs in this many parts, for the same reaso
 # BLAS: kernels/small_gemm.py's AVX-512 dot products, 2x OpenBLAS's AVX2 GEMM here). Off: one
 # thread.
 THREADED_GROUPS = True
-# How long the workers poll for the layer's next phase (forward chains, backward chains, weight
-# gradients; under ~0.2 ms apart in a training step) before they sleep: on a VM a sleeping
-# worker's virtual CPU took up to 0.9 ms to wake (gpudl/worker_pool.py). T 32 batch 16 step
-# alone, 200 steps, 3 alternating rounds: median 1.43-1.66 ms without, 1.43-1.81 with 1 ms,
-# 1.37-1.81 with 0.3 ms (the last round of each in a slow phase of the VM).
-PHASE_SPIN_S = 0.0003
 
 
 def _gemm_threads():
@@ -719,7 +713,7 @@ def _on_row_groups(chain, B, *args, also=()):
     are the same bits whatever the thread count."""
     threads, groups = _row_groups(B)
     jobs = [functools.partial(chain, *args, r0, r1) for r0, r1 in groups] + list(also)
-    cpu_threads.map_threads(lambda job: job(), jobs, threads, PHASE_SPIN_S)
+    cpu_threads.map_threads(lambda job: job(), jobs, threads)
 
 
 def _row_parts(n, parts=GEMM_PARTS, align=16):
@@ -826,5 +820,5 @@ def _column_weight_grads(d_cols, h_cols, x_cols, needs, threads):
                 _gemm_nt(d, a_cols, grad[rows[0]:rows[1]])
         if g_b is not None:
             d.sum(axis=1, out=g_b[rows[0]:rows[1]])
-    cpu_threads.map_threads(part, _row_parts(G), threads, PHASE_SPIN_S)
+    cpu_threads.map_threads(part, _row_parts(G), threads)
     return g_w_ih, g_w_hh, g_b if needs[5] else None, g_b if needs[6] else None
