@@ -35,7 +35,7 @@ def side_by_side(gd_fn, torch_fn, torch, repeats=21, warmup=3, block=4, settle=S
 
     Blocks, not single runs, each after ``settle`` seconds of idle time and one untimed run:
     each library's workers keep spinning for a while after a call (PyTorch's OpenMP workers by
-    default: libgomp spins some 300,000 rounds, here about 5 ms; OpenBLAS's too), and on a
+    default: ~8.5 ms of CPU here after a torch LSTM step; OpenBLAS's too), and on a
     2-core machine that steals a core from whichever library runs next. Timing single
     alternate runs measured a 4.7 ms LeNet step at 35 ms; with only the untimed run before each
     block, a 1.7 ms LSTM step still measured 3-5 ms in the first two or three runs of a block

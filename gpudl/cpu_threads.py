@@ -8,8 +8,9 @@ thread count follows the load: every ``INTERVAL`` seconds at most, :func:`refres
 much CPU time the rest of the machine used since the last look (``/proc/stat`` minus this
 process's own time) and caps the threads at the cores left over, at least one. It sets
 OpenBLAS's (or any BLAS threadpoolctl knows) thread count when that changes, and
-:func:`count` is what gpudl's own threads (:func:`map_serial_blas`: convolution, pooling and LSTM
-chunks; the attention twin's threads) use; gpudl runs no OpenMP pool.
+:func:`count` is what gpudl's own threads use (:func:`map_serial_blas` for work calling BLAS:
+convolution chunks, the attention twin's tiles; :func:`map_threads` for Numba-only work: pooling
+chunks, the LSTM's row groups); gpudl runs no OpenMP pool.
 
 The ceiling is the BLAS thread count found at the first look (``OPENBLAS_NUM_THREADS``,
 ``OMP_NUM_THREADS`` or threadpoolctl settings of the user win), further capped by
