@@ -24,6 +24,8 @@ import os
 import threading
 import time
 
+from . import cpu_affinity
+
 INTERVAL = 0.2              # seconds between two looks at the machine's load
 
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -185,7 +187,8 @@ def map_threads(fn, items, workers):
     pending = iter(range(len(items)))      # next() on a range iterator is atomic under the GIL
     errors = []
 
-    def loop():
+    def loop(cpus=None):
+        cpu_affinity.bind_helper(cpus)
         _inside.job = True
         try:
             for i in pending:
@@ -200,10 +203,11 @@ def map_threads(fn, items, workers):
     if not _map_pool or _map_pool[0][0] != os.getpid():    # a forked child has no threads
         from concurrent.futures import ThreadPoolExecutor
         _map_pool[:] = [(os.getpid(), ThreadPoolExecutor(max(1, _CORES - 1), "gpudl-map"))]
-    helpers = [_map_pool[0][1].submit(loop) for _ in range(min(workers, len(items)) - 1)]
-    loop()
-    for done in helpers:
-        done.result()                       # every helper done before the caller goes on
+    with cpu_affinity.caller_held(min(workers, len(items)) - 1) as helper_cpus:
+        helpers = [_map_pool[0][1].submit(loop, cpus) for cpus in helper_cpus]
+        loop()
+        for done in helpers:
+            done.result()                   # every helper done before the caller goes on
     if errors:
         raise errors[0]
     return results
