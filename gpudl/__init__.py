@@ -4,7 +4,7 @@
 import from ``GPUDL_DEVICE`` (see gpudl.backend).
 """
 
-from . import amp, backends, cuda, dtypes
+from . import amp, backends, cuda, dtypes, host_memory
 from .amp import autocast, get_autocast_dtype, is_autocast_enabled
 from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad
 from .backend import device
@@ -27,6 +27,8 @@ from .functions import (abs, addmm, amax, amin, argmax, argmin, argsort, bmm, ca
 from .io import load, save
 from .random import manual_seed
 from .tensor import Tensor
+
+host_memory.keep_freed_memory()     # before the first step's temporaries (see its module doc)
 
 float = float32      # torch's aliases  # noqa: A001
 double = float64
