@@ -160,11 +160,9 @@ def serial_blas():
 
 def map_serial_blas(fn, items, workers):
     """[fn(item) for item in items] on up to ``workers`` threads (``map_threads``), BLAS on one
-    thread meanwhile so that each thread's GEMMs run on a core of their own. One thread (in
-    order) when BLAS's thread count cannot be set."""
-    items = list(items)
-    if workers <= 1 or len(items) <= 1:
-        return [fn(item) for item in items]
+    thread meanwhile so that each thread's GEMMs run on a core of their own; on one thread
+    too, so that BLAS's own threads never run (and spin) between gpudl's (cpu_matmul's doc).
+    One thread (in order) when BLAS's thread count cannot be set."""
     with serial_blas() as serial:
         return map_threads(fn, items, workers if serial else 1)
 

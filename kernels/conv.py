@@ -51,7 +51,7 @@ import threading
 import numba
 import numpy as np
 
-from gpudl import backend, cpu_threads, dtypes
+from gpudl import backend, cpu_matmul, cpu_threads, dtypes
 
 from . import conv_winograd
 
@@ -315,8 +315,8 @@ def _forward_cpu(x, w, b, geo):
         return y
     if geo.pointwise():
         flat = y.reshape(geo.N, K, -1)
-        np.matmul(w.reshape(K, geo.C).astype(dtype, copy=False), x.reshape(geo.N, geo.C, -1),
-                  out=flat)
+        cpu_matmul.matmul(w.reshape(K, geo.C).astype(dtype, copy=False),
+                          x.reshape(geo.N, geo.C, -1), out=flat)
         flat += bias[:, None]
         return y
     if conv_winograd.applies(geo):
@@ -352,7 +352,8 @@ def _grad_input_cpu(gy, w, geo):
         return gx
     w = np.ascontiguousarray(w, dtype=dtype)
     if geo.pointwise():
-        np.matmul(w.reshape(K, geo.C).T, gy.reshape(geo.N, K, -1), out=gx.reshape(geo.N, geo.C, -1))
+        cpu_matmul.matmul(w.reshape(K, geo.C).T, gy.reshape(geo.N, K, -1),
+                          out=gx.reshape(geo.N, geo.C, -1))
         return gx
     if conv_winograd.applies(geo):
         done = conv_winograd.grad_input(gy, w, geo, _scratch, dtype)
@@ -388,7 +389,8 @@ def _grad_weight_cpu(x, gy, geo):
     if gy.size == 0 or gw.size == 0:
         return gw.reshape(geo.w_shape)
     if geo.pointwise():
-        per_image = np.matmul(gy.reshape(geo.N, K, -1), x.reshape(geo.N, geo.C, -1).swapaxes(1, 2))
+        per_image = cpu_matmul.matmul(gy.reshape(geo.N, K, -1),
+                                      x.reshape(geo.N, geo.C, -1).swapaxes(1, 2))
         return per_image.sum(axis=0).reshape(geo.w_shape)
     if conv_winograd.applies(geo):
         done = conv_winograd.grad_weight(x, gy, geo, _scratch, dtype)

@@ -63,7 +63,7 @@ import functools
 import numba
 import numpy as np
 
-from gpudl import backend, cpu_threads
+from gpudl import backend, cpu_matmul, cpu_threads
 
 from . import workspace
 from .small_gemm import _gemm_nt, gemm_nt
@@ -413,6 +413,12 @@ def _as_is(arrays):
     return arrays
 
 
+def _matmul_for(a):
+    """matmul for a's kind of array: CuPy's (cuBLAS), or cpu_matmul's (BLAS on one thread a
+    call, see gpudl/cpu_matmul.py)."""
+    return backend.get_array_module(a).matmul if backend.is_device_array(a) else cpu_matmul.matmul
+
+
 def _blas_nt(a, bt, out):
     return backend.get_array_module(a).matmul(a, bt.T, out=out)
 
@@ -593,7 +599,7 @@ def _input_projection(x, w_ih, bias):
     T, B, I = x.shape
     xp = backend.get_array_module(x)
     gx = workspace.empty(xp, (T, B, w_ih.shape[0]), x.dtype)
-    xp.matmul(x.reshape(T * B, I), w_ih.T, out=gx.reshape(T * B, w_ih.shape[0]))
+    _matmul_for(x)(x.reshape(T * B, I), w_ih.T, out=gx.reshape(T * B, w_ih.shape[0]))
     if bias is not None:
         gx += bias
     return gx
@@ -781,9 +787,10 @@ def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx):
     rows = T * B
     d_x = dgates.reshape(rows, dgates.shape[2])     # (T*B, G*H)
     d_h = dgh.reshape(rows, dgh.shape[2])
-    g_x = (d_x @ w_ih).reshape(T, B, I) if needs[0] else None
-    g_w_ih = d_x.T @ x.reshape(rows, I) if needs[3] else None
-    g_w_hh = d_h.T @ h_prev.reshape(rows, h_prev.shape[2]) if needs[4] else None
+    matmul = _matmul_for(x)
+    g_x = matmul(d_x, w_ih).reshape(T, B, I) if needs[0] else None
+    g_w_ih = matmul(d_x.T, x.reshape(rows, I)) if needs[3] else None
+    g_w_hh = matmul(d_h.T, h_prev.reshape(rows, h_prev.shape[2])) if needs[4] else None
     g_b_ih = d_x.sum(axis=0) if needs[5] or (needs[6] and dgh is dgates) else None
     g_b_hh = None
     if needs[6]:                    # the same sums unless the GEMMs saw different gradients (GRU)

@@ -4,19 +4,20 @@ import math
 
 import numpy as np
 
-from .. import backend, backends
+from .. import backend, backends, cpu_matmul
 from ..autograd import Function
 from ._util import in_float32, quiet as _quiet, sum_to, summed, xp_of
 
 
 def _matmul(a, b):
+    if not backend.is_device_array(a):
+        return cpu_matmul.matmul(a, b)
     _follow_tf32_flag(a)
     return a @ b
 
 
 def _affine(x, w, b):
-    _follow_tf32_flag(x)
-    y = x @ w.T
+    y = _matmul(x, w.T)
     if b is not None:
         y += b
     return y
