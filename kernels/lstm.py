@@ -66,7 +66,7 @@ import numpy as np
 from gpudl import backend, cpu_matmul, cpu_threads
 
 from . import workspace
-from .small_gemm import _gemm_nt, gemm_nt
+from .small_gemm import _gemm_nt, _gemm_nt_blocked, gemm_nt
 
 MODES = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
@@ -824,7 +824,7 @@ def _column_weight_grads(d_cols, h_cols, x_cols, needs, threads):
         d = d_cols[rows[0]:rows[1]]
         for grad, a_cols in ((g_w_ih, x_cols), (g_w_hh, h_cols)):
             if grad is not None:
-                _gemm_nt(d, a_cols, grad[rows[0]:rows[1]])
+                _gemm_nt_blocked(d, a_cols, grad[rows[0]:rows[1]])
         if g_b is not None:
             d.sum(axis=1, out=g_b[rows[0]:rows[1]])
     cpu_threads.map_threads(part, _row_parts(G), threads)

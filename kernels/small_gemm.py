@@ -22,26 +22,28 @@ _FAST = {"reassoc", "contract"}
 
 
 @numba.njit(cache=True, fastmath=_FAST)
-def _dot(x, y):
+def _dot(x, y, k0, k1):
     s = x.dtype.type(0)
-    for k in range(x.shape[0]):
+    for k in range(np.uint64(k0), np.uint64(k1)):
         s += x[k] * y[k]
     return s
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _gemm_nt(a, bt, out):
-    M, K = a.shape
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+def _gemm_nt_range(a, bt, out, k0, k1, accumulate):
+    """out (+)= a[:, k0:k1] @ bt[:, k0:k1].T, 4 x 4 blocks of dot products in registers."""
+    M = a.shape[0]
     N = bt.shape[0]
     M4, N4 = M - M % 4, N - N % 4
     zero = a.dtype.type(0)
     for i in range(0, M4, 4):
         a0, a1, a2, a3 = a[i], a[i + 1], a[i + 2], a[i + 3]
+        o0, o1, o2, o3 = out[i], out[i + 1], out[i + 2], out[i + 3]
         for j in range(0, N4, 4):
             b0, b1, b2, b3 = bt[j], bt[j + 1], bt[j + 2], bt[j + 3]
             s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
             s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
-            for k in range(K):
+            for k in range(np.uint64(k0), np.uint64(k1)):    # unsigned: no wraparound test
                 x0, x1, x2, x3 = a0[k], a1[k], a2[k], a3[k]
                 y0, y1, y2, y3 = b0[k], b1[k], b2[k], b3[k]
                 s00 += x0 * y0
@@ -60,17 +62,45 @@ def _gemm_nt(a, bt, out):
                 s31 += x3 * y1
                 s32 += x3 * y2
                 s33 += x3 * y3
-            o0, o1, o2, o3 = out[i], out[i + 1], out[i + 2], out[i + 3]
-            o0[j], o0[j + 1], o0[j + 2], o0[j + 3] = s00, s01, s02, s03
-            o1[j], o1[j + 1], o1[j + 2], o1[j + 3] = s10, s11, s12, s13
-            o2[j], o2[j + 1], o2[j + 2], o2[j + 3] = s20, s21, s22, s23
-            o3[j], o3[j + 1], o3[j + 2], o3[j + 3] = s30, s31, s32, s33
+            if accumulate:
+                o0[j], o0[j + 1], o0[j + 2], o0[j + 3] = (o0[j] + s00, o0[j + 1] + s01,
+                                                          o0[j + 2] + s02, o0[j + 3] + s03)
+                o1[j], o1[j + 1], o1[j + 2], o1[j + 3] = (o1[j] + s10, o1[j + 1] + s11,
+                                                          o1[j + 2] + s12, o1[j + 3] + s13)
+                o2[j], o2[j + 1], o2[j + 2], o2[j + 3] = (o2[j] + s20, o2[j + 1] + s21,
+                                                          o2[j + 2] + s22, o2[j + 3] + s23)
+                o3[j], o3[j + 1], o3[j + 2], o3[j + 3] = (o3[j] + s30, o3[j + 1] + s31,
+                                                          o3[j + 2] + s32, o3[j + 3] + s33)
+            else:
+                o0[j], o0[j + 1], o0[j + 2], o0[j + 3] = s00, s01, s02, s03
+                o1[j], o1[j + 1], o1[j + 2], o1[j + 3] = s10, s11, s12, s13
+                o2[j], o2[j + 1], o2[j + 2], o2[j + 3] = s20, s21, s22, s23
+                o3[j], o3[j + 1], o3[j + 2], o3[j + 3] = s30, s31, s32, s33
         for j in range(N4, N):                      # the columns left of the 4-wide blocks
             for r in range(i, i + 4):
-                out[r, j] = _dot(a[r], bt[j])
+                partial = _dot(a[r], bt[j], k0, k1)
+                out[r, j] = out[r, j] + partial if accumulate else partial
     for i in range(M4, M):                          # the rows left of the 4-high blocks
         for j in range(N):
-            out[i, j] = _dot(a[i], bt[j])
+            partial = _dot(a[i], bt[j], k0, k1)
+            out[i, j] = out[i, j] + partial if accumulate else partial
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _gemm_nt(a, bt, out):
+    _gemm_nt_range(a, bt, out, 0, a.shape[1], False)
+
+
+# Long contractions in blocks: the 8 rows a 4 x 4 block reads then stay in L1 (2 x 4 rows of
+# 2 KiB), not 8 rows of the whole contraction streamed from L2 or L3 for every block.
+K_BLOCK = 768
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _gemm_nt_blocked(a, bt, out):
+    K = a.shape[1]
+    for k0 in range(0, max(K, 1), K_BLOCK):
+        _gemm_nt_range(a, bt, out, k0, min(K, k0 + K_BLOCK), k0 > 0)
 
 
 def gemm_nt(a, bt, out):
