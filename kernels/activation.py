@@ -136,7 +136,7 @@ def relu_forward(x):
     """max(x, 0) with NaN kept (as PyTorch), same dtype; one pass on float32/float64 NumPy."""
     if not _on_cpu_twin(x):
         return backend.get_array_module(x).maximum(x, 0)
-    x = np.ascontiguousarray(x)
+    x = _c_order(x)
     y = np.empty_like(x)
     _relu_loops()[0](x.reshape(-1), y.reshape(-1))
     return y
@@ -146,10 +146,15 @@ def relu_backward(y, g):
     """g where the ReLU's output ``y`` is above 0 or NaN, else 0 (an inf or NaN in g stays out)."""
     if not _on_cpu_twin(y) or g.dtype != y.dtype or g.shape != y.shape:
         return backend.get_array_module(y).where(y <= 0, g.dtype.type(0), g)
-    y, g = np.ascontiguousarray(y), np.ascontiguousarray(g)
+    y, g = _c_order(y), _c_order(g)
     gx = np.empty_like(g)
     _relu_loops()[1](y.reshape(-1), g.reshape(-1), gx.reshape(-1))
     return gx
+
+
+def _c_order(a):
+    """a as a C-contiguous array of the same shape (np.ascontiguousarray makes 0-d arrays 1-d)."""
+    return a if a.flags.c_contiguous else np.array(a, order="C")
 
 
 def _on_cpu_twin(x):
