@@ -50,7 +50,11 @@ def caller_held(helpers):
     if here not in allowed or not others:
         yield [allowed] * helpers
         return
-    os.sched_setaffinity(0, {here})
+    try:
+        os.sched_setaffinity(0, {here})
+    except OSError:                 # the core taken away meanwhile (cgroup change): unbound
+        yield [None] * helpers
+        return
     try:
         yield [{others[i % len(others)]} for i in range(helpers)]
     finally:
