@@ -1,6 +1,6 @@
 """gpudl.cpu_affinity: a map's caller held to its core while the map runs and free again after
-it (also after an exception), helpers bound to the caller's other allowed cores, nothing bound
-when the caller may use one core, and GPUDL_CPU_BIND=0 binding nothing."""
+it (after an exception too: test_map_threads), helpers bound to the caller's other allowed cores,
+nothing bound when the caller may use one core, and GPUDL_CPU_BIND=0 binding nothing."""
 
 import os
 import subprocess
@@ -38,20 +38,6 @@ def test_caller_held_and_helper_bound_elsewhere_during_a_map_then_caller_free():
     (held,) = next(iter(caller))
     for sets in seen.values():                                      # the helper: another core
         assert all(len(s) == 1 and held not in s and s <= before for s in sets)
-    assert os.sched_getaffinity(0) == before
-
-
-def test_caller_free_again_after_an_exception():
-    before = os.sched_getaffinity(0)
-
-    def fail(i):
-        if i == 3:
-            raise RuntimeError("item 3")
-        time.sleep(0.001)
-        return i
-
-    with pytest.raises(RuntimeError, match="item 3"):
-        cpu_threads.map_threads(fail, range(8), 2)
     assert os.sched_getaffinity(0) == before
 
 

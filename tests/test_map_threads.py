@@ -3,6 +3,7 @@ exceptions reaching the caller, nested and concurrent calls, and a forked child 
 threads."""
 
 import multiprocessing
+import os
 import threading
 import time
 
@@ -42,8 +43,11 @@ def test_an_exception_reaches_the_caller_and_the_pool_still_works():
         time.sleep(0.001)
         return i
 
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     with pytest.raises(ValueError, match="item 5 failed"):
         cpu_threads.map_threads(fail_on_5, range(20), 2)
+    if before is not None:
+        assert os.sched_getaffinity(0) == before        # the caller no longer held (cpu_affinity)
     assert cpu_threads.map_threads(lambda i: i * i, range(10), 2) == [i * i for i in range(10)]
 
 
