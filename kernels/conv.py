@@ -53,7 +53,7 @@ import numpy as np
 
 from gpudl import backend, cpu_matmul, cpu_threads, dtypes
 
-from . import conv_winograd
+from . import conv_direct, conv_winograd
 
 # Bytes of column buffer per chunk of images: written by im2col then read by the GEMM while still in
 # the L2/L3 caches (2-5 MB measured best for (32,16,32,32) 3x3 on a 2-core EPYC; one image per
@@ -398,6 +398,8 @@ def _grad_weight_cpu(x, gy, geo):
             return done
     finite_x = _all_finite(x)
     workers = _chunk_workers(geo)
+    if finite_x and conv_direct.applies(geo):
+        return conv_direct.grad_weight(x, gy, geo, workers)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype, workers)
 
     def chunk(n0):
