@@ -10,8 +10,9 @@ scheduler sees two busy threads and spreads them. Spinning steals a core from wh
 (OpenBLAS's threads after a convolution, tried and removed); binding costs two system calls a
 map (~4 us): the caller is held to the core it is on until the map ends, and each helper thread
 is bound to another core of the caller's allowed set, moving only when the caller's core changes.
-Between maps the caller is free again. ``GPUDL_CPU_BIND=0`` turns binding off; it is off where
-the platform cannot bind (not Linux) or the caller may use one core only.
+Between maps the caller is free again. Only maps that use every allowed core bind: a map on fewer
+threads (a busy machine, a cap, processes sharing the cores) leaves placement to the scheduler.
+``GPUDL_CPU_BIND=0`` turns binding off; it is off where the platform cannot bind (not Linux).
 """
 
 import contextlib
@@ -38,16 +39,19 @@ _getcpu = _libc_getcpu() if _enabled else None
 
 @contextlib.contextmanager
 def caller_held(helpers):
-    """Holds the calling thread on its current core for the block; yields the core sets, one per
-    helper (round robin over the other allowed cores), or None for every helper when binding is
-    off or impossible (helpers then take the caller's whole allowed set)."""
+    """Holds the calling thread on its current core for the block when the map's threads are
+    as many as the caller's allowed cores; yields the core sets, one per helper (each another
+    allowed core), else the caller's whole allowed set for each helper, or None for each when
+    binding is off."""
     if _getcpu is None or helpers < 1:
         yield [None] * helpers
         return
     allowed = os.sched_getaffinity(0)
     here = _getcpu()
     others = sorted(allowed - {here})
-    if here not in allowed or not others:
+    if here not in allowed or len(others) != helpers:
+        # Only a map over every allowed core binds: with fewer threads (a busy machine, a
+        # user's cap, several processes sharing the cores) the scheduler knows which are free.
         yield [allowed] * helpers
         return
     try:

@@ -54,6 +54,18 @@ def test_a_caller_limited_to_one_core_binds_nothing_and_helpers_follow_its_set()
         assert sets == {frozenset(only)}
 
 
+def test_a_map_not_over_every_allowed_core_binds_nothing():
+    before = os.sched_getaffinity(0)
+    for helpers in (len(before), len(before) + 3):     # more helpers than other cores
+        with cpu_affinity.caller_held(helpers) as cpus:
+            assert os.sched_getaffinity(0) == before
+            assert cpus == [before] * helpers
+    with cpu_affinity.caller_held(len(before) - 1) as cpus:    # every core: bound
+        (held,) = os.sched_getaffinity(0)
+        assert sorted(c for (c,) in cpus) == sorted(before - {held})
+    assert os.sched_getaffinity(0) == before
+
+
 def test_bind_off_by_environment():
     script = ("import os, threading, time\n"
               "from gpudl import cpu_threads\n"
