@@ -15,8 +15,9 @@ Both gradients are the exact adjoints of those linear steps, so they share the t
 
 - grad_input:  dM = A gY A^T (``_output_tiles_adjoint``), dV[xi] = U[xi]^T @ dM[xi], then the
   4x4 patches B dV B^T added into the padded input gradient (``_input_tiles_adjoint``);
-- grad_weight: dU[xi] = sum over tiles dM[xi] @ V[xi]^T (one GEMM per xi and chunk of images,
-  the tiles on the inner dimension), then gw = G^T dU G;
+- grad_weight: dU[xi] = sum over tiles dM[xi] @ V[xi]^T (per xi and chunk of images, the tiles
+  on the inner dimension: kernels/small_gemm.py's AVX-512 dot products, both operands' rows
+  running along the tiles), then gw = G^T dU G;
 - ``backward`` gives both from one dM per chunk.
 
 Work goes by chunks of images (CHUNK_BYTES of V and M), shared by ``cpu_threads.count()``
@@ -44,6 +45,8 @@ import numba
 import numpy as np
 
 from gpudl import cpu_threads
+
+from . import small_gemm
 
 # Winograd F(2x2, 3x3) matrices: weight transform G (4x3); B^T and A^T are spelled out as
 # additions in the kernels below.
@@ -337,8 +340,8 @@ def backward(x, w, gy, geo, scratch, dtype, need_gx=True, need_gw=True):
             _split(x, n0, m, pad, geo.ph, geo.pw, plan, plan.th + 1)
             if not _input_tiles(pad, m, v, plan.tc, plan.half):
                 return None
-            du = np.matmul(_gemm_operand(dm, geo.K, m, plan),
-                           _gemm_operand(v, geo.C, m, plan).transpose(0, 2, 1))
+            du = np.empty((16, geo.K, geo.C), dtype)     # dM's and V's rows run along tiles
+            small_gemm.gemm_nt_planes(dm, v, plan.tc, m * plan.tiles, du)
         if need_gx:                        # dV over V: the weight gradient is done with it
             gxpad, = _buffers(scratch, geo, plan, dtype, "gx-pad")
             np.matmul(ut, _gemm_operand(dm, geo.K, m, plan),

@@ -11,6 +11,13 @@ x (512, 128) product on one core, against ~270 us for OpenBLAS on the row-major 
 contractions pay more for the 16 horizontal sums of each block: K = 64 runs at about OpenBLAS's
 speed.
 
+The same dot products serve two convolution weight gradients whose operands already run along
+the contraction (kernels/conv.py, conv_winograd.py): ``gemm_nt_sum`` sums a batch of products in
+one pass, matrix by matrix (a 1x1 conv's sum over images of gy[n] @ x[n].T: 4.8 ms against 8.0
+ms for OpenBLAS's per-image GEMMs and their sum at (32,128,28,28) on one core), and
+``gemm_nt_planes`` takes rows spaced along a wider buffer (Winograd's 16 dU planes, each a sum
+over a chunk's tiles: 0.12 ms against 0.21 ms per chunk at (32,16,32,32) x 32).
+
 ``fastmath`` is limited to re-association and contraction (the vectorised dot products need
 both); NaN and infinity propagate as in BLAS.
 """
@@ -77,4 +84,93 @@ def gemm_nt(a, bt, out):
     """``out[...] = a @ bt.T`` for C-contiguous 2-D NumPy arrays of one float dtype: a (M, K),
     bt (N, K), out (M, N). Returns out."""
     _gemm_nt(a, bt, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _gemm_nt_sum(a, lda, sa, bt, ldb, sb, length, batch, out):
+    """out[i, j] = sum over n < batch of the dot product of a's row i and bt's row j of matrix
+    n, both ``length`` long: a's at a[n*sa + i*lda:], bt's at bt[n*sb + j*ldb:] (a, bt flat and
+    contiguous). Matrix by matrix into out, so that each one's rows are read from the caches."""
+    M, N = out.shape
+    M4, N4 = M - M % 4, N - N % 4
+    zero = out.dtype.type(0)
+    L = length
+    out[...] = zero
+    for n in range(batch):
+        for r in range(0, M4, 4):
+            pa = n * sa + r * lda
+            a0, a1 = a[pa:pa + L], a[pa + lda:pa + lda + L]
+            a2, a3 = a[pa + 2 * lda:pa + 2 * lda + L], a[pa + 3 * lda:pa + 3 * lda + L]
+            for j in range(0, N4, 4):
+                pb = n * sb + j * ldb
+                b0, b1 = bt[pb:pb + L], bt[pb + ldb:pb + ldb + L]
+                b2, b3 = bt[pb + 2 * ldb:pb + 2 * ldb + L], bt[pb + 3 * ldb:pb + 3 * ldb + L]
+                s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+                s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
+                for k in range(L):
+                    x0, x1, x2, x3 = a0[k], a1[k], a2[k], a3[k]
+                    y0, y1, y2, y3 = b0[k], b1[k], b2[k], b3[k]
+                    s00 += x0 * y0
+                    s01 += x0 * y1
+                    s02 += x0 * y2
+                    s03 += x0 * y3
+                    s10 += x1 * y0
+                    s11 += x1 * y1
+                    s12 += x1 * y2
+                    s13 += x1 * y3
+                    s20 += x2 * y0
+                    s21 += x2 * y1
+                    s22 += x2 * y2
+                    s23 += x2 * y3
+                    s30 += x3 * y0
+                    s31 += x3 * y1
+                    s32 += x3 * y2
+                    s33 += x3 * y3
+                o0, o1, o2, o3 = out[r], out[r + 1], out[r + 2], out[r + 3]
+                o0[j] += s00
+                o0[j + 1] += s01
+                o0[j + 2] += s02
+                o0[j + 3] += s03
+                o1[j] += s10
+                o1[j + 1] += s11
+                o1[j + 2] += s12
+                o1[j + 3] += s13
+                o2[j] += s20
+                o2[j + 1] += s21
+                o2[j + 2] += s22
+                o2[j + 3] += s23
+                o3[j] += s30
+                o3[j + 1] += s31
+                o3[j + 2] += s32
+                o3[j + 3] += s33
+        for r in range(M):              # the entries left of the 4 x 4 blocks
+            pa = n * sa + r * lda
+            for j in range(N4 if r < M4 else 0, N):
+                pb = n * sb + j * ldb
+                out[r, j] += _dot(a[pa:pa + L], bt[pb:pb + L])
+
+
+@numba.njit(cache=True, nogil=True)
+def _gemm_nt_planes(a, lda, bt, ldb, length, out):
+    """out[p] = the (M, N) products of _gemm_nt_sum (one matrix) for every plane p of the 2-D
+    arrays a and bt (rows of plane p at a[p, i*lda:], bt[p, j*ldb:])."""
+    for p in range(out.shape[0]):
+        _gemm_nt_sum(a[p], lda, 0, bt[p], ldb, 0, length, 1, out[p])
+
+
+def gemm_nt_planes(a, bt, stride, length, out):
+    """``out[p] = A_p @ B_p.T`` for every plane p of the C-contiguous 2-D arrays a and bt, whose
+    matrices' rows are ``length`` values every ``stride`` along each plane (A_p's row i at
+    a[p, i*stride:]): out (P, M, N). Returns out."""
+    _gemm_nt_planes(a, stride, bt, stride, length, out)
+    return out
+
+
+def gemm_nt_sum(a, bt, out):
+    """``out[...] = sum over n of a[n] @ bt[n].T`` for C-contiguous NumPy arrays of one float
+    dtype: a (B, M, L), bt (B, N, L), out (M, N); one pass, no per-matrix products to add up.
+    Returns out."""
+    B, M, L = a.shape
+    _gemm_nt_sum(a.reshape(-1), L, M * L, bt.reshape(-1), L, bt.shape[1] * L, L, B, out)
     return out

@@ -384,3 +384,21 @@ def test_winograd_each_gradient_alone(rng, winograd_everywhere, no_im2col, needs
             _check(g, r, np.float64)
         else:
             assert g is None
+
+
+def test_pointwise_weight_gradient_on_two_threads(rng, monkeypatch):
+    """A 1x1 conv's weight gradient, its images shared by two threads (5 images: 3 and 2), each
+    thread's partial sum added: the loops' values, a NaN where they have one."""
+    from gpudl import cpu_threads
+    monkeypatch.setattr(cpu_threads, "count", lambda: 2)
+    monkeypatch.setattr(conv, "POINTWISE_GW_SPLIT", 0)
+    x = _random(rng, (5, 6, 4, 5), np.float64)
+    w = _random(rng, (7, 6, 1, 1), np.float64)
+    b = _random(rng, (7,), np.float64)
+    gy = _random(rng, (5, 7, 4, 5), np.float64)
+    conf = ((1, 1), (0, 0), (1, 1), 1)
+    _check(conv.conv2d_backward(x, w, gy, *conf)[1], conv2d_loops(x, w, b, gy, *conf)[2],
+           np.float64)
+    x[4, 2, 1, 1] = np.nan                                      # the second thread's images
+    got, want = conv.conv2d_backward(x, w, gy, *conf)[1], conv2d_loops(x, w, b, gy, *conf)[2]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
