@@ -410,8 +410,9 @@ def _grad_weight_cpu(x, gy, geo):
         _im2col_cpu(phases, col, *geo.layout(), not finite_x)
         gy_wide = _wide(gy_buf, K, m, geo)
         _widen_cpu(gy, n0, gy_wide)
-        cols = m * geo.Ho * geo.Wq
-        return np.matmul(_gemm_view(gy_wide, G, cols), _gemm_view(col, G, cols).transpose(0, 2, 1))
+        cols = m * geo.Ho * geo.Wq              # both operands' rows run along the columns
+        return small_gemm.gemm_nt_planes(gy_wide.reshape(G, -1), col.reshape(G, -1), cols, cols,
+                                         np.empty(gw.shape, dtype))
     for part in cpu_threads.map_serial_blas(chunk, range(0, geo.N, nb), workers):
         gw += part
     return gw.reshape(geo.w_shape)
