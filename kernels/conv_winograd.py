@@ -252,16 +252,18 @@ def _output_tiles(mt, tc, m, y, n0, bias, half, L):
 
 
 @numba.njit(cache=True, nogil=True)
-def _output_tiles_adjoint(gy, n0, m, dm, tc, half, L):
+def _output_tiles_adjoint(gy, n0, m, dm, tc, half, L, gb):
     """dm[:, k*tc + n*L + t] = A gY A^T for tile t's 2x2 block of gy[n0 + n, k], parity-split
     (``_split_plane``; zero past an odd edge and in the garbage tiles): A gY's rows are g0,
-    g0+g1, g0-g1, -g1, and the same along the columns. Returns False if a value read is not
-    finite."""
+    g0+g1, g0-g1, -g1, and the same along the columns; gb[k] = the sum of gy[n0:n0+m, k].
+    Returns False if a value read is not finite."""
     K = gy.shape[1]
     gys = np.zeros((2, 2, L), gy.dtype)    # the odd edge and the garbage tiles stay zero
     q = np.empty((2, 2, L), gy.dtype)
     check = np.zeros(L, gy.dtype)
+    total = np.empty(L, gy.dtype)          # elementwise over the images, summed once per k
     for k in range(K):
+        total[:] = 0
         for n in range(m):
             _split_plane(gy[n0 + n, k], gys, 0, 0, half)
             for p in range(2):
@@ -272,6 +274,8 @@ def _output_tiles_adjoint(gy, n0, m, dm, tc, half, L):
                     minus[f] = g0[f] - g1[f]
                 for f in range(L):
                     check[f] += plus[f] * 0
+                for f in range(L):
+                    total[f] += plus[f]
             t0 = k * tc + n * L
             for a in range(4):
                 if a == 0:
@@ -292,6 +296,7 @@ def _output_tiles_adjoint(gy, n0, m, dm, tc, half, L):
                     d2[f] = sign * (ev[f] - od[f])
                 for f in range(L):
                     d3[f] = -sign * od[f]
+        gb[k] = total.sum()
     return np.all(check == 0)
 
 
@@ -326,9 +331,10 @@ def forward(x, w, bias, geo, scratch, dtype):
     return y if all(cpu_threads.map_serial_blas(chunk, plan.chunks, workers)) else None
 
 
-def backward(x, w, gy, geo, scratch, dtype, need_gx=True, need_gw=True):
-    """(gx, gw) of the forward (None where not needed), or None if x (for gw), w (for gx) or gy
-    holds a non-finite value. Per chunk of images, gY's tiles dM serve both gradients."""
+def backward(x, w, gy, geo, scratch, dtype, need_gx=True, need_gw=True, need_gb=False):
+    """(gx, gw, gb) of the forward (None where not needed), or None if x (for gw), w (for gx)
+    or gy holds a non-finite value. Per chunk of images, gY's tiles dM serve both gradients,
+    and the pass that makes them sums gy for the bias."""
     if need_gx and not np.isfinite(w).all():
         return None
     workers = cpu_threads.count()         # threads, each on whole chunks of images
@@ -337,10 +343,12 @@ def backward(x, w, gy, geo, scratch, dtype, need_gx=True, need_gw=True):
     gx = np.empty(geo.x_shape, dtype) if need_gx else None
 
     def chunk(n0):
-        """This chunk's dU (16, K, C) (or True when only gx is needed); None if not finite."""
+        """This chunk's dU (16, K, C) (or True when only gx is needed) and its sum of gy per
+        channel (K,); None if not finite."""
         m = min(plan.nb, geo.N - n0)
         v, dm = _buffers(scratch, geo, plan, dtype, "v", "m")
-        if not _output_tiles_adjoint(gy, n0, m, dm, plan.tc, plan.half, plan.tiles):
+        gb = np.empty(geo.K, dtype)
+        if not _output_tiles_adjoint(gy, n0, m, dm, plan.tc, plan.half, plan.tiles, gb):
             return None
         du = True
         if need_gw:
@@ -352,21 +360,16 @@ def backward(x, w, gy, geo, scratch, dtype, need_gx=True, need_gw=True):
             np.matmul(ut, _gemm_operand(dm, geo.K, m, plan),
                       out=_gemm_operand(v, geo.C, m, plan))
             _input_tiles_adjoint(v, plan.tc, m, gx, n0, plan.half, plan.tiles, geo.ph, geo.pw)
-        return du
+        return du, gb
     parts = cpu_threads.map_serial_blas(chunk, plan.chunks, workers)
     if any(part is None for part in parts):
         return None
-    gw = _weight_tiles_adjoint(np.sum(parts, axis=0), geo.K, geo.C) if need_gw else None
-    return gx, gw
+    du, gb = (np.sum([part[i] for part in parts], axis=0) for i in range(2))
+    gw = _weight_tiles_adjoint(du, geo.K, geo.C) if need_gw else None
+    return gx, gw, gb if need_gb else None
 
 
 def grad_input(gy, w, geo, scratch, dtype):
     """The input gradient, or None if gy or w holds a non-finite value."""
     done = backward(None, w, gy, geo, scratch, dtype, need_gw=False)
     return None if done is None else done[0]
-
-
-def grad_weight(x, gy, geo, scratch, dtype):
-    """The weight gradient (K, C, 3, 3), or None if x or gy holds a non-finite value."""
-    done = backward(x, None, gy, geo, scratch, dtype, need_gx=False)
-    return None if done is None else done[1]
