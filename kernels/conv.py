@@ -531,6 +531,10 @@ def conv2d_backward(x, w, gy, stride, padding, dilation, groups, needs=(True, Tr
     geo = ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
     _, grad_input, grad_weight, grad_bias = _primitives(x, allow_tf32)
     need_b = len(needs) > 2 and needs[2]
+    if _device(x) == "cpu" and geo.pointwise():
+        # a strided gy (broadcast by y.sum().backward()) copied once here, not by each GEMM
+        # thread and again for the weight gradient
+        gy = np.ascontiguousarray(gy)
     if needs[0] and needs[1] and _device(x) == "cpu" and conv_winograd.applies(geo):
         done = _winograd_backward_cpu(x, w, gy, geo, need_b)
         if done is not None:
