@@ -91,7 +91,9 @@ def gemm_nt(a, bt, out):
 def _gemm_nt_sum(a, lda, sa, bt, ldb, sb, length, batch, out):
     """out[i, j] = sum over n < batch of the dot product of a's row i and bt's row j of matrix
     n, both ``length`` long: a's at a[n*sa + i*lda:], bt's at bt[n*sb + j*ldb:] (a, bt flat and
-    contiguous). Matrix by matrix into out, so that each one's rows are read from the caches."""
+    contiguous). Matrix by matrix into out, so that each one's rows are read from the caches.
+    The 4 x 4 block is _gemm_nt's, written out again: as a helper shared by both kernels
+    (returning its 16 sums, or storing them) it measured 20-30% slower in both."""
     M, N = out.shape
     M4, N4 = M - M % 4, N - N % 4
     zero = out.dtype.type(0)
