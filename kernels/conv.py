@@ -400,6 +400,22 @@ def _grad_weight_cpu(x, gy, geo, with_bias=False):
     return (gw, gb) if with_bias else gw
 
 
+def _tap_rows(geo, m, g):
+    """Row offsets for small_gemm.gemm_nt_rows, group g of a chunk of m images: gy_wide's rows
+    (k, image) in the flat (K, m, Ho*Wq) buffer, (m, K/G); and for each image the start of tap
+    (i, j) of channel c in the flat phase planes (nb, C, sh, sw, S), the slice im2col copies
+    (``_im2col_cpu``), (m, C/G * kh * kw) in the weight's (c, i, j) order."""
+    Kg, Cg, L = geo.K // geo.groups, geo.C // geo.groups, geo.Ho * geo.Wq
+    n = np.arange(m)[:, None]
+    k = np.arange(g * Kg, (g + 1) * Kg)[None, :]
+    a_rows = (k * m + n) * L
+    c, i, j = (v.ravel()[None, :] for v in np.meshgrid(
+        np.arange(g * Cg, (g + 1) * Cg), np.arange(geo.kh), np.arange(geo.kw), indexing="ij"))
+    plane = ((n * geo.C + c) * geo.sh + i * geo.dh % geo.sh) * geo.sw + j * geo.dw % geo.sw
+    b_rows = plane * geo.S + (i * geo.dh // geo.sh) * geo.Wq + j * geo.dw // geo.sw
+    return a_rows.astype(np.int64), b_rows.astype(np.int64)
+
+
 def _im2col_grad_weight(x, gy, geo, dtype):
     G, K = geo.groups, geo.K
     gw = np.zeros((G, K // G, geo.C // G * geo.kh * geo.kw), dtype)
@@ -413,16 +429,27 @@ def _im2col_grad_weight(x, gy, geo, dtype):
         """This chunk's share of the weight gradient."""
         m = min(nb, geo.N - n0)
         gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)
-        col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
         phases = geo.phase_buffer(nb, dtype, "split")
-        col = _columns(col_buf, m, geo)
         _split_phases(x, n0, m, phases, geo)
-        _im2col_cpu(phases, col, *geo.layout(), not finite_x)
         gy_wide = _wide(gy_buf, K, m, geo)
         _widen_cpu(gy, n0, gy_wide)
+        part = np.empty(gw.shape, dtype)
+        if finite_x:
+            # gw[k, (c, i, j)] = sum over images and wide columns of gy_wide[k] times tap (i, j)'s
+            # slice of channel c's phase plane: im2col's columns read where they lie
+            for g in range(G):
+                a_rows, b_rows = _tap_rows(geo, m, g)
+                small_gemm.gemm_nt_rows(gy_buf, a_rows, phases.reshape(-1), b_rows,
+                                        geo.Ho * geo.Wq, part[g])
+            return part
+        # a NaN or inf of x in a garbage column would reach gw as 0 * inf: the columns built,
+        # garbage zeroed
+        col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+        col = _columns(col_buf, m, geo)
+        _im2col_cpu(phases, col, *geo.layout(), True)
         cols = m * geo.Ho * geo.Wq              # both operands' rows run along the columns
         return small_gemm.gemm_nt_planes(gy_wide.reshape(G, -1), col.reshape(G, -1), cols, cols,
-                                         np.empty(gw.shape, dtype))
+                                         part)
     for part in cpu_threads.map_serial_blas(chunk, range(0, geo.N, nb), workers):
         gw += part
     return gw.reshape(geo.w_shape)

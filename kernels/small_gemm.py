@@ -88,26 +88,26 @@ def gemm_nt(a, bt, out):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _gemm_nt_sum(a, lda, sa, bt, ldb, sb, length, batch, out):
-    """out[i, j] = sum over n < batch of the dot product of a's row i and bt's row j of matrix
-    n, both ``length`` long: a's at a[n*sa + i*lda:], bt's at bt[n*sb + j*ldb:] (a, bt flat and
-    contiguous). Matrix by matrix into out, so that each one's rows are read from the caches.
-    The 4 x 4 block is _gemm_nt's, written out again: as a helper shared by both kernels
-    (returning its 16 sums, or storing them) it measured 20-30% slower in both."""
+def _gemm_nt_rows(a, a_rows, bt, b_rows, length, out):
+    """out[i, j] = sum over n < len(a_rows) of the dot product of a[a_rows[n, i]:] and
+    bt[b_rows[n, j]:], both ``length`` long (a, bt flat and contiguous; the rows of each matrix
+    anywhere in them: a convolution's taps are overlapping slices of an image). Matrix by matrix
+    into out, so that each one's rows are read from the caches. The 4 x 4 block is _gemm_nt's,
+    written out again: as a helper shared by both kernels (returning its 16 sums, or storing
+    them) it measured 20-30% slower in both."""
     M, N = out.shape
     M4, N4 = M - M % 4, N - N % 4
     zero = out.dtype.type(0)
     L = length
     out[...] = zero
-    for n in range(batch):
+    for n in range(a_rows.shape[0]):
+        ra, rb = a_rows[n], b_rows[n]
         for r in range(0, M4, 4):
-            pa = n * sa + r * lda
-            a0, a1 = a[pa:pa + L], a[pa + lda:pa + lda + L]
-            a2, a3 = a[pa + 2 * lda:pa + 2 * lda + L], a[pa + 3 * lda:pa + 3 * lda + L]
+            a0, a1 = a[ra[r]:ra[r] + L], a[ra[r + 1]:ra[r + 1] + L]
+            a2, a3 = a[ra[r + 2]:ra[r + 2] + L], a[ra[r + 3]:ra[r + 3] + L]
             for j in range(0, N4, 4):
-                pb = n * sb + j * ldb
-                b0, b1 = bt[pb:pb + L], bt[pb + ldb:pb + ldb + L]
-                b2, b3 = bt[pb + 2 * ldb:pb + 2 * ldb + L], bt[pb + 3 * ldb:pb + 3 * ldb + L]
+                b0, b1 = bt[rb[j]:rb[j] + L], bt[rb[j + 1]:rb[j + 1] + L]
+                b2, b3 = bt[rb[j + 2]:rb[j + 2] + L], bt[rb[j + 3]:rb[j + 3] + L]
                 s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
                 s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
                 for k in range(L):
@@ -147,25 +147,38 @@ def _gemm_nt_sum(a, lda, sa, bt, ldb, sb, length, batch, out):
                 o3[j + 2] += s32
                 o3[j + 3] += s33
         for r in range(M):              # the entries left of the 4 x 4 blocks
-            pa = n * sa + r * lda
             for j in range(N4 if r < M4 else 0, N):
-                pb = n * sb + j * ldb
-                out[r, j] += _dot(a[pa:pa + L], bt[pb:pb + L])
+                out[r, j] += _dot(a[ra[r]:ra[r] + L], bt[rb[j]:rb[j] + L])
 
 
 @numba.njit(cache=True, nogil=True)
-def _gemm_nt_planes(a, lda, bt, ldb, length, out):
-    """out[p] = the (M, N) products of _gemm_nt_sum (one matrix) for every plane p of the 2-D
-    arrays a and bt (rows of plane p at a[p, i*lda:], bt[p, j*ldb:])."""
+def _gemm_nt_planes(a, a_rows, bt, b_rows, length, out):
+    """out[p] = _gemm_nt_rows of plane p of the 2-D arrays a and bt, for every p."""
     for p in range(out.shape[0]):
-        _gemm_nt_sum(a[p], lda, 0, bt[p], ldb, 0, length, 1, out[p])
+        _gemm_nt_rows(a[p], a_rows, bt[p], b_rows, length, out[p])
+
+
+def row_starts(count, stride, matrices=1, matrix_stride=0):
+    """Offsets of the rows of ``matrices`` matrices of ``count`` rows each, one every ``stride``
+    values, matrix n from n * matrix_stride: (matrices, count) int64, for gemm_nt_rows."""
+    return (np.arange(matrices)[:, None] * matrix_stride
+            + np.arange(count)[None, :] * stride).astype(np.int64)
+
+
+def gemm_nt_rows(a, a_rows, bt, b_rows, length, out):
+    """``out[i, j] = sum over n of a[a_rows[n, i]:][:length] . bt[b_rows[n, j]:][:length]`` for
+    flat contiguous NumPy arrays a, bt of one float dtype (rows anywhere in them, overlapping
+    or not), a_rows (B, M) and b_rows (B, N) int64 offsets, out (M, N). Returns out."""
+    _gemm_nt_rows(a, a_rows, bt, b_rows, length, out)
+    return out
 
 
 def gemm_nt_planes(a, bt, stride, length, out):
     """``out[p] = A_p @ B_p.T`` for every plane p of the C-contiguous 2-D arrays a and bt, whose
     matrices' rows are ``length`` values every ``stride`` along each plane (A_p's row i at
     a[p, i*stride:]): out (P, M, N). Returns out."""
-    _gemm_nt_planes(a, stride, bt, stride, length, out)
+    P, M, N = out.shape
+    _gemm_nt_planes(a, row_starts(M, stride), bt, row_starts(N, stride), length, out)
     return out
 
 
@@ -174,5 +187,7 @@ def gemm_nt_sum(a, bt, out):
     dtype: a (B, M, L), bt (B, N, L), out (M, N); one pass, no per-matrix products to add up.
     Returns out."""
     B, M, L = a.shape
-    _gemm_nt_sum(a.reshape(-1), L, M * L, bt.reshape(-1), L, bt.shape[1] * L, L, B, out)
+    N = bt.shape[1]
+    _gemm_nt_rows(a.reshape(-1), row_starts(M, L, B, M * L), bt.reshape(-1),
+                  row_starts(N, L, B, N * L), L, out)
     return out
