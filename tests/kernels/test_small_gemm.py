@@ -74,3 +74,23 @@ def test_planes_of_strided_rows_match_float64(m, n, length, stride):
     out = np.empty((P, m, n))
     assert gemm_nt_planes(a, bt, stride, length, out) is out
     np.testing.assert_allclose(out, am @ bm.transpose(0, 2, 1), rtol=1e-12, atol=1e-12)
+
+
+def test_rows_at_any_offsets_overlapping_match_float64():
+    """gemm_nt_rows: rows given by offsets into flat arrays, overlapping (a convolution's taps
+    are shifted slices of one image), summed over the matrices of the offset tables."""
+    from gpudl.kernels.small_gemm import gemm_nt_rows
+    rng = np.random.default_rng()
+    length, B, M, N = 23, 3, 6, 9
+    a = rng.standard_normal(200)
+    bt = rng.standard_normal(300)
+    a_rows = rng.integers(0, a.size - length, (B, M))
+    b_rows = rng.integers(0, bt.size - length, (B, N))      # random starts: overlaps likely
+    out = np.full((M, N), np.nan)
+    assert gemm_nt_rows(a, a_rows, bt, b_rows, length, out) is out
+    want = np.zeros((M, N))
+    for n in range(B):
+        A = np.stack([a[s:s + length] for s in a_rows[n]])
+        Bm = np.stack([bt[s:s + length] for s in b_rows[n]])
+        want += A @ Bm.T
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
