@@ -40,6 +40,12 @@ every input pixel once. The chunks are shared by ``cpu_threads.count()`` threads
 thread meanwhile (each thread its own scratch buffers), once a call has THREADED_MACS
 multiply-adds (below that a thread hand-off costs more than it saves).
 
+Weight gradients are dot products along the columns (kernels/small_gemm.py, AVX-512 where the
+CPU has it; OpenBLAS runs its AVX2 kernels here): gy_wide's rows against each tap's slice of the
+phase planes, read where they lie, so the weight gradient builds no column buffer (but for an x
+holding NaN or inf, whose garbage columns must be zeroed); a 1x1 conv's gy[n] against x[n],
+summed over the images in one pass.
+
 3x3 stride-1 convolutions with enough channels and work (``conv_winograd.applies``) run
 Winograd F(2x2, 3x3) instead (conv_winograd): 2.25x fewer multiply-adds in the GEMMs, which are
 the whole cost of a large conv on this machine's AVX2 OpenBLAS kernels.
@@ -459,9 +465,9 @@ POINTWISE_CHUNK_BYTES = 1 << 20    # y of a chunk of images: still in L2 when it
 
 
 def _pointwise_forward(x, w, bias, y, geo):
-    """y[n] = w (K, C) @ x[n] (C, HW) + bias by chunks of images, each chunk's bias added while
-    its y is in the caches (one pass over y less than a GEMM then a bias add: (32,128,28,28)
-    x 128 8.4 -> 7.9 ms on one thread), the chunks shared by the threads."""
+    """y[n] = w (K, C) @ x[n] (C, HW) + bias by chunks of images shared by the threads, each
+    chunk's bias added by its thread while its y is in the caches (a bias pass after the whole
+    GEMM ran on one thread; on one thread the two measure the same)."""
     xs, ys = x.reshape(geo.N, geo.C, -1), y.reshape(geo.N, geo.K, -1)
     workers = _chunk_workers(geo)
     per_image = ys[0].nbytes
