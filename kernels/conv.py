@@ -40,12 +40,19 @@ every input pixel once. The chunks are shared by ``cpu_threads.count()`` threads
 thread meanwhile (each thread its own scratch buffers), once a call has THREADED_MACS
 multiply-adds (below that a thread hand-off costs more than it saves).
 
+Weight gradients are dot products along the columns (kernels/small_gemm.py, AVX-512 where the
+CPU has it; OpenBLAS runs its AVX2 kernels here): gy_wide's rows against each tap's slice of the
+phase planes, read where they lie, so the weight gradient builds no column buffer (but for an x
+holding NaN or inf, whose garbage columns must be zeroed); a 1x1 conv's gy[n] against x[n],
+summed over the images in one pass.
+
 3x3 stride-1 convolutions with enough channels and work (``conv_winograd.applies``) run
 Winograd F(2x2, 3x3) instead (conv_winograd): 2.25x fewer multiply-adds in the GEMMs, which are
 the whole cost of a large conv on this machine's AVX2 OpenBLAS kernels.
 """
 
 import collections
+import functools
 import threading
 
 import numba
@@ -53,7 +60,7 @@ import numpy as np
 
 from gpudl import backend, cpu_matmul, cpu_threads, dtypes
 
-from . import conv_direct, conv_winograd
+from . import conv_winograd, small_gemm
 
 # Bytes of column buffer per chunk of images: written by im2col then read by the GEMM while still in
 # the L2/L3 caches (2-5 MB measured best for (32,16,32,32) 3x3 on a 2-core EPYC; one image per
@@ -314,11 +321,7 @@ def _forward_cpu(x, w, b, geo):
         y[...] = bias.reshape(-1, 1, 1)
         return y
     if geo.pointwise():
-        flat = y.reshape(geo.N, K, -1)
-        cpu_matmul.matmul(w.reshape(K, geo.C).astype(dtype, copy=False),
-                          x.reshape(geo.N, geo.C, -1), out=flat)
-        flat += bias[:, None]
-        return y
+        return _pointwise_forward(x, w.reshape(K, geo.C).astype(dtype, copy=False), bias, y, geo)
     if conv_winograd.applies(geo):
         done = conv_winograd.forward(x, w, bias, geo, _scratch, dtype)
         if done is not None:                    # None: a non-finite value, im2col below
@@ -380,52 +383,136 @@ def _grad_input_cpu(gy, w, geo):
     return gx
 
 
-def _grad_weight_cpu(x, gy, geo):
+def _grad_weight_cpu(x, gy, geo, with_bias=False):
+    """The weight gradient; with ``with_bias``, (gw, gb): the 1x1 and Winograd paths sum gy
+    for gb in their own pass over it."""
     dtype = _work_dtype(x.dtype)
     x = np.ascontiguousarray(x, dtype=dtype)
     gy = gy.astype(dtype, copy=False)
+    gw = gb = None
+    if gy.size and geo.K * geo.C * geo.kh * geo.kw:
+        if geo.pointwise():
+            gw, gb = _pointwise_grad_weight(x, np.ascontiguousarray(gy), geo, with_bias)
+            gw = gw.reshape(geo.w_shape)
+        elif conv_winograd.applies(geo):
+            done = conv_winograd.backward(x, None, gy, geo, _scratch, dtype, need_gx=False,
+                                          need_gb=with_bias)
+            if done is not None:            # None: a non-finite value, im2col below
+                _, gw, gb = done
+    if gw is None:
+        gw = _im2col_grad_weight(x, gy, geo, dtype)
+    if with_bias and gb is None:
+        gb = _grad_bias_cpu(gy)
+    return (gw, gb) if with_bias else gw
+
+
+def _tap_rows(geo, m, g):
+    """Row offsets for small_gemm.gemm_nt_rows, group g of a chunk of m images: gy_wide's rows
+    (k, image) in the flat (K, m, Ho*Wq) buffer, (m, K/G); and for each image the start of tap
+    (i, j) of channel c in the flat phase planes (nb, C, sh, sw, S), the slice im2col copies
+    (``_im2col_cpu``), (m, C/G * kh * kw) in the weight's (c, i, j) order."""
+    Kg, Cg, L = geo.K // geo.groups, geo.C // geo.groups, geo.Ho * geo.Wq
+    n = np.arange(m)[:, None]
+    k = np.arange(g * Kg, (g + 1) * Kg)[None, :]
+    a_rows = (k * m + n) * L
+    c, i, j = (v.ravel()[None, :] for v in np.meshgrid(
+        np.arange(g * Cg, (g + 1) * Cg), np.arange(geo.kh), np.arange(geo.kw), indexing="ij"))
+    plane = ((n * geo.C + c) * geo.sh + i * geo.dh % geo.sh) * geo.sw + j * geo.dw % geo.sw
+    b_rows = plane * geo.S + (i * geo.dh // geo.sh) * geo.Wq + j * geo.dw // geo.sw
+    return a_rows.astype(np.int64), b_rows.astype(np.int64)
+
+
+def _im2col_grad_weight(x, gy, geo, dtype):
     G, K = geo.groups, geo.K
     gw = np.zeros((G, K // G, geo.C // G * geo.kh * geo.kw), dtype)
     if gy.size == 0 or gw.size == 0:
         return gw.reshape(geo.w_shape)
-    if geo.pointwise():
-        per_image = cpu_matmul.matmul(gy.reshape(geo.N, K, -1),
-                                      x.reshape(geo.N, geo.C, -1).swapaxes(1, 2))
-        return per_image.sum(axis=0).reshape(geo.w_shape)
-    if conv_winograd.applies(geo):
-        done = conv_winograd.grad_weight(x, gy, geo, _scratch, dtype)
-        if done is not None:
-            return done
     finite_x = _all_finite(x)
     workers = _chunk_workers(geo)
-    if finite_x and conv_direct.applies(geo):
-        return conv_direct.grad_weight(x, gy, geo, workers)
     nb = _images_per_chunk(geo, geo.C * geo.kh * geo.kw + K, dtype, workers)
 
     def chunk(n0):
         """This chunk's share of the weight gradient."""
         m = min(nb, geo.N - n0)
         gy_buf = _scratch(geo, "gy", (K * nb * geo.Ho * geo.Wq,), dtype)
-        col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
         phases = geo.phase_buffer(nb, dtype, "split")
-        col = _columns(col_buf, m, geo)
         _split_phases(x, n0, m, phases, geo)
-        _im2col_cpu(phases, col, *geo.layout(), not finite_x)
         gy_wide = _wide(gy_buf, K, m, geo)
         _widen_cpu(gy, n0, gy_wide)
-        cols = m * geo.Ho * geo.Wq
-        return np.matmul(_gemm_view(gy_wide, G, cols), _gemm_view(col, G, cols).transpose(0, 2, 1))
+        part = np.empty(gw.shape, dtype)
+        if finite_x:
+            # gw[k, (c, i, j)] = sum over images and wide columns of gy_wide[k] times tap (i, j)'s
+            # slice of channel c's phase plane: im2col's columns read where they lie
+            for g in range(G):
+                a_rows, b_rows = _tap_rows(geo, m, g)
+                small_gemm.gemm_nt_rows(gy_buf, a_rows, phases.reshape(-1), b_rows,
+                                        geo.Ho * geo.Wq, part[g])
+            return part
+        # a NaN or inf of x in a garbage column would reach gw as 0 * inf: the columns built,
+        # garbage zeroed
+        col_buf = _scratch(geo, "col", (geo.C * geo.kh * geo.kw * nb * geo.Ho * geo.Wq,), dtype)
+        col = _columns(col_buf, m, geo)
+        _im2col_cpu(phases, col, *geo.layout(), True)
+        cols = m * geo.Ho * geo.Wq              # both operands' rows run along the columns
+        return small_gemm.gemm_nt_planes(gy_wide.reshape(G, -1), col.reshape(G, -1), cols, cols,
+                                         part)
     for part in cpu_threads.map_serial_blas(chunk, range(0, geo.N, nb), workers):
         gw += part
     return gw.reshape(geo.w_shape)
 
 
-def _winograd_backward_cpu(x, w, gy, geo):
-    """(gx, gw) from one Winograd pass over gy's tiles, or None (a non-finite value)."""
+POINTWISE_CHUNK_BYTES = 1 << 20    # y of a chunk of images: still in L2 when its bias is added
+
+
+def _pointwise_forward(x, w, bias, y, geo):
+    """y[n] = w (K, C) @ x[n] (C, HW) + bias by chunks of images shared by the threads, each
+    chunk's bias added by its thread while its y is in the caches (a bias pass after the whole
+    GEMM ran on one thread; on one thread the two measure the same)."""
+    xs, ys = x.reshape(geo.N, geo.C, -1), y.reshape(geo.N, geo.K, -1)
+    workers = _chunk_workers(geo)
+    per_image = ys[0].nbytes
+    nb = cpu_threads.chunk_size(geo.N, POINTWISE_CHUNK_BYTES // max(per_image, 1), workers)
+    column = bias[:, None]
+
+    def chunk(n0):
+        block = ys[n0:n0 + nb]
+        np.matmul(w, xs[n0:n0 + nb], out=block)
+        block += column
+    cpu_threads.map_serial_blas(chunk, range(0, geo.N, nb), workers)
+    return y
+
+
+POINTWISE_GW_SPLIT = 1 << 22    # multiply-adds from which a 1x1 weight gradient shares its images
+
+
+def _pointwise_grad_weight(x, gy, geo, with_bias):
+    """(gw (K, C), gb (K,) or None): gw the sum over images of gy[n] (K, HW) @ x[n] (C, HW).T
+    in one pass (kernels/small_gemm.py's dot products: both operands run along HW, the
+    contraction; 1.7x OpenBLAS's AVX2 per-image GEMMs and their sum on (32,128,28,28)), the
+    images shared by the threads, each thread's partial sums (and gy's sums, for the bias)
+    added in order."""
+    N, K, C = geo.N, geo.K, geo.C
+    a, bt = gy.reshape(N, K, -1), x.reshape(N, C, -1)
+    workers = cpu_threads.count() if N * K * C * a.shape[2] >= POINTWISE_GW_SPLIT else 1
+    step = -(-N // workers)
+
+    def images(n0):
+        gw = small_gemm.gemm_nt_sum(a[n0:n0 + step], bt[n0:n0 + step],
+                                    np.empty((K, C), gy.dtype))
+        return gw, a[n0:n0 + step].sum(axis=(0, 2)) if with_bias else None
+    parts = cpu_threads.map_threads(images, range(0, N, step), workers)
+    gw = functools.reduce(np.add, [part[0] for part in parts])
+    return gw, functools.reduce(np.add, [part[1] for part in parts]) if with_bias else None
+
+
+def _winograd_backward_cpu(x, w, gy, geo, need_gb=False):
+    """(gx, gw, gb) from one Winograd pass over gy's tiles (gb None unless ``need_gb``), or None
+    (a non-finite value)."""
     dtype = _work_dtype(x.dtype)
     return conv_winograd.backward(np.ascontiguousarray(x, dtype=dtype),
                                   np.ascontiguousarray(w, dtype=dtype),
-                                  gy.astype(dtype, copy=False), geo, _scratch, dtype)
+                                  gy.astype(dtype, copy=False), geo, _scratch, dtype,
+                                  need_gb=need_gb)
 
 
 def _grad_bias_cpu(gy):
@@ -477,13 +564,18 @@ def conv2d_backward(x, w, gy, stride, padding, dilation, groups, needs=(True, Tr
     geo = ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
     _, grad_input, grad_weight, grad_bias = _primitives(x, allow_tf32)
     need_b = len(needs) > 2 and needs[2]
+    if _device(x) == "cpu" and geo.pointwise():
+        # a strided gy (broadcast by y.sum().backward()) copied once here, not by each GEMM
+        # thread and again for the weight gradient
+        gy = np.ascontiguousarray(gy)
     if needs[0] and needs[1] and _device(x) == "cpu" and conv_winograd.applies(geo):
-        both = _winograd_backward_cpu(x, w, gy, geo)
-        if both is not None:
-            gb = _cast(grad_bias(gy), gy.dtype) if need_b else None
-            return _cast(both[0], x.dtype), _cast(both[1], w.dtype), gb
+        done = _winograd_backward_cpu(x, w, gy, geo, need_b)
+        if done is not None:
+            gx, gw, gb = done
+            gb = _cast(gb, gy.dtype) if need_b else None
+            return _cast(gx, x.dtype), _cast(gw, w.dtype), gb
     gx = _cast(grad_input(gy, w, geo), x.dtype) if needs[0] else None
-    if needs[1] and need_b and _device(x) == "cuda":
+    if needs[1] and need_b:
         gw, gb = grad_weight(x, gy, geo, with_bias=True)      # one pass over gy gives both
         return gx, _cast(gw, w.dtype), _cast(gb, gy.dtype)
     gw = _cast(grad_weight(x, gy, geo), w.dtype) if needs[1] else None

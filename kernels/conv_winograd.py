@@ -15,8 +15,9 @@ Both gradients are the exact adjoints of those linear steps, so they share the t
 
 - grad_input:  dM = A gY A^T (``_output_tiles_adjoint``), dV[xi] = U[xi]^T @ dM[xi], then the
   4x4 patches B dV B^T added into the padded input gradient (``_input_tiles_adjoint``);
-- grad_weight: dU[xi] = sum over tiles dM[xi] @ V[xi]^T (one GEMM per xi and chunk of images,
-  the tiles on the inner dimension), then gw = G^T dU G;
+- grad_weight: dU[xi] = sum over tiles dM[xi] @ V[xi]^T (per xi and chunk of images, the tiles
+  on the inner dimension: kernels/small_gemm.py's AVX-512 dot products, both operands' rows
+  running along the tiles), then gw = G^T dU G;
 - ``backward`` gives both from one dM per chunk.
 
 Work goes by chunks of images (CHUNK_BYTES of V and M), shared by ``cpu_threads.count()``
@@ -30,8 +31,10 @@ ty * (tw + 1) + tx (one garbage tile per tile row, tx = tw, as the im2col path's
 columns), every step of a transform is one long stride-1 loop over all tiles of an image at a
 fixed offset: 1 for the next tile column, tw + 1 for the next tile row. LLVM vectorizes none of
 the stride-2 loops a plain layout needs (measured 20x slower per element), and short per-row
-loops spend more in their set-up than in their work. NumPy's strided copies split x and gy and
-merge y and the input gradient, once per chunk.
+loops spend more in their set-up than in their work. Each transform splits (x, gy) or merges
+(y, the input gradient) one image plane at a time into a small parity-split buffer that stays in
+L1, each plain row's column pairs in one vectorized loop (``_split_plane``, ``_merge_plane``):
+no chunk-sized copies in between.
 
 The transforms only add and halve: float32 results measured within 7e-7 of the largest output
 value against float64 references (shapes of the tests, up to 19 channels).
@@ -44,6 +47,8 @@ import numba
 import numpy as np
 
 from gpudl import cpu_threads
+
+from . import small_gemm
 
 # Winograd F(2x2, 3x3) matrices: weight transform G (4x3); B^T and A^T are spelled out as
 # additions in the kernels below.
@@ -76,14 +81,9 @@ class _Plan:
         self.nb = cpu_threads.chunk_size(geo.N, CHUNK_BYTES // per_image, workers)
         self.chunks = range(0, geo.N, self.nb)
         self.tc = self.nb * self.tiles                              # per chunk
-        # padded images (and the padded input gradient): 2 more rows and columns than the tiles
-        # cover; outputs (and their gradient): the tiles' rows and columns
-        inputs = (self.nb, geo.C, 2, 2, (self.th + 1) * self.half)
-        outputs = (self.nb, geo.K, 2, 2, self.th * self.half)
-        self.shapes = {"pad": inputs, "gx-pad": inputs, "out": outputs, "gy": outputs,
-                       # the 16 planes one cache line past a multiple of the page size: 16
-                       # write streams at a 4 KiB multiple would share cache sets
-                       "v": (16, geo.C * self.tc + 16), "m": (16, geo.K * self.tc + 16)}
+        # the 16 planes one cache line past a multiple of the page size: 16 write streams at
+        # a 4 KiB multiple would share cache sets
+        self.shapes = {"v": (16, geo.C * self.tc + 16), "m": (16, geo.K * self.tc + 16)}
 
 
 def _weight_tiles(w, dtype):
@@ -98,54 +98,62 @@ def _weight_tiles_adjoint(du, K, C):
     return (du.reshape(16, K * C).T @ _GG.astype(du.dtype)).reshape(K, C, 3, 3)
 
 
-def _parities(size, offset):
-    """For the even and odd positions of the split axis: (slice of the plain axis, parity,
-    slice of the split axis), the plain axis placed at ``offset``."""
-    pairs = []
-    for q0 in range(min(2, size)):
-        j0 = (q0 + offset) // 2
-        pairs.append((slice(q0, size, 2), (q0 + offset) % 2,
-                      slice(j0, j0 + len(range(q0, size, 2)))))
-    return pairs
+@numba.njit(cache=True, nogil=True)
+def _split_plane(img, plane, row0, col0, half):
+    """plane[r, p, u*half + j] = img[h, w] for (h + row0, w + col0) = (2u + r, 2j + p): one
+    image plane placed at (row0, col0) in a parity-split plane (the rest of it left as it is).
+    Each row's column pairs in one loop, an interleaved load the compiler vectorizes (2x
+    NumPy's strided copies); an odd last column in a pass of its own (a store after that loop,
+    in the same nest, measured 2.5x slower)."""
+    H, W = img.shape
+    c0, pairs = col0 % 2, W // 2            # plain column 2i lands at parity c0, 2i+1 at 1 - c0
+    for h in range(H):
+        row, r, start = img[h], (h + row0) % 2, (h + row0) // 2 * half
+        even = plane[r, c0, start + col0 // 2:start + col0 // 2 + pairs]
+        odd = plane[r, 1 - c0, start + (col0 + 1) // 2:start + (col0 + 1) // 2 + pairs]
+        for i in range(pairs):
+            even[i] = row[2 * i]
+            odd[i] = row[2 * i + 1]
+    if W % 2:
+        for h in range(H):
+            plane[(h + row0) % 2, c0, (h + row0) // 2 * half + col0 // 2 + pairs] = img[h, W - 1]
 
 
-def _split_views(split, m, plain, row0, col0, plan, rows):
-    """(view of ``split``'s first m images, slices of ``plain``) for the four parity pairs."""
-    grid = split[:m].reshape(m, split.shape[1], 2, 2, rows, plan.half)
-    for hs, r, us in _parities(plain.shape[2], row0):
-        for ws, p, js in _parities(plain.shape[3], col0):
-            yield grid[:, :, r, p, us, js], (hs, ws)
-
-
-def _split(src, n0, m, dst, row0, col0, plan, rows):
-    """dst: src[n0:n0+m] placed at (row0, col0) in parity-split images of ``rows`` row pairs
-    (NumPy strided copies; the rest of dst is left as it is)."""
-    for view, (hs, ws) in _split_views(dst, m, src, row0, col0, plan, rows):
-        view[...] = src[n0:n0 + m, :, hs, ws]
-
-
-def _merge(src, m, dst, n0, row0, col0, plan, rows):
-    """The inverse: dst[n0:n0+m] from the parity-split images of src."""
-    for view, (hs, ws) in _split_views(src, m, dst, row0, col0, plan, rows):
-        dst[n0:n0 + m, :, hs, ws] = view
+@numba.njit(cache=True, nogil=True)
+def _merge_plane(plane, img, row0, col0, half):
+    """The inverse of _split_plane: img from the parity-split plane."""
+    H, W = img.shape
+    c0, pairs = col0 % 2, W // 2
+    for h in range(H):
+        row, r, start = img[h], (h + row0) % 2, (h + row0) // 2 * half
+        even = plane[r, c0, start + col0 // 2:start + col0 // 2 + pairs]
+        odd = plane[r, 1 - c0, start + (col0 + 1) // 2:start + (col0 + 1) // 2 + pairs]
+        for i in range(pairs):
+            row[2 * i] = even[i]
+            row[2 * i + 1] = odd[i]
+    if W % 2:
+        for h in range(H):
+            img[h, W - 1] = plane[(h + row0) % 2, c0, (h + row0) // 2 * half + col0 // 2 + pairs]
 
 
 # --------------------------------------------------------------------------- tile transforms
 @numba.njit(cache=True, nogil=True)
-def _input_tiles(xpad, m, v, tc, half):
-    """v[4a+b, c*tc + n*L + t] = (B^T d B)[a, b] for the 4x4 patch d of tile t of image n
-    (L tiles per image): the rows of B^T d (d0-d2, d1+d2, d2-d1, d1-d3) for every tile at once,
-    then the same along the columns. Returns False if a value read is not finite."""
-    C, plane = xpad.shape[1], xpad.shape[4]
-    L = plane - half
-    s = np.empty((4, 2, L), xpad.dtype)
-    check = np.zeros(L, xpad.dtype)        # elementwise (a sum would serialise the loop)
+def _input_tiles(x, n0, m, v, tc, half, L, row0, col0):
+    """v[4a+b, c*tc + n*L + t] = (B^T d B)[a, b] for the 4x4 patch d of tile t of image n0 + n
+    (L tiles per image) of x padded by (row0, col0): each plane parity-split (``_split_plane``),
+    then the rows of B^T d (d0-d2, d1+d2, d2-d1, d1-d3) for every tile at once, then the same
+    along the columns. Returns False if a value read is not finite."""
+    C = x.shape[1]
+    xpad = np.zeros((2, 2, L + half), x.dtype)     # the padding stays zero
+    s = np.empty((4, 2, L), x.dtype)
+    check = np.zeros(L, x.dtype)           # elementwise (a sum would serialise the loop)
     for c in range(C):
         for n in range(m):
+            _split_plane(x[n0 + n, c], xpad, row0, col0, half)
             for p in range(2):
                 # rows 2ty, 2ty+1, 2ty+2, 2ty+3 of tile row ty: r0, r1 at ty, r2, r3 at ty + 1
-                r0, r1 = xpad[n, c, 0, p, :L], xpad[n, c, 1, p, :L]
-                r2, r3 = xpad[n, c, 0, p, half:], xpad[n, c, 1, p, half:]
+                r0, r1 = xpad[0, p, :L], xpad[1, p, :L]
+                r2, r3 = xpad[0, p, half:], xpad[1, p, half:]
                 s0, s1, s2, s3 = s[0, p], s[1, p], s[2, p], s[3, p]
                 for f in range(L):
                     s0[f] = r0[f] - r2[f]
@@ -175,12 +183,12 @@ def _input_tiles(xpad, m, v, tc, half):
 
 
 @numba.njit(cache=True, nogil=True)
-def _input_tiles_adjoint(dv, tc, m, gxpad, half):
-    """The adjoint of _input_tiles: every tile's patch B dV B^T added into the parity-split
-    padded planes ``gxpad`` (tiles overlap by 2 rows and columns). The garbage tiles' dV must
-    be zero (they are: their dM is)."""
-    C, plane = gxpad.shape[1], gxpad.shape[4]
-    L = plane - half
+def _input_tiles_adjoint(dv, tc, m, gx, n0, half, L, row0, col0):
+    """The adjoint of _input_tiles: gx[n0 + n, c] from every tile's patch B dV B^T, added into a
+    parity-split padded plane (tiles overlap by 2 rows and columns) then merged
+    (``_merge_plane``). The garbage tiles' dV must be zero (they are: their dM is)."""
+    C = gx.shape[1]
+    gxpad = np.empty((2, 2, L + half), dv.dtype)
     gs = np.empty((4, 2, L), dv.dtype)
     for n in range(m):
         for c in range(C):
@@ -197,10 +205,10 @@ def _input_tiles_adjoint(dv, tc, m, gxpad, half):
                     od[f] = v1[f] - v2[f] + v3[f]
                 for f in range(L - 1):
                     od[f + 1] -= v3[f]
-            gxpad[n, c] = 0
+            gxpad[...] = 0
             for p in range(2):          # rows: the adjoint of r0 - r2, r1 + r2, r2 - r1, r1 - r3
-                g0, g1 = gxpad[n, c, 0, p, :L], gxpad[n, c, 1, p, :L]
-                g2, g3 = gxpad[n, c, 0, p, half:], gxpad[n, c, 1, p, half:]
+                g0, g1 = gxpad[0, p, :L], gxpad[1, p, :L]
+                g2, g3 = gxpad[0, p, half:], gxpad[1, p, half:]
                 s0, s1, s2, s3 = gs[0, p], gs[1, p], gs[2, p], gs[3, p]
                 for f in range(L):
                     g0[f] += s0[f]
@@ -210,14 +218,17 @@ def _input_tiles_adjoint(dv, tc, m, gxpad, half):
                     g2[f] += s1[f] + s2[f] - s0[f]
                 for f in range(L):
                     g3[f] -= s3[f]
+            _merge_plane(gxpad, gx[n0 + n, c], row0, col0, half)
 
 
 @numba.njit(cache=True, nogil=True)
-def _output_tiles(mt, tc, m, out, bias):
-    """out[n, k, i, p, t] = (A^T M A)[i, p] + bias[k] for every tile t: the two rows of A^T M
-    (m0+m1+m2, m1-m2-m3) for every tile at once, then the same along the columns."""
-    K, L = out.shape[1], out.shape[4]
+def _output_tiles(mt, tc, m, y, n0, bias, half, L):
+    """y[n0 + n, k] = (A^T M A) + bias[k] for every tile of image n0 + n (L tiles, garbage
+    included): the two rows of A^T M (m0+m1+m2, m1-m2-m3) for every tile at once, then the same
+    along the columns into a parity-split plane, merged into y (``_merge_plane``)."""
+    K = y.shape[1]
     pr = np.empty((2, 4, L), mt.dtype)
+    out = np.empty((2, 2, L), mt.dtype)
     for n in range(m):
         for k in range(K):
             bk = bias[k]
@@ -232,41 +243,49 @@ def _output_tiles(mt, tc, m, out, bias):
                     p1[f] = m1[f] - m2[f] - m3[f]
             for i in range(2):
                 c0, c1, c2, c3 = pr[i, 0], pr[i, 1], pr[i, 2], pr[i, 3]
-                ev, od = out[n, k, i, 0], out[n, k, i, 1]
+                ev, od = out[i, 0], out[i, 1]
                 for f in range(L):
                     ev[f] = c0[f] + c1[f] + c2[f] + bk
                 for f in range(L):
                     od[f] = c1[f] - c2[f] - c3[f] + bk
+            _merge_plane(out, y[n0 + n, k], 0, 0, half)
 
 
 @numba.njit(cache=True, nogil=True)
-def _output_tiles_adjoint(gys, m, dm, tc):
-    """dm[:, k*tc + n*L + t] = A gY A^T for tile t's 2x2 block of the split gy ``gys`` (zero
-    past an odd edge and in the garbage tiles): A gY's rows are g0, g0+g1, g0-g1, -g1, and the
-    same along the columns. Returns False if a value read is not finite."""
-    K, L = gys.shape[1], gys.shape[4]
-    q = np.empty((2, 2, L), gys.dtype)
-    check = np.zeros(L, gys.dtype)
+def _output_tiles_adjoint(gy, n0, m, dm, tc, half, L, gb):
+    """dm[:, k*tc + n*L + t] = A gY A^T for tile t's 2x2 block of gy[n0 + n, k], parity-split
+    (``_split_plane``; zero past an odd edge and in the garbage tiles): A gY's rows are g0,
+    g0+g1, g0-g1, -g1, and the same along the columns; gb[k] = the sum of gy[n0:n0+m, k].
+    Returns False if a value read is not finite."""
+    K = gy.shape[1]
+    gys = np.zeros((2, 2, L), gy.dtype)    # the odd edge and the garbage tiles stay zero
+    q = np.empty((2, 2, L), gy.dtype)
+    check = np.zeros(L, gy.dtype)
+    total = np.empty(L, gy.dtype)          # elementwise over the images, summed once per k
     for k in range(K):
+        total[:] = 0
         for n in range(m):
+            _split_plane(gy[n0 + n, k], gys, 0, 0, half)
             for p in range(2):
-                g0, g1, plus, minus = gys[n, k, 0, p], gys[n, k, 1, p], q[0, p], q[1, p]
+                g0, g1, plus, minus = gys[0, p], gys[1, p], q[0, p], q[1, p]
                 for f in range(L):
                     plus[f] = g0[f] + g1[f]
                 for f in range(L):
                     minus[f] = g0[f] - g1[f]
                 for f in range(L):
                     check[f] += plus[f] * 0
+                for f in range(L):
+                    total[f] += plus[f]
             t0 = k * tc + n * L
             for a in range(4):
                 if a == 0:
-                    ev, od, sign = gys[n, k, 0, 0], gys[n, k, 0, 1], 1
+                    ev, od, sign = gys[0, 0], gys[0, 1], 1
                 elif a == 1:
                     ev, od, sign = q[0, 0], q[0, 1], 1
                 elif a == 2:
                     ev, od, sign = q[1, 0], q[1, 1], 1
                 else:
-                    ev, od, sign = gys[n, k, 1, 0], gys[n, k, 1, 1], -1
+                    ev, od, sign = gys[1, 0], gys[1, 1], -1
                 d0, d1 = dm[4 * a, t0:t0 + L], dm[4 * a + 1, t0:t0 + L]
                 d2, d3 = dm[4 * a + 2, t0:t0 + L], dm[4 * a + 3, t0:t0 + L]
                 for f in range(L):
@@ -277,14 +296,13 @@ def _output_tiles_adjoint(gys, m, dm, tc):
                     d2[f] = sign * (ev[f] - od[f])
                 for f in range(L):
                     d3[f] = -sign * od[f]
+        gb[k] = total.sum()
     return np.all(check == 0)
 
 
 # --------------------------------------------------------------------------- the three products
 def _buffers(scratch, geo, plan, dtype, *roles):
-    """Per-chunk work arrays (``_Plan.shapes``), kept for the next call of this geometry. The
-    regions no copy writes stay zero: the padding of "pad"; the odd edge and the garbage tiles
-    of "gy"."""
+    """Per-chunk work arrays (``_Plan.shapes``), kept for the next call of this geometry."""
     return [scratch(geo, "winograd-" + role, plan.shapes[role], dtype) for role in roles]
 
 
@@ -304,20 +322,19 @@ def forward(x, w, bias, geo, scratch, dtype):
 
     def chunk(n0):
         m = min(plan.nb, geo.N - n0)
-        v, mt, xpad, out = _buffers(scratch, geo, plan, dtype, "v", "m", "pad", "out")
-        _split(x, n0, m, xpad, geo.ph, geo.pw, plan, plan.th + 1)
-        if not _input_tiles(xpad, m, v, plan.tc, plan.half):
+        v, mt = _buffers(scratch, geo, plan, dtype, "v", "m")
+        if not _input_tiles(x, n0, m, v, plan.tc, plan.half, plan.tiles, geo.ph, geo.pw):
             return False
         np.matmul(u, _gemm_operand(v, geo.C, m, plan), out=_gemm_operand(mt, geo.K, m, plan))
-        _output_tiles(mt, plan.tc, m, out, bias)
-        _merge(out, m, y, n0, 0, 0, plan, plan.th)
+        _output_tiles(mt, plan.tc, m, y, n0, bias, plan.half, plan.tiles)
         return True
     return y if all(cpu_threads.map_serial_blas(chunk, plan.chunks, workers)) else None
 
 
-def backward(x, w, gy, geo, scratch, dtype, need_gx=True, need_gw=True):
-    """(gx, gw) of the forward (None where not needed), or None if x (for gw), w (for gx) or gy
-    holds a non-finite value. Per chunk of images, gY's tiles dM serve both gradients."""
+def backward(x, w, gy, geo, scratch, dtype, need_gx=True, need_gw=True, need_gb=False):
+    """(gx, gw, gb) of the forward (None where not needed), or None if x (for gw), w (for gx)
+    or gy holds a non-finite value. Per chunk of images, gY's tiles dM serve both gradients,
+    and the pass that makes them sums gy for the bias."""
     if need_gx and not np.isfinite(w).all():
         return None
     workers = cpu_threads.count()         # threads, each on whole chunks of images
@@ -326,40 +343,33 @@ def backward(x, w, gy, geo, scratch, dtype, need_gx=True, need_gw=True):
     gx = np.empty(geo.x_shape, dtype) if need_gx else None
 
     def chunk(n0):
-        """This chunk's dU (16, K, C) (or True when only gx is needed); None if not finite."""
+        """This chunk's dU (16, K, C) (or True when only gx is needed) and its sum of gy per
+        channel (K,); None if not finite."""
         m = min(plan.nb, geo.N - n0)
-        v, dm, gys, pad = _buffers(scratch, geo, plan, dtype, "v", "m", "gy", "pad")
-        _split(gy, n0, m, gys, 0, 0, plan, plan.th)
-        if not _output_tiles_adjoint(gys, m, dm, plan.tc):
+        v, dm = _buffers(scratch, geo, plan, dtype, "v", "m")
+        gb = np.empty(geo.K, dtype)
+        if not _output_tiles_adjoint(gy, n0, m, dm, plan.tc, plan.half, plan.tiles, gb):
             return None
         du = True
         if need_gw:
-            _split(x, n0, m, pad, geo.ph, geo.pw, plan, plan.th + 1)
-            if not _input_tiles(pad, m, v, plan.tc, plan.half):
+            if not _input_tiles(x, n0, m, v, plan.tc, plan.half, plan.tiles, geo.ph, geo.pw):
                 return None
-            du = np.matmul(_gemm_operand(dm, geo.K, m, plan),
-                           _gemm_operand(v, geo.C, m, plan).transpose(0, 2, 1))
+            du = np.empty((16, geo.K, geo.C), dtype)     # dM's and V's rows run along tiles
+            small_gemm.gemm_nt_planes(dm, v, plan.tc, m * plan.tiles, du)
         if need_gx:                        # dV over V: the weight gradient is done with it
-            gxpad, = _buffers(scratch, geo, plan, dtype, "gx-pad")
             np.matmul(ut, _gemm_operand(dm, geo.K, m, plan),
                       out=_gemm_operand(v, geo.C, m, plan))
-            _input_tiles_adjoint(v, plan.tc, m, gxpad, plan.half)
-            _merge(gxpad, m, gx, n0, geo.ph, geo.pw, plan, plan.th + 1)
-        return du
+            _input_tiles_adjoint(v, plan.tc, m, gx, n0, plan.half, plan.tiles, geo.ph, geo.pw)
+        return du, gb
     parts = cpu_threads.map_serial_blas(chunk, plan.chunks, workers)
     if any(part is None for part in parts):
         return None
-    gw = _weight_tiles_adjoint(np.sum(parts, axis=0), geo.K, geo.C) if need_gw else None
-    return gx, gw
+    du, gb = (np.sum([part[i] for part in parts], axis=0) for i in range(2))
+    gw = _weight_tiles_adjoint(du, geo.K, geo.C) if need_gw else None
+    return gx, gw, gb if need_gb else None
 
 
 def grad_input(gy, w, geo, scratch, dtype):
     """The input gradient, or None if gy or w holds a non-finite value."""
     done = backward(None, w, gy, geo, scratch, dtype, need_gw=False)
     return None if done is None else done[0]
-
-
-def grad_weight(x, gy, geo, scratch, dtype):
-    """The weight gradient (K, C, 3, 3), or None if x or gy holds a non-finite value."""
-    done = backward(x, None, gy, geo, scratch, dtype, need_gx=False)
-    return None if done is None else done[1]

@@ -386,8 +386,8 @@ def test_winograd_each_gradient_alone(rng, winograd_everywhere, no_im2col, needs
             assert g is None
 
 
-# (N, C, H, W, K, (kh, kw), padding): the direct weight gradient's geometries (stride 1)
-DIRECT_CASES = [
+# (N, C, H, W, K, (kh, kw), padding): few-tap geometries (stride 1), LeNet's among them
+FEW_TAP_CASES = [
     (3, 1, 9, 10, 6, (5, 5), (2, 2)),       # LeNet's first layer, smaller: 4 + 2 channels
     (2, 2, 7, 8, 5, (3, 3), (1, 0)),        # padding on one axis, 4 + 1 channels
     (1, 3, 6, 9, 1, (2, 3), (0, 1)),        # one output channel, non-square kernel
@@ -396,32 +396,15 @@ DIRECT_CASES = [
 ]
 
 
-@pytest.fixture
-def direct_everywhere(monkeypatch):
-    """Every stride-1 conv with few taps takes the direct weight gradient (no row minimum);
-    returns the list its calls are counted in."""
-    from gpudl.kernels import conv_direct
-    monkeypatch.setattr(conv_direct, "MIN_ROW", 1)
-    calls, real = [], conv_direct.grad_weight
-
-    def counted(*args):
-        calls.append(args[2].key)
-        return real(*args)
-    monkeypatch.setattr(conv_direct, "grad_weight", counted)
-    return calls
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("N, C, H, W, K, ks, padding", DIRECT_CASES)
-def test_direct_weight_gradient_against_loops(rng, direct_everywhere, dtype, N, C, H, W, K, ks,
-                                              padding):
+@pytest.mark.parametrize("N, C, H, W, K, ks, padding", FEW_TAP_CASES)
+def test_few_tap_convolutions_against_loops(rng, dtype, N, C, H, W, K, ks, padding):
     x, w = _random(rng, (N, C, H, W), dtype), _random(rng, (K, C) + ks, dtype)
     b = _random(rng, (K,), dtype)
     conf = ((1, 1), padding, (1, 1), 1)
     y = conv.conv2d_forward(x, w, b, *conf)
     gy = _random(rng, y.shape, dtype)
     gx, gw, gb = conv.conv2d_backward(x, w, gy, *conf)
-    assert len(direct_everywhere) == 1
     want = conv2d_loops(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                         gy.astype(np.float64), *conf)
     tol = 1e-10 if dtype == np.float64 else 2e-5
@@ -430,31 +413,19 @@ def test_direct_weight_gradient_against_loops(rng, direct_everywhere, dtype, N, 
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * 10)
 
 
-def test_direct_weight_gradient_in_image_parts_and_a_nonfinite_input(rng, direct_everywhere):
-    from gpudl.kernels import conv_direct
-    x, w = _random(rng, (5, 1, 9, 9), np.float64), _random(rng, (6, 1, 5, 5), np.float64)
-    geo = conv.ConvGeometry(x.shape, w.shape, (1, 1), (2, 2), (1, 1), 1)
-    gy = _random(rng, (5, 6, 9, 9), np.float64)
-    one = conv_direct.grad_weight(x, gy, geo, 1)
-    np.testing.assert_allclose(conv_direct.grad_weight(x, gy, geo, 3), one, rtol=1e-12)
-    want = conv2d_loops(x, w, np.zeros(6), gy, (1, 1), (2, 2), (1, 1), 1)[2]
-    np.testing.assert_allclose(one, want, rtol=1e-10, atol=1e-10)
-    direct_everywhere.clear()
-    x[2, 0, 4, 8] = np.inf                  # a zero between gy's wide rows times inf: NaN
-    gw = conv.conv2d_backward(x, w, gy, (1, 1), (2, 2), (1, 1), 1)[1]
-    assert direct_everywhere == []          # im2col, which zeroes its garbage columns
-    with np.errstate(invalid="ignore"):
-        ref = conv2d_loops(x, w, np.zeros(6), gy, (1, 1), (2, 2), (1, 1), 1)[2]
-    np.testing.assert_array_equal(np.isnan(gw), np.isnan(ref))
-    np.testing.assert_array_equal(np.isinf(gw), np.isinf(ref))
-
-
-def test_direct_weight_gradient_applies_only_where_it_can():
-    from gpudl.kernels import conv_direct
-    geo = lambda x, w, s=(1, 1), p=(0, 0), d=(1, 1), g=1: conv.ConvGeometry(x, w, s, p, d, g)  # noqa: E731
-    assert conv_direct.applies(geo((64, 1, 28, 28), (6, 1, 5, 5), p=(2, 2)))     # LeNet conv1
-    assert not conv_direct.applies(geo((64, 6, 14, 14), (16, 6, 5, 5)))          # 150 taps
-    assert not conv_direct.applies(geo((2, 1, 28, 28), (6, 1, 5, 5), s=(2, 2)))
-    assert not conv_direct.applies(geo((2, 1, 28, 28), (6, 1, 5, 5), d=(2, 2)))
-    assert not conv_direct.applies(geo((2, 2, 28, 28), (6, 1, 5, 5), g=2))
-    assert not conv_direct.applies(geo((2, 1, 6, 6), (6, 1, 3, 3)))              # rows of 4
+def test_pointwise_weight_gradient_on_two_threads(rng, monkeypatch):
+    """A 1x1 conv's weight gradient, its images shared by two threads (5 images: 3 and 2), each
+    thread's partial sum added: the loops' values, a NaN where they have one."""
+    from gpudl import cpu_threads
+    monkeypatch.setattr(cpu_threads, "count", lambda: 2)
+    monkeypatch.setattr(conv, "POINTWISE_GW_SPLIT", 0)
+    x = _random(rng, (5, 6, 4, 5), np.float64)
+    w = _random(rng, (7, 6, 1, 1), np.float64)
+    b = _random(rng, (7,), np.float64)
+    gy = _random(rng, (5, 7, 4, 5), np.float64)
+    conf = ((1, 1), (0, 0), (1, 1), 1)
+    _check(conv.conv2d_backward(x, w, gy, *conf)[1], conv2d_loops(x, w, b, gy, *conf)[2],
+           np.float64)
+    x[4, 2, 1, 1] = np.nan                                      # the second thread's images
+    got, want = conv.conv2d_backward(x, w, gy, *conf)[1], conv2d_loops(x, w, b, gy, *conf)[2]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))

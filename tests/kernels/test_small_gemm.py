@@ -55,3 +55,57 @@ def test_nan_and_inf_propagate(gemm):
     np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
     finite = np.isfinite(expected)
     np.testing.assert_allclose(out[finite], expected[finite], rtol=2e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+@pytest.mark.parametrize("b, m, n, k", [(3, 16, 12, 100), (1, 1, 1, 1), (2, 5, 7, 9), (4, 9, 6, 33),
+                                        (2, 3, 2, 0)])
+def test_sum_over_matrices_matches_float64(b, m, n, k, dtype, tol):
+    """gemm_nt_sum: sum over n of a[n] @ bt[n].T, every remainder of the blocking; out's old
+    values are overwritten."""
+    from gpudl.kernels.small_gemm import gemm_nt_sum
+    rng = np.random.default_rng()
+    a = rng.standard_normal((b, m, k)).astype(dtype)
+    bt = rng.standard_normal((b, n, k)).astype(dtype)
+    out = np.full((m, n), np.nan, dtype)
+    assert gemm_nt_sum(a, bt, out) is out
+    expected = np.einsum("bik,bjk->ij", a.astype(np.float64), bt.astype(np.float64))
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * np.sqrt(b * k + 1))
+
+
+@pytest.mark.parametrize("m, n, length, stride", [(5, 6, 11, 13), (8, 4, 20, 20), (1, 3, 2, 7)])
+def test_planes_of_strided_rows_match_float64(m, n, length, stride):
+    """gemm_nt_planes: per plane, the matrices whose rows are ``length`` values every ``stride``
+    of a wider 2-D buffer (the values past each row are never read: NaN there)."""
+    from gpudl.kernels.small_gemm import gemm_nt_planes
+    rng = np.random.default_rng()
+    P = 3
+    a = np.full((P, m * stride + 4), np.nan)
+    bt = np.full((P, n * stride + 4), np.nan)
+    am = rng.standard_normal((P, m, length))
+    bm = rng.standard_normal((P, n, length))
+    a[:, :m * stride].reshape(P, m, stride)[:, :, :length] = am
+    bt[:, :n * stride].reshape(P, n, stride)[:, :, :length] = bm
+    out = np.empty((P, m, n))
+    assert gemm_nt_planes(a, bt, stride, length, out) is out
+    np.testing.assert_allclose(out, am @ bm.transpose(0, 2, 1), rtol=1e-12, atol=1e-12)
+
+
+def test_rows_at_any_offsets_overlapping_match_float64():
+    """gemm_nt_rows: rows given by offsets into flat arrays, overlapping (a convolution's taps
+    are shifted slices of one image), summed over the matrices of the offset tables."""
+    from gpudl.kernels.small_gemm import gemm_nt_rows
+    rng = np.random.default_rng()
+    length, B, M, N = 23, 3, 6, 9
+    a = rng.standard_normal(200)
+    bt = rng.standard_normal(300)
+    a_rows = rng.integers(0, a.size - length, (B, M))
+    b_rows = rng.integers(0, bt.size - length, (B, N))      # random starts: overlaps likely
+    out = np.full((M, N), np.nan)
+    assert gemm_nt_rows(a, a_rows, bt, b_rows, length, out) is out
+    want = np.zeros((M, N))
+    for n in range(B):
+        A = np.stack([a[s:s + length] for s in a_rows[n]])
+        Bm = np.stack([bt[s:s + length] for s in b_rows[n]])
+        want += A @ Bm.T
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
