@@ -171,6 +171,15 @@ def _check_shared(name, head, kind, rows, extra_bytes=0):
 
 
 CHUNK_WORDS = 4     # a cp.async copy: 16 bytes
+# the staging offsets within one (batch*head) slice are uint32 (``_stager``): at most 2^32 words
+OFFSET_LIMIT = 1 << 32
+
+
+def max_rows(kind, width):
+    """The longest sequence (queries or keys) whose slices the 32-bit offsets of ``kind``'s
+    kernels reach for head dims up to ``width``: ``OFFSET_LIMIT`` words of the head-dim
+    bucket's rows (an input's padded rows are at most that wide)."""
+    return OFFSET_LIMIT // _words_per_row(_head_bucket(kind, width), KINDS[kind])
 
 
 def _stager(rows, words, kind):
@@ -180,8 +189,8 @@ def _stager(rows, words, kind):
     copies (no registers, no wait), zero-filled beyond src's rows and words (``_words`` makes
     src's rows a multiple of 16 bytes, 16-byte aligned). Each thread owns one fixed 16-byte
     column of the tile and every ``THREADS / chunks`` th row from its first: its offsets are
-    32-bit and computed once (within one batch row of src; ``_check_sizes`` guards the int32
-    range), and consecutive threads copy consecutive chunks (coalesced).
+    32-bit and computed once (within one batch row of src; ``variant`` refuses sequences past
+    ``max_rows``), and consecutive threads copy consecutive chunks (coalesced).
     ``settle(dst, tid)``, after ``mma.cp_async_wait_all()``: for the ``tf32`` kind, the words this
     thread copied rounded to TF32 in place (its own copies are visible to it after its wait);
     nothing for the others. A block barrier must follow before anyone reads the tile."""
@@ -775,12 +784,14 @@ _KERNELS = {(head, masked, kind): _build(head, masked, kind)     # lazy: compile
 _HALF_KIND_OF_DTYPE = {"float16": "f16", "bfloat16": "bf16"}
 
 
-def variant(dtype, head_q, head_v, allow_tf32=False, mem_efficient=False):
+def variant(dtype, head_q, head_v, allow_tf32=False, mem_efficient=False, rows=0):
     """The kind these kernels run for inputs of ``dtype`` with head dims ``head_q`` (q, k) and
     ``head_v`` (v), or None when they do not take them (float64, head dims past the kind's
-    buckets, strict float32). ``allow_tf32`` is ``gd.backends.cuda.matmul.allow_tf32`` and
-    ``mem_efficient`` ``gd.backends.cuda.mem_efficient_sdp_enabled()`` (the ops layer passes
-    both; the defaults keep float32 strict for direct callers).
+    buckets, strict float32, or ``rows``, the longer of the query and key sequences, past
+    ``max_rows``: the kernels' offsets within a slice are 32-bit, attention_cuda's 64-bit).
+    ``allow_tf32`` is ``gd.backends.cuda.matmul.allow_tf32`` and ``mem_efficient``
+    ``gd.backends.cuda.mem_efficient_sdp_enabled()`` (the ops layer passes both; the defaults
+    keep float32 strict for direct callers).
 
     float16 / bfloat16: their own kinds, as PyTorch's flash backend takes both. float32 follows
     what PyTorch 2.13 runs on sm80+ (module docstring): its memory-efficient kernel when enabled
@@ -792,14 +803,20 @@ def variant(dtype, head_q, head_v, allow_tf32=False, mem_efficient=False):
     if name == "float32":
         kind = "tf32x3" if mem_efficient and head_q % 4 == 0 and head_v % 4 == 0 else \
             "tf32" if allow_tf32 else None
-    if kind is None or max(head_q, head_v) > KIND_HEAD_DIMS[kind][-1]:
+    width = max(head_q, head_v)
+    if kind is None or width > KIND_HEAD_DIMS[kind][-1]:
+        return None
+    if rows > max_rows(kind, width):
         return None
     return kind
 
 
-def _bucket(q, v, kind):
-    width = max(q.shape[-1], v.shape[-1])
+def _head_bucket(kind, width):
     return next(h for h in KIND_HEAD_DIMS[kind] if h >= width)
+
+
+def _bucket(q, v, kind):
+    return _head_bucket(kind, max(q.shape[-1], v.shape[-1]))
 
 
 def _words(xp, a, kind):
