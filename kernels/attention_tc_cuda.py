@@ -415,16 +415,26 @@ def _writer(tiles, kind):
 
 @cuda.jit(device=True, inline="always")
 def _masked_score(x, scale_log2, mask, masked, checks, bm, row, col, n_cols, hidden):
-    """A score in log2 units: x * scale (log2 e) plus the additive mask (row, col) clamped to the
-    mask's extent; with ``checks`` (edge tiles only), -inf where ``hidden`` or col >= n_cols."""
-    x *= scale_log2
+    """A score in log2 units: x * scale (log2 e) plus the mask (row, col), which the host
+    multiplied by log2 e (one FFMA), clamped to the mask's extent; with ``checks`` (edge tiles
+    only), -inf where ``hidden`` or col >= n_cols. scale_log2 >= 0 (the host flips K's sign for
+    negative scales), so the -inf is set, never multiplied: 0 * -inf would be NaN."""
     if masked:
-        x += mask[bm, uint64(min(row, mask.shape[1] - 1)),
-                  uint64(min(col, mask.shape[2] - 1))] * LOG2E
+        x = cuda.fma(x, scale_log2, mask[bm, uint64(min(row, mask.shape[1] - 1)),
+                                         uint64(min(col, mask.shape[2] - 1))])
+    else:
+        x *= scale_log2
     if checks:
         if col >= n_cols or hidden:
             x = NEG_INF
     return x
+
+
+@cuda.jit(device=True, inline="always")
+def _shifted(x, scale_log2, shift, fold):
+    """The exp2 argument: x * scale_log2 - shift by one FFMA when ``fold`` (x a raw score: the
+    tiles without mask or checks), else x - shift (x from ``_masked_score``)."""
+    return cuda.fma(x, scale_log2, -shift) if fold else x - shift
 
 
 def _sweep(tile, edge_tile, step):
@@ -492,6 +502,10 @@ def _make_forward(head, masked, kind):
     write = _writer(OT, kind)
 
     def make_tile(checks):
+        # no mask, no checks (the hot loop without a mask): the scale moves into the exp2's
+        # argument, s * scale_log2 - max as one FFMA, and the row max is taken on raw scores
+        fold = not masked and not checks
+
         @cuda.jit(device=True, inline="always")
         def tile(ctx, k0, tz, lz):
             k, v, mask, ks, vs, qf, s, o, stats, b, bm, row_a, row_b, t, scale_log2, \
@@ -515,13 +529,18 @@ def _make_forward(head, masked, kind):
                 for e in range(4):
                     row = row_a if e < 2 else row_b
                     c = col + (e & 1)
-                    x = _masked_score(s[4 * j + e], scale_log2, mask, masked, checks, bm, row,
-                                      c, n_keys, is_causal != 0 and c > row)
-                    s[4 * j + e] = x
+                    x = s[4 * j + e]
+                    if not fold:
+                        x = _masked_score(x, scale_log2, mask, masked, checks, bm, row, c,
+                                          n_keys, is_causal != 0 and c > row)
+                        s[4 * j + e] = x
                     if e < 2:
                         mx_a = max(mx_a, x)
                     else:
                         mx_b = max(mx_b, x)
+            if fold:        # raw maxima: scale_log2 >= 0 keeps the order, and rounds alike
+                mx_a *= scale_log2
+                mx_b *= scale_log2
             m_a = max(stats[0], mma.quad_max(mx_a))
             m_b = max(stats[1], mma.quad_max(mx_b))
             use_a = ZERO if m_a == NEG_INF else m_a     # nothing visible: exp2(-inf) = 0
@@ -534,10 +553,10 @@ def _make_forward(head, masked, kind):
             for j in range(NT):
                 for e in range(4):
                     if e < 2:
-                        p = _exp2(s[4 * j + e] - use_a)
+                        p = _exp2(_shifted(s[4 * j + e], scale_log2, use_a, fold))
                         part_a += p
                     else:
-                        p = _exp2(s[4 * j + e] - use_b)
+                        p = _exp2(_shifted(s[4 * j + e], scale_log2, use_b, fold))
                         part_b += p
                     s[4 * j + e] = p
             stats[2] = stats[2] * alpha_a + part_a
@@ -613,6 +632,8 @@ def _make_bwd_dq(head, masked, kind):
     write = _writer(OT, kind)
 
     def make_tile(checks):
+        fold = not masked and not checks        # as in the forward
+
         @cuda.jit(device=True, inline="always")
         def tile(ctx, k0, tz, lz):
             k, v, mask, qs, dos, ks, vs, s, dp, acc, b, bm, warp, row_a, row_b, t, \
@@ -633,12 +654,16 @@ def _make_bwd_dq(head, masked, kind):
                 for e in range(4):
                     row = row_a if e < 2 else row_b
                     c = col + (e & 1)
-                    x = _masked_score(s[4 * j + e], scale_log2, mask, masked, checks, bm, row,
-                                      c, n_keys, is_causal != 0 and c > row)
+                    x = s[4 * j + e]
+                    if not fold:
+                        x = _masked_score(x, scale_log2, mask, masked, checks, bm, row, c,
+                                          n_keys, is_causal != 0 and c > row)
                     if e < 2:
-                        s[4 * j + e] = _exp2(x - lse_a) * (dp[4 * j + e] - delta_a)
+                        s[4 * j + e] = _exp2(_shifted(x, scale_log2, lse_a, fold)) * (
+                            dp[4 * j + e] - delta_a)
                     else:
-                        s[4 * j + e] = _exp2(x - lse_b) * (dp[4 * j + e] - delta_b)
+                        s[4 * j + e] = _exp2(_shifted(x, scale_log2, lse_b, fold)) * (
+                            dp[4 * j + e] - delta_b)
             ds_k(acc, s, ks, lz)
         return tile
 
@@ -687,6 +712,8 @@ def _make_bwd_dkdv(head, masked, kind):
     def make_tile(checks):
         # keys beyond k's rows need no check: their dK/dV rows are never written. Padding
         # queries have zero Q and dO rows and lse +inf: P = 0. Only causal needs a check.
+        fold = not masked and not checks        # as in the forward
+
         @cuda.jit(device=True, inline="always")
         def tile(ctx, i0, tz, lz):
             q, gout, lse, delta, mask, ks, vs, qs, dos, lse_s, delta_s, st, dpt, gk_acc, \
@@ -709,9 +736,11 @@ def _make_bwd_dkdv(head, masked, kind):
                     r = 8 * j + 2 * t + (e & 1)         # the query, within the tile
                     query = i0 + r
                     key = key_a if e < 2 else key_b
-                    x = _masked_score(st[4 * j + e], scale_log2, mask, masked, checks, bm,
-                                      query, key, key + 1, is_causal != 0 and key > query)
-                    p = _exp2(x - lse_s[r])
+                    x = st[4 * j + e]
+                    if not fold:
+                        x = _masked_score(x, scale_log2, mask, masked, checks, bm, query, key,
+                                          key + 1, is_causal != 0 and key > query)
+                    p = _exp2(_shifted(x, scale_log2, lse_s[r], fold))
                     st[4 * j + e] = p
                     dpt[4 * j + e] = p * (dpt[4 * j + e] - delta_s[r])
             update(gv_acc, st, dos, lz)
@@ -866,7 +895,27 @@ def _grid(n, B):
 
 
 def _scales(scale):
-    return np.float32(scale * math.log2(math.e)), np.float32(scale)
+    """(scale_log2 = |scale| log2 e, the kernels' multiplier of S, never negative: a negative
+    scale runs on K negated (``_keys``); the scale; whether K is negated)."""
+    return np.float32(abs(scale) * math.log2(math.e)), np.float32(scale), scale < 0
+
+
+_SIGN_BITS = {True: np.uint32(0x80008000), False: np.uint32(0x80000000)}
+
+
+def _keys(xp, k, kind, negate):
+    """K's words (``_words``), negated (sign bits flipped: no arithmetic on halves) for a
+    negative scale, so that the kernels' scale_log2 is >= 0: then the row max of scaled scores
+    is the scaled max of raw ones, and a -inf (hidden) score is never multiplied by 0."""
+    words = _words(xp, k, kind)
+    return words ^ _SIGN_BITS[KINDS[kind].half] if negate else words
+
+
+def _mask_log2(xp, mask):
+    """The additive mask (attention_cuda's contiguous float32 (Bm, Lm, Sm), or its dummy) in
+    log2 units: the kernels add it by the FFMA that scales the score."""
+    return _additive_mask(xp, None) if mask is None else \
+        _additive_mask(xp, mask) * np.float32(LOG2E)
 
 
 def _delta(xp, out, gout, kind):
@@ -892,9 +941,10 @@ def attention_forward(q, k, v, mask, is_causal, scale, kind):
     lse = xp.empty((B, L), np.float32)
     if B * L:
         fwd = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)][0]
-        launch(fwd, _signatures(kind)[0], _grid(L, B), THREADS,
-               *(_words(xp, a, kind) for a in (q, k, v)), _additive_mask(xp, mask), out_arg,
-               lse, _scales(scale)[0], np.int32(is_causal))
+        scale_log2, _, negate = _scales(scale)
+        launch(fwd, _signatures(kind)[0], _grid(L, B), THREADS, _words(xp, q, kind),
+               _keys(xp, k, kind, negate), _words(xp, v, kind), _mask_log2(xp, mask), out_arg,
+               lse, scale_log2, np.int32(is_causal))
     return _result(xp, out, v.shape[2], q.dtype), lse
 
 
@@ -908,22 +958,24 @@ def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale, kind):
                                                 for a in (q, k, v))
     _, dq_kernel, dkdv_kernel = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)]
     _, dq_sig, dkdv_sig = _signatures(kind)
-    words = [_words(xp, a, kind) for a in (q, k, v)]
+    scale_log2, scale, negate = _scales(scale)
+    words = (_words(xp, q, kind), _keys(xp, k, kind, negate), _words(xp, v, kind))
     if gout.dtype != q.dtype:
         gout = gout.astype(q.dtype)
     gout_words = _words(xp, gout, kind)
     lse = xp.ascontiguousarray(lse, dtype=np.float32)
-    mask = _additive_mask(xp, mask)
-    conf = (*_scales(scale), np.int32(is_causal))
+    mask = _mask_log2(xp, mask)
+    causal = np.int32(is_causal)
     if B * L:
         delta = _delta(xp, out, gout, kind)
-        launch(dq_kernel, dq_sig, _grid(L, B), THREADS,
-               *words, mask, gout_words, lse, delta, gq_arg, *conf)
+        # dQ = scale dS K = |scale| dS K' with K' = -K when negated
+        launch(dq_kernel, dq_sig, _grid(L, B), THREADS, *words, mask, gout_words, lse, delta,
+               gq_arg, scale_log2, abs(scale), causal)
     else:
         delta = xp.empty((B, L), np.float32)
     if B * S:
-        launch(dkdv_kernel, dkdv_sig, _grid(S, B), THREADS,
-               *words, mask, gout_words, lse, delta, gk_arg, gv_arg, *conf)
+        launch(dkdv_kernel, dkdv_sig, _grid(S, B), THREADS, *words, mask, gout_words, lse,
+               delta, gk_arg, gv_arg, scale_log2, scale, causal)
     return tuple(_result(xp, g, ref.shape[2], q.dtype) for g, ref in ((gq, q), (gk, k), (gv, v)))
 
 

@@ -31,7 +31,7 @@ def _close(got, want, name, rel=2e-2):
     assert err <= rel * scale, f"{name}: max error {err:.3g} > {rel} * {scale:.3g}"
 
 
-def check(rng, B, L, S, E, Ev, bucket, mask_kind=None, is_causal=False):
+def check(rng, B, L, S, E, Ev, bucket, mask_kind=None, is_causal=False, scale=None):
     from gpudl.kernels import attention_tc_cuda
     q, k, v = (rng.standard_normal(s).astype(np.float16)
                for s in ((B, L, E), (B, S, E), (B, S, Ev)))
@@ -44,9 +44,9 @@ def check(rng, B, L, S, E, Ev, bucket, mask_kind=None, is_causal=False):
     elif mask_kind == "float":
         mask = rng.standard_normal((L, S)).astype(np.float32)
         mask[1, :] = -np.inf                                   # a fully masked row
-    scale = E ** -0.5
-    out, lse = K.attention_forward(q, k, v, mask, is_causal)
-    grads = K.attention_backward(q, k, v, out, lse, gout, mask, is_causal)
+    out, lse = K.attention_forward(q, k, v, mask, is_causal, scale)
+    grads = K.attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale)
+    scale = E ** -0.5 if scale is None else scale
     ref_out, ref_lse, ref_grads = _reference(q, k, v, gout, mask, is_causal, scale)
     assert out.dtype == np.float16 and out.shape == ref_out.shape and lse.dtype == np.float32
     _close(out, ref_out, "out")
@@ -79,3 +79,14 @@ def test_e64_causal_skips_tiles_per_block(rng):
 
 def test_e128_bool_mask_partial_tiles(rng):
     check(rng, 1, 10, 12, 100, 128, 128, "bool")
+
+
+@pytest.mark.parametrize("scale", [-0.3, 0.0])
+def test_negative_and_zero_scales_with_masks_and_causal(rng, scale):
+    """The kernels fold the scale into the exp2's FFMA and take row maxima of raw scores, which
+    holds for scales >= 0 only: a negative one runs on K negated. Scale 0 makes every visible
+    score 0 (uniform weights) while hidden ones (mask, causal, bounds) must stay at weight 0,
+    not 0 * -inf = NaN; a fully masked row stays zero. S = 70: a full key tile (the folded hot
+    loop) and a partial one (checks)."""
+    check(rng, 1, 12, 70, 19, 24, 32, "float", scale=scale)
+    check(rng, 1, 70, 70, 64, 64, 64, is_causal=True, scale=scale)
