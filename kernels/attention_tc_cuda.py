@@ -229,6 +229,45 @@ def _stager(rows, words, kind):
     return stage, settle
 
 
+def _mask_tile(masked, rows, cols, shared_bytes):
+    """(staged, (tile rows, tile columns)): whether a masked build stages its mask tiles (rows
+    x cols float32, rows padded by 16 bytes) beside tiles of ``shared_bytes``, i.e. whether
+    they fit in SHARED_LIMIT together; the shape of its shared mask array (a 1 x 4 dummy when
+    not staged)."""
+    staged = masked and shared_bytes + rows * _stride(cols) * 4 <= SHARED_LIMIT
+    return staged, ((rows, _stride(cols)) if staged else (1, CHUNK_WORDS))
+
+
+def _mask_stager(rows, cols):
+    """stage(mask, bm, r0, c0, dst, tid): ``dst[r, c] = mask[bm, min(r0 + r, Lm - 1), c0 + c]``
+    for a rows x cols float32 tile, as 16-byte cp.async copies (``_stager``'s scheme: a fixed
+    16-byte column per thread), zero-filled past the mask's columns (``_mask_log2`` pads them to
+    16 bytes); rows past Lm repeat its last (a broadcast row mask: all of them). Offsets are
+    64-bit: a mask slice (Lm x S) may pass 2^32 words where q, k and v do not."""
+    chunks = cols // CHUNK_WORDS
+    assert chunks * CHUNK_WORDS == cols and THREADS % chunks == 0
+    pass_rows = THREADS // chunks
+    steps = rows // pass_rows
+    assert steps * pass_rows == rows
+    U = uint32
+
+    @cuda.jit(device=True, inline="always")
+    def stage(mask, bm, r0, c0, dst, tid):
+        r = U(U(tid) // U(chunks))
+        c = U(U(U(tid) % U(chunks)) * U(CHUNK_WORDS))
+        last, w = U(mask.shape[1] - 1), U(mask.shape[2])
+        col = U(U(c0) + c)
+        nbytes = U(16) if col < w else U(0)
+        first = bm * uint64(mask.shape[1])              # the slice's first row
+        for step in range(steps):
+            row = min(U(U(r0) + U(r + U(step * pass_rows))), last)
+            index = (first + uint64(row)) * uint64(w) + uint64(col) if nbytes != U(0) else \
+                uint64(0)
+            mma.cp_async_16(dst, U(r + U(step * pass_rows)), c, mask, index, nbytes)
+
+    return stage
+
+
 @cuda.jit(device=True, inline="always")
 def _per_tile(tid, lane, tile_start):
     """(tid, lane) plus a zero that the compiler cannot prove zero: the addresses of a tile's
@@ -414,14 +453,25 @@ def _writer(tiles, kind):
 
 
 @cuda.jit(device=True, inline="always")
-def _masked_score(x, scale_log2, mask, masked, checks, bm, row, col, n_cols, hidden):
-    """A score in log2 units: x * scale (log2 e) plus the mask (row, col), which the host
-    multiplied by log2 e (one FFMA), clamped to the mask's extent; with ``checks`` (edge tiles
-    only), -inf where ``hidden`` or col >= n_cols. scale_log2 >= 0 (the host flips K's sign for
-    negative scales), so the -inf is set, never multiplied: 0 * -inf would be NaN."""
+def _mask_value(ms, mr, mc, mask, bm, row, col, masked, staged):
+    """The mask (log2 units: the host multiplied it by log2 e) at (row, col): from the staged
+    tile ``ms`` at (mr, mc), or, in builds whose shared memory has no room for the tile
+    (``_mask_tile``), from global memory clamped to the mask's extent; 0 without a mask."""
+    if not masked:
+        return ZERO
+    if staged:
+        return ms[mr, mc]
+    return mask[bm, uint64(min(row, mask.shape[1] - 1)), uint64(min(col, mask.shape[2] - 1))]
+
+
+@cuda.jit(device=True, inline="always")
+def _masked_score(x, scale_log2, m, masked, checks, col, n_cols, hidden):
+    """A score in log2 units: x * scale (log2 e) plus the mask value m (one FFMA); with
+    ``checks`` (edge tiles only), -inf where ``hidden`` or col >= n_cols. scale_log2 >= 0 (the
+    host flips K's sign for negative scales), so the -inf is set, never multiplied: 0 * -inf
+    would be NaN."""
     if masked:
-        x = cuda.fma(x, scale_log2, mask[bm, uint64(min(row, mask.shape[1] - 1)),
-                                         uint64(min(col, mask.shape[2] - 1))])
+        x = cuda.fma(x, scale_log2, m)
     else:
         x *= scale_log2
     if checks:
@@ -496,6 +546,8 @@ def _make_forward(head, masked, kind):
     QF, SN, ON = 4 * KS, 4 * NT, 4 * OT     # fragment registers: Q, scores, outputs
     _check_shared("fwd", head, kind, BLOCK + 2 * BN)
     (stage_q, settle_q), (stage_kv, settle_kv) = _stager(BLOCK, W, kind), _stager(BN, W, kind)
+    staged, MS = _mask_tile(masked, BLOCK, BN, (BLOCK + 2 * BN) * LDW * 4)
+    stage_mask = _mask_stager(BLOCK, BN)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     pv = _register_products(OT, PK, kind)
     two_tiles = _two_tiles(mma_op)
@@ -508,11 +560,13 @@ def _make_forward(head, masked, kind):
 
         @cuda.jit(device=True, inline="always")
         def tile(ctx, k0, tz, lz):
-            k, v, mask, ks, vs, qf, s, o, stats, b, bm, row_a, row_b, t, scale_log2, \
+            k, v, mask, ks, vs, ms, qf, s, o, stats, b, bm, q0, row_a, row_b, t, scale_log2, \
                 is_causal, n_keys = ctx
             cuda.syncthreads()                          # the previous tile is read
             stage_kv(k, b, k0, ks, tz)
             stage_kv(v, b, k0, vs, tz)
+            if staged:
+                stage_mask(mask, bm, q0, k0, ms, tz)
             mma.cp_async_wait_all()
             settle_kv(ks, tz)
             settle_kv(vs, tz)
@@ -531,8 +585,10 @@ def _make_forward(head, masked, kind):
                     c = col + (e & 1)
                     x = s[4 * j + e]
                     if not fold:
-                        x = _masked_score(x, scale_log2, mask, masked, checks, bm, row, c,
-                                          n_keys, is_causal != 0 and c > row)
+                        m = _mask_value(ms, row - q0, 8 * j + 2 * t + (e & 1), mask, bm, row, c,
+                                        masked, staged)
+                        x = _masked_score(x, scale_log2, m, masked, checks, c, n_keys,
+                                          is_causal != 0 and c > row)
                         s[4 * j + e] = x
                     if e < 2:
                         mx_a = max(mx_a, x)
@@ -575,6 +631,7 @@ def _make_forward(head, masked, kind):
         qs = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
         ks = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
         vs = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
+        ms = cuda.shared.array(MS, float32, alignment=TILE_ALIGN)
         qf = cuda.local.array(QF, uint32)           # this warp's Q A-fragments
         s = cuda.local.array(SN, float32)
         o = cuda.local.array(ON, float32)
@@ -591,7 +648,7 @@ def _make_forward(head, masked, kind):
         fill_o(o, ZERO)
         stats[0] = stats[1] = NEG_INF
         stats[2] = stats[3] = ZERO
-        ctx = (k, v, mask, ks, vs, qf, s, o, stats, b, bm, row_a, row_b, t, scale_log2,
+        ctx = (k, v, mask, ks, vs, ms, qf, s, o, stats, b, bm, q0, row_a, row_b, t, scale_log2,
                is_causal, n_keys)
         edge_start, edge_end, start, end = _key_ranges(q0, n_keys, BN, is_causal)
         sweep(ctx, edge_start, edge_end, start, end, tid, lane)
@@ -626,6 +683,8 @@ def _make_bwd_dq(head, masked, kind):
     _check_shared("bwd_dq", head, kind, 2 * BLOCK + 2 * BN)
     (stage_rows, settle_rows), (stage_kv, settle_kv) = (_stager(BLOCK, W, kind),
                                                        _stager(BN, W, kind))
+    staged, MS = _mask_tile(masked, BLOCK, BN, (2 * BLOCK + 2 * BN) * LDW * 4)
+    stage_mask = _mask_stager(BLOCK, BN)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     scores = _products(NT, KS, _word_mma(kind))
     ds_k = _register_products(OT, PK, kind)
@@ -636,11 +695,13 @@ def _make_bwd_dq(head, masked, kind):
 
         @cuda.jit(device=True, inline="always")
         def tile(ctx, k0, tz, lz):
-            k, v, mask, qs, dos, ks, vs, s, dp, acc, b, bm, warp, row_a, row_b, t, \
+            k, v, mask, qs, dos, ks, vs, ms, s, dp, acc, b, bm, q0, warp, row_a, row_b, t, \
                 lse_a, lse_b, delta_a, delta_b, scale_log2, is_causal, n_keys = ctx
             cuda.syncthreads()
             stage_kv(k, b, k0, ks, tz)
             stage_kv(v, b, k0, vs, tz)
+            if staged:
+                stage_mask(mask, bm, q0, k0, ms, tz)
             mma.cp_async_wait_all()
             settle_kv(ks, tz)
             settle_kv(vs, tz)
@@ -656,8 +717,10 @@ def _make_bwd_dq(head, masked, kind):
                     c = col + (e & 1)
                     x = s[4 * j + e]
                     if not fold:
-                        x = _masked_score(x, scale_log2, mask, masked, checks, bm, row, c,
-                                          n_keys, is_causal != 0 and c > row)
+                        m = _mask_value(ms, row - q0, 8 * j + 2 * t + (e & 1), mask, bm, row, c,
+                                        masked, staged)
+                        x = _masked_score(x, scale_log2, m, masked, checks, c, n_keys,
+                                          is_causal != 0 and c > row)
                     if e < 2:
                         s[4 * j + e] = _exp2(_shifted(x, scale_log2, lse_a, fold)) * (
                             dp[4 * j + e] - delta_a)
@@ -674,6 +737,7 @@ def _make_bwd_dq(head, masked, kind):
         dos = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
         ks = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
         vs = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
+        ms = cuda.shared.array(MS, float32, alignment=TILE_ALIGN)
         s = cuda.local.array(SN, float32)
         dp = cuda.local.array(SN, float32)
         acc = cuda.local.array(ON, float32)
@@ -687,7 +751,7 @@ def _make_bwd_dq(head, masked, kind):
         settle_rows(qs, tid)
         settle_rows(dos, tid)
         fill_o(acc, ZERO)
-        ctx = (k, v, mask, qs, dos, ks, vs, s, dp, acc, b, bm, warp, row_a, row_b, t,
+        ctx = (k, v, mask, qs, dos, ks, vs, ms, s, dp, acc, b, bm, q0, warp, row_a, row_b, t,
                lse_a, lse_b, delta_a, delta_b, scale_log2, is_causal, n_keys)
         edge_start, edge_end, start, end = _key_ranges(q0, n_keys, BN, is_causal)
         sweep(ctx, edge_start, edge_end, start, end, tid, lane)
@@ -704,6 +768,8 @@ def _make_bwd_dkdv(head, masked, kind):
     _check_shared("bwd_dkdv", head, kind, 2 * BLOCK + 2 * BM, 8 * BM)
     (stage_keys, settle_keys), (stage_rows, settle_rows) = (_stager(BLOCK, W, kind),
                                                            _stager(BM, W, kind))
+    staged, MS = _mask_tile(masked, BM, BLOCK, (2 * BLOCK + 2 * BM) * LDW * 4 + 8 * BM)
+    stage_mask = _mask_stager(BM, BLOCK)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     scores = _products(NT, KS, _word_mma(kind))
     update = _register_products(OT, PK, kind)
@@ -716,11 +782,13 @@ def _make_bwd_dkdv(head, masked, kind):
 
         @cuda.jit(device=True, inline="always")
         def tile(ctx, i0, tz, lz):
-            q, gout, lse, delta, mask, ks, vs, qs, dos, lse_s, delta_s, st, dpt, gk_acc, \
-                gv_acc, b, bm, warp, key_a, key_b, t, scale_log2, is_causal = ctx
+            q, gout, lse, delta, mask, ks, vs, qs, dos, ms, lse_s, delta_s, st, dpt, gk_acc, \
+                gv_acc, b, bm, k0, warp, key_a, key_b, t, scale_log2, is_causal = ctx
             cuda.syncthreads()
             stage_rows(q, b, i0, qs, tz)
             stage_rows(gout, b, i0, dos, tz)
+            if staged:
+                stage_mask(mask, bm, i0, k0, ms, tz)
             if tz < BM:
                 lse_s[tz], delta_s[tz] = _row_stats(lse, delta, b, i0 + tz)
             mma.cp_async_wait_all()
@@ -738,8 +806,9 @@ def _make_bwd_dkdv(head, masked, kind):
                     key = key_a if e < 2 else key_b
                     x = st[4 * j + e]
                     if not fold:
-                        x = _masked_score(x, scale_log2, mask, masked, checks, bm, query, key,
-                                          key + 1, is_causal != 0 and key > query)
+                        m = _mask_value(ms, r, key - k0, mask, bm, query, key, masked, staged)
+                        x = _masked_score(x, scale_log2, m, masked, checks, key, key + 1,
+                                          is_causal != 0 and key > query)
                     p = _exp2(_shifted(x, scale_log2, lse_s[r], fold))
                     st[4 * j + e] = p
                     dpt[4 * j + e] = p * (dpt[4 * j + e] - delta_s[r])
@@ -754,6 +823,7 @@ def _make_bwd_dkdv(head, masked, kind):
         vs = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
         qs = cuda.shared.array((BM, LDW), uint32, alignment=TILE_ALIGN)
         dos = cuda.shared.array((BM, LDW), uint32, alignment=TILE_ALIGN)
+        ms = cuda.shared.array(MS, float32, alignment=TILE_ALIGN)
         lse_s = cuda.shared.array(BM, float32)
         delta_s = cuda.shared.array(BM, float32)
         st = cuda.local.array(SN, float32)          # S^T, then P^T
@@ -769,8 +839,8 @@ def _make_bwd_dkdv(head, masked, kind):
         settle_keys(vs, tid)
         fill_o(gk_acc, ZERO)
         fill_o(gv_acc, ZERO)
-        ctx = (q, gout, lse, delta, mask, ks, vs, qs, dos, lse_s, delta_s, st, dpt, gk_acc,
-               gv_acc, b, bm, warp, key_a, key_b, t, scale_log2, is_causal)
+        ctx = (q, gout, lse, delta, mask, ks, vs, qs, dos, ms, lse_s, delta_s, st, dpt, gk_acc,
+               gv_acc, b, bm, k0, warp, key_a, key_b, t, scale_log2, is_causal)
         # causal: queries before k0 see no key here; those of k0..k0+63 some (edge tiles)
         edge_end = min(k0 + BLOCK, n_queries) if is_causal != 0 else k0
         start = k0 + BLOCK if is_causal != 0 else 0
@@ -911,11 +981,17 @@ def _keys(xp, k, kind, negate):
     return words ^ _SIGN_BITS[KINDS[kind].half] if negate else words
 
 
-def _mask_log2(xp, mask):
-    """The additive mask (attention_cuda's contiguous float32 (Bm, Lm, Sm), or its dummy) in
-    log2 units: the kernels add it by the FFMA that scales the score."""
-    return _additive_mask(xp, None) if mask is None else \
-        _additive_mask(xp, mask) * np.float32(LOG2E)
+def _mask_log2(xp, mask, n_keys):
+    """The additive mask as the kernels read it: float32 (Bm, Lm, S') in log2 units (they add
+    it by the FFMA that scales the score), a key-broadcast mask (Sm = 1) widened to the n_keys
+    keys and rows zero-padded to S' = a multiple of 16 bytes (its tiles are staged by 16-byte
+    cp.async); attention_cuda's dummy without a mask."""
+    if mask is None:
+        return _additive_mask(xp, None)
+    mask = _additive_mask(xp, mask)
+    log2 = xp.zeros(mask.shape[:2] + (n_keys + -n_keys % CHUNK_WORDS,), np.float32)
+    log2[:, :, :n_keys] = mask * np.float32(LOG2E)
+    return log2
 
 
 def _delta(xp, out, gout, kind):
@@ -943,8 +1019,8 @@ def attention_forward(q, k, v, mask, is_causal, scale, kind):
         fwd = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)][0]
         scale_log2, _, negate = _scales(scale)
         launch(fwd, _signatures(kind)[0], _grid(L, B), THREADS, _words(xp, q, kind),
-               _keys(xp, k, kind, negate), _words(xp, v, kind), _mask_log2(xp, mask), out_arg,
-               lse, scale_log2, np.int32(is_causal))
+               _keys(xp, k, kind, negate), _words(xp, v, kind),
+               _mask_log2(xp, mask, k.shape[1]), out_arg, lse, scale_log2, np.int32(is_causal))
     return _result(xp, out, v.shape[2], q.dtype), lse
 
 
@@ -964,7 +1040,7 @@ def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale, kind):
         gout = gout.astype(q.dtype)
     gout_words = _words(xp, gout, kind)
     lse = xp.ascontiguousarray(lse, dtype=np.float32)
-    mask = _mask_log2(xp, mask)
+    mask = _mask_log2(xp, mask, S)
     causal = np.int32(is_causal)
     if B * L:
         delta = _delta(xp, out, gout, kind)

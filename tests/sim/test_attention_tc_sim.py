@@ -44,6 +44,11 @@ def check(rng, B, L, S, E, Ev, bucket, mask_kind=None, is_causal=False, scale=No
     elif mask_kind == "float":
         mask = rng.standard_normal((L, S)).astype(np.float32)
         mask[1, :] = -np.inf                                   # a fully masked row
+    elif mask_kind == "keys":                                  # (B, 1, S): every row alike
+        mask = rng.random((B, 1, S)) > 0.2
+    elif mask_kind == "rows":                                  # (L, 1): every key alike
+        mask = rng.standard_normal((L, 1)).astype(np.float32)
+        mask[1] = -np.inf
     out, lse = K.attention_forward(q, k, v, mask, is_causal, scale)
     grads = K.attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale)
     scale = E ** -0.5 if scale is None else scale
@@ -56,7 +61,7 @@ def check(rng, B, L, S, E, Ev, bucket, mask_kind=None, is_causal=False, scale=No
     for name, g, ref in zip("qkv", grads, ref_grads):
         assert g.dtype == np.float16 and g.shape == ref.shape
         _close(g, ref, f"gradient of {name}")
-    if mask_kind is not None:                                  # fully masked: zeros, not NaN
+    if mask_kind in ("bool", "float", "rows"):                 # fully masked: zeros, not NaN
         np.testing.assert_array_equal(out[0, 1], 0)
         np.testing.assert_array_equal(grads[0][0, 1], 0)
     return out, lse, grads
@@ -90,3 +95,12 @@ def test_negative_and_zero_scales_with_masks_and_causal(rng, scale):
     loop) and a partial one (checks)."""
     check(rng, 1, 12, 70, 19, 24, 32, "float", scale=scale)
     check(rng, 1, 70, 70, 64, 64, 64, is_causal=True, scale=scale)
+
+
+@pytest.mark.parametrize("mask_kind", ["keys", "rows"])
+def test_e64_broadcast_masks(rng, mask_kind):
+    """Masks broadcast over queries (a key padding mask: the staged tile repeats mask row 0) or
+    over keys (widened on the host to the keys, rows padded to 16 bytes); at e64 the forward
+    and dK/dV stage their mask tiles, dQ (no shared memory left) reads the mask per element.
+    S = 70: a full key tile and a partial one."""
+    check(rng, 2, 12, 70, 64, 64, 64, mask_kind)
