@@ -487,29 +487,50 @@ def _shifted(x, scale_log2, shift, fold):
     return cuda.fma(x, scale_log2, -shift) if fold else x - shift
 
 
-def _sweep(tile, edge_tile, step):
+def _sweep(tile, edge_tile, step, prefetch=None):
     """sweep(ctx, edge_start, edge_end, start, end, tid, lane): ``edge_tile`` (bounds and causal
     checks) at edge_start, edge_start + step, ... below edge_end (at most BLOCK // step tiles,
     unrolled: straight-line code), then ``tile`` (no checks) over start, start + step, ... below
-    end: the one loop, the hot loop. Tile order does not matter (online softmax, sums)."""
+    end: the one loop, the hot loop. Tile order does not matter (online softmax, sums).
+
+    Each call is ``tile(ctx, k0, next, buffer, tid, lane)``: ``next`` the start of the tile
+    after it (-1 after the last) and ``buffer`` 0, 1, 0, ... when ``prefetch`` (double
+    buffering: ``prefetch(ctx, k0, buffer, tid)`` stages the first tile before the sweep, each
+    tile stages ``next`` into the other buffer), else always 0."""
     edges = BLOCK // step
     assert edges in (1, 2, 4)
+    toggle = 0 if prefetch is None else 1
+
+    @cuda.jit(device=True, inline="always")
+    def edge(ctx, k0, edge_end, first_full, p, tid, lane):
+        edge_tile(ctx, k0, k0 + step if k0 + step < edge_end else first_full, p, tid, lane)
 
     @cuda.jit(device=True, inline="always")
     def sweep(ctx, edge_start, edge_end, start, end, tid, lane):
+        first_full = start if start < end else -1
+        if toggle:
+            first = edge_start if edge_start < edge_end else first_full
+            if first >= 0:
+                prefetch(ctx, first, 0, tid)
+        p = 0
         if edge_start < edge_end:
-            edge_tile(ctx, edge_start, tid, lane)
+            edge(ctx, edge_start, edge_end, first_full, p, tid, lane)
+            p ^= toggle
         if edges > 1:
             if edge_start + step < edge_end:
-                edge_tile(ctx, edge_start + step, tid, lane)
+                edge(ctx, edge_start + step, edge_end, first_full, p, tid, lane)
+                p ^= toggle
         if edges > 2:
             if edge_start + 2 * step < edge_end:
-                edge_tile(ctx, edge_start + 2 * step, tid, lane)
+                edge(ctx, edge_start + 2 * step, edge_end, first_full, p, tid, lane)
+                p ^= toggle
             if edge_start + 3 * step < edge_end:
-                edge_tile(ctx, edge_start + 3 * step, tid, lane)
+                edge(ctx, edge_start + 3 * step, edge_end, first_full, p, tid, lane)
+                p ^= toggle
         for k0 in range(start, end, step):
             tz, lz = _per_tile(tid, lane, k0)
-            tile(ctx, k0, tz, lz)
+            tile(ctx, k0, k0 + step if k0 + step < end else -1, p, tz, lz)
+            p ^= toggle
     return sweep
 
 
@@ -548,6 +569,10 @@ def _make_forward(head, masked, kind):
     (stage_q, settle_q), (stage_kv, settle_kv) = _stager(BLOCK, W, kind), _stager(BN, W, kind)
     staged, MS = _mask_tile(masked, BLOCK, BN, (BLOCK + 2 * BN) * LDW * 4)
     stage_mask = _mask_stager(BLOCK, BN)
+    # double-buffered K/V where a second pair fits (unmasked builds: a mask tile would need
+    # two buffers as well)
+    double = not masked and (BLOCK + 4 * BN) * LDW * 4 <= SHARED_LIMIT
+    NB = 2 if double else 1
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     pv = _register_products(OT, PK, kind)
     two_tiles = _two_tiles(mma_op)
@@ -559,18 +584,28 @@ def _make_forward(head, masked, kind):
         fold = not masked and not checks
 
         @cuda.jit(device=True, inline="always")
-        def tile(ctx, k0, tz, lz):
-            k, v, mask, ks, vs, ms, qf, s, o, stats, b, bm, q0, row_a, row_b, t, scale_log2, \
-                is_causal, n_keys = ctx
-            cuda.syncthreads()                          # the previous tile is read
-            stage_kv(k, b, k0, ks, tz)
-            stage_kv(v, b, k0, vs, tz)
-            if staged:
-                stage_mask(mask, bm, q0, k0, ms, tz)
-            mma.cp_async_wait_all()
-            settle_kv(ks, tz)
-            settle_kv(vs, tz)
-            cuda.syncthreads()
+        def tile(ctx, k0, nxt, p, tz, lz):
+            k, v, mask, kss, vss, ms, qf, s, o, stats, b, bm, q0, row_a, row_b, t, \
+                scale_log2, is_causal, n_keys = ctx
+            ks, vs = kss[p], vss[p]
+            if double:                  # this tile was staged by the one before (or prefetch)
+                mma.cp_async_wait_all()
+                settle_kv(ks, tz)
+                settle_kv(vs, tz)
+                cuda.syncthreads()      # ... and every thread is done with the other buffer
+                if nxt >= 0:
+                    stage_kv(k, b, nxt, kss[1 - p], tz)
+                    stage_kv(v, b, nxt, vss[1 - p], tz)
+            else:
+                cuda.syncthreads()                      # the previous tile is read
+                stage_kv(k, b, k0, ks, tz)
+                stage_kv(v, b, k0, vs, tz)
+                if staged:
+                    stage_mask(mask, bm, q0, k0, ms, tz)
+                mma.cp_async_wait_all()
+                settle_kv(ks, tz)
+                settle_kv(vs, tz)
+                cuda.syncthreads()
             fill_s(s, ZERO)
             for kk in range(KS):
                 for j in range(0, NT, 2):
@@ -625,12 +660,18 @@ def _make_forward(head, masked, kind):
             pv(o, s, vs, lz)
         return tile
 
-    sweep = _sweep(make_tile(False), make_tile(True), BN)
+    @cuda.jit(device=True, inline="always")
+    def prefetch(ctx, k0, p, tid):
+        k, v, _, kss, vss, _, _, _, _, _, b, _, _, _, _, _, _, _, _ = ctx
+        stage_kv(k, b, k0, kss[p], tid)
+        stage_kv(v, b, k0, vss[p], tid)
+
+    sweep = _sweep(make_tile(False), make_tile(True), BN, prefetch if double else None)
 
     def fwd(q, k, v, mask, out, lse, scale_log2, is_causal):
         qs = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
-        ks = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
-        vs = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
+        ks = cuda.shared.array((NB, BN, LDW), uint32, alignment=TILE_ALIGN)
+        vs = cuda.shared.array((NB, BN, LDW), uint32, alignment=TILE_ALIGN)
         ms = cuda.shared.array(MS, float32, alignment=TILE_ALIGN)
         qf = cuda.local.array(QF, uint32)           # this warp's Q A-fragments
         s = cuda.local.array(SN, float32)
@@ -694,7 +735,7 @@ def _make_bwd_dq(head, masked, kind):
         fold = not masked and not checks        # as in the forward
 
         @cuda.jit(device=True, inline="always")
-        def tile(ctx, k0, tz, lz):
+        def tile(ctx, k0, nxt, p, tz, lz):
             k, v, mask, qs, dos, ks, vs, ms, s, dp, acc, b, bm, q0, warp, row_a, row_b, t, \
                 lse_a, lse_b, delta_a, delta_b, scale_log2, is_causal, n_keys = ctx
             cuda.syncthreads()
@@ -770,6 +811,9 @@ def _make_bwd_dkdv(head, masked, kind):
                                                            _stager(BM, W, kind))
     staged, MS = _mask_tile(masked, BM, BLOCK, (2 * BLOCK + 2 * BM) * LDW * 4 + 8 * BM)
     stage_mask = _mask_stager(BM, BLOCK)
+    # double-buffered Q/dO (and row stats) where they fit: unmasked builds, as the forward
+    double = not masked and (2 * BLOCK + 4 * BM) * LDW * 4 + 16 * BM <= SHARED_LIMIT
+    NB = 2 if double else 1
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     scores = _products(NT, KS, _word_mma(kind))
     update = _register_products(OT, PK, kind)
@@ -781,20 +825,33 @@ def _make_bwd_dkdv(head, masked, kind):
         fold = not masked and not checks        # as in the forward
 
         @cuda.jit(device=True, inline="always")
-        def tile(ctx, i0, tz, lz):
-            q, gout, lse, delta, mask, ks, vs, qs, dos, ms, lse_s, delta_s, st, dpt, gk_acc, \
-                gv_acc, b, bm, k0, warp, key_a, key_b, t, scale_log2, is_causal = ctx
-            cuda.syncthreads()
-            stage_rows(q, b, i0, qs, tz)
-            stage_rows(gout, b, i0, dos, tz)
-            if staged:
-                stage_mask(mask, bm, i0, k0, ms, tz)
-            if tz < BM:
-                lse_s[tz], delta_s[tz] = _row_stats(lse, delta, b, i0 + tz)
-            mma.cp_async_wait_all()
-            settle_rows(qs, tz)
-            settle_rows(dos, tz)
-            cuda.syncthreads()
+        def tile(ctx, i0, nxt, p, tz, lz):
+            q, gout, lse, delta, mask, ks, vs, qss, doss, ms, lse_ss, delta_ss, st, dpt, \
+                gk_acc, gv_acc, b, bm, k0, warp, key_a, key_b, t, scale_log2, is_causal = ctx
+            qs, dos, lse_s, delta_s = qss[p], doss[p], lse_ss[p], delta_ss[p]
+            if double:                  # staged by the tile before (or prefetch), as forward
+                mma.cp_async_wait_all()
+                settle_rows(qs, tz)
+                settle_rows(dos, tz)
+                cuda.syncthreads()
+                if nxt >= 0:
+                    stage_rows(q, b, nxt, qss[1 - p], tz)
+                    stage_rows(gout, b, nxt, doss[1 - p], tz)
+                    if tz < BM:
+                        lse_ss[1 - p, tz], delta_ss[1 - p, tz] = _row_stats(lse, delta, b,
+                                                                             nxt + tz)
+            else:
+                cuda.syncthreads()
+                stage_rows(q, b, i0, qs, tz)
+                stage_rows(gout, b, i0, dos, tz)
+                if staged:
+                    stage_mask(mask, bm, i0, k0, ms, tz)
+                if tz < BM:
+                    lse_s[tz], delta_s[tz] = _row_stats(lse, delta, b, i0 + tz)
+                mma.cp_async_wait_all()
+                settle_rows(qs, tz)
+                settle_rows(dos, tz)
+                cuda.syncthreads()
             fill_s(st, ZERO)
             fill_s(dpt, ZERO)
             scores(st, ks, warp * 16, qs, lz)
@@ -816,16 +873,25 @@ def _make_bwd_dkdv(head, masked, kind):
             update(gk_acc, dpt, qs, lz)
         return tile
 
-    sweep = _sweep(make_tile(False), make_tile(True), BM)
+    @cuda.jit(device=True, inline="always")
+    def prefetch(ctx, i0, p, tid):
+        q, gout, lse, delta, _, _, _, qss, doss, _, lse_ss, delta_ss = ctx[:12]
+        b = ctx[16]
+        stage_rows(q, b, i0, qss[p], tid)
+        stage_rows(gout, b, i0, doss[p], tid)
+        if tid < BM:
+            lse_ss[p, tid], delta_ss[p, tid] = _row_stats(lse, delta, b, i0 + tid)
+
+    sweep = _sweep(make_tile(False), make_tile(True), BM, prefetch if double else None)
 
     def bwd_dkdv(q, k, v, mask, gout, lse, delta, gk, gv, scale_log2, scale, is_causal):
         ks = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
         vs = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
-        qs = cuda.shared.array((BM, LDW), uint32, alignment=TILE_ALIGN)
-        dos = cuda.shared.array((BM, LDW), uint32, alignment=TILE_ALIGN)
+        qs = cuda.shared.array((NB, BM, LDW), uint32, alignment=TILE_ALIGN)
+        dos = cuda.shared.array((NB, BM, LDW), uint32, alignment=TILE_ALIGN)
         ms = cuda.shared.array(MS, float32, alignment=TILE_ALIGN)
-        lse_s = cuda.shared.array(BM, float32)
-        delta_s = cuda.shared.array(BM, float32)
+        lse_s = cuda.shared.array((NB, BM), float32)
+        delta_s = cuda.shared.array((NB, BM), float32)
         st = cuda.local.array(SN, float32)          # S^T, then P^T
         dpt = cuda.local.array(SN, float32)         # dP^T, then dS^T
         gk_acc = cuda.local.array(ON, float32)
@@ -856,7 +922,7 @@ def _make_bwd_dkdv(head, masked, kind):
 # builds that ptxas fits in 128 registers (4 blocks of 128 threads per SM, 25% occupancy)
 # without spilling when told to (launch_bounds), as (kind family, head dim, masked, pass: 0
 # forward, 1 dQ, 2 dK/dV); measured offline (benchmarks/RESULTS.md). The others would spill.
-BOUNDED = {("half", 32, False, 2), ("half", 32, True, 0), ("half", 128, False, 1),
+BOUNDED = {("half", 32, False, 2), ("half", 32, True, 0), ("half", 64, False, 0), ("half", 128, False, 1),
            ("tf32", 32, False, 2)}
 
 

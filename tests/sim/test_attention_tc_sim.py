@@ -104,3 +104,11 @@ def test_e64_broadcast_masks(rng, mask_kind):
     and dK/dV stage their mask tiles, dQ (no shared memory left) reads the mask per element.
     S = 70: a full key tile and a partial one."""
     check(rng, 2, 12, 70, 64, 64, 64, mask_kind)
+
+
+def test_double_buffering_over_several_tiles(rng):
+    """Unmasked e32 double-buffers K/V (forward) and Q/dO (dK/dV). S = 200: the forward runs
+    the partial edge key tile 192.. first, which prefetches key tile 0, then tiles 0, 64, 128,
+    each prefetching the next into the other buffer; L = 140: dK/dV likewise over the query
+    tiles 128.., 0, 64."""
+    check(rng, 1, 140, 200, 32, 32, 32)
