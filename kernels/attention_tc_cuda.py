@@ -11,7 +11,10 @@ kernels/mma.py, lane ``l``: ``g = l >> 2``, ``t = l & 3``, rows ``g`` and ``g + 
 
 - forward: the warp's Q A-fragments are loaded once (ldmatrix) into registers; per key tile of
   ``fwd_bn`` keys, S = Q K^T (K B-fragments by ldmatrix from shared), scale and mask on the S
-  accumulators, the online softmax in the log2 domain (``exp2``, row max/sum over the 4 lanes of
+  accumulators (without a mask, in the full tiles, the row max is taken on raw scores and the
+  scale folds into the exp2's argument, one FFMA per score, as FA2; the scale in the kernels
+  is never negative: the host negates K for a negative one), the online softmax in the log2
+  domain (``exp2``, row max/sum over the 4 lanes of
   a row with ``quad_max``/``quad_sum``, each lane keeping its partial row sum until the end), P
   kept in registers as the A operand of P V (half kinds: packed to half pairs, which are
   exactly the A fragments; TF32 kinds: the k step takes its keys in the order 0, 2, 4, 6, 1, 3,
@@ -61,7 +64,13 @@ not a multiple of 16 bytes get zero columns, a misaligned view is copied) and ar
 shared memory by 16-byte cp.async copies (``_stager``); tiles live in 2-D uint32 shared arrays,
 16-byte aligned (Numba's default is 4; ldmatrix needs 16-byte row addresses), whose rows are
 padded by 16 bytes so the 8 row addresses of an ldmatrix hit different banks. Head dims 32, 64,
-128 are compile-time buckets (smaller E/Ev are zero-padded). Shared memory stays under 48 KiB.
+128 are compile-time buckets (smaller E/Ev are zero-padded). Shared memory stays under 48 KiB;
+within it, masked builds stage their mask tiles the same way (``_mask_tile``: all but f16/bf16
+e64 dQ and the TF32 e32 dQ and dK/dV, which read the mask per element), and unmasked builds
+double-buffer the streamed tiles where a second pair fits (forward K/V: f16/bf16 e32, e64,
+TF32 kinds e32; dK/dV Q/dO: f16/bf16 e32, e64): a tile's copies are issued while the tile
+before it computes. Offsets within a (batch*head) slice are 32-bit: ``variant`` sends longer
+sequences (``max_rows``) to attention_cuda's 64-bit kernels.
 """
 
 import math
@@ -266,6 +275,26 @@ def _mask_stager(rows, cols):
             mma.cp_async_16(dst, U(r + U(step * pass_rows)), c, mask, index, nbytes)
 
     return stage
+
+
+def _pair_loader(stage, settle, stage_mask, staged):
+    """load(x, y, b, r0, xs, ys, mask, bm, m_r0, m_c0, ms, tid): the single-buffered staging of
+    one tile: a barrier (every thread is done with the tiles), rows r0.. of x and y into xs and
+    ys (``_stager``'s stage and settle) and, when ``staged``, the mask tile at (m_r0, m_c0)
+    into ms, the wait, a barrier (every thread's copies landed)."""
+
+    @cuda.jit(device=True, inline="always")
+    def load(x, y, b, r0, xs, ys, mask, bm, m_r0, m_c0, ms, tid):
+        cuda.syncthreads()
+        stage(x, b, r0, xs, tid)
+        stage(y, b, r0, ys, tid)
+        if staged:
+            stage_mask(mask, bm, m_r0, m_c0, ms, tid)
+        mma.cp_async_wait_all()
+        settle(xs, tid)
+        settle(ys, tid)
+        cuda.syncthreads()
+    return load
 
 
 @cuda.jit(device=True, inline="always")
@@ -568,7 +597,7 @@ def _make_forward(head, masked, kind):
     _check_shared("fwd", head, kind, BLOCK + 2 * BN)
     (stage_q, settle_q), (stage_kv, settle_kv) = _stager(BLOCK, W, kind), _stager(BN, W, kind)
     staged, MS = _mask_tile(masked, BLOCK, BN, (BLOCK + 2 * BN) * LDW * 4)
-    stage_mask = _mask_stager(BLOCK, BN)
+    load_kv = _pair_loader(stage_kv, settle_kv, _mask_stager(BLOCK, BN), staged)
     # double-buffered K/V where a second pair fits (unmasked builds: a mask tile would need
     # two buffers as well)
     double = not masked and (BLOCK + 4 * BN) * LDW * 4 <= SHARED_LIMIT
@@ -597,15 +626,7 @@ def _make_forward(head, masked, kind):
                     stage_kv(k, b, nxt, kss[1 - p], tz)
                     stage_kv(v, b, nxt, vss[1 - p], tz)
             else:
-                cuda.syncthreads()                      # the previous tile is read
-                stage_kv(k, b, k0, ks, tz)
-                stage_kv(v, b, k0, vs, tz)
-                if staged:
-                    stage_mask(mask, bm, q0, k0, ms, tz)
-                mma.cp_async_wait_all()
-                settle_kv(ks, tz)
-                settle_kv(vs, tz)
-                cuda.syncthreads()
+                load_kv(k, v, b, k0, ks, vs, mask, bm, q0, k0, ms, tz)
             fill_s(s, ZERO)
             for kk in range(KS):
                 for j in range(0, NT, 2):
@@ -725,7 +746,7 @@ def _make_bwd_dq(head, masked, kind):
     (stage_rows, settle_rows), (stage_kv, settle_kv) = (_stager(BLOCK, W, kind),
                                                        _stager(BN, W, kind))
     staged, MS = _mask_tile(masked, BLOCK, BN, (2 * BLOCK + 2 * BN) * LDW * 4)
-    stage_mask = _mask_stager(BLOCK, BN)
+    load_kv = _pair_loader(stage_kv, settle_kv, _mask_stager(BLOCK, BN), staged)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     scores = _products(NT, KS, _word_mma(kind))
     ds_k = _register_products(OT, PK, kind)
@@ -738,15 +759,7 @@ def _make_bwd_dq(head, masked, kind):
         def tile(ctx, k0, nxt, p, tz, lz):
             k, v, mask, qs, dos, ks, vs, ms, s, dp, acc, b, bm, q0, warp, row_a, row_b, t, \
                 lse_a, lse_b, delta_a, delta_b, scale_log2, is_causal, n_keys = ctx
-            cuda.syncthreads()
-            stage_kv(k, b, k0, ks, tz)
-            stage_kv(v, b, k0, vs, tz)
-            if staged:
-                stage_mask(mask, bm, q0, k0, ms, tz)
-            mma.cp_async_wait_all()
-            settle_kv(ks, tz)
-            settle_kv(vs, tz)
-            cuda.syncthreads()
+            load_kv(k, v, b, k0, ks, vs, mask, bm, q0, k0, ms, tz)
             fill_s(s, ZERO)
             fill_s(dp, ZERO)
             scores(s, qs, warp * 16, ks, lz)
@@ -922,8 +935,8 @@ def _make_bwd_dkdv(head, masked, kind):
 # builds that ptxas fits in 128 registers (4 blocks of 128 threads per SM, 25% occupancy)
 # without spilling when told to (launch_bounds), as (kind family, head dim, masked, pass: 0
 # forward, 1 dQ, 2 dK/dV); measured offline (benchmarks/RESULTS.md). The others would spill.
-BOUNDED = {("half", 32, False, 2), ("half", 32, True, 0), ("half", 64, False, 0), ("half", 128, False, 1),
-           ("tf32", 32, False, 2)}
+BOUNDED = {("half", 32, False, 2), ("half", 32, True, 0), ("half", 64, False, 0),
+           ("half", 128, False, 1), ("tf32", 32, False, 2)}
 
 
 def _family(kind):
@@ -1135,24 +1148,26 @@ def _signatures(kind="f16"):
 # (min hot-loop HMMA share, min occupancy) per (kind family, head dim) for (forward, dQ, dK/dV):
 # floors just under the sm_90 figures measured offline with and without a mask (the lower of
 # the two; bf16 measures as f16; BOUNDED builds must reach 25% whatever the table says), after
-# i12-tcstage (benchmarks/RESULTS.md, "Tensor-core attention staging"): tiles staged by 16-byte
-# cp.async with 32-bit per-thread offsets took the tile loops from 656-2,636 instructions to
-# 268-1,825 unmasked (HMMA 9-21% of them) and from 739-2,954 to 351-2,058 masked (5-15%); forward
-# f16 e64: 164 -> 124 registers, 25% occupancy.
-# What is left: the masked builds read the mask per score element (a 64-bit address and a
-# clamp each: 5-15% HMMA, up to 234 registers: stage mask tiles by cp.async too), the per-element
-# softmax (scale multiply, max, exp2, sum: FA2 folds the scale into the exp2's FFMA), the
-# fragments of S, dP, O or dK and dV living together in the larger builds (e128 dK/dV: 222
-# registers), and 3xTF32's big/small split of every fragment. In the 3xTF32 dQ and dK/dV passes
-# the gate's hot loop is the k-step loop of a product, which LLVM leaves rolled (3 mmas and the
-# splits per step); in every other kernel it is the tile loop.
+# i12-tc2 (benchmarks/RESULTS.md, "Tensor-core attention: folded scale, staged masks, double
+# buffering"): masked builds stage their mask tiles by cp.async where they fit (masked tile loops
+# 351-2,058 -> 312-1,953 instructions, f16 e64 forward 164 -> 136 registers), the scale folds
+# into the exp2's FFMA, unmasked e32/e64 builds double-buffer their streamed tiles (one barrier
+# per tile; the buffer select costs 12-44 instructions of it). i12-tcstage before that: tiles
+# staged by 16-byte cp.async with 32-bit per-thread offsets.
+# What is left: f16/bf16 e64 dQ and the TF32 e32 dQ and dK/dV still read the mask per element
+# (no room for its tile in 48 KiB of static shared memory: dynamic shared memory would lift
+# that), the fragments of S, dP, O or dK and dV living together in the larger builds (e128
+# dK/dV: 222 registers, 3xTF32 forward 139-201), and 3xTF32's big/small split of every
+# fragment. In the 3xTF32 dQ and dK/dV passes the gate's hot loop is the k-step loop of a
+# product, which LLVM leaves rolled (3 mmas and the splits per step); in every other kernel it is
+# the tile loop.
 _BUDGETS = {
-    ("half", 32): ((0.045, 0.25), (0.065, 0.25), (0.075, 0.125)),
-    ("half", 64): ((0.08, 0.1875), (0.11, 0.125), (0.11, 0.1875)),
-    ("half", 128): ((0.10, 0.125), (0.13, 0.25), (0.14, 0.125)),
-    ("tf32", 32): ((0.06, 0.1875), (0.085, 0.1875), (0.095, 0.125)),
-    ("tf32", 64): ((0.075, 0.1875), (0.095, 0.25), (0.105, 0.1875)),
-    ("tf32x3", 32): ((0.085, 0.125), (0.12, 0.1875), (0.10, 0.125)),
+    ("half", 32): ((0.065, 0.25), (0.095, 0.3125), (0.095, 0.25)),
+    ("half", 64): ((0.105, 0.1875), (0.125, 0.125), (0.135, 0.1875)),
+    ("half", 128): ((0.125, 0.125), (0.145, 0.25), (0.165, 0.125)),
+    ("tf32", 32): ((0.075, 0.25), (0.085, 0.1875), (0.095, 0.125)),
+    ("tf32", 64): ((0.095, 0.25), (0.105, 0.25), (0.115, 0.25)),
+    ("tf32x3", 32): ((0.095, 0.1875), (0.125, 0.1875), (0.105, 0.125)),
     ("tf32x3", 64): ((0.105, 0.125), (0.065, 0.25), (0.065, 0.1875)),
 }
 
