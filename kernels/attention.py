@@ -117,20 +117,27 @@ def attention_backward(q, k, v, out, lse, gout, mask=None, is_causal=False, scal
 def cuda_variant(q, v, allow_tf32=False, mem_efficient=False):
     """Which kernels run these arrays: a tensor-core kind of attention_tc_cuda ("f16", "bf16",
     "tf32", "tf32x3": ``attention_tc_cuda.variant``, PyTorch 2.13's precision rule), "simt"
-    (attention_cuda's strict-fp32 SIMT kernels: float32 that the rule keeps strict or whose head
-    dims are past the TF32 buckets), or None: the twin (CPU arrays; on the GPU float64 and head
+    (attention_cuda's strict-fp32 SIMT kernels, 64-bit offsets: float32 that the rule keeps
+    strict or whose head dims are past the TF32 buckets, and float16 / float32 sequences past
+    ``attention_tc_cuda.max_rows``), or None: the twin (CPU arrays; on the GPU float64 and head
     dims past 128)."""
     if backend.kernel_device(q, bfloat16=True) != "cuda":
         return None
     from . import attention_cuda, attention_tc_cuda
+    rows = max(q.shape[-2], v.shape[-2])
     kind = attention_tc_cuda.variant(q.dtype, q.shape[-1], v.shape[-1], allow_tf32,
-                                     mem_efficient)
+                                     mem_efficient, rows)
     if kind is not None:
         return kind
     if q.dtype == dtypes.bfloat16:
-        raise TypeError(f"attention: bfloat16 on the cuda device takes head dims up to "
-                        f"{attention_tc_cuda.HEAD_DIMS[-1]}, got {q.shape[-1]} and {v.shape[-1]}; "
-                        "use float16 or float32")
+        head, width = attention_tc_cuda.HEAD_DIMS[-1], max(q.shape[-1], v.shape[-1])
+        if width > head:
+            raise TypeError(f"attention: bfloat16 on the cuda device takes head dims up to "
+                            f"{head}, got {q.shape[-1]} and {v.shape[-1]}; use float16 or float32")
+        raise ValueError(f"attention: bfloat16 on the cuda device takes sequences up to "
+                         f"{attention_tc_cuda.max_rows('bf16', width)} "
+                         f"rows at head dim {width} (32-bit offsets), got {q.shape[-2]} (q) and "
+                         f"{v.shape[-2]} (k, v); use float16 or float32")
     return "simt" if attention_cuda.supports(q, v) else None
 
 

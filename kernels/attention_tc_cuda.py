@@ -11,7 +11,10 @@ kernels/mma.py, lane ``l``: ``g = l >> 2``, ``t = l & 3``, rows ``g`` and ``g + 
 
 - forward: the warp's Q A-fragments are loaded once (ldmatrix) into registers; per key tile of
   ``fwd_bn`` keys, S = Q K^T (K B-fragments by ldmatrix from shared), scale and mask on the S
-  accumulators, the online softmax in the log2 domain (``exp2``, row max/sum over the 4 lanes of
+  accumulators (without a mask, in the full tiles, the row max is taken on raw scores and the
+  scale folds into the exp2's argument, one FFMA per score, as FA2; the scale in the kernels
+  is never negative: the host negates K for a negative one), the online softmax in the log2
+  domain (``exp2``, row max/sum over the 4 lanes of
   a row with ``quad_max``/``quad_sum``, each lane keeping its partial row sum until the end), P
   kept in registers as the A operand of P V (half kinds: packed to half pairs, which are
   exactly the A fragments; TF32 kinds: the k step takes its keys in the order 0, 2, 4, 6, 1, 3,
@@ -61,7 +64,13 @@ not a multiple of 16 bytes get zero columns, a misaligned view is copied) and ar
 shared memory by 16-byte cp.async copies (``_stager``); tiles live in 2-D uint32 shared arrays,
 16-byte aligned (Numba's default is 4; ldmatrix needs 16-byte row addresses), whose rows are
 padded by 16 bytes so the 8 row addresses of an ldmatrix hit different banks. Head dims 32, 64,
-128 are compile-time buckets (smaller E/Ev are zero-padded). Shared memory stays under 48 KiB.
+128 are compile-time buckets (smaller E/Ev are zero-padded). Shared memory stays under 48 KiB;
+within it, masked builds stage their mask tiles the same way (``_mask_tile``: all but f16/bf16
+e64 dQ and the TF32 e32 dQ and dK/dV, which read the mask per element), and unmasked builds
+double-buffer the streamed tiles where a second pair fits (forward K/V: f16/bf16 e32, e64,
+TF32 kinds e32; dK/dV Q/dO: f16/bf16 e32, e64): a tile's copies are issued while the tile
+before it computes. Offsets within a (batch*head) slice are 32-bit: ``variant`` sends longer
+sequences (``max_rows``) to attention_cuda's 64-bit kernels.
 """
 
 import math
@@ -171,6 +180,15 @@ def _check_shared(name, head, kind, rows, extra_bytes=0):
 
 
 CHUNK_WORDS = 4     # a cp.async copy: 16 bytes
+# the staging offsets within one (batch*head) slice are uint32 (``_stager``): at most 2^32 words
+OFFSET_LIMIT = 1 << 32
+
+
+def max_rows(kind, width):
+    """The longest sequence (queries or keys) whose slices the 32-bit offsets of ``kind``'s
+    kernels reach for head dims up to ``width``: ``OFFSET_LIMIT`` words of the head-dim
+    bucket's rows (an input's padded rows are at most that wide)."""
+    return OFFSET_LIMIT // _words_per_row(_head_bucket(kind, width), KINDS[kind])
 
 
 def _stager(rows, words, kind):
@@ -180,8 +198,8 @@ def _stager(rows, words, kind):
     copies (no registers, no wait), zero-filled beyond src's rows and words (``_words`` makes
     src's rows a multiple of 16 bytes, 16-byte aligned). Each thread owns one fixed 16-byte
     column of the tile and every ``THREADS / chunks`` th row from its first: its offsets are
-    32-bit and computed once (within one batch row of src; ``_check_sizes`` guards the int32
-    range), and consecutive threads copy consecutive chunks (coalesced).
+    32-bit and computed once (within one batch row of src; ``variant`` refuses sequences past
+    ``max_rows``), and consecutive threads copy consecutive chunks (coalesced).
     ``settle(dst, tid)``, after ``mma.cp_async_wait_all()``: for the ``tf32`` kind, the words this
     thread copied rounded to TF32 in place (its own copies are visible to it after its wait);
     nothing for the others. A block barrier must follow before anyone reads the tile."""
@@ -218,6 +236,65 @@ def _stager(rows, words, kind):
                     dst[U(r + U(step * pass_rows)), U(c + U(e))] = tf32_bits(as_float32(x))
 
     return stage, settle
+
+
+def _mask_tile(masked, rows, cols, shared_bytes):
+    """(staged, (tile rows, tile columns)): whether a masked build stages its mask tiles (rows
+    x cols float32, rows padded by 16 bytes) beside tiles of ``shared_bytes``, i.e. whether
+    they fit in SHARED_LIMIT together; the shape of its shared mask array (a 1 x 4 dummy when
+    not staged)."""
+    staged = masked and shared_bytes + rows * _stride(cols) * 4 <= SHARED_LIMIT
+    return staged, ((rows, _stride(cols)) if staged else (1, CHUNK_WORDS))
+
+
+def _mask_stager(rows, cols):
+    """stage(mask, bm, r0, c0, dst, tid): ``dst[r, c] = mask[bm, min(r0 + r, Lm - 1), c0 + c]``
+    for a rows x cols float32 tile, as 16-byte cp.async copies (``_stager``'s scheme: a fixed
+    16-byte column per thread), zero-filled past the mask's columns (``_mask_log2`` pads them to
+    16 bytes); rows past Lm repeat its last (a broadcast row mask: all of them). Offsets are
+    64-bit: a mask slice (Lm x S) may pass 2^32 words where q, k and v do not."""
+    chunks = cols // CHUNK_WORDS
+    assert chunks * CHUNK_WORDS == cols and THREADS % chunks == 0
+    pass_rows = THREADS // chunks
+    steps = rows // pass_rows
+    assert steps * pass_rows == rows
+    U = uint32
+
+    @cuda.jit(device=True, inline="always")
+    def stage(mask, bm, r0, c0, dst, tid):
+        r = U(U(tid) // U(chunks))
+        c = U(U(U(tid) % U(chunks)) * U(CHUNK_WORDS))
+        last, w = U(mask.shape[1] - 1), U(mask.shape[2])
+        col = U(U(c0) + c)
+        nbytes = U(16) if col < w else U(0)
+        first = bm * uint64(mask.shape[1])              # the slice's first row
+        for step in range(steps):
+            row = min(U(U(r0) + U(r + U(step * pass_rows))), last)
+            index = (first + uint64(row)) * uint64(w) + uint64(col) if nbytes != U(0) else \
+                uint64(0)
+            mma.cp_async_16(dst, U(r + U(step * pass_rows)), c, mask, index, nbytes)
+
+    return stage
+
+
+def _pair_loader(stage, settle, stage_mask, staged):
+    """load(x, y, b, r0, xs, ys, mask, bm, m_r0, m_c0, ms, tid): the single-buffered staging of
+    one tile: a barrier (every thread is done with the tiles), rows r0.. of x and y into xs and
+    ys (``_stager``'s stage and settle) and, when ``staged``, the mask tile at (m_r0, m_c0)
+    into ms, the wait, a barrier (every thread's copies landed)."""
+
+    @cuda.jit(device=True, inline="always")
+    def load(x, y, b, r0, xs, ys, mask, bm, m_r0, m_c0, ms, tid):
+        cuda.syncthreads()
+        stage(x, b, r0, xs, tid)
+        stage(y, b, r0, ys, tid)
+        if staged:
+            stage_mask(mask, bm, m_r0, m_c0, ms, tid)
+        mma.cp_async_wait_all()
+        settle(xs, tid)
+        settle(ys, tid)
+        cuda.syncthreads()
+    return load
 
 
 @cuda.jit(device=True, inline="always")
@@ -405,42 +482,84 @@ def _writer(tiles, kind):
 
 
 @cuda.jit(device=True, inline="always")
-def _masked_score(x, scale_log2, mask, masked, checks, bm, row, col, n_cols, hidden):
-    """A score in log2 units: x * scale (log2 e) plus the additive mask (row, col) clamped to the
-    mask's extent; with ``checks`` (edge tiles only), -inf where ``hidden`` or col >= n_cols."""
-    x *= scale_log2
+def _mask_value(ms, mr, mc, mask, bm, row, col, masked, staged):
+    """The mask (log2 units: the host multiplied it by log2 e) at (row, col): from the staged
+    tile ``ms`` at (mr, mc), or, in builds whose shared memory has no room for the tile
+    (``_mask_tile``), from global memory clamped to the mask's extent; 0 without a mask."""
+    if not masked:
+        return ZERO
+    if staged:
+        return ms[mr, mc]
+    return mask[bm, uint64(min(row, mask.shape[1] - 1)), uint64(min(col, mask.shape[2] - 1))]
+
+
+@cuda.jit(device=True, inline="always")
+def _masked_score(x, scale_log2, m, masked, checks, col, n_cols, hidden):
+    """A score in log2 units: x * scale (log2 e) plus the mask value m (one FFMA); with
+    ``checks`` (edge tiles only), -inf where ``hidden`` or col >= n_cols. scale_log2 >= 0 (the
+    host flips K's sign for negative scales), so the -inf is set, never multiplied: 0 * -inf
+    would be NaN."""
     if masked:
-        x += mask[bm, uint64(min(row, mask.shape[1] - 1)),
-                  uint64(min(col, mask.shape[2] - 1))] * LOG2E
+        x = cuda.fma(x, scale_log2, m)
+    else:
+        x *= scale_log2
     if checks:
         if col >= n_cols or hidden:
             x = NEG_INF
     return x
 
 
-def _sweep(tile, edge_tile, step):
+@cuda.jit(device=True, inline="always")
+def _shifted(x, scale_log2, shift, fold):
+    """The exp2 argument: x * scale_log2 - shift by one FFMA when ``fold`` (x a raw score: the
+    tiles without mask or checks), else x - shift (x from ``_masked_score``)."""
+    return cuda.fma(x, scale_log2, -shift) if fold else x - shift
+
+
+def _sweep(tile, edge_tile, step, prefetch=None):
     """sweep(ctx, edge_start, edge_end, start, end, tid, lane): ``edge_tile`` (bounds and causal
     checks) at edge_start, edge_start + step, ... below edge_end (at most BLOCK // step tiles,
     unrolled: straight-line code), then ``tile`` (no checks) over start, start + step, ... below
-    end: the one loop, the hot loop. Tile order does not matter (online softmax, sums)."""
+    end: the one loop, the hot loop. Tile order does not matter (online softmax, sums).
+
+    Each call is ``tile(ctx, k0, next, buffer, tid, lane)``: ``next`` the start of the tile
+    after it (-1 after the last) and ``buffer`` 0, 1, 0, ... when ``prefetch`` (double
+    buffering: ``prefetch(ctx, k0, buffer, tid)`` stages the first tile before the sweep, each
+    tile stages ``next`` into the other buffer), else always 0."""
     edges = BLOCK // step
     assert edges in (1, 2, 4)
+    toggle = 0 if prefetch is None else 1
+
+    @cuda.jit(device=True, inline="always")
+    def edge(ctx, k0, edge_end, first_full, p, tid, lane):
+        edge_tile(ctx, k0, k0 + step if k0 + step < edge_end else first_full, p, tid, lane)
 
     @cuda.jit(device=True, inline="always")
     def sweep(ctx, edge_start, edge_end, start, end, tid, lane):
+        first_full = start if start < end else -1
+        if toggle:
+            first = edge_start if edge_start < edge_end else first_full
+            if first >= 0:
+                prefetch(ctx, first, 0, tid)
+        p = 0
         if edge_start < edge_end:
-            edge_tile(ctx, edge_start, tid, lane)
+            edge(ctx, edge_start, edge_end, first_full, p, tid, lane)
+            p ^= toggle
         if edges > 1:
             if edge_start + step < edge_end:
-                edge_tile(ctx, edge_start + step, tid, lane)
+                edge(ctx, edge_start + step, edge_end, first_full, p, tid, lane)
+                p ^= toggle
         if edges > 2:
             if edge_start + 2 * step < edge_end:
-                edge_tile(ctx, edge_start + 2 * step, tid, lane)
+                edge(ctx, edge_start + 2 * step, edge_end, first_full, p, tid, lane)
+                p ^= toggle
             if edge_start + 3 * step < edge_end:
-                edge_tile(ctx, edge_start + 3 * step, tid, lane)
+                edge(ctx, edge_start + 3 * step, edge_end, first_full, p, tid, lane)
+                p ^= toggle
         for k0 in range(start, end, step):
             tz, lz = _per_tile(tid, lane, k0)
-            tile(ctx, k0, tz, lz)
+            tile(ctx, k0, k0 + step if k0 + step < end else -1, p, tz, lz)
+            p ^= toggle
     return sweep
 
 
@@ -477,23 +596,37 @@ def _make_forward(head, masked, kind):
     QF, SN, ON = 4 * KS, 4 * NT, 4 * OT     # fragment registers: Q, scores, outputs
     _check_shared("fwd", head, kind, BLOCK + 2 * BN)
     (stage_q, settle_q), (stage_kv, settle_kv) = _stager(BLOCK, W, kind), _stager(BN, W, kind)
+    staged, MS = _mask_tile(masked, BLOCK, BN, (BLOCK + 2 * BN) * LDW * 4)
+    load_kv = _pair_loader(stage_kv, settle_kv, _mask_stager(BLOCK, BN), staged)
+    # double-buffered K/V where a second pair fits (unmasked builds: a mask tile would need
+    # two buffers as well)
+    double = not masked and (BLOCK + 4 * BN) * LDW * 4 <= SHARED_LIMIT
+    NB = 2 if double else 1
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     pv = _register_products(OT, PK, kind)
     two_tiles = _two_tiles(mma_op)
     write = _writer(OT, kind)
 
     def make_tile(checks):
+        # no mask, no checks (the hot loop without a mask): the scale moves into the exp2's
+        # argument, s * scale_log2 - max as one FFMA, and the row max is taken on raw scores
+        fold = not masked and not checks
+
         @cuda.jit(device=True, inline="always")
-        def tile(ctx, k0, tz, lz):
-            k, v, mask, ks, vs, qf, s, o, stats, b, bm, row_a, row_b, t, scale_log2, \
-                is_causal, n_keys = ctx
-            cuda.syncthreads()                          # the previous tile is read
-            stage_kv(k, b, k0, ks, tz)
-            stage_kv(v, b, k0, vs, tz)
-            mma.cp_async_wait_all()
-            settle_kv(ks, tz)
-            settle_kv(vs, tz)
-            cuda.syncthreads()
+        def tile(ctx, k0, nxt, p, tz, lz):
+            k, v, mask, kss, vss, ms, qf, s, o, stats, b, bm, q0, row_a, row_b, t, \
+                scale_log2, is_causal, n_keys = ctx
+            ks, vs = kss[p], vss[p]
+            if double:                  # this tile was staged by the one before (or prefetch)
+                mma.cp_async_wait_all()
+                settle_kv(ks, tz)
+                settle_kv(vs, tz)
+                cuda.syncthreads()      # ... and every thread is done with the other buffer
+                if nxt >= 0:
+                    stage_kv(k, b, nxt, kss[1 - p], tz)
+                    stage_kv(v, b, nxt, vss[1 - p], tz)
+            else:
+                load_kv(k, v, b, k0, ks, vs, mask, bm, q0, k0, ms, tz)
             fill_s(s, ZERO)
             for kk in range(KS):
                 for j in range(0, NT, 2):
@@ -506,13 +639,20 @@ def _make_forward(head, masked, kind):
                 for e in range(4):
                     row = row_a if e < 2 else row_b
                     c = col + (e & 1)
-                    x = _masked_score(s[4 * j + e], scale_log2, mask, masked, checks, bm, row,
-                                      c, n_keys, is_causal != 0 and c > row)
-                    s[4 * j + e] = x
+                    x = s[4 * j + e]
+                    if not fold:
+                        m = _mask_value(ms, row - q0, 8 * j + 2 * t + (e & 1), mask, bm, row, c,
+                                        masked, staged)
+                        x = _masked_score(x, scale_log2, m, masked, checks, c, n_keys,
+                                          is_causal != 0 and c > row)
+                        s[4 * j + e] = x
                     if e < 2:
                         mx_a = max(mx_a, x)
                     else:
                         mx_b = max(mx_b, x)
+            if fold:        # raw maxima: scale_log2 >= 0 keeps the order, and rounds alike
+                mx_a *= scale_log2
+                mx_b *= scale_log2
             m_a = max(stats[0], mma.quad_max(mx_a))
             m_b = max(stats[1], mma.quad_max(mx_b))
             use_a = ZERO if m_a == NEG_INF else m_a     # nothing visible: exp2(-inf) = 0
@@ -525,10 +665,10 @@ def _make_forward(head, masked, kind):
             for j in range(NT):
                 for e in range(4):
                     if e < 2:
-                        p = _exp2(s[4 * j + e] - use_a)
+                        p = _exp2(_shifted(s[4 * j + e], scale_log2, use_a, fold))
                         part_a += p
                     else:
-                        p = _exp2(s[4 * j + e] - use_b)
+                        p = _exp2(_shifted(s[4 * j + e], scale_log2, use_b, fold))
                         part_b += p
                     s[4 * j + e] = p
             stats[2] = stats[2] * alpha_a + part_a
@@ -541,12 +681,19 @@ def _make_forward(head, masked, kind):
             pv(o, s, vs, lz)
         return tile
 
-    sweep = _sweep(make_tile(False), make_tile(True), BN)
+    @cuda.jit(device=True, inline="always")
+    def prefetch(ctx, k0, p, tid):
+        k, v, _, kss, vss, _, _, _, _, _, b, _, _, _, _, _, _, _, _ = ctx
+        stage_kv(k, b, k0, kss[p], tid)
+        stage_kv(v, b, k0, vss[p], tid)
+
+    sweep = _sweep(make_tile(False), make_tile(True), BN, prefetch if double else None)
 
     def fwd(q, k, v, mask, out, lse, scale_log2, is_causal):
         qs = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
-        ks = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
-        vs = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
+        ks = cuda.shared.array((NB, BN, LDW), uint32, alignment=TILE_ALIGN)
+        vs = cuda.shared.array((NB, BN, LDW), uint32, alignment=TILE_ALIGN)
+        ms = cuda.shared.array(MS, float32, alignment=TILE_ALIGN)
         qf = cuda.local.array(QF, uint32)           # this warp's Q A-fragments
         s = cuda.local.array(SN, float32)
         o = cuda.local.array(ON, float32)
@@ -563,7 +710,7 @@ def _make_forward(head, masked, kind):
         fill_o(o, ZERO)
         stats[0] = stats[1] = NEG_INF
         stats[2] = stats[3] = ZERO
-        ctx = (k, v, mask, ks, vs, qf, s, o, stats, b, bm, row_a, row_b, t, scale_log2,
+        ctx = (k, v, mask, ks, vs, ms, qf, s, o, stats, b, bm, q0, row_a, row_b, t, scale_log2,
                is_causal, n_keys)
         edge_start, edge_end, start, end = _key_ranges(q0, n_keys, BN, is_causal)
         sweep(ctx, edge_start, edge_end, start, end, tid, lane)
@@ -598,23 +745,21 @@ def _make_bwd_dq(head, masked, kind):
     _check_shared("bwd_dq", head, kind, 2 * BLOCK + 2 * BN)
     (stage_rows, settle_rows), (stage_kv, settle_kv) = (_stager(BLOCK, W, kind),
                                                        _stager(BN, W, kind))
+    staged, MS = _mask_tile(masked, BLOCK, BN, (2 * BLOCK + 2 * BN) * LDW * 4)
+    load_kv = _pair_loader(stage_kv, settle_kv, _mask_stager(BLOCK, BN), staged)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     scores = _products(NT, KS, _word_mma(kind))
     ds_k = _register_products(OT, PK, kind)
     write = _writer(OT, kind)
 
     def make_tile(checks):
+        fold = not masked and not checks        # as in the forward
+
         @cuda.jit(device=True, inline="always")
-        def tile(ctx, k0, tz, lz):
-            k, v, mask, qs, dos, ks, vs, s, dp, acc, b, bm, warp, row_a, row_b, t, \
+        def tile(ctx, k0, nxt, p, tz, lz):
+            k, v, mask, qs, dos, ks, vs, ms, s, dp, acc, b, bm, q0, warp, row_a, row_b, t, \
                 lse_a, lse_b, delta_a, delta_b, scale_log2, is_causal, n_keys = ctx
-            cuda.syncthreads()
-            stage_kv(k, b, k0, ks, tz)
-            stage_kv(v, b, k0, vs, tz)
-            mma.cp_async_wait_all()
-            settle_kv(ks, tz)
-            settle_kv(vs, tz)
-            cuda.syncthreads()
+            load_kv(k, v, b, k0, ks, vs, mask, bm, q0, k0, ms, tz)
             fill_s(s, ZERO)
             fill_s(dp, ZERO)
             scores(s, qs, warp * 16, ks, lz)
@@ -624,12 +769,18 @@ def _make_bwd_dq(head, masked, kind):
                 for e in range(4):
                     row = row_a if e < 2 else row_b
                     c = col + (e & 1)
-                    x = _masked_score(s[4 * j + e], scale_log2, mask, masked, checks, bm, row,
-                                      c, n_keys, is_causal != 0 and c > row)
+                    x = s[4 * j + e]
+                    if not fold:
+                        m = _mask_value(ms, row - q0, 8 * j + 2 * t + (e & 1), mask, bm, row, c,
+                                        masked, staged)
+                        x = _masked_score(x, scale_log2, m, masked, checks, c, n_keys,
+                                          is_causal != 0 and c > row)
                     if e < 2:
-                        s[4 * j + e] = _exp2(x - lse_a) * (dp[4 * j + e] - delta_a)
+                        s[4 * j + e] = _exp2(_shifted(x, scale_log2, lse_a, fold)) * (
+                            dp[4 * j + e] - delta_a)
                     else:
-                        s[4 * j + e] = _exp2(x - lse_b) * (dp[4 * j + e] - delta_b)
+                        s[4 * j + e] = _exp2(_shifted(x, scale_log2, lse_b, fold)) * (
+                            dp[4 * j + e] - delta_b)
             ds_k(acc, s, ks, lz)
         return tile
 
@@ -640,6 +791,7 @@ def _make_bwd_dq(head, masked, kind):
         dos = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
         ks = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
         vs = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
+        ms = cuda.shared.array(MS, float32, alignment=TILE_ALIGN)
         s = cuda.local.array(SN, float32)
         dp = cuda.local.array(SN, float32)
         acc = cuda.local.array(ON, float32)
@@ -653,7 +805,7 @@ def _make_bwd_dq(head, masked, kind):
         settle_rows(qs, tid)
         settle_rows(dos, tid)
         fill_o(acc, ZERO)
-        ctx = (k, v, mask, qs, dos, ks, vs, s, dp, acc, b, bm, warp, row_a, row_b, t,
+        ctx = (k, v, mask, qs, dos, ks, vs, ms, s, dp, acc, b, bm, q0, warp, row_a, row_b, t,
                lse_a, lse_b, delta_a, delta_b, scale_log2, is_causal, n_keys)
         edge_start, edge_end, start, end = _key_ranges(q0, n_keys, BN, is_causal)
         sweep(ctx, edge_start, edge_end, start, end, tid, lane)
@@ -670,6 +822,11 @@ def _make_bwd_dkdv(head, masked, kind):
     _check_shared("bwd_dkdv", head, kind, 2 * BLOCK + 2 * BM, 8 * BM)
     (stage_keys, settle_keys), (stage_rows, settle_rows) = (_stager(BLOCK, W, kind),
                                                            _stager(BM, W, kind))
+    staged, MS = _mask_tile(masked, BM, BLOCK, (2 * BLOCK + 2 * BM) * LDW * 4 + 8 * BM)
+    stage_mask = _mask_stager(BM, BLOCK)
+    # double-buffered Q/dO (and row stats) where they fit: unmasked builds, as the forward
+    double = not masked and (2 * BLOCK + 4 * BM) * LDW * 4 + 16 * BM <= SHARED_LIMIT
+    NB = 2 if double else 1
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     scores = _products(NT, KS, _word_mma(kind))
     update = _register_products(OT, PK, kind)
@@ -678,19 +835,36 @@ def _make_bwd_dkdv(head, masked, kind):
     def make_tile(checks):
         # keys beyond k's rows need no check: their dK/dV rows are never written. Padding
         # queries have zero Q and dO rows and lse +inf: P = 0. Only causal needs a check.
+        fold = not masked and not checks        # as in the forward
+
         @cuda.jit(device=True, inline="always")
-        def tile(ctx, i0, tz, lz):
-            q, gout, lse, delta, mask, ks, vs, qs, dos, lse_s, delta_s, st, dpt, gk_acc, \
-                gv_acc, b, bm, warp, key_a, key_b, t, scale_log2, is_causal = ctx
-            cuda.syncthreads()
-            stage_rows(q, b, i0, qs, tz)
-            stage_rows(gout, b, i0, dos, tz)
-            if tz < BM:
-                lse_s[tz], delta_s[tz] = _row_stats(lse, delta, b, i0 + tz)
-            mma.cp_async_wait_all()
-            settle_rows(qs, tz)
-            settle_rows(dos, tz)
-            cuda.syncthreads()
+        def tile(ctx, i0, nxt, p, tz, lz):
+            q, gout, lse, delta, mask, ks, vs, qss, doss, ms, lse_ss, delta_ss, st, dpt, \
+                gk_acc, gv_acc, b, bm, k0, warp, key_a, key_b, t, scale_log2, is_causal = ctx
+            qs, dos, lse_s, delta_s = qss[p], doss[p], lse_ss[p], delta_ss[p]
+            if double:                  # staged by the tile before (or prefetch), as forward
+                mma.cp_async_wait_all()
+                settle_rows(qs, tz)
+                settle_rows(dos, tz)
+                cuda.syncthreads()
+                if nxt >= 0:
+                    stage_rows(q, b, nxt, qss[1 - p], tz)
+                    stage_rows(gout, b, nxt, doss[1 - p], tz)
+                    if tz < BM:
+                        lse_ss[1 - p, tz], delta_ss[1 - p, tz] = _row_stats(lse, delta, b,
+                                                                             nxt + tz)
+            else:
+                cuda.syncthreads()
+                stage_rows(q, b, i0, qs, tz)
+                stage_rows(gout, b, i0, dos, tz)
+                if staged:
+                    stage_mask(mask, bm, i0, k0, ms, tz)
+                if tz < BM:
+                    lse_s[tz], delta_s[tz] = _row_stats(lse, delta, b, i0 + tz)
+                mma.cp_async_wait_all()
+                settle_rows(qs, tz)
+                settle_rows(dos, tz)
+                cuda.syncthreads()
             fill_s(st, ZERO)
             fill_s(dpt, ZERO)
             scores(st, ks, warp * 16, qs, lz)
@@ -700,24 +874,37 @@ def _make_bwd_dkdv(head, masked, kind):
                     r = 8 * j + 2 * t + (e & 1)         # the query, within the tile
                     query = i0 + r
                     key = key_a if e < 2 else key_b
-                    x = _masked_score(st[4 * j + e], scale_log2, mask, masked, checks, bm,
-                                      query, key, key + 1, is_causal != 0 and key > query)
-                    p = _exp2(x - lse_s[r])
+                    x = st[4 * j + e]
+                    if not fold:
+                        m = _mask_value(ms, r, key - k0, mask, bm, query, key, masked, staged)
+                        x = _masked_score(x, scale_log2, m, masked, checks, key, key + 1,
+                                          is_causal != 0 and key > query)
+                    p = _exp2(_shifted(x, scale_log2, lse_s[r], fold))
                     st[4 * j + e] = p
                     dpt[4 * j + e] = p * (dpt[4 * j + e] - delta_s[r])
             update(gv_acc, st, dos, lz)
             update(gk_acc, dpt, qs, lz)
         return tile
 
-    sweep = _sweep(make_tile(False), make_tile(True), BM)
+    @cuda.jit(device=True, inline="always")
+    def prefetch(ctx, i0, p, tid):
+        q, gout, lse, delta, _, _, _, qss, doss, _, lse_ss, delta_ss = ctx[:12]
+        b = ctx[16]
+        stage_rows(q, b, i0, qss[p], tid)
+        stage_rows(gout, b, i0, doss[p], tid)
+        if tid < BM:
+            lse_ss[p, tid], delta_ss[p, tid] = _row_stats(lse, delta, b, i0 + tid)
+
+    sweep = _sweep(make_tile(False), make_tile(True), BM, prefetch if double else None)
 
     def bwd_dkdv(q, k, v, mask, gout, lse, delta, gk, gv, scale_log2, scale, is_causal):
         ks = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
         vs = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
-        qs = cuda.shared.array((BM, LDW), uint32, alignment=TILE_ALIGN)
-        dos = cuda.shared.array((BM, LDW), uint32, alignment=TILE_ALIGN)
-        lse_s = cuda.shared.array(BM, float32)
-        delta_s = cuda.shared.array(BM, float32)
+        qs = cuda.shared.array((NB, BM, LDW), uint32, alignment=TILE_ALIGN)
+        dos = cuda.shared.array((NB, BM, LDW), uint32, alignment=TILE_ALIGN)
+        ms = cuda.shared.array(MS, float32, alignment=TILE_ALIGN)
+        lse_s = cuda.shared.array((NB, BM), float32)
+        delta_s = cuda.shared.array((NB, BM), float32)
         st = cuda.local.array(SN, float32)          # S^T, then P^T
         dpt = cuda.local.array(SN, float32)         # dP^T, then dS^T
         gk_acc = cuda.local.array(ON, float32)
@@ -731,8 +918,8 @@ def _make_bwd_dkdv(head, masked, kind):
         settle_keys(vs, tid)
         fill_o(gk_acc, ZERO)
         fill_o(gv_acc, ZERO)
-        ctx = (q, gout, lse, delta, mask, ks, vs, qs, dos, lse_s, delta_s, st, dpt, gk_acc,
-               gv_acc, b, bm, warp, key_a, key_b, t, scale_log2, is_causal)
+        ctx = (q, gout, lse, delta, mask, ks, vs, qs, dos, ms, lse_s, delta_s, st, dpt, gk_acc,
+               gv_acc, b, bm, k0, warp, key_a, key_b, t, scale_log2, is_causal)
         # causal: queries before k0 see no key here; those of k0..k0+63 some (edge tiles)
         edge_end = min(k0 + BLOCK, n_queries) if is_causal != 0 else k0
         start = k0 + BLOCK if is_causal != 0 else 0
@@ -748,8 +935,8 @@ def _make_bwd_dkdv(head, masked, kind):
 # builds that ptxas fits in 128 registers (4 blocks of 128 threads per SM, 25% occupancy)
 # without spilling when told to (launch_bounds), as (kind family, head dim, masked, pass: 0
 # forward, 1 dQ, 2 dK/dV); measured offline (benchmarks/RESULTS.md). The others would spill.
-BOUNDED = {("half", 32, False, 2), ("half", 32, True, 0), ("half", 128, False, 1),
-           ("tf32", 32, False, 2)}
+BOUNDED = {("half", 32, False, 2), ("half", 32, True, 0), ("half", 64, False, 0),
+           ("half", 128, False, 1), ("tf32", 32, False, 2)}
 
 
 def _family(kind):
@@ -775,12 +962,14 @@ _KERNELS = {(head, masked, kind): _build(head, masked, kind)     # lazy: compile
 _HALF_KIND_OF_DTYPE = {"float16": "f16", "bfloat16": "bf16"}
 
 
-def variant(dtype, head_q, head_v, allow_tf32=False, mem_efficient=False):
+def variant(dtype, head_q, head_v, allow_tf32=False, mem_efficient=False, rows=0):
     """The kind these kernels run for inputs of ``dtype`` with head dims ``head_q`` (q, k) and
     ``head_v`` (v), or None when they do not take them (float64, head dims past the kind's
-    buckets, strict float32). ``allow_tf32`` is ``gd.backends.cuda.matmul.allow_tf32`` and
-    ``mem_efficient`` ``gd.backends.cuda.mem_efficient_sdp_enabled()`` (the ops layer passes
-    both; the defaults keep float32 strict for direct callers).
+    buckets, strict float32, or ``rows``, the longer of the query and key sequences, past
+    ``max_rows``: the kernels' offsets within a slice are 32-bit, attention_cuda's 64-bit).
+    ``allow_tf32`` is ``gd.backends.cuda.matmul.allow_tf32`` and ``mem_efficient``
+    ``gd.backends.cuda.mem_efficient_sdp_enabled()`` (the ops layer passes both; the defaults
+    keep float32 strict for direct callers).
 
     float16 / bfloat16: their own kinds, as PyTorch's flash backend takes both. float32 follows
     what PyTorch 2.13 runs on sm80+ (module docstring): its memory-efficient kernel when enabled
@@ -792,14 +981,20 @@ def variant(dtype, head_q, head_v, allow_tf32=False, mem_efficient=False):
     if name == "float32":
         kind = "tf32x3" if mem_efficient and head_q % 4 == 0 and head_v % 4 == 0 else \
             "tf32" if allow_tf32 else None
-    if kind is None or max(head_q, head_v) > KIND_HEAD_DIMS[kind][-1]:
+    width = max(head_q, head_v)
+    if kind is None or width > KIND_HEAD_DIMS[kind][-1]:
+        return None
+    if rows > max_rows(kind, width):
         return None
     return kind
 
 
-def _bucket(q, v, kind):
-    width = max(q.shape[-1], v.shape[-1])
+def _head_bucket(kind, width):
     return next(h for h in KIND_HEAD_DIMS[kind] if h >= width)
+
+
+def _bucket(q, v, kind):
+    return _head_bucket(kind, max(q.shape[-1], v.shape[-1]))
 
 
 def _words(xp, a, kind):
@@ -849,7 +1044,33 @@ def _grid(n, B):
 
 
 def _scales(scale):
-    return np.float32(scale * math.log2(math.e)), np.float32(scale)
+    """(scale_log2 = |scale| log2 e, the kernels' multiplier of S, never negative: a negative
+    scale runs on K negated (``_keys``); the scale; whether K is negated)."""
+    return np.float32(abs(scale) * math.log2(math.e)), np.float32(scale), scale < 0
+
+
+_SIGN_BITS = {True: np.uint32(0x80008000), False: np.uint32(0x80000000)}
+
+
+def _keys(xp, k, kind, negate):
+    """K's words (``_words``), negated (sign bits flipped: no arithmetic on halves) for a
+    negative scale, so that the kernels' scale_log2 is >= 0: then the row max of scaled scores
+    is the scaled max of raw ones, and a -inf (hidden) score is never multiplied by 0."""
+    words = _words(xp, k, kind)
+    return words ^ _SIGN_BITS[KINDS[kind].half] if negate else words
+
+
+def _mask_log2(xp, mask, n_keys):
+    """The additive mask as the kernels read it: float32 (Bm, Lm, S') in log2 units (they add
+    it by the FFMA that scales the score), a key-broadcast mask (Sm = 1) widened to the n_keys
+    keys and rows zero-padded to S' = a multiple of 16 bytes (its tiles are staged by 16-byte
+    cp.async); attention_cuda's dummy without a mask."""
+    if mask is None:
+        return _additive_mask(xp, None)
+    mask = _additive_mask(xp, mask)
+    log2 = xp.zeros(mask.shape[:2] + (n_keys + -n_keys % CHUNK_WORDS,), np.float32)
+    log2[:, :, :n_keys] = mask * np.float32(LOG2E)
+    return log2
 
 
 def _delta(xp, out, gout, kind):
@@ -875,9 +1096,10 @@ def attention_forward(q, k, v, mask, is_causal, scale, kind):
     lse = xp.empty((B, L), np.float32)
     if B * L:
         fwd = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)][0]
-        launch(fwd, _signatures(kind)[0], _grid(L, B), THREADS,
-               *(_words(xp, a, kind) for a in (q, k, v)), _additive_mask(xp, mask), out_arg,
-               lse, _scales(scale)[0], np.int32(is_causal))
+        scale_log2, _, negate = _scales(scale)
+        launch(fwd, _signatures(kind)[0], _grid(L, B), THREADS, _words(xp, q, kind),
+               _keys(xp, k, kind, negate), _words(xp, v, kind),
+               _mask_log2(xp, mask, k.shape[1]), out_arg, lse, scale_log2, np.int32(is_causal))
     return _result(xp, out, v.shape[2], q.dtype), lse
 
 
@@ -891,22 +1113,24 @@ def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale, kind):
                                                 for a in (q, k, v))
     _, dq_kernel, dkdv_kernel = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)]
     _, dq_sig, dkdv_sig = _signatures(kind)
-    words = [_words(xp, a, kind) for a in (q, k, v)]
+    scale_log2, scale, negate = _scales(scale)
+    words = (_words(xp, q, kind), _keys(xp, k, kind, negate), _words(xp, v, kind))
     if gout.dtype != q.dtype:
         gout = gout.astype(q.dtype)
     gout_words = _words(xp, gout, kind)
     lse = xp.ascontiguousarray(lse, dtype=np.float32)
-    mask = _additive_mask(xp, mask)
-    conf = (*_scales(scale), np.int32(is_causal))
+    mask = _mask_log2(xp, mask, S)
+    causal = np.int32(is_causal)
     if B * L:
         delta = _delta(xp, out, gout, kind)
-        launch(dq_kernel, dq_sig, _grid(L, B), THREADS,
-               *words, mask, gout_words, lse, delta, gq_arg, *conf)
+        # dQ = scale dS K = |scale| dS K' with K' = -K when negated
+        launch(dq_kernel, dq_sig, _grid(L, B), THREADS, *words, mask, gout_words, lse, delta,
+               gq_arg, scale_log2, abs(scale), causal)
     else:
         delta = xp.empty((B, L), np.float32)
     if B * S:
-        launch(dkdv_kernel, dkdv_sig, _grid(S, B), THREADS,
-               *words, mask, gout_words, lse, delta, gk_arg, gv_arg, *conf)
+        launch(dkdv_kernel, dkdv_sig, _grid(S, B), THREADS, *words, mask, gout_words, lse,
+               delta, gk_arg, gv_arg, scale_log2, scale, causal)
     return tuple(_result(xp, g, ref.shape[2], q.dtype) for g, ref in ((gq, q), (gk, k), (gv, v)))
 
 
@@ -924,24 +1148,26 @@ def _signatures(kind="f16"):
 # (min hot-loop HMMA share, min occupancy) per (kind family, head dim) for (forward, dQ, dK/dV):
 # floors just under the sm_90 figures measured offline with and without a mask (the lower of
 # the two; bf16 measures as f16; BOUNDED builds must reach 25% whatever the table says), after
-# i12-tcstage (benchmarks/RESULTS.md, "Tensor-core attention staging"): tiles staged by 16-byte
-# cp.async with 32-bit per-thread offsets took the tile loops from 656-2,636 instructions to
-# 268-1,825 unmasked (HMMA 9-21% of them) and from 739-2,954 to 351-2,058 masked (5-15%); forward
-# f16 e64: 164 -> 124 registers, 25% occupancy.
-# What is left: the masked builds read the mask per score element (a 64-bit address and a
-# clamp each: 5-15% HMMA, up to 234 registers: stage mask tiles by cp.async too), the per-element
-# softmax (scale multiply, max, exp2, sum: FA2 folds the scale into the exp2's FFMA), the
-# fragments of S, dP, O or dK and dV living together in the larger builds (e128 dK/dV: 222
-# registers), and 3xTF32's big/small split of every fragment. In the 3xTF32 dQ and dK/dV passes
-# the gate's hot loop is the k-step loop of a product, which LLVM leaves rolled (3 mmas and the
-# splits per step); in every other kernel it is the tile loop.
+# i12-tc2 (benchmarks/RESULTS.md, "Tensor-core attention: folded scale, staged masks, double
+# buffering"): masked builds stage their mask tiles by cp.async where they fit (masked tile loops
+# 351-2,058 -> 312-1,953 instructions, f16 e64 forward 164 -> 136 registers), the scale folds
+# into the exp2's FFMA, unmasked e32/e64 builds double-buffer their streamed tiles (one barrier
+# per tile; the buffer select costs 12-44 instructions of it). i12-tcstage before that: tiles
+# staged by 16-byte cp.async with 32-bit per-thread offsets.
+# What is left: f16/bf16 e64 dQ and the TF32 e32 dQ and dK/dV still read the mask per element
+# (no room for its tile in 48 KiB of static shared memory: dynamic shared memory would lift
+# that), the fragments of S, dP, O or dK and dV living together in the larger builds (e128
+# dK/dV: 222 registers, 3xTF32 forward 139-201), and 3xTF32's big/small split of every
+# fragment. In the 3xTF32 dQ and dK/dV passes the gate's hot loop is the k-step loop of a
+# product, which LLVM leaves rolled (3 mmas and the splits per step); in every other kernel it is
+# the tile loop.
 _BUDGETS = {
-    ("half", 32): ((0.045, 0.25), (0.065, 0.25), (0.075, 0.125)),
-    ("half", 64): ((0.08, 0.1875), (0.11, 0.125), (0.11, 0.1875)),
-    ("half", 128): ((0.10, 0.125), (0.13, 0.25), (0.14, 0.125)),
-    ("tf32", 32): ((0.06, 0.1875), (0.085, 0.1875), (0.095, 0.125)),
-    ("tf32", 64): ((0.075, 0.1875), (0.095, 0.25), (0.105, 0.1875)),
-    ("tf32x3", 32): ((0.085, 0.125), (0.12, 0.1875), (0.10, 0.125)),
+    ("half", 32): ((0.065, 0.25), (0.095, 0.3125), (0.095, 0.25)),
+    ("half", 64): ((0.105, 0.1875), (0.125, 0.125), (0.135, 0.1875)),
+    ("half", 128): ((0.125, 0.125), (0.145, 0.25), (0.165, 0.125)),
+    ("tf32", 32): ((0.075, 0.25), (0.085, 0.1875), (0.095, 0.125)),
+    ("tf32", 64): ((0.095, 0.25), (0.105, 0.25), (0.115, 0.25)),
+    ("tf32x3", 32): ((0.095, 0.1875), (0.125, 0.1875), (0.105, 0.125)),
     ("tf32x3", 64): ((0.105, 0.125), (0.065, 0.25), (0.065, 0.1875)),
 }
 

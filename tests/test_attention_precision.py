@@ -39,6 +39,20 @@ def test_variant_follows_pytorchs_rule(dtype, E, Ev, allow_tf32, mem_efficient, 
                      allow_tf32, mem_efficient) == kind
 
 
+@pytest.mark.parametrize("dtype, E, allow_tf32, words", [
+    ("float16", 64, False, 32), ("bfloat16", 33, False, 32), ("float16", 20, False, 16),
+    ("float32", 64, True, 64), ("float32", 8, True, 32)])
+def test_sequences_past_the_32_bit_offsets_leave_the_tensor_cores(dtype, E, allow_tf32, words):
+    """A (batch*head) slice is staged by 32-bit word offsets: the kernels take at most 2^32
+    words of the bucket's rows per sequence (q's or k's), longer ones go to the 64-bit kernels
+    (no allocation: the decision is a function of the shapes)."""
+    dtype = np.dtype(gd.bfloat16 if dtype == "bfloat16" else dtype)
+    limit = 2 ** 32 // words
+    assert T.max_rows(T.variant(dtype, E, E, allow_tf32), E) == limit
+    assert T.variant(dtype, E, E, allow_tf32, rows=limit) is not None
+    assert T.variant(dtype, E, E, allow_tf32, rows=limit + 1) is None
+
+
 def test_entry_defaults_keep_float32_strict():
     """Direct callers of the kernel entries get strict float32 unless they pass the flags."""
     assert T.variant(np.float32, 64, 64) is None

@@ -101,3 +101,17 @@ def test_tf32x3_mma_is_float32_accurate(rng):
     scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
     assert np.all(np.abs(got[0] - want) <= 8 * 2.0 ** -22 * scale + 1e-30)
     assert np.abs(got[1] - want).max() > 1e-4 * np.abs(want).max()
+
+
+def test_sequences_past_the_offset_limit_run_the_64_bit_kernels(rng, monkeypatch):
+    """With the 32-bit offset limit lowered to 64 rows of 32 words (e64 f16), a 70-key call
+    runs attention_cuda's SIMT kernels (still right); bfloat16, which has no SIMT build, is
+    refused by name. The limit itself is tested on the CPU (test_attention_precision.py)."""
+    monkeypatch.setattr(T, "OFFSET_LIMIT", 64 * 32)
+    q = rng.standard_normal((1, 12, 64)).astype(np.float16)
+    v = rng.standard_normal((1, 64, 64)).astype(np.float16)
+    assert K.cuda_variant(q, v) == "f16"
+    check(rng, np.float16, "simt", 12, 70, 64, 64, 2e-2)
+    with pytest.raises(ValueError, match="sequences up to 64 rows"):
+        K.cuda_variant(dtypes.float32_to_bfloat16(np, q), dtypes.float32_to_bfloat16(
+            np, rng.standard_normal((1, 70, 64)).astype(np.float32)))

@@ -31,7 +31,7 @@ def _close(got, want, name, rel=2e-2):
     assert err <= rel * scale, f"{name}: max error {err:.3g} > {rel} * {scale:.3g}"
 
 
-def check(rng, B, L, S, E, Ev, bucket, mask_kind=None, is_causal=False):
+def check(rng, B, L, S, E, Ev, bucket, mask_kind=None, is_causal=False, scale=None):
     from gpudl.kernels import attention_tc_cuda
     q, k, v = (rng.standard_normal(s).astype(np.float16)
                for s in ((B, L, E), (B, S, E), (B, S, Ev)))
@@ -44,9 +44,14 @@ def check(rng, B, L, S, E, Ev, bucket, mask_kind=None, is_causal=False):
     elif mask_kind == "float":
         mask = rng.standard_normal((L, S)).astype(np.float32)
         mask[1, :] = -np.inf                                   # a fully masked row
-    scale = E ** -0.5
-    out, lse = K.attention_forward(q, k, v, mask, is_causal)
-    grads = K.attention_backward(q, k, v, out, lse, gout, mask, is_causal)
+    elif mask_kind == "keys":                                  # (B, 1, S): every row alike
+        mask = rng.random((B, 1, S)) > 0.2
+    elif mask_kind == "rows":                                  # (L, 1): every key alike
+        mask = rng.standard_normal((L, 1)).astype(np.float32)
+        mask[1] = -np.inf
+    out, lse = K.attention_forward(q, k, v, mask, is_causal, scale)
+    grads = K.attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale)
+    scale = E ** -0.5 if scale is None else scale
     ref_out, ref_lse, ref_grads = _reference(q, k, v, gout, mask, is_causal, scale)
     assert out.dtype == np.float16 and out.shape == ref_out.shape and lse.dtype == np.float32
     _close(out, ref_out, "out")
@@ -56,7 +61,7 @@ def check(rng, B, L, S, E, Ev, bucket, mask_kind=None, is_causal=False):
     for name, g, ref in zip("qkv", grads, ref_grads):
         assert g.dtype == np.float16 and g.shape == ref.shape
         _close(g, ref, f"gradient of {name}")
-    if mask_kind is not None:                                  # fully masked: zeros, not NaN
+    if mask_kind in ("bool", "float", "rows"):                 # fully masked: zeros, not NaN
         np.testing.assert_array_equal(out[0, 1], 0)
         np.testing.assert_array_equal(grads[0][0, 1], 0)
     return out, lse, grads
@@ -79,3 +84,31 @@ def test_e64_causal_skips_tiles_per_block(rng):
 
 def test_e128_bool_mask_partial_tiles(rng):
     check(rng, 1, 10, 12, 100, 128, 128, "bool")
+
+
+@pytest.mark.parametrize("scale", [-0.3, 0.0])
+def test_negative_and_zero_scales_with_masks_and_causal(rng, scale):
+    """The kernels fold the scale into the exp2's FFMA and take row maxima of raw scores, which
+    holds for scales >= 0 only: a negative one runs on K negated. Scale 0 makes every visible
+    score 0 (uniform weights) while hidden ones (mask, causal, bounds) must stay at weight 0,
+    not 0 * -inf = NaN; a fully masked row stays zero. S = 70: a full key tile (the folded hot
+    loop) and a partial one (checks)."""
+    check(rng, 1, 12, 70, 19, 24, 32, "float", scale=scale)
+    check(rng, 1, 70, 70, 64, 64, 64, is_causal=True, scale=scale)
+
+
+@pytest.mark.parametrize("mask_kind", ["keys", "rows"])
+def test_e64_broadcast_masks(rng, mask_kind):
+    """Masks broadcast over queries (a key padding mask: the staged tile repeats mask row 0) or
+    over keys (widened on the host to the keys, rows padded to 16 bytes); at e64 the forward
+    and dK/dV stage their mask tiles, dQ (no shared memory left) reads the mask per element.
+    S = 70: a full key tile and a partial one."""
+    check(rng, 2, 12, 70, 64, 64, 64, mask_kind)
+
+
+def test_double_buffering_over_several_tiles(rng):
+    """Unmasked e32 double-buffers K/V (forward) and Q/dO (dK/dV). S = 200: the forward runs
+    the partial edge key tile 192.. first, which prefetches key tile 0, then tiles 0, 64, 128,
+    each prefetching the next into the other buffer; L = 140: dK/dV likewise over the query
+    tiles 128.., 0, 64."""
+    check(rng, 1, 140, 200, 32, 32, 32)
