@@ -20,7 +20,8 @@ import ctypes
 import os
 import threading
 
-_enabled = os.environ.get("GPUDL_CPU_BIND", "1").strip() != "0" and hasattr(os, "sched_setaffinity")
+_enabled = (os.environ.get("GPUDL_CPU_BIND", "1").strip() != "0"
+            and hasattr(os, "sched_setaffinity"))
 _bound = threading.local()        # .cpus: the set this helper thread last bound itself to
 
 
