@@ -18,6 +18,10 @@ ms for OpenBLAS's per-image GEMMs and their sum at (32,128,28,28) on one core), 
 ``gemm_nt_planes`` takes rows spaced along a wider buffer (Winograd's 16 dU planes, each a sum
 over a chunk's tiles: 0.12 ms against 0.21 ms per chunk at (32,16,32,32) x 32).
 
+Long contractions run in blocks of K_BLOCK (``_gemm_nt_blocked``, the LSTM's weight gradients over
+all T*B rows), so a block's 8 rows stay in L1. Loop indices over a run-time range are unsigned:
+with a signed one Numba tests every access for a negative index and the loop does not vectorise.
+
 ``fastmath`` is limited to re-association and contraction (the vectorised dot products need
 both); NaN and infinity propagate as in BLAS.
 """
@@ -122,9 +126,9 @@ def _gemm_nt_rows(a, a_rows, bt, b_rows, length, out):
     """out[i, j] = sum over n < len(a_rows) of the dot product of a[a_rows[n, i]:] and
     bt[b_rows[n, j]:], both ``length`` long (a, bt flat and contiguous; the rows of each matrix
     anywhere in them: a convolution's taps are overlapping slices of an image). Matrix by matrix
-    into out, so that each one's rows are read from the caches. The 4 x 4 block is _gemm_nt's,
-    written out again: as a helper shared by both kernels (returning its 16 sums, or storing
-    them) it measured 20-30% slower in both."""
+    into out, so that each one's rows are read from the caches. The 4 x 4 block is
+    _gemm_nt_range's, written out again: as a helper shared by both kernels (returning its 16
+    sums, or storing them) it measured 20-30% slower in both."""
     M, N = out.shape
     M4, N4 = M - M % 4, N - N % 4
     zero = out.dtype.type(0)
