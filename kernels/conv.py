@@ -58,7 +58,7 @@ import threading
 import numba
 import numpy as np
 
-from gpudl import backend, cpu_matmul, cpu_threads, dtypes
+from gpudl import backend, cpu_threads, dtypes
 
 from . import conv_winograd, small_gemm
 
@@ -321,7 +321,9 @@ def _forward_cpu(x, w, b, geo):
         y[...] = bias.reshape(-1, 1, 1)
         return y
     if geo.pointwise():
-        return _pointwise_forward(x, w.reshape(K, geo.C).astype(dtype, copy=False), bias, y, geo)
+        wm = np.ascontiguousarray(w.reshape(K, geo.C), dtype=dtype)
+        _pointwise_products(wm, x.reshape(geo.N, geo.C, -1), y.reshape(geo.N, K, -1), geo, bias)
+        return y
     if conv_winograd.applies(geo):
         done = conv_winograd.forward(x, w, bias, geo, _scratch, dtype)
         if done is not None:                    # None: a non-finite value, im2col below
@@ -350,14 +352,16 @@ def _grad_input_cpu(gy, w, geo):
     dtype = _work_dtype(gy.dtype)
     gy = gy.astype(dtype, copy=False)
     G, K = geo.groups, geo.K
+    if geo.pointwise() and gy.size and geo.x_shape[0] * geo.C:
+        wt = np.ascontiguousarray(w.reshape(K, geo.C).T, dtype=dtype)
+        gx = np.empty(geo.x_shape, dtype)
+        _pointwise_products(wt, np.ascontiguousarray(gy).reshape(geo.N, K, -1),
+                            gx.reshape(geo.N, geo.C, -1), geo)
+        return gx
     gx = np.zeros(geo.x_shape, dtype)
     if gx.size == 0 or gy.size == 0:
         return gx
     w = np.ascontiguousarray(w, dtype=dtype)
-    if geo.pointwise():
-        cpu_matmul.matmul(w.reshape(K, geo.C).T, gy.reshape(geo.N, K, -1),
-                          out=gx.reshape(geo.N, geo.C, -1))
-        return gx
     if conv_winograd.applies(geo):
         done = conv_winograd.grad_input(gy, w, geo, _scratch, dtype)
         if done is not None:
@@ -476,22 +480,27 @@ def _im2col_grad_weight(x, gy, geo, dtype):
 POINTWISE_CHUNK_BYTES = 1 << 20    # y of a chunk of images: still in L2 when its bias is added
 
 
-def _pointwise_forward(x, w, bias, y, geo):
-    """y[n] = w (K, C) @ x[n] (C, HW) + bias by chunks of images shared by the threads, each
-    chunk's bias added by its thread while its y is in the caches (a bias pass after the whole
-    GEMM ran on one thread; on one thread the two measure the same)."""
-    xs, ys = x.reshape(geo.N, geo.C, -1), y.reshape(geo.N, geo.K, -1)
+def _pointwise_products(a, b, out, geo, bias=None):
+    """out[n] = a @ b[n] (+ bias[:, None]) for every image n, b (N, rows, HW) and out
+    (N, M, HW) C-contiguous, by chunks of images shared by the threads, each chunk's bias added
+    by its thread while its out is in the caches (a bias pass after the whole GEMM ran on one
+    thread; on one thread the two measure the same). Per image small_gemm.gemm_nn where its
+    blocking fits (1.3-1.5x OpenBLAS's AVX2 kernels here), else one BLAS GEMM per chunk."""
     workers = _chunk_workers(geo)
-    per_image = ys[0].nbytes
-    nb = cpu_threads.chunk_size(geo.N, POINTWISE_CHUNK_BYTES // max(per_image, 1), workers)
-    column = bias[:, None]
+    nb = cpu_threads.chunk_size(geo.N, POINTWISE_CHUNK_BYTES // max(out[0].nbytes, 1), workers)
+    own = small_gemm.gemm_nn_fits(*a.shape)
 
     def chunk(n0):
-        block = ys[n0:n0 + nb]
-        np.matmul(w, xs[n0:n0 + nb], out=block)
-        block += column
+        block = out[n0:n0 + nb]
+        if own:
+            for n in range(n0, n0 + block.shape[0]):
+                small_gemm.gemm_nn(a, b[n], out[n])
+        else:
+            np.matmul(a, b[n0:n0 + nb], out=block)
+        if bias is not None:
+            block += bias[:, None]
     cpu_threads.map_serial_blas(chunk, range(0, geo.N, nb), workers)
-    return y
+    return out
 
 
 POINTWISE_GW_SPLIT = 1 << 22    # multiply-adds from which a 1x1 weight gradient shares its images

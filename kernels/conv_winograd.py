@@ -325,7 +325,7 @@ def forward(x, w, bias, geo, scratch, dtype):
         v, mt = _buffers(scratch, geo, plan, dtype, "v", "m")
         if not _input_tiles(x, n0, m, v, plan.tc, plan.half, plan.tiles, geo.ph, geo.pw):
             return False
-        np.matmul(u, _gemm_operand(v, geo.C, m, plan), out=_gemm_operand(mt, geo.K, m, plan))
+        small_gemm.gemm_nn_planes(u, v, plan.tc, mt, plan.tc, m * plan.tiles)
         _output_tiles(mt, plan.tc, m, y, n0, bias, plan.half, plan.tiles)
         return True
     return y if all(cpu_threads.map_serial_blas(chunk, plan.chunks, workers)) else None
@@ -339,7 +339,7 @@ def backward(x, w, gy, geo, scratch, dtype, need_gx=True, need_gw=True, need_gb=
         return None
     workers = cpu_threads.count()         # threads, each on whole chunks of images
     plan = _Plan(geo, dtype, workers)
-    ut = _weight_tiles(w, dtype).transpose(0, 2, 1) if need_gx else None     # (16, C, K)
+    ut = np.ascontiguousarray(_weight_tiles(w, dtype).transpose(0, 2, 1)) if need_gx else None
     gx = np.empty(geo.x_shape, dtype) if need_gx else None
 
     def chunk(n0):
@@ -357,8 +357,7 @@ def backward(x, w, gy, geo, scratch, dtype, need_gx=True, need_gw=True, need_gb=
             du = np.empty((16, geo.K, geo.C), dtype)     # dM's and V's rows run along tiles
             small_gemm.gemm_nt_planes(dm, v, plan.tc, m * plan.tiles, du)
         if need_gx:                        # dV over V: the weight gradient is done with it
-            np.matmul(ut, _gemm_operand(dm, geo.K, m, plan),
-                      out=_gemm_operand(v, geo.C, m, plan))
+            small_gemm.gemm_nn_planes(ut, dm, plan.tc, v, plan.tc, m * plan.tiles)
             _input_tiles_adjoint(v, plan.tc, m, gx, n0, plan.half, plan.tiles, geo.ph, geo.pw)
         return du, gb
     parts = cpu_threads.map_serial_blas(chunk, plan.chunks, workers)

@@ -225,3 +225,112 @@ def gemm_nt_sum(a, bt, out):
     _gemm_nt_rows(a.reshape(-1), row_starts(M, L, B, M * L), bt.reshape(-1),
                   row_starts(N, L, B, N * L), L, out)
     return out
+
+
+# --------------------------------------------------------------------------- out = a @ b
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+def _row(buf, i, stride, length):
+    return buf[i * stride:i * stride + length]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+def _four(w, x0, x1, x2, x3):
+    return w[0] * x0 + w[1] * x1 + w[2] * x2 + w[3] * x3
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+def _axpy(alpha, x, y, assign):
+    """y = alpha * x (``assign``) or y += alpha * x."""
+    if assign:
+        for t in range(np.uint64(0), np.uint64(y.size)):
+            y[t] = alpha * x[t]
+    else:
+        for t in range(np.uint64(0), np.uint64(y.size)):
+            y[t] += alpha * x[t]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _gemm_nn_flat(a, b, b_stride, out, out_stride, length):
+    """Row i of out (``length`` values at out[i * out_stride:]) = sum over c of a[i, c] times
+    row c of b (at b[c * b_stride:]); a (M, K), b and out flat. Eight rows of out at a time,
+    four rows of b per pass over them: the 32 weights in registers, each output vector loaded
+    and stored once per four multiply-adds."""
+    M, K = a.shape
+    M8, K4 = M - M % 8, K - K % 4
+    L = length
+    for i in range(0, M8, 8):
+        o0, o1 = _row(out, i, out_stride, L), _row(out, i + 1, out_stride, L)
+        o2, o3 = _row(out, i + 2, out_stride, L), _row(out, i + 3, out_stride, L)
+        o4, o5 = _row(out, i + 4, out_stride, L), _row(out, i + 5, out_stride, L)
+        o6, o7 = _row(out, i + 6, out_stride, L), _row(out, i + 7, out_stride, L)
+        for c in range(0, K4, 4):
+            b0, b1 = _row(b, c, b_stride, L), _row(b, c + 1, b_stride, L)
+            b2, b3 = _row(b, c + 2, b_stride, L), _row(b, c + 3, b_stride, L)
+            w0 = (a[i, c], a[i, c + 1], a[i, c + 2], a[i, c + 3])
+            w1 = (a[i + 1, c], a[i + 1, c + 1], a[i + 1, c + 2], a[i + 1, c + 3])
+            w2 = (a[i + 2, c], a[i + 2, c + 1], a[i + 2, c + 2], a[i + 2, c + 3])
+            w3 = (a[i + 3, c], a[i + 3, c + 1], a[i + 3, c + 2], a[i + 3, c + 3])
+            w4 = (a[i + 4, c], a[i + 4, c + 1], a[i + 4, c + 2], a[i + 4, c + 3])
+            w5 = (a[i + 5, c], a[i + 5, c + 1], a[i + 5, c + 2], a[i + 5, c + 3])
+            w6 = (a[i + 6, c], a[i + 6, c + 1], a[i + 6, c + 2], a[i + 6, c + 3])
+            w7 = (a[i + 7, c], a[i + 7, c + 1], a[i + 7, c + 2], a[i + 7, c + 3])
+            if c == 0:          # two loops: a test inside one keeps it from vectorizing
+                for t in range(np.uint64(0), np.uint64(L)):
+                    x0, x1, x2, x3 = b0[t], b1[t], b2[t], b3[t]
+                    o0[t] = _four(w0, x0, x1, x2, x3)
+                    o1[t] = _four(w1, x0, x1, x2, x3)
+                    o2[t] = _four(w2, x0, x1, x2, x3)
+                    o3[t] = _four(w3, x0, x1, x2, x3)
+                    o4[t] = _four(w4, x0, x1, x2, x3)
+                    o5[t] = _four(w5, x0, x1, x2, x3)
+                    o6[t] = _four(w6, x0, x1, x2, x3)
+                    o7[t] = _four(w7, x0, x1, x2, x3)
+            else:
+                for t in range(np.uint64(0), np.uint64(L)):
+                    x0, x1, x2, x3 = b0[t], b1[t], b2[t], b3[t]
+                    o0[t] += _four(w0, x0, x1, x2, x3)
+                    o1[t] += _four(w1, x0, x1, x2, x3)
+                    o2[t] += _four(w2, x0, x1, x2, x3)
+                    o3[t] += _four(w3, x0, x1, x2, x3)
+                    o4[t] += _four(w4, x0, x1, x2, x3)
+                    o5[t] += _four(w5, x0, x1, x2, x3)
+                    o6[t] += _four(w6, x0, x1, x2, x3)
+                    o7[t] += _four(w7, x0, x1, x2, x3)
+        for c in range(K4, K):                      # the contraction left of the 4-blocks
+            for r in range(i, i + 8):
+                _axpy(a[r, c], _row(b, c, b_stride, L), _row(out, r, out_stride, L), c == 0)
+    for r in range(M8, M):                          # the rows left of the 8-blocks
+        for c in range(K):
+            _axpy(a[r, c], _row(b, c, b_stride, L), _row(out, r, out_stride, L), c == 0)
+    if K == 0:
+        for r in range(M):
+            _row(out, r, out_stride, L)[:] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _gemm_nn_planes(a, b, b_stride, out, out_stride, length):
+    for p in range(a.shape[0]):
+        _gemm_nn_flat(a[p], b[p], b_stride, out[p], out_stride, length)
+
+
+def gemm_nn_fits(m, k):
+    """Whether gemm_nn runs an (m, k) @ (k, n) product at full speed: whole blocks of 8 rows
+    (the rows past them take a slower loop, one row at a time)."""
+    return m % 8 == 0 and k >= 4
+
+
+def gemm_nn(a, b, out):
+    """``out[...] = a @ b`` for C-contiguous 2-D NumPy arrays of one float dtype: a (M, K),
+    b (K, N), out (M, N), vectorized along N; for short contractions, where OpenBLAS's packing
+    costs more than its kernel saves. Returns out."""
+    N = b.shape[1]
+    _gemm_nn_flat(a, b.reshape(-1), N, out.reshape(-1), N, N)
+    return out
+
+
+def gemm_nn_planes(a, b, b_stride, out, out_stride, length):
+    """``out_p = a[p] @ b_p`` for every plane p: a (P, M, K) C-contiguous; b and out
+    C-contiguous 2-D arrays, one plane a row, whose matrices' rows are ``length`` values every
+    ``b_stride`` / ``out_stride`` along it (b_p's row c at b[p, c * b_stride:]). Returns out."""
+    _gemm_nn_planes(a, b, b_stride, out, out_stride, length)
+    return out

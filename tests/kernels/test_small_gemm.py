@@ -109,3 +109,59 @@ def test_rows_at_any_offsets_overlapping_match_float64():
         Bm = np.stack([bt[s:s + length] for s in b_rows[n]])
         want += A @ Bm.T
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+@pytest.mark.parametrize("m, k, n", [(8, 4, 16), (32, 16, 1360), (64, 64, 784), (1, 1, 1),
+                                     (3, 5, 2), (9, 7, 33), (17, 13, 100), (16, 3, 5),
+                                     (24, 9, 1), (5, 0, 7)])
+def test_nn_matches_float64_product(m, k, n, dtype, tol):
+    """gemm_nn: out = a @ b, every remainder of the 8-row and 4-deep blocking (k < 4 and k = 0
+    included); out's old values (NaN) are overwritten."""
+    from gpudl.kernels.small_gemm import gemm_nn
+    rng = np.random.default_rng()
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    out = np.full((m, n), np.nan, dtype)
+    assert gemm_nn(a, b, out) is out
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * np.sqrt(k + 1))
+
+
+def test_nn_nan_and_inf_propagate():
+    """gemm_nn: a NaN or infinity reaches exactly the outputs whose sums it enters, in the
+    blocked part and in the leftover rows and contraction."""
+    rng = np.random.default_rng()
+    a = rng.standard_normal((11, 6)).astype(np.float32)
+    b = rng.standard_normal((6, 40)).astype(np.float32)
+    a[2, 1], a[9, 5], b[4, 17], b[5, 3] = np.nan, np.inf, np.inf, np.nan
+    out = np.empty((11, 40), np.float32)
+    small_gemm.gemm_nn(a, b, out)
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(out[finite], expected[finite], rtol=2e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("m, k, length, b_stride, out_stride", [(16, 16, 30, 37, 41),
+                                                                (9, 5, 7, 7, 9), (8, 4, 1, 3, 2)])
+def test_nn_planes_of_strided_rows_match_float64(m, k, length, b_stride, out_stride):
+    """gemm_nn_planes: per plane, b's and out's rows ``length`` values every stride along a
+    wider buffer; the values between out's rows are left as they were (NaN)."""
+    from gpudl.kernels.small_gemm import gemm_nn_planes
+    rng = np.random.default_rng()
+    P = 3
+    a = rng.standard_normal((P, m, k))
+    b = rng.standard_normal((P, k * b_stride + 5))
+    out = np.full((P, m * out_stride + 3), np.nan)
+    assert gemm_nn_planes(a, b, b_stride, out, out_stride, length) is out
+    for p in range(P):
+        B = np.stack([b[p, c * b_stride:c * b_stride + length] for c in range(k)])
+        got = np.stack([out[p, i * out_stride:i * out_stride + length] for i in range(m)])
+        np.testing.assert_allclose(got, a[p] @ B, rtol=1e-12, atol=1e-12)
+        untouched = np.ones(out.shape[1], bool)
+        for i in range(m):
+            untouched[i * out_stride:i * out_stride + length] = False
+        assert np.isnan(out[p, untouched]).all()
