@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import backend
 from ..dtypes import LOW_PRECISION, float32
+from ..kernels import reduce as reduce_kernels
 
 
 def sum_to(g, shape):
@@ -21,10 +22,27 @@ def sum_to(g, shape):
 
 def summed(a, axes, keepdims):
     """``a.sum`` over ``axes``; float16/bfloat16 accumulate in float32 (as torch) and round
-    back (NumPy would add bfloat16 in bfloat16)."""
+    back (NumPy would add bfloat16 in bfloat16). A sum of every value of a large float32/float64
+    CPU array runs kernels/reduce.py's vectorized loop."""
+    if over_all(axes, a.ndim) and reduce_kernels.applies(a):
+        value = reduce_kernels.total(a)
+        return np.full((1,) * a.ndim, value) if keepdims else value
     if a.dtype in LOW_PRECISION and not backend.is_device_array(a):
         return a.sum(axis=axes, keepdims=keepdims, dtype=float32).astype(a.dtype)
     return a.sum(axis=axes, keepdims=keepdims)
+
+
+def mean_of(a, axes, keepdims):
+    """``a.mean`` over ``axes``, in float32 for float16/bfloat16 (``in_float32``)."""
+    if over_all(axes, a.ndim) and reduce_kernels.applies(a):
+        value = a.dtype.type(reduce_kernels.total(a) / a.size)
+        return np.full((1,) * a.ndim, value) if keepdims else value
+    return in_float32(lambda x: x.mean(axis=axes, keepdims=keepdims), a)
+
+
+def over_all(axes, ndim):
+    """Whether ``axes`` (None, or a tuple of distinct non-negative axes) names every axis."""
+    return axes is None or (type(axes) is tuple and len(axes) == ndim)
 
 
 def in_float32(function, *args):

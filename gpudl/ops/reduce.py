@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function
-from ._util import in_float32, quiet as _quiet, summed, xp_of
+from ._util import in_float32, mean_of, quiet as _quiet, summed, xp_of
 
 
 def _expand_back(g, axes, keepdims, shape):
@@ -41,7 +41,7 @@ class Mean(Function):
     @staticmethod
     def forward(ctx, a, axes, keepdims):
         ctx.conf = (a.shape, axes, keepdims)
-        return in_float32(lambda x: x.mean(axis=axes, keepdims=keepdims), a)
+        return mean_of(a, axes, keepdims)
 
     @staticmethod
     def backward(ctx, g):
