@@ -61,6 +61,7 @@ import numpy as np
 from gpudl import backend, cpu_threads, dtypes
 
 from . import conv_winograd, small_gemm
+from . import reduce as totals
 
 # Bytes of column buffer per chunk of images: written by im2col then read by the GEMM while still in
 # the L2/L3 caches (2-5 MB measured best for (32,16,32,32) 3x3 on a 2-core EPYC; one image per
@@ -482,10 +483,10 @@ POINTWISE_CHUNK_BYTES = 1 << 20    # y of a chunk of images: still in L2 when it
 
 def _pointwise_products(a, b, out, geo, bias=None):
     """out[n] = a @ b[n] (+ bias[:, None]) for every image n, b (N, rows, HW) and out
-    (N, M, HW) C-contiguous, by chunks of images shared by the threads, each chunk's bias added
-    by its thread while its out is in the caches (a bias pass after the whole GEMM ran on one
-    thread; on one thread the two measure the same). Per image small_gemm.gemm_nn where its
-    blocking fits (1.3-1.5x OpenBLAS's AVX2 kernels here), else one BLAS GEMM per chunk."""
+    (N, M, HW) C-contiguous, by chunks of images shared by the threads. Per image
+    small_gemm.gemm_nn (the bias its first pass's start) where its blocking fits (1.3-1.5x
+    OpenBLAS's AVX2 kernels here), else one BLAS GEMM per chunk, the bias added by its thread
+    while the chunk's out is in the caches."""
     workers = _chunk_workers(geo)
     nb = cpu_threads.chunk_size(geo.N, POINTWISE_CHUNK_BYTES // max(out[0].nbytes, 1), workers)
     own = small_gemm.gemm_nn_fits(*a.shape)
@@ -494,9 +495,9 @@ def _pointwise_products(a, b, out, geo, bias=None):
         block = out[n0:n0 + nb]
         if own:
             for n in range(n0, n0 + block.shape[0]):
-                small_gemm.gemm_nn(a, b[n], out[n])
-        else:
-            np.matmul(a, b[n0:n0 + nb], out=block)
+                small_gemm.gemm_nn(a, b[n], out[n], bias)
+            return
+        np.matmul(a, b[n0:n0 + nb], out=block)
         if bias is not None:
             block += bias[:, None]
     cpu_threads.map_serial_blas(chunk, range(0, geo.N, nb), workers)
@@ -520,7 +521,7 @@ def _pointwise_grad_weight(x, gy, geo, with_bias):
     def images(n0):
         gw = small_gemm.gemm_nt_sum(a[n0:n0 + step], bt[n0:n0 + step],
                                     np.empty((K, C), gy.dtype))
-        return gw, a[n0:n0 + step].sum(axis=(0, 2)) if with_bias else None
+        return gw, totals.channel_totals(a[n0:n0 + step]) if with_bias else None
     parts = cpu_threads.map_threads(images, range(0, N, step), workers)
     gw = functools.reduce(np.add, [part[0] for part in parts])
     return gw, functools.reduce(np.add, [part[1] for part in parts]) if with_bias else None
@@ -537,6 +538,8 @@ def _winograd_backward_cpu(x, w, gy, geo, need_gb=False):
 
 
 def _grad_bias_cpu(gy):
+    if totals.applies(gy):
+        return totals.channel_totals(gy.reshape(gy.shape[0], gy.shape[1], -1))
     return gy.sum(axis=(0, 2, 3), dtype=_work_dtype(gy.dtype))
 
 

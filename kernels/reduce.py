@@ -1,4 +1,5 @@
-"""The sum of every value of a large CPU array in one vectorized pass (``total``).
+"""Sums of large CPU arrays in one vectorized pass: of every value (``total``), and per channel
+of an (N, C, L) array (``channel_totals``, a convolution's bias gradient).
 
 NumPy's float32 ``sum`` adds pairwise at ~7 values a nanosecond here: 218 us for the 1.6M
 outputs of a (32,64,28,28) convolution, the ``y.sum()`` behind many a ``backward()``, where
@@ -25,7 +26,15 @@ def applies(a):
 
 def total(a):
     """The sum of every value of ``a`` (``applies(a)``), as a NumPy scalar of a's dtype."""
-    return a.dtype.type(_loops()(a.reshape(-1), BLOCK))
+    return a.dtype.type(_loops()[0](a.reshape(-1), BLOCK))
+
+
+def channel_totals(a):
+    """(C,) sums over axes 0 and 2 of a C-contiguous float32/float64 NumPy array (N, C, L), in
+    a's dtype; each (n, c) row added as ``total`` adds, the rows' totals in float64 in order of n."""
+    sums = np.zeros(a.shape[1])
+    _loops()[1](a, BLOCK, sums)
+    return sums.astype(a.dtype)
 
 
 def _total_loop(flat, block):
@@ -38,13 +47,22 @@ def _total_loop(flat, block):
     return s
 
 
+def _channel_loop(total_loop):
+    def loop(a, block, sums):
+        for n in range(a.shape[0]):
+            for c in range(a.shape[1]):
+                sums[c] += total_loop(a[n, c], block)
+    return loop
+
+
 _compiled = []
 
 
 def _loops():
-    """The loop compiled on first use (``import gpudl`` loads no Numba)."""
+    """(total, per channel) compiled on first use (``import gpudl`` loads no Numba)."""
     if not _compiled:
         import numba
 
-        _compiled.append(numba.njit(cache=True, nogil=True, fastmath={"reassoc"})(_total_loop))
-    return _compiled[0]
+        total_loop = numba.njit(cache=True, nogil=True, fastmath={"reassoc"})(_total_loop)
+        _compiled[:] = [total_loop, numba.njit(cache=True, nogil=True)(_channel_loop(total_loop))]
+    return _compiled

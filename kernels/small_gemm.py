@@ -239,22 +239,17 @@ def _four(w, x0, x1, x2, x3):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
-def _axpy(alpha, x, y, assign):
-    """y = alpha * x (``assign``) or y += alpha * x."""
-    if assign:
-        for t in range(np.uint64(0), np.uint64(y.size)):
-            y[t] = alpha * x[t]
-    else:
-        for t in range(np.uint64(0), np.uint64(y.size)):
-            y[t] += alpha * x[t]
+def _axpy(alpha, x, y):
+    for t in range(np.uint64(0), np.uint64(y.size)):
+        y[t] += alpha * x[t]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _gemm_nn_flat(a, b, b_stride, out, out_stride, length):
-    """Row i of out (``length`` values at out[i * out_stride:]) = sum over c of a[i, c] times
-    row c of b (at b[c * b_stride:]); a (M, K), b and out flat. Eight rows of out at a time,
-    four rows of b per pass over them: the 32 weights in registers, each output vector loaded
-    and stored once per four multiply-adds."""
+def _gemm_nn_flat(a, b, b_stride, out, out_stride, length, bias):
+    """Row i of out (``length`` values at out[i * out_stride:]) = bias[i] + the sum over c of
+    a[i, c] times row c of b (at b[c * b_stride:]); a (M, K), b and out flat. Eight rows of out
+    at a time, four rows of b per pass over them: the 32 weights in registers, each output
+    vector loaded and stored once per four multiply-adds."""
     M, K = a.shape
     M8, K4 = M - M % 8, K - K % 4
     L = length
@@ -275,16 +270,18 @@ def _gemm_nn_flat(a, b, b_stride, out, out_stride, length):
             w6 = (a[i + 6, c], a[i + 6, c + 1], a[i + 6, c + 2], a[i + 6, c + 3])
             w7 = (a[i + 7, c], a[i + 7, c + 1], a[i + 7, c + 2], a[i + 7, c + 3])
             if c == 0:          # two loops: a test inside one keeps it from vectorizing
+                z0, z1, z2, z3 = bias[i], bias[i + 1], bias[i + 2], bias[i + 3]
+                z4, z5, z6, z7 = bias[i + 4], bias[i + 5], bias[i + 6], bias[i + 7]
                 for t in range(np.uint64(0), np.uint64(L)):
                     x0, x1, x2, x3 = b0[t], b1[t], b2[t], b3[t]
-                    o0[t] = _four(w0, x0, x1, x2, x3)
-                    o1[t] = _four(w1, x0, x1, x2, x3)
-                    o2[t] = _four(w2, x0, x1, x2, x3)
-                    o3[t] = _four(w3, x0, x1, x2, x3)
-                    o4[t] = _four(w4, x0, x1, x2, x3)
-                    o5[t] = _four(w5, x0, x1, x2, x3)
-                    o6[t] = _four(w6, x0, x1, x2, x3)
-                    o7[t] = _four(w7, x0, x1, x2, x3)
+                    o0[t] = z0 + _four(w0, x0, x1, x2, x3)
+                    o1[t] = z1 + _four(w1, x0, x1, x2, x3)
+                    o2[t] = z2 + _four(w2, x0, x1, x2, x3)
+                    o3[t] = z3 + _four(w3, x0, x1, x2, x3)
+                    o4[t] = z4 + _four(w4, x0, x1, x2, x3)
+                    o5[t] = z5 + _four(w5, x0, x1, x2, x3)
+                    o6[t] = z6 + _four(w6, x0, x1, x2, x3)
+                    o7[t] = z7 + _four(w7, x0, x1, x2, x3)
             else:
                 for t in range(np.uint64(0), np.uint64(L)):
                     x0, x1, x2, x3 = b0[t], b1[t], b2[t], b3[t]
@@ -296,21 +293,21 @@ def _gemm_nn_flat(a, b, b_stride, out, out_stride, length):
                     o5[t] += _four(w5, x0, x1, x2, x3)
                     o6[t] += _four(w6, x0, x1, x2, x3)
                     o7[t] += _four(w7, x0, x1, x2, x3)
-        for c in range(K4, K):                      # the contraction left of the 4-blocks
-            for r in range(i, i + 8):
-                _axpy(a[r, c], _row(b, c, b_stride, L), _row(out, r, out_stride, L), c == 0)
+        for r in range(i, i + 8):                   # the contraction left of the 4-blocks
+            if K4 == 0:
+                _row(out, r, out_stride, L)[:] = bias[r]
+            for c in range(K4, K):
+                _axpy(a[r, c], _row(b, c, b_stride, L), _row(out, r, out_stride, L))
     for r in range(M8, M):                          # the rows left of the 8-blocks
+        _row(out, r, out_stride, L)[:] = bias[r]
         for c in range(K):
-            _axpy(a[r, c], _row(b, c, b_stride, L), _row(out, r, out_stride, L), c == 0)
-    if K == 0:
-        for r in range(M):
-            _row(out, r, out_stride, L)[:] = 0
+            _axpy(a[r, c], _row(b, c, b_stride, L), _row(out, r, out_stride, L))
 
 
 @numba.njit(cache=True, nogil=True)
-def _gemm_nn_planes(a, b, b_stride, out, out_stride, length):
+def _gemm_nn_planes(a, b, b_stride, out, out_stride, length, bias):
     for p in range(a.shape[0]):
-        _gemm_nn_flat(a[p], b[p], b_stride, out[p], out_stride, length)
+        _gemm_nn_flat(a[p], b[p], b_stride, out[p], out_stride, length, bias)
 
 
 def gemm_nn_fits(m, k):
@@ -319,12 +316,12 @@ def gemm_nn_fits(m, k):
     return m % 8 == 0 and k >= 4
 
 
-def gemm_nn(a, b, out):
-    """``out[...] = a @ b`` for C-contiguous 2-D NumPy arrays of one float dtype: a (M, K),
-    b (K, N), out (M, N), vectorized along N; for short contractions, where OpenBLAS's packing
-    costs more than its kernel saves. Returns out."""
+def gemm_nn(a, b, out, bias=None):
+    """``out[...] = a @ b (+ bias[:, None])`` for C-contiguous NumPy arrays of one float dtype:
+    a (M, K), b (K, N), out (M, N), bias (M,); vectorized along N. Returns out."""
     N = b.shape[1]
-    _gemm_nn_flat(a, b.reshape(-1), N, out.reshape(-1), N, N)
+    bias = np.zeros(a.shape[0], a.dtype) if bias is None else bias
+    _gemm_nn_flat(a, b.reshape(-1), N, out.reshape(-1), N, N, bias)
     return out
 
 
@@ -332,5 +329,5 @@ def gemm_nn_planes(a, b, b_stride, out, out_stride, length):
     """``out_p = a[p] @ b_p`` for every plane p: a (P, M, K) C-contiguous; b and out
     C-contiguous 2-D arrays, one plane a row, whose matrices' rows are ``length`` values every
     ``b_stride`` / ``out_stride`` along it (b_p's row c at b[p, c * b_stride:]). Returns out."""
-    _gemm_nn_planes(a, b, b_stride, out, out_stride, length)
+    _gemm_nn_planes(a, b, b_stride, out, out_stride, length, np.zeros(a.shape[1], a.dtype))
     return out

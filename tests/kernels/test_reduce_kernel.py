@@ -69,3 +69,15 @@ def test_tensor_sum_and_mean_over_all_match_torch(op, keepdims):
     (y * 3).sum().backward()
     (r * 3).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), ref.grad.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("shape", [(16, 64, 784), (3, 5, 1), (1, 2, 300), (2, 0, 7)])
+def test_channel_totals_match_float64(shape, dtype, tol):
+    rng = np.random.default_rng()
+    a = (rng.standard_normal(shape) + 0.5).astype(dtype)
+    got = R.channel_totals(a)
+    assert got.dtype == dtype and got.shape == (shape[1],)
+    exact = a.astype(np.float64).sum(axis=(0, 2))
+    scale = np.abs(a.astype(np.float64)).sum(axis=(0, 2)) + 1
+    np.testing.assert_array_less(np.abs(got - exact), tol * scale)

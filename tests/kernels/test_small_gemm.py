@@ -165,3 +165,16 @@ def test_nn_planes_of_strided_rows_match_float64(m, k, length, b_stride, out_str
         for i in range(m):
             untouched[i * out_stride:i * out_stride + length] = False
         assert np.isnan(out[p, untouched]).all()
+
+
+@pytest.mark.parametrize("m, k", [(16, 8), (11, 6), (8, 2), (3, 0)])
+def test_nn_bias_starts_each_row(m, k):
+    """gemm_nn with a bias: out = a @ b + bias[:, None], in the blocked rows, the leftover rows
+    and contractions shorter than a block."""
+    from gpudl.kernels.small_gemm import gemm_nn
+    rng = np.random.default_rng()
+    a, b = rng.standard_normal((m, k)), rng.standard_normal((k, 50))
+    bias = rng.standard_normal(m)
+    out = np.full((m, 50), np.nan)
+    gemm_nn(a, b, out, bias)
+    np.testing.assert_allclose(out, a @ b + bias[:, None], rtol=1e-12, atol=1e-12)
