@@ -104,14 +104,19 @@ def _busy_elsewhere(now):
 
 
 def _blas_controller():
-    """threadpoolctl's controller of the BLAS NumPy uses, or None."""
+    """threadpoolctl's controller of the BLAS NumPy uses, or None. Other BLAS libraries may be
+    loaded too (SciPy's, which Numba loads when it compiles), in no fixed order: NumPy's is
+    the one in NumPy's own folders (a wheel's numpy.libs), else the first found."""
     try:
-        import numpy as np  # noqa: F401  (its BLAS must be loaded to be found)
+        import numpy as np
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return None
-    found = ThreadpoolController().select(user_api="blas")
-    return found.lib_controllers[0] if found.lib_controllers else None
+    found = ThreadpoolController().select(user_api="blas").lib_controllers
+    home = os.path.dirname(os.path.realpath(np.__file__))
+    numpy_own = [c for c in found
+                 if os.path.realpath(c.filepath or "").startswith((home + os.sep, home + ".libs"))]
+    return (numpy_own or found or [None])[0]
 
 
 def _current_blas_threads(blas):

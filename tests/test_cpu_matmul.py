@@ -8,7 +8,8 @@ from gpudl import cpu_matmul, cpu_threads
 
 SHAPES = [((5, 7), (7, 3)), ((7,), (7, 3)), ((5, 7), (7,)), ((7,), (7,)),
           ((4, 1, 33, 8), (3, 8, 5)), ((2, 40, 6), (6, 9)), ((0, 4), (4, 3)), ((3, 0), (0, 2)),
-          ((70, 16), (16, 70))]
+          ((70, 16), (16, 70)),
+          ((256, 64), (64, 192)), ((64, 256), (256, 120)), ((24, 130), (130, 17))]
 
 
 @pytest.fixture(params=["whole", "split"])
@@ -45,8 +46,65 @@ def test_blas_on_one_thread_during_each_product(monkeypatch, rng):
         seen.append(blas.get_num_threads())
         return real(*args, **kwargs)
     monkeypatch.setattr(cpu_matmul.np, "matmul", spy)
-    a, b = rng.standard_normal((300, 200)), rng.standard_normal((200, 300))
+    a, b = rng.standard_normal((300, 200)), rng.standard_normal((200, 12))     # BLAS's shape
     for split_flops in (1 << 62, 0):         # whole, then in blocks of rows
         monkeypatch.setattr(cpu_matmul, "SPLIT_FLOPS", split_flops)
         np.testing.assert_allclose(cpu_matmul.matmul(a, b), real(a, b), rtol=1e-12)
     assert seen and set(seen) == {1}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sa, sb, layouts, kernel", [
+    ((256, 64), (64, 192), "CC", "_nn"), ((256, 64), (64, 192), "FC", "_nn"),
+    ((64, 256), (256, 120), "CF", "_nt"), ((24, 900), (900, 17), "CF", "_nt"),
+    ((64, 256), (256, 120), "CC", "_blas"),         # b's columns not contiguous: no copy
+    ((256, 64), (64, 192), "CF", "_blas"),
+    ((60, 64), (64, 192), "CC", "_blas"),           # rows not in blocks of 8
+    ((256, 64), (64, 12), "CC", "_blas")])          # narrow
+def test_small_gemm_kernels_where_they_pay(sa, sb, layouts, kernel, dtype, mode, rng):
+    """2-D products of the shapes and layouts small_gemm's loops run faster than BLAS here go to
+    them, whole and split into row blocks, into a given out or not."""
+    a = np.asarray(rng.standard_normal(sa), dtype, order=layouts[0])
+    b = np.asarray(rng.standard_normal(sb), dtype, order=layouts[1])
+    assert cpu_matmul._kernel_for(a, b) is getattr(cpu_matmul, kernel)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(cpu_matmul.matmul(a, b), want, rtol=tol, atol=tol * 10)
+    out = np.full(want.shape, np.nan, dtype)
+    assert cpu_matmul.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("given_out", [False, True])
+def test_stack_times_matrix_runs_as_one_product(given_out, mode, rng, monkeypatch):
+    """(batch, seq, K) @ (K, N), a C-contiguous stack: one product of all its rows, numpy's
+    result either way; a strided stack keeps numpy.matmul's own loop."""
+    seen = []
+    real = cpu_matmul._kernel_for
+    monkeypatch.setattr(cpu_matmul, "_kernel_for", lambda a, b: seen.append(a.shape) or real(a, b))
+    a = rng.standard_normal((4, 6, 16, 5)).astype(np.float32)
+    b = rng.standard_normal((5, 7)).astype(np.float32)
+    want = a.astype(np.float64) @ b
+    out = np.full(want.shape, np.nan, np.float32) if given_out else None
+    got = cpu_matmul.matmul(a, b, out)
+    assert got.shape == want.shape and (out is None or got is out)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert seen[0] == (4 * 6 * 16, 5)
+    strided = a[:, :, ::2]
+    np.testing.assert_allclose(cpu_matmul.matmul(strided, b), strided.astype(np.float64) @ b,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_numpys_blas_is_the_one_held(monkeypatch):
+    """With SciPy's BLAS loaded beside NumPy's (Numba loads it when it compiles), the BLAS that
+    serial_blas holds to one thread is NumPy's, whatever order threadpoolctl lists them in."""
+    pytest.importorskip("scipy.linalg")
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    found = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+    monkeypatch.setattr(threadpoolctl.ThreadpoolController, "select",
+                        lambda self, **kw: type("S", (), {"lib_controllers": found[::-1]})())
+    chosen = cpu_threads._blas_controller()
+    numpy_blas = [c for c in found if "numpy" in (c.filepath or "")]
+    if not numpy_blas:
+        pytest.skip("NumPy's BLAS is not in NumPy's folders here")
+    assert chosen.filepath == numpy_blas[0].filepath
