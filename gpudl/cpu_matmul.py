@@ -40,8 +40,8 @@ def matmul(a, b, out=None):
     the speed of one of 256 rows)."""
     if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous and \
             (out is None or out.flags.c_contiguous):
-        rows = a.reshape(-1, a.shape[-1])
-        flat = matmul(rows, b, None if out is None else out.reshape(-1, b.shape[1]))
+        M = math.prod(a.shape[:-1])         # not -1: reshape cannot infer it from size 0
+        flat = matmul(a.reshape(M, a.shape[-1]), b, None if out is None else out.reshape(M, b.shape[1]))
         return flat.reshape(a.shape[:-1] + (b.shape[1],)) if out is None else out
     workers = cpu_threads.count() if _flops(a, b) >= SPLIT_FLOPS else 1
     product = _kernel_for(a, b) if out is None or out.flags.c_contiguous else _blas

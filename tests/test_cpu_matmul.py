@@ -108,3 +108,13 @@ def test_numpys_blas_is_the_one_held(monkeypatch):
     if not numpy_blas:
         pytest.skip("NumPy's BLAS is not in NumPy's folders here")
     assert chosen.filepath == numpy_blas[0].filepath
+
+
+@pytest.mark.parametrize("sa, sb", [((2, 0, 5), (5, 3)), ((2, 3, 0), (0, 4)), ((0, 3, 2), (2, 0))])
+def test_empty_stacks(sa, sb, rng):
+    a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+    want = np.matmul(a, b)
+    np.testing.assert_array_equal(cpu_matmul.matmul(a, b), want)
+    out = np.full(want.shape, np.nan)
+    assert cpu_matmul.matmul(a, b, out) is out
+    np.testing.assert_array_equal(out, want)
