@@ -26,20 +26,32 @@ a copy of the values it computed, read at the next device read as in eager steps
 """
 
 import gc
+import os
 import threading
 
-from . import autograd, backend
-from .graph_recorder import Hook, Recorder, check_statics, eager, refuse
+from . import autograd, backend, graph_debug
+from .graph_debug import cuda_graph_data, recorded_graph_data, write_dot
+from .graph_recorder import (Hook, Recorder, check_statics, describe_backward, describe_call,
+                             describe_forward, eager, refuse)
 from .tensor import Tensor
 
 _active = None          # the CUDAGraph being captured (one capture at a time)
 
 
-def _guard(what, why="reads the device"):
+def _guard(what, why=None):
     """backend.capture_guard while capturing: a host sync or read by the capturing thread
-    refuses (other threads, a data loader's, go on)."""
-    if _active is not None and _active._thread == threading.get_ident():
-        refuse(what, why)
+    refuses, in every mode (it would wait on or read from the capturing stream). ``why`` None
+    is a device sync (backend.host_sync): in "global" mode other threads' refuse too, as CUDA
+    forbids them the unsafe calls; otherwise other threads (a data loader's) go on."""
+    if _active is None:
+        return
+    if _active._thread == threading.get_ident():
+        refuse(what, why or "reads the device")
+    if why is None and _active._mode == "global":
+        raise RuntimeError(
+            f"{what}: waits for the device while another thread captures a CUDA graph in "
+            "capture_error_mode='global', which forbids every thread such calls; capture with "
+            "capture_error_mode='thread_local' or 'relaxed' to let other threads sync")
 
 
 def is_current_stream_capturing():
@@ -53,20 +65,26 @@ class _Watcher(Hook):
     """``autograd._capture`` during a GPU capture: runs everything eagerly (into the graph) and
     notes the tensors from before the capture that the graph reads, for replay's check."""
 
-    def __init__(self):
-        super().__init__()
-        self.statics, self.born = {}, set()
+    def __init__(self, check_liveness=False):
+        super().__init__(check_liveness)
+        self.born = set()
+        self.nodes = []     # graph_recorder's descriptions of the calls, for debug_dump
 
     def apply(self, cls, args):
         for a in args:
             if isinstance(a, Tensor) and id(a._data) not in self.born:
-                self.statics[id(a)] = (a, a._data)
+                self.note_static(a, a._data)
         result = eager(cls.apply, *args)
-        for t in (result if isinstance(result, tuple) else (result,)):
+        results = result if isinstance(result, tuple) else (result,)
+        for t in results:
             self.born.add(id(t._data))
+        self.nodes.append(describe_forward(cls, [getattr(a, "_data", a) for a in args],
+                                           [t._data for t in results]))
         return result
 
     def backward(self, tensor, grad, retain_graph):
+        order = [] if tensor.grad_fn is None else autograd._topological_order(tensor.grad_fn)
+        self.nodes.append(describe_backward(order))
         return eager(autograd._backward, tensor, grad, retain_graph)
 
     def accumulate(self, tensor, g):
@@ -81,6 +99,7 @@ class _Watcher(Hook):
         if kind == "optimizer" and method.__name__ == "step":
             _check_capturable(target)
         self.note_step(kind, method, target)
+        self.nodes.append(describe_call(method, target))
         return method(target, *args, **kwargs)
 
 
@@ -111,25 +130,94 @@ def _check_capturable(optimizer):
 _MODES = ("global", "thread_local", "relaxed")   # in cudaStreamCaptureMode's order (0, 1, 2)
 
 
+def _check_mode(where, capture_error_mode):
+    if not isinstance(capture_error_mode, str) or capture_error_mode not in _MODES:
+        raise ValueError(f"{where}: capture_error_mode must be one of {', '.join(map(repr, _MODES))}, "
+                         f"got {capture_error_mode!r}")
+
+
+def _check_flag(where, name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{where}: {name} must be a bool, got {value!r} "
+                        f"({type(value).__name__})")
+
+
+def _relaxed_malloc(malloc):
+    """The private pool's malloc with this thread's capture mode relaxed around it, as
+    PyTorch's allocator does (cudaMallocMaybeCapturing): a "global" or "thread_local" capture
+    forbids cudaMalloc, which a pool growing during the capture calls. The mode is per-thread
+    driver state, so the driver API of cuda.bindings (numba-cuda's) sets it for CuPy too."""
+    from cuda.bindings import driver
+    relaxed = driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED
+
+    def malloc_relaxed(size):
+        err, outer = driver.cuThreadExchangeStreamCaptureMode(relaxed)
+        if err != driver.CUresult.CUDA_SUCCESS:
+            raise RuntimeError(f"cuThreadExchangeStreamCaptureMode: {err!r}")
+        try:
+            return malloc(size)
+        finally:
+            driver.cuThreadExchangeStreamCaptureMode(outer)
+    return malloc_relaxed
+
+
+_exec_ids = iter(range(1, 1 << 32))     # a recorded graph's instantiations, numbered as CUDA's
+
+
+class _GraphExec:
+    """A cudaGraphExec_t that ``instantiate()`` made from a kept graph (CuPy's Graph owns the
+    one it made at the end of the capture); destroyed with this object."""
+
+    def __init__(self, raw_graph):
+        self.runtime = backend._cupy.cuda.runtime
+        self.handle = self.runtime.graphInstantiate(raw_graph)
+
+    def launch(self, stream):
+        self.runtime.graphLaunch(self.handle, stream.ptr)
+
+    def __del__(self):
+        try:
+            self.runtime.graphExecDestroy(self.handle)
+        except Exception:       # at interpreter exit CUDA may be gone: nothing left to free
+            pass
+
+
 class CUDAGraph:
     """A captured graph (torch.cuda.CUDAGraph): fill it with ``gd.cuda.graph(g)``, run it with
-    ``replay()``. The memory the capture allocated lives as long as this object."""
+    ``replay()``. The memory the capture allocated lives as long as this object.
+
+    ``keep_graph`` as PyTorch's: False instantiates the graph at the end of the capture; True
+    keeps the raw graph (``raw_cuda_graph()``, ``debug_dump``, ``get_graph_data``) and
+    instantiates it at ``instantiate()``, or at the first ``replay()`` if that was not called.
+    On the GPU, ``instantiate()`` makes a new cudaGraphExec_t from the raw graph, so changes made
+    to it through ``raw_cuda_graph()`` take effect. On the CPU the graph is a recorded call list
+    (gpudl.graph_recorder) with no CUDA handles: the same rules hold, instantiating only marks it
+    ready.
+    """
 
     def __init__(self, keep_graph=False):
+        _check_flag("CUDAGraph", "keep_graph", keep_graph)
+        self._keep_graph, self._debug = keep_graph, False
         self._graph = None          # GPU: the cupy.cuda.Graph
         self._recording = None      # CPU: the graph_recorder.Recording
         self._pool = None           # GPU: the private cupy.cuda.MemoryPool; CPU: the pool's
                                     # recorded forwards (graph_recorder.Recorder's forward_of)
         self._statics = self._numbers = self._checks = ()
         self._state = None          # what capture_end needs
+        self._clear_instance()
 
-    def capture_begin(self, pool=None, capture_error_mode="relaxed"):
+    def _clear_instance(self):
+        self._exec = None           # GPU with keep_graph: the _GraphExec of instantiate()
+        self._exec_id = None        # the instantiation's number; None: not instantiated
+        self._nodes = None          # GPU: the recorded description, where CuPy has no DOT print
+        self._dumpable = False      # debug mode was on at the end of the capture, or keep_graph
+
+    def capture_begin(self, pool=None, capture_error_mode="global", check_input_liveness=False):
         """Start capturing on the current stream (use ``gd.cuda.graph``, which also moves to a
-        side stream)."""
+        side stream). ``capture_error_mode`` and ``check_input_liveness`` as in ``graph``."""
         global _active
-        if capture_error_mode not in _MODES:
-            raise ValueError(f"capture_begin: capture_error_mode must be one of {_MODES}, got "
-                             f"{capture_error_mode!r}")
+        _check_mode("capture_begin", capture_error_mode)
+        _check_flag("capture_begin", "check_input_liveness", check_input_liveness)
         _check_not_capturing("capture_begin")
         if self._graph is not None or self._recording is not None:
             raise RuntimeError("capture_begin: this CUDAGraph holds a capture already; call "
@@ -140,13 +228,16 @@ class CUDAGraph:
             # can walk back through a forward captured in another graph of the pool, as a
             # GPU graph reads the memory its pool shares (make_graphed_callables does this)
             self._pool = pool._pool if isinstance(pool, _PoolHandle) else {}
-            recorder = Recorder(self._pool)
+            recorder = Recorder(self._pool, check_input_liveness)
             self._state = recorder
         else:
             self._pool = pool._pool if isinstance(pool, _PoolHandle) else cupy.cuda.MemoryPool()
-            allocator = cupy.cuda.using_allocator(self._pool.malloc)
+            malloc = self._pool.malloc
+            if capture_error_mode != "relaxed":
+                malloc = _relaxed_malloc(malloc)
+            allocator = cupy.cuda.using_allocator(malloc)
             stream = cupy.cuda.get_current_stream()
-            recorder = _Watcher()
+            recorder = _Watcher(check_input_liveness)
             config = _numba_config()
             # Numba synchronises the stream named in a CuPy array's __cuda_array_interface__
             # before each launch using it: illegal on a capturing stream, and needless when
@@ -161,12 +252,13 @@ class CUDAGraph:
             config.CUDA_ARRAY_INTERFACE_SYNC = 0
             self._state = (allocator, stream, recorder, config, sync, len(backend._deferred))
         _active = self
-        self._thread = threading.get_ident()
+        self._thread, self._mode = threading.get_ident(), capture_error_mode
         backend.capture_guard = _guard
         autograd._capture = recorder
 
     def capture_end(self, failed=False):
-        """Finish the capture (``failed``: the body raised; discard it)."""
+        """Finish the capture (``failed``: the body raised; discard it). Without ``keep_graph``
+        the graph is instantiated here."""
         global _active
         state, self._state = self._state, None
         _active = None
@@ -176,6 +268,7 @@ class CUDAGraph:
             state.restore()
             if not failed:
                 self._recording = state.recording()
+                self._captured()
             return
         allocator, stream, watcher, config, sync, deferred = state
         # device-side checks queued while capturing hold values the capture never computed:
@@ -194,18 +287,45 @@ class CUDAGraph:
         if not failed:
             self._graph, self._statics = graph, list(watcher.statics.values())
             self._numbers, self._checks = watcher.numbers, checks
+            self._captured(watcher.nodes)
+
+    def _captured(self, nodes=None):
+        self._nodes = nodes
+        self._dumpable = self._debug or self._keep_graph
+        if not self._keep_graph:
+            self.instantiate()
+
+    def instantiate(self):
+        """Instantiate the captured graph (torch's rules): ``capture_end`` does it without
+        ``keep_graph``; with it, call this before ``replay`` (else the first replay does), and
+        again after changing the raw graph, which makes a new cudaGraphExec_t (the one
+        ``raw_cuda_graph_exec()`` returned before is destroyed)."""
+        if self._graph is None and self._recording is None:
+            raise RuntimeError("CUDAGraph.instantiate: capture_end() must have been called "
+                               "before calling instantiate (nothing captured yet)")
+        if self._exec_id is not None and not self._keep_graph:
+            raise RuntimeError("CUDAGraph.instantiate: the graph was instantiated at the end of "
+                               "its capture; instantiate() is for graphs made with "
+                               "keep_graph=True")
+        if self._graph is not None and self._keep_graph:
+            self._exec = _GraphExec(self._graph.graph)
+        self._exec_id = next(_exec_ids)
 
     def replay(self):
         """Run the captured work again: on the GPU one graph launch on the current stream, on
-        the CPU the recorded calls, reading and writing the captured arrays."""
+        the CPU the recorded calls, reading and writing the captured arrays. A graph kept with
+        ``keep_graph=True`` and not yet instantiated is instantiated first."""
+        if self._graph is None and self._recording is None:
+            raise RuntimeError("CUDAGraph.replay: nothing captured yet; fill the graph with "
+                               "`with gd.cuda.graph(g): ...` first")
+        if self._exec_id is None:
+            self.instantiate()
         if self._recording is not None:
             self._recording.replay()
             return
-        if self._graph is None:
-            raise RuntimeError("CUDAGraph.replay: nothing captured yet; fill the graph with "
-                               "`with gd.cuda.graph(g): ...` first")
         check_statics(self._statics, self._numbers)
-        self._graph.launch(backend._cupy.cuda.get_current_stream())
+        stream = backend._cupy.cuda.get_current_stream()
+        (self._exec or self._graph).launch(stream)
         # each replay's device-side checks (class indices in range), read at the next device
         # read as in eager steps; copied (queued after the launch, no sync), since the next
         # replay overwrites the graph's arrays
@@ -213,13 +333,97 @@ class CUDAGraph:
             backend.defer_check(value.copy(), passed, make_error)
 
     def reset(self):
-        """Drop the capture (and, once nothing else holds them, its arrays)."""
+        """Drop the capture (and, once nothing else holds them, its arrays); ``keep_graph``
+        and debug mode stay as they were."""
         self._graph = self._recording = self._pool = None
         self._statics = self._numbers = self._checks = ()
+        self._clear_instance()
 
     def pool(self):
         """A handle to this graph's memory pool, to share with a later capture (``pool=``)."""
         return _PoolHandle(self._pool)
+
+    # ------------------------------------------------------------- inspection (torch's names)
+    def enable_debug_mode(self):
+        """Keep what ``debug_dump`` writes: call it before the capture ends."""
+        self._debug = True
+
+    def debug_dump(self, debug_path):
+        """Write the captured graph to ``debug_path`` as a DOT file (Graphviz). On the GPU it
+        is CUDA's own description (cudaGraphDebugDotPrint, verbose, as PyTorch's) where CuPy has
+        it (CuPy >= 14); on the CPU, or with an older CuPy, one node per call the capture
+        recorded, in replay order. Needs debug mode enabled before the capture ended, or
+        ``keep_graph=True``. (PyTorch only warns and writes nothing without them; here the
+        call raises.)"""
+        if not isinstance(debug_path, (str, os.PathLike)):
+            raise TypeError(f"CUDAGraph.debug_dump: debug_path must be a str or os.PathLike, "
+                            f"got {type(debug_path).__name__}")
+        if self._graph is None and self._recording is None:
+            raise RuntimeError("CUDAGraph.debug_dump: nothing captured yet")
+        if not self._dumpable:
+            when = "only after the capture" if self._debug else "not"
+            raise RuntimeError(
+                f"CUDAGraph.debug_dump: debug mode was {when} enabled, so the graph was not kept "
+                "for a dump; call g.enable_debug_mode() before capturing (or make the graph "
+                "with keep_graph=True)")
+        runtime = backend._cupy.cuda.runtime if self._graph is not None else None
+        if runtime is not None and hasattr(runtime, "graphDebugDotPrint"):
+            runtime.graphDebugDotPrint(self._graph.graph, os.fspath(debug_path),
+                                       graph_debug.VERBOSE)
+            return
+        write_dot(debug_path, self._describe(), "gpudl CUDAGraph")
+
+    def _describe(self):
+        return self._recording.describe() if self._recording is not None else self._nodes
+
+    def raw_cuda_graph(self):
+        """The cudaGraph_t, as an int (``keep_graph`` must be True). There is none on the CPU
+        path, where the graph is a recorded call list: that raises."""
+        self._check_cuda_handles("raw_cuda_graph")
+        if not self._keep_graph:
+            raise RuntimeError("CUDAGraph.raw_cuda_graph: the raw cudaGraph_t is only kept for "
+                               "a CUDAGraph made with keep_graph=True")
+        return int(self._graph.graph)
+
+    def raw_cuda_graph_exec(self):
+        """The cudaGraphExec_t, as an int, once instantiated (at the end of the capture, or by
+        ``instantiate()`` with ``keep_graph``); a later ``instantiate()`` destroys it. There is
+        none on the CPU path: that raises."""
+        self._check_cuda_handles("raw_cuda_graph_exec")
+        if self._exec_id is None:
+            raise RuntimeError("CUDAGraph.raw_cuda_graph_exec: the graph has no cudaGraphExec_t "
+                               "until instantiate() has been called")
+        return int(self._exec.handle if self._exec is not None else self._graph.graphExec)
+
+    def _check_cuda_handles(self, where):
+        if self._recording is not None or (self._graph is None and backend._cupy is None):
+            raise RuntimeError(
+                f"CUDAGraph.{where}: there is no CUDA graph on the CPU path (this process runs "
+                "without CuPy, on the CPU or Numba's simulator): the capture is a recorded call "
+                "list; see it with debug_dump() or get_graph_data()")
+        if self._graph is None:
+            raise RuntimeError(f"CUDAGraph.{where}: nothing captured yet")
+
+    def get_graph_data(self):
+        """The graph's nodes and their dependencies, as PyTorch's ``get_graph_data``:
+        ``{"exec_graph_id": int, "nodes": [{"index", "node_type", "tools_id", "graph_id",
+        "node_id", "kernel_name", "dependencies", "dependents"}, ...]}``; ``keep_graph`` must be
+        True and the graph instantiated. On the GPU the CUDA graph's nodes (needs cuda.bindings
+        and a CUDA 13.1 driver, as PyTorch's); on the CPU the recorded calls, in replay order,
+        each depending on the one before: ``node_type`` is the kind of call ("function",
+        "backward", "method", "refill"), ``kernel_name`` its name, and a ``detail`` key gives its
+        arrays; the ids number the instantiation and the call."""
+        if self._graph is None and self._recording is None:
+            raise RuntimeError("CUDAGraph.get_graph_data: nothing captured yet")
+        if not self._keep_graph:
+            raise RuntimeError("CUDAGraph.get_graph_data: needs the raw graph, which is only "
+                               "kept for a CUDAGraph made with keep_graph=True")
+        if self._exec_id is None:
+            raise RuntimeError("CUDAGraph.get_graph_data: call instantiate() first (the data "
+                               "names the instantiated graph)")
+        if self._recording is not None:
+            return recorded_graph_data(self._describe(), self._exec_id)
+        return cuda_graph_data(self.raw_cuda_graph(), self.raw_cuda_graph_exec())
 
 
 class _PoolHandle:
@@ -245,14 +449,36 @@ class graph:
     up, optimizer state exists), as PyTorch asks. The body's work does not run: ``g.replay()``
     runs it. On the CPU the body runs once to be recorded and its effects on older tensors are
     undone, so that too counts as no step.
+
+    ``capture_error_mode`` (PyTorch's default "global", "thread_local" or "relaxed") is CUDA's
+    stream capture mode: which threads may make unsafe calls (a device sync, cudaMalloc) during
+    the capture. The capturing thread never may sync (its reads are refused, naming the op, in
+    every mode); "global" also refuses other threads' device syncs, "thread_local" and
+    "relaxed" let them run. The graph's private pool allocates in every mode (its cudaMalloc
+    runs relaxed, as PyTorch's allocator does).
+
+    ``check_input_liveness=True`` (PyTorch's): the graph notes the tensors from before the
+    capture that it reads, and a replay after one was deleted raises, saying where the capture
+    read it and where it was deleted. (The graph keeps their arrays, so this is no use after
+    free as in PyTorch, but the same bug: nothing the script holds can copy new values into the
+    graph's input any more, and every replay would read the captured ones.)
+
+    ``enable_annotations`` is accepted for PyTorch's signature: PyTorch's annotations are
+    labels given with its private ``torch.cuda._graph_annotations.mark_kernels`` scopes and
+    matched to CUPTI tools ids; gpudl has no such scopes, so there is nothing to record.
     """
 
-    def __init__(self, cuda_graph, pool=None, stream=None, capture_error_mode="relaxed"):
+    def __init__(self, cuda_graph, pool=None, stream=None, capture_error_mode="global",
+                 enable_annotations=False, check_input_liveness=False):
         if not isinstance(cuda_graph, CUDAGraph):
             raise TypeError(f"graph: expected a gd.cuda.CUDAGraph, got "
                             f"{type(cuda_graph).__name__}")
+        _check_mode("graph", capture_error_mode)
+        _check_flag("graph", "enable_annotations", enable_annotations)
+        _check_flag("graph", "check_input_liveness", check_input_liveness)
         self.cuda_graph, self.pool = cuda_graph, pool
         self.capture_error_mode = capture_error_mode
+        self.enable_annotations, self.check_input_liveness = enable_annotations, check_input_liveness
         self.stream = stream if stream is not None else (
             Stream() if backend._cupy is not None else None)
 
@@ -265,7 +491,8 @@ class graph:
             self.stream.wait_stream(current_stream())
             self.stream.__enter__()
         try:
-            self.cuda_graph.capture_begin(self.pool, self.capture_error_mode)
+            self.cuda_graph.capture_begin(self.pool, self.capture_error_mode,
+                                          self.check_input_liveness)
         except BaseException:
             if self.stream is not None:
                 self.stream.__exit__(None, None, None)

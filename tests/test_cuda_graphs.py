@@ -460,7 +460,7 @@ def test_gpu_branch_plumbing_with_a_stand_in_cupy(monkeypatch):
         # Numba kernels launch on CuPy's current stream, the capturing one
         monkeypatch.setitem(backend._streams, fake.current.ptr, "numba's view of side")
         assert backend.launch_stream() == "numba's view of side"
-        assert fake.log == ["main synchronized", "side waits main", "begin side mode 2"]
+        assert fake.log == ["main synchronized", "side waits main", "begin side mode 0"]
         assert gd.cuda.is_current_stream_capturing()
         assert fake.current.name == "side" and fake.allocator is not None
         assert config.CUDA_ARRAY_INTERFACE_SYNC == 0
@@ -469,7 +469,7 @@ def test_gpu_branch_plumbing_with_a_stand_in_cupy(monkeypatch):
     assert fake.current.name == "main" and fake.allocator is None
     assert config.CUDA_ARRAY_INTERFACE_SYNC == sync and backend.capture_guard is None
     g.replay()
-    assert fake.log == ["main synchronized", "side waits main", "begin side mode 2", "end side",
+    assert fake.log == ["main synchronized", "side waits main", "begin side mode 0", "end side",
                         "launch on main"]
     with pytest.raises(ValueError, match="boom"):        # the body's error, capture ended
         with gd.cuda.graph(gd.cuda.CUDAGraph(), pool=g.pool()):
