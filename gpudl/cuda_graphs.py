@@ -9,8 +9,9 @@ intermediate and output arrays stay valid for every replay. (CuPy's stream-order
 ``MemoryAsyncPool`` is not used: under capture, cudaMallocAsync becomes an allocation node whose
 memory, if still held after the capture, as static outputs and ``.grad`` arrays are, must be
 freed before the graph may be launched again, and CuPy instantiates graphs without
-auto-free-on-launch.) The private pool calls cudaMalloc while capturing, which CUDA allows in
-relaxed capture mode, the default here (PyTorch's "global" would refuse it).
+auto-free-on-launch.) The private pool calls cudaMalloc while capturing, which CUDA allows only
+in relaxed capture mode: as PyTorch's allocator does, the pool's malloc swaps the thread's mode
+to relaxed around it, so the capture can use PyTorch's default "global" mode.
 
 On the CPU (and under Numba's simulator) the same API runs: the capture records the body as a
 call list and ``replay()`` re-runs it in place (gpudl.graph_recorder).
@@ -23,16 +24,20 @@ shape needs a new capture) and that the stepped optimizers' Python hyperparamete
 ``lr`` a scheduler changed) are those captured, which a GPU graph keeps. Device-side checks
 (class indices in range) queued while capturing are kept by a GPU graph, and each replay queues
 a copy of the values it computed, read at the next device read as in eager steps.
+
+The rest of torch.cuda.CUDAGraph's API is here with its rules: ``keep_graph`` and
+``instantiate()``, ``enable_debug_mode()`` and ``debug_dump(path)`` (a DOT file),
+``raw_cuda_graph()`` and ``raw_cuda_graph_exec()`` (CuPy's handles; none on the CPU path),
+``get_graph_data()`` (gpudl.graph_debug), and ``graph``'s ``capture_error_mode``,
+``check_input_liveness`` and ``enable_annotations``.
 """
 
 import gc
-import os
 import threading
 
-from . import autograd, backend, graph_debug
-from .graph_debug import cuda_graph_data, recorded_graph_data, write_dot
-from .graph_recorder import (Hook, Recorder, check_statics, describe_backward, describe_call,
-                             describe_forward, eager, refuse)
+from . import autograd, backend
+from .graph_debug import Inspection, describe_backward, describe_call, describe_forward
+from .graph_recorder import Hook, Recorder, check_statics, eager, refuse
 from .tensor import Tensor
 
 _active = None          # the CUDAGraph being captured (one capture at a time)
@@ -132,8 +137,9 @@ _MODES = ("global", "thread_local", "relaxed")   # in cudaStreamCaptureMode's or
 
 def _check_mode(where, capture_error_mode):
     if not isinstance(capture_error_mode, str) or capture_error_mode not in _MODES:
-        raise ValueError(f"{where}: capture_error_mode must be one of {', '.join(map(repr, _MODES))}, "
-                         f"got {capture_error_mode!r}")
+        expected = ", ".join(map(repr, _MODES))
+        raise ValueError(f"{where}: capture_error_mode must be one of {expected}, got "
+                         f"{capture_error_mode!r}")
 
 
 def _check_flag(where, name, value):
@@ -147,7 +153,13 @@ def _relaxed_malloc(malloc):
     PyTorch's allocator does (cudaMallocMaybeCapturing): a "global" or "thread_local" capture
     forbids cudaMalloc, which a pool growing during the capture calls. The mode is per-thread
     driver state, so the driver API of cuda.bindings (numba-cuda's) sets it for CuPy too."""
-    from cuda.bindings import driver
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        raise RuntimeError("capture_begin: a 'global' or 'thread_local' capture needs the "
+                           "cuda.bindings package (numba-cuda's) to let the graph's pool "
+                           "allocate; install it, or capture with capture_error_mode='relaxed'"
+                           ) from None
     relaxed = driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED
 
     def malloc_relaxed(size):
@@ -182,7 +194,7 @@ class _GraphExec:
             pass
 
 
-class CUDAGraph:
+class CUDAGraph(Inspection):
     """A captured graph (torch.cuda.CUDAGraph): fill it with ``gd.cuda.graph(g)``, run it with
     ``replay()``. The memory the capture allocated lives as long as this object.
 
@@ -231,8 +243,8 @@ class CUDAGraph:
             recorder = Recorder(self._pool, check_input_liveness)
             self._state = recorder
         else:
-            self._pool = pool._pool if isinstance(pool, _PoolHandle) else cupy.cuda.MemoryPool()
-            malloc = self._pool.malloc
+            memory = pool._pool if isinstance(pool, _PoolHandle) else cupy.cuda.MemoryPool()
+            malloc = memory.malloc
             if capture_error_mode != "relaxed":
                 malloc = _relaxed_malloc(malloc)
             allocator = cupy.cuda.using_allocator(malloc)
@@ -250,6 +262,7 @@ class CUDAGraph:
                 allocator.__exit__(None, None, None)
                 raise
             config.CUDA_ARRAY_INTERFACE_SYNC = 0
+            self._pool = memory
             self._state = (allocator, stream, recorder, config, sync, len(backend._deferred))
         _active = self
         self._thread, self._mode = threading.get_ident(), capture_error_mode
@@ -315,9 +328,7 @@ class CUDAGraph:
         """Run the captured work again: on the GPU one graph launch on the current stream, on
         the CPU the recorded calls, reading and writing the captured arrays. A graph kept with
         ``keep_graph=True`` and not yet instantiated is instantiated first."""
-        if self._graph is None and self._recording is None:
-            raise RuntimeError("CUDAGraph.replay: nothing captured yet; fill the graph with "
-                               "`with gd.cuda.graph(g): ...` first")
+        self._check_captured("replay")
         if self._exec_id is None:
             self.instantiate()
         if self._recording is not None:
@@ -342,88 +353,6 @@ class CUDAGraph:
     def pool(self):
         """A handle to this graph's memory pool, to share with a later capture (``pool=``)."""
         return _PoolHandle(self._pool)
-
-    # ------------------------------------------------------------- inspection (torch's names)
-    def enable_debug_mode(self):
-        """Keep what ``debug_dump`` writes: call it before the capture ends."""
-        self._debug = True
-
-    def debug_dump(self, debug_path):
-        """Write the captured graph to ``debug_path`` as a DOT file (Graphviz). On the GPU it
-        is CUDA's own description (cudaGraphDebugDotPrint, verbose, as PyTorch's) where CuPy has
-        it (CuPy >= 14); on the CPU, or with an older CuPy, one node per call the capture
-        recorded, in replay order. Needs debug mode enabled before the capture ended, or
-        ``keep_graph=True``. (PyTorch only warns and writes nothing without them; here the
-        call raises.)"""
-        if not isinstance(debug_path, (str, os.PathLike)):
-            raise TypeError(f"CUDAGraph.debug_dump: debug_path must be a str or os.PathLike, "
-                            f"got {type(debug_path).__name__}")
-        if self._graph is None and self._recording is None:
-            raise RuntimeError("CUDAGraph.debug_dump: nothing captured yet")
-        if not self._dumpable:
-            when = "only after the capture" if self._debug else "not"
-            raise RuntimeError(
-                f"CUDAGraph.debug_dump: debug mode was {when} enabled, so the graph was not kept "
-                "for a dump; call g.enable_debug_mode() before capturing (or make the graph "
-                "with keep_graph=True)")
-        runtime = backend._cupy.cuda.runtime if self._graph is not None else None
-        if runtime is not None and hasattr(runtime, "graphDebugDotPrint"):
-            runtime.graphDebugDotPrint(self._graph.graph, os.fspath(debug_path),
-                                       graph_debug.VERBOSE)
-            return
-        write_dot(debug_path, self._describe(), "gpudl CUDAGraph")
-
-    def _describe(self):
-        return self._recording.describe() if self._recording is not None else self._nodes
-
-    def raw_cuda_graph(self):
-        """The cudaGraph_t, as an int (``keep_graph`` must be True). There is none on the CPU
-        path, where the graph is a recorded call list: that raises."""
-        self._check_cuda_handles("raw_cuda_graph")
-        if not self._keep_graph:
-            raise RuntimeError("CUDAGraph.raw_cuda_graph: the raw cudaGraph_t is only kept for "
-                               "a CUDAGraph made with keep_graph=True")
-        return int(self._graph.graph)
-
-    def raw_cuda_graph_exec(self):
-        """The cudaGraphExec_t, as an int, once instantiated (at the end of the capture, or by
-        ``instantiate()`` with ``keep_graph``); a later ``instantiate()`` destroys it. There is
-        none on the CPU path: that raises."""
-        self._check_cuda_handles("raw_cuda_graph_exec")
-        if self._exec_id is None:
-            raise RuntimeError("CUDAGraph.raw_cuda_graph_exec: the graph has no cudaGraphExec_t "
-                               "until instantiate() has been called")
-        return int(self._exec.handle if self._exec is not None else self._graph.graphExec)
-
-    def _check_cuda_handles(self, where):
-        if self._recording is not None or (self._graph is None and backend._cupy is None):
-            raise RuntimeError(
-                f"CUDAGraph.{where}: there is no CUDA graph on the CPU path (this process runs "
-                "without CuPy, on the CPU or Numba's simulator): the capture is a recorded call "
-                "list; see it with debug_dump() or get_graph_data()")
-        if self._graph is None:
-            raise RuntimeError(f"CUDAGraph.{where}: nothing captured yet")
-
-    def get_graph_data(self):
-        """The graph's nodes and their dependencies, as PyTorch's ``get_graph_data``:
-        ``{"exec_graph_id": int, "nodes": [{"index", "node_type", "tools_id", "graph_id",
-        "node_id", "kernel_name", "dependencies", "dependents"}, ...]}``; ``keep_graph`` must be
-        True and the graph instantiated. On the GPU the CUDA graph's nodes (needs cuda.bindings
-        and a CUDA 13.1 driver, as PyTorch's); on the CPU the recorded calls, in replay order,
-        each depending on the one before: ``node_type`` is the kind of call ("function",
-        "backward", "method", "refill"), ``kernel_name`` its name, and a ``detail`` key gives its
-        arrays; the ids number the instantiation and the call."""
-        if self._graph is None and self._recording is None:
-            raise RuntimeError("CUDAGraph.get_graph_data: nothing captured yet")
-        if not self._keep_graph:
-            raise RuntimeError("CUDAGraph.get_graph_data: needs the raw graph, which is only "
-                               "kept for a CUDAGraph made with keep_graph=True")
-        if self._exec_id is None:
-            raise RuntimeError("CUDAGraph.get_graph_data: call instantiate() first (the data "
-                               "names the instantiated graph)")
-        if self._recording is not None:
-            return recorded_graph_data(self._describe(), self._exec_id)
-        return cuda_graph_data(self.raw_cuda_graph(), self.raw_cuda_graph_exec())
 
 
 class _PoolHandle:
@@ -478,7 +407,8 @@ class graph:
         _check_flag("graph", "check_input_liveness", check_input_liveness)
         self.cuda_graph, self.pool = cuda_graph, pool
         self.capture_error_mode = capture_error_mode
-        self.enable_annotations, self.check_input_liveness = enable_annotations, check_input_liveness
+        self.enable_annotations = enable_annotations
+        self.check_input_liveness = check_input_liveness
         self.stream = stream if stream is not None else (
             Stream() if backend._cupy is not None else None)
 

@@ -30,6 +30,7 @@ import weakref
 import numpy as np
 
 from . import autograd, backend, random
+from .graph_debug import describe_backward, describe_call, describe_forward, describe_refill
 from .tensor import Tensor
 
 
@@ -83,33 +84,6 @@ def eager(function, *args):
         return function(*args)
     finally:
         hook.bypass -= 1
-
-
-# ------------------------------------------------------------------------- descriptions
-# What a graph recorded, one (kind, name, detail) per call in replay order: what
-# CUDAGraph.debug_dump and get_graph_data show of a graph that is not a CUDA graph.
-def describe_forward(function, inputs, outputs):
-    return ("function", function.__name__,
-            f"{_values(inputs)} -> {_values(outputs)}")
-
-
-def describe_backward(order, accumulations=None):
-    first = type(order[0]).__name__ if order else "a leaf"
-    counted = "" if accumulations is None else f", {accumulations} gradient accumulations"
-    return ("backward", "backward", f"from {first} through {len(order)} nodes{counted}")
-
-
-def describe_call(method, target):
-    return ("method", method.__qualname__, f"on {type(target).__name__}")
-
-
-def _values(values):
-    return "(" + ", ".join(_array(v) if hasattr(v, "shape") and hasattr(v, "dtype") else
-                           type(v).__name__ for v in values) + ")"
-
-
-def _array(array):
-    return f"{array.dtype}{list(array.shape)}"
 
 
 # ------------------------------------------------------------------------- recorded calls
@@ -199,8 +173,7 @@ class _Refill:
         self.array[...] = self.values
 
     def describe(self):
-        return ("refill", "refill", f"a constant {_array(self.array)} gets its first values "
-                "back before an in-place edit")
+        return describe_refill(self.array)
 
 
 # ------------------------------------------------------------------------- capture and replay
