@@ -420,12 +420,37 @@ def _note_deletion(static):
     return deleted
 
 
-def _check_alive(statics):
+def check_statics(statics, numbers=()):
+    """Before a replay: every tensor the capture read (``Static``) still holds the array it
+    captured (and, where tracked, is alive), and the optimizers' Python hyperparameters
+    (``optimizer_numbers``) are those it captured."""
+    dead = []
+    for static in statics:
+        tensor, array = static.ref(), static.array
+        if tensor is None:
+            if static.first_read is not None:
+                dead.append(static)
+        elif tensor._data is not array:
+            raise RuntimeError(
+                f"CUDAGraph.replay: a tensor the graph reads (shape {array.shape} when captured) "
+                f"now holds other storage (shape {tuple(tensor.shape)}); a graph replays on the "
+                "arrays it captured: copy new values in with static.copy_(x), keeping the "
+                "captured shape")
+    if dead:
+        _refuse_dead(dead)
+    for group, key, value in numbers:
+        now = group.get(key)
+        if type(now) is not type(value) or now != value:
+            raise RuntimeError(
+                f"CUDAGraph.replay: the optimizer's {key} is {now!r} but was {value!r} when the "
+                "graph was captured, and a GPU graph keeps the value it captured; give a "
+                "learning rate that changes between replays as a 0-d tensor "
+                "(lr=gd.tensor(0.01)), which schedulers update in place, or capture again")
+
+
+def _refuse_dead(dead):
     """torch's check_input_liveness: a replay refuses once a tracked tensor the capture read is
-    gone, with where the capture read it and where it was deleted (the first five)."""
-    dead = [s for s in statics if s.first_read is not None and s.ref() is None]
-    if not dead:
-        return
+    gone, saying where the capture read it and where it was deleted (the first five)."""
     parts = [f"CUDAGraph.replay: {len(dead)} tensor(s) the graph read when captured were "
              "deleted since (check_input_liveness=True); the graph keeps reading their captured "
              "arrays, which nothing can copy new values into: keep the static inputs alive and "
@@ -442,29 +467,6 @@ def _check_alive(statics):
 
 def _indent(stack):
     return "".join("    " + line + "\n" for line in stack.strip().splitlines())
-
-
-def check_statics(statics, numbers=()):
-    """Before a replay: every tensor the capture read (``Static``) still holds the array it
-    captured (and, where tracked, is alive), and the optimizers' Python hyperparameters
-    (``optimizer_numbers``) are those it captured."""
-    _check_alive(statics)
-    for static in statics:
-        tensor, array = static.ref(), static.array
-        if tensor is not None and tensor._data is not array:
-            raise RuntimeError(
-                f"CUDAGraph.replay: a tensor the graph reads (shape {array.shape} when captured) "
-                f"now holds other storage (shape {tuple(tensor.shape)}); a graph replays on the "
-                "arrays it captured: copy new values in with static.copy_(x), keeping the "
-                "captured shape")
-    for group, key, value in numbers:
-        now = group.get(key)
-        if type(now) is not type(value) or now != value:
-            raise RuntimeError(
-                f"CUDAGraph.replay: the optimizer's {key} is {now!r} but was {value!r} when the "
-                "graph was captured, and a GPU graph keeps the value it captured; give a "
-                "learning rate that changes between replays as a 0-d tensor "
-                "(lr=gd.tensor(0.01)), which schedulers update in place, or capture again")
 
 
 class Recording:
