@@ -434,6 +434,15 @@ class graph:
         finally:
             if self.stream is not None:
                 self.stream.__exit__(None, None, None)
+        if value is not None and self.capture_error_mode != "relaxed" \
+                and "STREAMCAPTURE" in str(value).upper().replace("_", "") \
+                and hasattr(value, "add_note"):         # Python >= 3.11
+            value.add_note(
+                f"gd.cuda.graph: CUDA refused a call as unsafe while capturing in "
+                f"capture_error_mode={self.capture_error_mode!r} (a synchronisation, or a first "
+                "use that loads a kernel or allocates outside the graph's pool): warm the body "
+                "up with a few eager runs before capturing, as PyTorch asks, or capture with "
+                "capture_error_mode='relaxed'")
         return False
 
 

@@ -541,6 +541,27 @@ def test_gpu_branch_keep_graph_instantiate_raw_handles_and_dump(monkeypatch, tmp
     assert fake.log[-1] == "destroy 2002"
 
 
+@pytest.mark.skipif(ON_GPU or not hasattr(Exception, "add_note"),
+                    reason="a stand-in for CuPy; notes need Python >= 3.11")
+@pytest.mark.parametrize("mode", ["global", "thread_local", "relaxed"])
+def test_gpu_branch_explains_a_call_cuda_refused_while_capturing(monkeypatch, mode):
+    from gpudl import backend
+    monkeypatch.setattr(backend, "_cupy", _FakeCuPy())
+    refused = RuntimeError("cudaErrorStreamCaptureUnsupported: operation not permitted when "
+                           "stream is capturing")
+    with pytest.raises(RuntimeError) as error:
+        with gd.cuda.graph(gd.cuda.CUDAGraph(), capture_error_mode=mode):
+            raise refused
+    assert error.value is refused
+    notes = getattr(error.value, "__notes__", [])
+    if mode == "relaxed":
+        assert notes == []
+    else:
+        assert len(notes) == 1 and notes[0].startswith(
+            f"gd.cuda.graph: CUDA refused a call as unsafe while capturing in "
+            f"capture_error_mode={mode!r}") and "warm the body up" in notes[0]
+
+
 @pytest.mark.skipif(ON_GPU, reason="a stand-in for CuPy, for machines without a GPU")
 def test_gpu_branch_pool_allocates_with_the_capture_mode_relaxed(monkeypatch):
     """As PyTorch's allocator: in "global" and "thread_local" captures, the private pool's
