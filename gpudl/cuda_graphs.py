@@ -73,7 +73,7 @@ class _Watcher(Hook):
     def __init__(self, check_liveness=False):
         super().__init__(check_liveness)
         self.born = set()
-        self.nodes = []     # graph_recorder's descriptions of the calls, for debug_dump
+        self.nodes = []     # graph_debug.describe_* of each call, for debug_dump
 
     def apply(self, cls, args):
         for a in args:
