@@ -24,10 +24,13 @@ import gc
 import linecache
 import sys
 import threading
+import traceback
+import weakref
 
 import numpy as np
 
 from . import autograd, backend, random
+from .graph_debug import describe_backward, describe_call, describe_forward, describe_refill
 from .tensor import Tensor
 
 
@@ -41,10 +44,20 @@ class Hook:
     """Base of what ``autograd._capture`` holds: active only in the thread that began the
     capture or replay (other threads run as usual) and outside its own plain calls (``eager``)."""
 
-    def __init__(self):
+    def __init__(self, check_liveness=False):
         self.thread = threading.get_ident()
         self.bypass = 0
         self.numbers, self.stepped = [], set()  # optimizer_numbers of the optimizers stepped
+        self.statics = {}               # id(tensor) -> Static: older tensors the graph reads
+        self.check_liveness = check_liveness
+
+    def note_static(self, tensor, array):
+        """``tensor``, from before the capture, is read by the graph (``check_statics``)."""
+        static = self.statics.get(id(tensor))
+        if static is None or static.ref() is not tensor:
+            self.statics[id(tensor)] = Static(tensor, array, self.check_liveness)
+        else:
+            static.array = array        # the array it holds at its last read
 
     def note_step(self, kind, method, target):
         """At a capture's first step of an optimizer, keep its Python hyperparameters, which a
@@ -98,6 +111,9 @@ class _Forward:
             static[...] = new
         self.ctx = ctx                  # what this call's backward node uses at the next walk
 
+    def describe(self):
+        return describe_forward(self.function, self.args, self.outputs)
+
 
 def _same_view(a, b):
     return (isinstance(b, np.ndarray) and a.shape == b.shape and a.strides == b.strides
@@ -121,6 +137,9 @@ class _Backward:
         autograd._backward(self.tensor, self.grad, self.retain, self.order)
         replayer.plan = None
 
+    def describe(self):
+        return describe_backward(self.order, len(self.plan))
+
 
 class _Call:
     """A call replayed as is: an in-place Tensor method, Optimizer.step or zero_grad, gradient
@@ -137,6 +156,9 @@ class _Call:
         if self.output is not None:
             self.output[...] = result._data
 
+    def describe(self):
+        return describe_call(self.method, self.target)
+
 
 class _Refill:
     """A constant made in the capture (zeros, ones, full) and later edited in place: it gets its
@@ -150,13 +172,16 @@ class _Refill:
     def replay(self, replayer):
         self.array[...] = self.values
 
+    def describe(self):
+        return describe_refill(self.array)
+
 
 # ------------------------------------------------------------------------- capture and replay
 class Recorder(Hook):
     """``autograd._capture`` while a graph is captured on the CPU: records and checks."""
 
-    def __init__(self, forward_of=None):
-        super().__init__()
+    def __init__(self, forward_of=None, check_liveness=False):
+        super().__init__(check_liveness)
         self.calls = []
         self.inner = 0                  # > 0 inside a recorded call: nested work is not recorded
         self.plan = None                # the accumulation list of the backward being recorded
@@ -167,7 +192,6 @@ class Recorder(Hook):
         self.touched = set()
         # id(node) -> (node, its _Forward): shared by the graphs of one pool (cuda_graphs)
         self.forward_of = {} if forward_of is None else forward_of
-        self.statics = {}               # id(tensor) -> (tensor, array): tensors the calls read
         self.optimizers = {}            # id(optimizer) -> (optimizer, {param: state dict copy})
         self.generators = dict(random._generators)
         self.generator_states = {k: g.bit_generator.state for k, g in self.generators.items()
@@ -312,7 +336,7 @@ class Recorder(Hook):
         still holds the same array (``static.data = other`` would silently be ignored)."""
         array = tensor._data
         if id(array) not in self.born and id(array) not in self.constants:
-            self.statics[id(tensor)] = (tensor, array)
+            self.note_static(tensor, array)
             self.touch(array)
 
     def touch(self, array):
@@ -372,16 +396,48 @@ def _python_value(value):
     return value is None or isinstance(value, (bool, int, float, str))
 
 
+class Static:
+    """A tensor from before the capture that the graph reads, held weakly (the graph keeps its
+    array, not the tensor), with the array it held. With ``check_liveness`` (torch's
+    ``check_input_liveness``) it also notes where the capture first read it and where it was
+    deleted: a replay after its deletion reads the captured values forever, since nothing left
+    can copy new ones into that array."""
+
+    __slots__ = ("ref", "array", "first_read", "deleted", "__weakref__")
+
+    def __init__(self, tensor, array, check_liveness=False):
+        self.array, self.deleted = array, None
+        self.first_read = "".join(traceback.format_stack()[:-3]) if check_liveness else None
+        self.ref = weakref.ref(tensor, _note_deletion(self) if check_liveness else None)
+
+
+def _note_deletion(static):
+    static = weakref.ref(static)        # the callback must not keep the Static alive
+
+    def deleted(_):
+        if static() is not None:
+            static().deleted = "".join(traceback.format_stack()[:-1])
+    return deleted
+
+
 def check_statics(statics, numbers=()):
-    """Before a replay: every (tensor, array) the capture read still pairs up, and the
-    optimizers' Python hyperparameters (``optimizer_numbers``) are those it captured."""
-    for tensor, array in statics:
-        if tensor._data is not array:
+    """Before a replay: every tensor the capture read (``Static``) still holds the array it
+    captured (and, where tracked, is alive), and the optimizers' Python hyperparameters
+    (``optimizer_numbers``) are those it captured."""
+    dead = []
+    for static in statics:
+        tensor, array = static.ref(), static.array
+        if tensor is None:
+            if static.first_read is not None:
+                dead.append(static)
+        elif tensor._data is not array:
             raise RuntimeError(
                 f"CUDAGraph.replay: a tensor the graph reads (shape {array.shape} when captured) "
                 f"now holds other storage (shape {tuple(tensor.shape)}); a graph replays on the "
                 "arrays it captured: copy new values in with static.copy_(x), keeping the "
                 "captured shape")
+    if dead:
+        _refuse_dead(dead)
     for group, key, value in numbers:
         now = group.get(key)
         if type(now) is not type(value) or now != value:
@@ -392,11 +448,36 @@ def check_statics(statics, numbers=()):
                 "(lr=gd.tensor(0.01)), which schedulers update in place, or capture again")
 
 
+def _refuse_dead(dead):
+    """torch's check_input_liveness: a replay refuses once a tracked tensor the capture read is
+    gone, saying where the capture read it and where it was deleted (the first five)."""
+    parts = [f"CUDAGraph.replay: {len(dead)} tensor(s) the graph read when captured were "
+             "deleted since (check_input_liveness=True); the graph keeps reading their captured "
+             "arrays, which nothing can copy new values into: keep the static inputs alive and "
+             "copy_ into them, or capture again\n"]
+    for i, s in enumerate(dead[:5], 1):
+        parts.append(f"Dead tensor #{i} (shape {s.array.shape}, {s.array.dtype}):\n"
+                     f"  first read in the capture at:\n{_indent(s.first_read)}")
+        if s.deleted:
+            parts.append(f"  deleted at:\n{_indent(s.deleted)}")
+    if len(dead) > 5:
+        parts.append(f"  ... and {len(dead) - 5} more\n")
+    raise RuntimeError("".join(parts))
+
+
+def _indent(stack):
+    return "".join("    " + line + "\n" for line in stack.strip().splitlines())
+
+
 class Recording:
     """A captured CPU graph: ``replay()`` re-runs its calls on the captured arrays."""
 
     def __init__(self, calls, statics, numbers=()):
         self.calls, self.statics, self.numbers = calls, statics, numbers
+
+    def describe(self):
+        """(kind, name, detail) of each recorded call, in replay order."""
+        return [call.describe() for call in self.calls]
 
     def replay(self):
         check_statics(self.statics, self.numbers)

@@ -23,7 +23,9 @@ def _cuda_capture(run):
     """Capture ``run()`` as a CUDA graph with the project's machinery; returns the replay."""
     from gpudl import cuda_graphs
     g = cuda_graphs.CUDAGraph()
-    with cuda_graphs.graph(g):
+    # relaxed: a capture the user did not ask for must not forbid other threads (a data
+    # loader's) their device calls, as the default "global" mode would
+    with cuda_graphs.graph(g, capture_error_mode="relaxed"):
         run()
     return g.replay
 

@@ -421,12 +421,35 @@ class _FakeCuPy:
                 return self.capturing
 
         class Graph:
+            graph, graphExec = 1000, 2000          # cudaGraph_t, cudaGraphExec_t
+
             def launch(self, stream):
                 fake.log.append(f"launch on {stream.name}")
 
+        class runtime:                              # cupy.cuda.runtime, CuPy >= 14
+            @staticmethod
+            def graphInstantiate(graph):
+                fake.execs += 1
+                fake.log.append(f"instantiate {graph} as {2000 + fake.execs}")
+                return 2000 + fake.execs
+
+            @staticmethod
+            def graphLaunch(graph_exec, stream_ptr):
+                name = "main" if stream_ptr == fake.current.ptr else "?"
+                fake.log.append(f"launch {graph_exec} on {name}")
+
+            @staticmethod
+            def graphExecDestroy(graph_exec):
+                fake.log.append(f"destroy {graph_exec}")
+
+            @staticmethod
+            def graphDebugDotPrint(graph, path, flags):
+                with open(path, "w") as f:
+                    f.write(f"digraph cuda {{ graph {graph} flags {flags} }}\n")
+
         class MemoryPool:
             def malloc(self, size):
-                raise AssertionError("nothing allocates here")
+                fake.log.append(f"malloc {size}")
 
         def using_allocator(allocator):
             import contextlib
@@ -439,10 +462,10 @@ class _FakeCuPy:
             return use()
 
         self.ndarray = type("ndarray", (), {})      # no array here is a CuPy array
-        self.current = Stream(name="main")
+        self.current, self.execs = Stream(name="main"), 0
         self.cuda = type("cuda", (), dict(
             Stream=Stream, MemoryPool=MemoryPool, using_allocator=staticmethod(using_allocator),
-            get_current_stream=staticmethod(lambda: fake.current)))
+            get_current_stream=staticmethod(lambda: fake.current), runtime=runtime))
 
 
 @pytest.mark.skipif(ON_GPU, reason="a stand-in for CuPy, for machines without a GPU")
@@ -460,7 +483,7 @@ def test_gpu_branch_plumbing_with_a_stand_in_cupy(monkeypatch):
         # Numba kernels launch on CuPy's current stream, the capturing one
         monkeypatch.setitem(backend._streams, fake.current.ptr, "numba's view of side")
         assert backend.launch_stream() == "numba's view of side"
-        assert fake.log == ["main synchronized", "side waits main", "begin side mode 2"]
+        assert fake.log == ["main synchronized", "side waits main", "begin side mode 0"]
         assert gd.cuda.is_current_stream_capturing()
         assert fake.current.name == "side" and fake.allocator is not None
         assert config.CUDA_ARRAY_INTERFACE_SYNC == 0
@@ -469,13 +492,97 @@ def test_gpu_branch_plumbing_with_a_stand_in_cupy(monkeypatch):
     assert fake.current.name == "main" and fake.allocator is None
     assert config.CUDA_ARRAY_INTERFACE_SYNC == sync and backend.capture_guard is None
     g.replay()
-    assert fake.log == ["main synchronized", "side waits main", "begin side mode 2", "end side",
+    assert fake.log == ["main synchronized", "side waits main", "begin side mode 0", "end side",
                         "launch on main"]
     with pytest.raises(ValueError, match="boom"):        # the body's error, capture ended
         with gd.cuda.graph(gd.cuda.CUDAGraph(), pool=g.pool()):
             raise ValueError("boom")
     assert fake.log[-1] == "end side" and not gd.cuda.is_current_stream_capturing()
     assert backend.capture_guard is None and config.CUDA_ARRAY_INTERFACE_SYNC == sync
+
+
+@pytest.mark.skipif(ON_GPU, reason="a stand-in for CuPy, for machines without a GPU")
+def test_gpu_branch_keep_graph_instantiate_raw_handles_and_dump(monkeypatch, tmp_path):
+    """torch's keep_graph rules on the GPU branch, with the stand-in CuPy: a kept graph gets its
+    own cudaGraphExec_t from the raw graph at instantiate() (or the first replay), replays
+    launch that one, a new instantiate() destroys the old; without keep_graph CuPy's exec is
+    launched and the raw graph is not handed out. debug_dump prints CUDA's DOT (verbose)."""
+    from gpudl import backend
+    fake = _FakeCuPy()
+    monkeypatch.setattr(backend, "_cupy", fake)
+    plain = gd.cuda.CUDAGraph()
+    with gd.cuda.graph(plain, capture_error_mode="relaxed"):
+        pass
+    assert plain.raw_cuda_graph_exec() == 2000
+    with pytest.raises(RuntimeError, match=r"^CUDAGraph.raw_cuda_graph: .*keep_graph=True"):
+        plain.raw_cuda_graph()
+    with pytest.raises(RuntimeError, match=r"^CUDAGraph.instantiate: .*keep_graph=True"):
+        plain.instantiate()
+    plain.replay()
+    assert fake.log[-2:] == ["end side", "launch on main"]
+    kept = gd.cuda.CUDAGraph(keep_graph=True)
+    kept.enable_debug_mode()
+    with gd.cuda.graph(kept):
+        pass
+    assert kept.raw_cuda_graph() == 1000
+    with pytest.raises(RuntimeError, match=r"^CUDAGraph.raw_cuda_graph_exec: .*until "
+                                           r"instantiate\(\) has been called"):
+        kept.raw_cuda_graph_exec()
+    kept.replay()                                   # instantiates first
+    assert fake.log[-2:] == ["instantiate 1000 as 2001", "launch 2001 on main"]
+    assert kept.raw_cuda_graph_exec() == 2001
+    kept.instantiate()                              # the raw graph again; the old exec goes
+    assert fake.log[-2:] == ["instantiate 1000 as 2002", "destroy 2001"]
+    kept.replay()
+    assert fake.log[-1] == "launch 2002 on main" and kept.raw_cuda_graph_exec() == 2002
+    kept.debug_dump(str(tmp_path / "g.dot"))
+    assert (tmp_path / "g.dot").read_text() == "digraph cuda { graph 1000 flags 1 }\n"
+    kept.reset()
+    assert fake.log[-1] == "destroy 2002"
+
+
+@pytest.mark.skipif(ON_GPU or not hasattr(Exception, "add_note"),
+                    reason="a stand-in for CuPy; notes need Python >= 3.11")
+@pytest.mark.parametrize("mode", ["global", "thread_local", "relaxed"])
+def test_gpu_branch_explains_a_call_cuda_refused_while_capturing(monkeypatch, mode):
+    from gpudl import backend
+    monkeypatch.setattr(backend, "_cupy", _FakeCuPy())
+    refused = RuntimeError("cudaErrorStreamCaptureUnsupported: operation not permitted when "
+                           "stream is capturing")
+    with pytest.raises(RuntimeError) as error:
+        with gd.cuda.graph(gd.cuda.CUDAGraph(), capture_error_mode=mode):
+            raise refused
+    assert error.value is refused
+    notes = getattr(error.value, "__notes__", [])
+    if mode == "relaxed":
+        assert notes == []
+    else:
+        assert len(notes) == 1 and notes[0].startswith(
+            f"gd.cuda.graph: CUDA refused a call as unsafe while capturing in "
+            f"capture_error_mode={mode!r}") and "warm the body up" in notes[0]
+
+
+@pytest.mark.skipif(ON_GPU, reason="a stand-in for CuPy, for machines without a GPU")
+def test_gpu_branch_pool_allocates_with_the_capture_mode_relaxed(monkeypatch):
+    """As PyTorch's allocator: in "global" and "thread_local" captures, the private pool's
+    cudaMalloc runs with the thread's capture mode swapped to relaxed and back (driver API)."""
+    from cuda.bindings import driver
+    from gpudl import backend
+    fake = _FakeCuPy()
+    monkeypatch.setattr(backend, "_cupy", fake)
+    modes = driver.CUstreamCaptureMode
+
+    def exchange(mode):
+        fake.log.append(f"mode {int(mode)}")
+        return driver.CUresult.CUDA_SUCCESS, modes.CU_STREAM_CAPTURE_MODE_GLOBAL
+
+    monkeypatch.setattr(driver, "cuThreadExchangeStreamCaptureMode", exchange)
+    for mode, swaps in (("global", ["mode 2", "malloc 512", "mode 0"]),
+                        ("thread_local", ["mode 2", "malloc 512", "mode 0"]),
+                        ("relaxed", ["malloc 512"])):
+        with gd.cuda.graph(gd.cuda.CUDAGraph(), capture_error_mode=mode):
+            fake.allocator(512)
+        assert fake.log[-len(swaps) - 1:-1] == swaps, mode
 
 
 @pytest.mark.skipif(ON_GPU, reason="a stand-in for CuPy, for machines without a GPU")

@@ -39,7 +39,8 @@ def test_the_graphed_rows_build_and_replay_whole_steps_on_the_cpu(name):
     graph = replay.__self__                                 # CUDAGraph.replay's graph
     assert graph._recording is not None
     # the parameters move at each replay: the optimizer step is in the graph
-    params = [t for t, _ in graph._recording.statics if t.requires_grad]
+    tensors = [static.ref() for static in graph._recording.statics]     # held weakly
+    params = [t for t in tensors if t is not None and t.requires_grad]
     before = [p.numpy().copy() for p in params]
     replay()
     moved = [not np.array_equal(p.numpy(), b) for p, b in zip(params, before)]

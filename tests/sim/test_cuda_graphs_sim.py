@@ -84,3 +84,31 @@ def test_simulated_data_dependent_shape_is_refused_naming_the_op():
     with pytest.raises(RuntimeError, match="^boolean-mask indexing: reads the device"):
         with gd.cuda.graph(gd.cuda.CUDAGraph()):
             x[x > 0]
+
+
+def test_simulated_global_mode_refuses_another_threads_device_read_the_others_allow_it():
+    """A device read (``.item()`` of a cuda tensor, a device-to-host sync) by a second thread
+    while the main thread captures: refused in torch's default "global" mode, allowed in
+    "thread_local" and "relaxed"."""
+    import threading
+    model, x = _model(), gd.randn(2, 3, device="cuda")
+
+    def other_thread(mode):
+        seen = []
+
+        def read():
+            try:
+                seen.append(gd.ones(2, device="cuda").sum().item())
+            except RuntimeError as e:
+                seen.append(str(e))
+        with gd.cuda.graph(gd.cuda.CUDAGraph(), capture_error_mode=mode):
+            worker = threading.Thread(target=read)
+            worker.start()
+            worker.join()
+            model(x)
+        return seen[0]
+
+    assert other_thread("global").startswith(
+        "Tensor.item: waits for the device while another thread captures a CUDA graph in "
+        "capture_error_mode='global'")
+    assert other_thread("thread_local") == other_thread("relaxed") == 2.0
