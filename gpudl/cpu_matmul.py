@@ -22,7 +22,6 @@ import math
 import numpy as np
 
 from . import cpu_threads
-from .kernels import small_gemm
 
 SPLIT_FLOPS = 1 << 24       # 16 MFLOP: below this a product runs whole on the calling thread
 MIN_ROWS_PER_THREAD = 16
@@ -76,11 +75,15 @@ def _blas(a, b, out):
 
 
 def _nt(a, b, out):
+    from .kernels import small_gemm        # here: ``import gpudl`` loads no Numba
+
     small_gemm._gemm_nt_blocked(a, b.T, out)        # blocks of the contraction stay in L1
     return out
 
 
 def _nn(a, b, out):
+    from .kernels import small_gemm
+
     return small_gemm.gemm_nn(a, b, out)
 
 
