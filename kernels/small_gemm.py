@@ -245,9 +245,9 @@ def _axpy(alpha, x, y):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _gemm_nn_flat(a, b, b_stride, out, out_stride, length, bias):
+def _gemm_nn_flat(a, b, b_rows, out, out_stride, length, bias):
     """Row i of out (``length`` values at out[i * out_stride:]) = bias[i] + the sum over c of
-    a[i, c] times row c of b (at b[c * b_stride:]); a (M, K), b and out flat. Eight rows of out
+    a[i, c] times row c of b (at b[b_rows[c]:]); a (M, K), b and out flat. Eight rows of out
     at a time, four rows of b per pass over them: the 32 weights in registers, each output
     vector loaded and stored once per four multiply-adds."""
     M, K = a.shape
@@ -259,8 +259,8 @@ def _gemm_nn_flat(a, b, b_stride, out, out_stride, length, bias):
         o4, o5 = _row(out, i + 4, out_stride, L), _row(out, i + 5, out_stride, L)
         o6, o7 = _row(out, i + 6, out_stride, L), _row(out, i + 7, out_stride, L)
         for c in range(0, K4, 4):
-            b0, b1 = _row(b, c, b_stride, L), _row(b, c + 1, b_stride, L)
-            b2, b3 = _row(b, c + 2, b_stride, L), _row(b, c + 3, b_stride, L)
+            b0, b1 = b[b_rows[c]:b_rows[c] + L], b[b_rows[c + 1]:b_rows[c + 1] + L]
+            b2, b3 = b[b_rows[c + 2]:b_rows[c + 2] + L], b[b_rows[c + 3]:b_rows[c + 3] + L]
             w0 = (a[i, c], a[i, c + 1], a[i, c + 2], a[i, c + 3])
             w1 = (a[i + 1, c], a[i + 1, c + 1], a[i + 1, c + 2], a[i + 1, c + 3])
             w2 = (a[i + 2, c], a[i + 2, c + 1], a[i + 2, c + 2], a[i + 2, c + 3])
@@ -297,17 +297,17 @@ def _gemm_nn_flat(a, b, b_stride, out, out_stride, length, bias):
             if K4 == 0:
                 _row(out, r, out_stride, L)[:] = bias[r]
             for c in range(K4, K):
-                _axpy(a[r, c], _row(b, c, b_stride, L), _row(out, r, out_stride, L))
+                _axpy(a[r, c], b[b_rows[c]:b_rows[c] + L], _row(out, r, out_stride, L))
     for r in range(M8, M):                          # the rows left of the 8-blocks
         _row(out, r, out_stride, L)[:] = bias[r]
         for c in range(K):
-            _axpy(a[r, c], _row(b, c, b_stride, L), _row(out, r, out_stride, L))
+            _axpy(a[r, c], b[b_rows[c]:b_rows[c] + L], _row(out, r, out_stride, L))
 
 
 @numba.njit(cache=True, nogil=True)
-def _gemm_nn_planes(a, b, b_stride, out, out_stride, length, bias):
+def _gemm_nn_planes(a, b, b_rows, out, out_stride, length, bias):
     for p in range(a.shape[0]):
-        _gemm_nn_flat(a[p], b[p], b_stride, out[p], out_stride, length, bias)
+        _gemm_nn_flat(a[p], b[p], b_rows, out[p], out_stride, length, bias)
 
 
 def gemm_nn_fits(m, k):
@@ -321,7 +321,17 @@ def gemm_nn(a, b, out, bias=None):
     a (M, K), b (K, N), out (M, N), bias (M,); vectorized along N. Returns out."""
     N = b.shape[1]
     bias = np.zeros(a.shape[0], a.dtype) if bias is None else bias
-    _gemm_nn_flat(a, b.reshape(-1), N, out.reshape(-1), N, N, bias)
+    _gemm_nn_flat(a, b.reshape(-1), row_starts(b.shape[0], N)[0], out.reshape(-1), N, N, bias)
+    return out
+
+
+def gemm_nn_rows(a, b, b_rows, out, bias=None):
+    """``out[i] = sum over c of a[i, c] * b[b_rows[c]:][:L] (+ bias[i])``: a (M, K), b flat and
+    contiguous (b's rows anywhere in it, overlapping or not: a convolution's taps are shifted
+    slices of an image), b_rows (K,) int64, out (M, L) C-contiguous. Returns out."""
+    L = out.shape[1]
+    bias = np.zeros(a.shape[0], a.dtype) if bias is None else bias
+    _gemm_nn_flat(a, b, b_rows, out.reshape(-1), L, L, bias)
     return out
 
 
@@ -329,5 +339,6 @@ def gemm_nn_planes(a, b, b_stride, out, out_stride, length):
     """``out_p = a[p] @ b_p`` for every plane p: a (P, M, K) C-contiguous; b and out
     C-contiguous 2-D arrays, one plane a row, whose matrices' rows are ``length`` values every
     ``b_stride`` / ``out_stride`` along it (b_p's row c at b[p, c * b_stride:]). Returns out."""
-    _gemm_nn_planes(a, b, b_stride, out, out_stride, length, np.zeros(a.shape[1], a.dtype))
+    _gemm_nn_planes(a, b, row_starts(a.shape[2], b_stride)[0], out, out_stride, length,
+                    np.zeros(a.shape[1], a.dtype))
     return out

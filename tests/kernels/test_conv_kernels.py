@@ -429,3 +429,65 @@ def test_pointwise_weight_gradient_on_two_threads(rng, monkeypatch):
     x[4, 2, 1, 1] = np.nan                                      # the second thread's images
     got, want = conv.conv2d_backward(x, w, gy, *conf)[1], conv2d_loops(x, w, b, gy, *conf)[2]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
+@pytest.fixture(params=["taps in place", "im2col"])
+def forward_path(request, monkeypatch):
+    """The forward's two non-Winograd paths, each forced for any size (the other refused)."""
+    taps = request.param == "taps in place"
+    monkeypatch.setattr(conv, "TAPS_MIN_COLUMNS", 0 if taps else 1 << 60)
+    monkeypatch.setattr(conv, "TAPS_MIN_CHANNELS", 1)
+    if taps:
+        def refuse(*args):
+            raise AssertionError("the forward built a column buffer")
+        monkeypatch.setattr(conv, "_im2col_cpu", refuse)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES)
+def test_forward_paths_against_loops(rng, case, dtype, forward_path, monkeypatch):
+    """Every geometry of CASES (groups, strides, dilations, paddings, output rows of one value)
+    through each forward path, on one thread and with single-image chunks on two."""
+    from gpudl import cpu_threads
+    N, C, H, W, K, (kh, kw), *_, groups = case
+    x = _random(rng, (N, C, H, W), dtype)
+    w = _random(rng, (K, C // groups, kh, kw), dtype)
+    b = _random(rng, (K,), dtype)
+    want = None
+    for threads in (1, 2):
+        if threads == 2:
+            monkeypatch.setattr(cpu_threads, "count", lambda: 2)
+            monkeypatch.setattr(conv, "COL_CHUNK_BYTES", 1)
+            monkeypatch.setattr(conv, "THREADED_MACS", 0)
+        y = conv.conv2d_forward(x, w, b, *_pairs(case))
+        if want is None:
+            want = conv2d_loops(x.astype(float), w.astype(float), b.astype(float),
+                                np.zeros(y.shape), *_pairs(case))[0]
+        _check(y, want.astype(dtype), dtype, f"y on {threads} threads")
+
+
+@pytest.mark.parametrize("stride, padding", [((1, 1), (1, 1)), ((1, 1), (0, 0)), ((2, 1), (0, 1))])
+def test_forward_paths_keep_nan_where_the_definition_says(rng, stride, padding, forward_path):
+    """A NaN of x reaches exactly the outputs whose windows hold it on either path: the wide
+    rows' garbage columns read wrapped-around pixels and must not leak into real ones."""
+    x = _random(rng, (2, 3, 9, 10), np.float64)
+    x[1, 0, 2, 0] = x[0, 1, 3, 9] = x[0, 2, 8, 4] = np.nan
+    w = _random(rng, (7, 3, 3, 3), np.float64)
+    b = _random(rng, (7,), np.float64)
+    conf = (stride, padding, (1, 1), 1)
+    y = conv.conv2d_forward(x, w, b, *conf)
+    want = conv2d_loops(x, w, b, np.zeros(y.shape), *conf)[0]
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+    np.testing.assert_allclose(y[~np.isnan(want)], want[~np.isnan(want)], rtol=1e-10, atol=1e-10)
+    assert np.isnan(want).any() and not np.isnan(want).all()
+
+
+def test_taps_in_place_where_it_applies():
+    from gpudl.kernels.conv import ConvGeometry, _reads_taps_in_place
+    lenet_conv2 = ConvGeometry((64, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0), (1, 1), 1)
+    stem = ConvGeometry((8, 3, 112, 112), (32, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1)
+    few_outputs = ConvGeometry((64, 6, 14, 14), (4, 6, 5, 5), (1, 1), (0, 0), (1, 1), 1)
+    small_image = ConvGeometry((64, 16, 4, 4), (32, 16, 3, 3), (1, 1), (1, 1), (1, 1), 1)
+    assert _reads_taps_in_place(lenet_conv2) and _reads_taps_in_place(stem)
+    assert not _reads_taps_in_place(few_outputs) and not _reads_taps_in_place(small_image)
