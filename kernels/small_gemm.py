@@ -26,6 +26,8 @@ with a signed one Numba tests every access for a negative index and the loop doe
 both); NaN and infinity propagate as in BLAS.
 """
 
+import functools
+
 import numba
 import numpy as np
 
@@ -192,11 +194,15 @@ def _gemm_nt_planes(a, a_rows, bt, b_rows, length, out):
         _gemm_nt_rows(a[p], a_rows, bt[p], b_rows, length, out[p])
 
 
+@functools.lru_cache(maxsize=256)
 def row_starts(count, stride, matrices=1, matrix_stride=0):
     """Offsets of the rows of ``matrices`` matrices of ``count`` rows each, one every ``stride``
-    values, matrix n from n * matrix_stride: (matrices, count) int64, for gemm_nt_rows."""
-    return (np.arange(matrices)[:, None] * matrix_stride
+    values, matrix n from n * matrix_stride: (matrices, count) int64, for gemm_nt_rows and
+    gemm_nn_rows. Kept per arguments (made read-only): ~8 us to build, a chunk's work ~100."""
+    rows = (np.arange(matrices)[:, None] * matrix_stride
             + np.arange(count)[None, :] * stride).astype(np.int64)
+    rows.flags.writeable = False
+    return rows
 
 
 def gemm_nt_rows(a, a_rows, bt, b_rows, length, out):
