@@ -9,9 +9,10 @@ ms). With every GEMM of the step on one BLAS thread: 4.05 ms. Products of at lea
 ``SPLIT_FLOPS`` run as row blocks on gpudl's threads, each its own single-threaded GEMM (the
 shared operand is packed once per block: negligible at that size).
 
-2-D float32/float64 products whose shape suits them run on kernels/small_gemm.py's loops instead,
-compiled for the host's vector width (AVX-512 here, where OpenBLAS is held to its AVX2
-kernels by ``OPENBLAS_CORETYPE``; ``_kernel_for``): long contractions (K >= 128) as dot products
+Where BLAS runs narrower vectors than the CPU has (``small_gemm.outruns_blas``: OpenBLAS held to
+its AVX2 kernels by ``OPENBLAS_CORETYPE`` on an AVX-512 CPU, as here), 2-D float32/float64
+products whose shape suits them run on kernels/small_gemm.py's loops instead, compiled for the
+host's vector width (``_kernel_for``): long contractions (K >= 128) as dot products
 (``gemm_nt``: 1.4x OpenBLAS on a transformer's (256, 256) @ (256, 64)), short ones with wide
 rows as rows of b scaled and added (``gemm_nn``: 1.3x on (256, 64) @ (64, 192)), each only
 where the operands already lie as it reads them.
@@ -58,7 +59,7 @@ def _kernel_for(a, b):
     float32/float64 products they run faster than BLAS here with the operands as they are
     (a transposing copy costs what they save), else ``_blas``."""
     if not (type(a) is type(b) is np.ndarray and a.ndim == b.ndim == 2 and a.dtype == b.dtype
-            and a.dtype in (np.float32, np.float64)):
+            and a.dtype in (np.float32, np.float64)) or not _loops_outrun_blas():
         return _blas
     (M, K), N = a.shape, b.shape[1]
     if min(M, N) < 16:
@@ -68,6 +69,12 @@ def _kernel_for(a, b):
     if N >= WIDE_ROWS and K >= 4 and M % 8 == 0 and b.flags.c_contiguous:
         return _nn
     return _blas
+
+
+def _loops_outrun_blas():
+    from .kernels import small_gemm        # here: ``import gpudl`` loads no Numba
+
+    return small_gemm.outruns_blas()
 
 
 def _blas(a, b, out):

@@ -363,9 +363,10 @@ TAPS_MIN_CHANNELS = 6       # the forward reads the taps in place, with this man
 
 def _reads_taps_in_place(geo):
     """Whether the forward multiplies the weights into each tap's slice of the phase planes
-    where it lies (``_taps_in_place_forward``) rather than into im2col's column buffer."""
+    where it lies (``_taps_in_place_forward``) rather than into im2col's column buffer: where
+    small_gemm's loop outruns BLAS (an AVX-512 CPU, OpenBLAS on narrower kernels)."""
     return (geo.K // geo.groups >= TAPS_MIN_CHANNELS
-            and geo.Ho * geo.Wq >= TAPS_MIN_COLUMNS)
+            and geo.Ho * geo.Wq >= TAPS_MIN_COLUMNS and small_gemm.outruns_blas())
 
 
 def _taps_in_place_forward(x, wm, bias, y, geo, dtype):
@@ -548,12 +549,12 @@ POINTWISE_CHUNK_BYTES = 1 << 20    # y of a chunk of images: still in L2 when it
 def _pointwise_products(a, b, out, geo, bias=None):
     """out[n] = a @ b[n] (+ bias[:, None]) for every image n, b (N, rows, HW) and out
     (N, M, HW) C-contiguous, by chunks of images shared by the threads. Per image
-    small_gemm.gemm_nn (the bias its first pass's start) where its blocking fits (1.3-1.5x
-    OpenBLAS's AVX2 kernels here), else one BLAS GEMM per chunk, the bias added by its thread
-    while the chunk's out is in the caches."""
+    small_gemm.gemm_nn (the bias its first pass's start) where its blocking fits and it outruns
+    BLAS (1.3-1.5x OpenBLAS's AVX2 kernels here), else one BLAS GEMM per chunk, the bias added
+    by its thread while the chunk's out is in the caches."""
     workers = _chunk_workers(geo)
     nb = cpu_threads.chunk_size(geo.N, POINTWISE_CHUNK_BYTES // max(out[0].nbytes, 1), workers)
-    own = small_gemm.gemm_nn_fits(*a.shape)
+    own = small_gemm.gemm_nn_fits(*a.shape) and small_gemm.outruns_blas()
 
     def chunk(n0):
         block = out[n0:n0 + nb]

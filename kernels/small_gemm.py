@@ -316,6 +316,29 @@ def _gemm_nn_planes(a, b, b_rows, out, out_stride, length, bias):
         _gemm_nn_flat(a[p], b[p], b_rows, out[p], out_stride, length, bias)
 
 
+_WIDE_OPENBLAS = {"skylakex", "cooperlake", "sapphirerapids"}    # OpenBLAS's AVX-512 kernels
+
+
+@functools.lru_cache(maxsize=1)
+def outruns_blas():
+    """Whether these loops, compiled by Numba for the host, use wider vectors than the BLAS NumPy
+    uses: an AVX-512 CPU whose OpenBLAS runs older kernels (``OPENBLAS_CORETYPE=Haswell`` on this
+    project's test machine: AVX2). Callers choose between them and BLAS on it. With OpenBLAS's
+    own AVX-512 kernels on the same CPU, BLAS is the faster: 200 against 145 GFLOP/s on a
+    (256, 64) @ (64, 192), 197 against 144 on a 1x1 convolution's (64, 64) @ (64, 784); and
+    any other BLAS (MKL, BLIS, Accelerate) is taken to use the machine's full width."""
+    from gpudl import cpu_threads
+
+    blas = cpu_threads._blas_controller()
+    if blas is None or getattr(blas, "internal_api", None) != "openblas":
+        return False
+    if str(getattr(blas, "architecture", "")).lower() in _WIDE_OPENBLAS:
+        return False
+    from llvmlite import binding
+
+    return bool(binding.get_host_cpu_features().get("avx512f", False))
+
+
 def gemm_nn_fits(m, k):
     """Whether gemm_nn runs an (m, k) @ (k, n) product at full speed: whole blocks of 8 rows
     (the rows past them take a slower loop, one row at a time)."""

@@ -61,9 +61,13 @@ def test_blas_on_one_thread_during_each_product(monkeypatch, rng):
     ((256, 64), (64, 192), "CF", "_blas"),
     ((60, 64), (64, 192), "CC", "_blas"),           # rows not in blocks of 8
     ((256, 64), (64, 12), "CC", "_blas")])          # narrow
-def test_small_gemm_kernels_where_they_pay(sa, sb, layouts, kernel, dtype, mode, rng):
-    """2-D products of the shapes and layouts small_gemm's loops run faster than BLAS here go to
-    them, whole and split into row blocks, into a given out or not."""
+def test_small_gemm_kernels_where_they_pay(sa, sb, layouts, kernel, dtype, mode, rng,
+                                           monkeypatch):
+    """Where the loops outrun BLAS (an AVX-512 CPU, OpenBLAS on AVX2 kernels, as here), 2-D
+    products of the shapes and layouts they run faster go to them, whole and split into row
+    blocks, into a given out or not; elsewhere every product is BLAS's."""
+    from gpudl.kernels import small_gemm
+    monkeypatch.setattr(small_gemm, "outruns_blas", lambda: True)
     a = np.asarray(rng.standard_normal(sa), dtype, order=layouts[0])
     b = np.asarray(rng.standard_normal(sb), dtype, order=layouts[1])
     assert cpu_matmul._kernel_for(a, b) is getattr(cpu_matmul, kernel)
@@ -73,6 +77,23 @@ def test_small_gemm_kernels_where_they_pay(sa, sb, layouts, kernel, dtype, mode,
     out = np.full(want.shape, np.nan, dtype)
     assert cpu_matmul.matmul(a, b, out=out) is out
     np.testing.assert_allclose(out, want, rtol=tol, atol=tol * 10)
+    monkeypatch.setattr(small_gemm, "outruns_blas", lambda: False)
+    assert cpu_matmul._kernel_for(a, b) is cpu_matmul._blas
+    np.testing.assert_allclose(cpu_matmul.matmul(a, b), want, rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("arch, internal, avx512, outruns", [
+    ("Haswell", "openblas", True, True), ("Zen", "openblas", True, True),
+    ("SkylakeX", "openblas", True, False), ("Cooperlake", "openblas", True, False),
+    ("Haswell", "openblas", False, False), ("Haswell", "mkl", True, False)])
+def test_loops_only_where_blas_runs_narrower_vectors(arch, internal, avx512, outruns,
+                                                      monkeypatch):
+    from llvmlite import binding
+    from gpudl.kernels import small_gemm
+    fake = type("Blas", (), {"internal_api": internal, "architecture": arch})()
+    monkeypatch.setattr(cpu_threads, "_blas_controller", lambda: fake)
+    monkeypatch.setattr(binding, "get_host_cpu_features", lambda: {"avx512f": avx512})
+    assert small_gemm.outruns_blas.__wrapped__() is outruns
 
 
 @pytest.mark.parametrize("given_out", [False, True])

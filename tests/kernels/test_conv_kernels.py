@@ -435,6 +435,7 @@ def test_pointwise_weight_gradient_on_two_threads(rng, monkeypatch):
 def forward_path(request, monkeypatch):
     """The forward's two non-Winograd paths, each forced for any size (the other refused)."""
     taps = request.param == "taps in place"
+    monkeypatch.setattr(conv.small_gemm, "outruns_blas", lambda: taps)
     monkeypatch.setattr(conv, "TAPS_MIN_COLUMNS", 0 if taps else 1 << 60)
     monkeypatch.setattr(conv, "TAPS_MIN_CHANNELS", 1)
     if taps:
@@ -483,11 +484,14 @@ def test_forward_paths_keep_nan_where_the_definition_says(rng, stride, padding, 
     assert np.isnan(want).any() and not np.isnan(want).all()
 
 
-def test_taps_in_place_where_it_applies():
+def test_taps_in_place_where_it_applies(monkeypatch):
     from gpudl.kernels.conv import ConvGeometry, _reads_taps_in_place
+    monkeypatch.setattr(conv.small_gemm, "outruns_blas", lambda: True)
     lenet_conv2 = ConvGeometry((64, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0), (1, 1), 1)
     stem = ConvGeometry((8, 3, 112, 112), (32, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1)
     few_outputs = ConvGeometry((64, 6, 14, 14), (4, 6, 5, 5), (1, 1), (0, 0), (1, 1), 1)
     small_image = ConvGeometry((64, 16, 4, 4), (32, 16, 3, 3), (1, 1), (1, 1), (1, 1), 1)
     assert _reads_taps_in_place(lenet_conv2) and _reads_taps_in_place(stem)
     assert not _reads_taps_in_place(few_outputs) and not _reads_taps_in_place(small_image)
+    monkeypatch.setattr(conv.small_gemm, "outruns_blas", lambda: False)     # BLAS as wide
+    assert not _reads_taps_in_place(lenet_conv2)
