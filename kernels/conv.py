@@ -363,10 +363,12 @@ TAPS_MIN_CHANNELS = 6       # the forward reads the taps in place, with this man
 
 def _reads_taps_in_place(geo):
     """Whether the forward multiplies the weights into each tap's slice of the phase planes
-    where it lies (``_taps_in_place_forward``) rather than into im2col's column buffer: where
-    small_gemm's loop outruns BLAS (an AVX-512 CPU, OpenBLAS on narrower kernels)."""
+    where it lies (``_taps_in_place_forward``) rather than into im2col's column buffer. With
+    OpenBLAS's AVX-512 kernels too: no column buffer to write and read saves more than BLAS's
+    wider GEMM gains (LeNet-5 step 3.8-3.9 ms through im2col + BLAS, 3.0-3.1 in place; the 7x7
+    s2 stem 4.0 and 3.6-4.1)."""
     return (geo.K // geo.groups >= TAPS_MIN_CHANNELS
-            and geo.Ho * geo.Wq >= TAPS_MIN_COLUMNS and small_gemm.outruns_blas())
+            and geo.Ho * geo.Wq >= TAPS_MIN_COLUMNS)
 
 
 def _taps_in_place_forward(x, wm, bias, y, geo, dtype):
