@@ -509,6 +509,28 @@ def _masked_score(x, scale_log2, m, masked, checks, col, n_cols, hidden):
     return x
 
 
+def _query_scores(masked, staged, checks):
+    """score(s, j, e, k0, q0, row_a, row_b, t, ms, mask, bm, scale_log2, is_causal, n_keys):
+    element ``e`` of C fragment ``j`` of a score tile whose rows are queries (forward, dQ; keys
+    k0..): the raw score in the tiles without mask or checks (the caller folds the scale),
+    else ``_masked_score`` of it with its mask value and, with ``checks``, its bounds and
+    causal checks."""
+    fold = not masked and not checks
+
+    @cuda.jit(device=True, inline="always")
+    def score(s, j, e, k0, q0, row_a, row_b, t, ms, mask, bm, scale_log2, is_causal, n_keys):
+        x = s[4 * j + e]
+        if not fold:
+            row = row_a if e < 2 else row_b
+            c = k0 + 8 * j + 2 * t + (e & 1)
+            m = _mask_value(ms, row - q0, 8 * j + 2 * t + (e & 1), mask, bm, row, c, masked,
+                            staged)
+            x = _masked_score(x, scale_log2, m, masked, checks, c, n_keys,
+                              is_causal != 0 and c > row)
+        return x
+    return score
+
+
 @cuda.jit(device=True, inline="always")
 def _shifted(x, scale_log2, shift, fold):
     """The exp2 argument: x * scale_log2 - shift by one FFMA when ``fold`` (x a raw score: the
@@ -611,6 +633,7 @@ def _make_forward(head, masked, kind):
         # no mask, no checks (the hot loop without a mask): the scale moves into the exp2's
         # argument, s * scale_log2 - max as one FFMA, and the row max is taken on raw scores
         fold = not masked and not checks
+        score = _query_scores(masked, staged, checks)
 
         @cuda.jit(device=True, inline="always")
         def tile(ctx, k0, nxt, p, tz, lz):
@@ -635,16 +658,10 @@ def _make_forward(head, masked, kind):
                               b0, b1, b2, b3)
             mx_a = mx_b = NEG_INF
             for j in range(NT):
-                col = k0 + 8 * j + 2 * t
                 for e in range(4):
-                    row = row_a if e < 2 else row_b
-                    c = col + (e & 1)
-                    x = s[4 * j + e]
+                    x = score(s, j, e, k0, q0, row_a, row_b, t, ms, mask, bm, scale_log2,
+                              is_causal, n_keys)
                     if not fold:
-                        m = _mask_value(ms, row - q0, 8 * j + 2 * t + (e & 1), mask, bm, row, c,
-                                        masked, staged)
-                        x = _masked_score(x, scale_log2, m, masked, checks, c, n_keys,
-                                          is_causal != 0 and c > row)
                         s[4 * j + e] = x
                     if e < 2:
                         mx_a = max(mx_a, x)
@@ -754,6 +771,7 @@ def _make_bwd_dq(head, masked, kind):
 
     def make_tile(checks):
         fold = not masked and not checks        # as in the forward
+        score = _query_scores(masked, staged, checks)
 
         @cuda.jit(device=True, inline="always")
         def tile(ctx, k0, nxt, p, tz, lz):
@@ -765,16 +783,9 @@ def _make_bwd_dq(head, masked, kind):
             scores(s, qs, warp * 16, ks, lz)
             scores(dp, dos, warp * 16, vs, lz)
             for j in range(NT):
-                col = k0 + 8 * j + 2 * t
                 for e in range(4):
-                    row = row_a if e < 2 else row_b
-                    c = col + (e & 1)
-                    x = s[4 * j + e]
-                    if not fold:
-                        m = _mask_value(ms, row - q0, 8 * j + 2 * t + (e & 1), mask, bm, row, c,
-                                        masked, staged)
-                        x = _masked_score(x, scale_log2, m, masked, checks, c, n_keys,
-                                          is_causal != 0 and c > row)
+                    x = score(s, j, e, k0, q0, row_a, row_b, t, ms, mask, bm, scale_log2,
+                              is_causal, n_keys)
                     if e < 2:
                         s[4 * j + e] = _exp2(_shifted(x, scale_log2, lse_a, fold)) * (
                             dp[4 * j + e] - delta_a)
