@@ -69,8 +69,8 @@ within it, masked builds stage their mask tiles the same way (``_mask_tile``: al
 e64 dQ and the TF32 e32 dQ and dK/dV, which read the mask per element), and unmasked builds
 double-buffer the streamed tiles where a second pair fits (forward K/V: f16/bf16 e32, e64,
 TF32 kinds e32; dQ K/V: f16/bf16 e32; dK/dV Q/dO: f16/bf16 e32, e64): a tile's copies are
-issued while the tile before it computes. Offsets within a (batch*head) slice are 32-bit: ``variant`` sends longer
-sequences (``max_rows``) to attention_cuda's 64-bit kernels.
+issued while the tile before it computes. Offsets within a (batch*head) slice are 32-bit:
+``variant`` sends longer sequences (``max_rows``) to attention_cuda's 64-bit kernels.
 """
 
 import math
