@@ -68,9 +68,9 @@ padded by 16 bytes so the 8 row addresses of an ldmatrix hit different banks. He
 within it, masked builds stage their mask tiles the same way (``_mask_tile``: all but f16/bf16
 e64 dQ and the TF32 e32 dQ and dK/dV, which read the mask per element), and unmasked builds
 double-buffer the streamed tiles where a second pair fits (forward K/V: f16/bf16 e32, e64,
-TF32 kinds e32; dK/dV Q/dO: f16/bf16 e32, e64): a tile's copies are issued while the tile
-before it computes. Offsets within a (batch*head) slice are 32-bit: ``variant`` sends longer
-sequences (``max_rows``) to attention_cuda's 64-bit kernels.
+TF32 kinds e32; dQ K/V: f16/bf16 e32; dK/dV Q/dO: f16/bf16 e32, e64): a tile's copies are
+issued while the tile before it computes. Offsets within a (batch*head) slice are 32-bit:
+``variant`` sends longer sequences (``max_rows``) to attention_cuda's 64-bit kernels.
 """
 
 import math
@@ -277,24 +277,48 @@ def _mask_stager(rows, cols):
     return stage
 
 
-def _pair_loader(stage, settle, stage_mask, staged):
-    """load(x, y, b, r0, xs, ys, mask, bm, m_r0, m_c0, ms, tid): the single-buffered staging of
-    one tile: a barrier (every thread is done with the tiles), rows r0.. of x and y into xs and
-    ys (``_stager``'s stage and settle) and, when ``staged``, the mask tile at (m_r0, m_c0)
-    into ms, the wait, a barrier (every thread's copies landed)."""
+def _pair_loader(stage, settle, stage_mask, staged, double):
+    """(load, prefetch) for a streamed pair of tiles (K and V) in buffers xss, yss (NB x rows x
+    words: ``double``, two buffers, else one), with ``_stager``'s stage and settle.
+
+    ``load(x, y, b, r0, nxt, xss, yss, p, mask, bm, m_r0, m_c0, ms, tid)`` makes buffer p hold
+    rows r0.. of x and y. Single-buffered: a barrier (every thread is done with the tiles),
+    the copies and, when ``staged``, the mask tile at (m_r0, m_c0) into ms, the wait, a
+    barrier (every thread's copies landed). Double-buffered (no mask tile): the tile was staged
+    by the one before it (or ``prefetch``); the wait, a barrier (every thread's copies landed
+    and every thread is done with the other buffer), then the copies of rows nxt.. (nxt >= 0)
+    into the other buffer, in flight while this tile computes.
+    ``prefetch(x, y, b, r0, xss, yss, p, tid)`` issues rows r0.. into buffer p (the first tile)."""
+    assert not (double and staged)
 
     @cuda.jit(device=True, inline="always")
-    def load(x, y, b, r0, xs, ys, mask, bm, m_r0, m_c0, ms, tid):
-        cuda.syncthreads()
-        stage(x, b, r0, xs, tid)
-        stage(y, b, r0, ys, tid)
-        if staged:
-            stage_mask(mask, bm, m_r0, m_c0, ms, tid)
-        mma.cp_async_wait_all()
-        settle(xs, tid)
-        settle(ys, tid)
-        cuda.syncthreads()
-    return load
+    def load(x, y, b, r0, nxt, xss, yss, p, mask, bm, m_r0, m_c0, ms, tid):
+        xs, ys = xss[p], yss[p]
+        if double:
+            mma.cp_async_wait_all()
+            settle(xs, tid)
+            settle(ys, tid)
+            cuda.syncthreads()
+            if nxt >= 0:
+                stage(x, b, nxt, xss[1 - p], tid)
+                stage(y, b, nxt, yss[1 - p], tid)
+        else:
+            cuda.syncthreads()
+            stage(x, b, r0, xs, tid)
+            stage(y, b, r0, ys, tid)
+            if staged:
+                stage_mask(mask, bm, m_r0, m_c0, ms, tid)
+            mma.cp_async_wait_all()
+            settle(xs, tid)
+            settle(ys, tid)
+            cuda.syncthreads()
+
+    @cuda.jit(device=True, inline="always")
+    def prefetch(x, y, b, r0, xss, yss, p, tid):
+        stage(x, b, r0, xss[p], tid)
+        stage(y, b, r0, yss[p], tid)
+
+    return load, prefetch
 
 
 @cuda.jit(device=True, inline="always")
@@ -509,6 +533,28 @@ def _masked_score(x, scale_log2, m, masked, checks, col, n_cols, hidden):
     return x
 
 
+def _query_scores(masked, staged, checks):
+    """score(s, j, e, k0, q0, row_a, row_b, t, ms, mask, bm, scale_log2, is_causal, n_keys):
+    element ``e`` of C fragment ``j`` of a score tile whose rows are queries (forward, dQ; keys
+    k0..): the raw score in the tiles without mask or checks (the caller folds the scale),
+    else ``_masked_score`` of it with its mask value and, with ``checks``, its bounds and
+    causal checks."""
+    fold = not masked and not checks
+
+    @cuda.jit(device=True, inline="always")
+    def score(s, j, e, k0, q0, row_a, row_b, t, ms, mask, bm, scale_log2, is_causal, n_keys):
+        x = s[4 * j + e]
+        if not fold:
+            row = row_a if e < 2 else row_b
+            c = k0 + 8 * j + 2 * t + (e & 1)
+            m = _mask_value(ms, row - q0, 8 * j + 2 * t + (e & 1), mask, bm, row, c, masked,
+                            staged)
+            x = _masked_score(x, scale_log2, m, masked, checks, c, n_keys,
+                              is_causal != 0 and c > row)
+        return x
+    return score
+
+
 @cuda.jit(device=True, inline="always")
 def _shifted(x, scale_log2, shift, fold):
     """The exp2 argument: x * scale_log2 - shift by one FFMA when ``fold`` (x a raw score: the
@@ -597,11 +643,12 @@ def _make_forward(head, masked, kind):
     _check_shared("fwd", head, kind, BLOCK + 2 * BN)
     (stage_q, settle_q), (stage_kv, settle_kv) = _stager(BLOCK, W, kind), _stager(BN, W, kind)
     staged, MS = _mask_tile(masked, BLOCK, BN, (BLOCK + 2 * BN) * LDW * 4)
-    load_kv = _pair_loader(stage_kv, settle_kv, _mask_stager(BLOCK, BN), staged)
     # double-buffered K/V where a second pair fits (unmasked builds: a mask tile would need
     # two buffers as well)
     double = not masked and (BLOCK + 4 * BN) * LDW * 4 <= SHARED_LIMIT
     NB = 2 if double else 1
+    load_kv, prefetch_kv = _pair_loader(stage_kv, settle_kv, _mask_stager(BLOCK, BN), staged,
+                                        double)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     pv = _register_products(OT, PK, kind)
     two_tiles = _two_tiles(mma_op)
@@ -611,22 +658,14 @@ def _make_forward(head, masked, kind):
         # no mask, no checks (the hot loop without a mask): the scale moves into the exp2's
         # argument, s * scale_log2 - max as one FFMA, and the row max is taken on raw scores
         fold = not masked and not checks
+        score = _query_scores(masked, staged, checks)
 
         @cuda.jit(device=True, inline="always")
         def tile(ctx, k0, nxt, p, tz, lz):
             k, v, mask, kss, vss, ms, qf, s, o, stats, b, bm, q0, row_a, row_b, t, \
                 scale_log2, is_causal, n_keys = ctx
             ks, vs = kss[p], vss[p]
-            if double:                  # this tile was staged by the one before (or prefetch)
-                mma.cp_async_wait_all()
-                settle_kv(ks, tz)
-                settle_kv(vs, tz)
-                cuda.syncthreads()      # ... and every thread is done with the other buffer
-                if nxt >= 0:
-                    stage_kv(k, b, nxt, kss[1 - p], tz)
-                    stage_kv(v, b, nxt, vss[1 - p], tz)
-            else:
-                load_kv(k, v, b, k0, ks, vs, mask, bm, q0, k0, ms, tz)
+            load_kv(k, v, b, k0, nxt, kss, vss, p, mask, bm, q0, k0, ms, tz)
             fill_s(s, ZERO)
             for kk in range(KS):
                 for j in range(0, NT, 2):
@@ -635,16 +674,10 @@ def _make_forward(head, masked, kind):
                               b0, b1, b2, b3)
             mx_a = mx_b = NEG_INF
             for j in range(NT):
-                col = k0 + 8 * j + 2 * t
                 for e in range(4):
-                    row = row_a if e < 2 else row_b
-                    c = col + (e & 1)
-                    x = s[4 * j + e]
+                    x = score(s, j, e, k0, q0, row_a, row_b, t, ms, mask, bm, scale_log2,
+                              is_causal, n_keys)
                     if not fold:
-                        m = _mask_value(ms, row - q0, 8 * j + 2 * t + (e & 1), mask, bm, row, c,
-                                        masked, staged)
-                        x = _masked_score(x, scale_log2, m, masked, checks, c, n_keys,
-                                          is_causal != 0 and c > row)
                         s[4 * j + e] = x
                     if e < 2:
                         mx_a = max(mx_a, x)
@@ -684,8 +717,7 @@ def _make_forward(head, masked, kind):
     @cuda.jit(device=True, inline="always")
     def prefetch(ctx, k0, p, tid):
         k, v, _, kss, vss, _, _, _, _, _, b, _, _, _, _, _, _, _, _ = ctx
-        stage_kv(k, b, k0, kss[p], tid)
-        stage_kv(v, b, k0, vss[p], tid)
+        prefetch_kv(k, v, b, k0, kss, vss, p, tid)
 
     sweep = _sweep(make_tile(False), make_tile(True), BN, prefetch if double else None)
 
@@ -746,7 +778,11 @@ def _make_bwd_dq(head, masked, kind):
     (stage_rows, settle_rows), (stage_kv, settle_kv) = (_stager(BLOCK, W, kind),
                                                        _stager(BN, W, kind))
     staged, MS = _mask_tile(masked, BLOCK, BN, (2 * BLOCK + 2 * BN) * LDW * 4)
-    load_kv = _pair_loader(stage_kv, settle_kv, _mask_stager(BLOCK, BN), staged)
+    # double-buffered K/V where a second pair fits, as the forward (f16/bf16 e32)
+    double = not masked and (2 * BLOCK + 4 * BN) * LDW * 4 <= SHARED_LIMIT
+    NB = 2 if double else 1
+    load_kv, prefetch_kv = _pair_loader(stage_kv, settle_kv, _mask_stager(BLOCK, BN), staged,
+                                        double)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     scores = _products(NT, KS, _word_mma(kind))
     ds_k = _register_products(OT, PK, kind)
@@ -754,27 +790,22 @@ def _make_bwd_dq(head, masked, kind):
 
     def make_tile(checks):
         fold = not masked and not checks        # as in the forward
+        score = _query_scores(masked, staged, checks)
 
         @cuda.jit(device=True, inline="always")
         def tile(ctx, k0, nxt, p, tz, lz):
-            k, v, mask, qs, dos, ks, vs, ms, s, dp, acc, b, bm, q0, warp, row_a, row_b, t, \
+            k, v, mask, qs, dos, kss, vss, ms, s, dp, acc, b, bm, q0, warp, row_a, row_b, t, \
                 lse_a, lse_b, delta_a, delta_b, scale_log2, is_causal, n_keys = ctx
-            load_kv(k, v, b, k0, ks, vs, mask, bm, q0, k0, ms, tz)
+            ks, vs = kss[p], vss[p]
+            load_kv(k, v, b, k0, nxt, kss, vss, p, mask, bm, q0, k0, ms, tz)
             fill_s(s, ZERO)
             fill_s(dp, ZERO)
             scores(s, qs, warp * 16, ks, lz)
             scores(dp, dos, warp * 16, vs, lz)
             for j in range(NT):
-                col = k0 + 8 * j + 2 * t
                 for e in range(4):
-                    row = row_a if e < 2 else row_b
-                    c = col + (e & 1)
-                    x = s[4 * j + e]
-                    if not fold:
-                        m = _mask_value(ms, row - q0, 8 * j + 2 * t + (e & 1), mask, bm, row, c,
-                                        masked, staged)
-                        x = _masked_score(x, scale_log2, m, masked, checks, c, n_keys,
-                                          is_causal != 0 and c > row)
+                    x = score(s, j, e, k0, q0, row_a, row_b, t, ms, mask, bm, scale_log2,
+                              is_causal, n_keys)
                     if e < 2:
                         s[4 * j + e] = _exp2(_shifted(x, scale_log2, lse_a, fold)) * (
                             dp[4 * j + e] - delta_a)
@@ -784,13 +815,18 @@ def _make_bwd_dq(head, masked, kind):
             ds_k(acc, s, ks, lz)
         return tile
 
-    sweep = _sweep(make_tile(False), make_tile(True), BN)
+    @cuda.jit(device=True, inline="always")
+    def prefetch(ctx, k0, p, tid):
+        k, v, _, _, _, kss, vss = ctx[:7]
+        prefetch_kv(k, v, ctx[11], k0, kss, vss, p, tid)
+
+    sweep = _sweep(make_tile(False), make_tile(True), BN, prefetch if double else None)
 
     def bwd_dq(q, k, v, mask, gout, lse, delta, gq, scale_log2, scale, is_causal):
         qs = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
         dos = cuda.shared.array((BLOCK, LDW), uint32, alignment=TILE_ALIGN)
-        ks = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
-        vs = cuda.shared.array((BN, LDW), uint32, alignment=TILE_ALIGN)
+        ks = cuda.shared.array((NB, BN, LDW), uint32, alignment=TILE_ALIGN)
+        vs = cuda.shared.array((NB, BN, LDW), uint32, alignment=TILE_ALIGN)
         ms = cuda.shared.array(MS, float32, alignment=TILE_ALIGN)
         s = cuda.local.array(SN, float32)
         dp = cuda.local.array(SN, float32)

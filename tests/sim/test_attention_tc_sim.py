@@ -107,8 +107,16 @@ def test_e64_broadcast_masks(rng, mask_kind):
 
 
 def test_double_buffering_over_several_tiles(rng):
-    """Unmasked e32 double-buffers K/V (forward) and Q/dO (dK/dV). S = 200: the forward runs
-    the partial edge key tile 192.. first, which prefetches key tile 0, then tiles 0, 64, 128,
-    each prefetching the next into the other buffer; L = 140: dK/dV likewise over the query
-    tiles 128.., 0, 64."""
+    """Unmasked e32 double-buffers K/V (forward, dQ) and Q/dO (dK/dV). S = 200: the forward and
+    dQ run the partial edge key tile 192.. first, which prefetches key tile 0, then tiles 0, 64,
+    128, each prefetching the next into the other buffer; L = 140: dK/dV likewise over the
+    query tiles 128.., 0, 64."""
     check(rng, 1, 140, 200, 32, 32, 32)
+
+
+def test_double_buffering_with_causal_edge_tiles(rng):
+    """Causal, unmasked e32: query block 0 runs only its diagonal edge tile (nothing to
+    prefetch after it), block 64 the edge tile 64.. which prefetches full tile 0, block 128 the
+    edge tile 128.. then full tiles 0 and 64 (forward, dQ); dK/dV's key blocks run their
+    diagonal edge tiles, then the full query tiles after them."""
+    check(rng, 1, 140, 200, 32, 32, 32, is_causal=True)
