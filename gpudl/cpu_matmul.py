@@ -41,7 +41,8 @@ def matmul(a, b, out=None):
     if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous and \
             (out is None or out.flags.c_contiguous):
         M = math.prod(a.shape[:-1])         # not -1: reshape cannot infer it from size 0
-        flat = matmul(a.reshape(M, a.shape[-1]), b, None if out is None else out.reshape(M, b.shape[1]))
+        rows_out = None if out is None else out.reshape(M, b.shape[1])
+        flat = matmul(a.reshape(M, a.shape[-1]), b, rows_out)
         return flat.reshape(a.shape[:-1] + (b.shape[1],)) if out is None else out
     workers = cpu_threads.count() if _flops(a, b) >= SPLIT_FLOPS else 1
     product = _kernel_for(a, b) if out is None or out.flags.c_contiguous else _blas
@@ -109,7 +110,8 @@ def _by_rows(a, b, workers, out, product):
         out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
                        + (a.shape[-2], b.shape[-1]), np.result_type(a, b))
     M = a.shape[-2]
-    step = -(-(-(-M // workers)) // 8) * 8
+    per_thread = -(-M // workers)
+    step = -(-per_thread // 8) * 8                  # whole blocks of 8 rows: gemm_nn's fast path
 
     def rows(r0):
         product(a[..., r0:r0 + step, :], b, out[..., r0:r0 + step, :])

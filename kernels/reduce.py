@@ -31,7 +31,8 @@ def total(a):
 
 def channel_totals(a):
     """(C,) sums over axes 0 and 2 of a C-contiguous float32/float64 NumPy array (N, C, L), in
-    a's dtype; each (n, c) row added as ``total`` adds, the rows' totals in float64 in order of n."""
+    a's dtype; each (n, c) row added as ``total`` adds, the rows' totals in float64 in order of
+    n."""
     sums = np.zeros(a.shape[1])
     _loops()[1](a, BLOCK, sums)
     return sums.astype(a.dtype)

@@ -16,7 +16,16 @@ the contraction (kernels/conv.py, conv_winograd.py): ``gemm_nt_sum`` sums a batc
 one pass, matrix by matrix (a 1x1 conv's sum over images of gy[n] @ x[n].T: 4.8 ms against 8.0
 ms for OpenBLAS's per-image GEMMs and their sum at (32,128,28,28) on one core), and
 ``gemm_nt_planes`` takes rows spaced along a wider buffer (Winograd's 16 dU planes, each a sum
-over a chunk's tiles: 0.12 ms against 0.21 ms per chunk at (32,16,32,32) x 32).
+over a step's tiles: 0.12 ms against 0.21 ms per 4 images at (32,16,32,32) x 32).
+
+``gemm_nn`` is the other form, out = a @ b vectorised along b's and out's rows, for short
+contractions (Winograd's 16 products over 16-64 channels, 1x1 and small-channel convolution
+forwards, Linear layers of 64 features): 8 rows of out at a time, 4 rows of b per pass, the 32
+weights read into scalars before the loop so that they stay in registers (as array loads inside
+it, the loop did not vectorise: 11 GFLOP/s), and the first pass a loop of its own (a test inside
+the loop stopped vectorisation too). 150-180 GFLOP/s on one core here, against 98-122 for
+OpenBLAS's AVX2 kernels; OpenBLAS's own AVX-512 kernels reach ~200 (``outruns_blas``). Its rows
+of b may lie anywhere in a buffer (``gemm_nn_rows``: a convolution's taps read in place).
 
 Long contractions run in blocks of K_BLOCK (``_gemm_nt_blocked``, the LSTM's weight gradients over
 all T*B rows), so a block's 8 rows stay in L1. Loop indices over a run-time range are unsigned:
@@ -361,13 +370,4 @@ def gemm_nn_rows(a, b, b_rows, out, bias=None):
     L = out.shape[1]
     bias = np.zeros(a.shape[0], a.dtype) if bias is None else bias
     _gemm_nn_flat(a, b, b_rows, out.reshape(-1), L, L, bias)
-    return out
-
-
-def gemm_nn_planes(a, b, b_stride, out, out_stride, length):
-    """``out_p = a[p] @ b_p`` for every plane p: a (P, M, K) C-contiguous; b and out
-    C-contiguous 2-D arrays, one plane a row, whose matrices' rows are ``length`` values every
-    ``b_stride`` / ``out_stride`` along it (b_p's row c at b[p, c * b_stride:]). Returns out."""
-    _gemm_nn_planes(a, b, row_starts(a.shape[2], b_stride)[0], out, out_stride, length,
-                    np.zeros(a.shape[1], a.dtype))
     return out

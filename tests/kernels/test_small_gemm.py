@@ -148,15 +148,16 @@ def test_nn_nan_and_inf_propagate():
 @pytest.mark.parametrize("m, k, length, b_stride, out_stride", [(16, 16, 30, 37, 41),
                                                                 (9, 5, 7, 7, 9), (8, 4, 1, 3, 2)])
 def test_nn_planes_of_strided_rows_match_float64(m, k, length, b_stride, out_stride):
-    """gemm_nn_planes: per plane, b's and out's rows ``length`` values every stride along a
-    wider buffer; the values between out's rows are left as they were (NaN)."""
-    from gpudl.kernels.small_gemm import gemm_nn_planes
+    """_gemm_nn_planes (Winograd's 16 products a step): per plane, b's and out's rows ``length``
+    values every stride along a wider buffer; the values between out's rows are left as they
+    were (NaN)."""
+    from gpudl.kernels.small_gemm import _gemm_nn_planes, row_starts
     rng = np.random.default_rng()
     P = 3
     a = rng.standard_normal((P, m, k))
     b = rng.standard_normal((P, k * b_stride + 5))
     out = np.full((P, m * out_stride + 3), np.nan)
-    assert gemm_nn_planes(a, b, b_stride, out, out_stride, length) is out
+    _gemm_nn_planes(a, b, row_starts(k, b_stride)[0], out, out_stride, length, np.zeros(m))
     for p in range(P):
         B = np.stack([b[p, c * b_stride:c * b_stride + length] for c in range(k)])
         got = np.stack([out[p, i * out_stride:i * out_stride + length] for i in range(m)])
