@@ -18,6 +18,11 @@ the module's ``SIGNATURES`` table so that the gate checks what runs::
 
 from gpudl import backend
 
+from . import numba_inlining
+
+if not backend.SIMULATOR:      # the simulator runs kernels as Python: it inlines nothing
+    numba_inlining.apply()
+
 _SPECIALISED = {}    # (kernel, signature) -> dispatcher compiled for that signature only
 _CODE_OPTIONS = ("fastmath", "launch_bounds")     # decorator options that change the machine code
 
