@@ -189,6 +189,12 @@ def test_module_refusals():
         nn.ConvTranspose2d(2, 2, 0)
 
 
+@pytest.mark.parametrize("layer", [nn.Conv2d, nn.ConvTranspose2d, nn.Conv1d])
+def test_groups_zero_is_a_value_error_naming_groups(layer):
+    with pytest.raises(ValueError, match="groups must be a positive int, got 0"):
+        layer(4, 6, 3, groups=0)
+
+
 # --------------------------------------------------------------------------- refused inputs
 def _t(*shape, dtype=np.float32):
     return gd.tensor(np.ones(shape, dtype))

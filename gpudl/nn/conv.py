@@ -27,7 +27,7 @@ class _ConvNd(Module):
     """What Conv2d and ConvTranspose2d share: checks, parameters, PyTorch's default init."""
 
     def __init__(self, layer, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                 groups, bias, padding_mode, weight_shape, device, dtype):
+                 groups, bias, padding_mode, transposed, device, dtype):
         super().__init__()
         for name, n in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("groups", groups)):
@@ -51,6 +51,8 @@ class _ConvNd(Module):
         self.groups = int(groups)
         self.padding_mode = padding_mode
         dtype = dtypes.as_dtype(dtype, layer) or dtypes.DEFAULT_FLOAT
+        weight_shape = ((in_channels, out_channels // groups) if transposed
+                        else (out_channels, in_channels // groups))
         self.weight = Parameter(creation.empty(*weight_shape, *self.kernel_size, dtype=dtype,
                                                device=device))
         if bias:
@@ -100,8 +102,7 @@ class Conv2d(_ConvNd):
                 raise ValueError(f"Conv2d: padding='same' is not supported for strided "
                                  f"convolutions (stride {stride!r})")
         super().__init__("Conv2d", in_channels, out_channels, kernel_size, stride, padding,
-                         dilation, groups, bias, padding_mode,
-                         (out_channels, in_channels // groups), device, dtype)
+                         dilation, groups, bias, padding_mode, False, device, dtype)
 
     def forward(self, input):
         return conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
@@ -130,8 +131,7 @@ class ConvTranspose2d(_ConvNd):
                             f"{padding!r}")
         self.output_padding = _pair("output_padding", output_padding, "ConvTranspose2d", 0)
         super().__init__("ConvTranspose2d", in_channels, out_channels, kernel_size, stride,
-                         padding, dilation, groups, bias, padding_mode,
-                         (in_channels, out_channels // groups), device, dtype)
+                         padding, dilation, groups, bias, padding_mode, True, device, dtype)
 
     def forward(self, input, output_size=None):
         output_padding = self.output_padding
