@@ -240,17 +240,22 @@ def test_constant_zeros_ones_orthogonal_and_no_graph():
 
 
 # ---------------------------------------------------------------- nn.utils
-@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf, -math.inf, 0.0, 0.5, -2.0, "inf"])
 @pytest.mark.parametrize("max_norm", [0.5, 100.0])
-def test_clip_grad_norm_matches_torch(norm_type, max_norm, rng):
+@pytest.mark.parametrize("zero_grad", [False, True])
+def test_clip_grad_norm_matches_torch(norm_type, max_norm, zero_grad, rng):
+    # torch's joint norm is the norm of the per-gradient norms: with norm_type 0 it counts the
+    # gradients holding a non-zero entry, -inf is the smallest |entry|
     grads = [rng.standard_normal(s).astype(np.float32) for s in [(3, 4), (5,), (2, 2, 2)]]
+    if zero_grad:
+        grads.append(np.zeros(2, np.float32))
     ours = [nn.Parameter(gd.zeros(*g.shape)) for g in grads]
     theirs = [torch.zeros(g.shape, requires_grad=True) for g in grads]
     for p, tp, g in zip(ours, theirs, grads):
         p.grad = gd.tensor(g)
         tp.grad = torch.tensor(g)
-    total = nn.utils.clip_grad_norm_(ours, max_norm, norm_type)
-    ttotal = tnn.utils.clip_grad_norm_(theirs, max_norm, norm_type)
+    total = nn.utils.clip_grad_norm_(ours, max_norm, norm_type, foreach=None)
+    ttotal = tnn.utils.clip_grad_norm_(theirs, max_norm, norm_type, foreach=None)
     assert isinstance(total, gd.Tensor) and total.shape == ()
     np.testing.assert_allclose(total.item(), ttotal.item(), rtol=1e-5)
     for p, tp in zip(ours, theirs):
