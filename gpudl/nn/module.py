@@ -254,9 +254,10 @@ class Module:
 
     # ----------------------------------------------------------------- state dict
     def _state_items(self, prefix=""):
-        """(key, Tensor) for every parameter and persistent buffer, in PyTorch's order."""
-        for module_prefix, module in self.named_modules(prefix=prefix, remove_duplicate=False):
-            dot = module_prefix + ("." if module_prefix else "")
+        """(key, Tensor) for every parameter and persistent buffer, in PyTorch's order; ``prefix``
+        is prepended as is (torch's state_dict(prefix='encoder.'))."""
+        for module_prefix, module in self.named_modules(remove_duplicate=False):
+            dot = prefix + module_prefix + ("." if module_prefix else "")
             for name, param in module._parameters.items():
                 if param is not None:
                     yield dot + name, param

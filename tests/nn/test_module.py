@@ -59,6 +59,15 @@ def test_state_dict_keys_and_shapes_match_torch():
     assert [n for n, _ in ours.named_children()] == [n for n, _ in theirs.named_children()]
 
 
+@pytest.mark.parametrize("prefix", ["encoder.", "encoder", ""])
+def test_state_dict_prefix_is_prepended_as_torch(prefix):
+    ours, theirs = Net(), TorchNet()
+    assert list(ours.state_dict(prefix=prefix)) == list(theirs.state_dict(prefix=prefix))
+    destination = {}
+    ours.heads.state_dict(destination, "heads.")
+    assert list(destination) == list(theirs.heads.state_dict(prefix="heads."))
+
+
 def test_state_dict_values_are_detached_and_share_data():
     model = Net()
     sd = model.state_dict()
