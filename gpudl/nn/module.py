@@ -183,7 +183,8 @@ class Module:
             yield module
 
     def _named_members(self, store, prefix, recurse, remove_duplicate=True):
-        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        modules = (self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
+                   if recurse else [(prefix, self)])
         seen = set()
         for module_prefix, module in modules:
             for name, value in getattr(module, store).items():

@@ -68,6 +68,19 @@ def test_state_dict_prefix_is_prepended_as_torch(prefix):
     assert list(destination) == list(theirs.heads.state_dict(prefix="heads."))
 
 
+def test_named_members_remove_duplicate_false_lists_shared_layers_again():
+    shared, tshared = nn.Linear(2, 2), tnn.Linear(2, 2)
+    ours, theirs = nn.Sequential(shared, nn.Tanh(), shared), tnn.Sequential(tshared, tnn.Tanh(),
+                                                                           tshared)
+    ours.register_buffer("b", gd.zeros(1))
+    theirs.register_buffer("b", torch.zeros(1))
+    for remove_duplicate in (True, False):
+        assert [n for n, _ in ours.named_parameters(remove_duplicate=remove_duplicate)] == \
+            [n for n, _ in theirs.named_parameters(remove_duplicate=remove_duplicate)]
+        assert [n for n, _ in ours.named_buffers(remove_duplicate=remove_duplicate)] == \
+            [n for n, _ in theirs.named_buffers(remove_duplicate=remove_duplicate)]
+
+
 def test_state_dict_values_are_detached_and_share_data():
     model = Net()
     sd = model.state_dict()
