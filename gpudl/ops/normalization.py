@@ -13,7 +13,7 @@ from ..amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from ..autograd import Function
 from ..dtypes import LOW_PRECISION
 from ..tensor import Tensor
-from ._util import widened, xp_of
+from ._util import is_int, widened, xp_of
 
 
 class BatchNorm(Function):
@@ -169,7 +169,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
                           eps).to(input.dtype)
     if not isinstance(input, Tensor):
         raise TypeError(f"layer_norm: input must be a Tensor, got {type(input).__name__}")
-    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    shape = (normalized_shape,) if is_int(normalized_shape) else tuple(normalized_shape)
     if not shape or input.shape[input.ndim - len(shape):] != shape or len(shape) > input.ndim:
         raise ValueError(f"layer_norm: normalized_shape {shape} does not match the trailing "
                          f"dims of input of shape {input.shape}")

@@ -301,3 +301,25 @@ def test_linear_with_zero_sized_dimensions_runs_backward_as_torch(in_features, o
                       (ours.bias.grad, theirs.bias.grad)):
         assert got.shape == tuple(want.shape)
         np.testing.assert_allclose(got.numpy(), want.numpy())
+
+
+# ---------------------------------------------------------------- sizes given as NumPy integers
+@pytest.mark.parametrize("name, args", [
+    ("Linear", (4, 6)), ("BatchNorm1d", (4,)), ("BatchNorm2d", (4,)), ("InstanceNorm2d", (4,)),
+    ("LayerNorm", (4,)), ("LayerNorm", ((3, 4),)), ("GroupNorm", (2, 4)), ("Embedding", (10, 4)),
+    ("LSTMCell", (4, 6)), ("GRUCell", (4, 6)), ("MultiheadAttention", (8, 2)),
+    ("TransformerEncoderLayer", (8, 2, 16)), ("LSTM", (4, 6, 2))])
+def test_layers_take_numpy_integer_sizes(name, args):
+    # n_classes = y.max() + 1 is a NumPy integer; torch's layers take it (its RNN/LSTM/GRU
+    # refuse it with a TypeError; gpudl takes it there too)
+    numpy_args = tuple(tuple(np.int64(v) for v in a) if isinstance(a, tuple) else np.int64(a)
+                       for a in args)
+    ours, theirs = getattr(nn, name)(*numpy_args), getattr(tnn, name)(*args)
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+
+
+def test_embedding_padding_idx_must_be_an_int():
+    with pytest.raises(TypeError, match=r"Embedding: padding_idx must be an int or None, got 2\.0"):
+        nn.Embedding(5, 3, padding_idx=2.0)
+    assert nn.Embedding(5, 3, padding_idx=np.int64(-1)).padding_idx == 4
