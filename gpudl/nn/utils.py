@@ -42,7 +42,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     check the norm, which reads it (counted by gd.cuda.sync_count).
     """
     params = _with_grads(parameters)
-    norm_type = float(norm_type)
+    norm_type, max_norm = float(norm_type), float(max_norm)     # a 0-d Tensor max_norm too
     if not params:
         from ..creation import tensor
         return tensor(0.0)

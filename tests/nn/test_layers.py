@@ -262,6 +262,16 @@ def test_clip_grad_norm_matches_torch(norm_type, max_norm, zero_grad, rng):
         np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-5, atol=1e-7)
 
 
+def test_clip_grad_norm_takes_a_tensor_max_norm_as_torch(rng):
+    g = rng.standard_normal(5) * 10
+    p, tp = nn.Parameter(gd.zeros(5)), torch.zeros(5, requires_grad=True)
+    p.grad, tp.grad = gd.tensor(g.astype(np.float32)), torch.tensor(g.astype(np.float32))
+    total = nn.utils.clip_grad_norm_([p], gd.tensor(0.5))
+    ttotal = tnn.utils.clip_grad_norm_([tp], torch.tensor(0.5))
+    np.testing.assert_allclose(total.item(), ttotal.item(), rtol=1e-6)
+    np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-6)
+
+
 def test_clip_grad_norm_nonfinite_and_value(rng):
     p = nn.Parameter(gd.zeros(3))
     p.grad = gd.tensor([1.0, float("nan"), 2.0])
