@@ -30,6 +30,22 @@ class IncompatibleKeys(_IncompatibleKeys):
         return super().__repr__()
 
 
+class HookHandle:
+    """What ``register_forward_hook``/``register_forward_pre_hook`` return."""
+
+    def __init__(self, hooks, key):
+        self._hooks, self._key = hooks, key
+
+    def remove(self):
+        self._hooks.pop(self._key, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
 class StateDictError(RuntimeError, ValueError):
     """A refused ``load_state_dict``: a RuntimeError as in torch, and a ValueError (bad values)."""
 
@@ -51,7 +67,48 @@ class Module:
             f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        hooks = self.__dict__.get("_forward_hooks")
+        if not hooks:
+            return self.forward(*args, **kwargs)
+        for hook, with_kwargs in list(hooks["pre"].values()):
+            changed = hook(self, args, kwargs) if with_kwargs else hook(self, args)
+            if changed is not None:
+                if with_kwargs:
+                    args, kwargs = changed
+                else:
+                    args = changed if isinstance(changed, tuple) else (changed,)
+        output = self.forward(*args, **kwargs)
+        for hook, with_kwargs in list(hooks["post"].values()):
+            changed = (hook(self, args, kwargs, output) if with_kwargs
+                       else hook(self, args, output))
+            output = output if changed is None else changed
+        return output
+
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """Call ``hook(module, args)`` before each forward (``hook(module, args, kwargs)`` with
+        ``with_kwargs``); a result other than None replaces the positional arguments (a tuple, or
+        one value), or ``(args, kwargs)``. Returns a handle: ``handle.remove()`` unregisters."""
+        return self._add_forward_hook("pre", hook, prepend, with_kwargs)
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """Call ``hook(module, args, output)`` after each forward (``hook(module, args, kwargs,
+        output)`` with ``with_kwargs``); a result other than None replaces the output. Returns a
+        handle: ``handle.remove()`` unregisters."""
+        return self._add_forward_hook("post", hook, prepend, with_kwargs)
+
+    def _add_forward_hook(self, when, hook, prepend, with_kwargs):
+        if not callable(hook):
+            raise TypeError(f"register_forward_{'pre_' if when == 'pre' else ''}hook: hook must "
+                            f"be callable, got {type(hook).__name__}")
+        hooks = self.__dict__.get("_forward_hooks")
+        if hooks is None:               # made on first use: modules without hooks carry nothing
+            hooks = {"pre": OrderedDict(), "post": OrderedDict()}
+            object.__setattr__(self, "_forward_hooks", hooks)
+        key = object()
+        hooks[when][key] = (hook, with_kwargs)
+        if prepend:
+            hooks[when].move_to_end(key, last=False)
+        return HookHandle(hooks[when], key)
 
     # ----------------------------------------------------------------- registration
     def register_parameter(self, name, param):

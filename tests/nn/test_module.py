@@ -356,3 +356,39 @@ def test_deepcopy_gives_independent_parameters():
     clone[1].running_mean.data[...] = 5
     assert model[0].weight.numpy().any() and not model[1].running_mean.numpy().any()
     assert list(clone.state_dict()) == list(model.state_dict())
+
+
+# ---------------------------------------------------------------- forward hooks
+def _hooked_run(nn_, lib):
+    """The same hooks on gpudl's and torch's layers: what each saw and what came out."""
+    log = []
+    model = nn_.Sequential(nn_.Linear(3, 4), nn_.ReLU(), nn_.Linear(4, 2))
+    model[0].register_forward_pre_hook(lambda m, args: args[0] * 2)         # one value
+    model[0].register_forward_hook(lambda m, args, out: log.append(tuple(out.shape)))
+    zero = model[2].register_forward_pre_hook(lambda m, args: (args[0] * 0,))
+    plus_one = model.register_forward_hook(lambda m, args, out: out + 1)
+    model[1].register_forward_pre_hook(lambda m, args: log.append("second"))
+    model[1].register_forward_pre_hook(lambda m, args: log.append("first"), prepend=True)
+    model[2].register_forward_hook(lambda m, args, kwargs, out: log.append(sorted(kwargs)),
+                                   with_kwargs=True)
+    x = lib.ones(5, 3)
+    hooked = model(x).detach().numpy().copy()
+    bias = model[2].bias.detach().numpy()
+    zero.remove()
+    plus_one.remove()
+    plus_one.remove()                                   # a second remove changes nothing
+    with model[0].register_forward_hook(lambda m, args, out: log.append("in with")):
+        model(x)
+    unhooked = model(x)
+    return np.allclose(hooked, bias + 1), tuple(unhooked.shape), log
+
+
+def test_forward_hooks_run_replace_and_remove_as_torchs():
+    ours, theirs = _hooked_run(nn, gd), _hooked_run(tnn, torch)
+    assert ours == theirs
+    assert ours[0] is True and "in with" in ours[2]
+
+
+def test_forward_hook_must_be_callable():
+    with pytest.raises(TypeError, match="register_forward_hook: hook must be callable"):
+        nn.Linear(2, 2).register_forward_hook("print")
