@@ -71,6 +71,10 @@ class Optimizer:
             raise ValueError("add_param_group: param_group has no 'params' entry")
         _check_ordered(name, params)
         params = [params] if isinstance(params, Tensor) else list(params)
+        params, names = _split_names(name, params)
+        if self.param_groups and ("param_names" in self.param_groups[0]) != (names is not None):
+            raise ValueError(f"{name}: all parameter groups must name their parameters (pairs "
+                             "(name, Tensor), as named_parameters() gives) or none may")
         for p in params:
             if not isinstance(p, Tensor):
                 raise TypeError(f"{name} can only optimize Tensors, but one of the params is "
@@ -80,6 +84,8 @@ class Optimizer:
         group = {key: param_group.get(key, default) for key, default in self.defaults.items()}
         group.update(param_group)
         group["params"] = params
+        if names is not None:
+            group["param_names"] = names
         self._validate_group(group)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if len({id(p) for p in params}) != len(params) or seen & {id(p) for p in params}:
@@ -231,6 +237,16 @@ def _check_implementation_hints(name, group):
                                   "optimizers step outside autograd)")
     if group.get("foreach") and group.get("fused"):
         raise RuntimeError(f"{name}: `fused` and `foreach` cannot be `True` together")
+
+
+def _split_names(optimizer, params):
+    """(tensors, names or None) from a list of Tensors or of (name, Tensor) pairs."""
+    pairs = [isinstance(p, tuple) for p in params]
+    if not any(pairs):
+        return params, None
+    if not all(pairs) or any(len(p) != 2 for p in params):
+        raise ValueError(f"{optimizer}: params must be all Tensors or all (name, Tensor) pairs")
+    return [p for _, p in params], [n for n, _ in params]
 
 
 def _check_ordered(name, params):

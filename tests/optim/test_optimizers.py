@@ -276,6 +276,27 @@ def test_rmsprop_and_adagrad_positional_order_is_torchs():
         optim.Adagrad([gd.zeros(2, requires_grad=True)], 0.1, 0, 0, 0, 1e-10, None, True)
 
 
+def test_named_parameters_as_torch(rng):
+    # torch.optim takes (name, Tensor) pairs, as named_parameters() gives, and keeps the names
+    init = initial_params(rng)
+    params = [gd.tensor(a, requires_grad=True) for a in init]
+    tparams = [torch.tensor(a, requires_grad=True) for a in init]
+    names = [f"p{i}" for i in range(len(init))]
+    opt = optim.Adam(list(zip(names, params)), lr=0.05)
+    topt = torch.optim.Adam(list(zip(names, tparams)), lr=0.05)
+    for g in gradients(rng, SHAPES, 4):
+        gd_step(opt, params, g)
+        torch_step(torch, topt, tparams, g)
+    assert_close([p.numpy() for p in params], [t.detach().numpy() for t in tparams])
+    ours, theirs = opt.state_dict()["param_groups"][0], topt.state_dict()["param_groups"][0]
+    assert ours["param_names"] == theirs["param_names"] == names
+    assert set(ours) == set(theirs)
+    with pytest.raises(ValueError, match="all Tensors or all"):
+        optim.SGD([("a", params[0]), params[1]], lr=0.1)
+    with pytest.raises(ValueError, match="all parameter groups must name"):
+        opt.add_param_group({"params": [gd.zeros(2, requires_grad=True)]})
+
+
 def test_nan_gradient_propagates():
     p = gd.tensor([1.0, 2.0], requires_grad=True)
     opt = optim.Adam([p], lr=0.1)
