@@ -275,6 +275,23 @@ class Module:
             module = module._modules[part]
         return module
 
+    def get_parameter(self, target):
+        """The parameter at dotted path ``target`` ('encoder.0.weight')."""
+        return self._get_member(target, "_parameters", "parameter")
+
+    def get_buffer(self, target):
+        """The buffer at dotted path ``target`` ('bn.running_mean')."""
+        return self._get_member(target, "_buffers", "buffer")
+
+    def _get_member(self, target, store, kind):
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        members = getattr(module, store)
+        if name not in members or members[name] is None:
+            raise AttributeError(f"{module._get_name()} has no {kind} '{name}' (looking up "
+                                 f"'{target}')")
+        return members[name]
+
     def apply(self, fn):
         """Call ``fn`` on every descendant, then on this module (e.g. a custom init)."""
         for module in self.children():

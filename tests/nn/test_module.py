@@ -392,3 +392,18 @@ def test_forward_hooks_run_replace_and_remove_as_torchs():
 def test_forward_hook_must_be_callable():
     with pytest.raises(TypeError, match="register_forward_hook: hook must be callable"):
         nn.Linear(2, 2).register_forward_hook("print")
+
+
+def test_get_parameter_and_get_buffer_as_torch():
+    ours, theirs = Net(), TorchNet()
+    for target in ("features.0.weight", "scale", "heads.1.bias"):
+        assert ours.get_parameter(target) is dict(ours.named_parameters())[target]
+        assert ours.get_parameter(target).shape == tuple(theirs.get_parameter(target).shape)
+    assert ours.get_buffer("features.1.running_var") is ours.features[1].running_var
+    for method, target in (("get_parameter", "features.1.running_mean"),
+                           ("get_buffer", "features.0.weight"), ("get_parameter", "nope.weight")):
+        with pytest.raises(AttributeError):
+            getattr(theirs, method)(target)
+        with pytest.raises(AttributeError, match=target.rpartition(".")[2] if "nope" not in
+                           target else "nope"):
+            getattr(ours, method)(target)
