@@ -3,7 +3,9 @@ when ``compile`` hands them the model's trainable weights. Keras's defaults: Ada
 ``epsilon=1e-7``, RMSprop ``rho=0.9``, SGD ``learning_rate=0.01``.
 
 Keras's Adam adds epsilon to sqrt(v) before bias correction and PyTorch's (gpudl's) after; the
-two differ by a factor sqrt(1 - beta_2^t) on epsilon only.
+two differ by a factor sqrt(1 - beta_2^t) on epsilon only. Keras's RMSprop and Adagrad divide by
+sqrt(v + epsilon), PyTorch's (gpudl's) by sqrt(v) + epsilon: the steps agree while v is well
+above epsilon (1e-7) and are larger here when it is not (gradients of order 1e-4 and below).
 """
 
 from .. import optim
