@@ -94,6 +94,29 @@ def test_regression_metrics_by_keras_names(target_shape, rng):
     assert {"mae", "val_mae"} <= set(history.history)
 
 
+def test_keras_weight_decay_is_decoupled_and_unsupported_options_are_refused(rng):
+    # Keras applies w -= lr * weight_decay * w before every optimizer's step
+    w0 = rng.standard_normal(4).astype(np.float32)
+    g = rng.standard_normal(4).astype(np.float32)
+    for make, grad in ((lambda: keras.optimizers.Adam(learning_rate=0.1, weight_decay=0.5),
+                        np.zeros(4, np.float32)),        # no gradient: only the decay moves w
+                       (lambda: keras.optimizers.SGD(learning_rate=0.1, weight_decay=0.5), g)):
+        p = gd.tensor(w0.copy(), requires_grad=True)
+        opt = make().build([p])
+        p.grad = gd.tensor(grad)
+        opt.step()
+        np.testing.assert_allclose(p.numpy(), w0 - 0.1 * 0.5 * w0 - 0.1 * grad, rtol=1e-6)
+    with pytest.raises(NotImplementedError, match="clipnorm=1.0 is not supported"):
+        keras.optimizers.Adam(clipnorm=1.0)
+    with pytest.raises(NotImplementedError, match="weight_decay is decoupled"):
+        keras.optimizers.SGD(momentum=0.9, weight_decay=0.01)
+    with pytest.raises(NotImplementedError, match="RMSprop: Keras's weight_decay"):
+        keras.optimizers.RMSprop(weight_decay=0.01)
+    with pytest.raises(TypeError, match="unexpected argument 'beta1'"):
+        keras.optimizers.Adam(beta1=0.8)
+    keras.optimizers.Adam(name="adam", clipnorm=None, use_ema=False)      # Keras's defaults
+
+
 def test_validation_split_takes_the_last_samples(rng):
     x = rng.standard_normal((40, 2)).astype(np.float32)
     y = rng.standard_normal((40, 1)).astype(np.float32)
