@@ -384,6 +384,17 @@ def test_dropout_is_inverted_and_off_in_inference():
     np.testing.assert_array_equal(layer(x).numpy(), x.numpy())
 
 
+def test_dropout_noise_shape_shares_the_draw_along_axes_of_size_one():
+    # Keras's noise_shape=(None, 1, features): the same features dropped at every step (it was
+    # accepted and ignored)
+    out = layers.Dropout(0.5, noise_shape=(None, 1, 6))(gd.ones(400, 5, 6), training=True)
+    out = out.numpy()
+    assert set(np.unique(out)) <= {0.0, 2.0} and 0.4 < (out == 0).mean() < 0.6
+    np.testing.assert_array_equal(out, np.broadcast_to(out[:, :1], out.shape))
+    with pytest.raises(ValueError, match="noise_shape"):
+        layers.Dropout(0.5, noise_shape=(None, 2, 6))(gd.ones(4, 5, 6), training=True)
+
+
 def test_symbolic_shapes_with_unknown_lengths():
     seq = Input(shape=(None, 8))
     out = layers.Conv1D(4, 3, strides=2, padding="same")(seq)
