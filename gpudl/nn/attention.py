@@ -260,9 +260,14 @@ class TransformerEncoderLayer(Module):
 
 class TransformerEncoder(Module):
     """``num_layers`` deep copies of ``encoder_layer`` applied in turn (``layers``), then
-    ``norm`` if given. ``forward(src, mask=None, src_key_padding_mask=None, is_causal=None)``."""
+    ``norm`` if given. ``forward(src, mask=None, src_key_padding_mask=None, is_causal=None)``.
 
-    def __init__(self, encoder_layer, num_layers, norm=None):
+    ``enable_nested_tensor`` and ``mask_check`` are taken and kept as torch's and change
+    nothing: every position is computed (torch's nested-tensor inference path gives zeros at
+    padded positions instead; the unpadded ones agree)."""
+
+    def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True,
+                 mask_check=True):
         super().__init__()
         if not isinstance(encoder_layer, Module):
             raise TypeError(f"TransformerEncoder: encoder_layer must be a Module, got "
@@ -273,6 +278,7 @@ class TransformerEncoder(Module):
         self.layers = ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
         self.num_layers = num_layers
         self.norm = norm
+        self.enable_nested_tensor, self.mask_check = enable_nested_tensor, mask_check
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
         out = src
