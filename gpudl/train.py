@@ -333,8 +333,8 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
             bar.set_postfix(_rounded(logs))
         finally:
             bar.close()
-        history.append(epoch, logs)
         stops = [cb.on_epoch_end(epoch, logs, run.callback_model) for cb in callbacks]
+        history.append(epoch, logs)           # after the callbacks, with what they logged
         if not math.isfinite(logs["loss"]) and not stop:
             warnings.warn(f"fit: the training loss is {logs['loss']} in epoch {epoch + 1}; "
                           "training stopped (TerminateOnNaN stops at the first such batch)",

@@ -321,7 +321,8 @@ def test_encoder_stack_with_final_norm_and_causal_mask(rng):
                                          enable_nested_tensor=False)
     ours = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0,
                                                             dtype=gd.float64), 2,
-                                 norm=nn.LayerNorm(8, dtype=gd.float64))
+                                 norm=nn.LayerNorm(8, dtype=gd.float64),
+                                 enable_nested_tensor=False)     # torch's call, as written there
     assert list(ours.state_dict()) == list(theirs.state_dict())
     load_from_torch(ours, theirs)
     causal = torch.nn.Transformer.generate_square_subsequent_mask(5, dtype=torch.float64)

@@ -189,6 +189,37 @@ def test_module_refusals():
         nn.ConvTranspose2d(2, 2, 0)
 
 
+@pytest.mark.parametrize("layer", [nn.Conv2d, nn.ConvTranspose2d, nn.Conv1d])
+def test_groups_zero_is_a_value_error_naming_groups(layer):
+    with pytest.raises(ValueError, match="groups must be a positive int, got 0"):
+        layer(4, 6, 3, groups=0)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(kernel_size=0), ValueError, "Conv1d: kernel_size must be positive, got 0"),
+    (dict(kernel_size=3, stride=0), ValueError, "Conv1d: stride must be positive, got 0"),
+    (dict(kernel_size=3, padding=-1), ValueError, "Conv1d: padding must be non-negative, got -1"),
+    (dict(kernel_size=(3, 3)), TypeError, r"Conv1d: kernel_size must be an int or a 1-tuple"),
+    (dict(kernel_size=3, groups=4), ValueError, r"Conv1d: out_channels \(6\) must be divisible"),
+    (dict(kernel_size=3, padding="same", stride=2), ValueError, "Conv1d: padding='same'"),
+    (dict(kernel_size=3, padding_mode="reflect"), NotImplementedError, "Conv1d: padding_mode"),
+])
+def test_conv1d_refusals_name_conv1d_and_the_value_given(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        nn.Conv1d(4, 6, **kwargs)
+
+
+def test_conv1d_takes_one_tuples_as_torch(rng):
+    kwargs = dict(kernel_size=(3,), stride=(2,), padding=(1,), dilation=(2,))
+    ours, theirs = nn.Conv1d(4, 6, **kwargs), torch.nn.Conv1d(4, 6, **kwargs)
+    assert (ours.kernel_size, ours.stride, ours.padding, ours.dilation) == \
+        (theirs.kernel_size, theirs.stride, theirs.padding, theirs.dilation)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = rng.standard_normal((2, 4, 11)).astype(np.float32)
+    np.testing.assert_allclose(ours(gd.tensor(x)).numpy(),
+                               theirs(torch.tensor(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- refused inputs
 def _t(*shape, dtype=np.float32):
     return gd.tensor(np.ones(shape, dtype))

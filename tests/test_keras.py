@@ -77,6 +77,46 @@ def test_mse_regression_and_a_float_result_without_metrics(rng):
     np.testing.assert_allclose(model[0].weight.numpy().T, w, atol=0.02)
 
 
+@pytest.mark.parametrize("target_shape", [(64,), (64, 1)])
+def test_regression_metrics_by_keras_names(target_shape, rng):
+    # metrics=['mae'] is the Keras regression idiom; targets (N,) beside outputs (N, 1)
+    x = rng.standard_normal((64, 3)).astype(np.float32)
+    y = rng.standard_normal(target_shape).astype(np.float32)
+    model = nn.Sequential(nn.Linear(3, 1))
+    keras.compile(model, loss="mse", metrics=["mae", "mean_squared_error", "mse"])
+    logs = keras.evaluate(model, x, y, batch_size=10, return_dict=True)
+    error = model(gd.tensor(x)).numpy().astype(np.float64).ravel() - y.ravel()
+    assert list(logs) == ["loss", "mae", "mean_squared_error", "mse"]
+    np.testing.assert_allclose(logs["mae"], np.abs(error).mean(), rtol=1e-6)
+    np.testing.assert_allclose(logs["mse"], (error ** 2).mean(), rtol=1e-6)
+    np.testing.assert_allclose(logs["mean_squared_error"], logs["loss"], rtol=1e-6)
+    history = keras.fit(model, x, y, epochs=1, validation_split=0.25, verbose=0)
+    assert {"mae", "val_mae"} <= set(history.history)
+
+
+def test_keras_weight_decay_is_decoupled_and_unsupported_options_are_refused(rng):
+    # Keras applies w -= lr * weight_decay * w before every optimizer's step
+    w0 = rng.standard_normal(4).astype(np.float32)
+    g = rng.standard_normal(4).astype(np.float32)
+    for make, grad in ((lambda: keras.optimizers.Adam(learning_rate=0.1, weight_decay=0.5),
+                        np.zeros(4, np.float32)),        # no gradient: only the decay moves w
+                       (lambda: keras.optimizers.SGD(learning_rate=0.1, weight_decay=0.5), g)):
+        p = gd.tensor(w0.copy(), requires_grad=True)
+        opt = make().build([p])
+        p.grad = gd.tensor(grad)
+        opt.step()
+        np.testing.assert_allclose(p.numpy(), w0 - 0.1 * 0.5 * w0 - 0.1 * grad, rtol=1e-6)
+    with pytest.raises(NotImplementedError, match="clipnorm=1.0 is not supported"):
+        keras.optimizers.Adam(clipnorm=1.0)
+    with pytest.raises(NotImplementedError, match="weight_decay is decoupled"):
+        keras.optimizers.SGD(momentum=0.9, weight_decay=0.01)
+    with pytest.raises(NotImplementedError, match="RMSprop: Keras's weight_decay"):
+        keras.optimizers.RMSprop(weight_decay=0.01)
+    with pytest.raises(TypeError, match="unexpected argument 'beta1'"):
+        keras.optimizers.Adam(beta1=0.8)
+    keras.optimizers.Adam(name="adam", clipnorm=None, use_ema=False)      # Keras's defaults
+
+
 def test_validation_split_takes_the_last_samples(rng):
     x = rng.standard_normal((40, 2)).astype(np.float32)
     y = rng.standard_normal((40, 1)).astype(np.float32)

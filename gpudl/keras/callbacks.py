@@ -55,6 +55,7 @@ class ReduceLROnPlateau(C.Callback):
     def on_epoch_end(self, epoch, logs, model):
         from .training import compiled
         optimizer = compiled(model, "ReduceLROnPlateau").optimizer
+        logs["learning_rate"] = optimizer.param_groups[0]["lr"]     # the epoch's, as Keras logs
         current = self.tracker.value(logs)
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
@@ -68,7 +69,6 @@ class ReduceLROnPlateau(C.Callback):
                     if group["lr"] > self.min_lr:
                         group["lr"] = max(group["lr"] * self.factor, self.min_lr)
                 self.cooldown_counter, self.wait = self.cooldown, 0
-        logs["learning_rate"] = optimizer.param_groups[0]["lr"]
         return False
 
 

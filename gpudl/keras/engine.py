@@ -215,6 +215,10 @@ class Layer(nn.Module):
             raise NotImplementedError(f"{cls}: activity_regularizer is not supported")
         if kwargs:
             raise TypeError(f"{cls}: unexpected keyword argument(s) {sorted(kwargs)}")
+        if isinstance(dtype, str) and dtype.startswith("mixed_"):
+            raise NotImplementedError(f"{cls}: the dtype policy {dtype!r} is not supported (use "
+                                      "gd.autocast for mixed precision)")
+        self.weight_dtype = dtypes.as_dtype(dtype, f"{cls}: dtype") or dtypes.DEFAULT_FLOAT
         self.name = name or unique_name(to_snake_case(cls))
         self.built = False
         self._nodes = []
@@ -276,7 +280,7 @@ class Layer(nn.Module):
         """A new weight of ``shape`` filled by ``initializer``: a Parameter when trainable, else
         a buffer (Keras's non-trainable weights: BatchNormalization's moving statistics)."""
         from . import initializers
-        value = creation.empty(*shape, dtype=dtypes.DEFAULT_FLOAT)
+        value = creation.empty(*shape, dtype=self.weight_dtype)
         initializers.get(initializer)(value)
         if trainable:
             setattr(self, name, nn.Parameter(value))

@@ -2,8 +2,10 @@
 
 ``accuracy`` decides per output as Keras does: a single score column (or 1-d scores) is
 thresholded at 0.5 (binary accuracy); otherwise the arg-max over the last axis is compared with
-the labels, or with the arg-max of one-hot targets shaped like the scores. Other names
-('precision', 'recall', 'f1') are gpudl.train's.
+the labels, or with the arg-max of one-hot targets shaped like the scores. 'mae'/'mse' (and
+their long names) are the mean absolute/squared error over every output value, targets (N,)
+beside outputs (N, 1) taken as Keras squeezes them. Other names ('precision', 'recall', 'f1')
+are gpudl.train's.
 """
 
 import numpy as np
@@ -94,6 +96,28 @@ class SparseCategoricalAccuracy(_AccuracyObject):
         return output.argmax(axis=-1).ravel(), target.ravel()
 
 
+def aligned_values(output, target):
+    """Device arrays (outputs, targets) flattened alike, for the regression metrics."""
+    target = unweighted(target)
+    target = target.reshape(output.shape) if target.size == output.size else target
+    return output.ravel(), target.ravel()
+
+
+def _regression_metric(name, error):
+    def metric(y_true, y_pred):
+        return float(np.mean(error(np.asarray(y_pred, np.float64) - y_true)))
+    metric.__name__, metric.prepare = name, aligned_values
+    return metric
+
+
+REGRESSION = {name: _regression_metric(name, error)
+              for names, error in ((("mae", "mean_absolute_error"), np.abs),
+                                   (("mse", "mean_squared_error"), np.square))
+              for name in names}
+mae, mse = REGRESSION["mae"], REGRESSION["mse"]
+mean_absolute_error, mean_squared_error = REGRESSION["mean_absolute_error"], \
+    REGRESSION["mean_squared_error"]
+
 ACCURACIES = {name: _accuracy_metric(name)
               for name in ("accuracy", "binary_accuracy", "categorical_accuracy",
                            "sparse_categorical_accuracy")}
@@ -124,7 +148,7 @@ def resolve(metrics, output_names=None):
     """Keras metric names mapped to Keras's semantics and checked by gpudl.train. For a model
     with several outputs: a list applies to every output, a dict maps output names to lists."""
     def one(m):
-        return ACCURACIES.get(m, m) if isinstance(m, str) else m
+        return ACCURACIES.get(m, REGRESSION.get(m, m)) if isinstance(m, str) else m
 
     if output_names and len(output_names) > 1 and metrics:
         per_output = metrics if isinstance(metrics, dict) else \

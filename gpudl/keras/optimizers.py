@@ -3,16 +3,42 @@ when ``compile`` hands them the model's trainable weights. Keras's defaults: Ada
 ``epsilon=1e-7``, RMSprop ``rho=0.9``, SGD ``learning_rate=0.01``.
 
 Keras's Adam adds epsilon to sqrt(v) before bias correction and PyTorch's (gpudl's) after; the
-two differ by a factor sqrt(1 - beta_2^t) on epsilon only.
+two differ by a factor sqrt(1 - beta_2^t) on epsilon only. Keras's RMSprop and Adagrad divide by
+sqrt(v + epsilon), PyTorch's (gpudl's) by sqrt(v) + epsilon: the steps agree while v is well
+above epsilon (1e-7) and are larger here when it is not (gradients of order 1e-4 and below).
 """
 
 from .. import optim
 
 
-class Optimizer:
-    """A Keras optimizer description; ``build(params)`` gives the gpudl optimizer."""
+# Keras's base-optimizer options gpudl does not implement, with Keras's defaults: given another
+# value they are refused, never ignored. ``name`` and ``jit_compile`` change no number.
+_UNSUPPORTED = {"clipnorm": None, "clipvalue": None, "global_clipnorm": None, "use_ema": False,
+                "ema_momentum": 0.99, "ema_overwrite_frequency": None,
+                "loss_scale_factor": None, "gradient_accumulation_steps": None}
+_HARMLESS = ("name", "jit_compile")
 
-    def __init__(self, learning_rate, **options):
+
+class Optimizer:
+    """A Keras optimizer description; ``build(params)`` gives the gpudl optimizer.
+
+    ``weight_decay`` is Keras's, decoupled (``w -= learning_rate * weight_decay * w`` before each
+    step): AdamW's rule in gpudl.optim, and for SGD without momentum the same numbers as torch's
+    L2 form; where gpudl has no decoupled form (SGD with momentum, RMSprop, Adagrad) it is refused.
+    """
+
+    def __init__(self, learning_rate, keras_options, **options):
+        where = type(self).__name__
+        for key, value in keras_options.items():
+            if key in _HARMLESS:
+                continue
+            if key not in _UNSUPPORTED:
+                raise TypeError(f"{where}: unexpected argument {key!r}")
+            if value != _UNSUPPORTED[key]:
+                raise NotImplementedError(f"{where}: {key}={value!r} is not supported (clip "
+                                          "gradients with gpudl.nn.utils.clip_grad_norm_ in a "
+                                          "gpudl.train loop instead)" if "clip" in key else
+                                          f"{where}: {key}={value!r} is not supported")
         self.learning_rate = float(learning_rate)
         self.options = options
         self.built = None
@@ -22,11 +48,19 @@ class Optimizer:
         return self.built
 
 
+def _no_decoupled_decay(where, weight_decay):
+    if weight_decay:
+        raise NotImplementedError(f"{where}: Keras's weight_decay is decoupled (w -= lr * "
+                                  f"weight_decay * w), which gpudl's {where} does not have; got "
+                                  f"weight_decay={weight_decay!r}")
+
+
 class Adam(Optimizer):
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
                  weight_decay=None, **kwargs):
-        super().__init__(learning_rate, betas=(beta_1, beta_2), eps=epsilon, amsgrad=amsgrad,
-                         weight_decay=weight_decay or 0.0)
+        super().__init__(learning_rate, kwargs, betas=(beta_1, beta_2), eps=epsilon,
+                         amsgrad=amsgrad, weight_decay=weight_decay or 0.0,
+                         decoupled_weight_decay=True)
 
     def make(self, params):
         return optim.Adam(params, lr=self.learning_rate, **self.options)
@@ -35,8 +69,8 @@ class Adam(Optimizer):
 class AdamW(Optimizer):
     def __init__(self, learning_rate=1e-3, weight_decay=4e-3, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-7, amsgrad=False, **kwargs):
-        super().__init__(learning_rate, betas=(beta_1, beta_2), eps=epsilon, amsgrad=amsgrad,
-                         weight_decay=weight_decay)
+        super().__init__(learning_rate, kwargs, betas=(beta_1, beta_2), eps=epsilon,
+                         amsgrad=amsgrad, weight_decay=weight_decay)
 
     def make(self, params):
         return optim.AdamW(params, lr=self.learning_rate, **self.options)
@@ -45,7 +79,9 @@ class AdamW(Optimizer):
 class SGD(Optimizer):
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None,
                  **kwargs):
-        super().__init__(learning_rate, momentum=momentum, nesterov=nesterov,
+        if momentum:
+            _no_decoupled_decay("SGD with momentum", weight_decay)
+        super().__init__(learning_rate, kwargs, momentum=momentum, nesterov=nesterov,
                          weight_decay=weight_decay or 0.0)
 
     def make(self, params):
@@ -54,8 +90,9 @@ class SGD(Optimizer):
 
 class RMSprop(Optimizer):
     def __init__(self, learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
-                 **kwargs):
-        super().__init__(learning_rate, alpha=rho, momentum=momentum, eps=epsilon,
+                 weight_decay=None, **kwargs):
+        _no_decoupled_decay("RMSprop", weight_decay)
+        super().__init__(learning_rate, kwargs, alpha=rho, momentum=momentum, eps=epsilon,
                          centered=centered)
 
     def make(self, params):
@@ -64,9 +101,10 @@ class RMSprop(Optimizer):
 
 class Adagrad(Optimizer):
     def __init__(self, learning_rate=1e-3, initial_accumulator_value=0.1, epsilon=1e-7,
-                 **kwargs):
-        super().__init__(learning_rate, initial_accumulator_value=initial_accumulator_value,
-                         eps=epsilon)
+                 weight_decay=None, **kwargs):
+        _no_decoupled_decay("Adagrad", weight_decay)
+        super().__init__(learning_rate, kwargs,
+                         initial_accumulator_value=initial_accumulator_value, eps=epsilon)
 
     def make(self, params):
         return optim.Adagrad(params, lr=self.learning_rate, **self.options)

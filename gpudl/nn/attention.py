@@ -13,6 +13,7 @@ from .. import creation, dtypes
 from ..ops.activation import gelu, relu
 from ..ops.attention import attention_weights, scaled_dot_product_attention
 from ..ops.dropout import dropout as dropout_fn
+from ..ops._util import is_int
 from ..ops.linear import linear
 from ..tensor import Tensor
 from . import init
@@ -207,7 +208,7 @@ def _check_mask(name, mask, shapes):
 
 def _check_sizes(embed_dim, num_heads):
     for name, value in (("embed_dim", embed_dim), ("num_heads", num_heads)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        if not is_int(value) or value <= 0:
             raise ValueError(f"MultiheadAttention: {name} must be a positive int, got {value!r}")
     if embed_dim % num_heads:
         raise ValueError(f"MultiheadAttention: embed_dim must be divisible by num_heads, got "
@@ -259,19 +260,25 @@ class TransformerEncoderLayer(Module):
 
 class TransformerEncoder(Module):
     """``num_layers`` deep copies of ``encoder_layer`` applied in turn (``layers``), then
-    ``norm`` if given. ``forward(src, mask=None, src_key_padding_mask=None, is_causal=None)``."""
+    ``norm`` if given. ``forward(src, mask=None, src_key_padding_mask=None, is_causal=None)``.
 
-    def __init__(self, encoder_layer, num_layers, norm=None):
+    ``enable_nested_tensor`` and ``mask_check`` are taken and kept as torch's and change
+    nothing: every position is computed (torch's nested-tensor inference path gives zeros at
+    padded positions instead; the unpadded ones agree)."""
+
+    def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True,
+                 mask_check=True):
         super().__init__()
         if not isinstance(encoder_layer, Module):
             raise TypeError(f"TransformerEncoder: encoder_layer must be a Module, got "
                             f"{type(encoder_layer).__name__}")
-        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
+        if not is_int(num_layers) or num_layers < 1:
             raise ValueError(f"TransformerEncoder: num_layers must be a positive int, got "
                              f"{num_layers!r}")
         self.layers = ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
         self.num_layers = num_layers
         self.norm = norm
+        self.enable_nested_tensor, self.mask_check = enable_nested_tensor, mask_check
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
         out = src

@@ -27,7 +27,7 @@ class _ConvNd(Module):
     """What Conv2d and ConvTranspose2d share: checks, parameters, PyTorch's default init."""
 
     def __init__(self, layer, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                 groups, bias, padding_mode, weight_shape, device, dtype):
+                 groups, bias, padding_mode, transposed, device, dtype):
         super().__init__()
         for name, n in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("groups", groups)):
@@ -51,6 +51,8 @@ class _ConvNd(Module):
         self.groups = int(groups)
         self.padding_mode = padding_mode
         dtype = dtypes.as_dtype(dtype, layer) or dtypes.DEFAULT_FLOAT
+        weight_shape = ((in_channels, out_channels // groups) if transposed
+                        else (out_channels, in_channels // groups))
         self.weight = Parameter(creation.empty(*weight_shape, *self.kernel_size, dtype=dtype,
                                                device=device))
         if bias:
@@ -90,18 +92,20 @@ class Conv2d(_ConvNd):
     Example: ``nn.Conv2d(3, 16, 3, padding=1)(x)``.
     """
 
+    _layer = "Conv2d"       # the name errors give (Conv1d's parameters are built by a Conv2d)
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
+        layer = self._layer
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
-                raise ValueError(f"Conv2d: padding must be 'valid', 'same', an int or a pair, "
+                raise ValueError(f"{layer}: padding must be 'valid', 'same', an int or a pair, "
                                  f"got {padding!r}")
-            if padding == "same" and _pair("stride", stride, "Conv2d", 1) != (1, 1):
-                raise ValueError(f"Conv2d: padding='same' is not supported for strided "
+            if padding == "same" and _pair("stride", stride, layer, 1) != (1, 1):
+                raise ValueError(f"{layer}: padding='same' is not supported for strided "
                                  f"convolutions (stride {stride!r})")
-        super().__init__("Conv2d", in_channels, out_channels, kernel_size, stride, padding,
-                         dilation, groups, bias, padding_mode,
-                         (out_channels, in_channels // groups), device, dtype)
+        super().__init__(layer, in_channels, out_channels, kernel_size, stride, padding,
+                         dilation, groups, bias, padding_mode, False, device, dtype)
 
     def forward(self, input):
         return conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
@@ -130,8 +134,7 @@ class ConvTranspose2d(_ConvNd):
                             f"{padding!r}")
         self.output_padding = _pair("output_padding", output_padding, "ConvTranspose2d", 0)
         super().__init__("ConvTranspose2d", in_channels, out_channels, kernel_size, stride,
-                         padding, dilation, groups, bias, padding_mode,
-                         (in_channels, out_channels // groups), device, dtype)
+                         padding, dilation, groups, bias, padding_mode, True, device, dtype)
 
     def forward(self, input, output_size=None):
         output_padding = self.output_padding
@@ -171,10 +174,14 @@ class Conv1d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
         super().__init__()
-        # the 2-D layer checks every argument and builds (out, in/groups, 1, k) parameters
-        flat = Conv2d(in_channels, out_channels, (1, _one(kernel_size)), (1, _one(stride)),
-                      padding if isinstance(padding, str) else (0, _one(padding)),
-                      (1, _one(dilation)), groups, bias, padding_mode, device, dtype)
+        kernel_size, stride, dilation = (_single(name, value, 1) for name, value in (
+            ("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)))
+        if not isinstance(padding, str):
+            padding = _single("padding", padding, 0)
+        # the 2-D layer checks the rest and builds (out, in/groups, 1, k) parameters
+        flat = _FlatConv1d(in_channels, out_channels, (1, kernel_size), (1, stride),
+                           padding if isinstance(padding, str) else (0, padding), (1, dilation),
+                           groups, bias, padding_mode, device, dtype)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = flat.kernel_size[1:], flat.stride[1:]
         self.padding = padding if isinstance(padding, str) else flat.padding[1:]
@@ -204,8 +211,19 @@ class Conv1d(Module):
         return text + (", bias=False" if self.bias is None else "")
 
 
-def _one(value):
-    return value[0] if isinstance(value, (tuple, list)) and len(value) == 1 else value
+class _FlatConv1d(Conv2d):
+    _layer = "Conv1d"
+
+
+def _single(name, value, minimum):
+    """Conv1d's int (or 1-tuple) argument, checked with Conv1d's name and the value given."""
+    one = value[0] if isinstance(value, (tuple, list)) and len(value) == 1 else value
+    if not isinstance(one, numbers.Integral) or isinstance(one, bool):
+        raise TypeError(f"Conv1d: {name} must be an int or a 1-tuple of ints, got {value!r}")
+    if one < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"Conv1d: {name} must be {kind}, got {value!r}")
+    return int(one)
 
 
 class Unfold(Module):

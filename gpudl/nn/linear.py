@@ -3,6 +3,7 @@
 import math
 
 from .. import creation, dtypes
+from ..ops._util import is_int
 from ..ops.linear import linear
 from . import init
 from .module import Module, Parameter
@@ -28,8 +29,8 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
         _check_size("Linear", in_features=in_features, out_features=out_features)
-        self.in_features = in_features
-        self.out_features = out_features
+        in_features, out_features = int(in_features), int(out_features)
+        self.in_features, self.out_features = in_features, out_features
         dtype = dtypes.as_dtype(dtype, "Linear") or dtypes.DEFAULT_FLOAT
         self.weight = Parameter(creation.empty(out_features, in_features, dtype=dtype,
                                                device=device))
@@ -89,5 +90,5 @@ class Unflatten(Module):
 
 def _check_size(op, **sizes):
     for name, n in sizes.items():
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        if not is_int(n) or n < 0:
             raise ValueError(f"{op}: {name} must be a non-negative int, got {n!r}")

@@ -30,6 +30,22 @@ class IncompatibleKeys(_IncompatibleKeys):
         return super().__repr__()
 
 
+class HookHandle:
+    """What ``register_forward_hook``/``register_forward_pre_hook`` return."""
+
+    def __init__(self, hooks, key):
+        self._hooks, self._key = hooks, key
+
+    def remove(self):
+        self._hooks.pop(self._key, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
 class StateDictError(RuntimeError, ValueError):
     """A refused ``load_state_dict``: a RuntimeError as in torch, and a ValueError (bad values)."""
 
@@ -51,7 +67,48 @@ class Module:
             f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        hooks = self.__dict__.get("_forward_hooks")
+        if not hooks:
+            return self.forward(*args, **kwargs)
+        for hook, with_kwargs in list(hooks["pre"].values()):
+            changed = hook(self, args, kwargs) if with_kwargs else hook(self, args)
+            if changed is not None:
+                if with_kwargs:
+                    args, kwargs = changed
+                else:
+                    args = changed if isinstance(changed, tuple) else (changed,)
+        output = self.forward(*args, **kwargs)
+        for hook, with_kwargs in list(hooks["post"].values()):
+            changed = (hook(self, args, kwargs, output) if with_kwargs
+                       else hook(self, args, output))
+            output = output if changed is None else changed
+        return output
+
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """Call ``hook(module, args)`` before each forward (``hook(module, args, kwargs)`` with
+        ``with_kwargs``); a result other than None replaces the positional arguments (a tuple, or
+        one value), or ``(args, kwargs)``. Returns a handle: ``handle.remove()`` unregisters."""
+        return self._add_forward_hook("pre", hook, prepend, with_kwargs)
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """Call ``hook(module, args, output)`` after each forward (``hook(module, args, kwargs,
+        output)`` with ``with_kwargs``); a result other than None replaces the output. Returns a
+        handle: ``handle.remove()`` unregisters."""
+        return self._add_forward_hook("post", hook, prepend, with_kwargs)
+
+    def _add_forward_hook(self, when, hook, prepend, with_kwargs):
+        if not callable(hook):
+            raise TypeError(f"register_forward_{'pre_' if when == 'pre' else ''}hook: hook must "
+                            f"be callable, got {type(hook).__name__}")
+        hooks = self.__dict__.get("_forward_hooks")
+        if hooks is None:               # made on first use: modules without hooks carry nothing
+            hooks = {"pre": OrderedDict(), "post": OrderedDict()}
+            object.__setattr__(self, "_forward_hooks", hooks)
+        key = object()
+        hooks[when][key] = (hook, with_kwargs)
+        if prepend:
+            hooks[when].move_to_end(key, last=False)
+        return HookHandle(hooks[when], key)
 
     # ----------------------------------------------------------------- registration
     def register_parameter(self, name, param):
@@ -183,7 +240,8 @@ class Module:
             yield module
 
     def _named_members(self, store, prefix, recurse, remove_duplicate=True):
-        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        modules = (self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
+                   if recurse else [(prefix, self)])
         seen = set()
         for module_prefix, module in modules:
             for name, value in getattr(module, store).items():
@@ -216,6 +274,23 @@ class Module:
                                      f"(looking up '{target}')")
             module = module._modules[part]
         return module
+
+    def get_parameter(self, target):
+        """The parameter at dotted path ``target`` ('encoder.0.weight')."""
+        return self._get_member(target, "_parameters", "parameter")
+
+    def get_buffer(self, target):
+        """The buffer at dotted path ``target`` ('bn.running_mean')."""
+        return self._get_member(target, "_buffers", "buffer")
+
+    def _get_member(self, target, store, kind):
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        members = getattr(module, store)
+        if name not in members or members[name] is None:
+            raise AttributeError(f"{module._get_name()} has no {kind} '{name}' (looking up "
+                                 f"'{target}')")
+        return members[name]
 
     def apply(self, fn):
         """Call ``fn`` on every descendant, then on this module (e.g. a custom init)."""
@@ -254,9 +329,10 @@ class Module:
 
     # ----------------------------------------------------------------- state dict
     def _state_items(self, prefix=""):
-        """(key, Tensor) for every parameter and persistent buffer, in PyTorch's order."""
-        for module_prefix, module in self.named_modules(prefix=prefix, remove_duplicate=False):
-            dot = module_prefix + ("." if module_prefix else "")
+        """(key, Tensor) for every parameter and persistent buffer, in PyTorch's order; ``prefix``
+        is prepended as is (torch's state_dict(prefix='encoder.'))."""
+        for module_prefix, module in self.named_modules(remove_duplicate=False):
+            dot = prefix + module_prefix + ("." if module_prefix else "")
             for name, param in module._parameters.items():
                 if param is not None:
                     yield dot + name, param

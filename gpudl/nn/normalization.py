@@ -1,6 +1,7 @@
 """BatchNorm1d, BatchNorm2d, LayerNorm and GroupNorm, with PyTorch's parameters, buffers and defaults."""
 
 from .. import backend, creation, dtypes
+from ..ops._util import is_int
 from ..ops.normalization import batch_norm, group_norm, instance_norm, layer_norm
 from . import init
 from .module import Module, Parameter
@@ -16,10 +17,10 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, device=None, dtype=None, *, bias=True):
         super().__init__()
-        if not isinstance(num_features, int) or num_features <= 0:
+        if not is_int(num_features) or num_features <= 0:
             raise ValueError(f"{type(self).__name__}: num_features must be a positive int, got "
                              f"{num_features!r}")
-        self.num_features = num_features
+        self.num_features = int(num_features)
         self.eps = eps
         self.momentum = momentum
         self.affine = affine
@@ -101,9 +102,9 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
                  device=None, dtype=None):
         super().__init__()
-        if isinstance(normalized_shape, int):
+        if is_int(normalized_shape):
             normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(normalized_shape)
+        self.normalized_shape = tuple(int(n) for n in normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         self.has_bias = bias
@@ -141,11 +142,11 @@ class GroupNorm(Module):
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, bias=True, device=None,
                  dtype=None):
         super().__init__()
-        if not isinstance(num_groups, int) or not isinstance(num_channels, int) \
+        if not is_int(num_groups) or not is_int(num_channels) \
                 or num_groups <= 0 or num_channels % num_groups:
             raise ValueError(f"GroupNorm: num_channels ({num_channels!r}) must be divisible by "
                              f"a positive num_groups ({num_groups!r})")
-        self.num_groups, self.num_channels = num_groups, num_channels
+        self.num_groups, self.num_channels = int(num_groups), int(num_channels)
         self.eps, self.affine = eps, affine
         dtype = dtypes.as_dtype(dtype, "GroupNorm") or dtypes.DEFAULT_FLOAT
         self.register_parameter("weight", Parameter(creation.ones(

@@ -13,6 +13,7 @@ from .. import creation, dtypes
 from ..amp import autocast_mode
 from ..functions import cat, stack
 from ..ops.dropout import dropout
+from ..ops._util import is_int
 from ..ops.rnn import gru_layer, lstm_layer, rnn_layer
 from ..tensor import Tensor
 from . import init
@@ -23,7 +24,7 @@ _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 def _check_sizes(owner, **sizes):
     for name, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        if not is_int(value) or value <= 0:
             raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
 
 
@@ -66,6 +67,7 @@ class RNNBase(Module):
             warnings.warn(f"{name}: dropout={dropout} and num_layers=1: dropout acts between "
                           "layers, so it has no effect", UserWarning, stacklevel=3)
         self.mode = mode
+        input_size, hidden_size, num_layers = int(input_size), int(hidden_size), int(num_layers)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first = bias, batch_first
         self.dropout, self.bidirectional = float(dropout), bidirectional
@@ -223,6 +225,7 @@ class RNNCellBase(Module):
         super().__init__()
         name = type(self).__name__
         _check_sizes(name, input_size=input_size, hidden_size=hidden_size)
+        input_size, hidden_size = int(input_size), int(hidden_size)
         self.mode, self.input_size, self.hidden_size, self.bias = mode, input_size, hidden_size, bias
         dtype = dtypes.as_dtype(dtype, name) or dtypes.DEFAULT_FLOAT
         gate_size = _GATES[mode] * hidden_size

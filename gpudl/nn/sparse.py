@@ -2,6 +2,7 @@
 
 from .. import creation, dtypes
 from ..autograd import no_grad
+from ..ops._util import is_int
 from ..ops.sparse import embedding
 from ..tensor import Tensor
 from . import init
@@ -18,9 +19,14 @@ class Embedding(Module):
                  _freeze=False, device=None, dtype=None):
         super().__init__()
         for name, n in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
-            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            if not is_int(n) or n < 0:
                 raise ValueError(f"Embedding: {name} must be a non-negative int, got {n!r}")
+        num_embeddings, embedding_dim = int(num_embeddings), int(embedding_dim)
         if padding_idx is not None:
+            if not is_int(padding_idx):
+                raise TypeError(f"Embedding: padding_idx must be an int or None, got "
+                                f"{padding_idx!r}")
+            padding_idx = int(padding_idx)
             if not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError(f"Embedding: padding_idx must be within [{-num_embeddings}, "
                                  f"{num_embeddings - 1}], got {padding_idx}")

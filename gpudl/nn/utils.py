@@ -4,6 +4,7 @@ import math
 
 from .. import backend
 from ..autograd import no_grad, recorded
+from ..ops._util import quiet
 from ..tensor import Tensor
 
 
@@ -13,27 +14,41 @@ def _with_grads(parameters):
     return [p for p in parameters if p.grad is not None]
 
 
+def _vector_norm(x, order):
+    """torch.linalg.vector_norm(x, order) of an array: max/min of |x| for +-inf, the number of
+    non-zero entries for 0, (sum |x|**order)**(1/order) otherwise."""
+    xp = backend.get_array_module(x)
+    magnitude = xp.abs(x)
+    if order == math.inf:
+        return magnitude.max()
+    if order == -math.inf:
+        return magnitude.min()
+    if order == 0:
+        return (magnitude != 0).sum().astype(magnitude.dtype)
+    with quiet(xp):
+        return (magnitude ** order).sum() ** (1.0 / order)   # order < 0: a zero entry gives 0
+
+
 @recorded("grads")      # a CPU graph capture replays the call (it edits .grad arrays directly)
-def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False,
+                    foreach=None):
     """Scale the gradients of ``parameters`` in place so their joint ``norm_type`` norm is at
-    most ``max_norm``; returns the norm before clipping as a 0-d Tensor.
+    most ``max_norm``; returns the norm before clipping as a 0-d Tensor. As torch, the joint norm
+    is the norm of the per-gradient norms (which for ``norm_type=0`` counts the gradients with
+    a non-zero entry); ``foreach`` is accepted and changes nothing.
 
     As torch's foreach path, every gradient is multiplied by ``min(max_norm / (norm + 1e-6), 1)``
     computed on the device: nothing is read back (no sync), unless ``error_if_nonfinite`` asks to
     check the norm, which reads it (counted by gd.cuda.sync_count).
     """
     params = _with_grads(parameters)
-    norm_type = float(norm_type)
+    norm_type, max_norm = float(norm_type), float(max_norm)     # a 0-d Tensor max_norm too
     if not params:
         from ..creation import tensor
         return tensor(0.0)
     grads = [p.grad._data for p in params]
     xp = backend.get_array_module(grads[0])
-    if norm_type == math.inf:
-        total = xp.max(xp.stack([xp.abs(g).max() for g in grads]))
-    else:
-        total = xp.stack([(xp.abs(g) ** norm_type).sum() for g in grads]).sum() \
-            ** (1.0 / norm_type)
+    total = _vector_norm(xp.stack([_vector_norm(g, norm_type) for g in grads]), norm_type)
     if error_if_nonfinite and not backend.host_value(
             xp.isfinite(total), "clip_grad_norm_(error_if_nonfinite=True)"):
         raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} of the "

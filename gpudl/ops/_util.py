@@ -1,6 +1,7 @@
 """Small helpers shared by the op modules."""
 
 import contextlib
+import numbers
 
 import numpy as np
 
@@ -84,6 +85,11 @@ def normalize_axes(axis, ndim, op):
 
 def normalize_axis(axis, ndim, op):
     return normalize_axes(axis, ndim, op)[0] if ndim else 0
+
+
+def is_int(value):
+    """A Python or NumPy integer, not a bool: the sizes and counts torch takes."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def xp_of(array):

@@ -9,7 +9,7 @@ loss = (1 - e) * nll + e / C * sum_c(-w_c log p_c).
 
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import LOW_PRECISION, is_floating
-from ..autograd import Function
+from ..autograd import Function, is_grad_enabled
 from ..tensor import Tensor
 from .loss import check_reduction, expand_grad, reduce_loss
 from .reduce import log_softmax_array
@@ -88,24 +88,27 @@ class CrossEntropyProbs(Function):
         wt = t if w is None else t * w
         loss = -(logp * wt).sum(axis=1)                              # (N, d...)
         divisor = loss.size if reduction == "mean" else 1
-        ctx.save_for_backward(logp, wt, w)
+        ctx.save_for_backward(logp, t, wt, w)
         ctx.conf = (smoothing, reduction, divisor)
         return reduce_loss(loss, reduction, divisor)
 
     @staticmethod
     def backward(ctx, g):
-        logp, wt, w = ctx.saved_tensors
+        logp, t, wt, w = ctx.saved_tensors
         smoothing, reduction, divisor = ctx.conf
         xp = xp_of(logp)
-        need_x, need_t = ctx.needs_input_grad[:2]
+        need_x, need_t, need_w = ctx.needs_input_grad[:3]
         g = expand_grad(g, reduction, divisor)
         g = xp.expand_dims(g, 1) if reduction == "none" else g
         gx = (xp.exp(logp) * wt.sum(axis=1, keepdims=True) - wt) * g if need_x else None
-        gt = None
+        gt = gw = None
         if need_t:
             gt = -logp * (1 - smoothing) * g
             gt = gt if w is None else gt * w
-        return gx, gt, None, None, None
+        if need_w:                                   # d/dw_c of -sum_c w_c t_c log p_c
+            per_class = -t * logp * g
+            gw = per_class.sum(axis=tuple(i for i in range(per_class.ndim) if i != 1))
+        return gx, gt, gw, None, None
 
 
 class NLLLoss(Function):
@@ -151,6 +154,17 @@ def _check_input(op, input, target, weight):
                              f"class, ({n_classes},) for input of shape {input.shape}")
         weight = weight.astype(input.dtype)
     return n_classes, weight
+
+
+def _constant_weight(op, weight):
+    """The weight's array for class-index targets, where (as in torch) it gets no gradient."""
+    if weight is None:
+        return None
+    if weight.requires_grad and is_grad_enabled():
+        raise RuntimeError(f"{op}: weight requires grad, but the loss is not differentiable "
+                           "with respect to weight for class-index targets (as in torch); "
+                           "pass weight.detach()")
+    return weight._data
 
 
 def _check_class_targets(op, input, target, n_classes, ignore_index):
@@ -201,17 +215,17 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         return cross_entropy(widened(input), widened(target), widened(weight),
                              ignore_index=ignore_index, reduction=reduction,
                              label_smoothing=label_smoothing).to(input.dtype)
-    w = None if weight is None else weight._data
     if target.dtype.kind in "iu":
         _check_class_targets(op, input, target, n_classes, ignore_index)
         x, t = _batched(input, target, True)
-        loss = CrossEntropy.apply(x, t, w, int(ignore_index), float(label_smoothing), reduction)
+        loss = CrossEntropy.apply(x, t, _constant_weight(op, weight), int(ignore_index),
+                                  float(label_smoothing), reduction)
     elif is_floating(target.dtype):
         if target.shape != input.shape:
             raise ValueError(f"{op}: probability target of shape {target.shape} must have the "
                              f"input's shape {input.shape}")
         x, t = _batched(input, target.astype(input.dtype), False)
-        loss = CrossEntropyProbs.apply(x, t, w, float(label_smoothing), reduction)
+        loss = CrossEntropyProbs.apply(x, t, weight, float(label_smoothing), reduction)
     else:
         raise TypeError(f"{op}: target must hold class indices (integer) or probabilities "
                         f"(floating point), got {target.dtype}")
@@ -236,6 +250,5 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
                         f"{target.dtype}")
     _check_class_targets(op, input, target, n_classes, ignore_index)
     x, t = _batched(input, target, True)
-    loss = NLLLoss.apply(x, t, None if weight is None else weight._data, int(ignore_index),
-                         reduction)
+    loss = NLLLoss.apply(x, t, _constant_weight(op, weight), int(ignore_index), reduction)
     return _unbatched(loss, input, reduction)

@@ -5,13 +5,15 @@ gx = invstd * w * (g - mean(g) - xhat * mean(g * xhat)) over the normalised axes
 batch norm and layer norm), or gx = invstd * w * g (batch norm with running statistics).
 """
 
+import math
+
 import numpy as np
 
 from ..amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from ..autograd import Function
 from ..dtypes import LOW_PRECISION
 from ..tensor import Tensor
-from ._util import widened, xp_of
+from ._util import is_int, widened, xp_of
 
 
 class BatchNorm(Function):
@@ -167,7 +169,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
                           eps).to(input.dtype)
     if not isinstance(input, Tensor):
         raise TypeError(f"layer_norm: input must be a Tensor, got {type(input).__name__}")
-    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    shape = (normalized_shape,) if is_int(normalized_shape) else tuple(normalized_shape)
     if not shape or input.shape[input.ndim - len(shape):] != shape or len(shape) > input.ndim:
         raise ValueError(f"layer_norm: normalized_shape {shape} does not match the trailing "
                          f"dims of input of shape {input.shape}")
@@ -223,8 +225,12 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     if not use_input_stats:
         return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
     channels = input.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
         _check_vector("instance_norm", name, t, channels, input)
+    if math.prod(input.shape[2:]) == 1:     # the variance of one value: torch refuses too
+        raise ValueError(f"instance_norm: expected more than 1 spatial element when using the "
+                         f"input's statistics, got input of shape {input.shape}")
     if running_mean is not None:
         from ..autograd import no_grad
         with no_grad():

@@ -13,6 +13,7 @@ from .optimizer import (
     effective_grad,
     fused,
     grad_lines,
+    implementation_hints,
     lerp_,
     lerp_line,
     new_state_buffer,
@@ -43,7 +44,7 @@ class Adam(Optimizer):
     """torch.optim.Adam: ``m = lerp(m, g, 1 - beta1)``, ``v = beta2 * v + (1 - beta2) * g * g``,
     ``p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)``, where g is the
     gradient plus ``weight_decay * p`` (L2 penalty). ``amsgrad=True`` uses the running maximum of
-    v; ``maximize=True`` ascends.
+    v; ``maximize=True`` ascends; ``decoupled_weight_decay=True`` is AdamW.
 
     ``capturable=True`` keeps the step count on the device (``state["step"]``, a 0-d float32
     tensor) and computes the bias corrections there, so a replayed CUDA graph advances them; ``lr``
@@ -54,12 +55,13 @@ class Adam(Optimizer):
         >>> opt = gd.optim.Adam(model.parameters(), lr=1e-3)
     """
 
-    _decoupled = False
-
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False, maximize=False, capturable=False):
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, fused=None, decoupled_weight_decay=False):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, maximize=maximize, capturable=bool(capturable))
+                        amsgrad=amsgrad, maximize=maximize, capturable=bool(capturable),
+                        **implementation_hints(foreach, differentiable, fused=fused),
+                        decoupled_weight_decay=bool(decoupled_weight_decay))
         super().__init__(params, defaults)
 
     def _check_group(self, group):
@@ -90,19 +92,20 @@ class Adam(Optimizer):
         neg_step_size = kernel_scalar(-lr / power_complement(beta1, step), dtype)
         bias_correction2_sqrt = kernel_scalar(power_complement(beta2, step) ** 0.5, dtype)
         decay = kernel_scalar(1 - lr * weight_decay, dtype)
-        coupled = weight_decay if not self._decoupled else 0
+        decoupled = group["decoupled_weight_decay"]
+        coupled = weight_decay if not decoupled else 0
         exp_avg, exp_avg_sq = state["exp_avg"]._data, state["exp_avg_sq"]._data
         second = state["max_exp_avg_sq"]._data if amsgrad else None
         if backend.is_device_array(param):
             lines = _adam_lines(amsgrad, group["maximize"], bool(coupled),
-                                bool(weight_decay) and self._decoupled)
+                                bool(weight_decay) and decoupled)
             outs = "T param, T exp_avg, T exp_avg_sq" + (", T max_exp_avg_sq" if amsgrad else "")
             kernel = fused(_IN, outs, lines, "gpudl_adam")
             kernel(grad, weight_decay, decay, 1 - beta1, beta2, 1 - beta2, bias_correction2_sqrt,
                    group["eps"], neg_step_size, param, exp_avg, exp_avg_sq,
                    *([second] if amsgrad else []))
             return
-        if self._decoupled and weight_decay:
+        if decoupled and weight_decay:
             param *= decay
         g = effective_grad(param, grad, coupled, group["maximize"])
         scratch = self._scratch(param)
@@ -125,9 +128,10 @@ class AdamW(Adam):
     """torch.optim.AdamW: Adam with decoupled weight decay, ``p *= 1 - lr * weight_decay``
     before the Adam step (default ``weight_decay=1e-2``)."""
 
-    _decoupled = True
-
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, maximize=False, capturable=False):
+                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, capturable=capturable)
+                         amsgrad=amsgrad, maximize=maximize, foreach=foreach,
+                         capturable=capturable, differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)

@@ -10,6 +10,7 @@ so a captured CUDA graph that reads it sees the new value; nothing is read back.
 import math
 import numbers
 import types
+import warnings
 from collections import Counter
 
 from ..autograd import recorded
@@ -60,11 +61,20 @@ class LRScheduler:
         return [group["lr"] for group in self.optimizer.param_groups]
 
     @recorded("refused")
-    def step(self):
-        """Advance one epoch and set every group's learning rate."""
+    def step(self, epoch=None):
+        """Advance one epoch and set every group's learning rate. ``step(epoch)``, deprecated in
+        torch (which warns too), jumps to ``epoch``: the closed-form rate where the schedule has
+        one, as torch."""
         self._step_count += 1
-        self.last_epoch += 1
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+        if epoch is None:
+            self.last_epoch += 1
+            lrs = self.get_lr()
+        else:
+            warnings.warn(f"{type(self).__name__}.step(epoch) is deprecated (as in torch): call "
+                          "step() once per epoch", UserWarning, stacklevel=2)
+            self.last_epoch = epoch
+            lrs = self._closed_form_lr() if hasattr(self, "_closed_form_lr") else self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, lrs):
             _set_lr(group, lr)
         self._last_lr = [_copy(lr) for lr in self._current_lrs()]
 
@@ -133,6 +143,10 @@ class StepLR(LRScheduler):
             return self._current_lrs()
         return [lr * self.gamma for lr in self._current_lrs()]
 
+    def _closed_form_lr(self):
+        return [base * self.gamma ** (self.last_epoch // self.step_size)
+                for base in self.base_lrs]
+
 
 class MultiStepLR(LRScheduler):
     """Multiply the learning rate by ``gamma`` at each epoch listed in ``milestones``."""
@@ -147,6 +161,10 @@ class MultiStepLR(LRScheduler):
         if not hits:
             return self._current_lrs()
         return [lr * self.gamma ** hits for lr in self._current_lrs()]
+
+    def _closed_form_lr(self):
+        passed = sum(n for m, n in self.milestones.items() if m <= self.last_epoch)
+        return [base * self.gamma ** passed for base in self.base_lrs]
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)      # keys become strings in a saved JSON
@@ -164,6 +182,9 @@ class ExponentialLR(LRScheduler):
         if self._is_initial:
             return self._current_lrs()
         return [lr * self.gamma for lr in self._current_lrs()]
+
+    def _closed_form_lr(self):
+        return [base * self.gamma ** self.last_epoch for base in self.base_lrs]
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -187,6 +208,11 @@ class CosineAnnealingLR(LRScheduler):
                     for lr, base in zip(self._current_lrs(), self.base_lrs)]
         return [(1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T))
                 * (lr - eta_min) + eta_min for lr in self._current_lrs()]
+
+    def _closed_form_lr(self):
+        return [self.eta_min + (base - self.eta_min)
+                * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
+                for base in self.base_lrs]
 
 
 class ReduceLROnPlateau(LRScheduler):

@@ -40,7 +40,7 @@ class Optimizer:
                             f"{type(params).__name__}")
         _check_ordered(name, params)
         self.defaults = dict(defaults)
-        self._check_group(self.defaults)
+        self._validate_group(self.defaults)
         self.state = {}
         self.param_groups = []
         self._workspace = {}          # dtype -> flat CPU scratch array (see _scratch)
@@ -71,6 +71,10 @@ class Optimizer:
             raise ValueError("add_param_group: param_group has no 'params' entry")
         _check_ordered(name, params)
         params = [params] if isinstance(params, Tensor) else list(params)
+        params, names = _split_names(name, params)
+        if self.param_groups and ("param_names" in self.param_groups[0]) != (names is not None):
+            raise ValueError(f"{name}: all parameter groups must name their parameters (pairs "
+                             "(name, Tensor), as named_parameters() gives) or none may")
         for p in params:
             if not isinstance(p, Tensor):
                 raise TypeError(f"{name} can only optimize Tensors, but one of the params is "
@@ -80,12 +84,18 @@ class Optimizer:
         group = {key: param_group.get(key, default) for key, default in self.defaults.items()}
         group.update(param_group)
         group["params"] = params
-        self._check_group(group)
+        if names is not None:
+            group["param_names"] = names
+        self._validate_group(group)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if len({id(p) for p in params}) != len(params) or seen & {id(p) for p in params}:
             raise ValueError(f"{name}: some parameters appear more than once (in one group or "
                              "in more than one group)")
         self.param_groups.append(group)
+
+    def _validate_group(self, group):
+        _check_implementation_hints(type(self).__name__, group)
+        self._check_group(group)
 
     def _check_group(self, group):
         """Raise ValueError for an invalid option of ``group``; subclasses extend it."""
@@ -205,9 +215,38 @@ class Optimizer:
             loaded = dict(group)          # options the state dict lacks keep their values
             loaded.update((k, _like_default(v, self.defaults.get(k))) for k, v in saved.items())
             loaded["params"] = group["params"]
-            self._check_group(loaded)
+            self._validate_group(loaded)
             new_groups.append(loaded)
         self.state, self.param_groups = new_state, new_groups
+
+
+def implementation_hints(foreach, differentiable, **fused):
+    """torch.optim's options that choose an implementation (``fused`` only where torch has it),
+    kept in the groups as torch keeps them. gpudl has one implementation (one fused kernel per
+    parameter on the GPU), so ``foreach`` and ``fused`` change nothing; ``differentiable=True``
+    is refused (checked with the group)."""
+    return {"foreach": foreach, "differentiable": differentiable, **fused}
+
+
+def _check_implementation_hints(name, group):
+    for key in ("foreach", "fused"):
+        if group.get(key) not in (None, True, False):
+            raise TypeError(f"{name}: {key} must be None or a bool, got {group[key]!r}")
+    if group.get("differentiable") not in (None, False):
+        raise NotImplementedError(f"{name}: differentiable=True is not supported (gpudl's "
+                                  "optimizers step outside autograd)")
+    if group.get("foreach") and group.get("fused"):
+        raise RuntimeError(f"{name}: `fused` and `foreach` cannot be `True` together")
+
+
+def _split_names(optimizer, params):
+    """(tensors, names or None) from a list of Tensors or of (name, Tensor) pairs."""
+    pairs = [isinstance(p, tuple) for p in params]
+    if not any(pairs):
+        return params, None
+    if not all(pairs) or any(len(p) != 2 for p in params):
+        raise ValueError(f"{optimizer}: params must be all Tensors or all (name, Tensor) pairs")
+    return [p for _, p in params], [n for n, _ in params]
 
 
 def _check_ordered(name, params):

@@ -12,6 +12,7 @@ from .optimizer import (
     effective_grad,
     fused,
     grad_lines,
+    implementation_hints,
     lerp_,
     lerp_line,
     new_state_buffer,
@@ -57,10 +58,12 @@ class RMSprop(Optimizer):
     """
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, maximize=False, capturable=False):
+                 centered=False, capturable=False, foreach=None, maximize=False,
+                 differentiable=False):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                         momentum=momentum, centered=centered, maximize=maximize,
-                        capturable=bool(capturable))
+                        capturable=bool(capturable),
+                        **implementation_hints(foreach, differentiable))
         super().__init__(params, defaults)
 
     def _check_group(self, group):
@@ -128,10 +131,10 @@ class Adagrad(Optimizer):
     """
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
-                 eps=1e-10, maximize=False):
+                 eps=1e-10, foreach=None, *, maximize=False, differentiable=False, fused=None):
         defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, eps=eps,
-                        maximize=maximize)
+                        maximize=maximize, **implementation_hints(foreach, differentiable, fused=fused))
         super().__init__(params, defaults)
         for group in self.param_groups:        # torch creates Adagrad's state eagerly
             for p in group["params"]:

@@ -7,7 +7,8 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor
 from .capturable import check_lr, kernel_scalar, lr_array
-from .optimizer import Optimizer, check_range, effective_grad, fused, grad_lines
+from .optimizer import (Optimizer, check_range, effective_grad, fused, grad_lines,
+                        implementation_hints)
 
 _IN = "T grad, T lr, T momentum, T dampening_weight, T weight_decay"
 
@@ -35,9 +36,11 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, maximize=False):
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
+                 fused=None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
-                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                        **implementation_hints(foreach, differentiable, fused=fused))
         super().__init__(params, defaults)
 
     def _check_group(self, group):

@@ -384,6 +384,32 @@ def test_dropout_is_inverted_and_off_in_inference():
     np.testing.assert_array_equal(layer(x).numpy(), x.numpy())
 
 
+def test_dropout_noise_shape_shares_the_draw_along_axes_of_size_one():
+    # Keras's noise_shape=(None, 1, features): the same features dropped at every step (it was
+    # accepted and ignored)
+    out = layers.Dropout(0.5, noise_shape=(None, 1, 6))(gd.ones(400, 5, 6), training=True)
+    out = out.numpy()
+    assert set(np.unique(out)) <= {0.0, 2.0} and 0.4 < (out == 0).mean() < 0.6
+    np.testing.assert_array_equal(out, np.broadcast_to(out[:, :1], out.shape))
+    with pytest.raises(ValueError, match="noise_shape"):
+        layers.Dropout(0.5, noise_shape=(None, 2, 6))(gd.ones(4, 5, 6), training=True)
+
+
+def test_layer_dtype_sets_the_weights_dtype():
+    # Keras's Dense(3, dtype="float64") has float64 weights (dtype was accepted and ignored)
+    dense = layers.Dense(3, dtype="float64")
+    out = dense(gd.randn(2, 4))
+    assert dense.kernel.dtype == np.float64 and out.dtype == np.float64
+    lstm = layers.LSTM(2, dtype="float64")
+    assert lstm(gd.randn(2, 3, 4)).dtype == np.float64
+    assert all(w.dtype == np.float64 for w in lstm.get_weights())
+    assert layers.Dense(3)(gd.randn(2, 4)).dtype == np.float32
+    with pytest.raises(NotImplementedError, match="mixed_float16"):
+        layers.Dense(3, dtype="mixed_float16")
+    with pytest.raises(TypeError, match="Dense: dtype: unsupported dtype 'complex64'"):
+        layers.Dense(3, dtype="complex64")
+
+
 def test_symbolic_shapes_with_unknown_lengths():
     seq = Input(shape=(None, 8))
     out = layers.Conv1D(4, 3, strides=2, padding="same")(seq)

@@ -290,6 +290,7 @@ def test_keras_callbacks(tmp_path, rng):
 
         def on_epoch_end(self, epoch, logs=None):
             self.epochs.append((epoch, logs["loss"]))
+            logs["twice_epoch"] = 2 * epoch            # a callback's own log reaches history
             if epoch == 4:
                 self.model.stop_training = True
 
@@ -306,6 +307,10 @@ def test_keras_callbacks(tmp_path, rng):
     # the first epoch sets the best; from the second on, each epoch reduces (patience 1)
     assert model.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5 ** 4)
     assert model.optimizer.learning_rate == pytest.approx(0.05 * 0.5 ** 4)
+    assert history.history["twice_epoch"] == [0, 2, 4, 6, 8]
+    # Keras logs the rate each epoch trained with, before that epoch's reduction
+    np.testing.assert_allclose(history.history["learning_rate"],
+                               [0.05, 0.05, 0.025, 0.0125, 0.00625])
     model.optimizer.learning_rate = 0.01                      # Keras's assignment
     assert model.optimizer.param_groups[0]["lr"] == 0.01
     assert len(checkpoint.saved) == 5

@@ -1,11 +1,14 @@
 """nn.functional ops (activations, dropout, normalisation, embedding, pad, linear): forward and
 gradients against torch.nn.functional in float64, finite differences, and error messages."""
 
+import re
+
 import numpy as np
 import pytest
 
 import gpudl as gd
 import gpudl.nn.functional as F
+from gpudl import nn
 from gpudl.testing import gradcheck
 from oracle import check_against_torch, torch
 
@@ -167,6 +170,26 @@ def test_batch_norm_errors():
         F.batch_norm(x, gd.zeros(4), gd.ones(4))
     with pytest.raises(ValueError, match="needed when not training"):
         F.batch_norm(x, None, None, training=False)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 1), (2, 3, 1, 1)])
+def test_instance_norm_refuses_one_spatial_element_as_torch(shape):
+    # the variance of one value: torch refuses, the output would be all zeros
+    layer = {3: nn.InstanceNorm1d, 4: nn.InstanceNorm2d}[len(shape)]
+    with pytest.raises(ValueError, match="more than 1 spatial element"):
+        TF.instance_norm(torch.ones(shape))
+    for call in (lambda: F.instance_norm(gd.ones(*shape)), lambda: layer(3)(gd.ones(*shape)),
+                 lambda: layer(3).eval()(gd.ones(*shape))):
+        with pytest.raises(ValueError, match=r"instance_norm: expected more than 1 spatial "
+                                             r"element.*" + re.escape(str(shape))):
+            call()
+    tracked = layer(3, track_running_stats=True).eval()       # running statistics: accepted
+    assert tracked(gd.ones(*shape)).shape == shape
+
+
+def test_instance_norm_names_itself_for_a_wrong_weight():
+    with pytest.raises(ValueError, match=r"instance_norm: weight has shape \(3,\)"):
+        nn.InstanceNorm1d(3, affine=True)(gd.ones(2, 4, 5))
 
 
 # ---------------------------------------------------------------- layer norm

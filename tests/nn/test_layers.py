@@ -240,21 +240,36 @@ def test_constant_zeros_ones_orthogonal_and_no_graph():
 
 
 # ---------------------------------------------------------------- nn.utils
-@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf, -math.inf, 0.0, 0.5, -2.0, "inf"])
 @pytest.mark.parametrize("max_norm", [0.5, 100.0])
-def test_clip_grad_norm_matches_torch(norm_type, max_norm, rng):
+@pytest.mark.parametrize("zero_grad", [False, True])
+def test_clip_grad_norm_matches_torch(norm_type, max_norm, zero_grad, rng):
+    # torch's joint norm is the norm of the per-gradient norms: with norm_type 0 it counts the
+    # gradients holding a non-zero entry, -inf is the smallest |entry|
     grads = [rng.standard_normal(s).astype(np.float32) for s in [(3, 4), (5,), (2, 2, 2)]]
+    if zero_grad:
+        grads.append(np.zeros(2, np.float32))
     ours = [nn.Parameter(gd.zeros(*g.shape)) for g in grads]
     theirs = [torch.zeros(g.shape, requires_grad=True) for g in grads]
     for p, tp, g in zip(ours, theirs, grads):
         p.grad = gd.tensor(g)
         tp.grad = torch.tensor(g)
-    total = nn.utils.clip_grad_norm_(ours, max_norm, norm_type)
-    ttotal = tnn.utils.clip_grad_norm_(theirs, max_norm, norm_type)
+    total = nn.utils.clip_grad_norm_(ours, max_norm, norm_type, foreach=None)
+    ttotal = tnn.utils.clip_grad_norm_(theirs, max_norm, norm_type, foreach=None)
     assert isinstance(total, gd.Tensor) and total.shape == ()
     np.testing.assert_allclose(total.item(), ttotal.item(), rtol=1e-5)
     for p, tp in zip(ours, theirs):
         np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_clip_grad_norm_takes_a_tensor_max_norm_as_torch(rng):
+    g = rng.standard_normal(5) * 10
+    p, tp = nn.Parameter(gd.zeros(5)), torch.zeros(5, requires_grad=True)
+    p.grad, tp.grad = gd.tensor(g.astype(np.float32)), torch.tensor(g.astype(np.float32))
+    total = nn.utils.clip_grad_norm_([p], gd.tensor(0.5))
+    ttotal = tnn.utils.clip_grad_norm_([tp], torch.tensor(0.5))
+    np.testing.assert_allclose(total.item(), ttotal.item(), rtol=1e-6)
+    np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-6)
 
 
 def test_clip_grad_norm_nonfinite_and_value(rng):
@@ -296,3 +311,25 @@ def test_linear_with_zero_sized_dimensions_runs_backward_as_torch(in_features, o
                       (ours.bias.grad, theirs.bias.grad)):
         assert got.shape == tuple(want.shape)
         np.testing.assert_allclose(got.numpy(), want.numpy())
+
+
+# ---------------------------------------------------------------- sizes given as NumPy integers
+@pytest.mark.parametrize("name, args", [
+    ("Linear", (4, 6)), ("BatchNorm1d", (4,)), ("BatchNorm2d", (4,)), ("InstanceNorm2d", (4,)),
+    ("LayerNorm", (4,)), ("LayerNorm", ((3, 4),)), ("GroupNorm", (2, 4)), ("Embedding", (10, 4)),
+    ("LSTMCell", (4, 6)), ("GRUCell", (4, 6)), ("MultiheadAttention", (8, 2)),
+    ("TransformerEncoderLayer", (8, 2, 16)), ("LSTM", (4, 6, 2))])
+def test_layers_take_numpy_integer_sizes(name, args):
+    # n_classes = y.max() + 1 is a NumPy integer; torch's layers take it (its RNN/LSTM/GRU
+    # refuse it with a TypeError; gpudl takes it there too)
+    numpy_args = tuple(tuple(np.int64(v) for v in a) if isinstance(a, tuple) else np.int64(a)
+                       for a in args)
+    ours, theirs = getattr(nn, name)(*numpy_args), getattr(tnn, name)(*args)
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+
+
+def test_embedding_padding_idx_must_be_an_int():
+    with pytest.raises(TypeError, match=r"Embedding: padding_idx must be an int or None, got 2\.0"):
+        nn.Embedding(5, 3, padding_idx=2.0)
+    assert nn.Embedding(5, 3, padding_idx=np.int64(-1)).padding_idx == 4

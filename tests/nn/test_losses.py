@@ -68,16 +68,33 @@ def test_cross_entropy_class_indices(shape, weighted, smoothing, reduction, rng)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("smoothing", [0.0, 0.3])
 def test_cross_entropy_probability_targets(reduction, smoothing, rng):
+    # the class weight is differentiated too, as torch does for probability targets
     x = rng.standard_normal((4, 5, 3))
     p = rng.random((4, 5, 3))
     p /= p.sum(axis=1, keepdims=True)
-    w = rng.random(5) + 0.1
-    for weight in (None, w):
-        _check(lambda x, p: F.cross_entropy(x, p, None if weight is None else gd.tensor(weight),
-                                            reduction=reduction, label_smoothing=smoothing),
-               lambda x, p: TF.cross_entropy(x, p, None if weight is None else
-                                             torch.tensor(weight), reduction=reduction,
-                                             label_smoothing=smoothing), x, p)
+    _check(lambda x, p: F.cross_entropy(x, p, reduction=reduction, label_smoothing=smoothing),
+           lambda x, p: TF.cross_entropy(x, p, reduction=reduction, label_smoothing=smoothing),
+           x, p)
+    _check(lambda x, p, w: F.cross_entropy(x, p, w, reduction=reduction,
+                                           label_smoothing=smoothing),
+           lambda x, p, w: TF.cross_entropy(x, p, w, reduction=reduction,
+                                            label_smoothing=smoothing),
+           x, p, rng.random(5) + 0.1)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+def test_class_index_weight_that_requires_grad_is_refused_as_torch(loss):
+    x, target = gd.randn(4, 3), gd.tensor([0, 2, 1, 1])
+    weight = gd.tensor([1.0, 2.0, 0.5], requires_grad=True)
+    with pytest.raises(RuntimeError, match=f"{loss}: weight requires grad"):
+        getattr(F, loss)(x, target, weight)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        getattr(TF, loss)(torch.randn(4, 3), torch.tensor([0, 2, 1, 1]),
+                          torch.tensor([1.0, 2.0, 0.5], requires_grad=True))
+    with gd.no_grad():
+        expected = getattr(F, loss)(x, target, weight.detach())
+        np.testing.assert_allclose(getattr(F, loss)(x, target, weight).numpy(),
+                                   expected.numpy())
 
 
 def test_cross_entropy_all_ignored_mean_is_nan_like_torch():

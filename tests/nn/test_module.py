@@ -59,6 +59,28 @@ def test_state_dict_keys_and_shapes_match_torch():
     assert [n for n, _ in ours.named_children()] == [n for n, _ in theirs.named_children()]
 
 
+@pytest.mark.parametrize("prefix", ["encoder.", "encoder", ""])
+def test_state_dict_prefix_is_prepended_as_torch(prefix):
+    ours, theirs = Net(), TorchNet()
+    assert list(ours.state_dict(prefix=prefix)) == list(theirs.state_dict(prefix=prefix))
+    destination = {}
+    ours.heads.state_dict(destination, "heads.")
+    assert list(destination) == list(theirs.heads.state_dict(prefix="heads."))
+
+
+def test_named_members_remove_duplicate_false_lists_shared_layers_again():
+    shared, tshared = nn.Linear(2, 2), tnn.Linear(2, 2)
+    ours, theirs = nn.Sequential(shared, nn.Tanh(), shared), tnn.Sequential(tshared, tnn.Tanh(),
+                                                                           tshared)
+    ours.register_buffer("b", gd.zeros(1))
+    theirs.register_buffer("b", torch.zeros(1))
+    for remove_duplicate in (True, False):
+        assert [n for n, _ in ours.named_parameters(remove_duplicate=remove_duplicate)] == \
+            [n for n, _ in theirs.named_parameters(remove_duplicate=remove_duplicate)]
+        assert [n for n, _ in ours.named_buffers(remove_duplicate=remove_duplicate)] == \
+            [n for n, _ in theirs.named_buffers(remove_duplicate=remove_duplicate)]
+
+
 def test_state_dict_values_are_detached_and_share_data():
     model = Net()
     sd = model.state_dict()
@@ -334,3 +356,54 @@ def test_deepcopy_gives_independent_parameters():
     clone[1].running_mean.data[...] = 5
     assert model[0].weight.numpy().any() and not model[1].running_mean.numpy().any()
     assert list(clone.state_dict()) == list(model.state_dict())
+
+
+# ---------------------------------------------------------------- forward hooks
+def _hooked_run(nn_, lib):
+    """The same hooks on gpudl's and torch's layers: what each saw and what came out."""
+    log = []
+    model = nn_.Sequential(nn_.Linear(3, 4), nn_.ReLU(), nn_.Linear(4, 2))
+    model[0].register_forward_pre_hook(lambda m, args: args[0] * 2)         # one value
+    model[0].register_forward_hook(lambda m, args, out: log.append(tuple(out.shape)))
+    zero = model[2].register_forward_pre_hook(lambda m, args: (args[0] * 0,))
+    plus_one = model.register_forward_hook(lambda m, args, out: out + 1)
+    model[1].register_forward_pre_hook(lambda m, args: log.append("second"))
+    model[1].register_forward_pre_hook(lambda m, args: log.append("first"), prepend=True)
+    model[2].register_forward_hook(lambda m, args, kwargs, out: log.append(sorted(kwargs)),
+                                   with_kwargs=True)
+    x = lib.ones(5, 3)
+    hooked = model(x).detach().numpy().copy()
+    bias = model[2].bias.detach().numpy()
+    zero.remove()
+    plus_one.remove()
+    plus_one.remove()                                   # a second remove changes nothing
+    with model[0].register_forward_hook(lambda m, args, out: log.append("in with")):
+        model(x)
+    unhooked = model(x)
+    return np.allclose(hooked, bias + 1), tuple(unhooked.shape), log
+
+
+def test_forward_hooks_run_replace_and_remove_as_torchs():
+    ours, theirs = _hooked_run(nn, gd), _hooked_run(tnn, torch)
+    assert ours == theirs
+    assert ours[0] is True and "in with" in ours[2]
+
+
+def test_forward_hook_must_be_callable():
+    with pytest.raises(TypeError, match="register_forward_hook: hook must be callable"):
+        nn.Linear(2, 2).register_forward_hook("print")
+
+
+def test_get_parameter_and_get_buffer_as_torch():
+    ours, theirs = Net(), TorchNet()
+    for target in ("features.0.weight", "scale", "heads.1.bias"):
+        assert ours.get_parameter(target) is dict(ours.named_parameters())[target]
+        assert ours.get_parameter(target).shape == tuple(theirs.get_parameter(target).shape)
+    assert ours.get_buffer("features.1.running_var") is ours.features[1].running_var
+    for method, target in (("get_parameter", "features.1.running_mean"),
+                           ("get_buffer", "features.0.weight"), ("get_parameter", "nope.weight")):
+        with pytest.raises(AttributeError):
+            getattr(theirs, method)(target)
+        with pytest.raises(AttributeError, match=target.rpartition(".")[2] if "nope" not in
+                           target else "nope"):
+            getattr(ours, method)(target)

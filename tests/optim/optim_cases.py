@@ -19,6 +19,9 @@ CASES = [
     ("Adam", dict(lr=0.01, weight_decay=0.1)),
     ("Adam", dict(lr=0.01, betas=(0.3, 0.6), eps=1e-3)),        # lerp weight >= 0.5 branch
     ("Adam", dict(lr=0.02, weight_decay=0.05, amsgrad=True, maximize=True)),
+    ("Adam", dict(lr=0.01, weight_decay=0.2, decoupled_weight_decay=True)),     # == AdamW
+    ("Adam", dict(lr=0.01, weight_decay=0.1, amsgrad=True, decoupled_weight_decay=True,
+                  foreach=False, fused=None)),
     ("AdamW", dict()),
     ("AdamW", dict(lr=0.01, weight_decay=0.2, amsgrad=True)),
     ("AdamW", dict(lr=0.01, betas=(0.5, 0.9), maximize=True)),

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -47,6 +48,28 @@ def test_matches_torch_step_by_step(name, options):
         np.testing.assert_allclose(ours.get_last_lr(), theirs.get_last_lr(), rtol=1e-13,
                                    err_msg=f"epoch {epoch}")
         assert [g["lr"] for g in opt.param_groups] == ours.get_last_lr()
+
+
+@pytest.mark.parametrize("name, options", SCHEDULERS, ids=lambda v: str(v)[:40])
+def test_deprecated_step_with_an_epoch_matches_torch(name, options):
+    # step(epoch) jumps to that epoch (torch's closed form where it has one), warning as torch
+    opt, topt = _optimizers()
+    ours = getattr(sched, name)(opt, **options)
+    theirs = getattr(torch.optim.lr_scheduler, name)(topt, **options)
+    for epoch in [None, 3, 7, None, 2, 11, None, 0, None]:
+        opt.step()
+        topt.step()
+        if epoch is None:
+            ours.step()
+        else:
+            with pytest.warns(UserWarning, match=r"step\(epoch\) is deprecated"):
+                ours.step(epoch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs.step(epoch)
+        assert ours.last_epoch == theirs.last_epoch
+        np.testing.assert_allclose(ours.get_last_lr(), theirs.get_last_lr(), rtol=1e-13,
+                                   err_msg=f"step({epoch})")
 
 
 PLATEAU = [

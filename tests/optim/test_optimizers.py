@@ -231,6 +231,72 @@ def test_invalid_params_types(params, message):
         optim.SGD([gd.zeros(3, requires_grad=True)], lr="0.1")
 
 
+# torch's implementation options: accepted where torch accepts them, kept in the groups as torch
+# keeps them (so state dicts carry the same keys), refused where gpudl cannot honour them
+HINTS = {"SGD": dict(foreach=False, fused=None, differentiable=False),
+         "Adam": dict(foreach=None, fused=True, differentiable=False,
+                      decoupled_weight_decay=False),
+         "AdamW": dict(foreach=True, fused=None, differentiable=False),
+         "RMSprop": dict(foreach=None, differentiable=False),
+         "Adagrad": dict(foreach=None, fused=False, differentiable=False)}
+
+
+@pytest.mark.parametrize("name", sorted(HINTS))
+def test_accepts_torchs_implementation_options_and_keeps_its_group_keys(name):
+    kwargs = dict(HINTS[name], lr=0.1, **({"momentum": 0.9} if name == "SGD" else {}))
+    ours = getattr(optim, name)([gd.zeros(3, requires_grad=True)], **kwargs)
+    theirs = getattr(torch.optim, name)([torch.zeros(3, requires_grad=True)], **kwargs)
+    group, tgroup = ours.param_groups[0], theirs.param_groups[0]
+    assert set(group) == set(tgroup)
+    assert {k: group[k] for k in kwargs} == {k: tgroup[k] for k in kwargs}
+    assert ours.defaults.keys() == theirs.defaults.keys()
+
+
+@pytest.mark.parametrize("name", sorted(HINTS))
+def test_refuses_differentiable_and_fused_with_foreach(name):
+    params = [gd.zeros(3, requires_grad=True)]
+    with pytest.raises(NotImplementedError, match=f"{name}: differentiable=True"):
+        getattr(optim, name)(params, lr=0.1, differentiable=True)
+    with pytest.raises(TypeError, match="foreach must be None or a bool, got 'yes'"):
+        getattr(optim, name)(params, lr=0.1, foreach="yes")
+    if "fused" in HINTS[name]:
+        with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True`"):
+            getattr(optim, name)(params, lr=0.1, fused=True, foreach=True)
+
+
+def test_rmsprop_and_adagrad_positional_order_is_torchs():
+    # RMSprop(params, lr, alpha, eps, weight_decay, momentum, centered, capturable, foreach,
+    # maximize); Adagrad's sixth positional is foreach (maximize is keyword-only)
+    args = (0.1, 0.9, 1e-8, 0.0, 0.0, False, False, None, True)
+    ours = optim.RMSprop([gd.zeros(2, requires_grad=True)], *args)
+    theirs = torch.optim.RMSprop([torch.zeros(2, requires_grad=True)], *args)
+    assert ours.param_groups[0]["maximize"] is theirs.param_groups[0]["maximize"] is True
+    assert ours.param_groups[0]["capturable"] is False
+    with pytest.raises(TypeError):
+        optim.Adagrad([gd.zeros(2, requires_grad=True)], 0.1, 0, 0, 0, 1e-10, None, True)
+
+
+def test_named_parameters_as_torch(rng):
+    # torch.optim takes (name, Tensor) pairs, as named_parameters() gives, and keeps the names
+    init = initial_params(rng)
+    params = [gd.tensor(a, requires_grad=True) for a in init]
+    tparams = [torch.tensor(a, requires_grad=True) for a in init]
+    names = [f"p{i}" for i in range(len(init))]
+    opt = optim.Adam(list(zip(names, params)), lr=0.05)
+    topt = torch.optim.Adam(list(zip(names, tparams)), lr=0.05)
+    for g in gradients(rng, SHAPES, 4):
+        gd_step(opt, params, g)
+        torch_step(torch, topt, tparams, g)
+    assert_close([p.numpy() for p in params], [t.detach().numpy() for t in tparams])
+    ours, theirs = opt.state_dict()["param_groups"][0], topt.state_dict()["param_groups"][0]
+    assert ours["param_names"] == theirs["param_names"] == names
+    assert set(ours) == set(theirs)
+    with pytest.raises(ValueError, match="all Tensors or all"):
+        optim.SGD([("a", params[0]), params[1]], lr=0.1)
+    with pytest.raises(ValueError, match="all parameter groups must name"):
+        opt.add_param_group({"params": [gd.zeros(2, requires_grad=True)]})
+
+
 def test_nan_gradient_propagates():
     p = gd.tensor([1.0, 2.0], requires_grad=True)
     opt = optim.Adam([p], lr=0.1)

@@ -4,7 +4,7 @@ Embedding, Lambda and the activation layers (LeakyReLU with Keras's slope 0.3)."
 import math
 import numbers
 
-from ... import functions
+from ... import creation, functions
 from ...nn import functional as F
 from .. import activations
 from ..engine import Layer
@@ -88,7 +88,11 @@ class Softmax(Layer):
 
 
 class Dropout(Layer):
-    """Zero a ``rate`` fraction of the inputs in training (scaled by 1 / (1 - rate))."""
+    """Zero a ``rate`` fraction of the inputs in training (scaled by 1 / (1 - rate)).
+
+    ``noise_shape`` (one entry per input axis, None for the input's size) shares one draw along
+    the axes of size 1, as Keras: ``(None, 1, features)`` drops the same features at every step.
+    """
 
     supports_masking = True
 
@@ -97,10 +101,21 @@ class Dropout(Layer):
         if not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
             raise ValueError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
         self.rate = float(rate)
+        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
 
     def call(self, inputs, training=None):
         training = self.training if training is None else training
-        return F.dropout(inputs, self.rate, training) if self.rate else inputs
+        if not self.rate or not training:
+            return inputs
+        if self.noise_shape is None:
+            return F.dropout(inputs, self.rate, True)
+        if len(self.noise_shape) != inputs.ndim or any(
+                n not in (None, 1, size) for n, size in zip(self.noise_shape, inputs.shape)):
+            raise ValueError(f"Dropout: noise_shape {self.noise_shape} does not fit inputs of "
+                             f"shape {tuple(inputs.shape)} (each entry None, 1 or the size)")
+        shape = [size if n is None else n for n, size in zip(self.noise_shape, inputs.shape)]
+        ones = creation.ones(*shape, dtype=inputs.dtype, device=inputs.device)
+        return inputs * F.dropout(ones, self.rate, True)
 
 
 class Flatten(Layer):
