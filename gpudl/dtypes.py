@@ -76,16 +76,35 @@ def compute_dtype(dtype):
 
 
 def promote_types(a, b):
-    """torch's promotion of two tensor dtypes, which NumPy gets wrong only around bfloat16:
-    bfloat16 with an integer or bool stays bfloat16, with float16 it is float32."""
+    """torch's promotion of two tensor dtypes. NumPy differs where a floating type meets an
+    integer or bool (torch keeps the floating type: float32 with int64 is float32, NumPy's
+    float64) and around bfloat16 (with float16 it is float32)."""
     if a == b:
         return a
+    a_floating, b_floating = is_floating(a), is_floating(b)
+    if a_floating != b_floating:
+        return a if a_floating else b
     if bfloat16 in (a, b):
         other = b if a == bfloat16 else a
-        if not is_floating(other):
-            return bfloat16
         return float32 if other == float16 else other
     return np.promote_types(a, b)
+
+
+def category(dtype):
+    """0 for bool, 1 for the integer types, 2 for the floating types (torch's promotion)."""
+    return 2 if is_floating(dtype) else 0 if dtype == bool_ else 1
+
+
+def result_type(a, b):
+    """torch's result dtype of an op on tensors ``a`` and ``b``: a 0-d tensor beside a tensor
+    with dimensions takes part only when its category (bool < integer < floating) is higher,
+    so float32 + a 0-d float64 tensor stays float32 and int32 + a 0-d int64 tensor int32."""
+    if (a.ndim == 0) == (b.ndim == 0):
+        return promote_types(a.dtype, b.dtype)
+    dims, zero_d = (a, b) if b.ndim == 0 else (b, a)
+    if category(zero_d.dtype) > category(dims.dtype):
+        return promote_types(dims.dtype, zero_d.dtype)
+    return dims.dtype
 
 
 def infer_dtype(data):

@@ -146,7 +146,12 @@ class MathMixin:
     def clip(self, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clip: at least one of 'min' or 'max' must not be None")
-        return E.Clip.apply(self, _bound(min, self), _bound(max, self))
+        lo, hi = _bound(min, self), _bound(max, self)
+        x = self
+        for bound in (lo, hi):              # an int tensor clamped to 0.5 gives floats, as torch
+            if bound is not None:
+                x = x.astype(_result_dtype(x, bound))
+        return E.Clip.apply(x, _cast(lo, x.dtype), _cast(hi, x.dtype))
 
     clamp = clip
 
@@ -404,9 +409,35 @@ def _as_operand(value, like):
     if isinstance(value, (int, float)):
         return value
     raw = T._raw(value, like)
+    if raw.dtype not in dtypes.SUPPORTED:
+        raise TypeError(f"expected a tensor, a real number or an array of a supported dtype, "
+                        f"got {type(value).__name__} of dtype {raw.dtype}")
     if raw.dtype == np.float64 and is_floating(like.dtype):
         raw = raw.astype(like.dtype)     # a float64 NumPy array does not upcast a float32 tensor
     return T.Tensor._make(raw, False, None, 0, like._device)
+
+
+def _number_category(value):
+    return 0 if isinstance(value, bool) else 1 if isinstance(value, int) else 2
+
+
+def _result_dtype(a, b):
+    """torch's result dtype of an op on ``a`` and ``b``, Tensors or Python numbers: a number
+    (weakly typed) changes a tensor's dtype only when its category (bool < integer < floating)
+    is higher, to the default float or int64; two numbers give bool, int64 or the default float."""
+    a_tensor, b_tensor = isinstance(a, T.Tensor), isinstance(b, T.Tensor)
+    if a_tensor and b_tensor:
+        return a.dtype if a.dtype == b.dtype else dtypes.result_type(a, b)
+    category = max(_number_category(x) for x in (a, b) if not isinstance(x, T.Tensor))
+    if a_tensor or b_tensor:
+        dtype = a.dtype if a_tensor else b.dtype
+        if category <= dtypes.category(dtype):
+            return dtype
+    return (dtypes.bool_, dtypes.int64, dtypes.DEFAULT_FLOAT)[category]
+
+
+def _cast(value, dtype):
+    return value.astype(dtype) if isinstance(value, T.Tensor) else value
 
 
 def _autocast_one(op, tensor):
@@ -419,10 +450,10 @@ def _binary(function, name, a, b, true_division=False):
     if _autocast.active and name == "pow":
         a, b = cast_inputs(name, a, b)
     a, b = _as_operand(a, like), _as_operand(b, like)
-    if true_division or isinstance(a, float) or isinstance(b, float):
-        # int tensors promote to the default float dtype, as in torch
-        a = a._floating() if isinstance(a, T.Tensor) and a.dtype.kind in "iub" else a
-        b = b._floating() if isinstance(b, T.Tensor) and b.dtype.kind in "iub" else b
+    dtype = _result_dtype(a, b)
+    if true_division and not is_floating(dtype):
+        dtype = dtypes.DEFAULT_FLOAT           # int / int divides truly, as in torch
+    a, b = _cast(a, dtype), _cast(b, dtype)
     if like.dtype in dtypes.BFLOAT16 or (isinstance(a, T.Tensor) and a.dtype in dtypes.BFLOAT16):
         return _bfloat16_binary(function, a, b)
     try:
@@ -434,11 +465,12 @@ def _binary(function, name, a, b, true_division=False):
                          "broadcastable") from None
 
 
-def _scalar_tensor(value, like):
-    """A Python number as a 0-d tensor of ``like``'s dtype (tensors pass through)."""
+def _as_dtype_tensor(value, dtype, like):
+    """A Tensor cast to ``dtype``, or a Python number as a 0-d tensor of ``dtype`` on ``like``'s
+    device."""
     if isinstance(value, T.Tensor):
-        return value
-    array = backend.xp_for(like._device).asarray(value, dtype=like.dtype)
+        return value.astype(dtype)
+    array = backend.xp_for(like._device).asarray(value, dtype=dtype)
     return T.Tensor._make(array, False, None, 0, like._device)
 
 
@@ -495,11 +527,9 @@ def where(condition, input, other):
     if cond.dtype != np.bool_:
         raise TypeError(f"where: condition must be a bool tensor, got {cond.dtype}")
     a, b = _as_operand(input, like), _as_operand(other, like)
-    if isinstance(a, T.Tensor) and isinstance(b, T.Tensor) and a.dtype != b.dtype:
-        common = dtypes.promote_types(a.dtype, b.dtype)
-        a, b = a.astype(common), b.astype(common)
-    elif like.dtype == dtypes.bfloat16:       # a Python number must not widen bfloat16
-        a, b = (_scalar_tensor(x, like) for x in (a, b))
+    dtype = _result_dtype(a, b)
+    # numbers become 0-d tensors of the result dtype: NumPy's where would widen it
+    a, b = _as_dtype_tensor(a, dtype, like), _as_dtype_tensor(b, dtype, like)
     try:
         return E.Where.apply(cond, a, b)
     except ValueError as exc:

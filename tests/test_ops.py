@@ -281,3 +281,53 @@ def test_broadcasting_property(shapes, op, seed):
     rng = np.random.default_rng(seed)
     a, b = (rng.uniform(0.5, 2.0, s) for s in shapes.input_shapes)
     check_against_torch(op[1], op[1], a, b)
+
+
+PROMOTION_DTYPES = ["float16", "float32", "float64", "int32", "int64", "uint8", "bool"]
+
+
+def _array(rng, dtype, shape):
+    if dtype == "bool":
+        return rng.random(shape) > 0.5
+    if dtype.startswith(("int", "uint")):
+        return rng.integers(1, 9, shape).astype(dtype)
+    return rng.uniform(0.5, 2.0, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("a_dtype", PROMOTION_DTYPES)
+@pytest.mark.parametrize("b_dtype", PROMOTION_DTYPES)
+@pytest.mark.parametrize("b_shape", [(3,), ()], ids=["tensor", "0-d"])
+def test_tensor_tensor_promotion_matches_torch(rng, a_dtype, b_dtype, b_shape):
+    """torch's promotion, not NumPy's: float32 with int64 stays float32, float16 with int32
+    float16, and a 0-d operand of the same category does not widen (float32 + a 0-d float64
+    is float32, int32 + a 0-d int64 int32)."""
+    a, b = _array(rng, a_dtype, (2, 3)), _array(rng, b_dtype, b_shape)
+    for op in (lambda x, y: x + y, lambda x, y: x * y, lambda x, y: x / y,
+               lambda x, y: gd.where(gd.tensor(a > 1), x, y) if isinstance(x, gd.Tensor)
+               else torch.where(torch.tensor(a > 1), x, y)):
+        try:
+            expected = op(torch.tensor(a), torch.tensor(b))
+        except RuntimeError:            # bool - bool and the like
+            continue
+        got = op(gd.tensor(a), gd.tensor(b))
+        assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
+        np.testing.assert_allclose(got.numpy().astype(np.float64),
+                                   expected.numpy().astype(np.float64), rtol=1e-3)
+
+
+def test_where_and_clamp_with_python_numbers_match_torch(rng):
+    cond = gd.tensor(rng.random(4) > 0.5)
+    tcond = torch.tensor(cond.numpy())
+    ints = rng.integers(-5, 6, 4)
+    for a, b in [(1.0, 0), (1, 0), (True, False)]:
+        got, expected = gd.where(cond, a, b), torch.where(tcond, a, b)
+        assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    got = gd.where(cond, gd.tensor(ints), 0.5)
+    expected = torch.where(tcond, torch.tensor(ints), 0.5)
+    assert got.dtype == gd.float32 and expected.dtype == torch.float32
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    # an int tensor clamped to float bounds gives floats, not bounds truncated to ints
+    got, expected = gd.tensor(ints).clamp(-2.5, 2.5), torch.tensor(ints).clamp(-2.5, 2.5)
+    assert got.dtype == gd.float32 and expected.dtype == torch.float32
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
