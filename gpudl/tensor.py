@@ -12,7 +12,7 @@ from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor_index import IndexMixin
 from .tensor_math import MathMixin, matmul, where  # noqa: F401  (re-exported)
-from .tensor_shape import ShapeMixin, _index_arrays
+from .tensor_shape import ShapeMixin, _index_arrays, ints_first
 
 
 def _device_of(array):
@@ -350,8 +350,12 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     def __setitem__(self, index, value):
         self._check_inplace("__setitem__")
         index = _index_arrays(index, self)
-        S.check_advanced(self.shape, index, "__setitem__")     # device-side checks only
-        self._data[index] = _raw(value, self)
+        target = self._data
+        steps = ints_first(index)
+        if steps is not None:           # a view through the ints, as torch: see ints_first
+            target, index = target[steps[0]], steps[1]
+        S.check_advanced(target.shape, index, "__setitem__")     # device-side checks only
+        target[index] = _raw(value, self)
         self._bump_version()
 
     @autograd.recorded("inplace")

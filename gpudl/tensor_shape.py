@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from . import backend
 from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
 from .ops import shape as S
 from .ops._util import normalize_axes, normalize_axis
@@ -148,7 +149,11 @@ class ShapeMixin:
         return self.split(max(-(-n // chunks), 1), dim)
 
     def __getitem__(self, index):
-        return S.GetItem.apply(self, _index_arrays(index, self))
+        index = _index_arrays(index, self)
+        steps = ints_first(index)
+        if steps is not None:
+            return S.GetItem.apply(S.GetItem.apply(self, steps[0]), steps[1])
+        return S.GetItem.apply(self, index)
 
 
 # --------------------------------------------------------------------- module-level helpers
@@ -162,3 +167,37 @@ def _index_arrays(index, like):
     if isinstance(index, list):
         return T._raw(np.asarray(index), like)
     return index
+
+
+def _is_int(part):
+    return isinstance(part, (int, np.integer)) and not isinstance(part, (bool, np.bool_))
+
+
+def ints_first(index):
+    """torch selects with the ints of an index before it applies its index arrays; NumPy treats
+    ints as index arrays, which moves the indexed dims to the front when a slice separates them:
+    for x of shape (4, 5, 6), x[0, :, [1, 2]] is (5, 2) in torch and (2, 5) in NumPy. For an
+    index (of raw parts) mixing ints and arrays, torch's two steps, (ints and slices, arrays on
+    the result); None otherwise (NumPy's one step agrees)."""
+    if not isinstance(index, tuple):
+        return None
+    arrays = [p for p in index if hasattr(p, "ndim") and p.ndim]
+    if not arrays or not any(_is_int(p) or (hasattr(p, "ndim") and not p.ndim
+                                             and p.dtype.kind in "iu") for p in index):
+        return None
+    if any(isinstance(p, (bool, np.bool_)) or (hasattr(p, "ndim") and not p.ndim
+                                                and p.dtype.kind == "b") for p in index):
+        return None                       # a bool scalar adds a dim: leave it to NumPy
+    first, second = [], []
+    for part in index:
+        if hasattr(part, "ndim") and part.ndim:           # an index array or a bool mask
+            first.extend([slice(None)] * (part.ndim if part.dtype.kind == "b" else 1))
+            second.append(part)
+        elif _is_int(part):
+            first.append(part)
+        elif hasattr(part, "ndim"):     # a 0-d int array: an int (NumPy would copy, not view)
+            first.append(backend.host_value(part, "indexing with a 0-d index tensor"))
+        else:                                             # a slice, None, Ellipsis
+            first.append(part)
+            second.append(part if part is Ellipsis else slice(None))
+    return tuple(first), tuple(second)

@@ -331,3 +331,31 @@ def test_where_and_clamp_with_python_numbers_match_torch(rng):
     got, expected = gd.tensor(ints).clamp(-2.5, 2.5), torch.tensor(ints).clamp(-2.5, 2.5)
     assert got.dtype == gd.float32 and expected.dtype == torch.float32
     np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
+
+
+INTS_FIRST = [   # name -> the index, from an int index tensor i and a bool mask m (6 long)
+    ("int_slice_array", lambda i, m: (1, slice(None), i)),
+    ("array_slice_int", lambda i, m: (i[:2], slice(None), 1)),
+    ("none_int_slice_array", lambda i, m: (None, -1, slice(None), i)),
+    ("int_ellipsis_array", lambda i, m: (0, Ellipsis, i)),
+    ("int_slice_2d_array", lambda i, m: (2, slice(None), i.reshape(2, 2))),
+    ("int_slice_mask", lambda i, m: (1, slice(None), m)),
+    ("0d_tensor_slice_array", lambda i, m: (i[1], slice(None), i)),
+]
+
+
+@pytest.mark.parametrize("name,index", INTS_FIRST)
+def test_ints_select_before_index_arrays_as_torch(rng, name, index):
+    """torch applies ints before index arrays: x[1, :, idx] of a (4, 5, 6) tensor is (5, len(idx))
+    (NumPy gives (len(idx), 5)); reads, gradients and writes follow torch."""
+    a, idx, mask = r(rng, 4, 5, 6), np.array([3, 0, 5, 0]), rng.random(6) > 0.5
+    gd_index = index(gd.tensor(idx), gd.tensor(mask))
+    torch_index = index(torch.tensor(idx), torch.tensor(mask))
+    check_against_torch(lambda t: t[gd_index], lambda t: t[torch_index], a)
+    x, tx = gd.tensor(a), torch.tensor(a)
+    values = rng.standard_normal(tuple(tx[torch_index].shape))
+    x[gd_index] = gd.tensor(values)
+    tx[torch_index] = torch.tensor(values)
+    np.testing.assert_array_equal(x.numpy(), tx.numpy())
