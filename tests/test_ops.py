@@ -359,3 +359,19 @@ def test_ints_select_before_index_arrays_as_torch(rng, name, index):
     x[gd_index] = gd.tensor(values)
     tx[torch_index] = torch.tensor(values)
     np.testing.assert_array_equal(x.numpy(), tx.numpy())
+
+
+def test_pow_gradients_at_zero_and_negative_bases_match_torch():
+    """a ** b at a = 0, b = 0 has d/da 0 (not 0 * inf = nan); d/db is nan for a < 0 (log of a
+    negative base), 0 where a == 0 and b >= 0, as torch computes them."""
+    special = np.array([0.0, -1.0, 2.0, -2.5, 0.5, 3.0])
+    a, b = (m.ravel() for m in np.meshgrid(special, special))
+    ga, gb = gd.tensor(a, requires_grad=True), gd.tensor(b, requires_grad=True)
+    ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    with np.errstate(all="ignore"):
+        (ga ** gb).sum().backward()
+        (ga ** 0).sum().backward()
+    (ta ** tb).sum().backward()
+    (ta ** 0).sum().backward()
+    np.testing.assert_allclose(ga.grad.numpy(), ta.grad.numpy(), equal_nan=True)
+    np.testing.assert_allclose(gb.grad.numpy(), tb.grad.numpy(), equal_nan=True)

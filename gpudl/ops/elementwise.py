@@ -8,7 +8,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..kernels import activation
-from ._util import sum_to, xp_of
+from ._util import quiet, sum_to, xp_of
 
 
 def _shape(a):
@@ -81,12 +81,14 @@ class Pow(Function):
         a, b, y = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
         xp = xp_of(y)
-        ga = sum_to(g * b * a ** (b - 1), _shape(a)) if na else None
+        # b * a**(b-1) is 0 * inf = nan at a == 0, b == 0; torch (and the maths) say 0
+        ga = sum_to(g * xp.where(b == 0, 0, b * a ** (b - 1)), _shape(a)) if na else None
         gb = None
         if nb:
-            # d(a**b)/db = a**b * log(a); defined as 0 where a == 0 (as torch does)
-            log_a = xp.log(xp.where(a > 0, a, 1)) if hasattr(a, "shape") else np.log(a) if a > 0 else 0
-            gb = sum_to(g * y * log_a, _shape(b))
+            # d(a**b)/db = a**b * log(a): 0 where a == 0 and b >= 0, nan where a < 0 (as torch)
+            with quiet(xp):
+                gb = xp.where((a == 0) & (b >= 0), 0, y * xp.log(xp.asarray(a)))
+            gb = sum_to(g * gb, _shape(b))
         return ga, gb
 
 
