@@ -348,14 +348,21 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     @autograd.recorded("inplace")
     def __setitem__(self, index, value):
-        self._check_inplace("__setitem__")
+        recording = autograd.is_grad_enabled() and (
+            (self.requires_grad and self.grad_fn is not None)
+            or (isinstance(value, Tensor) and value.requires_grad))
+        if not recording or self.grad_fn is None:     # a leaf that requires grad: refused
+            self._check_inplace("__setitem__")
         index = _index_arrays(index, self)
-        target = self._data
-        steps = ints_first(index)
+        first, steps = Ellipsis, ints_first(index)
         if steps is not None:           # a view through the ints, as torch: see ints_first
-            target, index = target[steps[0]], steps[1]
-        S.check_advanced(target.shape, index, "__setitem__")     # device-side checks only
-        target[index] = _raw(value, self)
+            first, index = steps
+        S.check_advanced(self._data[first].shape, index, "__setitem__")  # device-side checks
+        if recording:     # as torch: self becomes the output of the assignment, in its graph
+            out = S.SetItem.apply(self, first, index, value)
+            self.grad_fn, self._out_index, self.requires_grad = out.grad_fn, 0, True
+        else:
+            self._data[first][index] = _raw(value, self)
         self._bump_version()
 
     @autograd.recorded("inplace")

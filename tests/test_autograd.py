@@ -230,3 +230,27 @@ def test_post_accumulate_hook_refuses_non_leaf_and_non_callable():
         w.register_post_accumulate_grad_hook(3)
     with pytest.raises(RuntimeError, match="does not require grad"):
         gd.tensor([1.0]).register_post_accumulate_grad_hook(print)
+
+
+def test_item_assignment_of_a_tensor_that_requires_grad_is_recorded_as_torch(rng):
+    """out = zeros(...); out[t] = h (h requires grad): out joins the graph, as in torch. It was
+    written as plain data, so h's gradient was silently missing (or backward refused to run)."""
+    import torch
+    w, x = rng.standard_normal((3, 3)), rng.standard_normal((4, 2, 3))
+    weights = rng.standard_normal((4, 2, 3))
+    grads = []
+    for lib in (gd, torch):
+        tw, tx = lib.tensor(w, requires_grad=True), lib.tensor(x, requires_grad=True)
+        out, h = lib.zeros(4, 2, 3, dtype=lib.float64), lib.zeros(2, 3, dtype=lib.float64)
+        for t in range(4):
+            h = (tx[t] + h @ tw).tanh()
+            out[t] = h                        # the first makes out a non-leaf, the rest extend it
+        out[1:3, :, [0, 2]] = tw[0, :2] * 2   # a broadcast value, ints and arrays mixed
+        (out * lib.tensor(weights)).sum().backward()
+        grads.append((out.detach().numpy(), tw.grad.numpy(), tx.grad.numpy()))
+    for got, expected in zip(*grads):
+        np.testing.assert_allclose(got, expected, rtol=1e-10)
+    leaf = gd.tensor(w, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf"):       # a leaf that requires grad: refused
+        leaf[0] = gd.tensor(w[1], requires_grad=True)
+    np.testing.assert_array_equal(leaf.numpy(), w)
