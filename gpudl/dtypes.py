@@ -108,20 +108,20 @@ def result_type(a, b):
 
 
 def infer_dtype(data):
-    """The dtype torch.tensor would give Python data: float32 for floats, int64 ints, bool."""
+    """The dtype torch.tensor would give Python data: the highest kind among its elements, bool
+    (all bools), int64 or float32 (empty data too)."""
     if isinstance(data, np.ndarray) or isinstance(data, np.generic):
         return data.dtype if data.dtype in SUPPORTED else None
-    flat = data
-    while isinstance(flat, (list, tuple)) and flat:
-        flat = flat[0]
-    if isinstance(flat, (bool, np.bool_)):
-        return bool_
-    if isinstance(flat, (int, np.integer)) and not _has_float(data):
-        return int64
-    return DEFAULT_FLOAT
+    return (DEFAULT_FLOAT, bool_, int64, DEFAULT_FLOAT)[_highest_category(data) + 1]
 
 
-def _has_float(data):
+def _highest_category(data):
+    """category() of the highest kind among the elements of nested lists; -1 when empty."""
     if isinstance(data, (list, tuple)):
-        return any(_has_float(d) for d in data)
-    return isinstance(data, (float, np.floating))
+        return max((_highest_category(d) for d in data), default=-1)
+    if isinstance(data, (bool, np.bool_)):
+        return 0
+    if isinstance(data, (int, np.integer)):
+        return 1
+    dtype = getattr(data, "dtype", None)           # a 0-d array or tensor among the elements
+    return category(dtype) if isinstance(dtype, np.dtype) and dtype in SUPPORTED else 2

@@ -19,6 +19,15 @@ def test_tensor_infers_dtypes_like_torch():
     assert gd.tensor([1, 2], dtype=torch.float32).dtype == gd.float32
 
 
+@pytest.mark.parametrize("data", [[True, 2], [[True], [2]], [1, True], [False, 2.5], [[], []],
+                                  [True, np.int64(3)]])
+def test_tensor_of_mixed_python_data_takes_the_highest_kind_as_torch(data):
+    """[True, 2] was a bool tensor [True, True] (the first element decided): torch says int64."""
+    got, expected = gd.tensor(data), torch.tensor(data)
+    assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
 def test_tensor_copies_its_input():
     a = np.ones(3, np.float32)
     t = gd.tensor(a)
