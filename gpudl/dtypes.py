@@ -116,12 +116,19 @@ def infer_dtype(data):
 
 
 def _highest_category(data):
-    """category() of the highest kind among the elements of nested lists; -1 when empty."""
+    """value_category() of the highest kind among the elements of nested lists; -1 when empty."""
     if isinstance(data, (list, tuple)):
         return max((_highest_category(d) for d in data), default=-1)
-    if isinstance(data, (bool, np.bool_)):
+    return value_category(data)
+
+
+def value_category(value):
+    """category() of a Python number, an array or a tensor (by its dtype); -1 for None."""
+    if value is None:
+        return -1
+    if isinstance(value, (bool, np.bool_)):
         return 0
-    if isinstance(data, (int, np.integer)):
+    if isinstance(value, (int, np.integer)):
         return 1
-    dtype = getattr(data, "dtype", None)           # a 0-d array or tensor among the elements
+    dtype = getattr(value, "dtype", None)
     return category(dtype) if isinstance(dtype, np.dtype) and dtype in SUPPORTED else 2

@@ -322,9 +322,10 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
             or (not self.requires_grad and isinstance(other, Tensor) and other.requires_grad))
         if recording:
             return op(self, other)
+        self._check_inplace(symbol)
         try:
             return inplace(other)
-        except (TypeError, ValueError) as exc:      # NumPy's casting and broadcasting refusals
+        except (TypeError, ValueError, RuntimeError) as exc:     # casting and broadcasting
             other_shape = other.shape if isinstance(other, Tensor) else np.shape(other)
             raise RuntimeError(f"{symbol}: cannot update a {self.dtype} tensor of shape "
                                f"{self.shape} in place with {other_shape} "
@@ -378,6 +379,9 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     @autograd.recorded("inplace")
     def fill_(self, value):
         self._check_inplace("fill_")
+        if isinstance(value, Tensor) and value.ndim:
+            raise ValueError(f"fill_: value must be a number or a 0-d tensor, got a tensor of "
+                             f"shape {value.shape}")
         self._data[...] = _raw(value, self)
         self._bump_version()
         return self
@@ -385,28 +389,42 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     def zero_(self):
         return self.fill_(0)
 
+    def _operand(self, op, value, result_category=-1):
+        """The raw operand of in-place arithmetic ``op``, refused as torch refuses it when the
+        result (of at least ``result_category``) is of a higher kind, bool < integer <
+        floating, than this tensor's dtype (an int tensor cannot take 0.5 in place)."""
+        raw = _raw(value, self)
+        kind = max(dtypes.value_category(raw), result_category)
+        if kind > dtypes.category(self.dtype):
+            raise RuntimeError(f"{op}: a {('bool', 'integer', 'floating point')[kind]} result "
+                               f"cannot be stored in place in a {self.dtype} tensor")
+        return raw
+
     @autograd.recorded("inplace")
     def add_(self, other, alpha=1):
         self._check_inplace("add_")
-        other = _raw(other, self)
+        other = self._operand("add_", other, dtypes.value_category(alpha) if alpha != 1 else -1)
         self._data += other if alpha == 1 else alpha * other
         self._bump_version()
         return self
 
     def sub_(self, other, alpha=1):
+        if self.dtype == dtypes.bool_ or dtypes.value_category(other) == 0:
+            raise RuntimeError("sub_: subtraction with a bool tensor or a bool is not supported; "
+                               "to invert a mask use ~ (or logical_not)")
         return self.add_(other, alpha=-alpha)
 
     @autograd.recorded("inplace")
     def mul_(self, other):
         self._check_inplace("mul_")
-        self._data *= _raw(other, self)
+        self._data *= self._operand("mul_", other)
         self._bump_version()
         return self
 
     @autograd.recorded("inplace")
     def div_(self, other):
         self._check_inplace("div_")
-        self._data /= _raw(other, self)
+        self._data /= self._operand("div_", other, result_category=2)   # true division
         self._bump_version()
         return self
 
@@ -414,7 +432,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     def clamp_(self, min=None, max=None):
         self._check_inplace("clamp_")
         xp = backend.get_array_module(self._data)
-        xp.clip(self._data, min, max, out=self._data)
+        xp.clip(self._data, self._operand("clamp_", min), self._operand("clamp_", max),
+                out=self._data)
         self._bump_version()
         return self
 

@@ -39,10 +39,10 @@ class MathMixin:
         return _binary(E.Add, "add", other, self)
 
     def __sub__(self, other):
-        return _binary(E.Sub, "sub", self, other)
+        return _binary(E.Sub, "sub", *_no_bool("sub", self, other))
 
     def __rsub__(self, other):
-        return _binary(E.Sub, "sub", other, self)
+        return _binary(E.Sub, "sub", *_no_bool("sub", other, self))
 
     def __mul__(self, other):
         return _binary(E.Mul, "mul", self, other)
@@ -417,8 +417,12 @@ def _as_operand(value, like):
     return T.Tensor._make(raw, False, None, 0, like._device)
 
 
-def _number_category(value):
-    return 0 if isinstance(value, bool) else 1 if isinstance(value, int) else 2
+def _no_bool(op, a, b):
+    """``(a, b)``, refused as torch refuses a bool operand of ``op``."""
+    if dtypes.value_category(a) == 0 or dtypes.value_category(b) == 0:
+        raise RuntimeError(f"{op}: subtraction with a bool tensor or a bool is not supported; "
+                           "to invert a mask use ~ (or logical_not)")
+    return a, b
 
 
 def _result_dtype(a, b):
@@ -428,7 +432,7 @@ def _result_dtype(a, b):
     a_tensor, b_tensor = isinstance(a, T.Tensor), isinstance(b, T.Tensor)
     if a_tensor and b_tensor:
         return a.dtype if a.dtype == b.dtype else dtypes.result_type(a, b)
-    category = max(_number_category(x) for x in (a, b) if not isinstance(x, T.Tensor))
+    category = max(dtypes.value_category(x) for x in (a, b) if not isinstance(x, T.Tensor))
     if a_tensor or b_tensor:
         dtype = a.dtype if a_tensor else b.dtype
         if category <= dtypes.category(dtype):

@@ -123,6 +123,30 @@ def test_in_place_operator_refusals_change_nothing():
     assert i.numpy().tolist() == [1, 2, 3]
 
 
+def test_clamp_in_place_with_tensor_bounds_matches_torch(rng):
+    a = rng.standard_normal((3, 4))
+    lo, hi = rng.standard_normal(4) - 0.5, rng.standard_normal((3, 1)) + 0.5
+    t, tt = _pair(a)
+    t.clamp_(gd.tensor(lo), gd.tensor(hi))      # crashed inside NumPy's clip (Tensor operands)
+    tt.clamp_(torch.tensor(lo), torch.tensor(hi))
+    np.testing.assert_array_equal(t.numpy(), tt.numpy())
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t.add_(0.5), lambda t: t.add_(1, alpha=0.5), lambda t: t.mul_(1.5),
+    lambda t: t.div_(2), lambda t: t.clamp_(0.5), lambda t: t.fill_(t[:1]),
+    lambda t: t.sub_(True), lambda t: t - True, lambda t: (t > 1) - (t > 2)])
+def test_in_place_edits_torch_refuses_are_refused_and_change_nothing(edit):
+    """An int tensor cannot hold a float result in place (NumPy raised its own casting error, or
+    clip wrote truncated values); fill_ takes one value; bool tensors do not subtract."""
+    t, tt = gd.tensor([1, 2, 3]), torch.tensor([1, 2, 3])
+    with pytest.raises(RuntimeError):
+        edit(tt)
+    with pytest.raises((RuntimeError, ValueError)):
+        edit(t)
+    assert t.numpy().tolist() == [1, 2, 3]
+
+
 # ----------------------------------------------------------------- idioms
 def test_from_numpy_shares_memory_both_ways():
     a = np.arange(4, dtype=np.float64)
