@@ -56,6 +56,18 @@ class MathMixin:
     def __rtruediv__(self, other):
         return _binary(E.Div, "div", other, self, true_division=True)
 
+    def __floordiv__(self, other):
+        return _binary(E.FloorDivide, "floor_divide", self, other)
+
+    def __rfloordiv__(self, other):
+        return _binary(E.FloorDivide, "floor_divide", other, self)
+
+    def __mod__(self, other):
+        return _binary(E.Remainder, "remainder", self, other)
+
+    def __rmod__(self, other):
+        return _binary(E.Remainder, "remainder", other, self)
+
     def __pow__(self, other):
         return _binary(E.Pow, "pow", self, other)
 
@@ -80,6 +92,7 @@ class MathMixin:
         return self
 
     add, sub, mul, div, pow = __add__, __sub__, __mul__, __truediv__, __pow__
+    floor_divide, remainder = __floordiv__, __mod__
     abs, neg = __abs__, __neg__
 
     # comparisons: no gradient, bool results

@@ -375,3 +375,31 @@ def test_pow_gradients_at_zero_and_negative_bases_match_torch():
     (ta ** 0).sum().backward()
     np.testing.assert_allclose(ga.grad.numpy(), ta.grad.numpy(), equal_nan=True)
     np.testing.assert_allclose(gb.grad.numpy(), tb.grad.numpy(), equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "float32", "float64"])
+def test_floor_division_and_remainder_follow_torch_signs(rng, dtype):
+    """// rounds toward minus infinity and % takes the divisor's sign (Python's and torch's
+    rules), for tensors and numbers on either side; gd had neither operator."""
+    a = rng.integers(-9, 10, (3, 4)).astype(dtype)
+    b = (rng.integers(1, 5, (4,)) * rng.choice([-1, 1], 4)).astype(dtype)
+    ga, gb, ta, tb = gd.tensor(a), gd.tensor(b), torch.tensor(a), torch.tensor(b)
+    pairs = [(ga // gb, ta // tb), (ga % gb, ta % tb), (ga // -3, ta // -3), (ga % 2.5, ta % 2.5),
+             (7 // gb, 7 // tb), (-7 % gb, -7 % tb), (gd.floor_divide(ga, gb), ta // tb),
+             (gd.remainder(ga, 3), torch.remainder(ta, 3))]
+    for got, expected in pairs:
+        assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_remainder_gradients_and_integer_division_by_zero_match_torch(rng):
+    a, b = r(rng, 3, 4) * 5, r(rng, 4) + 3
+    check_against_torch(lambda x, y: x % y, lambda x, y: x % y, a, b)
+    for op in (lambda x: x // 0, lambda x: x % 0):
+        with pytest.raises(RuntimeError):
+            op(torch.tensor([1, 2]))
+        with pytest.raises(RuntimeError, match="division by zero"):
+            op(gd.tensor([1, 2]))
+    y = gd.tensor(a, requires_grad=True) // 2.0
+    with pytest.raises(RuntimeError, match="floor_divide"):      # as torch: no derivative
+        y.sum().backward()

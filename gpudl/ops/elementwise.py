@@ -92,6 +92,57 @@ class Pow(Function):
         return ga, gb
 
 
+def _integer_division(op, a, b):
+    """Refuse what torch refuses in floor division and remainder: bool operands, and an integer
+    divisor of zero (checked on the CPU, as torch's CPU kernels do; CuPy's result is undefined,
+    as torch's on CUDA)."""
+    if getattr(a, "dtype", None) == np.bool_ or getattr(b, "dtype", None) == np.bool_:
+        raise TypeError(f"{op}: not implemented for bool tensors")
+    xp = xp_of(a if hasattr(a, "dtype") else b)
+    integer = np.result_type(a, b).kind in "iu"
+    if integer and xp is np and not np.all(np.asarray(b) != 0):
+        raise RuntimeError(f"{op}: integer division by zero")
+
+
+class FloorDivide(Function):
+    """a // b rounded toward minus infinity, as Python and torch.floor_divide; no gradient."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        _integer_division("floor_divide", a, b)
+        with quiet(xp_of(a if hasattr(a, "dtype") else b)):
+            return xp_of(a if hasattr(a, "dtype") else b).floor_divide(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        raise RuntimeError("floor_divide: the derivative is not implemented (as in torch); "
+                           "use (a / b).floor() for a piecewise-constant gradient of zero")
+
+
+class Remainder(Function):
+    """a % b with the sign of b, as Python and torch.remainder; d/da = 1, d/db = -floor(a / b)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        _integer_division("remainder", a, b)
+        ctx.save_for_backward(a, b)
+        xp = xp_of(a if hasattr(a, "dtype") else b)
+        with quiet(xp):
+            return xp.remainder(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        ga = sum_to(g, _shape(a)) if na else None
+        gb = None
+        if nb:
+            xp = xp_of(g)
+            with quiet(xp):
+                gb = sum_to(-g * xp.floor_divide(a, b), _shape(b))
+        return ga, gb
+
+
 class Maximum(Function):
     """Elementwise max of two arrays; ties split the gradient evenly (torch.maximum does)."""
 
