@@ -27,6 +27,11 @@ def _reduce_args(op, dim, keepdim, axis, keepdims):
     return dim, bool(keepdim if keepdims is None else keepdims)
 
 
+def _reduced_axes(dim, ndim, op):
+    """The axes a reduction over ``dim`` reduces: all for None and, as in torch, for ``()``."""
+    return normalize_axes(None if isinstance(dim, (tuple, list)) and not dim else dim, ndim, op)
+
+
 class MathMixin:
     """Operators and maths methods; ``self`` is a Tensor."""
 
@@ -122,12 +127,17 @@ class MathMixin:
         return self._compare(other, lambda a, b: a | b)
 
     @recorded("compute")
-    def any(self):
-        return T.Tensor._make(self._data.any(), False, None, 0, self._device)
+    def any(self, dim=None, keepdim=False):
+        """Whether any element (along ``dim``: an int or a tuple; all dims by default) is
+        nonzero."""
+        out = self._data.any(axis=normalize_axes(dim, self.ndim, "any"), keepdims=bool(keepdim))
+        return T.Tensor._make(out, False, None, 0, self._device)
 
     @recorded("compute")
-    def all(self):
-        return T.Tensor._make(self._data.all(), False, None, 0, self._device)
+    def all(self, dim=None, keepdim=False):
+        """Whether every element (along ``dim``, as ``any``) is nonzero."""
+        out = self._data.all(axis=normalize_axes(dim, self.ndim, "all"), keepdims=bool(keepdim))
+        return T.Tensor._make(out, False, None, 0, self._device)
 
     def isnan(self):
         return self._compare(None, lambda a, _: backend.get_array_module(a).isnan(a))
@@ -228,11 +238,11 @@ class MathMixin:
     def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         dim, keepdim = _reduce_args("sum", dim, keepdim, axis, keepdims)
         self = _autocast_one("sum", self)
-        return R.Sum.apply(self, normalize_axes(dim, self.ndim, "sum"), keepdim)
+        return R.Sum.apply(self, _reduced_axes(dim, self.ndim, "sum"), keepdim)
 
     def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         dim, keepdim = _reduce_args("mean", dim, keepdim, axis, keepdims)
-        return R.Mean.apply(self._floating(), normalize_axes(dim, self.ndim, "mean"), keepdim)
+        return R.Mean.apply(self._floating(), _reduced_axes(dim, self.ndim, "mean"), keepdim)
 
     def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
             keepdims=None):
@@ -243,7 +253,7 @@ class MathMixin:
             raise TypeError("var: pass unbiased or correction, not both")
         correction = (1 if unbiased is None else int(bool(unbiased))) if correction is None \
             else correction
-        return R.Var.apply(self._floating(), normalize_axes(dim, self.ndim, "var"),
+        return R.Var.apply(self._floating(), _reduced_axes(dim, self.ndim, "var"),
                            correction, keepdim)
 
     def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
@@ -282,7 +292,8 @@ class MathMixin:
     @recorded("compute")
     def _arg(self, op, dim, keepdim, axis, keepdims):
         dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
-        if self._data.size == 0:
+        if self._data.size == 0 and (dim is None or self.shape[
+                normalize_axis(dim, self.ndim, op)] == 0):   # another dim empty: empty result
             raise ValueError(f"{op}: cannot reduce an empty tensor of shape {self.shape}")
         if dim is None:
             flat = getattr(self._data.reshape(-1), op)()
@@ -301,7 +312,7 @@ class MathMixin:
         return self._amax("amin", dim, keepdim, False)
 
     def _amax(self, op, dim, keepdim, largest):
-        axes = normalize_axes(None if dim == () else dim, self.ndim, op)
+        axes = _reduced_axes(dim, self.ndim, op)
         if any(self.shape[a] == 0 for a in axes) or (self.ndim == 0 and self._data.size == 0):
             raise ValueError(f"{op}: cannot reduce an empty dimension of shape {self.shape}")
         return R.Amax.apply(self, axes, bool(keepdim), largest)
@@ -330,7 +341,7 @@ class MathMixin:
     def logsumexp(self, dim, keepdim=False):
         """log(sum(exp(self))) over ``dim``, computed without overflow."""
         x = _autocast_one("logsumexp", self)._floating()
-        axes = normalize_axes(dim, self.ndim, "logsumexp")
+        axes = _reduced_axes(dim, self.ndim, "logsumexp")
         shift = x.detach().amax(axes, keepdim=True) if x.numel() else x.detach().sum(
             axes, keepdim=True)
         shift = where(shift.isfinite(), shift, 0.0)

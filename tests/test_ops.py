@@ -403,3 +403,38 @@ def test_remainder_gradients_and_integer_division_by_zero_match_torch(rng):
     y = gd.tensor(a, requires_grad=True) // 2.0
     with pytest.raises(RuntimeError, match="floor_divide"):      # as torch: no derivative
         y.sum().backward()
+
+
+def test_reduction_dims_as_torch(rng):
+    """dim=() reduces every dim for sum/mean/var/std/amax (torch's rule; it reduced none);
+    argmax/argmin/max/min/cumsum take one int dim (argmax(dim=(0, 1)) silently reduced dim 0
+    only); any/all take dim and keepdim; argmax along a non-empty dim of an empty tensor is
+    empty (it raised)."""
+    a = rng.standard_normal((3, 4, 5))
+    x, tx = gd.tensor(a), torch.tensor(a)
+    for op in ("sum", "mean", "var", "std", "amax"):
+        for keepdim in (False, True):
+            got = getattr(x, op)(dim=(), keepdim=keepdim)
+            expected = getattr(tx, op)(dim=(), keepdim=keepdim)
+            assert got.shape == tuple(expected.shape)
+            np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-10)
+    for op in ("argmax", "argmin", "max", "min", "cumsum"):
+        for dims in ((0, 1), [1]):
+            with pytest.raises(TypeError):
+                getattr(tx, op)(dims)
+            with pytest.raises(TypeError, match="dim must be an int"):
+                getattr(x, op)(dims)
+    mask, tmask = x > 0.5, tx > 0.5
+    for op in ("any", "all"):
+        for dim in (1, -1, (0, 2)):
+            for keepdim in (False, True):
+                got = getattr(mask, op)(dim, keepdim=keepdim)
+                expected = getattr(tmask, op)(dim, keepdim=keepdim)
+                np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    empty, tempty = gd.zeros(0, 3), torch.zeros(0, 3)
+    for op in ("argmax", "argmin"):
+        assert getattr(empty, op)(1).shape == tuple(getattr(tempty, op)(1).shape) == (0,)
+        with pytest.raises(IndexError):
+            getattr(tempty, op)(0)
+        with pytest.raises(ValueError):
+            getattr(empty, op)(0)
