@@ -124,7 +124,9 @@ class ShapeMixin:
         return tiled.reshape(tuple(r * n for r, n in zip(repeats, shape)))
 
     def contiguous(self):
-        return self
+        """Itself when its memory is in row-major order, else a row-major copy (as torch: edits
+        of x.T.contiguous() must not reach x)."""
+        return self if self._data.flags.c_contiguous else self.clone()
 
     def split(self, split_size_or_sections, dim=0):
         axis = normalize_axis(dim, self.ndim, "split")

@@ -90,6 +90,22 @@ def test_in_place_operators_edit_storage_seen_by_views():
     np.testing.assert_array_equal(row.numpy(), trow.numpy())
 
 
+@pytest.mark.parametrize("make", [lambda t: t.T.contiguous(), lambda t: t[:, ::2].contiguous(),
+                                  lambda t: t.contiguous(), lambda t: t[1:].contiguous()])
+def test_contiguous_copies_only_a_non_contiguous_tensor_as_torch(rng, make):
+    """x.T.contiguous() returned x.T itself: an edit through it changed x (torch copies)."""
+    t, tt = _pair(rng.standard_normal((3, 4)))
+    for base in (t, tt):
+        view = make(base)
+        view.mul_(0)
+        view[0] = 5.0
+    np.testing.assert_array_equal(t.numpy(), tt.numpy())
+    y, ty = _pair(rng.standard_normal((3, 4)), True)
+    for base in (y, ty):
+        (make(base) * 2).sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), ty.grad.numpy())
+
+
 def test_accumulating_losses_with_plus_equals_keeps_the_graph(rng):
     a = rng.standard_normal(3).astype(np.float32)
     w, tw = _pair(a, True)
