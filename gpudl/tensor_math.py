@@ -103,8 +103,14 @@ class MathMixin:
     # comparisons: no gradient, bool results
     @recorded("compute")        # outside the autograd Functions: a CPU graph records the call
     def _compare(self, other, op):
-        other = T._raw(other, self)
-        return T.Tensor._make(op(self._data, other), False, None, 0, self._device)
+        mine = self._data
+        if isinstance(other, T.Tensor) and other.dtype != self.dtype:
+            # in torch's promoted dtype: float32 == a 0-d float64 compares in float32
+            dtype = dtypes.result_type(self, other)
+            mine, other = mine.astype(dtype, copy=False), other._data.astype(dtype, copy=False)
+        else:
+            other = T._raw(other, self)
+        return T.Tensor._make(op(mine, other), False, None, 0, self._device)
 
     __eq__ = lambda self, other: self._compare(other, lambda a, b: a == b)  # noqa: E731
     __ne__ = lambda self, other: self._compare(other, lambda a, b: a != b)  # noqa: E731
@@ -125,6 +131,11 @@ class MathMixin:
 
     def __or__(self, other):
         return self._compare(other, lambda a, b: a | b)
+
+    def __xor__(self, other):
+        return self._compare(other, lambda a, b: a ^ b)
+
+    __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
 
     @recorded("compute")
     def any(self, dim=None, keepdim=False):

@@ -438,3 +438,22 @@ def test_reduction_dims_as_torch(rng):
             getattr(tempty, op)(0)
         with pytest.raises(ValueError):
             getattr(empty, op)(0)
+
+
+def test_comparisons_and_mask_logic_promote_as_torch(rng):
+    """float32 == a 0-d float64 tensor compares in float32 (NumPy compared in float64, so a
+    value that rounds to t[2] in float32 matched nothing); ^ and reflected & | ^ work on masks."""
+    a = rng.standard_normal(6).astype(np.float32)
+    x, tx = gd.tensor(a), torch.tensor(a)
+    near = float(a[2]) * (1 + 1e-12)            # rounds to a[2] in float32
+    for other, tother in ((gd.tensor(near, dtype=gd.float64),
+                           torch.tensor(near, dtype=torch.float64)),
+                          (gd.tensor(a.astype(np.float64) + 1e-9), torch.tensor(a.astype(
+                              np.float64) + 1e-9))):
+        for op in (lambda p, q: p == q, lambda p, q: p < q, lambda p, q: p >= q):
+            np.testing.assert_array_equal(op(x, other).numpy(), op(tx, tother).numpy())
+    m, tm = gd.tensor(a > 0), torch.tensor(a > 0)
+    n, tn = gd.tensor(a < 0.5), torch.tensor(a < 0.5)
+    for op in (lambda p, q: p ^ q, lambda p, q: True & p, lambda p, q: False | p,
+               lambda p, q: True ^ p, lambda p, q: p & q | q):
+        np.testing.assert_array_equal(op(m, n).numpy(), op(tm, tn).numpy())
