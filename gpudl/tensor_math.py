@@ -196,7 +196,7 @@ class MathMixin:
         if isinstance(value, T.Tensor) and value.ndim != 0:
             raise ValueError(f"masked_fill: value must be a Python number or a 0-d tensor, got "
                              f"a tensor of shape {value.shape}")
-        return where(mask, value, self)
+        return where(mask, _as_dtype_tensor(value, self.dtype, self), self)   # self's dtype
 
     def minimum(self, other):
         """Elementwise min with a tensor or number; ties share the gradient evenly."""
@@ -400,8 +400,11 @@ class MathMixin:
 for _name in E.UNARY:                     # sin, cos, erf, log1p, ... from one table (round below)
     def _unary(self, _name=_name):
         self = _autocast_one(_name, self)
-        keep = _name in ("sign", "floor", "ceil") and self.dtype.kind in "iu"
-        return self.clone() if keep else E.Unary.apply(self._floating(), _name)
+        if self.dtype.kind in "iu" and _name in ("sign", "floor", "ceil"):   # integers stay
+            return self.clone() if _name != "sign" else T.Tensor._make(
+                backend.get_array_module(self._data).sign(self._data), False, None, 0,
+                self._device)
+        return E.Unary.apply(self._floating(), _name)
     _unary.__name__, _unary.__doc__ = _name, f"Elementwise {_name}, as torch.{_name}."
     setattr(MathMixin, _name, _unary)
 del _name

@@ -457,3 +457,15 @@ def test_comparisons_and_mask_logic_promote_as_torch(rng):
     for op in (lambda p, q: p ^ q, lambda p, q: True & p, lambda p, q: False | p,
                lambda p, q: True ^ p, lambda p, q: p & q | q):
         np.testing.assert_array_equal(op(m, n).numpy(), op(tm, tn).numpy())
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "int8"])
+def test_sign_of_an_integer_tensor_and_masked_fill_keep_torchs_values_and_dtype(rng, dtype):
+    """sign() of an integer tensor returned the tensor itself ([-3, 0, 2], not [-1, 0, 1]);
+    masked_fill of an integer tensor with 2.7 gave floats (torch casts the value: 2)."""
+    a = rng.integers(-9, 10, 12).astype(dtype)
+    x, tx = gd.tensor(a), torch.tensor(a)
+    for got, expected in ((x.sign(), tx.sign()), (x.masked_fill(x > 0, 2.7),
+                                                  tx.masked_fill(tx > 0, 2.7))):
+        assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
