@@ -200,8 +200,7 @@ class MathMixin:
 
     def minimum(self, other):
         """Elementwise min with a tensor or number; ties share the gradient evenly."""
-        return -_binary(E.Maximum, "minimum", -self, -other if isinstance(other, T.Tensor)
-                        else -T.Tensor(other, device=self._device))
+        return _binary(E.Minimum, "minimum", self, other)
 
     def clamp_min(self, min):
         """max(self, min): ``clamp(min=min)``."""
@@ -274,8 +273,7 @@ class MathMixin:
 
     def _extreme(self, op, dim, keepdim, axis, keepdims, largest):
         if isinstance(dim, T.Tensor):             # torch.max(a, b): elementwise
-            return _binary(E.Maximum, op, self, dim) if largest else -_binary(
-                E.Maximum, op, -self, -dim)
+            return _binary(E.Maximum if largest else E.Minimum, op, self, dim)
         dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
         if self._data.size == 0 and (dim is None or self.shape[dim] == 0):
             raise ValueError(f"{op}: cannot reduce an empty tensor of shape {self.shape}")

@@ -469,3 +469,22 @@ def test_sign_of_an_integer_tensor_and_masked_fill_keep_torchs_values_and_dtype(
                                                   tx.masked_fill(tx > 0, 2.7))):
         assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
         np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
+def test_min_and_descending_order_of_unsigned_and_bool_tensors_match_torch(rng):
+    """minimum/min(a, b) were -max(-a, -b) and descending sorts sorted the negation: on uint8
+    the negation wraps and 0 stays smallest (min(0, 5) was 5, 0 sorted first in descending
+    order); bool min raised."""
+    a, b = rng.integers(0, 256, (4, 6)).astype(np.uint8), rng.integers(0, 256, 6).astype(np.uint8)
+    a[:, 0], b[1] = 0, 0                        # the one value whose uint8 negation is not larger
+    x, y, tx, ty = gd.tensor(a), gd.tensor(b), torch.tensor(a), torch.tensor(b)
+    pairs = [(x.minimum(y), tx.minimum(ty)), (gd.min(x, y), torch.min(tx, ty)),
+             (x.sort(1, descending=True).values, tx.sort(1, descending=True).values),
+             (x.topk(3, 1).values, tx.topk(3, 1).values),
+             (gd.tensor(a > 99).minimum(gd.tensor(b > 50)),
+              torch.tensor(a > 99).minimum(torch.tensor(b > 50)))]
+    for got, expected in pairs:
+        assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    f, g = r(rng, 3, 4), r(rng, 4)
+    check_against_torch(lambda p, q: p.minimum(q), lambda p, q: p.minimum(q), f, g)

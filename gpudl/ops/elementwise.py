@@ -146,19 +146,28 @@ class Remainder(Function):
 class Maximum(Function):
     """Elementwise max of two arrays; ties split the gradient evenly (torch.maximum does)."""
 
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        return xp_of(a).maximum(a, b)
+    largest = True
 
-    @staticmethod
-    def backward(ctx, g):
+    @classmethod
+    def forward(cls, ctx, a, b):
+        ctx.save_for_backward(a, b)
+        xp = xp_of(a if hasattr(a, "dtype") else b)
+        return xp.maximum(a, b) if cls.largest else xp.minimum(a, b)
+
+    @classmethod
+    def backward(cls, ctx, g):
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
-        share_a = (a > b) + 0.5 * (a == b)
+        share_a = ((a > b) if cls.largest else (a < b)) + 0.5 * (a == b)
         ga = sum_to(g * share_a, _shape(a)) if na else None
         gb = sum_to(g * (1 - share_a), _shape(b)) if nb else None
         return ga, gb
+
+
+class Minimum(Maximum):
+    """Elementwise min of two arrays, as ``Maximum`` (no negation: unsigned ints would wrap)."""
+
+    largest = False
 
 
 class Neg(Function):
