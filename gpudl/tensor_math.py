@@ -248,7 +248,8 @@ class MathMixin:
     def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         dim, keepdim = _reduce_args("sum", dim, keepdim, axis, keepdims)
         self = _autocast_one("sum", self)
-        return R.Sum.apply(self, _reduced_axes(dim, self.ndim, "sum"), keepdim)
+        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self  # as torch (uint8 too)
+        return R.Sum.apply(x, _reduced_axes(dim, self.ndim, "sum"), keepdim)
 
     def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         dim, keepdim = _reduce_args("mean", dim, keepdim, axis, keepdims)
@@ -398,8 +399,8 @@ class MathMixin:
 for _name in E.UNARY:                     # sin, cos, erf, log1p, ... from one table (round below)
     def _unary(self, _name=_name):
         self = _autocast_one(_name, self)
-        if self.dtype.kind in "iu" and _name in ("sign", "floor", "ceil"):   # integers stay
-            return self.clone() if _name != "sign" else T.Tensor._make(
+        if self.dtype.kind in "biu" and _name in ("sign", "floor", "ceil"):   # integers stay
+            return self.clone() if _name != "sign" or self.dtype.kind == "b" else T.Tensor._make(
                 backend.get_array_module(self._data).sign(self._data), False, None, 0,
                 self._device)
         return E.Unary.apply(self._floating(), _name)

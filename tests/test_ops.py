@@ -488,3 +488,14 @@ def test_min_and_descending_order_of_unsigned_and_bool_tensors_match_torch(rng):
         np.testing.assert_array_equal(got.numpy(), expected.numpy())
     f, g = r(rng, 3, 4), r(rng, 4)
     check_against_torch(lambda p, q: p.minimum(q), lambda p, q: p.minimum(q), f, g)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int32", "bool"])
+def test_sum_of_small_integer_and_bool_tensors_is_int64_and_sign_of_bool_is_bool(rng, dtype):
+    """sum() of a uint8 tensor was uint64 (NumPy's rule; torch: int64); sign() of a bool
+    tensor was float32 (torch: bool)."""
+    a = rng.integers(0, 100, (3, 4)).astype(dtype)
+    x, tx = gd.tensor(a), torch.tensor(a)
+    for got, expected in ((x.sum(), tx.sum()), (x.sum(1), tx.sum(1)), (x.sign(), tx.sign())):
+        assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
