@@ -257,20 +257,22 @@ class MathMixin:
 
     def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
             keepdims=None):
-        if isinstance(dim, bool):                 # torch.var(x, True): the unbiased overload
-            dim, unbiased = None, dim if unbiased is None else unbiased
-        dim, keepdim = _reduce_args("var", dim, keepdim, axis, keepdims)
-        if unbiased is not None and correction is not None:
-            raise TypeError("var: pass unbiased or correction, not both")
-        correction = (1 if unbiased is None else int(bool(unbiased))) if correction is None \
-            else correction
-        return R.Var.apply(self._floating(), _reduced_axes(dim, self.ndim, "var"),
-                           correction, keepdim)
+        return self._spread(R.Var, "var", dim, unbiased, keepdim, correction, axis, keepdims)
 
     def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
             keepdims=None):
-        return self.var(dim, unbiased, keepdim, correction=correction, axis=axis,
-                        keepdims=keepdims).sqrt()
+        return self._spread(R.Std, "std", dim, unbiased, keepdim, correction, axis, keepdims)
+
+    def _spread(self, function, op, dim, unbiased, keepdim, correction, axis, keepdims):
+        if isinstance(dim, bool):                 # torch.var(x, True): the unbiased overload
+            dim, unbiased = None, dim if unbiased is None else unbiased
+        dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
+        if unbiased is not None and correction is not None:
+            raise TypeError(f"{op}: pass unbiased or correction, not both")
+        correction = (1 if unbiased is None else int(bool(unbiased))) if correction is None \
+            else correction
+        return function.apply(self._floating(), _reduced_axes(dim, self.ndim, op), correction,
+                              keepdim)
 
     def _extreme(self, op, dim, keepdim, axis, keepdims, largest):
         if isinstance(dim, T.Tensor):             # torch.max(a, b): elementwise

@@ -499,3 +499,14 @@ def test_sum_of_small_integer_and_bool_tensors_is_int64_and_sign_of_bool_is_bool
     for got, expected in ((x.sum(), tx.sum()), (x.sum(1), tx.sum(1)), (x.sign(), tx.sign())):
         assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
         np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
+def test_std_gradient_of_a_constant_slice_is_zero_as_torch(rng):
+    """std() was var().sqrt(): at a constant slice (std 0) the gradient was 0 * inf = nan for
+    every element; torch gives 0 there, and the usual gradient elsewhere."""
+    a = r(rng, 3, 4)
+    a[1] = 2.5                                   # a constant row
+    for kwargs in ({"dim": 1}, {"dim": 1, "correction": 0}, {"dim": (0, 1), "keepdim": True},
+                   {}):
+        check_against_torch(lambda t: t.std(**kwargs), lambda t: t.std(**kwargs), a)
+    check_against_torch(lambda t: t.std(), lambda t: t.std(), np.full(5, -1.5))
