@@ -277,7 +277,13 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     type_as = lambda self, other: self.astype(other.dtype)  # noqa: E731
 
     # ----------------------------------------------------------------- autograd
-    def backward(self, gradient=None, retain_graph=False):
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        """torch's signature; ``create_graph=True`` (higher-order gradients) and ``inputs=``
+        are refused: not supported."""
+        if create_graph or inputs is not None:
+            raise NotImplementedError("backward: create_graph=True and inputs= are not "
+                                      "supported (gpudl computes first-order gradients into "
+                                      "every leaf)")
         autograd.backward(self, gradient, retain_graph=bool(retain_graph))
 
     def requires_grad_(self, requires_grad=True):

@@ -254,3 +254,14 @@ def test_item_assignment_of_a_tensor_that_requires_grad_is_recorded_as_torch(rng
     with pytest.raises(RuntimeError, match="leaf"):       # a leaf that requires grad: refused
         leaf[0] = gd.tensor(w[1], requires_grad=True)
     np.testing.assert_array_equal(leaf.numpy(), w)
+
+
+def test_backward_takes_torchs_keywords(rng):
+    """backward(create_graph=False) raised TypeError (an unexpected keyword) where torch runs;
+    what gpudl cannot do is refused by name."""
+    x = gd.tensor(rng.standard_normal(3), requires_grad=True)
+    (x * 2).sum().backward(retain_graph=None, create_graph=False, inputs=None)
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0, 2.0])
+    for kwargs in ({"create_graph": True}, {"inputs": [x]}):
+        with pytest.raises(NotImplementedError, match="not supported"):
+            (x * 2).sum().backward(**kwargs)
