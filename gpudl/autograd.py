@@ -219,8 +219,8 @@ def _unwrap(cls, args):
             needs.append(False)
             continue
         raw.append(a._data)
-        needs.append(a.requires_grad)
-        any_grad = any_grad or a.requires_grad
+        needs.append(a._requires_grad)
+        any_grad = any_grad or a._requires_grad
         if device is None:
             device = a._device
         elif a._device != device:

@@ -24,7 +24,7 @@ def _device_of(array):
 class Tensor(MathMixin, ShapeMixin, IndexMixin):
     """An n-dimensional array with reverse-mode autograd (PyTorch's Tensor API)."""
 
-    __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_out_index", "_device",
+    __slots__ = ("_data", "_requires_grad", "grad", "grad_fn", "_out_index", "_device",
                  "_version_counter", "__weakref__")
     __array_ufunc__ = None          # NumPy defers to our reflected operators: np.float32(2) * t
 
@@ -40,7 +40,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         self.grad = None
         self.grad_fn = None
         self._out_index = 0
-        self.requires_grad = False
+        self._requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
 
@@ -52,7 +52,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         if isinstance(data, np.generic):     # NumPy reductions return scalars; keep arrays
             data = np.asarray(data)
         t._data = data
-        t.requires_grad = requires_grad
+        t._requires_grad = requires_grad
         t.grad = None
         t.grad_fn = grad_fn
         t._out_index = out_index
@@ -70,6 +70,20 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     device = property(lambda self: backend.DEVICE_OBJECTS[self._device])
     ndim = property(lambda self: self._data.ndim)
     is_leaf = property(lambda self: self.grad_fn is None)
+
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, requires_grad):
+        """``t.requires_grad = flag``, checked as torch checks it (the flag alone was set on an
+        int tensor, whose gradients were then truncated, or on a computed tensor, cutting it
+        from the graph)."""
+        if self.grad_fn is not None:
+            raise RuntimeError("requires_grad: you can only change requires_grad flags of leaf "
+                               "tensors; use detach() to take a computed tensor out of the graph")
+        self.requires_grad_(requires_grad)
     _version = property(lambda self: self._version_counter[0], doc="in-place edits so far")
     is_cuda = property(lambda self: self._device == "cuda")
     T = property(lambda self: self.permute(*reversed(range(self.ndim))))
@@ -293,7 +307,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         if not requires_grad and self.grad_fn is not None:
             raise RuntimeError("requires_grad_(False): only leaf tensors can stop requiring grad; "
                                "use detach()")
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = bool(requires_grad)
         return self
 
     def retain_grad(self):
@@ -367,7 +381,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         S.check_advanced(self._data[first].shape, index, "__setitem__")  # device-side checks
         if recording:     # as torch: self becomes the output of the assignment, in its graph
             out = S.SetItem.apply(self, first, index, value)
-            self.grad_fn, self._out_index, self.requires_grad = out.grad_fn, 0, True
+            self.grad_fn, self._out_index, self._requires_grad = out.grad_fn, 0, True
         else:
             self._data[first][index] = _raw(value, self)
         self._bump_version()

@@ -265,3 +265,24 @@ def test_backward_takes_torchs_keywords(rng):
     for kwargs in ({"create_graph": True}, {"inputs": [x]}):
         with pytest.raises(NotImplementedError, match="not supported"):
             (x * 2).sum().backward(**kwargs)
+
+
+def test_setting_requires_grad_is_checked_as_torch():
+    """t.requires_grad = True on an int tensor was accepted (its gradients then truncated to
+    ints), and on a computed tensor it cut the graph silently; torch refuses both."""
+    import torch
+    for lib in (torch, gd):
+        ints = lib.tensor([1, 2])
+        with pytest.raises(RuntimeError):
+            ints.requires_grad = True
+        assert not ints.requires_grad
+        x = lib.tensor([1.0, 2.0], requires_grad=True)
+        y = x * 2
+        for flag in (False, True):
+            with pytest.raises(RuntimeError):
+                y.requires_grad = flag
+        assert y.requires_grad
+        leaf = lib.tensor([1.0, 2.0])
+        leaf.requires_grad = True                 # a float leaf: allowed, as torch
+        (leaf * 3).sum().backward()
+        np.testing.assert_array_equal(leaf.grad.numpy(), [3.0, 3.0])

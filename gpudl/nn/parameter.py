@@ -27,7 +27,7 @@ class Parameter(Tensor):
         self.grad = None
         self.grad_fn = None
         self._out_index = 0
-        self.requires_grad = False
+        self._requires_grad = False
         self.requires_grad_(requires_grad)
 
     def __repr__(self):
