@@ -108,6 +108,22 @@ class enable_grad(_GradMode):
     enabled = True
 
 
+class set_grad_enabled:
+    """torch.set_grad_enabled(mode): sets this thread's grad mode at once (a plain call), or for
+    a ``with`` block, restoring the previous mode on exit."""
+
+    def __init__(self, mode):
+        self.previous = _grad.enabled
+        _grad.enabled = bool(mode)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _grad.enabled = self.previous
+        return False
+
+
 class Context:
     """What forward leaves for backward: ``save_for_backward(*arrays)`` plus any attributes."""
 

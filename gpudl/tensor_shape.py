@@ -146,6 +146,13 @@ class ShapeMixin:
             start += size
         return tuple(out)
 
+    def unbind(self, dim=0):
+        """The slices along ``dim``, each without that dim: x.unbind(0) is tuple(x)."""
+        axis = normalize_axis(dim, self.ndim, "unbind")
+        if self.ndim == 0:
+            raise ValueError("unbind: a 0-d tensor has no dim to unbind")
+        return tuple(self[(slice(None),) * axis + (i,)] for i in range(self.shape[axis]))
+
     def chunk(self, chunks, dim=0):
         n = self.shape[normalize_axis(dim, self.ndim, "chunk")]
         return self.split(max(-(-n // chunks), 1), dim)

@@ -286,3 +286,19 @@ def test_setting_requires_grad_is_checked_as_torch():
         leaf.requires_grad = True                 # a float leaf: allowed, as torch
         (leaf * 3).sum().backward()
         np.testing.assert_array_equal(leaf.grad.numpy(), [3.0, 3.0])
+
+
+def test_set_grad_enabled_as_a_call_and_as_a_block():
+    import torch
+    x = gd.tensor([1.0, 2.0], requires_grad=True)
+    for train in (False, True):
+        with gd.set_grad_enabled(train):
+            assert gd.is_grad_enabled() is train and torch.set_grad_enabled(train)
+            assert (x * 2).requires_grad is train
+        assert gd.is_grad_enabled()
+    gd.set_grad_enabled(False)
+    try:
+        assert not (x * 2).requires_grad
+    finally:
+        gd.set_grad_enabled(True)
+    assert (x * 2).requires_grad

@@ -174,6 +174,7 @@ SHAPES = [
     ("split", lambda t: t.split(2, dim=2), lambda t: t.split(2, dim=2)),
     ("split_sections", lambda t: t.split([1, 2], dim=1), lambda t: t.split([1, 2], dim=1)),
     ("chunk", lambda t: t.chunk(2, 0), lambda t: t.chunk(2, 0)),
+    ("unbind", lambda t: t.unbind(-2), lambda t: t.unbind(-2)),
 ]
 
 
