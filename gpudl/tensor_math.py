@@ -479,13 +479,25 @@ def _result_dtype(a, b):
     return (dtypes.bool_, dtypes.int64, dtypes.DEFAULT_FLOAT)[category]
 
 
-def _cast(value, dtype):
-    return value.astype(dtype) if isinstance(value, T.Tensor) else value
+def _cast(value, dtype, wrap=False):
+    """A Tensor cast to ``dtype``; with ``wrap`` (``dtype`` an integer type), a Python int out
+    of range of a small integer ``dtype`` wrapped into it, as torch's integer arithmetic wraps (uint8 - 3 is uint8 + 253;
+    NumPy raises OverflowError); other numbers as they are (weakly typed)."""
+    if isinstance(value, T.Tensor):
+        return value.astype(dtype)
+    if wrap and type(value) is int and dtype.itemsize < 8:
+        bounds = np.iinfo(dtype)
+        if not bounds.min <= value <= bounds.max:
+            return np.array(value).astype(dtype)[()]
+    return value
 
 
 def _autocast_one(op, tensor):
     """``tensor`` cast by ``op``'s autocast policy (itself when autocast is off)."""
     return cast_inputs(op, tensor)[0] if _autocast.active else tensor
+
+
+_WRAPPING = (E.Add, E.Sub, E.Mul, E.FloorDivide, E.Remainder)
 
 
 def _binary(function, name, a, b, true_division=False):
@@ -496,7 +508,8 @@ def _binary(function, name, a, b, true_division=False):
     dtype = _result_dtype(a, b)
     if true_division and not is_floating(dtype):
         dtype = dtypes.DEFAULT_FLOAT           # int / int divides truly, as in torch
-    a, b = _cast(a, dtype), _cast(b, dtype)
+    wrap = dtype.kind in "iu" and function in _WRAPPING     # modular, as torch's
+    a, b = _cast(a, dtype, wrap), _cast(b, dtype, wrap)
     if like.dtype in dtypes.BFLOAT16 or (isinstance(a, T.Tensor) and a.dtype in dtypes.BFLOAT16):
         return _bfloat16_binary(function, a, b)
     try:

@@ -511,3 +511,20 @@ def test_std_gradient_of_a_constant_slice_is_zero_as_torch(rng):
                    {}):
         check_against_torch(lambda t: t.std(**kwargs), lambda t: t.std(**kwargs), a)
     check_against_torch(lambda t: t.std(), lambda t: t.std(), np.full(5, -1.5))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16"])
+def test_small_integer_arithmetic_with_out_of_range_numbers_wraps_as_torch(rng, dtype):
+    """uint8_tensor - 3 raised NumPy's OverflowError (-3 is out of range for uint8); torch's
+    integer arithmetic wraps. A negative int exponent is still refused, as torch does."""
+    a = rng.integers(0, 100, 6).astype(dtype)
+    x, tx = gd.tensor(a), torch.tensor(a)
+    for op in (lambda t: t - 3, lambda t: t + 300, lambda t: t * -7, lambda t: 5 - t,
+               lambda t: t // -3, lambda t: t % -3, lambda t: -200 + t):
+        got, expected = op(x), op(tx)
+        assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    with pytest.raises(RuntimeError):
+        tx ** -3
+    with pytest.raises(RuntimeError, match="negative integer powers"):
+        x ** -3

@@ -72,6 +72,9 @@ class Div(Function):
 class Pow(Function):
     @staticmethod
     def forward(ctx, a, b):
+        if type(b) is int and b < 0 and getattr(a, "dtype", np.dtype(float)).kind in "biu":
+            raise RuntimeError("pow: integers to negative integer powers are not allowed "
+                               f"(a {a.dtype} tensor ** {b}); use a float tensor")
         y = a ** b
         ctx.save_for_backward(a, b, y)
         return y
