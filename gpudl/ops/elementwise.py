@@ -95,15 +95,19 @@ class Pow(Function):
         return ga, gb
 
 
+def _xp2(a, b):
+    """The array module of a binary op's operands (either may be a number or NumPy scalar)."""
+    return xp_of(b if isinstance(a, (int, float, np.generic)) else a)
+
+
 def _integer_division(op, a, b):
     """Refuse what torch refuses in floor division and remainder: bool operands, and an integer
     divisor of zero (checked on the CPU, as torch's CPU kernels do; CuPy's result is undefined,
     as torch's on CUDA)."""
     if getattr(a, "dtype", None) == np.bool_ or getattr(b, "dtype", None) == np.bool_:
         raise TypeError(f"{op}: not implemented for bool tensors")
-    xp = xp_of(a if hasattr(a, "dtype") else b)
-    integer = np.result_type(a, b).kind in "iu"
-    if integer and xp is np and not np.all(np.asarray(b) != 0):
+    dtype = a.dtype if hasattr(a, "dtype") else b.dtype     # the result's (see tensor_math)
+    if dtype.kind in "iu" and _xp2(a, b) is np and not np.all(np.asarray(b) != 0):
         raise RuntimeError(f"{op}: integer division by zero")
 
 
@@ -113,8 +117,9 @@ class FloorDivide(Function):
     @staticmethod
     def forward(ctx, a, b):
         _integer_division("floor_divide", a, b)
-        with quiet(xp_of(a if hasattr(a, "dtype") else b)):
-            return xp_of(a if hasattr(a, "dtype") else b).floor_divide(a, b)
+        xp = _xp2(a, b)
+        with quiet(xp):
+            return xp.floor_divide(a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -129,7 +134,7 @@ class Remainder(Function):
     def forward(ctx, a, b):
         _integer_division("remainder", a, b)
         ctx.save_for_backward(a, b)
-        xp = xp_of(a if hasattr(a, "dtype") else b)
+        xp = _xp2(a, b)
         with quiet(xp):
             return xp.remainder(a, b)
 
@@ -154,7 +159,7 @@ class Maximum(Function):
     @classmethod
     def forward(cls, ctx, a, b):
         ctx.save_for_backward(a, b)
-        xp = xp_of(a if hasattr(a, "dtype") else b)
+        xp = _xp2(a, b)
         return xp.maximum(a, b) if cls.largest else xp.minimum(a, b)
 
     @classmethod
