@@ -124,3 +124,21 @@ def test_cuda_array_interface_absent_on_cpu():
         assert not hasattr(gd.zeros(2), "__cuda_array_interface__")
         assert not gd.cuda.is_available() and gd.cuda.device_count() == 0
         gd.cuda.synchronize()
+
+
+def test_arange_takes_tensor_bounds_and_torch_dtypes_and_refuses_a_wrong_direction():
+    """gd.arange(gd.tensor(3)) was float32 (a 0-d int tensor did not count as an int); a torch
+    dtype was not normalised; arange(-3) was empty where torch raises."""
+    for args, kwargs in [((3,), {}), ((1, 7, 2), {}), ((0, 1, 0.25), {}), ((5,), {"dtype": "f64"}),
+                         ((3, 0, -1), {})]:
+        dtype = kwargs.get("dtype")
+        got = gd.arange(*(gd.tensor(a) for a in args),
+                        **({"dtype": torch.float64} if dtype else {}))
+        expected = torch.arange(*(torch.tensor(a) for a in args),
+                                **({"dtype": torch.float64} if dtype else {}))
+        assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    with pytest.raises(RuntimeError):
+        torch.arange(-3)
+    with pytest.raises(ValueError, match="wrong side"):
+        gd.arange(-3)
