@@ -24,7 +24,7 @@ def _device_of(array):
 class Tensor(MathMixin, ShapeMixin, IndexMixin):
     """An n-dimensional array with reverse-mode autograd (PyTorch's Tensor API)."""
 
-    __slots__ = ("_data", "_requires_grad", "grad", "grad_fn", "_out_index", "_device",
+    __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_out_index", "_device",
                  "_version_counter", "__weakref__")
     __array_ufunc__ = None          # NumPy defers to our reflected operators: np.float32(2) * t
 
@@ -37,7 +37,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         self._data = array
         self._device = device
         self._version_counter = [0]
-        self.grad = None
+        self._grad = None
         self.grad_fn = None
         self._out_index = 0
         self._requires_grad = False
@@ -53,7 +53,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
             data = np.asarray(data)
         t._data = data
         t._requires_grad = requires_grad
-        t.grad = None
+        t._grad = None
         t.grad_fn = grad_fn
         t._out_index = out_index
         if device is None:
@@ -70,6 +70,24 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     device = property(lambda self: backend.DEVICE_OBJECTS[self._device])
     ndim = property(lambda self: self._data.ndim)
     is_leaf = property(lambda self: self.grad_fn is None)
+
+    @property
+    def grad(self):
+        """The gradient accumulated by backward (None until then)."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, grad):
+        """``t.grad = g``: None, or a tensor of t's shape and dtype on t's device, as torch
+        checks (a float64 gradient assigned to a float32 tensor made every later update
+        float64)."""
+        if grad is not None and (not isinstance(grad, Tensor) or grad.shape != self.shape
+                                 or grad.dtype != self.dtype or grad._device != self._device):
+            got = (f"a {grad.dtype} tensor of shape {grad.shape} on {grad._device}"
+                   if isinstance(grad, Tensor) else type(grad).__name__)
+            raise RuntimeError(f"grad: expected None or a {self.dtype} tensor of shape "
+                               f"{self.shape} on {self._device}, got {got}")
+        self._grad = grad
 
     @property
     def requires_grad(self):

@@ -302,3 +302,20 @@ def test_set_grad_enabled_as_a_call_and_as_a_block():
     finally:
         gd.set_grad_enabled(True)
     assert (x * 2).requires_grad
+
+
+def test_assigning_grad_is_checked_as_torch():
+    """t.grad = g took any value: a float64 g on a float32 tensor made later accumulations
+    float64, a wrong shape broke the optimizer's step far from the assignment."""
+    import torch
+    for lib in (torch, gd):
+        t = lib.tensor([1.0, 2.0], requires_grad=True)
+        for bad in (lib.ones(3), lib.ones(2, dtype=lib.float64), lib.ones(2, dtype=lib.int64)):
+            with pytest.raises(RuntimeError):
+                t.grad = bad
+            assert t.grad is None
+        t.grad = lib.full((2,), 0.5)              # the right shape and dtype: kept, accumulated
+        (t * 2).sum().backward()
+        np.testing.assert_array_equal(t.grad.numpy(), [2.5, 2.5])
+        t.grad = None
+        assert t.grad is None
