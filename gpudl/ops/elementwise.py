@@ -44,28 +44,36 @@ class Sub(Function):
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        na, nb = ctx.needs_input_grad
+        # keep only what the gradients read, as torch: an edit of x after y = x * w, where only
+        # w needs a gradient, is no error, and y = x * 3 can be walked twice
+        ctx.save_for_backward(a if nb else None, b if na else None)
+        ctx.shapes = (_shape(a), _shape(b))
         return a * b
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
+        sa, sb = ctx.shapes
         na, nb = ctx.needs_input_grad
-        return (sum_to(g * b, _shape(a)) if na else None), (sum_to(g * a, _shape(b)) if nb else None)
+        return (sum_to(g * b, sa) if na else None), (sum_to(g * a, sb) if nb else None)
 
 
 class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        na, nb = ctx.needs_input_grad
+        ctx.save_for_backward(a if nb else None, b)         # as Mul: only what is read
+        ctx.shapes = (_shape(a), _shape(b))
         return a / b
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
+        sa, sb = ctx.shapes
         na, nb = ctx.needs_input_grad
-        ga = sum_to(g / b, _shape(a)) if na else None
-        gb = sum_to(-g * a / (b * b), _shape(b)) if nb else None
+        ga = sum_to(g / b, sa) if na else None
+        gb = sum_to(-g * a / (b * b), sb) if nb else None
         return ga, gb
 
 
