@@ -319,3 +319,27 @@ def test_assigning_grad_is_checked_as_torch():
         np.testing.assert_array_equal(t.grad.numpy(), [2.5, 2.5])
         t.grad = None
         assert t.grad is None
+
+
+@pytest.mark.parametrize("build,second_runs", [
+    (lambda x, lib: (x + 1).reshape(2, 2).sum(), True),       # no node saves an array
+    (lambda x, lib: lib.cat([-x, x[1:]]).sum() - x[:2].sum(), True),   # nor here
+    (lambda x, lib: (x * x).sum(), False),                    # saves x
+    (lambda x, lib: (x * lib.ones(4)).sum(), False),          # saves the other factor
+    (lambda x, lib: (x + 1).sum() + x.exp().sum(), False)])   # exp saves its output
+def test_second_backward_fails_only_where_an_array_was_freed_as_torch(build, second_runs):
+    """A second backward without retain_graph raised for every graph; torch frees only saved
+    tensors, so a graph whose nodes saved none runs again (and accumulates again)."""
+    import torch
+    grads = []
+    for lib in (gd, torch):
+        x = lib.tensor([1.0, -2.0, 0.5, 3.0], requires_grad=True)
+        y = build(x, lib)
+        y.backward()
+        if second_runs:
+            y.backward()
+        else:
+            with pytest.raises(RuntimeError, match="second time"):
+                y.backward()
+        grads.append(x.grad.numpy())
+    np.testing.assert_allclose(grads[0], grads[1])
