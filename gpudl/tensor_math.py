@@ -468,23 +468,33 @@ def _result_dtype(a, b):
     """torch's result dtype of an op on ``a`` and ``b``, Tensors or Python numbers: a number
     (weakly typed) changes a tensor's dtype only when its category (bool < integer < floating)
     is higher, to the default float or int64; two numbers give bool, int64 or the default float."""
-    a_tensor, b_tensor = isinstance(a, T.Tensor), isinstance(b, T.Tensor)
-    if a_tensor and b_tensor:
-        return a.dtype if a.dtype == b.dtype else dtypes.result_type(a, b)
-    category = max(dtypes.value_category(x) for x in (a, b) if not isinstance(x, T.Tensor))
-    if a_tensor or b_tensor:
-        dtype = a.dtype if a_tensor else b.dtype
-        if category <= dtypes.category(dtype):
-            return dtype
-    return (dtypes.bool_, dtypes.int64, dtypes.DEFAULT_FLOAT)[category]
+    if isinstance(a, T.Tensor):
+        if isinstance(b, T.Tensor):
+            a_dtype, b_dtype = a._data.dtype, b._data.dtype
+            return a_dtype if a_dtype == b_dtype else dtypes.result_type(a, b)
+        return _with_number(a._data.dtype, b)
+    if isinstance(b, T.Tensor):
+        return _with_number(b._data.dtype, a)
+    return _NUMBER_DTYPES[max(dtypes.value_category(a), dtypes.value_category(b))]
+
+
+_NUMBER_DTYPES = (dtypes.bool_, dtypes.int64, dtypes.DEFAULT_FLOAT)   # by category
+
+
+def _with_number(dtype, number):
+    """The dtype of a tensor of ``dtype`` combined with a Python number."""
+    if type(number) is float and dtype.kind == "f":          # the common case first
+        return dtype
+    category = dtypes.value_category(number)
+    return dtype if category <= dtypes.category(dtype) else _NUMBER_DTYPES[category]
 
 
 def _cast(value, dtype, wrap=False):
     """A Tensor cast to ``dtype``; with ``wrap`` (``dtype`` an integer type), a Python int out
-    of range of a small integer ``dtype`` wrapped into it, as torch's integer arithmetic wraps (uint8 - 3 is uint8 + 253;
-    NumPy raises OverflowError); other numbers as they are (weakly typed)."""
+    of range of a small integer ``dtype`` wrapped into it, as torch's integer arithmetic wraps
+    (uint8 - 3 is uint8 + 253; NumPy raises OverflowError); other numbers as they are."""
     if isinstance(value, T.Tensor):
-        return value.astype(dtype)
+        return value if value._data.dtype == dtype else value.astype(dtype)
     if wrap and type(value) is int and dtype.itemsize < 8:
         bounds = np.iinfo(dtype)
         if not bounds.min <= value <= bounds.max:
