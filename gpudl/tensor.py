@@ -70,6 +70,10 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     device = property(lambda self: backend.DEVICE_OBJECTS[self._device])
     ndim = property(lambda self: self._data.ndim)
     is_leaf = property(lambda self: self.grad_fn is None)
+    _version = property(lambda self: self._version_counter[0], doc="in-place edits so far")
+    is_cuda = property(lambda self: self._device == "cuda")
+    T = property(lambda self: self.permute(*reversed(range(self.ndim))))
+    mT = property(lambda self: self.transpose(-2, -1))
 
     @property
     def grad(self):
@@ -102,10 +106,6 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
             raise RuntimeError("requires_grad: you can only change requires_grad flags of leaf "
                                "tensors; use detach() to take a computed tensor out of the graph")
         self.requires_grad_(requires_grad)
-    _version = property(lambda self: self._version_counter[0], doc="in-place edits so far")
-    is_cuda = property(lambda self: self._device == "cuda")
-    T = property(lambda self: self.permute(*reversed(range(self.ndim))))
-    mT = property(lambda self: self.transpose(-2, -1))
 
     def size(self, dim=None):
         return self.shape if dim is None else self.shape[normalize_axis(dim, self.ndim, "size")]
