@@ -40,10 +40,19 @@ class ShapeMixin:
                              f"({self._data.size} elements)")
         return S.Reshape.apply(self, shape)
 
-    view = reshape
+    def view(self, *shape):
+        """reshape that shares memory, as torch's view: refused (not copied) when the memory
+        layout cannot be read in the new shape (x.t().view(-1)), so edits through it reach x."""
+        out = self.reshape(*shape)
+        if out._data.size and not backend.get_array_module(self._data).may_share_memory(
+                out._data, self._data):
+            raise RuntimeError(f"view: shape {out.shape} is not compatible with the memory "
+                               f"layout of this {self.shape} tensor (a transpose or a strided "
+                               "slice); use .reshape(...) (which copies) instead")
+        return out
 
     def view_as(self, other):
-        return self.reshape(other.shape)
+        return self.view(other.shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:

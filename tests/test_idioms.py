@@ -106,6 +106,27 @@ def test_contiguous_copies_only_a_non_contiguous_tensor_as_torch(rng, make):
     np.testing.assert_array_equal(y.grad.numpy(), ty.grad.numpy())
 
 
+@pytest.mark.parametrize("make", [
+    lambda t: t.t().view(-1), lambda t: t[:, 1:3].view(-1), lambda t: t.view(-1),
+    lambda t: t[:, ::2].view(-1), lambda t: t.t().view(2, 2, 3), lambda t: t[1:].view(2, 2, 2),
+    lambda t: t.unsqueeze(1).expand(3, 2, 4).view(6, 4), lambda t: t.t().view_as(t)])
+def test_view_shares_memory_or_raises_as_torch(rng, make):
+    """x.t().view(-1) returned a copy (view was reshape): an edit through the "view" silently
+    missed x. Now a view shares x's memory or raises, where torch does."""
+    t, tt = _pair(rng.standard_normal((3, 4)))
+    try:
+        expected = make(tt)
+    except RuntimeError:
+        with pytest.raises(RuntimeError, match="reshape"):
+            make(t)
+        return
+    got = make(t)
+    assert got.shape == tuple(expected.shape)
+    got.mul_(0)
+    expected.mul_(0)
+    np.testing.assert_array_equal(t.numpy(), tt.numpy())
+
+
 def test_accumulating_losses_with_plus_equals_keeps_the_graph(rng):
     a = rng.standard_normal(3).astype(np.float32)
     w, tw = _pair(a, True)
