@@ -6,7 +6,8 @@ import from ``GPUDL_DEVICE`` (see gpudl.backend).
 
 from . import amp, backends, cuda, dtypes, host_memory
 from .amp import autocast, get_autocast_dtype, is_autocast_enabled
-from .autograd import Function, enable_grad, inference_mode, is_grad_enabled, no_grad
+from .autograd import (Function, enable_grad, inference_mode, is_grad_enabled, no_grad,
+                       set_grad_enabled)
 from .backend import device
 from .backends import get_float32_matmul_precision, set_float32_matmul_precision
 from .creation import (arange, empty, empty_like, eye, from_dlpack, full, full_like, linspace,
@@ -15,14 +16,14 @@ from .creation import (arange, empty, empty_like, eye, from_dlpack, full, full_l
 from .creation import (BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor,
                        from_numpy)
 from .dtypes import bfloat16, bool_, float16, float32, float64, int8, int16, int32, int64, uint8
-from .functions import (abs, addmm, amax, amin, argmax, argmin, argsort, bmm, cat, ceil,
-                        chunk, clamp, clamp_max, clamp_min, clip, cos, cumprod, cumsum, diff,
-                        einsum, erf, exp, expm1, flatten, flip, floor, gather, index_add,
+from .functions import (abs, addmm, amax, amin, argmax, argmin, argsort, bmm, cat, ceil, chunk,
+                        clamp, clamp_max, clamp_min, clip, cos, cumprod, cumsum, diff, einsum, erf,
+                        exp, expm1, flatten, flip, floor, floor_divide, gather, index_add,
                         index_select, isfinite, isnan, log, log1p, log_softmax, logsumexp,
                         masked_fill, masked_select, matmul, max, maximum, mean, min, minimum, mm,
-                        narrow, norm, outer, permute, prod, reciprocal, relu, reshape, roll,
-                        round, rsqrt, scatter, scatter_add, sigmoid, sign, sin, softmax, sort,
-                        split, sqrt, square, squeeze, stack, std, sum, tanh, topk, transpose,
+                        narrow, norm, outer, permute, prod, reciprocal, relu, remainder, reshape,
+                        roll, round, rsqrt, scatter, scatter_add, sigmoid, sign, sin, softmax,
+                        sort, split, sqrt, square, squeeze, stack, std, sum, tanh, topk, transpose,
                         tril, triu, unsqueeze, var, where)
 from .io import load, save
 from .random import manual_seed

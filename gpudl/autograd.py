@@ -108,6 +108,22 @@ class enable_grad(_GradMode):
     enabled = True
 
 
+class set_grad_enabled:
+    """torch.set_grad_enabled(mode): sets this thread's grad mode at once (a plain call), or for
+    a ``with`` block, restoring the previous mode on exit."""
+
+    def __init__(self, mode):
+        self.previous = _grad.enabled
+        _grad.enabled = bool(mode)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _grad.enabled = self.previous
+        return False
+
+
 class Context:
     """What forward leaves for backward: ``save_for_backward(*arrays)`` plus any attributes."""
 
@@ -133,6 +149,7 @@ class Node:
         self.freed = False
         self.retained = None          # {output_index: Tensor} for retain_grad()
         self.saved_versions = ()      # see _saved_versions: what forward kept, at which version
+                                      # (None: forward kept no arrays)
 
     def __repr__(self):
         return f"<{self.function.__name__}Backward>"
@@ -219,8 +236,8 @@ def _unwrap(cls, args):
             needs.append(False)
             continue
         raw.append(a._data)
-        needs.append(a.requires_grad)
-        any_grad = any_grad or a.requires_grad
+        needs.append(a._requires_grad)
+        any_grad = any_grad or a._requires_grad
         if device is None:
             device = a._device
         elif a._device != device:
@@ -303,7 +320,7 @@ def _saved_versions(ctx, args, raw, outs, results):
     with it (a view; two arrays that both own their memory never overlap)."""
     kept = _kept_arrays(ctx)
     if not kept:
-        return ()
+        return None                 # nothing to free after backward: see _run_node
     saved = []
     for role, tensors, arrays in (("input", args, raw), ("output", results, outs)):
         for i in range(len(arrays)):
@@ -484,7 +501,7 @@ def _run_node(node, grads_in, pending, retain_graph):
         raise RuntimeError(
             f"backward: trying to backward through {node!r} a second time; its saved arrays "
             "were freed. Pass retain_graph=True to the first backward call")
-    for counter, version, role, i, array in node.saved_versions:
+    for counter, version, role, i, array in node.saved_versions or ():
         if counter[0] != version:
             raise RuntimeError(
                 "one of the variables needed for gradient computation has been modified by an "
@@ -509,7 +526,9 @@ def _run_node(node, grads_in, pending, retain_graph):
         raise RuntimeError(
             f"{node.function.__name__}.backward returned {len(input_grads)} gradients, "
             f"expected {len(node.edges)} (one per forward argument)")
-    if not retain_graph:
+    if not retain_graph and node.saved_versions is not None:
+        # free what forward kept; a node that kept no arrays (add, sum, reshape) stays usable,
+        # as in torch, where only saved tensors are freed
         node.ctx = None
         node.saved_versions = ()
         node.freed = True

@@ -144,12 +144,17 @@ def randperm(n, dtype=None, device=None):
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
     if end is None:
         start, end = 0, start
+    start, end, step = (v.item() if isinstance(v, Tensor) else v for v in (start, end, step))
     if step == 0:
         raise ValueError("arange: step must be nonzero")
+    if (end - start) * step < 0:
+        raise ValueError(f"arange: end {end} lies on the wrong side of start {start} for step "
+                         f"{step}")
+    dtype = dtypes.as_dtype(dtype, "arange")
     if dtype is None:
-        integral = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
+        integral = all(dtypes.value_category(v) == 1 for v in (start, end, step))
         dtype = dtypes.int64 if integral else dtypes.DEFAULT_FLOAT
-    values = np.arange(start, end, step, dtype=np.float64 if np.dtype(dtype).kind == "f" else None)
+    values = np.arange(start, end, step, dtype=np.float64 if dtypes.is_floating(dtype) else None)
     return tensor(values.astype(dtype), device=device, requires_grad=requires_grad)
 
 

@@ -76,33 +76,59 @@ def compute_dtype(dtype):
 
 
 def promote_types(a, b):
-    """torch's promotion of two tensor dtypes, which NumPy gets wrong only around bfloat16:
-    bfloat16 with an integer or bool stays bfloat16, with float16 it is float32."""
+    """torch's promotion of two tensor dtypes. NumPy differs where a floating type meets an
+    integer or bool (torch keeps the floating type: float32 with int64 is float32, NumPy's
+    float64) and around bfloat16 (with float16 it is float32)."""
     if a == b:
         return a
+    a_floating, b_floating = is_floating(a), is_floating(b)
+    if a_floating != b_floating:
+        return a if a_floating else b
     if bfloat16 in (a, b):
         other = b if a == bfloat16 else a
-        if not is_floating(other):
-            return bfloat16
         return float32 if other == float16 else other
     return np.promote_types(a, b)
 
 
+def category(dtype):
+    """0 for bool, 1 for the integer types, 2 for the floating types (torch's promotion)."""
+    return 2 if is_floating(dtype) else 0 if dtype == bool_ else 1
+
+
+def result_type(a, b):
+    """torch's result dtype of an op on tensors ``a`` and ``b``: a 0-d tensor beside a tensor
+    with dimensions takes part only when its category (bool < integer < floating) is higher,
+    so float32 + a 0-d float64 tensor stays float32 and int32 + a 0-d int64 tensor int32."""
+    if (a.ndim == 0) == (b.ndim == 0):
+        return promote_types(a.dtype, b.dtype)
+    dims, zero_d = (a, b) if b.ndim == 0 else (b, a)
+    if category(zero_d.dtype) > category(dims.dtype):
+        return promote_types(dims.dtype, zero_d.dtype)
+    return dims.dtype
+
+
 def infer_dtype(data):
-    """The dtype torch.tensor would give Python data: float32 for floats, int64 ints, bool."""
+    """The dtype torch.tensor would give Python data: the highest kind among its elements, bool
+    (all bools), int64 or float32 (empty data too)."""
     if isinstance(data, np.ndarray) or isinstance(data, np.generic):
         return data.dtype if data.dtype in SUPPORTED else None
-    flat = data
-    while isinstance(flat, (list, tuple)) and flat:
-        flat = flat[0]
-    if isinstance(flat, (bool, np.bool_)):
-        return bool_
-    if isinstance(flat, (int, np.integer)) and not _has_float(data):
-        return int64
-    return DEFAULT_FLOAT
+    return (DEFAULT_FLOAT, bool_, int64, DEFAULT_FLOAT)[_highest_category(data) + 1]
 
 
-def _has_float(data):
+def _highest_category(data):
+    """value_category() of the highest kind among the elements of nested lists; -1 when empty."""
     if isinstance(data, (list, tuple)):
-        return any(_has_float(d) for d in data)
-    return isinstance(data, (float, np.floating))
+        return max((_highest_category(d) for d in data), default=-1)
+    return value_category(data)
+
+
+def value_category(value):
+    """category() of a Python number, an array or a tensor (by its dtype); -1 for None."""
+    if value is None:
+        return -1
+    if isinstance(value, (bool, np.bool_)):
+        return 0
+    if isinstance(value, (int, np.integer)):
+        return 1
+    dtype = getattr(value, "dtype", None)
+    return category(dtype) if isinstance(dtype, np.dtype) and dtype in SUPPORTED else 2

@@ -73,6 +73,7 @@ for _name in ("exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "clip", "c
               "prod", "cumsum", "cumprod", "logsumexp", "norm", "diff", "isfinite", "sin", "cos",
               "log1p", "expm1", "rsqrt", "reciprocal", "erf", "sign", "floor", "ceil", "round",
               "gather", "scatter", "scatter_add", "index_select", "index_add", "masked_select",
-              "narrow", "sort", "argsort", "topk", "flip", "roll", "tril", "triu"):
+              "narrow", "sort", "argsort", "topk", "flip", "roll", "tril", "triu", "floor_divide",
+              "remainder"):
     globals()[_name] = _method(_name)
 del _name

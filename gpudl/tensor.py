@@ -12,7 +12,7 @@ from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor_index import IndexMixin
 from .tensor_math import MathMixin, matmul, where  # noqa: F401  (re-exported)
-from .tensor_shape import ShapeMixin, _index_arrays
+from .tensor_shape import ShapeMixin, _index_arrays, ints_first
 
 
 def _device_of(array):
@@ -24,7 +24,7 @@ def _device_of(array):
 class Tensor(MathMixin, ShapeMixin, IndexMixin):
     """An n-dimensional array with reverse-mode autograd (PyTorch's Tensor API)."""
 
-    __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_out_index", "_device",
+    __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_out_index", "_device",
                  "_version_counter", "__weakref__")
     __array_ufunc__ = None          # NumPy defers to our reflected operators: np.float32(2) * t
 
@@ -37,10 +37,10 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         self._data = array
         self._device = device
         self._version_counter = [0]
-        self.grad = None
+        self._grad = None
         self.grad_fn = None
         self._out_index = 0
-        self.requires_grad = False
+        self._requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
 
@@ -52,8 +52,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         if isinstance(data, np.generic):     # NumPy reductions return scalars; keep arrays
             data = np.asarray(data)
         t._data = data
-        t.requires_grad = requires_grad
-        t.grad = None
+        t._requires_grad = requires_grad
+        t._grad = None
         t.grad_fn = grad_fn
         t._out_index = out_index
         if device is None:
@@ -74,6 +74,38 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     is_cuda = property(lambda self: self._device == "cuda")
     T = property(lambda self: self.permute(*reversed(range(self.ndim))))
     mT = property(lambda self: self.transpose(-2, -1))
+
+    @property
+    def grad(self):
+        """The gradient accumulated by backward (None until then)."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, grad):
+        """``t.grad = g``: None, or a tensor of t's shape and dtype on t's device, as torch
+        checks (a float64 gradient assigned to a float32 tensor made every later update
+        float64)."""
+        if grad is not None and (not isinstance(grad, Tensor) or grad.shape != self.shape
+                                 or grad.dtype != self.dtype or grad._device != self._device):
+            got = (f"a {grad.dtype} tensor of shape {grad.shape} on {grad._device}"
+                   if isinstance(grad, Tensor) else type(grad).__name__)
+            raise RuntimeError(f"grad: expected None or a {self.dtype} tensor of shape "
+                               f"{self.shape} on {self._device}, got {got}")
+        self._grad = grad
+
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, requires_grad):
+        """``t.requires_grad = flag``, checked as torch checks it (the flag alone was set on an
+        int tensor, whose gradients were then truncated, or on a computed tensor, cutting it
+        from the graph)."""
+        if self.grad_fn is not None:
+            raise RuntimeError("requires_grad: you can only change requires_grad flags of leaf "
+                               "tensors; use detach() to take a computed tensor out of the graph")
+        self.requires_grad_(requires_grad)
 
     def size(self, dim=None):
         return self.shape if dim is None else self.shape[normalize_axis(dim, self.ndim, "size")]
@@ -277,7 +309,13 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     type_as = lambda self, other: self.astype(other.dtype)  # noqa: E731
 
     # ----------------------------------------------------------------- autograd
-    def backward(self, gradient=None, retain_graph=False):
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        """torch's signature; ``create_graph=True`` (higher-order gradients) and ``inputs=``
+        are refused: not supported."""
+        if create_graph or inputs is not None:
+            raise NotImplementedError("backward: create_graph=True and inputs= are not "
+                                      "supported (gpudl computes first-order gradients into "
+                                      "every leaf)")
         autograd.backward(self, gradient, retain_graph=bool(retain_graph))
 
     def requires_grad_(self, requires_grad=True):
@@ -287,7 +325,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         if not requires_grad and self.grad_fn is not None:
             raise RuntimeError("requires_grad_(False): only leaf tensors can stop requiring grad; "
                                "use detach()")
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = bool(requires_grad)
         return self
 
     def retain_grad(self):
@@ -322,9 +360,10 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
             or (not self.requires_grad and isinstance(other, Tensor) and other.requires_grad))
         if recording:
             return op(self, other)
+        self._check_inplace(symbol)
         try:
             return inplace(other)
-        except (TypeError, ValueError) as exc:      # NumPy's casting and broadcasting refusals
+        except (TypeError, ValueError, RuntimeError) as exc:     # casting and broadcasting
             other_shape = other.shape if isinstance(other, Tensor) else np.shape(other)
             raise RuntimeError(f"{symbol}: cannot update a {self.dtype} tensor of shape "
                                f"{self.shape} in place with {other_shape} "
@@ -348,10 +387,21 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     @autograd.recorded("inplace")
     def __setitem__(self, index, value):
-        self._check_inplace("__setitem__")
+        recording = autograd.is_grad_enabled() and (
+            (self.requires_grad and self.grad_fn is not None)
+            or (isinstance(value, Tensor) and value.requires_grad))
+        if not recording or self.grad_fn is None:     # a leaf that requires grad: refused
+            self._check_inplace("__setitem__")
         index = _index_arrays(index, self)
-        S.check_advanced(self.shape, index, "__setitem__")     # device-side checks only
-        self._data[index] = _raw(value, self)
+        first, steps = Ellipsis, ints_first(index)
+        if steps is not None:           # a view through the ints, as torch: see ints_first
+            first, index = steps
+        S.check_advanced(self._data[first].shape, index, "__setitem__")  # device-side checks
+        if recording:     # as torch: self becomes the output of the assignment, in its graph
+            out = S.SetItem.apply(self, first, index, value)
+            self.grad_fn, self._out_index, self._requires_grad = out.grad_fn, 0, True
+        else:
+            self._data[first][index] = _raw(value, self)
         self._bump_version()
 
     @autograd.recorded("inplace")
@@ -367,6 +417,9 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     @autograd.recorded("inplace")
     def fill_(self, value):
         self._check_inplace("fill_")
+        if isinstance(value, Tensor) and value.ndim:
+            raise ValueError(f"fill_: value must be a number or a 0-d tensor, got a tensor of "
+                             f"shape {value.shape}")
         self._data[...] = _raw(value, self)
         self._bump_version()
         return self
@@ -374,28 +427,42 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     def zero_(self):
         return self.fill_(0)
 
+    def _operand(self, op, value, result_category=-1):
+        """The raw operand of in-place arithmetic ``op``, refused as torch refuses it when the
+        result (of at least ``result_category``) is of a higher kind, bool < integer <
+        floating, than this tensor's dtype (an int tensor cannot take 0.5 in place)."""
+        raw = _raw(value, self)
+        kind = max(dtypes.value_category(raw), result_category)
+        if kind > dtypes.category(self.dtype):
+            raise RuntimeError(f"{op}: a {('bool', 'integer', 'floating point')[kind]} result "
+                               f"cannot be stored in place in a {self.dtype} tensor")
+        return raw
+
     @autograd.recorded("inplace")
     def add_(self, other, alpha=1):
         self._check_inplace("add_")
-        other = _raw(other, self)
+        other = self._operand("add_", other, dtypes.value_category(alpha) if alpha != 1 else -1)
         self._data += other if alpha == 1 else alpha * other
         self._bump_version()
         return self
 
     def sub_(self, other, alpha=1):
+        if self.dtype == dtypes.bool_ or dtypes.value_category(other) == 0:
+            raise RuntimeError("sub_: subtraction with a bool tensor or a bool is not supported; "
+                               "to invert a mask use ~ (or logical_not)")
         return self.add_(other, alpha=-alpha)
 
     @autograd.recorded("inplace")
     def mul_(self, other):
         self._check_inplace("mul_")
-        self._data *= _raw(other, self)
+        self._data *= self._operand("mul_", other)
         self._bump_version()
         return self
 
     @autograd.recorded("inplace")
     def div_(self, other):
         self._check_inplace("div_")
-        self._data /= _raw(other, self)
+        self._data /= self._operand("div_", other, result_category=2)   # true division
         self._bump_version()
         return self
 
@@ -403,7 +470,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     def clamp_(self, min=None, max=None):
         self._check_inplace("clamp_")
         xp = backend.get_array_module(self._data)
-        xp.clip(self._data, min, max, out=self._data)
+        xp.clip(self._data, self._operand("clamp_", min), self._operand("clamp_", max),
+                out=self._data)
         self._bump_version()
         return self
 

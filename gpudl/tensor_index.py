@@ -161,8 +161,9 @@ class IndexMixin:
         axis = normalize_axis(dim, self.ndim, "argsort")
         data = self._data if self.ndim else self._data.reshape(1)
         xp = backend.get_array_module(data)
-        if descending:       # a stable descending order: sort the negation (bools as ints)
-            data = -(data.astype(np.int8) if data.dtype == np.bool_ else data)
+        if descending:       # a stable descending order: sort the negation (bools, unsigned
+            # ints widened first: their negation would wrap)
+            data = -(data.astype(np.int64) if data.dtype.kind in "bu" else data)
             if is_floating(data.dtype):     # NaN counts as the largest, as in torch: first
                 data = xp.where(xp.isnan(data), -xp.inf, data)
         order = xp.argsort(data, axis=axis, kind="stable").astype(np.int64)

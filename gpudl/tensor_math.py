@@ -27,6 +27,11 @@ def _reduce_args(op, dim, keepdim, axis, keepdims):
     return dim, bool(keepdim if keepdims is None else keepdims)
 
 
+def _reduced_axes(dim, ndim, op):
+    """The axes a reduction over ``dim`` reduces: all for None and, as in torch, for ``()``."""
+    return normalize_axes(None if isinstance(dim, (tuple, list)) and not dim else dim, ndim, op)
+
+
 class MathMixin:
     """Operators and maths methods; ``self`` is a Tensor."""
 
@@ -39,10 +44,10 @@ class MathMixin:
         return _binary(E.Add, "add", other, self)
 
     def __sub__(self, other):
-        return _binary(E.Sub, "sub", self, other)
+        return _binary(E.Sub, "sub", *_no_bool("sub", self, other))
 
     def __rsub__(self, other):
-        return _binary(E.Sub, "sub", other, self)
+        return _binary(E.Sub, "sub", *_no_bool("sub", other, self))
 
     def __mul__(self, other):
         return _binary(E.Mul, "mul", self, other)
@@ -55,6 +60,18 @@ class MathMixin:
 
     def __rtruediv__(self, other):
         return _binary(E.Div, "div", other, self, true_division=True)
+
+    def __floordiv__(self, other):
+        return _binary(E.FloorDivide, "floor_divide", self, other)
+
+    def __rfloordiv__(self, other):
+        return _binary(E.FloorDivide, "floor_divide", other, self)
+
+    def __mod__(self, other):
+        return _binary(E.Remainder, "remainder", self, other)
+
+    def __rmod__(self, other):
+        return _binary(E.Remainder, "remainder", other, self)
 
     def __pow__(self, other):
         return _binary(E.Pow, "pow", self, other)
@@ -80,13 +97,20 @@ class MathMixin:
         return self
 
     add, sub, mul, div, pow = __add__, __sub__, __mul__, __truediv__, __pow__
+    floor_divide, remainder = __floordiv__, __mod__
     abs, neg = __abs__, __neg__
 
     # comparisons: no gradient, bool results
     @recorded("compute")        # outside the autograd Functions: a CPU graph records the call
     def _compare(self, other, op):
-        other = T._raw(other, self)
-        return T.Tensor._make(op(self._data, other), False, None, 0, self._device)
+        mine = self._data
+        if isinstance(other, T.Tensor) and other.dtype != self.dtype:
+            # in torch's promoted dtype: float32 == a 0-d float64 compares in float32
+            dtype = dtypes.result_type(self, other)
+            mine, other = mine.astype(dtype, copy=False), other._data.astype(dtype, copy=False)
+        else:
+            other = T._raw(other, self)
+        return T.Tensor._make(op(mine, other), False, None, 0, self._device)
 
     __eq__ = lambda self, other: self._compare(other, lambda a, b: a == b)  # noqa: E731
     __ne__ = lambda self, other: self._compare(other, lambda a, b: a != b)  # noqa: E731
@@ -108,13 +132,23 @@ class MathMixin:
     def __or__(self, other):
         return self._compare(other, lambda a, b: a | b)
 
-    @recorded("compute")
-    def any(self):
-        return T.Tensor._make(self._data.any(), False, None, 0, self._device)
+    def __xor__(self, other):
+        return self._compare(other, lambda a, b: a ^ b)
+
+    __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
 
     @recorded("compute")
-    def all(self):
-        return T.Tensor._make(self._data.all(), False, None, 0, self._device)
+    def any(self, dim=None, keepdim=False):
+        """Whether any element (along ``dim``: an int or a tuple; all dims by default) is
+        nonzero."""
+        out = self._data.any(axis=normalize_axes(dim, self.ndim, "any"), keepdims=bool(keepdim))
+        return T.Tensor._make(out, False, None, 0, self._device)
+
+    @recorded("compute")
+    def all(self, dim=None, keepdim=False):
+        """Whether every element (along ``dim``, as ``any``) is nonzero."""
+        out = self._data.all(axis=normalize_axes(dim, self.ndim, "all"), keepdims=bool(keepdim))
+        return T.Tensor._make(out, False, None, 0, self._device)
 
     def isnan(self):
         return self._compare(None, lambda a, _: backend.get_array_module(a).isnan(a))
@@ -146,7 +180,12 @@ class MathMixin:
     def clip(self, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clip: at least one of 'min' or 'max' must not be None")
-        return E.Clip.apply(self, _bound(min, self), _bound(max, self))
+        lo, hi = _bound(min, self), _bound(max, self)
+        x = self
+        for bound in (lo, hi):              # an int tensor clamped to 0.5 gives floats, as torch
+            if bound is not None:
+                x = x.astype(_result_dtype(x, bound))
+        return E.Clip.apply(x, _cast(lo, x.dtype), _cast(hi, x.dtype))
 
     clamp = clip
 
@@ -157,12 +196,11 @@ class MathMixin:
         if isinstance(value, T.Tensor) and value.ndim != 0:
             raise ValueError(f"masked_fill: value must be a Python number or a 0-d tensor, got "
                              f"a tensor of shape {value.shape}")
-        return where(mask, value, self)
+        return where(mask, _as_dtype_tensor(value, self.dtype, self), self)   # self's dtype
 
     def minimum(self, other):
         """Elementwise min with a tensor or number; ties share the gradient evenly."""
-        return -_binary(E.Maximum, "minimum", -self, -other if isinstance(other, T.Tensor)
-                        else -T.Tensor(other, device=self._device))
+        return _binary(E.Minimum, "minimum", self, other)
 
     def clamp_min(self, min):
         """max(self, min): ``clamp(min=min)``."""
@@ -210,33 +248,35 @@ class MathMixin:
     def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         dim, keepdim = _reduce_args("sum", dim, keepdim, axis, keepdims)
         self = _autocast_one("sum", self)
-        return R.Sum.apply(self, normalize_axes(dim, self.ndim, "sum"), keepdim)
+        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self  # as torch (uint8 too)
+        return R.Sum.apply(x, _reduced_axes(dim, self.ndim, "sum"), keepdim)
 
     def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         dim, keepdim = _reduce_args("mean", dim, keepdim, axis, keepdims)
-        return R.Mean.apply(self._floating(), normalize_axes(dim, self.ndim, "mean"), keepdim)
+        return R.Mean.apply(self._floating(), _reduced_axes(dim, self.ndim, "mean"), keepdim)
 
     def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
             keepdims=None):
-        if isinstance(dim, bool):                 # torch.var(x, True): the unbiased overload
-            dim, unbiased = None, dim if unbiased is None else unbiased
-        dim, keepdim = _reduce_args("var", dim, keepdim, axis, keepdims)
-        if unbiased is not None and correction is not None:
-            raise TypeError("var: pass unbiased or correction, not both")
-        correction = (1 if unbiased is None else int(bool(unbiased))) if correction is None \
-            else correction
-        return R.Var.apply(self._floating(), normalize_axes(dim, self.ndim, "var"),
-                           correction, keepdim)
+        return self._spread(R.Var, "var", dim, unbiased, keepdim, correction, axis, keepdims)
 
     def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
             keepdims=None):
-        return self.var(dim, unbiased, keepdim, correction=correction, axis=axis,
-                        keepdims=keepdims).sqrt()
+        return self._spread(R.Std, "std", dim, unbiased, keepdim, correction, axis, keepdims)
+
+    def _spread(self, function, op, dim, unbiased, keepdim, correction, axis, keepdims):
+        if isinstance(dim, bool):                 # torch.var(x, True): the unbiased overload
+            dim, unbiased = None, dim if unbiased is None else unbiased
+        dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
+        if unbiased is not None and correction is not None:
+            raise TypeError(f"{op}: pass unbiased or correction, not both")
+        correction = (1 if unbiased is None else int(bool(unbiased))) if correction is None \
+            else correction
+        return function.apply(self._floating(), _reduced_axes(dim, self.ndim, op), correction,
+                              keepdim)
 
     def _extreme(self, op, dim, keepdim, axis, keepdims, largest):
         if isinstance(dim, T.Tensor):             # torch.max(a, b): elementwise
-            return _binary(E.Maximum, op, self, dim) if largest else -_binary(
-                E.Maximum, op, -self, -dim)
+            return _binary(E.Maximum if largest else E.Minimum, op, self, dim)
         dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
         if self._data.size == 0 and (dim is None or self.shape[dim] == 0):
             raise ValueError(f"{op}: cannot reduce an empty tensor of shape {self.shape}")
@@ -264,7 +304,8 @@ class MathMixin:
     @recorded("compute")
     def _arg(self, op, dim, keepdim, axis, keepdims):
         dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
-        if self._data.size == 0:
+        if self._data.size == 0 and (dim is None or self.shape[
+                normalize_axis(dim, self.ndim, op)] == 0):   # another dim empty: empty result
             raise ValueError(f"{op}: cannot reduce an empty tensor of shape {self.shape}")
         if dim is None:
             flat = getattr(self._data.reshape(-1), op)()
@@ -283,7 +324,7 @@ class MathMixin:
         return self._amax("amin", dim, keepdim, False)
 
     def _amax(self, op, dim, keepdim, largest):
-        axes = normalize_axes(None if dim == () else dim, self.ndim, op)
+        axes = _reduced_axes(dim, self.ndim, op)
         if any(self.shape[a] == 0 for a in axes) or (self.ndim == 0 and self._data.size == 0):
             raise ValueError(f"{op}: cannot reduce an empty dimension of shape {self.shape}")
         return R.Amax.apply(self, axes, bool(keepdim), largest)
@@ -312,7 +353,7 @@ class MathMixin:
     def logsumexp(self, dim, keepdim=False):
         """log(sum(exp(self))) over ``dim``, computed without overflow."""
         x = _autocast_one("logsumexp", self)._floating()
-        axes = normalize_axes(dim, self.ndim, "logsumexp")
+        axes = _reduced_axes(dim, self.ndim, "logsumexp")
         shift = x.detach().amax(axes, keepdim=True) if x.numel() else x.detach().sum(
             axes, keepdim=True)
         shift = where(shift.isfinite(), shift, 0.0)
@@ -360,8 +401,11 @@ class MathMixin:
 for _name in E.UNARY:                     # sin, cos, erf, log1p, ... from one table (round below)
     def _unary(self, _name=_name):
         self = _autocast_one(_name, self)
-        keep = _name in ("sign", "floor", "ceil") and self.dtype.kind in "iu"
-        return self.clone() if keep else E.Unary.apply(self._floating(), _name)
+        if self.dtype.kind in "biu" and _name in ("sign", "floor", "ceil"):   # integers stay
+            return self.clone() if _name != "sign" or self.dtype.kind == "b" else T.Tensor._make(
+                backend.get_array_module(self._data).sign(self._data), False, None, 0,
+                self._device)
+        return E.Unary.apply(self._floating(), _name)
     _unary.__name__, _unary.__doc__ = _name, f"Elementwise {_name}, as torch.{_name}."
     setattr(MathMixin, _name, _unary)
 del _name
@@ -404,9 +448,58 @@ def _as_operand(value, like):
     if isinstance(value, (int, float)):
         return value
     raw = T._raw(value, like)
+    if raw.dtype not in dtypes.SUPPORTED:
+        raise TypeError(f"expected a tensor, a real number or an array of a supported dtype, "
+                        f"got {type(value).__name__} of dtype {raw.dtype}")
     if raw.dtype == np.float64 and is_floating(like.dtype):
         raw = raw.astype(like.dtype)     # a float64 NumPy array does not upcast a float32 tensor
     return T.Tensor._make(raw, False, None, 0, like._device)
+
+
+def _no_bool(op, a, b):
+    """``(a, b)``, refused as torch refuses a bool operand of ``op``."""
+    if dtypes.value_category(a) == 0 or dtypes.value_category(b) == 0:
+        raise RuntimeError(f"{op}: subtraction with a bool tensor or a bool is not supported; "
+                           "to invert a mask use ~ (or logical_not)")
+    return a, b
+
+
+def _result_dtype(a, b):
+    """torch's result dtype of an op on ``a`` and ``b``, Tensors or Python numbers: a number
+    (weakly typed) changes a tensor's dtype only when its category (bool < integer < floating)
+    is higher, to the default float or int64; two numbers give bool, int64 or the default float."""
+    if isinstance(a, T.Tensor):
+        if isinstance(b, T.Tensor):
+            a_dtype, b_dtype = a._data.dtype, b._data.dtype
+            return a_dtype if a_dtype == b_dtype else dtypes.result_type(a, b)
+        return _with_number(a._data.dtype, b)
+    if isinstance(b, T.Tensor):
+        return _with_number(b._data.dtype, a)
+    return _NUMBER_DTYPES[max(dtypes.value_category(a), dtypes.value_category(b))]
+
+
+_NUMBER_DTYPES = (dtypes.bool_, dtypes.int64, dtypes.DEFAULT_FLOAT)   # by category
+
+
+def _with_number(dtype, number):
+    """The dtype of a tensor of ``dtype`` combined with a Python number."""
+    if type(number) is float and dtype.kind == "f":          # the common case first
+        return dtype
+    category = dtypes.value_category(number)
+    return dtype if category <= dtypes.category(dtype) else _NUMBER_DTYPES[category]
+
+
+def _cast(value, dtype, wrap=False):
+    """A Tensor cast to ``dtype``; with ``wrap`` (``dtype`` an integer type), a Python int out
+    of range of a small integer ``dtype`` wrapped into it, as torch's integer arithmetic wraps
+    (uint8 - 3 is uint8 + 253; NumPy raises OverflowError); other numbers as they are."""
+    if isinstance(value, T.Tensor):
+        return value if value._data.dtype == dtype else value.astype(dtype)
+    if wrap and type(value) is int and dtype.itemsize < 8:
+        bounds = np.iinfo(dtype)
+        if not bounds.min <= value <= bounds.max:
+            return np.array(value).astype(dtype)[()]
+    return value
 
 
 def _autocast_one(op, tensor):
@@ -414,15 +507,19 @@ def _autocast_one(op, tensor):
     return cast_inputs(op, tensor)[0] if _autocast.active else tensor
 
 
+_WRAPPING = (E.Add, E.Sub, E.Mul, E.FloorDivide, E.Remainder)
+
+
 def _binary(function, name, a, b, true_division=False):
     like = a if isinstance(a, T.Tensor) else b
     if _autocast.active and name == "pow":
         a, b = cast_inputs(name, a, b)
     a, b = _as_operand(a, like), _as_operand(b, like)
-    if true_division or isinstance(a, float) or isinstance(b, float):
-        # int tensors promote to the default float dtype, as in torch
-        a = a._floating() if isinstance(a, T.Tensor) and a.dtype.kind in "iub" else a
-        b = b._floating() if isinstance(b, T.Tensor) and b.dtype.kind in "iub" else b
+    dtype = _result_dtype(a, b)
+    if true_division and not is_floating(dtype):
+        dtype = dtypes.DEFAULT_FLOAT           # int / int divides truly, as in torch
+    wrap = dtype.kind in "iu" and function in _WRAPPING     # modular, as torch's
+    a, b = _cast(a, dtype, wrap), _cast(b, dtype, wrap)
     if like.dtype in dtypes.BFLOAT16 or (isinstance(a, T.Tensor) and a.dtype in dtypes.BFLOAT16):
         return _bfloat16_binary(function, a, b)
     try:
@@ -434,11 +531,12 @@ def _binary(function, name, a, b, true_division=False):
                          "broadcastable") from None
 
 
-def _scalar_tensor(value, like):
-    """A Python number as a 0-d tensor of ``like``'s dtype (tensors pass through)."""
+def _as_dtype_tensor(value, dtype, like):
+    """A Tensor cast to ``dtype``, or a Python number as a 0-d tensor of ``dtype`` on ``like``'s
+    device."""
     if isinstance(value, T.Tensor):
-        return value
-    array = backend.xp_for(like._device).asarray(value, dtype=like.dtype)
+        return value.astype(dtype)
+    array = backend.xp_for(like._device).asarray(value, dtype=dtype)
     return T.Tensor._make(array, False, None, 0, like._device)
 
 
@@ -495,11 +593,9 @@ def where(condition, input, other):
     if cond.dtype != np.bool_:
         raise TypeError(f"where: condition must be a bool tensor, got {cond.dtype}")
     a, b = _as_operand(input, like), _as_operand(other, like)
-    if isinstance(a, T.Tensor) and isinstance(b, T.Tensor) and a.dtype != b.dtype:
-        common = dtypes.promote_types(a.dtype, b.dtype)
-        a, b = a.astype(common), b.astype(common)
-    elif like.dtype == dtypes.bfloat16:       # a Python number must not widen bfloat16
-        a, b = (_scalar_tensor(x, like) for x in (a, b))
+    dtype = _result_dtype(a, b)
+    # numbers become 0-d tensors of the result dtype: NumPy's where would widen it
+    a, b = _as_dtype_tensor(a, dtype, like), _as_dtype_tensor(b, dtype, like)
     try:
         return E.Where.apply(cond, a, b)
     except ValueError as exc:

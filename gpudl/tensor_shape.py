@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from . import backend
 from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
 from .ops import shape as S
 from .ops._util import normalize_axes, normalize_axis
@@ -39,10 +40,19 @@ class ShapeMixin:
                              f"({self._data.size} elements)")
         return S.Reshape.apply(self, shape)
 
-    view = reshape
+    def view(self, *shape):
+        """reshape that shares memory, as torch's view: refused (not copied) when the memory
+        layout cannot be read in the new shape (x.t().view(-1)), so edits through it reach x."""
+        out = self.reshape(*shape)
+        if out._data.size and not backend.get_array_module(self._data).may_share_memory(
+                out._data, self._data):
+            raise RuntimeError(f"view: shape {out.shape} is not compatible with the memory "
+                               f"layout of this {self.shape} tensor (a transpose or a strided "
+                               "slice); use .reshape(...) (which copies) instead")
+        return out
 
     def view_as(self, other):
-        return self.reshape(other.shape)
+        return self.view(other.shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
@@ -123,7 +133,9 @@ class ShapeMixin:
         return tiled.reshape(tuple(r * n for r, n in zip(repeats, shape)))
 
     def contiguous(self):
-        return self
+        """Itself when its memory is in row-major order, else a row-major copy (as torch: edits
+        of x.T.contiguous() must not reach x)."""
+        return self if self._data.flags.c_contiguous else self.clone()
 
     def split(self, split_size_or_sections, dim=0):
         axis = normalize_axis(dim, self.ndim, "split")
@@ -143,12 +155,23 @@ class ShapeMixin:
             start += size
         return tuple(out)
 
+    def unbind(self, dim=0):
+        """The slices along ``dim``, each without that dim: x.unbind(0) is tuple(x)."""
+        axis = normalize_axis(dim, self.ndim, "unbind")
+        if self.ndim == 0:
+            raise ValueError("unbind: a 0-d tensor has no dim to unbind")
+        return tuple(self[(slice(None),) * axis + (i,)] for i in range(self.shape[axis]))
+
     def chunk(self, chunks, dim=0):
         n = self.shape[normalize_axis(dim, self.ndim, "chunk")]
         return self.split(max(-(-n // chunks), 1), dim)
 
     def __getitem__(self, index):
-        return S.GetItem.apply(self, _index_arrays(index, self))
+        index = _index_arrays(index, self)
+        steps = ints_first(index)
+        if steps is not None:
+            return S.GetItem.apply(S.GetItem.apply(self, steps[0]), steps[1])
+        return S.GetItem.apply(self, index)
 
 
 # --------------------------------------------------------------------- module-level helpers
@@ -162,3 +185,37 @@ def _index_arrays(index, like):
     if isinstance(index, list):
         return T._raw(np.asarray(index), like)
     return index
+
+
+def _is_int(part):
+    return isinstance(part, (int, np.integer)) and not isinstance(part, (bool, np.bool_))
+
+
+def ints_first(index):
+    """torch selects with the ints of an index before it applies its index arrays; NumPy treats
+    ints as index arrays, which moves the indexed dims to the front when a slice separates them:
+    for x of shape (4, 5, 6), x[0, :, [1, 2]] is (5, 2) in torch and (2, 5) in NumPy. For an
+    index (of raw parts) mixing ints and arrays, torch's two steps, (ints and slices, arrays on
+    the result); None otherwise (NumPy's one step agrees)."""
+    if not isinstance(index, tuple):
+        return None
+    arrays = [p for p in index if hasattr(p, "ndim") and p.ndim]
+    if not arrays or not any(_is_int(p) or (hasattr(p, "ndim") and not p.ndim
+                                             and p.dtype.kind in "iu") for p in index):
+        return None
+    if any(isinstance(p, (bool, np.bool_)) or (hasattr(p, "ndim") and not p.ndim
+                                                and p.dtype.kind == "b") for p in index):
+        return None                       # a bool scalar adds a dim: leave it to NumPy
+    first, second = [], []
+    for part in index:
+        if hasattr(part, "ndim") and part.ndim:           # an index array or a bool mask
+            first.extend([slice(None)] * (part.ndim if part.dtype.kind == "b" else 1))
+            second.append(part)
+        elif _is_int(part):
+            first.append(part)
+        elif hasattr(part, "ndim"):     # a 0-d int array: an int (NumPy would copy, not view)
+            first.append(backend.host_value(part, "indexing with a 0-d index tensor"))
+        else:                                             # a slice, None, Ellipsis
+            first.append(part)
+            second.append(part if part is Ellipsis else slice(None))
+    return tuple(first), tuple(second)

@@ -230,3 +230,116 @@ def test_post_accumulate_hook_refuses_non_leaf_and_non_callable():
         w.register_post_accumulate_grad_hook(3)
     with pytest.raises(RuntimeError, match="does not require grad"):
         gd.tensor([1.0]).register_post_accumulate_grad_hook(print)
+
+
+def test_item_assignment_of_a_tensor_that_requires_grad_is_recorded_as_torch(rng):
+    """out = zeros(...); out[t] = h (h requires grad): out joins the graph, as in torch. It was
+    written as plain data, so h's gradient was silently missing (or backward refused to run)."""
+    import torch
+    w, x = rng.standard_normal((3, 3)), rng.standard_normal((4, 2, 3))
+    weights = rng.standard_normal((4, 2, 3))
+    grads = []
+    for lib in (gd, torch):
+        tw, tx = lib.tensor(w, requires_grad=True), lib.tensor(x, requires_grad=True)
+        out, h = lib.zeros(4, 2, 3, dtype=lib.float64), lib.zeros(2, 3, dtype=lib.float64)
+        for t in range(4):
+            h = (tx[t] + h @ tw).tanh()
+            out[t] = h                        # the first makes out a non-leaf, the rest extend it
+        out[1:3, :, [0, 2]] = tw[0, :2] * 2   # a broadcast value, ints and arrays mixed
+        (out * lib.tensor(weights)).sum().backward()
+        grads.append((out.detach().numpy(), tw.grad.numpy(), tx.grad.numpy()))
+    for got, expected in zip(*grads):
+        np.testing.assert_allclose(got, expected, rtol=1e-10)
+    leaf = gd.tensor(w, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf"):       # a leaf that requires grad: refused
+        leaf[0] = gd.tensor(w[1], requires_grad=True)
+    np.testing.assert_array_equal(leaf.numpy(), w)
+
+
+def test_backward_takes_torchs_keywords(rng):
+    """backward(create_graph=False) raised TypeError (an unexpected keyword) where torch runs;
+    what gpudl cannot do is refused by name."""
+    x = gd.tensor(rng.standard_normal(3), requires_grad=True)
+    (x * 2).sum().backward(retain_graph=None, create_graph=False, inputs=None)
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0, 2.0])
+    for kwargs in ({"create_graph": True}, {"inputs": [x]}):
+        with pytest.raises(NotImplementedError, match="not supported"):
+            (x * 2).sum().backward(**kwargs)
+
+
+def test_setting_requires_grad_is_checked_as_torch():
+    """t.requires_grad = True on an int tensor was accepted (its gradients then truncated to
+    ints), and on a computed tensor it cut the graph silently; torch refuses both."""
+    import torch
+    for lib in (torch, gd):
+        ints = lib.tensor([1, 2])
+        with pytest.raises(RuntimeError):
+            ints.requires_grad = True
+        assert not ints.requires_grad
+        x = lib.tensor([1.0, 2.0], requires_grad=True)
+        y = x * 2
+        for flag in (False, True):
+            with pytest.raises(RuntimeError):
+                y.requires_grad = flag
+        assert y.requires_grad
+        leaf = lib.tensor([1.0, 2.0])
+        leaf.requires_grad = True                 # a float leaf: allowed, as torch
+        (leaf * 3).sum().backward()
+        np.testing.assert_array_equal(leaf.grad.numpy(), [3.0, 3.0])
+
+
+def test_set_grad_enabled_as_a_call_and_as_a_block():
+    import torch
+    x = gd.tensor([1.0, 2.0], requires_grad=True)
+    for train in (False, True):
+        with gd.set_grad_enabled(train):
+            assert gd.is_grad_enabled() is train and torch.set_grad_enabled(train)
+            assert (x * 2).requires_grad is train
+        assert gd.is_grad_enabled()
+    gd.set_grad_enabled(False)
+    try:
+        assert not (x * 2).requires_grad
+    finally:
+        gd.set_grad_enabled(True)
+    assert (x * 2).requires_grad
+
+
+def test_assigning_grad_is_checked_as_torch():
+    """t.grad = g took any value: a float64 g on a float32 tensor made later accumulations
+    float64, a wrong shape broke the optimizer's step far from the assignment."""
+    import torch
+    for lib in (torch, gd):
+        t = lib.tensor([1.0, 2.0], requires_grad=True)
+        for bad in (lib.ones(3), lib.ones(2, dtype=lib.float64), lib.ones(2, dtype=lib.int64)):
+            with pytest.raises(RuntimeError):
+                t.grad = bad
+            assert t.grad is None
+        t.grad = lib.full((2,), 0.5)              # the right shape and dtype: kept, accumulated
+        (t * 2).sum().backward()
+        np.testing.assert_array_equal(t.grad.numpy(), [2.5, 2.5])
+        t.grad = None
+        assert t.grad is None
+
+
+@pytest.mark.parametrize("build,second_runs", [
+    (lambda x, lib: (x + 1).reshape(2, 2).sum(), True),       # no node saves an array
+    (lambda x, lib: lib.cat([-x, x[1:]]).sum() - x[:2].sum(), True),   # nor here
+    (lambda x, lib: (x * x).sum(), False),                    # saves x
+    (lambda x, lib: (x * lib.ones(4)).sum(), False),          # saves the other factor
+    (lambda x, lib: (x + 1).sum() + x.exp().sum(), False)])   # exp saves its output
+def test_second_backward_fails_only_where_an_array_was_freed_as_torch(build, second_runs):
+    """A second backward without retain_graph raised for every graph; torch frees only saved
+    tensors, so a graph whose nodes saved none runs again (and accumulates again)."""
+    import torch
+    grads = []
+    for lib in (gd, torch):
+        x = lib.tensor([1.0, -2.0, 0.5, 3.0], requires_grad=True)
+        y = build(x, lib)
+        y.backward()
+        if second_runs:
+            y.backward()
+        else:
+            with pytest.raises(RuntimeError, match="second time"):
+                y.backward()
+        grads.append(x.grad.numpy())
+    np.testing.assert_allclose(grads[0], grads[1])

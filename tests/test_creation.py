@@ -19,6 +19,15 @@ def test_tensor_infers_dtypes_like_torch():
     assert gd.tensor([1, 2], dtype=torch.float32).dtype == gd.float32
 
 
+@pytest.mark.parametrize("data", [[True, 2], [[True], [2]], [1, True], [False, 2.5], [[], []],
+                                  [True, np.int64(3)]])
+def test_tensor_of_mixed_python_data_takes_the_highest_kind_as_torch(data):
+    """[True, 2] was a bool tensor [True, True] (the first element decided): torch says int64."""
+    got, expected = gd.tensor(data), torch.tensor(data)
+    assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
 def test_tensor_copies_its_input():
     a = np.ones(3, np.float32)
     t = gd.tensor(a)
@@ -115,3 +124,21 @@ def test_cuda_array_interface_absent_on_cpu():
         assert not hasattr(gd.zeros(2), "__cuda_array_interface__")
         assert not gd.cuda.is_available() and gd.cuda.device_count() == 0
         gd.cuda.synchronize()
+
+
+def test_arange_takes_tensor_bounds_and_torch_dtypes_and_refuses_a_wrong_direction():
+    """gd.arange(gd.tensor(3)) was float32 (a 0-d int tensor did not count as an int); a torch
+    dtype was not normalised; arange(-3) was empty where torch raises."""
+    for args, kwargs in [((3,), {}), ((1, 7, 2), {}), ((0, 1, 0.25), {}), ((5,), {"dtype": "f64"}),
+                         ((3, 0, -1), {})]:
+        dtype = kwargs.get("dtype")
+        got = gd.arange(*(gd.tensor(a) for a in args),
+                        **({"dtype": torch.float64} if dtype else {}))
+        expected = torch.arange(*(torch.tensor(a) for a in args),
+                                **({"dtype": torch.float64} if dtype else {}))
+        assert str(got.dtype) == str(expected.dtype).replace("torch.", "")
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    with pytest.raises(RuntimeError):
+        torch.arange(-3)
+    with pytest.raises(ValueError, match="wrong side"):
+        gd.arange(-3)

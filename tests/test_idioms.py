@@ -90,6 +90,43 @@ def test_in_place_operators_edit_storage_seen_by_views():
     np.testing.assert_array_equal(row.numpy(), trow.numpy())
 
 
+@pytest.mark.parametrize("make", [lambda t: t.T.contiguous(), lambda t: t[:, ::2].contiguous(),
+                                  lambda t: t.contiguous(), lambda t: t[1:].contiguous()])
+def test_contiguous_copies_only_a_non_contiguous_tensor_as_torch(rng, make):
+    """x.T.contiguous() returned x.T itself: an edit through it changed x (torch copies)."""
+    t, tt = _pair(rng.standard_normal((3, 4)))
+    for base in (t, tt):
+        view = make(base)
+        view.mul_(0)
+        view[0] = 5.0
+    np.testing.assert_array_equal(t.numpy(), tt.numpy())
+    y, ty = _pair(rng.standard_normal((3, 4)), True)
+    for base in (y, ty):
+        (make(base) * 2).sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), ty.grad.numpy())
+
+
+@pytest.mark.parametrize("make", [
+    lambda t: t.t().view(-1), lambda t: t[:, 1:3].view(-1), lambda t: t.view(-1),
+    lambda t: t[:, ::2].view(-1), lambda t: t.t().view(2, 2, 3), lambda t: t[1:].view(2, 2, 2),
+    lambda t: t.unsqueeze(1).expand(3, 2, 4).view(6, 4), lambda t: t.t().view_as(t)])
+def test_view_shares_memory_or_raises_as_torch(rng, make):
+    """x.t().view(-1) returned a copy (view was reshape): an edit through the "view" silently
+    missed x. Now a view shares x's memory or raises, where torch does."""
+    t, tt = _pair(rng.standard_normal((3, 4)))
+    try:
+        expected = make(tt)
+    except RuntimeError:
+        with pytest.raises(RuntimeError, match="reshape"):
+            make(t)
+        return
+    got = make(t)
+    assert got.shape == tuple(expected.shape)
+    got.mul_(0)
+    expected.mul_(0)
+    np.testing.assert_array_equal(t.numpy(), tt.numpy())
+
+
 def test_accumulating_losses_with_plus_equals_keeps_the_graph(rng):
     a = rng.standard_normal(3).astype(np.float32)
     w, tw = _pair(a, True)
@@ -121,6 +158,30 @@ def test_in_place_operator_refusals_change_nothing():
     with pytest.raises(RuntimeError, match=r"\+=: .*shape \(3,\) in place with \(2, 3\)"):
         i += gd.ones(2, 3).long()
     assert i.numpy().tolist() == [1, 2, 3]
+
+
+def test_clamp_in_place_with_tensor_bounds_matches_torch(rng):
+    a = rng.standard_normal((3, 4))
+    lo, hi = rng.standard_normal(4) - 0.5, rng.standard_normal((3, 1)) + 0.5
+    t, tt = _pair(a)
+    t.clamp_(gd.tensor(lo), gd.tensor(hi))      # crashed inside NumPy's clip (Tensor operands)
+    tt.clamp_(torch.tensor(lo), torch.tensor(hi))
+    np.testing.assert_array_equal(t.numpy(), tt.numpy())
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t.add_(0.5), lambda t: t.add_(1, alpha=0.5), lambda t: t.mul_(1.5),
+    lambda t: t.div_(2), lambda t: t.clamp_(0.5), lambda t: t.fill_(t[:1]),
+    lambda t: t.sub_(True), lambda t: t - True, lambda t: (t > 1) - (t > 2)])
+def test_in_place_edits_torch_refuses_are_refused_and_change_nothing(edit):
+    """An int tensor cannot hold a float result in place (NumPy raised its own casting error, or
+    clip wrote truncated values); fill_ takes one value; bool tensors do not subtract."""
+    t, tt = gd.tensor([1, 2, 3]), torch.tensor([1, 2, 3])
+    with pytest.raises(RuntimeError):
+        edit(tt)
+    with pytest.raises((RuntimeError, ValueError)):
+        edit(t)
+    assert t.numpy().tolist() == [1, 2, 3]
 
 
 # ----------------------------------------------------------------- idioms

@@ -278,3 +278,22 @@ def test_views_share_counters_with_inputs_aliasing_their_memory():
         out = gd.Tensor._make(owner[2:8], False, None, 0, "cpu")
         autograd._share_view_counters((inp,), (raw,), (out._data,), (out,))
         assert (out._version_counter is inp._version_counter) == shared
+
+
+def test_editing_a_factor_whose_gradient_is_not_needed_is_fine_as_torch(rng):
+    """y = x * w with only w requiring grad: backward reads x, not w, so editing w in place
+    afterwards is fine in torch (likewise x / c reads only c). Mul and Div kept both operands,
+    so the edit raised at backward."""
+    a, b = rng.standard_normal(3), rng.standard_normal(3)
+    grads = []
+    for lib in (gd, torch):
+        x, w = lib.tensor(a), lib.tensor(b, requires_grad=True)
+        y = (x * w).sum() + (x / w.detach()).sum()
+        v = lib.tensor(b, requires_grad=True)
+        z = (v * x).sum()
+        with lib.no_grad():
+            w.mul_(2)                          # w is not read by any backward here
+        (y + z).backward()
+        grads.append((w.grad.numpy(), v.grad.numpy()))
+    for got, expected in zip(*grads):
+        np.testing.assert_allclose(got, expected)

@@ -22,6 +22,11 @@ def _method(name):
     return call
 
 
+def _reflected(call):
+    call.method_only = True         # the sample input must be a Tensor (number op tensor)
+    return call
+
+
 # (OpInfo name, variant_test_name) -> gpudl callable taking the sample's (input, *args, **kwargs)
 GPUDL = {
     ("add", ""): _method("add"),
@@ -29,6 +34,8 @@ GPUDL = {
     ("mul", ""): _method("mul"),
     ("div", "no_rounding_mode"): _method("div"),
     ("pow", ""): _method("pow"),
+    ("floor_divide", ""): gd.floor_divide,
+    ("remainder", ""): gd.remainder,
     ("neg", ""): _method("neg"),
     ("abs", ""): _method("abs"),
     ("exp", ""): gd.exp,
@@ -124,6 +131,39 @@ GPUDL = {
     ("round", "decimals_0"): gd.round,
     ("round", "decimals_3"): gd.round,
     ("round", "decimals_neg_3"): gd.round,
+    # the sweep-core additions: gpudl methods the sweep had not run
+    ("square", ""): gd.square,
+    ("isnan", ""): gd.isnan,
+    ("isfinite", ""): gd.isfinite,
+    ("clamp_max", ""): gd.clamp_max,
+    ("clone", ""): _method("clone"),
+    ("eq", ""): _method("eq"),
+    ("ne", ""): _method("ne"),
+    ("lt", ""): _method("lt"),
+    ("le", ""): _method("le"),
+    ("gt", ""): _method("gt"),
+    ("ge", ""): _method("ge"),
+    ("any", ""): _method("any"),
+    ("all", ""): _method("all"),
+    ("t", ""): _method("t"),
+    ("T", ""): lambda x: x.T,
+    ("mT", ""): lambda x: x.mT,
+    ("contiguous", ""): _method("contiguous"),
+    ("view_as", ""): _method("view_as"),
+    ("expand_as", ""): _method("expand_as"),
+    ("__rsub__", ""): _reflected(lambda x, other: other - x),
+    ("__rpow__", ""): _reflected(lambda x, other: other ** x),
+    ("__radd__", ""): _reflected(lambda x, other: other + x),
+    ("__rmul__", ""): _reflected(lambda x, other: other * x),
+    ("__rdiv__", ""): _reflected(lambda x, other: other / x),
+    ("__rmatmul__", ""): _reflected(lambda x, other: other @ x),
+    ("__rmod__", ""): _reflected(lambda x, other: other % x),
+    ("float", ""): _method("float"),
+    ("double", ""): _method("double"),
+    ("long", ""): _method("long"),
+    ("int", ""): _method("int"),
+    ("bool", ""): _method("bool"),
+    ("half", ""): _method("half"),
 }
 
 
@@ -270,7 +310,8 @@ def test_opinfo_samples(name):
     mismatches, compared, skipped = [], 0, 0
     for op in infos:
         key = (name, op.variant_test_name)
-        samples = list(op.sample_inputs("cpu", torch.float64, requires_grad=True))
+        samples = list(op.sample_inputs("cpu", torch.float64,
+                                        requires_grad=op.supports_autograd))
         if key in SKIP_VARIANTS or key not in GPUDL:
             skipped += len(samples)
             continue
@@ -300,6 +341,7 @@ ERROR_KNOWN = {
     ("minimum", ""): lambda s: isinstance(s.input, torch.Tensor) and not isinstance(
         s.args[0], torch.Tensor) or None,
     ("clamp_min", ""): lambda s: not isinstance(s.args[0], torch.Tensor) or None,
+    ("clamp_max", ""): lambda s: not isinstance(s.args[0], torch.Tensor) or None,
     # gpudl's mean promotes an integer tensor to the default float dtype (torch refuses)
     ("mean", ""): lambda s: not s.input.dtype.is_floating_point or None,
 }

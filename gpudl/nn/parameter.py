@@ -24,10 +24,10 @@ class Parameter(Tensor):
             from ..creation import as_array
             self._data, self._device = as_array(data, None, None, "Parameter")
             self._version_counter = [0]
-        self.grad = None
+        self._grad = None
         self.grad_fn = None
         self._out_index = 0
-        self.requires_grad = False
+        self._requires_grad = False
         self.requires_grad_(requires_grad)
 
     def __repr__(self):

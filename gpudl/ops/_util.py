@@ -84,6 +84,9 @@ def normalize_axes(axis, ndim, op):
 
 
 def normalize_axis(axis, ndim, op):
+    """One int dim -> a non-negative axis (a tuple is refused: these ops take one dim)."""
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"{op}: dim must be an int, got {axis!r}")
     return normalize_axes(axis, ndim, op)[0] if ndim else 0
 
 

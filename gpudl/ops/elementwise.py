@@ -8,7 +8,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..kernels import activation
-from ._util import sum_to, xp_of
+from ._util import quiet, sum_to, xp_of
 
 
 def _shape(a):
@@ -44,34 +44,45 @@ class Sub(Function):
 class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        na, nb = ctx.needs_input_grad
+        # keep only what the gradients read, as torch: an edit of x after y = x * w, where only
+        # w needs a gradient, is no error, and y = x * 3 can be walked twice
+        ctx.save_for_backward(a if nb else None, b if na else None)
+        ctx.shapes = (_shape(a), _shape(b))
         return a * b
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
+        sa, sb = ctx.shapes
         na, nb = ctx.needs_input_grad
-        return (sum_to(g * b, _shape(a)) if na else None), (sum_to(g * a, _shape(b)) if nb else None)
+        return (sum_to(g * b, sa) if na else None), (sum_to(g * a, sb) if nb else None)
 
 
 class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        na, nb = ctx.needs_input_grad
+        ctx.save_for_backward(a if nb else None, b)         # as Mul: only what is read
+        ctx.shapes = (_shape(a), _shape(b))
         return a / b
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
+        sa, sb = ctx.shapes
         na, nb = ctx.needs_input_grad
-        ga = sum_to(g / b, _shape(a)) if na else None
-        gb = sum_to(-g * a / (b * b), _shape(b)) if nb else None
+        ga = sum_to(g / b, sa) if na else None
+        gb = sum_to(-g * a / (b * b), sb) if nb else None
         return ga, gb
 
 
 class Pow(Function):
     @staticmethod
     def forward(ctx, a, b):
+        if type(b) is int and b < 0 and getattr(a, "dtype", np.dtype(float)).kind in "biu":
+            raise RuntimeError("pow: integers to negative integer powers are not allowed "
+                               f"(a {a.dtype} tensor ** {b}); use a float tensor")
         y = a ** b
         ctx.save_for_backward(a, b, y)
         return y
@@ -81,31 +92,98 @@ class Pow(Function):
         a, b, y = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
         xp = xp_of(y)
-        ga = sum_to(g * b * a ** (b - 1), _shape(a)) if na else None
+        # b * a**(b-1) is 0 * inf = nan at a == 0, b == 0; torch (and the maths) say 0
+        ga = sum_to(g * xp.where(b == 0, 0, b * a ** (b - 1)), _shape(a)) if na else None
         gb = None
         if nb:
-            # d(a**b)/db = a**b * log(a); defined as 0 where a == 0 (as torch does)
-            log_a = xp.log(xp.where(a > 0, a, 1)) if hasattr(a, "shape") else np.log(a) if a > 0 else 0
-            gb = sum_to(g * y * log_a, _shape(b))
+            # d(a**b)/db = a**b * log(a): 0 where a == 0 and b >= 0, nan where a < 0 (as torch)
+            with quiet(xp):
+                gb = xp.where((a == 0) & (b >= 0), 0, y * xp.log(xp.asarray(a)))
+            gb = sum_to(g * gb, _shape(b))
+        return ga, gb
+
+
+def _xp2(a, b):
+    """The array module of a binary op's operands (either may be a number or NumPy scalar)."""
+    return xp_of(b if isinstance(a, (int, float, np.generic)) else a)
+
+
+def _integer_division(op, a, b):
+    """Refuse what torch refuses in floor division and remainder: bool operands, and an integer
+    divisor of zero (checked on the CPU, as torch's CPU kernels do; CuPy's result is undefined,
+    as torch's on CUDA)."""
+    if getattr(a, "dtype", None) == np.bool_ or getattr(b, "dtype", None) == np.bool_:
+        raise TypeError(f"{op}: not implemented for bool tensors")
+    dtype = a.dtype if hasattr(a, "dtype") else b.dtype     # the result's (see tensor_math)
+    if dtype.kind in "iu" and _xp2(a, b) is np and not np.all(np.asarray(b) != 0):
+        raise RuntimeError(f"{op}: integer division by zero")
+
+
+class FloorDivide(Function):
+    """a // b rounded toward minus infinity, as Python and torch.floor_divide; no gradient."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        _integer_division("floor_divide", a, b)
+        xp = _xp2(a, b)
+        with quiet(xp):
+            return xp.floor_divide(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        raise RuntimeError("floor_divide: the derivative is not implemented (as in torch); "
+                           "use (a / b).floor() for a piecewise-constant gradient of zero")
+
+
+class Remainder(Function):
+    """a % b with the sign of b, as Python and torch.remainder; d/da = 1, d/db = -floor(a / b)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        _integer_division("remainder", a, b)
+        ctx.save_for_backward(a, b)
+        xp = _xp2(a, b)
+        with quiet(xp):
+            return xp.remainder(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        ga = sum_to(g, _shape(a)) if na else None
+        gb = None
+        if nb:
+            xp = xp_of(g)
+            with quiet(xp):
+                gb = sum_to(-g * xp.floor_divide(a, b), _shape(b))
         return ga, gb
 
 
 class Maximum(Function):
     """Elementwise max of two arrays; ties split the gradient evenly (torch.maximum does)."""
 
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        return xp_of(a).maximum(a, b)
+    largest = True
 
-    @staticmethod
-    def backward(ctx, g):
+    @classmethod
+    def forward(cls, ctx, a, b):
+        ctx.save_for_backward(a, b)
+        xp = _xp2(a, b)
+        return xp.maximum(a, b) if cls.largest else xp.minimum(a, b)
+
+    @classmethod
+    def backward(cls, ctx, g):
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
-        share_a = (a > b) + 0.5 * (a == b)
+        share_a = ((a > b) if cls.largest else (a < b)) + 0.5 * (a == b)
         ga = sum_to(g * share_a, _shape(a)) if na else None
         gb = sum_to(g * (1 - share_a), _shape(b)) if nb else None
         return ga, gb
+
+
+class Minimum(Maximum):
+    """Elementwise min of two arrays, as ``Maximum`` (no negation: unsigned ints would wrap)."""
+
+    largest = False
 
 
 class Neg(Function):

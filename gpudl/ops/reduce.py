@@ -114,6 +114,23 @@ class Var(Function):
             return g * (2 / denom if denom else float("nan")) * centered, None, None, None
 
 
+class Std(Var):
+    """sqrt(var); as torch, the gradient is 0 where the std is 0 (a constant slice), not the
+    0 * inf = nan that sqrt's own derivative would give."""
+
+    @staticmethod
+    def forward(ctx, a, axes, correction, keepdims):
+        y = xp_of(a).sqrt(Var.forward(ctx, a, axes, correction, keepdims))
+        ctx.std = y
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        y = ctx.std
+        with _quiet(xp_of(g)):
+            return Var.backward(ctx, xp_of(g).where(y == 0, 0, g / (2 * y)).astype(g.dtype))
+
+
 def softmax_array(a, axis):
     xp = xp_of(a)
     if a.size == 0:

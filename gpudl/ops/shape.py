@@ -173,6 +173,30 @@ class IndexPut(Function):
         return ga, None, gv, None
 
 
+class SetItem(Function):
+    """``a[first][index] = values`` in place (``first``: a basic index, a view; see
+    tensor_shape.ints_first), recorded as torch records item assignment: ``a`` gets the gradient
+    outside the written elements, ``values`` the gradient of those (summed where it broadcast)."""
+
+    @staticmethod
+    def forward(ctx, a, first, index, values):
+        ctx.conf = (first, index, np.shape(values))
+        a[first][index] = values
+        return a
+
+    @staticmethod
+    def backward(ctx, g):
+        first, index, values_shape = ctx.conf
+        na, _, _, nv = ctx.needs_input_grad
+        ga = gv = None
+        if na:
+            ga = g.copy()
+            ga[first][index] = 0
+        if nv:
+            gv = sum_to(g[first][index], values_shape)
+        return ga, None, None, gv
+
+
 class Flip(Function):
     @staticmethod
     def forward(ctx, a, axes):
