@@ -172,6 +172,41 @@ def _fill(n):
     return fill
 
 
+def _placer(tx_count):
+    """place(): (tid, ty, tx, first row of the block's 64, batch row b) of this thread in a
+    block laid out as a (threads // tx_count, tx_count) grid."""
+
+    @cuda.jit(device=True, inline="always")
+    def place():
+        tid = cuda.threadIdx.x
+        ty = tid // tx_count
+        return tid, ty, tid - ty * tx_count, cuda.blockIdx.x * BLOCK, cuda.blockIdx.y
+    return place
+
+
+@cuda.jit(device=True, inline="always")
+def _row_stats(lse, delta, b, row, n_rows):
+    """(lse, delta) of query ``row``; lse +inf (P = 0) for padding and fully masked rows."""
+    lse_row = POS_INF
+    delta_row = ZERO
+    if row < n_rows:
+        delta_row = delta[b, row]
+        if lse[b, row] != NEG_INF:
+            lse_row = lse[b, row]
+    return lse_row, delta_row
+
+
+@cuda.jit(device=True, inline="always")
+def _score(x, region, at, masked, key, query, n_keys, is_causal):
+    """Score x plus its mask value staged at ``region[at]`` (``masked``), or -inf for a key
+    past the keys or, causal, after the query."""
+    if masked:
+        x += region[uint64(at)]
+    if key >= n_keys or (is_causal != 0 and key > query):
+        x = NEG_INF
+    return x
+
+
 def _paired_products(head, dc, rows, cols, t):
     """(run, floats): ``run(s, dp, a1, a2, a0, a1_scale, b1, b2, b0, b1_scale, b, region, tid, ty,
     tx)`` adds ``a1 b1^T`` to the micro-tile ``s`` and ``a2 b2^T`` to ``dp`` (S and dP in dQ, S^T
@@ -218,6 +253,7 @@ def _make_forward(head, masked, t):
     scores = _mma(RM, CN, DC, TY * LD, 1, TX * LD, 1)
     pv = _mma(RM, OC, BN, TY * LP, 1, TX, E)
     fill_s, fill_acc, fill_rows = _fill(RM * CN), _fill(RM * OC), _fill(RM)
+    place = _placer(TX)
 
     def fwd(q, k, v, mask, out, lse, scale, is_causal):
         qs = cuda.shared.array(Q_SIZE, float32)        # Q when resident
@@ -228,11 +264,7 @@ def _make_forward(head, masked, t):
         acc = cuda.local.array(ACC_SIZE, float32)
         m = cuda.local.array(RM, float32)              # running row max
         l = cuda.local.array(RM, float32)              # this thread's part of the row sum
-        tid = cuda.threadIdx.x
-        ty = tid // TX
-        tx = tid - ty * TX
-        q0 = cuda.blockIdx.x * BLOCK
-        b = cuda.blockIdx.y
+        tid, ty, tx, q0, b = place()
         n_keys = k.shape[1]
         fill_acc(acc, ZERO)
         fill_rows(m, NEG_INF)
@@ -259,11 +291,8 @@ def _make_forward(head, masked, t):
                 mx = NEG_INF
                 for j in range(CN):
                     col = k0 + tx + TX * j
-                    x = s[i * CN + j]
-                    if masked:
-                        x += region[uint64((ty + TY * i) * LP + tx + TX * j)]
-                    if col >= n_keys or (is_causal != 0 and col > row):
-                        x = NEG_INF
+                    x = _score(s[i * CN + j], region, (ty + TY * i) * LP + tx + TX * j, masked,
+                               col, row, n_keys, is_causal)
                     s[i * CN + j] = x
                     mx = _nanmax(mx, x)
                 red[uint64((ty + TY * i) * TX + tx)] = mx
@@ -321,6 +350,7 @@ def _make_bwd_dq(head, masked, t):
     stage_mask = _mask_stager(BLOCK, BN, LP, False)
     ds_k = _mma(RM, OC, BN, TY * LP, 1, TX, LK)
     fill_s, fill_acc = _fill(RM * CN), _fill(RM * OC)
+    place = _placer(TX)
 
     def bwd_dq(q, k, v, mask, gout, lse, delta, gq, scale, is_causal):
         region = cuda.shared.array(REGION, float32)    # Q/dO/K/V chunks, then dS
@@ -330,21 +360,12 @@ def _make_bwd_dq(head, masked, t):
         acc = cuda.local.array(ACC_SIZE, float32)
         lse_r = cuda.local.array(RM, float32)
         delta_r = cuda.local.array(RM, float32)
-        tid = cuda.threadIdx.x
-        ty = tid // TX
-        tx = tid - ty * TX
-        q0 = cuda.blockIdx.x * BLOCK
-        b = cuda.blockIdx.y
+        tid, ty, tx, q0, b = place()
         n_keys = k.shape[1]
         fill_acc(acc, ZERO)
         for i in range(RM):
             row = q0 + ty + TY * i
-            lse_r[i] = POS_INF                          # padding and fully masked rows: P = 0
-            delta_r[i] = ZERO
-            if row < q.shape[1]:
-                delta_r[i] = delta[b, row]
-                if lse[b, row] != NEG_INF:
-                    lse_r[i] = lse[b, row]
+            lse_r[i], delta_r[i] = _row_stats(lse, delta, b, row, q.shape[1])
         key_end = min(n_keys, q0 + BLOCK) if is_causal != 0 else n_keys
         for k0 in range(0, key_end, BN):
             stage_k(k, b, k0, 0, ONE, ks, 0, tid)
@@ -358,12 +379,8 @@ def _make_bwd_dq(head, masked, t):
                 row = q0 + ty + TY * i
                 for j in range(CN):
                     col = k0 + tx + TX * j
-                    x = s[i * CN + j]
                     at = uint64((ty + TY * i) * LP + tx + TX * j)
-                    if masked:
-                        x += region[at]
-                    if col >= n_keys or (is_causal != 0 and col > row):
-                        x = NEG_INF
+                    x = _score(s[i * CN + j], region, at, masked, col, row, n_keys, is_causal)
                     p = math.exp(x - lse_r[i])
                     region[at] = p * (dp[i * CN + j] - delta_r[i])
             cuda.syncthreads()
@@ -393,6 +410,7 @@ def _make_bwd_dkdv(head, masked, t):
     stage_mask = _mask_stager(BLOCK, BQ, LP, True)
     update = _mma(RM, OC, BQ, TY * LP, 1, TX, E)
     fill_s, fill_acc = _fill(RM * CN), _fill(RM * OC)
+    place = _placer(TX)
 
     def bwd_dkdv(q, k, v, mask, gout, lse, delta, gk, gv, scale, is_causal):
         region = cuda.shared.array(REGION, float32)    # K/V/Q/dO chunks, then P^T and dS^T
@@ -401,11 +419,7 @@ def _make_bwd_dkdv(head, masked, t):
         dp = cuda.local.array(S_SIZE, float32)
         gk_acc = cuda.local.array(ACC_SIZE, float32)
         gv_acc = cuda.local.array(ACC_SIZE, float32)
-        tid = cuda.threadIdx.x
-        ty = tid // TX
-        tx = tid - ty * TX
-        k0 = cuda.blockIdx.x * BLOCK
-        b = cuda.blockIdx.y
+        tid, ty, tx, k0, b = place()
         n_queries = q.shape[1]
         n_keys = k.shape[1]
         fill_acc(gk_acc, ZERO)
@@ -421,20 +435,11 @@ def _make_bwd_dkdv(head, masked, t):
                 cuda.syncthreads()
             for j in range(CN):
                 col = i0 + tx + TX * j                 # a query
-                lse_c = POS_INF                         # padding and fully masked rows: P = 0
-                delta_c = ZERO
-                if col < n_queries:
-                    delta_c = delta[b, col]
-                    if lse[b, col] != NEG_INF:
-                        lse_c = lse[b, col]
+                lse_c, delta_c = _row_stats(lse, delta, b, col, n_queries)
                 for i in range(RM):
                     row = k0 + ty + TY * i             # a key
-                    x = s[i * CN + j]
                     at = (ty + TY * i) * LP + tx + TX * j
-                    if masked:
-                        x += region[uint64(at)]
-                    if row >= n_keys or (is_causal != 0 and row > col):
-                        x = NEG_INF
+                    x = _score(s[i * CN + j], region, at, masked, row, col, n_keys, is_causal)
                     p = math.exp(x - lse_c)
                     region[uint64(at)] = p
                     region[uint64(DS_OFF + at)] = p * (dp[i * CN + j] - delta_c)

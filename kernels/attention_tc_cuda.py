@@ -277,22 +277,38 @@ def _mask_stager(rows, cols):
     return stage
 
 
-def _pair_loader(stage, settle, stage_mask, staged, double):
-    """(load, prefetch) for a streamed pair of tiles (K and V) in buffers xss, yss (NB x rows x
-    words: ``double``, two buffers, else one), with ``_stager``'s stage and settle.
+@cuda.jit(device=True, inline="always")
+def _nothing_beside(beside, b, r0, p, tid):
+    pass
 
-    ``load(x, y, b, r0, nxt, xss, yss, p, mask, bm, m_r0, m_c0, ms, tid)`` makes buffer p hold
-    rows r0.. of x and y. Single-buffered: a barrier (every thread is done with the tiles),
-    the copies and, when ``staged``, the mask tile at (m_r0, m_c0) into ms, the wait, a
-    barrier (every thread's copies landed). Double-buffered (no mask tile): the tile was staged
-    by the one before it (or ``prefetch``); the wait, a barrier (every thread's copies landed
-    and every thread is done with the other buffer), then the copies of rows nxt.. (nxt >= 0)
-    into the other buffer, in flight while this tile computes.
-    ``prefetch(x, y, b, r0, xss, yss, p, tid)`` issues rows r0.. into buffer p (the first tile)."""
+
+def _pair_loader(stage, settle, stage_mask, staged, double, stage_beside=_nothing_beside):
+    """(load, prefetch) for a streamed pair of tiles (K and V; Q and dO in dK/dV) in buffers
+    xss, yss (NB x rows x words: ``double``, two buffers, else one), with ``_stager``'s stage and
+    settle, and ``stage_beside(beside, b, r0, p, tid)``, which stores whatever else buffer p
+    holds for rows r0.. (dK/dV: the queries' lse and delta rows) after the pair's copies are
+    issued (nothing by default).
+
+    ``load(x, y, b, r0, nxt, xss, yss, p, mask, bm, m_r0, m_c0, ms, tid, beside)`` makes buffer
+    p hold rows r0.. of x and y. Single-buffered: a barrier (every thread is done with the
+    tiles), the copies and, when ``staged``, the mask tile at (m_r0, m_c0) into ms, the rows
+    beside, the wait, a barrier (every thread's copies landed). Double-buffered (no mask tile):
+    the tile was staged by the one before it (or ``prefetch``); the wait, a barrier (every
+    thread's copies landed and every thread is done with the other buffer), then the copies of
+    rows nxt.. (nxt >= 0) and their rows beside into the other buffer, in flight while this
+    tile computes.
+    ``prefetch(x, y, b, r0, xss, yss, p, tid, beside)`` issues rows r0.. into buffer p (the
+    first tile)."""
     assert not (double and staged)
 
     @cuda.jit(device=True, inline="always")
-    def load(x, y, b, r0, nxt, xss, yss, p, mask, bm, m_r0, m_c0, ms, tid):
+    def prefetch(x, y, b, r0, xss, yss, p, tid, beside):
+        stage(x, b, r0, xss[p], tid)
+        stage(y, b, r0, yss[p], tid)
+        stage_beside(beside, b, r0, p, tid)
+
+    @cuda.jit(device=True, inline="always")
+    def load(x, y, b, r0, nxt, xss, yss, p, mask, bm, m_r0, m_c0, ms, tid, beside):
         xs, ys = xss[p], yss[p]
         if double:
             mma.cp_async_wait_all()
@@ -300,23 +316,18 @@ def _pair_loader(stage, settle, stage_mask, staged, double):
             settle(ys, tid)
             cuda.syncthreads()
             if nxt >= 0:
-                stage(x, b, nxt, xss[1 - p], tid)
-                stage(y, b, nxt, yss[1 - p], tid)
+                prefetch(x, y, b, nxt, xss, yss, 1 - p, tid, beside)
         else:
             cuda.syncthreads()
             stage(x, b, r0, xs, tid)
             stage(y, b, r0, ys, tid)
             if staged:
                 stage_mask(mask, bm, m_r0, m_c0, ms, tid)
+            stage_beside(beside, b, r0, p, tid)
             mma.cp_async_wait_all()
             settle(xs, tid)
             settle(ys, tid)
             cuda.syncthreads()
-
-    @cuda.jit(device=True, inline="always")
-    def prefetch(x, y, b, r0, xss, yss, p, tid):
-        stage(x, b, r0, xss[p], tid)
-        stage(y, b, r0, yss[p], tid)
 
     return load, prefetch
 
@@ -665,7 +676,7 @@ def _make_forward(head, masked, kind):
             k, v, mask, kss, vss, ms, qf, s, o, stats, b, bm, q0, row_a, row_b, t, \
                 scale_log2, is_causal, n_keys = ctx
             ks, vs = kss[p], vss[p]
-            load_kv(k, v, b, k0, nxt, kss, vss, p, mask, bm, q0, k0, ms, tz)
+            load_kv(k, v, b, k0, nxt, kss, vss, p, mask, bm, q0, k0, ms, tz, None)
             fill_s(s, ZERO)
             for kk in range(KS):
                 for j in range(0, NT, 2):
@@ -717,7 +728,7 @@ def _make_forward(head, masked, kind):
     @cuda.jit(device=True, inline="always")
     def prefetch(ctx, k0, p, tid):
         k, v, _, kss, vss, _, _, _, _, _, b, _, _, _, _, _, _, _, _ = ctx
-        prefetch_kv(k, v, b, k0, kss, vss, p, tid)
+        prefetch_kv(k, v, b, k0, kss, vss, p, tid, None)
 
     sweep = _sweep(make_tile(False), make_tile(True), BN, prefetch if double else None)
 
@@ -797,7 +808,7 @@ def _make_bwd_dq(head, masked, kind):
             k, v, mask, qs, dos, kss, vss, ms, s, dp, acc, b, bm, q0, warp, row_a, row_b, t, \
                 lse_a, lse_b, delta_a, delta_b, scale_log2, is_causal, n_keys = ctx
             ks, vs = kss[p], vss[p]
-            load_kv(k, v, b, k0, nxt, kss, vss, p, mask, bm, q0, k0, ms, tz)
+            load_kv(k, v, b, k0, nxt, kss, vss, p, mask, bm, q0, k0, ms, tz, None)
             fill_s(s, ZERO)
             fill_s(dp, ZERO)
             scores(s, qs, warp * 16, ks, lz)
@@ -818,7 +829,7 @@ def _make_bwd_dq(head, masked, kind):
     @cuda.jit(device=True, inline="always")
     def prefetch(ctx, k0, p, tid):
         k, v, _, _, _, kss, vss = ctx[:7]
-        prefetch_kv(k, v, ctx[11], k0, kss, vss, p, tid)
+        prefetch_kv(k, v, ctx[11], k0, kss, vss, p, tid, None)
 
     sweep = _sweep(make_tile(False), make_tile(True), BN, prefetch if double else None)
 
@@ -859,10 +870,18 @@ def _make_bwd_dkdv(head, masked, kind):
     (stage_keys, settle_keys), (stage_rows, settle_rows) = (_stager(BLOCK, W, kind),
                                                            _stager(BM, W, kind))
     staged, MS = _mask_tile(masked, BM, BLOCK, (2 * BLOCK + 2 * BM) * LDW * 4 + 8 * BM)
-    stage_mask = _mask_stager(BM, BLOCK)
     # double-buffered Q/dO (and row stats) where they fit: unmasked builds, as the forward
     double = not masked and (2 * BLOCK + 4 * BM) * LDW * 4 + 16 * BM <= SHARED_LIMIT
     NB = 2 if double else 1
+
+    @cuda.jit(device=True, inline="always")
+    def stage_row_stats(row_stats, b, i0, p, tid):
+        lse, delta, lse_ss, delta_ss = row_stats
+        if tid < BM:
+            lse_ss[p, tid], delta_ss[p, tid] = _row_stats(lse, delta, b, i0 + tid)
+
+    load_rows, prefetch_rows = _pair_loader(stage_rows, settle_rows, _mask_stager(BM, BLOCK),
+                                            staged, double, stage_row_stats)
     fill_o, fill_s = _fill(4 * OT), _fill(4 * NT)
     scores = _products(NT, KS, _word_mma(kind))
     update = _register_products(OT, PK, kind)
@@ -878,29 +897,8 @@ def _make_bwd_dkdv(head, masked, kind):
             q, gout, lse, delta, mask, ks, vs, qss, doss, ms, lse_ss, delta_ss, st, dpt, \
                 gk_acc, gv_acc, b, bm, k0, warp, key_a, key_b, t, scale_log2, is_causal = ctx
             qs, dos, lse_s, delta_s = qss[p], doss[p], lse_ss[p], delta_ss[p]
-            if double:                  # staged by the tile before (or prefetch), as forward
-                mma.cp_async_wait_all()
-                settle_rows(qs, tz)
-                settle_rows(dos, tz)
-                cuda.syncthreads()
-                if nxt >= 0:
-                    stage_rows(q, b, nxt, qss[1 - p], tz)
-                    stage_rows(gout, b, nxt, doss[1 - p], tz)
-                    if tz < BM:
-                        lse_ss[1 - p, tz], delta_ss[1 - p, tz] = _row_stats(lse, delta, b,
-                                                                             nxt + tz)
-            else:
-                cuda.syncthreads()
-                stage_rows(q, b, i0, qs, tz)
-                stage_rows(gout, b, i0, dos, tz)
-                if staged:
-                    stage_mask(mask, bm, i0, k0, ms, tz)
-                if tz < BM:
-                    lse_s[tz], delta_s[tz] = _row_stats(lse, delta, b, i0 + tz)
-                mma.cp_async_wait_all()
-                settle_rows(qs, tz)
-                settle_rows(dos, tz)
-                cuda.syncthreads()
+            load_rows(q, gout, b, i0, nxt, qss, doss, p, mask, bm, i0, k0, ms, tz,
+                      (lse, delta, lse_ss, delta_ss))
             fill_s(st, ZERO)
             fill_s(dpt, ZERO)
             scores(st, ks, warp * 16, qs, lz)
@@ -925,11 +923,7 @@ def _make_bwd_dkdv(head, masked, kind):
     @cuda.jit(device=True, inline="always")
     def prefetch(ctx, i0, p, tid):
         q, gout, lse, delta, _, _, _, qss, doss, _, lse_ss, delta_ss = ctx[:12]
-        b = ctx[16]
-        stage_rows(q, b, i0, qss[p], tid)
-        stage_rows(gout, b, i0, doss[p], tid)
-        if tid < BM:
-            lse_ss[p, tid], delta_ss[p, tid] = _row_stats(lse, delta, b, i0 + tid)
+        prefetch_rows(q, gout, ctx[16], i0, qss, doss, p, tid, (lse, delta, lse_ss, delta_ss))
 
     sweep = _sweep(make_tile(False), make_tile(True), BM, prefetch if double else None)
 

@@ -70,6 +70,42 @@ def threads_for(bm):
     return bm * BN // (TM * TN)
 
 
+def _quotient(idx):
+    """quotient(a, b) of non-negative grid figures (groups, phases, splits): a 32-bit unsigned
+    division in an ``idx`` = int32 build; an int64 build keeps its signed one (outside loops,
+    and ptxas gives it fewer registers that way)."""
+
+    @cuda.jit(device=True, inline="always")
+    def quotient(a, b):
+        if idx == int32:
+            return idx(uint32(a) // uint32(b))
+        return idx(a // b)
+    return quotient
+
+
+def _gemm_block(idx, bm, bn):
+    """block(phases, N): (z, phase, g, R, Hg, Wg, HWg, P, m0, p0) of this block of a gemm kernel
+    (the SIMT one below, conv_tc_cuda's): grid z = phase * G + g (group g), R the phase's tap
+    count and (Hg, Wg) its pixel grid (a row of ``phases`` is (R, a, b, Hg, Wg)), P its N * Hg *
+    Wg pixels, and the block's first output row m0 and pixel p0 (tiles of bm x bn), in ``idx``
+    integers."""
+    quotient = _quotient(idx)
+    U = uint32 if idx == int32 else uint64
+
+    @cuda.jit(device=True, inline="always")
+    def block(phases, N):
+        G = quotient(cuda.gridDim.z, phases.shape[0])
+        z = idx(cuda.blockIdx.z)
+        phase = quotient(cuda.blockIdx.z, G)
+        g = idx(z - phase * G)
+        R = idx(phases[U(phase), 0])
+        Hg, Wg = idx(phases[U(phase), 3]), idx(phases[U(phase), 4])
+        HWg = idx(Hg * Wg)
+        return (z, phase, g, R, Hg, Wg, HWg, idx(N * HWg), idx(cuda.blockIdx.y * bm),
+                idx(cuda.blockIdx.x * bn))
+    return block
+
+
 @functools.lru_cache(maxsize=None)
 def _kernels(acc, idx, bm):
     """(gemm, grad_weight) accumulating in ``acc``, indexing in ``idx``, with BM = ``bm``."""
@@ -94,14 +130,8 @@ def _kernels(acc, idx, bm):
     U = uint32 if idx == int32 else uint64
     S = uint32
 
-    @cuda.jit(device=True, inline="always")
-    def quotient(a, b):
-        # non-negative grid figures (groups, phases, splits): a 32-bit unsigned division in the
-        # int32 build; the int64 build keeps its signed one (outside loops, and ptxas gives it
-        # fewer registers that way)
-        if idx == int32:
-            return idx(uint32(a) // uint32(b))
-        return idx(a // b)
+    quotient = _quotient(idx)
+    gemm_block = _gemm_block(idx, bm, BN)
 
     @cuda.jit(device=True, inline="always")
     def divmod_(a, b):
@@ -188,16 +218,7 @@ def _kernels(acc, idx, bm):
         # origin and pixel grid. x, y, wt (Z, Rw, Mp) and taps (phases, 3, Rt) arrive flat; tap r
         # of a phase is (flat x offset, row offset, column offset).
         tid = S(cuda.threadIdx.x)
-        G = quotient(cuda.gridDim.z, phases.shape[0])
-        z = idx(cuda.blockIdx.z)
-        phase = quotient(cuda.blockIdx.z, G)
-        g = idx(z - phase * G)
-        R = idx(phases[U(phase), 0])
-        Hg, Wg = idx(phases[U(phase), 3]), idx(phases[U(phase), 4])
-        HWg = idx(Hg * Wg)
-        P = idx(N * HWg)
-        m0 = idx(cuda.blockIdx.y * bm)
-        p0 = idx(cuda.blockIdx.x * BN)
+        z, phase, g, R, Hg, Wg, HWg, P, m0, p0 = gemm_block(phases, N)
         if p0 >= P:
             return                      # a phase with fewer pixels than the largest one
         a_s = cuda.shared.array((2, BK, A_COLS), acc)

@@ -148,6 +148,7 @@ def _kernels(kind, bm, cw=CHUNK_WORDS[0]):
     WA_LOADS = bm // W_STEP
     WB_LOADS = BN // W_STEP
     U = uint32
+    gemm_block = conv_cuda._gemm_block(int32, bm, BN)
 
     if kind == "tf32":
         @cuda.jit(device=True, inline="always")
@@ -267,16 +268,7 @@ def _kernels(kind, bm, cw=CHUNK_WORDS[0]):
         # column, 0) per chunk of the reduction, R words in all; y float32 or half bits.
         tid = U(cuda.threadIdx.x)
         lane, warp = tid & U(31), tid >> U(5)
-        G = cuda.gridDim.z // phases.shape[0]
-        z = int32(cuda.blockIdx.z)
-        phase = int32(z // G)
-        g = int32(z - phase * G)
-        R = int32(phases[U(phase), 0])
-        Hg, Wg = int32(phases[U(phase), 3]), int32(phases[U(phase), 4])
-        HWg = int32(Hg * Wg)
-        P = int32(N * HWg)
-        m0 = int32(cuda.blockIdx.y * bm)
-        p0 = int32(cuda.blockIdx.x * BN)
+        z, phase, g, R, Hg, Wg, HWg, P, m0, p0 = gemm_block(phases, N)
         if p0 >= P:
             return                      # a phase with fewer pixels than the largest one
         a_s = cuda.shared.array((A_SHARED, KWP), uint32, alignment=ALIGN)

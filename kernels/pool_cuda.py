@@ -53,35 +53,61 @@ def _make_kernels(acc):
     """The pooling kernels with ``acc`` (a Numba float type) as the accumulator type."""
 
     @cuda.jit(device=True, inline="always")
-    def split(t, rows, cols, mp, sp, mc, sc):
-        """A flat thread index -> (plane, row, column) of a (P, rows, cols) array. Divides by
-        multiplying with ``_magic`` numbers (mp, sp) for rows * cols and (mc, sc) for cols: no
-        division subroutine."""
+    def split(t, a, mp, sp, mc, sc):
+        """A flat thread index -> (plane, row, column) of the (P, rows, cols) array a. Divides
+        by multiplying with ``_magic`` numbers (mp, sp) for rows * cols and (mc, sc) for cols:
+        no division subroutine."""
+        rows, cols = a.shape[1], a.shape[2]
         plane = (t * mp) >> sp
         r = t - plane * (rows * cols)
         row = (r * mc) >> sc
         return plane, row, r - row * cols
 
-    @cuda.jit
-    def max_fwd(x, y, argmax, kh, kw, sh, sw, ph, pw, dh, dw, mp, sp, mc, sc):
-        t = cuda.grid(1)
-        P, H, W = x.shape
-        Ho, Wo = y.shape[1], y.shape[2]
-        if t < P * Ho * Wo:
-            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
-            h0, w0 = oh * sh - ph, ow * sw - pw
-            best = acc(-math.inf)
-            arg = -1
+    def window_walk(visit):
+        """walk(state, a, p, h0, w0, kh, kw, dh, dw): ``state = visit(state, a, p, h, w,
+        cell)`` for every cell of the dilated kh x kw window from (h0, w0) that lies inside
+        plane p of ``a`` (cell = i * kw + j, its offset in the window); the last state."""
+
+        @cuda.jit(device=True, inline="always")
+        def walk(state, a, p, h0, w0, kh, kw, dh, dw):
+            H, W = a.shape[1], a.shape[2]
             for i in range(kh):
                 h = h0 + i * dh
                 if 0 <= h < H:
                     for j in range(kw):
                         w = w0 + j * dw
                         if 0 <= w < W:
-                            v = acc(x[p, h, w])     # float16 compared in float32
-                            if arg < 0 or v > best or v != v:    # NaN wins, as in PyTorch
-                                best = v
-                                arg = i * kw + j
+                            state = visit(state, a, p, h, w, i * kw + j)
+            return state
+        return walk
+
+    @cuda.jit(device=True, inline="always")
+    def keep_max(best_arg, x, p, h, w, cell):
+        """(best, arg) after cell (h, w): its value when larger, or NaN (NaN wins, as in
+        PyTorch), or the first cell; float16 compared in float32."""
+        best, arg = best_arg
+        v = acc(x[p, h, w])
+        if arg < 0 or v > best or v != v:
+            best = v
+            arg = cell
+        return best, arg
+
+    @cuda.jit(device=True, inline="always")
+    def route(grad_arg, gx, p, h, w, cell):
+        """Write cell (h, w) of gx: the gradient where the cell is the argmax, else 0."""
+        g, k = grad_arg
+        gx[p, h, w] = g if cell == k else acc(0)
+        return grad_arg
+
+    max_of_window, route_window = window_walk(keep_max), window_walk(route)
+
+    @cuda.jit
+    def max_fwd(x, y, argmax, kh, kw, sh, sw, ph, pw, dh, dw, mp, sp, mc, sc):
+        t = cuda.grid(1)
+        if t < y.size:
+            p, oh, ow = split(t, y, mp, sp, mc, sc)
+            best, arg = max_of_window((acc(-math.inf), -1), x, p, oh * sh - ph, ow * sw - pw,
+                                      kh, kw, dh, dw)
             y[p, oh, ow] = best                 # -inf for a window that holds only padding
             argmax[p, oh, ow] = max(arg, 0)
 
@@ -90,9 +116,8 @@ def _make_kernels(acc):
         """Average and adaptive average: each output sums its window, cells [lo, hi) per axis
         from the host tables, and scales by the per-axis reciprocal divisors."""
         t = cuda.grid(1)
-        Ho, Wo = y.shape[1], y.shape[2]
-        if t < x.shape[0] * Ho * Wo:
-            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
+        if t < y.size:
+            p, oh, ow = split(t, y, mp, sp, mc, sc)
             total = acc(0)
             w0, w1 = cols[0, ow], cols[1, ow]
             for h in range(rows[0, oh], rows[1, oh]):
@@ -104,30 +129,18 @@ def _make_kernels(acc):
     def max_bwd_scatter(gy, argmax, gx, kh, kw, sh, sw, ph, pw, dh, dw, mp, sp, mc, sc):
         """Non-overlapping windows: each output window writes all of its cells."""
         t = cuda.grid(1)
-        P, H, W = gx.shape
-        Ho, Wo = gy.shape[1], gy.shape[2]
-        if t < P * Ho * Wo:
-            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
-            g = acc(gy[p, oh, ow])
-            k = argmax[p, oh, ow]
-            zero = acc(0)
-            h0, w0 = oh * sh - ph, ow * sw - pw
-            for i in range(kh):
-                h = h0 + i * dh
-                if 0 <= h < H:
-                    for j in range(kw):
-                        w = w0 + j * dw
-                        if 0 <= w < W:
-                            gx[p, h, w] = g if i * kw + j == k else zero
+        if t < gy.size:
+            p, oh, ow = split(t, gy, mp, sp, mc, sc)
+            route_window((acc(gy[p, oh, ow]), argmax[p, oh, ow]), gx, p, oh * sh - ph,
+                         ow * sw - pw, kh, kw, dh, dw)
 
     @cuda.jit
     def mean_bwd_scatter(gy, gx, kh, kw, sh, sw, ph, pw, inv_rows, inv_cols, mp, sp, mc, sc):
         """Non-overlapping windows: each output window spreads its share over its cells."""
         t = cuda.grid(1)
-        P, H, W = gx.shape
-        Ho, Wo = gy.shape[1], gy.shape[2]
-        if t < P * Ho * Wo:
-            p, oh, ow = split(t, Ho, Wo, mp, sp, mc, sc)
+        H, W = gx.shape[1], gx.shape[2]
+        if t < gy.size:
+            p, oh, ow = split(t, gy, mp, sp, mc, sc)
             g = acc(gy[p, oh, ow]) * inv_rows[oh] * inv_cols[ow]
             h0, w0 = oh * sh - ph, ow * sw - pw
             for h in range(max(h0, 0), min(h0 + kh, H)):
@@ -139,9 +152,8 @@ def _make_kernels(acc):
                        mp, sp, mc, sc):
         """Overlapping windows: each input pixel sums the gradients routed to it."""
         t = cuda.grid(1)
-        P, H, W = gx.shape
-        if t < P * H * W:
-            p, h, w = split(t, H, W, mp, sp, mc, sc)
+        if t < gx.size:
+            p, h, w = split(t, gx, mp, sp, mc, sc)
             total = acc(0)
             oh, i = rows[0, h], rows[2, h]
             for _ in range(rows[1, h]):
@@ -159,9 +171,8 @@ def _make_kernels(acc):
     def mean_bwd_gather(gy, gx, rows, cols, inv_rows, inv_cols, mp, sp, mc, sc):
         """Overlapping windows (or bins): each input pixel sums its windows' shares."""
         t = cuda.grid(1)
-        P, H, W = gx.shape
-        if t < P * H * W:
-            p, h, w = split(t, H, W, mp, sp, mc, sc)
+        if t < gx.size:
+            p, h, w = split(t, gx, mp, sp, mc, sc)
             total = acc(0)
             o0, o1 = cols[0, w], cols[0, w] + cols[1, w]
             for oh in range(rows[0, h], rows[0, h] + rows[1, h]):
