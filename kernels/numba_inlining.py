@@ -16,18 +16,17 @@ every kernel and target of ``python -m gpudl.kernels --check``: benchmarks/RESUL
 
 import copy
 
-from numba.cuda.core import inline_closurecall, ir
-
 
 class _BlockCopier:
     """Stands in for the ``copy`` module inside ``inline_closurecall`` (used there only to copy
     a callee's blocks): while ``memos`` is set, blocks of one scope share one memo."""
 
-    def __init__(self):
+    def __init__(self, block_type):
+        self.block_type = block_type
         self.memos = None         # id(scope) -> memo, during one inline_ir call
 
     def deepcopy(self, value, memo=None):
-        if memo is None and self.memos is not None and isinstance(value, ir.Block):
+        if memo is None and self.memos is not None and isinstance(value, self.block_type):
             memo = self.memos.setdefault(id(value.scope), {})   # the memo keeps the scope alive
         return copy.deepcopy(value, memo)
 
@@ -46,16 +45,33 @@ def _with_shared_memos(inline_ir, copier):
     return inline_ir_sharing_scope_copies
 
 
+def _inliner():
+    """numba-cuda's inlining module, or None where it is not laid out as in 0.30 (no
+    ``InlineWorker.inline_ir``, or no ``copy`` module of its own to stand in for)."""
+    try:
+        from numba.cuda.core import inline_closurecall
+    except ImportError:
+        return None
+    worker = getattr(inline_closurecall, "InlineWorker", None)
+    if not hasattr(worker, "inline_ir") or not hasattr(inline_closurecall, "copy"):
+        return None
+    return inline_closurecall
+
+
 def apply():
-    """Install the shared-memo block copy (once; later calls do nothing)."""
-    worker = inline_closurecall.InlineWorker
-    if isinstance(inline_closurecall.copy, _BlockCopier):
+    """Install the shared-memo block copy, once. On a numba-cuda laid out otherwise do nothing:
+    kernels then compile as slowly as before, to the same code (and ``applied()`` says so: a
+    test fails there)."""
+    inliner = _inliner()
+    if inliner is None or isinstance(inliner.copy, _BlockCopier):
         return
-    copier = _BlockCopier()
-    worker.inline_ir = _with_shared_memos(worker.inline_ir, copier)
-    inline_closurecall.copy = copier
+    from numba.cuda.core import ir
+    copier = _BlockCopier(ir.Block)
+    inliner.InlineWorker.inline_ir = _with_shared_memos(inliner.InlineWorker.inline_ir, copier)
+    inliner.copy = copier
 
 
 def applied():
-    """Whether ``apply()`` has run in this process."""
-    return isinstance(inline_closurecall.copy, _BlockCopier)
+    """Whether ``apply()`` has installed the shared-memo copy in this process."""
+    inliner = _inliner()
+    return inliner is not None and isinstance(inliner.copy, _BlockCopier)

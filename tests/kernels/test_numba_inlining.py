@@ -71,7 +71,7 @@ def test_blocks_of_one_copy_share_one_scope_copy():
     from numba.cuda.compiler import run_frontend
     blocks = run_frontend(_nested_inlines.py_func).blocks
     assert len(blocks) > 1 and len({id(b.scope) for b in blocks.values()}) == 1
-    copier = numba_inlining._BlockCopier()
+    copier = numba_inlining._BlockCopier(ir.Block)
     copier.memos = {}
     first = {label: copier.deepcopy(block) for label, block in blocks.items()}
     second = {label: copier.deepcopy(block) for label, block in first.items()}
