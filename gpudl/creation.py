@@ -113,32 +113,33 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False):
                     requires_grad)
 
 
-def randn(*size, dtype=None, device=None, requires_grad=False):
-    """Standard normal samples from the device's generator (see manual_seed)."""
-    return _factory("randn", lambda xp, s, d, dev: random.normal(s, d, dev), size, dtype, device,
-                    requires_grad)
+def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    """Standard normal samples from the device's generator (see manual_seed), or from
+    ``generator`` (a gd.Generator)."""
+    return _factory("randn", lambda xp, s, d, dev: random.normal(s, d, dev, generator), size,
+                    dtype, device, requires_grad)
 
 
-def rand(*size, dtype=None, device=None, requires_grad=False):
-    """Uniform samples in [0, 1)."""
-    return _factory("rand", lambda xp, s, d, dev: random.uniform(s, d, dev), size, dtype, device,
-                    requires_grad)
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    """Uniform samples in [0, 1), from the device's generator or ``generator``."""
+    return _factory("rand", lambda xp, s, d, dev: random.uniform(s, d, dev, source=generator),
+                    size, dtype, device, requires_grad)
 
 
-def randint(low, high=None, size=(), dtype=None, device=None):
+def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None):
     if high is None:
         low, high = 0, low
     if high <= low:
         raise ValueError(f"randint: expected low < high, got low={low}, high={high}")
-    return _factory("randint", lambda xp, s, d, dev: random.integers(low, high, s, dev).astype(d),
-                    (size,), dtype or dtypes.int64, device, False)
+    return _factory("randint", lambda xp, s, d, dev: random.integers(
+        low, high, s, dev, generator).astype(d), (size,), dtype or dtypes.int64, device, False)
 
 
-def randperm(n, dtype=None, device=None):
+def randperm(n, *, generator=None, dtype=None, device=None):
     if n < 0:
         raise ValueError(f"randperm: n must be non-negative, got {n}")
-    return _factory("randperm", lambda xp, s, d, dev: random.permutation(n, dev).astype(d),
-                    (n,), dtype or dtypes.int64, device, False)
+    return _factory("randperm", lambda xp, s, d, dev: random.permutation(
+        n, dev, generator).astype(d), (n,), dtype or dtypes.int64, device, False)
 
 
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):

@@ -9,19 +9,20 @@ _generators = {}
 
 def manual_seed(seed):
     """Seed every device's generator: the same seed gives the same numbers on the same device."""
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"manual_seed: seed must be an int, got {type(seed).__name__}")
-    seed = int(seed) & 0xFFFF_FFFF_FFFF_FFFF
+    seed = manual_seed_value(seed, "manual_seed")
     _generators.clear()
     _generators["seed"] = seed
     return seed
 
 
-def generator(device):
-    """The generator for ``device`` (a numpy.random.Generator or cupy.random.Generator)."""
+def generator(device, source=None):
+    """The generator for ``device`` (a numpy.random.Generator or cupy.random.Generator): that of
+    ``source`` (a ``gd.Generator``, passed as ``generator=``) when given, else the global one."""
     if device == "cuda" and backend.capture_guard is not None and backend._cupy is not None:
         backend.capture_guard("random numbers on the GPU (dropout, rand, randn, ...)",
                               "are not known to advance at each replay of a CuPy graph")
+    if source is not None:
+        return _own_generator(source, device)
     gen = _generators.get(device)
     if gen is None:
         seed = _generators.get("seed")
@@ -30,15 +31,15 @@ def generator(device):
     return gen
 
 
-def normal(shape, dtype, device):
-    gen = generator(device)
+def normal(shape, dtype, device, source=None):
+    gen = generator(device, source)
     if dtype in (np.float32, np.float64):
         return gen.standard_normal(shape, dtype=dtype)
     return gen.standard_normal(shape, dtype=np.float32).astype(dtype)
 
 
-def uniform(shape, dtype, device, low=0.0, high=1.0):
-    gen = generator(device)
+def uniform(shape, dtype, device, low=0.0, high=1.0, source=None):
+    gen = generator(device, source)
     if dtype in (np.float32, np.float64):
         u = gen.random(shape, dtype=dtype)
     else:
@@ -48,12 +49,64 @@ def uniform(shape, dtype, device, low=0.0, high=1.0):
     return u.astype(dtype, copy=False)
 
 
-def integers(low, high, shape, device):
-    return generator(device).integers(low, high, size=shape, dtype=np.int64)
+def integers(low, high, shape, device, source=None):
+    return generator(device, source).integers(low, high, size=shape, dtype=np.int64)
 
 
-def permutation(n, device):
-    gen = generator(device)
+def permutation(n, device, source=None):
+    gen = generator(device, source)
     if hasattr(gen, "permutation"):
         return gen.permutation(n)
     return gen.random(n).argsort()        # CuPy's Generator has no permutation
+
+
+class Generator:
+    """torch.Generator: a random stream of its own for one device, passed as ``generator=`` to
+    randn, rand, randint, randperm, multinomial, bernoulli, normal and DataLoader; seeded by
+    ``manual_seed`` (the global ``gd.manual_seed`` leaves it alone)."""
+
+    def __init__(self, device="cpu"):
+        self.device = backend.DEVICE_OBJECTS[backend.check_device(device, "Generator")]
+        self._initial_seed = int(np.random.SeedSequence().entropy) & 0xFFFF_FFFF_FFFF_FFFF
+        self._rng = None
+
+    def manual_seed(self, seed):
+        """Restart this generator's stream from ``seed`` (an int); returns the generator."""
+        self._initial_seed = manual_seed_value(seed, "Generator.manual_seed")
+        self._rng = None
+        return self
+
+    def seed(self):
+        """Reseed from fresh entropy; returns the new seed."""
+        self._initial_seed = int(np.random.SeedSequence().entropy) & 0xFFFF_FFFF_FFFF_FFFF
+        self._rng = None
+        return self._initial_seed
+
+    def initial_seed(self):
+        """The seed this generator's stream started from."""
+        return self._initial_seed
+
+    def rng(self):
+        """The NumPy (cpu) or CuPy (cuda) generator behind this one."""
+        if self._rng is None:
+            self._rng = backend.xp_for(self.device.type).random.default_rng(self._initial_seed)
+        return self._rng
+
+    def __repr__(self):
+        return f"<gpudl.Generator device={self.device.type} initial_seed={self._initial_seed}>"
+
+
+def manual_seed_value(seed, where):
+    """``seed`` as a 64-bit unsigned int, refused unless an int."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"{where}: seed must be an int, got {type(seed).__name__}")
+    return int(seed) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _own_generator(source, device):
+    if not isinstance(source, Generator):
+        raise TypeError(f"generator must be a gpudl.Generator, got {type(source).__name__}")
+    if source.device.type != device:
+        raise RuntimeError(f"generator: a {source.device.type} Generator cannot draw numbers "
+                           f"for a tensor on {device}")
+    return source.rng()

@@ -26,10 +26,15 @@ def as_generator(generator, seed, where):
         generator = seed
     if generator is None or isinstance(generator, np.random.Generator):
         return generator
+    if isinstance(generator, random.Generator):     # gd.Generator: its cpu stream
+        if generator.device.type != "cpu":
+            raise RuntimeError(f"{where}: generator must be a cpu Generator, got one on "
+                               f"{generator.device.type}")
+        return generator.rng()
     if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
         return np.random.default_rng(int(generator))
-    raise TypeError(f"{where}: generator must be a numpy.random.Generator or an int seed, got "
-                    f"{type(generator).__name__}")
+    raise TypeError(f"{where}: generator must be a gd.Generator, a numpy.random.Generator or an "
+                    f"int seed, got {type(generator).__name__}")
 
 
 def draw_from(generator):

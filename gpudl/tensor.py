@@ -12,6 +12,7 @@ from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor_index import IndexMixin
 from .tensor_math import MathMixin, matmul, where  # noqa: F401  (re-exported)
+from .tensor_order import OrderMixin
 from .tensor_shape import ShapeMixin, _index_arrays, ints_first
 
 
@@ -21,7 +22,7 @@ def _device_of(array):
     return backend.DEFAULT_DEVICE if backend.SIMULATOR else "cpu"
 
 
-class Tensor(MathMixin, ShapeMixin, IndexMixin):
+class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     """An n-dimensional array with reverse-mode autograd (PyTorch's Tensor API)."""
 
     __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_out_index", "_device",

@@ -220,6 +220,85 @@ class IndexMixin:
                              f"{self.shape}")
         return S.Triangle.apply(self, int(diagonal), upper)
 
+    def take_along_dim(self, indices, dim=None):
+        """Values at ``indices`` along ``dim``, the two broadcast against each other in the
+        other dims (torch.take_along_dim); with ``dim=None`` both are flattened."""
+        raw = _index_array("take_along_dim", indices, self)
+        if dim is None:
+            return self.reshape(-1).gather(0, T.Tensor._make(raw.reshape(-1), False, None, 0,
+                                                             self._device))
+        axis = normalize_axis(dim, self.ndim, "take_along_dim")
+        if raw.ndim != self.ndim:
+            raise ValueError(f"take_along_dim: indices must have as many dims as input "
+                             f"({self.ndim}), got shape {raw.shape}")
+        try:
+            shape = list(np.broadcast_shapes(_with(self.shape, axis, 1), _with(raw.shape, axis, 1)))
+        except ValueError:
+            raise ValueError(f"take_along_dim: input of shape {self.shape} and indices of shape "
+                             f"{raw.shape} do not broadcast outside dim {dim}") from None
+        source = self.expand(*_with(shape, axis, self.shape[axis]))
+        xp = backend.get_array_module(raw)
+        return source.gather(axis, xp.broadcast_to(raw, _with(shape, axis, raw.shape[axis])))
+
+    def index_fill(self, dim, index, value):
+        """A copy with the slices at the 1-D ``index`` along ``dim`` set to ``value`` (a number
+        or a 0-d tensor, which then gets the gradient of those slices)."""
+        if isinstance(value, T.Tensor) and value.ndim:
+            raise ValueError(f"index_fill: value must be a number or a 0-d tensor, got a tensor "
+                             f"of shape {value.shape}")
+        if not isinstance(value, (T.Tensor, int, float, bool, np.number)):
+            raise TypeError(f"index_fill: value must be a number or a 0-d tensor, got "
+                            f"{type(value).__name__}")
+        if self.ndim == 0:
+            return self.reshape(1).index_fill(0, index, value).reshape(())
+        axis = normalize_axis(dim, self.ndim, "index_fill")
+        rows = _index_array("index_fill", index, self, ndim=1).reshape(-1)
+        _check_rows("index_fill", rows, self.shape[axis])
+        shape = _with(self.shape, axis, rows.size)
+        if isinstance(value, T.Tensor):
+            fill = value.astype(self.dtype).expand(*shape)
+        else:
+            fill = T.Tensor._make(backend.xp_for(self._device).full(shape, value, self.dtype),
+                                  False, None, 0, self._device)
+        return S.IndexPut.apply(self, (slice(None),) * axis + (rows,), fill, False)
+
+    def nonzero(self, *, as_tuple=False):
+        """Indices of the nonzero elements: an int64 (count, ndim) tensor, or with
+        ``as_tuple`` one 1-D tensor per dim. Its size depends on the data: on the cuda device
+        this reads the device, as torch does."""
+        backend.count_read(self._data, "nonzero (a data-dependent size)")
+        xp = backend.get_array_module(self._data)
+        found = xp.nonzero(self._data if self.ndim else self._data.reshape(1))
+        found = [a.astype(np.int64, copy=False) for a in found]
+        if as_tuple:
+            return tuple(T.Tensor._make(a, False, None, 0, self._device) for a in found)
+        out = xp.stack(found, axis=1) if self.ndim else xp.zeros((found[0].size, 0), np.int64)
+        return T.Tensor._make(out, False, None, 0, self._device)
+
+    def repeat_interleave(self, repeats, dim=None, *, output_size=None):
+        """Each element (or slice along ``dim``) repeated ``repeats`` times in place, an int or
+        a 1-D tensor of one count per slice; ``dim=None`` works on the flattened tensor. Tensor
+        counts are read from the device (the output size depends on them), as torch does."""
+        source = self.reshape(-1) if dim is None else self
+        axis = 0 if dim is None else normalize_axis(dim, self.ndim, "repeat_interleave")
+        n = source.shape[axis] if source.ndim else 1
+        index = _repeated_positions(repeats, n, self._device, "repeat_interleave")
+        if output_size is not None and output_size != index.size:
+            raise ValueError(f"repeat_interleave: output_size is {output_size} but the repeats "
+                             f"add up to {index.size}")
+        if source.ndim == 0:
+            source = source.reshape(1)
+        return S.GetItem.apply(source, (slice(None),) * axis + (index,))
+
+    def diag(self, diagonal=0):
+        """A 1-D tensor as the ``diagonal``-th diagonal of a square matrix (zeros elsewhere), or
+        the ``diagonal``-th diagonal of a 2-D tensor as a 1-D tensor (torch.diag)."""
+        if self.ndim not in (1, 2):
+            raise ValueError(f"diag: input must be 1-D or 2-D, got shape {self.shape}")
+        if isinstance(diagonal, bool) or not isinstance(diagonal, (int, np.integer)):
+            raise TypeError(f"diag: diagonal must be an int, got {diagonal!r}")
+        return S.Diag.apply(self, int(diagonal))
+
 
 def _check_rows(op, rows, size):
     _check_index_range(op, rows, size, f"dim of size {size}")
@@ -242,3 +321,33 @@ def _ints(value, op):
         raise TypeError(f"{op}: expected ints, got {value!r}")
     return tuple(int(v) for v in values)
 
+
+
+def _with(shape, axis, size):
+    """``shape`` (a sequence) with ``size`` at ``axis``, as a tuple."""
+    shape = list(shape)
+    shape[axis] = size
+    return tuple(shape)
+
+
+def _repeated_positions(repeats, n, device, op):
+    """The int64 positions 0..n-1, position i repeated ``repeats`` (an int) or ``repeats[i]``
+    (a 1-D tensor; a one-element one for all) times, on ``device``."""
+    if isinstance(repeats, (int, np.integer)) and not isinstance(repeats, bool):
+        if repeats < 0:
+            raise ValueError(f"{op}: repeats must be non-negative, got {repeats}")
+        xp = backend.xp_for(device)
+        return xp.repeat(xp.arange(n, dtype=np.int64), int(repeats))    # no read of the device
+    if not isinstance(repeats, T.Tensor) or repeats.dtype.kind not in "iu" or repeats.ndim > 1:
+        raise TypeError(f"{op}: repeats must be an int or a 0-d/1-D integer tensor, got "
+                        f"{getattr(repeats, 'dtype', type(repeats).__name__)}"
+                        f"{getattr(repeats, 'shape', '')}")
+    counts = backend.to_numpy(repeats._data, f"{op} (the repeats decide the output size)")
+    counts = counts.reshape(-1)
+    if counts.size == 1:
+        counts = np.full(n, counts[0])
+    if counts.size != n:
+        raise ValueError(f"{op}: repeats must hold one count per slice ({n}), got {counts.size}")
+    if (counts < 0).any():
+        raise ValueError(f"{op}: repeats must be non-negative, got {counts.min()}")
+    return backend.to_device_array(np.repeat(np.arange(n, dtype=np.int64), counts), device)

@@ -5,6 +5,7 @@ Each method is a thin call into a Function of ``gpudl.ops``; the maths lives the
 
 from collections import namedtuple
 
+import ml_dtypes
 import numpy as np
 
 from .amp.autocast_mode import cast_inputs, state as _autocast
@@ -234,12 +235,7 @@ class MathMixin:
         """beta * self + alpha * (mat1 @ mat2); self broadcasts to the product's shape."""
         if _autocast.active:
             self, mat1, mat2 = cast_inputs("addmm", self, mat1, mat2)
-        product = mat1.mm(mat2)
-        product = product if alpha == 1 else product * alpha
-        if beta == 0:                              # torch ignores input (even nan) then
-            shape = np.broadcast_shapes(self.shape, product.shape)
-            return product if shape == product.shape else product.expand(*shape)
-        return (self if beta == 1 else self * beta) + product
+        return _add_product(self, mat1.mm(mat2), beta, alpha)
 
     def _floating(self):
         return self if is_floating(self.dtype) else self.astype(dtypes.DEFAULT_FLOAT)
@@ -395,6 +391,43 @@ class MathMixin:
         dim = dim if axis is None else axis
         self = _autocast_one("log_softmax", self)
         return R.LogSoftmax.apply(self._floating(), normalize_axis(dim, self.ndim, "log_softmax"))
+
+    def lerp(self, end, weight):
+        """``self + weight * (end - self)`` (torch.lerp, in its two halves: a weight of 1 gives
+        ``end`` exactly); ``end`` a tensor of self's dtype, ``weight`` a number or a tensor."""
+        for name, value in (("end", end), ("weight", weight)):
+            if isinstance(value, T.Tensor) and value.dtype != self.dtype:
+                raise RuntimeError(f"lerp: expected {name} of dtype {self.dtype}, got "
+                                   f"{value.dtype}")
+        if not is_floating(self.dtype):
+            raise TypeError(f"lerp: expected a floating point tensor, got {self.dtype}")
+        if not isinstance(end, T.Tensor):
+            raise TypeError(f"lerp: end must be a Tensor, got {type(end).__name__}")
+        if not isinstance(weight, (T.Tensor, int, float)):
+            raise TypeError(f"lerp: weight must be a number or a Tensor, got "
+                            f"{type(weight).__name__}")
+        step = end - self
+        if not isinstance(weight, T.Tensor):
+            return self + weight * step if abs(weight) < 0.5 else end - step * (1 - weight)
+        return where(weight.abs() < 0.5, self + weight * step, end - step * (1 - weight))
+
+    def nan_to_num(self, nan=0.0, posinf=None, neginf=None):
+        """NaN, +inf and -inf replaced by ``nan``, ``posinf`` and ``neginf`` (by default the
+        dtype's largest and lowest finite values); integer tensors come back as copies."""
+        if not is_floating(self.dtype):
+            return self.clone()
+        largest = float(ml_dtypes.finfo(self.dtype).max)
+        out = where(self.isnan(), nan, self)
+        out = where(out == np.inf, largest if posinf is None else posinf, out)
+        return where(out == -np.inf, -largest if neginf is None else neginf, out)
+
+    def baddbmm(self, batch1, batch2, *, beta=1, alpha=1):
+        """beta * self + alpha * (batch1 @ batch2), batched; self broadcasts to the product."""
+        return _add_product(self, batch1.bmm(batch2), beta, alpha)
+
+    def addbmm(self, batch1, batch2, *, beta=1, alpha=1):
+        """beta * self + alpha * (the sum over the batch of batch1[i] @ batch2[i])."""
+        return _add_product(self, batch1.bmm(batch2).sum(0), beta, alpha)
 
 
 
@@ -601,3 +634,13 @@ def where(condition, input, other):
     except ValueError as exc:
         raise ValueError(f"where: shapes {np.shape(cond)}, {np.shape(_data(a))} and "
                          f"{np.shape(_data(b))} are not broadcastable ({exc})") from None
+
+
+def _add_product(input, product, beta, alpha):
+    """beta * input + alpha * product, input broadcast to the product's shape; with beta 0
+    input is ignored (nan included), as torch does."""
+    product = product if alpha == 1 else product * alpha
+    if beta == 0:
+        shape = np.broadcast_shapes(input.shape, product.shape)
+        return product if shape == product.shape else product.expand(*shape)
+    return (input if beta == 1 else input * beta) + product

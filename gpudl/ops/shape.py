@@ -235,3 +235,37 @@ class Triangle(Function):
         diagonal, upper = ctx.conf
         xp = xp_of(g)
         return (xp.triu(g, diagonal) if upper else xp.tril(g, diagonal)), None, None
+
+
+def _diagonal_index(matrix_shape, offset, xp):
+    """(rows, cols) of the ``offset``-th diagonal of a matrix of ``matrix_shape``."""
+    rows, cols = matrix_shape
+    length = max(0, min(rows + min(offset, 0), cols - max(offset, 0)))
+    steps = xp.arange(length)
+    return steps - min(offset, 0), steps + max(offset, 0)
+
+
+class Diag(Function):
+    """torch.diag: a 1-D ``a`` placed on the ``offset``-th diagonal of a square matrix, or that
+    diagonal of a 2-D ``a`` copied out; each direction's backward is the other."""
+
+    @staticmethod
+    def forward(ctx, a, offset):
+        ctx.conf = (a.shape, offset)
+        xp = xp_of(a)
+        if a.ndim == 2:
+            return a[_diagonal_index(a.shape, offset, xp)]
+        n = a.shape[0] + abs(offset)
+        out = xp.zeros((n, n), a.dtype)
+        out[_diagonal_index((n, n), offset, xp)] = a
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        shape, offset = ctx.conf
+        xp = xp_of(g)
+        if len(shape) == 1:
+            return g[_diagonal_index(g.shape, offset, xp)], None
+        ga = xp.zeros(shape, g.dtype)
+        ga[_diagonal_index(shape, offset, xp)] = g
+        return ga, None
