@@ -28,6 +28,15 @@ from .functions import (abs, addmm, amax, amin, argmax, argmin, argsort, bmm, ca
 from .io import load, save
 from .random import manual_seed
 from .tensor import Tensor
+# session 10: torch's wider namespace
+from .creation import as_tensor, logspace
+from .functions import (addbmm, allclose, baddbmm, broadcast_tensors, cdist, cross, diag,
+                        index_fill, is_tensor, isclose, kron, kthvalue, lerp, median, meshgrid,
+                        mode, nan_to_num, nonzero, numel, repeat_interleave, std_mean,
+                        take_along_dim, tensordot, var_mean)
+from .random import Generator
+from .sampling import bernoulli, multinomial, normal
+from .tensor_order import bucketize, histc, searchsorted, unique
 
 host_memory.keep_freed_memory()     # before the first step's temporaries (see its module doc)
 

@@ -237,3 +237,56 @@ DoubleTensor = _legacy_constructor("DoubleTensor", dtypes.float64)
 LongTensor = _legacy_constructor("LongTensor", dtypes.int64)
 IntTensor = _legacy_constructor("IntTensor", dtypes.int32)
 BoolTensor = _legacy_constructor("BoolTensor", dtypes.bool_)
+
+
+def logspace(start, end, steps, base=10.0, dtype=None, device=None, requires_grad=False):
+    """``steps`` values base ** x for x evenly spaced from ``start`` to ``end``."""
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"logspace: steps must be a non-negative int, got {steps!r}")
+    values = np.logspace(start, end, steps, base=base)
+    return tensor(values.astype(dtypes.as_dtype(dtype, "logspace") or dtypes.DEFAULT_FLOAT),
+                  device=device, requires_grad=requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """``data`` as a tensor without a copy where it can be (a Tensor already of that dtype and
+    device is returned itself, a NumPy array on the cpu is shared as ``from_numpy``); else a
+    copy, as ``tensor``."""
+    target_device = backend.check_device(device, "as_tensor") if device is not None else None
+    dtype = dtypes.as_dtype(dtype, "as_tensor")
+    if isinstance(data, Tensor):
+        return data.to(dtype=dtype, device=target_device)
+    if isinstance(data, np.ndarray) and data.dtype in dtypes.SUPPORTED \
+            and target_device in (None, "cpu") and dtype in (None, data.dtype):
+        return from_numpy(data)
+    if backend.is_device_array(data) and target_device in (None, "cuda") \
+            and dtype in (None, data.dtype):
+        return Tensor._make(data, False, None, 0, "cuda")
+    return tensor(data, dtype=dtype, device=target_device)
+
+
+def _new(factory):
+    """Tensor.new_zeros & co: ``factory(*size)`` with this tensor's dtype and device unless
+    given."""
+    def new(self, *size, dtype=None, device=None, requires_grad=False):
+        return factory(*size, dtype=dtype or self.dtype, device=device or self._device,
+                       requires_grad=requires_grad)
+    new.__name__ = f"new_{factory.__name__}"
+    new.__doc__ = f"``gd.{factory.__name__}`` with this tensor's dtype and device unless given."
+    return new
+
+
+def _new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+    """``gd.full`` with this tensor's dtype and device unless given."""
+    return full(size, fill_value, dtype=dtype or self.dtype, device=device or self._device,
+                requires_grad=requires_grad)
+
+
+def _new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+    """A copy of ``data`` as a tensor of this tensor's dtype and device unless given."""
+    return tensor(data, dtype=dtype or self.dtype, device=device or self._device,
+                  requires_grad=requires_grad)
+
+
+Tensor.new_zeros, Tensor.new_ones, Tensor.new_empty = _new(zeros), _new(ones), _new(empty)
+Tensor.new_full, Tensor.new_tensor = _new_full, _new_tensor

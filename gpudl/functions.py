@@ -1,12 +1,17 @@
 """Top-level functional forms: gd.cat, gd.stack, gd.where, gd.matmul, gd.exp, ..."""
 
+import builtins
 import functools
+import math
 
-from . import dtypes
+import numpy as np
+
+from . import backend, dtypes
 from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor import Tensor, matmul, where  # noqa: F401  (re-exported)
 from .linalg import einsum, vector_norm  # noqa: F401  (re-exported)
+from .creation import arange
 
 
 def _tensors(op, tensors):
@@ -77,3 +82,200 @@ for _name in ("exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "clip", "c
               "remainder"):
     globals()[_name] = _method(_name)
 del _name
+
+
+# --------------------------------------------------------------------- torch's wider namespace
+# (session 10): Tensor methods with functional forms, and functions of several tensors.
+for _name in ("take_along_dim", "lerp", "nonzero", "diag", "median", "kthvalue", "mode",
+              "nan_to_num", "index_fill", "baddbmm", "addbmm"):
+    globals()[_name] = _method(_name)
+del _name
+
+
+def is_tensor(obj):
+    """Whether ``obj`` is a gpudl Tensor."""
+    return isinstance(obj, Tensor)
+
+
+def numel(input):
+    """The number of elements of ``input``."""
+    return _method("numel")(input)
+
+
+def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
+    """``input.repeat_interleave(repeats, dim)``; with only a 1-D integer tensor of counts,
+    ``repeat_interleave(counts)`` repeats each position i counts[i] times."""
+    if repeats is None:
+        if not isinstance(input, Tensor) or input.ndim > 1 or input.dtype.kind not in "iu":
+            raise TypeError(f"repeat_interleave: with no repeats, input must be a 0-d/1-D "
+                            f"integer tensor of counts, got {getattr(input, 'dtype', input)!r}")
+        positions = arange(input.numel(), device=input.device)
+        return positions.repeat_interleave(input.reshape(-1), output_size=output_size)
+    return _method("repeat_interleave")(input, repeats, dim, output_size=output_size)
+
+
+def broadcast_tensors(*tensors):
+    """The tensors expanded to their common broadcast shape."""
+    tensors = _tensors("broadcast_tensors", tensors[0] if len(tensors) == 1 and isinstance(
+        tensors[0], (list, tuple)) else tensors) if tensors else []
+    try:
+        shape = np.broadcast_shapes(*(t.shape for t in tensors))
+    except ValueError:
+        raise ValueError(f"broadcast_tensors: shapes {[t.shape for t in tensors]} do not "
+                         "broadcast") from None
+    return tuple(t.expand(*shape) for t in tensors)
+
+
+def meshgrid(*tensors, indexing="ij"):
+    """Coordinate grids from 1-D tensors: with ``indexing='ij'`` output k varies along dim k
+    (shape (n0, n1, ...)); with ``'xy'`` the first two dims are swapped (shape (n1, n0, ...))."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise ValueError(f"meshgrid: indexing must be 'ij' or 'xy', got {indexing!r}")
+    if not tensors:
+        raise ValueError("meshgrid: expected at least one tensor")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor) or t.ndim > 1:
+            raise ValueError(f"meshgrid: tensor {i} must be a 0-d or 1-D Tensor, got "
+                             f"{getattr(t, 'shape', type(t).__name__)}")
+        if t.dtype != tensors[0].dtype:
+            raise TypeError(f"meshgrid: tensors must share a dtype, got {tensors[0].dtype} and "
+                            f"{t.dtype}")
+    dims = list(range(len(tensors)))
+    if indexing == "xy" and len(tensors) > 1:
+        dims[0], dims[1] = 1, 0            # tensor 0 varies along dim 1, tensor 1 along dim 0
+    shape = [0] * len(tensors)
+    for t, d in zip(tensors, dims):
+        shape[d] = t.numel()
+    grids = []
+    for t, d in zip(tensors, dims):
+        along = [1] * len(tensors)
+        along[d] = t.numel()
+        grids.append(t.reshape(along).expand(*shape))
+    return tuple(grids)
+
+
+def tensordot(a, b, dims=2):
+    """Sum of products over the last ``dims`` dims of ``a`` and the first ``dims`` of ``b``,
+    or over the dims named by ``dims = (dims_of_a, dims_of_b)``."""
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise TypeError("tensordot: a and b must be Tensors")
+    if isinstance(dims, Tensor):
+        dims = dims.tolist()
+    if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
+        most = builtins.min(a.ndim, b.ndim)
+        if not 0 <= dims <= most:
+            raise ValueError(f"tensordot: dims must lie in [0, {most}], got {dims}")
+        dims_a, dims_b = list(range(a.ndim - dims, a.ndim)), list(range(dims))
+    else:
+        try:
+            dims_a, dims_b = ([d] if isinstance(d, (int, np.integer)) else list(d) for d in dims)
+        except (TypeError, ValueError):
+            raise TypeError(f"tensordot: dims must be an int or a pair of dim lists, got "
+                            f"{dims!r}") from None
+    dims_a = [normalize_axis(d, a.ndim, "tensordot") for d in dims_a]
+    dims_b = [normalize_axis(d, b.ndim, "tensordot") for d in dims_b]
+    sizes_a, sizes_b = [a.shape[d] for d in dims_a], [b.shape[d] for d in dims_b]
+    if sizes_a != sizes_b:
+        raise ValueError(f"tensordot: contracted sizes differ: {sizes_a} of a (shape {a.shape})"
+                         f" and {sizes_b} of b (shape {b.shape})")
+    free_a = [d for d in range(a.ndim) if d not in dims_a]
+    free_b = [d for d in range(b.ndim) if d not in dims_b]
+    inner = math.prod(sizes_a)
+    left = a.permute(*free_a, *dims_a).reshape(-1, inner)
+    right = b.permute(*dims_b, *free_b).reshape(inner, -1)
+    return matmul(left, right).reshape(tuple(a.shape[d] for d in free_a)
+                                       + tuple(b.shape[d] for d in free_b))
+
+
+def kron(a, b):
+    """The Kronecker product: block (i, j, ...) of the result is ``a[i, j, ...] * b``."""
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise TypeError("kron: a and b must be Tensors")
+    ndim = builtins.max(a.ndim, b.ndim)
+    shape_a = (1,) * (ndim - a.ndim) + a.shape
+    shape_b = (1,) * (ndim - b.ndim) + b.shape
+    spread_a = a.reshape(tuple(x for n in shape_a for x in (n, 1)))
+    spread_b = b.reshape(tuple(x for n in shape_b for x in (1, n)))
+    return (spread_a * spread_b).reshape(tuple(m * n for m, n in zip(shape_a, shape_b)))
+
+
+def cdist(x1, x2, p=2.0, compute_mode=None):
+    """The ``p``-norm distances between the rows of x1 (..., P, M) and of x2 (..., R, M):
+    shape (..., P, R), batch dims broadcast. ``compute_mode`` is accepted for torch's
+    signature; distances are computed directly (never through a matrix product)."""
+    from .ops.distance import Cdist
+    if not isinstance(x1, Tensor) or not isinstance(x2, Tensor):
+        raise TypeError("cdist: x1 and x2 must be Tensors")
+    if x1.ndim < 2 or x2.ndim < 2 or x1.shape[-1] != x2.shape[-1]:
+        raise ValueError(f"cdist: x1 and x2 must be at least 2-D with the same last dim, got "
+                         f"shapes {x1.shape} and {x2.shape}")
+    if not dtypes.is_floating(x1.dtype) or x1.dtype != x2.dtype:
+        raise TypeError(f"cdist: x1 and x2 must share a floating point dtype, got {x1.dtype} "
+                        f"and {x2.dtype}")
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not p >= 0:
+        raise ValueError(f"cdist: p must be a non-negative number, got {p!r}")
+    try:
+        np.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
+    except ValueError:
+        raise ValueError(f"cdist: batch dims of shapes {x1.shape} and {x2.shape} do not "
+                         "broadcast") from None
+    return Cdist.apply(x1, x2, float(p))
+
+
+def cross(input, other, dim=None):
+    """The cross product of 3-vectors along ``dim`` (by default the first dim of size 3, as
+    torch.cross; torch.linalg.cross takes -1), the two broadcast."""
+    input, other = broadcast_tensors(input, other)
+    if dim is None:
+        dim = next((d for d, n in enumerate(input.shape) if n == 3), None)
+        if dim is None:
+            raise ValueError(f"cross: no dimension of size 3 in shape {input.shape}")
+    axis = normalize_axis(dim, input.ndim, "cross")
+    if input.shape[axis] != 3:
+        raise ValueError(f"cross: dim {dim} must have size 3, got shape {input.shape}")
+    a, b = input.unbind(axis), other.unbind(axis)
+    return stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2],
+                  a[0] * b[1] - a[1] * b[0]], axis)
+
+
+def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """``(var, mean)`` over ``dim``, as ``input.var`` and ``input.mean``."""
+    return (_method("var")(input, dim, unbiased, keepdim, correction=correction),
+            input.mean(_all_if_none(dim, input), keepdim=keepdim))
+
+
+def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """``(std, mean)`` over ``dim``, as ``input.std`` and ``input.mean``."""
+    return (_method("std")(input, dim, unbiased, keepdim, correction=correction),
+            input.mean(_all_if_none(dim, input), keepdim=keepdim))
+
+
+def _all_if_none(dim, input):
+    """``dim`` for mean: the bool of torch's ``var(x, True)`` overload means all dims."""
+    return None if isinstance(dim, bool) else dim
+
+
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Elementwise ``|input - other| <= atol + rtol * |other|`` (equal infinities are close;
+    NaNs only with ``equal_nan``), as a bool tensor; the two must share a dtype."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"isclose: input must be a Tensor, got {type(input).__name__}")
+    if isinstance(other, Tensor) and other.dtype != input.dtype:
+        raise TypeError(f"isclose: input and other must share a dtype, got {input.dtype} and "
+                        f"{other.dtype}")
+    if rtol < 0 or atol < 0:
+        raise ValueError(f"isclose: rtol and atol must be non-negative, got {rtol}, {atol}")
+    a, b = input._data, other._data if isinstance(other, Tensor) else other
+    xp = backend.get_array_module(a)
+    if input.dtype == dtypes.bool_:
+        out = a == b
+    else:
+        out = xp.isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan)
+    return Tensor._make(xp.asarray(out), False, None, 0, input._device)
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Whether every element pair is close (``isclose``): a Python bool."""
+    return bool(isclose(input, other, rtol, atol, equal_nan).all())

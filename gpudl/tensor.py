@@ -492,6 +492,40 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         self._bump_version()
         return self
 
+    def _take_result(self, op, compute):
+        """Write ``compute()`` (the out-of-place op, run without recording) into this tensor:
+        the in-place form of an op torch users write on tensors that need no gradient."""
+        self._check_inplace(op)
+        with autograd.no_grad():
+            out = compute()
+        if out.shape != self.shape or out.dtype != self.dtype:
+            raise RuntimeError(f"{op}: the result ({out.dtype}, shape {out.shape}) cannot be "
+                               f"stored in place in this {self.dtype} tensor of shape "
+                               f"{self.shape}")
+        self._data[...] = out._data
+        self._bump_version()
+        return self
+
+    @autograd.recorded("inplace")
+    def index_fill_(self, dim, index, value):
+        """``index_fill`` in place."""
+        return self._take_result("index_fill_", lambda: self.index_fill(dim, index, value))
+
+    @autograd.recorded("inplace")
+    def masked_fill_(self, mask, value):
+        """``masked_fill`` in place."""
+        return self._take_result("masked_fill_", lambda: self.masked_fill(mask, value))
+
+    @autograd.recorded("inplace")
+    def nan_to_num_(self, nan=0.0, posinf=None, neginf=None):
+        """``nan_to_num`` in place."""
+        return self._take_result("nan_to_num_", lambda: self.nan_to_num(nan, posinf, neginf))
+
+    @autograd.recorded("inplace")
+    def lerp_(self, end, weight):
+        """``lerp`` in place."""
+        return self._take_result("lerp_", lambda: self.lerp(end, weight))
+
 class _ToDevice(autograd.Function):
     @staticmethod
     def forward(ctx, a, device):

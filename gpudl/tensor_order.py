@@ -155,12 +155,12 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
             raise ValueError(f"searchsorted: an N-D sorted_sequence (shape {boundaries.shape}) "
                              f"needs input of the same leading dims, got "
                              f"{getattr(values, 'shape', ())}")
-        found = _search_rows(boundaries, values, right, xp)
+        found = search_rows(boundaries, values, right, xp)
     found = xp.asarray(found).astype(np.int32 if out_int32 else np.int64)
     return T.Tensor._make(found, False, None, 0, sorted_sequence._device)
 
 
-def _search_rows(boundaries, values, right, xp):
+def search_rows(boundaries, values, right, xp):
     """searchsorted row by row, batched: each row's values and boundaries are merged by one
     stable sort (values first for 'left', so an equal boundary counts after them); a value's
     position there less the values before it is the number of boundaries before it."""
