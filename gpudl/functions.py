@@ -176,10 +176,18 @@ def tensordot(a, b, dims=2):
                             f"{dims!r}") from None
     dims_a = [normalize_axis(d, a.ndim, "tensordot") for d in dims_a]
     dims_b = [normalize_axis(d, b.ndim, "tensordot") for d in dims_b]
-    sizes_a, sizes_b = [a.shape[d] for d in dims_a], [b.shape[d] for d in dims_b]
-    if sizes_a != sizes_b:
-        raise ValueError(f"tensordot: contracted sizes differ: {sizes_a} of a (shape {a.shape})"
-                         f" and {sizes_b} of b (shape {b.shape})")
+    if len(dims_a) != len(dims_b):
+        raise ValueError(f"tensordot: dims name {len(dims_a)} dims of a and {len(dims_b)} of b")
+    for da, db in zip(dims_a, dims_b):       # a contracted dim of size 1 broadcasts, as torch
+        na, nb = a.shape[da], b.shape[db]
+        if na != nb and 1 not in (na, nb):
+            raise ValueError(f"tensordot: contracted sizes differ: dim {da} of a (shape "
+                             f"{a.shape}) and dim {db} of b (shape {b.shape})")
+        if na == 1 and nb != 1:
+            a = a.expand(*(nb if d == da else n for d, n in enumerate(a.shape)))
+        elif nb == 1 and na != 1:
+            b = b.expand(*(na if d == db else n for d, n in enumerate(b.shape)))
+    sizes_a = [a.shape[d] for d in dims_a]
     free_a = [d for d in range(a.ndim) if d not in dims_a]
     free_b = [d for d in range(b.ndim) if d not in dims_b]
     inner = math.prod(sizes_a)
@@ -227,6 +235,15 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
 def cross(input, other, dim=None):
     """The cross product of 3-vectors along ``dim`` (by default the first dim of size 3, as
     torch.cross; torch.linalg.cross takes -1), the two broadcast."""
+    if not isinstance(input, Tensor) or not isinstance(other, Tensor) or input.ndim != other.ndim:
+        raise ValueError(f"cross: input and other must be tensors with the same number of dims, "
+                         f"got shapes {getattr(input, 'shape', input)!r} and "
+                         f"{getattr(other, 'shape', other)!r}")
+    if dim is not None:
+        axis = normalize_axis(dim, input.ndim, "cross")
+        if input.shape[axis] != 3 or other.shape[axis] != 3:
+            raise ValueError(f"cross: dim {dim} must have size 3 in both, got shapes "
+                             f"{input.shape} and {other.shape}")
     input, other = broadcast_tensors(input, other)
     if dim is None:
         dim = next((d for d, n in enumerate(input.shape) if n == 3), None)
@@ -262,12 +279,14 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     NaNs only with ``equal_nan``), as a bool tensor; the two must share a dtype."""
     if not isinstance(input, Tensor):
         raise TypeError(f"isclose: input must be a Tensor, got {type(input).__name__}")
-    if isinstance(other, Tensor) and other.dtype != input.dtype:
+    if not isinstance(other, Tensor):
+        raise TypeError(f"isclose: other must be a Tensor, got {type(other).__name__}")
+    if other.dtype != input.dtype:
         raise TypeError(f"isclose: input and other must share a dtype, got {input.dtype} and "
                         f"{other.dtype}")
     if rtol < 0 or atol < 0:
         raise ValueError(f"isclose: rtol and atol must be non-negative, got {rtol}, {atol}")
-    a, b = input._data, other._data if isinstance(other, Tensor) else other
+    a, b = input._data, other._data
     xp = backend.get_array_module(a)
     if input.dtype == dtypes.bool_:
         out = a == b

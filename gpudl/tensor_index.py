@@ -242,10 +242,7 @@ class IndexMixin:
 
     def index_fill(self, dim, index, value):
         """A copy with the slices at the 1-D ``index`` along ``dim`` set to ``value`` (a number
-        or a 0-d tensor, which then gets the gradient of those slices)."""
-        if isinstance(value, T.Tensor) and value.ndim:
-            raise ValueError(f"index_fill: value must be a number or a 0-d tensor, got a tensor "
-                             f"of shape {value.shape}")
+        or a 0-d tensor, which then gets the gradient of those slices, each counted once)."""
         if not isinstance(value, (T.Tensor, int, float, bool, np.number)):
             raise TypeError(f"index_fill: value must be a number or a 0-d tensor, got "
                             f"{type(value).__name__}")
@@ -254,13 +251,10 @@ class IndexMixin:
         axis = normalize_axis(dim, self.ndim, "index_fill")
         rows = _index_array("index_fill", index, self, ndim=1).reshape(-1)
         _check_rows("index_fill", rows, self.shape[axis])
-        shape = _with(self.shape, axis, rows.size)
-        if isinstance(value, T.Tensor):
-            fill = value.astype(self.dtype).expand(*shape)
-        else:
-            fill = T.Tensor._make(backend.xp_for(self._device).full(shape, value, self.dtype),
-                                  False, None, 0, self._device)
-        return S.IndexPut.apply(self, (slice(None),) * axis + (rows,), fill, False)
+        filled = backend.xp_for(self._device).zeros(self.shape[axis], bool)
+        filled[rows] = True                               # repeated rows: set once
+        mask = filled.reshape(_with((1,) * self.ndim, axis, self.shape[axis]))
+        return self.masked_fill(T.Tensor._make(mask, False, None, 0, self._device), value)
 
     def nonzero(self, *, as_tuple=False):
         """Indices of the nonzero elements: an int64 (count, ndim) tensor, or with

@@ -166,7 +166,8 @@ def search_rows(boundaries, values, right, xp):
     position there less the values before it is the number of boundaries before it."""
     n, m = boundaries.shape[-1], values.shape[-1]
     lead = values.shape[:-1]
-    boundaries, values = boundaries.reshape(-1, n), values.reshape(-1, m)
+    rows = int(np.prod(lead))
+    boundaries, values = boundaries.reshape(rows, n), values.reshape(rows, m)
     parts = (boundaries, values) if right else (values, boundaries)
     order = xp.argsort(xp.concatenate(parts, axis=1), axis=1, kind="stable")
     is_value = order >= n if right else order < m

@@ -164,6 +164,41 @@ GPUDL = {
     ("int", ""): _method("int"),
     ("bool", ""): _method("bool"),
     ("half", ""): _method("half"),
+    # session 10, tensor-ops: torch's wider namespace
+    ("take_along_dim", ""): gd.take_along_dim,
+    ("meshgrid", "variadic_tensors"): lambda *tensors, **kw: gd.meshgrid(*tensors, **kw),
+    ("meshgrid", "list_of_tensors"): lambda tensors, **kw: gd.meshgrid(tensors, **kw),
+    ("lerp", ""): gd.lerp,
+    ("isclose", ""): gd.isclose,
+    ("broadcast_tensors", ""): gd.broadcast_tensors,
+    ("diag", ""): gd.diag,
+    ("tensordot", ""): gd.tensordot,
+    ("kron", ""): gd.kron,
+    ("cdist", ""): gd.cdist,
+    ("cross", ""): gd.cross,
+    ("linalg.cross", ""): lambda x, other, dim=-1: gd.cross(x, other, dim),
+    ("searchsorted", ""): gd.searchsorted,
+    ("bucketize", ""): gd.bucketize,
+    ("histc", ""): gd.histc,
+    ("unique", ""): gd.unique,
+    ("nonzero", ""): gd.nonzero,
+    ("std_mean", ""): gd.std_mean,
+    ("std_mean", "unbiased"): gd.std_mean,
+    ("var_mean", ""): gd.var_mean,
+    ("var_mean", "unbiased"): gd.var_mean,
+    ("new_zeros", ""): _method("new_zeros"),
+    ("new_ones", ""): _method("new_ones"),
+    ("new_full", ""): _method("new_full"),
+    ("baddbmm", ""): gd.baddbmm,
+    ("addbmm", ""): gd.addbmm,
+    ("median", ""): gd.median,
+    ("mode", ""): gd.mode,
+    ("kthvalue", ""): gd.kthvalue,
+    ("nan_to_num", ""): gd.nan_to_num,
+    ("unfold", ""): _method("unfold"),
+    ("index_fill", ""): gd.index_fill,
+    ("repeat_interleave", ""): gd.repeat_interleave,
+    ("reshape_as", ""): _method("reshape_as"),
 }
 
 
@@ -181,7 +216,8 @@ SKIP_VARIANTS = {
 UNSUPPORTED_KWARGS = {"dtype", "out", "alpha", "rounding_mode", "memory_format", "names"}
 # ...except where the op takes it: (op, variant) -> kwargs allowed there
 ALLOWED_KWARGS = {("addmm", ""): {"alpha"}, ("addmm", "decomposed"): {"alpha"},
-                  ("index_add", ""): {"alpha"}}
+                  ("index_add", ""): {"alpha"}, ("baddbmm", ""): {"alpha"},
+                  ("addbmm", ""): {"alpha"}}
 
 # KNOWN, deliberate departures: (op, variant) -> predicate(sample) -> reason, or None.
 KNOWN = {}
