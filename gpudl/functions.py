@@ -298,3 +298,6 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     """Whether every element pair is close (``isclose``): a Python bool."""
     return bool(isclose(input, other, rtol, atol, equal_nan).all())
+
+
+Tensor.isclose, Tensor.allclose, Tensor.cross, Tensor.kron = isclose, allclose, cross, kron

@@ -107,9 +107,17 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None)
         shape = shape_arg("normal", (size,))
         dtype = dtypes.as_dtype(dtype, "normal") or dtypes.DEFAULT_FLOAT
         device = backend.check_device(device, "normal")
-    spread = std._data if isinstance(std, Tensor) else std
     xp = backend.xp_for(device)
-    _check("normal", xp.asarray(spread < 0).any(), "std must be non-negative")
+    if isinstance(std, Tensor):
+        spread = std._data
+        _check("normal", (spread < 0).any(), "std must be non-negative")
+    elif std < 0:
+        raise ValueError(f"normal: std must be non-negative, got {std}")
+    else:
+        spread = std
     centre = mean._data if isinstance(mean, Tensor) else mean
     out = random.normal(shape, dtype, device, generator) * spread + centre
     return Tensor._make(xp.asarray(out).astype(dtype, copy=False), False, None, 0, device)
+
+
+Tensor.multinomial, Tensor.bernoulli = multinomial, bernoulli     # torch's Tensor methods too

@@ -237,8 +237,9 @@ class IndexMixin:
             raise ValueError(f"take_along_dim: input of shape {self.shape} and indices of shape "
                              f"{raw.shape} do not broadcast outside dim {dim}") from None
         source = self.expand(*_with(shape, axis, self.shape[axis]))
-        xp = backend.get_array_module(raw)
-        return source.gather(axis, xp.broadcast_to(raw, _with(shape, axis, raw.shape[axis])))
+        spread = backend.get_array_module(raw).broadcast_to(raw, _with(shape, axis,
+                                                                      raw.shape[axis]))
+        return source.gather(axis, T.Tensor._make(spread, False, None, 0, self._device))
 
     def index_fill(self, dim, index, value):
         """A copy with the slices at the 1-D ``index`` along ``dim`` set to ``value`` (a number

@@ -13,7 +13,7 @@ import numpy as np
 from . import backend, dtypes
 from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
 from .autograd import Function
-from .ops._util import is_int, normalize_axis, xp_of
+from .ops._util import is_int, normalize_axis, quiet, xp_of
 
 Picked = namedtuple("Picked", ["values", "indices"])
 
@@ -206,7 +206,8 @@ def histc(input, bins=100, min=0, max=0):
     widen = low == high                     # as torch: an empty range becomes [min-1, max+1]
     low, high = xp.where(widen, low - 1, low), xp.where(widen, high + 1, high)
     inside = (x >= low) & (x <= high)
-    position = ((x - low) * bins / (high - low)).astype(np.int64)
+    with quiet(xp):                        # NaN and far-out values: masked below
+        position = ((x - low) * bins / (high - low)).astype(np.int64)
     position = xp.where(inside, xp.minimum(position, bins - 1), 0)
     counts = xp.zeros(bins, x.dtype)
     backend.scatter_add(counts, position, inside.astype(x.dtype))
@@ -237,3 +238,6 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     if return_counts:
         out.append(wrap(counts.astype(np.int64, copy=False)))
     return out[0] if len(out) == 1 else tuple(out)
+
+
+OrderMixin.histc, OrderMixin.unique = histc, unique        # torch's Tensor methods too
