@@ -11,7 +11,9 @@ from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor import Tensor, matmul, where  # noqa: F401  (re-exported)
 from .linalg import einsum, vector_norm  # noqa: F401  (re-exported)
+from .amp.autocast_mode import cast_inputs, state as _autocast
 from .creation import arange
+from .ops.linalg import MatMul
 
 
 def _tensors(op, tensors):
@@ -161,6 +163,11 @@ def tensordot(a, b, dims=2):
     or over the dims named by ``dims = (dims_of_a, dims_of_b)``."""
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise TypeError("tensordot: a and b must be Tensors")
+    if _autocast.active:
+        a, b = cast_inputs("tensordot", a, b)
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"tensordot: expected both operands to have the same dtype, got "
+                           f"{a.dtype} and {b.dtype}")
     if isinstance(dims, Tensor):
         dims = dims.tolist()
     if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
@@ -193,7 +200,10 @@ def tensordot(a, b, dims=2):
     inner = math.prod(sizes_a)
     left = a.permute(*free_a, *dims_a).reshape(-1, inner)
     right = b.permute(*dims_b, *free_b).reshape(inner, -1)
-    return matmul(left, right).reshape(tuple(a.shape[d] for d in free_a)
+    # on cuda torch's autocast runs tensordot's policy (promote) and none inside it; on the cpu
+    # tensordot has none, and its matrix product takes matmul's
+    product = MatMul.apply if _autocast.active and a._device == "cuda" else matmul
+    return product(left, right).reshape(tuple(a.shape[d] for d in free_a)
                                        + tuple(b.shape[d] for d in free_b))
 
 
@@ -216,6 +226,8 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
     from .ops.distance import Cdist
     if not isinstance(x1, Tensor) or not isinstance(x2, Tensor):
         raise TypeError("cdist: x1 and x2 must be Tensors")
+    if _autocast.active:
+        x1, x2 = cast_inputs("cdist", x1, x2)
     if x1.ndim < 2 or x2.ndim < 2 or x1.shape[-1] != x2.shape[-1]:
         raise ValueError(f"cdist: x1 and x2 must be at least 2-D with the same last dim, got "
                          f"shapes {x1.shape} and {x2.shape}")
@@ -239,6 +251,8 @@ def cross(input, other, dim=None):
         raise ValueError(f"cross: input and other must be tensors with the same number of dims, "
                          f"got shapes {getattr(input, 'shape', input)!r} and "
                          f"{getattr(other, 'shape', other)!r}")
+    if _autocast.active:
+        input, other = cast_inputs("cross", input, other)
     if dim is not None:
         axis = normalize_axis(dim, input.ndim, "cross")
         if input.shape[axis] != 3 or other.shape[axis] != 3:

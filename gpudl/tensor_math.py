@@ -423,11 +423,23 @@ class MathMixin:
 
     def baddbmm(self, batch1, batch2, *, beta=1, alpha=1):
         """beta * self + alpha * (batch1 @ batch2), batched; self broadcasts to the product."""
+        if _autocast.active:
+            self, batch1, batch2 = cast_inputs("baddbmm", self, batch1, batch2)
         return _add_product(self, batch1.bmm(batch2), beta, alpha)
 
     def addbmm(self, batch1, batch2, *, beta=1, alpha=1):
         """beta * self + alpha * (the sum over the batch of batch1[i] @ batch2[i])."""
-        return _add_product(self, batch1.bmm(batch2).sum(0), beta, alpha)
+        if _autocast.active:
+            self, batch1, batch2 = cast_inputs("addbmm", self, batch1, batch2)
+        _need_dims("addbmm", 3, batch1, batch2)
+        batch, n, m = batch1.shape
+        if batch2.shape[:2] != (batch, m):
+            raise ValueError(f"addbmm: batch1 {batch1.shape} and batch2 {batch2.shape} do not "
+                             "multiply batch by batch")
+        # the sum of the products is one product: (n, batch*m) @ (batch*m, p)
+        product = batch1.permute(1, 0, 2).reshape(n, batch * m).mm(
+            batch2.reshape(batch * m, batch2.shape[2]))
+        return _add_product(self, product, beta, alpha)
 
 
 

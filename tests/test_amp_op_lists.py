@@ -129,11 +129,19 @@ CASES = {
     "LSTMCell": (_cell("LSTMCell"), (MAT,)),
     "GRUCell": (_cell("GRUCell"), (MAT,)),
     "RNNCell": (_cell("RNNCell"), (MAT,)),
+    # session 10, tensor-ops
+    "baddbmm": (lambda m, f, b, x, w: b.baddbmm(x.reshape(1, 6, 8), w.T.reshape(1, 8, 5)),
+                (PROBS, MAT, W)),
+    "addbmm": (lambda m, f, b, x, w: b.addbmm(x.reshape(1, 6, 8), w.T.reshape(1, 8, 5)),
+               (PROBS, MAT, W)),
+    "cdist": (lambda m, f, x, y: m.cdist(x, y), (MAT, MAT)),
+    "cross": (lambda m, f, x, y: m.cross(x[:, :3], y[:, :3], dim=1), (MAT, MAT)),
+    "tensordot": (lambda m, f, x, w: m.tensordot(x, w, ([1], [1])), (MAT, W)),
 }
 
 # ops whose CUDA autocast kernels torch's fake tensors cannot run in a CPU-only build ("not
 # linked with support for cuda devices"): their cuda policy is checked through the table below
-NO_FAKE_CUDA = {"bmm", "conv1d", "LSTMCell", "GRUCell", "RNNCell"}
+NO_FAKE_CUDA = {"bmm", "conv1d", "LSTMCell", "GRUCell", "RNNCell", "baddbmm", "addbmm", "cross"}
 
 
 def _torch_dtype(name, device, low_inputs):
@@ -205,8 +213,14 @@ def test_cuda_policy_of_the_ops_fake_tensors_cannot_run(monkeypatch):
     state = autocast_mode.state
     monkeypatch.setattr(state, "enabled", {"cuda": True, "cpu": False})
     monkeypatch.setattr(state, "active", True)
-    for name in ("bmm", "conv1d"):
+    for name in ("bmm", "conv1d", "baddbmm", "addbmm"):
         assert _gd_dtype(name, "cuda", False, monkeypatch).dtype == gd.float16, name
+    for low in (False, True):                 # cross: promote, as its case above on the cpu
+        assert _gd_dtype("cross", "cuda", low, monkeypatch).dtype == (
+            gd.float16 if low else gd.float32)
+    mixed = gd.Tensor._make(MAT[:, :3].astype(np.float16), False, None, 0, "cuda")
+    wide = gd.Tensor._make(MAT[:, 3:6], False, None, 0, "cuda")
+    assert gd.cross(mixed, wide, dim=1).dtype == gd.float32        # the widest of the two
     # the cells make their state with gd.zeros(device='cuda'), which needs the device: their
     # policy (torch's lstm_cell, gru_cell, rnn_tanh_cell, rnn_relu_cell: lower) by name
     x = gd.Tensor._make(MAT, False, None, 0, "cuda")
@@ -228,16 +242,17 @@ CHECKED = {
     "gru_cell", "rnn_tanh_cell", "rnn_relu_cell", "_thnn_fused_lstm_cell",
     "_thnn_fused_gru_cell", "mkldnn_rnn_layer", "convolution", "_convolution",
     "binary_cross_entropy", "scatter_add", "stack",
+    "baddbmm", "addbmm", "cdist", "cross", "tensordot",     # session 10, tensor-ops
 }
 NOT_IN_GPUDL = {
     "_addmm_activation", "_grid_sampler_2d_cpu_fallback", "_lu_with_info",
     "_native_multi_head_attention", "_scaled_dot_product_flash_attention",
     "_upsample_bicubic2d_aa", "_upsample_bilinear2d_aa", "_upsample_nearest_exact1d",
     "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "acos", "adaptive_avg_pool3d",
-    "adaptive_max_pool3d", "addbmm", "addcdiv", "addcmul", "addmv", "addr", "asin", "atan2",
-    "avg_pool3d", "baddbmm", "bilinear", "cdist", "chain_matmul", "cholesky",
+    "adaptive_max_pool3d", "addcdiv", "addcmul", "addmv", "addr", "asin", "atan2",
+    "avg_pool3d", "bilinear", "chain_matmul", "cholesky",
     "cholesky_inverse", "cholesky_solve", "conv3d", "conv_tbc", "conv_transpose1d",
-    "conv_transpose3d", "cosh", "cosine_embedding_loss", "cross", "ctc_loss",
+    "conv_transpose3d", "cosh", "cosine_embedding_loss", "ctc_loss",
     "cudnn_convolution", "cudnn_convolution_transpose", "dist", "dot", "erfinv",
     "fake_quantize_per_tensor_affine", "fft_fft", "fft_fft2", "fft_fftn", "fft_hfft",
     "fft_ifft", "fft_ifft2", "fft_ifftn", "fft_ihfft", "fft_irfft", "fft_irfft2", "fft_irfftn",
@@ -253,7 +268,7 @@ NOT_IN_GPUDL = {
     "multilabel_margin_loss_forward", "mv", "nanquantile", "nll_loss2d", "nuclear_norm",
     "orgqr", "ormqr", "pdist", "pinverse", "poisson_nll_loss", "polar", "prelu", "qr",
     "quantile", "renorm", "replication_pad3d", "rms_norm", "sinh", "soft_margin_loss", "stft",
-    "svd", "tan", "tensordot", "trace", "triangular_solve", "triplet_margin_loss",
+    "svd", "tan", "trace", "triangular_solve", "triplet_margin_loss",
     "upsample_bicubic2d", "upsample_nearest3d", "upsample_trilinear3d", "vdot",
     "view_as_complex",
 }

@@ -35,10 +35,10 @@ SUPPORTED_DTYPES = (dtypes.float16, dtypes.bfloat16)
 # op name -> policy, per device. Names are gpudl's (and torch's) functional names.
 _LOWER_BOTH = {"linear", "matmul", "mm", "bmm", "addmm", "baddbmm", "einsum", "conv1d", "conv2d",
                "conv_transpose1d", "conv_transpose2d", "prelu", "scaled_dot_product_attention",
-               "lstm"}
+               "lstm", "addbmm"}
 _FP32_BOTH = {"nll_loss", "cross_entropy", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
               "kl_div", "binary_cross_entropy_with_logits", "prod", "cosine_embedding_loss",
-              "margin_ranking_loss", "poisson_nll_loss", "soft_margin_loss"}
+              "margin_ranking_loss", "poisson_nll_loss", "soft_margin_loss", "cdist"}
 POLICIES = {
     "cuda": {
         **dict.fromkeys(_LOWER_BOTH | {"gru", "rnn", "lstm_cell", "gru_cell", "rnn_cell"},
@@ -51,7 +51,7 @@ POLICIES = {
             "upsample_bilinear2d"},
             "fp32"),
         "binary_cross_entropy": "banned",
-        "scatter_add": "promote",
+        "scatter_add": "promote", "cross": "promote", "tensordot": "promote",
     },
     "cpu": {
         # rnn, rnn_cell: torch's CPU RNN and RNNCell are made of linear ops, which autocast (its
