@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
+from gpudl import backend
 from oracle import check_against_torch
 
 torch = pytest.importorskip("torch")
@@ -320,3 +321,45 @@ def test_bernoulli_and_normal_moments():
         gd.normal(gd.zeros(2), gd.tensor([1.0, -1.0])).numpy()
     with pytest.raises(ValueError, match="bernoulli: input must hold probabilities"):
         gd.bernoulli(gd.tensor([0.5, 1.5])).numpy()
+
+
+# ------------------------------------------------------------------ reads of the device
+
+
+@pytest.fixture
+def device_reads(monkeypatch):
+    """Every array counts as on the cuda device (as under the simulator): the read counter and
+    the deferred checks run as on a GPU (tests/test_host_syncs.py's fixture)."""
+    backend.raise_deferred()
+    monkeypatch.setattr(backend, "_READS_DEVICE", True)
+    yield
+    backend._deferred.clear()
+
+
+def test_only_data_dependent_sizes_read_the_device(device_reads, rng):
+    x = gd.tensor(rng.standard_normal((4, 6)))
+    boundaries = gd.tensor(np.sort(rng.standard_normal((4, 5)), axis=1))
+    no_reads = {
+        "median": lambda: x.median(1), "median()": lambda: x.median(), "mode": lambda: x.mode(),
+        "kthvalue": lambda: x.kthvalue(2), "searchsorted": lambda: gd.searchsorted(boundaries, x),
+        "bucketize": lambda: gd.bucketize(x, boundaries[0]), "histc": lambda: gd.histc(x, 4),
+        "take_along_dim": lambda: x.take_along_dim(gd.tensor([[1], [0], [2], [5]]), 1),
+        "index_fill": lambda: x.index_fill(1, gd.tensor([0, 3]), 2.0),
+        "repeat_interleave(int)": lambda: x.repeat_interleave(2, 0),
+        "unfold": lambda: x.unfold(1, 2, 2), "diag": lambda: x.diag(1),
+        "multinomial": lambda: gd.multinomial(x.abs(), 3),
+        "multinomial(replacement)": lambda: gd.multinomial(x.abs(), 3, True),
+        "bernoulli": lambda: gd.bernoulli(x.abs().clamp_max(1.0)),
+        "normal": lambda: gd.normal(x, x.abs()), "cdist": lambda: gd.cdist(x, x),
+        "isclose": lambda: gd.isclose(x, x), "nan_to_num": lambda: x.nan_to_num()}
+    for name, call in no_reads.items():
+        before = gd.cuda.sync_count()
+        call()
+        assert gd.cuda.sync_count() == before, name
+    one_read = {"nonzero": lambda: (x > 0).nonzero(), "unique": lambda: gd.unique(x),
+                "repeat_interleave(tensor)": lambda: x.repeat_interleave(gd.tensor([1, 0, 2, 1]),
+                                                                         0)}
+    for name, call in one_read.items():
+        before = gd.cuda.sync_count()
+        call()
+        assert gd.cuda.sync_count() == before + 1, name
