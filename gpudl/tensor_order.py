@@ -29,7 +29,11 @@ class OrderMixin:
         if dim is None:
             flat = self.reshape(-1)
             if not flat.numel():
-                raise ValueError("median: cannot take the median of an empty tensor")
+                if not dtypes.is_floating(self.dtype):
+                    raise ValueError(f"median: the median of an empty {self.dtype} tensor is "
+                                     "undefined")
+                return T.Tensor._make(backend.xp_for(self._device).full((), np.nan, self.dtype),
+                                      False, None, 0, self._device)       # as torch
             picked = flat.detach()._pick("median", 0, False, _median_position)
             return SharedByTies.apply(flat, picked.values._data)
         return self._pick("median", dim, keepdim, _median_position)
