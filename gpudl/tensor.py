@@ -477,18 +477,19 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         return self
 
     @autograd.recorded("inplace")
-    def uniform_(self, a=0.0, b=1.0):
+    def uniform_(self, a=0.0, b=1.0, *, generator=None):
         from . import random
         self._check_inplace("uniform_")
-        self._data[...] = random.uniform(self.shape, self.dtype, self._device, a, b)
+        self._data[...] = random.uniform(self.shape, self.dtype, self._device, a, b, generator)
         self._bump_version()
         return self
 
     @autograd.recorded("inplace")
-    def normal_(self, mean=0.0, std=1.0):
+    def normal_(self, mean=0.0, std=1.0, *, generator=None):
         from . import random
         self._check_inplace("normal_")
-        self._data[...] = random.normal(self.shape, self.dtype, self._device) * std + mean
+        self._data[...] = random.normal(self.shape, self.dtype, self._device,
+                                        generator) * std + mean
         self._bump_version()
         return self
 

@@ -267,7 +267,11 @@ def test_generator_streams_are_reproducible_and_independent():
     assert g1.initial_seed() == 5
     for draw in (lambda g: gd.rand(3, generator=g), lambda g: gd.randint(0, 9, (5,), generator=g),
                  lambda g: gd.randperm(6, generator=g),
-                 lambda g: gd.multinomial(gd.ones(5), 3, generator=g)):
+                 lambda g: gd.multinomial(gd.ones(5), 3, generator=g),
+                 lambda g: gd.bernoulli(gd.full((6,), 0.5), generator=g),
+                 lambda g: gd.normal(gd.zeros(3), 1.0, generator=g),
+                 lambda g: gd.empty(4).uniform_(-1, 1, generator=g),
+                 lambda g: gd.empty(4).normal_(2, 3, generator=g)):
         first = draw(_generator(11)).numpy()
         np.testing.assert_array_equal(first, draw(_generator(11)).numpy())
     with pytest.raises(TypeError, match="seed must be an int"):
