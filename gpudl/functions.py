@@ -219,10 +219,16 @@ def kron(a, b):
     return (spread_a * spread_b).reshape(tuple(m * n for m, n in zip(shape_a, shape_b)))
 
 
-def cdist(x1, x2, p=2.0, compute_mode=None):
+_CDIST_MODES = ("use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist",
+                "donot_use_mm_for_euclid_dist")
+
+
+def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
     """The ``p``-norm distances between the rows of x1 (..., P, M) and of x2 (..., R, M):
-    shape (..., P, R), batch dims broadcast. ``compute_mode`` is accepted for torch's
-    signature; distances are computed directly (never through a matrix product)."""
+    shape (..., P, R), batch dims broadcast. For p = 2, ``compute_mode`` chooses, as torch's,
+    between the differences themselves and matrix products (|x1|^2 + |x2|^2 - 2 x1.x2: less
+    memory, less accuracy where points are close), by default the products when P or R
+    exceeds 25."""
     from .ops.distance import Cdist
     if not isinstance(x1, Tensor) or not isinstance(x2, Tensor):
         raise TypeError("cdist: x1 and x2 must be Tensors")
@@ -236,12 +242,19 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
                         f"and {x2.dtype}")
     if not isinstance(p, (int, float)) or isinstance(p, bool) or not p >= 0:
         raise ValueError(f"cdist: p must be a non-negative number, got {p!r}")
+    if compute_mode is None:
+        compute_mode = _CDIST_MODES[0]
+    if compute_mode not in _CDIST_MODES:
+        raise ValueError(f"cdist: compute_mode must be one of {_CDIST_MODES}, got "
+                         f"{compute_mode!r}")
     try:
         np.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
     except ValueError:
         raise ValueError(f"cdist: batch dims of shapes {x1.shape} and {x2.shape} do not "
                          "broadcast") from None
-    return Cdist.apply(x1, x2, float(p))
+    through_products = p == 2 and (compute_mode == _CDIST_MODES[1] or (
+        compute_mode == _CDIST_MODES[0] and (x1.shape[-2] > 25 or x2.shape[-2] > 25)))
+    return Cdist.apply(x1, x2, float(p), through_products)
 
 
 def cross(input, other, dim=None):

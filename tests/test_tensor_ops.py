@@ -57,6 +57,17 @@ def test_tensordot_kron_cdist(rng):
                             x1, x2)
 
 
+def test_cdist_through_matrix_products(rng):
+    """p = 2 with more than 25 rows takes |x1|^2 + |x2|^2 - 2 x1.x2 by default, as torch."""
+    x1, x2 = rng.standard_normal((2, 30, 4)), rng.standard_normal((1, 7, 4))
+    for mode in ("use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist"):
+        check_against_torch(lambda u, v: gd.cdist(u, v, compute_mode=mode),
+                            lambda u, v: torch.cdist(u, v, compute_mode=mode), x1, x2,
+                            rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="compute_mode"):
+        gd.cdist(gd.tensor(x1), gd.tensor(x2), compute_mode="fast")
+
+
 def test_cross_meshgrid_broadcast_tensors(rng):
     check_against_torch(lambda x, y: gd.cross(x, y, dim=1),
                         lambda x, y: torch.cross(x, y, dim=1),

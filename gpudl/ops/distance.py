@@ -9,11 +9,23 @@ from ._util import quiet, sum_to, xp_of
 class Cdist(Function):
     """``out[..., i, j] = ||a[..., i, :] - b[..., j, :]||_p`` for p >= 0 (p = inf the largest
     difference, p = 0 the number of differing coordinates), the batch dims broadcast. Where
-    two points coincide the gradient is 0, as in torch."""
+    two points coincide the gradient is 0, as in torch.
+
+    With ``through_products`` (p = 2 only) the squared distances come from |a|^2 + |b|^2 -
+    2 a.b (a matrix product, as torch's use_mm_for_euclid_dist: memory (P, R) instead of
+    (P, R, M), at the price of cancellation where points are close); otherwise from the
+    differences themselves."""
 
     @staticmethod
-    def forward(ctx, a, b, p):
+    def forward(ctx, a, b, p, through_products):
         xp = xp_of(a)
+        ctx.conf = (a, b, p, through_products)
+        if through_products:
+            squared = ((a * a).sum(-1)[..., :, None] + (b * b).sum(-1)[..., None, :]
+                       - 2 * (a @ xp.swapaxes(b, -1, -2)))
+            out = xp.sqrt(xp.maximum(squared, 0))
+            ctx.out = out
+            return out
         diff = a[..., :, None, :] - b[..., None, :, :]
         size = abs(diff)
         if p == 0:
@@ -26,27 +38,37 @@ class Cdist(Function):
             out = xp.sqrt((diff * diff).sum(-1))
         else:
             out = (size ** p).sum(-1) ** (1.0 / p)
-        ctx.conf = (diff, out, p, a.shape, b.shape)
+        ctx.diff, ctx.out = diff, out
         return out
 
     @staticmethod
     def backward(ctx, g):
-        diff, out, p, a_shape, b_shape = ctx.conf
+        a, b, p, through_products = ctx.conf
         xp = xp_of(g)
-        dist = out[..., None]
-        with quiet(xp):
-            if p == 0:
-                local = xp.zeros_like(diff)
-            elif p == np.inf:
-                local = xp.sign(diff) * (abs(diff) == dist)
-            elif p == 1:
-                local = xp.sign(diff)
-            elif p == 2:
-                local = xp.where(dist == 0, 0, diff / dist)
-            else:
-                local = xp.where((dist == 0) | (diff == 0), 0,
-                                 diff * abs(diff) ** (p - 2) / dist ** (p - 1))
-        weighted = g[..., None] * local
-        ga = sum_to(weighted.sum(-2), a_shape) if ctx.needs_input_grad[0] else None
-        gb = sum_to(-weighted.sum(-3), b_shape) if ctx.needs_input_grad[1] else None
-        return ga, gb, None
+        need_a, need_b = ctx.needs_input_grad[:2]
+        if through_products:            # d/da_i = sum_j w_ij (a_i - b_j), w = g / distance
+            with quiet(xp):
+                w = xp.where(ctx.out == 0, 0, g / ctx.out)
+            ga = a * w.sum(-1)[..., None] - w @ b if need_a else None
+            gb = b * w.sum(-2)[..., None] - xp.swapaxes(w, -1, -2) @ a if need_b else None
+        else:
+            weighted = g[..., None] * _local_gradient(ctx.diff, ctx.out[..., None], p, xp)
+            ga = weighted.sum(-2) if need_a else None
+            gb = -weighted.sum(-3) if need_b else None
+        return (None if ga is None else sum_to(ga, a.shape),
+                None if gb is None else sum_to(gb, b.shape), None, None)
+
+
+def _local_gradient(diff, dist, p, xp):
+    """d distance / d a for each coordinate difference (0 where the distance is 0)."""
+    with quiet(xp):
+        if p == 0:
+            return xp.zeros_like(diff)
+        if p == np.inf:
+            return xp.sign(diff) * (abs(diff) == dist)
+        if p == 1:
+            return xp.sign(diff)
+        if p == 2:
+            return xp.where(dist == 0, 0, diff / dist)
+        return xp.where((dist == 0) | (diff == 0), 0,
+                        diff * abs(diff) ** (p - 2) / dist ** (p - 1))
