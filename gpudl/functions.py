@@ -14,6 +14,7 @@ from .linalg import einsum, vector_norm  # noqa: F401  (re-exported)
 from .amp.autocast_mode import cast_inputs, state as _autocast
 from .creation import arange
 from .ops.linalg import MatMul
+from .tensor_math import check_batch_dims
 
 
 def _tensors(op, tensors):
@@ -247,11 +248,7 @@ def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
     if compute_mode not in _CDIST_MODES:
         raise ValueError(f"cdist: compute_mode must be one of {_CDIST_MODES}, got "
                          f"{compute_mode!r}")
-    try:
-        np.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
-    except ValueError:
-        raise ValueError(f"cdist: batch dims of shapes {x1.shape} and {x2.shape} do not "
-                         "broadcast") from None
+    check_batch_dims("cdist", x1, x2)
     through_products = p == 2 and (compute_mode == _CDIST_MODES[1] or (
         compute_mode == _CDIST_MODES[0] and (x1.shape[-2] > 25 or x2.shape[-2] > 25)))
     return Cdist.apply(x1, x2, float(p), through_products)

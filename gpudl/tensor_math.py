@@ -617,16 +617,21 @@ def matmul(a, b):
     if a.shape[-1] != inner_b:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied "
                          f"({a.shape[-1]} != {inner_b})")
-    try:
-        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    except ValueError:
-        raise ValueError(f"matmul: batch dimensions of shapes {a.shape} and {b.shape} are not "
-                         "broadcastable") from None
+    check_batch_dims("matmul", a, b)
     if a.dtype != b.dtype:
         # torch refuses (int64 @ float32 too); NumPy would silently compute in float64
         raise RuntimeError(f"matmul: expected both operands to have the same dtype, got "
                            f"{a.dtype} and {b.dtype}; convert one, e.g. with .to({a.dtype})")
     return linalg.MatMul.apply(a, b)
+
+
+def check_batch_dims(op, a, b):
+    """ValueError unless the batch dims of ``a`` and ``b`` (all but the last two) broadcast."""
+    try:
+        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"{op}: batch dimensions of shapes {a.shape} and {b.shape} are not "
+                         "broadcastable") from None
 
 
 def where(condition, input, other):
