@@ -493,6 +493,20 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         self._bump_version()
         return self
 
+    @autograd.recorded("inplace")
+    def bernoulli_(self, p=0.5, *, generator=None):
+        """Fill with 1 at probability ``p`` (a number, or a tensor of probabilities broadcast to
+        this shape), else 0."""
+        from . import random
+        self._check_inplace("bernoulli_")
+        probability = _raw(p, self)
+        if isinstance(p, (int, float)) and not 0 <= p <= 1:
+            raise ValueError(f"bernoulli_: p must lie in [0, 1], got {p}")
+        drawn = random.uniform(self.shape, np.float64, self._device, source=generator)
+        self._data[...] = drawn < probability
+        self._bump_version()
+        return self
+
     def _take_result(self, op, compute):
         """Write ``compute()`` (the out-of-place op, run without recording) into this tensor:
         the in-place form of an op torch users write on tensors that need no gradient."""

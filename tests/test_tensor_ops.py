@@ -282,7 +282,8 @@ def test_generator_streams_are_reproducible_and_independent():
                  lambda g: gd.bernoulli(gd.full((6,), 0.5), generator=g),
                  lambda g: gd.normal(gd.zeros(3), 1.0, generator=g),
                  lambda g: gd.empty(4).uniform_(-1, 1, generator=g),
-                 lambda g: gd.empty(4).normal_(2, 3, generator=g)):
+                 lambda g: gd.empty(4).normal_(2, 3, generator=g),
+                 lambda g: gd.empty(6).bernoulli_(0.3, generator=g)):
         first = draw(_generator(11)).numpy()
         np.testing.assert_array_equal(first, draw(_generator(11)).numpy())
     with pytest.raises(TypeError, match="seed must be an int"):
@@ -330,6 +331,8 @@ def test_bernoulli_and_normal_moments():
     samples = np.stack([gd.normal(mean, std).numpy() for _ in range(3000)])
     np.testing.assert_allclose(samples.mean(0), np.broadcast_to(mean.numpy(), (2, 3)), atol=0.1)
     np.testing.assert_allclose(samples.std(0), np.broadcast_to(std.numpy(), (2, 3)), rtol=0.06)
+    filled = gd.empty(5, 4000).bernoulli_(gd.tensor(np.linspace(0.1, 0.9, 5)).reshape(5, 1))
+    np.testing.assert_allclose(filled.numpy().mean(1), np.linspace(0.1, 0.9, 5), atol=0.03)
     assert gd.normal(1.0, 2.0, (3, 2)).shape == (3, 2)
     assert gd.normal(gd.zeros(3), 2.0).shape == (3,)
     with pytest.raises(ValueError, match="std must be non-negative"):
