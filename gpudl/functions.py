@@ -263,6 +263,9 @@ def cross(input, other, dim=None):
                          f"{getattr(other, 'shape', other)!r}")
     if _autocast.active:
         input, other = cast_inputs("cross", input, other)
+    if input.dtype != other.dtype:
+        raise RuntimeError(f"cross: input and other must share a dtype, got {input.dtype} and "
+                           f"{other.dtype}")
     if dim is not None:
         axis = normalize_axis(dim, input.ndim, "cross")
         if input.shape[axis] != 3 or other.shape[axis] != 3:

@@ -259,6 +259,8 @@ def test_errors_name_the_argument():
         gd.meshgrid(gd.zeros(2), indexing="yx")
     with pytest.raises(ValueError, match="take_along_dim: indices"):
         x.take_along_dim(gd.tensor([0]), 1)
+    with pytest.raises(RuntimeError, match="cross: input and other must share a dtype"):
+        gd.cross(gd.zeros(3), gd.zeros(3, dtype=gd.float64))
 
 
 # ------------------------------------------------------------------ random draws
