@@ -9,6 +9,7 @@ from .capturable import advance_step, check_lr, device_step, kernel_scalar, lr_a
     power_complement
 from .optimizer import (
     Optimizer,
+    check_betas,
     check_range,
     effective_grad,
     fused,
@@ -40,6 +41,16 @@ def _adam_lines(amsgrad, maximize, coupled_decay, decoupled_decay):
     return tuple(lines)
 
 
+def moments_(exp_avg, exp_avg_sq, g, beta1, beta2, scratch):
+    """Adam's moment updates in place (NumPy or CuPy arrays): ``m = lerp(m, g, 1 - beta1)``,
+    ``v = beta2 * v + (1 - beta2) * g * g``."""
+    lerp_(exp_avg, g, 1 - beta1, scratch)
+    exp_avg_sq *= beta2
+    np.multiply(g, 1 - beta2, out=scratch)
+    scratch *= g
+    exp_avg_sq += scratch
+
+
 class Adam(Optimizer):
     """torch.optim.Adam: ``m = lerp(m, g, 1 - beta1)``, ``v = beta2 * v + (1 - beta2) * g * g``,
     ``p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)``, where g is the
@@ -69,11 +80,7 @@ class Adam(Optimizer):
         check_lr(name, group["lr"], check_range)
         for what in ("eps", "weight_decay"):
             check_range(name, what, group[what])
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
-        for i, beta in enumerate(betas):
-            check_range(name, f"beta parameter at index {i}", beta, 0.0, 1.0)
+        check_betas(name, group["betas"])
 
     def _init_state(self, param, group):
         step = device_step(param) if group["capturable"] else 0
@@ -109,11 +116,7 @@ class Adam(Optimizer):
             param *= decay
         g = effective_grad(param, grad, coupled, group["maximize"])
         scratch = self._scratch(param)
-        lerp_(exp_avg, g, 1 - beta1, scratch)
-        exp_avg_sq *= beta2
-        np.multiply(g, 1 - beta2, out=scratch)
-        scratch *= g
-        exp_avg_sq += scratch
+        moments_(exp_avg, exp_avg_sq, g, beta1, beta2, scratch)
         if amsgrad:
             np.maximum(second, exp_avg_sq, out=second)
         np.sqrt(second if amsgrad else exp_avg_sq, out=scratch)
