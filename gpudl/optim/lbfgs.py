@@ -199,7 +199,7 @@ class LBFGS(Optimizer):
 
     # ----------------------------------------------------------------- stepping
     @recorded("refused")
-    def step(self, closure):
+    def step(self, closure=None):
         """Run up to ``max_iter`` iterations; ``closure()`` re-evaluates the loss (with its
         gradients). Returns the loss the first closure call gave."""
         if not callable(closure):
