@@ -8,6 +8,7 @@ input runs each layer and direction as one such node per run of steps with the s
 (see _run_packed).
 """
 
+import functools
 import math
 import warnings
 
@@ -190,7 +191,10 @@ class RNNBase(Module):
             c_n = c_n.squeeze(1) if c_n is not None else None
         return (output, (h_n, c_n)) if self.mode == "LSTM" else (output, h_n)
 
-    def _run(self, x, h0, c0):
+    def _run(self, x, h0, c0, run_direction=None):
+        """Every layer and direction: ``run_direction(x, h0, c0, weights, reverse)`` gives one
+        direction's (output, h_n, c_n); by default the layer over the padded x (T, B, I)."""
+        run_direction = run_direction or functools.partial(_run_layer, self.mode)
         directions = 2 if self.bidirectional else 1
         h_n, c_n = [], []
         for layer in range(self.num_layers):
@@ -199,21 +203,22 @@ class RNNBase(Module):
             outputs = []
             for d in range(directions):
                 k = layer * directions + d
-                y, h, c = _run_layer(self.mode, x, h0[k] if h0 is not None else None,
-                                     c0[k] if c0 is not None else None,
-                                     self._layer_weights(layer, d == 1), d == 1)
+                y, h, c = run_direction(x, h0[k] if h0 is not None else None,
+                                        c0[k] if c0 is not None else None,
+                                        self._layer_weights(layer, d == 1), d == 1)
                 outputs.append(y)
                 h_n.append(h)
                 c_n.append(c)
-            x = cat(outputs, dim=2) if directions == 2 else outputs[0]     # (T, B, D*H)
+            x = cat(outputs, dim=-1) if directions == 2 else outputs[0]    # (..., D*H)
         return x, stack(h_n), (stack(c_n) if self.mode == "LSTM" else None)
 
     def _forward_packed(self, packed, hx):
         name = type(self).__name__
         data = packed.data
         if not isinstance(data, Tensor) or data.ndim != 2 or data.shape[1] != self.input_size:
+            got = data.shape if isinstance(data, Tensor) else type(data).__name__
             raise ValueError(f"{name}: expected PackedSequence data of shape (N, "
-                             f"{self.input_size}), got {getattr(data, 'shape', type(data).__name__)}")
+                             f"{self.input_size}), got {got}")
         batch_sizes = backend.to_numpy(packed.batch_sizes._data).astype(np.int64)
         h0, c0 = self._initial_states(hx, int(batch_sizes[0]), True)
         if packed.sorted_indices is not None:       # hx is in the batch's order, data sorted
@@ -231,27 +236,15 @@ class RNNBase(Module):
         """_run on packed rows x (N, I): each direction runs the layer once per run of steps
         with one batch size (the longest sequences first, so a run's sequences are its batch's
         leading rows); a run's output rows are contiguous in the packed layout."""
-        directions = 2 if self.bidirectional else 1
-        h_n, c_n = [], []
-        batch = runs[0][2]
-        for layer in range(self.num_layers):
-            if layer > 0 and self.dropout > 0 and self.training:
-                x = dropout(x, self.dropout, True)
-            outputs = []
-            for d in range(directions):
-                k = layer * directions + d
-                states = [s[k] if s is not None else None for s in (h0, c0)]
-                for i in range(2 if self.mode == "LSTM" else 1):     # None means zeros
-                    if states[i] is None:
-                        states[i] = creation.zeros(batch, self.hidden_size, dtype=x.dtype,
-                                                   device=x.device)
-                run = _packed_reverse if d == 1 else _packed_forward
-                y, h, c = run(self.mode, x, runs, *states, self._layer_weights(layer, d == 1))
-                outputs.append(y)
-                h_n.append(h)
-                c_n.append(c)
-            x = cat(outputs, dim=1) if directions == 2 else outputs[0]      # (N, D*H)
-        return x, stack(h_n), (stack(c_n) if self.mode == "LSTM" else None)
+        def run_direction(x, h, c, weights, reverse):
+            zeros = functools.partial(creation.zeros, runs[0][2], self.hidden_size,
+                                      dtype=x.dtype, device=x.device)     # None means zeros
+            h = h if h is not None else zeros()
+            c = c if c is not None or self.mode != "LSTM" else zeros()
+            run = _packed_reverse if reverse else _packed_forward
+            return run(self.mode, x, runs, h, c, weights)
+
+        return self._run(x, h0, c0, run_direction)
 
     def _initial_states(self, hx, batch, batched):
         """(h0, c0) as (L*D, B, H) tensors (or None), checked against the expected shape."""

@@ -87,14 +87,29 @@ def _lengths(op, lengths, batch):
                          f"a tensor on {lengths.device}")
     raw = lengths.detach().numpy() if isinstance(lengths, Tensor) else np.asarray(lengths)
     if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iu"):
-        raise ValueError(f"{op}: lengths must be a 1-D sequence of ints, got "
-                         f"{'dtype ' + str(raw.dtype) if raw.ndim == 1 else 'shape ' + str(raw.shape)}")
+        got = f"dtype {raw.dtype}" if raw.ndim == 1 else f"shape {raw.shape}"
+        raise ValueError(f"{op}: lengths must be a 1-D sequence of ints, got {got}")
     if raw.size != batch:
         raise ValueError(f"{op}: expected {batch} lengths (one per sequence of the batch), got "
                          f"{raw.size}")
     if raw.size and raw.min() <= 0:
         raise RuntimeError(f"{op}: every length must be > 0, got {raw.tolist()}")
     return raw.astype(np.int64)
+
+
+def _padded_lengths(op, what, padded, lengths, batch_first):
+    """Check a padded batch ``padded`` (argument ``what``) and its ``lengths``; return them as
+    a host array."""
+    _check_tensor(op, what, padded)
+    if padded.ndim < 2:
+        raise ValueError(f"{op}: {what} must have at least 2 dims (time and batch), got shape "
+                         f"{padded.shape}")
+    batch_dim, time_dim = (0, 1) if batch_first else (1, 0)
+    lengths = _lengths(op, lengths, padded.shape[batch_dim])
+    if lengths.size and lengths.max() > padded.shape[time_dim]:
+        raise ValueError(f"{op}: a length {lengths.max()} exceeds the {padded.shape[time_dim]} "
+                         f"steps of {what} (shape {padded.shape})")
+    return lengths
 
 
 def _batch_sizes(sorted_lengths):
@@ -109,9 +124,12 @@ def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="
     op = "pad_sequence"
     if isinstance(sequences, Tensor):
         sequences = list(sequences.unbind(0))
-    if not isinstance(sequences, (list, tuple)) or not sequences:
-        raise ValueError(f"{op}: sequences must be a non-empty list of Tensors, got "
-                         f"{type(sequences).__name__ if not isinstance(sequences, (list, tuple)) else 'an empty one'}")
+    if not isinstance(sequences, (list, tuple)):
+        raise TypeError(f"{op}: sequences must be a list of Tensors, got "
+                        f"{type(sequences).__name__}")
+    if not sequences:
+        raise ValueError(f"{op}: sequences must be a non-empty list of Tensors, got an empty "
+                         f"{type(sequences).__name__}")
     if padding_side not in ("left", "right"):
         raise ValueError(f"{op}: padding_side must be 'left' or 'right', got {padding_side!r}")
     for i, s in enumerate(sequences):
@@ -138,16 +156,8 @@ def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="
 def unpad_sequence(padded_sequences, lengths, batch_first=False):
     """pad_sequence's inverse: the list of ``padded_sequences[:L_i, i]`` (``[i, :L_i]`` with
     batch_first)."""
-    op = "unpad_sequence"
-    _check_tensor(op, "padded_sequences", padded_sequences)
-    if padded_sequences.ndim < 2:
-        raise ValueError(f"{op}: padded_sequences must have at least 2 dims, got shape "
-                         f"{padded_sequences.shape}")
-    batch_dim, time_dim = (0, 1) if batch_first else (1, 0)
-    lengths = _lengths(op, lengths, padded_sequences.shape[batch_dim])
-    if lengths.size and lengths.max() > padded_sequences.shape[time_dim]:
-        raise ValueError(f"{op}: a length {lengths.max()} exceeds the padded length "
-                         f"{padded_sequences.shape[time_dim]}")
+    lengths = _padded_lengths("unpad_sequence", "padded_sequences", padded_sequences, lengths,
+                              batch_first)
     if batch_first:
         return [padded_sequences[i, :length] for i, length in enumerate(lengths.tolist())]
     return [padded_sequences[:length, i] for i, length in enumerate(lengths.tolist())]
@@ -158,17 +168,9 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
     ``lengths[i]`` valid steps. With ``enforce_sorted=True`` the lengths must be in decreasing
     order; otherwise the batch is sorted and the permutation kept in the PackedSequence."""
     op = "pack_padded_sequence"
-    _check_tensor(op, "input", input)
-    if input.ndim < 2:
-        raise ValueError(f"{op}: input must have at least 2 dims (time and batch), got shape "
-                         f"{input.shape}")
-    batch_dim, time_dim = (0, 1) if batch_first else (1, 0)
-    lengths = _lengths(op, lengths, input.shape[batch_dim])
+    lengths = _padded_lengths(op, "input", input, lengths, batch_first)
     if lengths.size == 0:
         raise ValueError(f"{op}: got an empty batch (input shape {input.shape})")
-    if lengths.max() > input.shape[time_dim]:
-        raise ValueError(f"{op}: a length {lengths.max()} exceeds the input's "
-                         f"{input.shape[time_dim]} steps (input shape {input.shape})")
     if enforce_sorted:
         if np.any(np.diff(lengths) > 0):
             raise RuntimeError(f"{op}: lengths must be sorted in decreasing order when "
