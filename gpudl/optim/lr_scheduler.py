@@ -460,21 +460,23 @@ def _set_momentum(group, use_beta1, momentum):
         group["momentum"] = momentum
 
 
-def _momentum_cycling(name, optimizer, base_momentum, max_momentum, last_epoch):
-    """Whether the optimizer cycles beta1 (else momentum), and the per-group (base, max)
-    momentums; on a fresh start every group starts at its max momentum (and records both)."""
+def _momentum_cycling(name, optimizer, base_momentum, max_momentum):
+    """Whether the optimizer cycles beta1 (else momentum), and the per-group base and max
+    momentums (checked; nothing is set yet)."""
     if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
         raise ValueError(f"{name}: cycle_momentum=True needs an optimizer with a momentum or "
                          f"betas option, got {type(optimizer).__name__} (pass "
                          "cycle_momentum=False)")
-    use_beta1 = "betas" in optimizer.defaults
-    bases = _per_group(name, "base_momentum", optimizer, base_momentum)
-    maxima = _per_group(name, "max_momentum", optimizer, max_momentum)
-    if last_epoch == -1:
-        for group, base, top in zip(optimizer.param_groups, bases, maxima):
-            _set_momentum(group, use_beta1, top)
-            group["max_momentum"], group["base_momentum"] = top, base
-    return use_beta1, bases, maxima
+    return ("betas" in optimizer.defaults,
+            _per_group(name, "base_momentum", optimizer, base_momentum),
+            _per_group(name, "max_momentum", optimizer, max_momentum))
+
+
+def _start_momentum(optimizer, use_beta1, bases, maxima):
+    """A fresh start: every group at its max momentum, recording both bounds."""
+    for group, base, top in zip(optimizer.param_groups, bases, maxima):
+        _set_momentum(group, use_beta1, top)
+        group["max_momentum"], group["base_momentum"] = top, base
 
 
 class CyclicLR(LRScheduler):
@@ -502,10 +504,16 @@ class CyclicLR(LRScheduler):
                 raise ValueError(f"{name}: {what} must be a positive number, got {size!r}")
         self.optimizer = optimizer
         base_lrs = _per_group(name, "base_lr", optimizer, base_lr)
-        if last_epoch == -1:
+        self.max_lrs = _per_group(name, "max_lr", optimizer, max_lr)
+        if cycle_momentum:
+            self.use_beta1, self.base_momentums, self.max_momentums = _momentum_cycling(
+                name, optimizer, base_momentum, max_momentum)
+        if last_epoch == -1:                    # every argument checked: now set the groups
             for group, lr in zip(optimizer.param_groups, base_lrs):
                 _set_lr(group, lr)
-        self.max_lrs = _per_group(name, "max_lr", optimizer, max_lr)
+            if cycle_momentum:
+                _start_momentum(optimizer, self.use_beta1, self.base_momentums,
+                                self.max_momentums)
         step_size_up = float(step_size_up)
         step_size_down = float(step_size_down) if step_size_down is not None else step_size_up
         self.total_size = step_size_up + step_size_down
@@ -515,9 +523,6 @@ class CyclicLR(LRScheduler):
         self.scale_mode = scale_mode
         self._init_scale_fn()
         self.cycle_momentum = cycle_momentum
-        if cycle_momentum:
-            self.use_beta1, self.base_momentums, self.max_momentums = _momentum_cycling(
-                name, optimizer, base_momentum, max_momentum, last_epoch)
         super().__init__(optimizer, last_epoch)
         self.base_lrs = base_lrs
 
@@ -614,15 +619,17 @@ class OneCycleLR(LRScheduler):
                 _phase(self.total_steps - 1, "max_lr", "min_lr", "base_momentum",
                        "max_momentum")]
         max_lrs = _per_group(name, "max_lr", optimizer, max_lr)
-        if last_epoch == -1:
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            self.use_beta1, bases, maxima = _momentum_cycling(name, optimizer, base_momentum,
+                                                              max_momentum)
+        if last_epoch == -1:                    # every argument checked: now set the groups
             for group, top in zip(optimizer.param_groups, max_lrs):
                 group["initial_lr"] = top / div_factor
                 group["max_lr"] = top
                 group["min_lr"] = group["initial_lr"] / final_div_factor
-        self.cycle_momentum = cycle_momentum
-        if cycle_momentum:
-            self.use_beta1 = _momentum_cycling(name, optimizer, base_momentum, max_momentum,
-                                               last_epoch)[0]
+            if cycle_momentum:
+                _start_momentum(optimizer, self.use_beta1, bases, maxima)
         super().__init__(optimizer, last_epoch)
 
     def _anneal(self, start, end, pct):

@@ -179,8 +179,17 @@ def test_bad_arguments_are_refused():
         sched.OneCycleLR(opt, max_lr=0.1, total_steps=10, pct_start=1.5)
     with pytest.raises(ValueError, match="max_lr must have one entry per parameter group"):
         sched.OneCycleLR(opt, max_lr=[0.1, 0.2], total_steps=10)
+    before = copy.deepcopy([{k: v for k, v in g.items() if k != "params"}
+                            for g in adagrad.param_groups])
     with pytest.raises(ValueError, match="momentum or betas"):
         sched.OneCycleLR(adagrad, max_lr=0.1, total_steps=10)
+    with pytest.raises(ValueError, match="momentum or betas"):
+        sched.CyclicLR(adagrad, base_lr=0.01, max_lr=0.1)
+    with pytest.raises(ValueError, match="max_momentum must have one entry per parameter"):
+        sched.CyclicLR(opt, base_lr=0.01, max_lr=0.1, max_momentum=[0.9])
+    assert [{k: v for k, v in g.items() if k != "params"}
+            for g in adagrad.param_groups] == before, "a refused scheduler changes nothing"
+    assert [g["lr"] for g in opt.param_groups] == list(LRS)
     with pytest.raises(ValueError, match="mode"):
         sched.CyclicLR(opt, 0.01, 0.1, mode="sawtooth")
     with pytest.raises(ValueError, match="milestones"):
