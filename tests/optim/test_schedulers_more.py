@@ -205,3 +205,28 @@ def test_bad_arguments_are_refused():
     one_cycle.step()
     with pytest.raises(ValueError, match="total_steps"):
         one_cycle.step()
+
+
+@pytest.mark.parametrize("make", [
+    lambda o: sched.LinearLR(o, start_factor=0.25, total_iters=4),
+    lambda o: sched.ConstantLR(o, factor=0.5, total_iters=3),
+    lambda o: sched.PolynomialLR(o, total_iters=5, power=2.0),
+    lambda o: sched.MultiplicativeLR(o, lr_lambda=_lambda_a),
+    lambda o: sched.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2),
+    lambda o: sched.SequentialLR(o, [sched.ConstantLR(o, factor=0.5, total_iters=2),
+                                     sched.ExponentialLR(o, gamma=0.8)], milestones=[3]),
+], ids=["LinearLR", "ConstantLR", "PolynomialLR", "MultiplicativeLR", "WarmRestarts",
+        "SequentialLR"])
+def test_a_tensor_lr_is_written_in_place_with_the_same_values(make):
+    """A 0-d tensor lr (capturable optimizers, CUDA graphs) keeps its identity and follows the
+    rates a float lr gets."""
+    p = gd.tensor(np.ones(2), requires_grad=True)
+    lr = gd.tensor(0.1, dtype="float64")
+    opt = optim.Adam([p], lr=lr, capturable=True)
+    float_opt = optim.Adam([gd.tensor(np.ones(2), requires_grad=True)], lr=0.1)
+    ours, reference = make(opt), make(float_opt)
+    for _ in range(12):
+        ours.step()
+        reference.step()
+        assert opt.param_groups[0]["lr"] is lr
+        assert lr.item() == pytest.approx(float_opt.param_groups[0]["lr"], rel=1e-12)
