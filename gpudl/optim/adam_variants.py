@@ -1,24 +1,21 @@
 """NAdam, RAdam and Adamax: Adam's moment estimates with other step rules (torch.optim's).
 
-The updates are written once on raw arrays with NumPy-style operations, so the same code runs on
-NumPy (CPU) and CuPy (GPU) arrays: a few elementwise launches per parameter on the GPU rather than
-one fused kernel as Adam's (a fused form can come when a profile asks for it). The order of
-operations is torch's single-tensor implementation's, so float64 parameters match it to rounding.
+As Adam, each update is one fused kernel per parameter on the GPU (CUDA lines sharing Adam's
+moment_lines) and in-place NumPy operations on the CPU, in the order of torch's single-tensor
+implementation, so the same gradients give the same parameters to rounding.
 """
+
+import functools
 
 import numpy as np
 
 from .. import backend
-from .adam import moments_
-from .optimizer import (
-    Optimizer,
-    check_betas,
-    check_range,
-    effective_grad,
-    implementation_hints,
-    lerp_,
-    new_state_buffer,
-)
+from .adam import moment_lines, moments_
+from .optimizer import (Optimizer, check_betas, check_range, effective_grad, fused, grad_lines,
+                        implementation_hints, lerp_, lerp_line, new_state_buffer)
+
+_MOMENT_IN = "T grad, T weight_decay, T decay, T beta1_weight, T beta2, T beta2_weight"
+_MOMENT_OUT = "T param, T exp_avg, T exp_avg_sq"
 
 
 def refuse_capturable(name, capturable):
@@ -33,21 +30,55 @@ def as_float32(value):
     return float(np.float32(value))
 
 
-def work_array(optimizer, param):
-    """A scratch array like ``param``: the optimizer's reused CPU buffer, or a new device array."""
-    if backend.is_device_array(param):
-        return backend.get_array_module(param).empty_like(param)
-    return optimizer._scratch(param)
+def decay_options(group):
+    """(coupled weight decay, whether decoupled decay applies) of an Adam variant's group."""
+    decoupled = bool(group.get("decoupled_weight_decay")) and bool(group["weight_decay"])
+    return (0 if group.get("decoupled_weight_decay") else group["weight_decay"]), decoupled
+
+
+def moment_args(grad, group):
+    """The kernel arguments of moment_lines, in _MOMENT_IN's order."""
+    beta1, beta2 = group["betas"]
+    return (grad, group["weight_decay"], 1 - group["lr"] * group["weight_decay"], 1 - beta1,
+            beta2, 1 - beta2)
+
+
+@functools.cache
+def _nadam_lines(maximize, coupled_decay, decoupled_decay):
+    return tuple(moment_lines(maximize, coupled_decay, decoupled_decay) + [
+        "T denom = sqrt(exp_avg_sq / bias_correction2) + eps;",
+        "param = param + grad_coef * (g / denom);",
+        "param = param + avg_coef * (exp_avg / denom);"])
+
+
+@functools.cache
+def _radam_lines(maximize, coupled_decay, decoupled_decay, rectified):
+    lines = moment_lines(maximize, coupled_decay, decoupled_decay)
+    lines.append("T update = exp_avg / bias_correction1 * lr;")
+    if rectified:
+        lines.append("update = update * (bias_correction2_sqrt / (sqrt(exp_avg_sq) + eps));")
+        lines.append("update = update * rect;")
+    lines.append("param = param - update;")
+    return tuple(lines)
+
+
+@functools.cache
+def _adamax_lines(maximize, weight_decay):
+    return tuple(grad_lines(maximize, weight_decay) + [
+        lerp_line("exp_avg", "g", "beta1_weight"),
+        "T decayed = exp_inf * beta2;",
+        "T bound = (g < (T)0 ? -g : g) + eps;",
+        "exp_inf = (decayed > bound || isnan(decayed)) ? decayed : bound;",   # NaN propagates
+        "param = param + neg_clr * (exp_avg / exp_inf);"])
 
 
 def decayed_grad(param, grad, group):
-    """The gradient an Adam variant uses, after its weight decay: decoupled (``p *= 1 - lr *
-    weight_decay``, in place) or coupled (added to the gradient)."""
-    weight_decay = group["weight_decay"]
-    if weight_decay and group.get("decoupled_weight_decay"):
-        param *= 1 - group["lr"] * weight_decay
-        weight_decay = 0
-    return effective_grad(param, grad, weight_decay, group["maximize"])
+    """CPU: the gradient an Adam variant uses, after its weight decay: decoupled (``p *= 1 - lr
+    * weight_decay``, in place) or coupled (added to the gradient)."""
+    coupled, decoupled = decay_options(group)
+    if decoupled:
+        param *= 1 - group["lr"] * group["weight_decay"]
+    return effective_grad(param, grad, coupled, group["maximize"])
 
 
 class _AdamVariant(Optimizer):
@@ -104,19 +135,30 @@ class NAdam(_AdamVariant):
     def _update(self, param, grad, state, group):
         state["step"] = step = state["step"] + 1
         lr, (beta1, beta2) = group["lr"], group["betas"]
-        g = decayed_grad(param, grad, group)
         mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * group["momentum_decay"]))
         mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * group["momentum_decay"]))
         state["mu_product"] = mu_product = as_float32(np.float32(state["mu_product"])
                                                       * np.float32(mu))
+        grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product)
+        avg_coef = (-lr * mu_next) / (1.0 - mu_product * mu_next)
+        bias_correction2 = 1 - beta2 ** step
         exp_avg, exp_avg_sq = state["exp_avg"]._data, state["exp_avg_sq"]._data
-        scratch = work_array(self, param)
+        if backend.is_device_array(param):
+            coupled, decoupled = decay_options(group)
+            kernel = fused(_MOMENT_IN + ", T bias_correction2, T eps, T grad_coef, T avg_coef",
+                           _MOMENT_OUT, _nadam_lines(group["maximize"], bool(coupled),
+                                                     decoupled), "gpudl_nadam")
+            kernel(*moment_args(grad, group), bias_correction2, group["eps"], grad_coef,
+                   avg_coef, param, exp_avg, exp_avg_sq)
+            return
+        g = decayed_grad(param, grad, group)
+        scratch = self._scratch(param)
         moments_(exp_avg, exp_avg_sq, g, beta1, beta2, scratch)
-        denom = np.divide(exp_avg_sq, 1 - beta2 ** step, out=scratch)
+        denom = np.divide(exp_avg_sq, bias_correction2, out=scratch)
         np.sqrt(denom, out=denom)
         denom += group["eps"]
-        param += (-lr * (1.0 - mu) / (1.0 - mu_product)) * (g / denom)
-        param += ((-lr * mu_next) / (1.0 - mu_product * mu_next)) * (exp_avg / denom)
+        param += grad_coef * (g / denom)
+        param += avg_coef * (exp_avg / denom)
 
 
 class RAdam(_AdamVariant):
@@ -141,16 +183,26 @@ class RAdam(_AdamVariant):
     def _update(self, param, grad, state, group):
         state["step"] = step = state["step"] + 1
         lr, (beta1, beta2) = group["lr"], group["betas"]
-        g = decayed_grad(param, grad, group)
-        exp_avg, exp_avg_sq = state["exp_avg"]._data, state["exp_avg_sq"]._data
-        moments_(exp_avg, exp_avg_sq, g, beta1, beta2, work_array(self, param))
         bias_correction2 = 1 - beta2 ** step
         rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
-        update = exp_avg / (1 - beta1 ** step) * lr
-        if rho_t > 5.0:
-            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
-                    / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        rectified = rho_t > 5.0               # else the variance is intractable: no adaptive step
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5 if rectified else 1.0
+        bias_correction1 = 1 - beta1 ** step
+        exp_avg, exp_avg_sq = state["exp_avg"]._data, state["exp_avg_sq"]._data
+        if backend.is_device_array(param):
+            coupled, decoupled = decay_options(group)
+            lines = _radam_lines(group["maximize"], bool(coupled), decoupled, rectified)
+            kernel = fused(_MOMENT_IN + ", T bias_correction1, T lr, T bias_correction2_sqrt, "
+                           "T eps, T rect", _MOMENT_OUT, lines, "gpudl_radam")
+            kernel(*moment_args(grad, group), bias_correction1, lr, bias_correction2 ** 0.5,
+                   group["eps"], rect, param, exp_avg, exp_avg_sq)
+            return
+        g = decayed_grad(param, grad, group)
+        moments_(exp_avg, exp_avg_sq, g, beta1, beta2, self._scratch(param))
+        update = exp_avg / bias_correction1 * lr
+        if rectified:
             update *= bias_correction2 ** 0.5 / (np.sqrt(exp_avg_sq) + group["eps"])
             update *= rect
         param -= update
@@ -176,14 +228,22 @@ class Adamax(_AdamVariant):
     def _update(self, param, grad, state, group):
         state["step"] = step = state["step"] + 1
         beta1, beta2 = group["betas"]
-        g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
+        neg_clr = -(group["lr"] / (1 - beta1 ** step))
         exp_avg, exp_inf = state["exp_avg"]._data, state["exp_inf"]._data
-        scratch = work_array(self, param)
+        if backend.is_device_array(param):
+            lines = _adamax_lines(group["maximize"], bool(group["weight_decay"]))
+            kernel = fused("T grad, T weight_decay, T beta1_weight, T beta2, T eps, T neg_clr",
+                           "T param, T exp_avg, T exp_inf", lines, "gpudl_adamax")
+            kernel(grad, group["weight_decay"], 1 - beta1, beta2, group["eps"], neg_clr, param,
+                   exp_avg, exp_inf)
+            return
+        g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
+        scratch = self._scratch(param)
         lerp_(exp_avg, g, 1 - beta1, scratch)
         exp_inf *= beta2
         np.abs(g, out=scratch)
         scratch += group["eps"]
         np.maximum(exp_inf, scratch, out=exp_inf)
         np.divide(exp_avg, exp_inf, out=scratch)
-        scratch *= -(group["lr"] / (1 - beta1 ** step))
+        scratch *= neg_clr
         param += scratch

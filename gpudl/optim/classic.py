@@ -1,12 +1,47 @@
-"""Adadelta, Rprop and ASGD (torch.optim's), written once on raw arrays for NumPy and CuPy as the
-Adam variants are (gpudl/optim/adam_variants.py)."""
+"""Adadelta, Rprop and ASGD (torch.optim's): one fused kernel per parameter on the GPU, in-place
+NumPy on the CPU, in the order of torch's single-tensor implementations."""
+
+import functools
 
 import numpy as np
 
 from .. import backend
-from .adam_variants import as_float32, refuse_capturable, work_array
-from .optimizer import Optimizer, check_range, effective_grad, implementation_hints, \
-    new_state_buffer
+from .adam_variants import as_float32, refuse_capturable
+from .optimizer import Optimizer, check_range, effective_grad, fused, grad_lines, \
+    implementation_hints, new_state_buffer, square_avg_
+
+
+@functools.cache
+def _adadelta_lines(maximize, weight_decay):
+    return tuple(grad_lines(maximize, weight_decay) + [
+        "square_avg = square_avg * rho + rho_weight * g * g;",
+        "T std = sqrt(square_avg + eps);",
+        "T delta = sqrt(acc_delta + eps) / std * g;",
+        "acc_delta = acc_delta * rho + rho_weight * delta * delta;",
+        "param = param + neg_lr * delta;"])
+
+
+@functools.cache
+def _rprop_lines(maximize):
+    # a NaN product or gradient stays NaN, as torch's sign() and clamp() keep it
+    return tuple(grad_lines(maximize, False) + [
+        "T s = g * prev;",
+        "T factor = (s > (T)0) ? etaplus : (s < (T)0) ? etaminus : (s == (T)0) ? (T)1 : s;",
+        "T size = step_size * factor;",
+        "size = (size < step_min) ? step_min : size;",
+        "step_size = (size > step_max) ? step_max : size;",
+        "g = (s < (T)0) ? (T)0 : g;",
+        "T direction = (g > (T)0) ? (T)1 : (g < (T)0) ? (T)-1 : g;",
+        "param = param - direction * step_size;",
+        "prev = g;"])
+
+
+@functools.cache
+def _asgd_lines(maximize, weight_decay, averaging):
+    return tuple(grad_lines(maximize, weight_decay) + [
+        "param = param * decay;",
+        "param = param - eta * g;",
+        "ax = ax + (param - ax) * mu;" if averaging else "ax = param;"])
 
 
 class Adadelta(Optimizer):
@@ -40,13 +75,17 @@ class Adadelta(Optimizer):
     def _update(self, param, grad, state, group):
         state["step"] += 1
         rho = group["rho"]
-        g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
         square_avg, acc_delta = state["square_avg"]._data, state["acc_delta"]._data
-        scratch = work_array(self, param)
-        square_avg *= rho
-        np.multiply(g, 1 - rho, out=scratch)
-        scratch *= g
-        square_avg += scratch
+        if backend.is_device_array(param):
+            lines = _adadelta_lines(group["maximize"], bool(group["weight_decay"]))
+            kernel = fused("T grad, T weight_decay, T rho, T rho_weight, T eps, T neg_lr",
+                           "T param, T square_avg, T acc_delta", lines, "gpudl_adadelta")
+            kernel(grad, group["weight_decay"], rho, 1 - rho, group["eps"], -group["lr"], param,
+                   square_avg, acc_delta)
+            return
+        g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
+        scratch = self._scratch(param)
+        square_avg_(square_avg, g, rho, scratch)
         std = np.sqrt(square_avg + group["eps"])
         delta = np.add(acc_delta, group["eps"], out=scratch)
         np.sqrt(delta, out=delta)
@@ -96,17 +135,23 @@ class Rprop(Optimizer):
 
     def _update(self, param, grad, state, group):
         state["step"] += 1
-        xp = backend.get_array_module(param)
         etaminus, etaplus = group["etas"]
-        g = -grad if group["maximize"] else grad
+        step_min, step_max = group["step_sizes"]
         prev, step_size = state["prev"]._data, state["step_size"]._data
+        if backend.is_device_array(param):
+            kernel = fused("T grad, T etaminus, T etaplus, T step_min, T step_max",
+                           "T param, T prev, T step_size", _rprop_lines(group["maximize"]),
+                           "gpudl_rprop")
+            kernel(grad, etaminus, etaplus, step_min, step_max, param, prev, step_size)
+            return
+        g = -grad if group["maximize"] else grad
         sign = np.sign(g * prev)
         flipped = sign < 0
-        factor = xp.where(sign > 0, etaplus, xp.where(flipped, etaminus, xp.where(
+        factor = np.where(sign > 0, etaplus, np.where(flipped, etaminus, np.where(
             sign == 0, 1, sign))).astype(param.dtype)          # NaN stays NaN
         step_size *= factor
-        xp.clip(step_size, *group["step_sizes"], out=step_size)
-        g = xp.where(flipped, 0, g).astype(param.dtype)      # a flipped sign skips this step
+        np.clip(step_size, step_min, step_max, out=step_size)
+        g = np.where(flipped, 0, g).astype(param.dtype)      # a flipped sign skips this step
         param -= np.sign(g) * step_size
         prev[...] = g
 
@@ -144,13 +189,19 @@ class ASGD(Optimizer):
     def _update(self, param, grad, state, group):
         state["step"] = step = state["step"] + 1
         lr, lambd, eta = group["lr"], group["lambd"], state["eta"]
-        g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
-        param *= 1 - lambd * eta
-        param -= eta * g
         ax = state["ax"]._data
-        if state["mu"] != 1:
-            ax += (param - ax) * state["mu"]
+        if backend.is_device_array(param):
+            lines = _asgd_lines(group["maximize"], bool(group["weight_decay"]), state["mu"] != 1)
+            kernel = fused("T grad, T weight_decay, T decay, T eta, T mu", "T param, T ax", lines,
+                           "gpudl_asgd")
+            kernel(grad, group["weight_decay"], 1 - lambd * eta, eta, state["mu"], param, ax)
         else:
-            ax[...] = param
+            g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
+            param *= 1 - lambd * eta
+            param -= eta * g
+            if state["mu"] != 1:
+                ax += (param - ax) * state["mu"]
+            else:
+                ax[...] = param
         state["eta"] = as_float32(lr / ((1 + lambd * lr * step) ** group["alpha"]))
         state["mu"] = as_float32(1 / max(1, step - group["t0"]))

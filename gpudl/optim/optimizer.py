@@ -328,6 +328,15 @@ def effective_grad(param, grad, weight_decay, maximize):
     return np.negative(grad) if maximize else grad
 
 
+def square_avg_(square_avg, g, alpha, scratch):
+    """CPU: ``square_avg = alpha * square_avg + (1 - alpha) * g * g`` in place, as torch's
+    ``mul_(alpha).addcmul_(g, g, value=1 - alpha)``."""
+    square_avg *= alpha
+    np.multiply(g, 1 - alpha, out=scratch)
+    scratch *= g
+    square_avg += scratch
+
+
 def lerp_(start, end, weight, scratch):
     """CPU: ``start.lerp_(end, weight)`` with torch's two-sided formula, in place."""
     np.subtract(end, start, out=scratch)

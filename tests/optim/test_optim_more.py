@@ -1,40 +1,25 @@
 """NAdam, RAdam, Adamax, Adadelta, Rprop, ASGD and LBFGS against torch.optim: a small float64
 model trained on fresh random batches by both, with two parameter groups, weight decay and
 maximize; the same parameters after N steps, state dicts with torch's keys that round-trip (and
-torch's own state dict loads and continues); bad options refused."""
+torch's own state dict loads and continues); bad options refused. Their float32 updates and
+fused GPU kernels are checked with every optimizer's (optim_cases.CASES)."""
 
 import copy
 
 import numpy as np
 import pytest
+from optim_cases import CASES as ALL_CASES
+from optim_cases import case_id
 
 import gpudl as gd
 import gpudl.optim as optim
-from gpudl import backend, nn
+from gpudl import nn
 
 torch = pytest.importorskip("torch")
 
-CASES = [
-    ("NAdam", dict(lr=0.01)),
-    ("NAdam", dict(lr=0.01, weight_decay=0.1, momentum_decay=0.01, maximize=True)),
-    ("NAdam", dict(lr=0.01, weight_decay=0.2, decoupled_weight_decay=True)),
-    ("RAdam", dict(lr=0.01)),
-    ("RAdam", dict(lr=0.01, betas=(0.5, 0.8), weight_decay=0.1, maximize=True)),
-    ("RAdam", dict(lr=0.01, weight_decay=0.2, decoupled_weight_decay=True)),
-    ("Adamax", dict(lr=0.01)),
-    ("Adamax", dict(lr=0.01, betas=(0.6, 0.9), eps=1e-3, weight_decay=0.1, maximize=True)),
-    ("Adadelta", dict()),
-    ("Adadelta", dict(lr=0.5, rho=0.6, eps=1e-4, weight_decay=0.1, maximize=True)),
-    ("Rprop", dict(lr=0.01)),
-    ("Rprop", dict(lr=0.02, etas=(0.3, 1.5), step_sizes=(1e-3, 0.05), maximize=True)),
-    ("ASGD", dict(lr=0.01)),
-    ("ASGD", dict(lr=0.02, lambd=0.01, alpha=0.5, t0=5, weight_decay=0.1, maximize=True)),
-]
+NEW = ("NAdam", "RAdam", "Adamax", "Adadelta", "Rprop", "ASGD")
+CASES = [case for case in ALL_CASES if case[0] in NEW]
 STEPS = 25
-
-
-def case_id(case):
-    return case[0] + "(" + ",".join(f"{k}={v}" for k, v in case[1].items()) + ")"
 
 
 def _models(rng):
@@ -141,23 +126,6 @@ def test_state_dict_has_torchs_keys_round_trips_and_loads_torchs(case, rng):
     for a, b in zip(ours.parameters(), twin.parameters()):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     _assert_same_parameters(from_torch, theirs)
-
-
-@pytest.mark.parametrize("name", ["NAdam", "RAdam", "Adamax", "Adadelta", "Rprop", "ASGD"])
-def test_float32_and_the_device_branch_match_torch(name, rng, monkeypatch):
-    """float32 parameters (to float32 rounding), with is_device_array forced true: the update
-    allocates its scratch as it does on a GPU (the same array code, NumPy here)."""
-    monkeypatch.setattr(backend, "is_device_array", lambda a: isinstance(a, np.ndarray))
-    init = rng.standard_normal((5, 3)).astype(np.float32)
-    p, tp = gd.tensor(init, requires_grad=True), torch.tensor(init, requires_grad=True)
-    opt, topt = getattr(optim, name)([p]), getattr(torch.optim, name)([tp])
-    for _ in range(10):
-        g = rng.standard_normal((5, 3)).astype(np.float32)
-        p.grad, tp.grad = gd.tensor(g), torch.tensor(g)
-        opt.step()
-        topt.step()
-    assert p.dtype == np.float32
-    np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=2e-5, atol=2e-6)
 
 
 def _rosenbrock(x):

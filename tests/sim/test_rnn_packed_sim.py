@@ -9,6 +9,7 @@ import gpudl as gd
 from gpudl import backend, nn
 from gpudl.nn.utils import rnn as R
 from oracle import torch
+from test_public_ops_sim import launches  # noqa: F401  (the fixture counting kernel launches)
 
 pytestmark = [pytest.mark.simulator,
               pytest.mark.skipif(not backend.SIMULATOR or backend.DEFAULT_DEVICE != "cuda",
@@ -20,14 +21,7 @@ LENGTHS = [2, 4, 1]                    # unsorted: three runs of batch sizes 3, 
 
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
-def test_packed_bidirectional_layer_matches_torch(rng, monkeypatch, kind):
-    launches = [0]
-    real = backend.launch_stream
-
-    def counted():
-        launches[0] += 1
-        return real()
-    monkeypatch.setattr(backend, "launch_stream", counted)
+def test_packed_bidirectional_layer_matches_torch(rng, launches, kind):
     theirs = getattr(torch.nn, kind)(I, H, bidirectional=True).double()
     ours = getattr(nn, kind)(I, H, bidirectional=True)
     ours.load_state_dict({k: v.detach().numpy().astype(np.float32)
