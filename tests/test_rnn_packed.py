@@ -178,3 +178,16 @@ def test_bad_arguments_are_refused():
         nn.GRU(5, 3, dtype="float64")(packed)
     with pytest.raises(ValueError, match="h_0"):
         nn.GRU(2, 3, dtype="float64")(packed, gd.zeros(1, 2, 3, dtype="float64"))
+
+
+def test_packed_sequence_moves_and_derives_its_inverse_permutation():
+    x = gd.tensor(np.random.default_rng(6).standard_normal((4, 3, 2)))
+    packed = R.pack_padded_sequence(x, [2, 4, 1], enforce_sorted=False)
+    assert packed.cpu() is packed and not packed.is_cuda
+    cast = packed.to(gd.float32)
+    assert cast.data.dtype == gd.float32 and cast.batch_sizes.tolist() == [3, 2, 1, 1]
+    assert cast.sorted_indices.tolist() == [1, 0, 2]
+    rebuilt = R.PackedSequence(packed.data, packed.batch_sizes, packed.sorted_indices)
+    assert rebuilt.unsorted_indices.tolist() == [1, 0, 2]
+    with pytest.raises(TypeError, match="batch_sizes is required"):
+        R.PackedSequence(packed.data)
