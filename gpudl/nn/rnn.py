@@ -3,13 +3,18 @@
 Parameters are ``weight_ih_l{k}`` (G*H, I), ``weight_hh_l{k}`` (G*H, H), ``bias_ih_l{k}``,
 ``bias_hh_l{k}`` (G*H,), with ``_reverse`` for the backward direction and gate blocks in PyTorch's
 order (LSTM i, f, g, o; GRU r, z, n), so a PyTorch state dict loads as is. Each layer and
-direction runs as one autograd node (gpudl.ops.rnn) over the whole sequence.
+direction runs as one autograd node (gpudl.ops.rnn) over the whole sequence. A PackedSequence
+input runs each layer and direction as one such node per run of steps with the same batch size
+(see _run_packed).
 """
 
+import functools
 import math
 import warnings
 
-from .. import creation, dtypes
+import numpy as np
+
+from .. import backend, creation, dtypes
 from ..amp import autocast_mode
 from ..functions import cat, stack
 from ..ops.dropout import dropout
@@ -18,6 +23,7 @@ from ..ops.rnn import gru_layer, lstm_layer, rnn_layer
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
+from .utils.rnn import PackedSequence
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
@@ -50,6 +56,59 @@ def _run_layer(mode, x, h0, c0, weights, reverse):
     else:
         y, h_n = rnn_layer(x, h0, *weights, nonlinearity=mode[4:].lower(), reverse=reverse)
     return y, h_n, None
+
+
+def _runs(batch_sizes):
+    """[(first packed row, steps, batch)] for each run of equal batch sizes, in time order."""
+    runs, row, t = [], 0, 0
+    while t < len(batch_sizes):
+        batch = int(batch_sizes[t])
+        steps = int(np.sum(batch_sizes[t:] == batch))        # batch sizes never increase
+        runs.append((row, steps, batch))
+        row, t = row + steps * batch, t + steps
+    return runs
+
+
+def _run_rows(mode, x, run, h, c, weights, reverse):
+    """The layer over one run's packed rows from states (batch, H): (rows out, h, c)."""
+    row, steps, batch = run
+    y, h, c = _run_layer(mode, x[row:row + steps * batch].reshape(steps, batch, -1), h, c,
+                         weights, reverse)
+    return y.reshape(steps * batch, -1), h, c
+
+
+def _packed_forward(mode, x, runs, h0, c0, weights):
+    """Forward direction: a run continues the leading rows of the previous run's states; the
+    sequences it drops finished there, so h_n gathers each run's trailing rows."""
+    outputs, finished = [], []
+    h, c = h0, c0
+    for i, run in enumerate(runs):
+        batch = run[2]
+        y, h, c = _run_rows(mode, x, run, h[:batch], c[:batch] if c is not None else None,
+                            weights, False)
+        outputs.append(y)
+        ends = runs[i + 1][2] if i + 1 < len(runs) else 0
+        finished.append((h[ends:], c[ends:] if c is not None else None))
+    h_n = cat([f[0] for f in reversed(finished)])
+    c_n = cat([f[1] for f in reversed(finished)]) if c0 is not None else None
+    return cat(outputs), h_n, c_n
+
+
+def _packed_reverse(mode, x, runs, h0, c0, weights):
+    """Backward direction: runs from the last to the first; the sequences a run adds start
+    there (at their own last step) from their initial states."""
+    outputs = []
+    h = c = None
+    started = 0
+    for run in reversed(runs):
+        batch = run[2]
+        h = h0[:batch] if h is None else cat([h, h0[started:batch]])
+        if c0 is not None:
+            c = c0[:batch] if c is None else cat([c, c0[started:batch]])
+        y, h, c = _run_rows(mode, x, run, h, c, weights, True)
+        outputs.append(y)
+        started = batch
+    return cat(outputs[::-1]), h, c
 
 
 class RNNBase(Module):
@@ -101,8 +160,14 @@ class RNNBase(Module):
     def forward(self, input, hx=None):
         """Run the sequence. input (T, B, I), or (B, T, I) with batch_first, or unbatched (T, I);
         hx: the initial state(s) of shape (num_layers * num_directions, B, H), (..., H) unbatched,
-        or None for zeros. Returns ``(output, h_n)`` (``(output, (h_n, c_n))`` for LSTM)."""
+        or None for zeros. Returns ``(output, h_n)`` (``(output, (h_n, c_n))`` for LSTM).
+
+        input may be a PackedSequence (nn.utils.rnn): each sequence then stops at its own length
+        (the backward direction starts at its last step), output is a PackedSequence and h_n the
+        state after each sequence's last step, in the batch's original order."""
         name = type(self).__name__
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
         if input.ndim not in (2, 3):
@@ -126,7 +191,10 @@ class RNNBase(Module):
             c_n = c_n.squeeze(1) if c_n is not None else None
         return (output, (h_n, c_n)) if self.mode == "LSTM" else (output, h_n)
 
-    def _run(self, x, h0, c0):
+    def _run(self, x, h0, c0, run_direction=None):
+        """Every layer and direction: ``run_direction(x, h0, c0, weights, reverse)`` gives one
+        direction's (output, h_n, c_n); by default the layer over the padded x (T, B, I)."""
+        run_direction = run_direction or functools.partial(_run_layer, self.mode)
         directions = 2 if self.bidirectional else 1
         h_n, c_n = [], []
         for layer in range(self.num_layers):
@@ -135,14 +203,48 @@ class RNNBase(Module):
             outputs = []
             for d in range(directions):
                 k = layer * directions + d
-                y, h, c = _run_layer(self.mode, x, h0[k] if h0 is not None else None,
-                                     c0[k] if c0 is not None else None,
-                                     self._layer_weights(layer, d == 1), d == 1)
+                y, h, c = run_direction(x, h0[k] if h0 is not None else None,
+                                        c0[k] if c0 is not None else None,
+                                        self._layer_weights(layer, d == 1), d == 1)
                 outputs.append(y)
                 h_n.append(h)
                 c_n.append(c)
-            x = cat(outputs, dim=2) if directions == 2 else outputs[0]     # (T, B, D*H)
+            x = cat(outputs, dim=-1) if directions == 2 else outputs[0]    # (..., D*H)
         return x, stack(h_n), (stack(c_n) if self.mode == "LSTM" else None)
+
+    def _forward_packed(self, packed, hx):
+        name = type(self).__name__
+        data = packed.data
+        if not isinstance(data, Tensor) or data.ndim != 2 or data.shape[1] != self.input_size:
+            got = data.shape if isinstance(data, Tensor) else type(data).__name__
+            raise ValueError(f"{name}: expected PackedSequence data of shape (N, "
+                             f"{self.input_size}), got {got}")
+        batch_sizes = backend.to_numpy(packed.batch_sizes._data).astype(np.int64)
+        h0, c0 = self._initial_states(hx, int(batch_sizes[0]), True)
+        if packed.sorted_indices is not None:       # hx is in the batch's order, data sorted
+            h0, c0 = (s.index_select(1, packed.sorted_indices) if s is not None else None
+                      for s in (h0, c0))
+        output, h_n, c_n = self._run_packed(data, _runs(batch_sizes), h0, c0)
+        if packed.unsorted_indices is not None:
+            h_n, c_n = (s.index_select(1, packed.unsorted_indices) if s is not None else None
+                        for s in (h_n, c_n))
+        output = PackedSequence(output, packed.batch_sizes, packed.sorted_indices,
+                                packed.unsorted_indices)
+        return (output, (h_n, c_n)) if self.mode == "LSTM" else (output, h_n)
+
+    def _run_packed(self, x, runs, h0, c0):
+        """_run on packed rows x (N, I): each direction runs the layer once per run of steps
+        with one batch size (the longest sequences first, so a run's sequences are its batch's
+        leading rows); a run's output rows are contiguous in the packed layout."""
+        def run_direction(x, h, c, weights, reverse):
+            zeros = functools.partial(creation.zeros, runs[0][2], self.hidden_size,
+                                      dtype=x.dtype, device=x.device)     # None means zeros
+            h = h if h is not None else zeros()
+            c = c if c is not None or self.mode != "LSTM" else zeros()
+            run = _packed_reverse if reverse else _packed_forward
+            return run(self.mode, x, runs, h, c, weights)
+
+        return self._run(x, h0, c0, run_direction)
 
     def _initial_states(self, hx, batch, batched):
         """(h0, c0) as (L*D, B, H) tensors (or None), checked against the expected shape."""

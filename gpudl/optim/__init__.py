@@ -1,9 +1,14 @@
-"""gpudl.optim: optimizers (SGD, Adam, AdamW, RMSprop, Adagrad) and learning-rate schedulers."""
+"""gpudl.optim: optimizers (SGD, Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam, Adamax, Adadelta,
+Rprop, ASGD, LBFGS) and learning-rate schedulers."""
 
 from . import lr_scheduler
 from .adam import Adam, AdamW
 from .optimizer import Optimizer
 from .rmsprop import Adagrad, RMSprop
 from .sgd import SGD
+from .adam_variants import Adamax, NAdam, RAdam
+from .classic import ASGD, Adadelta, Rprop
+from .lbfgs import LBFGS
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler",
+           "NAdam", "RAdam", "Adamax", "Adadelta", "Rprop", "ASGD", "LBFGS"]

@@ -9,6 +9,7 @@ from .capturable import advance_step, check_lr, device_step, kernel_scalar, lr_a
     power_complement
 from .optimizer import (
     Optimizer,
+    check_betas,
     check_range,
     effective_grad,
     fused,
@@ -17,19 +18,27 @@ from .optimizer import (
     lerp_,
     lerp_line,
     new_state_buffer,
+    square_avg_,
 )
 
 _IN = ("T grad, T weight_decay, T decay, T beta1_weight, T beta2, T beta2_weight, "
        "T bias_correction2_sqrt, T eps, T neg_step_size")
 
 
-@functools.cache
-def _adam_lines(amsgrad, maximize, coupled_decay, decoupled_decay):
+def moment_lines(maximize, coupled_decay, decoupled_decay):
+    """CUDA lines shared by Adam and its variants: the gradient ``g`` after weight decay
+    (coupled, or ``param *= decay``), then the moments ``exp_avg`` and ``exp_avg_sq``."""
     lines = grad_lines(maximize, coupled_decay)
     if decoupled_decay:
         lines.append("param = param * decay;")
     lines.append(lerp_line("exp_avg", "g", "beta1_weight"))
     lines.append("exp_avg_sq = exp_avg_sq * beta2 + beta2_weight * g * g;")
+    return lines
+
+
+@functools.cache
+def _adam_lines(amsgrad, maximize, coupled_decay, decoupled_decay):
+    lines = moment_lines(maximize, coupled_decay, decoupled_decay)
     second = "exp_avg_sq"
     if amsgrad:
         lines.append("max_exp_avg_sq = (exp_avg_sq > max_exp_avg_sq || isnan(exp_avg_sq)) "
@@ -38,6 +47,13 @@ def _adam_lines(amsgrad, maximize, coupled_decay, decoupled_decay):
     lines.append(f"T denom = sqrt({second}) / bias_correction2_sqrt + eps;")
     lines.append("param = param + neg_step_size * exp_avg / denom;")
     return tuple(lines)
+
+
+def moments_(exp_avg, exp_avg_sq, g, beta1, beta2, scratch):
+    """Adam's moment updates in place (NumPy or CuPy arrays): ``m = lerp(m, g, 1 - beta1)``,
+    ``v = beta2 * v + (1 - beta2) * g * g``."""
+    lerp_(exp_avg, g, 1 - beta1, scratch)
+    square_avg_(exp_avg_sq, g, beta2, scratch)
 
 
 class Adam(Optimizer):
@@ -69,11 +85,7 @@ class Adam(Optimizer):
         check_lr(name, group["lr"], check_range)
         for what in ("eps", "weight_decay"):
             check_range(name, what, group[what])
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
-        for i, beta in enumerate(betas):
-            check_range(name, f"beta parameter at index {i}", beta, 0.0, 1.0)
+        check_betas(name, group["betas"])
 
     def _init_state(self, param, group):
         step = device_step(param) if group["capturable"] else 0
@@ -109,11 +121,7 @@ class Adam(Optimizer):
             param *= decay
         g = effective_grad(param, grad, coupled, group["maximize"])
         scratch = self._scratch(param)
-        lerp_(exp_avg, g, 1 - beta1, scratch)
-        exp_avg_sq *= beta2
-        np.multiply(g, 1 - beta2, out=scratch)
-        scratch *= g
-        exp_avg_sq += scratch
+        moments_(exp_avg, exp_avg_sq, g, beta1, beta2, scratch)
         if amsgrad:
             np.maximum(second, exp_avg_sq, out=second)
         np.sqrt(second if amsgrad else exp_avg_sq, out=scratch)

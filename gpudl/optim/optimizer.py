@@ -33,6 +33,8 @@ class Optimizer:
         defaults: the default options of every group.
     """
 
+    _scalar_state = ()   # state keys holding one number (torch: 0-d tensors), as NAdam's mu_product
+
     def __init__(self, params, defaults):
         name = type(self).__name__
         if isinstance(params, Tensor) or not hasattr(params, "__iter__"):
@@ -209,7 +211,8 @@ class Optimizer:
             if param is None:
                 raise ValueError(f"{name}.load_state_dict: state for parameter {key}, which no "
                                  "parameter group lists")
-            new_state[param] = {k: _state_value(name, key, k, v, param) for k, v in saved.items()}
+            new_state[param] = {k: self._loaded_state(key, k, v, param)
+                                for k, v in saved.items()}
         new_groups = []
         for group, saved in zip(self.param_groups, saved_groups):
             loaded = dict(group)          # options the state dict lacks keep their values
@@ -218,6 +221,10 @@ class Optimizer:
             self._validate_group(loaded)
             new_groups.append(loaded)
         self.state, self.param_groups = new_state, new_groups
+
+    def _loaded_state(self, index, key, value, param):
+        """The entry ``key`` of the loaded state of parameter ``index`` (see _state_value)."""
+        return _state_value(type(self).__name__, index, key, value, param, self._scalar_state)
 
 
 def implementation_hints(foreach, differentiable, **fused):
@@ -264,13 +271,15 @@ def _like_default(value, default):
     return tuple(value) if isinstance(default, tuple) and isinstance(value, list) else value
 
 
-def _state_value(name, index, key, value, param):
-    """A loaded state entry: 'step' as an int, arrays copied to the parameter's device/dtype."""
+def _state_value(name, index, key, value, param, scalar_keys=()):
+    """A loaded state entry: 'step' as an int, the optimizer's ``scalar_keys`` as floats, arrays
+    copied to the parameter's device/dtype."""
     if isinstance(value, Tensor):
         value = value._data
-    if key == "step":                      # torch stores a float tensor; ours is an int
-        return int(float(backend.host_value(value, "load_state_dict") if hasattr(value, "item")
-                         else value))
+    if key == "step" or key in scalar_keys:     # torch stores 0-d float tensors
+        number = float(backend.host_value(value, "load_state_dict") if hasattr(value, "item")
+                       else value)
+        return int(number) if key == "step" else number
     if isinstance(value, (numbers.Number, str)) or value is None:
         return value
     array = backend.to_numpy(value)
@@ -293,6 +302,14 @@ def check_range(optimizer, what, value, low=0.0, high=None):
         raise ValueError(f"{optimizer}: invalid {what} {value!r} (expected {expected})")
 
 
+def check_betas(optimizer, betas):
+    """Raise unless ``betas`` is a pair of numbers in [0, 1)."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{optimizer}: betas must be a pair (beta1, beta2), got {betas!r}")
+    for i, beta in enumerate(betas):
+        check_range(optimizer, f"beta parameter at index {i}", beta, 0.0, 1.0)
+
+
 def new_state_buffer(param, fill=0.0):
     """A Tensor of ``param``'s shape and device filled with ``fill`` (optimizer state), in the
     dtype its update computes in: float32 for a float16/bfloat16 parameter (whose update runs on
@@ -309,6 +326,15 @@ def effective_grad(param, grad, weight_decay, maximize):
         out = np.multiply(param, weight_decay)
         return np.subtract(out, grad, out=out) if maximize else np.add(grad, out, out=out)
     return np.negative(grad) if maximize else grad
+
+
+def square_avg_(square_avg, g, alpha, scratch):
+    """CPU: ``square_avg = alpha * square_avg + (1 - alpha) * g * g`` in place, as torch's
+    ``mul_(alpha).addcmul_(g, g, value=1 - alpha)``."""
+    square_avg *= alpha
+    np.multiply(g, 1 - alpha, out=scratch)
+    scratch *= g
+    square_avg += scratch
 
 
 def lerp_(start, end, weight, scratch):

@@ -16,6 +16,7 @@ from .optimizer import (
     lerp_,
     lerp_line,
     new_state_buffer,
+    square_avg_,
 )
 
 _RMSPROP_IN = "T grad, T neg_lr, T alpha, T alpha_weight, T eps, T weight_decay, T momentum"
@@ -97,10 +98,7 @@ class RMSprop(Optimizer):
             return
         g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
         avg = self._scratch(param)
-        square_avg *= alpha
-        np.multiply(g, 1 - alpha, out=avg)
-        avg *= g
-        square_avg += avg
+        square_avg_(square_avg, g, alpha, avg)
         if centered:
             grad_avg = state["grad_avg"]._data
             lerp_(grad_avg, g, 1 - alpha, avg)

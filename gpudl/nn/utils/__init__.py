@@ -1,11 +1,12 @@
-"""nn.utils: gradient clipping, and parameters to and from one flat vector."""
+"""nn.utils: gradient clipping, and parameters to and from one flat vector; ``nn.utils.rnn``:
+padded and packed variable-length sequences."""
 
 import math
 
-from .. import backend
-from ..autograd import no_grad, recorded
-from ..ops._util import quiet
-from ..tensor import Tensor
+from ... import backend
+from ...autograd import no_grad, recorded
+from ...ops._util import quiet
+from ...tensor import Tensor
 
 
 def _with_grads(parameters):
@@ -44,7 +45,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     params = _with_grads(parameters)
     norm_type, max_norm = float(norm_type), float(max_norm)     # a 0-d Tensor max_norm too
     if not params:
-        from ..creation import tensor
+        from ...creation import tensor
         return tensor(0.0)
     grads = [p.grad._data for p in params]
     xp = backend.get_array_module(grads[0])
@@ -72,7 +73,7 @@ def clip_grad_value_(parameters, clip_value):
 
 def parameters_to_vector(parameters):
     """One 1-D Tensor holding every parameter, flattened and concatenated (differentiable)."""
-    from ..functions import cat
+    from ...functions import cat
     return cat([p.reshape(-1) for p in parameters])
 
 
@@ -91,3 +92,6 @@ def vector_to_parameters(vec, parameters):
         with no_grad():
             p.copy_(vec._data[start:start + n].reshape(p.shape))
         start += n
+
+
+from . import rnn  # noqa: E402  (nn.utils.rnn, as torch)
