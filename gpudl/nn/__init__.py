@@ -20,3 +20,5 @@ from .conv import Conv1d, Conv2d, ConvTranspose2d, Unfold
 from .distance import CosineSimilarity
 from .resample import PixelShuffle, Upsample
 from . import parallel  # noqa: E402  (DistributedDataParallel; imports no MPI or NCCL)
+# ------------------------------------------------------------------ session 10: nn breadth
+from .transformer import Transformer, TransformerDecoder, TransformerDecoderLayer

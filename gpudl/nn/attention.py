@@ -288,10 +288,10 @@ class TransformerEncoder(Module):
         return self.norm(out) if self.norm is not None else out
 
 
-def _activation(activation):
+def _activation(activation, owner="TransformerEncoderLayer"):
     if activation in ("relu", "gelu"):
         return relu if activation == "relu" else gelu
     if callable(activation):
         return activation
-    raise ValueError(f"TransformerEncoderLayer: activation should be 'relu', 'gelu' or a "
+    raise ValueError(f"{owner}: activation should be 'relu', 'gelu' or a "
                      f"callable, got {activation!r}")
