@@ -22,3 +22,10 @@ from .resample import PixelShuffle, Upsample
 from . import parallel  # noqa: E402  (DistributedDataParallel; imports no MPI or NCCL)
 # ------------------------------------------------------------------ session 10: nn breadth
 from .transformer import Transformer, TransformerDecoder, TransformerDecoderLayer
+from .activation import (CELU, Hardshrink, Hardsigmoid, Hardswish, LogSigmoid, PReLU, RReLU,
+                         SELU, Softmax2d, Softmin, Softshrink, Softsign, Tanhshrink, Threshold)
+from .padding import (CircularPad1d, CircularPad2d, ConstantPad1d, ConstantPad2d,
+                      ReflectionPad1d, ReflectionPad2d, ReplicationPad1d, ReplicationPad2d,
+                      ZeroPad1d, ZeroPad2d)
+from .container import ParameterDict, ParameterList
+from .dropout import AlphaDropout, Dropout1d, Dropout2d

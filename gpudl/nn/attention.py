@@ -269,13 +269,7 @@ class TransformerEncoder(Module):
     def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True,
                  mask_check=True):
         super().__init__()
-        if not isinstance(encoder_layer, Module):
-            raise TypeError(f"TransformerEncoder: encoder_layer must be a Module, got "
-                            f"{type(encoder_layer).__name__}")
-        if not is_int(num_layers) or num_layers < 1:
-            raise ValueError(f"TransformerEncoder: num_layers must be a positive int, got "
-                             f"{num_layers!r}")
-        self.layers = ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
+        self.layers = _copies("TransformerEncoder", "encoder_layer", encoder_layer, num_layers)
         self.num_layers = num_layers
         self.norm = norm
         self.enable_nested_tensor, self.mask_check = enable_nested_tensor, mask_check
@@ -286,6 +280,16 @@ class TransformerEncoder(Module):
             out = layer(out, src_mask=mask, src_key_padding_mask=src_key_padding_mask,
                         is_causal=bool(is_causal))
         return self.norm(out) if self.norm is not None else out
+
+
+def _copies(owner, name, layer, num_layers):
+    """A ModuleList of ``num_layers`` deep copies of ``layer`` (argument ``name`` of
+    ``owner``)."""
+    if not isinstance(layer, Module):
+        raise TypeError(f"{owner}: {name} must be a Module, got {type(layer).__name__}")
+    if not is_int(num_layers) or num_layers < 1:
+        raise ValueError(f"{owner}: num_layers must be a positive int, got {num_layers!r}")
+    return ModuleList([copy.deepcopy(layer) for _ in range(num_layers)])
 
 
 def _activation(activation, owner="TransformerEncoderLayer"):

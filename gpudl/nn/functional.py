@@ -30,3 +30,9 @@ from ..ops.conv import conv1d, conv2d, conv_transpose2d, unfold  # noqa: F401
 from ..ops.pool import (  # noqa: F401
     adaptive_avg_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d)
 from ..ops.resample import interpolate, pixel_shuffle  # noqa: F401
+
+# ------------------------------------------------------------------ session 10: nn breadth
+from ..ops.activation import (  # noqa: F401
+    celu, hardshrink, hardsigmoid, hardswish, logsigmoid, prelu, rrelu, selu, softmin,
+    softshrink, softsign, tanhshrink, threshold)
+from ..ops.dropout import alpha_dropout, dropout1d, dropout2d  # noqa: F401

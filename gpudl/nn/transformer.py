@@ -4,7 +4,6 @@ Built from attention.py's MultiheadAttention, TransformerEncoderLayer and Transf
 parameter names, shapes and initialisation are torch's, so a torch ``state_dict`` loads as is.
 """
 
-import copy
 import math
 
 from .. import creation, dtypes
@@ -12,8 +11,7 @@ from ..ops._util import is_int
 from ..tensor import Tensor
 from . import init
 from .attention import MultiheadAttention, TransformerEncoder, TransformerEncoderLayer, \
-    _activation
-from .container import ModuleList
+    _activation, _copies
 from .dropout import Dropout
 from .linear import Linear
 from .module import Module
@@ -90,13 +88,7 @@ class TransformerDecoder(Module):
 
     def __init__(self, decoder_layer, num_layers, norm=None):
         super().__init__()
-        if not isinstance(decoder_layer, Module):
-            raise TypeError(f"TransformerDecoder: decoder_layer must be a Module, got "
-                            f"{type(decoder_layer).__name__}")
-        if not is_int(num_layers) or num_layers < 1:
-            raise ValueError(f"TransformerDecoder: num_layers must be a positive int, got "
-                             f"{num_layers!r}")
-        self.layers = ModuleList([copy.deepcopy(decoder_layer) for _ in range(num_layers)])
+        self.layers = _copies("TransformerDecoder", "decoder_layer", decoder_layer, num_layers)
         self.num_layers = num_layers
         self.norm = norm
 
