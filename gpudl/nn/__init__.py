@@ -29,3 +29,8 @@ from .padding import (CircularPad1d, CircularPad2d, ConstantPad1d, ConstantPad2d
                       ZeroPad1d, ZeroPad2d)
 from .container import ParameterDict, ParameterList
 from .dropout import AlphaDropout, Dropout1d, Dropout2d
+from .normalization import RMSNorm
+from .distance import PairwiseDistance
+from .loss import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss, MarginRankingLoss,
+                   MultiLabelSoftMarginLoss, MultiMarginLoss, PoissonNLLLoss, SoftMarginLoss,
+                   TripletMarginLoss)

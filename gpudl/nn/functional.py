@@ -36,3 +36,9 @@ from ..ops.activation import (  # noqa: F401
     celu, hardshrink, hardsigmoid, hardswish, logsigmoid, prelu, rrelu, selu, softmin,
     softshrink, softsign, tanhshrink, threshold)
 from ..ops.dropout import alpha_dropout, dropout1d, dropout2d  # noqa: F401
+from ..ops.normalization import rms_norm  # noqa: F401
+from ..ops.distance import pairwise_distance  # noqa: F401
+from ..ops.margin_loss import (  # noqa: F401
+    cosine_embedding_loss, gaussian_nll_loss, hinge_embedding_loss, margin_ranking_loss,
+    multi_margin_loss, multilabel_soft_margin_loss, poisson_nll_loss, soft_margin_loss,
+    triplet_margin_loss)
