@@ -273,3 +273,73 @@ def test_alpha_dropout_keeps_mean_and_variance_and_matches_torch_values(rng):
     y.backward(gd.ones(*ys.shape))
     np.testing.assert_allclose(x.grad.numpy()[kept], np.polyfit(xs[t_kept], ty[t_kept], 1)[0])
     np.testing.assert_array_equal(x.grad.numpy()[~kept], 0.0)
+
+
+# ---------------------------------------------------------------------- adaptive pooling
+
+@pytest.mark.parametrize("shape, output_size", [((2, 3, 7, 9), (3, 4)), ((3, 8, 8), 4),
+                                                ((1, 2, 5, 6), (None, 4)), ((2, 1, 3, 4), (5, 6)),
+                                                ((2, 2, 6, 5), 1)])
+def test_adaptive_max_pool2d_matches_torch(rng, shape, output_size):
+    x = rng.standard_normal(shape)
+    check_against_torch(lambda t: F.adaptive_max_pool2d(t, output_size),
+                        lambda t: TF.adaptive_max_pool2d(t, output_size), x)
+    _, indices = F.adaptive_max_pool2d(gd.tensor(x), output_size, return_indices=True)
+    _, expected = TF.adaptive_max_pool2d(torch.tensor(x), output_size, return_indices=True)
+    assert indices.dtype == gd.int64
+    np.testing.assert_array_equal(indices.numpy(), expected.numpy())
+    ours, theirs = nn.AdaptiveMaxPool2d(output_size), torch.nn.AdaptiveMaxPool2d(output_size)
+    assert repr(ours) == repr(theirs)
+    check_against_torch(ours, theirs, x)
+
+
+@pytest.mark.parametrize("shape, output_size", [((2, 3, 11), 4), ((3, 8), 8), ((2, 2, 5), 7)])
+def test_adaptive_1d_pools_match_torch(rng, shape, output_size):
+    x = rng.standard_normal(shape)
+    check_against_torch(nn.AdaptiveMaxPool1d(output_size),
+                        torch.nn.AdaptiveMaxPool1d(output_size), x)
+    check_against_torch(nn.AdaptiveAvgPool1d(output_size),
+                        torch.nn.AdaptiveAvgPool1d(output_size), x)
+    _, indices = nn.AdaptiveMaxPool1d(output_size, return_indices=True)(gd.tensor(x))
+    _, expected = TF.adaptive_max_pool1d(torch.tensor(x), output_size, return_indices=True)
+    np.testing.assert_array_equal(indices.numpy(), expected.numpy())
+
+
+def test_adaptive_pools_bad_arguments():
+    with pytest.raises(ValueError, match="adaptive_max_pool2d: expected"):
+        F.adaptive_max_pool2d(gd.randn(4, 5), 2)
+    with pytest.raises(ValueError, match="output_size must be positive"):
+        F.adaptive_max_pool2d(gd.randn(1, 4, 5), (0, 2))
+    with pytest.raises(TypeError, match="output_size must be an int or a pair"):
+        F.adaptive_max_pool2d(gd.randn(1, 4, 5), 2.5)
+    with pytest.raises(ValueError, match=r"adaptive_avg_pool1d: expected \(N, C, L\)"):
+        F.adaptive_avg_pool1d(gd.randn(1, 2, 4, 5), 2)
+
+
+# ---------------------------------------------------------------------- Bilinear, upsampling
+
+@pytest.mark.parametrize("bias, lead", [(True, (6,)), (False, (2, 3)), (True, ())])
+def test_bilinear_matches_torch(rng, bias, lead):
+    theirs = torch.nn.Bilinear(3, 4, 5, bias=bias).double()
+    ours = nn.Bilinear(3, 4, 5, bias=bias, dtype=gd.float64)
+    assert repr(ours) == repr(theirs)
+    assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in theirs.state_dict().items()]
+    assert np.abs(ours.weight.numpy()).max() <= 1 / np.sqrt(3)
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    x1, x2 = rng.standard_normal(lead + (3,)), rng.standard_normal(lead + (4,))
+    check_against_torch(ours, theirs, x1, x2)
+    params = [rng.standard_normal((5, 3, 4))] + ([rng.standard_normal(5)] if bias else [])
+    check_against_torch(F.bilinear, TF.bilinear, x1, x2, *params)
+    with pytest.raises(ValueError, match="bilinear: expected"):
+        ours(gd.randn(*lead, 4), gd.randn(*lead, 4))
+
+
+@pytest.mark.parametrize("name, kwargs", [("UpsamplingNearest2d", dict(scale_factor=2)),
+                                          ("UpsamplingNearest2d", dict(size=(5, 7))),
+                                          ("UpsamplingBilinear2d", dict(scale_factor=3)),
+                                          ("UpsamplingBilinear2d", dict(size=(6, 4)))])
+def test_upsampling_layers_match_torch(rng, name, kwargs):
+    ours, theirs = getattr(nn, name)(**kwargs), getattr(torch.nn, name)(**kwargs)
+    assert repr(ours) == repr(theirs)
+    check_against_torch(ours, theirs, rng.standard_normal((2, 3, 3, 4)))
