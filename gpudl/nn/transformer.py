@@ -10,15 +10,12 @@ from .. import creation, dtypes
 from ..ops._util import is_int
 from ..tensor import Tensor
 from . import init
-from .attention import MultiheadAttention, TransformerEncoder, TransformerEncoderLayer, \
-    _activation, _copies
-from .dropout import Dropout
-from .linear import Linear
+from .attention import TransformerEncoder, TransformerEncoderLayer, _copies, _TransformerLayer
 from .module import Module
 from .normalization import LayerNorm
 
 
-class TransformerDecoderLayer(Module):
+class TransformerDecoderLayer(_TransformerLayer):
     """Self-attention over the target, attention to the encoder's ``memory``, then a
     feed-forward block, each with a residual and a LayerNorm, as torch's (submodules
     ``self_attn, multihead_attn, linear1, dropout, linear2, norm1, norm2, norm3, dropout1,
@@ -34,22 +31,9 @@ class TransformerDecoderLayer(Module):
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True,
                  device=None, dtype=None):
         super().__init__()
-        self.activation = _activation(activation, "TransformerDecoderLayer")
-        kw = dict(device=device, dtype=dtype)
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
-                                            batch_first=batch_first, **kw)
-        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
-                                                 batch_first=batch_first, **kw)
-        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **kw)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **kw)
-        self.norm_first = norm_first
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
-        self.dropout3 = Dropout(dropout)
+        self._build(("self_attn", "multihead_attn"), 3, d_model, nhead, dim_feedforward,
+                    dropout, activation, layer_norm_eps, batch_first, norm_first, bias, device,
+                    dtype)
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False):
@@ -63,11 +47,6 @@ class TransformerDecoderLayer(Module):
         x = self.norm1(x + self._sa_block(x, *self_masks))
         x = self.norm2(x + self._mha_block(x, memory, *memory_masks))
         return self.norm3(x + self._ff_block(x))
-
-    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
-        x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                           need_weights=False, is_causal=is_causal)[0]
-        return self.dropout1(x)
 
     def _mha_block(self, x, memory, attn_mask, key_padding_mask, is_causal):
         x = self.multihead_attn(x, memory, memory, attn_mask=attn_mask,
