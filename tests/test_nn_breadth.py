@@ -44,9 +44,17 @@ def test_activation_functions_match_torch(rng, name, call, kinks):
     check_against_torch(lambda t: call(F, t), lambda t: call(TF, t), x)
 
 
-def test_logsigmoid_does_not_overflow(rng):
-    x = np.array([-800.0, -40.0, 0.5, 40.0, 800.0])
+def test_logsigmoid_does_not_overflow_and_is_smooth_at_zero(rng):
+    x = np.array([-800.0, -40.0, 0.0, 0.5, 40.0, 800.0])
     check_against_torch(F.logsigmoid, TF.logsigmoid, x)
+
+
+@pytest.mark.parametrize("name, call", [("hardshrink", lambda f, x: f.hardshrink(x)),
+                                        ("softshrink", lambda f, x: f.softshrink(x)),
+                                        ("threshold", lambda f, x: f.threshold(x, 0.1, -9.0))])
+def test_nan_passes_through_as_in_torch(name, call):
+    x = np.array([np.nan, -np.inf, np.inf, 0.05, -2.0])
+    check_against_torch(lambda t: call(F, t), lambda t: call(TF, t), x, grad=False)
 
 
 MODULES = [
@@ -102,7 +110,7 @@ def test_rrelu_training_draws_one_slope_per_negative_element(rng):
     (lambda x: F.prelu(x, gd.ones(2)), ValueError, "1 or 3"),
     (lambda x: F.prelu(x, 0.25), TypeError, "weight must be a Tensor"),
     (lambda x: F.celu(x, 0.0), ValueError, "alpha"),
-    (lambda x: F.hardshrink(x, -1), ValueError, "lambd"),
+    (lambda x: F.softshrink(x, -1), ValueError, "lambd must be greater or equal to 0"),
     (lambda x: F.softshrink(x, "a"), TypeError, "lambd"),
     (lambda x: F.rrelu(x, 0.5, 0.1), ValueError, "lower"),
     (lambda x: F.threshold(x, None, 1.0), TypeError, "threshold"),

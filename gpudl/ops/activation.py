@@ -238,8 +238,9 @@ def prelu(input, weight):
     if weight.numel() not in (1, channels):
         raise ValueError(f"prelu: weight must hold 1 or {channels} (the input's channels) "
                          f"slopes, got {weight.numel()} (input shape {input.shape})")
-    if weight.numel() > 1:
-        weight = weight.reshape((channels,) + (1,) * (input.ndim - 2))
+    # one slope broadcasts as a 0-D tensor (a 0-D input stays 0-D); C slopes along dim 1
+    weight = weight.reshape(() if weight.numel() == 1 else
+                            (channels,) + (1,) * (input.ndim - 2))
     return where(input > 0, input, weight * input)
 
 
@@ -276,10 +277,25 @@ def softmin(input, dim=None, dtype=None):
     return softmax(-_floating("softmin", input), dim, dtype)
 
 
+class LogSigmoid(Function):
+    """min(x, 0) - log1p(exp(-|x|)) (no overflow); the gradient 1 - sigmoid(x) is smooth where
+    a composite of min and |x| would have kinks at 0."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        xp = xp_of(x)
+        return in_float32(lambda x: xp.minimum(x, 0) - xp.log1p(xp.exp(-abs(x))), x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return in_float32(lambda g, x: g * E.sigmoid_array(-x), g, x)
+
+
 def logsigmoid(input):
-    """log(sigmoid(input)), computed as min(input, 0) - log1p(exp(-|input|)) (no overflow)."""
-    _floating("logsigmoid", input)
-    return input.clamp_max(0) - (-input.abs()).exp().log1p()
+    """log(sigmoid(input)), without overflow for large |input|."""
+    return LogSigmoid.apply(_floating("logsigmoid", input))
 
 
 def _lambd(op, lambd):
@@ -290,9 +306,9 @@ def _lambd(op, lambd):
 
 
 def hardshrink(input, lambd=0.5):
-    """input where |input| > lambd, else 0."""
-    lambd = _lambd("hardshrink", lambd)
-    return where(_floating("hardshrink", input).abs() > lambd, input, 0.0)
+    """input where |input| > lambd, else 0 (a negative lambd keeps every value, as torch)."""
+    lambd = _number("hardshrink", "lambd", lambd)
+    return where(_floating("hardshrink", input).abs() <= lambd, 0.0, input)   # NaN stays
 
 
 def softshrink(input, lambd=0.5):
@@ -310,7 +326,7 @@ def threshold(input, threshold, value, inplace=False):
     """input where input > threshold, else value."""
     threshold = _number("threshold", "threshold", threshold)
     value = _number("threshold", "value", value)
-    return where(_floating("threshold", input) > threshold, input, value)
+    return where(_floating("threshold", input) <= threshold, value, input)     # NaN stays
 
 
 def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):

@@ -158,25 +158,27 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     _tensors(op, input=input, target=target)
     if p not in (1, 2):
         raise ValueError(f"{op}: only p == 1 and p == 2 are supported, got {p!r}")
-    if input.ndim not in (1, 2) or target.shape != input.shape[:-1] \
-            or np.dtype(target.dtype).kind not in "iu":
-        raise ValueError(f"{op}: expected input (N, C) with an integer target (N,), or (C,) "
-                         f"with a 0-D one; got input {input.shape} and target {target.shape} "
-                         f"of {target.dtype}")
+    batched = input.ndim == 2
+    if input.ndim > 2 or np.dtype(target.dtype).kind not in "iu" or (
+            target.shape != input.shape[:1] if batched else target.numel() != 1):
+        raise ValueError(f"{op}: expected input (N, C) with an integer target (N,), or (C,) or "
+                         f"a 0-D input with one integer target; got input {input.shape} and "
+                         f"target {target.shape} of {target.dtype}")
     margin = _number(op, "margin", margin)
-    classes = input.shape[-1]
-    index = target.long().unsqueeze(-1)
+    scores = input if batched else input.reshape(1, -1)             # (N, C)
+    classes = scores.shape[-1]
+    index = target.long().reshape(-1, 1)
     if index.numel():
         _check_probabilities(((index._data < 0) | (index._data >= classes)).any(), lambda late: (
             f"{op}: target values must be class indices in [0, {classes})"), IndexError)
-    chosen = input.gather(-1, index)
-    loss = (margin - chosen + input).clamp_min(0)
+    loss = (margin - scores.gather(-1, index) + scores).clamp_min(0)
     if p == 2:
         loss = loss.square()
     if weight is not None:
-        loss = loss * weight.astype(input.dtype)[target.long()].unsqueeze(-1)
+        loss = loss * weight.astype(input.dtype)[index.reshape(-1)].unsqueeze(-1)
     others = index != creation.arange(classes, device=input.device)
-    return _reduced(where(others, loss, 0.0).sum(-1) / classes, reduction)
+    loss = where(others, loss, 0.0).sum(-1) / classes                # (N,)
+    return _reduced(loss if batched else loss.reshape(target.shape), reduction)
 
 
 def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8,
