@@ -351,3 +351,26 @@ def test_upsampling_layers_match_torch(rng, name, kwargs):
     ours, theirs = getattr(nn, name)(**kwargs), getattr(torch.nn, name)(**kwargs)
     assert repr(ours) == repr(theirs)
     check_against_torch(ours, theirs, rng.standard_normal((2, 3, 3, 4)))
+
+
+# ---------------------------------------------------------------------- in-place F forms
+
+@pytest.mark.parametrize("name, args", [("relu_", ()), ("elu_", (0.7,)), ("leaky_relu_", (0.2,)),
+                                        ("hardtanh_", (-0.5, 0.8)), ("celu_", (1.3,)),
+                                        ("selu_", ()), ("threshold_", (0.1, -2.0)),
+                                        ("rrelu_", (0.1, 0.3, False))])
+def test_in_place_activations_write_their_input(rng, name, args):
+    x = rng.standard_normal((4, 5))
+    ours, theirs = gd.tensor(x), torch.tensor(x)
+    version = ours._version
+    assert getattr(F, name)(ours, *args) is ours
+    getattr(TF, name)(theirs, *args)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy())
+    assert ours._version > version
+    leaf = gd.tensor(x, requires_grad=True)
+    with pytest.raises(RuntimeError, match=f"{name}: a leaf"):
+        getattr(F, name)(leaf, *args)
+    np.testing.assert_array_equal(leaf.detach().numpy(), x)        # refused: unchanged
+    with gd.no_grad():
+        getattr(F, name)(leaf, *args)
+    np.testing.assert_allclose(leaf.detach().numpy(), theirs.numpy())

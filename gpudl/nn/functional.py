@@ -35,6 +35,8 @@ from ..ops.resample import interpolate, pixel_shuffle  # noqa: F401
 from ..ops.activation import (  # noqa: F401
     celu, hardshrink, hardsigmoid, hardswish, logsigmoid, prelu, rrelu, selu, softmin,
     softshrink, softsign, tanhshrink, threshold)
+from ..ops.activation import (  # noqa: F401
+    celu_, elu_, hardtanh_, leaky_relu_, relu_, rrelu_, selu_, threshold_)
 from ..ops.dropout import alpha_dropout, dropout1d, dropout2d  # noqa: F401
 from ..ops.normalization import rms_norm  # noqa: F401
 from ..ops.distance import pairwise_distance  # noqa: F401

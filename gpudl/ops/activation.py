@@ -341,3 +341,27 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
     slopes = creation.rand(*input.shape, dtype=input.dtype, device=input.device)
     slopes = slopes * (upper - lower) + lower
     return where(input >= 0, input, input * slopes)
+
+
+# ------------------------------------------------------------------ in-place forms (F.relu_, ...)
+def _in_place(function, name):
+    """``name(input, ...)``: ``function``'s result written into ``input`` (returned), under the
+    Tensor's in-place rules (``copy_``: refused on a tensor autograd needs)."""
+    def apply_(input, *args, **kwargs):
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+        input._check_inplace(name)
+        return input.copy_(function(input, *args, **kwargs))
+    apply_.__name__ = apply_.__qualname__ = name
+    apply_.__doc__ = f"In-place ``{function.__name__}``: writes the result into ``input``."
+    return apply_
+
+
+relu_ = _in_place(relu, "relu_")
+elu_ = _in_place(elu, "elu_")
+leaky_relu_ = _in_place(leaky_relu, "leaky_relu_")
+hardtanh_ = _in_place(hardtanh, "hardtanh_")
+celu_ = _in_place(celu, "celu_")
+selu_ = _in_place(selu, "selu_")
+rrelu_ = _in_place(rrelu, "rrelu_")
+threshold_ = _in_place(threshold, "threshold_")
