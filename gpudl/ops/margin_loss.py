@@ -171,6 +171,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     if index.numel():
         _check_probabilities(((index._data < 0) | (index._data >= classes)).any(), lambda late: (
             f"{op}: target values must be class indices in [0, {classes})"), IndexError)
+        index = index.clamp(0, classes - 1)     # on a device the check reports at a later read
     loss = (margin - scores.gather(-1, index) + scores).clamp_min(0)
     if p == 2:
         loss = loss.square()
