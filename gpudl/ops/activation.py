@@ -229,6 +229,8 @@ def _number(op, name, value):
 def prelu(input, weight):
     """input where positive, else weight * input; ``weight`` holds one slope, or one per
     channel (dim 1 of the input; a 1-D input is one channel)."""
+    if _autocast.active:
+        input, weight = cast_inputs("prelu", input, weight)
     _floating("prelu", input)
     if not isinstance(weight, Tensor):
         raise TypeError(f"prelu: weight must be a Tensor, got {type(weight).__name__}")

@@ -1,6 +1,6 @@
 """F.linear: y = x @ w.T + b as one autograd node (ops.linalg.Linear), with torch's checks."""
 
-from ..amp.autocast_mode import cast_inputs, state as _autocast
+from ..amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from ..tensor import Tensor
 from .linalg import Linear
 
@@ -47,6 +47,14 @@ def bilinear(input1, input2, weight, bias=None):
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"bilinear: bias of shape {bias.shape} does not match out_features "
                          f"{weight.shape[0]}")
+    if _autocast.active:     # one op to autocast, as torch's (its matmul is not cast again)
+        input1, input2, weight, bias = cast_inputs("bilinear", input1, input2, weight, bias)
+        with autocast(input1._device, enabled=False):
+            return _bilinear(input1, input2, weight, bias)
+    return _bilinear(input1, input2, weight, bias)
+
+
+def _bilinear(input1, input2, weight, bias):
     out, in1, in2 = weight.shape
     mixed = input1 @ weight.permute(1, 0, 2).reshape(in1, out * in2)     # (*, out * in2)
     y = (mixed.reshape(*input1.shape[:-1], out, in2) * input2.unsqueeze(-2)).sum(-1)

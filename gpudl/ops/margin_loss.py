@@ -3,7 +3,9 @@ margin_ranking, hinge_embedding, cosine_embedding, triplet_margin, soft_margin,
 multilabel_soft_margin, multi_margin, poisson_nll and gaussian_nll.
 
 Each is a composite of Tensor ops (autograd and both devices come with them); the formulas,
-including where a target outside {1, -1} lands, are torch's.
+including where a target outside {1, -1} lands, are torch's, and so are the autocast policies
+(float32 for the ones torch lists; multilabel_soft_margin_loss and gaussian_nll_loss are in no
+list).
 """
 
 import math
@@ -12,12 +14,14 @@ import numbers
 import numpy as np
 
 from .. import creation
+from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
 from ..tensor import Tensor
 from ..tensor_math import where
 from .activation import logsigmoid
 from .distance import pairwise_distance
 from .loss import _check_probabilities, check_reduction
+from ._util import xp_of
 
 
 def _reduced(loss, reduction):
@@ -54,6 +58,8 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, r
                         reduction="mean"):
     """max(0, -target * (input1 - input2) + margin): target 1 asks input1 to rank higher."""
     op = "margin_ranking_loss"
+    if _autocast.active:
+        input1, input2, target = cast_inputs(op, input1, input2, target)
     reduction = check_reduction(op, reduction, size_average, reduce)
     _tensors(op, input1=input1, input2=input2, target=target)
     if not input1.ndim == input2.ndim == target.ndim:
@@ -70,6 +76,8 @@ def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=No
     """input where target is 1, max(0, margin - input) where target is -1 (a target outside
     {1, -1} gets both terms, as torch)."""
     op = "hinge_embedding_loss"
+    if _autocast.active:
+        input, target = cast_inputs(op, input, target)
     reduction = check_reduction(op, reduction, size_average, reduce)
     _tensors(op, input=input, target=target)
     _broadcast(op, input, target)
@@ -84,6 +92,8 @@ def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None,
     """1 - cos(input1, input2) where target is 1, max(0, cos - margin) where target is -1;
     inputs (N, D) with target (N,), or (D,) with a 0-D target."""
     op = "cosine_embedding_loss"
+    if _autocast.active:
+        input1, input2, target = cast_inputs(op, input1, input2, target)
     reduction = check_reduction(op, reduction, size_average, reduce)
     _tensors(op, input1=input1, input2=input2, target=target)
     if target.ndim not in (0, 1) or input1.shape != input2.shape \
@@ -105,6 +115,8 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
     """max(0, d(anchor, positive) - d(anchor, negative) + margin), d the pairwise p-norm
     distance; ``swap`` uses min(d(a, n), d(p, n)) as the negative distance."""
     op = "triplet_margin_loss"
+    if _autocast.active:
+        anchor, positive, negative = cast_inputs(op, anchor, positive, negative)
     reduction = check_reduction(op, reduction, size_average, reduce)
     _tensors(op, anchor=anchor, positive=positive, negative=negative)
     if not anchor.ndim == positive.ndim == negative.ndim or anchor.ndim not in (1, 2):
@@ -123,6 +135,8 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """log(1 + exp(-target * input)), target in {1, -1}."""
     op = "soft_margin_loss"
+    if _autocast.active:
+        input, target = cast_inputs(op, input, target)
     reduction = check_reduction(op, reduction, size_average, reduce)
     _tensors(op, input=input, target=target)
     if input.shape != target.shape:
@@ -154,6 +168,8 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     max(0, margin - input[target] + input[i])**p (times weight[target]), divided by the
     number of classes; input (N, C) with int target (N,), or (C,) with a 0-D target."""
     op = "multi_margin_loss"
+    if _autocast.active:
+        input, weight = cast_inputs(op, input, weight)
     reduction = check_reduction(op, reduction, size_average, reduce)
     _tensors(op, input=input, target=target)
     if p not in (1, 2):
@@ -177,7 +193,8 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
         loss = loss.square()
     if weight is not None:
         loss = loss * weight.astype(input.dtype)[index.reshape(-1)].unsqueeze(-1)
-    others = index != creation.arange(classes, device=input.device)
+    positions = Tensor._make(xp_of(index._data).arange(classes), False, None, 0, input.device)
+    others = index != positions
     loss = where(others, loss, 0.0).sum(-1) / classes                # (N,)
     return _reduced(loss if batched else loss.reshape(target.shape), reduction)
 
@@ -188,6 +205,8 @@ def poisson_nll_loss(input, target, log_input=True, full=False, size_average=Non
     (``log_input``) or input: exp(input) - target * input, or input - target * log(input +
     eps); ``full`` adds Stirling's approximation of log(target!) where target > 1."""
     op = "poisson_nll_loss"
+    if _autocast.active:
+        input, target = cast_inputs(op, input, target)
     reduction = check_reduction(op, reduction, size_average, reduce)
     _tensors(op, input=input, target=target)
     _broadcast(op, input, target)

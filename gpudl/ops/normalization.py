@@ -282,6 +282,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     """input / sqrt(mean(input**2 over the trailing dims ``normalized_shape``) + eps), scaled
     by ``weight`` (of shape ``normalized_shape``); ``eps=None`` is the machine epsilon of the
     input's dtype, as torch. float16/bfloat16 are computed in float32 and rounded back."""
+    if _autocast.active:
+        input, weight = cast_inputs("rms_norm", input, weight)
     if not isinstance(input, Tensor):
         raise TypeError(f"rms_norm: input must be a Tensor, got {type(input).__name__}")
     if not is_floating(input.dtype):
