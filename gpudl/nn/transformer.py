@@ -62,8 +62,9 @@ class TransformerDecoder(Module):
     """``num_layers`` deep copies of ``decoder_layer`` applied in turn (``layers``), then
     ``norm`` if given. ``forward(tgt, memory, tgt_mask=None, memory_mask=None,
     tgt_key_padding_mask=None, memory_key_padding_mask=None, tgt_is_causal=None,
-    memory_is_causal=False)``; ``tgt_is_causal=None`` means: True when ``tgt_mask`` is the
-    causal mask of ``Transformer.generate_square_subsequent_mask``."""
+    memory_is_causal=False)``. ``tgt_is_causal=None`` applies ``tgt_mask`` as given (torch
+    compares it with the causal mask to pick a faster path, a read of the device each call;
+    the result is the same)."""
 
     def __init__(self, decoder_layer, num_layers, norm=None):
         super().__init__()
@@ -73,14 +74,12 @@ class TransformerDecoder(Module):
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal=None, memory_is_causal=False):
-        if tgt_is_causal is None:
-            tgt_is_causal = _is_causal_mask(tgt_mask)
         out = tgt
         for layer in self.layers:
             out = layer(out, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
                         tgt_key_padding_mask=tgt_key_padding_mask,
                         memory_key_padding_mask=memory_key_padding_mask,
-                        tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
+                        tgt_is_causal=bool(tgt_is_causal), memory_is_causal=memory_is_causal)
         return self.norm(out) if self.norm is not None else out
 
 
@@ -156,13 +155,3 @@ class Transformer(Module):
         dtype = dtypes.as_dtype(dtype, "generate_square_subsequent_mask") or dtypes.float32
         return creation.full((sz, sz), -math.inf, dtype=dtype, device=device).triu(1)
 
-
-def _is_causal_mask(mask):
-    """Whether ``mask`` equals the float causal mask of its size (torch's detection for
-    ``tgt_is_causal=None``); it reads the mask back to the host."""
-    if mask is None or mask.ndim != 2 or mask.shape[0] != mask.shape[1] \
-            or not dtypes.is_floating(mask.dtype):
-        return False
-    causal = Transformer.generate_square_subsequent_mask(mask.shape[0], device=mask.device,
-                                                         dtype=mask.dtype)
-    return bool((mask == causal).all())
