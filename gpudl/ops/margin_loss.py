@@ -30,6 +30,20 @@ def _reduced(loss, reduction):
     return loss.sum() if reduction == "sum" else loss
 
 
+def _prepared(op, reduction, size_average, reduce, tensors, broadcast=True):
+    """``(reduction, *tensors)``: the reduction checked (torch's legacy flags applied), the
+    ``tensors`` (name -> Tensor) checked and cast as torch's autocast policy for ``op`` says
+    (an op in no list: unchanged), and with ``broadcast`` their shapes checked to broadcast."""
+    reduction = check_reduction(op, reduction, size_average, reduce)
+    values = tuple(tensors.values())
+    if _autocast.active:
+        values = cast_inputs(op, *values)
+    _tensors(op, **dict(zip(tensors, values)))
+    if broadcast:
+        _broadcast(op, *values)
+    return (reduction,) + tuple(values)
+
+
 def _tensors(op, **tensors):
     for name, t in tensors.items():
         if not isinstance(t, Tensor):
@@ -58,10 +72,9 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, r
                         reduction="mean"):
     """max(0, -target * (input1 - input2) + margin): target 1 asks input1 to rank higher."""
     op = "margin_ranking_loss"
-    if _autocast.active:
-        input1, input2, target = cast_inputs(op, input1, input2, target)
-    reduction = check_reduction(op, reduction, size_average, reduce)
-    _tensors(op, input1=input1, input2=input2, target=target)
+    reduction, input1, input2, target = _prepared(
+        op, reduction, size_average, reduce, dict(input1=input1, input2=input2, target=target),
+        broadcast=False)
     if not input1.ndim == input2.ndim == target.ndim:
         raise RuntimeError(f"{op}: all input tensors should have the same number of dims, got "
                            f"shapes {input1.shape}, {input2.shape} and {target.shape}")
@@ -76,11 +89,8 @@ def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=No
     """input where target is 1, max(0, margin - input) where target is -1 (a target outside
     {1, -1} gets both terms, as torch)."""
     op = "hinge_embedding_loss"
-    if _autocast.active:
-        input, target = cast_inputs(op, input, target)
-    reduction = check_reduction(op, reduction, size_average, reduce)
-    _tensors(op, input=input, target=target)
-    _broadcast(op, input, target)
+    reduction, input, target = _prepared(op, reduction, size_average, reduce,
+                                         dict(input=input, target=target))
     margin = _number(op, "margin", margin)
     loss = where(target != 1, (margin - input).clamp_min(0), 0.0) \
         + where(target != -1, input, 0.0)
@@ -92,10 +102,9 @@ def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None,
     """1 - cos(input1, input2) where target is 1, max(0, cos - margin) where target is -1;
     inputs (N, D) with target (N,), or (D,) with a 0-D target."""
     op = "cosine_embedding_loss"
-    if _autocast.active:
-        input1, input2, target = cast_inputs(op, input1, input2, target)
-    reduction = check_reduction(op, reduction, size_average, reduce)
-    _tensors(op, input1=input1, input2=input2, target=target)
+    reduction, input1, input2, target = _prepared(
+        op, reduction, size_average, reduce, dict(input1=input1, input2=input2, target=target),
+        broadcast=False)
     if target.ndim not in (0, 1) or input1.shape != input2.shape \
             or input1.ndim != target.ndim + 1 or input1.shape[:-1] != target.shape:
         raise ValueError(f"{op}: expected inputs (N, D) and target (N,), or inputs (D,) and a "
@@ -115,10 +124,9 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
     """max(0, d(anchor, positive) - d(anchor, negative) + margin), d the pairwise p-norm
     distance; ``swap`` uses min(d(a, n), d(p, n)) as the negative distance."""
     op = "triplet_margin_loss"
-    if _autocast.active:
-        anchor, positive, negative = cast_inputs(op, anchor, positive, negative)
-    reduction = check_reduction(op, reduction, size_average, reduce)
-    _tensors(op, anchor=anchor, positive=positive, negative=negative)
+    reduction, anchor, positive, negative = _prepared(
+        op, reduction, size_average, reduce,
+        dict(anchor=anchor, positive=positive, negative=negative), broadcast=False)
     if not anchor.ndim == positive.ndim == negative.ndim or anchor.ndim not in (1, 2):
         raise RuntimeError(f"{op}: anchor, positive and negative must all be 1-D or all 2-D, "
                            f"got shapes {anchor.shape}, {positive.shape} and {negative.shape}")
@@ -135,10 +143,8 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """log(1 + exp(-target * input)), target in {1, -1}."""
     op = "soft_margin_loss"
-    if _autocast.active:
-        input, target = cast_inputs(op, input, target)
-    reduction = check_reduction(op, reduction, size_average, reduce)
-    _tensors(op, input=input, target=target)
+    reduction, input, target = _prepared(op, reduction, size_average, reduce,
+                                         dict(input=input, target=target), broadcast=False)
     if input.shape != target.shape:
         raise ValueError(f"{op}: target of shape {target.shape} must have the input's shape "
                          f"{input.shape}")
@@ -150,8 +156,8 @@ def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, r
     """Binary cross entropy of sigmoid(input) against 0/1 ``target`` per class, optionally
     weighted per class, averaged over the classes (the last dim): one loss per sample."""
     op = "multilabel_soft_margin_loss"
-    reduction = check_reduction(op, reduction, size_average, reduce)
-    _tensors(op, input=input, target=target)
+    reduction, input, target = _prepared(op, reduction, size_average, reduce,
+                                         dict(input=input, target=target), broadcast=False)
     if input.shape != target.shape or input.ndim == 0:
         raise ValueError(f"{op}: target of shape {target.shape} must have the input's shape "
                          f"{input.shape} (N, C) or (C,)")
@@ -205,11 +211,8 @@ def poisson_nll_loss(input, target, log_input=True, full=False, size_average=Non
     (``log_input``) or input: exp(input) - target * input, or input - target * log(input +
     eps); ``full`` adds Stirling's approximation of log(target!) where target > 1."""
     op = "poisson_nll_loss"
-    if _autocast.active:
-        input, target = cast_inputs(op, input, target)
-    reduction = check_reduction(op, reduction, size_average, reduce)
-    _tensors(op, input=input, target=target)
-    _broadcast(op, input, target)
+    reduction, input, target = _prepared(op, reduction, size_average, reduce,
+                                         dict(input=input, target=target))
     target = target.astype(input.dtype)
     if log_input:
         loss = input.exp() - target * input
