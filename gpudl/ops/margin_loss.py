@@ -161,7 +161,6 @@ def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, r
     if input.shape != target.shape or input.ndim == 0:
         raise ValueError(f"{op}: target of shape {target.shape} must have the input's shape "
                          f"{input.shape} (N, C) or (C,)")
-    target = target.astype(input.dtype)
     loss = -(target * logsigmoid(input) + (1 - target) * logsigmoid(-input))
     if weight is not None:
         loss = loss * weight
