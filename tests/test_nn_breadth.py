@@ -132,6 +132,11 @@ PADS = [
     ("ReflectionPad1d", ((3, 1),), (2, 3, 5)), ("ReflectionPad2d", ((1, 2, 3, 0),), (2, 3, 4, 5)),
     ("ReplicationPad1d", (4,), (2, 3, 5)), ("ReplicationPad2d", ((2, 0, 1, 3),), (3, 4, 5)),
     ("CircularPad1d", ((2, 3),), (2, 3, 5)), ("CircularPad2d", ((1, 2, 2, 1),), (2, 3, 4, 5)),
+    ("ZeroPad3d", ((1, 0, 2, 1, 0, 2),), (2, 2, 3, 4, 5)),
+    ("ConstantPad3d", (1, 0.5), (2, 3, 4, 5)),
+    ("ReflectionPad3d", ((1, 2, 0, 1, 2, 1),), (1, 2, 3, 4, 5)),
+    ("ReplicationPad3d", (2,), (2, 3, 4, 5)),
+    ("CircularPad3d", ((1, 1, 2, 0, 0, 2),), (1, 2, 3, 4, 5)),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Padding layers (ZeroPad, ConstantPad, ReflectionPad, ReplicationPad, CircularPad; 1d and 2d),
+"""Padding layers (ZeroPad, ConstantPad, ReflectionPad, ReplicationPad, CircularPad; 1d to 3d),
 each a stateless Module over ``F.pad`` with torch's arguments: ``padding`` an int (every side)
 or a tuple (left, right[, top, bottom])."""
 
@@ -108,3 +108,37 @@ class CircularPad2d(_PadNd):
     """Pad the last two dims by wrapping around."""
 
     _mode, _sides = "circular", 4
+
+
+class ConstantPad3d(_ConstantPadNd):
+    """Pad the last three dims with ``value``."""
+
+    _sides = 6
+
+
+class ZeroPad3d(ConstantPad3d):
+    """Pad the last three dims with zeros."""
+
+    def __init__(self, padding):
+        super().__init__(padding, 0.0)
+
+    def extra_repr(self):
+        return f"{self.padding}"
+
+
+class ReflectionPad3d(_PadNd):
+    """Pad the last three dims with their reflection (the edge not repeated)."""
+
+    _mode, _sides = "reflect", 6
+
+
+class ReplicationPad3d(_PadNd):
+    """Pad the last three dims by repeating their edge values."""
+
+    _mode, _sides = "replicate", 6
+
+
+class CircularPad3d(_PadNd):
+    """Pad the last three dims by wrapping around."""
+
+    _mode, _sides = "circular", 6
