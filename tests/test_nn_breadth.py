@@ -229,7 +229,8 @@ def test_parameter_list_and_dict_behave_as_containers(rng):
 # ---------------------------------------------------------------------- channel dropout
 
 @pytest.mark.parametrize("name, shape, channel_dims", [
-    ("dropout1d", (40, 30, 7), 2), ("dropout1d", (300, 7), 1), ("dropout2d", (30, 40, 3, 4), 2)])
+    ("dropout1d", (40, 30, 7), 2), ("dropout1d", (300, 7), 1), ("dropout2d", (30, 40, 3, 4), 2),
+    ("dropout3d", (20, 30, 2, 3, 2), 2), ("dropout3d", (400, 2, 3, 2), 1)])
 def test_channel_dropout_zeroes_whole_channels(rng, name, shape, channel_dims):
     p = 0.3
     x = gd.tensor(rng.standard_normal(shape) + 5, requires_grad=True)   # never 0 itself

@@ -38,3 +38,4 @@ from .pool import AdaptiveAvgPool1d, AdaptiveMaxPool1d, AdaptiveMaxPool2d
 from .resample import UpsamplingBilinear2d, UpsamplingNearest2d
 from .linear import Bilinear
 from .padding import CircularPad3d, ConstantPad3d, ReflectionPad3d, ReplicationPad3d, ZeroPad3d
+from .dropout import Dropout3d

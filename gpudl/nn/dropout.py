@@ -48,3 +48,11 @@ class AlphaDropout(Dropout):
 
     def forward(self, input):
         return D.alpha_dropout(input, self.p, self.training)
+
+
+class Dropout3d(Dropout):
+    """Zero whole channels of a (N, C, D, H, W) or (C, D, H, W) input with probability ``p``
+    while training (the others scaled by 1 / (1 - p)); the identity after ``eval()``."""
+
+    def forward(self, input):
+        return D.dropout3d(input, self.p, self.training)

@@ -37,7 +37,7 @@ from ..ops.activation import (  # noqa: F401
     softshrink, softsign, tanhshrink, threshold)
 from ..ops.activation import (  # noqa: F401
     celu_, elu_, hardtanh_, leaky_relu_, relu_, rrelu_, selu_, threshold_)
-from ..ops.dropout import alpha_dropout, dropout1d, dropout2d  # noqa: F401
+from ..ops.dropout import alpha_dropout, dropout1d, dropout2d, dropout3d  # noqa: F401
 from ..ops.normalization import rms_norm  # noqa: F401
 from ..ops.distance import pairwise_distance  # noqa: F401
 from ..ops.margin_loss import (  # noqa: F401

@@ -110,6 +110,14 @@ def dropout2d(input, p=0.5, training=True, inplace=False):
     return _feature_dropout(input, p, training, 2)
 
 
+def dropout3d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of a (N, C, D, H, W) or (C, D, H, W) input with probability ``p``
+    while training, scaling the others by 1 / (1 - p)."""
+    p = _checked("dropout3d", input, p)
+    _check_ndim("dropout3d", input, (4, 5))
+    return _feature_dropout(input, p, training, input.ndim - 3)
+
+
 def alpha_dropout(input, p=0.5, training=False, inplace=False):
     """Dropout for SELU networks: dropped elements are set to SELU's saturation value and the
     result is scaled and shifted so that a zero-mean unit-variance input keeps its mean and
