@@ -233,3 +233,34 @@ def test_pairwise_distance_matches_torch(rng, p, keepdim):
     check_against_torch(nn.PairwiseDistance(p, keepdim=keepdim),
                         torch.nn.PairwiseDistance(p, keepdim=keepdim),
                         rng.standard_normal((5, 4)), rng.standard_normal((5, 4)))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("distance, swap", [("default", False), ("cosine", True),
+                                            ("l1", False)])
+def test_triplet_margin_with_distance_loss(rng, reduction, distance, swap):
+    def pick(lib, f):
+        if distance == "cosine":
+            return lambda x, y: 1 - f.cosine_similarity(x, y)
+        if distance == "l1":
+            return lambda x, y: (x - y).abs().sum(-1)
+        return None
+    a, pos, neg = (rng.standard_normal((7, 4)) for _ in range(3))
+    check_against_torch(
+        lambda *t: F.triplet_margin_with_distance_loss(
+            *t, distance_function=pick(gd, F), margin=0.6, swap=swap, reduction=reduction),
+        lambda *t: TF.triplet_margin_with_distance_loss(
+            *t, distance_function=pick(torch, TF), margin=0.6, swap=swap, reduction=reduction),
+        a, pos, neg)
+    ours = nn.TripletMarginWithDistanceLoss(distance_function=pick(gd, F), swap=swap,
+                                            reduction=reduction)
+    theirs = torch.nn.TripletMarginWithDistanceLoss(distance_function=pick(torch, TF), swap=swap,
+                                                    reduction=reduction)
+    check_against_torch(ours, theirs, a, pos, neg)
+    with pytest.raises(RuntimeError, match="same number of dims"):
+        F.triplet_margin_with_distance_loss(gd.randn(3, 4), gd.randn(3, 4), gd.randn(4))
+    with pytest.raises(ValueError, match="margin must be greater than 0"):
+        nn.TripletMarginWithDistanceLoss(margin=-1.0)
+    with pytest.raises(TypeError, match="distance_function must be callable"):
+        F.triplet_margin_with_distance_loss(gd.randn(4), gd.randn(4), gd.randn(4),
+                                            distance_function="l2")

@@ -33,7 +33,7 @@ from .normalization import RMSNorm
 from .distance import PairwiseDistance
 from .loss import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss, MarginRankingLoss,
                    MultiLabelSoftMarginLoss, MultiMarginLoss, PoissonNLLLoss, SoftMarginLoss,
-                   TripletMarginLoss)
+                   TripletMarginLoss, TripletMarginWithDistanceLoss)
 from .pool import AdaptiveAvgPool1d, AdaptiveMaxPool1d, AdaptiveMaxPool2d
 from .resample import UpsamplingBilinear2d, UpsamplingNearest2d
 from .linear import Bilinear

@@ -43,7 +43,7 @@ from ..ops.distance import pairwise_distance  # noqa: F401
 from ..ops.margin_loss import (  # noqa: F401
     cosine_embedding_loss, gaussian_nll_loss, hinge_embedding_loss, margin_ranking_loss,
     multi_margin_loss, multilabel_soft_margin_loss, poisson_nll_loss, soft_margin_loss,
-    triplet_margin_loss)
+    triplet_margin_loss, triplet_margin_with_distance_loss)
 from ..ops.linear import bilinear  # noqa: F401
 from ..ops.pool import (  # noqa: F401
     adaptive_avg_pool1d, adaptive_max_pool1d, adaptive_max_pool2d)

@@ -7,6 +7,7 @@ Class weights (and BCEWithLogitsLoss's pos_weight) are buffers, as in torch, so 
 from ..ops import cross_entropy as CE
 from ..ops import loss as L
 from ..ops import margin_loss as M
+from .distance import PairwiseDistance
 from .module import Module
 
 
@@ -227,3 +228,21 @@ class GaussianNLLLoss(_Loss):
 
     def forward(self, input, target, var):
         return M.gaussian_nll_loss(input, target, var, self.full, self.eps, self.reduction)
+
+
+class TripletMarginWithDistanceLoss(_Loss):
+    """TripletMarginLoss with any ``distance_function(x, y)`` (default: PairwiseDistance())."""
+
+    def __init__(self, *, distance_function=None, margin=1.0, swap=False, reduction="mean"):
+        super().__init__(reduction=reduction)
+        if margin <= 0:
+            raise ValueError(f"TripletMarginWithDistanceLoss: margin must be greater than 0, got "
+                             f"{margin}")
+        self.distance_function = distance_function if distance_function is not None \
+            else PairwiseDistance()
+        self.margin, self.swap = margin, swap
+
+    def forward(self, anchor, positive, negative):
+        return M.triplet_margin_with_distance_loss(
+            anchor, positive, negative, distance_function=self.distance_function,
+            margin=self.margin, swap=self.swap, reduction=self.reduction)

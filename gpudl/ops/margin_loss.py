@@ -1,5 +1,5 @@
 """Margin, embedding and likelihood losses with torch.nn.functional's signatures:
-margin_ranking, hinge_embedding, cosine_embedding, triplet_margin, soft_margin,
+margin_ranking, hinge_embedding, cosine_embedding, triplet_margin (and _with_distance), soft_margin,
 multilabel_soft_margin, multi_margin, poisson_nll and gaussian_nll.
 
 Each is a composite of Tensor ops (autograd and both devices come with them); the formulas,
@@ -130,13 +130,37 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
     if not anchor.ndim == positive.ndim == negative.ndim or anchor.ndim not in (1, 2):
         raise RuntimeError(f"{op}: anchor, positive and negative must all be 1-D or all 2-D, "
                            f"got shapes {anchor.shape}, {positive.shape} and {negative.shape}")
+    return _triplet(op, anchor, positive, negative,
+                    lambda x, y: pairwise_distance(x, y, p, eps), margin, swap, reduction)
+
+
+def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_function=None,
+                                      margin=1.0, swap=False, reduction="mean"):
+    """triplet_margin_loss with any ``distance_function(x, y)`` returning one distance per
+    row (default: pairwise_distance, the Euclidean distance)."""
+    op = "triplet_margin_with_distance_loss"
+    reduction, anchor, positive, negative = _prepared(
+        op, reduction, None, None, dict(anchor=anchor, positive=positive, negative=negative),
+        broadcast=False)
+    if not anchor.ndim == positive.ndim == negative.ndim:
+        raise RuntimeError(f"{op}: anchor, positive and negative must have the same number of "
+                           f"dims, got shapes {anchor.shape}, {positive.shape} and "
+                           f"{negative.shape}")
+    if distance_function is not None and not callable(distance_function):
+        raise TypeError(f"{op}: distance_function must be callable or None, got "
+                        f"{type(distance_function).__name__}")
+    return _triplet(op, anchor, positive, negative, distance_function or pairwise_distance,
+                    margin, swap, reduction)
+
+
+def _triplet(op, anchor, positive, negative, distance, margin, swap, reduction):
     margin = _number(op, "margin", margin)
     if margin <= 0:
         raise ValueError(f"{op}: margin must be greater than 0, got {margin}")
-    to_positive = pairwise_distance(anchor, positive, p, eps)
-    to_negative = pairwise_distance(anchor, negative, p, eps)
+    to_positive = distance(anchor, positive)
+    to_negative = distance(anchor, negative)
     if swap:
-        to_negative = to_negative.minimum(pairwise_distance(positive, negative, p, eps))
+        to_negative = to_negative.minimum(distance(positive, negative))
     return _reduced((margin + to_positive - to_negative).clamp_min(0), reduction)
 
 
