@@ -139,9 +139,36 @@ CASES = {
     "tensordot": (lambda m, f, x, w: m.tensordot(x, w, ([1], [1])), (MAT, W)),
 }
 
+# session 10, nn breadth: the losses, norms and layers added then
+SIGNS = np.where(R.random(6) > 0.5, 1.0, -1.0).astype(np.float32)
+ADDED_CASES = {
+    "prelu": (lambda m, f, x, w: f.prelu(x, w[:1, 0]), (MAT, W)),
+    "margin_ranking_loss": (lambda m, f, x, y, t: f.margin_ranking_loss(x[:, 0], y[:, 0], t),
+                            (MAT, PROBS, SIGNS)),
+    "hinge_embedding_loss": (lambda m, f, x, t: f.hinge_embedding_loss(x[:, 0], t),
+                             (MAT, SIGNS)),
+    "cosine_embedding_loss": (lambda m, f, x, y, t: f.cosine_embedding_loss(x[:, :5], y, t),
+                              (MAT, PROBS, SIGNS)),
+    "triplet_margin_loss": (lambda m, f, a, p, n: f.triplet_margin_loss(a, p, n),
+                            (MAT, MAT[::-1].copy(), MAT * 2)),
+    "soft_margin_loss": (lambda m, f, x, t: f.soft_margin_loss(x[:, 0], t), (MAT, SIGNS)),
+    "multi_margin_loss": (lambda m, f, x, t: f.multi_margin_loss(x, t), (PROBS, LABELS)),
+    "poisson_nll_loss": (lambda m, f, x, t: f.poisson_nll_loss(x, t), (MAT[:, :5], PROBS)),
+    "rms_norm": (lambda m, f, x: f.rms_norm(x, (8,)), (MAT,)),
+    "bilinear": (lambda m, f, x, y, w: f.bilinear(x, y, w.reshape(5, 2, 4)),
+                 (MAT[:, :2].copy(), MAT[:, 4:].copy(), W)),
+}
+CASES.update(ADDED_CASES)
+
 # ops whose CUDA autocast kernels torch's fake tensors cannot run in a CPU-only build ("not
 # linked with support for cuda devices"): their cuda policy is checked through the table below
 NO_FAKE_CUDA = {"bmm", "conv1d", "LSTMCell", "GRUCell", "RNNCell", "baddbmm", "addbmm", "cross"}
+# ... and of the ones added in session 10 (their cuda policy, from torch's autocast_mode.cpp
+# lists: prelu lower, the losses float32, bilinear the widest input dtype)
+ADDED_CUDA_DTYPES = {"prelu": gd.float16, "margin_ranking_loss": gd.float32,
+                     "hinge_embedding_loss": gd.float32, "cosine_embedding_loss": gd.float32,
+                     "soft_margin_loss": gd.float32, "bilinear": gd.float32}
+NO_FAKE_CUDA |= set(ADDED_CUDA_DTYPES)
 
 
 def _torch_dtype(name, device, low_inputs):
@@ -272,6 +299,18 @@ NOT_IN_GPUDL = {
     "upsample_bicubic2d", "upsample_nearest3d", "upsample_trilinear3d", "vdot",
     "view_as_complex",
 }
+
+
+ADDED = set(ADDED_CASES)
+CHECKED |= ADDED
+NOT_IN_GPUDL -= ADDED
+
+
+def test_cuda_policy_of_the_added_ops_fake_tensors_cannot_run(monkeypatch):
+    for name, dtype in ADDED_CUDA_DTYPES.items():
+        assert _gd_dtype(name, "cuda", False, monkeypatch).dtype == dtype, name
+    # bilinear promotes: a float16 weight with float32 inputs gives float32, all float16 stays
+    assert _gd_dtype("bilinear", "cuda", True, monkeypatch).dtype == gd.float16
 
 
 def test_every_torch_autocast_op_is_checked_or_absent_from_gpudl():

@@ -73,6 +73,15 @@ OPS = {
     "pixel_shuffle": ["nn.functional.pixel_shuffle"],
     "interpolate": ["nn.functional.interpolate.nearest", "nn.functional.interpolate.linear",
                     "nn.functional.interpolate.bilinear"],
+    # session 10, nn breadth (rrelu, alpha_dropout, dropout2d draw random masks: own tests)
+    **{name: [f"nn.functional.{name}"] for name in (
+        "prelu", "selu", "celu", "hardswish", "hardsigmoid", "softsign", "logsigmoid",
+        "hardshrink", "softshrink", "tanhshrink", "threshold", "rms_norm", "pairwise_distance",
+        "margin_ranking_loss", "hinge_embedding_loss", "cosine_embedding_loss",
+        "triplet_margin_loss", "soft_margin_loss", "multilabel_soft_margin_loss",
+        "multi_margin_loss", "poisson_nll_loss", "gaussian_nll_loss", "adaptive_max_pool1d",
+        "adaptive_max_pool2d", "adaptive_avg_pool1d", "bilinear")},
+    "softmin": ["nn.functional.softmin", "nn.functional.softmin.with_dtype"],
 }
 
 ERRORS = (TypeError, ValueError, IndexError, RuntimeError, NotImplementedError)
@@ -92,7 +101,8 @@ def _departure(op, sample):
         return "random dropout on the attention probabilities"
     if op == "embedding" and (kw.get("scale_grad_by_freq") or kw.get("sparse")):
         return "scale_grad_by_freq / sparse: NotImplementedError by design"
-    if op in ("relu", "elu", "hardtanh") and bool(torch.isnan(sample.input).any()):
+    if op in ("relu", "elu", "hardtanh", "selu", "celu", "softshrink", "hardshrink") \
+            and bool(torch.isnan(sample.input).any()):
         # The gradient at a NaN input: torch's own CPU kernels disagree with themselves for elu
         # and hardtanh (the scalar path for small tensors passes the gradient, the vectorised
         # one gives 0 / NaN); relu passes it always, gpudl's elementwise.Relu gives 0 (a core

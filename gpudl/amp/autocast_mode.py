@@ -67,6 +67,13 @@ POLICIES = {
     },
 }
 
+# session 10, nn breadth: the margin losses torch casts to float32 on both devices; rms_norm
+# (float32) and bilinear (the widest input dtype) have autocast kernels on cuda only
+for _policies in POLICIES.values():
+    _policies.update(dict.fromkeys(("hinge_embedding_loss", "triplet_margin_loss",
+                                    "multi_margin_loss"), "fp32"))
+POLICIES["cuda"].update(rms_norm="fp32", bilinear="promote")
+
 _BANNED = ("{op} and torch.nn.BCELoss are unsafe to autocast: many models use a sigmoid layer "
            "right before the binary cross entropy layer, and in that case the combination is "
            "not autocast-safe. Use gpudl.nn.functional.binary_cross_entropy_with_logits or "

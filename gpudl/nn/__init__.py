@@ -20,3 +20,22 @@ from .conv import Conv1d, Conv2d, ConvTranspose2d, Unfold
 from .distance import CosineSimilarity
 from .resample import PixelShuffle, Upsample
 from . import parallel  # noqa: E402  (DistributedDataParallel; imports no MPI or NCCL)
+# ------------------------------------------------------------------ session 10: nn breadth
+from .transformer import Transformer, TransformerDecoder, TransformerDecoderLayer
+from .activation import (CELU, Hardshrink, Hardsigmoid, Hardswish, LogSigmoid, PReLU, RReLU,
+                         SELU, Softmax2d, Softmin, Softshrink, Softsign, Tanhshrink, Threshold)
+from .padding import (CircularPad1d, CircularPad2d, ConstantPad1d, ConstantPad2d,
+                      ReflectionPad1d, ReflectionPad2d, ReplicationPad1d, ReplicationPad2d,
+                      ZeroPad1d, ZeroPad2d)
+from .container import ParameterDict, ParameterList
+from .dropout import AlphaDropout, Dropout1d, Dropout2d
+from .normalization import RMSNorm
+from .distance import PairwiseDistance
+from .loss import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss, MarginRankingLoss,
+                   MultiLabelSoftMarginLoss, MultiMarginLoss, PoissonNLLLoss, SoftMarginLoss,
+                   TripletMarginLoss, TripletMarginWithDistanceLoss)
+from .pool import AdaptiveAvgPool1d, AdaptiveMaxPool1d, AdaptiveMaxPool2d
+from .resample import UpsamplingBilinear2d, UpsamplingNearest2d
+from .linear import Bilinear
+from .padding import CircularPad3d, ConstantPad3d, ReflectionPad3d, ReplicationPad3d, ZeroPad3d
+from .dropout import Dropout3d

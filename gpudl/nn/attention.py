@@ -215,7 +215,35 @@ def _check_sizes(embed_dim, num_heads):
                          f"embed_dim={embed_dim} and num_heads={num_heads}")
 
 
-class TransformerEncoderLayer(Module):
+class _TransformerLayer(Module):
+    """What the encoder and decoder layers share: torch's submodules in torch's order (the
+    attentions, ``linear1, dropout, linear2``, ``norm1..normB``, ``dropout1..dropoutB`` for B
+    residual blocks, then ``activation``, a child when it is a Module) and the self-attention
+    block."""
+
+    def _build(self, attentions, blocks, d_model, nhead, dim_feedforward, dropout, activation,
+               layer_norm_eps, batch_first, norm_first, bias, device, dtype):
+        kw = dict(device=device, dtype=dtype)
+        for name in attentions:
+            setattr(self, name, MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+                                                   batch_first=batch_first, **kw))
+        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **kw)
+        self.dropout = Dropout(dropout)
+        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **kw)
+        self.norm_first = norm_first
+        for i in range(1, blocks + 1):
+            setattr(self, f"norm{i}", LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw))
+        for i in range(1, blocks + 1):
+            setattr(self, f"dropout{i}", Dropout(dropout))
+        self.activation = _activation(activation, type(self).__name__)
+
+    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
+        x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                           need_weights=False, is_causal=is_causal)[0]
+        return self.dropout1(x)
+
+
+class TransformerEncoderLayer(_TransformerLayer):
     """Self-attention then a feed-forward block, each with a residual and a LayerNorm, as torch's
     (submodules ``self_attn, linear1, dropout, linear2, norm1, norm2, dropout1, dropout2``).
 
@@ -228,18 +256,8 @@ class TransformerEncoderLayer(Module):
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True,
                  device=None, dtype=None):
         super().__init__()
-        self.activation = _activation(activation)
-        kw = dict(device=device, dtype=dtype)
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
-                                            batch_first=batch_first, **kw)
-        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **kw)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **kw)
-        self.norm_first = norm_first
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
+        self._build(("self_attn",), 2, d_model, nhead, dim_feedforward, dropout, activation,
+                    layer_norm_eps, batch_first, norm_first, bias, device, dtype)
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         x = src
@@ -248,11 +266,6 @@ class TransformerEncoderLayer(Module):
             return x + self._ff_block(self.norm2(x))
         x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
         return self.norm2(x + self._ff_block(x))
-
-    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
-        x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                           need_weights=False, is_causal=is_causal)[0]
-        return self.dropout1(x)
 
     def _ff_block(self, x):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
@@ -269,13 +282,7 @@ class TransformerEncoder(Module):
     def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True,
                  mask_check=True):
         super().__init__()
-        if not isinstance(encoder_layer, Module):
-            raise TypeError(f"TransformerEncoder: encoder_layer must be a Module, got "
-                            f"{type(encoder_layer).__name__}")
-        if not is_int(num_layers) or num_layers < 1:
-            raise ValueError(f"TransformerEncoder: num_layers must be a positive int, got "
-                             f"{num_layers!r}")
-        self.layers = ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
+        self.layers = _copies("TransformerEncoder", "encoder_layer", encoder_layer, num_layers)
         self.num_layers = num_layers
         self.norm = norm
         self.enable_nested_tensor, self.mask_check = enable_nested_tensor, mask_check
@@ -288,10 +295,20 @@ class TransformerEncoder(Module):
         return self.norm(out) if self.norm is not None else out
 
 
-def _activation(activation):
+def _copies(owner, name, layer, num_layers):
+    """A ModuleList of ``num_layers`` deep copies of ``layer`` (argument ``name`` of
+    ``owner``)."""
+    if not isinstance(layer, Module):
+        raise TypeError(f"{owner}: {name} must be a Module, got {type(layer).__name__}")
+    if not is_int(num_layers) or num_layers < 1:
+        raise ValueError(f"{owner}: num_layers must be a positive int, got {num_layers!r}")
+    return ModuleList([copy.deepcopy(layer) for _ in range(num_layers)])
+
+
+def _activation(activation, owner="TransformerEncoderLayer"):
     if activation in ("relu", "gelu"):
         return relu if activation == "relu" else gelu
     if callable(activation):
         return activation
-    raise ValueError(f"TransformerEncoderLayer: activation should be 'relu', 'gelu' or a "
+    raise ValueError(f"{owner}: activation should be 'relu', 'gelu' or a "
                      f"callable, got {activation!r}")

@@ -1,9 +1,12 @@
-"""Containers: Sequential, ModuleList, ModuleDict (children named as in PyTorch: "0", "1", ...)."""
+"""Containers: Sequential, ModuleList, ModuleDict, ParameterList, ParameterDict (entries named
+as in PyTorch: "0", "1", ...)."""
 
 import operator
 from collections import OrderedDict
 
+from ..tensor import Tensor
 from .module import Module
+from .parameter import Parameter
 
 
 def _index(container, idx):
@@ -115,7 +118,56 @@ class ModuleList(_ModuleSequence):
         return type(self)(list(self) + list(other))
 
 
-class ModuleDict(Module):
+class _NamedEntries(Module):
+    """What ModuleDict and ParameterDict share: a dict view of one of the Module's stores
+    (``_store``: "_modules" or "_parameters"); ``self[key] = value`` registers the value."""
+
+    _store = "_modules"
+
+    def _entries(self):
+        return getattr(self, self._store)
+
+    def __getitem__(self, key):
+        return self._entries()[key]
+
+    def __delitem__(self, key):
+        del self._entries()[key]
+
+    def __len__(self):
+        return len(self._entries())
+
+    def __iter__(self):
+        return iter(self._entries())
+
+    def __contains__(self, key):
+        return key in self._entries()
+
+    def keys(self):
+        return self._entries().keys()
+
+    def items(self):
+        return self._entries().items()
+
+    def values(self):
+        return self._entries().values()
+
+    def pop(self, key):
+        return self._entries().pop(key)
+
+    def clear(self):
+        self._entries().clear()
+
+    def update(self, entries):
+        """Add (key, value) pairs from a mapping or an iterable of pairs."""
+        pairs = entries.items() if hasattr(entries, "items") else entries
+        for pair in pairs:
+            if len(pair) != 2:
+                raise ValueError(f"{type(self).__name__}.update: expected (key, value) pairs, "
+                                 f"got {pair!r}")
+            self[pair[0]] = pair[1]
+
+
+class ModuleDict(_NamedEntries):
     """An ordered dict of modules, registered as children under their keys."""
 
     def __init__(self, modules=None):
@@ -123,45 +175,83 @@ class ModuleDict(Module):
         if modules is not None:
             self.update(modules)
 
-    def __getitem__(self, key):
-        return self._modules[key]
-
     def __setitem__(self, key, module):
         self.register_module(key, module)
 
-    def __delitem__(self, key):
-        del self._modules[key]
+
+def _as_parameter(owner, value):
+    """A Parameter for ``value``: a Parameter as it is, a Tensor wrapped (sharing its memory,
+    as torch's containers do)."""
+    if isinstance(value, Parameter):
+        return value
+    if isinstance(value, Tensor):
+        return Parameter(value)
+    raise TypeError(f"{owner}: values must be Tensors or Parameters, got "
+                    f"{type(value).__name__}")
+
+
+class ParameterList(Module):
+    """A list of parameters, registered as "0", "1", ... so that ``parameters()``,
+    ``state_dict()`` (keys ``name.0``, ``name.1``, ...) and ``to()`` see them. A Tensor that is
+    not a Parameter is wrapped into one."""
+
+    def __init__(self, values=None):
+        super().__init__()
+        if values is not None:
+            self.extend(values)
 
     def __len__(self):
-        return len(self._modules)
+        return len(self._parameters)
 
     def __iter__(self):
-        return iter(self._modules)
+        return iter(self._parameters.values())
 
-    def __contains__(self, key):
-        return key in self._modules
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)(list(self)[idx])
+        return self._parameters[str(_index(self, idx))]
 
-    def keys(self):
-        return self._modules.keys()
+    def __setitem__(self, idx, value):
+        self.register_parameter(str(_index(self, idx)), _as_parameter("ParameterList", value))
 
-    def items(self):
-        return self._modules.items()
+    def __iadd__(self, values):
+        return self.extend(values)
 
-    def values(self):
-        return self._modules.values()
+    def append(self, value):
+        self.register_parameter(str(len(self)), _as_parameter("ParameterList", value))
+        return self
 
-    def pop(self, key):
-        module = self._modules[key]
-        del self._modules[key]
-        return module
+    def extend(self, values):
+        if isinstance(values, Tensor):
+            raise TypeError("ParameterList.extend should be called with an iterable of "
+                            "Tensors, got a Tensor")
+        for value in values:
+            self.append(value)
+        return self
 
-    def clear(self):
-        self._modules.clear()
+    def extra_repr(self):
+        return "\n".join(f"({i}): Parameter containing: [{p.dtype} of size {tuple(p.shape)}]"
+                         for i, p in enumerate(self))
 
-    def update(self, modules):
-        """Add (key, module) pairs from a mapping or an iterable of pairs."""
-        pairs = modules.items() if hasattr(modules, "items") else modules
-        for pair in pairs:
-            if len(pair) != 2:
-                raise ValueError(f"ModuleDict.update: expected (key, module) pairs, got {pair!r}")
-            self[pair[0]] = pair[1]
+
+class ParameterDict(_NamedEntries):
+    """An ordered dict of parameters, registered under their keys so that ``parameters()``,
+    ``state_dict()`` (keys ``name.key``) and ``to()`` see them. A Tensor that is not a Parameter
+    is wrapped into one."""
+
+    _store = "_parameters"
+
+    def __init__(self, parameters=None):
+        super().__init__()
+        if parameters is not None:
+            self.update(parameters)
+
+    def __setitem__(self, key, value):
+        self.register_parameter(key, _as_parameter("ParameterDict", value))
+
+    def get(self, key, default=None):
+        return self._parameters.get(key, default)
+
+    def extra_repr(self):
+        return "\n".join(f"({k}): Parameter containing: [{p.dtype} of size {tuple(p.shape)}]"
+                         for k, p in self.items())

@@ -1,5 +1,7 @@
-"""CosineSimilarity: a stateless layer over ``F.cosine_similarity``."""
+"""CosineSimilarity and PairwiseDistance: stateless layers over ``F.cosine_similarity`` and
+``F.pairwise_distance``."""
 
+from ..ops.distance import pairwise_distance
 from ..ops.normalization import cosine_similarity
 from .module import Module
 
@@ -16,3 +18,14 @@ class CosineSimilarity(Module):
 
     def extra_repr(self):
         return f"dim={self.dim}, eps={self.eps}"
+
+
+class PairwiseDistance(Module):
+    """||x1 - x2 + eps||_p over the last dim (``norm`` is p, as torch names it)."""
+
+    def __init__(self, p=2.0, eps=1e-6, keepdim=False):
+        super().__init__()
+        self.norm, self.eps, self.keepdim = p, eps, keepdim
+
+    def forward(self, x1, x2):
+        return pairwise_distance(x1, x2, self.norm, self.eps, self.keepdim)

@@ -30,3 +30,20 @@ from ..ops.conv import conv1d, conv2d, conv_transpose2d, unfold  # noqa: F401
 from ..ops.pool import (  # noqa: F401
     adaptive_avg_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d)
 from ..ops.resample import interpolate, pixel_shuffle  # noqa: F401
+
+# ------------------------------------------------------------------ session 10: nn breadth
+from ..ops.activation import (  # noqa: F401
+    celu, hardshrink, hardsigmoid, hardswish, logsigmoid, prelu, rrelu, selu, softmin,
+    softshrink, softsign, tanhshrink, threshold)
+from ..ops.activation import (  # noqa: F401
+    celu_, elu_, hardtanh_, leaky_relu_, relu_, rrelu_, selu_, threshold_)
+from ..ops.dropout import alpha_dropout, dropout1d, dropout2d, dropout3d  # noqa: F401
+from ..ops.normalization import rms_norm  # noqa: F401
+from ..ops.distance import pairwise_distance  # noqa: F401
+from ..ops.margin_loss import (  # noqa: F401
+    cosine_embedding_loss, gaussian_nll_loss, hinge_embedding_loss, margin_ranking_loss,
+    multi_margin_loss, multilabel_soft_margin_loss, poisson_nll_loss, soft_margin_loss,
+    triplet_margin_loss, triplet_margin_with_distance_loss)
+from ..ops.linear import bilinear  # noqa: F401
+from ..ops.pool import (  # noqa: F401
+    adaptive_avg_pool1d, adaptive_max_pool1d, adaptive_max_pool2d)

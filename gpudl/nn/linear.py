@@ -1,10 +1,10 @@
-"""Linear, Identity, Flatten, Unflatten."""
+"""Linear, Bilinear, Identity, Flatten, Unflatten."""
 
 import math
 
 from .. import creation, dtypes
 from ..ops._util import is_int
-from ..ops.linear import linear
+from ..ops.linear import bilinear, linear
 from . import init
 from .module import Module, Parameter
 
@@ -92,3 +92,41 @@ def _check_size(op, **sizes):
     for name, n in sizes.items():
         if not is_int(n) or n < 0:
             raise ValueError(f"{op}: {name} must be a non-negative int, got {n!r}")
+
+
+class Bilinear(Module):
+    """y = x1^T A x2 + b per output feature, with PyTorch's initialisation: weight
+    (out_features, in1_features, in2_features) and bias (out_features,) both
+    U(-1/sqrt(in1_features), 1/sqrt(in1_features)).
+
+    Shape: (*, in1_features), (*, in2_features) -> (*, out_features).
+    """
+
+    def __init__(self, in1_features, in2_features, out_features, bias=True, device=None,
+                 dtype=None):
+        super().__init__()
+        _check_size("Bilinear", in1_features=in1_features, in2_features=in2_features,
+                    out_features=out_features)
+        self.in1_features, self.in2_features = int(in1_features), int(in2_features)
+        self.out_features = int(out_features)
+        dtype = dtypes.as_dtype(dtype, "Bilinear") or dtypes.DEFAULT_FLOAT
+        self.weight = Parameter(creation.empty(self.out_features, self.in1_features,
+                                               self.in2_features, dtype=dtype, device=device))
+        if bias:
+            self.bias = Parameter(creation.empty(self.out_features, dtype=dtype, device=device))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1 / math.sqrt(self.in1_features)
+        init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input1, input2):
+        return bilinear(input1, input2, self.weight, self.bias)
+
+    def extra_repr(self):
+        return (f"in1_features={self.in1_features}, in2_features={self.in2_features}, "
+                f"out_features={self.out_features}, bias={self.bias is not None}")

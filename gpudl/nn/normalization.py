@@ -2,7 +2,7 @@
 
 from .. import backend, creation, dtypes
 from ..ops._util import is_int
-from ..ops.normalization import batch_norm, group_norm, instance_norm, layer_norm
+from ..ops.normalization import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 from . import init
 from .module import Module, Parameter
 
@@ -195,3 +195,31 @@ class InstanceNorm2d(_InstanceNorm):
     """Instance normalisation of (N, C, H, W) or (C, H, W) input over H, W per sample/channel."""
 
     _ndims = (3, 4)
+
+
+class RMSNorm(Module):
+    """Divide by the root mean square over the trailing ``normalized_shape`` dims (plus
+    ``eps``; None: the dtype's machine epsilon), then scale by ``weight`` (ones) when
+    ``elementwise_affine``; no centring and no bias."""
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None,
+                 dtype=None):
+        super().__init__()
+        if is_int(normalized_shape):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(int(n) for n in normalized_shape)
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        dtype = dtypes.as_dtype(dtype, "RMSNorm") or dtypes.DEFAULT_FLOAT
+        self.register_parameter("weight", Parameter(creation.ones(
+            self.normalized_shape, dtype=dtype, device=device)) if elementwise_affine else None)
+
+    def reset_parameters(self):
+        if self.weight is not None:
+            init.ones_(self.weight)
+
+    def forward(self, input):
+        return rms_norm(input, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")

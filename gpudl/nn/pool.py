@@ -1,5 +1,7 @@
-"""MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool2d: stateless layers over ``gpudl.ops.pool``."""
+"""MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d: stateless layers
+over ``gpudl.ops.pool``."""
 
+from ..ops import pool as P
 from ..ops.pool import adaptive_avg_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
 from .module import Module
 
@@ -89,3 +91,32 @@ class AvgPool1d(AvgPool2d):
     def forward(self, input):
         return avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                           self.count_include_pad)
+
+
+class AdaptiveAvgPool1d(AdaptiveAvgPool2d):
+    """Average pooling of (N, C, L) or (C, L) input to length ``output_size``."""
+
+    def forward(self, input):
+        return P.adaptive_avg_pool1d(input, self.output_size)
+
+
+class AdaptiveMaxPool2d(AdaptiveAvgPool2d):
+    """Max pooling to a fixed ``output_size`` (int or (h, w); None keeps that input size);
+    with ``return_indices=True`` forward returns ``(output, indices)``.
+
+    Shape: (N, C, H, W) or (C, H, W) -> (N, C, *output_size) or (C, *output_size).
+    """
+
+    def __init__(self, output_size, return_indices=False):
+        super().__init__(output_size)
+        self.return_indices = return_indices
+
+    def forward(self, input):
+        return P.adaptive_max_pool2d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveMaxPool1d(AdaptiveMaxPool2d):
+    """Max pooling of (N, C, L) or (C, L) input to length ``output_size``."""
+
+    def forward(self, input):
+        return P.adaptive_max_pool1d(input, self.output_size, self.return_indices)

@@ -1,4 +1,5 @@
-"""Upsample and PixelShuffle: stateless layers over ``gpudl.ops.resample``."""
+"""Upsample (and its older forms UpsamplingNearest2d, UpsamplingBilinear2d) and PixelShuffle:
+stateless layers over ``gpudl.ops.resample``."""
 
 from ..ops.resample import interpolate, pixel_shuffle
 from .module import Module
@@ -38,3 +39,18 @@ class PixelShuffle(Module):
 
     def extra_repr(self):
         return f"upscale_factor={self.upscale_factor}"
+
+
+class UpsamplingNearest2d(Upsample):
+    """Upsample with mode='nearest' on (N, C, H, W) input (torch's older name for it)."""
+
+    def __init__(self, size=None, scale_factor=None):
+        super().__init__(size, scale_factor, mode="nearest")
+
+
+class UpsamplingBilinear2d(Upsample):
+    """Upsample with mode='bilinear' and align_corners=True on (N, C, H, W) input (torch's
+    older name for it)."""
+
+    def __init__(self, size=None, scale_factor=None):
+        super().__init__(size, scale_factor, mode="bilinear", align_corners=True)

@@ -4,13 +4,16 @@ relu, sigmoid and tanh reuse ops.elementwise; the others are defined here. ``inp
 accepted for PyTorch compatibility and computes out of place (the result is the same).
 """
 
+import numbers
 import warnings
 
+from .. import creation
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
 from ..autograd import Function
 from ..kernels import activation as K
 from ..tensor import Tensor
+from ..tensor_math import where
 from . import elementwise as E
 from . import reduce as R
 from ._util import in_float32, normalize_axis, xp_of
@@ -208,3 +211,159 @@ def glu(input, dim=-1):
                          f"{input.shape[axis]} (input shape {input.shape})")
     a, b = input.chunk(2, axis)
     return a * b.sigmoid()
+
+
+# ------------------------------------------------------------------ composite activations
+# Built from the ops above and Tensor ops, so autograd and both devices come for free.
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _number(op, name, value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def prelu(input, weight):
+    """input where positive, else weight * input; ``weight`` holds one slope, or one per
+    channel (dim 1 of the input; a 1-D input is one channel)."""
+    if _autocast.active:
+        input, weight = cast_inputs("prelu", input, weight)
+    _floating("prelu", input)
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"prelu: weight must be a Tensor, got {type(weight).__name__}")
+    if weight.ndim > 1:
+        raise ValueError(f"prelu: weight must be 0-D or 1-D, got shape {weight.shape}")
+    channels = input.shape[1] if input.ndim >= 2 else 1
+    if weight.numel() not in (1, channels):
+        raise ValueError(f"prelu: weight must hold 1 or {channels} (the input's channels) "
+                         f"slopes, got {weight.numel()} (input shape {input.shape})")
+    # one slope broadcasts as a 0-D tensor (a 0-D input stays 0-D); C slopes along dim 1
+    weight = weight.reshape(() if weight.numel() == 1 else
+                            (channels,) + (1,) * (input.ndim - 2))
+    return where(input > 0, input, weight * input)
+
+
+def selu(input, inplace=False):
+    """scale * elu(input, alpha) with the self-normalising constants of Klambauer et al."""
+    return elu(input, _SELU_ALPHA) * _SELU_SCALE
+
+
+def celu(input, alpha=1.0, inplace=False):
+    """input where positive, else alpha * (exp(input / alpha) - 1)."""
+    alpha = _number("celu", "alpha", alpha)
+    if alpha == 0:
+        raise ValueError("celu: alpha must not be 0")
+    return elu(_floating("celu", input) / alpha) * alpha
+
+
+def hardsigmoid(input, inplace=False):
+    """relu6(input + 3) / 6: 0 below -3, 1 above 3, linear between."""
+    return relu6(_floating("hardsigmoid", input) + 3) / 6
+
+
+def hardswish(input, inplace=False):
+    """input * relu6(input + 3) / 6."""
+    return input * hardsigmoid(input)
+
+
+def softsign(input):
+    """input / (1 + |input|)."""
+    return input / (_floating("softsign", input).abs() + 1)
+
+
+def softmin(input, dim=None, dtype=None):
+    """softmax(-input, dim)."""
+    return softmax(-_floating("softmin", input), dim, dtype)
+
+
+class LogSigmoid(Function):
+    """min(x, 0) - log1p(exp(-|x|)) (no overflow); the gradient 1 - sigmoid(x) is smooth where
+    a composite of min and |x| would have kinks at 0."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        xp = xp_of(x)
+        return in_float32(lambda x: xp.minimum(x, 0) - xp.log1p(xp.exp(-abs(x))), x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return in_float32(lambda g, x: g * E.sigmoid_array(-x), g, x)
+
+
+def logsigmoid(input):
+    """log(sigmoid(input)), without overflow for large |input|."""
+    return LogSigmoid.apply(_floating("logsigmoid", input))
+
+
+def _lambd(op, lambd):
+    lambd = _number(op, "lambd", lambd)
+    if lambd < 0:
+        raise ValueError(f"{op}: lambd must be greater or equal to 0, got {lambd}")
+    return lambd
+
+
+def hardshrink(input, lambd=0.5):
+    """input where |input| > lambd, else 0 (a negative lambd keeps every value, as torch)."""
+    lambd = _number("hardshrink", "lambd", lambd)
+    return where(_floating("hardshrink", input).abs() <= lambd, 0.0, input)   # NaN stays
+
+
+def softshrink(input, lambd=0.5):
+    """input moved lambd towards 0, and 0 where |input| <= lambd."""
+    lambd = _lambd("softshrink", lambd)
+    return input - _floating("softshrink", input).clamp(-lambd, lambd)
+
+
+def tanhshrink(input):
+    """input - tanh(input)."""
+    return input - tanh(input)
+
+
+def threshold(input, threshold, value, inplace=False):
+    """input where input > threshold, else value."""
+    threshold = _number("threshold", "threshold", threshold)
+    value = _number("threshold", "value", value)
+    return where(_floating("threshold", input) <= threshold, value, input)     # NaN stays
+
+
+def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
+    """Leaky ReLU with a random slope: while training, each negative element gets its own
+    slope drawn from U(lower, upper); otherwise the slope is (lower + upper) / 2."""
+    lower, upper = _number("rrelu", "lower", lower), _number("rrelu", "upper", upper)
+    if lower > upper:
+        raise ValueError(f"rrelu: lower bound {lower} must not exceed upper bound {upper}")
+    _floating("rrelu", input)
+    if not training:
+        return leaky_relu(input, (lower + upper) / 2)
+    slopes = creation.rand(*input.shape, dtype=input.dtype, device=input.device)
+    slopes = slopes * (upper - lower) + lower
+    return where(input >= 0, input, input * slopes)
+
+
+# ------------------------------------------------------------------ in-place forms (F.relu_, ...)
+def _in_place(function, name):
+    """``name(input, ...)``: ``function``'s result written into ``input`` (returned), under the
+    Tensor's in-place rules (``copy_``: refused on a tensor autograd needs)."""
+    def apply_(input, *args, **kwargs):
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+        input._check_inplace(name)
+        return input.copy_(function(input, *args, **kwargs))
+    apply_.__name__ = apply_.__qualname__ = name
+    apply_.__doc__ = f"In-place ``{function.__name__}``: writes the result into ``input``."
+    return apply_
+
+
+relu_ = _in_place(relu, "relu_")
+elu_ = _in_place(elu, "elu_")
+leaky_relu_ = _in_place(leaky_relu, "leaky_relu_")
+hardtanh_ = _in_place(hardtanh, "hardtanh_")
+celu_ = _in_place(celu, "celu_")
+selu_ = _in_place(selu, "selu_")
+rrelu_ = _in_place(rrelu, "rrelu_")
+threshold_ = _in_place(threshold, "threshold_")

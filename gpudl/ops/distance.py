@@ -1,8 +1,10 @@
-"""cdist: the p-norm distance between every row of one batch of points and every row of another."""
+"""Distances: cdist (every row of one batch of points against every row of another) and
+F.pairwise_distance (row by row), both p-norms as torch's."""
 
 import numpy as np
 
 from ..autograd import Function
+from ..tensor import Tensor
 from ._util import quiet, sum_to, xp_of
 
 
@@ -72,3 +74,15 @@ def _local_gradient(diff, dist, p, xp):
             return xp.where(dist == 0, 0, diff / dist)
         return xp.where((dist == 0) | (diff == 0), 0,
                         diff * abs(diff) ** (p - 2) / dist ** (p - 1))
+
+
+def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
+    """||x1 - x2 + eps||_p over the last dim (x1 and x2 broadcast); ``eps`` keeps the norm's
+    gradient finite where x1 == x2."""
+    from ..linalg import vector_norm
+    if not isinstance(x1, Tensor) or not isinstance(x2, Tensor):
+        raise TypeError(f"pairwise_distance: x1 and x2 must be Tensors, got "
+                        f"{type(x1).__name__} and {type(x2).__name__}")
+    if x1.ndim == 0 and x2.ndim == 0:
+        raise ValueError("pairwise_distance: x1 and x2 must have at least one dimension")
+    return vector_norm(x1 - x2 + eps, p, -1, keepdim)

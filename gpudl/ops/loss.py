@@ -291,14 +291,14 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     return _pointwise("smooth_l1_loss", _SmoothL1, float(beta), input, target, reduction)
 
 
-def _check_probabilities(bad, message):
-    """RuntimeError(message(late)) when the bool ``bad`` holds: at once for host data, at the
+def _check_probabilities(bad, message, error=RuntimeError):
+    """error(message(late)) when the bool ``bad`` holds: at once for host data, at the
     next device read for device data (backend.defer_check: a read per call would stall a step)."""
     if backend.on_device(bad):
         backend.defer_check(bad, lambda value: not value,
-                            lambda value: RuntimeError(message(True) + DEFERRED_NOTE))
+                            lambda value: error(message(True) + DEFERRED_NOTE))
     elif bad:
-        raise RuntimeError(message(False))
+        raise error(message(False))
 
 
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,

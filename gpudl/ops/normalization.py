@@ -7,11 +7,12 @@ batch norm and layer norm), or gx = invstd * w * g (batch norm with running stat
 
 import math
 
+import ml_dtypes
 import numpy as np
 
 from ..amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from ..autograd import Function
-from ..dtypes import LOW_PRECISION
+from ..dtypes import LOW_PRECISION, is_floating
 from ..tensor import Tensor
 from ._util import is_int, widened, xp_of
 
@@ -169,14 +170,21 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
                           eps).to(input.dtype)
     if not isinstance(input, Tensor):
         raise TypeError(f"layer_norm: input must be a Tensor, got {type(input).__name__}")
+    shape = _normalized_shape("layer_norm", input, normalized_shape, weight=weight, bias=bias)
+    return LayerNorm.apply(input, weight, bias, len(shape), float(eps))
+
+
+def _normalized_shape(op, input, normalized_shape, **affine):
+    """``normalized_shape`` as a tuple, checked against the input's trailing dims and the
+    shapes of the ``affine`` tensors (weight, bias; None where absent)."""
     shape = (normalized_shape,) if is_int(normalized_shape) else tuple(normalized_shape)
     if not shape or input.shape[input.ndim - len(shape):] != shape or len(shape) > input.ndim:
-        raise ValueError(f"layer_norm: normalized_shape {shape} does not match the trailing "
+        raise ValueError(f"{op}: normalized_shape {shape} does not match the trailing "
                          f"dims of input of shape {input.shape}")
-    for name, t in (("weight", weight), ("bias", bias)):
+    for name, t in affine.items():
         if t is not None and t.shape != shape:
-            raise ValueError(f"layer_norm: {name} has shape {t.shape}, expected {shape}")
-    return LayerNorm.apply(input, weight, bias, len(shape), float(eps))
+            raise ValueError(f"{op}: {name} has shape {t.shape}, expected {shape}")
+    return shape
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
@@ -268,3 +276,23 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     unit1 = x1 / vector_norm(x1, 2, dim, keepdim=True).clamp_min(eps)
     unit2 = x2 / vector_norm(x2, 2, dim, keepdim=True).clamp_min(eps)
     return (unit1 * unit2).sum(dim)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """input / sqrt(mean(input**2 over the trailing dims ``normalized_shape``) + eps), scaled
+    by ``weight`` (of shape ``normalized_shape``); ``eps=None`` is the machine epsilon of the
+    input's dtype, as torch. float16/bfloat16 are computed in float32 and rounded back."""
+    if _autocast.active:
+        input, weight = cast_inputs("rms_norm", input, weight)
+    if not isinstance(input, Tensor):
+        raise TypeError(f"rms_norm: input must be a Tensor, got {type(input).__name__}")
+    if not is_floating(input.dtype):
+        raise TypeError(f"rms_norm: input must be a floating point tensor, got {input.dtype}")
+    shape = _normalized_shape("rms_norm", input, normalized_shape, weight=weight)
+    if eps is None:
+        eps = float(ml_dtypes.finfo(input.dtype).eps)     # NumPy's finfo lacks bfloat16
+    if _low_precision(input):
+        return rms_norm(input.float(), shape, widened(weight), eps).to(input.dtype)
+    dims = tuple(range(input.ndim - len(shape), input.ndim))
+    out = input * (input.square().mean(dims, keepdim=True) + eps).rsqrt()
+    return out if weight is None else out * weight
