@@ -6,7 +6,7 @@ shape methods sit in two mixins (tensor_math.py, tensor_shape.py) to keep each f
 
 import numpy as np
 
-from . import autograd, backend, dtypes
+from . import autograd, backend, dtypes, inplace
 from .ops import elementwise as E
 from .ops import shape as S
 from .ops._util import normalize_axis
@@ -25,7 +25,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     """An n-dimensional array with reverse-mode autograd (PyTorch's Tensor API)."""
 
     __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_out_index", "_device",
-                 "_version_counter", "__weakref__")
+                 "_version_counter", "_view", "__weakref__")
     __array_ufunc__ = None          # NumPy defers to our reflected operators: np.float32(2) * t
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
@@ -37,6 +37,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         self._data = array
         self._device = device
         self._version_counter = [0]
+        self._view = None
         self._grad = None
         self.grad_fn = None
         self._out_index = 0
@@ -62,6 +63,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
             device = device.type
         t._device = device
         t._version_counter = [0]     # shared with views; see autograd's docstring
+        t._view = None               # an autograd.ViewInfo when t views another tensor
         return t
 
     # ----------------------------------------------------------------- attributes
@@ -95,6 +97,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     @property
     def requires_grad(self):
+        if self._view is not None and self._view.version != self._version_counter[0]:
+            autograd._refresh_view(self)    # its base was edited in place: see gpudl.inplace
         return self._requires_grad
 
     @requires_grad.setter
@@ -310,13 +314,25 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     # ----------------------------------------------------------------- autograd
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
-        """torch's signature; ``create_graph=True`` (higher-order gradients) and ``inputs=``
-        are refused: not supported."""
-        if create_graph or inputs is not None:
-            raise NotImplementedError("backward: create_graph=True and inputs= are not "
-                                      "supported (gpudl computes first-order gradients into "
-                                      "every leaf)")
-        autograd.backward(self, gradient, retain_graph=bool(retain_graph))
+        """torch's signature: accumulate this tensor's gradient (``gradient``, default 1 for a
+        one-element tensor) into the ``.grad`` of every leaf it depends on, or with ``inputs=``
+        (a tensor or a sequence) into theirs only. ``create_graph=True`` (higher-order
+        gradients) is refused: not supported."""
+        if create_graph:
+            raise NotImplementedError("backward: create_graph=True (higher-order gradients) is "
+                                      "not supported: gpudl's backward functions work on raw "
+                                      "arrays, outside the graph")
+        if inputs is None:
+            autograd.backward(self, gradient, retain_graph=bool(retain_graph))
+            return
+        inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+        if not inputs:
+            raise RuntimeError("backward: inputs= was given but is empty")
+        grads = autograd.grad(self, inputs, gradient, retain_graph=retain_graph,
+                              allow_unused=True)
+        for t, g in zip(inputs, grads):
+            if g is not None:
+                autograd._accumulate(t, g._data)
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and not dtypes.is_floating(self.dtype):
@@ -337,32 +353,33 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         node.retained[self._out_index] = self
         return self
 
+    @property
+    def retains_grad(self):
+        """True for a non-leaf tensor whose ``.grad`` backward fills (see retain_grad)."""
+        node = self.grad_fn
+        return node is not None and bool(node.retained) and \
+            node.retained.get(self._out_index) is self
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` with this tensor's gradient in each backward (or autograd.grad);
+        a returned tensor replaces the gradient. Returns a handle: ``handle.remove()``."""
+        return autograd.register_hook(self, hook)
+
     def register_post_accumulate_grad_hook(self, hook):
         """Run ``hook(self)`` after each backward that accumulates into this leaf's ``.grad``."""
         return autograd.register_post_accumulate_grad_hook(self, hook)
 
-    # ----------------------------------------------------------------- in place (no graph)
-    # Every method here calls _check_inplace before and _bump_version after writing: the only
-    # places (with the optimizers' fused updates) that change a tensor's memory in place.
-    def _check_inplace(self, op):
-        if self.requires_grad and autograd.is_grad_enabled():
-            what = ("a leaf Variable that requires grad is being used in an in-place operation"
-                    if self.grad_fn is None else
-                    "a tensor that requires grad cannot be modified in place while grad is enabled")
-            raise RuntimeError(f"{op}: {what}; wrap the update in gpudl.no_grad()")
-
-    def _augmented(self, other, inplace, op, symbol):
-        """``self op= other``: in place through the method (so its checks and bookkeeping apply),
-        except while recording a graph through a non-leaf or from ``other``, where the result is
-        a new tensor, as ``x = x op other`` (gradients stay right; the name is rebound)."""
-        recording = autograd.is_grad_enabled() and (
-            (self.requires_grad and self.grad_fn is not None)
-            or (not self.requires_grad and isinstance(other, Tensor) and other.requires_grad))
-        if recording:
-            return op(self, other)
-        self._check_inplace(symbol)
+    # ----------------------------------------------------------------- in place
+    # Every method here writes its tensor's memory and bumps its version counter (as do the
+    # optimizers' fused updates). When the tensor takes part in a graph, the edit goes through
+    # gpudl.inplace, which records it as torch does; otherwise it writes the memory directly.
+    def _augmented(self, other, method, symbol):
+        """``self op= other``: in place through the method (so its checks and bookkeeping
+        apply), as torch's augmented assignment."""
+        if inplace.needs_graph(self, (other,)):
+            inplace._refuse(self, symbol)           # with its own message, not the one below
         try:
-            return inplace(other)
+            return method(other)
         except (TypeError, ValueError, RuntimeError) as exc:     # casting and broadcasting
             other_shape = other.shape if isinstance(other, Tensor) else np.shape(other)
             raise RuntimeError(f"{symbol}: cannot update a {self.dtype} tensor of shape "
@@ -370,16 +387,16 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
                                f"{getattr(other, 'dtype', type(other).__name__)} ({exc})") from None
 
     def __iadd__(self, other):
-        return self._augmented(other, self.add_, Tensor.__add__, "+=")
+        return self._augmented(other, self.add_, "+=")
 
     def __isub__(self, other):
-        return self._augmented(other, self.sub_, Tensor.__sub__, "-=")
+        return self._augmented(other, self.sub_, "-=")
 
     def __imul__(self, other):
-        return self._augmented(other, self.mul_, Tensor.__mul__, "*=")
+        return self._augmented(other, self.mul_, "*=")
 
     def __itruediv__(self, other):
-        return self._augmented(other, self.div_, Tensor.__truediv__, "/=")
+        return self._augmented(other, self.div_, "/=")
 
     def _bump_version(self):
         """Record one in-place edit: backward then refuses nodes that saved the old values."""
@@ -387,39 +404,49 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     @autograd.recorded("inplace")
     def __setitem__(self, index, value):
-        recording = autograd.is_grad_enabled() and (
-            (self.requires_grad and self.grad_fn is not None)
-            or (isinstance(value, Tensor) and value.requires_grad))
-        if not recording or self.grad_fn is None:     # a leaf that requires grad: refused
-            self._check_inplace("__setitem__")
+        recording = inplace.needs_graph(self, (value,))
+        if recording:
+            inplace._refuse(self, "__setitem__")
         index = _index_arrays(index, self)
         first, steps = Ellipsis, ints_first(index)
         if steps is not None:           # a view through the ints, as torch: see ints_first
             first, index = steps
         S.check_advanced(self._data[first].shape, index, "__setitem__")  # device-side checks
-        if recording:     # as torch: self becomes the output of the assignment, in its graph
+        if not recording:
+            self._data[first][index] = _raw(value, self)
+            self._bump_version()
+        elif self._view is not None:    # through the base's history: see gpudl.inplace
+            inplace.record(self, "__setitem__",
+                           lambda t: S.SetItem.apply(t.clone(), first, index, value), (value,))
+        else:       # as torch: self becomes the output of the assignment, in its graph
             out = S.SetItem.apply(self, first, index, value)
             self.grad_fn, self._out_index, self._requires_grad = out.grad_fn, 0, True
-        else:
-            self._data[first][index] = _raw(value, self)
-        self._bump_version()
+            self._bump_version()
 
     @autograd.recorded("inplace")
     def copy_(self, src):
-        self._check_inplace("copy_")
-        src = _raw(src, self)
-        if np.shape(src) != self.shape and np.broadcast_shapes(np.shape(src), self.shape) != self.shape:
-            raise ValueError(f"copy_: source of shape {np.shape(src)} does not broadcast to {self.shape}")
-        self._data[...] = src
+        raw = _raw(src, self)
+        if np.shape(raw) != self.shape and np.broadcast_shapes(np.shape(raw), self.shape) != self.shape:
+            raise ValueError(f"copy_: source of shape {np.shape(raw)} does not broadcast to {self.shape}")
+        if inplace.needs_graph(self, (src,)):
+            if isinstance(src, Tensor):     # copy_ converts the device and dtype, in the graph
+                src = src.to(self._device).astype(self.dtype)
+            return inplace.record(self, "copy_", lambda t: inplace.Overwrite.apply(t, src),
+                                  (src,))
+        self._data[...] = raw
         self._bump_version()
         return self
 
     @autograd.recorded("inplace")
     def fill_(self, value):
-        self._check_inplace("fill_")
         if isinstance(value, Tensor) and value.ndim:
             raise ValueError(f"fill_: value must be a number or a 0-d tensor, got a tensor of "
                              f"shape {value.shape}")
+        if inplace.needs_graph(self, (value,)):
+            if isinstance(value, Tensor):
+                value = value.to(self._device).astype(self.dtype)
+            return inplace.record(self, "fill_", lambda t: inplace.Overwrite.apply(t, value),
+                                  (value,))
         self._data[...] = _raw(value, self)
         self._bump_version()
         return self
@@ -440,9 +467,11 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     @autograd.recorded("inplace")
     def add_(self, other, alpha=1):
-        self._check_inplace("add_")
-        other = self._operand("add_", other, dtypes.value_category(alpha) if alpha != 1 else -1)
-        self._data += other if alpha == 1 else alpha * other
+        raw = self._operand("add_", other, dtypes.value_category(alpha) if alpha != 1 else -1)
+        if inplace.needs_graph(self, (other,)):
+            return inplace.record(self, "add_", lambda t: t + (other if alpha == 1
+                                                               else other * alpha), (other,))
+        self._data += raw if alpha == 1 else alpha * raw
         self._bump_version()
         return self
 
@@ -454,42 +483,83 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     @autograd.recorded("inplace")
     def mul_(self, other):
-        self._check_inplace("mul_")
-        self._data *= self._operand("mul_", other)
+        raw = self._operand("mul_", other)
+        if inplace.needs_graph(self, (other,)):
+            return inplace.record(self, "mul_", lambda t: t * other, (other,))
+        self._data *= raw
         self._bump_version()
         return self
 
     @autograd.recorded("inplace")
     def div_(self, other):
-        self._check_inplace("div_")
-        self._data /= self._operand("div_", other, result_category=2)   # true division
+        raw = self._operand("div_", other, result_category=2)   # true division
+        if inplace.needs_graph(self, (other,)):
+            return inplace.record(self, "div_", lambda t: t / other, (other,))
+        self._data /= raw
         self._bump_version()
         return self
 
     @autograd.recorded("inplace")
     def clamp_(self, min=None, max=None):
-        self._check_inplace("clamp_")
+        low, high = self._operand("clamp_", min), self._operand("clamp_", max)
+        if inplace.needs_graph(self, (min, max)):
+            return inplace.record(self, "clamp_", lambda t: t.clamp(min, max), (min, max))
         xp = backend.get_array_module(self._data)
-        xp.clip(self._data, self._operand("clamp_", min), self._operand("clamp_", max),
-                out=self._data)
+        xp.clip(self._data, low, high, out=self._data)
         self._bump_version()
         return self
 
     @autograd.recorded("inplace")
     def uniform_(self, a=0.0, b=1.0):
         from . import random
-        self._check_inplace("uniform_")
-        self._data[...] = random.uniform(self.shape, self.dtype, self._device, a, b)
-        self._bump_version()
-        return self
+        return self._fill_random("uniform_", random.uniform(self.shape, self.dtype, self._device,
+                                                            a, b))
 
     @autograd.recorded("inplace")
     def normal_(self, mean=0.0, std=1.0):
         from . import random
-        self._check_inplace("normal_")
-        self._data[...] = random.normal(self.shape, self.dtype, self._device) * std + mean
+        return self._fill_random("normal_", random.normal(self.shape, self.dtype, self._device)
+                                 * std + mean)
+
+    def _fill_random(self, op, values):
+        if inplace.needs_graph(self):
+            return inplace.record(self, op, lambda t: inplace.Overwrite.apply(t, values))
+        self._data[...] = values
         self._bump_version()
         return self
+
+    # in place through the out-of-place op (gpudl.inplace.apply): one line each
+    @autograd.recorded("inplace")
+    def masked_fill_(self, mask, value):
+        """masked_fill in place."""
+        return inplace.apply(self, "masked_fill_", lambda t: t.masked_fill(mask, value),
+                             (value,))
+
+    @autograd.recorded("inplace")
+    def relu_(self):
+        """relu in place."""
+        return inplace.apply(self, "relu_", Tensor.relu)
+
+    @autograd.recorded("inplace")
+    def sigmoid_(self):
+        """sigmoid in place."""
+        return inplace.apply(self, "sigmoid_", Tensor.sigmoid)
+
+    @autograd.recorded("inplace")
+    def tanh_(self):
+        """tanh in place."""
+        return inplace.apply(self, "tanh_", Tensor.tanh)
+
+    @autograd.recorded("inplace")
+    def exp_(self):
+        """exp in place."""
+        return inplace.apply(self, "exp_", Tensor.exp)
+
+    @autograd.recorded("inplace")
+    def neg_(self):
+        """negation in place."""
+        return inplace.apply(self, "neg_", Tensor.__neg__)
+
 
 class _ToDevice(autograd.Function):
     @staticmethod

@@ -12,7 +12,7 @@ class ReLU(Module):
         self.inplace = inplace
 
     def forward(self, input):
-        return A.relu(input)
+        return input.relu_() if self.inplace else A.relu(input)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""

@@ -1,0 +1,159 @@
+"""In-place ops in the autograd graph, as PyTorch records them.
+
+An in-place op on a tensor that takes part in a graph (it requires grad, views a tensor that
+does, or is written from one that does) runs as its out-of-place form, whose result is written
+back into the tensor's memory:
+
+- on a tensor that views no other, the op's node becomes the tensor's grad_fn (its history is
+  rebased, as in torch);
+- on a view, the base's history becomes ``CopySlices(old base history, the op's result)``, whose
+  backward passes the base's gradient outside the view to the old history and inside it to the
+  op; the view's grad_fn is then taken again from the base's new history. Other views of the
+  base find their history stale by their version counter and take theirs again at their next
+  use (autograd._refresh_view).
+
+A leaf that requires grad (or a view of one) is refused, as torch refuses it. What the op's
+node saved of the old values is copied before they are overwritten
+(autograd.keep_values_before_write); whatever else saved them still fails the version check.
+"""
+
+from . import autograd, dtypes
+from .autograd import (Function, keep_values_before_write, saved_output_moved, view_of_array,
+                       view_of_tensor)
+from .ops._util import sum_to, xp_of
+
+
+class CopySlices(Function):
+    """``base`` with the memory of its view (``steps``, see autograd.ViewInfo) overwritten by
+    ``values``, in place: the new history of a base edited through a view."""
+
+    @staticmethod
+    def forward(ctx, base, steps, values):
+        ctx.steps = steps
+        ctx.layout = "F" if base.flags.f_contiguous and not base.flags.c_contiguous else "C"
+        view_of_array(steps, base)[...] = values
+        return base
+
+    @staticmethod
+    def backward(ctx, g):
+        g_base = xp_of(g).array(g, order=ctx.layout, copy=True)   # the base's layout: the
+        region = view_of_array(ctx.steps, g_base)                  # steps take a view of it
+        if not xp_of(g).may_share_memory(region, g_base):
+            raise RuntimeError("CopySlicesBackward: the view's steps copy a gradient of the "
+                               "base's shape instead of viewing it; cannot route the gradient")
+        g_values = region.copy() if ctx.needs_input_grad[2] else None
+        region[...] = 0
+        return g_base, None, g_values
+
+
+class Overwrite(Function):
+    """``a``'s values replaced by ``values`` (an array or number broadcast to a's shape): copy_,
+    fill_ and the random fills in the graph; ``a`` gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, a, values):
+        ctx.shape = getattr(values, "shape", ())
+        out = xp_of(a).empty_like(a)
+        out[...] = values
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, (sum_to(g, ctx.shape) if ctx.needs_input_grad[1] else None)
+
+
+def needs_graph(tensor, others=()):
+    """Whether an in-place op on ``tensor`` with tensors ``others`` must be recorded."""
+    if not autograd.is_grad_enabled():
+        return False
+    if tensor._requires_grad:
+        return True
+    info = tensor._view
+    if info is not None and info.base._requires_grad:
+        return True
+    return any(isinstance(o, autograd._Tensor) and o._requires_grad for o in others)
+
+
+def apply(tensor, op, compute, others=()):
+    """``tensor`` <- ``compute(tensor)`` in place (``compute`` makes the out-of-place result;
+    ``others``: the tensors it reads besides ``tensor``), recorded when the graph needs it."""
+    if needs_graph(tensor, others):
+        return record(tensor, op, compute, others)
+    with autograd.no_grad():
+        out = _checked_result(tensor, op, compute(tensor))
+    if out._data is not tensor._data:
+        tensor._data[...] = out._data
+    tensor._bump_version()
+    return tensor
+
+
+def record(tensor, op, compute, others=()):
+    """``apply`` for a tensor in the graph (see the module docstring); returns ``tensor``."""
+    _refuse(tensor, op)
+    out = _checked_result(tensor, op, compute(tensor))
+    stop = {t.grad_fn for t in (tensor, *others)
+            if isinstance(t, autograd._Tensor) and t.grad_fn is not None}
+    if out.grad_fn is not None:
+        keep_values_before_write(out.grad_fn, stop, tensor._data)
+    info = tensor._view
+    if info is None:
+        if out._data is not tensor._data:
+            tensor._data[...] = out._data
+        tensor.grad_fn, tensor._out_index = out.grad_fn, out._out_index
+        tensor._requires_grad = out._requires_grad
+    else:
+        base = info.base
+        new_base = CopySlices.apply(base, info.steps, out)
+        base.grad_fn, base._out_index = new_base.grad_fn, new_base._out_index
+        base._requires_grad = new_base._requires_grad
+    tensor._bump_version()
+    if out.grad_fn is not None:
+        saved_output_moved(out.grad_fn, out._data, tensor._data, tensor._version_counter)
+    if info is None:
+        return tensor
+    fresh = view_of_tensor(info.steps, base)
+    tensor.grad_fn, tensor._out_index = fresh.grad_fn, fresh._out_index
+    tensor._requires_grad = fresh._requires_grad
+    info.version = tensor._version_counter[0]
+    return tensor
+
+
+def _refuse(tensor, op):
+    """The in-place edits torch refuses while recording (a refused call changes nothing)."""
+    capture = autograd._capture
+    if capture is not None and capture.active():
+        raise RuntimeError(f"{op}: an in-place op recorded in the autograd graph cannot be "
+                           "captured; edit a tensor that is not in the graph, or out of place")
+    if tensor.grad_fn is None and tensor._requires_grad:
+        raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an "
+                           "in-place operation; wrap the update in gpudl.no_grad()")
+    info = tensor._view
+    if info is not None:
+        base = info.base
+        if base.grad_fn is None and base._requires_grad:
+            raise RuntimeError(f"{op}: a view of a leaf Variable that requires grad is being "
+                               "used in an in-place operation; wrap the update in "
+                               "gpudl.no_grad(), or clone() the leaf first")
+        if not info.grad_mode:
+            raise RuntimeError(f"{op}: this view was created in no_grad mode and is being "
+                               "modified in place with grad mode enabled; take the view "
+                               "outside no_grad, or edit it inside no_grad")
+    data = tensor._data
+    if any(step == 0 and n > 1 for step, n in zip(data.strides, data.shape)):
+        raise RuntimeError(f"{op}: unsupported operation: more than one element of the "
+                           "written-to tensor refers to a single memory location (an "
+                           "expanded tensor); clone() it before editing it in place")
+
+
+def _checked_result(tensor, op, out):
+    """``out`` as it can be stored in ``tensor``: its shape, its dtype (refused when of a higher
+    kind, bool < integer < floating, as torch refuses a float result in an int tensor)."""
+    if out.shape != tensor.shape:
+        raise RuntimeError(f"{op}: output with shape {tensor.shape} doesn't match the "
+                           f"broadcast shape {out.shape}")
+    if out.dtype != tensor.dtype:
+        if dtypes.category(out.dtype) > dtypes.category(tensor.dtype):
+            raise RuntimeError(f"{op}: result type {out.dtype} can't be cast to the desired "
+                               f"output type {tensor.dtype}")
+        out = out.astype(tensor.dtype)
+    return out

@@ -1,0 +1,272 @@
+"""Autograd through views and in-place ops, against torch: every case runs the same code on
+both libraries from the same float64 inputs and compares values and every leaf's gradient."""
+
+import numpy as np
+import pytest
+import torch
+
+import gpudl as gd
+from gpudl import nn
+
+
+def _compare(rng, build, *shapes, grads=True):
+    """Run ``build(lib, *leaves)`` (returns the loss) on torch and gpudl from the same random
+    float64 leaves; compare the losses and the leaves' gradients."""
+    arrays = [rng.standard_normal(shape) for shape in shapes]
+    results = []
+    for lib in (torch, gd):
+        leaves = [lib.tensor(a.copy(), requires_grad=True) for a in arrays]
+        loss = build(lib, *leaves)
+        if grads:
+            loss.backward()
+        results.append((loss, leaves))
+    (t_loss, t_leaves), (g_loss, g_leaves) = results
+    np.testing.assert_allclose(g_loss.detach().numpy(), t_loss.detach().numpy(), rtol=1e-12,
+                               atol=1e-12)
+    for i, (t, g) in enumerate(zip(t_leaves, g_leaves)):
+        if t.grad is None or g.grad is None:       # no gradient, or one of zeros
+            for grad in (t.grad, g.grad):
+                assert grad is None or not np.any(grad.numpy()), f"leaf {i}: {t.grad} {g.grad}"
+        else:
+            np.testing.assert_allclose(g.grad.numpy(), t.grad.numpy(), rtol=1e-12, atol=1e-12,
+                                       err_msg=f"leaf {i}")
+
+
+def _weights(lib, like, seed):
+    """Fixed non-uniform weights (the same on both libraries) so a sum does not hide errors."""
+    return lib.tensor(np.random.default_rng(seed).standard_normal(tuple(like.shape)))
+
+
+# ------------------------------------------------------------------ the brief's wrong gradient
+def test_write_through_a_view_reaches_the_base_graph(rng):
+    h = gd.randn(3, requires_grad=True)
+    out = gd.zeros(2, 4) + 0 * h.sum()
+    row = out[0]
+    row[1:] = h
+    out.sum().backward()
+    np.testing.assert_array_equal(h.grad.numpy(), [1.0, 1.0, 1.0])   # was [0, 0, 0]
+
+    def build(lib, h, w):
+        out = lib.zeros(2, 4, dtype=lib.float64) + 0 * h.sum()
+        row = out[0]
+        row[1:] = h * w
+        return (out * _weights(lib, out, 1)).sum()
+    _compare(rng, build, (3,), (3,))
+
+
+def test_write_through_a_view_of_a_base_outside_the_graph(rng):
+    def build(lib, h):
+        out = lib.zeros(2, 4, dtype=lib.float64)
+        row = out[1]
+        row[:3] = h.exp()
+        assert out.requires_grad and out.grad_fn is not None
+        return (out * _weights(lib, out, 2)).sum()
+    _compare(rng, build, (3,))
+
+
+# ------------------------------------------------------------------ in place on non-leaf tensors
+INPLACE = {
+    "mul_": lambda lib, y, z: y.mul_(2.5),
+    "mul_tensor": lambda lib, y, z: y.mul_(z),
+    "add_": lambda lib, y, z: y.add_(z),
+    "add_alpha": lambda lib, y, z: y.add_(z, alpha=-0.5),
+    "sub_": lambda lib, y, z: y.sub_(z),
+    "div_": lambda lib, y, z: y.div_(z.abs() + 1),
+    "relu_": lambda lib, y, z: y.relu_(),
+    "sigmoid_": lambda lib, y, z: y.sigmoid_(),
+    "tanh_": lambda lib, y, z: y.tanh_(),
+    "exp_": lambda lib, y, z: y.exp_(),
+    "neg_": lambda lib, y, z: y.neg_(),
+    "clamp_": lambda lib, y, z: y.clamp_(-0.3, 0.4),
+    "clamp_min_only": lambda lib, y, z: y.clamp_(min=0.1),
+    "masked_fill_": lambda lib, y, z: y.masked_fill_(z > 0, 0.25),
+    "masked_fill_tensor": lambda lib, y, z: y.masked_fill_(z > 0, z.sum()),
+    "zero_": lambda lib, y, z: y.zero_(),
+    "fill_tensor": lambda lib, y, z: y.fill_(z.mean()),
+    "copy_": lambda lib, y, z: y.copy_(z * 3),
+    "iadd": lambda lib, y, z: y.__iadd__(z),
+    "imul": lambda lib, y, z: y.__imul__(z),
+    "setitem": lambda lib, y, z: y.__setitem__(0, z[1]) or y,
+    "setitem_mask": lambda lib, y, z: y.__setitem__(z > 0, 1.5) or y,
+}
+
+
+@pytest.mark.parametrize("name", sorted(INPLACE))
+def test_inplace_on_non_leaf(rng, name):
+    def build(lib, x, z):
+        y = x * 1.5
+        out = INPLACE[name](lib, y, z)
+        assert out is y and y.grad_fn is not None
+        return (y * _weights(lib, y, 3)).sum()
+    _compare(rng, build, (3, 4), (3, 4))
+
+
+@pytest.mark.parametrize("name", sorted(INPLACE))
+def test_inplace_on_a_view_of_a_non_leaf(rng, name):
+    """The same ops through a view (a row, a transposed column): the base's gradient."""
+    def build(lib, x, z):
+        y = x * 1.5
+        view = y.t()[1:3]             # a view of a view: (2, 3) of y's (3, 4)
+        INPLACE[name](lib, view, z.t()[:2])
+        return (y * _weights(lib, y, 4)).sum() + (view * _weights(lib, view, 5)).sum()
+    _compare(rng, build, (3, 4), (3, 4))
+
+
+def test_inplace_on_a_row_view(rng):
+    def build(lib, x, z):
+        y = x * 1
+        y[0].mul_(2)
+        y[1].add_(z[1])
+        return (y * _weights(lib, y, 6)).sum()
+    _compare(rng, build, (3, 4), (3, 4))
+
+
+def test_later_uses_of_other_views_see_the_new_history(rng):
+    def build(lib, x, z):
+        y = x * 1
+        row, column = y[0], y[:, 1]         # both taken before the edits
+        row.mul_(z[0])
+        y[2] = z[2]
+        return (column * _weights(lib, column, 7)).sum() + (row ** 2).sum()
+    _compare(rng, build, (3, 4), (3, 4))
+
+
+def test_a_view_of_a_base_outside_the_graph_joins_it_after_the_edit(rng):
+    def build(lib, h):
+        out = lib.zeros(2, 4, dtype=lib.float64)
+        column = out[:, 0]                  # taken while out is outside the graph
+        out[0, :2] = h
+        assert column.requires_grad
+        return (column * _weights(lib, column, 8)).sum()
+    _compare(rng, build, (2,))
+
+
+def test_overwritten_parts_get_no_gradient(rng):
+    x = gd.randn(3, 4, requires_grad=True)
+    y = x * 1
+    y[0] = 0
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy()[0], 0)
+    np.testing.assert_array_equal(x.grad.numpy()[1:], 1)
+
+    def build(lib, x, z):
+        y = x * 2
+        y[:, 1:3].copy_(z[:, :2])
+        y.t()[0].zero_()
+        return (y * _weights(lib, y, 9)).sum()
+    _compare(rng, build, (3, 4), (3, 4))
+
+
+def test_reshape_and_permute_views(rng):
+    def build(lib, x, z):
+        y = x * 2
+        flat = y.reshape(12)
+        flat[3:7].mul_(z.reshape(12)[:4])
+        y.permute(1, 0)[2].relu_()
+        return (y * _weights(lib, y, 10)).sum()
+    _compare(rng, build, (3, 4), (3, 4))
+
+
+def test_inplace_relu_inside_a_model_matches_torch(rng):
+    def build(lib, x):
+        lib.manual_seed(0)
+        model = lib.nn.Sequential(lib.nn.Linear(4, 5), lib.nn.ReLU(inplace=True),
+                                  lib.nn.Linear(5, 2)).double()
+        with lib.no_grad():
+            for i, p in enumerate(model.parameters()):
+                p.copy_(lib.tensor(np.random.default_rng(i).standard_normal(tuple(p.shape))))
+        return model(x).pow(2).sum()
+    _compare(rng, build, (6, 4))
+
+
+def test_inplace_relu_layer_edits_its_input():
+    layer = nn.ReLU(inplace=True)
+    x = gd.tensor([-1.0, 2.0], requires_grad=True)
+    y = x * 1
+    out = layer(y)
+    assert out is y
+    np.testing.assert_array_equal(y.detach().numpy(), [0.0, 2.0])
+
+
+def test_augmented_assignment_edits_the_memory_views_share():
+    x = gd.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    y = x * 1
+    row = y[0]
+    y += 1
+    np.testing.assert_array_equal(row.detach().numpy(), [2.0, 3.0])
+    row.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[1.0, 1.0], [0.0, 0.0]])
+
+
+# ------------------------------------------------------------------ what must still raise
+MODIFIED = r"modified by an inplace operation"
+
+
+def test_a_saved_input_edited_later_still_raises(rng):
+    for lib in (torch, gd):
+        x = lib.tensor(rng.standard_normal(3), requires_grad=True)
+        y = x * 1
+        p = y * y                       # saves y
+        y.mul_(2)
+        with pytest.raises(RuntimeError, match=MODIFIED):
+            p.sum().backward()
+
+
+def test_a_saved_input_edited_through_a_view_still_raises(rng):
+    for lib in (torch, gd):
+        x = lib.tensor(rng.standard_normal((2, 3)), requires_grad=True)
+        y = x * 1
+        p = y.pow(2)
+        y[1].add_(1.0)
+        with pytest.raises(RuntimeError, match=MODIFIED):
+            p.sum().backward()
+
+
+def test_an_output_saved_by_the_inplace_op_itself_is_kept(rng):
+    # exp_ saves its result: a later edit of y must raise, as in torch
+    for lib in (torch, gd):
+        x = lib.tensor(rng.standard_normal(3), requires_grad=True)
+        y = x * 1
+        y.exp_()
+        with lib.no_grad():
+            y.add_(1)
+        with pytest.raises(RuntimeError, match=MODIFIED):
+            y.sum().backward()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda x: x.mul_(2), "a leaf Variable that requires grad"),
+    (lambda x: x[0].mul_(2), "a view of a leaf Variable that requires grad"),
+    (lambda x: x.__setitem__(0, 1.0), "a leaf Variable that requires grad"),
+    (lambda x: (x * 1).expand(2, 3).mul_(2), "more than one element of the written-to tensor"),
+])
+def test_refused_edits_raise_and_change_nothing(edit, message):
+    x = gd.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match=message):
+        edit(x)
+    np.testing.assert_array_equal(x.detach().numpy(), [1.0, 2.0, 3.0])
+    assert x._version == 0 and x.grad_fn is None
+    with gd.no_grad():
+        x.mul_(2)
+        x[0].add_(1)
+    np.testing.assert_array_equal(x.detach().numpy(), [3.0, 4.0, 6.0])
+
+
+def test_view_taken_under_no_grad_cannot_be_edited_with_grad_mode_on():
+    x = gd.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 1
+    with gd.no_grad():
+        v = y[0:1]
+    with pytest.raises(RuntimeError, match="no_grad mode"):
+        v.mul_(2)
+    y.mul_(2)
+    with pytest.raises(RuntimeError, match="no_grad mode"):
+        v * 2                           # torch refuses its use once the base was edited
+
+
+def test_inplace_float_result_into_an_int_tensor_is_refused():
+    w = gd.tensor([0.5, 1.5], requires_grad=True)
+    counts = gd.tensor([1, 2])
+    with pytest.raises(RuntimeError, match="int64"):
+        counts.mul_(w)
+    np.testing.assert_array_equal(counts.numpy(), [1, 2])
