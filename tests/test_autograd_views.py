@@ -270,3 +270,28 @@ def test_inplace_float_result_into_an_int_tensor_is_refused():
     with pytest.raises(RuntimeError, match="int64"):
         counts.mul_(w)
     np.testing.assert_array_equal(counts.numpy(), [1, 2])
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("ReLU", {}), ("LeakyReLU", {"negative_slope": 0.2}), ("ELU", {}), ("SiLU", {}),
+    ("Hardtanh", {}), ("ReLU6", {}), ("Mish", {})])
+def test_inplace_activation_layers_edit_their_input_as_torch(rng, name, kwargs):
+    def build(lib, x):
+        y = x * 1.5
+        layer = getattr(lib.nn, name)(inplace=True, **kwargs)
+        assert layer(y) is y
+        return (y * _weights(lib, y, 11)).sum()
+    _compare(rng, build, (4, 5))
+
+
+def test_inplace_dropout_writes_the_same_values_as_out_of_place(rng):
+    a = rng.standard_normal((50, 40))
+    gd.manual_seed(3)
+    expected = gd.nn.functional.dropout(gd.tensor(a), 0.3).numpy()
+    gd.manual_seed(3)
+    x = gd.tensor(a, requires_grad=True)
+    y = x * 1
+    assert gd.nn.Dropout(0.3, inplace=True)(y) is y
+    np.testing.assert_array_equal(y.detach().numpy(), expected)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), (expected != 0) / 0.7, rtol=1e-12)

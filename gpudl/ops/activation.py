@@ -1,13 +1,14 @@
 """Activation functions (torch.nn.functional's signatures) as autograd Functions on raw arrays.
 
-relu, sigmoid and tanh reuse ops.elementwise; the others are defined here. ``inplace=True`` is
-accepted for PyTorch compatibility and computes out of place (the result is the same).
+relu, sigmoid and tanh reuse ops.elementwise; the others are defined here. ``inplace=True``
+writes the result into the input, recorded as torch records it (gpudl.inplace).
 """
 
 import warnings
 
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
+from .. import inplace as _inplace
 from ..autograd import Function
 from ..kernels import activation as K
 from ..tensor import Tensor
@@ -112,23 +113,36 @@ class Gelu(Function):
         return K.gelu_backward(x, g, ctx.approximate), None
 
 
+def _in_place(op, input, compute):
+    """``op(input, inplace=True)``: ``compute(input)`` written back into ``input``."""
+    return _inplace.apply(_floating(op, input), op + "_", compute)
+
+
 def relu(input, inplace=False):
     """max(input, 0)."""
+    if inplace:
+        return _in_place("relu", input, relu)
     return E.Relu.apply(_floating("relu", input))
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """input where positive, else negative_slope * input."""
+    if inplace:
+        return _in_place("leaky_relu", input, lambda t: leaky_relu(t, negative_slope))
     return LeakyRelu.apply(_floating("leaky_relu", input), float(negative_slope))
 
 
 def elu(input, alpha=1.0, inplace=False):
     """input where positive, else alpha * (exp(input) - 1)."""
+    if inplace:
+        return _in_place("elu", input, lambda t: elu(t, alpha))
     return Elu.apply(_floating("elu", input), float(alpha))
 
 
 def silu(input, inplace=False):
     """input * sigmoid(input) (also called swish)."""
+    if inplace:
+        return _in_place("silu", input, silu)
     return Silu.apply(_floating("silu", input))
 
 
@@ -143,12 +157,14 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     """clamp(input, min_val, max_val); no gradient outside (min_val, max_val)."""
     if min_val > max_val:
         raise ValueError(f"hardtanh: min_val {min_val} must not exceed max_val {max_val}")
+    if inplace:
+        return _in_place("hardtanh", input, lambda t: hardtanh(t, min_val, max_val))
     return Hardtanh.apply(_floating("hardtanh", input), float(min_val), float(max_val))
 
 
 def relu6(input, inplace=False):
     """min(max(input, 0), 6)."""
-    return hardtanh(input, 0.0, 6.0)
+    return hardtanh(input, 0.0, 6.0, inplace)
 
 
 def gelu(input, approximate="none"):
@@ -194,6 +210,8 @@ def log_softmax(input, dim=None, dtype=None):
 
 def mish(input, inplace=False):
     """input * tanh(softplus(input))."""
+    if inplace:
+        return _in_place("mish", input, mish)
     return input * softplus(_floating("mish", input)).tanh()
 
 

@@ -3,7 +3,7 @@
 import numbers
 
 from ..dtypes import is_floating
-from .. import random
+from .. import inplace as _inplace, random
 from ..autograd import Function
 from ..tensor import Tensor
 from ._util import xp_of
@@ -43,4 +43,6 @@ def dropout(input, p=0.5, training=True, inplace=False):
         return input
     if not is_floating(input.dtype):
         raise TypeError(f"dropout: input must be a floating point tensor, got {input.dtype}")
+    if inplace:         # the result written into input, recorded as torch does
+        return _inplace.apply(input, "dropout_", lambda t: Dropout.apply(t, float(p), t.device))
     return Dropout.apply(input, float(p), input.device)
