@@ -127,8 +127,26 @@ class set_grad_enabled:
 class Context:
     """What forward leaves for backward: ``save_for_backward(*arrays)`` plus any attributes."""
 
+    marks = None                # (dirty, non-differentiable) arrays, once forward marks some
+    materialize_grads = True    # backward gets zeros (False: None) for outputs without gradient
+
     def save_for_backward(self, *arrays):
         self.saved_tensors = arrays
+
+    def mark_dirty(self, *arrays):
+        """forward edited these input arrays in place and returns them: their tensors are
+        rebased as an in-place op's are (gpudl.inplace), as torch's ``ctx.mark_dirty``."""
+        dirty, frozen = self.marks or ((), ())
+        self.marks = (dirty + arrays, frozen)
+
+    def mark_non_differentiable(self, *arrays):
+        """These output arrays get tensors that do not require grad."""
+        dirty, frozen = self.marks or ((), ())
+        self.marks = (dirty, frozen + arrays)
+
+    def set_materialize_grads(self, value):
+        """False: backward receives None, not zeros, for an output no gradient reached."""
+        self.materialize_grads = bool(value)
 
 
 class Node:
@@ -183,6 +201,8 @@ class Function:
         ctx = Context()
         ctx.needs_input_grad = needs if record else (False,) * len(args)
         out = cls.forward(ctx, *raw)
+        if ctx.marks is not None:
+            return _marked_results(cls, ctx, args, raw, needs, device, out, record)
         if isinstance(out, tuple):
             return _results(cls, ctx, args, raw, needs, device, out, record)
         make = _Tensor._make        # one output, the common case: no tuples, no comprehensions
@@ -231,6 +251,37 @@ def _results(cls, ctx, args, raw, needs, device, outs, record):
     _share_view_counters(args, raw, outs, results)
     node.saved_versions = _saved_versions(ctx, args, raw, outs, results)
     return results
+
+
+def _marked_results(cls, ctx, args, raw, needs, device, out, record):
+    """Function.apply's result when forward called ctx.mark_dirty or mark_non_differentiable."""
+    from . import inplace            # it imports Tensor, which imports this module
+    outs = out if isinstance(out, tuple) else (out,)
+    dirty, frozen = ctx.marks
+    results = list(_results(cls, ctx, args, raw, needs, device, outs, record))
+    for i, o in enumerate(outs):
+        if any(o is f for f in frozen):
+            results[i]._requires_grad, results[i].grad_fn = False, None
+    for array in dirty:
+        j = next((j for j, r in enumerate(raw) if r is array and isinstance(args[j], _Tensor)),
+                 None)
+        k = next((k for k, o in enumerate(outs) if o is array), None)
+        if j is None or k is None:
+            raise RuntimeError(f"{cls.__name__}: ctx.mark_dirty takes input arrays that forward "
+                               "edited in place and returns as outputs")
+        tensor = args[j]
+        if record:
+            inplace._refuse(tensor, f"{cls.__name__} (ctx.mark_dirty)")
+            inplace.took_values(tensor, results[k])
+            node = results[k].grad_fn
+            if node is not None and node.saved_versions:
+                node.saved_versions = [   # saved at the edited version
+                    (c, c[0] if a is array else v, role, i, a)
+                    for c, v, role, i, a in node.saved_versions]
+        else:
+            tensor._bump_version()
+        results[k] = tensor
+    return tuple(results) if isinstance(out, tuple) else results[0]
 
 
 def _unwrap(cls, args):
@@ -849,7 +900,9 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
     if len(meta) == 1 and 0 in grads_in:        # one output, its gradient arrived
         grads_out = (_as_array(grads_in[0]),)
     else:
-        grads_out = [_as_array(grads_in[i]) if i in grads_in else xp.zeros(shape, dtype)
+        materialize = node.ctx is None or node.ctx.materialize_grads
+        grads_out = [_as_array(grads_in[i]) if i in grads_in
+                     else xp.zeros(shape, dtype) if materialize else None
                      for i, (shape, dtype, xp) in enumerate(meta)]
     input_grads = node.function.backward(node.ctx, *grads_out)
     if not isinstance(input_grads, tuple):

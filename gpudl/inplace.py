@@ -95,27 +95,39 @@ def record(tensor, op, compute, others=()):
             if isinstance(t, autograd._Tensor) and t.grad_fn is not None}
     if out.grad_fn is not None:
         keep_values_before_write(out.grad_fn, stop, tensor._data)
-    info = tensor._view
-    if info is None:
-        if out._data is not tensor._data:
-            tensor._data[...] = out._data
-        tensor.grad_fn, tensor._out_index = out.grad_fn, out._out_index
-        tensor._requires_grad = out._requires_grad
-    else:
-        base = info.base
-        new_base = CopySlices.apply(base, info.steps, out)
-        base.grad_fn, base._out_index = new_base.grad_fn, new_base._out_index
-        base._requires_grad = new_base._requires_grad
-    tensor._bump_version()
+    if tensor._view is None and out._data is not tensor._data:
+        tensor._data[...] = out._data
+    took_values(tensor, out)
     if out.grad_fn is not None:
         saved_output_moved(out.grad_fn, out._data, tensor._data, tensor._version_counter)
-    if info is None:
-        return tensor
-    fresh = view_of_tensor(info.steps, base)
-    tensor.grad_fn, tensor._out_index = fresh.grad_fn, fresh._out_index
-    tensor._requires_grad = fresh._requires_grad
-    info.version = tensor._version_counter[0]
     return tensor
+
+
+def took_values(tensor, out):
+    """``tensor`` now holds the values of ``out`` (written already when it views no other
+    tensor; a view's base is written by CopySlices here): it takes out's history, or its base
+    takes the CopySlices of it and the view its new view of the base; one version bump."""
+    info = tensor._view
+    if info is None:
+        _rebase(tensor, out)
+    else:
+        base = info.base
+        _rebase(base, CopySlices.apply(base, info.steps, out))
+    tensor._bump_version()
+    if info is not None:
+        _rebase(tensor, view_of_tensor(info.steps, base))
+        info.version = tensor._version_counter[0]
+
+
+def _rebase(tensor, new):
+    """``tensor`` takes the history of ``new`` (same values); a retain_grad() follows it, as
+    in torch (its hooks stay with the old history: they see the gradient of the old values)."""
+    node, index = tensor.grad_fn, tensor._out_index
+    tensor.grad_fn, tensor._out_index = new.grad_fn, new._out_index
+    tensor._requires_grad = new._requires_grad
+    if node is not None and node.retained and node.retained.get(index) is tensor:
+        del node.retained[index]
+        tensor.retain_grad()
 
 
 def _refuse(tensor, op):

@@ -419,8 +419,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
             inplace.record(self, "__setitem__",
                            lambda t: S.SetItem.apply(t.clone(), first, index, value), (value,))
         else:       # as torch: self becomes the output of the assignment, in its graph
-            out = S.SetItem.apply(self, first, index, value)
-            self.grad_fn, self._out_index, self._requires_grad = out.grad_fn, 0, True
+            inplace._rebase(self, S.SetItem.apply(self, first, index, value))
             self._bump_version()
 
     @autograd.recorded("inplace")
@@ -429,8 +428,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         if np.shape(raw) != self.shape and np.broadcast_shapes(np.shape(raw), self.shape) != self.shape:
             raise ValueError(f"copy_: source of shape {np.shape(raw)} does not broadcast to {self.shape}")
         if inplace.needs_graph(self, (src,)):
-            if isinstance(src, Tensor):     # copy_ converts the device and dtype, in the graph
-                src = src.to(self._device).astype(self.dtype)
+            # copy_ converts the device and dtype, in the graph
+            src = src.to(self._device).astype(self.dtype) if isinstance(src, Tensor) else raw
             return inplace.record(self, "copy_", lambda t: inplace.Overwrite.apply(t, src),
                                   (src,))
         self._data[...] = raw

@@ -179,3 +179,85 @@ def test_gradcheck_through_inplace_on_views(rng):
     a = gd.tensor(rng.standard_normal((3, 4)), requires_grad=True)
     b = gd.tensor(rng.standard_normal((3, 4)), requires_grad=True)
     assert gd.autograd.gradcheck(fn, (a, b))
+
+
+def test_retain_grad_follows_an_inplace_edit_and_hooks_stay_as_torch(rng):
+    (x, tx), = [_pair(rng, 4)]
+    hooked = {}
+    for name, a in (("gd", x), ("torch", tx)):
+        y = a * 2
+        y.retain_grad()
+        y.register_hook(lambda g, name=name: hooked.setdefault(name, g.clone()))
+        y.mul_(a)                   # y.grad: of the new values; the hook: of the old ones
+        (y * y).sum().backward()
+        hooked[name + " y"] = y.grad
+    _close(hooked["gd y"], hooked["torch y"])
+    _close(hooked["gd"], hooked["torch"])
+    _close(x.grad, tx.grad)
+
+
+# ------------------------------------------------------------------ custom Functions' ctx marks
+class _DoubleInPlace(Function):
+    """Doubles its input in place (gpudl's forward sees raw arrays)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        a *= 2
+        ctx.mark_dirty(a)
+        return a
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 2
+
+
+class _TorchDoubleInPlace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a):
+        a.mul_(2)
+        ctx.mark_dirty(a)
+        return a
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 2
+
+
+@pytest.mark.parametrize("through_view", [False, True])
+def test_mark_dirty_rebases_the_edited_input_as_torch(rng, through_view):
+    (x, tx), = [_pair(rng, 3, 4)]
+    results = []
+    for lib, a, fn in ((gd, x, _DoubleInPlace), (torch, tx, _TorchDoubleInPlace)):
+        y = a * 1.5
+        target = y[1] if through_view else y
+        out = fn.apply(target)
+        assert out is target
+        (y * y).sum().backward()
+        results.append(y)
+    _close(*results)
+    _close(x.grad, tx.grad)
+    leaf = gd.tensor([1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        _DoubleInPlace.apply(leaf)
+
+
+class _SplitSign(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.set_materialize_grads(False)
+        sign = np.sign(a)
+        ctx.mark_non_differentiable(sign)
+        return a * 3, sign
+
+    @staticmethod
+    def backward(ctx, g, g_sign):
+        assert g_sign is None                   # not materialized as zeros
+        return g * 3
+
+
+def test_mark_non_differentiable_and_set_materialize_grads(rng):
+    x = gd.tensor(rng.standard_normal(3), requires_grad=True)
+    scaled, sign = _SplitSign.apply(x)
+    assert scaled.requires_grad and not sign.requires_grad
+    scaled.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0, 3.0])
