@@ -178,8 +178,8 @@ class Function:
     """Base class of differentiable ops. Subclasses define static ``forward`` and ``backward``."""
 
     # True for ops whose output views argument 0's memory (indexing, reshape, permute, expand):
-    # such an output remembers its base and the ops that took it (see ViewInfo), so in-place
-    # edits through it are recorded in the base's graph (gpudl.inplace)
+    # such an output remembers what it was taken from and how (Tensor._view, see view_origin),
+    # so in-place edits through it are recorded in its base's graph (gpudl.inplace)
     is_view = False
 
     @staticmethod
@@ -221,8 +221,8 @@ class Function:
                     break
         if shared:
             _share_view_counters(args, raw, (out,), (result,))
-            if cls.is_view:
-                _track_view(result, args[0], cls, args)
+            if cls.is_view:         # see view_origin (a tuple: the cheapest record)
+                result._view = (cls, args, result._version_counter[0], _grad.enabled)
         if record:
             node.saved_versions = _saved_versions(ctx, args, raw, (out,), (result,))
         return result
@@ -294,7 +294,7 @@ def _unwrap(cls, args):
             raw.append(a)
             needs.append(False)
             continue
-        if a._view is not None and a._view.version != a._version_counter[0]:
+        if a._view is not None and a._view[2] != a._version_counter[0]:
             _refresh_view(a)        # its base was edited in place since: take its new history
         raw.append(a._data)
         needs.append(a._requires_grad)
@@ -358,38 +358,32 @@ def _share_view_counters(args, raw, outs, results):
                 break
 
 
-class ViewInfo:
-    """What a view remembers (``Tensor._view``): its ``base`` (the tensor owning the memory, never
-    itself a view), the ``steps`` that take the view from the base ((Function, its arguments
-    after the first) each), the version of the shared counter when its grad_fn was last derived
-    from the base's, and whether it was taken while grad mode was on."""
-
-    __slots__ = ("base", "steps", "version", "grad_mode")
-
-    def __init__(self, base, steps, version, grad_mode):
-        self.base, self.steps, self.version, self.grad_mode = base, steps, version, grad_mode
-
-
-def _track_view(view, source, cls, args):
-    """Make ``view`` (cls's output on ``source``) remember its base, as torch's views do."""
-    info = source._view
-    step = (cls, args[1:])
-    if info is None:
-        base, steps = source, (step,)
-    else:
-        base, steps = info.base, info.steps + (step,)
-    view._view = ViewInfo(base, steps, view._version_counter[0], _grad.enabled)
+def view_origin(view):
+    """(base, steps, grad mode) of a tensor with ``_view`` set. ``Tensor._view`` is a tuple
+    (Function, its arguments, version, grad mode): the op that took the view from its first
+    argument, the shared version counter's value when the view's grad_fn was last derived, and
+    whether grad mode was on when it was taken. The base is the first tensor up the chain that
+    is no view itself (it owns the memory); ``steps`` ((Function, arguments after the first)
+    each) take the view from it; the grad mode is off if it was off for any step."""
+    steps, grad_mode, tensor = [], True, view
+    while tensor._view is not None:
+        cls, args, _, mode = tensor._view
+        steps.append((cls, args[1:]))
+        grad_mode = grad_mode and mode
+        tensor = args[0]
+    return tensor, tuple(reversed(steps)), grad_mode
 
 
 def view_of_array(steps, array):
-    """The steps of a ViewInfo applied to a raw array (the base's, or a gradient of its shape)."""
+    """The steps of view_origin applied to a raw array (the base's, or a gradient of its
+    shape)."""
     for cls, rest in steps:
         array = cls.forward(Context(), array, *rest)
     return array
 
 
 def view_of_tensor(steps, tensor):
-    """The steps of a ViewInfo applied to a Tensor, recorded as any op is."""
+    """The steps of view_origin applied to a Tensor, recorded as any op is."""
     for cls, rest in steps:
         tensor = cls.apply(tensor, *rest)
     return tensor
@@ -398,19 +392,24 @@ def view_of_tensor(steps, tensor):
 def _refresh_view(view):
     """The base of ``view`` was edited in place after the view's grad_fn was set: derive its
     grad_fn again from the base's new history, as torch regenerates a view's grad_fn."""
-    info = view._view
-    base = info.base
+    base, steps, grad_mode = view_origin(view)
     if not _grad.enabled or not base._requires_grad or (view.grad_fn is None
                                                          and view._requires_grad):
         return      # nothing to record now, or a leaf taken as a view: keeps what it has
-    if not info.grad_mode:
+    if not grad_mode:
         raise RuntimeError(
             "a view was created in no_grad mode and its base or another view of its base has "
             "been modified inplace with grad mode enabled; this is ambiguous and refused (as "
             "torch does): take the view and edit in place both inside no_grad or both outside")
-    fresh = view_of_tensor(info.steps, base)
+    fresh = view_of_tensor(steps, base)
     view.grad_fn, view._out_index, view._requires_grad = fresh.grad_fn, fresh._out_index, True
-    info.version = view._version_counter[0]
+    view_is_current(view)
+
+
+def view_is_current(view):
+    """Record that ``view``'s grad_fn follows its base's history at the current version."""
+    cls, args, _, grad_mode = view._view
+    view._view = (cls, args, view._version_counter[0], grad_mode)
 
 
 def keep_values_before_write(node, stop, array):
@@ -586,7 +585,7 @@ def backward(tensor, grad=None, retain_graph=False):
 def _backward(tensor, grad, retain_graph, order=None):
     """The walk from ``tensor`` with its gradient array ``grad`` (``order``: the nodes from
     _topological_order when known already)."""
-    if tensor._view is not None and tensor._view.version != tensor._version_counter[0]:
+    if tensor._view is not None and tensor._view[2] != tensor._version_counter[0]:
         _refresh_view(tensor)
     if tensor.grad_fn is None:
         _accumulate(tensor, _leaf_hooked(tensor, grad) if _leaf_hooks else grad)

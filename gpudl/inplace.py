@@ -18,13 +18,13 @@ node saved of the old values is copied before they are overwritten
 """
 
 from . import autograd, dtypes
-from .autograd import (Function, keep_values_before_write, saved_output_moved, view_of_array,
-                       view_of_tensor)
+from .autograd import (Function, keep_values_before_write, saved_output_moved, view_is_current,
+                       view_of_array, view_of_tensor, view_origin)
 from .ops._util import sum_to, xp_of
 
 
 class CopySlices(Function):
-    """``base`` with the memory of its view (``steps``, see autograd.ViewInfo) overwritten by
+    """``base`` with the memory of its view (``steps``, see autograd.view_origin) overwritten by
     ``values``, in place: the new history of a base edited through a view."""
 
     @staticmethod
@@ -68,8 +68,7 @@ def needs_graph(tensor, others=()):
         return False
     if tensor._requires_grad:
         return True
-    info = tensor._view
-    if info is not None and info.base._requires_grad:
+    if tensor._view is not None and view_origin(tensor)[0]._requires_grad:
         return True
     return any(isinstance(o, autograd._Tensor) and o._requires_grad for o in others)
 
@@ -107,16 +106,15 @@ def took_values(tensor, out):
     """``tensor`` now holds the values of ``out`` (written already when it views no other
     tensor; a view's base is written by CopySlices here): it takes out's history, or its base
     takes the CopySlices of it and the view its new view of the base; one version bump."""
-    info = tensor._view
-    if info is None:
+    if tensor._view is None:
         _rebase(tensor, out)
-    else:
-        base = info.base
-        _rebase(base, CopySlices.apply(base, info.steps, out))
+        tensor._bump_version()
+        return
+    base, steps, _ = view_origin(tensor)
+    _rebase(base, CopySlices.apply(base, steps, out))
     tensor._bump_version()
-    if info is not None:
-        _rebase(tensor, view_of_tensor(info.steps, base))
-        info.version = tensor._version_counter[0]
+    _rebase(tensor, view_of_tensor(steps, base))
+    view_is_current(tensor)
 
 
 def _rebase(tensor, new):
@@ -139,14 +137,13 @@ def _refuse(tensor, op):
     if tensor.grad_fn is None and tensor._requires_grad:
         raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an "
                            "in-place operation; wrap the update in gpudl.no_grad()")
-    info = tensor._view
-    if info is not None:
-        base = info.base
+    if tensor._view is not None:
+        base, _, grad_mode = view_origin(tensor)
         if base.grad_fn is None and base._requires_grad:
             raise RuntimeError(f"{op}: a view of a leaf Variable that requires grad is being "
                                "used in an in-place operation; wrap the update in "
                                "gpudl.no_grad(), or clone() the leaf first")
-        if not info.grad_mode:
+        if not grad_mode:
             raise RuntimeError(f"{op}: this view was created in no_grad mode and is being "
                                "modified in place with grad mode enabled; take the view "
                                "outside no_grad, or edit it inside no_grad")

@@ -21,6 +21,15 @@ def _device_of(array):
     return backend.DEFAULT_DEVICE if backend.SIMULATOR else "cpu"
 
 
+def _unary_in_place(name):
+    """The Tensor method ``<name>_``: the method ``name`` in place (gpudl.inplace.apply)."""
+    def edit(self):
+        return inplace.apply(self, name + "_", lambda t: getattr(t, name)())
+    edit.__name__, edit.__qualname__ = name + "_", f"Tensor.{name}_"
+    edit.__doc__ = f"{name} in place."
+    return autograd.recorded("inplace")(edit)
+
+
 class Tensor(MathMixin, ShapeMixin, IndexMixin):
     """An n-dimensional array with reverse-mode autograd (PyTorch's Tensor API)."""
 
@@ -63,7 +72,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
             device = device.type
         t._device = device
         t._version_counter = [0]     # shared with views; see autograd's docstring
-        t._view = None               # an autograd.ViewInfo when t views another tensor
+        t._view = None               # what t views, if a view: see autograd.view_origin
         return t
 
     # ----------------------------------------------------------------- attributes
@@ -97,7 +106,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     @property
     def requires_grad(self):
-        if self._view is not None and self._view.version != self._version_counter[0]:
+        if self._view is not None and self._view[2] != self._version_counter[0]:
             autograd._refresh_view(self)    # its base was edited in place: see gpudl.inplace
         return self._requires_grad
 
@@ -534,30 +543,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         return inplace.apply(self, "masked_fill_", lambda t: t.masked_fill(mask, value),
                              (value,))
 
-    @autograd.recorded("inplace")
-    def relu_(self):
-        """relu in place."""
-        return inplace.apply(self, "relu_", Tensor.relu)
-
-    @autograd.recorded("inplace")
-    def sigmoid_(self):
-        """sigmoid in place."""
-        return inplace.apply(self, "sigmoid_", Tensor.sigmoid)
-
-    @autograd.recorded("inplace")
-    def tanh_(self):
-        """tanh in place."""
-        return inplace.apply(self, "tanh_", Tensor.tanh)
-
-    @autograd.recorded("inplace")
-    def exp_(self):
-        """exp in place."""
-        return inplace.apply(self, "exp_", Tensor.exp)
-
-    @autograd.recorded("inplace")
-    def neg_(self):
-        """negation in place."""
-        return inplace.apply(self, "neg_", Tensor.__neg__)
+    relu_, sigmoid_, tanh_, exp_, neg_ = (
+        _unary_in_place(name) for name in ("relu", "sigmoid", "tanh", "exp", "neg"))
 
 
 class _ToDevice(autograd.Function):
