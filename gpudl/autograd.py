@@ -221,7 +221,8 @@ class Function:
                     break
         if shared:
             _share_view_counters(args, raw, (out,), (result,))
-            if cls.is_view:         # see view_origin (a tuple: the cheapest record)
+            # a view of argument 0 (not a reshape's copy: NumPy returns a view of a new array)
+            if cls.is_view and result._version_counter is args[0]._version_counter:
                 result._view = (cls, args, result._version_counter[0], _grad.enabled)
         if record:
             node.saved_versions = _saved_versions(ctx, args, raw, (out,), (result,))

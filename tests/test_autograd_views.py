@@ -295,3 +295,69 @@ def test_inplace_dropout_writes_the_same_values_as_out_of_place(rng):
     np.testing.assert_array_equal(y.detach().numpy(), expected)
     y.sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), (expected != 0) / 0.7, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ random programs against torch
+def _random_program(rng):
+    """Views and in-place edits of them, in a random order: [(kind, tensor index, choice, c)]."""
+    steps, made = [], 1
+    for _ in range(rng.integers(4, 10)):
+        kind = rng.choice(["view", "view", "edit", "edit", "edit", "use"])
+        steps.append((kind, int(rng.integers(made)), int(rng.integers(8)),
+                      float(rng.uniform(-1, 1))))
+        made += kind == "view"
+    return steps
+
+
+def _run_program(lib, steps, x, w):
+    tensors, loss = [x * 1.5], 0
+    for kind, i, choice, c in steps:
+        t = tensors[i]
+        if kind == "view":
+            if t.ndim == 0 or choice > 4:
+                view = t.reshape(-1)             # a view, or a copy of a transposed tensor
+            elif choice == 0:
+                view = t[int(c > 0)]
+            elif choice == 1:
+                view = t[1:]
+            elif choice == 2 and t.ndim == 2:
+                view = t.t()
+            elif choice == 3 and t.ndim == 2:
+                view = t[:, ::2]
+            else:
+                view = t[:]
+            tensors.append(view)
+        elif kind == "edit":
+            [lambda: t.mul_(c), lambda: t.add_(w * c), lambda: t.relu_(),
+             lambda: t.clamp_(-0.5, 0.5), lambda: t.__setitem__(0, w * c) if t.ndim else None,
+             lambda: t.mul_(w), lambda: t.sigmoid_(), lambda: t.zero_()][choice]()
+        else:
+            loss = loss + ((t * t).sum() if choice % 2 else (t * 0.7).sum())
+    loss = loss + (tensors[0] * 0.3).sum()
+    loss.backward()
+    return loss
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_programs_of_views_and_inplace_edits_match_torch(seed):
+    rng = np.random.default_rng(seed)
+    steps = _random_program(rng)
+    x0, w0 = rng.standard_normal((3, 4)), rng.standard_normal(())
+    outcomes = []
+    for lib in (torch, gd):
+        x, w = lib.tensor(x0, requires_grad=True), lib.tensor(w0, requires_grad=True)
+        try:
+            outcomes.append((_run_program(lib, steps, x, w), x.grad, w.grad))
+        except RuntimeError as error:      # a saved tensor edited later: both must refuse
+            assert "modified by an inplace operation" in str(error), (lib.__name__, error)
+            outcomes.append(None)
+    assert outcomes[1] is not None or outcomes[0] is None, steps    # gpudl refuses only as torch
+    if outcomes[0] is None:     # torch refused: gpudl may run where the edited values are not
+        return                  # needed (zero_ sends no gradient back, torch sends zeros)
+    for t, g in zip(*outcomes):
+        if t is None or g is None:
+            for grad in (t, g):
+                assert grad is None or not np.any(grad.detach().numpy()), steps
+        else:
+            np.testing.assert_allclose(g.detach().numpy(), t.detach().numpy(), rtol=1e-10,
+                                       atol=1e-12, err_msg=str(steps))
