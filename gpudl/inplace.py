@@ -64,13 +64,16 @@ class Overwrite(Function):
 
 def needs_graph(tensor, others=()):
     """Whether an in-place op on ``tensor`` with tensors ``others`` must be recorded."""
-    if not autograd.is_grad_enabled():
+    if not autograd._grad.enabled:         # (on every in-place call: no generator, no call)
         return False
     if tensor._requires_grad:
         return True
     if tensor._view is not None and view_origin(tensor)[0]._requires_grad:
         return True
-    return any(isinstance(o, autograd._Tensor) and o._requires_grad for o in others)
+    for other in others:
+        if isinstance(other, autograd._Tensor) and other._requires_grad:
+            return True
+    return False
 
 
 def apply(tensor, op, compute, others=()):
