@@ -178,8 +178,8 @@ class Function:
     """Base class of differentiable ops. Subclasses define static ``forward`` and ``backward``."""
 
     # True for ops whose output views argument 0's memory (indexing, reshape, permute, expand):
-    # such an output remembers what it was taken from and how (Tensor._view, see view_origin),
-    # so in-place edits through it are recorded in its base's graph (gpudl.inplace)
+    # such an output remembers what it was taken from and how (Tensor._view, see
+    # gpudl.inplace.view_origin), so in-place edits through it are recorded in its base's graph
     is_view = False
 
     @staticmethod
@@ -359,111 +359,11 @@ def _share_view_counters(args, raw, outs, results):
                 break
 
 
-def view_origin(view):
-    """(base, steps, grad mode) of a tensor with ``_view`` set. ``Tensor._view`` is a tuple
-    (Function, its arguments, version, grad mode): the op that took the view from its first
-    argument, the shared version counter's value when the view's grad_fn was last derived, and
-    whether grad mode was on when it was taken. The base is the first tensor up the chain that
-    is no view itself (it owns the memory); ``steps`` ((Function, arguments after the first)
-    each) take the view from it; the grad mode is off if it was off for any step."""
-    steps, grad_mode, tensor = [], True, view
-    while tensor._view is not None:
-        cls, args, _, mode = tensor._view
-        steps.append((cls, args[1:]))
-        grad_mode = grad_mode and mode
-        tensor = args[0]
-    return tensor, tuple(reversed(steps)), grad_mode
-
-
-def view_of_array(steps, array):
-    """The steps of view_origin applied to a raw array (the base's, or a gradient of its
-    shape)."""
-    for cls, rest in steps:
-        array = cls.forward(Context(), array, *rest)
-    return array
-
-
-def view_of_tensor(steps, tensor):
-    """The steps of view_origin applied to a Tensor, recorded as any op is."""
-    for cls, rest in steps:
-        tensor = cls.apply(tensor, *rest)
-    return tensor
-
-
 def _refresh_view(view):
-    """The base of ``view`` was edited in place after the view's grad_fn was set: derive its
-    grad_fn again from the base's new history, as torch regenerates a view's grad_fn."""
-    base, steps, grad_mode = view_origin(view)
-    if not _grad.enabled or not base._requires_grad or (view.grad_fn is None
-                                                         and view._requires_grad):
-        return      # nothing to record now, or a leaf taken as a view: keeps what it has
-    if not grad_mode:
-        raise RuntimeError(
-            "a view was created in no_grad mode and its base or another view of its base has "
-            "been modified inplace with grad mode enabled; this is ambiguous and refused (as "
-            "torch does): take the view and edit in place both inside no_grad or both outside")
-    fresh = view_of_tensor(steps, base)
-    view.grad_fn, view._out_index, view._requires_grad = fresh.grad_fn, fresh._out_index, True
-    view_is_current(view)
-
-
-def view_is_current(view):
-    """Record that ``view``'s grad_fn follows its base's history at the current version."""
-    cls, args, _, grad_mode = view._view
-    view._view = (cls, args, view._version_counter[0], grad_mode)
-
-
-def keep_values_before_write(node, stop, array):
-    """Before ``array``'s memory is written in place: the nodes from ``node`` (not past the
-    nodes in ``stop``) that kept arrays overlapping it for backward, while those are still at
-    their saved version, keep private copies instead and stop checking that memory's version.
-    An in-place op is recorded as its out-of-place form whose result is then written back;
-    this keeps what that form saved of the old values (torch saves a copy of them too)."""
-    seen, todo = set(stop), [node]
-    while todo:
-        node = todo.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        todo.extend(edge[0] for edge in node.edges if isinstance(edge, tuple))
-        saved = node.saved_versions
-        overlapping = [entry for entry in saved or () if _overlaps(entry[4], array)]
-        if not overlapping or any(counter[0] != version
-                                  for counter, version, _, _, _ in overlapping):
-            continue                # nothing of it kept, or edited already: backward refuses
-        _map_kept(node.ctx, lambda a: a.copy() if _overlaps(a, array) else a)
-        node.saved_versions = [entry for entry in saved if not _overlaps(entry[4], array)]
-
-
-def saved_output_moved(node, old, new, counter):
-    """``node``'s output array ``old`` was copied into ``new``, the memory of an in-place op's
-    tensor (version counter ``counter``): what the node kept of it reads ``new`` instead, checked
-    against that memory's version, and the copy can be freed (torch saves the tensor itself)."""
-    saved = node.saved_versions
-    if not saved or not any(entry[4] is old for entry in saved):
-        return
-    _map_kept(node.ctx, lambda a: new if a is old else a)
-    node.saved_versions = [(counter, counter[0], role, i, new) if a is old
-                           else (c, version, role, i, a) for c, version, role, i, a in saved]
-
-
-def _map_kept(ctx, change):
-    """Replace every array ``ctx`` keeps (as _kept_arrays reads them) by ``change(array)``."""
-    types = backend.ARRAY_TYPES
-
-    def changed(value):
-        if isinstance(value, types):
-            return change(value)
-        if isinstance(value, dict):
-            return {k: change(v) if isinstance(v, types) else v for k, v in value.items()}
-        if isinstance(value, (tuple, list)):
-            items = [change(v) if isinstance(v, types) else v for v in value]
-            return (type(value)(*items) if hasattr(value, "_fields")        # a namedtuple
-                    else type(value)(items))
-        return value
-    for key, value in list(ctx.__dict__.items()):
-        if key != "needs_input_grad":
-            setattr(ctx, key, changed(value))
+    """``view``'s base was edited in place since its grad_fn was set: see
+    gpudl.inplace.refresh_view."""
+    from .inplace import refresh_view        # it imports Tensor, which imports this module
+    refresh_view(view)
 
 
 def _kept_arrays(ctx):

@@ -72,7 +72,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
             device = device.type
         t._device = device
         t._version_counter = [0]     # shared with views; see autograd's docstring
-        t._view = None               # what t views, if a view: see autograd.view_origin
+        t._view = None               # what t views, if a view: see inplace.view_origin
         return t
 
     # ----------------------------------------------------------------- attributes
@@ -107,7 +107,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     @property
     def requires_grad(self):
         if self._view is not None and self._view[2] != self._version_counter[0]:
-            autograd._refresh_view(self)    # its base was edited in place: see gpudl.inplace
+            inplace.refresh_view(self)      # its base was edited in place since
         return self._requires_grad
 
     @requires_grad.setter
