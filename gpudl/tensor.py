@@ -80,7 +80,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
     dtype = property(lambda self: self._data.dtype)
     device = property(lambda self: backend.DEVICE_OBJECTS[self._device])
     ndim = property(lambda self: self._data.ndim)
-    is_leaf = property(lambda self: self.grad_fn is None)
+    is_leaf = property(lambda self: self._current().grad_fn is None)
     _version = property(lambda self: self._version_counter[0], doc="in-place edits so far")
     is_cuda = property(lambda self: self._device == "cuda")
     T = property(lambda self: self.permute(*reversed(range(self.ndim))))
@@ -106,9 +106,14 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     @property
     def requires_grad(self):
+        return self._current()._requires_grad
+
+    def _current(self):
+        """self, its history re-derived first if it is a view whose base was edited in place
+        since (ops and backward do the same with the tensors they are given)."""
         if self._view is not None and self._view[2] != self._version_counter[0]:
-            inplace.refresh_view(self)      # its base was edited in place since
-        return self._requires_grad
+            inplace.refresh_view(self)
+        return self
 
     @requires_grad.setter
     def requires_grad(self, requires_grad):
@@ -355,7 +360,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     def retain_grad(self):
         """Keep ``.grad`` on a non-leaf tensor after backward."""
-        if self.grad_fn is None:
+        if self._current().grad_fn is None:
             return self
         node = self.grad_fn
         node.retained = node.retained or {}

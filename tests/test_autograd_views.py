@@ -136,8 +136,12 @@ def test_a_view_of_a_base_outside_the_graph_joins_it_after_the_edit(rng):
         out = lib.zeros(2, 4, dtype=lib.float64)
         column = out[:, 0]                  # taken while out is outside the graph
         out[0, :2] = h
-        assert column.requires_grad
-        return (column * _weights(lib, column, 8)).sum()
+        assert column.requires_grad and not column.is_leaf
+        column.retain_grad()
+        loss = (column * _weights(lib, column, 8)).sum()
+        loss.backward(retain_graph=True)
+        np.testing.assert_allclose(column.grad.numpy(), _weights(lib, column, 8).numpy())
+        return loss
     _compare(rng, build, (2,))
 
 
