@@ -197,6 +197,16 @@ def apply(tensor, op, compute, others=()):
     return tensor
 
 
+def apply_flag(tensor, op, compute):
+    """``apply`` for an ``inplace=True`` flag (activations, dropout): out of place instead
+    while a graph capture records a tensor in the graph, which it cannot replay in place (the
+    values are the same; only the input keeps its own)."""
+    capture = autograd._capture
+    if capture is not None and capture.active() and needs_graph(tensor):
+        return compute(tensor)
+    return apply(tensor, op, compute)
+
+
 def record(tensor, op, compute, others=()):
     """``apply`` for a tensor in the graph (see the module docstring); returns ``tensor``."""
     _refuse(tensor, op)

@@ -365,3 +365,45 @@ def test_random_programs_of_views_and_inplace_edits_match_torch(seed):
         else:
             np.testing.assert_allclose(g.detach().numpy(), t.detach().numpy(), rtol=1e-10,
                                        atol=1e-12, err_msg=str(steps))
+
+
+def test_an_inplace_relu_layer_still_captures_and_replays_as_eager_steps(rng):
+    """A graph capture cannot replay an in-place op in the graph: the inplace=True flag then
+    computes out of place (same values), where a direct y.relu_() is refused by name. (The CPU
+    recorder; a GPU capture wants warm-up steps first, as tests/test_cuda_graphs.py does.)"""
+    if gd.backend._cupy is not None:
+        pytest.skip("the CPU graph recorder's case")
+    data = [(gd.tensor(rng.standard_normal((5, 4)).astype(np.float32)),
+             gd.tensor(rng.standard_normal((5, 1)).astype(np.float32))) for _ in range(4)]
+
+    def make():
+        gd.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 1))
+        return model, gd.optim.SGD(model.parameters(), lr=0.1)
+
+    model, opt = make()
+    eager = []
+    for x, y in data:
+        opt.zero_grad(set_to_none=True)
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        eager.append(loss.item())
+    model, opt = make()
+    static_x, static_y = data[0][0].clone(), data[0][1].clone()
+    graph = gd.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with gd.cuda.graph(graph):
+        static_loss = ((model(static_x) - static_y) ** 2).mean()
+        static_loss.backward()
+        opt.step()
+    replayed = []
+    for x, y in data:
+        static_x.copy_(x)
+        static_y.copy_(y)
+        graph.replay()
+        replayed.append(static_loss.item())
+    np.testing.assert_allclose(replayed, eager, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="relu_: an in-place op recorded in the autograd"):
+        with gd.cuda.graph(gd.cuda.CUDAGraph()):
+            (model[0](static_x)).relu_()

@@ -115,7 +115,7 @@ class Gelu(Function):
 
 def _in_place(op, input, compute):
     """``op(input, inplace=True)``: ``compute(input)`` written back into ``input``."""
-    return _inplace.apply(_floating(op, input), op + "_", compute)
+    return _inplace.apply_flag(_floating(op, input), op + "_", compute)
 
 
 def relu(input, inplace=False):

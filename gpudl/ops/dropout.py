@@ -44,5 +44,6 @@ def dropout(input, p=0.5, training=True, inplace=False):
     if not is_floating(input.dtype):
         raise TypeError(f"dropout: input must be a floating point tensor, got {input.dtype}")
     if inplace:         # the result written into input, recorded as torch does
-        return _inplace.apply(input, "dropout_", lambda t: Dropout.apply(t, float(p), t.device))
+        return _inplace.apply_flag(input, "dropout_",
+                                   lambda t: Dropout.apply(t, float(p), t.device))
     return Dropout.apply(input, float(p), input.device)
