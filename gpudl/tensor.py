@@ -106,7 +106,9 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
 
     @property
     def requires_grad(self):
-        return self._current()._requires_grad
+        if self._view is not None and self._view[2] != self._version_counter[0]:
+            inplace.refresh_view(self)      # (_current, inline: a hot property)
+        return self._requires_grad
 
     def _current(self):
         """self, its history re-derived first if it is a view whose base was edited in place
@@ -342,7 +344,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin):
         inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
         if not inputs:
             raise RuntimeError("backward: inputs= was given but is empty")
-        grads = autograd.grad(self, inputs, gradient, retain_graph=retain_graph,
+        grads = autograd.grad(self, inputs, (gradient,), retain_graph=retain_graph,
                               allow_unused=True)
         for t, g in zip(inputs, grads):
             if g is not None:

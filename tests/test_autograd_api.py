@@ -261,3 +261,11 @@ def test_mark_non_differentiable_and_set_materialize_grads(rng):
     assert scaled.requires_grad and not sign.requires_grad
     scaled.sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0, 3.0])
+
+
+def test_backward_with_inputs_and_a_gradient_array(rng):
+    (x, tx), = [_pair(rng, 3)]
+    weights = rng.standard_normal(3)
+    for a, g in ((x, weights), (tx, torch.tensor(weights))):
+        (a * 2).exp().backward(g, inputs=a)
+    _close(x.grad, tx.grad)
