@@ -528,6 +528,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                                   "outside the graph")
     if is_grads_batched:
         raise NotImplementedError("grad: is_grads_batched=True is not supported")
+    if _capture is not None and _capture.active():
+        raise RuntimeError("grad: autograd.grad cannot be captured in a graph (a replay would "
+                           "not compute it again); use backward()")
     if allow_unused is None:
         allow_unused = materialize_grads
     elif materialize_grads and not allow_unused:
