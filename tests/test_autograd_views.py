@@ -407,3 +407,34 @@ def test_an_inplace_relu_layer_still_captures_and_replays_as_eager_steps(rng):
     with pytest.raises(RuntimeError, match="relu_: an in-place op recorded in the autograd"):
         with gd.cuda.graph(gd.cuda.CUDAGraph()):
             (model[0](static_x)).relu_()
+
+
+VIEWS = {
+    "unsqueeze": lambda y: y.unsqueeze(0)[0, 1],
+    "view": lambda y: y.view(2, 6)[1],
+    "narrow": lambda y: y.narrow(1, 1, 2),
+    "transpose": lambda y: y.transpose(0, 1)[2],
+    "flatten": lambda y: y.flatten()[3:9],
+    "squeeze": lambda y: y[1:2].squeeze(0),
+    "select_int": lambda y: y[2, 3],
+    # torch refuses in-place edits of split/chunk/unbind outputs (several views from one op);
+    # gpudl takes each as the slice it is: compared with torch's slice
+    "split": (lambda y: y.split(2, dim=1)[1], lambda y: y[:, 2:4]),
+    "chunk": (lambda y: y.chunk(2, dim=0)[0], lambda y: y[0:2]),
+    "unbind": (lambda y: y.unbind(1)[3], lambda y: y[:, 3]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIEWS))
+def test_inplace_edits_through_every_kind_of_view(rng, name):
+    take = VIEWS[name]
+    if callable(take):
+        take = (take, take)
+
+    def build(lib, x, z):
+        y = x * 2
+        view = take[lib is torch](y)
+        view.mul_(z.sum())
+        view.add_(1.0)
+        return (y * _weights(lib, y, 12)).sum()
+    _compare(rng, build, (3, 4), (2,))
