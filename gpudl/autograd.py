@@ -15,7 +15,8 @@ version counter, shared with the tensors that view its memory (reshape, indexing
 expand, detach, ...); every in-place method bumps it. ``apply`` records the counter and version of
 each input or output that forward kept for backward (found by identity or shared memory among the
 ctx's attributes), and the backward walk refuses to run a node whose saved arrays were edited
-since, with PyTorch's message.
+since, with PyTorch's message. In-place ops on tensors in the graph, and the views that remember
+their base for them, are gpudl.inplace's; ``grad`` and the tensor hooks walk the same graph.
 """
 
 import copy
