@@ -15,7 +15,8 @@ version counter, shared with the tensors that view its memory (reshape, indexing
 expand, detach, ...); every in-place method bumps it. ``apply`` records the counter and version of
 each input or output that forward kept for backward (found by identity or shared memory among the
 ctx's attributes), and the backward walk refuses to run a node whose saved arrays were edited
-since, with PyTorch's message.
+since, with PyTorch's message. In-place ops on tensors in the graph, and the views that remember
+their base for them, are gpudl.inplace's; ``grad`` and the tensor hooks walk the same graph.
 """
 
 import copy
@@ -127,8 +128,26 @@ class set_grad_enabled:
 class Context:
     """What forward leaves for backward: ``save_for_backward(*arrays)`` plus any attributes."""
 
+    marks = None                # (dirty, non-differentiable) arrays, once forward marks some
+    materialize_grads = True    # backward gets zeros (False: None) for outputs without gradient
+
     def save_for_backward(self, *arrays):
         self.saved_tensors = arrays
+
+    def mark_dirty(self, *arrays):
+        """forward edited these input arrays in place and returns them: their tensors are
+        rebased as an in-place op's are (gpudl.inplace), as torch's ``ctx.mark_dirty``."""
+        dirty, frozen = self.marks or ((), ())
+        self.marks = (dirty + arrays, frozen)
+
+    def mark_non_differentiable(self, *arrays):
+        """These output arrays get tensors that do not require grad."""
+        dirty, frozen = self.marks or ((), ())
+        self.marks = (dirty, frozen + arrays)
+
+    def set_materialize_grads(self, value):
+        """False: backward receives None, not zeros, for an output no gradient reached."""
+        self.materialize_grads = bool(value)
 
 
 class Node:
@@ -138,8 +157,8 @@ class Node:
     its ``.grad``), or ``(node, output_index)`` of the Function that produced it.
     """
 
-    __slots__ = ("function", "ctx", "edges", "out_meta", "freed", "retained", "saved_versions",
-                 "__weakref__")
+    __slots__ = ("function", "ctx", "edges", "out_meta", "freed", "retained", "hooks",
+                 "saved_versions", "__weakref__")
 
     def __init__(self, function, ctx, edges, out_meta):
         self.function = function
@@ -148,6 +167,7 @@ class Node:
         self.out_meta = out_meta      # [(shape, dtype, array module)] per output
         self.freed = False
         self.retained = None          # {output_index: Tensor} for retain_grad()
+        self.hooks = None             # {output_index: [hook]} for Tensor.register_hook
         self.saved_versions = ()      # see _saved_versions: what forward kept, at which version
                                       # (None: forward kept no arrays)
 
@@ -157,6 +177,11 @@ class Node:
 
 class Function:
     """Base class of differentiable ops. Subclasses define static ``forward`` and ``backward``."""
+
+    # True for ops whose output views argument 0's memory (indexing, reshape, permute, expand):
+    # such an output remembers what it was taken from and how (Tensor._view, see
+    # gpudl.inplace.view_origin), so in-place edits through it are recorded in its base's graph
+    is_view = False
 
     @staticmethod
     def forward(ctx, *args):
@@ -177,6 +202,8 @@ class Function:
         ctx = Context()
         ctx.needs_input_grad = needs if record else (False,) * len(args)
         out = cls.forward(ctx, *raw)
+        if ctx.marks is not None:
+            return _marked_results(cls, ctx, args, raw, needs, device, out, record)
         if isinstance(out, tuple):
             return _results(cls, ctx, args, raw, needs, device, out, record)
         make = _Tensor._make        # one output, the common case: no tuples, no comprehensions
@@ -195,6 +222,9 @@ class Function:
                     break
         if shared:
             _share_view_counters(args, raw, (out,), (result,))
+            # a view of argument 0 (not a reshape's copy: NumPy returns a view of a new array)
+            if cls.is_view and result._version_counter is args[0]._version_counter:
+                result._view = (cls, args, result._version_counter[0], _grad.enabled)
         if record:
             node.saved_versions = _saved_versions(ctx, args, raw, (out,), (result,))
         return result
@@ -225,6 +255,37 @@ def _results(cls, ctx, args, raw, needs, device, outs, record):
     return results
 
 
+def _marked_results(cls, ctx, args, raw, needs, device, out, record):
+    """Function.apply's result when forward called ctx.mark_dirty or mark_non_differentiable."""
+    from . import inplace            # it imports Tensor, which imports this module
+    outs = out if isinstance(out, tuple) else (out,)
+    dirty, frozen = ctx.marks
+    results = list(_results(cls, ctx, args, raw, needs, device, outs, record))
+    for i, o in enumerate(outs):
+        if any(o is f for f in frozen):
+            results[i]._requires_grad, results[i].grad_fn = False, None
+    for array in dirty:
+        j = next((j for j, r in enumerate(raw) if r is array and isinstance(args[j], _Tensor)),
+                 None)
+        k = next((k for k, o in enumerate(outs) if o is array), None)
+        if j is None or k is None:
+            raise RuntimeError(f"{cls.__name__}: ctx.mark_dirty takes input arrays that forward "
+                               "edited in place and returns as outputs")
+        tensor = args[j]
+        if record:
+            inplace._refuse(tensor, f"{cls.__name__} (ctx.mark_dirty)")
+            inplace.took_values(tensor, results[k])
+            node = results[k].grad_fn
+            if node is not None and node.saved_versions:
+                node.saved_versions = [   # saved at the edited version
+                    (c, c[0] if a is array else v, role, i, a)
+                    for c, v, role, i, a in node.saved_versions]
+        else:
+            tensor._bump_version()
+        results[k] = tensor
+    return tuple(results) if isinstance(out, tuple) else results[0]
+
+
 def _unwrap(cls, args):
     """(raw arguments, needs_input_grad or None when no input requires grad, device), in one
     pass over ``args`` (the per-op cost decides tiny workloads); mixed devices raise."""
@@ -235,6 +296,8 @@ def _unwrap(cls, args):
             raw.append(a)
             needs.append(False)
             continue
+        if a._view is not None and a._view[2] != a._version_counter[0]:
+            _refresh_view(a)        # its base was edited in place since: take its new history
         raw.append(a._data)
         needs.append(a._requires_grad)
         any_grad = any_grad or a._requires_grad
@@ -297,6 +360,13 @@ def _share_view_counters(args, raw, outs, results):
                 break
 
 
+def _refresh_view(view):
+    """``view``'s base was edited in place since its grad_fn was set: see
+    gpudl.inplace.refresh_view."""
+    from .inplace import refresh_view        # it imports Tensor, which imports this module
+    refresh_view(view)
+
+
 def _kept_arrays(ctx):
     """The arrays ``ctx`` holds for backward: saved_tensors and attributes, one level into
     tuples, lists and dicts (RNNs keep a dict of buffers)."""
@@ -346,24 +416,28 @@ def _differentiable(dtype):
     return dtype.kind in "fc" or dtype == dtypes.bfloat16
 
 
-def _topological_order(root):
-    """Nodes reachable from ``root``, each after every node that feeds it a gradient."""
-    order = _chain(root)
+def _topological_order(root, *more_roots):
+    """Nodes reachable from the roots, each after every node that feeds it a gradient."""
+    order = None if more_roots else _chain(root)
     if order is not None:
         return order
-    order, seen = [], {root}
-    stack = [(root, iter(root.edges))]
-    while stack:
-        node, edges = stack[-1]
-        for edge in edges:
-            if isinstance(edge, tuple) and edge[0] not in seen:
-                seen.add(edge[0])
-                stack.append((edge[0], iter(edge[0].edges)))
-                break
-        else:
-            stack.pop()
-            order.append(node)
-    order.reverse()
+    order, seen = [], set()
+    for start in (root, *more_roots):
+        if start in seen:
+            continue
+        seen.add(start)
+        stack = [(start, iter(start.edges))]
+        while stack:
+            node, edges = stack[-1]
+            for edge in edges:
+                if isinstance(edge, tuple) and edge[0] not in seen:
+                    seen.add(edge[0])
+                    stack.append((edge[0], iter(edge[0].edges)))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    order.reverse()         # the reverse of a depth-first post-order: a topological order
     return order
 
 
@@ -413,14 +487,18 @@ def backward(tensor, grad=None, retain_graph=False):
 def _backward(tensor, grad, retain_graph, order=None):
     """The walk from ``tensor`` with its gradient array ``grad`` (``order``: the nodes from
     _topological_order when known already)."""
+    if tensor._view is not None and tensor._view[2] != tensor._version_counter[0]:
+        _refresh_view(tensor)
     if tensor.grad_fn is None:
-        _accumulate(tensor, grad)
+        _accumulate(tensor, _leaf_hooked(tensor, grad) if _leaf_hooks else grad)
         _run_hooks(tensor)
         return
     root = tensor.grad_fn
     pending = {root: {tensor._out_index: grad}}
     order = order or _topological_order(root)
-    waiting = _leaf_edge_counts(order) if _post_accumulate_hooks else None
+    hooked = _post_accumulate_hooks or _leaf_hooks
+    waiting = _leaf_edge_counts(order) if hooked else None
+    leaf = _hold_hooked_leaves(pending) if _leaf_hooks else None
     state = _grad                           # no_grad() for the walk, without its object
     state.previous.append(state.enabled)
     state.enabled = False
@@ -428,26 +506,234 @@ def _backward(tensor, grad, retain_graph, order=None):
         for node in order:
             grads_in = pending.pop(node, None)
             if grads_in is not None:
-                _run_node(node, grads_in, pending, retain_graph)
+                if node.hooks is not None or node.retained:
+                    _tensor_hooks(node, grads_in, retain=True)
+                _run_node(node, grads_in, pending, retain_graph, leaf)
             if waiting:
-                _hooks_after(node, waiting)
+                _hooks_after(node, waiting, pending)
     finally:
         state.enabled = state.previous.pop()
 
 
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=None, is_grads_batched=False, materialize_grads=False):
+    """torch.autograd.grad: the gradients of ``outputs`` (weighted by ``grad_outputs``; None for
+    a one-element output means 1) with respect to each of ``inputs`` (leaves or computed
+    tensors), returned as a tuple instead of accumulated into ``.grad``. An input the outputs do
+    not depend on raises, unless ``allow_unused`` (then None) or ``materialize_grads`` (zeros).
+    ``retain_graph`` defaults to False; ``create_graph=True`` (higher-order gradients) is refused:
+    backward functions compute on raw arrays, outside the graph."""
+    if create_graph:
+        raise NotImplementedError("grad: create_graph=True (higher-order gradients) is not "
+                                  "supported: gpudl's backward functions work on raw arrays, "
+                                  "outside the graph")
+    if is_grads_batched:
+        raise NotImplementedError("grad: is_grads_batched=True is not supported")
+    if _capture is not None and _capture.active():
+        raise RuntimeError("grad: autograd.grad cannot be captured in a graph (a replay would "
+                           "not compute it again); use backward()")
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    elif materialize_grads and not allow_unused:
+        raise ValueError("grad: expected allow_unused to be True or not passed when "
+                         "materialize_grads=True")
+    single = isinstance(inputs, _Tensor)
+    outputs = (outputs,) if isinstance(outputs, _Tensor) else tuple(outputs)
+    inputs = (inputs,) if single else tuple(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, _Tensor):
+        grad_outputs = (grad_outputs,) * len(outputs) if grad_outputs is None else (grad_outputs,)
+    grad_outputs = tuple(grad_outputs)
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad: got {len(grad_outputs)} grad_outputs for {len(outputs)} "
+                         "outputs")
+    for i, t in enumerate(inputs):
+        if not isinstance(t, _Tensor):
+            raise TypeError(f"grad: inputs[{i}] must be a Tensor, got {type(t).__name__}")
+        if not t.requires_grad:
+            raise RuntimeError(f"grad: one of the differentiated Tensors (inputs[{i}]) does "
+                               "not require grad")
+    seeds = [(t, _seed_gradient(t, g, f"grad: element {i} of outputs"))
+             for i, (t, g) in enumerate(zip(outputs, grad_outputs))]
+    found = _gradients_of(seeds, inputs, bool(retain_graph))
+    results = []
+    for i, (t, g) in enumerate(zip(inputs, found)):
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(f"grad: the differentiated Tensor at index {i} appears to "
+                                   "not have been used in the graph. Set allow_unused=True if "
+                                   "this is the desired behavior")
+            if materialize_grads:
+                g = backend.get_array_module(t._data).zeros_like(t._data)
+        results.append(None if g is None else _Tensor._make(g, False, None, 0, t._device))
+    return tuple(results)
+
+
+def _seed_gradient(tensor, grad, what):
+    """The gradient array a walk starts from at ``tensor`` (``grad`` None: ones, for a
+    one-element tensor only)."""
+    if not isinstance(tensor, _Tensor) or not tensor.requires_grad:
+        raise RuntimeError(f"{what} does not require grad and does not have a grad_fn")
+    data = tensor._data
+    if grad is None:
+        if data.size != 1:
+            raise RuntimeError(f"{what}: grad can be implicitly created only for scalar "
+                               f"outputs, got shape {tuple(data.shape)}; pass its gradient")
+        return backend.get_array_module(data).ones_like(data)
+    grad = grad._data if isinstance(grad, _Tensor) else grad
+    if tuple(np.shape(grad)) != tuple(data.shape):
+        raise RuntimeError(f"{what}: its gradient has shape {tuple(np.shape(grad))}, expected "
+                           f"{tuple(data.shape)}")
+    return grad
+
+
+def _gradients_of(seeds, inputs, retain_graph):
+    """The walk of ``grad``: from each (tensor, gradient array) of ``seeds``, only through the
+    nodes that lead to one of ``inputs``; the gradient array reaching each input (after its
+    tensor hooks), or None. Nothing is accumulated into any ``.grad``."""
+    leaf_slots, node_slots = {}, {}     # id(leaf) / (node, output index) -> input positions
+    for i, t in enumerate(inputs):
+        if t.grad_fn is None:
+            leaf_slots.setdefault(id(t), []).append(i)
+        else:
+            node_slots.setdefault((t.grad_fn, t._out_index), []).append(i)
+    found = [None] * len(inputs)
+
+    def capture(positions, g):
+        for i in positions:
+            found[i] = g if found[i] is None else found[i] + g
+
+    pending, held = {}, {}
+    for t, g in seeds:
+        if t.grad_fn is None:
+            held[t] = held[t] + g if t in held else g
+        else:
+            slot = pending.setdefault(t.grad_fn, {})
+            slot[t._out_index] = slot[t._out_index] + g if t._out_index in slot else g
+    roots = list(pending)
+    order = _topological_order(*roots) if roots else []
+    leads = set()                       # nodes with a path to an input
+    for node in reversed(order):        # each node after those it passes gradients to
+        for edge in node.edges:
+            if edge is None:
+                continue
+            if (edge in node_slots or edge[0] in leads) if isinstance(edge, tuple) \
+                    else id(edge) in leaf_slots:
+                leads.add(node)
+                break
+
+    def leaf(t, g):
+        if id(t) in leaf_slots:
+            held[t] = held[t] + g if t in held else g
+
+    state = _grad
+    state.previous.append(state.enabled)
+    state.enabled = False
+    try:
+        for node in order:
+            grads_in = pending.pop(node, None)
+            if grads_in is None:
+                continue
+            if node.hooks is not None:
+                _tensor_hooks(node, grads_in, retain=False)
+            for index, g in grads_in.items():
+                if (node, index) in node_slots:
+                    capture(node_slots[(node, index)], g)
+            if node in leads:
+                _run_node(node, grads_in, pending, retain_graph, leaf)
+        for t, g in held.items():
+            if id(t) in leaf_slots:
+                capture(leaf_slots[id(t)], _leaf_hooked(t, g) if _leaf_hooks else g)
+    finally:
+        state.enabled = state.previous.pop()
+    return found
+
+
+# ----------------------------------------------------------------- tensor hooks
+# id(leaf) -> [hook(grad)]: Tensor.register_hook on a leaf, run on the leaf's summed gradient
+# of one walk before it is accumulated (a non-leaf's hooks sit on its grad_fn: Node.hooks).
+_leaf_hooks = {}
+
+
+def register_hook(tensor, hook):
+    """Tensor.register_hook: ``hook(grad)`` runs on the tensor's gradient in each backward (or
+    grad) and may return a replacement of the same shape; returns a handle whose ``remove()``
+    unregisters it."""
+    if not callable(hook):
+        raise TypeError(f"register_hook: hook must be callable, got {type(hook).__name__}")
+    if not tensor.requires_grad:
+        raise RuntimeError("register_hook: cannot register a hook on a tensor that doesn't "
+                           "require gradient")
+    if tensor.grad_fn is None:
+        key, hooks = id(tensor), _leaf_hooks
+        if key not in hooks:
+            weakref.finalize(tensor, hooks.pop, key, None)
+    else:
+        node = tensor.grad_fn
+        node.hooks = node.hooks if node.hooks is not None else {}
+        key, hooks = tensor._out_index, node.hooks
+    hooks.setdefault(key, []).append(hook)
+    return RemovableHandle(key, hook, hooks)
+
+
+def _call_hooks(hooks, g, device):
+    """``g`` after each hook in turn (a hook returning None leaves it as it is)."""
+    for hook in list(hooks):
+        result = hook(_Tensor._make(g, False, None, 0, device))
+        if result is None:
+            continue
+        if not isinstance(result, _Tensor):
+            raise TypeError(f"hook {getattr(hook, '__name__', hook)!r} returned a "
+                            f"{type(result).__name__}; expected a Tensor or None")
+        if result.shape != tuple(g.shape):
+            raise RuntimeError(f"hook {getattr(hook, '__name__', hook)!r} has changed the size "
+                               f"of value: {tuple(g.shape)} -> {result.shape}")
+        g = result._data if result.dtype == g.dtype else result._data.astype(g.dtype)
+    return g
+
+
+def _tensor_hooks(node, grads_in, retain):
+    """The hooks of ``node``'s outputs, then (``retain``) their retain_grad() accumulation."""
+    if node.hooks is not None:
+        for i, hooks in node.hooks.items():
+            if i in grads_in and hooks:
+                device = "cuda" if backend.is_device_array(grads_in[i]) else None
+                grads_in[i] = _call_hooks(hooks, grads_in[i], device)
+    if retain and node.retained:
+        for i, t in node.retained.items():
+            if i in grads_in:
+                _accumulate(t, grads_in[i])
+
+
+def _leaf_hooked(tensor, g):
+    hooks = _leaf_hooks.get(id(tensor))
+    return _call_hooks(hooks, g, tensor._device) if hooks else g
+
+
+def _hold_hooked_leaves(pending):
+    """The walk's leaf sink while leaves have hooks: a hooked leaf's gradients are summed in
+    ``pending`` (keyed by the leaf) until its last edge is walked (_hooks_after)."""
+    def leaf(t, g):
+        if id(t) in _leaf_hooks:
+            pending[t] = pending[t] + g if t in pending else g
+        else:
+            _accumulate(t, g)
+    return leaf
+
+
 # ----------------------------------------------------------------- post-accumulate grad hooks
 class RemovableHandle:
-    """What ``register_post_accumulate_grad_hook`` returns: ``handle.remove()`` unregisters."""
+    """What the ``register_*hook`` functions return: ``handle.remove()`` unregisters."""
 
-    def __init__(self, key, hook):
+    def __init__(self, key, hook, registry=None):
         self._key, self._hook = key, hook
+        self._registry = _post_accumulate_hooks if registry is None else registry
 
     def remove(self):
-        hooks = _post_accumulate_hooks.get(self._key, [])
+        hooks = self._registry.get(self._key, [])
         if self._hook in hooks:
             hooks.remove(self._hook)
         if not hooks:           # no entry left: backward skips the hook bookkeeping entirely
-            _post_accumulate_hooks.pop(self._key, None)
+            self._registry.pop(self._key, None)
 
 
 def register_post_accumulate_grad_hook(tensor, hook):
@@ -475,18 +761,21 @@ def _leaf_edge_counts(order):
     for node in order:
         for edge in node.edges:
             if edge is not None and not isinstance(edge, tuple) \
-                    and id(edge) in _post_accumulate_hooks:
+                    and (id(edge) in _post_accumulate_hooks or id(edge) in _leaf_hooks):
                 counts[id(edge)] = counts.get(id(edge), 0) + 1
     return counts
 
 
-def _hooks_after(node, waiting):
+def _hooks_after(node, waiting, pending):
     for edge in node.edges:
         if edge is None or isinstance(edge, tuple) or id(edge) not in waiting:
             continue
         waiting[id(edge)] -= 1
         if waiting[id(edge)] == 0:
             del waiting[id(edge)]
+            held = pending.pop(edge, None)          # see _hold_hooked_leaves
+            if held is not None:
+                _accumulate(edge, _leaf_hooked(edge, held))
             if edge.grad is not None:
                 _run_hooks(edge)
 
@@ -496,7 +785,9 @@ def _run_hooks(tensor):
         hook(tensor)
 
 
-def _run_node(node, grads_in, pending, retain_graph):
+def _run_node(node, grads_in, pending, retain_graph, leaf=None):
+    """Run ``node``'s backward on its summed output gradients ``grads_in``: gradients for nodes
+    go to ``pending``, those for leaves to ``leaf(tensor, g)`` (default: into ``.grad``)."""
     if node.freed:
         raise RuntimeError(
             f"backward: trying to backward through {node!r} a second time; its saved arrays "
@@ -509,15 +800,13 @@ def _run_node(node, grads_in, pending, retain_graph):
                 f"is {role} {i} of {node.function.__name__}Backward, is at version {counter[0]}; "
                 f"expected version {version} instead. Hint: clone() the tensor before editing "
                 "it in place, or edit it after backward")
-    if node.retained:
-        for i, t in node.retained.items():
-            if i in grads_in:
-                _accumulate(t, grads_in[i])
     meta = node.out_meta
     if len(meta) == 1 and 0 in grads_in:        # one output, its gradient arrived
         grads_out = (_as_array(grads_in[0]),)
     else:
-        grads_out = [_as_array(grads_in[i]) if i in grads_in else xp.zeros(shape, dtype)
+        materialize = node.ctx is None or node.ctx.materialize_grads
+        grads_out = [_as_array(grads_in[i]) if i in grads_in
+                     else xp.zeros(shape, dtype) if materialize else None
                      for i, (shape, dtype, xp) in enumerate(meta)]
     input_grads = node.function.backward(node.ctx, *grads_out)
     if not isinstance(input_grads, tuple):
@@ -544,8 +833,10 @@ def _run_node(node, grads_in, pending, retain_graph):
         if isinstance(edge, tuple):
             slot = pending.setdefault(edge[0], {})
             slot[edge[1]] = slot[edge[1]] + g if edge[1] in slot else g
-        else:
+        elif leaf is None:
             _accumulate(edge, g)
+        else:
+            leaf(edge, g)
 
 
 def _as_array(g):
@@ -586,3 +877,10 @@ def recorded(kind):
             return method(self, *args, **kwargs)
         return run
     return decorate
+
+
+def gradcheck(func, inputs, **options):
+    """torch.autograd.gradcheck: autograd's Jacobian of ``func(*inputs)`` against central finite
+    differences (inputs in float64); see gpudl.gradcheck for the options."""
+    from .gradcheck import gradcheck as check       # it imports Tensor, which imports us
+    return check(func, inputs, **options)

@@ -6,7 +6,7 @@ shape methods sit in two mixins (tensor_math.py, tensor_shape.py) to keep each f
 
 import numpy as np
 
-from . import autograd, backend, dtypes
+from . import autograd, backend, dtypes, inplace
 from .ops import elementwise as E
 from .ops import shape as S
 from .ops._util import normalize_axis
@@ -22,11 +22,20 @@ def _device_of(array):
     return backend.DEFAULT_DEVICE if backend.SIMULATOR else "cpu"
 
 
+def _unary_in_place(name):
+    """The Tensor method ``<name>_``: the method ``name`` in place (gpudl.inplace.apply)."""
+    def edit(self):
+        return inplace.apply(self, name + "_", lambda t: getattr(t, name)())
+    edit.__name__, edit.__qualname__ = name + "_", f"Tensor.{name}_"
+    edit.__doc__ = f"{name} in place."
+    return autograd.recorded("inplace")(edit)
+
+
 class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     """An n-dimensional array with reverse-mode autograd (PyTorch's Tensor API)."""
 
     __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_out_index", "_device",
-                 "_version_counter", "__weakref__")
+                 "_version_counter", "_view", "__weakref__")
     __array_ufunc__ = None          # NumPy defers to our reflected operators: np.float32(2) * t
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
@@ -38,6 +47,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         self._data = array
         self._device = device
         self._version_counter = [0]
+        self._view = None
         self._grad = None
         self.grad_fn = None
         self._out_index = 0
@@ -63,6 +73,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
             device = device.type
         t._device = device
         t._version_counter = [0]     # shared with views; see autograd's docstring
+        t._view = None               # what t views, if a view: see inplace.view_origin
         return t
 
     # ----------------------------------------------------------------- attributes
@@ -70,7 +81,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     dtype = property(lambda self: self._data.dtype)
     device = property(lambda self: backend.DEVICE_OBJECTS[self._device])
     ndim = property(lambda self: self._data.ndim)
-    is_leaf = property(lambda self: self.grad_fn is None)
+    is_leaf = property(lambda self: self._current().grad_fn is None)
     _version = property(lambda self: self._version_counter[0], doc="in-place edits so far")
     is_cuda = property(lambda self: self._device == "cuda")
     T = property(lambda self: self.permute(*reversed(range(self.ndim))))
@@ -96,7 +107,16 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     @property
     def requires_grad(self):
+        if self._view is not None and self._view[2] != self._version_counter[0]:
+            inplace.refresh_view(self)      # (_current, inline: a hot property)
         return self._requires_grad
+
+    def _current(self):
+        """self, its history re-derived first if it is a view whose base was edited in place
+        since (ops and backward do the same with the tensors they are given)."""
+        if self._view is not None and self._view[2] != self._version_counter[0]:
+            inplace.refresh_view(self)
+        return self
 
     @requires_grad.setter
     def requires_grad(self, requires_grad):
@@ -311,13 +331,25 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     # ----------------------------------------------------------------- autograd
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
-        """torch's signature; ``create_graph=True`` (higher-order gradients) and ``inputs=``
-        are refused: not supported."""
-        if create_graph or inputs is not None:
-            raise NotImplementedError("backward: create_graph=True and inputs= are not "
-                                      "supported (gpudl computes first-order gradients into "
-                                      "every leaf)")
-        autograd.backward(self, gradient, retain_graph=bool(retain_graph))
+        """torch's signature: accumulate this tensor's gradient (``gradient``, default 1 for a
+        one-element tensor) into the ``.grad`` of every leaf it depends on, or with ``inputs=``
+        (a tensor or a sequence) into theirs only. ``create_graph=True`` (higher-order
+        gradients) is refused: not supported."""
+        if create_graph:
+            raise NotImplementedError("backward: create_graph=True (higher-order gradients) is "
+                                      "not supported: gpudl's backward functions work on raw "
+                                      "arrays, outside the graph")
+        if inputs is None:
+            autograd.backward(self, gradient, retain_graph=bool(retain_graph))
+            return
+        inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+        if not inputs:
+            raise RuntimeError("backward: inputs= was given but is empty")
+        grads = autograd.grad(self, inputs, (gradient,), retain_graph=retain_graph,
+                              allow_unused=True)
+        for t, g in zip(inputs, grads):
+            if g is not None:
+                autograd._accumulate(t, g._data)
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and not dtypes.is_floating(self.dtype):
@@ -331,39 +363,40 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     def retain_grad(self):
         """Keep ``.grad`` on a non-leaf tensor after backward."""
-        if self.grad_fn is None:
+        if self._current().grad_fn is None:
             return self
         node = self.grad_fn
         node.retained = node.retained or {}
         node.retained[self._out_index] = self
         return self
 
+    @property
+    def retains_grad(self):
+        """True for a non-leaf tensor whose ``.grad`` backward fills (see retain_grad)."""
+        node = self.grad_fn
+        return node is not None and bool(node.retained) and \
+            node.retained.get(self._out_index) is self
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` with this tensor's gradient in each backward (or autograd.grad);
+        a returned tensor replaces the gradient. Returns a handle: ``handle.remove()``."""
+        return autograd.register_hook(self, hook)
+
     def register_post_accumulate_grad_hook(self, hook):
         """Run ``hook(self)`` after each backward that accumulates into this leaf's ``.grad``."""
         return autograd.register_post_accumulate_grad_hook(self, hook)
 
-    # ----------------------------------------------------------------- in place (no graph)
-    # Every method here calls _check_inplace before and _bump_version after writing: the only
-    # places (with the optimizers' fused updates) that change a tensor's memory in place.
-    def _check_inplace(self, op):
-        if self.requires_grad and autograd.is_grad_enabled():
-            what = ("a leaf Variable that requires grad is being used in an in-place operation"
-                    if self.grad_fn is None else
-                    "a tensor that requires grad cannot be modified in place while grad is enabled")
-            raise RuntimeError(f"{op}: {what}; wrap the update in gpudl.no_grad()")
-
-    def _augmented(self, other, inplace, op, symbol):
-        """``self op= other``: in place through the method (so its checks and bookkeeping apply),
-        except while recording a graph through a non-leaf or from ``other``, where the result is
-        a new tensor, as ``x = x op other`` (gradients stay right; the name is rebound)."""
-        recording = autograd.is_grad_enabled() and (
-            (self.requires_grad and self.grad_fn is not None)
-            or (not self.requires_grad and isinstance(other, Tensor) and other.requires_grad))
-        if recording:
-            return op(self, other)
-        self._check_inplace(symbol)
+    # ----------------------------------------------------------------- in place
+    # Every method here writes its tensor's memory and bumps its version counter (as do the
+    # optimizers' fused updates). When the tensor takes part in a graph, the edit goes through
+    # gpudl.inplace, which records it as torch does; otherwise it writes the memory directly.
+    def _augmented(self, other, method, symbol):
+        """``self op= other``: in place through the method (so its checks and bookkeeping
+        apply), as torch's augmented assignment."""
+        if inplace.needs_graph(self, (other,)):
+            inplace._refuse(self, symbol)           # with its own message, not the one below
         try:
-            return inplace(other)
+            return method(other)
         except (TypeError, ValueError, RuntimeError) as exc:     # casting and broadcasting
             other_shape = other.shape if isinstance(other, Tensor) else np.shape(other)
             raise RuntimeError(f"{symbol}: cannot update a {self.dtype} tensor of shape "
@@ -371,16 +404,16 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
                                f"{getattr(other, 'dtype', type(other).__name__)} ({exc})") from None
 
     def __iadd__(self, other):
-        return self._augmented(other, self.add_, Tensor.__add__, "+=")
+        return self._augmented(other, self.add_, "+=")
 
     def __isub__(self, other):
-        return self._augmented(other, self.sub_, Tensor.__sub__, "-=")
+        return self._augmented(other, self.sub_, "-=")
 
     def __imul__(self, other):
-        return self._augmented(other, self.mul_, Tensor.__mul__, "*=")
+        return self._augmented(other, self.mul_, "*=")
 
     def __itruediv__(self, other):
-        return self._augmented(other, self.div_, Tensor.__truediv__, "/=")
+        return self._augmented(other, self.div_, "/=")
 
     def _bump_version(self):
         """Record one in-place edit: backward then refuses nodes that saved the old values."""
@@ -388,39 +421,48 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     @autograd.recorded("inplace")
     def __setitem__(self, index, value):
-        recording = autograd.is_grad_enabled() and (
-            (self.requires_grad and self.grad_fn is not None)
-            or (isinstance(value, Tensor) and value.requires_grad))
-        if not recording or self.grad_fn is None:     # a leaf that requires grad: refused
-            self._check_inplace("__setitem__")
+        recording = inplace.needs_graph(self, (value,))
+        if recording:
+            inplace._refuse(self, "__setitem__")
         index = _index_arrays(index, self)
         first, steps = Ellipsis, ints_first(index)
         if steps is not None:           # a view through the ints, as torch: see ints_first
             first, index = steps
         S.check_advanced(self._data[first].shape, index, "__setitem__")  # device-side checks
-        if recording:     # as torch: self becomes the output of the assignment, in its graph
-            out = S.SetItem.apply(self, first, index, value)
-            self.grad_fn, self._out_index, self._requires_grad = out.grad_fn, 0, True
-        else:
+        if not recording:
             self._data[first][index] = _raw(value, self)
-        self._bump_version()
+            self._bump_version()
+        elif self._view is not None:    # through the base's history: see gpudl.inplace
+            inplace.record(self, "__setitem__",
+                           lambda t: S.SetItem.apply(t.clone(), first, index, value), (value,))
+        else:       # as torch: self becomes the output of the assignment, in its graph
+            inplace._rebase(self, S.SetItem.apply(self, first, index, value))
+            self._bump_version()
 
     @autograd.recorded("inplace")
     def copy_(self, src):
-        self._check_inplace("copy_")
-        src = _raw(src, self)
-        if np.shape(src) != self.shape and np.broadcast_shapes(np.shape(src), self.shape) != self.shape:
-            raise ValueError(f"copy_: source of shape {np.shape(src)} does not broadcast to {self.shape}")
-        self._data[...] = src
+        raw = _raw(src, self)
+        if np.shape(raw) != self.shape and np.broadcast_shapes(np.shape(raw), self.shape) != self.shape:
+            raise ValueError(f"copy_: source of shape {np.shape(raw)} does not broadcast to {self.shape}")
+        if inplace.needs_graph(self, (src,)):
+            # copy_ converts the device and dtype, in the graph
+            src = src.to(self._device).astype(self.dtype) if isinstance(src, Tensor) else raw
+            return inplace.record(self, "copy_", lambda t: inplace.Overwrite.apply(t, src),
+                                  (src,))
+        self._data[...] = raw
         self._bump_version()
         return self
 
     @autograd.recorded("inplace")
     def fill_(self, value):
-        self._check_inplace("fill_")
         if isinstance(value, Tensor) and value.ndim:
             raise ValueError(f"fill_: value must be a number or a 0-d tensor, got a tensor of "
                              f"shape {value.shape}")
+        if inplace.needs_graph(self, (value,)):
+            if isinstance(value, Tensor):
+                value = value.to(self._device).astype(self.dtype)
+            return inplace.record(self, "fill_", lambda t: inplace.Overwrite.apply(t, value),
+                                  (value,))
         self._data[...] = _raw(value, self)
         self._bump_version()
         return self
@@ -441,9 +483,11 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     @autograd.recorded("inplace")
     def add_(self, other, alpha=1):
-        self._check_inplace("add_")
-        other = self._operand("add_", other, dtypes.value_category(alpha) if alpha != 1 else -1)
-        self._data += other if alpha == 1 else alpha * other
+        raw = self._operand("add_", other, dtypes.value_category(alpha) if alpha != 1 else -1)
+        if inplace.needs_graph(self, (other,)):
+            return inplace.record(self, "add_", lambda t: t + (other if alpha == 1
+                                                               else other * alpha), (other,))
+        self._data += raw if alpha == 1 else alpha * raw
         self._bump_version()
         return self
 
@@ -455,91 +499,88 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     @autograd.recorded("inplace")
     def mul_(self, other):
-        self._check_inplace("mul_")
-        self._data *= self._operand("mul_", other)
+        raw = self._operand("mul_", other)
+        if inplace.needs_graph(self, (other,)):
+            return inplace.record(self, "mul_", lambda t: t * other, (other,))
+        self._data *= raw
         self._bump_version()
         return self
 
     @autograd.recorded("inplace")
     def div_(self, other):
-        self._check_inplace("div_")
-        self._data /= self._operand("div_", other, result_category=2)   # true division
+        raw = self._operand("div_", other, result_category=2)   # true division
+        if inplace.needs_graph(self, (other,)):
+            return inplace.record(self, "div_", lambda t: t / other, (other,))
+        self._data /= raw
         self._bump_version()
         return self
 
     @autograd.recorded("inplace")
     def clamp_(self, min=None, max=None):
-        self._check_inplace("clamp_")
+        low, high = self._operand("clamp_", min), self._operand("clamp_", max)
+        if inplace.needs_graph(self, (min, max)):
+            return inplace.record(self, "clamp_", lambda t: t.clamp(min, max), (min, max))
         xp = backend.get_array_module(self._data)
-        xp.clip(self._data, self._operand("clamp_", min), self._operand("clamp_", max),
-                out=self._data)
+        xp.clip(self._data, low, high, out=self._data)
         self._bump_version()
         return self
 
     @autograd.recorded("inplace")
     def uniform_(self, a=0.0, b=1.0, *, generator=None):
         from . import random
-        self._check_inplace("uniform_")
-        self._data[...] = random.uniform(self.shape, self.dtype, self._device, a, b, generator)
-        self._bump_version()
-        return self
+        return self._fill_random("uniform_", random.uniform(self.shape, self.dtype, self._device,
+                                                            a, b, generator))
 
     @autograd.recorded("inplace")
     def normal_(self, mean=0.0, std=1.0, *, generator=None):
         from . import random
-        self._check_inplace("normal_")
-        self._data[...] = random.normal(self.shape, self.dtype, self._device,
-                                        generator) * std + mean
-        self._bump_version()
-        return self
+        return self._fill_random("normal_", random.normal(self.shape, self.dtype, self._device,
+                                                          generator) * std + mean)
 
     @autograd.recorded("inplace")
     def bernoulli_(self, p=0.5, *, generator=None):
         """Fill with 1 at probability ``p`` (a number, or a tensor of probabilities broadcast to
         this shape), else 0."""
         from . import random
-        self._check_inplace("bernoulli_")
         probability = _raw(p, self)
         if isinstance(p, (int, float)) and not 0 <= p <= 1:
             raise ValueError(f"bernoulli_: p must lie in [0, 1], got {p}")
         drawn = random.uniform(self.shape, np.float64, self._device, source=generator)
-        self._data[...] = drawn < probability
+        return self._fill_random("bernoulli_", (drawn < probability).astype(self.dtype))
+
+    def _fill_random(self, op, values):
+        if inplace.needs_graph(self):
+            return inplace.record(self, op, lambda t: inplace.Overwrite.apply(t, values))
+        self._data[...] = values
         self._bump_version()
         return self
 
-    def _take_result(self, op, compute):
-        """Write ``compute()`` (the out-of-place op, run without recording) into this tensor:
-        the in-place form of an op torch users write on tensors that need no gradient."""
-        self._check_inplace(op)
-        with autograd.no_grad():
-            out = compute()
-        if out.shape != self.shape or out.dtype != self.dtype:
-            raise RuntimeError(f"{op}: the result ({out.dtype}, shape {out.shape}) cannot be "
-                               f"stored in place in this {self.dtype} tensor of shape "
-                               f"{self.shape}")
-        self._data[...] = out._data
-        self._bump_version()
-        return self
+    # in place through the out-of-place op (gpudl.inplace.apply): one line each
+    @autograd.recorded("inplace")
+    def masked_fill_(self, mask, value):
+        """masked_fill in place."""
+        return inplace.apply(self, "masked_fill_", lambda t: t.masked_fill(mask, value),
+                             (value,))
 
     @autograd.recorded("inplace")
     def index_fill_(self, dim, index, value):
-        """``index_fill`` in place."""
-        return self._take_result("index_fill_", lambda: self.index_fill(dim, index, value))
-
-    @autograd.recorded("inplace")
-    def masked_fill_(self, mask, value):
-        """``masked_fill`` in place."""
-        return self._take_result("masked_fill_", lambda: self.masked_fill(mask, value))
+        """index_fill in place."""
+        return inplace.apply(self, "index_fill_", lambda t: t.index_fill(dim, index, value),
+                             (value,))
 
     @autograd.recorded("inplace")
     def nan_to_num_(self, nan=0.0, posinf=None, neginf=None):
-        """``nan_to_num`` in place."""
-        return self._take_result("nan_to_num_", lambda: self.nan_to_num(nan, posinf, neginf))
+        """nan_to_num in place."""
+        return inplace.apply(self, "nan_to_num_", lambda t: t.nan_to_num(nan, posinf, neginf))
 
     @autograd.recorded("inplace")
     def lerp_(self, end, weight):
-        """``lerp`` in place."""
-        return self._take_result("lerp_", lambda: self.lerp(end, weight))
+        """lerp in place."""
+        return inplace.apply(self, "lerp_", lambda t: t.lerp(end, weight), (end, weight))
+
+    relu_, sigmoid_, tanh_, exp_, neg_ = (
+        _unary_in_place(name) for name in ("relu", "sigmoid", "tanh", "exp", "neg"))
+
 
 class _ToDevice(autograd.Function):
     @staticmethod

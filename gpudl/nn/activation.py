@@ -15,7 +15,7 @@ class ReLU(Module):
         self.inplace = inplace
 
     def forward(self, input):
-        return A.relu(input)
+        return A.relu(input, self.inplace)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
@@ -30,7 +30,7 @@ class LeakyReLU(Module):
         self.inplace = inplace
 
     def forward(self, input):
-        return A.leaky_relu(input, self.negative_slope)
+        return A.leaky_relu(input, self.negative_slope, self.inplace)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
@@ -45,7 +45,7 @@ class ELU(Module):
         self.inplace = inplace
 
     def forward(self, input):
-        return A.elu(input, self.alpha)
+        return A.elu(input, self.alpha, self.inplace)
 
     def extra_repr(self):
         return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
@@ -75,7 +75,7 @@ class SiLU(Module):
         self.inplace = inplace
 
     def forward(self, input):
-        return A.silu(input)
+        return A.silu(input, self.inplace)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
@@ -106,7 +106,7 @@ class Hardtanh(Module):
         self.inplace = inplace
 
     def forward(self, input):
-        return A.hardtanh(input, self.min_val, self.max_val)
+        return A.hardtanh(input, self.min_val, self.max_val, self.inplace)
 
     def extra_repr(self):
         return f"min_val={self.min_val}, max_val={self.max_val}"
@@ -165,7 +165,7 @@ class Mish(Module):
         self.inplace = inplace
 
     def forward(self, input):
-        return A.mish(input)
+        return A.mish(input, self.inplace)
 
 
 class GLU(Module):
@@ -207,8 +207,8 @@ class PReLU(Module):
 
 
 class _TakesInplace(Module):
-    """An activation whose only argument is torch's ``inplace`` flag (kept, computes out of
-    place)."""
+    """An activation whose only argument is torch's ``inplace`` flag (True: the result is
+    written into the input)."""
 
     def __init__(self, inplace=False):
         super().__init__()
@@ -222,28 +222,28 @@ class SELU(_TakesInplace):
     """scale * elu(x, alpha), the self-normalising constants."""
 
     def forward(self, input):
-        return A.selu(input)
+        return A.selu(input, self.inplace)
 
 
 class CELU(ELU):
     """x where positive, else alpha * (exp(x / alpha) - 1)."""
 
     def forward(self, input):
-        return A.celu(input, self.alpha)
+        return A.celu(input, self.alpha, self.inplace)
 
 
 class Hardsigmoid(_TakesInplace):
     """relu6(x + 3) / 6."""
 
     def forward(self, input):
-        return A.hardsigmoid(input)
+        return A.hardsigmoid(input, self.inplace)
 
 
 class Hardswish(_TakesInplace):
     """x * relu6(x + 3) / 6."""
 
     def forward(self, input):
-        return A.hardswish(input)
+        return A.hardswish(input, self.inplace)
 
 
 class Softsign(Module):
@@ -313,7 +313,7 @@ class Threshold(Module):
         self.threshold, self.value, self.inplace = threshold, value, inplace
 
     def forward(self, input):
-        return A.threshold(input, self.threshold, self.value)
+        return A.threshold(input, self.threshold, self.value, self.inplace)
 
     def extra_repr(self):
         return f"threshold={self.threshold}, value={self.value}" + (
@@ -329,7 +329,7 @@ class RReLU(Module):
         self.lower, self.upper, self.inplace = lower, upper, inplace
 
     def forward(self, input):
-        return A.rrelu(input, self.lower, self.upper, self.training)
+        return A.rrelu(input, self.lower, self.upper, self.training, self.inplace)
 
     def extra_repr(self):
         return f"lower={self.lower}, upper={self.upper}" + (

@@ -24,6 +24,7 @@ class Parameter(Tensor):
             from ..creation import as_array
             self._data, self._device = as_array(data, None, None, "Parameter")
             self._version_counter = [0]
+        self._view = None
         self._grad = None
         self.grad_fn = None
         self._out_index = 0

@@ -1,7 +1,7 @@
 """Activation functions (torch.nn.functional's signatures) as autograd Functions on raw arrays.
 
-relu, sigmoid and tanh reuse ops.elementwise; the others are defined here. ``inplace=True`` is
-accepted for PyTorch compatibility and computes out of place (the result is the same).
+relu, sigmoid and tanh reuse ops.elementwise; the others are defined here. ``inplace=True``
+writes the result into the input, recorded as torch records it (gpudl.inplace).
 """
 
 import numbers
@@ -10,6 +10,7 @@ import warnings
 from .. import creation
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
+from .. import inplace as _inplace
 from ..autograd import Function
 from ..kernels import activation as K
 from ..tensor import Tensor
@@ -115,23 +116,36 @@ class Gelu(Function):
         return K.gelu_backward(x, g, ctx.approximate), None
 
 
+def _in_place(op, input, compute):
+    """``op(input, inplace=True)``: ``compute(input)`` written back into ``input``."""
+    return _inplace.apply_flag(_floating(op, input), op + "_", compute)
+
+
 def relu(input, inplace=False):
     """max(input, 0)."""
+    if inplace:
+        return _in_place("relu", input, relu)
     return E.Relu.apply(_floating("relu", input))
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """input where positive, else negative_slope * input."""
+    if inplace:
+        return _in_place("leaky_relu", input, lambda t: leaky_relu(t, negative_slope))
     return LeakyRelu.apply(_floating("leaky_relu", input), float(negative_slope))
 
 
 def elu(input, alpha=1.0, inplace=False):
     """input where positive, else alpha * (exp(input) - 1)."""
+    if inplace:
+        return _in_place("elu", input, lambda t: elu(t, alpha))
     return Elu.apply(_floating("elu", input), float(alpha))
 
 
 def silu(input, inplace=False):
     """input * sigmoid(input) (also called swish)."""
+    if inplace:
+        return _in_place("silu", input, silu)
     return Silu.apply(_floating("silu", input))
 
 
@@ -146,12 +160,14 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     """clamp(input, min_val, max_val); no gradient outside (min_val, max_val)."""
     if min_val > max_val:
         raise ValueError(f"hardtanh: min_val {min_val} must not exceed max_val {max_val}")
+    if inplace:
+        return _in_place("hardtanh", input, lambda t: hardtanh(t, min_val, max_val))
     return Hardtanh.apply(_floating("hardtanh", input), float(min_val), float(max_val))
 
 
 def relu6(input, inplace=False):
     """min(max(input, 0), 6)."""
-    return hardtanh(input, 0.0, 6.0)
+    return hardtanh(input, 0.0, 6.0, inplace)
 
 
 def gelu(input, approximate="none"):
@@ -197,6 +213,8 @@ def log_softmax(input, dim=None, dtype=None):
 
 def mish(input, inplace=False):
     """input * tanh(softplus(input))."""
+    if inplace:
+        return _in_place("mish", input, mish)
     return input * softplus(_floating("mish", input)).tanh()
 
 
@@ -248,6 +266,8 @@ def prelu(input, weight):
 
 def selu(input, inplace=False):
     """scale * elu(input, alpha) with the self-normalising constants of Klambauer et al."""
+    if inplace:
+        return _in_place("selu", input, selu)
     return elu(input, _SELU_ALPHA) * _SELU_SCALE
 
 
@@ -256,16 +276,22 @@ def celu(input, alpha=1.0, inplace=False):
     alpha = _number("celu", "alpha", alpha)
     if alpha == 0:
         raise ValueError("celu: alpha must not be 0")
+    if inplace:
+        return _in_place("celu", input, lambda t: celu(t, alpha))
     return elu(_floating("celu", input) / alpha) * alpha
 
 
 def hardsigmoid(input, inplace=False):
     """relu6(input + 3) / 6: 0 below -3, 1 above 3, linear between."""
+    if inplace:
+        return _in_place("hardsigmoid", input, hardsigmoid)
     return relu6(_floating("hardsigmoid", input) + 3) / 6
 
 
 def hardswish(input, inplace=False):
     """input * relu6(input + 3) / 6."""
+    if inplace:
+        return _in_place("hardswish", input, hardswish)
     return input * hardsigmoid(input)
 
 
@@ -328,6 +354,8 @@ def threshold(input, threshold, value, inplace=False):
     """input where input > threshold, else value."""
     threshold = _number("threshold", "threshold", threshold)
     value = _number("threshold", "value", value)
+    if inplace:
+        return _in_place("threshold", input, lambda t: where(t <= threshold, value, t))
     return where(_floating("threshold", input) <= threshold, value, input)     # NaN stays
 
 
@@ -338,6 +366,8 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
     if lower > upper:
         raise ValueError(f"rrelu: lower bound {lower} must not exceed upper bound {upper}")
     _floating("rrelu", input)
+    if inplace:
+        return _in_place("rrelu", input, lambda t: rrelu(t, lower, upper, training))
     if not training:
         return leaky_relu(input, (lower + upper) / 2)
     slopes = creation.rand(*input.shape, dtype=input.dtype, device=input.device)
@@ -346,24 +376,24 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
 
 
 # ------------------------------------------------------------------ in-place forms (F.relu_, ...)
-def _in_place(function, name):
-    """``name(input, ...)``: ``function``'s result written into ``input`` (returned), under the
-    Tensor's in-place rules (``copy_``: refused on a tensor autograd needs)."""
+def _in_place_form(function, name):
+    """``name(input, ...)``, torch's F.<name>: ``function``'s result written into ``input``
+    (returned), recorded in the graph as a Tensor's in-place op is (gpudl.inplace)."""
     def apply_(input, *args, **kwargs):
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
-        input._check_inplace(name)
-        return input.copy_(function(input, *args, **kwargs))
+        return _inplace.apply(_floating(name, input), name,
+                              lambda t: function(t, *args, **kwargs))
     apply_.__name__ = apply_.__qualname__ = name
     apply_.__doc__ = f"In-place ``{function.__name__}``: writes the result into ``input``."
     return apply_
 
 
-relu_ = _in_place(relu, "relu_")
-elu_ = _in_place(elu, "elu_")
-leaky_relu_ = _in_place(leaky_relu, "leaky_relu_")
-hardtanh_ = _in_place(hardtanh, "hardtanh_")
-celu_ = _in_place(celu, "celu_")
-selu_ = _in_place(selu, "selu_")
-rrelu_ = _in_place(rrelu, "rrelu_")
-threshold_ = _in_place(threshold, "threshold_")
+relu_ = _in_place_form(relu, "relu_")
+elu_ = _in_place_form(elu, "elu_")
+leaky_relu_ = _in_place_form(leaky_relu, "leaky_relu_")
+hardtanh_ = _in_place_form(hardtanh, "hardtanh_")
+celu_ = _in_place_form(celu, "celu_")
+selu_ = _in_place_form(selu, "selu_")
+rrelu_ = _in_place_form(rrelu, "rrelu_")
+threshold_ = _in_place_form(threshold, "threshold_")

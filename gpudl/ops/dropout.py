@@ -5,7 +5,7 @@ import numbers
 import warnings
 
 from ..dtypes import is_floating
-from .. import random
+from .. import inplace as _inplace, random
 from ..autograd import Function
 from ..tensor import Tensor
 from ._util import xp_of
@@ -45,6 +45,9 @@ def dropout(input, p=0.5, training=True, inplace=False):
         return input
     if not is_floating(input.dtype):
         raise TypeError(f"dropout: input must be a floating point tensor, got {input.dtype}")
+    if inplace:         # the result written into input, recorded as torch does
+        return _inplace.apply_flag(input, "dropout_",
+                                   lambda t: Dropout.apply(t, float(p), t.device))
     return Dropout.apply(input, float(p), input.device)
 
 

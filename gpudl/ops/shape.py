@@ -8,6 +8,8 @@ from ._util import sum_to, xp_of
 
 
 class Reshape(Function):
+    is_view = True
+
     @staticmethod
     def forward(ctx, a, shape):
         ctx.shape = a.shape
@@ -19,6 +21,8 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    is_view = True
+
     @staticmethod
     def forward(ctx, a, axes):
         ctx.axes = axes
@@ -33,6 +37,8 @@ class Permute(Function):
 
 
 class Expand(Function):
+    is_view = True
+
     @staticmethod
     def forward(ctx, a, shape):
         ctx.shape = a.shape
@@ -93,12 +99,17 @@ def check_advanced(shape, index, op):
 class GetItem(Function):
     """a[index]; the backward scatters with accumulation so repeated indices add up."""
 
+    is_view = True          # a view when index is basic (NumPy copies for advanced indices)
+
     @staticmethod
     def forward(ctx, a, index):
         ctx.conf = (a.shape, a.dtype, index)
         if not _is_basic(index):
             check_advanced(a.shape, index, "indexing")
-        return a[index]
+        out = a[index]
+        if isinstance(out, np.generic):     # NumPy's scalar for one element: a 0-d view instead,
+            out = a[(index if isinstance(index, tuple) else (index,)) + (Ellipsis,)]  # as torch
+        return out
 
     @staticmethod
     def backward(ctx, g):
