@@ -31,6 +31,8 @@ MAX_CASES = [
     ((1, 1, 9, 9), dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True)),
     ((3, 5, 7), dict(kernel_size=2, stride=1, ceil_mode=True)),           # unbatched
     ((0, 2, 5, 5), dict(kernel_size=2)),
+    # ceil_mode keeps a window spanning past the padded input (it was refused)
+    ((1, 2, 1, 5), dict(kernel_size=(2, 3), stride=(3, 2), ceil_mode=True)),
 ]
 
 # (shape, kwargs) for avg_pool2d
@@ -43,6 +45,8 @@ AVG_CASES = [
     ((1, 2, 6, 6), dict(kernel_size=2)),
     ((3, 5, 7), dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
     ((0, 2, 5, 5), dict(kernel_size=2, stride=1)),
+    ((1, 2, 3, 2), dict(kernel_size=3, stride=3, ceil_mode=True, count_include_pad=False)),
+    ((1, 2, 2, 3), dict(kernel_size=(3, 2), stride=2, padding=(0, 1), ceil_mode=True)),
 ]
 
 ADAPTIVE_CASES = [((2, 3, 7, 9), (3, 4)), ((1, 2, 5, 5), 5), ((1, 2, 4, 6), (3, 5)),
@@ -180,7 +184,7 @@ BAD_CALLS = [
     (lambda x: F.max_pool2d(x, 6), ValueError,
      (r"kernel_size \(6, 6\) spans 6 in height but the padded input has 5 "
       r"\(input shape \(2, 3, 5, 7\), padding \(0, 0\)\)")),
-    (lambda x: F.max_pool2d(x, 3, ceil_mode=True, dilation=(1, 4)), ValueError,
+    (lambda x: F.max_pool2d(x, 3, dilation=(1, 4)), ValueError,     # ceil_mode=True: 1 window
      r"with dilation \(1, 4\) spans 9 in width but the padded input has 7"),
     (lambda x: F.max_pool2d(x, 2.0), TypeError, "kernel_size must be an int or a pair of ints"),
     (lambda x: F.avg_pool2d(x, (2, 2, 2)), TypeError, r"got \(2, 2, 2\)"),
