@@ -223,3 +223,19 @@ def test_cached_checks_still_refuse_look_alike_arguments(rng):
                            ((2, 1.0), "stride"), ((2, 1, (1, True)), "padding")):
             with pytest.raises(TypeError, match=f"{name} must be an int or a pair of ints"):
                 fn(x, *args)
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, x: F.max_pool2d(x, (6, 2)),
+    lambda F, x: F.avg_pool2d(x, 3, padding=(0, 1)),
+    lambda F, x: F.max_pool1d(x[0], 4, dilation=3),
+    lambda F, x: F.avg_pool1d(x[0], 6),
+])
+def test_a_window_larger_than_its_input_raises_runtime_error_as_torch(call):
+    """torch raises RuntimeError; gpudl's error is also a ValueError (a bad argument)."""
+    x = np.random.default_rng(0).standard_normal((1, 2, 2, 5)).astype(np.float32)
+    with pytest.raises(RuntimeError):
+        call(TF, torch.tensor(x))
+    with pytest.raises(RuntimeError) as error:
+        call(F, gd.tensor(x))
+    assert isinstance(error.value, ValueError)

@@ -12,6 +12,7 @@ from ..dtypes import is_floating
 from ..autograd import Function
 from ..kernels import pool as K
 from ..tensor import Tensor
+from ._util import EmptyOutputError
 
 
 class MaxPool2d(Function):
@@ -235,7 +236,7 @@ def _check_window(op, shape, kernel_size, stride, padding, dilation, ceil_mode):
                               ceil_mode) < 1:
             span = dilation[a] * (kernel[a] - 1) + 1
             dilated = f" with dilation {dilation}" if dilation != (1, 1) else ""
-            raise ValueError(
+            raise EmptyOutputError(
                 f"{op}: kernel_size {kernel}{dilated} spans {span} in {axis} but the padded "
                 f"input has {shape[a - 2] + 2 * padding[a]} (input shape {tuple(shape)}, padding "
                 f"{padding}): the output would be empty")
