@@ -11,8 +11,8 @@ import numbers
 from ..dtypes import is_floating
 from ..autograd import Function
 from ..kernels import pool as K
-from ..tensor import Tensor
 from ._util import EmptyOutputError
+from ..tensor import Tensor
 
 
 class MaxPool2d(Function):
