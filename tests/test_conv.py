@@ -287,3 +287,20 @@ def test_non_tensor_arguments_are_type_errors():
         F.conv_transpose2d(_t(1, 4, 4, 4), _t(4, 2, 3, 3), [0.0, 0.0])
     with pytest.raises(TypeError, match="floating point"):
         F.conv2d(gd.tensor(np.ones((1, 2, 4, 4), np.int64)), _t(3, 2, 3, 3))
+
+
+@pytest.mark.parametrize("name, x_shape, w_shape, kwargs", [
+    ("conv2d", (1, 2, 2, 2), (3, 2, 3, 3), {}),
+    ("conv2d", (1, 2, 5, 4), (3, 2, 2, 3), dict(dilation=(1, 2))),
+    ("conv_transpose2d", (1, 2, 1, 2), (2, 1, 1, 2), dict(stride=(1, 2), padding=(1, 2))),
+])
+def test_a_kernel_larger_than_its_input_raises_runtime_error_as_torch(name, x_shape, w_shape,
+                                                                      kwargs):
+    """torch raises RuntimeError; gpudl's error is also a ValueError (a bad argument)."""
+    x, w = (np.random.default_rng(0).standard_normal(s).astype(np.float32)
+            for s in (x_shape, w_shape))
+    with pytest.raises(RuntimeError):
+        getattr(TF, name)(torch.tensor(x), torch.tensor(w), **kwargs)
+    with pytest.raises(RuntimeError) as error:
+        getattr(F, name)(gd.tensor(x), gd.tensor(w), **kwargs)
+    assert isinstance(error.value, ValueError)

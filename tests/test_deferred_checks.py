@@ -89,3 +89,22 @@ def test_immediate_check_reports_the_first_bad_value(monkeypatch):
                                          r"values in \[-1, 9\]"):
         F.embedding(gd.tensor([2, -1, 9]), gd.randn(4, 2))
     assert backend._deferred == []
+
+
+@pytest.mark.parametrize("later", [True, False], ids=["deferred", "immediate"])
+@pytest.mark.parametrize("op", ["cross_entropy", "nll_loss"])
+def test_a_weight_requiring_grad_is_refused_before_the_targets_are_checked(monkeypatch, later,
+                                                                           op):
+    """torch refuses the weight first (RuntimeError) whatever the targets; the deferred check
+    was queued before that refusal, so a later, unrelated read raised the refused call's error."""
+    from oracle import torch
+    backend.raise_deferred()
+    monkeypatch.setattr(sparse, "deferred", lambda data: later)
+    x, target = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32), [0, 9, 1]
+    weight = np.ones(4, np.float32)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        getattr(torch.nn.functional, op)(torch.tensor(x), torch.tensor(target),
+                                         torch.tensor(weight, requires_grad=True))
+    with pytest.raises(RuntimeError, match="weight requires grad"):
+        getattr(F, op)(gd.tensor(x), gd.tensor(target), gd.tensor(weight, requires_grad=True))
+    assert backend._deferred == []

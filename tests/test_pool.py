@@ -31,6 +31,8 @@ MAX_CASES = [
     ((1, 1, 9, 9), dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True)),
     ((3, 5, 7), dict(kernel_size=2, stride=1, ceil_mode=True)),           # unbatched
     ((0, 2, 5, 5), dict(kernel_size=2)),
+    # ceil_mode keeps a window spanning past the padded input (it was refused)
+    ((1, 2, 1, 5), dict(kernel_size=(2, 3), stride=(3, 2), ceil_mode=True)),
 ]
 
 # (shape, kwargs) for avg_pool2d
@@ -43,6 +45,8 @@ AVG_CASES = [
     ((1, 2, 6, 6), dict(kernel_size=2)),
     ((3, 5, 7), dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
     ((0, 2, 5, 5), dict(kernel_size=2, stride=1)),
+    ((1, 2, 3, 2), dict(kernel_size=3, stride=3, ceil_mode=True, count_include_pad=False)),
+    ((1, 2, 2, 3), dict(kernel_size=(3, 2), stride=2, padding=(0, 1), ceil_mode=True)),
 ]
 
 ADAPTIVE_CASES = [((2, 3, 7, 9), (3, 4)), ((1, 2, 5, 5), 5), ((1, 2, 4, 6), (3, 5)),
@@ -180,7 +184,7 @@ BAD_CALLS = [
     (lambda x: F.max_pool2d(x, 6), ValueError,
      (r"kernel_size \(6, 6\) spans 6 in height but the padded input has 5 "
       r"\(input shape \(2, 3, 5, 7\), padding \(0, 0\)\)")),
-    (lambda x: F.max_pool2d(x, 3, ceil_mode=True, dilation=(1, 4)), ValueError,
+    (lambda x: F.max_pool2d(x, 3, dilation=(1, 4)), ValueError,     # ceil_mode=True: 1 window
      r"with dilation \(1, 4\) spans 9 in width but the padded input has 7"),
     (lambda x: F.max_pool2d(x, 2.0), TypeError, "kernel_size must be an int or a pair of ints"),
     (lambda x: F.avg_pool2d(x, (2, 2, 2)), TypeError, r"got \(2, 2, 2\)"),
@@ -219,3 +223,19 @@ def test_cached_checks_still_refuse_look_alike_arguments(rng):
                            ((2, 1.0), "stride"), ((2, 1, (1, True)), "padding")):
             with pytest.raises(TypeError, match=f"{name} must be an int or a pair of ints"):
                 fn(x, *args)
+
+
+@pytest.mark.parametrize("call", [
+    lambda F, x: F.max_pool2d(x, (6, 2)),
+    lambda F, x: F.avg_pool2d(x, 3, padding=(0, 1)),
+    lambda F, x: F.max_pool1d(x[0], 4, dilation=3),
+    lambda F, x: F.avg_pool1d(x[0], 6),
+])
+def test_a_window_larger_than_its_input_raises_runtime_error_as_torch(call):
+    """torch raises RuntimeError; gpudl's error is also a ValueError (a bad argument)."""
+    x = np.random.default_rng(0).standard_normal((1, 2, 2, 5)).astype(np.float32)
+    with pytest.raises(RuntimeError):
+        call(TF, torch.tensor(x))
+    with pytest.raises(RuntimeError) as error:
+        call(F, gd.tensor(x))
+    assert isinstance(error.value, ValueError)

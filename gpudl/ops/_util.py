@@ -10,6 +10,11 @@ from ..dtypes import LOW_PRECISION, float32
 from ..kernels import reduce as reduce_kernels
 
 
+class EmptyOutputError(ValueError, RuntimeError):
+    """A window (conv kernel, pooling window) that leaves no output: a RuntimeError as in torch,
+    and a ValueError (a bad argument)."""
+
+
 def sum_to(g, shape):
     """Reduce a broadcast gradient ``g`` back to ``shape`` (the inverse of broadcasting)."""
     if g.shape == shape:

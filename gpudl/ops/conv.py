@@ -14,6 +14,7 @@ from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
 from ..autograd import Function
 from ..tensor import Tensor
+from ._util import EmptyOutputError
 from .padding import pad as _pad
 
 
@@ -125,7 +126,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     size = [(n - 1) * s - 2 * p + d * (k - 1) + o + 1 for n, k, s, p, o, d in zip(
         input.shape[-2:], weight.shape[2:], stride, padding, output_padding, dilation)]
     if min(size) < 1:
-        raise ValueError(
+        raise EmptyOutputError(
             f"{op}: output size {tuple(size)} is not positive for stride {stride}, padding "
             f"{padding}, output_padding {output_padding}, dilation {dilation} {shapes}")
     return _unbatched(input, lambda x: ConvTranspose2d.apply(x, weight, bias, stride, padding,
@@ -216,7 +217,7 @@ def _check_size(op, input, weight, kernel, padding, dilation):
     padded = [n + 2 * p for n, p in zip(input.shape[-2:], padding)]
     span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
     if any(s > n for s, n in zip(span, padded)):
-        raise ValueError(
+        raise EmptyOutputError(
             f"{op}: padded input size {tuple(padded)} is smaller than the (dilated) kernel size "
             f"{tuple(span)} (input shape {input.shape}, weight shape {weight.shape}, padding "
             f"{padding}, dilation {dilation})")

@@ -216,10 +216,12 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                              ignore_index=ignore_index, reduction=reduction,
                              label_smoothing=label_smoothing).to(input.dtype)
     if target.dtype.kind in "iu":
+        # the weight is refused before the targets' check is queued (on cuda it is deferred)
+        weight = _constant_weight(op, weight)
         _check_class_targets(op, input, target, n_classes, ignore_index)
         x, t = _batched(input, target, True)
-        loss = CrossEntropy.apply(x, t, _constant_weight(op, weight), int(ignore_index),
-                                  float(label_smoothing), reduction)
+        loss = CrossEntropy.apply(x, t, weight, int(ignore_index), float(label_smoothing),
+                                  reduction)
     elif is_floating(target.dtype):
         if target.shape != input.shape:
             raise ValueError(f"{op}: probability target of shape {target.shape} must have the "
@@ -248,7 +250,8 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     if target.dtype.kind not in "iu":
         raise TypeError(f"{op}: target must be an integer tensor of class indices, got "
                         f"{target.dtype}")
+    weight = _constant_weight(op, weight)
     _check_class_targets(op, input, target, n_classes, ignore_index)
     x, t = _batched(input, target, True)
-    loss = NLLLoss.apply(x, t, _constant_weight(op, weight), int(ignore_index), reduction)
+    loss = NLLLoss.apply(x, t, weight, int(ignore_index), reduction)
     return _unbatched(loss, input, reduction)

@@ -204,6 +204,9 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
                          "groups")
     for name, t in (("weight", weight), ("bias", bias)):
         _check_vector("group_norm", name, t, channels, input)
+    if input.numel() // num_groups == 1:     # torch's rule: N * C/G * spatial values must be > 1
+        raise ValueError(f"group_norm: expected more than 1 value per group and batch, got input "
+                         f"of shape {input.shape} in {num_groups} groups")
     per_group = input.numel() // max(input.shape[0] * num_groups, 1)
     grouped = input.reshape(input.shape[0], num_groups, per_group)
     mean = grouped.mean(-1, keepdim=True)

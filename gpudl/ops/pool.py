@@ -13,6 +13,7 @@ import numpy as np
 from ..dtypes import is_floating
 from ..autograd import Function
 from ..kernels import pool as K
+from ._util import EmptyOutputError
 from ..tensor import Tensor
 from ._util import xp_of
 
@@ -78,7 +79,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     Shape: (N, C, H, W) -> (N, C, Ho, Wo), Ho = floor((H + 2p - d*(k-1) - 1) / s) + 1.
     NaN inside a window gives NaN. Example: ``max_pool2d(x, 3, stride=2, padding=1)``.
     """
-    window = _checked(input, "max_pool2d", kernel_size, stride, padding, dilation)
+    window = _checked(input, "max_pool2d", kernel_size, stride, padding, dilation, ceil_mode)
     return MaxPool2d.apply(input, window, bool(ceil_mode), bool(return_indices))
 
 
@@ -99,7 +100,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     """
     op = "avg_pool2d"
     if divisor_override is not None:
-        _checked(input, op, kernel_size, stride, padding, 1)    # a bad window is reported first
+        _checked(input, op, kernel_size, stride, padding, 1, ceil_mode)   # a bad window first
         if not _is_int(divisor_override):
             raise TypeError(f"{op}: divisor_override must be None or an int, got "
                             f"{type(divisor_override).__name__}")
@@ -156,7 +157,7 @@ def _check_array(op, shape, dtype):
                          f"non-zero C, H and W (N may be 0), got shape {tuple(shape)}")
 
 
-def _checked(input, op, kernel_size, stride, padding, dilation):
+def _checked(input, op, kernel_size, stride, padding, dilation, ceil_mode):
     """The checked window (see _check_window) of a call on ``input``, after the input's own
     checks; a call seen before (same input shape and dtype, same plain-int arguments) is not
     checked again: the checks cost more than a tiny pool."""
@@ -166,11 +167,11 @@ def _checked(input, op, kernel_size, stride, padding, dilation):
     if _plain_ints(kernel_size, stride, padding, dilation):
         try:
             return _checked_call(op, data.shape, data.dtype, kernel_size, stride, padding,
-                                 dilation)
+                                 dilation, ceil_mode)
         except (TypeError, ValueError):
             pass                    # refused: raise again below, naming the whole input shape
     _check_array(op, data.shape, data.dtype)
-    return _check_window(op, data.shape, kernel_size, stride, padding, dilation)
+    return _check_window(op, data.shape, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 def _plain_ints(*values):
@@ -188,9 +189,9 @@ def _plain_ints(*values):
 
 
 @functools.lru_cache(maxsize=256)
-def _checked_call(op, shape, dtype, kernel_size, stride, padding, dilation):
+def _checked_call(op, shape, dtype, kernel_size, stride, padding, dilation, ceil_mode):
     _check_array(op, shape, dtype)
-    return _check_window(op, shape[-2:], kernel_size, stride, padding, dilation)
+    return _check_window(op, shape[-2:], kernel_size, stride, padding, dilation, ceil_mode)
 
 
 def _avg_plan(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor):
@@ -204,7 +205,7 @@ def _avg_plan(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                     ceil_mode, count_include_pad, divisor)
         except (TypeError, ValueError):
             pass                    # refused: raise again below, naming the whole input shape
-    window = _checked(input, "avg_pool2d", kernel_size, stride, padding, 1)[:3]
+    window = _checked(input, "avg_pool2d", kernel_size, stride, padding, 1, ceil_mode)[:3]
     data = input._data
     return K.avg_pool2d_plan(data.shape, data.dtype, *window, ceil_mode, count_include_pad,
                              divisor)
@@ -213,11 +214,12 @@ def _avg_plan(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
 @functools.lru_cache(maxsize=256)
 def _avg_plan_cached(shape, dtype, kernel_size, stride, padding, ceil_mode, count_include_pad,
                      divisor):
-    window = _checked_call("avg_pool2d", shape, dtype, kernel_size, stride, padding, 1)[:3]
+    window = _checked_call("avg_pool2d", shape, dtype, kernel_size, stride, padding, 1,
+                           ceil_mode)[:3]
     return K.avg_pool2d_plan(shape, dtype, *window, ceil_mode, count_include_pad, divisor)
 
 
-def _check_window(op, shape, kernel_size, stride, padding, dilation):
+def _check_window(op, shape, kernel_size, stride, padding, dilation, ceil_mode):
     kernel = _pair(op, "kernel_size", kernel_size)
     no_stride = stride is None or (isinstance(stride, (tuple, list)) and not stride)  # as torch
     stride = kernel if no_stride else _pair(op, "stride", stride)
@@ -232,10 +234,12 @@ def _check_window(op, shape, kernel_size, stride, padding, dilation):
         raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel} "
                          f"{where}")
     for a, axis in enumerate(("height", "width")):
-        span = dilation[a] * (kernel[a] - 1) + 1
-        if span > shape[a - 2] + 2 * padding[a]:
+        # with ceil_mode a window may span past the padded input (torch keeps one starting in it)
+        if K.pool_output_size(shape[a - 2], kernel[a], stride[a], padding[a], dilation[a],
+                              ceil_mode) < 1:
+            span = dilation[a] * (kernel[a] - 1) + 1
             dilated = f" with dilation {dilation}" if dilation != (1, 1) else ""
-            raise ValueError(
+            raise EmptyOutputError(
                 f"{op}: kernel_size {kernel}{dilated} spans {span} in {axis} but the padded "
                 f"input has {shape[a - 2] + 2 * padding[a]} (input shape {tuple(shape)}, padding "
                 f"{padding}): the output would be empty")

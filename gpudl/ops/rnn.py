@@ -9,7 +9,7 @@ it; gpudl.nn.LSTM / GRU / RNN stack them into layers and directions.
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
 from .. import backend, creation
-from ..dtypes import LOW_PRECISION, float32
+from ..dtypes import LOW_PRECISION, float16, float32
 from ..autograd import Function
 from ..kernels import lstm as K
 from ..tensor import Tensor
@@ -21,7 +21,7 @@ class RecurrentLayer(Function):
 
     @staticmethod
     def forward(ctx, x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse):
-        # the CPU twin runs float16/bfloat16 in float32; the results are rounded back
+        # float16/bfloat16 run in float32 on both devices; the results are rounded back
         ctx.dtype = x.dtype
         x, hx, cx, w_ih, w_hh, b_ih, b_hh = _working(x, hx, cx, w_ih, w_hh, b_ih, b_hh)
         x = xp_of(x).ascontiguousarray(x)
@@ -41,9 +41,12 @@ class RecurrentLayer(Function):
 
 
 def _working(*arrays):
-    """float16/bfloat16 NumPy arrays in float32 (Numba's CPU target has neither)."""
+    """float16/bfloat16 arrays in float32: Numba's CPU target has neither, and the CUDA kernels
+    are built and gated for float32/float64 only (cuDNN too computes a float16 RNN in float32).
+    bfloat16 CuPy arrays are left to the kernels' clear refusal (CuPy cannot cast back)."""
     return tuple(a.astype(float32) if a is not None and a.dtype in LOW_PRECISION
-                 and not backend.is_device_array(a) else a for a in arrays)
+                 and (a.dtype == float16 or not backend.is_device_array(a)) else a
+                 for a in arrays)
 
 
 def _rounded(array, dtype):

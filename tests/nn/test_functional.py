@@ -172,6 +172,22 @@ def test_batch_norm_errors():
         F.batch_norm(x, None, None, training=False)
 
 
+
+@pytest.mark.parametrize("shape, groups, refused", [((1, 1), 1, True), ((1, 2, 1), 2, True),
+                                                    ((2, 2, 1), 2, False), ((1, 2, 1), 1, False)])
+def test_group_norm_of_one_value_per_group_is_refused_as_torch(shape, groups, refused):
+    """torch refuses N * C/G * spatial == 1 values; gpudl normalised them to the bias."""
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    ours = "more than 1 value per group"
+    for call, error in ((lambda: torch.nn.functional.group_norm(torch.tensor(x), groups), ""),
+                        (lambda: F.group_norm(gd.tensor(x), groups), ours)):
+        if refused:
+            with pytest.raises(ValueError, match=error):
+                call()
+        else:
+            call()
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 1), (2, 3, 1, 1)])
 def test_instance_norm_refuses_one_spatial_element_as_torch(shape):
     # the variance of one value: torch refuses, the output would be all zeros

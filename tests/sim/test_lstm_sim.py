@@ -103,3 +103,32 @@ def test_step_launch_shape_and_limit(rng, monkeypatch):
         lstm_cuda.CELLS["lstm"][0](1, 1, 2, *arrays)
     for a, b in zip(arrays, before):
         np.testing.assert_array_equal(a, b)
+
+
+def test_float16_layers_reach_the_kernels_in_float32(monkeypatch):
+    """On a GPU float16 arrays are CuPy arrays, which the kernels took as they were: a float16
+    specialisation the gate never compiled, its cell math in half precision (the simulator's
+    NumPy arrays were widened, so it never saw that path). They are widened on both devices."""
+    import types
+
+    import gpudl as gd
+    from gpudl.ops import rnn
+
+    seen = []
+    real_forward = K.rnn_forward
+
+    def spy(mode, x, *args, **kwargs):
+        seen.append(x.dtype)
+        return real_forward(mode, x, *args, **kwargs)
+    # every array stands for a CuPy one (is_device_array), as on a GPU
+    fake = types.SimpleNamespace(**{k: getattr(backend, k) for k in dir(backend)
+                                    if not k.startswith("__")})
+    fake.is_device_array = lambda a: isinstance(a, np.ndarray)
+    monkeypatch.setattr(rnn, "backend", fake)
+    monkeypatch.setattr(K, "rnn_forward", spy)
+    x = gd.tensor(np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float16))
+    w = _weights(np.random.default_rng(1), "gru", bias=False)
+    y, h = rnn.gru_layer(x, None, gd.tensor(w["w_ih"].astype(np.float16)),
+                         gd.tensor(w["w_hh"].astype(np.float16)))
+    assert seen == [np.float32]
+    assert y.dtype == np.float16 and h.dtype == np.float16

@@ -37,6 +37,7 @@ def test_entries_take_the_cuda_path():
     ((1, 2, 5, 5), (2, 2), (2, 2), (0, 0), (1, 1), False, np.float16),
     ((1, 1, 7, 7), (3, 3), (2, 2), (1, 1), (2, 2), True, np.float64),
     ((1, 1, 17, 17), (16, 17), (1, 1), (0, 8), (1, 1), False, np.float32),   # int32 argmax
+    ((1, 2, 1, 5), (2, 3), (3, 2), (0, 0), (1, 1), True, np.float32),  # past the input (ceil)
 ])
 def test_max_pool_kernels_match_twin(rng, twin, shape, k, s, p, d, ceil_mode, dtype):
     x = rng.standard_normal(shape).astype(dtype)
@@ -57,6 +58,7 @@ def test_max_pool_kernels_match_twin(rng, twin, shape, k, s, p, d, ceil_mode, dt
     ((1, 2, 6, 5), (3, 3), (2, 2), (1, 1), True, False, None, np.float32),
     ((1, 1, 5, 7), (2, 4), (3, 2), (1, 2), False, True, 5, np.float16),
     ((1, 1, 5, 5), (3, 3), (2, 2), (1, 1), True, False, None, np.float64),
+    ((1, 2, 2, 3), (3, 2), (2, 2), (0, 1), True, True, None, np.float32),  # past the input
 ])
 def test_avg_pool_kernels_match_twin(rng, twin, shape, k, s, p, ceil_mode, count_include_pad,
                                      divisor, dtype):
