@@ -62,6 +62,15 @@ def _broadcast(op, *tensors):
                          f"broadcastable") from None
 
 
+def _same_ndim(op, **tensors):
+    """torch's RuntimeError when the inputs (by name) differ in their number of dims."""
+    if len({t.ndim for t in tensors.values()}) > 1:
+        names, shapes = list(tensors), [str(t.shape) for t in tensors.values()]
+        raise RuntimeError(f"{op}: {', '.join(names[:-1])} and {names[-1]} must have the same "
+                           f"number of dims, got shapes {', '.join(shapes[:-1])} and "
+                           f"{shapes[-1]}")
+
+
 def _number(op, name, value):
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
@@ -75,9 +84,7 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, r
     reduction, input1, input2, target = _prepared(
         op, reduction, size_average, reduce, dict(input1=input1, input2=input2, target=target),
         broadcast=False)
-    if not input1.ndim == input2.ndim == target.ndim:
-        raise RuntimeError(f"{op}: all input tensors should have the same number of dims, got "
-                           f"shapes {input1.shape}, {input2.shape} and {target.shape}")
+    _same_ndim(op, input1=input1, input2=input2, target=target)
     _broadcast(op, input1, input2, target)
     margin = _number(op, "margin", margin)
     loss = (-target.astype(input1.dtype) * (input1 - input2) + margin).clamp_min(0)
@@ -142,10 +149,7 @@ def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_fu
     reduction, anchor, positive, negative = _prepared(
         op, reduction, None, None, dict(anchor=anchor, positive=positive, negative=negative),
         broadcast=False)
-    if not anchor.ndim == positive.ndim == negative.ndim:
-        raise RuntimeError(f"{op}: anchor, positive and negative must have the same number of "
-                           f"dims, got shapes {anchor.shape}, {positive.shape} and "
-                           f"{negative.shape}")
+    _same_ndim(op, anchor=anchor, positive=positive, negative=negative)
     if distance_function is not None and not callable(distance_function):
         raise TypeError(f"{op}: distance_function must be callable or None, got "
                         f"{type(distance_function).__name__}")
