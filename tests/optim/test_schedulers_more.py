@@ -85,7 +85,19 @@ def _step(opt, topt, ours, theirs):
     theirs.step()
 
 
-@pytest.mark.parametrize("name, options, kind", CASES, ids=lambda v: str(v)[:50])
+def _case_id(value):
+    """A test id that is the same in every process (pytest-xdist compares them): functions by
+    name, not by address."""
+    if callable(value):
+        return value.__name__
+    if isinstance(value, dict):
+        return "-".join(f"{k}={_case_id(v)}" for k, v in value.items()) or "defaults"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_case_id(v) for v in value)
+    return str(value)
+
+
+@pytest.mark.parametrize("name, options, kind", CASES, ids=_case_id)
 def test_matches_torch_step_by_step_and_resumes_from_a_state_dict(name, options, kind):
     opt, topt = _optimizers(kind)
     ours = getattr(sched, name)(opt, **options)
