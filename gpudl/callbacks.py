@@ -25,6 +25,9 @@ class Callback:
     def on_train_begin(self, model):
         """Called before the first epoch."""
 
+    def on_epoch_begin(self, epoch, model):
+        """Called before each epoch (0-based ``epoch``)."""
+
     def on_batch_end(self, batch, logs, model):
         """Called after each training batch with {'loss': float}; return True to stop.
 

@@ -1,7 +1,10 @@
-"""Keras's callbacks: EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN, History
+"""Keras's callbacks: EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, LearningRateScheduler,
+TerminateOnNaN, History
 (gpudl.train's, taking Keras's arguments), and ``Callback`` for user callbacks written with
 Keras's hooks (``on_epoch_end(self, epoch, logs=None)``, ``self.model``,
 ``self.model.stop_training = True``)."""
+
+import numbers
 
 from .. import callbacks as C
 from ..train import History  # noqa: F401 (Keras's name)
@@ -72,6 +75,38 @@ class ReduceLROnPlateau(C.Callback):
         return False
 
 
+class LearningRateScheduler(C.Callback):
+    """Keras's LearningRateScheduler: before each epoch the learning rate of every parameter
+    group becomes ``schedule(epoch, lr)`` (or ``schedule(epoch)``, Keras's older form), ``epoch``
+    counted from 0; each epoch's logs get the ``learning_rate`` it ran with."""
+
+    def __init__(self, schedule, verbose=0):
+        if not callable(schedule):
+            raise TypeError(f"LearningRateScheduler: schedule must be callable, got "
+                            f"{type(schedule).__name__}")
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch, model):
+        from .training import compiled
+        optimizer = compiled(model, "LearningRateScheduler").optimizer
+        lr = optimizer.param_groups[0]["lr"]
+        try:
+            new_lr = self.schedule(epoch, lr)
+        except TypeError:                        # schedule(epoch), as Keras also accepts
+            new_lr = self.schedule(epoch)
+        if isinstance(new_lr, bool) or not isinstance(new_lr, numbers.Real):
+            raise ValueError(f"LearningRateScheduler: schedule({epoch}) must return a float, got "
+                             f"{new_lr!r}")
+        for group in optimizer.param_groups:
+            group["lr"] = float(new_lr)
+
+    def on_epoch_end(self, epoch, logs, model):
+        from .training import compiled
+        logs["learning_rate"] = compiled(model, "LearningRateScheduler").optimizer \
+            .param_groups[0]["lr"]
+        return False
+
+
 class Callback:
     """Base class for callbacks written against Keras's hooks; fit adapts them to gpudl.train's.
 
@@ -92,6 +127,9 @@ class Callback:
     def on_train_end(self, logs=None):
         pass
 
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
     def on_epoch_end(self, epoch, logs=None):
         pass
 
@@ -109,6 +147,9 @@ class _KerasHooks(C.Callback):
         self.callback.set_model(model)
         object.__setattr__(model, "stop_training", False)
         self.callback.on_train_begin({})
+
+    def on_epoch_begin(self, epoch, model):
+        self.callback.on_epoch_begin(epoch, {})
 
     def on_epoch_end(self, epoch, logs, model):
         self.callback.on_epoch_end(epoch, logs)
