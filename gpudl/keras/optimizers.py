@@ -2,13 +2,14 @@
 when ``compile`` hands them the model's trainable weights. Keras's defaults: Adam and RMSprop
 ``epsilon=1e-7``, RMSprop ``rho=0.9``, SGD ``learning_rate=0.01``.
 
-Keras's Adam adds epsilon to sqrt(v) before bias correction and PyTorch's (gpudl's) after; the
-two differ by a factor sqrt(1 - beta_2^t) on epsilon only. Keras's RMSprop and Adagrad divide by
-sqrt(v + epsilon), PyTorch's (gpudl's) by sqrt(v) + epsilon: the steps agree while v is well
-above epsilon (1e-7) and are larger here when it is not (gradients of order 1e-4 and below).
+Epsilon is where Keras puts it, which is not where PyTorch (gpudl.optim) does: Keras's Adam adds
+it to sqrt(v) before the bias correction (PyTorch's after), Keras's RMSprop and Adagrad divide by
+sqrt(v + epsilon) (PyTorch's by sqrt(v) + epsilon). The steps differ where v is not well above
+epsilon (gradients of order 1e-4 and below, or a unit that gets none for a while), so the
+optimizers built here follow Keras's formulas.
 """
 
-from .. import optim
+from .. import backend, optim
 
 
 # Keras's base-optimizer options gpudl does not implement, with Keras's defaults: given another
@@ -63,7 +64,7 @@ class Adam(Optimizer):
                          decoupled_weight_decay=True)
 
     def make(self, params):
-        return optim.Adam(params, lr=self.learning_rate, **self.options)
+        return _KerasAdam(params, lr=self.learning_rate, **self.options)
 
 
 class AdamW(Optimizer):
@@ -73,7 +74,8 @@ class AdamW(Optimizer):
                          amsgrad=amsgrad, weight_decay=weight_decay)
 
     def make(self, params):
-        return optim.AdamW(params, lr=self.learning_rate, **self.options)
+        return _KerasAdam(params, lr=self.learning_rate, decoupled_weight_decay=True,
+                         **self.options)
 
 
 class SGD(Optimizer):
@@ -96,7 +98,7 @@ class RMSprop(Optimizer):
                          centered=centered)
 
     def make(self, params):
-        return optim.RMSprop(params, lr=self.learning_rate, **self.options)
+        return _KerasRMSprop(params, lr=self.learning_rate, **self.options)
 
 
 class Adagrad(Optimizer):
@@ -107,7 +109,58 @@ class Adagrad(Optimizer):
                          initial_accumulator_value=initial_accumulator_value, eps=epsilon)
 
     def make(self, params):
-        return optim.Adagrad(params, lr=self.learning_rate, **self.options)
+        return _KerasAdagrad(params, lr=self.learning_rate, **self.options)
+
+
+class _KerasAdam(optim.Adam):
+    """gpudl's Adam with Keras's epsilon: ``p -= lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m /
+    (sqrt(v) + eps)``, which is PyTorch's rule with eps divided by sqrt(1 - beta_2^t)."""
+
+    def _update(self, param, grad, state, group):
+        keras_eps = group["eps"]
+        group["eps"] = keras_eps / (1 - group["betas"][1] ** (state["step"] + 1)) ** 0.5
+        try:
+            super()._update(param, grad, state, group)
+        finally:
+            group["eps"] = keras_eps
+
+
+class _KerasRMSprop(optim.RMSprop):
+    """Keras's RMSprop: ``v = rho * v + (1 - rho) * g^2``, ``step = lr * g / sqrt(v + eps)``
+    (centered: ``sqrt(v - mean_g^2 + eps)``); with momentum ``b = momentum * b + step`` and
+    ``p -= b``, else ``p -= step``."""
+
+    def _update(self, param, grad, state, group):
+        state["step"] += 1
+        rho, momentum = group["alpha"], group["momentum"]
+        square_avg = state["square_avg"]._data
+        square_avg *= rho
+        square_avg += (1 - rho) * grad * grad
+        if group["centered"]:
+            grad_avg = state["grad_avg"]._data
+            grad_avg *= rho
+            grad_avg += (1 - rho) * grad
+            denominator = square_avg - grad_avg * grad_avg + group["eps"]
+        else:
+            denominator = square_avg + group["eps"]
+        step = group["lr"] * grad / backend.get_array_module(param).sqrt(denominator)
+        if momentum > 0:
+            buffer = state["momentum_buffer"]._data
+            buffer *= momentum
+            buffer += step
+            step = buffer
+        param -= step
+
+
+class _KerasAdagrad(optim.Adagrad):
+    """Keras's Adagrad: ``s += g^2``, ``p -= lr * g / sqrt(s + eps)`` (s starts at
+    ``initial_accumulator_value``)."""
+
+    def _update(self, param, grad, state, group):
+        state["step"] += 1
+        state_sum = state["sum"]._data
+        state_sum += grad * grad
+        param -= group["lr"] * grad / backend.get_array_module(param).sqrt(state_sum + group["eps"])
 
 
 ALL = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}

@@ -49,3 +49,53 @@ def test_learning_rate_scheduler_refuses_a_non_number():
     with pytest.raises(ValueError, match="schedule"):
         model.fit(x, y, epochs=1, verbose=0,
                   callbacks=[keras.callbacks.LearningRateScheduler(lambda epoch, lr: "fast")])
+
+
+def _keras_steps(name, w, grads, lr, eps=1e-7, rho=0.9, momentum=0.0, centered=False,
+                 betas=(0.9, 0.999), initial_accumulator_value=0.1):
+    """Keras 3's update rules, written out in float64."""
+    w, first, second = w.astype(np.float64), np.zeros_like(w, np.float64), \
+        np.zeros_like(w, np.float64)
+    mean_grad, buffer = np.zeros_like(first), np.zeros_like(first)
+    if name == "adagrad":
+        second += initial_accumulator_value
+    for t, g in enumerate(grads, start=1):
+        if name == "adam":
+            first += (g - first) * (1 - betas[0])
+            second += (g * g - second) * (1 - betas[1])
+            alpha = lr * np.sqrt(1 - betas[1] ** t) / (1 - betas[0] ** t)
+            w -= first * alpha / (np.sqrt(second) + eps)
+        elif name == "rmsprop":
+            second = rho * second + (1 - rho) * g * g
+            mean_grad = rho * mean_grad + (1 - rho) * g
+            step = lr * g / np.sqrt(second - (mean_grad ** 2 if centered else 0) + eps)
+            buffer = momentum * buffer + step
+            w -= buffer if momentum else step
+        else:
+            second += g * g
+            w -= lr * g / np.sqrt(second + eps)
+    return w
+
+
+@pytest.mark.parametrize("name, options", [
+    ("adam", {}), ("adam", {"beta_2": 0.99}), ("rmsprop", {}), ("rmsprop", {"momentum": 0.5}),
+    ("rmsprop", {"centered": True}), ("adagrad", {}),
+    ("adagrad", {"initial_accumulator_value": 0.0})])
+def test_optimizers_put_epsilon_where_keras_does(name, options):
+    """Gradients of order 1e-5 (v below epsilon), where PyTorch's placement differs."""
+    import gpudl as gd
+    rng = np.random.default_rng(4)
+    start = rng.normal(size=(4, 3)).astype("float32")
+    grads = [rng.normal(size=(4, 3)).astype("float32") * 1e-5 for _ in range(4)]
+    param = gd.tensor(start.copy(), requires_grad=True)
+    kind = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
+            "adagrad": keras.optimizers.Adagrad}[name]
+    optimizer = kind(learning_rate=0.01, **options).build([param])
+    for g in grads:
+        param.grad = gd.tensor(g)
+        optimizer.step()
+    renamed = {"beta_2": ("betas", (0.9, options.get("beta_2")))}
+    expected = _keras_steps(name, start, grads, 0.01,
+                            **dict(renamed[k] if k in renamed else (k, v)
+                                   for k, v in options.items()))
+    np.testing.assert_allclose(param.numpy(), expected, rtol=1e-6, atol=1e-7)
