@@ -178,7 +178,6 @@ class ModelCheckpoint(Callback):
         self.saved = []
 
     def on_epoch_end(self, epoch, logs, model):
-        from .io import save
         if self.save_best_only and not self.tracker.improved(self.tracker.value(logs)):
             return False
         path = self.path.format(epoch=epoch + 1, **logs)
@@ -188,9 +187,15 @@ class ModelCheckpoint(Callback):
             warnings.warn(f"ModelCheckpoint: not saving {path}: weights {bad[:3]} hold NaN or "
                           "infinite values", RuntimeWarning, stacklevel=2)
             return False
-        save(state, path)
+        self.write(model, state, path)
         self.saved.append(path)
         return False
+
+
+    def write(self, model, state, path):
+        """Write the model's ``state`` dict to ``path``."""
+        from .io import save
+        save(state, path)
 
 
 class TerminateOnNaN(Callback):

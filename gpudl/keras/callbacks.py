@@ -26,13 +26,19 @@ class EarlyStopping(C.EarlyStopping):
 
 
 class ModelCheckpoint(C.ModelCheckpoint):
-    """Keras's ModelCheckpoint; the file is a safetensors state dict (``gd.save``) whether
-    ``save_weights_only`` or not."""
+    """Keras's ModelCheckpoint; the file is ``model.save_weights``'s (safetensors, weights in
+    Keras's order, for ``load_weights``) whether ``save_weights_only`` or not."""
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=False, mode="auto", save_freq="epoch"):
         _no("ModelCheckpoint", save_freq=save_freq if save_freq != "epoch" else None)
         super().__init__(filepath, monitor=monitor, save_best_only=save_best_only, mode=mode)
+
+    def write(self, model, state, path):
+        if hasattr(model, "save_weights"):           # a Keras model
+            model.save_weights(path)
+        else:
+            super().write(model, state, path)
 
 
 class ReduceLROnPlateau(C.Callback):

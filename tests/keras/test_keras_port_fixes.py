@@ -99,3 +99,30 @@ def test_optimizers_put_epsilon_where_keras_does(name, options):
                             **dict(renamed[k] if k in renamed else (k, v)
                                    for k, v in options.items()))
     np.testing.assert_allclose(param.numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_model_checkpoint_files_load_with_load_weights(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 3)).astype("float32")
+    y = np.concatenate([x[:30, :1] * 2, rng.normal(size=(10, 1)) * 3]).astype("float32")
+
+    def build():
+        return keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(4),
+                                 keras.layers.Dense(1)])
+    model = build()
+    model.compile(keras.optimizers.SGD(learning_rate=0.1), "mse")
+    snapshots = []
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots.append(self.model.get_weights())
+
+    path = str(tmp_path / "best.weights.h5")
+    history = model.fit(x, y, epochs=6, batch_size=10, validation_split=0.25, shuffle=False,
+                        verbose=0, callbacks=[Snapshot(), keras.callbacks.ModelCheckpoint(
+                            path, save_best_only=True, save_weights_only=True)])
+    best = snapshots[int(np.argmin(history.history["val_loss"]))]
+    again = build()
+    again.load_weights(path)
+    for loaded, expected in zip(again.get_weights(), best):
+        np.testing.assert_array_equal(loaded, expected)
