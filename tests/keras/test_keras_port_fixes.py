@@ -126,3 +126,17 @@ def test_model_checkpoint_files_load_with_load_weights(tmp_path):
     again.load_weights(path)
     for loaded, expected in zip(again.get_weights(), best):
         np.testing.assert_array_equal(loaded, expected)
+
+
+def test_set_random_seed_repeats_initial_weights_and_numpy_draws():
+    def draw():
+        keras.utils.set_random_seed(7)
+        layer = keras.layers.Dense(3)
+        layer.build((None, 4))
+        return layer.get_weights()[0], np.random.rand(3)
+    (w1, n1), (w2, n2) = draw(), draw()
+    np.testing.assert_array_equal(w1, w2)
+    np.testing.assert_array_equal(n1, n2)
+    assert np.abs(w1).sum() > 0
+    with pytest.raises(TypeError, match="set_random_seed"):
+        keras.utils.set_random_seed(1.5)
