@@ -1,10 +1,12 @@
 """Keras's callbacks: EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, LearningRateScheduler,
-TerminateOnNaN, History
+CSVLogger, LambdaCallback, TerminateOnNaN, History
 (gpudl.train's, taking Keras's arguments), and ``Callback`` for user callbacks written with
 Keras's hooks (``on_epoch_end(self, epoch, logs=None)``, ``self.model``,
 ``self.model.stop_training = True``)."""
 
+import csv
 import numbers
+import os
 
 from .. import callbacks as C
 from ..train import History  # noqa: F401 (Keras's name)
@@ -113,6 +115,40 @@ class LearningRateScheduler(C.Callback):
         return False
 
 
+class CSVLogger(C.Callback):
+    """Keras's CSVLogger: one row per epoch, ``epoch`` (from 0) then the logged values in sorted
+    key order (``val_*`` columns reading NA when there is no validation, as Keras writes them);
+    ``append=True`` adds to an existing file, writing the header only into an empty one."""
+
+    def __init__(self, filename, separator=",", append=False):
+        self.filename, self.separator, self.append = os.fspath(filename), separator, append
+        self.file = self.writer = None
+
+    def on_train_begin(self, model):
+        header = not (self.append and os.path.exists(self.filename) and
+                      os.path.getsize(self.filename))
+        self.file = open(self.filename, "a" if self.append else "w", newline="")
+        self.header, self.writer = header, None
+
+    def on_epoch_end(self, epoch, logs, model):
+        if self.writer is None:
+            keys = sorted(logs)
+            if not any(k.startswith("val_") for k in keys):
+                keys += [f"val_{k}" for k in keys]
+            self.writer = csv.DictWriter(self.file, ["epoch"] + keys,
+                                         delimiter=self.separator)
+            if self.header:
+                self.writer.writeheader()
+        self.writer.writerow({"epoch": epoch, **{k: logs.get(k, "NA")
+                                                 for k in self.writer.fieldnames[1:]}})
+        self.file.flush()
+        return False
+
+    def on_train_end(self, model):
+        self.file.close()
+        self.writer = None
+
+
 class Callback:
     """Base class for callbacks written against Keras's hooks; fit adapts them to gpudl.train's.
 
@@ -176,7 +212,25 @@ def adapt(callbacks):
     adapted = []
     for cb in callbacks or ():
         if isinstance(cb, Callback):
-            batch = type(cb).on_train_batch_end is not Callback.on_train_batch_end
+            batch = type(cb).on_train_batch_end is not Callback.on_train_batch_end or \
+                "on_train_batch_end" in vars(cb)
             cb = (_KerasBatchHooks if batch else _KerasHooks)(cb)
         adapted.append(cb)
     return adapted
+
+
+class LambdaCallback(Callback):
+    """Keras's LambdaCallback: hooks given as functions, with Keras's signatures
+    (``on_epoch_end=lambda epoch, logs: ...``, ``on_train_begin=lambda logs: ...``)."""
+
+    HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+             "on_train_batch_end")
+
+    def __init__(self, **hooks):
+        super().__init__()
+        for name, fn in hooks.items():
+            if name not in self.HOOKS:
+                raise (NotImplementedError if name.startswith("on_") else TypeError)(
+                    f"LambdaCallback: {name} is not supported; hooks: {list(self.HOOKS)}")
+            if fn is not None:
+                setattr(self, name, fn)

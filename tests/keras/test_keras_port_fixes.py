@@ -140,3 +140,29 @@ def test_set_random_seed_repeats_initial_weights_and_numpy_draws():
     assert np.abs(w1).sum() > 0
     with pytest.raises(TypeError, match="set_random_seed"):
         keras.utils.set_random_seed(1.5)
+
+
+def test_csv_logger_and_lambda_callback(tmp_path):
+    rng = np.random.default_rng(6)
+    model, x, y = _regression(rng, "sgd")
+    calls = []
+    path = tmp_path / "log.csv"
+    history = model.fit(x, y, epochs=3, batch_size=10, validation_split=0.2, verbose=0,
+                        callbacks=[keras.callbacks.CSVLogger(path), keras.callbacks.LambdaCallback(
+                            on_epoch_begin=lambda epoch, logs: calls.append(("begin", epoch)),
+                            on_epoch_end=lambda epoch, logs: calls.append(("end", epoch)),
+                            on_train_batch_end=lambda batch, logs: calls.append(("batch", batch)))])
+    batches = [("batch", b) for b in range(3)]
+    assert calls == [step for epoch in range(3) for step in
+                     [("begin", epoch)] + batches + [("end", epoch)]]
+    rows = path.read_text().splitlines()
+    assert rows[0] == "epoch,loss,val_loss"
+    values = np.array([[float(v) for v in row.split(",")] for row in rows[1:]])
+    np.testing.assert_array_equal(values[:, 0], [0, 1, 2])
+    np.testing.assert_allclose(values[:, 1], history.history["loss"], rtol=1e-12)
+    np.testing.assert_allclose(values[:, 2], history.history["val_loss"], rtol=1e-12)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[keras.callbacks.CSVLogger(path, append=True)])
+    appended = path.read_text().splitlines()
+    assert len(appended) == 5 and appended[4].startswith("0,") and appended[4].endswith(",NA")
+    with pytest.raises(NotImplementedError, match="on_predict_end"):
+        keras.callbacks.LambdaCallback(on_predict_end=print)
