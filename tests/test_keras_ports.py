@@ -170,8 +170,9 @@ def autoencoder(keras, init):
 
 
 def callbacks(keras, init, tmp_path):
-    """EarlyStopping(restore_best_weights), ModelCheckpoint, ReduceLROnPlateau,
-    LearningRateScheduler; the History's keys and values."""
+    """EarlyStopping(restore_best_weights), ModelCheckpoint (read back by load_weights),
+    ReduceLROnPlateau, LearningRateScheduler, CSVLogger, LambdaCallback; the History's keys
+    and values."""
     rng = _rng()
     x = rng.normal(size=(50, 4)).astype("float32")
     y = (x @ np.array([1.0, -2.0, 0.5, 0.0], "float32"))[:, None]
@@ -182,9 +183,13 @@ def callbacks(keras, init, tmp_path):
         model.set_weights(init)
     start = model.get_weights()
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="mse")
-    checkpoint = str(tmp_path / "best.weights.h5")
+    checkpoint, log = str(tmp_path / "best.weights.h5"), tmp_path / "log.csv"
+    begins = []
     history = model.fit(x, y, validation_split=0.2, batch_size=10, epochs=12, shuffle=False,
                         verbose=0, callbacks=[
+                            keras.callbacks.CSVLogger(log),
+                            keras.callbacks.LambdaCallback(
+                                on_epoch_begin=lambda epoch, logs: begins.append(epoch)),
                             keras.callbacks.LearningRateScheduler(
                                 lambda epoch, lr: lr if epoch < 2 else lr * 0.8),
                             keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5,
@@ -193,8 +198,13 @@ def callbacks(keras, init, tmp_path):
                                                             save_weights_only=True),
                             keras.callbacks.EarlyStopping(patience=2,
                                                           restore_best_weights=True)])
-    return dict(init=start, history=history.history, weights=model.get_weights(),
-                epochs=history.epoch, evaluate=model.evaluate(x, y, verbose=0))
+    restored = model.get_weights()
+    model.load_weights(checkpoint)
+    rows = [row.split(",") for row in log.read_text().splitlines()]
+    return dict(init=start, history=history.history, weights=restored,
+                checkpoint=model.get_weights(), epochs=history.epoch, begins=begins,
+                evaluate=model.evaluate(x, y, verbose=0), log_header=rows[0],
+                log=np.array(rows[1:], dtype=float))
 
 
 def optimizers(keras, init, name):
@@ -265,10 +275,138 @@ def save_and_load(keras, init, tmp_path):
                 predict=again.predict(x, verbose=0), copied=copied.predict(x, verbose=0))
 
 
+def conv1d_categorical(keras, init):
+    """Conv1D/GlobalMaxPooling1D on one-hot targets (to_categorical), validation_data,
+    metric objects, evaluate(return_dict=True), train_on_batch and predict_on_batch."""
+    rng = _rng()
+    x = rng.normal(size=(48, 10, 2)).astype("float32")
+    labels = (x[:, :, 0].max(1) > 1.8).astype("int64") + (x[:, :, 1].mean(1) > 0.2)
+    y = keras.utils.to_categorical(labels, 3)
+    model = keras.Sequential([
+        keras.Input(shape=(10, 2)),
+        keras.layers.Conv1D(6, 3, activation="relu", padding="causal"),
+        keras.layers.Conv1D(4, 2, strides=2),
+        keras.layers.GlobalMaxPooling1D(),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    if init is not None:
+        model.set_weights(init)
+    start = model.get_weights()
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.02, amsgrad=True),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+                  metrics=[keras.metrics.CategoricalAccuracy()])
+    history = model.fit(x[:36], y[:36], validation_data=(x[36:], y[36:]), batch_size=9,
+                        epochs=3, shuffle=False, verbose=0)
+    on_batch = model.train_on_batch(x[:8], y[:8])
+    return dict(init=start, history=history.history, weights=model.get_weights(),
+                on_batch=on_batch, evaluate=model.evaluate(x, y, return_dict=True, verbose=0),
+                predict=model.predict_on_batch(x[:5]), params=model.count_params())
+
+
+def subclassed(keras, init):
+    """A subclassed Model (layers in __init__, call), trained with MAE."""
+    class Residual(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = keras.layers.Dense(6, activation="relu")
+            self.back = keras.layers.Dense(4)
+            self.head = keras.layers.Dense(1)
+
+        def call(self, inputs):
+            return self.head(inputs + self.back(self.hidden(inputs)))
+
+    rng = _rng()
+    x = rng.normal(size=(40, 4)).astype("float32")
+    y = np.abs(x).sum(1, keepdims=True).astype("float32")
+    model = Residual()
+    model(x[:2])                                    # builds the weights
+    if init is not None:
+        model.set_weights(init)
+    start = model.get_weights()
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=0.01, momentum=0.5,
+                                                     centered=True), loss="mae")
+    history = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    return dict(init=start, history=history.history, weights=model.get_weights(),
+                predict=model.predict(x[:4], verbose=0))
+
+
+def two_outputs(keras, init):
+    """Functional model with two named outputs: losses, loss_weights and metrics by output
+    name, sample weights; the per-output losses Keras logs."""
+    rng = _rng()
+    x = rng.normal(size=(40, 5)).astype("float32")
+    kind = (x[:, 0] > 0).astype("int64")
+    size = x[:, 1:2] * 2
+    inputs = keras.Input(shape=(5,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    kind_out = keras.layers.Dense(2, activation="softmax", name="kind")(hidden)
+    size_out = keras.layers.Dense(1, name="size")(hidden)
+    model = keras.Model(inputs, [kind_out, size_out])
+    if init is not None:
+        model.set_weights(init)
+    start = model.get_weights()
+    model.compile(optimizer="adam", loss={"kind": "sparse_categorical_crossentropy",
+                                          "size": "mse"},
+                  loss_weights={"kind": 1.0, "size": 0.5}, metrics={"kind": ["accuracy"]})
+    weights = rng.uniform(0.5, 1.5, size=40).astype("float32")
+    history = model.fit(x, [kind, size], batch_size=10, epochs=3, shuffle=False, verbose=0,
+                        validation_split=0.25, sample_weight=weights)
+    return dict(init=start, history=history.history, weights=model.get_weights(),
+                predict=model.predict(x[:3], verbose=0),
+                evaluate=model.evaluate(x, [kind, size], verbose=0, return_dict=True))
+
+
+def masked_lstm(keras, init):
+    """Embedding(mask_zero=True) padded sequences into an LSTM: padded steps are skipped."""
+    rng = _rng()
+    lengths = rng.integers(2, 8, size=32)
+    x = np.zeros((32, 8), "int64")
+    for row, n in zip(x, lengths):
+        row[:n] = rng.integers(1, 12, size=n)
+    y = (lengths > 4).astype("float32")
+    model = keras.Sequential([
+        keras.Input(shape=(8,), dtype="int64"),
+        keras.layers.Embedding(12, 4, mask_zero=True),
+        keras.layers.LSTM(5),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    if init is not None:
+        model.set_weights(init)
+    start = model.get_weights()
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    return dict(init=start, history=history.history, weights=model.get_weights(),
+                predict=model.predict(x[:4], verbose=0))
+
+
+def transformer_block(keras, init):
+    """keras.io's transformer block: MultiHeadAttention, residuals, LayerNormalization."""
+    rng = _rng()
+    x = rng.normal(size=(24, 6, 8)).astype("float32")
+    y = (x[:, :, 0].sum(1) > 0).astype("int64")
+    inputs = keras.Input(shape=(6, 8))
+    attended = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(inputs, inputs)
+    h = keras.layers.LayerNormalization(epsilon=1e-6)(inputs + attended)
+    ffn = keras.layers.Dense(8)(keras.layers.Dense(16, activation="relu")(h))
+    h = keras.layers.LayerNormalization(epsilon=1e-6)(h + ffn)
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling1D()(h))
+    model = keras.Model(inputs, out)
+    if init is not None:
+        model.set_weights(init)
+    start = model.get_weights()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    return dict(init=start, history=history.history, weights=model.get_weights(),
+                predict=model.predict(x[:3], verbose=0))
+
+
 # -- the comparison -----------------------------------------------------------------------
 
 def _close(ours, theirs, where):
-    if isinstance(theirs, dict):
+    if isinstance(theirs, str):
+        assert ours == theirs, f"{where}: {ours!r} vs {theirs!r}"
+    elif isinstance(theirs, dict):
         assert sorted(ours) == sorted(theirs), f"{where}: keys {sorted(ours)} vs {sorted(theirs)}"
         for key in theirs:
             _close(ours[key], theirs[key], f"{where}[{key!r}]")
@@ -289,7 +427,8 @@ def _port(script, *args):
 
 
 @pytest.mark.parametrize("script", [mlp_classifier, functional_two_inputs, cnn, recurrent,
-                                    text_classifier, autoencoder])
+                                    text_classifier, autoencoder, conv1d_categorical,
+                                    subclassed, two_outputs, masked_lstm, transformer_block])
 def test_script_ports(script):
     _port(script)
 

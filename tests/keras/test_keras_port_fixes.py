@@ -166,3 +166,50 @@ def test_csv_logger_and_lambda_callback(tmp_path):
     assert len(appended) == 5 and appended[4].startswith("0,") and appended[4].endswith(",NA")
     with pytest.raises(NotImplementedError, match="on_predict_end"):
         keras.callbacks.LambdaCallback(on_predict_end=print)
+
+
+def _two_outputs(rng):
+    inputs = keras.Input(shape=(4,))
+    hidden = keras.layers.Dense(6, activation="tanh")(inputs)
+    model = keras.Model(inputs, [keras.layers.Dense(3, activation="softmax", name="kind")(hidden),
+                                 keras.layers.Dense(1, name="size")(hidden)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss_weights=[1.0, 0.5],
+                  loss=["sparse_categorical_crossentropy", "mse"])
+    x = rng.normal(size=(30, 4)).astype("float32")
+    return model, x, [rng.integers(0, 3, size=30), rng.normal(size=(30, 1)).astype("float32")]
+
+
+def test_models_with_several_outputs_log_each_output_loss():
+    rng = np.random.default_rng(7)
+    model, x, (kind, size) = _two_outputs(rng)
+    weights = rng.uniform(0.2, 2.0, size=30)
+    probabilities, predicted_size = (np.float64(p) for p in model.predict(x, verbose=0))
+    kind_losses = -np.log(probabilities[np.arange(30), kind])
+    size_losses = (predicted_size - size)[:, 0] ** 2
+    logs = model.evaluate(x, [kind, size], sample_weight=weights, batch_size=10,
+                          return_dict=True, verbose=0)
+    assert list(logs) == ["loss", "kind_loss", "size_loss"]
+    np.testing.assert_allclose(logs["kind_loss"], np.mean(weights * kind_losses), rtol=1e-5)
+    np.testing.assert_allclose(logs["size_loss"], np.mean(weights * size_losses), rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"], logs["kind_loss"] + 0.5 * logs["size_loss"],
+                               rtol=1e-5)
+    history = model.fit(x, [kind, size], epochs=1, verbose=0, validation_split=0.2)
+    assert sorted(history.history) == ["kind_loss", "loss", "size_loss", "val_kind_loss",
+                                       "val_loss", "val_size_loss"]
+
+
+def test_validation_is_sample_weighted_as_in_keras():
+    """validation_split takes its share of sample_weight (Keras's rule); validation_data may
+    carry weights as a third element."""
+    rng = np.random.default_rng(8)
+    model, x, (kind, size) = _two_outputs(rng)
+    weights = rng.uniform(0.2, 2.0, size=30).astype("float32")
+    expected = model.evaluate(x[24:], [kind[24:], size[24:]], sample_weight=weights[24:],
+                              return_dict=True, verbose=0)       # lr 0: fit changes nothing
+    split = model.fit(x, [kind, size], sample_weight=weights, validation_split=0.2, epochs=1,
+                      verbose=0).history
+    given = model.fit(x[:24], [kind[:24], size[:24]], epochs=1, verbose=0, validation_data=(
+        x[24:], [kind[24:], size[24:]], weights[24:])).history
+    for history in (split, given):
+        for key in expected:
+            np.testing.assert_allclose(history["val_" + key], [expected[key]], rtol=1e-6)
