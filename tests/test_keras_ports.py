@@ -28,6 +28,18 @@ def _rng():
     return np.random.default_rng(0)
 
 
+def _start(model, init):
+    """The model's initial weights: its own (Keras), or Keras's copied in (gpudl)."""
+    if init is not None:
+        model.set_weights(init)
+    return model.get_weights()
+
+
+def _results(model, start, history, x, y):
+    return dict(init=start, history=history.history, weights=model.get_weights(),
+                evaluate=model.evaluate(x, y, verbose=0), predict=model.predict(x[:4], verbose=0))
+
+
 # -- the scripts: each takes the keras module and the initial weights (None: its own) --------
 
 def mlp_classifier(keras, init):
@@ -41,9 +53,7 @@ def mlp_classifier(keras, init):
         keras.layers.Dense(8, activation="tanh"),
         keras.layers.Dense(3, activation="softmax"),
     ])
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     history = model.fit(x, y, validation_split=0.25, batch_size=16, epochs=4, shuffle=False,
@@ -65,9 +75,7 @@ def functional_two_inputs(keras, init):
     merged = keras.layers.Concatenate()([ha, hb])
     out = keras.layers.Dense(1)(merged)
     model = keras.Model(inputs=[in_a, in_b], outputs=out)
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9,
                                                  nesterov=True),
                   loss="mse", metrics=["mae"])
@@ -93,15 +101,12 @@ def cnn(keras, init):
         keras.layers.Dropout(0.0),        # a random mask cannot be compared; the layer can
         keras.layers.Dense(2, activation="softmax"),
     ])
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=0.01),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x, y, validation_split=0.25, batch_size=12, epochs=3, shuffle=False,
                         verbose=0)
-    return dict(init=start, history=history.history, weights=model.get_weights(),
-                evaluate=model.evaluate(x, y, verbose=0), predict=model.predict(x[:4], verbose=0))
+    return _results(model, start, history, x, y)
 
 
 def recurrent(keras, init):
@@ -116,14 +121,11 @@ def recurrent(keras, init):
         keras.layers.SimpleRNN(3),
         keras.layers.Dense(1),
     ])
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer=keras.optimizers.Adagrad(learning_rate=0.1), loss="huber")
     history = model.fit(x, y, validation_split=0.2, batch_size=8, epochs=3, shuffle=False,
                         verbose=0)
-    return dict(init=start, history=history.history, weights=model.get_weights(),
-                evaluate=model.evaluate(x, y, verbose=0), predict=model.predict(x[:4], verbose=0))
+    return _results(model, start, history, x, y)
 
 
 def text_classifier(keras, init):
@@ -138,15 +140,12 @@ def text_classifier(keras, init):
         keras.layers.Dense(8, activation="relu"),
         keras.layers.Dense(1, activation="sigmoid"),
     ])
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01),
                   loss=keras.losses.BinaryCrossentropy(), metrics=["accuracy"])
     history = model.fit(x, y, validation_split=0.25, batch_size=16, epochs=3, shuffle=False,
                         verbose=0)
-    return dict(init=start, history=history.history, weights=model.get_weights(),
-                evaluate=model.evaluate(x, y, verbose=0), predict=model.predict(x[:4], verbose=0))
+    return _results(model, start, history, x, y)
 
 
 def autoencoder(keras, init):
@@ -162,9 +161,7 @@ def autoencoder(keras, init):
         keras.layers.Dense(8, activation="relu")(code_in))
     decoder = keras.Model(code_in, decoded)
     model = keras.Model(inputs, decoder(encoder(inputs)))
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer="adam", loss="binary_crossentropy")
     history = model.fit(x, x, validation_split=0.2, batch_size=12, epochs=3, shuffle=False,
                         verbose=0)
@@ -183,9 +180,7 @@ def callbacks(keras, init, tmp_path):
     y[-10:] += rng.normal(size=(10, 1)).astype("float32") * 3     # a noisy validation split
     model = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(6, activation="relu"),
                               keras.layers.Dense(1)])
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05), loss="mse")
     checkpoint, log = str(tmp_path / "best.weights.h5"), tmp_path / "log.csv"
     begins = []
@@ -222,9 +217,7 @@ def optimizers(keras, init, name):
               "adagrad": lambda: keras.optimizers.Adagrad(learning_rate=0.1)}[name]
     model = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(5, activation="tanh"),
                               keras.layers.Dense(1)])
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer=choice(), loss="mse")
     history = model.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0)
     return dict(init=start, history=history.history, weights=model.get_weights())
@@ -238,9 +231,7 @@ def weighted_losses(keras, init, loss):
     logits = loss == "sparse_logits"
     model = keras.Sequential([keras.Input(shape=(6,)), keras.layers.Dense(8, activation="relu"),
                               keras.layers.Dense(3, activation=None if logits else "softmax")])
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     weights = rng.uniform(0.2, 2.0, size=40).astype("float32")
     if logits:
         model.compile(optimizer="sgd", metrics=["accuracy"],
@@ -264,9 +255,7 @@ def save_and_load(keras, init, tmp_path):
         return keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(4,
                                  activation="relu"), keras.layers.Dense(2)])
     model = build()
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer="adam", loss="mse")
     model.fit(x, x[:, :2], epochs=2, batch_size=5, shuffle=False, verbose=0)
     path = str(tmp_path / "model.weights.h5")
@@ -293,9 +282,7 @@ def conv1d_categorical(keras, init):
         keras.layers.GlobalMaxPooling1D(),
         keras.layers.Dense(3, activation="softmax"),
     ])
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.02, amsgrad=True),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
                   metrics=[keras.metrics.CategoricalAccuracy()])
@@ -324,9 +311,7 @@ def subclassed(keras, init):
     y = np.abs(x).sum(1, keepdims=True).astype("float32")
     model = Residual()
     model(x[:2])                                    # builds the weights
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=0.01, momentum=0.5,
                                                      centered=True), loss="mae")
     history = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
@@ -346,9 +331,7 @@ def two_outputs(keras, init):
     kind_out = keras.layers.Dense(2, activation="softmax", name="kind")(hidden)
     size_out = keras.layers.Dense(1, name="size")(hidden)
     model = keras.Model(inputs, [kind_out, size_out])
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer="adam", loss={"kind": "sparse_categorical_crossentropy",
                                           "size": "mse"},
                   loss_weights={"kind": 1.0, "size": 0.5}, metrics={"kind": ["accuracy"]})
@@ -374,9 +357,7 @@ def masked_lstm(keras, init):
         keras.layers.LSTM(5),
         keras.layers.Dense(1, activation="sigmoid"),
     ])
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     return dict(init=start, history=history.history, weights=model.get_weights(),
@@ -395,9 +376,7 @@ def transformer_block(keras, init):
     h = keras.layers.LayerNormalization(epsilon=1e-6)(h + ffn)
     out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling1D()(h))
     model = keras.Model(inputs, out)
-    if init is not None:
-        model.set_weights(init)
-    start = model.get_weights()
+    start = _start(model, init)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
