@@ -207,11 +207,22 @@ def callbacks(keras, init, tmp_path):
 
 
 def optimizers(keras, init, name):
-    """One small regression per optimizer, with Keras's default epsilons."""
+    """One small regression per optimizer, with Keras's default epsilons; learning-rate
+    schedules."""
     rng = _rng()
     x = rng.normal(size=(32, 4)).astype("float32")
     y = (x ** 2 @ np.array([0.3, -0.2, 0.1, 0.5], "float32"))[:, None] * 1e-2
+    decay = keras.optimizers.schedules
     choice = {"sgd": lambda: keras.optimizers.SGD(learning_rate=0.1, momentum=0.5),
+              "sgd_nesterov_decay": lambda: keras.optimizers.SGD(
+                  learning_rate=decay.ExponentialDecay(0.1, decay_steps=3, decay_rate=0.5),
+                  momentum=0.9, nesterov=True),
+              "adam_cosine": lambda: keras.optimizers.Adam(
+                  learning_rate=decay.CosineDecay(0.02, decay_steps=10, alpha=0.1)),
+              "rmsprop_piecewise": lambda: keras.optimizers.RMSprop(
+                  learning_rate=decay.PiecewiseConstantDecay([4, 9], [0.01, 0.005, 0.001])),
+              "adagrad_inverse_time": lambda: keras.optimizers.Adagrad(
+                  learning_rate=decay.InverseTimeDecay(0.1, 4, 1.0, staircase=True)),
               "adam": lambda: keras.optimizers.Adam(learning_rate=0.01),
               "rmsprop": lambda: keras.optimizers.RMSprop(learning_rate=0.01),
               "adagrad": lambda: keras.optimizers.Adagrad(learning_rate=0.1)}[name]
@@ -420,7 +431,8 @@ def test_callbacks_port(tmp_path):
     _port(callbacks, tmp_path)
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop", "adagrad"])
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop", "adagrad", "sgd_nesterov_decay",
+                                  "adam_cosine", "rmsprop_piecewise", "adagrad_inverse_time"])
 def test_optimizer_ports(name):
     _port(optimizers, name)
 

@@ -10,6 +10,8 @@ optimizers built here follow Keras's formulas.
 """
 
 from .. import backend, optim
+from ..optim.optimizer import new_state_buffer
+from . import schedules
 
 
 # Keras's base-optimizer options gpudl does not implement, with Keras's defaults: given another
@@ -22,6 +24,9 @@ _HARMLESS = ("name", "jit_compile")
 
 class Optimizer:
     """A Keras optimizer description; ``build(params)`` gives the gpudl optimizer.
+
+    ``learning_rate`` is a float or a ``schedules.LearningRateSchedule`` (evaluated before each
+    update at ``iterations``, the number of updates made).
 
     ``weight_decay`` is Keras's, decoupled (``w -= learning_rate * weight_decay * w`` before each
     step): AdamW's rule in gpudl.optim, and for SGD without momentum the same numbers as torch's
@@ -40,13 +45,29 @@ class Optimizer:
                                           "gradients with gpudl.nn.utils.clip_grad_norm_ in a "
                                           "gpudl.train loop instead)" if "clip" in key else
                                           f"{where}: {key}={value!r} is not supported")
-        self.learning_rate = float(learning_rate)
+        self.schedule = learning_rate if isinstance(
+            learning_rate, schedules.LearningRateSchedule) else None
+        self.learning_rate = float(learning_rate(0) if self.schedule else learning_rate)
         self.options = options
         self.built = None
+        self.iterations = 0                      # updates made (what a schedule is called with)
 
     def build(self, params):
         self.built = self.make(list(params))
+        if self.schedule is not None:
+            self.built.step = self._scheduled(self.built.step)
         return self.built
+
+    def _scheduled(self, step):
+        """The built optimizer's ``step``, setting the learning rate to ``schedule(iterations)``
+        before each update, as Keras's optimizers do."""
+        def scheduled_step(closure=None):
+            learning_rate = float(self.schedule(self.iterations))
+            for group in self.built.param_groups:
+                group["lr"] = learning_rate
+            self.iterations += 1
+            return step(closure)
+        return scheduled_step
 
 
 def _no_decoupled_decay(where, weight_decay):
@@ -87,7 +108,7 @@ class SGD(Optimizer):
                          weight_decay=weight_decay or 0.0)
 
     def make(self, params):
-        return optim.SGD(params, lr=self.learning_rate, **self.options)
+        return _KerasSGD(params, lr=self.learning_rate, **self.options)
 
 
 class RMSprop(Optimizer):
@@ -110,6 +131,24 @@ class Adagrad(Optimizer):
 
     def make(self, params):
         return _KerasAdagrad(params, lr=self.learning_rate, **self.options)
+
+
+class _KerasSGD(optim.SGD):
+    """Keras's momentum: ``m = momentum * m - lr * g``, ``p += m`` (Nesterov: ``p += momentum *
+    m - lr * g``): the learning rate enters the buffer, so a changing rate (a schedule) steps
+    as in Keras. PyTorch's buffer holds gradients only; without momentum the two agree."""
+
+    def _init_state(self, param, group):
+        return {"velocity": new_state_buffer(param)} if group["momentum"] else {}
+
+    def _update(self, param, grad, state, group):
+        momentum = group["momentum"]
+        if not momentum:
+            return super()._update(param, grad, state, group)
+        velocity = state["velocity"]._data
+        velocity *= momentum
+        velocity -= group["lr"] * grad
+        param += momentum * velocity - group["lr"] * grad if group["nesterov"] else velocity
 
 
 class _KerasAdam(optim.Adam):

@@ -213,3 +213,41 @@ def test_validation_is_sample_weighted_as_in_keras():
     for history in (split, given):
         for key in expected:
             np.testing.assert_allclose(history["val_" + key], [expected[key]], rtol=1e-6)
+
+
+def test_learning_rate_schedules_give_keras_values():
+    decay = keras.optimizers.schedules
+    exponential = decay.ExponentialDecay(0.1, decay_steps=2, decay_rate=0.5)
+    assert exponential(0) == 0.1 and exponential(4) == pytest.approx(0.025)
+    assert exponential(3) == pytest.approx(0.1 * 0.5 ** 1.5)
+    assert decay.ExponentialDecay(0.1, 2, 0.5, staircase=True)(3) == pytest.approx(0.05)
+    piecewise = decay.PiecewiseConstantDecay([2, 5], [1.0, 0.5, 0.1])
+    assert [piecewise(s) for s in (0, 2, 3, 5, 6)] == [1.0, 1.0, 0.5, 0.5, 0.1]
+    cosine = decay.CosineDecay(1.0, decay_steps=4, alpha=0.2)
+    assert [cosine(s) for s in (0, 2, 4, 8)] == pytest.approx([1.0, 0.6, 0.2, 0.2])
+    assert decay.InverseTimeDecay(1.0, 2, 1.0)(4) == pytest.approx(1 / 3)
+    assert decay.InverseTimeDecay(1.0, 2, 1.0, staircase=True)(3) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="values needs one more"):
+        decay.PiecewiseConstantDecay([2, 5], [1.0, 0.5])
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_momentum_with_a_schedule_steps_as_keras(nesterov):
+    """Keras keeps lr inside the momentum buffer (m = momentum * m - lr * g), so with a
+    changing rate it differs from PyTorch's buffer of gradients."""
+    import gpudl as gd
+    rng = np.random.default_rng(9)
+    start = rng.normal(size=(5,)).astype("float32")
+    grads = [rng.normal(size=(5,)).astype("float32") for _ in range(5)]
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
+    param = gd.tensor(start.copy(), requires_grad=True)
+    optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=0.9,
+                                     nesterov=nesterov).build([param])
+    w, m = start.astype(np.float64), np.zeros(5)
+    for step, g in enumerate(grads):
+        param.grad = gd.tensor(g)
+        optimizer.step()
+        lr = 0.1 * 0.5 ** step
+        m = 0.9 * m - lr * g
+        w += 0.9 * m - lr * g if nesterov else m
+    np.testing.assert_allclose(param.numpy(), w, rtol=1e-6, atol=1e-7)
