@@ -281,7 +281,8 @@ def save_and_load(keras, init, tmp_path):
 
 def conv1d_categorical(keras, init):
     """Conv1D/GlobalMaxPooling1D on one-hot targets (to_categorical), validation_data,
-    metric objects, evaluate(return_dict=True), train_on_batch and predict_on_batch."""
+    metric objects, evaluate(return_dict=True), train_on_batch and predict_on_batch; History's
+    params and epoch, the optimizer's iterations, the model's shapes."""
     rng = _rng()
     x = rng.normal(size=(48, 10, 2)).astype("float32")
     labels = (x[:, :, 0].max(1) > 1.8).astype("int64") + (x[:, :, 1].mean(1) > 0.2)
@@ -301,8 +302,11 @@ def conv1d_categorical(keras, init):
                         epochs=3, shuffle=False, verbose=0)
     on_batch = model.train_on_batch(x[:8], y[:8])
     return dict(init=start, history=history.history, weights=model.get_weights(),
+                params=history.params, epochs=history.epoch,
+                iterations=int(model.optimizer.iterations),
+                shapes=[model.input_shape, model.output_shape, model.count_params()],
                 on_batch=on_batch, evaluate=model.evaluate(x, y, return_dict=True, verbose=0),
-                predict=model.predict_on_batch(x[:5]), params=model.count_params())
+                predict=model.predict_on_batch(x[:5]))
 
 
 def subclassed(keras, init):
@@ -408,6 +412,8 @@ def _close(ours, theirs, where):
         assert len(ours) == len(theirs), f"{where}: {len(ours)} values vs {len(theirs)}"
         for i, (a, b) in enumerate(zip(ours, theirs)):
             _close(a, b, f"{where}[{i}]")
+    elif theirs is None:
+        assert ours is None, f"{where}: {ours!r} vs None"
     else:
         ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
         assert ours.shape == theirs.shape, f"{where}: shape {ours.shape} vs {theirs.shape}"

@@ -60,6 +60,15 @@ class Model(Layer):
         return list(self._outputs_list) if self._graph is not None else None
 
     @property
+    def input_shape(self):
+        """The inputs' shapes (None for the batch): one tuple, or a list for several."""
+        return _shapes(self.inputs) if self.inputs else Layer.input_shape.fget(self)
+
+    @property
+    def output_shape(self):
+        return _shapes(self.outputs) if self.outputs else Layer.output_shape.fget(self)
+
+    @property
     def output_names(self):
         return [s.node.layer.name for s in self._outputs_list]
 
@@ -245,6 +254,11 @@ class KerasOptimizerView:
 
     lr = learning_rate
 
+    @property
+    def iterations(self):
+        """The number of updates made (counted by gpudl.keras's optimizers)."""
+        return getattr(self.wrapped, "iterations", None)
+
     def __getattr__(self, name):
         return getattr(self.wrapped, name)
 
@@ -253,6 +267,11 @@ class KerasOptimizerView:
             object.__setattr__(self, name, value)
         else:
             setattr(self.wrapped, name, value)
+
+
+def _shapes(symbols):
+    shapes = [tuple(s.shape) for s in symbols]
+    return shapes[0] if len(shapes) == 1 else shapes
 
 
 def _shape_text(shape):

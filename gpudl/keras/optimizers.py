@@ -50,24 +50,27 @@ class Optimizer:
         self.learning_rate = float(learning_rate(0) if self.schedule else learning_rate)
         self.options = options
         self.built = None
-        self.iterations = 0                      # updates made (what a schedule is called with)
+
+    @property
+    def iterations(self):
+        """The number of updates made (Keras's ``optimizer.iterations``)."""
+        return 0 if self.built is None else self.built.iterations
 
     def build(self, params):
-        self.built = self.make(list(params))
-        if self.schedule is not None:
-            self.built.step = self._scheduled(self.built.step)
-        return self.built
+        """The gpudl optimizer over ``params``; its ``step`` also counts ``iterations`` and,
+        with a schedule, first sets the learning rate to ``schedule(iterations)``."""
+        built = self.built = self.make(list(params))
+        built.iterations, step = 0, built.step
 
-    def _scheduled(self, step):
-        """The built optimizer's ``step``, setting the learning rate to ``schedule(iterations)``
-        before each update, as Keras's optimizers do."""
-        def scheduled_step(closure=None):
-            learning_rate = float(self.schedule(self.iterations))
-            for group in self.built.param_groups:
-                group["lr"] = learning_rate
-            self.iterations += 1
+        def counted_step(closure=None):
+            if self.schedule is not None:
+                learning_rate = float(self.schedule(built.iterations))
+                for group in built.param_groups:
+                    group["lr"] = learning_rate
+            built.iterations += 1
             return step(closure)
-        return scheduled_step
+        built.step = counted_step
+        return built
 
 
 def _no_decoupled_decay(where, weight_decay):

@@ -305,9 +305,13 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
         val = _batches(_tensors(val[0], "x_val", "fit"), _tensors(val[1], "y_val", "fit"),
                        batch_size, False, "fit", val_weights)
     with trainable_as_compiled(model, config):
-        return train.fit(model, config.loss_fn(class_weight), config.optimizer, loader, epochs,
-                         val_loader=val, metrics=config.metrics,
-                         callbacks=keras_callbacks.adapt(callbacks), verbose=bool(verbose))
+        history = train.fit(model, config.loss_fn(class_weight), config.optimizer, loader,
+                            epochs, val_loader=val, metrics=config.metrics,
+                            callbacks=keras_callbacks.adapt(callbacks), verbose=bool(verbose))
+    history.model = model                                    # Keras's History attributes
+    history.params = {"verbose": 1 if verbose == "auto" else verbose, "epochs": epochs,
+                      "steps": len(loader) if hasattr(loader, "__len__") else None}
+    return history
 
 
 def train_on_batch(model, x, y, sample_weight=None, class_weight=None, return_dict=False):

@@ -251,3 +251,19 @@ def test_sgd_momentum_with_a_schedule_steps_as_keras(nesterov):
         m = 0.9 * m - lr * g
         w += 0.9 * m - lr * g if nesterov else m
     np.testing.assert_allclose(param.numpy(), w, rtol=1e-6, atol=1e-7)
+
+
+def test_history_optimizer_and_model_attributes_scripts_read():
+    rng = np.random.default_rng(10)
+    inputs = keras.Input(shape=(3,))
+    model = keras.Model(inputs, [keras.layers.Dense(2)(inputs), keras.layers.Dense(1)(inputs)])
+    model.compile(keras.optimizers.Adam(), loss="mse")
+    assert model.optimizer.iterations == 0
+    x = rng.normal(size=(22, 3)).astype("float32")
+    history = model.fit(x, [x[:, :2], x[:, :1]], epochs=2, batch_size=8, verbose=0)
+    assert history.params == {"verbose": 0, "epochs": 2, "steps": 3}
+    assert history.model is model and history.epoch == [0, 1]
+    assert model.optimizer.iterations == 6
+    assert model.input_shape == (None, 3) and model.output_shape == [(None, 2), (None, 1)]
+    sequential = keras.Sequential([keras.Input(shape=(4, 2)), keras.layers.Flatten()])
+    assert sequential.input_shape == (None, 4, 2) and sequential.output_shape == (None, 8)
