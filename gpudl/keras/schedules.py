@@ -12,36 +12,33 @@ class LearningRateSchedule:
         raise NotImplementedError(f"{type(self).__name__} must define __call__(self, step)")
 
 
-class ExponentialDecay(LearningRateSchedule):
-    """``initial_learning_rate * decay_rate ** (step / decay_steps)`` (the exponent floored
-    with ``staircase=True``)."""
+class _StepDecay(LearningRateSchedule):
+    """A decay driven by ``step / decay_steps`` (floored with ``staircase=True``)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
-                 name="ExponentialDecay"):
-        _positive("ExponentialDecay", decay_steps=decay_steps)
+                 name=None):
+        _positive(type(self).__name__, decay_steps=decay_steps)
         self.initial_learning_rate, self.decay_steps = initial_learning_rate, decay_steps
-        self.decay_rate, self.staircase, self.name = decay_rate, staircase, name
+        self.decay_rate, self.staircase = decay_rate, staircase
+        self.name = name or type(self).__name__
+
+    def progress(self, step):
+        p = step / self.decay_steps
+        return math.floor(p) if self.staircase else p
+
+
+class ExponentialDecay(_StepDecay):
+    """``initial_learning_rate * decay_rate ** (step / decay_steps)``."""
 
     def __call__(self, step):
-        p = step / self.decay_steps
-        return self.initial_learning_rate * self.decay_rate ** (math.floor(p) if self.staircase
-                                                                else p)
+        return self.initial_learning_rate * self.decay_rate ** self.progress(step)
 
 
-class InverseTimeDecay(LearningRateSchedule):
-    """``initial_learning_rate / (1 + decay_rate * step / decay_steps)`` (the ratio floored
-    with ``staircase=True``)."""
-
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
-                 name="InverseTimeDecay"):
-        _positive("InverseTimeDecay", decay_steps=decay_steps)
-        self.initial_learning_rate, self.decay_steps = initial_learning_rate, decay_steps
-        self.decay_rate, self.staircase, self.name = decay_rate, staircase, name
+class InverseTimeDecay(_StepDecay):
+    """``initial_learning_rate / (1 + decay_rate * step / decay_steps)``."""
 
     def __call__(self, step):
-        p = step / self.decay_steps
-        return self.initial_learning_rate / (1 + self.decay_rate * (math.floor(p)
-                                                                    if self.staircase else p))
+        return self.initial_learning_rate / (1 + self.decay_rate * self.progress(step))
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
