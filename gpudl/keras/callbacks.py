@@ -11,6 +11,7 @@ import os
 from .. import callbacks as C
 from ..train import History  # noqa: F401 (Keras's name)
 from ..callbacks import TerminateOnNaN  # noqa: F401 (Keras's name)
+from .optimizers import check_settable
 
 
 def _no(owner, **unsupported):
@@ -76,6 +77,7 @@ class ReduceLROnPlateau(C.Callback):
         elif self.cooldown_counter == 0:
             self.wait += 1
             if self.wait >= self.patience:
+                check_settable(optimizer, "ReduceLROnPlateau")
                 for group in optimizer.param_groups:
                     if group["lr"] > self.min_lr:
                         group["lr"] = max(group["lr"] * self.factor, self.min_lr)
@@ -102,6 +104,7 @@ class LearningRateScheduler(C.Callback):
             new_lr = self.schedule(epoch, lr)
         except TypeError:                        # schedule(epoch), as Keras also accepts
             new_lr = self.schedule(epoch)
+        check_settable(optimizer, "LearningRateScheduler")
         if isinstance(new_lr, bool) or not isinstance(new_lr, numbers.Real):
             raise ValueError(f"LearningRateScheduler: schedule({epoch}) must return a float, got "
                              f"{new_lr!r}")

@@ -6,6 +6,7 @@ from .. import io
 from . import training
 from .engine import (PROBE_BATCH, Input, InputLayer, KerasTensor, Layer, flatten, inference,
                      is_symbolic, map_structure)
+from .optimizers import check_settable
 
 
 class Model(Layer):
@@ -249,6 +250,7 @@ class KerasOptimizerView:
 
     @learning_rate.setter
     def learning_rate(self, value):
+        check_settable(self.wrapped, "optimizer.learning_rate")
         for group in self.wrapped.param_groups:
             group["lr"] = float(value)
 

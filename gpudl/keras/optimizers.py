@@ -60,7 +60,7 @@ class Optimizer:
         """The gpudl optimizer over ``params``; its ``step`` also counts ``iterations`` and,
         with a schedule, first sets the learning rate to ``schedule(iterations)``."""
         built = self.built = self.make(list(params))
-        built.iterations, step = 0, built.step
+        built.iterations, built.learning_rate_schedule, step = 0, self.schedule, built.step
 
         def counted_step(closure=None):
             if self.schedule is not None:
@@ -71,6 +71,15 @@ class Optimizer:
             return step(closure)
         built.step = counted_step
         return built
+
+
+def check_settable(optimizer, where):
+    """Refuse to set the learning rate of an optimizer that follows a schedule (Keras's rule:
+    the schedule would overwrite it at the next update)."""
+    schedule = getattr(optimizer, "learning_rate_schedule", None)
+    if schedule is not None:
+        raise TypeError(f"{where}: the optimizer's learning_rate is a {type(schedule).__name__} "
+                        "schedule, so it cannot be set")
 
 
 def _no_decoupled_decay(where, weight_decay):

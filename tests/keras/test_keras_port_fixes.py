@@ -267,3 +267,20 @@ def test_history_optimizer_and_model_attributes_scripts_read():
     assert model.input_shape == (None, 3) and model.output_shape == [(None, 2), (None, 1)]
     sequential = keras.Sequential([keras.Input(shape=(4, 2)), keras.layers.Flatten()])
     assert sequential.input_shape == (None, 4, 2) and sequential.output_shape == (None, 8)
+
+
+def test_a_scheduled_learning_rate_cannot_be_set():
+    rng = np.random.default_rng(11)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 2, 0.5)
+    model, x, y = _regression(rng, keras.optimizers.SGD(learning_rate=schedule))
+    before = model.get_weights()
+    with pytest.raises(TypeError, match="LearningRateScheduler.*ExponentialDecay schedule"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[
+            keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr)])
+    for w, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(w, b)                # refused before any update
+    with pytest.raises(TypeError, match="cannot be set"):
+        model.optimizer.learning_rate = 0.5
+    with pytest.raises(TypeError, match="ReduceLROnPlateau"):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[
+            keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=0, min_delta=1e9)])
