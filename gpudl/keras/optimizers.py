@@ -6,7 +6,9 @@ Epsilon is where Keras puts it, which is not where PyTorch (gpudl.optim) does: K
 it to sqrt(v) before the bias correction (PyTorch's after), Keras's RMSprop and Adagrad divide by
 sqrt(v + epsilon) (PyTorch's by sqrt(v) + epsilon). The steps differ where v is not well above
 epsilon (gradients of order 1e-4 and below, or a unit that gets none for a while), so the
-optimizers built here follow Keras's formulas.
+optimizers built here follow Keras's formulas. So does SGD's momentum (Keras keeps the learning
+rate inside the buffer), which matters when the rate changes: ``learning_rate`` may be a
+``schedules`` object (``ExponentialDecay``, ...), evaluated before each update.
 """
 
 from .. import backend, optim
