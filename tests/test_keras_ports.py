@@ -401,6 +401,26 @@ def transformer_block(keras, init):
                 predict=model.predict(x[:3], verbose=0))
 
 
+def normalized_regression(keras, init):
+    """The "basic regression" tutorial: a Normalization layer adapted to the features, then
+    Dense layers; mean_absolute_error loss, mse metric."""
+    rng = _rng()
+    x = (rng.normal(size=(60, 4)) * [1.0, 20.0, 0.1, 3.0] + [0.0, 100.0, -2.0, 5.0]).astype(
+        "float32")
+    y = (x @ np.array([0.5, 0.05, 10.0, -1.0]) + 3.0).astype("float32")
+    normalizer = keras.layers.Normalization(axis=-1)
+    normalizer.adapt(x[:45])
+    adapted = normalizer.get_weights()
+    model = keras.Sequential([keras.Input(shape=(4,)), normalizer,
+                              keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    start = _start(model, init)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.05),
+                  loss="mean_absolute_error", metrics=["mse"])
+    history = model.fit(x, y, validation_split=0.25, batch_size=15, epochs=4, shuffle=False,
+                        verbose=0)
+    return dict(_results(model, start, history, x, y), adapted=adapted)
+
+
 # -- the comparison -----------------------------------------------------------------------
 
 def _close(ours, theirs, where):
@@ -430,7 +450,8 @@ def _port(script, *args):
 
 @pytest.mark.parametrize("script", [mlp_classifier, functional_two_inputs, cnn, recurrent,
                                     text_classifier, autoencoder, conv1d_categorical,
-                                    subclassed, two_outputs, masked_lstm, transformer_block])
+                                    subclassed, two_outputs, masked_lstm, transformer_block,
+                                    normalized_regression])
 def test_script_ports(script):
     _port(script)
 

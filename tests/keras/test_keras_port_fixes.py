@@ -284,3 +284,25 @@ def test_a_scheduled_learning_rate_cannot_be_set():
     with pytest.raises(TypeError, match="ReduceLROnPlateau"):
         model.fit(x, y, epochs=3, verbose=0, callbacks=[
             keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=0, min_delta=1e9)])
+
+
+def test_normalization_layer_adapts_and_normalizes():
+    rng = np.random.default_rng(12)
+    x = (rng.normal(size=(50, 3)) * [1.0, 10.0, 0.01] + [0.0, 5.0, 1.0]).astype("float32")
+    layer = keras.layers.Normalization()
+    layer.adapt([x[:20], x[20:]])                      # batches, as Keras takes them
+    mean, variance = x.astype(np.float64).mean(0), x.astype(np.float64).var(0)
+    np.testing.assert_allclose(layer.get_weights()[0], mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.get_weights()[1], variance, rtol=1e-5)
+    np.testing.assert_allclose(layer(x[:4]).numpy(), (x[:4] - mean) / np.sqrt(variance),
+                               rtol=1e-4, atol=1e-4)      # float32 x - mean, std 0.01
+    inverse = keras.layers.Normalization(mean=[1.0, 2.0, 3.0], variance=[4.0, 9.0, 0.0],
+                                         invert=True)
+    np.testing.assert_allclose(inverse(x[:2]).numpy(),
+                               [1.0, 2.0, 3.0] + x[:2] * [2.0, 3.0, 1e-7], rtol=1e-6)
+    whole = keras.layers.Normalization(axis=None)
+    whole.adapt(x)
+    np.testing.assert_allclose(whole(x[:2]).numpy(), (x[:2] - x.mean()) / x.std(), rtol=1e-4,
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="both mean and variance"):
+        keras.layers.Normalization(mean=1.0)
