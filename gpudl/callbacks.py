@@ -25,6 +25,9 @@ class Callback:
     def on_train_begin(self, model):
         """Called before the first epoch."""
 
+    def on_epoch_begin(self, epoch, model):
+        """Called before each epoch (0-based ``epoch``)."""
+
     def on_batch_end(self, batch, logs, model):
         """Called after each training batch with {'loss': float}; return True to stop.
 
@@ -175,7 +178,6 @@ class ModelCheckpoint(Callback):
         self.saved = []
 
     def on_epoch_end(self, epoch, logs, model):
-        from .io import save
         if self.save_best_only and not self.tracker.improved(self.tracker.value(logs)):
             return False
         path = self.path.format(epoch=epoch + 1, **logs)
@@ -185,9 +187,15 @@ class ModelCheckpoint(Callback):
             warnings.warn(f"ModelCheckpoint: not saving {path}: weights {bad[:3]} hold NaN or "
                           "infinite values", RuntimeWarning, stacklevel=2)
             return False
-        save(state, path)
+        self.write(model, state, path)
         self.saved.append(path)
         return False
+
+
+    def write(self, model, state, path):
+        """Write the model's ``state`` dict to ``path``."""
+        from .io import save
+        save(state, path)
 
 
 class TerminateOnNaN(Callback):

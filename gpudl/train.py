@@ -316,6 +316,8 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
     for cb in callbacks:
         cb.on_train_begin(run.callback_model)
     for epoch in range(epochs):
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch, run.callback_model)
         loader = run.train_loader(train_loader, epoch)
         total = len(loader) if hasattr(loader, "__len__") else None
         bar = tqdm(total=total, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",

@@ -178,7 +178,7 @@ def test_errors(rng):
         keras.fit(model, x, x[:, :1], batch_size=0, verbose=0)
     with pytest.raises(TypeError, match="x must be a Tensor or an array"):
         keras.predict(model, "data")
-    with pytest.raises(ValueError, match="validation_data must be a pair"):
+    with pytest.raises(ValueError, match=r"validation_data must be \(x_val, y_val\)"):
         keras.fit(model, x, x[:, :1], validation_data=(x,), verbose=0)
 
 

@@ -1,11 +1,17 @@
-"""Keras's callbacks: EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN, History
+"""Keras's callbacks: EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, LearningRateScheduler,
+CSVLogger, LambdaCallback, TerminateOnNaN, History
 (gpudl.train's, taking Keras's arguments), and ``Callback`` for user callbacks written with
 Keras's hooks (``on_epoch_end(self, epoch, logs=None)``, ``self.model``,
 ``self.model.stop_training = True``)."""
 
+import csv
+import numbers
+import os
+
 from .. import callbacks as C
 from ..train import History  # noqa: F401 (Keras's name)
 from ..callbacks import TerminateOnNaN  # noqa: F401 (Keras's name)
+from .optimizers import check_settable
 
 
 def _no(owner, **unsupported):
@@ -23,13 +29,19 @@ class EarlyStopping(C.EarlyStopping):
 
 
 class ModelCheckpoint(C.ModelCheckpoint):
-    """Keras's ModelCheckpoint; the file is a safetensors state dict (``gd.save``) whether
-    ``save_weights_only`` or not."""
+    """Keras's ModelCheckpoint; the file is ``model.save_weights``'s (safetensors, weights in
+    Keras's order, for ``load_weights``) whether ``save_weights_only`` or not."""
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=False, mode="auto", save_freq="epoch"):
         _no("ModelCheckpoint", save_freq=save_freq if save_freq != "epoch" else None)
         super().__init__(filepath, monitor=monitor, save_best_only=save_best_only, mode=mode)
+
+    def write(self, model, state, path):
+        if hasattr(model, "save_weights"):           # a Keras model
+            model.save_weights(path)
+        else:
+            super().write(model, state, path)
 
 
 class ReduceLROnPlateau(C.Callback):
@@ -65,11 +77,79 @@ class ReduceLROnPlateau(C.Callback):
         elif self.cooldown_counter == 0:
             self.wait += 1
             if self.wait >= self.patience:
+                check_settable(optimizer, "ReduceLROnPlateau")
                 for group in optimizer.param_groups:
                     if group["lr"] > self.min_lr:
                         group["lr"] = max(group["lr"] * self.factor, self.min_lr)
                 self.cooldown_counter, self.wait = self.cooldown, 0
         return False
+
+
+class LearningRateScheduler(C.Callback):
+    """Keras's LearningRateScheduler: before each epoch the learning rate of every parameter
+    group becomes ``schedule(epoch, lr)`` (or ``schedule(epoch)``, Keras's older form), ``epoch``
+    counted from 0; each epoch's logs get the ``learning_rate`` it ran with."""
+
+    def __init__(self, schedule, verbose=0):
+        if not callable(schedule):
+            raise TypeError(f"LearningRateScheduler: schedule must be callable, got "
+                            f"{type(schedule).__name__}")
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch, model):
+        from .training import compiled
+        optimizer = compiled(model, "LearningRateScheduler").optimizer
+        lr = optimizer.param_groups[0]["lr"]
+        try:
+            new_lr = self.schedule(epoch, lr)
+        except TypeError:                        # schedule(epoch), as Keras also accepts
+            new_lr = self.schedule(epoch)
+        check_settable(optimizer, "LearningRateScheduler")
+        if isinstance(new_lr, bool) or not isinstance(new_lr, numbers.Real):
+            raise ValueError(f"LearningRateScheduler: schedule({epoch}) must return a float, got "
+                             f"{new_lr!r}")
+        for group in optimizer.param_groups:
+            group["lr"] = float(new_lr)
+
+    def on_epoch_end(self, epoch, logs, model):
+        from .training import compiled
+        logs["learning_rate"] = compiled(model, "LearningRateScheduler").optimizer \
+            .param_groups[0]["lr"]
+        return False
+
+
+class CSVLogger(C.Callback):
+    """Keras's CSVLogger: one row per epoch, ``epoch`` (from 0) then the logged values in sorted
+    key order (``val_*`` columns reading NA when there is no validation, as Keras writes them);
+    ``append=True`` adds to an existing file, writing the header only into an empty one."""
+
+    def __init__(self, filename, separator=",", append=False):
+        self.filename, self.separator, self.append = os.fspath(filename), separator, append
+        self.file = self.writer = None
+
+    def on_train_begin(self, model):
+        header = not (self.append and os.path.exists(self.filename) and
+                      os.path.getsize(self.filename))
+        self.file = open(self.filename, "a" if self.append else "w", newline="")
+        self.header, self.writer = header, None
+
+    def on_epoch_end(self, epoch, logs, model):
+        if self.writer is None:
+            keys = sorted(logs)
+            if not any(k.startswith("val_") for k in keys):
+                keys += [f"val_{k}" for k in keys]
+            self.writer = csv.DictWriter(self.file, ["epoch"] + keys,
+                                         delimiter=self.separator)
+            if self.header:
+                self.writer.writeheader()
+        self.writer.writerow({"epoch": epoch, **{k: logs.get(k, "NA")
+                                                 for k in self.writer.fieldnames[1:]}})
+        self.file.flush()
+        return False
+
+    def on_train_end(self, model):
+        self.file.close()
+        self.writer = None
 
 
 class Callback:
@@ -92,6 +172,9 @@ class Callback:
     def on_train_end(self, logs=None):
         pass
 
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
     def on_epoch_end(self, epoch, logs=None):
         pass
 
@@ -109,6 +192,9 @@ class _KerasHooks(C.Callback):
         self.callback.set_model(model)
         object.__setattr__(model, "stop_training", False)
         self.callback.on_train_begin({})
+
+    def on_epoch_begin(self, epoch, model):
+        self.callback.on_epoch_begin(epoch, {})
 
     def on_epoch_end(self, epoch, logs, model):
         self.callback.on_epoch_end(epoch, logs)
@@ -129,7 +215,25 @@ def adapt(callbacks):
     adapted = []
     for cb in callbacks or ():
         if isinstance(cb, Callback):
-            batch = type(cb).on_train_batch_end is not Callback.on_train_batch_end
+            batch = type(cb).on_train_batch_end is not Callback.on_train_batch_end or \
+                "on_train_batch_end" in vars(cb)
             cb = (_KerasBatchHooks if batch else _KerasHooks)(cb)
         adapted.append(cb)
     return adapted
+
+
+class LambdaCallback(Callback):
+    """Keras's LambdaCallback: hooks given as functions, with Keras's signatures
+    (``on_epoch_end=lambda epoch, logs: ...``, ``on_train_begin=lambda logs: ...``)."""
+
+    HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+             "on_train_batch_end")
+
+    def __init__(self, **hooks):
+        super().__init__()
+        for name, fn in hooks.items():
+            if name not in self.HOOKS:
+                raise (NotImplementedError if name.startswith("on_") else TypeError)(
+                    f"LambdaCallback: {name} is not supported; hooks: {list(self.HOOKS)}")
+            if fn is not None:
+                setattr(self, name, fn)

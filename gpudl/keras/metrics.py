@@ -11,6 +11,7 @@ are gpudl.train's.
 import numpy as np
 
 from .. import train
+from ..creation import tensor
 
 
 class WeightedTarget(tuple):
@@ -142,6 +143,27 @@ class ForOutput:
 
     def __call__(self, y_true, y_pred):
         return self.metric(y_true, y_pred)
+
+
+class OutputLoss:
+    """The loss of output ``index`` of a model with several, logged as ``<output>_loss``
+    (Keras's per-output losses): its per-sample values times the sample weights, averaged over
+    the epoch, without the output's loss weight."""
+
+    def __init__(self, loss, index, output_name):
+        self.loss, self.index, self.__name__ = loss, index, f"{output_name}_loss"
+
+    def prepare(self, output, target):
+        sample_weight = target[1] if isinstance(target, WeightedTarget) else None
+        values = self.loss.call(tensor(unweighted(target)[self.index]),
+                                tensor(output[self.index]))._data
+        if sample_weight is not None:
+            values = values * sample_weight.reshape(
+                sample_weight.shape + (1,) * (values.ndim - sample_weight.ndim))
+        return values.ravel(), values.ravel()
+
+    def __call__(self, y_true, y_pred):
+        return float(np.mean(y_pred))
 
 
 def resolve(metrics, output_names=None):

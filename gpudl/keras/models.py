@@ -6,6 +6,7 @@ from .. import io
 from . import training
 from .engine import (PROBE_BATCH, Input, InputLayer, KerasTensor, Layer, flatten, inference,
                      is_symbolic, map_structure)
+from .optimizers import check_settable
 
 
 class Model(Layer):
@@ -58,6 +59,15 @@ class Model(Layer):
     @property
     def outputs(self):
         return list(self._outputs_list) if self._graph is not None else None
+
+    @property
+    def input_shape(self):
+        """The inputs' shapes (None for the batch): one tuple, or a list for several."""
+        return _shapes(self.inputs) if self.inputs else Layer.input_shape.fget(self)
+
+    @property
+    def output_shape(self):
+        return _shapes(self.outputs) if self.outputs else Layer.output_shape.fget(self)
 
     @property
     def output_names(self):
@@ -240,10 +250,16 @@ class KerasOptimizerView:
 
     @learning_rate.setter
     def learning_rate(self, value):
+        check_settable(self.wrapped, "optimizer.learning_rate")
         for group in self.wrapped.param_groups:
             group["lr"] = float(value)
 
     lr = learning_rate
+
+    @property
+    def iterations(self):
+        """The number of updates made (counted by gpudl.keras's optimizers)."""
+        return getattr(self.wrapped, "iterations", None)
 
     def __getattr__(self, name):
         return getattr(self.wrapped, name)
@@ -253,6 +269,11 @@ class KerasOptimizerView:
             object.__setattr__(self, name, value)
         else:
             setattr(self.wrapped, name, value)
+
+
+def _shapes(symbols):
+    shapes = [tuple(s.shape) for s in symbols]
+    return shapes[0] if len(shapes) == 1 else shapes
 
 
 def _shape_text(shape):

@@ -2,13 +2,18 @@
 when ``compile`` hands them the model's trainable weights. Keras's defaults: Adam and RMSprop
 ``epsilon=1e-7``, RMSprop ``rho=0.9``, SGD ``learning_rate=0.01``.
 
-Keras's Adam adds epsilon to sqrt(v) before bias correction and PyTorch's (gpudl's) after; the
-two differ by a factor sqrt(1 - beta_2^t) on epsilon only. Keras's RMSprop and Adagrad divide by
-sqrt(v + epsilon), PyTorch's (gpudl's) by sqrt(v) + epsilon: the steps agree while v is well
-above epsilon (1e-7) and are larger here when it is not (gradients of order 1e-4 and below).
+Epsilon is where Keras puts it, which is not where PyTorch (gpudl.optim) does: Keras's Adam adds
+it to sqrt(v) before the bias correction (PyTorch's after), Keras's RMSprop and Adagrad divide by
+sqrt(v + epsilon) (PyTorch's by sqrt(v) + epsilon). The steps differ where v is not well above
+epsilon (gradients of order 1e-4 and below, or a unit that gets none for a while), so the
+optimizers built here follow Keras's formulas. So does SGD's momentum (Keras keeps the learning
+rate inside the buffer), which matters when the rate changes: ``learning_rate`` may be a
+``schedules`` object (``ExponentialDecay``, ...), evaluated before each update.
 """
 
-from .. import optim
+from .. import backend, optim
+from ..optim.optimizer import new_state_buffer
+from . import schedules
 
 
 # Keras's base-optimizer options gpudl does not implement, with Keras's defaults: given another
@@ -21,6 +26,9 @@ _HARMLESS = ("name", "jit_compile")
 
 class Optimizer:
     """A Keras optimizer description; ``build(params)`` gives the gpudl optimizer.
+
+    ``learning_rate`` is a float or a ``schedules.LearningRateSchedule`` (evaluated before each
+    update at ``iterations``, the number of updates made).
 
     ``weight_decay`` is Keras's, decoupled (``w -= learning_rate * weight_decay * w`` before each
     step): AdamW's rule in gpudl.optim, and for SGD without momentum the same numbers as torch's
@@ -39,13 +47,41 @@ class Optimizer:
                                           "gradients with gpudl.nn.utils.clip_grad_norm_ in a "
                                           "gpudl.train loop instead)" if "clip" in key else
                                           f"{where}: {key}={value!r} is not supported")
-        self.learning_rate = float(learning_rate)
+        self.schedule = learning_rate if isinstance(
+            learning_rate, schedules.LearningRateSchedule) else None
+        self.learning_rate = float(learning_rate(0) if self.schedule else learning_rate)
         self.options = options
         self.built = None
 
+    @property
+    def iterations(self):
+        """The number of updates made (Keras's ``optimizer.iterations``)."""
+        return 0 if self.built is None else self.built.iterations
+
     def build(self, params):
-        self.built = self.make(list(params))
-        return self.built
+        """The gpudl optimizer over ``params``; its ``step`` also counts ``iterations`` and,
+        with a schedule, first sets the learning rate to ``schedule(iterations)``."""
+        built = self.built = self.make(list(params))
+        built.iterations, built.learning_rate_schedule, step = 0, self.schedule, built.step
+
+        def counted_step(closure=None):
+            if self.schedule is not None:
+                learning_rate = float(self.schedule(built.iterations))
+                for group in built.param_groups:
+                    group["lr"] = learning_rate
+            built.iterations += 1
+            return step(closure)
+        built.step = counted_step
+        return built
+
+
+def check_settable(optimizer, where):
+    """Refuse to set the learning rate of an optimizer that follows a schedule (Keras's rule:
+    the schedule would overwrite it at the next update)."""
+    schedule = getattr(optimizer, "learning_rate_schedule", None)
+    if schedule is not None:
+        raise TypeError(f"{where}: the optimizer's learning_rate is a {type(schedule).__name__} "
+                        "schedule, so it cannot be set")
 
 
 def _no_decoupled_decay(where, weight_decay):
@@ -63,7 +99,7 @@ class Adam(Optimizer):
                          decoupled_weight_decay=True)
 
     def make(self, params):
-        return optim.Adam(params, lr=self.learning_rate, **self.options)
+        return _KerasAdam(params, lr=self.learning_rate, **self.options)
 
 
 class AdamW(Optimizer):
@@ -73,7 +109,8 @@ class AdamW(Optimizer):
                          amsgrad=amsgrad, weight_decay=weight_decay)
 
     def make(self, params):
-        return optim.AdamW(params, lr=self.learning_rate, **self.options)
+        return _KerasAdam(params, lr=self.learning_rate, decoupled_weight_decay=True,
+                         **self.options)
 
 
 class SGD(Optimizer):
@@ -85,7 +122,7 @@ class SGD(Optimizer):
                          weight_decay=weight_decay or 0.0)
 
     def make(self, params):
-        return optim.SGD(params, lr=self.learning_rate, **self.options)
+        return _KerasSGD(params, lr=self.learning_rate, **self.options)
 
 
 class RMSprop(Optimizer):
@@ -96,7 +133,7 @@ class RMSprop(Optimizer):
                          centered=centered)
 
     def make(self, params):
-        return optim.RMSprop(params, lr=self.learning_rate, **self.options)
+        return _KerasRMSprop(params, lr=self.learning_rate, **self.options)
 
 
 class Adagrad(Optimizer):
@@ -107,7 +144,76 @@ class Adagrad(Optimizer):
                          initial_accumulator_value=initial_accumulator_value, eps=epsilon)
 
     def make(self, params):
-        return optim.Adagrad(params, lr=self.learning_rate, **self.options)
+        return _KerasAdagrad(params, lr=self.learning_rate, **self.options)
+
+
+class _KerasSGD(optim.SGD):
+    """Keras's momentum: ``m = momentum * m - lr * g``, ``p += m`` (Nesterov: ``p += momentum *
+    m - lr * g``): the learning rate enters the buffer, so a changing rate (a schedule) steps
+    as in Keras. PyTorch's buffer holds gradients only; without momentum the two agree."""
+
+    def _init_state(self, param, group):
+        return {"velocity": new_state_buffer(param)} if group["momentum"] else {}
+
+    def _update(self, param, grad, state, group):
+        momentum = group["momentum"]
+        if not momentum:
+            return super()._update(param, grad, state, group)
+        velocity = state["velocity"]._data
+        velocity *= momentum
+        velocity -= group["lr"] * grad
+        param += momentum * velocity - group["lr"] * grad if group["nesterov"] else velocity
+
+
+class _KerasAdam(optim.Adam):
+    """gpudl's Adam with Keras's epsilon: ``p -= lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m /
+    (sqrt(v) + eps)``, which is PyTorch's rule with eps divided by sqrt(1 - beta_2^t)."""
+
+    def _update(self, param, grad, state, group):
+        keras_eps = group["eps"]
+        group["eps"] = keras_eps / (1 - group["betas"][1] ** (state["step"] + 1)) ** 0.5
+        try:
+            super()._update(param, grad, state, group)
+        finally:
+            group["eps"] = keras_eps
+
+
+class _KerasRMSprop(optim.RMSprop):
+    """Keras's RMSprop: ``v = rho * v + (1 - rho) * g^2``, ``step = lr * g / sqrt(v + eps)``
+    (centered: ``sqrt(v - mean_g^2 + eps)``); with momentum ``b = momentum * b + step`` and
+    ``p -= b``, else ``p -= step``."""
+
+    def _update(self, param, grad, state, group):
+        state["step"] += 1
+        rho, momentum = group["alpha"], group["momentum"]
+        square_avg = state["square_avg"]._data
+        square_avg *= rho
+        square_avg += (1 - rho) * grad * grad
+        if group["centered"]:
+            grad_avg = state["grad_avg"]._data
+            grad_avg *= rho
+            grad_avg += (1 - rho) * grad
+            denominator = square_avg - grad_avg * grad_avg + group["eps"]
+        else:
+            denominator = square_avg + group["eps"]
+        step = group["lr"] * grad / backend.get_array_module(param).sqrt(denominator)
+        if momentum > 0:
+            buffer = state["momentum_buffer"]._data
+            buffer *= momentum
+            buffer += step
+            step = buffer
+        param -= step
+
+
+class _KerasAdagrad(optim.Adagrad):
+    """Keras's Adagrad: ``s += g^2``, ``p -= lr * g / sqrt(s + eps)`` (s starts at
+    ``initial_accumulator_value``)."""
+
+    def _update(self, param, grad, state, group):
+        state["step"] += 1
+        state_sum = state["sum"]._data
+        state_sum += grad * grad
+        param -= group["lr"] * grad / backend.get_array_module(param).sqrt(state_sum + group["eps"])
 
 
 ALL = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}

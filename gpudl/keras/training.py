@@ -124,6 +124,10 @@ def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=No
         raise ValueError(f"compile: loss_weights needs {len(losses)} values, got "
                          f"{len(loss_weights)}")
     metrics = keras_metrics.resolve(metrics, names)
+    if outputs > 1:
+        names = names or [f"output_{i}" for i in range(outputs)]
+        metrics = [keras_metrics.OutputLoss(fn, i, name)
+                   for i, (fn, name) in enumerate(zip(losses, names))] + metrics
     if isinstance(optimizer, str):
         keras_optimizers.named(optimizer)        # refuse an unknown name now
     config = Compiled(model, optimizer, losses, loss_weights, metrics)
@@ -285,20 +289,29 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
         if validation_data is None and validation_split:
             (xs, ys), validation_data = _split(xs, ys + ([weights] if weights is not None else []),
                                                validation_split)
-            if weights is not None:
+            if weights is not None:                   # Keras weighs the validation too
                 ys, weights = ys[:-1], ys[-1]
-                validation_data = (validation_data[0], validation_data[1][:-1])
+                validation_data = (validation_data[0], validation_data[1][:-1],
+                                   validation_data[1][-1])
         loader = _batches(xs, ys, batch_size, shuffle, "fit", weights)
         val = validation_data
     if val is not None and not _is_loader(val):
-        if not isinstance(val, (tuple, list)) or len(val) != 2:
-            raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
+        if not isinstance(val, (tuple, list)) or len(val) not in (2, 3):
+            raise ValueError("fit: validation_data must be (x_val, y_val) or (x_val, y_val, "
+                             "sample_weight_val)")
+        val_weights = val[2] if len(val) == 3 else None
+        if val_weights is not None:
+            val_weights = _as_tensor(val_weights, "sample_weight_val", "fit")
         val = _batches(_tensors(val[0], "x_val", "fit"), _tensors(val[1], "y_val", "fit"),
-                       batch_size, False, "fit")
+                       batch_size, False, "fit", val_weights)
     with trainable_as_compiled(model, config):
-        return train.fit(model, config.loss_fn(class_weight), config.optimizer, loader, epochs,
-                         val_loader=val, metrics=config.metrics,
-                         callbacks=keras_callbacks.adapt(callbacks), verbose=bool(verbose))
+        history = train.fit(model, config.loss_fn(class_weight), config.optimizer, loader,
+                            epochs, val_loader=val, metrics=config.metrics,
+                            callbacks=keras_callbacks.adapt(callbacks), verbose=bool(verbose))
+    history.model = model                                    # Keras's History attributes
+    history.params = {"verbose": 1 if verbose == "auto" else verbose, "epochs": epochs,
+                      "steps": len(loader) if hasattr(loader, "__len__") else None}
+    return history
 
 
 def train_on_batch(model, x, y, sample_weight=None, class_weight=None, return_dict=False):

@@ -1,6 +1,10 @@
-"""Keras's data helpers: ``to_categorical``."""
+"""Keras's helpers: ``to_categorical``, ``set_random_seed``."""
+
+import random
 
 import numpy as np
+
+from .. import random as gpudl_random
 
 
 def to_categorical(y, num_classes=None, dtype="float32"):
@@ -16,3 +20,12 @@ def to_categorical(y, num_classes=None, dtype="float32"):
         raise ValueError(f"to_categorical: labels must be in [0, {num_classes}), got "
                          f"[{y.min()}, {y.max()}]")
     return np.eye(num_classes, dtype=dtype)[y]
+
+
+def set_random_seed(seed):
+    """Seed Python's ``random``, NumPy's global generator and gpudl's generators (weight
+    initialisation, dropout), as Keras's does for its backends."""
+    gpudl_random.manual_seed_value(seed, "set_random_seed")      # an int, or TypeError
+    np.random.seed(seed)                      # refuses seeds outside [0, 2**32) first
+    random.seed(seed)
+    gpudl_random.manual_seed(seed)

@@ -194,16 +194,19 @@ def test_functional_multiple_inputs_and_outputs_train(rng):
     assert p1.shape == (64, 1) and p2.shape == (64, 3)
     expected = np.mean((p1 - y1) ** 2) + 0.5 * np.mean(-np.log(np.clip(
         p2[np.arange(64), y2], 1e-7, 1)))
-    loss, accuracy = model.evaluate([xa, xb], [y1, y2], verbose=0)
+    loss, _, _, accuracy = model.evaluate([xa, xb], [y1, y2], verbose=0)  # Keras's order
     assert loss == pytest.approx(expected, rel=1e-4)
     assert accuracy == pytest.approx(np.mean(p2.argmax(1) == y2))
-    assert set(history.history) == {"loss", "classes_accuracy"}
+    names = model.output_names
+    assert set(history.history) == {"loss", "classes_accuracy", f"{names[0]}_loss",
+                                    f"{names[1]}_loss"}
     model.compile(loss=["mse", "sparse_categorical_crossentropy"], metrics=["accuracy"])
     logs = model.evaluate([xa, xb], [y1, y2], verbose=0, return_dict=True)
-    assert set(logs) == {"loss", "regression_accuracy", "classes_accuracy"}
+    assert set(logs) == {"loss", "regression_loss", "classes_loss", "regression_accuracy",
+                         "classes_accuracy"}
     model.compile(loss={"classes": "sparse_categorical_crossentropy", "regression": "mse"},
                   loss_weights={"classes": 0.5})
-    assert model.evaluate([xa, xb], [y1, y2], verbose=0) == pytest.approx(loss, rel=1e-6)
+    assert model.evaluate([xa, xb], [y1, y2], verbose=0)[0] == pytest.approx(loss, rel=1e-6)
     with pytest.raises(ValueError, match=r"loss misses outputs \['regression'\]"):
         model.compile(loss={"classes": "mse"})
     with pytest.raises(ValueError, match=r"metrics for unknown outputs \['clases'\]"):
@@ -400,7 +403,8 @@ def test_sample_weight_weighs_each_sample(rng):
     history = model.fit(x, y, sample_weight=w, batch_size=10, verbose=0,
                         validation_split=0.2)
     assert history.history["loss"][0] == pytest.approx(np.mean((errors * w)[:8]), rel=1e-5)
-    assert history.history["val_loss"][0] == pytest.approx(np.mean(errors[8:]), rel=1e-5)
+    assert history.history["val_loss"][0] == pytest.approx(np.mean((errors * w)[8:]),
+                                                            rel=1e-5)   # weighted, as Keras
     assert model.evaluate(x, y, sample_weight=w, verbose=0) == \
         pytest.approx(np.mean(errors * w), rel=1e-5)
     assert model.train_on_batch(x, y, sample_weight=w) == \

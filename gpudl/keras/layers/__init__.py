@@ -9,7 +9,7 @@ from .convolutional import (AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, 
                             GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
                             GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D, UpSampling2D,
                             ZeroPadding2D)
-from .normalization import BatchNormalization, LayerNormalization
+from .normalization import BatchNormalization, LayerNormalization, Normalization
 from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN, TimeDistributed
 from .attention import Attention, MultiHeadAttention
 

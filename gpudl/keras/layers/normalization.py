@@ -1,8 +1,13 @@
-"""Keras's BatchNormalization and LayerNormalization (Keras's momentum and epsilon)."""
+"""Keras's BatchNormalization and LayerNormalization (Keras's momentum and epsilon), and the
+Normalization preprocessing layer."""
 
 import numbers
 
+import numpy as np
+
 from ...autograd import no_grad
+from ...creation import tensor
+from ...tensor import Tensor
 from ...nn import functional as F
 from ..engine import Layer
 
@@ -83,3 +88,63 @@ class LayerNormalization(Layer):
     def call(self, inputs):
         return F.layer_norm(inputs, (inputs.shape[-1],), self.gamma if self.scale else None,
                             self.beta if self.center else None, eps=self.epsilon)
+
+
+class Normalization(Layer):
+    """Keras's Normalization: ``(x - mean) / max(sqrt(variance), 1e-7)`` for each position of the
+    kept ``axis`` (default: the last; ``None``: one mean and variance for everything), or its
+    inverse with ``invert=True``. The statistics are given (``mean=``, ``variance=``, broadcast
+    over the kept axes) or computed by ``adapt(data)`` over every other axis (the population
+    variance); adapted ones are non-trainable weights: mean, variance, count (Keras's layout;
+    count stays 0, as Keras leaves it)."""
+
+    def __init__(self, axis=-1, mean=None, variance=None, invert=False, **kwargs):
+        super().__init__(**kwargs)
+        if (mean is None) != (variance is None):
+            raise ValueError("Normalization: give both mean and variance, or neither (and call "
+                             "adapt(data))")
+        self.axis = () if axis is None else (axis,) if isinstance(axis, int) else tuple(axis)
+        self.invert = invert
+        self.given = None if mean is None else tuple(
+            np.asarray(v, np.float32) for v in (mean, variance))
+
+    def _kept(self, ndim):
+        if any(not -ndim <= a < ndim for a in self.axis):
+            raise ValueError(f"Normalization: axis {self.axis} out of range for inputs of "
+                             f"{ndim} dimensions")
+        return tuple(sorted(a % ndim for a in self.axis))
+
+    def build(self, input_shape):
+        shape = tuple(input_shape[a] for a in self._kept(len(input_shape)))
+        if self.given is None:
+            self.add_weight("mean", shape, "zeros", trainable=False)
+            self.add_weight("variance", shape, "ones", trainable=False)
+            self.add_weight("count", (), "zeros", trainable=False)
+
+    def adapt(self, data):
+        """Set mean and variance from ``data``: an array or Tensor, or an iterable of batches."""
+        if self.given is not None:
+            raise ValueError("Normalization.adapt: the layer was given mean and variance")
+        batches = [data] if isinstance(data, (np.ndarray, Tensor)) else list(data)
+        array = np.concatenate([np.asarray(b.numpy() if isinstance(b, Tensor) else b,
+                                           np.float32) for b in batches])      # as Keras
+        kept = self._kept(array.ndim)
+        reduce = tuple(d for d in range(array.ndim) if d not in kept)
+        if not self.built:
+            self.build((None,) + array.shape[1:])
+            self.built = True
+        with no_grad():
+            self.mean.copy_(tensor(array.mean(axis=reduce), dtype=self.mean.dtype))
+            self.variance.copy_(tensor(array.var(axis=reduce), dtype=self.variance.dtype))
+
+    def call(self, inputs):
+        kept = self._kept(inputs.ndim)
+        shape = [inputs.shape[d] if d in kept else 1 for d in range(inputs.ndim)]
+        if self.given is None:
+            mean, variance = self.mean.reshape(shape), self.variance.reshape(shape)
+        else:
+            mean, variance = (tensor(np.broadcast_to(v, [s for s, d in zip(
+                shape, range(inputs.ndim)) if d in kept]).reshape(shape), dtype=inputs.dtype,
+                device=inputs.device) for v in self.given)
+        scale = variance.sqrt().clip(1e-7, None)
+        return mean + inputs * scale if self.invert else (inputs - mean) / scale
