@@ -31,7 +31,7 @@ from .tensor import Tensor
 # session 10: torch's wider namespace
 from .creation import as_tensor, logspace
 from .functions import (addbmm, allclose, baddbmm, broadcast_tensors, cdist, cross, diag,
-                        index_fill, is_tensor, isclose, kron, kthvalue, lerp, median, meshgrid,
+                        equal, index_fill, is_tensor, isclose, kron, kthvalue, lerp, median, meshgrid,
                         mode, nan_to_num, nonzero, numel, repeat_interleave, std_mean,
                         take_along_dim, tensordot, var_mean)
 from .random import Generator

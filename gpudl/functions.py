@@ -327,4 +327,17 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     return bool(isclose(input, other, rtol, atol, equal_nan).all())
 
 
+def equal(input, other):
+    """Whether the two have the same shape and the same elements (values compared after type
+    promotion, NaN unequal to itself): a Python bool."""
+    for name, value in (("input", input), ("other", other)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"equal: {name} must be a Tensor, got {type(value).__name__}")
+    if input.shape != other.shape:
+        return False
+    xp = backend.get_array_module(input._data)
+    return bool(xp.array_equal(input._data, other._data))
+
+
 Tensor.isclose, Tensor.allclose, Tensor.cross, Tensor.kron = isclose, allclose, cross, kron
+Tensor.equal = equal

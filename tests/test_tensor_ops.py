@@ -383,3 +383,17 @@ def test_only_data_dependent_sizes_read_the_device(device_reads, rng):
         before = gd.cuda.sync_count()
         call()
         assert gd.cuda.sync_count() == before + 1, name
+
+
+def test_equal_as_torch(rng):
+    a = rng.standard_normal((3, 4))
+    nan = a.copy()
+    nan[1, 2] = np.nan
+    cases = [(a, a.copy()), (a, a + 1e-12), (a, a[:1]), (a, a.reshape(4, 3)), (nan, nan),
+             (np.round(a * 3), np.round(a * 3).astype(np.int64))]
+    for x, y in cases:
+        assert gd.equal(gd.tensor(x), gd.tensor(y)) is torch.equal(torch.tensor(x),
+                                                                   torch.tensor(y))
+        assert gd.tensor(x).equal(gd.tensor(y)) is torch.tensor(x).equal(torch.tensor(y))
+    with pytest.raises(TypeError, match="equal: other must be a Tensor, got list"):
+        gd.equal(gd.tensor(a), a.tolist())
