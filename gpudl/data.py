@@ -6,6 +6,8 @@ collating samples one by one. Shuffling draws from gpudl's CPU generator (``gd.m
 from the generator/seed given, so the same seed gives the same batches.
 """
 
+import bisect
+import itertools
 import math
 import numbers
 
@@ -27,6 +29,9 @@ class Dataset:
 
     def __len__(self):
         raise NotImplementedError
+
+    def __add__(self, other):
+        return ConcatDataset([self, other])
 
 
 class TensorDataset(Dataset):
@@ -65,6 +70,29 @@ class Subset(Dataset):
 
     def __len__(self):
         return len(self.indices)
+
+
+class ConcatDataset(Dataset):
+    """The samples of ``datasets`` one after another; ``cumulative_sizes[i]`` is the length of
+    the first ``i + 1`` together, as torch's."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise ValueError("ConcatDataset: datasets should not be an empty iterable")
+        self.cumulative_sizes = list(itertools.accumulate(len(d) for d in self.datasets))
+
+    def __getitem__(self, index):
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"ConcatDataset: index {index} is out of range for length {n}")
+        index %= n
+        which = bisect.bisect_right(self.cumulative_sizes, index)
+        start = self.cumulative_sizes[which - 1] if which else 0
+        return self.datasets[which][index - start]
+
+    def __len__(self):
+        return self.cumulative_sizes[-1]
 
 
 def random_split(dataset, lengths, generator=None, seed=None):

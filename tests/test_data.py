@@ -179,6 +179,23 @@ def test_random_split(rng):
         random_split(ds, [5, 4])
 
 
+def test_concat_dataset_as_torch(rng):
+    torch = pytest.importorskip("torch")
+    torch_data = torch.utils.data
+    parts = [np.arange(n) + 100 * i for i, n in enumerate(rng.integers(1, 5, 3))]
+    ours = gd.data.ConcatDataset([TensorDataset(p) for p in parts[:2]]) + TensorDataset(parts[2])
+    theirs = torch_data.ConcatDataset([torch_data.TensorDataset(torch.from_numpy(p)) for p in parts])
+    assert len(ours) == len(theirs)
+    assert [int(ours[i][0].item()) for i in range(-len(ours), len(ours))] == \
+        [int(theirs[i][0].item()) for i in range(-len(theirs), len(theirs))]
+    assert [x.tolist() for (x,) in DataLoader(ours, batch_size=3)] == \
+        [x.tolist() for (x,) in torch_data.DataLoader(theirs, batch_size=3)]
+    with pytest.raises(IndexError, match=f"index {len(ours)} is out of range"):
+        ours[len(ours)]
+    with pytest.raises(ValueError, match="empty"):
+        gd.data.ConcatDataset([])
+
+
 def test_load_digits_is_the_real_data_set():
     sklearn_datasets = pytest.importorskip("sklearn.datasets")
     images, labels = load_digits()
