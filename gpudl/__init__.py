@@ -31,12 +31,13 @@ from .tensor import Tensor
 # session 10: torch's wider namespace
 from .creation import as_tensor, logspace
 from .functions import (addbmm, allclose, baddbmm, broadcast_tensors, cdist, cross, diag,
-                        equal, index_fill, is_tensor, isclose, kron, kthvalue, lerp, median, meshgrid,
+                        index_fill, is_tensor, isclose, kron, kthvalue, lerp, median, meshgrid,
                         mode, nan_to_num, nonzero, numel, repeat_interleave, std_mean,
                         take_along_dim, tensordot, var_mean)
 from .random import Generator
 from .sampling import bernoulli, multinomial, normal
 from .tensor_order import bucketize, histc, searchsorted, unique
+from .functions import addcdiv, addcmul, equal    # what ported tutorial scripts use
 
 host_memory.keep_freed_memory()     # before the first step's temporaries (see its module doc)
 

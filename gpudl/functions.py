@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from . import backend, dtypes
+from . import autograd, backend, dtypes, inplace
 from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor import Tensor, matmul, where  # noqa: F401  (re-exported)
@@ -341,3 +341,39 @@ def equal(input, other):
 
 Tensor.isclose, Tensor.allclose, Tensor.cross, Tensor.kron = isclose, allclose, cross, kron
 Tensor.equal = equal
+
+
+def _pointwise_operands(op, input, tensor1, tensor2):
+    for name, value in (("input", input), ("tensor1", tensor1), ("tensor2", tensor2)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
+
+
+def addcmul(input, tensor1, tensor2, *, value=1):
+    """``input + value * tensor1 * tensor2``, broadcast (torch.addcmul)."""
+    _pointwise_operands("addcmul", input, tensor1, tensor2)
+    return input + value * tensor1 * tensor2
+
+
+def addcdiv(input, tensor1, tensor2, *, value=1):
+    """``input + value * tensor1 / tensor2``, broadcast (torch.addcdiv)."""
+    _pointwise_operands("addcdiv", input, tensor1, tensor2)
+    return input + value * tensor1 / tensor2
+
+
+@autograd.recorded("inplace")
+def _addcmul_(self, tensor1, tensor2, *, value=1):
+    """addcmul in place."""
+    return inplace.apply(self, "addcmul_", lambda t: addcmul(t, tensor1, tensor2, value=value),
+                         (tensor1, tensor2))
+
+
+@autograd.recorded("inplace")
+def _addcdiv_(self, tensor1, tensor2, *, value=1):
+    """addcdiv in place."""
+    return inplace.apply(self, "addcdiv_", lambda t: addcdiv(t, tensor1, tensor2, value=value),
+                         (tensor1, tensor2))
+
+
+Tensor.addcmul, Tensor.addcdiv, Tensor.addcmul_, Tensor.addcdiv_ = (addcmul, addcdiv, _addcmul_,
+                                                                    _addcdiv_)

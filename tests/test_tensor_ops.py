@@ -397,3 +397,25 @@ def test_equal_as_torch(rng):
         assert gd.tensor(x).equal(gd.tensor(y)) is torch.tensor(x).equal(torch.tensor(y))
     with pytest.raises(TypeError, match="equal: other must be a Tensor, got list"):
         gd.equal(gd.tensor(a), a.tolist())
+
+
+@pytest.mark.parametrize("name", ["addcmul", "addcdiv"])
+def test_addcmul_addcdiv_and_in_place_forms(name, rng):
+    base, t1 = rng.standard_normal((3, 4)), rng.standard_normal((1, 4))
+    t2 = rng.standard_normal((3, 1))
+    t2 += np.sign(t2)                                     # away from zero for addcdiv
+    check_against_torch(lambda a, b, c: getattr(gd, name)(a, b, c, value=-0.7),
+                        lambda a, b, c: getattr(torch, name)(a, b, c, value=-0.7), base, t1, t2)
+    check_against_torch(lambda a, b, c: getattr(a, name)(b, c),
+                        lambda a, b, c: getattr(a, name)(b, c), base, t1, t2)
+    # in place on a non-leaf in the graph, as a hand-written optimizer or model does
+    check_against_torch(lambda a, b, c: getattr(a * 1, name + "_")(b, c, value=0.3),
+                        lambda a, b, c: getattr(a * 1, name + "_")(b, c, value=0.3),
+                        base, t1, t2)
+    ours = gd.tensor(base)
+    assert getattr(ours, name + "_")(gd.tensor(t1), gd.tensor(t2), value=2.0) is ours
+    expected = getattr(torch.tensor(base), name + "_")(torch.tensor(t1), torch.tensor(t2),
+                                                       value=2.0)
+    np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-12)
+    with pytest.raises(TypeError, match=f"{name}: tensor2 must be a Tensor, got list"):
+        getattr(gd, name)(gd.tensor(base), gd.tensor(t1), [1.0])
