@@ -869,3 +869,164 @@ def bigru_classifier(T, init):
 
 def test_bigru_packed_attention_cyclic():
     compare(bigru_classifier, 1e-9, 1e-11)
+
+
+# --- 17. the transfer-learning tutorial's loop: set_grad_enabled, deepcopy of the best
+#         weights, forward hooks, StepLR; Subset/ConcatDataset, drop_last, a collate_fn --------
+
+def finetune(T, init):
+    import copy
+    nn, data = T.nn, T.utils.data
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((60, 3, 4, 4))
+    y = (x.mean(axis=(1, 2, 3)) > 0).astype(np.int64)
+    full = data.TensorDataset(T.from_numpy(x), T.from_numpy(y))
+    train_set = data.ConcatDataset([data.Subset(full, range(0, 20)),
+                                    data.Subset(full, range(20, 44))])
+    val_set = data.Subset(full, list(range(44, 60)))
+
+    def collate(batch):
+        images, labels = zip(*batch)
+        return T.stack(images).flip(-1), T.stack(labels)   # a fixed "augmentation"
+
+    loaders = {"train": data.DataLoader(train_set, batch_size=10, shuffle=False,
+                                        drop_last=True, collate_fn=collate),
+               "val": data.DataLoader(val_set, batch_size=8)}
+    sizes = {"train": 40, "val": len(val_set)}
+    model = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU(),
+                          nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(5, 2)).double()
+    initial = start_from(T, model, init)
+    features = []
+    model[4].register_forward_hook(lambda module, inputs, output: features.append(
+        output.detach().numpy().copy()))
+    criterion = nn.CrossEntropyLoss()
+    optimizer = T.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scheduler = T.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.1)
+    best_wts, best_acc, history = copy.deepcopy(model.state_dict()), 0.0, []
+    for epoch in range(4):
+        for phase in ["train", "val"]:
+            model.train() if phase == "train" else model.eval()
+            running_loss, running_corrects = 0.0, 0
+            for inputs, labels in loaders[phase]:
+                optimizer.zero_grad()
+                with T.set_grad_enabled(phase == "train"):
+                    outputs = model(inputs)
+                    _, preds = T.max(outputs, 1)
+                    loss = criterion(outputs, labels)
+                    if phase == "train":
+                        loss.backward()
+                        optimizer.step()
+                running_loss += loss.item() * inputs.size(0)
+                running_corrects += T.sum(preds == labels.data)
+            if phase == "train":
+                scheduler.step()
+            epoch_acc = running_corrects.double() / sizes[phase]
+            history.append((running_loss / sizes[phase], epoch_acc.item()))
+            if phase == "val" and epoch_acc > best_acc:
+                best_acc, best_wts = epoch_acc, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_wts)
+    return {"init": initial, "history": history, "features": np.concatenate(features),
+            "final": numpy_state(model)}
+
+
+def test_finetune_loop_and_datasets():
+    compare(finetune, 1e-9, 1e-11)
+
+
+# --- 18. text classification (the AG_NEWS tutorial's model): EmbeddingBag with offsets -------
+
+def text_classifier(T, init):
+    nn = T.nn
+
+    class TextClassificationModel(nn.Module):
+        def __init__(self, vocab_size, embed_dim, num_class):
+            super().__init__()
+            self.embedding = nn.EmbeddingBag(vocab_size, embed_dim, sparse=False)
+            self.fc = nn.Linear(embed_dim, num_class)
+            self.init_weights()
+
+        def init_weights(self):
+            initrange = 0.5
+            self.embedding.weight.data.uniform_(-initrange, initrange)
+            self.fc.weight.data.uniform_(-initrange, initrange)
+            self.fc.bias.data.zero_()
+
+        def forward(self, text, offsets):
+            return self.fc(self.embedding(text, offsets))
+
+    rng = np.random.default_rng(18)
+    model = TextClassificationModel(20, 6, 3).double()
+    initial = start_from(T, model, init)
+    optimizer = T.optim.SGD(model.parameters(), lr=2.0)
+    scheduler = T.optim.lr_scheduler.StepLR(optimizer, 1.0, gamma=0.5)
+    criterion = nn.CrossEntropyLoss()
+    losses = []
+    for step in range(6):
+        lengths = rng.integers(1, 7, 5)
+        label = T.from_numpy(rng.integers(0, 3, 5))
+        text = T.from_numpy(rng.integers(0, 20, lengths.sum()))
+        offsets = T.tensor([0] + list(lengths[:-1])).cumsum(dim=0)
+        optimizer.zero_grad()
+        loss = criterion(model(text, offsets), label)
+        loss.backward()
+        T.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return {"init": initial, "losses": losses, "final": numpy_state(model)}
+
+
+def test_text_classifier_embedding_bag():
+    compare(text_classifier, 1e-9, 1e-11)
+
+
+# --- 19. a hand-written optimizer, as blog posts write them: Optimizer subclass, state,
+#         addcmul_/addcdiv_, @no_grad on step ------------------------------------------------
+
+def custom_optimizer(T, init):
+    nn = T.nn
+
+    class MyAdam(T.optim.Optimizer):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+            super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+
+        @T.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                beta1, beta2 = group["betas"]
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+                    if len(state) == 0:
+                        state["step"] = 0
+                        state["exp_avg"] = T.zeros_like(p)
+                        state["exp_avg_sq"] = T.zeros_like(p)
+                    state["step"] += 1
+                    state["exp_avg"].mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                    state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                    denom = (state["exp_avg_sq"] / (1 - beta2 ** state["step"])).sqrt().add_(
+                        group["eps"])
+                    step_size = group["lr"] / (1 - beta1 ** state["step"])
+                    p.addcdiv_(state["exp_avg"], denom, value=-step_size)
+
+    model = nn.Sequential(nn.Linear(3, 6), nn.Softplus(), nn.Linear(6, 1)).double()
+    initial = start_from(T, model, init)
+    optimizer = MyAdam(model.parameters(), lr=0.02)
+    reference = T.optim.Adam(nn.Linear(1, 1).parameters())    # for the class check
+    rng = np.random.default_rng(19)
+    losses = []
+    for step in range(6):
+        x = T.from_numpy(rng.standard_normal((8, 3)))
+        loss = (model(x).squeeze(1) - x.prod(1)).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert isinstance(reference, T.optim.Optimizer)
+    return {"init": initial, "losses": losses, "final": numpy_state(model),
+            "state_steps": [s["step"] for s in optimizer.state.values()]}
+
+
+def test_custom_optimizer_subclass():
+    compare(custom_optimizer, 1e-9, 1e-11)
