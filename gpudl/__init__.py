@@ -38,6 +38,8 @@ from .random import Generator
 from .sampling import bernoulli, multinomial, normal
 from .tensor_order import bucketize, histc, searchsorted, unique
 from .functions import addcdiv, addcmul, equal    # what ported tutorial scripts use
+from .torch_names import (all, any, count_nonzero, finfo, iinfo, isinf,  # noqa: A004
+                          logical_and, logical_not, logical_or, logical_xor, pow, t)
 
 host_memory.keep_freed_memory()     # before the first step's temporaries (see its module doc)
 

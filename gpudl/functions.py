@@ -327,12 +327,17 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     return bool(isclose(input, other, rtol, atol, equal_nan).all())
 
 
+def require_tensors(op, **arguments):
+    """Refuse (TypeError naming it) any keyword argument that is not a Tensor."""
+    for name, value in arguments.items():
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
+
+
 def equal(input, other):
     """Whether the two have the same shape and the same elements (values compared after type
     promotion, NaN unequal to itself): a Python bool."""
-    for name, value in (("input", input), ("other", other)):
-        if not isinstance(value, Tensor):
-            raise TypeError(f"equal: {name} must be a Tensor, got {type(value).__name__}")
+    require_tensors("equal", input=input, other=other)
     if input.shape != other.shape:
         return False
     xp = backend.get_array_module(input._data)
@@ -343,21 +348,15 @@ Tensor.isclose, Tensor.allclose, Tensor.cross, Tensor.kron = isclose, allclose, 
 Tensor.equal = equal
 
 
-def _pointwise_operands(op, input, tensor1, tensor2):
-    for name, value in (("input", input), ("tensor1", tensor1), ("tensor2", tensor2)):
-        if not isinstance(value, Tensor):
-            raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
-
-
 def addcmul(input, tensor1, tensor2, *, value=1):
     """``input + value * tensor1 * tensor2``, broadcast (torch.addcmul)."""
-    _pointwise_operands("addcmul", input, tensor1, tensor2)
+    require_tensors("addcmul", input=input, tensor1=tensor1, tensor2=tensor2)
     return input + value * tensor1 * tensor2
 
 
 def addcdiv(input, tensor1, tensor2, *, value=1):
     """``input + value * tensor1 / tensor2``, broadcast (torch.addcdiv)."""
-    _pointwise_operands("addcdiv", input, tensor1, tensor2)
+    require_tensors("addcdiv", input=input, tensor1=tensor1, tensor2=tensor2)
     return input + value * tensor1 / tensor2
 
 
@@ -377,3 +376,4 @@ def _addcdiv_(self, tensor1, tensor2, *, value=1):
 
 Tensor.addcmul, Tensor.addcdiv, Tensor.addcmul_, Tensor.addcdiv_ = (addcmul, addcdiv, _addcmul_,
                                                                     _addcdiv_)
+

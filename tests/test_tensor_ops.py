@@ -419,3 +419,40 @@ def test_addcmul_addcdiv_and_in_place_forms(name, rng):
     np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-12)
     with pytest.raises(TypeError, match=f"{name}: tensor2 must be a Tensor, got list"):
         getattr(gd, name)(gd.tensor(base), gd.tensor(t1), [1.0])
+
+
+def test_mask_and_limit_names_as_torch(rng):
+    a = rng.standard_normal((3, 4))
+    a[0, 1], a[1, 2], a[2, 0], a[2, 3] = 0.0, np.inf, -np.inf, np.nan
+    b = rng.integers(0, 2, 4)
+    ours, theirs = (gd.tensor(a), gd.tensor(b)), (torch.tensor(a), torch.tensor(b))
+    calls = {
+        "logical_and": lambda L, x, y: L.logical_and(x, y),
+        "logical_or": lambda L, x, y: x.logical_or(y),
+        "logical_xor": lambda L, x, y: L.logical_xor(x, y),
+        "logical_not": lambda L, x, y: L.logical_not(x),
+        "isinf": lambda L, x, y: L.isinf(x),
+        "count_nonzero": lambda L, x, y: L.count_nonzero(x, dim=1),
+        "count_nonzero(all)": lambda L, x, y: x.count_nonzero(),
+        "all": lambda L, x, y: L.all(x > -1, dim=0),
+        "any": lambda L, x, y: L.any(x > 1),
+        "pow": lambda L, x, y: L.pow(x, 3),
+        "t": lambda L, x, y: L.t(x),
+    }
+    for name, call in calls.items():
+        expected = call(torch, *theirs).numpy()
+        got = call(gd, *ours).numpy()
+        assert got.dtype == expected.dtype, name
+        np.testing.assert_allclose(got, expected, rtol=1e-15, err_msg=name)
+    for ours_dtype, torch_dtype in ((gd.float32, torch.float32), (gd.float64, torch.float64),
+                                    (gd.float16, torch.float16), (gd.bfloat16, torch.bfloat16)):
+        for field in ("eps", "max", "min", "tiny", "bits", "resolution"):
+            assert float(getattr(gd.finfo(ours_dtype), field)) == \
+                float(getattr(torch.finfo(torch_dtype), field)), (ours_dtype, field)
+    assert gd.finfo().eps == torch.finfo().eps
+    assert (gd.iinfo(gd.int32).max, gd.iinfo(gd.int64).min) == \
+        (torch.iinfo(torch.int32).max, torch.iinfo(torch.int64).min)
+    with pytest.raises(TypeError, match="finfo: expected a floating dtype, got int64"):
+        gd.finfo(gd.int64)
+    with pytest.raises(TypeError, match="logical_and: other must be a Tensor, got float"):
+        gd.logical_and(ours[0], 1.0)
