@@ -46,13 +46,25 @@ def count_nonzero(input, dim=None):
     return (input != 0).sum(dim)
 
 
-def finfo(type=None):
-    """The limits of a floating dtype (the default one when None): ``eps``, ``max``, ``min``,
-    ``tiny``, ``smallest_normal``, ``bits``, ``resolution``, as torch.finfo."""
-    dtype = dtypes.DEFAULT_FLOAT if type is None else type
-    if not dtypes.is_floating(dtype):
-        raise TypeError(f"finfo: expected a floating dtype, got {dtype}")
-    return ml_dtypes.finfo(dtype)
+class finfo:
+    """The limits of a floating dtype (the default one when None), as Python numbers like
+    torch.finfo's: ``bits``, ``eps``, ``max``, ``min``, ``tiny`` (= ``smallest_normal``) and
+    ``resolution`` (10 ** -decimal digits)."""
+
+    def __init__(self, type=None):
+        dtype = dtypes.DEFAULT_FLOAT if type is None else type
+        if not dtypes.is_floating(dtype):
+            raise TypeError(f"finfo: expected a floating dtype, got {dtype}")
+        info = ml_dtypes.finfo(dtype)
+        self.dtype, self.bits = dtype, int(info.bits)
+        self.eps, self.max, self.min, self.tiny = (float(v) for v in (info.eps, info.max,
+                                                                      info.min, info.tiny))
+        self.smallest_normal = self.tiny
+        self.resolution = 10.0 ** -int(info.precision)
+
+    def __repr__(self):
+        return (f"finfo(resolution={self.resolution}, min={self.min}, max={self.max}, "
+                f"eps={self.eps}, tiny={self.tiny}, dtype={self.dtype})")
 
 
 def iinfo(type):
