@@ -33,7 +33,10 @@ def start_from(T, model, init):
     return numpy_state(model)
 
 
-def compare(script, rtol, atol, **kwargs):
+def compare(script, rtol, atol, loose=(), **kwargs):
+    """Run ``script`` on torch, then on gpudl from torch's initial weights; every result must
+    agree. Parameters named in ``loose`` get only a bound (Adam's step, lr * steps) where their
+    true gradient is zero and the optimizer steps on rounding noise (a key bias under softmax)."""
     theirs = script(torch, init=None, **kwargs)
     ours = script(gpudl, init=theirs["init"], **kwargs)
     assert set(ours) == set(theirs)
@@ -44,8 +47,9 @@ def compare(script, rtol, atol, **kwargs):
         if isinstance(a, dict):
             assert set(a) == set(b), key
             for name in a:
-                np.testing.assert_allclose(b[name], a[name], rtol=rtol, atol=atol,
-                                           err_msg=f"{key}[{name}]")
+                bound = next((v for k, v in loose if k in name), None)
+                np.testing.assert_allclose(b[name], a[name], rtol=0 if bound else rtol,
+                                           atol=bound or atol, err_msg=f"{key}[{name}]")
         else:
             np.testing.assert_allclose(np.asarray(b, dtype=np.float64),
                                        np.asarray(a, dtype=np.float64), rtol=rtol, atol=atol,
@@ -122,7 +126,7 @@ def test_quickstart(tmp_path):
 
 # --- 2. a CNN: Conv2d, BatchNorm2d, Dropout2d, MaxPool2d, OneCycleLR ------------------------
 
-def cnn(T, init, drop=0.0):
+def cnn(T, init, drop=0.0, dtype="float64"):
     nn, F = T.nn, T.nn.functional
 
     class Net(nn.Module):
@@ -143,7 +147,8 @@ def cnn(T, init, drop=0.0):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((40, 1, 8, 8))
     y = rng.integers(0, 3, 40)
-    model = Net().double()
+    dtype = getattr(T, dtype)
+    model = Net().to(dtype)
     initial = start_from(T, model, init)
     optimizer = T.optim.Adam(model.parameters(), lr=1e-2)
     scheduler = T.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.05, steps_per_epoch=4,
@@ -152,7 +157,7 @@ def cnn(T, init, drop=0.0):
     for epoch in range(3):
         model.train()
         for b in range(4):
-            data = T.from_numpy(x[b * 10:(b + 1) * 10])
+            data = T.from_numpy(x[b * 10:(b + 1) * 10]).to(dtype)
             target = T.from_numpy(y[b * 10:(b + 1) * 10])
             optimizer.zero_grad()
             loss = F.nll_loss(model(data), target)
@@ -163,13 +168,18 @@ def cnn(T, init, drop=0.0):
             lrs.append(scheduler.get_last_lr()[0])
     model.eval()
     with T.no_grad():
-        test_loss = F.nll_loss(model(T.from_numpy(x)), T.from_numpy(y), reduction="sum").item()
+        test_loss = F.nll_loss(model(T.from_numpy(x).to(dtype)), T.from_numpy(y),
+                               reduction="sum").item()
     return {"init": initial, "losses": losses, "lrs": lrs, "test_loss": test_loss,
             "final": numpy_state(model)}
 
 
 def test_cnn_batchnorm_onecycle():
     compare(cnn, 1e-9, 1e-11)
+
+
+def test_cnn_batchnorm_onecycle_float32():
+    compare(cnn, 2e-4, 1e-5, dtype="float32")
 
 
 def test_dropout2d_zeroes_whole_channels():
@@ -296,7 +306,7 @@ def test_seq2seq_attention():
 
 # --- 5. transformer LM: nn.Transformer, causal mask, positional encoding buffer -------------
 
-def transformer_lm(T, init):
+def transformer_lm(T, init, dtype="float64"):
     nn = T.nn
     d_model, vocab, length = 16, 11, 6
 
@@ -331,7 +341,7 @@ def transformer_lm(T, init):
                                    memory_key_padding_mask=src_pad)
             return self.generator(out)
 
-    model = Seq2SeqTransformer().double()
+    model = Seq2SeqTransformer().to(getattr(T, dtype))
     initial = start_from(T, model, init)
     optimizer = T.optim.Adam(model.parameters(), lr=3e-3)
     warmup = T.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 3))
@@ -355,6 +365,10 @@ def transformer_lm(T, init):
 
 def test_transformer_lm():
     compare(transformer_lm, 1e-8, 1e-10)
+
+
+def test_transformer_lm_float32():
+    compare(transformer_lm, 2e-4, 2e-5, loose=[("in_proj_bias", 5 * 3e-3)], dtype="float32")
 
 
 # --- 6. a decoder-only LM: TransformerDecoder over a memory, is_causal masks ---------------
