@@ -1044,3 +1044,92 @@ def custom_optimizer(T, init):
 
 def test_custom_optimizer_subclass():
     compare(custom_optimizer, 1e-9, 1e-11)
+
+
+# --- 20. the Annotated Transformer's pieces in float32: clones by deepcopy, a hand-written
+#         attention masked with finfo.min, logical_and masks, count_nonzero accuracy ---------
+
+def annotated_attention(T, init):
+    import copy
+    nn, F = T.nn, T.nn.functional
+    vocab, d_model, heads, length = 10, 12, 3, 7
+
+    def clones(module, n):
+        return nn.ModuleList([copy.deepcopy(module) for _ in range(n)])
+
+    def attention(query, key, value, mask):
+        scores = T.matmul(query, key.transpose(-2, -1)) / math.sqrt(query.size(-1))
+        scores = scores.masked_fill(T.logical_not(mask), T.finfo(scores.dtype).min)
+        p_attn = scores.softmax(dim=-1)
+        return T.matmul(p_attn, value), p_attn
+
+    class MultiHeadedAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.d_k = d_model // heads
+            self.linears = clones(nn.Linear(d_model, d_model), 4)
+
+        def forward(self, x, mask):
+            b = x.size(0)
+            q, k, v = [lin(x).view(b, -1, heads, self.d_k).transpose(1, 2)
+                       for lin in self.linears[:3]]
+            out, self.attn = attention(q, k, v, mask.unsqueeze(1))
+            out = out.transpose(1, 2).contiguous().view(b, -1, heads * self.d_k)
+            return self.linears[-1](out)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = MultiHeadedAttention()
+            self.ff = nn.Sequential(nn.Linear(d_model, 24), nn.ReLU(), nn.Linear(24, d_model))
+            self.norms = clones(nn.LayerNorm(d_model), 2)
+
+        def forward(self, x, mask):
+            x = x + self.attn(self.norms[0](x), mask)
+            return x + self.ff(self.norms[1](x))
+
+    class TinyLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(vocab, d_model, padding_idx=0)
+            self.blocks = clones(Block(), 2)
+            self.out = nn.Linear(d_model, vocab)
+
+        def forward(self, tokens):
+            causal = T.tril(T.ones(tokens.size(1), tokens.size(1), dtype=T.bool))
+            mask = T.logical_and((tokens != 0).unsqueeze(1), causal)
+            x = self.embed(tokens) * math.sqrt(d_model)
+            for block in self.blocks:
+                x = block(x, mask)
+            return self.out(x)
+
+    model = TinyLM()
+    initial = start_from(T, model, init)
+    optimizer = T.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    scheduler = T.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / 10)
+    rng = np.random.default_rng(20)
+    losses, accuracies = [], []
+    for step in range(6):
+        batch = rng.integers(1, vocab, (4, length + 1))
+        batch[0, -3:] = 0                                   # padding at the end
+        tokens = T.from_numpy(batch)
+        logits = model(tokens[:, :-1])
+        targets = tokens[:, 1:]
+        loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=0)
+        loss = loss + 1e-3 * T.pow(model.out.weight, 2).sum()
+        assert T.all(T.isfinite(loss)) and not T.any(T.isinf(logits))
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        real = targets != 0
+        hits = T.logical_and(logits.argmax(-1) == targets, real)
+        accuracies.append(T.count_nonzero(hits).item() / T.count_nonzero(real).item())
+        losses.append(loss.item())
+    return {"init": initial, "losses": losses, "accuracy": accuracies,
+            "attn": model.blocks[1].attn.attn.detach().numpy(), "final": numpy_state(model)}
+
+
+def test_annotated_attention_float32():
+    compare(annotated_attention, 2e-4, 2e-5, loose=[("linears.1.bias", 6 * 3e-3)])
