@@ -16,6 +16,9 @@ import torch.utils.data  # noqa: E402  (T.utils.data below)
 import gpudl  # noqa: E402
 import gpudl.utils.data  # noqa: E402
 
+# torch's own advice on nn.Transformer(batch_first=False), not ours to act on
+pytestmark = pytest.mark.filterwarnings("ignore:enable_nested_tensor:UserWarning")
+
 
 def numpy_state(model):
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
@@ -1133,3 +1136,140 @@ def annotated_attention(T, init):
 
 def test_annotated_attention_float32():
     compare(annotated_attention, 2e-4, 2e-5, loose=[("linears.1.bias", 6 * 3e-3)])
+
+
+# --- 21. pytorch/examples' word_language_model: tied weights, batchify, truncated BPTT with
+#         repackage_hidden, a manual SGD update through p.data ------------------------------
+
+def word_language_model(T, init, rnn_type="LSTM"):
+    nn = T.nn
+    ntoken, ninp, bptt = 13, 8, 4
+
+    class RNNModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = nn.Dropout(0.0)
+            self.encoder = nn.Embedding(ntoken, ninp)
+            self.rnn = getattr(nn, rnn_type)(ninp, ninp, 2, dropout=0.0)
+            self.decoder = nn.Linear(ninp, ntoken)
+            self.decoder.weight = self.encoder.weight          # tie_weights
+
+        def forward(self, input, hidden):
+            emb = self.drop(self.encoder(input))
+            output, hidden = self.rnn(emb, hidden)
+            decoded = self.decoder(self.drop(output)).view(-1, ntoken)
+            return T.nn.functional.log_softmax(decoded, dim=1), hidden
+
+        def init_hidden(self, bsz):
+            weight = next(self.parameters())
+            if rnn_type == "LSTM":
+                return (weight.new_zeros(2, bsz, ninp), weight.new_zeros(2, bsz, ninp))
+            return weight.new_zeros(2, bsz, ninp)
+
+    def batchify(data, bsz):
+        nbatch = data.size(0) // bsz
+        data = data.narrow(0, 0, nbatch * bsz)
+        return data.view(bsz, -1).t().contiguous()
+
+    def repackage_hidden(h):
+        if isinstance(h, T.Tensor):
+            return h.detach()
+        return tuple(repackage_hidden(v) for v in h)
+
+    def get_batch(source, i):
+        seq_len = min(bptt, len(source) - 1 - i)
+        return source[i:i + seq_len], source[i + 1:i + 1 + seq_len].view(-1)
+
+    corpus = T.from_numpy(np.random.default_rng(21).integers(0, ntoken, 75))
+    train_data = batchify(corpus, 3)
+    model = RNNModel().double()
+    assert model.decoder.weight is model.encoder.weight
+    assert len(list(model.parameters())) == len(model.state_dict()) - 1   # the tied one once
+    initial = start_from(T, model, init)
+    criterion = nn.NLLLoss()
+    lr, losses = 2.0, []
+    for epoch in range(2):
+        model.train()
+        hidden = model.init_hidden(3)
+        for batch, i in enumerate(range(0, train_data.size(0) - 1, bptt)):
+            data, targets = get_batch(train_data, i)
+            model.zero_grad()
+            hidden = repackage_hidden(hidden)
+            output, hidden = model(data, hidden)
+            loss = criterion(output, targets)
+            loss.backward()
+            T.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+            for p in model.parameters():
+                p.data.add_(p.grad, alpha=-lr)
+            losses.append(loss.item())
+        lr /= 4.0
+    return {"init": initial, "losses": losses, "final": numpy_state(model)}
+
+
+@pytest.mark.parametrize("rnn_type", ["LSTM", "GRU"])
+def test_word_language_model_tied_weights(rnn_type):
+    compare(word_language_model, 1e-9, 1e-11, rnn_type=rnn_type)
+
+
+# --- 22. the DCGAN tutorial: weights_init by class name, ConvTranspose2d generator, BCELoss,
+#         gradients accumulated over two backward calls before one step --------------------
+
+def dcgan(T, init):
+    nn = T.nn
+    nz, ngf, ndf = 4, 4, 4
+
+    def weights_init(m):
+        classname = m.__class__.__name__
+        if classname.find("Conv") != -1:
+            nn.init.normal_(m.weight.data, 0.0, 0.02)
+        elif classname.find("BatchNorm") != -1:
+            nn.init.normal_(m.weight.data, 1.0, 0.02)
+            nn.init.constant_(m.bias.data, 0)
+
+    netG = nn.Sequential(
+        nn.ConvTranspose2d(nz, ngf * 2, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 2),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 2, 1, 4, 2, 1, bias=False), nn.Tanh()).double()
+    netD = nn.Sequential(
+        nn.Conv2d(1, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 2, 1, 2, 1, 0, bias=False), nn.Sigmoid()).double()
+    netG.apply(weights_init)
+    netD.apply(weights_init)
+    initial = {"G": start_from(T, netG, None if init is None else init["G"]),
+               "D": start_from(T, netD, None if init is None else init["D"])}
+    criterion = nn.BCELoss()
+    optimizerD = T.optim.Adam(netD.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    optimizerG = T.optim.Adam(netG.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    rng = np.random.default_rng(22)
+    history = []
+    for i in range(5):
+        real_cpu = T.from_numpy(np.tanh(rng.standard_normal((6, 1, 8, 8))))
+        b_size = real_cpu.size(0)
+        netD.zero_grad()
+        label = T.full((b_size,), 1.0, dtype=T.float64)
+        output = netD(real_cpu).view(-1)
+        errD_real = criterion(output, label)
+        errD_real.backward()
+        D_x = output.mean().item()
+        noise = T.from_numpy(rng.standard_normal((b_size, nz, 1, 1)))
+        fake = netG(noise)
+        label.fill_(0.0)
+        output = netD(fake.detach()).view(-1)
+        errD_fake = criterion(output, label)
+        errD_fake.backward()
+        errD = errD_real + errD_fake
+        optimizerD.step()
+        netG.zero_grad()
+        label.fill_(1.0)
+        output = netD(fake).view(-1)
+        errG = criterion(output, label)
+        errG.backward()
+        optimizerG.step()
+        history.append((errD.item(), errG.item(), D_x))
+    return {"init": initial, "history": history, "G": numpy_state(netG), "D": numpy_state(netD)}
+
+
+def test_dcgan_tutorial_step():
+    compare(dcgan, 1e-9, 1e-11)
