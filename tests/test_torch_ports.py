@@ -16,8 +16,10 @@ import torch.utils.data  # noqa: E402  (T.utils.data below)
 import gpudl  # noqa: E402
 import gpudl.utils.data  # noqa: E402
 
-# torch's own advice on nn.Transformer(batch_first=False), not ours to act on
-pytestmark = pytest.mark.filterwarnings("ignore:enable_nested_tensor:UserWarning")
+# torch's own advice (nn.Transformer with batch_first=False; a backward hook on a module whose
+# inputs need no gradient), not ours to act on
+pytestmark = [pytest.mark.filterwarnings("ignore:enable_nested_tensor:UserWarning"),
+              pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")]
 
 
 def numpy_state(model):
@@ -1273,3 +1275,41 @@ def dcgan(T, init):
 
 def test_dcgan_tutorial_step():
     compare(dcgan, 1e-9, 1e-11)
+
+
+# --- 23. Grad-CAM as blog posts write it: a forward hook keeps the activations, a full backward
+#         hook their gradients; another backward hook rescales a layer's input gradient --------
+
+def grad_cam(T, init):
+    nn, F = T.nn, T.nn.functional
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(5, 3)).double()
+    initial = start_from(T, model, init)
+    saved, seen = {}, []
+    target_layer = model[2]
+    target_layer.register_forward_hook(lambda m, inp, out: saved.update(activations=out))
+    target_layer.register_full_backward_hook(
+        lambda m, grad_in, grad_out: saved.update(gradients=grad_out[0]))
+    model[6].register_full_backward_hook(lambda m, grad_in, grad_out: (grad_in[0] * 0.5,))
+    first = model[0].register_full_backward_hook(
+        lambda m, grad_in, grad_out: seen.append((grad_in[0] is None,
+                                                  grad_out[0].abs().sum().item())))
+    image = T.from_numpy(np.random.default_rng(23).standard_normal((2, 2, 6, 6)))
+    cams, grads = [], []
+    for step in range(2):
+        model.zero_grad()
+        scores = model(image)
+        scores[:, scores[0].argmax()].sum().backward()
+        weights = saved["gradients"].mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((weights * saved["activations"]).sum(dim=1))
+        cam = cam / (cam.amax(dim=(1, 2), keepdim=True) + 1e-8)
+        cams.append(cam.detach().numpy())
+        grads.append(model[0].weight.grad.numpy().copy())
+        first.remove()
+    return {"init": initial, "cams": cams, "grads": grads, "seen": seen}
+
+
+def test_grad_cam_backward_hooks():
+    theirs, ours = compare(grad_cam, 1e-10, 1e-12)
+    assert len(ours["seen"]) == 1 and ours["seen"][0][0]
