@@ -196,6 +196,42 @@ def test_concat_dataset_as_torch(rng):
         gd.data.ConcatDataset([])
 
 
+def _streamed(data, rng_values, **options):
+    class Stream(data.IterableDataset):
+        def __init__(self, values):
+            self.values = values
+
+        def __iter__(self):
+            for i, v in enumerate(self.values):
+                yield {"x": v, "label": i % 3}
+
+    stream = Stream(rng_values[:7]) + Stream(rng_values[7:])
+    # batch_size=None: Python numbers stay numbers, NumPy rows become tensors
+    return [(b["x"].tolist(), b["label"] if isinstance(b["label"], int) else b["label"].tolist())
+            for b in data.DataLoader(stream, **options)]
+
+
+@pytest.mark.parametrize("options", [dict(batch_size=3), dict(batch_size=4, drop_last=True),
+                                     dict(batch_size=None), dict(batch_size=2, shuffle=False)])
+def test_iterable_dataset_batches_the_stream_as_torch(options, rng):
+    torch = pytest.importorskip("torch")
+    values = rng.standard_normal((10, 2))
+    assert _streamed(gd.data, values, **options) == _streamed(torch.utils.data, values, **options)
+
+
+def test_iterable_dataset_refuses_order_options_and_workers():
+    class Stream(gd.data.IterableDataset):
+        def __iter__(self):
+            return iter(range(4))
+
+    with pytest.raises(ValueError, match="expected unspecified shuffle option"):
+        DataLoader(Stream(), shuffle=True)
+    with pytest.raises(ValueError, match="expected unspecified sampler option"):
+        DataLoader(Stream(), sampler=[0, 1])
+    with pytest.raises(NotImplementedError, match="num_workers > 0 is not supported"):
+        DataLoader(Stream(), num_workers=2)
+
+
 def test_load_digits_is_the_real_data_set():
     sklearn_datasets = pytest.importorskip("sklearn.datasets")
     images, labels = load_digits()
