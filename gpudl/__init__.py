@@ -52,7 +52,7 @@ bool = bool_         # noqa: A001
 __version__ = "0.1.0"
 
 _SUBMODULES = ("nn", "optim", "data", "metrics", "train", "keras", "models", "testing", "kernels",
-               "distributed", "utils", "linalg")
+               "distributed", "utils", "linalg", "distributions")
 
 
 def __getattr__(name):

@@ -1313,3 +1313,68 @@ def grad_cam(T, init):
 def test_grad_cam_backward_hooks():
     theirs, ours = compare(grad_cam, 1e-10, 1e-12)
     assert len(ours["seen"]) == 1 and ours["seen"][0][0]
+
+
+# --- 24. pytorch/examples' REINFORCE: Categorical policy, log_prob, normalised returns;
+#         a Normal policy's rsample/log_prob/entropy and kl_divergence beside it ------------
+
+def reinforce(T, init):
+    nn, F = T.nn, T.nn.functional
+    from_dist = T.distributions
+
+    class Policy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.affine1 = nn.Linear(4, 16)
+            self.affine2 = nn.Linear(16, 2)
+            self.saved_log_probs, self.rewards = [], []
+
+        def forward(self, x):
+            return F.softmax(self.affine2(F.relu(self.affine1(x))), dim=1)
+
+    policy = Policy().double()
+    initial = start_from(T, policy, init)
+    optimizer = T.optim.Adam(policy.parameters(), lr=1e-2)
+    eps = np.finfo(np.float32).eps.item()
+    rng = np.random.default_rng(24)
+    losses, entropies = [], []
+    for episode in range(4):
+        state = rng.standard_normal(4)
+        for t in range(6):                                     # a toy environment
+            probs = policy(T.from_numpy(state).unsqueeze(0))
+            m = from_dist.Categorical(probs)
+            # the action from NumPy (same on both) where the tutorial calls m.sample()
+            action = T.tensor([int(rng.choice(2, p=probs.detach().numpy()[0] / probs.detach()
+                                                  .numpy()[0].sum()))])
+            policy.saved_log_probs.append(m.log_prob(action))
+            entropies.append(m.entropy().item())
+            policy.rewards.append(float(state[int(action.item())] > 0))
+            state = np.roll(state, 1) + 0.1 * rng.standard_normal(4)
+        R, returns = 0, []
+        for r in policy.rewards[::-1]:
+            R = r + 0.99 * R
+            returns.insert(0, R)
+        returns = T.tensor(returns, dtype=T.float64)
+        returns = (returns - returns.mean()) / (returns.std() + eps)
+        policy_loss = [-log_prob * R for log_prob, R in zip(policy.saved_log_probs, returns)]
+        optimizer.zero_grad()
+        policy_loss = T.cat(policy_loss).sum()
+        policy_loss.backward()
+        optimizer.step()
+        del policy.rewards[:], policy.saved_log_probs[:]
+        losses.append(policy_loss.item())
+    mu = T.tensor([0.3, -1.2], dtype=T.float64, requires_grad=True)
+    normal = from_dist.Normal(mu, T.tensor([0.5, 2.0], dtype=T.float64))
+    value = T.tensor([0.1, 0.4], dtype=T.float64)
+    (normal.log_prob(value).sum() + normal.entropy().sum()
+     + from_dist.kl_divergence(normal, from_dist.Normal(0.0, 1.0)).sum()).backward()
+    draws = from_dist.Categorical(probs=T.tensor([0.2, 0.5, 0.3])).sample((4000,))
+    frequencies = [(draws == k).double().mean().item() for k in range(3)]
+    return {"init": initial, "losses": losses, "entropies": entropies,
+            "normal_grad": mu.grad.numpy(), "final": numpy_state(policy),
+            "frequencies_ok": max(abs(f - p) for f, p in zip(frequencies, [0.2, 0.5, 0.3])) < 0.04}
+
+
+def test_reinforce_distributions():
+    theirs, ours = compare(reinforce, 1e-9, 1e-11)
+    assert ours["frequencies_ok"]
