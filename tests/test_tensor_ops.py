@@ -456,3 +456,30 @@ def test_mask_and_limit_names_as_torch(rng):
         gd.finfo(gd.int64)
     with pytest.raises(TypeError, match="logical_and: other must be a Tensor, got float"):
         gd.logical_and(ours[0], 1.0)
+
+
+def test_shape_helpers_as_torch(rng):
+    x, v, w = rng.standard_normal((2, 3, 4)), rng.standard_normal(4), rng.standard_normal(4)
+    m = rng.standard_normal((3, 4))
+    calls = {
+        "movedim": lambda L, x: L.movedim(x, 0, -1),
+        "movedim(seq)": lambda L, x: x.movedim((0, 2), (1, 0)),
+        "moveaxis": lambda L, x: L.moveaxis(x, -1, 0),
+        "broadcast_to": lambda L, x: L.broadcast_to(x[:, :1], (5, 2, 3, 4)),
+        "tile": lambda L, x: L.tile(x, (2,)),
+        "tile(more)": lambda L, x: x.tile((2, 1, 1, 3)),
+        "unflatten": lambda L, x: x.unflatten(2, (2, -1)),
+        "hstack": lambda L, x: L.hstack([x, x * 2]),
+        "vstack": lambda L, x: L.vstack([x[0], x[1, 0]]),
+    }
+    for name, call in calls.items():
+        check_against_torch(lambda t, call=call: call(gd, t), lambda t, call=call: call(torch, t),
+                            x)
+    check_against_torch(lambda a, b: gd.dot(a, b), torch.dot, v, w)
+    check_against_torch(lambda a, b: a.mv(b), lambda a, b: a.mv(b), m, v)
+    assert gd.is_floating_point(gd.tensor(x))
+    assert not gd.zeros(2, dtype=gd.int64).is_floating_point()
+    with pytest.raises(RuntimeError, match="dot: 1D tensors expected"):
+        gd.dot(gd.tensor(m), gd.tensor(v))
+    with pytest.raises(ValueError, match="movedim: source and destination must have the same"):
+        gd.movedim(gd.tensor(x), (0, 1), 2)
