@@ -184,7 +184,8 @@ def test_concat_dataset_as_torch(rng):
     torch_data = torch.utils.data
     parts = [np.arange(n) + 100 * i for i, n in enumerate(rng.integers(1, 5, 3))]
     ours = gd.data.ConcatDataset([TensorDataset(p) for p in parts[:2]]) + TensorDataset(parts[2])
-    theirs = torch_data.ConcatDataset([torch_data.TensorDataset(torch.from_numpy(p)) for p in parts])
+    theirs = torch_data.ConcatDataset([torch_data.TensorDataset(torch.from_numpy(p))
+                                       for p in parts])
     assert len(ours) == len(theirs)
     assert [int(ours[i][0].item()) for i in range(-len(ours), len(ours))] == \
         [int(theirs[i][0].item()) for i in range(-len(theirs), len(theirs))]

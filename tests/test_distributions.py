@@ -48,7 +48,8 @@ def test_normal_and_kl_divergence(rng):
 
     def build(lib, m, s):
         dist = lib.distributions.Normal(m, s)
-        kl = lib.distributions.kl_divergence(dist, lib.distributions.Normal(0.5, lib.tensor(other)))
+        prior = lib.distributions.Normal(0.5, lib.tensor(other))
+        kl = lib.distributions.kl_divergence(dist, prior)
         return dist.log_prob(lib.tensor(value)), dist.entropy(), kl, dist.variance
 
     for ours, theirs in zip(_values_and_grads(gd, build, loc, scale),

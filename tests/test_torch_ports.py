@@ -68,7 +68,8 @@ def quickstart(T, init, tmp_path):
     nn, data = T.nn, T.utils.data
     rng = np.random.default_rng(1)
     images = rng.standard_normal((96, 1, 6, 6))
-    labels = (images[:, 0, :3].sum(axis=(1, 2)) > images[:, 0, 3:].sum(axis=(1, 2))).astype(np.int64)
+    top, bottom = images[:, 0, :3].sum(axis=(1, 2)), images[:, 0, 3:].sum(axis=(1, 2))
+    labels = (top > bottom).astype(np.int64)
 
     class Blobs(data.Dataset):
         def __init__(self, lo, hi):
@@ -719,7 +720,8 @@ def activations_losses(T, init):
         def forward(self, x):
             for i, layer in enumerate(self.layers):
                 x = self.acts[2 * i + 1](self.acts[2 * i](layer(x)))
-            return (x * self.scales[0] + self.extra["shift"]) / self.extra["temp"], x * self.scales[1]
+            scaled = (x * self.scales[0] + self.extra["shift"]) / self.extra["temp"]
+            return scaled, x * self.scales[1]
 
     model = Mixer().double()
     initial = start_from(T, model, init)

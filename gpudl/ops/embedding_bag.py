@@ -16,8 +16,8 @@ _MODES = ("sum", "mean", "max")
 
 
 def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2,
-                  scale_grad_by_freq=False, mode="mean", sparse=False, per_sample_weights=None, include_last_offset=False,
-                  padding_idx=None):
+                  scale_grad_by_freq=False, mode="mean", sparse=False, per_sample_weights=None,
+                  include_last_offset=False, padding_idx=None):
     """torch.nn.functional.embedding_bag: ``input`` (bags, length) holds one bag a row; a 1-D
     ``input`` holds bags one after another, bag ``i`` starting at ``offsets[i]`` (the first
     offset 0, non-decreasing; with ``include_last_offset`` the last offset ends the last bag).

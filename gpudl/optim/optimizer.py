@@ -44,7 +44,7 @@ class Optimizer:
         _check_ordered(name, params)
         self.defaults = dict(defaults)
         self._validate_group(self.defaults)
-        self.state = collections.defaultdict(dict)   # as torch: subclasses write state[p][k]
+        self.state = collections.defaultdict(dict)   # as torch's: a subclass writes state[p]
         self.param_groups = []
         self._workspace = {}          # dtype -> flat CPU scratch array (see _scratch)
         groups = list(params)
