@@ -37,12 +37,16 @@ class _Call:
         return grad_input
 
 
-class _Inputs(Function):
+class _Identity(Function):
+    """Passes its arrays through; the subclasses' backward sees the gradients go by."""
+
     @staticmethod
     def forward(ctx, call, *arrays):
         ctx.call = call
         return arrays if len(arrays) > 1 else arrays[0]
 
+
+class _Inputs(_Identity):
     @staticmethod
     def backward(ctx, *grads):
         call = ctx.call
@@ -53,12 +57,7 @@ class _Inputs(Function):
         return (None, *[None if g is None else g._data for g in passed])
 
 
-class _Outputs(Function):
-    @staticmethod
-    def forward(ctx, call, *arrays):
-        ctx.call = call
-        return arrays if len(arrays) > 1 else arrays[0]
-
+class _Outputs(_Identity):
     @staticmethod
     def backward(ctx, *grads):
         call = ctx.call
