@@ -1380,3 +1380,56 @@ def reinforce(T, init):
 def test_reinforce_distributions():
     theirs, ours = compare(reinforce, 1e-9, 1e-11)
     assert ours["frequencies_ok"]
+
+
+# --- 25. cells in a Python loop: a bidirectional packed LSTM encoder, an LSTMCell decoder with
+#         input feeding, a GRUCell/RNNCell side path; Rprop on a full batch ----------------------
+
+def cell_decoder(T, init):
+    nn, F = T.nn, T.nn.functional
+    rnn_utils = nn.utils.rnn
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.LSTM(3, 4, batch_first=True, bidirectional=True, num_layers=2)
+            self.bridge = nn.Linear(8, 5)
+            self.cell = nn.LSTMCell(5 + 2, 5)
+            self.gru_cell = nn.GRUCell(5, 3)
+            self.rnn_cell = nn.RNNCell(3, 3, nonlinearity="relu")
+            self.out = nn.Linear(5 + 3, 2)
+
+        def forward(self, x, lengths, steps):
+            packed = rnn_utils.pack_padded_sequence(x, lengths, batch_first=True,
+                                                    enforce_sorted=False)
+            _, (h, c) = self.encoder(packed)
+            h0 = T.tanh(self.bridge(T.cat([h[-2], h[-1]], dim=1)))
+            state, side = (h0, T.zeros_like(h0)), T.zeros(x.size(0), 3, dtype=x.dtype)
+            prev, outputs = T.zeros(x.size(0), 2, dtype=x.dtype), []
+            for _ in range(steps):
+                state = self.cell(T.cat([state[0], prev], dim=1), state)
+                side = self.rnn_cell(self.gru_cell(state[0], side), side)
+                prev = self.out(T.cat([state[0], side], dim=1))
+                outputs.append(prev)
+            return T.stack(outputs, dim=1)
+
+    model = Model().double()
+    initial = start_from(T, model, init)
+    optimizer = T.optim.Rprop(model.parameters(), lr=0.01, etas=(0.4, 1.3),
+                              step_sizes=(1e-5, 0.5))
+    rng = np.random.default_rng(25)
+    x = T.from_numpy(rng.standard_normal((5, 6, 3)))
+    lengths = T.tensor([6, 2, 4, 5, 1])
+    target = T.from_numpy(rng.standard_normal((5, 4, 2)))
+    losses = []
+    for step in range(5):
+        optimizer.zero_grad()
+        loss = F.mse_loss(model(x, lengths, 4), target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return {"init": initial, "losses": losses, "final": numpy_state(model)}
+
+
+def test_cell_decoder_packed_encoder_rprop():
+    compare(cell_decoder, 1e-9, 1e-11)
