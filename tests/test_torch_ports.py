@@ -1433,3 +1433,61 @@ def cell_decoder(T, init):
 
 def test_cell_decoder_packed_encoder_rprop():
     compare(cell_decoder, 1e-9, 1e-11)
+
+
+# --- 26. training-loop idioms of larger codebases: no-decay parameter groups by name, a tied
+#         autoencoder through F.linear(x, W.t()), an L1 activity penalty, an EMA copy of the
+#         weights, vector_to_parameters ---------------------------------------------------------
+
+def training_idioms(T, init):
+    import copy
+    nn, F = T.nn, T.nn.functional
+
+    class TiedAutoencoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W = nn.Parameter(T.zeros(4, 6, dtype=T.float64))
+            self.b_enc = nn.Parameter(T.zeros(4, dtype=T.float64))
+            self.b_dec = nn.Parameter(T.zeros(6, dtype=T.float64))
+            self.norm = nn.LayerNorm(4).double()
+
+        def forward(self, x):
+            code = F.relu(self.norm(F.linear(x, self.W, self.b_enc)))
+            return F.linear(code, self.W.t(), self.b_dec), code
+
+    model = TiedAutoencoder()
+    nn.init.orthogonal_(model.W)
+    initial = start_from(T, model, init)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if name.startswith("b_") or "norm" in name else decay).append(p)
+    optimizer = T.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                               {"params": no_decay, "weight_decay": 0.0}], lr=5e-3)
+    scheduler = T.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=6, power=2.0)
+    ema = copy.deepcopy(model)
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    rng = np.random.default_rng(26)
+    losses = []
+    for step in range(6):
+        x = T.from_numpy(rng.standard_normal((7, 6)))
+        recon, code = model(x)
+        loss = F.mse_loss(recon, x) + 1e-2 * code.abs().sum(1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        with T.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters()):
+                p_ema.mul_(0.8).add_(p, alpha=0.2)
+        losses.append(loss.item())
+    flat = nn.utils.parameters_to_vector(ema.parameters())
+    probe = copy.deepcopy(model)
+    nn.utils.vector_to_parameters(flat * 2, probe.parameters())
+    return {"init": initial, "losses": losses, "final": numpy_state(model),
+            "ema": numpy_state(ema), "probe": numpy_state(probe),
+            "lr": scheduler.get_last_lr()}
+
+
+def test_training_idioms_groups_tied_ema():
+    compare(training_idioms, 1e-9, 1e-11)
