@@ -40,8 +40,8 @@ from .tensor_order import bucketize, histc, searchsorted, unique
 from .functions import addcdiv, addcmul, equal    # what ported tutorial scripts use
 from .torch_names import (all, any, broadcast_to, count_nonzero, dot, finfo,  # noqa: A004
                           hstack, iinfo, is_floating_point, isinf, logical_and, logical_not,
-                          logical_or, logical_xor, moveaxis, movedim, mv, pow, t, tile,
-                          unflatten, vstack)
+                          logical_or, logical_xor, moveaxis, movedim, mv, pow, t, tile, trace,
+                          tril_indices, triu_indices, unflatten, vstack)
 
 host_memory.keep_freed_memory()     # before the first step's temporaries (see its module doc)
 

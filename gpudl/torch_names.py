@@ -1,14 +1,14 @@
 """torch's top-level names that ported scripts use: masks, counts and dtype limits
 (``gd.all``/``any``/``pow``/``t``, ``logical_*``, ``isinf``, ``count_nonzero``,
 ``finfo``/``iinfo``) and shape helpers (``movedim``, ``broadcast_to``, ``tile``, ``unflatten``,
-``hstack``/``vstack``, ``dot``/``mv``, ``is_floating_point``), built on gpudl's ops. Their own
-module: ``all``, ``any`` and ``pow`` would shadow Python's builtins in any module that uses
-those."""
+``hstack``/``vstack``, ``dot``/``mv``, ``trace``, ``triu_indices``/``tril_indices``,
+``is_floating_point``), built on gpudl's ops. Their own module: ``all``, ``any`` and ``pow``
+would shadow Python's builtins in any module that uses those."""
 
 import ml_dtypes
 import numpy as np
 
-from . import backend, dtypes
+from . import backend, creation, dtypes
 from .functions import _method, cat, require_tensors
 from .ops._util import normalize_axis
 from .tensor import Tensor
@@ -161,7 +161,29 @@ def is_floating_point(input):
     return dtypes.is_floating(input.dtype)
 
 
+def trace(input):
+    """The sum of the main diagonal of a 2-D tensor."""
+    require_tensors("trace", input=input)
+    if input.ndim != 2:
+        raise RuntimeError(f"trace: expected a matrix, got a {input.ndim}-D tensor")
+    return input.diag().sum()
+
+
+def _triangle_indices(name, upper):
+    def indices(row, col, offset=0, *, dtype=None, device=None):
+        rows, cols = (np.triu_indices if upper else np.tril_indices)(row, offset, col)
+        return creation.tensor(np.stack([rows, cols]), dtype=dtype or dtypes.int64,
+                               device=device)
+    indices.__name__ = name
+    indices.__doc__ = (f"The (2, N) row and column indices of the {'upper' if upper else 'lower'}"
+                       f" triangle of a row x col matrix, from diagonal ``offset`` (torch.{name}).")
+    return indices
+
+
+triu_indices, tril_indices = _triangle_indices("triu_indices", True), \
+    _triangle_indices("tril_indices", False)
 moveaxis = movedim
+Tensor.trace = trace
 Tensor.movedim = Tensor.moveaxis = movedim
 Tensor.broadcast_to, Tensor.tile, Tensor.unflatten = broadcast_to, tile, unflatten
 Tensor.dot, Tensor.mv, Tensor.is_floating_point = dot, mv, is_floating_point

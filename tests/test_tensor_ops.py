@@ -483,3 +483,17 @@ def test_shape_helpers_as_torch(rng):
         gd.dot(gd.tensor(m), gd.tensor(v))
     with pytest.raises(ValueError, match="movedim: source and destination must have the same"):
         gd.movedim(gd.tensor(x), (0, 1), 2)
+
+
+def test_trace_and_triangle_indices_as_torch(rng):
+    m = rng.standard_normal((4, 6))
+    check_against_torch(lambda t: gd.trace(t), torch.trace, m)
+    check_against_torch(lambda t: t.trace(), lambda t: t.trace(), m[:, :4])
+    for row, col, offset in [(4, 4, 0), (3, 5, 1), (5, 3, -2), (4, 6, 7)]:
+        for name in ("triu_indices", "tril_indices"):
+            ours = getattr(gd, name)(row, col, offset)
+            theirs = getattr(torch, name)(row, col, offset)
+            assert ours.dtype == gd.int64
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=name)
+    with pytest.raises(RuntimeError, match="trace: expected a matrix"):
+        gd.trace(gd.ones(3))
