@@ -1,10 +1,11 @@
 """Module.register_full_backward_hook: ``hook(module, grad_input, grad_output)`` once the
-gradients of a module call's tensor inputs are known (Grad-CAM and gradient logging use it).
+gradients of a module call's tensor inputs are known (Grad-CAM and gradient logging use it);
+register_full_backward_pre_hook: ``hook(module, grad_output)`` as the outputs' gradients arrive.
 
 A call of a module with such hooks passes its tensor inputs that require grad through one
 identity node and its tensor outputs through another, as torch's BackwardHook does: the
-outputs' node notes the gradients arriving at the outputs; the inputs' node hands the hooks both
-and passes on what they return. When no input requires grad the hooks run at the outputs' node,
+outputs' node runs the pre-hooks on the gradients arriving at the outputs and notes what they
+pass on; the inputs' node hands the hooks both and passes on what they return. When no input requires grad the hooks run at the outputs' node,
 with None for every input.
 """
 
@@ -15,9 +16,10 @@ from ..tensor import Tensor
 class _Call:
     """One module call's hooks and the output gradients noted for them."""
 
-    def __init__(self, module, hooks, device):
+    def __init__(self, module, hooks, pre_hooks, device):
         self.module, self.device = module, device
         self.hooks = [hook for hook, _ in hooks.values()]
+        self.pre_hooks = [hook for hook, _ in pre_hooks.values()]
         self.grad_output, self.needs = None, ()
 
     def tensors(self, arrays):
@@ -25,16 +27,25 @@ class _Call:
                      for a in arrays)
 
     def run(self, grad_input):
-        for hook in self.hooks:
-            result = hook(self.module, grad_input, self.grad_output)
+        return self._replaced("backward hook", grad_input, [
+            lambda g, hook=hook: hook(self.module, g, self.grad_output) for hook in self.hooks])
+
+    def run_pre(self, grad_output):
+        return self._replaced("backward pre-hook", grad_output, [
+            lambda g, hook=hook: hook(self.module, g) for hook in self.pre_hooks])
+
+    def _replaced(self, what, grads, calls):
+        """``grads`` through each hook call in turn; a result other than None replaces them."""
+        for call in calls:
+            result = call(grads)
             if result is None:
                 continue
             result = tuple(result) if isinstance(result, (tuple, list)) else (result,)
-            if len(result) != len(grad_input):
-                raise RuntimeError(f"backward hook of {type(self.module).__name__} returned "
-                                   f"{len(result)} gradients, expected {len(grad_input)}")
-            grad_input = result
-        return grad_input
+            if len(result) != len(grads):
+                raise RuntimeError(f"{what} of {type(self.module).__name__} returned "
+                                   f"{len(result)} gradients, expected {len(grads)}")
+            grads = result
+        return grads
 
 
 class _Identity(Function):
@@ -61,20 +72,21 @@ class _Outputs(_Identity):
     @staticmethod
     def backward(ctx, *grads):
         call = ctx.call
-        call.grad_output = call.tensors(grads)
+        call.grad_output = call.run_pre(call.tensors(grads))
         if not any(call.needs):
             call.run((None,) * len(call.needs))
-        return (None, *grads)
+        return (None, *[None if g is None else g._data for g in call.grad_output])
 
 
-def hooked_call(module, hooks, forward, args, kwargs):
-    """``forward(*args, **kwargs)`` with the module's full backward ``hooks`` attached."""
+def hooked_call(module, hooks, pre_hooks, forward, args, kwargs):
+    """``forward(*args, **kwargs)`` with the module's full backward ``hooks`` and
+    ``pre_hooks`` attached."""
     tensors = [a for a in args if isinstance(a, Tensor)]
     device = tensors[0]._device if tensors else None
-    call = _Call(module, hooks, device)
+    call = _Call(module, hooks, pre_hooks, device)
     call.needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
     wanted = [a for a, need in zip(args, call.needs) if need]
-    if wanted:
+    if wanted and call.hooks:
         through = _Inputs.apply(call, *wanted)
         through = iter(through if isinstance(through, tuple) else (through,))
         args = tuple(next(through) if need else a for a, need in zip(args, call.needs))

@@ -78,8 +78,9 @@ class Module:
                     args, kwargs = changed
                 else:
                     args = changed if isinstance(changed, tuple) else (changed,)
-        if hooks["backward"]:
-            output = hooked_call(self, hooks["backward"], self.forward, args, kwargs)
+        if hooks["backward"] or hooks["backward_pre"]:
+            output = hooked_call(self, hooks["backward"], hooks["backward_pre"], self.forward,
+                                 args, kwargs)
         else:
             output = self.forward(*args, **kwargs)
         for hook, with_kwargs in list(hooks["post"].values()):
@@ -109,15 +110,23 @@ class Module:
         gpudl.nn.backward_hooks)."""
         return self._add_forward_hook("backward", hook, prepend, False)
 
+    def register_full_backward_pre_hook(self, hook, prepend=False):
+        """Call ``hook(module, grad_output)`` in each backward through a call of this module as
+        the gradients of its outputs (those that require grad) arrive; a result other than None
+        replaces them. Returns a handle: ``handle.remove()`` unregisters."""
+        return self._add_forward_hook("backward_pre", hook, prepend, False)
+
     def _add_forward_hook(self, when, hook, prepend, with_kwargs):
         if not callable(hook):
             kind = {"pre": "forward_pre_hook", "post": "forward_hook",
-                    "backward": "full_backward_hook"}[when]
+                    "backward": "full_backward_hook",
+                    "backward_pre": "full_backward_pre_hook"}[when]
             raise TypeError(f"register_{kind}: hook must be callable, got "
                             f"{type(hook).__name__}")
         hooks = self.__dict__.get("_forward_hooks")
         if hooks is None:               # made on first use: modules without hooks carry nothing
-            hooks = {"pre": OrderedDict(), "post": OrderedDict(), "backward": OrderedDict()}
+            hooks = {"pre": OrderedDict(), "post": OrderedDict(), "backward": OrderedDict(),
+                     "backward_pre": OrderedDict()}
             object.__setattr__(self, "_forward_hooks", hooks)
         key = object()
         hooks[when][key] = (hook, with_kwargs)

@@ -436,6 +436,33 @@ def test_full_backward_hooks_see_and_replace_gradients_as_torchs(rng):
         nn.Linear(2, 2).register_full_backward_hook(None)
 
 
+def _pre_hooked_run(lib, x_values, w_values):
+    log = []
+    first, second = lib.nn.Linear(3, 4).double(), lib.nn.Linear(4, 2).double()
+    for layer, w in ((first, w_values[:4, :3]), (second, w_values[:2, :4])):
+        layer.load_state_dict({"weight": lib.tensor(w), "bias": lib.tensor(w[:, 0])})
+    second.register_full_backward_pre_hook(lambda m, grad_out: log.append(
+        grad_out[0].detach().numpy().copy()))
+    second.register_full_backward_pre_hook(lambda m, grad_out: (grad_out[0] * -2,))
+    first.register_full_backward_hook(lambda m, grad_in, grad_out: log.append(
+        grad_out[0].detach().numpy().copy()))
+    removed = first.register_full_backward_pre_hook(lambda m, grad_out: (grad_out[0] * 0,))
+    removed.remove()
+    x = lib.tensor(x_values, requires_grad=True)
+    second(lib.tanh(first(x))).pow(2).sum().backward()
+    return log, x.grad.numpy(), first.weight.grad.numpy()
+
+
+def test_full_backward_pre_hooks_see_and_replace_output_gradients_as_torchs(rng):
+    x, w = rng.standard_normal((5, 3)), rng.standard_normal((4, 4))
+    ours, theirs = _pre_hooked_run(gd, x, w), _pre_hooked_run(torch, x, w)
+    assert len(ours[0]) == len(theirs[0]) == 2
+    for a, b in zip(ours[0] + list(ours[1:]), theirs[0] + list(theirs[1:])):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    with pytest.raises(TypeError, match="register_full_backward_pre_hook: hook must be callable"):
+        nn.Linear(2, 2).register_full_backward_pre_hook(3)
+
+
 def test_get_parameter_and_get_buffer_as_torch():
     ours, theirs = Net(), TorchNet()
     for target in ("features.0.weight", "scale", "heads.1.bias"):
