@@ -37,6 +37,11 @@ from .functions import (addbmm, allclose, baddbmm, broadcast_tensors, cdist, cro
 from .random import Generator
 from .sampling import bernoulli, multinomial, normal
 from .tensor_order import bucketize, histc, searchsorted, unique
+from .functions import addcdiv, addcmul, equal    # what ported tutorial scripts use
+from .torch_names import (all, any, broadcast_to, count_nonzero, dot, finfo,  # noqa: A004
+                          hstack, iinfo, is_floating_point, isinf, logical_and, logical_not,
+                          logical_or, logical_xor, moveaxis, movedim, mv, pow, t, tile, trace,
+                          tril_indices, triu_indices, unflatten, vstack)
 
 host_memory.keep_freed_memory()     # before the first step's temporaries (see its module doc)
 
@@ -49,7 +54,7 @@ bool = bool_         # noqa: A001
 __version__ = "0.1.0"
 
 _SUBMODULES = ("nn", "optim", "data", "metrics", "train", "keras", "models", "testing", "kernels",
-               "distributed", "utils", "linalg")
+               "distributed", "utils", "linalg", "distributions")
 
 
 def __getattr__(name):

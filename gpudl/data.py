@@ -6,6 +6,8 @@ collating samples one by one. Shuffling draws from gpudl's CPU generator (``gd.m
 from the generator/seed given, so the same seed gives the same batches.
 """
 
+import bisect
+import itertools
 import math
 import numbers
 
@@ -27,6 +29,9 @@ class Dataset:
 
     def __len__(self):
         raise NotImplementedError
+
+    def __add__(self, other):
+        return ConcatDataset([self, other])
 
 
 class TensorDataset(Dataset):
@@ -65,6 +70,50 @@ class Subset(Dataset):
 
     def __len__(self):
         return len(self.indices)
+
+
+class ConcatDataset(Dataset):
+    """The samples of ``datasets`` one after another; ``cumulative_sizes[i]`` is the length of
+    the first ``i + 1`` together, as torch's."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise ValueError("ConcatDataset: datasets should not be an empty iterable")
+        self.cumulative_sizes = list(itertools.accumulate(len(d) for d in self.datasets))
+
+    def __getitem__(self, index):
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"ConcatDataset: index {index} is out of range for length {n}")
+        index %= n
+        which = bisect.bisect_right(self.cumulative_sizes, index)
+        start = self.cumulative_sizes[which - 1] if which else 0
+        return self.datasets[which][index - start]
+
+    def __len__(self):
+        return self.cumulative_sizes[-1]
+
+
+class IterableDataset(Dataset):
+    """A data set read as a stream: subclasses define ``__iter__``, yielding samples. A
+    DataLoader batches them in order (no shuffle or sampler), in the main process."""
+
+    def __iter__(self):
+        raise NotImplementedError
+
+    def __add__(self, other):
+        return ChainDataset([self, other])
+
+
+class ChainDataset(IterableDataset):
+    """The samples of each IterableDataset in ``datasets``, one stream after another."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+
+    def __iter__(self):
+        return itertools.chain.from_iterable(self.datasets)
 
 
 def random_split(dataset, lengths, generator=None, seed=None):
@@ -190,6 +239,12 @@ class DataLoader:
         self.prefetch_factor, self.persistent_workers = int(prefetch_factor), persistent_workers
         self.generator = as_generator(generator, seed, "DataLoader")
         self.batch_size = None if batch_sampler is not None else batch_size
+        self._pool = None
+        self._stream = isinstance(dataset, IterableDataset)
+        if self._stream:
+            _check_stream_options(shuffle, sampler, batch_sampler, self.num_workers)
+            self.sampler = self.batch_sampler = None
+            return
         if batch_sampler is None and batch_size is not None:
             if sampler is None:
                 sampler = (RandomSampler(dataset, generator=self.generator) if self.shuffle
@@ -197,9 +252,11 @@ class DataLoader:
             batch_sampler = BatchSampler(sampler, int(batch_size), self.drop_last)
         self.sampler = sampler if sampler is not None else SequentialSampler(dataset)
         self.batch_sampler = batch_sampler
-        self._pool = None
 
     def __len__(self):
+        if self._stream:              # a stream with a length (else its len() raises)
+            n, size = len(self.dataset), self.batch_size
+            return n if size is None else n // size if self.drop_last else -(-n // size)
         return len(self.batch_sampler if self.batch_sampler is not None else self.sampler)
 
     def _index_batches(self):
@@ -219,7 +276,22 @@ class DataLoader:
         return (self.collate_fn or default_collate)([_load(self.dataset, int(i))
                                                      for i in indices])
 
+    def _stream_batches(self):
+        samples = iter(self.dataset)
+        if self.batch_size is None:
+            yield from ((self.collate_fn or _convert)(sample) for sample in samples)
+            return
+        collate = self.collate_fn or default_collate
+        while True:
+            batch = list(itertools.islice(samples, self.batch_size))
+            if not batch or (self.drop_last and len(batch) < self.batch_size):
+                return
+            yield collate(batch)
+
     def __iter__(self):
+        if self._stream:
+            produced = self._stream_batches()
+            return (_pinned(batch) for batch in produced) if self.pin_memory else produced
         batches = self._index_batches()
         if self.num_workers == 0 or _on_gpu(self.dataset):
             produced = (self._fetch(indices) for indices in batches)
@@ -248,6 +320,18 @@ class DataLoader:
         return state
 
 
+def _check_stream_options(shuffle, sampler, batch_sampler, num_workers):
+    for name, value in (("shuffle", shuffle), ("sampler", sampler),
+                        ("batch_sampler", batch_sampler)):
+        if value:
+            raise ValueError(f"DataLoader with IterableDataset: expected unspecified {name} "
+                             f"option, but got {name}={value!r}")
+    if num_workers:
+        raise NotImplementedError("DataLoader with IterableDataset: num_workers > 0 is not "
+                                  f"supported (got {num_workers}); a stream loads in the main "
+                                  "process")
+
+
 def _load(dataset, index):
     """``dataset[index]``, re-raising a failure with the same type, naming the index."""
     try:
@@ -258,9 +342,10 @@ def _load(dataset, index):
 
 
 def _convert(sample):
-    """batch_size=None: a sample's arrays and numbers become tensors, the structure stays."""
-    return _map_leaves(lambda leaf: tensor(leaf) if isinstance(
-        leaf, (np.ndarray, numbers.Number, np.number)) else leaf, sample)
+    """batch_size=None: a sample's NumPy arrays and scalars become tensors; Python numbers and
+    the structure stay, as torch's default_convert."""
+    return _map_leaves(lambda leaf: tensor(leaf) if isinstance(leaf, (np.ndarray, np.number))
+                       else leaf, sample)
 
 
 def _map_leaves(fn, batch):

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from . import backend, dtypes
+from . import autograd, backend, dtypes, inplace
 from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor import Tensor, matmul, where  # noqa: F401  (re-exported)
@@ -327,4 +327,53 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     return bool(isclose(input, other, rtol, atol, equal_nan).all())
 
 
+def require_tensors(op, **arguments):
+    """Refuse (TypeError naming it) any keyword argument that is not a Tensor."""
+    for name, value in arguments.items():
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
+
+
+def equal(input, other):
+    """Whether the two have the same shape and the same elements (values compared after type
+    promotion, NaN unequal to itself): a Python bool."""
+    require_tensors("equal", input=input, other=other)
+    if input.shape != other.shape:
+        return False
+    xp = backend.get_array_module(input._data)
+    return bool(xp.array_equal(input._data, other._data))
+
+
 Tensor.isclose, Tensor.allclose, Tensor.cross, Tensor.kron = isclose, allclose, cross, kron
+Tensor.equal = equal
+
+
+def addcmul(input, tensor1, tensor2, *, value=1):
+    """``input + value * tensor1 * tensor2``, broadcast (torch.addcmul)."""
+    require_tensors("addcmul", input=input, tensor1=tensor1, tensor2=tensor2)
+    return input + value * tensor1 * tensor2
+
+
+def addcdiv(input, tensor1, tensor2, *, value=1):
+    """``input + value * tensor1 / tensor2``, broadcast (torch.addcdiv)."""
+    require_tensors("addcdiv", input=input, tensor1=tensor1, tensor2=tensor2)
+    return input + value * tensor1 / tensor2
+
+
+@autograd.recorded("inplace")
+def _addcmul_(self, tensor1, tensor2, *, value=1):
+    """addcmul in place."""
+    return inplace.apply(self, "addcmul_", lambda t: addcmul(t, tensor1, tensor2, value=value),
+                         (tensor1, tensor2))
+
+
+@autograd.recorded("inplace")
+def _addcdiv_(self, tensor1, tensor2, *, value=1):
+    """addcdiv in place."""
+    return inplace.apply(self, "addcdiv_", lambda t: addcdiv(t, tensor1, tensor2, value=value),
+                         (tensor1, tensor2))
+
+
+Tensor.addcmul, Tensor.addcdiv, Tensor.addcmul_, Tensor.addcdiv_ = (addcmul, addcdiv, _addcmul_,
+                                                                    _addcdiv_)
+

@@ -248,6 +248,14 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         out._version_counter = self._version_counter      # same memory: same version, as torch
         return out
 
+    def detach_(self):
+        """Leave the graph in place: no grad_fn, requires_grad False (old truncated-BPTT code
+        calls ``hidden.detach_()``). A view is refused, as torch refuses it."""
+        if self._view is not None:
+            raise RuntimeError("detach_: can't detach views in-place; use detach() instead")
+        self.grad_fn, self._requires_grad, self._out_index = None, False, 0
+        return self
+
     def clone(self):
         return E.Clone.apply(self)
 

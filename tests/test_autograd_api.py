@@ -269,3 +269,24 @@ def test_backward_with_inputs_and_a_gradient_array(rng):
     for a, g in ((x, weights), (tx, torch.tensor(weights))):
         (a * 2).exp().backward(g, inputs=a)
     _close(x.grad, tx.grad)
+
+
+def test_detach_in_place_cuts_the_graph_as_torch(rng):
+    """Truncated BPTT the old way: ``hidden.detach_()`` between chunks; the gradient of the last
+    chunk's loss stops there, as torch's."""
+    w0, steps = rng.standard_normal((3, 3)) * 0.5, rng.standard_normal((6, 2, 3))
+    grads = []
+    for lib in (gd, torch):
+        w = lib.tensor(w0, requires_grad=True)
+        hidden = lib.zeros(2, 3, dtype=lib.float64)
+        for i, x in enumerate(steps):
+            if i % 3 == 0:
+                hidden.detach_()
+                assert not hidden.requires_grad and hidden.grad_fn is None
+            hidden = lib.tanh(lib.tensor(x) + hidden @ w)
+        hidden.sum().backward()
+        grads.append(w.grad.numpy())
+        view = (lib.tensor(w0, requires_grad=True) * 2)[:1]
+        with pytest.raises(RuntimeError, match="(?i)can't detach views in-place"):
+            view.detach_()
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)

@@ -179,6 +179,60 @@ def test_random_split(rng):
         random_split(ds, [5, 4])
 
 
+def test_concat_dataset_as_torch(rng):
+    torch = pytest.importorskip("torch")
+    torch_data = torch.utils.data
+    parts = [np.arange(n) + 100 * i for i, n in enumerate(rng.integers(1, 5, 3))]
+    ours = gd.data.ConcatDataset([TensorDataset(p) for p in parts[:2]]) + TensorDataset(parts[2])
+    theirs = torch_data.ConcatDataset([torch_data.TensorDataset(torch.from_numpy(p))
+                                       for p in parts])
+    assert len(ours) == len(theirs)
+    assert [int(ours[i][0].item()) for i in range(-len(ours), len(ours))] == \
+        [int(theirs[i][0].item()) for i in range(-len(theirs), len(theirs))]
+    assert [x.tolist() for (x,) in DataLoader(ours, batch_size=3)] == \
+        [x.tolist() for (x,) in torch_data.DataLoader(theirs, batch_size=3)]
+    with pytest.raises(IndexError, match=f"index {len(ours)} is out of range"):
+        ours[len(ours)]
+    with pytest.raises(ValueError, match="empty"):
+        gd.data.ConcatDataset([])
+
+
+def _streamed(data, rng_values, **options):
+    class Stream(data.IterableDataset):
+        def __init__(self, values):
+            self.values = values
+
+        def __iter__(self):
+            for i, v in enumerate(self.values):
+                yield {"x": v, "label": i % 3}
+
+    stream = Stream(rng_values[:7]) + Stream(rng_values[7:])
+    # batch_size=None: Python numbers stay numbers, NumPy rows become tensors
+    return [(b["x"].tolist(), b["label"] if isinstance(b["label"], int) else b["label"].tolist())
+            for b in data.DataLoader(stream, **options)]
+
+
+@pytest.mark.parametrize("options", [dict(batch_size=3), dict(batch_size=4, drop_last=True),
+                                     dict(batch_size=None), dict(batch_size=2, shuffle=False)])
+def test_iterable_dataset_batches_the_stream_as_torch(options, rng):
+    torch = pytest.importorskip("torch")
+    values = rng.standard_normal((10, 2))
+    assert _streamed(gd.data, values, **options) == _streamed(torch.utils.data, values, **options)
+
+
+def test_iterable_dataset_refuses_order_options_and_workers():
+    class Stream(gd.data.IterableDataset):
+        def __iter__(self):
+            return iter(range(4))
+
+    with pytest.raises(ValueError, match="expected unspecified shuffle option"):
+        DataLoader(Stream(), shuffle=True)
+    with pytest.raises(ValueError, match="expected unspecified sampler option"):
+        DataLoader(Stream(), sampler=[0, 1])
+    with pytest.raises(NotImplementedError, match="num_workers > 0 is not supported"):
+        DataLoader(Stream(), num_workers=2)
+
+
 def test_load_digits_is_the_real_data_set():
     sklearn_datasets = pytest.importorskip("sklearn.datasets")
     images, labels = load_digits()

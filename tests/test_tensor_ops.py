@@ -383,3 +383,117 @@ def test_only_data_dependent_sizes_read_the_device(device_reads, rng):
         before = gd.cuda.sync_count()
         call()
         assert gd.cuda.sync_count() == before + 1, name
+
+
+def test_equal_as_torch(rng):
+    a = rng.standard_normal((3, 4))
+    nan = a.copy()
+    nan[1, 2] = np.nan
+    cases = [(a, a.copy()), (a, a + 1e-12), (a, a[:1]), (a, a.reshape(4, 3)), (nan, nan),
+             (np.round(a * 3), np.round(a * 3).astype(np.int64))]
+    for x, y in cases:
+        assert gd.equal(gd.tensor(x), gd.tensor(y)) is torch.equal(torch.tensor(x),
+                                                                   torch.tensor(y))
+        assert gd.tensor(x).equal(gd.tensor(y)) is torch.tensor(x).equal(torch.tensor(y))
+    with pytest.raises(TypeError, match="equal: other must be a Tensor, got list"):
+        gd.equal(gd.tensor(a), a.tolist())
+
+
+@pytest.mark.parametrize("name", ["addcmul", "addcdiv"])
+def test_addcmul_addcdiv_and_in_place_forms(name, rng):
+    base, t1 = rng.standard_normal((3, 4)), rng.standard_normal((1, 4))
+    t2 = rng.standard_normal((3, 1))
+    t2 += np.sign(t2)                                     # away from zero for addcdiv
+    check_against_torch(lambda a, b, c: getattr(gd, name)(a, b, c, value=-0.7),
+                        lambda a, b, c: getattr(torch, name)(a, b, c, value=-0.7), base, t1, t2)
+    check_against_torch(lambda a, b, c: getattr(a, name)(b, c),
+                        lambda a, b, c: getattr(a, name)(b, c), base, t1, t2)
+    # in place on a non-leaf in the graph, as a hand-written optimizer or model does
+    check_against_torch(lambda a, b, c: getattr(a * 1, name + "_")(b, c, value=0.3),
+                        lambda a, b, c: getattr(a * 1, name + "_")(b, c, value=0.3),
+                        base, t1, t2)
+    ours = gd.tensor(base)
+    assert getattr(ours, name + "_")(gd.tensor(t1), gd.tensor(t2), value=2.0) is ours
+    expected = getattr(torch.tensor(base), name + "_")(torch.tensor(t1), torch.tensor(t2),
+                                                       value=2.0)
+    np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-12)
+    with pytest.raises(TypeError, match=f"{name}: tensor2 must be a Tensor, got list"):
+        getattr(gd, name)(gd.tensor(base), gd.tensor(t1), [1.0])
+
+
+def test_mask_and_limit_names_as_torch(rng):
+    a = rng.standard_normal((3, 4))
+    a[0, 1], a[1, 2], a[2, 0], a[2, 3] = 0.0, np.inf, -np.inf, np.nan
+    b = rng.integers(0, 2, 4)
+    ours, theirs = (gd.tensor(a), gd.tensor(b)), (torch.tensor(a), torch.tensor(b))
+    calls = {
+        "logical_and": lambda L, x, y: L.logical_and(x, y),
+        "logical_or": lambda L, x, y: x.logical_or(y),
+        "logical_xor": lambda L, x, y: L.logical_xor(x, y),
+        "logical_not": lambda L, x, y: L.logical_not(x),
+        "isinf": lambda L, x, y: L.isinf(x),
+        "count_nonzero": lambda L, x, y: L.count_nonzero(x, dim=1),
+        "count_nonzero(all)": lambda L, x, y: x.count_nonzero(),
+        "all": lambda L, x, y: L.all(x > -1, dim=0),
+        "any": lambda L, x, y: L.any(x > 1),
+        "pow": lambda L, x, y: L.pow(x, 3),
+        "t": lambda L, x, y: L.t(x),
+    }
+    for name, call in calls.items():
+        expected = call(torch, *theirs).numpy()
+        got = call(gd, *ours).numpy()
+        assert got.dtype == expected.dtype, name
+        np.testing.assert_allclose(got, expected, rtol=1e-15, err_msg=name)
+    for ours_dtype, torch_dtype in ((gd.float32, torch.float32), (gd.float64, torch.float64),
+                                    (gd.float16, torch.float16), (gd.bfloat16, torch.bfloat16)):
+        for field in ("eps", "max", "min", "tiny", "bits", "resolution"):
+            assert float(getattr(gd.finfo(ours_dtype), field)) == \
+                float(getattr(torch.finfo(torch_dtype), field)), (ours_dtype, field)
+    assert gd.finfo().eps == torch.finfo().eps
+    assert (gd.iinfo(gd.int32).max, gd.iinfo(gd.int64).min) == \
+        (torch.iinfo(torch.int32).max, torch.iinfo(torch.int64).min)
+    with pytest.raises(TypeError, match="finfo: expected a floating dtype, got int64"):
+        gd.finfo(gd.int64)
+    with pytest.raises(TypeError, match="logical_and: other must be a Tensor, got float"):
+        gd.logical_and(ours[0], 1.0)
+
+
+def test_shape_helpers_as_torch(rng):
+    x, v, w = rng.standard_normal((2, 3, 4)), rng.standard_normal(4), rng.standard_normal(4)
+    m = rng.standard_normal((3, 4))
+    calls = {
+        "movedim": lambda L, x: L.movedim(x, 0, -1),
+        "movedim(seq)": lambda L, x: x.movedim((0, 2), (1, 0)),
+        "moveaxis": lambda L, x: L.moveaxis(x, -1, 0),
+        "broadcast_to": lambda L, x: L.broadcast_to(x[:, :1], (5, 2, 3, 4)),
+        "tile": lambda L, x: L.tile(x, (2,)),
+        "tile(more)": lambda L, x: x.tile((2, 1, 1, 3)),
+        "unflatten": lambda L, x: x.unflatten(2, (2, -1)),
+        "hstack": lambda L, x: L.hstack([x, x * 2]),
+        "vstack": lambda L, x: L.vstack([x[0], x[1, 0]]),
+    }
+    for name, call in calls.items():
+        check_against_torch(lambda t, call=call: call(gd, t), lambda t, call=call: call(torch, t),
+                            x)
+    check_against_torch(lambda a, b: gd.dot(a, b), torch.dot, v, w)
+    check_against_torch(lambda a, b: a.mv(b), lambda a, b: a.mv(b), m, v)
+    assert gd.is_floating_point(gd.tensor(x))
+    assert not gd.zeros(2, dtype=gd.int64).is_floating_point()
+    with pytest.raises(RuntimeError, match="dot: 1D tensors expected"):
+        gd.dot(gd.tensor(m), gd.tensor(v))
+    with pytest.raises(ValueError, match="movedim: source and destination must have the same"):
+        gd.movedim(gd.tensor(x), (0, 1), 2)
+
+
+def test_trace_and_triangle_indices_as_torch(rng):
+    m = rng.standard_normal((4, 6))
+    check_against_torch(lambda t: gd.trace(t), torch.trace, m)
+    check_against_torch(lambda t: t.trace(), lambda t: t.trace(), m[:, :4])
+    for row, col, offset in [(4, 4, 0), (3, 5, 1), (5, 3, -2), (4, 6, 7)]:
+        for name in ("triu_indices", "tril_indices"):
+            ours = getattr(gd, name)(row, col, offset)
+            theirs = getattr(torch, name)(row, col, offset)
+            assert ours.dtype == gd.int64
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=name)
+    with pytest.raises(RuntimeError, match="trace: expected a matrix"):
+        gd.trace(gd.ones(3))

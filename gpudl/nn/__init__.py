@@ -39,3 +39,4 @@ from .resample import UpsamplingBilinear2d, UpsamplingNearest2d
 from .linear import Bilinear
 from .padding import CircularPad3d, ConstantPad3d, ReflectionPad3d, ReplicationPad3d, ZeroPad3d
 from .dropout import Dropout3d
+from .sparse import EmbeddingBag

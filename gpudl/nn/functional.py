@@ -47,3 +47,5 @@ from ..ops.margin_loss import (  # noqa: F401
 from ..ops.linear import bilinear  # noqa: F401
 from ..ops.pool import (  # noqa: F401
     adaptive_avg_pool1d, adaptive_max_pool1d, adaptive_max_pool2d)
+from ..ops.embedding_bag import embedding_bag  # noqa: F401
+from ..ops.gumbel_softmax import gumbel_softmax  # noqa: F401

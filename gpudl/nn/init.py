@@ -180,3 +180,35 @@ def orthogonal_(tensor, gain=1.0):
         q = q.T                              # (rows, cols) with orthonormal rows
     return _fill(tensor, (gain * q).reshape(tensor.shape))
 
+
+
+def eye_(tensor):
+    """The identity matrix (ones on the main diagonal of a 2-D, possibly rectangular, tensor):
+    a layer that passes its inputs through."""
+    _check("eye_", tensor)
+    if tensor.ndim != 2:
+        raise ValueError(f"eye_: only tensors with 2 dimensions are supported, got shape "
+                         f"{tuple(tensor.shape)}")
+    xp = get_array_module(tensor._data)
+    return _fill(tensor, xp.eye(*tensor.shape, dtype=tensor._data.dtype))
+
+
+def dirac_(tensor, groups=1):
+    """A convolution weight (out, in, *kernel) of 3 to 5 dims that passes its input channels
+    through: a 1 at the kernel's centre for output channel ``d`` of each group and input channel
+    ``d``, zeros elsewhere."""
+    _check("dirac_", tensor)
+    if tensor.ndim not in (3, 4, 5):
+        raise ValueError(f"dirac_: only tensors with 3, 4, or 5 dimensions are supported, got "
+                         f"shape {tuple(tensor.shape)}")
+    if groups < 1 or tensor.shape[0] % groups:
+        raise ValueError(f"dirac_: dim 0 ({tensor.shape[0]}) must be divisible by groups "
+                         f"({groups})")
+    per_group = tensor.shape[0] // groups
+    xp = get_array_module(tensor._data)
+    values = xp.zeros(tensor.shape, dtype=tensor._data.dtype)
+    centre = tuple(k // 2 for k in tensor.shape[2:])
+    for g in range(groups):
+        for d in range(min(per_group, tensor.shape[1])):
+            values[(g * per_group + d, d) + centre] = 1
+    return _fill(tensor, values)

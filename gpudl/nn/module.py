@@ -14,6 +14,7 @@ from ..dtypes import is_floating
 from .. import backend, dtypes
 from ..autograd import no_grad, recorded
 from ..tensor import Tensor
+from .backward_hooks import hooked_call
 from .parameter import Parameter
 
 _IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -77,7 +78,11 @@ class Module:
                     args, kwargs = changed
                 else:
                     args = changed if isinstance(changed, tuple) else (changed,)
-        output = self.forward(*args, **kwargs)
+        if hooks["backward"] or hooks["backward_pre"]:
+            output = hooked_call(self, hooks["backward"], hooks["backward_pre"], self.forward,
+                                 args, kwargs)
+        else:
+            output = self.forward(*args, **kwargs)
         for hook, with_kwargs in list(hooks["post"].values()):
             changed = (hook(self, args, kwargs, output) if with_kwargs
                        else hook(self, args, output))
@@ -96,13 +101,32 @@ class Module:
         handle: ``handle.remove()`` unregisters."""
         return self._add_forward_hook("post", hook, prepend, with_kwargs)
 
+    def register_full_backward_hook(self, hook, prepend=False):
+        """Call ``hook(module, grad_input, grad_output)`` in each backward through a call of
+        this module, once the gradients of its positional inputs are known (None for those that
+        need none, where torch gives zeros for a tensor; ``grad_output``: the gradients of the
+        outputs that require grad); a result other than None replaces
+        ``grad_input``. Returns a handle: ``handle.remove()`` unregisters (see
+        gpudl.nn.backward_hooks)."""
+        return self._add_forward_hook("backward", hook, prepend, False)
+
+    def register_full_backward_pre_hook(self, hook, prepend=False):
+        """Call ``hook(module, grad_output)`` in each backward through a call of this module as
+        the gradients of its outputs (those that require grad) arrive; a result other than None
+        replaces them. Returns a handle: ``handle.remove()`` unregisters."""
+        return self._add_forward_hook("backward_pre", hook, prepend, False)
+
     def _add_forward_hook(self, when, hook, prepend, with_kwargs):
         if not callable(hook):
-            raise TypeError(f"register_forward_{'pre_' if when == 'pre' else ''}hook: hook must "
-                            f"be callable, got {type(hook).__name__}")
+            kind = {"pre": "forward_pre_hook", "post": "forward_hook",
+                    "backward": "full_backward_hook",
+                    "backward_pre": "full_backward_pre_hook"}[when]
+            raise TypeError(f"register_{kind}: hook must be callable, got "
+                            f"{type(hook).__name__}")
         hooks = self.__dict__.get("_forward_hooks")
         if hooks is None:               # made on first use: modules without hooks carry nothing
-            hooks = {"pre": OrderedDict(), "post": OrderedDict()}
+            hooks = {"pre": OrderedDict(), "post": OrderedDict(), "backward": OrderedDict(),
+                     "backward_pre": OrderedDict()}
             object.__setattr__(self, "_forward_hooks", hooks)
         key = object()
         hooks[when][key] = (hook, with_kwargs)

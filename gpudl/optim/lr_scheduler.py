@@ -147,6 +147,8 @@ class StepLR(LRScheduler):
     """Multiply the learning rate by ``gamma`` every ``step_size`` epochs."""
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
+        if isinstance(step_size, float) and step_size.is_integer():
+            step_size = int(step_size)   # torch takes 1.0 (its text-classification tutorial's)
         _check_positive_int("StepLR", "step_size", step_size)
         self.step_size, self.gamma = step_size, gamma
         super().__init__(optimizer, last_epoch)

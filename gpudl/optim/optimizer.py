@@ -13,6 +13,7 @@ parameters in their own dtype); a state dict carries the master copy, and one wi
 torch) starts it from the parameter.
 """
 
+import collections
 import numbers
 
 import numpy as np
@@ -43,7 +44,7 @@ class Optimizer:
         _check_ordered(name, params)
         self.defaults = dict(defaults)
         self._validate_group(self.defaults)
-        self.state = {}
+        self.state = collections.defaultdict(dict)   # as torch's: a subclass writes state[p]
         self.param_groups = []
         self._workspace = {}          # dtype -> flat CPU scratch array (see _scratch)
         groups = list(params)
@@ -205,7 +206,7 @@ class Optimizer:
                     f"{name}.load_state_dict: parameter group {i} has {len(saved['params'])} "
                     f"parameters in the state dict but {len(group['params'])} here")
             by_index.update(zip((int(k) for k in saved["params"]), group["params"]))
-        new_state = {}
+        new_state = collections.defaultdict(dict)
         for key, saved in state_dict["state"].items():
             param = by_index.get(int(key))
             if param is None:

@@ -307,3 +307,27 @@ def test_float32_erf_approximation_error_bound():
     exact = np.array([math.erf(v) for v in xs])
     assert np.abs(K.erf_cpu(xs.astype(np.float32)) - exact).max() < 5e-7
     np.testing.assert_allclose(K.erf_cpu(xs), exact, rtol=1e-15, atol=1e-16)
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_gumbel_softmax_samples_the_softmax_with_torchs_gradients(hard, rng):
+    """Draws differ from torch's (other generators), so: rows sum to 1 (one-hot when hard),
+    the argmax frequencies follow softmax(logits) (the Gumbel-max trick), gradients are those of
+    a softmax (each row's sum 0), for gpudl and torch alike."""
+    probs = np.array([0.2, 0.5, 0.3])
+    for lib in (gd, torch):
+        lib.manual_seed(int(rng.integers(1 << 30)))
+        logits = lib.tensor(np.log(np.tile(probs, (4000, 1))), requires_grad=True)
+        y = lib.nn.functional.gumbel_softmax(logits, tau=0.7, hard=hard, dim=1)
+        (y * lib.tensor(rng.standard_normal((4000, 3)))).sum().backward()
+        values = y.detach().numpy()
+        np.testing.assert_allclose(values.sum(1), 1.0, rtol=1e-12)
+        if hard:
+            assert set(np.unique(values)) <= {0.0, 1.0}
+        np.testing.assert_allclose(np.bincount(values.argmax(1), minlength=3) / 4000, probs,
+                                   atol=0.035, err_msg=lib.__name__)
+        grad = logits.grad.numpy()
+        assert np.abs(grad).max() > 0.01
+        np.testing.assert_allclose(grad.sum(1), 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match="tau must be positive"):
+        F.gumbel_softmax(gd.zeros(2, 3), tau=0.0)

@@ -239,6 +239,30 @@ def test_constant_zeros_ones_orthogonal_and_no_graph():
         init.kaiming_uniform_(gd.empty(2, 2), mode="fan_avg")
 
 
+@pytest.mark.parametrize("shape, groups", [((3, 5), None), ((5, 3), None), ((4, 3, 3), 1),
+                                           ((6, 2, 3, 3), 2), ((4, 6, 2, 3, 5), 1),
+                                           ((6, 3, 3, 4), 3)])
+def test_eye_and_dirac_as_torch(shape, groups):
+    ours, theirs = nn.Parameter(gd.randn(*shape)), torch.nn.Parameter(torch.randn(*shape))
+    if groups is None:
+        init.eye_(ours)
+        torch.nn.init.eye_(theirs)
+    else:
+        init.dirac_(ours, groups)
+        torch.nn.init.dirac_(theirs, groups)
+    np.testing.assert_array_equal(ours.detach().numpy(), theirs.detach().numpy())
+    assert ours.grad_fn is None and ours.requires_grad
+
+
+def test_eye_and_dirac_refuse_other_shapes():
+    with pytest.raises(ValueError, match="eye_: only tensors with 2 dimensions"):
+        init.eye_(gd.empty(2, 2, 2))
+    with pytest.raises(ValueError, match="dirac_: only tensors with 3, 4, or 5 dimensions"):
+        init.dirac_(gd.empty(2, 2))
+    with pytest.raises(ValueError, match=r"dim 0 \(5\) must be divisible by groups \(2\)"):
+        init.dirac_(gd.empty(5, 2, 3), groups=2)
+
+
 # ---------------------------------------------------------------- nn.utils
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf, -math.inf, 0.0, 0.5, -2.0, "inf"])
 @pytest.mark.parametrize("max_norm", [0.5, 100.0])

@@ -394,6 +394,75 @@ def test_forward_hook_must_be_callable():
         nn.Linear(2, 2).register_forward_hook("print")
 
 
+def _backward_hooked_run(lib, x_values, y_values):
+    """Full backward hooks on a two-input module (one input needs no gradient) inside a model:
+    what the hooks saw, a replaced input gradient, a removed hook."""
+
+    class Gate(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = lib.nn.Parameter(lib.tensor([1.5, -0.5, 2.0], dtype=lib.float64))
+
+        def forward(self, x, y, k=2):
+            return x * self.scale * k + y, (x * y).sum(1)
+
+    gate, layer = Gate(), lib.nn.Linear(3, 3).double()
+    layer.load_state_dict({"weight": lib.tensor(x_values[:3]), "bias": lib.tensor(y_values[0])})
+    log = []
+    gate.register_full_backward_hook(lambda m, grad_in, grad_out: log.append(
+        [None if g is None else g.detach().numpy().copy() for g in grad_in + grad_out]))
+    gate.register_full_backward_hook(lambda m, grad_in, grad_out: (grad_in[0] * 3, None))
+    removed = layer.register_full_backward_hook(lambda m, grad_in, grad_out: log.append("no"))
+    removed.remove()
+    x = lib.tensor(x_values, requires_grad=True)
+    h = layer(x)
+    out, side = gate(h, lib.tensor(y_values), k=3)
+    (out.pow(2).sum() + side.sum()).backward()
+    return log, x.grad.numpy(), gate.scale.grad.numpy()
+
+
+def test_full_backward_hooks_see_and_replace_gradients_as_torchs(rng):
+    x, y = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    (our_log, our_x, our_scale), (their_log, their_x, their_scale) = (
+        _backward_hooked_run(gd, x, y), _backward_hooked_run(torch, x, y))
+    assert len(our_log) == len(their_log) == 1
+    # torch gives zeros for the tensor input that needs no gradient, gpudl None
+    assert our_log[0][1] is None and not their_log[0][1].any()
+    for ours, theirs in zip(our_log[0][:1] + our_log[0][2:], their_log[0][:1] + their_log[0][2:]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+    np.testing.assert_allclose(our_x, their_x, rtol=1e-12)
+    np.testing.assert_allclose(our_scale, their_scale, rtol=1e-12)
+    with pytest.raises(TypeError, match="register_full_backward_hook: hook must be callable"):
+        nn.Linear(2, 2).register_full_backward_hook(None)
+
+
+def _pre_hooked_run(lib, x_values, w_values):
+    log = []
+    first, second = lib.nn.Linear(3, 4).double(), lib.nn.Linear(4, 2).double()
+    for layer, w in ((first, w_values[:4, :3]), (second, w_values[:2, :4])):
+        layer.load_state_dict({"weight": lib.tensor(w), "bias": lib.tensor(w[:, 0])})
+    second.register_full_backward_pre_hook(lambda m, grad_out: log.append(
+        grad_out[0].detach().numpy().copy()))
+    second.register_full_backward_pre_hook(lambda m, grad_out: (grad_out[0] * -2,))
+    first.register_full_backward_hook(lambda m, grad_in, grad_out: log.append(
+        grad_out[0].detach().numpy().copy()))
+    removed = first.register_full_backward_pre_hook(lambda m, grad_out: (grad_out[0] * 0,))
+    removed.remove()
+    x = lib.tensor(x_values, requires_grad=True)
+    second(lib.tanh(first(x))).pow(2).sum().backward()
+    return log, x.grad.numpy(), first.weight.grad.numpy()
+
+
+def test_full_backward_pre_hooks_see_and_replace_output_gradients_as_torchs(rng):
+    x, w = rng.standard_normal((5, 3)), rng.standard_normal((4, 4))
+    ours, theirs = _pre_hooked_run(gd, x, w), _pre_hooked_run(torch, x, w)
+    assert len(ours[0]) == len(theirs[0]) == 2
+    for a, b in zip(ours[0] + list(ours[1:]), theirs[0] + list(theirs[1:])):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    with pytest.raises(TypeError, match="register_full_backward_pre_hook: hook must be callable"):
+        nn.Linear(2, 2).register_full_backward_pre_hook(3)
+
+
 def test_get_parameter_and_get_buffer_as_torch():
     ours, theirs = Net(), TorchNet()
     for target in ("features.0.weight", "scale", "heads.1.bias"):

@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 SCHEDULERS = [
     ("StepLR", dict(step_size=3, gamma=0.5)),
     ("StepLR", dict(step_size=1)),
+    ("StepLR", dict(step_size=2.0, gamma=0.5)),     # a whole float, as torch's tutorial passes
     ("MultiStepLR", dict(milestones=[2, 5, 5, 11], gamma=0.3)),
     ("ExponentialLR", dict(gamma=0.9)),
     ("CosineAnnealingLR", dict(T_max=7)),
@@ -150,6 +151,7 @@ def test_multistep_state_dict_through_json():
 
 @pytest.mark.parametrize("make, error, message", [
     (lambda o: sched.StepLR(o, step_size=0), ValueError, "step_size must be a positive int"),
+    (lambda o: sched.StepLR(o, step_size=1.5), ValueError, "step_size must be a positive int"),
     (lambda o: sched.CosineAnnealingLR(o, T_max=0), ValueError, "T_max"),
     (lambda o: sched.ReduceLROnPlateau(o, factor=1.0), ValueError, "factor must be < 1.0"),
     (lambda o: sched.ReduceLROnPlateau(o, mode="lowest"), ValueError, "mode must be"),

@@ -302,3 +302,33 @@ def test_nan_gradient_propagates():
     opt = optim.Adam([p], lr=0.1)
     gd_step(opt, [p], [np.array([np.nan, 1.0], np.float32)])
     assert np.isnan(p.numpy()[0]) and np.isfinite(p.numpy()[1])
+
+
+def test_a_subclass_writes_state_of_a_new_parameter_as_in_torch(rng):
+    """torch's Optimizer.state is a defaultdict(dict): a hand-written step() reads
+    ``self.state[p]`` for a parameter it has not seen, before and after load_state_dict."""
+
+    class Momentum(gd.optim.Optimizer):
+        def __init__(self, params, lr):
+            super().__init__(params, {"lr": lr})
+
+        @gd.no_grad()
+        def step(self):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    state = self.state[p]
+                    if "buffer" not in state:
+                        state["buffer"] = gd.zeros_like(p)
+                    state["buffer"].mul_(0.9).add_(p.grad)
+                    p.sub_(state["buffer"], alpha=group["lr"])
+
+    start, grad = rng.standard_normal(4), rng.standard_normal(4)
+    p = gd.nn.Parameter(gd.tensor(start))
+    optimizer = Momentum([p], lr=0.1)
+    for _ in range(2):
+        p.grad = gd.tensor(grad)
+        optimizer.step()
+    np.testing.assert_allclose(p.detach().numpy(), start - 0.1 * (1 + 1.9) * grad)
+    fresh = Momentum([gd.nn.Parameter(gd.tensor(start))], lr=0.1)
+    fresh.load_state_dict({"state": {}, "param_groups": optimizer.state_dict()["param_groups"]})
+    assert fresh.state[fresh.param_groups[0]["params"][0]] == {}
