@@ -351,12 +351,16 @@ Tensor.equal = equal
 def addcmul(input, tensor1, tensor2, *, value=1):
     """``input + value * tensor1 * tensor2``, broadcast (torch.addcmul)."""
     require_tensors("addcmul", input=input, tensor1=tensor1, tensor2=tensor2)
+    if _autocast.active:
+        input, tensor1, tensor2 = cast_inputs("addcmul", input, tensor1, tensor2)
     return input + value * tensor1 * tensor2
 
 
 def addcdiv(input, tensor1, tensor2, *, value=1):
     """``input + value * tensor1 / tensor2``, broadcast (torch.addcdiv)."""
     require_tensors("addcdiv", input=input, tensor1=tensor1, tensor2=tensor2)
+    if _autocast.active:
+        input, tensor1, tensor2 = cast_inputs("addcdiv", input, tensor1, tensor2)
     return input + value * tensor1 / tensor2
 
 

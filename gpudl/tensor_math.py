@@ -608,6 +608,11 @@ def matmul(a, b):
     """Matrix product with NumPy's rules: 1-D promotion, batched and broadcast leading dims."""
     if _autocast.active:
         a, b = cast_inputs("matmul", a, b)
+    return product(a, b)
+
+
+def product(a, b):
+    """``matmul`` without its autocast cast, for ops with a policy of their own (dot, mv)."""
     like = a if isinstance(a, T.Tensor) else b
     a, b = _as_operand(a, like), _as_operand(b, like)
     if not isinstance(a, T.Tensor) or not isinstance(b, T.Tensor) or a.ndim == 0 or b.ndim == 0:

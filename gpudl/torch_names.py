@@ -9,9 +9,11 @@ import ml_dtypes
 import numpy as np
 
 from . import backend, creation, dtypes
+from .amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from .functions import _method, cat, require_tensors
 from .ops._util import normalize_axis
 from .tensor import Tensor
+from .tensor_math import product
 
 for _name in ("all", "any", "pow", "t"):
     globals()[_name] = _method(_name)
@@ -143,7 +145,9 @@ def dot(input, other):
     if input.ndim != 1 or other.ndim != 1:
         raise RuntimeError(f"dot: 1D tensors expected, but got {input.ndim}D and "
                            f"{other.ndim}D tensors")
-    return input @ other
+    if _autocast.active:
+        input, other = cast_inputs("dot", input, other)
+    return product(input, other)
 
 
 def mv(input, vec):
@@ -152,7 +156,9 @@ def mv(input, vec):
     if input.ndim != 2 or vec.ndim != 1:
         raise RuntimeError(f"mv: expected a 2-D matrix and a 1-D vector, got {input.ndim}D and "
                            f"{vec.ndim}D")
-    return input @ vec
+    if _autocast.active:
+        input, vec = cast_inputs("mv", input, vec)
+    return product(input, vec)
 
 
 def is_floating_point(input):
@@ -166,6 +172,10 @@ def trace(input):
     require_tensors("trace", input=input)
     if input.ndim != 2:
         raise RuntimeError(f"trace: expected a matrix, got a {input.ndim}-D tensor")
+    if _autocast.active:               # trace's own policy, not sum's (float32 on cuda)
+        (input,) = cast_inputs("trace", input)
+        with autocast(input._device, enabled=False):
+            return input.diag().sum()
     return input.diag().sum()
 
 

@@ -159,6 +159,19 @@ ADDED_CASES = {
                  (MAT[:, :2].copy(), MAT[:, 4:].copy(), W)),
 }
 CASES.update(ADDED_CASES)
+# ... and torch's names added for ported scripts (torch_names, addcmul/addcdiv); dot and mv on
+# the cpu keep the input's dtype where matmul lowers it
+VECTOR, SQUARE = _f32(8), _f32(6, 6)
+NAMES_CASES = {
+    "trace": (lambda m, f, x: x.trace(), (SQUARE,)),
+    "dot": (lambda m, f, x, y: m.dot(x, y), (VECTOR, VECTOR[::-1].copy())),
+    "mv": (lambda m, f, x, y: m.mv(x, y), (MAT, VECTOR)),
+    "addcmul": (lambda m, f, x, y, z: m.addcmul(x, y, z, value=0.5),
+                (MAT, MAT, MAT[::-1].copy())),
+    "addcdiv": (lambda m, f, x, y, z: m.addcdiv(x, y, z.abs() + 1, value=0.5),
+                (MAT, MAT, MAT[::-1].copy())),
+}
+CASES.update(NAMES_CASES)
 
 # ops whose CUDA autocast kernels torch's fake tensors cannot run in a CPU-only build ("not
 # linked with support for cuda devices"): their cuda policy is checked through the table below
@@ -168,6 +181,7 @@ NO_FAKE_CUDA = {"bmm", "conv1d", "LSTMCell", "GRUCell", "RNNCell", "baddbmm", "a
 ADDED_CUDA_DTYPES = {"prelu": gd.float16, "margin_ranking_loss": gd.float32,
                      "hinge_embedding_loss": gd.float32, "cosine_embedding_loss": gd.float32,
                      "soft_margin_loss": gd.float32, "bilinear": gd.float32}
+ADDED_CUDA_DTYPES.update(dot=gd.float32, mv=gd.float16)    # dot promotes, mv lowers
 NO_FAKE_CUDA |= set(ADDED_CUDA_DTYPES)
 
 
@@ -301,7 +315,7 @@ NOT_IN_GPUDL = {
 }
 
 
-ADDED = set(ADDED_CASES)
+ADDED = set(ADDED_CASES) | set(NAMES_CASES)
 CHECKED |= ADDED
 NOT_IN_GPUDL -= ADDED
 

@@ -73,6 +73,10 @@ for _policies in POLICIES.values():
     _policies.update(dict.fromkeys(("hinge_embedding_loss", "triplet_margin_loss",
                                     "multi_margin_loss"), "fp32"))
 POLICIES["cuda"].update(rms_norm="fp32", bilinear="promote")
+# ... and torch's names added then: mv lowered and dot, addcmul, addcdiv promoted on cuda; trace
+# in float32 on the cpu (dot and mv keep their dtype there, unlike matmul)
+POLICIES["cuda"].update(mv="lower", dot="promote", addcmul="promote", addcdiv="promote")
+POLICIES["cpu"].update(trace="fp32")
 
 _BANNED = ("{op} and torch.nn.BCELoss are unsafe to autocast: many models use a sigmoid layer "
            "right before the binary cross entropy layer, and in that case the combination is "
