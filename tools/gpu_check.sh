@@ -47,7 +47,11 @@ python -c "import numpy, numba, cupy, torch; print('numpy', numpy.__version__, '
 numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
 step attention_precision 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/test_attention_precision.py tests/test_attention.py -k "float16 or bfloat16 or float32"
-step tests 225 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider --ignore=tests/sim
+# the suite in 8 processes where pytest-xdist is installed (the device image has it; one file
+# per process at a time, so a file's tests keep their order): 4,400 tests no longer fit 225 s in one
+workers=$(python -c "import xdist" 2>/dev/null && echo "-n 8 --dist loadfile")
+step tests 225 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider \
+    --ignore=tests/sim $workers
 step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/sim/test_zero_sync_sim.py
 step nccl 60 env GPUDL_DEVICE=cuda GPUDL_NCCL_REQUIRED=1 python -m pytest -q -rs -p no:cacheprovider \
