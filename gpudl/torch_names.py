@@ -139,26 +139,26 @@ def vstack(tensors):
     return cat([t.reshape(1, -1) if t.ndim < 2 else t for t in tensors], 0)
 
 
+def _vector_product(op, dims, **operands):
+    """matmul of two operands of ``dims`` dimensions, under ``op``'s own autocast policy."""
+    require_tensors(op, **operands)
+    (a_name, a), (b_name, b) = operands.items()
+    if (a.ndim, b.ndim) != dims:
+        raise RuntimeError(f"{op}: expected a {dims[0]}-D {a_name} and a {dims[1]}-D {b_name}, "
+                           f"got {a.ndim}-D and {b.ndim}-D tensors")
+    if _autocast.active:
+        a, b = cast_inputs(op, a, b)
+    return product(a, b)
+
+
 def dot(input, other):
     """The inner product of two 1-D tensors."""
-    require_tensors("dot", input=input, other=other)
-    if input.ndim != 1 or other.ndim != 1:
-        raise RuntimeError(f"dot: 1D tensors expected, but got {input.ndim}D and "
-                           f"{other.ndim}D tensors")
-    if _autocast.active:
-        input, other = cast_inputs("dot", input, other)
-    return product(input, other)
+    return _vector_product("dot", (1, 1), input=input, other=other)
 
 
 def mv(input, vec):
     """Matrix (n, m) times vector (m,)."""
-    require_tensors("mv", input=input, vec=vec)
-    if input.ndim != 2 or vec.ndim != 1:
-        raise RuntimeError(f"mv: expected a 2-D matrix and a 1-D vector, got {input.ndim}D and "
-                           f"{vec.ndim}D")
-    if _autocast.active:
-        input, vec = cast_inputs("mv", input, vec)
-    return product(input, vec)
+    return _vector_product("mv", (2, 1), input=input, vec=vec)
 
 
 def is_floating_point(input):

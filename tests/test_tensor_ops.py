@@ -479,7 +479,7 @@ def test_shape_helpers_as_torch(rng):
     check_against_torch(lambda a, b: a.mv(b), lambda a, b: a.mv(b), m, v)
     assert gd.is_floating_point(gd.tensor(x))
     assert not gd.zeros(2, dtype=gd.int64).is_floating_point()
-    with pytest.raises(RuntimeError, match="dot: 1D tensors expected"):
+    with pytest.raises(RuntimeError, match="dot: expected a 1-D input and a 1-D other"):
         gd.dot(gd.tensor(m), gd.tensor(v))
     with pytest.raises(ValueError, match="movedim: source and destination must have the same"):
         gd.movedim(gd.tensor(x), (0, 1), 2)
