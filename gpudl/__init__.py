@@ -42,6 +42,19 @@ from .torch_names import (all, any, broadcast_to, count_nonzero, dot, finfo,  # 
                           hstack, iinfo, is_floating_point, isinf, logical_and, logical_not,
                           logical_or, logical_xor, moveaxis, movedim, mv, pow, t, tile, trace,
                           tril_indices, triu_indices, unflatten, vstack)
+# session 11, math-ops: torch's elementwise maths (their in-place variants: math_inplace)
+from . import math_inplace  # noqa: F401  (attaches the Tensor methods)
+from .math_ops import (absolute, acos, acosh, add, arccos, arccosh, arcsin, arcsinh, arctan,
+                       arctan2, arctanh, asin, asinh, atan, atan2, atanh, celu, clone, copysign,
+                       cosh, deg2rad, detach, div, divide, exp2, fix, float_power, fmax, fmin,
+                       fmod, frac, frexp, hardshrink, heaviside, hypot, ldexp, log2, log10,
+                       logaddexp, logaddexp2, logit, mul, multiply, neg, negative, nextafter,
+                       positive, prelu, rad2deg, rrelu, rsub, selu, sgn, sinc, sinh, sub,
+                       subtract, tan, threshold, true_divide, trunc, xlogy)
+from .math_bits import (bitwise_and, bitwise_left_shift, bitwise_not, bitwise_or,
+                        bitwise_right_shift, bitwise_xor, eq, gcd, ge, greater, greater_equal, gt,
+                        is_nonzero, is_same_size, is_signed, isneginf, isposinf, isreal, lcm, le,
+                        less, less_equal, lt, ne, not_equal, signbit)
 
 host_memory.keep_freed_memory()     # before the first step's temporaries (see its module doc)
 

@@ -123,8 +123,9 @@ class MathMixin:
 
     @recorded("compute")
     def __invert__(self):
-        if self.dtype != dtypes.bool_:
-            raise TypeError(f"~ is defined for bool tensors only, got {self.dtype}")
+        if is_floating(self.dtype):       # integers: bitwise not; bools: logical not
+            raise TypeError(f"~ (bitwise_not) is defined for integer and bool tensors, got "
+                            f"{self.dtype}")
         return T.Tensor._make(~self._data, False, None, 0, self._device)
 
     def __and__(self, other):

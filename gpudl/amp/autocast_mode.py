@@ -77,6 +77,10 @@ POLICIES["cuda"].update(rms_norm="fp32", bilinear="promote")
 # in float32 on the cpu (dot and mv keep their dtype there, unlike matmul)
 POLICIES["cuda"].update(mv="lower", dot="promote", addcmul="promote", addcdiv="promote")
 POLICIES["cpu"].update(trace="fp32")
+# session 11, math-ops: torch's cuda fp32 list's trigonometric and hyperbolic functions;
+# atan2 takes the widest input dtype there
+POLICIES["cuda"].update(dict.fromkeys(("acos", "asin", "cosh", "sinh", "tan"), "fp32"),
+                        atan2="promote")
 
 _BANNED = ("{op} and torch.nn.BCELoss are unsafe to autocast: many models use a sigmoid layer "
            "right before the binary cross entropy layer, and in that case the combination is "

@@ -390,7 +390,7 @@ UNARY = {
     "rsqrt": (lambda xp, a: 1 / xp.sqrt(a), lambda xp, a, y: -0.5 * y * y * y),
     "reciprocal": (lambda xp, a: 1 / a, lambda xp, a, y: -y * y),
     "erf": (_erf, lambda xp, a, y: (2 / np.sqrt(np.pi)) * xp.exp(-a * a)),
-    "sign": (lambda xp, a: xp.sign(a), _zero),
+    "sign": (lambda xp, a: (a > 0).astype(a.dtype) - (a < 0), _zero),   # sign(nan) = 0, as torch
     "floor": (lambda xp, a: xp.floor(a), _zero),
     "ceil": (lambda xp, a: xp.ceil(a), _zero),
     "round": (lambda xp, a: xp.round(a), _zero),
@@ -398,17 +398,19 @@ UNARY = {
 
 
 class Unary(Function):
-    """One of the ``UNARY`` functions, by name: forward and derivative from the table."""
+    """One of the ``table`` functions, by name: forward and derivative from the table."""
 
-    @staticmethod
-    def forward(ctx, a, name):
+    table = UNARY
+
+    @classmethod
+    def forward(cls, ctx, a, name):
         xp = xp_of(a)
-        y = xp.asarray(UNARY[name][0](xp, a)).astype(a.dtype, copy=False)
+        y = xp.asarray(cls.table[name][0](xp, a)).astype(a.dtype, copy=False)
         ctx.save_for_backward(a, y)
         ctx.name = name
         return y
 
-    @staticmethod
-    def backward(ctx, g):
+    @classmethod
+    def backward(cls, ctx, g):
         a, y = ctx.saved_tensors
-        return g * UNARY[ctx.name][1](xp_of(a), a, y), None
+        return g * cls.table[ctx.name][1](xp_of(a), a, y), None

@@ -1,0 +1,328 @@
+"""torch's elementwise maths at top level and as Tensor methods: the arithmetic functions with
+their keyword arguments (``add(alpha=)``, ``div(rounding_mode=)``) and aliases, the
+trigonometric, hyperbolic, log and exponential functions, and the floating point binary
+functions (atan2, hypot, copysign, fmod, logaddexp, xlogy, float_power, fmax, ...).
+
+Integer and bitwise functions, predicates and comparisons are in ``math_bits``; the in-place
+``_`` variants of both in ``math_inplace``. Values, result dtypes, broadcasting, gradients and
+errors are torch's; the maths is in ``gpudl.ops.elementwise_math``.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from . import autograd, backend, dtypes
+from .amp.autocast_mode import cast_inputs, state as _autocast
+from .ops import elementwise as E
+from .ops.activation import celu, hardshrink, prelu, rrelu, selu, threshold  # noqa: F401
+from .ops import elementwise_math as M
+from .tensor import Tensor
+from .tensor_math import _autocast_one, _binary, _no_bool, _result_dtype
+
+
+# ----------------------------------------------------------------- argument checks
+def check_no_out(op, out):
+    """gpudl has no ``out=`` arguments: refuse one clearly rather than ignore it."""
+    if out is not None:
+        raise TypeError(f"{op}: out= is not supported by gpudl; use the returned tensor "
+                        "(or an in-place method such as Tensor.copy_)")
+
+
+def check_tensor(op, name, value):
+    """TypeError (torch's wording) unless ``value`` is a Tensor."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{op}(): argument '{name}' must be Tensor, not {type(value).__name__}")
+
+
+def check_operand(op, name, value):
+    """TypeError unless ``value`` is a Tensor or a real Python/NumPy number."""
+    if not isinstance(value, (Tensor, int, float, np.number, np.bool_)):
+        raise TypeError(f"{op}(): argument '{name}' must be Tensor or Number, not "
+                        f"{type(value).__name__}")
+
+
+def check_kinds(op, kinds, *operands):
+    """TypeError unless each operand's (tensor or number) category is in ``kinds`` ('b' bool,
+    'i' integer, 'f' floating), as torch refuses e.g. hypot of integers ("not implemented for
+    'Long'")."""
+    for x in operands:
+        if "bif"[dtypes.value_category(x)] not in kinds:
+            raise TypeError(f"{op}: not implemented for {getattr(x, 'dtype', type(x).__name__)} "
+                            "operands")
+
+
+# ----------------------------------------------------------------- arithmetic
+def _scaled(op, other, alpha, like):
+    """``alpha * other`` for add/sub/rsub, refused as torch refuses a floating alpha with an
+    integral result (a bool result takes alpha as a truth value)."""
+    if alpha == 1:
+        return other
+    check_operand(op, "alpha", alpha)
+    dtype = _result_dtype(like, other)
+    if dtypes.category(dtype) < 2 and dtypes.value_category(alpha) == 2:
+        raise RuntimeError(f"{op}: for integral input tensors, argument alpha must not be a "
+                           f"floating point number, got alpha={alpha!r}")
+    if dtype == dtypes.bool_:
+        return other * bool(alpha)
+    return other * alpha
+
+
+def add(input, other, *, alpha=1, out=None):
+    """``input + alpha * other``, broadcast, in torch's promoted dtype."""
+    check_no_out("add", out)
+    check_operand("add", "input", input)
+    check_operand("add", "other", other)
+    return input + _scaled("add", other, alpha, input)
+
+
+def sub(input, other, *, alpha=1, out=None):
+    """``input - alpha * other``, broadcast (bool operands refused, as torch)."""
+    check_no_out("sub", out)
+    check_operand("sub", "input", input)
+    check_operand("sub", "other", other)
+    _no_bool("sub", input, other)
+    return input - _scaled("sub", other, alpha, input)
+
+
+def rsub(input, other, *, alpha=1):
+    """``other - alpha * input``: sub with its operands swapped."""
+    check_tensor("rsub", "input", input)
+    check_operand("rsub", "other", other)
+    _no_bool("rsub", input, other)
+    return other - _scaled("rsub", input, alpha, input)
+
+
+def mul(input, other, *, out=None):
+    """``input * other``, broadcast."""
+    check_no_out("mul", out)
+    check_operand("mul", "input", input)
+    check_operand("mul", "other", other)
+    return input * other
+
+
+_ROUNDING_MODES = (None, "trunc", "floor")
+
+
+def div(input, other, *, rounding_mode=None, out=None):
+    """``input / other``: true division (integers give the default float) with
+    ``rounding_mode=None``; rounded toward zero with ``'trunc'`` and toward minus infinity with
+    ``'floor'``, in the promoted dtype (integers stay integers). The rounded forms have zero
+    gradients, as in torch."""
+    check_no_out("div", out)
+    check_operand("div", "input", input)
+    check_operand("div", "other", other)
+    if rounding_mode not in _ROUNDING_MODES:
+        raise ValueError(f"div: expected rounding_mode to be one of None, 'trunc', or 'floor' "
+                         f"but found {rounding_mode!r}")
+    if rounding_mode is None:
+        return input / other
+    if rounding_mode == "trunc":
+        return _binary(M.TruncDivide, "div", input, other)
+    floating = dtypes.is_floating(_result_dtype(input, other))
+    return _binary(M.FloorDivideZeroGrad if floating else E.FloorDivide, "div", input, other)
+
+
+def true_divide(input, other, *, out=None):
+    """``div`` without rounding: integers divide to the default float."""
+    return div(input, other, out=out)
+
+
+def neg(input, *, out=None):
+    """``-input`` (bool refused, as torch)."""
+    check_no_out("neg", out)
+    check_tensor("neg", "input", input)
+    return -input
+
+
+def positive(input):
+    """``input`` itself (torch.positive); a bool tensor is refused, as torch refuses it."""
+    check_tensor("positive", "input", input)
+    if input.dtype == dtypes.bool_:
+        raise TypeError("positive: the + operator on a bool tensor is not supported")
+    return input
+
+
+def absolute(input, *, out=None):
+    """``|input|`` (torch.abs)."""
+    check_no_out("absolute", out)
+    check_tensor("absolute", "input", input)
+    return abs(input)
+
+
+subtract, multiply, divide, negative = sub, mul, div, neg
+
+
+# ----------------------------------------------------------------- unary maths
+def _floating_unary(name):
+    def call(input, *, out=None):
+        check_no_out(name, out)
+        check_tensor(name, "input", input)
+        input = _autocast_one(name, input)
+        return M.MathUnary.apply(input._floating(), name)
+    call.__name__ = name
+    call.__doc__ = (f"Elementwise {name}, as torch.{name}: integer and bool inputs give the "
+                    "default float dtype.")
+    return call
+
+
+tan, sinh, cosh, asin, acos, atan, asinh, acosh, atanh, exp2, log2, log10, sinc, deg2rad, \
+    rad2deg = (_floating_unary(name) for name in (
+        "tan", "sinh", "cosh", "asin", "acos", "atan", "asinh", "acosh", "atanh", "exp2", "log2",
+        "log10", "sinc", "deg2rad", "rad2deg"))
+arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
+
+
+def trunc(input, *, out=None):
+    """Round toward zero; integer tensors come back as copies (bool refused, as torch)."""
+    check_no_out("trunc", out)
+    check_tensor("trunc", "input", input)
+    check_kinds("trunc", "if", input)
+    return M.MathUnary.apply(input, "trunc") if input.dtype.kind == "f" else input.clone()
+
+
+def frac(input, *, out=None):
+    """``input - trunc(input)``: the fractional part, with input's sign (floating only)."""
+    check_no_out("frac", out)
+    check_tensor("frac", "input", input)
+    check_kinds("frac", "f", input)
+    return M.MathUnary.apply(input, "frac")
+
+
+fix = trunc
+
+
+def sgn(input, *, out=None):
+    """The sign (-1, 0 or 1; 0 for nan) of a real tensor: torch.sgn is torch.sign on reals."""
+    check_no_out("sgn", out)
+    check_tensor("sgn", "input", input)
+    return input.sign()
+
+
+def logit(input, eps=None, *, out=None):
+    """``log(p / (1 - p))``, with ``p = input`` clamped to [eps, 1 - eps] when eps is given."""
+    check_no_out("logit", out)
+    check_tensor("logit", "input", input)
+    if eps is not None and not isinstance(eps, (int, float)):
+        raise TypeError(f"logit(): argument 'eps' must be a float or None, got "
+                        f"{type(eps).__name__}")
+    return M.Logit.apply(input._floating(), None if eps is None else float(eps))
+
+
+# ----------------------------------------------------------------- binary maths
+def _binary_function(name, function, kinds="bif", floating=False, numbers=()):
+    """The torch function ``name`` of two operands through Function ``function``: ``kinds``
+    the dtype categories it takes, ``floating`` whether integers give the default float,
+    ``numbers`` which of 'input' and 'other' may be Python numbers (the rest must be Tensors)."""
+    def call(input, other, *, out=None):
+        check_no_out(name, out)
+        for arg, value in (("input", input), ("other", other)):
+            (check_operand if arg in numbers else check_tensor)(name, arg, value)
+        check_kinds(name, kinds, input, other)
+        if _autocast.active:
+            input, other = cast_inputs(name, input, other)
+        return _binary(function, name, input, other, true_division=floating)
+    call.__name__ = name
+    call.__doc__ = f"{function.__doc__.splitlines()[0]} (torch.{name}), broadcast."
+    return call
+
+
+atan2 = _binary_function("atan2", M.Atan2, floating=True)
+hypot = _binary_function("hypot", M.Hypot, kinds="f")
+copysign = _binary_function("copysign", M.Copysign, floating=True, numbers=("other",))
+logaddexp = _binary_function("logaddexp", M.LogAddExp, kinds="f")
+logaddexp2 = _binary_function("logaddexp2", M.LogAddExp2, kinds="f")
+xlogy = _binary_function("xlogy", M.Xlogy, floating=True, numbers=("input", "other"))
+nextafter = _binary_function("nextafter", M.NextAfter, kinds="f")
+fmax = _binary_function("fmax", M.Fmax)
+fmin = _binary_function("fmin", M.Fmin)
+arctan2 = atan2
+
+
+fmod = _binary_function("fmod", M.Fmod, kinds="if", numbers=("other",))
+
+
+def float_power(input, exponent, *, out=None):
+    """``input ** exponent`` computed in float64, whatever the operands' dtypes."""
+    check_no_out("float_power", out)
+    if not isinstance(input, Tensor) and not isinstance(exponent, Tensor):
+        check_tensor("float_power", "exponent", exponent)
+    check_operand("float_power", "input", input)
+    check_operand("float_power", "exponent", exponent)
+    widen = (lambda x: x.double() if isinstance(x, Tensor) else float(x))
+    return widen(input) ** widen(exponent)
+
+
+def ldexp(input, other, *, out=None):
+    """``input * 2 ** other``; the result is floating (integers give the default float)."""
+    check_no_out("ldexp", out)
+    check_tensor("ldexp", "input", input)
+    check_tensor("ldexp", "other", other)
+    dtype = _result_dtype(input, other)
+    dtype = dtype if dtypes.is_floating(dtype) else dtypes.DEFAULT_FLOAT
+    return input.astype(dtype) * exp2(other.astype(dtype))
+
+
+def heaviside(input, values, *, out=None):
+    """0 where input < 0, ``values`` where input == 0, 1 where input > 0 (nan gives 0, as
+    torch); input and values must share a dtype. No gradient."""
+    check_no_out("heaviside", out)
+    check_tensor("heaviside", "input", input)
+    check_tensor("heaviside", "values", values)
+    if input.dtype != values.dtype:
+        raise TypeError(f"heaviside: input and values must share a dtype (torch does not "
+                        f"implement mixed dtypes), got {input.dtype} and {values.dtype}")
+    try:
+        return M.Heaviside.apply(input, values)
+    except ValueError:
+        raise ValueError(f"heaviside: shapes {input.shape} and {values.shape} are not "
+                         "broadcastable") from None
+
+
+def frexp(input, *, out=None):
+    """``(mantissa, exponent)`` with ``input = mantissa * 2 ** exponent``, |mantissa| in
+    [0.5, 1) (0, inf and nan keep their value with exponent 0); exponent is int32. Floating
+    input only; no gradient, as torch."""
+    check_no_out("frexp", out)
+    check_tensor("frexp", "input", input)
+    if not dtypes.is_floating(input.dtype):
+        raise TypeError(f"frexp: only supports floating-point dtypes, got {input.dtype}")
+    return _frexp(input)
+
+
+@autograd.recorded("compute")        # outside the autograd Functions: a CPU graph records it
+def _frexp(input):
+    mantissa, exponent = backend.get_array_module(input._data).frexp(input._data)
+    return Frexp(*(Tensor._make(array, False, None, 0, input._device)
+                   for array in (mantissa.astype(input.dtype, copy=False),
+                                 exponent.astype(np.int32, copy=False))))
+
+
+Frexp = namedtuple("frexp", ["mantissa", "exponent"])
+
+
+# ----------------------------------------------------------------- torch.* forms of methods
+def clone(input, *, memory_format=None):
+    """A copy of ``input`` (in the graph: the gradient flows back to input)."""
+    check_tensor("clone", "input", input)
+    return input.clone()
+
+
+def detach(input):
+    """``input`` detached from the graph (shares its memory)."""
+    check_tensor("detach", "input", input)
+    return input.detach()
+
+
+# ----------------------------------------------------------------- Tensor methods
+_METHODS = ("add", "sub", "subtract", "mul", "multiply", "div", "divide", "true_divide",
+            "negative", "positive", "absolute", "tan", "sinh", "cosh", "asin", "acos", "atan",
+            "asinh", "acosh", "atanh", "arcsin", "arccos", "arctan", "arcsinh", "arccosh",
+            "arctanh", "exp2", "log2", "log10", "sinc", "deg2rad", "rad2deg", "trunc", "fix",
+            "frac", "sgn", "logit", "atan2", "arctan2", "hypot", "copysign", "logaddexp",
+            "logaddexp2", "xlogy", "nextafter", "fmax", "fmin", "fmod", "float_power", "ldexp",
+            "heaviside", "frexp")
+Tensor.hardshrink, Tensor.prelu = hardshrink, prelu
+for _name in _METHODS:
+    setattr(Tensor, _name, globals()[_name])
+del _name

@@ -1,0 +1,247 @@
+"""torch's wider elementwise maths on raw arrays: trigonometric and hyperbolic functions, logs
+and exponentials in other bases, and the binary functions (atan2, hypot, copysign, fmod, ...).
+
+Gradients follow torch's formulas, its conventions at the points where a derivative does not
+exist included (each says which). Arrays are NumPy or CuPy: only functions both have are used.
+"""
+
+import math
+
+import numpy as np
+
+from ..autograd import Function
+from .elementwise import Unary, _integer_division, _shape, _xp2
+from ._util import quiet, sum_to, xp_of
+
+_LN2, _LN10 = math.log(2.0), math.log(10.0)
+
+
+def _sinc_derivative(xp, a, y):
+    # (cos(pi a) - sinc(a)) / a, and 0 at a == 0 (torch's choice; the limit is 0 too)
+    with quiet(xp):
+        return xp.where(a == 0, 0, (xp.cos(np.pi * a) - y) / a)
+
+
+def _zero(xp, a, y):
+    return xp.zeros_like(a)
+
+
+# name -> (forward(xp, a), d y / d a as f(xp, a, y)); a is floating point (see Unary)
+MATH_UNARY = {
+    "tan": (lambda xp, a: xp.tan(a), lambda xp, a, y: 1 + y * y),
+    "sinh": (lambda xp, a: xp.sinh(a), lambda xp, a, y: xp.cosh(a)),
+    "cosh": (lambda xp, a: xp.cosh(a), lambda xp, a, y: xp.sinh(a)),
+    "asin": (lambda xp, a: xp.arcsin(a), lambda xp, a, y: 1 / xp.sqrt(1 - a * a)),
+    "acos": (lambda xp, a: xp.arccos(a), lambda xp, a, y: -1 / xp.sqrt(1 - a * a)),
+    "atan": (lambda xp, a: xp.arctan(a), lambda xp, a, y: 1 / (1 + a * a)),
+    "asinh": (lambda xp, a: xp.arcsinh(a), lambda xp, a, y: 1 / xp.sqrt(a * a + 1)),
+    "acosh": (lambda xp, a: xp.arccosh(a), lambda xp, a, y: 1 / xp.sqrt(a * a - 1)),
+    "atanh": (lambda xp, a: xp.arctanh(a), lambda xp, a, y: 1 / (1 - a * a)),
+    "exp2": (lambda xp, a: xp.exp2(a), lambda xp, a, y: y * _LN2),
+    "log2": (lambda xp, a: xp.log2(a), lambda xp, a, y: 1 / (a * _LN2)),
+    "log10": (lambda xp, a: xp.log10(a), lambda xp, a, y: 1 / (a * _LN10)),
+    "sinc": (lambda xp, a: xp.sinc(a), _sinc_derivative),
+    "deg2rad": (lambda xp, a: a * (np.pi / 180), lambda xp, a, y: xp.full_like(a, np.pi / 180)),
+    "rad2deg": (lambda xp, a: a * (180 / np.pi), lambda xp, a, y: xp.full_like(a, 180 / np.pi)),
+    "trunc": (lambda xp, a: xp.trunc(a), _zero),
+    "frac": (lambda xp, a: a - xp.trunc(a), lambda xp, a, y: xp.ones_like(a)),
+}
+
+
+class MathUnary(Unary):
+    """One of the ``MATH_UNARY`` functions, by name (see ``Unary``)."""
+
+    table = MATH_UNARY
+
+
+class Logit(Function):
+    """log(a / (1 - a)), ``a`` first clamped to [eps, 1 - eps] when eps is given. Gradient as
+    torch's: 0 outside [eps, 1 - eps] with eps; nan outside [0, 1] without."""
+
+    @staticmethod
+    def forward(ctx, a, eps):
+        xp = xp_of(a)
+        ctx.save_for_backward(a)
+        ctx.eps = eps
+        x = a if eps is None else xp.clip(a, eps, 1 - eps)
+        with quiet(xp):
+            return xp.log(x / (1 - x)).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        xp, eps = xp_of(a), ctx.eps
+        lo, hi, outside = (0, 1, np.nan) if eps is None else (eps, 1 - eps, 0)
+        with quiet(xp):
+            return xp.where((a < lo) | (a > hi), outside, g / (a * (1 - a))), None
+
+
+class _Binary(Function):
+    """A differentiable binary op: ``compute(xp, a, b)`` forward, and ``grads(xp, a, b, y, g)``
+    -> (d/da, d/db) times g, each reduced to its operand's shape; both operands are saved."""
+
+    @classmethod
+    def forward(cls, ctx, a, b):
+        xp = _xp2(a, b)
+        with quiet(xp):
+            y = cls.compute(xp, a, b)
+        ctx.save_for_backward(a, b, y)
+        return y
+
+    @classmethod
+    def backward(cls, ctx, g):
+        a, b, y = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        xp = xp_of(g)
+        with quiet(xp):
+            ga, gb = cls.grads(xp, a, b, y, g)
+        return (sum_to(ga, _shape(a)) if na else None), (sum_to(gb, _shape(b)) if nb else None)
+
+
+class Atan2(_Binary):
+    """atan2(a, b), the angle of the point (b, a); at (0, 0) both gradients are 0, as torch."""
+
+    compute = staticmethod(lambda xp, a, b: xp.arctan2(a, b))
+
+    @staticmethod
+    def grads(xp, a, b, y, g):
+        squared = a * a + b * b
+        scale = xp.where(squared == 0, 0, g / xp.where(squared == 0, 1, squared))
+        return scale * b, -scale * a
+
+
+class Hypot(_Binary):
+    """sqrt(a**2 + b**2); the gradient at (0, 0) is nan (0 / 0), as torch's."""
+
+    compute = staticmethod(lambda xp, a, b: xp.hypot(a, b))
+    grads = staticmethod(lambda xp, a, b, y, g: (g * a / y, g * b / y))
+
+
+class Copysign(_Binary):
+    """|a| with the sign of b; d/da = y / a (0 where a == 0), d/db = 0, as torch."""
+
+    compute = staticmethod(lambda xp, a, b: xp.copysign(a, b))
+
+    @staticmethod
+    def grads(xp, a, b, y, g):
+        return g * xp.where(a == 0, 0, y / xp.where(a == 0, 1, a)), xp.zeros_like(g)
+
+
+class Fmod(_Binary):
+    """a - trunc(a / b) * b (the sign of a, C's fmod); d/da = 1, d/db = -trunc(a / b)."""
+
+    compute = staticmethod(lambda xp, a, b: xp.fmod(a, b))
+
+    @classmethod
+    def forward(cls, ctx, a, b):
+        _integer_division("fmod", a, b)          # bool refused, integer zero divisor refused
+        return super().forward(ctx, a, b)
+    grads = staticmethod(lambda xp, a, b, y, g: (g, -g * xp.trunc(a / b)))
+
+
+class LogAddExp(_Binary):
+    """log(exp(a) + exp(b)) without overflow; d/da = 1 / (1 + exp(b - a))."""
+
+    compute = staticmethod(lambda xp, a, b: xp.logaddexp(a, b))
+    grads = staticmethod(lambda xp, a, b, y, g: (g / (1 + xp.exp(b - a)),
+                                                 g / (1 + xp.exp(a - b))))
+
+
+class LogAddExp2(_Binary):
+    """log2(2**a + 2**b); d/da = 1 / (1 + 2**(b - a))."""
+
+    compute = staticmethod(lambda xp, a, b: xp.logaddexp2(a, b))
+    grads = staticmethod(lambda xp, a, b, y, g: (g / (1 + xp.exp2(b - a)),
+                                                 g / (1 + xp.exp2(a - b))))
+
+
+def _xlogy(xp, a, b):
+    """a * log(b), 0 where a == 0 (b not nan), as torch.xlogy."""
+    return xp.where((a == 0) & ~xp.isnan(b), 0, a * xp.log(b))
+
+
+class Xlogy(_Binary):
+    """a * log(b), 0 where a == 0 unless b is nan; d/da = xlogy(a != 0, b) (0 at a == 0),
+    d/db = a / b, as torch."""
+
+    compute = staticmethod(lambda xp, a, b: _xlogy(xp, xp.asarray(a), xp.asarray(b)))
+
+    @staticmethod
+    def grads(xp, a, b, y, g):
+        return g * _xlogy(xp, xp.asarray(a != 0), xp.asarray(b)), g * a / b
+
+
+class NextAfter(_Binary):
+    """The next floating point value after a towards b; gradient 1 to a and 0 to b, as torch."""
+
+    compute = staticmethod(lambda xp, a, b: xp.nextafter(a, b))
+    grads = staticmethod(lambda xp, a, b, y, g: (g, xp.zeros_like(g)))
+
+
+class Fmax(_Binary):
+    """The larger of a and b, ignoring a nan (nan only where both are). As torch's: the gradient
+    goes to a where a >= b or b is nan (ties included), else to b."""
+
+    largest = True
+
+    @classmethod
+    def compute(cls, xp, a, b):
+        return xp.fmax(a, b) if cls.largest else xp.fmin(a, b)
+
+    @classmethod
+    def grads(cls, xp, a, b, y, g):
+        to_a = ((a >= b) if cls.largest else (a <= b)) | xp.isnan(b)
+        return g * to_a, g * ~to_a
+
+
+class Fmin(Fmax):
+    """The smaller of a and b, ignoring a nan, as ``Fmax``."""
+
+    largest = False
+
+
+class TruncDivide(Function):
+    """a / b rounded toward zero (torch.div's rounding_mode='trunc'); integers divide exactly
+    (a float quotient would lose int64's low digits). As in torch, the gradients are zero
+    (not an error, unlike floor_divide)."""
+
+    floor = False
+
+    @classmethod
+    def forward(cls, ctx, a, b):
+        _integer_division("div", a, b)
+        xp = _xp2(a, b)
+        ctx.shapes = (_shape(a), _shape(b))
+        with quiet(xp):
+            if cls.floor:
+                return xp.floor_divide(a, b)
+            if getattr(a, "dtype", getattr(b, "dtype", None)).kind not in "iu":
+                return xp.trunc(a / b)
+            quotient = xp.floor_divide(a, b)
+            return quotient + ((quotient * b != a) & ((a < 0) != (b < 0)))  # floor went below
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        zero = xp_of(g).zeros_like(g)
+        sa, sb = ctx.shapes
+        return (sum_to(zero, sa) if na else None), (sum_to(zero, sb) if nb else None)
+
+
+class FloorDivideZeroGrad(TruncDivide):
+    """a / b rounded toward minus infinity (rounding_mode='floor'), zero gradients."""
+
+    floor = True
+
+
+class Heaviside(Function):
+    """0 where a < 0 (and at nan), ``values`` where a == 0, 1 where a > 0; no gradient."""
+
+    @staticmethod
+    def forward(ctx, a, values):
+        xp = xp_of(a)
+        return xp.where(a == 0, values, a > 0).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        raise RuntimeError("heaviside: the derivative is not implemented (as in torch)")
