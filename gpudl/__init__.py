@@ -49,7 +49,7 @@ from .math_ops import (absolute, acos, acosh, add, arccos, arccosh, arcsin, arcs
                        cosh, deg2rad, detach, div, divide, exp2, fix, float_power, fmax, fmin,
                        fmod, frac, frexp, hardshrink, heaviside, hypot, ldexp, log2, log10,
                        logaddexp, logaddexp2, logit, mul, multiply, neg, negative, nextafter,
-                       positive, prelu, rad2deg, rrelu, rsub, selu, sgn, sinc, sinh, sub,
+                       positive, prelu, rad2deg, remainder, rrelu, rsub, selu, sgn, sinc, sinh, sub,
                        subtract, tan, threshold, true_divide, trunc, xlogy)
 from .math_bits import (bitwise_and, bitwise_left_shift, bitwise_not, bitwise_or,
                         bitwise_right_shift, bitwise_xor, eq, gcd, ge, greater, greater_equal, gt,

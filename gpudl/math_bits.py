@@ -13,11 +13,15 @@ from .tensor import Tensor
 def _no_gradient(name, kinds, numbers, compute):
     """The torch function ``name`` of two operands computed by ``compute(a, b)`` on raw arrays
     (through Tensor._compare: promoted dtypes, recorded by graph captures); ``kinds`` the dtype
-    categories it takes; ``numbers``: whether ``other`` may be a Python number."""
+    categories it takes; ``numbers``: whether either operand may be a Python number."""
     def call(input, other, *, out=None):
         check_no_out(name, out)
-        check_tensor(name, "input", input)
-        (check_operand if numbers else check_tensor)(name, "other", other)
+        check = check_operand if numbers else check_tensor
+        check(name, "input", input)
+        check(name, "other", other)
+        if not isinstance(input, Tensor):          # a number first: a 0-d tensor beside other
+            check_tensor(name, "other", other)
+            input = tensor(input, device=other.device)
         check_kinds(name, kinds, input, other)
         return input._compare(other, compute)
     call.__name__ = name
@@ -37,7 +41,7 @@ def _shift(left):
         if isinstance(b, int):                  # a Python number keeps a's dtype
             if 0 <= b < bits:
                 return a << b if left else a >> b
-            return xp.zeros_like(a) if left else (a < 0).astype(a.dtype) * -1
+            return xp.zeros_like(a) if left else -(a < 0).astype(a.dtype)
         out_of_range = (b < 0) | (b >= bits)
         shifted = (xp.left_shift if left else xp.right_shift)(a, xp.clip(b, 0, bits - 1))
         overflow = 0 if left else -(a < 0).astype(shifted.dtype)

@@ -20,11 +20,11 @@ def in_place(name):
 
 
 def comparison_in_place(name):
-    """``eq_`` and the like: the comparison's truth values (1 and 0) written into self. As in
-    torch, self stays in the graph (with no gradient through it) when it was in one."""
-    def edit(self, other):
+    """``eq_``, ``logical_and_`` and the like: the truth values (1 and 0) written into self. As
+    in torch, self stays in the graph (with no gradient through it) when it was in one."""
+    def edit(self, *other):
         return inplace.apply(self, name + "_", lambda t: inplace.Overwrite.apply(
-            t, getattr(t, name)(other)), (other,))
+            t, getattr(t, name)(*other)), other)
     edit.__name__, edit.__qualname__ = name + "_", f"Tensor.{name}_"
     edit.__doc__ = f"{name} in place: 1 where it holds, else 0, in self's dtype."
     return autograd.recorded("inplace")(edit)
@@ -38,12 +38,11 @@ _IN_PLACE = (
     "rad2deg", "logit", "pow", "clamp_min", "clamp_max", "clip", "remainder", "floor_divide",
     "fmod", "hypot", "copysign", "xlogy", "heaviside", "nextafter", "atan2", "arctan2", "ldexp",
     "subtract", "multiply", "true_divide", "gcd", "lcm", "bitwise_not", "bitwise_and",
-    "bitwise_or", "bitwise_xor", "bitwise_left_shift", "bitwise_right_shift", "logical_not",
-    "logical_and", "logical_or", "logical_xor")
+    "bitwise_or", "bitwise_xor", "bitwise_left_shift", "bitwise_right_shift")
 for _name in _IN_PLACE:
     setattr(Tensor, _name + "_", in_place(_name))
 for _name in ("eq", "ne", "lt", "le", "gt", "ge", "greater", "greater_equal", "less",
-              "less_equal", "not_equal"):
+              "less_equal", "not_equal", "logical_and", "logical_or", "logical_xor"):
     setattr(Tensor, _name + "_", comparison_in_place(_name))
 del _name
 
@@ -70,4 +69,5 @@ def div_(self, other, *, rounding_mode=None):
 
 
 Tensor.float_power_, Tensor.div_ = float_power_, div_
+Tensor.logical_not_ = comparison_in_place("logical_not")
 Tensor.divide_ = div_

@@ -42,14 +42,15 @@ def check_operand(op, name, value):
                         f"{type(value).__name__}")
 
 
-def check_kinds(op, kinds, *operands):
-    """TypeError unless each operand's (tensor or number) category is in ``kinds`` ('b' bool,
-    'i' integer, 'f' floating), as torch refuses e.g. hypot of integers ("not implemented for
-    'Long'")."""
-    for x in operands:
-        if "bif"[dtypes.value_category(x)] not in kinds:
-            raise TypeError(f"{op}: not implemented for {getattr(x, 'dtype', type(x).__name__)} "
-                            "operands")
+def check_kinds(op, kinds, input, other=None):
+    """TypeError unless the category of the result dtype (of input alone, or with other: a
+    tensor or number) is in ``kinds`` ('b' bool, 'i' integer, 'f' floating), as torch refuses
+    e.g. hypot of integers ("not implemented for 'Long'")."""
+    dtype = input.dtype if other is None else _result_dtype(input, other)
+    if "bif"[dtypes.category(dtype)] not in kinds:
+        raise TypeError(f"{op}: not implemented for {dtype} (operands of dtype "
+                        f"{getattr(input, 'dtype', type(input).__name__)} and "
+                        f"{getattr(other, 'dtype', type(other).__name__)})")
 
 
 # ----------------------------------------------------------------- arithmetic
@@ -123,6 +124,17 @@ def div(input, other, *, rounding_mode=None, out=None):
     return _binary(M.FloorDivideZeroGrad if floating else E.FloorDivide, "div", input, other)
 
 
+def remainder(input, other, *, out=None):
+    """``input % other`` with the sign of other (Python's and torch's); either may be a
+    number."""
+    check_no_out("remainder", out)
+    check_operand("remainder", "input", input)
+    check_operand("remainder", "other", other)
+    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
+        check_tensor("remainder", "other", other)
+    return input % other
+
+
 def true_divide(input, other, *, out=None):
     """``div`` without rounding: integers divide to the default float."""
     return div(input, other, out=out)
@@ -147,6 +159,7 @@ def absolute(input, *, out=None):
     """``|input|`` (torch.abs)."""
     check_no_out("absolute", out)
     check_tensor("absolute", "input", input)
+    check_kinds("absolute", "if", input)
     return abs(input)
 
 
@@ -260,7 +273,7 @@ def ldexp(input, other, *, out=None):
     check_tensor("ldexp", "other", other)
     dtype = _result_dtype(input, other)
     dtype = dtype if dtypes.is_floating(dtype) else dtypes.DEFAULT_FLOAT
-    return input.astype(dtype) * exp2(other.astype(dtype))
+    return input.astype(dtype) * exp2(other).astype(dtype)     # 2 ** other in other's float
 
 
 def heaviside(input, values, *, out=None):

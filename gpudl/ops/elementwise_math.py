@@ -48,10 +48,26 @@ MATH_UNARY = {
 }
 
 
+_READ_OUTPUT = {"tan", "exp2", "sinc"}     # the derivatives that read y
+
+
 class MathUnary(Unary):
     """One of the ``MATH_UNARY`` functions, by name (see ``Unary``)."""
 
     table = MATH_UNARY
+
+    @classmethod
+    def forward(cls, ctx, a, name):
+        with quiet(xp_of(a)):                  # log2(0), asin(2), ...: torch's inf and nan
+            y = super().forward(ctx, a, name)
+        if name not in _READ_OUTPUT:           # keep only what the derivative reads, as torch
+            ctx.save_for_backward(a, None)
+        return y
+
+    @classmethod
+    def backward(cls, ctx, g):
+        with quiet(xp_of(g)):
+            return super().backward(ctx, g)
 
 
 class Logit(Function):
@@ -80,12 +96,16 @@ class _Binary(Function):
     """A differentiable binary op: ``compute(xp, a, b)`` forward, and ``grads(xp, a, b, y, g)``
     -> (d/da, d/db) times g, each reduced to its operand's shape; both operands are saved."""
 
+    needs_output = False        # whether grads reads y (kept only then, as torch keeps it)
+
     @classmethod
     def forward(cls, ctx, a, b):
         xp = _xp2(a, b)
+        dtype = (a if hasattr(a, "dtype") else b).dtype     # a number takes the array's dtype
+        a, b = (x if hasattr(x, "dtype") else xp.asarray(x, dtype=dtype) for x in (a, b))
         with quiet(xp):
             y = cls.compute(xp, a, b)
-        ctx.save_for_backward(a, b, y)
+        ctx.save_for_backward(a, b, y if cls.needs_output else None)
         return y
 
     @classmethod
@@ -114,6 +134,7 @@ class Hypot(_Binary):
     """sqrt(a**2 + b**2); the gradient at (0, 0) is nan (0 / 0), as torch's."""
 
     compute = staticmethod(lambda xp, a, b: xp.hypot(a, b))
+    needs_output = True
     grads = staticmethod(lambda xp, a, b, y, g: (g * a / y, g * b / y))
 
 
@@ -121,6 +142,7 @@ class Copysign(_Binary):
     """|a| with the sign of b; d/da = y / a (0 where a == 0), d/db = 0, as torch."""
 
     compute = staticmethod(lambda xp, a, b: xp.copysign(a, b))
+    needs_output = True
 
     @staticmethod
     def grads(xp, a, b, y, g):
@@ -161,14 +183,14 @@ def _xlogy(xp, a, b):
 
 
 class Xlogy(_Binary):
-    """a * log(b), 0 where a == 0 unless b is nan; d/da = xlogy(a != 0, b) (0 at a == 0),
-    d/db = a / b, as torch."""
+    """a * log(b), 0 where a == 0 unless b is nan. As torch's: d/da = log(b), but 0 where a == 0
+    and b <= 0; d/db = a / b."""
 
-    compute = staticmethod(lambda xp, a, b: _xlogy(xp, xp.asarray(a), xp.asarray(b)))
+    compute = staticmethod(_xlogy)
 
     @staticmethod
     def grads(xp, a, b, y, g):
-        return g * _xlogy(xp, xp.asarray(a != 0), xp.asarray(b)), g * a / b
+        return g * xp.where((a == 0) & (b <= 0), 0, xp.log(b)), g * a / b
 
 
 class NextAfter(_Binary):
