@@ -12,7 +12,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import autograd, backend, dtypes
+from . import dtypes
 from .amp.autocast_mode import cast_inputs, state as _autocast
 from .ops import elementwise as E
 from .ops.activation import celu, hardshrink, prelu, rrelu, selu, threshold  # noqa: F401
@@ -231,6 +231,8 @@ def _binary_function(name, function, kinds="bif", floating=False, numbers=()):
         check_no_out(name, out)
         for arg, value in (("input", input), ("other", other)):
             (check_operand if arg in numbers else check_tensor)(name, arg, value)
+        if not isinstance(input, Tensor):
+            check_tensor(name, "other", other)        # two numbers: torch wants a tensor
         check_kinds(name, kinds, input, other)
         if _autocast.active:
             input, other = cast_inputs(name, input, other)
@@ -295,20 +297,12 @@ def heaviside(input, values, *, out=None):
 def frexp(input, *, out=None):
     """``(mantissa, exponent)`` with ``input = mantissa * 2 ** exponent``, |mantissa| in
     [0.5, 1) (0, inf and nan keep their value with exponent 0); exponent is int32. Floating
-    input only; no gradient, as torch."""
+    input only; the mantissa's gradient is ``g / 2 ** exponent``, as torch's."""
     check_no_out("frexp", out)
     check_tensor("frexp", "input", input)
     if not dtypes.is_floating(input.dtype):
         raise TypeError(f"frexp: only supports floating-point dtypes, got {input.dtype}")
-    return _frexp(input)
-
-
-@autograd.recorded("compute")        # outside the autograd Functions: a CPU graph records it
-def _frexp(input):
-    mantissa, exponent = backend.get_array_module(input._data).frexp(input._data)
-    return Frexp(*(Tensor._make(array, False, None, 0, input._device)
-                   for array in (mantissa.astype(input.dtype, copy=False),
-                                 exponent.astype(np.int32, copy=False))))
+    return Frexp(*M.Frexp.apply(input))
 
 
 Frexp = namedtuple("frexp", ["mantissa", "exponent"])

@@ -172,6 +172,19 @@ NAMES_CASES = {
                 (MAT, MAT, MAT[::-1].copy())),
 }
 CASES.update(NAMES_CASES)
+# session 11, math-ops: torch's elementwise maths on its lists (cuda: fp32, atan2 promotes)
+MATH_CASES = {
+    "tan": (lambda m, f, x: x.tan(), (PROBS,)),
+    "asin": (lambda m, f, x: m.asin(x), (PROBS,)),
+    "acos": (lambda m, f, x: x.acos(), (PROBS,)),
+    "sinh": (lambda m, f, x: m.sinh(x), (MAT,)),
+    "cosh": (lambda m, f, x: x.cosh(), (MAT,)),
+    "log10": (lambda m, f, x: x.abs().log10(), (MAT,)),
+    "log2": (lambda m, f, x: m.log2(x.abs()), (MAT,)),
+    "atan2": (lambda m, f, x, y: m.atan2(x, y), (MAT, MAT[::-1].copy())),
+}
+CASES.update(MATH_CASES)
+NAMES_CASES.update(MATH_CASES)        # sorted as checked below, with the names' cases
 
 # ops whose CUDA autocast kernels torch's fake tensors cannot run in a CPU-only build ("not
 # linked with support for cuda devices"): their cuda policy is checked through the table below

@@ -267,3 +267,21 @@ class Heaviside(Function):
     @staticmethod
     def backward(ctx, g):
         raise RuntimeError("heaviside: the derivative is not implemented (as in torch)")
+
+
+class Frexp(Function):
+    """(mantissa, exponent): a = mantissa * 2 ** exponent, |mantissa| in [0.5, 1), exponent
+    int32 (0, inf and nan: themselves and 0); d mantissa / da = 2 ** -exponent."""
+
+    @staticmethod
+    def forward(ctx, a):
+        xp = xp_of(a)
+        mantissa, exponent = xp.frexp(a)
+        exponent = exponent.astype(np.int32, copy=False)
+        ctx.save_for_backward(exponent)
+        return mantissa.astype(a.dtype, copy=False), exponent
+
+    @staticmethod
+    def backward(ctx, g, *unused):
+        (exponent,) = ctx.saved_tensors
+        return xp_of(g).ldexp(g, -exponent).astype(g.dtype, copy=False)
