@@ -191,7 +191,7 @@ def trunc(input, *, out=None):
     check_no_out("trunc", out)
     check_tensor("trunc", "input", input)
     check_kinds("trunc", "if", input)
-    return M.MathUnary.apply(input, "trunc") if input.dtype.kind == "f" else input.clone()
+    return M.MathUnary.apply(input, "trunc") if dtypes.is_floating(input.dtype) else input.clone()
 
 
 def frac(input, *, out=None):

@@ -482,3 +482,18 @@ def test_comparison_in_place_keeps_the_tensor_in_the_graph():
     y.eq_(2.0)
     np.testing.assert_array_equal(y.numpy(), [0.0, 1.0, 0.0])
     assert y.requires_grad and y.grad_fn is not None and y._version_counter[0] == 1
+
+
+@pytest.mark.parametrize("name", ["tan", "sinh", "asin", "atanh", "exp2", "log10", "sinc",
+                                  "trunc", "frac", "logit", "atan2", "hypot", "copysign",
+                                  "fmod", "logaddexp", "xlogy", "fmax", "nextafter"])
+def test_bfloat16_keeps_its_dtype_and_torch_values(name, rng):
+    x = rng.uniform(-2.5, 2.5, 6).astype(np.float32)
+    if name in ("asin", "atanh", "logit"):
+        x = np.abs(x) / 3
+    args = (x,) if name in UNARY else (x, x[::-1].copy())
+    ours = getattr(gd, name)(*(gd.tensor(a).to(gd.bfloat16) for a in args))
+    theirs = getattr(torch, name)(*(torch.tensor(a).bfloat16() for a in args))
+    assert str(ours.dtype) == "bfloat16"
+    np.testing.assert_allclose(ours.float().numpy(), theirs.float().numpy(), rtol=1e-2,
+                               atol=1e-2, equal_nan=True)
