@@ -42,6 +42,14 @@ def check_operand(op, name, value):
                         f"{type(value).__name__}")
 
 
+def check_operands(op, input, other):
+    """TypeError unless input and other are Tensors or numbers, at least one a Tensor."""
+    check_operand(op, "input", input)
+    check_operand(op, "other", other)
+    if not isinstance(input, Tensor):
+        check_tensor(op, "other", other)
+
+
 def check_kinds(op, kinds, input, other=None):
     """TypeError unless the category of the result dtype (of input alone, or with other: a
     tensor or number) is in ``kinds`` ('b' bool, 'i' integer, 'f' floating), as torch refuses
@@ -72,16 +80,14 @@ def _scaled(op, other, alpha, like):
 def add(input, other, *, alpha=1, out=None):
     """``input + alpha * other``, broadcast, in torch's promoted dtype."""
     check_no_out("add", out)
-    check_operand("add", "input", input)
-    check_operand("add", "other", other)
+    check_operands("add", input, other)
     return input + _scaled("add", other, alpha, input)
 
 
 def sub(input, other, *, alpha=1, out=None):
     """``input - alpha * other``, broadcast (bool operands refused, as torch)."""
     check_no_out("sub", out)
-    check_operand("sub", "input", input)
-    check_operand("sub", "other", other)
+    check_operands("sub", input, other)
     _no_bool("sub", input, other)
     return input - _scaled("sub", other, alpha, input)
 
@@ -97,8 +103,7 @@ def rsub(input, other, *, alpha=1):
 def mul(input, other, *, out=None):
     """``input * other``, broadcast."""
     check_no_out("mul", out)
-    check_operand("mul", "input", input)
-    check_operand("mul", "other", other)
+    check_operands("mul", input, other)
     return input * other
 
 
@@ -111,8 +116,7 @@ def div(input, other, *, rounding_mode=None, out=None):
     ``'floor'``, in the promoted dtype (integers stay integers). The rounded forms have zero
     gradients, as in torch."""
     check_no_out("div", out)
-    check_operand("div", "input", input)
-    check_operand("div", "other", other)
+    check_operands("div", input, other)
     if rounding_mode not in _ROUNDING_MODES:
         raise ValueError(f"div: expected rounding_mode to be one of None, 'trunc', or 'floor' "
                          f"but found {rounding_mode!r}")
@@ -128,10 +132,7 @@ def remainder(input, other, *, out=None):
     """``input % other`` with the sign of other (Python's and torch's); either may be a
     number."""
     check_no_out("remainder", out)
-    check_operand("remainder", "input", input)
-    check_operand("remainder", "other", other)
-    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
-        check_tensor("remainder", "other", other)
+    check_operands("remainder", input, other)
     return input % other
 
 
@@ -251,19 +252,17 @@ xlogy = _binary_function("xlogy", M.Xlogy, floating=True, numbers=("input", "oth
 nextafter = _binary_function("nextafter", M.NextAfter, kinds="f")
 fmax = _binary_function("fmax", M.Fmax)
 fmin = _binary_function("fmin", M.Fmin)
-arctan2 = atan2
-
-
 fmod = _binary_function("fmod", M.Fmod, kinds="if", numbers=("other",))
+arctan2 = atan2
 
 
 def float_power(input, exponent, *, out=None):
     """``input ** exponent`` computed in float64, whatever the operands' dtypes."""
     check_no_out("float_power", out)
-    if not isinstance(input, Tensor) and not isinstance(exponent, Tensor):
-        check_tensor("float_power", "exponent", exponent)
     check_operand("float_power", "input", input)
     check_operand("float_power", "exponent", exponent)
+    if not isinstance(input, Tensor):
+        check_tensor("float_power", "exponent", exponent)
     widen = (lambda x: x.double() if isinstance(x, Tensor) else float(x))
     return widen(input) ** widen(exponent)
 
