@@ -343,7 +343,9 @@ def test_wrong_operand_types_name_the_argument():
                            (lambda: gd.eq(t, None), "other"), (lambda: gd.tan([1.0]), "input"),
                            (lambda: gd.copysign(t, "x"), "other"),
                            (lambda: gd.logit(t, eps="0.1"), "eps"),
-                           (lambda: gd.add(t, t, alpha="2"), "alpha")):
+                           (lambda: gd.add(t, t, alpha="2"), "alpha"),
+                           (lambda: gd.add(2, 3), "other"), (lambda: gd.xlogy(2, 3.0), "other"),
+                           (lambda: gd.float_power(2, 3), "exponent")):
         with pytest.raises(TypeError, match=argument):
             call()
 
