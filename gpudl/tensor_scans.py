@@ -203,8 +203,11 @@ def _quantile(op, input, q, dim, keepdim, interpolation, ignore_nan):
     low, high = rows.gather(1, _wrap(below, input)), rows.gather(1, _wrap(above, input))
     if interpolation == "midpoint":
         out = low + (high - low) * 0.5
-    elif interpolation == "linear":
-        out = low.lerp(high, _wrap((ranks - below).astype(input.dtype), input))
+    elif interpolation == "linear":       # the weight from q itself: q gets its gradient
+        q_row = q.reshape(1, -1) if isinstance(q, Tensor) else _wrap(qs.reshape(1, -1), input)
+        weight = q_row * _wrap(last.reshape(-1, 1), input) - _wrap(below.astype(input.dtype),
+                                                                   input)
+        out = low.lerp(high, where(_wrap(fill_nan, input), 0.0, weight))
     else:
         out = low
     out = out.reshape(ordered.shape[:-1] + (-1,)).movedim(-1, 0)    # (len(q), reduced...)
@@ -303,7 +306,8 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
         rows, inverse_shape = data.reshape(-1, 1), data.shape
     else:
         axis = normalize_axis(dim, input.ndim, "unique_consecutive")
-        rows = xp.moveaxis(data, axis, 0).reshape(data.shape[axis], -1)
+        others = int(np.prod(data.shape)) // data.shape[axis] if data.shape[axis] else 0
+        rows = xp.moveaxis(data, axis, 0).reshape(data.shape[axis], others)
         inverse_shape = (data.shape[axis],)
     starts = xp.ones(rows.shape[0], bool)
     starts[1:] = (rows[1:] != rows[:-1]).any(axis=1)
@@ -356,8 +360,7 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
         total = x.new_full((), observations)
         mean = x.mean(1, keepdim=True)
         norm = total - correction
-    else:
-        weights = weights.astype(x.dtype)
+    else:                 # the weights' own dtype, as torch (float32 weights sum in float32)
         total = weights.sum()
         mean = (x * weights).sum(1, keepdim=True) / total
         norm = total - (correction * (weights * aweights).sum() / total
@@ -365,8 +368,7 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
     norm = where(norm <= 0, norm.new_zeros(()), norm)
     centred = x - mean
     product = (centred * weights if weights is not None else centred) @ centred.T
-    out = product / norm
-    return out.squeeze() if input.ndim < 2 else out
+    return (product / norm).squeeze()            # one variable: a 0-d tensor, as torch
 
 
 def corrcoef(input):

@@ -38,8 +38,9 @@ def _segment_reduce(reduce, target, values, size, xp):
         shift *= 2
     last = xp.ones(n, bool)
     last[:-1] = slots[1:] != slots[:-1]
-    reduced = xp.zeros(size, values.dtype)
-    reduced[slots[last]] = ordered[last]
+    reduced = xp.zeros(size + 1, values.dtype)     # slot ``size`` takes the partial results:
+    reduced[xp.where(last, slots, size)] = ordered    # no mask, so no read of the device
+    reduced = reduced[:size]
     counts = xp.zeros(size, np.int64)
     backend.scatter_add(counts, target, xp.ones(target.size, np.int64))
     return reduced, counts
@@ -62,7 +63,7 @@ class ScatterReduce(Function):
         xp = xp_of(a)
         values = src.reshape(-1)
         with quiet(xp):
-            reduced, counts = _segment_reduce(reduce, target, values.copy(), a.size, xp)
+            reduced, counts = _segment_reduce(reduce, target, values, a.size, xp)
             flat = a.reshape(-1)
             hit = counts > 0
             if include_self:
@@ -157,6 +158,9 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True):
     """A copy of ``input`` with the slices of ``source`` reduced into the slices at the 1-D
     ``index`` along ``dim`` by ``reduce`` (prod, mean, amax, amin)."""
     require_tensors("index_reduce", input=input, source=source)
+    if input.ndim == 0:
+        return index_reduce(input.reshape(1), dim, index, source.reshape(-1), reduce,
+                            include_self=include_self).reshape(())
     if reduce not in ("prod", "mean", "amax", "amin"):
         raise RuntimeError(f"index_reduce: reduce argument must be either prod, mean, amax or "
                            f"amin, got {reduce!r}")
@@ -201,14 +205,14 @@ def index_put(input, indices, values, accumulate=False):
     """A copy of ``input`` with ``values`` (broadcast) written at ``input[indices]`` (a tuple of
     index or bool tensors), added instead when ``accumulate`` (repeated positions add up)."""
     require_tensors("index_put", input=input, values=values)
-    if not isinstance(indices, (tuple, list)) or not all(isinstance(i, Tensor) or i is None
-                                                          for i in indices):
-        raise TypeError("index_put: indices must be a tuple of Tensors")
     if _autocast.active:
         input, values = cast_inputs("index_put", input, values)
     if values.dtype != input.dtype:
         raise RuntimeError(f"index_put: values must have the dtype of self ({input.dtype}), "
                            f"got {values.dtype}")
+    if not isinstance(indices, (tuple, list)) or not all(isinstance(i, Tensor) or i is None
+                                                          for i in indices):
+        raise TypeError("index_put: indices must be a tuple of Tensors")
     xp = xp_of(input._data)
     where = tuple(slice(None) if i is None else i._data for i in indices)
     S.check_advanced(input.shape, where, "index_put")
@@ -278,7 +282,7 @@ def select_scatter(input, src, dim, index):
     require_tensors("select_scatter", input=input)
     view = input.select(dim, index)               # checks dim and index
     axis = normalize_axis(dim, input.ndim, "select_scatter")
-    spot = (slice(None),) * axis + (int(index),)
+    spot = (slice(None),) * axis + (int(index), Ellipsis)        # a view even when 0-d
     return _into_view("select_scatter", input, src, lambda a: a[spot], view.shape)
 
 

@@ -26,7 +26,9 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
     d1, d2 = _two_dims("diagonal", input.ndim, dim1, dim2)
     if not is_int(offset):
         raise TypeError(f"diagonal: offset must be an int, got {offset!r}")
-    return strided.Diagonal.apply(input, int(offset), d1, d2)
+    offset = int(offset)
+    return strided.StridedView.apply(
+        input, lambda a: strided.diagonal_view(a, offset, d1, d2), False)
 
 
 def _two_dims(op, ndim, dim1, dim2):
@@ -66,7 +68,9 @@ def unfold(self, dimension, size, step):
     if not 0 <= size <= n or step <= 0:
         raise RuntimeError(f"unfold: needs 0 <= size <= {n} (the size of dim {dimension}) and "
                            f"step > 0, got size {size}, step {step}")
-    out = strided.Windows.apply(source, axis, int(size), int(step))
+    size, step = int(size), int(step)
+    out = strided.StridedView.apply(source, lambda a: strided.windows_view(a, axis, size, step),
+                                    step < size)
     return out.reshape(size) if not self.ndim else out
 
 

@@ -34,6 +34,22 @@ def values(gd_out, torch_out):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-12)
 
 
+def edited_in_graph_as_torch(x, edit, rng):
+    """``edit`` (in place) on a non-leaf in the graph: the leaf's gradient as torch's; the same
+    edit on a leaf that requires grad refused, as torch refuses it, and the leaf unchanged."""
+    leaf, tleaf = gd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, ty = leaf * 2, tleaf * 2
+    edit(y)
+    edit(ty)
+    w = rng.standard_normal(tuple(ty.shape))
+    (y * gd.tensor(w)).sum().backward()
+    (ty * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(leaf.grad.numpy(), tleaf.grad.numpy())
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        edit(leaf)
+    np.testing.assert_array_equal(leaf.detach().numpy(), x)
+
+
 # ----------------------------------------------------------------- views
 @pytest.mark.parametrize("offset,dim1,dim2", [(0, 0, 1), (1, 0, 2), (-2, 2, 0), (5, -1, -2),
                                                (0, 1, -1)])
@@ -253,18 +269,7 @@ def test_in_place_metadata_ops_as_torch(rng, op, args):
     assert a.shape == tuple(ta.shape) and a.stride() == ta.stride()
     assert a._version == ta._version
     np.testing.assert_array_equal(a.numpy(), ta.numpy())
-    # in the graph: recorded as the view op; refused on a leaf that requires grad
-    w = rng.standard_normal(ta.shape)
-    leaf, tleaf = gd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
-    y, ty = leaf * 2, tleaf * 2
-    getattr(y, op)(*args)
-    getattr(ty, op)(*args)
-    (y * gd.tensor(w)).sum().backward()
-    (ty * torch.tensor(w)).sum().backward()
-    np.testing.assert_allclose(leaf.grad.numpy(), tleaf.grad.numpy())
-    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
-        getattr(leaf, op)(*args)
-    assert leaf.shape == x.shape
+    edited_in_graph_as_torch(x, lambda t: getattr(t, op)(*args), rng)
 
 
 def test_t_on_a_view_keeps_it_a_view_of_its_base(rng):
@@ -448,11 +453,11 @@ def test_cov_and_corrcoef(rng):
     fw, aw = rng.integers(0, 4, 6), rng.uniform(0.1, 2, 6)
     for kwargs in ({}, {"correction": 0}, {"correction": 3}, {"fweights": fw},
                    {"aweights": aw}, {"fweights": fw, "aweights": aw, "correction": 2}):
-        gd_kwargs = {k: gd.tensor(v) if isinstance(v, np.ndarray) else v
-                     for k, v in kwargs.items()}
-        th_kwargs = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v
-                     for k, v in kwargs.items()}
-        same(lambda t: gd.cov(t, **gd_kwargs), lambda t: torch.cov(t, **th_kwargs), x)
+        fweights, aweights = kwargs.pop("fweights", None), kwargs.pop("aweights", None)
+        same(lambda t, a: gd.cov(t, fweights=None if fweights is None else gd.tensor(fweights),
+                                 aweights=a, **kwargs),
+             lambda t, a: torch.cov(t, fweights=None if fweights is None else torch.tensor(
+                 fweights), aweights=a, **kwargs), x, aweights)
     same(gd.cov, torch.cov, rng.standard_normal(5))
     same(gd.corrcoef, torch.corrcoef, x)
     same(gd.corrcoef, torch.corrcoef, rng.standard_normal(4))
@@ -496,17 +501,7 @@ def test_in_place_scans_and_triangles(rng, op, args):
     getattr(ta, op)(*args)
     np.testing.assert_allclose(a.numpy(), ta.numpy())
     assert a._version == ta._version == 1
-    w = rng.standard_normal(x.shape)
-    leaf, tleaf = gd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
-    y, ty = leaf * 2, tleaf * 2
-    getattr(y, op)(*args)
-    getattr(ty, op)(*args)
-    (y * gd.tensor(w)).sum().backward()
-    (ty * torch.tensor(w)).sum().backward()
-    np.testing.assert_allclose(leaf.grad.numpy(), tleaf.grad.numpy())
-    with pytest.raises(RuntimeError, match="leaf Variable"):
-        getattr(leaf, op)(*args)
-    np.testing.assert_array_equal(leaf.detach().numpy(), x)       # refused: unchanged
+    edited_in_graph_as_torch(x, lambda t: getattr(t, op)(*args), rng)
     ints = gd.tensor(rng.integers(0, 4, (3, 4)).astype(np.int32))
     getattr(ints, op)(*args)
     assert ints.dtype == gd.int32

@@ -48,45 +48,29 @@ def windows_view(a, axis, size, step):
     return _strided(a, shape, tuple(strides) + (a.strides[axis],))
 
 
-class Diagonal(Function):
-    is_view = True
-
-    @staticmethod
-    def forward(ctx, a, offset, dim1, dim2):
-        ctx.conf = (a.shape, offset, dim1, dim2)
-        return diagonal_view(a, offset, dim1, dim2)
-
-    @staticmethod
-    def backward(ctx, g):
-        shape, offset, dim1, dim2 = ctx.conf
-        ga = xp_of(g).zeros(shape, g.dtype)
-        diagonal_view(ga, offset, dim1, dim2)[...] = g
-        return ga, None, None, None
-
-
-class Windows(Function):
-    """Tensor.unfold as a view; overlapping windows add up their gradients."""
+class StridedView(Function):
+    """``take(a)``, a view of ``a`` built from its strides (diagonal_view, windows_view): the
+    backward sends each view element's gradient to the element of ``a`` it reads, adding up
+    where elements are read more than once (overlapping windows)."""
 
     is_view = True
 
     @staticmethod
-    def forward(ctx, a, axis, size, step):
-        ctx.conf = (a.shape, axis, size, step)
-        return windows_view(a, axis, size, step)
+    def forward(ctx, a, take, overlapping):
+        ctx.conf = (a.shape, take, overlapping)
+        return take(a)
 
     @staticmethod
     def backward(ctx, g):
-        shape, axis, size, step = ctx.conf
+        shape, take, overlapping = ctx.conf
         xp = xp_of(g)
         ga = xp.zeros(shape, g.dtype)
-        if step >= size:                    # windows apart: each element in one window at most
-            windows_view(ga, axis, size, step)[...] = g
-            return ga, None, None, None
-        count = g.shape[axis]
-        positions = xp.arange(count)[:, None] * step + xp.arange(size)[None, :]   # (count, size)
-        moved = xp.moveaxis(g, -1, axis + 1)          # (..., count, size, ...) as positions
-        backend.scatter_add(ga, (slice(None),) * axis + (positions,), moved)
-        return ga, None, None, None
+        if not overlapping:
+            take(ga)[...] = g
+            return ga, None, None
+        positions = take(xp.arange(ga.size).reshape(shape))     # the flat element each reads
+        backend.scatter_add(ga.reshape(-1), positions.reshape(-1), g.reshape(-1))
+        return ga, None, None
 
 
 class DiagEmbed(Function):
