@@ -535,6 +535,12 @@ def test_scatter_reduce_values_and_grads(rng, reduce, include_self):
                                         include_self=include_self),
          lambda t, s: torch.scatter_reduce(t, 1, torch.tensor(index), s, reduce,
                                            include_self=include_self), x, src)
+    ints, int_src = rng.integers(-5, 5, (3, 5)).astype(np.int32), rng.integers(-5, 5, (3, 4))
+    int_src = int_src.astype(np.int32)                   # integer means floor, as torch's
+    values(gd.tensor(ints).scatter_reduce(1, gd.tensor(index), gd.tensor(int_src), reduce,
+                                          include_self=include_self),
+           torch.tensor(ints).scatter_reduce(1, torch.tensor(index), torch.tensor(int_src),
+                                             reduce, include_self=include_self))
     with pytest.raises(RuntimeError, match="reduce argument"):
         gd.tensor(x).scatter_reduce(1, gd.tensor(index), gd.tensor(src), "max")
 
