@@ -78,3 +78,17 @@ def __getattr__(name):
         globals()[name] = module
         return module
     raise AttributeError(f"module 'gpudl' has no attribute {name!r}")
+# session 11, tensor-misc: torch's shape, indexing, reduction and scatter breadth
+from .tensor_views import (argwhere, atleast_1d, atleast_2d, atleast_3d, block_diag,
+                           cartesian_prod, column_stack, combinations, concat, concatenate,
+                           diag_embed, diagflat, diagonal, dsplit, dstack, fliplr, flipud, hsplit,
+                           msort, ravel, rot90, row_stack, select, split_with_sizes, swapaxes,
+                           swapdims, take, tensor_split, unbind, vander, vsplit)
+from .tensor_scans import (aminmax, bincount, corrcoef, cov, cummax, cummin,
+                           cumulative_trapezoid, isin, logcumsumexp, nanmean, nanmedian,
+                           nanquantile, nansum, quantile, trapezoid, trapz, unique_consecutive)
+from .tensor_scatter import (diagonal_scatter, index_copy, index_put, index_reduce,
+                             masked_scatter, put, scatter_reduce, select_scatter, slice_scatter)
+from .global_state import (broadcast_shapes, can_cast, get_default_dtype, get_num_threads,
+                           get_rng_state, initial_seed, promote_types, result_type, seed,
+                           set_default_dtype, set_num_threads, set_rng_state)

@@ -61,6 +61,22 @@ def refresh():
     return _count
 
 
+def set_ceiling(threads):
+    """The most threads gpudl's CPU work may use from now on (torch.set_num_threads): the
+    load still lowers the count, never above this."""
+    if _state["ceiling"] is None:
+        _start()
+    _state["ceiling"] = threads
+    refresh()
+
+
+def ceiling():
+    """The most threads gpudl's CPU work may use (torch.get_num_threads)."""
+    if _state["ceiling"] is None:
+        _start()
+    return _state["ceiling"]
+
+
 def _start():
     setting = os.environ.get("GPUDL_CPU_THREADS", "").strip()
     user_cap = int(setting) if setting.isdigit() else None

@@ -24,3 +24,16 @@ def sync_count():
     """How many device-to-host transfers and synchronisations gpudl has made so far: a training
     step on the CUDA path should add none (reads queue until the user asks for a value)."""
     return backend.sync_count()
+
+
+# session 11, tensor-misc: the cuda generator's state
+def get_rng_state(device="cuda"):
+    """The cuda generator's state as a uint8 tensor (for set_rng_state)."""
+    from .global_state import cuda_get_rng_state
+    return cuda_get_rng_state(device)
+
+
+def set_rng_state(new_state, device="cuda"):
+    """Restore the cuda generator's state from get_rng_state: the same numbers follow."""
+    from .global_state import cuda_set_rng_state
+    cuda_set_rng_state(new_state, device)

@@ -25,10 +25,19 @@ def generator(device, source=None):
         return _own_generator(source, device)
     gen = _generators.get(device)
     if gen is None:
-        seed = _generators.get("seed")
+        seed = current_seed()
         xp = backend.xp_for(device)
         gen = _generators[device] = xp.random.default_rng(seed)
     return gen
+
+
+def current_seed():
+    """The seed of the global generators: manual_seed's, else one drawn from fresh entropy
+    once (torch.initial_seed)."""
+    seed = _generators.get("seed")
+    if seed is None:
+        seed = _generators["seed"] = int(np.random.SeedSequence().entropy) & 0xFFFF_FFFF_FFFF_FFFF
+    return seed
 
 
 def normal(shape, dtype, device, source=None):

@@ -177,28 +177,6 @@ class ShapeMixin:
         """``self.reshape(other.shape)``."""
         return self.reshape(other.shape)
 
-    def unfold(self, dimension, size, step):
-        """Every window of ``size`` elements along ``dimension``, ``step`` apart, as a new last
-        dim: a (4, 10) tensor unfolded (1, 3, 2) is (4, 4, 3) (torch.Tensor.unfold; a copy here,
-        a view in torch). Overlapping windows add up their gradients."""
-        for name, value in (("size", size), ("step", step)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-                raise TypeError(f"unfold: {name} must be an int, got {value!r}")
-        source = self if self.ndim else self.reshape(1)
-        axis = normalize_axis(dimension, source.ndim, "unfold")
-        n = source.shape[axis]
-        if not 0 <= size <= n or step <= 0:
-            raise ValueError(f"unfold: needs 0 <= size <= {n} (the size of dim {dimension}) and "
-                             f"step > 0, got size {size}, step {step}")
-        xp = backend.get_array_module(self._data)
-        windows = (xp.arange((n - size) // step + 1)[:, None] * step + xp.arange(size)[None, :])
-        out = S.GetItem.apply(source, (slice(None),) * axis + (windows,))
-        if not self.ndim:
-            return out.reshape(size)
-        order = list(range(out.ndim))
-        order.append(order.pop(axis + 1))              # the window's elements last
-        return out.permute(*order)
-
 
 # --------------------------------------------------------------------- module-level helpers
 

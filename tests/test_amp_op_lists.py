@@ -186,6 +186,18 @@ MATH_CASES = {
 CASES.update(MATH_CASES)
 NAMES_CASES.update(MATH_CASES)        # sorted as checked below, with the names' cases
 
+# session 11, tensor-misc: quantile/nanquantile (float32 on the cpu), index_copy (promote on
+# the cpu), index_put (promote on cuda)
+ROWS = np.array([0, 2])
+MISC_CASES = {
+    "quantile": (lambda m, f, x: m.quantile(x, 0.3, dim=1), (MAT,)),
+    "nanquantile": (lambda m, f, x: m.nanquantile(x, 0.7), (MAT,)),
+    "index_copy": (lambda m, f, x, r, y: x.index_copy(0, r, y[:2]), (MAT, ROWS, MAT[::-1].copy())),
+    "index_put": (lambda m, f, x, r, y: x.index_put((r,), y[:2].float()),
+                  (MAT, ROWS, MAT[::-1].copy())),
+}
+CASES.update(MISC_CASES)
+
 # ops whose CUDA autocast kernels torch's fake tensors cannot run in a CPU-only build ("not
 # linked with support for cuda devices"): their cuda policy is checked through the table below
 NO_FAKE_CUDA = {"bmm", "conv1d", "LSTMCell", "GRUCell", "RNNCell", "baddbmm", "addbmm", "cross"}
@@ -196,6 +208,10 @@ ADDED_CUDA_DTYPES = {"prelu": gd.float16, "margin_ranking_loss": gd.float32,
                      "soft_margin_loss": gd.float32, "bilinear": gd.float32}
 ADDED_CUDA_DTYPES.update(dot=gd.float32, mv=gd.float16)    # dot promotes, mv lowers
 NO_FAKE_CUDA |= set(ADDED_CUDA_DTYPES)
+# session 11, tensor-misc: torch's fake cuda tensors cannot run these either (index_put's
+# promotion of a float16 input is checked in test_tensor_misc.py)
+ADDED_CUDA_DTYPES.update(index_copy=gd.float32, index_put=gd.float32)
+NO_FAKE_CUDA |= {"index_copy", "index_put"}
 
 
 def _torch_dtype(name, device, low_inputs):
@@ -328,7 +344,7 @@ NOT_IN_GPUDL = {
 }
 
 
-ADDED = set(ADDED_CASES) | set(NAMES_CASES)
+ADDED = set(ADDED_CASES) | set(NAMES_CASES) | set(MISC_CASES)
 CHECKED |= ADDED
 NOT_IN_GPUDL -= ADDED
 

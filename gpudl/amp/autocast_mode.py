@@ -253,3 +253,8 @@ def _tensors(args):
             yield from _tensors(a)
         elif hasattr(a, "_device") and hasattr(a, "grad_fn"):
             yield a
+
+# session 11, tensor-misc: quantile and nanquantile in float32 and index_copy promoted on the
+# cpu; index_put promoted on cuda
+POLICIES["cpu"].update(quantile="fp32", nanquantile="fp32", index_copy="promote")
+POLICIES["cuda"].update(index_put="promote")
