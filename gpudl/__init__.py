@@ -65,3 +65,8 @@ def __getattr__(name):
         globals()[name] = module
         return module
     raise AttributeError(f"module 'gpudl' has no attribute {name!r}")
+
+# session 11, distributions: torch.special and its top-level names
+_SUBMODULES += ("special",)
+from .special import (digamma, erfc, erfinv, i0, igamma, igammac, lgamma,  # noqa: E402
+                      mvlgamma, polygamma)

@@ -249,3 +249,5 @@ def _tensors(args):
             yield from _tensors(a)
         elif hasattr(a, "_device") and hasattr(a, "grad_fn"):
             yield a
+# session 11, distributions: erfinv runs in float32 under cuda autocast (torch's fp32 list)
+POLICIES["cuda"].update(erfinv="fp32")
