@@ -229,31 +229,6 @@ def multigammaln(input, p):
     return _unary("mvlgamma", x, p, "multigammaln")
 
 
-def erf(input):
-    """The error function (gd.erf)."""
-    return functions.erf(input)
-
-
-def erfc(input):
-    """1 - erf(input), accurate where erf is near 1."""
-    return _unary("erfc", input)
-
-
-def erfcx(input):
-    """The scaled complementary error function exp(x^2) erfc(x)."""
-    return _unary("erfcx", input)
-
-
-def erfinv(input):
-    """The inverse of erf on [-1, 1] (+-inf at +-1, NaN outside)."""
-    return _unary("erfinv", input)
-
-
-def expit(input):
-    """The logistic sigmoid (gd.sigmoid)."""
-    return functions.sigmoid(input)
-
-
 def logit(input, eps=None):
     """log(p / (1 - p)), with p clamped to [eps, 1 - eps] when ``eps`` is given."""
     if eps is not None and not isinstance(eps, (int, float)):
@@ -271,84 +246,37 @@ def xlog1py(input, other):
     return _binary("xlog1py", input, other)
 
 
-def i0(input):
-    """The modified Bessel function of the first kind, order 0."""
-    return _unary("i0", input)
+def _elementwise(name, doc):
+    """The gd.special function of one tensor named ``name`` in ``UNARY``."""
+    def function(input):
+        return _unary(name, input)
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = doc
+    return function
 
 
-def i0e(input):
-    """exp(-|x|) i0(x)."""
-    return _unary("i0e", input)
-
-
-def i1(input):
-    """The modified Bessel function of the first kind, order 1."""
-    return _unary("i1", input)
-
-
-def i1e(input):
-    """exp(-|x|) i1(x)."""
-    return _unary("i1e", input)
-
-
-def ndtr(input):
-    """The standard normal cumulative distribution function."""
-    return _unary("ndtr", input)
-
-
-def ndtri(input):
-    """The standard normal quantile function (the inverse of ndtr)."""
-    return _unary("ndtri", input)
-
-
-def log_ndtr(input):
-    """log ndtr(x), finite far into the left tail."""
-    return _unary("log_ndtr", input)
-
-
-def sinc(input):
-    """The normalised sinc sin(pi x) / (pi x), 1 at 0."""
-    return _unary("sinc", input)
-
-
-def entr(input):
-    """-x log x elementwise: 0 at 0, -inf below."""
-    return _unary("entr", input)
-
-
-def exp2(input):
-    """2 ** input."""
-    return _unary("exp2", input)
-
-
-def expm1(input):
-    """exp(input) - 1 (gd.expm1)."""
-    return functions.expm1(input)
-
-
-def log1p(input):
-    """log(1 + input) (gd.log1p)."""
-    return functions.log1p(input)
-
-
-def round(input, decimals=0):  # noqa: A001
-    """Round half to even (gd.round)."""
-    return input.round(decimals)
-
-
-def logsumexp(input, dim, keepdim=False):
-    """log(sum(exp(input))) over ``dim`` (gd.logsumexp)."""
-    return functions.logsumexp(input, dim, keepdim)
-
-
-def softmax(input, dim):
-    """softmax over ``dim`` (gd.softmax)."""
-    return functions.softmax(input, dim)
-
-
-def log_softmax(input, dim):
-    """log_softmax over ``dim`` (gd.log_softmax)."""
-    return functions.log_softmax(input, dim)
+# the functions of one tensor and no options, by name: their docstrings
+ONE_TENSOR_DOCS = {
+    "erfc": "1 - erf(input), accurate where erf is near 1.",
+    "erfcx": "The scaled complementary error function exp(x^2) erfc(x).",
+    "erfinv": "The inverse of erf on [-1, 1] (+-inf at +-1, NaN outside).",
+    "i0": "The modified Bessel function of the first kind, order 0.",
+    "i0e": "exp(-|x|) i0(x).",
+    "i1": "The modified Bessel function of the first kind, order 1.",
+    "i1e": "exp(-|x|) i1(x).",
+    "ndtr": "The standard normal cumulative distribution function.",
+    "ndtri": "The standard normal quantile function (the inverse of ndtr).",
+    "log_ndtr": "log ndtr(x), finite far into the left tail.",
+    "sinc": "The normalised sinc sin(pi x) / (pi x), 1 at 0.",
+    "entr": "-x log x elementwise: 0 at 0, -inf below.",
+    "exp2": "2 ** input.",
+}
+(erfc, erfcx, erfinv, i0, i0e, i1, i1e, ndtr, ndtri, log_ndtr, sinc, entr,
+ exp2) = (_elementwise(name, doc) for name, doc in ONE_TENSOR_DOCS.items())
+# torch.special's names for gpudl's own ops
+erf, expit, expm1, log1p = functions.erf, functions.sigmoid, functions.expm1, functions.log1p
+logsumexp, softmax, log_softmax = functions.logsumexp, functions.softmax, functions.log_softmax
+round = functions.round  # noqa: A001
 
 
 def gammainc(input, other):

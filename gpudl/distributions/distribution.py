@@ -71,12 +71,19 @@ def logits_to_probs(logits, is_binary=False):
     return logits.sigmoid() if is_binary else logits.softmax(-1)
 
 
+class _DefinesRsample:
+    """``has_rsample``, on a family and its instances: whether the family defines rsample."""
+
+    def __get__(self, instance, owner):
+        return owner.rsample is not Distribution.rsample
+
+
 class Distribution:
     """torch.distributions.Distribution: ``batch_shape`` (independent draws) and
     ``event_shape`` (one draw's shape); parameters checked against ``arg_constraints`` and
     values against ``support`` unless ``validate_args=False``."""
 
-    has_rsample = False
+    has_rsample = _DefinesRsample()
     has_enumerate_support = False
     arg_constraints = {}
     support = None
@@ -106,6 +113,14 @@ class Distribution:
                     f"Expected parameter {name} ({type(value).__name__} of shape "
                     f"{tuple(value.shape)}) of distribution {self!r} to satisfy the "
                     f"constraint {constraint!r}, but found invalid values:\n{value}")
+
+    def _take_params(self, validate_args, **params):
+        """Set the tensor or number parameters, broadcast together (the batch shape), and
+        validate them."""
+        tensors = broadcast_all(*params.values())
+        for name, tensor in zip(params, tensors):
+            self.__dict__[name] = tensor         # past ProbsOrLogits' read-only properties
+        Distribution.__init__(self, tensors[0].shape, validate_args=validate_args)
 
     batch_shape = property(lambda self: self._batch_shape)
     event_shape = property(lambda self: self._event_shape)

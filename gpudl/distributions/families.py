@@ -22,16 +22,18 @@ def _check_value(dist, value):
         dist._validate_sample(value)
 
 
-class Normal(Distribution):
-    """The normal distribution of mean ``loc`` and standard deviation ``scale``."""
+class _LocationScale(Distribution):
+    """A family of real values with parameters ``loc`` (real) and ``scale`` (positive)."""
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     support = constraints.real
-    has_rsample = True
 
     def __init__(self, loc, scale, validate_args=None):
-        self.loc, self.scale = broadcast_all(loc, scale)
-        super().__init__(self.loc.shape, validate_args=validate_args)
+        self._take_params(validate_args, loc=loc, scale=scale)
+
+
+class Normal(_LocationScale):
+    """The normal distribution of mean ``loc`` and standard deviation ``scale``."""
 
     mean = mode = property(lambda self: self.loc)
     stddev = property(lambda self: self.scale)
@@ -92,11 +94,9 @@ class Gamma(Distribution):
 
     arg_constraints = {"concentration": constraints.positive, "rate": constraints.positive}
     support = constraints.nonnegative
-    has_rsample = True
 
     def __init__(self, concentration, rate, validate_args=None):
-        self.concentration, self.rate = broadcast_all(concentration, rate)
-        super().__init__(self.concentration.shape, validate_args=validate_args)
+        self._take_params(validate_args, concentration=concentration, rate=rate)
 
     mean = property(lambda self: self.concentration / self.rate)
     mode = property(lambda self: ((self.concentration - 1) / self.rate).clamp_min(0))
@@ -128,10 +128,8 @@ class Chi2(Gamma):
     arg_constraints = {"df": constraints.positive}
 
     def __init__(self, df, validate_args=None):
-        (df,) = broadcast_all(df)
-        self.df = df
-        Distribution.__init__(self, df.shape, validate_args=validate_args)
-        self.concentration, self.rate = broadcast_all(df * 0.5, 0.5)
+        self._take_params(validate_args, df=df)
+        self.concentration, self.rate = broadcast_all(self.df * 0.5, 0.5)
 
     def expand(self, batch_shape, _instance=None):
         return Chi2(self.df.expand(*batch_shape), validate_args=False)
@@ -142,11 +140,9 @@ class Exponential(Distribution):
 
     arg_constraints = {"rate": constraints.positive}
     support = constraints.nonnegative
-    has_rsample = True
 
     def __init__(self, rate, validate_args=None):
-        (self.rate,) = broadcast_all(rate)
-        super().__init__(self.rate.shape, validate_args=validate_args)
+        self._take_params(validate_args, rate=rate)
 
     mean = stddev = property(lambda self: self.rate.reciprocal())
     mode = property(lambda self: self.rate * 0)
@@ -175,11 +171,9 @@ class Uniform(Distribution):
     """The uniform distribution on [low, high)."""
 
     arg_constraints = {"low": constraints.dependent, "high": constraints.dependent}
-    has_rsample = True
 
     def __init__(self, low, high, validate_args=None):
-        self.low, self.high = broadcast_all(low, high)
-        super().__init__(self.low.shape, validate_args=validate_args)
+        self._take_params(validate_args, low=low, high=high)
         if self._validate_args and not bool((self.low < self.high).all()):
             raise ValueError("Uniform: expected low < high (parameter low of distribution "
                              f"{self!r} must satisfy the constraint LessThan(high))")
@@ -214,16 +208,8 @@ class Uniform(Distribution):
         return f"Uniform(low: {tuple(self.low.shape)}, high: {tuple(self.high.shape)})"
 
 
-class Laplace(Distribution):
+class Laplace(_LocationScale):
     """The Laplace distribution of location ``loc`` and scale ``scale``."""
-
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.real
-    has_rsample = True
-
-    def __init__(self, loc, scale, validate_args=None):
-        self.loc, self.scale = broadcast_all(loc, scale)
-        super().__init__(self.loc.shape, validate_args=validate_args)
 
     mean = mode = property(lambda self: self.loc)
     variance = property(lambda self: 2 * self.scale.pow(2))
@@ -250,16 +236,8 @@ class Laplace(Distribution):
         return 1 + (2 * self.scale).log()
 
 
-class Gumbel(Distribution):
+class Gumbel(_LocationScale):
     """The Gumbel (maximum) distribution of location ``loc`` and scale ``scale``."""
-
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.real
-    has_rsample = True
-
-    def __init__(self, loc, scale, validate_args=None):
-        self.loc, self.scale = broadcast_all(loc, scale)
-        super().__init__(self.loc.shape, validate_args=validate_args)
 
     mean = property(lambda self: self.loc + self.scale * EULER)
     mode = property(lambda self: self.loc)
@@ -284,16 +262,8 @@ class Gumbel(Distribution):
         return self.scale.log() + 1 + EULER
 
 
-class Cauchy(Distribution):
+class Cauchy(_LocationScale):
     """The Cauchy distribution of median ``loc`` and half width ``scale``."""
-
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.real
-    has_rsample = True
-
-    def __init__(self, loc, scale, validate_args=None):
-        self.loc, self.scale = broadcast_all(loc, scale)
-        super().__init__(self.loc.shape, validate_args=validate_args)
 
     mean = property(lambda self: self.loc * math.nan)
     mode = property(lambda self: self.loc)
@@ -312,21 +282,18 @@ class Cauchy(Distribution):
         return math.log(4 * math.pi) + self.scale.log()
 
 
-class HalfNormal(Distribution):
-    """|X| for X ~ Normal(0, scale)."""
+class _Folded(Distribution):
+    """|X| for X of the location-scale family ``_base`` at loc 0 and the given ``scale``."""
 
     arg_constraints = {"scale": constraints.positive}
     support = constraints.nonnegative
-    has_rsample = True
+    _base = None
 
     def __init__(self, scale, validate_args=None):
-        (self.scale,) = broadcast_all(scale)
-        self.base_dist = Normal(0.0 * self.scale, self.scale, validate_args=False)
-        super().__init__(self.scale.shape, validate_args=validate_args)
+        self._take_params(validate_args, scale=scale)
+        self.base_dist = self._base(0.0 * self.scale, self.scale, validate_args=False)
 
-    mean = property(lambda self: self.scale * math.sqrt(2 / math.pi))
     mode = property(lambda self: self.scale * 0)
-    variance = property(lambda self: self.scale.pow(2) * (1 - 2 / math.pi))
 
     def rsample(self, sample_shape=()):
         return self.base_dist.rsample(sample_shape).abs()
@@ -334,6 +301,17 @@ class HalfNormal(Distribution):
     def log_prob(self, value):
         _check_value(self, value)
         return self.base_dist.log_prob(value) + math.log(2)
+
+    def entropy(self):
+        return self.base_dist.entropy() - math.log(2)
+
+
+class HalfNormal(_Folded):
+    """|X| for X ~ Normal(0, scale)."""
+
+    _base = Normal
+    mean = property(lambda self: self.scale * math.sqrt(2 / math.pi))
+    variance = property(lambda self: self.scale.pow(2) * (1 - 2 / math.pi))
 
     def cdf(self, value):
         _check_value(self, value)
@@ -342,34 +320,12 @@ class HalfNormal(Distribution):
     def icdf(self, prob):
         return self.base_dist.icdf((prob + 1) / 2)
 
-    def entropy(self):
-        return self.base_dist.entropy() - math.log(2)
 
-
-class HalfCauchy(Distribution):
+class HalfCauchy(_Folded):
     """|X| for X ~ Cauchy(0, scale)."""
 
-    arg_constraints = {"scale": constraints.positive}
-    support = constraints.nonnegative
-    has_rsample = True
-
-    def __init__(self, scale, validate_args=None):
-        (self.scale,) = broadcast_all(scale)
-        self.base_dist = Cauchy(0.0 * self.scale, self.scale, validate_args=False)
-        super().__init__(self.scale.shape, validate_args=validate_args)
-
+    _base = Cauchy
     mean = variance = property(lambda self: self.scale * 0 + math.inf)
-    mode = property(lambda self: self.scale * 0)
-
-    def rsample(self, sample_shape=()):
-        return self.base_dist.rsample(sample_shape).abs()
-
-    def log_prob(self, value):
-        _check_value(self, value)
-        return self.base_dist.log_prob(value) + math.log(2)
-
-    def entropy(self):
-        return self.base_dist.entropy() - math.log(2)
 
 
 class LogNormal(Distribution):
@@ -377,12 +333,10 @@ class LogNormal(Distribution):
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     support = constraints.positive
-    has_rsample = True
 
     def __init__(self, loc, scale, validate_args=None):
-        self.loc, self.scale = broadcast_all(loc, scale)
+        self._take_params(validate_args, loc=loc, scale=scale)
         self.base_dist = Normal(self.loc, self.scale, validate_args=False)
-        super().__init__(self.loc.shape, validate_args=validate_args)
 
     mean = property(lambda self: (self.loc + self.scale.pow(2) / 2).exp())
     mode = property(lambda self: (self.loc - self.scale.pow(2)).exp())
@@ -412,11 +366,9 @@ class Pareto(Distribution):
     """The Pareto distribution of minimum ``scale`` and tail index ``alpha``."""
 
     arg_constraints = {"alpha": constraints.positive, "scale": constraints.positive}
-    has_rsample = True
 
     def __init__(self, scale, alpha, validate_args=None):
-        self.scale, self.alpha = broadcast_all(scale, alpha)
-        super().__init__(self.scale.shape, validate_args=validate_args)
+        self._take_params(validate_args, scale=scale, alpha=alpha)
 
     @property
     def support(self):
@@ -459,11 +411,9 @@ class Weibull(Distribution):
 
     arg_constraints = {"scale": constraints.positive, "concentration": constraints.positive}
     support = constraints.positive
-    has_rsample = True
 
     def __init__(self, scale, concentration, validate_args=None):
-        self.scale, self.concentration = broadcast_all(scale, concentration)
-        super().__init__(self.scale.shape, validate_args=validate_args)
+        self._take_params(validate_args, scale=scale, concentration=concentration)
 
     mean = property(lambda self: self.scale * (1 + self.concentration.reciprocal()).lgamma()
                     .exp())
@@ -506,11 +456,9 @@ class StudentT(Distribution):
     arg_constraints = {"df": constraints.positive, "loc": constraints.real,
                        "scale": constraints.positive}
     support = constraints.real
-    has_rsample = True
 
     def __init__(self, df, loc=0.0, scale=1.0, validate_args=None):
-        self.df, self.loc, self.scale = broadcast_all(df, loc, scale)
-        super().__init__(self.df.shape, validate_args=validate_args)
+        self._take_params(validate_args, df=df, loc=loc, scale=scale)
 
     mode = property(lambda self: self.loc)
 
@@ -552,7 +500,6 @@ class Dirichlet(Distribution):
 
     arg_constraints = {"concentration": constraints.independent(constraints.positive, 1)}
     support = constraints.simplex
-    has_rsample = True
     _param_event_dims = {"concentration": 1}
 
     def __init__(self, concentration, validate_args=None):
@@ -598,11 +545,10 @@ class Beta(Distribution):
     arg_constraints = {"concentration1": constraints.positive,
                        "concentration0": constraints.positive}
     support = constraints.unit_interval
-    has_rsample = True
 
     def __init__(self, concentration1, concentration0, validate_args=None):
-        self.concentration1, self.concentration0 = broadcast_all(concentration1, concentration0)
-        super().__init__(self.concentration1.shape, validate_args=validate_args)
+        self._take_params(validate_args, concentration1=concentration1,
+                          concentration0=concentration0)
 
     def _dirichlet(self):
         both = functions.stack([self.concentration1, self.concentration0], -1)
@@ -643,9 +589,7 @@ class Bernoulli(ProbsOrLogits, Distribution):
 
     def __init__(self, probs=None, logits=None, validate_args=None):
         given = self._take_probs_or_logits(probs, logits, "Bernoulli")
-        (given,) = broadcast_all(given)
-        self.__dict__["probs" if probs is not None else "logits"] = given
-        super().__init__(given.shape, validate_args=validate_args)
+        self._take_params(validate_args, **{"probs" if probs is not None else "logits": given})
 
     mean = property(lambda self: self.probs)
     mode = property(lambda self: (self.probs >= 0.5).astype(self.probs.dtype))
@@ -672,9 +616,7 @@ class Geometric(ProbsOrLogits, Distribution):
 
     def __init__(self, probs=None, logits=None, validate_args=None):
         given = self._take_probs_or_logits(probs, logits, "Geometric")
-        (given,) = broadcast_all(given)
-        self.__dict__["probs" if probs is not None else "logits"] = given
-        super().__init__(given.shape, validate_args=validate_args)
+        self._take_params(validate_args, **{"probs" if probs is not None else "logits": given})
         if self._validate_args and probs is not None and not bool((given > 0).all()):
             raise ValueError("Geometric: expected parameter probs to satisfy the constraint "
                              "0 < probs <= 1")
@@ -702,8 +644,7 @@ class Poisson(Distribution):
     support = constraints.nonnegative_integer
 
     def __init__(self, rate, validate_args=None):
-        (self.rate,) = broadcast_all(rate)
-        super().__init__(self.rate.shape, validate_args=validate_args)
+        self._take_params(validate_args, rate=rate)
 
     mean = variance = property(lambda self: self.rate)
     mode = property(lambda self: self.rate.floor())
@@ -727,9 +668,8 @@ class Binomial(ProbsOrLogits, Distribution):
 
     def __init__(self, total_count=1, probs=None, logits=None, validate_args=None):
         given = self._take_probs_or_logits(probs, logits, "Binomial")
-        self.total_count, given = broadcast_all(total_count, given)
-        self.__dict__["probs" if probs is not None else "logits"] = given
-        super().__init__(given.shape, validate_args=validate_args)
+        self._take_params(validate_args, total_count=total_count,
+                          **{"probs" if probs is not None else "logits": given})
 
     @property
     def support(self):
