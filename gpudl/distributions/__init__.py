@@ -9,10 +9,12 @@ gpudl's generators (``gd.manual_seed``), so they differ from torch's draws for t
 """
 
 from . import constraints, transforms
+from .compound import (ExpRelaxedCategorical, LogisticNormal, LogitRelaxedBernoulli,
+                       MixtureSameFamily, RelaxedBernoulli, RelaxedOneHotCategorical)
 from .distribution import Distribution
 from .families import (Bernoulli, Beta, Binomial, Categorical, Cauchy, Chi2, Dirichlet,
                        Exponential, Gamma, Geometric, Gumbel, HalfCauchy, HalfNormal,
-                       Independent, Laplace, LogNormal, Multinomial, Normal, OneHotCategorical,
-                       Pareto, Poisson, StudentT, Uniform, Weibull)
+                       Independent, Laplace, LogNormal, Multinomial, NegativeBinomial, Normal,
+                       OneHotCategorical, Pareto, Poisson, StudentT, Uniform, VonMises, Weibull)
 from .kl import kl_divergence, register_kl
 from .transforms import TransformedDistribution

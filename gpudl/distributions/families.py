@@ -270,7 +270,8 @@ class Cauchy(_LocationScale):
     variance = property(lambda self: self.loc * 0 + math.inf)
 
     def rsample(self, sample_shape=()):
-        eps = draw(self.loc, self._extended_shape(sample_shape), "standard_cauchy")
+        shape = self._extended_shape(sample_shape)   # the ratio of two standard normals
+        eps = draw(self.loc, shape, "standard_normal") / draw(self.loc, shape, "standard_normal")
         return self.loc + eps * self.scale
 
     def log_prob(self, value):
@@ -694,6 +695,40 @@ class Binomial(ProbsOrLogits, Distribution):
         return log_choose + value * self.logits - n * softplus(self.logits)
 
 
+class NegativeBinomial(ProbsOrLogits, Distribution):
+    """The number of successes (of probability ``probs``) before ``total_count`` failures."""
+
+    arg_constraints = {"total_count": constraints.nonnegative,
+                       "probs": constraints.half_open_interval(0.0, 1.0),
+                       "logits": constraints.real}
+    support = constraints.nonnegative_integer
+
+    def __init__(self, total_count, probs=None, logits=None, validate_args=None):
+        given = self._take_probs_or_logits(probs, logits, "NegativeBinomial")
+        self._take_params(validate_args, total_count=total_count,
+                          **{"probs" if probs is not None else "logits": given})
+
+    mean = property(lambda self: self.total_count * self.logits.exp())
+    mode = property(lambda self: ((self.total_count - 1) * self.logits.exp()).floor()
+                    .clamp_min(0))
+    variance = property(lambda self: self.mean / (-self.logits).sigmoid())
+
+    def sample(self, sample_shape=()):
+        """A Poisson draw of a Gamma(total_count, odds) rate, as torch's."""
+        shape = self._extended_shape(sample_shape)
+        odds = self.logits.detach().exp()
+        rate = standard_gamma(self.total_count.detach(), shape).detach() * odds
+        return draw(rate, shape, "poisson", rate._data)
+
+    def log_prob(self, value):
+        _check_value(self, value)
+        n = self.total_count
+        unnormalised = -n * softplus(self.logits) - value * softplus(-self.logits)
+        normaliser = -(n + value).lgamma() + (1 + value).lgamma() + n.lgamma()
+        normaliser = functions.where(n + value == 0, 0.0, normaliser)
+        return unnormalised - normaliser
+
+
 class Categorical(ProbsOrLogits, Distribution):
     """Categories ``0 .. K-1`` with probabilities ``probs`` (normalised over the last
     dimension) or ``logits`` (unnormalised log-probabilities); one of the two."""
@@ -892,3 +927,34 @@ class Independent(Distribution):
 
     def __repr__(self):
         return f"Independent({self.base_dist!r}, {self.reinterpreted_batch_ndims})"
+
+
+class VonMises(Distribution):
+    """The von Mises distribution on the circle, of mean direction ``loc`` and
+    ``concentration``. Draws (no gradient) from the generator's vonmises (the cpu's)."""
+
+    arg_constraints = {"loc": constraints.real, "concentration": constraints.positive}
+    support = constraints.real
+
+    def __init__(self, loc, concentration, validate_args=None):
+        self._take_params(validate_args, loc=loc, concentration=concentration)
+
+    mean = mode = property(lambda self: self.loc)
+
+    @property
+    def variance(self):
+        from ..special import i0e, i1e
+        return 1 - i1e(self.concentration) / i0e(self.concentration)
+
+    def sample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        loc = self.loc.detach().expand(*shape)._data
+        drawn = draw(self.loc, shape, "vonmises", loc,
+                     self.concentration.detach().expand(*shape)._data)
+        return drawn
+
+    def log_prob(self, value):
+        _check_value(self, value)
+        from ..special import i0e
+        k = self.concentration
+        return k * ((value - self.loc).cos() - 1) - math.log(2 * math.pi) - i0e(k).log()
