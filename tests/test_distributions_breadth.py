@@ -535,3 +535,56 @@ def test_constraints_check_like_torch(rng):
     np.testing.assert_array_equal(ours, TD.constraints.interval(-0.5, 0.5).check(
         torch.tensor(values)).numpy())
     assert math.isclose(GD.constraints.greater_than(1.5).lower_bound, 1.5)
+
+
+def _covariance(rng, batch=(2,), n=3):
+    a = rng.standard_normal(batch + (n, n))
+    return a @ np.swapaxes(a, -1, -2) + np.eye(n)
+
+
+@pytest.mark.parametrize("kind", ["covariance_matrix", "precision_matrix", "scale_tril"])
+def test_multivariate_normal_matches_torch(kind, rng):
+    cov, loc = _covariance(rng), rng.standard_normal((2, 3))
+    matrix = np.linalg.cholesky(cov) if kind == "scale_tril" else cov
+    value = rng.standard_normal((4, 2, 3))
+    results = []
+    for lib in (gd, torch):
+        m, l = lib.tensor(matrix, requires_grad=True), lib.tensor(loc, requires_grad=True)
+        dist = lib.distributions.MultivariateNormal(l, **{kind: m})
+        outs = [dist.log_prob(lib.tensor(value)), dist.entropy(), dist.variance,
+                dist.covariance_matrix, dist.precision_matrix, dist.scale_tril]
+        sum((o * lib.tensor(np.cos(np.arange(o.numel())).reshape(tuple(o.shape)))).sum()
+            for o in outs).backward()
+        grad = m.grad.numpy()
+        if kind == "scale_tril":      # its upper triangle is structurally 0: what reaches it
+            grad = np.tril(grad)      # depends on which kernels read it (torch's matmul does)
+        results.append([o.detach().numpy() for o in outs] + [grad, l.grad.numpy()])
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+def test_multivariate_normal_draws_kl_and_errors(rng):
+    cov, loc = _covariance(rng, ()), rng.standard_normal(3)
+    gd.manual_seed(21)
+    dist = GD.MultivariateNormal(gd.tensor(loc), covariance_matrix=gd.tensor(cov))
+    draws = dist.sample((20000,)).numpy()
+    assert draws.shape == (20000, 3)
+    np.testing.assert_allclose(draws.mean(0), loc, atol=5 * np.sqrt(np.diag(cov).max() / 20000))
+    np.testing.assert_allclose(np.cov(draws.T), cov, atol=0.1 * np.abs(cov).max())
+    assert dist.expand((4,)).batch_shape == (4,)
+    assert tuple(dist.expand((4,)).rsample((2,)).shape) == (2, 4, 3)
+    cov_q, loc_q = _covariance(rng, ()), rng.standard_normal(3)
+    kls = []
+    for lib in (gd, torch):
+        D = lib.distributions
+        p = D.MultivariateNormal(lib.tensor(loc), covariance_matrix=lib.tensor(cov))
+        q = D.MultivariateNormal(lib.tensor(loc_q), scale_tril=lib.tensor(
+            np.linalg.cholesky(cov_q)))
+        kls.append(D.kl_divergence(p, q).numpy())
+    np.testing.assert_allclose(*kls, rtol=1e-10)
+    with pytest.raises(ValueError, match="Exactly one of covariance_matrix"):
+        GD.MultivariateNormal(gd.zeros(3), gd.tensor(cov), scale_tril=gd.tensor(cov))
+    with pytest.raises(ValueError, match="covariance_matrix .* PositiveDefinite"):
+        GD.MultivariateNormal(gd.zeros(3), covariance_matrix=gd.tensor(-cov))
+    with pytest.raises(ValueError, match="scale_tril .* LowerCholesky"):
+        GD.MultivariateNormal(gd.zeros(3), scale_tril=gd.tensor(cov))

@@ -141,9 +141,10 @@ class _LowerCholesky(Constraint):
     event_dim = 2
 
     def check(self, value):
+        from .. import creation
         upper = (value - value.tril()).abs().amax((-2, -1)) == 0
-        diagonal = value.diagonal(dim1=-2, dim2=-1) if hasattr(value, "diagonal") else None
-        return upper & (diagonal > 0).all(-1)
+        eye = creation.eye(value.shape[-1], dtype=value.dtype, device=value._device)
+        return upper & ((value * eye).sum(-1) > 0).all(-1)
 
 
 dependent = _Dependent()
