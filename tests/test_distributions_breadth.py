@@ -473,6 +473,10 @@ TRANSFORMS = {
     "Compose": (lambda m: m.distributions.transforms.ComposeTransform(
         [m.distributions.transforms.AffineTransform(0.3, 1.5),
          m.distributions.transforms.ExpTransform()]), lambda r: r.standard_normal(6)),
+    "Independent": (lambda m: m.distributions.transforms.IndependentTransform(
+        m.distributions.transforms.SigmoidTransform(), 1), lambda r: r.standard_normal((2, 3))),
+    "Reshape": (lambda m: m.distributions.transforms.ReshapeTransform((2, 3), (3, 2)),
+                lambda r: r.standard_normal((4, 2, 3))),
 }
 
 

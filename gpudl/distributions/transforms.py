@@ -192,6 +192,62 @@ def _arange_like(k, x):
     return creation.arange(1, k + 1, dtype=x.dtype, device=x._device)
 
 
+class IndependentTransform(Transform):
+    """``base_transform`` with its rightmost ``reinterpreted_batch_ndims`` dimensions taken as
+    one event (the Jacobian's log summed over them)."""
+
+    def __init__(self, base_transform, reinterpreted_batch_ndims):
+        self.base_transform = base_transform
+        self.reinterpreted_batch_ndims = reinterpreted_batch_ndims
+        self.event_dim = base_transform.event_dim + reinterpreted_batch_ndims
+        self.domain = constraints.independent(base_transform.domain, reinterpreted_batch_ndims)
+        self.codomain = constraints.independent(base_transform.codomain,
+                                                reinterpreted_batch_ndims)
+
+    def forward_shape(self, shape):
+        return self.base_transform.forward_shape(shape)
+
+    def _call(self, x):
+        return self.base_transform(x)
+
+    def _inverse(self, y):
+        return self.base_transform.inv(y)
+
+    def log_abs_det_jacobian(self, x, y):
+        result = self.base_transform.log_abs_det_jacobian(x, y)
+        for _ in range(self.reinterpreted_batch_ndims):
+            result = result.sum(-1)
+        return result
+
+
+class ReshapeTransform(Transform):
+    """Events of ``in_shape`` reshaped to ``out_shape`` (the same number of elements)."""
+
+    def __init__(self, in_shape, out_shape):
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        if math.prod(self.in_shape) != math.prod(self.out_shape):
+            raise ValueError(f"in_shape {self.in_shape}, out_shape {self.out_shape} are of "
+                             "different numbers of elements")
+        self.event_dim = len(self.in_shape)
+        self.domain = constraints.independent(constraints.real, len(self.in_shape))
+        self.codomain = constraints.independent(constraints.real, len(self.out_shape))
+
+    def forward_shape(self, shape):
+        return tuple(shape[:len(shape) - len(self.in_shape)]) + self.out_shape
+
+    def _call(self, x):
+        batch = tuple(x.shape[:x.ndim - len(self.in_shape)])
+        return x.reshape(*(batch + self.out_shape))
+
+    def _inverse(self, y):
+        batch = tuple(y.shape[:y.ndim - len(self.out_shape)])
+        return y.reshape(*(batch + self.in_shape))
+
+    def log_abs_det_jacobian(self, x, y):
+        batch = tuple(x.shape[:x.ndim - len(self.in_shape)])
+        return x.reshape(*batch, -1).sum(-1) * 0
+
+
 class ComposeTransform(Transform):
     """The transforms applied in order."""
 
