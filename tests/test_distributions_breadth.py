@@ -592,3 +592,18 @@ def test_multivariate_normal_draws_kl_and_errors(rng):
         GD.MultivariateNormal(gd.zeros(3), covariance_matrix=gd.tensor(-cov))
     with pytest.raises(ValueError, match="scale_tril .* LowerCholesky"):
         GD.MultivariateNormal(gd.zeros(3), scale_tril=gd.tensor(cov))
+
+
+def test_enumerate_support_as_torch(rng):
+    probs = rng.uniform(0.1, 0.9, (2, 3))
+    for name, make in (("Bernoulli", lambda D, t: D.Bernoulli(t(probs))),
+                       ("Binomial", lambda D, t: D.Binomial(4, t(probs))),
+                       ("Categorical", lambda D, t: D.Categorical(t(probs))),
+                       ("OneHotCategorical", lambda D, t: D.OneHotCategorical(t(probs)))):
+        for expand in (True, False):
+            ours = make(GD, gd.tensor).enumerate_support(expand)
+            theirs = make(TD, torch.tensor).enumerate_support(expand)
+            assert tuple(ours.shape) == tuple(theirs.shape), (name, expand)
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    with pytest.raises(NotImplementedError, match="Inhomogeneous total count"):
+        GD.Binomial(gd.tensor([2.0, 3.0]), gd.tensor([0.5, 0.5])).enumerate_support()

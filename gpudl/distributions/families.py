@@ -17,6 +17,14 @@ from .distribution import (HALF_LOG_TWO_PI, Distribution, ProbsOrLogits, broadca
 EULER = special_math.EULER
 
 
+def _enumerated(values, dist, expand):
+    """``values`` (one per row, each of the event's shape) shaped as torch's
+    enumerate_support: (n, 1 per batch dim, *event), expanded over the batch if asked."""
+    event = tuple(values.shape[1:])
+    values = values.reshape(values.shape[0], *(1,) * len(dist.batch_shape), *event)
+    return values.expand(-1, *dist.batch_shape, *event) if expand else values
+
+
 def _check_value(dist, value):
     if dist._validate_args:
         dist._validate_sample(value)
@@ -605,6 +613,10 @@ class Bernoulli(ProbsOrLogits, Distribution):
         _check_value(self, value)
         return value * self.logits - softplus(self.logits)
 
+    def enumerate_support(self, expand=True):
+        return _enumerated(creation.arange(2, dtype=self.probs.dtype,
+                                           device=self.probs._device), self, expand)
+
     def entropy(self):
         return softplus(self.logits) - self.probs * self.logits
 
@@ -693,6 +705,14 @@ class Binomial(ProbsOrLogits, Distribution):
         n = self.total_count
         log_choose = (n + 1).lgamma() - (value + 1).lgamma() - (n - value + 1).lgamma()
         return log_choose + value * self.logits - n * softplus(self.logits)
+
+    def enumerate_support(self, expand=True):
+        counts = self.total_count.detach().numpy()
+        if not (counts == counts.flat[0]).all():
+            raise NotImplementedError("Inhomogeneous total count not supported by "
+                                      "`enumerate_support`.")
+        return _enumerated(creation.arange(int(counts.flat[0]) + 1, dtype=self.probs.dtype,
+                                           device=self.probs._device), self, expand)
 
 
 class NegativeBinomial(ProbsOrLogits, Distribution):
@@ -783,9 +803,8 @@ class Categorical(ProbsOrLogits, Distribution):
         return -(logits * self.probs).sum(-1)
 
     def enumerate_support(self, expand=True):
-        values = creation.arange(self._num_events, device=self.probs._device)
-        values = values.reshape(-1, *(1,) * len(self._batch_shape))
-        return values.expand(-1, *self._batch_shape) if expand else values
+        return _enumerated(creation.arange(self._num_events, device=self.probs._device),
+                           self, expand)
 
 
 def _one_hot(index, k, dtype):
@@ -829,6 +848,11 @@ class OneHotCategorical(Distribution):
 
     def entropy(self):
         return self._categorical.entropy()
+
+    def enumerate_support(self, expand=True):
+        k = self.event_shape[0]
+        return _enumerated(creation.eye(k, dtype=self.probs.dtype, device=self.probs._device),
+                           self, expand)
 
 
 class Multinomial(Distribution):
