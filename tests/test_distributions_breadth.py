@@ -607,3 +607,39 @@ def test_enumerate_support_as_torch(rng):
             np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     with pytest.raises(NotImplementedError, match="Inhomogeneous total count"):
         GD.Binomial(gd.tensor([2.0, 3.0]), gd.tensor([0.5, 0.5])).enumerate_support()
+
+
+def _cross_pairs():
+    """The registered (p, q) pairs of different families, as torch's."""
+    return sorted((p.__name__, q.__name__) for p, q in gd.distributions.kl._KL
+                  if p is not q and p.__name__ in CASES and q.__name__ in CASES)
+
+
+@pytest.mark.parametrize("pair", _cross_pairs(), ids="-".join)
+def test_kl_between_families_matches_torch(pair, rng):
+    p_name, q_name = pair
+    p_params, q_params = CASES[p_name][0](rng), CASES[q_name][0](rng)
+    if p_name == "Uniform":                 # inside (0, 1) half the time: finite against Beta
+        p_params = dict(low=rng.uniform(-0.2, 0.4, (2, 3)), high=rng.uniform(0.6, 1.2, (2, 3)))
+    if p_name == "Uniform" and q_name == "Pareto":
+        q_params["scale"] = rng.uniform(0.05, 0.5, (2, 3))
+    if p_name == "Pareto":
+        p_params["alpha"] = rng.uniform(0.5, 4, (2, 3))
+
+    def kl(lib):
+        p, p_tensors = _build(lib, p_name, p_params)
+        q, q_tensors = _build(lib, q_name, q_params)
+        out = lib.distributions.kl_divergence(p, q)
+        finite = torch.isfinite(out) if lib is torch else gd.isfinite(out)
+        weights = lib.tensor(np.cos(np.arange(6.0)).reshape(2, 3))
+        loss = (out.masked_fill(~finite, 0.0) * weights).sum()
+        leaves = [t for t in list(p_tensors.values()) + list(q_tensors.values())
+                  if getattr(t, "requires_grad", False)]
+        if loss.requires_grad:
+            loss.backward()
+        return out.detach().numpy(), [np.zeros(t.shape) if t.grad is None else t.grad.numpy()
+                                      for t in leaves]
+    (ours, ours_grads), (theirs, theirs_grads) = kl(gd), kl(torch)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+    for a, b in zip(ours_grads, theirs_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)

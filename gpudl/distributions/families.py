@@ -383,17 +383,21 @@ class Pareto(Distribution):
     def support(self):
         return constraints.greater_than_eq(self.scale)
 
+    # the finite branches see a harmless alpha where the moment is infinite, so their
+    # gradient there is 0, not inf * 0
     @property
     def mean(self):
-        a = self.alpha.clamp_min(1)
-        return functions.where(self.alpha > 1, a * self.scale / (a - 1), math.inf)
+        finite = self.alpha > 1
+        a = functions.where(finite, self.alpha, 2.0)
+        return functions.where(finite, a * self.scale / (a - 1), math.inf)
 
     mode = property(lambda self: self.scale)
 
     @property
     def variance(self):
-        a = self.alpha.clamp_min(2)
-        return functions.where(self.alpha > 2, self.scale.pow(2) * a / ((a - 1).pow(2) * (a - 2)),
+        finite = self.alpha > 2
+        a = functions.where(finite, self.alpha, 3.0)
+        return functions.where(finite, self.scale.pow(2) * a / ((a - 1).pow(2) * (a - 2)),
                                math.inf)
 
     def rsample(self, sample_shape=()):

@@ -3,10 +3,12 @@ torch's closed forms for the pairs of the families here."""
 
 import math
 
+from .. import creation, functions
+from ..tensor import Tensor
 from .distribution import softplus
-from .families import (Bernoulli, Beta, Binomial, Categorical, Dirichlet, Exponential, Gamma,
-                       Geometric, Gumbel, HalfNormal, Independent, Laplace, LogNormal, Normal,
-                       OneHotCategorical, Pareto, Poisson, Uniform, EULER)
+from .families import (EULER, Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet,
+                       Exponential, Gamma, Geometric, Gumbel, HalfNormal, Independent, Laplace,
+                       LogNormal, Normal, OneHotCategorical, Pareto, Poisson, Uniform)
 
 _KL = {}
 
@@ -170,3 +172,147 @@ def _independent_independent(p, q):
     return p._sum_rightmost(kl_divergence(p.base_dist, q.base_dist))
 
 
+
+
+# ------------------------------------------------------------------ pairs of different families
+# KL(p || q) = E_p[-log q] - H(p): each q family's expected negative log density (its cross
+# entropy) from p's moments, whose formulas below hold for every p registered with it.
+def _expected_log(p):
+    """E_p[log X] for the families of positive values (and Uniform on [low, high] > 0)."""
+    from ..special import xlogy
+    if isinstance(p, Beta):
+        return p.concentration1.digamma() - (p.concentration1 + p.concentration0).digamma()
+    if isinstance(p, Exponential):
+        return -EULER - p.rate.log()
+    if isinstance(p, Pareto):
+        return p.scale.log() + p.alpha.reciprocal()
+    if isinstance(p, Uniform):
+        return (xlogy(p.high, p.high) - xlogy(p.low, p.low)) / (p.high - p.low) - 1
+    return p.concentration.digamma() - p.rate.log()                      # Gamma
+
+
+def _moment_generating(p, t):
+    """E_p[exp(t X)] for t < 0."""
+    if isinstance(p, Exponential):
+        return p.rate / (p.rate - t)
+    if isinstance(p, Gamma):
+        return (p.rate / (p.rate - t)).pow(p.concentration)
+    if isinstance(p, Normal):
+        return (p.loc * t + p.scale.pow(2) * (t * t / 2)).exp()
+    return ((t * p.high).exp() - (t * p.low).exp()) / (t * (p.high - p.low))   # Uniform
+
+
+def _normal_cross_entropy(p, q):
+    return (q.scale.log() + 0.5 * math.log(2 * math.pi)
+            + (p.variance + (p.mean - q.loc).pow(2)) / (2 * q.scale.pow(2)))
+
+
+def _gumbel_cross_entropy(p, q):
+    t = -q.scale.reciprocal()
+    return (q.scale.log() + (p.mean - q.loc) / q.scale
+            + (q.loc / q.scale).exp() * _moment_generating(p, t))
+
+
+def _exponential_cross_entropy(p, q):
+    return q.rate * p.mean - q.rate.log()
+
+
+def _gamma_cross_entropy(p, q):
+    c = q.concentration
+    return c.lgamma() - c * q.rate.log() - (c - 1) * _expected_log(p) + q.rate * p.mean
+
+
+def _infinite_where(result, outside):
+    return result.masked_fill(outside, math.inf)
+
+
+# q family -> (the p families, q's cross entropy, whether q lives on the positive numbers)
+_CROSS_ENTROPIES = (
+    (Normal, (Beta, Exponential, Gamma, Gumbel, Laplace, Uniform, Pareto),
+     _normal_cross_entropy, False),
+    (Gumbel, (Exponential, Gamma, Normal, Uniform), _gumbel_cross_entropy, False),
+    (Exponential, (Beta, Gamma, Pareto, Uniform), _exponential_cross_entropy, True),
+    (Gamma, (Beta, Exponential, Pareto, Uniform), _gamma_cross_entropy, True),
+)
+
+
+def _through_cross_entropy(cross_entropy, positive):
+    def kl(p, q):
+        if isinstance(p, Pareto):
+            # infinite without p's mean (alpha <= 1), or its variance against a Normal
+            # (alpha <= 2): computed at a harmless alpha there, then set to inf (no gradient)
+            needed = 2.0 if cross_entropy is _normal_cross_entropy else 1.0
+            finite = p.alpha > needed
+            safe = Pareto(p.scale, functions.where(finite, p.alpha, needed + 1),
+                          validate_args=False)
+            return _infinite_where(cross_entropy(safe, q) - safe.entropy(), ~finite)
+        result = cross_entropy(p, q) - p.entropy()
+        if positive and isinstance(p, Uniform):            # p's mass below 0: q has none
+            result = _infinite_where(result, p.low < 0)
+        return result
+    return kl
+
+
+for _q_type, _p_types, _cross_entropy, _positive in _CROSS_ENTROPIES:
+    for _p_type in _p_types:
+        register_kl(_p_type, _q_type)(_through_cross_entropy(_cross_entropy, _positive))
+
+
+@register_kl(Bernoulli, Poisson)
+def _bernoulli_poisson(p, q):
+    return -p.entropy() - (p.probs * q.rate.log() - q.rate)
+
+
+@register_kl(Beta, Uniform)
+def _beta_uniform(p, q):
+    return _infinite_where(-p.entropy() + (q.high - q.low).log(), (q.low > 0) | (q.high < 1))
+
+
+@register_kl(Uniform, Beta)
+def _uniform_beta(p, q):
+    from ..special import xlogy
+    a, b = q.concentration1, q.concentration0
+    width = p.high - p.low
+    log_1m = (xlogy(1 - p.low, 1 - p.low) - xlogy(1 - p.high, 1 - p.high)) / width - 1
+    log_beta = a.lgamma() + b.lgamma() - (a + b).lgamma()
+    result = -width.log() - (a - 1) * _expected_log(p) - (b - 1) * log_1m + log_beta
+    return _infinite_where(result, (p.low < 0) | (p.high > 1))
+
+
+@register_kl(Uniform, Pareto)
+def _uniform_pareto(p, q):
+    result = (-(p.high - p.low).log() - q.alpha.log() - q.alpha * q.scale.log()
+              + (q.alpha + 1) * _expected_log(p))
+    return _infinite_where(result, p.low < q.scale)
+
+
+@register_kl(Normal, Laplace)
+def _normal_laplace(p, q):
+    from ..special import ndtr
+    shift = p.loc - q.loc
+    # E|X - q.loc| for X ~ Normal: the folded normal's mean
+    folded = (p.scale * math.sqrt(2 / math.pi) * (-(shift / p.scale).pow(2) / 2).exp()
+              + shift * (2 * ndtr(shift / p.scale) - 1))
+    return -p.entropy() + (2 * q.scale).log() + folded / q.scale
+
+
+@register_kl(Cauchy, Cauchy)
+def _cauchy_cauchy(p, q):
+    return (((p.scale + q.scale).pow(2) + (p.loc - q.loc).pow(2)).log()
+            - (4 * p.scale * q.scale).log())
+
+
+def _infinite(p, q):
+    """Supports where p puts mass q has none: +inf over the batch."""
+    like = next(v for v in vars(p).values() if isinstance(v, Tensor))
+    return creation.full(p.batch_shape, math.inf, dtype=like.dtype, device=like._device)
+
+
+for _p_type, _q_types in (
+        (Beta, (Pareto,)), (Exponential, (Beta, Pareto, Uniform)),
+        (Gamma, (Beta, Pareto, Uniform)), (Gumbel, (Beta, Exponential, Gamma, Pareto, Uniform)),
+        (Laplace, (Beta, Exponential, Gamma, Pareto, Uniform)),
+        (Normal, (Beta, Exponential, Gamma, Pareto, Uniform)), (Pareto, (Beta, Uniform)),
+        (Poisson, (Bernoulli, Binomial))):
+    for _q_type in _q_types:
+        register_kl(_p_type, _q_type)(_infinite)
