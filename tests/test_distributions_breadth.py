@@ -89,6 +89,12 @@ CASES = {
                                 probs=r.uniform(0.05, 0.95, (2, 3))),
                  lambda r, p: np.floor(r.uniform(0, 1, (4, 2, 3)) * (p["total_count"] + 1)),
                  "log_prob mean mode variance"),
+    "Binomial n": (lambda r: dict(total_count=np.full((2, 3), 7.0),
+                                  probs=r.uniform(0.05, 0.95, (2, 3))),
+                   lambda r, p: r.integers(0, 8, (4, 2, 3)).astype(float), "entropy"),
+    "Dirichlet small": (lambda r: dict(concentration=np.concatenate(   # row 0: all below 1
+        [_pos(r, (1, 4), low=0.1, high=0.9), _pos(r, (2, 4), low=0.1, high=3)])),
+                        lambda r, p: _simplex(r, (5, 3, 4)), "log_prob mode"),
     "Categorical": (lambda r: dict(probs=_simplex(r)),
                     lambda r, p: r.integers(0, 4, (5, 2)), "log_prob entropy"),
     "OneHotCategorical": (lambda r: dict(logits=r.standard_normal((2, 4))),
@@ -354,7 +360,7 @@ def test_rsample_gradients_average_to_the_gradient_of_the_mean(name):
 
 
 # pairs of (family, params(rng)) for kl_divergence, the same family on both sides
-KL_PAIRS = ["Normal", "Exponential", "Laplace", "Gumbel", "HalfNormal", "LogNormal", "Pareto",
+KL_PAIRS = ["Normal", "Cauchy", "Exponential", "Laplace", "Gumbel", "HalfNormal", "LogNormal", "Pareto",
             "Gamma", "Beta", "Dirichlet", "Bernoulli", "Geometric", "Poisson", "Categorical",
             "OneHotCategorical"]
 
@@ -409,6 +415,19 @@ def test_kl_of_uniforms_binomials_independents_and_registration(rng):
     assert GD.kl_divergence(GD.Normal(gd.tensor([0.0]), 1.0), mine).numpy()[0] == 0.0
     with pytest.raises(NotImplementedError, match="no KL"):
         GD.kl_divergence(GD.Poisson(1.0), GD.Normal(0.0, 1.0))
+    results = []                          # the same transforms on both sides: the bases' KL
+    for lib in (gd, torch):
+        D, T = lib.distributions, lib.distributions.transforms
+        p = D.TransformedDistribution(D.Normal(lib.tensor(loc), lib.tensor(scale)),
+                                      [T.AffineTransform(0.5, 2.0), T.ExpTransform()])
+        q = D.TransformedDistribution(D.Normal(lib.tensor(loc * 0.3), lib.tensor(scale + 1)),
+                                      [T.AffineTransform(0.5, 2.0), T.ExpTransform()])
+        results.append(D.kl_divergence(p, q).numpy())
+    np.testing.assert_allclose(*results, rtol=1e-12)
+    T = GD.transforms
+    with pytest.raises(NotImplementedError, match="same transforms"):
+        GD.kl_divergence(GD.TransformedDistribution(GD.Normal(0.0, 1.0), T.ExpTransform()),
+                         GD.TransformedDistribution(GD.Normal(0.0, 1.0), T.SigmoidTransform()))
 
 
 def test_validation_errors_as_torch():

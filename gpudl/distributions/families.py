@@ -536,8 +536,11 @@ class Dirichlet(Distribution):
 
     @property
     def mode(self):
+        """(c - 1)_+ normalised; where every c < 1, the vertex of the largest c (torch's)."""
         c = self.concentration
-        return (c - 1).clamp_min(0) / ((c - 1).clamp_min(0).sum(-1, keepdim=True))
+        mode = (c - 1).clamp_min(0) / ((c - 1).clamp_min(0).sum(-1, keepdim=True))
+        vertex = _one_hot(c.argmax(-1), c.shape[-1], c.dtype)
+        return functions.where((c < 1).all(-1, keepdim=True), vertex, mode)
 
     @property
     def variance(self):
@@ -710,13 +713,22 @@ class Binomial(ProbsOrLogits, Distribution):
         log_choose = (n + 1).lgamma() - (value + 1).lgamma() - (n - value + 1).lgamma()
         return log_choose + value * self.logits - n * softplus(self.logits)
 
-    def enumerate_support(self, expand=True):
+    def _homogeneous_count(self, what):
         counts = self.total_count.detach().numpy()
         if not (counts == counts.flat[0]).all():
-            raise NotImplementedError("Inhomogeneous total count not supported by "
-                                      "`enumerate_support`.")
-        return _enumerated(creation.arange(int(counts.flat[0]) + 1, dtype=self.probs.dtype,
+            raise NotImplementedError(f"Inhomogeneous total count not supported by `{what}`.")
+        return int(counts.flat[0])
+
+    def enumerate_support(self, expand=True):
+        n = self._homogeneous_count("enumerate_support")
+        return _enumerated(creation.arange(n + 1, dtype=self.probs.dtype,
                                            device=self.probs._device), self, expand)
+
+    def entropy(self):
+        """By enumeration of the support (a homogeneous total_count), as torch's."""
+        self._homogeneous_count("entropy")
+        log_prob = self.log_prob(self.enumerate_support(False))
+        return -(log_prob.exp() * log_prob).sum(0)
 
 
 class NegativeBinomial(ProbsOrLogits, Distribution):

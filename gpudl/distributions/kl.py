@@ -6,6 +6,7 @@ import math
 from .. import creation, functions
 from ..tensor import Tensor
 from .distribution import softplus
+from .transforms import TransformedDistribution
 from .families import (EULER, Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet,
                        Exponential, Gamma, Geometric, Gumbel, HalfNormal, Independent, Laplace,
                        LogNormal, Normal, OneHotCategorical, Pareto, Poisson, Uniform)
@@ -162,6 +163,17 @@ def _pareto_pareto(p, q):
     t2 = -alpha_ratio.log()
     result = t1 + t2 + alpha_ratio - 1
     return result.masked_fill(p.support.lower_bound < q.support.lower_bound, math.inf)
+
+
+@register_kl(TransformedDistribution, TransformedDistribution)
+def _transformed_transformed(p, q):
+    if p.transforms != q.transforms or p.event_shape != q.event_shape:
+        raise NotImplementedError("KL between TransformedDistributions needs the same "
+                                  "transforms and event shapes")
+    result = kl_divergence(p.base_dist, q.base_dist)
+    for _ in range(len(p.event_shape) - len(p.base_dist.event_shape)):
+        result = result.sum(-1)
+    return result
 
 
 @register_kl(Independent, Independent)

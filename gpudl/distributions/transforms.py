@@ -5,6 +5,7 @@ log_prob by the change of variables."""
 import math
 
 from .. import functions
+from ..tensor import Tensor
 from . import constraints
 from .distribution import Distribution, softplus
 
@@ -28,6 +29,14 @@ class Transform:
     def forward_shape(self, shape):
         """The shape of T(x) for x of ``shape``."""
         return tuple(shape)
+
+    def __eq__(self, other):
+        """The same kind of transform with equal parameters."""
+        if type(self) is not type(other) or vars(self).keys() != vars(other).keys():
+            return False
+        return all(_same(a, vars(other)[name]) for name, a in vars(self).items())
+
+    __hash__ = object.__hash__
 
     def __repr__(self):
         return type(self).__name__ + "()"
@@ -185,6 +194,13 @@ class StickBreakingTransform(Transform):
         offset = x.shape[-1] + 1 - _arange_like(x.shape[-1], x)
         x = x - offset.log()
         return (-x + (x.sigmoid()).log() + y[..., :-1].log()).sum(-1)
+
+
+def _same(a, b):
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return (isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape
+                and bool((a == b).all()))
+    return a == b
 
 
 def _arange_like(k, x):
