@@ -94,7 +94,7 @@ CASES = {
                    lambda r, p: r.integers(0, 8, (4, 2, 3)).astype(float), "entropy"),
     "Dirichlet small": (lambda r: dict(concentration=np.concatenate(   # row 0: all below 1
         [_pos(r, (1, 4), low=0.1, high=0.9), _pos(r, (2, 4), low=0.1, high=3)])),
-                        lambda r, p: _simplex(r, (5, 3, 4)), "log_prob mode"),
+                        lambda r, p: _simplex(r, (5, 3, 4)), "log_prob"),
     "Categorical": (lambda r: dict(probs=_simplex(r)),
                     lambda r, p: r.integers(0, 4, (5, 2)), "log_prob entropy"),
     "OneHotCategorical": (lambda r: dict(logits=r.standard_normal((2, 4))),
@@ -177,6 +177,16 @@ def test_values_and_gradients_match_torch(name, rng):
             np.testing.assert_allclose(g.grad.numpy(), t_params[key].grad.numpy(),
                                        rtol=max(RTOL.get(name, 0), 1e-8),
                                        atol=1e-12, err_msg=f"{name}: d/d{key}")
+
+
+def test_dirichlet_mode_where_every_concentration_is_below_one(rng):
+    """torch takes the argmax of a row of NaNs there (always the first vertex); gpudl takes
+    the vertex of the largest concentration, the limit of the mode as they fall below 1."""
+    c = np.stack([rng.uniform(0.1, 0.9, 4), rng.uniform(1.5, 3, 4)])
+    mode = GD.Dirichlet(gd.tensor(c)).mode.numpy()
+    np.testing.assert_array_equal(mode[0], np.eye(4)[c[0].argmax()])
+    np.testing.assert_allclose(mode[1], TD.Dirichlet(torch.tensor(c)).mode.numpy()[1],
+                               rtol=1e-14)
 
 
 def test_von_mises_against_scipy(rng):
