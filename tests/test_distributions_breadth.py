@@ -482,6 +482,13 @@ def test_shapes_expand_and_repr(rng):
     assert independent.batch_shape == (2,) and independent.event_shape == (3,)
     assert tuple(independent.expand((4, 2)).sample().shape) == (4, 2, 3)
     assert GD.Categorical(logits=gd.zeros(2, 3)).expand((4, 2)).batch_shape == (4, 2)
+    for made in (GD.HalfNormal(gd.ones(3)), GD.LogNormal(gd.zeros(3), 1.0), GD.Chi2(gd.ones(3)),
+                 GD.TransformedDistribution(GD.Normal(gd.zeros(3), 1.0),
+                                            GD.transforms.ExpTransform()),
+                 GD.RelaxedBernoulli(gd.tensor(0.5), gd.tensor([0.2, 0.5, 0.7]))):
+        wide = made.expand((4, 3))
+        assert wide.batch_shape == (4, 3) and tuple(wide.rsample((2,)).shape) == (2, 4, 3)
+        assert tuple(wide.log_prob(wide.sample()).shape) == (4, 3)
     assert repr(GD.Normal(gd.zeros(2), 1.0)) == "Normal(loc: (2,), scale: (2,))"
     assert GD.Normal(0.0, 1.0).has_rsample and not GD.Poisson(1.0).has_rsample
 

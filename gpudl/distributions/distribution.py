@@ -162,6 +162,8 @@ class Distribution:
                 event = self._param_event_dims.get(name, 0)
                 tail = tuple(value.shape[value.ndim - event:]) if event else ()
                 new.__dict__[name] = value.expand(*(batch_shape + tail))
+            elif isinstance(value, Distribution) and value.batch_shape == self._batch_shape:
+                new.__dict__[name] = value.expand(batch_shape)     # a base distribution
         new._batch_shape = batch_shape
         return new
 
