@@ -679,3 +679,32 @@ def test_kl_between_families_matches_torch(pair, rng):
     np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
     for a, b in zip(ours_grads, theirs_grads):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_low_rank_multivariate_normal_matches_torch(rng):
+    loc, factor = rng.standard_normal((2, 4)), rng.standard_normal((2, 4, 2))
+    diag, value = _pos(rng, (2, 4)), rng.standard_normal((3, 2, 4))
+    other = (rng.standard_normal(4), rng.standard_normal((4, 1)), _pos(rng, (4,)))
+    results = []
+    for lib in (gd, torch):
+        D = lib.distributions
+        params = [lib.tensor(a, requires_grad=True) for a in (loc, factor, diag)]
+        dist = D.LowRankMultivariateNormal(*params)
+        q = D.LowRankMultivariateNormal(*(lib.tensor(a) for a in other))
+        dense = D.MultivariateNormal(lib.tensor(other[0]), covariance_matrix=q.covariance_matrix)
+        outs = [dist.log_prob(lib.tensor(value)), dist.entropy(), dist.variance,
+                dist.covariance_matrix, dist.precision_matrix, dist.scale_tril,
+                D.kl_divergence(dist, q), D.kl_divergence(dist, dense),
+                D.kl_divergence(dense, dist)]
+        sum((o * lib.tensor(np.cos(np.arange(o.numel())).reshape(tuple(o.shape)))).sum()
+            for o in outs).backward()
+        results.append([o.detach().numpy() for o in outs] + [p.grad.numpy() for p in params])
+        assert tuple(dist.rsample((5,)).shape) == (5, 2, 4)
+        assert tuple(dist.expand((3, 2)).sample().shape) == (3, 2, 4)
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-11)
+    gd.manual_seed(8)
+    draws = GD.LowRankMultivariateNormal(gd.tensor(loc[0]), gd.tensor(factor[0]),
+                                         gd.tensor(diag[0])).sample((20000,)).numpy()
+    cov = factor[0] @ factor[0].T + np.diag(diag[0])
+    np.testing.assert_allclose(np.cov(draws.T), cov, atol=0.1 * np.abs(cov).max())

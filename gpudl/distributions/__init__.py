@@ -17,5 +17,5 @@ from .families import (Bernoulli, Beta, Binomial, Categorical, Cauchy, Chi2, Dir
                        Independent, Laplace, LogNormal, Multinomial, NegativeBinomial, Normal,
                        OneHotCategorical, Pareto, Poisson, StudentT, Uniform, VonMises, Weibull)
 from .kl import kl_divergence, register_kl
-from .multivariate import MultivariateNormal
+from .multivariate import LowRankMultivariateNormal, MultivariateNormal
 from .transforms import TransformedDistribution

@@ -189,3 +189,106 @@ def _mvn_mvn(p, q):
     mahalanobis = solve_lower(q_lower, q.loc - p.loc).pow(2).sum(-1)
     return q._half_log_det() - p._half_log_det() + 0.5 * (
         ratio.pow(2).sum((-2, -1)) + mahalanobis - n)
+
+
+class LowRankMultivariateNormal(Distribution):
+    """The normal distribution of vectors with mean ``loc`` and covariance
+    ``cov_factor @ cov_factor.mT + diag(cov_diag)`` (cov_factor (..., n, rank)), evaluated
+    through the rank x rank capacitance matrix I + W^T D^-1 W (Woodbury)."""
+
+    arg_constraints = {"loc": constraints.real_vector,
+                       "cov_factor": constraints.independent(constraints.real, 2),
+                       "cov_diag": constraints.independent(constraints.positive, 1)}
+    support = constraints.real_vector
+    _param_event_dims = {"loc": 1, "cov_factor": 2, "cov_diag": 1}
+
+    def __init__(self, loc, cov_factor, cov_diag, validate_args=None):
+        if loc.ndim < 1 or cov_factor.ndim < 2 or cov_diag.ndim < 1:
+            raise ValueError("loc and cov_diag must be at least one-dimensional and "
+                             "cov_factor at least two-dimensional")
+        n = loc.shape[-1]
+        if cov_factor.shape[-2] != n or cov_diag.shape[-1] != n:
+            raise ValueError(f"cov_factor must be a batch of matrices of shape {n} x m and "
+                             f"cov_diag a batch of vectors of size {n}, got "
+                             f"{tuple(cov_factor.shape)} and {tuple(cov_diag.shape)}")
+        batch = tuple(np.broadcast_shapes(tuple(loc.shape[:-1]), tuple(cov_factor.shape[:-2]),
+                                          tuple(cov_diag.shape[:-1])))
+        self.loc = loc.expand(*batch, n)
+        self.cov_factor = cov_factor.expand(*batch, *cov_factor.shape[-2:])
+        self.cov_diag = cov_diag.expand(*batch, n)
+        super().__init__(batch, (n,), validate_args)
+        scaled = self.cov_factor / self.cov_diag.unsqueeze(-1)               # D^-1 W
+        rank = cov_factor.shape[-1]
+        capacitance = self.cov_factor.mT @ scaled + creation.eye(
+            rank, dtype=loc.dtype, device=loc._device)
+        self._capacitance_tril = cholesky(capacitance)
+
+    mean = mode = property(lambda self: self.loc)
+    variance = property(lambda self: self.cov_factor.pow(2).sum(-1) + self.cov_diag)
+
+    @property
+    def covariance_matrix(self):
+        n = self._event_shape[0]
+        eye = creation.eye(n, dtype=self.loc.dtype, device=self.loc._device)
+        return self.cov_factor @ self.cov_factor.mT + self.cov_diag.unsqueeze(-1) * eye
+
+    @property
+    def precision_matrix(self):
+        n = self._event_shape[0]
+        eye = creation.eye(n, dtype=self.loc.dtype, device=self.loc._device)
+        inverse_diag = self.cov_diag.reciprocal()
+        # D^-1 - D^-1 W C^-1 W^T D^-1, with C^-1 = Lc^-T Lc^-1: the rows of (Lc^-1 W^T D^-1)^T
+        whitened = solve_lower(self._capacitance_tril.unsqueeze(-3),
+                               self.cov_factor * inverse_diag.unsqueeze(-1))
+        return inverse_diag.unsqueeze(-1) * eye - whitened @ whitened.mT
+
+    @property
+    def scale_tril(self):
+        return cholesky(self.covariance_matrix)
+
+    def _log_det(self):
+        return 2 * diagonal(self._capacitance_tril).log().sum(-1) + self.cov_diag.log().sum(-1)
+
+    def rsample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        rank = self.cov_factor.shape[-1]
+        eps_factor = draw(self.loc, shape[:-1] + (rank,), "standard_normal")
+        eps_diag = draw(self.loc, shape, "standard_normal")
+        return (self.loc + (self.cov_factor * eps_factor.unsqueeze(-2)).sum(-1)
+                + self.cov_diag.sqrt() * eps_diag)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        diff = value - self.loc
+        scaled = diff / self.cov_diag
+        projected = (self.cov_factor * scaled.unsqueeze(-1)).sum(-2)        # W^T D^-1 x
+        mahalanobis = (diff * scaled).sum(-1) - solve_lower(
+            self._capacitance_tril, projected).pow(2).sum(-1)
+        n = self._event_shape[0]
+        return -0.5 * (n * math.log(2 * math.pi) + self._log_det() + mahalanobis)
+
+    def entropy(self):
+        n = self._event_shape[0]
+        return 0.5 * (n * (1.0 + math.log(2 * math.pi)) + self._log_det())
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = tuple(batch_shape)
+        return LowRankMultivariateNormal(self.loc.expand(*batch_shape, -1),
+                                         self.cov_factor.expand(*batch_shape, -1, -1),
+                                         self.cov_diag.expand(*batch_shape, -1),
+                                         validate_args=False)
+
+
+def _dense(dist):
+    """A LowRankMultivariateNormal as the MultivariateNormal of its covariance."""
+    if isinstance(dist, MultivariateNormal):
+        return dist
+    return MultivariateNormal(dist.loc, covariance_matrix=dist.covariance_matrix,
+                              validate_args=False)
+
+
+for _p_type, _q_type in ((LowRankMultivariateNormal, LowRankMultivariateNormal),
+                         (LowRankMultivariateNormal, MultivariateNormal),
+                         (MultivariateNormal, LowRankMultivariateNormal)):
+    register_kl(_p_type, _q_type)(lambda p, q: _mvn_mvn(_dense(p), _dense(q)))
