@@ -297,6 +297,7 @@ def zeta(input, other):
 
 
 psi = digamma
+modified_bessel_i0, modified_bessel_i1 = i0, i1
 # torch's top-level and Tensor names
 lgamma, mvlgamma, igamma, igammac = gammaln, multigammaln, gammainc, gammaincc
 
