@@ -92,3 +92,8 @@ from .tensor_scatter import (diagonal_scatter, index_copy, index_put, index_redu
 from .global_state import (broadcast_shapes, can_cast, get_default_dtype, get_num_threads,
                            get_rng_state, initial_seed, promote_types, result_type, seed,
                            set_default_dtype, set_num_threads, set_rng_state)
+
+# session 11, distributions: torch.special and its top-level names
+_SUBMODULES += ("special",)
+from .special import (digamma, erfc, erfinv, i0, igamma, igammac, lgamma,  # noqa: E402
+                      mvlgamma, polygamma)

@@ -197,6 +197,9 @@ MISC_CASES = {
                   (MAT, ROWS, MAT[::-1].copy())),
 }
 CASES.update(MISC_CASES)
+# session 11, distributions: gd.special's erfinv (float32 on cuda, in the input's dtype on the cpu)
+SPECIAL_CASES = {"erfinv": (lambda m, f, x: x.erfinv(), (PROBS,))}
+CASES.update(SPECIAL_CASES)
 
 # ops whose CUDA autocast kernels torch's fake tensors cannot run in a CPU-only build ("not
 # linked with support for cuda devices"): their cuda policy is checked through the table below
@@ -370,3 +373,8 @@ def test_every_torch_autocast_op_is_checked_or_absent_from_gpudl():
     present = [n for n in gd_names if hasattr(F, n) or hasattr(gd.Tensor, n)
                or hasattr(gd, n) or hasattr(gd.linalg, n.replace("linalg_", ""))]
     assert present == [], "gpudl has these: add a case above"
+
+
+# session 11, distributions: erfinv is checked above
+CHECKED |= set(SPECIAL_CASES)
+NOT_IN_GPUDL -= set(SPECIAL_CASES)

@@ -258,3 +258,5 @@ def _tensors(args):
 # cpu; index_put promoted on cuda
 POLICIES["cpu"].update(quantile="fp32", nanquantile="fp32", index_copy="promote")
 POLICIES["cuda"].update(index_put="promote")
+# session 11, distributions: erfinv runs in float32 under cuda autocast (torch's fp32 list)
+POLICIES["cuda"].update(erfinv="fp32")
