@@ -15,7 +15,7 @@ from .. import backend, dtypes
 from ..autograd import no_grad, recorded
 from ..tensor import Tensor
 from .backward_hooks import hooked_call
-from .parameter import Parameter
+from .parameter import Buffer, Parameter, UninitializedTensorMixin
 
 _IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -197,6 +197,11 @@ class Module:
                 raise TypeError(f"cannot assign '{type(value).__name__}' as child module "
                                 f"'{name}' (gpudl.nn.Module or None expected)")
             self._modules[name] = None
+        elif isinstance(value, Buffer):     # nn.Buffer registers itself, as torch 2.5+
+            if params is None:
+                raise AttributeError("cannot assign buffers before Module.__init__() call")
+            self._forget(name, keep=self._buffers)
+            self.register_buffer(name, value, value.persistent)
         elif params is not None and name in self._buffers:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}' "
@@ -298,6 +303,22 @@ class Module:
                                      f"(looking up '{target}')")
             module = module._modules[part]
         return module
+
+    def set_submodule(self, target, module, strict=False):
+        """Put ``module`` at dotted path ``target`` (its parent must exist); with ``strict`` the
+        path must already hold a submodule."""
+        if target == "":
+            raise ValueError("set_submodule: cannot set the submodule without a target name")
+        if not isinstance(module, Module):
+            raise ValueError(f"set_submodule: `module` is not an nn.Module, found "
+                             f"{type(module).__name__}")
+        parent_path, _, name = target.rpartition(".")
+        parent = self.get_submodule(parent_path)
+        if strict and not hasattr(parent, name):
+            raise AttributeError(f"{parent._get_name()} has no attribute `{name}`")
+        if hasattr(parent, name) and not isinstance(getattr(parent, name), Module):
+            raise AttributeError(f"`{name}` is not an nn.Module")
+        setattr(parent, name, module)
 
     def get_parameter(self, target):
         """The parameter at dotted path ``target`` ('encoder.0.weight')."""
@@ -406,6 +427,8 @@ class Module:
                                  + "\n\t".join(problems))
         with no_grad():
             for target, value in updates:
+                if isinstance(target, UninitializedTensorMixin):     # a lazy module's
+                    target.materialize(value.shape)
                 target.copy_(value)
         return IncompatibleKeys(missing, unexpected)
 
@@ -497,7 +520,8 @@ def _converted(value, target, key):
         return None, f"value for {key} could not be read as an array ({type(exc).__name__}: {exc})"
     if array.dtype == object or not (array.dtype.kind in "biu" or is_floating(array.dtype)):
         return None, f"value for {key} is not numeric (dtype {array.dtype})"
-    if tuple(array.shape) != tuple(target.shape):
+    if (tuple(array.shape) != tuple(target.shape)
+            and not isinstance(target, UninitializedTensorMixin)):
         return None, (f"size mismatch for {key}: copying a param with shape {tuple(array.shape)} "
                       f"from checkpoint, the shape in current model is {tuple(target.shape)}.")
     array = backend.to_device_array(array, target.device)

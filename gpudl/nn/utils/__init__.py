@@ -95,3 +95,7 @@ def vector_to_parameters(vec, parameters):
 
 
 from . import rnn  # noqa: E402  (nn.utils.rnn, as torch)
+# ------------------------------------------------------------------ nn-utils: parametrizations
+from . import parametrize, parametrizations  # noqa: E402,F401
+from .weight_norm import remove_weight_norm, weight_norm  # noqa: E402,F401
+from .spectral_norm import remove_spectral_norm, spectral_norm  # noqa: E402,F401
