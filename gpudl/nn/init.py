@@ -212,3 +212,50 @@ def dirac_(tensor, groups=1):
         for d in range(min(per_group, tensor.shape[1])):
             values[(g * per_group + d, d) + centre] = 1
     return _fill(tensor, values)
+
+
+# ------------------------------------------------------------------ nn-utils: sparse_, old names
+def sparse_(tensor, sparsity, std=0.01):
+    """Fill a 2-D tensor with N(0, std**2) values, then zero ``ceil(sparsity * rows)`` randomly
+    chosen entries in every column (Martens 2010), as torch."""
+    _check("sparse_", tensor)
+    if tensor.ndim != 2:
+        raise ValueError(f"sparse_: only tensors with 2 dimensions are supported, got shape "
+                         f"{tuple(tensor.shape)}")
+    rows, cols = tensor.shape
+    num_zeros = int(math.ceil(sparsity * rows))
+    values = random.normal(tensor.shape, tensor.dtype, tensor.device) * std
+    xp = get_array_module(values)
+    # a random permutation of the rows per column: the rank of each entry among uniform draws
+    keys = random.uniform((rows, cols), tensor.dtype, tensor.device)
+    ranks = xp.argsort(xp.argsort(keys, axis=0), axis=0)
+    return _fill(tensor, xp.where(ranks < num_zeros, 0, values).astype(values.dtype))
+
+
+def _deprecated(method):
+    """torch's old name of an initialiser (no trailing underscore): the same, with a
+    FutureWarning naming the new one."""
+    new_name = method.__name__
+    old_name = new_name[:-1]
+
+    def deprecated_init(*args, **kwargs):
+        warnings.warn(f"`nn.init.{old_name}` is now deprecated in favor of "
+                      f"`nn.init.{new_name}`.", FutureWarning, stacklevel=2)
+        return method(*args, **kwargs)
+
+    deprecated_init.__name__ = old_name
+    deprecated_init.__doc__ = f"Deprecated alias of {new_name} (a FutureWarning, as torch)."
+    return deprecated_init
+
+
+uniform = _deprecated(uniform_)
+normal = _deprecated(normal_)
+constant = _deprecated(constant_)
+xavier_uniform = _deprecated(xavier_uniform_)
+xavier_normal = _deprecated(xavier_normal_)
+kaiming_uniform = _deprecated(kaiming_uniform_)
+kaiming_normal = _deprecated(kaiming_normal_)
+orthogonal = _deprecated(orthogonal_)
+sparse = _deprecated(sparse_)
+dirac = _deprecated(dirac_)
+eye = _deprecated(eye_)

@@ -24,7 +24,7 @@ _MODULE_STATE = ("training", "_parameters", "_buffers", "_non_persistent_buffers
 
 
 @contextlib.contextmanager
-def _throwaway_rng():
+def throwaway_rng():
     """Random draws inside come from a fresh generator; the global ones are left as they were
     (building a placeholder layer must not advance the user's random stream)."""
     saved = dict(random._generators)
@@ -58,7 +58,7 @@ class LazyModuleMixin:
     def _lazy_init(self, placeholder, *args, **kwargs):
         """Build as ``cls_to_become(placeholder, *args, **kwargs)`` (any valid size), then make
         every parameter and floating buffer uninitialized."""
-        with _throwaway_rng():
+        with throwaway_rng():
             self.cls_to_become.__init__(self, placeholder, *args, **kwargs)
         object.__setattr__(self, "_lazy_args", (args, kwargs))
         setattr(self, self._size_attribute, 0)
