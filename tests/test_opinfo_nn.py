@@ -82,6 +82,9 @@ OPS = {
         "multi_margin_loss", "poisson_nll_loss", "gaussian_nll_loss", "adaptive_max_pool1d",
         "adaptive_max_pool2d", "adaptive_avg_pool1d", "bilinear")},
     "softmin": ["nn.functional.softmin", "nn.functional.softmin.with_dtype"],
+    # session 11, nn-utils
+    "ctc_loss": ["nn.functional.ctc_loss"],
+    "multilabel_margin_loss": ["nn.functional.multilabel_margin_loss"],
 }
 
 ERRORS = (TypeError, ValueError, IndexError, RuntimeError, NotImplementedError)

@@ -77,6 +77,9 @@ POLICIES["cuda"].update(rms_norm="fp32", bilinear="promote")
 # in float32 on the cpu (dot and mv keep their dtype there, unlike matmul)
 POLICIES["cuda"].update(mv="lower", dot="promote", addcmul="promote", addcdiv="promote")
 POLICIES["cpu"].update(trace="fp32")
+# session 11, nn-utils: ctc_loss and multilabel_margin_loss run in float32 on both devices
+for _policies in POLICIES.values():
+    _policies.update(dict.fromkeys(("ctc_loss", "multilabel_margin_loss"), "fp32"))
 
 _BANNED = ("{op} and torch.nn.BCELoss are unsafe to autocast: many models use a sigmoid layer "
            "right before the binary cross entropy layer, and in that case the combination is "

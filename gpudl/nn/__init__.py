@@ -44,3 +44,5 @@ from .sparse import EmbeddingBag
 from .parameter import Buffer, UninitializedBuffer, UninitializedParameter
 from .lazy import (LazyBatchNorm1d, LazyBatchNorm2d, LazyConv1d, LazyConv2d,
                    LazyConvTranspose2d, LazyInstanceNorm1d, LazyInstanceNorm2d, LazyLinear)
+from .loss import CTCLoss, MultiLabelMarginLoss, NLLLoss2d
+from .adaptive import AdaptiveLogSoftmaxWithLoss
