@@ -351,6 +351,8 @@ def _check_module_sample(name, info, mi, training, seed):
     tm = info.module_cls(*ci.args, **tkw).double().train(training)
     gm = getattr(gn, name)(*cargs, **ckw).double()
     gm.train(training)
+    if getattr(tm, "has_uninitialized_params", lambda: False)():     # a lazy module (nn-utils):
+        tm._infer_parameters(tm, tuple(fi.args))                        # its shapes, no forward
     gm.load_state_dict({k: v.detach().numpy().copy() for k, v in tm.state_dict().items()})
     fl = []
     gin = _to_gd(tuple(fi.args), fl)
