@@ -66,19 +66,15 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         if not isinstance(input, Tensor) or not isinstance(target, Tensor):
             raise TypeError("AdaptiveLogSoftmaxWithLoss: input and target must be Tensors, got "
                             f"{type(input).__name__} and {type(target).__name__}")
-        if target.ndim == 1:
-            if input.ndim != 2:
-                raise RuntimeError("1D target tensor expects 2D input tensors, but found inputs "
-                                   f"with size {tuple(input.shape)}")
-            if input.shape[0] != target.shape[0]:
-                raise RuntimeError("Input and target should have the same size in the batch "
-                                   f"dimension (got {input.shape[0]} and {target.shape[0]})")
-        elif target.ndim == 0:
-            if input.ndim != 1:
-                raise RuntimeError("0D target tensor expects 1D input tensors, but found inputs "
-                                   f"with size {tuple(input.shape)}")
-        else:
+        input_ndim = {1: 2, 0: 1}.get(target.ndim)
+        if input_ndim is None:
             raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
+        if input.ndim != input_ndim:
+            raise RuntimeError(f"{target.ndim}D target tensor expects {input_ndim}D input "
+                               f"tensors, but found inputs with size {tuple(input.shape)}")
+        if target.ndim == 1 and input.shape[0] != target.shape[0]:
+            raise RuntimeError("Input and target should have the same size in the batch "
+                               f"dimension (got {input.shape[0]} and {target.shape[0]})")
         if target.dtype.kind not in "iu":
             raise TypeError(f"AdaptiveLogSoftmaxWithLoss: target must be integers, got "
                             f"{target.dtype}")

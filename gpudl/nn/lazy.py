@@ -132,6 +132,11 @@ class _LazyConv(LazyModuleMixin):
     _size_attribute = "in_channels"
     _spatial_dims = 2
 
+    def __init__(self, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros", device=None, dtype=None):
+        self._lazy_init(groups, out_channels, kernel_size, stride, padding, dilation, groups,
+                        bias, padding_mode, device=device, dtype=dtype)
+
     def _inferred_size(self, input):
         channels = _batched_channels(self, input, self._spatial_dims)
         if channels % self.groups:
@@ -146,21 +151,11 @@ class LazyConv1d(_LazyConv, Conv1d):
     cls_to_become = Conv1d
     _spatial_dims = 1
 
-    def __init__(self, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", device=None, dtype=None):
-        self._lazy_init(groups, out_channels, kernel_size, stride, padding, dilation, groups,
-                        bias, padding_mode, device=device, dtype=dtype)
-
 
 class LazyConv2d(_LazyConv, Conv2d):
     """A Conv2d whose in_channels is read from its first input (N, C, H, W) or (C, H, W)."""
 
     cls_to_become = Conv2d
-
-    def __init__(self, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", device=None, dtype=None):
-        self._lazy_init(groups, out_channels, kernel_size, stride, padding, dilation, groups,
-                        bias, padding_mode, device=device, dtype=dtype)
 
 
 class LazyConvTranspose2d(_LazyConv, ConvTranspose2d):

@@ -6,6 +6,10 @@ from .. import dtypes
 from ..tensor import Tensor
 
 
+_FRESH_LEAF = {"_view": None, "_grad": None, "grad_fn": None, "_out_index": 0,
+               "_requires_grad": False}     # a leaf's autograd fields before requires_grad_
+
+
 def _adopt(tensor, data, requires_grad, owner):
     """Make the new ``tensor`` a leaf holding ``data``'s array: the same memory (so the same
     version counter) for a Tensor; NumPy arrays and lists are converted; None is empty."""
@@ -18,11 +22,8 @@ def _adopt(tensor, data, requires_grad, owner):
         from ..creation import as_array
         tensor._data, tensor._device = as_array(data, None, None, owner)
         tensor._version_counter = [0]
-    tensor._view = None
-    tensor._grad = None
-    tensor.grad_fn = None
-    tensor._out_index = 0
-    tensor._requires_grad = False
+    for slot, value in _FRESH_LEAF.items():
+        setattr(tensor, slot, value)
     tensor.requires_grad_(requires_grad)
 
 

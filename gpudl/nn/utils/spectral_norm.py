@@ -6,7 +6,7 @@ from ... import random
 from ...autograd import no_grad
 from ...ops.normalization import normalize
 from ..parameter import Parameter
-from .weight_norm import check_not_uninitialized, forward_pre_hooks
+from .weight_norm import check_not_uninitialized, forward_pre_hooks, remove_hook
 
 
 def weight_to_matrix(weight, dim):
@@ -98,10 +98,4 @@ def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=No
 
 def remove_spectral_norm(module, name="weight"):
     """Undo spectral_norm: ``name`` is a parameter again, holding weight_orig / sigma."""
-    hooks = forward_pre_hooks(module)
-    for key, (hook, _) in list(hooks.items()):
-        if isinstance(hook, SpectralNorm) and hook.name == name:
-            hook.remove(module)
-            del hooks[key]
-            return module
-    raise ValueError(f"spectral_norm of '{name}' not found in {module}")
+    return remove_hook(module, name, SpectralNorm, "spectral_norm")

@@ -84,12 +84,18 @@ def weight_norm(module, name="weight", dim=0):
     return module
 
 
-def remove_weight_norm(module, name="weight"):
-    """Undo weight_norm: ``name`` is a parameter again, holding the current g * v / ||v||."""
+def remove_hook(module, name, kind, label):
+    """Remove the forward pre-hook of class ``kind`` on parameter ``name`` (undoing it);
+    ValueError naming ``label`` when there is none."""
     hooks = forward_pre_hooks(module)
     for key, (hook, _) in list(hooks.items()):
-        if isinstance(hook, WeightNorm) and hook.name == name:
+        if isinstance(hook, kind) and hook.name == name:
             hook.remove(module)
             del hooks[key]
             return module
-    raise ValueError(f"weight_norm of '{name}' not found in {module}")
+    raise ValueError(f"{label} of '{name}' not found in {module}")
+
+
+def remove_weight_norm(module, name="weight"):
+    """Undo weight_norm: ``name`` is a parameter again, holding the current g * v / ||v||."""
+    return remove_hook(module, name, WeightNorm, "weight_norm")
