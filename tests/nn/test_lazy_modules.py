@@ -9,6 +9,8 @@ import torch
 import gpudl as gd
 from gpudl import nn
 
+pytestmark = pytest.mark.usefixtures("strict_fp32_conv")   # fp32 tolerances: no TF32 conv on cuda
+
 CASES = [  # lazy class, regular class, constructor kwargs, input shape, size attribute
     ("LazyLinear", "Linear", {"out_features": 4}, (3, 7), "in_features"),
     ("LazyConv1d", "Conv1d", {"out_channels": 4, "kernel_size": 3, "groups": 2}, (2, 6, 9),

@@ -45,7 +45,7 @@ def test_multilabel_margin_unbatched_and_refusals(rng):
     with pytest.raises(ValueError, match="same shape"):
         F.multilabel_margin_loss(gd.tensor(x), gd.tensor(y[:3]))
     with pytest.raises(IndexError, match="class indices in \\[0, 4\\)"):
-        F.multilabel_margin_loss(gd.tensor(x), gd.tensor(np.array([4, -1, 0, 0])))
+        F.multilabel_margin_loss(gd.tensor(x), gd.tensor(np.array([4, -1, 0, 0]))).item()
     with pytest.raises(ValueError, match="integer target"):
         F.multilabel_margin_loss(gd.tensor(x), gd.tensor(y.astype(float)))
 
