@@ -14,6 +14,7 @@ from ..dtypes import is_floating
 from .. import backend, dtypes
 from ..autograd import no_grad, recorded
 from ..tensor import Tensor
+from . import state_dict_hooks
 from .backward_hooks import hooked_call
 from .parameter import Buffer, Parameter, UninitializedTensorMixin
 
@@ -180,6 +181,8 @@ class Module:
         if isinstance(value, Parameter):
             if params is None:
                 raise AttributeError("cannot assign parameters before Module.__init__() call")
+            if isinstance(getattr(type(self), name, None), property):   # parametrized, ...
+                raise KeyError(f"attribute '{name}' already exists")
             self._forget(name, keep=params)
             params[name] = value
         elif params is not None and name in params:
@@ -377,18 +380,26 @@ class Module:
         """(key, Tensor) for every parameter and persistent buffer, in PyTorch's order; ``prefix``
         is prepended as is (torch's state_dict(prefix='encoder.'))."""
         for module_prefix, module in self.named_modules(remove_duplicate=False):
-            dot = prefix + module_prefix + ("." if module_prefix else "")
-            for name, param in module._parameters.items():
-                if param is not None:
-                    yield dot + name, param
-            for name, buf in module._buffers.items():
-                if buf is not None and name not in module._non_persistent_buffers_set:
-                    yield dot + name, buf
+            yield from module._own_state_items(prefix + module_prefix
+                                               + ("." if module_prefix else ""))
+
+    def _own_state_items(self, dot):
+        """(key, Tensor) for this module's own parameters and persistent buffers, keys
+        prefixed by ``dot``."""
+        for name, param in self._parameters.items():
+            if param is not None:
+                yield dot + name, param
+        for name, buf in self._buffers.items():
+            if buf is not None and name not in self._non_persistent_buffers_set:
+                yield dot + name, buf
 
     def state_dict(self, destination=None, prefix="", keep_vars=False):
         """An OrderedDict of parameters and persistent buffers under PyTorch's keys
         ('layer.0.weight', 'bn.running_mean', ...), detached unless ``keep_vars``."""
         out = OrderedDict() if destination is None else destination
+        if state_dict_hooks.any_hooks(self, "state_dict_pre") or \
+                state_dict_hooks.any_hooks(self, "state_dict_post"):
+            return state_dict_hooks.hooked_state_dict(self, out, prefix, keep_vars)
         for key, value in self._state_items(prefix):
             out[key] = value if keep_vars else value.detach()
         return out
@@ -401,10 +412,20 @@ class Module:
         ``strict`` a missing or unexpected key refuses the load, and a shape mismatch always does;
         the error lists every problem and the module is left unchanged.
         Returns ``(missing_keys, unexpected_keys)``.
+
+        Load pre-hooks (register_load_state_dict_pre_hook) see and may edit a copy of
+        ``state_dict`` first. With load post-hooks, the values are copied first and the hooks
+        may then drop keys from the returned lists before the strict check, as torch.
         """
         if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
             raise TypeError(f"load_state_dict: expected a dict-like state_dict, got "
                             f"{type(state_dict).__name__}")
+        if state_dict_hooks.any_hooks(self, "load_pre"):
+            state_dict, errors = state_dict_hooks.run_load_pre_hooks(self, state_dict, strict)
+            if errors:
+                raise StateDictError(f"Error(s) in loading state_dict for {self._get_name()}:"
+                                     "\n\t" + "\n\t".join(errors))
+        post_hooks = state_dict_hooks.any_hooks(self, "load_post")
         own = OrderedDict(self._state_items())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict.keys() if k not in own]
@@ -416,12 +437,8 @@ class Module:
                     problems.append(problem)
                 else:
                     updates.append((target, value))
-        if strict and unexpected:
-            problems.insert(0, "Unexpected key(s) in state_dict: "
-                            + ", ".join(f'"{k}"' for k in unexpected) + ".")
-        if strict and missing:
-            problems.insert(0, "Missing key(s) in state_dict: "
-                            + ", ".join(f'"{k}"' for k in missing) + ".")
+        if not post_hooks:
+            problems = _key_problems(strict, missing, unexpected) + problems
         if problems:
             raise StateDictError(f"Error(s) in loading state_dict for {self._get_name()}:\n\t"
                                  + "\n\t".join(problems))
@@ -430,7 +447,38 @@ class Module:
                 if isinstance(target, UninitializedTensorMixin):     # a lazy module's
                     target.materialize(value.shape)
                 target.copy_(value)
-        return IncompatibleKeys(missing, unexpected)
+        keys = IncompatibleKeys(missing, unexpected)
+        if post_hooks:
+            state_dict_hooks.run_load_post_hooks(self, keys)
+            problems = _key_problems(strict, missing, unexpected)
+            if problems:
+                raise StateDictError(f"Error(s) in loading state_dict for "
+                                     f"{self._get_name()}:\n\t" + "\n\t".join(problems))
+        return keys
+
+    def register_state_dict_pre_hook(self, hook):
+        """Call ``hook(module, prefix, keep_vars)`` before state_dict() gathers this module's
+        entries. Returns a handle: ``handle.remove()`` unregisters."""
+        return state_dict_hooks.add(self, "state_dict_pre", hook, HookHandle)
+
+    def register_state_dict_post_hook(self, hook):
+        """Call ``hook(module, state_dict, prefix, local_metadata)`` once state_dict() has this
+        module's entries and its children's; it may edit ``state_dict`` in place (and must
+        return None). Returns a handle."""
+        return state_dict_hooks.add(self, "state_dict_post", hook, HookHandle)
+
+    def register_load_state_dict_pre_hook(self, hook):
+        """Call ``hook(module, state_dict, prefix, local_metadata, strict, missing_keys,
+        unexpected_keys, error_msgs)`` before load_state_dict reads anything; it may edit
+        ``state_dict`` (a copy of the one given) and append to ``error_msgs`` to refuse the
+        load. Returns a handle."""
+        return state_dict_hooks.add(self, "load_pre", hook, HookHandle)
+
+    def register_load_state_dict_post_hook(self, hook):
+        """Call ``hook(module, incompatible_keys)`` after load_state_dict has copied the values;
+        it may remove keys from ``incompatible_keys.missing_keys``/``unexpected_keys`` before
+        the strict check (and must return None). Returns a handle."""
+        return state_dict_hooks.add(self, "load_post", hook, HookHandle)
 
     # ----------------------------------------------------------------- device and dtype
     def to(self, *args, device=None, dtype=None, non_blocking=False):
@@ -505,6 +553,18 @@ class Module:
 def _indent(text, spaces):
     lines = text.split("\n")
     return "\n".join(lines[:1] + [" " * spaces + line for line in lines[1:]])
+
+
+def _key_problems(strict, missing, unexpected):
+    """torch's messages for missing and unexpected keys (only under ``strict``)."""
+    problems = []
+    if strict and missing:
+        problems.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing)
+                        + ".")
+    if strict and unexpected:
+        problems.append("Unexpected key(s) in state_dict: "
+                        + ", ".join(f'"{k}"' for k in unexpected) + ".")
+    return problems
 
 
 def _converted(value, target, key):

@@ -25,8 +25,18 @@ class _WeightNorm(Module):
 def weight_norm(module, name="weight", dim=0):
     """Parametrize ``module.<name>`` as ``g * v / ||v||`` (the norm over every dim but ``dim``;
     ``dim=None``: over the whole tensor): ``g`` is ``parametrizations.<name>.original0``, ``v``
-    ``original1``. Returns ``module``."""
+    ``original1``; a state dict of the old-style weight_norm (``<name>_g``, ``<name>_v``) loads
+    too. Returns ``module``."""
     parametrize.register_parametrization(module, name, _WeightNorm(dim), unsafe=True)
+
+    def old_style_keys(module, state_dict, prefix, *unused):
+        """Load a state dict of the old-style weight_norm (``weight_g``/``weight_v``)."""
+        g_key, v_key = f"{prefix}{name}_g", f"{prefix}{name}_v"
+        if g_key in state_dict and v_key in state_dict:
+            state_dict[f"{prefix}parametrizations.{name}.original0"] = state_dict.pop(g_key)
+            state_dict[f"{prefix}parametrizations.{name}.original1"] = state_dict.pop(v_key)
+
+    module.register_load_state_dict_pre_hook(old_style_keys)
     return module
 
 
