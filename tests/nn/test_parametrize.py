@@ -264,3 +264,50 @@ def test_old_spectral_norm_refusals():
         nn.utils.spectral_norm(nn.Linear(3, 3), n_power_iterations=0)
     with pytest.raises(ValueError, match="uninitialized parameters"):
         nn.utils.spectral_norm(nn.LazyLinear(3))
+
+
+@pytest.mark.parametrize("shape,options", [
+    ((5, 5), {}), ((5, 5), {"orthogonal_map": "householder"}), ((6, 3), {}), ((3, 6), {}),
+    ((6, 3), {"orthogonal_map": "matrix_exp"}),
+    ((6, 3), {"orthogonal_map": "householder", "use_trivialization": False}),
+    ((3, 6), {"orthogonal_map": "householder", "use_trivialization": False})])
+def test_parametrizations_orthogonal_matches_torch(rng, shape, options):
+    theirs = torch.nn.Linear(*shape).double()
+    ours = nn.Linear(*shape).double()
+    ours.load_state_dict(_numpy_state(theirs))
+    torch.nn.utils.parametrizations.orthogonal(theirs, **options)
+    parametrizations.orthogonal(ours, **options)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict(_numpy_state(theirs))      # torch's random completion of a base
+    # move away from the starting point (below the diagonal: torch truncates the diagonal's
+    # signs for householder)
+    original = theirs.parametrizations.weight.original
+    step = np.tril(rng.standard_normal(tuple(original.shape)), -1) * 0.3
+    with torch.no_grad():
+        original.add_(torch.tensor(step))
+    with gd.no_grad():
+        ours.parametrizations.weight.original.add_(gd.tensor(step))
+    w = ours.weight.numpy()
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    np.testing.assert_allclose(gram, np.eye(min(w.shape)), atol=1e-12)
+    _check_call(ours, theirs, rng.standard_normal((4, shape[0])), rng, rtol=1e-9)
+
+
+def test_orthogonal_assignment_and_refusals(rng):
+    theirs = torch.nn.utils.parametrizations.orthogonal(torch.nn.Linear(4, 4).double())
+    ours = parametrizations.orthogonal(nn.Linear(4, 4).double())
+    q = np.linalg.qr(rng.standard_normal((4, 4)))[0]
+    with torch.no_grad():
+        theirs.weight = torch.tensor(q)
+    ours.weight = gd.tensor(q)
+    np.testing.assert_allclose(ours.weight.numpy(), theirs.weight.detach().numpy(), atol=1e-14)
+    np.testing.assert_allclose(ours.weight.numpy(), q, atol=1e-14)
+    with pytest.raises(ValueError, match="Expected a matrix or batch of matrices"):
+        parametrizations.orthogonal(nn.Linear(3, 3), name="bias")
+    with pytest.raises(ValueError, match="orthogonal_map has to be one of"):
+        parametrizations.orthogonal(nn.Linear(3, 3), orthogonal_map="qr")
+    with pytest.raises(NotImplementedError, match="Cayley"):
+        parametrizations.orthogonal(nn.Linear(3, 3), orthogonal_map="cayley")
+    lin = parametrizations.orthogonal(nn.Linear(3, 3).double(), use_trivialization=False)
+    with pytest.raises(NotImplementedError, match="use_trivialization=False"):
+        lin.weight = gd.eye(3, dtype=gd.float64)
