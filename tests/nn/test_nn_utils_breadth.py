@@ -135,6 +135,7 @@ def test_functional_call_matches_torch_func(rng):
     theirs = {k: torch.tensor(v, requires_grad=k != "3.running_mean") for k, v in new.items()}
     x = rng.standard_normal((6, 4))
     net.eval(), t_net.eval()
+    assert gd.func.functional_call is stateless.functional_call         # torch.func's name
     y = stateless.functional_call(net, ours, (gd.tensor(x),))
     ty = torch.func.functional_call(t_net, theirs, (torch.tensor(x),))
     np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10)
