@@ -308,8 +308,8 @@ class Module:
         return module
 
     def set_submodule(self, target, module, strict=False):
-        """Put ``module`` at dotted path ``target`` (its parent must exist); with ``strict`` the
-        path must already hold a submodule."""
+        """Put ``module`` at dotted path ``target`` (its parent must exist; what is there must
+        be a submodule or nothing); with ``strict`` the name must already exist."""
         if target == "":
             raise ValueError("set_submodule: cannot set the submodule without a target name")
         if not isinstance(module, Module):
