@@ -115,7 +115,7 @@ class CTCLossNode(Function):
         return grad * g[None, :, None], None, None, None, None
 
 
-def _lengths(name, value, batch, device):
+def _lengths(name, value, batch):
     """``value`` (a Tensor, a sequence of ints or, unbatched, one int) as a NumPy int64 array
     of ``batch`` entries (read to the host: the recursions' bounds)."""
     if isinstance(value, Tensor):
@@ -206,8 +206,8 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     T, N, C = log_probs.shape
     if not is_int(blank) or not 0 <= blank < C:
         raise ValueError(f"ctc_loss: blank must be in label range [0, {C}), got {blank!r}")
-    in_lengths = _lengths("input_lengths", input_lengths, N, log_probs.device)
-    out_lengths = _lengths("target_lengths", target_lengths, N, log_probs.device)
+    in_lengths = _lengths("input_lengths", input_lengths, N)
+    out_lengths = _lengths("target_lengths", target_lengths, N)
     if N and in_lengths.max() > T:
         raise RuntimeError(f"ctc_loss: expected input_lengths to have value at most {T}, but "
                            f"got value {int(in_lengths.max())}")
