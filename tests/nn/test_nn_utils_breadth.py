@@ -229,3 +229,26 @@ def test_deprecated_init_names_warn_as_torch(name, args):
     assert ours.category is theirs.category is FutureWarning
     assert str(ours.message) == str(theirs.message)
     assert out.shape == shape
+
+
+@pytest.mark.parametrize("name,args", [
+    ("uniform_", (-1.0, 2.0)), ("normal_", (0.5, 2.0)), ("trunc_normal_", ()),
+    ("xavier_uniform_", ()), ("xavier_normal_", ()), ("kaiming_uniform_", ()),
+    ("kaiming_normal_", ()), ("orthogonal_", ()), ("sparse_", (0.3,))])
+def test_init_generator_argument_as_torch(name, args):
+    """torch's ``generator=``: the same seed gives the same values, and the global random
+    stream is left alone."""
+    gd.manual_seed(3)
+    expected_global = gd.randn(4).numpy()
+    gd.manual_seed(3)
+    first = getattr(nn.init, name)(gd.empty(6, 5), *args,
+                                   generator=gd.Generator().manual_seed(7)).numpy()
+    np.testing.assert_array_equal(gd.randn(4).numpy(), expected_global)
+    second = getattr(nn.init, name)(gd.empty(6, 5), *args,
+                                    generator=gd.Generator().manual_seed(7)).numpy()
+    np.testing.assert_array_equal(first, second)
+    other = getattr(nn.init, name)(gd.empty(6, 5), *args,
+                                   generator=gd.Generator().manual_seed(8)).numpy()
+    assert not np.array_equal(first, other)
+    getattr(torch.nn.init, name)(torch.empty(6, 5), *args,
+                                 generator=torch.Generator().manual_seed(7))   # torch takes it
