@@ -68,6 +68,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("nn", "optim", "data", "metrics", "train", "keras", "models", "testing", "kernels",
                "distributed", "utils", "linalg", "distributions")
+_SUBMODULES += ("func",)    # session 11, nn-utils: torch.func.functional_call
 
 
 def __getattr__(name):

@@ -200,6 +200,15 @@ CASES.update(MISC_CASES)
 # session 11, distributions: gd.special's erfinv (float32 on cuda, in the input's dtype on the cpu)
 SPECIAL_CASES = {"erfinv": (lambda m, f, x: x.erfinv(), (PROBS,))}
 CASES.update(SPECIAL_CASES)
+# session 11, nn-utils: the losses added then (float32 on both devices, as torch)
+CTC_TARGETS = R.integers(1, 8, (3, 2))
+LABEL_LISTS = np.array([[1, 3, -1, 0, 2]] * 6)
+NN_UTILS_CASES = {
+    "ctc_loss": (lambda m, f, x, t: f.ctc_loss(x, t, [2, 2, 2], [2, 1, 0]), (SEQ, CTC_TARGETS)),
+    "multilabel_margin_loss": (lambda m, f, x, t: f.multilabel_margin_loss(x, t),
+                               (PROBS, LABEL_LISTS)),
+}
+CASES.update(NN_UTILS_CASES)
 
 # ops whose CUDA autocast kernels torch's fake tensors cannot run in a CPU-only build ("not
 # linked with support for cuda devices"): their cuda policy is checked through the table below
@@ -210,6 +219,7 @@ ADDED_CUDA_DTYPES = {"prelu": gd.float16, "margin_ranking_loss": gd.float32,
                      "hinge_embedding_loss": gd.float32, "cosine_embedding_loss": gd.float32,
                      "soft_margin_loss": gd.float32, "bilinear": gd.float32}
 ADDED_CUDA_DTYPES.update(dot=gd.float32, mv=gd.float16)    # dot promotes, mv lowers
+ADDED_CUDA_DTYPES.update(ctc_loss=gd.float32)               # session 11, nn-utils
 NO_FAKE_CUDA |= set(ADDED_CUDA_DTYPES)
 # session 11, tensor-misc: torch's fake cuda tensors cannot run these either (index_put's
 # promotion of a float16 input is checked in test_tensor_misc.py)
@@ -347,7 +357,7 @@ NOT_IN_GPUDL = {
 }
 
 
-ADDED = set(ADDED_CASES) | set(NAMES_CASES) | set(MISC_CASES)
+ADDED = set(ADDED_CASES) | set(NAMES_CASES) | set(MISC_CASES) | set(NN_UTILS_CASES)
 CHECKED |= ADDED
 NOT_IN_GPUDL -= ADDED
 

@@ -82,6 +82,9 @@ OPS = {
         "multi_margin_loss", "poisson_nll_loss", "gaussian_nll_loss", "adaptive_max_pool1d",
         "adaptive_max_pool2d", "adaptive_avg_pool1d", "bilinear")},
     "softmin": ["nn.functional.softmin", "nn.functional.softmin.with_dtype"],
+    # session 11, nn-utils
+    "ctc_loss": ["nn.functional.ctc_loss"],
+    "multilabel_margin_loss": ["nn.functional.multilabel_margin_loss"],
 }
 
 ERRORS = (TypeError, ValueError, IndexError, RuntimeError, NotImplementedError)
@@ -316,8 +319,6 @@ def _module_departure(ci):
     kw = ci.kwargs
     if kw.get("add_bias_kv") or kw.get("add_zero_attn"):
         return "MultiheadAttention add_bias_kv / add_zero_attn (NotImplementedError by design)"
-    if kw.get("proj_size"):
-        return "LSTM proj_size (not in the contract)"
     if any(isinstance(a, torch.nn.Module) for a in tuple(ci.args) + tuple(kw.values())):
         return "a torch module as a constructor argument (TransformerEncoder's layer)"
     if "device" in kw or "dtype" in kw:
@@ -342,12 +343,14 @@ def _check_module_sample(name, info, mi, training, seed):
     ci, fi = mi.constructor_input, mi.forward_input
     leaves = []
     cargs = tuple(_ctor_to_gd(a, leaves) for a in ci.args)
-    ckw = {k: _ctor_to_gd(v, leaves) for k, v in ci.kwargs.items() if k != "proj_size"}
-    tkw = {k: v for k, v in ci.kwargs.items() if k != "proj_size" or v}
+    ckw = {k: _ctor_to_gd(v, leaves) for k, v in ci.kwargs.items()}
+    tkw = dict(ci.kwargs)
     torch.manual_seed(0)
     tm = info.module_cls(*ci.args, **tkw).double().train(training)
     gm = getattr(gn, name)(*cargs, **ckw).double()
     gm.train(training)
+    if getattr(tm, "has_uninitialized_params", lambda: False)():     # a lazy module (nn-utils):
+        tm._infer_parameters(tm, tuple(fi.args))                        # its shapes, no forward
     gm.load_state_dict({k: v.detach().numpy().copy() for k, v in tm.state_dict().items()})
     fl = []
     gin = _to_gd(tuple(fi.args), fl)

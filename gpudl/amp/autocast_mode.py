@@ -81,6 +81,9 @@ POLICIES["cpu"].update(trace="fp32")
 # atan2 takes the widest input dtype there
 POLICIES["cuda"].update(dict.fromkeys(("acos", "asin", "cosh", "sinh", "tan"), "fp32"),
                         atan2="promote")
+# session 11, nn-utils: ctc_loss and multilabel_margin_loss run in float32 on both devices
+for _policies in POLICIES.values():
+    _policies.update(dict.fromkeys(("ctc_loss", "multilabel_margin_loss"), "fp32"))
 
 _BANNED = ("{op} and torch.nn.BCELoss are unsafe to autocast: many models use a sigmoid layer "
            "right before the binary cross entropy layer, and in that case the combination is "

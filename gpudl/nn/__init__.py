@@ -40,3 +40,9 @@ from .linear import Bilinear
 from .padding import CircularPad3d, ConstantPad3d, ReflectionPad3d, ReplicationPad3d, ZeroPad3d
 from .dropout import Dropout3d
 from .sparse import EmbeddingBag
+# ------------------------------------------------------------------ session 11, nn-utils
+from .parameter import Buffer, UninitializedBuffer, UninitializedParameter
+from .lazy import (LazyBatchNorm1d, LazyBatchNorm2d, LazyConv1d, LazyConv2d,
+                   LazyConvTranspose2d, LazyInstanceNorm1d, LazyInstanceNorm2d, LazyLinear)
+from .loss import CTCLoss, MultiLabelMarginLoss, NLLLoss2d
+from .adaptive import AdaptiveLogSoftmaxWithLoss

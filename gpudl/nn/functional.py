@@ -49,3 +49,7 @@ from ..ops.pool import (  # noqa: F401
     adaptive_avg_pool1d, adaptive_max_pool1d, adaptive_max_pool2d)
 from ..ops.embedding_bag import embedding_bag  # noqa: F401
 from ..ops.gumbel_softmax import gumbel_softmax  # noqa: F401
+
+# ------------------------------------------------------------------ session 11, nn-utils
+from ..ops.ctc_loss import ctc_loss  # noqa: F401
+from ..ops.multilabel_margin import multilabel_margin_loss  # noqa: F401

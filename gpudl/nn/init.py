@@ -68,28 +68,31 @@ def _calculate_correct_fan(tensor, mode):
     return fan_in if mode == "fan_in" else fan_out
 
 
-def uniform_(tensor, a=0.0, b=1.0):
-    """Fill with U(a, b)."""
+def uniform_(tensor, a=0.0, b=1.0, generator=None):
+    """Fill with U(a, b) (drawn from ``generator``, a gd.Generator, when given: as every
+    initialiser here that draws)."""
     _check("uniform_", tensor)
-    return _fill(tensor, random.uniform(tensor.shape, tensor.dtype, tensor.device, a, b))
+    return _fill(tensor, random.uniform(tensor.shape, tensor.dtype, tensor.device, a, b,
+                                        generator))
 
 
-def normal_(tensor, mean=0.0, std=1.0):
+def normal_(tensor, mean=0.0, std=1.0, generator=None):
     """Fill with N(mean, std**2)."""
     _check("normal_", tensor)
-    return _fill(tensor, random.normal(tensor.shape, tensor.dtype, tensor.device) * std + mean)
+    return _fill(tensor, random.normal(tensor.shape, tensor.dtype, tensor.device, generator)
+                 * std + mean)
 
 
-def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
+def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     """Fill with N(mean, std**2) restricted to [a, b] (redrawing values outside it)."""
     _check("trunc_normal_", tensor)
     if not a < b:
         raise ValueError(f"trunc_normal_: need a < b, got a={a}, b={b}")
-    values = random.normal(tensor.shape, tensor.dtype, tensor.device) * std + mean
+    values = random.normal(tensor.shape, tensor.dtype, tensor.device, generator) * std + mean
     xp = get_array_module(values)
     outside = (values < a) | (values > b)
     while backend.host_value(outside.any(), "trunc_normal_"):    # at initialisation, by design
-        fresh = random.normal(tensor.shape, tensor.dtype, tensor.device) * std + mean
+        fresh = random.normal(tensor.shape, tensor.dtype, tensor.device, generator) * std + mean
         values = xp.where(outside, fresh, values)
         outside = (values < a) | (values > b)
     return _fill(tensor, values)
@@ -109,19 +112,19 @@ def ones_(tensor):
     return constant_(tensor, 1.0)
 
 
-def xavier_uniform_(tensor, gain=1.0):
+def xavier_uniform_(tensor, gain=1.0, generator=None):
     """Glorot: U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out))."""
     _check("xavier_uniform_", tensor)
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     bound = math.sqrt(3.0) * gain * math.sqrt(2.0 / float(fan_in + fan_out))
-    return uniform_(tensor, -bound, bound)
+    return uniform_(tensor, -bound, bound, generator)
 
 
-def xavier_normal_(tensor, gain=1.0):
+def xavier_normal_(tensor, gain=1.0, generator=None):
     """Glorot: N(0, std**2) with std = gain * sqrt(2 / (fan_in + fan_out))."""
     _check("xavier_normal_", tensor)
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / float(fan_in + fan_out)))
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / float(fan_in + fan_out)), generator)
 
 
 def _kaiming_std(op, tensor, a, mode, nonlinearity):
@@ -133,13 +136,13 @@ def _kaiming_std(op, tensor, a, mode, nonlinearity):
     return calculate_gain(nonlinearity, a) / math.sqrt(fan)
 
 
-def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
+def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """He: U(-bound, bound) with bound = gain * sqrt(3 / fan); Linear and Conv use a=sqrt(5)."""
     std = _kaiming_std("kaiming_uniform_", tensor, a, mode, nonlinearity)
     if std is None:
         return tensor
     bound = math.sqrt(3.0) * std
-    return uniform_(tensor, -bound, bound)
+    return uniform_(tensor, -bound, bound, generator)
 
 
 def default_layer_init_(weight, bias=None):
@@ -153,15 +156,15 @@ def default_layer_init_(weight, bias=None):
     return weight
 
 
-def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
+def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """He: N(0, std**2) with std = gain / sqrt(fan)."""
     std = _kaiming_std("kaiming_normal_", tensor, a, mode, nonlinearity)
     if std is None:
         return tensor
-    return normal_(tensor, 0.0, std)
+    return normal_(tensor, 0.0, std, generator)
 
 
-def orthogonal_(tensor, gain=1.0):
+def orthogonal_(tensor, gain=1.0, generator=None):
     """A (semi-)orthogonal matrix from the QR decomposition of a Gaussian one, times ``gain``;
     dims after the first are flattened."""
     _check("orthogonal_", tensor)
@@ -172,7 +175,8 @@ def orthogonal_(tensor, gain=1.0):
         return tensor
     rows = tensor.shape[0]
     cols = tensor._data.size // rows
-    flat = random.normal((max(rows, cols), min(rows, cols)), tensor.dtype, tensor.device)
+    flat = random.normal((max(rows, cols), min(rows, cols)), tensor.dtype, tensor.device,
+                         generator)
     xp = get_array_module(flat)
     q, r = xp.linalg.qr(flat)               # q: (max, min) with orthonormal columns
     q = q * xp.sign(xp.diagonal(r))         # make the decomposition unique (as torch does)
@@ -212,3 +216,50 @@ def dirac_(tensor, groups=1):
         for d in range(min(per_group, tensor.shape[1])):
             values[(g * per_group + d, d) + centre] = 1
     return _fill(tensor, values)
+
+
+# ------------------------------------------------------------------ nn-utils: sparse_, old names
+def sparse_(tensor, sparsity, std=0.01, generator=None):
+    """Fill a 2-D tensor with N(0, std**2) values, then zero ``ceil(sparsity * rows)`` randomly
+    chosen entries in every column (Martens 2010), as torch."""
+    _check("sparse_", tensor)
+    if tensor.ndim != 2:
+        raise ValueError(f"sparse_: only tensors with 2 dimensions are supported, got shape "
+                         f"{tuple(tensor.shape)}")
+    rows, cols = tensor.shape
+    num_zeros = int(math.ceil(sparsity * rows))
+    values = random.normal(tensor.shape, tensor.dtype, tensor.device, generator) * std
+    xp = get_array_module(values)
+    # a random permutation of the rows per column: the rank of each entry among uniform draws
+    keys = random.uniform((rows, cols), tensor.dtype, tensor.device, source=generator)
+    ranks = xp.argsort(xp.argsort(keys, axis=0), axis=0)
+    return _fill(tensor, xp.where(ranks < num_zeros, 0, values).astype(values.dtype))
+
+
+def _deprecated(method):
+    """torch's old name of an initialiser (no trailing underscore): the same, with a
+    FutureWarning naming the new one."""
+    new_name = method.__name__
+    old_name = new_name[:-1]
+
+    def deprecated_init(*args, **kwargs):
+        warnings.warn(f"`nn.init.{old_name}` is now deprecated in favor of "
+                      f"`nn.init.{new_name}`.", FutureWarning, stacklevel=2)
+        return method(*args, **kwargs)
+
+    deprecated_init.__name__ = old_name
+    deprecated_init.__doc__ = f"Deprecated alias of {new_name} (a FutureWarning, as torch)."
+    return deprecated_init
+
+
+uniform = _deprecated(uniform_)
+normal = _deprecated(normal_)
+constant = _deprecated(constant_)
+xavier_uniform = _deprecated(xavier_uniform_)
+xavier_normal = _deprecated(xavier_normal_)
+kaiming_uniform = _deprecated(kaiming_uniform_)
+kaiming_normal = _deprecated(kaiming_normal_)
+orthogonal = _deprecated(orthogonal_)
+sparse = _deprecated(sparse_)
+dirac = _deprecated(dirac_)
+eye = _deprecated(eye_)

@@ -246,3 +246,41 @@ class TripletMarginWithDistanceLoss(_Loss):
         return M.triplet_margin_with_distance_loss(
             anchor, positive, negative, distance_function=self.distance_function,
             margin=self.margin, swap=self.swap, reduction=self.reduction)
+
+
+# ------------------------------------------------------------------ session 11, nn-utils
+class NLLLoss2d(NLLLoss):
+    """torch's old name of NLLLoss for (N, C, H, W) inputs: the same loss (a FutureWarning,
+    as torch)."""
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean"):
+        import warnings
+        warnings.warn("`NLLLoss2d` has been deprecated. Please use `NLLLoss` instead as a "
+                      "drop-in replacement and see "
+                      "https://pytorch.org/docs/main/nn.html#torch.nn.NLLLoss for more details.",
+                      FutureWarning, stacklevel=2)
+        super().__init__(weight, size_average, ignore_index, reduce, reduction)
+
+
+class MultiLabelMarginLoss(_Loss):
+    """Multi-class multi-label hinge loss: target holds each sample's classes, ended by -1."""
+
+    def forward(self, input, target):
+        from ..ops.multilabel_margin import multilabel_margin_loss
+        return multilabel_margin_loss(input, target, reduction=self.reduction)
+
+
+class CTCLoss(_Loss):
+    """Connectionist temporal classification loss (F.ctc_loss): args blank=0,
+    reduction='mean', zero_infinity=False; forward(log_probs, targets, input_lengths,
+    target_lengths)."""
+
+    def __init__(self, blank=0, reduction="mean", zero_infinity=False):
+        super().__init__(reduction=reduction)
+        self.blank, self.zero_infinity = blank, zero_infinity
+
+    def forward(self, log_probs, targets, input_lengths, target_lengths):
+        from ..ops.ctc_loss import ctc_loss
+        return ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank,
+                        self.reduction, self.zero_infinity)

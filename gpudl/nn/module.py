@@ -14,8 +14,9 @@ from ..dtypes import is_floating
 from .. import backend, dtypes
 from ..autograd import no_grad, recorded
 from ..tensor import Tensor
+from . import state_dict_hooks
 from .backward_hooks import hooked_call
-from .parameter import Parameter
+from .parameter import Buffer, Parameter, UninitializedTensorMixin
 
 _IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -180,6 +181,8 @@ class Module:
         if isinstance(value, Parameter):
             if params is None:
                 raise AttributeError("cannot assign parameters before Module.__init__() call")
+            if isinstance(getattr(type(self), name, None), property):   # parametrized, ...
+                raise KeyError(f"attribute '{name}' already exists")
             self._forget(name, keep=params)
             params[name] = value
         elif params is not None and name in params:
@@ -197,6 +200,11 @@ class Module:
                 raise TypeError(f"cannot assign '{type(value).__name__}' as child module "
                                 f"'{name}' (gpudl.nn.Module or None expected)")
             self._modules[name] = None
+        elif isinstance(value, Buffer):     # nn.Buffer registers itself, as torch 2.5+
+            if params is None:
+                raise AttributeError("cannot assign buffers before Module.__init__() call")
+            self._forget(name, keep=self._buffers)
+            self.register_buffer(name, value, value.persistent)
         elif params is not None and name in self._buffers:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}' "
@@ -299,6 +307,22 @@ class Module:
             module = module._modules[part]
         return module
 
+    def set_submodule(self, target, module, strict=False):
+        """Put ``module`` at dotted path ``target`` (its parent must exist; what is there must
+        be a submodule or nothing); with ``strict`` the name must already exist."""
+        if target == "":
+            raise ValueError("set_submodule: cannot set the submodule without a target name")
+        if not isinstance(module, Module):
+            raise ValueError(f"set_submodule: `module` is not an nn.Module, found "
+                             f"{type(module).__name__}")
+        parent_path, _, name = target.rpartition(".")
+        parent = self.get_submodule(parent_path)
+        if strict and not hasattr(parent, name):
+            raise AttributeError(f"{parent._get_name()} has no attribute `{name}`")
+        if hasattr(parent, name) and not isinstance(getattr(parent, name), Module):
+            raise AttributeError(f"`{name}` is not an nn.Module")
+        setattr(parent, name, module)
+
     def get_parameter(self, target):
         """The parameter at dotted path ``target`` ('encoder.0.weight')."""
         return self._get_member(target, "_parameters", "parameter")
@@ -356,18 +380,26 @@ class Module:
         """(key, Tensor) for every parameter and persistent buffer, in PyTorch's order; ``prefix``
         is prepended as is (torch's state_dict(prefix='encoder.'))."""
         for module_prefix, module in self.named_modules(remove_duplicate=False):
-            dot = prefix + module_prefix + ("." if module_prefix else "")
-            for name, param in module._parameters.items():
-                if param is not None:
-                    yield dot + name, param
-            for name, buf in module._buffers.items():
-                if buf is not None and name not in module._non_persistent_buffers_set:
-                    yield dot + name, buf
+            yield from module._own_state_items(prefix + module_prefix
+                                               + ("." if module_prefix else ""))
+
+    def _own_state_items(self, dot):
+        """(key, Tensor) for this module's own parameters and persistent buffers, keys
+        prefixed by ``dot``."""
+        for name, param in self._parameters.items():
+            if param is not None:
+                yield dot + name, param
+        for name, buf in self._buffers.items():
+            if buf is not None and name not in self._non_persistent_buffers_set:
+                yield dot + name, buf
 
     def state_dict(self, destination=None, prefix="", keep_vars=False):
         """An OrderedDict of parameters and persistent buffers under PyTorch's keys
         ('layer.0.weight', 'bn.running_mean', ...), detached unless ``keep_vars``."""
         out = OrderedDict() if destination is None else destination
+        if state_dict_hooks.any_hooks(self, "state_dict_pre") or \
+                state_dict_hooks.any_hooks(self, "state_dict_post"):
+            return state_dict_hooks.hooked_state_dict(self, out, prefix, keep_vars)
         for key, value in self._state_items(prefix):
             out[key] = value if keep_vars else value.detach()
         return out
@@ -380,10 +412,20 @@ class Module:
         ``strict`` a missing or unexpected key refuses the load, and a shape mismatch always does;
         the error lists every problem and the module is left unchanged.
         Returns ``(missing_keys, unexpected_keys)``.
+
+        Load pre-hooks (register_load_state_dict_pre_hook) see and may edit a copy of
+        ``state_dict`` first. With load post-hooks, the values are copied first and the hooks
+        may then drop keys from the returned lists before the strict check, as torch.
         """
         if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
             raise TypeError(f"load_state_dict: expected a dict-like state_dict, got "
                             f"{type(state_dict).__name__}")
+        if state_dict_hooks.any_hooks(self, "load_pre"):
+            state_dict, errors = state_dict_hooks.run_load_pre_hooks(self, state_dict, strict)
+            if errors:
+                raise StateDictError(f"Error(s) in loading state_dict for {self._get_name()}:"
+                                     "\n\t" + "\n\t".join(errors))
+        post_hooks = state_dict_hooks.any_hooks(self, "load_post")
         own = OrderedDict(self._state_items())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict.keys() if k not in own]
@@ -395,19 +437,48 @@ class Module:
                     problems.append(problem)
                 else:
                     updates.append((target, value))
-        if strict and unexpected:
-            problems.insert(0, "Unexpected key(s) in state_dict: "
-                            + ", ".join(f'"{k}"' for k in unexpected) + ".")
-        if strict and missing:
-            problems.insert(0, "Missing key(s) in state_dict: "
-                            + ", ".join(f'"{k}"' for k in missing) + ".")
+        if not post_hooks:
+            problems = _key_problems(strict, missing, unexpected) + problems
         if problems:
             raise StateDictError(f"Error(s) in loading state_dict for {self._get_name()}:\n\t"
                                  + "\n\t".join(problems))
         with no_grad():
             for target, value in updates:
+                if isinstance(target, UninitializedTensorMixin):     # a lazy module's
+                    target.materialize(value.shape)
                 target.copy_(value)
-        return IncompatibleKeys(missing, unexpected)
+        keys = IncompatibleKeys(missing, unexpected)
+        if post_hooks:
+            state_dict_hooks.run_load_post_hooks(self, keys)
+            problems = _key_problems(strict, missing, unexpected)
+            if problems:
+                raise StateDictError(f"Error(s) in loading state_dict for "
+                                     f"{self._get_name()}:\n\t" + "\n\t".join(problems))
+        return keys
+
+    def register_state_dict_pre_hook(self, hook):
+        """Call ``hook(module, prefix, keep_vars)`` before state_dict() gathers this module's
+        entries. Returns a handle: ``handle.remove()`` unregisters."""
+        return state_dict_hooks.add(self, "state_dict_pre", hook, HookHandle)
+
+    def register_state_dict_post_hook(self, hook):
+        """Call ``hook(module, state_dict, prefix, local_metadata)`` once state_dict() has this
+        module's entries and its children's; it may edit ``state_dict`` in place (and must
+        return None). Returns a handle."""
+        return state_dict_hooks.add(self, "state_dict_post", hook, HookHandle)
+
+    def register_load_state_dict_pre_hook(self, hook):
+        """Call ``hook(module, state_dict, prefix, local_metadata, strict, missing_keys,
+        unexpected_keys, error_msgs)`` before load_state_dict reads anything; it may edit
+        ``state_dict`` (a copy of the one given) and append to ``error_msgs`` to refuse the
+        load. Returns a handle."""
+        return state_dict_hooks.add(self, "load_pre", hook, HookHandle)
+
+    def register_load_state_dict_post_hook(self, hook):
+        """Call ``hook(module, incompatible_keys)`` after load_state_dict has copied the values;
+        it may remove keys from ``incompatible_keys.missing_keys``/``unexpected_keys`` before
+        the strict check (and must return None). Returns a handle."""
+        return state_dict_hooks.add(self, "load_post", hook, HookHandle)
 
     # ----------------------------------------------------------------- device and dtype
     def to(self, *args, device=None, dtype=None, non_blocking=False):
@@ -484,6 +555,18 @@ def _indent(text, spaces):
     return "\n".join(lines[:1] + [" " * spaces + line for line in lines[1:]])
 
 
+def _key_problems(strict, missing, unexpected):
+    """torch's messages for missing and unexpected keys (only under ``strict``)."""
+    problems = []
+    if strict and missing:
+        problems.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing)
+                        + ".")
+    if strict and unexpected:
+        problems.append("Unexpected key(s) in state_dict: "
+                        + ", ".join(f'"{k}"' for k in unexpected) + ".")
+    return problems
+
+
 def _converted(value, target, key):
     """(array ready to copy into ``target``, None) or (None, why it cannot be loaded)."""
     try:
@@ -497,7 +580,8 @@ def _converted(value, target, key):
         return None, f"value for {key} could not be read as an array ({type(exc).__name__}: {exc})"
     if array.dtype == object or not (array.dtype.kind in "biu" or is_floating(array.dtype)):
         return None, f"value for {key} is not numeric (dtype {array.dtype})"
-    if tuple(array.shape) != tuple(target.shape):
+    if (tuple(array.shape) != tuple(target.shape)
+            and not isinstance(target, UninitializedTensorMixin)):
         return None, (f"size mismatch for {key}: copying a param with shape {tuple(array.shape)} "
                       f"from checkpoint, the shape in current model is {tuple(target.shape)}.")
     array = backend.to_device_array(array, target.device)

@@ -19,6 +19,7 @@ from ..amp import autocast_mode
 from ..functions import cat, stack
 from ..ops.dropout import dropout
 from ..ops._util import is_int
+from ..ops.lstm_projection import lstm_projected_layer
 from ..ops.rnn import gru_layer, lstm_layer, rnn_layer
 from ..tensor import Tensor
 from . import init
@@ -48,7 +49,10 @@ def _reset_uniform(module):
 
 
 def _run_layer(mode, x, h0, c0, weights, reverse):
-    """One layer, one direction: (output, h_n, c_n or None)."""
+    """One layer, one direction: (output, h_n, c_n or None); an LSTM's weights may end with
+    weight_hr (a projection)."""
+    if mode == "LSTM" and len(weights) == 5:
+        return lstm_projected_layer(x, h0, c0, *weights, reverse=reverse)
     if mode == "LSTM":
         return lstm_layer(x, h0, c0, *weights, reverse=reverse)
     if mode == "GRU":
@@ -115,10 +119,19 @@ class RNNBase(Module):
     """The stacked, optionally bidirectional recurrence shared by RNN, LSTM and GRU."""
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+                 dropout=0.0, bidirectional=False, device=None, dtype=None, proj_size=0):
         super().__init__()
         name = type(self).__name__
         _check_sizes(name, input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
+        if not is_int(proj_size) or proj_size < 0:
+            raise ValueError(f"{name}: proj_size should be a positive integer or zero to "
+                             f"disable projections, got {proj_size!r}")
+        if proj_size >= hidden_size:
+            raise ValueError(f"{name}: proj_size has to be smaller than hidden_size, got "
+                             f"proj_size={proj_size}, hidden_size={hidden_size}")
+        if proj_size and mode != "LSTM":
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        self.proj_size = int(proj_size)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
                 or not 0 <= dropout <= 1:
             raise ValueError(f"{name}: dropout should be a number in [0, 1], got {dropout!r}")
@@ -133,13 +146,16 @@ class RNNBase(Module):
         dtype = dtypes.as_dtype(dtype, name) or dtypes.DEFAULT_FLOAT
         gate_size = _GATES[mode] * hidden_size
         directions = 2 if bidirectional else 1
+        out_size = self.proj_size or hidden_size          # the size of h (and of the output)
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * directions
+            layer_input = input_size if layer == 0 else out_size * directions
             for suffix in ("", "_reverse")[:directions]:
                 shapes = {"weight_ih": (gate_size, layer_input),
-                          "weight_hh": (gate_size, hidden_size)}
+                          "weight_hh": (gate_size, out_size)}
                 if bias:
                     shapes.update(bias_ih=(gate_size,), bias_hh=(gate_size,))
+                if self.proj_size:
+                    shapes.update(weight_hr=(self.proj_size, hidden_size))
                 for kind, shape in shapes.items():
                     setattr(self, f"{kind}_l{layer}{suffix}",
                             Parameter(creation.empty(*shape, dtype=dtype, device=device)))
@@ -155,7 +171,8 @@ class RNNBase(Module):
         suffix = f"l{layer}" + ("_reverse" if reverse else "")
         names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else ())
         weights = [getattr(self, f"{n}_{suffix}") for n in names]
-        return weights + [None] * (4 - len(weights))
+        weights += [None] * (4 - len(weights))
+        return weights + [getattr(self, f"weight_hr_{suffix}")] if self.proj_size else weights
 
     def forward(self, input, hx=None):
         """Run the sequence. input (T, B, I), or (B, T, I) with batch_first, or unbatched (T, I);
@@ -237,10 +254,10 @@ class RNNBase(Module):
         with one batch size (the longest sequences first, so a run's sequences are its batch's
         leading rows); a run's output rows are contiguous in the packed layout."""
         def run_direction(x, h, c, weights, reverse):
-            zeros = functools.partial(creation.zeros, runs[0][2], self.hidden_size,
-                                      dtype=x.dtype, device=x.device)     # None means zeros
-            h = h if h is not None else zeros()
-            c = c if c is not None or self.mode != "LSTM" else zeros()
+            zeros = functools.partial(creation.zeros, runs[0][2], dtype=x.dtype,
+                                      device=x.device)                    # None means zeros
+            h = h if h is not None else zeros(self.proj_size or self.hidden_size)
+            c = c if c is not None or self.mode != "LSTM" else zeros(self.hidden_size)
             run = _packed_reverse if reverse else _packed_forward
             return run(self.mode, x, runs, h, c, weights)
 
@@ -259,8 +276,9 @@ class RNNBase(Module):
         else:
             labels, states = ("h_0",), (hx,)
         layers = self.num_layers * (2 if self.bidirectional else 1)
-        expected = (layers, batch, self.hidden_size) if batched else (layers, self.hidden_size)
         for label, state in zip(labels, states):
+            size = self.proj_size if label == "h_0" and self.proj_size else self.hidden_size
+            expected = (layers, batch, size) if batched else (layers, size)
             if not isinstance(state, Tensor):
                 raise TypeError(f"{name}: {label} must be a Tensor, got {type(state).__name__}")
             if state.shape != expected:
@@ -275,8 +293,8 @@ class RNNBase(Module):
             text += f", num_layers={self.num_layers}"
         if self.mode == "RNN_RELU":
             text += ", nonlinearity='relu'"
-        for key, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
-                             ("bidirectional", False)):
+        for key, default in (("proj_size", 0), ("bias", True), ("batch_first", False),
+                             ("dropout", 0.0), ("bidirectional", False)):
             if getattr(self, key) != default:
                 text += f", {key}={getattr(self, key)}"
         return text
@@ -298,15 +316,19 @@ class RNN(RNNBase):
 
 
 class LSTM(RNNBase):
-    """Long short-term memory (gates i, f, g, o). Args as torch.nn.LSTM (no proj_size).
+    """Long short-term memory (gates i, f, g, o). Args as torch.nn.LSTM.
+
+    With ``proj_size`` P > 0 the hidden state is projected: h_t = W_hr (o_t * tanh(c_t)) with
+    ``weight_hr_l{k}`` (P, H); h_0, h_n and the output have P features (c has H), and the
+    layers run step by step as Tensor ops (the fused kernels have no projection).
 
     Example: ``out, (h_n, c_n) = LSTM(10, 20, num_layers=2)(x)`` with x (T, B, 10).
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, device, dtype)
+                         dropout, bidirectional, device, dtype, proj_size=proj_size)
 
 
 class GRU(RNNBase):

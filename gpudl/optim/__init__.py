@@ -1,5 +1,5 @@
 """gpudl.optim: optimizers (SGD, Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam, Adamax, Adadelta,
-Rprop, ASGD, LBFGS) and learning-rate schedulers."""
+Rprop, ASGD, LBFGS, Adafactor) and learning-rate schedulers."""
 
 from . import lr_scheduler
 from .adam import Adam, AdamW
@@ -9,6 +9,8 @@ from .sgd import SGD
 from .adam_variants import Adamax, NAdam, RAdam
 from .classic import ASGD, Adadelta, Rprop
 from .lbfgs import LBFGS
+from .adafactor import Adafactor  # session 11, nn-utils
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler",
-           "NAdam", "RAdam", "Adamax", "Adadelta", "Rprop", "ASGD", "LBFGS"]
+           "NAdam", "RAdam", "Adamax", "Adadelta", "Rprop", "ASGD", "LBFGS",
+           "Adafactor"]

@@ -1,7 +1,10 @@
 """nn.utils: gradient clipping, and parameters to and from one flat vector; ``nn.utils.rnn``:
-padded and packed variable-length sequences."""
+padded and packed variable-length sequences; ``parametrize``/``parametrizations`` and the
+old-style weight_norm/spectral_norm; layer fusion (``fusion``), ``skip_init`` and
+``stateless.functional_call``."""
 
 import math
+import warnings
 
 from ... import backend
 from ...autograd import no_grad, recorded
@@ -30,36 +33,66 @@ def _vector_norm(x, order):
         return (magnitude ** order).sum() ** (1.0 / order)   # order < 0: a zero entry gives 0
 
 
+def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """The ``norm_type`` norm of ``tensors`` (a Tensor or an iterable of them) taken together:
+    as torch, the norm of their per-tensor norms (which for ``norm_type=0`` counts the tensors
+    with a non-zero entry). A 0-d Tensor; ``tensor(0.)`` for none. Nothing is read back to the
+    host unless ``error_if_nonfinite`` asks to check the norm (counted by gd.cuda.sync_count).
+    ``foreach`` is accepted and changes nothing."""
+    tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    norm_type = float(norm_type)
+    if not tensors:
+        from ...creation import tensor
+        return tensor(0.0)
+    arrays = [t._data for t in tensors]
+    xp = backend.get_array_module(arrays[0])
+    total = _vector_norm(xp.stack([_vector_norm(a, norm_type) for a in arrays]), norm_type)
+    if error_if_nonfinite and not backend.host_value(
+            xp.isfinite(total), "clip_grad_norm_(error_if_nonfinite=True)"):
+        raise RuntimeError(f"The total norm of order {norm_type} for gradients from "
+                           "`parameters` is non-finite, so it cannot be clipped. To disable "
+                           "this error and scale the gradients by the non-finite norm anyway, "
+                           "set `error_if_nonfinite=False`")
+    return Tensor._make(xp.asarray(total), False, None, 0, tensors[0].device)
+
+
 @recorded("grads")      # a CPU graph capture replays the call (it edits .grad arrays directly)
+def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
+    """Multiply every gradient of ``parameters`` by ``min(max_norm / (total_norm + 1e-6), 1)``,
+    in place and on the device (no sync), ``total_norm`` being a 0-d Tensor (get_total_norm's)
+    or a number. ``foreach`` is accepted and changes nothing."""
+    params = _with_grads(parameters)
+    max_norm = float(max_norm)
+    if not params:
+        return
+    xp = backend.get_array_module(params[0].grad._data)
+    total = total_norm._data if isinstance(total_norm, Tensor) else xp.asarray(total_norm)
+    scale = xp.minimum(max_norm / (backend.to_device_array(total, params[0].grad.device)
+                                   + 1e-6), 1.0)
+    with no_grad():
+        for p in params:
+            p.grad._data *= scale.astype(p.grad._data.dtype)
+
+
+@recorded("grads")
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False,
                     foreach=None):
     """Scale the gradients of ``parameters`` in place so their joint ``norm_type`` norm is at
-    most ``max_norm``; returns the norm before clipping as a 0-d Tensor. As torch, the joint norm
-    is the norm of the per-gradient norms (which for ``norm_type=0`` counts the gradients with
-    a non-zero entry); ``foreach`` is accepted and changes nothing.
-
-    As torch's foreach path, every gradient is multiplied by ``min(max_norm / (norm + 1e-6), 1)``
-    computed on the device: nothing is read back (no sync), unless ``error_if_nonfinite`` asks to
-    check the norm, which reads it (counted by gd.cuda.sync_count).
-    """
+    most ``max_norm``; returns the norm before clipping as a 0-d Tensor: get_total_norm of the
+    gradients, then clip_grads_with_norm_ (as torch's foreach path, nothing is read back unless
+    ``error_if_nonfinite`` asks to check the norm)."""
     params = _with_grads(parameters)
-    norm_type, max_norm = float(norm_type), float(max_norm)     # a 0-d Tensor max_norm too
-    if not params:
-        from ...creation import tensor
-        return tensor(0.0)
-    grads = [p.grad._data for p in params]
-    xp = backend.get_array_module(grads[0])
-    total = _vector_norm(xp.stack([_vector_norm(g, norm_type) for g in grads]), norm_type)
-    if error_if_nonfinite and not backend.host_value(
-            xp.isfinite(total), "clip_grad_norm_(error_if_nonfinite=True)"):
-        raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} of the "
-                           "gradients is non-finite, so it cannot be clipped; pass "
-                           "error_if_nonfinite=False to clip anyway")
-    scale = xp.minimum(max_norm / (total + 1e-6), 1.0)
-    with no_grad():
-        for g in grads:
-            g *= scale.astype(g.dtype)
-    return Tensor._make(xp.asarray(total), False, None, 0, params[0].grad.device)
+    total = get_total_norm([p.grad for p in params], norm_type, error_if_nonfinite, foreach)
+    clip_grads_with_norm_(params, max_norm, total, foreach)
+    return total
+
+
+def clip_grad_norm(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False,
+                   foreach=None):
+    """Deprecated alias of clip_grad_norm_ (a FutureWarning, as torch)."""
+    warnings.warn("`torch.nn.utils.clip_grad_norm` is now deprecated in favor of "
+                  "`torch.nn.utils.clip_grad_norm_`.", FutureWarning, stacklevel=2)
+    return clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
 
 
 @recorded("grads")
@@ -95,3 +128,11 @@ def vector_to_parameters(vec, parameters):
 
 
 from . import rnn  # noqa: E402  (nn.utils.rnn, as torch)
+# ------------------------------------------------------------------ nn-utils: parametrizations
+from . import parametrize, parametrizations  # noqa: E402,F401
+from .weight_norm import remove_weight_norm, weight_norm  # noqa: E402,F401
+from .spectral_norm import remove_spectral_norm, spectral_norm  # noqa: E402,F401
+from . import fusion, stateless  # noqa: E402,F401
+from .fusion import (fuse_conv_bn_eval, fuse_conv_bn_weights,  # noqa: E402,F401
+                     fuse_linear_bn_eval, fuse_linear_bn_weights)
+from .init import skip_init  # noqa: E402,F401
