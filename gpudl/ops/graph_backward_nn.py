@@ -1,0 +1,225 @@
+"""Graph backwards (create_graph=True, see gpudl.higher_order) of the neural-network Functions:
+activations, dropout, losses, vector norms and the 2-D convolutions.
+
+The convolution's gradients are themselves convolutions: conv2d's input gradient is
+conv_transpose2d of the output gradient, and its weight gradient is ``Conv2dWeightGrad`` (a
+Function added here); the three are bilinear forms of one trilinear form, so each one's
+derivatives are the other two and any order can be taken.
+"""
+
+from .. import backends, kernels
+from ..autograd import Function
+from ..higher_order import graph_backward
+from ..tensor_math import where
+from . import activation as A
+from . import conv as C
+from . import cross_entropy as CE
+from . import dropout as D
+from . import linalg as L
+from . import loss as LS
+from . import padding as P
+from . import shape as S
+from ._util import xp_of
+from .graph_backward import constant, masked, sum_to
+
+
+# ----------------------------------------------------------------- activations
+@graph_backward(A.LeakyRelu)
+def _leaky_relu(saved, g):
+    (positive,) = saved.ctx.saved_tensors
+    return masked(g, xp_of(positive).where(positive, 1.0, saved.ctx.slope)), None
+
+
+@graph_backward(A.Elu)
+def _elu(saved, g):
+    x, y = saved.ctx.saved_tensors     # below 0 the slope is alpha * exp(x) = y + alpha
+    return where(x > 0, g, g * (saved.output(0, y) + saved.ctx.alpha)), None
+
+
+@graph_backward(A.Silu)
+def _silu(saved, g):
+    x = saved.input(0, saved.ctx.saved_tensors[0])
+    s = x.sigmoid()
+    return g * s * (1 + x * (1 - s))
+
+
+@graph_backward(A.Softplus)
+def _softplus(saved, g):
+    (z,) = saved.ctx.saved_tensors      # beta * x
+    beta = saved.ctx.beta
+    scaled = saved.input(0, z) if beta == 1 else saved.input(0, z / beta) * beta
+    return where(z > saved.ctx.threshold, g, g * scaled.sigmoid()), None, None
+
+
+@graph_backward(A.Hardtanh)
+def _hardtanh(saved, g):
+    return masked(g, saved.ctx.saved_tensors[0]), None, None
+
+
+@graph_backward(A.LogSigmoid)
+def _log_sigmoid(saved, g):
+    return g * (-saved.input(0, saved.ctx.saved_tensors[0])).sigmoid()
+
+
+@graph_backward(D.Dropout)
+def _dropout(saved, g):
+    return g * constant(saved.ctx.saved_tensors[0]), None, None
+
+
+# ----------------------------------------------------------------- losses
+_POINTWISE_SLOPES = {       # rule -> (d loss / d x, d loss / d t) as Tensors f(x, t)
+    LS._MSE: lambda x, t: (2 * (x - t), 2 * (t - x)),
+}
+
+
+@graph_backward(LS.PointwiseLoss)
+def _pointwise_loss(saved, g):
+    x, t, weight = saved.ctx.saved_tensors
+    rule, param, reduction, divisor = saved.ctx.conf
+    need_x, need_t, need_w = saved.needs_input_grad[:3]
+    if rule not in _POINTWISE_SLOPES or need_w:
+        raise NotImplementedError(f"create_graph=True: {rule.__name__.strip('_').lower()} loss"
+                                  " has no differentiable backward yet (mse_loss has)")
+    g = LS.expand_grad(g, reduction, divisor)
+    dx, dt = _POINTWISE_SLOPES[rule](saved.input(0, x), saved.input(1, t))
+    scale = g if weight is None else g * constant(weight)
+    return (sum_to(dx * scale, x.shape) if need_x else None,
+            sum_to(dt * scale, t.shape) if need_t else None, None, None, None, None, None)
+
+
+def _per_element(g, reduction, divisor):
+    """The loss gradient per target, shaped (N, 1, d...) or a scalar, to broadcast over
+    classes."""
+    g = LS.expand_grad(g, reduction, divisor)
+    return g.unsqueeze(1) if reduction == "none" else g
+
+
+@graph_backward(CE.CrossEntropy)
+def _cross_entropy(saved, g):
+    logp, t, valid, wt, weight, divisor = saved.ctx.saved_tensors
+    smoothing, reduction = saved.ctx.conf
+    xp, n_classes = xp_of(logp), logp.shape[1]
+    # log p differs from the logits by a constant per row: their softmax and its derivative
+    # are the logits' (Saved.input)
+    p = saved.input(0, logp).softmax(1)
+    total_w = n_classes if weight is None else weight.sum()
+    coef = (1 - smoothing) * wt + (smoothing / n_classes) * valid * total_w
+    target_part = xp.zeros(logp.shape, logp.dtype)
+    xp.put_along_axis(target_part, t, (1 - smoothing) * xp.expand_dims(wt, 1), axis=1)
+    if smoothing:
+        w = 1 if weight is None else weight.reshape(CE._class_shape(logp))
+        target_part += (smoothing / n_classes) * xp.expand_dims(valid, 1) * w
+    gx = (p * constant(xp.expand_dims(coef, 1).astype(logp.dtype)) - constant(target_part)) \
+        * _per_element(g, reduction, divisor)
+    return where(xp.expand_dims(valid, 1), gx, 0.0), None, None, None, None, None
+
+
+@graph_backward(CE.NLLLoss)
+def _nll_loss(saved, g):
+    t, valid, wt, divisor = saved.ctx.saved_tensors
+    shape, dtype, reduction = saved.ctx.conf
+    xp = xp_of(wt)
+    picked = xp.zeros(shape, dtype)
+    xp.put_along_axis(picked, t, -xp.expand_dims(wt, 1), axis=1)
+    gx = constant(picked) * _per_element(g, reduction, divisor)
+    return where(xp.expand_dims(valid, 1), gx, 0.0), None, None, None, None
+
+
+# ----------------------------------------------------------------- norms
+@graph_backward(L.VectorNorm)
+def _vector_norm(saved, g):
+    a, y = saved.ctx.saved_tensors
+    ord, axes = saved.ctx.conf
+    xp = xp_of(a)
+    g = g.reshape(y.shape)
+    sign = constant(xp.sign(a))
+    if ord in (float("inf"), float("-inf")):
+        hits = abs(a) == y
+        return masked(g, hits / hits.sum(axis=axes, keepdims=True)) * sign, None, None, None
+    if ord == 0:
+        return g * 0 * sign, None, None, None
+    if ord == 1:
+        return g * sign, None, None, None
+    x = saved.input(0, a)
+    norm = saved.output(0, y.reshape(saved.output_shape(0))).reshape(y.shape)
+    zero = y == 0
+    safe = where(zero, 1.0, norm)
+    slope = x / safe if ord == 2 else sign * x.abs() ** (ord - 1) / safe ** (ord - 1)
+    return where(xp.broadcast_to(zero, a.shape), 0.0, g * slope), None, None, None
+
+
+@graph_backward(P.Pad)
+def _pad(saved, g):
+    return P.Pad.apply(S.GetItem.apply(g, saved.ctx.inner), saved.ctx.shrink, 0), None, None
+
+
+# ----------------------------------------------------------------- convolutions
+def _output_padding(x_shape, y_shape, w_shape, stride, padding, dilation):
+    """conv_transpose2d's output_padding that maps conv2d's output shape back to ``x_shape``."""
+    return tuple(x_shape[2 + i] - ((y_shape[2 + i] - 1) * stride[i] - 2 * padding[i]
+                                   + dilation[i] * (w_shape[2 + i] - 1) + 1) for i in range(2))
+
+
+def _conv_input_grad(gy, w, x_shape, stride, padding, dilation, groups):
+    """conv2d's input gradient: conv_transpose2d of ``gy`` back to ``x_shape``."""
+    extra = _output_padding(x_shape, gy.shape, w.shape, stride, padding, dilation)
+    return C.ConvTranspose2d.apply(gy, w, None, stride, padding, extra, groups, dilation)
+
+
+class Conv2dWeightGrad(Function):
+    """conv2d's weight gradient from its input ``x`` and output gradient ``gy``."""
+
+    @staticmethod
+    def forward(ctx, x, gy, w_shape, conf):
+        ctx.save_for_backward(x, gy)
+        ctx.conf = conf
+        w = xp_of(x).empty(w_shape, x.dtype)         # read for its shape and dtype only
+        return kernels.conv.conv2d_backward(x, w, gy, *conf, needs=(False, True, False),
+                                            allow_tf32=backends.conv_allows_tf32())[1]
+
+    @staticmethod
+    def backward(ctx, gw):
+        x, gy = ctx.saved_tensors
+        gx, _, _ = kernels.conv.conv2d_backward(x, gw, gy, *ctx.conf,
+                                                needs=(True, False, False),
+                                                allow_tf32=backends.conv_allows_tf32())
+        ggy = kernels.conv.conv2d_forward(x, gw, None, *ctx.conf,
+                                          allow_tf32=backends.conv_allows_tf32())
+        need_x, need_gy = ctx.needs_input_grad[:2]
+        return (gx if need_x else None), (ggy if need_gy else None), None, None
+
+
+@graph_backward(Conv2dWeightGrad)
+def _conv2d_weight_grad(saved, gw):
+    x, gy = saved.ctx.saved_tensors
+    need_x, need_gy = saved.needs_input_grad[:2]
+    conf = saved.ctx.conf
+    return (_conv_input_grad(saved.input(1, gy), gw, x.shape, *conf) if need_x else None,
+            C.Conv2d.apply(saved.input(0, x), gw, None, *conf) if need_gy else None,
+            None, None)
+
+
+def _bias_grad(gy):
+    return gy.sum((0, 2, 3))
+
+
+@graph_backward(C.Conv2d)
+def _conv2d(saved, gy):
+    x, w = saved.ctx.saved_tensors
+    nx, nw, nb = saved.needs_input_grad[:3]
+    conf = saved.ctx.conf
+    gx = _conv_input_grad(gy, saved.input(1, w), x.shape, *conf) if nx else None
+    gw = Conv2dWeightGrad.apply(saved.input(0, x), gy, w.shape, conf) if nw else None
+    return (gx, gw, _bias_grad(gy) if nb else None, None, None, None, None)
+
+
+@graph_backward(C.ConvTranspose2d)
+def _conv_transpose2d(saved, gy):
+    # y = conv_transpose2d(x, w) is conv2d's input gradient: <gy, y> = <conv2d(gy, w), x>
+    x, w = saved.ctx.saved_tensors
+    nx, nw, nb = saved.needs_input_grad[:3]
+    stride, padding, _, groups, dilation = saved.ctx.conf
+    conf = (stride, padding, dilation, groups)
+    gx = C.Conv2d.apply(gy, saved.input(1, w), None, *conf) if nx else None
+    gw = Conv2dWeightGrad.apply(gy, saved.input(0, x), w.shape, conf) if nw else None
+    return (gx, gw, _bias_grad(gy) if nb else None, None, None, None, None, None)
