@@ -828,8 +828,11 @@ def check_usable(node):
 def _run_node(node, grads_in, pending, retain_graph, leaf=None):
     """Run ``node``'s backward on its summed output gradients ``grads_in``: gradients for nodes
     go to ``pending``, those for leaves to ``leaf(tensor, g)`` (default: into ``.grad``)."""
-    if node.freed or node.saved_versions:
+    if node.freed:
         check_usable(node)
+    for counter, version, _, _, _ in node.saved_versions or ():
+        if counter[0] != version:
+            check_usable(node)          # raises, naming the edited array
     meta = node.out_meta
     if len(meta) == 1 and 0 in grads_in:        # one output, its gradient arrived
         grads_out = (_as_array(grads_in[0]),)
@@ -838,8 +841,9 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
         grads_out = [_as_array(grads_in[i]) if i in grads_in
                      else xp.zeros(shape, dtype) if materialize else None
                      for i, (shape, dtype, xp) in enumerate(meta)]
-    input_grads = one_per_input(node, node.function.backward(node.ctx, *grads_out),
-                                f"{node.function.__name__}.backward")
+    input_grads = node.function.backward(node.ctx, *grads_out)
+    if input_grads.__class__ is not tuple or len(input_grads) != len(node.edges):
+        input_grads = one_per_input(node, input_grads, f"{node.function.__name__}.backward")
     if not retain_graph and node.saved_versions is not None:
         # free what forward kept; a node that kept no arrays (add, sum, reshape) stays usable,
         # as in torch, where only saved tensors are freed
