@@ -131,6 +131,36 @@ NN = {
             [(2, 3, 4)], False),
 }
 
+NORMALIZATION = {
+    "layer_norm": (lambda x, w, b: F.layer_norm(x, (4,), w, b).tanh(),
+                   lambda x, w, b: TF.layer_norm(x, (4,), w, b).tanh(), [(3, 4), (4,), (4,)]),
+    "layer_norm_2d_plain": (lambda x: F.layer_norm(x * x, (3, 4)) ** 3,
+                            lambda x: TF.layer_norm(x * x, (3, 4)) ** 3, [(2, 3, 4)]),
+    "batch_norm_train": (
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True).tanh(),
+        lambda x, w, b: TF.batch_norm(x, None, None, w, b, training=True).tanh(),
+        [(4, 3, 2, 2), (3,), (3,)]),
+    "batch_norm_1d_plain": (lambda x: F.batch_norm(x * x, None, None, training=True) ** 3,
+                            lambda x: TF.batch_norm(x * x, None, None, training=True) ** 3,
+                            [(5, 3)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NORMALIZATION))
+def test_normalization_second_derivatives(name):
+    ours, theirs, shapes = NORMALIZATION[name]
+    check_second_order(ours, theirs, *shapes, seed=len(name))
+
+
+def test_batch_norm_eval_second_derivatives():
+    rng = np.random.default_rng(8)
+    mean, var = rng.standard_normal(3), rng.random(3) + 0.5
+    check_second_order(
+        lambda x, w, b: F.batch_norm(x, gd.tensor(mean), gd.tensor(var), w, b).tanh(),
+        lambda x, w, b: TF.batch_norm(x, torch.tensor(mean), torch.tensor(var), w, b).tanh(),
+        (4, 3, 2), (3,), (3,))
+
+
 LOSSES = {
     "mse_loss": (lambda x, t: F.mse_loss(x.tanh(), t), lambda x, t: TF.mse_loss(x.tanh(), t),
                  [(4, 3), (4, 3)], False),

@@ -17,6 +17,7 @@ from . import cross_entropy as CE
 from . import dropout as D
 from . import linalg as L
 from . import loss as LS
+from . import normalization as N
 from . import padding as P
 from . import shape as S
 from ._util import xp_of
@@ -126,6 +127,57 @@ def _nll_loss(saved, g):
 
 
 # ----------------------------------------------------------------- norms
+def _normalized(x, axes, eps):
+    """(xhat, invstd) of ``x`` over ``axes``, recomputed with Tensor ops."""
+    centered = x - x.mean(axes, keepdim=True)
+    invstd = ((centered * centered).mean(axes, keepdim=True) + eps) ** -0.5
+    return centered * invstd, invstd
+
+
+def _normalized_input_grad(g_xhat, xhat, invstd, axes):
+    """The input gradient of xhat = (x - mean) * invstd over ``axes``, from xhat's."""
+    return invstd * (g_xhat - g_xhat.mean(axes, keepdim=True)
+                     - xhat * (g_xhat * xhat).mean(axes, keepdim=True))
+
+
+def _centered_input(saved, xhat, invstd):
+    """Input 0 of a normalization, given the value x - mean: normalizing ignores a shift of x,
+    so the formulas and their derivatives are the same at x and at x - mean."""
+    return saved.input(0, xhat / invstd)
+
+
+@graph_backward(N.LayerNorm)
+def _layer_norm(saved, g):
+    xhat, invstd, weight = saved.ctx.saved_tensors
+    axes = saved.ctx.axes
+    need_x, need_w, need_b = saved.needs_input_grad[:3]
+    xhat, invstd = _normalized(_centered_input(saved, xhat, invstd), axes, saved.ctx.eps)
+    lead = tuple(range(g.ndim - len(axes)))
+    g_xhat = g if weight is None else g * saved.input(1, weight)
+    return (_normalized_input_grad(g_xhat, xhat, invstd, axes) if need_x else None,
+            (g * xhat).sum(lead) if need_w else None,
+            g.sum(lead) if need_b else None, None, None)
+
+
+@graph_backward(N.BatchNorm)
+def _batch_norm(saved, g):
+    xhat, invstd, weight = saved.ctx.saved_tensors
+    training, axes, shape = saved.ctx.conf
+    need_x, need_w, need_b = saved.needs_input_grad[:3]
+    x = _centered_input(saved, xhat, invstd.reshape(shape))
+    if training:
+        xhat, invstd = _normalized(x, axes, saved.ctx.eps)
+    else:                       # the running statistics: constants
+        invstd = constant(invstd.reshape(shape))
+        xhat = x * invstd
+    g_xhat = g if weight is None else g * saved.input(1, weight).reshape(shape)
+    gx = None
+    if need_x:
+        gx = _normalized_input_grad(g_xhat, xhat, invstd, axes) if training else g_xhat * invstd
+    return (gx, (g * xhat).sum(axes) if need_w else None, g.sum(axes) if need_b else None,
+            None, None, None, None, None)
+
+
 @graph_backward(L.VectorNorm)
 def _vector_norm(saved, g):
     a, y = saved.ctx.saved_tensors
