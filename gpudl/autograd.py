@@ -937,3 +937,11 @@ def gradgradcheck(func, inputs, grad_outputs=None, **options):
     create_graph=True); see gpudl.gradcheck for the options."""
     from .gradcheck import gradgradcheck as check   # it imports Tensor, which imports us
     return check(func, inputs, grad_outputs, **options)
+
+
+def __getattr__(name):
+    """``gpudl.autograd.functional`` (torch.autograd.functional), imported at first use."""
+    if name == "functional":
+        from . import autograd_functional
+        return autograd_functional
+    raise AttributeError(f"module 'gpudl.autograd' has no attribute {name!r}")

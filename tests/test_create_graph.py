@@ -415,3 +415,55 @@ def _max_pool_grad(a):
             k = np.unravel_index(np.argmax(block), (2, 2))
             out[0, 0, i + k[0], j + k[1]] = 2
     return out
+
+
+# ----------------------------------------------------------------- autograd.functional
+def _mlp_loss(module, F_, x, t):
+    def loss(w1, w2):
+        return F_.mse_loss(F_.linear(F_.softplus(F_.linear(x, w1)), w2), t)
+    return loss
+
+
+@pytest.mark.parametrize("name", ["vjp", "vhp", "hvp", "jacobian", "hessian"])
+def test_autograd_functional_matches_torch(name):
+    rng = np.random.default_rng(12)
+    x, t = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
+    weights = [rng.standard_normal((4, 3)), rng.standard_normal((2, 4))]
+    vectors = [rng.standard_normal((4, 3)), rng.standard_normal((2, 4))]
+    u = rng.standard_normal((5, 4))
+    results = []
+    for module, F_ in ((gd, F), (torch, TF)):
+        fn = _mlp_loss(module, F_, module.tensor(x), module.tensor(t))
+        ws = tuple(module.tensor(w) for w in weights)
+        vs = tuple(module.tensor(v) for v in vectors)
+        functional = module.autograd.functional
+        if name == "vjp":
+            out = functional.vjp(lambda w: F_.linear(module.tensor(x), w).tanh(), ws[0],
+                                 module.tensor(u))
+        elif name in ("vhp", "hvp"):
+            out = getattr(functional, name)(fn, ws, vs)
+        elif name == "jacobian":
+            out = functional.jacobian(lambda w1: F_.linear(F_.linear(module.tensor(x), w1)
+                                                           .tanh(), ws[1]), ws[0])
+        else:
+            out = functional.hessian(fn, ws)
+        results.append(out)
+    flat = lambda o: [o] if not isinstance(o, tuple) else [u for p in o for u in flat(p)]  # noqa
+    ours, theirs = flat(results[0]), flat(results[1])
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert a.shape == tuple(b.shape)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_autograd_functional_create_graph_and_strict():
+    x = gd.tensor([0.3, -0.7], requires_grad=True)
+    unused = gd.tensor([1.0], requires_grad=True)
+    hess = gd.autograd.functional.hessian(lambda x: (x ** 4).sum(), x, create_graph=True)
+    assert hess.grad_fn is not None
+    d, = gd.autograd.grad(hess.sum(), x)          # d/dx of 12 x^2 on the diagonal
+    np.testing.assert_allclose(d.numpy(), 24 * x.detach().numpy())
+    _, (gx, gu) = gd.autograd.functional.vjp(lambda a, b: (a * a).sum(), (x, unused))
+    np.testing.assert_allclose(gu.numpy(), [0.0])
+    with pytest.raises(RuntimeError, match="strict"):
+        gd.autograd.functional.vjp(lambda a, b: (a * a).sum(), (x, unused), strict=True)
