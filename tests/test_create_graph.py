@@ -467,3 +467,46 @@ def test_autograd_functional_create_graph_and_strict():
     np.testing.assert_allclose(gu.numpy(), [0.0])
     with pytest.raises(RuntimeError, match="strict"):
         gd.autograd.functional.vjp(lambda a, b: (a * a).sum(), (x, unused), strict=True)
+
+
+def test_gradient_penalty_on_the_dcgan_discriminator_matches_torch():
+    """gpudl.models' DCGAN critic (conv, LeakyReLU, batch norm, linear) and its torch twin."""
+    from gpudl.models.gan import DCGANDiscriminator
+    ours = DCGANDiscriminator(image_size=8, channels=1, base_channels=4).double()
+    nn = torch.nn
+    theirs = nn.Sequential(nn.Conv2d(1, 4, 4, 2, 1), nn.LeakyReLU(0.2),
+                           nn.Conv2d(4, 8, 4, 2, 1, bias=False), nn.BatchNorm2d(8),
+                           nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(32, 1)).double()
+    theirs.load_state_dict({k: torch.tensor(v.numpy()) for k, v in
+                            zip(theirs.state_dict(), ours.state_dict().values())})
+    rng = np.random.default_rng(13)
+    real, fake = rng.standard_normal((3, 1, 8, 8)), rng.standard_normal((3, 1, 8, 8))
+    mixed = rng.random((3, 1, 1, 1)) * (real - fake) + fake
+    for module, critic in ((gd, ours), (torch, theirs)):
+        x = module.tensor(mixed, requires_grad=True)
+        grad, = module.autograd.grad(critic(x).sum(), x, create_graph=True)
+        ((grad.reshape(3, -1).norm(2, dim=1) - 1) ** 2).mean().backward()
+    for (name, p), tp in zip(ours.named_parameters(), theirs.parameters()):
+        # torch gives the batch norm's bias a zero gradient where gpudl leaves None; the
+        # penalty does not depend on the last bias (None in both)
+        got = np.zeros(p.shape) if p.grad is None else p.grad.numpy()
+        expected = np.zeros(p.shape) if tp.grad is None else tp.grad.numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12, err_msg=name)
+    assert ours.features[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("name", ["tanh", "pow_tensor", "sigmoid", "log_softmax"])
+def test_third_derivatives_match_torch(name):
+    ours, theirs, shapes, positive = CASES[name]
+    rng = np.random.default_rng(14)
+    arrays = [rng.standard_normal(s) for s in shapes]
+    arrays = [np.abs(a) + 0.5 for a in arrays] if positive else arrays
+    results = []
+    for module, fn, xs in ((gd, ours, _pair(arrays)[0]), (torch, theirs, _pair(arrays)[1])):
+        y = fn(*xs).sum()
+        g = module.autograd.grad(y, xs, create_graph=True)
+        h = module.autograd.grad(sum((u * u).sum() for u in g), xs, create_graph=True)
+        third = module.autograd.grad(sum((u ** 3).sum() for u in h), xs)
+        results.append([t.detach().numpy() for t in third])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
