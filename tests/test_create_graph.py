@@ -85,6 +85,13 @@ REDUCTIONS_AND_SHAPES = {
     "mean_keepdim": (lambda a: (a * a).mean(0, keepdim=True) * a,
                      lambda a: (a * a).mean(0, keepdim=True) * a, [(3, 4)], False),
     "max_all": (lambda a: a.max() * a, lambda a: a.max() * a, [(3, 4)], False),
+    "max_dim": (lambda a: a.max(1)[0] ** 3, lambda a: a.max(1)[0] ** 3, [(3, 4)], False),
+    "min_dim_keepdim": (lambda a: a.min(0, keepdim=True)[0] * a,
+                        lambda a: a.min(0, keepdim=True)[0] * a, [(3, 4)], False),
+    "var_dim": (lambda a: a.var(1) * a.sum(), lambda a: a.var(1) * a.sum(), [(3, 4)], False),
+    "std_all": (lambda a: a.std() * a, lambda a: a.std() * a, [(3, 4)], False),
+    "std_keepdim": (lambda a: a.std(0, keepdim=True) ** 3, lambda a: a.std(0, keepdim=True) ** 3,
+                    [(3, 4)], False),
     "softmax": (lambda a: a.softmax(1) * a, lambda a: a.softmax(1) * a, [(3, 5)], False),
     "log_softmax": (lambda a: F.log_softmax(a, 1) * a, lambda a: TF.log_softmax(a, 1) * a,
                     [(3, 5)], False),
@@ -116,6 +123,7 @@ NN = {
                    [(8,)], False),
     "elu": (lambda a: F.elu(a) * a, lambda a: TF.elu(a) * a, [(8,)], False),
     "silu": (lambda a: F.silu(a) * a, lambda a: TF.silu(a) * a, [(8,)], False),
+    "gelu": (lambda a: F.gelu(a) * a, lambda a: TF.gelu(a) * a, [(8,)], False),
     "softplus": (lambda a: F.softplus(a) * a, lambda a: TF.softplus(a) * a, [(8,)], False),
     "softplus_beta": (lambda a: F.softplus(a, beta=2.0) * a,
                       lambda a: TF.softplus(a, beta=2.0) * a, [(8,)], False),
@@ -166,6 +174,26 @@ LOSSES = {
                  [(4, 3), (4, 3)], False),
     "mse_loss_sum": (lambda x, t: F.mse_loss(x * x, t, reduction="sum"),
                      lambda x, t: TF.mse_loss(x * x, t, reduction="sum"), [(4, 3), (4, 3)], False),
+    "l1_loss": (lambda x, t: F.l1_loss(x * x, t * t), lambda x, t: TF.l1_loss(x * x, t * t),
+                [(4, 3), (4, 3)], False),
+    "huber_loss": (lambda x, t: F.huber_loss(x * x, t, delta=0.7),
+                   lambda x, t: TF.huber_loss(x * x, t, delta=0.7), [(4, 3), (4, 3)], False),
+    "smooth_l1_loss": (lambda x, t: F.smooth_l1_loss(x * x, t, beta=0.8),
+                       lambda x, t: TF.smooth_l1_loss(x * x, t, beta=0.8),
+                       [(4, 3), (4, 3)], False),
+    "binary_cross_entropy": (
+        lambda x, t: F.binary_cross_entropy(x.sigmoid(), t.sigmoid()),
+        lambda x, t: TF.binary_cross_entropy(x.sigmoid(), t.sigmoid()), [(4, 3), (4, 3)], False),
+    "bce_with_logits": (
+        lambda x, t: F.binary_cross_entropy_with_logits(x * x, t.sigmoid()),
+        lambda x, t: TF.binary_cross_entropy_with_logits(x * x, t.sigmoid()),
+        [(4, 3), (4, 3)], False),
+    "bce_with_logits_pos_weight": (
+        lambda x, t: F.binary_cross_entropy_with_logits(
+            x * 2, t.sigmoid(), pos_weight=gd.tensor([0.5, 2.0, 3.0])),
+        lambda x, t: TF.binary_cross_entropy_with_logits(
+            x * 2, t.sigmoid(), pos_weight=torch.tensor([0.5, 2.0, 3.0], dtype=torch.float64)),
+        [(4, 3), (4, 3)], False),
 }
 
 CASES = {**ELEMENTWISE, **REDUCTIONS_AND_SHAPES, **PRODUCTS, **NN}
@@ -341,6 +369,7 @@ def test_grad_returns_tensors_with_a_graph_and_retains_the_graph():
     assert plain.grad_fn is None and not plain.requires_grad
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph")   # torch's
 def test_backward_create_graph_keeps_the_graph_in_grad_and_accumulates():
     rng = np.random.default_rng(2)
     data = rng.standard_normal(5)

@@ -218,12 +218,32 @@ def _mean(saved, g):
 
 @graph_backward(R.Extreme)
 def _extreme(saved, g, *unused):
-    if saved.ctx.conf[0] is not None:
-        raise NotImplementedError("create_graph=True: max/min along a dim has no "
-                                  "differentiable backward yet (max/min over all dims has)")
-    a, y = saved.ctx.saved_tensors
-    hits = (a == y) | (xp_of(a).isnan(a) & xp_of(y).isnan(y))
-    return masked(S.Reshape.apply(g, ()), hits / hits.sum()), None, None, None
+    if saved.ctx.conf[0] is None:
+        a, y = saved.ctx.saved_tensors
+        hits = (a == y) | (xp_of(a).isnan(a) & xp_of(y).isnan(y))
+        return masked(S.Reshape.apply(g, ()), hits / hits.sum()), None, None, None
+    (idx,) = saved.ctx.saved_tensors        # along an axis: g goes to the index, kept dims
+    axis, keepdims, shape = saved.ctx.conf
+    xp = xp_of(idx)
+    index = list(xp.ix_(*[xp.arange(n) for n in idx.shape]))
+    index[axis] = idx
+    g = S.Reshape.apply(g, idx.shape)
+    return IndexBackward.apply(g, (shape, g.dtype, tuple(index))), None, None, None
+
+
+@graph_backward(R.Var, R.Std)
+def _spread(saved, g):
+    (centered,) = saved.ctx.saved_tensors
+    axes, keepdims, denom = saved.ctx.conf
+    if saved.node.function is R.Std:        # d std = d var / (2 std); 0 where std is 0
+        y = saved.ctx.std
+        g = where(y == 0, 0.0, g / (2 * saved.output(0, y)))
+    # the variance ignores a shift of its input: x less its mean stands for x
+    x = saved.input(0, centered)
+    centered = x - x.mean(axes, keepdim=True)
+    if not keepdims:
+        g = S.Reshape.apply(g, tuple(1 if i in axes else n for i, n in enumerate(x.shape)))
+    return g * (2 / denom if denom else float("nan")) * centered, None, None, None
 
 
 @graph_backward(R.Softmax)

@@ -6,6 +6,7 @@ conv_transpose2d of the output gradient, and its weight gradient is ``Conv2dWeig
 Function added here); the three are bilinear forms of one trilinear form, so each one's
 derivatives are the other two and any order can be taken.
 """
+import numpy as np
 
 from .. import backends, kernels
 from ..autograd import Function
@@ -52,6 +53,16 @@ def _softplus(saved, g):
     return where(z > saved.ctx.threshold, g, g * scaled.sigmoid()), None, None
 
 
+@graph_backward(A.Gelu)
+def _gelu(saved, g):
+    if saved.ctx.approximate != "none":
+        raise NotImplementedError("create_graph=True: gelu(approximate='tanh') has no "
+                                  "differentiable backward yet (the exact gelu has)")
+    x = saved.input(0, saved.ctx.saved_tensors[0])
+    cdf = 0.5 * (1 + (x * 0.5 ** 0.5).erf())
+    return g * (cdf + x * (-0.5 * x * x).exp() * (0.5 / np.pi) ** 0.5), None
+
+
 @graph_backward(A.Hardtanh)
 def _hardtanh(saved, g):
     return masked(g, saved.ctx.saved_tensors[0]), None, None
@@ -68,8 +79,43 @@ def _dropout(saved, g):
 
 
 # ----------------------------------------------------------------- losses
-_POINTWISE_SLOPES = {       # rule -> (d loss / d x, d loss / d t) as Tensors f(x, t)
-    LS._MSE: lambda x, t: (2 * (x - t), 2 * (t - x)),
+def _softplus_neg(x):
+    """log(1 + exp(-x)) in Tensor ops, without overflow."""
+    return (-x).relu() + (-x.abs()).exp().log1p()
+
+
+def _huber(x, t, delta):
+    d = (x - t).clamp(-delta, delta)
+    return d, -d
+
+
+def _smooth_l1(x, t, beta):
+    d = x - t
+    d = where(abs(d._data) < beta, d / beta, d.sign())
+    return d, -d
+
+
+def _bce(x, t, _):
+    return ((x - t) / (x * (1 - x)).clamp(min=1e-12),
+            (-x).log1p().clamp(min=-100) - x.log().clamp(min=-100))
+
+
+def _bce_with_logits(x, t, pos_weight):
+    if pos_weight is None:
+        return (1 - t) - (-x).sigmoid(), -x
+    pos_weight = constant(pos_weight)
+    return ((1 - t) - (1 + (pos_weight - 1) * t) * (-x).sigmoid(),
+            -x + (pos_weight - 1) * _softplus_neg(x))
+
+
+# rule -> (d loss / d x, d loss / d t) as Tensors f(x, t, param), as the rule's ``grad``
+_POINTWISE_SLOPES = {
+    LS._MSE: lambda x, t, _: (2 * (x - t), 2 * (t - x)),
+    LS._L1: lambda x, t, _: ((x - t).sign(), (t - x).sign()),
+    LS._Huber: _huber,
+    LS._SmoothL1: _smooth_l1,
+    LS._BCE: _bce,
+    LS._BCEWithLogits: _bce_with_logits,
 }
 
 
@@ -79,10 +125,11 @@ def _pointwise_loss(saved, g):
     rule, param, reduction, divisor = saved.ctx.conf
     need_x, need_t, need_w = saved.needs_input_grad[:3]
     if rule not in _POINTWISE_SLOPES or need_w:
-        raise NotImplementedError(f"create_graph=True: {rule.__name__.strip('_').lower()} loss"
-                                  " has no differentiable backward yet (mse_loss has)")
+        raise NotImplementedError(
+            f"create_graph=True: {rule.__name__.strip('_').lower()} loss (or a loss weight "
+            "that requires grad) has no differentiable backward yet")
     g = LS.expand_grad(g, reduction, divisor)
-    dx, dt = _POINTWISE_SLOPES[rule](saved.input(0, x), saved.input(1, t))
+    dx, dt = _POINTWISE_SLOPES[rule](saved.input(0, x), saved.input(1, t), param)
     scale = g if weight is None else g * constant(weight)
     return (sum_to(dx * scale, x.shape) if need_x else None,
             sum_to(dt * scale, t.shape) if need_t else None, None, None, None, None, None)
