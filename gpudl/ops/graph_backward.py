@@ -227,8 +227,7 @@ def _extreme(saved, g, *unused):
     xp = xp_of(idx)
     index = list(xp.ix_(*[xp.arange(n) for n in idx.shape]))
     index[axis] = idx
-    g = S.Reshape.apply(g, idx.shape)
-    return IndexBackward.apply(g, (shape, g.dtype, tuple(index))), None, None, None
+    return scattered(S.Reshape.apply(g, idx.shape), shape, tuple(index)), None, None, None
 
 
 @graph_backward(R.Var, R.Std)
@@ -274,28 +273,37 @@ def _expand(saved, g):
     return sum_to(g, saved.ctx.shape), None
 
 
-class IndexBackward(Function):
-    """GetItem's gradient: ``g`` scattered (added) at ``index`` into zeros of the input's shape;
-    its own gradient is indexing again."""
+class Adjoint(Function):
+    """The gradient map of a linear op (``op.backward`` with the ``ctx`` its forward left) as a
+    Function of the gradient: its own gradient is ``op``'s forward again, with the non-tensor
+    arguments ``args`` (indexing's index, pooling's plan)."""
 
     @staticmethod
-    def forward(ctx, g, conf):
-        ctx.conf = conf
-        return S.GetItem.backward(ctx, g)[0]
+    def forward(ctx, g, op, op_ctx, args):
+        ctx.op, ctx.args = op, args
+        return op.backward(op_ctx, g)[0]
 
     @staticmethod
     def backward(ctx, gg):
-        return S.GetItem.forward(Context(), gg, ctx.conf[2]), None
+        return ctx.op.forward(Context(), gg, *ctx.args), None, None, None
+
+
+@graph_backward(Adjoint)
+def _adjoint(saved, gg):
+    return saved.ctx.op.apply(gg, *saved.ctx.args), None, None, None
+
+
+def scattered(g, shape, index):
+    """Zeros of ``shape`` with ``g`` added at ``index`` (indexing's gradient), recorded."""
+    ctx = Context()
+    ctx.conf = (shape, g.dtype, index)
+    return Adjoint.apply(g, S.GetItem, ctx, (index,))
 
 
 @graph_backward(S.GetItem)
 def _getitem(saved, g):
-    return IndexBackward.apply(g, saved.ctx.conf), None
-
-
-@graph_backward(IndexBackward)
-def _index_backward(saved, gg):
-    return S.GetItem.apply(gg, saved.ctx.conf[2]), None
+    shape, _, index = saved.ctx.conf
+    return scattered(g, shape, index), None
 
 
 @graph_backward(S.Cat)

@@ -20,9 +20,10 @@ from . import linalg as L
 from . import loss as LS
 from . import normalization as N
 from . import padding as P
+from . import pool as PL
 from . import shape as S
 from ._util import xp_of
-from .graph_backward import constant, masked, sum_to
+from .graph_backward import Adjoint, constant, masked, scattered, sum_to
 
 
 # ----------------------------------------------------------------- activations
@@ -250,6 +251,29 @@ def _vector_norm(saved, g):
 @graph_backward(P.Pad)
 def _pad(saved, g):
     return P.Pad.apply(S.GetItem.apply(g, saved.ctx.inner), saved.ctx.shrink, 0), None, None
+
+
+# ----------------------------------------------------------------- pooling
+@graph_backward(PL.MaxPool2d)
+def _max_pool2d(saved, gy, *unused_index_grad):
+    (argmax,) = saved.ctx.saved_tensors
+    shape, window = saved.ctx.conf
+    xp = xp_of(argmax)
+    planes = int(np.prod(shape[:-2]))
+    flat = PL.K.max_pool2d_indices(argmax, shape, *window).reshape(planes, -1)
+    index = (xp.arange(planes)[:, None], flat)      # (plane, position in it) of each max
+    gx = scattered(gy.reshape(planes, -1), (planes, shape[-2] * shape[-1]), index)
+    return gx.reshape(shape), None, None, None
+
+
+@graph_backward(PL.AvgPool2d)
+def _avg_pool2d(saved, gy):
+    return Adjoint.apply(gy, PL.AvgPool2d, saved.ctx, (saved.ctx.conf[1],)), None
+
+
+@graph_backward(PL.AdaptiveAvgPool2d)
+def _adaptive_avg_pool2d(saved, gy):
+    return Adjoint.apply(gy, PL.AdaptiveAvgPool2d, saved.ctx, (tuple(gy.shape[-2:]),)), None
 
 
 # ----------------------------------------------------------------- convolutions
