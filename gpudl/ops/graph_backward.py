@@ -306,6 +306,23 @@ def _getitem(saved, g):
     return scattered(g, shape, index), None
 
 
+# linear one-input ops whose gradient map is their transpose -> the arguments after the input
+_ADJOINT_ARGUMENTS = {
+    S.Flip: lambda ctx: (ctx.axes,),
+    S.Roll: lambda ctx: ctx.conf,
+    S.Triangle: lambda ctx: ctx.conf,
+    S.Diag: lambda ctx: (ctx.conf[1],),
+    R.CumSum: lambda ctx: (ctx.axis,),
+}
+
+
+@graph_backward(*_ADJOINT_ARGUMENTS)
+def _linear_op(saved, g):
+    op = saved.node.function
+    args = _ADJOINT_ARGUMENTS[op](saved.ctx)
+    return (Adjoint.apply(g, op, saved.ctx, args),) + (None,) * len(args)
+
+
 @graph_backward(S.Cat)
 def _cat(saved, g):
     axis, sizes = saved.ctx.conf

@@ -22,6 +22,7 @@ from . import normalization as N
 from . import padding as P
 from . import pool as PL
 from . import shape as S
+from . import sparse as SP
 from ._util import xp_of
 from .graph_backward import Adjoint, constant, masked, scattered, sum_to
 
@@ -251,6 +252,18 @@ def _vector_norm(saved, g):
 @graph_backward(P.Pad)
 def _pad(saved, g):
     return P.Pad.apply(S.GetItem.apply(g, saved.ctx.inner), saved.ctx.shrink, 0), None, None
+
+
+@graph_backward(SP.Embedding)
+def _embedding(saved, g):
+    (indices,) = saved.ctx.saved_tensors
+    shape, padding_idx = saved.ctx.conf
+    gw = scattered(g.reshape(-1, shape[1]), shape, (indices.reshape(-1),))
+    if padding_idx is not None:
+        rows = xp_of(indices).ones((shape[0], 1), bool)
+        rows[padding_idx] = False
+        gw = masked(gw, rows)
+    return gw, None, None
 
 
 # ----------------------------------------------------------------- pooling
