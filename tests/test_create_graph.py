@@ -550,3 +550,29 @@ def test_third_derivatives_match_torch(name):
         results.append([t.detach().numpy() for t in third])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_maml_inner_step_on_a_conv_net_matches_torch():
+    """MAML's Omniglot block (conv, batch norm in training mode, relu, max pool) and a linear
+    head: one inner step, the query loss differentiated back to the initial weights."""
+    rng = np.random.default_rng(15)
+    shapes = [(4, 1, 3, 3), (4,), (4,), (4,), (3, 4 * 3 * 3), (3,)]
+    params = [rng.standard_normal(s) * 0.5 for s in shapes]
+    xs, ys = rng.standard_normal((6, 1, 6, 6)), rng.integers(0, 3, 6)
+    xq, yq = rng.standard_normal((5, 1, 6, 6)), rng.integers(0, 3, 5)
+    results = []
+    for module, F_ in ((gd, F), (torch, TF)):
+        ps = [module.tensor(p, requires_grad=True) for p in params]
+
+        def net(weights, x):
+            w, b, gamma, beta, head_w, head_b = weights
+            h = F_.conv2d(x, w, b, padding=1)
+            h = F_.max_pool2d(F_.relu(F_.batch_norm(h, None, None, gamma, beta, True)), 2)
+            return F_.linear(h.reshape(h.shape[0], -1), head_w, head_b)
+        support = F_.cross_entropy(net(ps, module.tensor(xs)), module.tensor(ys))
+        grads = module.autograd.grad(support, ps, create_graph=True)
+        adapted = [p - 0.3 * g for p, g in zip(ps, grads)]
+        F_.cross_entropy(net(adapted, module.tensor(xq)), module.tensor(yq)).backward()
+        results.append([p.grad.numpy() for p in ps])
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-8, atol=1e-10)
