@@ -5,8 +5,8 @@ With ``create_graph=True`` the gradients flowing back are Tensors instead, and e
 *graph backward*: the same derivative written with Tensor ops, run with grad mode on, so the
 gradients it returns are recorded like any other result and can be differentiated again.
 Graph backwards are registered per Function class (``graph_backward``) by
-gpudl.ops.graph_backward and gpudl.ops.graph_backward_nn, imported at the first such walk (the
-plain path imports nothing and runs unchanged). A graph backward reads what forward kept on its
+gpudl.ops.graph_backward, graph_backward_shape and graph_backward_nn, imported at the first such
+walk (the plain path imports nothing and runs unchanged). A graph backward reads what forward kept on its
 ctx and asks ``Saved.input``/``Saved.output`` for each array it differentiates through: a Tensor
 holding that array's values at the array's place in the original graph (torch's SavedVariable),
 so the derivative of the gradient flows back through it to the original inputs.
@@ -39,7 +39,7 @@ def graph_backward(*functions):
 
 def _load_graph_backwards():
     """Import the op modules' graph backwards (they register as they load; once)."""
-    from .ops import graph_backward, graph_backward_nn  # noqa: F401  (they register)
+    from .ops import graph_backward, graph_backward_nn, graph_backward_shape  # noqa: F401
 
 
 class Saved:

@@ -79,6 +79,17 @@ ELEMENTWISE = {
     "erf": (lambda a: a.erf() * a, lambda a: torch.erf(a) * a, [(6,)], False),
 }
 
+def _assigned(t, v):
+    t[1] = v
+    t[[0, 2], 1:3] = v[:2] * v[2:]
+    return t
+
+
+def _edited_view(t, v):
+    t.t()[1:3].mul_(v.t())          # in place through a transposed slice (CopySlices)
+    return t
+
+
 REDUCTIONS_AND_SHAPES = {
     "sum_dim": (lambda a: (a * a).sum(1), lambda a: (a * a).sum(1), [(3, 4)], False),
     "sum_all": (lambda a: (a ** 3).sum(), lambda a: (a ** 3).sum(), [(3, 4)], False),
@@ -109,6 +120,16 @@ REDUCTIONS_AND_SHAPES = {
              lambda a: torch.diag(torch.diag(a * a, 1), -1) * torch.diag(a.sum(0)) ** 2,
              [(3, 3)], False),
     "cumsum": (lambda a: a.cumsum(1) ** 3, lambda a: a.cumsum(1) ** 3, [(3, 4)], False),
+    "amax": (lambda a: a.amax(1) ** 3, lambda a: a.amax(1) ** 3, [(3, 4)], False),
+    "remainder": (lambda a, b: (a % b) * a * b, lambda a, b: (a % b) * a * b, [(3, 4), (4,)],
+                  True),
+    "index_put_scatter_add": (
+        lambda a, v: a.index_add(0, gd.tensor([2, 0, 2]), v * v) ** 2,
+        lambda a, v: a.index_add(0, torch.tensor([2, 0, 2]), v * v) ** 2, [(3, 4), (3, 4)], False),
+    "setitem": (lambda a, v: _assigned(a * 1, v * v) * a, lambda a, v: _assigned(a * 1, v * v) * a,
+                [(3, 4), (4,)], False),
+    "inplace_through_view": (lambda a, v: _edited_view(a * 1, v) * a,
+                             lambda a, v: _edited_view(a * 1, v) * a, [(3, 4), (3, 2)], False),
     "cat_stack": (lambda a, b: gd.stack([gd.cat([a, b], 0) ** 2, gd.cat([b, a], 0)], 1),
                   lambda a, b: torch.stack([torch.cat([a, b], 0) ** 2, torch.cat([b, a], 0)], 1),
                   [(2, 3), (2, 3)], False),

@@ -39,6 +39,33 @@ def masked(g, mask):
     return g * constant(xp_of(g._data).asarray(mask).astype(g.dtype))
 
 
+class Adjoint(Function):
+    """The gradient map of a linear op (``op.backward`` with the ``ctx`` its forward left) as a
+    Function of the gradient: its own gradient is ``op``'s forward again, with the non-tensor
+    arguments ``args`` (indexing's index, pooling's plan)."""
+
+    @staticmethod
+    def forward(ctx, g, op, op_ctx, args):
+        ctx.op, ctx.args = op, args
+        return op.backward(op_ctx, g)[0]
+
+    @staticmethod
+    def backward(ctx, gg):
+        return ctx.op.forward(Context(), gg, *ctx.args), None, None, None
+
+
+@graph_backward(Adjoint)
+def _adjoint(saved, gg):
+    return saved.ctx.op.apply(gg, *saved.ctx.args), None, None, None
+
+
+def scattered(g, shape, index):
+    """Zeros of ``shape`` with ``g`` added at ``index`` (indexing's gradient), recorded."""
+    ctx = Context()
+    ctx.conf = (shape, g.dtype, index)
+    return Adjoint.apply(g, S.GetItem, ctx, (index,))
+
+
 # ----------------------------------------------------------------- arithmetic
 @graph_backward(E.Add, E.Sub)
 def _add(saved, g):
@@ -83,6 +110,17 @@ def _pow(saved, g):
             slope = where(xp.asarray((a == 0) & (b >= 0)), 0.0, saved.output(0, y) * log_a)
         gb = sum_to(g * slope, np.shape(b))
     return ga, gb
+
+
+@graph_backward(E.Remainder)
+def _remainder(saved, g):
+    a, b = saved.ctx.saved_tensors
+    na, nb = saved.needs_input_grad
+    gb = None
+    if nb:
+        with quiet(xp_of(g._data)):
+            gb = sum_to(masked(-g, xp_of(g._data).floor_divide(a, b)), np.shape(b))
+    return (sum_to(g, np.shape(a)) if na else None), gb
 
 
 @graph_backward(E.Maximum, E.Minimum)
@@ -245,6 +283,14 @@ def _spread(saved, g):
     return g * (2 / denom if denom else float("nan")) * centered, None, None, None
 
 
+@graph_backward(R.Amax)
+def _amax(saved, g):
+    a, y = saved.ctx.saved_tensors
+    hits = a == y
+    g = S.Reshape.apply(g, y.shape)
+    return masked(g, hits / hits.sum(axis=saved.ctx.axes, keepdims=True)), None, None, None
+
+
 @graph_backward(R.Softmax)
 def _softmax(saved, g):
     y, axis = saved.output(0, saved.ctx.saved_tensors[0]), saved.ctx.axis
@@ -255,89 +301,6 @@ def _softmax(saved, g):
 def _log_softmax(saved, g):
     y, axis = saved.output(0, saved.ctx.saved_tensors[0]), saved.ctx.axis
     return g - y.exp() * g.sum(axis, keepdim=True), None
-
-
-# ----------------------------------------------------------------- shape
-@graph_backward(S.Reshape)
-def _reshape(saved, g):
-    return S.Reshape.apply(g, saved.ctx.shape), None
-
-
-@graph_backward(S.Permute)
-def _permute(saved, g):
-    return S.Permute.apply(g, tuple(int(i) for i in np.argsort(saved.ctx.axes))), None
-
-
-@graph_backward(S.Expand)
-def _expand(saved, g):
-    return sum_to(g, saved.ctx.shape), None
-
-
-class Adjoint(Function):
-    """The gradient map of a linear op (``op.backward`` with the ``ctx`` its forward left) as a
-    Function of the gradient: its own gradient is ``op``'s forward again, with the non-tensor
-    arguments ``args`` (indexing's index, pooling's plan)."""
-
-    @staticmethod
-    def forward(ctx, g, op, op_ctx, args):
-        ctx.op, ctx.args = op, args
-        return op.backward(op_ctx, g)[0]
-
-    @staticmethod
-    def backward(ctx, gg):
-        return ctx.op.forward(Context(), gg, *ctx.args), None, None, None
-
-
-@graph_backward(Adjoint)
-def _adjoint(saved, gg):
-    return saved.ctx.op.apply(gg, *saved.ctx.args), None, None, None
-
-
-def scattered(g, shape, index):
-    """Zeros of ``shape`` with ``g`` added at ``index`` (indexing's gradient), recorded."""
-    ctx = Context()
-    ctx.conf = (shape, g.dtype, index)
-    return Adjoint.apply(g, S.GetItem, ctx, (index,))
-
-
-@graph_backward(S.GetItem)
-def _getitem(saved, g):
-    shape, _, index = saved.ctx.conf
-    return scattered(g, shape, index), None
-
-
-# linear one-input ops whose gradient map is their transpose -> the arguments after the input
-_ADJOINT_ARGUMENTS = {
-    S.Flip: lambda ctx: (ctx.axes,),
-    S.Roll: lambda ctx: ctx.conf,
-    S.Triangle: lambda ctx: ctx.conf,
-    S.Diag: lambda ctx: (ctx.conf[1],),
-    R.CumSum: lambda ctx: (ctx.axis,),
-}
-
-
-@graph_backward(*_ADJOINT_ARGUMENTS)
-def _linear_op(saved, g):
-    op = saved.node.function
-    args = _ADJOINT_ARGUMENTS[op](saved.ctx)
-    return (Adjoint.apply(g, op, saved.ctx, args),) + (None,) * len(args)
-
-
-@graph_backward(S.Cat)
-def _cat(saved, g):
-    axis, sizes = saved.ctx.conf
-    grads, start = [], 0
-    for n in sizes:
-        grads.append(S.GetItem.apply(g, (slice(None),) * axis + (slice(start, start + n),)))
-        start += n
-    return (None, *grads)
-
-
-@graph_backward(S.Stack)
-def _stack(saved, g):
-    axis = saved.ctx.axis
-    return (None, *(S.GetItem.apply(g, (slice(None),) * axis + (k,))
-                    for k in range(g.shape[axis])))
 
 
 # ----------------------------------------------------------------- matrix products
