@@ -10,6 +10,7 @@ import gpudl as gd
 import gpudl.nn.functional as F
 from gpudl import backend
 from oracle import torch
+from test_public_ops_sim import launches  # noqa: F401  (the launch-counting fixture)
 
 pytestmark = [pytest.mark.simulator,
               pytest.mark.skipif(not backend.SIMULATOR or backend.DEFAULT_DEVICE != "cuda",
@@ -26,14 +27,7 @@ def _penalty(module, F_, x, w, b, v):
     return ((grad.reshape(grad.shape[0], -1).norm(2, dim=1) - 1) ** 2).mean()
 
 
-def test_gradient_penalty_through_conv2d(monkeypatch):
-    count = [0]
-    real = backend.launch_stream
-
-    def counted():
-        count[0] += 1
-        return real()
-    monkeypatch.setattr(backend, "launch_stream", counted)
+def test_gradient_penalty_through_conv2d(launches):
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal(s).astype(np.float32)
               for s in ((2, 2, 4, 4), (3, 2, 3, 3), (3,), (1, 12))]
@@ -42,7 +36,7 @@ def test_gradient_penalty_through_conv2d(monkeypatch):
     assert ours[0].device == "cuda"
     _penalty(gd, F, *ours).backward()
     _penalty(torch, TF, *theirs).backward()
-    assert count[0] > 0
+    assert launches[0] > 0
     # the penalty reaches x and b only through leaky relu's piecewise-constant slope: no
     # gradient (None in both libraries)
     assert ours[0].grad is None and ours[2].grad is None
