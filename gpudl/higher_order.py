@@ -182,7 +182,8 @@ def _refuse_unsupported(nodes):
         if node.function not in _graph_backwards:
             raise NotImplementedError(
                 f"create_graph=True: {node.function.__name__} has no differentiable backward "
-                "yet (gpudl.higher_order lists the supported ops); use create_graph=False")
+                "yet; use create_graph=False, or ops that have one (README: higher-order "
+                "gradients)")
 
 
 def _run_node(node, grads_in, pending, held, retain_graph, leaf_slots):
