@@ -24,15 +24,20 @@ from .autograd import Function
 from .tensor import Tensor
 
 _graph_backwards = {}     # Function class -> graph_backward(saved, *output grads)
+_limits = {}              # Function class -> unsupported(ctx): what of its calls it cannot do
 
 
-def graph_backward(*functions):
+def graph_backward(*functions, unsupported=None):
     """Decorator: register ``f(saved, *grads)`` as the graph backward of each of ``functions``.
     ``saved`` is a ``Saved``; ``grads`` hold one Tensor per output (zeros for an output no
-    gradient reached); ``f`` returns one gradient Tensor (or None) per forward argument."""
+    gradient reached); ``f`` returns one gradient Tensor (or None) per forward argument.
+    ``unsupported(ctx)``, when given, names what ``f`` cannot differentiate in that call (None
+    when it can), so the walk refuses it before running anything."""
     def register(f):
         for function in functions:
             _graph_backwards[function] = f
+            if unsupported is not None:
+                _limits[function] = unsupported
         return f
     return register
 
@@ -179,11 +184,13 @@ def _walk(seeds, inputs, retain_graph):
 def _refuse_unsupported(nodes):
     _load_graph_backwards()
     for node in nodes:
-        if node.function not in _graph_backwards:
+        name = node.function.__name__ if node.function not in _graph_backwards else None
+        if name is None and node.function in _limits and node.ctx is not None:
+            name = _limits[node.function](node.ctx)
+        if name is not None:
             raise NotImplementedError(
-                f"create_graph=True: {node.function.__name__} has no differentiable backward "
-                "yet; use create_graph=False, or ops that have one (README: higher-order "
-                "gradients)")
+                f"create_graph=True: {name} has no differentiable backward yet; use "
+                "create_graph=False, or ops that have one (README: higher-order gradients)")
 
 
 def _run_node(node, grads_in, pending, held, retain_graph, leaf_slots):

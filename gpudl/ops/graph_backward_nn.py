@@ -55,11 +55,9 @@ def _softplus(saved, g):
     return where(z > saved.ctx.threshold, g, g * scaled.sigmoid()), None, None
 
 
-@graph_backward(A.Gelu)
+@graph_backward(A.Gelu, unsupported=lambda ctx: "gelu(approximate='tanh')"
+                if ctx.approximate != "none" else None)
 def _gelu(saved, g):
-    if saved.ctx.approximate != "none":
-        raise NotImplementedError("create_graph=True: gelu(approximate='tanh') has no "
-                                  "differentiable backward yet (the exact gelu has)")
     x = saved.input(0, saved.ctx.saved_tensors[0])
     cdf = 0.5 * (1 + (x * 0.5 ** 0.5).erf())
     return g * (cdf + x * (-0.5 * x * x).exp() * (0.5 / np.pi) ** 0.5), None
@@ -121,15 +119,18 @@ _POINTWISE_SLOPES = {
 }
 
 
-@graph_backward(LS.PointwiseLoss)
+def _pointwise_limits(ctx):
+    rule = ctx.conf[0]
+    if rule not in _POINTWISE_SLOPES:
+        return f"{rule.__name__.strip('_').lower()} loss"
+    return "a loss weight that requires grad" if ctx.needs_input_grad[2] else None
+
+
+@graph_backward(LS.PointwiseLoss, unsupported=_pointwise_limits)
 def _pointwise_loss(saved, g):
     x, t, weight = saved.ctx.saved_tensors
     rule, param, reduction, divisor = saved.ctx.conf
-    need_x, need_t, need_w = saved.needs_input_grad[:3]
-    if rule not in _POINTWISE_SLOPES or need_w:
-        raise NotImplementedError(
-            f"create_graph=True: {rule.__name__.strip('_').lower()} loss (or a loss weight "
-            "that requires grad) has no differentiable backward yet")
+    need_x, need_t = saved.needs_input_grad[:2]
     g = LS.expand_grad(g, reduction, divisor)
     dx, dt = _POINTWISE_SLOPES[rule](saved.input(0, x), saved.input(1, t), param)
     scale = g if weight is None else g * constant(weight)
