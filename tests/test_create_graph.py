@@ -237,7 +237,22 @@ LOSSES = {
         [(4, 3), (4, 3)], False),
 }
 
-CASES = {**ELEMENTWISE, **REDUCTIONS_AND_SHAPES, **PRODUCTS, **NN}
+_CAUSAL = np.tril(np.ones((3, 4), bool), 1)
+ATTENTION = {
+    "attention": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v) ** 2,
+                  lambda q, k, v: TF.scaled_dot_product_attention(q, k, v) ** 2,
+                  [(2, 3, 4), (2, 5, 4), (2, 5, 3)], False),
+    "attention_causal_broadcast": (
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.7) ** 2,
+        lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.7) ** 2,
+        [(2, 2, 4, 3), (1, 2, 4, 3), (2, 1, 4, 2)], False),
+    "attention_bool_mask": (
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, gd.tensor(_CAUSAL)).tanh(),
+        lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, torch.tensor(_CAUSAL)).tanh(),
+        [(2, 3, 4), (2, 4, 4), (2, 4, 3)], False),
+}
+
+CASES = {**ELEMENTWISE, **REDUCTIONS_AND_SHAPES, **PRODUCTS, **NN, **ATTENTION}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

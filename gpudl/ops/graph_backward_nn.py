@@ -13,6 +13,7 @@ from ..autograd import Function
 from ..higher_order import graph_backward
 from ..tensor_math import where
 from . import activation as A
+from . import attention as AT
 from . import conv as C
 from . import cross_entropy as CE
 from . import dropout as D
@@ -288,6 +289,25 @@ def _avg_pool2d(saved, gy):
 @graph_backward(PL.AdaptiveAvgPool2d)
 def _adaptive_avg_pool2d(saved, gy):
     return Adjoint.apply(gy, PL.AdaptiveAvgPool2d, saved.ctx, (tuple(gy.shape[-2:]),)), None
+
+
+# ----------------------------------------------------------------- attention
+@graph_backward(AT.ScaledDotProductAttention, AT._PlainAttention)
+def _attention(saved, gout):
+    """The probabilities recomputed with Tensor ops (AT.attention_weights), then out = P v's
+    gradients: dv = P^T g, dS = P * (dP - sum(dP * P)) with dP = g v^T, dq = dS k * scale,
+    dk = dS^T q * scale (summed back over broadcast batch dims)."""
+    query, key, value, _, _, mask, _ = saved.ctx.saved_tensors
+    is_causal, scale, _ = saved.ctx.conf
+    q, k, v = (saved.input(i, a) for i, a in enumerate((query, key, value)))
+    p = AT.attention_weights(q, k, None if mask is None else constant(mask), is_causal, scale)
+    dp = gout @ v.transpose(-2, -1)
+    ds = p * (dp - (dp * p).sum(-1, keepdim=True)) * scale
+    need_q, need_k, need_v = saved.needs_input_grad[:3]
+    return ((sum_to(ds @ k, query.shape) if need_q else None,
+             sum_to(ds.transpose(-2, -1) @ q, key.shape) if need_k else None,
+             sum_to(p.transpose(-2, -1) @ gout, value.shape) if need_v else None)
+            + (None,) * (len(saved.node.edges) - 3))
 
 
 # ----------------------------------------------------------------- convolutions
