@@ -458,6 +458,26 @@ def test_backward_create_graph_with_inputs_and_hooks():
         np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph")   # torch's
+def test_leaf_hooks_and_post_accumulate_hooks_under_create_graph():
+    data = np.random.default_rng(4).standard_normal(3)
+    results = []
+    for module in (gd, torch):
+        x = module.tensor(data, requires_grad=True)
+        seen = []
+        x.register_hook(lambda g: g * x)                # once, on the summed gradient
+        x.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.grad_fn is not None))
+        y = x.sin() * x + x.exp()
+        y.sum().backward(create_graph=True)
+        assert seen == [True]
+        first = x.grad
+        x.grad = None
+        g, = module.autograd.grad((first ** 2).sum(), x)
+        results.append((first.detach().numpy(), g.detach().numpy()))
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
 def test_allow_unused_and_grad_outputs_that_require_grad():
     x = gd.tensor([1.0, 2.0], requires_grad=True)
     unused = gd.tensor([3.0], requires_grad=True)
