@@ -6,6 +6,8 @@ and, when any input needs a gradient, records a ``Node`` on the outputs. ``backw
 recorded nodes in reverse topological order with an explicit stack (an unrolled RNN makes graphs of
 10,000+ nodes: no recursion), sums the gradients arriving at each output, and accumulates into the
 ``.grad`` of leaf tensors. Saved arrays are freed after the walk unless ``retain_graph=True``.
+``create_graph=True`` (higher-order gradients) walks the same graph in gpudl.higher_order, with
+gradient Tensors and each op's derivative written with Tensor ops.
 
 Grad mode is per thread, as in PyTorch: ``no_grad`` in one thread (backward's own included) never
 changes what another thread records, and every new thread starts with recording enabled.
