@@ -289,6 +289,18 @@ def test_cross_entropy_and_nll_second_derivatives(options):
                        (6, 4), scalar_output=options.get("reduction") != "none")
 
 
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.3, "reduction": "sum"},
+                                     {"weight": True, "reduction": "none"}])
+def test_cross_entropy_with_probabilities_second_derivatives(options):
+    options = dict(options)
+    weight = np.random.default_rng(9).random(4) + 0.5 if options.pop("weight", False) else None
+    ours_w = None if weight is None else gd.tensor(weight)
+    theirs_w = None if weight is None else torch.tensor(weight)
+    check_second_order(lambda x, t: F.cross_entropy(x * x, t.softmax(1), ours_w, **options),
+                       lambda x, t: TF.cross_entropy(x * x, t.softmax(1), theirs_w, **options),
+                       (5, 4), (5, 4), scalar_output=options.get("reduction") != "none")
+
+
 @pytest.mark.parametrize("conf", [dict(stride=1, padding=0), dict(stride=2, padding=1),
                                   dict(stride=1, padding=1, dilation=2),
                                   dict(stride=2, padding=1, groups=2)])

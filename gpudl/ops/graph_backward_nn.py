@@ -22,6 +22,7 @@ from . import loss as LS
 from . import normalization as N
 from . import padding as P
 from . import pool as PL
+from . import reduce as R
 from . import shape as S
 from . import sparse as SP
 from ._util import xp_of
@@ -164,6 +165,27 @@ def _cross_entropy(saved, g):
     gx = (p * constant(xp.expand_dims(coef, 1).astype(logp.dtype)) - constant(target_part)) \
         * _per_element(g, reduction, divisor)
     return where(xp.expand_dims(valid, 1), gx, 0.0), None, None, None, None, None
+
+
+@graph_backward(CE.CrossEntropyProbs, unsupported=lambda ctx: "cross_entropy's class weight "
+                "that requires grad" if ctx.needs_input_grad[2] else None)
+def _cross_entropy_probs(saved, g):
+    logp, t, wt, w = saved.ctx.saved_tensors
+    smoothing, reduction, divisor = saved.ctx.conf
+    need_x, need_t = saved.needs_input_grad[:2]
+    x = saved.input(0, logp)            # as _cross_entropy: the softmax ignores the shift
+    n_classes = logp.shape[1]
+    # the target as given: forward kept it smoothed, t * (1 - e) + e / C
+    target = saved.input(1, (t - smoothing / n_classes) / (1 - smoothing) if smoothing else t)
+    smoothed = target * (1 - smoothing) + smoothing / n_classes if smoothing else target
+    weighted = smoothed if w is None else smoothed * constant(w)
+    g = _per_element(g, reduction, divisor)
+    gx = (x.softmax(1) * weighted.sum(1, keepdim=True) - weighted) * g if need_x else None
+    gt = None
+    if need_t:
+        gt = -R.LogSoftmax.apply(x, 1) * (1 - smoothing) * g
+        gt = gt if w is None else gt * constant(w)
+    return gx, gt, None, None, None
 
 
 @graph_backward(CE.NLLLoss)
