@@ -320,6 +320,24 @@ def _matmul(saved, g):
     return ga, gb
 
 
+@graph_backward(L.Einsum)
+def _einsum(saved, g):
+    operands = saved.ctx.saved_tensors
+    inputs, output = saved.ctx.equation.split("->")
+    subs = inputs.split(",")
+    grads = [None]
+    for i, (sub, a) in enumerate(zip(subs, operands)):
+        if not saved.needs_input_grad[i + 1]:
+            grads.append(None)
+            continue
+        equation, kept, others = L.gradient_equation(subs, output, i)
+        ga = L.Einsum.apply(equation, g, *(saved.input(j + 1, operands[j]) for j in others))
+        # subscripts summed away in forward (only in this operand) come back by broadcasting
+        ga = S.Reshape.apply(ga, tuple(n if c in kept else 1 for c, n in zip(sub, a.shape)))
+        grads.append(S.Expand.apply(ga, a.shape))
+    return tuple(grads)
+
+
 @graph_backward(L.Linear)
 def _linear(saved, g):
     x, w = saved.ctx.saved_tensors
