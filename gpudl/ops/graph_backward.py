@@ -8,6 +8,7 @@ as in torch; everything the gradient depends on smoothly comes from ``Saved.inpu
 
 import numpy as np
 
+from .. import backend
 from ..autograd import Context, Function
 from ..higher_order import graph_backward
 from ..tensor import Tensor
@@ -289,6 +290,38 @@ def _amax(saved, g):
     hits = a == y
     g = S.Reshape.apply(g, y.shape)
     return masked(g, hits / hits.sum(axis=saved.ctx.axes, keepdims=True)), None, None, None
+
+
+def _zeros_in_input(op):
+    """The refusal of a product's graph backward where the input holds zeros: the formulas
+    below divide by it (the plain backward has an exact form there; not written here yet)."""
+    def unsupported(ctx):
+        a = ctx.saved_tensors[0]
+        if not bool(backend.host_value((a != 0).all(), f"{op} create_graph (zero check)")):
+            return f"{op} of a tensor holding zeros"
+        return None
+    return unsupported
+
+
+@graph_backward(R.Prod, unsupported=_zeros_in_input("prod"))
+def _prod(saved, g):
+    (a,) = saved.ctx.saved_tensors
+    axis, keepdims = saved.ctx.conf
+    x = saved.input(0, a)
+    if axis is None:
+        return S.Reshape.apply(g, ()) * R.Prod.apply(x, None, False) / x, None, None
+    if not keepdims:
+        g = g.unsqueeze(axis)
+    return g * R.Prod.apply(x, axis, True) / x, None, None     # the product of the others
+
+
+@graph_backward(R.CumProd, unsupported=_zeros_in_input("cumprod"))
+def _cumprod(saved, g):
+    a, y = saved.ctx.saved_tensors
+    axis = saved.ctx.axis
+    # sum over j >= k of g_j y_j, divided by a_k
+    later = R.CumSum.apply((g * saved.output(0, y)).flip(axis), axis).flip(axis)
+    return later / saved.input(0, a), None
 
 
 @graph_backward(R.Softmax)
