@@ -501,6 +501,19 @@ def test_leaf_hooks_and_post_accumulate_hooks_under_create_graph():
         np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 
 
+def test_grad_with_respect_to_a_computed_tensor_and_a_leaf():
+    data = np.random.default_rng(10).standard_normal(3)
+    results = []
+    for module in (gd, torch):
+        x = module.tensor(data, requires_grad=True)
+        h = x.sin() * x
+        gh, gx = module.autograd.grad((h ** 3).sum() + x.sum(), [h, x], create_graph=True)
+        second, = module.autograd.grad((gh * gx).sum(), x)
+        results.append([t.detach().numpy() for t in (gh, gx, second)])
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
 def test_allow_unused_and_grad_outputs_that_require_grad():
     x = gd.tensor([1.0, 2.0], requires_grad=True)
     unused = gd.tensor([3.0], requires_grad=True)
