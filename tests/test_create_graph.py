@@ -514,6 +514,25 @@ def test_grad_with_respect_to_a_computed_tensor_and_a_leaf():
         np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 
 
+def test_module_full_backward_hooks_under_create_graph():
+    rng = np.random.default_rng(11)
+    w, data = rng.standard_normal((3, 4)), rng.standard_normal((2, 4))
+    results = []
+    for module in (gd, torch):
+        layer = module.nn.Linear(4, 3, bias=False).double()
+        layer.weight.data = module.tensor(w)
+        seen = []
+        layer.register_full_backward_pre_hook(lambda m, g_out: (g_out[0] * 2,))
+        layer.register_full_backward_hook(lambda m, g_in, g_out: seen.append(g_out[0].shape))
+        x = module.tensor(data, requires_grad=True)
+        gx, = module.autograd.grad(layer(x).tanh().sum(), x, create_graph=True)
+        (gx ** 2).sum().backward()      # through the hooks' nodes again: they run again
+        results.append((gx.detach().numpy(), x.grad.numpy(), layer.weight.grad.numpy(),
+                        np.array(seen)))
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
 def test_allow_unused_and_grad_outputs_that_require_grad():
     x = gd.tensor([1.0, 2.0], requires_grad=True)
     unused = gd.tensor([3.0], requires_grad=True)
