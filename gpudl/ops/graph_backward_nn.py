@@ -1,11 +1,13 @@
 """Graph backwards (create_graph=True, see gpudl.higher_order) of the neural-network Functions:
-activations, dropout, losses, vector norms and the 2-D convolutions.
+activations, dropout, losses, normalizations and vector norms, embedding, pooling, attention and
+the 2-D convolutions.
 
 The convolution's gradients are themselves convolutions: conv2d's input gradient is
 conv_transpose2d of the output gradient, and its weight gradient is ``Conv2dWeightGrad`` (a
 Function added here); the three are bilinear forms of one trilinear form, so each one's
 derivatives are the other two and any order can be taken.
 """
+
 import numpy as np
 
 from .. import backends, kernels
