@@ -1,6 +1,7 @@
-"""Graph backwards (create_graph=True, see gpudl.higher_order) of the arithmetic, reduction,
-shape and matrix-product Functions: each op's derivative as in its ``backward``, written with
-Tensor ops so that it is recorded and can be differentiated again.
+"""Graph backwards (create_graph=True, see gpudl.higher_order) of the arithmetic, reduction
+and matrix-product Functions: each op's derivative as in its ``backward``, written with Tensor
+ops so that it is recorded and can be differentiated again; and the helpers the other
+graph_backward modules share (``sum_to``, ``masked``, ``Adjoint``, ``scattered``).
 
 Masks (where an op passes its gradient: relu, clamp, max) are constants of the forward values,
 as in torch; everything the gradient depends on smoothly comes from ``Saved.input``/``output``.
