@@ -18,6 +18,7 @@ from . import activation as A
 from . import attention as AT
 from . import conv as C
 from . import cross_entropy as CE
+from . import distance as DI
 from . import dropout as D
 from . import linalg as L
 from . import loss as LS
@@ -27,7 +28,7 @@ from . import pool as PL
 from . import reduce as R
 from . import shape as S
 from . import sparse as SP
-from ._util import xp_of
+from ._util import quiet, xp_of
 from .graph_backward import Adjoint, constant, masked, scattered, sum_to
 
 
@@ -199,6 +200,39 @@ def _nll_loss(saved, g):
     xp.put_along_axis(picked, t, -xp.expand_dims(wt, 1), axis=1)
     gx = constant(picked) * _per_element(g, reduction, divisor)
     return where(xp.expand_dims(valid, 1), gx, 0.0), None, None, None, None
+
+
+# ----------------------------------------------------------------- distances
+@graph_backward(DI.Cdist)
+def _cdist(saved, g):
+    a, b, p, _ = saved.ctx.conf
+    need_a, need_b = saved.needs_input_grad[:2]
+    x1, x2 = saved.input(0, a), saved.input(1, b)
+    out = saved.ctx.out
+    if p == 2:      # d/da_i = sum_j w_ij (a_i - b_j), w = g / distance (0 where it is 0)
+        w = where(out == 0, 0.0, g / where(out == 0, 1.0, saved.output(0, out)))
+        ga = x1 * w.sum(-1, keepdim=True) - w @ x2 if need_a else None
+        gb = x2 * w.sum(-2).unsqueeze(-1) - w.transpose(-1, -2) @ x1 if need_b else None
+    else:           # through the differences (P, R, M), as the plain backward
+        diff = x1.unsqueeze(-2) - x2.unsqueeze(-3)
+        xp = xp_of(out)
+        raw = saved.ctx.diff
+        if p == 0:
+            local = diff * 0
+        elif p in (1, float("inf")):
+            hits = True if p == 1 else abs(raw) == out[..., None]
+            local = constant(xp.sign(raw) * hits)
+        else:
+            dist = saved.output(0, out).unsqueeze(-1)
+            flat = (out[..., None] == 0) | (raw == 0)
+            with quiet(xp):
+                local = where(flat, 0.0, diff * diff.abs() ** (p - 2)
+                              / where(flat, 1.0, dist) ** (p - 1))
+        weighted = g.unsqueeze(-1) * local
+        ga = weighted.sum(-2) if need_a else None
+        gb = -weighted.sum(-3) if need_b else None
+    return (None if ga is None else sum_to(ga, a.shape),
+            None if gb is None else sum_to(gb, b.shape), None, None)
 
 
 # ----------------------------------------------------------------- norms
