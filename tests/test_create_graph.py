@@ -184,7 +184,8 @@ NN = {
                    [(2, 2, 4, 6)], False),
     "max_pool2d_overlapping": (lambda a: F.max_pool2d(a, 3, 1, 1) * a,
                                lambda a: TF.max_pool2d(a, 3, 1, 1) * a, [(1, 2, 4, 4)], False),
-    "avg_pool2d": (lambda a: F.avg_pool2d(a, 3, 2, 1) ** 3, lambda a: TF.avg_pool2d(a, 3, 2, 1) ** 3,
+    "avg_pool2d": (lambda a: F.avg_pool2d(a, 3, 2, 1) ** 3,
+                   lambda a: TF.avg_pool2d(a, 3, 2, 1) ** 3,
                    [(2, 2, 5, 6)], False),
     "adaptive_avg_pool2d": (lambda a: F.adaptive_avg_pool2d(a, (2, 3)) ** 3,
                             lambda a: TF.adaptive_avg_pool2d(a, (2, 3)) ** 3,
@@ -202,7 +203,8 @@ NN = {
     "cdist_p": (lambda a, b: gd.cdist(a, b, p=3) ** 2 + gd.cdist(a, b, p=1.5) * 2,
                 lambda a, b: _distances(a, b, 3) ** 2 + _distances(a, b, 1.5) * 2,
                 [(3, 4), (5, 4)], False),
-    "cdist_1_inf": (lambda a, b: gd.cdist(a, b, p=1) * a.sum() + gd.cdist(a, b, p=float("inf")) ** 2,
+    "cdist_1_inf": (lambda a, b: gd.cdist(a, b, p=1) * a.sum()
+                    + gd.cdist(a, b, p=float("inf")) ** 2,
                     lambda a, b: _distances(a, b, 1) * a.sum()
                     + (a[:, None] - b[None]).abs().amax(-1) ** 2, [(3, 4), (5, 4)], False),
     "pad": (lambda a: F.pad(a, (1, 2, 0, 1)) ** 2, lambda a: TF.pad(a, (1, 2, 0, 1)) ** 2,
