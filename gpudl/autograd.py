@@ -6,6 +6,8 @@ and, when any input needs a gradient, records a ``Node`` on the outputs. ``backw
 recorded nodes in reverse topological order with an explicit stack (an unrolled RNN makes graphs of
 10,000+ nodes: no recursion), sums the gradients arriving at each output, and accumulates into the
 ``.grad`` of leaf tensors. Saved arrays are freed after the walk unless ``retain_graph=True``.
+``create_graph=True`` (higher-order gradients) walks the same graph in gpudl.higher_order, with
+gradient Tensors and each op's derivative written with Tensor ops.
 
 Grad mode is per thread, as in PyTorch: ``no_grad`` in one thread (backward's own included) never
 changes what another thread records, and every new thread starts with recording enabled.
@@ -521,12 +523,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     a one-element output means 1) with respect to each of ``inputs`` (leaves or computed
     tensors), returned as a tuple instead of accumulated into ``.grad``. An input the outputs do
     not depend on raises, unless ``allow_unused`` (then None) or ``materialize_grads`` (zeros).
-    ``retain_graph`` defaults to False; ``create_graph=True`` (higher-order gradients) is refused:
-    backward functions compute on raw arrays, outside the graph."""
-    if create_graph:
-        raise NotImplementedError("grad: create_graph=True (higher-order gradients) is not "
-                                  "supported: gpudl's backward functions work on raw arrays, "
-                                  "outside the graph")
+    ``create_graph=True``: the gradients are computed with Tensor ops and carry a graph of
+    their own, to differentiate again (gpudl.higher_order); ``retain_graph`` defaults to it."""
     if is_grads_batched:
         raise NotImplementedError("grad: is_grads_batched=True is not supported")
     if _capture is not None and _capture.active():
@@ -552,9 +550,14 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if not t.requires_grad:
             raise RuntimeError(f"grad: one of the differentiated Tensors (inputs[{i}]) does "
                                "not require grad")
-    seeds = [(t, _seed_gradient(t, g, f"grad: element {i} of outputs"))
-             for i, (t, g) in enumerate(zip(outputs, grad_outputs))]
-    found = _gradients_of(seeds, inputs, bool(retain_graph))
+    retain_graph = create_graph if retain_graph is None else retain_graph
+    if create_graph:
+        from . import higher_order      # it imports Tensor, which imports this module
+        found = higher_order.gradients_of(outputs, grad_outputs, inputs, bool(retain_graph))
+    else:
+        seeds = [(t, _seed_gradient(t, g, f"grad: element {i} of outputs"))
+                 for i, (t, g) in enumerate(zip(outputs, grad_outputs))]
+        found = _gradients_of(seeds, inputs, bool(retain_graph))
     results = []
     for i, (t, g) in enumerate(zip(inputs, found)):
         if g is None:
@@ -564,7 +567,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                                    "this is the desired behavior")
             if materialize_grads:
                 g = backend.get_array_module(t._data).zeros_like(t._data)
-        results.append(None if g is None else _Tensor._make(g, False, None, 0, t._device))
+        if g is not None and not isinstance(g, _Tensor):
+            g = _Tensor._make(g, False, None, 0, t._device)
+        results.append(g)
     return tuple(results)
 
 
@@ -586,16 +591,37 @@ def _seed_gradient(tensor, grad, what):
     return grad
 
 
-def _gradients_of(seeds, inputs, retain_graph):
-    """The walk of ``grad``: from each (tensor, gradient array) of ``seeds``, only through the
-    nodes that lead to one of ``inputs``; the gradient array reaching each input (after its
-    tensor hooks), or None. Nothing is accumulated into any ``.grad``."""
-    leaf_slots, node_slots = {}, {}     # id(leaf) / (node, output index) -> input positions
+def input_slots(inputs):
+    """({id(leaf): positions}, {(node, output index): positions}) of the tensors ``inputs``."""
+    leaf_slots, node_slots = {}, {}
     for i, t in enumerate(inputs):
         if t.grad_fn is None:
             leaf_slots.setdefault(id(t), []).append(i)
         else:
             node_slots.setdefault((t.grad_fn, t._out_index), []).append(i)
+    return leaf_slots, node_slots
+
+
+def nodes_leading_to(order, leaf_slots, node_slots):
+    """The nodes of ``order`` (a topological order) with a path to one of the inputs of
+    ``input_slots``: the only ones a walk for those inputs needs to run."""
+    leads = set()
+    for node in reversed(order):        # each node after those it passes gradients to
+        for edge in node.edges:
+            if edge is None:
+                continue
+            if (edge in node_slots or edge[0] in leads) if isinstance(edge, tuple) \
+                    else id(edge) in leaf_slots:
+                leads.add(node)
+                break
+    return leads
+
+
+def _gradients_of(seeds, inputs, retain_graph):
+    """The walk of ``grad``: from each (tensor, gradient array) of ``seeds``, only through the
+    nodes that lead to one of ``inputs``; the gradient array reaching each input (after its
+    tensor hooks), or None. Nothing is accumulated into any ``.grad``."""
+    leaf_slots, node_slots = input_slots(inputs)
     found = [None] * len(inputs)
 
     def capture(positions, g):
@@ -611,15 +637,7 @@ def _gradients_of(seeds, inputs, retain_graph):
             slot[t._out_index] = slot[t._out_index] + g if t._out_index in slot else g
     roots = list(pending)
     order = _topological_order(*roots) if roots else []
-    leads = set()                       # nodes with a path to an input
-    for node in reversed(order):        # each node after those it passes gradients to
-        for edge in node.edges:
-            if edge is None:
-                continue
-            if (edge in node_slots or edge[0] in leads) if isinstance(edge, tuple) \
-                    else id(edge) in leaf_slots:
-                leads.add(node)
-                break
+    leads = nodes_leading_to(order, leaf_slots, node_slots)
 
     def leaf(t, g):
         if id(t) in leaf_slots:
@@ -678,17 +696,24 @@ def register_hook(tensor, hook):
 def _call_hooks(hooks, g, device):
     """``g`` after each hook in turn (a hook returning None leaves it as it is)."""
     for hook in list(hooks):
-        result = hook(_Tensor._make(g, False, None, 0, device))
-        if result is None:
-            continue
-        if not isinstance(result, _Tensor):
-            raise TypeError(f"hook {getattr(hook, '__name__', hook)!r} returned a "
-                            f"{type(result).__name__}; expected a Tensor or None")
-        if result.shape != tuple(g.shape):
-            raise RuntimeError(f"hook {getattr(hook, '__name__', hook)!r} has changed the size "
-                               f"of value: {tuple(g.shape)} -> {result.shape}")
-        g = result._data if result.dtype == g.dtype else result._data.astype(g.dtype)
+        result = checked_hook_result(hook, hook(_Tensor._make(g, False, None, 0, device)),
+                                     tuple(g.shape))
+        if result is not None:
+            g = result._data if result.dtype == g.dtype else result._data.astype(g.dtype)
     return g
+
+
+def checked_hook_result(hook, result, shape):
+    """What a tensor hook returned: None or a Tensor of the gradient's ``shape``."""
+    if result is None:
+        return None
+    if not isinstance(result, _Tensor):
+        raise TypeError(f"hook {getattr(hook, '__name__', hook)!r} returned a "
+                        f"{type(result).__name__}; expected a Tensor or None")
+    if result.shape != shape:
+        raise RuntimeError(f"hook {getattr(hook, '__name__', hook)!r} has changed the size "
+                           f"of value: {shape} -> {result.shape}")
+    return result
 
 
 def _tensor_hooks(node, grads_in, retain):
@@ -785,9 +810,9 @@ def _run_hooks(tensor):
         hook(tensor)
 
 
-def _run_node(node, grads_in, pending, retain_graph, leaf=None):
-    """Run ``node``'s backward on its summed output gradients ``grads_in``: gradients for nodes
-    go to ``pending``, those for leaves to ``leaf(tensor, g)`` (default: into ``.grad``)."""
+def check_usable(node):
+    """Raise, with torch's message, when ``node``'s saved arrays were freed by an earlier
+    backward or edited in place since forward kept them."""
     if node.freed:
         raise RuntimeError(
             f"backward: trying to backward through {node!r} a second time; its saved arrays "
@@ -800,6 +825,16 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
                 f"is {role} {i} of {node.function.__name__}Backward, is at version {counter[0]}; "
                 f"expected version {version} instead. Hint: clone() the tensor before editing "
                 "it in place, or edit it after backward")
+
+
+def _run_node(node, grads_in, pending, retain_graph, leaf=None):
+    """Run ``node``'s backward on its summed output gradients ``grads_in``: gradients for nodes
+    go to ``pending``, those for leaves to ``leaf(tensor, g)`` (default: into ``.grad``)."""
+    if node.freed:
+        check_usable(node)
+    for counter, version, _, _, _ in node.saved_versions or ():
+        if counter[0] != version:
+            check_usable(node)          # raises, naming the edited array
     meta = node.out_meta
     if len(meta) == 1 and 0 in grads_in:        # one output, its gradient arrived
         grads_out = (_as_array(grads_in[0]),)
@@ -809,12 +844,8 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
                      else xp.zeros(shape, dtype) if materialize else None
                      for i, (shape, dtype, xp) in enumerate(meta)]
     input_grads = node.function.backward(node.ctx, *grads_out)
-    if not isinstance(input_grads, tuple):
-        input_grads = (input_grads,)
-    if len(input_grads) != len(node.edges):
-        raise RuntimeError(
-            f"{node.function.__name__}.backward returned {len(input_grads)} gradients, "
-            f"expected {len(node.edges)} (one per forward argument)")
+    if input_grads.__class__ is not tuple or len(input_grads) != len(node.edges):
+        input_grads = one_per_input(node, input_grads, f"{node.function.__name__}.backward")
     if not retain_graph and node.saved_versions is not None:
         # free what forward kept; a node that kept no arrays (add, sum, reshape) stays usable,
         # as in torch, where only saved tensors are freed
@@ -837,6 +868,23 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
             _accumulate(edge, g)
         else:
             leaf(edge, g)
+
+
+def one_per_input(node, input_grads, what):
+    """What a backward (``what``) of ``node`` returned, as a tuple of one gradient per input."""
+    if not isinstance(input_grads, tuple):
+        input_grads = (input_grads,)
+    if len(input_grads) != len(node.edges):
+        raise RuntimeError(f"{what} returned {len(input_grads)} gradients, expected "
+                           f"{len(node.edges)} (one per forward argument)")
+    return input_grads
+
+
+def edge_meta(edge):
+    """(shape, dtype) of the tensor at a node's input ``edge`` (a leaf, or (node, index))."""
+    if isinstance(edge, tuple):
+        return edge[0].out_meta[edge[1]][:2]
+    return edge._data.shape, edge._data.dtype
 
 
 def _as_array(g):
@@ -884,3 +932,18 @@ def gradcheck(func, inputs, **options):
     differences (inputs in float64); see gpudl.gradcheck for the options."""
     from .gradcheck import gradcheck as check       # it imports Tensor, which imports us
     return check(func, inputs, **options)
+
+
+def gradgradcheck(func, inputs, grad_outputs=None, **options):
+    """torch.autograd.gradgradcheck: gradcheck of the first gradient of ``func`` (computed with
+    create_graph=True); see gpudl.gradcheck for the options."""
+    from .gradcheck import gradgradcheck as check   # it imports Tensor, which imports us
+    return check(func, inputs, grad_outputs, **options)
+
+
+def __getattr__(name):
+    """``gpudl.autograd.functional`` (torch.autograd.functional), imported at first use."""
+    if name == "functional":
+        from . import autograd_functional
+        return autograd_functional
+    raise AttributeError(f"module 'gpudl.autograd' has no attribute {name!r}")

@@ -112,3 +112,37 @@ def _analytical_jacobian(func, inputs, wrt):
                         jacobian[:, column] = backend.to_numpy(g._data, "gradcheck").ravel()
             column += 1
     return jacobians
+
+
+def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=1e-3,
+                  gen_non_contig_grad_outputs=False, raise_exception=True, nondet_tol=0.0,
+                  check_undefined_grad=True, check_grad_dtypes=False, check_batched_grad=False,
+                  check_fwd_over_rev=False, check_rev_over_rev=True, fast_mode=False,
+                  masked=False):
+    """torch.autograd.gradgradcheck: gradcheck of the first gradient, the function
+    ``(inputs, grad_outputs) -> autograd.grad(func(*inputs), inputs, grad_outputs,
+    create_graph=True)``, whose Jacobian autograd computes by differentiating that gradient
+    (second derivatives) and compares with finite differences of it. ``grad_outputs`` (one per
+    floating output) default to random normal float64 tensors that require grad."""
+    if check_batched_grad or check_fwd_over_rev:
+        raise NotImplementedError("gradgradcheck: batched and forward-mode checks are not "
+                                  "supported")
+    Tensor = autograd._Tensor
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    wrt_positions = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
+    if grad_outputs is None:
+        rng = np.random.default_rng(0)
+        grad_outputs = tuple(
+            Tensor(rng.standard_normal(o.shape), requires_grad=True, device=o._device)
+            for o in _flat_outputs(func, inputs))
+    grad_outputs = (grad_outputs,) if isinstance(grad_outputs, Tensor) else tuple(grad_outputs)
+
+    def first_gradient(*args):
+        values, seeds = args[:len(inputs)], args[len(inputs):]
+        with autograd.enable_grad():     # the numerical Jacobian calls this under no_grad
+            outputs = _flat_outputs(func, values)
+            return autograd.grad(outputs, [values[i] for i in wrt_positions], seeds,
+                                 create_graph=True, materialize_grads=True)
+
+    return gradcheck(first_gradient, inputs + grad_outputs, eps=eps, atol=atol, rtol=rtol,
+                     raise_exception=raise_exception)

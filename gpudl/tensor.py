@@ -341,12 +341,11 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """torch's signature: accumulate this tensor's gradient (``gradient``, default 1 for a
         one-element tensor) into the ``.grad`` of every leaf it depends on, or with ``inputs=``
-        (a tensor or a sequence) into theirs only. ``create_graph=True`` (higher-order
-        gradients) is refused: not supported."""
+        (a tensor or a sequence) into theirs only. ``create_graph=True``: the gradients carry
+        a graph of their own, to differentiate again (gpudl.higher_order); ``retain_graph``
+        defaults to it."""
         if create_graph:
-            raise NotImplementedError("backward: create_graph=True (higher-order gradients) is "
-                                      "not supported: gpudl's backward functions work on raw "
-                                      "arrays, outside the graph")
+            return self._backward_with_graph(gradient, retain_graph, inputs)
         if inputs is None:
             autograd.backward(self, gradient, retain_graph=bool(retain_graph))
             return
@@ -358,6 +357,21 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         for t, g in zip(inputs, grads):
             if g is not None:
                 autograd._accumulate(t, g._data)
+
+    def _backward_with_graph(self, gradient, retain_graph, inputs):
+        from . import higher_order
+        retain_graph = True if retain_graph is None else bool(retain_graph)
+        if inputs is None:
+            higher_order.backward(self, gradient, retain_graph)
+            return
+        inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+        if not inputs:
+            raise RuntimeError("backward: inputs= was given but is empty")
+        grads = autograd.grad(self, inputs, (gradient,), retain_graph=retain_graph,
+                              create_graph=True, allow_unused=True)
+        for t, g in zip(inputs, grads):
+            if g is not None:
+                higher_order.accumulate(t, g)
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and not dtypes.is_floating(self.dtype):

@@ -816,7 +816,7 @@ def views_and_input_gradient(T, init):
         alpha = T.from_numpy(rng.uniform(size=(4, 1)))
         mixed = (alpha * h + (1 - alpha) * fake).detach().requires_grad_(True)
         score = critic(mixed)
-        grad, = T.autograd.grad(score.sum(), mixed)        # no create_graph: not in gpudl
+        grad, = T.autograd.grad(score.sum(), mixed)
         adversarial = mixed.detach() + 0.1 * grad.sign()   # an FGSM-style step
         loss = critic(fake).mean() - critic(h).mean() + critic(adversarial).pow(2).mean()
         optimizer.zero_grad()
@@ -832,12 +832,33 @@ def test_views_inplace_and_input_gradient():
     compare(views_and_input_gradient, 1e-9, 1e-11)
 
 
-def test_gradient_penalty_is_refused_clearly():
-    """WGAN-GP's penalty needs create_graph=True (higher-order gradients), which gpudl lacks:
-    the call says so rather than returning a gradient with no graph."""
-    x = gpudl.randn(4, 3, dtype=gpudl.float64, requires_grad=True)
-    with pytest.raises(NotImplementedError, match="create_graph=True"):
-        gpudl.autograd.grad(x.tanh().sum(), x, create_graph=True)
+def gradient_penalty(T, init):
+    """WGAN-GP's critic step: the penalty on the input gradient's norm needs create_graph."""
+    nn = T.nn
+    critic = nn.Sequential(nn.Linear(6, 10), nn.LeakyReLU(0.2, inplace=True),
+                           nn.Linear(10, 10), nn.Softplus(), nn.Linear(10, 1)).double()
+    initial = start_from(T, critic, init)
+    optimizer = T.optim.Adam(critic.parameters(), lr=1e-2, betas=(0.5, 0.9))
+    rng = np.random.default_rng(16)
+    losses, penalties = [], []
+    for step in range(4):
+        real, fake = (T.from_numpy(rng.standard_normal((8, 6)) + shift) for shift in (1, 0))
+        alpha = T.from_numpy(rng.uniform(size=(8, 1)))
+        mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+        grad, = T.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+        penalty = ((grad.norm(2, dim=1) - 1) ** 2).mean()
+        loss = critic(fake).mean() - critic(real).mean() + 10 * penalty
+        losses.append(loss.item())
+        penalties.append(penalty.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {"init": initial, "losses": losses, "penalties": penalties,
+            "final": numpy_state(critic)}
+
+
+def test_gradient_penalty_critic_steps():
+    compare(gradient_penalty, 1e-9, 1e-11)
 
 
 # --- 16. a bidirectional GRU classifier: pack_sequence, attention pooling, CyclicLR ----------

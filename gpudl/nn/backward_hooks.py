@@ -10,6 +10,7 @@ with None for every input.
 """
 
 from ..autograd import Function
+from ..higher_order import graph_backward
 from ..tensor import Tensor
 
 
@@ -76,6 +77,24 @@ class _Outputs(_Identity):
         if not any(call.needs):
             call.run((None,) * len(call.needs))
         return (None, *[None if g is None else g._data for g in call.grad_output])
+
+
+# create_graph=True (gpudl.higher_order): the same, with the gradients already Tensors
+@graph_backward(_Inputs)
+def _inputs_graph_backward(saved, *grads):
+    call = saved.ctx.call
+    received = iter(grads)
+    grad_input = call.run(tuple(next(received) if need else None for need in call.needs))
+    return (None, *[g for g, need in zip(grad_input, call.needs) if need])
+
+
+@graph_backward(_Outputs)
+def _outputs_graph_backward(saved, *grads):
+    call = saved.ctx.call
+    call.grad_output = call.run_pre(grads)
+    if not any(call.needs):
+        call.run((None,) * len(call.needs))
+    return (None, *call.grad_output)
 
 
 def hooked_call(module, hooks, pre_hooks, forward, args, kwargs):

@@ -19,11 +19,16 @@ def sum_to(g, shape):
     """Reduce a broadcast gradient ``g`` back to ``shape`` (the inverse of broadcasting)."""
     if g.shape == shape:
         return g
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    axes = broadcast_axes(g.shape, shape)
     g = summed(g, axes, True) if axes else g
     return g.reshape(shape)
+
+
+def broadcast_axes(broadcast_shape, shape):
+    """The axes of ``broadcast_shape`` that broadcasting ``shape`` to it added or stretched."""
+    lead = len(broadcast_shape) - len(shape)
+    return tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and broadcast_shape[lead + i] != 1)
 
 
 def summed(a, axes, keepdims):

@@ -81,7 +81,7 @@ class Softplus(Function):
         xp = xp_of(x)
         z = x * beta
         ctx.save_for_backward(z)
-        ctx.threshold = threshold
+        ctx.threshold, ctx.beta = threshold, beta
         return xp.where(z > threshold, x, xp.logaddexp(0, z) / beta).astype(x.dtype)
 
     @staticmethod

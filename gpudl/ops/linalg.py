@@ -103,15 +103,22 @@ class Einsum(Function):
             if not ctx.needs_input_grad[i + 1]:
                 grads.append(None)
                 continue
-            others = [j for j in range(len(subs)) if j != i]
-            kept = "".join(c for c in sub if c in output or any(c in subs[j] for j in others))
-            equation = ",".join([output] + [subs[j] for j in others]) + "->" + kept
+            equation, kept, others = gradient_equation(subs, output, i)
             ga = in_float32(lambda *arrays: xp.einsum(equation, *arrays), g,
                             *(operands[j] for j in others))
             # subscripts summed away in forward (only in this operand) come back by broadcasting
             ga = ga.reshape(tuple(n if c in kept else 1 for c, n in zip(sub, a.shape)))
             grads.append(xp.broadcast_to(ga, a.shape).astype(a.dtype, copy=True))
         return tuple(grads)
+
+
+def gradient_equation(subs, output, i):
+    """(equation, kept subscripts, other operands) of the einsum that gives operand ``i``'s
+    gradient from the output gradient and the other operands (``subs``: each operand's
+    subscripts)."""
+    others = [j for j in range(len(subs)) if j != i]
+    kept = "".join(c for c in subs[i] if c in output or any(c in subs[j] for j in others))
+    return ",".join([output] + [subs[j] for j in others]) + "->" + kept, kept, others
 
 
 class VectorNorm(Function):

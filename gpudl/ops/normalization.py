@@ -48,6 +48,7 @@ class BatchNorm(Function):
             y += bias.reshape(shape)
         ctx.save_for_backward(xhat, invstd, weight)
         ctx.conf = (training, axes, shape)
+        ctx.eps = eps
         return y
 
     @staticmethod
@@ -84,7 +85,7 @@ class LayerNorm(Function):
         if bias is not None:
             y += bias
         ctx.save_for_backward(xhat, invstd, weight)
-        ctx.axes = axes
+        ctx.axes, ctx.eps = axes, eps
         return y
 
     @staticmethod

@@ -1,0 +1,384 @@
+"""Graph backwards (create_graph=True, see gpudl.higher_order) of the arithmetic, reduction
+and matrix-product Functions: each op's derivative as in its ``backward``, written with Tensor
+ops so that it is recorded and can be differentiated again; and the helpers the other
+graph_backward modules share (``sum_to``, ``masked``, ``Adjoint``, ``scattered``).
+
+Masks (where an op passes its gradient: relu, clamp, max) are constants of the forward values,
+as in torch; everything the gradient depends on smoothly comes from ``Saved.input``/``output``.
+"""
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Context, Function
+from ..higher_order import graph_backward
+from ..tensor import Tensor
+from ..tensor_math import where
+from . import elementwise as E
+from . import linalg as L
+from . import reduce as R
+from . import shape as S
+from ._util import broadcast_axes, quiet, xp_of
+
+
+def constant(array):
+    """``array`` as a Tensor outside the graph."""
+    return Tensor._make(array, False, None, 0, None)
+
+
+def sum_to(g, shape):
+    """The Tensor ``g`` summed back to ``shape`` (the inverse of broadcasting)."""
+    shape = tuple(shape)
+    if g.shape == shape:
+        return g
+    axes = broadcast_axes(g.shape, shape)
+    return S.Reshape.apply(R.Sum.apply(g, axes, True) if axes else g, shape)
+
+
+def masked(g, mask):
+    """``g`` times the constant ``mask`` (booleans: g where it holds, else 0; or the share of
+    g that ties give each input)."""
+    return g * constant(xp_of(g._data).asarray(mask).astype(g.dtype))
+
+
+class Adjoint(Function):
+    """The gradient map of a linear op (``op.backward`` with the ``ctx`` its forward left) as a
+    Function of the gradient: its own gradient is ``op``'s forward again, with the non-tensor
+    arguments ``args`` (indexing's index, pooling's plan)."""
+
+    @staticmethod
+    def forward(ctx, g, op, op_ctx, args):
+        ctx.op, ctx.args = op, args
+        return op.backward(op_ctx, g)[0]
+
+    @staticmethod
+    def backward(ctx, gg):
+        return ctx.op.forward(Context(), gg, *ctx.args), None, None, None
+
+
+@graph_backward(Adjoint)
+def _adjoint(saved, gg):
+    return saved.ctx.op.apply(gg, *saved.ctx.args), None, None, None
+
+
+def scattered(g, shape, index):
+    """Zeros of ``shape`` with ``g`` added at ``index`` (indexing's gradient), recorded."""
+    ctx = Context()
+    ctx.conf = (shape, g.dtype, index)
+    return Adjoint.apply(g, S.GetItem, ctx, (index,))
+
+
+# ----------------------------------------------------------------- arithmetic
+@graph_backward(E.Add, E.Sub)
+def _add(saved, g):
+    (sa, sb), (na, nb) = saved.ctx.shapes, saved.needs_input_grad
+    sign = -1 if saved.node.function is E.Sub else 1
+    return (sum_to(g, sa) if na else None), (sum_to(g * sign, sb) if nb else None)
+
+
+@graph_backward(E.Mul)
+def _mul(saved, g):
+    a, b = saved.ctx.saved_tensors
+    (sa, sb), (na, nb) = saved.ctx.shapes, saved.needs_input_grad
+    return (sum_to(g * saved.input(1, b), sa) if na else None,
+            sum_to(g * saved.input(0, a), sb) if nb else None)
+
+
+@graph_backward(E.Div)
+def _div(saved, g):
+    a, b = saved.ctx.saved_tensors
+    (sa, sb), (na, nb) = saved.ctx.shapes, saved.needs_input_grad
+    b = saved.input(1, b)
+    return (sum_to(g / b, sa) if na else None,
+            sum_to(-g * saved.input(0, a) / (b * b), sb) if nb else None)
+
+
+@graph_backward(E.Pow)
+def _pow(saved, g):
+    a, b, y = saved.ctx.saved_tensors
+    na, nb = saved.needs_input_grad
+    base, exponent = saved.input(0, a), saved.input(1, b)
+    ga = gb = None
+    if na:      # b * a**(b-1), 0 where b == 0 (not 0 * inf)
+        if isinstance(exponent, Tensor):
+            slope = where(xp_of(b).asarray(b == 0), 0.0, exponent * base ** (exponent - 1))
+        else:
+            slope = exponent * base ** (exponent - 1) if exponent != 0 else base * 0
+        ga = sum_to(g * slope, np.shape(a))
+    if nb:      # a**b * log(a), 0 where a == 0 and b >= 0
+        xp = xp_of(y)
+        with quiet(xp):
+            log_a = base.log() if isinstance(base, Tensor) else float(np.log(base))
+            slope = where(xp.asarray((a == 0) & (b >= 0)), 0.0, saved.output(0, y) * log_a)
+        gb = sum_to(g * slope, np.shape(b))
+    return ga, gb
+
+
+@graph_backward(E.Remainder)
+def _remainder(saved, g):
+    a, b = saved.ctx.saved_tensors
+    na, nb = saved.needs_input_grad
+    gb = None
+    if nb:
+        with quiet(xp_of(g._data)):
+            gb = sum_to(masked(-g, xp_of(g._data).floor_divide(a, b)), np.shape(b))
+    return (sum_to(g, np.shape(a)) if na else None), gb
+
+
+@graph_backward(E.Maximum, E.Minimum)
+def _extremum(saved, g):
+    a, b = saved.ctx.saved_tensors
+    na, nb = saved.needs_input_grad
+    share_a = ((a > b) if saved.node.function.largest else (a < b)) + 0.5 * (a == b)
+    return (sum_to(masked(g, share_a), np.shape(a)) if na else None,
+            sum_to(masked(g, 1 - share_a), np.shape(b)) if nb else None)
+
+
+@graph_backward(E.Neg)
+def _neg(saved, g):
+    return -g
+
+
+@graph_backward(E.Abs)
+def _abs(saved, g):
+    (a,) = saved.ctx.saved_tensors
+    return g * constant(xp_of(a).sign(a))
+
+
+@graph_backward(E.Exp)
+def _exp(saved, g):
+    return g * saved.output(0, saved.ctx.saved_tensors[0])
+
+
+@graph_backward(E.Log)
+def _log(saved, g):
+    return g / saved.input(0, saved.ctx.saved_tensors[0])
+
+
+@graph_backward(E.Sqrt)
+def _sqrt(saved, g):
+    return g / (2 * saved.output(0, saved.ctx.saved_tensors[0]))
+
+
+@graph_backward(E.Tanh)
+def _tanh(saved, g):
+    y = saved.output(0, saved.ctx.saved_tensors[0])
+    return g * (1 - y * y)
+
+
+@graph_backward(E.Sigmoid)
+def _sigmoid(saved, g):
+    y = saved.output(0, saved.ctx.saved_tensors[0])
+    return g * y * (1 - y)
+
+
+@graph_backward(E.Relu)
+def _relu(saved, g):
+    (y,) = saved.ctx.saved_tensors
+    return masked(g, (y > 0) | xp_of(y).isnan(y))    # NaN passes the gradient, as backward
+
+
+@graph_backward(E.Clip)
+def _clip(saved, g):
+    a, lo, hi = saved.ctx.saved_tensors
+    na, nlo, nhi = saved.needs_input_grad
+    keep = np.True_
+    if lo is not None:
+        keep = keep & (a >= lo)
+    if hi is not None:
+        keep = keep & (a <= hi)
+    glo = ghi = None
+    if nlo:
+        glo = sum_to(masked(g, (a < lo) if hi is None else (a < lo) & (lo < hi)), np.shape(lo))
+    if nhi:
+        ghi = sum_to(masked(g, (a > hi) if lo is None else (a > hi) | (hi < lo)), np.shape(hi))
+    return (sum_to(masked(g, keep), a.shape) if na else None), glo, ghi
+
+
+@graph_backward(E.Where)
+def _where(saved, g):
+    (cond,) = saved.ctx.saved_tensors
+    (sa, sb), (_, na, nb) = saved.ctx.shapes, saved.needs_input_grad
+    return (None, sum_to(masked(g, cond), sa) if na else None,
+            sum_to(masked(g, ~cond), sb) if nb else None)
+
+
+@graph_backward(E.Cast)
+def _cast(saved, g):
+    return g.astype(saved.ctx.dtype), None
+
+
+@graph_backward(E.Clone)
+def _clone(saved, g):
+    return g
+
+
+# name -> d y / d a as Tensors f(a, y), for the table of E.UNARY
+_UNARY_SLOPES = {
+    "sin": lambda a, y: a.cos(),
+    "cos": lambda a, y: -a.sin(),
+    "log1p": lambda a, y: 1 / (1 + a),
+    "expm1": lambda a, y: y + 1,
+    "rsqrt": lambda a, y: -0.5 * y * y * y,
+    "reciprocal": lambda a, y: -y * y,
+    "erf": lambda a, y: (2 / np.sqrt(np.pi)) * (-a * a).exp(),
+    "sign": lambda a, y: a * 0,
+    "floor": lambda a, y: a * 0,
+    "ceil": lambda a, y: a * 0,
+    "round": lambda a, y: a * 0,
+}
+
+
+@graph_backward(E.Unary)
+def _unary(saved, g):
+    a, y = saved.ctx.saved_tensors
+    slope = _UNARY_SLOPES[saved.ctx.name](saved.input(0, a), saved.output(0, y))
+    return g * slope, None
+
+
+# ----------------------------------------------------------------- reductions
+def _unreduced(g, shape, axes, keepdims):
+    """The reduced gradient ``g`` broadcast back over the input's ``shape``."""
+    if not keepdims and axes:
+        g = S.Reshape.apply(g, tuple(1 if i in axes else n for i, n in enumerate(shape)))
+    return S.Expand.apply(g, shape)
+
+
+@graph_backward(R.Sum)
+def _sum(saved, g):
+    return _unreduced(g, *saved.ctx.conf), None, None
+
+
+@graph_backward(R.Mean)
+def _mean(saved, g):
+    shape, axes, keepdims = saved.ctx.conf
+    count = max(int(np.prod([shape[ax] for ax in axes])), 1)
+    return _unreduced(g / count, shape, axes, keepdims), None, None
+
+
+@graph_backward(R.Extreme)
+def _extreme(saved, g, *unused):
+    if saved.ctx.conf[0] is None:
+        a, y = saved.ctx.saved_tensors
+        hits = (a == y) | (xp_of(a).isnan(a) & xp_of(y).isnan(y))
+        return masked(S.Reshape.apply(g, ()), hits / hits.sum()), None, None, None
+    (idx,) = saved.ctx.saved_tensors        # along an axis: g goes to the index, kept dims
+    axis, keepdims, shape = saved.ctx.conf
+    xp = xp_of(idx)
+    index = list(xp.ix_(*[xp.arange(n) for n in idx.shape]))
+    index[axis] = idx
+    return scattered(S.Reshape.apply(g, idx.shape), shape, tuple(index)), None, None, None
+
+
+@graph_backward(R.Var, R.Std)
+def _spread(saved, g):
+    (centered,) = saved.ctx.saved_tensors
+    axes, keepdims, denom = saved.ctx.conf
+    if saved.node.function is R.Std:        # d std = d var / (2 std); 0 where std is 0
+        y = saved.ctx.std
+        g = where(y == 0, 0.0, g / (2 * saved.output(0, y)))
+    # the variance ignores a shift of its input: x less its mean stands for x
+    x = saved.input(0, centered)
+    centered = x - x.mean(axes, keepdim=True)
+    if not keepdims:
+        g = S.Reshape.apply(g, tuple(1 if i in axes else n for i, n in enumerate(x.shape)))
+    return g * (2 / denom if denom else float("nan")) * centered, None, None, None
+
+
+@graph_backward(R.Amax)
+def _amax(saved, g):
+    a, y = saved.ctx.saved_tensors
+    hits = a == y
+    g = S.Reshape.apply(g, y.shape)
+    return masked(g, hits / hits.sum(axis=saved.ctx.axes, keepdims=True)), None, None, None
+
+
+def _zeros_in_input(op):
+    """The refusal of a product's graph backward where the input holds zeros: the formulas
+    below divide by it (the plain backward has an exact form there; not written here yet)."""
+    def unsupported(ctx):
+        a = ctx.saved_tensors[0]
+        if not bool(backend.host_value((a != 0).all(), f"{op} create_graph (zero check)")):
+            return f"{op} of a tensor holding zeros"
+        return None
+    return unsupported
+
+
+@graph_backward(R.Prod, unsupported=_zeros_in_input("prod"))
+def _prod(saved, g):
+    (a,) = saved.ctx.saved_tensors
+    axis, keepdims = saved.ctx.conf
+    x = saved.input(0, a)
+    if axis is None:
+        return S.Reshape.apply(g, ()) * R.Prod.apply(x, None, False) / x, None, None
+    if not keepdims:
+        g = g.unsqueeze(axis)
+    return g * R.Prod.apply(x, axis, True) / x, None, None     # the product of the others
+
+
+@graph_backward(R.CumProd, unsupported=_zeros_in_input("cumprod"))
+def _cumprod(saved, g):
+    a, y = saved.ctx.saved_tensors
+    axis = saved.ctx.axis
+    # sum over j >= k of g_j y_j, divided by a_k
+    later = R.CumSum.apply((g * saved.output(0, y)).flip(axis), axis).flip(axis)
+    return later / saved.input(0, a), None
+
+
+@graph_backward(R.Softmax)
+def _softmax(saved, g):
+    y, axis = saved.output(0, saved.ctx.saved_tensors[0]), saved.ctx.axis
+    return y * (g - (g * y).sum(axis, keepdim=True)), None
+
+
+@graph_backward(R.LogSoftmax)
+def _log_softmax(saved, g):
+    y, axis = saved.output(0, saved.ctx.saved_tensors[0]), saved.ctx.axis
+    return g - y.exp() * g.sum(axis, keepdim=True), None
+
+
+# ----------------------------------------------------------------- matrix products
+@graph_backward(L.MatMul)
+def _matmul(saved, g):
+    a, b = saved.ctx.saved_tensors
+    na, nb = saved.needs_input_grad
+    # 1-D operands are promoted to matrices for the products, then squeezed back
+    a2 = S.Reshape.apply(saved.input(0, a), (1, a.shape[0])) if a.ndim == 1 else \
+        saved.input(0, a)
+    b2 = S.Reshape.apply(saved.input(1, b), (b.shape[0], 1)) if b.ndim == 1 else \
+        saved.input(1, b)
+    g2 = S.Reshape.apply(g, np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+                         + (a2.shape[-2], b2.shape[-1]))
+    ga = S.Reshape.apply(sum_to(g2 @ b2.transpose(-1, -2), a2.shape), a.shape) if na else None
+    gb = S.Reshape.apply(sum_to(a2.transpose(-1, -2) @ g2, b2.shape), b.shape) if nb else None
+    return ga, gb
+
+
+@graph_backward(L.Einsum)
+def _einsum(saved, g):
+    operands = saved.ctx.saved_tensors
+    inputs, output = saved.ctx.equation.split("->")
+    subs = inputs.split(",")
+    grads = [None]
+    for i, (sub, a) in enumerate(zip(subs, operands)):
+        if not saved.needs_input_grad[i + 1]:
+            grads.append(None)
+            continue
+        equation, kept, others = L.gradient_equation(subs, output, i)
+        ga = L.Einsum.apply(equation, g, *(saved.input(j + 1, operands[j]) for j in others))
+        # subscripts summed away in forward (only in this operand) come back by broadcasting
+        ga = S.Reshape.apply(ga, tuple(n if c in kept else 1 for c, n in zip(sub, a.shape)))
+        grads.append(S.Expand.apply(ga, a.shape))
+    return tuple(grads)
+
+
+@graph_backward(L.Linear)
+def _linear(saved, g):
+    x, w = saved.ctx.saved_tensors
+    nx, nw, nb = saved.needs_input_grad
+    rows = int(np.prod(g.shape[:-1]))
+    g2 = S.Reshape.apply(g, (rows, g.shape[-1]))
+    gx = g @ saved.input(1, w) if nx else None
+    gw = g2.T @ S.Reshape.apply(saved.input(0, x), (rows, x.shape[-1])) if nw else None
+    gb = g2.sum(0) if nb else None
+    return gx, gw, gb
