@@ -65,3 +65,9 @@ def __getattr__(name):
         globals()[name] = module
         return module
     raise AttributeError(f"module 'gpudl' has no attribute {name!r}")
+# branch linalg: torch's top-level linear algebra names (and their Tensor methods)
+from .linalg_torch_names import (addmv, addr, chain_matmul, cholesky,  # noqa: E402
+                                 cholesky_inverse, cholesky_solve, det, dist, frobenius_norm,
+                                 ger, inner, inverse, logdet, lu, lu_solve, lu_unpack,
+                                 matrix_exp, matrix_power, nuclear_norm, pinverse, qr, renorm,
+                                 slogdet, svd, triangular_solve, vdot)

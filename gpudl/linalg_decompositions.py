@@ -31,9 +31,10 @@ __all__ = ["LinAlgError", "inv", "inv_ex", "det", "slogdet", "solve", "solve_ex"
            "lu_factor_ex", "lu", "lu_solve", "householder_product"]
 
 
-def matrices(op, square=False, autocast_name=None, **arguments):
-    """Check that each argument is a float32/float64 Tensor of matrices (..., m, n), square
-    when asked; cast by ``autocast_name``'s policy first when autocast is on. Returns them."""
+def matrices(op, square=False, autocast_name=None, vectors=(), **arguments):
+    """Check that each argument is a float32/float64 Tensor of matrices (..., m, n) (those
+    named in ``vectors`` may be 1-D), square when asked; cast by ``autocast_name``'s policy
+    first when autocast is on. Returns them."""
     values = tuple(arguments.values())
     if _autocast.active and autocast_name:
         values = cast_inputs(autocast_name, *values)
@@ -43,7 +44,7 @@ def matrices(op, square=False, autocast_name=None, **arguments):
         if a.dtype not in (dtypes.float32, dtypes.float64):
             raise TypeError(f"{op}: {name} must be float32 or float64 (low precision and integer "
                             f"dtypes are not supported), got {a.dtype}")
-        if a.ndim < 2:
+        if a.ndim < (1 if name in vectors else 2):
             raise ValueError(f"{op}: {name} must have at least 2 dimensions, got shape "
                              f"{tuple(a.shape)}")
         if square and a.shape[-1] != a.shape[-2]:
@@ -84,14 +85,10 @@ def slogdet(A):
 
 
 def _solve(op, A, B, left, check_errors):
-    A, B = matrices(op, False, "linalg_solve", A=A, B=B) if B.ndim >= 2 else \
-        (matrices(op, False, "linalg_solve", A=A), B)
+    A, B = matrices(op, False, "linalg_solve", ("B",), A=A, B=B)
     if A.shape[-1] != A.shape[-2]:
         raise ValueError(f"{op}: A must be batches of square matrices, but they are "
                          f"{A.shape[-2]} by {A.shape[-1]} matrices")
-    if not isinstance(B, Tensor) or B.dtype != A.dtype:
-        raise TypeError(f"{op}: B must be a Tensor of A's dtype {A.dtype}, got "
-                        f"{getattr(B, 'dtype', type(B).__name__)}")
     vector = B.ndim == 1 or (B.ndim == A.ndim - 1 and B.shape == A.shape[:-1])
     rhs = B.unsqueeze(-1) if vector else B
     rhs = rhs if left else rhs.mT
@@ -139,8 +136,9 @@ def solve_triangular(A, B, *, upper, left=True, unitriangular=False):
         raise ValueError(f"linalg.solve_triangular: incompatible shapes of A {tuple(A.shape)} "
                          f"and B {tuple(B.shape)} for {'AX = B' if left else 'XA = B'}")
     if left:
-        return decomp.SolveTriangular.apply(A, B, bool(upper), bool(unitriangular))
-    return decomp.SolveTriangular.apply(A.mT, B.mT, not upper, bool(unitriangular)).mT
+        return decomp.SolveTriangular.apply(A, B, bool(upper), bool(unitriangular), True)
+    return decomp.SolveTriangular.apply(A.mT, B.mT, not upper, bool(unitriangular),
+                                        True).mT
 
 
 def cholesky(A, *, upper=False):
@@ -255,8 +253,7 @@ def lstsq(A, B, rcond=None, *, driver=None):
     if driver not in (None, "gels", "gelsy", "gelsd", "gelss"):
         raise ValueError(f"linalg.lstsq: driver must be one of gels, gelsy, gelsd, gelss, got "
                          f"{driver!r}")
-    A, B = matrices("linalg.lstsq", False, "linalg_lstsq", A=A, B=B) if B.ndim >= 2 else \
-        (matrices("linalg.lstsq", False, "linalg_lstsq", A=A), B)
+    A, B = matrices("linalg.lstsq", False, "linalg_lstsq", ("B",), A=A, B=B)
     vector = B.ndim == A.ndim - 1
     rhs = B.unsqueeze(-1) if vector else B
     if rhs.shape[-2] != A.shape[-2]:
@@ -270,7 +267,7 @@ def lstsq(A, B, rcond=None, *, driver=None):
         s.sum(-1).long()
     empty = A.new_zeros((0,))
     residuals = empty
-    if m > n and driver != "gelsy" and bool((rank == n).all()):
+    if m > n and driver not in (None, "gelsy") and bool((rank == n).all()):
         residuals = ((A @ x - rhs) ** 2).sum(-2)
         residuals = residuals.squeeze(-1) if vector else residuals
     x = x.squeeze(-1) if vector else x
@@ -330,7 +327,7 @@ def householder_product(A, tau):
     """torch.linalg.householder_product: the first n columns of H_1 ... H_k, H_i = I - tau_i
     v_i v_i^T with v_i = (0, ..., 0, 1, A[i+1:, i]), from geqrf's packed reflectors."""
     A, tau = matrices("linalg.householder_product", False, "linalg_householder_product",
-                      A=A), tau
+                      ("tau",), A=A, tau=tau)
     m, n = A.shape[-2:]
     if n > m or not isinstance(tau, Tensor) or tau.shape[-1] > n or \
             tuple(tau.shape[:-1]) != tuple(A.shape[:-2]):

@@ -2,6 +2,8 @@
 (solves with them), shared by gd.linalg and torch's older names. Built on differentiable
 ops: gradients reach LU and B."""
 
+import numpy as np
+
 from .linalg_decompositions import matrices
 from .ops import linalg_decomp as decomp
 from .tensor import Tensor
@@ -58,11 +60,11 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False):
                          f"{tuple(B.shape)}")
     if not left:                           # X A = B  <=>  A^T X^T = B^T
         return lu_solve(LU, pivots, B.mT, adjoint=not adjoint).mT
-    import numpy as np
     batch = np.broadcast_shapes(tuple(LU.shape[:-2]), tuple(B.shape[:-2]))
     B = B.expand(*batch, *B.shape[-2:])
     perm = _permutation(pivots, n, LU.device).expand(*batch, n)
-    solve = decomp.SolveTriangular.apply
+    def solve(a, b, upper, unitriangular):
+        return decomp.SolveTriangular.apply(a, b, upper, unitriangular, True)
     if not adjoint:                        # X = U^-1 L^-1 P^T B
         y = solve(LU, _rows(B, perm), False, True)
         return solve(LU, y, True, False)

@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from . import backend, functions
+from . import backend, dtypes, functions
+from .amp.autocast_mode import cast_inputs, state as _autocast
 from .creation import eye, ones_like
 from .linalg import vector_norm
 from .linalg_decompositions import inv, matrices, pinv, solve, svdvals, tolerances
@@ -33,8 +34,13 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None):
     (largest / smallest singular value)."""
     if ord not in _MATRIX_ORDS or isinstance(ord, bool):
         raise ValueError(f"linalg.matrix_norm: ord must be one of {_MATRIX_ORDS}, got {ord!r}")
-    A = A if dtype is None or not isinstance(A, Tensor) else A.astype(dtype)
-    A = matrices("linalg.matrix_norm", False, A=A)
+    if not isinstance(A, Tensor) or not dtypes.is_floating(A.dtype) or A.ndim < 2:
+        raise TypeError(f"linalg.matrix_norm: A must be a floating point Tensor with at least 2 "
+                        f"dims, got {getattr(A, 'dtype', type(A).__name__)} "
+                        f"{tuple(getattr(A, 'shape', ()))}")
+    if _autocast.active:
+        (A,) = cast_inputs("linalg_matrix_norm", A)
+    A = A if dtype is None else A.astype(dtype)
     row, col = _two_dims("linalg.matrix_norm", A, dim)
     if ord == "fro":
         return vector_norm(A, 2, (row, col), keepdim)
@@ -138,7 +144,7 @@ def multi_dot(tensors):
     the last 1-D, a column) in the order of fewest multiplications."""
     if not isinstance(tensors, (list, tuple)) or len(tensors) < 2:
         raise ValueError("linalg.multi_dot: expected at least 2 tensors")
-    mats = list(tensors)
+    mats = list(cast_inputs("linalg_multi_dot", *tensors) if _autocast.active else tensors)
     first_vector, last_vector = mats[0].ndim == 1, mats[-1].ndim == 1
     mats[0] = mats[0].unsqueeze(0) if first_vector else mats[0]
     mats[-1] = mats[-1].unsqueeze(-1) if last_vector else mats[-1]
@@ -182,11 +188,18 @@ def _chain(mats, split, i, j):
 def vecdot(x, y, *, dim=-1):
     """torch.linalg.vecdot: sum(x * y) over ``dim``, the two broadcast."""
     functions.require_tensors("linalg.vecdot", x=x, y=y)
-    return (x * y).sum(dim)
+    if _autocast.active:
+        x, y = cast_inputs("linalg_vecdot", x, y)
+    if x.shape[dim] != y.shape[dim]:
+        raise ValueError(f"linalg.vecdot: x and y must have the same size along dim {dim}, got "
+                         f"shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    # one contraction (a matmul, which autocast lowers as torch's vecdot), not a product + sum
+    return functions.einsum("...i,...i->...", x.movedim(dim, -1), y.movedim(dim, -1))
 
 
 def cross(input, other, *, dim=-1):
-    """torch.linalg.cross: the cross product of 3-vectors along ``dim`` (-1 by default)."""
+    """torch.linalg.cross: the cross product of 3-vectors along ``dim`` (-1 by default), the
+    two broadcast."""
     return functions.cross(input, other, dim)
 
 

@@ -11,7 +11,6 @@ import contextlib
 import warnings
 
 import numpy as np
-import scipy.linalg
 
 from .. import backend
 
@@ -129,14 +128,15 @@ def inv(a, op="linalg.inv", check_errors=True):
 
 
 def solve(a, b, op="linalg.solve", check_errors=True):
-    """X with A X = B for matrices B (..., n, k), batch dims broadcast."""
+    """X with A X = B for matrices B (..., n, k), batch dims broadcast; info has A's batch
+    shape."""
     xp = _xp(a)
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    a = xp.broadcast_to(a, batch + a.shape[-2:])
     b = xp.broadcast_to(b, batch + b.shape[-2:])
     if a.size == 0 or b.size == 0:
         return xp.zeros(b.shape, b.dtype), None
-    return _checked(lambda m: xp.linalg.solve(m, b), a, lu_info, singular, op, check_errors)
+    return _checked(lambda m: xp.linalg.solve(xp.broadcast_to(m, batch + m.shape[-2:]), b), a,
+                    lu_info, singular, op, check_errors)
 
 
 def cholesky(a, op="linalg.cholesky", check_errors=True):
@@ -162,6 +162,7 @@ def solve_triangular(a, b, upper, unitriangular=False):
             import cupyx.scipy.linalg
             return _per_matrix(lambda m, r: cupyx.scipy.linalg.solve_triangular(
                 m, r, lower=not upper, unit_diagonal=unitriangular), a, b)
+        import scipy.linalg           # here: importing gpudl stays fast
         return scipy.linalg.solve_triangular(a, b, lower=not upper, unit_diagonal=unitriangular,
                                              check_finite=False)
 
@@ -176,6 +177,7 @@ def lu_factor(a):
     k = min(a.shape[-2:])
     if a.size == 0:
         return a.copy(), np.zeros(a.shape[:-2] + (k,), np.int32)
+    import scipy.linalg
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)   # singular: info only
         lu, pivots = scipy.linalg.lu_factor(a, check_finite=False)

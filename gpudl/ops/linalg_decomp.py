@@ -70,8 +70,9 @@ class Det(Function):
         scale = (g * d)[..., None, None]
         # d det / dA = det(A) A^-T, through a solve; where A is singular, the cofactor matrix
         ga, info = lapack.solve(mT(a), scale * _eye_like(a), check_errors=False)
-        if info is not None:
-            ga = xp_of(a).where((info != 0)[..., None, None], g[..., None, None] * _cofactors(a),
+        singular = d == 0 if info is None else (d == 0) | xp_of(a).asarray(info != 0)
+        if bool(singular.any()):
+            ga = xp_of(a).where(singular[..., None, None], g[..., None, None] * _cofactors(a),
                                 ga)
         return ga
 
@@ -99,7 +100,7 @@ class Slogdet(Function):
     @staticmethod
     def backward(ctx, g_sign, g_logabs):
         (a,) = ctx.saved_tensors
-        return mT(_solve_for_grad(mT(a), g_logabs[..., None, None] * _eye_like(a)))
+        return _solve_for_grad(mT(a), g_logabs[..., None, None] * _eye_like(a))
 
 
 class Solve(Function):
@@ -110,7 +111,7 @@ class Solve(Function):
         x, info = lapack.solve(a, b, op, check_errors)
         ctx.save_for_backward(a, x)
         ctx.shapes = (a.shape, b.shape)
-        return _with_info(ctx, x, info, x.shape[:-2], check_errors)
+        return _with_info(ctx, x, info, a.shape[:-2], check_errors)
 
     @staticmethod
     def backward(ctx, g, g_info=None):
@@ -122,22 +123,27 @@ class Solve(Function):
 
 
 class SolveTriangular(Function):
+    """X with A X = B, A triangular. A's gradient is kept to its triangle (``structured``, as
+    torch.linalg.solve_triangular's), or is that of the full matrix (torch's cholesky_solve
+    differentiates its factor so)."""
+
     @staticmethod
-    def forward(ctx, a, b, upper, unitriangular):
+    def forward(ctx, a, b, upper, unitriangular, structured=True):
         x = lapack.solve_triangular(a, b, upper, unitriangular)
         ctx.save_for_backward(a, x)
-        ctx.conf = (upper, unitriangular, a.shape, b.shape)
+        ctx.conf = (upper, unitriangular, structured, a.shape, b.shape)
         return x
 
     @staticmethod
     def backward(ctx, g):
         a, x = ctx.saved_tensors
-        upper, unitriangular, a_shape, b_shape = ctx.conf
+        upper, unitriangular, structured, a_shape, b_shape = ctx.conf
         gb = lapack.solve_triangular(mT(a), g, not upper, unitriangular)
         ga = None
         if ctx.needs_input_grad[0]:
-            ga = sum_to(_tri(-(gb @ mT(x)), upper, strict=unitriangular), a_shape)
-        return ga, sum_to(gb, b_shape), None, None
+            ga = -(gb @ mT(x))
+            ga = sum_to(_tri(ga, upper, strict=unitriangular) if structured else ga, a_shape)
+        return ga, sum_to(gb, b_shape), None, None, None
 
 
 class Cholesky(Function):
