@@ -4,6 +4,7 @@
 gpudl.ops.linalg_decomp. Every function takes batches of matrices (..., m, n)."""
 
 import collections
+import contextlib
 
 import numpy as np
 
@@ -54,6 +55,15 @@ def matrices(op, square=False, autocast_name=None, vectors=(), **arguments):
         raise TypeError(f"{op}: expected {' and '.join(arguments)} to have the same dtype, got "
                         f"{', '.join(str(a.dtype) for a in values)}")
     return values[0] if len(values) == 1 else values
+
+
+def autocast_off(tensor):
+    """A region without autocast on ``tensor``'s device, for compositions that cast their
+    inputs once (as torch's autocast kernels: the ops inside run as they are)."""
+    if not _autocast.active:
+        return contextlib.nullcontext()
+    from .amp import autocast
+    return autocast(tensor._device, enabled=False)
 
 
 def inv(A):
@@ -261,6 +271,12 @@ def lstsq(A, B, rcond=None, *, driver=None):
                          "the same number of rows")
     m, n = A.shape[-2:]
     rcond = rcond if rcond is not None else float(np.finfo(A.dtype).eps) * max(m, n)
+    with autocast_off(A):
+        return _lstsq(A, rhs, vector, rcond, driver)
+
+
+def _lstsq(A, rhs, vector, rcond, driver):
+    m, n = A.shape[-2:]
     x = pinv(A, rtol=rcond) @ rhs
     s = svdvals(A.detach())
     rank = (s > rcond * s.amax(-1, keepdim=True)).sum(-1) if min(m, n) else \
@@ -334,7 +350,13 @@ def householder_product(A, tau):
         raise ValueError(f"linalg.householder_product: expected A (..., m, n) with m >= n and "
                          f"tau (..., k) with k <= n, got A {tuple(A.shape)} and tau "
                          f"{tuple(getattr(tau, 'shape', ()))}")
+    with autocast_off(A):
+        return _householder_product(A, tau)
+
+
+def _householder_product(A, tau):
     from .creation import eye
+    m, n = A.shape[-2:]
     identity = eye(m, dtype=A.dtype, device=A.device)
     below = A.tril(-1)
     q = identity[:, :n].expand(*A.shape[:-2], m, n)

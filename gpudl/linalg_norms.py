@@ -12,6 +12,7 @@ from .amp.autocast_mode import cast_inputs, state as _autocast
 from .creation import eye, ones_like
 from .linalg import vector_norm
 from .linalg_decompositions import inv, matrices, pinv, solve, svdvals, tolerances
+from .ops import linalg_decomp as decomp
 from .ops._util import is_int, normalize_axes
 from .tensor import Tensor
 
@@ -47,7 +48,9 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None):
     if ord in ("nuc", 2, -2):
         if ord != "nuc" and A.shape[row] * A.shape[col] == 0:
             raise ValueError(f"linalg.matrix_norm: ord={ord} of an empty matrix is undefined")
-        s = svdvals(A.movedim((row, col), (-2, -1)))
+        # not the public svdvals: no second autocast cast (bfloat16 is refused, as torch)
+        s = decomp.Svdvals.apply(matrices("linalg.matrix_norm", False,
+                                          A=A.movedim((row, col), (-2, -1))))
         out = s.sum(-1) if ord == "nuc" else (s.amax(-1) if ord == 2 else s.amin(-1))
         return _keep(out, (row, col), A.ndim) if keepdim else out
     if A.shape[row if abs(ord) == 1 else col] == 0 and ord in (-1, -math.inf) or \

@@ -10,7 +10,7 @@ import numpy as np
 from . import autograd, inplace, linalg
 from .amp.autocast_mode import cast_inputs, state as _autocast
 from .functions import outer, require_tensors, tensordot
-from .linalg_decompositions import matrices
+from .linalg_decompositions import autocast_off, matrices
 from .linalg_lu import lu_solve as _lu_solve, lu_unpack
 from .ops import linalg_decomp as decomp
 from .tensor import Tensor
@@ -145,7 +145,8 @@ def vdot(input, other):
     if input.dtype != other.dtype:
         raise TypeError(f"vdot: expected both vectors to have the same dtype, got "
                         f"{input.dtype} and {other.dtype}")
-    return (input * other).sum()
+    with autocast_off(input):
+        return (input * other).sum()
 
 
 def ger(input, vec2):
