@@ -246,10 +246,11 @@ def tolerances(op, A, atol, rtol, rcond=None):
     return (0.0 if atol is None else raw[0]), raw[1]
 
 
-def pinv(A, *, atol=None, rtol=None, hermitian=False, rcond=None):
+def pinv(A, rcond=None, hermitian=False, *, atol=None, rtol=None):
     """torch.linalg.pinv: the Moore-Penrose pseudo-inverse, singular values at or below
     max(atol, rtol * largest) taken as zero (``hermitian``: from eigh, reading the lower
-    triangle)."""
+    triangle). ``rcond`` (a number or a Tensor over the batch) is torch's older name of
+    rtol."""
     A = matrices("linalg.pinv", hermitian, "pinverse", A=A)
     atol, rtol = tolerances("linalg.pinv", A, atol, rtol, rcond)
     return decomp.Pinv.apply(A, atol, rtol, bool(hermitian))
@@ -359,7 +360,7 @@ def _householder_product(A, tau):
     m, n = A.shape[-2:]
     identity = eye(m, dtype=A.dtype, device=A.device)
     below = A.tril(-1)
-    q = identity[:, :n].expand(*A.shape[:-2], m, n)
+    q = identity[:, :n] + 0 * A          # tied to A: a gradient (of zeros) even when tau is empty
     for i in reversed(range(tau.shape[-1])):           # H_i (H_{i+1} ... H_k) applied to I
         v = below[..., :, i] + identity[:, i]                           # (..., m)
         q = q - tau[..., i, None, None] * v[..., :, None] * (v[..., None, :] @ q)

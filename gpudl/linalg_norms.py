@@ -53,10 +53,10 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None):
                                           A=A.movedim((row, col), (-2, -1))))
         out = s.sum(-1) if ord == "nuc" else (s.amax(-1) if ord == 2 else s.amin(-1))
         return _keep(out, (row, col), A.ndim) if keepdim else out
-    if A.shape[row if abs(ord) == 1 else col] == 0 and ord in (-1, -math.inf) or \
-            A.shape[col if abs(ord) == 1 else row] == 0:
-        raise ValueError(f"linalg.matrix_norm: ord={ord} of an empty matrix is undefined")
     summed, reduced = (row, col) if abs(ord) == 1 else (col, row)
+    if A.shape[reduced] == 0:
+        raise ValueError(f"linalg.matrix_norm: ord={ord} of a matrix with an empty dim "
+                         f"{reduced} is undefined (shape {tuple(A.shape)})")
     sums = A.abs().sum(summed, keepdim=True)
     out = sums.amax(reduced, keepdim=True) if ord > 0 else sums.amin(reduced, keepdim=True)
     return out if keepdim else out.squeeze(max(row, col)).squeeze(min(row, col))
@@ -128,8 +128,9 @@ def matrix_power(A, n):
     if not isinstance(A, Tensor) or A.ndim < 2 or A.shape[-1] != A.shape[-2]:
         raise ValueError(f"linalg.matrix_power: A must be batches of square matrices, got "
                          f"{tuple(getattr(A, 'shape', ())) or type(A).__name__}")
-    if n == 0:
-        return eye(A.shape[-1], dtype=A.dtype, device=A.device).expand(*A.shape).clone()
+    if n == 0:     # the identity, tied to A (a gradient of zeros, as torch's)
+        identity = eye(A.shape[-1], dtype=A.dtype, device=A.device)
+        return functions.where(identity.bool() & False, A, identity)
     if n < 0:
         A, n = inv(A), -n
     result, power = None, A
@@ -238,22 +239,23 @@ def tensorsolve(A, B, dims=None):
     """torch.linalg.tensorsolve: X with tensordot(A, X, X.ndim) = B; ``dims`` of A move to the
     end first. X has shape A.shape[B.ndim:]."""
     functions.require_tensors("linalg.tensorsolve", A=A, B=B)
-    if dims is not None:
-        dims = normalize_axes(dims, A.ndim, "linalg.tensorsolve")
+    if dims is not None:            # moved to the end in the order given, as numpy's axes
+        dims = tuple(normalize_axes(d, A.ndim, "linalg.tensorsolve")[0] for d in dims)
         A = A.movedim(dims, tuple(range(A.ndim - len(dims), A.ndim)))
     rest = tuple(A.shape[B.ndim:])
-    if tuple(A.shape[:B.ndim]) != tuple(B.shape) or math.prod(rest) != B.numel():
-        raise ValueError(f"linalg.tensorsolve: expected A's leading dims to be B's shape "
-                         f"{tuple(B.shape)} and the rest to hold as many values, got A "
-                         f"{tuple(A.shape)}")
+    if math.prod(A.shape[:B.ndim]) != B.numel() or math.prod(rest) != B.numel():
+        raise ValueError(f"linalg.tensorsolve: expected A's leading {B.ndim} dims and the rest "
+                         f"each to hold B's {B.numel()} values, got A {tuple(A.shape)} and B "
+                         f"{tuple(B.shape)}")
     return solve(A.reshape(B.numel(), -1), B.reshape(-1)).reshape(*rest)
 
 
 def vander(x, *, N=None):
     """torch.linalg.vander: the Vandermonde matrices (..., n, N) with columns x**0 ... x**(N-1)
     (N defaults to x's last dim)."""
-    if not isinstance(x, Tensor) or x.ndim < 1:
-        raise ValueError("linalg.vander: x must be a Tensor with at least one dim")
+    if not isinstance(x, Tensor) or (x.ndim == 0 and N is None):
+        raise ValueError("linalg.vander: x must be a Tensor (0-d only with N given)")
+    x = x.reshape(1) if x.ndim == 0 else x          # a 0-d x is one value, as torch
     N = x.shape[-1] if N is None else N
     if not is_int(N) or N <= 1:
         raise ValueError(f"linalg.vander: N must be an int greater than 1, got {N!r}")

@@ -248,4 +248,7 @@ for _name in ("det", "logdet", "slogdet", "inverse", "pinverse", "cholesky", "ch
               "renorm"):
     setattr(Tensor, _name, globals()[_name])
 Tensor.addmv_, Tensor.addr_, Tensor.renorm_ = _addmv_, _addr_, _renorm_
+if not hasattr(Tensor, "mH"):
+    Tensor.mH = property(lambda self: self.mT, doc="torch's conjugate matrix transpose: for "
+                                                   "gpudl's real tensors, mT.")
 del _name

@@ -154,7 +154,7 @@ def solve_triangular(a, b, upper, unitriangular=False):
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a = xp.broadcast_to(a, batch + a.shape[-2:])
     b = xp.broadcast_to(b, batch + b.shape[-2:])
-    if a.shape[-1] == 0 or b.shape[-1] == 0:
+    if a.size == 0 or b.size == 0:
         return xp.zeros(b.shape, b.dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
         if backend.is_device_array(a):

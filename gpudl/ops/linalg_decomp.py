@@ -212,23 +212,19 @@ def _qr_tall_backward(q, r, gq, gr):
 
 class SVD(Function):
     """U, S, Vh (reduced unless full_matrices); the gradient through U and Vh needs distinct
-    singular values (reduced ones), as torch's."""
+    singular values, and ignores the extra columns of U / rows of Vh that full_matrices adds
+    (they are any orthonormal completion), as torch's."""
 
     @staticmethod
     def forward(ctx, a, full_matrices):
         u, s, vh = lapack.svd(a, full_matrices)
         ctx.save_for_backward(u, s, vh)
-        ctx.full = full_matrices and a.shape[-1] != a.shape[-2]
         ctx.set_materialize_grads(False)
         return u, s, vh
 
     @staticmethod
     def backward(ctx, gu, gs, gvh):
         u, s, vh = ctx.saved_tensors
-        if ctx.full and (gu is not None or gvh is not None):
-            raise RuntimeError("linalg.svd: the derivative with full_matrices=True is not "
-                               "supported (the extra columns of U or rows of Vh are arbitrary); "
-                               "use full_matrices=False")
         return svd_backward(u, s, vh, gu, gs, gvh), None
 
 
@@ -362,16 +358,25 @@ class LUFactor(Function):
     def backward(ctx, glu, gpivots=None):
         lu, pivots = ctx.saved_tensors
         m, n = lu.shape[-2:]
-        if m != n:
-            raise NotImplementedError("linalg.lu_factor: the derivative of a non-square LU "
-                                      f"factorization is not supported (got {m} x {n})")
+        k = min(m, n)
         xp = xp_of(lu)
-        low = xp.tril(lu, -1) + xp.eye(n, dtype=lu.dtype)
-        up = xp.triu(lu)
-        # gA = P L^-T [tril(L^T gL, -1) + triu(gU U^T)] U^-T
-        inner = xp.tril(mT(low) @ xp.tril(glu, -1), -1) + xp.triu(xp.triu(glu) @ mT(up))
-        x = lapack.solve_triangular(mT(low), inner, upper=True, unitriangular=True)
-        x = mT(lapack.solve_triangular(up, mT(x), upper=True))
+        low = xp.tril(lu[..., :, :k], -1) + xp.eye(m, k, dtype=lu.dtype)      # (m, k)
+        up = xp.triu(lu[..., :k, :])                                       # (k, n)
+        gl, gu = xp.tril(glu[..., :, :k], -1), xp.triu(glu[..., :k, :])
+        if m == n:      # gA = P L^-T [tril(L^T gL, -1) + triu(gU U^T)] U^-T
+            inner = xp.tril(mT(low) @ gl, -1) + xp.triu(gu @ mT(up))
+            x = lapack.solve_triangular(mT(low), inner, upper=True, unitriangular=True)
+            x = mT(lapack.solve_triangular(up, mT(x), upper=True))
+        elif m < n:     # wide: U = [U1 | U2], U1 square
+            x = xp.tril(mT(low) @ gl - gu @ mT(up), -1)
+            x = mT(lapack.solve_triangular(up[..., :k], mT(x), upper=True))     # x U1^-T
+            x = xp.concatenate([x + gu[..., :k], gu[..., k:]], -1)
+            x = lapack.solve_triangular(mT(low), x, upper=True, unitriangular=True)
+        else:           # tall: L = [L1; L2], L1 square
+            x = xp.triu(gu @ mT(up) - mT(low) @ gl)
+            x = lapack.solve_triangular(mT(low[..., :k, :]), x, upper=True, unitriangular=True)
+            x = xp.concatenate([x + gl[..., :k, :], gl[..., k:, :]], -2)
+            x = mT(lapack.solve_triangular(up, mT(x), upper=True))              # x U^-T
         return permute_rows(x, pivots, inverse=True)
 
 
@@ -379,6 +384,8 @@ def permutation_of(pivots, m):
     """The row order of P A from 1-based getrf pivots: perm[..., i] is the row of A at row i.
     The swaps are sequential: worked out on the host (a device sync on CUDA)."""
     host = backend.to_numpy(pivots, "lu pivots") - 1
+    if host.size == 0:
+        return xp_of(pivots).asarray(np.broadcast_to(np.arange(m), host.shape[:-1] + (m,)))
     flat = host.reshape(-1, host.shape[-1])
     perm = np.tile(np.arange(m), (flat.shape[0], 1))
     rows = np.arange(flat.shape[0])
