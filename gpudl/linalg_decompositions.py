@@ -8,7 +8,7 @@ import contextlib
 
 import numpy as np
 
-from . import dtypes
+from . import backend, dtypes
 from .amp.autocast_mode import cast_inputs, state as _autocast
 from .ops import linalg_decomp as decomp
 from .ops.lapack import LinAlgError
@@ -239,9 +239,12 @@ def tolerances(op, A, atol, rtol, rcond=None):
 
     if rtol is None:
         eps = float(np.finfo(A.dtype).eps) * max(A.shape[-2:])
-        rtol = eps if atol is None else (
-            A._data.dtype.type(0) * (atol._data > 0) + eps * (atol._data <= 0)
-            if isinstance(atol, Tensor) else (0.0 if atol > 0 else eps))
+        if atol is None:
+            rtol = eps
+        elif isinstance(atol, Tensor):                      # per matrix of the batch
+            rtol = backend.get_array_module(atol._data).where(atol._data > 0, 0.0, eps)
+        else:
+            rtol = 0.0 if atol > 0 else eps
     raw = [x._data if isinstance(x, Tensor) else x for x in (atol, rtol)]
     return (0.0 if atol is None else raw[0]), raw[1]
 
@@ -308,14 +311,13 @@ def lu_factor_ex(A, *, pivot=True, check_errors=False):
                                   "in torch and not at all in gpudl")
     A = matrices("linalg.lu_factor", False, A=A)
     lu, pivots = decomp.LUFactor.apply(A)
-    xp_diag = lu.detach().numpy().diagonal(0, -2, -1) if min(A.shape[-2:]) else \
-        np.zeros(A.shape[:-2] + (0,))
-    zero = xp_diag == 0
-    info = np.where(zero.any(-1), zero.argmax(-1) + 1, 0).astype(np.int32)
-    info = Tensor._make(info, False, None, 0, "cpu").to(A.device)
+    diagonal = lu.detach().numpy().diagonal(0, -2, -1)       # U's diagonal, on the host
+    zero = diagonal == 0
+    info = Tensor._make(np.where(zero.any(-1), zero.argmax(-1) + 1, 0).astype(np.int32), False,
+                        None, 0, "cpu").to(A.device)
     if check_errors and bool((info != 0).any()):
-        raise LinAlgError(f"linalg.lu_factor_ex: U[{int(info.max())}, {int(info.max())}] is "
-                          "zero and the factorization failed (singular input)")
+        raise LinAlgError(f"linalg.lu_factor_ex: U has a zero on its diagonal (info "
+                          f"{info.tolist()}): the input is singular")
     return LUFactorExResult(lu, pivots, info)
 
 

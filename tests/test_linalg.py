@@ -340,6 +340,12 @@ def test_gradcheck_in_float64():
         (gd.linalg.pinv, [distinct_singular(3, 4)]),
         (gd.linalg.matrix_exp, [r.standard_normal((3, 3))]),
         (lambda x: gd.linalg.lu_factor(x)[0], [general(3, 3)]),
+        (lambda x: gd.linalg.lu_factor(x)[0], [general(4, 2)]),           # tall
+        (lambda x: gd.linalg.lu_factor(x)[0], [general(2, 4)]),           # wide
+        (lambda x: gd.linalg.lu_solve(*gd.linalg.lu_factor(x), x[..., :2] + 1),
+         [general(3, 3)]),
+        (lambda x: gd.cholesky_solve(x[..., :2], x.tril()), [spd(3, 3)]),
+        (gd.linalg.householder_product, [general(4, 3), r.standard_normal(2)]),
         (lambda x: gd.linalg.matrix_norm(x, "nuc"), [distinct_singular(3, 4)]),
         (lambda x: gd.linalg.lstsq(x, x[..., :2] * 2 + 1)[0], [distinct_singular(5, 3)]),
     ]

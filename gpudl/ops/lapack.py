@@ -101,6 +101,11 @@ def singular(op, info):
                                         "not be completed because the input matrix is singular.")
 
 
+def solver_failed(op, info):
+    return _failure(op, info, lambda k: "The solver failed because the input matrix is "
+                                        "singular.")
+
+
 def not_positive_definite(op, info):
     return _failure(op, info, lambda k: "The factorization could not be completed because the "
                                         f"input is not positive-definite (the leading minor of "
@@ -136,7 +141,7 @@ def solve(a, b, op="linalg.solve", check_errors=True):
     if a.size == 0 or b.size == 0:
         return xp.zeros(b.shape, b.dtype), None
     return _checked(lambda m: xp.linalg.solve(xp.broadcast_to(m, batch + m.shape[-2:]), b), a,
-                    lu_info, singular, op, check_errors)
+                    lu_info, solver_failed, op, check_errors)
 
 
 def cholesky(a, op="linalg.cholesky", check_errors=True):

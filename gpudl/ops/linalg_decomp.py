@@ -181,11 +181,11 @@ class QR(Function):
 
     @staticmethod
     def backward(ctx, gq, gr=None):
-        m, n = ctx.saved_tensors[0].shape[-2:] if ctx.mode != "r" else (0, 0)
         if ctx.mode == "r":
             raise RuntimeError("The derivative of linalg.qr depends on Q, which is not computed "
                                "when mode='r'. Please use linalg.qr(A, mode='reduced') if you are "
                                "going to differentiate through linalg.qr.")
+        m, n = ctx.saved_tensors[0].shape[-2:]
         if ctx.mode == "complete" and m > n:
             raise RuntimeError("The QR decomposition is not differentiable when mode='complete' "
                                "and nrows > ncols.")
