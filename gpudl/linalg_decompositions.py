@@ -10,7 +10,7 @@ import numpy as np
 
 from . import backend, dtypes
 from .amp.autocast_mode import cast_inputs, state as _autocast
-from .ops import linalg_decomp as decomp
+from .ops import linalg_decomp as decomp, lu as lu_ops
 from .ops.lapack import LinAlgError
 from .tensor import Tensor
 
@@ -310,7 +310,7 @@ def lu_factor_ex(A, *, pivot=True, check_errors=False):
         raise NotImplementedError("linalg.lu_factor: pivot=False is only available on CUDA "
                                   "in torch and not at all in gpudl")
     A = matrices("linalg.lu_factor", False, A=A)
-    lu, pivots = decomp.LUFactor.apply(A)
+    lu, pivots = lu_ops.LUFactor.apply(A)
     diagonal = lu.detach().numpy().diagonal(0, -2, -1)       # U's diagonal, on the host
     zero = diagonal == 0
     info = Tensor._make(np.where(zero.any(-1), zero.argmax(-1) + 1, 0).astype(np.int32), False,

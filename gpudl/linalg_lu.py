@@ -5,7 +5,7 @@ ops: gradients reach LU and B."""
 import numpy as np
 
 from .linalg_decompositions import matrices
-from .ops import linalg_decomp as decomp
+from .ops import linalg_decomp as decomp, lu as lu_ops
 from .tensor import Tensor
 
 
@@ -14,7 +14,7 @@ def _permutation(LU_pivots, m, device):
     if not isinstance(LU_pivots, Tensor) or LU_pivots.dtype.kind not in "iu":
         raise TypeError(f"lu: LU_pivots must be an integer Tensor, got "
                         f"{getattr(LU_pivots, 'dtype', type(LU_pivots).__name__)}")
-    perm = decomp.permutation_of(LU_pivots._data, m)
+    perm = lu_ops.permutation_of(LU_pivots._data, m)
     return Tensor._make(perm.astype("int64"), False, None, 0, device)
 
 

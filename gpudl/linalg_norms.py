@@ -11,7 +11,7 @@ from . import backend, dtypes, functions
 from .amp.autocast_mode import cast_inputs, state as _autocast
 from .creation import eye, ones_like
 from .linalg import vector_norm
-from .linalg_decompositions import inv, matrices, pinv, solve, svdvals, tolerances
+from .linalg_decompositions import inv, matrices, solve, svdvals, tolerances
 from .ops import linalg_decomp as decomp
 from .ops._util import is_int, normalize_axes
 from .tensor import Tensor

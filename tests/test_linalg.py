@@ -307,8 +307,8 @@ def test_lu_family(dtype, shape):
                                                     adjoint=adjoint),
                     lambda x, y: torch.linalg.lu_solve(*torch.linalg.lu_factor(x), y, left=left,
                                                        adjoint=adjoint), [a, rhs], dtype)
-        compare(lambda x, y: gd.lu_solve(y, *gd.lu(x)), lambda x, y: torch.lu_solve(y, *torch.lu(x)),
-                [a, b], dtype)
+        compare(lambda x, y: gd.lu_solve(y, *gd.lu(x)),
+                lambda x, y: torch.lu_solve(y, *torch.lu(x)), [a, b], dtype)
         compare(lambda x: gd.lu_unpack(*gd.lu(x)), lambda x: torch.lu_unpack(*torch.lu(x)), [a],
                 dtype)
 
