@@ -106,13 +106,13 @@ def lu_solve(b, LU_data, LU_pivots):
 
 
 def triangular_solve(b, A, upper=True, transpose=False, unitriangular=False):
-    """torch.triangular_solve (deprecated in torch): (X, A.clone()) with A X = b (A^T X = b
-    with ``transpose``)."""
+    """torch.triangular_solve (deprecated in torch): (X, a copy of A broadcast to the batch
+    shape) with A X = b (A^T X = b with ``transpose``)."""
     b, A = matrices("triangular_solve", False, "triangular_solve", b=b, A=A)
     coefficient = A.mT if transpose else A
     x = linalg.solve_triangular(coefficient, b, upper=upper != transpose,
                                 unitriangular=unitriangular)
-    return TriangularSolveResult(x, A.clone())
+    return TriangularSolveResult(x, A.expand(*x.shape[:-2], *A.shape[-2:]).clone())
 
 
 def chain_matmul(*matrices_):

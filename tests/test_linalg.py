@@ -517,3 +517,72 @@ def test_cuda_autocast_leaves_factorizations_alone(monkeypatch):
     assert gd.linalg.vecdot(x, x).dtype == gd.float16
     assert gd.addr(x, x[0], x[1]).dtype == gd.float16
     assert gd.vdot(x[0], x[1].half()).dtype == gd.float32
+
+
+# without SciPy (not a gpudl dependency): the CPU triangular solve and LU are gpudl's own
+
+@pytest.fixture
+def no_scipy(monkeypatch):
+    """``import scipy`` and ``import scipy.linalg`` fail, as on a plain install."""
+    for name in ("scipy", "scipy.linalg"):
+        monkeypatch.setitem(__import__("sys").modules, name, None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_triangular_solves_and_lu_without_scipy(no_scipy, dtype):
+    r = _rng()
+    a, b = general(2, 1, 5, 5), r.standard_normal((3, 5, 2))     # batch dims broadcast
+    for upper, unit in ((True, False), (False, True)):
+        compare(lambda x, y: gd.linalg.solve_triangular(x, y, upper=upper, unitriangular=unit),
+                lambda x, y: torch.linalg.solve_triangular(x, y, upper=upper,
+                                                           unitriangular=unit), [a, b], dtype)
+        compare(lambda y, x: gd.triangular_solve(y, x, upper),
+                lambda y, x: torch.triangular_solve(y, x, upper), [b, a], dtype)
+    for shape in ((4, 6, 6), (3, 7, 4), (3, 4, 7), (2, 40, 40)):     # 40: past one LU block
+        compare(gd.linalg.lu_factor, torch.linalg.lu_factor, [r.standard_normal(shape)], dtype,
+                grad=shape[-1] == shape[-2])
+        compare(gd.linalg.lu, torch.linalg.lu, [r.standard_normal(shape)], dtype, grad=False)
+    b = r.standard_normal((4, 6, 3))
+    compare(lambda x, y: gd.linalg.lu_solve(*gd.linalg.lu_factor(x), y),
+            lambda x, y: torch.linalg.lu_solve(*torch.linalg.lu_factor(x), y), [general(4, 6, 6),
+                                                                                 b], dtype)
+    factor = np.linalg.cholesky(spd(4, 6, 6))
+    compare(gd.cholesky_solve, torch.cholesky_solve, [b, factor], dtype)
+
+
+def _exact_getrf_pivots(a):
+    """getrf's 0-based pivots in exact rational arithmetic, and whether every nonzero pivot is
+    a power of two (then every step is exact in floating point, in any order)."""
+    from fractions import Fraction
+    rows = [[Fraction(int(x)) for x in row] for row in a]
+    pivots, dyadic = [], True
+    for j in range(len(rows)):
+        column = [abs(row[j]) for row in rows[j:]]
+        p = j + column.index(max(column))                  # the first of the largest
+        pivots.append(p)
+        rows[j], rows[p] = rows[p], rows[j]
+        pivot = rows[j][j]
+        if pivot == 0:
+            continue
+        size = abs(pivot.numerator)
+        dyadic &= pivot.denominator == 1 and size & (size - 1) == 0
+        for row in rows[j + 1:]:
+            row[j] /= pivot
+            row[j + 1:] = [x - row[j] * y for x, y in zip(row[j + 1:], rows[j][j + 1:])]
+    return pivots, dyadic
+
+
+def test_lu_pivots_on_ties_and_singular_matrices_match_torch(no_scipy):
+    """Small-integer matrices: many ties for the pivot and many singular ones. Kept: those
+    whose pivots are powers of two, so that no rounding can break a tie either way."""
+    a = _rng().integers(-1, 2, (400, 5, 5)).astype(np.float64)
+    reference = [_exact_getrf_pivots(m) for m in a]
+    a = a[[dyadic for _, dyadic in reference]]
+    expected = np.array([p for p, dyadic in reference if dyadic], np.int32)
+    lu, pivots, info = gd.linalg.lu_factor_ex(gd.tensor(a))
+    t_lu, t_pivots, t_info = torch.linalg.lu_factor_ex(torch.tensor(a))
+    assert (t_info.numpy() > 0).sum() > 10 and len(a) > 50           # singular ones are there
+    np.testing.assert_array_equal(pivots.numpy(), expected + 1)
+    np.testing.assert_array_equal(pivots.numpy(), t_pivots.numpy())
+    np.testing.assert_array_equal(info.numpy(), t_info.numpy())
+    np.testing.assert_array_equal(lu.numpy(), t_lu.numpy())

@@ -1,5 +1,7 @@
 """The LAPACK calls behind gpudl.linalg, on raw arrays batched over leading dims: numpy.linalg
-and scipy.linalg on the CPU, cupy.linalg and cupyx.scipy.linalg on CUDA. No autograd here.
+on the CPU (the triangular solve and the LU factorization, which it lacks, written here over the
+whole batch at once: SciPy is not a dependency), cupy.linalg and cupyx.scipy.linalg on CUDA. No
+autograd here.
 
 A failed factorization (singular input to inv/solve, a matrix that is not positive-definite to
 cholesky) is reported per matrix as LAPACK's ``info`` (torch's ``*_ex`` return it); the plain
@@ -8,7 +10,6 @@ host, so a call that succeeds pays for one factorization.
 """
 
 import contextlib
-import warnings
 
 import numpy as np
 
@@ -167,9 +168,19 @@ def solve_triangular(a, b, upper, unitriangular=False):
             import cupyx.scipy.linalg
             return _per_matrix(lambda m, r: cupyx.scipy.linalg.solve_triangular(
                 m, r, lower=not upper, unit_diagonal=unitriangular), a, b)
-        import scipy.linalg           # here: importing gpudl stays fast
-        return scipy.linalg.solve_triangular(a, b, lower=not upper, unit_diagonal=unitriangular,
-                                             check_finite=False)
+        return _substitute(a, b, upper, unitriangular)
+
+
+def _substitute(a, b, upper, unitriangular):
+    """Forward (lower) or back (upper) substitution, one row of X at a time for the whole batch;
+    reads A's diagonal and the triangle named only."""
+    n = a.shape[-1]
+    x = np.empty(b.shape, np.result_type(a, b))
+    for i in (range(n - 1, -1, -1) if upper else range(n)):
+        solved = slice(i + 1, n) if upper else slice(0, i)
+        row = b[..., i, :] - (a[..., i:i + 1, solved] @ x[..., solved, :])[..., 0, :]
+        x[..., i, :] = row if unitriangular else row / a[..., i, i, None]
+    return x
 
 
 def lu_factor(a):
@@ -179,14 +190,39 @@ def lu_factor(a):
         # cupyx.scipy.linalg.lu_factor takes one square matrix: looped over the batch
         import cupyx.scipy.linalg
         return _per_matrix(lambda m: cupyx.scipy.linalg.lu_factor(m, check_finite=False), a)
-    k = min(a.shape[-2:])
-    if a.size == 0:
-        return a.copy(), np.zeros(a.shape[:-2] + (k,), np.int32)
-    import scipy.linalg
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)   # singular: info only
-        lu, pivots = scipy.linalg.lu_factor(a, check_finite=False)
-    return lu, pivots.astype(np.int32)
+    m, n = a.shape[-2:]
+    k = min(m, n)
+    batch = a.shape[:-2]
+    lu = np.array(a, dtype=np.result_type(a, np.float32)).reshape((int(np.prod(batch)), m, n))
+    pivots = np.zeros((lu.shape[0], k), np.int32)
+    if a.size:
+        with np.errstate(invalid="ignore"):
+            for start in range(0, k, _LU_BLOCK):
+                _lu_panel(lu, pivots, start, min(start + _LU_BLOCK, k))
+    return lu.reshape(batch + (m, n)), pivots.reshape(batch + (k,))
+
+
+_LU_BLOCK = 16      # columns factored one by one before a matrix-product update of the rest
+
+
+def _lu_panel(lu, pivots, start, stop):
+    """getrf's step on columns start:stop of every matrix of ``lu`` (batch, m, n), in place:
+    each column's pivot is the first row of largest magnitude on or below the diagonal (row
+    swaps span the whole matrix, as LAPACK applies them); a zero pivot leaves its column
+    unscaled. The rows start:stop right of the panel become U's, the rest gets the Schur
+    update by one matrix product."""
+    every = np.arange(lu.shape[0])
+    for j in range(start, stop):
+        p = j + np.abs(lu[:, j:, j]).argmax(-1)
+        pivots[:, j] = p
+        lu[every, j], lu[every, p] = lu[every, p], lu[every, j]   # fancy indexing copies
+        pivot = lu[:, j, j, None]
+        lu[:, j + 1:, j] /= np.where(pivot == 0, 1, pivot)
+        lu[:, j + 1:, j + 1:stop] -= lu[:, j + 1:, j, None] * lu[:, j, None, j + 1:stop]
+    if stop < lu.shape[-1]:
+        lu[:, start:stop, stop:] = _substitute(lu[:, start:stop, start:stop],
+                                               lu[:, start:stop, stop:], False, True)
+        lu[:, stop:, stop:] -= lu[:, stop:, start:stop] @ lu[:, start:stop, stop:]
 
 
 def qr(a, mode):
