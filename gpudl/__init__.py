@@ -98,3 +98,9 @@ from .global_state import (broadcast_shapes, can_cast, get_default_dtype, get_nu
 _SUBMODULES += ("special",)
 from .special import (digamma, erfc, erfinv, i0, igamma, igammac, lgamma,  # noqa: E402
                       mvlgamma, polygamma)
+# branch linalg: torch's top-level linear algebra names (and their Tensor methods)
+from .linalg_torch_names import (addmv, addr, chain_matmul, cholesky,  # noqa: E402
+                                 cholesky_inverse, cholesky_solve, det, dist, frobenius_norm,
+                                 ger, inner, inverse, logdet, lu, lu_solve, lu_unpack,
+                                 matrix_exp, matrix_power, nuclear_norm, pinverse, qr, renorm,
+                                 slogdet, svd, triangular_solve, vdot)

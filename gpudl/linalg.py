@@ -89,3 +89,14 @@ def _diagonals_as_identities(named, operands, sizes, free):
             renamed += c
         named[k] = renamed
     return named + [s for s, _ in extra], list(operands) + [t for _, t in extra]
+
+
+# branch linalg: torch.linalg's matrix functions (their own modules; imported last, as they
+# use vector_norm above)
+from .linalg_decompositions import (LinAlgError, cholesky, cholesky_ex, det, eig,  # noqa: E402
+                                    eigh, eigvals, eigvalsh, householder_product, inv, inv_ex,
+                                    lstsq, lu, lu_factor, lu_factor_ex, lu_solve, matrix_exp,
+                                    pinv, qr, slogdet, solve, solve_ex, solve_triangular, svd,
+                                    svdvals)
+from .linalg_norms import (cond, cross, diagonal, matrix_norm, matrix_power,  # noqa: E402
+                           matrix_rank, multi_dot, norm, tensorinv, tensorsolve, vander, vecdot)

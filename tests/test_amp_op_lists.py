@@ -209,6 +209,68 @@ NN_UTILS_CASES = {
                                (PROBS, LABEL_LISTS)),
 }
 CASES.update(NN_UTILS_CASES)
+# branch linalg: torch's linalg names with an autocast kernel (float32 on the cpu for the
+# factorizations and solves; on cuda only the norms (float32) and products (lower) have one:
+# fake tensors run factorizations of float16 there that real CUDA refuses, so those are checked
+# on the cpu here and in test_linalg.py on cuda)
+SPD = (SQUARE @ SQUARE.T + 6 * np.eye(6)).astype(np.float32)
+WELL = (SQUARE + 6 * np.eye(6)).astype(np.float32)
+CHOL = np.linalg.cholesky(SPD).astype(np.float32)
+_LU, _PIV = (lambda lu: (lu[0].numpy(), lu[1].numpy()))(torch.linalg.lu_factor(
+    torch.from_numpy(WELL)))
+_HH, _TAU = (lambda qr: (qr[0].numpy(), qr[1].numpy()))(torch.geqrf(torch.from_numpy(MAT.T.copy())))
+LINALG_CASES = {
+    "linalg_inv": (lambda m, f, x: m.linalg.inv(x), (WELL,)),
+    "linalg_inv_ex": (lambda m, f, x: m.linalg.inv_ex(x)[0], (WELL,)),
+    "inverse": (lambda m, f, x: m.inverse(x), (WELL,)),
+    "linalg_cholesky": (lambda m, f, x: m.linalg.cholesky(x), (SPD,)),
+    "linalg_cholesky_ex": (lambda m, f, x: m.linalg.cholesky_ex(x)[0], (SPD,)),
+    "cholesky": (lambda m, f, x: m.cholesky(x), (SPD,)),
+    "cholesky_inverse": (lambda m, f, x: m.cholesky_inverse(x), (CHOL,)),
+    "cholesky_solve": (lambda m, f, b, x: m.cholesky_solve(b, x), (MAT[:, :3].copy(), CHOL)),
+    "linalg_cond": (lambda m, f, x: m.linalg.cond(x), (WELL,)),
+    "linalg_eigh": (lambda m, f, x: m.linalg.eigh(x)[0], (SPD,)),
+    "linalg_eigvalsh": (lambda m, f, x: m.linalg.eigvalsh(x), (SPD,)),
+    "linalg_householder_product": (lambda m, f, x, t: m.linalg.householder_product(x, t),
+                                   (_HH, _TAU)),
+    "linalg_lstsq": (lambda m, f, x, y: m.linalg.lstsq(x, y)[0], (MAT.T.copy(),
+                                                                    MAT[:2].T.copy())),
+    "linalg_matrix_norm": (lambda m, f, x: m.linalg.matrix_norm(x), (MAT,)),
+    "linalg_matrix_rank": (lambda m, f, x: m.linalg.matrix_rank(x), (MAT,)),
+    "linalg_multi_dot": (lambda m, f, x, y: m.linalg.multi_dot([x, y, x]),
+                         (MAT[:, :6].copy(), MAT[:, :6].T.copy())),
+    "linalg_qr": (lambda m, f, x: m.linalg.qr(x)[1], (MAT,)),
+    "qr": (lambda m, f, x: m.qr(x)[1], (MAT,)),
+    "linalg_solve": (lambda m, f, x, y: m.linalg.solve(x, y), (WELL, VECTOR[:6].copy())),
+    "linalg_svd": (lambda m, f, x: m.linalg.svd(x)[1], (MAT,)),
+    "svd": (lambda m, f, x: m.svd(x)[1], (MAT,)),
+    "linalg_svdvals": (lambda m, f, x: m.linalg.svdvals(x), (MAT,)),
+    "linalg_tensorinv": (lambda m, f, x: m.linalg.tensorinv(x.reshape(6, 2, 3), ind=1),
+                         (WELL,)),
+    "linalg_tensorsolve": (lambda m, f, x, y: m.linalg.tensorsolve(x, y),
+                           (WELL, VECTOR[:6].copy())),
+    "linalg_vecdot": (lambda m, f, x, y: m.linalg.vecdot(x, y), (MAT, MAT[::-1].copy())),
+    "lu_solve": (lambda m, f, b, x, p: m.lu_solve(b, x, p), (MAT[:, :3].copy(), _LU, _PIV)),
+    "pinverse": (lambda m, f, x: m.pinverse(x), (MAT,)),
+    "triangular_solve": (lambda m, f, b, x: m.triangular_solve(b, x)[0],
+                         (MAT[:, :3].copy(), WELL)),
+    "addmv": (lambda m, f, x, y, z: m.addmv(x, y, z), (VECTOR[:6].copy(), MAT, VECTOR)),
+    "addr": (lambda m, f, x, y, z: m.addr(x, y, z), (MAT, VECTOR[:6].copy(), VECTOR)),
+    "chain_matmul": (lambda m, f, x, y: m.chain_matmul(x, y, x),
+                     (MAT[:, :6].copy(), MAT[:, :6].T.copy())),
+    "dist": (lambda m, f, x, y: m.dist(x, y), (MAT, MAT[::-1].copy())),
+    "frobenius_norm": (lambda m, f, x: m.frobenius_norm(x, (0, 1)), (MAT,)),
+    "nuclear_norm": (lambda m, f, x: m.nuclear_norm(x), (MAT,)),
+    "renorm": (lambda m, f, x: m.renorm(x, 2, 0, 1.0), (MAT,)),
+    "vdot": (lambda m, f, x, y: m.vdot(x, y), (VECTOR, VECTOR[::-1].copy())),
+}
+CASES.update(LINALG_CASES)
+LINALG_CPU_ONLY = {"linalg_inv", "linalg_inv_ex", "inverse", "linalg_cholesky",
+                   "linalg_cholesky_ex", "cholesky", "cholesky_inverse", "cholesky_solve",
+                   "linalg_cond", "linalg_eigh", "linalg_eigvalsh", "linalg_householder_product",
+                   "linalg_lstsq", "linalg_matrix_rank", "linalg_qr", "qr", "linalg_solve",
+                   "linalg_svd", "svd", "linalg_svdvals", "linalg_tensorinv",
+                   "linalg_tensorsolve", "lu_solve", "pinverse", "triangular_solve"}
 
 # ops whose CUDA autocast kernels torch's fake tensors cannot run in a CPU-only build ("not
 # linked with support for cuda devices"): their cuda policy is checked through the table below
@@ -360,6 +422,12 @@ NOT_IN_GPUDL = {
 ADDED = set(ADDED_CASES) | set(NAMES_CASES) | set(MISC_CASES) | set(NN_UTILS_CASES)
 CHECKED |= ADDED
 NOT_IN_GPUDL -= ADDED
+# branch linalg: the linalg cases above; eig and eigvals exist in gd.linalg only to refuse
+# (no complex dtypes: NotImplementedError, tested in test_linalg.py)
+CHECKED |= set(LINALG_CASES)
+NO_FAKE_CUDA |= LINALG_CPU_ONLY
+NOT_IN_GPUDL -= set(LINALG_CASES)
+REFUSED = {"linalg_eig", "linalg_eigvals"}
 
 
 def test_cuda_policy_of_the_added_ops_fake_tensors_cannot_run(monkeypatch):
@@ -377,9 +445,10 @@ def test_every_torch_autocast_op_is_checked_or_absent_from_gpudl():
                   for key in ("AutocastCPU", "AutocastCUDA")
                   if torch._C._dispatch_has_kernel_for_dispatch_key(n, key)}
     assert not CHECKED & NOT_IN_GPUDL
-    assert registered - CHECKED - NOT_IN_GPUDL == set(), "torch autocasts ops not sorted here"
+    assert registered - CHECKED - NOT_IN_GPUDL - REFUSED == set(), \
+        "torch autocasts ops not sorted here"
     assert (CHECKED | NOT_IN_GPUDL) - registered == set(), "names here torch does not autocast"
-    gd_names = [n for n in NOT_IN_GPUDL if not n.startswith("_")]
+    gd_names = [n for n in NOT_IN_GPUDL - REFUSED if not n.startswith("_")]
     present = [n for n in gd_names if hasattr(F, n) or hasattr(gd.Tensor, n)
                or hasattr(gd, n) or hasattr(gd.linalg, n.replace("linalg_", ""))]
     assert present == [], "gpudl has these: add a case above"

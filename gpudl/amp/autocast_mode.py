@@ -84,6 +84,19 @@ POLICIES["cuda"].update(dict.fromkeys(("acos", "asin", "cosh", "sinh", "tan"), "
 # session 11, nn-utils: ctc_loss and multilabel_margin_loss run in float32 on both devices
 for _policies in POLICIES.values():
     _policies.update(dict.fromkeys(("ctc_loss", "multilabel_margin_loss"), "fp32"))
+# branch linalg: torch's CPU list runs its factorizations and solves in float32 (CUDA has no
+# autocast kernel for them: float16 input is refused there, as torch's); on cuda the norms
+# built on them run in float32 and the products lower
+POLICIES["cpu"].update(dict.fromkeys((
+    "linalg_inv", "linalg_inv_ex", "linalg_cholesky", "linalg_cholesky_ex", "cholesky_inverse",
+    "cholesky_solve", "linalg_cond", "linalg_eigh", "linalg_eigvalsh", "linalg_lstsq",
+    "linalg_householder_product", "linalg_matrix_rank", "linalg_qr", "linalg_solve",
+    "linalg_svd", "linalg_svdvals", "linalg_tensorinv", "linalg_tensorsolve", "lu_solve",
+    "pinverse", "triangular_solve"), "fp32"), linalg_vecdot="lower")
+POLICIES["cuda"].update(dict.fromkeys((
+    "linalg_matrix_norm", "dist", "frobenius_norm", "nuclear_norm", "renorm"), "fp32"),
+    linalg_vecdot="lower", addmv="lower", addr="lower", linalg_multi_dot="lower",
+    chain_matmul="lower", vdot="promote")
 
 _BANNED = ("{op} and torch.nn.BCELoss are unsafe to autocast: many models use a sigmoid layer "
            "right before the binary cross entropy layer, and in that case the combination is "
