@@ -40,3 +40,5 @@ from .linear import Bilinear
 from .padding import CircularPad3d, ConstantPad3d, ReflectionPad3d, ReplicationPad3d, ZeroPad3d
 from .dropout import Dropout3d
 from .sparse import EmbeddingBag
+# ------------------------------------------------------------------ session 11: nn-vision
+from .conv import Conv3d, ConvTranspose1d, ConvTranspose3d, Fold

@@ -49,3 +49,6 @@ from ..ops.pool import (  # noqa: F401
     adaptive_avg_pool1d, adaptive_max_pool1d, adaptive_max_pool2d)
 from ..ops.embedding_bag import embedding_bag  # noqa: F401
 from ..ops.gumbel_softmax import gumbel_softmax  # noqa: F401
+
+# ------------------------------------------------------------------ session 11: nn-vision
+from ..ops.conv import conv3d, conv_transpose1d, conv_transpose3d, fold  # noqa: F401
