@@ -42,6 +42,13 @@ from .torch_names import (all, any, broadcast_to, count_nonzero, dot, finfo,  # 
                           hstack, iinfo, is_floating_point, isinf, logical_and, logical_not,
                           logical_or, logical_xor, moveaxis, movedim, mv, pow, t, tile, trace,
                           tril_indices, triu_indices, unflatten, vstack)
+# session 11, nn-vision: torch's top-level names of the nn functions
+from .torch_nn_names import (adaptive_avg_pool1d, adaptive_max_pool1d, avg_pool1d,  # noqa: F401
+                             batch_norm, channel_shuffle, conv1d, conv2d, conv3d,
+                             conv_transpose1d, conv_transpose2d, conv_transpose3d, convolution,
+                             dropout, embedding, group_norm, instance_norm, layer_norm,
+                             max_pool1d, max_pool1d_with_indices, max_pool2d, max_pool3d, pdist,
+                             pixel_shuffle, pixel_unshuffle)
 
 host_memory.keep_freed_memory()     # before the first step's temporaries (see its module doc)
 

@@ -42,3 +42,7 @@ from .dropout import Dropout3d
 from .sparse import EmbeddingBag
 # ------------------------------------------------------------------ session 11: nn-vision
 from .conv import Conv3d, ConvTranspose1d, ConvTranspose3d, Fold
+from .normalization import BatchNorm3d, InstanceNorm3d, LocalResponseNorm
+from .pool import (AdaptiveAvgPool3d, AdaptiveMaxPool3d, AvgPool3d, LPPool1d, LPPool2d,
+                   LPPool3d, MaxPool3d, MaxUnpool1d, MaxUnpool2d, MaxUnpool3d)
+from .resample import ChannelShuffle, PixelUnshuffle

@@ -1,7 +1,7 @@
 """Upsample (and its older forms UpsamplingNearest2d, UpsamplingBilinear2d) and PixelShuffle:
 stateless layers over ``gpudl.ops.resample``."""
 
-from ..ops.resample import interpolate, pixel_shuffle
+from ..ops.resample import channel_shuffle, interpolate, pixel_shuffle, pixel_unshuffle
 from .module import Module
 
 
@@ -54,3 +54,33 @@ class UpsamplingBilinear2d(Upsample):
 
     def __init__(self, size=None, scale_factor=None):
         super().__init__(size, scale_factor, mode="bilinear", align_corners=True)
+
+
+# --------------------------------------------------------------------------- nn-vision
+class PixelUnshuffle(Module):
+    """(*, C, H*r, W*r) -> (*, C*r*r, H, W) with r = downscale_factor (PixelShuffle's
+    inverse)."""
+
+    def __init__(self, downscale_factor):
+        super().__init__()
+        self.downscale_factor = downscale_factor
+
+    def forward(self, input):
+        return pixel_unshuffle(input, self.downscale_factor)
+
+    def extra_repr(self):
+        return f"downscale_factor={self.downscale_factor}"
+
+
+class ChannelShuffle(Module):
+    """(N, C, *) with its channels shuffled across ``groups`` (``F.channel_shuffle``)."""
+
+    def __init__(self, groups):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, input):
+        return channel_shuffle(input, self.groups)
+
+    def extra_repr(self):
+        return f"groups={self.groups}"

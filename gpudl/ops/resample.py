@@ -127,3 +127,55 @@ def pixel_shuffle(input, upscale_factor):
     n = len(lead)
     order = tuple(range(n)) + (n, n + 3, n + 1, n + 4, n + 2)      # (*, C, H, r, W, r)
     return blocks.permute(*order).reshape(*lead, c, h * r, w * r)
+
+
+# --------------------------------------------------------------------------- nn-vision
+def pixel_unshuffle(input, downscale_factor):
+    """(*, C, H*r, W*r) -> (*, C*r*r, H, W), r = downscale_factor: pixel_shuffle's inverse."""
+    r = downscale_factor
+    if not isinstance(input, Tensor) or input.ndim < 3:
+        raise ValueError(f"pixel_unshuffle: expected a (*, C, H*r, W*r) tensor, got "
+                         f"{getattr(input, 'shape', type(input).__name__)}")
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0 \
+            or input.shape[-2] % r or input.shape[-1] % r:
+        raise ValueError(f"pixel_unshuffle: height {input.shape[-2]} and width "
+                         f"{input.shape[-1]} must be divisible by a positive int "
+                         f"downscale_factor, got {r!r}")
+    *lead, c, h, w = input.shape
+    h, w = h // r, w // r
+    blocks = input.reshape(*lead, c, h, r, w, r)
+    n = len(lead)
+    order = tuple(range(n)) + (n, n + 2, n + 4, n + 1, n + 3)      # (*, C, r, r, H, W)
+    return blocks.permute(*order).reshape(*lead, c * r * r, h, w)
+
+
+def channel_shuffle(input, groups):
+    """(N, C, *) with its C channels, seen as (groups, C / groups), transposed to
+    (C / groups, groups): ShuffleNet's channel shuffle."""
+    if not isinstance(input, Tensor) or input.ndim < 3:
+        raise ValueError(f"channel_shuffle: expected input with more than 2 dims, got "
+                         f"{getattr(input, 'shape', type(input).__name__)}")
+    channels = input.shape[1]
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0 \
+            or channels % groups:
+        raise ValueError(f"channel_shuffle: groups must be a positive int dividing the "
+                         f"{channels} channels, got {groups!r}")
+    n, rest = input.shape[0], tuple(input.shape[2:])
+    return input.reshape(n, groups, channels // groups, *rest).transpose(1, 2).reshape(
+        n, channels, *rest)
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """Deprecated alias of :func:`interpolate` (torch's ``F.upsample``)."""
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+def upsample_nearest(input, size=None, scale_factor=None):
+    """Deprecated: ``interpolate(input, size, scale_factor, mode='nearest')``."""
+    return interpolate(input, size, scale_factor, mode="nearest")
+
+
+def upsample_bilinear(input, size=None, scale_factor=None):
+    """Deprecated: ``interpolate(input, size, scale_factor, mode='bilinear',
+    align_corners=True)``."""
+    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
