@@ -341,3 +341,28 @@ def test_every_torch_autocast_op_is_checked_or_absent_from_gpudl():
     present = [n for n in gd_names if hasattr(F, n) or hasattr(gd.Tensor, n)
                or hasattr(gd, n) or hasattr(gd.linalg, n.replace("linalg_", ""))]
     assert present == [], "gpudl has these: add a case above"
+
+
+# session 11, nn-vision: the 3-D convolutions and pools, unpooling, pdist and grid sampling
+VOLUME = _f32(2, 3, 4, 4, 6)
+GRID = R.uniform(-1, 1, (2, 3, 3, 2)).astype(np.float32)
+VISION_CASES = {
+    "conv3d": (lambda m, f, x, k: f.conv3d(x, k[:, :, :2, :2].reshape(4, 3, 2, 2, 1)),
+               (VOLUME, KER)),
+    "conv_transpose1d": (lambda m, f, x, k: f.conv_transpose1d(x, k[:3, :, 0]), (SEQ, KER)),
+    "conv_transpose3d": (lambda m, f, x, k: f.conv_transpose3d(
+        x, k[:3, :, :2, :2].reshape(3, 4, 2, 2, 1)), (VOLUME, KER)),
+    "avg_pool3d": (lambda m, f, x: f.avg_pool3d(x, 2), (VOLUME,)),
+    "max_pool3d": (lambda m, f, x: f.max_pool3d(x, 2), (VOLUME,)),
+    "adaptive_avg_pool3d": (lambda m, f, x: f.adaptive_avg_pool3d(x, 2), (VOLUME,)),
+    "adaptive_max_pool3d": (lambda m, f, x: f.adaptive_max_pool3d(x, 2), (VOLUME,)),
+    "max_unpool2d": (lambda m, f, x: f.max_unpool2d(*f.max_pool2d(x, 2, return_indices=True),
+                                                    2), (IMG,)),
+    "max_unpool3d": (lambda m, f, x: f.max_unpool3d(*f.max_pool3d(x, 2, return_indices=True),
+                                                    2), (VOLUME,)),
+    "pdist": (lambda m, f, x: m.pdist(x), (MAT,)),
+    "grid_sampler": (lambda m, f, x, g: f.grid_sample(x, g, align_corners=False), (IMG, GRID)),
+}
+CASES.update(VISION_CASES)
+CHECKED |= set(VISION_CASES)
+NOT_IN_GPUDL -= set(VISION_CASES)

@@ -280,8 +280,8 @@ def adaptive_max_pool3d_with_indices(input, output_size, return_indices=True):
 
 # --------------------------------------------------------------------------- unpooling
 def _max_unpool(op, dims, input, indices, kernel_size, stride, padding, output_size):
-    if _autocast.active:
-        (input,) = cast_inputs(op, input)
+    if _autocast.active:        # torch's max_unpool1d is its max_unpool2d
+        (input,) = cast_inputs("max_unpool2d" if dims == 1 else op, input)
     _check_input(op, input, dims)
     if not isinstance(indices, Tensor) or dtypes.category(indices.dtype) != 1:
         raise TypeError(f"{op}: indices must be an integer Tensor, got "
