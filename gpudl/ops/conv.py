@@ -216,7 +216,7 @@ def _string_padding(op, input, padding, kernel, stride, dilation, shapes):
     """'valid' or 'same' -> (input, symmetric padding); 'same' with an odd total pads the input's
     bottom/right by one first, as PyTorch."""
     if padding == "valid":
-        return input, (0, 0)
+        return input, (0,) * len(kernel)
     if padding != "same":
         raise ValueError(f"{op}: padding must be 'valid', 'same', an int or a pair, "
                          f"got {padding!r} {shapes}")

@@ -2,7 +2,8 @@
 
 grid_sample maps each grid point's normalised coordinates (-1 the first pixel's edge or centre,
 1 the last's) to input pixels with torch's rules (align_corners, padding_mode zeros / border /
-reflection), then gathers the 2**dims neighbours (bilinear / trilinear) or the nearest one.
+reflection), then gathers the 2**dims neighbours (bilinear / trilinear), the 4x4 of bicubic or
+the nearest one.
 The input's gradient comes from the gather (added back where points share pixels), the grid's
 from the interpolation weights; out-of-range neighbours are masked to zero, as torch.
 """
@@ -78,15 +79,46 @@ def _reflected(coordinate, twice_low, twice_high):
     return where(odd, span - extra, extra) + low
 
 
-def _source(coordinate, size, padding_mode, align_corners):
-    """Pixel coordinate of normalised ``coordinate`` along a dim of ``size``."""
-    pixel = _unnormalised(coordinate, size, align_corners)
+def _padded(pixel, size, padding_mode, align_corners):
+    """torch's compute_coordinates: a pixel coordinate folded (reflection) and clamped (border,
+    reflection) into the input; 'zeros' leaves it as it is."""
     if padding_mode == "reflection":
         pixel = (_reflected(pixel, 0, 2 * (size - 1)) if align_corners
                  else _reflected(pixel, -1, 2 * size - 1))
     if padding_mode in ("border", "reflection"):
         pixel = pixel.clamp(0, size - 1)
     return pixel
+
+
+def _cubic_weights(t):
+    """The four cubic-convolution weights (A = -0.75, torch's) of taps -1, 0, 1, 2 at fraction
+    ``t``."""
+    a = -0.75
+
+    def near(x):            # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):             # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+
+
+def _taps(coordinate, size, mode, padding_mode, align_corners):
+    """[(position, weight)] along one dim: the input positions a grid coordinate reads (whole
+    numbers, detached; may lie outside the input) and their weights (None: weight 1)."""
+    pixel = _unnormalised(coordinate, size, align_corners)
+    if mode == "bicubic":         # torch pads each tap's position, not the coordinate
+        left = pixel.detach().floor()
+        weights = _cubic_weights(pixel - left)
+        return [(_padded(left + (i - 1), size, padding_mode, align_corners), w)
+                for i, w in enumerate(weights)]
+    pixel = _padded(pixel, size, padding_mode, align_corners)
+    if mode == "nearest":
+        return [(pixel.detach().round(), None)]
+    left = pixel.detach().floor()
+    frac = pixel - left
+    return [(left, 1 - frac), (left + 1, frac)]
 
 
 def _gathered(flat, index, channels):
@@ -101,7 +133,8 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     [..., 2] z, -1 and 1 the first and last pixel (their centres with ``align_corners``, else
     their outer edges; default False).
 
-    mode: 'bilinear' (trilinear for 5-D) or 'nearest' (round half to even); padding_mode:
+    mode: 'bilinear' (trilinear for 5-D), 'nearest' (round half to even) or 'bicubic' (4-D
+    only; torch's cubic convolution, A = -0.75, over 4x4 taps); padding_mode:
     'zeros' (outside pixels read 0), 'border' (clamped) or 'reflection' (mirrored at the
     border). Returns (N, C, Ho, Wo) or (N, C, Do, Ho, Wo). Gradients reach input and grid
     (nearest: input only).
@@ -124,8 +157,9 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
                          f"{input.shape[0]}, got shape {tuple(grid.shape)}")
     if min(input.shape[2:]) <= 0:
         raise ValueError(f"{op}: input spatial sizes must be positive, got {tuple(input.shape)}")
-    if mode == "bicubic":
-        raise NotImplementedError(f"{op}: mode='bicubic' is not supported (bilinear, nearest)")
+    if mode == "bicubic" and dims != 2:
+        raise ValueError(f"{op}: mode='bicubic' needs a 4-D input, got shape "
+                         f"{tuple(input.shape)}")
     if _autocast.active:
         input, grid = cast_inputs("grid_sampler", input, grid)
     if input.dtype != grid.dtype:
@@ -138,16 +172,8 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     # along x, y, z: the input size and the stride of its flat position
     sizes = spatial[::-1]
     strides = [int(np.prod(spatial[len(spatial) - k:])) for k in range(dims)]
-    pixels = [_source(points[..., k], sizes[k], padding_mode, bool(align_corners))
-              for k in range(dims)]
-    if mode == "nearest":
-        corners = [[(pixel.detach().round(), None)] for pixel in pixels]
-    else:
-        corners = []
-        for pixel in pixels:
-            left = pixel.detach().floor()
-            frac = pixel - left
-            corners.append([(left, 1 - frac), (left + 1, frac)])
+    corners = [_taps(points[..., k], sizes[k], mode, padding_mode, bool(align_corners))
+               for k in range(dims)]
     result = None
     for choice in np.ndindex(*(len(c) for c in corners)):
         index, weight, inside = 0, None, None
