@@ -4,9 +4,9 @@ adaptive_{avg,max}_pool3d, the ``*_with_indices`` forms, max_unpool1d/2d/3d and 
 - Max pooling gathers every window's cells through a table of flat positions (``index_select``,
   whose gradient adds back where windows overlap), picks each window's first maximum (torch's
   rule; NaN wins) and gathers it, so the gradient reaches that one cell.
-- Average pooling is separable: a window's sum is a product of sums along each dim, and torch's
-  divisors (count_include_pad or not) are products of per-dim counts, so it runs as one (out, in)
-  matrix per dim (``resample.separable``, BLAS/cuBLAS).
+- Average pooling is separable: a box's mean is a mean along each dim in turn, and torch's
+  divisors (count_include_pad or not) are products of per-dim counts, so it runs one dim at a
+  time, each output cell gathering its window's cells along that dim.
 - max_unpool scatters the values back to their indices; lp_pool is torch's own formula on
   avg_pool.
 """
@@ -19,7 +19,6 @@ from ..kernels.pool import pool_output_size
 from ..tensor import Tensor
 from ._util import EmptyOutputError, xp_of
 from .padding import pad as _pad
-from .resample import separable
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -165,17 +164,32 @@ def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 
 
 # --------------------------------------------------------------------------- average pooling
-def _average_matrix(size, kernel, stride, padding, out, count_include_pad, divide):
-    """(out, size) weights of torch's average pooling along one dim: 1 / divisor on each window's
-    input cells (``divide`` False: 1, the caller divides by divisor_override)."""
-    rows = np.zeros((out, size))
-    for o in range(out):
-        start = o * stride - padding
-        end = min(start + kernel, size + padding)
-        inside = slice(max(start, 0), min(end, size))
-        count = end - start if count_include_pad else inside.stop - inside.start
-        rows[o, inside] = 1.0 / count if divide else 1.0
-    return rows
+def _windowed_mean(x, axis, cells, weights):
+    """sum_k x[..., cells[o, k], ...] * weights[o, k] along ``axis``: (o, K) positions and
+    weights of each output cell's window. Only a window's own cells meet its weights, so a NaN
+    or inf stays in the windows that hold it (a dense matrix product would spread it)."""
+    xp = xp_of(x._data)
+    picked = x.index_select(axis, Tensor._make(xp.asarray(cells.ravel()), False, None, 0,
+                                               x._device))
+    picked = picked.reshape(*x.shape[:axis], *cells.shape, *x.shape[axis + 1:])
+    scale = Tensor._make(xp.asarray(weights.reshape(weights.shape + (1,) * (x.ndim - axis - 1))
+                                    .astype(x.dtype)), False, None, 0, x._device)
+    return (picked * scale).sum(axis + 1)
+
+
+def _average_windows(size, kernel, stride, padding, out, count_include_pad, divide):
+    """(cells, weights), each (out, kernel), of torch's average pooling along one dim: cells in
+    the input padded by ``padding`` before it (and zeros after, as far as windows reach);
+    weights 1 / the divisor's factor along this dim (1 when ``divide`` is False)."""
+    starts = np.arange(out) * stride - padding
+    ends = np.minimum(starts + kernel, size + padding)
+    if count_include_pad:
+        counts = ends - starts
+    else:
+        counts = np.minimum(ends, size) - np.maximum(starts, 0)
+    cells = starts[:, None] + padding + np.arange(kernel)[None, :]
+    weights = np.broadcast_to((1.0 / counts if divide else np.ones(out))[:, None], cells.shape)
+    return cells, weights
 
 
 def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -192,21 +206,39 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                             f"{type(divisor_override).__name__}")
         if divisor_override == 0:
             raise ValueError(f"{op}: divisor_override must be non-zero, got 0")
-    matrices = [_average_matrix(n, k, s, p, o, bool(count_include_pad), divisor_override is None)
-                for n, k, s, p, o in zip(input.shape[-3:], kernel, stride, padding, out)]
+    windows = [_average_windows(n, k, s, p, o, bool(count_include_pad), divisor_override is None)
+               for n, k, s, p, o in zip(input.shape[-3:], kernel, stride, padding, out)]
+    # zeros around the input as far as the windows reach (ceil_mode's may pass the padding)
+    after = [max(int(cells.max()) + 1 - n - p, 0) for (cells, _), n, p in zip(
+        windows, input.shape[-3:], padding)]
+    widths = tuple(w for p, a in zip(reversed(padding), reversed(after)) for w in (p, a))
+    pooled = _pad(input, widths) if any(widths) else input
     with autocast(input._device, enabled=False):
-        pooled = separable(input, matrices)
+        for axis, (cells, weights) in zip(range(input.ndim - 3, input.ndim), windows):
+            pooled = _windowed_mean(pooled, axis, cells, weights)
     return pooled if divisor_override is None else pooled / int(divisor_override)
 
 
-def _bin_matrix(size, out):
-    """(out, size) weights of adaptive average pooling: cell i averages
-    [floor(i*size/out), ceil((i+1)*size/out))."""
-    rows = np.zeros((out, size))
-    for i in range(out):
-        start, end = i * size // out, -(-(i + 1) * size // out)
-        rows[i, start:end] = 1.0 / (end - start)
-    return rows
+def _bins(size, out):
+    """(cells, inside, counts) of torch's adaptive windows along one dim: cell i covers
+    [floor(i*size/out), ceil((i+1)*size/out)); windows are padded to the widest by repeating
+    their last cell (``inside`` False there); ``counts`` (out,) their true widths."""
+    starts = np.arange(out) * size // out
+    ends = -(-(np.arange(1, out + 1) * size) // out)
+    offsets = np.arange(int((ends - starts).max()))
+    cells = np.minimum(starts[:, None] + offsets, ends[:, None] - 1)
+    return cells, starts[:, None] + offsets < ends[:, None], ends - starts
+
+
+def _adaptive_mean(x, axis, out):
+    """Adaptive average along ``axis``: the padding slots of narrow windows read one zero
+    appended to the axis (a repeated inf times weight 0 would give NaN)."""
+    size = x.shape[axis]
+    cells, inside, counts = _bins(size, out)
+    if not inside.all():
+        x = _pad(x, (0, 0) * (x.ndim - 1 - axis) + (0, 1))
+        cells = np.where(inside, cells, size)
+    return _windowed_mean(x, axis, cells, np.broadcast_to(1.0 / counts[:, None], cells.shape))
 
 
 def _output_sizes(op, input, dims, output_size):
@@ -225,8 +257,11 @@ def adaptive_avg_pool3d(input, output_size):
     input = _low_precision_policy(op, input)
     _check_input(op, input, 3)
     sizes = _output_sizes(op, input, 3, output_size)
+    pooled = input
     with autocast(input._device, enabled=False):
-        return separable(input, [_bin_matrix(n, o) for n, o in zip(input.shape[-3:], sizes)])
+        for axis, o in zip(range(input.ndim - 3, input.ndim), sizes):
+            pooled = _adaptive_mean(pooled, axis, o)
+    return pooled
 
 
 def adaptive_max_pool(op, dims, input, output_size, return_indices):
@@ -238,10 +273,7 @@ def adaptive_max_pool(op, dims, input, output_size, return_indices):
     spatial = input.shape[-dims:]
     tables = np.zeros((1, 1), np.int64)
     for n, o in zip(spatial, sizes):
-        starts = np.arange(o) * n // o
-        ends = -(-(np.arange(1, o + 1) * n) // o)
-        cells = np.minimum(starts[:, None] + np.arange(int((ends - starts).max())),
-                           ends[:, None] - 1)
+        cells = _bins(n, o)[0]
         tables = (tables[:, None, :, None] * n + cells[None, :, None, :]).reshape(
             tables.shape[0] * o, -1)
 

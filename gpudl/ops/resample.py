@@ -87,16 +87,11 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
 
 def _resample(input, sizes, scales, mode, align_corners):
     """``input`` resized to ``sizes``: one matrix product per spatial dim."""
-    return separable(input, [_weights(input.shape[2 + k], n_out, mode, bool(align_corners), scale)
-                             for k, (n_out, scale) in enumerate(zip(sizes, scales))])
-
-
-def separable(input, matrices):
-    """``input`` with each (out, in) float64 NumPy matrix applied along one of its last
-    ``len(matrices)`` dims, in order (the caller keeps autocast off)."""
     out = input
     xp = backend.xp_for(input._device)
-    for axis, weights in zip(range(input.ndim - len(matrices), input.ndim), matrices):
+    for k, (n_out, scale) in enumerate(zip(sizes, scales)):
+        axis = 2 + k
+        weights = _weights(input.shape[axis], n_out, mode, bool(align_corners), scale)
         matrix = Tensor._make(xp.asarray(weights.T.astype(input.dtype)), False, None, 0,
                               input._device)                           # (in, out)
         out = (out.transpose(axis, -1) @ matrix).transpose(axis, -1)
