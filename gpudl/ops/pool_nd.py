@@ -379,31 +379,37 @@ def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_siz
 
 
 # --------------------------------------------------------------------------- power-average
-def _lp_pool(op, dims, average, input, norm_type, kernel_size, stride, ceil_mode):
-    """torch's lp_pool: (sum over the window of x ** p) ** (1 / p), through ``average``."""
+def _lp_pool(op, dims, input, norm_type, kernel_size, stride, ceil_mode):
+    """torch's lp_pool: (sum over the window of x ** p) ** (1 / p) through avg_pool; p = inf
+    the largest |x| of each window, p = -inf the smallest (max_pool)."""
+    from .pool import avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
+    average = (avg_pool1d, avg_pool2d, avg_pool3d)[dims - 1]
+    maximum = (max_pool1d, max_pool2d, max_pool3d)[dims - 1]
     if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)) or norm_type == 0:
         raise ValueError(f"{op}: norm_type must be a non-zero number, got {norm_type!r}")
     kernel = _sizes(op, "kernel_size", kernel_size, dims)
+    if norm_type == float("inf"):
+        return maximum(input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    if norm_type == float("-inf"):
+        return -maximum(-input.abs(), kernel_size, stride, 0, 1, ceil_mode)
     stride = kernel_size if stride is None else stride
     out = average(input.pow(norm_type), kernel_size, stride, 0, ceil_mode)
     return (out.sign() * out.abs().relu()).mul(int(np.prod(kernel))).pow(1.0 / norm_type)
 
 
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
-    """Power-average pooling over (N, C, L): (sum over each window of x ** p) ** (1 / p)."""
-    from .pool import avg_pool1d
-    return _lp_pool("lp_pool1d", 1, avg_pool1d, input, norm_type, kernel_size, stride,
-                    ceil_mode)
+    """Power-average pooling over (N, C, L): (sum over each window of x ** p) ** (1 / p)
+    (p = +-inf: the largest / smallest |x|)."""
+    return _lp_pool("lp_pool1d", 1, input, norm_type, kernel_size, stride, ceil_mode)
 
 
 def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
-    """Power-average pooling over (N, C, H, W): (sum over each window of x ** p) ** (1 / p)."""
-    from .pool import avg_pool2d
-    return _lp_pool("lp_pool2d", 2, avg_pool2d, input, norm_type, kernel_size, stride,
-                    ceil_mode)
+    """Power-average pooling over (N, C, H, W): (sum over each window of x ** p) ** (1 / p)
+    (p = +-inf: the largest / smallest |x|)."""
+    return _lp_pool("lp_pool2d", 2, input, norm_type, kernel_size, stride, ceil_mode)
 
 
 def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
-    """Power-average pooling over (N, C, D, H, W): (sum over each window of x ** p) ** (1/p)."""
-    return _lp_pool("lp_pool3d", 3, avg_pool3d, input, norm_type, kernel_size, stride,
-                    ceil_mode)
+    """Power-average pooling over (N, C, D, H, W): (sum over each window of x ** p) ** (1/p)
+    (p = +-inf: the largest / smallest |x|)."""
+    return _lp_pool("lp_pool3d", 3, input, norm_type, kernel_size, stride, ceil_mode)
