@@ -1,4 +1,6 @@
-"""conv2d and conv_transpose2d: PyTorch's functional convolutions, one Function each.
+"""PyTorch's functional convolutions: conv1d/2d/3d, conv_transpose1d/2d/3d, convolution,
+unfold and fold. conv2d and conv_transpose2d are one Function each over kernels/conv.py (1-D runs
+as 2-D on a height-1 image); the 3-D ones run ops/conv_nd.py's im2col and GEMM.
 
 The Functions only call the entries of ``kernels.conv`` (which pick the device path); this module
 checks the user's arguments first, so a refused call raises before any work and changes nothing.
@@ -286,7 +288,7 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
         raise ValueError(f"{op}: expected (N, C, H, W) or (C, H, W) input, got shape "
                          f"{getattr(input, 'shape', None)}")
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-    channels = input.shape[1 - weight.ndim]
+    channels = input.shape[-3]
     picks = backend.xp_for(input._device).eye(kh * kw, dtype=input.dtype).reshape(
         kh * kw, 1, kh, kw)
     weight = Tensor._make(picks, False, None, 0, input._device).repeat(channels, 1, 1, 1)
