@@ -1,4 +1,5 @@
-"""Conv2d and ConvTranspose2d: PyTorch's layers (arguments, parameter shapes, initialisation)."""
+"""Conv1d/2d/3d, ConvTranspose1d/2d/3d, Unfold and Fold: PyTorch's layers (arguments, parameter
+shapes, initialisation)."""
 
 import numbers
 
@@ -107,7 +108,8 @@ class Conv2d(_ConvNd):
 
     Args as PyTorch's: in_channels, out_channels, kernel_size, stride=1, padding=0 (an int, a
     pair, 'valid' or 'same'), dilation=1, groups=1, bias=True, padding_mode='zeros' ('reflect',
-    'replicate', 'circular': the input padded in that mode first, as torch), device, dtype. Parameters: weight (out, in/groups, kH, kW), bias (out,), both
+    'replicate', 'circular': the input padded in that mode first, as torch), device, dtype.
+    Parameters: weight (out, in/groups, kH, kW), bias (out,), both
     U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in/groups * kH * kW.
 
     Shape: (N, C_in, H, W) or (C_in, H, W) -> (N, C_out, Ho, Wo) or (C_out, Ho, Wo).

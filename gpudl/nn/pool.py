@@ -1,5 +1,5 @@
-"""MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d: stateless layers
-over ``gpudl.ops.pool``."""
+"""MaxPool1d/2d/3d, AvgPool1d/2d/3d, AdaptiveAvgPool1d/2d/3d, AdaptiveMaxPool1d/2d/3d,
+MaxUnpool1d/2d/3d, LPPool1d/2d/3d: stateless layers over ``gpudl.ops.pool`` and ``pool_nd``."""
 
 from ..ops import pool as P
 from ..ops import pool_nd as PN

@@ -27,18 +27,27 @@ class Upsample(Module):
         return f"{what}, mode={self.mode!r}"
 
 
-class PixelShuffle(Module):
-    """(*, C*r*r, H, W) -> (*, C, H*r, W*r) with r = upscale_factor."""
+class _Rearrangement(Module):
+    """A stateless layer calling ``_function(input, value)`` with the one argument it keeps
+    under the name ``_argument``."""
 
-    def __init__(self, upscale_factor):
+    _argument = ""
+
+    def __init__(self, value):
         super().__init__()
-        self.upscale_factor = upscale_factor
+        setattr(self, self._argument, value)
 
     def forward(self, input):
-        return pixel_shuffle(input, self.upscale_factor)
+        return type(self)._function(input, getattr(self, self._argument))
 
     def extra_repr(self):
-        return f"upscale_factor={self.upscale_factor}"
+        return f"{self._argument}={getattr(self, self._argument)}"
+
+
+class PixelShuffle(_Rearrangement):
+    """(*, C*r*r, H, W) -> (*, C, H*r, W*r) with r = upscale_factor."""
+
+    _argument, _function = "upscale_factor", pixel_shuffle
 
 
 class UpsamplingNearest2d(Upsample):
@@ -57,30 +66,14 @@ class UpsamplingBilinear2d(Upsample):
 
 
 # --------------------------------------------------------------------------- nn-vision
-class PixelUnshuffle(Module):
+class PixelUnshuffle(_Rearrangement):
     """(*, C, H*r, W*r) -> (*, C*r*r, H, W) with r = downscale_factor (PixelShuffle's
     inverse)."""
 
-    def __init__(self, downscale_factor):
-        super().__init__()
-        self.downscale_factor = downscale_factor
-
-    def forward(self, input):
-        return pixel_unshuffle(input, self.downscale_factor)
-
-    def extra_repr(self):
-        return f"downscale_factor={self.downscale_factor}"
+    _argument, _function = "downscale_factor", pixel_unshuffle
 
 
-class ChannelShuffle(Module):
+class ChannelShuffle(_Rearrangement):
     """(N, C, *) with its channels shuffled across ``groups`` (``F.channel_shuffle``)."""
 
-    def __init__(self, groups):
-        super().__init__()
-        self.groups = groups
-
-    def forward(self, input):
-        return channel_shuffle(input, self.groups)
-
-    def extra_repr(self):
-        return f"groups={self.groups}"
+    _argument, _function = "groups", channel_shuffle

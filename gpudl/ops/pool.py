@@ -219,20 +219,25 @@ def _avg_plan_cached(shape, dtype, kernel_size, stride, padding, ceil_mode, coun
     return K.avg_pool2d_plan(shape, dtype, *window, ceil_mode, count_include_pad, divisor)
 
 
+def check_window_values(op, kernel, stride, padding, dilation, where):
+    """ValueError unless kernel, stride and dilation are positive and padding is non-negative
+    and at most half the kernel (tuples of one rank); ``where`` ends the message."""
+    for name, sizes, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
+                             ("dilation", dilation, 1), ("padding", padding, 0)):
+        if min(sizes) < low:
+            raise ValueError(f"{op}: {name} must be {'positive' if low else 'non-negative'}, "
+                             f"got {sizes} {where}")
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel} "
+                         f"{where}")
+
+
 def _check_window(op, shape, kernel_size, stride, padding, dilation, ceil_mode):
     kernel = _pair(op, "kernel_size", kernel_size)
     no_stride = stride is None or (isinstance(stride, (tuple, list)) and not stride)  # as torch
     stride = kernel if no_stride else _pair(op, "stride", stride)
     padding, dilation = _pair(op, "padding", padding), _pair(op, "dilation", dilation)
-    where = f"(input shape {tuple(shape)})"
-    for name, pair, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
-                            ("dilation", dilation, 1), ("padding", padding, 0)):
-        if min(pair) < low:
-            raise ValueError(f"{op}: {name} must be {'positive' if low else 'non-negative'}, "
-                             f"got {pair} {where}")
-    if any(p > k // 2 for p, k in zip(padding, kernel)):
-        raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel} "
-                         f"{where}")
+    check_window_values(op, kernel, stride, padding, dilation, f"(input shape {tuple(shape)})")
     for a, axis in enumerate(("height", "width")):
         # with ceil_mode a window may span past the padded input (torch keeps one starting in it)
         if K.pool_output_size(shape[a - 2], kernel[a], stride[a], padding[a], dilation[a],

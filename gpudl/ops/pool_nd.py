@@ -19,6 +19,7 @@ from ..kernels.pool import pool_output_size
 from ..tensor import Tensor
 from ._util import EmptyOutputError, xp_of
 from .padding import pad as _pad
+from .pool import avg_pool1d, avg_pool2d, check_window_values, max_pool1d, max_pool2d
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -55,14 +56,7 @@ def _window(op, input, dims, kernel_size, stride, padding, dilation, ceil_mode):
     padding, dilation = _sizes(op, "padding", padding, dims), _sizes(op, "dilation", dilation,
                                                                       dims)
     where = f"(input shape {tuple(input.shape)})"
-    for name, sizes, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
-                             ("dilation", dilation, 1), ("padding", padding, 0)):
-        if min(sizes) < low:
-            raise ValueError(f"{op}: {name} must be {'positive' if low else 'non-negative'}, "
-                             f"got {sizes} {where}")
-    if any(p > k // 2 for p, k in zip(padding, kernel)):
-        raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel} "
-                         f"{where}")
+    check_window_values(op, kernel, stride, padding, dilation, where)
     out = tuple(pool_output_size(n, k, s, p, d, bool(ceil_mode)) for n, k, s, p, d in zip(
         input.shape[-dims:], kernel, stride, padding, dilation))
     if min(out) < 1:
@@ -146,14 +140,12 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
                             ceil_mode=False, return_indices=True):
     """``max_pool1d(..., return_indices=True)``: (values, indices)."""
-    from .pool import max_pool1d
     return max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
 
 
 def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
                             ceil_mode=False, return_indices=True):
     """``max_pool2d(..., return_indices=True)``: (values, indices)."""
-    from .pool import max_pool2d
     return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
 
 
@@ -341,14 +333,16 @@ def _max_unpool(op, dims, input, indices, kernel_size, stride, padding, output_s
                                  f"lie strictly between {[d - s for d, s in zip(default, stride)]}"
                                  f" and {[d + s for d, s in zip(default, stride)]})")
     volume = int(np.prod(sizes))
-    if indices.numel() and (int(indices.max().item()) >= volume or int(indices.min().item()) < 0):
-        raise ValueError(f"{op}: indices must lie in [0, {volume}) for the output size "
-                         f"{tuple(sizes)}, got values in [{int(indices.min().item())}, "
-                         f"{int(indices.max().item())}]")
+    if indices.numel():
+        low, high = int(indices.min().item()), int(indices.max().item())
+        if low < 0 or high >= volume:
+            raise ValueError(f"{op}: indices must lie in [0, {volume}) for the output size "
+                             f"{tuple(sizes)}, got values in [{low}, {high}]")
 
     def unpool(x, idx):
         n, c = x.shape[:2]
-        flat = creation.zeros((n, c, volume), dtype=x.dtype, device=x._device).scatter(-1, idx.reshape(n, c, -1).long(), x.reshape(n, c, -1))
+        flat = creation.zeros((n, c, volume), dtype=x.dtype, device=x._device)
+        flat = flat.scatter(-1, idx.reshape(n, c, -1).long(), x.reshape(n, c, -1))
         return flat.reshape(n, c, *sizes)
 
     if input.ndim == dims + 2:
@@ -382,7 +376,6 @@ def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_siz
 def _lp_pool(op, dims, input, norm_type, kernel_size, stride, ceil_mode):
     """torch's lp_pool: (sum over the window of x ** p) ** (1 / p) through avg_pool; p = inf
     the largest |x| of each window, p = -inf the smallest (max_pool)."""
-    from .pool import avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
     average = (avg_pool1d, avg_pool2d, avg_pool3d)[dims - 1]
     maximum = (max_pool1d, max_pool2d, max_pool3d)[dims - 1]
     if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)) or norm_type == 0:
