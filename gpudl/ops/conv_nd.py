@@ -76,11 +76,25 @@ def _grouped_weight(w, groups):
     return w.reshape(groups, w.shape[0] // groups, -1)
 
 
+COL_CHUNK_BYTES = 64 << 20   # columns of one chunk of images at most: memory stays bounded
+
+
+def _image_chunks(n, geo, channels):
+    """Slices of the batch whose columns (channels * K * O float32 values an image) fit in
+    COL_CHUNK_BYTES (one image at least)."""
+    per_image = channels * int(np.prod(geo.kernel)) * int(np.prod(geo.out)) * 4
+    step = max(1, COL_CHUNK_BYTES // max(per_image, 1))
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
 def forward(x, w, b, geo):
     """y = conv(x, w) + b: x (N, C_in, *size), w (C_out, C_in/G, *kernel) -> (N, C_out, *out)."""
-    work_x, work_w = _widened(x), _widened(w)
-    y = xp_of(x).matmul(_grouped_weight(work_w, geo.groups), _im2col(work_x, geo))
-    y = y.reshape(x.shape[0], w.shape[0], *geo.out)
+    xp = xp_of(x)
+    work_w = _grouped_weight(_widened(w), geo.groups)                 # (G, Co/G, Ci/G * K)
+    y = xp.empty((x.shape[0], w.shape[0]) + geo.out, work_w.dtype)
+    for images in _image_chunks(x.shape[0], geo, x.shape[1]):
+        cols = _im2col(_widened(x[images]), geo)                      # (n, G, Ci/G * K, O)
+        y[images] = xp.matmul(work_w, cols).reshape(-1, w.shape[0], *geo.out)
     if b is not None:
         y += _widened(b).reshape((-1,) + (1,) * len(geo.out))
     return _cast(y, x.dtype)
@@ -89,11 +103,13 @@ def forward(x, w, b, geo):
 def grad_input(gy, w, geo, channels, b=None):
     """The adjoint of forward in x: gy (N, C_out, *out) -> (N, channels, *size), plus ``b``
     (channels,) if given (the transposed convolution's bias)."""
-    work_gy, work_w = _widened(gy), _widened(w)
-    grouped = _grouped_weight(work_w, geo.groups)                     # (G, Co/G, Ci/G * K)
-    gy_cols = work_gy.reshape(gy.shape[0], geo.groups, -1, int(np.prod(geo.out)))
-    cols = xp_of(gy).matmul(grouped.swapaxes(1, 2), gy_cols)          # (N, G, Ci/G * K, O)
-    gx = _col2im(cols, geo, channels)
+    xp = xp_of(gy)
+    transposed = _grouped_weight(_widened(w), geo.groups).swapaxes(1, 2)   # (G, Ci/G * K, Co/G)
+    gx = xp.empty((gy.shape[0], channels) + geo.size, transposed.dtype)
+    for images in _image_chunks(gy.shape[0], geo, channels):
+        gy_cols = _widened(gy[images]).reshape(-1, geo.groups, gy.shape[1] // geo.groups,
+                                               int(np.prod(geo.out)))
+        gx[images] = _col2im(xp.matmul(transposed, gy_cols), geo, channels)
     if b is not None:
         gx += _widened(b).reshape((-1,) + (1,) * len(geo.size))
     return _cast(gx, gy.dtype)
@@ -101,10 +117,13 @@ def grad_input(gy, w, geo, channels, b=None):
 
 def grad_weight(x, gy, geo, weight_shape):
     """The adjoint of forward in w: (C_out, C_in/G, *kernel), summed over the batch."""
-    work_x, work_gy = _widened(x), _widened(gy)
-    cols = _im2col(work_x, geo)                                       # (N, G, Ci/G * K, O)
-    gy_cols = work_gy.reshape(gy.shape[0], geo.groups, -1, cols.shape[-1])
-    gw = xp_of(x).matmul(gy_cols, cols.swapaxes(2, 3)).sum(axis=0)    # (G, Co/G, Ci/G * K)
+    xp = xp_of(x)
+    gw = 0
+    for images in _image_chunks(x.shape[0], geo, x.shape[1]):
+        cols = _im2col(_widened(x[images]), geo)                      # (n, G, Ci/G * K, O)
+        gy_cols = _widened(gy[images]).reshape(-1, geo.groups, gy.shape[1] // geo.groups,
+                                               cols.shape[-1])
+        gw = gw + xp.matmul(gy_cols, cols.swapaxes(2, 3)).sum(axis=0)  # (G, Co/G, Ci/G * K)
     return _cast(gw.reshape(weight_shape), x.dtype)
 
 

@@ -113,6 +113,19 @@ def test_conv3d(kw, dtype):
              dtype=dtype)                                           # unbatched, no bias
 
 
+def test_conv3d_and_its_transpose_in_chunks_of_images(monkeypatch):
+    """The batch runs in chunks when its columns pass COL_CHUNK_BYTES: one image a chunk here."""
+    from gpudl.ops import conv_nd
+    monkeypatch.setattr(conv_nd, "COL_CHUNK_BYTES", 1)
+    x, w, b = _randn(3, 4, 5, 6, 7, seed=41), _randn(6, 2, 3, 2, 3, seed=42), _randn(6, seed=43)
+    kw = dict(stride=(1, 2, 1), padding=1, groups=2)
+    _compare(lambda x, w, b: F.conv3d(x, w, b, **kw), lambda x, w, b: TF.conv3d(x, w, b, **kw),
+             x, w, b)
+    _compare(lambda x, w, b: F.conv_transpose3d(x, w, b, **kw),
+             lambda x, w, b: TF.conv_transpose3d(x, w, b, **kw), x, w.transpose(1, 0, 2, 3, 4)
+             .reshape(4, 3, 3, 2, 3), b)
+
+
 CONV_T3D = [
     dict(),
     dict(stride=(2, 1, 3), padding=(1, 0, 1), output_padding=(1, 0, 2), groups=2,
