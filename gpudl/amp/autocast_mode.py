@@ -83,7 +83,7 @@ for _policies in POLICIES.values():
     _policies.update(dict.fromkeys(("conv3d", "conv_transpose3d"), "lower"))
 POLICIES["cpu"].update(dict.fromkeys((
     "avg_pool3d", "max_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d", "max_unpool2d",
-    "max_unpool3d", "grid_sampler"), "fp32"))
+    "max_unpool3d", "grid_sampler", "fractional_max_pool2d"), "fp32"))
 POLICIES["cuda"].update(pdist="fp32", grid_sampler="promote")
 
 _BANNED = ("{op} and torch.nn.BCELoss are unsafe to autocast: many models use a sigmoid layer "

@@ -43,6 +43,7 @@ from .sparse import EmbeddingBag
 # ------------------------------------------------------------------ session 11: nn-vision
 from .conv import Conv3d, ConvTranspose1d, ConvTranspose3d, Fold
 from .normalization import BatchNorm3d, InstanceNorm3d, LocalResponseNorm
-from .pool import (AdaptiveAvgPool3d, AdaptiveMaxPool3d, AvgPool3d, LPPool1d, LPPool2d,
-                   LPPool3d, MaxPool3d, MaxUnpool1d, MaxUnpool2d, MaxUnpool3d)
+from .pool import (AdaptiveAvgPool3d, AdaptiveMaxPool3d, AvgPool3d, FractionalMaxPool2d,
+                   LPPool1d, LPPool2d, LPPool3d, MaxPool3d, MaxUnpool1d, MaxUnpool2d,
+                   MaxUnpool3d)
 from .resample import ChannelShuffle, PixelUnshuffle

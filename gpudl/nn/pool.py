@@ -3,6 +3,7 @@ MaxUnpool1d/2d/3d, LPPool1d/2d/3d: stateless layers over ``gpudl.ops.pool`` and 
 
 from ..ops import pool as P
 from ..ops import pool_nd as PN
+from ..ops.fractional_pool import fractional_max_pool2d
 from ..ops.pool import adaptive_avg_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
 from .module import Module
 
@@ -240,3 +241,34 @@ class LPPool3d(_LPPoolNd):
     """Power-average pooling over (N, C, D, H, W): (sum of x ** p over each window) ** (1/p)."""
 
     _function = PN.lp_pool3d
+
+
+class FractionalMaxPool2d(Module):
+    """Fractional max pooling (``F.fractional_max_pool2d``) to ``output_size`` or
+    ``output_ratio`` (one of them; ratios in (0, 1)); the buffer ``_random_samples`` (N, C, 2),
+    if given, fixes the windows, else each call draws new ones. With ``return_indices=True``
+    forward returns ``(output, indices)``."""
+
+    def __init__(self, kernel_size, output_size=None, output_ratio=None, return_indices=False,
+                 _random_samples=None):
+        super().__init__()
+        name = "FractionalMaxPool2d"
+        self.kernel_size = PN._sizes(name, "kernel_size", kernel_size, 2)
+        self.return_indices = return_indices
+        self.register_buffer("_random_samples", _random_samples)
+        self.output_size = None if output_size is None else PN._sizes(name, "output_size",
+                                                                       output_size, 2)
+        self.output_ratio = None if output_ratio is None else (
+            tuple(output_ratio) if isinstance(output_ratio, (tuple, list))
+            else (output_ratio, output_ratio))
+        if (output_size is None) == (output_ratio is None):
+            raise ValueError(f"{name}: specify exactly one of output_size and output_ratio, got "
+                             f"{output_size!r} and {output_ratio!r}")
+        if self.output_ratio is not None and not all(0 < r < 1 for r in self.output_ratio):
+            raise ValueError(f"{name}: output_ratio must be between 0 and 1 (got "
+                             f"{output_ratio!r})")
+
+    def forward(self, input):
+        return fractional_max_pool2d(input, self.kernel_size, self.output_size,
+                                     self.output_ratio, self.return_indices,
+                                     _random_samples=self._random_samples)

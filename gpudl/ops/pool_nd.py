@@ -13,7 +13,7 @@ adaptive_{avg,max}_pool3d, the ``*_with_indices`` forms, max_unpool1d/2d/3d and 
 
 import numpy as np
 
-from .. import creation, dtypes
+from .. import dtypes
 from ..amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from ..kernels.pool import pool_output_size
 from ..tensor import Tensor
@@ -341,7 +341,8 @@ def _max_unpool(op, dims, input, indices, kernel_size, stride, padding, output_s
 
     def unpool(x, idx):
         n, c = x.shape[:2]
-        flat = creation.zeros((n, c, volume), dtype=x.dtype, device=x._device)
+        flat = Tensor._make(xp_of(x._data).zeros((n, c, volume), x.dtype), False, None, 0,
+                            x._device)
         flat = flat.scatter(-1, idx.reshape(n, c, -1).long(), x.reshape(n, c, -1))
         return flat.reshape(n, c, *sizes)
 

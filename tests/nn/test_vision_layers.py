@@ -327,6 +327,35 @@ def test_lp_pool(dims, norm_type):
     _compare_layer(f"LPPool{dims}d", (norm_type, 2), {}, (2, 3, *(7, 8, 9)[:dims]))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,kernel,kw", [
+    ((2, 3, 9, 11), 2, dict(output_size=(4, 5))),
+    ((2, 3, 9, 11), (3, 2), dict(output_ratio=(0.5, 0.5))),
+    ((3, 7, 6), (2, 3), dict(output_size=(4, 3))),
+    ((2, 3, 9, 11), 3, dict(output_size=(7, 1))),
+    ((4, 5, 40, 37), 3, dict(output_size=(17, 29)))])
+def test_fractional_max_pool2d_with_torchs_samples(shape, kernel, kw, dtype):
+    samples = np.random.default_rng(38).random(
+        (1 if len(shape) == 3 else shape[0], shape[-3], 2)).astype(dtype)
+    g_kw = dict(kw, _random_samples=gd.tensor(samples))
+    t_kw = dict(kw, _random_samples=torch.tensor(samples))
+    _compare(lambda a: F.fractional_max_pool2d(a, kernel, return_indices=True, **g_kw),
+             lambda a: TF.fractional_max_pool2d(a, kernel, return_indices=True, **t_kw),
+             _randn(*shape, seed=39), dtype=dtype)
+    _compare(lambda a: gn.FractionalMaxPool2d(kernel, **g_kw)(a),
+             lambda a: torch.nn.FractionalMaxPool2d(kernel, **t_kw)(a),
+             _randn(*shape, seed=40), dtype=dtype)
+
+
+def test_fractional_max_pool2d_draws_its_own_windows():
+    x = gd.tensor(_randn(2, 3, 9, 11))
+    values, indices = F.fractional_max_pool2d_with_indices(x, 2, output_size=(4, 5))
+    flat = x.numpy().reshape(2, 3, -1)
+    assert values.shape == (2, 3, 4, 5)
+    np.testing.assert_array_equal(np.take_along_axis(flat, indices.numpy().reshape(2, 3, -1), -1),
+                                  values.numpy().reshape(2, 3, -1))
+
+
 # --------------------------------------------------------------------------- normalisation
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kwargs", [dict(), dict(momentum=None), dict(affine=False),
@@ -514,6 +543,14 @@ def _tensor(*shape):
     (lambda: F.pixel_unshuffle(_tensor(2, 3, 5, 4), 2), ValueError, "downscale_factor"),
     (lambda: F.channel_shuffle(_tensor(2, 6, 3), 4), ValueError, "groups"),
     (lambda: F.pdist(_tensor(2, 3, 4)), ValueError, "2-D"),
+    (lambda: F.fractional_max_pool2d(_tensor(2, 3, 5, 5), 3, output_size=4), ValueError,
+     "output_size"),
+    (lambda: F.fractional_max_pool2d(_tensor(2, 3, 5, 5), 2), ValueError, "output_ratio"),
+    (lambda: F.fractional_max_pool2d(_tensor(2, 3, 5, 5), 2, 3, _random_samples=_tensor(1, 3, 2)),
+     ValueError, "_random_samples"),
+    (lambda: gn.FractionalMaxPool2d(2, output_ratio=1.5), ValueError, "output_ratio"),
+    (lambda: gn.FractionalMaxPool2d(2, output_size=3, output_ratio=0.5), ValueError,
+     "exactly one"),
     (lambda: F.pdist(_tensor(3, 4), -1), ValueError, "p"),
 ])
 def test_bad_arguments_are_refused_naming_the_argument(call, error, match):
