@@ -20,6 +20,7 @@ from ..tensor import Tensor
 from ._util import EmptyOutputError, xp_of
 from .padding import pad as _pad
 from .pool import avg_pool1d, avg_pool2d, check_window_values, max_pool1d, max_pool2d
+from .resample import weighted_taps
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -156,19 +157,6 @@ def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 
 
 # --------------------------------------------------------------------------- average pooling
-def _windowed_mean(x, axis, cells, weights):
-    """sum_k x[..., cells[o, k], ...] * weights[o, k] along ``axis``: (o, K) positions and
-    weights of each output cell's window. Only a window's own cells meet its weights, so a NaN
-    or inf stays in the windows that hold it (a dense matrix product would spread it)."""
-    xp = xp_of(x._data)
-    picked = x.index_select(axis, Tensor._make(xp.asarray(cells.ravel()), False, None, 0,
-                                               x._device))
-    picked = picked.reshape(*x.shape[:axis], *cells.shape, *x.shape[axis + 1:])
-    scale = Tensor._make(xp.asarray(weights.reshape(weights.shape + (1,) * (x.ndim - axis - 1))
-                                    .astype(x.dtype)), False, None, 0, x._device)
-    return (picked * scale).sum(axis + 1)
-
-
 def _average_windows(size, kernel, stride, padding, out, count_include_pad, divide):
     """(cells, weights), each (out, kernel), of torch's average pooling along one dim: cells in
     the input padded by ``padding`` before it (and zeros after, as far as windows reach);
@@ -207,7 +195,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     pooled = _pad(input, widths) if any(widths) else input
     with autocast(input._device, enabled=False):
         for axis, (cells, weights) in zip(range(input.ndim - 3, input.ndim), windows):
-            pooled = _windowed_mean(pooled, axis, cells, weights)
+            pooled = weighted_taps(pooled, axis, cells, weights)
     return pooled if divisor_override is None else pooled / int(divisor_override)
 
 
@@ -230,7 +218,7 @@ def _adaptive_mean(x, axis, out):
     if not inside.all():
         x = _pad(x, (0, 0) * (x.ndim - 1 - axis) + (0, 1))
         cells = np.where(inside, cells, size)
-    return _windowed_mean(x, axis, cells, np.broadcast_to(1.0 / counts[:, None], cells.shape))
+    return weighted_taps(x, axis, cells, np.broadcast_to(1.0 / counts[:, None], cells.shape))
 
 
 def _output_sizes(op, input, dims, output_size):

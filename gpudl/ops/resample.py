@@ -1,9 +1,9 @@
 """F.interpolate (nearest, linear, bilinear) and F.pixel_shuffle: resampling without kernels.
 
-Interpolation is separable: along each spatial dim the output is a fixed (out, in) matrix of
-weights times the input (one-hot rows for nearest, two weights for linear), so it runs as a
-matrix product on BLAS/cuBLAS and its gradient is the transposed product. Source positions follow
-torch's upsampling rules (align_corners, scale_factor given or recomputed).
+Interpolation is separable: along each spatial dim each output is a weighted sum of one input
+cell (nearest) or two (linear), gathered (``weighted_taps``); the gradient adds back through the
+gather. Source positions follow torch's upsampling rules (align_corners, scale_factor given or
+recomputed).
 """
 
 import math
@@ -17,14 +17,15 @@ from ..tensor import Tensor
 _LINEAR = {"linear": 1, "bilinear": 2}
 
 
-def _weights(n_in, n_out, mode, align_corners, scale):
-    """(n_out, n_in) float64 interpolation weights along one dim."""
+def _taps(n_in, n_out, mode, align_corners, scale):
+    """(cells, weights), each (n_out, taps): the input cells each output reads along one dim
+    and their float64 weights (one tap for nearest; two for linear, both read even when one
+    weighs 0, as torch's kernels do)."""
     dst = np.arange(n_out, dtype=np.float64)
-    rows = np.zeros((n_out, n_in))
     if mode == "nearest":
         ratio = n_in / n_out if scale is None else 1.0 / scale
-        rows[np.arange(n_out), np.minimum(np.floor(dst * ratio).astype(np.int64), n_in - 1)] = 1
-        return rows
+        cells = np.minimum(np.floor(dst * ratio).astype(np.int64), n_in - 1)
+        return cells[:, None], np.ones((n_out, 1))
     if align_corners:
         src = dst * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
     else:
@@ -33,9 +34,21 @@ def _weights(n_in, n_out, mode, align_corners, scale):
     left = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     right = np.minimum(left + 1, n_in - 1)
     frac = src - left
-    np.add.at(rows, (np.arange(n_out), left), 1 - frac)
-    np.add.at(rows, (np.arange(n_out), right), frac)
-    return rows
+    return np.stack([left, right], 1), np.stack([1 - frac, frac], 1)
+
+
+def weighted_taps(x, axis, cells, weights):
+    """sum_t x[..., cells[o, t], ...] * weights[o, t] along ``axis``: (out, taps) input
+    positions and weights of each output cell. Only an output's own taps meet its weights, so
+    a NaN or inf reaches just the outputs that read it (a dense (out, in) matrix product would
+    spread it: 0 * NaN is NaN); the gradient adds back through the gather."""
+    xp = backend.xp_for(x._device)
+    picked = x.index_select(axis, Tensor._make(xp.asarray(cells.ravel()), False, None, 0,
+                                               x._device))
+    picked = picked.reshape(*x.shape[:axis], *cells.shape, *x.shape[axis + 1:])
+    scale = Tensor._make(xp.asarray(weights.reshape(weights.shape + (1,) * (x.ndim - axis - 1))
+                                    .astype(x.dtype)), False, None, 0, x._device)
+    return (picked * scale).sum(axis + 1)
 
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
@@ -86,15 +99,12 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
 
 
 def _resample(input, sizes, scales, mode, align_corners):
-    """``input`` resized to ``sizes``: one matrix product per spatial dim."""
+    """``input`` resized to ``sizes``: one gather of taps per spatial dim."""
     out = input
-    xp = backend.xp_for(input._device)
     for k, (n_out, scale) in enumerate(zip(sizes, scales)):
         axis = 2 + k
-        weights = _weights(input.shape[axis], n_out, mode, bool(align_corners), scale)
-        matrix = Tensor._make(xp.asarray(weights.T.astype(input.dtype)), False, None, 0,
-                              input._device)                           # (in, out)
-        out = (out.transpose(axis, -1) @ matrix).transpose(axis, -1)
+        out = weighted_taps(out, axis, *_taps(input.shape[axis], n_out, mode,
+                                              bool(align_corners), scale))
     return out
 
 

@@ -451,6 +451,21 @@ def test_upsample_aliases():
              lambda a: TF.upsample_bilinear(a, scale_factor=1.5), x)
 
 
+@pytest.mark.parametrize("mode,kw,shape", [
+    ("nearest", dict(scale_factor=2), (2, 3, 4, 6)),
+    ("bilinear", dict(scale_factor=1.7, align_corners=False), (2, 3, 4, 6)),
+    ("bilinear", dict(size=(9, 5), align_corners=True), (2, 3, 4, 6)),
+    ("linear", dict(size=7, align_corners=False), (2, 3, 5)),
+    ("nearest", dict(size=(3, 7, 5)), (2, 3, 4, 4, 6))])
+def test_interpolate_keeps_nan_and_inf_where_torch_has_them(mode, kw, shape):
+    """Each output reads its own taps (a dense matrix product put NaN on a whole row)."""
+    x = _randn(*shape, seed=44)
+    x.flat[5], x.flat[17] = np.nan, np.inf
+    with np.errstate(invalid="ignore"):
+        _compare(lambda a: F.interpolate(a, mode=mode, **kw),
+                 lambda a: TF.interpolate(a, mode=mode, **kw), x)
+
+
 # --------------------------------------------------------------------------- torch.* aliases
 def test_torch_top_level_aliases():
     x = _randn(2, 4, 6, 7, seed=31)
