@@ -19,15 +19,12 @@ from ..kernels.pool import pool_output_size
 from ..tensor import Tensor
 from ._util import EmptyOutputError, xp_of
 from .padding import pad as _pad
-from .pool import avg_pool1d, avg_pool2d, check_window_values, max_pool1d, max_pool2d
+from .pool import (_is_int, avg_pool1d, avg_pool2d, check_window_values, max_pool1d,
+                   max_pool2d)
 from .resample import weighted_taps
 
 
 # --------------------------------------------------------------------------- argument checks
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _sizes(op, name, value, dims, allow_none=False):
     """An int or ``dims`` ints (a 1-sequence repeats) -> a tuple of ``dims`` ints."""
     items = tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
@@ -83,17 +80,24 @@ def _low_precision_policy(op, input):
 
 
 # --------------------------------------------------------------------------- max pooling
+def _outer_cells(table, cells, extent):
+    """Row-major flat positions one dim further: ``table`` (O, K) over the dims so far and
+    ``cells`` (o, k) along the next dim, of length ``extent`` -> (O * o, K * k)."""
+    return (table[:, None, :, None] * extent + cells[None, :, None, :]).reshape(
+        table.shape[0] * cells.shape[0], -1)
+
+
 def _max_over_windows(padded, tables, inner):
     """values, indices: the first maximum of each window of ``padded`` (N, C, *P) whose cells
     sit at the flat positions ``tables`` (O, K); ``inner``: the same cells' flat positions in
     the unpadded input (the returned indices)."""
     n, c = padded.shape[:2]
     flat = Tensor._make(xp_of(padded._data).asarray(tables.ravel()), False, None, 0,
-                        padded.device)
+                        padded._device)
     windows = padded.reshape(n, c, -1).index_select(-1, flat).reshape(n, c, *tables.shape)
     picks = windows.detach().argmax(-1, keepdim=True)                  # (N, C, O, 1)
     values = windows.gather(-1, picks).squeeze(-1)
-    table = Tensor._make(xp_of(padded._data).asarray(inner), False, None, 0, padded.device)
+    table = Tensor._make(xp_of(padded._data).asarray(inner), False, None, 0, padded._device)
     indices = table.expand(n, c, *inner.shape).gather(-1, picks).squeeze(-1)
     return values, indices
 
@@ -116,12 +120,8 @@ def _max_pool(op, dims, input, kernel_size, stride, padding, dilation, ceil_mode
         tables, inner = np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int64)
         for n, k, s, p, d, o, e in zip(sizes, kernel, stride, padding, dilation, out, extents):
             cells = np.arange(o)[:, None] * s + np.arange(k)[None, :] * d     # (o, k), padded
-            cells_in = cells - p
-            # row-major flat positions: (O..., o) x (K..., k)
-            tables = (tables[:, None, :, None] * e + cells[None, :, None, :]).reshape(
-                tables.shape[0] * o, -1)
-            inner = (inner[:, None, :, None] * n + cells_in[None, :, None, :]).reshape(
-                inner.shape[0] * o, -1)
+            tables = _outer_cells(tables, cells, e)
+            inner = _outer_cells(inner, cells - p, n)
         values, indices = _max_over_windows(padded, tables, inner)
         values = values.reshape(*x.shape[:2], *out)
         return (values, indices.reshape(*x.shape[:2], *out)) if return_indices else values
@@ -253,9 +253,7 @@ def adaptive_max_pool(op, dims, input, output_size, return_indices):
     spatial = input.shape[-dims:]
     tables = np.zeros((1, 1), np.int64)
     for n, o in zip(spatial, sizes):
-        cells = _bins(n, o)[0]
-        tables = (tables[:, None, :, None] * n + cells[None, :, None, :]).reshape(
-            tables.shape[0] * o, -1)
+        tables = _outer_cells(tables, _bins(n, o)[0], n)
 
     def pool(x):
         values, indices = _max_over_windows(x, tables, tables)
