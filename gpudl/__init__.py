@@ -55,6 +55,13 @@ from .math_bits import (bitwise_and, bitwise_left_shift, bitwise_not, bitwise_or
                         bitwise_right_shift, bitwise_xor, eq, gcd, ge, greater, greater_equal, gt,
                         is_nonzero, is_same_size, is_signed, isneginf, isposinf, isreal, lcm, le,
                         less, less_equal, lt, ne, not_equal, signbit)
+# session 11, nn-vision: torch's top-level names of the nn functions
+from .torch_nn_names import (adaptive_avg_pool1d, adaptive_max_pool1d, avg_pool1d,  # noqa: F401
+                             batch_norm, channel_shuffle, conv1d, conv2d, conv3d,
+                             conv_transpose1d, conv_transpose2d, conv_transpose3d, convolution,
+                             dropout, embedding, group_norm, instance_norm, layer_norm,
+                             max_pool1d, max_pool1d_with_indices, max_pool2d, max_pool3d, pdist,
+                             pixel_shuffle, pixel_unshuffle)
 
 host_memory.keep_freed_memory()     # before the first step's temporaries (see its module doc)
 

@@ -272,6 +272,7 @@ LINALG_CPU_ONLY = {"linalg_inv", "linalg_inv_ex", "inverse", "linalg_cholesky",
                    "linalg_svd", "svd", "linalg_svdvals", "linalg_tensorinv",
                    "linalg_tensorsolve", "lu_solve", "pinverse", "triangular_solve"}
 
+
 # ops whose CUDA autocast kernels torch's fake tensors cannot run in a CPU-only build ("not
 # linked with support for cuda devices"): their cuda policy is checked through the table below
 NO_FAKE_CUDA = {"bmm", "conv1d", "LSTMCell", "GRUCell", "RNNCell", "baddbmm", "addbmm", "cross"}
@@ -287,6 +288,37 @@ NO_FAKE_CUDA |= set(ADDED_CUDA_DTYPES)
 # promotion of a float16 input is checked in test_tensor_misc.py)
 ADDED_CUDA_DTYPES.update(index_copy=gd.float32, index_put=gd.float32)
 NO_FAKE_CUDA |= {"index_copy", "index_put"}
+
+# session 11, nn-vision: the 3-D convolutions and pools, unpooling, pdist and grid sampling
+VOLUME = _f32(2, 3, 4, 4, 6)
+GRID = R.uniform(-1, 1, (2, 3, 3, 2)).astype(np.float32)
+VISION_CASES = {
+    "conv3d": (lambda m, f, x, k: f.conv3d(x, k[:, :, :2, :2].reshape(4, 3, 2, 2, 1)),
+               (VOLUME, KER)),
+    "conv_transpose1d": (lambda m, f, x, k: f.conv_transpose1d(x, k[:3, :, 0]), (SEQ, KER)),
+    "conv_transpose3d": (lambda m, f, x, k: f.conv_transpose3d(
+        x, k[:3, :, :2, :2].reshape(3, 3, 2, 2, 1)), (VOLUME, KER)),
+    "avg_pool3d": (lambda m, f, x: f.avg_pool3d(x, 2), (VOLUME,)),
+    "max_pool3d": (lambda m, f, x: f.max_pool3d(x, 2), (VOLUME,)),
+    "adaptive_avg_pool3d": (lambda m, f, x: f.adaptive_avg_pool3d(x, 2), (VOLUME,)),
+    "adaptive_max_pool3d": (lambda m, f, x: f.adaptive_max_pool3d(x, 2), (VOLUME,)),
+    "max_unpool2d": (lambda m, f, x: f.max_unpool2d(*f.max_pool2d(x, 2, return_indices=True),
+                                                    2), (IMG,)),
+    "max_unpool3d": (lambda m, f, x: f.max_unpool3d(*f.max_pool3d(x, 2, return_indices=True),
+                                                    2), (VOLUME,)),
+    # torch's CPU pdist has no bfloat16 kernel (and no CPU policy): bfloat16 widened first
+    "pdist": (lambda m, f, x: m.pdist(x.float() if x.dtype == m.bfloat16 else x), (MAT,)),
+    "grid_sampler": (lambda m, f, x, g: f.grid_sample(x, g, align_corners=False), (IMG, GRID)),
+    "fractional_max_pool2d": (lambda m, f, x, u: f.fractional_max_pool2d(
+        x, 2, output_size=3, _random_samples=u), (IMG, GRID[:, 0, :, :].copy())),
+}
+CASES.update(VISION_CASES)
+# their cuda policies (fake cuda tensors cannot run these): lower, promote, none
+VISION_CUDA_DTYPES = {"conv3d": gd.float16, "conv_transpose1d": gd.float16,
+                      "conv_transpose3d": gd.float16, "grid_sampler": gd.float32,
+                      "max_unpool2d": gd.float32, "max_unpool3d": gd.float32}
+ADDED_CUDA_DTYPES.update(VISION_CUDA_DTYPES)
+NO_FAKE_CUDA |= set(VISION_CUDA_DTYPES)
 
 
 def _torch_dtype(name, device, low_inputs):
@@ -419,7 +451,8 @@ NOT_IN_GPUDL = {
 }
 
 
-ADDED = set(ADDED_CASES) | set(NAMES_CASES) | set(MISC_CASES) | set(NN_UTILS_CASES)
+ADDED = (set(ADDED_CASES) | set(NAMES_CASES) | set(MISC_CASES) | set(NN_UTILS_CASES)
+         | set(VISION_CASES))
 CHECKED |= ADDED
 NOT_IN_GPUDL -= ADDED
 # branch linalg: the linalg cases above; eig and eigvals exist in gd.linalg only to refuse

@@ -177,8 +177,8 @@ def test_default_init_is_torchs(make, fan_in):
 
 
 def test_module_refusals():
-    with pytest.raises(NotImplementedError, match="reflect"):
-        nn.Conv2d(2, 2, 3, padding_mode="reflect")
+    with pytest.raises(ValueError, match="only 'zeros' padding_mode"):
+        nn.ConvTranspose2d(2, 2, 3, padding_mode="reflect")    # Conv2d pads in that mode
     with pytest.raises(ValueError, match="padding_mode"):
         nn.Conv2d(2, 2, 3, padding_mode="mirror")
     with pytest.raises(ValueError, match=r"in_channels \(3\) must be divisible by groups \(2\)"):
@@ -202,7 +202,7 @@ def test_groups_zero_is_a_value_error_naming_groups(layer):
     (dict(kernel_size=(3, 3)), TypeError, r"Conv1d: kernel_size must be an int or a 1-tuple"),
     (dict(kernel_size=3, groups=4), ValueError, r"Conv1d: out_channels \(6\) must be divisible"),
     (dict(kernel_size=3, padding="same", stride=2), ValueError, "Conv1d: padding='same'"),
-    (dict(kernel_size=3, padding_mode="reflect"), NotImplementedError, "Conv1d: padding_mode"),
+    (dict(kernel_size=3, padding_mode="mirror"), ValueError, "Conv1d: padding_mode"),
 ])
 def test_conv1d_refusals_name_conv1d_and_the_value_given(kwargs, error, message):
     with pytest.raises(error, match=message):

@@ -85,6 +85,13 @@ OPS = {
     # session 11, nn-utils
     "ctc_loss": ["nn.functional.ctc_loss"],
     "multilabel_margin_loss": ["nn.functional.multilabel_margin_loss"],
+    # session 11, nn-vision
+    **{name: [f"nn.functional.{name}"] for name in (
+        "conv3d", "conv_transpose1d", "conv_transpose3d", "max_pool3d", "avg_pool3d",
+        "adaptive_avg_pool3d", "adaptive_max_pool3d", "local_response_norm", "grid_sample",
+        "pdist", "pixel_unshuffle", "channel_shuffle", "upsample_bilinear", "upsample_nearest")},
+    **{name: [f"nn.functional.{name}", f"nn.functional.{name}.grad"] for name in (
+        "max_unpool1d", "max_unpool2d", "max_unpool3d")},
 }
 
 ERRORS = (TypeError, ValueError, IndexError, RuntimeError, NotImplementedError)

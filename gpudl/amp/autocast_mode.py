@@ -97,6 +97,14 @@ POLICIES["cuda"].update(dict.fromkeys((
     "linalg_matrix_norm", "dist", "frobenius_norm", "nuclear_norm", "renorm"), "fp32"),
     linalg_vecdot="lower", addmv="lower", addr="lower", linalg_multi_dot="lower",
     chain_matmul="lower", vdot="promote")
+# session 11, nn-vision: the 3-D convolutions lower on both devices; the 3-D pools, unpooling
+# and grid sampling are float32 on the cpu; pdist float32 and grid sampling promoting on cuda
+for _policies in POLICIES.values():
+    _policies.update(dict.fromkeys(("conv3d", "conv_transpose3d"), "lower"))
+POLICIES["cpu"].update(dict.fromkeys((
+    "avg_pool3d", "max_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d", "max_unpool2d",
+    "max_unpool3d", "grid_sampler", "fractional_max_pool2d"), "fp32"))
+POLICIES["cuda"].update(pdist="fp32", grid_sampler="promote")
 
 _BANNED = ("{op} and torch.nn.BCELoss are unsafe to autocast: many models use a sigmoid layer "
            "right before the binary cross entropy layer, and in that case the combination is "

@@ -46,3 +46,10 @@ from .lazy import (LazyBatchNorm1d, LazyBatchNorm2d, LazyConv1d, LazyConv2d,
                    LazyConvTranspose2d, LazyInstanceNorm1d, LazyInstanceNorm2d, LazyLinear)
 from .loss import CTCLoss, MultiLabelMarginLoss, NLLLoss2d
 from .adaptive import AdaptiveLogSoftmaxWithLoss
+# ------------------------------------------------------------------ session 11: nn-vision
+from .conv import Conv3d, ConvTranspose1d, ConvTranspose3d, Fold
+from .normalization import BatchNorm3d, InstanceNorm3d, LocalResponseNorm
+from .pool import (AdaptiveAvgPool3d, AdaptiveMaxPool3d, AvgPool3d, FractionalMaxPool2d,
+                   LPPool1d, LPPool2d, LPPool3d, MaxPool3d, MaxUnpool1d, MaxUnpool2d,
+                   MaxUnpool3d)
+from .resample import ChannelShuffle, PixelUnshuffle

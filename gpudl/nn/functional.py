@@ -53,3 +53,17 @@ from ..ops.gumbel_softmax import gumbel_softmax  # noqa: F401
 # ------------------------------------------------------------------ session 11, nn-utils
 from ..ops.ctc_loss import ctc_loss  # noqa: F401
 from ..ops.multilabel_margin import multilabel_margin_loss  # noqa: F401
+# ------------------------------------------------------------------ session 11: nn-vision
+from ..ops.conv import conv3d, conv_transpose1d, conv_transpose3d, fold  # noqa: F401
+from ..ops.distance import pdist  # noqa: F401
+from ..ops.fractional_pool import (  # noqa: F401
+    fractional_max_pool2d, fractional_max_pool2d_with_indices)
+from ..ops.grid_sample import affine_grid, grid_sample  # noqa: F401
+from ..ops.local_response_norm import local_response_norm  # noqa: F401
+from ..ops.pool_nd import (  # noqa: F401
+    adaptive_avg_pool3d, adaptive_max_pool1d_with_indices, adaptive_max_pool2d_with_indices,
+    adaptive_max_pool3d, adaptive_max_pool3d_with_indices, avg_pool3d, lp_pool1d, lp_pool2d,
+    lp_pool3d, max_pool1d_with_indices, max_pool2d_with_indices, max_pool3d,
+    max_pool3d_with_indices, max_unpool1d, max_unpool2d, max_unpool3d)
+from ..ops.resample import (  # noqa: F401
+    channel_shuffle, pixel_unshuffle, upsample, upsample_bilinear, upsample_nearest)

@@ -2,6 +2,7 @@
 
 from .. import backend, creation, dtypes
 from ..ops._util import is_int
+from ..ops.local_response_norm import local_response_norm
 from ..ops.normalization import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 from . import init
 from .module import Module, Parameter
@@ -223,3 +224,32 @@ class RMSNorm(Module):
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}")
+
+
+# --------------------------------------------------------------------------- nn-vision
+class BatchNorm3d(_BatchNorm):
+    """Batch normalisation of (N, C, D, H, W) input over N, D, H and W per channel."""
+
+    _ndims = (5,)
+
+
+class InstanceNorm3d(_InstanceNorm):
+    """Instance normalisation of (N, C, D, H, W) or (C, D, H, W) input over D, H, W per sample
+    and channel."""
+
+    _ndims = (4, 5)
+
+
+class LocalResponseNorm(Module):
+    """``F.local_response_norm`` across channels: input / (k + alpha / size * the sum of squares
+    over ``size`` neighbouring channels) ** beta. Input (N, C, *), at least 3-D."""
+
+    def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, input):
+        return local_response_norm(input, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self):
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"

@@ -1,7 +1,7 @@
 """Upsample (and its older forms UpsamplingNearest2d, UpsamplingBilinear2d) and PixelShuffle:
 stateless layers over ``gpudl.ops.resample``."""
 
-from ..ops.resample import interpolate, pixel_shuffle
+from ..ops.resample import channel_shuffle, interpolate, pixel_shuffle, pixel_unshuffle
 from .module import Module
 
 
@@ -27,18 +27,27 @@ class Upsample(Module):
         return f"{what}, mode={self.mode!r}"
 
 
-class PixelShuffle(Module):
-    """(*, C*r*r, H, W) -> (*, C, H*r, W*r) with r = upscale_factor."""
+class _Rearrangement(Module):
+    """A stateless layer calling ``_function(input, value)`` with the one argument it keeps
+    under the name ``_argument``."""
 
-    def __init__(self, upscale_factor):
+    _argument = ""
+
+    def __init__(self, value):
         super().__init__()
-        self.upscale_factor = upscale_factor
+        setattr(self, self._argument, value)
 
     def forward(self, input):
-        return pixel_shuffle(input, self.upscale_factor)
+        return type(self)._function(input, getattr(self, self._argument))
 
     def extra_repr(self):
-        return f"upscale_factor={self.upscale_factor}"
+        return f"{self._argument}={getattr(self, self._argument)}"
+
+
+class PixelShuffle(_Rearrangement):
+    """(*, C*r*r, H, W) -> (*, C, H*r, W*r) with r = upscale_factor."""
+
+    _argument, _function = "upscale_factor", pixel_shuffle
 
 
 class UpsamplingNearest2d(Upsample):
@@ -54,3 +63,17 @@ class UpsamplingBilinear2d(Upsample):
 
     def __init__(self, size=None, scale_factor=None):
         super().__init__(size, scale_factor, mode="bilinear", align_corners=True)
+
+
+# --------------------------------------------------------------------------- nn-vision
+class PixelUnshuffle(_Rearrangement):
+    """(*, C, H*r, W*r) -> (*, C*r*r, H, W) with r = downscale_factor (PixelShuffle's
+    inverse)."""
+
+    _argument, _function = "downscale_factor", pixel_unshuffle
+
+
+class ChannelShuffle(_Rearrangement):
+    """(N, C, *) with its channels shuffled across ``groups`` (``F.channel_shuffle``)."""
+
+    _argument, _function = "groups", channel_shuffle

@@ -1,4 +1,6 @@
-"""conv2d and conv_transpose2d: PyTorch's functional convolutions, one Function each.
+"""PyTorch's functional convolutions: conv1d/2d/3d, conv_transpose1d/2d/3d, convolution,
+unfold and fold. conv2d and conv_transpose2d are one Function each over kernels/conv.py (1-D runs
+as 2-D on a height-1 image); the 3-D ones run ops/conv_nd.py's im2col and GEMM.
 
 The Functions only call the entries of ``kernels.conv`` (which pick the device path); this module
 checks the user's arguments first, so a refused call raises before any work and changes nothing.
@@ -14,6 +16,7 @@ from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
 from ..autograd import Function
 from ..tensor import Tensor
+from . import conv_nd
 from ._util import EmptyOutputError
 from .padding import pad as _pad
 
@@ -70,22 +73,27 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     Shape: (N, C_in, H, W) -> (N, C_out, Ho, Wo), Ho = floor((H + 2p - d*(kH-1) - 1) / s) + 1.
     Example: ``conv2d(x, w, b, stride=2, padding=1)``.
     """
+    return _convolution("conv2d", 2, Conv2d, input, weight, bias, stride, padding, dilation,
+                        groups)
+
+
+def _convolution(op, dims, function, input, weight, bias, stride, padding, dilation, groups):
+    """The checked call of a ``dims``-D convolution: ``function`` applied to batched input."""
     if _autocast.active:
-        input, weight, bias = cast_inputs("conv2d", input, weight, bias)
-    op = "conv2d"
-    shapes = _check_tensors(op, input, weight, bias)
-    stride = _pair(op, "stride", stride, 1, shapes)
-    dilation = _pair(op, "dilation", dilation, 1, shapes)
+        input, weight, bias = cast_inputs(op, input, weight, bias)
+    shapes = _check_tensors(op, input, weight, bias, dims)
+    stride = _pair(op, "stride", stride, 1, shapes, dims)
+    dilation = _pair(op, "dilation", dilation, 1, shapes, dims)
     groups = _groups(op, groups, shapes)
     _check_weight(op, input, weight, bias, groups, in_dim=1, out_dim=0, shapes=shapes)
     kernel = tuple(weight.shape[2:])
     if isinstance(padding, str):
         input, padding = _string_padding(op, input, padding, kernel, stride, dilation, shapes)
     else:
-        padding = _pair(op, "padding", padding, 0, shapes)
+        padding = _pair(op, "padding", padding, 0, shapes, dims)
     _check_size(op, input, weight, kernel, padding, dilation)
-    return _unbatched(input, lambda x: Conv2d.apply(x, weight, bias, stride, padding, dilation,
-                                                    groups))
+    return _unbatched(input, lambda x: function.apply(x, weight, bias, stride, padding,
+                                                      dilation, groups), dims + 2)
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
@@ -108,14 +116,23 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     Example: ``conv_transpose2d(x, w, stride=2, padding=1, output_padding=1)`` doubles H and W
     for a 3x3 kernel.
     """
+    return _conv_transpose("conv_transpose2d", 2, ConvTranspose2d, input, weight, bias, stride,
+                           padding, output_padding, groups, dilation)
+
+
+def _conv_transpose(op, dims, function, input, weight, bias, stride, padding, output_padding,
+                    groups, dilation):
+    """The checked call of a ``dims``-D transposed convolution: ``function`` on batched input."""
     if _autocast.active:
-        input, weight, bias = cast_inputs("conv_transpose2d", input, weight, bias)
-    op = "conv_transpose2d"
-    shapes = _check_tensors(op, input, weight, bias)
-    stride = _pair(op, "stride", stride, 1, shapes)
-    dilation = _pair(op, "dilation", dilation, 1, shapes)
-    padding = _pair(op, "padding", padding, 0, shapes)
-    output_padding = _pair(op, "output_padding", output_padding, 0, shapes)
+        input, weight, bias = cast_inputs(op, input, weight, bias)
+    shapes = _check_tensors(op, input, weight, bias, dims)
+    if isinstance(padding, str):
+        raise TypeError(f"{op}: padding must be an int or a tuple of ints, got {padding!r} "
+                        f"{shapes}")
+    stride = _pair(op, "stride", stride, 1, shapes, dims)
+    dilation = _pair(op, "dilation", dilation, 1, shapes, dims)
+    padding = _pair(op, "padding", padding, 0, shapes, dims)
+    output_padding = _pair(op, "output_padding", output_padding, 0, shapes, dims)
     groups = _groups(op, groups, shapes)
     _check_weight(op, input, weight, bias, groups, in_dim=0, out_dim=1, shapes=shapes)
     for axis, (op_, s, d) in enumerate(zip(output_padding, stride, dilation)):
@@ -124,17 +141,17 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
                 f"{op}: output_padding {output_padding} must be smaller than either stride "
                 f"{stride} or dilation {dilation} (axis {axis}) {shapes}")
     size = [(n - 1) * s - 2 * p + d * (k - 1) + o + 1 for n, k, s, p, o, d in zip(
-        input.shape[-2:], weight.shape[2:], stride, padding, output_padding, dilation)]
+        input.shape[-dims:], weight.shape[2:], stride, padding, output_padding, dilation)]
     if min(size) < 1:
         raise EmptyOutputError(
             f"{op}: output size {tuple(size)} is not positive for stride {stride}, padding "
             f"{padding}, output_padding {output_padding}, dilation {dilation} {shapes}")
-    return _unbatched(input, lambda x: ConvTranspose2d.apply(x, weight, bias, stride, padding,
-                                                             output_padding, groups, dilation))
+    return _unbatched(input, lambda x: function.apply(x, weight, bias, stride, padding,
+                                                      output_padding, groups, dilation), dims + 2)
 
 
 # --------------------------------------------------------------------------- checks
-def _check_tensors(op, input, weight, bias):
+def _check_tensors(op, input, weight, bias, dims=2):
     """Types, dtypes and ranks; returns "(input shape ..., weight shape ...)" for messages."""
     for name, t in (("input", input), ("weight", weight)):
         if not isinstance(t, Tensor):
@@ -148,21 +165,23 @@ def _check_tensors(op, input, weight, bias):
         if t is not None and t.dtype != input.dtype:
             raise TypeError(f"{op}: input dtype {input.dtype} and {name} dtype {t.dtype} differ "
                             f"{shapes}")
-    if input.ndim not in (3, 4):
-        raise ValueError(f"{op}: expected 3-D (unbatched) or 4-D (batched) input {shapes}")
-    if weight.ndim != 4:
-        raise ValueError(f"{op}: weight must be 4-D {shapes}")
+    if input.ndim not in (dims + 1, dims + 2):
+        raise ValueError(f"{op}: expected {dims + 1}-D (unbatched) or {dims + 2}-D (batched) "
+                         f"input {shapes}")
+    if weight.ndim != dims + 2:
+        raise ValueError(f"{op}: weight must be {dims + 2}-D {shapes}")
     return shapes
 
 
-def _pair(op, name, value, minimum, shapes):
-    """An int or a pair of ints -> a tuple of two ints, each >= minimum."""
-    values = (value, value) if isinstance(value, numbers.Integral) else value
-    if (isinstance(values, str) or not hasattr(values, "__len__") or len(values) != 2
+def _pair(op, name, value, minimum, shapes, dims=2):
+    """An int or ``dims`` ints (a pair for 2-D) -> a tuple of ``dims`` ints, each >= minimum."""
+    values = (value,) * dims if isinstance(value, numbers.Integral) else value
+    if (isinstance(values, str) or not hasattr(values, "__len__") or len(values) != dims
             or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
                        for v in values)):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r} {shapes}")
-    values = (int(values[0]), int(values[1]))
+        what = "a pair of ints" if dims == 2 else f"a tuple of {dims} ints"
+        raise TypeError(f"{op}: {name} must be an int or {what}, got {value!r} {shapes}")
+    values = tuple(int(v) for v in values)
     if min(values) < minimum:
         kind = "positive" if minimum == 1 else "non-negative"
         raise ValueError(f"{op}: {name} must be {kind}, got {value!r} {shapes}")
@@ -179,7 +198,7 @@ def _groups(op, groups, shapes):
 
 def _check_weight(op, input, weight, bias, groups, in_dim, out_dim, shapes):
     """Channels: input C_in == weight.shape[in_dim] (* groups for conv2d), C_out divisible."""
-    channels = input.shape[-3]
+    channels = input.shape[1 - weight.ndim]
     expected = weight.shape[1] * groups if in_dim == 1 else weight.shape[0]
     if channels != expected:
         raise ValueError(f"{op}: input has {channels} channels but weight expects {expected} "
@@ -199,22 +218,22 @@ def _string_padding(op, input, padding, kernel, stride, dilation, shapes):
     """'valid' or 'same' -> (input, symmetric padding); 'same' with an odd total pads the input's
     bottom/right by one first, as PyTorch."""
     if padding == "valid":
-        return input, (0, 0)
+        return input, (0,) * len(kernel)
     if padding != "same":
         raise ValueError(f"{op}: padding must be 'valid', 'same', an int or a pair, "
                          f"got {padding!r} {shapes}")
-    if stride != (1, 1):
+    if any(s != 1 for s in stride):
         raise ValueError(f"{op}: padding='same' is not supported for strided convolutions "
                          f"(stride {stride}) {shapes}")
     total = [d * (k - 1) for k, d in zip(kernel, dilation)]
     extra = [t % 2 for t in total]
     if any(extra):
-        input = _pad(input, (0, extra[1], 0, extra[0]))
-    return input, (total[0] // 2, total[1] // 2)
+        input = _pad(input, tuple(w for e in reversed(extra) for w in (0, e)))
+    return input, tuple(t // 2 for t in total)
 
 
 def _check_size(op, input, weight, kernel, padding, dilation):
-    padded = [n + 2 * p for n, p in zip(input.shape[-2:], padding)]
+    padded = [n + 2 * p for n, p in zip(input.shape[-len(padding):], padding)]
     span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
     if any(s > n for s, n in zip(span, padded)):
         raise EmptyOutputError(
@@ -223,9 +242,9 @@ def _check_size(op, input, weight, kernel, padding, dilation):
             f"{padding}, dilation {dilation})")
 
 
-def _unbatched(input, fn):
-    """Apply ``fn`` to a 4-D input; a 3-D (unbatched) input runs as a batch of one."""
-    if input.ndim == 4:
+def _unbatched(input, fn, batched_ndim=4):
+    """Apply ``fn`` to a batched input; an unbatched one runs as a batch of one."""
+    if input.ndim == batched_ndim:
         return fn(input)
     return fn(input.unsqueeze(0)).squeeze(0)
 
@@ -276,3 +295,102 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     blocks = conv2d(input, weight, None, stride, padding, dilation, groups=channels)
     return blocks.reshape(*blocks.shape[:-2], blocks.shape[-2] * blocks.shape[-1])
 
+
+
+# --------------------------------------------------------------------------- nn-vision: 1-D/3-D
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """3-D convolution over (N, C_in, D, H, W) or (C_in, D, H, W) input with weight
+    (C_out, C_in / groups, kD, kH, kW), as ``torch.nn.functional.conv3d``: the arguments of
+    conv2d with three entries where conv2d takes two (or one int for all). Runs as im2col and one
+    GEMM on the array module (ops/conv_nd.py) on both devices.
+
+    Shape: Do = floor((D + 2p - d*(kD-1) - 1) / s) + 1, and so for H and W.
+    Example: ``conv3d(x, w, padding=1)``.
+    """
+    return _convolution("conv3d", 3, conv_nd.ConvNd, input, weight, bias, stride, padding,
+                        dilation, groups)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """3-D transposed convolution (conv3d's gradient in its input) over (N, C_in, D, H, W) or
+    (C_in, D, H, W) input with weight (C_in, C_out / groups, kD, kH, kW), as
+    ``torch.nn.functional.conv_transpose3d`` (arguments as conv_transpose2d, three entries each).
+
+    Shape: Do = (D - 1) * s - 2p + d * (kD - 1) + output_padding + 1, and so for H and W.
+    """
+    return _conv_transpose("conv_transpose3d", 3, conv_nd.ConvTransposeNd, input, weight, bias,
+                           stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """1-D transposed convolution over (N, C_in, L) or (C_in, L) input with weight
+    (C_in, C_out / groups, k), as ``torch.nn.functional.conv_transpose1d``: conv_transpose2d on a
+    height-1 image (the same kernels and checks).
+
+    Shape: Lo = (L - 1) * s - 2p + d * (k - 1) + output_padding + 1.
+    """
+    op = "conv_transpose1d"
+    if getattr(input, "ndim", None) not in (2, 3) or getattr(weight, "ndim", None) != 3:
+        raise ValueError(f"{op}: expected input (N, C, L) or (C, L) and weight (C_in, C_out, k), "
+                         f"got shapes {getattr(input, 'shape', None)} and "
+                         f"{getattr(weight, 'shape', None)}")
+    if _autocast.active:
+        input, weight, bias = cast_inputs(op, input, weight, bias)
+    out = conv_transpose2d(input.unsqueeze(-2), weight.unsqueeze(-2), bias,
+                           (1, _single(op, "stride", stride)), (0, _single(op, "padding", padding)),
+                           (0, _single(op, "output_padding", output_padding)), groups,
+                           (1, _single(op, "dilation", dilation)))
+    return out.squeeze(-2)
+
+
+def convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding,
+                groups):
+    """``torch.convolution``: conv1d/2d/3d or conv_transpose1d/2d/3d by ``transposed`` and the
+    weight's rank (every argument required, as torch's)."""
+    dims = getattr(weight, "ndim", 0) - 2
+    if dims not in (1, 2, 3):
+        raise ValueError(f"convolution: weight must be 3-D, 4-D or 5-D, got shape "
+                         f"{getattr(weight, 'shape', None)}")
+    if transposed:
+        function = (conv_transpose1d, conv_transpose2d, conv_transpose3d)[dims - 1]
+        return function(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    return (conv1d, conv2d, conv3d)[dims - 1](input, weight, bias, stride, padding, dilation,
+                                              groups)
+
+
+def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """Sum sliding local blocks back into an image (col2im), as ``F.fold``: the adjoint of
+    ``unfold``. (N, C*kH*kW, L) or (C*kH*kW, L) -> (N, C, H, W), L the number of blocks of an
+    ``output_size`` (H, W) image. Computed as unfold's grouped one-hot convolution transposed."""
+    op = "fold"
+    if not isinstance(input, Tensor) or input.ndim not in (2, 3):
+        raise ValueError(f"{op}: expected (N, C*kH*kW, L) or (C*kH*kW, L) input, got shape "
+                         f"{getattr(input, 'shape', type(input).__name__)}")
+    shapes = f"(input shape {input.shape})"
+    size = _pair(op, "output_size", output_size, 1, shapes)
+    kernel = _pair(op, "kernel_size", kernel_size, 1, shapes)
+    dilation = _pair(op, "dilation", dilation, 1, shapes)
+    padding = _pair(op, "padding", padding, 0, shapes)
+    stride = _pair(op, "stride", stride, 1, shapes)
+    blocks = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(
+        size, kernel, stride, padding, dilation)]
+    taps = kernel[0] * kernel[1]
+    if input.shape[-2] % taps:
+        raise ValueError(f"{op}: input.shape[-2] = {input.shape[-2]} must be divisible by the "
+                         f"product of kernel_size {kernel} {shapes}")
+    if min(blocks) < 1 or input.shape[-1] != blocks[0] * blocks[1]:
+        raise ValueError(f"{op}: input.shape[-1] = {input.shape[-1]} does not match the "
+                         f"{blocks[0]} x {blocks[1]} blocks of output_size {size} with "
+                         f"kernel_size {kernel}, dilation {dilation}, padding {padding}, "
+                         f"stride {stride} {shapes}")
+    channels = input.shape[-2] // taps
+    picks = backend.xp_for(input._device).eye(taps, dtype=input.dtype).reshape(taps, 1, *kernel)
+    weight = Tensor._make(picks, False, None, 0, input._device).repeat(channels, 1, 1, 1)
+    images = input.reshape(*input.shape[:-1], *blocks)
+    # the rows and columns past the last block (fewer than the stride): output_padding
+    out_padding = [n + 2 * p - ((b - 1) * s + d * (k - 1) + 1) for n, p, b, s, d, k in zip(
+        size, padding, blocks, stride, dilation, kernel)]
+    return conv_transpose2d(images, weight, None, stride, padding, out_padding, channels,
+                            dilation)

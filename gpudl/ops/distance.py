@@ -3,6 +3,7 @@ F.pairwise_distance (row by row), both p-norms as torch's."""
 
 import numpy as np
 
+from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..autograd import Function
 from ..tensor import Tensor
 from ._util import quiet, sum_to, xp_of
@@ -86,3 +87,22 @@ def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
     if x1.ndim == 0 and x2.ndim == 0:
         raise ValueError("pairwise_distance: x1 and x2 must have at least one dimension")
     return vector_norm(x1 - x2 + eps, p, -1, keepdim)
+
+
+def pdist(input, p=2.0):
+    """The p-norm distance between every pair of rows i < j of a (N, M) ``input``, as
+    ``torch.pdist``: (N * (N - 1) / 2,) in row-major order of the pairs (cdist's values above
+    the diagonal; p >= 0, inf allowed)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"pdist: input must be a Tensor, got {type(input).__name__}")
+    if input.ndim != 2:
+        raise ValueError(f"pdist: expected a 2-D (N, M) input, got shape {tuple(input.shape)}")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or p < 0:
+        raise ValueError(f"pdist: p must be a non-negative number, got {p!r}")
+    if _autocast.active:
+        (input,) = cast_inputs("pdist", input)
+    n = input.shape[0]
+    rows, cols = np.triu_indices(n, 1)
+    pairs = Tensor._make(xp_of(input._data).asarray(rows * n + cols), False, None, 0,
+                         input._device)
+    return Cdist.apply(input, input, float(p), False).reshape(-1).index_select(0, pairs)

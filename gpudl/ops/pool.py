@@ -219,20 +219,25 @@ def _avg_plan_cached(shape, dtype, kernel_size, stride, padding, ceil_mode, coun
     return K.avg_pool2d_plan(shape, dtype, *window, ceil_mode, count_include_pad, divisor)
 
 
+def check_window_values(op, kernel, stride, padding, dilation, where):
+    """ValueError unless kernel, stride and dilation are positive and padding is non-negative
+    and at most half the kernel (tuples of one rank); ``where`` ends the message."""
+    for name, sizes, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
+                             ("dilation", dilation, 1), ("padding", padding, 0)):
+        if min(sizes) < low:
+            raise ValueError(f"{op}: {name} must be {'positive' if low else 'non-negative'}, "
+                             f"got {sizes} {where}")
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel} "
+                         f"{where}")
+
+
 def _check_window(op, shape, kernel_size, stride, padding, dilation, ceil_mode):
     kernel = _pair(op, "kernel_size", kernel_size)
     no_stride = stride is None or (isinstance(stride, (tuple, list)) and not stride)  # as torch
     stride = kernel if no_stride else _pair(op, "stride", stride)
     padding, dilation = _pair(op, "padding", padding), _pair(op, "dilation", dilation)
-    where = f"(input shape {tuple(shape)})"
-    for name, pair, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
-                            ("dilation", dilation, 1), ("padding", padding, 0)):
-        if min(pair) < low:
-            raise ValueError(f"{op}: {name} must be {'positive' if low else 'non-negative'}, "
-                             f"got {pair} {where}")
-    if any(p > k // 2 for p, k in zip(padding, kernel)):
-        raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel} "
-                         f"{where}")
+    check_window_values(op, kernel, stride, padding, dilation, f"(input shape {tuple(shape)})")
     for a, axis in enumerate(("height", "width")):
         # with ceil_mode a window may span past the padded input (torch keeps one starting in it)
         if K.pool_output_size(shape[a - 2], kernel[a], stride[a], padding[a], dilation[a],
@@ -280,8 +285,7 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 
 # --------------------------------------------------------------------------- adaptive, composite
 # adaptive_avg_pool1d is the 2-D kernel on a height-1 image; adaptive max pooling gathers every
-# window's cells (index_select, whose gradient adds back where windows overlap) and takes the
-# max, so it needs no kernel of its own.
+# window's cells (pool_nd.adaptive_max_pool), so it needs no kernel of its own.
 
 def adaptive_avg_pool1d(input, output_size):
     """Average pooling of (N, C, L) or (C, L) input to length ``output_size``."""
@@ -289,43 +293,12 @@ def adaptive_avg_pool1d(input, output_size):
     return adaptive_avg_pool2d(input.unsqueeze(-2), (1, _single(output_size))).squeeze(-2)
 
 
-def _window_cells(size, out):
-    """(out, K) positions along a dim of ``size``: output cell i covers
-    [floor(i*size/out), ceil((i+1)*size/out)), padded to the widest window K by repeating its
-    last cell (a repeat does not change a max)."""
-    starts = np.arange(out) * size // out
-    ends = -(-(np.arange(1, out + 1) * size) // out)
-    widest = int((ends - starts).max())
-    return np.minimum(starts[:, None] + np.arange(widest), ends[:, None] - 1)
-
-
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     """Max pooling to a fixed ``output_size`` (int or (h, w); None keeps that input size) with
     PyTorch's windows (those of ``adaptive_avg_pool2d``). ``return_indices=True`` also returns
     each max's flat position in its (H, W) plane."""
-    op = "adaptive_max_pool2d"
-    _check_input(input, op)
-    if input.ndim not in (3, 4):
-        raise ValueError(f"{op}: expected (N, C, H, W) or (C, H, W) input, got shape "
-                         f"{tuple(input.shape)}")
-    height, width = input.shape[-2:]
-    sizes = _pair(op, "output_size", output_size, allow_none=True)
-    out_h, out_w = (n if s is None else s for s, n in zip(sizes, (height, width)))
-    if min(out_h, out_w) <= 0 or min(height, width) == 0:
-        raise ValueError(f"{op}: output_size must be positive and the input non-empty, got "
-                         f"{output_size!r} for input shape {tuple(input.shape)}")
-    rows, cols = _window_cells(height, out_h), _window_cells(width, out_w)
-    # cells[i, j, a * Kw + b]: flat position of window (i, j)'s cell (a, b)
-    cells = (rows[:, None, :, None] * width + cols[None, :, None, :]).reshape(out_h, out_w, -1)
-    lead = input.shape[:-2]
-    windows = input.reshape(*lead, height * width).index_select(-1, cells.ravel())
-    windows = windows.reshape(*lead, out_h, out_w, cells.shape[-1])
-    values = windows.amax(-1)
-    if not return_indices:
-        return values
-    table = Tensor._make(xp_of(input._data).asarray(cells), False, None, 0, input.device)
-    picks = windows.detach().argmax(-1, keepdim=True)
-    return values, table.expand(*lead, *cells.shape).gather(-1, picks).squeeze(-1)
+    from .pool_nd import adaptive_max_pool
+    return adaptive_max_pool("adaptive_max_pool2d", 2, input, output_size, return_indices)
 
 
 def adaptive_max_pool1d(input, output_size, return_indices=False):

@@ -1,9 +1,9 @@
 """F.interpolate (nearest, linear, bilinear) and F.pixel_shuffle: resampling without kernels.
 
-Interpolation is separable: along each spatial dim the output is a fixed (out, in) matrix of
-weights times the input (one-hot rows for nearest, two weights for linear), so it runs as a
-matrix product on BLAS/cuBLAS and its gradient is the transposed product. Source positions follow
-torch's upsampling rules (align_corners, scale_factor given or recomputed).
+Interpolation is separable: along each spatial dim each output is a weighted sum of one input
+cell (nearest) or two (linear), gathered (``weighted_taps``); the gradient adds back through the
+gather. Source positions follow torch's upsampling rules (align_corners, scale_factor given or
+recomputed).
 """
 
 import math
@@ -17,14 +17,15 @@ from ..tensor import Tensor
 _LINEAR = {"linear": 1, "bilinear": 2}
 
 
-def _weights(n_in, n_out, mode, align_corners, scale):
-    """(n_out, n_in) float64 interpolation weights along one dim."""
+def _taps(n_in, n_out, mode, align_corners, scale):
+    """(cells, weights), each (n_out, taps): the input cells each output reads along one dim
+    and their float64 weights (one tap for nearest; two for linear, both read even when one
+    weighs 0, as torch's kernels do)."""
     dst = np.arange(n_out, dtype=np.float64)
-    rows = np.zeros((n_out, n_in))
     if mode == "nearest":
         ratio = n_in / n_out if scale is None else 1.0 / scale
-        rows[np.arange(n_out), np.minimum(np.floor(dst * ratio).astype(np.int64), n_in - 1)] = 1
-        return rows
+        cells = np.minimum(np.floor(dst * ratio).astype(np.int64), n_in - 1)
+        return cells[:, None], np.ones((n_out, 1))
     if align_corners:
         src = dst * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
     else:
@@ -33,9 +34,21 @@ def _weights(n_in, n_out, mode, align_corners, scale):
     left = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     right = np.minimum(left + 1, n_in - 1)
     frac = src - left
-    np.add.at(rows, (np.arange(n_out), left), 1 - frac)
-    np.add.at(rows, (np.arange(n_out), right), frac)
-    return rows
+    return np.stack([left, right], 1), np.stack([1 - frac, frac], 1)
+
+
+def weighted_taps(x, axis, cells, weights):
+    """sum_t x[..., cells[o, t], ...] * weights[o, t] along ``axis``: (out, taps) input
+    positions and weights of each output cell. Only an output's own taps meet its weights, so
+    a NaN or inf reaches just the outputs that read it (a dense (out, in) matrix product would
+    spread it: 0 * NaN is NaN); the gradient adds back through the gather."""
+    xp = backend.xp_for(x._device)
+    picked = x.index_select(axis, Tensor._make(xp.asarray(cells.ravel()), False, None, 0,
+                                               x._device))
+    picked = picked.reshape(*x.shape[:axis], *cells.shape, *x.shape[axis + 1:])
+    scale = Tensor._make(xp.asarray(weights.reshape(weights.shape + (1,) * (x.ndim - axis - 1))
+                                    .astype(x.dtype)), False, None, 0, x._device)
+    return (picked * scale).sum(axis + 1)
 
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
@@ -86,15 +99,12 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
 
 
 def _resample(input, sizes, scales, mode, align_corners):
-    """``input`` resized to ``sizes``: one matrix product per spatial dim."""
+    """``input`` resized to ``sizes``: one gather of taps per spatial dim."""
     out = input
-    xp = backend.xp_for(input._device)
     for k, (n_out, scale) in enumerate(zip(sizes, scales)):
         axis = 2 + k
-        weights = _weights(input.shape[axis], n_out, mode, bool(align_corners), scale)
-        matrix = Tensor._make(xp.asarray(weights.T.astype(input.dtype)), False, None, 0,
-                              input._device)                           # (in, out)
-        out = (out.transpose(axis, -1) @ matrix).transpose(axis, -1)
+        out = weighted_taps(out, axis, *_taps(input.shape[axis], n_out, mode,
+                                              bool(align_corners), scale))
     return out
 
 
@@ -122,3 +132,55 @@ def pixel_shuffle(input, upscale_factor):
     n = len(lead)
     order = tuple(range(n)) + (n, n + 3, n + 1, n + 4, n + 2)      # (*, C, H, r, W, r)
     return blocks.permute(*order).reshape(*lead, c, h * r, w * r)
+
+
+# --------------------------------------------------------------------------- nn-vision
+def pixel_unshuffle(input, downscale_factor):
+    """(*, C, H*r, W*r) -> (*, C*r*r, H, W), r = downscale_factor: pixel_shuffle's inverse."""
+    r = downscale_factor
+    if not isinstance(input, Tensor) or input.ndim < 3:
+        raise ValueError(f"pixel_unshuffle: expected a (*, C, H*r, W*r) tensor, got "
+                         f"{getattr(input, 'shape', type(input).__name__)}")
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0 \
+            or input.shape[-2] % r or input.shape[-1] % r:
+        raise ValueError(f"pixel_unshuffle: height {input.shape[-2]} and width "
+                         f"{input.shape[-1]} must be divisible by a positive int "
+                         f"downscale_factor, got {r!r}")
+    *lead, c, h, w = input.shape
+    h, w = h // r, w // r
+    blocks = input.reshape(*lead, c, h, r, w, r)
+    n = len(lead)
+    order = tuple(range(n)) + (n, n + 2, n + 4, n + 1, n + 3)      # (*, C, r, r, H, W)
+    return blocks.permute(*order).reshape(*lead, c * r * r, h, w)
+
+
+def channel_shuffle(input, groups):
+    """(N, C, *) with its C channels, seen as (groups, C / groups), transposed to
+    (C / groups, groups): ShuffleNet's channel shuffle."""
+    if not isinstance(input, Tensor) or input.ndim < 3:
+        raise ValueError(f"channel_shuffle: expected input with more than 2 dims, got "
+                         f"{getattr(input, 'shape', type(input).__name__)}")
+    channels = input.shape[1]
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0 \
+            or channels % groups:
+        raise ValueError(f"channel_shuffle: groups must be a positive int dividing the "
+                         f"{channels} channels, got {groups!r}")
+    n, rest = input.shape[0], tuple(input.shape[2:])
+    return input.reshape(n, groups, channels // groups, *rest).transpose(1, 2).reshape(
+        n, channels, *rest)
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """Deprecated alias of :func:`interpolate` (torch's ``F.upsample``)."""
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+def upsample_nearest(input, size=None, scale_factor=None):
+    """Deprecated: ``interpolate(input, size, scale_factor, mode='nearest')``."""
+    return interpolate(input, size, scale_factor, mode="nearest")
+
+
+def upsample_bilinear(input, size=None, scale_factor=None):
+    """Deprecated: ``interpolate(input, size, scale_factor, mode='bilinear',
+    align_corners=True)``."""
+    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
