@@ -152,3 +152,21 @@ def test_ctc_loss_is_refused_by_name():
                                      gd.tensor([6, 5]), gd.tensor([2, 2]))
     with pytest.raises(NotImplementedError, match="CTCLossNode"):
         gd.autograd.grad(loss, [log_probs], create_graph=True)
+
+
+def _multilabel_margin_composed(x, targets):
+    """torch's multilabel_margin_loss written with torch ops (torch's kernel has no double
+    backward): mean over samples of sum over target j, non-target i of relu(1 - x_j + x_i) / C."""
+    total = 0
+    for row, labels in zip(x, targets):
+        listed = labels[:labels.index(-1)] if -1 in labels else labels
+        others = [i for i in range(len(row)) if i not in listed]
+        total = total + sum(torch.relu(1 - row[j] + row[i]) for j in listed for i in others)
+    return total / (x.shape[0] * x.shape[1])
+
+
+def test_multilabel_margin_loss_second_order():
+    targets = [[3, 0, -1, 1], [1, 2, 3, -1]]
+    check_second_order(
+        lambda a: gd.nn.functional.multilabel_margin_loss(a * a, gd.tensor(targets)),
+        lambda a: _multilabel_margin_composed(a * a, targets), (2, 4), seed=11)
