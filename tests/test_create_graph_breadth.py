@@ -45,6 +45,8 @@ CASES = {
     "logaddexp": (lambda m, a, b: m.logaddexp(a, b), [(3, 4), (4,)], False),
     "logaddexp2": (lambda m, a, b: m.logaddexp2(a, b), [(3, 4), (4,)], False),
     "xlogy": (lambda m, a, b: m.xlogy(a, b), [(3, 4), (4,)], True),
+    "xlogy_number": (lambda m, a: m.xlogy(2.0, a) * a, [(6,)], True),
+    "in_place": (lambda m, a: (a * 1).tan_() * (a * 1).lgamma_() * a, [(6,)], True),
     "nextafter": (lambda m, a, b: m.nextafter(a, b) * a, [(5,), (5,)], False),
     "fmax_fmin": (lambda m, a, b: m.fmax(a, b) * m.fmin(a, b) * a, [(3, 4), (4,)], False),
     "div_trunc_floor": (lambda m, a, b: (m.div(a, b, rounding_mode="trunc")

@@ -167,7 +167,7 @@ def _scatter_reduce(saved, g):
         scale = 1 if reduce == "sum" else 1 / xp.maximum(counts + include_self, 1)
         g_self = flat_g * constant(xp.where(hit, scale if include_self else 0, 1).astype(g.dtype))
         g_src = (flat_g * constant(xp.asarray(scale, g.dtype)))[target]
-    elif reduce == "prod":          # no zero factor (refused above): d out / d factor = out / factor
+    elif reduce == "prod":      # no zero factor (refused above): d out / d factor = out / factor
         flat_a = S.Reshape.apply(saved.input(0, a), (a.size,))
         values = S.Reshape.apply(saved.input(1, src), (src.size,))
         g_out = flat_g * S.Reshape.apply(saved.output(0, out), (a.size,))
