@@ -5,12 +5,13 @@ With ``create_graph=True`` the gradients flowing back are Tensors instead, and e
 *graph backward*: the same derivative written with Tensor ops, run with grad mode on, so the
 gradients it returns are recorded like any other result and can be differentiated again.
 Graph backwards are registered per Function class (``graph_backward``) by
-gpudl.ops.graph_backward, graph_backward_shape and graph_backward_nn, imported at the first such
-walk (the plain path never loads them), and by nn.backward_hooks for its identity nodes. A
-graph backward reads what forward kept on its ctx and asks ``Saved.input``/``Saved.output`` for
-each array it differentiates through: a Tensor holding that array's values at the array's place
-in the original graph (torch's SavedVariable), so the derivative of the gradient flows back
-through it to the original inputs.
+gpudl.ops.graph_backward, graph_backward_shape, graph_backward_nn and graph_backward_math
+(the table-driven elementwise maths and gd.special, strided views, scatters), imported at the
+first such walk (the plain path never loads them), and by nn.backward_hooks for its identity
+nodes. A graph backward reads what forward kept on its ctx and asks
+``Saved.input``/``Saved.output`` for each array it differentiates through: a Tensor holding
+that array's values at the array's place in the original graph (torch's SavedVariable), so the
+derivative of the gradient flows back through it to the original inputs.
 
 A walk whose graph holds a Function without a graph backward raises NotImplementedError naming
 it before any backward runs.
@@ -46,6 +47,7 @@ def graph_backward(*functions, unsupported=None):
 def _load_graph_backwards():
     """Import the op modules' graph backwards (they register as they load; once)."""
     from .ops import graph_backward, graph_backward_nn, graph_backward_shape  # noqa: F401
+    from .ops import graph_backward_math  # noqa: F401  (create-graph-2)
 
 
 class Saved:

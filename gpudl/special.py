@@ -26,6 +26,7 @@ def _no_gradient(op, argument):
     def refuse(*_):
         raise RuntimeError(f"{op}: the derivative for '{argument}' is not implemented (as in "
                            "torch)")
+    refuse.missing = f"{op} (no derivative for '{argument}', as in torch)"
     return refuse
 
 
@@ -36,19 +37,34 @@ def _entr(xp, x, _):
 
 def _bessel_i1_grad(xp, x, y, scaled):
     """d i1 = i0 - i1 / x; d i1e = i0e - i1e (sign(x) + 1 / x); both 1/2 at 0."""
-    i0 = S.i0e(x) if scaled else S.i0(x)
+    i0 = xp.i0e(x) if scaled else xp.i0(x)
     with quiet(xp):
         slope = i0 - y * ((xp.sign(x) if scaled else 0) + 1 / x)
     return xp.where(x == 0, 0.5, slope)
 
 
-# name -> (value(xp, x, param), d value / dx as f(xp, x, y, param))
+class WithSpecial:
+    """The array module ``xp`` with special_math's functions that the derivative formulas
+    call (``xp.digamma``, ...): the tables' formulas are written against this namespace, so
+    that gpudl.ops.graph_backward_math can run the same formulas on Tensors."""
+
+    names = ("lgamma", "digamma", "polygamma", "i0", "i0e", "i1", "i1e")
+
+    def __init__(self, xp):
+        self.xp = xp
+
+    def __getattr__(self, name):
+        return getattr(S if name in self.names else self.xp, name)
+
+
+# name -> (value(xp, x, param), d value / dx as f(xp, x, y, param)); xp in the derivatives is a
+# WithSpecial
 UNARY = {
-    "lgamma": (lambda xp, x, _: S.lgamma(x), lambda xp, x, y, _: S.digamma(x)),
-    "digamma": (lambda xp, x, _: S.digamma(x), lambda xp, x, y, _: S.polygamma(1, x)),
-    "polygamma": (lambda xp, x, n: S.polygamma(n, x), lambda xp, x, y, n: S.polygamma(n + 1, x)),
+    "lgamma": (lambda xp, x, _: S.lgamma(x), lambda xp, x, y, _: xp.digamma(x)),
+    "digamma": (lambda xp, x, _: S.digamma(x), lambda xp, x, y, _: xp.polygamma(1, x)),
+    "polygamma": (lambda xp, x, n: S.polygamma(n, x), lambda xp, x, y, n: xp.polygamma(n + 1, x)),
     "mvlgamma": (lambda xp, x, p: S.multigammaln(x, p),
-                 lambda xp, x, y, p: sum(S.digamma(x - j / 2) for j in range(p))),
+                 lambda xp, x, y, p: sum(xp.digamma(x - j / 2) for j in range(p))),
     "erfc": (lambda xp, x, _: S.erfc(x), lambda xp, x, y, _: -2 / _ROOT_PI * xp.exp(-x * x)),
     "erfcx": (lambda xp, x, _: S.erfcx(x), lambda xp, x, y, _: 2 * x * y - 2 / _ROOT_PI),
     "erfinv": (lambda xp, x, _: S.erfinv(x), lambda xp, x, y, _: _ROOT_PI / 2 * xp.exp(y * y)),
@@ -58,8 +74,8 @@ UNARY = {
               lambda xp, x, y, _: math.sqrt(2 * math.pi) * xp.exp(0.5 * y * y)),
     "log_ndtr": (lambda xp, x, _: S.log_ndtr(x),
                  lambda xp, x, y, _: xp.exp(-0.5 * x * x - y) / math.sqrt(2 * math.pi)),
-    "i0": (lambda xp, x, _: S.i0(x), lambda xp, x, y, _: S.i1(x)),
-    "i0e": (lambda xp, x, _: S.i0e(x), lambda xp, x, y, _: S.i1e(x) - xp.sign(x) * y),
+    "i0": (lambda xp, x, _: S.i0(x), lambda xp, x, y, _: xp.i1(x)),
+    "i0e": (lambda xp, x, _: S.i0e(x), lambda xp, x, y, _: xp.i1e(x) - xp.sign(x) * y),
     "i1": (lambda xp, x, _: S.i1(x), lambda xp, x, y, _: _bessel_i1_grad(xp, x, y, False)),
     "i1e": (lambda xp, x, _: S.i1e(x), lambda xp, x, y, _: _bessel_i1_grad(xp, x, y, True)),
     "entr": (_entr, lambda xp, x, y, _: -(1 + xp.log(x))),
@@ -74,7 +90,7 @@ def _xlog1py(xp, x, y, _):
 def _incomplete_gamma_grad_x(sign):
     def grad(xp, a, x, out, _):       # d P(a, x) / dx = x^(a-1) e^-x / Gamma(a)
         with quiet(xp):
-            return sign * xp.exp((a - 1) * xp.log(x) - x - S.lgamma(a))
+            return sign * xp.exp((a - 1) * xp.log(x) - x - xp.lgamma(a))
     return grad
 
 
@@ -107,8 +123,8 @@ class SpecialFunction(Function):
     def backward(ctx, g):
         a, b, y = ctx.saved_tensors
         na, nb = ctx.needs_input_grad[:2]
-        xp = xp_of(g)
-        with quiet(xp):
+        xp = WithSpecial(xp_of(g))
+        with quiet(xp_of(g)):
             if b is None:
                 return g * UNARY[ctx.name][1](xp, a, y, ctx.param), None, None, None
             _, grad_a, grad_b = BINARY[ctx.name]

@@ -93,17 +93,26 @@ class ScatterReduce(Function):
             elif reduce == "prod":
                 g_self, g_src = _prod_grads(flat_a, values, target, include_self, flat_g,
                                             flat_out, hit, xp)
-            else:                        # amax/amin: shared evenly by the elements equal to it
-                # (as torch: a's value counts among the equal ones even when not included)
-                self_is = flat_a == flat_out
-                src_is = values == flat_out[target]
-                share = self_is.astype(g.dtype)
-                backend.scatter_add(share, target, src_is.astype(g.dtype))
-                each = flat_g / xp.maximum(share, 1)
-                g_self = xp.where(self_is & (bool(include_self) | ~hit), each, 0)
-                g_src = xp.where(src_is, each[target], 0)
+            else:
+                share, to_self, to_src = tie_shares(flat_a, values, target, flat_out,
+                                                    include_self, hit, g.dtype)
+                each = flat_g / share
+                g_self, g_src = each * to_self, each[target] * to_src
         return (g_self.reshape(a.shape).astype(a.dtype, copy=False),
                 g_src.reshape(src.shape).astype(src.dtype, copy=False), None, None, None)
+
+
+def tie_shares(a, values, target, out, include_self, hit, dtype):
+    """amax/amin: a slot's gradient is shared evenly by the elements equal to its result (as
+    torch: a's value counts among the equal ones even when not included). Returns the number
+    sharing each slot (at least 1) and the masks (in ``dtype``) of a's and src's sharers."""
+    xp = xp_of(a)
+    self_is = a == out
+    src_is = values == out[target]
+    share = self_is.astype(dtype)
+    backend.scatter_add(share, target, src_is.astype(dtype))
+    to_self = self_is & (bool(include_self) | ~hit)
+    return xp.maximum(share, 1), to_self.astype(dtype), src_is.astype(dtype)
 
 
 def _prod_grads(a, values, target, include_self, g, out, hit, xp):

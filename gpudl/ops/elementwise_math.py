@@ -86,10 +86,14 @@ class Logit(Function):
     @staticmethod
     def backward(ctx, g):
         (a,) = ctx.saved_tensors
-        xp, eps = xp_of(a), ctx.eps
+        with quiet(xp_of(a)):
+            return Logit.grad(xp_of(a), a, g, ctx.eps), None
+
+    @staticmethod
+    def grad(xp, a, g, eps):
+        """The gradient for ``a`` (arrays, or Tensors with xp a TensorMath)."""
         lo, hi, outside = (0, 1, np.nan) if eps is None else (eps, 1 - eps, 0)
-        with quiet(xp):
-            return xp.where((a < lo) | (a > hi), outside, g / (a * (1 - a))), None
+        return xp.where((a < lo) | (a > hi), outside, g / (a * (1 - a)))
 
 
 class _Binary(Function):

@@ -213,29 +213,6 @@ def _clone(saved, g):
     return g
 
 
-# name -> d y / d a as Tensors f(a, y), for the table of E.UNARY
-_UNARY_SLOPES = {
-    "sin": lambda a, y: a.cos(),
-    "cos": lambda a, y: -a.sin(),
-    "log1p": lambda a, y: 1 / (1 + a),
-    "expm1": lambda a, y: y + 1,
-    "rsqrt": lambda a, y: -0.5 * y * y * y,
-    "reciprocal": lambda a, y: -y * y,
-    "erf": lambda a, y: (2 / np.sqrt(np.pi)) * (-a * a).exp(),
-    "sign": lambda a, y: a * 0,
-    "floor": lambda a, y: a * 0,
-    "ceil": lambda a, y: a * 0,
-    "round": lambda a, y: a * 0,
-}
-
-
-@graph_backward(E.Unary)
-def _unary(saved, g):
-    a, y = saved.ctx.saved_tensors
-    slope = _UNARY_SLOPES[saved.ctx.name](saved.input(0, a), saved.output(0, y))
-    return g * slope, None
-
-
 # ----------------------------------------------------------------- reductions
 def _unreduced(g, shape, axes, keepdims):
     """The reduced gradient ``g`` broadcast back over the input's ``shape``."""
