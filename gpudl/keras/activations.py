@@ -1,6 +1,7 @@
 """Keras's activations by name ('relu', 'softmax', ...): functions of a Tensor (gpudl ops)."""
 
 from ..ops import activation as A
+from .serialization import get_registered_object
 
 
 def linear(x):
@@ -80,6 +81,9 @@ def get(identifier):
     if identifier is None:
         return linear
     if isinstance(identifier, str):
+        custom = get_registered_object(identifier)
+        if identifier not in ALL and custom is not None:
+            return custom
         if identifier not in ALL:
             raise ValueError(f"unknown activation {identifier!r}; expected one of {sorted(ALL)}")
         return ALL[identifier]

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from .. import creation, dtypes, nn
 from ..autograd import no_grad
 from ..tensor import Tensor
+from .serialization import Configurable
 
 PROBE_BATCH = 2
 PROBE_SIZES = (24, 40)      # stand-ins for None dims; distinct so dependent dims show up
@@ -77,37 +78,35 @@ class KerasTensor:
 
     # arithmetic in functional code (``x = Dense(8)(x) + skip``) becomes layers
     def _binary(self, other, op, reflected=False):
-        from .layers import core
+        from .layers.core import ElementwiseOperation
         if isinstance(other, KerasTensor):
             pair = [other, self] if reflected else [self, other]
-            return core.Lambda(lambda ab: op(ab[0], ab[1]))(pair)
-        if reflected:
-            return core.Lambda(lambda t: op(other, t))(self)
-        return core.Lambda(lambda t: op(t, other))(self)
+            return ElementwiseOperation(op)(pair)
+        return ElementwiseOperation(op, constant=other, reflected=reflected)(self)
 
     def __add__(self, other):
-        return self._binary(other, lambda a, b: a + b)
+        return self._binary(other, "add")
 
     def __radd__(self, other):
-        return self._binary(other, lambda a, b: a + b, reflected=True)
+        return self._binary(other, "add", reflected=True)
 
     def __sub__(self, other):
-        return self._binary(other, lambda a, b: a - b)
+        return self._binary(other, "subtract")
 
     def __rsub__(self, other):
-        return self._binary(other, lambda a, b: a - b, reflected=True)
+        return self._binary(other, "subtract", reflected=True)
 
     def __mul__(self, other):
-        return self._binary(other, lambda a, b: a * b)
+        return self._binary(other, "multiply")
 
     def __rmul__(self, other):
-        return self._binary(other, lambda a, b: a * b, reflected=True)
+        return self._binary(other, "multiply", reflected=True)
 
     def __truediv__(self, other):
-        return self._binary(other, lambda a, b: a / b)
+        return self._binary(other, "divide")
 
     def __neg__(self):
-        return self._binary(-1.0, lambda a, b: a * b)
+        return self._binary(-1.0, "multiply")
 
     def __iter__(self):
         raise TypeError(f"a KerasTensor of shape {self.shape} cannot be iterated; layers that "
@@ -190,7 +189,7 @@ def _zeros(symbol, size):
     return creation.zeros(*shape, dtype=symbol.dtype)
 
 
-class Layer(nn.Module):
+class Layer(nn.Module, Configurable):
     """A Keras layer: a gpudl Module whose weights are created by ``build(input_shape)`` on the
     first call (or at once, given ``input_shape=``), and that can be called on KerasTensors.
 
@@ -218,7 +217,7 @@ class Layer(nn.Module):
         if isinstance(dtype, str) and dtype.startswith("mixed_"):
             raise NotImplementedError(f"{cls}: the dtype policy {dtype!r} is not supported (use "
                                       "gd.autocast for mixed precision)")
-        self.weight_dtype = dtypes.as_dtype(dtype, f"{cls}: dtype") or dtypes.DEFAULT_FLOAT
+        self.weight_dtype = dtypes.as_dtype(dtype, f"{cls}: dtype") or default_float()
         self.name = name or unique_name(to_snake_case(cls))
         self.built = False
         self._nodes = []
@@ -261,6 +260,13 @@ class Layer(nn.Module):
         if weight is not None:             # Keras's autocast: float inputs in the weights' dtype
             args = (map_structure(lambda v: _as_dtype(v, weight.dtype), args[0]),) + args[1:]
         return self.call(*args, **kwargs)
+
+    def get_config(self):
+        """The layer's constructor arguments (``from_config`` rebuilds it), with its current
+        ``name`` and ``trainable``."""
+        config = super().get_config()
+        config.update(name=self.name, trainable=self.trainable)
+        return config
 
     def compute_mask(self, inputs, mask=None):
         """The mask of this layer's output (Keras's rule: passed on only by layers that
@@ -375,6 +381,12 @@ class Layer(nn.Module):
         return f"name={self.name!r}"
 
 
+def default_float():
+    """keras.backend.floatx() as a gpudl dtype."""
+    from .backend import default_float as floatx
+    return floatx()
+
+
 def _as_dtype(value, dtype):
     if isinstance(value, Tensor) and dtypes.is_floating(value.dtype) and value.dtype != dtype:
         return value.astype(dtype)
@@ -409,7 +421,7 @@ class InputLayer(Layer):
         if shape is None:
             raise ValueError("InputLayer: give shape= (without the batch dimension)")
         super().__init__(name=name, input_shape=shape, **kwargs)
-        self.input_dtype = dtypes.as_dtype(dtype or dtypes.DEFAULT_FLOAT, "Input")
+        self.input_dtype = dtypes.as_dtype(dtype or default_float(), "Input")
         self.built = True
         symbol = KerasTensor((batch_size,) + self.declared_input_shape, self.input_dtype)
         symbol.node = Node(self, (), {}, [symbol])

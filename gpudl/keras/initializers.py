@@ -8,6 +8,7 @@ Each is a callable that fills a gpudl Tensor in place (gpudl's random generator,
 import math
 
 from ..nn import init as I
+from .serialization import Configurable
 
 
 def compute_fans(shape):
@@ -20,7 +21,7 @@ def compute_fans(shape):
     return shape[-2] * receptive, shape[-1] * receptive
 
 
-class Initializer:
+class Initializer(Configurable):
     def __call__(self, tensor):
         raise NotImplementedError
 

@@ -2,17 +2,18 @@
 the last axis, as Keras's), and classes (``BinaryCrossentropy(from_logits=True)``, ...) giving
 the mean over the batch (Keras's ``sum_over_batch_size``), optionally sample-weighted.
 
-Probabilities are clipped to ``[1e-7, 1 - 1e-7]`` (Keras's epsilon); labels shaped (N,) beside
-predictions (N, 1) are reshaped to the predictions' shape, never broadcast to (N, N); classes are
-on the last axis, so sequences (N, T, C) work as in Keras.
+Probabilities are clipped to ``[eps, 1 - eps]`` (Keras's ``backend.epsilon()``, 1e-7); labels
+shaped (N,) beside predictions (N, 1) are reshaped to the predictions' shape, never broadcast to
+(N, N); classes are on the last axis, so sequences (N, T, C) work as in Keras.
 """
 
 from ..creation import tensor
 from ..nn import functional as F
 from ..nn.module import Module
 from ..tensor import Tensor
+from .backend import epsilon
+from .serialization import Configurable, get_registered_object
 
-EPSILON = 1e-7
 
 
 def _aligned(y_true, y_pred):
@@ -41,7 +42,7 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     if from_logits:
         log_p = F.log_softmax(y_pred, dim=axis)
     else:
-        log_p = (y_pred / y_pred.sum(dim=axis, keepdim=True)).clip(EPSILON, 1 - EPSILON).log()
+        log_p = (y_pred / y_pred.sum(dim=axis, keepdim=True)).clip(epsilon(), 1 - epsilon()).log()
     return -(y_true * log_p).sum(dim=axis)
 
 
@@ -63,7 +64,7 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, 
     if from_logits:
         per_element = F.binary_cross_entropy_with_logits(y_pred, y_true, reduction="none")
     else:
-        p = y_pred.clip(EPSILON, 1 - EPSILON)
+        p = y_pred.clip(epsilon(), 1 - epsilon())
         per_element = -(y_true * p.log() + (1 - y_true) * (1 - p).log())
     return per_element.mean(dim=axis)
 
@@ -82,15 +83,15 @@ def huber(y_true, y_pred, delta=1.0):
 
 
 def kl_divergence(y_true, y_pred):
-    y_true = _aligned(y_true, y_pred).clip(EPSILON, 1)
-    return (y_true * (y_true / y_pred.clip(EPSILON, 1)).log()).sum(dim=-1)
+    y_true = _aligned(y_true, y_pred).clip(epsilon(), 1)
+    return (y_true * (y_true / y_pred.clip(epsilon(), 1)).log()).sum(dim=-1)
 
 
 mse, mae, kld = mean_squared_error, mean_absolute_error, kl_divergence
 MSE, MAE, KLD = mse, mae, kld
 
 
-class Loss:
+class Loss(Configurable):
     """A loss object: ``loss(y_true, y_pred, sample_weight=None)`` -> the mean over the batch of
     the per-sample losses (weighted by ``sample_weight`` when given)."""
 
@@ -173,6 +174,8 @@ def get(identifier):
     """A loss object from a Keras name, a Loss object, a function ``f(y_true, y_pred)``
     (per-sample values, averaged as Keras does), or a gpudl loss Module such as
     ``nn.CrossEntropyLoss()`` (called as ``loss(output, target)``)."""
+    if isinstance(identifier, str) and identifier not in ALL:
+        identifier = get_registered_object(identifier) or identifier
     if isinstance(identifier, str):
         if identifier not in ALL:
             raise ValueError(f"unknown loss {identifier!r}; expected one of {sorted(ALL)} or a "

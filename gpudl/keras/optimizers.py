@@ -14,6 +14,7 @@ rate inside the buffer), which matters when the rate changes: ``learning_rate`` 
 from .. import backend, optim
 from ..optim.optimizer import new_state_buffer
 from . import schedules
+from .serialization import Configurable
 
 
 # Keras's base-optimizer options gpudl does not implement, with Keras's defaults: given another
@@ -24,7 +25,7 @@ _UNSUPPORTED = {"clipnorm": None, "clipvalue": None, "global_clipnorm": None, "u
 _HARMLESS = ("name", "jit_compile")
 
 
-class Optimizer:
+class Optimizer(Configurable):
     """A Keras optimizer description; ``build(params)`` gives the gpudl optimizer.
 
     ``learning_rate`` is a float or a ``schedules.LearningRateSchedule`` (evaluated before each

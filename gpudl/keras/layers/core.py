@@ -8,6 +8,7 @@ from ... import creation, functions
 from ...nn import functional as F
 from .. import activations
 from ..engine import Layer
+from ..serialization import deserialize_function
 
 
 def check_positive_int(where, **values):
@@ -218,6 +219,41 @@ class Lambda(Layer):
 
     def call(self, inputs):
         return self.function(inputs)
+
+    @classmethod
+    def from_config(cls, config):
+        """A saved function is a registered name (``register_keras_serializable``)."""
+        function = config["function"]
+        if isinstance(function, str):
+            found = deserialize_function(function)
+            if found is None:
+                raise ValueError(f"Lambda.from_config: unknown function {function!r}; pass it "
+                                 "in custom_objects= or register it")
+            config = dict(config, function=found)
+        return cls(**config)
+
+
+class ElementwiseOperation(Layer):
+    """What ``a + b``, ``a * 2.0``, ``1 - a`` ... on KerasTensors become: ``operation``
+    ('add', 'subtract', 'multiply', 'divide') of two inputs, or of one input and ``constant``
+    (on the left when ``reflected``); savable, unlike a Lambda."""
+
+    def __init__(self, operation, constant=None, reflected=False, **kwargs):
+        super().__init__(**kwargs)
+        if operation not in _OPERATIONS:
+            raise ValueError(f"ElementwiseOperation: operation must be one of "
+                             f"{sorted(_OPERATIONS)}, got {operation!r}")
+        self.operation, self.constant, self.reflected = operation, constant, reflected
+
+    def call(self, inputs):
+        fn = _OPERATIONS[self.operation]
+        if isinstance(inputs, (list, tuple)):
+            return fn(inputs[0], inputs[1])
+        return fn(self.constant, inputs) if self.reflected else fn(inputs, self.constant)
+
+
+_OPERATIONS = {"add": lambda a, b: a + b, "subtract": lambda a, b: a - b,
+               "multiply": lambda a, b: a * b, "divide": lambda a, b: a / b}
 
 
 class _Merge(Layer):
