@@ -207,11 +207,13 @@ class Layer(nn.Module, Configurable):
         super().__init__()
         cls = type(self).__name__
         # kernel_regularizer=, bias_regularizer=, ...: applied to the weight of that name
-        self._regularizers = {key[:-len("_regularizer")]: regularizers.get(kwargs.pop(key))
-                              for key in [k for k in kwargs if k.endswith("_regularizer")]
-                              if kwargs[key] is not None}
-        if "activity" in self._regularizers:
-            raise NotImplementedError(f"{cls}: activity_regularizer is not supported")
+        given = {key[:-len("_regularizer")]: kwargs.pop(key)
+                 for key in [k for k in kwargs if k.endswith("_regularizer")]}
+        self._regularizers = {name: regularizers.get(value) for name, value in given.items()
+                              if value is not None}
+        # outputs' regularizer: its term over the last call, divided by the batch size
+        self.activity_regularizer = self._regularizers.pop("activity", None)
+        self._activity_losses = []
         if kwargs:
             raise TypeError(f"{cls}: unexpected keyword argument(s) {sorted(kwargs)}")
         if isinstance(dtype, str) and dtype.startswith("mixed_"):
@@ -259,7 +261,11 @@ class Layer(nn.Module, Configurable):
         weight = next(iter(self._parameters.values()), None)
         if weight is not None:             # Keras's autocast: float inputs in the weights' dtype
             args = (map_structure(lambda v: _as_dtype(v, weight.dtype), args[0]),) + args[1:]
-        return self.call(*args, **kwargs)
+        out = self.call(*args, **kwargs)
+        if self.activity_regularizer is not None:
+            self._activity_losses = [self.activity_regularizer(t) / max(t.shape[0], 1)
+                                     for t in flatten(out) if isinstance(t, Tensor) and t.ndim]
+        return out
 
     def get_config(self):
         """The layer's constructor arguments (``from_config`` rebuilds it), with its current
@@ -296,10 +302,12 @@ class Layer(nn.Module, Configurable):
 
     @property
     def losses(self):
-        """The regularization terms of this layer's weights and of the layers inside it (Tensors
-        added to the training loss)."""
+        """The regularization terms of this layer's weights and of the layers inside it, and
+        the activity regularizers' terms of the last call (Tensors added to the training
+        loss)."""
         terms = []
         for module in self.modules():
+            terms += getattr(module, "_activity_losses", [])
             for name, regularizer in getattr(module, "_regularizers", {}).items():
                 weight = getattr(module, name, None)
                 if weight is not None:

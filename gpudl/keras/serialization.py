@@ -145,9 +145,10 @@ def serialize(obj, where="config"):
                 "class_name": get_registered_name(type(obj)),
                 "config": serialize(obj.get_config(), f"{where}.config")}
     if inspect.isfunction(obj) or inspect.isbuiltin(obj):
-        name = get_registered_name(obj)
-        if obj.__name__ == "<lambda>" or get_registered_object(name, None,
-                                                               _known_objects()) is not obj:
+        known = _known_objects()
+        name = next((key for key, value in known.items() if value is obj),
+                    get_registered_name(obj))
+        if obj.__name__ == "<lambda>" or get_registered_object(name, None, known) is not obj:
             raise TypeError(f"{where}: the function {obj.__name__!r} cannot be saved by name; "
                             "use a module-level function registered with "
                             "keras.saving.register_keras_serializable()")
