@@ -1,0 +1,332 @@
+"""The Keras 3 names scripts hit beyond the basics: layers, losses, activations, metrics,
+initializers, optimizers and utils of gpudl.keras against independent references (the same
+computation in PyTorch or float64 NumPy, formulas written here); Keras itself is not needed."""
+
+import math
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from gpudl.keras import activations, layers, losses
+from oracle import torch
+
+TF = torch.nn.functional
+
+
+def _run(layer, x, weights=None):
+    """``layer`` built on float64 ``x`` (weights given in Keras's layout), its output."""
+    layer(gd.tensor(x[:1].astype(np.float32)))
+    layer.double()
+    if weights is not None:
+        layer.set_weights(weights)
+    return layer(gd.tensor(x)).numpy()
+
+
+# -- activations ---------------------------------------------------------------------------------
+
+ACTIVATIONS = [("celu", lambda t: TF.celu(t)), ("hard_tanh", TF.hardtanh),
+               ("log_sigmoid", TF.logsigmoid), ("mish", TF.mish), ("softsign", TF.softsign),
+               ("tanh_shrink", TF.tanhshrink), ("soft_shrink", lambda t: TF.softshrink(t, 0.5)),
+               ("hard_shrink", lambda t: TF.hardshrink(t, 0.5)),
+               ("hard_silu", TF.hardswish), ("glu", lambda t: TF.glu(t, -1)),
+               ("squareplus", lambda t: (t + torch.sqrt(t * t + 4)) / 2),
+               ("sparse_plus", lambda t: torch.where(t >= 1, t, torch.where(
+                   t > -1, (t + 1) ** 2 / 4, 0 * t)))]
+
+
+@pytest.mark.parametrize("name,reference", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+def test_activations_match_torch(rng, name, reference):
+    x = rng.uniform(-3, 3, (4, 6))
+    xg, tx = gd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    out, expected = activations.get(name)(xg), reference(tx)
+    np.testing.assert_allclose(out.numpy(), expected.detach().numpy(), rtol=1e-12, atol=1e-15)
+    weights = rng.standard_normal(out.shape)
+    (out * gd.tensor(weights)).sum().backward()
+    (expected * torch.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(xg.grad.numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    assert activations.get(name) is getattr(activations, name)
+
+
+def test_threshold_activation():
+    x = np.array([-1.0, 0.2, 0.5, 0.9])
+    np.testing.assert_array_equal(activations.threshold(gd.tensor(x), 0.5, -2.0).numpy(),
+                                  [-2.0, -2.0, -2.0, 0.9])
+
+
+# -- losses: float64 NumPy formulas ---------------------------------------------------------------
+
+EPS = 1e-7
+
+
+def _hinge_labels(y):
+    return 2 * y - 1 if np.isin(y, (0, 1)).all() else y
+
+
+def _l2n(x):
+    return x / np.sqrt(np.maximum((x * x).sum(-1, keepdims=True), 1e-12))
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _bce(y, p):
+    p = np.clip(p, EPS, 1 - EPS)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def _binary_focal(y, p, gamma=2.0):
+    p_t = y * p + (1 - y) * (1 - p)
+    return ((1 - p_t) ** gamma * _bce(y, p)).mean(-1)
+
+
+def _categorical_focal(y, p, alpha=0.25, gamma=2.0):
+    p = np.clip(p / p.sum(-1, keepdims=True), EPS, 1 - EPS)
+    return (alpha * (1 - p) ** gamma * -y * np.log(p)).sum(-1)
+
+
+LOSSES = [("hinge", "labels", "scores", lambda y, p: np.maximum(1 - _hinge_labels(y) * p,
+                                                                 0).mean(-1)),
+          ("squared_hinge", "labels", "scores",
+           lambda y, p: (np.maximum(1 - _hinge_labels(y) * p, 0) ** 2).mean(-1)),
+          ("categorical_hinge", "onehot", "scores",
+           lambda y, p: np.maximum(((1 - y) * p).max(-1) - (y * p).sum(-1) + 1, 0)),
+          ("log_cosh", "values", "scores", lambda y, p: np.log(np.cosh(p - y)).mean(-1)),
+          ("poisson", "values", "probs", lambda y, p: (p - y * np.log(p + EPS)).mean(-1)),
+          ("cosine_similarity", "values", "scores", lambda y, p: -(_l2n(y) * _l2n(p)).sum(-1)),
+          ("mape", "values", "scores",
+           lambda y, p: 100 * (np.abs(y - p) / np.maximum(np.abs(y), EPS)).mean(-1)),
+          ("msle", "values", "probs",
+           lambda y, p: ((np.log(np.maximum(p, EPS) + 1) - np.log(np.maximum(y, EPS) + 1))
+                         ** 2).mean(-1)),
+          ("binary_focal_crossentropy", "labels", "probs", _binary_focal),
+          ("categorical_focal_crossentropy", "onehot", "probs", _categorical_focal),
+          ("dice", "labels", "probs",
+           lambda y, p: 1 - 2 * (y * p).sum() / (y.sum() + p.sum() + EPS)),
+          ("tversky", "labels", "probs",
+           lambda y, p: 1 - (y * p).sum() / ((y * p).sum() + 0.5 * ((1 - p) * y).sum() +
+                                             0.5 * (p * (1 - y)).sum() + EPS))]
+
+
+def _loss_inputs(rng, kind):
+    return {"labels": rng.integers(0, 2, (5, 4)).astype(np.float64),
+            "onehot": np.eye(4)[rng.integers(0, 4, 5)],
+            "values": rng.uniform(0.1, 3.0, (5, 4)),
+            "scores": rng.standard_normal((5, 4)),
+            "probs": rng.uniform(0.05, 0.95, (5, 4))}[kind]
+
+
+@pytest.mark.parametrize("name,true_kind,pred_kind,reference", LOSSES,
+                         ids=[case[0] for case in LOSSES])
+def test_losses_match_numpy_formulas(rng, name, true_kind, pred_kind, reference):
+    y, p = _loss_inputs(rng, true_kind), _loss_inputs(rng, pred_kind)
+    expected = reference(y, p)
+    got = getattr(losses, name)(gd.tensor(y), gd.tensor(p))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10)
+    loss_object = losses.get(name)                      # compile(loss=name)
+    np.testing.assert_allclose(float(loss_object(gd.tensor(y), gd.tensor(p))),
+                               np.mean(expected), rtol=1e-10)
+
+
+def test_focal_losses_from_logits_with_options(rng):
+    y, z = rng.integers(0, 2, (5, 4)).astype(np.float64), rng.standard_normal((5, 4))
+    smoothed = y * 0.9 + 0.05
+    p = 1 / (1 + np.exp(-z))
+    weight = smoothed * 0.4 + (1 - smoothed) * 0.6
+    expected = (weight * (1 - (smoothed * p + (1 - smoothed) * (1 - p))) ** 1.5 *
+                _bce(smoothed, p)).mean(-1)
+    got = losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.4, gamma=1.5,
+                                         from_logits=True, label_smoothing=0.1,
+                                         reduction="none")(gd.tensor(y), gd.tensor(z))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10)
+    onehot = np.eye(4)[rng.integers(0, 4, 5)]
+    np.testing.assert_allclose(
+        losses.categorical_focal_crossentropy(gd.tensor(onehot), gd.tensor(z), from_logits=True,
+                                              gamma=3.0).numpy(),
+        _categorical_focal(onehot, _softmax(z), gamma=3.0), rtol=1e-10)
+
+
+def test_dice_and_tversky_over_axes(rng):
+    y, p = rng.integers(0, 2, (3, 4, 5)).astype(np.float64), rng.uniform(0, 1, (3, 4, 5))
+    got = losses.dice(gd.tensor(y), gd.tensor(p), axis=(1, 2)).numpy()
+    expected = 1 - 2 * (y * p).sum((1, 2)) / (y.sum((1, 2)) + p.sum((1, 2)) + EPS)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    got = losses.Tversky(alpha=0.3, beta=0.7, axis=2, reduction="none")(gd.tensor(y),
+                                                                       gd.tensor(p))
+    tp, missed, extra = (y * p).sum(2), ((1 - p) * y).sum(2), (p * (1 - y)).sum(2)
+    np.testing.assert_allclose(got.numpy(), 1 - tp / (tp + 0.3 * missed + 0.7 * extra + EPS),
+                               rtol=1e-10)
+
+
+# -- layers ---------------------------------------------------------------------------------------
+
+def test_prelu_with_shared_axes_values_and_grads_match_torch(rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    alpha = rng.standard_normal((1, 1, 5))
+    layer = layers.PReLU(shared_axes=[1, 2])
+    out = _run(layer, x, [alpha])
+    np.testing.assert_allclose(out, np.maximum(x, 0) + alpha * np.minimum(x, 0), rtol=1e-12)
+    xg = gd.tensor(x, requires_grad=True)
+    layer(xg).sum().backward()
+    tx = torch.tensor(x)
+    ta = torch.tensor(alpha, requires_grad=True)
+    (torch.relu(tx) - ta * torch.relu(-tx)).sum().backward()
+    np.testing.assert_allclose(layer.alpha.grad.numpy(), ta.grad.numpy(), rtol=1e-12)
+
+
+def test_normalization_layers_match_torch(rng):
+    x = rng.standard_normal((2, 3, 4, 6)) * 3 + 1
+    gamma, beta = rng.standard_normal(6), rng.standard_normal(6)
+    out = _run(layers.GroupNormalization(groups=3), x, [gamma, beta])
+    expected = TF.group_norm(torch.tensor(x).permute(0, 3, 1, 2), 3, torch.tensor(gamma),
+                             torch.tensor(beta), eps=1e-3).permute(0, 2, 3, 1)
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-10, atol=1e-12)
+    scale = rng.standard_normal(6)
+    out = _run(layers.RMSNormalization(), x, [scale])
+    np.testing.assert_allclose(out, x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6) * scale,
+                               rtol=1e-12)
+    out = _run(layers.UnitNormalization(axis=(1, 2)), x)
+    np.testing.assert_allclose(out, x / np.sqrt((x * x).sum((1, 2), keepdims=True)),
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match="groups=4"):
+        layers.GroupNormalization(groups=4)(gd.ones(1, 6))
+
+
+@pytest.mark.parametrize("padding,strides,kernel", [("valid", 2, 3), ("same", 2, 3),
+                                                    ("valid", 3, 2), ("same", 1, 4)])
+def test_conv1d_transpose_matches_torch(rng, padding, strides, kernel):
+    x = rng.standard_normal((2, 5, 3))
+    w = rng.standard_normal((kernel, 4, 3))                      # Keras: (k, filters, in)
+    b = rng.standard_normal(4)
+    out = _run(layers.Conv1DTranspose(4, kernel, strides=strides, padding=padding), x, [w, b])
+    full = TF.conv_transpose1d(torch.tensor(x).permute(0, 2, 1),
+                               torch.tensor(w).permute(2, 1, 0),
+                               stride=strides).permute(0, 2, 1).numpy()
+    if padding == "valid":                    # kernel < strides: the last steps get the bias
+        size = 5 * strides + max(kernel - strides, 0)
+        full = np.pad(full, ((0, 0), (0, max(size - full.shape[1], 0)), (0, 0))) + b
+        np.testing.assert_allclose(out, full[:, :size], rtol=1e-10, atol=1e-12)
+    else:
+        size = 5 * strides
+        start = max((math.ceil(size / strides) - 1) * strides + kernel - size, 0) // 2
+        np.testing.assert_allclose(out, full[:, start:start + size] + b, rtol=1e-10,
+                                   atol=1e-12)
+
+
+def test_depthwise_convs_match_torch_grouped_convs(rng):
+    x = rng.standard_normal((2, 6, 7, 3))
+    w, b = rng.standard_normal((3, 3, 3, 2)), rng.standard_normal(6)
+    out = _run(layers.DepthwiseConv2D(3, depth_multiplier=2, dilation_rate=2), x, [w, b])
+    weight = torch.tensor(w).reshape(3, 3, 1, 6).permute(3, 2, 0, 1)
+    expected = TF.conv2d(torch.tensor(x).permute(0, 3, 1, 2), weight, torch.tensor(b),
+                         dilation=2, groups=3).permute(0, 2, 3, 1)
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-10, atol=1e-12)
+    x1, w1 = rng.standard_normal((2, 9, 2)), rng.standard_normal((4, 2, 3))
+    out = _run(layers.DepthwiseConv1D(4, depth_multiplier=3, strides=2, use_bias=False), x1,
+               [w1])
+    expected = TF.conv1d(torch.tensor(x1).permute(0, 2, 1),
+                         torch.tensor(w1).reshape(4, 1, 6).permute(2, 1, 0), stride=2,
+                         groups=2).permute(0, 2, 1)
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_cropping_and_global_pooling_3d(rng):
+    x = rng.standard_normal((2, 5, 6, 7, 3))
+    np.testing.assert_array_equal(_run(layers.Cropping3D(((1, 0), 2, (0, 3))), x),
+                                  x[:, 1:, 2:4, :4])
+    np.testing.assert_array_equal(_run(layers.Cropping2D(((1, 2), (0, 1))), x[:, 0]),
+                                  x[:, 0, 1:4, :6])
+    np.testing.assert_array_equal(_run(layers.Cropping1D(2), x[:, 0, 0]), x[:, 0, 0, 2:5])
+    np.testing.assert_allclose(_run(layers.GlobalAvgPool3D(), x), x.mean((1, 2, 3)))
+    np.testing.assert_array_equal(_run(layers.GlobalMaxPool3D(keepdims=True), x),
+                                  x.max((1, 2, 3), keepdims=True))
+    with pytest.raises(ValueError, match="leaves nothing"):
+        layers.Cropping1D((3, 3))(gd.ones(1, 6, 2))
+    with pytest.raises(ValueError, match="cropping"):
+        layers.Cropping2D(((1, 2, 3), (0, 1)))
+
+
+def test_merges_dot_and_minimum(rng):
+    a, b = rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 6, 5))
+    out = layers.Dot(axes=2)([gd.tensor(a), gd.tensor(b)]).numpy()
+    np.testing.assert_allclose(out, np.einsum("nik,njk->nij", a, b), rtol=1e-12)
+    out = layers.Dot(axes=(1, 1), normalize=True)([gd.tensor(a[:, 0]), gd.tensor(b[:, 0])])
+    cosine = (a[:, 0] * b[:, 0]).sum(1) / np.linalg.norm(a[:, 0], axis=1) / \
+        np.linalg.norm(b[:, 0], axis=1)
+    np.testing.assert_allclose(out.numpy(), cosine[:, None], rtol=1e-12)
+    np.testing.assert_array_equal(layers.minimum([gd.tensor(a), gd.tensor(a[:, ::-1])]).numpy(),
+                                  np.minimum(a, a[:, ::-1]))
+    with pytest.raises(ValueError, match="differ"):
+        layers.Dot(axes=1)([gd.tensor(a), gd.tensor(b)])
+
+
+def test_masking_makes_the_lstm_skip_padded_steps(rng):
+    """Trailing all-zero steps: the LSTM's last output equals its output on the real steps."""
+    x = rng.standard_normal((2, 6, 3)).astype(np.float32)
+    x[0, 4:] = 0
+    masked = __import__("gpudl").keras.Sequential([layers.Input((6, 3)), layers.Masking(),
+                                                   layers.LSTM(4)])
+    plain = layers.LSTM(4)
+    plain(gd.tensor(x[:1, :4]))
+    plain.set_weights(masked.layers[1].get_weights())
+    out = masked.predict(x, verbose=0)
+    np.testing.assert_allclose(out[0], plain(gd.tensor(x[:1, :4])).numpy()[0], rtol=1e-5,
+                               atol=1e-6)
+    assert not np.allclose(out[0], plain(gd.tensor(x[:1])).numpy()[0], atol=1e-4)
+
+
+def test_category_encoding_modes(rng):
+    ids = rng.integers(0, 5, (4, 3))
+    expected = np.zeros((4, 5))
+    for row, values in enumerate(ids):
+        for v in values:
+            expected[row, v] += 1
+    np.testing.assert_array_equal(
+        layers.CategoryEncoding(5, output_mode="count")(gd.tensor(ids)).numpy(), expected)
+    np.testing.assert_array_equal(
+        layers.CategoryEncoding(5)(gd.tensor(ids)).numpy(), (expected > 0).astype(float))
+    np.testing.assert_array_equal(
+        layers.CategoryEncoding(5, output_mode="one_hot")(gd.tensor(ids[:, :1])).numpy(),
+        np.eye(5)[ids[:, 0]])
+    with pytest.raises(ValueError, match=r"ids must be in \[0, 5\)"):
+        layers.CategoryEncoding(5)(gd.tensor([[5]]))
+    with pytest.raises(ValueError, match="output_mode"):
+        layers.CategoryEncoding(5, output_mode="tf_idf")
+
+
+def test_noise_layers_train_only_and_keep_moments(rng):
+    x = rng.standard_normal((400, 250)).astype(np.float32)
+    for layer in (layers.AlphaDropout(0.2, seed=1), layers.GaussianNoise(0.5, seed=2),
+                  layers.GaussianDropout(0.3, seed=3)):
+        np.testing.assert_array_equal(layer(gd.tensor(x), training=False).numpy(), x)
+        noisy = layer(gd.tensor(x), training=True).numpy()
+        assert not np.allclose(noisy, x)
+        assert abs(noisy.mean()) < 0.02                       # mean 0 and variance kept
+    selu_like = layers.AlphaDropout(0.2, seed=4)(gd.tensor(x), training=True).numpy()
+    assert abs(selu_like.std() - 1) < 0.02
+    noise = layers.GaussianNoise(0.5, seed=5)(gd.tensor(x), training=True).numpy() - x
+    assert abs(noise.std() - 0.5) < 0.01
+    ratio = layers.GaussianDropout(0.3, seed=6)(gd.tensor(np.ones((400, 250), np.float32)),
+                                               training=True).numpy()
+    assert abs(ratio.std() - math.sqrt(0.3 / 0.7)) < 0.01
+    with pytest.raises(ValueError, match="rate"):
+        layers.AlphaDropout(1.5)
+
+
+def test_activity_regularization_and_additive_attention(rng):
+    x = rng.standard_normal((4, 3))
+    layer = layers.ActivityRegularization(l1=0.1, l2=0.2)
+    np.testing.assert_array_equal(layer(gd.tensor(x)).numpy(), x)
+    assert float(layer.losses[0]) == pytest.approx(
+        (0.1 * np.abs(x).sum() + 0.2 * (x * x).sum()) / 4, rel=1e-12)
+    q, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4))
+    attention = layers.AdditiveAttention()
+    attention([gd.tensor(q[:, :1].astype(np.float32)), gd.tensor(v.astype(np.float32))])
+    attention.double()
+    scale = rng.standard_normal(4)
+    attention.set_weights([scale])
+    out = attention([gd.tensor(q), gd.tensor(v)]).numpy()
+    scores = (scale * np.tanh(q[:, :, None, :] + v[:, None, :, :])).sum(-1)
+    np.testing.assert_allclose(out, _softmax(scores) @ v, rtol=1e-10)
