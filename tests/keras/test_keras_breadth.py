@@ -330,3 +330,119 @@ def test_activity_regularization_and_additive_attention(rng):
     out = attention([gd.tensor(q), gd.tensor(v)]).numpy()
     scores = (scale * np.tanh(q[:, :, None, :] + v[:, None, :, :])).sum(-1)
     np.testing.assert_allclose(out, _softmax(scores) @ v, rtol=1e-10)
+
+
+# -- metrics: NumPy references ------------------------------------------------------------------
+
+from gpudl import keras  # noqa: E402
+from gpudl.keras import metrics  # noqa: E402
+
+
+def test_auc_is_the_exact_roc_area_for_scores_between_thresholds(rng):
+    """Scores strictly between the evenly spaced thresholds: the trapezoids give the exact
+    area, P(positive's score > negative's) + P(tie) / 2, weighted."""
+    thresholds = 21
+    scores = (rng.integers(0, thresholds - 1, 300) + 0.5) / (thresholds - 1)
+    labels = (rng.uniform(size=300) < scores).astype(np.float64)
+    weights = rng.uniform(0.5, 2, 300)
+    pos, neg = labels == 1, labels == 0
+    pair_weight = np.outer(weights[pos], weights[neg])
+    above = (scores[pos][:, None] > scores[neg][None, :]) + \
+        0.5 * (scores[pos][:, None] == scores[neg][None, :])
+    expected = (pair_weight * above).sum() / pair_weight.sum()
+    auc = metrics.AUC(num_thresholds=thresholds)
+    auc.update_state(labels[:150], scores[:150], sample_weight=weights[:150])
+    auc.update_state(labels[150:], scores[150:], sample_weight=weights[150:])
+    assert float(auc.result()) == pytest.approx(expected, rel=1e-6)
+    auc.reset_state()
+    assert float(auc.result()) == 0.0
+
+
+def test_confusion_metrics_precision_recall(rng):
+    y, p = rng.integers(0, 2, (40, 3)), rng.uniform(size=(40, 3))
+    w = rng.uniform(0, 2, 40)
+    for threshold in (0.5, 0.3):
+        predicted = p > threshold
+        tp = ((predicted & (y == 1)) * w[:, None]).sum()
+        fp = ((predicted & (y == 0)) * w[:, None]).sum()
+        fn = ((~predicted & (y == 1)) * w[:, None]).sum()
+        assert float(metrics.Precision(threshold)(y, p, sample_weight=w)) == \
+            pytest.approx(tp / (tp + fp), rel=1e-6)
+        assert float(metrics.Recall(threshold)(y, p, sample_weight=w)) == \
+            pytest.approx(tp / (tp + fn), rel=1e-6)
+        assert float(metrics.TruePositives(threshold)(y, p, sample_weight=w)) == \
+            pytest.approx(tp, rel=1e-6)
+    several = metrics.FalsePositives(thresholds=[0.2, 0.8])(y, p).numpy()
+    np.testing.assert_array_equal(several, [((p > t) & (y == 0)).sum() for t in (0.2, 0.8)])
+    column = metrics.Recall(class_id=1)(y, p).numpy()
+    assert column == pytest.approx(((p[:, 1] > 0.5) & (y[:, 1] == 1)).sum() / y[:, 1].sum(),
+                                   rel=1e-6)
+
+
+@pytest.mark.parametrize("average", [None, "micro", "macro", "weighted"])
+def test_f1_score_averages(rng, average):
+    y = np.eye(4)[rng.integers(0, 4, 60)]
+    p = rng.uniform(size=(60, 4))
+    predicted = (p == p.max(1, keepdims=True)).astype(float)
+    axis = None if average == "micro" else 0
+    tp, fp = (predicted * y).sum(axis), (predicted * (1 - y)).sum(axis)
+    fn = ((1 - predicted) * y).sum(axis)
+    eps = 1e-7
+    precision, recall = tp / (tp + fp + eps), tp / (tp + fn + eps)
+    f1 = 2 * precision * recall / (precision + recall + eps)
+    if average == "weighted":
+        f1 = (f1 * y.sum(0) / (y.sum() + eps)).sum()
+    elif average == "macro":
+        f1 = f1.mean()
+    np.testing.assert_allclose(metrics.F1Score(average=average)(y, p).numpy(), f1, rtol=1e-6)
+    with pytest.raises(ValueError, match="average"):
+        metrics.F1Score(average="samples")
+
+
+def test_iou_r2_topk_rmse_and_means(rng):
+    labels, predicted = rng.integers(0, 3, 50), rng.integers(0, 3, 50)
+    matrix = np.zeros((3, 3))
+    np.add.at(matrix, (labels, predicted), 1)
+    iou = np.diag(matrix) / (matrix.sum(0) + matrix.sum(1) - np.diag(matrix))
+    assert float(metrics.MeanIoU(3)(labels, predicted)) == pytest.approx(iou.mean(), rel=1e-6)
+    assert float(metrics.IoU(3, [0, 2])(labels, predicted)) == \
+        pytest.approx(iou[[0, 2]].mean(), rel=1e-6)
+    y, p = rng.standard_normal((40, 2)), rng.standard_normal((40, 2))
+    r2 = 1 - ((y - p) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+    assert float(metrics.R2Score()(y, p)) == pytest.approx(r2.mean(), rel=1e-6)
+    assert float(metrics.RootMeanSquaredError()(y, p)) == \
+        pytest.approx(np.sqrt(((y - p) ** 2).mean()), rel=1e-6)
+    scores, classes = rng.standard_normal((30, 5)), rng.integers(0, 5, 30)
+    in_top2 = (np.argsort(-scores, 1)[:, :2] == classes[:, None]).any(1)
+    assert float(metrics.SparseTopKCategoricalAccuracy(k=2)(classes, scores)) == \
+        pytest.approx(in_top2.mean())
+    assert float(metrics.TopKCategoricalAccuracy(k=2)(np.eye(5)[classes], scores)) == \
+        pytest.approx(in_top2.mean())
+    values, weights = rng.standard_normal(10), rng.uniform(size=10)
+    mean = metrics.Mean()
+    mean.update_state(values[:4], weights[:4])
+    mean.update_state(values[4:], weights[4:])
+    assert float(mean.result()) == pytest.approx((values * weights).sum() / weights.sum(),
+                                                 rel=1e-6)
+    assert float(metrics.Sum()(values)) == pytest.approx(values.sum(), rel=1e-6)
+    wrapped = metrics.MeanMetricWrapper(losses.mean_absolute_error, name="mae_metric")
+    assert float(wrapped(y, p)) == pytest.approx(np.abs(y - p).mean(), rel=1e-6)
+
+
+def test_metric_objects_in_fit_follow_each_epoch_with_sample_weights(rng):
+    """With a zero learning rate the epoch's predictions are predict()'s: the logged values
+    are the metrics of those, weighted; the object keeps the last epoch's result."""
+    x = rng.standard_normal((64, 5)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * rng.standard_normal(64) > 0).astype(np.float32)
+    weights = rng.uniform(0.5, 2, 64)
+    model = keras.Sequential([keras.Input((5,)), layers.Dense(1, activation="sigmoid")])
+    auc, precision = metrics.AUC(), metrics.Precision(name="prec")
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="binary_crossentropy",
+                  metrics=[auc, precision, "auc"])
+    logs = model.fit(x, y, sample_weight=weights, epochs=2, batch_size=16, verbose=0).history
+    assert set(logs) == {"loss", "auc", "prec"}
+    p = model.predict(x, verbose=0)
+    for name, metric in (("auc", metrics.AUC()), ("prec", metrics.Precision())):
+        metric.update_state(y, p, sample_weight=weights)
+        assert logs[name] == pytest.approx([float(metric.result())] * 2, rel=1e-6)
+    assert float(auc.result()) == pytest.approx(logs["auc"][1], rel=1e-6)
