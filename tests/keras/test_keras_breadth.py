@@ -446,3 +446,128 @@ def test_metric_objects_in_fit_follow_each_epoch_with_sample_weights(rng):
         metric.update_state(y, p, sample_weight=weights)
         assert logs[name] == pytest.approx([float(metric.result())] * 2, rel=1e-6)
     assert float(auc.result()) == pytest.approx(logs["auc"][1], rel=1e-6)
+
+
+# -- optimizers: Keras 3's update formulas in float64 NumPy ---------------------------------------
+
+def _keras_rule_reference(name, p, c, steps, lr, wd=0.0):
+    """Keras's update_step for ``f(p) = sum((p - c) ** 2) / 2`` (gradient p - c)."""
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    product, eps = 1.0, 1e-7
+    for t in range(1, steps + 1):
+        g = p - c                       # the gradient at the step's start, then the decay
+        p = p - lr * wd * p
+        if name == "Adamax":
+            m += (g - m) * 0.1
+            v = np.maximum(0.999 * v, np.abs(g))
+            p = p - lr * m / ((1 - 0.9 ** t) * (v + eps))
+        elif name == "Nadam":
+            u_t, u_next = 0.9 * (1 - 0.5 * 0.96 ** t), 0.9 * (1 - 0.5 * 0.96 ** (t + 1))
+            product *= u_t
+            m += (g - m) * 0.1
+            v += (g * g - v) * 0.001
+            m_hat = u_next * m / (1 - product * u_next) + (1 - u_t) * g / (1 - product)
+            p = p - lr * m_hat / (np.sqrt(v / (1 - 0.999 ** t)) + eps)
+        elif name == "Adadelta":
+            m = 0.95 * m + 0.05 * g * g
+            delta = -np.sqrt(v + eps) * g / np.sqrt(m + eps)
+            v = 0.95 * v + 0.05 * delta * delta
+            p = p + lr * delta
+        elif name == "Lion":
+            p = p - lr * np.sign(0.9 * m + 0.1 * g)
+            m = 0.99 * m + 0.01 * g
+        elif name == "Lamb":
+            m += (g - m) * 0.1
+            v += (g * g - v) * 0.001
+            r = m / (1 - 0.9 ** t) / (np.sqrt(v / (1 - 0.999 ** t)) + eps)
+            p = p - np.linalg.norm(p) / np.linalg.norm(r) * lr * r
+    return p
+
+
+@pytest.mark.parametrize("name", ["Adamax", "Nadam", "Adadelta", "Lion", "Lamb"])
+@pytest.mark.parametrize("weight_decay", [None, 0.1])
+def test_keras_optimizer_rules(rng, name, weight_decay):
+    start, target = rng.standard_normal(6), rng.standard_normal(6)
+    param = gd.nn.Parameter(gd.tensor(start))
+    optimizer = getattr(keras.optimizers, name)(learning_rate=0.05,
+                                                weight_decay=weight_decay).build([param])
+    for _ in range(6):
+        param.grad = None
+        (0.5 * ((param - gd.tensor(target)) ** 2).sum()).backward()
+        optimizer.step()
+    expected = _keras_rule_reference(name, start, target, 6, 0.05, weight_decay or 0.0)
+    np.testing.assert_allclose(param.numpy(), expected, rtol=1e-12, atol=1e-14)
+    assert keras.optimizers.get(name.lower(), [param]).__class__.__name__.startswith("Keras")
+
+
+# -- initializers and utils -----------------------------------------------------------------------
+
+def test_identity_and_lowercase_initializers():
+    layer = layers.Dense(3, kernel_initializer=keras.initializers.Identity(gain=2.0))
+    layer(gd.ones(1, 4))
+    np.testing.assert_array_equal(layer.get_weights()[0], 2 * np.eye(4, 3))
+    assert keras.initializers.glorot_uniform is keras.initializers.GlorotUniform
+    assert isinstance(keras.initializers.get("identity"), keras.initializers.Identity)
+    with pytest.raises(ValueError, match="2-D"):
+        layers.Conv1D(2, 3, kernel_initializer="identity")(gd.ones(1, 5, 2))
+
+
+def test_pad_sequences_and_normalize():
+    sequences = [[1, 2, 3], [4], [5, 6, 7, 8, 9]]
+    np.testing.assert_array_equal(keras.utils.pad_sequences(sequences, maxlen=4),
+                                  [[0, 1, 2, 3], [0, 0, 0, 4], [6, 7, 8, 9]])
+    np.testing.assert_array_equal(
+        keras.utils.pad_sequences(sequences, maxlen=2, padding="post", truncating="post",
+                                  value=-1), [[1, 2], [4, -1], [5, 6]])
+    assert keras.utils.pad_sequences(sequences).shape == (3, 5)
+    with pytest.raises(ValueError, match="padding"):
+        keras.utils.pad_sequences(sequences, padding="middle")
+    x = np.array([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_allclose(keras.utils.normalize(x), [[0.6, 0.8], [0.0, 0.0]])
+    np.testing.assert_allclose(keras.utils.normalize(x, axis=0, order=1),
+                               [[1.0, 1.0], [0.0, 0.0]])
+
+
+def test_timeseries_windows_and_py_dataset_in_fit(rng):
+    data, targets = np.arange(40.0).reshape(20, 2), np.arange(20)
+    batches = list(keras.utils.timeseries_dataset_from_array(
+        data, targets, sequence_length=3, sequence_stride=2, sampling_rate=2, batch_size=3,
+        start_index=1))
+    starts = np.arange(1, 20 - 4, 2)
+    windows = np.concatenate([b[0].numpy() for b in batches])
+    np.testing.assert_array_equal(windows, data[starts[:, None] + np.array([0, 2, 4])])
+    np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in batches]),
+                                  targets[starts])
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.epochs_ended = 0
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            x = np.full((4, 2), index, np.float32)
+            return x, x.sum(1, keepdims=True)
+
+        def on_epoch_end(self):
+            self.epochs_ended += 1
+
+    batches = Batches()
+    model = keras.Sequential([keras.Input((2,)), layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse")
+    history = model.fit(batches, epochs=2, verbose=0).history
+    kernel, bias = model.get_weights()
+    predictions = [np.full((4, 2), i) @ kernel + bias for i in range(3)]
+    expected = np.mean([((p - 2 * i) ** 2).mean() for i, p in enumerate(predictions)])
+    assert history["loss"] == pytest.approx([expected] * 2, rel=1e-5)
+    assert batches.epochs_ended == 2
+
+
+def test_progbar_prints_running_means(capsys):
+    bar = keras.utils.Progbar(4, interval=0)
+    bar.update(2, [("loss", 1.0)])
+    bar.update(4, [("loss", 2.0)])
+    assert capsys.readouterr().out.rstrip().endswith("4/4 [====================] - 0s - "
+                                                     "loss: 1.5000")
