@@ -220,6 +220,7 @@ class Layer(nn.Module, Configurable):
             raise NotImplementedError(f"{cls}: the dtype policy {dtype!r} is not supported (use "
                                       "gd.autocast for mixed precision)")
         self.weight_dtype = dtypes.as_dtype(dtype, f"{cls}: dtype") or default_float()
+        self._unnamed_weights = set()          # add_weight(...) names waiting for an attribute
         self.name = name or unique_name(to_snake_case(cls))
         self.built = False
         self._nodes = []
@@ -288,17 +289,68 @@ class Layer(nn.Module, Configurable):
         return out, self.compute_mask(inputs, mask)
 
     # -- weights
-    def add_weight(self, name, shape, initializer="zeros", trainable=True):
+    def add_weight(self, *args, **kwargs):
         """A new weight of ``shape`` filled by ``initializer``: a Parameter when trainable, else
-        a buffer (Keras's non-trainable weights: BatchNormalization's moving statistics)."""
-        from . import initializers
-        value = creation.empty(*shape, dtype=self.weight_dtype)
+        a buffer (Keras's non-trainable weights: BatchNormalization's moving statistics); it
+        becomes the attribute ``name``.
+
+        Keras 3's call ``add_weight(shape=None, initializer=None, dtype=None, trainable=True,
+        regularizer=None, constraint=None, name=None)`` (initializer None: glorot_uniform; a
+        weight without a name is called ``variable``, ``variable_1``, ...) and gpudl's
+        ``add_weight(name, shape, initializer="zeros", trainable=True)`` (a name first) are
+        both taken."""
+        if args and isinstance(args[0], str):
+            spec = dict(zip(("name", "shape", "initializer", "trainable"), args))
+        else:
+            spec = dict(zip(("shape", "initializer", "dtype", "trainable"), args))
+            spec.setdefault("initializer", kwargs.pop("initializer", None) or "glorot_uniform")
+        spec.update(kwargs)
+        return self._new_weight(**spec)
+
+    def _new_weight(self, name=None, shape=(), initializer="zeros", dtype=None, trainable=True,
+                    regularizer=None, constraint=None, **unsupported):
+        from . import initializers, regularizers
+        if constraint is not None or unsupported:
+            raise NotImplementedError(f"{self.name}.add_weight: constraint and "
+                                      f"{sorted(unsupported) or 'other options'} are not "
+                                      "supported")
+        unnamed = name is None
+        if unnamed:
+            taken = set(self._parameters) | set(self._buffers)
+            name = next(candidate for candidate in
+                        ["variable"] + [f"variable_{i}" for i in range(1, len(taken) + 2)]
+                        if candidate not in taken)
+        weight_dtype = self.weight_dtype if dtype is None else dtypes.as_dtype(dtype,
+                                                                               "add_weight")
+        value = creation.empty(*_shape_tuple(shape, f"{self.name}.add_weight"),
+                               dtype=weight_dtype)
         initializers.get(initializer)(value)
         if trainable:
             setattr(self, name, nn.Parameter(value))
         else:
             self.register_buffer(name, value)
+        if regularizer is not None:
+            self._regularizers[name] = regularizers.get(regularizer)
+        if unnamed:
+            self._unnamed_weights.add(name)
         return getattr(self, name)
+
+    def __setattr__(self, name, value):
+        """``self.w = self.add_weight(shape=...)``: the weight made without a name takes the
+        attribute's (Keras's custom layers), instead of being held twice."""
+        unnamed = self.__dict__.get("_unnamed_weights")
+        if unnamed and isinstance(value, Tensor) and not name.startswith("_"):
+            for table in (self._parameters, self._buffers):
+                old = next((k for k in unnamed if table.get(k) is value), None)
+                if old is not None:
+                    del table[old]
+                    unnamed.discard(old)
+                    if old in self._regularizers:
+                        self._regularizers[name] = self._regularizers.pop(old)
+                    if table is self._buffers:
+                        self.register_buffer(name, value)
+                        return
+        super().__setattr__(name, value)
 
     @property
     def losses(self):

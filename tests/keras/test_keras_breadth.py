@@ -571,3 +571,83 @@ def test_progbar_prints_running_means(capsys):
     bar.update(4, [("loss", 2.0)])
     assert capsys.readouterr().out.rstrip().endswith("4/4 [====================] - 0s - "
                                                      "loss: 1.5000")
+
+
+# -- recurrent cells, RNN, Keras-style custom layers ---------------------------------------------
+
+@pytest.mark.parametrize("cell,layer", [("LSTMCell", "LSTM"), ("GRUCell", "GRU"),
+                                        ("SimpleRNNCell", "SimpleRNN")])
+def test_rnn_of_a_cell_equals_the_layer_and_its_steps(rng, cell, layer):
+    x = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    wrapped = layers.RNN(getattr(layers, cell)(6), return_sequences=True, return_state=True)
+    whole = getattr(layers, layer)(6, return_sequences=True, return_state=True)
+    outputs = wrapped(gd.tensor(x))
+    whole(gd.tensor(x))
+    whole.set_weights(wrapped.get_weights())            # the same names, shapes and layouts
+    for a, b in zip(outputs, whole(gd.tensor(x))):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    step = wrapped.cell
+    states = step.get_initial_state(3)
+    for t in range(5):                                   # cell(x_t, states) step by step
+        out, states = step(gd.tensor(x[:, t]), states)
+        np.testing.assert_allclose(out.numpy(), outputs[0].numpy()[:, t], rtol=1e-5,
+                                   atol=1e-6)
+    with pytest.raises(NotImplementedError, match="dropout"):
+        getattr(layers, cell)(4, dropout=0.2)
+
+
+def test_rnn_runs_a_custom_cell_with_masks(rng):
+    """A Keras-style cell (add_weight(shape=...), state_size, call(inputs, states)) against a
+    NumPy loop; masked steps keep the state and repeat the output."""
+
+    class MinimalCell(layers.Layer):
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.units, self.state_size = units, units
+
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(input_shape[-1], self.units),
+                                          initializer="random_normal")
+            self.recurrent_kernel = self.add_weight(shape=(self.units, self.units),
+                                                    initializer="random_normal")
+
+        def call(self, inputs, states):
+            output = (inputs @ self.kernel + states[0] @ self.recurrent_kernel).tanh()
+            return output, [output]
+
+    x = rng.standard_normal((2, 6, 3)).astype(np.float32)
+    mask = np.ones((2, 6), bool)
+    mask[0, 4:] = mask[1, :2] = False
+    rnn = layers.RNN(MinimalCell(4), return_sequences=True)
+    out = rnn(gd.tensor(x), mask=gd.tensor(mask)).numpy()
+    assert [name for name, _ in rnn.named_parameters()] == ["cell.kernel",
+                                                            "cell.recurrent_kernel"]
+    kernel, recurrent = (w.astype(np.float64) for w in rnn.get_weights())
+    h, previous, expected = np.zeros((2, 4)), np.zeros((2, 4)), []
+    for t in range(6):
+        new = np.tanh(x[:, t] @ kernel + h @ recurrent)
+        keep = mask[:, t:t + 1]
+        h, previous = np.where(keep, new, h), np.where(keep, new, previous)
+        expected.append(previous)
+    np.testing.assert_allclose(out, np.stack(expected, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_add_weight_takes_keras_3_arguments():
+    class Scaled(layers.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1], 2), regularizer="l2")
+            self.count = self.add_weight(shape=(), initializer="zeros", trainable=False)
+            self.add_weight(shape=(2,), initializer="ones")
+
+        def call(self, inputs):
+            return inputs @ self.w
+
+    layer = Scaled()
+    layer(gd.ones(1, 3))
+    assert list(layer.state_dict()) == ["w", "variable", "count"]
+    assert layer.count_params() == 3 * 2 + 2 + 1
+    assert [w.shape for w in layer.trainable_weights] == [(3, 2), (2,)]
+    assert float(layer.losses[0]) == pytest.approx(0.01 * (layer.w.numpy() ** 2).sum(), rel=1e-6)
+    np.testing.assert_array_equal(layer.variable.numpy(), [1.0, 1.0])
+    with pytest.raises(NotImplementedError, match="constraint"):
+        layers.Dense(2).add_weight(shape=(2,), constraint=lambda w: w)

@@ -287,3 +287,40 @@ def test_training_steps_match_keras(optimizer, kwargs):
         np.testing.assert_allclose(histories[1][key], histories[0][key], rtol=1e-4, atol=1e-6)
     for a, b in zip(ours.get_weights(), theirs.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell,kwargs", [("LSTMCell", {}), ("GRUCell", {}),
+                                         ("GRUCell", {"reset_after": False}),
+                                         ("SimpleRNNCell", {})])
+@pytest.mark.parametrize("options", [{}, {"return_sequences": True, "return_state": True,
+                                          "go_backwards": True}])
+def test_rnn_cells_match_keras(cell, kwargs, options):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 5, 4)).astype("float32")
+    theirs = real_keras.layers.RNN(getattr(real_keras.layers, cell)(6, **kwargs), **options)
+    theirs(x)
+    weights = [0.5 * rng.standard_normal(w.shape).astype("float32")
+               for w in theirs.get_weights()]
+    theirs.set_weights(weights)
+    ours = gk.layers.RNN(getattr(gk.layers, cell)(6, **kwargs), **options)
+    ours(gd.tensor(x))
+    ours.set_weights(weights)
+    expected, got = theirs(x), ours(gd.tensor(x))
+    expected = list(expected) if isinstance(expected, (list, tuple)) else [expected]
+    got = got if isinstance(got, list) else [got]
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        _close(a, b)
+
+
+def test_masked_rnn_of_a_cell_matches_keras():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 5, 4)).astype("float32")
+    x[0, 3:] = 0
+    x[1, :2] = 0
+    models = [keras.Sequential([keras.Input((5, 4)), keras.layers.Masking(),
+                                keras.layers.RNN(keras.layers.LSTMCell(6),
+                                                 return_sequences=True)])
+              for keras in (real_keras, gk)]
+    models[1].set_weights(models[0].get_weights())
+    _close(models[1].predict(x, verbose=0), models[0].predict(x, verbose=0))

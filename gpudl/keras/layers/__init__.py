@@ -22,6 +22,7 @@ from .normalization import GroupNormalization, RMSNormalization, UnitNormalizati
 from .preprocessing import CategoryEncoding
 from .regularization import ActivityRegularization, AlphaDropout, GaussianDropout, GaussianNoise
 from .reshaping import Cropping1D, Cropping2D, Cropping3D
+from .rnn_cells import RNN, GRUCell, LSTMCell, SimpleRNNCell
 
 # Keras's aliases
 MaxPool2D, MaxPool1D, AvgPool2D = MaxPooling2D, MaxPooling1D, AveragePooling2D
