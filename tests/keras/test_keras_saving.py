@@ -77,6 +77,28 @@ def test_functional_round_trip_with_shared_layers_and_several_outputs(rng, tmp_p
     assert [la.name for la in loaded.layers] == [la.name for la in model.layers]
 
 
+def test_new_layers_metrics_and_optimizers_survive_a_round_trip(rng, tmp_path):
+    x = rng.standard_normal((6, 5, 4)).astype("float32")
+    x[0, 3:] = 0
+    y = rng.integers(0, 2, (6, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((5, 4)), layers.Masking(),
+                              layers.RNN(layers.GRUCell(3), return_sequences=True),
+                              layers.GroupNormalization(groups=3), layers.PReLU(),
+                              layers.GlobalMaxPool1D(), layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.Nadam(learning_rate=0.01),
+                  loss=keras.losses.BinaryFocalCrossentropy(gamma=1.0),
+                  metrics=[keras.metrics.AUC(num_thresholds=50)])
+    model.fit(x, y, epochs=2, verbose=0)
+    model.save(tmp_path / "new.keras")
+    loaded = keras.models.load_model(tmp_path / "new.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    expected = model.fit(x, y, epochs=1, shuffle=False, verbose=0).history
+    got = loaded.fit(x, y, epochs=1, shuffle=False, verbose=0).history
+    assert set(got) == set(expected) == {"loss", "auc"}
+    for key in got:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-6)
+
+
 def test_to_json_and_clone_model_build_new_weights(rng):
     x, _ = _data(rng, 4)
     model = _classifier()
@@ -101,7 +123,13 @@ LAYERS = [lambda: layers.Dense(3, activation="tanh", use_bias=False),
           lambda: layers.Embedding(10, 4, mask_zero=True),
           lambda: layers.Dropout(0.3, noise_shape=(None, 1, 4)),
           lambda: layers.MultiHeadAttention(2, 4),
-          lambda: layers.Normalization(mean=[1.0, 2.0], variance=[1.0, 4.0])]
+          lambda: layers.Normalization(mean=[1.0, 2.0], variance=[1.0, 4.0]),
+          lambda: layers.PReLU(shared_axes=[1]), lambda: layers.GroupNormalization(groups=2),
+          lambda: layers.RNN(layers.LSTMCell(3), return_sequences=True),
+          lambda: layers.DepthwiseConv2D(3, depth_multiplier=2),
+          lambda: layers.Dense(2, activation=keras.activations.hard_tanh,
+                               activity_regularizer=keras.regularizers.l1(0.1)),
+          lambda: layers.Cropping2D(((1, 0), 2)), lambda: layers.CategoryEncoding(4)]
 
 
 @pytest.mark.parametrize("make", LAYERS, ids=range(len(LAYERS)))
