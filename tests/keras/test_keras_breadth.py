@@ -651,3 +651,25 @@ def test_add_weight_takes_keras_3_arguments():
     np.testing.assert_array_equal(layer.variable.numpy(), [1.0, 1.0])
     with pytest.raises(NotImplementedError, match="constraint"):
         layers.Dense(2).add_weight(shape=(2,), constraint=lambda w: w)
+
+
+def test_bad_arguments_are_refused_naming_them():
+    cases = [(lambda: layers.Dot(axes="last"), ValueError, "axes"),
+             (lambda: layers.GaussianNoise(-1.0), ValueError, "stddev"),
+             (lambda: layers.PReLU(shared_axes=[3])(gd.ones(2, 4)), ValueError, "shared_axes"),
+             (lambda: layers.DepthwiseConv2D(3, depth_multiplier=0), ValueError,
+              "depth_multiplier"),
+             (lambda: layers.Conv1DTranspose(2, 3, padding="causal"), ValueError, "padding"),
+             (lambda: layers.RNN(layers.Dense(3)), TypeError, "cell"),
+             (lambda: metrics.AUC(curve="ROCK"), ValueError, "curve"),
+             (lambda: metrics.IoU(3, [0, 3]), ValueError, "target_class_ids"),
+             (lambda: metrics.R2Score(class_aggregation="median"), ValueError,
+              "class_aggregation"),
+             (lambda: keras.optimizers.Lion(beta_1=0.0), ValueError, "beta_1"),
+             (lambda: keras.optimizers.Nadam(clipnorm=1.0), NotImplementedError, "clipnorm"),
+             (lambda: keras.backend.set_epsilon(0), ValueError, "set_epsilon"),
+             (lambda: keras.random.uniform((2,), seed="x"), TypeError, "seed"),
+             (lambda: keras.ops.split(gd.ones(5), 2), ValueError, "indices_or_sections")]
+    for make, error, word in cases:
+        with pytest.raises(error, match=word):
+            make()

@@ -330,6 +330,8 @@ class Dot(_Merge):
     def __init__(self, axes, normalize=False, **kwargs):
         super().__init__(**kwargs)
         self.axes = (axes, axes) if isinstance(axes, numbers.Integral) else tuple(axes)
+        if len(self.axes) != 2 or not all(isinstance(a, numbers.Integral) for a in self.axes):
+            raise ValueError(f"Dot: axes must be an int or two ints, got {axes!r}")
         self.normalize = normalize
 
     def merge(self, inputs):

@@ -57,6 +57,8 @@ class GaussianNoise(_TrainingNoise):
 
     def __init__(self, stddev, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
+        if not isinstance(stddev, numbers.Real) or stddev < 0:
+            raise ValueError(f"GaussianNoise: stddev must be a number >= 0, got {stddev!r}")
         self.stddev = float(stddev)
 
     def noisy(self, inputs):
