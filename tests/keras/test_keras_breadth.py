@@ -673,3 +673,18 @@ def test_bad_arguments_are_refused_naming_them():
     for make, error, word in cases:
         with pytest.raises(error, match=word):
             make()
+
+
+@pytest.mark.parametrize("mode,axes", [("horizontal", [(2,)]), ("vertical", [(1,)]),
+                                       ("horizontal_and_vertical", [(1, 2)])])
+def test_random_flip_flips_whole_images_in_training_only(rng, mode, axes):
+    x = rng.standard_normal((64, 3, 4, 2)).astype(np.float32)
+    out = layers.RandomFlip(mode, seed=3)(gd.tensor(x), training=True).numpy()
+    flipped = np.flip(x, axes[0])
+    same = np.all(out == x, axis=(1, 2, 3))
+    turned = np.all(out == flipped, axis=(1, 2, 3))
+    assert np.all(same | turned) and 16 < turned.sum() < 48
+    model = keras.Sequential([keras.Input((3, 4, 2)), layers.RandomFlip(mode)])
+    np.testing.assert_array_equal(model.predict(x, verbose=0), x)       # inference
+    with pytest.raises(ValueError, match="mode"):
+        layers.RandomFlip("diagonal")

@@ -19,7 +19,7 @@ from .convolutional import (Conv1DTranspose, DepthwiseConv1D, DepthwiseConv2D,
                             GlobalAveragePooling3D, GlobalMaxPooling3D)
 from .core import Dot, Identity, Masking, Minimum, dot, maximum, minimum
 from .normalization import GroupNormalization, RMSNormalization, UnitNormalization
-from .preprocessing import CategoryEncoding
+from .preprocessing import CategoryEncoding, RandomFlip
 from .regularization import ActivityRegularization, AlphaDropout, GaussianDropout, GaussianNoise
 from .reshaping import Cropping1D, Cropping2D, Cropping3D
 from .rnn_cells import RNN, GRUCell, LSTMCell, SimpleRNNCell

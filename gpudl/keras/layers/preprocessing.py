@@ -1,9 +1,11 @@
-"""Keras's CategoryEncoding: integer category ids as one-hot, multi-hot or count vectors."""
+"""Keras's CategoryEncoding (integer category ids as one-hot, multi-hot or count vectors) and
+RandomFlip (image augmentation in training)."""
 
 import numbers
 
 from ...autograd import no_grad
 from .. import ops
+from .. import random as keras_random
 from ..engine import Layer
 
 OUTPUT_MODES = ("one_hot", "multi_hot", "count")
@@ -53,3 +55,31 @@ class CategoryEncoding(Layer):
             weights = ops.convert_to_tensor(count_weights).astype(encoded.dtype)
             encoded = encoded * weights.reshape(tuple(ids.shape) + (1,))
         return encoded.sum(dim=-2)
+
+
+FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
+
+
+class RandomFlip(Layer):
+    """In training, flip each image (N, H, W, C) left-right ('horizontal'), upside down
+    ('vertical') or both (one draw per image for both, as Keras 3) with probability 1/2;
+    unchanged in inference. A single image (H, W, C) is one draw."""
+
+    def __init__(self, mode="horizontal_and_vertical", seed=None, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in FLIP_MODES:
+            raise ValueError(f"RandomFlip: mode must be one of {FLIP_MODES}, got {mode!r}")
+        self.mode, self.data_format = mode, data_format or "channels_last"
+        self.seed_generator = keras_random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        training = self.training if training is None else training
+        if not training:
+            return inputs
+        images = inputs[None] if inputs.ndim == 3 else inputs
+        flips = keras_random.uniform((images.shape[0], 1, 1, 1), seed=self.seed_generator) <= 0.5
+        width, height = (-2, -3) if self.data_format == "channels_last" else (-1, -2)
+        for axis, mode in ((width, "horizontal"), (height, "vertical")):
+            if mode in self.mode:
+                images = ops.where(flips, images.flip((axis,)), images)
+        return images[0] if inputs.ndim == 3 else images
