@@ -256,7 +256,8 @@ class Layer(nn.Module, Configurable):
         if not self.accepts_integers:
             args = (map_structure(_as_float, args[0]),) + args[1:]
         if not self.built:
-            self.build(shape_of(args[0]))
+            self.build_input_shape = shape_of(args[0])       # Keras's build_config
+            self.build(self.build_input_shape)
             self.built = True
             self.trainable = self._trainable
         weight = next(iter(self._parameters.values()), None)

@@ -40,6 +40,9 @@ def _check_name(filepath, where):
 def model_config(model):
     """``{"module", "class_name", "config", "compile_config"}`` of ``model`` (JSON values)."""
     entry = serialize(model, model.name)
+    if getattr(model, "_graph", True) is None and hasattr(model, "build_input_shape"):
+        # a subclassed model creates its weights on its first call: save that call's shape
+        entry["build_config"] = {"input_shape": serialize(model.build_input_shape)}
     compiled = model.__dict__.get("_compile_arguments")
     try:
         entry["compile_config"] = None if compiled is None else serialize(compiled, "compile")
@@ -108,13 +111,26 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):  # 
         config = json.loads(archive.read(CONFIG))
         saved = io.load(archive.extract(WEIGHTS, folder))
     with custom_object_scope(custom_objects):
-        model = deserialize({k: v for k, v in config.items() if k != "compile_config"})
+        model = deserialize({k: v for k, v in config.items()
+                             if k not in ("compile_config", "build_config")})
+        if config.get("build_config"):
+            _build_on_zeros(model, config["build_config"]["input_shape"])
         set_positional_weights(model, saved["weights"], "load_model")
         if compile and config.get("compile_config"):
             arguments = deserialize(config["compile_config"])
             model.compile(**arguments)
             _restore_optimizer(model, saved)
     return model
+
+
+def _build_on_zeros(model, input_shape):
+    """Create a subclassed model's weights by calling it once on zeros of ``input_shape``."""
+    from .. import creation
+    from .engine import inference, map_structure
+    zeros = map_structure(lambda shape: creation.zeros(*shape), input_shape) \
+        if isinstance(input_shape[0], list) else creation.zeros(*input_shape)
+    with inference(model):
+        model(zeros)
 
 
 def set_positional_weights(model, saved, where):
@@ -137,7 +153,8 @@ def model_from_json(json_string, custom_objects=None):
     """A new model (fresh weights) from ``model.to_json()``'s string."""
     config = json.loads(json_string)
     with custom_object_scope(custom_objects):
-        return deserialize({k: v for k, v in config.items() if k != "compile_config"})
+        return deserialize({k: v for k, v in config.items()
+                            if k not in ("compile_config", "build_config")})
 
 
 def load_weights(model, filepath):

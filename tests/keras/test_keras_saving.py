@@ -197,3 +197,29 @@ def test_save_weights_with_a_keras_3_name_writes_safetensors(rng, tmp_path):
     assert gd.load(path)                                          # a safetensors file
     other.load_weights(path)
     np.testing.assert_array_equal(other.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_subclassed_model_with_get_config_saves_and_loads(rng, tmp_path):
+    @keras.saving.register_keras_serializable("tests")
+    class TwoLayers(keras.Model):
+        def __init__(self, hidden=5, **kwargs):
+            super().__init__(**kwargs)
+            self.hidden = hidden
+            self.first, self.second = layers.Dense(hidden, activation="relu"), layers.Dense(2)
+
+        def call(self, inputs):
+            return self.second(self.first(inputs))
+
+        def get_config(self):
+            return {"hidden": self.hidden, "name": self.name}
+
+    x = rng.standard_normal((4, 3)).astype("float32")
+    model = TwoLayers(hidden=6)
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, x[:, :2], epochs=1, verbose=0)
+    model.save(tmp_path / "sub.keras")
+    loaded = keras.models.load_model(tmp_path / "sub.keras")
+    assert isinstance(loaded, TwoLayers) and loaded.hidden == 6
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    with pytest.raises(NotImplementedError, match="get_config"):
+        keras.Model.get_config(keras.Model())
