@@ -78,10 +78,12 @@ def is_keras_tensor(x):
 
 
 def is_float_dtype(dtype):
+    """True for floating dtypes."""
     return standardize_dtype(dtype).startswith(("float", "bfloat"))
 
 
 def is_int_dtype(dtype):
+    """True for integer dtypes."""
     return standardize_dtype(dtype).startswith(("int", "uint"))
 
 

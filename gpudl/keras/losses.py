@@ -278,6 +278,8 @@ class Huber(Loss):
 
 
 class BinaryFocalCrossentropy(Loss):
+    """Keras's binary focal crossentropy (see ``binary_focal_crossentropy``)."""
+
     fn = staticmethod(binary_focal_crossentropy)
 
     def __init__(self, apply_class_balancing=False, alpha=0.25, gamma=2.0, from_logits=False,
@@ -288,6 +290,8 @@ class BinaryFocalCrossentropy(Loss):
 
 
 class CategoricalFocalCrossentropy(Loss):
+    """Keras's categorical focal crossentropy (see ``categorical_focal_crossentropy``)."""
+
     fn = staticmethod(categorical_focal_crossentropy)
 
     def __init__(self, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0, axis=-1,
@@ -297,6 +301,8 @@ class CategoricalFocalCrossentropy(Loss):
 
 
 class CosineSimilarity(Loss):
+    """Keras's cosine-similarity loss: -1 when the vectors point the same way."""
+
     fn = staticmethod(cosine_similarity)
 
     def __init__(self, axis=-1, **kwargs):

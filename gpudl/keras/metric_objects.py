@@ -175,11 +175,15 @@ def sparse_top_k_categorical_accuracy(y_true, y_pred, k=5):
 
 
 class TopKCategoricalAccuracy(MeanMetricWrapper):
+    """How often the one-hot label is among the ``k`` highest scores."""
+
     def __init__(self, k=5, name="top_k_categorical_accuracy", dtype=None):
         super().__init__(top_k_categorical_accuracy, name=name, dtype=dtype, k=k)
 
 
 class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
+    """How often the integer label is among the ``k`` highest scores."""
+
     def __init__(self, k=5, name="sparse_top_k_categorical_accuracy", dtype=None):
         super().__init__(sparse_top_k_categorical_accuracy, name=name, dtype=dtype, k=k)
 
@@ -191,6 +195,8 @@ def cosine_similarity(y_true, y_pred, axis=-1):
 
 
 class CosineSimilarity(MeanMetricWrapper):
+    """The mean cosine similarity of ``y_true`` and ``y_pred`` along ``axis``."""
+
     def __init__(self, name="cosine_similarity", dtype=None, axis=-1):
         super().__init__(cosine_similarity, name=name, dtype=dtype, axis=axis)
 
@@ -371,6 +377,8 @@ class FBetaScore(Metric):
 
 
 class F1Score(FBetaScore):
+    """FBetaScore with beta 1: the harmonic mean of precision and recall."""
+
     def __init__(self, average=None, threshold=None, name="f1_score", dtype=None):
         super().__init__(average=average, beta=1.0, threshold=threshold, name=name, dtype=dtype)
 

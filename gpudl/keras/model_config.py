@@ -14,6 +14,8 @@ KERAS_TENSOR = "__keras_tensor__"
 
 
 def sequential_config(model):
+    """The config of a Sequential model: its layers in order (the InputLayer first when the
+    input is known)."""
     layers = ([model._input.node.layer] if model._input is not None else []) + model.layers
     return {"name": model.name, "trainable": model.trainable,
             "layers": [serialize(layer, f"{model.name}: layer {layer.name}")
@@ -21,6 +23,7 @@ def sequential_config(model):
 
 
 def sequential_from_config(cls, config):
+    """A Sequential model rebuilt from ``sequential_config``'s config (new weights)."""
     model = cls(name=config.get("name"))
     for entry in config["layers"]:
         model.add(deserialize(entry))

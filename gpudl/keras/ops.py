@@ -77,10 +77,12 @@ def shape(x):
 
 
 def ndim(x):
+    """The number of axes."""
     return _t(x).ndim
 
 
 def size(x):
+    """The number of elements."""
     return _t(x).numel()
 
 
@@ -92,16 +94,19 @@ def stop_gradient(variable):
 # -- arithmetic and comparisons ------------------------------------------------------------------
 
 def add(x1, x2):
+    """``x1 + x2`` with broadcasting."""
     x1, x2 = _pair(x1, x2)
     return x1 + x2
 
 
 def subtract(x1, x2):
+    """``x1 - x2`` with broadcasting."""
     x1, x2 = _pair(x1, x2)
     return x1 - x2
 
 
 def multiply(x1, x2):
+    """``x1 * x2`` with broadcasting."""
     x1, x2 = _pair(x1, x2)
     return x1 * x2
 
@@ -122,10 +127,12 @@ def _floating(x):
 
 
 def negative(x):
+    """``-x``."""
     return -_t(x)
 
 
 def power(x1, x2):
+    """``x1 ** x2`` with broadcasting."""
     x1, x2 = _pair(x1, x2)
     if isinstance(x1, numbers.Number):
         return functions.full_like(x2, x1) ** x2
@@ -133,11 +140,13 @@ def power(x1, x2):
 
 
 def maximum(x1, x2):
+    """The elementwise larger of ``x1`` and ``x2``."""
     x1, x2 = _pair(x1, x2)
     return functions.maximum(*_both_tensors(x1, x2))
 
 
 def minimum(x1, x2):
+    """The elementwise smaller of ``x1`` and ``x2``."""
     x1, x2 = _pair(x1, x2)
     return functions.minimum(*_both_tensors(x1, x2))
 
@@ -170,18 +179,22 @@ less_equal = _compare("less_equal", "le")
 
 
 def logical_and(x1, x2):
+    """Elementwise ``x1 and x2`` (as booleans)."""
     return _t(x1).bool().logical_and(_t(x2).bool())
 
 
 def logical_or(x1, x2):
+    """Elementwise ``x1 or x2`` (as booleans)."""
     return _t(x1).bool().logical_or(_t(x2).bool())
 
 
 def logical_xor(x1, x2):
+    """Elementwise ``x1 xor x2`` (as booleans)."""
     return _t(x1).bool().logical_xor(_t(x2).bool())
 
 
 def logical_not(x):
+    """Elementwise ``not x`` (as a boolean)."""
     return _t(x).bool().logical_not()
 
 
@@ -246,6 +259,8 @@ def clip(x, x_min, x_max):
 
 
 def nan_to_num(x, nan=0.0, posinf=None, neginf=None):
+    """NaN, +inf and -inf replaced by ``nan``, ``posinf`` and ``neginf`` (None: the dtype's
+    extremes)."""
     return _t(x).nan_to_num(nan, posinf, neginf)
 
 
@@ -274,6 +289,7 @@ def mean(x, axis=None, keepdims=False):
 
 
 def prod(x, axis=None, keepdims=False, dtype=None):
+    """The product over ``axis`` (an int, a tuple, or None for all)."""
     x = _t(x) if dtype is None else cast(x, dtype)
     if isinstance(axis, (list, tuple)):
         for a in sorted((a % x.ndim for a in axis), reverse=True):
@@ -319,10 +335,12 @@ amax, amin = max, min
 
 
 def any(x, axis=None, keepdims=False):  # noqa: A001 (Keras's name)
+    """True where any value over ``axis`` is nonzero."""
     return _reduce(_t(x).bool(), "any", axis, keepdims)
 
 
 def all(x, axis=None, keepdims=False):  # noqa: A001 (Keras's name)
+    """True where every value over ``axis`` is nonzero."""
     return _reduce(_t(x).bool(), "all", axis, keepdims)
 
 
@@ -374,11 +392,13 @@ def cumsum(x, axis=None, dtype=None):
 
 
 def cumprod(x, axis=None, dtype=None):
+    """Running products along ``axis`` (of the flattened ``x`` when None)."""
     x = _t(x) if dtype is None else cast(x, dtype)
     return x.reshape(-1).cumprod(0) if axis is None else x.cumprod(axis)
 
 
 def count_nonzero(x, axis=None):
+    """The number of nonzero values over ``axis`` (int32)."""
     x = _t(x)
     return (x != 0).astype(INT).sum() if axis is None else \
         (x != 0).astype(INT).sum(dim=_axis(axis))
@@ -408,14 +428,18 @@ def einsum(subscripts, *operands):
 
 
 def tensordot(x1, x2, axes=2):
+    """The sum of products over ``axes`` (an int: the last of ``x1`` and first of ``x2``; or
+    two lists)."""
     return functions.tensordot(_t(x1), _t(x2), dims=axes)
 
 
 def outer(x1, x2):
+    """The outer product of the flattened ``x1`` and ``x2``."""
     return functions.outer(_t(x1).reshape(-1), _t(x2).reshape(-1))
 
 
 def trace(x, offset=0, axis1=0, axis2=1):
+    """The sum of the main diagonal of a 2-D ``x``."""
     x = _t(x)
     if offset or (axis1, axis2) != (0, 1) or x.ndim != 2:
         raise NotImplementedError("trace: only the main diagonal of a 2-D x is supported")
@@ -461,14 +485,17 @@ def squeeze(x, axis=None):
 
 
 def moveaxis(x, source, destination):
+    """``x`` with axis ``source`` moved to ``destination``."""
     return _t(x).moveaxis(source, destination)
 
 
 def swapaxes(x, axis1, axis2):
+    """``x`` with ``axis1`` and ``axis2`` exchanged."""
     return _t(x).swapaxes(axis1, axis2)
 
 
 def broadcast_to(x, shape):
+    """``x`` broadcast to ``shape``."""
     return _t(x).broadcast_to(tuple(shape))
 
 
@@ -483,10 +510,12 @@ def stack(x, axis=0):
 
 
 def hstack(xs):
+    """The tensors joined along axis 1 (axis 0 for 1-D)."""
     return functions.hstack([_t(x) for x in xs])
 
 
 def vstack(xs):
+    """The tensors joined along axis 0 (1-D ones as rows)."""
     return functions.vstack([_t(x) for x in xs])
 
 
@@ -521,6 +550,7 @@ def repeat(x, repeats, axis=None):
 
 
 def flip(x, axis=None):
+    """``x`` reversed along ``axis`` (every axis when None)."""
     x = _t(x)
     axes = tuple(range(x.ndim)) if axis is None else \
         (tuple(axis) if isinstance(axis, (list, tuple)) else (axis,))
@@ -528,6 +558,8 @@ def flip(x, axis=None):
 
 
 def roll(x, shift, axis=None):
+    """``x`` shifted by ``shift`` along ``axis`` (the flattened ``x`` when None), wrapping
+    around."""
     x = _t(x)
     if axis is None:
         return x.reshape(-1).roll(shift, 0).reshape(x.shape)
@@ -535,10 +567,12 @@ def roll(x, shift, axis=None):
 
 
 def tril(x, k=0):
+    """``x`` with the entries above diagonal ``k`` zeroed."""
     return _t(x).tril(k)
 
 
 def triu(x, k=0):
+    """``x`` with the entries below diagonal ``k`` zeroed."""
     return _t(x).triu(k)
 
 
@@ -614,26 +648,32 @@ def _dtype(dtype, default=None):
 
 
 def zeros(shape, dtype=None):
+    """Zeros of ``shape`` (floatx unless ``dtype``)."""
     return creation.zeros(*_shape(shape), dtype=_dtype(dtype))
 
 
 def ones(shape, dtype=None):
+    """Ones of ``shape`` (floatx unless ``dtype``)."""
     return creation.ones(*_shape(shape), dtype=_dtype(dtype))
 
 
 def full(shape, fill_value, dtype=None):
+    """``fill_value`` everywhere in ``shape`` (floatx unless ``dtype``)."""
     return creation.full(_shape(shape), fill_value, dtype=_dtype(dtype))
 
 
 def zeros_like(x, dtype=None):
+    """Zeros of ``x``'s shape and dtype (or ``dtype``)."""
     return full_like(x, 0, dtype)
 
 
 def ones_like(x, dtype=None):
+    """Ones of ``x``'s shape and dtype (or ``dtype``)."""
     return full_like(x, 1, dtype)
 
 
 def full_like(x, fill_value, dtype=None):
+    """``fill_value`` in ``x``'s shape and dtype (or ``dtype``)."""
     x = _t(x)
     return creation.full(tuple(x.shape), fill_value, dtype=_dtype(dtype, x.dtype),
                          device=x.device)
@@ -666,6 +706,7 @@ def eye(N, M=None, k=0, dtype=None):  # noqa: N803 (Keras's names)
 
 
 def identity(n, dtype=None):
+    """The (n, n) identity matrix."""
     return eye(n, dtype=dtype)
 
 
@@ -692,18 +733,22 @@ def gelu(x, approximate=True):
 
 
 def elu(x, alpha=1.0):
+    """``x`` if positive, else ``alpha * (exp(x) - 1)``."""
     return activations.elu(_t(x), alpha)
 
 
 def leaky_relu(x, negative_slope=0.2):
+    """``x`` if positive, else ``negative_slope * x`` (Keras's 0.2)."""
     return activations.leaky_relu(_t(x), negative_slope)
 
 
 def log_sigmoid(x):
+    """``log(sigmoid(x))``, computed stably."""
     return F.logsigmoid(_t(x))
 
 
 def softsign(x):
+    """``x / (1 + |x|)``."""
     return F.softsign(_t(x))
 
 
@@ -767,6 +812,7 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
 
 
 def is_tensor(x):
+    """True for a gpudl Tensor."""
     return isinstance(x, Tensor)
 
 

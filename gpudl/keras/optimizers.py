@@ -240,14 +240,21 @@ class _AdamFamily(_RuleOptimizer):
 
 
 class Adamax(_AdamFamily):
+    """Keras's Adamax (Adam with the infinity norm); see optimizer_rules.KerasAdamax."""
+
     rule = rules.KerasAdamax
 
 
 class Nadam(_AdamFamily):
+    """Keras's Nadam (Adam with Nesterov momentum); see optimizer_rules.KerasNadam."""
+
     rule = rules.KerasNadam
 
 
 class Adadelta(_RuleOptimizer):
+    """Keras's Adadelta (``learning_rate=1e-3``, ``rho=0.95``); see
+    optimizer_rules.KerasAdadelta."""
+
     rule = rules.KerasAdadelta
 
     def __init__(self, learning_rate=1e-3, rho=0.95, epsilon=1e-7, weight_decay=None,
@@ -256,6 +263,8 @@ class Adadelta(_RuleOptimizer):
 
 
 class Lion(_RuleOptimizer):
+    """Keras's Lion (sign of interpolated momentum); see optimizer_rules.KerasLion."""
+
     rule = rules.KerasLion
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.99, weight_decay=None,
@@ -266,6 +275,8 @@ class Lion(_RuleOptimizer):
 
 
 class Lamb(_AdamFamily):
+    """Keras's Lamb (Adam scaled by a per-weight trust ratio); see optimizer_rules.KerasLamb."""
+
     rule = rules.KerasLamb
 
 

@@ -134,6 +134,8 @@ def _build_on_zeros(model, input_shape):
 
 
 def set_positional_weights(model, saved, where):
+    """Set ``model``'s weights from ``saved`` (keys ``"<position>:..."``), in order; the count
+    checked."""
     weights = [saved[key].numpy() for key in sorted(saved)]
     if len(weights) != len(model.weights):
         raise ValueError(f"{where}: the file holds {len(weights)} weights, the model has "
