@@ -7,18 +7,12 @@ per-epoch history, final weights, evaluate and predict numbers (float32 toleranc
 Keras is an oracle here, not a dependency: without it the module is skipped.
 """
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
-NO_KERAS = "Keras 3 (the oracle these ports compare against) is not installed"
-os.environ.setdefault("KERAS_BACKEND", "torch")
-real_keras = pytest.importorskip("keras", reason=NO_KERAS)
-if not hasattr(real_keras, "Sequential"):    # tests/keras/ seen as a namespace package
-    del sys.modules["keras"]
-    pytest.skip(NO_KERAS, allow_module_level=True)
+from keras_oracle import import_keras
+
+real_keras = import_keras()
 import gpudl.keras as gpudl_keras  # noqa: E402
 
 RTOL, ATOL = 2e-4, 2e-5

@@ -12,17 +12,14 @@ models are trained by gpudl.train's loop, and weights are saved as safetensors. 
 ``compile``/``fit``/``evaluate``/``predict`` also train any plain gpudl Module Keras-style.
 """
 
-from . import (activations, callbacks, initializers, layers, losses, metrics, models,
-               optimizers, regularizers, utils)
+from . import (activations, backend, callbacks, initializers, layers, losses, metrics, models,
+               ops, optimizers, random, regularizers, saving, utils)
 from .engine import Input, KerasTensor, Layer, clear_session
 from .models import Model, Sequential
 from .training import compile, evaluate, fit, predict, train_on_batch  # noqa: A004
 
 
-class backend:                     # noqa: N801 (keras.backend.clear_session())
-    clear_session = staticmethod(clear_session)
-
-
 __all__ = ["activations", "callbacks", "initializers", "layers", "losses", "metrics", "models",
-           "optimizers", "regularizers", "utils", "Input", "KerasTensor", "Layer", "Model", "Sequential", "compile",
-           "evaluate", "fit", "predict", "train_on_batch", "backend"]
+           "optimizers", "regularizers", "utils", "Input", "KerasTensor", "Layer", "Model",
+           "Sequential", "compile", "evaluate", "fit", "predict", "train_on_batch", "backend",
+           "ops", "random", "saving"]

@@ -1,6 +1,8 @@
 """Keras's activations by name ('relu', 'softmax', ...): functions of a Tensor (gpudl ops)."""
 
 from ..ops import activation as A
+from ..tensor_math import where
+from .serialization import get_registered_object
 
 
 def linear(x):
@@ -69,10 +71,62 @@ def exponential(x):
     return x.exp()
 
 
+def celu(x, alpha=1.0):
+    """``max(x, 0) + min(0, alpha * (exp(x / alpha) - 1))``."""
+    return A.celu(x, alpha)
+
+
+def glu(x, axis=-1):
+    """The gated linear unit: the first half of ``axis`` times the sigmoid of the second."""
+    return A.glu(x, axis)
+
+
+def hard_silu(x):
+    """``x * relu6(x + 3) / 6``."""
+    return x * hard_sigmoid(x)
+
+
+hard_swish = hard_silu
+
+
+# the same functions as gpudl's (torch's names): clip(x, -1, 1), log(sigmoid(x)),
+# x * tanh(softplus(x)), x / (1 + |x|), x - tanh(x)
+hard_tanh, log_sigmoid, mish, softsign, tanh_shrink = (A.hardtanh, A.logsigmoid, A.mish,
+                                                       A.softsign, A.tanhshrink)
+
+
+def threshold(x, threshold, default_value):
+    """``x`` where ``x > threshold``, else ``default_value``."""
+    return A.threshold(x, threshold, default_value)
+
+
+def soft_shrink(x, threshold=0.5):
+    """``x - threshold`` above it, ``x + threshold`` below ``-threshold``, else 0."""
+    return A.softshrink(x, threshold)
+
+
+def hard_shrink(x, threshold=0.5):
+    """``x`` where ``|x| > threshold``, else 0."""
+    return A.hardshrink(x, threshold)
+
+
+def squareplus(x, b=4):
+    """``(x + sqrt(x ** 2 + b)) / 2``."""
+    return (x + (x * x + b).sqrt()) / 2
+
+
+def sparse_plus(x):
+    """0 for ``x <= -1``, ``x`` for ``x >= 1``, ``(x + 1) ** 2 / 4`` between."""
+    middle = (x + 1) * (x + 1) / 4
+    return where(x >= 1, x, where(x > -1, middle, x * 0))
+
+
 ALL = {f.__name__: f for f in (linear, relu, sigmoid, tanh, softmax, log_softmax, elu, selu,
                                gelu, silu, softplus, leaky_relu, relu6, hard_sigmoid,
-                               exponential)}
-ALL["swish"] = silu
+                               exponential, celu, glu, hard_silu, soft_shrink, hard_shrink,
+                               squareplus, sparse_plus, threshold)}
+ALL.update(swish=silu, hard_swish=hard_silu, hard_tanh=hard_tanh, log_sigmoid=log_sigmoid,
+           mish=mish, softsign=softsign, tanh_shrink=tanh_shrink)
 
 
 def get(identifier):
@@ -80,6 +134,9 @@ def get(identifier):
     if identifier is None:
         return linear
     if isinstance(identifier, str):
+        custom = get_registered_object(identifier)
+        if identifier not in ALL and custom is not None:
+            return custom
         if identifier not in ALL:
             raise ValueError(f"unknown activation {identifier!r}; expected one of {sorted(ALL)}")
         return ALL[identifier]

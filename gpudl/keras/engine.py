@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from .. import creation, dtypes, nn
 from ..autograd import no_grad
 from ..tensor import Tensor
+from .serialization import Configurable
 
 PROBE_BATCH = 2
 PROBE_SIZES = (24, 40)      # stand-ins for None dims; distinct so dependent dims show up
@@ -77,37 +78,35 @@ class KerasTensor:
 
     # arithmetic in functional code (``x = Dense(8)(x) + skip``) becomes layers
     def _binary(self, other, op, reflected=False):
-        from .layers import core
+        from .layers.core import ElementwiseOperation
         if isinstance(other, KerasTensor):
             pair = [other, self] if reflected else [self, other]
-            return core.Lambda(lambda ab: op(ab[0], ab[1]))(pair)
-        if reflected:
-            return core.Lambda(lambda t: op(other, t))(self)
-        return core.Lambda(lambda t: op(t, other))(self)
+            return ElementwiseOperation(op)(pair)
+        return ElementwiseOperation(op, constant=other, reflected=reflected)(self)
 
     def __add__(self, other):
-        return self._binary(other, lambda a, b: a + b)
+        return self._binary(other, "add")
 
     def __radd__(self, other):
-        return self._binary(other, lambda a, b: a + b, reflected=True)
+        return self._binary(other, "add", reflected=True)
 
     def __sub__(self, other):
-        return self._binary(other, lambda a, b: a - b)
+        return self._binary(other, "subtract")
 
     def __rsub__(self, other):
-        return self._binary(other, lambda a, b: a - b, reflected=True)
+        return self._binary(other, "subtract", reflected=True)
 
     def __mul__(self, other):
-        return self._binary(other, lambda a, b: a * b)
+        return self._binary(other, "multiply")
 
     def __rmul__(self, other):
-        return self._binary(other, lambda a, b: a * b, reflected=True)
+        return self._binary(other, "multiply", reflected=True)
 
     def __truediv__(self, other):
-        return self._binary(other, lambda a, b: a / b)
+        return self._binary(other, "divide")
 
     def __neg__(self):
-        return self._binary(-1.0, lambda a, b: a * b)
+        return self._binary(-1.0, "multiply")
 
     def __iter__(self):
         raise TypeError(f"a KerasTensor of shape {self.shape} cannot be iterated; layers that "
@@ -190,7 +189,7 @@ def _zeros(symbol, size):
     return creation.zeros(*shape, dtype=symbol.dtype)
 
 
-class Layer(nn.Module):
+class Layer(nn.Module, Configurable):
     """A Keras layer: a gpudl Module whose weights are created by ``build(input_shape)`` on the
     first call (or at once, given ``input_shape=``), and that can be called on KerasTensors.
 
@@ -208,17 +207,20 @@ class Layer(nn.Module):
         super().__init__()
         cls = type(self).__name__
         # kernel_regularizer=, bias_regularizer=, ...: applied to the weight of that name
-        self._regularizers = {key[:-len("_regularizer")]: regularizers.get(kwargs.pop(key))
-                              for key in [k for k in kwargs if k.endswith("_regularizer")]
-                              if kwargs[key] is not None}
-        if "activity" in self._regularizers:
-            raise NotImplementedError(f"{cls}: activity_regularizer is not supported")
+        given = {key[:-len("_regularizer")]: kwargs.pop(key)
+                 for key in [k for k in kwargs if k.endswith("_regularizer")]}
+        self._regularizers = {name: regularizers.get(value) for name, value in given.items()
+                              if value is not None}
+        # outputs' regularizer: its term over the last call, divided by the batch size
+        self.activity_regularizer = self._regularizers.pop("activity", None)
+        self._activity_losses = []
         if kwargs:
             raise TypeError(f"{cls}: unexpected keyword argument(s) {sorted(kwargs)}")
         if isinstance(dtype, str) and dtype.startswith("mixed_"):
             raise NotImplementedError(f"{cls}: the dtype policy {dtype!r} is not supported (use "
                                       "gd.autocast for mixed precision)")
-        self.weight_dtype = dtypes.as_dtype(dtype, f"{cls}: dtype") or dtypes.DEFAULT_FLOAT
+        self.weight_dtype = dtypes.as_dtype(dtype, f"{cls}: dtype") or default_float()
+        self._unnamed_weights = set()          # add_weight(...) names waiting for an attribute
         self.name = name or unique_name(to_snake_case(cls))
         self.built = False
         self._nodes = []
@@ -254,13 +256,25 @@ class Layer(nn.Module):
         if not self.accepts_integers:
             args = (map_structure(_as_float, args[0]),) + args[1:]
         if not self.built:
-            self.build(shape_of(args[0]))
+            self.build_input_shape = shape_of(args[0])       # Keras's build_config
+            self.build(self.build_input_shape)
             self.built = True
             self.trainable = self._trainable
         weight = next(iter(self._parameters.values()), None)
         if weight is not None:             # Keras's autocast: float inputs in the weights' dtype
             args = (map_structure(lambda v: _as_dtype(v, weight.dtype), args[0]),) + args[1:]
-        return self.call(*args, **kwargs)
+        out = self.call(*args, **kwargs)
+        if self.activity_regularizer is not None:
+            self._activity_losses = [self.activity_regularizer(t) / max(t.shape[0], 1)
+                                     for t in flatten(out) if isinstance(t, Tensor) and t.ndim]
+        return out
+
+    def get_config(self):
+        """The layer's constructor arguments (``from_config`` rebuilds it), with its current
+        ``name`` and ``trainable``."""
+        config = super().get_config()
+        config.update(name=self.name, trainable=self.trainable)
+        return config
 
     def compute_mask(self, inputs, mask=None):
         """The mask of this layer's output (Keras's rule: passed on only by layers that
@@ -276,24 +290,77 @@ class Layer(nn.Module):
         return out, self.compute_mask(inputs, mask)
 
     # -- weights
-    def add_weight(self, name, shape, initializer="zeros", trainable=True):
+    def add_weight(self, *args, **kwargs):
         """A new weight of ``shape`` filled by ``initializer``: a Parameter when trainable, else
-        a buffer (Keras's non-trainable weights: BatchNormalization's moving statistics)."""
-        from . import initializers
-        value = creation.empty(*shape, dtype=self.weight_dtype)
+        a buffer (Keras's non-trainable weights: BatchNormalization's moving statistics); it
+        becomes the attribute ``name``.
+
+        Keras 3's call ``add_weight(shape=None, initializer=None, dtype=None, trainable=True,
+        regularizer=None, constraint=None, name=None)`` (initializer None: glorot_uniform; a
+        weight without a name is called ``variable``, ``variable_1``, ...) and gpudl's
+        ``add_weight(name, shape, initializer="zeros", trainable=True)`` (a name first) are
+        both taken."""
+        if args and isinstance(args[0], str):
+            spec = dict(zip(("name", "shape", "initializer", "trainable"), args))
+        else:
+            spec = dict(zip(("shape", "initializer", "dtype", "trainable"), args))
+            spec.setdefault("initializer", kwargs.pop("initializer", None) or "glorot_uniform")
+        spec.update(kwargs)
+        return self._new_weight(**spec)
+
+    def _new_weight(self, name=None, shape=(), initializer="zeros", dtype=None, trainable=True,
+                    regularizer=None, constraint=None, **unsupported):
+        from . import initializers, regularizers
+        if constraint is not None or unsupported:
+            raise NotImplementedError(f"{self.name}.add_weight: constraint and "
+                                      f"{sorted(unsupported) or 'other options'} are not "
+                                      "supported")
+        unnamed = name is None
+        if unnamed:
+            taken = set(self._parameters) | set(self._buffers)
+            name = next(candidate for candidate in
+                        ["variable"] + [f"variable_{i}" for i in range(1, len(taken) + 2)]
+                        if candidate not in taken)
+        weight_dtype = self.weight_dtype if dtype is None else dtypes.as_dtype(dtype,
+                                                                               "add_weight")
+        value = creation.empty(*_shape_tuple(shape, f"{self.name}.add_weight"),
+                               dtype=weight_dtype)
         initializers.get(initializer)(value)
         if trainable:
             setattr(self, name, nn.Parameter(value))
         else:
             self.register_buffer(name, value)
+        if regularizer is not None:
+            self._regularizers[name] = regularizers.get(regularizer)
+        if unnamed:
+            self._unnamed_weights.add(name)
         return getattr(self, name)
+
+    def __setattr__(self, name, value):
+        """``self.w = self.add_weight(shape=...)``: the weight made without a name takes the
+        attribute's (Keras's custom layers), instead of being held twice."""
+        unnamed = self.__dict__.get("_unnamed_weights")
+        if unnamed and isinstance(value, Tensor) and not name.startswith("_"):
+            for table in (self._parameters, self._buffers):
+                old = next((k for k in unnamed if table.get(k) is value), None)
+                if old is not None:
+                    del table[old]
+                    unnamed.discard(old)
+                    if old in self._regularizers:
+                        self._regularizers[name] = self._regularizers.pop(old)
+                    if table is self._buffers:
+                        self.register_buffer(name, value)
+                        return
+        super().__setattr__(name, value)
 
     @property
     def losses(self):
-        """The regularization terms of this layer's weights and of the layers inside it (Tensors
-        added to the training loss)."""
+        """The regularization terms of this layer's weights and of the layers inside it, and
+        the activity regularizers' terms of the last call (Tensors added to the training
+        loss)."""
         terms = []
         for module in self.modules():
+            terms += getattr(module, "_activity_losses", [])
             for name, regularizer in getattr(module, "_regularizers", {}).items():
                 weight = getattr(module, name, None)
                 if weight is not None:
@@ -375,6 +442,12 @@ class Layer(nn.Module):
         return f"name={self.name!r}"
 
 
+def default_float():
+    """keras.backend.floatx() as a gpudl dtype."""
+    from .backend import default_float as floatx
+    return floatx()
+
+
 def _as_dtype(value, dtype):
     if isinstance(value, Tensor) and dtypes.is_floating(value.dtype) and value.dtype != dtype:
         return value.astype(dtype)
@@ -409,7 +482,7 @@ class InputLayer(Layer):
         if shape is None:
             raise ValueError("InputLayer: give shape= (without the batch dimension)")
         super().__init__(name=name, input_shape=shape, **kwargs)
-        self.input_dtype = dtypes.as_dtype(dtype or dtypes.DEFAULT_FLOAT, "Input")
+        self.input_dtype = dtypes.as_dtype(dtype or default_float(), "Input")
         self.built = True
         symbol = KerasTensor((batch_size,) + self.declared_input_shape, self.input_dtype)
         symbol.node = Node(self, (), {}, [symbol])

@@ -7,7 +7,9 @@ Each is a callable that fills a gpudl Tensor in place (gpudl's random generator,
 
 import math
 
+from ..autograd import no_grad
 from ..nn import init as I
+from .serialization import Configurable
 
 
 def compute_fans(shape):
@@ -20,7 +22,7 @@ def compute_fans(shape):
     return shape[-2] * receptive, shape[-1] * receptive
 
 
-class Initializer:
+class Initializer(Configurable):
     def __call__(self, tensor):
         raise NotImplementedError
 
@@ -135,11 +137,37 @@ class Orthogonal(Initializer):
         return tensor
 
 
+class Identity(Initializer):
+    """``gain`` times the identity matrix (2-D weights only; non-square: ones on the main
+    diagonal)."""
+
+    def __init__(self, gain=1.0):
+        self.gain = float(gain)
+
+    def __call__(self, tensor):
+        if tensor.ndim != 2:
+            raise ValueError(f"Identity initializer: the weight must be 2-D, got shape "
+                             f"{tuple(tensor.shape)}")
+        I.eye_(tensor)
+        with no_grad():
+            tensor.mul_(self.gain)
+        return tensor
+
+
 ALL = {"zeros": Zeros, "ones": Ones, "constant": Constant, "random_uniform": RandomUniform,
        "random_normal": RandomNormal, "truncated_normal": TruncatedNormal,
        "glorot_uniform": GlorotUniform, "glorot_normal": GlorotNormal,
        "he_uniform": HeUniform, "he_normal": HeNormal, "lecun_uniform": LecunUniform,
-       "lecun_normal": LecunNormal, "orthogonal": Orthogonal}
+       "lecun_normal": LecunNormal, "orthogonal": Orthogonal,
+       "identity": Identity, "variance_scaling": VarianceScaling}
+
+# Keras 3's lowercase names for the same classes (``initializers.glorot_uniform(seed=0)``)
+zeros, ones, constant, identity, orthogonal = Zeros, Ones, Constant, Identity, Orthogonal
+random_uniform, random_normal, truncated_normal = RandomUniform, RandomNormal, TruncatedNormal
+glorot_uniform, glorot_normal, he_uniform, he_normal = GlorotUniform, GlorotNormal, HeUniform, \
+    HeNormal
+lecun_uniform, lecun_normal, variance_scaling = LecunUniform, LecunNormal, VarianceScaling
+IdentityInitializer = Identity
 
 
 def get(identifier):

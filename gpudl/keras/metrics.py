@@ -170,6 +170,10 @@ def resolve(metrics, output_names=None):
     """Keras metric names mapped to Keras's semantics and checked by gpudl.train. For a model
     with several outputs: a list applies to every output, a dict maps output names to lists."""
     def one(m):
+        if isinstance(m, str) and m in METRIC_OBJECTS:
+            m = METRIC_OBJECTS[m]()
+        if isinstance(m, Metric):
+            return EpochMetric(m)
         return ACCURACIES.get(m, REGRESSION.get(m, m)) if isinstance(m, str) else m
 
     if output_names and len(output_names) > 1 and metrics:
@@ -190,3 +194,18 @@ def resolve(metrics, output_names=None):
     metrics = [one(m) for m in metrics]
     train.resolve_metrics(metrics)                   # refuses unknown metrics now
     return metrics
+
+
+# branch keras: Keras's stateful metric objects and the names compile takes for them
+from .metric_objects import (AUC, F1Score, FalseNegatives, FalsePositives,  # noqa: E402
+                             FBetaScore, IoU, Mean, MeanIoU, MeanMetricWrapper, Metric,
+                             Precision, R2Score, Recall, RootMeanSquaredError, Sum,
+                             TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy,
+                             TrueNegatives, TruePositives, CosineSimilarity, EpochMetric,
+                             cosine_similarity, sparse_top_k_categorical_accuracy,
+                             top_k_categorical_accuracy)
+
+METRIC_OBJECTS = {"auc": AUC, "AUC": AUC, "top_k_categorical_accuracy": TopKCategoricalAccuracy,
+                  "sparse_top_k_categorical_accuracy": SparseTopKCategoricalAccuracy,
+                  "cosine_similarity": CosineSimilarity, "r2_score": R2Score,
+                  "root_mean_squared_error": RootMeanSquaredError}

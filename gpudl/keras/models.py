@@ -2,8 +2,10 @@
 subclassed ``Model`` with ``call``; each a gpudl Module with Keras's training methods (gpudl.train
 underneath) and ``summary``/``count_params``/weights I/O."""
 
+import json
+
 from .. import io
-from . import training
+from . import model_config, saving, training
 from .engine import (PROBE_BATCH, Input, InputLayer, KerasTensor, Layer, flatten, inference,
                      is_symbolic, map_structure)
 from .optimizers import check_settable
@@ -144,6 +146,8 @@ class Model(Layer):
             raise TypeError(f"compile: unexpected keyword argument(s) {unknown}")
         training.compile(self, optimizer=optimizer, loss=loss, metrics=metrics,
                          loss_weights=loss_weights)
+        self.__dict__["_compile_arguments"] = dict(optimizer=optimizer, loss=loss,
+                                                   metrics=metrics, loss_weights=loss_weights)
 
     @property
     def optimizer(self):
@@ -182,23 +186,45 @@ class Model(Layer):
         with inference(self):
             self(*sample)
 
-    # -- weights and summary
+    # -- saving
     def save_weights(self, filepath, overwrite=True):
-        """The weights as a safetensors file: keys ``"<position>:<layer.weight>"``, so that
+        """The weights as a safetensors file, whatever the name ends with (``.weights.h5``
+        included: Keras cannot open it): keys ``"<position>:<layer.weight>"``, so that
         ``load_weights`` matches them by position, as Keras does (layer names differ between
         two builds of one architecture)."""
-        io.save({f"{i:05d}:{key}": value for i, (key, value) in
-                 enumerate(self.state_dict().items())}, filepath)
-
-    def save(self, filepath, *args, **kwargs):
-        raise NotImplementedError(f"{self.name}.save: whole-model files (.keras/.h5) are not "
-                                  "supported; use save_weights(path) and rebuild the model in "
-                                  "code, then load_weights(path)")
+        io.save(saving.positional_weights(self), filepath)
 
     def load_weights(self, filepath):
         """Load ``save_weights``'s file into this model's weights, in order (shapes checked)."""
-        saved = io.load(filepath)
-        self.set_weights([saved[key].numpy() for key in sorted(saved)])
+        saving.load_weights(self, filepath)
+
+    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+        """Write the whole model to a ``.keras`` file (gpudl's: see gpudl.keras.saving);
+        ``keras.models.load_model`` reads it back."""
+        saving.save_model(self, filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+
+    def get_config(self):
+        """Keras's model config: a functional model's graph of layer calls; a subclassed model
+        must define its own (as in Keras)."""
+        if self._graph is None:
+            raise NotImplementedError(f"{type(self).__name__}: a subclassed Model has no config "
+                                      "of its own; define get_config() (and register the class "
+                                      "with keras.saving.register_keras_serializable)")
+        return model_config.functional_config(self)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """The model ``config`` describes, with new weights."""
+        if "layers" not in config:
+            return cls(**config)
+        with saving.custom_object_scope(custom_objects):
+            return model_config.functional_from_config(cls, config)
+
+    def to_json(self, **kwargs):
+        """The model's config as a JSON string (``keras.models.model_from_json`` reads it)."""
+        return json.dumps(saving.model_config(self), **kwargs)
+
+    # -- weights and summary
 
     def count_params(self):
         if not self.built:
@@ -383,5 +409,41 @@ class Sequential(Model):
     def layers(self):
         return [m for m in self._modules.values() if isinstance(m, Layer)]
 
+    def get_config(self):
+        return model_config.sequential_config(self)
 
-__all__ = ["Model", "Sequential"]
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        with saving.custom_object_scope(custom_objects):
+            return model_config.sequential_from_config(cls, config)
+
+
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):  # noqa: A002
+    """Keras's ``models.load_model`` (see gpudl.keras.saving.load_model)."""
+    return saving.load_model(filepath, custom_objects=custom_objects, compile=compile,
+                             safe_mode=safe_mode)
+
+
+def model_from_json(json_string, custom_objects=None):
+    """A new model (fresh weights) from ``model.to_json()``."""
+    return saving.model_from_json(json_string, custom_objects=custom_objects)
+
+
+def clone_model(model, input_tensors=None, clone_function=None):
+    """A new model of the same architecture with new weights (Keras's clone_model: the layers
+    are rebuilt from their configs; ``clone_function(layer)`` may build each one instead)."""
+    if input_tensors is not None:
+        raise NotImplementedError("clone_model: input_tensors is not supported")
+    if clone_function is None:
+        return type(model).from_config(model.get_config())
+    if isinstance(model, Sequential):
+        clone = Sequential(name=model.name)
+        if model._input is not None:
+            clone.add(Input(shape=model._input.shape[1:], dtype=model._input.dtype))
+        for layer in model.layers:
+            clone.add(clone_function(layer))
+        return clone
+    raise NotImplementedError("clone_model: clone_function is supported for Sequential models")
+
+
+__all__ = ["Model", "Sequential", "load_model", "model_from_json", "clone_model"]

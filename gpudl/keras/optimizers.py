@@ -13,7 +13,9 @@ rate inside the buffer), which matters when the rate changes: ``learning_rate`` 
 
 from .. import backend, optim
 from ..optim.optimizer import new_state_buffer
+from . import optimizer_rules as rules
 from . import schedules
+from .serialization import Configurable
 
 
 # Keras's base-optimizer options gpudl does not implement, with Keras's defaults: given another
@@ -24,7 +26,7 @@ _UNSUPPORTED = {"clipnorm": None, "clipvalue": None, "global_clipnorm": None, "u
 _HARMLESS = ("name", "jit_compile")
 
 
-class Optimizer:
+class Optimizer(Configurable):
     """A Keras optimizer description; ``build(params)`` gives the gpudl optimizer.
 
     ``learning_rate`` is a float or a ``schedules.LearningRateSchedule`` (evaluated before each
@@ -216,7 +218,70 @@ class _KerasAdagrad(optim.Adagrad):
         param -= group["lr"] * grad / backend.get_array_module(param).sqrt(state_sum + group["eps"])
 
 
-ALL = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}
+class _RuleOptimizer(Optimizer):
+    """A Keras optimizer whose update is one of gpudl.keras.optimizer_rules."""
+
+    rule = None
+
+    def __init__(self, learning_rate, weight_decay, kwargs, **options):
+        super().__init__(learning_rate, kwargs, weight_decay=weight_decay or 0.0, **options)
+
+    def make(self, params):
+        return type(self).rule(params, lr=self.learning_rate, **self.options)
+
+
+class _AdamFamily(_RuleOptimizer):
+    """Adam's arguments and Keras's defaults."""
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 weight_decay=None, **kwargs):
+        super().__init__(learning_rate, weight_decay, kwargs, betas=(beta_1, beta_2),
+                         eps=epsilon)
+
+
+class Adamax(_AdamFamily):
+    """Keras's Adamax (Adam with the infinity norm); see optimizer_rules.KerasAdamax."""
+
+    rule = rules.KerasAdamax
+
+
+class Nadam(_AdamFamily):
+    """Keras's Nadam (Adam with Nesterov momentum); see optimizer_rules.KerasNadam."""
+
+    rule = rules.KerasNadam
+
+
+class Adadelta(_RuleOptimizer):
+    """Keras's Adadelta (``learning_rate=1e-3``, ``rho=0.95``); see
+    optimizer_rules.KerasAdadelta."""
+
+    rule = rules.KerasAdadelta
+
+    def __init__(self, learning_rate=1e-3, rho=0.95, epsilon=1e-7, weight_decay=None,
+                 **kwargs):
+        super().__init__(learning_rate, weight_decay, kwargs, rho=rho, eps=epsilon)
+
+
+class Lion(_RuleOptimizer):
+    """Keras's Lion (sign of interpolated momentum); see optimizer_rules.KerasLion."""
+
+    rule = rules.KerasLion
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.99, weight_decay=None,
+                 **kwargs):
+        if not 0 < beta_1 <= 1:
+            raise ValueError(f"Lion: beta_1 must be in (0, 1], got {beta_1!r}")
+        super().__init__(learning_rate, weight_decay, kwargs, betas=(beta_1, beta_2))
+
+
+class Lamb(_AdamFamily):
+    """Keras's Lamb (Adam scaled by a per-weight trust ratio); see optimizer_rules.KerasLamb."""
+
+    rule = rules.KerasLamb
+
+
+ALL = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad,
+       "adamax": Adamax, "nadam": Nadam, "adadelta": Adadelta, "lion": Lion, "lamb": Lamb}
 
 
 def named(name):

@@ -1,8 +1,10 @@
 """Keras's weight regularizers: ``kernel_regularizer=regularizers.l2(1e-4)`` adds
 ``1e-4 * sum(kernel ** 2)`` to the training loss (L1: ``sum(|w|)``), as Keras does."""
 
+from .serialization import Configurable
 
-class Regularizer:
+
+class Regularizer(Configurable):
     def __call__(self, weight):
         raise NotImplementedError
 

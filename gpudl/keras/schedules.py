@@ -4,8 +4,10 @@ counting the updates made so far (0 for the first), as Keras's optimizers do."""
 
 import math
 
+from .serialization import Configurable
 
-class LearningRateSchedule:
+
+class LearningRateSchedule(Configurable):
     """Base class: a subclass defines ``__call__(self, step)`` -> the learning rate."""
 
     def __call__(self, step):

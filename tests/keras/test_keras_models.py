@@ -355,8 +355,6 @@ def test_inputs_of_any_numeric_dtype_are_cast_as_keras(rng):
     assert all(o.dtype == np.float32 for o in outputs)
     for other in outputs[1:]:
         np.testing.assert_allclose(other, outputs[0], rtol=1e-5)
-    with pytest.raises(NotImplementedError, match="save_weights"):
-        model.save("model.keras")
 
 
 def test_weight_regularizers_add_to_the_loss(rng):
@@ -371,8 +369,20 @@ def test_weight_regularizers_add_to_the_loss(rng):
     assert model.evaluate(x, y, verbose=0) == pytest.approx(expected, rel=1e-5)
     assert model.fit(x, y, batch_size=16, verbose=0).history["loss"][0] == \
         pytest.approx(expected, rel=1e-5)
-    with pytest.raises(NotImplementedError, match="activity_regularizer"):
-        layers.Dense(3, activity_regularizer="l2")
+
+
+def test_activity_regularizers_add_their_term_per_sample(rng):
+    """Keras 3: the outputs' l2 term divided by the batch size, in the training loss."""
+    from gpudl.keras import regularizers
+    model = Sequential([layers.Dense(3, input_shape=(4,),
+                                     activity_regularizer=regularizers.l2(0.1)),
+                        layers.Dense(1)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.0), loss="mse")
+    x, y = rng.standard_normal((16, 4)), rng.standard_normal((16, 1))
+    hidden = x.astype(np.float32) @ model.layers[0].get_weights()[0]
+    expected = np.mean((model.predict(x) - y) ** 2) + 0.1 * (hidden ** 2).sum() / 16
+    assert model.fit(x, y, batch_size=16, verbose=0).history["loss"][0] == \
+        pytest.approx(expected, rel=1e-5)
 
 
 def test_metric_objects_log_under_their_names(rng):

@@ -44,9 +44,7 @@ class Attention(Layer):
         key = inputs[2] if len(inputs) == 3 else value
         query_mask, value_mask = (list(mask) + [None, None])[:2] if mask is not None else \
             (None, None)
-        scores = query @ key.transpose(-1, -2)                 # (N, Tq, Tv)
-        if self.use_scale:
-            scores = scores * self.scale
+        scores = self.scores(query, key)                       # (N, Tq, Tv)
         if value_mask is not None:
             scores = scores.masked_fill(value_mask[:, None, :] == 0, float("-inf"))
         weights = _masked_softmax(scores, use_causal_mask)
@@ -57,6 +55,31 @@ class Attention(Layer):
         if query_mask is not None:
             out = out * query_mask[:, :, None].astype(out.dtype)
         return [out, weights] if return_attention_scores else out
+
+    def scores(self, query, key):
+        """Luong's ``query @ key^T`` (times the learned scale)."""
+        scores = query @ key.transpose(-1, -2)
+        return scores * self.scale if self.use_scale else scores
+
+
+class AdditiveAttention(Attention):
+    """Bahdanau-style attention: scores ``sum(scale * tanh(query_i + key_j))`` over the
+    features (``scale`` a learned vector with ``use_scale``, Keras's default); then as
+    Attention (``[query, value]`` or ``[query, value, key]``, masks, dropout)."""
+
+    def __init__(self, use_scale=True, dropout=0.0, **kwargs):
+        super().__init__(use_scale=False, dropout=dropout, **kwargs)
+        self.use_additive_scale = use_scale
+
+    def build(self, input_shape):
+        if self.use_additive_scale:
+            self.add_weight("scale", (input_shape[0][-1],), "glorot_uniform")
+
+    def scores(self, query, key):
+        features = (query[:, :, None, :] + key[:, None, :, :]).tanh()    # (N, Tq, Tv, dim)
+        if self.use_additive_scale:
+            features = features * self.scale
+        return features.sum(dim=-1)
 
 
 class MultiHeadAttention(Layer):

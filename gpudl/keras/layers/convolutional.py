@@ -137,9 +137,12 @@ class Conv2DTranspose(_Conv):
     def __init__(self, filters, kernel_size, strides=1, padding="valid", output_padding=None,
                  **kwargs):
         super().__init__(filters, kernel_size, strides=strides, padding=padding, **kwargs)
+        if self.padding == "causal":
+            raise ValueError(f"{type(self).__name__}: padding must be 'valid' or 'same', got "
+                             "'causal'")
         self.output_padding = None if output_padding is None else tuple(
-            int(p) for p in ((output_padding,) * 2 if isinstance(output_padding, numbers.Integral)
-                             else output_padding))
+            int(p) for p in ((output_padding,) * self.rank
+                             if isinstance(output_padding, numbers.Integral) else output_padding))
         if self.output_padding and any(not 0 <= p < s for p, s in
                                        zip(self.output_padding, self.strides)):
             raise ValueError(f"Conv2DTranspose: output_padding {self.output_padding} must be "
@@ -152,22 +155,21 @@ class Conv2DTranspose(_Conv):
         if self.use_bias:
             self.add_weight("bias", (self.filters,), self.bias_initializer)
 
-    def _size(self, n, k, s, d, i):
-        effective = (k - 1) * d + 1
-        if self.output_padding is not None:
-            pad = k // 2 if self.padding == "same" else 0
-            return (n - 1) * s + effective - 2 * pad + self.output_padding[i]
-        return n * s if self.padding == "same" else n * s + max(effective - s, 0)
-
     def call(self, inputs):
         check_ndim(self, inputs, 4)
-        x = _to_nchw(inputs, self.data_format)
-        full = F.conv_transpose2d(x, self.kernel.permute(3, 2, 0, 1), stride=self.strides,
-                                  dilation=self.dilation_rate)
-        for i, (n, k, s, d) in enumerate(zip(x.shape[2:], self.kernel_size, self.strides,
-                                             self.dilation_rate)):
+        out = self._transpose2d(_to_nchw(inputs, self.data_format), self.kernel,
+                                self.kernel_size, self.strides, self.dilation_rate,
+                                self.output_padding)
+        return self.activation(_from_nchw(out, self.data_format))
+
+    def _transpose2d(self, x, kernel, kernel_size, strides, dilation, output_padding):
+        """NCHW x, Keras (kh, kw, out, in) kernel -> NCHW output with bias (Keras's sizes)."""
+        full = F.conv_transpose2d(x, kernel.permute(3, 2, 0, 1), stride=strides,
+                                  dilation=dilation)
+        for i, (n, k, s, d) in enumerate(zip(x.shape[2:], kernel_size, strides, dilation)):
             axis = 2 + i
-            size = self._size(n, k, s, d, i)
+            size = _transposed_size(n, k, s, d, self.padding,
+                                    None if output_padding is None else output_padding[i])
             # the forward conv on `size` pads `start` before: crop that much from the front
             start = same_padding(size, k, s, d)[0] if self.padding == "same" else 0
             extra = start + size - full.shape[axis]             # k < s: zeros at the end
@@ -180,7 +182,83 @@ class Conv2DTranspose(_Conv):
             full = full[tuple(index)]
         if self.use_bias:
             full = full + self.bias.reshape(1, -1, 1, 1)
-        return self.activation(_from_nchw(full, self.data_format))
+        return full
+
+
+def _transposed_size(n, k, s, d, padding, output_padding):
+    """Keras's output length of a transposed convolution along one axis."""
+    effective = (k - 1) * d + 1
+    if output_padding is not None:
+        pad = k // 2 if padding == "same" else 0
+        return (n - 1) * s + effective - 2 * pad + output_padding
+    return n * s if padding == "same" else n * s + max(effective - s, 0)
+
+
+class Conv1DTranspose(Conv2DTranspose):
+    """Transposed 1-D convolution: (N, L, C) -> (N, L', filters); kernel (k, filters, in);
+    output lengths as Conv2DTranspose's."""
+
+    rank = 1
+
+    def call(self, inputs):
+        check_ndim(self, inputs, 3)
+        x = inputs.permute(0, 2, 1) if self.data_format == "channels_last" else inputs
+        padding = None if self.output_padding is None else (0,) + self.output_padding
+        out = self._transpose2d(x[:, :, None, :], self.kernel[None], (1,) + self.kernel_size,
+                                (1,) + self.strides, (1,) + self.dilation_rate,
+                                padding)[:, :, 0, :]
+        return self.activation(out.permute(0, 2, 1) if self.data_format == "channels_last"
+                               else out)
+
+
+class DepthwiseConv2D(_Conv):
+    """Each input channel convolved with its own ``depth_multiplier`` filters: (N, H, W, C)
+    -> (N, H', W', C * depth_multiplier), output channel ``c * depth_multiplier + m``; kernel
+    (kh, kw, C, depth_multiplier), Keras's weight ``kernel``."""
+
+    def __init__(self, kernel_size, strides=1, padding="valid", depth_multiplier=1,
+                 data_format=None, dilation_rate=1, activation=None, use_bias=True,
+                 depthwise_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        check_positive_int(type(self).__name__, depth_multiplier=depth_multiplier)
+        super().__init__(1, kernel_size, strides=strides, padding=padding,
+                         data_format=data_format, dilation_rate=dilation_rate,
+                         activation=activation, use_bias=use_bias,
+                         kernel_initializer=depthwise_initializer,
+                         bias_initializer=bias_initializer, **kwargs)
+        self.depth_multiplier = int(depth_multiplier)
+
+    def build(self, input_shape):
+        channels = input_shape[-1 if self.data_format == "channels_last" else 1]
+        self.groups = channels
+        self.add_weight("kernel", self.kernel_size + (channels, self.depth_multiplier),
+                        self.kernel_initializer)
+        if self.use_bias:
+            self.add_weight("bias", (channels * self.depth_multiplier,), self.bias_initializer)
+
+    def grouped_kernel(self):
+        """(..., C, m) -> (..., 1, C * m): the kernel of a convolution with C groups."""
+        return self.kernel.reshape(tuple(self.kernel.shape[:-2]) + (1, -1))
+
+    def call(self, inputs):
+        check_ndim(self, inputs, 4)
+        out = self._conv2d(_to_nchw(inputs, self.data_format), self.grouped_kernel(),
+                           self.strides, self.dilation_rate)
+        return self.activation(_from_nchw(out, self.data_format))
+
+
+class DepthwiseConv1D(DepthwiseConv2D):
+    """Depthwise 1-D convolution: (N, L, C) -> (N, L', C * depth_multiplier); kernel
+    (k, C, depth_multiplier)."""
+
+    rank = 1
+
+    def call(self, inputs):
+        check_ndim(self, inputs, 3)
+        x = inputs.permute(0, 2, 1) if self.data_format == "channels_last" else inputs
+        out = self._conv2d(x[:, :, None, :], self.grouped_kernel()[None], (1,) + self.strides,
+                           (1,) + self.dilation_rate)[:, :, 0, :]
+        return self.activation(out.permute(0, 2, 1) if self.data_format == "channels_last"
+                               else out)
 
 
 class _Pooling2D(Layer):
@@ -279,6 +357,14 @@ class GlobalAveragePooling1D(GlobalAveragePooling2D):
 
 class GlobalMaxPooling1D(GlobalMaxPooling2D):
     spatial_dims = 1
+
+
+class GlobalAveragePooling3D(GlobalAveragePooling2D):
+    spatial_dims = 3
+
+
+class GlobalMaxPooling3D(GlobalMaxPooling2D):
+    spatial_dims = 3
 
 
 class UpSampling2D(Layer):

@@ -8,6 +8,7 @@ from ... import creation, functions
 from ...nn import functional as F
 from .. import activations
 from ..engine import Layer
+from ..serialization import deserialize_function
 
 
 def check_positive_int(where, **values):
@@ -219,6 +220,41 @@ class Lambda(Layer):
     def call(self, inputs):
         return self.function(inputs)
 
+    @classmethod
+    def from_config(cls, config):
+        """A saved function is a registered name (``register_keras_serializable``)."""
+        function = config["function"]
+        if isinstance(function, str):
+            found = deserialize_function(function)
+            if found is None:
+                raise ValueError(f"Lambda.from_config: unknown function {function!r}; pass it "
+                                 "in custom_objects= or register it")
+            config = dict(config, function=found)
+        return cls(**config)
+
+
+class ElementwiseOperation(Layer):
+    """What ``a + b``, ``a * 2.0``, ``1 - a`` ... on KerasTensors become: ``operation``
+    ('add', 'subtract', 'multiply', 'divide') of two inputs, or of one input and ``constant``
+    (on the left when ``reflected``); savable, unlike a Lambda."""
+
+    def __init__(self, operation, constant=None, reflected=False, **kwargs):
+        super().__init__(**kwargs)
+        if operation not in _OPERATIONS:
+            raise ValueError(f"ElementwiseOperation: operation must be one of "
+                             f"{sorted(_OPERATIONS)}, got {operation!r}")
+        self.operation, self.constant, self.reflected = operation, constant, reflected
+
+    def call(self, inputs):
+        fn = _OPERATIONS[self.operation]
+        if isinstance(inputs, (list, tuple)):
+            return fn(inputs[0], inputs[1])
+        return fn(self.constant, inputs) if self.reflected else fn(inputs, self.constant)
+
+
+_OPERATIONS = {"add": lambda a, b: a + b, "subtract": lambda a, b: a - b,
+               "multiply": lambda a, b: a * b, "divide": lambda a, b: a / b}
+
 
 class _Merge(Layer):
     """A layer over a list of same-shaped inputs."""
@@ -266,12 +302,81 @@ class Average(Add):
         return super().merge(inputs) / len(inputs)
 
 
-class Maximum(_Merge):
+class _Fold(_Merge):
+    """``pair`` applied left to right over the inputs."""
+
+    pair = None
+
     def merge(self, inputs):
         out = inputs[0]
         for x in inputs[1:]:
-            out = functions.maximum(out, x)
+            out = type(self).pair(out, x)
         return out
+
+
+class Maximum(_Fold):
+    pair = staticmethod(functions.maximum)
+
+
+class Minimum(_Fold):
+    pair = staticmethod(functions.minimum)
+
+
+class Dot(_Merge):
+    """Keras's batched dot product of two inputs: sums ``x1``'s axis ``axes[0]`` against
+    ``x2``'s ``axes[1]`` (an int for both), per sample; with ``normalize`` each input is first
+    L2-normalised along it (the cosine). Two (N, d) inputs give (N, 1)."""
+
+    def __init__(self, axes, normalize=False, **kwargs):
+        super().__init__(**kwargs)
+        self.axes = (axes, axes) if isinstance(axes, numbers.Integral) else tuple(axes)
+        if len(self.axes) != 2 or not all(isinstance(a, numbers.Integral) for a in self.axes):
+            raise ValueError(f"Dot: axes must be an int or two ints, got {axes!r}")
+        self.normalize = normalize
+
+    def merge(self, inputs):
+        if len(inputs) != 2:
+            raise ValueError(f"{self.name}: Dot takes exactly 2 inputs")
+        x1, x2 = inputs
+        a1, a2 = (a % x.ndim for a, x in zip(self.axes, (x1, x2)))
+        if 0 in (a1, a2):
+            raise ValueError(f"{self.name}: axes {self.axes} include the batch axis")
+        if x1.shape[a1] != x2.shape[a2]:
+            raise ValueError(f"{self.name}: axis {a1} of shape {tuple(x1.shape)} and axis {a2} "
+                             f"of shape {tuple(x2.shape)} differ")
+        if self.normalize:
+            # Keras: x / sqrt(max(sum(x ** 2), 1e-12)), i.e. x / max(|x|, 1e-6)
+            x1, x2 = F.normalize(x1, dim=a1, eps=1e-6), F.normalize(x2, dim=a2, eps=1e-6)
+        rest1 = [x1.shape[d] for d in range(1, x1.ndim) if d != a1]
+        rest2 = [x2.shape[d] for d in range(1, x2.ndim) if d != a2]
+        left = x1.moveaxis(a1, -1).reshape(x1.shape[0], -1, x1.shape[a1])     # (N, p, k)
+        right = x2.moveaxis(a2, 1).reshape(x2.shape[0], x2.shape[a2], -1)     # (N, k, q)
+        out = (left @ right).reshape([x1.shape[0]] + rest1 + rest2)
+        return out.reshape(x1.shape[0], 1) if out.ndim == 1 else out
+
+
+class Identity(Layer):
+    """Passes its input on unchanged."""
+
+    supports_masking = True
+
+    def call(self, inputs):
+        return inputs
+
+
+class Masking(Layer):
+    """Marks the time steps whose features all equal ``mask_value`` as padding: they become
+    zeros, and the mask (N, T) reaches the recurrent layers that follow (which skip them)."""
+
+    def __init__(self, mask_value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_value = mask_value
+
+    def call(self, inputs):
+        return inputs * self.compute_mask(inputs).unsqueeze(-1).astype(inputs.dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        return (inputs != self.mask_value).any(dim=-1)
 
 
 def concatenate(inputs, axis=-1, **kwargs):
@@ -292,3 +397,15 @@ def subtract(inputs, **kwargs):
 
 def average(inputs, **kwargs):
     return Average(**kwargs)(inputs)
+
+
+def maximum(inputs, **kwargs):
+    return Maximum(**kwargs)(inputs)
+
+
+def minimum(inputs, **kwargs):
+    return Minimum(**kwargs)(inputs)
+
+
+def dot(inputs, axes=-1, normalize=False, **kwargs):
+    return Dot(axes=axes, normalize=normalize, **kwargs)(inputs)

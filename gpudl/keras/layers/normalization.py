@@ -148,3 +148,71 @@ class Normalization(Layer):
                 device=inputs.device) for v in self.given)
         scale = variance.sqrt().clip(1e-7, None)
         return mean + inputs * scale if self.invert else (inputs - mean) / scale
+
+
+class GroupNormalization(Layer):
+    """Normalise each sample over groups of channels (``axis``, the last by default): ``groups``
+    groups, each over its channels and every spatial position; Keras's ``epsilon=1e-3``;
+    gamma, beta per channel."""
+
+    supports_masking = True
+
+    def __init__(self, groups=32, axis=-1, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+            raise ValueError(f"GroupNormalization: groups must be a positive int, got "
+                             f"{groups!r}")
+        self.groups, self.axis, self.epsilon = int(groups), axis, float(epsilon)
+        self.center, self.scale = center, scale
+        self.initializers = gamma_initializer, beta_initializer
+
+    def build(self, input_shape):
+        channels = input_shape[self.axis]
+        if channels % self.groups:
+            raise ValueError(f"GroupNormalization: {channels} channels (axis {self.axis}) are "
+                             f"not a multiple of groups={self.groups}")
+        if self.scale:
+            self.add_weight("gamma", (channels,), self.initializers[0])
+        if self.center:
+            self.add_weight("beta", (channels,), self.initializers[1])
+
+    def call(self, inputs):
+        x = inputs.moveaxis(self.axis % inputs.ndim, 1)             # channels first
+        out = F.group_norm(x, self.groups, self.gamma if self.scale else None,
+                           self.beta if self.center else None, eps=self.epsilon)
+        return out.moveaxis(1, self.axis % inputs.ndim)
+
+
+class UnitNormalization(Layer):
+    """Each sample divided by its L2 norm over ``axis``: ``x / sqrt(max(sum(x ** 2),
+    1e-12))``."""
+
+    supports_masking = True
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
+
+    def call(self, inputs):
+        squares = (inputs * inputs).sum(dim=self.axis, keepdim=True)
+        return inputs * squares.clip(1e-12, None).rsqrt()
+
+
+class RMSNormalization(Layer):
+    """``x / sqrt(mean(x ** 2 over axis) + epsilon) * scale`` (Keras's ``epsilon=1e-6``; a
+    learned ``scale`` over ``axis``, ones)."""
+
+    def __init__(self, axis=-1, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = sorted(axis) if isinstance(axis, (list, tuple)) else [axis]
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        self.add_weight("scale", tuple(input_shape[a] for a in self.axis), "ones")
+
+    def call(self, inputs):
+        axes = tuple(a % inputs.ndim for a in self.axis)
+        shape = [inputs.shape[d] if d in axes else 1 for d in range(inputs.ndim)]
+        rms = ((inputs * inputs).mean(dim=axes, keepdim=True) + self.epsilon).rsqrt()
+        return inputs * rms * self.scale.reshape(shape)
