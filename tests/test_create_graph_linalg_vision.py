@@ -1,0 +1,112 @@
+"""create_graph=True for the linear algebra and the vision ops merged beside it (gpudl.linalg's
+Functions, conv3d / conv_transpose3d): the first gradient and the gradient of a scalar of it
+against torch 2.13, float64, fresh random well-conditioned inputs (see test_create_graph),
+gradgradcheck on a few, and the refusals by name."""
+
+import numpy as np
+import pytest
+import torch
+
+import gpudl as gd
+from test_create_graph import check_second_order
+
+
+def _square(m, a):
+    """A well-conditioned square matrix from a random one."""
+    return a + 4 * m.eye(a.shape[-1], dtype=a.dtype)
+
+
+def _spd(m, a):
+    """A symmetric positive definite matrix."""
+    return a @ a.mT + a.shape[-1] * m.eye(a.shape[-1], dtype=a.dtype)
+
+
+def _symmetric(a):
+    return a + a.mT
+
+
+def _lower(m, a):
+    return a.tril(-1) + m.eye(a.shape[-1], dtype=a.dtype) * (2 + a.diagonal(0, -2, -1).abs()
+                                                             .unsqueeze(-1))
+
+
+# name -> (f(module, *inputs), input shapes); f runs on gpudl and on torch. Decompositions enter
+# through sign-invariant functions of their factors (U * U, V diag(s) ...).
+CASES = {
+    "det": (lambda m, a: m.linalg.det(_square(m, a)) ** 2, [(2, 3, 3)]),
+    "det_plain_name": (lambda m, a: m.det(_square(m, a)) * a.sum(), [(4, 4)]),
+    "slogdet": (lambda m, a: m.linalg.slogdet(_square(m, a))[1] ** 2, [(2, 3, 3)]),
+    "logdet_spd": (lambda m, a: m.logdet(_spd(m, a)) ** 2, [(4, 4)]),
+    "inv": (lambda m, a: m.linalg.inv(_square(m, a)) ** 2, [(2, 3, 3)]),
+    "inv_ex": (lambda m, a: m.linalg.inv_ex(_square(m, a))[0] ** 2, [(3, 3)]),
+    "solve": (lambda m, a, b: m.linalg.solve(_square(m, a), b) ** 2, [(2, 3, 3), (2, 3, 2)]),
+    "solve_broadcast_vector": (lambda m, a, b: m.linalg.solve(_square(m, a), b) ** 2,
+                               [(2, 3, 3), (3,)]),
+    "solve_right": (lambda m, a, b: m.linalg.solve(_square(m, a), b, left=False) ** 2,
+                    [(3, 3), (2, 3)]),
+    "solve_triangular_lower": (
+        lambda m, a, b: m.linalg.solve_triangular(_lower(m, a), b, upper=False) ** 2,
+        [(3, 3), (3, 2)]),
+    "solve_triangular_upper_unit": (
+        lambda m, a, b: m.linalg.solve_triangular(_lower(m, a).mT, b, upper=True,
+                                                  unitriangular=True) ** 2, [(3, 3), (3, 2)]),
+    "cholesky": (lambda m, a: m.linalg.cholesky(_spd(m, a)) ** 3, [(2, 3, 3)]),
+    "cholesky_upper": (lambda m, a: m.linalg.cholesky(_spd(m, a), upper=True) ** 3, [(3, 3)]),
+    "cholesky_solve": (lambda m, a, b: m.cholesky_solve(b, m.linalg.cholesky(_spd(m, a))) ** 2,
+                       [(3, 3), (3, 2)]),
+    "gaussian_log_likelihood": (
+        lambda m, a, x: (m.linalg.solve_triangular(m.linalg.cholesky(_spd(m, a)), x.unsqueeze(-1),
+                                                   upper=False) ** 2).sum()
+        + 2 * m.linalg.cholesky(_spd(m, a)).diagonal().log().sum(), [(3, 3), (3,)]),
+    "qr_tall": (lambda m, a: (m.linalg.qr(a)[0] ** 2).sum(-1) + (m.linalg.qr(a)[1] ** 4).sum(),
+                [(4, 3)]),
+    "qr_wide": (lambda m, a: (m.linalg.qr(a)[0] ** 2).sum() * (m.linalg.qr(a)[1] ** 3).sum(),
+                [(3, 4)]),
+    "svd": (lambda m, a: (m.linalg.svd(a, full_matrices=False)[0] ** 4).sum(-2)
+            * m.linalg.svd(a, full_matrices=False)[1] + (m.linalg.svd(
+                a, full_matrices=False)[2] ** 4).sum(), [(4, 3)]),
+    "svd_values_only": (lambda m, a: m.linalg.svd(a, full_matrices=False)[1] ** 3, [(3, 4)]),
+    "svdvals": (lambda m, a: m.linalg.svdvals(a) ** 3, [(2, 4, 3)]),
+    "matrix_norm_nuclear": (lambda m, a: m.linalg.matrix_norm(a, "nuc") ** 2, [(3, 4)]),
+    "matrix_norm_2": (lambda m, a: m.linalg.matrix_norm(a, 2) ** 2, [(4, 3)]),
+    "eigh": (lambda m, a: m.linalg.eigh(_symmetric(a))[0] ** 3
+             + (m.linalg.eigh(_symmetric(a))[1] ** 4).sum(-2), [(2, 3, 3)]),
+    "eigh_upper": (lambda m, a: (m.linalg.eigh(_symmetric(a), UPLO="U")[1] ** 4).sum(-2)
+                   * m.linalg.eigh(_symmetric(a), UPLO="U")[0], [(4, 4)]),
+    "eigvalsh": (lambda m, a: m.linalg.eigvalsh(_symmetric(a)) ** 3, [(2, 3, 3)]),
+    "pinv_tall": (lambda m, a: m.linalg.pinv(a) ** 2, [(4, 3)]),
+    "pinv_wide": (lambda m, a: m.linalg.pinv(a) ** 2, [(2, 3, 4)]),
+    "matrix_exp": (lambda m, a: m.linalg.matrix_exp(a * 0.5) ** 2, [(2, 3, 3)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_second_order_matches_torch(name):
+    f, shapes = CASES[name]
+    check_second_order(lambda *xs: f(gd, *xs), lambda *xs: f(torch, *xs), *shapes,
+                       seed=sum(map(ord, name)))
+
+
+@pytest.mark.parametrize("f, shapes", [
+    (lambda a: gd.linalg.slogdet(_square(gd, a))[1] + gd.linalg.inv(_square(gd, a)).sum(),
+     [(3, 3)]),
+    (lambda a, b: gd.linalg.solve(gd.linalg.cholesky(_spd(gd, a)), b), [(3, 3), (3, 2)]),
+    (lambda a: gd.linalg.eigh(_symmetric(a))[0] * gd.linalg.svdvals(a), [(3, 3)]),
+])
+def test_gradgradcheck(f, shapes):
+    rng = np.random.default_rng(len(shapes) + shapes[0][0])
+    xs = [gd.tensor(rng.standard_normal(s), requires_grad=True) for s in shapes]
+    assert gd.autograd.gradgradcheck(f, tuple(xs))
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda x: gd.linalg.det(x * gd.tensor([[1.0, 1.0], [0.0, 0.0]], dtype=gd.float64)),
+     "singular"),
+    (lambda x: gd.linalg.qr(x, mode="r")[1], "mode='r'"),
+])
+def test_refused_by_name_with_nothing_changed(build, name):
+    x = gd.tensor(np.random.default_rng(3).standard_normal((2, 2)) + 0.1, requires_grad=True)
+    out = build(x).sum()
+    with pytest.raises(NotImplementedError, match=name):
+        gd.autograd.grad(out, [x], create_graph=True)
+    assert x.grad is None
