@@ -77,6 +77,21 @@ CASES = {
     "pinv_tall": (lambda m, a: m.linalg.pinv(a) ** 2, [(4, 3)]),
     "pinv_wide": (lambda m, a: m.linalg.pinv(a) ** 2, [(2, 3, 4)]),
     "matrix_exp": (lambda m, a: m.linalg.matrix_exp(a * 0.5) ** 2, [(2, 3, 3)]),
+    # 3-D convolutions (ops/conv_nd.py)
+    "conv3d": (lambda m, x, w, b: m.nn.functional.conv3d(x, w, b) ** 2,
+               [(2, 2, 4, 3, 4), (3, 2, 2, 2, 2), (3,)]),
+    "conv3d_stride_padding_dilation_groups": (
+        lambda m, x, w: m.nn.functional.conv3d(x, w, stride=(2, 1, 2), padding=(1, 0, 1),
+                                               dilation=(1, 2, 1), groups=2) ** 2,
+        [(1, 4, 5, 5, 4), (2, 2, 2, 2, 3)]),
+    "conv3d_unbatched_same": (lambda m, x, w: m.nn.functional.conv3d(x, w, padding="same") ** 2,
+                              [(2, 3, 4, 3), (2, 2, 3, 3, 1)]),
+    "conv_transpose3d": (lambda m, x, w, b: m.nn.functional.conv_transpose3d(x, w, b) ** 2,
+                         [(2, 2, 3, 2, 3), (2, 3, 2, 2, 2), (3,)]),
+    "conv_transpose3d_strided": (
+        lambda m, x, w: m.nn.functional.conv_transpose3d(
+            x, w, stride=2, padding=1, output_padding=(1, 0, 1), groups=2, dilation=(1, 1, 2))
+        ** 2, [(1, 4, 3, 2, 3), (4, 1, 3, 2, 2)]),
 }
 
 
@@ -92,6 +107,8 @@ def test_second_order_matches_torch(name):
      [(3, 3)]),
     (lambda a, b: gd.linalg.solve(gd.linalg.cholesky(_spd(gd, a)), b), [(3, 3), (3, 2)]),
     (lambda a: gd.linalg.eigh(_symmetric(a))[0] * gd.linalg.svdvals(a), [(3, 3)]),
+    (lambda x, w: gd.nn.functional.conv3d(x, w, padding=1).sigmoid(),
+     [(1, 1, 3, 2, 3), (2, 1, 2, 2, 2)]),
 ])
 def test_gradgradcheck(f, shapes):
     rng = np.random.default_rng(len(shapes) + shapes[0][0])
