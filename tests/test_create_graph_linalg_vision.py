@@ -92,6 +92,50 @@ CASES = {
         lambda m, x, w: m.nn.functional.conv_transpose3d(
             x, w, stride=2, padding=1, output_padding=(1, 0, 1), groups=2, dilation=(1, 1, 2))
         ** 2, [(1, 4, 3, 2, 3), (4, 1, 3, 2, 2)]),
+    # vision ops composed of recorded ops (pool_nd, grid_sample, local_response_norm, resample)
+    "max_pool3d": (lambda m, x: m.nn.functional.max_pool3d(x * x, 2, stride=1, padding=1) ** 2,
+                   [(1, 2, 3, 4, 3)]),
+    "avg_pool3d": (lambda m, x: m.nn.functional.avg_pool3d(
+        x * x, (2, 3, 2), stride=2, padding=1, count_include_pad=False) ** 2, [(2, 1, 4, 5, 3)]),
+    "adaptive_pools3d": (lambda m, x: m.nn.functional.adaptive_avg_pool3d(x * x, (2, 3, 2)) ** 2
+                         + m.nn.functional.adaptive_max_pool3d(x ** 3, (2, 3, 2)) ** 2,
+                         [(1, 2, 4, 5, 3)]),
+    "max_unpool2d": (lambda m, x: m.nn.functional.max_unpool2d(
+        *m.nn.functional.max_pool2d(x * x, 2, return_indices=True), 2) ** 2, [(1, 2, 4, 4)]),
+    "max_unpool3d": (lambda m, x: m.nn.functional.max_unpool3d(
+        *m.nn.functional.max_pool3d(x * x, 2, return_indices=True), 2) ** 2, [(1, 1, 4, 2, 4)]),
+    "lp_pool2d": (lambda m, x: m.nn.functional.lp_pool2d(x * x + 0.5, 3, 2) ** 2, [(1, 2, 4, 5)]),
+    "lp_pool3d": (lambda m, x: m.nn.functional.lp_pool3d(x * x + 0.5, 2, 2) ** 2,
+                  [(1, 1, 4, 4, 2)]),
+    "affine_grid": (lambda m, t: m.nn.functional.affine_grid(t * t, (2, 1, 3, 4),
+                                                             align_corners=False) ** 3, [(2, 2, 3)]),
+    "affine_grid_3d": (lambda m, t: m.nn.functional.affine_grid(t * t, (1, 1, 2, 3, 2),
+                                                                align_corners=True) ** 3,
+                       [(1, 3, 4)]),
+    "local_response_norm": (lambda m, x: m.nn.functional.local_response_norm(x, 3, 0.5, 0.75, 1.5),
+                            [(2, 5, 3, 2)]),
+    "fold_unfold": (lambda m, x: m.nn.functional.fold(
+        m.nn.functional.unfold(x, (2, 3), padding=1, stride=(1, 2)) ** 2, (4, 5), (2, 3),
+        padding=1, stride=(1, 2)) ** 2, [(1, 2, 4, 5)]),
+    "interpolate_bilinear": (lambda m, x: m.nn.functional.interpolate(
+        x, scale_factor=(2, 1.5), mode="bilinear", align_corners=False) ** 3, [(1, 2, 3, 2)]),
+    "grid_sample_bilinear": (lambda m, x, g: m.nn.functional.grid_sample(
+        x * x, m.tanh(g), align_corners=False) ** 2, [(1, 2, 4, 5), (1, 3, 2, 2)]),
+    "grid_sample_border_aligned": (lambda m, x, g: m.nn.functional.grid_sample(
+        x * x, g * 1.2, padding_mode="border", align_corners=True) ** 2,
+        [(2, 1, 3, 4), (2, 2, 3, 2)]),
+    "grid_sample_reflection": (lambda m, x, g: m.nn.functional.grid_sample(
+        x * x, g * 1.5, padding_mode="reflection", align_corners=False) ** 2,
+        [(1, 2, 4, 3), (1, 3, 2, 2)]),
+    "grid_sample_bicubic": (lambda m, x, g: m.nn.functional.grid_sample(
+        x * x, m.tanh(g), mode="bicubic", align_corners=False) ** 2, [(1, 1, 4, 5), (1, 2, 2, 2)]),
+    "grid_sample_3d": (lambda m, x, g: m.nn.functional.grid_sample(
+        x * x, m.tanh(g), align_corners=False) ** 2, [(1, 2, 3, 4, 3), (1, 2, 2, 1, 3)]),
+    "affine_grid_sample": (lambda m, x, t: m.nn.functional.grid_sample(
+        x * x, m.nn.functional.affine_grid(t * 0.5, (1, 2, 3, 3), align_corners=False),
+        align_corners=False) ** 2, [(1, 2, 4, 4), (1, 2, 3)]),
+    "conv_transpose1d": (lambda m, x, w: m.nn.functional.conv_transpose1d(x, w, stride=2) ** 2,
+                         [(2, 2, 5), (2, 3, 3)]),
 }
 
 
