@@ -224,3 +224,37 @@ def _matrix_exp(saved, g):
     zeros = a_t * 0
     block = functions.cat([functions.cat([a_t, g], -1), functions.cat([zeros, a_t], -1)], -2)
     return LD.MatrixExp.apply(block)[..., :n, n:]
+
+
+@graph_backward(LU.LUFactor)
+def _lu_factor(saved, glu, gpivots=None):
+    lu, pivots = saved.ctx.saved_tensors
+    m, n = lu.shape[-2:]
+    k = min(m, n)
+    lu_t = saved.output(0, lu)
+    low = lu_t[..., :, :k].tril(-1) + constant(xp_of(lu).eye(m, k, dtype=lu.dtype))   # (m, k)
+    up = lu_t[..., :k, :].triu()                                                  # (k, n)
+    gl, gu = glu[..., :, :k].tril(-1), glu[..., :k, :].triu()
+    if m == n:      # gA = P L^-T [tril(L^T gL, -1) + triu(gU U^T)] U^-T
+        x = (low.mT @ gl).tril(-1) + (gu @ up.mT).triu()
+        x = _solve_triangular(low.mT, x, upper=True, unitriangular=True)
+        x = _solve_triangular(up, x.mT, upper=True).mT
+    elif m < n:     # wide: U = [U1 | U2], U1 square
+        x = (low.mT @ gl - gu @ up.mT).tril(-1)
+        x = _solve_triangular(up[..., :k], x.mT, upper=True).mT
+        x = functions.cat([x + gu[..., :k], gu[..., k:]], -1)
+        x = _solve_triangular(low.mT, x, upper=True, unitriangular=True)
+    else:           # tall: L = [L1; L2], L1 square
+        x = (gu @ up.mT - low.mT @ gl).triu()
+        x = _solve_triangular(low[..., :k, :].mT, x, upper=True, unitriangular=True)
+        x = functions.cat([x + gl[..., :k, :], gl[..., k:, :]], -2)
+        x = _solve_triangular(up, x.mT, upper=True).mT
+    return _rows_permuted_back(x, pivots)
+
+
+def _rows_permuted_back(x, pivots):
+    """P^T x for the LU pivots (lu.permute_rows(..., inverse=True) on a Tensor), recorded."""
+    xp = xp_of(pivots)
+    perm = xp.argsort(LU.permutation_of(pivots, x.shape[-2]), -1)
+    index = xp.broadcast_to(perm[..., None], x.shape)
+    return x.gather(-2, constant(xp.ascontiguousarray(index)))
