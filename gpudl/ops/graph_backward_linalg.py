@@ -13,6 +13,7 @@ the input.
 from .. import functions
 from ..higher_order import graph_backward
 from . import linalg_decomp as LD
+from . import lapack
 from . import lu as LU
 from ._util import xp_of
 from .graph_backward import constant, sum_to
@@ -39,21 +40,31 @@ def _reached(g):
     return g.requires_grad or bool(g._data.any())
 
 
-def _nonzero_det(ctx):
-    a, d = ctx.saved_tensors
-    if a.shape[-1] and not bool(xp_of(d).all(d != 0)):
-        return "det of a singular matrix"
-    return None
-
-
-@graph_backward(LD.Det, unsupported=_nonzero_det)
+@graph_backward(LD.Det)
 def _det(saved, g):
     a, d = saved.ctx.saved_tensors
     a_t = saved.input(0, a)
     if a.shape[-1] == 0:
         return a_t * 0
+    if not bool(xp_of(d).all(d != 0)):      # some matrix singular: the cofactors, from the SVD
+        return g.unsqueeze(-1).unsqueeze(-1) * _cofactors(a_t)
     scale = (g * saved.output(0, d)).unsqueeze(-1).unsqueeze(-1)
     return _solve(a_t.mT, scale * _eye(a_t))          # g det(A) A^-T
+
+
+def _cofactors(a):
+    """det(A) A^-T of each matrix, singular ones included: det(U) det(Vh) U diag(product of
+    the other singular values) Vh, recorded (its derivative needs distinct singular values, as
+    torch's)."""
+    u, s, vh = LD.SVD.apply(a, False)
+    sign = constant(lapack.det(u._data) * lapack.det(vh._data))
+    n = s.shape[-1]
+    before, after = [s[..., :1] * 0 + 1], [s[..., :1] * 0 + 1]
+    for i in range(1, n):         # running products (prod() refuses zeros under create_graph)
+        before.append(before[-1] * s[..., i - 1:i])
+        after.append(after[-1] * s[..., n - i:n - i + 1])
+    others = functions.cat(before, -1) * functions.cat(after[::-1], -1)
+    return sign.unsqueeze(-1).unsqueeze(-1) * (u * others.unsqueeze(-2)) @ vh
 
 
 @graph_backward(LD.Slogdet)
