@@ -30,6 +30,8 @@ def _lower(m, a):
                                                              .unsqueeze(-1))
 
 
+_SAMPLES = np.random.default_rng(5).uniform(size=(1, 2, 2))
+
 # name -> (f(module, *inputs), input shapes); f runs on gpudl and on torch. Decompositions enter
 # through sign-invariant functions of their factors (U * U, V diag(s) ...).
 CASES = {
@@ -124,6 +126,8 @@ CASES = {
     "affine_grid_3d": (lambda m, t: m.nn.functional.affine_grid(t * t, (1, 1, 2, 3, 2),
                                                                 align_corners=True) ** 3,
                        [(1, 3, 4)]),
+    "fractional_max_pool2d": (lambda m, x: m.nn.functional.fractional_max_pool2d(
+        x * x, 2, output_size=(3, 4), _random_samples=m.tensor(_SAMPLES)) ** 2, [(1, 2, 6, 7)]),
     "local_response_norm": (lambda m, x: m.nn.functional.local_response_norm(x, 3, 0.5, 0.75, 1.5),
                             [(2, 5, 3, 2)]),
     "fold_unfold": (lambda m, x: m.nn.functional.fold(
