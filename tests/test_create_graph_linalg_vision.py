@@ -71,6 +71,8 @@ CASES = {
     "svd": (lambda m, a: (m.linalg.svd(a, full_matrices=False)[0] ** 4).sum(-2)
             * m.linalg.svd(a, full_matrices=False)[1] + (m.linalg.svd(
                 a, full_matrices=False)[2] ** 4).sum(), [(4, 3)]),
+    "svd_full_matrices": (lambda m, a: (m.linalg.svd(a)[0][..., :3] ** 4).sum(-2)
+                          * m.linalg.svd(a)[1], [(5, 3)]),
     "svd_values_only": (lambda m, a: m.linalg.svd(a, full_matrices=False)[1] ** 3, [(3, 4)]),
     "svdvals": (lambda m, a: m.linalg.svdvals(a) ** 3, [(2, 4, 3)]),
     "matrix_norm_nuclear": (lambda m, a: m.linalg.matrix_norm(a, "nuc") ** 2, [(3, 4)]),
@@ -91,6 +93,16 @@ CASES = {
                 [(3, 5)]),
     "lu_solve": (lambda m, a, b: m.linalg.lu_solve(*m.linalg.lu_factor(_square(m, a)), b) ** 2,
                  [(3, 3), (3, 2)]),
+    "lstsq": (lambda m, a, b: m.linalg.lstsq(a, b).solution ** 2, [(5, 3), (5, 2)]),
+    "triangular_solve": (lambda m, a, b: m.triangular_solve(b, _lower(m, a), upper=False)[0] ** 2,
+                         [(3, 3), (3, 2)]),
+    "cholesky_inverse": (lambda m, a: m.cholesky_inverse(m.linalg.cholesky(_spd(m, a))) ** 2,
+                         [(3, 3)]),
+    "cond": (lambda m, a: m.linalg.cond(_square(m, a)) ** 2, [(2, 3, 3)]),
+    "tensorinv_multi_dot": (lambda m, a, b: m.linalg.multi_dot([m.linalg.tensorinv(
+        _square(m, a), ind=1), b, b.mT]) ** 2, [(3, 3), (3, 2)]),
+    "matrix_power_negative": (lambda m, a: m.linalg.matrix_power(_square(m, a), -2) ** 2,
+                              [(3, 3)]),
     # 3-D convolutions (ops/conv_nd.py)
     "conv3d": (lambda m, x, w, b: m.nn.functional.conv3d(x, w, b) ** 2,
                [(2, 2, 4, 3, 4), (3, 2, 2, 2, 2), (3,)]),
