@@ -181,6 +181,9 @@ def test_second_order_matches_torch(name):
     (lambda a: gd.linalg.eigh(_symmetric(a))[0] * gd.linalg.svdvals(a), [(3, 3)]),
     (lambda x, w: gd.nn.functional.conv3d(x, w, padding=1).sigmoid(),
      [(1, 1, 3, 2, 3), (2, 1, 2, 2, 2)]),
+    (lambda a, x, w: gd.linalg.lu_factor(_square(gd, a))[0].sum()
+     * gd.nn.functional.conv_transpose3d(x, w, stride=2).tanh(),
+     [(2, 2), (1, 1, 2, 1, 2), (1, 1, 2, 2, 1)]),
 ])
 def test_gradgradcheck(f, shapes):
     rng = np.random.default_rng(len(shapes) + shapes[0][0])
