@@ -48,6 +48,7 @@ def _load_graph_backwards():
     """Import the op modules' graph backwards (they register as they load; once)."""
     from .ops import graph_backward, graph_backward_nn, graph_backward_shape  # noqa: F401
     from .ops import graph_backward_math  # noqa: F401  (create-graph-2)
+    from .ops import graph_backward_linalg  # noqa: F401  (create-graph-3)
 
 
 class Saved:

@@ -1,9 +1,9 @@
 """Graph backwards (create_graph=True, see gpudl.higher_order) of the neural-network Functions:
 activations, dropout, losses, normalizations and vector norms, embedding, pooling, attention and
-the 2-D convolutions.
+the convolutions (2-D, and 3-D through ops/conv_nd.py).
 
 The convolution's gradients are themselves convolutions: conv2d's input gradient is
-conv_transpose2d of the output gradient, and its weight gradient is ``Conv2dWeightGrad`` (a
+conv_transpose2d of the output gradient, and its weight gradient is ``ConvWeightGrad`` (a
 Function added here); the three are bilinear forms of one trilinear form, so each one's
 derivatives are the other two and any order can be taken.
 """
@@ -17,6 +17,7 @@ from ..tensor_math import where
 from . import activation as A
 from . import attention as AT
 from . import conv as C
+from . import conv_nd as CN
 from . import cross_entropy as CE
 from . import distance as DI
 from . import dropout as D
@@ -369,25 +370,54 @@ def _attention(saved, gout):
 
 
 # ----------------------------------------------------------------- convolutions
+# 2-D convolutions run kernels/conv.py (Conv2d, ConvTranspose2d), the other spatial ranks
+# ops/conv_nd.py (ConvNd, ConvTransposeNd); both take the same arguments.
+def _conv_functions(x_shape):
+    """(convolution, transposed convolution) Functions for inputs of ``x_shape``."""
+    return (C.Conv2d, C.ConvTranspose2d) if len(x_shape) == 4 else (CN.ConvNd,
+                                                                    CN.ConvTransposeNd)
+
+
+def _conv_conf(ctx):
+    """(stride, padding, dilation, groups) of a convolution or transposed convolution."""
+    if hasattr(ctx, "geo"):
+        return ctx.geo.stride, ctx.geo.padding, ctx.geo.dilation, ctx.geo.groups
+    if len(ctx.conf) == 5:                      # conv_transpose2d's (.., output_padding, ..)
+        stride, padding, _, groups, dilation = ctx.conf
+        return stride, padding, dilation, groups
+    return ctx.conf
+
+
 def _output_padding(x_shape, y_shape, w_shape, stride, padding, dilation):
-    """conv_transpose2d's output_padding that maps conv2d's output shape back to ``x_shape``."""
+    """The transposed convolution's output_padding that maps the convolution's output shape
+    back to ``x_shape``."""
     return tuple(x_shape[2 + i] - ((y_shape[2 + i] - 1) * stride[i] - 2 * padding[i]
-                                   + dilation[i] * (w_shape[2 + i] - 1) + 1) for i in range(2))
+                                   + dilation[i] * (w_shape[2 + i] - 1) + 1)
+                 for i in range(len(x_shape) - 2))
 
 
 def _conv_input_grad(gy, w, x_shape, stride, padding, dilation, groups):
-    """conv2d's input gradient: conv_transpose2d of ``gy`` back to ``x_shape``."""
+    """The convolution's input gradient: the transposed convolution of ``gy`` back to
+    ``x_shape``."""
     extra = _output_padding(x_shape, gy.shape, w.shape, stride, padding, dilation)
-    return C.ConvTranspose2d.apply(gy, w, None, stride, padding, extra, groups, dilation)
+    transposed = _conv_functions(x_shape)[1]
+    return transposed.apply(gy, w, None, stride, padding, extra, groups, dilation)
 
 
-class Conv2dWeightGrad(Function):
-    """conv2d's weight gradient from its input ``x`` and output gradient ``gy``."""
+def _geometry(x, gy, w_shape, conf):
+    return CN.Geometry(x.shape[2:], w_shape[2:], *conf, out=gy.shape[2:])
+
+
+class ConvWeightGrad(Function):
+    """The convolution's weight gradient from its input ``x`` and output gradient ``gy``
+    (any spatial rank)."""
 
     @staticmethod
     def forward(ctx, x, gy, w_shape, conf):
         ctx.save_for_backward(x, gy)
         ctx.conf = conf
+        if x.ndim != 4:
+            return CN.grad_weight(x, gy, _geometry(x, gy, w_shape, conf), w_shape)
         w = xp_of(x).empty(w_shape, x.dtype)         # read for its shape and dtype only
         return kernels.conv.conv2d_backward(x, w, gy, *conf, needs=(False, True, False),
                                             allow_tf32=backends.conv_allows_tf32())[1]
@@ -395,46 +425,51 @@ class Conv2dWeightGrad(Function):
     @staticmethod
     def backward(ctx, gw):
         x, gy = ctx.saved_tensors
+        need_x, need_gy = ctx.needs_input_grad[:2]
+        if x.ndim != 4:
+            geo = _geometry(x, gy, gw.shape, ctx.conf)
+            gx = CN.grad_input(gy, gw, geo, x.shape[1]) if need_x else None
+            return gx, (CN.forward(x, gw, None, geo) if need_gy else None), None, None
         gx, _, _ = kernels.conv.conv2d_backward(x, gw, gy, *ctx.conf,
                                                 needs=(True, False, False),
                                                 allow_tf32=backends.conv_allows_tf32())
         ggy = kernels.conv.conv2d_forward(x, gw, None, *ctx.conf,
                                           allow_tf32=backends.conv_allows_tf32())
-        need_x, need_gy = ctx.needs_input_grad[:2]
         return (gx if need_x else None), (ggy if need_gy else None), None, None
 
 
-@graph_backward(Conv2dWeightGrad)
-def _conv2d_weight_grad(saved, gw):
+@graph_backward(ConvWeightGrad)
+def _conv_weight_grad(saved, gw):
     x, gy = saved.ctx.saved_tensors
     need_x, need_gy = saved.needs_input_grad[:2]
     conf = saved.ctx.conf
+    convolution = _conv_functions(x.shape)[0]
     return (_conv_input_grad(saved.input(1, gy), gw, x.shape, *conf) if need_x else None,
-            C.Conv2d.apply(saved.input(0, x), gw, None, *conf) if need_gy else None,
+            convolution.apply(saved.input(0, x), gw, None, *conf) if need_gy else None,
             None, None)
 
 
 def _bias_grad(gy):
-    return gy.sum((0, 2, 3))
+    return gy.sum((0,) + tuple(range(2, gy.ndim)))
 
 
-@graph_backward(C.Conv2d)
-def _conv2d(saved, gy):
+@graph_backward(C.Conv2d, CN.ConvNd)
+def _conv(saved, gy):
     x, w = saved.ctx.saved_tensors
     nx, nw, nb = saved.needs_input_grad[:3]
-    conf = saved.ctx.conf
+    conf = _conv_conf(saved.ctx)
     gx = _conv_input_grad(gy, saved.input(1, w), x.shape, *conf) if nx else None
-    gw = Conv2dWeightGrad.apply(saved.input(0, x), gy, w.shape, conf) if nw else None
+    gw = ConvWeightGrad.apply(saved.input(0, x), gy, w.shape, conf) if nw else None
     return (gx, gw, _bias_grad(gy) if nb else None, None, None, None, None)
 
 
-@graph_backward(C.ConvTranspose2d)
-def _conv_transpose2d(saved, gy):
-    # y = conv_transpose2d(x, w) is conv2d's input gradient: <gy, y> = <conv2d(gy, w), x>
+@graph_backward(C.ConvTranspose2d, CN.ConvTransposeNd)
+def _conv_transpose(saved, gy):
+    # y = conv_transpose(x, w) is the convolution's input gradient: <gy, y> = <conv(gy, w), x>
     x, w = saved.ctx.saved_tensors
     nx, nw, nb = saved.needs_input_grad[:3]
-    stride, padding, _, groups, dilation = saved.ctx.conf
-    conf = (stride, padding, dilation, groups)
-    gx = C.Conv2d.apply(gy, saved.input(1, w), None, *conf) if nx else None
-    gw = Conv2dWeightGrad.apply(gy, saved.input(0, x), w.shape, conf) if nw else None
+    conf = _conv_conf(saved.ctx)
+    convolution = _conv_functions(x.shape)[0]
+    gx = convolution.apply(gy, saved.input(1, w), None, *conf) if nx else None
+    gw = ConvWeightGrad.apply(gy, saved.input(0, x), w.shape, conf) if nw else None
     return (gx, gw, _bias_grad(gy) if nb else None, None, None, None, None, None)

@@ -281,12 +281,13 @@ class EigvalsH(Function):
     @staticmethod
     def forward(ctx, a, upper):
         w, v = lapack.eigh(a, upper)
-        ctx.save_for_backward(v)
+        ctx.save_for_backward(v, w)         # w and upper: for create_graph's graph backward
+        ctx.upper = upper
         return w
 
     @staticmethod
     def backward(ctx, gw):
-        (v,) = ctx.saved_tensors
+        v, _ = ctx.saved_tensors
         return (v * gw[..., None, :]) @ mT(v), None
 
 
@@ -294,12 +295,12 @@ class Svdvals(Function):
     @staticmethod
     def forward(ctx, a):
         u, s, vh = lapack.svd(a, full_matrices=False)
-        ctx.save_for_backward(u, vh)
+        ctx.save_for_backward(u, vh, s)     # s: for create_graph's graph backward
         return s
 
     @staticmethod
     def backward(ctx, gs):
-        u, vh = ctx.saved_tensors
+        u, vh, _ = ctx.saved_tensors
         return (u * gs[..., None, :]) @ vh
 
 
