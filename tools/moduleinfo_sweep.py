@@ -1,0 +1,203 @@
+"""Bug-hunt report: torch's ModuleInfo samples (common_modules.module_db) over gpudl.nn.
+
+    python tools/moduleinfo_sweep.py [--modules Linear,LSTM,...] [--no-signatures]
+
+For every module_db entry whose class gpudl.nn also has, and each of its samples in train and
+eval mode, the per-sample comparison of tests/test_opinfo_nn.py runs (torch's state dict loaded
+into gpudl's module; outputs, input and parameter gradients and buffers after forward compared).
+This report adds, per sample: the freshly constructed modules' state-dict keys / shapes / dtypes
+and repr; per module: torch's module_error_inputs (construction or forward must be refused).
+Finally, for every gpudl.nn class torch.nn also has, the keyword names of torch's constructor
+gpudl's does not accept (device=, dtype=, padding_mode=, ...).
+
+Prints per module: samples compared, skipped (why), mismatches, crashes. Run from the repository
+root with PYTHONPATH=. ; it needs torch with its test internals (expecttest).
+"""
+
+import argparse
+import collections
+import inspect
+import os
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests"))
+import torch  # noqa: E402
+from torch.testing._internal.common_modules import ModuleErrorEnum  # noqa: E402
+
+import gpudl.nn as gn  # noqa: E402
+import test_opinfo_nn as sweep  # noqa: E402  (the comparison helpers the tests use)
+
+
+def _np_dtype(v):
+    return np.dtype(str(v.dtype).replace("torch.", "")) if isinstance(v, torch.Tensor) \
+        else np.dtype(v.dtype)
+
+
+def _constructed(name, info, ci):
+    """(torch module, gpudl module) from one constructor input, both float64."""
+    leaves = []
+    cargs = tuple(sweep._ctor_to_gd(a, leaves) for a in ci.args)
+    ckw = {k: sweep._ctor_to_gd(v, leaves) for k, v in ci.kwargs.items()}
+    return info.module_cls(*ci.args, **ci.kwargs).double(), getattr(gn, name)(*cargs, **ckw).double()
+
+
+def check_state_dict_and_repr(name, info, ci):
+    """(state-dict mismatch or None, repr mismatch or None) of freshly constructed modules."""
+    tm, gm = _constructed(name, info, ci)
+    t_sd, g_sd = tm.state_dict(), gm.state_dict()
+    problem = None
+    if list(t_sd) != list(g_sd):
+        missing, extra = set(t_sd) - set(g_sd), set(g_sd) - set(t_sd)
+        problem = (f"state_dict keys: missing {sorted(missing)}, extra {sorted(extra)}"
+                   if missing or extra else f"state_dict key order {list(g_sd)} != {list(t_sd)}")
+    else:
+        for k, v in t_sd.items():
+            g = g_sd[k]
+            if tuple(v.shape) != tuple(g.shape) or _np_dtype(v) != _np_dtype(g):
+                problem = (f"state_dict[{k!r}]: {tuple(g.shape)} {_np_dtype(g)} != torch "
+                           f"{tuple(v.shape)} {_np_dtype(v)}")
+                break
+    bad_repr = None if repr(tm) == repr(gm) else f"repr {repr(gm)!r} != torch {repr(tm)!r}"
+    return problem, bad_repr
+
+
+def check_error_input(name, info, ei):
+    """None when gpudl refuses torch's error input where torch does, else a description."""
+    mi = ei.module_error_input
+    ci, fi = mi.constructor_input, mi.forward_input
+    what = f"error input {ei.error_regex!r} ({ei.error_on.name})"
+    try:
+        _, gm = _constructed(name, info, ci)
+    except sweep.ERRORS:
+        return None if ei.error_on == ModuleErrorEnum.CONSTRUCTION_ERROR \
+            else f"{what}: refused at construction, torch only at forward"
+    except Exception as e:  # noqa: BLE001 (the wrong kind of error is a finding)
+        return f"{what}: construction raised {type(e).__name__}: {e}"
+    if ei.error_on == ModuleErrorEnum.CONSTRUCTION_ERROR:
+        return f"{what}: constructed"
+    gin = sweep._to_gd(tuple(fi.args), [])
+    gkw = {k: sweep._to_gd(v, []) for k, v in fi.kwargs.items()}
+    try:
+        gm(*gin, **gkw)
+    except sweep.ERRORS:
+        return None
+    except Exception as e:  # noqa: BLE001
+        return f"{what}: forward raised {type(e).__name__}: {e}"
+    return f"{what}: forward accepted"
+
+
+def sweep_module(name):
+    """Counts and findings of one module: {'compared', 'skipped': Counter, 'mismatches': [...],
+    'crashes': [...], 'state_dict': [...], 'repr': [...], 'errors_checked', 'error_inputs': [...]}."""
+    info = sweep._MODULES[name]
+    r = {"compared": 0, "skipped": collections.Counter(), "mismatches": [], "crashes": [],
+         "state_dict": [], "repr": [], "errors_checked": 0, "error_inputs": []}
+    for training in (True, False):
+        samples = info.module_inputs_func(info, device="cpu", dtype=torch.float64,
+                                          requires_grad=True, training=training)
+        for k, mi in enumerate(samples):
+            ci = mi.constructor_input
+            where = f"training={training} sample {k} {mi.desc!r} {ci.args} {ci.kwargs}"
+            why = sweep._module_departure(ci)
+            if why:
+                r["skipped"][why] += 1
+                continue
+            try:
+                msg = sweep._check_module_sample(name, info, mi, training, seed=k)
+            except sweep.Skip as e:
+                r["skipped"][str(e) or "Skip"] += 1
+                continue
+            except Exception as e:  # noqa: BLE001 (a crash outside forward: construction, load)
+                r["crashes"].append(f"{where}: {type(e).__name__}: {e}")
+                continue
+            r["compared"] += 1
+            if msg:
+                (r["crashes"] if msg.startswith("gpudl raised") else r["mismatches"]).append(
+                    f"{where}: {msg}")
+            if training:                         # construction does not depend on the mode
+                try:
+                    sd, rp = check_state_dict_and_repr(name, info, ci)
+                except Exception as e:  # noqa: BLE001
+                    sd, rp = f"{type(e).__name__}: {e}", None
+                if sd:
+                    r["state_dict"].append(f"{where}: {sd}")
+                if rp:
+                    r["repr"].append(f"{where}: {rp}")
+    if info.module_error_inputs_func is not None:
+        for training in (True, False):
+            for ei in info.module_error_inputs_func(info, device="cpu", dtype=torch.float64,
+                                                    requires_grad=False, training=training):
+                try:
+                    msg = check_error_input(name, info, ei)
+                except sweep.Skip as e:
+                    r["skipped"][f"error input: {e}"] += 1
+                    continue
+                r["errors_checked"] += 1
+                if msg:
+                    r["error_inputs"].append(f"training={training}: {msg}")
+    return r
+
+
+def missing_constructor_kwargs():
+    """{class name: [torch constructor keywords gpudl's constructor does not accept]}."""
+    out = {}
+    for name in sorted(dir(gn)):
+        ours, theirs = getattr(gn, name), getattr(torch.nn, name, None)
+        if not (inspect.isclass(ours) and inspect.isclass(theirs)
+                and issubclass(theirs, torch.nn.Module)):
+            continue
+        try:
+            g_params = inspect.signature(ours.__init__).parameters
+            t_params = inspect.signature(theirs.__init__).parameters
+        except (TypeError, ValueError):
+            continue
+        if any(p.kind == p.VAR_KEYWORD for p in g_params.values()):
+            continue
+        missing = [k for k, p in t_params.items() if k != "self"
+                   and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and k not in g_params]
+        if missing:
+            out[name] = missing
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--modules", help="comma-separated class names (default: all gpudl has)")
+    ap.add_argument("--no-signatures", action="store_true", help="skip the constructor check")
+    ap.add_argument("--max-lines", type=int, default=4, help="findings printed per kind")
+    args = ap.parse_args(argv)
+    names = args.modules.split(",") if args.modules else sorted(sweep._MODULES)
+    unknown = [n for n in names if n not in sweep._MODULES]
+    if unknown:
+        ap.error(f"--modules: no module_db entry gpudl.nn has for {unknown}")
+    np.seterr(all="ignore")
+    totals = collections.Counter()
+    for name in tqdm(names, desc="modules", file=sys.stderr):
+        r = sweep_module(name)
+        skipped = sum(r["skipped"].values())
+        print(f"{name}: compared {r['compared']}, skipped {skipped}, mismatches "
+              f"{len(r['mismatches'])}, crashes {len(r['crashes'])}, state_dict "
+              f"{len(r['state_dict'])}, repr {len(r['repr'])}, error inputs "
+              f"{len(r['error_inputs'])}/{r['errors_checked']}")
+        for why, n in r["skipped"].items():
+            print(f"    skipped {n}: {why}")
+        for kind in ("mismatches", "crashes", "state_dict", "error_inputs", "repr"):
+            for line in r[kind][:args.max_lines]:
+                print(f"    {kind}: {line[:400]}")
+        totals.update(compared=r["compared"], skipped=skipped, mismatches=len(r["mismatches"]),
+                      crashes=len(r["crashes"]), state_dict=len(r["state_dict"]),
+                      repr=len(r["repr"]), error_inputs=len(r["error_inputs"]))
+    print("TOTAL", dict(totals))
+    if not args.no_signatures:
+        missing = missing_constructor_kwargs()
+        print(f"constructor keywords torch accepts and gpudl does not ({len(missing)} classes):")
+        for name, kws in missing.items():
+            print(f"    {name}: {', '.join(kws)}")
+
+
+if __name__ == "__main__":
+    main()
