@@ -6,7 +6,7 @@ For every module_db entry whose class gpudl.nn also has, and each of its samples
 eval mode, the per-sample comparison of tests/test_opinfo_nn.py runs (torch's state dict loaded
 into gpudl's module; outputs, input and parameter gradients and buffers after forward compared).
 This report adds, per sample: the freshly constructed modules' state-dict keys / shapes / dtypes
-and repr; per module: torch's module_error_inputs (construction or forward must be refused).
+(also when built with device="cpu", dtype=float64) and repr; per module: torch's module_error_inputs (construction or forward must be refused).
 Finally, for every gpudl.nn class torch.nn also has, the keyword names of torch's constructor
 gpudl's does not accept (device=, dtype=, padding_mode=, ...).
 
@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import torch  # noqa: E402
 from torch.testing._internal.common_modules import ModuleErrorEnum  # noqa: E402
 
+import gpudl as gd  # noqa: E402
 import gpudl.nn as gn  # noqa: E402
 import test_opinfo_nn as sweep  # noqa: E402  (the comparison helpers the tests use)
 
@@ -63,6 +64,24 @@ def check_state_dict_and_repr(name, info, ci):
                 break
     bad_repr = None if repr(tm) == repr(gm) else f"repr {repr(gm)!r} != torch {repr(tm)!r}"
     return problem, bad_repr
+
+
+def check_factory_kwargs(name, info, ci):
+    """None when ``device="cpu", dtype=float64`` in the constructor make every parameter and
+    buffer gpudl's float64 where torch's are (no ``.double()``), else a description."""
+    if "device" in ci.kwargs or "dtype" in ci.kwargs or \
+            "dtype" not in inspect.signature(getattr(gn, name).__init__).parameters:
+        return None
+    leaves = []
+    cargs = tuple(sweep._ctor_to_gd(a, leaves) for a in ci.args)
+    ckw = {k: sweep._ctor_to_gd(v, leaves) for k, v in ci.kwargs.items()}
+    gm = getattr(gn, name)(*cargs, **ckw, device="cpu", dtype=gd.float64)
+    tm = info.module_cls(*ci.args, **ci.kwargs, device="cpu", dtype=torch.float64)
+    g_sd = gm.state_dict()
+    for k, v in tm.state_dict().items():
+        if k in g_sd and _np_dtype(v) != _np_dtype(g_sd[k]):
+            return f"dtype=float64: state_dict[{k!r}] is {_np_dtype(g_sd[k])}, torch {_np_dtype(v)}"
+    return None
 
 
 def check_error_input(name, info, ei):
@@ -127,6 +146,12 @@ def sweep_module(name):
                     r["state_dict"].append(f"{where}: {sd}")
                 if rp:
                     r["repr"].append(f"{where}: {rp}")
+                try:
+                    fk = check_factory_kwargs(name, info, ci)
+                except Exception as e:  # noqa: BLE001
+                    fk = f"device=/dtype= construction: {type(e).__name__}: {e}"
+                if fk:
+                    r["state_dict"].append(f"{where}: {fk}")
     if info.module_error_inputs_func is not None:
         for training in (True, False):
             for ei in info.module_error_inputs_func(info, device="cpu", dtype=torch.float64,
