@@ -1,0 +1,66 @@
+"""Bugs tools/moduleinfo_sweep.py found in gpudl.nn (torch's module_db samples and error inputs,
+constructor keywords, repr), each pinned against torch."""
+
+import numpy as np
+import pytest
+import torch
+
+import gpudl as gd
+from gpudl import nn
+
+
+@pytest.mark.parametrize("training, eps", [(True, 0.0), (True, -1.0), (False, -1.0)])
+def test_batch_norm_refuses_eps_torch_refuses(rng, training, eps):
+    x = rng.standard_normal((4, 3, 5))
+    for module in (torch.nn.BatchNorm1d(3, eps=eps), nn.BatchNorm1d(3, eps=eps)):
+        module.train(training)
+        tensor = torch.tensor(x) if isinstance(module, torch.nn.Module) else gd.tensor(x)
+        with pytest.raises(ValueError, match="eps must be"):
+            module(tensor)
+
+
+def test_batch_norm_eval_with_zero_eps_matches_torch(rng):
+    x = rng.standard_normal((4, 3, 5))
+    theirs = torch.nn.BatchNorm1d(3, eps=0.0).double().eval()
+    theirs.running_var.uniform_(0.5, 2.0)
+    ours = nn.BatchNorm1d(3, eps=0.0, dtype=gd.float64).eval()
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    np.testing.assert_allclose(ours(gd.tensor(x)).numpy(), theirs(torch.tensor(x)).detach(),
+                               rtol=1e-12)
+
+
+def test_cross_entropy_refuses_ignore_index_with_probability_targets(rng):
+    x = rng.standard_normal((2, 3))
+    p = torch.tensor(x).softmax(1).numpy()
+    with pytest.raises(RuntimeError, match="ignore_index is not supported"):
+        torch.nn.CrossEntropyLoss(ignore_index=1)(torch.tensor(x), torch.tensor(p))
+    with pytest.raises(RuntimeError, match="ignore_index is not supported"):
+        nn.CrossEntropyLoss(ignore_index=1)(gd.tensor(x), gd.tensor(p))
+    np.testing.assert_allclose(    # the default ignore_index still takes probabilities
+        nn.CrossEntropyLoss()(gd.tensor(x), gd.tensor(p)).item(),
+        torch.nn.CrossEntropyLoss()(torch.tensor(x), torch.tensor(p)).item(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["LazyBatchNorm1d", "LazyInstanceNorm1d"])
+def test_lazy_norms_take_bias_keyword(rng, name):
+    x = rng.standard_normal((4, 3, 5))
+    ours, theirs = getattr(nn, name)(bias=False), getattr(torch.nn, name)(bias=False)
+    ours(gd.tensor(x))
+    theirs(torch.tensor(x, dtype=torch.float32))
+    assert ours.bias is None
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert repr(ours) == repr(theirs)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: m.BatchNorm1d(4, affine=False),
+    lambda m: m.BatchNorm2d(4, bias=False),
+    lambda m: m.InstanceNorm1d(4),
+    lambda m: m.LayerNorm(4, elementwise_affine=False),
+    lambda m: m.LayerNorm(4, bias=False),
+    lambda m: m.GroupNorm(2, 4),
+    lambda m: m.GroupNorm(2, 4, affine=False),
+    lambda m: m.LSTM(2, 3, num_layers=2, proj_size=2, bidirectional=True),
+])
+def test_repr_matches_torch(make):
+    assert repr(make(nn)) == repr(make(torch.nn))
