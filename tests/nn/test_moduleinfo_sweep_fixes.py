@@ -61,6 +61,19 @@ def test_lazy_norms_take_bias_keyword(rng, name):
     lambda m: m.GroupNorm(2, 4),
     lambda m: m.GroupNorm(2, 4, affine=False),
     lambda m: m.LSTM(2, 3, num_layers=2, proj_size=2, bidirectional=True),
+    lambda m: m.TransformerEncoder(m.TransformerEncoderLayer(4, 2, 8, dropout=0.0), 3),
 ])
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor")
 def test_repr_matches_torch(make):
+    # MultiheadAttention's out_proj: torch's Linear subclass exists only for its quantization
+    expected = repr(make(torch.nn)).replace("NonDynamicallyQuantizableLinear", "Linear")
+    assert repr(make(nn)) == expected
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: m.ModuleList(),
+    lambda m: m.ModuleList([m.Linear(2, 3), m.Linear(2, 3), m.ReLU(), m.Linear(2, 3),
+                            m.Sequential(m.Linear(1, 1), m.Linear(1, 1))]),
+])
+def test_module_list_repr_collapses_repeats_as_torch(make):
     assert repr(make(nn)) == repr(make(torch.nn))
