@@ -317,8 +317,6 @@ _MODULES = {m.module_cls.__name__: m for m in module_db if hasattr(gn, m.module_
 def _module_departure(ci):
     """Constructor features outside the contract (skipped and counted), or None."""
     kw = ci.kwargs
-    if kw.get("add_bias_kv") or kw.get("add_zero_attn"):
-        return "MultiheadAttention add_bias_kv / add_zero_attn (NotImplementedError by design)"
     if any(isinstance(a, torch.nn.Module) and not isinstance(a, torch.nn.TransformerEncoderLayer)
            for a in tuple(ci.args) + tuple(kw.values())):
         return "a torch module as a constructor argument"
