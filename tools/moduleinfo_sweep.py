@@ -6,7 +6,9 @@ For every module_db entry whose class gpudl.nn also has, and each of its samples
 eval mode, the per-sample comparison of tests/test_opinfo_nn.py runs (torch's state dict loaded
 into gpudl's module; outputs, input and parameter gradients and buffers after forward compared).
 This report adds, per sample: the freshly constructed modules' state-dict keys / shapes / dtypes
-(also when built with device="cpu", dtype=float64) and repr; per module: torch's module_error_inputs (construction or forward must be refused).
+(also when built with device="cpu", dtype=float64) and repr, and the float32 samples' forward
+(output dtypes and values); per module: torch's module_error_inputs (construction or forward
+must be refused; gpudl refusing at construction what torch refuses at forward is listed apart).
 Finally, for every gpudl.nn class torch.nn also has, the keyword names of torch's constructor
 gpudl's does not accept (device=, dtype=, padding_mode=, ...).
 
@@ -19,6 +21,7 @@ import collections
 import inspect
 import os
 import sys
+import warnings
 
 import numpy as np
 from tqdm import tqdm
@@ -88,6 +91,46 @@ def check_factory_kwargs(name, info, ci):
     return None
 
 
+def check_float32(name, info, mi, training):
+    """None when the modules as constructed (float32 parameters) give outputs of torch's dtypes
+    and values (rtol 1e-4) on the float32 sample ``mi``, else a description (forward only: the
+    float64 run compares gradients)."""
+    ci, fi = mi.constructor_input, mi.forward_input
+    leaves = []
+    cargs = tuple(sweep._ctor_to_gd(a, leaves) for a in ci.args)
+    ckw = {k: sweep._ctor_to_gd(v, leaves) for k, v in ci.kwargs.items()}
+    torch.manual_seed(0)
+    tm = info.module_cls(*ci.args, **ci.kwargs).train(training)
+    gm = getattr(gn, name)(*cargs, **ckw)
+    gm.train(training)
+    if getattr(tm, "has_uninitialized_params", lambda: False)():
+        tm._infer_parameters(tm, tuple(fi.args))
+    gm.load_state_dict({k: v.detach().numpy().copy() for k, v in tm.state_dict().items()})
+    gin = sweep._to_gd(tuple(fi.args), [])
+    gkw = {k: sweep._to_gd(v, []) for k, v in fi.kwargs.items()}
+    try:
+        with torch.no_grad():
+            t_out = tm(*fi.args, **fi.kwargs)
+    except Exception:  # noqa: BLE001 (the float64 run checks refusals)
+        return None
+    try:
+        out = gm(*gin, **gkw)
+    except Exception as e:  # noqa: BLE001
+        return f"float32: gpudl raised {type(e).__name__}: {e}"
+    outs, t_outs = sweep._flat_out(out), sweep._flat_out(t_out)
+    if len(outs) != len(t_outs):
+        return f"float32: {len(outs)} outputs, torch {len(t_outs)}"
+    for i, (a, b) in enumerate(zip(outs, t_outs)):
+        if _np_dtype(a) != _np_dtype(b):
+            return f"float32: output {i} is {_np_dtype(a)}, torch {_np_dtype(b)}"
+        got, expected = a.numpy(), b.numpy()
+        if got.shape != expected.shape:
+            return f"float32: output {i} has shape {got.shape}, torch {expected.shape}"
+        if not np.allclose(got, expected, rtol=1e-4, atol=1e-5, equal_nan=True):
+            return f"float32: output {i} differs by up to {np.max(np.abs(got - expected))}"
+    return None
+
+
 EARLIER = "refused at construction, torch only at forward: "
 
 
@@ -121,11 +164,11 @@ def check_error_input(name, info, ei):
 def sweep_module(name):
     """Counts and findings of one module: {'compared', 'skipped': Counter, 'mismatches': [...],
     'crashes': [...], 'state_dict': [...], 'repr': [...], 'errors_checked', 'error_inputs': [...],
-    'refused_earlier': [...]}."""
+    'refused_earlier': [...], 'float32': [...]}."""
     info = sweep._MODULES[name]
     r = {"compared": 0, "skipped": collections.Counter(), "mismatches": [], "crashes": [],
          "state_dict": [], "repr": [], "errors_checked": 0, "error_inputs": [],
-         "refused_earlier": []}
+         "refused_earlier": [], "float32": []}
     for training in (True, False):
         samples = info.module_inputs_func(info, device="cpu", dtype=torch.float64,
                                           requires_grad=True, training=training)
@@ -163,6 +206,22 @@ def sweep_module(name):
                     fk = f"device=/dtype= construction: {type(e).__name__}: {e}"
                 if fk:
                     r["state_dict"].append(f"{where}: {fk}")
+    for training in (True, False):
+        samples = info.module_inputs_func(info, device="cpu", dtype=torch.float32,
+                                          requires_grad=False, training=training)
+        for k, mi in enumerate(samples):
+            ci = mi.constructor_input
+            if sweep._module_departure(ci):
+                continue
+            try:
+                msg = check_float32(name, info, mi, training)
+            except sweep.Skip:
+                continue
+            except Exception as e:  # noqa: BLE001
+                msg = f"float32: {type(e).__name__}: {e}"
+            if msg:
+                r["float32"].append(f"training={training} sample {k} {mi.desc!r} {ci.args} "
+                                    f"{ci.kwargs}: {msg}")
     if info.module_error_inputs_func is not None:
         for training in (True, False):
             for ei in info.module_error_inputs_func(info, device="cpu", dtype=torch.float64,
@@ -212,22 +271,25 @@ def main(argv=None):
     if unknown:
         ap.error(f"--modules: no module_db entry gpudl.nn has for {unknown}")
     np.seterr(all="ignore")
+    warnings.simplefilter("ignore", UserWarning)       # torch's nested-tensor / mask notices
     totals = collections.Counter()
     for name in tqdm(names, desc="modules", file=sys.stderr):
         r = sweep_module(name)
         skipped = sum(r["skipped"].values())
         print(f"{name}: compared {r['compared']}, skipped {skipped}, mismatches "
-              f"{len(r['mismatches'])}, crashes {len(r['crashes'])}, state_dict "
+              f"{len(r['mismatches'])}, crashes {len(r['crashes'])}, float32 {len(r['float32'])}, "
+              f"state_dict "
               f"{len(r['state_dict'])}, repr {len(r['repr'])}, error inputs "
               f"{len(r['error_inputs'])}/{r['errors_checked']}")
         for why, n in r["skipped"].items():
             print(f"    skipped {n}: {why}")
-        for kind in ("mismatches", "crashes", "state_dict", "error_inputs", "refused_earlier",
-                     "repr"):
+        for kind in ("mismatches", "crashes", "float32", "state_dict", "error_inputs",
+                     "refused_earlier", "repr"):
             for line in r[kind][:args.max_lines]:
                 print(f"    {kind}: {line[:400]}")
         totals.update(compared=r["compared"], skipped=skipped, mismatches=len(r["mismatches"]),
-                      crashes=len(r["crashes"]), state_dict=len(r["state_dict"]),
+                      crashes=len(r["crashes"]), float32=len(r["float32"]),
+                      state_dict=len(r["state_dict"]),
                       repr=len(r["repr"]), error_inputs=len(r["error_inputs"]))
     print("TOTAL", dict(totals))
     if not args.no_signatures:
