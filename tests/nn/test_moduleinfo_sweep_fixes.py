@@ -84,36 +84,26 @@ def test_module_list_repr_collapses_repeats_as_torch(make):
 @pytest.mark.parametrize("need_weights", [True, False])
 def test_multihead_attention_extra_sources_match_torch(rng, add_bias_kv, add_zero_attn, masks,
                                                        need_weights):
-    e, heads, n, length, source = 6, 2, 3, 4, 5
-    theirs = torch.nn.MultiheadAttention(e, heads, add_bias_kv=add_bias_kv,
-                                         add_zero_attn=add_zero_attn, kdim=4).double()
-    ours = nn.MultiheadAttention(e, heads, add_bias_kv=add_bias_kv, add_zero_attn=add_zero_attn,
-                                 kdim=4, dtype=gd.float64)
-    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
-    arrays = [rng.standard_normal(s) for s in ((length, n, e), (source, n, 4), (source, n, e))]
-    kw, t_kw = {}, {}
+    """Outputs, attention weights, input and parameter gradients (torch's state dict loaded),
+    by the module_db sweep's own per-sample check, with masks module_db does not combine."""
+    pytest.importorskip("expecttest")
+    from test_opinfo_nn import _MODULES, _check_module_sample
+    from torch.testing._internal.common_modules import FunctionInput, ModuleInput
+    e, n, length, source = 6, 3, 4, 5
+    q, k, v = (torch.tensor(rng.standard_normal(s), requires_grad=True)
+               for s in ((length, n, e), (source, n, 4), (source, n, e)))
+    masks_kw = {}
     if masks != "none":
         attn = rng.random((length, source)) < 0.3
         padding = rng.random((n, source)) < 0.3
         padding[:, 0] = False                 # no fully masked row (torch gives NaN there)
         if masks == "float":
             attn = np.where(attn, -1.5, 0.25)
-        kw = dict(attn_mask=gd.tensor(attn), key_padding_mask=gd.tensor(padding))
-        t_kw = dict(attn_mask=torch.tensor(attn), key_padding_mask=torch.tensor(padding))
-    ins = [gd.tensor(a, requires_grad=True) for a in arrays]
-    t_ins = [torch.tensor(a, requires_grad=True) for a in arrays]
-    out, weights = ours(*ins, need_weights=need_weights, **kw)
-    t_out, t_weights = theirs(*t_ins, need_weights=need_weights, **t_kw)
-    np.testing.assert_allclose(out.numpy(), t_out.detach().numpy(), rtol=1e-10, atol=1e-12)
-    if need_weights:
-        np.testing.assert_allclose(weights.numpy(), t_weights.detach().numpy(), rtol=1e-10,
-                                   atol=1e-12)
-    w = rng.standard_normal(out.shape)
-    (out * gd.tensor(w)).sum().backward()
-    (t_out * torch.tensor(w)).sum().backward()
-    for a, b in zip(ins, t_ins):
-        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-9, atol=1e-12)
-    t_params = dict(theirs.named_parameters())
-    for name, p in ours.named_parameters():
-        np.testing.assert_allclose(p.grad.numpy(), t_params[name].grad.numpy(), rtol=1e-9,
-                                   atol=1e-12, err_msg=name)
+        masks_kw = dict(attn_mask=torch.tensor(attn), key_padding_mask=torch.tensor(padding))
+    sample = ModuleInput(
+        constructor_input=FunctionInput(e, 2, add_bias_kv=add_bias_kv,
+                                        add_zero_attn=add_zero_attn, kdim=4),
+        forward_input=FunctionInput(q, k, v, need_weights=need_weights, **masks_kw))
+    problem = _check_module_sample("MultiheadAttention", _MODULES["MultiheadAttention"], sample,
+                                   training=True, seed=0)
+    assert problem is None
