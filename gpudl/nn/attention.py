@@ -10,6 +10,7 @@ import numpy as np
 
 from ..dtypes import is_floating
 from .. import creation, dtypes
+from ..functions import cat
 from ..ops.activation import gelu, relu
 from ..ops.attention import attention_weights, scaled_dot_product_attention
 from ..ops.dropout import dropout as dropout_fn
@@ -29,7 +30,9 @@ class MultiheadAttention(Module):
 
     Parameters as torch's: ``in_proj_weight (3E, E)`` and ``in_proj_bias (3E,)`` (or
     ``q_proj_weight``, ``k_proj_weight (E, kdim)``, ``v_proj_weight (E, vdim)`` when kdim/vdim
-    differ from embed_dim), and ``out_proj`` (a Linear).
+    differ from embed_dim), and ``out_proj`` (a Linear); ``bias_k``, ``bias_v (1, 1, E)`` with
+    ``add_bias_kv`` (appended to the projected keys and values as one more source position);
+    ``add_zero_attn`` appends a position of zeros after that. Masks attend to both.
 
     ``forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
     average_attn_weights=True, is_causal=False)`` returns ``(output, weights or None)``. Shapes:
@@ -45,9 +48,6 @@ class MultiheadAttention(Module):
                  dtype=None):
         super().__init__()
         _check_sizes(embed_dim, num_heads)
-        if add_bias_kv or add_zero_attn:
-            raise NotImplementedError("MultiheadAttention: add_bias_kv and add_zero_attn are "
-                                      "not supported (only False)")
         self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
         self.head_dim = embed_dim // num_heads
         self.kdim = embed_dim if kdim is None else kdim
@@ -72,8 +72,11 @@ class MultiheadAttention(Module):
         else:
             self.register_parameter("in_proj_bias", None)
         self.out_proj = Linear(embed_dim, embed_dim, bias=bias, device=device, dtype=dtype)
-        self.bias_k = self.bias_v = None
-        self.add_zero_attn = False
+        if add_bias_kv:
+            self.bias_k, self.bias_v = make(1, 1, embed_dim), make(1, 1, embed_dim)
+        else:
+            self.bias_k = self.bias_v = None
+        self.add_zero_attn = bool(add_zero_attn)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -85,6 +88,9 @@ class MultiheadAttention(Module):
         if self.in_proj_bias is not None:
             init.zeros_(self.in_proj_bias)
             init.zeros_(self.out_proj.bias)
+        if self.bias_k is not None:
+            init.xavier_normal_(self.bias_k)
+            init.xavier_normal_(self.bias_v)
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
@@ -98,11 +104,13 @@ class MultiheadAttention(Module):
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         n, length, source = query.shape[0], query.shape[1], key.shape[1]
         mask = self._merge_masks(attn_mask, key_padding_mask, n, length, source, is_causal)
-        causal = is_causal and key_padding_mask is None and not need_weights
+        q, k, v = self._project(query, key, value, self_attention)
+        k, v, mask = self._extra_sources(k, v, mask)
+        causal = is_causal and key_padding_mask is None and not need_weights \
+            and k.shape[1] == source
         if causal:
             mask = None                                 # the kernel's own causal mask
-        q, k, v = (self._split_heads(t)
-                   for t in self._project(query, key, value, self_attention))
+        q, k, v = (self._split_heads(t) for t in (q, k, v))
         p = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
@@ -159,6 +167,26 @@ class MultiheadAttention(Module):
         else:
             weights = (w[:e], w[e:2 * e], w[2 * e:])
         return tuple(linear(x, wi, bi) for x, wi, bi in zip((query, key, value), weights, bias))
+
+    def _extra_sources(self, k, v, mask):
+        """Projected keys and values (N, S, E) with add_bias_kv's and add_zero_attn's source
+        positions appended, and the merged mask widened to attend to them."""
+        n, extra = k.shape[0], []
+        if self.bias_k is not None:
+            extra.append((self.bias_k.expand(n, 1, self.embed_dim),
+                          self.bias_v.expand(n, 1, self.embed_dim)))
+        if self.add_zero_attn:
+            zeros = creation.zeros(n, 1, self.embed_dim, dtype=k.dtype, device=k.device)
+            extra.append((zeros, zeros))
+        if not extra:
+            return k, v, mask
+        k = cat([k] + [ek for ek, _ in extra], dim=1)
+        v = cat([v] + [ev for _, ev in extra], dim=1)
+        if mask is not None:                # True (attend) or 0.0 (added) for the new columns
+            fill = True if mask.dtype == np.bool_ else 0.0
+            mask = cat([mask, creation.full(mask.shape[:-1] + (len(extra),), fill,
+                                            dtype=mask.dtype, device=mask.device)], dim=-1)
+        return k, v, mask
 
     def _split_heads(self, x):
         n, length, _ = x.shape

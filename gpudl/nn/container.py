@@ -5,7 +5,7 @@ import operator
 from collections import OrderedDict
 
 from ..tensor import Tensor
-from .module import Module
+from .module import Module, _indent
 from .parameter import Parameter
 
 
@@ -116,6 +116,22 @@ class ModuleList(_ModuleSequence):
 
     def __add__(self, other):
         return type(self)(list(self) + list(other))
+
+    def __repr__(self):
+        """As torch's: a run of children with the same repr prints once, "(i-j): n x ..."."""
+        runs = []                                   # [first index, last index, repr]
+        for i, module in enumerate(self._modules.values()):
+            text = repr(module)
+            if runs and runs[-1][2] == text:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i, text])
+        if not runs:
+            return f"{self._get_name()}()"
+        lines = [_indent(f"({first}): {text}" if first == last
+                         else f"({first}-{last}): {last - first + 1} x {text}", 2)
+                 for first, last, text in runs]
+        return f"{self._get_name()}(\n  " + "\n  ".join(lines) + "\n)"
 
 
 class _NamedEntries(Module):

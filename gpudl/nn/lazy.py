@@ -177,9 +177,9 @@ class _LazyNorm(LazyModuleMixin):
     _size_attribute = "num_features"
 
     def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 device=None, dtype=None):
+                 device=None, dtype=None, *, bias=True):
         self._lazy_init(1, eps, momentum, affine, track_running_stats, device=device,
-                        dtype=dtype)
+                        dtype=dtype, bias=bias)
 
     def _inferred_size(self, input):
         if input.ndim < 2:

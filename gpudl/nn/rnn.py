@@ -289,11 +289,13 @@ class RNNBase(Module):
 
     def extra_repr(self):
         text = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size != 0:                 # torch's order: proj_size, then num_layers
+            text += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             text += f", num_layers={self.num_layers}"
         if self.mode == "RNN_RELU":
             text += ", nonlinearity='relu'"
-        for key, default in (("proj_size", 0), ("bias", True), ("batch_first", False),
+        for key, default in (("bias", True), ("batch_first", False),
                              ("dropout", 0.0), ("bidirectional", False)):
             if getattr(self, key) != default:
                 text += f", {key}={getattr(self, key)}"

@@ -223,6 +223,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         loss = CrossEntropy.apply(x, t, weight, int(ignore_index), float(label_smoothing),
                                   reduction)
     elif is_floating(target.dtype):
+        if ignore_index != -100:
+            raise RuntimeError(f"{op}: ignore_index is not supported for floating point "
+                               f"(probability) targets, got ignore_index={ignore_index}")
         if target.shape != input.shape:
             raise ValueError(f"{op}: probability target of shape {target.shape} must have the "
                              f"input's shape {input.shape}")

@@ -157,6 +157,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                          f"got input of shape {input.shape}")
     if not training and running_mean is None:
         raise ValueError("batch_norm: running_mean and running_var are needed when not training")
+    if eps < 0 or (training and eps == 0):    # eps = 0 divides by a zero batch variance
+        need = "positive during training" if training else "non-negative"
+        raise ValueError(f"batch_norm: eps must be {need}, got {eps}")
     return BatchNorm.apply(input, weight, bias, running_mean, running_var, bool(training),
                            float(momentum), float(eps))
 
