@@ -49,6 +49,9 @@ class PixelShuffle(_Rearrangement):
 
     _argument, _function = "upscale_factor", pixel_shuffle
 
+    def __init__(self, upscale_factor):           # torch's keyword name
+        super().__init__(upscale_factor)
+
 
 class UpsamplingNearest2d(Upsample):
     """Upsample with mode='nearest' on (N, C, H, W) input (torch's older name for it)."""
@@ -72,8 +75,14 @@ class PixelUnshuffle(_Rearrangement):
 
     _argument, _function = "downscale_factor", pixel_unshuffle
 
+    def __init__(self, downscale_factor):           # torch's keyword name
+        super().__init__(downscale_factor)
+
 
 class ChannelShuffle(_Rearrangement):
     """(N, C, *) with its channels shuffled across ``groups`` (``F.channel_shuffle``)."""
 
     _argument, _function = "groups", channel_shuffle
+
+    def __init__(self, groups):           # torch's keyword name
+        super().__init__(groups)

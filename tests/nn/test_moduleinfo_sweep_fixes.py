@@ -107,3 +107,14 @@ def test_multihead_attention_extra_sources_match_torch(rng, add_bias_kv, add_zer
     problem = _check_module_sample("MultiheadAttention", _MODULES["MultiheadAttention"], sample,
                                    training=True, seed=0)
     assert problem is None
+
+
+@pytest.mark.parametrize("name, keyword", [("PixelShuffle", "upscale_factor"),
+                                           ("PixelUnshuffle", "downscale_factor"),
+                                           ("ChannelShuffle", "groups")])
+def test_rearrangement_layers_take_torchs_keyword(name, keyword):
+    x = np.random.default_rng(0).standard_normal((2, 8, 4, 4))
+    expected = getattr(torch.nn, name)(**{keyword: 2})(torch.from_numpy(x)).numpy()
+    layer = getattr(gd.nn, name)(**{keyword: 2})
+    np.testing.assert_array_equal(layer(gd.tensor(x)).numpy(), expected)
+    assert repr(layer) == repr(getattr(torch.nn, name)(**{keyword: 2}))
