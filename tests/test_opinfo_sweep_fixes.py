@@ -1,0 +1,34 @@
+"""Bugs tools/opinfo_sweep.py found (PyTorch's OpInfo samples run over every gpudl name), each
+checked against torch on the sample shapes that exposed it."""
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("args", [(0.0, -8.000001, -4.0), (3.1,), (-0.9, 2.1, 2.0),
+                                  (2.1, -2.9, -1.0), (0.5, 3.7, 1.5)])
+def test_arange_truncates_float_bounds_for_an_integer_dtype(args):
+    got = gd.arange(*args, dtype=gd.int64)
+    want = torch.arange(*args, dtype=torch.int64)
+    assert got.dtype == gd.int64
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("factory", ["linspace", "logspace"])
+@pytest.mark.parametrize("start, end, steps", [(4.3, -3, 50), (4.3, 0, 7), (0, 1.2, 4),
+                                               (-2.7, 2.2, 9)])
+def test_linspace_and_logspace_truncate_bounds_for_an_integer_dtype(factory, start, end, steps):
+    got = getattr(gd, factory)(start, end, steps, dtype=gd.int64)
+    want = getattr(torch, factory)(start, end, steps, dtype=torch.int64)
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_logspace_refuses_a_float_step_count_with_torchs_type_error():
+    with pytest.raises(TypeError, match="steps"):
+        gd.logspace(0, 3, 1.0)
+    with pytest.raises(ValueError, match="steps"):
+        gd.logspace(0, 3, -1)
