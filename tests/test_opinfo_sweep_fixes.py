@@ -32,3 +32,24 @@ def test_logspace_refuses_a_float_step_count_with_torchs_type_error():
         gd.logspace(0, 3, 1.0)
     with pytest.raises(ValueError, match="steps"):
         gd.logspace(0, 3, -1)
+
+
+@pytest.mark.parametrize("args", [(10, (5, 5)), (10, []), (3, 10, (4,)), (10, [0, 5, 0])])
+def test_randint_takes_torchs_high_size_form(args):
+    got, want = gd.randint(*args), torch.randint(*args)
+    assert got.shape == tuple(want.shape) and got.dtype == gd.int64
+    low, high = (0, args[0]) if len(args) == 2 else args[:2]
+    assert ((got.numpy() >= low) & (got.numpy() < high)).all()
+
+
+def test_narrow_and_roll_raise_torchs_errors_with_clear_messages():
+    x = gd.tensor(np.random.default_rng(0).standard_normal((20, 10, 5)))
+    with pytest.raises(RuntimeError, match="0-d"):
+        gd.tensor(1.5).narrow(0, 0, 1)
+    with pytest.raises(IndexError, match="start 11"):
+        x.narrow(1, 11, 0)
+    with pytest.raises(RuntimeError, match="length 11"):
+        x.narrow(1, 0, 11)
+    with pytest.raises(RuntimeError, match="shifts"):
+        gd.roll(x, [])
+    np.testing.assert_array_equal(x.narrow(1, -3, 2).numpy(), x.numpy()[:, 7:9])
