@@ -177,7 +177,8 @@ class MathMixin:
         return E.Relu.apply(self)
 
     def square(self):
-        return self * self
+        x = self.astype(dtypes.int64) if self.dtype == dtypes.bool_ else self   # as torch
+        return x * x
 
     def clip(self, min=None, max=None):
         if min is None and max is None:
@@ -242,14 +243,21 @@ class MathMixin:
         return self if is_floating(self.dtype) else self.astype(dtypes.DEFAULT_FLOAT)
 
     # ----------------------------------------------------------------- reductions
-    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def sum(self, dim=None, keepdim=False, *, dtype=None, axis=None, keepdims=None):
         dim, keepdim = _reduce_args("sum", dim, keepdim, axis, keepdims)
+        if dtype is not None:                     # torch: the input is cast first
+            self = self.to(dtype=dtype)
         self = _autocast_one("sum", self)
         x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self  # as torch (uint8 too)
         return R.Sum.apply(x, _reduced_axes(dim, self.ndim, "sum"), keepdim)
 
-    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def mean(self, dim=None, keepdim=False, *, dtype=None, axis=None, keepdims=None):
         dim, keepdim = _reduce_args("mean", dim, keepdim, axis, keepdims)
+        if dtype is not None:                     # torch: the input is cast first
+            if not is_floating(dtypes.as_dtype(dtype, "mean")):
+                raise RuntimeError(f"mean: dtype must be a floating dtype, got "
+                                   f"{dtypes.as_dtype(dtype, 'mean')}")
+            self = self.to(dtype=dtype)
         return R.Mean.apply(self._floating(), _reduced_axes(dim, self.ndim, "mean"), keepdim)
 
     def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,

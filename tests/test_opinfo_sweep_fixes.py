@@ -53,3 +53,43 @@ def test_narrow_and_roll_raise_torchs_errors_with_clear_messages():
     with pytest.raises(RuntimeError, match="shifts"):
         gd.roll(x, [])
     np.testing.assert_array_equal(x.narrow(1, -3, 2).numpy(), x.numpy()[:, 7:9])
+
+
+def test_integer_pow_with_negative_tensor_exponents_matches_torch():
+    rng = np.random.default_rng(1)
+    base = rng.integers(-3, 4, size=(6, 5))
+    exponent = rng.integers(-3, 4, size=(5,))
+    for dtype, tdtype in ((gd.int64, torch.int64), (gd.int32, torch.int32)):
+        got = gd.tensor(base, dtype=dtype) ** gd.tensor(exponent, dtype=dtype)
+        want = torch.tensor(base, dtype=tdtype) ** torch.tensor(exponent, dtype=tdtype)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    np.testing.assert_array_equal((2 ** gd.tensor(exponent)).numpy(),
+                                  (2 ** torch.tensor(exponent)).numpy())
+    with pytest.raises(RuntimeError, match="negative integer powers"):
+        gd.tensor(base) ** -1                     # a negative Python exponent: torch refuses
+
+
+def test_sum_and_mean_take_dtype_as_torch():
+    x = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)
+    a, t = gd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    got, want = a.sum(1, dtype=gd.float64), t.sum(1, dtype=torch.float64)
+    assert got.dtype == gd.float64
+    np.testing.assert_allclose(got.numpy(), want.detach().numpy(), rtol=1e-12)
+    got.sum().backward()
+    want.sum().backward()
+    assert a.grad.dtype == gd.float32
+    np.testing.assert_array_equal(a.grad.numpy(), t.grad.numpy())
+    mask = np.random.default_rng(3).random(7) > 0.5
+    assert gd.tensor(mask).sum(dtype=gd.float32).item() == mask.sum()
+    m = gd.mean(gd.tensor([1, 2, 4]), dtype=gd.float64)
+    assert m.dtype == gd.float64 and m.item() == pytest.approx(7 / 3)
+    with pytest.raises(RuntimeError, match="floating"):
+        gd.tensor(x).mean(dtype=gd.int64)
+
+
+def test_square_of_a_bool_tensor_is_int64_as_torch():
+    mask = np.random.default_rng(4).random(9) > 0.5
+    got, want = gd.square(gd.tensor(mask)), torch.square(torch.tensor(mask))
+    assert got.dtype == gd.int64
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
