@@ -245,10 +245,7 @@ class MathMixin:
     # ----------------------------------------------------------------- reductions
     def sum(self, dim=None, keepdim=False, *, dtype=None, axis=None, keepdims=None):
         dim, keepdim = _reduce_args("sum", dim, keepdim, axis, keepdims)
-        if dtype is not None:                     # torch: the input is cast first
-            self = self.to(dtype=dtype)
-        self = _autocast_one("sum", self)
-        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self  # as torch (uint8 too)
+        x = _reduction_input("sum", self, dtype)
         return R.Sum.apply(x, _reduced_axes(dim, self.ndim, "sum"), keepdim)
 
     def mean(self, dim=None, keepdim=False, *, dtype=None, axis=None, keepdims=None):
@@ -257,7 +254,7 @@ class MathMixin:
             if not is_floating(dtypes.as_dtype(dtype, "mean")):
                 raise RuntimeError(f"mean: dtype must be a floating dtype, got "
                                    f"{dtypes.as_dtype(dtype, 'mean')}")
-            self = self.to(dtype=dtype)
+        self = _cast_to(self, dtype)
         return R.Mean.apply(self._floating(), _reduced_axes(dim, self.ndim, "mean"), keepdim)
 
     def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
@@ -334,24 +331,21 @@ class MathMixin:
             raise ValueError(f"{op}: cannot reduce an empty dimension of shape {self.shape}")
         return R.Amax.apply(self, axes, bool(keepdim), largest)
 
-    def prod(self, dim=None, keepdim=False):
+    def prod(self, dim=None, keepdim=False, *, dtype=None):
         """Product over one dim (or all); integer tensors give int64, as torch."""
-        self = _autocast_one("prod", self)
-        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
+        x = _reduction_input("prod", self, dtype)
         axis = None if dim is None else normalize_axis(dim, self.ndim, "prod")
         return R.Prod.apply(x, axis if self.ndim else None, bool(keepdim) and axis is not None)
 
-    def cumsum(self, dim):
+    def cumsum(self, dim, *, dtype=None):
         """Running sum along ``dim``; integer tensors give int64."""
-        self = _autocast_one("cumsum", self)
-        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
+        x = _reduction_input("cumsum", self, dtype)
         return R.CumSum.apply(x, normalize_axis(dim, self.ndim, "cumsum")) if self.ndim \
             else x.clone()
 
-    def cumprod(self, dim):
+    def cumprod(self, dim, *, dtype=None):
         """Running product along ``dim``; the gradient is exact where elements are zero."""
-        self = _autocast_one("cumprod", self)
-        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
+        x = _reduction_input("cumprod", self, dtype)
         return R.CumProd.apply(x, normalize_axis(dim, self.ndim, "cumprod")) if self.ndim \
             else x.clone()
 
@@ -618,6 +612,18 @@ def matmul(a, b):
     if _autocast.active:
         a, b = cast_inputs("matmul", a, b)
     return product(a, b)
+
+
+def _cast_to(x, dtype):
+    """x cast to ``dtype`` first, as torch's reductions with dtype= (None: x itself)."""
+    return x if dtype is None else x.to(dtype=dtype)
+
+
+def _reduction_input(op, x, dtype):
+    """What sum / prod / cumsum / cumprod reduce, as torch: x cast to ``dtype`` when given,
+    else (after autocast) integers and bools widened to int64."""
+    x = _autocast_one(op, _cast_to(x, dtype))
+    return x.astype(dtypes.int64) if x.dtype.kind in "bui" and dtype is None else x
 
 
 def product(a, b):

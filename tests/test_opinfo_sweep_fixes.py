@@ -93,3 +93,17 @@ def test_square_of_a_bool_tensor_is_int64_as_torch():
     got, want = gd.square(gd.tensor(mask)), torch.square(torch.tensor(mask))
     assert got.dtype == gd.int64
     np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("op, args", [("prod", (1,)), ("cumsum", (0,)), ("cumprod", (1,))])
+def test_prod_cumsum_cumprod_take_dtype_as_torch(op, args):
+    x = np.random.default_rng(5).standard_normal((4, 3)).astype(np.float32)
+    a, t = gd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    got, want = getattr(a, op)(*args, dtype=gd.float64), getattr(t, op)(*args, dtype=torch.float64)
+    assert got.dtype == gd.float64
+    np.testing.assert_allclose(got.numpy(), want.detach().numpy(), rtol=1e-12)
+    w = np.random.default_rng(6).standard_normal(got.shape)
+    (got * gd.tensor(w)).sum().backward()
+    (want * torch.tensor(w)).sum().backward()
+    assert a.grad.dtype == gd.float32
+    np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), rtol=1e-6)
