@@ -550,12 +550,16 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     @autograd.recorded("inplace")
     def uniform_(self, a=0.0, b=1.0, *, generator=None):
         from . import random
+        if a > b:
+            raise ValueError(f"uniform_: expected a <= b (the range [a, b)), got a={a}, b={b}")
         return self._fill_random("uniform_", random.uniform(self.shape, self.dtype, self._device,
                                                             a, b, generator))
 
     @autograd.recorded("inplace")
     def normal_(self, mean=0.0, std=1.0, *, generator=None):
         from . import random
+        if std < 0:                           # refused before the tensor changes
+            raise ValueError(f"normal_: std must be non-negative, got {std}")
         return self._fill_random("normal_", random.normal(self.shape, self.dtype, self._device,
                                                           generator) * std + mean)
 

@@ -107,3 +107,15 @@ def test_prod_cumsum_cumprod_take_dtype_as_torch(op, args):
     (want * torch.tensor(w)).sum().backward()
     assert a.grad.dtype == gd.float32
     np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), rtol=1e-6)
+
+
+def test_normal__and_uniform__refuse_bad_parameters_and_leave_the_tensor_unchanged():
+    values = np.random.default_rng(7).standard_normal(10)
+    x = gd.tensor(values)
+    with pytest.raises(ValueError, match="std"):
+        x.normal_(0, -1)
+    np.testing.assert_array_equal(x.numpy(), values)
+    assert float(x.normal_(0, 0.0).abs().max()) == 0.0
+    with pytest.raises(ValueError, match="a <= b"):
+        x.uniform_(1.0, 0.0)                   # torch refuses from > to
+    assert float(x.abs().max()) == 0.0

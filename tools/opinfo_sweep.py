@@ -57,6 +57,9 @@ RANDOM = {"empty", "empty_like", "new_empty", "new_empty_strided", "empty_stride
 ADAPTERS = {
     ("nn.functional.embedding_bag", ""): lambda weight, idx, **kw: F.embedding_bag(idx, weight,
                                                                                     **kw),
+    ("zero_", ""): lambda x: x.clone().zero_(),
+    ("normal", "in_place"): lambda x, *args, **kw: x.clone().normal_(*args, **kw),
+    ("normal", "number_mean"): lambda std, mean, *args, **kw: gd.normal(mean, std, *args, **kw),
 }
 NAMESPACES = (("nn.functional.", F), ("linalg.", gd.linalg), ("special.", gd.special))
 
