@@ -119,3 +119,10 @@ def test_normal__and_uniform__refuse_bad_parameters_and_leave_the_tensor_unchang
     with pytest.raises(ValueError, match="a <= b"):
         x.uniform_(1.0, 0.0)                   # torch refuses from > to
     assert float(x.abs().max()) == 0.0
+
+
+def test_unbind_of_a_0d_tensor_is_torchs_index_error():
+    with pytest.raises(IndexError, match="0-d"):
+        gd.tensor(3.5).unbind(0)
+    with pytest.raises(IndexError):
+        torch.tensor(3.5).unbind(0)
