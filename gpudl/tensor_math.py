@@ -199,6 +199,9 @@ class MathMixin:
         if isinstance(value, T.Tensor) and value.ndim != 0:
             raise ValueError(f"masked_fill: value must be a Python number or a 0-d tensor, got "
                              f"a tensor of shape {value.shape}")
+        if isinstance(value, complex):            # torch: not convertible to a real dtype
+            raise RuntimeError(f"masked_fill: value {value!r} is complex; the tensor is "
+                               f"{self.dtype}")
         return where(mask, _as_dtype_tensor(value, self.dtype, self), self)   # self's dtype
 
     def minimum(self, other):

@@ -126,3 +126,9 @@ def test_unbind_of_a_0d_tensor_is_torchs_index_error():
         gd.tensor(3.5).unbind(0)
     with pytest.raises(IndexError):
         torch.tensor(3.5).unbind(0)
+
+
+def test_masked_fill_refuses_a_complex_value_with_torchs_runtime_error():
+    x = gd.tensor(np.random.default_rng(8).standard_normal((2, 2)))
+    with pytest.raises(RuntimeError, match="complex"):
+        x.masked_fill(gd.tensor(True), 1j)
