@@ -265,7 +265,11 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         Returns ``self`` when nothing changes (unless ``copy=True``). ``non_blocking`` is
         accepted for torch's signature; copies between host and GPU complete before returning.
         """
-        for a in args:
+        flags = [a for a in args if isinstance(a, bool)]     # torch's positional
+        if len(flags) > 2:                                    # non_blocking, copy
+            raise TypeError(f"to: at most two bools (non_blocking, copy), got {args!r}")
+        copy = flags[1] if len(flags) == 2 else copy
+        for a in (a for a in args if not isinstance(a, bool)):
             if isinstance(a, Tensor):
                 device, dtype = a._device, a.dtype
             elif backend.is_device_like(a):

@@ -132,3 +132,16 @@ def test_masked_fill_refuses_a_complex_value_with_torchs_runtime_error():
     x = gd.tensor(np.random.default_rng(8).standard_normal((2, 2)))
     with pytest.raises(RuntimeError, match="complex"):
         x.masked_fill(gd.tensor(True), 1j)
+
+
+def test_to_takes_torchs_positional_non_blocking_and_copy():
+    values = np.random.default_rng(9).standard_normal((3, 2))
+    x, other = gd.tensor(values), gd.tensor(values)
+    t, t_other = torch.tensor(values), torch.tensor(values)
+    assert x.to(other, False, True) is not x and t.to(t_other, False, True) is not t  # copy
+    assert x.to(other, False) is x and t.to(t_other, False) is t          # nothing changes
+    y = x.to("cpu", gd.float32, False, True)
+    assert y.dtype == gd.float32 and t.to("cpu", torch.float32, False, True).dtype == torch.float32
+    np.testing.assert_allclose(y.numpy(), values.astype(np.float32))
+    with pytest.raises(TypeError, match="bools"):
+        x.to(other, False, True, True)

@@ -146,9 +146,16 @@ def _gd_dtypes(x):
     return x
 
 
+def _default_format(key, value):
+    """memory_format=torch.preserve_format: torch's default, dropped for gpudl (no formats)."""
+    return key == "memory_format" and value == torch.preserve_format
+
+
 def _with_gd_dtypes(fn):
-    """fn taking torch dtypes (dtype=torch.float32) as gpudl ones."""
+    """fn taking torch dtypes (dtype=torch.float32) as gpudl ones, without torch's default
+    memory_format."""
     def call(*args, **kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if not _default_format(k, v)}
         return fn(*_gd_dtypes(args), **_gd_dtypes(kwargs))
     call.method_only = getattr(fn, "method_only", False)
     return call
@@ -186,7 +193,7 @@ def _skip_reason(sample):
             return [no_dtype(i) for i in x]
         return None if isinstance(x, torch.dtype) else x
     kwargs = {k: no_dtype(v) for k, v in sample.kwargs.items()
-              if k not in ("dtype", "alpha", "rounding_mode")}
+              if k not in ("dtype", "alpha", "rounding_mode") and not _default_format(k, v)}
     return core._unsupported(SimpleNamespace(input=sample.input, args=no_dtype(sample.args),
                                              kwargs=kwargs))
 
