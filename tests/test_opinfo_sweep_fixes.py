@@ -145,3 +145,14 @@ def test_to_takes_torchs_positional_non_blocking_and_copy():
     np.testing.assert_allclose(y.numpy(), values.astype(np.float32))
     with pytest.raises(TypeError, match="bools"):
         x.to(other, False, True, True)
+
+
+def test_prod_keeps_an_explicit_bool_or_int32_dtype():
+    mask = np.random.default_rng(10).random((5, 4)) > 0.3
+    got, want = gd.tensor(mask).prod(1, dtype=gd.bool), torch.tensor(mask).prod(1, dtype=torch.bool)
+    assert got.dtype == gd.bool
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+    ints = np.random.default_rng(11).integers(-3, 4, (3, 4))
+    got = gd.tensor(ints).prod(0, dtype=gd.int32)
+    assert got.dtype == gd.int32
+    np.testing.assert_array_equal(got.numpy(), torch.tensor(ints).prod(0, dtype=torch.int32).numpy())
