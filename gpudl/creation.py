@@ -127,6 +127,10 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
 
 
 def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None):
+    """Integers drawn uniformly from [low, high): ``randint(high, size)`` or
+    ``randint(low, high, size)``, as torch."""
+    if isinstance(high, (tuple, list)):         # torch.randint(high, size)
+        low, high, size = 0, low, high
     if high is None:
         low, high = 0, low
     if high <= low:
@@ -155,12 +159,25 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
     if dtype is None:
         integral = all(dtypes.value_category(v) == 1 for v in (start, end, step))
         dtype = dtypes.int64 if integral else dtypes.DEFAULT_FLOAT
+    start, end, step = _truncated_for(dtype, start, end, step)
+    if step == 0:
+        raise ValueError("arange: step must be nonzero once truncated to the integer dtype")
     values = np.arange(start, end, step, dtype=np.float64 if dtypes.is_floating(dtype) else None)
     return tensor(values.astype(dtype), device=device, requires_grad=requires_grad)
 
 
+def _truncated_for(dtype, *bounds):
+    """The bounds of a range as torch takes them for an integer ``dtype``: truncated to ints
+    first (arange(0.5, 3.7, 1.5, dtype=int64) is arange(0, 3, 1)); unchanged otherwise."""
+    if dtypes.is_floating(dtype) or dtype == dtypes.bool_:
+        return bounds
+    return tuple(int(b) for b in bounds)
+
+
 def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
-    values = np.linspace(start, end, steps).astype(dtypes.as_dtype(dtype) or dtypes.DEFAULT_FLOAT)
+    dtype = dtypes.as_dtype(dtype) or dtypes.DEFAULT_FLOAT
+    start, end = (v.item() if isinstance(v, Tensor) else v for v in (start, end))
+    values = np.linspace(*_truncated_for(dtype, start, end), steps).astype(dtype)
     return tensor(values, device=device, requires_grad=requires_grad)
 
 
@@ -241,11 +258,14 @@ BoolTensor = _legacy_constructor("BoolTensor", dtypes.bool_)
 
 def logspace(start, end, steps, base=10.0, dtype=None, device=None, requires_grad=False):
     """``steps`` values base ** x for x evenly spaced from ``start`` to ``end``."""
-    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"logspace: steps must be a non-negative int, got {steps!r}")
-    values = np.logspace(start, end, steps, base=base)
-    return tensor(values.astype(dtypes.as_dtype(dtype, "logspace") or dtypes.DEFAULT_FLOAT),
-                  device=device, requires_grad=requires_grad)
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool):
+        raise TypeError(f"logspace: steps must be an int, got {steps!r}")
+    if steps < 0:
+        raise ValueError(f"logspace: steps must be non-negative, got {steps!r}")
+    dtype = dtypes.as_dtype(dtype, "logspace") or dtypes.DEFAULT_FLOAT
+    start, end = (v.item() if isinstance(v, Tensor) else v for v in (start, end))
+    values = np.logspace(*_truncated_for(dtype, start, end), steps, base=base)
+    return tensor(values.astype(dtype), device=device, requires_grad=requires_grad)
 
 
 def as_tensor(data, dtype=None, device=None):

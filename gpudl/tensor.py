@@ -265,7 +265,11 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         Returns ``self`` when nothing changes (unless ``copy=True``). ``non_blocking`` is
         accepted for torch's signature; copies between host and GPU complete before returning.
         """
-        for a in args:
+        flags = [a for a in args if isinstance(a, bool)]     # torch's positional
+        if len(flags) > 2:                                    # non_blocking, copy
+            raise TypeError(f"to: at most two bools (non_blocking, copy), got {args!r}")
+        copy = flags[1] if len(flags) == 2 else copy
+        for a in (a for a in args if not isinstance(a, bool)):
             if isinstance(a, Tensor):
                 device, dtype = a._device, a.dtype
             elif backend.is_device_like(a):
@@ -550,12 +554,16 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     @autograd.recorded("inplace")
     def uniform_(self, a=0.0, b=1.0, *, generator=None):
         from . import random
+        if a > b:
+            raise ValueError(f"uniform_: expected a <= b (the range [a, b)), got a={a}, b={b}")
         return self._fill_random("uniform_", random.uniform(self.shape, self.dtype, self._device,
                                                             a, b, generator))
 
     @autograd.recorded("inplace")
     def normal_(self, mean=0.0, std=1.0, *, generator=None):
         from . import random
+        if std < 0:                           # refused before the tensor changes
+            raise ValueError(f"normal_: std must be non-negative, got {std}")
         return self._fill_random("normal_", random.normal(self.shape, self.dtype, self._device,
                                                           generator) * std + mean)
 

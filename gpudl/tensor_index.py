@@ -141,6 +141,8 @@ class IndexMixin:
 
     def narrow(self, dim, start, length):
         """``length`` elements from ``start`` along ``dim`` (a view in torch, a slice here)."""
+        if self.ndim == 0:
+            raise RuntimeError("narrow: cannot narrow a 0-d tensor (it has no dim to narrow)")
         axis = normalize_axis(dim, self.ndim, "narrow")
         if isinstance(start, T.Tensor):
             if start.ndim or start.dtype.kind not in "iu":
@@ -150,9 +152,11 @@ class IndexMixin:
         if isinstance(start, bool) or isinstance(length, bool):
             raise TypeError("narrow: start and length must be ints, got a bool")
         n = self.shape[axis]
+        if not -n <= start <= n:            # torch: a bad start is an index error...
+            raise IndexError(f"narrow: start {start} is out of range for dim {dim} of size {n}")
         start = start + n if start < 0 else start
-        if not (0 <= start <= n and 0 <= length and start + length <= n):
-            raise IndexError(f"narrow: start {start} and length {length} do not fit in dim "
+        if not (0 <= length and start + length <= n):    # ...a bad length a runtime one
+            raise RuntimeError(f"narrow: start {start} and length {length} do not fit in dim "
                              f"{dim} of size {n}")
         return self[(slice(None),) * axis + (slice(start, start + length),)]
 
@@ -197,6 +201,8 @@ class IndexMixin:
     def roll(self, shifts, dims=None):
         """Elements shifted cyclically by ``shifts`` along ``dims`` (the flattened tensor when
         dims is None), as torch.roll."""
+        if not isinstance(shifts, (int, np.integer)) and len(shifts) == 0:
+            raise RuntimeError("roll: shifts must hold at least one int, got an empty sequence")
         if dims is None:
             flat = self.reshape(-1)
             return S.Roll.apply(flat, _ints(shifts, "roll")[0], None).reshape(self.shape)

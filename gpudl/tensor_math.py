@@ -177,7 +177,8 @@ class MathMixin:
         return E.Relu.apply(self)
 
     def square(self):
-        return self * self
+        x = self.astype(dtypes.int64) if self.dtype == dtypes.bool_ else self   # as torch
+        return x * x
 
     def clip(self, min=None, max=None):
         if min is None and max is None:
@@ -198,6 +199,9 @@ class MathMixin:
         if isinstance(value, T.Tensor) and value.ndim != 0:
             raise ValueError(f"masked_fill: value must be a Python number or a 0-d tensor, got "
                              f"a tensor of shape {value.shape}")
+        if isinstance(value, complex):            # torch: not convertible to a real dtype
+            raise RuntimeError(f"masked_fill: value {value!r} is complex; the tensor is "
+                               f"{self.dtype}")
         return where(mask, _as_dtype_tensor(value, self.dtype, self), self)   # self's dtype
 
     def minimum(self, other):
@@ -242,14 +246,18 @@ class MathMixin:
         return self if is_floating(self.dtype) else self.astype(dtypes.DEFAULT_FLOAT)
 
     # ----------------------------------------------------------------- reductions
-    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def sum(self, dim=None, keepdim=False, *, dtype=None, axis=None, keepdims=None):
         dim, keepdim = _reduce_args("sum", dim, keepdim, axis, keepdims)
-        self = _autocast_one("sum", self)
-        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self  # as torch (uint8 too)
+        x = _reduction_input("sum", self, dtype)
         return R.Sum.apply(x, _reduced_axes(dim, self.ndim, "sum"), keepdim)
 
-    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def mean(self, dim=None, keepdim=False, *, dtype=None, axis=None, keepdims=None):
         dim, keepdim = _reduce_args("mean", dim, keepdim, axis, keepdims)
+        if dtype is not None:                     # torch: the input is cast first
+            if not is_floating(dtypes.as_dtype(dtype, "mean")):
+                raise RuntimeError(f"mean: dtype must be a floating dtype, got "
+                                   f"{dtypes.as_dtype(dtype, 'mean')}")
+        self = _cast_to(self, dtype)
         return R.Mean.apply(self._floating(), _reduced_axes(dim, self.ndim, "mean"), keepdim)
 
     def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
@@ -326,24 +334,21 @@ class MathMixin:
             raise ValueError(f"{op}: cannot reduce an empty dimension of shape {self.shape}")
         return R.Amax.apply(self, axes, bool(keepdim), largest)
 
-    def prod(self, dim=None, keepdim=False):
+    def prod(self, dim=None, keepdim=False, *, dtype=None):
         """Product over one dim (or all); integer tensors give int64, as torch."""
-        self = _autocast_one("prod", self)
-        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
+        x = _reduction_input("prod", self, dtype)
         axis = None if dim is None else normalize_axis(dim, self.ndim, "prod")
         return R.Prod.apply(x, axis if self.ndim else None, bool(keepdim) and axis is not None)
 
-    def cumsum(self, dim):
+    def cumsum(self, dim, *, dtype=None):
         """Running sum along ``dim``; integer tensors give int64."""
-        self = _autocast_one("cumsum", self)
-        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
+        x = _reduction_input("cumsum", self, dtype)
         return R.CumSum.apply(x, normalize_axis(dim, self.ndim, "cumsum")) if self.ndim \
             else x.clone()
 
-    def cumprod(self, dim):
+    def cumprod(self, dim, *, dtype=None):
         """Running product along ``dim``; the gradient is exact where elements are zero."""
-        self = _autocast_one("cumprod", self)
-        x = self.astype(dtypes.int64) if self.dtype.kind in "bui" else self
+        x = _reduction_input("cumprod", self, dtype)
         return R.CumProd.apply(x, normalize_axis(dim, self.ndim, "cumprod")) if self.ndim \
             else x.clone()
 
@@ -610,6 +615,18 @@ def matmul(a, b):
     if _autocast.active:
         a, b = cast_inputs("matmul", a, b)
     return product(a, b)
+
+
+def _cast_to(x, dtype):
+    """x cast to ``dtype`` first, as torch's reductions with dtype= (None: x itself)."""
+    return x if dtype is None else x.to(dtype=dtype)
+
+
+def _reduction_input(op, x, dtype):
+    """What sum / prod / cumsum / cumprod reduce, as torch: x cast to ``dtype`` when given,
+    else (after autocast) integers and bools widened to int64."""
+    x = _autocast_one(op, _cast_to(x, dtype))
+    return x.astype(dtypes.int64) if x.dtype.kind in "bui" and dtype is None else x
 
 
 def product(a, b):

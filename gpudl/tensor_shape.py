@@ -159,7 +159,7 @@ class ShapeMixin:
         """The slices along ``dim``, each without that dim: x.unbind(0) is tuple(x)."""
         axis = normalize_axis(dim, self.ndim, "unbind")
         if self.ndim == 0:
-            raise ValueError("unbind: a 0-d tensor has no dim to unbind")
+            raise IndexError("unbind: a 0-d tensor has no dim to unbind")
         return tuple(self[(slice(None),) * axis + (i,)] for i in range(self.shape[axis]))
 
     def chunk(self, chunks, dim=0):

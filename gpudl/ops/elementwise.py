@@ -83,7 +83,7 @@ class Pow(Function):
         if type(b) is int and b < 0 and getattr(a, "dtype", np.dtype(float)).kind in "biu":
             raise RuntimeError("pow: integers to negative integer powers are not allowed "
                                f"(a {a.dtype} tensor ** {b}); use a float tensor")
-        y = a ** b
+        y = _integer_power(a, b) if _is_integer(a) and _is_integer(b) else a ** b
         ctx.save_for_backward(a, b, y)
         return y
 
@@ -101,6 +101,22 @@ class Pow(Function):
                 gb = xp.where((a == 0) & (b >= 0), 0, y * xp.log(xp.asarray(a)))
             gb = sum_to(g * gb, _shape(b))
         return ga, gb
+
+
+def _is_integer(x):
+    return getattr(x, "dtype", None) is not None and x.dtype.kind in "iu" or \
+        type(x) is int
+
+
+def _integer_power(a, b):
+    """a ** b for integers, with torch's answer where a tensor exponent is negative (NumPy
+    refuses): 1 ** b = 1, (-1) ** b = +-1 by parity, any other base 0."""
+    if type(b) is int:                        # a negative one is refused in forward
+        return a ** b
+    xp = _xp2(a, b)                           # no branch on the values: no device sync
+    negative_power = xp.where(a == 1, 1, xp.where(a == -1, 1 - 2 * (b % 2), 0))
+    return xp.where(b < 0, negative_power, a ** xp.maximum(b, 0)).astype(
+        xp.result_type(a, b))
 
 
 def _xp2(a, b):

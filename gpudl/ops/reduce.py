@@ -220,7 +220,7 @@ class Prod(Function):
     def forward(ctx, a, axis, keepdims):
         ctx.save_for_backward(a)
         ctx.conf = (axis, keepdims)
-        return in_float32(lambda x: x.prod(axis=axis, keepdims=keepdims), a)
+        return in_float32(lambda x: x.prod(axis=axis, keepdims=keepdims, dtype=x.dtype), a)
 
     @staticmethod
     def backward(ctx, g):
