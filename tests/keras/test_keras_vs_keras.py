@@ -267,7 +267,12 @@ def _two_models(keras, seed_weights=None):
                                               ("Adadelta", {"learning_rate": 0.5}),
                                               ("Lion", {"learning_rate": 0.003}),
                                               ("Lamb", {"learning_rate": 0.01,
-                                                        "weight_decay": 0.01})])
+                                                        "weight_decay": 0.01}),
+                                              ("Ftrl", {"learning_rate": 0.05,
+                                                        "l1_regularization_strength": 0.01,
+                                                        "l2_regularization_strength": 0.02,
+                                                        "l2_shrinkage_regularization_strength":
+                                                        0.03, "beta": 0.1})])
 def test_training_steps_match_keras(optimizer, kwargs):
     """New layers, a focal loss and an AUC metric: a few epochs give Keras's history and
     final weights."""
@@ -324,3 +329,33 @@ def test_masked_rnn_of_a_cell_matches_keras():
               for keras in (real_keras, gk)]
     models[1].set_weights(models[0].get_weights())
     _close(models[1].predict(x, verbose=0), models[0].predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("name, kwargs", [("Accuracy", {}), ("BinaryAccuracy", {}),
+                                          ("BinaryAccuracy", {"threshold": 0.3}),
+                                          ("CategoricalAccuracy", {}),
+                                          ("SparseCategoricalAccuracy", {})])
+def test_accuracy_objects_match_keras(data, name, kwargs):
+    rng = data["rng"]
+    y_true, y_pred = {
+        "Accuracy": (data["ids"], rng.integers(0, 6, 4)),
+        "BinaryAccuracy": (data["labels"], data["probs"]),
+        "CategoricalAccuracy": (data["onehot"], data["x"]),
+        "SparseCategoricalAccuracy": (data["ids"][:, None], data["x"])}[name]
+    weights = rng.uniform(0.1, 2.0, 4)
+    theirs, ours = (getattr(keras.metrics, name)(**kwargs) for keras in (real_keras, gk))
+    for metric in (theirs, ours):
+        metric.update_state(y_true, y_pred)
+        metric.update_state(y_true, y_pred, sample_weight=weights)
+    _close(ours.result(), theirs.result())
+
+
+@pytest.mark.parametrize("name", ["Precision", "Recall"])
+@pytest.mark.parametrize("kwargs", [{"top_k": 2}, {"top_k": 3, "class_id": 1},
+                                    {"top_k": 2, "thresholds": [0.3, 0.6]}])
+def test_precision_recall_top_k_match_keras(data, name, kwargs):
+    theirs, ours = (getattr(keras.metrics, name)(**kwargs) for keras in (real_keras, gk))
+    weights = data["rng"].uniform(0.1, 2.0, 4)
+    for metric in (theirs, ours):
+        metric.update_state(data["labels"], data["probs"], sample_weight=weights)
+    _close(ours.result(), theirs.result())
