@@ -37,5 +37,7 @@ from .convolutional3d import (AveragePooling3D, Conv3D, Conv3DTranspose, MaxPool
                               UpSampling3D, ZeroPadding3D)
 Convolution3D, Convolution3DTranspose = Conv3D, Conv3DTranspose
 MaxPool3D, AvgPool3D = MaxPooling3D, AveragePooling3D
+from .image_preprocessing import (CenterCrop, RandomBrightness, RandomContrast, RandomCrop,
+                                  RandomRotation, RandomTranslation, RandomZoom, Resizing)
 
 __all__ = [name for name in dir() if not name.startswith("_")]
