@@ -359,3 +359,35 @@ def test_precision_recall_top_k_match_keras(data, name, kwargs):
     for metric in (theirs, ours):
         metric.update_state(data["labels"], data["probs"], sample_weight=weights)
     _close(ours.result(), theirs.result())
+
+
+@pytest.mark.parametrize("cells, options", [
+    (("LSTMCell", "GRUCell"), {}),
+    (("GRUCell", "SimpleRNNCell", "LSTMCell"), {"return_sequences": True,
+                                                "return_state": True}),
+    (("LSTMCell", "LSTMCell"), {"return_state": True, "go_backwards": True})])
+@pytest.mark.parametrize("masked", [False, True])
+def test_rnn_of_stacked_cells_matches_keras(cells, options, masked):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 5, 4)).astype("float32")
+    mask = np.arange(5)[None, :] < np.array([[5], [3], [1]]) if masked else None
+    theirs = real_keras.layers.RNN([getattr(real_keras.layers, c)(6 - i)
+                                    for i, c in enumerate(cells)], **options)
+    theirs(x)
+    weights = [0.5 * rng.standard_normal(w.shape).astype("float32")
+               for w in theirs.get_weights()]
+    theirs.set_weights(weights)
+    ours = gk.layers.RNN([getattr(gk.layers, c)(6 - i) for i, c in enumerate(cells)],
+                         **options)
+    ours(gd.tensor(x))
+    ours.set_weights(weights)
+    expected = theirs(x, mask=None if mask is None else real_keras.ops.convert_to_tensor(mask))
+    got = ours(gd.tensor(x), mask=None if mask is None else gd.tensor(mask))
+
+    def flat(value):
+        return [v for item in value for v in flat(item)] if isinstance(value, (list, tuple)) \
+            else [value]
+    expected, got = flat(expected), flat(got)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        _close(a, b)

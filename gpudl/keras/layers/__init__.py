@@ -39,5 +39,6 @@ Convolution3D, Convolution3DTranspose = Conv3D, Conv3DTranspose
 MaxPool3D, AvgPool3D = MaxPooling3D, AveragePooling3D
 from .image_preprocessing import (CenterCrop, RandomBrightness, RandomContrast, RandomCrop,
                                   RandomRotation, RandomTranslation, RandomZoom, Resizing)
+from .rnn_cells import StackedRNNCells
 
 __all__ = [name for name in dir() if not name.startswith("_")]
