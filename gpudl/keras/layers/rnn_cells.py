@@ -3,8 +3,9 @@ weights), StackedRNNCells, and the ``RNN`` layer that runs a cell over a sequenc
 
 ``RNN`` runs gpudl's own cells as their fused layers do (one kernel call for the sequence;
 for stacked gpudl cells, one per cell); any other cell (a Keras-style custom cell:
-``state_size`` and ``call(inputs, states) -> (output, new_states)``) step by step. Masks (from Embedding(mask_zero=True) or Masking) make
-masked steps keep the states and repeat the previous output, as Keras.
+``state_size`` and ``call(inputs, states) -> (output, new_states)``) step by step. Masks (from
+Embedding(mask_zero=True) or Masking) make masked steps keep the states and repeat the previous
+output, as Keras.
 """
 
 from ... import creation, functions
