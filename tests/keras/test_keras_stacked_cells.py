@@ -50,23 +50,22 @@ def test_stacked_cells_equal_stacked_torch_layers(rng, masked):
 
 
 def test_stacked_custom_cell_steps_with_masks(rng):
-    class MinimalCell(layers.Layer):
-        def __init__(self, units, **kwargs):
-            super().__init__(**kwargs)
-            self.units, self.state_size = units, units
+    class LeakyCell(layers.Layer):
+        """``h = tanh(x @ kernel) + h / 2``: a Keras-style cell, stepped one call at a time."""
+
+        state_size = 4
 
         def build(self, input_shape):
-            self.kernel = self.add_weight(shape=(input_shape[-1], self.units),
-                                          initializer="random_normal")
+            self.kernel = self.add_weight(shape=(input_shape[-1], 4), initializer="random_normal")
 
         def call(self, inputs, states):
-            output = (inputs @ self.kernel + states[0]).tanh()
+            output = (inputs @ self.kernel).tanh() + 0.5 * states[0]
             return output, [output]
 
     x = rng.standard_normal((2, 5, 3)).astype(np.float32)
     mask = np.ones((2, 5), bool)
     mask[0, 3:] = False
-    rnn = layers.RNN(layers.StackedRNNCells([MinimalCell(4), layers.GRUCell(3)]),
+    rnn = layers.RNN(layers.StackedRNNCells([LeakyCell(), layers.GRUCell(3)]),
                      return_sequences=True, return_state=True)
     sequence, h1, h2 = rnn(gd.tensor(x), mask=gd.tensor(mask))
     gru = layers.GRU(3, return_sequences=True)
@@ -75,7 +74,7 @@ def test_stacked_custom_cell_steps_with_masks(rng):
     gru.set_weights(rnn.get_weights()[1:])
     h, first = np.zeros((2, 4)), []
     for t in range(5):
-        new = np.tanh(x[:, t] @ kernel + h)
+        new = np.tanh(x[:, t] @ kernel) + 0.5 * h
         h = np.where(mask[:, t:t + 1], new, h)
         first.append(h)
     np.testing.assert_allclose(h1.numpy(), h, rtol=1e-5, atol=1e-6)

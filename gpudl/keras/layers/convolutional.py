@@ -116,7 +116,7 @@ class Conv2D(_Conv):
     """2-D convolution: (N, H, W, C) -> (N, H', W', filters) (channels_last, the default)."""
 
     def call(self, inputs):
-        check_ndim(self, inputs, 4)
+        check_ndim(self, inputs, self.rank + 2)
         out = self._conv2d(_to_nchw(inputs, self.data_format), self.kernel, self.strides,
                            self.dilation_rate)
         return self.activation(_from_nchw(out, self.data_format))
@@ -167,7 +167,7 @@ class Conv2DTranspose(_Conv):
             self.add_weight("bias", (self.filters,), self.bias_initializer)
 
     def call(self, inputs):
-        check_ndim(self, inputs, 4)
+        check_ndim(self, inputs, self.rank + 2)
         out = self._transpose2d(_to_nchw(inputs, self.data_format), self.kernel,
                                 self.kernel_size, self.strides, self.dilation_rate,
                                 self.output_padding)

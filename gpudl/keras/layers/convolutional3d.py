@@ -7,23 +7,17 @@ padding and transposed output sizes follow the same Keras rules.
 """
 
 from ...nn import functional as F
-from .convolutional import (Conv2DTranspose, _Conv, _Pooling2D, _from_nchw, _to_nchw, _tuple,
+from .convolutional import (Conv2D, Conv2DTranspose, _Pooling2D, _from_nchw, _to_nchw, _tuple,
                             check_ndim)
 from ..engine import Layer
 from .reshaping import _pairs
 
 
-class Conv3D(_Conv):
+class Conv3D(Conv2D):
     """3-D convolution: (N, D, H, W, C) -> (N, D', H', W', filters); kernel
     (kd, kh, kw, C // groups, filters)."""
 
     rank = 3
-
-    def call(self, inputs):
-        check_ndim(self, inputs, 5)
-        out = self._conv2d(_to_nchw(inputs, self.data_format), self.kernel, self.strides,
-                           self.dilation_rate)
-        return self.activation(_from_nchw(out, self.data_format))
 
 
 class Conv3DTranspose(Conv2DTranspose):
@@ -31,13 +25,6 @@ class Conv3DTranspose(Conv2DTranspose):
     Conv2DTranspose's."""
 
     rank = 3
-
-    def call(self, inputs):
-        check_ndim(self, inputs, 5)
-        out = self._transpose2d(_to_nchw(inputs, self.data_format), self.kernel,
-                                self.kernel_size, self.strides, self.dilation_rate,
-                                self.output_padding)
-        return self.activation(_from_nchw(out, self.data_format))
 
 
 class MaxPooling3D(_Pooling2D):
