@@ -188,6 +188,59 @@ class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
         super().__init__(sparse_top_k_categorical_accuracy, name=name, dtype=dtype, k=k)
 
 
+def _accuracy_values(y_true, y_pred):
+    """1 where the prediction equals the label exactly, per value."""
+    y_true, y_pred = _aligned(host(y_true), host(y_pred))
+    return (y_true == y_pred).astype(np.float64)
+
+
+def _binary_accuracy_values(y_true, y_pred, threshold=0.5):
+    """1 where ``y_pred > threshold`` agrees with the 0/1 label, per value."""
+    y_true, y_pred = _aligned(host(y_true), host(y_pred))
+    return (y_true == (y_pred > threshold)).astype(np.float64)
+
+
+def _sparse_categorical_accuracy_values(y_true, y_pred):
+    """1 where the arg-max of the scores is the integer label (labels (N,) or (N, 1))."""
+    labels, scores = host(y_true), host(y_pred)
+    if labels.ndim == scores.ndim and labels.shape[-1] == 1:
+        labels = labels[..., 0]
+    return (scores.argmax(-1) == labels).astype(np.float64)
+
+
+def _categorical_accuracy_values(y_true, y_pred):
+    """1 where the arg-max of the scores is the arg-max of the one-hot label."""
+    return _sparse_categorical_accuracy_values(host(y_true).argmax(-1), y_pred)
+
+
+class Accuracy(MeanMetricWrapper):
+    """How often predictions equal the labels exactly (weighted by ``sample_weight``)."""
+
+    def __init__(self, name="accuracy", dtype=None):
+        super().__init__(_accuracy_values, name=name, dtype=dtype)
+
+
+class BinaryAccuracy(MeanMetricWrapper):
+    """How often ``y_pred > threshold`` matches the 0/1 labels."""
+
+    def __init__(self, name="binary_accuracy", dtype=None, threshold=0.5):
+        super().__init__(_binary_accuracy_values, name=name, dtype=dtype, threshold=threshold)
+
+
+class CategoricalAccuracy(MeanMetricWrapper):
+    """How often the arg-max of the scores is the one-hot label's class."""
+
+    def __init__(self, name="categorical_accuracy", dtype=None):
+        super().__init__(_categorical_accuracy_values, name=name, dtype=dtype)
+
+
+class SparseCategoricalAccuracy(MeanMetricWrapper):
+    """How often the arg-max of the scores is the integer label."""
+
+    def __init__(self, name="sparse_categorical_accuracy", dtype=None):
+        super().__init__(_sparse_categorical_accuracy_values, name=name, dtype=dtype)
+
+
 def cosine_similarity(y_true, y_pred, axis=-1):
     """``sum(l2_normalize(y_true) * l2_normalize(y_pred))`` over ``axis`` (1: same direction)."""
     from .losses import cosine_similarity as loss
@@ -214,17 +267,24 @@ class RootMeanSquaredError(Mean):
 
 # -- confusion counts -------------------------------------------------------------------------
 
+_NEG_INF = -1e10      # Keras's score for values outside the top k
+
+
 class _Confusion(Metric):
     """Weighted counts of ``y_pred > threshold`` against ``y_true`` over every value, for each
-    of ``thresholds`` (default 0.5); ``class_id`` keeps one column of the last axis."""
+    of ``thresholds`` (default 0.5); ``class_id`` keeps one column of the last axis;
+    ``top_k`` first sets every score outside the ``top_k`` highest of the last axis to
+    Keras's -1e10 (the default threshold then being -1e10: the top k count as positive)."""
 
     def __init__(self, thresholds=None, name=None, dtype=None, class_id=None, top_k=None):
-        if top_k is not None:
-            raise NotImplementedError(f"{type(self).__name__}: top_k is not supported")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"{type(self).__name__}: top_k must be a positive int or None, "
+                             f"got {top_k!r}")
         self.several = isinstance(thresholds, (list, tuple))
+        default = 0.5 if top_k is None else _NEG_INF
         self.thresholds = np.array(thresholds if self.several else
-                                   [0.5 if thresholds is None else thresholds], np.float64)
-        self.class_id = class_id
+                                   [default if thresholds is None else thresholds], np.float64)
+        self.class_id, self.top_k = class_id, top_k
         super().__init__(name=name, dtype=dtype)
 
     def reset_state(self):
@@ -232,6 +292,11 @@ class _Confusion(Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = _aligned(host(y_true), host(y_pred))
+        if self.top_k is not None:
+            highest = np.argsort(-y_pred, axis=-1, kind="stable")[..., :self.top_k]
+            kept = np.zeros(y_pred.shape, bool)
+            np.put_along_axis(kept, highest, True, axis=-1)
+            y_pred = np.where(kept, y_pred, _NEG_INF)
         if self.class_id is not None:
             y_true, y_pred = y_true[..., self.class_id], y_pred[..., self.class_id]
         weight = np.broadcast_to(_expand_to(host(1.0 if sample_weight is None else

@@ -44,59 +44,6 @@ def _accuracy_metric(name):
     return metric
 
 
-class _AccuracyObject:
-    """A metric object (``metrics=[SparseCategoricalAccuracy()]``): logged under ``name``."""
-
-    default_name = "accuracy"
-
-    def __init__(self, name=None):
-        self.__name__ = name or self.default_name
-
-    def __call__(self, y_true, y_pred):
-        return _equal_fraction(y_true, y_pred)
-
-
-class Accuracy(_AccuracyObject):
-    """Keras's ``Accuracy`` class: how often predictions equal the targets exactly."""
-
-    @staticmethod
-    def prepare(output, target):
-        target = unweighted(target)
-        return output.ravel(), target.reshape(output.shape).ravel() \
-            if target.size == output.size else target.ravel()
-
-
-class BinaryAccuracy(_AccuracyObject):
-    default_name = "binary_accuracy"
-
-    def __init__(self, name=None, threshold=0.5):
-        super().__init__(name)
-        self.threshold = threshold
-
-    def prepare(self, output, target):
-        target = unweighted(target)
-        predicted = (output > self.threshold).astype(target.dtype)
-        return predicted.ravel(), target.reshape(output.shape).ravel()
-
-
-class CategoricalAccuracy(_AccuracyObject):
-    default_name = "categorical_accuracy"
-
-    @staticmethod
-    def prepare(output, target):
-        target = unweighted(target)
-        return output.argmax(axis=-1).ravel(), target.argmax(axis=-1).ravel()
-
-
-class SparseCategoricalAccuracy(_AccuracyObject):
-    default_name = "sparse_categorical_accuracy"
-
-    @staticmethod
-    def prepare(output, target):
-        target = unweighted(target)
-        return output.argmax(axis=-1).ravel(), target.ravel()
-
-
 def aligned_values(output, target):
     """Device arrays (outputs, targets) flattened alike, for the regression metrics."""
     target = unweighted(target)
@@ -209,3 +156,7 @@ METRIC_OBJECTS = {"auc": AUC, "AUC": AUC, "top_k_categorical_accuracy": TopKCate
                   "sparse_top_k_categorical_accuracy": SparseTopKCategoricalAccuracy,
                   "cosine_similarity": CosineSimilarity, "r2_score": R2Score,
                   "root_mean_squared_error": RootMeanSquaredError}
+
+# branch keras-2: the accuracy classes as stateful metric objects
+from .metric_objects import (Accuracy, BinaryAccuracy, CategoricalAccuracy,  # noqa: E402
+                             SparseCategoricalAccuracy)

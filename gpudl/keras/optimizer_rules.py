@@ -115,3 +115,26 @@ class KerasLamb(KerasRule):
         ratio = xp.where((weight_norm > 0) & (update_norm > 0),
                          weight_norm / xp.where(update_norm > 0, update_norm, 1), 1)
         param -= ratio * group["lr"] * update
+
+
+class KerasFtrl(KerasRule):
+    """Follow-the-regularized-leader (Keras's form): with ``n' = n + g^2``,
+    ``z += g + 2 l2_shrinkage p - (n'^-power - n^-power) / lr * p``,
+    ``p = (clip(z, -l1, l1) - z) / (n'^-power / lr + 2 (l2 + beta / (2 lr)))``, ``n = n'``."""
+
+    buffers = ("accumulator", "linear")
+
+    def _init_state(self, param, group):
+        state = super()._init_state(param, group)
+        state["accumulator"] = new_state_buffer(param, group["initial_accumulator_value"])
+        return state
+
+    def rule(self, xp, param, grad, s, state, group):
+        lr, power, l1 = group["lr"], -group["learning_rate_power"], group["l1"]
+        l2 = group["l2"] + group["beta"] / (2.0 * lr)
+        new_accumulator = s["accumulator"] + grad * grad
+        s["linear"] += grad + 2 * group["l2_shrinkage"] * param - (
+            new_accumulator ** power - s["accumulator"] ** power) / lr * param
+        quadratic = new_accumulator ** power / lr + 2 * l2
+        param[...] = (xp.clip(s["linear"], -l1, l1) - s["linear"]) / quadratic
+        s["accumulator"][...] = new_accumulator

@@ -303,3 +303,34 @@ def get(identifier, params):
         raise TypeError(f"compile: optimizer must be a name or an optimizer object (gpudl.keras."
                         f"optimizers or gpudl.optim), got {type(identifier).__name__}")
     return identifier.build(params)
+
+
+# branch keras-2: Ftrl
+class Ftrl(_RuleOptimizer):
+    """Keras's Ftrl (follow the regularized leader, with L1/L2/shrinkage terms); see
+    optimizer_rules.KerasFtrl."""
+
+    rule = rules.KerasFtrl
+
+    def __init__(self, learning_rate=1e-3, learning_rate_power=-0.5,
+                 initial_accumulator_value=0.1, l1_regularization_strength=0.0,
+                 l2_regularization_strength=0.0, l2_shrinkage_regularization_strength=0.0,
+                 beta=0.0, weight_decay=None, **kwargs):
+        if learning_rate_power > 0:
+            raise ValueError(f"Ftrl: learning_rate_power must be <= 0, got "
+                             f"{learning_rate_power!r}")
+        for name, value in (("initial_accumulator_value", initial_accumulator_value),
+                            ("l1_regularization_strength", l1_regularization_strength),
+                            ("l2_regularization_strength", l2_regularization_strength),
+                            ("l2_shrinkage_regularization_strength",
+                             l2_shrinkage_regularization_strength)):
+            if value < 0:
+                raise ValueError(f"Ftrl: {name} must be >= 0, got {value!r}")
+        super().__init__(learning_rate, weight_decay, kwargs,
+                         learning_rate_power=learning_rate_power,
+                         initial_accumulator_value=initial_accumulator_value,
+                         l1=l1_regularization_strength, l2=l2_regularization_strength,
+                         l2_shrinkage=l2_shrinkage_regularization_strength, beta=beta)
+
+
+ALL["ftrl"] = Ftrl

@@ -267,7 +267,14 @@ def _two_models(keras, seed_weights=None):
                                               ("Adadelta", {"learning_rate": 0.5}),
                                               ("Lion", {"learning_rate": 0.003}),
                                               ("Lamb", {"learning_rate": 0.01,
-                                                        "weight_decay": 0.01})])
+                                                        "weight_decay": 0.01}),
+                                              # no l1 here: its clip at +-l1 turns float32
+                                              # rounding into zeroed weights (see the NumPy
+                                              # test of Ftrl with l1 in float64)
+                                              ("Ftrl", {"learning_rate": 0.05,
+                                                        "l2_regularization_strength": 0.02,
+                                                        "l2_shrinkage_regularization_strength":
+                                                        0.03, "beta": 0.1})])
 def test_training_steps_match_keras(optimizer, kwargs):
     """New layers, a focal loss and an AUC metric: a few epochs give Keras's history and
     final weights."""
@@ -324,3 +331,65 @@ def test_masked_rnn_of_a_cell_matches_keras():
               for keras in (real_keras, gk)]
     models[1].set_weights(models[0].get_weights())
     _close(models[1].predict(x, verbose=0), models[0].predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("name, kwargs", [("Accuracy", {}), ("BinaryAccuracy", {}),
+                                          ("BinaryAccuracy", {"threshold": 0.3}),
+                                          ("CategoricalAccuracy", {}),
+                                          ("SparseCategoricalAccuracy", {})])
+def test_accuracy_objects_match_keras(data, name, kwargs):
+    rng = data["rng"]
+    y_true, y_pred = {
+        "Accuracy": (data["ids"], rng.integers(0, 6, 4)),
+        "BinaryAccuracy": (data["labels"], data["probs"]),
+        "CategoricalAccuracy": (data["onehot"], data["x"]),
+        "SparseCategoricalAccuracy": (data["ids"][:, None], data["x"])}[name]
+    weights = rng.uniform(0.1, 2.0, 4)
+    theirs, ours = (getattr(keras.metrics, name)(**kwargs) for keras in (real_keras, gk))
+    for metric in (theirs, ours):
+        metric.update_state(y_true, y_pred)
+        metric.update_state(y_true, y_pred, sample_weight=weights)
+    _close(ours.result(), theirs.result())
+
+
+@pytest.mark.parametrize("name", ["Precision", "Recall"])
+@pytest.mark.parametrize("kwargs", [{"top_k": 2}, {"top_k": 3, "class_id": 1},
+                                    {"top_k": 2, "thresholds": [0.3, 0.6]}])
+def test_precision_recall_top_k_match_keras(data, name, kwargs):
+    theirs, ours = (getattr(keras.metrics, name)(**kwargs) for keras in (real_keras, gk))
+    weights = data["rng"].uniform(0.1, 2.0, 4)
+    for metric in (theirs, ours):
+        metric.update_state(data["labels"], data["probs"], sample_weight=weights)
+    _close(ours.result(), theirs.result())
+
+
+@pytest.mark.parametrize("cells, options", [
+    (("LSTMCell", "GRUCell"), {}),
+    (("GRUCell", "SimpleRNNCell", "LSTMCell"), {"return_sequences": True,
+                                                "return_state": True}),
+    (("LSTMCell", "LSTMCell"), {"return_state": True, "go_backwards": True})])
+@pytest.mark.parametrize("masked", [False, True])
+def test_rnn_of_stacked_cells_matches_keras(cells, options, masked):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 5, 4)).astype("float32")
+    mask = np.arange(5)[None, :] < np.array([[5], [3], [1]]) if masked else None
+    theirs = real_keras.layers.RNN([getattr(real_keras.layers, c)(6 - i)
+                                    for i, c in enumerate(cells)], **options)
+    theirs(x)
+    weights = [0.5 * rng.standard_normal(w.shape).astype("float32")
+               for w in theirs.get_weights()]
+    theirs.set_weights(weights)
+    ours = gk.layers.RNN([getattr(gk.layers, c)(6 - i) for i, c in enumerate(cells)],
+                         **options)
+    ours(gd.tensor(x))
+    ours.set_weights(weights)
+    expected = theirs(x, mask=None if mask is None else real_keras.ops.convert_to_tensor(mask))
+    got = ours(gd.tensor(x), mask=None if mask is None else gd.tensor(mask))
+
+    def flat(value):
+        return [v for item in value for v in flat(item)] if isinstance(value, (list, tuple)) \
+            else [value]
+    expected, got = flat(expected), flat(got)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        _close(a, b)

@@ -32,5 +32,13 @@ GlobalAvgPool1D, GlobalAvgPool3D = GlobalAveragePooling1D, GlobalAveragePooling3
 GlobalMaxPool1D, GlobalMaxPool2D = GlobalMaxPooling1D, GlobalMaxPooling2D
 GlobalMaxPool3D, AvgPool1D = GlobalMaxPooling3D, AveragePooling1D
 Convolution2DTranspose = Conv2DTranspose
+# branch keras-2: 3-D convolution, pooling and resampling
+from .convolutional3d import (AveragePooling3D, Conv3D, Conv3DTranspose, MaxPooling3D,
+                              UpSampling3D, ZeroPadding3D)
+Convolution3D, Convolution3DTranspose = Conv3D, Conv3DTranspose
+MaxPool3D, AvgPool3D = MaxPooling3D, AveragePooling3D
+from .image_preprocessing import (CenterCrop, RandomBrightness, RandomContrast, RandomCrop,
+                                  RandomRotation, RandomTranslation, RandomZoom, Resizing)
+from .rnn_cells import StackedRNNCells
 
 __all__ = [name for name in dir() if not name.startswith("_")]

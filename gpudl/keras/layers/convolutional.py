@@ -44,20 +44,29 @@ def check_ndim(layer, inputs, ndim):
 
 
 def _to_nchw(x, data_format):
-    return x.permute(0, 3, 1, 2) if data_format == "channels_last" else x
+    """Channels-last (N, *spatial, C) -> channels-first (N, C, *spatial)."""
+    return x.permute(0, x.ndim - 1, *range(1, x.ndim - 1)) if data_format == "channels_last" \
+        else x
 
 
 def _from_nchw(x, data_format):
-    return x.permute(0, 2, 3, 1) if data_format == "channels_last" else x
+    return x.permute(0, *range(2, x.ndim), 1) if data_format == "channels_last" else x
 
 
 def _pad_same(x, kernel, stride, dilation, value=0.0):
-    """Pad an NCHW tensor for 'same' output sizes."""
-    (top, bottom), (left, right) = (same_padding(n, k, s, d) for n, k, s, d in
-                                    zip(x.shape[2:], kernel, stride, dilation))
-    if top or bottom or left or right:
-        x = F.pad(x, (left, right, top, bottom), value=value)
+    """Pad a channels-first tensor (2 or 3 spatial dims) for 'same' output sizes."""
+    widths = []                                     # F.pad's order: the last axis first
+    for n, k, s, d in reversed(list(zip(x.shape[2:], kernel, stride, dilation))):
+        widths.extend(same_padding(n, k, s, d))
+    if any(widths):
+        x = F.pad(x, tuple(widths), value=value)
     return x
+
+
+_CONV = {4: F.conv2d, 5: F.conv3d}
+_CONV_TRANSPOSE = {4: F.conv_transpose2d, 5: F.conv_transpose3d}
+_MAX_POOL = {4: F.max_pool2d, 5: F.max_pool3d}
+_AVG_POOL = {4: F.avg_pool2d, 5: F.avg_pool3d}
 
 
 class _Conv(Layer):
@@ -93,19 +102,21 @@ class _Conv(Layer):
             self.add_weight("bias", (self.filters,), self.bias_initializer)
 
     def _conv2d(self, x, kernel, stride, dilation):
-        """NCHW x, Keras (kh, kw, in, out) kernel -> NCHW output with bias and activation."""
+        """Channels-first x (NCHW or NCDHW), Keras (*k, in, out) kernel -> channels-first
+        output with bias."""
+        spatial = x.ndim - 2
         if self.padding == "same":
-            x = _pad_same(x, kernel.shape[:2], stride, dilation)
-        out = F.conv2d(x, kernel.permute(3, 2, 0, 1), self.bias if self.use_bias else None,
-                       stride=stride, dilation=dilation, groups=self.groups)
-        return out
+            x = _pad_same(x, kernel.shape[:spatial], stride, dilation)
+        weight = kernel.permute(spatial + 1, spatial, *range(spatial))
+        return _CONV[x.ndim](x, weight, self.bias if self.use_bias else None, stride=stride,
+                             dilation=dilation, groups=self.groups)
 
 
 class Conv2D(_Conv):
     """2-D convolution: (N, H, W, C) -> (N, H', W', filters) (channels_last, the default)."""
 
     def call(self, inputs):
-        check_ndim(self, inputs, 4)
+        check_ndim(self, inputs, self.rank + 2)
         out = self._conv2d(_to_nchw(inputs, self.data_format), self.kernel, self.strides,
                            self.dilation_rate)
         return self.activation(_from_nchw(out, self.data_format))
@@ -156,16 +167,18 @@ class Conv2DTranspose(_Conv):
             self.add_weight("bias", (self.filters,), self.bias_initializer)
 
     def call(self, inputs):
-        check_ndim(self, inputs, 4)
+        check_ndim(self, inputs, self.rank + 2)
         out = self._transpose2d(_to_nchw(inputs, self.data_format), self.kernel,
                                 self.kernel_size, self.strides, self.dilation_rate,
                                 self.output_padding)
         return self.activation(_from_nchw(out, self.data_format))
 
     def _transpose2d(self, x, kernel, kernel_size, strides, dilation, output_padding):
-        """NCHW x, Keras (kh, kw, out, in) kernel -> NCHW output with bias (Keras's sizes)."""
-        full = F.conv_transpose2d(x, kernel.permute(3, 2, 0, 1), stride=strides,
-                                  dilation=dilation)
+        """Channels-first x, Keras (*k, out, in) kernel -> channels-first output with bias
+        (Keras's sizes)."""
+        spatial = x.ndim - 2
+        full = _CONV_TRANSPOSE[x.ndim](x, kernel.permute(spatial + 1, spatial, *range(spatial)),
+                                       stride=strides, dilation=dilation)
         for i, (n, k, s, d) in enumerate(zip(x.shape[2:], kernel_size, strides, dilation)):
             axis = 2 + i
             size = _transposed_size(n, k, s, d, self.padding,
@@ -174,14 +187,14 @@ class Conv2DTranspose(_Conv):
             start = same_padding(size, k, s, d)[0] if self.padding == "same" else 0
             extra = start + size - full.shape[axis]             # k < s: zeros at the end
             if extra > 0:
-                widths = [0, 0, 0, 0]
-                widths[2 * (3 - axis) + 1] = extra
+                widths = [0] * (2 * spatial)
+                widths[2 * (x.ndim - 1 - axis) + 1] = extra
                 full = F.pad(full, tuple(widths))
-            index = [slice(None)] * 4
+            index = [slice(None)] * x.ndim
             index[axis] = slice(start, start + size)
             full = full[tuple(index)]
         if self.use_bias:
-            full = full + self.bias.reshape(1, -1, 1, 1)
+            full = full + self.bias.reshape((1, -1) + (1,) * spatial)
         return full
 
 
@@ -263,35 +276,39 @@ class DepthwiseConv1D(DepthwiseConv2D):
 
 class _Pooling2D(Layer):
     kind = "max"
+    rank = 2
 
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None,
                  **kwargs):
         super().__init__(**kwargs)
         where = type(self).__name__
-        self.pool_size = _tuple(where, "pool_size", pool_size, 2)
+        self.pool_size = _tuple(where, "pool_size", pool_size, self.rank)
         self.strides = self.pool_size if strides is None else _tuple(where, "strides",
-                                                                     strides, 2)
+                                                                     strides, self.rank)
         self.padding = _check_choice(where, "padding", str(padding).lower(), ("valid", "same"))
         self.data_format = _check_choice(where, "data_format", data_format or "channels_last",
                                          ("channels_last", "channels_first"))
 
     def call(self, inputs):
-        check_ndim(self, inputs, 4)
+        check_ndim(self, inputs, self.rank + 2)
         return _from_nchw(self.pool(_to_nchw(inputs, self.data_format)), self.data_format)
 
     def pool(self, x):
+        """Pool a channels-first tensor (2 or 3 spatial dims)."""
+        no_dilation = (1,) * len(self.pool_size)
         if self.kind == "max":
             if self.padding == "same":
-                x = _pad_same(x, self.pool_size, self.strides, (1, 1), float("-inf"))
-            return F.max_pool2d(x, self.pool_size, self.strides)
+                x = _pad_same(x, self.pool_size, self.strides, no_dilation, float("-inf"))
+            return _MAX_POOL[x.ndim](x, self.pool_size, self.strides)
+        average = _AVG_POOL[x.ndim]
         if self.padding == "valid":
-            return F.avg_pool2d(x, self.pool_size, self.strides)
+            return average(x, self.pool_size, self.strides)
         # TensorFlow's 'same' average counts only the real values under each window
         ones = x[:1, :1] * 0 + 1
-        sums = F.avg_pool2d(_pad_same(x, self.pool_size, self.strides, (1, 1)), self.pool_size,
-                            self.strides)
-        counts = F.avg_pool2d(_pad_same(ones, self.pool_size, self.strides, (1, 1)),
-                              self.pool_size, self.strides)
+        sums = average(_pad_same(x, self.pool_size, self.strides, no_dilation), self.pool_size,
+                       self.strides)
+        counts = average(_pad_same(ones, self.pool_size, self.strides, no_dilation),
+                         self.pool_size, self.strides)
         return sums / counts
 
 

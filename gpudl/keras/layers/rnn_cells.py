@@ -1,10 +1,11 @@
 """Keras's recurrent cells (SimpleRNNCell, LSTMCell, GRUCell: one time step each, Keras's
-weights) and the ``RNN`` layer that runs a cell over a sequence.
+weights), StackedRNNCells, and the ``RNN`` layer that runs a cell over a sequence.
 
-``RNN`` runs gpudl's own cells as their fused layers do (one kernel call for the sequence);
-any other cell (a Keras-style custom cell: ``state_size`` and ``call(inputs, states) ->
-(output, new_states)``) step by step. Masks (from Embedding(mask_zero=True) or Masking) make
-masked steps keep the states and repeat the previous output, as Keras.
+``RNN`` runs gpudl's own cells as their fused layers do (one kernel call for the sequence;
+for stacked gpudl cells, one per cell); any other cell (a Keras-style custom cell:
+``state_size`` and ``call(inputs, states) -> (output, new_states)``) step by step. Masks (from
+Embedding(mask_zero=True) or Masking) make masked steps keep the states and repeat the previous
+output, as Keras.
 """
 
 from ... import creation, functions
@@ -103,8 +104,7 @@ class RNN(Layer):
                  stateful=False, unroll=False, zero_output_for_mask=False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(cell, (list, tuple)):
-            raise NotImplementedError("RNN: a list of cells (stacked cells) is not supported; "
-                                      "stack RNN layers instead")
+            cell = StackedRNNCells(cell)
         if not hasattr(cell, "state_size") or not callable(cell):
             raise TypeError(f"RNN: cell must be a layer with state_size and call(inputs, "
                             f"states), got {type(cell).__name__}")
@@ -116,10 +116,13 @@ class RNN(Layer):
         self.returns_list = bool(return_state)
 
     def _zero_states(self, inputs):
+        def zeros(size):
+            if isinstance(size, (list, tuple)):      # a stacked cell's: one entry per cell
+                return [zeros(s) for s in size]
+            return creation.zeros(inputs.shape[0], size, dtype=inputs.dtype,
+                                  device=inputs.device)
         sizes = self.cell.state_size
-        sizes = sizes if isinstance(sizes, (list, tuple)) else [sizes]
-        return [creation.zeros(inputs.shape[0], size, dtype=inputs.dtype, device=inputs.device)
-                for size in sizes]
+        return zeros(sizes if isinstance(sizes, (list, tuple)) else [sizes])
 
     def call(self, inputs, initial_state=None, mask=None, training=None):
         x = inputs[:, ::-1] if self.go_backwards else inputs
@@ -128,11 +131,15 @@ class RNN(Layer):
         states = list(initial_state) if isinstance(initial_state, (list, tuple)) else \
             ([initial_state] if initial_state is not None else self._zero_states(x))
         if isinstance(self.cell, _Cell) and mask is None:
-            if not self.cell.built:
-                self.cell(x[:, 0], states)                        # builds the weights
-            outputs, *states = self.cell.run(x.transpose(0, 1), states)  # (T, N, units)
-            outputs = outputs.transpose(0, 1)
+            outputs, states = _run_fused(self.cell, x, states)
             last = outputs[:, -1]
+        elif isinstance(self.cell, StackedRNNCells) and mask is None and \
+                all(isinstance(cell, _Cell) for cell in self.cell.cells):
+            outputs, stacked = x, []                 # one fused pass per cell, layer by layer
+            for cell, cell_states in zip(self.cell.cells, states):
+                outputs, cell_states = _run_fused(cell, outputs, _as_list(cell_states))
+                stacked.append(cell_states if cell.n_states > 1 else cell_states[0])
+            states, last = stacked, outputs[:, -1]
         else:
             outputs, last, states = self._stepwise(x, mask, states)
         output = outputs if self.return_sequences else last
@@ -150,9 +157,71 @@ class RNN(Layer):
             else:                     # a masked step: the states stay, the output repeats
                 k = keep[:, t]
                 previous = k * step + (1 - k) * (step * 0 if previous is None else previous)
-                states = [k * a + (1 - k) * b for a, b in zip(new_states, states)]
+                states = _blend(k, new_states, states)
             outputs.append(previous)
         return functions.stack(outputs, dim=1), previous, states
 
     def compute_mask(self, inputs, mask=None):
         return mask if self.return_sequences else None
+
+
+def _as_list(states):
+    return list(states) if isinstance(states, (list, tuple)) else [states]
+
+
+def _run_fused(cell, x, states):
+    """A gpudl cell over all of (N, T, features) in one call: ((N, T, units), final states)."""
+    if not cell.built:
+        cell(x[:, 0], states)                                    # builds the weights
+    outputs, *states = cell.run(x.transpose(0, 1), states)       # (T, N, units)
+    return outputs.transpose(0, 1), states
+
+
+def _blend(keep, new, old):
+    """``keep * new + (1 - keep) * old`` through (nested) lists of states."""
+    if isinstance(new, (list, tuple)):
+        return [_blend(keep, a, b) for a, b in zip(new, old)]
+    return keep * new + (1 - keep) * old
+
+
+class StackedRNNCells(Layer):
+    """Several cells as one: each step feeds the input through ``cells`` in order, each cell's
+    output the next one's input; the states are a list with each cell's (``RNN(cells=[...])``
+    makes one). ``RNN(StackedRNNCells(cells))`` equals stacked RNN layers with
+    ``return_sequences=True`` below the last."""
+
+    def __init__(self, cells, **kwargs):
+        super().__init__(**kwargs)
+        cells = list(cells)
+        for i, cell in enumerate(cells):
+            if not hasattr(cell, "state_size") or not callable(cell):
+                raise TypeError(f"StackedRNNCells: cells[{i}] must be a cell (a layer with "
+                                f"state_size and call(inputs, states)), got "
+                                f"{type(cell).__name__}")
+        if not cells:
+            raise ValueError("StackedRNNCells: cells must not be empty")
+        for i, cell in enumerate(cells):
+            self.add_module(f"cell_{i}", cell)
+        self.cells = cells
+
+    @property
+    def state_size(self):
+        return [cell.state_size for cell in self.cells]
+
+    @property
+    def output_size(self):
+        last = self.cells[-1]
+        size = getattr(last, "output_size", None)
+        if size is not None:
+            return size
+        return last.state_size[0] if isinstance(last.state_size, (list, tuple)) else \
+            last.state_size
+
+    def call(self, inputs, states, training=None):
+        new_states = []
+        for cell, cell_states in zip(self.cells, states):
+            several = isinstance(cell_states, (list, tuple))
+            inputs, cell_states = cell(inputs, _as_list(cell_states))
+            cell_states = _as_list(cell_states)
+            new_states.append(cell_states if several or len(cell_states) > 1 else cell_states[0])
+        return inputs, new_states
