@@ -55,13 +55,16 @@ from .math_bits import (bitwise_and, bitwise_left_shift, bitwise_not, bitwise_or
                         bitwise_right_shift, bitwise_xor, eq, gcd, ge, greater, greater_equal, gt,
                         is_nonzero, is_same_size, is_signed, isneginf, isposinf, isreal, lcm, le,
                         less, less_equal, lt, ne, not_equal, signbit)
-# session 11, nn-vision: torch's top-level names of the nn functions
-from .torch_nn_names import (adaptive_avg_pool1d, adaptive_max_pool1d, avg_pool1d,  # noqa: F401
-                             batch_norm, channel_shuffle, conv1d, conv2d, conv3d,
-                             conv_transpose1d, conv_transpose2d, conv_transpose3d, convolution,
-                             dropout, embedding, group_norm, instance_norm, layer_norm,
-                             max_pool1d, max_pool1d_with_indices, max_pool2d, max_pool3d, pdist,
-                             pixel_shuffle, pixel_unshuffle)
+# session 11, nn-vision: torch's top-level names of the nn functions (gd.conv2d, gd.max_pool2d,
+# ...), loaded at first use: their modules import the pooling kernels, so Numba, which
+# `import gpudl` on a cpu machine must not
+_TORCH_NN_NAMES = frozenset((
+    "adaptive_avg_pool1d", "adaptive_max_pool1d", "avg_pool1d", "batch_norm", "channel_shuffle",
+    "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "convolution", "dropout", "embedding", "group_norm", "instance_norm", "layer_norm",
+    "max_pool1d", "max_pool1d_with_indices", "max_pool2d", "max_pool3d", "pdist", "pixel_shuffle",
+    "pixel_unshuffle",
+))
 
 host_memory.keep_freed_memory()     # before the first step's temporaries (see its module doc)
 
@@ -85,6 +88,10 @@ def __getattr__(name):
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
+    if name in _TORCH_NN_NAMES:
+        from . import torch_nn_names
+        globals()[name] = value = getattr(torch_nn_names, name)
+        return value
     raise AttributeError(f"module 'gpudl' has no attribute {name!r}")
 # session 11, tensor-misc: torch's shape, indexing, reduction and scatter breadth
 from .tensor_views import (argwhere, atleast_1d, atleast_2d, atleast_3d, block_diag,

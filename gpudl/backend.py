@@ -206,6 +206,16 @@ def get_array_module(array):
     return np
 
 
+def cast(array, dtype):
+    """``array`` in ``dtype`` (itself when it already is); float32 -> bfloat16 through its bits,
+    a cast CuPy cannot do."""
+    if array.dtype == dtype:
+        return array
+    if dtype == dtypes.bfloat16 and array.dtype == dtypes.float32:
+        return dtypes.float32_to_bfloat16(get_array_module(array), array)
+    return array.astype(dtype)
+
+
 def is_device_array(array):
     return _cupy is not None and isinstance(array, _cupy.ndarray)
 

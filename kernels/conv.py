@@ -646,7 +646,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, allow_tf32=False)
     tensor cores (cuda). Returns y (N, K, Ho, Wo) in x's dtype."""
     geo = ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
     forward = _primitives(x, allow_tf32)[0]
-    return _cast(forward(x, w, b, geo), x.dtype)
+    return backend.cast(forward(x, w, b, geo), x.dtype)
 
 
 def conv2d_backward(x, w, gy, stride, padding, dilation, groups, needs=(True, True, True),
@@ -663,14 +663,14 @@ def conv2d_backward(x, w, gy, stride, padding, dilation, groups, needs=(True, Tr
         done = _winograd_backward_cpu(x, w, gy, geo, need_b)
         if done is not None:
             gx, gw, gb = done
-            gb = _cast(gb, gy.dtype) if need_b else None
-            return _cast(gx, x.dtype), _cast(gw, w.dtype), gb
-    gx = _cast(grad_input(gy, w, geo), x.dtype) if needs[0] else None
+            gb = backend.cast(gb, gy.dtype) if need_b else None
+            return backend.cast(gx, x.dtype), backend.cast(gw, w.dtype), gb
+    gx = backend.cast(grad_input(gy, w, geo), x.dtype) if needs[0] else None
     if needs[1] and need_b:
         gw, gb = grad_weight(x, gy, geo, with_bias=True)      # one pass over gy gives both
-        return gx, _cast(gw, w.dtype), _cast(gb, gy.dtype)
-    gw = _cast(grad_weight(x, gy, geo), w.dtype) if needs[1] else None
-    gb = _cast(grad_bias(gy), gy.dtype) if need_b else None
+        return gx, backend.cast(gw, w.dtype), backend.cast(gb, gy.dtype)
+    gw = backend.cast(grad_weight(x, gy, geo), w.dtype) if needs[1] else None
+    gb = backend.cast(grad_bias(gy), gy.dtype) if need_b else None
     return gx, gw, gb
 
 
@@ -695,11 +695,11 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, groups, d
     geo = _transposed_geometry(x, w, stride, padding, output_padding, groups, dilation)
     grad_input = _primitives(x, allow_tf32)[1]
     if b is not None and _device(x) == "cuda":
-        return _cast(grad_input(x, w, geo, b), x.dtype)         # the kernel adds the bias
+        return backend.cast(grad_input(x, w, geo, b), x.dtype)         # the kernel adds the bias
     y = grad_input(x, w, geo)
     if b is not None:
         y += b.reshape(-1, 1, 1).astype(y.dtype, copy=False)
-    return _cast(y, x.dtype)
+    return backend.cast(y, x.dtype)
 
 
 def conv_transpose2d_backward(x, w, gy, stride, padding, output_padding, groups, dilation,
@@ -707,15 +707,7 @@ def conv_transpose2d_backward(x, w, gy, stride, padding, output_padding, groups,
     """Gradients of conv_transpose2d_forward: (gx, gw, gb), None where ``needs`` is False."""
     geo = _transposed_geometry(x, w, stride, padding, output_padding, groups, dilation)
     forward, _, grad_weight, grad_bias = _primitives(x, allow_tf32)
-    gx = _cast(forward(gy, w, None, geo), x.dtype) if needs[0] else None
-    gw = _cast(grad_weight(gy, x, geo), w.dtype) if needs[1] else None
-    gb = _cast(grad_bias(gy), gy.dtype) if len(needs) > 2 and needs[2] else None
+    gx = backend.cast(forward(gy, w, None, geo), x.dtype) if needs[0] else None
+    gw = backend.cast(grad_weight(gy, x, geo), w.dtype) if needs[1] else None
+    gb = backend.cast(grad_bias(gy), gy.dtype) if len(needs) > 2 and needs[2] else None
     return gx, gw, gb
-
-
-def _cast(a, dtype):
-    if a.dtype == dtype:
-        return a
-    if dtype == dtypes.bfloat16 and a.dtype == dtypes.float32:     # CuPy cannot cast to it
-        return dtypes.float32_to_bfloat16(backend.get_array_module(a), a)
-    return a.astype(dtype)

@@ -324,7 +324,7 @@ def test_adaptive_pools_bad_arguments():
         F.adaptive_max_pool2d(gd.randn(4, 5), 2)
     with pytest.raises(ValueError, match="output_size must be positive"):
         F.adaptive_max_pool2d(gd.randn(1, 4, 5), (0, 2))
-    with pytest.raises(TypeError, match="output_size must be an int or a pair"):
+    with pytest.raises(TypeError, match="output_size must be an int or a tuple of 2 ints"):
         F.adaptive_max_pool2d(gd.randn(1, 4, 5), 2.5)
     with pytest.raises(ValueError, match=r"adaptive_avg_pool1d: expected \(N, C, L\)"):
         F.adaptive_avg_pool1d(gd.randn(1, 2, 4, 5), 2)

@@ -15,9 +15,8 @@ import itertools
 
 import numpy as np
 
-from .. import dtypes
+from .. import backend, dtypes
 from ..autograd import Function
-from ..kernels.conv import _cast
 from ._util import xp_of
 
 
@@ -97,7 +96,7 @@ def forward(x, w, b, geo):
         y[images] = xp.matmul(work_w, cols).reshape(-1, w.shape[0], *geo.out)
     if b is not None:
         y += _widened(b).reshape((-1,) + (1,) * len(geo.out))
-    return _cast(y, x.dtype)
+    return backend.cast(y, x.dtype)
 
 
 def grad_input(gy, w, geo, channels, b=None):
@@ -112,7 +111,7 @@ def grad_input(gy, w, geo, channels, b=None):
         gx[images] = _col2im(xp.matmul(transposed, gy_cols), geo, channels)
     if b is not None:
         gx += _widened(b).reshape((-1,) + (1,) * len(geo.size))
-    return _cast(gx, gy.dtype)
+    return backend.cast(gx, gy.dtype)
 
 
 def grad_weight(x, gy, geo, weight_shape):
@@ -124,12 +123,12 @@ def grad_weight(x, gy, geo, weight_shape):
         gy_cols = _widened(gy[images]).reshape(-1, geo.groups, gy.shape[1] // geo.groups,
                                                cols.shape[-1])
         gw = gw + xp.matmul(gy_cols, cols.swapaxes(2, 3)).sum(axis=0)  # (G, Co/G, Ci/G * K)
-    return _cast(gw.reshape(weight_shape), x.dtype)
+    return backend.cast(gw.reshape(weight_shape), x.dtype)
 
 
 def grad_bias(gy):
     axes = (0,) + tuple(range(2, gy.ndim))
-    return _cast(_widened(gy).sum(axis=axes), gy.dtype)
+    return backend.cast(_widened(gy).sum(axis=axes), gy.dtype)
 
 
 class ConvNd(Function):
