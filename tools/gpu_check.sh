@@ -25,9 +25,9 @@ cd "$(dirname "$0")/.."
 log=tools/gpu_check.log
 status=0
 chosen=" $* "
-chosen=${chosen// check / install attention_precision tests zero_sync nccl nccl_allreduce }
+chosen=${chosen// check / install attention_precision tests_new tests zero_sync nccl nccl_allreduce }
 chosen=${chosen// measure / install benchmarks launches graph_steps lstm_paths }
-known=" install attention_precision tests zero_sync nccl nccl_allreduce benchmarks launches graph_steps lstm_paths "
+known=" install attention_precision tests_new tests zero_sync nccl nccl_allreduce benchmarks launches graph_steps lstm_paths "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
 done
@@ -50,8 +50,16 @@ step attention_precision 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cach
 # the suite in 8 processes where pytest-xdist is installed (the device image has it; one file
 # per process at a time, so a file's tests keep their order): 4,400 tests no longer fit 225 s in one
 workers=$(python -c "import xdist" 2>/dev/null && echo "-n 8 --dist loadfile")
-step tests 225 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider \
-    --ignore=tests/sim $workers
+# session 11's code that never met CuPy (cupy.linalg, cupyx.scipy.special, the N-d conv and
+# pools, grid_sample, the Keras ops) first, in its own step: its failures are reported even if
+# the rest of the suite runs past its limit
+new_cupy_code="tests/test_linalg.py tests/test_special.py tests/test_tensor_misc.py \
+tests/test_math_ops.py tests/test_distributions_breadth.py tests/nn/test_vision_layers.py \
+tests/keras/test_keras_breadth.py tests/keras/test_keras_ops.py"
+step tests_new 75 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider \
+    $workers $new_cupy_code
+step tests 165 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider \
+    --ignore=tests/sim ${new_cupy_code//tests\//--ignore=tests/} $workers
 step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/sim/test_zero_sync_sim.py
 step nccl 60 env GPUDL_DEVICE=cuda GPUDL_NCCL_REQUIRED=1 python -m pytest -q -rs -p no:cacheprovider \
