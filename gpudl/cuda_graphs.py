@@ -32,6 +32,7 @@ The rest of torch.cuda.CUDAGraph's API is here with its rules: ``keep_graph`` an
 ``check_input_liveness`` and ``enable_annotations``.
 """
 
+import contextlib
 import gc
 import threading
 
@@ -148,28 +149,42 @@ def _check_flag(where, name, value):
                         f"({type(value).__name__})")
 
 
-def _relaxed_malloc(malloc):
-    """The private pool's malloc with this thread's capture mode relaxed around it, as
-    PyTorch's allocator does (cudaMallocMaybeCapturing): a "global" or "thread_local" capture
-    forbids cudaMalloc, which a pool growing during the capture calls. The mode is per-thread
-    driver state, so the driver API of cuda.bindings (numba-cuda's) sets it for CuPy too."""
+def _driver():
+    """cuda.bindings' driver API (numba-cuda's), which sets a thread's capture mode for CuPy
+    too (per-thread driver state)."""
     try:
         from cuda.bindings import driver
     except ImportError:
-        raise RuntimeError("capture_begin: a 'global' or 'thread_local' capture needs the "
-                           "cuda.bindings package (numba-cuda's) to let the graph's pool "
-                           "allocate; install it, or capture with capture_error_mode='relaxed'"
-                           ) from None
+        raise RuntimeError("a 'global' or 'thread_local' capture needs the cuda.bindings "
+                           "package (numba-cuda's) to let the graph allocate; install it, or "
+                           "capture with capture_error_mode='relaxed'") from None
+    return driver
+
+
+@contextlib.contextmanager
+def relaxed_capture_mode():
+    """This thread's capture mode relaxed inside the block, as PyTorch's allocator does around
+    cudaMalloc (cudaMallocMaybeCapturing): a "global" or "thread_local" capture forbids
+    cudaMalloc."""
+    driver = _driver()
     relaxed = driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED
+    err, outer = driver.cuThreadExchangeStreamCaptureMode(relaxed)
+    if err != driver.CUresult.CUDA_SUCCESS:
+        raise RuntimeError(f"cuThreadExchangeStreamCaptureMode: {err!r}")
+    try:
+        yield
+    finally:
+        driver.cuThreadExchangeStreamCaptureMode(outer)
+
+
+def _relaxed_malloc(malloc):
+    """The private pool's malloc in ``relaxed_capture_mode``: a pool growing during a capture
+    calls cudaMalloc. Refused at once without cuda.bindings, rather than at the first malloc."""
+    _driver()
 
     def malloc_relaxed(size):
-        err, outer = driver.cuThreadExchangeStreamCaptureMode(relaxed)
-        if err != driver.CUresult.CUDA_SUCCESS:
-            raise RuntimeError(f"cuThreadExchangeStreamCaptureMode: {err!r}")
-        try:
+        with relaxed_capture_mode():
             return malloc(size)
-        finally:
-            driver.cuThreadExchangeStreamCaptureMode(outer)
     return malloc_relaxed
 
 

@@ -18,7 +18,9 @@ the module's ``SIGNATURES`` table so that the gate checks what runs::
 
 from gpudl import backend
 
-from . import numba_inlining
+from . import numba_inlining, numpy_compat
+
+numpy_compat.apply()    # before numba-cuda's first compilation, which looks the names up
 
 if not backend.SIMULATOR:      # the simulator runs kernels as Python: it inlines nothing
     numba_inlining.apply()

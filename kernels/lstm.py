@@ -63,7 +63,7 @@ import functools
 import numba
 import numpy as np
 
-from gpudl import backend, cpu_matmul, cpu_threads
+from gpudl import backend, capture_blas, cpu_matmul, cpu_threads
 
 from . import workspace
 from .small_gemm import _gemm_nt, _gemm_nt_blocked, gemm_nt
@@ -414,13 +414,18 @@ def _as_is(arrays):
 
 
 def _matmul_for(a):
-    """matmul for a's kind of array: CuPy's (cuBLAS), or cpu_matmul's (BLAS on one thread a
-    call, see gpudl/cpu_matmul.py)."""
-    return backend.get_array_module(a).matmul if backend.is_device_array(a) else cpu_matmul.matmul
+    """matmul for a's kind of array: CuPy's (cuBLAS; gpudl's own handle while a CUDA graph
+    captures, which CuPy refuses), or cpu_matmul's (BLAS on one thread a call, see
+    gpudl/cpu_matmul.py)."""
+    if not backend.is_device_array(a):
+        return cpu_matmul.matmul
+    if backend.capture_guard is not None:
+        return capture_blas.matmul
+    return backend.get_array_module(a).matmul
 
 
 def _blas_nt(a, bt, out):
-    return backend.get_array_module(a).matmul(a, bt.T, out=out)
+    return _matmul_for(a)(a, bt.T, out=out)
 
 
 def _implementation(device, x):

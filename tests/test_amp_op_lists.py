@@ -18,6 +18,7 @@ import pytest
 
 import gpudl as gd
 import gpudl.nn.functional as F
+from gpudl import backend
 from gpudl.amp import autocast_mode
 
 torch = pytest.importorskip("torch")
@@ -349,8 +350,14 @@ def _gd_dtype(name, device, low_inputs, monkeypatch):
     low = gd.bfloat16 if device == "cpu" else gd.float16
     arrays = [a.astype(low) if low_inputs and a.dtype.kind == "f" else a for a in arrays]
     if device == "cpu":
+        # on a GPU machine the default device is cuda: the case's inputs and modules go to the
+        # cpu, where cpu autocast applies
+        monkeypatch.setattr(backend, "DEFAULT_DEVICE", "cpu")
         with gd.autocast("cpu"):
-            return fn(gd, F, *(gd.tensor(a) for a in arrays))
+            return fn(gd, F, *(gd.tensor(a, device="cpu") for a in arrays))
+    if backend.cuda_available() and not backend.SIMULATOR:      # a real GPU
+        with gd.autocast("cuda"):
+            return fn(gd, F, *(gd.tensor(a, device="cuda") for a in arrays))
     # cuda autocast switched on by hand (gd.autocast('cuda') refuses without the device), on
     # tensors labelled as cuda: every op of this table runs on NumPy arrays so labelled
     state = autocast_mode.state

@@ -355,6 +355,10 @@ def test_ints_select_before_index_arrays_as_torch(rng, name, index):
     gd_index = index(gd.tensor(idx), gd.tensor(mask))
     torch_index = index(torch.tensor(idx), torch.tensor(mask))
     check_against_torch(lambda t: t[gd_index], lambda t: t[torch_index], a)
+    # writes through repeated indices are undefined (torch's index_put_, CuPy): distinct ones
+    idx = np.array([3, 0, 5, 1])
+    gd_index = index(gd.tensor(idx), gd.tensor(mask))
+    torch_index = index(torch.tensor(idx), torch.tensor(mask))
     x, tx = gd.tensor(a), torch.tensor(a)
     values = rng.standard_normal(tuple(tx[torch_index].shape))
     x[gd_index] = gd.tensor(values)
@@ -399,8 +403,10 @@ def test_remainder_gradients_and_integer_division_by_zero_match_torch(rng):
     for op in (lambda x: x // 0, lambda x: x % 0):
         with pytest.raises(RuntimeError):
             op(torch.tensor([1, 2]))
+        with pytest.raises(RuntimeError, match="division by zero"):   # on a GPU: at the read
+            op(gd.tensor([1, 2])).numpy()
         with pytest.raises(RuntimeError, match="division by zero"):
-            op(gd.tensor([1, 2]))
+            (gd.tensor([1, 2]) % gd.tensor([1, 0])).numpy()
     y = gd.tensor(a, requires_grad=True) // 2.0
     with pytest.raises(RuntimeError, match="floor_divide"):      # as torch: no derivative
         y.sum().backward()

@@ -22,7 +22,7 @@
 # The offline PTX check is CI's job; here the kernels compile for the real device as tests run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-log=tools/gpu_check.log
+log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
 chosen=${chosen// check / install attention_precision tests_new tests zero_sync nccl nccl_allreduce }
@@ -31,12 +31,20 @@ known=" install attention_precision tests_new tests zero_sync nccl nccl_allreduc
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
 done
+# GPU_CHECK_DEADLINE=EPOCH_SECONDS (date +%s): a step gets at most the time left before it, less
+# 15 s to copy the logs, so that a device command ending then returns every log (two runs of
+# this script in one command can share it); GPU_CHECK_LOG names the log (default below)
+deadline=${GPU_CHECK_DEADLINE:-$(( $(date +%s) + 100000 ))}
 step() {   # step NAME SECONDS COMMAND...: run with a time limit, keep going, remember failures
     local name=$1 limit=$2; shift 2
     if [ -n "${chosen// /}" ] && [[ "$chosen" != *" $name "* ]]; then return 0; fi
+    local left=$((deadline - $(date +%s) - 15))
+    if [ "$left" -lt "$limit" ]; then limit=$left; fi
+    if [ "$limit" -le 5 ]; then echo "== $name skipped: the budget is spent"; status=1; return 0; fi
     echo "== $name (limit ${limit}s)"
     local start=$SECONDS
-    timeout "$limit" "$@" || { echo "!! $name failed (exit $?)"; status=1; }
+    # SIGINT first: pytest then reports the failures it has seen before it stops
+    timeout -s INT -k 10 "$limit" "$@" || { echo "!! $name failed (exit $?)"; status=1; }
     echo "== $name took $((SECONDS - start))s"
 }
 exec > >(tee "$log") 2>&1
@@ -49,17 +57,18 @@ step attention_precision 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cach
     tests/test_attention_precision.py tests/test_attention.py -k "float16 or bfloat16 or float32"
 # the suite in 8 processes where pytest-xdist is installed (the device image has it; one file
 # per process at a time, so a file's tests keep their order): 4,400 tests no longer fit 225 s in one
-workers=$(python -c "import xdist" 2>/dev/null && echo "-n 8 --dist loadfile")
+workers=$(python -c "import xdist" 2>/dev/null && echo "-n ${GPU_CHECK_WORKERS:-8} --dist loadfile")
+details="-rfE --tb=short"      # every failure's reason in the log, even when a step runs out
 # session 11's code that never met CuPy (cupy.linalg, cupyx.scipy.special, the N-d conv and
 # pools, grid_sample, the Keras ops) first, in its own step: its failures are reported even if
 # the rest of the suite runs past its limit
 new_cupy_code="tests/test_linalg.py tests/test_special.py tests/test_tensor_misc.py \
 tests/test_math_ops.py tests/test_distributions_breadth.py tests/nn/test_vision_layers.py \
 tests/keras/test_keras_breadth.py tests/keras/test_keras_ops.py"
-step tests_new 75 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider \
-    $workers $new_cupy_code
-step tests 165 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=50 -p no:cacheprovider \
-    --ignore=tests/sim ${new_cupy_code//tests\//--ignore=tests/} $workers
+step tests_new 75 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-50} \
+    -p no:cacheprovider $details $workers $new_cupy_code
+step tests 165 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-50} \
+    -p no:cacheprovider $details --ignore=tests/sim ${new_cupy_code//tests\//--ignore=tests/} $workers
 step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/sim/test_zero_sync_sim.py
 step nccl 60 env GPUDL_DEVICE=cuda GPUDL_NCCL_REQUIRED=1 python -m pytest -q -rs -p no:cacheprovider \

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from .. import backend, dtypes
+from . import rendezvous
 
 SUM, AVG, MAX, MIN, PRODUCT = "sum", "avg", "max", "min", "product"
 # Waiting: poll without sleeping for _SPIN_S, then sleep between polls, doubling up to
@@ -232,8 +233,9 @@ class NCCLBackend(_Backend):
         super().__init__(rank, world_size, timeout)
         self.cupy, self.nccl, self.local_rank, self.job = cupy, nccl, local_rank, job
         cupy.cuda.Device(local_rank % cupy.cuda.runtime.getDeviceCount()).use()
-        uid = unique_id_exchange(nccl.get_unique_id() if rank == 0 else None)
-        self.comm = nccl.NcclCommunicator(world_size, tuple(uid), rank)
+        uid = unique_id_exchange(rendezvous.id_values(nccl.get_unique_id()) if rank == 0
+                                 else None)
+        self.comm = _communicator(nccl, world_size, uid, rank)
         self.stream = cupy.cuda.Stream(non_blocking=True)
         # CuPy always defines NCCL_AVG; the library has ncclAvg only from 2.10 (version 21000)
         avg = nccl.NCCL_AVG if nccl.get_version() >= 21000 else None
@@ -332,6 +334,15 @@ def _on_device(a):
 def _pointer(a):
     """The device address NCCL reads or writes (a CuPy array's)."""
     return a.data.ptr
+
+
+def _communicator(nccl, world_size, uid, rank):
+    """An NCCL communicator for the id's 128 values: CuPy 14 takes the id as bytes, earlier CuPy
+    as a tuple of ints; the other form is a TypeError before NCCL is called."""
+    try:
+        return nccl.NcclCommunicator(world_size, uid, rank)
+    except TypeError:
+        return nccl.NcclCommunicator(world_size, np.asarray(uid, dtype=np.int8).tobytes(), rank)
 
 
 def _import_nccl():

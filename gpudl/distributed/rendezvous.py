@@ -61,6 +61,14 @@ def from_environ(rank=None, world_size=None, environ=None):
     return EnvInfo(rank, world_size, local_rank, addr, port)
 
 
+def id_values(unique_id):
+    """NCCL's unique id as 128 signed byte values, whichever form CuPy gave it in: a tuple of
+    ints (CuPy 13 and earlier) or bytes (CuPy 14)."""
+    if isinstance(unique_id, (bytes, bytearray)):
+        return tuple(int(v) for v in np.frombuffer(unique_id, dtype=np.int8))
+    return tuple(int(v) for v in unique_id)
+
+
 def encode_id(unique_id):
     return np.asarray(unique_id, dtype="<i2").tobytes()
 

@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 
 from .. import backend
+from .. import dtypes
 from ..dtypes import LOW_PRECISION, float32
 from ..kernels import reduce as reduce_kernels
 
@@ -59,13 +60,15 @@ def over_all(axes, ndim):
 def in_float32(function, *args):
     """``function(*args)``, computed in float32 when the first argument is a float16/bfloat16
     NumPy array (the CPU twins' rule: float32 arithmetic, the result rounded back to that
-    dtype, as torch's CPU kernels do); anything else runs as it is (CuPy handles float16)."""
+    dtype, as torch's CPU kernels do) or a bfloat16 CuPy array (CuPy 14 holds bfloat16 but its
+    scans and cuBLAS products refuse it); anything else runs as it is (CuPy handles float16)."""
     dtype = args[0].dtype
-    if dtype not in LOW_PRECISION or backend.is_device_array(args[0]):
+    if dtype not in LOW_PRECISION or (backend.is_device_array(args[0])
+                                      and dtype != dtypes.bfloat16):
         return function(*args)
     out = function(*(a.astype(float32) if getattr(a, "dtype", None) in LOW_PRECISION else a
                      for a in args))
-    return out.astype(dtype)
+    return backend.cast(out, dtype)
 
 
 def widened(tensor):

@@ -6,6 +6,7 @@ input's shape with ``sum_to`` (broadcasting is implicit, as in NumPy).
 
 import numpy as np
 
+from .. import backend
 from ..autograd import Function
 from ..kernels import activation
 from ._util import quiet, sum_to, xp_of
@@ -92,8 +93,7 @@ class Pow(Function):
         a, b, y = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
         xp = xp_of(y)
-        # b * a**(b-1) is 0 * inf = nan at a == 0, b == 0; torch (and the maths) say 0
-        ga = sum_to(g * xp.where(b == 0, 0, b * a ** (b - 1)), _shape(a)) if na else None
+        ga = sum_to(g * _power_derivative(xp, a, b), _shape(a)) if na else None
         gb = None
         if nb:
             # d(a**b)/db = a**b * log(a): 0 where a == 0 and b >= 0, nan where a < 0 (as torch)
@@ -101,6 +101,15 @@ class Pow(Function):
                 gb = xp.where((a == 0) & (b >= 0), 0, y * xp.log(xp.asarray(a)))
             gb = sum_to(g * gb, _shape(b))
         return ga, gb
+
+
+def _power_derivative(xp, a, b):
+    """d(a**b)/da = b * a**(b-1), with 0 where b == 0 (the formula gives 0 * inf = nan at a == 0;
+    torch and the maths say 0). A number ``b`` is branched on here: CuPy's ``where`` takes no
+    Python bool for a condition."""
+    if isinstance(b, (int, float, np.generic)):
+        return xp.zeros_like(a) if b == 0 else b * a ** (b - 1)
+    return xp.where(b == 0, 0, b * a ** (b - 1))
 
 
 def _is_integer(x):
@@ -114,7 +123,10 @@ def _integer_power(a, b):
     if type(b) is int:                        # a negative one is refused in forward
         return a ** b
     xp = _xp2(a, b)                           # no branch on the values: no device sync
-    negative_power = xp.where(a == 1, 1, xp.where(a == -1, 1 - 2 * (b % 2), 0))
+    if type(a) is int:                        # a number base: CuPy's where takes no bool
+        negative_power = 1 if a == 1 else 1 - 2 * (b % 2) if a == -1 else 0
+    else:
+        negative_power = xp.where(a == 1, 1, xp.where(a == -1, 1 - 2 * (b % 2), 0))
     return xp.where(b < 0, negative_power, a ** xp.maximum(b, 0)).astype(
         xp.result_type(a, b))
 
@@ -126,12 +138,18 @@ def _xp2(a, b):
 
 def _integer_division(op, a, b):
     """Refuse what torch refuses in floor division and remainder: bool operands, and an integer
-    divisor of zero (checked on the CPU, as torch's CPU kernels do; CuPy's result is undefined,
-    as torch's on CUDA)."""
+    divisor of zero, as torch's CPU kernels do. A divisor on the GPU is checked there without a
+    sync (``backend.defer_check``): the error comes at the next read of the device, where torch
+    on CUDA returns undefined values silently."""
     if getattr(a, "dtype", None) == np.bool_ or getattr(b, "dtype", None) == np.bool_:
         raise TypeError(f"{op}: not implemented for bool tensors")
     dtype = a.dtype if hasattr(a, "dtype") else b.dtype     # the result's (see tensor_math)
-    if dtype.kind in "iu" and _xp2(a, b) is np and not np.all(np.asarray(b) != 0):
+    if dtype.kind not in "iu":
+        return
+    if backend.is_device_array(b):
+        backend.defer_check(xp_of(b).all(b != 0), bool,
+                            lambda _: RuntimeError(f"{op}: integer division by zero"))
+    elif not np.all(np.asarray(b) != 0):
         raise RuntimeError(f"{op}: integer division by zero")
 
 

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from .. import backend, backends, cpu_matmul
+from .. import backend, backends, capture_blas, cpu_matmul
 from ..autograd import Function
 from ._util import in_float32, quiet as _quiet, sum_to, summed, xp_of
 
@@ -12,6 +12,9 @@ from ._util import in_float32, quiet as _quiet, sum_to, summed, xp_of
 def _matmul(a, b):
     if not backend.is_device_array(a):
         return cpu_matmul.matmul(a, b)
+    if backend.capture_guard is not None and a.dtype in capture_blas.DTYPES:
+        # a CUDA graph captures: CuPy refuses cuBLAS then
+        return capture_blas.matmul(a, b)
     _follow_tf32_flag(a)
     return a @ b
 

@@ -360,6 +360,7 @@ def test_cupy_without_nccl_is_told_apart_from_no_cupy(monkeypatch):
     fake_cupy.cuda = fake_cuda
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
     monkeypatch.setitem(sys.modules, "cupy.cuda", fake_cuda)
+    monkeypatch.delitem(sys.modules, "cupy.cuda.nccl", raising=False)   # a real one, on a GPU
     with pytest.raises(ImportError, match="could not load NCCL: pip install nvidia-nccl-cu12"):
         dist.init_process_group(backend="nccl", rank=0, world_size=1)
     assert not dist.is_nccl_available()

@@ -43,8 +43,9 @@ class DeviceArray(np.ndarray):
 class FakeCuda:
     """cupy.cuda and cupy.cuda.nccl, for one process, with a log of what ran where."""
 
-    def __init__(self, version=22703, devices=2):
+    def __init__(self, version=22703, devices=2, bytes_id=False):
         self.log, self.hold, self.version = [], False, version
+        self.bytes_id = bytes_id       # CuPy 14's NCCL id: bytes, not a tuple of ints
         self.arrays = weakref.WeakValueDictionary()        # address -> array, not kept alive
         self.null = self.Stream(self, ptr=0)
         self.current = [self.null]
@@ -108,8 +109,9 @@ class FakeCuda:
         nccl.__dict__.update(OPS)
         nccl.__dict__.update(TYPES)
         nccl.get_version = lambda: cuda.version
-        nccl.get_unique_id = lambda: tuple(int(v) for v in
-                                           np.random.default_rng(0).integers(-128, 128, 128))
+        unique_id = np.random.default_rng(0).integers(-128, 128, 128).astype(np.int8)
+        nccl.get_unique_id = lambda: (unique_id.tobytes() if cuda.bytes_id else
+                                      tuple(int(v) for v in unique_id))
         nccl.NcclCommunicator = lambda ndev, commId, rank: FakeCommunicator(cuda, ndev, commId,
                                                                              rank)
         cupy_cuda.nccl = nccl
@@ -126,9 +128,14 @@ class FakeCuda:
 class FakeCommunicator:
     def __init__(self, cuda, ndev, commId, rank):
         ndev, rank = operator.index(ndev), operator.index(rank)
-        if not isinstance(commId, tuple) or len(commId) != 128 or \
+        if cuda.bytes_id:
+            if not isinstance(commId, bytes) or len(commId) != 128:
+                raise TypeError("Argument 'commId' has incorrect type (expected bytes)")
+            commId = tuple(int(v) for v in np.frombuffer(commId, dtype=np.int8))
+        elif not isinstance(commId, tuple) or len(commId) != 128 or \
                 not all(-128 <= operator.index(c) < 128 for c in commId):
             raise TypeError("commId must be a tuple of 128 chars, as get_unique_id() returns")
+        assert commId == tuple(int(v) for v in np.random.default_rng(0).integers(-128, 128, 128))
         assert ndev == 1 and rank == 0, "a world of one"
         self.cuda, self.aborted, self.destroyed = cuda, False, False
         cuda.comms.append(self)
@@ -193,6 +200,13 @@ def test_a_world_of_one_joins_on_the_local_ranks_device(fake):
     assert group.stream.non_blocking and group.stream.ptr != 0
     dist.destroy_process_group()
     assert fake.comms[0].destroyed and ("synchronize", group.stream.ptr) in fake.log
+
+
+def test_cupy_14s_bytes_id_reaches_the_communicator_unchanged(fake):
+    fake.bytes_id = True
+    dist.init_process_group("nccl", rank=0, world_size=1)
+    assert len(fake.comms) == 1
+    dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int64, np.int32])

@@ -4,6 +4,7 @@ import numpy as np
 
 import gpudl as gd
 import gpudl.optim as optim
+from gpudl import backend
 
 # (class name, options): every option of every optimizer, alone and combined
 CASES = [
@@ -100,7 +101,7 @@ def run_pair(torch, case, rng, steps=12, wrap=None, torch_options=None):
     for grads in gradients(rng, SHAPES, steps):
         gd_step(opt, params, grads)
         torch_step(torch, topt, tparams, grads)
-    return ([np.asarray(p._data).view(np.ndarray) for p in params],
+    return ([backend.to_numpy(p._data).view(np.ndarray) for p in params],
             [t.detach().numpy() for t in tparams], init)
 
 

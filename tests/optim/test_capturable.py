@@ -27,7 +27,7 @@ def _run(name, options, init, grads, wrap=None):
     opt = getattr(optim, name)(params, **options)
     for g in grads:
         gd_step(opt, params, g)
-    return [np.asarray(p._data).view(np.ndarray) for p in params], opt
+    return [backend.to_numpy(p._data).view(np.ndarray) for p in params], opt
 
 
 @pytest.mark.parametrize("case", CAPTURABLE, ids=case_id)

@@ -1,0 +1,128 @@
+"""gpudl.capture_blas: the cuBLAS products a CUDA graph captures (CuPy refuses cuBLAS there).
+
+Without a GPU, the layout work (which operand goes to cuBLAS transposed, leading dimensions,
+batch strides, copies) is checked by running each planned call through a NumPy model of
+``cublasGemmStridedBatchedEx`` that reads and writes memory exactly as the call's arguments
+say, against ``numpy.matmul``. On a GPU, captured products are checked against eager ones.
+"""
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from gpudl import backend, capture_blas
+
+
+def _column_major(x3, rows, cols, ld, stride, batch):
+    """The (batch, rows, cols) column-major matrices cuBLAS sees at ``x3``'s first element,
+    refusing a call that would reach past the memory ``x3`` spans."""
+    item = x3.itemsize
+    reach = (batch - 1) * stride + (rows - 1) + (cols - 1) * ld
+    span = sum((n - 1) * s for n, s in zip(x3.shape, x3.strides)) // item
+    assert 0 <= reach <= span, (reach, span)
+    return np.lib.stride_tricks.as_strided(x3, (batch, rows, cols), (stride * item, item, ld * item))
+
+
+def model_gemm(g, a3, b3, out):
+    """cuBLAS's strided-batched GEMM, column-major, on NumPy memory: C = op(A) @ op(B) with
+    cuBLAS's A at b3 and B at a3 (``capture_blas.plan``'s convention)."""
+    assert out.flags.c_contiguous and g.ldc >= g.m
+    shape_a = (g.m, g.k) if g.op_a == capture_blas._OP_N else (g.k, g.m)
+    shape_b = (g.k, g.n) if g.op_b == capture_blas._OP_N else (g.n, g.k)
+    a = _column_major(b3, *shape_a, g.lda, g.stride_a, g.batch)
+    b = _column_major(a3, *shape_b, g.ldb, g.stride_b, g.batch)
+    assert g.lda >= shape_a[0] and g.ldb >= shape_b[0]
+    a = a if g.op_a == capture_blas._OP_N else a.transpose(0, 2, 1)
+    b = b if g.op_b == capture_blas._OP_N else b.transpose(0, 2, 1)
+    c = np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(out.dtype)
+    _column_major(out, g.m, g.n, g.ldc, g.stride_c, g.batch)[...] = c
+
+
+def _operand(rng, shape, dtype, kind):
+    """A fresh random operand of ``shape`` laid out as ``kind``: C order, F order (a
+    transposed view), every other column of a wider array, or a broadcast view."""
+    if kind == "F":
+        return np.swapaxes(_operand(rng, shape[:-2] + shape[-2:][::-1], dtype, "C"), -1, -2)
+    if kind == "strided":
+        return _operand(rng, shape[:-1] + (2 * shape[-1],), dtype, "C")[..., ::2]
+    return rng.standard_normal(shape).astype(dtype)
+
+
+CASES = [   # (a's shape, b's shape)
+    ((5, 7), (7, 3)), ((1, 7), (7, 1)), ((7,), (7, 4)), ((5, 7), (7,)), ((7,), (7,)),
+    ((4, 5, 7), (7, 3)), ((5, 7), (4, 7, 3)), ((4, 5, 7), (4, 7, 3)), ((2, 1, 5, 7), (3, 7, 6)),
+    ((2, 3, 5, 7), (2, 3, 7, 6)), ((5, 0), (0, 3)), ((0, 7), (7, 3)), ((3, 0, 7), (7, 2)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("kinds", [("C", "C"), ("C", "F"), ("F", "C"), ("F", "F"),
+                                   ("strided", "C"), ("C", "strided")])
+@pytest.mark.parametrize("shapes", CASES, ids=str)
+def test_planned_calls_compute_numpys_matmul(monkeypatch, rng, shapes, kinds, dtype):
+    monkeypatch.setattr(capture_blas, "gemm", model_gemm)
+    a = _operand(rng, shapes[0], dtype, kinds[0] if len(shapes[0]) > 1 else "C")
+    b = _operand(rng, shapes[1], dtype, kinds[1] if len(shapes[1]) > 1 else "C")
+    expected = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    got = capture_blas.matmul(a, b)
+    assert got.shape == expected.shape and got.dtype == dtype
+    tolerance = 2e-2 if dtype == np.float16 else 1e-5
+    np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_a_broadcast_operand_is_read_in_place_with_a_zero_batch_stride(monkeypatch, rng):
+    calls = []
+    monkeypatch.setattr(capture_blas, "gemm", lambda g, *arrays: (calls.append(g),
+                                                                  model_gemm(g, *arrays)))
+    a, w = rng.standard_normal((6, 5, 7)), rng.standard_normal((3, 7))
+    got = capture_blas.matmul(a, w.T)            # a Linear layer's x @ w.T: no copy of w
+    np.testing.assert_allclose(got, a @ w.T, rtol=1e-12)
+    (g,) = calls
+    assert (g.batch, g.stride_a, g.op_a, g.lda) == (6, 0, capture_blas._OP_T, 7)
+
+
+def test_into_out_and_refusals(monkeypatch, rng):
+    monkeypatch.setattr(capture_blas, "gemm", model_gemm)
+    a, b = rng.standard_normal((4, 6)), rng.standard_normal((5, 6))
+    out = np.full((4, 5), np.nan)
+    assert capture_blas.matmul(a, b.T, out=out) is out
+    np.testing.assert_allclose(out, a @ b.T, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"\(6 != 5\)"):
+        capture_blas.matmul(a, b)
+    with pytest.raises(TypeError, match="int64"):
+        capture_blas.matmul(a.astype(np.int64), b.T.astype(np.int64))
+
+
+def test_layout_names_how_a_matrix_lies():
+    assert capture_blas.layout((3, 4), (32, 8), 8) == ("C", 4)
+    assert capture_blas.layout((3, 4), (8, 24), 8) == ("F", 3)
+    assert capture_blas.layout((3, 4), (64, 8), 8) == ("C", 8)      # rows of a wider array
+    assert capture_blas.layout((3, 4), (64, 16), 8) is None         # every other column
+    assert capture_blas.layout((3, 4), (-32, 8), 8) is None         # flipped rows
+
+
+gpu = pytest.mark.skipif(not (backend.cuda_available() and not backend.SIMULATOR),
+                         reason="needs a GPU (CuPy refuses cuBLAS only in a real capture)")
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_a_captured_linear_layer_matches_eager(rng, dtype):
+    layer = gd.nn.Linear(64, 48).to(getattr(gd, dtype))
+    x = gd.tensor(rng.standard_normal((2, 16, 64)), dtype=getattr(gd, dtype), requires_grad=True)
+    eager = layer(x)
+    eager.sum().backward()
+    eager_grads = [x.grad.numpy(), layer.weight.grad.numpy()]
+    x.grad = None
+    layer.zero_grad()
+    graph = gd.cuda.CUDAGraph()
+    with gd.cuda.graph(graph):
+        captured = layer(x)
+        captured.sum().backward()
+    graph.replay()
+    tolerance = 1e-2 if dtype == "float16" else 1e-5
+    np.testing.assert_allclose(captured.float().numpy(), eager.float().numpy(),
+                               rtol=tolerance, atol=tolerance)
+    for got, expected in zip([x.grad.numpy(), layer.weight.grad.numpy()], eager_grads):
+        np.testing.assert_allclose(got.astype(np.float64), expected.astype(np.float64),
+                                   rtol=tolerance, atol=tolerance)
