@@ -177,15 +177,17 @@ def _check(status, what):
 
 def _handle(lib):
     """This thread's cuBLAS handle for the current device, and its workspace: device memory of
-    its own (cudaMalloc with the thread's capture mode relaxed), outside any graph's pool."""
+    its own, outside any graph's pool. Both are made at the first captured product, with the
+    thread's capture mode relaxed (the first GPU run: cublasCreate inside a "global" capture
+    failed with CUBLAS_STATUS_NOT_INITIALIZED; inside a relaxed one it worked)."""
     cupy = backend._cupy
     key = (threading.get_ident(), cupy.cuda.runtime.getDevice())
     entry = _handles.get(key)
     if entry is None:
         from .cuda_graphs import relaxed_capture_mode
         handle = ctypes.c_void_p()
-        _check(lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
-        with relaxed_capture_mode():
+        with relaxed_capture_mode():    # both allocate: refused in a "global" capture
+            _check(lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
             workspace = cupy.cuda.memory.Memory(WORKSPACE_BYTES)
         entry = _handles[key] = (handle, workspace)
     return entry

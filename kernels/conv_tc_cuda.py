@@ -607,9 +607,18 @@ def _gemm_weights(xp, w, geo, transposed, picks, bm, tf32, cw):
     wt = xp.zeros((len(picks), G, mp, rw), word)
     for phase, (ii, jj) in enumerate(picks):
         if used[phase]:
-            pick = chunks.take(xp.asarray(ii), axis=3).take(xp.asarray(jj), axis=4)
+            pick = chunks[:, :, :, _progression(ii), _progression(jj)]
             wt[phase, :, :rows, :used[phase]] = pick.reshape(G, rows, -1)
     return wt.reshape(-1), mp, rw
+
+
+def _progression(taps):
+    """The slice selecting ``taps``, an increasing arithmetic progression (a phase's kernel
+    rows or columns): basic indexing, where an index array would be a host-to-device copy,
+    which a CUDA graph capture refuses."""
+    step = int(taps[1] - taps[0]) if len(taps) > 1 else 1
+    assert step > 0 and np.array_equal(taps, np.arange(taps[0], taps[-1] + 1, step)), taps
+    return slice(int(taps[0]), int(taps[-1]) + 1, step)
 
 
 def _gemm(data, w, geo, bm, transposed):

@@ -4,8 +4,10 @@ accumulators in registers (no local memory, no stack), and the shared tiles that
 are 16-byte aligned. The gate (``python -m gpudl.kernels --gate --only conv_tc``) holds the
 budgets; this fails fast on the structure."""
 
+import itertools
 import re
 
+import numpy as np
 import pytest
 from numba import cuda
 
@@ -43,3 +45,18 @@ def test_hot_loop_runs_on_tensor_cores(kind, which, tmp_path):
     # value pair), with no register staging (LDG) or shared store (STS) left
     assert any(op.startswith("LDGSTS") for op in body) and "LDGDEPBAR" in body
     assert not [op for op in body if op.startswith(("LDG.", "STS"))], sorted(set(body))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_every_phases_taps_are_a_slice(transposed):
+    """The weights' taps of each phase are picked by basic slicing (an index array would be a
+    host-to-device copy, which a CUDA graph capture refuses: the first GPU run's LeNet graph)."""
+    for kh, sh, ph, dh in itertools.product(range(1, 8), range(1, 4), range(0, 3), range(1, 3)):
+        if ph > (kh - 1) * dh:
+            continue
+        _, _, picks, _ = conv_tc_cuda._gemm_plan(np, transposed, 4, 4, 8, 8, kh, kh, sh, sh, ph,
+                                                 ph, dh, dh, 9, 9, 9, 9, 1)
+        for ii, jj in picks:
+            for taps in (ii, jj):
+                if len(taps):
+                    assert np.array_equal(np.arange(kh)[conv_tc_cuda._progression(taps)], taps)
