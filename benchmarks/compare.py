@@ -370,6 +370,7 @@ def run(device, only=None, repeats=21, isolated=False, grid=False, settle=SETTLE
         torch.backends.cudnn.benchmark = True
     modes = ("fp32", "default") if device == "cuda" else ("default",)
     name_of_gpu = gpu_name() if device == "cuda" else ""
+    print(table([], modes, device, name_of_gpu), flush=True)     # the header, for rows as they come
     rows = []
     for name, devices, build in (_grid_workloads() if grid else WORKLOADS):
         if only and only.lower() not in name.lower():

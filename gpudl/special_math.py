@@ -161,11 +161,12 @@ def polygamma(n, x):
     """The n-th derivative of digamma (n a non-negative int)."""
     if n == 0:
         return digamma(x)
-    xp = xp_of(x)
-    if xp is not np:
-        from cupyx.scipy import special
-        return special.polygamma(n, x).astype(x.dtype, copy=False)
     sign = 1.0 if n % 2 else -1.0
+    if xp_of(x) is not np:
+        # cupyx's polygamma takes no Python int n (its cupy.where gets a bool); its zeta
+        # ufunc takes a number
+        from cupyx.scipy import special
+        return (sign * math.factorial(n) * special.zeta(n + 1.0, x)).astype(x.dtype, copy=False)
     return (sign * math.factorial(n) * hurwitz_zeta(np.full_like(x, n + 1.0), x)).astype(
         x.dtype, copy=False)
 

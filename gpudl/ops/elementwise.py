@@ -153,15 +153,52 @@ def _integer_division(op, a, b):
         raise RuntimeError(f"{op}: integer division by zero")
 
 
+# NumPy's npy_divmod, the steps of Python's float // and %: CuPy floors a / b instead, which
+# differs where b is infinite (-0.5 // inf is -1, -0.5 % inf is inf, as in torch) or a is
+# (inf // 2 is nan); the first GPU run found it
+_PYTHON_DIVMOD = ("T a, T b", "T quotient, T rest", """
+    T mod = fmod(a, b);
+    if (b == 0) {
+        quotient = a / b;
+        rest = mod;
+    } else {
+        T div = (a - mod) / b;
+        if (mod != 0) {
+            if ((b < 0) != (mod < 0)) { mod += b; div -= 1; }
+        } else {
+            mod = copysign((T)0, b);
+        }
+        T floored = copysign((T)0, a / b);
+        if (div != 0) {
+            floored = floor(div);
+            if (div - floored > (T)0.5) floored += 1;
+        }
+        quotient = floored;
+        rest = mod;
+    }""", "gpudl_python_divmod")
+
+
+def python_divmod(a, b):
+    """(a // b, a % b) rounded as Python, NumPy and torch round (toward minus infinity, the
+    remainder with b's sign), for NumPy or CuPy arrays and numbers."""
+    xp = _xp2(a, b)
+    dtype = np.result_type(*(getattr(x, "dtype", x) for x in (a, b)))
+    if xp is np or dtype.kind != "f":
+        with quiet(xp):
+            return xp.floor_divide(a, b), xp.remainder(a, b)
+    work = np.float64 if dtype == np.float64 else np.float32     # float16/bfloat16: in float32
+    a, b = (x.astype(work, copy=False) if hasattr(x, "dtype") else x for x in (a, b))
+    quotient, rest = backend.elementwise_kernel(*_PYTHON_DIVMOD)(a, b)
+    return backend.cast(quotient, dtype), backend.cast(rest, dtype)
+
+
 class FloorDivide(Function):
     """a // b rounded toward minus infinity, as Python and torch.floor_divide; no gradient."""
 
     @staticmethod
     def forward(ctx, a, b):
         _integer_division("floor_divide", a, b)
-        xp = _xp2(a, b)
-        with quiet(xp):
-            return xp.floor_divide(a, b)
+        return python_divmod(a, b)[0]
 
     @staticmethod
     def backward(ctx, g):
@@ -176,9 +213,7 @@ class Remainder(Function):
     def forward(ctx, a, b):
         _integer_division("remainder", a, b)
         ctx.save_for_backward(a, b)
-        xp = _xp2(a, b)
-        with quiet(xp):
-            return xp.remainder(a, b)
+        return python_divmod(a, b)[1]
 
     @staticmethod
     def backward(ctx, g):
@@ -187,9 +222,7 @@ class Remainder(Function):
         ga = sum_to(g, _shape(a)) if na else None
         gb = None
         if nb:
-            xp = xp_of(g)
-            with quiet(xp):
-                gb = sum_to(-g * xp.floor_divide(a, b), _shape(b))
+            gb = sum_to(-g * python_divmod(a, b)[0], _shape(b))
         return ga, gb
 
 

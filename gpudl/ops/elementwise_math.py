@@ -9,8 +9,9 @@ import math
 
 import numpy as np
 
+from .. import backend
 from ..autograd import Function
-from .elementwise import Unary, _integer_division, _shape, _xp2
+from .elementwise import Unary, _integer_division, _shape, _xp2, python_divmod
 from ._util import quiet, sum_to, xp_of
 
 _LN2, _LN10 = math.log(2.0), math.log(10.0)
@@ -20,6 +21,17 @@ def _sinc_derivative(xp, a, y):
     # (cos(pi a) - sinc(a)) / a, and 0 at a == 0 (torch's choice; the limit is 0 too)
     with quiet(xp):
         return xp.where(a == 0, 0, (xp.cos(np.pi * a) - y) / a)
+
+
+def _sinc(xp, a):
+    """sin(pi a) / (pi a), 1 at 0: NumPy's sinc, and torch's; CuPy's gives 1 at +-inf where
+    they give nan (the first GPU run), so CuPy arrays take the formula."""
+    if xp is np:
+        return np.sinc(a)
+    x = a.astype(np.float32) if a.dtype == np.float16 else a       # float16 in float32
+    with quiet(xp):
+        product = x * x.dtype.type(np.pi)
+        return xp.where(x == 0, 1, xp.sin(product) / product).astype(a.dtype, copy=False)
 
 
 def _zero(xp, a, y):
@@ -40,7 +52,7 @@ MATH_UNARY = {
     "exp2": (lambda xp, a: xp.exp2(a), lambda xp, a, y: y * _LN2),
     "log2": (lambda xp, a: xp.log2(a), lambda xp, a, y: 1 / (a * _LN2)),
     "log10": (lambda xp, a: xp.log10(a), lambda xp, a, y: 1 / (a * _LN10)),
-    "sinc": (lambda xp, a: xp.sinc(a), _sinc_derivative),
+    "sinc": (_sinc, _sinc_derivative),
     "deg2rad": (lambda xp, a: a * (np.pi / 180), lambda xp, a, y: xp.full_like(a, np.pi / 180)),
     "rad2deg": (lambda xp, a: a * (180 / np.pi), lambda xp, a, y: xp.full_like(a, 180 / np.pi)),
     "trunc": (lambda xp, a: xp.trunc(a), _zero),
@@ -240,7 +252,7 @@ class TruncDivide(Function):
         ctx.shapes = (_shape(a), _shape(b))
         with quiet(xp):
             if cls.floor:
-                return xp.floor_divide(a, b)
+                return python_divmod(a, b)[0]
             if getattr(a, "dtype", getattr(b, "dtype", None)).kind not in "iu":
                 return xp.trunc(a / b)
             quotient = xp.floor_divide(a, b)
@@ -280,10 +292,14 @@ class Frexp(Function):
     @staticmethod
     def forward(ctx, a):
         xp = xp_of(a)
-        mantissa, exponent = xp.frexp(a)
+        # CuPy's frexp flushes float32 subnormals to a zero mantissa (the first GPU run):
+        # in the next wider float every such value is normal, and the mantissa exact
+        wide = a if xp is np or a.dtype == np.float64 else a.astype(
+            np.float64 if a.dtype == np.float32 else np.float32)
+        mantissa, exponent = xp.frexp(wide)
         exponent = exponent.astype(np.int32, copy=False)
         ctx.save_for_backward(exponent)
-        return mantissa.astype(a.dtype, copy=False), exponent
+        return backend.cast(mantissa, a.dtype), exponent
 
     @staticmethod
     def backward(ctx, g, *unused):

@@ -46,7 +46,7 @@ def _det(saved, g):
     a_t = saved.input(0, a)
     if a.shape[-1] == 0:
         return a_t * 0
-    if not bool(xp_of(d).all(d != 0)):      # some matrix singular: the cofactors, from the SVD
+    if LD.near_singular(a, d):              # the cofactors from the SVD, right for any matrix
         return g.unsqueeze(-1).unsqueeze(-1) * _cofactors(a_t)
     scale = (g * saved.output(0, d)).unsqueeze(-1).unsqueeze(-1)
     return _solve(a_t.mT, scale * _eye(a_t))          # g det(A) A^-T

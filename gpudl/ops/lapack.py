@@ -42,7 +42,8 @@ def _per_matrix(function, a, *others):
     batch = a.shape[:-2]
     if not batch:
         return function(a, *others)
-    flat = [x.reshape((-1,) + x.shape[len(batch):]) for x in (a,) + others]
+    count = int(np.prod(batch))     # not -1: CuPy cannot infer it for empty matrices
+    flat = [x.reshape((count,) + x.shape[len(batch):]) for x in (a,) + others]
     outs = [function(*mats) for mats in zip(*flat)]
     if isinstance(outs[0], tuple):
         return tuple(xp.stack(parts).reshape(batch + parts[0].shape) for parts in zip(*outs))

@@ -66,6 +66,8 @@ class Det(Function):
         a, d = ctx.saved_tensors
         if a.shape[-1] == 0:
             return xp_of(a).zeros_like(a)
+        if near_singular(a, d):                # the cofactors from the SVD, right for any matrix
+            return g[..., None, None] * _cofactors(a)
         scale = (g * d)[..., None, None]
         # d det / dA = det(A) A^-T, through a solve; where A is singular, the cofactor matrix
         ga, info = lapack.solve(mT(a), scale * _eye_like(a), check_errors=False)
@@ -74,6 +76,17 @@ class Det(Function):
             ga = xp_of(a).where(singular[..., None, None], g[..., None, None] * _cofactors(a),
                                 ga)
         return ga
+
+
+def near_singular(a, d):
+    """Whether some matrix of ``a`` (determinants ``d``) is singular to working precision:
+    |det| within a few rounding errors of Hadamard's bound (the product of its column norms).
+    An LU's determinant of a singular matrix is rounding noise, not 0 (cuSOLVER's was 1e-17 on
+    the first GPU run, and A^-T from it garbage)."""
+    xp = xp_of(d)
+    bound = xp.prod(xp.sqrt((a * a).sum(axis=-2)), axis=-1)
+    eps = np.finfo(a.dtype).eps * a.shape[-1]
+    return bool(xp.any(xp.abs(d) <= 16 * eps * bound))
 
 
 def _cofactors(a):

@@ -5,6 +5,8 @@ affine_grid, fold, pixel_unshuffle, channel_shuffle, pdist and torch's top-level
 Fresh random inputs every case, forward and the gradients of inputs and parameters (layers built
 in torch, their state dict loaded into gpudl), float64 and float32."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -314,6 +316,10 @@ def test_max_unpool_with_padding_needs_the_right_output_size():
 @pytest.mark.parametrize("norm_type", [2, 1.5, 3, float("inf"), float("-inf")])
 @pytest.mark.parametrize("dims", [1, 2, 3])
 def test_lp_pool(dims, norm_type):
+    if math.isinf(norm_type) and float(TF.lp_pool1d(torch.full((1, 1, 2), 3.0), norm_type, 2)
+                                       .abs()) != 3.0:
+        pytest.skip("this torch's lp_pool at p = +-inf is (sum of x ** p) ** 0 (torch 2.11: "
+                    "1 everywhere); later torch, and gpudl, give the largest / smallest |x|")
     x = np.abs(_randn(2, 3, *(7, 8, 9)[:dims], seed=20)) + 0.1
     x[0, 0, 0] *= -1
     if dims == 1:                                  # torch's lp_pool1d takes an int kernel

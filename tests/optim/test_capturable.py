@@ -52,6 +52,8 @@ def test_capturable_matches_torch(case, rng):
 
 
 @pytest.mark.skipif(__import__("shutil").which("g++") is None, reason="needs a C++ compiler")
+@pytest.mark.skipif(backend._cupy is not None, reason="emulates a GPU: on one, "
+                    "test_capturable_matches_torch runs the real kernels")
 @pytest.mark.parametrize("case", [c for c in CAPTURABLE if c[1]], ids=case_id)
 def test_capturable_fused_kernel_matches_the_cpu(case, rng, monkeypatch):
     """The GPU branch (fused kernels run as host C++, tests/optim/fused_emulator.py) with the

@@ -11,7 +11,12 @@ from optim_cases import CASES, SHAPES, assert_close, case_id, run_pair
 from gpudl import backend
 
 torch = pytest.importorskip("torch")
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler"),
+    # the emulation wraps NumPy arrays; on a GPU, tests/optim/test_optimizers.py runs the real
+    # fused kernels against torch.optim
+    pytest.mark.skipif(backend._cupy is not None, reason="emulates a GPU: on one, "
+                       "test_optimizers.py runs the real kernels")]
 
 
 @pytest.fixture
