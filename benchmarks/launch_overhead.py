@@ -10,7 +10,9 @@ and driver cost a training step pays per kernel). Rows:
 - lazy, CuPy arrays: ``kernel[grid, block, stream](...)``, Numba types every argument per call;
 - specialised, CuPy arrays: ``launch.launch``, the dispatcher compiled for one signature;
 - specialised, Numba device arrays: the same with the arrays wrapped once beforehand (what the
-  LSTM step loop does per sequence).
+  LSTM step loop does per sequence);
+- CuPy's launcher: the same kernel's PTX loaded as a CuPy module, its parameters packed by
+  CuPy's compiled launch code (kernels/fast_launch.py, ``GPUDL_LAUNCH=cupy``).
 
 Under Numba's CUDA simulator the figures would be the simulator's Python thread emulation, not a
 launch: the script refuses to run there (and on a machine without a GPU).
@@ -48,7 +50,7 @@ def main():
     import cupy
     from numba import cuda
 
-    from gpudl.kernels import launch, pool_cuda
+    from gpudl.kernels import fast_launch, launch, pool_cuda
 
     x = cupy.random.standard_normal((1, 2, 2)).astype(np.float32)
     y = cupy.empty((1, 1, 1), np.float32)
@@ -65,6 +67,8 @@ def main():
          lambda: launch.launch(kernel, signature, 1, 32, x, y, arg, *ints)),
         ("specialised, Numba device arrays",
          lambda: launch.launch(kernel, signature, 1, 32, *wrapped, *ints)),
+        ("CuPy's launcher, CuPy arrays",
+         lambda: fast_launch.launch(kernel, signature, 1, 32, (x, y, arg) + ints)),
     ]
     name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
     print(f"host time per launch, {name}, 3 arrays + 12 scalars "
@@ -72,6 +76,12 @@ def main():
     print("| launch | us per launch |\n|---|---|")
     for label, fn in rows:
         print(f"| {label} | {_per_launch_us(fn):.1f} |")
+    for why in fast_launch.FALLBACK.values():
+        print(f"CuPy's launcher fell back to Numba's: {why}")
+    y_fast = cupy.full_like(y, np.nan)
+    fast_launch.launch(kernel, signature, 1, 32, (x, y_fast, arg) + ints)
+    launch.specialised(kernel, signature)[1, 32, stream, 0](x, y, arg, *ints)
+    print("same output from both launchers:", bool((y_fast == y).all()))
     return 0
 
 

@@ -80,6 +80,7 @@ def _compile(job):
     and only NVVM runs per target (the Python half is ~80% of a compile)."""
     from numba.cuda.compiler import _compile_pyfunc_with_fixup   # numba-cuda is pinned (0.30)
 
+    from . import fast_launch
     from .launch import compile_options
     name, index, sig = job
     kernel = importlib.import_module(name).SIGNATURES[index][0]
@@ -97,7 +98,10 @@ def _compile(job):
         except Exception as exc:  # noqa: BLE001
             results.append((job, cc, None, _first_line(exc), time.perf_counter() - start))
         else:
-            results.append((job, cc, ptx, "", time.perf_counter() - start))
+            # the parameters CuPy's launcher would pass (fast_launch.py) against the PTX's
+            problem = fast_launch.check_layout(ptx, sig)
+            results.append((job, cc, None if problem else ptx, problem or "",
+                            time.perf_counter() - start))
         start = time.perf_counter()
     return results
 

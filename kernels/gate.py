@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
+from . import fast_launch
 from .budget import Budget
 from .launch import compile_options
 
@@ -370,6 +371,9 @@ def analyse(label, kernel, signature, budget, workdir, ptx=None):
             ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), signature, cc=TARGET,
                                       **compile_options(kernel))
         info, sass = assemble(ptx, workdir)
+        report.error = fast_launch.check_layout(ptx, signature)
+        if report.error:          # CuPy's launcher would pass other parameters than the PTX's
+            return report
     except Exception as exc:  # noqa: BLE001 - a failed compile is a failed kernel, reported
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         report.error = f"{type(exc).__name__}: {first}"

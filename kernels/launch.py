@@ -18,7 +18,7 @@ the module's ``SIGNATURES`` table so that the gate checks what runs::
 
 from gpudl import backend
 
-from . import numba_inlining, numpy_compat
+from . import fast_launch, numba_inlining, numpy_compat
 
 numpy_compat.apply()    # before numba-cuda's first compilation, which looks the names up
 
@@ -26,6 +26,7 @@ if not backend.SIMULATOR:      # the simulator runs kernels as Python: it inline
     numba_inlining.apply()
 
 _SPECIALISED = {}    # (kernel, signature) -> dispatcher compiled for that signature only
+FAST_LAUNCH = fast_launch.active()
 _CODE_OPTIONS = ("fastmath", "launch_bounds")     # decorator options that change the machine code
 
 
@@ -50,10 +51,12 @@ def specialised(kernel, signature):
 
 def launch(kernel, signature, blocks, threads, *args, shared=0):
     """Launch ``kernel``'s ``signature`` specialisation on CuPy's current stream (nothing when the
-    grid is empty)."""
+    grid is empty); through CuPy's launcher when opted in (kernels/fast_launch.py)."""
     if min(blocks if isinstance(blocks, tuple) else (blocks,)) > 0 and threads:
         if backend.SIMULATOR:
             check_arguments(kernel, signature, args)
+        elif FAST_LAUNCH and fast_launch.launch(kernel, signature, blocks, threads, args, shared):
+            return
         specialised(kernel, signature)[blocks, threads, backend.launch_stream(), shared](*args)
 
 

@@ -181,8 +181,19 @@ def test_gpu_paths_match_float64_twin(rng, monkeypatch, path, B, H, reverse):
         out = K.rnn_forward("lstm", *d, *dw, reverse=reverse)
         got = [*out[:3], *K.rnn_backward(out[3], dw[0], dw[1], *dg)]
         for a, b in zip(got, expected):
-            np.testing.assert_allclose(cupy.asnumpy(a), b, rtol=1e-4, atol=1e-5)
+            _assert_float32_close(cupy.asnumpy(a), b)
     assert not lstm_grid_cuda.FAILED
+
+
+def _assert_float32_close(got, expected):
+    """float32 against a float64 reference: the relative error of the whole array far under
+    1e-3, and no element off by more than a few thousandths of the array's scale. Elementwise
+    rtol=1e-4 failed on the first GPU run at gradients where terms cancel (0.2933 against
+    0.2927 in an array up to 9: float32 rounding over 6 steps of 512-wide sums)."""
+    scale = max(float(np.abs(expected).max()), 1e-30)
+    error = np.linalg.norm(got - expected) / max(float(np.linalg.norm(expected)), 1e-30)
+    assert error < 1e-4, error
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=3e-4 * scale)
 
 
 @pytest.mark.skipif(not ON_GPU, reason="needs a GPU (CuPy)")

@@ -16,7 +16,7 @@
 # One device command may run at most 10 minutes and a session has 15 minutes of device time
 # (the start, ~35 s, included), so the steps come in two groups, one command each, the second
 # sent as soon as the first returns (the machine stays warm 30 s):
-#   check:   install, attention_precision, tests_new, tests                          (450 s)
+#   check:   install, attention_precision, tests_new, tests, fast_launch             (540 s)
 #   measure: install, zero_sync, nccl, nccl_allreduce, benchmarks, launches,
 #            graph_steps, lstm_paths                                                  (500 s)
 # Give each command a deadline that fits what is left (GPU_CHECK_DEADLINE, below), e.g. with
@@ -32,9 +32,9 @@ cd "$(dirname "$0")/.."
 log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
-chosen=${chosen// check / install attention_precision tests_new tests }
+chosen=${chosen// check / install attention_precision tests_new tests fast_launch }
 chosen=${chosen// measure / install zero_sync nccl nccl_allreduce benchmarks launches graph_steps lstm_paths }
-known=" install attention_precision tests_new tests zero_sync nccl nccl_allreduce benchmarks launches graph_steps lstm_paths "
+known=" install attention_precision tests_new tests fast_launch zero_sync nccl nccl_allreduce benchmarks launches graph_steps lstm_paths "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
 done
@@ -76,6 +76,11 @@ step tests_new 90 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHEC
     -p no:cacheprovider $details $workers $new_cupy_code
 step tests 240 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
     -p no:cacheprovider $details --ignore=tests/sim ${new_cupy_code//tests\//--ignore=tests/} $workers
+# the kernels' tests again with launches through CuPy's launcher (kernels/fast_launch.py)
+step fast_launch 90 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m pytest -q \
+    --maxfail=${GPU_CHECK_MAXFAIL:-1000} -p no:cacheprovider $details $workers tests/kernels \
+    tests/test_conv.py tests/test_pool.py tests/test_rnn.py tests/test_rnn_paths.py \
+    tests/test_attention.py tests/test_cuda_graphs.py
 step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/sim/test_zero_sync_sim.py
 step nccl 30 env GPUDL_DEVICE=cuda GPUDL_NCCL_REQUIRED=1 python -m pytest -q -rs -p no:cacheprovider \
