@@ -58,3 +58,22 @@ def test_second_derivative_of_det_at_singular_matrices_matches_finite_difference
     (g,) = gd.autograd.grad(gd.linalg.det(x) * x.sum(), x, create_graph=True)
     (gg,) = gd.autograd.grad((g * g).sum(), x)
     np.testing.assert_allclose(gg.numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_polygamma_on_the_device_branch_is_the_hurwitz_zeta_formula(monkeypatch, rng, n):
+    """cupyx's polygamma took no Python int n (its cupy.where got a bool): the device branch
+    computes (-1)**(n+1) n! zeta(n + 1, x) with cupyx's zeta, here SciPy's (the same
+    function), against torch.polygamma."""
+    special = pytest.importorskip("scipy.special")
+    import sys
+    import types
+
+    from gpudl import special_math
+    monkeypatch.setitem(sys.modules, "cupyx", types.ModuleType("cupyx"))
+    monkeypatch.setitem(sys.modules, "cupyx.scipy", types.SimpleNamespace(special=special))
+    monkeypatch.setattr(special_math, "xp_of", lambda x: NotNumPy())
+    x = rng.uniform(0.1, 6.0, 50)
+    ours = special_math.polygamma(n, x)
+    np.testing.assert_allclose(ours, torch.polygamma(n, torch.from_numpy(x)).numpy(),
+                               rtol=1e-8)       # torch's CPU trigamma is good to ~1e-9
