@@ -587,7 +587,8 @@ def _as_dtype_tensor(value, dtype, like):
     device."""
     if isinstance(value, T.Tensor):
         return value.astype(dtype)
-    array = backend.xp_for(like._device).asarray(value, dtype=dtype)
+    # a fill, not asarray: no host-to-device copy, which a CUDA graph capture refuses
+    array = backend.xp_for(like._device).full((), value, dtype=dtype)
     return T.Tensor._make(array, False, None, 0, like._device)
 
 

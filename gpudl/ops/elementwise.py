@@ -98,7 +98,8 @@ class Pow(Function):
         if nb:
             # d(a**b)/db = a**b * log(a): 0 where a == 0 and b >= 0, nan where a < 0 (as torch)
             with quiet(xp):
-                gb = xp.where((a == 0) & (b >= 0), 0, y * xp.log(xp.asarray(a)))
+                log_a = xp.log(a) if hasattr(a, "shape") else float(np.log(a))  # no H2D copy
+                gb = xp.where((a == 0) & (b >= 0), 0, y * log_a)
             gb = sum_to(g * gb, _shape(b))
         return ga, gb
 
@@ -359,6 +360,14 @@ class Relu(Function):
         return activation.relu_backward(y, g)     # NaN inputs pass the gradient, as in torch
 
 
+def _in_dtype(bound, dtype):
+    """A clamp bound in ``dtype``: an array cast, a number as a NumPy scalar (no device array:
+    a host-to-device copy would break a CUDA graph capture)."""
+    if hasattr(bound, "shape") and not isinstance(bound, np.generic):
+        return bound.astype(dtype, copy=False)
+    return dtype.type(bound)
+
+
 class Clip(Function):
     """clamp(a, lo, hi) with scalar or array bounds (broadcast). As in torch, the gradient flows
     to ``a`` where lo <= a <= hi, to ``lo`` where a < lo < hi, to ``hi`` where a > hi or hi < lo."""
@@ -369,9 +378,9 @@ class Clip(Function):
         xp = xp_of(a)
         y = a
         if lo is not None:
-            y = xp.maximum(y, xp.asarray(lo, dtype=a.dtype))
+            y = xp.maximum(y, _in_dtype(lo, a.dtype))
         if hi is not None:
-            y = xp.minimum(y, xp.asarray(hi, dtype=a.dtype))
+            y = xp.minimum(y, _in_dtype(hi, a.dtype))
         return y if y is not a else a.copy()
 
     @staticmethod

@@ -118,7 +118,8 @@ class _Binary(Function):
     def forward(cls, ctx, a, b):
         xp = _xp2(a, b)
         dtype = (a if hasattr(a, "dtype") else b).dtype     # a number takes the array's dtype
-        a, b = (x if hasattr(x, "dtype") else xp.asarray(x, dtype=dtype) for x in (a, b))
+        # a number as a filled 0-d array: no host-to-device copy (a CUDA graph refuses one)
+        a, b = (x if hasattr(x, "dtype") else xp.full((), x, dtype=dtype) for x in (a, b))
         with quiet(xp):
             y = cls.compute(xp, a, b)
         ctx.save_for_backward(a, b, y if cls.needs_output else None)
