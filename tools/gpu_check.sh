@@ -18,7 +18,7 @@
 # sent as soon as the first returns (the machine stays warm 30 s):
 #   check:   install, attention_precision, tests_new, tests, fast_launch             (540 s)
 #   measure: install, zero_sync, nccl, nccl_allreduce, benchmarks, launches,
-#            graph_steps, lstm_paths                                                  (500 s)
+#            graph_steps, lstm_paths, conv_paths                                      (560 s)
 # Give each command a deadline that fits what is left (GPU_CHECK_DEADLINE, below), e.g. with
 # 900 s left: `GPU_CHECK_DEADLINE=$(( $(date +%s) + 420 )) bash tools/gpu_check.sh check` with
 # timeout_s 440, then the measure group with the time then left. As seen on the first run
@@ -33,8 +33,8 @@ log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
 chosen=${chosen// check / install attention_precision tests_new tests fast_launch }
-chosen=${chosen// measure / install zero_sync nccl nccl_allreduce benchmarks launches graph_steps lstm_paths }
-known=" install attention_precision tests_new tests fast_launch zero_sync nccl nccl_allreduce benchmarks launches graph_steps lstm_paths "
+chosen=${chosen// measure / install zero_sync nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths }
+known=" install attention_precision tests_new tests fast_launch zero_sync nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
 done
@@ -94,9 +94,11 @@ step graph_steps 90 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --rep
     --markdown tools/gpu_graph_steps.md
 step lstm_paths 45 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \
     --markdown tools/gpu_lstm_paths.md
+step conv_paths 60 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
+    --markdown tools/gpu_conv_paths.md
 echo "gpu_check exit status: $status"
 if [ -n "${OUT:-}" ]; then
-    cp "$log" tools/gpu_results.md tools/gpu_graph_steps.md tools/gpu_lstm_paths.md "$OUT"/ \
+    cp "$log" tools/gpu_results.md tools/gpu_graph_steps.md tools/gpu_lstm_paths.md tools/gpu_conv_paths.md "$OUT"/ \
         2>/dev/null
 fi
 exit $status
