@@ -158,7 +158,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         body = np.array2string(values, separator=", ", precision=4, prefix="tensor(")
         extra = []
         if self._device == "cuda":
-            extra.append("device='cuda'")
+            extra.append(f"device='{self.device}'")         # 'cuda:0', as torch prints it
         if self.dtype not in (dtypes.float32, dtypes.int64, dtypes.bool_):
             extra.append(f"dtype=gpudl.{self.dtype.name}")
         if self.grad_fn is not None:

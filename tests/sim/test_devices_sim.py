@@ -43,3 +43,11 @@ def test_module_to_moves_parameters_and_buffers_in_place():
     out = model(gd.ones(4, 3, device="cuda"))
     assert out.device == "cuda"
     assert model.cpu() is model and all(t.device == "cpu" for t in params + buffers)
+
+
+def test_a_cuda_tensor_prints_its_device_as_torch_does():
+    """torch prints device='cuda:0' (the device with its index), not device='cuda'."""
+    assert repr(gd.ones(2, device="cuda")) == "tensor([1., 1.], device='cuda:0')"
+    assert repr(gd.ones(2, device="cuda").half()) == \
+        "tensor([1., 1.], device='cuda:0', dtype=gpudl.float16)"
+    assert repr(gd.ones(2, device="cpu")) == "tensor([1., 1.])"
