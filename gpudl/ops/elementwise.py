@@ -408,7 +408,10 @@ class Where(Function):
     def forward(ctx, cond, a, b):
         ctx.save_for_backward(cond)
         ctx.shapes = (_shape(a), _shape(b))
-        return xp_of(cond).where(cond, a, b)
+        out = xp_of(cond).where(cond, a, b)
+        if a.dtype == b.dtype != out.dtype:    # CuPy's where has no bfloat16 loop: float32
+            out = backend.cast(out, a.dtype)
+        return out
 
     @staticmethod
     def backward(ctx, g):
