@@ -51,3 +51,11 @@ def test_a_cuda_tensor_prints_its_device_as_torch_does():
     assert repr(gd.ones(2, device="cuda").half()) == \
         "tensor([1., 1.], device='cuda:0', dtype=gpudl.float16)"
     assert repr(gd.ones(2, device="cpu")) == "tensor([1., 1.])"
+
+
+def test_integer_division_by_zero_on_the_device_is_reported_at_the_next_read():
+    """As the index checks: a device-side check (no sync at the call), raised at the read."""
+    quotient = gd.tensor([4, 5], device="cuda") // gd.tensor([1, 0], device="cuda")
+    with pytest.raises(RuntimeError, match="floor_divide: integer division by zero"):
+        quotient.numpy()
+    np.testing.assert_array_equal((gd.tensor([4, 5], device="cuda") % 3).numpy(), [1, 2])
