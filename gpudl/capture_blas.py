@@ -54,6 +54,10 @@ def matmul(a, b, out=None):
                          f"contracted dimension ({a.shape[-1]} != {b.shape[-2]})")
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    if out is not None and (out.shape != batch + (m, n) or out.dtype != dtype or
+                            not out.flags.c_contiguous):
+        raise ValueError(f"capture_blas.matmul: out must be a C-contiguous {dtype} array of "
+                         f"shape {batch + (m, n)}, got {out.dtype} {out.shape}")
     result = out if out is not None else xp.empty(batch + (m, n), dtype)
     if result.size:
         if k == 0:

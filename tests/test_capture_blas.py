@@ -89,6 +89,8 @@ def test_into_out_and_refusals(monkeypatch, rng):
     np.testing.assert_allclose(out, a @ b.T, rtol=1e-12)
     with pytest.raises(ValueError, match=r"\(6 != 5\)"):
         capture_blas.matmul(a, b)
+    with pytest.raises(ValueError, match="C-contiguous float64 array of shape"):
+        capture_blas.matmul(a, b.T, out=np.empty((5, 4)).T)
     with pytest.raises(TypeError, match="int64"):
         capture_blas.matmul(a.astype(np.int64), b.T.astype(np.int64))
 
