@@ -1,4 +1,5 @@
-"""Shared test set-up: a fixed seed per test and the tests folder importable (oracle.py)."""
+"""Shared test set-up: a fixed seed per test, no failed device-side check carried from one test
+to the next, and the tests folder importable (oracle.py, device_checks.py)."""
 
 import zlib
 
@@ -12,6 +13,22 @@ import gpudl as gd
 def _seed():
     gd.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_failed_device_check_left():
+    """On the cuda device a failed device-side check (``backend.defer_check``) raises at the
+    next device read, which may come in the next test. After each test, read the queue: a check
+    left failing fails the test that left it (it should read it inside its own
+    ``pytest.raises``, see ``device_checks.call_then_read``), and the queue is empty either way,
+    so no error leaks into another test."""
+    from gpudl import backend
+    yield
+    try:
+        backend.raise_deferred()                  # empties the queue, raises the first failure
+    except Exception as error:                    # noqa: BLE001 (any check's error type)
+        pytest.fail(f"the test left a failed device-side check unread: "
+                    f"{type(error).__name__}: {error}", pytrace=False)
 
 
 @pytest.fixture

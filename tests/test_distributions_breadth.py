@@ -311,6 +311,37 @@ def test_von_mises_draws_have_its_circular_moments():
     np.testing.assert_allclose(np.sin(x - loc).mean(0), 0.0, atol=0.02)
 
 
+class _GeneratorWithoutVonMises:
+    """A NumPy generator that, as CuPy's, has no vonmises: VonMises draws by rejection."""
+
+    def __init__(self, gen):
+        self.random = gen.random
+
+
+@pytest.mark.parametrize("loc, kappa", [(2.5, 1e-7), (-0.4, 0.3), (3.0, 2.0), (-3.1, 40.0),
+                                        (1.0, 1e4)])
+def test_von_mises_rejection_draws_follow_its_cdf(monkeypatch, loc, kappa):
+    """The cuda device's sampler (CuPy's generator has no vonmises), run on NumPy: the
+    Kolmogorov-Smirnov distance of 20,000 draws to the CDF integrated from the density (loc
+    near pi: the draws wrap into [-pi, pi))."""
+    real = gd.random.generator
+    monkeypatch.setattr(gd.random, "generator", lambda device, source=None:
+                        _GeneratorWithoutVonMises(real(device, source)))
+    dist = GD.VonMises(gd.tensor([loc], dtype=gd.float32), gd.tensor([kappa], dtype=gd.float32))
+    drawn = dist.sample((20000,))
+    assert drawn.shape == (20000, 1) and drawn.dtype == gd.float32
+    x = np.sort(drawn.numpy()[:, 0].astype(np.float64))
+    assert -np.float32(math.pi) <= x[0] and x[-1] <= np.float32(math.pi)   # float32 rounding
+    grid = np.linspace(-math.pi, math.pi, 400001)
+    density = np.exp(kappa * (np.cos(grid - loc) - 1))
+    cdf = np.concatenate([[0], np.cumsum((density[1:] + density[:-1]) / 2)])
+    cdf /= cdf[-1]
+    expected = np.interp(x, grid, cdf)
+    n = len(x)
+    distance = max(np.max(np.arange(1, n + 1) / n - expected), np.max(expected - np.arange(n) / n))
+    assert distance < 1.8 / math.sqrt(n), distance
+
+
 def test_the_same_seed_gives_the_same_draws():
     dist = GD.Gamma(gd.tensor([0.4, 3.0]), gd.tensor([1.0, 2.0]))
     gd.manual_seed(7)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
+from device_checks import call_then_read
 
 torch = pytest.importorskip("torch")
 
@@ -64,11 +65,11 @@ def test_bad_arguments_are_refused_with_their_names():
     weight, inputs = gd.randn(5, 2), gd.tensor([0, 1, 2])
     F = gd.nn.functional
     with pytest.raises(IndexError, match=r"offsets\[0\] must lie in \[0, 0\] but holds 1"):
-        F.embedding_bag(inputs, weight, gd.tensor([1, 2]))
+        call_then_read(F.embedding_bag, inputs, weight, gd.tensor([1, 2]))
     with pytest.raises(IndexError, match="steps between offsets"):
-        F.embedding_bag(inputs, weight, gd.tensor([0, 2, 1]))
+        call_then_read(F.embedding_bag, inputs, weight, gd.tensor([0, 2, 1]))
     with pytest.raises(IndexError, match=r"offsets must lie in \[0, 3\] but holds 4"):
-        F.embedding_bag(inputs, weight, gd.tensor([0, 4]))
+        call_then_read(F.embedding_bag, inputs, weight, gd.tensor([0, 4]))
     with pytest.raises(ValueError, match="needs 1-D offsets"):
         F.embedding_bag(inputs, weight)
     with pytest.raises(ValueError, match="offsets must be None when input is 2-D"):

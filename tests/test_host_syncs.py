@@ -20,18 +20,17 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture
 def device_reads(monkeypatch):
-    """Every array is on the 'cuda device' for the counter and the range checks."""
-    backend.raise_deferred()
+    """Every array is on the 'cuda device' for the counter and the range checks (on a GPU:
+    every CuPy array, as without it)."""
     monkeypatch.setattr(backend, "_READS_DEVICE", True)
-    yield
-    backend._deferred.clear()
 
 
 @pytest.fixture
 def refuse_reads(monkeypatch):
-    """A capture guard as a CUDA graph capture sets it: any read raises, naming the op."""
-    def guard(what):
-        raise RuntimeError(f"{what} reads the device during a graph capture")
+    """A capture guard as a CUDA graph capture sets it (``why`` given where the call is not a
+    device read): any call raises, naming the op."""
+    def guard(what, why="reads the device"):
+        raise RuntimeError(f"{what} {why} during a graph capture")
     monkeypatch.setattr(backend, "capture_guard", guard)
 
 
@@ -63,9 +62,9 @@ def test_each_read_counts_once(device_reads):
 
 def test_count_read_reports_and_returns_whether_it_counted(device_reads):
     before = backend.sync_count()
-    assert backend.count_read(np.zeros(2), "a test") is True
+    assert backend.count_read(gd.zeros(2)._data, "a test") is True
     assert backend.sync_count() == before + 1
-    assert backend.host_value(np.array(2.5), "a test") == 2.5
+    assert backend.host_value(gd.tensor(2.5)._data, "a test") == 2.5
     assert backend.sync_count() == before + 2
 
 
@@ -78,8 +77,8 @@ def test_count_read_reports_and_returns_whether_it_counted(device_reads):
     (lambda t: nn.utils.clip_grad_norm_(_with_grad(t), 1.0, error_if_nonfinite=True),
      r"clip_grad_norm_\(error_if_nonfinite=True\)")])
 def test_a_refused_read_raises_naming_the_op_and_is_not_counted(device_reads, refuse_reads,
-                                                                 read, name):
-    t = gd.randn(4)
+                                                                 read, name, rng):
+    t = gd.tensor(rng.standard_normal(4), dtype=gd.float32)    # a GPU capture refuses randn
     before = gd.cuda.sync_count()
     with pytest.raises(RuntimeError, match=f"^{name} reads the device"):
         read(t)
@@ -87,7 +86,7 @@ def test_a_refused_read_raises_naming_the_op_and_is_not_counted(device_reads, re
 
 
 def _with_grad(t):
-    p = gd.randn(*t.shape, requires_grad=True)
+    p = gd.zeros(*t.shape, requires_grad=True)
     p.grad = t
     return [p]
 
@@ -204,16 +203,19 @@ def test_optimizer_and_scheduler_steps_read_nothing(device_reads, rng, name, opt
 @pytest.mark.parametrize("op, call", [
     ("gather", lambda x, i: x.gather(1, i.reshape(1, -1))),
     ("scatter", lambda x, i: x.scatter(1, i.reshape(1, -1), 0.0)),
-    ("scatter_add", lambda x, i: x.scatter_add(1, i.reshape(1, -1), gd.ones(1, i.numel()))),
+    ("scatter_add", lambda x, i: x.scatter_add(1, i.reshape(1, -1),
+                                               gd.ones(1, i.numel(), device="cpu"))),
     ("index_select", lambda x, i: x.index_select(1, i)),
-    ("index_add", lambda x, i: x.index_add(1, i, gd.ones(1, i.numel()))),
+    ("index_add", lambda x, i: x.index_add(1, i, gd.ones(1, i.numel(), device="cpu"))),
     ("embedding", lambda x, i: F.embedding(i, x.t())),
     ("one_hot", lambda x, i: F.one_hot(i, 3))])
+@host_data
 def test_index_checks_raise_at_once_on_the_cpu(op, call):
-    x = gd.randn(1, 3)
-    call(x, gd.tensor([0, -1, 2]) if op in ("gather", "index_select") else gd.tensor([0, 2]))
+    x = gd.randn(1, 3, device="cpu")
+    good = [0, -1, 2] if op in ("gather", "index_select") else [0, 2]
+    call(x, gd.tensor(good, device="cpu"))
     with pytest.raises(IndexError, match=f"{op}: .*(3|out of range)"):
-        call(x, gd.tensor([0, 3]))
+        call(x, gd.tensor([0, 3], device="cpu"))
 
 
 @pytest.mark.parametrize("op, check", [
@@ -267,8 +269,7 @@ def test_integer_tensor_indices_are_range_checked_on_the_device(device_reads, in
     x = gd.randn(2, 3, 4)
     x[index(gd.tensor([0, -1]))]                  # in range for every dim: nothing queued fails
     gd.cuda.synchronize()
-    with pytest.raises(IndexError):               # NumPy's own error, here on host data
-        x[index(gd.tensor([0, size]))]
+    _index_out_of_range(lambda: x[index(gd.tensor([0, size]))], x)
     with pytest.raises(IndexError, match=f"indexing: index {size} is out of bounds for dim "
                                          f"{dim} with size {size}.*device-side"):
         gd.cuda.synchronize()
@@ -278,7 +279,16 @@ def test_setitem_with_an_integer_tensor_is_range_checked_on_the_device(device_re
     x = gd.zeros(3)
     x[gd.tensor([2, -3])] = 1.0
     gd.cuda.synchronize()
-    with pytest.raises(IndexError):
-        x[gd.tensor([7])] = 1.0
+    _index_out_of_range(lambda: x.__setitem__(gd.tensor([7]), 1.0), x)
     with pytest.raises(IndexError, match="__setitem__: index 7 is out of bounds for dim 0"):
         gd.cuda.synchronize()
+
+
+def _index_out_of_range(call, x):
+    """``call`` indexes ``x`` out of range: NumPy data raises its own IndexError at once; CuPy
+    wraps the index silently, leaving the error to the queued check."""
+    if isinstance(x._data, np.ndarray):
+        with pytest.raises(IndexError):
+            call()
+    else:
+        call()

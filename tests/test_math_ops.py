@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
+from device_checks import call_then_read
 
 torch = pytest.importorskip("torch")
 
@@ -258,7 +259,7 @@ def test_div_rounding_mode_gradients_are_zero_and_errors_as_torch(rng):
     with pytest.raises(ValueError, match="rounding_mode"):
         gd.div(a, 2, rounding_mode="round")
     with pytest.raises(RuntimeError, match="division by zero"):
-        gd.div(gd.tensor([4, 5]), gd.tensor([1, 0]), rounding_mode="trunc")
+        call_then_read(gd.div, gd.tensor([4, 5]), gd.tensor([1, 0]), rounding_mode="trunc")
     with pytest.raises(TypeError, match="bool"):
         gd.div(gd.tensor([True]), gd.tensor([True]), rounding_mode="trunc")
 
@@ -430,6 +431,8 @@ def test_in_place_variants_match_torch(name, rng):
         return
     try:
         (theirs * torch.tensor(w)).sum().backward()
+    except NotImplementedError:                        # nextafter before torch 2.13, which
+        return                                         # defines its gradient (ours follows)
     except RuntimeError:                               # floor_divide, heaviside
         with pytest.raises(RuntimeError):
             (out * gd.tensor(w)).sum().backward()

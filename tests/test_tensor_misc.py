@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
-from gpudl import backend
+from device_checks import call_then_read
 from oracle import check_against_torch
 
 torch = pytest.importorskip("torch")
@@ -37,12 +37,9 @@ def values(gd_out, torch_out):
 
 def refused_out_of_range(call, message):
     """``call()`` refused with an IndexError matching ``message``: at once on the cpu, at the
-    next read on the cuda device (a device-side check; its queue is emptied after)."""
-    try:
-        with pytest.raises(IndexError, match=message):
-            call().numpy()
-    finally:
-        backend._deferred.clear()
+    next read on the cuda device (a device-side check)."""
+    with pytest.raises(IndexError, match=message):
+        call_then_read(call)
 
 
 def edited_in_graph_as_torch(x, edit, rng):

@@ -350,10 +350,7 @@ def test_bernoulli_and_normal_moments():
 def device_reads(monkeypatch):
     """Every array counts as on the cuda device (as under the simulator): the read counter and
     the deferred checks run as on a GPU (tests/test_host_syncs.py's fixture)."""
-    backend.raise_deferred()
     monkeypatch.setattr(backend, "_READS_DEVICE", True)
-    yield
-    backend._deferred.clear()
 
 
 def test_only_data_dependent_sizes_read_the_device(device_reads, rng):

@@ -44,8 +44,13 @@ def draw(like, shape, method, *params):
         raise RuntimeError(f"sampling: the {like._device} generator has no {method}")
     out = getattr(gen, method)(*params, size=shape) if params else getattr(gen, method)(
         size=shape)
+    return as_draws(like, out)
+
+
+def as_draws(like, array):
+    """Drawn ``array`` as a tensor on ``like``'s device, of its dtype, without gradient."""
     xp = backend.xp_for(like._device)
-    return Tensor._make(xp.asarray(out).astype(like.dtype, copy=False), False, None, 0,
+    return Tensor._make(xp.asarray(array).astype(like.dtype, copy=False), False, None, 0,
                         like._device)
 
 

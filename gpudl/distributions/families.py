@@ -11,8 +11,9 @@ from .. import backend, creation, functions, random, special_math
 from ..autograd import Function
 from ..tensor import Tensor
 from . import constraints
-from .distribution import (HALF_LOG_TWO_PI, Distribution, ProbsOrLogits, broadcast_all, draw,
-                           sample_shape_of, softplus, uniform_open)
+from .circular import von_mises_by_rejection
+from .distribution import (HALF_LOG_TWO_PI, Distribution, ProbsOrLogits, as_draws,
+                           broadcast_all, draw, sample_shape_of, softplus, uniform_open)
 
 EULER = special_math.EULER
 
@@ -971,7 +972,8 @@ class Independent(Distribution):
 
 class VonMises(Distribution):
     """The von Mises distribution on the circle, of mean direction ``loc`` and
-    ``concentration``. Draws (no gradient) from the generator's vonmises (the cpu's)."""
+    ``concentration``. Draws (no gradient) from the generator's vonmises (the cpu's, NumPy's),
+    else by rejection in array operations (the cuda device's: CuPy has none)."""
 
     arg_constraints = {"loc": constraints.real, "concentration": constraints.positive}
     support = constraints.real
@@ -989,9 +991,12 @@ class VonMises(Distribution):
     def sample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
         loc = self.loc.detach().expand(*shape)._data
-        drawn = draw(self.loc, shape, "vonmises", loc,
-                     self.concentration.detach().expand(*shape)._data)
-        return drawn
+        concentration = self.concentration.detach().expand(*shape)._data
+        gen = random.generator(self.loc._device)
+        if hasattr(gen, "vonmises"):
+            return draw(self.loc, shape, "vonmises", loc, concentration)
+        xp = backend.xp_for(self.loc._device)
+        return as_draws(self.loc, von_mises_by_rejection(gen, xp, loc, concentration))
 
     def log_prob(self, value):
         _check_value(self, value)

@@ -8,6 +8,7 @@ import gpudl as gd
 import gpudl.nn.functional as F
 from gpudl import nn
 from gpudl.testing import gradcheck
+from device_checks import call_then_read
 from oracle import check_against_torch, torch
 
 TF = torch.nn.functional
@@ -137,9 +138,9 @@ def test_nll_loss_matches_torch(reduction, rng):
 def test_cross_entropy_errors():
     x = gd.randn(4, 3)
     with pytest.raises(IndexError, match=r"target 3 is out of bounds.*\[0, 2\]"):
-        F.cross_entropy(x, gd.tensor([0, 1, 3, 2]))
+        call_then_read(F.cross_entropy, x, gd.tensor([0, 1, 3, 2]))
     with pytest.raises(ValueError, match="out of bounds"):
-        F.cross_entropy(x, gd.tensor([0, -2, 1, 2]))
+        call_then_read(F.cross_entropy, x, gd.tensor([0, -2, 1, 2]))
     with pytest.raises(ValueError, match=r"target of shape \(4,\).*got target of shape \(5,\)"):
         F.cross_entropy(x, gd.tensor([0, 1, 2, 0, 1]))
     with pytest.raises(ValueError, match=r"probability target of shape \(4, 2\)"):
@@ -179,7 +180,7 @@ def test_binary_cross_entropy_clamps_log_like_torch():
     np.testing.assert_allclose(ours, theirs.numpy())
     assert ours[0] == 100
     with pytest.raises(RuntimeError, match="between 0 and 1"):
-        F.binary_cross_entropy(gd.tensor([1.5]), gd.tensor([1.0]))
+        call_then_read(F.binary_cross_entropy, gd.tensor([1.5]), gd.tensor([1.0]))
     with pytest.raises(ValueError, match=r"\(3, 1\).*\(3,\)"):
         F.binary_cross_entropy(gd.rand(3), gd.rand(3, 1))
 
@@ -267,16 +268,16 @@ def test_binary_cross_entropy_refuses_targets_outside_0_1_as_torch(target):
     with pytest.raises(RuntimeError, match="target should be between 0 and 1"):
         TF.binary_cross_entropy(torch.tensor(p), torch.tensor(target))
     with pytest.raises(RuntimeError, match="target should be between 0 and 1"):
-        F.binary_cross_entropy(gd.tensor(p), gd.tensor(target))
+        call_then_read(F.binary_cross_entropy, gd.tensor(p), gd.tensor(target))
     with pytest.raises(RuntimeError, match="target should be between 0 and 1"):
-        nn.BCELoss()(gd.tensor(p), gd.tensor(target))
+        call_then_read(nn.BCELoss(), gd.tensor(p), gd.tensor(target))
 
 
 def test_binary_cross_entropy_refuses_input_outside_0_1_as_torch():
     with pytest.raises(RuntimeError, match="input should be between 0 and 1"):
         TF.binary_cross_entropy(torch.tensor([1.5]), torch.tensor([1.0]))
     with pytest.raises(RuntimeError, match="input should be between 0 and 1"):
-        F.binary_cross_entropy(gd.tensor([1.5]), gd.tensor([1.0]))
+        call_then_read(F.binary_cross_entropy, gd.tensor([1.5]), gd.tensor([1.0]))
 
 
 def test_binary_cross_entropy_accepts_the_bounds_and_soft_targets(rng):

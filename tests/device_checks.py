@@ -1,0 +1,25 @@
+"""Where a refused call raises on each device: on the cpu at the call; on the cuda device a
+check that needs the device's data (an index range, a probability range, an integer divisor)
+is queued by ``backend.defer_check`` and raises at the next device read."""
+
+import gpudl as gd
+from gpudl import backend
+
+
+def call_then_read(call, *args, **kwargs):
+    """``call(*args, **kwargs)``, then, if it queued device-side checks, a device read
+    (``gd.cuda.synchronize``) that raises the first failed one. Inside ``pytest.raises`` the
+    error is thus expected where it comes on each device; on the cpu nothing is queued and
+    nothing read, so the call itself must raise (a check that failed to raise there still
+    fails the test). Under the simulator NumPy stands for CuPy and may raise its own error
+    where CuPy goes on (an out-of-range index, which CuPy wraps): a failed queued check is
+    raised in its place, as a GPU would report it."""
+    try:
+        result = call(*args, **kwargs)
+    except Exception:
+        if backend._deferred:
+            gd.cuda.synchronize()
+        raise
+    if backend._deferred:
+        gd.cuda.synchronize()
+    return result
