@@ -64,8 +64,9 @@ def test_bad_arguments():
 
 
 def _both(*arrays):
-    """The same values as gpudl and torch tensors (float32 unless the array says otherwise)."""
-    return [gd.tensor(a) for a in arrays], [torch.from_numpy(a) for a in arrays]
+    """The same values as gpudl and torch cpu tensors (float32 unless the array says otherwise;
+    on the cpu whatever the default device, where cpu autocast applies)."""
+    return [gd.tensor(a, device="cpu") for a in arrays], [torch.from_numpy(a) for a in arrays]
 
 
 R = np.random.default_rng(0)
@@ -90,8 +91,9 @@ CASES = {
     "conv_transpose2d": (lambda m, f, x, k: f.conv_transpose2d(x, k.transpose(0, 1)),
                          (IMG, KER), False),
     "sdpa": (lambda m, f, x: f.scaled_dot_product_attention(x, x, x), (IMG,), False),
-    "cross_entropy": (lambda m, f, x: f.cross_entropy(x, m.tensor(LABELS)), (PROBS,), True),
-    "nll_loss": (lambda m, f, x: f.nll_loss(x, m.tensor(LABELS)), (PROBS,), True),
+    "cross_entropy": (lambda m, f, x: f.cross_entropy(x, m.tensor(LABELS, device="cpu")),
+                      (PROBS,), True),
+    "nll_loss": (lambda m, f, x: f.nll_loss(x, m.tensor(LABELS, device="cpu")), (PROBS,), True),
     "mse_loss": (lambda m, f, x, y: f.mse_loss(x, y), (PROBS, MAT[:, :5]), True),
     "l1_loss": (lambda m, f, x, y: f.l1_loss(x, y), (PROBS, MAT[:, :5]), True),
     "smooth_l1_loss": (lambda m, f, x, y: f.smooth_l1_loss(x, y), (PROBS, MAT[:, :5]), True),
@@ -146,18 +148,18 @@ def _models():
     torch.manual_seed(0)
     theirs = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
                                  torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 5))
-    ours = gd.nn.Sequential(gd.nn.Conv2d(3, 4, 3, padding=1), gd.nn.ReLU(), gd.nn.Flatten(),
-                            gd.nn.Linear(4 * 8 * 8, 5))
+    ours = gd.nn.Sequential(gd.nn.Conv2d(3, 4, 3, padding=1, device="cpu"), gd.nn.ReLU(),
+                            gd.nn.Flatten(), gd.nn.Linear(4 * 8 * 8, 5, device="cpu"))
     ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     return ours, theirs
 
 
 def test_model_step_matches_torch_autocast_and_grads_keep_the_weights_dtype():
     ours, theirs = _models()
-    x, tx = gd.tensor(IMG), torch.from_numpy(IMG)
+    x, tx = gd.tensor(IMG, device="cpu"), torch.from_numpy(IMG)
     with gd.autocast("cpu"):
         out = ours(x)
-        loss = F.cross_entropy(out, gd.tensor(LABELS[:2]))
+        loss = F.cross_entropy(out, gd.tensor(LABELS[:2], device="cpu"))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         tout = theirs(tx)
         tloss = tf.cross_entropy(tout, torch.from_numpy(LABELS[:2]))
@@ -175,12 +177,12 @@ def test_model_step_matches_torch_autocast_and_grads_keep_the_weights_dtype():
 
 def test_outside_autocast_nothing_changes():
     ours, _ = _models()
-    assert ours(gd.tensor(IMG)).dtype == gd.float32
+    assert ours(gd.tensor(IMG, device="cpu")).dtype == gd.float32
 
 
 def test_weight_casts_are_cached_within_a_region():
-    w = gd.nn.Parameter(gd.tensor(W))
-    x = gd.tensor(MAT)
+    w = gd.nn.Parameter(gd.tensor(W, device="cpu"))
+    x = gd.tensor(MAT, device="cpu")
     with gd.autocast("cpu"):
         F.linear(x, w)
         F.linear(x, w)
@@ -194,7 +196,7 @@ def test_weight_casts_are_cached_within_a_region():
         F.linear(x, w)
         assert not autocast_mode.state.cache
     with gd.autocast("cpu"):
-        F.linear(x, gd.tensor(W))                    # no grad: not a weight, not cached
+        F.linear(x, gd.tensor(W, device="cpu"))      # no grad: not a weight, not cached
         assert not autocast_mode.state.cache
 
 
@@ -220,7 +222,7 @@ def test_cuda_policy_table_follows_torch_cuda_lists(monkeypatch):
     assert cast("relu", h)[0] is h                   # in neither list: untouched
     with pytest.raises(RuntimeError, match="unsafe to autocast"):
         cast("binary_cross_entropy", h, h)
-    cpu_x = gd.tensor(MAT)                           # another device's tensors: untouched
+    cpu_x = gd.tensor(MAT, device="cpu")             # another device's tensors: untouched
     assert cast("linear", cpu_x)[0] is cpu_x
 
 

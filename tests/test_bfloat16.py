@@ -132,7 +132,8 @@ def test_cpu_twins_take_low_precision(rng, dtype, name):
     tdtype = getattr(torch, dtype)
     x32 = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     w32 = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3
-    x, w = (gd.tensor(a).to(dtype).requires_grad_() for a in (x32, w32))
+    # on the cpu whatever the default device: the CPU twins are under test
+    x, w = (gd.tensor(a, device="cpu").to(dtype).requires_grad_() for a in (x32, w32))
     tx, tw = (torch.from_numpy(a).to(tdtype).requires_grad_() for a in (x32, w32))
     tf = torch.nn.functional
     if name == "conv2d":
@@ -149,7 +150,7 @@ def test_cpu_twins_take_low_precision(rng, dtype, name):
     elif name == "softmax":
         y, ty = F.softmax(x, -1), tf.softmax(tx, -1)
     else:
-        lstm, tlstm = gd.nn.LSTM(8, 5), torch.nn.LSTM(8, 5)
+        lstm, tlstm = gd.nn.LSTM(8, 5, device="cpu"), torch.nn.LSTM(8, 5)
         lstm.load_state_dict({k: v.detach().numpy() for k, v in tlstm.state_dict().items()})
         lstm, tlstm = lstm.to(dtype), tlstm.to(tdtype)
         y, ty = lstm(x[0])[0], tlstm(tx[0])[0]

@@ -10,6 +10,7 @@ import torch
 import gpudl as gd
 import gpudl.nn.functional as F
 import torch.nn.functional as TF
+from torch_gaps import skip_where_torch_lacks_the_derivative
 
 
 def _pair(arrays):
@@ -42,7 +43,8 @@ def check_second_order(ours, theirs, *shapes, positive=False, scalar_output=Fals
     xs, txs = _pair(arrays)
     out_shape = tuple(theirs(*txs).shape)
     v = rng.standard_normal(out_shape)
-    expected = _second_order(torch, theirs, txs, v, weights, not scalar_output)
+    with skip_where_torch_lacks_the_derivative():
+        expected = _second_order(torch, theirs, txs, v, weights, not scalar_output)
     got = _second_order(gd, ours, xs, v, weights, not scalar_output)
     for kind, g_list, e_list in zip(("first", "second"), got, expected):
         for i, (g, e) in enumerate(zip(g_list, e_list)):

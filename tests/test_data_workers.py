@@ -80,8 +80,8 @@ def test_worker_seeds_are_derived_as_torch_derives_them():
         np.random.seed(workers.numpy_seed(base, worker))
         assert int(batch["numpy"][0]) == np.random.randint(2 ** 31)
         assert int(batch["python"][0]) == pyrandom.Random(seed).randrange(2 ** 31)
-        gd.manual_seed(seed)
-        assert int(batch["gpudl"][0]) == gd.randint(0, 2 ** 31, (1,)).item()
+        gd.manual_seed(seed)              # a worker makes cpu tensors whatever the device
+        assert int(batch["gpudl"][0]) == gd.randint(0, 2 ** 31, (1,), device="cpu").item()
     assert started == []                       # worker_init_fn ran in the workers, not here
 
 

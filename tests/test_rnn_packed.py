@@ -181,7 +181,7 @@ def test_bad_arguments_are_refused():
 
 
 def test_packed_sequence_moves_and_derives_its_inverse_permutation():
-    x = gd.tensor(np.random.default_rng(6).standard_normal((4, 3, 2)))
+    x = gd.tensor(np.random.default_rng(6).standard_normal((4, 3, 2)), device="cpu")
     packed = R.pack_padded_sequence(x, [2, 4, 1], enforce_sorted=False)
     assert packed.cpu() is packed and not packed.is_cuda
     cast = packed.to(gd.float32)

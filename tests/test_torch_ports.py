@@ -22,6 +22,13 @@ pytestmark = [pytest.mark.filterwarnings("ignore:enable_nested_tensor:UserWarnin
               pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")]
 
 
+def default_device(T):
+    """Where ``T`` makes tensors by default (gpudl: cuda on a GPU machine): a script moves the
+    batches it makes from NumPy (``from_numpy`` is always on the cpu) there with ``.to(device)``,
+    as a PyTorch script written for a GPU does."""
+    return T.get_default_device() if T is torch else gpudl.backend.DEFAULT_DEVICE
+
+
 def numpy_state(model):
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
@@ -94,6 +101,7 @@ def quickstart(T, init, tmp_path):
         def forward(self, x):
             return self.linear_relu_stack(self.flatten(x))
 
+    device = default_device(T)
     model = NeuralNetwork().double()
     initial = start_from(T, model, init)
     loss_fn = nn.CrossEntropyLoss()
@@ -102,6 +110,7 @@ def quickstart(T, init, tmp_path):
     for epoch in range(3):
         model.train()
         for X, y in train:
+            X, y = X.to(device), y.to(device)
             loss = loss_fn(model(X), y)
             loss.backward()
             optimizer.step()
@@ -111,6 +120,7 @@ def quickstart(T, init, tmp_path):
         correct, test_loss = 0, 0.0
         with T.no_grad():
             for X, y in test:
+                X, y = X.to(device), y.to(device)
                 pred = model(X)
                 test_loss += loss_fn(pred, y).item()
                 correct += (pred.argmax(1) == y).type(T.float).sum().item()
@@ -120,7 +130,8 @@ def quickstart(T, init, tmp_path):
     reloaded = NeuralNetwork().double()
     reloaded.load_state_dict(T.load(tmp_path / f"model_{T.__name__}.pth"))
     with T.no_grad():
-        same = T.equal(reloaded(T.from_numpy(images[64:])), model(T.from_numpy(images[64:])))
+        held_out = T.from_numpy(images[64:]).to(device)
+        same = T.equal(reloaded(held_out), model(held_out))
     return {"init": initial, "losses": losses, "accuracy": accuracies, "reload_same": same,
             "final": numpy_state(model)}
 
@@ -153,7 +164,7 @@ def cnn(T, init, drop=0.0, dtype="float64"):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((40, 1, 8, 8))
     y = rng.integers(0, 3, 40)
-    dtype = getattr(T, dtype)
+    dtype, device = getattr(T, dtype), default_device(T)
     model = Net().to(dtype)
     initial = start_from(T, model, init)
     optimizer = T.optim.Adam(model.parameters(), lr=1e-2)
@@ -163,8 +174,8 @@ def cnn(T, init, drop=0.0, dtype="float64"):
     for epoch in range(3):
         model.train()
         for b in range(4):
-            data = T.from_numpy(x[b * 10:(b + 1) * 10]).to(dtype)
-            target = T.from_numpy(y[b * 10:(b + 1) * 10])
+            data = T.from_numpy(x[b * 10:(b + 1) * 10]).to(device, dtype)
+            target = T.from_numpy(y[b * 10:(b + 1) * 10]).to(device)
             optimizer.zero_grad()
             loss = F.nll_loss(model(data), target)
             loss.backward()
@@ -174,8 +185,8 @@ def cnn(T, init, drop=0.0, dtype="float64"):
             lrs.append(scheduler.get_last_lr()[0])
     model.eval()
     with T.no_grad():
-        test_loss = F.nll_loss(model(T.from_numpy(x).to(dtype)), T.from_numpy(y),
-                               reduction="sum").item()
+        test_loss = F.nll_loss(model(T.from_numpy(x).to(device, dtype)),
+                               T.from_numpy(y).to(device), reduction="sum").item()
     return {"init": initial, "losses": losses, "lrs": lrs, "test_loss": test_loss,
             "final": numpy_state(model)}
 
@@ -214,8 +225,8 @@ def char_lstm(T, init):
             self.head = nn.Linear(12, len(vocab) + 1)
 
         def forward(self, seqs, lengths):
-            packed = rnn_utils.pack_padded_sequence(self.embed(seqs), lengths, batch_first=True,
-                                                    enforce_sorted=False)
+            packed = rnn_utils.pack_padded_sequence(self.embed(seqs), lengths.cpu(),
+                                                    batch_first=True, enforce_sorted=False)
             out, (h, c) = self.lstm(packed)
             out, out_lengths = rnn_utils.pad_packed_sequence(out, batch_first=True)
             return self.head(out), h
@@ -238,7 +249,7 @@ def char_lstm(T, init):
         norms.append(float(nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.5)))
         optimizer.step()
         losses.append(loss.item())
-    return {"init": initial, "losses": losses, "norms": norms, "h": h.detach().numpy(),
+    return {"init": initial, "losses": losses, "norms": norms, "h": h.detach().cpu().numpy(),
             "final": numpy_state(model)}
 
 
@@ -284,7 +295,7 @@ def seq2seq(T, init):
     data = np.random.default_rng(4).integers(1, vocab, (6, 4, 5))
     losses = []
     for src_np in data:
-        src = T.from_numpy(src_np)
+        src = T.from_numpy(src_np).to(default_device(T))
         tgt = T.flip(src, dims=[1])                       # learn to reverse
         enc_out, h = encoder(src)
         token = T.full((4, 1), SOS, dtype=T.long)
@@ -354,7 +365,7 @@ def transformer_lm(T, init, dtype="float64"):
     data = np.random.default_rng(5).integers(2, vocab, (5, length, 3))
     losses = []
     for src_np in data:
-        src = T.from_numpy(src_np)
+        src = T.from_numpy(src_np).to(default_device(T))
         src_pad = T.zeros(3, length, dtype=T.bool)
         src_pad[0, -2:] = True                             # the first sequence is shorter
         tgt = T.cat([T.ones(1, 3, dtype=T.long), src], dim=0)
@@ -365,7 +376,7 @@ def transformer_lm(T, init, dtype="float64"):
         optimizer.step()
         warmup.step()
         losses.append(loss.item())
-    return {"init": initial, "losses": losses, "pe": model.pos.pe.numpy(),
+    return {"init": initial, "losses": losses, "pe": model.pos.pe.cpu().numpy(),
             "final": numpy_state(model)}
 
 
@@ -405,7 +416,7 @@ def decoder_lm(T, init):
     seqs = np.random.default_rng(6).integers(0, vocab, (5, 4, 8))
     losses = []
     for batch in seqs:
-        idx = T.from_numpy(batch)
+        idx = T.from_numpy(batch).to(default_device(T))
         logits = model(idx[:, :-1], idx[:, :2])
         loss = nn.functional.cross_entropy(logits.transpose(1, 2), idx[:, 1:])
         optimizer.zero_grad(set_to_none=True)
@@ -454,8 +465,9 @@ def vae(T, init):
     optimizer = T.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for batch, eps in zip(x, noise):
-        data = T.from_numpy(batch)
-        recon, mu, logvar = model(data, T.from_numpy(eps))
+        data = T.from_numpy(batch).to(default_device(T))
+        eps = T.from_numpy(eps).to(data.device)
+        recon, mu, logvar = model(data, eps)
         bce = F.binary_cross_entropy(recon, data.view(-1, 16), reduction="sum")
         kld = -0.5 * T.sum(1 + logvar - mu.pow(2) - logvar.exp())
         loss = bce + kld
@@ -485,8 +497,8 @@ def gan(T, init):
     rng = np.random.default_rng(8)
     d_losses, g_losses = [], []
     for step in range(6):
-        real = T.from_numpy(rng.standard_normal((8, 6)) * 0.5 + 1.0)
-        z = T.from_numpy(rng.standard_normal((8, 4)))
+        real = T.from_numpy(rng.standard_normal((8, 6)) * 0.5 + 1.0).to(default_device(T))
+        z = T.from_numpy(rng.standard_normal((8, 4))).to(real.device)
         real_label, fake_label = T.ones(8, 1, dtype=T.float64), T.zeros(8, 1, dtype=T.float64)
         D.zero_grad()
         fake = G(z)

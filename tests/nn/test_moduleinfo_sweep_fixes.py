@@ -7,6 +7,7 @@ import torch
 
 import gpudl as gd
 from gpudl import nn
+from torch_gaps import torch_norms_take_bias
 
 
 @pytest.mark.parametrize("training, eps", [(True, 0.0), (True, -1.0), (False, -1.0)])
@@ -25,8 +26,11 @@ def test_batch_norm_eval_with_zero_eps_matches_torch(rng):
     theirs.running_var.uniform_(0.5, 2.0)
     ours = nn.BatchNorm1d(3, eps=0.0, dtype=gd.float64).eval()
     ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
-    np.testing.assert_allclose(ours(gd.tensor(x)).numpy(), theirs(torch.tensor(x)).detach(),
-                               rtol=1e-12)
+    try:
+        expected = theirs(torch.tensor(x)).detach()
+    except ValueError as error:              # torch 2.11 refuses eps=0 out of training too
+        pytest.skip(f"torch {torch.__version__} refuses it: {error}")
+    np.testing.assert_allclose(ours(gd.tensor(x)).numpy(), expected, rtol=1e-12)
 
 
 def test_cross_entropy_refuses_ignore_index_with_probability_targets(rng):
@@ -43,6 +47,8 @@ def test_cross_entropy_refuses_ignore_index_with_probability_targets(rng):
 
 @pytest.mark.parametrize("name", ["LazyBatchNorm1d", "LazyInstanceNorm1d"])
 def test_lazy_norms_take_bias_keyword(rng, name):
+    if not torch_norms_take_bias():
+        pytest.skip(f"torch {torch.__version__}'s norm layers take no bias keyword")
     x = rng.standard_normal((4, 3, 5))
     ours, theirs = getattr(nn, name)(bias=False), getattr(torch.nn, name)(bias=False)
     ours(gd.tensor(x))
@@ -65,6 +71,8 @@ def test_lazy_norms_take_bias_keyword(rng, name):
 ])
 @pytest.mark.filterwarnings("ignore:enable_nested_tensor")
 def test_repr_matches_torch(make):
+    if "Norm" in repr(make(nn)) and not torch_norms_take_bias():
+        pytest.skip(f"torch {torch.__version__}'s norm layers take no bias keyword, nor show it")
     # MultiheadAttention's out_proj: torch's Linear subclass exists only for its quantization
     expected = repr(make(torch.nn)).replace("NonDynamicallyQuantizableLinear", "Linear")
     assert repr(make(nn)) == expected

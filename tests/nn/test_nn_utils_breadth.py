@@ -238,17 +238,17 @@ def test_deprecated_init_names_warn_as_torch(name, args):
 def test_init_generator_argument_as_torch(name, args):
     """torch's ``generator=``: the same seed gives the same values, and the global random
     stream is left alone."""
+    def seeded(seed):           # on the tensors' (default) device, as a torch user makes it
+        return gd.Generator(gd.empty(0).device).manual_seed(seed)
+
     gd.manual_seed(3)
     expected_global = gd.randn(4).numpy()
     gd.manual_seed(3)
-    first = getattr(nn.init, name)(gd.empty(6, 5), *args,
-                                   generator=gd.Generator().manual_seed(7)).numpy()
+    first = getattr(nn.init, name)(gd.empty(6, 5), *args, generator=seeded(7)).numpy()
     np.testing.assert_array_equal(gd.randn(4).numpy(), expected_global)
-    second = getattr(nn.init, name)(gd.empty(6, 5), *args,
-                                    generator=gd.Generator().manual_seed(7)).numpy()
+    second = getattr(nn.init, name)(gd.empty(6, 5), *args, generator=seeded(7)).numpy()
     np.testing.assert_array_equal(first, second)
-    other = getattr(nn.init, name)(gd.empty(6, 5), *args,
-                                   generator=gd.Generator().manual_seed(8)).numpy()
+    other = getattr(nn.init, name)(gd.empty(6, 5), *args, generator=seeded(8)).numpy()
     assert not np.array_equal(first, other)
     getattr(torch.nn.init, name)(torch.empty(6, 5), *args,
                                  generator=torch.Generator().manual_seed(7))   # torch takes it

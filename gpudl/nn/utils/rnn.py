@@ -80,12 +80,13 @@ def _check_tensor(op, what, value):
         raise TypeError(f"{op}: {what} must be a Tensor, got {type(value).__name__}")
 
 
-def _lengths(op, lengths, batch):
-    """``lengths`` (list, array or 1-D tensor) as a host int64 array of ``batch`` entries > 0."""
-    if isinstance(lengths, Tensor) and lengths.device.type != "cpu":
+def _lengths(op, lengths, batch, cpu_only):
+    """``lengths`` (list, array or 1-D tensor, on the cpu if ``cpu_only``) as a host int64 array
+    of ``batch`` entries > 0."""
+    if cpu_only and isinstance(lengths, Tensor) and lengths.device.type != "cpu":
         raise ValueError(f"{op}: lengths must be on the cpu (a list or a cpu int64 tensor), got "
                          f"a tensor on {lengths.device}")
-    raw = lengths.detach().numpy() if isinstance(lengths, Tensor) else np.asarray(lengths)
+    raw = lengths.detach().cpu().numpy() if isinstance(lengths, Tensor) else np.asarray(lengths)
     if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iu"):
         got = f"dtype {raw.dtype}" if raw.ndim == 1 else f"shape {raw.shape}"
         raise ValueError(f"{op}: lengths must be a 1-D sequence of ints, got {got}")
@@ -97,7 +98,7 @@ def _lengths(op, lengths, batch):
     return raw.astype(np.int64)
 
 
-def _padded_lengths(op, what, padded, lengths, batch_first):
+def _padded_lengths(op, what, padded, lengths, batch_first, cpu_only):
     """Check a padded batch ``padded`` (argument ``what``) and its ``lengths``; return them as
     a host array."""
     _check_tensor(op, what, padded)
@@ -105,7 +106,7 @@ def _padded_lengths(op, what, padded, lengths, batch_first):
         raise ValueError(f"{op}: {what} must have at least 2 dims (time and batch), got shape "
                          f"{padded.shape}")
     batch_dim, time_dim = (0, 1) if batch_first else (1, 0)
-    lengths = _lengths(op, lengths, padded.shape[batch_dim])
+    lengths = _lengths(op, lengths, padded.shape[batch_dim], cpu_only)
     if lengths.size and lengths.max() > padded.shape[time_dim]:
         raise ValueError(f"{op}: a length {lengths.max()} exceeds the {padded.shape[time_dim]} "
                          f"steps of {what} (shape {padded.shape})")
@@ -155,9 +156,9 @@ def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="
 
 def unpad_sequence(padded_sequences, lengths, batch_first=False):
     """pad_sequence's inverse: the list of ``padded_sequences[:L_i, i]`` (``[i, :L_i]`` with
-    batch_first)."""
+    batch_first). ``lengths`` may be on any device, as in torch."""
     lengths = _padded_lengths("unpad_sequence", "padded_sequences", padded_sequences, lengths,
-                              batch_first)
+                              batch_first, cpu_only=False)
     if batch_first:
         return [padded_sequences[i, :length] for i, length in enumerate(lengths.tolist())]
     return [padded_sequences[:length, i] for i, length in enumerate(lengths.tolist())]
@@ -168,7 +169,7 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
     ``lengths[i]`` valid steps. With ``enforce_sorted=True`` the lengths must be in decreasing
     order; otherwise the batch is sorted and the permutation kept in the PackedSequence."""
     op = "pack_padded_sequence"
-    lengths = _padded_lengths(op, "input", input, lengths, batch_first)
+    lengths = _padded_lengths(op, "input", input, lengths, batch_first, cpu_only=True)
     if lengths.size == 0:
         raise ValueError(f"{op}: got an empty batch (input shape {input.shape})")
     if enforce_sorted:
@@ -185,7 +186,8 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
     where = (sequences, steps) if batch_first else (steps, sequences)
     data = input[tuple(_as_index(w, input.device) for w in where)]
     sorted_indices = None if enforce_sorted else _as_index(order, input.device)
-    return PackedSequence(data, creation.tensor(batch_sizes.astype(np.int64)), sorted_indices,
+    return PackedSequence(data, creation.tensor(batch_sizes.astype(np.int64), device="cpu"),
+                          sorted_indices,
                           None if enforce_sorted else _as_index(_inverse(order), input.device))
 
 
@@ -219,7 +221,7 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
                             device=data.device)
     rows = cat([data, padding])
     padded = rows[_as_index(index.T if batch_first else index, data.device)]
-    return padded, creation.tensor(lengths.astype(np.int64))
+    return padded, creation.tensor(lengths.astype(np.int64), device="cpu")
 
 
 def pack_sequence(sequences, enforce_sorted=True):
