@@ -290,6 +290,15 @@ def pinned_copy(array):
     return pinned
 
 
+def numba_cuda_config():
+    """numba-cuda's own config module (numba-cuda >= 0.2x; Numba's before)."""
+    try:
+        from numba.cuda.core import config
+    except ImportError:
+        from numba.core import config
+    return config
+
+
 def launch_stream():
     """The stream Numba kernels launch on: CuPy's current stream (0 under the simulator).
 

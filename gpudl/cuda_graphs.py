@@ -115,14 +115,6 @@ def _check_not_capturing(where):
                            "nest")
 
 
-def _numba_config():
-    try:                                    # numba-cuda's own config (numba-cuda >= 0.2x)
-        from numba.cuda.core import config
-    except ImportError:
-        from numba.core import config
-    return config
-
-
 def _check_capturable(optimizer):
     """An optimizer that counts its steps on the host (Adam's bias correction) would replay the
     count of the capture forever: it must keep it on the device (``capturable=True``)."""
@@ -265,7 +257,7 @@ class CUDAGraph(Inspection):
             allocator = cupy.cuda.using_allocator(malloc)
             stream = cupy.cuda.get_current_stream()
             recorder = _Watcher(check_input_liveness)
-            config = _numba_config()
+            config = backend.numba_cuda_config()
             # Numba synchronises the stream named in a CuPy array's __cuda_array_interface__
             # before each launch using it: illegal on a capturing stream, and needless when
             # every kernel queues on that same stream

@@ -24,6 +24,10 @@ numpy_compat.apply()    # before numba-cuda's first compilation, which looks the
 
 if not backend.SIMULATOR:      # the simulator runs kernels as Python: it inlines nothing
     numba_inlining.apply()
+    # the grids are sized on purpose (a persistent kernel's block per SM, a small step's few
+    # blocks): Numba's per-launch low-occupancy check costs host time and flooded the first GPU
+    # run's log with warnings
+    backend.numba_cuda_config().CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
 _SPECIALISED = {}    # (kernel, signature) -> dispatcher compiled for that signature only
 FAST_LAUNCH = fast_launch.active()

@@ -471,10 +471,9 @@ class _FakeCuPy:
 @pytest.mark.skipif(ON_GPU, reason="a stand-in for CuPy, for machines without a GPU")
 def test_gpu_branch_plumbing_with_a_stand_in_cupy(monkeypatch):
     from gpudl import backend
-    from gpudl.cuda_graphs import _numba_config
     fake = _FakeCuPy()
     monkeypatch.setattr(backend, "_cupy", fake)
-    config = _numba_config()
+    config = backend.numba_cuda_config()
     sync = config.CUDA_ARRAY_INTERFACE_SYNC
     g = gd.cuda.CUDAGraph()
     before = gd.cuda.sync_count()
