@@ -195,6 +195,7 @@ def test_cnn_batchnorm_onecycle():
     compare(cnn, 1e-9, 1e-11)
 
 
+@pytest.mark.usefixtures("strict_fp32_conv")     # fp32's tolerances: no TF32 convolutions on cuda
 def test_cnn_batchnorm_onecycle_float32():
     compare(cnn, 2e-4, 1e-5, dtype="float32")
 
