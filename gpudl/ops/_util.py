@@ -5,8 +5,7 @@ import numbers
 
 import numpy as np
 
-from .. import backend
-from .. import dtypes
+from .. import backend, dtypes
 from ..dtypes import LOW_PRECISION, float32
 from ..kernels import reduce as reduce_kernels
 
