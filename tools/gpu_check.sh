@@ -16,14 +16,16 @@
 # One device command may run at most 10 minutes and a session has 15 minutes of device time
 # (the start, ~35 s, included), so the steps come in two groups, one command each, the second
 # sent as soon as the first returns (the machine stays warm 30 s):
-#   check:   install, attention_precision, tests_new, tests, fast_launch             (540 s)
-#   measure: install, zero_sync, nccl, nccl_allreduce, benchmarks, launches,
-#            graph_steps, lstm_paths, conv_paths                                      (560 s)
-# Give each command a deadline that fits what is left (GPU_CHECK_DEADLINE, below), e.g. with
-# 900 s left: `GPU_CHECK_DEADLINE=$(( $(date +%s) + 420 )) bash tools/gpu_check.sh check` with
-# timeout_s 440, then the measure group with the time then left. As seen on the first run
-# (H200, session 12, benchmarks/RESULTS.md): the suite takes ~40 tests/s in 14 processes,
-# compiling included; compare.py needs more than 150 s; graph_steps more than 45 s.
+#   check:   install, tests_new, tests, attention_precision, fast_launch          (~480 s)
+#   measure: install, zero_sync, conv_paths, lstm_paths, launches, benchmarks,
+#            graph_steps, nccl, nccl_allreduce                                     (~560 s)
+# the measure group's steps go newest first: what no run has measured yet comes before what
+# benchmarks/RESULTS.md already holds. Give each command a deadline that fits what is left
+# (GPU_CHECK_DEADLINE, below), e.g. with 900 s left: `GPU_CHECK_DEADLINE=$(( $(date +%s) + 480 ))
+# bash tools/gpu_check.sh check` with timeout_s 500, then the measure group with the time then
+# left. As seen on the second run (H200, session 13, benchmarks/RESULTS.md): the suite runs
+# ~28 tests/s in 14 processes, compiling included (5,100 tests in 186 s, not all of it);
+# compare.py needs ~260 s; graph_steps ~65 s; lstm_paths more than 15 s.
 # Step names as arguments run only those steps, e.g.
 # `bash tools/gpu_check.sh install tests benchmarks launches`. No argument: every step.
 # The offline PTX check is CI's job; here the kernels compile for the real device as tests run.
@@ -33,7 +35,7 @@ log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
 chosen=${chosen// check / install attention_precision tests_new tests fast_launch }
-chosen=${chosen// measure / install zero_sync nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths }
+chosen=${chosen// measure / install zero_sync conv_paths lstm_paths launches benchmarks graph_steps nccl nccl_allreduce }
 known=" install attention_precision tests_new tests fast_launch zero_sync nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
@@ -57,13 +59,22 @@ step() {   # step NAME SECONDS COMMAND...: run with a time limit, keep going, re
 exec > >(tee "$log") 2>&1
 date -u
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
-step install 45 pip install -q --no-deps --no-build-isolation -e .
+# gpudl.kernels is the folder kernels/ (pyproject's package-dir); an editable install maps it
+# with a finder that some setuptools versions do not write (session 13's machine: `import
+# gpudl` from the checkout then found no gpudl.kernels), so the checkout gets the same link
+# a developer's has (ignored by git)
+install() {
+    pip install -q --no-deps --no-build-isolation -e . || return
+    [ -e gpudl/kernels ] || ln -s ../kernels gpudl/kernels
+    python -c "import gpudl.kernels.launch, setuptools; print('gpudl.kernels from', \
+gpudl.kernels.__path__[0], '; setuptools', setuptools.__version__)"
+}
+export -f install
+step install 45 bash -c install
 python -c "import numpy, numba, cupy, torch; print('numpy', numpy.__version__, 'numba', \
 numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
-step attention_precision 120 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
-    tests/test_attention_precision.py tests/test_attention.py -k "float16 or bfloat16 or float32"
-# the suite in 8 processes where pytest-xdist is installed (the device image has it; one file
-# per process at a time, so a file's tests keep their order): 4,400 tests no longer fit 225 s in one
+# the suite in 14 processes where pytest-xdist is installed (the device image has it; one file
+# per process at a time, so a file's tests keep their order): 6,000 tests take ~260 s so
 workers=$(python -c "import xdist" 2>/dev/null && echo "-n ${GPU_CHECK_WORKERS:-14} --dist loadfile")
 details="-rfE --tb=short"      # every failure's reason in the log, even when a step runs out
 # session 11's code that never met CuPy (cupy.linalg, cupyx.scipy.special, the N-d conv and
@@ -74,8 +85,12 @@ tests/test_math_ops.py tests/test_distributions_breadth.py tests/nn/test_vision_
 tests/keras/test_keras_breadth.py tests/keras/test_keras_ops.py"
 step tests_new 90 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
     -p no:cacheprovider $details $workers $new_cupy_code
-step tests 240 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
+step tests 270 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
     -p no:cacheprovider $details --ignore=tests/sim ${new_cupy_code//tests\//--ignore=tests/} $workers
+# one process took more than 120 s for these (session 13), compiling each kernel variant
+step attention_precision 90 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
+    $details ${workers/loadfile/load} tests/test_attention_precision.py tests/test_attention.py \
+    -k "float16 or bfloat16 or float32"
 # the kernels' tests again with launches through CuPy's launcher (kernels/fast_launch.py)
 step fast_launch 90 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m pytest -q \
     --maxfail=${GPU_CHECK_MAXFAIL:-1000} -p no:cacheprovider $details $workers tests/kernels \
@@ -83,19 +98,19 @@ step fast_launch 90 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m pytest -q 
     tests/test_attention.py tests/test_cuda_graphs.py
 step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/sim/test_zero_sync_sim.py
+step conv_paths 60 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
+    --markdown tools/gpu_conv_paths.md
+step lstm_paths 45 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \
+    --markdown tools/gpu_lstm_paths.md
+step launches 15 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
+step benchmarks 240 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \
+    --markdown tools/gpu_results.md
+step graph_steps 90 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --repeats 11 \
+    --markdown tools/gpu_graph_steps.md
 step nccl 30 env GPUDL_DEVICE=cuda GPUDL_NCCL_REQUIRED=1 python -m pytest -q -rs -p no:cacheprovider \
     tests/distributed/test_distributed_nccl.py
 step nccl_allreduce 20 env GPUDL_DEVICE=cuda RANK=0 WORLD_SIZE=1 python -m benchmarks.allreduce \
     --backend nccl --repeats 21
-step benchmarks 240 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \
-    --markdown tools/gpu_results.md
-step launches 15 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
-step graph_steps 90 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --repeats 11 \
-    --markdown tools/gpu_graph_steps.md
-step lstm_paths 45 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \
-    --markdown tools/gpu_lstm_paths.md
-step conv_paths 60 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
-    --markdown tools/gpu_conv_paths.md
 echo "gpu_check exit status: $status"
 if [ -n "${OUT:-}" ]; then
     cp "$log" tools/gpu_results.md tools/gpu_graph_steps.md tools/gpu_lstm_paths.md tools/gpu_conv_paths.md "$OUT"/ \
