@@ -17,8 +17,8 @@
 # (the start, ~35 s, included), so the steps come in two groups, one command each, the second
 # sent as soon as the first returns (the machine stays warm 30 s):
 #   check:   install, tests_new, tests, attention_precision, fast_launch          (~480 s)
-#   measure: install, zero_sync, conv_paths, lstm_paths, launches, benchmarks,
-#            graph_steps, nccl, nccl_allreduce                                     (~560 s)
+#   measure: install, zero_sync, kernel_profile, conv_paths, lstm_paths, launches,
+#            benchmarks, graph_steps, nccl, nccl_allreduce                         (~650 s)
 # the measure group's steps go newest first: what no run has measured yet comes before what
 # benchmarks/RESULTS.md already holds. Give each command a deadline that fits what is left
 # (GPU_CHECK_DEADLINE, below), e.g. with 900 s left: `GPU_CHECK_DEADLINE=$(( $(date +%s) + 480 ))
@@ -35,8 +35,8 @@ log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
 chosen=${chosen// check / install attention_precision tests_new tests fast_launch }
-chosen=${chosen// measure / install zero_sync conv_paths lstm_paths launches benchmarks graph_steps nccl nccl_allreduce }
-known=" install attention_precision tests_new tests fast_launch zero_sync nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths "
+chosen=${chosen// measure / install zero_sync kernel_profile conv_paths lstm_paths launches benchmarks graph_steps nccl nccl_allreduce }
+known=" install attention_precision tests_new tests fast_launch zero_sync kernel_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
 done
@@ -98,6 +98,10 @@ step fast_launch 90 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m pytest -q 
     tests/test_attention.py tests/test_cuda_graphs.py
 step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/sim/test_zero_sync_sim.py
+# every kernel of the training steps and of the conv/pool/attention rows, from CUPTI (through
+# torch.profiler): where the device time goes, for gpudl and for torch
+step kernel_profile 100 env GPUDL_DEVICE=cuda python -m benchmarks.kernel_profile --steps 10 \
+    --markdown tools/gpu_kernel_profile.md
 step conv_paths 60 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
     --markdown tools/gpu_conv_paths.md
 step lstm_paths 45 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \
@@ -113,7 +117,8 @@ step nccl_allreduce 20 env GPUDL_DEVICE=cuda RANK=0 WORLD_SIZE=1 python -m bench
     --backend nccl --repeats 21
 echo "gpu_check exit status: $status"
 if [ -n "${OUT:-}" ]; then
-    cp "$log" tools/gpu_results.md tools/gpu_graph_steps.md tools/gpu_lstm_paths.md tools/gpu_conv_paths.md "$OUT"/ \
+    cp "$log" tools/gpu_results.md tools/gpu_graph_steps.md tools/gpu_lstm_paths.md tools/gpu_conv_paths.md \
+        tools/gpu_kernel_profile.md "$OUT"/ \
         2>/dev/null
 fi
 exit $status

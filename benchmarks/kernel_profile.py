@@ -1,0 +1,162 @@
+"""Where a workload's device time goes: every kernel and copy it runs, recorded by CUPTI.
+
+    python -m benchmarks.kernel_profile                       # on a GPU
+    python -m benchmarks.kernel_profile --only LeNet --markdown out.md
+
+PyTorch's profiler (Kineto over CUPTI) records every kernel the process launches, whichever
+library launched it: gpudl's Numba and CuPy kernels as much as cuDNN's and cuBLAS's. Each
+workload (the training steps of benchmarks/graph_steps.py, eager and graphed, and the conv,
+pool and attention rows of benchmarks/compare.py) runs ``--steps`` times inside the profiler
+after warm-up, for gpudl and for PyTorch. Per step the table gives the wall time, the kernels'
+summed time, how many kernels and copies ran, and the kernels that took the most time, grouped
+by name. Wall time minus kernel time is what the device spent idle: launch latency and the host.
+Issue 12's "if a target is missed, the profile that says why" is this table.
+
+Needs a GPU: on a CPU CUPTI has nothing to record, and the script says so and stops.
+"""
+
+import argparse
+import collections
+import re
+import sys
+import time
+
+try:    # before gpudl (see benchmarks/compare.py)
+    import torch
+except ImportError:
+    torch = None
+
+import gpudl  # noqa: E402
+from benchmarks import compare, graph_steps  # noqa: E402
+from benchmarks.common import sync, torch_sync  # noqa: E402
+
+TOP = 8                     # kernels listed per workload and library
+COMPARE_ROWS = ("conv2d fwd (64,64,56,56)", "conv2d fwd+bwd (64,64,56,56)", "7x7 s2 p3",
+                "max_pool2d 2x2 fwd (", "SDPA fwd (4,8,1024,64)", "SDPA fwd+bwd (4,8,1024,64)")
+
+
+def short_name(name):
+    """A kernel's name as a reader knows it: Numba's mangled ``_ZN5gpudl7kernels9pool_cuda...
+    7max_fwdB2v1...E5Array...`` becomes ``pool_cuda.max_fwd``; other names are cut at 70
+    characters (CuPy's ``cupy_multiply__float_float_float``, cuBLAS's ``sm90_xmma_gemm_...``)."""
+    if not name.startswith("_ZN"):
+        return name[:70]
+    parts, i = [], 3
+    while i < len(name) and (name[i].isdigit() or name[i] == "B"):
+        tag = name[i] == "B"                     # an ABI tag: B<length><text>, not a name part
+        j = i + tag
+        digits = re.match(r"\d+", name[j:])
+        if not digits:
+            break
+        start = j + len(digits.group())
+        text = name[start:start + int(digits.group())]
+        if not tag and not text.startswith("_3clocals"):
+            parts.append(text)
+        i = start + int(digits.group())
+    # factories and closures (``_make_kernels``) say nothing: the module and the kernel do
+    named = [part for k, part in enumerate(parts) if k == len(parts) - 1 or part[0] != "_"]
+    return ".".join(named[-2:]) if named else name[:70]
+
+
+def kernel_table(records, steps, wall_ms):
+    """The summary and top rows of one profiled run. ``records``: (name, microseconds, is a
+    copy or fill) for every device activity over ``steps`` steps of ``wall_ms`` each."""
+    by_name = collections.defaultdict(lambda: [0, 0.0])
+    kernels = copies = 0
+    busy_us = 0.0
+    for name, us, is_copy in records:
+        copies += is_copy
+        kernels += not is_copy
+        busy_us += us
+        entry = by_name[short_name(name)]
+        entry[0] += 1
+        entry[1] += us
+    top = sorted(by_name.items(), key=lambda item: -item[1][1])[:TOP]
+    summary = {"wall_ms": wall_ms, "busy_ms": busy_us / 1e3 / steps,
+               "kernels": kernels / steps, "copies": copies / steps}
+    rows = [(name, calls / steps, us / steps) for name, (calls, us) in top]
+    return summary, rows
+
+
+def _device_records(profile):
+    """(name, us, is a copy or fill) for each device activity the profiler recorded."""
+    from torch.autograd import DeviceType
+    out = []
+    for event in profile.events():
+        if event.device_type != DeviceType.CUDA:
+            continue
+        name = event.name
+        copy = name.startswith(("Memcpy", "Memset")) or name.startswith("[memory]")
+        out.append((name, event.time_range.elapsed_us(), copy))
+    return out
+
+
+def profile_run(step, synchronize, steps, warmup=3):
+    """(summary, top rows) of ``steps`` calls of ``step`` after ``warmup``."""
+    from torch.profiler import ProfilerActivity, profile
+    for _ in range(warmup):
+        step()
+    synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as recorded:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize()
+        wall_ms = 1e3 * (time.perf_counter() - start) / steps
+    return kernel_table(_device_records(recorded), steps, wall_ms)
+
+
+def _workloads(only):
+    """(name, library label, step builder(), synchronise) for every profiled workload."""
+    out = []
+    for step_name, parts in graph_steps.STEPS:
+        for label, lib, synchronize, build in graph_steps._variants("cuda"):
+            out.append((f"{step_name}, {label}", lambda b=build, p=parts: b(p), synchronize))
+    for name, devices, build in compare.WORKLOADS:
+        if "cuda" in devices and any(key in name for key in COMPARE_ROWS):
+            out.append((f"{name}, gpudl", lambda b=build: b(gpudl, "cuda"), sync))
+            out.append((f"{name}, torch", lambda b=build: b(torch, "cuda"),
+                        lambda: torch_sync(torch)))
+    return [w for w in out if not only or only.lower() in w[0].lower()]
+
+
+def _format(name, summary, rows):
+    lines = [f"**{name}**: {summary['wall_ms']:.3f} ms a step, kernels busy "
+             f"{summary['busy_ms']:.3f} ms ({summary['kernels']:.0f} kernels, "
+             f"{summary['copies']:.0f} copies or fills a step)", "",
+             "| kernel | calls a step | us a step |", "|---|---|---|"]
+    lines += [f"| `{kernel}` | {calls:g} | {us:.1f} |" for kernel, calls, us in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernel_profile",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="workloads whose name contains this text")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--markdown", help="also write the tables to this file")
+    args = parser.parse_args(argv)
+    if torch is None or gpudl.device() != "cuda" or not torch.cuda.is_available():
+        print("benchmarks.kernel_profile needs a GPU, PyTorch with CUDA and GPUDL_DEVICE=cuda "
+              "(CUPTI records device activity)")
+        return 0
+    torch.backends.cudnn.benchmark = True
+    compare._set_tf32(torch, False)        # strict fp32, as compare's first mode
+    out = []
+    for name, build, synchronize in _workloads(args.only):
+        try:
+            gpudl.manual_seed(0)
+            torch.manual_seed(0)
+            text = _format(name, *profile_run(build(), synchronize, args.steps))
+        except Exception as exc:  # noqa: BLE001 - report the workload, keep going
+            text = f"**{name}**: failed: {type(exc).__name__}: {exc}"[:240] + "\n"
+        print(text, flush=True)
+        out.append(text)
+        if args.markdown:                  # after each workload: a time limit keeps the rest
+            with open(args.markdown, "w") as f:
+                f.write("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

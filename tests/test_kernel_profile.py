@@ -1,0 +1,39 @@
+"""benchmarks/kernel_profile.py's arithmetic, on the CPU (the profile itself needs a GPU)."""
+
+import pytest
+
+from benchmarks import kernel_profile
+
+# the name Numba gives pool_cuda's max_fwd kernel for float32 data and uint8 argmax (its PTX)
+MAX_FWD = ("_ZN5gpudl7kernels9pool_cuda13_make_kernels12_3clocals_3e7max_fwdB2v1B104cw51cXTLSUwv"
+           "1sDUaKthqaNgoKmjgEhasCBDCg1bcEADwxst6m1ByRAiDEllSAKoKQcmgeQT22p1WPiqWylALVUHSgJ5xrWa"
+           "AA_3d_3dE5ArrayIfLi3E1C7mutable7alignedE5ArrayIfLi3E1C7mutable7alignedE5ArrayIhLi3E1"
+           "C7mutable7alignedEiiiiiiiixxxx")
+
+
+@pytest.mark.parametrize("name, short", [
+    (MAX_FWD, "pool_cuda.max_fwd"),
+    ("_ZN5gpudl7kernels9lstm_cuda5_stepB2v1E5ArrayIfLi2E1C7mutable7alignedE", "lstm_cuda._step"),
+    ("cupy_multiply__float_float_float", "cupy_multiply__float_float_float"),
+    ("sm90_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize128x128x32_warpgroupsize1x1x1_execute_"
+     "segment_k_off_kernel__5x_cublas",
+     "sm90_xmma_gemm_f32f32_tf32f32_f32_nn_n_tilesize128x128x32_warpgroupsiz"),
+])
+def test_kernel_names_read_as_module_and_kernel(name, short):
+    assert kernel_profile.short_name(name) == short
+
+
+def test_the_table_is_per_step_and_sorted_by_time():
+    records = [("b", 4.0, False), ("a", 10.0, False), ("a", 6.0, False),
+               ("Memcpy HtoD (Pageable -> Device)", 2.0, True)] * 2
+    summary, rows = kernel_profile.kernel_table(records, steps=2, wall_ms=0.5)
+    assert summary == {"wall_ms": 0.5, "busy_ms": 0.022, "kernels": 3.0, "copies": 1.0}
+    assert rows == [("a", 2.0, 16.0), ("b", 1.0, 4.0),
+                    ("Memcpy HtoD (Pageable -> Device)", 1.0, 2.0)]
+
+
+def test_without_a_gpu_it_says_what_it_needs(capsys):
+    if kernel_profile.gpudl.device() == "cuda":
+        pytest.skip("a GPU run profiles for real")
+    assert kernel_profile.main([]) == 0
+    assert "needs a GPU" in capsys.readouterr().out
