@@ -7,7 +7,7 @@ channel chunks, below) as the SIMT kernels of conv_cuda.py, the strict-fp32 (and
 kind        data                                  mma
 ==========  ====================================  =========================================
 ``tf32``    float32, when TF32 is allowed         m16n8k8 TF32 (operands rounded to TF32
-                                                  on the host, as ``cvt.rna.tf32`` would)
+                                                  before the gemm, by ``cvt.rna.tf32``)
 ``f16``     float16 (uint32 words of two)         m16n8k16 F16, fp32 accumulation
 ``bf16``    bfloat16 (uint32 words of two)        m16n8k16 BF16, fp32 accumulation
 ==========  ====================================  =========================================
@@ -33,7 +33,8 @@ passes the one barrier (which also frees the stage the next issue overwrites), i
 j + STAGES - 1 and runs the mma. Every operand travels in 16-byte pieces except the weight
 gradient's (4-byte words): no register staging, no conversion, and no branch per element in
 the hot loop (a copy outside the image or past the end is zero-filled: ``src_bytes`` 0). The
-host lays the data out once per call so that each copy is one place in memory:
+data are laid out once per call so that each copy is one place in memory (float32 data in one
+pass of ``tf32_chunks``, rounding as it moves them; halves and the weights by CuPy copies):
 
 - The gemm (forward, grad_input) gathers 16-byte chunks of consecutive channels of one pixel:
   data as (N, G, chunks, H, W, 4 words), 4 TF32-rounded float32 or 8 halves per chunk (a
@@ -584,6 +585,44 @@ def _layout(xp, a, tf32, cw):
     return (_tf32(xp, a), cw, np.float32) if tf32 else (_bits(xp, a), 2 * cw, np.uint32)
 
 
+@cuda.jit
+def tf32_chunks(x, out, channels, pixels, per):
+    """``x`` (planes, channels, pixels), float32, TF32-rounded into ``out`` laid out as
+    (planes, chunks, pixels, per), zeros past the last channel: what ``_vectors`` of ``_tf32``
+    makes in six CuPy passes, in one. Block (pixel block, plane, chunk): no index division."""
+    p = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if p < pixels:
+        plane, chunk = cuda.blockIdx.y, cuda.blockIdx.z
+        first = ((plane * cuda.gridDim.z + chunk) * pixels + p) * per
+        for k in range(per):
+            channel = chunk * per + k
+            value = float32(0)
+            if channel < channels:
+                value = as_float32(tf32_bits(x[(plane * channels + channel) * pixels + p]))
+            out[first + k] = value
+
+
+TF32_CHUNKS_SIGNATURE = "void(float32[::1], float32[::1], int32, int32, int32)"
+LAYOUT_THREADS = 256
+GRID_YZ = 65535     # the most blocks along a grid's y or z
+
+
+def _tf32_chunks(xp, a, planes, channels, pixels, per):
+    """float32 ``a`` (planes, channels, pixels) TF32-rounded and grouped by ``per`` channels,
+    flat, as ``_vectors(xp, _tf32(xp, a).reshape(planes, 1, channels, pixels, 1), per,
+    np.float32)`` lays it out; by the one-pass kernel where its grid fits."""
+    chunks = -(-channels // per)
+    if planes > GRID_YZ or chunks > GRID_YZ or planes * chunks * pixels == 0:
+        shape = (planes, 1, channels, pixels, 1)
+        return _vectors(xp, _tf32(xp, a).reshape(shape), per, np.float32).reshape(-1)
+    out = xp.empty(planes * chunks * pixels * per, np.float32)
+    grid = (-(-pixels // LAYOUT_THREADS), planes, chunks)
+    launch(tf32_chunks, TF32_CHUNKS_SIGNATURE, grid, LAYOUT_THREADS,
+           xp.ascontiguousarray(a, np.float32).reshape(-1), out, np.int32(channels),
+           np.int32(pixels), np.int32(per))
+    return out
+
+
 def chunk_words(channels, tf32):
     """The gemm's words per copy for a reduction over ``channels`` channels per group: 16-byte
     chunks from two chunks' worth on (the zero padding of a partial chunk then costs at most
@@ -630,15 +669,20 @@ def _gemm(data, w, geo, bm, transposed):
     G = geo.groups
     tf32 = kind(data.dtype) == "tf32"
     cw = chunk_words((geo.K if transposed else geo.C) // G, tf32)
-    flat, per, word = _layout(xp, data, tf32, cw)
+    per = cw if tf32 else 2 * cw                           # channels per chunk (_layout)
     taps, phases, picks, pixels = _gemm_plan(xp, transposed, per, cw, geo.K, geo.C // G, geo.kh,
                                              geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.dh,
                                              geo.dw, geo.H, geo.W, geo.Ho, geo.Wo, G)
     wt, mp, rw = _gemm_weights(xp, w, geo, transposed, picks, bm, tf32, cw)
     n, c, h, w_ = data.shape
-    chunks = _vectors(xp, flat.reshape(n, G, c // G, h, w_), per, word)
-    group = chunks.shape[2] * h * w_ * cw
-    return chunks.reshape(-1), wt, taps, phases, mp, rw, pixels, G * group, group, cw
+    if tf32:
+        words = _tf32_chunks(xp, data, n * G, c // G, h * w_, cw)
+        group = -(-(c // G) // cw) * h * w_ * cw
+    else:
+        flat, _, word = _layout(xp, data, tf32, cw)
+        chunks = _vectors(xp, flat.reshape(n, G, c // G, h, w_), per, word)
+        words, group = chunks.reshape(-1), chunks.shape[2] * h * w_ * cw
+    return words, wt, taps, phases, mp, rw, pixels, G * group, group, cw
 
 
 def _launch_gemm(kind_, bm, cw, grid, x_words, wt, taps, phases, bias, y, *scalars):
@@ -721,7 +765,9 @@ def grad_weight(x, gy, geo, with_bias=False):
         return _simt(conv_cuda.grad_weight, x, gy, geo, with_bias, rounded=False)
     kind_, bm = kind(x.dtype), _row_tile(Kg)
     if kind_ == "tf32":
-        n, x_words, gy_words = geo.N, _tf32(xp, x), _tf32(xp, gy)
+        n = geo.N
+        x_words = _tf32_chunks(xp, x, n, geo.C, geo.H * geo.W, 1)
+        gy_words = _tf32_chunks(xp, gy, n, geo.K, geo.Ho * geo.Wo, 1)
     else:                       # pixel words of image pairs: half the images
         n, x_words, gy_words = (geo.N + 1) // 2, _image_pairs(xp, x), _image_pairs(xp, gy)
     words = n * geo.Ho * geo.Wo
@@ -779,6 +825,8 @@ def _signatures():
                 table.append((kernel, [signature], Budget(
                     threads=threads_for(bm), min_hmma_share=share,
                     min_occupancy=min_blocks(bm) * threads_for(bm) / 32 / 64)))
+    table.append((tf32_chunks, [TF32_CHUNKS_SIGNATURE], Budget(threads=LAYOUT_THREADS,
+                                                              max_div64=0)))
     return table
 
 

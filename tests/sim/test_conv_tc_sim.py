@@ -198,3 +198,25 @@ def test_bfloat16_past_the_int32_guard_runs_the_simt_kernels_in_float32(rng, mon
     _check(gw, lambda x, gy: conv._grad_weight_cpu(x, gy, geo), (x, gy), "bf16",
            geo.N * geo.Ho * geo.Wo, np.float32)
     assert gb.dtype == np.float32
+
+
+@pytest.mark.parametrize("planes,channels,pixels,per", [(2, 9, 5, 4), (3, 3, 4, 1), (1, 8, 3, 4)])
+def test_tf32_layout_kernel_is_the_host_rounding_and_layout(rng, monkeypatch, planes, channels,
+                                                            pixels, per):
+    """The one-pass layout kernel against the CuPy composition it replaces (and which stays the
+    fallback past its grid): equal bits, a partial last chunk zero-filled, infinities and NaN
+    kept, values on a rounding tie rounded away from zero."""
+    a = rng.standard_normal((planes, channels, pixels)).astype(np.float32)
+    a.reshape(-1)[:4] = [np.inf, -np.inf, np.nan, 0.0]
+    tie = np.array(0x3F801000, np.uint32).view(np.float32)           # 1 + 2**-11: a TF32 tie
+    a.reshape(-1)[4:6] = [tie, -tie]
+    composed = conv_tc_cuda._vectors(np, conv_tc_cuda._tf32(np, a).reshape(
+        planes, 1, channels, pixels, 1), per, np.float32).reshape(-1)
+    ours = conv_tc_cuda._tf32_chunks(np, a, planes, channels, pixels, per)
+    assert ours.shape == composed.shape
+    np.testing.assert_array_equal(ours.view(np.uint32) | (np.isnan(ours) * 0xFFFFFFFF),
+                                  composed.view(np.uint32) | (np.isnan(composed) * 0xFFFFFFFF))
+    assert np.array(0x3F802000, np.uint32).view(np.float32) in ours
+    monkeypatch.setattr(conv_tc_cuda, "GRID_YZ", 0)                  # the fallback: the same
+    np.testing.assert_array_equal(conv_tc_cuda._tf32_chunks(np, a, planes, channels, pixels,
+                                                            per), composed)
