@@ -636,9 +636,14 @@ def _gemm_weights(xp, w, geo, transposed, picks, bm, tf32, cw):
     """The gemm's weight words (phases * G, Mp, Rw), flat, with Mp and Rw: row m holds w over
     the reduction's (channel chunk, i, j, channel) for the taps (i, j) of each phase."""
     G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
-    flat, per, word = _layout(xp, w, tf32, cw)
-    w5 = flat.reshape(G, Kg, Cg, geo.kh, geo.kw)
-    chunks = _vectors(xp, w5.transpose(0, 2, 1, 3, 4) if transposed else w5, per, word)
+    if tf32 and not transposed:                            # (G, Kg, Cg, kh, kw) as it lies
+        per, word = cw, np.float32
+        chunks = _tf32_chunks(xp, w, G * Kg, Cg, geo.kh * geo.kw, per).reshape(
+            G, Kg, -(-Cg // per), geo.kh, geo.kw, per)
+    else:
+        flat, per, word = _layout(xp, w, tf32, cw)
+        w5 = flat.reshape(G, Kg, Cg, geo.kh, geo.kw)
+        chunks = _vectors(xp, w5.transpose(0, 2, 1, 3, 4) if transposed else w5, per, word)
     rows = chunks.shape[1]                                 # (G, M, chunks, kh, kw, cw)
     used = [len(ii) * len(jj) * chunks.shape[2] * cw for ii, jj in picks]
     mp = conv_cuda._blocks(rows, bm) * bm
