@@ -191,6 +191,7 @@ _KERNELS = {np.float32: _make_kernels(float32), np.float64: _make_kernels(float6
 
 
 # --------------------------------------------------------------------------- signatures
+@functools.lru_cache(maxsize=None)      # built at every launch: 6 us of string work uncached
 def _signature(name, dtype, index=None):
     """The one signature ``name`` runs with for ``dtype`` data (and ``index`` argmax dtype)."""
     data = f"{np.dtype(dtype).name}[:, :, ::1]"
