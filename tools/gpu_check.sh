@@ -76,7 +76,7 @@ numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
 # the suite in 14 processes where pytest-xdist is installed (the device image has it; one file
 # per process at a time, so a file's tests keep their order): 6,000 tests take ~260 s so
 workers=$(python -c "import xdist" 2>/dev/null && echo "-n ${GPU_CHECK_WORKERS:-14} --dist loadfile")
-details="-rfE --tb=short"      # every failure's reason in the log, even when a step runs out
+details="-rfE --tb=short --durations=20"   # every failure's reason, even when a step runs out; the slowest tests
 # session 11's code that never met CuPy (cupy.linalg, cupyx.scipy.special, the N-d conv and
 # pools, grid_sample, the Keras ops) first, in its own step: its failures are reported even if
 # the rest of the suite runs past its limit
