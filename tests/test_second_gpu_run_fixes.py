@@ -40,3 +40,37 @@ def test_bfloat16_scans_in_backward_run_in_float32(monkeypatch, rng, op, zeros):
     assert a.grad.dtype == gd.bfloat16
     np.testing.assert_allclose(a.grad.float().numpy(), exact.grad.numpy(), rtol=2 ** -6,
                                atol=1e-2)
+
+
+class FlushingNumPy:
+    """NumPy's functions as the GPU runs them in float32: frexp of float32 flushes subnormals
+    to zero (both GPU runs), so the device branch must not pass them to it."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def frexp(x):
+        if x.dtype == np.float32:
+            x = np.where(np.abs(x) < np.finfo(np.float32).tiny, np.copysign(np.float32(0), x), x)
+        return np.frexp(x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
+def test_frexp_on_the_device_branch_keeps_subnormals(monkeypatch, rng, dtype):
+    from gpudl.ops import elementwise_math
+    monkeypatch.setattr(elementwise_math, "xp_of", lambda a: FlushingNumPy())
+    tiny = {"float16": 1e-6, "float64": 1e-310}.get(dtype, 1e-40)
+    x = np.concatenate([[tiny, -tiny, 3 * tiny, 0.0, -0.0, np.inf, -np.inf, np.nan],
+                        rng.standard_normal(12) * 100])
+    a = gd.tensor(x).to(getattr(gd, dtype))
+    theirs = torch.frexp(torch.from_numpy(x).to(getattr(torch, dtype)))
+    ours = gd.frexp(a)
+    assert ours.mantissa.dtype == a.dtype and ours.exponent.dtype == gd.int32
+    np.testing.assert_array_equal(ours.mantissa.float().numpy(),
+                                  theirs.mantissa.float().numpy())
+    np.testing.assert_array_equal(np.signbit(ours.mantissa.float().numpy()),
+                                  np.signbit(theirs.mantissa.float().numpy()))
+    finite = np.isfinite(x)
+    np.testing.assert_array_equal(ours.exponent.numpy()[finite],
+                                  theirs.exponent.numpy()[finite])
