@@ -898,7 +898,7 @@ def _checked(node, i, g, shape, dtype):
         raise RuntimeError(
             f"{node.function.__name__}.backward returned a gradient of shape {g.shape} for input "
             f"{i}, whose shape is {shape}")
-    return g if g.dtype == dtype else g.astype(dtype)
+    return backend.cast(g, dtype)        # float32 -> bfloat16 through the bits on CuPy
 
 
 def _accumulate(tensor, g):

@@ -74,3 +74,36 @@ def test_frexp_on_the_device_branch_keeps_subnormals(monkeypatch, rng, dtype):
     finite = np.isfinite(x)
     np.testing.assert_array_equal(ours.exponent.numpy()[finite],
                                   theirs.exponent.numpy()[finite])
+
+
+class WideningWhere(FlushingNumPy):
+    """NumPy's functions with CuPy's ``where``, which has no bfloat16 loop: bfloat16 choices
+    come back in float32."""
+
+    @staticmethod
+    def where(condition, x, y):
+        widen = [v.astype(np.float32) if getattr(v, "dtype", None) == gd.bfloat16 else v
+                 for v in (x, y)]
+        return np.where(condition, *widen)
+
+
+@pytest.mark.parametrize("name", ["xlogy", "copysign", "atan2"])
+def test_binary_math_keeps_bfloat16_when_cupys_where_widens(monkeypatch, rng, name):
+    from gpudl.ops import elementwise_math
+    monkeypatch.setattr(elementwise_math, "_xp2", lambda a, b: WideningWhere())
+    monkeypatch.setattr(elementwise_math, "xp_of", lambda a: WideningWhere())
+    x, z = (rng.uniform(-2.5, 2.5, 6).astype(np.float32) for _ in range(2))
+    x[0] = 0.0
+    a, b = (gd.tensor(v).bfloat16().requires_grad_() for v in (x, np.abs(z)))
+    ta, tb = (torch.tensor(v.float().detach().numpy()).bfloat16().requires_grad_()
+              for v in (a, b))
+    ours, theirs = getattr(gd, name)(a, b), getattr(torch, name)(ta, tb)
+    assert ours.dtype == gd.bfloat16
+    np.testing.assert_allclose(ours.float().detach().numpy(), theirs.float().detach().numpy(),
+                               rtol=1e-2, atol=1e-2)
+    ours.sum().backward()
+    theirs.sum().backward()
+    for mine, torchs in ((a, ta), (b, tb)):
+        assert mine.grad.dtype == gd.bfloat16
+        np.testing.assert_allclose(mine.grad.float().numpy(), torchs.grad.float().numpy(),
+                                   rtol=2e-2, atol=2e-2)

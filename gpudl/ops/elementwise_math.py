@@ -121,7 +121,8 @@ class _Binary(Function):
         # a number as a filled 0-d array: no host-to-device copy (a CUDA graph refuses one)
         a, b = (x if hasattr(x, "dtype") else xp.full((), x, dtype=dtype) for x in (a, b))
         with quiet(xp):
-            y = cls.compute(xp, a, b)
+            # in the operands' dtype: CuPy's where has no bfloat16 loop and widens to float32
+            y = backend.cast(cls.compute(xp, a, b), dtype)
         ctx.save_for_backward(a, b, y if cls.needs_output else None)
         return y
 
