@@ -107,3 +107,35 @@ def test_binary_math_keeps_bfloat16_when_cupys_where_widens(monkeypatch, rng, na
         assert mine.grad.dtype == gd.bfloat16
         np.testing.assert_allclose(mine.grad.float().numpy(), torchs.grad.float().numpy(),
                                    rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("kw", [dict(kernel_size=(2, 3), dilation=(1, 2), padding=1, stride=2),
+                                dict(kernel_size=3, padding=(0, 2), stride=(1, 2))])
+def test_unfold_and_fold_move_values_without_a_convolution(monkeypatch, rng, kw):
+    """nn.Unfold on the GPU rounded its values to TF32 (1.181640625 for 1.18189609): it ran as
+    a convolution with one-hot kernels, which TF32 tensor cores round. unfold and fold are data
+    movement: no convolution may run (each refuses here), and unfold's values are torch's
+    bit for bit; fold's and both gradients are sums of the same values."""
+    from gpudl import kernels
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unfold/fold ran a convolution (TF32 rounding on a GPU)")
+    for name in ("conv2d_forward", "conv2d_backward", "conv_transpose2d_forward",
+                 "conv_transpose2d_backward"):
+        monkeypatch.setattr(kernels.conv, name, refuse)
+    x = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+    a, t = gd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    ours, theirs = gd.nn.functional.unfold(a, **kw), torch.nn.functional.unfold(t, **kw)
+    np.testing.assert_array_equal(ours.detach().numpy(), theirs.detach().numpy())
+    weights = rng.standard_normal(tuple(theirs.shape)).astype(np.float32)
+    (ours * gd.tensor(weights)).sum().backward()
+    (theirs * torch.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), rtol=1e-6, atol=1e-6)
+    b, u = gd.tensor(weights, requires_grad=True), torch.tensor(weights, requires_grad=True)
+    ours = gd.nn.functional.fold(b, (5, 7), **kw)
+    theirs = torch.nn.functional.fold(u, (5, 7), **kw)
+    np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), rtol=1e-6,
+                               atol=1e-6)
+    (ours * gd.tensor(x)).sum().backward()
+    (theirs * torch.tensor(x)).sum().backward()
+    np.testing.assert_array_equal(b.grad.numpy(), u.grad.numpy())
