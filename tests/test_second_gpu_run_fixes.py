@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
+from cupy_like import fake_cuda  # noqa: F401 (a fixture)
 
 torch = pytest.importorskip("torch")
 
@@ -139,3 +140,39 @@ def test_unfold_and_fold_move_values_without_a_convolution(monkeypatch, rng, kw)
     (ours * gd.tensor(x)).sum().backward()
     (theirs * torch.tensor(x)).sum().backward()
     np.testing.assert_array_equal(b.grad.numpy(), u.grad.numpy())
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+@pytest.mark.parametrize("form", ["array", "float32_array", "list"])
+def test_a_host_gradient_reaches_a_cuda_backward_on_the_device(fake_cuda, rng, form,
+                                                               create_graph):
+    """``.backward(g, inputs=a)`` with g a NumPy array gave CuPy the host array (TypeError
+    Unsupported type numpy.ndarray): a gradient given as an array, a list or a number is
+    copied to the tensor's device, in its dtype, as torch casts one."""
+    x, weights = rng.standard_normal(3), rng.standard_normal(3)
+    given = {"array": weights, "float32_array": weights.astype(np.float32),
+             "list": weights.tolist()}[form]
+    expected = 2 * np.exp(2 * x) * (weights.astype(np.float32) if form == "float32_array"
+                                    else weights)
+    a = gd.tensor(x, device="cuda", requires_grad=True)
+    (a * 2).exp().backward(given, inputs=a, create_graph=create_graph)
+    assert isinstance(a.grad._data, fake_cuda) and a.grad.dtype == gd.float64
+    np.testing.assert_allclose(a.grad.detach().numpy(), expected, rtol=1e-12)
+    b = gd.tensor(x, device="cuda", requires_grad=True)
+    (found,) = gd.autograd.grad((b * 2).exp(), b, (given,), create_graph=create_graph)
+    np.testing.assert_allclose(found.detach().numpy(), expected, rtol=1e-12)
+    c = gd.tensor(x[:1], device="cuda", requires_grad=True)
+    (c * 2).exp().sum().backward(0.5)                                   # a number
+    np.testing.assert_allclose(c.grad.numpy(), np.exp(2 * x[:1]), rtol=1e-12)
+
+
+def test_a_gradient_of_the_wrong_shape_or_device_is_refused(fake_cuda, rng):
+    a = gd.tensor(rng.standard_normal(3), device="cuda", requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"backward: grad has shape \(2,\) but the tensor has "
+                                           r"shape \(3,\)"):
+        (a * 2).backward(np.ones(2))
+    with pytest.raises(RuntimeError, match="the gradient is on cpu but the tensor is on cuda"):
+        (a * 2).backward(gd.ones(3, device="cpu", dtype=gd.float64))
+    with pytest.raises(RuntimeError, match="the gradient is on cpu but the tensor is on cuda"):
+        gd.autograd.grad(a * 2, a, gd.ones(3, device="cpu", dtype=gd.float64))
+    assert a.grad is None
