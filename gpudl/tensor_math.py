@@ -104,14 +104,15 @@ class MathMixin:
     # comparisons: no gradient, bool results
     @recorded("compute")        # outside the autograd Functions: a CPU graph records the call
     def _compare(self, other, op):
-        mine = self._data
+        if isinstance(other, T.Tensor) and self._device != other._device and self.ndim == 0 \
+                and self._device == "cpu":
+            return self.to(other._device)._compare(other, op)     # a 0-d cpu tensor: a number
+        mine, raw = self._data, T._raw(other, self)     # on self's device, or refused
         if isinstance(other, T.Tensor) and other.dtype != self.dtype:
             # in torch's promoted dtype: float32 == a 0-d float64 compares in float32
             dtype = dtypes.result_type(self, other)
-            mine, other = mine.astype(dtype, copy=False), other._data.astype(dtype, copy=False)
-        else:
-            other = T._raw(other, self)
-        return T.Tensor._make(op(mine, other), False, None, 0, self._device)
+            mine, raw = mine.astype(dtype, copy=False), raw.astype(dtype, copy=False)
+        return T.Tensor._make(op(mine, raw), False, None, 0, self._device)
 
     __eq__ = lambda self, other: self._compare(other, lambda a, b: a == b)  # noqa: E731
     __ne__ = lambda self, other: self._compare(other, lambda a, b: a != b)  # noqa: E731

@@ -176,3 +176,52 @@ def test_a_gradient_of_the_wrong_shape_or_device_is_refused(fake_cuda, rng):
     with pytest.raises(RuntimeError, match="the gradient is on cpu but the tensor is on cuda"):
         gd.autograd.grad(a * 2, a, gd.ones(3, device="cpu", dtype=gd.float64))
     assert a.grad is None
+
+
+def test_copy_and_item_assignment_move_cpu_values_to_a_cuda_tensor(fake_cuda, rng):
+    """``p.copy_(torch.from_numpy(...))`` into a cuda parameter handed CuPy the cpu tensor's
+    NumPy array (non-scalar numpy.ndarray cannot be used for fill): copy_, item assignment and
+    fill_ copy across devices, as torch's do; host arrays go to the device too."""
+    x = rng.standard_normal((3, 4))
+    source, row, column = (rng.standard_normal(shape) for shape in ((3, 4), (4,), (3,)))
+    t = gd.tensor(x, device="cuda")
+    t.copy_(gd.from_numpy(source))
+    expected = source.copy()
+    t[1] = gd.from_numpy(row)
+    t[[0, 2], 1] = gd.from_numpy(row[:2])
+    t[:, 3] = column                                          # a NumPy array
+    expected[1], expected[[0, 2], 1], expected[:, 3] = row, row[:2], column
+    assert isinstance(t._data, fake_cuda) and t.device == "cuda"
+    np.testing.assert_array_equal(t.numpy(), expected)
+    t.copy_(x)
+    np.testing.assert_array_equal(t.numpy(), x)
+    t.fill_(gd.tensor(2.5, device="cpu"))
+    np.testing.assert_array_equal(t.numpy(), np.full((3, 4), 2.5))
+
+
+def test_copy_from_a_cpu_tensor_keeps_its_gradient(fake_cuda, rng):
+    x, source, weights = (rng.standard_normal(4) for _ in range(3))
+    leaf = gd.tensor(x, device="cuda", requires_grad=True)
+    src = gd.tensor(source, device="cpu", requires_grad=True)
+    t = leaf * 1
+    t.copy_(src * 3)
+    (t * gd.tensor(weights, device="cuda")).sum().backward()
+    assert src.grad.device == "cpu"
+    np.testing.assert_allclose(src.grad.numpy(), 3 * weights, rtol=1e-12)
+
+
+def test_comparisons_across_devices_follow_torch(fake_cuda, rng):
+    """A cuda tensor compared with a cpu tensor gave CuPy a NumPy array (TypeError): as in
+    torch, a NumPy array or a 0-d cpu tensor is taken to the cuda tensor's device, and a cpu
+    tensor of any other shape is refused with torch's error, not computed on the host."""
+    x = rng.integers(0, 3, (2, 3))
+    t = gd.tensor(x, device="cuda")
+    for ours, expected in ((t == x[0], x == x[0]), (t != gd.tensor(1, device="cpu"), x != 1),
+                           (gd.tensor(1, device="cpu") < t, 1 < x)):
+        assert ours.device == "cuda"
+        np.testing.assert_array_equal(ours.numpy(), expected)
+    cpu = gd.tensor(x, device="cpu")
+    for call in (lambda: t == cpu, lambda: cpu != t, lambda: t < cpu.double(),
+                 lambda: gd.logical_and(cpu != 0, t != 0)):
+        with pytest.raises(RuntimeError, match="expected all tensors on the same device"):
+            call()
