@@ -61,11 +61,24 @@ class DeviceArray(np.ndarray):
         super().__setitem__(key, _plain(value))
 
 
+class _DeviceNumPy:
+    """NumPy as the array module of ``DeviceArray``s (``backend.get_array_module``): what its
+    functions make is a DeviceArray, as what CuPy's make is a device array. Its classes and
+    submodules are NumPy's own."""
+
+    def __getattr__(self, name):
+        value = getattr(np, name)
+        if isinstance(value, type) or not callable(value):
+            return value
+        return lambda *args, **kwargs: _device(value(*args, **kwargs))
+
+
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """device="cuda" accepted on the CPU; arrays moved there by ``backend.to_device_array``
-    become ``DeviceArray``s, arrays moved to the cpu plain ones, and a tensor made without a
-    device from a ``DeviceArray`` is a cuda tensor (as from a CuPy array)."""
+    become ``DeviceArray``s, arrays moved to the cpu plain ones, a tensor made without a device
+    from a ``DeviceArray`` is a cuda tensor (as from a CuPy array), and the array module of a
+    DeviceArray makes DeviceArrays (``_DeviceNumPy``)."""
     import importlib
     from gpudl import backend
     tensor = importlib.import_module("gpudl.tensor")      # the module (gpudl.tensor: a function)
@@ -75,6 +88,9 @@ def fake_cuda(monkeypatch):
         moved = np.asarray(move(_plain(array), device))
         return moved.view(DeviceArray) if device == "cuda" else moved
 
+    array_module = backend.get_array_module
+    monkeypatch.setattr(backend, "get_array_module", lambda a: _DeviceNumPy() if isinstance(
+        a, DeviceArray) else array_module(a))
     monkeypatch.setattr(backend, "cuda_available", lambda: True)
     monkeypatch.setattr(backend, "to_device_array", to_device_array)
     monkeypatch.setattr(tensor, "_device_of",

@@ -225,3 +225,21 @@ def test_comparisons_across_devices_follow_torch(fake_cuda, rng):
                  lambda: gd.logical_and(cpu != 0, t != 0)):
         with pytest.raises(RuntimeError, match="expected all tensors on the same device"):
             call()
+
+
+def test_embedding_bag_on_the_device_and_across_devices(fake_cuda, rng):
+    """A cpu ``input`` with cuda ``offsets`` and weight handed CuPy's searchsorted a NumPy
+    array: tensors on different devices are refused, as torch refuses them; on one device the
+    bags are torch's."""
+    weight = rng.standard_normal((10, 4))
+    text, offsets = rng.integers(0, 10, 9), np.array([0, 2, 2, 6])
+    expected = torch.nn.functional.embedding_bag(torch.from_numpy(text), torch.from_numpy(weight),
+                                                 torch.from_numpy(offsets)).numpy()
+    on_cuda = [gd.tensor(a, device="cuda") for a in (text, weight, offsets)]
+    ours = gd.nn.functional.embedding_bag(on_cuda[0], on_cuda[1], on_cuda[2])
+    assert isinstance(ours._data, fake_cuda)
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-12)
+    for mixed in ((gd.from_numpy(text), on_cuda[1], on_cuda[2]),
+                  (on_cuda[0], on_cuda[1], gd.from_numpy(offsets))):
+        with pytest.raises(RuntimeError, match="expected all tensors on the same device"):
+            gd.nn.functional.embedding_bag(*mixed)
