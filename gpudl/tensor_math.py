@@ -203,6 +203,8 @@ class MathMixin:
         if isinstance(value, complex):            # torch: not convertible to a real dtype
             raise RuntimeError(f"masked_fill: value {value!r} is complex; the tensor is "
                                f"{self.dtype}")
+        if isinstance(value, T.Tensor) and value._device != self._device:
+            value = value.to(self._device)        # a 0-d value from any device, as torch
         return where(mask, _as_dtype_tensor(value, self.dtype, self), self)   # self's dtype
 
     def minimum(self, other):

@@ -243,3 +243,17 @@ def test_embedding_bag_on_the_device_and_across_devices(fake_cuda, rng):
                   (on_cuda[0], on_cuda[1], gd.from_numpy(offsets))):
         with pytest.raises(RuntimeError, match="expected all tensors on the same device"):
             gd.nn.functional.embedding_bag(*mixed)
+
+
+def test_masked_fill_of_a_cuda_tensor_takes_a_0d_cpu_value(fake_cuda, rng):
+    x = rng.standard_normal((3, 4))
+    mask = rng.uniform(size=(3, 4)) < 0.5
+    t = gd.tensor(x, device="cuda")
+    for value in (gd.tensor(-2.0, device="cpu"), -2.0):
+        ours = t.masked_fill(gd.tensor(mask, device="cuda"), value)
+        assert isinstance(ours._data, fake_cuda)
+        np.testing.assert_array_equal(ours.numpy(), np.where(mask, -2.0, x))
+    with pytest.raises(RuntimeError, match="expected all tensors on the same device"):
+        t.masked_fill(gd.tensor(mask, device="cpu"), 1.0)
+    t.masked_fill_(gd.tensor(mask, device="cuda"), gd.tensor(-2.0, device="cpu"))
+    np.testing.assert_array_equal(t.numpy(), np.where(mask, -2.0, x))
