@@ -257,3 +257,16 @@ def test_masked_fill_of_a_cuda_tensor_takes_a_0d_cpu_value(fake_cuda, rng):
         t.masked_fill(gd.tensor(mask, device="cpu"), 1.0)
     t.masked_fill_(gd.tensor(mask, device="cuda"), gd.tensor(-2.0, device="cpu"))
     np.testing.assert_array_equal(t.numpy(), np.where(mask, -2.0, x))
+
+
+def test_where_takes_0d_cpu_tensors_as_numbers(fake_cuda, rng):
+    x, y = rng.standard_normal((2, 3, 4))
+    mask = rng.uniform(size=(3, 4)) < 0.5
+    t, m = gd.tensor(x, device="cuda"), gd.tensor(mask, device="cuda")
+    half = gd.tensor(0.5, device="cpu", dtype=gd.float64)
+    for ours, expected in ((gd.where(m, half, t), np.where(mask, 0.5, x)),
+                           (gd.where(m, t, half), np.where(mask, x, 0.5))):
+        assert ours.device == "cuda"
+        np.testing.assert_array_equal(ours.numpy(), expected)
+    with pytest.raises(RuntimeError, match="expected all tensors on the same device"):
+        gd.where(m, t, gd.tensor(y, device="cpu"))
