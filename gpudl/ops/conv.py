@@ -291,10 +291,8 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
         raise ValueError(f"{op}: expected (N, C, H, W) or (C, H, W) input, got shape "
                          f"{getattr(input, 'shape', type(input).__name__)}")
     shapes = f"(input shape {input.shape})"
-    kernel = _pair(op, "kernel_size", kernel_size, 1, shapes)
-    dilation = _pair(op, "dilation", dilation, 1, shapes)
-    padding = _pair(op, "padding", padding, 0, shapes)
-    stride = _pair(op, "stride", stride, 1, shapes)
+    kernel, dilation, padding, stride = _window(op, kernel_size, dilation, padding, stride,
+                                                shapes)
     blocks, taps = _tap_positions(input.shape[-2:], kernel, dilation, padding, stride,
                                   input._device)
     if min(blocks) < 1:
@@ -308,6 +306,13 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     return flat.index_select(-1, taps).reshape(*input.shape[:-3],
                                                input.shape[-3] * taps_per_channel,
                                                blocks[0] * blocks[1])
+
+
+def _window(op, kernel_size, dilation, padding, stride, shapes):
+    """unfold's and fold's window arguments, each checked and made a pair of ints."""
+    return (_pair(op, "kernel_size", kernel_size, 1, shapes),
+            _pair(op, "dilation", dilation, 1, shapes), _pair(op, "padding", padding, 0, shapes),
+            _pair(op, "stride", stride, 1, shapes))
 
 
 def _tap_positions(size, kernel, dilation, padding, stride, device):
@@ -402,10 +407,8 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
                          f"{getattr(input, 'shape', type(input).__name__)}")
     shapes = f"(input shape {input.shape})"
     size = _pair(op, "output_size", output_size, 1, shapes)
-    kernel = _pair(op, "kernel_size", kernel_size, 1, shapes)
-    dilation = _pair(op, "dilation", dilation, 1, shapes)
-    padding = _pair(op, "padding", padding, 0, shapes)
-    stride = _pair(op, "stride", stride, 1, shapes)
+    kernel, dilation, padding, stride = _window(op, kernel_size, dilation, padding, stride,
+                                                shapes)
     blocks, positions = _tap_positions(size, kernel, dilation, padding, stride, input._device)
     taps = kernel[0] * kernel[1]
     if input.shape[-2] % taps:
