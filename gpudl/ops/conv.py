@@ -299,8 +299,8 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
         raise EmptyOutputError(f"{op}: the {tuple(input.shape[-2:])} image padded by {padding} "
                                f"holds no block of kernel_size {kernel} with dilation "
                                f"{dilation} (blocks {blocks[0]} x {blocks[1]}) {shapes}")
-    (top, left) = padding
-    padded = _pad(input, (left, left, top, top))
+    top, left = padding
+    padded = _pad(input, (left, left, top, top)) if top or left else input
     flat = padded.reshape(*padded.shape[:-2], padded.shape[-2] * padded.shape[-1])
     taps_per_channel = kernel[0] * kernel[1]
     return flat.index_select(-1, taps).reshape(*input.shape[:-3],
