@@ -476,11 +476,7 @@ def backward(tensor, grad=None, retain_graph=False):
         grad = (np.array(1, data.dtype) if type(data) is np.ndarray and data.ndim == 0
                 else backend.get_array_module(data).ones_like(data))    # ones_like: ~0.6 us
     else:
-        grad = grad._data if isinstance(grad, _Tensor) else grad
-        if tuple(np.shape(grad)) != tuple(tensor.shape):
-            raise RuntimeError(
-                f"backward: grad has shape {tuple(np.shape(grad))} but the tensor has shape "
-                f"{tuple(tensor.shape)}")
+        grad = _gradient_array(tensor, grad, "backward")
     if _capture is not None and _capture.active():
         return _capture.backward(tensor, grad, retain_graph)
     _backward(tensor, grad, retain_graph)
@@ -584,11 +580,27 @@ def _seed_gradient(tensor, grad, what):
             raise RuntimeError(f"{what}: grad can be implicitly created only for scalar "
                                f"outputs, got shape {tuple(data.shape)}; pass its gradient")
         return backend.get_array_module(data).ones_like(data)
-    grad = grad._data if isinstance(grad, _Tensor) else grad
-    if tuple(np.shape(grad)) != tuple(data.shape):
-        raise RuntimeError(f"{what}: its gradient has shape {tuple(np.shape(grad))}, expected "
-                           f"{tuple(data.shape)}")
-    return grad
+    return _gradient_array(tensor, grad, what)
+
+
+def _gradient_array(tensor, grad, what):
+    """The array of the gradient ``grad`` given for ``tensor`` (a Tensor, an array, a list or a
+    number) after checking its shape: on the tensor's device (host data is copied there: CuPy
+    takes no NumPy array) and in its dtype (torch casts a gradient to its tensor's dtype). A
+    gradient Tensor on another device is refused, as torch refuses it."""
+    if isinstance(grad, _Tensor):
+        if grad._device != tensor._device:
+            raise RuntimeError(f"{what}: the gradient is on {grad._device} but the tensor is on "
+                               f"{tensor._device}; move it with .to('{tensor._device}')")
+        array = grad._data
+    else:
+        array = grad if isinstance(grad, backend.ARRAY_TYPES) else np.asarray(grad)
+    if tuple(array.shape) != tuple(tensor.shape):
+        raise RuntimeError(f"{what}: grad has shape {tuple(array.shape)} but the tensor has "
+                           f"shape {tuple(tensor.shape)}")
+    if not isinstance(grad, _Tensor):
+        array = backend.to_device_array(array, tensor._device)
+    return backend.cast(array, tensor.dtype)
 
 
 def input_slots(inputs):
@@ -898,7 +910,7 @@ def _checked(node, i, g, shape, dtype):
         raise RuntimeError(
             f"{node.function.__name__}.backward returned a gradient of shape {g.shape} for input "
             f"{i}, whose shape is {shape}")
-    return g if g.dtype == dtype else g.astype(dtype)
+    return backend.cast(g, dtype)        # float32 -> bfloat16 through the bits on CuPy
 
 
 def _accumulate(tensor, g):

@@ -141,8 +141,10 @@ def accumulate(tensor, g):
 
 
 def _seed(tensor, grad, what):
-    array = autograd._seed_gradient(tensor, grad, what)      # checks tensor and shape
-    return grad if isinstance(grad, Tensor) else Tensor._make(array, False, None, 0, None)
+    array = autograd._seed_gradient(tensor, grad, what)  # checks tensor, shape and device
+    if isinstance(grad, Tensor):                         # its graph kept, in the tensor's dtype
+        return grad if grad.dtype == tensor.dtype else grad.astype(tensor.dtype)
+    return Tensor._make(array, False, None, 0, tensor._device)
 
 
 def _walk(seeds, inputs, retain_graph):

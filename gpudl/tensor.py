@@ -447,6 +447,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     @autograd.recorded("inplace")
     def __setitem__(self, index, value):
+        value = _on_device_of(self, value)
         recording = inplace.needs_graph(self, (value,))
         if recording:
             inplace._refuse(self, "__setitem__")
@@ -467,12 +468,13 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     @autograd.recorded("inplace")
     def copy_(self, src):
+        src = _on_device_of(self, src)
         raw = _raw(src, self)
         if np.shape(raw) != self.shape and np.broadcast_shapes(np.shape(raw), self.shape) != self.shape:
             raise ValueError(f"copy_: source of shape {np.shape(raw)} does not broadcast to {self.shape}")
         if inplace.needs_graph(self, (src,)):
-            # copy_ converts the device and dtype, in the graph
-            src = src.to(self._device).astype(self.dtype) if isinstance(src, Tensor) else raw
+            # copy_ converts the dtype, in the graph
+            src = src.astype(self.dtype) if isinstance(src, Tensor) else raw
             return inplace.record(self, "copy_", lambda t: inplace.Overwrite.apply(t, src),
                                   (src,))
         self._data[...] = raw
@@ -484,9 +486,10 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         if isinstance(value, Tensor) and value.ndim:
             raise ValueError(f"fill_: value must be a number or a 0-d tensor, got a tensor of "
                              f"shape {value.shape}")
+        value = _on_device_of(self, value)
         if inplace.needs_graph(self, (value,)):
             if isinstance(value, Tensor):
-                value = value.to(self._device).astype(self.dtype)
+                value = value.astype(self.dtype)
             return inplace.record(self, "fill_", lambda t: inplace.Overwrite.apply(t, value),
                                   (value,))
         self._data[...] = _raw(value, self)
@@ -624,13 +627,29 @@ class _ToDevice(autograd.Function):
 
 
 def _raw(value, like):
-    """The array (or Python scalar) to combine with tensor ``like``, on its device."""
+    """The array (or Python scalar) to combine with tensor ``like``, on its device: host data
+    (arrays, lists) is copied there, as is a 0-d cpu tensor (torch takes one as a number); a
+    Tensor on another device is refused, as torch refuses it (CuPy takes no NumPy array)."""
     if isinstance(value, Tensor):
-        return value._data
+        if value._device == like._device:
+            return value._data
+        if value._device == "cpu" and value.ndim == 0:
+            return backend.to_device_array(value._data, like._device)
+        raise RuntimeError(f"expected all tensors on the same device, got {like._device} and "
+                           f"{value._device} (a tensor of shape {value.shape}); move it with "
+                           f".to('{like._device}')")
     if isinstance(value, (int, float, bool)) or value is None:
         return value
     return backend.to_device_array(np.asarray(value) if not backend.is_device_array(value)
                                    else value, like._device)
+
+
+def _on_device_of(target, value):
+    """``value`` for an assignment into ``target``: a Tensor on another device moved to
+    ``target``'s (in the graph), as torch's copy_ and item assignment copy across devices."""
+    if isinstance(value, Tensor) and value._device != target._device:
+        return value.to(target._device)
+    return value
 
 
 autograd._Tensor = Tensor

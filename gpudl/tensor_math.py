@@ -104,14 +104,15 @@ class MathMixin:
     # comparisons: no gradient, bool results
     @recorded("compute")        # outside the autograd Functions: a CPU graph records the call
     def _compare(self, other, op):
-        mine = self._data
+        if isinstance(other, T.Tensor) and self._device != other._device \
+                and _is_cpu_number(self):
+            return self.to(other._device)._compare(other, op)
+        mine, raw = self._data, T._raw(other, self)     # on self's device, or refused
         if isinstance(other, T.Tensor) and other.dtype != self.dtype:
             # in torch's promoted dtype: float32 == a 0-d float64 compares in float32
             dtype = dtypes.result_type(self, other)
-            mine, other = mine.astype(dtype, copy=False), other._data.astype(dtype, copy=False)
-        else:
-            other = T._raw(other, self)
-        return T.Tensor._make(op(mine, other), False, None, 0, self._device)
+            mine, raw = mine.astype(dtype, copy=False), raw.astype(dtype, copy=False)
+        return T.Tensor._make(op(mine, raw), False, None, 0, self._device)
 
     __eq__ = lambda self, other: self._compare(other, lambda a, b: a == b)  # noqa: E731
     __ne__ = lambda self, other: self._compare(other, lambda a, b: a != b)  # noqa: E731
@@ -660,12 +661,16 @@ def check_batch_dims(op, a, b):
 
 def where(condition, input, other):
     """Elements of ``input`` where ``condition`` holds, else of ``other`` (broadcast)."""
-    like = next((t for t in (input, other, condition) if isinstance(t, T.Tensor)), None)
-    if like is None:
+    tensors = [t for t in (input, other, condition) if isinstance(t, T.Tensor)]
+    if not tensors:
         raise TypeError("where: at least one argument must be a Tensor")
+    # the device of the first tensor that is not a 0-d cpu one: torch takes those as numbers
+    like = next((t for t in tensors if not _is_cpu_number(t)), tensors[0])
     cond = T._raw(condition, like)
     if cond.dtype != np.bool_:
         raise TypeError(f"where: condition must be a bool tensor, got {cond.dtype}")
+    input, other = (x.to(like._device) if isinstance(x, T.Tensor) and _is_cpu_number(x) else x
+                    for x in (input, other))
     a, b = _as_operand(input, like), _as_operand(other, like)
     dtype = _result_dtype(a, b)
     # numbers become 0-d tensors of the result dtype: NumPy's where would widen it
@@ -675,6 +680,11 @@ def where(condition, input, other):
     except ValueError as exc:
         raise ValueError(f"where: shapes {np.shape(cond)}, {np.shape(_data(a))} and "
                          f"{np.shape(_data(b))} are not broadcastable ({exc})") from None
+
+
+def _is_cpu_number(tensor):
+    """A 0-d cpu tensor: torch combines one with a tensor of any device, as a number."""
+    return tensor.ndim == 0 and tensor._device == "cpu"
 
 
 def _add_product(input, product, beta, alpha):

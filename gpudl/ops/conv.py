@@ -11,6 +11,8 @@ gradient (kernels/conv.py).
 
 import numbers
 
+import numpy as np
+
 from .. import backend, backends, kernels
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
@@ -281,20 +283,54 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     """Sliding local blocks (im2col), as ``F.unfold``: (N, C, H, W) -> (N, C*kH*kW, L), L the
-    number of blocks, channel-major then kernel row and column. Computed as a grouped conv2d
-    with one-hot kernels, so its gradient is conv2d's (blocks overlapping add up)."""
+    number of blocks, channel-major then kernel row and column. One gather from the zero-padded
+    image (``_tap_positions``): the values are moved, never multiplied (a convolution with
+    one-hot kernels would round them to TF32 on a GPU), and the gradient is its scatter-add."""
     op = "unfold"
-    if getattr(input, "ndim", None) not in (3, 4):
+    if not isinstance(input, Tensor) or input.ndim not in (3, 4):
         raise ValueError(f"{op}: expected (N, C, H, W) or (C, H, W) input, got shape "
-                         f"{getattr(input, 'shape', None)}")
-    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-    channels = input.shape[-3]
-    picks = backend.xp_for(input._device).eye(kh * kw, dtype=input.dtype).reshape(
-        kh * kw, 1, kh, kw)
-    weight = Tensor._make(picks, False, None, 0, input._device).repeat(channels, 1, 1, 1)
-    blocks = conv2d(input, weight, None, stride, padding, dilation, groups=channels)
-    return blocks.reshape(*blocks.shape[:-2], blocks.shape[-2] * blocks.shape[-1])
+                         f"{getattr(input, 'shape', type(input).__name__)}")
+    shapes = f"(input shape {input.shape})"
+    kernel, dilation, padding, stride = _window(op, kernel_size, dilation, padding, stride,
+                                                shapes)
+    blocks, taps = _tap_positions(input.shape[-2:], kernel, dilation, padding, stride,
+                                  input._device)
+    if min(blocks) < 1:
+        raise EmptyOutputError(f"{op}: the {tuple(input.shape[-2:])} image padded by {padding} "
+                               f"holds no block of kernel_size {kernel} with dilation "
+                               f"{dilation} (blocks {blocks[0]} x {blocks[1]}) {shapes}")
+    top, left = padding
+    padded = _pad(input, (left, left, top, top)) if top or left else input
+    flat = padded.reshape(*padded.shape[:-2], padded.shape[-2] * padded.shape[-1])
+    taps_per_channel = kernel[0] * kernel[1]
+    return flat.index_select(-1, taps).reshape(*input.shape[:-3],
+                                               input.shape[-3] * taps_per_channel,
+                                               blocks[0] * blocks[1])
 
+
+def _window(op, kernel_size, dilation, padding, stride, shapes):
+    """unfold's and fold's window arguments, each checked and made a pair of ints."""
+    return (_pair(op, "kernel_size", kernel_size, 1, shapes),
+            _pair(op, "dilation", dilation, 1, shapes), _pair(op, "padding", padding, 0, shapes),
+            _pair(op, "stride", stride, 1, shapes))
+
+
+def _tap_positions(size, kernel, dilation, padding, stride, device):
+    """((block rows, block columns), the int64 index of every block's taps in the zero-padded
+    ``size`` image flattened, tap-major (kernel row, kernel column) then block row and column):
+    unfold gathers there and fold adds there. Built on ``device`` (no host-to-device copy)."""
+    xp = backend.xp_for(device)
+    padded = [n + 2 * p for n, p in zip(size, padding)]
+    blocks = [(n - d * (k - 1) - 1) // s + 1 for n, k, d, s in zip(padded, kernel, dilation,
+                                                                    stride)]
+    if min(blocks) < 1:
+        return blocks, None
+    rows = (xp.arange(kernel[0]) * dilation[0])[:, None, None, None] + \
+        (xp.arange(blocks[0]) * stride[0])[None, None, :, None]
+    columns = (xp.arange(kernel[1]) * dilation[1])[None, :, None, None] + \
+        (xp.arange(blocks[1]) * stride[1])[None, None, None, :]
+    index = (rows * padded[1] + columns).reshape(-1).astype(np.int64)
+    return blocks, Tensor._make(index, False, None, 0, device)
 
 
 # --------------------------------------------------------------------------- nn-vision: 1-D/3-D
@@ -363,19 +399,17 @@ def convolution(input, weight, bias, stride, padding, dilation, transposed, outp
 def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     """Sum sliding local blocks back into an image (col2im), as ``F.fold``: the adjoint of
     ``unfold``. (N, C*kH*kW, L) or (C*kH*kW, L) -> (N, C, H, W), L the number of blocks of an
-    ``output_size`` (H, W) image. Computed as unfold's grouped one-hot convolution transposed."""
+    ``output_size`` (H, W) image. One scatter-add into the zero-padded image (unfold's
+    positions), then the padding cropped: sums of the values, with no other arithmetic."""
     op = "fold"
     if not isinstance(input, Tensor) or input.ndim not in (2, 3):
         raise ValueError(f"{op}: expected (N, C*kH*kW, L) or (C*kH*kW, L) input, got shape "
                          f"{getattr(input, 'shape', type(input).__name__)}")
     shapes = f"(input shape {input.shape})"
     size = _pair(op, "output_size", output_size, 1, shapes)
-    kernel = _pair(op, "kernel_size", kernel_size, 1, shapes)
-    dilation = _pair(op, "dilation", dilation, 1, shapes)
-    padding = _pair(op, "padding", padding, 0, shapes)
-    stride = _pair(op, "stride", stride, 1, shapes)
-    blocks = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(
-        size, kernel, stride, padding, dilation)]
+    kernel, dilation, padding, stride = _window(op, kernel_size, dilation, padding, stride,
+                                                shapes)
+    blocks, positions = _tap_positions(size, kernel, dilation, padding, stride, input._device)
     taps = kernel[0] * kernel[1]
     if input.shape[-2] % taps:
         raise ValueError(f"{op}: input.shape[-2] = {input.shape[-2]} must be divisible by the "
@@ -386,11 +420,11 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
                          f"kernel_size {kernel}, dilation {dilation}, padding {padding}, "
                          f"stride {stride} {shapes}")
     channels = input.shape[-2] // taps
-    picks = backend.xp_for(input._device).eye(taps, dtype=input.dtype).reshape(taps, 1, *kernel)
-    weight = Tensor._make(picks, False, None, 0, input._device).repeat(channels, 1, 1, 1)
-    images = input.reshape(*input.shape[:-1], *blocks)
-    # the rows and columns past the last block (fewer than the stride): output_padding
-    out_padding = [n + 2 * p - ((b - 1) * s + d * (k - 1) + 1) for n, p, b, s, d, k in zip(
-        size, padding, blocks, stride, dilation, kernel)]
-    return conv_transpose2d(images, weight, None, stride, padding, out_padding, channels,
-                            dilation)
+    padded = [n + 2 * p for n, p in zip(size, padding)]
+    lead = input.shape[:-2]
+    zeros = backend.xp_for(input._device).zeros((*lead, channels, padded[0] * padded[1]),
+                                                dtype=input.dtype)
+    summed = Tensor._make(zeros, False, None, 0, input._device).index_add(
+        -1, positions, input.reshape(*lead, channels, taps * input.shape[-1]))
+    image = summed.reshape(*lead, channels, *padded)
+    return image[..., padding[0]:padding[0] + size[0], padding[1]:padding[1] + size[1]]

@@ -121,7 +121,8 @@ class _Binary(Function):
         # a number as a filled 0-d array: no host-to-device copy (a CUDA graph refuses one)
         a, b = (x if hasattr(x, "dtype") else xp.full((), x, dtype=dtype) for x in (a, b))
         with quiet(xp):
-            y = cls.compute(xp, a, b)
+            # in the operands' dtype: CuPy's where has no bfloat16 loop and widens to float32
+            y = backend.cast(cls.compute(xp, a, b), dtype)
         ctx.save_for_backward(a, b, y if cls.needs_output else None)
         return y
 
@@ -293,11 +294,7 @@ class Frexp(Function):
     @staticmethod
     def forward(ctx, a):
         xp = xp_of(a)
-        # CuPy's frexp flushes float32 subnormals to a zero mantissa (the first GPU run):
-        # in the next wider float every such value is normal, and the mantissa exact
-        wide = a if xp is np or a.dtype == np.float64 else a.astype(
-            np.float64 if a.dtype == np.float32 else np.float32)
-        mantissa, exponent = xp.frexp(wide)
+        mantissa, exponent = xp.frexp(a) if xp is np else _frexp_on_device(xp, a)
         exponent = exponent.astype(np.int32, copy=False)
         ctx.save_for_backward(exponent)
         return backend.cast(mantissa, a.dtype), exponent
@@ -306,3 +303,24 @@ class Frexp(Function):
     def backward(ctx, g, *unused):
         (exponent,) = ctx.saved_tensors
         return xp_of(g).ldexp(g, -exponent).astype(g.dtype, copy=False)
+
+
+def _frexp_on_device(xp, a):
+    """frexp of a CuPy array, subnormals included. The GPU flushes float32 subnormals to zero
+    in float32 arithmetic and in the float32 -> float64 cast (both GPU runs gave a zero
+    mantissa, the second after a widening cast), so float32 and bfloat16 (float32's exponent
+    range) are read from their bits: a subnormal's magnitude is its 23 fraction bits times
+    2**-149, an integer converted to float64 exactly. float16's subnormals are normal float32."""
+    if a.dtype == np.float64:
+        return xp.frexp(a)
+    if a.dtype == np.float16:
+        return xp.frexp(a.astype(np.float32))
+    bits = a.view(np.uint32) if a.dtype == np.float32 else \
+        a.view(np.uint16).astype(np.uint32) << 16                          # bfloat16
+    fraction, magnitude = bits & 0x007FFFFF, bits & 0x7FFFFFFF
+    subnormal = magnitude < 0x00800000
+    wide = xp.where(subnormal, fraction.astype(np.float64) * 2.0 ** -149,
+                    magnitude.view(np.float32).astype(np.float64))
+    mantissa, exponent = xp.frexp(xp.where(bits >> 31 != 0, -wide, wide))
+    # bfloat16's mantissa goes back through float32, the cast to bfloat16 CuPy can do
+    return mantissa.astype(np.float32), exponent

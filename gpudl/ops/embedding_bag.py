@@ -35,6 +35,8 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2,
         if tuple(per_sample_weights.shape) != tuple(input.shape):
             raise ValueError(f"embedding_bag: per_sample_weights must have input's shape "
                              f"{tuple(input.shape)}, got {tuple(per_sample_weights.shape)}")
+    _same_device(input=input, weight=weight, offsets=offsets,
+                 per_sample_weights=per_sample_weights)
     xp = xp_of(input._data)
     if input.ndim == 2:
         if offsets is not None:
@@ -62,6 +64,17 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2,
         return sums
     counts = xp.bincount(bag_of[kept], minlength=bags).astype(weight._data.dtype)
     return sums / creation.tensor(xp.maximum(counts, 1)[:, None], device=input.device)
+
+
+def _same_device(**tensors):
+    """Refuse tensors on different devices, as torch does (CuPy would be handed NumPy arrays:
+    a cpu ``input`` with cuda ``offsets`` failed in searchsorted on the GPU)."""
+    given = {name: t for name, t in tensors.items() if isinstance(t, Tensor)}
+    devices = {t._device for t in given.values()}
+    if len(devices) > 1:
+        where = ", ".join(f"{name} on {t._device}" for name, t in given.items())
+        raise RuntimeError(f"embedding_bag: expected all tensors on the same device, got "
+                           f"{where}; move them with .to(device)")
 
 
 def _bags_from_offsets(input, offsets, include_last_offset, xp):

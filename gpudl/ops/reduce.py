@@ -230,7 +230,8 @@ class Prod(Function):
         ax = 0 if axis is None else axis
         if flat.shape[ax] == 0:
             return xp_of(a).zeros_like(a), None, None
-        others = _exclusive_cumprod(flat, ax) * _exclusive_cumprod(flat, ax, reverse=True)
+        others = in_float32(lambda f: _exclusive_cumprod(f, ax) * _exclusive_cumprod(f, ax, True),
+                            flat)
         if axis is None:
             return (g.reshape(()) * others).reshape(a.shape), None, None
         if not keepdims:
@@ -261,21 +262,27 @@ class CumProd(Function):
     @staticmethod
     def backward(ctx, g):
         a, y = ctx.saved_tensors
-        axis, xp = ctx.axis, xp_of(g)
-        if a.shape[axis] == 0:
-            return xp.zeros_like(a), None
-        # the quick form: sum_{j >= k} g_j y_j / a_k; the choice reads the device, by design
-        # (the general form costs a launch per position)
-        if backend.host_value((a != 0).all(), "cumprod backward (zero check)"):
-            return xp.flip(xp.cumsum(xp.flip(g * y, axis), axis=axis), axis) / a, None
-        # d y_j / d a_k = prod_{i <= j, i != k} a_i for j >= k: the product before k times the
-        # running product after it; summed over j >= k with a reversed cumulative sum
-        before = _exclusive_cumprod(a, axis)
-        ga = xp.zeros_like(y)
-        for k in range(a.shape[axis]):
-            n = a.shape[axis]
-            after = xp.concatenate([xp.ones_like(a[_along(axis, k, k + 1)]),
-                                    xp.cumprod(a[_along(axis, k + 1, n)], axis=axis)], axis=axis)
-            total = (g[_along(axis, k, n)] * after).sum(axis=axis, keepdims=True)
-            ga[_along(axis, k, k + 1)] = total * before[_along(axis, k, k + 1)]
-        return ga, None
+        if a.shape[ctx.axis] == 0:
+            return xp_of(a).zeros_like(a), None
+        # in float32 for float16/bfloat16 (CuPy's scans have no bfloat16 arithmetic)
+        return in_float32(lambda g, a, y: _cumprod_gradient(g, a, y, ctx.axis), g, a, y), None
+
+
+def _cumprod_gradient(g, a, y, axis):
+    """The gradient of y = cumprod(a) along ``axis`` (non-empty) for the output gradient g."""
+    xp = xp_of(g)
+    # the quick form: sum_{j >= k} g_j y_j / a_k; the choice reads the device, by design
+    # (the general form costs a launch per position)
+    if backend.host_value((a != 0).all(), "cumprod backward (zero check)"):
+        return xp.flip(xp.cumsum(xp.flip(g * y, axis), axis=axis), axis) / a
+    # d y_j / d a_k = prod_{i <= j, i != k} a_i for j >= k: the product before k times the
+    # running product after it; summed over j >= k with a reversed cumulative sum
+    before = _exclusive_cumprod(a, axis)
+    ga = xp.zeros_like(y)
+    n = a.shape[axis]
+    for k in range(n):
+        after = xp.concatenate([xp.ones_like(a[_along(axis, k, k + 1)]),
+                                xp.cumprod(a[_along(axis, k + 1, n)], axis=axis)], axis=axis)
+        total = (g[_along(axis, k, n)] * after).sum(axis=axis, keepdims=True)
+        ga[_along(axis, k, k + 1)] = total * before[_along(axis, k, k + 1)]
+    return ga
