@@ -12,13 +12,15 @@
 # and graphed, gpudl and PyTorch (benchmarks/graph_steps.py), and one LSTM layer (hidden 128, 256,
 # 512) through each of gpudl's paths against cuDNN, with the paths' differences
 # (benchmarks/lstm_paths.py). The zero-sync test (a whole training step adds nothing to
-# gd.cuda.sync_count) runs on the GPU after the suite.
+# gd.cuda.sync_count) runs on the GPU after the suite. Two profiles say why a figure is what it
+# is: every kernel a step or benchmark row runs, gpudl's and torch's, from CUPTI
+# (benchmarks/kernel_profile.py), and where an eager step's host time goes (host_profile.py).
 # One device command may run at most 10 minutes and a session has 15 minutes of device time
 # (the start, ~35 s, included), so the steps come in two groups, one command each, the second
 # sent as soon as the first returns (the machine stays warm 30 s):
 #   check:   install, tests_new, tests, attention_precision, fast_launch          (~480 s)
-#   measure: install, zero_sync, kernel_profile, conv_paths, lstm_paths, launches,
-#            benchmarks, graph_steps, nccl, nccl_allreduce                         (~650 s)
+#   measure: install, zero_sync, kernel_profile, host_profile, conv_paths, lstm_paths,
+#            launches, benchmarks, graph_steps, nccl, nccl_allreduce               (~690 s)
 # the measure group's steps go newest first: what no run has measured yet comes before what
 # benchmarks/RESULTS.md already holds. Give each command a deadline that fits what is left
 # (GPU_CHECK_DEADLINE, below), e.g. with 900 s left: `GPU_CHECK_DEADLINE=$(( $(date +%s) + 480 ))
@@ -35,8 +37,8 @@ log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
 chosen=${chosen// check / install attention_precision tests_new tests fast_launch }
-chosen=${chosen// measure / install zero_sync kernel_profile conv_paths lstm_paths launches benchmarks graph_steps nccl nccl_allreduce }
-known=" install attention_precision tests_new tests fast_launch zero_sync kernel_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths "
+chosen=${chosen// measure / install zero_sync kernel_profile host_profile conv_paths lstm_paths launches benchmarks graph_steps nccl nccl_allreduce }
+known=" install attention_precision tests_new tests fast_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
 done
@@ -102,6 +104,8 @@ step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider 
 # torch.profiler): where the device time goes, for gpudl and for torch
 step kernel_profile 100 env GPUDL_DEVICE=cuda python -m benchmarks.kernel_profile --steps 10 \
     --markdown tools/gpu_kernel_profile.md
+# where an eager step's host time goes (cProfile): the eager steps are host-bound
+step host_profile 40 env GPUDL_DEVICE=cuda python -m benchmarks.host_profile --steps 20
 step conv_paths 60 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
     --markdown tools/gpu_conv_paths.md
 step lstm_paths 45 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \

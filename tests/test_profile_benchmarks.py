@@ -1,8 +1,9 @@
-"""benchmarks/kernel_profile.py's arithmetic, on the CPU (the profile itself needs a GPU)."""
+"""benchmarks/kernel_profile.py's arithmetic on the CPU (its profile needs a GPU), and
+benchmarks/host_profile.py end to end."""
 
 import pytest
 
-from benchmarks import kernel_profile
+from benchmarks import host_profile, kernel_profile
 
 # the name Numba gives pool_cuda's max_fwd kernel for float32 data and uint8 argmax (its PTX)
 MAX_FWD = ("_ZN5gpudl7kernels9pool_cuda13_make_kernels12_3clocals_3e7max_fwdB2v1B104cw51cXTLSUwv"
@@ -37,3 +38,10 @@ def test_without_a_gpu_it_says_what_it_needs(capsys):
         pytest.skip("a GPU run profiles for real")
     assert kernel_profile.main([]) == 0
     assert "needs a GPU" in capsys.readouterr().out
+
+
+def test_the_host_profile_lists_the_step_s_own_functions(capsys):
+    assert host_profile.main(["--only", "LeNet", "--steps", "1", "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "LeNet-5" in out and "Ordered by: internal time" in out
+    assert "gpudl" in out.split("Ordered by")[1]          # the listed functions are gpudl's
