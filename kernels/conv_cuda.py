@@ -22,7 +22,8 @@ output channel, into the bias gradient (no separate pass over gy).
 
 Tiles: a block computes BM x BN = (128 or 64) x 128 outputs with BM*BN/64 threads (256 or 128), an
 8x8 micro-tile each, accumulated in registers over BK = 8 reduction steps per shared tile,
-unrolled. A thread's 8 rows (and 8 columns) are two contiguous runs of four half a tile apart, so
+unrolled (a gemm of at most 16 rows: 16 x 128 with 2x8 micro-tiles, 128 threads, so a 3-channel
+image's grad_input or a 6-channel LeNet layer multiplies no 64-row zero padding). A thread's 8 rows (and 8 columns) are two contiguous runs of four half a tile apart, so
 its shared loads merge into 16-byte LDS and a warp's reads are conflict-free. The shared tiles are
 double-buffered: the next tile's global loads are issued into registers before the current
 tile's 512 FMAs and stored after them, one barrier per tile. Each thread gathers for one fixed
@@ -56,6 +57,7 @@ TX = BN // TN      # 16 threads across the columns
 PAD = 4            # spare words per shared row: the weight gradient stores down columns
                    # (and 4 keeps every row 16-byte aligned for the merged loads)
 ROW_TILES = (64, 128)      # BM: 64 when the GEMM has <= 64 rows (out channels), else 128
+FEW_ROWS = 16              # the gemm's BM for <= 16 rows, with 2 x 8 micro-tiles (few_rows)
 FAR = 1 << 29      # an offset far outside any image: taps and pixels marked with it load zero
 INT32_LIMIT = 1 << 31
 IMAGE_LIMIT = INT32_LIMIT // 4 * 3     # tap tables (offsets within one image) are int32 always
@@ -66,8 +68,14 @@ TARGET_BLOCKS = 512
 MIN_SPLIT = 1024
 
 
+def micro_rows(bm):
+    """Rows of a thread's micro-tile: 8, or 2 in the few-rows gemm (still 128 threads, one per
+    column of a B tile, as its gathers need)."""
+    return 2 if bm == FEW_ROWS else TM
+
+
 def threads_for(bm):
-    return bm * BN // (TM * TN)
+    return bm * BN // (micro_rows(bm) * TN)
 
 
 def _quotient(idx):
@@ -115,7 +123,8 @@ def _kernels(acc, idx, bm):
     # the simulator's cuda.jit takes no launch_bounds
     BOUNDS = ({"launch_bounds": (threads, 65536 // (threads * 128))}
               if acc == float32 and not config.ENABLE_CUDASIM else {})
-    TY = bm // TM                     # thread rows of the micro-tile grid
+    RM = micro_rows(bm)                # rows of a thread's micro-tile
+    TY = bm // RM                     # thread rows of the micro-tile grid
     A_STEP = threads // bm            # gemm: k rows of an A tile one pass of threads fills
     A_LOADS = BK // A_STEP
     B_STEP = threads // BN
@@ -143,7 +152,9 @@ def _kernels(acc, idx, bm):
     def row_of(ty, a):
         # micro-tile row a of thread row ty: two runs of four, half a tile apart. Each run is
         # contiguous, so its shared loads merge into one 16-byte LDS (a warp's 16 threads read
-        # 64 consecutive words: no bank conflict)
+        # 64 consecutive words: no bank conflict). Two rows: one run, one 8-byte LDS.
+        if RM == 2:
+            return 2 * ty + a
         return 4 * ty + (a // 4) * (TY * 4) + a % 4
 
     @cuda.jit(device=True, inline="always")
@@ -153,11 +164,11 @@ def _kernels(acc, idx, bm):
     @cuda.jit(device=True, inline="always")
     def mac_step(a_s, b_s, buf, k, out, a_frag, b_frag, tx, ty):
         # out[a, b] += a_s[buf, k, row_of(ty, a)] * b_s[buf, k, col_of(tx, b)]
-        for a in range(TM):
+        for a in range(RM):
             a_frag[a] = a_s[buf, k, row_of(ty, a)]
         for b in range(TN):
             b_frag[b] = b_s[buf, k, col_of(tx, b)]
-        for a in range(TM):
+        for a in range(RM):
             for b in range(TN):
                 out[a, b] += a_frag[a] * b_frag[b]
 
@@ -176,7 +187,7 @@ def _kernels(acc, idx, bm):
 
     @cuda.jit(device=True, inline="always")
     def zero(out):
-        for a in range(TM):
+        for a in range(RM):
             for b in range(TN):
                 out[a, b] = acc(0)
 
@@ -223,8 +234,8 @@ def _kernels(acc, idx, bm):
             return                      # a phase with fewer pixels than the largest one
         a_s = cuda.shared.array((2, BK, A_COLS), acc)
         b_s = cuda.shared.array((2, BK, B_COLS), acc)
-        out = cuda.local.array((TM, TN), acc)
-        a_frag = cuda.local.array(TM, acc)
+        out = cuda.local.array((RM, TN), acc)
+        a_frag = cuda.local.array(RM, acc)
         b_frag = cuda.local.array(TN, acc)
         a_regs = cuda.local.array(A_LOADS, acc)
         b_regs = cuda.local.array(B_LOADS, acc)
@@ -271,7 +282,7 @@ def _kernels(acc, idx, bm):
             cuda.syncthreads()
         # epilogue: bias per row, then each column's flat output offset (divisions once per
         # column, outside the loop)
-        for a in range(TM):
+        for a in range(RM):
             m = idx(m0 + row_of(ty, a))
             a_frag[a] = acc(bias[U(g * M + m)]) if has_bias != 0 and m < M else acc(0)
         HWout = idx(Hout * Wout)
@@ -283,7 +294,7 @@ def _kernels(acc, idx, bm):
                 u, t = divmod_(rest, Wg)
                 col = idx((n * Cout + g * M) * HWout + (origin_h + ohs * u) * Wout
                           + origin_w + ows * t)
-                for a in range(TM):
+                for a in range(RM):
                     m = idx(m0 + row_of(ty, a))
                     if m < M:
                         y[U(col + m * HWout)] = out[a, b] + a_frag[a]
@@ -309,8 +320,8 @@ def _kernels(acc, idx, bm):
         r0 = idx(cuda.blockIdx.x * BN)
         a_s = cuda.shared.array((2, BK, A_COLS), acc)
         b_s = cuda.shared.array((2, BK, B_COLS), acc)
-        out = cuda.local.array((TM, TN), acc)
-        a_frag = cuda.local.array(TM, acc)
+        out = cuda.local.array((RM, TN), acc)
+        a_frag = cuda.local.array(RM, acc)
         b_frag = cuda.local.array(TN, acc)
         a_regs = cuda.local.array(WA_LOADS, acc)
         b_regs = cuda.local.array(WB_LOADS, acc)
@@ -384,7 +395,7 @@ def _kernels(acc, idx, bm):
                 for t in range(WB_LOADS):
                     b_s[buf, lk, lrow + W_STEP * t] = b_regs[t]
             cuda.syncthreads()
-        for a in range(TM):
+        for a in range(RM):
             m = idx(m0 + row_of(ty, a))
             if m < Kg:
                 for b in range(TN):
@@ -430,6 +441,13 @@ def _row_tile(rows, idx):
     """BM for a GEMM of ``rows`` rows. The 64-bit build (tensors past the int32 guard) always
     takes 128: its wider gather offsets leave the 128-thread tile short of registers."""
     return ROW_TILES[0] if rows <= ROW_TILES[0] and idx == int32 else ROW_TILES[1]
+
+
+def _gemm_row_tile(rows, idx):
+    """BM for the gemm kernel (forward, grad_input) over ``rows`` rows: FEW_ROWS for a few
+    output (or, in grad_input, input) channels per group, where a 64-row tile would multiply
+    mostly zero padding (a 3-channel image's grad_input: 3 of 64 rows); else ``_row_tile``."""
+    return FEW_ROWS if rows <= FEW_ROWS and idx == int32 else _row_tile(rows, idx)
 
 
 def _blocks(n, size):
@@ -533,7 +551,7 @@ def forward(x, w, b, geo):
     acc, acc_dtype = _accumulator(x.dtype)
     idx = _index(x.size, y.size, _operand_size(G, Cg * geo.kh * geo.kw, Kg),
                  image=geo.C * geo.H * geo.W)
-    bm = _row_tile(Kg, idx)
+    bm = _gemm_row_tile(Kg, idx)
     taps, phases, plan, _ = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H,
                                           geo.W, geo.Ho, geo.Wo, G, bm)
     x = _flat(xp, x)
@@ -561,7 +579,7 @@ def grad_input(gy, w, geo, b=None):
     acc, acc_dtype = _accumulator(gy.dtype)
     idx = _index(gy.size, gx.size, _operand_size(G * geo.sh * geo.sw, Kg * geo.kh * geo.kw, Cg),
                  image=geo.K * geo.Ho * geo.Wo)
-    bm = _row_tile(Cg, idx)
+    bm = _gemm_row_tile(Cg, idx)
     taps, phases, plan, pixels = _input_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.sh, geo.sw,
                                              geo.ph, geo.pw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho,
                                              geo.Wo, G, bm)
@@ -643,6 +661,14 @@ def _signatures():
                                 max_div64=0 if idx == int32 else None)
                 table.append((gemm, [gemm_signature(d, acc_name) for d in datas], budget))
                 table.append((gwt, [grad_weight_signature(d, acc_name) for d in datas], budget))
+        # the few-rows gemm (grad_weight keeps 64-row tiles: its columns are taps, not pixels).
+        # Its FMA share is lower by construction, not by waste: a gathered value meets 16 FMAs
+        # (2 rows x 8 steps) where the 64-row tile's meets 64, and the gathers cost the same;
+        # what it saves is the zero rows, 4x to 21x the useful work for 16 to 3 rows (41% of
+        # 1x beats 71% of 4x). Its floor is its measured share, so it cannot regress.
+        few = _kernels(acc, int32, FEW_ROWS)[0]
+        table.append((few, [gemm_signature(d, acc_name) for d in datas],
+                      Budget(threads=threads_for(FEW_ROWS), min_fma_share=0.4, max_div64=0)))
     return table
 
 

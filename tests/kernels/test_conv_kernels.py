@@ -494,3 +494,16 @@ def test_taps_in_place_where_it_applies(monkeypatch):
     assert not _reads_taps_in_place(few_outputs) and not _reads_taps_in_place(small_image)
     monkeypatch.setattr(conv.small_gemm, "outruns_blas", lambda: False)     # BLAS as wide
     assert _reads_taps_in_place(lenet_conv2)                # no column buffer still pays
+
+
+def test_the_gemm_takes_the_few_rows_tile_up_to_16_rows():
+    """3 to 16 rows (a 3-channel image's grad_input, LeNet's 6 and 16 channels) in a 16-row
+    tile, not a 64-row one of mostly zero padding; grad_weight's rows are out channels against
+    taps and keep ``_row_tile``; the 64-bit build keeps its 128 rows."""
+    from numba import int32, int64
+
+    from gpudl.kernels import conv_cuda
+    tiles = [conv_cuda._gemm_row_tile(rows, int32) for rows in (1, 3, 16, 17, 64, 65)]
+    assert tiles == [16, 16, 16, 64, 64, 128]
+    assert conv_cuda._gemm_row_tile(3, int64) == 128
+    assert conv_cuda.threads_for(16) == conv_cuda.BN          # one gathering thread a column
