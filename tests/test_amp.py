@@ -294,9 +294,11 @@ def test_norms_of_low_precision_input_with_float32_weights_follow_torch(norm):
 
 
 def test_attention_modules_under_autocast_give_torchs_dtypes():
+    # cpu autocast acts on cpu tensors only: modules and inputs on the cpu whatever the default
+    x = gd.randn(2, 3, 8, device="cpu")
     with gd.autocast("cpu"):
-        mha = gd.nn.MultiheadAttention(8, 2, batch_first=True)(*(gd.randn(2, 3, 8),) * 3)[0]
-        layer = gd.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)(gd.randn(2, 3, 8))
+        mha = gd.nn.MultiheadAttention(8, 2, batch_first=True).cpu()(x, x, x)[0]
+        layer = gd.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True).cpu()(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         tmha = torch.nn.MultiheadAttention(8, 2, batch_first=True)(*(torch.randn(2, 3, 8),) * 3)
         tlayer = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)(torch.randn(2, 3,
@@ -307,8 +309,8 @@ def test_attention_modules_under_autocast_give_torchs_dtypes():
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"])
 def test_recurrent_modules_under_autocast_give_torchs_dtypes(name):
     x = R.standard_normal((3, 2, 8) if "Cell" not in name else (2, 8)).astype(np.float32)
-    with gd.autocast("cpu"):
-        out = getattr(gd.nn, name)(8, 4)(gd.tensor(x))
+    with gd.autocast("cpu"):            # on cpu tensors, the only ones cpu autocast acts on
+        out = getattr(gd.nn, name)(8, 4).cpu()(gd.tensor(x, device="cpu"))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         tout = getattr(torch.nn, name)(8, 4)(torch.from_numpy(x))
     out, tout = (o[0] if isinstance(o, tuple) else o for o in (out, tout))

@@ -1,6 +1,6 @@
 """gd.backends' precision switches against torch 2.13's (defaults, the allow_tf32 <-> float32
 matmul precision coupling), their validation, and the cuBLAS math mode the CuPy path sets from
-them (driven through a stand-in for CuPy: no GPU here)."""
+them (through a stand-in for CuPy without a GPU; on a GPU, CuPy's own calls watched)."""
 
 import json
 import subprocess
@@ -115,16 +115,32 @@ def test_bad_values_are_refused_and_change_nothing():
     assert gd.get_float32_matmul_precision() == "highest" and backends.cudnn.allow_tf32
 
 
+HANDLE = 1234          # the stand-in's cuBLAS handle; how the calls name CuPy's real one
+
+
 @pytest.fixture
 def fake_cupy(monkeypatch):
-    """Stand-ins for cupy.cuda.device.get_cublas_handle and cupy_backends' cublas module,
-    recording every setMathMode call."""
+    """Every setMathMode call as (handle, mode). Without a GPU: stand-ins for
+    cupy.cuda.device.get_cublas_handle and cupy_backends' cublas module, NumPy arrays taken for
+    CuPy's. On a GPU the real CuPy runs the GEMMs (a stand-in module would reach CuPy's own code):
+    only the real setMathMode is watched, and still called."""
     calls = []
+    if gd.backend._cupy is not None:
+        import cupy
+        from cupy_backends.cuda.libs import cublas
+        set_math_mode = cublas.setMathMode
+
+        def record(handle, mode):
+            calls.append((HANDLE if handle == cupy.cuda.device.get_cublas_handle() else handle,
+                          mode))
+            set_math_mode(handle, mode)
+        monkeypatch.setattr(cublas, "setMathMode", record)
+        return calls
     cublas = types.SimpleNamespace(CUBLAS_DEFAULT_MATH=0, CUBLAS_TF32_TENSOR_OP_MATH=3,
                                    setMathMode=lambda handle, mode: calls.append((handle, mode)))
     cupy = types.ModuleType("cupy")
     cupy.cuda = types.SimpleNamespace(device=types.SimpleNamespace(
-        get_cublas_handle=lambda: 1234))
+        get_cublas_handle=lambda: HANDLE))
     libs = types.ModuleType("cupy_backends.cuda.libs")
     libs.cublas = cublas
     for name, module in (("cupy", cupy), ("cupy_backends", types.ModuleType("cupy_backends")),
@@ -137,13 +153,13 @@ def fake_cupy(monkeypatch):
 
 
 def test_float32_gemms_on_cupy_follow_the_matmul_flag(fake_cupy):
-    a = np.ones((2, 2), np.float32)
+    a = gd.ones(2, 2, dtype=gd.float32)._data       # CuPy's on a GPU
     linalg._follow_tf32_flag(a)
     gd.backends.cuda.matmul.allow_tf32 = True
     linalg._follow_tf32_flag(a)
     gd.set_float32_matmul_precision("highest")
     linalg._follow_tf32_flag(a)
-    assert fake_cupy == [(1234, 0), (1234, 3), (1234, 0)]
+    assert fake_cupy == [(HANDLE, 0), (HANDLE, 3), (HANDLE, 0)]
     linalg._follow_tf32_flag(a.astype(np.float16))     # float16 GEMMs: CuPy picks their mode
     linalg._follow_tf32_flag(a.astype(np.float64))
     assert len(fake_cupy) == 3
@@ -157,10 +173,10 @@ def test_matmul_and_linear_set_the_mode_before_every_gemm(fake_cupy):
     x = gd.randn(4, 3, requires_grad=True)
     w = gd.randn(2, 3, requires_grad=True)
     gd.nn.functional.linear(x, w, gd.zeros(2)).sum().backward()
-    assert fake_cupy == [(1234, 3)] * 3
+    assert fake_cupy == [(HANDLE, 3)] * 3
     gd.backends.cuda.matmul.allow_tf32 = False
     (x @ w.T).sum().backward()
-    assert fake_cupy[3:] == [(1234, 0)] * 3
+    assert fake_cupy[3:] == [(HANDLE, 0)] * 3
     gd.backends.cuda.matmul.allow_tf32 = True         # einsum: CuPy's contracts through cuBLAS
     gd.einsum("ij,kj->ik", x, w).sum().backward()
-    assert fake_cupy[6:] == [(1234, 3)] * 2           # forward; backward's contractions
+    assert fake_cupy[6:] == [(HANDLE, 3)] * 2           # forward; backward's contractions

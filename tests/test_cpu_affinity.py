@@ -16,7 +16,11 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or
                                 reason="binding needs Linux and two allowed cores")
 
 
-def _affinity_per_thread(items=8):
+def _affinity_per_thread(workers=None):
+    """Each thread's affinity sets while it ran items of a map over ``workers`` threads (by
+    default one per allowed core: only such a map binds, whatever the machine's core count)."""
+    workers = len(os.sched_getaffinity(0)) if workers is None else workers
+    items = 4 * workers
     seen, lock = {}, threading.Lock()
 
     def record(i):
@@ -26,7 +30,7 @@ def _affinity_per_thread(items=8):
                 frozenset(os.sched_getaffinity(0)))
         return i
 
-    assert cpu_threads.map_threads(record, range(items), 2) == list(range(items))
+    assert cpu_threads.map_threads(record, range(items), workers) == list(range(items))
     return seen
 
 
@@ -36,7 +40,8 @@ def test_caller_held_and_helper_bound_elsewhere_during_a_map_then_caller_free():
     caller = seen.pop(threading.current_thread().name)
     assert len(caller) == 1 and len(next(iter(caller))) == 1       # one core, the whole map
     (held,) = next(iter(caller))
-    for sets in seen.values():                                      # the helper: another core
+    assert seen                                                     # the helpers took items
+    for sets in seen.values():                                      # each helper: another core
         assert all(len(s) == 1 and held not in s and s <= before for s in sets)
     assert os.sched_getaffinity(0) == before
 
@@ -47,7 +52,7 @@ def test_a_caller_limited_to_one_core_binds_nothing_and_helpers_follow_its_set()
     _affinity_per_thread()                  # helpers bound to single cores first
     os.sched_setaffinity(0, only)
     try:
-        seen = _affinity_per_thread()
+        seen = _affinity_per_thread(2)      # a helper, though the caller has one core
     finally:
         os.sched_setaffinity(0, before)
     for sets in seen.values():

@@ -98,7 +98,10 @@ def test_conversions():
         t.item()
     assert t.double().dtype == gd.float64 and t.long().dtype == gd.int64
     assert t.to(gd.float16).dtype == gd.float16
-    assert t.to("cpu") is t and t.cpu().device == "cpu"
+    assert t.to(t.device) is t                  # already there: the same tensor, as in torch
+    on_cpu = t.cpu()
+    assert on_cpu.device == "cpu" and on_cpu.tolist() == [[1.5, 2.0]]
+    assert on_cpu.to("cpu") is on_cpu and on_cpu.cpu() is on_cpu
     assert len(t) == 1 and [row.shape for row in t] == [(2,)]
     assert np.asarray(t).shape == (1, 2)
     assert "tensor(" in repr(t) and "requires_grad=True" in repr(gd.zeros(1, requires_grad=True))

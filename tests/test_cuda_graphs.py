@@ -321,8 +321,8 @@ def test_other_threads_run_as_usual_during_a_capture():
     model, x = _captured_mlp()
     seen = []
 
-    def loader():           # a data-loading thread: Python data and host reads are fine there
-        t = gd.tensor([[1.0, 2.0]]) * 3
+    def loader():           # a data-loading thread: Python data on the cpu and host reads are fine
+        t = gd.tensor([[1.0, 2.0]], device="cpu") * 3
         seen.append(t.sum().item())
 
     g = gd.cuda.CUDAGraph()

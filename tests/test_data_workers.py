@@ -37,6 +37,12 @@ class Probe(Dataset):
                 "gpudl": gd.randint(0, 2 ** 31, (1,)).item()}
 
 
+def _cpu_dataset(*arrays):
+    """A TensorDataset on the cpu, where workers load data: one in GPU memory is gathered in the
+    main process, which would leave the workers untested on a GPU machine."""
+    return TensorDataset(*(gd.tensor(a, device="cpu") for a in arrays))
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_workers():
     yield
@@ -46,8 +52,8 @@ def _no_leaked_workers():
 
 def test_workers_give_the_same_batches_in_order(rng):
     x, y = rng.standard_normal((11, 3)).astype(np.float32), rng.integers(0, 5, 11)
-    serial = list(DataLoader(TensorDataset(x, y), batch_size=3))
-    parallel = list(DataLoader(TensorDataset(x, y), batch_size=3, num_workers=2,
+    serial = list(DataLoader(_cpu_dataset(x, y), batch_size=3))
+    parallel = list(DataLoader(_cpu_dataset(x, y), batch_size=3, num_workers=2,
                                prefetch_factor=1))
     theirs = list(tdata.DataLoader(tdata.TensorDataset(torch.tensor(x), torch.tensor(y)),
                                    batch_size=3, num_workers=2))
@@ -171,7 +177,7 @@ def test_an_exception_that_cannot_take_a_message_becomes_a_runtime_error():
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_editing_batches_in_place_leaves_the_dataset_alone(rng, num_workers, shuffle):
     x, y = rng.standard_normal((10, 2)).astype(np.float32), np.arange(10)
-    xs, ys = gd.tensor(x), gd.tensor(y)
+    xs, ys = gd.tensor(x, device="cpu"), gd.tensor(y, device="cpu")
     loader = DataLoader(TensorDataset(xs, ys), batch_size=4, shuffle=shuffle,
                         num_workers=num_workers)
     for _ in range(2):
@@ -185,7 +191,7 @@ def test_editing_batches_in_place_leaves_the_dataset_alone(rng, num_workers, shu
 def test_pin_memory_keeps_values_and_structure(rng):
     x, y = rng.standard_normal((6, 2)).astype(np.float32), np.arange(6)
     for num_workers in (0, 2):
-        pinned = list(DataLoader(TensorDataset(x, y), batch_size=4, pin_memory=True,
+        pinned = list(DataLoader(_cpu_dataset(x, y), batch_size=4, pin_memory=True,
                                  num_workers=num_workers))
         assert isinstance(pinned[0], tuple) and len(pinned) == 2
         np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in pinned]), x)
@@ -217,8 +223,11 @@ import multiprocessing, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {root!r})
 import numpy as np
+from gpudl import from_numpy
 from gpudl.data import DataLoader, TensorDataset
-loader = DataLoader(TensorDataset(np.zeros((8, 2), np.float32)), batch_size=1, num_workers=2)
+# the data on the cpu, where workers load it (a cuda TensorDataset is gathered in the main process)
+loader = DataLoader(TensorDataset(from_numpy(np.zeros((8, 2), np.float32))), batch_size=1,
+                    num_workers=2)
 batches = iter(loader)
 next(batches)
 print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
@@ -252,10 +261,16 @@ def test_workers_end_with_their_main_process(how):
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     child = subprocess.Popen([sys.executable, "-c", _CHILD.format(root=root)],
-                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
     try:
-        pids = [int(p) for p in child.stdout.readline().split()]
-        assert len(pids) == 2
+        said = child.stdout.readline()
+        pids = [int(p) for p in said.split()]
+        if len(pids) != 2:
+            os.killpg(child.pid, signal.SIGKILL)
+            _, stderr = child.communicate(timeout=30)
+            raise AssertionError(f"the child printed {said!r}, not its 2 workers' pids; its "
+                                 f"stderr:\n{stderr[-3000:]}")
         if how == "ctrl-c":
             os.killpg(child.pid, signal.SIGINT)
         else:
@@ -265,11 +280,13 @@ def test_workers_end_with_their_main_process(how):
     finally:
         if child.poll() is None:
             child.kill()
+        child.stdout.close()
+        child.stderr.close()
 
 
 def test_spawned_workers_work_too(rng):
     """multiprocessing_context='spawn': the loader and its data set travel pickled."""
     x = rng.standard_normal((6, 2)).astype(np.float32)
-    batches = list(DataLoader(TensorDataset(x), batch_size=4, num_workers=2,
+    batches = list(DataLoader(_cpu_dataset(x), batch_size=4, num_workers=2,
                               multiprocessing_context="spawn"))
     np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in batches]), x)

@@ -16,9 +16,9 @@ def test_xor_learns():
 # Each runs its example's ``run(fast=True)`` (seconds on a 2-core CPU) and checks a real
 # learning result against chance or a baseline; the full runs reach the README's figures.
 
-def run_fast(name, tmp_path):
+def run_fast(name, tmp_path, **settings):
     return importlib.import_module(f"gpudl.examples.{name}").run(
-        fast=True, seed=0, out=str(tmp_path), progress=False)
+        fast=True, seed=0, out=str(tmp_path), progress=False, **settings)
 
 
 def test_digits_cnn_learns(tmp_path):
@@ -49,7 +49,10 @@ def test_autoencoder_rebuilds_held_out_digits(tmp_path):
 
 
 def test_vae_beats_the_mean_image_and_uses_its_code(tmp_path):
-    r = run_fast("vae", tmp_path)
+    # 25 epochs, not the fast run's 10: after 10 the held-out loss was 23.7-25.2 nats by seed
+    # (25.1 on the GPU) against the 24.57 needed; after 25, 23.0-23.4 over 8 seeds on the CPU
+    # (sd 0.14), KL 2.4-2.7, the training loss 7.2-7.8 lower
+    r = run_fast("vae", tmp_path, epochs=25)
     assert r["test_loss"] < r["mean_image_loss"] - 2  # nats per image
     assert r["test_kl"] > 0.5                         # the code carries information
     assert r["final_loss"] < r["first_loss"] - 3

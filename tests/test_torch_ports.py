@@ -608,10 +608,11 @@ def resnet(T, init):
     cosine = T.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=5, eta_min=1e-3)
     scheduler = T.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[3])
     rng = np.random.default_rng(10)
+    device = default_device(T)
     losses, lrs = [], []
     for step in range(8):
-        x = T.from_numpy(rng.standard_normal((6, 2, 5, 5)))
-        y = T.from_numpy(rng.integers(0, 3, 6))
+        x = T.from_numpy(rng.standard_normal((6, 2, 5, 5))).to(device)
+        y = T.from_numpy(rng.integers(0, 3, 6)).to(device)
         loss = nn.functional.cross_entropy(model(x), y, label_smoothing=0.1)
         optimizer.zero_grad()
         loss.backward()
@@ -633,8 +634,9 @@ def test_resnet_inplace_schedules():
 def lbfgs(T, init):
     nn = T.nn
     rng = np.random.default_rng(11)
-    x = T.from_numpy(rng.standard_normal((40, 3)))
-    y = T.from_numpy((rng.standard_normal(40) > 0).astype(np.float64))
+    device = default_device(T)
+    x = T.from_numpy(rng.standard_normal((40, 3))).to(device)
+    y = T.from_numpy((rng.standard_normal(40) > 0).astype(np.float64)).to(device)
     model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1)).double()
     initial = start_from(T, model, init)
     optimizer = T.optim.LBFGS(model.parameters(), lr=1, max_iter=10, history_size=5,
@@ -665,6 +667,7 @@ def resume(T, init, tmp_path):
     nn, F = T.nn, T.nn.functional
     rng = np.random.default_rng(12)
     x, y = rng.standard_normal((8, 6, 5)), rng.standard_normal((8, 6, 2))
+    device = default_device(T)
 
     def build():
         model = nn.Sequential(nn.Linear(5, 8), nn.GELU(approximate="tanh"), nn.Linear(8, 8),
@@ -677,8 +680,8 @@ def resume(T, init, tmp_path):
 
     def train(model, optimizer, scheduler, steps, losses):
         for step in steps:
-            loss = F.smooth_l1_loss(model(T.from_numpy(x[step])), T.from_numpy(y[step]),
-                                    beta=0.5)
+            loss = F.smooth_l1_loss(model(T.from_numpy(x[step]).to(device)),
+                                    T.from_numpy(y[step]).to(device), beta=0.5)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -746,14 +749,16 @@ def activations_losses(T, init):
         [T.optim.lr_scheduler.ConstantLR(optimizer, factor=0.5, total_iters=2),
          T.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)])
     rng = np.random.default_rng(13)
+    device = default_device(T)
     losses = []
     for step in range(6):
-        x = T.from_numpy(rng.standard_normal((5, 4)))
-        target = T.from_numpy(rng.standard_normal((5, 4)))
+        x = T.from_numpy(rng.standard_normal((5, 4))).to(device)
+        target = T.from_numpy(rng.standard_normal((5, 4))).to(device)
         a, b = model(x)
         loss = (nn.HuberLoss(delta=0.7)(a, target) + nn.L1Loss()(b, target)
                 + nn.KLDivLoss(reduction="batchmean")(F.log_softmax(a, -1), F.softmax(target, -1))
-                + nn.CosineEmbeddingLoss(margin=0.1)(a, b, T.tensor([1, -1, 1, -1, 1]))
+                + nn.CosineEmbeddingLoss(margin=0.1)(a, b, T.tensor([1, -1, 1, -1, 1],
+                                                                    device=device))
                 + nn.MarginRankingLoss(0.2)(a[:, 0], b[:, 0], T.sign(target[:, 0]))
                 + nn.TripletMarginLoss(margin=0.5)(a, b, target)
                 + F.mse_loss(a, target, reduction="sum") * 0.01)
@@ -765,7 +770,7 @@ def activations_losses(T, init):
         losses.append(loss.item())
     return {"init": initial, "losses": losses, "final": numpy_state(model),
             "lrs": scheduler.get_last_lr(),
-            "flat": nn.utils.parameters_to_vector(model.parameters()).detach().numpy()}
+            "flat": nn.utils.parameters_to_vector(model.parameters()).detach().cpu().numpy()}
 
 
 def test_activations_losses_parameter_containers():
@@ -790,9 +795,10 @@ def conv_autoencoder(T, init):
     plateau = T.optim.lr_scheduler.ReduceLROnPlateau(plateau_opt, factor=0.5, patience=1)
     rng = np.random.default_rng(14)
     images = rng.uniform(size=(7, 3, 1, 8, 8))
+    device = default_device(T)
     losses, plateau_lrs = [], []
     for epoch, batch in enumerate(images):
-        x = T.from_numpy(batch)
+        x = T.from_numpy(batch).to(device)
         loss = nn.functional.binary_cross_entropy(model(x), x)
         optimizer.zero_grad()
         loss.backward()
@@ -817,16 +823,17 @@ def views_and_input_gradient(T, init):
     initial = start_from(T, critic, init)
     optimizer = T.optim.Adam(critic.parameters(), lr=1e-2, amsgrad=True)
     rng = np.random.default_rng(15)
+    device = default_device(T)
     losses, input_grads = [], []
     for step in range(5):
-        x = T.from_numpy(rng.standard_normal((4, 6))).requires_grad_()
-        fake = T.from_numpy(rng.standard_normal((4, 6)))
+        x = T.from_numpy(rng.standard_normal((4, 6))).to(device).requires_grad_()
+        fake = T.from_numpy(rng.standard_normal((4, 6))).to(device)
         h = x.clone()
         h[:, 1:] += h[:, :-1] * 0.5                       # in place through a slice
         h.masked_fill_(h > 1.5, 1.5)
         h.t()[0].mul_(2)                                   # through a transpose, then a row
         h[[0, 2]] = h[[0, 2]].flip(0)                      # advanced-index write
-        alpha = T.from_numpy(rng.uniform(size=(4, 1)))
+        alpha = T.from_numpy(rng.uniform(size=(4, 1))).to(device)
         mixed = (alpha * h + (1 - alpha) * fake).detach().requires_grad_(True)
         score = critic(mixed)
         grad, = T.autograd.grad(score.sum(), mixed)
@@ -836,7 +843,7 @@ def views_and_input_gradient(T, init):
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        input_grads.append(x.grad.numpy().copy())
+        input_grads.append(x.grad.cpu().numpy().copy())
     return {"init": initial, "losses": losses, "input_grads": input_grads,
             "final": numpy_state(critic)}
 
@@ -853,10 +860,12 @@ def gradient_penalty(T, init):
     initial = start_from(T, critic, init)
     optimizer = T.optim.Adam(critic.parameters(), lr=1e-2, betas=(0.5, 0.9))
     rng = np.random.default_rng(16)
+    device = default_device(T)
     losses, penalties = [], []
     for step in range(4):
-        real, fake = (T.from_numpy(rng.standard_normal((8, 6)) + shift) for shift in (1, 0))
-        alpha = T.from_numpy(rng.uniform(size=(8, 1)))
+        real, fake = (T.from_numpy(rng.standard_normal((8, 6)) + shift).to(device)
+                      for shift in (1, 0))
+        alpha = T.from_numpy(rng.uniform(size=(8, 1))).to(device)
         mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
         grad, = T.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
         penalty = ((grad.norm(2, dim=1) - 1) ** 2).mean()
@@ -891,7 +900,8 @@ def bigru_classifier(T, init):
             packed = rnn_utils.pack_sequence(seqs)                 # sorted, longest first
             out, h = self.gru(packed)
             padded, lengths = rnn_utils.pad_packed_sequence(out, batch_first=True)
-            pad_mask = T.arange(padded.size(1))[None, :] >= lengths[:, None]
+            lengths = lengths.to(padded.device)                   # returned on the cpu
+            pad_mask = T.arange(padded.size(1), device=padded.device)[None, :] >= lengths[:, None]
             pooled, weights = self.attn(padded, padded, padded, key_padding_mask=pad_mask)
             pooled = pooled.masked_fill(pad_mask.unsqueeze(-1), 0).sum(1) / lengths[:, None]
             final = T.cat([h[-2], h[-1]], dim=1)
@@ -904,22 +914,24 @@ def bigru_classifier(T, init):
     scheduler = T.optim.lr_scheduler.CyclicLR(optimizer, base_lr=0.01, max_lr=0.1,
                                               step_size_up=2, mode="triangular2")
     rng = np.random.default_rng(16)
+    device = default_device(T)
     losses, lrs = [], []
     for step in range(6):
         lengths = sorted(rng.integers(1, 6, 4), reverse=True)
-        seqs = [T.from_numpy(rng.standard_normal((n, 3))) for n in lengths]
-        labels = T.tensor([int(s.sum() > 0) for s in seqs])
+        seqs = [T.from_numpy(rng.standard_normal((n, 3))).to(device) for n in lengths]
+        labels = T.tensor([int(s.sum() > 0) for s in seqs], device=device)
         logits, weights, back = model(seqs)
         assert [b.shape[0] for b in back] == [int(n) for n in lengths]
-        loss = F.cross_entropy(logits, labels, weight=T.tensor([0.7, 1.3], dtype=T.float64))
+        loss = F.cross_entropy(logits, labels, weight=T.tensor([0.7, 1.3], dtype=T.float64,
+                                                               device=device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         scheduler.step()
         losses.append(loss.item())
         lrs.append(scheduler.get_last_lr()[0])
-    return {"init": initial, "losses": losses, "lrs": lrs, "weights": weights.detach().numpy(),
-            "final": numpy_state(model)}
+    return {"init": initial, "losses": losses, "lrs": lrs,
+            "weights": weights.detach().cpu().numpy(), "final": numpy_state(model)}
 
 
 def test_bigru_packed_attention_cyclic():
@@ -953,16 +965,18 @@ def finetune(T, init):
     initial = start_from(T, model, init)
     features = []
     model[4].register_forward_hook(lambda module, inputs, output: features.append(
-        output.detach().numpy().copy()))
+        output.detach().cpu().numpy().copy()))
     criterion = nn.CrossEntropyLoss()
     optimizer = T.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scheduler = T.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.1)
     best_wts, best_acc, history = copy.deepcopy(model.state_dict()), 0.0, []
+    device = default_device(T)
     for epoch in range(4):
         for phase in ["train", "val"]:
             model.train() if phase == "train" else model.eval()
             running_loss, running_corrects = 0.0, 0
             for inputs, labels in loaders[phase]:
+                inputs, labels = inputs.to(device), labels.to(device)
                 optimizer.zero_grad()
                 with T.set_grad_enabled(phase == "train"):
                     outputs = model(inputs)
@@ -1010,6 +1024,7 @@ def text_classifier(T, init):
             return self.fc(self.embedding(text, offsets))
 
     rng = np.random.default_rng(18)
+    device = default_device(T)
     model = TextClassificationModel(20, 6, 3).double()
     initial = start_from(T, model, init)
     optimizer = T.optim.SGD(model.parameters(), lr=2.0)
@@ -1018,9 +1033,9 @@ def text_classifier(T, init):
     losses = []
     for step in range(6):
         lengths = rng.integers(1, 7, 5)
-        label = T.from_numpy(rng.integers(0, 3, 5))
-        text = T.from_numpy(rng.integers(0, 20, lengths.sum()))
-        offsets = T.tensor([0] + list(lengths[:-1])).cumsum(dim=0)
+        label = T.from_numpy(rng.integers(0, 3, 5)).to(device)
+        text = T.from_numpy(rng.integers(0, 20, lengths.sum())).to(device)
+        offsets = T.tensor([0] + list(lengths[:-1])).cumsum(dim=0).to(device)
         optimizer.zero_grad()
         loss = criterion(model(text, offsets), label)
         loss.backward()
@@ -1070,9 +1085,10 @@ def custom_optimizer(T, init):
     optimizer = MyAdam(model.parameters(), lr=0.02)
     reference = T.optim.Adam(nn.Linear(1, 1).parameters())    # for the class check
     rng = np.random.default_rng(19)
+    device = default_device(T)
     losses = []
     for step in range(6):
-        x = T.from_numpy(rng.standard_normal((8, 3)))
+        x = T.from_numpy(rng.standard_normal((8, 3))).to(device)
         loss = (model(x).squeeze(1) - x.prod(1)).abs().mean()
         optimizer.zero_grad()
         loss.backward()
@@ -1137,7 +1153,8 @@ def annotated_attention(T, init):
             self.out = nn.Linear(d_model, vocab)
 
         def forward(self, tokens):
-            causal = T.tril(T.ones(tokens.size(1), tokens.size(1), dtype=T.bool))
+            causal = T.tril(T.ones(tokens.size(1), tokens.size(1), dtype=T.bool,
+                                   device=tokens.device))
             mask = T.logical_and((tokens != 0).unsqueeze(1), causal)
             x = self.embed(tokens) * math.sqrt(d_model)
             for block in self.blocks:
@@ -1149,11 +1166,12 @@ def annotated_attention(T, init):
     optimizer = T.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
     scheduler = T.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / 10)
     rng = np.random.default_rng(20)
+    device = default_device(T)
     losses, accuracies = [], []
     for step in range(6):
         batch = rng.integers(1, vocab, (4, length + 1))
         batch[0, -3:] = 0                                   # padding at the end
-        tokens = T.from_numpy(batch)
+        tokens = T.from_numpy(batch).to(device)
         logits = model(tokens[:, :-1])
         targets = tokens[:, 1:]
         loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=0)
@@ -1169,7 +1187,8 @@ def annotated_attention(T, init):
         accuracies.append(T.count_nonzero(hits).item() / T.count_nonzero(real).item())
         losses.append(loss.item())
     return {"init": initial, "losses": losses, "accuracy": accuracies,
-            "attn": model.blocks[1].attn.attn.detach().numpy(), "final": numpy_state(model)}
+            "attn": model.blocks[1].attn.attn.detach().cpu().numpy(),
+            "final": numpy_state(model)}
 
 
 def test_annotated_attention_float32():
@@ -1219,7 +1238,7 @@ def word_language_model(T, init, rnn_type="LSTM"):
         return source[i:i + seq_len], source[i + 1:i + 1 + seq_len].view(-1)
 
     corpus = T.from_numpy(np.random.default_rng(21).integers(0, ntoken, 75))
-    train_data = batchify(corpus, 3)
+    train_data = batchify(corpus, 3).to(default_device(T))      # the example's batchify moves it
     model = RNNModel().double()
     assert model.decoder.weight is model.encoder.weight
     assert len(list(model.parameters())) == len(model.state_dict()) - 1   # the tied one once
@@ -1281,17 +1300,18 @@ def dcgan(T, init):
     optimizerD = T.optim.Adam(netD.parameters(), lr=2e-3, betas=(0.5, 0.999))
     optimizerG = T.optim.Adam(netG.parameters(), lr=2e-3, betas=(0.5, 0.999))
     rng = np.random.default_rng(22)
+    device = default_device(T)
     history = []
     for i in range(5):
-        real_cpu = T.from_numpy(np.tanh(rng.standard_normal((6, 1, 8, 8))))
+        real_cpu = T.from_numpy(np.tanh(rng.standard_normal((6, 1, 8, 8)))).to(device)
         b_size = real_cpu.size(0)
         netD.zero_grad()
-        label = T.full((b_size,), 1.0, dtype=T.float64)
+        label = T.full((b_size,), 1.0, dtype=T.float64, device=device)
         output = netD(real_cpu).view(-1)
         errD_real = criterion(output, label)
         errD_real.backward()
         D_x = output.mean().item()
-        noise = T.from_numpy(rng.standard_normal((b_size, nz, 1, 1)))
+        noise = T.from_numpy(rng.standard_normal((b_size, nz, 1, 1))).to(device)
         fake = netG(noise)
         label.fill_(0.0)
         output = netD(fake.detach()).view(-1)
@@ -1331,7 +1351,8 @@ def grad_cam(T, init):
     first = model[0].register_full_backward_hook(
         lambda m, grad_in, grad_out: seen.append((grad_in[0] is None,
                                                   grad_out[0].abs().sum().item())))
-    image = T.from_numpy(np.random.default_rng(23).standard_normal((2, 2, 6, 6)))
+    image = T.from_numpy(np.random.default_rng(23).standard_normal((2, 2, 6, 6))).to(
+        default_device(T))
     cams, grads = [], []
     for step in range(2):
         model.zero_grad()
@@ -1340,8 +1361,8 @@ def grad_cam(T, init):
         weights = saved["gradients"].mean(dim=(2, 3), keepdim=True)
         cam = F.relu((weights * saved["activations"]).sum(dim=1))
         cam = cam / (cam.amax(dim=(1, 2), keepdim=True) + 1e-8)
-        cams.append(cam.detach().numpy())
-        grads.append(model[0].weight.grad.numpy().copy())
+        cams.append(cam.detach().cpu().numpy())
+        grads.append(model[0].weight.grad.cpu().numpy().copy())
         first.remove()
     return {"init": initial, "cams": cams, "grads": grads, "seen": seen}
 
@@ -1373,15 +1394,16 @@ def reinforce(T, init):
     optimizer = T.optim.Adam(policy.parameters(), lr=1e-2)
     eps = np.finfo(np.float32).eps.item()
     rng = np.random.default_rng(24)
+    device = default_device(T)
     losses, entropies = [], []
     for episode in range(4):
         state = rng.standard_normal(4)
         for t in range(6):                                     # a toy environment
-            probs = policy(T.from_numpy(state).unsqueeze(0))
+            probs = policy(T.from_numpy(state).unsqueeze(0).to(device))
             m = from_dist.Categorical(probs)
             # the action from NumPy (same on both) where the tutorial calls m.sample()
-            action = T.tensor([int(rng.choice(2, p=probs.detach().numpy()[0] / probs.detach()
-                                                  .numpy()[0].sum()))])
+            p = probs.detach().cpu().numpy()[0]
+            action = T.tensor([int(rng.choice(2, p=p / p.sum()))], device=device)
             policy.saved_log_probs.append(m.log_prob(action))
             entropies.append(m.entropy().item())
             policy.rewards.append(float(state[int(action.item())] > 0))
@@ -1390,7 +1412,7 @@ def reinforce(T, init):
         for r in policy.rewards[::-1]:
             R = r + 0.99 * R
             returns.insert(0, R)
-        returns = T.tensor(returns, dtype=T.float64)
+        returns = T.tensor(returns, dtype=T.float64, device=device)
         returns = (returns - returns.mean()) / (returns.std() + eps)
         policy_loss = [-log_prob * R for log_prob, R in zip(policy.saved_log_probs, returns)]
         optimizer.zero_grad()
@@ -1407,7 +1429,7 @@ def reinforce(T, init):
     draws = from_dist.Categorical(probs=T.tensor([0.2, 0.5, 0.3])).sample((4000,))
     frequencies = [(draws == k).double().mean().item() for k in range(3)]
     return {"init": initial, "losses": losses, "entropies": entropies,
-            "normal_grad": mu.grad.numpy(), "final": numpy_state(policy),
+            "normal_grad": mu.grad.cpu().numpy(), "final": numpy_state(policy),
             "frequencies_ok": max(abs(f - p) for f, p in zip(frequencies, [0.2, 0.5, 0.3])) < 0.04}
 
 
@@ -1438,8 +1460,9 @@ def cell_decoder(T, init):
                                                     enforce_sorted=False)
             _, (h, c) = self.encoder(packed)
             h0 = T.tanh(self.bridge(T.cat([h[-2], h[-1]], dim=1)))
-            state, side = (h0, T.zeros_like(h0)), T.zeros(x.size(0), 3, dtype=x.dtype)
-            prev, outputs = T.zeros(x.size(0), 2, dtype=x.dtype), []
+            state = (h0, T.zeros_like(h0))
+            side = T.zeros(x.size(0), 3, dtype=x.dtype, device=x.device)
+            prev, outputs = T.zeros(x.size(0), 2, dtype=x.dtype, device=x.device), []
             for _ in range(steps):
                 state = self.cell(T.cat([state[0], prev], dim=1), state)
                 side = self.rnn_cell(self.gru_cell(state[0], side), side)
@@ -1452,9 +1475,10 @@ def cell_decoder(T, init):
     optimizer = T.optim.Rprop(model.parameters(), lr=0.01, etas=(0.4, 1.3),
                               step_sizes=(1e-5, 0.5))
     rng = np.random.default_rng(25)
-    x = T.from_numpy(rng.standard_normal((5, 6, 3)))
-    lengths = T.tensor([6, 2, 4, 5, 1])
-    target = T.from_numpy(rng.standard_normal((5, 4, 2)))
+    device = default_device(T)
+    x = T.from_numpy(rng.standard_normal((5, 6, 3))).to(device)
+    lengths = T.tensor([6, 2, 4, 5, 1], device="cpu")       # pack_padded_sequence's: cpu only
+    target = T.from_numpy(rng.standard_normal((5, 4, 2))).to(device)
     losses = []
     for step in range(5):
         optimizer.zero_grad()
@@ -1502,9 +1526,10 @@ def training_idioms(T, init):
     for p in ema.parameters():
         p.requires_grad_(False)
     rng = np.random.default_rng(26)
+    device = default_device(T)
     losses = []
     for step in range(6):
-        x = T.from_numpy(rng.standard_normal((7, 6)))
+        x = T.from_numpy(rng.standard_normal((7, 6))).to(device)
         recon, code = model(x)
         loss = F.mse_loss(recon, x) + 1e-2 * code.abs().sum(1).mean()
         optimizer.zero_grad()

@@ -24,6 +24,12 @@ from gpudl import nn, optim
 from gpudl.distributed import backends
 from gpudl.nn.parallel import DistributedDataParallel
 
+# host arrays cannot stand in for CuPy's where gpudl's tensors are CuPy arrays
+pytestmark = pytest.mark.skipif(
+    gd.backend._cupy is not None,
+    reason="a stand-in for CuPy with host arrays, for machines without a GPU; on a GPU the real "
+           "NCCL tests run (tests/distributed/test_distributed_nccl.py)")
+
 # NCCL's ncclRedOp_t and ncclDataType_t values (nccl.h), which CuPy exports under these names
 OPS = {"NCCL_SUM": 0, "NCCL_PROD": 1, "NCCL_MAX": 2, "NCCL_MIN": 3, "NCCL_AVG": 4}
 TYPES = {"NCCL_INT8": 0, "NCCL_UINT8": 1, "NCCL_INT32": 2, "NCCL_UINT32": 3, "NCCL_INT64": 4,

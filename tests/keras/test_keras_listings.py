@@ -60,11 +60,14 @@ def test_cnn_listing(digits):
     model.add(Dense(num_classes, activation="softmax"))
     model.compile(loss=keras.losses.categorical_crossentropy,
                   optimizer=keras.optimizers.Adam(), metrics=["accuracy"])
-    history = model.fit(x_train, y_train, batch_size=128, epochs=3, verbose=0,
+    # the listing's 12 epochs: after 3 (18 Adam steps at 1e-3) the loss had barely left 2.30
+    # and the accuracy was 0.18-0.54 by seed (0.26 on the GPU); after 12, 0.70-0.80 over 12
+    # seeds on the CPU (mean 0.75, sd 0.03)
+    history = model.fit(x_train, y_train, batch_size=128, epochs=12, verbose=0,
                         validation_split=0.1)
     assert history.history["loss"][-1] < history.history["loss"][0]
     score = model.evaluate(x_train, y_train, verbose=0)
-    assert score[1] > 0.3                                        # chance: 0.1
+    assert score[1] > 0.5                                        # chance: 0.1
 
 
 def test_stacked_lstm_listing():
