@@ -34,27 +34,27 @@ def _plain_args(values, what):
     out = []
     for value in values:
         kind = type(value)
-        if kind is SimDeviceArray:
-            value = value.view(np.ndarray)
-        elif kind is np.ndarray:
+        if kind is np.ndarray:
             if value.ndim:
                 raise host_data_error(value, what)
         elif kind is list or kind is tuple:
             value = kind(_plain_args(value, what))
+        elif isinstance(value, SimDeviceArray):       # subclasses too (tests watch reads so)
+            value = value.view(np.ndarray)
         out.append(value)
     return out
 
 
-def _on_device(value):
-    """A NumPy result as a device array: arrays and scalars (CuPy returns 0-d arrays), in
-    tuples and lists too."""
+def _on_device(value, cls):
+    """A NumPy result as a device array of class ``cls``: arrays and scalars (CuPy returns 0-d
+    arrays), in tuples and lists too."""
     kind = type(value)
     if kind is np.ndarray:
-        return value.view(SimDeviceArray)
+        return value.view(cls)
     if isinstance(value, np.generic):
-        return np.asarray(value).view(SimDeviceArray)
+        return np.asarray(value).view(cls)
     if kind is tuple or kind is list:
-        return kind(_on_device(v) for v in value)
+        return kind(_on_device(v, cls) for v in value)
     return value
 
 
@@ -77,12 +77,12 @@ class SimDeviceArray(np.ndarray):
         result = getattr(ufunc, method)(*_plain_args(inputs, what), **kwargs)
         if out is not None:
             return out[0] if len(out) == 1 else out
-        return _on_device(result)
+        return _on_device(result, type(self))
 
     def __array_function__(self, func, types_, args, kwargs):
         what = func.__name__
         if func in _QUERIES:
-            args = [a.view(np.ndarray) if type(a) is SimDeviceArray else a for a in args]
+            args = [a.view(np.ndarray) if isinstance(a, SimDeviceArray) else a for a in args]
             return func(*args, **kwargs)
         out = kwargs.get("out")
         if kwargs:
@@ -92,7 +92,7 @@ class SimDeviceArray(np.ndarray):
             if type(out) is np.ndarray:
                 raise host_data_error(out, what + " (out=)")
             return out
-        return _on_device(result)
+        return _on_device(result, type(self))
 
     def __setitem__(self, key, value):
         if type(value) is np.ndarray and value.ndim:
@@ -135,13 +135,13 @@ def _device_result(value):
     """_on_device, and a random Generator as one making device arrays (CuPy's)."""
     if isinstance(value, np.random.Generator):
         return _DeviceModule(value)
-    return _on_device(value)
+    return _on_device(value, SimDeviceArray)
 
 
 def _making_device_arrays(function, name, transfer):
     if transfer:
         def make(*args, **kwargs):
-            return _on_device(function(*args, **kwargs))
+            return _on_device(function(*args, **kwargs), SimDeviceArray)
     else:
         def make(*args, **kwargs):
             if kwargs:
