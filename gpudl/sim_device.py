@@ -69,11 +69,8 @@ class SimDeviceArray(np.ndarray):
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         what = f"{ufunc.__name__}.{method}"
         out = kwargs.get("out")
-        if out is not None:
-            kwargs["out"] = tuple(_plain_args(out, what))
-            for o in out:
-                if type(o) is np.ndarray:       # a device result into host memory
-                    raise host_data_error(o, what + " (out=)")
+        if kwargs:                              # out=, where=: device arrays too
+            kwargs = dict(zip(kwargs, _plain_args(kwargs.values(), what)))
         result = getattr(ufunc, method)(*_plain_args(inputs, what), **kwargs)
         if out is not None:
             return out[0] if len(out) == 1 else out
@@ -89,8 +86,6 @@ class SimDeviceArray(np.ndarray):
             kwargs = dict(zip(kwargs, _plain_args(kwargs.values(), what)))
         result = func(*_plain_args(args, what), **kwargs)
         if out is not None:
-            if type(out) is np.ndarray:
-                raise host_data_error(out, what + " (out=)")
             return out
         return _on_device(result, type(self))
 
