@@ -224,9 +224,10 @@ def get_array_module(array):
 
 
 def is_cupy(xp):
-    """Whether array module ``xp`` is CuPy, whose CuPy-only branches (cupyx, CuPy kernels) it
-    may take; the strict simulator's device module computes with NumPy."""
-    return _cupy is not None and xp is _cupy
+    """Whether array module ``xp`` is CuPy's (not NumPy), so that its CuPy-only branches
+    (cupyx, CuPy kernels) may be taken; the strict simulator's device module computes with
+    NumPy."""
+    return xp is not np and not (SIM_DEVICE_ARRAYS and xp is _sim_cuda)
 
 
 def cast(array, dtype):

@@ -55,6 +55,8 @@ def _on_device(value, cls):
         return np.asarray(value).view(cls)
     if kind is tuple or kind is list:
         return kind(_on_device(v, cls) for v in value)
+    if isinstance(value, tuple):                # NumPy's named results (linalg.svd, ...)
+        return kind(*(_on_device(v, cls) for v in value))
     return value
 
 
