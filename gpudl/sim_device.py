@@ -45,6 +45,14 @@ def _plain_args(values, what):
     return out
 
 
+def _plain_index(key):
+    """An index with its device arrays as plain views; its host arrays stay (CuPy's indexing
+    copies NumPy index arrays to the device itself)."""
+    if type(key) is tuple:
+        return tuple(_plain_index(k) for k in key)
+    return key.view(np.ndarray) if isinstance(key, SimDeviceArray) else key
+
+
 def _on_device(value, cls):
     """A NumPy result as a device array of class ``cls``: arrays and scalars (CuPy returns 0-d
     arrays), in tuples and lists too."""
@@ -73,6 +81,10 @@ class SimDeviceArray(np.ndarray):
         out = kwargs.get("out")
         if kwargs:                              # out=, where=: device arrays too
             kwargs = dict(zip(kwargs, _plain_args(kwargs.values(), what)))
+        if method == "at":      # its positions (inputs[1]) may be host arrays, as an index
+            target, index, *values = inputs
+            return ufunc.at(*_plain_args((target,), what), _plain_index(index),
+                            *_plain_args(values, what))
         result = getattr(ufunc, method)(*_plain_args(inputs, what), **kwargs)
         if out is not None:
             return out[0] if len(out) == 1 else out
