@@ -463,7 +463,8 @@ def may_read_device():
 
 def on_device(array):
     """True when ``array`` lives on the cuda device: a CuPy array, or under the simulator with the
-    cuda device chosen any array (``kernel_device``'s rule, in one global test on the cpu path)."""
+    cuda device chosen a SimDeviceArray (any array when ``GPUDL_SIM_STRICT=0``), in one global
+    test on the cpu path."""
     return _READS_DEVICE and (isinstance(array, SimDeviceArray) if SIM_DEVICE_ARRAYS
                               else _cupy is None or isinstance(array, _cupy.ndarray))
 
