@@ -89,6 +89,14 @@ def _choose_device():
 DEFAULT_DEVICE = _choose_device()
 # the array types a tensor may hold: isinstance(x, ARRAY_TYPES) without a call per check
 ARRAY_TYPES = (np.ndarray,) if _cupy is None else (np.ndarray, _cupy.ndarray)
+# Under the simulator with the cuda device chosen, the cuda device's arrays are SimDeviceArrays
+# (gpudl/sim_device.py), which refuse host data as CuPy does; GPUDL_SIM_STRICT=0 keeps plain
+# NumPy arrays there (the simulator before session 13).
+SIM_DEVICE_ARRAYS = (SIMULATOR and DEFAULT_DEVICE == "cuda"
+                     and os.environ.get("GPUDL_SIM_STRICT", "1") != "0")
+if SIM_DEVICE_ARRAYS:
+    from . import sim_device
+    from .sim_device import SimDeviceArray, sim_cuda_module as _sim_cuda
 
 
 def default_device():
@@ -195,15 +203,31 @@ def check_device(device_arg, where="device"):
 
 
 def xp_for(device):
-    """The array module holding arrays of ``device``: cupy on a real GPU, else numpy."""
-    return _cupy if (device == "cuda" and _cupy is not None) else np
+    """The array module holding arrays of ``device``: cupy on a real GPU, the simulator's device
+    module under a strict simulator (``SIM_DEVICE_ARRAYS``), else numpy."""
+    if device == "cuda":
+        if _cupy is not None:
+            return _cupy
+        if SIM_DEVICE_ARRAYS:
+            return _sim_cuda
+    return np
 
 
 def get_array_module(array):
-    """numpy or cupy, from an array's type (no import of cupy when it was never loaded)."""
+    """numpy or cupy (or the strict simulator's device module), from an array's type (no import
+    of cupy when it was never loaded)."""
     if _cupy is not None and isinstance(array, _cupy.ndarray):
         return _cupy
+    if SIM_DEVICE_ARRAYS and isinstance(array, SimDeviceArray):
+        return _sim_cuda
     return np
+
+
+def is_cupy(xp):
+    """Whether array module ``xp`` is CuPy's (not NumPy), so that its CuPy-only branches
+    (cupyx, CuPy kernels) may be taken; the strict simulator's device module computes with
+    NumPy."""
+    return xp is not np and not (SIM_DEVICE_ARRAYS and xp is _sim_cuda)
 
 
 def cast(array, dtype):
@@ -273,10 +297,23 @@ def to_device_array(array, device):
     """Move ``array`` to ``device``'s array module (no copy when already there)."""
     if device == "cuda":
         if _cupy is None:
+            if SIM_DEVICE_ARRAYS:
+                return np.asarray(array).view(SimDeviceArray)
             return np.asarray(array)
         check_dtype_on_device(array.dtype, device, "to('cuda')")
         return _cupy.asarray(array)
     return to_numpy(array) if is_device_array(array) else np.asarray(array)
+
+
+def device_data(array):
+    """The strict simulator's check of a cuda tensor's array (``Tensor._make``): a device array
+    as it is, a host scalar or 0-d array (a number) moved; a host array with data refused, as
+    on a GPU it would be a NumPy array inside a cuda tensor."""
+    if isinstance(array, SimDeviceArray):
+        return array
+    if isinstance(array, np.ndarray) and array.ndim:
+        raise sim_device.host_data_error(array, "a cuda tensor's array")
+    return np.asarray(array).view(SimDeviceArray)
 
 
 def pinned_copy(array):
@@ -335,6 +372,9 @@ def _simulator_accepts_read_only():
 
     class ReadOnlyAware(InOut):
         def to_device(self, retr, stream=0):
+            if SIM_DEVICE_ARRAYS and isinstance(self.value, SimDeviceArray):
+                # kernels index elements one by one: a plain view (writes land in the array)
+                self.value = self.value.view(np.ndarray)
             value = self.value
             if not isinstance(value, np.ndarray) or value.flags.writeable:
                 return super().to_device(retr, stream)
@@ -423,8 +463,10 @@ def may_read_device():
 
 def on_device(array):
     """True when ``array`` lives on the cuda device: a CuPy array, or under the simulator with the
-    cuda device chosen any array (``kernel_device``'s rule, in one global test on the cpu path)."""
-    return _READS_DEVICE and (_cupy is None or isinstance(array, _cupy.ndarray))
+    cuda device chosen a SimDeviceArray (any array when ``GPUDL_SIM_STRICT=0``), in one global
+    test on the cpu path."""
+    return _READS_DEVICE and (isinstance(array, SimDeviceArray) if SIM_DEVICE_ARRAYS
+                              else _cupy is None or isinstance(array, _cupy.ndarray))
 
 
 def count_read(array, what):

@@ -39,7 +39,7 @@ _PCG64_BYTES = 16 + 16 + 4 + 4      # state, increment, has_uint32, uinteger
 def _state_of(generator):
     """The uint8 NumPy array holding ``generator``'s state (NumPy's PCG64 or CuPy's)."""
     bits = generator.bit_generator
-    if isinstance(generator, np.random.Generator):
+    if isinstance(bits, np.random.BitGenerator):     # NumPy's (CuPy's is not one)
         state = bits.state
         if state["bit_generator"] != "PCG64":
             raise RuntimeError(f"get_rng_state: unsupported bit generator "
@@ -58,7 +58,7 @@ def _set_state_of(generator, new_state, where):
                         f"{getattr(new_state, 'dtype', type(new_state).__name__)}")
     raw = backend.to_numpy(new_state._data, where)
     bits = generator.bit_generator
-    if isinstance(generator, np.random.Generator):
+    if isinstance(bits, np.random.BitGenerator):     # NumPy's (CuPy's is not one)
         if raw.size != _PCG64_BYTES:
             raise RuntimeError(f"{where}: expected a state of {_PCG64_BYTES} bytes (from "
                                f"get_rng_state), got {raw.size}")

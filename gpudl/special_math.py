@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from . import backend
 from .ops._util import xp_of
 
 EULER = 0.5772156649015329
@@ -38,14 +39,16 @@ def on_cpu(function):
     def run(*arrays):
         xp = next(xp_of(a) for a in arrays if hasattr(a, "dtype"))
         dtype = next(a.dtype for a in arrays if hasattr(a, "dtype"))
-        if xp is not np:
+        if backend.is_cupy(xp):
             from cupyx.scipy import special
             return getattr(special, CUPY_NAMES.get(name, name))(*arrays).astype(dtype,
                                                                                 copy=False)
         shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
         with np.errstate(all="ignore"):   # at least 1-d: NumPy makes scalars of 0-d results
             out = function(*(np.atleast_1d(np.asarray(a, dtype=np.float64)) for a in arrays))
-        return np.asarray(out).astype(dtype, copy=False).reshape(shape)
+        out = np.asarray(out).astype(dtype, copy=False).reshape(shape)
+        # the simulator's cuda arrays: computed on the host, standing in for cupyx
+        return backend.to_device_array(out, "cuda") if xp is not np else out
     run.__name__, run.__doc__ = name, function.__doc__
     return run
 
@@ -162,7 +165,7 @@ def polygamma(n, x):
     if n == 0:
         return digamma(x)
     sign = 1.0 if n % 2 else -1.0
-    if xp_of(x) is not np:
+    if backend.is_cupy(xp_of(x)):
         # cupyx's polygamma takes no Python int n (its cupy.where gets a bool); its zeta
         # ufunc takes a number
         from cupyx.scipy import special

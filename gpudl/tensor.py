@@ -16,9 +16,14 @@ from .tensor_order import OrderMixin
 from .tensor_shape import ShapeMixin, _index_arrays, ints_first
 
 
+_SIM_DEVICE_ARRAYS = backend.SIM_DEVICE_ARRAYS     # the strict simulator: see Tensor._make
+
+
 def _device_of(array):
     if backend.is_device_array(array):
         return "cuda"
+    if backend.SIM_DEVICE_ARRAYS:      # the simulator's device arrays say where they are
+        return "cuda" if isinstance(array, backend.SimDeviceArray) else "cpu"
     return backend.DEFAULT_DEVICE if backend.SIMULATOR else "cpu"
 
 
@@ -71,6 +76,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
             device = _device_of(data)
         elif device.__class__ is not str:      # a gd.device object
             device = device.type
+        if _SIM_DEVICE_ARRAYS and device == "cuda" and not _ToDevice.to_host:
+            t._data = backend.device_data(data)
         t._device = device
         t._version_counter = [0]     # shared with views; see autograd's docstring
         t._view = None               # what t views, if a view: see inplace.view_origin
@@ -282,8 +289,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         if device is not None:
             device = backend.check_device(device, "to")
             if device != out._device:
-                out = _ToDevice.apply(out, device)
-                out._device = device        # apply labels outputs with the input's device
+                out = _ToDevice.to(out, device)
         return out.clone() if copy and out is self else out
 
     def cpu(self):
@@ -616,6 +622,23 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
 
 class _ToDevice(autograd.Function):
+    to_host = False         # moving to the cpu: what Tensor._make's strict check lets through
+
+    @classmethod
+    def to(cls, a, device):
+        """Tensor ``a`` moved to ``device``, in the graph (apply labels outputs with the input's
+        device; the moved one is relabelled)."""
+        if _SIM_DEVICE_ARRAYS and device == "cpu":
+            cls.to_host = True
+            try:
+                out = cls.apply(a, device)
+            finally:
+                cls.to_host = False
+        else:
+            out = cls.apply(a, device)
+        out._device = device
+        return out
+
     @staticmethod
     def forward(ctx, a, device):
         ctx.device = _device_of(a)

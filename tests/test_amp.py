@@ -201,9 +201,9 @@ def test_weight_casts_are_cached_within_a_region():
 
 
 def _cuda_labelled(array):
-    """A tensor labelled as on the cuda device (its array stays in NumPy), to drive the CUDA
-    policy table on a machine without a GPU."""
-    return gd.Tensor._make(array, False, None, 0, "cuda")
+    """A tensor labelled as on the cuda device (its array stays in NumPy; under the strict
+    simulator a device array), to drive the CUDA policy table on a machine without a GPU."""
+    return gd.Tensor._make(gd.backend.to_device_array(array, "cuda"), False, None, 0, "cuda")
 
 
 def test_cuda_policy_table_follows_torch_cuda_lists(monkeypatch):

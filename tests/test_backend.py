@@ -17,10 +17,11 @@ def run(code, **env):
 
 
 def test_import_loads_neither_numba_nor_cupy_on_cpu():
-    out = run("import sys, gpudl; print(gpudl.device(), 'numba' in sys.modules, "
-              "'cupy' in sys.modules, 'numba.cuda' in sys.modules)", GPUDL_DEVICE="cpu")
+    out = run("import sys, gpudl; gpudl.ones(2) + 1; print(gpudl.device(), 'numba' in "
+              "sys.modules, 'cupy' in sys.modules, 'numba.cuda' in sys.modules, "
+              "'gpudl.sim_device' in sys.modules)", GPUDL_DEVICE="cpu")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["cpu", "False", "False", "False"]
+    assert out.stdout.split() == ["cpu", "False", "False", "False", "False"]
 
 
 def test_auto_without_cupy_falls_back_to_cpu_silently():
@@ -50,12 +51,15 @@ def test_unknown_device_name_is_refused():
     assert "GPUDL_DEVICE must be 'auto', 'cuda' or 'cpu', got 'tpu'" in out.stderr
 
 
-def test_simulator_keeps_numpy_arrays_on_the_cuda_device():
+@pytest.mark.parametrize("strict, array_class", [("1", "SimDeviceArray"), ("0", "ndarray")])
+def test_simulator_keeps_numpy_arrays_on_the_cuda_device(strict, array_class):
+    # strict (the default): NumPy arrays that refuse host data as CuPy does (gpudl/sim_device.py)
     out = run("import gpudl as gd, numpy as np; t = gd.ones(2); "
-              "print(gd.device(), t.device, type(t._data).__module__, gd.cuda.is_available())",
-              GPUDL_DEVICE="cuda", NUMBA_ENABLE_CUDASIM="1")
+              "print(gd.device(), t.device, isinstance(t._data, np.ndarray), "
+              "type(t._data).__name__, gd.cuda.is_available())",
+              GPUDL_DEVICE="cuda", NUMBA_ENABLE_CUDASIM="1", GPUDL_SIM_STRICT=strict)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["cuda", "cuda:0", "numpy", "True"]
+    assert out.stdout.split() == ["cuda", "cuda:0", "True", array_class, "True"]
 
 
 @pytest.mark.parametrize("value", ["cuda:0", "CUDA:0", " cuda:0 "])

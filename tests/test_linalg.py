@@ -509,7 +509,8 @@ def test_cuda_autocast_leaves_factorizations_alone(monkeypatch):
     state = autocast_mode.state
     monkeypatch.setattr(state, "enabled", {"cuda": True, "cpu": False})
     monkeypatch.setattr(state, "active", True)
-    x = gd.Tensor._make(general(4, 4).astype(np.float32), False, None, 0, "cuda")
+    x = gd.Tensor._make(gd.backend.to_device_array(general(4, 4).astype(np.float32), "cuda"),
+                        False, None, 0, "cuda")
     assert gd.linalg.inv(x).dtype == gd.float32
     with pytest.raises(TypeError, match="dtype"):
         gd.linalg.inv(x.half())

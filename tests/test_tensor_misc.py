@@ -661,9 +661,11 @@ def test_index_put_promotes_under_cuda_autocast(monkeypatch):
     state = autocast_mode.state
     monkeypatch.setattr(state, "enabled", {"cuda": True, "cpu": False})
     monkeypatch.setattr(state, "active", True)
-    x = gd.Tensor._make(np.zeros((3, 2), np.float16), False, None, 0, "cuda")
-    v = gd.Tensor._make(np.ones(2, np.float32), False, None, 0, "cuda")
-    rows = gd.Tensor._make(np.array([1]), False, None, 0, "cuda")
+    def on_cuda(array):       # the transfer: under the strict simulator a device array
+        return gd.Tensor._make(gd.backend.to_device_array(array, "cuda"), False, None, 0, "cuda")
+    x = on_cuda(np.zeros((3, 2), np.float16))
+    v = on_cuda(np.ones(2, np.float32))
+    rows = on_cuda(np.array([1]))
     assert x.index_put((rows,), v).dtype == gd.float32       # the widest, as torch's promote
 
 

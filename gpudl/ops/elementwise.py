@@ -184,7 +184,7 @@ def python_divmod(a, b):
     remainder with b's sign), for NumPy or CuPy arrays and numbers."""
     xp = _xp2(a, b)
     dtype = np.result_type(*(getattr(x, "dtype", x) for x in (a, b)))
-    if xp is np or dtype.kind != "f":
+    if not backend.is_cupy(xp) or dtype.kind != "f":
         with quiet(xp):
             return xp.floor_divide(a, b), xp.remainder(a, b)
     work = np.float64 if dtype == np.float64 else np.float32     # float16/bfloat16: in float32
@@ -445,7 +445,7 @@ class Clone(Function):
 
 
 def _erf(xp, a):
-    if xp is not np:
+    if backend.is_cupy(xp):
         from cupyx.scipy import special
         return special.erf(a)
     try:

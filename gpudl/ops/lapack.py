@@ -176,7 +176,7 @@ def _substitute(a, b, upper, unitriangular):
     """Forward (lower) or back (upper) substitution, one row of X at a time for the whole batch;
     reads A's diagonal and the triangle named only."""
     n = a.shape[-1]
-    x = np.empty(b.shape, np.result_type(a, b))
+    x = _xp(a).empty(b.shape, np.result_type(a, b))   # a's module: the simulator's device too
     for i in (range(n - 1, -1, -1) if upper else range(n)):
         solved = slice(i + 1, n) if upper else slice(0, i)
         row = b[..., i, :] - (a[..., i:i + 1, solved] @ x[..., solved, :])[..., 0, :]
@@ -200,7 +200,10 @@ def lu_factor(a):
         with np.errstate(invalid="ignore"):
             for start in range(0, k, _LU_BLOCK):
                 _lu_panel(lu, pivots, start, min(start + _LU_BLOCK, k))
-    return lu.reshape(batch + (m, n)), pivots.reshape(batch + (k,))
+    lu, pivots = lu.reshape(batch + (m, n)), pivots.reshape(batch + (k,))
+    if backend.on_device(a):      # the simulator's cuda arrays: factored on a host copy
+        return backend.to_device_array(lu, "cuda"), backend.to_device_array(pivots, "cuda")
+    return lu, pivots
 
 
 _LU_BLOCK = 16      # columns factored one by one before a matrix-product update of the rest

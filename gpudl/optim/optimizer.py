@@ -160,7 +160,9 @@ class Optimizer:
         buffer per dtype, as large as the largest parameter (no allocation per update)."""
         buffer = self._workspace.get(param.dtype)
         if buffer is None or buffer.size < param.size:
-            buffer = self._workspace[param.dtype] = np.empty(param.size, param.dtype)
+            # the parameter's module: the strict simulator's cuda arrays run this path too
+            buffer = self._workspace[param.dtype] = backend.get_array_module(param).empty(
+                param.size, param.dtype)
         return buffer[:param.size].reshape(param.shape)
 
     def _init_state(self, param, group):

@@ -143,7 +143,13 @@ def test_a_training_step_reads_nothing_back(model, optimizer):
 
 
 # ---------------------------------------------------------------- implicit reads
-class _Watched(np.ndarray):
+# the cuda device's arrays: the strict simulator's (gpudl/sim_device.py), else NumPy's
+_DEVICE_ARRAY = np.ndarray
+if backend.SIM_DEVICE_ARRAYS:
+    from gpudl.sim_device import SimDeviceArray as _DEVICE_ARRAY
+
+
+class _Watched(_DEVICE_ARRAY):
     """NumPy data standing for device memory that records every implicit read of itself
     (``bool()``, ``int()``, ``float()``, ``.item()``, ``.tolist()``: each would copy from a GPU),
     except those the read gate makes (backend.py counts them). Results of NumPy operations on it
@@ -193,7 +199,7 @@ def watched(monkeypatch):
     make = Tensor._make.__func__
 
     def watched_make(cls, data, *args):
-        if type(data) is np.ndarray:
+        if type(data) is _DEVICE_ARRAY:
             data = data.view(_Watched)
         return make(cls, data, *args)
 

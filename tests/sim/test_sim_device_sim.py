@@ -1,0 +1,69 @@
+"""Under Numba's CUDA simulator with the cuda device chosen: the cuda device's arrays refuse host
+data as CuPy does (gpudl/sim_device.py), so a library path that hands a NumPy array to a cuda
+tensor's computation fails here as on a GPU, and the backend's transfer is accepted."""
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from gpudl import backend
+
+pytestmark = [pytest.mark.simulator,
+              pytest.mark.skipif(not backend.SIM_DEVICE_ARRAYS,
+                                 reason="needs NUMBA_ENABLE_CUDASIM=1 GPUDL_DEVICE=cuda")]
+
+if backend.SIM_DEVICE_ARRAYS:
+    from numba import cuda
+    from gpudl.sim_device import SimDeviceArray
+
+    @cuda.jit
+    def _add_one(x):
+        i = cuda.grid(1)
+        if i < x.size:
+            x[i] += 1
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng()
+
+
+def test_a_host_array_into_a_cuda_tensors_ops_is_refused(rng):
+    t = gd.tensor(rng.standard_normal(4), device="cuda")
+    host = rng.standard_normal(4)
+    with pytest.raises(TypeError, match=r"add.__call__: a host NumPy array of shape \(4,\)"):
+        t._data + host
+    with pytest.raises(TypeError, match="concatenate"):
+        np.concatenate([t._data, host])
+    with pytest.raises(TypeError, match="__setitem__"):
+        t._data[:] = host
+    with pytest.raises(TypeError, match="a cuda tensor's array"):
+        gd.Tensor._make(host, False, None, 0, "cuda")
+    with pytest.raises(TypeError, match="zeros_like"):
+        backend.xp_for("cuda").zeros_like(host)
+
+
+def test_the_backends_transfer_is_accepted_and_results_stay_on_the_device(rng):
+    host = rng.standard_normal((2, 3))
+    moved = backend.to_device_array(host, "cuda")
+    t = gd.tensor(rng.standard_normal((2, 3)), device="cuda", requires_grad=True)
+    out = (t * gd.Tensor._make(moved, False, None, 0, "cuda")).exp().sum()
+    out.backward()
+    xp = backend.xp_for("cuda")
+    for array in (moved, t._data, out._data, t.grad._data, xp.zeros(3), xp.asarray(host),
+                  xp.random.default_rng(0).standard_normal(2), moved[0], moved.sum(), moved.T):
+        assert type(array) is SimDeviceArray
+    np.testing.assert_allclose(t.grad.numpy(), np.exp(t.detach().numpy() * host) * host)
+    assert type(backend.to_device_array(moved, "cpu")) is np.ndarray
+    assert gd.from_numpy(host).device == "cpu" and type(t.cpu()._data) is np.ndarray
+    t._data[0] = moved[1]          # device data, numbers and 0-d arrays are accepted
+    t._data[1] = np.float64(2.0)
+    t._data.fill(np.array(3.0))
+    np.testing.assert_array_equal(t.numpy(), np.full((2, 3), 3.0))
+
+
+def test_kernels_take_device_arrays_and_write_them():
+    x = backend.to_device_array(np.arange(10, dtype=np.float32), "cuda")
+    _add_one[3, 4, backend.launch_stream()](x)
+    assert type(x) is SimDeviceArray
+    np.testing.assert_array_equal(x.view(np.ndarray), np.arange(1, 11, dtype=np.float32))
