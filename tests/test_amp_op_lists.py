@@ -359,12 +359,14 @@ def _gd_dtype(name, device, low_inputs, monkeypatch):
         with gd.autocast("cuda"):
             return fn(gd, F, *(gd.tensor(a, device="cuda") for a in arrays))
     # cuda autocast switched on by hand (gd.autocast('cuda') refuses without the device), on
-    # tensors labelled as cuda: every op of this table runs on NumPy arrays so labelled
+    # tensors labelled as cuda: every op of this table runs on NumPy arrays so labelled (under
+    # the strict simulator, device arrays)
     state = autocast_mode.state
     monkeypatch.setattr(state, "enabled", {"cuda": True, "cpu": False})
     monkeypatch.setattr(state, "active", True)
     monkeypatch.setattr(state, "nesting", 1)
-    return fn(gd, F, *(gd.Tensor._make(a, False, None, 0, "cuda") for a in arrays))
+    return fn(gd, F, *(gd.Tensor._make(backend.to_device_array(a, "cuda"), False, None, 0,
+                                        "cuda") for a in arrays))
 
 
 def _name(dtype):
@@ -416,12 +418,12 @@ def test_cuda_policy_of_the_ops_fake_tensors_cannot_run(monkeypatch):
     for low in (False, True):                 # cross: promote, as its case above on the cpu
         assert _gd_dtype("cross", "cuda", low, monkeypatch).dtype == (
             gd.float16 if low else gd.float32)
-    mixed = gd.Tensor._make(MAT[:, :3].astype(np.float16), False, None, 0, "cuda")
-    wide = gd.Tensor._make(MAT[:, 3:6], False, None, 0, "cuda")
+    mixed, wide = (gd.Tensor._make(backend.to_device_array(a, "cuda"), False, None, 0, "cuda")
+                   for a in (MAT[:, :3].astype(np.float16), MAT[:, 3:6]))
     assert gd.cross(mixed, wide, dim=1).dtype == gd.float32        # the widest of the two
     # the cells make their state with gd.zeros(device='cuda'), which needs the device: their
     # policy (torch's lstm_cell, gru_cell, rnn_tanh_cell, rnn_relu_cell: lower) by name
-    x = gd.Tensor._make(MAT, False, None, 0, "cuda")
+    x = gd.Tensor._make(backend.to_device_array(MAT, "cuda"), False, None, 0, "cuda")
     for op in ("lstm_cell", "gru_cell", "rnn_cell"):
         assert autocast_mode.cast_inputs(op, x)[0].dtype == gd.float16, op
 

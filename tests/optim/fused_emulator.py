@@ -17,11 +17,19 @@ import tempfile
 
 import numpy as np
 
+from gpudl import backend
+
 CTYPES = {np.dtype(np.float32): ("float", ctypes.c_float),
           np.dtype(np.float64): ("double", ctypes.c_double)}
 
 
-class DeviceLike(np.ndarray):
+# Under the strict simulator a cuda tensor's array must stay a device array.
+_ARRAY_BASE = np.ndarray
+if backend.SIM_DEVICE_ARRAYS:
+    from gpudl.sim_device import SimDeviceArray as _ARRAY_BASE
+
+
+class DeviceLike(_ARRAY_BASE):
     """A NumPy array the optimizers are made to treat as a CuPy array (``get()`` as CuPy's)."""
 
     def get(self):
@@ -59,6 +67,8 @@ class HostKernel:
 
     def __call__(self, *args):
         in_params, out_params, operation = self.spec
+        # CuPy broadcasts a 0-d array argument (the strict simulator's scalars are 0-d arrays).
+        args = [a.item() if isinstance(a, np.ndarray) and a.ndim == 0 else a for a in args]
         names = [n for _, n in _params(in_params) + _params(out_params)]
         arrays = frozenset(n for n, a in zip(names, args) if isinstance(a, np.ndarray))
         dtype = next(a.dtype for a in args if isinstance(a, np.ndarray))
