@@ -7,8 +7,12 @@ times in a row and reports the host time per launch, medians of 7 blocks of 2,00
 stream synchronised only between blocks (launches queue asynchronously, so this is the Python
 and driver cost a training step pays per kernel). Rows:
 
-- lazy, CuPy arrays: ``kernel[grid, block, stream](...)``, Numba types every argument per call;
-- specialised, CuPy arrays: ``launch.launch``, the dispatcher compiled for one signature;
+- lazy, CuPy arrays (stream sync on, as below): ``kernel[grid, block, stream](...)``, Numba
+  types every argument per call;
+- specialised, CuPy arrays, Numba's stream sync on: the dispatcher compiled for one signature,
+  called as it is: before each launch Numba waits for the stream each CuPy array names (a host
+  sync per array argument; ``NUMBA_CUDA_ARRAY_INTERFACE_SYNC``);
+- specialised, CuPy arrays: ``launch.launch``, the same dispatcher without that wait;
 - specialised, Numba device arrays: the same with the arrays wrapped once beforehand (what the
   LSTM step loop does per sequence);
 - CuPy's launcher: the same kernel's PTX loaded as a CuPy module, its parameters packed by
@@ -61,8 +65,11 @@ def main():
     signature = pool_cuda._signature("max_fwd", np.float32, np.uint8)
     stream = backend.launch_stream()
     wrapped = tuple(cuda.as_cuda_array(a, sync=False) for a in (x, y, arg))
+    dispatcher = launch.specialised(kernel, signature)[1, 32, stream, 0]
     rows = [
-        ("lazy, CuPy arrays", lambda: kernel[1, 32, stream](x, y, arg, *ints)),
+        ("lazy, CuPy arrays (Numba's stream sync on)", lambda: kernel[1, 32, stream](x, y, arg, *ints)),
+        ("specialised, CuPy arrays, Numba's stream sync on (before session 14)",
+         lambda: dispatcher(x, y, arg, *ints)),
         ("specialised, CuPy arrays",
          lambda: launch.launch(kernel, signature, 1, 32, x, y, arg, *ints)),
         ("specialised, Numba device arrays",

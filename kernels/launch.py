@@ -7,6 +7,13 @@ to marshalling the arguments. ``specialised`` builds one per (kernel, signature)
 launcher asks for it, never at import (a signature at decoration time needs a driver: numba-cuda raises CudaSupportError without one),
 and keeps it.
 
+Numba synchronises the host with the stream named in each CuPy argument's
+``__cuda_array_interface__`` before a launch (``NUMBA_CUDA_ARRAY_INTERFACE_SYNC``, on by
+default). CuPy names its current stream there, the stream every gpudl kernel launches on, so the
+wait orders nothing: it only stalled the host until the GPU had drained its queue, once per array
+argument of every launch, so that an eager step could never queue work ahead of the GPU. ``launch``
+turns it off for its own launches (and restores it: a user's own Numba code keeps the default).
+
 A specialised dispatcher does no type checks: the caller passes exactly the signature's types
 (C-contiguous arrays of the right dtype and rank, scalars that fit). Use the signature strings of
 the module's ``SIGNATURES`` table so that the gate checks what runs::
@@ -61,7 +68,14 @@ def launch(kernel, signature, blocks, threads, *args, shared=0):
             check_arguments(kernel, signature, args)
         elif FAST_LAUNCH and fast_launch.launch(kernel, signature, blocks, threads, args, shared):
             return
-        specialised(kernel, signature)[blocks, threads, backend.launch_stream(), shared](*args)
+        dispatcher = specialised(kernel, signature)[blocks, threads, backend.launch_stream(),
+                                                    shared]
+        config = backend.numba_cuda_config()
+        sync, config.CUDA_ARRAY_INTERFACE_SYNC = config.CUDA_ARRAY_INTERFACE_SYNC, 0
+        try:
+            dispatcher(*args)
+        finally:
+            config.CUDA_ARRAY_INTERFACE_SYNC = sync
 
 
 def check_arguments(kernel, signature, args):
