@@ -257,20 +257,14 @@ class CUDAGraph(Inspection):
             allocator = cupy.cuda.using_allocator(malloc)
             stream = cupy.cuda.get_current_stream()
             recorder = _Watcher(check_input_liveness)
-            config = backend.numba_cuda_config()
-            # Numba synchronises the stream named in a CuPy array's __cuda_array_interface__
-            # before each launch using it: illegal on a capturing stream, and needless when
-            # every kernel queues on that same stream
-            sync = config.CUDA_ARRAY_INTERFACE_SYNC
             allocator.__enter__()
             try:
                 stream.begin_capture(_MODES.index(capture_error_mode))   # cudaStreamCaptureMode
             except BaseException:
                 allocator.__exit__(None, None, None)
                 raise
-            config.CUDA_ARRAY_INTERFACE_SYNC = 0
             self._pool = memory
-            self._state = (allocator, stream, recorder, config, sync, len(backend._deferred))
+            self._state = (allocator, stream, recorder, len(backend._deferred))
         _active = self
         self._thread, self._mode = threading.get_ident(), capture_error_mode
         backend.capture_guard = _guard
@@ -290,7 +284,7 @@ class CUDAGraph(Inspection):
                 self._recording = state.recording()
                 self._captured()
             return
-        allocator, stream, watcher, config, sync, deferred = state
+        allocator, stream, watcher, deferred = state
         # device-side checks queued while capturing hold values the capture never computed:
         # off the queue, kept for replay(), which queues a copy of each replay's values
         checks = backend._deferred[deferred:]
@@ -302,7 +296,6 @@ class CUDAGraph(Inspection):
                 raise
             graph = None        # the body's own error is the one to report
         finally:
-            config.CUDA_ARRAY_INTERFACE_SYNC = sync
             allocator.__exit__(None, None, None)
         if not failed:
             self._graph, self._statics = graph, list(watcher.statics.values())
