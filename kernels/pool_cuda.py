@@ -32,7 +32,7 @@ import functools
 import math
 
 import numpy as np
-from numba import cuda, float32, float64
+from numba import cuda, float32, float64, uint64
 
 from gpudl import backend
 
@@ -53,15 +53,33 @@ def _make_kernels(acc):
     """The pooling kernels with ``acc`` (a Numba float type) as the accumulator type."""
 
     @cuda.jit(device=True, inline="always")
-    def split(t, a, mp, sp, mc, sc):
-        """A flat thread index -> (plane, row, column) of the (P, rows, cols) array a. Divides
+    def split_cells(t, rows, cols, mp, sp, mc, sc):
+        """A flat thread index -> (plane, row, column) in planes of rows x cols cells. Divides
         by multiplying with ``_magic`` numbers (mp, sp) for rows * cols and (mc, sc) for cols:
         no division subroutine."""
-        rows, cols = a.shape[1], a.shape[2]
         plane = (t * mp) >> sp
         r = t - plane * (rows * cols)
         row = (r * mc) >> sc
         return plane, row, r - row * cols
+
+    @cuda.jit(device=True, inline="always")
+    def split(t, a, mp, sp, mc, sc):
+        """split_cells over the planes of the (P, rows, cols) array a."""
+        return split_cells(t, a.shape[1], a.shape[2], mp, sp, mc, sc)
+
+    @cuda.jit(device=True, inline="always")
+    def corner(t, H, W, Ho, Wo, mp, sp, mc, sc):
+        """Flat index of the top-left input cell of output t's 2x2 window (stride 2, no
+        padding: the window lies inside the plane, Ho = H // 2 and Wo = W // 2)."""
+        p, oh, ow = split_cells(t, Ho, Wo, mp, sp, mc, sc)
+        return uint64((p * H + 2 * oh) * W + 2 * ow)      # unsigned: no negative-index wrap
+
+    @cuda.jit(device=True, inline="always")
+    def better(best, arg, v, cell):
+        """keep_max for one more cell of a window whose first cell is already taken."""
+        if v > best or v != v:
+            return v, cell
+        return best, arg
 
     def window_walk(visit):
         """walk(state, a, p, h0, w0, kh, kw, dh, dw): ``state = visit(state, a, p, h, w,
@@ -112,6 +130,19 @@ def _make_kernels(acc):
             argmax[p, oh, ow] = max(arg, 0)
 
     @cuda.jit
+    def max_fwd_2x2(x, y, argmax, H, W, Ho, Wo, mp, sp, mc, sc):
+        """max_fwd for the common 2x2 stride-2 window, on flat arrays: four loads, no loop, no
+        bounds test."""
+        t = cuda.grid(1)
+        if t < y.size:
+            i, one, row = corner(t, H, W, Ho, Wo, mp, sp, mc, sc), uint64(1), uint64(W)
+            best, arg = better(acc(x[i]), 0, acc(x[i + one]), 1)
+            best, arg = better(best, arg, acc(x[i + row]), 2)
+            best, arg = better(best, arg, acc(x[i + row + one]), 3)
+            y[t] = best
+            argmax[t] = arg
+
+    @cuda.jit
     def mean_fwd(x, y, rows, cols, inv_rows, inv_cols, mp, sp, mc, sc):
         """Average and adaptive average: each output sums its window, cells [lo, hi) per axis
         from the host tables, and scales by the per-axis reciprocal divisors."""
@@ -126,6 +157,17 @@ def _make_kernels(acc):
             y[p, oh, ow] = total * inv_rows[oh] * inv_cols[ow]
 
     @cuda.jit
+    def mean_fwd_2x2(x, y, H, W, Ho, Wo, mp, sp, mc, sc):
+        """mean_fwd for the 2x2 stride-2 window without padding or divisor override (the
+        table kernel's sum order and its two factors of 1/2)."""
+        t = cuda.grid(1)
+        if t < y.size:
+            i, one, row = corner(t, H, W, Ho, Wo, mp, sp, mc, sc), uint64(1), uint64(W)
+            half = acc(0.5)
+            total = acc(x[i]) + acc(x[i + one]) + acc(x[i + row]) + acc(x[i + row + one])
+            y[t] = total * half * half
+
+    @cuda.jit
     def max_bwd_scatter(gy, argmax, gx, kh, kw, sh, sw, ph, pw, dh, dw, mp, sp, mc, sc):
         """Non-overlapping windows: each output window writes all of its cells."""
         t = cuda.grid(1)
@@ -133,6 +175,32 @@ def _make_kernels(acc):
             p, oh, ow = split(t, gy, mp, sp, mc, sc)
             route_window((acc(gy[p, oh, ow]), argmax[p, oh, ow]), gx, p, oh * sh - ph,
                          ow * sw - pw, kh, kw, dh, dw)
+
+    @cuda.jit
+    def max_bwd_2x2(gy, argmax, gx, H, W, Ho, Wo, mp, sp, mc, sc):
+        """max_bwd_scatter for the 2x2 stride-2 window, on flat arrays."""
+        t = cuda.grid(1)
+        if t < gy.size:
+            i, one, row = corner(t, H, W, Ho, Wo, mp, sp, mc, sc), uint64(1), uint64(W)
+            g, k = acc(gy[t]), argmax[t]
+            zero = acc(0)
+            gx[i] = g if k == 0 else zero
+            gx[i + one] = g if k == 1 else zero
+            gx[i + row] = g if k == 2 else zero
+            gx[i + row + one] = g if k == 3 else zero
+
+    @cuda.jit
+    def mean_bwd_2x2(gy, gx, H, W, Ho, Wo, mp, sp, mc, sc):
+        """mean_bwd_scatter for mean_fwd_2x2's windows."""
+        t = cuda.grid(1)
+        if t < gy.size:
+            i, one, row = corner(t, H, W, Ho, Wo, mp, sp, mc, sc), uint64(1), uint64(W)
+            half = acc(0.5)
+            g = acc(gy[t]) * half * half
+            gx[i] = g
+            gx[i + one] = g
+            gx[i + row] = g
+            gx[i + row + one] = g
 
     @cuda.jit
     def mean_bwd_scatter(gy, gx, kh, kw, sh, sw, ph, pw, inv_rows, inv_cols, mp, sp, mc, sc):
@@ -182,9 +250,11 @@ def _make_kernels(acc):
                 total += part * inv_rows[oh]
             gx[p, h, w] = total
 
-    return {"max_fwd": max_fwd, "mean_fwd": mean_fwd,
-            "max_bwd_scatter": max_bwd_scatter, "max_bwd_gather": max_bwd_gather,
-            "mean_bwd_scatter": mean_bwd_scatter, "mean_bwd_gather": mean_bwd_gather}
+    return {"max_fwd": max_fwd, "max_fwd_2x2": max_fwd_2x2, "mean_fwd": mean_fwd,
+            "mean_fwd_2x2": mean_fwd_2x2, "max_bwd_scatter": max_bwd_scatter,
+            "max_bwd_2x2": max_bwd_2x2, "max_bwd_gather": max_bwd_gather,
+            "mean_bwd_scatter": mean_bwd_scatter, "mean_bwd_2x2": mean_bwd_2x2,
+            "mean_bwd_gather": mean_bwd_gather}
 
 
 _KERNELS = {np.float32: _make_kernels(float32), np.float64: _make_kernels(float64)}  # lazy
@@ -194,12 +264,17 @@ _KERNELS = {np.float32: _make_kernels(float32), np.float64: _make_kernels(float6
 @functools.lru_cache(maxsize=None)      # built at every launch: 6 us of string work uncached
 def _signature(name, dtype, index=None):
     """The one signature ``name`` runs with for ``dtype`` data (and ``index`` argmax dtype)."""
-    data = f"{np.dtype(dtype).name}[:, :, ::1]"
+    dims = "::1" if name.endswith("_2x2") else ":, :, ::1"      # 2x2 kernels: flat arrays
+    data = f"{np.dtype(dtype).name}[{dims}]"
     acc = "float64" if np.dtype(dtype) == np.float64 else "float32"
-    arg = f"{np.dtype(index).name}[:, :, ::1]" if index is not None else None
+    arg = f"{np.dtype(index).name}[{dims}]" if index is not None else None
     table, inv = "int32[:, ::1]", f"{acc}[::1]"
     args = {
         "max_fwd": (data, data, arg) + ("int32",) * 8,
+        "max_fwd_2x2": (data, data, arg) + ("int32",) * 4,
+        "max_bwd_2x2": (data, arg, data) + ("int32",) * 4,
+        "mean_fwd_2x2": (data, data) + ("int32",) * 4,
+        "mean_bwd_2x2": (data, data) + ("int32",) * 4,
         "mean_fwd": (data, data, table, table, inv, inv),
         "max_bwd_scatter": (data, arg, data) + ("int32",) * 8,
         "max_bwd_gather": (data, arg, data, table, table) + ("int32",) * 5,
@@ -210,7 +285,8 @@ def _signature(name, dtype, index=None):
 
 
 def _all_signatures(name, dtype):
-    indices = (np.uint8, np.int32) if name.startswith("max") else (None,)
+    indices = ((np.uint8,) if name.endswith("_2x2") else (np.uint8, np.int32)) \
+        if name.startswith("max") else (None,)
     return [_signature(name, dtype, index) for index in indices]
 
 
@@ -228,7 +304,8 @@ MAX_FLAT = 2**31 - 1       # threads per launch: flat indices stay below 2**31 f
 def _run(name, dtype, planes, rest, shape, index=None):
     """Launch kernel ``name`` for ``dtype`` data with one thread per cell of ``shape`` = (rows,
     cols) in each plane of the (P, ...) arrays ``planes`` (then the arguments ``rest``),
-    specialised (launch.py). More than MAX_FLAT threads launch in slices of whole planes."""
+    specialised (launch.py). More than MAX_FLAT threads launch in slices of whole planes. The
+    2x2 kernels take the planes flat."""
     kernel = _KERNELS[np.float64 if dtype == np.float64 else np.float32][name]
     signature = _signature(name, dtype, index)
     per_plane = shape[0] * shape[1]
@@ -241,6 +318,8 @@ def _run(name, dtype, planes, rest, shape, index=None):
     for p0 in range(0, count, step):
         part = tuple(a[p0:p0 + step] for a in planes)
         n = part[0].shape[0] * per_plane
+        if name.endswith("_2x2"):
+            part = tuple(a.reshape(-1) for a in part)
         launch(kernel, signature, (n + THREADS - 1) // THREADS, THREADS, *part, *rest, *magic)
 
 
@@ -351,13 +430,27 @@ def _grad_input(xp, input_shape, dtype, zero):
 
 
 # --------------------------------------------------------------------------- launchers
+def _halving(in_hw, out_hw, kernel_size, stride, padding, dilation):
+    """Whether the pool is the plain 2x2 stride-2 one whose windows lie inside the input (the
+    2x2 kernels' case): then their scalars (H, W, Ho, Wo), else None."""
+    if (tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation)) != \
+            ((2, 2), (2, 2), (0, 0), (1, 1)) or \
+            tuple(out_hw) != (in_hw[0] // 2, in_hw[1] // 2):
+        return None
+    return _ints(*in_hw, *out_hw)
+
+
 def max_pool2d_forward(x, out, kernel_size, stride, padding, dilation):
     xp = backend.get_array_module(x)
     planes = _planes(xp, x)
     y = xp.empty((planes.shape[0],) + out, x.dtype)
     argmax = xp.empty(y.shape, index_dtype(kernel_size))
-    _run("max_fwd", x.dtype, (planes, y, argmax),
-         _ints(*kernel_size, *stride, *padding, *dilation), out, index=argmax.dtype)
+    sizes = _halving(x.shape[-2:], out, kernel_size, stride, padding, dilation)
+    if sizes:
+        _run("max_fwd_2x2", x.dtype, (planes, y, argmax), sizes, out, index=argmax.dtype)
+    else:
+        _run("max_fwd", x.dtype, (planes, y, argmax),
+             _ints(*kernel_size, *stride, *padding, *dilation), out, index=argmax.dtype)
     shape = x.shape[:-2] + out
     return y.reshape(shape), argmax.reshape(shape)
 
@@ -374,6 +467,9 @@ def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, d
         steps = _steps(stride[0], dilation[0]) + _steps(stride[1], dilation[1])
         _run("max_bwd_gather", gy.dtype, (g, a, gx), (rows_d, cols_d) +
              _ints(kernel_size[1], *steps), gx.shape[1:], index=a.dtype)
+    elif sizes := _halving(input_shape[-2:], gy.shape[-2:], kernel_size, stride, padding,
+                           dilation):
+        _run("max_bwd_2x2", gy.dtype, (g, a, gx), sizes, g.shape[1:], index=a.dtype)
     else:
         _run("max_bwd_scatter", gy.dtype, (g, a, gx),
              _ints(*kernel_size, *stride, *padding, *dilation), g.shape[1:], index=a.dtype)
@@ -381,6 +477,13 @@ def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, d
 
 
 def avg_pool2d_forward(x, out, kernel_size, stride, padding, count_include_pad, divisor):
+    sizes = not divisor and _halving(x.shape[-2:], out, kernel_size, stride, padding, (1, 1))
+    if sizes:
+        xp = backend.get_array_module(x)
+        planes = _planes(xp, x)
+        y = xp.empty((planes.shape[0],) + tuple(out), x.dtype)
+        _run("mean_fwd_2x2", x.dtype, (planes, y), sizes, tuple(out))
+        return y.reshape(x.shape[:-2] + tuple(out))
     geo = (tuple(x.shape[-2:]), tuple(out), tuple(kernel_size), tuple(stride), tuple(padding),
            (1, 1))
     return _mean_forward(x, tuple(out), geo, bool(count_include_pad), int(divisor), False)
@@ -404,6 +507,13 @@ def avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding, count_inc
                         divisor):
     geo = (tuple(input_shape[-2:]), tuple(gy.shape[-2:]), tuple(kernel_size), tuple(stride),
            tuple(padding), (1, 1))
+    sizes = not divisor and _halving(*geo[:5], (1, 1))
+    if sizes:
+        xp = backend.get_array_module(gy)
+        g = _planes(xp, gy)
+        gx = _grad_input(xp, input_shape, gy.dtype, zero=not _geometry(*geo)[2])
+        _run("mean_bwd_2x2", gy.dtype, (g, gx), sizes, g.shape[1:])
+        return gx.reshape(input_shape)
     return _mean_backward(gy, input_shape, geo, (*kernel_size, *stride, *padding),
                           bool(count_include_pad), int(divisor), adaptive=False)
 

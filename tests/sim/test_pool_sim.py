@@ -194,3 +194,86 @@ def test_launches_split_into_whole_planes_past_the_flat_limit(rng, twin, monkeyp
     with pytest.raises(ValueError, match="a plane of 6 x 6 cells"):
         K.max_pool2d_backward(gy, argmax, x.shape, *conf)
 
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """The names of the pooling kernels launched, in order (the real launches still run)."""
+    from gpudl.kernels import pool_cuda
+    names, real = [], pool_cuda.launch
+
+    def record(kernel, *args, **kwargs):
+        names.append(kernel.__name__)
+        return real(kernel, *args, **kwargs)
+    monkeypatch.setattr(pool_cuda, "launch", record)
+    return names
+
+
+@pytest.mark.parametrize("shape, dtype", [((2, 3, 6, 8), np.float32), ((1, 2, 7, 9), np.float16),
+                                          ((1, 1, 5, 4), np.float64)])
+def test_the_plain_2x2_pool_runs_the_flat_kernels(rng, twin, poisoned, launched, shape, dtype):
+    """2x2 stride 2 without padding, even and odd sizes (the last row or column outside every
+    window): the same maxima, argmax (NaN wins, the first of equal values, -inf) and gradients
+    as the CPU twin, from max_fwd_2x2 / max_bwd_2x2."""
+    x = rng.standard_normal(shape).astype(dtype)
+    flat = x.reshape(-1)
+    flat[[0, 3]] = np.nan                      # two NaNs, maybe in one window: the later wins
+    flat[shape[-1]:shape[-1] + 2] = 7.0        # equal maxima in the second row of a window
+    flat[-1] = -np.inf
+    conf = ((2, 2), (2, 2), (0, 0), (1, 1))
+    y, argmax = K.max_pool2d_forward(x, *conf, False)
+    want_y, want_argmax = twin(K.max_pool2d_forward, x, *conf, False)
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(argmax, want_argmax)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    np.testing.assert_array_equal(K.max_pool2d_backward(gy, argmax, x.shape, *conf),
+                                  twin(K.max_pool2d_backward, gy, argmax, x.shape, *conf))
+    assert launched == ["max_fwd_2x2", "max_bwd_2x2"]
+
+
+@pytest.mark.parametrize("k, s, p, d, ceil_mode", [
+    ((2, 2), (2, 2), (1, 1), (1, 1), False),        # padded
+    ((2, 2), (2, 2), (0, 0), (1, 1), True),         # ceil mode: a window past the input
+    ((2, 2), (1, 1), (0, 0), (1, 1), False),        # overlapping
+    ((2, 2), (2, 2), (0, 0), (2, 2), False),        # dilated
+])
+def test_other_2x2_pools_keep_the_general_kernels(rng, twin, launched, k, s, p, d, ceil_mode):
+    x = rng.standard_normal((1, 2, 7, 7)).astype(np.float32)
+    y, argmax = K.max_pool2d_forward(x, k, s, p, d, ceil_mode)
+    np.testing.assert_array_equal(y, twin(K.max_pool2d_forward, x, k, s, p, d, ceil_mode)[0])
+    K.max_pool2d_backward(np.ones_like(y), argmax, x.shape, k, s, p, d)
+    assert "max_fwd_2x2" not in launched and "max_bwd_2x2" not in launched
+
+
+def test_the_2x2_kernels_launch_in_slices_of_whole_planes(rng, twin, monkeypatch, launched):
+    from gpudl.kernels import pool_cuda
+    monkeypatch.setattr(pool_cuda, "MAX_FLAT", 40)          # 2 planes of 4 x 5 per launch
+    x = rng.standard_normal((3, 2, 8, 10)).astype(np.float32)
+    conf = ((2, 2), (2, 2), (0, 0), (1, 1))
+    y, argmax = K.max_pool2d_forward(x, *conf, False)
+    np.testing.assert_array_equal(y, twin(K.max_pool2d_forward, x, *conf, False)[0])
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_array_equal(K.max_pool2d_backward(gy, argmax, x.shape, *conf),
+                                  twin(K.max_pool2d_backward, gy, argmax, x.shape, *conf))
+    assert launched == ["max_fwd_2x2"] * 3 + ["max_bwd_2x2"] * 3
+
+
+@pytest.mark.parametrize("shape, dtype", [((2, 3, 6, 8), np.float32), ((1, 2, 7, 9), np.float16),
+                                          ((1, 1, 5, 4), np.float64)])
+def test_the_plain_2x2_average_runs_the_flat_kernels(rng, twin, poisoned, launched, shape,
+                                                     dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    args = ((2, 2), (2, 2), (0, 0), False, True, None)
+    y = K.avg_pool2d_forward(x, *args)
+    _close(y, twin(K.avg_pool2d_forward, x, *args), dtype)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    bargs = (gy, x.shape) + args[:3] + args[4:]
+    _close(K.avg_pool2d_backward(*bargs), twin(K.avg_pool2d_backward, *bargs), dtype)
+    assert launched == ["mean_fwd_2x2", "mean_bwd_2x2"]
+
+
+def test_a_2x2_average_with_a_divisor_keeps_the_table_kernels(rng, twin, launched):
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    args = ((2, 2), (2, 2), (0, 0), False, True, 3)
+    _close(K.avg_pool2d_forward(x, *args), twin(K.avg_pool2d_forward, x, *args), np.float32)
+    assert launched == ["mean_fwd"]
