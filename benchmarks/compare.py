@@ -373,7 +373,7 @@ def run(device, only=None, repeats=21, isolated=False, grid=False, settle=SETTLE
     print(table([], modes, device, name_of_gpu), flush=True)     # the header, for rows as they come
     rows = []
     for name, devices, build in (_grid_workloads() if grid else WORKLOADS):
-        if only and only.lower() not in name.lower():
+        if only and not any(part.strip().lower() in name.lower() for part in only.split("|")):
             continue
         if device not in devices:
             if device == "cpu" and name.endswith("CUDA graph"):
@@ -468,7 +468,8 @@ def table(rows, modes, device, device_name=""):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__)
     parser.add_argument("--device", default=gpudl.device(), choices=("cpu", "cuda"))
-    parser.add_argument("--only", help="run workloads whose name contains this text")
+    parser.add_argument("--only", help="run workloads whose name contains this text (or one of "
+                        "several, separated by |)")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--isolated", action="store_true",

@@ -19,10 +19,12 @@
 # (the start, ~35 s, included), so the steps come in two groups, one command each, the second
 # sent as soon as the first returns (the machine stays warm 30 s):
 #   check:   install, tests_new, tests, attention_precision, fast_launch          (~480 s)
-#   measure: install, zero_sync, kernel_profile, host_profile, conv_paths, lstm_paths,
-#            launches, benchmarks, graph_steps, nccl, nccl_allreduce               (~690 s)
-# the measure group's steps go newest first: what no run has measured yet comes before what
-# benchmarks/RESULTS.md already holds. Give each command a deadline that fits what is left
+#   measure: install, launches, benchmarks, kernel_profile, cupy_launch_rows, conv_paths,
+#            graph_steps, zero_sync, host_profile, lstm_paths, nccl, nccl_allreduce (~760 s)
+# the measure group's steps go by what they decide: the per-launch host cost (session 14 took
+# Numba's per-array stream sync out of every launch), the compare table that issue 12's targets
+# are read from, the kernel profile that says why, then the rest; a step past the deadline is
+# skipped. Give each command a deadline that fits what is left
 # (GPU_CHECK_DEADLINE, below), e.g. with 900 s left: `GPU_CHECK_DEADLINE=$(( $(date +%s) + 480 ))
 # bash tools/gpu_check.sh check` with timeout_s 500, then the measure group with the time then
 # left. As seen on the second run (H200, session 13, benchmarks/RESULTS.md): the suite runs
@@ -37,8 +39,8 @@ log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
 chosen=${chosen// check / install attention_precision tests_new tests fast_launch }
-chosen=${chosen// measure / install zero_sync kernel_profile host_profile conv_paths lstm_paths launches benchmarks graph_steps nccl nccl_allreduce }
-known=" install attention_precision tests_new tests fast_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths "
+chosen=${chosen// measure / install launches benchmarks kernel_profile cupy_launch_rows conv_paths graph_steps zero_sync host_profile lstm_paths nccl nccl_allreduce }
+known=" install attention_precision tests_new tests fast_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths cupy_launch_rows "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
 done
@@ -98,23 +100,28 @@ step fast_launch 90 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m pytest -q 
     --maxfail=${GPU_CHECK_MAXFAIL:-1000} -p no:cacheprovider $details $workers tests/kernels \
     tests/test_conv.py tests/test_pool.py tests/test_rnn.py tests/test_rnn_paths.py \
     tests/test_attention.py tests/test_cuda_graphs.py
-step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
-    tests/sim/test_zero_sync_sim.py
+step launches 15 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
+step benchmarks 240 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \
+    --markdown tools/gpu_results.md
 # every kernel of the training steps and of the conv/pool/attention rows, from CUPTI (through
 # torch.profiler): where the device time goes, for gpudl and for torch
 step kernel_profile 100 env GPUDL_DEVICE=cuda python -m benchmarks.kernel_profile --steps 10 \
     --markdown tools/gpu_kernel_profile.md
-# where an eager step's host time goes (cProfile): the eager steps are host-bound
-step host_profile 40 env GPUDL_DEVICE=cuda python -m benchmarks.host_profile --steps 20
+# the rows that host time decides (pooling, single SDPA calls, eager steps) with launches through
+# CuPy's launcher instead of Numba's (GPUDL_LAUNCH=cupy; the launches step says per-launch cost)
+step cupy_launch_rows 75 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m benchmarks.compare \
+    --device cuda --repeats 11 --only "pool2d 2x2|SDPA fwd (4|step, batch 64" \
+    --markdown tools/gpu_results_cupy_launch.md
 step conv_paths 60 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
     --markdown tools/gpu_conv_paths.md
-step lstm_paths 45 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \
-    --markdown tools/gpu_lstm_paths.md
-step launches 15 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
-step benchmarks 240 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \
-    --markdown tools/gpu_results.md
 step graph_steps 90 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --repeats 11 \
     --markdown tools/gpu_graph_steps.md
+step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
+    tests/sim/test_zero_sync_sim.py
+# where an eager step's host time goes (cProfile): the eager steps are host-bound
+step host_profile 40 env GPUDL_DEVICE=cuda python -m benchmarks.host_profile --steps 20
+step lstm_paths 45 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \
+    --markdown tools/gpu_lstm_paths.md
 step nccl 30 env GPUDL_DEVICE=cuda GPUDL_NCCL_REQUIRED=1 python -m pytest -q -rs -p no:cacheprovider \
     tests/distributed/test_distributed_nccl.py
 step nccl_allreduce 20 env GPUDL_DEVICE=cuda RANK=0 WORLD_SIZE=1 python -m benchmarks.allreduce \
@@ -122,7 +129,7 @@ step nccl_allreduce 20 env GPUDL_DEVICE=cuda RANK=0 WORLD_SIZE=1 python -m bench
 echo "gpu_check exit status: $status"
 if [ -n "${OUT:-}" ]; then
     cp "$log" tools/gpu_results.md tools/gpu_graph_steps.md tools/gpu_lstm_paths.md tools/gpu_conv_paths.md \
-        tools/gpu_kernel_profile.md "$OUT"/ \
+        tools/gpu_kernel_profile.md tools/gpu_results_cupy_launch.md "$OUT"/ \
         2>/dev/null
 fi
 exit $status
