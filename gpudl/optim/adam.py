@@ -5,8 +5,8 @@ import functools
 import numpy as np
 
 from .. import backend
-from .capturable import advance_step, check_lr, device_step, kernel_scalar, lr_array, \
-    power_complement
+from .capturable import advance_step, check_lr, device_step, fused_bias_corrections, \
+    kernel_scalar, lr_array, power_complement
 from .optimizer import (
     Optimizer,
     check_betas,
@@ -96,19 +96,25 @@ class Adam(Optimizer):
         return state
 
     def _update(self, param, grad, state, group):
-        step = advance_step(state, param, group["capturable"])
         lr, weight_decay, (beta1, beta2) = lr_array(group["lr"]), group["weight_decay"], \
             group["betas"]
         amsgrad = group["amsgrad"]
         dtype = param.dtype
-        neg_step_size = kernel_scalar(-lr / power_complement(beta1, step), dtype)
-        bias_correction2_sqrt = kernel_scalar(power_complement(beta2, step) ** 0.5, dtype)
+        on_device = backend.is_device_array(param)
+        fused_scalars = on_device and group["capturable"] and \
+            fused_bias_corrections(state, param, lr, (beta1, beta2))
+        if fused_scalars:
+            neg_step_size, bias_correction2_sqrt = fused_scalars
+        else:
+            step = advance_step(state, param, group["capturable"])
+            neg_step_size = kernel_scalar(-lr / power_complement(beta1, step), dtype)
+            bias_correction2_sqrt = kernel_scalar(power_complement(beta2, step) ** 0.5, dtype)
         decay = kernel_scalar(1 - lr * weight_decay, dtype)
         decoupled = group["decoupled_weight_decay"]
         coupled = weight_decay if not decoupled else 0
         exp_avg, exp_avg_sq = state["exp_avg"]._data, state["exp_avg_sq"]._data
         second = state["max_exp_avg_sq"]._data if amsgrad else None
-        if backend.is_device_array(param):
+        if on_device:
             lines = _adam_lines(amsgrad, group["maximize"], bool(coupled),
                                 bool(weight_decay) and decoupled)
             outs = "T param, T exp_avg, T exp_avg_sq" + (", T max_exp_avg_sq" if amsgrad else "")

@@ -21,6 +21,8 @@ from gpudl import backend
 
 CTYPES = {np.dtype(np.float32): ("float", ctypes.c_float),
           np.dtype(np.float64): ("double", ctypes.c_double)}
+# CuPy's names for parameters of a fixed type (``float64 lr``), as its generated code defines them
+TYPE_NAMES = "typedef float float32;\ntypedef double float64;\n"
 
 
 # Under the strict simulator a cuda tensor's array must stay a device array.
@@ -67,29 +69,37 @@ class HostKernel:
 
     def __call__(self, *args):
         in_params, out_params, operation = self.spec
-        # CuPy broadcasts a 0-d array argument (the strict simulator's scalars are 0-d arrays).
-        args = [a.item() if isinstance(a, np.ndarray) and a.ndim == 0 else a for a in args]
-        names = [n for _, n in _params(in_params) + _params(out_params)]
-        arrays = frozenset(n for n, a in zip(names, args) if isinstance(a, np.ndarray))
-        dtype = next(a.dtype for a in args if isinstance(a, np.ndarray))
-        ctype, cscalar = CTYPES[dtype]
+        params = _params(in_params) + _params(out_params)
+        n_in = len(_params(in_params))
+        # CuPy broadcasts a 0-d input array against the others (the strict simulator's scalars
+        # are 0-d arrays): bound here as a scalar; a kernel over 0-d arrays only runs once
+        broadcast = any(isinstance(a, np.ndarray) and a.ndim for a in args)
+        args = [a.item() if i < n_in and broadcast and isinstance(a, np.ndarray) and a.ndim == 0
+                else a for i, a in enumerate(args)]
+        arrays = frozenset(n for (_, n), a in zip(params, args) if isinstance(a, np.ndarray))
+        # T is the dtype of the arrays declared T; a parameter of a fixed type (float32 step)
+        # has that type
+        dtype = next(a.dtype for (t, _), a in zip(params, args)
+                     if t == "T" and isinstance(a, np.ndarray))
+        ctype = CTYPES[dtype][0]
         HostKernel.recorded.add((in_params, out_params, operation, arrays))
         HostKernel.calls += 1
         function = self._compile(ctype, arrays)
         size = next(a.size for a in args if isinstance(a, np.ndarray))
         call = []
-        for a in args:
+        for (t, _), a in zip(params, args):
+            want = dtype if t == "T" else np.dtype(t)
             if isinstance(a, np.ndarray):
-                assert a.dtype == dtype and a.flags.c_contiguous and a.size == size
+                assert a.dtype == want and a.flags.c_contiguous and a.size == size
                 call.append(ctypes.c_void_p(a.ctypes.data))
             else:
-                call.append(cscalar(a))
+                call.append(CTYPES[want][1](a))
         function(*call, ctypes.c_long(size))
 
     def _compile(self, ctype, arrays):
         in_params, out_params, operation = self.spec
-        source = ("#include <cmath>\nusing std::sqrt; using std::isnan;\n"
-                  f"typedef {ctype} T;\n"
+        source = ("#include <cmath>\nusing std::sqrt; using std::isnan; using std::pow;\n"
+                  f"typedef {ctype} T;\n{TYPE_NAMES}"
                   f'extern "C" void kernel({_signature(in_params, out_params, arrays)}) {{\n'
                   "  for (long i = 0; i < n; ++i) {\n    "
                   + kernel_body(in_params, out_params, operation, arrays) + "\n  }\n}\n")
@@ -112,7 +122,7 @@ def _build_shared_library(source, key):
 
 def cuda_source(in_params, out_params, operation, arrays, ctype):
     """CUDA C for one kernel, as CuPy would assemble it (grid-stride loop over n elements)."""
-    return (f"typedef {ctype} T;\n"
+    return (f"typedef {ctype} T;\n{TYPE_NAMES}"
             f'extern "C" __global__ void fused({_signature(in_params, out_params, arrays)}) {{\n'
             "  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n;\n"
             "       i += (long)blockDim.x * gridDim.x) {\n    "

@@ -57,17 +57,47 @@ def test_capturable_matches_torch(case, rng):
 @pytest.mark.parametrize("case", [c for c in CAPTURABLE if c[1]], ids=case_id)
 def test_capturable_fused_kernel_matches_the_cpu(case, rng, monkeypatch):
     """The GPU branch (fused kernels run as host C++, tests/optim/fused_emulator.py) with the
-    device-side step count gives the CPU's numbers."""
+    device-side step count gives the CPU's numbers, in one update kernel per parameter and step
+    (Adam: and one for its step count and bias corrections, where the composed device math took
+    eleven)."""
     name, options = case
     init, grads = initial_params(rng), gradients(rng, SHAPES, 6)
     plain, _ = _run(name, options, init, grads)
     monkeypatch.setattr(backend, "is_device_array", lambda a: isinstance(a, DeviceLike))
     monkeypatch.setattr(backend, "elementwise_kernel", HostKernel)
     monkeypatch.setattr(HostKernel, "calls", 0)
-    fused, _ = _run(name, dict(options, capturable=True), init, grads,
-                    wrap=lambda a: a.view(DeviceLike))
-    assert HostKernel.calls == 6 * len(SHAPES)
+    fused, opt = _run(name, dict(options, capturable=True), init, grads,
+                      wrap=lambda a: a.view(DeviceLike))
+    kernels_per_update = 2 if name.startswith("Adam") else 1
+    assert HostKernel.calls == kernels_per_update * 6 * len(SHAPES)
     assert_close(fused, plain)
+    for p in opt.param_groups[0]["params"]:
+        step = opt.state[p]["step"]
+        assert step.dtype == gd.float32 and step.shape == () and step.item() == 6
+
+
+@pytest.mark.skipif(__import__("shutil").which("g++") is None, reason="needs a C++ compiler")
+def test_adams_device_bias_corrections_are_the_composed_float64_math(rng):
+    """The one-kernel step count and bias corrections (optim/capturable.py) give the float64
+    values of the composed version, cast once to the parameter's dtype, at step counts where
+    beta**step underflows too; the kernel compiles as CUDA (float64 on purpose: one thread)."""
+    from fused_emulator import cuda_source, nvrtc_ptx
+
+    from gpudl.optim import capturable
+    for dtype in (np.float32, np.float64):
+        for start in (0.0, 1.0, 9.0, 2999.0, 1e6):
+            step = np.array(start, np.float32)
+            neg, bc2 = np.empty((), dtype), np.empty((), dtype)
+            HostKernel(*capturable._BIAS_CORRECTIONS)(1e-3, 0.9, 0.999, step, neg, bc2)
+            s = np.float64(start + 1)
+            assert step == np.float32(start + 1)
+            assert neg == np.array(-1e-3 / (1 - 0.9 ** s)).astype(dtype)
+            assert bc2 == np.array((1 - 0.999 ** s) ** 0.5).astype(dtype)
+    pytest.importorskip("cuda.bindings.nvrtc")
+    in_params, out_params, operation, _ = capturable._BIAS_CORRECTIONS
+    arrays = frozenset(("step", "neg_step_size", "bias_correction2_sqrt"))
+    for ctype in ("float", "double"):
+        nvrtc_ptx(cuda_source(in_params, out_params, operation, arrays, ctype))
 
 
 @pytest.mark.parametrize("name", ["Adam", "AdamW", "RMSprop"])
