@@ -7,6 +7,7 @@ probabilities by N * d1 * ... . ``label_smoothing`` e mixes in the uniform distr
 loss = (1 - e) * nll + e / C * sum_c(-w_c log p_c).
 """
 
+from .. import backend
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import LOW_PRECISION, is_floating
 from ..autograd import Function, is_grad_enabled
@@ -34,11 +35,27 @@ def _class_shape(x):
     return (1, x.shape[1]) + (1,) * (x.ndim - 2)                     # broadcast over class dim
 
 
+def _fused_rows(x, target):
+    """Whether the cuda kernels of kernels/cross_entropy_cuda.py take this cross entropy."""
+    if backend.kernel_device(x) != "cuda":
+        return False
+    from ..kernels import cross_entropy_cuda
+    return cross_entropy_cuda.supports(x, target)
+
+
 class CrossEntropy(Function):
-    """Class-index targets: log-softmax, pick, weigh, smooth and reduce in one node."""
+    """Class-index targets: log-softmax, pick, weigh, smooth and reduce in one node (on cuda,
+    for (N, C) logits, three kernels: kernels/cross_entropy_cuda.py)."""
 
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index, smoothing, reduction):
+        ctx.rows = None
+        if _fused_rows(x, target):
+            from ..kernels import cross_entropy_cuda
+            loss, ctx.rows = cross_entropy_cuda.forward(x, target, weight, ignore_index,
+                                                        smoothing, reduction)
+            ctx.conf = (ignore_index, reduction)
+            return loss
         xp = xp_of(x)
         logp = log_softmax_array(x, 1)
         t, valid, wt = _picked_targets(x, target, weight, ignore_index)
@@ -54,6 +71,10 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.rows is not None:
+            from ..kernels import cross_entropy_cuda
+            return (cross_entropy_cuda.backward(g, ctx.rows, *ctx.conf), None, None, None, None,
+                    None)
         logp, t, valid, wt, weight, divisor = ctx.saved_tensors
         smoothing, reduction = ctx.conf
         xp = xp_of(logp)
