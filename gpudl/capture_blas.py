@@ -38,9 +38,11 @@ _lib = None
 _handles = {}                        # (thread id, device id) -> (handle, workspace memory)
 
 
-def matmul(a, b, out=None):
+def matmul(a, b, out=None, allow_tf32=None):
     """``a @ b`` (numpy.matmul's shapes and broadcasting) for float16/float32/float64 CuPy
-    arrays, on the current stream; into ``out`` (C-contiguous, the result's shape) if given."""
+    arrays, on the current stream; into ``out`` (C-contiguous, the result's shape) if given.
+    ``allow_tf32``: whether float32 may run on TF32 tensor cores (None: the matmul flag,
+    ``backends.matmul_allows_tf32()``; the convolutions pass their own)."""
     xp = backend.get_array_module(a)
     dtype = np.result_type(a.dtype, b.dtype)
     if dtype not in _DATA_TYPE:
@@ -64,7 +66,7 @@ def matmul(a, b, out=None):
             result[...] = 0
         else:
             a3, b3 = _batched(xp, a, batch), _batched(xp, b, batch)
-            gemm(plan(a3, b3), a3, b3, result)
+            gemm(plan(a3, b3), a3, b3, result, allow_tf32)
     for axis in sorted(squeeze):
         result = result.squeeze(axis)
     return result
@@ -144,8 +146,9 @@ def plan(a3, b3):
                 ldc=n, stride_c=m * n, batch=batch)
 
 
-def gemm(g, a3, b3, out):
-    """Run ``g`` on the current stream: ``out`` (C-contiguous) = a3 @ b3."""
+def gemm(g, a3, b3, out, allow_tf32=None):
+    """Run ``g`` on the current stream: ``out`` (C-contiguous) = a3 @ b3 (``allow_tf32`` as in
+    ``matmul``)."""
     lib = _library()
     handle, workspace = _handle(lib)
     stream = backend._cupy.cuda.get_current_stream().ptr
@@ -157,8 +160,10 @@ def gemm(g, a3, b3, out):
         scalar, compute = ctypes.c_double, _COMPUTE_64F
     else:
         scalar = ctypes.c_float
-        compute = _COMPUTE_32F_FAST_TF32 if dtype == np.float32 and \
-            backends.matmul_allows_tf32() else _COMPUTE_32F
+        if allow_tf32 is None:
+            allow_tf32 = backends.matmul_allows_tf32()
+        compute = _COMPUTE_32F_FAST_TF32 if dtype == np.float32 and allow_tf32 else \
+            _COMPUTE_32F
     one, zero = scalar(1), scalar(0)
     kind = _DATA_TYPE[dtype]
     status = lib.cublasGemmStridedBatchedEx(

@@ -58,7 +58,7 @@ from . import small_gemm
 # Winograd F(2x2, 3x3) matrices: weight transform G (4x3); B^T and A^T are spelled out as
 # additions in the kernels below.
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-_GG = np.kron(G, G)         # (16, 9): U[4a+b] = sum G[a, i] G[b, j] w[3i+j]
+GG = np.kron(G, G)         # (16, 9): U[4a+b] = sum G[a, i] G[b, j] w[3i+j]
 
 MIN_CHANNELS = 16           # below this, the transforms cost more than the GEMM saves
 MIN_WORK = 1 << 24          # N*Ho*Wo*C*K: smaller convs stay on im2col (already ~free)
@@ -97,12 +97,12 @@ def _weight_tiles(w, dtype):
     """U = G w G^T for every (k, c): (16, K, C), as one GEMM with kron(G, G)."""
     K, C = w.shape[:2]
     flat = w.astype(dtype, copy=False).reshape(K * C, 9)
-    return np.ascontiguousarray((flat @ _GG.astype(dtype).T).T).reshape(16, K, C)
+    return np.ascontiguousarray((flat @ GG.astype(dtype).T).T).reshape(16, K, C)
 
 
 def _weight_tiles_adjoint(du, K, C):
     """gw = G^T dU G for every (k, c): (K, C, 3, 3) from dU (16, K, C)."""
-    return (du.reshape(16, K * C).T @ _GG.astype(du.dtype)).reshape(K, C, 3, 3)
+    return (du.reshape(16, K * C).T @ GG.astype(du.dtype)).reshape(K, C, 3, 3)
 
 
 @numba.njit(cache=True, nogil=True)
