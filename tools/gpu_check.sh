@@ -20,7 +20,7 @@
 # sent as soon as the first returns (the machine stays warm 30 s):
 #   check:   install, tests_new, tests, attention_precision, fast_launch          (~480 s)
 #   measure: install, zero_sync, kernel_profile, host_profile, conv_paths, lstm_paths,
-#            launches, benchmarks, graph_steps, nccl, nccl_allreduce               (~690 s)
+#            launches, benchmarks, graph_steps, nccl, nccl_allreduce               (~720 s)
 # the measure group's steps go newest first: what no run has measured yet comes before what
 # benchmarks/RESULTS.md already holds. Give each command a deadline that fits what is left
 # (GPU_CHECK_DEADLINE, below), e.g. with 900 s left: `GPU_CHECK_DEADLINE=$(( $(date +%s) + 480 ))
@@ -106,7 +106,8 @@ step kernel_profile 100 env GPUDL_DEVICE=cuda python -m benchmarks.kernel_profil
     --markdown tools/gpu_kernel_profile.md
 # where an eager step's host time goes (cProfile): the eager steps are host-bound
 step host_profile 40 env GPUDL_DEVICE=cuda python -m benchmarks.host_profile --steps 20
-step conv_paths 60 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
+# conv_paths: the Winograd rows (issue 12) of the 3x3 stride-1 shapes, against conv_cuda and cuDNN
+step conv_paths 90 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
     --markdown tools/gpu_conv_paths.md
 step lstm_paths 45 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \
     --markdown tools/gpu_lstm_paths.md
