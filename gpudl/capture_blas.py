@@ -156,14 +156,8 @@ def gemm(g, a3, b3, out, allow_tf32=None):
     _check(lib.cublasSetWorkspace_v2(handle, ctypes.c_void_p(workspace.ptr),
                                      ctypes.c_size_t(WORKSPACE_BYTES)), "cublasSetWorkspace")
     dtype = out.dtype
-    if dtype == np.float64:
-        scalar, compute = ctypes.c_double, _COMPUTE_64F
-    else:
-        scalar = ctypes.c_float
-        if allow_tf32 is None:
-            allow_tf32 = backends.matmul_allows_tf32()
-        compute = _COMPUTE_32F_FAST_TF32 if dtype == np.float32 and allow_tf32 else \
-            _COMPUTE_32F
+    compute = compute_type(dtype, allow_tf32)
+    scalar = ctypes.c_double if dtype == np.float64 else ctypes.c_float
     one, zero = scalar(1), scalar(0)
     kind = _DATA_TYPE[dtype]
     status = lib.cublasGemmStridedBatchedEx(
@@ -173,6 +167,16 @@ def gemm(g, a3, b3, out, allow_tf32=None):
         ctypes.byref(zero), ctypes.c_void_p(_pointer(out)), kind, g.ldc,
         ctypes.c_longlong(g.stride_c), g.batch, compute, _GEMM_DEFAULT)
     _check(status, "cublasGemmStridedBatchedEx")
+
+
+def compute_type(dtype, allow_tf32=None):
+    """cuBLAS's compute type for ``dtype`` products: float32 on TF32 tensor cores only when
+    ``allow_tf32`` (None: the matmul flag) says so."""
+    if dtype == np.float64:
+        return _COMPUTE_64F
+    if allow_tf32 is None:
+        allow_tf32 = backends.matmul_allows_tf32()
+    return _COMPUTE_32F_FAST_TF32 if dtype == np.float32 and allow_tf32 else _COMPUTE_32F
 
 
 def _pointer(array):
