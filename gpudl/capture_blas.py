@@ -10,7 +10,9 @@ So while a capture runs (``backend.capture_guard`` is set), the matmuls of the o
 of the recurrent kernels come here and call ``cublasGemmStridedBatchedEx`` through ctypes, with
 a cuBLAS handle per thread whose stream and workspace are set before each call, as PyTorch's
 handles are (setting a stream enqueues nothing, so it is legal in a capture; it also resets the
-workspace, hence both). Eager matmuls keep CuPy's path.
+workspace, hence both). Eager matmuls keep CuPy's path, but for the Winograd convolutions'
+(kernels/conv_winograd_cuda.py), which come here in every case: strict fp32 by the compute
+type, and their transposed operand read in place where CuPy's batched matmul copies it.
 
 The layout work is plain stride arithmetic (``plan``): a row-major product C = A @ B is the
 column-major C^T = B^T @ A^T, so each operand goes to cuBLAS as it lies in memory, a C-order

@@ -14,7 +14,8 @@ so a forward is, per chunk of images:
    rows then the columns by additions, and stores 16 values, each store coalesced along t;
 2. U = G w G^T once per call (16, K, C): one small product with kron(G, G);
 3. M[xi] = U[xi] @ V[xi] for the 16 positions xi: ONE strided-batched cuBLAS GEMM
-   (16, K, C) @ (16, C, T) in strict fp32 (``_product``);
+   (16, K, C) @ (16, C, T) in strict fp32, through gpudl/capture_blas.py (``_product``: CUDA-graph
+   capturable);
 4. ``output_tiles`` kernel: y = A^T M A + bias for every tile and output channel, one thread per
    (k, t), storing the outputs of a partial last tile that fall inside (Ho, Wo) only.
 
@@ -60,7 +61,7 @@ import functools
 import numpy as np
 from numba import cuda, float32, float64, int32, int64, uint32
 
-from gpudl import backend, backends, capture_blas
+from gpudl import backend, capture_blas
 
 from . import conv_cuda, conv_winograd
 from .budget import Budget
@@ -269,13 +270,14 @@ def _blocks(n):
 
 # --------------------------------------------------------------------------- products
 def _product(a, b, out):
-    """out = a @ b (batched) in strict precision (no TF32), on the current stream, by the ops
-    layer's route: gpudl's own cuBLAS handle while a CUDA graph captures (CuPy refuses cuBLAS
-    then), else CuPy's matmul with its handle's math mode set to strict."""
-    if backend.capture_guard is not None and backend.is_device_array(a):
-        return capture_blas.matmul(a, b, out=out, allow_tf32=False)
+    """out = a @ b (batched) in strict precision, on the current stream. On the GPU always
+    through capture_blas, gpudl's own cuBLAS handle (the ops layer's route while a CUDA graph
+    captures, where CuPy refuses cuBLAS): it takes the compute type per call (strict fp32
+    whatever the matmul flag and the handle's math mode), and it hands a transposed operand to
+    cuBLAS as it lies, where CuPy's batched matmul first copies each operand to C order (V^T
+    in grad_weight: a copy as large as V per chunk). The simulator's arrays: NumPy's matmul."""
     if backend.is_device_array(a):
-        backends.set_cublas_math_mode(allow_tf32=False)
+        return capture_blas.matmul(a, b, out=out, allow_tf32=False)
     return backend.get_array_module(a).matmul(a, b, out=out)
 
 

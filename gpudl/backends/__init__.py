@@ -106,17 +106,15 @@ def attention_precision():
     return {"allow_tf32": matmul_allows_tf32(), "mem_efficient": cuda.mem_efficient_sdp_enabled()}
 
 
-def set_cublas_math_mode(allow_tf32=None):
+def set_cublas_math_mode():
     """Put CuPy's cuBLAS handle (this thread's, current device's) in the math mode the flags
-    ask for: TF32 tensor-op math when ``matmul_allows_tf32()`` (or ``allow_tf32``, when given:
-    the convolutions' own flag), else the default (strict float32). The ops layer calls it
-    before each float32 GEMM on CuPy arrays, not once per flag change: CuPy's own float16 matmul resets the handle's mode to the default after it runs.
+    ask for: TF32 tensor-op math when ``matmul_allows_tf32()``, else the default (strict
+    float32). The ops layer calls it before each float32 GEMM on CuPy arrays, not once per flag
+    change: CuPy's own float16 matmul resets the handle's mode to the default after it runs.
     A host-side call (no device sync). Not yet run on a GPU (written from cuBLAS's and CuPy's
     documented API)."""
     import cupy
     from cupy_backends.cuda.libs import cublas
-    if allow_tf32 is None:
-        allow_tf32 = matmul_allows_tf32()
-    mode = cublas.CUBLAS_TF32_TENSOR_OP_MATH if allow_tf32 else \
+    mode = cublas.CUBLAS_TF32_TENSOR_OP_MATH if matmul_allows_tf32() else \
         cublas.CUBLAS_DEFAULT_MATH
     cublas.setMathMode(cupy.cuda.device.get_cublas_handle(), mode)
