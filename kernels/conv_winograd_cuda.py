@@ -89,6 +89,16 @@ def _kernels(acc):
         return c, r, ty, I(r - ty * tw)
 
     @cuda.jit(device=True, inline="always")
+    def this_tile(channels, tiles, tw, T, mc, sc, mt, st):
+        # this thread's (channel, tile) of image blockIdx.y of the chunk: (whether it has one,
+        # the image, channel, tile row, tile column, and the offset of its first tile value
+        # in a (16, channels, T) array)
+        q = I(cuda.blockIdx.x * THREADS + cuda.threadIdx.x)
+        n = I(cuda.blockIdx.y)
+        c, r, ty, tx = split(q, mc, sc, mt, st, tiles, tw)
+        return q < channels * tiles, n, c, ty, tx, I(c * T + n * tiles + r)
+
+    @cuda.jit(device=True, inline="always")
     def load_row(x, row, h, w0, H, W):
         # the 4 values at (h, w0..w0+3) of a plane whose row h starts at ``row``, 0 outside
         a0 = a1 = a2 = a3 = acc(0)
@@ -137,11 +147,9 @@ def _kernels(acc):
     def input_tiles(x, v, n0, C, H, W, ph, pw, tw, tiles, T, mc, sc, mt, st):
         # v[xi, c, n*tiles + r] = (B^T d B)[xi], d the 4x4 patch of image n0 + n, channel c,
         # under tile r = ty*tw + tx (rows 2ty - ph .., columns 2tx - pw ..); v (16, C, T) flat
-        q = I(cuda.blockIdx.x * THREADS + cuda.threadIdx.x)
-        if q >= C * tiles:
+        live, n, c, ty, tx, out = this_tile(C, tiles, tw, T, mc, sc, mt, st)
+        if not live:
             return
-        n = I(cuda.blockIdx.y)
-        c, r, ty, tx = split(q, mc, sc, mt, st, tiles, tw)
         h, w = I(2 * ty - ph), I(2 * tx - pw)
         plane = I(((n0 + n) * C + c) * H * W)
         d0 = load_row(x, I(plane + h * W), h, w, H, W)
@@ -154,7 +162,6 @@ def _kernels(acc):
         s02, s12, s22, s32 = bt(d0[2], d1[2], d2[2], d3[2])
         s03, s13, s23, s33 = bt(d0[3], d1[3], d2[3], d3[3])
         step = I(C * T)                         # from one xi to the next
-        out = I(c * T + n * tiles + r)
         # times B: row a of B^T d gives positions 4a .. 4a+3
         store4(v, out, step, bt(s00, s01, s02, s03))
         store4(v, I(out + 4 * step), step, bt(s10, s11, s12, s13))
@@ -165,13 +172,10 @@ def _kernels(acc):
     def output_tiles(m, y, bias, n0, K, Ho, Wo, tw, tiles, T, has_bias, mc, sc, mt, st):
         # y[n0 + n, k, 2ty + i, 2tx + j] = (A^T M A)[i, j] + bias[k] inside (Ho, Wo), M the 16
         # values of tile r = ty*tw + tx of image n, channel k; m (16, K, T) flat
-        q = I(cuda.blockIdx.x * THREADS + cuda.threadIdx.x)
-        if q >= K * tiles:
+        live, n, k, ty, tx, first = this_tile(K, tiles, tw, T, mc, sc, mt, st)
+        if not live:
             return
-        n = I(cuda.blockIdx.y)
-        k, r, ty, tx = split(q, mc, sc, mt, st, tiles, tw)
         step = I(K * T)
-        first = I(k * T + n * tiles + r)
         # A^T M, column by column: p<i><b> is row i, column b
         p00, p10 = at(load4(m, first, 4 * step))
         p01, p11 = at(load4(m, I(first + step), 4 * step))
@@ -194,11 +198,9 @@ def _kernels(acc):
     def output_tiles_adjoint(gy, dm, n0, K, Ho, Wo, tw, tiles, T, mc, sc, mt, st):
         # dm[xi, k, n*tiles + r] = (A gY A^T)[xi], gY the 2x2 block of gy[n0 + n, k] under tile
         # r (zero past Ho, Wo): the adjoint of output_tiles' transform
-        q = I(cuda.blockIdx.x * THREADS + cuda.threadIdx.x)
-        if q >= K * tiles:
+        live, n, k, ty, tx, out = this_tile(K, tiles, tw, T, mc, sc, mt, st)
+        if not live:
             return
-        n = I(cuda.blockIdx.y)
-        k, r, ty, tx = split(q, mc, sc, mt, st, tiles, tw)
         oh, ow = I(2 * ty), I(2 * tx)
         row = I((((n0 + n) * K + k) * Ho + oh) * Wo + ow)
         right, below = ow + 1 < Wo, oh + 1 < Ho
@@ -210,7 +212,6 @@ def _kernels(acc):
         q00, q10, q20, q30 = a_g(g00, g10)
         q01, q11, q21, q31 = a_g(g01, g11)
         step = I(K * T)
-        out = I(k * T + n * tiles + r)
         # times A^T: row a of A gY gives positions 4a .. 4a+3
         store4(dm, out, step, a_g(q00, q01))
         store4(dm, I(out + 4 * step), step, a_g(q10, q11))
