@@ -65,13 +65,18 @@ MIN_WORK = 1 << 24          # N*Ho*Wo*C*K: smaller convs stay on im2col (already
 CHUNK_BYTES = 1 << 20       # V and M of one step's images: kept in a core's L2 between steps
 
 
-def applies(geo):
-    """Whether this geometry runs here: 3x3, stride 1, dilation 1, one group, every output
-    kept, enough channels and work for the transforms to pay."""
+def computes(geo):
+    """Whether F(2x2, 3x3) computes this geometry: 3x3, stride 1, dilation 1, one group, every
+    output kept (the GPU path, conv_winograd_cuda, shares this rule)."""
     natural = (geo.Ho, geo.Wo) == (geo.H + 2 * geo.ph - 2, geo.W + 2 * geo.pw - 2)
     return (geo.kh == geo.kw == 3 and geo.sh == geo.sw == geo.dh == geo.dw == geo.groups == 1
-            and natural and min(geo.N, geo.Ho, geo.Wo) > 0
-            and min(geo.C, geo.K) >= MIN_CHANNELS
+            and natural and min(geo.N, geo.Ho, geo.Wo) > 0)
+
+
+def applies(geo):
+    """Whether this geometry runs here: ``computes`` it, with enough channels and work for the
+    transforms to pay."""
+    return (computes(geo) and min(geo.C, geo.K) >= MIN_CHANNELS
             and geo.N * geo.Ho * geo.Wo * geo.C * geo.K >= MIN_WORK)
 
 

@@ -236,13 +236,11 @@ def _signatures(data):
 def applies(geo, dtype, allow_tf32=False):
     """Whether ``geo`` runs here for ``dtype`` data (the module docstring says why)."""
     name = np.dtype(dtype).name
-    if name not in _KERNELS or (name == "float32" and allow_tf32):
+    if name not in _KERNELS or (name == "float32" and allow_tf32) or \
+            not conv_winograd.computes(geo):
         return False
-    natural = (geo.Ho, geo.Wo) == (geo.H + 2 * geo.ph - 2, geo.W + 2 * geo.pw - 2)
-    if not (geo.kh == geo.kw == 3 and geo.sh == geo.sw == geo.dh == geo.dw == geo.groups == 1
-            and natural and min(geo.N, geo.Ho, geo.Wo) > 0):
-        return False
-    tiles = _Plan(geo, 4).tiles
+    # tiles of an image: of y here, of x in grad_input (the forward run backwards)
+    tiles = -(-max(geo.H, geo.Ho) // 2) * -(-max(geo.W, geo.Wo) // 2)
     return (min(geo.C, geo.K) >= MIN_CHANNELS
             and geo.N * geo.Ho * geo.Wo * geo.C * geo.K >= MIN_WORK
             and max(geo.N * geo.C * geo.H * geo.W, geo.N * geo.K * geo.Ho * geo.Wo,
