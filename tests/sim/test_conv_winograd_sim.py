@@ -108,15 +108,21 @@ def test_chunks_of_images(rng, monkeypatch, everywhere, ran):
     assert "winograd.grad_weight" in ran
 
 
-def test_conv_transpose2d_with_bias(rng, monkeypatch, everywhere, ran):
-    """A stride-1 3x3 transposed conv is Winograd's grad_input, its bias added per tile."""
+def test_conv_transpose2d(rng, monkeypatch, everywhere, ran):
+    """A stride-1 3x3 transposed conv is Winograd's grad_input, its bias added per tile; its
+    backward is Winograd's forward and weight gradient with x and gy swapped."""
     x = rng.standard_normal((2, 4, 5, 4)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)    # (Cin, Cout, 3, 3)
     b = rng.standard_normal(3).astype(np.float32)
     conf = ((1, 1), (1, 1), (0, 0), 1, (1, 1))
     y = conv.conv_transpose2d_forward(x, w, b, *conf)
     _close(y, _reference(monkeypatch, conv.conv_transpose2d_forward, x, w, b, *conf))
-    assert ran == ["winograd.grad_input"]
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    got = conv.conv_transpose2d_backward(x, w, gy, *conf)
+    for g, r in zip(got, _reference(monkeypatch, conv.conv_transpose2d_backward, x, w, gy,
+                                    *conf)):
+        _close(g, r)
+    assert ran == ["winograd.grad_input", "winograd.forward", "winograd.grad_weight"]
 
 
 @pytest.mark.parametrize("stride, padding, dilation, groups, kernel, allow_tf32", [
