@@ -342,7 +342,7 @@ def grad_input(gy, w, geo, b=None):
     """The adjoint of forward in x: the convolution of gy with w flipped and its channels
     swapped, padded by 2 - p; plus ``b`` (C,) when given (conv_transpose2d's bias)."""
     xp = backend.get_array_module(gy)
-    gy = xp.ascontiguousarray(gy)
+    gy = xp.ascontiguousarray(gy, dtype=np.result_type(gy.dtype, w.dtype))
     flipped = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]                 # (C, K, 3, 3)
     adjoint = type(geo)(gy.shape, flipped.shape, (1, 1), (2 - geo.ph, 2 - geo.pw), (1, 1), 1)
     return _run_forward(gy, _weight_tiles(flipped, gy.dtype), b, adjoint, adjoint.ph,

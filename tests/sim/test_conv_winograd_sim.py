@@ -96,6 +96,18 @@ def test_what_is_asked_is_what_is_made(rng, monkeypatch, everywhere, needs):
             _close(g, r)
 
 
+def test_a_float16_output_gradient_is_widened(rng, monkeypatch, everywhere):
+    """gy may come in another dtype than x and w (float16 from a cast downstream): the input
+    gradient runs in the weights' float32, as the weight gradient runs in x's."""
+    x, w, _ = _inputs(rng, 1, 2, 5, 4, 3)
+    gy = rng.standard_normal((1, 3, 5, 4)).astype(np.float16)
+    conf = ((1, 1), (1, 1), (1, 1), 1)
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=(True, True, False))
+    want = _reference(monkeypatch, conv.conv2d_backward, x, w, gy, *conf, (True, True, False))
+    for g, r in zip(got[:2], want[:2]):
+        _close(g, r)
+
+
 def test_chunks_of_images(rng, monkeypatch, everywhere, ran):
     """A bound of two images' V and M: chunks of 2, 2 and 1 images (a partial last one),
     the weight gradient summed over them."""
