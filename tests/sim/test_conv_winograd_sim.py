@@ -96,6 +96,25 @@ def test_what_is_asked_is_what_is_made(rng, monkeypatch, everywhere, needs):
             _close(g, r)
 
 
+def test_public_op_on_device_arrays(rng, monkeypatch, everywhere, ran):
+    """gd.conv2d on cuda tensors (the strict simulator's device arrays, which refuse host data
+    as CuPy does): no host array reaches the device path."""
+    import gpudl as gd
+    monkeypatch.setattr(gd.backends.cudnn, "allow_tf32", False)
+    x, w, b = _inputs(rng, 2, 3, 5, 6, 4)
+    gy = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
+    tensors = [gd.tensor(a, requires_grad=True) for a in (x, w, b)]
+    assert backend.SIM_DEVICE_ARRAYS and tensors[0].device.type == "cuda"
+    y = gd.conv2d(*tensors, padding=1)
+    y.backward(gd.tensor(gy))
+    want = _reference(monkeypatch, conv.conv2d_forward, x, w, b, (1, 1), (1, 1), (1, 1), 1)
+    _close(y.detach().numpy(), want)
+    grads = _reference(monkeypatch, conv.conv2d_backward, x, w, gy, (1, 1), (1, 1), (1, 1), 1)
+    for t, r in zip(tensors, grads):
+        _close(t.grad.numpy(), r)
+    assert ran == ["winograd.forward", "winograd.grad_input", "winograd.grad_weight"]
+
+
 def test_a_float16_output_gradient_is_widened(rng, monkeypatch, everywhere):
     """gy may come in another dtype than x and w (float16 from a cast downstream): the input
     gradient runs in the weights' float32, as the weight gradient runs in x's."""
