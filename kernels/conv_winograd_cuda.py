@@ -29,9 +29,11 @@ Gradients:
   the weights flipped and their channels swapped, padded by 2 - p: the forward above, run on gy
   (a padding above 2 makes that negative, which the input kernel's bounds test takes as is);
 - grad_weight: dM = A gY A^T for every tile (``output_tiles_adjoint``, gy zero past its edge),
-  dU[xi] = dM[xi] @ V[xi]^T summed over the chunks (one batched GEMM each, the tiles as the
-  reduction), gw = G^T dU G. dM[5] (A's rows 1 and 1) is each tile's sum of gy, so the bias
-  gradient, when asked, is one sum over dM[5] (a quarter of gy's size).
+  dU[xi] = dM[xi] @ V[xi]^T summed over the tiles (one batched GEMM a chunk, the chunk's images
+  in about SPLITS splits, each a product of its own so that the GEMM has 16 x SPLITS output
+  blocks to spread over the GPU, then a sum over the splits), gw = G^T dU G. dM[5] (A's rows
+  1 and 1) is each tile's sum of gy, so the bias gradient, when asked, is one sum over dM[5]
+  (a quarter of gy's size).
 
 Where it runs (``applies``): 3x3, stride 1, dilation 1, one group, every output kept, float32
 with TF32 off (strict) or float64, at least MIN_CHANNELS input and output channels, MIN_WORK
@@ -50,8 +52,9 @@ other tiles are exact. cuDNN's Winograd does the same. The CPU twin detects non-
 and recomputes with im2col; here that check would need a device-to-host read per call, which a
 training step must not make (issue 14), so it is not made.
 
-Kernels: one thread per (channel, tile) of one image, blockIdx.y the image in the chunk; the
-flat index splits into (channel, tile row, tile column) by multiplying with magic numbers
+Kernels: one thread per (channel, tile) of one image, (blockIdx.z, blockIdx.y) the split and
+the image in it (the forward: one split a chunk), tile values laid out (16, splits, channels,
+tiles of a split); the flat index splits into (channel, tile row, tile column) by multiplying with magic numbers
 (pool_cuda's ``_magic``): no division anywhere. Index math is int32 (offsets below the guard),
 array indices unsigned (Numba wraps negative signed ones with a compare and select).
 """
@@ -72,6 +75,10 @@ THREADS = 256          # threads per block: memory-bound kernels, one thread per
 MIN_CHANNELS = 32      # below this the traffic through V and M costs more than the GEMM saves
 MIN_WORK = 1 << 26     # N*Ho*Wo*C*K: smaller convolutions stay on conv_cuda's single launch
 CHUNK_BYTES = 256 << 20    # V and M of one chunk of images
+# The weight gradient's products: about SPLITS per position (16 x 16 = 256 K x C blocks, about
+# two waves of 128 x 128 cuBLAS tiles on 132 SMs), each reducing over MIN_SPLIT_TILES or more
+SPLITS = 16
+MIN_SPLIT_TILES = 512
 INDEX_LIMIT = conv_cuda.INT32_LIMIT // 4 * 3       # conv_cuda's int32 guard
 MAX_CHUNK_IMAGES = 65535                           # blockIdx.y
 
@@ -89,14 +96,19 @@ def _kernels(acc):
         return c, r, ty, I(r - ty * tw)
 
     @cuda.jit(device=True, inline="always")
-    def this_tile(channels, tiles, tw, T, mc, sc, mt, st):
-        # this thread's (channel, tile) of image blockIdx.y of the chunk: (whether it has one,
-        # the image, channel, tile row, tile column, and the offset of its first tile value
-        # in a (16, channels, T) array)
+    def this_tile(channels, tiles, tw, mc, sc, mt, st):
+        # this thread's (channel c, tile r) of image n = blockIdx.z * gridDim.y + blockIdx.y of
+        # the chunk, in a (16, S, channels, g * tiles) array of tile values (S = gridDim.z
+        # splits of g = gridDim.y images): (whether the thread has one, n, c, tile row, tile
+        # column, the offset of its value at position 0 and the step from one position to
+        # the next)
         q = I(cuda.blockIdx.x * THREADS + cuda.threadIdx.x)
-        n = I(cuda.blockIdx.y)
+        g, s, j = I(cuda.gridDim.y), I(cuda.blockIdx.z), I(cuda.blockIdx.y)
         c, r, ty, tx = split(q, mc, sc, mt, st, tiles, tw)
-        return q < channels * tiles, n, c, ty, tx, I(c * T + n * tiles + r)
+        length = I(g * tiles)                   # tiles of a split
+        first = I((s * channels + c) * length + j * tiles + r)
+        return (q < channels * tiles, I(s * g + j), c, ty, tx, first,
+                I(cuda.gridDim.z * channels * length))
 
     @cuda.jit(device=True, inline="always")
     def load_row(x, row, h, w0, H, W):
@@ -144,24 +156,25 @@ def _kernels(acc):
         a[U(first + 3 * step)] = e[3]
 
     @cuda.jit
-    def input_tiles(x, v, n0, C, H, W, ph, pw, tw, tiles, T, mc, sc, mt, st):
-        # v[xi, c, n*tiles + r] = (B^T d B)[xi], d the 4x4 patch of image n0 + n, channel c,
-        # under tile r = ty*tw + tx (rows 2ty - ph .., columns 2tx - pw ..); v (16, C, T) flat
-        live, n, c, ty, tx, out = this_tile(C, tiles, tw, T, mc, sc, mt, st)
+    def input_tiles(x, v, n0, images, C, H, W, ph, pw, tw, tiles, mc, sc, mt, st):
+        # v[xi, s, c, j*tiles + r] = (B^T d B)[xi], d the 4x4 patch of image n0 + n, channel c,
+        # under tile r = ty*tw + tx (rows 2ty - ph .., columns 2tx - pw ..), n = s*g + j
+        # (this_tile); zero for n past the chunk's ``images`` (a last split's padding)
+        live, n, c, ty, tx, out, step = this_tile(C, tiles, tw, mc, sc, mt, st)
         if not live:
             return
+        rows = H if n < images else I(0)        # past the chunk: every load out of bounds
         h, w = I(2 * ty - ph), I(2 * tx - pw)
         plane = I(((n0 + n) * C + c) * H * W)
-        d0 = load_row(x, I(plane + h * W), h, w, H, W)
-        d1 = load_row(x, I(plane + (h + 1) * W), I(h + 1), w, H, W)
-        d2 = load_row(x, I(plane + (h + 2) * W), I(h + 2), w, H, W)
-        d3 = load_row(x, I(plane + (h + 3) * W), I(h + 3), w, H, W)
+        d0 = load_row(x, I(plane + h * W), h, w, rows, W)
+        d1 = load_row(x, I(plane + (h + 1) * W), I(h + 1), w, rows, W)
+        d2 = load_row(x, I(plane + (h + 2) * W), I(h + 2), w, rows, W)
+        d3 = load_row(x, I(plane + (h + 3) * W), I(h + 3), w, rows, W)
         # B^T d, column by column: s<a><b> is row a, column b
         s00, s10, s20, s30 = bt(d0[0], d1[0], d2[0], d3[0])
         s01, s11, s21, s31 = bt(d0[1], d1[1], d2[1], d3[1])
         s02, s12, s22, s32 = bt(d0[2], d1[2], d2[2], d3[2])
         s03, s13, s23, s33 = bt(d0[3], d1[3], d2[3], d3[3])
-        step = I(C * T)                         # from one xi to the next
         # times B: row a of B^T d gives positions 4a .. 4a+3
         store4(v, out, step, bt(s00, s01, s02, s03))
         store4(v, I(out + 4 * step), step, bt(s10, s11, s12, s13))
@@ -169,13 +182,12 @@ def _kernels(acc):
         store4(v, I(out + 12 * step), step, bt(s30, s31, s32, s33))
 
     @cuda.jit
-    def output_tiles(m, y, bias, n0, K, Ho, Wo, tw, tiles, T, has_bias, mc, sc, mt, st):
+    def output_tiles(m, y, bias, n0, images, K, Ho, Wo, tw, tiles, has_bias, mc, sc, mt, st):
         # y[n0 + n, k, 2ty + i, 2tx + j] = (A^T M A)[i, j] + bias[k] inside (Ho, Wo), M the 16
-        # values of tile r = ty*tw + tx of image n, channel k; m (16, K, T) flat
-        live, n, k, ty, tx, first = this_tile(K, tiles, tw, T, mc, sc, mt, st)
-        if not live:
+        # values of tile r = ty*tw + tx of image n < images, channel k, in m (this_tile)
+        live, n, k, ty, tx, first, step = this_tile(K, tiles, tw, mc, sc, mt, st)
+        if not live or n >= images:
             return
-        step = I(K * T)
         # A^T M, column by column: p<i><b> is row i, column b
         p00, p10 = at(load4(m, first, 4 * step))
         p01, p11 = at(load4(m, I(first + step), 4 * step))
@@ -195,23 +207,23 @@ def _kernels(acc):
                 y[U(row + Wo + 1)] = y11 + b
 
     @cuda.jit
-    def output_tiles_adjoint(gy, dm, n0, K, Ho, Wo, tw, tiles, T, mc, sc, mt, st):
-        # dm[xi, k, n*tiles + r] = (A gY A^T)[xi], gY the 2x2 block of gy[n0 + n, k] under tile
-        # r (zero past Ho, Wo): the adjoint of output_tiles' transform
-        live, n, k, ty, tx, out = this_tile(K, tiles, tw, T, mc, sc, mt, st)
+    def output_tiles_adjoint(gy, dm, n0, images, K, Ho, Wo, tw, tiles, mc, sc, mt, st):
+        # dm[xi, s, k, j*tiles + r] = (A gY A^T)[xi], gY the 2x2 block of gy[n0 + n, k] under
+        # tile r (zero past Ho, Wo, and for n past ``images``): the adjoint of output_tiles'
+        live, n, k, ty, tx, out, step = this_tile(K, tiles, tw, mc, sc, mt, st)
         if not live:
             return
         oh, ow = I(2 * ty), I(2 * tx)
         row = I((((n0 + n) * K + k) * Ho + oh) * Wo + ow)
-        right, below = ow + 1 < Wo, oh + 1 < Ho
-        g00 = acc(gy[U(row)])
+        inside = n < images
+        right, below = inside and ow + 1 < Wo, inside and oh + 1 < Ho
+        g00 = acc(gy[U(row)]) if inside else acc(0)
         g01 = acc(gy[U(row + 1)]) if right else acc(0)
         g10 = acc(gy[U(row + Wo)]) if below else acc(0)
         g11 = acc(gy[U(row + Wo + 1)]) if right and below else acc(0)
         # A gY, column by column: q<a><j> is row a, column j
         q00, q10, q20, q30 = a_g(g00, g10)
         q01, q11, q21, q31 = a_g(g01, g11)
-        step = I(K * T)
         # times A^T: row a of A gY gives positions 4a .. 4a+3
         store4(dm, out, step, a_g(q00, q01))
         store4(dm, I(out + 4 * step), step, a_g(q10, q11))
@@ -301,16 +313,18 @@ def _launch(name, dtype, blocks, *args):
     launch(_KERNELS[dtype][index], _signatures(dtype)[index], blocks, THREADS, *args)
 
 
-def _input_tiles(x, v, n0, m, geo, plan, ph, pw):
-    """v (16, C, m*tiles) = the input tiles of images n0..n0+m of x, padded by (ph, pw)."""
-    _launch("input", x.dtype.name, (_blocks(geo.C * plan.tiles), m), x.reshape(-1),
-            v.reshape(-1), n0, geo.C, geo.H, geo.W, ph, pw, plan.tw, plan.tiles,
-            m * plan.tiles, *plan.magic)
+def _input_tiles(x, v, n0, m, geo, plan, ph, pw, per_split):
+    """v (16, S, C, per_split * tiles) = the input tiles of images n0..n0+m of x, padded by
+    (ph, pw), in S = ceil(m / per_split) splits (zero past image m)."""
+    grid = (_blocks(geo.C * plan.tiles), per_split, -(-m // per_split))
+    _launch("input", x.dtype.name, grid, x.reshape(-1), v.reshape(-1), n0, m, geo.C, geo.H,
+            geo.W, ph, pw, plan.tw, plan.tiles, *plan.magic)
 
 
 def _run_forward(x, u, b, geo, ph, pw):
     """y (N, K, Ho, Wo) = the Winograd convolution of x with weight tiles ``u`` (16, K, C),
-    padded by (ph, pw) (negative: cropped), plus ``b`` (K,) when given."""
+    padded by (ph, pw) (negative: cropped), plus ``b`` (K,) when given. A chunk's tiles are
+    one split: V (16, C, tiles of the chunk), one GEMM per position."""
     xp = backend.get_array_module(x)
     dtype = x.dtype
     y = xp.empty(geo.y_shape, dtype)
@@ -322,12 +336,18 @@ def _run_forward(x, u, b, geo, ph, pw):
         t = m * plan.tiles
         v = v_buf[:16 * geo.C * t].reshape(16, geo.C, t)
         mt = m_buf[:16 * geo.K * t].reshape(16, geo.K, t)
-        _input_tiles(x, v, n0, m, geo, plan, ph, pw)
+        _input_tiles(x, v, n0, m, geo, plan, ph, pw, m)
         _product(u, v, mt)
-        _launch("output", dtype.name, (_blocks(geo.K * plan.tiles), m), mt.reshape(-1),
-                y.reshape(-1), bias, n0, geo.K, geo.Ho, geo.Wo, plan.tw, plan.tiles, t,
+        _launch("output", dtype.name, (_blocks(geo.K * plan.tiles), m, 1), mt.reshape(-1),
+                y.reshape(-1), bias, n0, m, geo.K, geo.Ho, geo.Wo, plan.tw, plan.tiles,
                 int(b is not None), *plan.magic)
     return y
+
+
+def _splits(images, tiles):
+    """Images per split of the weight gradient's products over a chunk of ``images``: about
+    SPLITS splits, each reducing over MIN_SPLIT_TILES tiles at least."""
+    return max(1, min(images, max(-(-images // SPLITS), -(-MIN_SPLIT_TILES // tiles))))
 
 
 # --------------------------------------------------------------------------- entry points
@@ -351,29 +371,36 @@ def grad_input(gy, w, geo, b=None):
 
 def grad_weight(x, gy, geo, with_bias=False):
     """The adjoint of forward in w: gw (K, C, 3, 3); with ``with_bias``, (gw, gb), gb (K,) from
-    the tiles of gy the weight gradient makes anyway."""
+    the tiles of gy the weight gradient makes anyway. Each chunk's images go in S splits of g
+    (``_splits``; the last one padded with zero tiles): one strided-batched GEMM of 16 S
+    products dM @ V^T, each reducing over one split's tiles, then a sum over the splits. One
+    product per position would reduce over the whole chunk into only 16 K x C blocks, too few
+    to fill the GPU unless cuBLAS splits the reduction itself."""
     xp = backend.get_array_module(x)
     x, gy = xp.ascontiguousarray(x), xp.ascontiguousarray(gy, dtype=x.dtype)
     dtype = x.dtype
     plan = _Plan(geo, dtype.itemsize)
-    T = plan.nb * plan.tiles
-    v_buf, dm_buf = xp.empty(16 * geo.C * T, dtype), xp.empty(16 * geo.K * T, dtype)
-    du = xp.empty((16, geo.K, geo.C), dtype)
-    step_du = xp.empty_like(du) if plan.nb < geo.N else None
+    g = _splits(plan.nb, plan.tiles)
+    padded = -(-plan.nb // g) * g                        # images of a chunk with its padding
+    v_buf = xp.empty(16 * geo.C * padded * plan.tiles, dtype)
+    dm_buf = xp.empty(16 * geo.K * padded * plan.tiles, dtype)
+    parts_buf = xp.empty(16 * (padded // g) * geo.K * geo.C, dtype)
+    du = xp.zeros((16, geo.K, geo.C), dtype)
     gb = xp.zeros(geo.K, dtype) if with_bias else None
     for n0, m in plan.chunks(geo.N):
-        t = m * plan.tiles
-        v = v_buf[:16 * geo.C * t].reshape(16, geo.C, t)
-        dm = dm_buf[:16 * geo.K * t].reshape(16, geo.K, t)
-        _input_tiles(x, v, n0, m, geo, plan, geo.ph, geo.pw)
-        _launch("adjoint", dtype.name, (_blocks(geo.K * plan.tiles), m), gy.reshape(-1),
-                dm.reshape(-1), n0, geo.K, geo.Ho, geo.Wo, plan.tw, plan.tiles, t, *plan.magic)
-        if n0 == 0:
-            _product(dm, v.transpose(0, 2, 1), du)
-        else:
-            du += _product(dm, v.transpose(0, 2, 1), step_du)
-        if with_bias:
-            gb += dm[5].sum(axis=1)             # A's rows 1, 1: each tile's sum of gy
+        S = -(-m // g)
+        t = S * g * plan.tiles
+        v = v_buf[:16 * geo.C * t].reshape(16 * S, geo.C, g * plan.tiles)
+        dm = dm_buf[:16 * geo.K * t].reshape(16 * S, geo.K, g * plan.tiles)
+        _input_tiles(x, v, n0, m, geo, plan, geo.ph, geo.pw, g)
+        _launch("adjoint", dtype.name, (_blocks(geo.K * plan.tiles), g, S), gy.reshape(-1),
+                dm.reshape(-1), n0, m, geo.K, geo.Ho, geo.Wo, plan.tw, plan.tiles,
+                *plan.magic)
+        parts = _product(dm, v.transpose(0, 2, 1),
+                         parts_buf[:16 * S * geo.K * geo.C].reshape(16 * S, geo.K, geo.C))
+        du += parts.reshape(16, S, geo.K, geo.C).sum(axis=1)
+        if with_bias:     # A's rows 1, 1: dM[5] holds each tile's sum of gy
+            gb += dm.reshape(16, S, geo.K, -1)[5].sum(axis=(0, 2))
     gw = _product(du.reshape(16, geo.K * geo.C).T, _weight_transform(xp, dtype.name),
                   xp.empty((geo.K * geo.C, 9), dtype)).reshape(geo.w_shape)
     return (gw, gb) if with_bias else gw

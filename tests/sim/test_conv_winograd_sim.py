@@ -139,6 +139,21 @@ def test_chunks_of_images(rng, monkeypatch, everywhere, ran):
     assert "winograd.grad_weight" in ran
 
 
+def test_weight_gradient_split_over_images(rng, monkeypatch, everywhere, nan_empty):
+    """5 images in splits of 3: two products per position, the second split padded with an
+    image of zero tiles (its buffers start as NaN here: the kernels must write the zeros)."""
+    monkeypatch.setattr(wg, "SPLITS", 2)
+    monkeypatch.setattr(wg, "MIN_SPLIT_TILES", 1)
+    assert wg._splits(5, 6) == 3
+    x, w, _ = _inputs(rng, 5, 2, 5, 4, 3)
+    gy = rng.standard_normal((5, 3, 5, 4)).astype(np.float32)
+    conf = ((1, 1), (1, 1), (1, 1), 1)
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=(False, True, True))
+    want = _reference(monkeypatch, conv.conv2d_backward, x, w, gy, *conf, (False, True, True))
+    for g, r in zip(got[1:], want[1:]):
+        _close(g, r)
+
+
 def test_conv_transpose2d(rng, monkeypatch, everywhere, ran):
     """A stride-1 3x3 transposed conv is Winograd's grad_input, its bias added per tile; its
     backward is Winograd's forward and weight gradient with x and gy swapped."""
