@@ -9,8 +9,10 @@ compare.py. This table times the paths side by side in one process: float32 with
 ``gd.backends.cudnn.allow_tf32`` False (SIMT) and True (TF32 tensor cores), float16 (tensor
 cores), then torch's cuDNN in float32 with TF32 off and on. Strict float32 3x3 stride-1 rows also
 time Winograd F(2x2, 3x3) (kernels/conv_winograd_cuda.py, issue 12) where it applies, once with
-its default chunks of images and once with chunks whose V and M would stay in the L2 cache (more
-launches, less DRAM traffic), the SIMT row then forced onto the direct kernels (conv_cuda).
+its default chunks of images, once with chunks whose V and M would stay in the L2 cache (more
+launches, less DRAM traffic) and once with the weight gradient's products unsplit (one
+product per position over a whole chunk: whether cuBLAS splits that long reduction itself),
+the SIMT row then forced onto the direct kernels (conv_cuda).
 Shapes: compare.py's convolutions, the (128,128,28,28) layer of issue 12 and LeNet-5's two (the
 training step that ran 2x slower with TF32). Per row: the median ms of a synchronised call, the
 median host ms of the call alone, and the largest difference of the output from the SIMT
@@ -44,6 +46,8 @@ VARIANTS = (("float32, SIMT fp32", "float32", False, False, NO_WINOGRAD),
             ("float32, strict, Winograd F(2x2,3x3)", "float32", False, True, {}),
             ("float32, strict, Winograd, 32 MB chunks", "float32", False, True,
              {"CHUNK_BYTES": 32 << 20}),
+            ("float32, strict, Winograd, unsplit weight gradient", "float32", False, True,
+             {"SPLITS": 1}),
             ("float32, TF32 tensor cores", "float32", True, False, {}),
             ("float16, tensor cores", "float16", True, False, {}))
 
