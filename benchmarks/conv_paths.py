@@ -7,10 +7,16 @@ convolutions slower with TF32 allowed (the tensor-core kernels, conv_tc_cuda) th
 (the SIMT FP32 kernels, conv_cuda) on 4 of 5 rows, by up to 2x, but across two separate runs of
 compare.py. This table times the paths side by side in one process: float32 with
 ``gd.backends.cudnn.allow_tf32`` False (SIMT) and True (TF32 tensor cores), float16 (tensor
-cores), then torch's cuDNN in float32 with TF32 off and on. Shapes: compare.py's convolutions and
-LeNet-5's two (the training step that ran 2x slower with TF32). Per row: the median ms of a
-synchronised call, the median host ms of the call alone, and the largest difference of the
-output from the SIMT path's, relative to its largest magnitude (a check on the device too).
+cores), then torch's cuDNN in float32 with TF32 off and on. Strict float32 3x3 stride-1 rows also
+time Winograd F(2x2, 3x3) (kernels/conv_winograd_cuda.py, issue 12) where it applies, once with
+its default chunks of images, once with chunks whose V and M would stay in the L2 cache (more
+launches, less DRAM traffic) and once with the weight gradient's products unsplit (one
+product per position over a whole chunk: whether cuBLAS splits that long reduction itself),
+the SIMT row then forced onto the direct kernels (conv_cuda).
+Shapes: compare.py's convolutions, the (128,128,28,28) layer of issue 12 and LeNet-5's two (the
+training step that ran 2x slower with TF32). Per row: the median ms of a synchronised call, the
+median host ms of the call alone, and the largest difference of the output from the SIMT
+path's, relative to its largest magnitude (a check on the device too).
 """
 
 import sys
@@ -29,13 +35,28 @@ from benchmarks.graph_steps import _times, table_main  # noqa: E402
 SHAPES = (
     ("3x3 (64,64,56,56) x 64 p1", (64, 64, 56, 56), 64, 3, 1, 1),
     ("3x3 (64,128,28,28) x 128 p1", (64, 128, 28, 28), 128, 3, 1, 1),
+    ("3x3 (128,128,28,28) x 128 p1", (128, 128, 28, 28), 128, 3, 1, 1),
     ("7x7 s2 (32,3,224,224) x 64 p3", (32, 3, 224, 224), 64, 7, 2, 3),
     ("LeNet conv1 5x5 (64,1,28,28) x 6 p2", (64, 1, 28, 28), 6, 5, 1, 2),
     ("LeNet conv2 5x5 (64,6,14,14) x 16", (64, 6, 14, 14), 16, 5, 1, 0),
 )
-VARIANTS = (("float32, SIMT fp32", "float32", False), ("float32, TF32 tensor cores", "float32",
-                                                        True),
-            ("float16, tensor cores", "float16", True))
+# (label, dtype, TF32 allowed, Winograd shapes only, conv_winograd_cuda settings for the row)
+NO_WINOGRAD = {"MIN_CHANNELS": 1 << 40}
+VARIANTS = (("float32, SIMT fp32", "float32", False, False, NO_WINOGRAD),
+            ("float32, strict, Winograd F(2x2,3x3)", "float32", False, True, {}),
+            ("float32, strict, Winograd, 32 MB chunks", "float32", False, True,
+             {"CHUNK_BYTES": 32 << 20}),
+            ("float32, strict, Winograd, unsplit weight gradient", "float32", False, True,
+             {"SPLITS": 1}),
+            ("float32, TF32 tensor cores", "float32", True, False, {}),
+            ("float16, tensor cores", "float16", True, False, {}))
+
+
+def _winograd_applies(shape, out_channels, kernel, stride, padding):
+    from gpudl.kernels import conv, conv_winograd_cuda
+    geo = conv.ConvGeometry(shape, (out_channels, shape[1], kernel, kernel), (stride, stride),
+                            (padding, padding), (1, 1), 1)
+    return conv_winograd_cuda.applies(geo, "float32")
 
 
 def _call(lib, shape, out_channels, kernel, stride, padding, dtype, backward):
@@ -66,11 +87,18 @@ def run(repeats):
              "|---|---|---|---|---|---|"]
     if gd.device() != "cuda":
         return "\n".join(lines + ["| (needs a GPU) | | | | | |"])
+    from gpudl.kernels import conv_winograd_cuda
     for label, shape, out_channels, kernel, stride, padding in SHAPES:
         for backward in (False, True):
             pass_name = "fwd+bwd" if backward else "fwd"
             reference = None
-            for variant, dtype, tf32 in VARIANTS:
+            winograd = _winograd_applies(shape, out_channels, kernel, stride, padding)
+            for variant, dtype, tf32, winograd_only, settings in VARIANTS:
+                if winograd_only and not winograd:
+                    continue
+                saved = {name: getattr(conv_winograd_cuda, name) for name in settings}
+                for name, value in settings.items():
+                    setattr(conv_winograd_cuda, name, value)
                 gd.backends.cudnn.allow_tf32 = tf32
                 try:
                     call = _call(gd, shape, out_channels, kernel, stride, padding, dtype,
@@ -85,6 +113,8 @@ def run(repeats):
                             f"{type(exc).__name__}: {exc} |")[:220]
                 finally:
                     gd.backends.cudnn.allow_tf32 = True
+                    for name, value in saved.items():
+                        setattr(conv_winograd_cuda, name, value)
                 print(line, flush=True)
                 lines.append(line)
             if torch is None or not torch.cuda.is_available():

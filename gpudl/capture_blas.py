@@ -10,7 +10,9 @@ So while a capture runs (``backend.capture_guard`` is set), the matmuls of the o
 of the recurrent kernels come here and call ``cublasGemmStridedBatchedEx`` through ctypes, with
 a cuBLAS handle per thread whose stream and workspace are set before each call, as PyTorch's
 handles are (setting a stream enqueues nothing, so it is legal in a capture; it also resets the
-workspace, hence both). Eager matmuls keep CuPy's path.
+workspace, hence both). Eager matmuls keep CuPy's path, but for the Winograd convolutions'
+(kernels/conv_winograd_cuda.py), which come here in every case: strict fp32 by the compute
+type, and their transposed operand read in place where CuPy's batched matmul copies it.
 
 The layout work is plain stride arithmetic (``plan``): a row-major product C = A @ B is the
 column-major C^T = B^T @ A^T, so each operand goes to cuBLAS as it lies in memory, a C-order
@@ -38,9 +40,11 @@ _lib = None
 _handles = {}                        # (thread id, device id) -> (handle, workspace memory)
 
 
-def matmul(a, b, out=None):
+def matmul(a, b, out=None, allow_tf32=None):
     """``a @ b`` (numpy.matmul's shapes and broadcasting) for float16/float32/float64 CuPy
-    arrays, on the current stream; into ``out`` (C-contiguous, the result's shape) if given."""
+    arrays, on the current stream; into ``out`` (C-contiguous, the result's shape) if given.
+    ``allow_tf32``: whether float32 may run on TF32 tensor cores (None: the matmul flag,
+    ``backends.matmul_allows_tf32()``; the convolutions pass their own)."""
     xp = backend.get_array_module(a)
     dtype = np.result_type(a.dtype, b.dtype)
     if dtype not in _DATA_TYPE:
@@ -64,7 +68,7 @@ def matmul(a, b, out=None):
             result[...] = 0
         else:
             a3, b3 = _batched(xp, a, batch), _batched(xp, b, batch)
-            gemm(plan(a3, b3), a3, b3, result)
+            gemm(plan(a3, b3), a3, b3, result, allow_tf32)
     for axis in sorted(squeeze):
         result = result.squeeze(axis)
     return result
@@ -144,8 +148,9 @@ def plan(a3, b3):
                 ldc=n, stride_c=m * n, batch=batch)
 
 
-def gemm(g, a3, b3, out):
-    """Run ``g`` on the current stream: ``out`` (C-contiguous) = a3 @ b3."""
+def gemm(g, a3, b3, out, allow_tf32=None):
+    """Run ``g`` on the current stream: ``out`` (C-contiguous) = a3 @ b3 (``allow_tf32`` as in
+    ``matmul``)."""
     lib = _library()
     handle, workspace = _handle(lib)
     stream = backend._cupy.cuda.get_current_stream().ptr
@@ -153,12 +158,8 @@ def gemm(g, a3, b3, out):
     _check(lib.cublasSetWorkspace_v2(handle, ctypes.c_void_p(workspace.ptr),
                                      ctypes.c_size_t(WORKSPACE_BYTES)), "cublasSetWorkspace")
     dtype = out.dtype
-    if dtype == np.float64:
-        scalar, compute = ctypes.c_double, _COMPUTE_64F
-    else:
-        scalar = ctypes.c_float
-        compute = _COMPUTE_32F_FAST_TF32 if dtype == np.float32 and \
-            backends.matmul_allows_tf32() else _COMPUTE_32F
+    compute = compute_type(dtype, allow_tf32)
+    scalar = ctypes.c_double if dtype == np.float64 else ctypes.c_float
     one, zero = scalar(1), scalar(0)
     kind = _DATA_TYPE[dtype]
     status = lib.cublasGemmStridedBatchedEx(
@@ -168,6 +169,16 @@ def gemm(g, a3, b3, out):
         ctypes.byref(zero), ctypes.c_void_p(_pointer(out)), kind, g.ldc,
         ctypes.c_longlong(g.stride_c), g.batch, compute, _GEMM_DEFAULT)
     _check(status, "cublasGemmStridedBatchedEx")
+
+
+def compute_type(dtype, allow_tf32=None):
+    """cuBLAS's compute type for ``dtype`` products: float32 on TF32 tensor cores only when
+    ``allow_tf32`` (None: the matmul flag) says so."""
+    if dtype == np.float64:
+        return _COMPUTE_64F
+    if allow_tf32 is None:
+        allow_tf32 = backends.matmul_allows_tf32()
+    return _COMPUTE_32F_FAST_TF32 if dtype == np.float32 and allow_tf32 else _COMPUTE_32F
 
 
 def _pointer(array):

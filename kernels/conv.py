@@ -22,6 +22,12 @@ float32, ``allow_tf32=False``    SIMT FP32 FMA (conv_cuda): strict fp32
 float64                          SIMT FP64 (conv_cuda)
 ===============================  ============================================================
 
+Strict float32 and float64 3x3 stride-1 convolutions with enough channels and work run
+Winograd F(2x2, 3x3) instead (conv_winograd_cuda: two tile-transform kernels around one batched
+cuBLAS GEMM in strict precision). Unlike the direct sum, a NaN or infinity there reaches the
+other outputs of its 2x2 output tile (as in cuDNN's Winograd); the CPU twin detects it and
+recomputes, the GPU path cannot without a device-to-host read (conv_winograd_cuda's docstring).
+
 Tensors too large for int32 indexing run conv_cuda's 64-bit SIMT build whatever the dtype
 (bfloat16 widened to float32).
 
@@ -617,7 +623,7 @@ def _device(x):
     return backend.kernel_device(x, bfloat16=True)
 
 
-def _primitives(x, allow_tf32=False):
+def _primitives(x, allow_tf32=False, geo=None):
     """(forward, grad_input, grad_weight, grad_bias) for the device holding ``x``. On cuda:
 
     - float16 / bfloat16 data: the tensor-core kernels (conv_tc_cuda: F16 / BF16 mma, float32
@@ -625,7 +631,9 @@ def _primitives(x, allow_tf32=False):
     - float32 with ``allow_tf32`` (the ops layer passes ``gd.backends.cudnn.allow_tf32``,
       PyTorch's default True): the tensor-core kernels on TF32 (inputs rounded to 10 mantissa
       bits, float32 accumulation);
-    - float32 without it (strict fp32) and float64: the SIMT kernels (conv_cuda).
+    - float32 without it (strict fp32) and float64: the SIMT kernels (conv_cuda), but for the
+      3x3 stride-1 convolutions ``geo`` where Winograd pays (``conv_winograd_cuda.applies``):
+      Winograd F(2x2, 3x3) there (conv_winograd_cuda; its grad_bias is conv_cuda's).
 
     Tensors past the int32 index guard run conv_cuda's 64-bit SIMT build in every case
     (bfloat16 widened to float32 for it: conv_cuda has no bfloat16 build). The CPU twin
@@ -636,6 +644,10 @@ def _primitives(x, allow_tf32=False):
         if kind or (x.dtype.name == "float32" and allow_tf32):
             from . import conv_tc_cuda as tc
             return tc.forward, tc.grad_input, tc.grad_weight, conv_cuda.grad_bias
+        if geo is not None:
+            from . import conv_winograd_cuda as wg
+            if wg.applies(geo, x.dtype, allow_tf32):
+                return wg.forward, wg.grad_input, wg.grad_weight, conv_cuda.grad_bias
         return conv_cuda.forward, conv_cuda.grad_input, conv_cuda.grad_weight, conv_cuda.grad_bias
     return _forward_cpu, _grad_input_cpu, _grad_weight_cpu, _grad_bias_cpu
 
@@ -645,7 +657,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, allow_tf32=False)
     stride/padding/dilation are (h, w) int pairs; ``allow_tf32``: float32 may run on TF32
     tensor cores (cuda). Returns y (N, K, Ho, Wo) in x's dtype."""
     geo = ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
-    forward = _primitives(x, allow_tf32)[0]
+    forward = _primitives(x, allow_tf32, geo)[0]
     return backend.cast(forward(x, w, b, geo), x.dtype)
 
 
@@ -653,7 +665,7 @@ def conv2d_backward(x, w, gy, stride, padding, dilation, groups, needs=(True, Tr
                     allow_tf32=False):
     """Gradients of conv2d_forward: (gx, gw, gb), None where ``needs`` is False."""
     geo = ConvGeometry(x.shape, w.shape, stride, padding, dilation, groups)
-    _, grad_input, grad_weight, grad_bias = _primitives(x, allow_tf32)
+    _, grad_input, grad_weight, grad_bias = _primitives(x, allow_tf32, geo)
     need_b = len(needs) > 2 and needs[2]
     if _device(x) == "cpu" and geo.pointwise():
         # a strided gy (broadcast by y.sum().backward()) copied once here, not by each GEMM
@@ -693,7 +705,7 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding, groups, d
     or None. Returns y (N, Cout, Hout, Wout), Hout = (H-1)*s - 2p + d*(kh-1) + output_padding
     + 1."""
     geo = _transposed_geometry(x, w, stride, padding, output_padding, groups, dilation)
-    grad_input = _primitives(x, allow_tf32)[1]
+    grad_input = _primitives(x, allow_tf32, geo)[1]
     if b is not None and _device(x) == "cuda":
         return backend.cast(grad_input(x, w, geo, b), x.dtype)         # the kernel adds the bias
     y = grad_input(x, w, geo)
@@ -706,7 +718,7 @@ def conv_transpose2d_backward(x, w, gy, stride, padding, output_padding, groups,
                               needs=(True, True, True), allow_tf32=False):
     """Gradients of conv_transpose2d_forward: (gx, gw, gb), None where ``needs`` is False."""
     geo = _transposed_geometry(x, w, stride, padding, output_padding, groups, dilation)
-    forward, _, grad_weight, grad_bias = _primitives(x, allow_tf32)
+    forward, _, grad_weight, grad_bias = _primitives(x, allow_tf32, geo)
     gx = backend.cast(forward(gy, w, None, geo), x.dtype) if needs[0] else None
     gw = backend.cast(grad_weight(gy, x, geo), w.dtype) if needs[1] else None
     gb = backend.cast(grad_bias(gy), gy.dtype) if len(needs) > 2 and needs[2] else None

@@ -58,20 +58,25 @@ from . import small_gemm
 # Winograd F(2x2, 3x3) matrices: weight transform G (4x3); B^T and A^T are spelled out as
 # additions in the kernels below.
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-_GG = np.kron(G, G)         # (16, 9): U[4a+b] = sum G[a, i] G[b, j] w[3i+j]
+GG = np.kron(G, G)         # (16, 9): U[4a+b] = sum G[a, i] G[b, j] w[3i+j]
 
 MIN_CHANNELS = 16           # below this, the transforms cost more than the GEMM saves
 MIN_WORK = 1 << 24          # N*Ho*Wo*C*K: smaller convs stay on im2col (already ~free)
 CHUNK_BYTES = 1 << 20       # V and M of one step's images: kept in a core's L2 between steps
 
 
-def applies(geo):
-    """Whether this geometry runs here: 3x3, stride 1, dilation 1, one group, every output
-    kept, enough channels and work for the transforms to pay."""
+def computes(geo):
+    """Whether F(2x2, 3x3) computes this geometry: 3x3, stride 1, dilation 1, one group, every
+    output kept (the GPU path, conv_winograd_cuda, shares this rule)."""
     natural = (geo.Ho, geo.Wo) == (geo.H + 2 * geo.ph - 2, geo.W + 2 * geo.pw - 2)
     return (geo.kh == geo.kw == 3 and geo.sh == geo.sw == geo.dh == geo.dw == geo.groups == 1
-            and natural and min(geo.N, geo.Ho, geo.Wo) > 0
-            and min(geo.C, geo.K) >= MIN_CHANNELS
+            and natural and min(geo.N, geo.Ho, geo.Wo) > 0)
+
+
+def applies(geo):
+    """Whether this geometry runs here: ``computes`` it, with enough channels and work for the
+    transforms to pay."""
+    return (computes(geo) and min(geo.C, geo.K) >= MIN_CHANNELS
             and geo.N * geo.Ho * geo.Wo * geo.C * geo.K >= MIN_WORK)
 
 
@@ -97,12 +102,12 @@ def _weight_tiles(w, dtype):
     """U = G w G^T for every (k, c): (16, K, C), as one GEMM with kron(G, G)."""
     K, C = w.shape[:2]
     flat = w.astype(dtype, copy=False).reshape(K * C, 9)
-    return np.ascontiguousarray((flat @ _GG.astype(dtype).T).T).reshape(16, K, C)
+    return np.ascontiguousarray((flat @ GG.astype(dtype).T).T).reshape(16, K, C)
 
 
 def _weight_tiles_adjoint(du, K, C):
     """gw = G^T dU G for every (k, c): (K, C, 3, 3) from dU (16, K, C)."""
-    return (du.reshape(16, K * C).T @ _GG.astype(du.dtype)).reshape(K, C, 3, 3)
+    return (du.reshape(16, K * C).T @ GG.astype(du.dtype)).reshape(K, C, 3, 3)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -89,3 +89,18 @@ def nan_empty(monkeypatch):
         return out
     monkeypatch.setattr(np, "empty", lambda *a, **k: poisoned(real_empty(*a, **k)))
     monkeypatch.setattr(np, "empty_like", lambda *a, **k: poisoned(real_like(*a, **k)))
+
+
+@pytest.fixture
+def conv_paths_ran(monkeypatch):
+    """The names of the cuda convolution primitives that run, in order: conv_cuda's
+    ("direct.forward", ...) and conv_winograd_cuda's ("winograd.grad_input", ...)."""
+    from gpudl.kernels import conv_cuda, conv_winograd_cuda
+    names = []
+    for module, prefix in ((conv_cuda, "direct"), (conv_winograd_cuda, "winograd")):
+        for name in ("forward", "grad_input", "grad_weight"):
+            def call(*args, _real=getattr(module, name), _label=f"{prefix}.{name}", **kwargs):
+                names.append(_label)
+                return _real(*args, **kwargs)
+            monkeypatch.setattr(module, name, call)
+    return names

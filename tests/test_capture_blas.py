@@ -23,7 +23,7 @@ def _column_major(x3, rows, cols, ld, stride, batch):
     return np.lib.stride_tricks.as_strided(x3, (batch, rows, cols), (stride * item, item, ld * item))
 
 
-def model_gemm(g, a3, b3, out):
+def model_gemm(g, a3, b3, out, allow_tf32=None):
     """cuBLAS's strided-batched GEMM, column-major, on NumPy memory: C = op(A) @ op(B) with
     cuBLAS's A at b3 and B at a3 (``capture_blas.plan``'s convention)."""
     assert out.flags.c_contiguous and g.ldc >= g.m
@@ -93,6 +93,32 @@ def test_into_out_and_refusals(monkeypatch, rng):
         capture_blas.matmul(a, b.T, out=np.empty((5, 4)).T)
     with pytest.raises(TypeError, match="int64"):
         capture_blas.matmul(a.astype(np.int64), b.T.astype(np.int64))
+
+
+def test_winograd_products_are_planned_in_place(monkeypatch, rng):
+    """conv_winograd_cuda's products in a capture: dM @ V^T over the tiles (V transposed in
+    place: an F-order operand) and w's flat rows transposed, into C-contiguous outputs."""
+    monkeypatch.setattr(capture_blas, "gemm", lambda g, a3, b3, out, allow_tf32: (
+        calls.append((a3, b3, allow_tf32)), model_gemm(g, a3, b3, out)))
+    calls = []
+    dm, v = rng.standard_normal((16, 3, 11)), rng.standard_normal((16, 5, 11))
+    du = np.empty((16, 3, 5))
+    capture_blas.matmul(dm, v.transpose(0, 2, 1), out=du, allow_tf32=False)
+    np.testing.assert_allclose(du, dm @ v.transpose(0, 2, 1))
+    gg, flat = rng.standard_normal((16, 9)), rng.standard_normal((6, 9))
+    np.testing.assert_allclose(capture_blas.matmul(gg, flat.T, allow_tf32=False), gg @ flat.T)
+    for (a3, b3, allow_tf32), (a, b) in zip(calls, [(dm, v), (gg, flat)]):
+        assert np.shares_memory(a3, a) and np.shares_memory(b3, b)     # no copies
+        assert allow_tf32 is False
+
+
+def test_compute_type_follows_the_flag_unless_told(monkeypatch):
+    monkeypatch.setattr(gd.backends.cuda.matmul, "allow_tf32", True)
+    assert capture_blas.compute_type(np.dtype(np.float32)) == capture_blas._COMPUTE_32F_FAST_TF32
+    assert capture_blas.compute_type(np.dtype(np.float32), False) == capture_blas._COMPUTE_32F
+    monkeypatch.setattr(gd.backends.cuda.matmul, "allow_tf32", False)
+    assert capture_blas.compute_type(np.dtype(np.float32)) == capture_blas._COMPUTE_32F
+    assert capture_blas.compute_type(np.dtype(np.float64), True) == capture_blas._COMPUTE_64F
 
 
 def test_layout_names_how_a_matrix_lies():

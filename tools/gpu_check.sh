@@ -112,7 +112,8 @@ step kernel_profile 100 env GPUDL_DEVICE=cuda python -m benchmarks.kernel_profil
 step cupy_launch_rows 75 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m benchmarks.compare \
     --device cuda --repeats 11 --only "pool2d 2x2|SDPA fwd (4|step, batch 64" \
     --markdown tools/gpu_results_cupy_launch.md
-step conv_paths 60 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
+# conv_paths: the Winograd rows (issue 12) of the 3x3 stride-1 shapes, against conv_cuda and cuDNN
+step conv_paths 90 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
     --markdown tools/gpu_conv_paths.md
 step graph_steps 90 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --repeats 11 \
     --markdown tools/gpu_graph_steps.md

@@ -1,0 +1,234 @@
+"""Winograd F(2x2, 3x3) on cuda (kernels/conv_winograd_cuda.py) in Numba's CUDA simulator,
+against the CPU twin's direct sum in float64: conv2d forward, grad_input, grad_weight and
+grad_bias through the public entries, with odd sizes (partial tiles), paddings 0 to 3, several
+blocks, chunks of images, which path ran, and where a NaN may go. TINY shapes: every CUDA
+thread runs in Python. The channel and work floors are lowered so that these shapes qualify."""
+
+import numpy as np
+import pytest
+
+from gpudl import backend
+from gpudl.kernels import conv, conv_winograd_cuda as wg
+
+pytestmark = [pytest.mark.simulator,
+              pytest.mark.skipif(not backend.SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1")]
+
+@pytest.fixture
+def everywhere(monkeypatch):
+    """Every 3x3 stride-1 strict-fp32 conv takes the Winograd path here."""
+    monkeypatch.setattr(wg, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(wg, "MIN_WORK", 0)
+
+
+@pytest.fixture
+def ran(conv_paths_ran):
+    return conv_paths_ran
+
+
+def _reference(monkeypatch, fn, *args):
+    """fn on the CPU twin in float64 (the direct sum: these shapes are below its own Winograd
+    floor)."""
+    args = [a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args]
+    with monkeypatch.context() as m:
+        m.setattr(backend, "kernel_device", lambda array, bfloat16=False: "cpu")
+        return fn(*args)
+
+
+def _inputs(rng, N, C, H, W, K, dtype=np.float32):
+    return (rng.standard_normal((N, C, H, W)).astype(dtype),
+            rng.standard_normal((K, C, 3, 3)).astype(dtype),
+            rng.standard_normal(K).astype(dtype))
+
+
+def _close(got, want, dtype=np.float32):
+    assert got.shape == want.shape and got.dtype == dtype
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1, np.abs(want).max()))
+
+
+def _check_all(rng, monkeypatch, N, C, H, W, K, p, dtype=np.float32):
+    x, w, b = _inputs(rng, N, C, H, W, K, dtype)
+    conf = ((1, 1), (p, p), (1, 1), 1)
+    y = conv.conv2d_forward(x, w, b, *conf)
+    _close(y, _reference(monkeypatch, conv.conv2d_forward, x, w, b, *conf), dtype)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    got = conv.conv2d_backward(x, w, gy, *conf)
+    want = _reference(monkeypatch, conv.conv2d_backward, x, w, gy, *conf)
+    for g, r in zip(got, want):
+        _close(g, r, dtype)
+
+
+# (N, C, H, W, K, padding)
+CASES = [
+    (2, 3, 6, 8, 4, 1),        # whole tiles
+    (2, 3, 5, 7, 2, 1),        # odd H and W: partial last tiles
+    (1, 2, 7, 6, 3, 0),        # no padding, odd output rows
+    (1, 2, 4, 5, 3, 2),        # padding 2: grad_input runs with padding 0
+    (1, 2, 4, 3, 2, 3),        # padding 3: grad_input runs with padding -1 (cropped)
+    (1, 9, 10, 12, 5, 1),      # 9 * 30 = 270 (channel, tile) threads: two blocks
+]
+
+
+@pytest.mark.parametrize("N, C, H, W, K, p", CASES)
+def test_forward_and_gradients_match_the_direct_sum(rng, monkeypatch, everywhere, ran, nan_empty,
+                                                    N, C, H, W, K, p):
+    """Outputs come from empty arrays filled with NaN (``nan_empty``): every one is written."""
+    _check_all(rng, monkeypatch, N, C, H, W, K, p)
+    assert ran == ["winograd.forward", "winograd.grad_input", "winograd.grad_weight"]
+
+
+def test_float64(rng, monkeypatch, everywhere, ran):
+    _check_all(rng, monkeypatch, 1, 2, 5, 6, 3, 1, np.float64)
+    assert "direct.forward" not in ran and "winograd.forward" in ran
+
+
+@pytest.mark.parametrize("needs", [(False, True, True), (False, True, False), (True, False, True)])
+def test_what_is_asked_is_what_is_made(rng, monkeypatch, everywhere, needs):
+    """The bias gradient from the tiles of gy (dM[5]) alone or beside the weight gradient."""
+    x, w, _ = _inputs(rng, 2, 3, 5, 6, 4)
+    gy = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
+    conf = ((1, 1), (1, 1), (1, 1), 1)
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=needs)
+    want = _reference(monkeypatch, conv.conv2d_backward, x, w, gy, *conf, needs)
+    assert [g is not None for g in got] == list(needs)
+    for g, r in zip(got, want):
+        if g is not None:
+            _close(g, r)
+
+
+def test_public_op_on_device_arrays(rng, monkeypatch, everywhere, ran):
+    """gd.conv2d on cuda tensors (the strict simulator's device arrays, which refuse host data
+    as CuPy does): no host array reaches the device path."""
+    import gpudl as gd
+    monkeypatch.setattr(gd.backends.cudnn, "allow_tf32", False)
+    x, w, b = _inputs(rng, 2, 3, 5, 6, 4)
+    gy = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
+    tensors = [gd.tensor(a, requires_grad=True) for a in (x, w, b)]
+    assert backend.SIM_DEVICE_ARRAYS and tensors[0].device.type == "cuda"
+    y = gd.conv2d(*tensors, padding=1)
+    y.backward(gd.tensor(gy))
+    want = _reference(monkeypatch, conv.conv2d_forward, x, w, b, (1, 1), (1, 1), (1, 1), 1)
+    _close(y.detach().numpy(), want)
+    grads = _reference(monkeypatch, conv.conv2d_backward, x, w, gy, (1, 1), (1, 1), (1, 1), 1)
+    for t, r in zip(tensors, grads):
+        _close(t.grad.numpy(), r)
+    assert ran == ["winograd.forward", "winograd.grad_input", "winograd.grad_weight"]
+
+
+def test_a_float16_output_gradient_is_widened(rng, monkeypatch, everywhere):
+    """gy may come in another dtype than x and w (float16 from a cast downstream): the input
+    gradient runs in the weights' float32, as the weight gradient runs in x's."""
+    x, w, _ = _inputs(rng, 1, 2, 5, 4, 3)
+    gy = rng.standard_normal((1, 3, 5, 4)).astype(np.float16)
+    conf = ((1, 1), (1, 1), (1, 1), 1)
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=(True, True, False))
+    want = _reference(monkeypatch, conv.conv2d_backward, x, w, gy, *conf, (True, True, False))
+    for g, r in zip(got[:2], want[:2]):
+        _close(g, r)
+
+
+def test_chunks_of_images(rng, monkeypatch, everywhere, ran):
+    """A bound of two images' V and M: chunks of 2, 2 and 1 images (a partial last one),
+    the weight gradient summed over them."""
+    N, C, H, W, K = 5, 2, 5, 4, 3
+    tiles = 3 * 2
+    monkeypatch.setattr(wg, "CHUNK_BYTES", 2 * 16 * (C + K) * tiles * 4)
+    geo = conv.ConvGeometry((N, C, H, W), (K, C, 3, 3), (1, 1), (1, 1), (1, 1), 1)
+    assert wg._Plan(geo, 4).chunks(N) == [(0, 2), (2, 2), (4, 1)]
+    _check_all(rng, monkeypatch, N, C, H, W, K, 1)
+    assert "winograd.grad_weight" in ran
+
+
+def test_weight_gradient_split_over_images(rng, monkeypatch, everywhere, nan_empty):
+    """5 images in splits of 3: two products per position, the second split padded with an
+    image of zero tiles (its buffers start as NaN here: the kernels must write the zeros)."""
+    monkeypatch.setattr(wg, "SPLITS", 2)
+    monkeypatch.setattr(wg, "MIN_SPLIT_TILES", 1)
+    assert wg._splits(5, 6) == 3
+    x, w, _ = _inputs(rng, 5, 2, 5, 4, 3)
+    gy = rng.standard_normal((5, 3, 5, 4)).astype(np.float32)
+    conf = ((1, 1), (1, 1), (1, 1), 1)
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=(False, True, True))
+    want = _reference(monkeypatch, conv.conv2d_backward, x, w, gy, *conf, (False, True, True))
+    for g, r in zip(got[1:], want[1:]):
+        _close(g, r)
+
+
+def test_conv_transpose2d(rng, monkeypatch, everywhere, ran):
+    """A stride-1 3x3 transposed conv is Winograd's grad_input, its bias added per tile; its
+    backward is Winograd's forward and weight gradient with x and gy swapped."""
+    x = rng.standard_normal((2, 4, 5, 4)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)    # (Cin, Cout, 3, 3)
+    b = rng.standard_normal(3).astype(np.float32)
+    conf = ((1, 1), (1, 1), (0, 0), 1, (1, 1))
+    y = conv.conv_transpose2d_forward(x, w, b, *conf)
+    _close(y, _reference(monkeypatch, conv.conv_transpose2d_forward, x, w, b, *conf))
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    got = conv.conv_transpose2d_backward(x, w, gy, *conf)
+    for g, r in zip(got, _reference(monkeypatch, conv.conv_transpose2d_backward, x, w, gy,
+                                    *conf)):
+        _close(g, r)
+    assert ran == ["winograd.grad_input", "winograd.forward", "winograd.grad_weight"]
+
+
+@pytest.mark.parametrize("stride, padding, dilation, groups, kernel, allow_tf32", [
+    ((2, 2), (1, 1), (1, 1), 1, 3, False),
+    ((1, 1), (1, 1), (2, 2), 1, 3, False),
+    ((1, 1), (1, 1), (1, 1), 2, 3, False),
+    ((1, 1), (2, 2), (1, 1), 1, 5, False),
+    ((1, 1), (1, 1), (1, 1), 1, 3, True),           # TF32 allowed: the tensor-core kernels
+])
+def test_other_geometries_keep_their_kernels(rng, everywhere, ran, stride, padding, dilation,
+                                             groups, kernel, allow_tf32):
+    x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 4 // groups, kernel, kernel)).astype(np.float32)
+    conv.conv2d_forward(x, w, None, stride, padding, dilation, groups, allow_tf32=allow_tf32)
+    assert not any(name.startswith("winograd") for name in ran)
+    assert ran == ([] if allow_tf32 else ["direct.forward"])
+
+
+def test_the_floors_decide(rng, ran):
+    """With the module's own floors a tiny conv stays on conv_cuda."""
+    x, w, b = _inputs(rng, 1, 2, 6, 6, 3)
+    conv.conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1)
+    assert ran == ["direct.forward"]
+
+
+def test_nan_stays_in_the_tiles_that_read_it(rng, monkeypatch, everywhere):
+    """Outputs whose 3x3 window holds no NaN are exact in every tile whose 4x4 patch holds none;
+    a NaN output only appears in a tile whose patch reads the NaN input (as cuDNN's Winograd)."""
+    N, C, H, W, K, p = 1, 2, 8, 9, 3, 1
+    x, w, b = _inputs(rng, N, C, H, W, K)
+    bad = (4, 5)                                   # input pixel (row, column)
+    x[0, 1, bad[0], bad[1]] = np.nan
+    conf = ((1, 1), (p, p), (1, 1), 1)
+    y = conv.conv2d_forward(x, w, b, *conf)
+    want = _reference(monkeypatch, conv.conv2d_forward, x, w, b, *conf)
+    oh, ow = np.indices(y.shape[2:])
+    # the padded pixel bad + p lies in tile (ty, tx)'s patch iff 2ty <= bad + p <= 2ty + 3
+    touched = ((2 * (oh // 2) <= bad[0] + p) & (bad[0] + p <= 2 * (oh // 2) + 3)
+               & (2 * (ow // 2) <= bad[1] + p) & (bad[1] + p <= 2 * (ow // 2) + 3))
+    clean = ~touched[None, None] & np.isfinite(want)
+    assert clean.sum() > 0.7 * clean.size
+    np.testing.assert_allclose(y[np.broadcast_to(clean, y.shape)],
+                               want[np.broadcast_to(clean, y.shape)], rtol=1e-5, atol=1e-5)
+    assert not np.isnan(y[:, :, ~touched]).any()
+    assert np.isnan(y[:, :, touched]).any()
+
+
+def test_launches_pass_the_gated_signatures(rng, monkeypatch, everywhere):
+    """launch.check_arguments runs under the simulator: the launchers' arguments have exactly
+    the SIGNATURES types (a GPU's specialised dispatcher would refuse others). And every
+    kernel of the table launches in a forward and backward."""
+    from gpudl.kernels import launch
+    seen = set()
+    real = launch.check_arguments
+
+    def spy(kernel, signature, args):
+        seen.add(kernel)
+        return real(kernel, signature, args)
+    monkeypatch.setattr(launch, "check_arguments", spy)
+    x, w, b = _inputs(rng, 1, 2, 4, 4, 2)
+    y = conv.conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1)
+    conv.conv2d_backward(x, w, np.ones_like(y), (1, 1), (1, 1), (1, 1), 1)
+    assert seen == {kernel for kernel, *_ in wg.SIGNATURES if kernel in wg._KERNELS["float32"]}
