@@ -27,6 +27,7 @@ from numba import cuda, float32, float64
 
 from gpudl import backend
 
+from .block_tree import make_tree
 from .budget import Budget
 from .launch import launch
 
@@ -39,26 +40,7 @@ GRAD_BUDGET = Budget(threads=GRAD_THREADS, min_occupancy=0.5, max_div64=0)
 
 def _make_kernels(acc):
     """The three kernels with accumulator type ``acc``."""
-
-    @cuda.jit(device=True, inline="always")
-    def tree(red, v, tid, take_max):
-        """The block's reduction of v (sum, or a NaN-propagating max) through shared memory, in
-        the same order on every run; every thread gets the result."""
-        red[tid] = v
-        cuda.syncthreads()
-        step = THREADS // 2
-        while step > 0:
-            if tid < step:
-                a, b = red[tid], red[tid + step]
-                if take_max:
-                    red[tid] = a if (a > b or a != a) else b
-                else:
-                    red[tid] = a + b
-            cuda.syncthreads()
-            step //= 2
-        out = red[0]
-        cuda.syncthreads()              # red is written again by the next reduction
-        return out
+    tree = make_tree(THREADS)
 
     @cuda.jit
     def rows(x, target, weight, weighted, ignore_index, smoothing, stats, loss, wt):

@@ -10,6 +10,7 @@ import math
 import ml_dtypes
 import numpy as np
 
+from .. import backend
 from ..amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from ..autograd import Function
 from ..dtypes import LOW_PRECISION, is_floating
@@ -71,11 +72,29 @@ class BatchNorm(Function):
                 None, None, None, None, None)
 
 
+def _fused_rows(x, weight, bias, ndim):
+    """Whether kernels/layer_norm_cuda.py takes this layer norm (cuda; weight and bias, if any,
+    in x's dtype)."""
+    if backend.kernel_device(x) != "cuda":
+        return False
+    from ..kernels import layer_norm_cuda
+    return layer_norm_cuda.supports(x, ndim) and all(
+        a is None or a.dtype == x.dtype for a in (weight, bias))
+
+
 class LayerNorm(Function):
-    """Normalise over the last ``ndim`` axes; weight and bias have those axes' shape."""
+    """Normalise over the last ``ndim`` axes; weight and bias have those axes' shape (on cuda:
+    one kernel forward, two backward, kernels/layer_norm_cuda.py)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, ndim, eps):
+        ctx.rows = None
+        if _fused_rows(x, weight, bias, ndim):
+            from ..kernels import layer_norm_cuda
+            y, ctx.rows = layer_norm_cuda.forward(x, weight, bias, ndim, eps)
+            ctx.shapes = (x.shape, None if weight is None else weight.shape,
+                          None if bias is None else bias.shape)
+            return y
         xp = xp_of(x)
         axes = tuple(range(x.ndim - ndim, x.ndim))
         xhat = x - x.mean(axis=axes, keepdims=True)
@@ -90,6 +109,13 @@ class LayerNorm(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.rows is not None:
+            from ..kernels import layer_norm_cuda
+            gx, gw, gb = layer_norm_cuda.backward(g, ctx.rows, ctx.needs_input_grad[:3])
+            x_shape, w_shape, b_shape = ctx.shapes
+            return (None if gx is None else gx.reshape(x_shape),
+                    None if gw is None or w_shape is None else gw.reshape(w_shape),
+                    None if gb is None or b_shape is None else gb.reshape(b_shape), None, None)
         xhat, invstd, weight = ctx.saved_tensors
         axes = ctx.axes
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
