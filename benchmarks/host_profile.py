@@ -2,12 +2,15 @@
 
     python -m benchmarks.host_profile                     # gpudl's eager steps, on its device
     python -m benchmarks.host_profile --only LeNet --top 30
+    python -m benchmarks.host_profile --ops "max_pool2d 2x2 fwd (64"   # benchmarks.compare rows
 
 On a GPU an eager step is host-bound (benchmarks/RESULTS.md: LeNet-5's step spends 6.2 of its
 6.4 ms on the host, PyTorch's 2.1 in all). This runs each model's eager gpudl step ``--steps``
 times after warm-up under cProfile and prints the functions that hold the most time themselves
 (``tottime``), with their callers folded in by file: Numba's dispatcher, CuPy's kernel launches
 and gpudl's autograd show as what they are. benchmarks/kernel_profile.py gives the device's side.
+``--ops`` profiles rows of benchmarks.compare instead (single ops such as the pooling rows, whose
+gpudl time was 5x torch's on the second GPU run with a kernel that should take a tenth of it).
 """
 
 import argparse
@@ -21,9 +24,9 @@ from benchmarks import graph_steps, workloads
 from benchmarks.common import sync
 
 
-def profile_step(parts, steps, top, warmup=3):
-    """The ``top`` functions by own time over ``steps`` eager steps, as pstats prints them."""
-    step = workloads.train_step(*parts(gpudl, gpudl.device()))
+def profile_step(step, steps, top, warmup=3):
+    """The ``top`` functions by own time over ``steps`` calls of ``step`` after warm-up, as
+    pstats prints them."""
     for _ in range(warmup):
         step()
     sync()
@@ -44,13 +47,24 @@ def main(argv=None):
     parser.add_argument("--only", help="steps whose name contains this text")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--ops", help="profile the benchmarks.compare rows whose name contains "
+                        "this text (| separates alternatives) instead of the training steps")
     args = parser.parse_args(argv)
-    for name, parts in graph_steps.STEPS:
-        if args.only and args.only.lower() not in name.lower():
-            continue
+    device = gpudl.device()
+    if args.ops:
+        from benchmarks import compare
+        wanted = [part.strip().lower() for part in args.ops.split("|")]
+        chosen = [(name, lambda build=build: build(gpudl, device))
+                  for name, devices, build in compare.WORKLOADS
+                  if device in devices and any(w in name.lower() for w in wanted)]
+    else:
+        chosen = [(name, lambda parts=parts: workloads.train_step(*parts(gpudl, device)))
+                  for name, parts in graph_steps.STEPS
+                  if not args.only or args.only.lower() in name.lower()]
+    for name, make in chosen:
         gpudl.manual_seed(0)
-        print(f"== {name}, gpudl eager on {gpudl.device()}, {args.steps} steps", flush=True)
-        print(profile_step(parts, args.steps, args.top), flush=True)
+        print(f"== {name}, gpudl eager on {device}, {args.steps} calls", flush=True)
+        print(profile_step(make(), args.steps, args.top), flush=True)
     return 0
 
 

@@ -19,8 +19,8 @@
 # (the start, ~35 s, included), so the steps come in two groups, one command each, the second
 # sent as soon as the first returns (the machine stays warm 30 s):
 #   check:   install, tests_new, tests, attention_precision, fast_launch          (~480 s)
-#   measure: install, launches, benchmarks, kernel_profile, cupy_launch_rows, conv_paths,
-#            graph_steps, zero_sync, host_profile, lstm_paths, nccl, nccl_allreduce (~760 s)
+#   measure: install, launches, benchmarks, kernel_profile, host_profile, cupy_launch_rows,
+#            conv_paths, graph_steps, zero_sync, lstm_paths, nccl, nccl_allreduce  (~800 s)
 # the measure group's steps go by what they decide: the per-launch host cost (session 14 took
 # Numba's per-array stream sync out of every launch), the compare table that issue 12's targets
 # are read from, the kernel profile that says why, then the rest; a step past the deadline is
@@ -39,7 +39,7 @@ log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
 chosen=${chosen// check / install attention_precision tests_new tests fast_launch }
-chosen=${chosen// measure / install launches benchmarks kernel_profile cupy_launch_rows conv_paths graph_steps zero_sync host_profile lstm_paths nccl nccl_allreduce }
+chosen=${chosen// measure / install launches benchmarks kernel_profile host_profile cupy_launch_rows conv_paths graph_steps zero_sync lstm_paths nccl nccl_allreduce }
 known=" install attention_precision tests_new tests fast_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths cupy_launch_rows "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
@@ -107,6 +107,10 @@ step benchmarks 240 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device 
 # torch.profiler): where the device time goes, for gpudl and for torch
 step kernel_profile 100 env GPUDL_DEVICE=cuda python -m benchmarks.kernel_profile --steps 10 \
     --markdown tools/gpu_kernel_profile.md
+# where an eager step's host time goes (cProfile): the eager steps are host-bound; then the
+# single-op rows whose gpudl time the kernels do not explain (max pool forward: 0.32 ms)
+step host_profile 60 env GPUDL_DEVICE=cuda bash -c "python -m benchmarks.host_profile --steps 20 \
+    && python -m benchmarks.host_profile --steps 20 --ops 'max_pool2d 2x2 fwd (64|SDPA fwd (4'"
 # the rows that host time decides (pooling, single SDPA calls, eager steps) with launches through
 # CuPy's launcher instead of Numba's (GPUDL_LAUNCH=cupy; the launches step says per-launch cost)
 step cupy_launch_rows 75 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m benchmarks.compare \
@@ -119,8 +123,6 @@ step graph_steps 90 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --rep
     --markdown tools/gpu_graph_steps.md
 step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/sim/test_zero_sync_sim.py
-# where an eager step's host time goes (cProfile): the eager steps are host-bound
-step host_profile 40 env GPUDL_DEVICE=cuda python -m benchmarks.host_profile --steps 20
 step lstm_paths 45 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \
     --markdown tools/gpu_lstm_paths.md
 step nccl 30 env GPUDL_DEVICE=cuda GPUDL_NCCL_REQUIRED=1 python -m pytest -q -rs -p no:cacheprovider \
