@@ -46,3 +46,11 @@ def test_the_host_profile_lists_the_step_s_own_functions(capsys):
     assert "LeNet-5" in out and "Ordered by: internal time" in out
     listed = out.split("Ordered by")[1]                   # the listed functions are gpudl's
     assert "gpudl/" in listed or "kernels/" in listed     # (gpudl.kernels is kernels/)
+
+
+def test_the_host_profile_of_compare_rows(capsys):
+    assert host_profile.main(["--ops", "max_pool2d 2x2 fwd+bwd (32|no such row", "--steps", "1",
+                              "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("== ") == 1 and "max_pool2d 2x2 fwd+bwd (32,16,32,32)" in out
+    assert "pool.py" in out                     # the pooling entry's own functions are listed
