@@ -31,7 +31,9 @@ def _index_array(op, index, like, ndim=None):
 
 def _along(op, index, axis, like, size):
     """The index tuple that reads ``index`` along ``axis`` and 0..n-1 along every other axis
-    (torch's gather/scatter addressing: out[i][j][k] = x[i][index[i][j][k]][k] for axis 1)."""
+    (torch's gather/scatter addressing: out[i][j][k] = x[i][index[i][j][k]][k] for axis 1).
+    On the cuda device its range check is queued (a device-side check): call it after the op's
+    other refusals, so that a refused call leaves no check behind."""
     if index.ndim != like.ndim:
         raise ValueError(f"{op}: index has {index.ndim} dims but the tensor has {like.ndim}")
     for d, (n, m) in enumerate(zip(index.shape, like.shape)):
@@ -82,8 +84,9 @@ class IndexMixin:
                                         accumulate).reshape(())
         axis = normalize_axis(dim, self.ndim, op)
         index = _index_array(op, index, self)
+        source = _source(op, src, self, index.shape)     # refused before _along queues a check
         where = _along(op, index, axis, self, self.shape[axis] if self.ndim else 1)
-        return S.IndexPut.apply(self, where, _source(op, src, self, index.shape), accumulate)
+        return S.IndexPut.apply(self, where, source, accumulate)
 
     def scatter(self, dim, index, src=None, value=None, *, reduce=None):
         """A copy with ``src`` (or the number ``value``) written at ``index`` along ``dim``,
@@ -117,11 +120,11 @@ class IndexMixin:
             return self.reshape(1).index_add(0, index, source.reshape(1), alpha=alpha).reshape(())
         axis = normalize_axis(dim, self.ndim, "index_add")
         rows = _index_array("index_add", index, self, ndim=1).reshape(-1)
-        _check_rows("index_add", rows, self.shape[axis] if self.ndim else 1)
         expected = self.shape[:axis] + (rows.size,) + self.shape[axis + 1:]
         if not isinstance(source, T.Tensor) or source.shape != expected:
             raise ValueError(f"index_add: source must be a tensor of shape {expected}, got "
                              f"{getattr(source, 'shape', type(source).__name__)}")
+        _check_rows("index_add", rows, self.shape[axis] if self.ndim else 1)
         source = source if alpha == 1 else source * alpha
         source = source if source.dtype == self.dtype else source.astype(self.dtype)
         return S.IndexPut.apply(self, (slice(None),) * axis + (rows,), source, True)

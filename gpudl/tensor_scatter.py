@@ -155,8 +155,8 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
                               reduce, include_self=include_self).reshape(())
     axis = normalize_axis(dim, input.ndim, "scatter_reduce")
     raw = _index_array("scatter_reduce", index, input)
-    where = _along("scatter_reduce", raw, axis, input, input.shape[axis])
     source = _source("scatter_reduce", src, input, raw.shape)
+    where = _along("scatter_reduce", raw, axis, input, input.shape[axis])
     xp = xp_of(input._data)
     target = _flat_positions(tuple(xp.where(p < 0, p + input.shape[d], p) if d == axis else p
                                    for d, p in enumerate(where)), input.shape, xp)
@@ -224,9 +224,9 @@ def index_put(input, indices, values, accumulate=False):
         raise TypeError("index_put: indices must be a tuple of Tensors")
     xp = xp_of(input._data)
     where = tuple(slice(None) if i is None else i._data for i in indices)
-    S.check_advanced(input.shape, where, "index_put")
     if len(where) > input.ndim:
         raise IndexError(f"index_put: too many indices for a tensor of dimension {input.ndim}")
+    S.check_advanced(input.shape, where, "index_put")
     shape = xp.broadcast_to(xp.zeros((), bool), input.shape)[where].shape
     try:
         values = values.expand(*shape) if values.shape != shape else values

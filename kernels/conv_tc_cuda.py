@@ -589,22 +589,25 @@ def _layout(xp, a, tf32, cw):
 def tf32_chunks(x, out, channels, pixels, per):
     """``x`` (planes, channels, pixels), float32, TF32-rounded into ``out`` laid out as
     (planes, chunks, pixels, per), zeros past the last channel: what ``_vectors`` of ``_tf32``
-    makes in six CuPy passes, in one. Block (pixel block, plane, chunk): no index division."""
-    p = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    makes in six CuPy passes, in one. Block (pixel block, plane, chunk): no index division.
+    Offsets are uint32 (the caller keeps both arrays under ``INDEX_LIMIT`` elements): Numba's
+    signed 64-bit index math took 178 instructions per 4 elements moved, uint32 takes 103."""
+    p = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
     if p < pixels:
         plane, chunk = cuda.blockIdx.y, cuda.blockIdx.z
-        first = ((plane * cuda.gridDim.z + chunk) * pixels + p) * per
+        first = uint32(((plane * cuda.gridDim.z + chunk) * pixels + p) * per)
         for k in range(per):
-            channel = chunk * per + k
+            channel = uint32(chunk * per + k)
             value = float32(0)
             if channel < channels:
-                value = as_float32(tf32_bits(x[(plane * channels + channel) * pixels + p]))
-            out[first + k] = value
+                value = as_float32(tf32_bits(x[uint32((plane * channels + channel) * pixels + p)]))
+            out[uint32(first + k)] = value
 
 
 TF32_CHUNKS_SIGNATURE = "void(float32[::1], float32[::1], int32, int32, int32)"
 LAYOUT_THREADS = 256
 GRID_YZ = 65535     # the most blocks along a grid's y or z
+INDEX_LIMIT = 1 << 32   # tf32_chunks' offsets are uint32: larger arrays take the CuPy passes
 
 
 def _tf32_chunks(xp, a, planes, channels, pixels, per):
@@ -612,10 +615,11 @@ def _tf32_chunks(xp, a, planes, channels, pixels, per):
     flat, as ``_vectors(xp, _tf32(xp, a).reshape(planes, 1, channels, pixels, 1), per,
     np.float32)`` lays it out; by the one-pass kernel where its grid fits."""
     chunks = -(-channels // per)
-    if planes > GRID_YZ or chunks > GRID_YZ or planes * chunks * pixels == 0:
+    size = planes * chunks * pixels * per                  # out's; a's is no larger
+    if planes > GRID_YZ or chunks > GRID_YZ or size == 0 or size >= INDEX_LIMIT:
         shape = (planes, 1, channels, pixels, 1)
         return _vectors(xp, _tf32(xp, a).reshape(shape), per, np.float32).reshape(-1)
-    out = xp.empty(planes * chunks * pixels * per, np.float32)
+    out = xp.empty(size, np.float32)
     grid = (-(-pixels // LAYOUT_THREADS), planes, chunks)
     launch(tf32_chunks, TF32_CHUNKS_SIGNATURE, grid, LAYOUT_THREADS,
            xp.ascontiguousarray(a, np.float32).reshape(-1), out, np.int32(channels),

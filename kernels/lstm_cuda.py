@@ -15,6 +15,7 @@ hold no fp64 instruction; float64 works too (gradient checks), with float64 arit
 
 import math
 
+import numpy as np
 from numba import cuda, float32
 
 from gpudl import backend
@@ -32,11 +33,18 @@ MAX_GRID_Y = 65535      # CUDA's grid limit along y (blocks of batch rows)
 BUDGET = Budget(threads=THREADS, min_occupancy=0.75, max_div64=0)
 
 
+# On the device math.tanh keeps its argument's type. The simulator runs the kernels as Python,
+# where math.tanh returns a Python float, which NumPy 2 turns float32 next to a float32 constant
+# (NEP 50): float64 layers got float32 gates there (~1e-8 off). np.tanh keeps the type, as the
+# device does.
+_tanh = np.tanh if backend.SIMULATOR else math.tanh
+
+
 @cuda.jit(device=True, inline="always")
 def _sigmoid(v):
     # 0.5 + 0.5 * tanh(v / 2): the CPU twin's formula, and no overflow for large |v|
     half = float32(0.5)
-    return half + half * math.tanh(half * v)
+    return half + half * _tanh(half * v)
 
 
 @cuda.jit
@@ -46,14 +54,14 @@ def _lstm_step_fwd_kernel(t, s_in, s_out, gates, gh, c, tanh_c, h):
     if j < H and b < B:
         i = _sigmoid(gates[t, b, j] + gh[b, j])
         f = _sigmoid(gates[t, b, H + j] + gh[b, H + j])
-        g = math.tanh(gates[t, b, 2 * H + j] + gh[b, 2 * H + j])
+        g = _tanh(gates[t, b, 2 * H + j] + gh[b, 2 * H + j])
         o = _sigmoid(gates[t, b, 3 * H + j] + gh[b, 3 * H + j])
         gates[t, b, j] = i
         gates[t, b, H + j] = f
         gates[t, b, 2 * H + j] = g
         gates[t, b, 3 * H + j] = o
         c_new = f * c[s_in, b, j] + i * g
-        tc = math.tanh(c_new)
+        tc = _tanh(c_new)
         c[s_out, b, j] = c_new
         tanh_c[t, b, j] = tc
         h[s_out, b, j] = o * tc
@@ -85,7 +93,7 @@ def _gru_step_fwd_kernel(t, s_in, s_out, gates, gh, b_hn, hn, h):
         r = _sigmoid(gates[t, b, j] + gh[b, j])
         z = _sigmoid(gates[t, b, H + j] + gh[b, H + j])
         hn_t = gh[b, 2 * H + j] + b_hn[j]
-        n = math.tanh(gates[t, b, 2 * H + j] + r * hn_t)
+        n = _tanh(gates[t, b, 2 * H + j] + r * hn_t)
         gates[t, b, j] = r
         gates[t, b, H + j] = z
         gates[t, b, 2 * H + j] = n
@@ -123,7 +131,7 @@ def _rnn_step_fwd_kernel(t, s_in, s_out, gx, gh, h, relu):
             zero = float32(0)
             v = zero if v < zero else v  # noqa: FURB136 - max() would turn NaN into 0
         else:
-            v = math.tanh(v)
+            v = _tanh(v)
         h[s_out, b, j] = v
 
 

@@ -13,12 +13,18 @@ def call_then_read(call, *args, **kwargs):
     nothing read, so the call itself must raise (a check that failed to raise there still
     fails the test). Under the simulator NumPy stands for CuPy and may raise its own error
     where CuPy goes on (an out-of-range index, which CuPy wraps): a failed queued check is
-    raised in its place, as a GPU would report it."""
+    raised in its place, as a GPU would report it. A call refused at once for another reason
+    must leave no check queued (a refused call changes nothing): checks left behind that all
+    pass fail with an AssertionError."""
     try:
         result = call(*args, **kwargs)
-    except Exception:
+    except Exception as refusal:
         if backend._deferred:
+            left = len(backend._deferred)
             gd.cuda.synchronize()
+            raise AssertionError(f"a call refused at once ({type(refusal).__name__}: "
+                                 f"{refusal}) left {left} passing device-side check(s) "
+                                 "queued") from refusal
         raise
     if backend._deferred:
         gd.cuda.synchronize()

@@ -122,12 +122,16 @@ def test_every_mode_captures_and_replays_like_eager_steps(mode):
 
 # ------------------------------------------------------------------- capture_error_mode
 def _sync_from_another_thread(mode):
-    """gd.cuda.synchronize() (a device sync) and a CPU tensor's item() in a second thread
-    while the main thread captures in ``mode``: what each raised, or None."""
+    """gd.cuda.synchronize() (a device sync), a cpu tensor's item() and, where the cuda device
+    is there (the simulator), a cuda tensor's item() in a second thread while the main thread
+    captures in ``mode``: what each raised, or None."""
     seen = {}
 
     def other():
-        calls = (("sync", gd.cuda.synchronize), ("item", lambda: gd.ones(2).sum().item()))
+        calls = (("sync", gd.cuda.synchronize),
+                 ("item", lambda: gd.ones(2, device="cpu").sum().item()))
+        if gd.cuda.is_available():
+            calls += (("device item", lambda: gd.ones(2, device="cuda").sum().item()),)
         for name, call in calls:
             try:
                 call()
@@ -149,8 +153,11 @@ def test_global_mode_refuses_other_threads_device_syncs_the_others_let_them_run(
     assert seen["sync"].startswith("synchronize: waits for the device while another thread "
                                    "captures a CUDA graph in capture_error_mode='global'")
     assert seen["item"] is None                 # host data: no device call at all
+    if gd.cuda.is_available():
+        assert seen["device item"].startswith("Tensor.item: waits for the device while another "
+                                              "thread captures a CUDA graph")
     for mode in ("thread_local", "relaxed"):
-        assert _sync_from_another_thread(mode) == {"sync": None, "item": None}
+        assert set(_sync_from_another_thread(mode).values()) == {None}
 
 
 @pytest.mark.parametrize("mode", MODES)

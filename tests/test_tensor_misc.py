@@ -542,6 +542,47 @@ def test_scatter_reduce_values_and_grads(rng, reduce, include_self):
         gd.tensor(x).scatter_reduce(1, gd.tensor(index), gd.tensor(src), "max")
 
 
+def test_gather_and_scatters_refuse_an_index_out_of_range(rng):
+    """An index past the dim: IndexError at the call on the cpu, at the next device read on the
+    cuda device (torch's device-side assert), read here inside ``pytest.raises``."""
+    x = gd.tensor(rng.standard_normal((3, 5)))
+    index = gd.tensor(np.array([[0, 4], [7, 1]]))
+    src = gd.tensor(rng.standard_normal((2, 2)))
+    message = "index 7 out of range for dim 1 of size 5"
+    refused_out_of_range(lambda: x.gather(1, index), "gather: " + message)
+    refused_out_of_range(lambda: x.scatter(1, index, src), "scatter: " + message)
+    refused_out_of_range(lambda: x.scatter_add(1, index, src), "scatter_add: " + message)
+    refused_out_of_range(lambda: gd.scatter_reduce(x, 1, index, src, "amax"),
+                         "scatter_reduce: " + message)
+
+
+@pytest.mark.parametrize("op", ["scatter", "scatter_add", "scatter_reduce", "index_add",
+                                "embedding", "index_put"])
+def test_refused_index_op_queues_no_check(rng, op):
+    """An index op refused at the call for another argument (src's dtype or shape, source's
+    shape, padding_idx, too many indices) is refused before its index is range-checked, on both
+    devices: on the cuda device that check is queued, and a refused call changes nothing."""
+    from gpudl import backend
+    x = gd.tensor(rng.standard_normal((3, 5)))
+    far = gd.tensor(np.array([[0, 9]]))                           # out of range: 9 >= 5
+    wrong_dtype = gd.tensor(rng.standard_normal((1, 2)).astype(np.float32))
+    calls = {
+        "scatter": (lambda: x.scatter(1, far, wrong_dtype), TypeError, "dtype"),
+        "scatter_add": (lambda: x.scatter_add(1, far, wrong_dtype), TypeError, "dtype"),
+        "scatter_reduce": (lambda: gd.scatter_reduce(x, 1, far, x[:1, :1], "sum"),
+                           ValueError, "smaller than index"),
+        "index_add": (lambda: x.index_add(1, far.reshape(-1), x), ValueError, "shape"),
+        "embedding": (lambda: gd.nn.functional.embedding(far, x, padding_idx=7), IndexError,
+                      "padding_idx"),
+        "index_put": (lambda: gd.index_put(x, (far[0], far[0], far[0]), x[0, 0]), IndexError,
+                      "too many indices"),
+    }
+    call, error, message = calls[op]
+    with pytest.raises(error, match=message):
+        call()
+    assert not backend._deferred, "the refused call queued a device-side check"
+
+
 def test_index_reduce_and_index_copy(rng):
     x, src = rng.standard_normal((5, 3)), rng.standard_normal((4, 3))
     index = np.array([0, 4, 2, 0])

@@ -308,12 +308,15 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if _autocast.active:
         input, target, weight = cast_inputs("binary_cross_entropy", input, target, weight)
     reduction = check_reduction("binary_cross_entropy", reduction, size_average, reduce)
+    # the operands are refused (as torch, first) before the value checks are queued on cuda
+    _checked_weight("binary_cross_entropy", "weight",
+                    weight, _checked_pair("binary_cross_entropy", input, target)[0])
     # RuntimeError, as torch. A NaN input passes (fit's NaN guard reports it); a NaN target not
-    if isinstance(input, Tensor) and input._data.size:
+    if input._data.size:
         _check_probabilities(((input._data < 0) | (input._data > 1)).any(), lambda late: (
             "binary_cross_entropy: all elements of input should be between 0 and 1 (pass "
             "logits to binary_cross_entropy_with_logits instead)"))
-    if isinstance(target, Tensor) and target._data.size:
+    if target._data.size:
         data = target._data
         _check_probabilities(~((data >= 0) & (data <= 1)).all(), lambda late: (
             "binary_cross_entropy: all elements of target should be between 0 and 1 "

@@ -265,9 +265,6 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
         _tensors(op, input=input)
         var = creation.full_like(input, float(var))
     _tensors(op, input=input, target=target, var=var)
-    if var.numel():
-        _check_probabilities((var._data < 0).any(), lambda late: (
-            f"{op}: var has negative entry/entries"), ValueError)
     if var.shape != input.shape:
         if var.shape == input.shape[:-1]:
             var = var.unsqueeze(-1)
@@ -276,6 +273,9 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
             raise ValueError(f"{op}: var is of incorrect size: {var.shape} for input "
                              f"{input.shape} (expected the input's shape, one dim fewer, or a "
                              f"1 in one dim)")
+    if var.numel():             # queued on cuda: after the refusals above
+        _check_probabilities((var._data < 0).any(), lambda late: (
+            f"{op}: var has negative entry/entries"), ValueError)
     held = var.detach()
     var = var + (held.clamp_min(eps) - held)          # clamped value, identity gradient
     loss = 0.5 * (var.log() + (input - target).square() / var)

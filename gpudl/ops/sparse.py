@@ -104,12 +104,12 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
     if scale_grad_by_freq or sparse:
         raise NotImplementedError("embedding: scale_grad_by_freq and sparse are not supported")
     num = weight.shape[0]
-    check_indices("embedding", "input", input, num)
     if padding_idx is not None:
         if not -num <= padding_idx < num:
             raise IndexOutOfRange(f"embedding: padding_idx must be within [{-num}, {num - 1}], "
                                   f"got {padding_idx}")
         padding_idx %= num
+    check_indices("embedding", "input", input, num)      # queued on cuda: after the refusals
     if max_norm is not None:
         _renorm_rows(weight, input, max_norm, norm_type)
     return Embedding.apply(weight, input, padding_idx)

@@ -47,6 +47,21 @@ def test_hot_loop_runs_on_tensor_cores(kind, which, tmp_path):
     assert not [op for op in body if op.startswith(("LDG.", "STS"))], sorted(set(body))
 
 
+def test_tf32_layout_kernel_indexes_in_32_bits(tmp_path):
+    """tf32_chunks' loop forms its offsets in uint32: no signed 64-bit index arithmetic (sign
+    extensions, carry halves) is left in it (178 instructions per 4 elements moved with it,
+    103 without)."""
+    ptx, _ = cuda.compile_ptx(conv_tc_cuda.tf32_chunks.py_func,
+                              conv_tc_cuda.TF32_CHUNKS_SIGNATURE, cc=gate.TARGET)
+    _, sass = gate.assemble(ptx, str(tmp_path))
+    (instructions,) = gate.parse_sass(sass).values()
+    hot = gate.summarise(instructions).hot
+    body = [i.opcode for i in instructions if hot.span[0] <= i.address <= hot.span[1]]
+    assert any(op.startswith("STG") for op in body)
+    wide = [op for op in body if op in ("SHF.R.S32.HI", "IMAD.X", "IADD3.X", "LEA.HI.X")]
+    assert not wide, sorted(set(wide))
+
+
 @pytest.mark.parametrize("transposed", [False, True])
 def test_every_phases_taps_are_a_slice(transposed):
     """The weights' taps of each phase are picked by basic slicing (an index array would be a

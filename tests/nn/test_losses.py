@@ -280,6 +280,23 @@ def test_binary_cross_entropy_refuses_input_outside_0_1_as_torch():
         call_then_read(F.binary_cross_entropy, gd.tensor([1.5]), gd.tensor([1.0]))
 
 
+@pytest.mark.parametrize("loss", ["binary_cross_entropy", "gaussian_nll_loss"])
+def test_a_loss_refused_for_its_shapes_queues_no_value_check(loss):
+    """Out-of-range values with mismatched shapes: refused at the call for the shapes on both
+    devices, before the value checks (queued on the cuda device) run: a refused call changes
+    nothing. torch checks the sizes first too."""
+    from gpudl import backend
+    bad, shorter = gd.tensor([1.5, -2.0, 0.5]), gd.tensor([0.5, 0.5])
+    call, match = {
+        "binary_cross_entropy": (lambda: F.binary_cross_entropy(bad, shorter), "shape"),
+        "gaussian_nll_loss": (lambda: F.gaussian_nll_loss(gd.zeros(2, 3), gd.zeros(2, 3),
+                                                          gd.tensor([[-1.0, 2.0]])),
+                              "var is of incorrect size")}[loss]
+    with pytest.raises(ValueError, match=match):
+        call()
+    assert not backend._deferred, "the refused call queued a device-side check"
+
+
 def test_binary_cross_entropy_accepts_the_bounds_and_soft_targets(rng):
     p = rng.uniform(0.05, 0.95, 5)
     t = np.array([0.0, 1.0, 0.25, 0.5, 1.0])

@@ -217,6 +217,8 @@ def test_tf32_layout_kernel_is_the_host_rounding_and_layout(rng, monkeypatch, pl
     np.testing.assert_array_equal(ours.view(np.uint32) | (np.isnan(ours) * 0xFFFFFFFF),
                                   composed.view(np.uint32) | (np.isnan(composed) * 0xFFFFFFFF))
     assert np.array(0x3F802000, np.uint32).view(np.float32) in ours
-    monkeypatch.setattr(conv_tc_cuda, "GRID_YZ", 0)                  # the fallback: the same
-    np.testing.assert_array_equal(conv_tc_cuda._tf32_chunks(np, a, planes, channels, pixels,
-                                                            per), composed)
+    for limit in ("INDEX_LIMIT", "GRID_YZ"):               # the fallbacks (uint32, grid): the same
+        with monkeypatch.context() as m:
+            m.setattr(conv_tc_cuda, limit, 0)
+            np.testing.assert_array_equal(conv_tc_cuda._tf32_chunks(np, a, planes, channels,
+                                                                    pixels, per), composed)

@@ -83,6 +83,45 @@ def test_sequence_matches_cpu_twin(rng, mode, reverse):
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_float64_sequence_is_float64_exact(rng, mode):
+    """float64 layers (gradient checks) compute in float64 on the cuda path: outputs and every
+    gradient match torch's float64 layer to 1e-12. The simulator once made the gates float32
+    (math.tanh's Python float times a float32 constant is float32 under NumPy 2), ~1e-8 off."""
+    torch = pytest.importorskip("torch")
+    G = K.GATES[mode]
+    f64 = lambda *shape: rng.standard_normal(shape)        # noqa: E731
+    w = {"w_ih": f64(G * H, I), "w_hh": f64(G * H, H), "b_ih": f64(G * H), "b_hh": f64(G * H)}
+    x, hx, gy, g_hn = f64(T, B, I), f64(B, H), f64(T, B, H), f64(B, H)
+    cx, g_cn = (f64(B, H), f64(B, H)) if mode == "lstm" else (None, None)
+    y, h_n, c_n, saved = K.rnn_forward(mode, x, hx, cx, **w)
+    grads = K.rnn_backward(saved, w["w_ih"], w["w_hh"], gy, g_hn, g_cn)
+
+    layer = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}[mode](
+        I, H).double()
+    torch_names = {"w_ih": "weight_ih_l0", "w_hh": "weight_hh_l0", "b_ih": "bias_ih_l0",
+                   "b_hh": "bias_hh_l0"}
+    params = [getattr(layer, torch_names[name]) for name in w]
+    for param, name in zip(params, w):
+        param.data = torch.tensor(w[name])
+    tx, thx = torch.tensor(x, requires_grad=True), torch.tensor(hx[None], requires_grad=True)
+    tcx = torch.tensor(cx[None], requires_grad=True) if mode == "lstm" else None
+    ty, state = layer(tx, (thx, tcx) if mode == "lstm" else thx)
+    th_n, tc_n = state if mode == "lstm" else (state, None)
+    loss = (ty * torch.tensor(gy)).sum() + (th_n[0] * torch.tensor(g_hn)).sum()
+    if mode == "lstm":
+        loss = loss + (tc_n[0] * torch.tensor(g_cn)).sum()
+    loss.backward()
+    expected = [ty, th_n[0], tc_n if tc_n is None else tc_n[0], tx.grad, thx.grad[0],
+                tcx if tcx is None else tcx.grad[0]] + [p.grad for p in params]
+    for got, want in zip([y, h_n, c_n] + list(grads), expected):
+        if want is None:
+            assert got is None
+        else:
+            assert got.dtype == np.float64
+            np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_empty_batch_launches_nothing(rng):
     w = _weights(rng, "lstm")
     x = np.zeros((2, 0, I), np.float32)
