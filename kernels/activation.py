@@ -148,7 +148,8 @@ _RELU_BACKWARD = ("T y, T g", "T gx", "gx = (y <= (T)0) ? (T)0 : g;", "gpudl_rel
 def relu_backward(y, g):
     """g where the ReLU's output ``y`` is above 0 or NaN, else 0 (an inf or NaN in g stays out)."""
     if not _on_cpu_twin(y) or g.dtype != y.dtype or g.shape != y.shape:
-        if backend.is_device_array(y) and g.dtype == y.dtype and g.shape == y.shape:
+        if backend.is_device_array(y) and g.dtype == y.dtype in (np.float32, np.float64) \
+                and g.shape == y.shape:
             return backend.elementwise_kernel(*_RELU_BACKWARD)(y, g)      # one kernel, not two
         return backend.get_array_module(y).where(y <= 0, g.dtype.type(0), g)
     y, g = _c_order(y), _c_order(g)
