@@ -104,3 +104,18 @@ def conv_paths_ran(monkeypatch):
                 return _real(*args, **kwargs)
             monkeypatch.setattr(module, name, call)
     return names
+
+
+@pytest.fixture
+def kernels_launched(monkeypatch):
+    """``kernels_launched(module)``: the list (filled as they launch) of the names of the kernels
+    a *_cuda module launches through its ``launch`` (the launches still run)."""
+    def watch(module):
+        names, real = [], module.launch
+
+        def record(kernel, *args, **kwargs):
+            names.append(kernel.__name__)
+            return real(kernel, *args, **kwargs)
+        monkeypatch.setattr(module, "launch", record)
+        return names
+    return watch
