@@ -226,11 +226,13 @@ def index_put(input, indices, values, accumulate=False):
     where = tuple(slice(None) if i is None else i._data for i in indices)
     if len(where) > input.ndim:
         raise IndexError(f"index_put: too many indices for a tensor of dimension {input.ndim}")
-    S.check_advanced(input.shape, where, "index_put")
+    queued = len(backend._deferred)
+    S.check_advanced(input.shape, where, "index_put")      # the index range: queued on cuda
     shape = xp.broadcast_to(xp.zeros((), bool), input.shape)[where].shape
     try:
         values = values.expand(*shape) if values.shape != shape else values
     except ValueError:
+        del backend._deferred[queued:]          # a refused call leaves no check behind
         raise RuntimeError(f"index_put: shape mismatch: value tensor of shape {values.shape} "
                            f"cannot be broadcast to indexing result of shape {shape}") from None
     return S.IndexPut.apply(input, where, values, bool(accumulate))

@@ -557,7 +557,9 @@ def test_gather_and_scatters_refuse_an_index_out_of_range(rng):
 
 
 @pytest.mark.parametrize("op", ["scatter", "scatter_add", "scatter_reduce", "index_add",
-                                "embedding", "index_put"])
+                                "embedding", "index_put", "index_put values",
+                                "embedding_bag weight", "embedding_bag input",
+                                "embedding_bag padding_idx"])
 def test_refused_index_op_queues_no_check(rng, op):
     """An index op refused at the call for another argument (src's dtype or shape, source's
     shape, padding_idx, too many indices) is refused before its index is range-checked, on both
@@ -576,6 +578,17 @@ def test_refused_index_op_queues_no_check(rng, op):
                       "padding_idx"),
         "index_put": (lambda: gd.index_put(x, (far[0], far[0], far[0]), x[0, 0]), IndexError,
                       "too many indices"),
+        "index_put values": (lambda: gd.index_put(x, (far[0] % 3, far[0] % 5), x[:, :3]),
+                             RuntimeError, "shape mismatch"),    # in range: a check passes
+        "embedding_bag weight": (lambda: gd.nn.functional.embedding_bag(
+            gd.tensor(np.array([0, 1, 9])), x[0], gd.tensor(np.array([0, 9]))), ValueError,
+            "weight must be 2-D"),
+        "embedding_bag input": (lambda: gd.nn.functional.embedding_bag(
+            gd.tensor(np.array([0.0, 1.0])), x, gd.tensor(np.array([0, 9]))), TypeError,
+            "integer tensor"),
+        "embedding_bag padding_idx": (lambda: gd.nn.functional.embedding_bag(
+            gd.tensor(np.array([0, 1])), x, gd.tensor(np.array([0, 9])), padding_idx=3),
+            IndexError, "padding_idx"),
     }
     call, error, message = calls[op]
     with pytest.raises(error, match=message):

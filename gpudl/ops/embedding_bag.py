@@ -10,7 +10,7 @@ read back.
 from .. import creation
 from ..tensor import Tensor
 from ._util import xp_of
-from .sparse import DEFERRED_NOTE, IndexOutOfRange, check_range, embedding
+from .sparse import DEFERRED_NOTE, IndexOutOfRange, check_range, embedding, embedding_refusals
 
 _MODES = ("sum", "mean", "max")
 
@@ -42,16 +42,22 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2,
         if offsets is not None:
             raise ValueError("embedding_bag: offsets must be None when input is 2-D, got a "
                              f"{type(offsets).__name__}")
-        bags, length = input.shape
-        bag_of = xp.repeat(xp.arange(bags), length)
     elif input.ndim == 1:
-        bags, bag_of = _bags_from_offsets(input, offsets, include_last_offset, xp)
+        _check_offsets(offsets, include_last_offset)
     else:
         raise ValueError(f"embedding_bag: input must be 1-D or 2-D, got shape {input.shape}")
+    # every refusal at the call comes before the index checks (queued on cuda) are made
+    padding_idx = embedding_refusals("embedding_bag", input, weight, padding_idx,
+                                     scale_grad_by_freq, sparse)
+    if input.ndim == 2:
+        bags, length = input.shape
+        bag_of = xp.repeat(xp.arange(bags), length)
+    else:
+        bags, bag_of = _bags_from_offsets(input, offsets, include_last_offset, xp)
     flat = input.reshape(-1)
     rows = embedding(flat, weight, None, max_norm, norm_type, scale_grad_by_freq, sparse)
     kept = xp.ones(flat.shape, dtype=bool) if padding_idx is None else \
-        flat._data != padding_idx % weight.shape[0]
+        flat._data != padding_idx
     if mode == "max":
         return _bag_maxima(rows, bag_of, kept, bags, xp)
     bag_index = creation.tensor(bag_of, device=input.device)
@@ -77,15 +83,20 @@ def _same_device(**tensors):
                            f"{where}; move them with .to(device)")
 
 
-def _bags_from_offsets(input, offsets, include_last_offset, xp):
-    """(number of bags, the bag of each entry of the 1-D ``input``)."""
+def _check_offsets(offsets, include_last_offset):
+    """Refuse offsets a 1-D input cannot take (their values are checked in _bags_from_offsets)."""
     if not isinstance(offsets, Tensor) or offsets.ndim != 1:
         raise ValueError("embedding_bag: a 1-D input needs 1-D offsets (each bag's start), got "
                          f"{offsets if offsets is None else tuple(offsets.shape)}")
+    if include_last_offset and offsets.shape[0] < 1:
+        raise ValueError("embedding_bag: include_last_offset needs at least one offset")
+
+
+def _bags_from_offsets(input, offsets, include_last_offset, xp):
+    """(number of bags, the bag of each entry of the 1-D ``input``), the offsets' values
+    checked (queued on cuda)."""
     n, starts = input.shape[0], offsets._data
     if include_last_offset:
-        if starts.shape[0] < 1:
-            raise ValueError("embedding_bag: include_last_offset needs at least one offset")
         starts = starts[:-1]
 
     def error(name, bound):

@@ -95,24 +95,35 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
     """Rows of ``weight`` (num_embeddings, embedding_dim) picked by integer ``input``:
     output shape ``input.shape + (embedding_dim,)``. Row ``padding_idx`` gets no gradient;
     ``max_norm`` renormalises the picked rows in place to that norm at most, as torch does."""
-    if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
-        raise TypeError(f"embedding: input and weight must be Tensors, got "
-                        f"{type(input).__name__} and {type(weight).__name__}")
-    if weight.ndim != 2:
-        raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got "
-                         f"shape {weight.shape}")
-    if scale_grad_by_freq or sparse:
-        raise NotImplementedError("embedding: scale_grad_by_freq and sparse are not supported")
+    padding_idx = embedding_refusals("embedding", input, weight, padding_idx,
+                                     scale_grad_by_freq, sparse)
     num = weight.shape[0]
-    if padding_idx is not None:
-        if not -num <= padding_idx < num:
-            raise IndexOutOfRange(f"embedding: padding_idx must be within [{-num}, {num - 1}], "
-                                  f"got {padding_idx}")
-        padding_idx %= num
     check_indices("embedding", "input", input, num)      # queued on cuda: after the refusals
     if max_norm is not None:
         _renorm_rows(weight, input, max_norm, norm_type)
     return Embedding.apply(weight, input, padding_idx)
+
+
+def embedding_refusals(op, input, weight, padding_idx, scale_grad_by_freq, sparse):
+    """Refuse what ``op`` (embedding, embedding_bag) refuses at the call, before any of its
+    index checks is queued; returns ``padding_idx`` in [0, num_embeddings) (or None)."""
+    if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
+        raise TypeError(f"{op}: input and weight must be Tensors, got "
+                        f"{type(input).__name__} and {type(weight).__name__}")
+    if weight.ndim != 2:
+        raise ValueError(f"{op}: weight must be 2-D (num_embeddings, embedding_dim), got "
+                         f"shape {weight.shape}")
+    if scale_grad_by_freq or sparse:
+        raise NotImplementedError(f"{op}: scale_grad_by_freq and sparse are not supported")
+    if input.dtype.kind not in "iu":
+        raise TypeError(f"{op}: input must be an integer tensor, got {input.dtype}")
+    num = weight.shape[0]
+    if padding_idx is None:
+        return None
+    if not -num <= padding_idx < num:
+        raise IndexOutOfRange(f"{op}: padding_idx must be within [{-num}, {num - 1}], "
+                              f"got {padding_idx}")
+    return padding_idx % num
 
 
 def _renorm_rows(weight, indices, max_norm, norm_type):
