@@ -44,7 +44,7 @@ def _along(op, index, axis, like, size):
     xp = backend.get_array_module(index)
     grid = list(xp.ix_(*(xp.arange(n) for n in index.shape))) if index.ndim else []
     grid[axis] = index
-    return tuple(grid)
+    return S.RangeChecked(grid)
 
 
 def _source(op, src, like, shape):

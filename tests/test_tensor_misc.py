@@ -813,3 +813,18 @@ def test_threads_and_dtype_queries():
         assert gd.broadcast_shapes(*shapes) == tuple(torch.broadcast_shapes(*shapes))
     with pytest.raises(RuntimeError, match="Shape mismatch"):
         gd.broadcast_shapes((2,), (3,))
+
+
+@pytest.mark.skipif(not __import__("gpudl").backend.may_read_device(),
+                    reason="queued checks exist on the cuda device (a GPU or the simulator)")
+def test_gather_queues_one_range_check(rng):
+    """gather range-checks its index once (one device reduction), not again in the indexing
+    with the 0..n-1 grids along the other dims (each another reduction)."""
+    from gpudl import backend
+    x = gd.tensor(rng.standard_normal((3, 5)), device="cuda")
+    index = gd.tensor(np.array([[0, 4], [2, 1]]), device="cuda")
+    gd.cuda.synchronize()
+    before = len(backend._deferred)
+    x.gather(1, index)
+    assert len(backend._deferred) == before + 1
+    gd.cuda.synchronize()

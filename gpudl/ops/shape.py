@@ -96,6 +96,11 @@ def check_advanced(shape, index, op):
             dim += 1
 
 
+class RangeChecked(tuple):
+    """An advanced index whose maker has range-checked it (gather's addressing: the checked
+    index along one axis, 0..n-1 grids along the others): GetItem queues no second check."""
+
+
 class GetItem(Function):
     """a[index]; the backward scatters with accumulation so repeated indices add up."""
 
@@ -103,9 +108,11 @@ class GetItem(Function):
 
     @staticmethod
     def forward(ctx, a, index):
-        ctx.conf = (a.shape, a.dtype, index)
-        if not _is_basic(index):
+        if isinstance(index, RangeChecked):
+            index = tuple(index)
+        elif not _is_basic(index):
             check_advanced(a.shape, index, "indexing")
+        ctx.conf = (a.shape, a.dtype, index)
         out = a[index]
         if isinstance(out, np.generic):     # NumPy's scalar for one element: a 0-d view instead,
             out = a[(index if isinstance(index, tuple) else (index,)) + (Ellipsis,)]  # as torch
