@@ -13,6 +13,8 @@ emulation keeps its per-block scratch there).
 
 import threading
 
+import pytest
+
 from gpudl import backend
 
 if backend.SIMULATOR:
@@ -93,3 +95,18 @@ def pytest_configure(config):
     # warn when they wrap (the wrap is the arithmetic)
     config.addinivalue_line(
         "filterwarnings", r"ignore:overflow encountered in scalar:RuntimeWarning:.*dropout_cuda")
+
+
+@pytest.fixture
+def kernel_launches(monkeypatch):
+    """``kernel_launches(module)``: a list that will hold the names of the kernels ``module``
+    launches through its ``launch`` (the path taken)."""
+    def watch(module):
+        names, real = [], module.launch
+
+        def record(kernel, *args, **kwargs):
+            names.append(kernel.__name__)
+            return real(kernel, *args, **kwargs)
+        monkeypatch.setattr(module, "launch", record)
+        return names
+    return watch

@@ -197,16 +197,10 @@ def test_launches_split_into_whole_planes_past_the_flat_limit(rng, twin, monkeyp
 
 
 @pytest.fixture
-def launched(monkeypatch):
+def launched(kernel_launches):
     """The names of the pooling kernels launched, in order (the real launches still run)."""
     from gpudl.kernels import pool_cuda
-    names, real = [], pool_cuda.launch
-
-    def record(kernel, *args, **kwargs):
-        names.append(kernel.__name__)
-        return real(kernel, *args, **kwargs)
-    monkeypatch.setattr(pool_cuda, "launch", record)
-    return names
+    return kernel_launches(pool_cuda)
 
 
 @pytest.mark.parametrize("shape, dtype", [((2, 3, 6, 8), np.float32), ((1, 2, 7, 9), np.float16),
