@@ -28,6 +28,13 @@ def manual_seed(seed):
     return seed
 
 
+def forget_device_states():
+    """In a forked DataLoader worker: the parent's device arrays are not this process's to touch
+    (its ``manual_seed`` must not reseed them)."""
+    global _dropout_states
+    _dropout_states = None
+
+
 def dropout_states():
     """The cuda generator's device states that kernels/dropout_cuda.py draws from and
     advances: made from ``current_seed()`` at first use, which must come before any CUDA graph
