@@ -142,3 +142,17 @@ def test_capture_before_the_states_exist_is_refused(rng, monkeypatch):
         with gd.cuda.graph(gd.cuda.CUDAGraph()):
             F.dropout(x, 0.5)
     assert random._dropout_states is None and not gd.cuda.is_current_stream_capturing()
+
+
+def test_cuda_rng_state_round_trips_dropout_masks(rng):
+    x = _input(rng, (20, 30), np.float32)
+    F.dropout(x, 0.5)
+    state = gd.cuda.get_rng_state()
+    first = F.dropout(x, 0.5).numpy() != 0
+    numbers = gd.randn(5, device="cuda").numpy()
+    F.dropout(x, 0.5)
+    with pytest.raises(RuntimeError, match=f"expected a state of {state.shape[0]} bytes"):
+        gd.cuda.set_rng_state(state[:-16])
+    gd.cuda.set_rng_state(state)
+    np.testing.assert_array_equal(F.dropout(x, 0.5).numpy() != 0, first)
+    np.testing.assert_array_equal(gd.randn(5, device="cuda").numpy(), numbers)
