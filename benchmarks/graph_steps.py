@@ -4,10 +4,10 @@
     python -m benchmarks.graph_steps --markdown out.md
 
 For LeNet-5 (batch 64, 28x28), the sunspots LSTM step and a 2-layer transformer step, without
-and with dropout 0.1 (benchmarks/workloads.py), each of gpudl eager, gpudl graphed, PyTorch eager and PyTorch graphed
-(``torch.cuda.graph`` whole-step capture, on a GPU only): the median time of one step with the
-device synchronised after it, and the median host time of the call alone (what the Python side
-costs; a graph replay is one launch). On the CPU "graphed" is gpudl's recorded call list
+and with dropout 0.1 (benchmarks/workloads.py), each of gpudl eager, gpudl graphed, PyTorch
+eager and PyTorch graphed (``torch.cuda.graph`` whole-step capture, on a GPU only): the median
+time of one step with the device synchronised after it, and the median host time of the call
+alone (what the Python side costs; a graph replay is one launch). On the CPU "graphed" is gpudl's recorded call list
 (gpudl.graph_recorder), whose gain is the Python overhead it skips.
 """
 
