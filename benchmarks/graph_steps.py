@@ -3,15 +3,16 @@
     python -m benchmarks.graph_steps                  # on the device gpudl runs on
     python -m benchmarks.graph_steps --markdown out.md
 
-For LeNet-5 (batch 64, 28x28), the sunspots LSTM step and a 2-layer transformer step
-(benchmarks/workloads.py), each of gpudl eager, gpudl graphed, PyTorch eager and PyTorch graphed
-(``torch.cuda.graph`` whole-step capture, on a GPU only): the median time of one step with the
-device synchronised after it, and the median host time of the call alone (what the Python side
-costs; a graph replay is one launch). On the CPU "graphed" is gpudl's recorded call list
+For LeNet-5 (batch 64, 28x28), the sunspots LSTM step and a 2-layer transformer step, without
+and with dropout 0.1 (benchmarks/workloads.py), each of gpudl eager, gpudl graphed, PyTorch
+eager and PyTorch graphed (``torch.cuda.graph`` whole-step capture, on a GPU only): the median
+time of one step with the device synchronised after it, and the median host time of the call
+alone (what the Python side costs; a graph replay is one launch). On the CPU "graphed" is gpudl's recorded call list
 (gpudl.graph_recorder), whose gain is the Python overhead it skips.
 """
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -27,7 +28,10 @@ from benchmarks.common import sync, torch_sync  # noqa: E402
 
 STEPS = (("LeNet-5 SGD-momentum, batch 64 x 1x28x28", workloads.lenet_parts),
          ("sunspots LSTM Adam, batch 32 x seq 12", workloads.sunspots_parts),
-         ("transformer 2 layers AdamW, batch 32 x seq 32", workloads.transformer_parts))
+         ("transformer 2 layers AdamW, batch 32 x seq 32", workloads.transformer_parts),
+         # gpudl's graphed dropout draws from device-side states (kernels/dropout_cuda.py)
+         ("transformer 2 layers dropout 0.1 AdamW, batch 32 x seq 32",
+          functools.partial(workloads.transformer_parts, dropout=0.1)))
 
 
 def _times(fn, synchronize, repeats, warmup=3):

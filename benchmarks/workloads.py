@@ -69,15 +69,15 @@ def sunspots_parts(lib, device, capturable=False, batch=32, window=12):
     return model, nn.MSELoss(), opt, x, y
 
 
-def transformer_parts(lib, device, capturable=False, batch=32, seq=32, width=64):
-    """A 2-layer transformer encoder (width 64, 4 heads, feed-forward 128, no dropout: a GPU
-    graph cannot hold dropout's draws in gpudl) classifying mean-pooled tokens, AdamW."""
+def transformer_parts(lib, device, capturable=False, batch=32, seq=32, width=64, dropout=0.0):
+    """A 2-layer transformer encoder (width 64, 4 heads, feed-forward 128, ``dropout``)
+    classifying mean-pooled tokens, AdamW."""
     nn = lib.nn
 
     class Classifier(nn.Module):
         def __init__(self):
             super().__init__()
-            layer = nn.TransformerEncoderLayer(width, 4, 2 * width, dropout=0.0,
+            layer = nn.TransformerEncoderLayer(width, 4, 2 * width, dropout=dropout,
                                                batch_first=True)
             self.encoder = nn.TransformerEncoder(layer, 2)
             self.head = nn.Linear(width, 10)

@@ -17,7 +17,8 @@ On the CPU (and under Numba's simulator) the same API runs: the capture records 
 call list and ``replay()`` re-runs it in place (gpudl.graph_recorder).
 
 Either way a capture refuses, naming the op: a host read (``item``, ``numpy``, a
-synchronisation), random numbers on the GPU, a scheduler step, an Adam/AdamW step that counts
+synchronisation), random numbers on the GPU other than dropout's (whose device-side states
+each replay advances: kernels/dropout_cuda.py), a scheduler step, an Adam/AdamW step that counts
 on the host (GPU: ``capturable=True`` needed), and on the CPU tensors whose values it could not
 replay. Replays check that the tensors the graph reads still hold the arrays it captured (a new
 shape needs a new capture) and that the stepped optimizers' Python hyperparameters (a float

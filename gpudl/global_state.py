@@ -52,11 +52,15 @@ def _state_of(generator):
     return backend.to_numpy(bits._state, "get_rng_state").view(np.uint8).copy()
 
 
-def _set_state_of(generator, new_state, where):
+def _state_bytes(new_state, where):
+    """The bytes of a state tensor from get_rng_state, refused unless a 1-D uint8 tensor."""
     if not isinstance(new_state, Tensor) or new_state.dtype != dtypes.uint8 or new_state.ndim != 1:
         raise TypeError(f"{where}: new_state must be a 1-D uint8 (ByteTensor) tensor, got "
                         f"{getattr(new_state, 'dtype', type(new_state).__name__)}")
-    raw = backend.to_numpy(new_state._data, where)
+    return backend.to_numpy(new_state._data, where)
+
+
+def _set_state_of(generator, raw, where):
     bits = generator.bit_generator
     if isinstance(bits, np.random.BitGenerator):     # NumPy's (CuPy's is not one)
         if raw.size != _PCG64_BYTES:
@@ -83,19 +87,35 @@ def get_rng_state():
 
 def set_rng_state(new_state):
     """Restore the cpu generator's state from get_rng_state: the same numbers follow."""
-    _set_state_of(random.generator("cpu"), new_state, "set_rng_state")
+    _set_state_of(random.generator("cpu"), _state_bytes(new_state, "set_rng_state"),
+                  "set_rng_state")
 
 
 def cuda_get_rng_state(device="cuda"):
-    """The cuda generator's state as a uint8 cpu tensor (gd.cuda.get_rng_state)."""
+    """The cuda generators' state as a uint8 cpu tensor (gd.cuda.get_rng_state): CuPy's
+    generator's bytes, then the dropout kernels' device states (random.dropout_states)."""
     _check_cuda_device(device, "cuda.get_rng_state")
-    return Tensor(_state_of(random.generator("cuda")))
+    dropout = backend.to_numpy(random.dropout_states(), "cuda.get_rng_state")
+    return Tensor(np.concatenate([_state_of(random.generator("cuda")),
+                                  dropout.view(np.uint8).reshape(-1)]))
 
 
 def cuda_set_rng_state(new_state, device="cuda"):
-    """Restore the cuda generator's state (gd.cuda.set_rng_state)."""
-    _check_cuda_device(device, "cuda.set_rng_state")
-    _set_state_of(random.generator("cuda"), new_state, "cuda.set_rng_state")
+    """Restore the cuda generators' state (gd.cuda.set_rng_state): the same numbers and
+    dropout masks follow."""
+    where = "cuda.set_rng_state"
+    _check_cuda_device(device, where)
+    raw = _state_bytes(new_state, where)
+    dropout = random.dropout_states()
+    generator = random.generator("cuda")
+    split = raw.size - dropout.nbytes
+    expected = _state_of(generator).size + dropout.nbytes
+    if raw.size != expected:        # checked whole first: a refused call changes nothing
+        raise RuntimeError(f"{where}: expected a state of {expected} bytes (from "
+                           f"get_rng_state), got {raw.size}")
+    _set_state_of(generator, raw[:split], where)
+    dropout[...] = backend.to_device_array(
+        np.ascontiguousarray(raw[split:]).view(dropout.dtype).reshape(dropout.shape), "cuda")
 
 
 def _check_cuda_device(device, where):

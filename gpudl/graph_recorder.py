@@ -196,6 +196,8 @@ class Recorder(Hook):
         self.generators = dict(random._generators)
         self.generator_states = {k: g.bit_generator.state for k, g in self.generators.items()
                                  if hasattr(g, "bit_generator")}
+        states = random._dropout_states         # the simulator's device dropout states
+        self.dropout_states = None if states is None else (states, states.copy())
 
     # --------------------------------------------------------------- choke points
     def apply(self, cls, args):
@@ -378,6 +380,9 @@ class Recorder(Hook):
         random._generators.update(self.generators)
         for key, state in self.generator_states.items():
             self.generators[key].bit_generator.state = state
+        if self.dropout_states is not None:
+            states, values = self.dropout_states
+            states[...] = values
 
     def recording(self):
         return Recording(self.calls, list(self.statics.values()), self.numbers)

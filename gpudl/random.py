@@ -1,18 +1,55 @@
-"""Random number generators, one per device, reseeded together by ``manual_seed``."""
+"""Random number generators, one per device, reseeded together by ``manual_seed``.
+
+The cuda device has two: CuPy's (rand, randn, ... and dropout of bfloat16), whose state
+advances on the host, so a CUDA graph capture refuses it, and the dropout kernels' per-thread
+states, which live on the device and are advanced by the kernels themselves (``dropout_states``),
+so a captured dropout draws new numbers at each replay. ``gd.Generator`` objects passed as
+``generator=`` are CuPy's kind."""
 
 import numpy as np
 
 from . import backend
 
 _generators = {}
+_dropout_states = None      # the cuda device's dropout generator states (kernels/dropout_cuda.py)
 
 
 def manual_seed(seed):
     """Seed every device's generator: the same seed gives the same numbers on the same device."""
     seed = manual_seed_value(seed, "manual_seed")
+    if _dropout_states is not None:
+        if backend.capture_guard is not None:
+            backend.capture_guard("manual_seed", "writes the cuda dropout generator's device "
+                                  "states from the host")
+        from .kernels import dropout_cuda
+        dropout_cuda.reseed(_dropout_states, seed)     # in place: captured graphs see it too
     _generators.clear()
     _generators["seed"] = seed
     return seed
+
+
+def forget_device_states():
+    """In a forked DataLoader worker: the parent's device arrays are not this process's to touch
+    (its ``manual_seed`` must not reseed them)."""
+    global _dropout_states
+    _dropout_states = None
+
+
+def dropout_states():
+    """The cuda generator's device states that kernels/dropout_cuda.py draws from and
+    advances: made from ``current_seed()`` at first use, which must come before any CUDA graph
+    capture (the states must exist outside the graph, which replays a launch reading them)."""
+    global _dropout_states
+    if _dropout_states is None:
+        if backend.capture_guard is not None:
+            raise RuntimeError(
+                "dropout on cuda inside a CUDA graph capture: the cuda generator's device "
+                "states for dropout do not exist yet; run one eager training step with dropout "
+                "before capturing (the warm-up of torch's recipe), outside the `with "
+                "gd.cuda.graph(g):` block")
+        from .kernels import dropout_cuda
+        _dropout_states = dropout_cuda.new_states(current_seed())
+    return _dropout_states
 
 
 def generator(device, source=None):

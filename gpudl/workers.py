@@ -100,6 +100,7 @@ def _serve(fetch, dataset, jobs, results, worker_id, num_workers, base_seed, ini
     backend.DEFAULT_DEVICE = "cpu"
     seed = base_seed + worker_id
     pyrandom.seed(seed)
+    random.forget_device_states()
     random.manual_seed(seed)
     np.random.seed(numpy_seed(base_seed, worker_id))
     _info = WorkerInfo(worker_id, num_workers, seed, dataset)

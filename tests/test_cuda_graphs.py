@@ -253,8 +253,8 @@ def test_scheduler_step_and_backward_through_older_ops_are_refused():
 
 
 def test_dropout_draws_again_at_each_replay_like_eager_steps():
-    if ON_GPU:
-        pytest.skip("random numbers inside a GPU capture are refused")
+    """CPU: each replay re-runs the recorded dropout; GPU: the graph's dropout kernel draws
+    from device-side states that each replay advances (the capture itself draws nothing)."""
     x = gd.randn(32, 8)
     gd.manual_seed(3)
     eager = [gd.nn.functional.dropout(x, 0.5).numpy().copy() for _ in range(3)]
@@ -267,6 +267,32 @@ def test_dropout_draws_again_at_each_replay_like_eager_steps():
         g.replay()
         replayed.append(out.numpy().copy())
     np.testing.assert_array_equal(np.array(replayed), np.array(eager))
+
+
+@pytest.mark.skipif(not ON_GPU, reason="a GPU graph's dropout (kernels/dropout_cuda.py)")
+def test_gpu_graphed_dropout_step_draws_a_new_mask_at_each_replay():
+    p, shape = 0.25, (256, 512)
+    rng = np.random.default_rng(5)
+    x = gd.tensor(rng.uniform(0.5, 2.0, shape).astype(np.float32), device="cuda",
+                  requires_grad=True)
+    weight = gd.tensor(rng.standard_normal(shape).astype(np.float32), device="cuda")
+    (gd.nn.functional.dropout(x, p) * weight).sum().backward()     # warm-up: states, kernels
+    x.grad = None
+    g = gd.cuda.CUDAGraph()
+    with gd.cuda.graph(g):
+        out = gd.nn.functional.dropout(x, p)
+        (out * weight).sum().backward()
+    masks = []
+    for _ in range(2):
+        g.replay()
+        y, grad = out.detach().numpy(), x.grad.numpy()
+        kept = y != 0
+        assert abs(kept.mean() - (1 - p)) < 4 * np.sqrt(p * (1 - p) / kept.size)
+        scale = np.float32(1 / (1 - p))
+        np.testing.assert_array_equal(y[kept], x.detach().numpy()[kept] * scale)
+        np.testing.assert_allclose(grad, weight.numpy() * kept * scale, rtol=1e-6)
+        masks.append(kept)
+    assert 0.3 < (masks[0] != masks[1]).mean() < 0.45     # 2 p (1 - p) = 0.375 if independent
 
 
 def test_captures_do_not_nest_and_a_graph_holds_one_capture():
@@ -287,7 +313,7 @@ def test_gpu_capture_refuses_random_numbers_and_host_counted_adam():
     model, x = _captured_mlp()
     with pytest.raises(RuntimeError, match="random numbers"):
         with gd.cuda.graph(gd.cuda.CUDAGraph()):
-            gd.nn.functional.dropout(model(x), 0.5)
+            model(x) + gd.randn(4, 3)
     opt = gd.optim.Adam(model.parameters(), lr=1e-3)
     model(x).sum().backward()
     opt.step()                                          # warm-up: state exists

@@ -108,6 +108,17 @@ def test_worker_init_fn_sees_worker_info():
     assert first == {w: np.random.RandomState(100 + w).randint(2 ** 31) for w in (0, 1)}
 
 
+def test_workers_seed_without_touching_the_parents_device_dropout_states(monkeypatch):
+    """A forked worker must not reseed the parent's cuda dropout states (CUDA in a forked
+    child fails): here states that raise when written stand for them."""
+    class DeviceOnly:
+        def __setitem__(self, key, value):
+            raise RuntimeError("a forked worker wrote the parent's device states")
+    monkeypatch.setattr(gd.random, "_dropout_states", DeviceOnly())
+    batches = list(DataLoader(Probe(4), batch_size=2, num_workers=2))
+    assert sorted(int(b["worker"][0]) for b in batches) == [0, 1]
+
+
 def test_persistent_workers_survive_epochs_and_others_do_not():
     def pids(loader):
         return {int(p) for b in loader for p in b["pid"]}

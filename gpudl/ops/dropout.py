@@ -5,20 +5,36 @@ import numbers
 import warnings
 
 from ..dtypes import is_floating
-from .. import inplace as _inplace, random
+from .. import backend, inplace as _inplace, random
 from ..autograd import Function
 from ..tensor import Tensor
 from ._util import xp_of
 
 
+def _on_kernels(x):
+    """Whether kernels/dropout_cuda.py takes dropout of ``x``: cuda, float16/32/64."""
+    if backend.kernel_device(x, bfloat16=True) != "cuda":
+        return False
+    from ..kernels import dropout_cuda
+    return dropout_cuda.supports(x)
+
+
 class Dropout(Function):
-    """Multiplies by a saved mask that already holds the 1 / (1 - p) scale (one pass back)."""
+    """Multiplies by a saved mask that already holds the 1 / (1 - p) scale (one pass back). On
+    cuda (float16/32/64) two kernels instead, drawing from device-side generator states, so a
+    captured CUDA graph draws a new mask at each replay (kernels/dropout_cuda.py)."""
 
     @staticmethod
     def forward(ctx, x, p, device):
         xp = xp_of(x)
+        ctx.kept = None
         if p == 1:
             mask = xp.zeros(x.shape, x.dtype)
+        elif _on_kernels(x):
+            from ..kernels import dropout_cuda
+            y, ctx.kept = dropout_cuda.forward(x, p, random.dropout_states())
+            ctx.p, ctx.dtype = p, x.dtype
+            return y
         else:
             mask = (random.uniform(x.shape, x.dtype, device) >= p).astype(x.dtype)
             mask *= 1 / (1 - p)
@@ -27,6 +43,9 @@ class Dropout(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.kept is not None:
+            from ..kernels import dropout_cuda
+            return dropout_cuda.backward(g, ctx.kept, ctx.p, ctx.dtype), None, None
         (mask,) = ctx.saved_tensors
         return g * mask, None, None
 
@@ -54,6 +73,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
 # ------------------------------------------------------------------ channel-wise and alpha dropout
 # One keep/drop draw per channel (a mask of shape (N, C, 1, ...), broadcast by the multiply), or
 # per element for alpha dropout; the products are Tensor ops, so autograd needs no Function.
+# They draw from CuPy's generator on cuda, so a CUDA graph capture refuses them.
 
 # -scale * alpha of SELU: where a dropped unit of a SELU network sits
 _SELU_SATURATION = 1.7580993408473766

@@ -13,6 +13,8 @@ emulation keeps its per-block scratch there).
 
 import threading
 
+import pytest
+
 from gpudl import backend
 
 if backend.SIMULATOR:
@@ -86,3 +88,11 @@ if backend.SIMULATOR:
     _sim.BlockThread.syncthreads = _syncthreads
     _sim.BlockThread.run = _thread_run
     _sim.BlockManager.run = _block_run
+
+
+def pytest_configure(config):
+    # the simulator runs the dropout kernel's xoroshiro128+ steps on NumPy uint64 scalars, which
+    # warn when they wrap (the wrap is the arithmetic)
+    config.addinivalue_line(
+        "filterwarnings", r"ignore:overflow encountered in scalar:RuntimeWarning:.*dropout_cuda")
+
