@@ -13,8 +13,6 @@ emulation keeps its per-block scratch there).
 
 import threading
 
-import pytest
-
 from gpudl import backend
 
 if backend.SIMULATOR:
