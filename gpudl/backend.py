@@ -298,7 +298,7 @@ def to_device_array(array, device):
     if device == "cuda":
         if _cupy is None:
             if SIM_DEVICE_ARRAYS:
-                return np.asarray(array).view(SimDeviceArray)
+                return _sim_cuda.asarray(array)
             return np.asarray(array)
         check_dtype_on_device(array.dtype, device, "to('cuda')")
         return _cupy.asarray(array)

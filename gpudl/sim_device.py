@@ -103,6 +103,17 @@ class SimDeviceArray(np.ndarray):
             return out
         return _on_device(result, type(self))
 
+    @property
+    def base(self):
+        """CuPy's ``base``: None for an array owning its memory, so a result that NumPy made and
+        ``_on_device`` viewed as a device array owns its memory as CuPy's would (the view's own
+        base is that plain array); the array viewed otherwise."""
+        viewed = np.ndarray.base.__get__(self)
+        if (type(viewed) is np.ndarray and viewed.base is None and viewed.nbytes == self.nbytes
+                and viewed.__array_interface__["data"][0] == self.__array_interface__["data"][0]):
+            return None
+        return viewed
+
     def __setitem__(self, key, value):
         if type(value) is np.ndarray and value.ndim:
             raise host_data_error(value, "__setitem__")
@@ -114,7 +125,8 @@ class SimDeviceArray(np.ndarray):
         np.ndarray.fill(self, value)
 
 
-# The transfers: CuPy's asarray/array copy host data to the device.
+# The transfers: CuPy's asarray/array copy host data to the device (a SimDeviceArray views no
+# host memory).
 _TRANSFERS = frozenset(("asarray", "array", "asanyarray"))
 
 
@@ -149,8 +161,13 @@ def _device_result(value):
 
 def _making_device_arrays(function, name, transfer):
     if transfer:
-        def make(*args, **kwargs):
-            return _on_device(function(*args, **kwargs), SimDeviceArray)
+        def make(array, *args, **kwargs):
+            moved = function(array, *args, **kwargs)
+            if isinstance(array, np.ndarray) and np.may_share_memory(moved, array):
+                if isinstance(array, SimDeviceArray):
+                    return array            # CuPy's asarray of a device array: the array itself
+                moved = moved.copy()        # CuPy copies host data to the device
+            return _on_device(moved, SimDeviceArray)
     else:
         def make(*args, **kwargs):
             if kwargs:

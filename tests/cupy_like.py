@@ -28,8 +28,9 @@ def fake_cuda(monkeypatch):
     move, device_of = backend.to_device_array, tensor._device_of
 
     def to_device_array(array, device):
-        moved = np.asarray(move(np.asarray(array), device))
-        return moved.view(SimDeviceArray) if device == "cuda" else moved
+        if device == "cuda":
+            return sim_cuda_module.asarray(array)     # host data copied, as CuPy copies it
+        return np.asarray(move(np.asarray(array), device))
 
     array_module = backend.get_array_module
     monkeypatch.setattr(backend, "get_array_module", lambda a: sim_cuda_module if isinstance(

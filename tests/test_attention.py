@@ -389,8 +389,10 @@ def test_planned_plain_calls_match_torch_float64(rng, shape, is_causal):
             np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-4, atol=1e-5)
     q, k, v = (gd.tensor(a, requires_grad=True) for a in arrays(False))
     out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
-    if out._data.size > 1 and len(shape) == 4:
-        assert out._data.base is None           # written in place in its own array
+    if out._data.size > 1 and len(shape) == 4 and out.device == "cpu":
+        # the CPU's small float32 path writes it in place in its own array (the cuda kernels
+        # return a view of their (B, L, Ev) output, as the CPU's larger calls do)
+        assert out._data.base is None
     with gd.no_grad():
         out.mul_(2.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):

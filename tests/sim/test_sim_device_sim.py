@@ -67,3 +67,21 @@ def test_kernels_take_device_arrays_and_write_them():
     _add_one[3, 4, backend.launch_stream()](x)
     assert type(x) is SimDeviceArray
     np.testing.assert_array_equal(x.view(np.ndarray), np.arange(1, 11, dtype=np.float32))
+
+
+def test_device_arrays_own_their_memory_as_cupys(rng):
+    """A transfer copies host data (CuPy's asarray does) and takes a device array as it is; a
+    fresh result owns its memory (``base`` None, as CuPy's), a view's base is its array, so
+    the library's ownership tests (autograd's overlap test, tests of in-place outputs) see
+    what they see on a GPU."""
+    host = rng.standard_normal((2, 3))
+    moved = backend.to_device_array(host, "cuda")
+    assert moved.base is None and not np.shares_memory(moved.view(np.ndarray), host)
+    moved[0, 0] = host[0, 0] + 1.0
+    assert moved.view(np.ndarray)[0, 0] != host[0, 0]
+    assert backend.to_device_array(moved, "cuda") is moved
+    assert backend.xp_for("cuda").asarray(moved) is moved
+    assert (moved * 2).base is None and np.exp(moved).base is None
+    assert moved[1:].base is moved and moved.T.base is moved
+    assert gd.tensor(host, device="cuda")._data.base is None
+    assert gd.from_numpy(host).to("cuda")._data.base is None
