@@ -163,8 +163,9 @@ def forward(x, target, weight, ignore_index, smoothing, reduction):
     kernels, dtype = _KERNELS[x.dtype.type], x.dtype
     x, target = xp.ascontiguousarray(x), xp.ascontiguousarray(target)
     N = x.shape[0]
-    w = _weight(xp, weight, dtype)
     stats, loss, wt = xp.empty((N, 3), dtype), xp.empty(N, dtype), xp.empty(N, dtype)
+    # without weights the kernels read none: wt stands in (no array to make)
+    w = wt if weight is None else xp.ascontiguousarray(backend.cast(weight, dtype))
     smoothing = dtype.type(smoothing)
     launch(kernels["rows"], _signature("rows", dtype, target.dtype.name), N, THREADS,
            x, target, w, weight is not None, np.int64(ignore_index), smoothing, stats, loss, wt)
@@ -191,13 +192,6 @@ def backward(g, saved, ignore_index, reduction):
            x, target, w, weighted, np.int64(ignore_index), smoothing, stats, g,
            reduction == "none", divisor, reduction == "mean", gx)
     return gx
-
-
-def _weight(xp, weight, dtype):
-    """The (C,) weights in the logits' dtype, or a one-element stand-in (unread)."""
-    if weight is None:
-        return xp.ones(1, dtype)
-    return xp.ascontiguousarray(backend.cast(weight, dtype))
 
 
 SIGNATURES = [

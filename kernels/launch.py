@@ -36,6 +36,7 @@ if not backend.SIMULATOR:      # the simulator runs kernels as Python: it inline
     # run's log with warnings
     backend.numba_cuda_config().CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
+_NUMBA_CONFIG = backend.numba_cuda_config()
 _SPECIALISED = {}    # (kernel, signature) -> dispatcher compiled for that signature only
 FAST_LAUNCH = fast_launch.active()
 _CODE_OPTIONS = ("fastmath", "launch_bounds")     # decorator options that change the machine code
@@ -70,7 +71,7 @@ def launch(kernel, signature, blocks, threads, *args, shared=0):
             return
         dispatcher = specialised(kernel, signature)[blocks, threads, backend.launch_stream(),
                                                     shared]
-        config = backend.numba_cuda_config()
+        config = _NUMBA_CONFIG
         sync, config.CUDA_ARRAY_INTERFACE_SYNC = config.CUDA_ARRAY_INTERFACE_SYNC, 0
         try:
             dispatcher(*args)

@@ -77,8 +77,9 @@ def fused_bias_corrections(state, param, lr, betas):
     step = state["step"]
     if not isinstance(step, Tensor):
         step = state["step"] = device_step(param, step)
-    if (not isinstance(lr, (int, float, np.floating)) or param.dtype not in (np.float32, np.float64) or step._data.shape != ()
-            or step._data.dtype != np.float32
+    if (not isinstance(lr, (int, float, np.floating))
+            or param.dtype not in (np.float32, np.float64)
+            or step._data.shape != () or step._data.dtype != np.float32
             or backend.get_array_module(step._data) is not backend.get_array_module(param)):
         return None
     xp = backend.get_array_module(param)
