@@ -106,9 +106,9 @@ def _flops(a, b):
 
 def _by_rows(a, b, workers, out, product):
     """``product`` (a, b, out) by blocks of a's rows (whole blocks of 8) on ``workers`` threads."""
-    if out is None:
-        out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-                       + (a.shape[-2], b.shape[-1]), np.result_type(a, b))
+    if out is None:     # like a: the strict simulator's device arrays stay device arrays
+        out = np.empty_like(a, np.result_type(a, b), "C", shape=np.broadcast_shapes(
+            a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]))
     M = a.shape[-2]
     per_thread = -(-M // workers)
     step = -(-per_thread // 8) * 8                  # whole blocks of 8 rows: gemm_nn's fast path

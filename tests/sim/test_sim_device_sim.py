@@ -85,3 +85,16 @@ def test_device_arrays_own_their_memory_as_cupys(rng):
     assert moved[1:].base is moved and moved.T.base is moved
     assert gd.tensor(host, device="cuda")._data.base is None
     assert gd.from_numpy(host).to("cuda")._data.base is None
+
+
+def test_a_product_shared_by_threads_stays_on_the_device(rng, monkeypatch):
+    # a product past cpu_matmul.SPLIT_FLOPS runs as row blocks on two threads into one output
+    # array: that array must be a device array too (a transformer step's QKV projection)
+    from gpudl import cpu_threads
+    monkeypatch.setattr(cpu_threads, "count", lambda: 2)
+    a = gd.tensor(rng.standard_normal((2, 256, 128), dtype=np.float32), device="cuda")
+    w = gd.tensor(rng.standard_normal((192, 128), dtype=np.float32), device="cuda")
+    y = gd.nn.functional.linear(a, w)
+    assert isinstance(y._data, SimDeviceArray)
+    expected = a._data.view(np.ndarray).astype(np.float64) @ w._data.view(np.ndarray).T
+    np.testing.assert_allclose(y._data.view(np.ndarray), expected, rtol=1e-4, atol=1e-4)
