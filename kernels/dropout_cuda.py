@@ -21,6 +21,7 @@ and float32 data, float64 for float64; a dropped NaN or infinity gives NaN, as t
 ``x * mask * scale``.
 """
 
+import functools
 import warnings
 
 import numpy as np
@@ -119,7 +120,7 @@ def supports(x):
 
 def new_states(seed):
     """``STATES`` generator states on the cuda device, seeded from ``seed`` (an int)."""
-    return backend.to_device_array(_seeded(seed), "cuda")
+    return backend.to_device_array(_seeded(seed).copy(), "cuda")   # the kernels write them
 
 
 def reseed(states, seed):
@@ -127,13 +128,19 @@ def reseed(states, seed):
     states[...] = backend.to_device_array(_seeded(seed), "cuda")
 
 
+@functools.lru_cache(maxsize=4)
 def _seeded(seed):
+    """The host states for ``seed``, read-only. Cached: ``manual_seed(0)`` before every test
+    reseeded in 5-10 s under the simulator (Numba's initialiser run as Python), and on a GPU
+    the first call compiles that initialiser for the CPU."""
     with warnings.catch_warnings(), np.errstate(over="ignore"):
         warnings.simplefilter("ignore")     # the simulator's Numba runs these in object mode
         from numba.cuda.random import init_xoroshiro128p_states_cpu, xoroshiro128p_dtype
         host = np.empty(STATES, xoroshiro128p_dtype)
         init_xoroshiro128p_states_cpu(host, np.uint64(seed), np.uint64(0))
-    return np.ascontiguousarray(host.view(np.uint64).reshape(STATES, 2))
+    states = np.ascontiguousarray(host.view(np.uint64).reshape(STATES, 2))
+    states.flags.writeable = False
+    return states
 
 
 def _blocks(n):
