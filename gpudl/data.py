@@ -16,7 +16,7 @@ import numpy as np
 from . import backend, workers
 from .creation import tensor
 from .samplers import (BatchSampler, RandomSampler, Sampler, SequentialSampler,  # noqa: F401
-                       WeightedRandomSampler, as_generator, draw_from)
+                       SubsetRandomSampler, WeightedRandomSampler, as_generator, draw_from)
 from .tensor import Tensor
 from .workers import get_worker_info  # noqa: F401  (torch.utils.data's name)
 
