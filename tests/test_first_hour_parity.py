@@ -1,0 +1,20 @@
+"""Idioms of PyTorch's first-hour tutorials (60-minute blitz, Learn the basics) that gpudl
+refused or answered differently, each checked side by side against torch."""
+
+import numpy as np
+import pytest
+import torch
+
+import gpudl as gd
+
+
+def test_where_with_the_condition_alone_gives_the_indices_as_torch(rng):
+    values = rng.integers(-2, 3, (3, 4))
+    for condition in (values, values > 0):
+        ours, theirs = gd.where(gd.tensor(condition)), torch.where(torch.tensor(condition))
+        assert len(ours) == len(theirs) == 2
+        for a, b in zip(ours, theirs):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+            assert a.dtype == gd.int64
+    with pytest.raises(TypeError, match="pass both input and other, or neither"):
+        gd.where(gd.tensor(values > 0), gd.ones(4))
