@@ -174,6 +174,13 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
             extra.append("requires_grad=True")
         return "tensor(" + ", ".join([body] + extra) + ")"
 
+    def __format__(self, format_spec):
+        """A 0-d tensor formats as its value, as torch: f"{loss:.4f}", and f"{loss}" gives
+        "0.25", not "tensor(0.25)"; other tensors (and Parameters) only with an empty spec."""
+        if self.ndim == 0 and type(self) is Tensor:
+            return format(self.item(), format_spec)
+        return object.__format__(self, format_spec)
+
     # ----------------------------------------------------------------- conversion
     def numpy(self):
         """A NumPy array: copied from the GPU, sharing memory on the CPU (even with grad)."""

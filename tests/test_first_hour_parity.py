@@ -18,3 +18,16 @@ def test_where_with_the_condition_alone_gives_the_indices_as_torch(rng):
             assert a.dtype == gd.int64
     with pytest.raises(TypeError, match="pass both input and other, or neither"):
         gd.where(gd.tensor(values > 0), gd.ones(4))
+
+
+def test_a_0d_tensor_formats_as_its_value_as_torch(rng):
+    """print(f"loss: {loss:>7f}") in a training loop, with or without .item()."""
+    value = float(rng.standard_normal())
+    for make, spec in ((lambda m: m.tensor(value), ">7f"), (lambda m: m.tensor(value), ""),
+                       (lambda m: m.tensor(value, requires_grad=True) * 2, ".3e"),
+                       (lambda m: m.tensor(7), "04d"), (lambda m: m.tensor([value]), "")):
+        assert format(make(gd), spec) == format(make(torch), spec)
+    for module in (gd, torch):       # a spec for a tensor with elements, or a Parameter
+        for refused in (module.tensor([value]), module.nn.Parameter(module.tensor(value))):
+            with pytest.raises(TypeError, match="unsupported format string"):
+                format(refused, ".2f")
