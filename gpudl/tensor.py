@@ -483,8 +483,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     def copy_(self, src):
         src = _on_device_of(self, src)
         raw = _raw(src, self)
-        if np.shape(raw) != self.shape and np.broadcast_shapes(np.shape(raw), self.shape) != self.shape:
-            raise ValueError(f"copy_: source of shape {np.shape(raw)} does not broadcast to {self.shape}")
+        self._check_broadcasts_here("copy_", raw)
         if inplace.needs_graph(self, (src,)):
             # copy_ converts the dtype, in the graph
             src = src.astype(self.dtype) if isinstance(src, Tensor) else raw
@@ -521,7 +520,22 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         if kind > dtypes.category(self.dtype):
             raise RuntimeError(f"{op}: a {('bool', 'integer', 'floating point')[kind]} result "
                                f"cannot be stored in place in a {self.dtype} tensor")
+        self._check_broadcasts_here(op, raw)
         return raw
+
+    def _check_broadcasts_here(self, op, raw):
+        """RuntimeError, as torch's, unless ``raw`` broadcasts to this tensor's shape (an
+        in-place result keeps the shape; NumPy's own error names no op)."""
+        shape = np.shape(raw)
+        if shape == self.shape or not shape:            # the common cases, checked cheaply
+            return
+        try:
+            fits = np.broadcast_shapes(shape, self.shape) == self.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise RuntimeError(f"{op}: an operand of shape {shape} does not broadcast to the "
+                               f"shape {self.shape} of the tensor edited in place")
 
     @autograd.recorded("inplace")
     def add_(self, other, alpha=1):
@@ -537,6 +551,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         if self.dtype == dtypes.bool_ or dtypes.value_category(other) == 0:
             raise RuntimeError("sub_: subtraction with a bool tensor or a bool is not supported; "
                                "to invert a mask use ~ (or logical_not)")
+        self._check_broadcasts_here("sub_", _raw(other, self))
         return self.add_(other, alpha=-alpha)
 
     @autograd.recorded("inplace")

@@ -31,3 +31,22 @@ def test_a_0d_tensor_formats_as_its_value_as_torch(rng):
         for refused in (module.tensor([value]), module.nn.Parameter(module.tensor(value))):
             with pytest.raises(TypeError, match="unsupported format string"):
                 format(refused, ".2f")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t, m: t.add_(m.ones(2, 3)), lambda t, m: t.sub_(m.ones(4)),
+    lambda t, m: t.mul_(m.ones(2, 3)), lambda t, m: t.div_(m.ones(2, 1)),
+    lambda t, m: t.clamp_(min=m.zeros(2, 3)), lambda t, m: t.copy_(m.ones(2, 3)),
+    lambda t, m: t.copy_(m.ones(4))])
+def test_in_place_edits_that_would_grow_the_tensor_raise_runtime_error_as_torch(rng, edit):
+    """torch's RuntimeError (NumPy's ValueError leaked before), and the tensor is unchanged."""
+    values = rng.standard_normal(3).astype(np.float32)
+    with pytest.raises(RuntimeError):
+        edit(torch.tensor(values), torch)
+    ours = gd.tensor(values)
+    with pytest.raises(RuntimeError, match=r"does not broadcast to the shape \(3,\)"):
+        edit(ours, gd)
+    np.testing.assert_array_equal(ours.numpy(), values)
+    leaf = gd.tensor(values, requires_grad=True).clone()        # the recorded path too
+    with pytest.raises(RuntimeError, match="does not broadcast"):
+        edit(leaf, gd)
