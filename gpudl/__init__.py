@@ -72,6 +72,8 @@ float = float32      # torch's aliases  # noqa: A001
 double = float64
 half = float16
 long = int64
+int = int32          # noqa: A001
+short = int16
 bool = bool_         # noqa: A001
 
 __version__ = "0.1.0"

@@ -50,3 +50,12 @@ def test_in_place_edits_that_would_grow_the_tensor_raise_runtime_error_as_torch(
     leaf = gd.tensor(values, requires_grad=True).clone()        # the recorded path too
     with pytest.raises(RuntimeError, match="does not broadcast"):
         edit(leaf, gd)
+
+
+def test_torchs_short_dtype_names(rng):
+    values = rng.standard_normal(4) * 100
+    for name in ("float", "double", "half", "long", "int", "short", "bool"):
+        ours = gd.tensor(values).to(getattr(gd, name))
+        theirs = torch.tensor(values).to(getattr(torch, name))
+        assert str(ours.dtype) == str(theirs.dtype).removeprefix("torch.")
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
