@@ -6,7 +6,7 @@ shape methods sit in two mixins (tensor_math.py, tensor_shape.py) to keep each f
 
 import numpy as np
 
-from . import autograd, backend, dtypes, inplace
+from . import autograd, backend, dtypes, inplace, tensor_repr
 from .ops import elementwise as E
 from .ops import shape as S
 from .ops._util import normalize_axis
@@ -162,17 +162,18 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         values = backend.to_numpy(self._data, "Tensor.__repr__")
         if values.dtype == dtypes.bfloat16:        # ml_dtypes prints 1.0 as "1"; exact widening
             values = values.astype(np.float32)
-        body = np.array2string(values, separator=", ", precision=4, prefix="tensor(")
         extra = []
         if self._device == "cuda":
             extra.append(f"device='{self.device}'")         # 'cuda:0', as torch prints it
+        if values.size == 0 and values.ndim != 1:
+            extra.append(f"size={self.shape}")
         if self.dtype not in (dtypes.float32, dtypes.int64, dtypes.bool_):
             extra.append(f"dtype=gpudl.{self.dtype.name}")
         if self.grad_fn is not None:
             extra.append(f"grad_fn={self.grad_fn!r}")
         elif self.requires_grad:
             extra.append("requires_grad=True")
-        return "tensor(" + ", ".join([body] + extra) + ")"
+        return tensor_repr.tensor_str(values, extra)
 
     def __format__(self, format_spec):
         """A 0-d tensor formats as its value, as torch: f"{loss:.4f}", and f"{loss}" gives

@@ -59,3 +59,19 @@ def test_torchs_short_dtype_names(rng):
         theirs = torch.tensor(values).to(getattr(torch, name))
         assert str(ours.dtype) == str(theirs.dtype).removeprefix("torch.")
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.parametrize("values", [
+    [1.0, 2.5], [[0.1, 0.25], [3.0, -4.5]], [1e-5, 1.0], [1e10, 1.0], [2000.0, 1.0],
+    [float("nan"), 1.5], [float("inf"), -2.0, 3.0], [0.0, 0.0], 3.0, np.arange(2000.0),
+    ((5, 1200), 1.0), ((7, 9), 1000.0)])
+def test_float_tensors_print_as_torch(rng, values):
+    """Four decimals, whole numbers as "2.", scientific notation on a wide spread, summarised
+    over 1000 elements, the dtype moved to a new line past 80 columns."""
+    if isinstance(values, tuple):                   # (shape, scale) of random normals
+        shape, scale = values
+        values = rng.standard_normal(shape) * scale
+    for dtype in (np.float32, np.float64):
+        array = np.asarray(values, dtype=dtype)
+        assert repr(gd.tensor(array)).replace("gpudl.", "torch.") == repr(torch.tensor(array))
+    assert repr(gd.zeros(0, 3)) == repr(torch.zeros(0, 3))
