@@ -75,3 +75,19 @@ def test_float_tensors_print_as_torch(rng, values):
         array = np.asarray(values, dtype=dtype)
         assert repr(gd.tensor(array)).replace("gpudl.", "torch.") == repr(torch.tensor(array))
     assert repr(gd.zeros(0, 3)) == repr(torch.zeros(0, 3))
+
+
+def test_batches_of_tuples_are_lists_as_torch(rng):
+    """torch's collate (and batch_size=None's convert) turns a tuple sample into a list batch,
+    so `batch[0] = batch[0].to(device)` works; a namedtuple keeps its type."""
+    x, y = rng.standard_normal((5, 2)).astype(np.float32), rng.integers(0, 3, 5)
+    for options in ({"batch_size": 2}, {"batch_size": None}, {"batch_size": 2, "num_workers": 1}):
+        ours = next(iter(gd.utils.data.DataLoader(gd.utils.data.TensorDataset(x, y), **options)))
+        theirs = next(iter(torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.tensor(x), torch.tensor(y)), **options)))
+        assert type(ours) is type(theirs) is list
+        for a, b in zip(ours, theirs):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    samples = [(int(i), x[i]) for i in range(3)]
+    assert type(gd.utils.data.default_collate(samples)) is \
+        type(torch.utils.data.default_collate(samples)) is list
