@@ -91,3 +91,13 @@ def test_batches_of_tuples_are_lists_as_torch(rng):
     samples = [(int(i), x[i]) for i in range(3)]
     assert type(gd.utils.data.default_collate(samples)) is \
         type(torch.utils.data.default_collate(samples)) is list
+
+
+def test_a_lone_tensor_saves_and_loads_as_torch(rng, tmp_path):
+    """torch.save(x, path) of the tutorials; a view saves its own values."""
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    torch.save(torch.tensor(x)[1:], tmp_path / "t.pt")
+    gd.save(gd.tensor(x)[1:], tmp_path / "g.safetensors")
+    ours, theirs = gd.load(tmp_path / "g.safetensors"), torch.load(tmp_path / "t.pt")
+    assert isinstance(ours, gd.Tensor) and ours.shape == tuple(theirs.shape)
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
