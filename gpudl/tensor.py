@@ -4,6 +4,8 @@ Operators are thin calls into ``gpudl.ops``; the maths lives there, on raw array
 shape methods sit in two mixins (tensor_math.py, tensor_shape.py) to keep each file readable.
 """
 
+import warnings
+
 import numpy as np
 
 from . import autograd, backend, dtypes, inplace, tensor_repr
@@ -96,7 +98,13 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     @property
     def grad(self):
-        """The gradient accumulated by backward (None until then)."""
+        """The gradient accumulated by backward (None until then). A non-leaf tensor's stays
+        None unless retain_grad() was called: reading it then warns, as torch does."""
+        if self._grad is None and self.grad_fn is not None and not self.retains_grad:
+            warnings.warn("The .grad attribute of a Tensor that is not a leaf Tensor is being "
+                          "accessed. backward() does not fill it; call .retain_grad() on the "
+                          "tensor before backward() if you want it, or read the .grad of a "
+                          "leaf tensor", UserWarning, stacklevel=2)
         return self._grad
 
     @grad.setter

@@ -101,3 +101,21 @@ def test_a_lone_tensor_saves_and_loads_as_torch(rng, tmp_path):
     ours, theirs = gd.load(tmp_path / "g.safetensors"), torch.load(tmp_path / "t.pt")
     assert isinstance(ours, gd.Tensor) and ours.shape == tuple(theirs.shape)
     np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_reading_the_grad_of_a_non_leaf_warns_as_torch(rng):
+    """The blitz's first autograd surprise: a non-leaf's .grad is None after backward, and
+    torch says why (retain_grad); leaves, retained and grad-less tensors stay quiet."""
+    import warnings
+    values = rng.standard_normal(3)
+    for module in (gd, torch):
+        x = module.tensor(values, requires_grad=True)
+        hidden, kept = x * 2, x * 3
+        kept.retain_grad()
+        (hidden * kept).sum().backward()
+        with pytest.warns(UserWarning, match="not a leaf Tensor is being accessed"):
+            assert hidden.grad is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert x.grad is not None and kept.grad is not None
+            assert module.tensor(values).grad is None and hidden.detach().grad is None
