@@ -119,3 +119,16 @@ def test_reading_the_grad_of_a_non_leaf_warns_as_torch(rng):
             warnings.simplefilter("error")
             assert x.grad is not None and kept.grad is not None
             assert module.tensor(values).grad is None and hidden.detach().grad is None
+
+
+@pytest.mark.parametrize("source, wanted", [(np.float32, "float64"), (np.float64, "float32"),
+                                            (np.int64, "float64"), (np.float64, "float64")])
+def test_as_tensor_converts_to_the_dtype_asked_and_shares_only_without_one(rng, source, wanted):
+    """as_tensor(float32 array, dtype=float64) was returned float32, sharing the array:
+    NumPy compares a dtype equal to None when it is float64."""
+    array = (rng.standard_normal(4) * 10).astype(source)
+    ours = gd.as_tensor(array, dtype=getattr(gd, wanted))
+    theirs = torch.as_tensor(array, dtype=getattr(torch, wanted))
+    array[0] = 99
+    assert str(ours.dtype) == wanted
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())    # shared only when same
