@@ -132,3 +132,17 @@ def test_as_tensor_converts_to_the_dtype_asked_and_shares_only_without_one(rng, 
     array[0] = 99
     assert str(ours.dtype) == wanted
     np.testing.assert_array_equal(ours.numpy(), theirs.numpy())    # shared only when same
+
+
+def test_softmax_of_a_fully_masked_row_is_nan_without_numpy_warnings(rng):
+    """A padded row masked with -inf everywhere: nan as torch gives it, and no NumPy
+    RuntimeWarning printed on every attention step."""
+    import warnings
+    scores = rng.standard_normal((3, 4)).astype(np.float32)
+    scores[1] = -np.inf
+    for name in ("softmax", "log_softmax"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ours = getattr(gd, name)(gd.tensor(scores), dim=1)
+        theirs = getattr(torch, name)(torch.tensor(scores), dim=1)
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-7)

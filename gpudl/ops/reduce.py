@@ -135,17 +135,19 @@ def softmax_array(a, axis):
     xp = xp_of(a)
     if a.size == 0:
         return a.copy()
-    shifted = a - a.max(axis=axis, keepdims=True)
-    e = xp.exp(shifted)
-    return e / e.sum(axis=axis, keepdims=True)
+    with _quiet(xp):            # a row all -inf (fully masked) gives nan, as torch, silently
+        shifted = a - a.max(axis=axis, keepdims=True)
+        e = xp.exp(shifted)
+        return e / e.sum(axis=axis, keepdims=True)
 
 
 def log_softmax_array(a, axis):
     xp = xp_of(a)
     if a.size == 0:
         return a.copy()
-    shifted = a - a.max(axis=axis, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    with _quiet(xp):
+        shifted = a - a.max(axis=axis, keepdims=True)
+        return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 class Softmax(Function):
