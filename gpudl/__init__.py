@@ -6,8 +6,8 @@ import from ``GPUDL_DEVICE`` (see gpudl.backend).
 
 from . import amp, backends, cuda, dtypes, host_memory
 from .amp import autocast, get_autocast_dtype, is_autocast_enabled
-from .autograd import (Function, enable_grad, inference_mode, is_grad_enabled, no_grad,
-                       set_grad_enabled)
+from .autograd import (Function, enable_grad, inference_mode, is_anomaly_enabled,
+                       is_grad_enabled, no_grad, set_grad_enabled)
 from .backend import device
 from .backends import get_float32_matmul_precision, set_float32_matmul_precision
 from .creation import (arange, empty, empty_like, eye, from_dlpack, full, full_like, linspace,

@@ -147,3 +147,20 @@ def test_softmax_of_a_fully_masked_row_is_nan_without_numpy_warnings(rng):
             ours = getattr(gd, name)(gd.tensor(scores), dim=1)
         theirs = getattr(torch, name)(torch.tensor(scores), dim=1)
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_detect_anomaly_names_the_backward_that_made_nan_as_torch(rng):
+    values = np.abs(rng.standard_normal(3)) + 0.5
+    values[1] = 0.0                                   # sqrt's gradient at 0 * 0 -> nan
+    for module in (gd, torch):
+        x = module.tensor(values, requires_grad=True)
+        with module.autograd.detect_anomaly():
+            assert module.is_anomaly_enabled()
+            loss = (x.sqrt() * (x > 0)).sum()
+            with pytest.raises(RuntimeError, match=r"Function 'Sqrt\w*' returned nan values "
+                                                   r"in its 0th output"):
+                loss.backward()
+        assert not module.is_anomaly_enabled()
+        module.autograd.set_detect_anomaly(False)     # off: nan flows into .grad silently
+        (x.sqrt() * (x > 0)).sum().backward()
+        assert np.isnan(x.grad.numpy()[1])
