@@ -9,6 +9,7 @@ from .amp import autocast, get_autocast_dtype, is_autocast_enabled
 from .autograd import (Function, enable_grad, inference_mode, is_anomaly_enabled,
                        is_grad_enabled, no_grad, set_grad_enabled)
 from .backend import device
+from .tensor_repr import set_printoptions
 from .backends import get_float32_matmul_precision, set_float32_matmul_precision
 from .creation import (arange, empty, empty_like, eye, from_dlpack, full, full_like, linspace,
                        ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm,

@@ -164,3 +164,24 @@ def test_detect_anomaly_names_the_backward_that_made_nan_as_torch(rng):
         module.autograd.set_detect_anomaly(False)     # off: nan flows into .grad silently
         (x.sqrt() * (x > 0)).sum().backward()
         assert np.isnan(x.grad.numpy()[1])
+
+
+@pytest.mark.parametrize("options", [
+    {"precision": 2}, {"sci_mode": False}, {"sci_mode": True}, {"threshold": 5, "edgeitems": 1},
+    {"linewidth": 40}, {"profile": "short"}, {"profile": "full"},
+    {"profile": "short", "precision": 3, "sci_mode": True}])
+def test_set_printoptions_as_torch(rng, options):
+    arrays = [rng.standard_normal((3, 4)), rng.standard_normal(30) * 1000, np.array([1e-5, 1.0]),
+              np.array([1e10, 1.0]), rng.standard_normal((2, 5, 6)), np.arange(1200.0)]
+    try:
+        gd.set_printoptions(**options)
+        torch.set_printoptions(**options)
+        for array in arrays:
+            ours = repr(gd.tensor(array, device="cpu")).replace("gpudl.", "torch.")
+            assert ours == repr(torch.tensor(array))
+    finally:
+        gd.set_printoptions(profile="default")
+        torch.set_printoptions(profile="default")
+    assert repr(gd.tensor([1.123456], device="cpu")) == "tensor([1.1235])"
+    with pytest.raises(ValueError, match="profile must be one of"):
+        gd.set_printoptions(profile="long")
