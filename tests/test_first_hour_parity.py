@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import gpudl as gd
+from torch_gaps import torch_pads_a_forced_sci_mode
 
 
 def test_where_with_the_condition_alone_gives_the_indices_as_torch(rng):
@@ -171,6 +172,8 @@ def test_detect_anomaly_names_the_backward_that_made_nan_as_torch(rng):
     {"linewidth": 40}, {"profile": "short"}, {"profile": "full"},
     {"profile": "short", "precision": 3, "sci_mode": True}])
 def test_set_printoptions_as_torch(rng, options):
+    if "sci_mode" in options and not torch_pads_a_forced_sci_mode():
+        pytest.skip(f"torch {torch.__version__} lays out a forced sci_mode as 2.13 does not")
     arrays = [rng.standard_normal((3, 4)), rng.standard_normal(30) * 1000, np.array([1e-5, 1.0]),
               np.array([1e10, 1.0]), rng.standard_normal((2, 5, 6)), np.arange(1200.0)]
     try:
