@@ -188,3 +188,18 @@ def test_set_printoptions_as_torch(rng, options):
     assert repr(gd.tensor([1.123456], device="cpu")) == "tensor([1.1235])"
     with pytest.raises(ValueError, match="profile must be one of"):
         gd.set_printoptions(profile="long")
+
+
+@pytest.mark.parametrize("call", [lambda m, x: x[:1].std(), lambda m, x: x.reshape(-1, 1).var(1),
+                                  lambda m, x: m.std_mean(x, correction=x.numel())[0]])
+def test_std_and_var_without_degrees_of_freedom_warn_as_torch(rng, call):
+    import warnings
+    values = rng.standard_normal(4)
+    results = []
+    for module in (gd, torch):
+        with pytest.warns(UserWarning, match="degrees of freedom is <= 0"):
+            results.append(call(module, module.tensor(values)).numpy())
+    np.testing.assert_allclose(*results)                 # nan, or inf for a sum over 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gd.tensor(values).std()                      # enough elements: quiet

@@ -1,5 +1,7 @@
 """Reductions: sum, mean, max/min (values and indices), var/std, and softmax/log_softmax."""
 
+import warnings
+
 import numpy as np
 
 from .. import backend
@@ -100,6 +102,10 @@ class Var(Function):
         for ax in axes:
             count *= a.shape[ax]
         denom = max(count - correction, 0)
+        if denom == 0:                          # nan, as torch, which also says why
+            warnings.warn("var/std: degrees of freedom is <= 0: the correction "
+                          f"({correction}) is not below the number of elements reduced "
+                          f"({count}); the result is nan", UserWarning)
         ctx.save_for_backward(centered)
         ctx.conf = (axes, keepdims, denom)
         with _quiet(xp_of(a)):
