@@ -1,9 +1,9 @@
 """F.interpolate and F.pixel_shuffle: resampling without kernels.
 
 Interpolation is separable: along each spatial dim each output is a weighted sum of one input
-cell (nearest), two (linear) or four (cubic), gathered (``weighted_taps``); the gradient adds back through the
-gather. Source positions follow torch's upsampling rules (align_corners, scale_factor given or
-recomputed).
+cell (nearest), two (linear) or four (cubic), gathered (``weighted_taps``); the gradient adds
+back through the gather. Source positions follow torch's upsampling rules (align_corners,
+scale_factor given or recomputed); 'area' is adaptive average pooling, as in torch.
 """
 
 import math
