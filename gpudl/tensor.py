@@ -271,6 +271,14 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         out._version_counter = self._version_counter      # same memory: same version, as torch
         return out
 
+    def __reduce_ex__(self, protocol):
+        """A tensor in a graph pickles (and deep-copies) as torch pickles it: its values, as a
+        leaf that requires grad; its history stays behind (it holds the ops' modules)."""
+        if self.grad_fn is None:
+            return super().__reduce_ex__(protocol)
+        return _leaf_from, (Tensor._make(self._data, False, None, 0, self._device),
+                            self._requires_grad)
+
     def detach_(self):
         """Leave the graph in place: no grad_fn, requires_grad False (old truncated-BPTT code
         calls ``hidden.detach_()``). A view is refused, as torch refuses it."""
@@ -678,6 +686,11 @@ class _ToDevice(autograd.Function):
     @staticmethod
     def backward(ctx, g):
         return backend.to_device_array(g, ctx.device), None
+
+
+def _leaf_from(values, requires_grad):
+    """Unpickling a tensor that was in a graph (see Tensor.__reduce_ex__)."""
+    return values.requires_grad_(requires_grad)
 
 
 def _raw(value, like):

@@ -203,3 +203,21 @@ def test_std_and_var_without_degrees_of_freedom_warn_as_torch(rng, call):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gd.tensor(values).std()                      # enough elements: quiet
+
+
+def test_a_tensor_in_a_graph_pickles_as_a_leaf_as_torch(rng):
+    """pickle keeps the values and requires_grad, not the history (which failed to pickle:
+    "cannot pickle 'module' object"); deepcopy, which torch refuses here, copies the same way."""
+    import copy
+    import pickle
+    values = rng.standard_normal(3)
+    ours, theirs = [pickle.loads(pickle.dumps((module.tensor(values, requires_grad=True) * 2)[1:]))
+                    for module in (gd, torch)]
+    assert ours.is_leaf and ours.requires_grad and theirs.is_leaf and theirs.requires_grad
+    np.testing.assert_array_equal(ours.detach().numpy(), theirs.detach().numpy())
+    model = gd.nn.Linear(3, 1)
+    model.last_output = model(gd.tensor(values[None], dtype=gd.float32))   # a cached non-leaf
+    clone = copy.deepcopy(model)
+    assert clone.last_output.is_leaf and clone.last_output is not model.last_output
+    np.testing.assert_array_equal(clone.last_output.detach().numpy(),
+                                  model.last_output.detach().numpy())
