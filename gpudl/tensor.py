@@ -486,15 +486,22 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         if steps is not None:           # a view through the ints, as torch: see ints_first
             first, index = steps
         S.check_advanced(self._data[first].shape, index, "__setitem__")  # device-side checks
-        if not recording:
-            self._data[first][index] = _raw(value, self)
-            self._bump_version()
-        elif self._view is not None:    # through the base's history: see gpudl.inplace
-            inplace.record(self, "__setitem__",
-                           lambda t: S.SetItem.apply(t.clone(), first, index, value), (value,))
-        else:       # as torch: self becomes the output of the assignment, in its graph
-            inplace._rebase(self, S.SetItem.apply(self, first, index, value))
-            self._bump_version()
+        try:
+            if not recording:
+                self._data[first][index] = _raw(value, self)
+                self._bump_version()
+            elif self._view is not None:    # through the base's history: see gpudl.inplace
+                inplace.record(self, "__setitem__",
+                               lambda t: S.SetItem.apply(t.clone(), first, index, value),
+                               (value,))
+            else:       # as torch: self becomes the output of the assignment, in its graph
+                inplace._rebase(self, S.SetItem.apply(self, first, index, value))
+                self._bump_version()
+        except ValueError as error:     # raised before anything is written
+            if "broadcast" not in str(error):
+                raise
+            raise RuntimeError(f"__setitem__: a value of shape {tuple(np.shape(value))} does "
+                               f"not broadcast to the indexed elements ({error})") from None
 
     @autograd.recorded("inplace")
     def copy_(self, src):

@@ -221,3 +221,18 @@ def test_a_tensor_in_a_graph_pickles_as_a_leaf_as_torch(rng):
     assert clone.last_output.is_leaf and clone.last_output is not model.last_output
     np.testing.assert_array_equal(clone.last_output.detach().numpy(),
                                   model.last_output.detach().numpy())
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_assigning_a_value_that_does_not_broadcast_raises_runtime_error_as_torch(
+        rng, requires_grad):
+    values = rng.standard_normal((2, 3))
+    for module in (gd, torch):
+        target = module.tensor(values, requires_grad=requires_grad).clone()
+        with pytest.raises(RuntimeError):
+            target[0] = module.ones(2, 3)
+        np.testing.assert_array_equal(target.detach().numpy(), values)     # unchanged
+    ours = gd.tensor(values, requires_grad=requires_grad).clone()
+    with pytest.raises(RuntimeError, match=r"__setitem__: a value of shape \(2, 3\) does not "
+                                           "broadcast"):
+        ours[0] = gd.ones(2, 3)
