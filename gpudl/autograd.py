@@ -127,6 +127,59 @@ class set_grad_enabled:
         return False
 
 
+class _Anomaly:
+    """Anomaly detection, process-wide as torch's: the backward walk checks each node's input
+    gradients for NaN (gpudl keeps no forward tracebacks)."""
+    enabled = False
+
+
+class set_detect_anomaly:
+    """torch.autograd.set_detect_anomaly(mode): on at once (a plain call), or for a ``with``
+    block, restoring the previous setting on exit. While on, a backward that returns NaN raises
+    a RuntimeError naming its node (each gradient is read: slow, for debugging)."""
+
+    def __init__(self, mode, check_nan=True):
+        self.mode = bool(mode) and bool(check_nan)
+        self.previous = _Anomaly.enabled
+        _Anomaly.enabled = self.mode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _Anomaly.enabled = self.previous
+        return False
+
+    def __call__(self, func):
+        """As a decorator: the setting holds while ``func`` runs, not from decoration on."""
+        _Anomaly.enabled = self.previous
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            previous, _Anomaly.enabled = _Anomaly.enabled, self.mode
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _Anomaly.enabled = previous
+        return wrapper
+
+
+def detect_anomaly(check_nan=True):
+    """torch.autograd.detect_anomaly(): ``with detect_anomaly(): ...`` (or as a decorator)."""
+    return set_detect_anomaly(True, check_nan)
+
+
+def is_anomaly_enabled():
+    return _Anomaly.enabled
+
+
+def _check_no_nan(node, input_grads):
+    for i, g in enumerate(input_grads):
+        if g is not None and backend.get_array_module(g).isnan(g).any():
+            raise RuntimeError(f"Function '{node.function.__name__}Backward' returned nan "
+                               f"values in its {i}th output.")
+
+
 class Context:
     """What forward leaves for backward: ``save_for_backward(*arrays)`` plus any attributes."""
 
@@ -858,6 +911,8 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
     input_grads = node.function.backward(node.ctx, *grads_out)
     if input_grads.__class__ is not tuple or len(input_grads) != len(node.edges):
         input_grads = one_per_input(node, input_grads, f"{node.function.__name__}.backward")
+    if _Anomaly.enabled:
+        _check_no_nan(node, input_grads)
     if not retain_graph and node.saved_versions is not None:
         # free what forward kept; a node that kept no arrays (add, sum, reshape) stays usable,
         # as in torch, where only saved tensors are freed

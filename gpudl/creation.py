@@ -276,11 +276,12 @@ def as_tensor(data, dtype=None, device=None):
     dtype = dtypes.as_dtype(dtype, "as_tensor")
     if isinstance(data, Tensor):
         return data.to(dtype=dtype, device=target_device)
+    # `dtype in (None, x)` would not do: NumPy takes None for float64 in dtype comparisons
+    same_dtype = dtype is None or dtype == getattr(data, "dtype", None)
     if isinstance(data, np.ndarray) and data.dtype in dtypes.SUPPORTED \
-            and target_device in (None, "cpu") and dtype in (None, data.dtype):
+            and target_device in (None, "cpu") and same_dtype:
         return from_numpy(data)
-    if backend.is_device_array(data) and target_device in (None, "cuda") \
-            and dtype in (None, data.dtype):
+    if backend.is_device_array(data) and target_device in (None, "cuda") and same_dtype:
         return Tensor._make(data, False, None, 0, "cuda")
     return tensor(data, dtype=dtype, device=target_device)
 

@@ -16,7 +16,7 @@ import numpy as np
 from . import backend, workers
 from .creation import tensor
 from .samplers import (BatchSampler, RandomSampler, Sampler, SequentialSampler,  # noqa: F401
-                       WeightedRandomSampler, as_generator, draw_from)
+                       SubsetRandomSampler, WeightedRandomSampler, as_generator, draw_from)
 from .tensor import Tensor
 from .workers import get_worker_info  # noqa: F401  (torch.utils.data's name)
 
@@ -139,8 +139,8 @@ def default_collate(samples):
 
     Tensors and NumPy arrays are stacked along a new first axis (dtype kept); Python and NumPy
     numbers become a 1-D tensor (ints int64, floats float32 as ``gd.tensor`` makes them, not
-    torch's float64); tuples, lists and dicts are collated element by element; strings and
-    anything else stay a list.
+    torch's float64); tuples, lists and dicts are collated element by element (a tuple gives a
+    list, as torch's; a namedtuple keeps its type); strings and anything else stay a list.
     """
     first = samples[0]
     if isinstance(first, (Tensor, np.ndarray)) and any(s.shape != first.shape for s in samples):
@@ -160,8 +160,7 @@ def default_collate(samples):
         if any(len(s) != len(first) for s in samples):
             raise ValueError("default_collate: samples have different lengths: "
                              f"{sorted({len(s) for s in samples})}")
-        columns = [default_collate(list(column)) for column in zip(*samples)]
-        return type(first)(*columns) if hasattr(first, "_fields") else type(first)(columns)
+        return _like(first, [default_collate(list(column)) for column in zip(*samples)])
     return list(samples)
 
 
@@ -272,7 +271,7 @@ class DataLoader:
             return (self.collate_fn or _convert)(_load(self.dataset, indices))
         if isinstance(self.dataset, TensorDataset) and self.collate_fn is None:
             rows = _rows(indices)
-            return tuple(_gather(t, rows) for t in self.dataset.tensors)
+            return [_gather(t, rows) for t in self.dataset.tensors]     # a list, as torch
         return (self.collate_fn or default_collate)([_load(self.dataset, int(i))
                                                      for i in indices])
 
@@ -353,9 +352,16 @@ def _map_leaves(fn, batch):
     if isinstance(batch, dict):
         return {key: _map_leaves(fn, value) for key, value in batch.items()}
     if isinstance(batch, (tuple, list)):
-        mapped = [_map_leaves(fn, value) for value in batch]
-        return type(batch)(*mapped) if hasattr(batch, "_fields") else type(batch)(mapped)
+        return _like(batch, [_map_leaves(fn, value) for value in batch])
     return fn(batch)
+
+
+def _like(sequence, items):
+    """``items`` in the kind of sequence torch's collate, convert and pin_memory give for
+    ``sequence``: a namedtuple keeps its type, a plain tuple becomes a list."""
+    if hasattr(sequence, "_fields"):
+        return type(sequence)(*items)
+    return list(items) if isinstance(sequence, tuple) else type(sequence)(items)
 
 
 def _rows(indices):

@@ -75,20 +75,24 @@ def _flatten(obj, path, tensors, open_containers=()):
 
 
 def save(obj, path):
-    """Write ``obj`` (a dict or list of tensors, numbers, ... nested) to a .safetensors file.
+    """Write ``obj`` (a tensor, or a dict or list of tensors, numbers, ... nested) to a
+    .safetensors file.
 
     The write is atomic: a temporary file in the same folder, then ``os.replace``.
 
     Example:
         >>> gd.save(model.state_dict(), "model.safetensors")
+        >>> gd.save(x, "x.safetensors")                         # gd.load gives x back
         >>> gd.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 3}, p)
     """
     import safetensors.numpy
-    if not isinstance(obj, (dict, list, tuple)):
-        raise TypeError(f"save: obj must be a dict, list or tuple (e.g. a state_dict), got "
-                        f"{type(obj).__name__}; wrap a single tensor as {{'tensor': t}}")
+    alone = isinstance(obj, (Tensor, np.ndarray)) or backend.is_device_array(obj)
+    if not alone and not isinstance(obj, (dict, list, tuple)):
+        raise TypeError(f"save: obj must be a tensor, or a dict, list or tuple (e.g. a "
+                        f"state_dict), got {type(obj).__name__}; save a model's state_dict(), "
+                        "not the model")
     tensors = {}
-    skeleton = _flatten(obj, [], tensors)
+    skeleton = _flatten(obj, ["tensor"] if alone else [], tensors)   # a name for a lone one
     metadata = {"format": "pt", _META_KEY: json.dumps(skeleton)}
     target = os.path.realpath(os.fspath(path))      # through a symlink: write its target
     folder, name = os.path.split(target)

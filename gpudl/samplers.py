@@ -97,6 +97,26 @@ class RandomSampler(Sampler):
         return self.num_samples
 
 
+class SubsetRandomSampler(Sampler):
+    """The given ``indices`` in a new random order each epoch (torch's train/validation split
+    of one dataset)."""
+
+    def __init__(self, indices, generator=None):
+        self.indices = indices
+        self.generator = as_generator(generator, None, "SubsetRandomSampler")
+
+    def __iter__(self):
+        return iter(self.order().tolist())
+
+    def order(self):
+        """This epoch's indices as one int64 array (a new permutation each call)."""
+        picked = draw_from(self.generator).permutation(len(self.indices))
+        return np.asarray(self.indices, dtype=np.int64).reshape(-1)[picked]
+
+    def __len__(self):
+        return len(self.indices)
+
+
 class WeightedRandomSampler(Sampler):
     """``num_samples`` indices drawn with probability proportional to ``weights``."""
 

@@ -4,9 +4,11 @@ Operators are thin calls into ``gpudl.ops``; the maths lives there, on raw array
 shape methods sit in two mixins (tensor_math.py, tensor_shape.py) to keep each file readable.
 """
 
+import warnings
+
 import numpy as np
 
-from . import autograd, backend, dtypes, inplace
+from . import autograd, backend, dtypes, inplace, tensor_repr
 from .ops import elementwise as E
 from .ops import shape as S
 from .ops._util import normalize_axis
@@ -96,7 +98,13 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     @property
     def grad(self):
-        """The gradient accumulated by backward (None until then)."""
+        """The gradient accumulated by backward (None until then). A non-leaf tensor's stays
+        None unless retain_grad() was called: reading it then warns, as torch does."""
+        if self._grad is None and self.grad_fn is not None and not self.retains_grad:
+            warnings.warn("The .grad attribute of a Tensor that is not a leaf Tensor is being "
+                          "accessed. backward() does not fill it; call .retain_grad() on the "
+                          "tensor before backward() if you want it, or read the .grad of a "
+                          "leaf tensor", UserWarning, stacklevel=2)
         return self._grad
 
     @grad.setter
@@ -162,17 +170,25 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         values = backend.to_numpy(self._data, "Tensor.__repr__")
         if values.dtype == dtypes.bfloat16:        # ml_dtypes prints 1.0 as "1"; exact widening
             values = values.astype(np.float32)
-        body = np.array2string(values, separator=", ", precision=4, prefix="tensor(")
         extra = []
         if self._device == "cuda":
             extra.append(f"device='{self.device}'")         # 'cuda:0', as torch prints it
+        if values.size == 0 and values.ndim != 1:
+            extra.append(f"size={self.shape}")
         if self.dtype not in (dtypes.float32, dtypes.int64, dtypes.bool_):
             extra.append(f"dtype=gpudl.{self.dtype.name}")
         if self.grad_fn is not None:
             extra.append(f"grad_fn={self.grad_fn!r}")
         elif self.requires_grad:
             extra.append("requires_grad=True")
-        return "tensor(" + ", ".join([body] + extra) + ")"
+        return tensor_repr.tensor_str(values, extra)
+
+    def __format__(self, format_spec):
+        """A 0-d tensor formats as its value, as torch: f"{loss:.4f}", and f"{loss}" gives
+        "0.25", not "tensor(0.25)"; other tensors (and Parameters) only with an empty spec."""
+        if self.ndim == 0 and type(self) is Tensor:
+            return format(self.item(), format_spec)
+        return object.__format__(self, format_spec)
 
     # ----------------------------------------------------------------- conversion
     def numpy(self):
@@ -254,6 +270,14 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         out = Tensor._make(self._data, False, None, 0, self._device)
         out._version_counter = self._version_counter      # same memory: same version, as torch
         return out
+
+    def __reduce_ex__(self, protocol):
+        """A tensor in a graph pickles (and deep-copies) as torch pickles it: its values, as a
+        leaf that requires grad; its history stays behind (it holds the ops' modules)."""
+        if self.grad_fn is None:
+            return super().__reduce_ex__(protocol)
+        return _leaf_from, (Tensor._make(self._data, False, None, 0, self._device),
+                            self._requires_grad)
 
     def detach_(self):
         """Leave the graph in place: no grad_fn, requires_grad False (old truncated-BPTT code
@@ -462,22 +486,28 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         if steps is not None:           # a view through the ints, as torch: see ints_first
             first, index = steps
         S.check_advanced(self._data[first].shape, index, "__setitem__")  # device-side checks
-        if not recording:
-            self._data[first][index] = _raw(value, self)
-            self._bump_version()
-        elif self._view is not None:    # through the base's history: see gpudl.inplace
-            inplace.record(self, "__setitem__",
-                           lambda t: S.SetItem.apply(t.clone(), first, index, value), (value,))
-        else:       # as torch: self becomes the output of the assignment, in its graph
-            inplace._rebase(self, S.SetItem.apply(self, first, index, value))
-            self._bump_version()
+        try:
+            if not recording:
+                self._data[first][index] = _raw(value, self)
+                self._bump_version()
+            elif self._view is not None:    # through the base's history: see gpudl.inplace
+                inplace.record(self, "__setitem__",
+                               lambda t: S.SetItem.apply(t.clone(), first, index, value),
+                               (value,))
+            else:       # as torch: self becomes the output of the assignment, in its graph
+                inplace._rebase(self, S.SetItem.apply(self, first, index, value))
+                self._bump_version()
+        except ValueError as error:     # raised before anything is written
+            if "broadcast" not in str(error):
+                raise
+            raise RuntimeError(f"__setitem__: a value of shape {tuple(np.shape(value))} does "
+                               f"not broadcast to the indexed elements ({error})") from None
 
     @autograd.recorded("inplace")
     def copy_(self, src):
         src = _on_device_of(self, src)
         raw = _raw(src, self)
-        if np.shape(raw) != self.shape and np.broadcast_shapes(np.shape(raw), self.shape) != self.shape:
-            raise ValueError(f"copy_: source of shape {np.shape(raw)} does not broadcast to {self.shape}")
+        self._check_broadcasts_here("copy_", raw)
         if inplace.needs_graph(self, (src,)):
             # copy_ converts the dtype, in the graph
             src = src.astype(self.dtype) if isinstance(src, Tensor) else raw
@@ -514,7 +544,22 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         if kind > dtypes.category(self.dtype):
             raise RuntimeError(f"{op}: a {('bool', 'integer', 'floating point')[kind]} result "
                                f"cannot be stored in place in a {self.dtype} tensor")
+        self._check_broadcasts_here(op, raw)
         return raw
+
+    def _check_broadcasts_here(self, op, raw):
+        """RuntimeError, as torch's, unless ``raw`` broadcasts to this tensor's shape (an
+        in-place result keeps the shape; NumPy's own error names no op)."""
+        shape = np.shape(raw)
+        if shape == self.shape or not shape:            # the common cases, checked cheaply
+            return
+        try:
+            fits = np.broadcast_shapes(shape, self.shape) == self.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise RuntimeError(f"{op}: an operand of shape {shape} does not broadcast to the "
+                               f"shape {self.shape} of the tensor edited in place")
 
     @autograd.recorded("inplace")
     def add_(self, other, alpha=1):
@@ -530,6 +575,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         if self.dtype == dtypes.bool_ or dtypes.value_category(other) == 0:
             raise RuntimeError("sub_: subtraction with a bool tensor or a bool is not supported; "
                                "to invert a mask use ~ (or logical_not)")
+        self._check_broadcasts_here("sub_", _raw(other, self))
         return self.add_(other, alpha=-alpha)
 
     @autograd.recorded("inplace")
@@ -647,6 +693,11 @@ class _ToDevice(autograd.Function):
     @staticmethod
     def backward(ctx, g):
         return backend.to_device_array(g, ctx.device), None
+
+
+def _leaf_from(values, requires_grad):
+    """Unpickling a tensor that was in a graph (see Tensor.__reduce_ex__)."""
+    return values.requires_grad_(requires_grad)
 
 
 def _raw(value, like):

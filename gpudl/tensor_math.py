@@ -659,8 +659,17 @@ def check_batch_dims(op, a, b):
                          "broadcastable") from None
 
 
-def where(condition, input, other):
-    """Elements of ``input`` where ``condition`` holds, else of ``other`` (broadcast)."""
+def where(condition, input=None, other=None):
+    """Elements of ``input`` where ``condition`` holds, else of ``other`` (broadcast); with
+    ``condition`` alone, the indices where it holds, ``condition.nonzero(as_tuple=True)``."""
+    if input is None and other is None:
+        if not isinstance(condition, T.Tensor):
+            raise TypeError(f"where: condition must be a Tensor, got "
+                            f"{type(condition).__name__}")
+        return condition.nonzero(as_tuple=True)
+    if input is None or other is None:
+        raise TypeError("where: pass both input and other, or neither (got only "
+                        f"{'other' if input is None else 'input'})")
     tensors = [t for t in (input, other, condition) if isinstance(t, T.Tensor)]
     if not tensors:
         raise TypeError("where: at least one argument must be a Tensor")

@@ -321,6 +321,21 @@ VISION_CUDA_DTYPES = {"conv3d": gd.float16, "conv_transpose1d": gd.float16,
 ADDED_CUDA_DTYPES.update(VISION_CUDA_DTYPES)
 NO_FAKE_CUDA |= set(VISION_CUDA_DTYPES)
 
+# parity: interpolate's bicubic, trilinear and nearest-exact modes
+INTERPOLATE_CASES = {
+    "upsample_bicubic2d": (lambda m, f, x: f.interpolate(x, scale_factor=2, mode="bicubic"),
+                           (IMG,)),
+    "upsample_trilinear3d": (lambda m, f, x: f.interpolate(x, size=(3, 5, 7), mode="trilinear"),
+                             (VOLUME,)),
+    "_upsample_nearest_exact1d": (lambda m, f, x: f.interpolate(x, size=12,
+                                                                mode="nearest-exact"), (SEQ,)),
+    "_upsample_nearest_exact2d": (lambda m, f, x: f.interpolate(x, scale_factor=1.5,
+                                                                mode="nearest-exact"), (IMG,)),
+    "_upsample_nearest_exact3d": (lambda m, f, x: f.interpolate(x, size=(3, 5, 7),
+                                                                mode="nearest-exact"), (VOLUME,)),
+}
+CASES.update(INTERPOLATE_CASES)
+
 
 def _torch_dtype(name, device, low_inputs):
     fn, arrays = CASES[name]
@@ -475,7 +490,7 @@ NOT_IN_GPUDL = {
 
 
 ADDED = (set(ADDED_CASES) | set(NAMES_CASES) | set(MISC_CASES) | set(NN_UTILS_CASES)
-         | set(VISION_CASES))
+         | set(VISION_CASES) | set(INTERPOLATE_CASES))
 CHECKED |= ADDED
 NOT_IN_GPUDL -= ADDED
 # branch linalg: the linalg cases above; eig and eigvals exist in gd.linalg only to refuse

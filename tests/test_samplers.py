@@ -7,7 +7,7 @@ import torch.utils.data as tdata
 
 import gpudl as gd
 from gpudl.data import (BatchSampler, DataLoader, RandomSampler, SequentialSampler,
-                        TensorDataset, WeightedRandomSampler)
+                        SubsetRandomSampler, TensorDataset, WeightedRandomSampler)
 
 
 def test_sequential_sampler_matches_torch():
@@ -47,6 +47,26 @@ def test_random_sampler_lengths_and_coverage_as_torch(replacement, num_samples):
     if not replacement:                # whole permutations first, as torch draws them
         counts = np.bincount(ours, minlength=20)
         assert counts.max() - counts.min() <= 1
+
+
+def test_subset_random_sampler_splits_one_dataset_as_torch(rng):
+    """The train/validation split of the tutorials: each epoch visits exactly the given
+    indices, in a new order, the same orders again after gd.manual_seed."""
+    x = rng.standard_normal((12, 2)).astype(np.float32)
+    train = list(rng.permutation(12)[:8])
+    theirs = tdata.DataLoader(tdata.TensorDataset(torch.tensor(x)), batch_size=3,
+                              sampler=tdata.SubsetRandomSampler(train))
+    ours = DataLoader(TensorDataset(x), batch_size=3, sampler=SubsetRandomSampler(train))
+    assert len(ours) == len(theirs) == 3
+    gd.manual_seed(5)
+    epochs = [np.concatenate([xb.numpy() for (xb,) in ours]) for _ in range(2)]
+    for seen in epochs:                 # the rows of ``train``, each once, in some order
+        np.testing.assert_array_equal(np.sort(seen, axis=0), np.sort(x[train], axis=0))
+    assert not np.array_equal(epochs[0], epochs[1])
+    gd.manual_seed(5)
+    np.testing.assert_array_equal(np.concatenate([xb.numpy() for (xb,) in ours]), epochs[0])
+    sampler = SubsetRandomSampler(gd.tensor(train), generator=np.random.default_rng(0))
+    assert sorted(sampler) == sorted(tdata.SubsetRandomSampler(train)) and len(sampler) == 8
 
 
 def test_weighted_sampler_follows_the_weights():

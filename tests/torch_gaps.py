@@ -34,3 +34,14 @@ def torch_norms_take_bias():
     except TypeError:
         return False
     return "bias=" in repr(torch.nn.GroupNorm(1, 2))
+
+
+def torch_pads_a_forced_sci_mode():
+    """Whether torch's repr under ``set_printoptions(sci_mode=...)`` pads every value to the
+    width of the forced format (2.13 does; an older torch kept the width of the format it would
+    have chosen)."""
+    try:
+        torch.set_printoptions(sci_mode=True)
+        return repr(torch.tensor([0.1, -0.2])).startswith("tensor([ 1.0000e-01")
+    finally:
+        torch.set_printoptions(profile="default")

@@ -284,3 +284,8 @@ POLICIES["cpu"].update(quantile="fp32", nanquantile="fp32", index_copy="promote"
 POLICIES["cuda"].update(index_put="promote")
 # session 11, distributions: erfinv runs in float32 under cuda autocast (torch's fp32 list)
 POLICIES["cuda"].update(erfinv="fp32")
+# parity: interpolate's bicubic, trilinear and nearest-exact modes run in float32 under cuda
+# autocast (torch's fp32 list, as its other upsampling modes)
+POLICIES["cuda"].update(dict.fromkeys((
+    "upsample_bicubic2d", "upsample_trilinear3d", "_upsample_nearest_exact1d",
+    "_upsample_nearest_exact2d", "_upsample_nearest_exact3d"), "fp32"))

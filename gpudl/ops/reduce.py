@@ -1,5 +1,7 @@
 """Reductions: sum, mean, max/min (values and indices), var/std, and softmax/log_softmax."""
 
+import warnings
+
 import numpy as np
 
 from .. import backend
@@ -100,6 +102,10 @@ class Var(Function):
         for ax in axes:
             count *= a.shape[ax]
         denom = max(count - correction, 0)
+        if denom == 0:                          # nan, as torch, which also says why
+            warnings.warn("var/std: degrees of freedom is <= 0: the correction "
+                          f"({correction}) is not below the number of elements reduced "
+                          f"({count}); the result is nan", UserWarning)
         ctx.save_for_backward(centered)
         ctx.conf = (axes, keepdims, denom)
         with _quiet(xp_of(a)):
@@ -135,17 +141,19 @@ def softmax_array(a, axis):
     xp = xp_of(a)
     if a.size == 0:
         return a.copy()
-    shifted = a - a.max(axis=axis, keepdims=True)
-    e = xp.exp(shifted)
-    return e / e.sum(axis=axis, keepdims=True)
+    with _quiet(xp):            # a row all -inf (fully masked) gives nan, as torch, silently
+        shifted = a - a.max(axis=axis, keepdims=True)
+        e = xp.exp(shifted)
+        return e / e.sum(axis=axis, keepdims=True)
 
 
 def log_softmax_array(a, axis):
     xp = xp_of(a)
     if a.size == 0:
         return a.copy()
-    shifted = a - a.max(axis=axis, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    with _quiet(xp):
+        shifted = a - a.max(axis=axis, keepdims=True)
+        return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 class Softmax(Function):

@@ -1,9 +1,9 @@
-"""F.interpolate (nearest, linear, bilinear) and F.pixel_shuffle: resampling without kernels.
+"""F.interpolate and F.pixel_shuffle: resampling without kernels.
 
 Interpolation is separable: along each spatial dim each output is a weighted sum of one input
-cell (nearest) or two (linear), gathered (``weighted_taps``); the gradient adds back through the
-gather. Source positions follow torch's upsampling rules (align_corners, scale_factor given or
-recomputed).
+cell (nearest), two (linear) or four (cubic), gathered (``weighted_taps``); the gradient adds
+back through the gather. Source positions follow torch's upsampling rules (align_corners,
+scale_factor given or recomputed); 'area' is adaptive average pooling, as in torch.
 """
 
 import math
@@ -14,27 +14,43 @@ from .. import backend
 from ..amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from ..tensor import Tensor
 
-_LINEAR = {"linear": 1, "bilinear": 2}
+# the modes that interpolate, with the spatial dims each takes (align_corners applies to them)
+_INTERPOLATING = {"linear": 1, "bilinear": 2, "trilinear": 3, "bicubic": 2}
+_CUBIC_A = -0.75                     # torch's (and OpenCV's) bicubic kernel parameter
 
 
 def _taps(n_in, n_out, mode, align_corners, scale):
     """(cells, weights), each (n_out, taps): the input cells each output reads along one dim
-    and their float64 weights (one tap for nearest; two for linear, both read even when one
-    weighs 0, as torch's kernels do)."""
+    and their float64 weights (one tap for nearest; two for linear, four for cubic, all read
+    even when one weighs 0, as torch's kernels do; cubic's clamped to the edge cells)."""
     dst = np.arange(n_out, dtype=np.float64)
-    if mode == "nearest":
-        ratio = n_in / n_out if scale is None else 1.0 / scale
-        cells = np.minimum(np.floor(dst * ratio).astype(np.int64), n_in - 1)
+    ratio = n_in / n_out if scale is None else 1.0 / scale
+    if mode in ("nearest", "nearest-exact"):
+        centre = 0.5 if mode == "nearest-exact" else 0.0     # pixel centres, or corners
+        cells = np.minimum(np.floor((dst + centre) * ratio).astype(np.int64), n_in - 1)
         return cells[:, None], np.ones((n_out, 1))
     if align_corners:
         src = dst * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
     else:
-        ratio = n_in / n_out if scale is None else 1.0 / scale
-        src = np.maximum((dst + 0.5) * ratio - 0.5, 0.0)
+        src = (dst + 0.5) * ratio - 0.5
+    if mode == "bicubic":               # source positions below 0 are kept: the taps clamp
+        left = np.floor(src).astype(np.int64)
+        cells = np.clip(left[:, None] + np.arange(-1, 3), 0, n_in - 1)
+        return cells, _cubic_weights(src - left)
+    src = np.maximum(src, 0.0)
     left = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     right = np.minimum(left + 1, n_in - 1)
     frac = src - left
     return np.stack([left, right], 1), np.stack([1 - frac, frac], 1)
+
+
+def _cubic_weights(t):
+    """(n, 4) weights of the cells at -1, 0, 1, 2 from the floor of positions at fraction
+    ``t``: Keys' cubic convolution kernel with a = -0.75."""
+    a = _CUBIC_A
+    near = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1              # noqa: E731  |x| <= 1
+    far = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a         # noqa: E731  1 < |x| < 2
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], 1)
 
 
 def weighted_taps(x, axis, cells, weights):
@@ -58,8 +74,10 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     Args:
         size: output spatial size (an int or one per dim), or
         scale_factor: a multiplier (or one per dim); output size floor(in * scale_factor).
-        mode: 'nearest' (1-3 spatial dims), 'linear' (1) or 'bilinear' (2).
-        align_corners: linear modes only: corner pixels' centres map onto each other.
+        mode: 'nearest', 'nearest-exact' (pixel centres), 'area' (adaptive average pooling),
+            each for 1-3 spatial dims; 'linear' (1), 'bilinear' (2), 'trilinear' (3) or
+            'bicubic' (2).
+        align_corners: interpolating modes only: corner pixels' centres map onto each other.
         recompute_scale_factor: with scale_factor, place samples by in/out instead.
     Example: ``interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)``.
     """
@@ -68,14 +86,15 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         raise ValueError(f"{op}: expected a (N, C, *spatial) tensor, got "
                          f"{getattr(input, 'shape', type(input).__name__)}")
     spatial = input.ndim - 2
-    if mode not in ("nearest",) + tuple(_LINEAR):
-        raise NotImplementedError(f"{op}: mode must be 'nearest', 'linear' or 'bilinear', got "
-                                  f"{mode!r}")
-    if mode in _LINEAR and _LINEAR[mode] != spatial:
-        raise ValueError(f"{op}: mode {mode!r} needs {_LINEAR[mode]} spatial dims, got input of "
-                         f"shape {input.shape}")
-    if mode == "nearest" and align_corners is not None:
-        raise ValueError(f"{op}: align_corners only applies to the linear modes")
+    if mode not in ("nearest", "nearest-exact", "area") + tuple(_INTERPOLATING):
+        raise NotImplementedError(f"{op}: mode must be 'nearest', 'nearest-exact', 'area', "
+                                  f"'linear', 'bilinear', 'trilinear' or 'bicubic', got {mode!r}")
+    if mode in _INTERPOLATING and _INTERPOLATING[mode] != spatial:
+        raise ValueError(f"{op}: mode {mode!r} needs {_INTERPOLATING[mode]} spatial dims, got "
+                         f"input of shape {input.shape}")
+    if mode not in _INTERPOLATING and align_corners is not None:
+        raise ValueError(f"{op}: align_corners only applies to the modes linear, bilinear, "
+                         f"trilinear and bicubic, got it with mode {mode!r}")
     if antialias:
         raise NotImplementedError(f"{op}: antialias=True is not supported")
     if (size is None) == (scale_factor is None):
@@ -89,10 +108,16 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         scales = [None if recompute_scale_factor else f for f in factors]
     if min(sizes) <= 0 or min(input.shape[2:]) <= 0:
         raise ValueError(f"{op}: input {input.shape} and output size {sizes} must be positive")
+    if mode == "area":                  # torch's area mode is adaptive average pooling
+        from ..nn import functional
+        pool = (functional.adaptive_avg_pool1d, functional.adaptive_avg_pool2d,
+                functional.adaptive_avg_pool3d)[spatial - 1]
+        return pool(input, tuple(sizes))
     if _autocast.active:
         # torch's upsampling is float32 under cuda autocast and keeps its dtype under cpu
         # autocast; the matmuls it runs as here must not cast again
-        (input,) = cast_inputs(f"upsample_{mode}{spatial}d", input)
+        name = "_upsample_nearest_exact" if mode == "nearest-exact" else "upsample_" + mode
+        (input,) = cast_inputs(f"{name}{spatial}d", input)
         with autocast(input._device, enabled=False):
             return _resample(input, sizes, scales, mode, align_corners)
     return _resample(input, sizes, scales, mode, align_corners)

@@ -56,7 +56,7 @@ def test_cosine_similarity_matches_torch(rng):
 
 
 @pytest.mark.parametrize("call, pattern", [
-    (lambda x: nn.Upsample(scale_factor=2, mode="bicubic")(x), "mode must be"),
+    (lambda x: nn.Upsample(scale_factor=2, mode="cubic")(x), "mode must be"),
     (lambda x: nn.Upsample(scale_factor=2, mode="linear")(x), "needs 1 spatial"),
     (lambda x: nn.Upsample()(x), "exactly one of size and scale_factor"),
     (lambda x: nn.PixelShuffle(3)(x), "divisible by upscale_factor"),

@@ -458,6 +458,28 @@ def test_upsample_aliases():
 
 
 @pytest.mark.parametrize("mode,kw,shape", [
+    ("bicubic", dict(size=(9, 4)), (2, 3, 5, 6)),
+    ("bicubic", dict(scale_factor=1.7), (2, 3, 5, 6)),
+    ("bicubic", dict(scale_factor=0.6, align_corners=True), (2, 3, 5, 6)),
+    ("trilinear", dict(size=(3, 7, 5)), (2, 3, 4, 4, 6)),
+    ("trilinear", dict(scale_factor=1.5, align_corners=True), (1, 2, 3, 4, 5)),
+    ("nearest-exact", dict(size=7), (2, 3, 5)),
+    ("nearest-exact", dict(scale_factor=0.6), (2, 3, 5, 8)),
+    ("nearest-exact", dict(size=(3, 7, 5)), (1, 2, 4, 4, 6)),
+    ("area", dict(size=4), (2, 3, 7)),
+    ("area", dict(scale_factor=0.5), (2, 3, 7, 9)),
+    ("area", dict(size=(2, 3, 4)), (1, 2, 5, 6, 7))])
+def test_interpolate_bicubic_trilinear_nearest_exact_area_as_torch(mode, kw, shape):
+    """The modes torch has beyond nearest and (bi)linear: values and gradients."""
+    x = _randn(*shape, seed=45)
+    _compare(lambda a: F.interpolate(a, mode=mode, **kw),
+             lambda a: TF.interpolate(a, mode=mode, **kw), x)
+    if mode in ("nearest-exact", "area"):
+        with pytest.raises(ValueError, match="align_corners only applies"):
+            F.interpolate(gd.tensor(x), mode=mode, align_corners=False, **kw)
+
+
+@pytest.mark.parametrize("mode,kw,shape", [
     ("nearest", dict(scale_factor=2), (2, 3, 4, 6)),
     ("bilinear", dict(scale_factor=1.7, align_corners=False), (2, 3, 4, 6)),
     ("bilinear", dict(size=(9, 5), align_corners=True), (2, 3, 4, 6)),
