@@ -6,10 +6,11 @@ import from ``GPUDL_DEVICE`` (see gpudl.backend).
 
 from . import amp, backends, cuda, dtypes, host_memory
 from .amp import autocast, get_autocast_dtype, is_autocast_enabled
-from .autograd import (Function, enable_grad, inference_mode, is_anomaly_enabled,
+from .autograd import (enable_grad, inference_mode, is_anomaly_enabled,
                        is_grad_enabled, no_grad, set_grad_enabled)
 from .backend import device
 from .tensor_repr import set_printoptions
+from .custom_function import Function
 from .backends import get_float32_matmul_precision, set_float32_matmul_precision
 from .creation import (arange, empty, empty_like, eye, from_dlpack, full, full_like, linspace,
                        ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm,

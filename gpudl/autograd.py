@@ -1,7 +1,9 @@
-"""Reverse-mode autograd: Function, the recorded graph, and the backward walk.
+"""Reverse-mode autograd: ArrayFunction, the recorded graph, and the backward walk.
 
-A differentiable op is a ``Function`` with ``forward(ctx, *args)`` and ``backward(ctx, *grads)``
-working on raw arrays (NumPy or CuPy). ``Function.apply`` unwraps Tensor arguments, runs forward,
+A differentiable op of gpudl's is an ``ArrayFunction`` with ``forward(ctx, *args)`` and
+``backward(ctx, *grads)`` working on raw arrays (NumPy or CuPy); users' custom ops subclass
+``Function`` (gpudl.custom_function), written with Tensors as in torch and run as one of these.
+``ArrayFunction.apply`` unwraps Tensor arguments, runs forward,
 and, when any input needs a gradient, records a ``Node`` on the outputs. ``backward`` walks the
 recorded nodes in reverse topological order with an explicit stack (an unrolled RNN makes graphs of
 10,000+ nodes: no recursion), sums the gradients arriving at each output, and accumulates into the
@@ -230,8 +232,9 @@ class Node:
         return f"<{self.function.__name__}Backward>"
 
 
-class Function:
-    """Base class of differentiable ops. Subclasses define static ``forward`` and ``backward``."""
+class ArrayFunction:
+    """Base class of gpudl's differentiable ops: subclasses define static ``forward`` and
+    ``backward`` on raw arrays (NumPy or CuPy), with no Tensor wrapping per call."""
 
     # True for ops whose output views argument 0's memory (indexing, reshape, permute, expand):
     # such an output remembers what it was taken from and how (Tensor._view, see
@@ -1009,8 +1012,12 @@ def gradgradcheck(func, inputs, grad_outputs=None, **options):
 
 
 def __getattr__(name):
-    """``gpudl.autograd.functional`` (torch.autograd.functional), imported at first use."""
+    """``gpudl.autograd.functional`` (torch.autograd.functional) and ``Function`` (users' custom
+    ops on Tensors, gpudl.custom_function), imported at first use."""
     if name == "functional":
         from . import autograd_functional
         return autograd_functional
+    if name == "Function":
+        from .custom_function import Function
+        return Function
     raise AttributeError(f"module 'gpudl.autograd' has no attribute {name!r}")

@@ -147,7 +147,7 @@ def _graphed(c, forward, samples, warmup, allow_unused, pool):
     arg_grads = [grad_of.get(id(a)) if a.requires_grad else None for a in samples]
     arg_grads += [grad_of[id(p)] for p in params]
 
-    class Graphed(autograd.Function):
+    class Graphed(autograd.ArrayFunction):
         @staticmethod
         def forward(ctx, *arrays):
             for sample, new in zip(samples, arrays):

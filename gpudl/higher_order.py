@@ -22,7 +22,7 @@ import numbers
 import numpy as np
 
 from . import autograd
-from .autograd import Function
+from .autograd import ArrayFunction
 from .tensor import Tensor
 
 _graph_backwards = {}     # Function class -> graph_backward(saved, *output grads)
@@ -93,7 +93,7 @@ class Saved:
         return self.node.out_meta[i][0]
 
 
-class _SameGradient(Function):
+class _SameGradient(ArrayFunction):
     """``values`` in place of the leaf ``a`` (same shape), the gradient passed to ``a``."""
 
     @staticmethod

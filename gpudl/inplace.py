@@ -18,7 +18,7 @@ node saved of the old values is copied before they are overwritten
 """
 
 from . import autograd, backend, dtypes
-from .autograd import Context, Function
+from .autograd import Context, ArrayFunction
 from .ops._util import sum_to, xp_of
 
 
@@ -131,7 +131,7 @@ def _map_kept(ctx, change):
 
 
 # ----------------------------------------------------------------- in-place ops
-class CopySlices(Function):
+class CopySlices(ArrayFunction):
     """``base`` with the memory of its view (``steps``, see view_origin) overwritten by
     ``values``, in place: the new history of a base edited through a view."""
 
@@ -154,7 +154,7 @@ class CopySlices(Function):
         return g_base, None, g_values
 
 
-class Overwrite(Function):
+class Overwrite(ArrayFunction):
     """``a``'s values replaced by ``values`` (an array or number broadcast to a's shape): copy_,
     fill_ and the random fills in the graph; ``a`` gets no gradient."""
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import dtypes, functions, inplace, math_ops, special_math as S
 from .amp.autocast_mode import cast_inputs, state as _autocast
-from .autograd import Function
+from .autograd import ArrayFunction
 from .ops._util import quiet, sum_to, xp_of
 from .tensor import Tensor
 
@@ -106,7 +106,7 @@ BINARY = {
 }
 
 
-class SpecialFunction(Function):
+class SpecialFunction(ArrayFunction):
     """One of the ``UNARY`` (``b`` None) or ``BINARY`` functions by name, with an optional
     non-tensor parameter (polygamma's n, mvlgamma's p)."""
 

@@ -667,7 +667,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         _unary_in_place(name) for name in ("relu", "sigmoid", "tanh", "exp", "neg"))
 
 
-class _ToDevice(autograd.Function):
+class _ToDevice(autograd.ArrayFunction):
     to_host = False         # moving to the cpu: what Tensor._make's strict check lets through
 
     @classmethod

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import backend, dtypes
 from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
-from .autograd import Function
+from .autograd import ArrayFunction
 from .ops._util import is_int, normalize_axis, quiet, xp_of
 
 Picked = namedtuple("Picked", ["values", "indices"])
@@ -106,7 +106,7 @@ def _mode_position(ordered, axis, xp):
     return xp.moveaxis(last.reshape(lead + (1,)), -1, axis).astype(np.int64, copy=False)
 
 
-class SharedByTies(Function):
+class SharedByTies(ArrayFunction):
     """The 0-d ``value`` picked from ``a`` (median of all elements), its gradient shared evenly
     by the elements equal to it (the NaNs when it is NaN), as torch's evenly_distribute."""
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import autograd, backend, dtypes, inplace
 from .amp.autocast_mode import cast_inputs, state as _autocast
-from .autograd import Function
+from .autograd import ArrayFunction
 from .functions import require_tensors
 from .ops._util import is_int, normalize_axis, quiet, xp_of
 from .tensor import Tensor, where
@@ -71,7 +71,7 @@ def cummin(input, dim):
     return _running_extreme("cummin", input, dim, False)
 
 
-class LogCumSumExp(Function):
+class LogCumSumExp(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axis):
         xp = xp_of(a)

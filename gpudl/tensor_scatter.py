@@ -11,7 +11,7 @@ import numpy as np
 
 from . import autograd, backend, dtypes, inplace
 from .amp.autocast_mode import cast_inputs, state as _autocast
-from .autograd import Function
+from .autograd import ArrayFunction
 from .functions import require_tensors
 from .ops import shape as S
 from .ops import strided
@@ -54,7 +54,7 @@ def _flat_positions(where, shape, xp):
     return xp.broadcast_to(flat, np.broadcast_shapes(*(p.shape for p in where))).reshape(-1)
 
 
-class ScatterReduce(Function):
+class ScatterReduce(ArrayFunction):
     """``a`` with ``src`` reduced into the flat positions ``target`` (one per src element),
     together with a's own value when ``include_self``; slots no src reaches keep a's value."""
 

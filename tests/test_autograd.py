@@ -143,7 +143,7 @@ class _ScaleShift(Function):
     @staticmethod
     def forward(ctx, x, scale):
         ctx.scale = scale
-        return x * scale, x + 1, (x > 0).astype(np.int64)
+        return x * scale, x + 1, (x > 0).long()
 
     @staticmethod
     def backward(ctx, g_scaled, g_shifted, g_int):

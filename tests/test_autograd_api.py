@@ -196,11 +196,11 @@ def test_retain_grad_follows_an_inplace_edit_and_hooks_stay_as_torch(rng):
 
 # ------------------------------------------------------------------ custom Functions' ctx marks
 class _DoubleInPlace(Function):
-    """Doubles its input in place (gpudl's forward sees raw arrays)."""
+    """Doubles its input in place."""
 
     @staticmethod
     def forward(ctx, a):
-        a *= 2
+        a *= 2                      # an in-place operator, where torch's twin calls mul_
         ctx.mark_dirty(a)
         return a
 
@@ -243,7 +243,7 @@ class _SplitSign(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.set_materialize_grads(False)
-        sign = np.sign(a)
+        sign = a.sign()
         ctx.mark_non_differentiable(sign)
         return a * 3, sign
 

@@ -123,7 +123,7 @@ class _WaitingBackward(Function):
 
     @staticmethod
     def forward(ctx, a):
-        return a.copy()
+        return a.clone()
 
     @staticmethod
     def backward(ctx, g):

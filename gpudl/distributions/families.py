@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .. import backend, creation, functions, random, special_math
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..tensor import Tensor
 from . import constraints
 from .circular import von_mises_by_rejection
@@ -69,7 +69,7 @@ class Normal(_LocationScale):
         return 0.5 + HALF_LOG_TWO_PI + self.scale.log()
 
 
-class StandardGamma(Function):
+class StandardGamma(ArrayFunction):
     """Gamma(alpha, 1) draws, differentiable in alpha by implicit reparameterisation:
     dx/dalpha = -(dF/dalpha) / (dF/dx) for F(alpha, x) the regularised lower incomplete gamma
     function (torch's _standard_gamma_grad computes the same derivative). dF/dalpha is a

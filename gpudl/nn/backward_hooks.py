@@ -9,7 +9,7 @@ pass on; the inputs' node hands the hooks both and passes on what they return. W
 with None for every input.
 """
 
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..higher_order import graph_backward
 from ..tensor import Tensor
 
@@ -49,7 +49,7 @@ class _Call:
         return grads
 
 
-class _Identity(Function):
+class _Identity(ArrayFunction):
     """Passes its arrays through; the subclasses' backward sees the gradients go by."""
 
     @staticmethod

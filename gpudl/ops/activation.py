@@ -11,7 +11,7 @@ from .. import creation
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
 from .. import inplace as _inplace
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..kernels import activation as K
 from ..tensor import Tensor
 from ..tensor_math import where
@@ -28,7 +28,7 @@ def _floating(op, input):
     return input
 
 
-class LeakyRelu(Function):
+class LeakyRelu(ArrayFunction):
     @staticmethod
     def forward(ctx, x, slope):
         positive = x > 0
@@ -44,7 +44,7 @@ class LeakyRelu(Function):
         return in_float32(lambda g: where(positive, g, g * slope), g), None
 
 
-class Elu(Function):
+class Elu(ArrayFunction):
     @staticmethod
     def forward(ctx, x, alpha):
         xp = xp_of(x)
@@ -60,7 +60,7 @@ class Elu(Function):
         return in_float32(lambda g, y: where(x > 0, g, g * (y + alpha)), g, y), None
 
 
-class Silu(Function):
+class Silu(ArrayFunction):
     @staticmethod
     def forward(ctx, x):
         s = E.sigmoid_array(x)
@@ -73,7 +73,7 @@ class Silu(Function):
         return g * s * (1 + x * (1 - s))
 
 
-class Softplus(Function):
+class Softplus(ArrayFunction):
     """log(1 + exp(beta x)) / beta, linear above ``threshold`` (as torch)."""
 
     @staticmethod
@@ -91,7 +91,7 @@ class Softplus(Function):
         return gx.astype(g.dtype, copy=False), None, None
 
 
-class Hardtanh(Function):
+class Hardtanh(ArrayFunction):
     @staticmethod
     def forward(ctx, x, low, high):
         ctx.save_for_backward((x > low) & (x < high))
@@ -103,7 +103,7 @@ class Hardtanh(Function):
         return g * inside, None, None
 
 
-class Gelu(Function):
+class Gelu(ArrayFunction):
     @staticmethod
     def forward(ctx, x, approximate):
         ctx.save_for_backward(x)
@@ -305,7 +305,7 @@ def softmin(input, dim=None, dtype=None):
     return softmax(-_floating("softmin", input), dim, dtype)
 
 
-class LogSigmoid(Function):
+class LogSigmoid(ArrayFunction):
     """min(x, 0) - log1p(exp(-|x|)) (no overflow); the gradient 1 - sigmoid(x) is smooth where
     a composite of min and |x| would have kinks at 0."""
 

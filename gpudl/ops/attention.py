@@ -19,7 +19,7 @@ import numpy as np
 from .. import backends
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
-from ..autograd import Function, is_grad_enabled
+from ..autograd import ArrayFunction, is_grad_enabled
 from ..kernels import attention as K
 from ..tensor import Tensor
 from ._util import sum_to, xp_of
@@ -52,7 +52,7 @@ def _flatten_mask(mask, batch):
     return _flatten_batch(mask, batch)
 
 
-class ScaledDotProductAttention(Function):
+class ScaledDotProductAttention(ArrayFunction):
     """softmax(q k^T * scale + mask) v as one node; saves q, k, v, out and the row lse."""
 
     @staticmethod

@@ -16,14 +16,14 @@ import numpy as np
 from .. import backend, backends, kernels
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..tensor import Tensor
 from . import conv_nd
 from ._util import EmptyOutputError
 from .padding import pad as _pad
 
 
-class Conv2d(Function):
+class Conv2d(ArrayFunction):
     @staticmethod
     def forward(ctx, x, w, b, stride, padding, dilation, groups):
         ctx.save_for_backward(x, w)
@@ -40,7 +40,7 @@ class Conv2d(Function):
         return gx, gw, gb, None, None, None, None
 
 
-class ConvTranspose2d(Function):
+class ConvTranspose2d(ArrayFunction):
     @staticmethod
     def forward(ctx, x, w, b, stride, padding, output_padding, groups, dilation):
         ctx.save_for_backward(x, w)

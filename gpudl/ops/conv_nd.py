@@ -16,7 +16,7 @@ import itertools
 import numpy as np
 
 from .. import backend, dtypes
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ._util import xp_of
 
 
@@ -131,7 +131,7 @@ def grad_bias(gy):
     return backend.cast(_widened(gy).sum(axis=axes), gy.dtype)
 
 
-class ConvNd(Function):
+class ConvNd(ArrayFunction):
     """conv3d (any spatial rank) on the array module."""
 
     @staticmethod
@@ -150,7 +150,7 @@ class ConvNd(Function):
         return gx, gw, gb, None, None, None, None
 
 
-class ConvTransposeNd(Function):
+class ConvTransposeNd(ArrayFunction):
     """conv_transpose3d (any spatial rank): forward is the plain convolution's grad_input, whose
     input is this op's output."""
 

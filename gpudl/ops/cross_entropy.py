@@ -10,7 +10,7 @@ loss = (1 - e) * nll + e / C * sum_c(-w_c log p_c).
 from .. import backend
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import LOW_PRECISION, is_floating
-from ..autograd import Function, is_grad_enabled
+from ..autograd import ArrayFunction, is_grad_enabled
 from ..tensor import Tensor
 from .loss import check_reduction, expand_grad, reduce_loss
 from .reduce import log_softmax_array
@@ -43,7 +43,7 @@ def _fused_rows(x, target):
     return cross_entropy_cuda.supports(x, target)
 
 
-class CrossEntropy(Function):
+class CrossEntropy(ArrayFunction):
     """Class-index targets: log-softmax, pick, weigh, smooth and reduce in one node (on cuda,
     for (N, C) logits, three kernels: kernels/cross_entropy_cuda.py)."""
 
@@ -97,7 +97,7 @@ class CrossEntropy(Function):
         return xp.where(xp.expand_dims(valid, 1), gx, 0), None, None, None, None, None
 
 
-class CrossEntropyProbs(Function):
+class CrossEntropyProbs(ArrayFunction):
     """Probability targets: loss = -sum_c w_c t_c log p_c (targets smoothed first)."""
 
     @staticmethod
@@ -132,7 +132,7 @@ class CrossEntropyProbs(Function):
         return gx, gt, gw, None, None
 
 
-class NLLLoss(Function):
+class NLLLoss(ArrayFunction):
     """-weight[t] * input[n, t] for log-probability input."""
 
     @staticmethod

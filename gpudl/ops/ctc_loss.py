@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import backend
 from ..amp.autocast_mode import cast_inputs, state as _autocast
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..dtypes import is_floating
 from ..tensor import Tensor
 from ._util import is_int, quiet, xp_of
@@ -92,7 +92,7 @@ def _log_probs_grad(lp, ext, alpha, beta, nll, input_lengths):
     return xp.where(inside[:, :, None], grad, 0).astype(lp.dtype, copy=False)
 
 
-class CTCLossNode(Function):
+class CTCLossNode(ArrayFunction):
     """(log_probs (T, N, C), ext (N, S'), input_lengths, target_lengths, zero_infinity) ->
     nll per sample (N,)."""
 

@@ -4,12 +4,12 @@ F.pairwise_distance (row by row), both p-norms as torch's."""
 import numpy as np
 
 from ..amp.autocast_mode import cast_inputs, state as _autocast
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..tensor import Tensor
 from ._util import quiet, sum_to, xp_of
 
 
-class Cdist(Function):
+class Cdist(ArrayFunction):
     """``out[..., i, j] = ||a[..., i, :] - b[..., j, :]||_p`` for p >= 0 (p = inf the largest
     difference, p = 0 the number of differing coordinates), the batch dims broadcast. Where
     two points coincide the gradient is 0, as in torch.

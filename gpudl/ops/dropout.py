@@ -6,7 +6,7 @@ import warnings
 
 from ..dtypes import is_floating
 from .. import backend, inplace as _inplace, random
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..tensor import Tensor
 from ._util import xp_of
 
@@ -19,7 +19,7 @@ def _on_kernels(x):
     return dropout_cuda.supports(x)
 
 
-class Dropout(Function):
+class Dropout(ArrayFunction):
     """Multiplies by a saved mask that already holds the 1 / (1 - p) scale (one pass back). On
     cuda (float16/32/64) two kernels instead, drawing from device-side generator states, so a
     captured CUDA graph draws a new mask at each replay (kernels/dropout_cuda.py)."""

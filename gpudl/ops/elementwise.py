@@ -7,7 +7,7 @@ input's shape with ``sum_to`` (broadcasting is implicit, as in NumPy).
 import numpy as np
 
 from .. import backend
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..kernels import activation
 from ._util import quiet, sum_to, xp_of
 
@@ -16,7 +16,7 @@ def _shape(a):
     return np.shape(a) if not hasattr(a, "shape") else a.shape
 
 
-class Add(Function):
+class Add(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (_shape(a), _shape(b))
@@ -29,7 +29,7 @@ class Add(Function):
         return (sum_to(g, sa) if na else None), (sum_to(g, sb) if nb else None)
 
 
-class Sub(Function):
+class Sub(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (_shape(a), _shape(b))
@@ -42,7 +42,7 @@ class Sub(Function):
         return (sum_to(g, sa) if na else None), (sum_to(-g, sb) if nb else None)
 
 
-class Mul(Function):
+class Mul(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
         na, nb = ctx.needs_input_grad
@@ -60,7 +60,7 @@ class Mul(Function):
         return (sum_to(g * b, sa) if na else None), (sum_to(g * a, sb) if nb else None)
 
 
-class Div(Function):
+class Div(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
         na, nb = ctx.needs_input_grad
@@ -78,7 +78,7 @@ class Div(Function):
         return ga, gb
 
 
-class Pow(Function):
+class Pow(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
         if type(b) is int and b < 0 and getattr(a, "dtype", np.dtype(float)).kind in "biu":
@@ -193,7 +193,7 @@ def python_divmod(a, b):
     return backend.cast(quotient, dtype), backend.cast(rest, dtype)
 
 
-class FloorDivide(Function):
+class FloorDivide(ArrayFunction):
     """a // b rounded toward minus infinity, as Python and torch.floor_divide; no gradient."""
 
     @staticmethod
@@ -207,7 +207,7 @@ class FloorDivide(Function):
                            "use (a / b).floor() for a piecewise-constant gradient of zero")
 
 
-class Remainder(Function):
+class Remainder(ArrayFunction):
     """a % b with the sign of b, as Python and torch.remainder; d/da = 1, d/db = -floor(a / b)."""
 
     @staticmethod
@@ -227,7 +227,7 @@ class Remainder(Function):
         return ga, gb
 
 
-class Maximum(Function):
+class Maximum(ArrayFunction):
     """Elementwise max of two arrays; ties split the gradient evenly (torch.maximum does)."""
 
     largest = True
@@ -254,7 +254,7 @@ class Minimum(Maximum):
     largest = False
 
 
-class Neg(Function):
+class Neg(ArrayFunction):
     @staticmethod
     def forward(ctx, a):
         return -a
@@ -264,7 +264,7 @@ class Neg(Function):
         return -g
 
 
-class Abs(Function):
+class Abs(ArrayFunction):
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
@@ -276,7 +276,7 @@ class Abs(Function):
         return g * xp_of(a).sign(a)
 
 
-class Exp(Function):
+class Exp(ArrayFunction):
     @staticmethod
     def forward(ctx, a):
         y = xp_of(a).exp(a)
@@ -289,7 +289,7 @@ class Exp(Function):
         return g * y
 
 
-class Log(Function):
+class Log(ArrayFunction):
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
@@ -301,7 +301,7 @@ class Log(Function):
         return g / a
 
 
-class Sqrt(Function):
+class Sqrt(ArrayFunction):
     @staticmethod
     def forward(ctx, a):
         y = xp_of(a).sqrt(a)
@@ -314,7 +314,7 @@ class Sqrt(Function):
         return g / (2 * y)
 
 
-class Tanh(Function):
+class Tanh(ArrayFunction):
     @staticmethod
     def forward(ctx, a):
         y = xp_of(a).tanh(a)
@@ -334,7 +334,7 @@ def sigmoid_array(a):
     return xp.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
 
 
-class Sigmoid(Function):
+class Sigmoid(ArrayFunction):
     @staticmethod
     def forward(ctx, a):
         y = sigmoid_array(a)
@@ -347,7 +347,7 @@ class Sigmoid(Function):
         return g * y * (1 - y)
 
 
-class Relu(Function):
+class Relu(ArrayFunction):
     @staticmethod
     def forward(ctx, a):
         y = activation.relu_forward(a)
@@ -368,7 +368,7 @@ def _in_dtype(bound, dtype):
     return dtype.type(bound)
 
 
-class Clip(Function):
+class Clip(ArrayFunction):
     """clamp(a, lo, hi) with scalar or array bounds (broadcast). As in torch, the gradient flows
     to ``a`` where lo <= a <= hi, to ``lo`` where a < lo < hi, to ``hi`` where a > hi or hi < lo."""
 
@@ -403,7 +403,7 @@ class Clip(Function):
         return ga, glo, ghi
 
 
-class Where(Function):
+class Where(ArrayFunction):
     @staticmethod
     def forward(ctx, cond, a, b):
         ctx.save_for_backward(cond)
@@ -423,7 +423,7 @@ class Where(Function):
         return None, ga, gb
 
 
-class Cast(Function):
+class Cast(ArrayFunction):
     @staticmethod
     def forward(ctx, a, dtype):
         ctx.dtype = a.dtype
@@ -434,7 +434,7 @@ class Cast(Function):
         return g.astype(ctx.dtype), None
 
 
-class Clone(Function):
+class Clone(ArrayFunction):
     @staticmethod
     def forward(ctx, a):
         return a.copy()
@@ -476,7 +476,7 @@ UNARY = {
 }
 
 
-class Unary(Function):
+class Unary(ArrayFunction):
     """One of the ``table`` functions, by name: forward and derivative from the table."""
 
     table = UNARY

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .. import backend
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from .elementwise import Unary, _integer_division, _shape, _xp2, python_divmod
 from ._util import quiet, sum_to, xp_of
 
@@ -82,7 +82,7 @@ class MathUnary(Unary):
             return super().backward(ctx, g)
 
 
-class Logit(Function):
+class Logit(ArrayFunction):
     """log(a / (1 - a)), ``a`` first clamped to [eps, 1 - eps] when eps is given. Gradient as
     torch's: 0 outside [eps, 1 - eps] with eps; nan outside [0, 1] without."""
 
@@ -108,7 +108,7 @@ class Logit(Function):
         return xp.where((a < lo) | (a > hi), outside, g / (a * (1 - a)))
 
 
-class _Binary(Function):
+class _Binary(ArrayFunction):
     """A differentiable binary op: ``compute(xp, a, b)`` forward, and ``grads(xp, a, b, y, g)``
     -> (d/da, d/db) times g, each reduced to its operand's shape; both operands are saved."""
 
@@ -240,7 +240,7 @@ class Fmin(Fmax):
     largest = False
 
 
-class TruncDivide(Function):
+class TruncDivide(ArrayFunction):
     """a / b rounded toward zero (torch.div's rounding_mode='trunc'); integers divide exactly
     (a float quotient would lose int64's low digits). As in torch, the gradients are zero
     (not an error, unlike floor_divide)."""
@@ -274,7 +274,7 @@ class FloorDivideZeroGrad(TruncDivide):
     floor = True
 
 
-class Heaviside(Function):
+class Heaviside(ArrayFunction):
     """0 where a < 0 (and at nan), ``values`` where a == 0, 1 where a > 0; no gradient."""
 
     @staticmethod
@@ -287,7 +287,7 @@ class Heaviside(Function):
         raise RuntimeError("heaviside: the derivative is not implemented (as in torch)")
 
 
-class Frexp(Function):
+class Frexp(ArrayFunction):
     """(mantissa, exponent): a = mantissa * 2 ** exponent, |mantissa| in [0.5, 1), exponent
     int32 (0, inf and nan: themselves and 0); d mantissa / da = 2 ** -exponent."""
 

@@ -10,7 +10,7 @@ as in torch; everything the gradient depends on smoothly comes from ``Saved.inpu
 import numpy as np
 
 from .. import backend
-from ..autograd import Context, Function
+from ..autograd import Context, ArrayFunction
 from ..higher_order import graph_backward
 from ..tensor import Tensor
 from ..tensor_math import where
@@ -41,7 +41,7 @@ def masked(g, mask):
     return g * constant(xp_of(g._data).asarray(mask).astype(g.dtype))
 
 
-class Adjoint(Function):
+class Adjoint(ArrayFunction):
     """The gradient map of a linear op (``op.backward`` with the ``ctx`` its forward left) as a
     Function of the gradient: its own gradient is ``op``'s forward again, with the non-tensor
     arguments ``args`` (indexing's index, pooling's plan)."""

@@ -11,7 +11,7 @@ derivatives are the other two and any order can be taken.
 import numpy as np
 
 from .. import backends, kernels
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..higher_order import graph_backward
 from ..tensor_math import where
 from . import activation as A
@@ -408,7 +408,7 @@ def _geometry(x, gy, w_shape, conf):
     return CN.Geometry(x.shape[2:], w_shape[2:], *conf, out=gy.shape[2:])
 
 
-class ConvWeightGrad(Function):
+class ConvWeightGrad(ArrayFunction):
     """The convolution's weight gradient from its input ``x`` and output gradient ``gy``
     (any spatial rank)."""
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from .. import backend, backends, capture_blas, cpu_matmul
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ._util import in_float32, quiet as _quiet, sum_to, summed, xp_of
 
 
@@ -32,7 +32,7 @@ def _follow_tf32_flag(a):
         backends.set_cublas_math_mode()
 
 
-class MatMul(Function):
+class MatMul(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -59,7 +59,7 @@ class MatMul(Function):
         return ga, gb
 
 
-class Linear(Function):
+class Linear(ArrayFunction):
     """y = x @ w.T + b in one node: the layer every model calls most."""
 
     @staticmethod
@@ -81,7 +81,7 @@ class Linear(Function):
         return gx, gw, gb
 
 
-class Einsum(Function):
+class Einsum(ArrayFunction):
     """numpy.einsum with an explicit equation (``"ij,jk->ik"``: no ellipsis, no repeated
     subscript within one operand). The gradient of each operand is another einsum: the output
     gradient with the other operands, summed back over the operand's own subscripts."""
@@ -124,7 +124,7 @@ def gradient_equation(subs, output, i):
     return ",".join([output] + [subs[j] for j in others]) + "->" + kept, kept, others
 
 
-class VectorNorm(Function):
+class VectorNorm(ArrayFunction):
     """The ``ord``-norm of ``a`` over ``axes``: inf/-inf (max/min of |a|), 0 (count of
     non-zeros), or sum(|a|^ord)^(1/ord). At a zero norm the gradient is 0, as in torch."""
 

@@ -7,7 +7,7 @@ backward follows torch's formulas (torch/csrc/autograd/FunctionsManual.cpp) for 
 
 import numpy as np
 
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from . import lapack
 from ._util import quiet, sum_to, xp_of
 from .lapack import mT
@@ -41,7 +41,7 @@ def _with_info(ctx, out, info, batch, check_errors):
     return out, info
 
 
-class Inv(Function):
+class Inv(ArrayFunction):
     @staticmethod
     def forward(ctx, a, op, check_errors):
         y, info = lapack.inv(a, op, check_errors)
@@ -54,7 +54,7 @@ class Inv(Function):
         return -(mT(y) @ g @ mT(y)), None, None
 
 
-class Det(Function):
+class Det(ArrayFunction):
     @staticmethod
     def forward(ctx, a):
         d = lapack.det(a)
@@ -95,7 +95,7 @@ def _cofactors(a):
     return sign[..., None, None] * (u * (before * after)[..., None, :]) @ vh
 
 
-class Slogdet(Function):
+class Slogdet(ArrayFunction):
     @staticmethod
     def forward(ctx, a):
         sign, logabs = lapack.slogdet(a)
@@ -109,7 +109,7 @@ class Slogdet(Function):
         return _solve_for_grad(mT(a), g_logabs[..., None, None] * _eye_like(a))
 
 
-class Solve(Function):
+class Solve(ArrayFunction):
     """X with A X = B; B holds matrices (the vector case is unsqueezed by the caller)."""
 
     @staticmethod
@@ -128,7 +128,7 @@ class Solve(Function):
         return ga, sum_to(gb, b_shape), None, None
 
 
-class SolveTriangular(Function):
+class SolveTriangular(ArrayFunction):
     """X with A X = B, A triangular. A's gradient is kept to its triangle (``structured``, as
     torch.linalg.solve_triangular's), or is that of the full matrix (torch's cholesky_solve
     differentiates its factor so)."""
@@ -152,7 +152,7 @@ class SolveTriangular(Function):
         return ga, sum_to(gb, b_shape), None, None, None
 
 
-class Cholesky(Function):
+class Cholesky(ArrayFunction):
     @staticmethod
     def forward(ctx, a, upper, op, check_errors):
         low, info = lapack.cholesky(a, op, check_errors)
@@ -173,7 +173,7 @@ class Cholesky(Function):
         return 0.5 * (ga + mT(ga)), None, None, None
 
 
-class QR(Function):
+class QR(ArrayFunction):
     @staticmethod
     def forward(ctx, a, mode):
         if mode == "r":
@@ -216,7 +216,7 @@ def _qr_tall_backward(q, r, gq, gr):
     return mT(lapack.solve_triangular(r, mT(b), upper=True))
 
 
-class SVD(Function):
+class SVD(ArrayFunction):
     """U, S, Vh (reduced unless full_matrices); the gradient through U and Vh needs distinct
     singular values, and ignores the extra columns of U / rows of Vh that full_matrices adds
     (they are any orthonormal completion), as torch's."""
@@ -261,7 +261,7 @@ def svd_backward(u, s, vh, gu, gs, gvh):
     return ga
 
 
-class Eigh(Function):
+class Eigh(ArrayFunction):
     @staticmethod
     def forward(ctx, a, upper):
         w, v = lapack.eigh(a, upper)
@@ -284,7 +284,7 @@ class Eigh(Function):
         return v @ inner @ mT(v), None
 
 
-class EigvalsH(Function):
+class EigvalsH(ArrayFunction):
     @staticmethod
     def forward(ctx, a, upper):
         w, v = lapack.eigh(a, upper)
@@ -298,7 +298,7 @@ class EigvalsH(Function):
         return (v * gw[..., None, :]) @ mT(v), None
 
 
-class Svdvals(Function):
+class Svdvals(ArrayFunction):
     @staticmethod
     def forward(ctx, a):
         u, s, vh = lapack.svd(a, full_matrices=False)
@@ -311,7 +311,7 @@ class Svdvals(Function):
         return (u * gs[..., None, :]) @ vh
 
 
-class Pinv(Function):
+class Pinv(ArrayFunction):
     """The pseudo-inverse from the SVD (eigh when hermitian) with singular values at or below
     ``max(atol, rtol * largest)`` dropped; torch's pinv_backward."""
 
@@ -348,7 +348,7 @@ class Pinv(Function):
         return ga, None, None, None
 
 
-class MatrixExp(Function):
+class MatrixExp(ArrayFunction):
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import backend
 from ..amp.autocast_mode import cast_inputs, state as _autocast
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..dtypes import LOW_PRECISION, is_floating
 from ..tensor import Tensor
 from . import elementwise as E
@@ -182,7 +182,7 @@ class _KLDiv:
         return -t, xp.where(t == 0, 0, _log_nonzero(t) + 1) - x
 
 
-class PointwiseLoss(Function):
+class PointwiseLoss(ArrayFunction):
     @staticmethod
     def forward(ctx, x, t, weight, rule, param, reduction, divisor):
         loss = rule.value(x, t, param)

@@ -5,13 +5,13 @@ linalg_lu_backward for square, tall and wide matrices (real case)."""
 import numpy as np
 
 from .. import backend
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from . import lapack
 from ._util import xp_of
 from .lapack import mT
 
 
-class LUFactor(Function):
+class LUFactor(ArrayFunction):
     """Packed LU (unit-lower L below the diagonal, U on and above) and 1-based int32 pivots,
     P A = L U, as torch.linalg.lu_factor; the gradient for square matrices (torch's)."""
 

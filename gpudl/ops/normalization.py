@@ -12,13 +12,13 @@ import numpy as np
 
 from .. import backend
 from ..amp.autocast_mode import autocast, cast_inputs, state as _autocast
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..dtypes import LOW_PRECISION, is_floating
 from ..tensor import Tensor
 from ._util import is_int, widened, xp_of
 
 
-class BatchNorm(Function):
+class BatchNorm(ArrayFunction):
     """Normalise over (N, *spatial) per channel (dim 1); updates running stats in place."""
 
     @staticmethod
@@ -82,7 +82,7 @@ def _fused_rows(x, weight, bias, ndim):
         a is None or a.dtype == x.dtype for a in (weight, bias))
 
 
-class LayerNorm(Function):
+class LayerNorm(ArrayFunction):
     """Normalise over the last ``ndim`` axes; weight and bias have those axes' shape (on cuda:
     one kernel forward, two backward, kernels/layer_norm_cuda.py)."""
 

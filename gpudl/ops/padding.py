@@ -6,7 +6,7 @@ where positions repeat)."""
 import numpy as np
 
 from ..amp.autocast_mode import cast_inputs, state as _autocast
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..tensor import Tensor
 from ._util import xp_of
 
@@ -14,7 +14,7 @@ from ._util import xp_of
 _INDEX_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
-class Pad(Function):
+class Pad(ArrayFunction):
     @staticmethod
     def forward(ctx, x, widths, value):
         crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(widths, x.shape))

@@ -11,14 +11,14 @@ import numbers
 import numpy as np
 
 from ..dtypes import is_floating
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..kernels import pool as K
 from ._util import EmptyOutputError
 from ..tensor import Tensor
 from ._util import xp_of
 
 
-class MaxPool2d(Function):
+class MaxPool2d(ArrayFunction):
     @staticmethod
     def forward(ctx, x, window, ceil_mode, return_indices):
         y, argmax = K.max_pool2d_forward(x, *window, ceil_mode)
@@ -36,7 +36,7 @@ class MaxPool2d(Function):
         return gx, None, None, None
 
 
-class AvgPool2d(Function):
+class AvgPool2d(ArrayFunction):
     @staticmethod
     def forward(ctx, x, plan):
         """``plan``: ``K.avg_pool2d_plan`` of the call, kept per geometry (``_avg_plan``), one
@@ -53,7 +53,7 @@ class AvgPool2d(Function):
         return gx, None
 
 
-class AdaptiveAvgPool2d(Function):
+class AdaptiveAvgPool2d(ArrayFunction):
     @staticmethod
     def forward(ctx, x, output_size):
         ctx.shape = x.shape

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 
 from .. import backend
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ._util import in_float32, mean_of, quiet as _quiet, summed, xp_of
 
 
@@ -27,7 +27,7 @@ def _broadcast_back(g, shape):
     return xp_of(g).broadcast_to(g, shape)
 
 
-class Sum(Function):
+class Sum(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axes, keepdims):
         ctx.conf = (a.shape, axes, keepdims)
@@ -39,7 +39,7 @@ class Sum(Function):
         return _broadcast_back(_expand_back(g, axes, keepdims, shape), shape), None, None
 
 
-class Mean(Function):
+class Mean(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axes, keepdims):
         ctx.conf = (a.shape, axes, keepdims)
@@ -55,7 +55,7 @@ class Mean(Function):
         return _broadcast_back(g, shape), None, None
 
 
-class Extreme(Function):
+class Extreme(ArrayFunction):
     """max/min over all axes (``axis is None``; ties share the gradient evenly, as torch.amax)
     or along one axis (returns values and int64 indices; the gradient goes to the index)."""
 
@@ -93,7 +93,7 @@ class Extreme(Function):
         return ga, None, None, None
 
 
-class Var(Function):
+class Var(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axes, correction, keepdims):
         mean = in_float32(lambda x: x.mean(axis=axes, keepdims=True), a)
@@ -156,7 +156,7 @@ def log_softmax_array(a, axis):
         return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
 
-class Softmax(Function):
+class Softmax(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axis):
         y = in_float32(softmax_array, a, axis)
@@ -171,7 +171,7 @@ class Softmax(Function):
         return in_float32(lambda g, y: y * (g - (g * y).sum(axis=axis, keepdims=True)), g, y), None
 
 
-class LogSoftmax(Function):
+class LogSoftmax(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axis):
         y = in_float32(log_softmax_array, a, axis)
@@ -186,7 +186,7 @@ class LogSoftmax(Function):
         return in_float32(lambda g, y: g - exp(y) * g.sum(axis=axis, keepdims=True), g, y), None
 
 
-class Amax(Function):
+class Amax(ArrayFunction):
     """max (``largest``) or min over ``axes``; ties share the gradient evenly, as torch.amax."""
 
     @staticmethod
@@ -220,7 +220,7 @@ def _exclusive_cumprod(a, axis, reverse=False):
     return xp.concatenate([ones, xp.cumprod(head, axis=axis)], axis=axis)
 
 
-class Prod(Function):
+class Prod(ArrayFunction):
     """Product over one axis (or all, ``axis=None``); the gradient is the product of the other
     elements, computed without dividing, so zeros are exact."""
 
@@ -247,7 +247,7 @@ class Prod(Function):
         return g * others, None, None
 
 
-class CumSum(Function):
+class CumSum(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axis):
         ctx.axis = axis
@@ -259,7 +259,7 @@ class CumSum(Function):
         return in_float32(lambda g: xp.flip(xp.cumsum(xp.flip(g, axis), axis=axis), axis), g), None
 
 
-class CumProd(Function):
+class CumProd(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axis):
         y = in_float32(lambda x: xp_of(x).cumprod(x, axis=axis), a)

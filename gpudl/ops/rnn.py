@@ -10,13 +10,13 @@ from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
 from .. import backend, creation
 from ..dtypes import LOW_PRECISION, float16, float32
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ..kernels import lstm as K
 from ..tensor import Tensor
 from ._util import xp_of
 
 
-class RecurrentLayer(Function):
+class RecurrentLayer(ArrayFunction):
     """(x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse) -> (y, h_n[, c_n]); c_n for LSTM only."""
 
     @staticmethod

@@ -3,11 +3,11 @@
 import numpy as np
 
 from .. import backend
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ._util import sum_to, xp_of
 
 
-class Reshape(Function):
+class Reshape(ArrayFunction):
     is_view = True
 
     @staticmethod
@@ -20,7 +20,7 @@ class Reshape(Function):
         return g.reshape(ctx.shape), None
 
 
-class Permute(Function):
+class Permute(ArrayFunction):
     is_view = True
 
     @staticmethod
@@ -36,7 +36,7 @@ class Permute(Function):
         return g.transpose(inverse), None
 
 
-class Expand(Function):
+class Expand(ArrayFunction):
     is_view = True
 
     @staticmethod
@@ -101,7 +101,7 @@ class RangeChecked(tuple):
     index along one axis, 0..n-1 grids along the others): GetItem queues no second check."""
 
 
-class GetItem(Function):
+class GetItem(ArrayFunction):
     """a[index]; the backward scatters with accumulation so repeated indices add up."""
 
     is_view = True          # a view when index is basic (NumPy copies for advanced indices)
@@ -131,7 +131,7 @@ class GetItem(Function):
         return ga, None
 
 
-class Cat(Function):
+class Cat(ArrayFunction):
     @staticmethod
     def forward(ctx, axis, *arrays):
         ctx.conf = (axis, [a.shape[axis] for a in arrays])
@@ -148,7 +148,7 @@ class Cat(Function):
         return (None, *grads)
 
 
-class Stack(Function):
+class Stack(ArrayFunction):
     @staticmethod
     def forward(ctx, axis, *arrays):
         ctx.axis = axis
@@ -161,7 +161,7 @@ class Stack(Function):
         return (None, *(p.squeeze(ctx.axis) for p in parts))
 
 
-class IndexPut(Function):
+class IndexPut(ArrayFunction):
     """``a`` with ``values`` written at ``index`` (a tuple of index arrays and slices), added when
     ``accumulate`` (repeated indices add up), else overwritten: scatter, scatter_add and
     index_add are this op with different index tuples."""
@@ -191,7 +191,7 @@ class IndexPut(Function):
         return ga, None, gv, None
 
 
-class SetItem(Function):
+class SetItem(ArrayFunction):
     """``a[first][index] = values`` in place (``first``: a basic index, a view; see
     tensor_shape.ints_first), recorded as torch records item assignment: ``a`` gets the gradient
     outside the written elements, ``values`` the gradient of those (summed where it broadcast)."""
@@ -215,7 +215,7 @@ class SetItem(Function):
         return ga, None, None, gv
 
 
-class Flip(Function):
+class Flip(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axes):
         ctx.axes = axes
@@ -226,7 +226,7 @@ class Flip(Function):
         return xp_of(g).flip(g, axis=ctx.axes), None
 
 
-class Roll(Function):
+class Roll(ArrayFunction):
     @staticmethod
     def forward(ctx, a, shifts, axes):
         ctx.conf = (shifts, axes)
@@ -239,7 +239,7 @@ class Roll(Function):
         return xp_of(g).roll(g, back, axis=axes), None, None
 
 
-class Triangle(Function):
+class Triangle(ArrayFunction):
     """The lower (``upper=False``) or upper triangle of the last two dims, from ``diagonal``."""
 
     @staticmethod
@@ -263,7 +263,7 @@ def _diagonal_index(matrix_shape, offset, xp):
     return steps - min(offset, 0), steps + max(offset, 0)
 
 
-class Diag(Function):
+class Diag(ArrayFunction):
     """torch.diag: a 1-D ``a`` placed on the ``offset``-th diagonal of a square matrix, or that
     diagonal of a 2-D ``a`` copied out; each direction's backward is the other."""
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from .. import backend
-from ..autograd import Function, no_grad
+from ..autograd import ArrayFunction, no_grad
 from ..tensor import Tensor
 from ._util import xp_of
 
@@ -12,7 +12,7 @@ class IndexOutOfRange(IndexError, ValueError):
     """An index outside its valid range: an IndexError (as torch) and a ValueError (bad value)."""
 
 
-class Embedding(Function):
+class Embedding(ArrayFunction):
     @staticmethod
     def forward(ctx, weight, indices, padding_idx):
         ctx.save_for_backward(indices)

@@ -8,7 +8,7 @@ base's shape (gpudl.inplace.CopySlices). ``as_strided`` gives a writable view on
 """
 
 from .. import backend
-from ..autograd import Function
+from ..autograd import ArrayFunction
 from ._util import xp_of
 
 
@@ -48,7 +48,7 @@ def windows_view(a, axis, size, step):
     return _strided(a, shape, tuple(strides) + (a.strides[axis],))
 
 
-class StridedView(Function):
+class StridedView(ArrayFunction):
     """``take(a)``, a view of ``a`` built from its strides (diagonal_view, windows_view): the
     backward sends each view element's gradient to the element of ``a`` it reads, adding up
     where elements are read more than once (overlapping windows)."""
@@ -73,7 +73,7 @@ class StridedView(Function):
         return ga, None, None
 
 
-class DiagEmbed(Function):
+class DiagEmbed(ArrayFunction):
     """The last dim of ``a`` on the ``offset``-th diagonal of new (dim1, dim2) matrices."""
 
     @staticmethod
@@ -91,7 +91,7 @@ class DiagEmbed(Function):
         return diagonal_view(g, *ctx.conf).copy(), None, None, None
 
 
-class IntoView(Function):
+class IntoView(ArrayFunction):
     """A copy of ``a`` with ``src`` written into the view ``take(copy)`` (select_scatter,
     slice_scatter, diagonal_scatter): ``a`` gets the gradient outside the view, ``src`` inside."""
 
