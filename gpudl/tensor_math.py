@@ -112,6 +112,11 @@ class MathMixin:
             # in torch's promoted dtype: float32 == a 0-d float64 compares in float32
             dtype = dtypes.result_type(self, other)
             mine, raw = mine.astype(dtype, copy=False), raw.astype(dtype, copy=False)
+        elif isinstance(other, _NUMBERS):
+            # torch's too: int64 == 2.5 compares in float32, bool << 3 shifts an int64, and an
+            # int out of range of a small integer dtype wraps into it (uint8 == -1 is == 255)
+            dtype = _with_number(mine.dtype, other)
+            mine, raw = mine.astype(dtype, copy=False), _cast(raw, dtype, dtype.kind in "iu")
         return T.Tensor._make(op(mine, raw), False, None, 0, self._device)
 
     __eq__ = lambda self, other: self._compare(other, lambda a, b: a == b)  # noqa: E731
@@ -531,6 +536,7 @@ def _result_dtype(a, b):
 
 
 _NUMBER_DTYPES = (dtypes.bool_, dtypes.int64, dtypes.DEFAULT_FLOAT)   # by category
+_NUMBERS = (int, float, np.number, np.bool_)      # bool is an int
 
 
 def _with_number(dtype, number):
