@@ -72,8 +72,10 @@ def _scaled(op, other, alpha, like):
     if dtypes.category(dtype) < 2 and dtypes.value_category(alpha) == 2:
         raise RuntimeError(f"{op}: for integral input tensors, argument alpha must not be a "
                            f"floating point number, got alpha={alpha!r}")
+    if isinstance(other, Tensor) and other.dtype != dtype:
+        other = other.to(dtype)    # scaled in the result dtype: a bool other * 2 is no int64
     if dtype == dtypes.bool_:
-        return other * bool(alpha)
+        return other * bool(alpha) if isinstance(other, Tensor) else bool(other and alpha)
     return other * alpha
 
 
