@@ -145,8 +145,8 @@ def _integer_division(op, a, b):
     if getattr(a, "dtype", None) == np.bool_ or getattr(b, "dtype", None) == np.bool_:
         raise TypeError(f"{op}: not implemented for bool tensors")
     dtype = a.dtype if hasattr(a, "dtype") else b.dtype     # the result's (see tensor_math)
-    if dtype.kind not in "iu":
-        return
+    if dtype.kind not in "iu" or 0 in np.broadcast_shapes(np.shape(a), np.shape(b)):
+        return                                # no quotient computed, none refused (as torch)
     if hasattr(b, "dtype") and backend.on_device(b):     # the simulator's arrays too
         backend.defer_check(xp_of(b).all(b != 0), bool,
                             lambda _: RuntimeError(f"{op}: integer division by zero"))

@@ -1,0 +1,58 @@
+"""Regression tests for what the property tests of test_fuzz_torch_parity.py found: each case
+computed a wrong dtype or value (or refused what torch computes) before its fix, checked here
+against torch."""
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from fuzz_parity import assert_same, pair
+
+torch = pytest.importorskip("torch")
+
+
+# ----------------------------------------------------------------- numbers beside tensors
+@pytest.mark.parametrize("op", ["eq", "lt", "and", "xor", "or"])
+def test_small_integer_tensor_with_an_out_of_range_int_wraps_it_as_torch(op):
+    values = np.array([255, 1, 0, 254], np.uint8)
+    fns = {"eq": lambda a: a == -1, "lt": lambda a: a < -1, "and": lambda a: a & -1,
+           "xor": lambda a: a ^ -2, "or": lambda a: a | 256}
+    g, t, _, _ = pair(values)
+    assert_same(fns[op](g), fns[op](t))
+
+
+@pytest.mark.parametrize("count", [-3, 2, 70])
+def test_bool_tensor_shifted_by_an_int_is_int64_as_torch(count):
+    g, t, _, _ = pair(np.array([True, False, True]))
+    assert_same(g << count, t << count)
+    assert_same(g >> count, t >> count)
+
+
+def test_int64_tensor_compared_with_a_float_compares_in_float32_as_torch():
+    g, t, _, _ = pair(np.array([16777217, 3], np.int64))
+    assert_same(g == 16777216.0, t == 16777216.0)
+    assert_same(g > 16777216.0, t > 16777216.0)
+
+
+# ----------------------------------------------------------------- add/sub with alpha
+@pytest.mark.parametrize("a,b,alpha", [
+    (np.array([True, False]), True, 2),                       # bool + bool: stays bool
+    (np.array(3, np.uint8), np.array(True), 2),               # 0-d bool beside 0-d uint8
+    (np.array(1.5, np.float16), np.array(3, np.int64), 2.5),  # 0-d int64 beside 0-d float16
+    (np.array([1, 2], np.int8), np.array(True), 3),
+])
+def test_alpha_scales_in_the_result_dtype_as_torch(a, b, alpha):
+    ga, ta, _, _ = pair(a)
+    gb, tb = (b, b) if isinstance(b, bool) else pair(b)[:2]
+    assert_same(gd.add(ga, gb, alpha=alpha), torch.add(ta, tb, alpha=alpha))
+
+
+# ----------------------------------------------------------------- integer division
+@pytest.mark.parametrize("op", ["floor_divide", "remainder"])
+def test_integer_division_by_zero_of_an_empty_tensor_is_empty_as_torch(op):
+    g, t, _, _ = pair(np.zeros((0, 3), np.int64))
+    gz, tz, _, _ = pair(np.array([0, 1, 2], np.int64))
+    assert_same(getattr(gd, op)(g, 0), getattr(torch, op)(t, 0))
+    assert_same(getattr(gd, op)(g, gz), getattr(torch, op)(t, tz))
+    with pytest.raises(RuntimeError, match="division by zero"):
+        getattr(gd, op)(gd.ones(2, dtype=gd.int64), 0)
