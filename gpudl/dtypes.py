@@ -63,7 +63,8 @@ def bfloat16_to_float32(a):
 def float32_to_bfloat16(xp, a):
     """float32 array ``a`` rounded to bfloat16 through its bits (to nearest, ties to even; NaN
     stays a quiet NaN of its sign), as ml_dtypes' cast does."""
-    bits = xp.ascontiguousarray(a, np.float32).view(np.uint32)
+    # ascontiguousarray makes a 0-d array (or a NumPy scalar) 1-d: its shape is put back
+    bits = xp.ascontiguousarray(a, np.float32).view(np.uint32).reshape(np.shape(a))
     nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
     rounded = (bits + (np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1)))) >> 16
     return xp.where(nan, (bits >> 16) | np.uint32(0x40), rounded).astype(np.uint16) \
