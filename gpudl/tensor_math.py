@@ -348,15 +348,15 @@ class MathMixin:
 
     def cumsum(self, dim, *, dtype=None):
         """Running sum along ``dim``; integer tensors give int64."""
+        axis = normalize_axis(dim, self.ndim, "cumsum")
         x = _reduction_input("cumsum", self, dtype)
-        return R.CumSum.apply(x, normalize_axis(dim, self.ndim, "cumsum")) if self.ndim \
-            else x.clone()
+        return R.CumSum.apply(x, axis) if self.ndim else x.clone()
 
     def cumprod(self, dim, *, dtype=None):
         """Running product along ``dim``; the gradient is exact where elements are zero."""
+        axis = normalize_axis(dim, self.ndim, "cumprod")
         x = _reduction_input("cumprod", self, dtype)
-        return R.CumProd.apply(x, normalize_axis(dim, self.ndim, "cumprod")) if self.ndim \
-            else x.clone()
+        return R.CumProd.apply(x, axis) if self.ndim else x.clone()
 
     def logsumexp(self, dim, keepdim=False):
         """log(sum(exp(self))) over ``dim``, computed without overflow."""

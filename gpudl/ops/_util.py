@@ -99,7 +99,8 @@ def normalize_axis(axis, ndim, op):
     """One int dim -> a non-negative axis (a tuple is refused: these ops take one dim)."""
     if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
         raise TypeError(f"{op}: dim must be an int, got {axis!r}")
-    return normalize_axes(axis, ndim, op)[0] if ndim else 0
+    axes = normalize_axes(axis, ndim, op)     # checks the range ([-1, 0] for a 0-d tensor)
+    return axes[0] if ndim else 0
 
 
 def is_int(value):
