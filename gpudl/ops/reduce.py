@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function
-from ._util import in_float32, mean_of, quiet as _quiet, summed, xp_of
+from ._util import in_float32, integral_dtype, mean_of, quiet as _quiet, summed, xp_of
 
 
 def _expand_back(g, axes, keepdims, shape):
@@ -243,7 +243,7 @@ class CumSum(Function):
     @staticmethod
     def forward(ctx, a, axis):
         ctx.axis = axis
-        return in_float32(lambda x: xp_of(x).cumsum(x, axis=axis), a)
+        return in_float32(lambda x: xp_of(x).cumsum(x, axis=axis, dtype=integral_dtype(x)), a)
 
     @staticmethod
     def backward(ctx, g):
