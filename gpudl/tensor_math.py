@@ -150,13 +150,13 @@ class MathMixin:
         """Whether any element (along ``dim``: an int or a tuple; all dims by default) is
         nonzero."""
         out = self._data.any(axis=normalize_axes(dim, self.ndim, "any"), keepdims=bool(keepdim))
-        return T.Tensor._make(out, False, None, 0, self._device)
+        return T.Tensor._make(_as_uint8_like(out, self), False, None, 0, self._device)
 
     @recorded("compute")
     def all(self, dim=None, keepdim=False):
         """Whether every element (along ``dim``, as ``any``) is nonzero."""
         out = self._data.all(axis=normalize_axes(dim, self.ndim, "all"), keepdims=bool(keepdim))
-        return T.Tensor._make(out, False, None, 0, self._device)
+        return T.Tensor._make(_as_uint8_like(out, self), False, None, 0, self._device)
 
     def isnan(self):
         return self._compare(None, lambda a, _: backend.get_array_module(a).isnan(a))
@@ -628,6 +628,11 @@ def matmul(a, b):
 def _cast_to(x, dtype):
     """x cast to ``dtype`` first, as torch's reductions with dtype= (None: x itself)."""
     return x if dtype is None else x.to(dtype=dtype)
+
+
+def _as_uint8_like(truth, x):
+    """The bool result ``truth`` of any/all of ``x``, as uint8 when ``x`` is: torch's rule."""
+    return truth.astype(np.uint8) if x.dtype == np.uint8 else truth
 
 
 def _reduction_input(op, x, dtype):
