@@ -394,14 +394,14 @@ class MathMixin:
             x = head != tail if x.dtype == dtypes.bool_ else head - tail
         return x
 
-    def softmax(self, dim=-1, *, axis=None):
+    def softmax(self, dim=-1, dtype=None, *, axis=None):
         dim = dim if axis is None else axis
-        self = _autocast_one("softmax", self)
+        self = _autocast_one("softmax", _cast_to(self, dtype))
         return R.Softmax.apply(self._floating(), normalize_axis(dim, self.ndim, "softmax"))
 
-    def log_softmax(self, dim=-1, *, axis=None):
+    def log_softmax(self, dim=-1, dtype=None, *, axis=None):
         dim = dim if axis is None else axis
-        self = _autocast_one("log_softmax", self)
+        self = _autocast_one("log_softmax", _cast_to(self, dtype))
         return R.LogSoftmax.apply(self._floating(), normalize_axis(dim, self.ndim, "log_softmax"))
 
     def lerp(self, end, weight):
