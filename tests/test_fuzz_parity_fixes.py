@@ -56,3 +56,54 @@ def test_integer_division_by_zero_of_an_empty_tensor_is_empty_as_torch(op):
     assert_same(getattr(gd, op)(g, gz), getattr(torch, op)(t, tz))
     with pytest.raises(RuntimeError, match="division by zero"):
         getattr(gd, op)(gd.ones(2, dtype=gd.int64), 0)
+
+
+# ----------------------------------------------------------------- reductions
+ZERO_D_CALLS = {"mean": lambda x: x.mean(), "prod": lambda x: x.prod(),
+                "std": lambda x: x.std(correction=0), "softmax": lambda x: x.softmax(0)}
+
+
+@pytest.mark.parametrize("op", sorted(ZERO_D_CALLS))
+def test_reduction_of_a_0d_bfloat16_tensor_is_0d(op):
+    g, t, _, _ = pair(np.array(1.5, np.float32).astype(gd.bfloat16))
+    assert_same(ZERO_D_CALLS[op](g), ZERO_D_CALLS[op](t))
+
+
+@pytest.mark.parametrize("op", ["max", "min", "sort", "argmax", "cumsum", "cumprod", "median",
+                                "softmax", "prod", "topk"])
+def test_dim_1_of_a_0d_tensor_is_refused_as_torch(op):
+    def call(x, dim):
+        return x.topk(1, dim) if op == "topk" else getattr(x, op)(dim)
+    g, t, _, _ = pair(np.array(2.0, np.float32))
+    with pytest.raises(IndexError):
+        call(t, 1)
+    with pytest.raises(IndexError, match="dim 1 is out of range"):
+        call(g, 1)
+    assert_same(call(g, -1), call(t, -1))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "int32", "bool"])
+def test_sum_and_cumsum_keep_an_integral_dtype_given_as_torch(dtype):
+    g, t, _, _ = pair(np.array([[100, 100, -3], [7, 1, 0]], np.int64))
+    for op in (lambda x, L: x.sum(dtype=getattr(L, dtype)),
+               lambda x, L: x.sum(1, dtype=getattr(L, dtype)),
+               lambda x, L: L.sum(x, (0, 1), keepdim=True, dtype=getattr(L, dtype))):
+        assert_same(op(g, gd), op(t, torch))
+    if dtype != "bool":                                  # torch has no bool cumsum
+        assert_same(g.cumsum(1, dtype=getattr(gd, dtype)),
+                    t.cumsum(1, dtype=getattr(torch, dtype)))
+
+
+@pytest.mark.parametrize("op", ["any", "all"])
+def test_any_and_all_of_uint8_are_uint8_as_torch(op):
+    g, t, _, _ = pair(np.array([[0, 3], [5, 2]], np.uint8))
+    assert_same(getattr(g, op)(), getattr(t, op)())
+    assert_same(getattr(gd, op)(g, 1, keepdim=True), getattr(torch, op)(t, 1, keepdim=True))
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_takes_dtype_as_torch(op):
+    g, t, _, _ = pair(np.array([[0, 3], [1, 0]], np.int64))
+    assert_same(getattr(gd, op)(g, 1, dtype=gd.float64),
+                getattr(torch, op)(t, 1, dtype=torch.float64))
+    assert_same(getattr(g, op)(0, gd.float16), getattr(t, op)(0, torch.float16))
