@@ -107,3 +107,28 @@ def test_softmax_takes_dtype_as_torch(op):
     assert_same(getattr(gd, op)(g, 1, dtype=gd.float64),
                 getattr(torch, op)(t, 1, dtype=torch.float64))
     assert_same(getattr(g, op)(0, gd.float16), getattr(t, op)(0, torch.float16))
+
+
+# ----------------------------------------------------------------- in place on expanded tensors
+OVERLAPPING_EDITS = {   # the edits torch refuses (its fill_, masked_fill_, index_put_ write)
+    "add_": lambda x, L: x.add_(1), "mul_": lambda x, L: x.mul_(2), "exp_": lambda x, L: x.exp_(),
+    "copy_": lambda x, L: x.copy_(L.zeros(2, 3)), "clamp_": lambda x, L: x.clamp_(0, 1),
+    "div_": lambda x, L: x.div_(2), "sigmoid_": lambda x, L: x.sigmoid_(),
+}
+
+
+@pytest.mark.parametrize("op", sorted(OVERLAPPING_EDITS))
+def test_in_place_edit_of_an_expanded_tensor_is_refused_as_torch(op):
+    # without a graph too: on CuPy (no read-only views) the edit would race silently
+    g, t, gv, tv = pair(np.array([[1.0, 2.0, 3.0]], np.float32), ("expand", (2, 3)))
+    with pytest.raises(RuntimeError, match="single memory location"):
+        OVERLAPPING_EDITS[op](tv, torch)
+    with pytest.raises(RuntimeError, match=f"{op}: .*single memory location"):
+        OVERLAPPING_EDITS[op](gv, gd)
+    assert_same(g, t)                              # nothing written
+
+
+def test_in_place_edit_of_an_expand_that_repeats_nothing_works():
+    g, t, gv, tv = pair(np.array([[1.0], [2.0]], np.float32), ("expand", (2, 1)))
+    assert_same(gv.add_(1), tv.add_(1))
+    assert_same(g, t)
