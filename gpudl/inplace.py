@@ -276,7 +276,7 @@ def refuse_overlap(tensor, op):
     marks such views read-only (its error names no tensor), CuPy does not: there the edit would
     write each location once per element, racing."""
     data = tensor._data
-    if any(step == 0 and n > 1 for step, n in zip(data.strides, data.shape)):
+    if data.size and any(step == 0 and n > 1 for step, n in zip(data.strides, data.shape)):
         raise RuntimeError(f"{op}: unsupported operation: more than one element of the "
                            "written-to tensor refers to a single memory location (an "
                            "expanded tensor); clone() it before editing it in place")

@@ -132,3 +132,12 @@ def test_in_place_edit_of_an_expand_that_repeats_nothing_works():
     g, t, gv, tv = pair(np.array([[1.0], [2.0]], np.float32), ("expand", (2, 1)))
     assert_same(gv.add_(1), tv.add_(1))
     assert_same(g, t)
+
+
+def test_in_place_edit_of_an_empty_tensor_works_as_torch():
+    # NumPy gives a 0-size array zero strides: no element shares memory with another
+    g, t, _, _ = pair(np.zeros((2, 0, 3), np.float32))
+    assert_same(g.add_(1), t.add_(1))
+    g[...] = 2.0
+    t[...] = 2.0
+    assert_same(g, t)
