@@ -187,7 +187,9 @@ def _index_arrays(index, like):
     if isinstance(index, T.Tensor):
         return index._data
     if isinstance(index, list):
-        return T._raw(np.asarray(index), like)
+        array = np.asarray(index)
+        # torch takes [] as an empty index; NumPy makes it float64, which it refuses as one
+        return T._raw(array.astype(np.int64) if array.size == 0 else array, like)
     return index
 
 

@@ -141,3 +141,15 @@ def test_in_place_edit_of_an_empty_tensor_works_as_torch():
     g[...] = 2.0
     t[...] = 2.0
     assert_same(g, t)
+
+
+# ----------------------------------------------------------------- indexing
+def test_empty_list_index_selects_nothing_as_torch():
+    g, t, _, _ = pair(np.arange(6.0).reshape(2, 3))
+    for index in ([], (slice(None), []), ([], 0)):
+        assert_same(g[index], t[index])
+    g[[]] = 5.0
+    t[[]] = 5.0
+    g[0, []] = 1.0
+    t[0, []] = 1.0
+    assert_same(g, t)
