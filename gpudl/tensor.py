@@ -11,12 +11,17 @@ from .ops import elementwise as E
 from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor_index import IndexMixin
-from .tensor_math import MathMixin, matmul, where  # noqa: F401  (re-exported)
+from .tensor_math import MathMixin, matmul, where, wrapped  # noqa: F401  (re-exported)
 from .tensor_order import OrderMixin
 from .tensor_shape import ShapeMixin, _index_arrays, ints_first
 
 
 _SIM_DEVICE_ARRAYS = backend.SIM_DEVICE_ARRAYS     # the strict simulator: see Tensor._make
+
+
+# integer and bool tensors edit in place through the out-of-place op, which wraps numbers and
+# casts operands as torch (NumPy refuses uint8 += int8 and uint8 += -1)
+_WRAPPING_KINDS = frozenset("biu")
 
 
 def _device_of(array):
@@ -463,7 +468,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
             first, index = steps
         S.check_advanced(self._data[first].shape, index, "__setitem__")  # device-side checks
         if not recording:
-            self._data[first][index] = _raw(value, self)
+            self._data[first][index] = wrapped(_raw(value, self), self.dtype)
             self._bump_version()
         elif self._view is not None:    # through the base's history: see gpudl.inplace
             inplace.record(self, "__setitem__",
@@ -498,7 +503,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
                 value = value.astype(self.dtype)
             return inplace.record(self, "fill_", lambda t: inplace.Overwrite.apply(t, value),
                                   (value,))
-        self._data[...] = _raw(value, self)
+        self._data[...] = wrapped(_raw(value, self), self.dtype)
         self._bump_version()
         return self
 
@@ -519,9 +524,9 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     @autograd.recorded("inplace")
     def add_(self, other, alpha=1):
         raw = self._operand("add_", other, dtypes.value_category(alpha) if alpha != 1 else -1)
-        if inplace.needs_graph(self, (other,)):
-            return inplace.record(self, "add_", lambda t: t + (other if alpha == 1
-                                                               else other * alpha), (other,))
+        if self.dtype.kind in _WRAPPING_KINDS or inplace.needs_graph(self, (other,)):
+            return inplace.apply(self, "add_", lambda t: t + (other if alpha == 1
+                                                              else other * alpha), (other,))
         self._data += raw if alpha == 1 else alpha * raw
         self._bump_version()
         return self
@@ -535,8 +540,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     @autograd.recorded("inplace")
     def mul_(self, other):
         raw = self._operand("mul_", other)
-        if inplace.needs_graph(self, (other,)):
-            return inplace.record(self, "mul_", lambda t: t * other, (other,))
+        if self.dtype.kind in _WRAPPING_KINDS or inplace.needs_graph(self, (other,)):
+            return inplace.apply(self, "mul_", lambda t: t * other, (other,))
         self._data *= raw
         self._bump_version()
         return self
@@ -553,8 +558,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     @autograd.recorded("inplace")
     def clamp_(self, min=None, max=None):
         low, high = self._operand("clamp_", min), self._operand("clamp_", max)
-        if inplace.needs_graph(self, (min, max)):
-            return inplace.record(self, "clamp_", lambda t: t.clamp(min, max), (min, max))
+        if self.dtype.kind in _WRAPPING_KINDS or inplace.needs_graph(self, (min, max)):
+            return inplace.apply(self, "clamp_", lambda t: t.clamp(min, max), (min, max))
         xp = backend.get_array_module(self._data)
         xp.clip(self._data, low, high, out=self._data)
         self._bump_version()

@@ -194,7 +194,8 @@ class MathMixin:
         for bound in (lo, hi):              # an int tensor clamped to 0.5 gives floats, as torch
             if bound is not None:
                 x = x.astype(_result_dtype(x, bound))
-        return E.Clip.apply(x, _cast(lo, x.dtype), _cast(hi, x.dtype))
+        wrap = x.dtype.kind in "iu"          # uint8 clamped to min=-2 is to 254, as torch
+        return E.Clip.apply(x, _cast(lo, x.dtype, wrap), _cast(hi, x.dtype, wrap))
 
     clamp = clip
 
@@ -558,6 +559,12 @@ def _cast(value, dtype, wrap=False):
         if not bounds.min <= value <= bounds.max:
             return np.array(value).astype(dtype)[()]
     return value
+
+
+def wrapped(value, dtype):
+    """``value`` to store in a tensor of ``dtype``: a Python int out of range of a small integer
+    dtype wrapped into it, as torch stores one (uint8: -3 is 253); anything else as it is."""
+    return _cast(value, dtype, wrap=dtype.kind in "iu") if type(value) is int else value
 
 
 def _autocast_one(op, tensor):

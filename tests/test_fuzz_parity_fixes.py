@@ -153,3 +153,25 @@ def test_empty_list_index_selects_nothing_as_torch():
     g[0, []] = 1.0
     t[0, []] = 1.0
     assert_same(g, t)
+
+
+# ----------------------------------------------------------------- small integer dtypes wrap
+UINT8_EDITS = {
+    "sub_ self": lambda u, L: u.sub_(u.clone()),
+    "add_ -3": lambda u, L: u.add_(-3),
+    "add_ 300": lambda u, L: u.add_(300),
+    "add_ int8": lambda u, L: u.add_(L.tensor([-1, 2, 3], dtype=L.int8)),
+    "mul_ int8": lambda u, L: u.mul_(L.tensor([-1, 2, 3], dtype=L.int8)),
+    "clamp_ -2": lambda u, L: u.clamp_(-2, 100),
+    "clamp_ int32": lambda u, L: u.clamp_(min=L.tensor([-5, 7, 300], dtype=L.int32)),
+    "fill_ -3": lambda u, L: u.fill_(-3),
+    "setitem -1": lambda u, L: u.__setitem__(0, -1) or u,
+    "clamp -2": lambda u, L: L.clamp(u, min=-2),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(UINT8_EDITS))
+def test_uint8_edits_wrap_numbers_and_operands_as_torch(edit):
+    # NumPy refused these (OverflowError for uint8 - 1, UFuncTypeError for uint8 += int8)
+    g, t, _, _ = pair(np.array([1, 200, 7], np.uint8))
+    assert_same(UINT8_EDITS[edit](g, gd), UINT8_EDITS[edit](t, torch))
