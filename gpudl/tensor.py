@@ -11,7 +11,7 @@ from .ops import elementwise as E
 from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor_index import IndexMixin
-from .tensor_math import MathMixin, matmul, where, wrapped  # noqa: F401  (re-exported)
+from .tensor_math import MathMixin, matmul, scaled, where, wrapped  # noqa: F401 (re-exported)
 from .tensor_order import OrderMixin
 from .tensor_shape import ShapeMixin, _index_arrays, ints_first
 
@@ -488,7 +488,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
             src = src.astype(self.dtype) if isinstance(src, Tensor) else raw
             return inplace.record(self, "copy_", lambda t: inplace.Overwrite.apply(t, src),
                                   (src,))
-        self._data[...] = raw
+        self._data[...] = wrapped(raw, self.dtype)
         self._bump_version()
         return self
 
@@ -524,9 +524,10 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     @autograd.recorded("inplace")
     def add_(self, other, alpha=1):
         raw = self._operand("add_", other, dtypes.value_category(alpha) if alpha != 1 else -1)
-        if self.dtype.kind in _WRAPPING_KINDS or inplace.needs_graph(self, (other,)):
-            return inplace.apply(self, "add_", lambda t: t + (other if alpha == 1
-                                                              else other * alpha), (other,))
+        if self.dtype.kind in _WRAPPING_KINDS or (alpha != 1 and dtypes.value_category(raw) < 2) \
+                or inplace.needs_graph(self, (other,)):      # (-1 * a uint8 other would wrap)
+            return inplace.apply(self, "add_", lambda t: t + scaled("add_", other, alpha, t),
+                                 (other,))
         self._data += raw if alpha == 1 else alpha * raw
         self._bump_version()
         return self

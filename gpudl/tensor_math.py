@@ -194,8 +194,8 @@ class MathMixin:
         for bound in (lo, hi):              # an int tensor clamped to 0.5 gives floats, as torch
             if bound is not None:
                 x = x.astype(_result_dtype(x, bound))
-        wrap = x.dtype.kind in "iu"          # uint8 clamped to min=-2 is to 254, as torch
-        return E.Clip.apply(x, _cast(lo, x.dtype, wrap), _cast(hi, x.dtype, wrap))
+        lo, hi = (_cast(wrapped(bound, x.dtype), x.dtype) for bound in (lo, hi))
+        return E.Clip.apply(x, lo, hi)
 
     clamp = clip
 
@@ -561,10 +561,37 @@ def _cast(value, dtype, wrap=False):
     return value
 
 
+def scaled(op, other, alpha, like):
+    """``alpha * other`` for ``like + alpha * other`` (add, sub and their in-place forms),
+    computed in the result dtype as torch: other is cast to it first, so neither a bool or 0-d
+    other nor a narrow one wrapping alone changes the sum (int64 - uint8 is no int64 + uint8(-b)).
+    A floating alpha with an integral result is refused; a bool result takes alpha as a truth
+    value."""
+    if alpha == 1:
+        return other
+    dtype = _result_dtype(like, other)
+    if dtypes.category(dtype) < 2 and dtypes.value_category(alpha) == 2:
+        raise RuntimeError(f"{op}: for integral input tensors, argument alpha must not be a "
+                           f"floating point number, got alpha={alpha!r}")
+    if isinstance(other, T.Tensor) and other.dtype != dtype:
+        other = other.to(dtype)
+    if dtype == dtypes.bool_:
+        return other * bool(alpha) if isinstance(other, T.Tensor) else bool(other and alpha)
+    return other * alpha
+
+
 def wrapped(value, dtype):
-    """``value`` to store in a tensor of ``dtype``: a Python int out of range of a small integer
-    dtype wrapped into it, as torch stores one (uint8: -3 is 253); anything else as it is."""
-    return _cast(value, dtype, wrap=dtype.kind in "iu") if type(value) is int else value
+    """``value`` to store in a tensor of ``dtype`` (fill, item assignment, where, clamp bounds):
+    a Python int checked as torch checks a stored number, refused out of the dtype's range
+    except that an unsigned dtype also takes down to -max, wrapped (uint8: -3 is 253, -256 is
+    refused); anything else as it is."""
+    if type(value) is not int or dtype.kind not in "iu":
+        return value
+    bounds = np.iinfo(dtype)
+    if not (-bounds.max if dtype.kind == "u" else bounds.min) <= value <= bounds.max:
+        raise RuntimeError(f"value {value} cannot be converted to type {dtype} without "
+                           "overflow")
+    return np.array(value).astype(dtype)[()] if value < 0 else value
 
 
 def _autocast_one(op, tensor):
@@ -602,7 +629,7 @@ def _as_dtype_tensor(value, dtype, like):
     if isinstance(value, T.Tensor):
         return value.astype(dtype)
     # a fill, not asarray: no host-to-device copy, which a CUDA graph capture refuses
-    array = backend.xp_for(like._device).full((), value, dtype=dtype)
+    array = backend.xp_for(like._device).full((), wrapped(value, dtype), dtype=dtype)
     return T.Tensor._make(array, False, None, 0, like._device)
 
 

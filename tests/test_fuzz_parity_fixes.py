@@ -175,3 +175,39 @@ def test_uint8_edits_wrap_numbers_and_operands_as_torch(edit):
     # NumPy refused these (OverflowError for uint8 - 1, UFuncTypeError for uint8 += int8)
     g, t, _, _ = pair(np.array([1, 200, 7], np.uint8))
     assert_same(UINT8_EDITS[edit](g, gd), UINT8_EDITS[edit](t, torch))
+
+
+STORED_NUMBERS = {      # torch refuses a stored int out of range; uint8 takes down to -255
+    "where": lambda x, L, v: L.where(L.tensor([True, False, True]), x, v),
+    "masked_fill": lambda x, L, v: x.masked_fill(L.tensor([True, False, True]), v),
+    "fill_": lambda x, L, v: x.fill_(v),
+    "full": lambda x, L, v: L.full((2,), v, dtype=x.dtype),
+    "clamp": lambda x, L, v: L.clamp(x, min=v),
+    "copy_": lambda x, L, v: x.copy_(L.tensor(v)),
+    "index_fill_": lambda x, L, v: x.index_fill_(0, L.tensor([1]), v),
+}
+
+
+@pytest.mark.parametrize("dtype,value", [("uint8", -1), ("uint8", -255), ("uint8", -256),
+                                         ("uint8", 300), ("int8", 200), ("int8", -128)])
+@pytest.mark.parametrize("op", sorted(STORED_NUMBERS))
+def test_stored_int_out_of_range_wraps_or_is_refused_as_torch(op, dtype, value):
+    g, t, _, _ = pair(np.array([1, 200 if dtype == "uint8" else 100, 7], dtype))
+    try:
+        want = STORED_NUMBERS[op](t, torch, value)
+    except RuntimeError:
+        with pytest.raises(RuntimeError, match="without overflow"):
+            STORED_NUMBERS[op](g, gd, value)
+        return
+    assert_same(STORED_NUMBERS[op](g, gd, value), want)
+
+
+@pytest.mark.parametrize("op", ["sub_", "sub", "add_ alpha", "float sub_"])
+def test_subtracting_a_uint8_tensor_from_a_wider_one_promotes_first_as_torch(op):
+    # alpha * other was computed in other's dtype: int64 5 - uint8 3 gave 5 + uint8(-3) = 258
+    calls = {"sub_": lambda a, b, L: a.sub_(b), "sub": lambda a, b, L: L.sub(a, b, alpha=2),
+             "add_ alpha": lambda a, b, L: a.add_(b, alpha=-2),
+             "float sub_": lambda a, b, L: a.float().sub_(b)}
+    ga, ta, _, _ = pair(np.array([5, -7], np.int64))
+    gb, tb, _, _ = pair(np.array([3, 250], np.uint8))
+    assert_same(calls[op](ga, gb, gd), calls[op](ta, tb, torch))
