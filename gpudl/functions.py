@@ -35,17 +35,19 @@ def _tensors(op, tensors):
 def cat(tensors, dim=0, *, axis=None):
     """Join tensors along an existing dimension; all other sizes must match."""
     tensors = _tensors("cat", tensors)
-    # torch's legacy rule: 1-D empty tensors are skipped whatever the others' shapes
-    tensors = [t for t in tensors if t.shape != (0,)] or tensors[:1]
-    dim = dim if axis is None else axis
-    ref = tensors[0]
+    # torch's legacy rule: 1-D empty tensors are skipped whatever the others' shapes (S.Cat
+    # skips them too, keeping them in the graph)
+    first = next((i for i, t in enumerate(tensors) if t.shape != (0,)), 0)
+    dim, ref = dim if axis is None else axis, tensors[first]
     if any(t.ndim == 0 for t in tensors):
         raise ValueError("cat: zero-dimensional tensors cannot be concatenated; use stack")
     axis = normalize_axis(dim, ref.ndim, "cat")
     for i, t in enumerate(tensors):
+        if t.shape == (0,):
+            continue
         if t.ndim != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(t.shape, ref.shape))
                                      if j != axis):
-            raise ValueError(f"cat: tensor {i} has shape {t.shape} but tensor 0 has shape "
+            raise ValueError(f"cat: tensor {i} has shape {t.shape} but tensor {first} has shape "
                              f"{ref.shape}; sizes must match except in dimension {dim}")
     return S.Cat.apply(axis, *tensors) if len(tensors) > 1 else tensors[0].clone()
 

@@ -104,6 +104,9 @@ def assert_same(got, want, tolerance=1.0, where=""):
         for i, (g, w) in enumerate(zip(got, want)):
             assert_same(g, w, tolerance, f"{where}[{i}]")
         return
+    if want is None:
+        assert got is None, (where, got)
+        return
     if not isinstance(want, torch.Tensor):
         if hasattr(want, "_fields"):         # a named tuple such as torch.return_types.max
             return assert_same(tuple(got), tuple(want), tolerance, where)

@@ -227,3 +227,19 @@ def test_std_of_constant_rows_is_0_with_torchs_zero_gradient():
         outs.append((std, x.grad))
     assert_same(outs[0], outs[1])
     assert float(np.abs(g.grad.numpy()).max()) == 0.0
+
+
+# ----------------------------------------------------------------- cat of skipped empty tensors
+def test_cat_keeps_a_skipped_1d_empty_tensor_in_the_graph_as_torch():
+    # the skipped tensor was dropped before the op: the result of cat([empty leaf, int tensor])
+    # needed no grad, and the empty leaf got no gradient
+    outs = []
+    for L in (gd, torch):
+        empty = L.zeros(0, requires_grad=True)
+        block = L.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+        first = L.cat([empty, L.tensor([1, 2])])
+        first.sum().backward()
+        second = L.cat([empty, block, empty], 1)
+        (second * second).sum().backward()
+        outs.append((first.detach(), second.detach(), empty.grad, block.grad))
+    assert_same(outs[0], outs[1])
