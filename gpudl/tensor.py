@@ -523,7 +523,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     @autograd.recorded("inplace")
     def add_(self, other, alpha=1):
-        raw = self._operand("add_", other, dtypes.value_category(alpha) if alpha != 1 else -1)
+        # an int alpha is cast to the result's dtype (a bool result takes it as a truth value)
+        raw = self._operand("add_", other, 2 if dtypes.value_category(alpha) == 2 else -1)
         if self.dtype.kind in _WRAPPING_KINDS or (alpha != 1 and dtypes.value_category(raw) < 2) \
                 or inplace.needs_graph(self, (other,)):      # (-1 * a uint8 other would wrap)
             return inplace.apply(self, "add_", lambda t: t + scaled("add_", other, alpha, t),
