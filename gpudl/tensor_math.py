@@ -13,6 +13,7 @@ from .dtypes import is_floating
 from . import backend, dtypes
 from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
 from .ops import elementwise as E
+from .ops import elementwise_math as M
 from .ops import linalg, reduce as R
 from .autograd import recorded
 from .ops._util import normalize_axes, normalize_axis
@@ -599,7 +600,7 @@ def _autocast_one(op, tensor):
     return cast_inputs(op, tensor)[0] if _autocast.active else tensor
 
 
-_WRAPPING = (E.Add, E.Sub, E.Mul, E.FloorDivide, E.Remainder)
+_WRAPPING = (E.Add, E.Sub, E.Mul, E.FloorDivide, E.Remainder, M.TruncDivide, M.Fmod)
 
 
 def _binary(function, name, a, b, true_division=False):
