@@ -243,3 +243,36 @@ def test_cat_keeps_a_skipped_1d_empty_tensor_in_the_graph_as_torch():
         (second * second).sum().backward()
         outs.append((first.detach(), second.detach(), empty.grad, block.grad))
     assert_same(outs[0], outs[1])
+
+
+# ----------------------------------------------------------------- found by the property tests
+def test_bool_add_with_an_int_alpha_stays_bool_as_torch():
+    # the int alpha was taken for an integer result and refused in a bool tensor
+    for other, alpha in (([True, True], 2), ([False, True], 0)):
+        g, t, _, _ = pair(np.array([True, False]))
+        go, to, _, _ = pair(np.array(other))
+        assert_same(g.add_(go, alpha=alpha), t.add_(to, alpha=alpha))
+
+
+@pytest.mark.parametrize("base", [True, False])
+def test_a_bool_number_to_an_integer_tensor_power_as_torch(base):
+    # NumPy refused True ** int8 tensor with negative entries (an integer power, as 1 ** -3)
+    g, t, _, _ = pair(np.array([-3, -1, 0, 2], np.int8))
+    assert_same(base ** g, base ** t)
+
+
+@pytest.mark.parametrize("exponent", [True, False])
+def test_bool_tensor_to_a_bool_power_is_bool_as_torch(exponent):
+    g, t, _, _ = pair(np.array([True, False]))       # NumPy's bool ** bool is int8
+    assert_same(g ** exponent, t ** exponent)
+    assert_same(g.clone().pow_(exponent), t.clone().pow_(exponent))
+
+
+@pytest.mark.parametrize("op", ["div_trunc", "fmod"])
+def test_trunc_division_and_fmod_wrap_an_int_as_torch(op):
+    calls = {"div_trunc": lambda x, L, v: L.div(x, v, rounding_mode="trunc"),
+             "fmod": lambda x, L, v: L.fmod(x, v)}
+    g, t, _, _ = pair(np.array([5, 200], np.uint8))
+    assert_same(calls[op](g, gd, -2), calls[op](t, torch, -2))     # NumPy: OverflowError
+    g, t, _, _ = pair(np.array([5, -7], np.int8))
+    assert_same(calls[op](g, gd, 300), calls[op](t, torch, 300))
