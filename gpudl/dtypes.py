@@ -5,6 +5,8 @@
 floating type.
 """
 
+import functools
+
 import ml_dtypes
 import numpy as np
 
@@ -96,10 +98,19 @@ def category(dtype):
     return 2 if is_floating(dtype) else 0 if dtype == bool_ else 1
 
 
-def result_type(a, b):
-    """torch's result dtype of an op on tensors ``a`` and ``b``: a 0-d tensor beside a tensor
-    with dimensions takes part only when its category (bool < integer < floating) is higher,
-    so float32 + a 0-d float64 tensor stays float32 and int32 + a 0-d int64 tensor int32."""
+def result_type(a, b, *more):
+    """torch's result dtype of an op on tensors ``a``, ``b`` (and ``more``): 0-d tensors beside
+    tensors with dimensions take part only when their category (bool < integer < floating) is
+    higher, so float32 + a 0-d float64 tensor stays float32 and int32 + a 0-d int64 tensor
+    int32."""
+    if more:
+        tensors = (a, b, *more)
+        dims = [t.dtype for t in tensors if t.ndim]
+        zero_d = [t.dtype for t in tensors if not t.ndim]
+        if not dims or not zero_d:
+            return functools.reduce(promote_types, dims or zero_d)
+        dims, zero_d = (functools.reduce(promote_types, d) for d in (dims, zero_d))
+        return promote_types(dims, zero_d) if category(zero_d) > category(dims) else dims
     if (a.ndim == 0) == (b.ndim == 0):
         return promote_types(a.dtype, b.dtype)
     dims, zero_d = (a, b) if b.ndim == 0 else (b, a)

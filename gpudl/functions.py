@@ -355,6 +355,7 @@ def addcmul(input, tensor1, tensor2, *, value=1):
     require_tensors("addcmul", input=input, tensor1=tensor1, tensor2=tensor2)
     if _autocast.active:
         input, tensor1, tensor2 = cast_inputs("addcmul", input, tensor1, tensor2)
+    value, input, tensor1, tensor2 = _in_common_dtype(value, input, tensor1, tensor2)
     return input + value * tensor1 * tensor2
 
 
@@ -363,7 +364,22 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
     require_tensors("addcdiv", input=input, tensor1=tensor1, tensor2=tensor2)
     if _autocast.active:
         input, tensor1, tensor2 = cast_inputs("addcdiv", input, tensor1, tensor2)
+    if not dtypes.is_floating(dtypes.result_type(tensor1, tensor2)):
+        raise RuntimeError("addcdiv: integer division with addcdiv is not supported (as in "
+                           f"torch); got tensor1 {tensor1.dtype} and tensor2 {tensor2.dtype}: "
+                           "convert them to a floating dtype")
+    value, input, tensor1, tensor2 = _in_common_dtype(value, input, tensor1, tensor2)
     return input + value * tensor1 / tensor2
+
+
+def _in_common_dtype(value, *tensors):
+    """(value, *tensors) in the tensors' common dtype, in which torch computes addcmul and
+    addcdiv: a bool or narrow operand must not take ``value * tensor1`` to another dtype, and
+    a floating value is truncated for an integral one, as torch casts it."""
+    dtype = dtypes.result_type(*tensors)
+    if dtypes.category(dtype) < 2 and dtypes.value_category(value) == 2:
+        value = int(value)
+    return (value, *(t if t.dtype == dtype else t.to(dtype) for t in tensors))
 
 
 @autograd.recorded("inplace")
