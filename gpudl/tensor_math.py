@@ -583,16 +583,18 @@ def scaled(op, other, alpha, like):
 
 def wrapped(value, dtype):
     """``value`` to store in a tensor of ``dtype`` (fill, item assignment, where, clamp bounds):
-    a Python int checked as torch checks a stored number, refused out of the dtype's range
-    except that an unsigned dtype also takes down to -max, wrapped (uint8: -3 is 253, -256 is
-    refused); anything else as it is."""
-    if type(value) is not int or dtype.kind not in "iu":
+    a Python number checked as torch checks a stored one, refused out of the dtype's range
+    except that an unsigned dtype also takes an int down to -max, wrapped (uint8: -3 is 253,
+    -256 and -0.5 are refused); anything else as it is."""
+    if type(value) not in (int, float) or dtype.kind not in "iu":
         return value
     bounds = np.iinfo(dtype)
-    if not (-bounds.max if dtype.kind == "u" else bounds.min) <= value <= bounds.max:
+    # a float is truncated into the dtype: refused below its min (any negative for unsigned)
+    low = bounds.min if type(value) is float or dtype.kind == "i" else -bounds.max
+    if not low <= value <= bounds.max:
         raise RuntimeError(f"value {value} cannot be converted to type {dtype} without "
                            "overflow")
-    return np.array(value).astype(dtype)[()] if value < 0 else value
+    return np.array(value).astype(dtype)[()] if type(value) is int and value < 0 else value
 
 
 def _autocast_one(op, tensor):
