@@ -163,8 +163,14 @@ class ShapeMixin:
         return tuple(self[(slice(None),) * axis + (i,)] for i in range(self.shape[axis]))
 
     def chunk(self, chunks, dim=0):
-        n = self.shape[normalize_axis(dim, self.ndim, "chunk")]
-        return self.split(max(-(-n // chunks), 1), dim)
+        if not isinstance(chunks, int) or isinstance(chunks, bool) or chunks < 1:
+            raise RuntimeError(f"chunk: expected chunks to be an int greater than 0, got "
+                               f"{chunks!r}")
+        axis = normalize_axis(dim, self.ndim, "chunk")
+        n = self.shape[axis]
+        if n == 0:                        # torch: ``chunks`` empty pieces, not one
+            return tuple(self[(slice(None),) * axis + (slice(0, 0),)] for _ in range(chunks))
+        return self.split(-(-n // chunks), dim)
 
     def __getitem__(self, index):
         index = _index_arrays(index, self)
