@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
-from fuzz_parity import assert_same, pair
+from fuzz_parity import assert_same, assert_same_behaviour, pair
 
 torch = pytest.importorskip("torch")
 
@@ -276,3 +276,46 @@ def test_trunc_division_and_fmod_wrap_an_int_as_torch(op):
     assert_same(calls[op](g, gd, -2), calls[op](t, torch, -2))     # NumPy: OverflowError
     g, t, _, _ = pair(np.array([5, -7], np.int8))
     assert_same(calls[op](g, gd, 300), calls[op](t, torch, 300))
+
+
+ADDC = {
+    "addcmul f16 with bools": lambda L: L.addcmul(
+        L.ones(2, dtype=L.float16), L.tensor([True, False]), L.tensor([True, True]), value=-1.5),
+    "addcmul bf16 operands": lambda L: L.addcmul(
+        L.ones(2, dtype=L.float16), L.tensor([1.5, 2.0], dtype=L.bfloat16),
+        L.tensor([1.1, 2.3], dtype=L.bfloat16), value=1.3),
+    "addcmul int, float value": lambda L: L.addcmul(L.ones(2, dtype=L.int64), L.tensor([1, 2]),
+                                                    L.tensor([1, 2]), value=-1.7),
+    "addcdiv ints": lambda L: L.addcdiv(L.ones(2), L.tensor([1, 2]), L.tensor([1, 2])),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ADDC))
+def test_addcmul_and_addcdiv_compute_in_the_common_dtype_as_torch(case):
+    # value * tensor1 promoted a bool tensor1 to float32 (an f16 result became f32), bf16
+    # products were rounded before the f32 sum, an int result took a float value to f32, and
+    # integer addcdiv computed where torch refuses
+    assert_same_behaviour(lambda L: ADDC[case](L), (), ())
+
+
+@pytest.mark.parametrize("call", ["full_like", "masked_fill", "fill_ above", "fill_ below"])
+def test_stored_float_out_of_an_integer_range_is_refused_as_torch(call):
+    calls = {"full_like": lambda x, L: L.full_like(x, -1.5),
+             "masked_fill": lambda x, L: x.masked_fill(L.tensor([True, False]), -0.5),
+             "fill_ above": lambda x, L: x.fill_(255.5), "fill_ below": lambda x, L: x.fill_(-0.5)}
+    g, t, _, _ = pair(np.array([1, 200], np.uint8))
+    assert_same_behaviour(lambda L, x: calls[call](x, L), (g,), (t,))
+    assert_same(g.fill_(3.7), t.fill_(3.7))                   # in range: truncated
+
+
+def test_chunk_of_an_empty_dim_gives_chunks_empty_pieces_as_torch():
+    g, t, _, _ = pair(np.zeros((2, 0), np.float32))
+    assert_same(g.chunk(3, 1), t.chunk(3, 1))
+    with pytest.raises(RuntimeError, match="chunks"):
+        g.chunk(0)                                             # was ZeroDivisionError
+
+
+def test_unflatten_infers_minus_one_from_the_dim_even_when_empty_as_torch():
+    g, t, _, _ = pair(np.zeros((0, 3), np.float32))
+    assert_same(g.unflatten(0, (1, -1)), t.unflatten(0, (1, -1)))
+    assert_same_behaviour(lambda L, x: x.unflatten(0, (0, -1)), (g,), (t,))
