@@ -85,3 +85,18 @@ def test_device_arrays_own_their_memory_as_cupys(rng):
     assert moved[1:].base is moved and moved.T.base is moved
     assert gd.tensor(host, device="cuda")._data.base is None
     assert gd.from_numpy(host).to("cuda")._data.base is None
+
+
+def test_an_int_for_every_dim_gives_a_0d_device_view_as_cupy(rng):
+    # NumPy gave a host scalar: a gradient indexed so (item assignment's backward) left the
+    # device, and x + 0 with z[-1] = z[0] * 3 failed at backward under the simulator only
+    array = backend.to_device_array(rng.standard_normal((2, 3)), "cuda")
+    element = array[1, 2]
+    assert type(element) is SimDeviceArray and element.shape == ()
+    element[...] = 7.0
+    assert float(array[1, 2]) == 7.0                   # a view, as CuPy's
+    x = gd.tensor(np.ones(3, np.float32), device="cuda", requires_grad=True)
+    z = x + 0
+    z[-1] = z[0] * 3
+    z.backward(gd.ones(3, device="cuda"))
+    np.testing.assert_array_equal(x.grad.cpu().numpy(), [4.0, 1.0, 0.0])   # torch's
