@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 import gpudl as gd
+from gpudl import backend
 
 DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64",
           "float16", "bfloat16", "float32", "float64")
@@ -135,9 +136,16 @@ def assert_same(got, want, tolerance=1.0, where="", floor=None):
 
 
 def outcome(fn, lib, *args):
+    """(result, None) or (None, the error) of ``fn(lib, *args)``; for gpudl on the cuda device the
+    checks it deferred (backend.defer_check) are read at once, so their error is the call's."""
     try:
-        return fn(lib, *args), None
+        result = fn(lib, *args)
+        if lib is gd:
+            backend.raise_deferred()
+        return result, None
     except Exception as error:       # noqa: BLE001 (compared with torch's error below)
+        if lib is gd:
+            backend._deferred.clear()     # the call's error stands; none left for the next
         return None, error
 
 
