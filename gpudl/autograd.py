@@ -33,6 +33,7 @@ import numpy as np
 from . import backend, cpu_threads, dtypes
 
 _Tensor = None  # set by gpudl.tensor at import (tensor.py sits below this module)
+_refuse_overlap = None  # gpudl.inplace.refuse_overlap, set by it at import (it imports us)
 # id(leaf) -> [hook(leaf)]: called once per backward after the leaf's .grad holds all of that
 # backward's contributions (DistributedDataParallel launches its all-reduce from them). Kept
 # here, not on the Tensor, so tensors without hooks carry nothing; a finalizer drops the entry.
@@ -993,7 +994,12 @@ def recorded(kind):
             if _capture is not None and _capture.active():
                 return _capture.call(kind, method, self, args, kwargs)
             return method(self, *args, **kwargs)
-        return run
+
+        @functools.wraps(method)
+        def write(self, *args, **kwargs):
+            _refuse_overlap(self, write.__name__)     # (renamed by some callers)
+            return run(self, *args, **kwargs)
+        return write if kind == "inplace" else run
     return decorate
 
 

@@ -4,6 +4,7 @@ import numpy as np
 
 from . import autograd, backend, dtypes, random
 from .tensor import Tensor
+from .tensor_math import wrapped
 from .tensor_shape import shape_arg
 
 
@@ -109,8 +110,8 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False):
         dtype = dtypes.infer_dtype(fill_value) if not isinstance(fill_value, Tensor) \
             else fill_value.dtype
     value = fill_value.item() if isinstance(fill_value, Tensor) else fill_value
-    return _factory("full", lambda xp, s, d, _: xp.full(s, value, d), (size,), dtype, device,
-                    requires_grad)
+    return _factory("full", lambda xp, s, d, _: xp.full(s, wrapped(value, d), d), (size,), dtype,
+                    device, requires_grad)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):

@@ -5,6 +5,8 @@
 floating type.
 """
 
+import functools
+
 import ml_dtypes
 import numpy as np
 
@@ -63,7 +65,8 @@ def bfloat16_to_float32(a):
 def float32_to_bfloat16(xp, a):
     """float32 array ``a`` rounded to bfloat16 through its bits (to nearest, ties to even; NaN
     stays a quiet NaN of its sign), as ml_dtypes' cast does."""
-    bits = xp.ascontiguousarray(a, np.float32).view(np.uint32)
+    # ascontiguousarray makes a 0-d array (or a NumPy scalar) 1-d: its shape is put back
+    bits = xp.ascontiguousarray(a, np.float32).view(np.uint32).reshape(np.shape(a))
     nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
     rounded = (bits + (np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1)))) >> 16
     return xp.where(nan, (bits >> 16) | np.uint32(0x40), rounded).astype(np.uint16) \
@@ -95,10 +98,19 @@ def category(dtype):
     return 2 if is_floating(dtype) else 0 if dtype == bool_ else 1
 
 
-def result_type(a, b):
-    """torch's result dtype of an op on tensors ``a`` and ``b``: a 0-d tensor beside a tensor
-    with dimensions takes part only when its category (bool < integer < floating) is higher,
-    so float32 + a 0-d float64 tensor stays float32 and int32 + a 0-d int64 tensor int32."""
+def result_type(a, b, *more):
+    """torch's result dtype of an op on tensors ``a``, ``b`` (and ``more``): 0-d tensors beside
+    tensors with dimensions take part only when their category (bool < integer < floating) is
+    higher, so float32 + a 0-d float64 tensor stays float32 and int32 + a 0-d int64 tensor
+    int32."""
+    if more:
+        tensors = (a, b, *more)
+        dims = [t.dtype for t in tensors if t.ndim]
+        zero_d = [t.dtype for t in tensors if not t.ndim]
+        if not dims or not zero_d:
+            return functools.reduce(promote_types, dims or zero_d)
+        dims, zero_d = (functools.reduce(promote_types, d) for d in (dims, zero_d))
+        return promote_types(dims, zero_d) if category(zero_d) > category(dims) else dims
     if (a.ndim == 0) == (b.ndim == 0):
         return promote_types(a.dtype, b.dtype)
     dims, zero_d = (a, b) if b.ndim == 0 else (b, a)

@@ -35,17 +35,19 @@ def _tensors(op, tensors):
 def cat(tensors, dim=0, *, axis=None):
     """Join tensors along an existing dimension; all other sizes must match."""
     tensors = _tensors("cat", tensors)
-    # torch's legacy rule: 1-D empty tensors are skipped whatever the others' shapes
-    tensors = [t for t in tensors if t.shape != (0,)] or tensors[:1]
-    dim = dim if axis is None else axis
-    ref = tensors[0]
+    # torch's legacy rule: 1-D empty tensors are skipped whatever the others' shapes (S.Cat
+    # skips them too, keeping them in the graph)
+    first = next((i for i, t in enumerate(tensors) if t.shape != (0,)), 0)
+    dim, ref = dim if axis is None else axis, tensors[first]
     if any(t.ndim == 0 for t in tensors):
         raise ValueError("cat: zero-dimensional tensors cannot be concatenated; use stack")
     axis = normalize_axis(dim, ref.ndim, "cat")
     for i, t in enumerate(tensors):
+        if t.shape == (0,):
+            continue
         if t.ndim != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(t.shape, ref.shape))
                                      if j != axis):
-            raise ValueError(f"cat: tensor {i} has shape {t.shape} but tensor 0 has shape "
+            raise ValueError(f"cat: tensor {i} has shape {t.shape} but tensor {first} has shape "
                              f"{ref.shape}; sizes must match except in dimension {dim}")
     return S.Cat.apply(axis, *tensors) if len(tensors) > 1 else tensors[0].clone()
 
@@ -353,6 +355,7 @@ def addcmul(input, tensor1, tensor2, *, value=1):
     require_tensors("addcmul", input=input, tensor1=tensor1, tensor2=tensor2)
     if _autocast.active:
         input, tensor1, tensor2 = cast_inputs("addcmul", input, tensor1, tensor2)
+    value, input, tensor1, tensor2 = _in_common_dtype(value, input, tensor1, tensor2)
     return input + value * tensor1 * tensor2
 
 
@@ -361,7 +364,22 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
     require_tensors("addcdiv", input=input, tensor1=tensor1, tensor2=tensor2)
     if _autocast.active:
         input, tensor1, tensor2 = cast_inputs("addcdiv", input, tensor1, tensor2)
+    if not dtypes.is_floating(dtypes.result_type(tensor1, tensor2)):
+        raise RuntimeError("addcdiv: integer division with addcdiv is not supported (as in "
+                           f"torch); got tensor1 {tensor1.dtype} and tensor2 {tensor2.dtype}: "
+                           "convert them to a floating dtype")
+    value, input, tensor1, tensor2 = _in_common_dtype(value, input, tensor1, tensor2)
     return input + value * tensor1 / tensor2
+
+
+def _in_common_dtype(value, *tensors):
+    """(value, *tensors) in the tensors' common dtype, in which torch computes addcmul and
+    addcdiv: a bool or narrow operand must not take ``value * tensor1`` to another dtype, and
+    a floating value is truncated for an integral one, as torch casts it."""
+    dtype = dtypes.result_type(*tensors)
+    if dtypes.category(dtype) < 2 and dtypes.value_category(value) == 2:
+        value = int(value)
+    return (value, *(t if t.dtype == dtype else t.to(dtype) for t in tensors))
 
 
 @autograd.recorded("inplace")

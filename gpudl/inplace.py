@@ -268,8 +268,15 @@ def _refuse(tensor, op):
             raise RuntimeError(f"{op}: this view was created in no_grad mode and is being "
                                "modified in place with grad mode enabled; take the view "
                                "outside no_grad, or edit it inside no_grad")
+
+
+def refuse_overlap(tensor, op):
+    """Refuse, as torch, an in-place edit of a tensor whose elements share memory (an expanded
+    one): every Tensor method that writes its tensor calls this (``autograd.recorded``). NumPy
+    marks such views read-only (its error names no tensor), CuPy does not: there the edit would
+    write each location once per element, racing."""
     data = tensor._data
-    if any(step == 0 and n > 1 for step, n in zip(data.strides, data.shape)):
+    if data.size and any(step == 0 and n > 1 for step, n in zip(data.strides, data.shape)):
         raise RuntimeError(f"{op}: unsupported operation: more than one element of the "
                            "written-to tensor refers to a single memory location (an "
                            "expanded tensor); clone() it before editing it in place")
@@ -287,3 +294,6 @@ def _checked_result(tensor, op, out):
                                f"output type {tensor.dtype}")
         out = out.astype(tensor.dtype)
     return out
+
+
+autograd._refuse_overlap = refuse_overlap

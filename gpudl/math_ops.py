@@ -18,7 +18,7 @@ from .ops import elementwise as E
 from .ops.activation import celu, hardshrink, prelu, rrelu, selu, threshold  # noqa: F401
 from .ops import elementwise_math as M
 from .tensor import Tensor
-from .tensor_math import _autocast_one, _binary, _no_bool, _result_dtype
+from .tensor_math import _autocast_one, _binary, _no_bool, _result_dtype, scaled
 
 
 # ----------------------------------------------------------------- argument checks
@@ -63,18 +63,10 @@ def check_kinds(op, kinds, input, other=None):
 
 # ----------------------------------------------------------------- arithmetic
 def _scaled(op, other, alpha, like):
-    """``alpha * other`` for add/sub/rsub, refused as torch refuses a floating alpha with an
-    integral result (a bool result takes alpha as a truth value)."""
-    if alpha == 1:
-        return other
-    check_operand(op, "alpha", alpha)
-    dtype = _result_dtype(like, other)
-    if dtypes.category(dtype) < 2 and dtypes.value_category(alpha) == 2:
-        raise RuntimeError(f"{op}: for integral input tensors, argument alpha must not be a "
-                           f"floating point number, got alpha={alpha!r}")
-    if dtype == dtypes.bool_:
-        return other * bool(alpha)
-    return other * alpha
+    """``alpha * other`` for add/sub/rsub (tensor_math.scaled), alpha checked first."""
+    if alpha != 1:
+        check_operand(op, "alpha", alpha)
+    return scaled(op, other, alpha, like)
 
 
 def add(input, other, *, alpha=1, out=None):

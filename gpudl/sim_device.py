@@ -114,6 +114,14 @@ class SimDeviceArray(np.ndarray):
             return None
         return viewed
 
+    def __getitem__(self, key):
+        result = np.ndarray.__getitem__(self, key)
+        if isinstance(result, np.generic):   # an int for every dim: CuPy gives a 0-d device
+            # array (a view), NumPy a host scalar; with an Ellipsis added NumPy gives the view
+            result = np.ndarray.__getitem__(
+                self, (*key, Ellipsis) if type(key) is tuple else (key, Ellipsis))
+        return result
+
     def __setitem__(self, key, value):
         if type(value) is np.ndarray and value.ndim:
             raise host_data_error(value, "__setitem__")

@@ -13,12 +13,17 @@ from .ops import elementwise as E
 from .ops import shape as S
 from .ops._util import normalize_axis
 from .tensor_index import IndexMixin
-from .tensor_math import MathMixin, matmul, where  # noqa: F401  (re-exported)
+from .tensor_math import MathMixin, matmul, scaled, where, wrapped  # noqa: F401 (re-exported)
 from .tensor_order import OrderMixin
 from .tensor_shape import ShapeMixin, _index_arrays, ints_first
 
 
 _SIM_DEVICE_ARRAYS = backend.SIM_DEVICE_ARRAYS     # the strict simulator: see Tensor._make
+
+
+# integer and bool tensors edit in place through the out-of-place op, which wraps numbers and
+# casts operands as torch (NumPy refuses uint8 += int8 and uint8 += -1)
+_WRAPPING_KINDS = frozenset("biu")
 
 
 def _device_of(array):
@@ -488,7 +493,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         S.check_advanced(self._data[first].shape, index, "__setitem__")  # device-side checks
         try:
             if not recording:
-                self._data[first][index] = _raw(value, self)
+                self._data[first][index] = wrapped(_raw(value, self), self.dtype)
                 self._bump_version()
             elif self._view is not None:    # through the base's history: see gpudl.inplace
                 inplace.record(self, "__setitem__",
@@ -513,7 +518,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
             src = src.astype(self.dtype) if isinstance(src, Tensor) else raw
             return inplace.record(self, "copy_", lambda t: inplace.Overwrite.apply(t, src),
                                   (src,))
-        self._data[...] = raw
+        self._data[...] = wrapped(raw, self.dtype)
         self._bump_version()
         return self
 
@@ -528,7 +533,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
                 value = value.astype(self.dtype)
             return inplace.record(self, "fill_", lambda t: inplace.Overwrite.apply(t, value),
                                   (value,))
-        self._data[...] = _raw(value, self)
+        self._data[...] = wrapped(_raw(value, self), self.dtype)
         self._bump_version()
         return self
 
@@ -563,10 +568,12 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     @autograd.recorded("inplace")
     def add_(self, other, alpha=1):
-        raw = self._operand("add_", other, dtypes.value_category(alpha) if alpha != 1 else -1)
-        if inplace.needs_graph(self, (other,)):
-            return inplace.record(self, "add_", lambda t: t + (other if alpha == 1
-                                                               else other * alpha), (other,))
+        # an int alpha is cast to the result's dtype (a bool result takes it as a truth value)
+        raw = self._operand("add_", other, 2 if dtypes.value_category(alpha) == 2 else -1)
+        if self.dtype.kind in _WRAPPING_KINDS or (alpha != 1 and dtypes.value_category(raw) < 2) \
+                or inplace.needs_graph(self, (other,)):      # (-1 * a uint8 other would wrap)
+            return inplace.apply(self, "add_", lambda t: t + scaled("add_", other, alpha, t),
+                                 (other,))
         self._data += raw if alpha == 1 else alpha * raw
         self._bump_version()
         return self
@@ -581,8 +588,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     @autograd.recorded("inplace")
     def mul_(self, other):
         raw = self._operand("mul_", other)
-        if inplace.needs_graph(self, (other,)):
-            return inplace.record(self, "mul_", lambda t: t * other, (other,))
+        if self.dtype.kind in _WRAPPING_KINDS or inplace.needs_graph(self, (other,)):
+            return inplace.apply(self, "mul_", lambda t: t * other, (other,))
         self._data *= raw
         self._bump_version()
         return self
@@ -599,8 +606,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     @autograd.recorded("inplace")
     def clamp_(self, min=None, max=None):
         low, high = self._operand("clamp_", min), self._operand("clamp_", max)
-        if inplace.needs_graph(self, (min, max)):
-            return inplace.record(self, "clamp_", lambda t: t.clamp(min, max), (min, max))
+        if self.dtype.kind in _WRAPPING_KINDS or inplace.needs_graph(self, (min, max)):
+            return inplace.apply(self, "clamp_", lambda t: t.clamp(min, max), (min, max))
         xp = backend.get_array_module(self._data)
         xp.clip(self._data, low, high, out=self._data)
         self._bump_version()

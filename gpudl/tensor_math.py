@@ -13,6 +13,7 @@ from .dtypes import is_floating
 from . import backend, dtypes
 from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
 from .ops import elementwise as E
+from .ops import elementwise_math as M
 from .ops import linalg, reduce as R
 from .autograd import recorded
 from .ops._util import normalize_axes, normalize_axis
@@ -112,6 +113,11 @@ class MathMixin:
             # in torch's promoted dtype: float32 == a 0-d float64 compares in float32
             dtype = dtypes.result_type(self, other)
             mine, raw = mine.astype(dtype, copy=False), raw.astype(dtype, copy=False)
+        elif isinstance(other, _NUMBERS):
+            # torch's too: int64 == 2.5 compares in float32, bool << 3 shifts an int64, and an
+            # int out of range of a small integer dtype wraps into it (uint8 == -1 is == 255)
+            dtype = _with_number(mine.dtype, other)
+            mine, raw = mine.astype(dtype, copy=False), _cast(raw, dtype, dtype.kind in "iu")
         return T.Tensor._make(op(mine, raw), False, None, 0, self._device)
 
     __eq__ = lambda self, other: self._compare(other, lambda a, b: a == b)  # noqa: E731
@@ -145,13 +151,13 @@ class MathMixin:
         """Whether any element (along ``dim``: an int or a tuple; all dims by default) is
         nonzero."""
         out = self._data.any(axis=normalize_axes(dim, self.ndim, "any"), keepdims=bool(keepdim))
-        return T.Tensor._make(out, False, None, 0, self._device)
+        return T.Tensor._make(_as_uint8_like(out, self), False, None, 0, self._device)
 
     @recorded("compute")
     def all(self, dim=None, keepdim=False):
         """Whether every element (along ``dim``, as ``any``) is nonzero."""
         out = self._data.all(axis=normalize_axes(dim, self.ndim, "all"), keepdims=bool(keepdim))
-        return T.Tensor._make(out, False, None, 0, self._device)
+        return T.Tensor._make(_as_uint8_like(out, self), False, None, 0, self._device)
 
     def isnan(self):
         return self._compare(None, lambda a, _: backend.get_array_module(a).isnan(a))
@@ -189,7 +195,8 @@ class MathMixin:
         for bound in (lo, hi):              # an int tensor clamped to 0.5 gives floats, as torch
             if bound is not None:
                 x = x.astype(_result_dtype(x, bound))
-        return E.Clip.apply(x, _cast(lo, x.dtype), _cast(hi, x.dtype))
+        lo, hi = (_cast(wrapped(bound, x.dtype), x.dtype) for bound in (lo, hi))
+        return E.Clip.apply(x, lo, hi)
 
     clamp = clip
 
@@ -343,15 +350,15 @@ class MathMixin:
 
     def cumsum(self, dim, *, dtype=None):
         """Running sum along ``dim``; integer tensors give int64."""
+        axis = normalize_axis(dim, self.ndim, "cumsum")
         x = _reduction_input("cumsum", self, dtype)
-        return R.CumSum.apply(x, normalize_axis(dim, self.ndim, "cumsum")) if self.ndim \
-            else x.clone()
+        return R.CumSum.apply(x, axis) if self.ndim else x.clone()
 
     def cumprod(self, dim, *, dtype=None):
         """Running product along ``dim``; the gradient is exact where elements are zero."""
+        axis = normalize_axis(dim, self.ndim, "cumprod")
         x = _reduction_input("cumprod", self, dtype)
-        return R.CumProd.apply(x, normalize_axis(dim, self.ndim, "cumprod")) if self.ndim \
-            else x.clone()
+        return R.CumProd.apply(x, axis) if self.ndim else x.clone()
 
     def logsumexp(self, dim, keepdim=False):
         """log(sum(exp(self))) over ``dim``, computed without overflow."""
@@ -389,14 +396,14 @@ class MathMixin:
             x = head != tail if x.dtype == dtypes.bool_ else head - tail
         return x
 
-    def softmax(self, dim=-1, *, axis=None):
+    def softmax(self, dim=-1, dtype=None, *, axis=None):
         dim = dim if axis is None else axis
-        self = _autocast_one("softmax", self)
+        self = _autocast_one("softmax", _cast_to(self, dtype))
         return R.Softmax.apply(self._floating(), normalize_axis(dim, self.ndim, "softmax"))
 
-    def log_softmax(self, dim=-1, *, axis=None):
+    def log_softmax(self, dim=-1, dtype=None, *, axis=None):
         dim = dim if axis is None else axis
-        self = _autocast_one("log_softmax", self)
+        self = _autocast_one("log_softmax", _cast_to(self, dtype))
         return R.LogSoftmax.apply(self._floating(), normalize_axis(dim, self.ndim, "log_softmax"))
 
     def lerp(self, end, weight):
@@ -531,6 +538,7 @@ def _result_dtype(a, b):
 
 
 _NUMBER_DTYPES = (dtypes.bool_, dtypes.int64, dtypes.DEFAULT_FLOAT)   # by category
+_NUMBERS = (int, float, np.number, np.bool_)      # bool is an int
 
 
 def _with_number(dtype, number):
@@ -554,12 +562,47 @@ def _cast(value, dtype, wrap=False):
     return value
 
 
+def scaled(op, other, alpha, like):
+    """``alpha * other`` for ``like + alpha * other`` (add, sub and their in-place forms),
+    computed in the result dtype as torch: other is cast to it first, so neither a bool or 0-d
+    other nor a narrow one wrapping alone changes the sum (int64 - uint8 is no int64 + uint8(-b)).
+    A floating alpha with an integral result is refused; a bool result takes alpha as a truth
+    value."""
+    if alpha == 1:
+        return other
+    dtype = _result_dtype(like, other)
+    if dtypes.category(dtype) < 2 and dtypes.value_category(alpha) == 2:
+        raise RuntimeError(f"{op}: for integral input tensors, argument alpha must not be a "
+                           f"floating point number, got alpha={alpha!r}")
+    if isinstance(other, T.Tensor) and other.dtype != dtype:
+        other = other.to(dtype)
+    if dtype == dtypes.bool_:
+        return other * bool(alpha) if isinstance(other, T.Tensor) else bool(other and alpha)
+    return other * alpha
+
+
+def wrapped(value, dtype):
+    """``value`` to store in a tensor of ``dtype`` (fill, item assignment, where, clamp bounds):
+    a Python number checked as torch checks a stored one, refused out of the dtype's range
+    except that an unsigned dtype also takes an int down to -max, wrapped (uint8: -3 is 253,
+    -256 and -0.5 are refused); anything else as it is."""
+    if type(value) not in (int, float) or dtype.kind not in "iu":
+        return value
+    bounds = np.iinfo(dtype)
+    # a float is truncated into the dtype: refused below its min (any negative for unsigned)
+    low = bounds.min if type(value) is float or dtype.kind == "i" else -bounds.max
+    if not low <= value <= bounds.max:
+        raise RuntimeError(f"value {value} cannot be converted to type {dtype} without "
+                           "overflow")
+    return np.array(value).astype(dtype)[()] if type(value) is int and value < 0 else value
+
+
 def _autocast_one(op, tensor):
     """``tensor`` cast by ``op``'s autocast policy (itself when autocast is off)."""
     return cast_inputs(op, tensor)[0] if _autocast.active else tensor
 
 
-_WRAPPING = (E.Add, E.Sub, E.Mul, E.FloorDivide, E.Remainder)
+_WRAPPING = (E.Add, E.Sub, E.Mul, E.FloorDivide, E.Remainder, M.TruncDivide, M.Fmod)
 
 
 def _binary(function, name, a, b, true_division=False):
@@ -589,7 +632,7 @@ def _as_dtype_tensor(value, dtype, like):
     if isinstance(value, T.Tensor):
         return value.astype(dtype)
     # a fill, not asarray: no host-to-device copy, which a CUDA graph capture refuses
-    array = backend.xp_for(like._device).full((), value, dtype=dtype)
+    array = backend.xp_for(like._device).full((), wrapped(value, dtype), dtype=dtype)
     return T.Tensor._make(array, False, None, 0, like._device)
 
 
@@ -622,6 +665,11 @@ def matmul(a, b):
 def _cast_to(x, dtype):
     """x cast to ``dtype`` first, as torch's reductions with dtype= (None: x itself)."""
     return x if dtype is None else x.to(dtype=dtype)
+
+
+def _as_uint8_like(truth, x):
+    """The bool result ``truth`` of any/all of ``x``, as uint8 when ``x`` is: torch's rule."""
+    return truth.astype(np.uint8) if x.dtype == np.uint8 else truth
 
 
 def _reduction_input(op, x, dtype):

@@ -163,8 +163,14 @@ class ShapeMixin:
         return tuple(self[(slice(None),) * axis + (i,)] for i in range(self.shape[axis]))
 
     def chunk(self, chunks, dim=0):
-        n = self.shape[normalize_axis(dim, self.ndim, "chunk")]
-        return self.split(max(-(-n // chunks), 1), dim)
+        if not isinstance(chunks, int) or isinstance(chunks, bool) or chunks < 1:
+            raise RuntimeError(f"chunk: expected chunks to be an int greater than 0, got "
+                               f"{chunks!r}")
+        axis = normalize_axis(dim, self.ndim, "chunk")
+        n = self.shape[axis]
+        if n == 0:                        # torch: ``chunks`` empty pieces, not one
+            return tuple(self[(slice(None),) * axis + (slice(0, 0),)] for _ in range(chunks))
+        return self.split(-(-n // chunks), dim)
 
     def __getitem__(self, index):
         index = _index_arrays(index, self)
@@ -187,7 +193,9 @@ def _index_arrays(index, like):
     if isinstance(index, T.Tensor):
         return index._data
     if isinstance(index, list):
-        return T._raw(np.asarray(index), like)
+        array = np.asarray(index)
+        # torch takes [] as an empty index; NumPy makes it float64, which it refuses as one
+        return T._raw(array.astype(np.int64) if array.size == 0 else array, like)
     return index
 
 

@@ -5,6 +5,8 @@
 ``is_floating_point``), built on gpudl's ops. Their own module: ``all``, ``any`` and ``pow``
 would shadow Python's builtins in any module that uses those."""
 
+import math
+
 import ml_dtypes
 import numpy as np
 
@@ -124,8 +126,14 @@ def unflatten(input, dim, sizes):
     """``input`` with dim ``dim`` split into ``sizes`` (one may be -1)."""
     require_tensors("unflatten", input=input)
     dim = normalize_axis(dim, input.ndim, "unflatten")
-    shape = tuple(input.shape)
-    return input.reshape(shape[:dim] + tuple(sizes) + shape[dim + 1:])
+    shape, sizes = tuple(input.shape), tuple(sizes)
+    if sizes.count(-1) == 1:          # inferred from dim's size alone (the tensor may be empty)
+        known = math.prod(n for n in sizes if n != -1)
+        if known == 0 or shape[dim] % known:
+            raise RuntimeError(f"unflatten: sizes {sizes} cannot split dim {dim} of size "
+                               f"{shape[dim]}")
+        sizes = tuple(shape[dim] // known if n == -1 else n for n in sizes)
+    return input.reshape(shape[:dim] + sizes + shape[dim + 1:])
 
 
 def hstack(tensors):

@@ -40,7 +40,14 @@ def summed(a, axes, keepdims):
         return np.full((1,) * a.ndim, value) if keepdims else value
     if a.dtype in LOW_PRECISION and not backend.is_device_array(a):
         return a.sum(axis=axes, keepdims=keepdims, dtype=float32).astype(a.dtype)
-    return a.sum(axis=axes, keepdims=keepdims)
+    return a.sum(axis=axes, keepdims=keepdims, dtype=integral_dtype(a))
+
+
+def integral_dtype(a):
+    """``a``'s dtype when integral or bool, else None: what to pass a NumPy/CuPy sum or cumsum
+    as ``dtype=`` for the result to keep it (theirs widen int8 to int64, uint8 to uint64; the
+    caller has already widened where torch does)."""
+    return a.dtype if a.dtype.kind in "biu" else None
 
 
 def mean_of(a, axes, keepdims):
@@ -99,7 +106,8 @@ def normalize_axis(axis, ndim, op):
     """One int dim -> a non-negative axis (a tuple is refused: these ops take one dim)."""
     if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
         raise TypeError(f"{op}: dim must be an int, got {axis!r}")
-    return normalize_axes(axis, ndim, op)[0] if ndim else 0
+    axes = normalize_axes(axis, ndim, op)     # checks the range ([-1, 0] for a 0-d tensor)
+    return axes[0] if ndim else 0
 
 
 def is_int(value):

@@ -85,6 +85,8 @@ class Pow(ArrayFunction):
             raise RuntimeError("pow: integers to negative integer powers are not allowed "
                                f"(a {a.dtype} tensor ** {b}); use a float tensor")
         y = _integer_power(a, b) if _is_integer(a) and _is_integer(b) else a ** b
+        if all(getattr(x, "dtype", None) == np.bool_ or type(x) is bool for x in (a, b)):
+            y = y.astype(np.bool_)            # NumPy's bool ** bool is int8; torch's bool
         ctx.save_for_backward(a, b, y)
         return y
 
@@ -114,8 +116,9 @@ def _power_derivative(xp, a, b):
 
 
 def _is_integer(x):
+    """An integer array or a Python int or bool (True ** int8 tensor is an integer power)."""
     return getattr(x, "dtype", None) is not None and x.dtype.kind in "iu" or \
-        type(x) is int
+        type(x) in (int, bool)
 
 
 def _integer_power(a, b):
@@ -124,7 +127,7 @@ def _integer_power(a, b):
     if type(b) is int:                        # a negative one is refused in forward
         return a ** b
     xp = _xp2(a, b)                           # no branch on the values: no device sync
-    if type(a) is int:                        # a number base: CuPy's where takes no bool
+    if type(a) in (int, bool):                # a number base: CuPy's where takes no bool
         negative_power = 1 if a == 1 else 1 - 2 * (b % 2) if a == -1 else 0
     else:
         negative_power = xp.where(a == 1, 1, xp.where(a == -1, 1 - 2 * (b % 2), 0))
@@ -145,8 +148,8 @@ def _integer_division(op, a, b):
     if getattr(a, "dtype", None) == np.bool_ or getattr(b, "dtype", None) == np.bool_:
         raise TypeError(f"{op}: not implemented for bool tensors")
     dtype = a.dtype if hasattr(a, "dtype") else b.dtype     # the result's (see tensor_math)
-    if dtype.kind not in "iu":
-        return
+    if dtype.kind not in "iu" or 0 in np.broadcast_shapes(np.shape(a), np.shape(b)):
+        return                                # no quotient computed, none refused (as torch)
     if hasattr(b, "dtype") and backend.on_device(b):     # the simulator's arrays too
         backend.defer_check(xp_of(b).all(b != 0), bool,
                             lambda _: RuntimeError(f"{op}: integer division by zero"))

@@ -57,6 +57,9 @@ def _cat(saved, g):
     axis, sizes = saved.ctx.conf
     grads, start = [], 0
     for n in sizes:
+        if n is None:                       # a skipped 1-D empty input: an empty gradient
+            grads.append(g.reshape(-1)[0:0])
+            continue
         grads.append(S.GetItem.apply(g, (slice(None),) * axis + (slice(start, start + n),)))
         start += n
     return (None, *grads)

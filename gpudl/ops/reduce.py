@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import ArrayFunction
-from ._util import in_float32, mean_of, quiet as _quiet, summed, xp_of
+from ._util import in_float32, integral_dtype, mean_of, quiet as _quiet, summed, xp_of
 
 
 def _expand_back(g, axes, keepdims, shape):
@@ -96,8 +96,13 @@ class Extreme(ArrayFunction):
 class Var(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axes, correction, keepdims):
-        mean = in_float32(lambda x: x.mean(axis=axes, keepdims=True), a)
-        centered = a - mean
+        def mean_of_slices(x):
+            return in_float32(lambda y: y.mean(axis=axes, keepdims=True), x)
+        centered = a - mean_of_slices(a)
+        # once more: the mean rounded to the dtype can miss a constant slice's value by an ulp,
+        # which left it a variance of ~ulp^2, not 0, and std's gradient O(1), not torch's 0
+        with _quiet(xp_of(a)):
+            centered = centered - mean_of_slices(centered)
         count = 1
         for ax in axes:
             count *= a.shape[ax]
@@ -251,7 +256,7 @@ class CumSum(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axis):
         ctx.axis = axis
-        return in_float32(lambda x: xp_of(x).cumsum(x, axis=axis), a)
+        return in_float32(lambda x: xp_of(x).cumsum(x, axis=axis, dtype=integral_dtype(x)), a)
 
     @staticmethod
     def backward(ctx, g):

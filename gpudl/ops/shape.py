@@ -132,16 +132,23 @@ class GetItem(ArrayFunction):
 
 
 class Cat(ArrayFunction):
+    """Concatenation along ``axis``; as torch's legacy rule, a 1-D empty array is skipped
+    whatever the others' shapes (it still gets its empty gradient)."""
+
     @staticmethod
     def forward(ctx, axis, *arrays):
-        ctx.conf = (axis, [a.shape[axis] for a in arrays])
-        return xp_of(arrays[0]).concatenate(arrays, axis=axis)
+        joined = [a for a in arrays if a.shape != (0,)] or arrays[:1]
+        ctx.conf = (axis, [a.shape[axis] if a.shape != (0,) else None for a in arrays])
+        return xp_of(arrays[0]).concatenate(joined, axis=axis)
 
     @staticmethod
     def backward(ctx, g):
         axis, sizes = ctx.conf
         grads, start = [], 0
         for n in sizes:
+            if n is None:
+                grads.append(xp_of(g).zeros((0,), g.dtype))
+                continue
             index = (slice(None),) * axis + (slice(start, start + n),)
             grads.append(g[index])
             start += n

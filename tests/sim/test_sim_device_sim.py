@@ -98,3 +98,18 @@ def test_a_product_shared_by_threads_stays_on_the_device(rng, monkeypatch):
     assert isinstance(y._data, SimDeviceArray)
     expected = a._data.view(np.ndarray).astype(np.float64) @ w._data.view(np.ndarray).T
     np.testing.assert_allclose(y._data.view(np.ndarray), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_an_int_for_every_dim_gives_a_0d_device_view_as_cupy(rng):
+    # NumPy gave a host scalar: a gradient indexed so (item assignment's backward) left the
+    # device, and x + 0 with z[-1] = z[0] * 3 failed at backward under the simulator only
+    array = backend.to_device_array(rng.standard_normal((2, 3)), "cuda")
+    element = array[1, 2]
+    assert type(element) is SimDeviceArray and element.shape == ()
+    element[...] = 7.0
+    assert float(array[1, 2]) == 7.0                   # a view, as CuPy's
+    x = gd.tensor(np.ones(3, np.float32), device="cuda", requires_grad=True)
+    z = x + 0
+    z[-1] = z[0] * 3
+    z.backward(gd.ones(3, device="cuda"))
+    np.testing.assert_array_equal(x.grad.cpu().numpy(), [4.0, 1.0, 0.0])   # torch's
