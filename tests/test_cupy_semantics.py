@@ -1,0 +1,99 @@
+"""CuPy-only branches checked offline against CuPy 14's own rules (what its source does), where
+no GPU is at hand: each stand-in below does what CuPy does for the calls these branches make,
+refusals included, so a branch that passes NumPy but would fail on CuPy fails here. On a GPU the
+real CuPy runs these branches through the rest of the suite."""
+
+import sys
+import types
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from gpudl import backend
+
+pytestmark = pytest.mark.skipif(backend._cupy is not None,
+                                reason="stands in for CuPy: on a GPU the suite runs the real one")
+
+
+class Device(np.ndarray):
+    """A NumPy array the library is made to take for a CuPy array."""
+
+
+def _on_device(array):
+    return np.array(array).view(Device)          # a copy, as a transfer makes
+
+
+# ---------------------------------------------------------------- backend.scatter_add
+# CuPy 14's cupyx.scatter_add: the values cast to the target's dtype, and a TypeError for a
+# dtype without an atomicAdd overload (cupy/_core/_routines_indexing.pyx, _scatter_op_single)
+_ATOMIC_ADD = tuple(np.dtype(t) for t in (np.int32, np.int64, np.uint32, np.uint64, np.float16,
+                                          np.float32, np.float64))
+
+
+def _cupy_scatter_add(target, index, values):
+    if target.dtype not in _ATOMIC_ADD:
+        raise TypeError("cupy.add.at only supports int32, int64, float16, float32, float64, "
+                        "uint32, uint64 as data type")
+    np.add.at(target, index, np.asarray(values).astype(target.dtype))
+
+
+@pytest.fixture
+def cupy_scatter(monkeypatch):
+    fake = types.ModuleType("cupyx")
+    fake.scatter_add = _cupy_scatter_add
+    monkeypatch.setitem(sys.modules, "cupyx", fake)
+    monkeypatch.setattr(backend, "is_device_array", lambda a: isinstance(a, Device))
+
+
+# row indices into a (5, 3) target, with repeats (row 2 three times, row 3 never)
+ROWS = np.array([0, 2, 4, 2, 1, 2])
+
+
+@pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16, np.float32])
+def test_scatter_add_of_floats_on_the_device(rng, cupy_scatter, dtype):
+    rows = ROWS
+    start = rng.standard_normal((5, 3)).astype(dtype)
+    values = rng.standard_normal((rows.size, 3)).astype(dtype)
+    target = _on_device(start)
+    backend.scatter_add(target, rows, _on_device(values))
+    want = start.astype(np.float64)
+    np.add.at(want, rows, values.astype(np.float64))
+    assert target.dtype == dtype
+    # bfloat16 values (8 significant bits) add up exactly in float32: rounded once at the end
+    exact = dtype == ml_dtypes.bfloat16
+    np.testing.assert_allclose(target.astype(np.float64), want.astype(dtype).astype(np.float64),
+                               rtol=0 if exact else 2e-3, atol=0 if exact else 2e-3)
+
+
+def test_scatter_add_of_narrow_integers_and_bool_wraps_and_ors_as_numpy(rng, cupy_scatter):
+    rows = ROWS
+    start = rng.integers(-128, 128, (5, 3)).astype(np.int8)
+    values = rng.integers(60, 128, (rows.size, 3)).astype(np.int8)     # sums past 127 wrap
+    target = _on_device(start)
+    backend.scatter_add(target, rows, _on_device(values))
+    total = start.astype(np.int64)
+    np.add.at(total, rows, values.astype(np.int64))
+    np.testing.assert_array_equal(target, (total + 128) % 256 - 128)
+    assert target.dtype == np.int8
+
+    flags = _on_device(np.zeros((5, 3), bool))
+    hits = rng.random((rows.size, 3)) < 0.5
+    backend.scatter_add(flags, (rows,), _on_device(hits))
+    want = np.zeros((5, 3), bool)
+    for r, h in zip(rows, hits):
+        want[r] |= h
+    np.testing.assert_array_equal(flags, want)
+
+
+def test_scatter_add_of_complex_adds_both_parts(rng, cupy_scatter):
+    rows = ROWS
+    start = (rng.standard_normal((5, 3)) + 1j * rng.standard_normal((5, 3))).astype(np.complex64)
+    values = (rng.standard_normal((rows.size, 3))
+              + 1j * rng.standard_normal((rows.size, 3))).astype(np.complex64)
+    target = _on_device(start)
+    backend.scatter_add(target, rows, _on_device(values))
+    want = start.astype(np.complex128)
+    np.add.at(want, rows, values.astype(np.complex128))
+    np.testing.assert_allclose(target, want, rtol=1e-6, atol=1e-6)
+    assert target.dtype == np.complex64
