@@ -1,7 +1,7 @@
 """CuPy-only branches checked offline against CuPy 14's own rules (what its source does), where
 no GPU is at hand: each stand-in below does what CuPy does for the calls these branches make,
-refusals included, so a branch that passes NumPy but would fail on CuPy fails here. On a GPU the
-real CuPy runs these branches through the rest of the suite."""
+refusals included, so a branch that passes NumPy but would fail on CuPy fails here (skipped on a
+GPU, where the public-op tests beside them run the real CuPy: tools/gpu_check.sh)."""
 
 import sys
 import types
@@ -10,10 +10,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import gpudl as gd
+import gpudl.nn.functional as F
 from gpudl import backend
 
-pytestmark = pytest.mark.skipif(backend._cupy is not None,
-                                reason="stands in for CuPy: on a GPU the suite runs the real one")
+torch = pytest.importorskip("torch")
 
 
 class Device(np.ndarray):
@@ -40,6 +41,8 @@ def _cupy_scatter_add(target, index, values):
 
 @pytest.fixture
 def cupy_scatter(monkeypatch):
+    if backend._cupy is not None:
+        pytest.skip("stands in for CuPy: on a GPU the real one runs")
     fake = types.ModuleType("cupyx")
     fake.scatter_add = _cupy_scatter_add
     monkeypatch.setitem(sys.modules, "cupyx", fake)
@@ -97,3 +100,29 @@ def test_scatter_add_of_complex_adds_both_parts(rng, cupy_scatter):
     np.add.at(want, rows, values.astype(np.complex128))
     np.testing.assert_allclose(target, want, rtol=1e-6, atol=1e-6)
     assert target.dtype == np.complex64
+
+
+def test_public_scatter_adds_in_dtypes_without_cupys_atomic_add(rng):
+    """Public ops that scatter-add, in dtypes CuPy's scatter_add refuses, against torch (on the
+    default device: CuPy's own scatter_add on a GPU)."""
+    weight = rng.standard_normal((5, 3)).astype(np.float32)
+    g = rng.standard_normal((ROWS.size, 3)).astype(np.float32)
+    ours = gd.tensor(weight, dtype=gd.bfloat16, requires_grad=True)
+    F.embedding(gd.tensor(ROWS), ours).backward(gd.tensor(g, dtype=gd.bfloat16))
+    theirs = torch.tensor(weight, dtype=torch.bfloat16, requires_grad=True)
+    torch.nn.functional.embedding(torch.tensor(ROWS), theirs).backward(
+        torch.tensor(g, dtype=torch.bfloat16))
+    np.testing.assert_allclose(ours.grad.float().numpy(), theirs.grad.float().numpy(),
+                               rtol=1e-2, atol=1e-2)
+    assert ours.grad.dtype == gd.bfloat16
+
+    added = rng.integers(60, 128, ROWS.size).astype(np.int8)           # sums past 127 wrap
+    got = gd.zeros(5, dtype=gd.int8).index_add(0, gd.tensor(ROWS), gd.tensor(added))
+    want = torch.zeros(5, dtype=torch.int8).index_add(0, torch.tensor(ROWS), torch.tensor(added))
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+    blocks = rng.standard_normal((1, 2 * 4, 9)).astype(np.float32)    # fold: a scatter-add
+    folded = F.fold(gd.tensor(blocks, dtype=gd.bfloat16), (4, 4), 2)
+    want = torch.nn.functional.fold(torch.tensor(blocks, dtype=torch.bfloat16), (4, 4), 2)
+    np.testing.assert_allclose(folded.float().numpy(), want.float().numpy(), rtol=1e-2,
+                               atol=1e-2)
