@@ -436,6 +436,14 @@ def scatter_add(target, index, values):
         target[...] = cast(work, target.dtype)
 
 
+def sortable(array):
+    """``array`` as the sorts take it: bfloat16 widened to float32, exactly (same order, same
+    ties), since CuPy 14's sort, argsort and unique (thrust) refuse bfloat16 with
+    NotImplementedError, and NumPy's leave a row holding a NaN of ml_dtypes' bfloat16 unsorted;
+    anything else as it is."""
+    return array.astype(np.float32) if array.dtype == dtypes.bfloat16 else array
+
+
 def elementwise_kernel(in_params, out_params, operation, name):
     """A ``cupy.ElementwiseKernel`` built once per (in_params, out_params, operation, name).
 

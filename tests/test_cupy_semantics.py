@@ -126,3 +126,80 @@ def test_public_scatter_adds_in_dtypes_without_cupys_atomic_add(rng):
     want = torch.nn.functional.fold(torch.tensor(blocks, dtype=torch.bfloat16), (4, 4), 2)
     np.testing.assert_allclose(folded.float().numpy(), want.float().numpy(), rtol=1e-2,
                                atol=1e-2)
+
+
+# ---------------------------------------------------------------- sorting bfloat16
+# CuPy 14's sort, argsort and unique go through thrust, whose dtype table has no bfloat16:
+# NotImplementedError (cupy/cuda/thrust.pyx, cupy/cuda/common._get_dtype_id)
+def _refusing_bfloat16(function):
+    def sort(a, *args, **kwargs):
+        if a.dtype == ml_dtypes.bfloat16:
+            raise NotImplementedError("Sorting arrays with dtype 'bfloat16' is not supported")
+        return function(a, *args, **kwargs)
+    return sort
+
+
+class _CupySorts:
+    """NumPy as the array module of Device arrays, but for sorts that refuse bfloat16 as
+    CuPy's do."""
+    argsort = staticmethod(_refusing_bfloat16(np.argsort))
+    sort = staticmethod(_refusing_bfloat16(np.sort))
+    unique = staticmethod(_refusing_bfloat16(np.unique))
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+@pytest.fixture
+def cupy_sorts(monkeypatch):
+    if backend._cupy is not None or backend.SIM_DEVICE_ARRAYS:
+        pytest.skip("stands in for CuPy on the cpu device: on a GPU the real one runs, under "
+                    "the strict simulator the default-device test runs the device path")
+    module, array_module = _CupySorts(), backend.get_array_module
+    monkeypatch.setattr(backend, "is_device_array", lambda a: isinstance(a, Device))
+    monkeypatch.setattr(backend, "get_array_module",
+                        lambda a: module if isinstance(a, Device) else array_module(a))
+
+
+def _bfloat16_pair(values, device_array):
+    ours = gd.tensor(values, dtype=gd.bfloat16)
+    if device_array:
+        ours._data = ours._data.view(Device)
+    return ours, torch.tensor(values, dtype=torch.bfloat16)
+
+
+def _same(ours, theirs):
+    np.testing.assert_array_equal(ours.float().numpy(), theirs.float().numpy())
+
+
+def _check_bfloat16_orders(rng, device_array):
+    values = np.round(rng.standard_normal((3, 8)) * 4) / 4       # ties
+    values[1, 2] = np.nan
+    ours, theirs = _bfloat16_pair(values, device_array)
+    _same(ours.sort(dim=1, stable=True).values, theirs.sort(dim=1, stable=True).values)
+    _same(ours.sort(dim=1, descending=True, stable=True).values,
+          theirs.sort(dim=1, descending=True, stable=True).values)
+    np.testing.assert_array_equal(ours.argsort(dim=1, stable=True).numpy(),
+                                  theirs.argsort(dim=1, stable=True).numpy())
+    _same(ours.topk(3, dim=1).values, theirs.topk(3, dim=1).values)
+    _same(ours.median(dim=1).values, theirs.median(dim=1).values)
+    ours, theirs = _bfloat16_pair(values[[0, 2]], device_array)      # without the NaN
+    found, inverse = gd.unique(ours, return_inverse=True)
+    want, want_inverse = torch.unique(theirs, return_inverse=True)
+    _same(found, want)
+    assert found.dtype == gd.bfloat16
+    np.testing.assert_array_equal(inverse.numpy(), want_inverse.numpy())
+    probes, torch_probes = _bfloat16_pair(np.round(rng.standard_normal((2, 5)) * 4) / 4,
+                                          device_array)
+    np.testing.assert_array_equal(
+        gd.searchsorted(ours.sort(dim=1).values, probes).numpy(),
+        torch.searchsorted(theirs.sort(dim=1).values, torch_probes).numpy())
+
+
+def test_sorting_bfloat16_device_arrays(rng, cupy_sorts):
+    _check_bfloat16_orders(rng, device_array=True)
+
+
+def test_sorting_bfloat16_on_the_default_device(rng):
+    """The same on the default device: CuPy's own sorts on a GPU."""
+    _check_bfloat16_orders(rng, device_array=False)
