@@ -18,6 +18,7 @@ Imported by ``backend`` only under the simulator with the cuda device chosen
 
 import types
 
+import ml_dtypes
 import numpy as np
 
 
@@ -68,6 +69,17 @@ def _on_device(value, cls):
     return value
 
 
+def _as_cupy_where(args):
+    """``where``'s operands as CuPy 14 takes them: its where has no bfloat16 loop, so a bfloat16
+    x or y goes through the float32 one (the result is float32, where NumPy keeps bfloat16)."""
+    if len(args) != 3:
+        return args
+    return [args[0]] + [a.astype(np.float32) if getattr(a, "dtype", None) == _BFLOAT16 else a
+                        for a in args[1:]]
+
+
+_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+
 # NumPy functions that move no data into a device array: their operands may be host arrays
 _QUERIES = frozenset((np.shares_memory, np.may_share_memory, np.shape, np.ndim, np.size,
                       np.result_type, np.can_cast))
@@ -98,7 +110,8 @@ class SimDeviceArray(np.ndarray):
         out = kwargs.get("out")
         if kwargs:
             kwargs = dict(zip(kwargs, _plain_args(kwargs.values(), what)))
-        result = func(*_plain_args(args, what), **kwargs)
+        args = _plain_args(args, what)
+        result = func(*(_as_cupy_where(args) if func is np.where else args), **kwargs)
         if out is not None:
             return out
         return _on_device(result, type(self))
@@ -172,7 +185,9 @@ def _making_device_arrays(function, name, transfer):
         def make(*args, **kwargs):
             if kwargs:
                 kwargs = dict(zip(kwargs, _plain_args(kwargs.values(), name)))
-            return _device_result(function(*_plain_args(args, name), **kwargs))
+            args = _plain_args(args, name)
+            return _device_result(function(*(_as_cupy_where(args) if function is np.where
+                                             else args), **kwargs))
     make.__name__ = name
     make.__doc__ = function.__doc__
     return make

@@ -85,3 +85,21 @@ def test_device_arrays_own_their_memory_as_cupys(rng):
     assert moved[1:].base is moved and moved.T.base is moved
     assert gd.tensor(host, device="cuda")._data.base is None
     assert gd.from_numpy(host).to("cuda")._data.base is None
+
+
+def test_where_of_bfloat16_widens_as_cupys(rng):
+    """CuPy 14's where has no bfloat16 loop: bfloat16 operands give a float32 result (through
+    the module's where and NumPy's alike), so an op that must keep bfloat16 casts back here as
+    it must on a GPU."""
+    import ml_dtypes
+    xp = backend.xp_for("cuda")
+    a = xp.asarray(rng.standard_normal(5).astype(ml_dtypes.bfloat16))
+    b = xp.asarray(rng.standard_normal(5).astype(np.float32))
+    cond = a > 0
+    for where in (xp.where, np.where):
+        got = where(cond, a, a)
+        assert isinstance(got, SimDeviceArray) and got.dtype == np.float32
+        np.testing.assert_array_equal(got.view(np.ndarray), a.view(np.ndarray).astype(np.float32))
+        assert where(cond, b, b).dtype == np.float32 and where(cond, a, 0.5).dtype == np.float32
+    assert gd.where(gd.tensor(np.asarray(cond)), gd.tensor(np.asarray(a)),
+                    gd.tensor(np.asarray(a))).dtype == gd.bfloat16        # the op casts back
