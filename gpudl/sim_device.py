@@ -79,6 +79,19 @@ def _as_cupy_where(args):
 
 
 _BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+# CuPy 14's sorts (thrust) have no bfloat16: NotImplementedError (cupy/cuda/thrust.pyx)
+_SORTS = frozenset((np.sort, np.argsort, np.unique, np.lexsort))
+
+
+def _as_cupy(function, args):
+    """``args`` for ``function`` as CuPy 14 takes them (``_as_cupy_where``; its sorts refuse
+    bfloat16)."""
+    if function is np.where:
+        return _as_cupy_where(args)
+    if function in _SORTS and args and getattr(args[0], "dtype", None) == _BFLOAT16:
+        raise NotImplementedError(f"{function.__name__}: sorting arrays with dtype 'bfloat16' "
+                                  "is not supported by CuPy 14 (backend.sortable widens them)")
+    return args
 
 # NumPy functions that move no data into a device array: their operands may be host arrays
 _QUERIES = frozenset((np.shares_memory, np.may_share_memory, np.shape, np.ndim, np.size,
@@ -111,7 +124,7 @@ class SimDeviceArray(np.ndarray):
         if kwargs:
             kwargs = dict(zip(kwargs, _plain_args(kwargs.values(), what)))
         args = _plain_args(args, what)
-        result = func(*(_as_cupy_where(args) if func is np.where else args), **kwargs)
+        result = func(*_as_cupy(func, args), **kwargs)
         if out is not None:
             return out
         return _on_device(result, type(self))
@@ -186,8 +199,7 @@ def _making_device_arrays(function, name, transfer):
             if kwargs:
                 kwargs = dict(zip(kwargs, _plain_args(kwargs.values(), name)))
             args = _plain_args(args, name)
-            return _device_result(function(*(_as_cupy_where(args) if function is np.where
-                                             else args), **kwargs))
+            return _device_result(function(*_as_cupy(function, args), **kwargs))
     make.__name__ = name
     make.__doc__ = function.__doc__
     return make

@@ -103,3 +103,17 @@ def test_where_of_bfloat16_widens_as_cupys(rng):
         assert where(cond, b, b).dtype == np.float32 and where(cond, a, 0.5).dtype == np.float32
     assert gd.where(gd.tensor(np.asarray(cond)), gd.tensor(np.asarray(a)),
                     gd.tensor(np.asarray(a))).dtype == gd.bfloat16        # the op casts back
+
+
+def test_sorts_of_bfloat16_are_refused_as_cupys(rng):
+    """CuPy 14's sorts (thrust) refuse bfloat16; gpudl's sorts widen it first."""
+    import ml_dtypes
+    xp = backend.xp_for("cuda")
+    a = xp.asarray(rng.standard_normal(5).astype(ml_dtypes.bfloat16))
+    for sort in (xp.argsort, np.argsort, xp.sort, xp.unique):
+        with pytest.raises(NotImplementedError, match="bfloat16"):
+            sort(a)
+    values = gd.tensor(np.asarray(a.view(np.ndarray)))
+    assert values.dtype == gd.bfloat16
+    np.testing.assert_array_equal(values.sort().values.float().numpy(),
+                                  np.sort(a.view(np.ndarray).astype(np.float32)))
