@@ -79,18 +79,25 @@ def _as_cupy_where(args):
 
 
 _BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
-# CuPy 14's sorts (thrust) have no bfloat16: NotImplementedError (cupy/cuda/thrust.pyx)
+# CuPy 14's sorts (thrust) have no bfloat16: NotImplementedError (cupy/cuda/thrust.pyx); its
+# scans do not compile for it (no += on its bfloat16 class: the first GPU run)
 _SORTS = frozenset((np.sort, np.argsort, np.unique, np.lexsort))
+_SCANS = frozenset((np.cumsum, np.cumprod, np.nancumsum, np.nancumprod))
 
 
 def _as_cupy(function, args):
-    """``args`` for ``function`` as CuPy 14 takes them (``_as_cupy_where``; its sorts refuse
-    bfloat16)."""
+    """``args`` for ``function`` as CuPy 14 takes them (``_as_cupy_where``; its sorts and scans
+    refuse bfloat16)."""
     if function is np.where:
         return _as_cupy_where(args)
-    if function in _SORTS and args and getattr(args[0], "dtype", None) == _BFLOAT16:
-        raise NotImplementedError(f"{function.__name__}: sorting arrays with dtype 'bfloat16' "
-                                  "is not supported by CuPy 14 (backend.sortable widens them)")
+    if args and getattr(args[0], "dtype", None) == _BFLOAT16:
+        if function in _SORTS:
+            raise NotImplementedError(f"{function.__name__}: sorting arrays with dtype "
+                                      "'bfloat16' is not supported by CuPy 14 "
+                                      "(backend.sortable widens them)")
+        if function in _SCANS:
+            raise NotImplementedError(f"{function.__name__} of bfloat16: CuPy 14's scan kernel "
+                                      "does not compile for it (ops/_util.in_float32)")
     return args
 
 # NumPy functions that move no data into a device array: their operands may be host arrays
