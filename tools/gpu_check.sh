@@ -86,11 +86,11 @@ details="-rfE --tb=short --durations=20"   # every failure's reason, even when a
 # if the rest of the suite runs past its limit: sessions 13-15's (Winograd through capture_blas,
 # the cross entropy, LayerNorm, dropout and 2x2 pool kernels, whose simulator tests run the real
 # kernels here, Adam's one-kernel bias corrections, the launch without Numba's sync, the fixes
-# of the second run, scatter_add of bfloat16), then session 11's (cupy.linalg,
+# of the second run, scatter_add and sorts of bfloat16), then session 11's (cupy.linalg,
 # cupyx.scipy.special, the N-d conv and pools, grid_sample, the Keras ops)
 new_cupy_code="tests/sim/test_row_kernels_sim.py tests/sim/test_dropout_sim.py \
-tests/sim/test_bfloat16_ops_sim.py tests/kernels/test_conv_winograd_cuda.py tests/kernels/test_launch_no_sync.py \
-tests/optim/test_capturable.py tests/test_pool.py tests/test_second_gpu_run_fixes.py \
+tests/sim/test_bfloat16_ops_sim.py tests/kernels/test_conv_winograd_cuda.py \
+tests/kernels/test_launch_no_sync.py tests/optim/test_capturable.py tests/test_pool.py tests/test_second_gpu_run_fixes.py \
 tests/test_deferred_checks.py tests/test_embedding_bag.py tests/test_cupy_semantics.py \
 tests/test_linalg.py tests/test_special.py tests/test_tensor_misc.py \
 tests/test_math_ops.py tests/test_distributions_breadth.py tests/nn/test_vision_layers.py \
