@@ -90,9 +90,9 @@ details="-rfE --tb=short --durations=20"   # every failure's reason, even when a
 # cupyx.scipy.special, the N-d conv and pools, grid_sample, the Keras ops)
 new_cupy_code="tests/sim/test_row_kernels_sim.py tests/sim/test_dropout_sim.py \
 tests/sim/test_bfloat16_ops_sim.py tests/kernels/test_conv_winograd_cuda.py \
-tests/kernels/test_launch_no_sync.py tests/optim/test_capturable.py tests/test_pool.py tests/test_second_gpu_run_fixes.py \
-tests/test_deferred_checks.py tests/test_embedding_bag.py tests/test_cupy_semantics.py \
-tests/test_linalg.py tests/test_special.py tests/test_tensor_misc.py \
+tests/kernels/test_launch_no_sync.py tests/optim/test_capturable.py tests/test_pool.py \
+tests/test_second_gpu_run_fixes.py tests/test_deferred_checks.py tests/test_embedding_bag.py \
+tests/test_cupy_semantics.py tests/test_linalg.py tests/test_special.py tests/test_tensor_misc.py \
 tests/test_math_ops.py tests/test_distributions_breadth.py tests/nn/test_vision_layers.py \
 tests/keras/test_keras_breadth.py tests/keras/test_keras_ops.py"
 step tests_new 120 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
