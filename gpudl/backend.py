@@ -407,13 +407,41 @@ def device_count():
     return 1 if (SIMULATOR and DEFAULT_DEVICE == "cuda") else 0
 
 
+# The dtypes CuPy's scatter_add (cupyx.scatter_add, cupy.add.at) takes: its atomicAdd
+# overloads (CuPy 14, _routines_indexing._scatter_op_single); it raises TypeError for the rest
+_CUPY_SCATTER_ADD = frozenset(np.dtype(t) for t in (np.int32, np.int64, np.uint32, np.uint64,
+                                                     np.float16, np.float32, np.float64))
+
+
 def scatter_add(target, index, values):
-    """target[index] += values with repeated indices accumulating (NumPy's add.at)."""
-    if is_device_array(target):
-        import cupyx
-        cupyx.scatter_add(target, index, values)
-    else:
+    """target[index] += values with repeated indices accumulating (NumPy's add.at). On CuPy, a
+    dtype its scatter_add refuses (bfloat16, 8- and 16-bit integers, bool, complex) accumulates
+    in one it takes (float32, int64; complex as its real and imaginary parts), written back."""
+    if not is_device_array(target):
         np.add.at(target, index, values)
+        return
+    import cupyx
+    if target.dtype in _CUPY_SCATTER_ADD:
+        cupyx.scatter_add(target, index, values)
+    elif target.dtype.kind == "c":
+        for part in ("real", "imag"):
+            work = getattr(target, part).copy()
+            cupyx.scatter_add(work, index, getattr(values, part))
+            setattr(target, part, work)
+    else:
+        # values in the target's dtype first, as CuPy's scatter_add casts them
+        wide = np.float32 if target.dtype == dtypes.bfloat16 else np.int64
+        work = target.astype(wide)
+        cupyx.scatter_add(work, index, cast(values, target.dtype).astype(wide))
+        target[...] = cast(work, target.dtype)
+
+
+def sortable(array):
+    """``array`` as the sorts take it: bfloat16 widened to float32, exactly (same order, same
+    ties), since CuPy 14's sort, argsort and unique (thrust) refuse bfloat16 with
+    NotImplementedError, and NumPy's leave a row holding a NaN of ml_dtypes' bfloat16 unsorted;
+    anything else as it is."""
+    return array.astype(np.float32) if array.dtype == dtypes.bfloat16 else array
 
 
 def elementwise_kernel(in_params, out_params, operation, name):

@@ -18,6 +18,7 @@ Imported by ``backend`` only under the simulator with the cuda device chosen
 
 import types
 
+import ml_dtypes
 import numpy as np
 
 
@@ -68,6 +69,37 @@ def _on_device(value, cls):
     return value
 
 
+def _as_cupy_where(args):
+    """``where``'s operands as CuPy 14 takes them: its where has no bfloat16 loop, so a bfloat16
+    x or y goes through the float32 one (the result is float32, where NumPy keeps bfloat16)."""
+    if len(args) != 3:
+        return args
+    return [args[0]] + [a.astype(np.float32) if getattr(a, "dtype", None) == _BFLOAT16 else a
+                        for a in args[1:]]
+
+
+_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+# CuPy 14's sorts (thrust) have no bfloat16: NotImplementedError (cupy/cuda/thrust.pyx); its
+# scans do not compile for it (no += on its bfloat16 class: the first GPU run)
+_SORTS = frozenset((np.sort, np.argsort, np.unique, np.lexsort))
+_SCANS = frozenset((np.cumsum, np.cumprod, np.nancumsum, np.nancumprod))
+
+
+def _as_cupy(function, args):
+    """``args`` for ``function`` as CuPy 14 takes them (``_as_cupy_where``; its sorts and scans
+    refuse bfloat16)."""
+    if function is np.where:
+        return _as_cupy_where(args)
+    if args and getattr(args[0], "dtype", None) == _BFLOAT16:
+        if function in _SORTS:
+            raise NotImplementedError(f"{function.__name__}: sorting arrays with dtype "
+                                      "'bfloat16' is not supported by CuPy 14 "
+                                      "(backend.sortable widens them)")
+        if function in _SCANS:
+            raise NotImplementedError(f"{function.__name__} of bfloat16: CuPy 14's scan kernel "
+                                      "does not compile for it (ops/_util.in_float32)")
+    return args
+
 # NumPy functions that move no data into a device array: their operands may be host arrays
 _QUERIES = frozenset((np.shares_memory, np.may_share_memory, np.shape, np.ndim, np.size,
                       np.result_type, np.can_cast))
@@ -98,7 +130,8 @@ class SimDeviceArray(np.ndarray):
         out = kwargs.get("out")
         if kwargs:
             kwargs = dict(zip(kwargs, _plain_args(kwargs.values(), what)))
-        result = func(*_plain_args(args, what), **kwargs)
+        args = _plain_args(args, what)
+        result = func(*_as_cupy(func, args), **kwargs)
         if out is not None:
             return out
         return _on_device(result, type(self))
@@ -180,7 +213,8 @@ def _making_device_arrays(function, name, transfer):
         def make(*args, **kwargs):
             if kwargs:
                 kwargs = dict(zip(kwargs, _plain_args(kwargs.values(), name)))
-            return _device_result(function(*_plain_args(args, name), **kwargs))
+            args = _plain_args(args, name)
+            return _device_result(function(*_as_cupy(function, args), **kwargs))
     make.__name__ = name
     make.__doc__ = function.__doc__
     return make

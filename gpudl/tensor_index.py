@@ -166,7 +166,7 @@ class IndexMixin:
     def argsort(self, dim=-1, descending=False, stable=False):
         """int64 indices that sort along ``dim``; ties keep their order (always stable)."""
         axis = normalize_axis(dim, self.ndim, "argsort")
-        data = self._data if self.ndim else self._data.reshape(1)
+        data = backend.sortable(self._data if self.ndim else self._data.reshape(1))
         xp = backend.get_array_module(data)
         if descending:       # a stable descending order: sort the negation (bools, unsigned
             # ints widened first: their negation would wrap)

@@ -63,7 +63,7 @@ class OrderMixin:
             raise IndexError(f"{op}: cannot pick from dim {dim} of size 0 (shape {self.shape})")
         data = self._data
         xp = xp_of(data)
-        order = xp.argsort(data, axis=axis, kind="stable")
+        order = xp.argsort(backend.sortable(data), axis=axis, kind="stable")
         if position is None:
             where = _mode_position(xp.take_along_axis(data, order, axis), axis, xp)
         else:
@@ -173,7 +173,7 @@ def search_rows(boundaries, values, right, xp):
     rows = int(np.prod(lead))
     boundaries, values = boundaries.reshape(rows, n), values.reshape(rows, m)
     parts = (boundaries, values) if right else (values, boundaries)
-    order = xp.argsort(xp.concatenate(parts, axis=1), axis=1, kind="stable")
+    order = xp.argsort(backend.sortable(xp.concatenate(parts, axis=1)), axis=1, kind="stable")
     is_value = order >= n if right else order < m
     values_before = xp.cumsum(is_value, axis=1) - is_value
     boundaries_before = xp.arange(n + m) - values_before
@@ -227,14 +227,16 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     data = input._data
     xp = xp_of(data)
     backend.count_read(data, "unique (a data-dependent size)")
+    keys = backend.sortable(data)
     if dim is None:
-        found = xp.unique(data.reshape(-1), return_inverse=True, return_counts=True)
+        found = xp.unique(keys.reshape(-1), return_inverse=True, return_counts=True)
         inverse_shape = data.shape
     else:
         axis = normalize_axis(dim, input.ndim, "unique")
-        found = xp.unique(data, return_inverse=True, return_counts=True, axis=axis)
+        found = xp.unique(keys, return_inverse=True, return_counts=True, axis=axis)
         inverse_shape = (data.shape[axis],)
     values, inverse, counts = found
+    values = backend.cast(values, data.dtype)           # exact: widened bfloat16 goes back
     wrap = lambda a: T.Tensor._make(a, False, None, 0, input._device)  # noqa: E731
     out = [wrap(values)]
     if return_inverse:

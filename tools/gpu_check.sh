@@ -75,19 +75,27 @@ gpudl.kernels.__path__[0], '; setuptools', setuptools.__version__)"
 }
 export -f install
 step install 45 bash -c install
-python -c "import numpy, numba, cupy, torch; print('numpy', numpy.__version__, 'numba', \
-numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
+python -c "import numpy, numba, cupy, torch, importlib.metadata as m; print('numpy', \
+numpy.__version__, 'numba', numba.__version__, 'numba-cuda', m.version('numba-cuda'), 'cupy', \
+cupy.__version__, 'torch', torch.__version__)"
 # the suite in 14 processes where pytest-xdist is installed (the device image has it; one file
 # per process at a time, so a file's tests keep their order): 6,000 tests take ~260 s so
 workers=$(python -c "import xdist" 2>/dev/null && echo "-n ${GPU_CHECK_WORKERS:-14} --dist loadfile")
 details="-rfE --tb=short --durations=20"   # every failure's reason, even when a step runs out; the slowest tests
-# session 11's code that never met CuPy (cupy.linalg, cupyx.scipy.special, the N-d conv and
-# pools, grid_sample, the Keras ops) first, in its own step: its failures are reported even if
-# the rest of the suite runs past its limit
-new_cupy_code="tests/test_linalg.py tests/test_special.py tests/test_tensor_misc.py \
+# code that has not met a GPU yet first, in its own step, so that its failures are reported even
+# if the rest of the suite runs past its limit: sessions 13-15's (Winograd through capture_blas,
+# the cross entropy, LayerNorm, dropout and 2x2 pool kernels, whose simulator tests run the real
+# kernels here, Adam's one-kernel bias corrections, the launch without Numba's sync, the fixes
+# of the second run, scatter_add and sorts of bfloat16), then session 11's (cupy.linalg,
+# cupyx.scipy.special, the N-d conv and pools, grid_sample, the Keras ops)
+new_cupy_code="tests/sim/test_row_kernels_sim.py tests/sim/test_dropout_sim.py \
+tests/sim/test_bfloat16_ops_sim.py tests/kernels/test_conv_winograd_cuda.py \
+tests/kernels/test_launch_no_sync.py tests/optim/test_capturable.py tests/test_pool.py \
+tests/test_second_gpu_run_fixes.py tests/test_deferred_checks.py tests/test_embedding_bag.py \
+tests/test_cupy_semantics.py tests/test_linalg.py tests/test_special.py tests/test_tensor_misc.py \
 tests/test_math_ops.py tests/test_distributions_breadth.py tests/nn/test_vision_layers.py \
 tests/keras/test_keras_breadth.py tests/keras/test_keras_ops.py"
-step tests_new 90 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
+step tests_new 120 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
     -p no:cacheprovider $details $workers $new_cupy_code
 step tests 270 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
     -p no:cacheprovider $details --ignore=tests/sim ${new_cupy_code//tests\//--ignore=tests/} $workers

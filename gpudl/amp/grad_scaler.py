@@ -132,10 +132,10 @@ class GradScaler:
             raise RuntimeError("step() has already been called since the last update().")
         if state["stage"] == _READY:
             self.unscale_(optimizer)
-        found = state["found_inf"]
-        if backend.is_device_array(found):
-            backend.host_sync("GradScaler.step")
-        result = optimizer.step(*args, **kwargs) if not float(found) else None
+        # a read by design (the host decides whether to step): counted, and reporting any
+        # device-side check queued before it, as every read does
+        found = backend.host_value(state["found_inf"], "GradScaler.step")
+        result = optimizer.step(*args, **kwargs) if not found else None
         state["stage"] = _STEPPED
         return result
 

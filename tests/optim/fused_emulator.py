@@ -71,6 +71,7 @@ class HostKernel:
         in_params, out_params, operation = self.spec
         params = _params(in_params) + _params(out_params)
         n_in = len(_params(in_params))
+        _check_types(params, n_in, args)
         # CuPy broadcasts a 0-d input array against the others (the strict simulator's scalars
         # are 0-d arrays): bound here as a scalar; a kernel over 0-d arrays only runs once
         broadcast = any(isinstance(a, np.ndarray) and a.ndim for a in args)
@@ -107,6 +108,24 @@ class HostKernel:
         if key not in HostKernel.cache:
             HostKernel.cache[key] = _build_shared_library(source, key).kernel
         return HostKernel.cache[key]
+
+
+def _check_types(params, n_in, args):
+    """CuPy's type rule (cupy/_core/_kernel.pyx, _decide_params_type_core): every array
+    argument, 0-d ones included, outputs first, must have its parameter's fixed type, and all
+    arrays of a placeholder type (T) the same dtype; scalars take the type they are given.
+    CuPy raises TypeError("Type is mismatched") otherwise."""
+    placeholders = {}
+    order = list(range(n_in, len(args))) + list(range(n_in))
+    for i in order:
+        (ctype, name), value = params[i], args[i]
+        if not isinstance(value, np.ndarray):
+            if i >= n_in:
+                raise TypeError("Output arguments must be cupy.ndarray")
+            continue
+        want = placeholders.setdefault(ctype, value.dtype) if ctype == "T" else np.dtype(ctype)
+        if value.dtype != want:
+            raise TypeError(f"Type is mismatched. {name} {value.dtype} {want} {ctype}")
 
 
 def _build_shared_library(source, key):

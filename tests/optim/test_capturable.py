@@ -165,3 +165,36 @@ def test_tensor_lr_matches_torch_and_a_scheduler_writes_it_in_place(name, option
 def test_bad_lr_is_refused(name, lr, message):
     with pytest.raises(ValueError, match=f"{name}: .*{message}"):
         getattr(optim, name)([gd.zeros(2, requires_grad=True)], lr=lr)
+
+
+@pytest.mark.skipif(__import__("shutil").which("g++") is None, reason="needs a C++ compiler")
+@pytest.mark.skipif(backend._cupy is not None, reason="emulates a GPU: on one, "
+                    "test_tensor_lr_matches_torch_and_a_scheduler_writes_it_in_place runs them")
+@pytest.mark.parametrize("name, options", [
+    ("Adam", {}), ("Adam", dict(capturable=True)), ("RMSprop", dict(momentum=0.5)),
+    ("RMSprop", dict(capturable=True)), ("SGD", dict(momentum=0.9, weight_decay=0.01))])
+@pytest.mark.parametrize("lr_dtype", [np.float32, np.float64])
+def test_tensor_lr_in_the_fused_kernels(name, options, lr_dtype, rng, monkeypatch):
+    """A 0-d Tensor lr of either float dtype reaches the fused kernels (emulated, with CuPy's
+    rule that a 0-d array argument has its parameter's dtype) as a 0-d array in the
+    parameter's dtype, giving the CPU's numbers."""
+    init, grads = initial_params(rng), gradients(rng, SHAPES, 4)
+    lr = 0.02
+
+    def run(wrap=None):
+        tensor_lr = gd.tensor(np.array(lr, lr_dtype))
+        if wrap is not None:        # a device array: its arithmetic makes 0-d arrays, as CuPy's
+            tensor_lr._data = wrap(tensor_lr._data)
+        return _run(name, dict(options, lr=tensor_lr), init, grads, wrap)[0]
+    plain = run()
+    monkeypatch.setattr(backend, "is_device_array", lambda a: isinstance(a, DeviceLike))
+    monkeypatch.setattr(backend, "elementwise_kernel", HostKernel)
+    assert_close(run(wrap=lambda a: a.view(DeviceLike)), plain)
+
+
+def test_the_emulator_refuses_mismatched_arrays_as_cupy_does():
+    copy_kernel = HostKernel("T a, T b", "T y", "y = a + b;", "gpudl_test_copy")
+    with pytest.raises(TypeError, match="Type is mismatched"):      # a 0-d array takes part
+        copy_kernel(np.ones(3, np.float32), np.array(1.0), np.empty(3, np.float32))
+    with pytest.raises(TypeError, match="Type is mismatched"):      # outputs decide first
+        copy_kernel(np.ones(3, np.float64), 1.0, np.empty(3, np.float32))

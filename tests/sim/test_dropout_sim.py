@@ -2,7 +2,8 @@
 Numba's xoroshiro128+ gives from the device states, the kept fraction is 1 - p within a binomial
 tolerance, survivors are scaled by exactly 1 / (1 - p), backward uses the forward's mask,
 successive calls draw new masks, ``gd.manual_seed`` repeats them, p = 0 and p = 1, float16 and
-float64; and a captured dropout step draws a new mask at each replay, as eager steps do."""
+float64; and a captured dropout step draws a new mask at each replay, as eager steps do. On a
+GPU (tools/gpu_check.sh's first test step) the same tests run the real kernels and graphs."""
 
 import numpy as np
 import pytest
@@ -13,8 +14,10 @@ from gpudl import backend, random
 from gpudl.kernels import dropout_cuda
 
 pytestmark = [pytest.mark.simulator,
-              pytest.mark.skipif(not (backend.SIMULATOR and backend.may_read_device()),
-                                 reason="needs NUMBA_ENABLE_CUDASIM=1 with GPUDL_DEVICE=cuda")]
+              # the simulator's cuda device, or a GPU's (tools/gpu_check.sh runs them there)
+              pytest.mark.skipif(not backend.may_read_device(),
+                                 reason="needs the cuda device: a GPU, or NUMBA_ENABLE_CUDASIM=1 "
+                                 "with GPUDL_DEVICE=cuda")]
 
 
 @pytest.fixture
@@ -51,7 +54,7 @@ def test_mask_fraction_scale_and_backward(rng, launched):
     p, shape = 0.3, (50, 80)                    # 4,000 elements: 2 blocks, 4 per thread
     gd.manual_seed(int(rng.integers(2 ** 32)))
     x = _input(rng, shape, np.float32, grad=True)
-    before = np.array(random.dropout_states())
+    before = backend.to_numpy(random.dropout_states()).copy()
     y = F.dropout(x, p)
     xs, ys = x.detach().numpy(), y.detach().numpy()
     kept = ys != 0
@@ -64,7 +67,7 @@ def test_mask_fraction_scale_and_backward(rng, launched):
     y.backward(gd.tensor(g, device="cuda"))
     np.testing.assert_array_equal(x.grad.numpy(), g * kept * scale)
     assert x.grad.dtype == gd.float32 and launched == ["forward", "backward"]
-    after = np.array(random.dropout_states())
+    after = backend.to_numpy(random.dropout_states()).copy()
     assert (after != before).any(axis=1).sum() == dropout_cuda._blocks(n) * \
         dropout_cuda.THREADS                     # each launched thread advanced its state
 

@@ -7,7 +7,8 @@ taken (three launches), and a target out of range is reported at the next read.
 
 Layer norm (kernels/layer_norm_cuda.py): output and the three gradients, rows longer than a
 block, several normalised dims, without weight or bias, partial column sums over spans of rows,
-float32 and float64; and the kernels are the path taken."""
+float32 and float64; and the kernels are the path taken. On a GPU (tools/gpu_check.sh's first
+test step) the same tests run the real kernels."""
 
 import numpy as np
 import pytest
@@ -18,8 +19,10 @@ from gpudl import backend
 from gpudl.kernels import cross_entropy_cuda, layer_norm_cuda
 
 pytestmark = [pytest.mark.simulator,
-              pytest.mark.skipif(not (backend.SIMULATOR and backend.may_read_device()),
-                                 reason="needs NUMBA_ENABLE_CUDASIM=1 with GPUDL_DEVICE=cuda")]
+              # the simulator's cuda device, or a GPU's (tools/gpu_check.sh runs them there)
+              pytest.mark.skipif(not backend.may_read_device(),
+                                 reason="needs the cuda device: a GPU, or NUMBA_ENABLE_CUDASIM=1 "
+                                 "with GPUDL_DEVICE=cuda")]
 torch = pytest.importorskip("torch")
 
 

@@ -113,3 +113,35 @@ def test_an_int_for_every_dim_gives_a_0d_device_view_as_cupy(rng):
     z[-1] = z[0] * 3
     z.backward(gd.ones(3, device="cuda"))
     np.testing.assert_array_equal(x.grad.cpu().numpy(), [4.0, 1.0, 0.0])   # torch's
+
+
+def test_where_of_bfloat16_widens_as_cupys(rng):
+    """CuPy 14's where has no bfloat16 loop: bfloat16 operands give a float32 result (through
+    the module's where and NumPy's alike), so an op that must keep bfloat16 casts back here as
+    it must on a GPU."""
+    import ml_dtypes
+    xp = backend.xp_for("cuda")
+    a = xp.asarray(rng.standard_normal(5).astype(ml_dtypes.bfloat16))
+    b = xp.asarray(rng.standard_normal(5).astype(np.float32))
+    cond = a > 0
+    for where in (xp.where, np.where):
+        got = where(cond, a, a)
+        assert isinstance(got, SimDeviceArray) and got.dtype == np.float32
+        np.testing.assert_array_equal(got.view(np.ndarray), a.view(np.ndarray).astype(np.float32))
+        assert where(cond, b, b).dtype == np.float32 and where(cond, a, 0.5).dtype == np.float32
+    assert gd.where(gd.tensor(np.asarray(cond)), gd.tensor(np.asarray(a)),
+                    gd.tensor(np.asarray(a))).dtype == gd.bfloat16        # the op casts back
+
+
+def test_sorts_of_bfloat16_are_refused_as_cupys(rng):
+    """CuPy 14's sorts (thrust) refuse bfloat16; gpudl's sorts widen it first."""
+    import ml_dtypes
+    xp = backend.xp_for("cuda")
+    a = xp.asarray(rng.standard_normal(5).astype(ml_dtypes.bfloat16))
+    for sort in (xp.argsort, np.argsort, xp.sort, xp.unique):
+        with pytest.raises(NotImplementedError, match="bfloat16"):
+            sort(a)
+    values = gd.tensor(np.asarray(a.view(np.ndarray)))
+    assert values.dtype == gd.bfloat16
+    np.testing.assert_array_equal(values.sort().values.float().numpy(),
+                                  np.sort(a.view(np.ndarray).astype(np.float32)))

@@ -229,3 +229,27 @@ def test_a_training_step_reads_nothing_implicitly(watched, model, optimizer):
     assert _Watched.reads == []
     loss.item()                               # through the gate: counted, not an implicit read
     assert _Watched.reads == []
+
+
+def test_a_grad_scaler_step_reads_its_flag_once_and_reports_queued_checks(rng):
+    """GradScaler.step decides on the host whether the optimizer steps: one counted read (the
+    inf flag), which, as every read, first reports the device-side checks queued before it."""
+    model = nn.Linear(3, 2)
+    opt = gd.optim.SGD(model.parameters(), lr=0.1)
+    scaler = gd.amp.GradScaler("cuda")
+    x = gd.tensor(rng.standard_normal((4, 3)).astype(np.float32), device="cuda")
+    weight = model.weight.detach().numpy().copy()
+    for bad_check in (True, False):
+        opt.zero_grad()
+        scaler.scale(model(x).sum()).backward()
+        if bad_check:          # a failed device-side check, queued (backend.defer_check)
+            gd.tensor(np.array([3]), device="cuda") // gd.tensor(np.array([0]), device="cuda")
+        before = gd.cuda.sync_count()
+        if bad_check:
+            with pytest.raises(RuntimeError, match="integer division by zero"):
+                scaler.step(opt)
+        else:
+            scaler.step(opt)
+        assert gd.cuda.sync_count() == before + 1
+        scaler.update()
+    assert not np.array_equal(model.weight.detach().numpy(), weight)     # the clean step ran
