@@ -237,6 +237,7 @@ class IndexMixin:
             return self.reshape(-1).gather(0, T.Tensor._make(raw.reshape(-1), False, None, 0,
                                                              self._device))
         axis = normalize_axis(dim, self.ndim, "take_along_dim")
+        raw = _from_the_end(raw, self.shape[axis])
         if raw.ndim != self.ndim:
             raise ValueError(f"take_along_dim: indices must have as many dims as input "
                              f"({self.ndim}), got shape {raw.shape}")
@@ -260,7 +261,7 @@ class IndexMixin:
             return self.reshape(1).index_fill(0, index, value).reshape(())
         axis = normalize_axis(dim, self.ndim, "index_fill")
         rows = _index_array("index_fill", index, self, ndim=1).reshape(-1)
-        _check_rows("index_fill", rows, self.shape[axis])
+        _check_rows("index_fill", rows, self.shape[axis], negative=True)
         filled = backend.xp_for(self._device).zeros(self.shape[axis], bool)
         filled[rows] = True                               # repeated rows: set once
         mask = filled.reshape(_with((1,) * self.ndim, axis, self.shape[axis]))
@@ -304,19 +305,27 @@ class IndexMixin:
         return S.Diag.apply(self, int(diagonal))
 
 
-def _check_rows(op, rows, size):
-    _check_index_range(op, rows, size, f"dim of size {size}")
+def _from_the_end(index, size):
+    """``index`` with its negative values counted from the end (take_along_dim along a dim does,
+    as torch; the gather it calls does not)."""
+    return backend.get_array_module(index).where(index < 0, index + size, index)
 
 
-def _check_index_range(op, index, size, where):
-    """IndexError unless every value of ``index`` lies in [-size, size): at once on the CPU, at
-    the next device read on the cuda device (a device-side check, ops/sparse.check_range)."""
+def _check_rows(op, rows, size, negative=False):
+    _check_index_range(op, rows, size, f"dim of size {size}", negative)
+
+
+def _check_index_range(op, index, size, where, negative=False):
+    """IndexError unless every value of ``index`` lies in [0, size), or [-size, size) where
+    torch's op counts negative indices from the end (``negative``: index_fill, take, put; not
+    gather, scatter, index_select, index_add, index_copy): at once on the CPU, at the next device
+    read on the cuda device (a device-side check, ops/sparse.check_range)."""
     from .ops import sparse           # imports Tensor, which imports this module
 
     def error(value, late):
         return IndexError(f"{op}: index {value} out of range for {where}"
                           + (sparse.DEFERRED_NOTE if late else ""))
-    sparse.check_range(index, size, error, low=-size)
+    sparse.check_range(index, size, error, low=-size if negative else 0)
 
 
 def _ints(value, op):

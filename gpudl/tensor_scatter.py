@@ -249,7 +249,8 @@ def put(input, index, source, accumulate=False):
     if source.dtype != input.dtype:
         raise RuntimeError(f"put: expected self and source to have the same dtype, got "
                            f"{input.dtype} and {source.dtype}")
-    _check_index_range("put", raw, input.numel(), f"a tensor of {input.numel()} elements")
+    _check_index_range("put", raw, input.numel(), f"a tensor of {input.numel()} elements",
+                       negative=True)
     flat = S.IndexPut.apply(input.reshape(-1), (raw,), source.reshape(-1), bool(accumulate))
     return flat.reshape(input.shape)
 

@@ -203,7 +203,8 @@ def take(input, index):
     from .tensor_index import _check_index_range, _index_array
     require_tensors("take", input=input, index=index)
     raw = _index_array("take", index, input)
-    _check_index_range("take", raw, input.numel(), f"a tensor of {input.numel()} elements")
+    _check_index_range("take", raw, input.numel(), f"a tensor of {input.numel()} elements",
+                       negative=True)
     flat = input.reshape(-1)
     return flat[Tensor._make(raw.reshape(-1), False, None, 0, input._device)].reshape(raw.shape)
 

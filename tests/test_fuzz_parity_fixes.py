@@ -319,3 +319,33 @@ def test_unflatten_infers_minus_one_from_the_dim_even_when_empty_as_torch():
     g, t, _, _ = pair(np.zeros((0, 3), np.float32))
     assert_same(g.unflatten(0, (1, -1)), t.unflatten(0, (1, -1)))
     assert_same_behaviour(lambda L, x: x.unflatten(0, (0, -1)), (g,), (t,))
+
+
+# ----------------------------------------------------------------- negative indices
+@pytest.mark.parametrize("name, fn", [
+    ("gather", lambda T, x, i: x.gather(1, i.reshape(2, 1))),
+    ("scatter", lambda T, x, i: x.scatter(1, i.reshape(2, 1), 1.0)),
+    ("scatter_add", lambda T, x, i: x.scatter_add(1, i.reshape(2, 1), x[:, :1])),
+    ("scatter_reduce", lambda T, x, i: x.scatter_reduce(1, i.reshape(2, 1), x[:, :1], "amax")),
+    ("index_select", lambda T, x, i: x.index_select(1, i)),
+    ("index_add", lambda T, x, i: x.index_add(1, i, x[:, :2])),
+    ("index_copy", lambda T, x, i: x.index_copy(1, i, x[:, :2])),
+    ("index_fill", lambda T, x, i: x.index_fill(1, i, 7.0)),
+    ("take", lambda T, x, i: T.take(x, i)),
+    ("put", lambda T, x, i: x.put(i, x[0, :2])),
+    ("take_along_dim", lambda T, x, i: T.take_along_dim(x, i.reshape(2, 1), 1)),
+    ("take_along_dim flat", lambda T, x, i: T.take_along_dim(x, i)),
+])
+@pytest.mark.parametrize("index", [[-1, 0], [-3, 1], [-4, 0]])
+def test_negative_indices_counted_from_the_end_only_where_torch_counts_them(name, fn, index):
+    # gather, scatter*, index_select/add/copy refuse a negative index; index_fill, take, put
+    # and take_along_dim along a dim count it from the end (gpudl took [-size, size) in all)
+    g, t, _, _ = pair(np.random.default_rng().standard_normal((2, 3)))
+    ig, it = gd.tensor(index), torch.tensor(index)
+    if name == "take_along_dim" and index[0] < -3:
+        # torch's CPU kernel takes any index modulo the size (3 and -4 read element 0 and 2);
+        # gpudl refuses one outside [-size, size)
+        with pytest.raises(IndexError, match="out of range"):
+            fn(gd, g, ig)
+        return
+    assert_same_behaviour(fn, (g, ig), (t, it))
