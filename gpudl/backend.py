@@ -293,9 +293,15 @@ def to_numpy(array, what="to_numpy"):
     return np.asarray(array)
 
 
-def to_device_array(array, device):
-    """Move ``array`` to ``device``'s array module (no copy when already there)."""
+def to_device_array(array, device, what="a copy of host data to the device"):
+    """Move ``array`` to ``device``'s array module (no copy when already there). A copy from the
+    host inside a CUDA graph capture is refused naming ``what`` (CUDA refuses a capture a copy
+    from pageable memory: a table cached at first use must be made by an eager warm-up step)."""
     if device == "cuda":
+        if capture_guard is not None and isinstance(array, np.ndarray) and \
+                not (SIM_DEVICE_ARRAYS and isinstance(array, SimDeviceArray)):
+            capture_guard(what, "copies host data to the device (run one eager step first, "
+                          "so that what it uploads once is cached before the capture)")
         if _cupy is None:
             if SIM_DEVICE_ARRAYS:
                 return _sim_cuda.asarray(array)

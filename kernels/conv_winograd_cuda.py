@@ -294,8 +294,10 @@ def _product(a, b, out):
 
 @functools.lru_cache(maxsize=8)
 def _weight_transform(xp, dtype):
-    """kron(G, G) (16, 9) on the device, made once per dtype (a transfer: never in a capture)."""
-    return xp.asarray(conv_winograd.GG.astype(dtype))
+    """kron(G, G) (16, 9) on the device, made once per dtype (a transfer: refused in a capture)."""
+    table = conv_winograd.GG.astype(dtype)
+    return table if xp is np else backend.to_device_array(table, "cuda",
+                                                          "Winograd's weight transform table")
 
 
 def _weight_tiles(w, dtype):

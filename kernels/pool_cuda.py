@@ -380,7 +380,8 @@ def _on_device(key, build):
         if len(_DEVICE_TABLES) >= 256:
             _DEVICE_TABLES.clear()
         tables = _DEVICE_TABLES[key] = tuple(
-            backend.to_device_array(np.ascontiguousarray(a), "cuda") for a in build())
+            backend.to_device_array(np.ascontiguousarray(a), "cuda", "pooling's window tables")
+            for a in build())
     return tables
 
 

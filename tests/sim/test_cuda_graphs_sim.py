@@ -112,3 +112,21 @@ def test_simulated_global_mode_refuses_another_threads_device_read_the_others_al
         "Tensor.item: waits for the device while another thread captures a CUDA graph in "
         "capture_error_mode='global'")
     assert other_thread("thread_local") == other_thread("relaxed") == 2.0
+
+
+def test_a_first_upload_of_host_tables_inside_a_capture_is_refused_by_name(monkeypatch):
+    # pooling uploads its window tables at a geometry's first use: CUDA refuses a capture a
+    # copy from pageable host memory, so the capture names it and asks for an eager warm-up
+    from gpudl.kernels import pool_cuda
+    monkeypatch.setattr(pool_cuda, "_DEVICE_TABLES", {})
+    x = gd.randn(1, 2, 7, 7, device="cuda")
+    with pytest.raises(RuntimeError, match="pooling's window tables: copies host data to the "
+                                           "device .*CUDA graph capture cannot contain"):
+        with gd.cuda.graph(gd.cuda.CUDAGraph()):
+            nn.functional.avg_pool2d(x, 3, 2)
+    eager = nn.functional.avg_pool2d(x, 3, 2)          # the warm-up uploads them
+    g = gd.cuda.CUDAGraph()
+    with gd.cuda.graph(g):
+        captured = nn.functional.avg_pool2d(x, 3, 2)
+    g.replay()
+    np.testing.assert_array_equal(captured.cpu().numpy(), eager.cpu().numpy())
