@@ -1,6 +1,10 @@
 """Idioms of PyTorch's first-hour tutorials (60-minute blitz, Learn the basics) that gpudl
 refused or answered differently, each checked side by side against torch."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -236,3 +240,27 @@ def test_assigning_a_value_that_does_not_broadcast_raises_runtime_error_as_torch
     with pytest.raises(RuntimeError, match=r"__setitem__: a value of shape \(2, 3\) does not "
                                            "broadcast"):
         ours[0] = gd.ones(2, 3)
+
+
+
+def test_numpys_floating_point_warnings_stay_inside_gpudls_ops():
+    # torch gives inf and nan silently; gpudl's CPU ops printed NumPy's RuntimeWarnings, while
+    # a user's own NumPy code keeps them. A fresh interpreter: the filter is set at import, and
+    # pytest drops filters set while it collects (this file imports gpudl then)
+    script = """if True:
+        import warnings
+        import numpy as np
+        import gpudl as gd
+        warnings.filterwarnings("error", category=RuntimeWarning, append=True)
+        zero, one = gd.tensor([0.0, 1.0]), gd.tensor([1.0, 1000.0])
+        assert zero.log().numpy()[0] == -np.inf and (one / zero).numpy()[0] == np.inf
+        assert np.isinf(one.exp().numpy()[1]) and np.isnan((zero / zero).numpy()[0])
+        try:
+            np.log(np.zeros(1))
+        except RuntimeWarning as warning:
+            print("user's own:", warning)
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "GPUDL_DEVICE": "cpu"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "user's own: divide by zero encountered in log\n"
