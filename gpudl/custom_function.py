@@ -6,9 +6,10 @@ and return Tensors, as in PyTorch (or torch 2's ``forward(*args)`` plus
 ``autograd.ArrayFunction``s working on raw arrays; here each subclass's forward and backward are
 wrapped once, when the class is made, into array-level ones, so the engine (the walk, the
 version checks of saved tensors, graph capture and replay) runs a custom op as one of its own.
-forward and backward run without recording, as in torch. ``create_graph=True`` through a custom
-Function is refused (its backward's saved tensors are not connected to the graph), as is any op
-without a graph backward (gpudl.higher_order).
+forward and backward run without recording, as in torch. With ``create_graph=True``
+(gpudl.higher_order) the backward runs recording instead, on gradient Tensors in the graph, and
+``ctx.saved_tensors`` gives the saved inputs and outputs at their places in the graph, so the
+gradients it returns can be differentiated again (torch's double backward of a custom Function).
 """
 
 import functools
@@ -39,12 +40,15 @@ class FunctionCtx(autograd.Context):
     keeps their arrays (where the engine's version checks and freeing find them)."""
 
     saved_arrays = ()
+    graph_saved = None      # during a create_graph walk: the saved tensors in the graph
 
     def save_for_backward(self, *tensors):
         self.saved_arrays = tuple(_array(t) for t in tensors)
 
     @property
     def saved_tensors(self):
+        if self.graph_saved is not None:
+            return self.graph_saved
         return tuple(_tensor(a) for a in self.saved_arrays)
 
     def mark_dirty(self, *tensors):
@@ -108,4 +112,26 @@ class Function(autograd.ArrayFunction):
             cls._tensor_forward = staticmethod(forward)
             cls.forward = staticmethod(_array_forward(forward, setup_context))
         if "backward" in own:
-            cls.backward = staticmethod(_array_backward(own["backward"].__get__(None, cls)))
+            cls._tensor_backward = staticmethod(own["backward"].__get__(None, cls))
+            cls.backward = staticmethod(_array_backward(cls._tensor_backward))
+
+    @classmethod
+    def graph_backward(cls, saved, *grads):
+        """The backward of ``create_graph=True`` (gpudl.higher_order): the user's backward,
+        recording, with ``saved_tensors`` at their places in the graph (``saved``: a
+        higher_order.Saved) and ``grads`` Tensors in it."""
+        ctx = saved.ctx
+        places = {id(array): (role, i)
+                  for _, _, role, i, array in saved.node.saved_versions or ()}
+
+        def in_graph(array):
+            role, i = places.get(id(array), (None, None))
+            if role is None:
+                return _tensor(array)           # kept, but neither an input nor an output
+            return saved.input(i, array) if role == "input" else saved.output(i, array)
+        ctx.graph_saved = tuple(in_graph(a) for a in ctx.saved_arrays)
+        try:
+            with autograd.enable_grad():
+                return cls._tensor_backward(ctx, *grads)
+        finally:
+            ctx.graph_saved = None

@@ -13,8 +13,9 @@ nodes. A graph backward reads what forward kept on its ctx and asks
 that array's values at the array's place in the original graph (torch's SavedVariable), so the
 derivative of the gradient flows back through it to the original inputs.
 
-A walk whose graph holds a Function without a graph backward raises NotImplementedError naming
-it before any backward runs.
+A users' custom Function (gpudl.custom_function) brings its own: its backward, written with
+Tensor ops, run with grad mode on. A walk whose graph holds a Function without a graph backward
+raises NotImplementedError naming it before any backward runs.
 """
 
 import numbers
@@ -42,6 +43,12 @@ def graph_backward(*functions, unsupported=None):
                 _limits[function] = unsupported
         return f
     return register
+
+
+def _graph_backward_of(function):
+    """The graph backward of ``function``: registered, or a custom Function's own (its user's
+    backward run on Tensors in the graph: gpudl.custom_function), else None."""
+    return _graph_backwards.get(function) or getattr(function, "graph_backward", None)
 
 
 def _load_graph_backwards():
@@ -190,7 +197,7 @@ def _walk(seeds, inputs, retain_graph):
 def _refuse_unsupported(nodes):
     _load_graph_backwards()
     for node in nodes:
-        name = node.function.__name__ if node.function not in _graph_backwards else None
+        name = node.function.__name__ if _graph_backward_of(node.function) is None else None
         if name is None and node.function in _limits and node.ctx is not None:
             name = _limits[node.function](node.ctx)
         if name is not None:
@@ -207,7 +214,7 @@ def _run_node(node, grads_in, pending, held, retain_graph, leaf_slots):
                  else Tensor._make(xp.zeros(shape, dtype), False, None, 0, None)
                  for i, (shape, dtype, xp) in enumerate(node.out_meta)]
     input_grads = autograd.one_per_input(
-        node, _graph_backwards[node.function](Saved(node), *grads_out),
+        node, _graph_backward_of(node.function)(Saved(node), *grads_out),
         f"the graph backward of {node.function.__name__}")
     if not retain_graph and node.saved_versions is not None:
         node.ctx, node.saved_versions, node.freed = None, (), True     # as autograd._run_node
