@@ -158,7 +158,7 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
                          f"{step}")
     dtype = dtypes.as_dtype(dtype, "arange")
     if dtype is None:
-        integral = all(dtypes.value_category(v) == 1 for v in (start, end, step))
+        integral = all(dtypes.value_category(v) <= 1 for v in (start, end, step))   # bools too
         dtype = dtypes.int64 if integral else dtypes.DEFAULT_FLOAT
     start, end, step = _truncated_for(dtype, start, end, step)
     if step == 0:

@@ -349,3 +349,8 @@ def test_negative_indices_counted_from_the_end_only_where_torch_counts_them(name
             fn(gd, g, ig)
         return
     assert_same_behaviour(fn, (g, ig), (t, it))
+
+
+@pytest.mark.parametrize("args", [(0, 3, True), (True,), (False, True), (0, 4, 2), (0.0, 3)])
+def test_arange_of_bools_and_ints_is_int64_as_torch(args):
+    assert_same(gd.arange(*args), torch.arange(*args))
