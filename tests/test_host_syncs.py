@@ -212,8 +212,7 @@ def test_optimizer_and_scheduler_steps_read_nothing(device_reads, rng, name, opt
 @host_data
 def test_index_checks_raise_at_once_on_the_cpu(op, call):
     x = gd.randn(1, 3, device="cpu")
-    good = [0, -1, 2] if op in ("gather", "index_select") else [0, 2]
-    call(x, gd.tensor(good, device="cpu"))
+    call(x, gd.tensor([0, 2], device="cpu"))
     with pytest.raises(IndexError, match=f"{op}: .*(3|out of range)"):
         call(x, gd.tensor([0, 3], device="cpu"))
 
@@ -226,7 +225,7 @@ def test_index_checks_raise_at_once_on_the_cpu(op, call):
     ("one_hot", lambda i: sparse.check_indices("one_hot", "tensor", i, 3))])
 def test_index_checks_on_the_device_are_deferred_to_the_next_read(device_reads, op, check):
     before = gd.cuda.sync_count()
-    check(gd.tensor([0, -1, 2]) if op != "one_hot" else gd.tensor([0, 2]))
+    check(gd.tensor([0, 2]))
     check(gd.tensor([1, 5]))                       # out of range: queued, not raised
     assert gd.cuda.sync_count() == before and len(backend._deferred) == 2
     with pytest.raises(IndexError, match=f"{op}: .*5.*device-side"):
