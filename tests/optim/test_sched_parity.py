@@ -1,0 +1,145 @@
+"""Schedulers against torch's when the optimizer changes under them: a parameter group added
+after the scheduler was made (torch scales it, refuses, or gives it the default min_lr, as each
+schedule reads per-group lists), and ReduceLROnPlateau's deprecated ``step(metrics, epoch)``."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+import gpudl.optim as optim
+from gpudl.optim import lr_scheduler as sched
+
+torch = pytest.importorskip("torch")
+TS = torch.optim.lr_scheduler
+LRS = (0.1, 0.03)
+
+
+def _pair(rng):
+    values = [rng.standard_normal(3) for _ in LRS]
+    opt = optim.SGD([{"params": [gd.tensor(v, requires_grad=True)], "lr": lr}
+                     for v, lr in zip(values, LRS)], momentum=0.9)
+    topt = torch.optim.SGD([{"params": [torch.tensor(v, requires_grad=True)], "lr": lr}
+                            for v, lr in zip(values, LRS)], momentum=0.9)
+    return opt, topt
+
+
+def _add_group(opt, topt, rng):
+    value = rng.standard_normal(2)
+    opt.add_param_group({"params": [gd.tensor(value, requires_grad=True)], "lr": 0.5})
+    topt.add_param_group({"params": [torch.tensor(value, requires_grad=True)], "lr": 0.5})
+
+
+def _lrs(opt):
+    return [float(group["lr"]) for group in opt.param_groups]
+
+
+def _step(scheduler, metric):
+    if metric is None:
+        scheduler.step()
+    else:
+        scheduler.step(metric)
+
+
+def _state(scheduler):
+    return {k: v for k, v in scheduler.__dict__.items() if k != "optimizer"}
+
+
+# (name, args, metric): a metric steps ReduceLROnPlateau
+SCALING = [
+    ("StepLR", (2, 0.5), None), ("ExponentialLR", (0.9,), None), ("LinearLR", (0.2, 1.0, 4), None),
+    ("PolynomialLR", (5, 2.0), None), ("ReduceLROnPlateau", ("min", 0.5, 0), 1.0),
+]
+REFUSING = [
+    ("LambdaLR", (lambda epoch: 0.9 ** epoch,), None), ("MultiplicativeLR", (lambda e: 0.9,), None),
+    ("CosineAnnealingLR", (4,), None), ("CosineAnnealingWarmRestarts", (3, 2), None),
+    ("CyclicLR", (0.01, 0.1, 3), None),
+]
+
+
+@pytest.mark.parametrize("name, args, metric", SCALING, ids=lambda v: str(v)[:20])
+def test_a_group_added_later_is_scheduled_as_torch(name, args, metric, rng):
+    opt, topt = _pair(rng)
+    scheduler, tscheduler = getattr(sched, name)(opt, *args), getattr(TS, name)(topt, *args)
+    for epoch in range(8):
+        if epoch == 2:
+            _add_group(opt, topt, rng)
+        opt.step(), topt.step()
+        _step(scheduler, metric), _step(tscheduler, metric)
+        np.testing.assert_allclose(_lrs(opt), _lrs(topt), rtol=1e-12)
+        np.testing.assert_allclose(scheduler.get_last_lr(), tscheduler.get_last_lr(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name, args, metric", REFUSING, ids=lambda v: str(v)[:20])
+def test_a_group_added_later_is_refused_where_the_schedule_reads_base_lrs(name, args, metric, rng):
+    opt, topt = _pair(rng)
+    scheduler = getattr(sched, name)(opt, *args)
+    opt.step()
+    scheduler.step()
+    _add_group(opt, topt, rng)
+    before, lrs = _state(scheduler), _lrs(opt)
+    with pytest.raises(ValueError, match=rf"{name}.step: expected the 2 param groups .* got 3"):
+        scheduler.step()
+    assert _state(scheduler) == before and _lrs(opt) == lrs     # the refused step changed nothing
+
+
+def test_closed_form_step_and_sequential_milestone_refuse_a_group_added_later(rng):
+    opt, topt = _pair(rng)
+    scheduler = sched.StepLR(opt, 2)
+    _add_group(opt, topt, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="expected the 2 param groups"):
+            scheduler.step(3)          # the closed form reads base_lrs
+    opt, topt = _pair(rng)
+    sequential = sched.SequentialLR(opt, [sched.ConstantLR(opt, 0.5, 2),
+                                          sched.ExponentialLR(opt, 0.9)], [2])
+    sequential.step()
+    _add_group(opt, topt, rng)
+    epoch, lrs = sequential.last_epoch, _lrs(opt)
+    with pytest.raises(ValueError, match="ExponentialLR.step: expected the 2 param groups"):
+        sequential.step()
+    assert sequential.last_epoch == epoch and _lrs(opt) == lrs
+
+
+def test_chained_scheduler_refuses_before_any_scheduler_steps(rng):
+    opt, topt = _pair(rng)
+    first = sched.ExponentialLR(opt, 0.9)
+    chained = sched.ChainedScheduler([first, sched.CosineAnnealingLR(opt, 5)])
+    _add_group(opt, topt, rng)
+    epoch, lrs = first.last_epoch, _lrs(opt)
+    with pytest.raises(ValueError, match="CosineAnnealingLR.step: expected the 2 param groups"):
+        chained.step()
+    assert first.last_epoch == epoch and _lrs(opt) == lrs
+
+
+def test_plateau_with_one_min_lr_per_group_refuses_a_group_added_later(rng):
+    opt, topt = _pair(rng)
+    scheduler = sched.ReduceLROnPlateau(opt, patience=0, min_lr=[0.01, 0.02])
+    scheduler.step(1.0)
+    _add_group(opt, topt, rng)
+    before = _state(scheduler)
+    with pytest.raises(RuntimeError, match="expected 2 param groups .* got 3"):
+        scheduler.step(2.0)
+    assert _state(scheduler) == before
+    scheduler.min_lrs = [0.01, 0.02, 0.03]       # torch's remedy
+    scheduler.step(2.0)
+
+
+def test_plateau_step_with_an_epoch_warns_and_sets_it_as_torch(rng):
+    opt, topt = _pair(rng)
+    scheduler, tscheduler = sched.ReduceLROnPlateau(opt, patience=1), TS.ReduceLROnPlateau(
+        topt, patience=1)
+    metrics = rng.uniform(1.0, 2.0, size=6)
+    for i, metric in enumerate(metrics):
+        if i == 2:
+            with pytest.warns(UserWarning, match="deprecated"):
+                scheduler.step(metric, 7)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tscheduler.step(metric, 7)
+        else:
+            scheduler.step(metric), tscheduler.step(metric)
+        assert scheduler.last_epoch == tscheduler.last_epoch
+        np.testing.assert_allclose(_lrs(opt), _lrs(topt), rtol=1e-12)
