@@ -8,10 +8,12 @@ so a captured CUDA graph that reads it sees the new value; nothing is read back.
 """
 
 import bisect
+import functools
 import math
 import numbers
 import types
 import warnings
+import weakref
 from collections import Counter
 
 from ..autograd import recorded
@@ -50,6 +52,7 @@ class LRScheduler:
                                "optimizer's state dict first")
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = last_epoch
+        _note_optimizer_steps(optimizer)
         self._initial_step()
 
     def _initial_step(self):
@@ -90,6 +93,8 @@ class LRScheduler:
         torch (which warns too), jumps to ``epoch``: the closed-form rate where the schedule has
         one, as torch."""
         self._check_group_count(epoch)
+        if self._step_count == 1:
+            _warn_if_the_optimizer_has_not_stepped(self.optimizer)
         self._step_count += 1
         if epoch is not None:
             warnings.warn(f"{type(self).__name__}.step(epoch) is deprecated (as in torch): call "
@@ -118,6 +123,41 @@ class LRScheduler:
 
     def load_state_dict(self, state_dict):
         self.__dict__.update(state_dict)
+
+
+def _note_optimizer_steps(optimizer):
+    """Wrap ``optimizer.step`` (once per optimizer) to record that it ran, so that a scheduler's
+    first step can warn, as torch, when it comes before any optimizer step."""
+    original = optimizer.step
+    if getattr(original, "_notes_steps", False):
+        return
+    owner = weakref.ref(optimizer)               # the wrapper holds no reference to it
+    if isinstance(original, types.MethodType) and original.__self__ is optimizer:
+        unbound = original.__func__
+
+        def original(*args, **kwargs):
+            return unbound(owner(), *args, **kwargs)
+        functools.update_wrapper(original, unbound)
+    # else a function set on the instance (gpudl.keras's counting step): wrapped as it is
+
+    @functools.wraps(original)
+    def step(*args, **kwargs):
+        owner()._stepped_since_scheduling = True
+        return original(*args, **kwargs)
+
+    step._notes_steps = True
+    optimizer.step = step
+
+
+def _warn_if_the_optimizer_has_not_stepped(optimizer):
+    if not getattr(optimizer.step, "_notes_steps", False):
+        warnings.warn("optimizer.step was replaced after the learning-rate scheduler was made: "
+                      "make sure to call optimizer.step() before scheduler.step()",
+                      UserWarning, stacklevel=4)
+    elif not getattr(optimizer, "_stepped_since_scheduling", False):
+        warnings.warn("scheduler.step() was called before optimizer.step(): call "
+                      "optimizer.step() first, or the schedule's first learning rate is skipped "
+                      "(as torch warns)", UserWarning, stacklevel=4)
 
 
 def _check_positive_int(name, what, value):

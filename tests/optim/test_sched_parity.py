@@ -95,6 +95,7 @@ def test_closed_form_step_and_sequential_milestone_refuse_a_group_added_later(rn
     opt, topt = _pair(rng)
     sequential = sched.SequentialLR(opt, [sched.ConstantLR(opt, 0.5, 2),
                                           sched.ExponentialLR(opt, 0.9)], [2])
+    opt.step()
     sequential.step()
     _add_group(opt, topt, rng)
     epoch, lrs = sequential.last_epoch, _lrs(opt)
@@ -143,3 +144,84 @@ def test_plateau_step_with_an_epoch_warns_and_sets_it_as_torch(rng):
             scheduler.step(metric), tscheduler.step(metric)
         assert scheduler.last_epoch == tscheduler.last_epoch
         np.testing.assert_allclose(_lrs(opt), _lrs(topt), rtol=1e-12)
+
+
+ORDERS = {   # what is called after the scheduler is made
+    "optimizer first": ("opt", "sched", "opt", "sched"),
+    "scheduler first": ("sched", "opt", "sched"),
+    "scheduler twice": ("sched", "sched", "opt", "sched"),
+    "step replaced": ("replace", "opt", "sched"),
+}
+WARNING_CASES = [
+    ("StepLR", lambda S, o: S.StepLR(o, 2)), ("CyclicLR", lambda S, o: S.CyclicLR(o, 0.01, 0.1)),
+    ("SequentialLR", lambda S, o: S.SequentialLR(o, [S.ConstantLR(o), S.StepLR(o, 2)], [2])),
+    ("ChainedScheduler", lambda S, o: S.ChainedScheduler([S.ConstantLR(o), S.StepLR(o, 2)])),
+    ("ReduceLROnPlateau", lambda S, o: S.ReduceLROnPlateau(o)),
+    ("CosineAnnealingWarmRestarts", lambda S, o: S.CosineAnnealingWarmRestarts(o, 2)),
+]
+
+
+def _warnings_of(lib, scheduler_module, make, order, rng):
+    opt = lib.SGD([_parameter(lib, rng)], lr=0.1, momentum=0.9)
+    scheduler = make(scheduler_module, opt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for call in order:
+            if call == "replace":
+                opt.step = lambda closure=None: None
+            elif call == "opt":
+                opt.step()
+            elif isinstance(scheduler, scheduler_module.ReduceLROnPlateau):
+                scheduler.step(1.0)
+            else:
+                scheduler.step()
+    return [(str(w.message), w.filename) for w in caught]
+
+
+def _parameter(lib, rng):
+    value = rng.standard_normal(3)
+    if lib is optim:
+        tensor = gd.tensor(value, requires_grad=True)
+        tensor.grad = gd.tensor(rng.standard_normal(3))
+    else:
+        tensor = torch.tensor(value, requires_grad=True)
+        tensor.grad = torch.tensor(rng.standard_normal(3))
+    return tensor
+
+
+@pytest.mark.parametrize("order", sorted(ORDERS))
+@pytest.mark.parametrize("name, make", WARNING_CASES, ids=lambda v: v if isinstance(v, str) else "")
+def test_scheduler_step_before_optimizer_step_warns_as_torch(name, make, order, rng):
+    ours = _warnings_of(optim, sched, make, ORDERS[order], rng)
+    theirs = _warnings_of(torch.optim, TS, make, ORDERS[order], rng)
+    assert len(ours) == len(theirs)
+    for (message, filename), (tmessage, tfilename) in zip(ours, theirs):
+        before = "Detected call" in tmessage
+        assert ("before optimizer.step()" in message) == before
+        assert ("was replaced" in message) == (not before)
+        # pointing at the caller, as torch's: this file, or the composite that stepped it
+        assert filename.endswith("test_sched_parity.py") == tfilename.endswith(__file__[-20:])
+
+
+def test_the_step_wrapper_keeps_a_step_set_on_the_instance_and_holds_no_reference(rng):
+    import gc
+    import weakref
+    opt = optim.SGD([_parameter(optim, rng)], lr=0.1)
+    calls = []
+
+    def counted_step(closure=None):          # as gpudl.keras sets on the optimizer it builds
+        calls.append(closure)
+        return optim.SGD.step(opt, closure)
+    opt.step = counted_step
+    scheduler = sched.StepLR(opt, 2)
+    opt.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scheduler.step()
+    assert calls == [None]
+    fresh = optim.SGD([_parameter(optim, rng)], lr=0.1)
+    sched.StepLR(fresh, 2)
+    alive = weakref.ref(fresh)
+    del fresh
+    gc.collect()
+    assert alive() is None
