@@ -84,7 +84,7 @@ def test_a_group_added_later_is_refused_where_the_schedule_reads_base_lrs(name, 
     assert _state(scheduler) == before and _lrs(opt) == lrs     # the refused step changed nothing
 
 
-def test_closed_form_step_and_sequential_milestone_refuse_a_group_added_later(rng):
+def test_closed_form_step_refuses_a_group_added_later(rng):
     opt, topt = _pair(rng)
     scheduler = sched.StepLR(opt, 2)
     _add_group(opt, topt, rng)
@@ -92,27 +92,26 @@ def test_closed_form_step_and_sequential_milestone_refuse_a_group_added_later(rn
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="expected the 2 param groups"):
             scheduler.step(3)          # the closed form reads base_lrs
-    opt, topt = _pair(rng)
-    sequential = sched.SequentialLR(opt, [sched.ConstantLR(opt, 0.5, 2),
-                                          sched.ExponentialLR(opt, 0.9)], [2])
-    opt.step()
-    sequential.step()
-    _add_group(opt, topt, rng)
-    epoch, lrs = sequential.last_epoch, _lrs(opt)
-    with pytest.raises(ValueError, match="ExponentialLR.step: expected the 2 param groups"):
-        sequential.step()
-    assert sequential.last_epoch == epoch and _lrs(opt) == lrs
 
 
-def test_chained_scheduler_refuses_before_any_scheduler_steps(rng):
+@pytest.mark.parametrize("which", ["sequential", "chained"])
+def test_a_composite_refuses_a_group_added_later_before_any_scheduler_steps(which, rng):
     opt, topt = _pair(rng)
-    first = sched.ExponentialLR(opt, 0.9)
-    chained = sched.ChainedScheduler([first, sched.CosineAnnealingLR(opt, 5)])
+    watched = sched.ExponentialLR(opt, 0.9)
+    if which == "sequential":           # the next step starts ExponentialLR: its closed form
+        composite = sched.SequentialLR(opt, [sched.ConstantLR(opt, 0.5, 2), watched], [2])
+        refusing = "ExponentialLR"
+        opt.step()
+        composite.step()
+    else:
+        composite = sched.ChainedScheduler([watched, sched.CosineAnnealingLR(opt, 5)])
+        refusing = "CosineAnnealingLR"
     _add_group(opt, topt, rng)
-    epoch, lrs = first.last_epoch, _lrs(opt)
-    with pytest.raises(ValueError, match="CosineAnnealingLR.step: expected the 2 param groups"):
-        chained.step()
-    assert first.last_epoch == epoch and _lrs(opt) == lrs
+    epochs, lrs = (getattr(composite, "last_epoch", None), watched.last_epoch), _lrs(opt)
+    with pytest.raises(ValueError, match=f"{refusing}.step: expected the 2 param groups"):
+        composite.step()
+    assert (getattr(composite, "last_epoch", None), watched.last_epoch) == epochs
+    assert _lrs(opt) == lrs
 
 
 def test_plateau_with_one_min_lr_per_group_refuses_a_group_added_later(rng):
