@@ -13,7 +13,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor
 from .capturable import check_lr
-from .optimizer import Optimizer, _state_value, check_range, implementation_hints
+from .optimizer import Optimizer, _state_value, check_range
 
 
 def _lerp_(start, end, weight):
@@ -46,7 +46,7 @@ class Adafactor(Optimizer):
                  weight_decay=0.0, *, foreach=None, maximize=False):
         defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d,
                         weight_decay=weight_decay, maximize=maximize,
-                        **implementation_hints(foreach, False))
+                        foreach=foreach)   # torch's Adafactor has no `differentiable`
         super().__init__(params, defaults)
 
     def _check_group(self, group):

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import backend
 from .adam import moment_lines, moments_
+from .capturable import check_lr
 from .optimizer import (Optimizer, check_betas, check_range, effective_grad, fused, grad_lines,
                         implementation_hints, lerp_, lerp_line, new_state_buffer)
 
@@ -87,13 +88,16 @@ class _AdamVariant(Optimizer):
 
     _SECOND = "exp_avg_sq"
 
+    _reads_lr_as_number = True        # a Tensor lr is read each step
+
     def __init__(self, params, defaults, capturable):
         refuse_capturable(type(self).__name__, capturable)
         super().__init__(params, defaults)
 
     def _check_group(self, group):
         name = type(self).__name__
-        for what in ("lr", "eps", "weight_decay"):
+        check_lr(name, group["lr"], check_range)
+        for what in ("eps", "weight_decay"):
             check_range(name, what, group[what])
         check_betas(name, group["betas"])
         refuse_capturable(name, group.get("capturable"))

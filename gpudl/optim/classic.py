@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import backend
 from .adam_variants import as_float32, refuse_capturable
+from .capturable import check_lr
 from .optimizer import Optimizer, check_range, effective_grad, fused, grad_lines, \
     implementation_hints, new_state_buffer, square_avg_
 
@@ -52,6 +53,8 @@ class Adadelta(Optimizer):
         >>> opt = gd.optim.Adadelta(model.parameters())
     """
 
+    _reads_lr_as_number = True        # a Tensor lr is read each step
+
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *,
                  capturable=False, maximize=False, differentiable=False):
         refuse_capturable("Adadelta", capturable)
@@ -61,7 +64,8 @@ class Adadelta(Optimizer):
         super().__init__(params, defaults)
 
     def _check_group(self, group):
-        for what in ("lr", "eps", "weight_decay"):
+        check_lr("Adadelta", group["lr"], check_range)
+        for what in ("eps", "weight_decay"):
             check_range("Adadelta", what, group[what])
         check_range("Adadelta", "rho", group["rho"])
         if group["rho"] > 1:
@@ -106,6 +110,8 @@ class Rprop(Optimizer):
         >>> opt = gd.optim.Rprop(model.parameters(), lr=1e-2)
     """
 
+    _reads_lr_as_number = True        # a Tensor lr is read each step
+
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
                  capturable=False, foreach=None, maximize=False, differentiable=False):
         refuse_capturable("Rprop", capturable)
@@ -115,7 +121,7 @@ class Rprop(Optimizer):
         super().__init__(params, defaults)
 
     def _check_group(self, group):
-        check_range("Rprop", "lr", group["lr"])
+        check_lr("Rprop", group["lr"], check_range)
         etas, sizes = group["etas"], group["step_sizes"]
         for what, pair in (("etas", etas), ("step_sizes", sizes)):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -167,6 +173,8 @@ class ASGD(Optimizer):
 
     _scalar_state = ("eta", "mu")
 
+    _reads_lr_as_number = True        # a Tensor lr is read each step
+
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0,
                  foreach=None, maximize=False, differentiable=False, capturable=False):
         refuse_capturable("ASGD", capturable)
@@ -176,8 +184,8 @@ class ASGD(Optimizer):
         super().__init__(params, defaults)
 
     def _check_group(self, group):
-        for what in ("lr", "weight_decay"):
-            check_range("ASGD", what, group[what])
+        check_lr("ASGD", group["lr"], check_range)
+        check_range("ASGD", "weight_decay", group["weight_decay"])
         for what in ("lambd", "alpha", "t0"):
             check_range("ASGD", what, group[what], -np.inf)
         refuse_capturable("ASGD", group.get("capturable"))

@@ -8,10 +8,12 @@ so a captured CUDA graph that reads it sees the new value; nothing is read back.
 """
 
 import bisect
+import functools
 import math
 import numbers
 import types
 import warnings
+import weakref
 from collections import Counter
 
 from ..autograd import recorded
@@ -50,6 +52,7 @@ class LRScheduler:
                                "optimizer's state dict first")
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = last_epoch
+        _note_optimizer_steps(optimizer)
         self._initial_step()
 
     def _initial_step(self):
@@ -67,11 +70,31 @@ class LRScheduler:
     def _current_lrs(self):
         return [group["lr"] for group in self.optimizer.param_groups]
 
+    # Whether get_lr() reads a per-group list fixed at construction (base_lrs, lr_lambdas):
+    # a group added to the optimizer since has no entry, so a step is refused (torch raises
+    # from a strict zip; the others scale every group's current lr and go on).
+    _rates_per_group = False
+
+    def _check_group_count(self, epoch=None):
+        """Refuse a step while the optimizer has more or fewer groups than the per-group lists
+        the schedule reads (the closed form of ``step(epoch)`` reads base_lrs too)."""
+        needs_lists = self._rates_per_group or (epoch is not None
+                                                and hasattr(self, "_closed_form_lr"))
+        groups = len(self.optimizer.param_groups)
+        if needs_lists and groups != len(self.base_lrs):
+            raise ValueError(f"{type(self).__name__}.step: expected the {len(self.base_lrs)} "
+                             f"param groups the scheduler was made for, got {groups} (a group "
+                             "added after the scheduler has no base lr; make the scheduler "
+                             "after add_param_group)")
+
     @recorded("refused")
     def step(self, epoch=None):
         """Advance one epoch and set every group's learning rate. ``step(epoch)``, deprecated in
         torch (which warns too), jumps to ``epoch``: the closed-form rate where the schedule has
         one, as torch."""
+        self._check_group_count(epoch)
+        if self._step_count == 1:
+            _warn_if_the_optimizer_has_not_stepped(self.optimizer)
         self._step_count += 1
         if epoch is not None:
             warnings.warn(f"{type(self).__name__}.step(epoch) is deprecated (as in torch): call "
@@ -102,6 +125,41 @@ class LRScheduler:
         self.__dict__.update(state_dict)
 
 
+def _note_optimizer_steps(optimizer):
+    """Wrap ``optimizer.step`` (once per optimizer) to record that it ran, so that a scheduler's
+    first step can warn, as torch, when it comes before any optimizer step."""
+    original = optimizer.step
+    if getattr(original, "_notes_steps", False):
+        return
+    owner = weakref.ref(optimizer)               # the wrapper holds no reference to it
+    if isinstance(original, types.MethodType) and original.__self__ is optimizer:
+        unbound = original.__func__
+
+        def original(*args, **kwargs):
+            return unbound(owner(), *args, **kwargs)
+        functools.update_wrapper(original, unbound)
+    # else a function set on the instance (gpudl.keras's counting step): wrapped as it is
+
+    @functools.wraps(original)
+    def step(*args, **kwargs):
+        owner()._stepped_since_scheduling = True
+        return original(*args, **kwargs)
+
+    step._notes_steps = True
+    optimizer.step = step
+
+
+def _warn_if_the_optimizer_has_not_stepped(optimizer):
+    if not getattr(optimizer.step, "_notes_steps", False):
+        warnings.warn("optimizer.step was replaced after the learning-rate scheduler was made: "
+                      "make sure to call optimizer.step() before scheduler.step()",
+                      UserWarning, stacklevel=4)
+    elif not getattr(optimizer, "_stepped_since_scheduling", False):
+        warnings.warn("scheduler.step() was called before optimizer.step(): call "
+                      "optimizer.step() first, or the schedule's first learning rate is skipped "
+                      "(as torch warns)", UserWarning, stacklevel=4)
+
+
 def _check_positive_int(name, what, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
@@ -109,6 +167,8 @@ def _check_positive_int(name, what, value):
 
 class LambdaLR(LRScheduler):
     """``lr = initial_lr * lr_lambda(epoch)``; one function, or a list with one per group."""
+
+    _rates_per_group = True
 
     def __init__(self, optimizer, lr_lambda, last_epoch=-1):
         name = type(self).__name__
@@ -206,6 +266,8 @@ class CosineAnnealingLR(LRScheduler):
     """Cosine annealing from the initial learning rate to ``eta_min`` over ``T_max`` epochs
     (and back up over the next ``T_max``), with torch's recursive update."""
 
+    _rates_per_group = True
+
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
         _check_positive_int("CosineAnnealingLR", "T_max", T_max)
         self.T_max, self.eta_min = T_max, eta_min
@@ -259,9 +321,9 @@ class ReduceLROnPlateau(LRScheduler):
             if len(min_lr) != groups:
                 raise ValueError(f"ReduceLROnPlateau: expected {groups} min_lrs, got "
                                  f"{len(min_lr)}")
-            self.min_lrs = list(min_lr)
+            self.min_lrs, self.default_min_lr = list(min_lr), None
         else:
-            self.min_lrs = [min_lr] * groups
+            self.min_lrs, self.default_min_lr = [min_lr] * groups, min_lr
         self.optimizer = optimizer
         self.mode, self.factor, self.patience = mode, factor, patience
         self.threshold, self.threshold_mode = threshold, threshold_mode
@@ -272,10 +334,15 @@ class ReduceLROnPlateau(LRScheduler):
         self.num_bad_epochs = 0
         self._last_lr = self._current_lrs()
 
-    def step(self, metrics):
-        """Record this epoch's ``metrics`` (a number or one-element tensor)."""
+    def step(self, metrics, epoch=None):
+        """Record this epoch's ``metrics`` (a number or one-element tensor). ``epoch``, deprecated
+        in torch (which warns too), sets the epoch count."""
         current = float(metrics)
-        self.last_epoch += 1
+        self._match_min_lrs_to_groups()
+        if epoch is not None:
+            warnings.warn("ReduceLROnPlateau.step(metrics, epoch) is deprecated (as in torch): "
+                          "call step(metrics) once per epoch", UserWarning, stacklevel=2)
+        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
         if self._is_better(current):
             self.best, self.num_bad_epochs = current, 0
         else:
@@ -291,6 +358,18 @@ class ReduceLROnPlateau(LRScheduler):
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
         self._last_lr = [_copy(lr) for lr in self._current_lrs()]
+
+    def _match_min_lrs_to_groups(self):
+        """A group added since construction takes the one min_lr given; with one per group
+        given, the step is refused (as torch) until ``min_lrs`` is set to match."""
+        groups = len(self.optimizer.param_groups)
+        if groups == len(self.min_lrs):
+            return
+        if self.default_min_lr is None:
+            raise RuntimeError(f"ReduceLROnPlateau.step: expected {len(self.min_lrs)} param "
+                               f"groups (one per min_lr given), got {groups}: a group was "
+                               "added to the optimizer; set min_lrs to one per group")
+        self.min_lrs = [self.default_min_lr] * groups
 
     def _is_better(self, value):
         if self.mode == "min":
@@ -411,6 +490,8 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     restarting, each period ``T_mult`` times the last (SGDR). ``step(epoch)`` may take a
     fractional epoch (e.g. ``epoch + batch / batches``), without a warning, as torch."""
 
+    _rates_per_group = True
+
     def __init__(self, optimizer, T_0, T_mult=1, eta_min=0.0, last_epoch=-1):
         name = "CosineAnnealingWarmRestarts"
         _check_positive_int(name, "T_0", T_0)
@@ -428,6 +509,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 
     @recorded("refused")
     def step(self, epoch=None):
+        self._check_group_count()
         self._step_count += 1
         if epoch is None and self.last_epoch < 0:
             epoch = 0
@@ -488,6 +570,8 @@ class CyclicLR(LRScheduler):
     ('exp_range': ``gamma ** step``), or by ``scale_fn`` (of the cycle or of the step, as
     ``scale_mode`` says). With ``cycle_momentum`` the momentum (beta1 for Adam-like optimizers)
     cycles the opposite way between ``max_momentum`` and ``base_momentum``. Step it per batch."""
+
+    _rates_per_group = True
 
     def __init__(self, optimizer, base_lr, max_lr, step_size_up=2000, step_size_down=None,
                  mode="triangular", gamma=1.0, scale_fn=None, scale_mode="cycle",
@@ -583,6 +667,8 @@ class OneCycleLR(LRScheduler):
     (``three_phase``: back to the initial rate first, then down). With ``cycle_momentum`` the
     momentum (beta1) moves the opposite way between ``max_momentum`` and ``base_momentum``.
     Step it per batch; stepping past ``total_steps`` raises."""
+
+    _rates_per_group = True
 
     def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None,
                  pct_start=0.3, anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85,
@@ -723,13 +809,15 @@ class SequentialLR(_Composite):
 
     @recorded("refused")
     def step(self):
-        self.last_epoch += 1
-        i = bisect.bisect_right(self._milestones, self.last_epoch)
+        epoch = self.last_epoch + 1
+        i = bisect.bisect_right(self._milestones, epoch)
         scheduler = self._schedulers[i]
-        if i > 0 and self._milestones[i - 1] == self.last_epoch:
+        if i > 0 and self._milestones[i - 1] == epoch:
+            scheduler._check_group_count(epoch=0)
             scheduler._update_lr(0)
         else:
             scheduler.step()
+        self.last_epoch = epoch
         self._last_lr = scheduler.get_last_lr()
 
 
@@ -759,6 +847,8 @@ class ChainedScheduler(_Composite):
 
     @recorded("refused")
     def step(self):
+        for scheduler in self._schedulers:     # refuse before any scheduler has stepped
+            scheduler._check_group_count()
         for scheduler in self._schedulers:
             scheduler.step()
         self._last_lr = [_copy(lr) for lr in self._current_lrs()]

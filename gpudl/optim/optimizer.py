@@ -116,6 +116,10 @@ class Optimizer:
                 else:
                     p.grad._data[...] = 0
 
+    # True for the optimizers whose updates take the learning rate as a number: a 0-d Tensor lr,
+    # which torch takes for every optimizer, is read once per step (on a GPU, a device read)
+    _reads_lr_as_number = False
+
     @recorded("optimizer")
     def step(self, closure=None):
         """Update every parameter that has a gradient; ``closure`` re-evaluates the loss."""
@@ -125,6 +129,8 @@ class Optimizer:
                 loss = closure()
         with no_grad():
             for group in self.param_groups:
+                if self._reads_lr_as_number and isinstance(group["lr"], Tensor):
+                    group = {**group, "lr": float(group["lr"])}   # one read per group and step
                 for p in group["params"]:
                     if p.grad is None:
                         continue
@@ -184,7 +190,8 @@ class Optimizer:
             packed = {key: value for key, value in group.items() if key != "params"}
             packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
             groups.append(packed)
-        state = {index[id(p)]: dict(s) for p, s in self.state.items() if id(p) in index}
+        # a parameter without state (SGD without momentum) has no entry, as in torch
+        state = {index[id(p)]: dict(s) for p, s in self.state.items() if id(p) in index and s}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):

@@ -128,6 +128,8 @@ class Adagrad(Optimizer):
         >>> opt = gd.optim.Adagrad(model.parameters(), lr=1e-2)
     """
 
+    _reads_lr_as_number = True        # a Tensor lr is read each step
+
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
                  eps=1e-10, foreach=None, *, maximize=False, differentiable=False, fused=None):
         defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
@@ -139,7 +141,8 @@ class Adagrad(Optimizer):
                 self.state[p] = self._init_state(p, group)
 
     def _check_group(self, group):
-        for what in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
+        check_lr("Adagrad", group["lr"], check_range)
+        for what in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
             check_range("Adagrad", what, group[what])
 
     def _init_state(self, param, group):
