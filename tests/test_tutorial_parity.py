@@ -96,3 +96,73 @@ def test_swa_utils_refuse_bad_settings_naming_them():
     with pytest.raises(ValueError, match="anneal_epochs must be an int >= 0, got -1"):
         swa_utils.SWALR(optimizer, 0.05, anneal_epochs=-1)
     assert "swa_lr" not in optimizer.param_groups[0]     # a refused call changes nothing
+
+
+def _checkpointed_net(module):
+    nn = module.nn
+    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 8), nn.ReLU(),
+                         nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 3))
+
+
+@pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad")
+@pytest.mark.parametrize("use_reentrant", [True, False])
+@pytest.mark.parametrize("input_requires_grad", [True, False])
+def test_checkpoint_gives_torch_values_and_gradients(rng, use_reentrant, input_requires_grad):
+    """torch's reentrant checkpoint gives no gradient at all when no input requires grad."""
+    data = rng.standard_normal((4, 5)).astype(np.float32)
+    theirs_net = _checkpointed_net(torch)
+    ours_net = _checkpointed_net(gd)
+    _copy_weights(theirs_net, ours_net)
+    results = {}
+    for module, net in ((torch, theirs_net), (gd, ours_net)):
+        checkpointing = module.utils.checkpoint
+        x = module.tensor(data, requires_grad=input_requires_grad)
+        hidden = checkpointing.checkpoint(net[0:2], x, use_reentrant=use_reentrant)
+        out = checkpointing.checkpoint_sequential(net[2:], 2, hidden,
+                                                  use_reentrant=use_reentrant)
+        seen = [hidden.detach().numpy(), out.detach().numpy(), out.requires_grad]
+        if out.requires_grad:
+            out.pow(2).sum().backward()
+        seen += [None if t.grad is None else t.grad.numpy() for t in [x, *net.parameters()]]
+        results[module.__name__] = seen
+    for ours, theirs in zip(results["gpudl"], results["torch"]):
+        if theirs is None or isinstance(theirs, bool):
+            assert ours is theirs
+        else:
+            np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_replays_dropout_with_the_first_runs_random_state(rng):
+    data = rng.standard_normal((6, 5)).astype(np.float32)
+    net = gd.nn.Sequential(gd.nn.Linear(5, 8), gd.nn.Dropout(0.5), gd.nn.Linear(8, 2))
+    grads = []
+    for run in (lambda x: gd.utils.checkpoint.checkpoint(net, x, use_reentrant=False), net):
+        net.zero_grad()
+        x = gd.tensor(data, requires_grad=True)
+        gd.manual_seed(5)
+        run(x).pow(2).sum().backward()
+        grads.append([t.grad.numpy() for t in [x, *net.parameters()]])
+    for checkpointed, plain in zip(*grads):
+        np.testing.assert_allclose(checkpointed, plain, rtol=1e-6)
+
+
+def test_checkpoint_gradients_come_from_autograd_grad_too(rng):
+    net = _checkpointed_net(gd)
+    data = rng.standard_normal((3, 5)).astype(np.float32)
+    found = []
+    for run in (lambda x: gd.utils.checkpoint.checkpoint(net, x, use_reentrant=False), net):
+        x = gd.tensor(data, requires_grad=True)
+        found.append(gd.autograd.grad(run(x).sum(), [x, *net.parameters()]))
+    for checkpointed, plain in zip(*found):
+        np.testing.assert_allclose(checkpointed.numpy(), plain.numpy(), rtol=1e-6)
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_checkpoint_refuses_a_hidden_tensor_that_requires_grad(rng):
+    """Its gradient would be silently missing: the recomputation cannot return it."""
+    hidden = gd.nn.Parameter(gd.tensor(rng.standard_normal(5).astype(np.float32)))
+    x = gd.tensor(rng.standard_normal((2, 5)).astype(np.float32), requires_grad=True)
+    out = gd.utils.checkpoint.checkpoint(lambda a: a * hidden, x, use_reentrant=False)
+    with pytest.raises(RuntimeError, match=r"reads a tensor of shape \(5,\) that requires grad"):
+        out.sum().backward()
+    assert hidden.grad is None
