@@ -166,3 +166,24 @@ def test_checkpoint_refuses_a_hidden_tensor_that_requires_grad(rng):
     with pytest.raises(RuntimeError, match=r"reads a tensor of shape \(5,\) that requires grad"):
         out.sum().backward()
     assert hidden.grad is None
+
+
+def test_autograd_backward_takes_a_sequence_of_tensors_as_torch(rng):
+    """torch.autograd.backward([loss_a, loss_b], [grad_a, grad_b]): one walk from all."""
+    data = rng.standard_normal(4).astype(np.float32)
+    seed = rng.standard_normal(4).astype(np.float32)
+    grads = {}
+    for module in (torch, gd):
+        x = module.tensor(data, requires_grad=True)
+        hidden = x.tanh()
+        squared = hidden * hidden
+        module.autograd.backward([hidden, squared.sum(), x.sum()],
+                                 grad_tensors=[module.tensor(seed), None, None])
+        grads[module.__name__] = x.grad.numpy()
+    np.testing.assert_allclose(grads["gpudl"], grads["torch"], rtol=1e-6)
+    x = gd.tensor(data, requires_grad=True)
+    with pytest.raises(RuntimeError, match="got 2 grad_tensors for 1 tensors"):
+        gd.autograd.backward([x.sum()], [None, None])
+    with pytest.raises(TypeError, match=r"tensors\[1\] must be a Tensor, got int"):
+        gd.autograd.backward([x.sum(), 3])
+    assert x.grad is None
