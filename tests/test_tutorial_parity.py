@@ -187,3 +187,30 @@ def test_autograd_backward_takes_a_sequence_of_tensors_as_torch(rng):
     with pytest.raises(TypeError, match=r"tensors\[1\] must be a Tensor, got int"):
         gd.autograd.backward([x.sum(), 3])
     assert x.grad is None
+
+
+def test_nn_modules_paths_hold_the_base_classes_as_torch(rng):
+    """Fine-tuning with frozen BatchNorm statistics:
+    isinstance(m, nn.modules.batchnorm._BatchNorm), as torch."""
+    from gpudl.nn.modules.conv import _ConvNd
+    from gpudl.nn.modules.loss import _Loss
+    data = rng.standard_normal((4, 3, 6, 6)).astype(np.float32)
+
+    def frozen_norm_stats(module):
+        nn = module.nn
+        net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                            nn.Identity())
+        net.train()
+        for layer in net.modules():
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                layer.eval()
+        return net
+
+    theirs, ours = frozen_norm_stats(torch), frozen_norm_stats(gd)
+    _copy_weights(theirs, ours)
+    np.testing.assert_allclose(ours(gd.tensor(data)).detach().numpy(),
+                               theirs(torch.tensor(data)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ours[1].running_mean.numpy(), np.zeros(4, np.float32))
+    assert issubclass(gd.nn.ConvTranspose2d, _ConvNd) and issubclass(gd.nn.MSELoss, _Loss)
+    assert gd.nn.modules.Linear is gd.nn.Linear
+    assert gd.nn.modules.transformer.TransformerEncoderLayer is gd.nn.TransformerEncoderLayer
