@@ -14,6 +14,7 @@ import warnings
 from . import autograd, global_state
 from .autograd import _Tensor, _topological_order
 from .custom_function import Function
+from .nn.container import Sequential
 from .nn.module import Module
 
 
@@ -151,20 +152,9 @@ def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwar
     end = -1
     for start in range(0, size * (segments - 1), size):
         end = start + size - 1
-        segment = _Segment(modules[start:end + 1])
+        segment = Sequential(*modules[start:end + 1])
         input = checkpoint(segment, input, use_reentrant=use_reentrant, **kwargs)
     for module in modules[end + 1:]:
         input = module(input)
     return input
 
-
-class _Segment(Module):
-    def __init__(self, modules):
-        super().__init__()
-        for i, module in enumerate(modules):
-            self.add_module(str(i), module)
-
-    def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
-        return x
