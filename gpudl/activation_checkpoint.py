@@ -112,12 +112,21 @@ class _Recompute(Function):
         return (None,) * 4 + tuple(next(found) if need else None for need in needs)
 
 
-def checkpoint(function, *args, use_reentrant=None, preserve_rng_state=True, **kwargs):
+def checkpoint(function, *args, use_reentrant=None, preserve_rng_state=True, context_fn=None,
+               determinism_check="default", debug=False, early_stop=True, **kwargs):
     """torch.utils.checkpoint.checkpoint: function(*args, **kwargs) whose intermediate results
     are not kept but computed again in the backward pass (with the random state of the first
     run when preserve_rng_state). use_reentrant (torch's default True when not passed, with a
     warning) changes only this: without an argument that requires grad, the result has no
-    gradient at all (the parameters' included), as torch's reentrant checkpoint."""
+    gradient at all (the parameters' included), as torch's reentrant checkpoint.
+    torch's context_fn and debug are not supported (refused when set); determinism_check and
+    early_stop are accepted (gpudl always recomputes the whole function)."""
+    if context_fn is not None or debug:
+        raise NotImplementedError(f"checkpoint: context_fn and debug are not supported, got "
+                                  f"context_fn={context_fn!r}, debug={debug!r}")
+    if determinism_check not in ("default", "none"):
+        raise ValueError(f"checkpoint: determinism_check must be 'default' or 'none', got "
+                         f"{determinism_check!r}")
     if use_reentrant is None:
         warnings.warn("checkpoint: the use_reentrant parameter should be passed explicitly "
                       "(as torch warns); it defaults to True", UserWarning, stacklevel=2)

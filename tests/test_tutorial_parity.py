@@ -214,3 +214,20 @@ def test_nn_modules_paths_hold_the_base_classes_as_torch(rng):
     assert issubclass(gd.nn.ConvTranspose2d, _ConvNd) and issubclass(gd.nn.MSELoss, _Loss)
     assert gd.nn.modules.Linear is gd.nn.Linear
     assert gd.nn.modules.transformer.TransformerEncoderLayer is gd.nn.TransformerEncoderLayer
+
+
+def test_checkpoint_refuses_torch_options_it_lacks_instead_of_passing_them_on(rng):
+    x = gd.tensor(rng.standard_normal((2, 3)).astype(np.float32), requires_grad=True)
+    seen = []
+
+    def takes_anything(a, **kwargs):
+        seen.append(kwargs)
+        return a * 2
+
+    with pytest.raises(NotImplementedError, match="context_fn and debug are not supported"):
+        gd.utils.checkpoint.checkpoint(takes_anything, x, use_reentrant=False,
+                                       context_fn=lambda: (None, None))
+    with pytest.raises(ValueError, match="determinism_check must be 'default' or 'none'"):
+        gd.utils.checkpoint.checkpoint(takes_anything, x, use_reentrant=False,
+                                       determinism_check="strict")
+    assert seen == []
