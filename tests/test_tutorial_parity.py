@@ -231,3 +231,56 @@ def test_checkpoint_refuses_torch_options_it_lacks_instead_of_passing_them_on(rn
         gd.utils.checkpoint.checkpoint(takes_anything, x, use_reentrant=False,
                                        determinism_check="strict")
     assert seen == []
+
+
+def _pruned_net(module):
+    nn = module.nn
+    return nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 3))
+
+
+def test_pruning_tutorial_steps_match_torch(rng):
+    import torch.nn.utils.prune  # noqa: F401  (torch does not import it with nn.utils)
+    data = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
+    importance = rng.random((3, 16)).astype(np.float32)
+    theirs_net, ours_net = _pruned_net(torch), _pruned_net(gd)
+    _copy_weights(theirs_net, ours_net)
+    seen = {}
+    for module, net in ((torch, theirs_net), (gd, ours_net)):
+        prune, steps = module.nn.utils.prune, []
+        prune.l1_unstructured(net[0], "weight", amount=0.3)
+        prune.l1_unstructured(net[0], "weight", amount=5)      # 5 more of those left
+        prune.l1_unstructured(net[3], "weight", amount=0.25,
+                              importance_scores=module.tensor(importance))
+        steps.append(list(net.state_dict()))
+        out = net(module.tensor(data))
+        out.pow(2).sum().backward()
+        steps += [out, net[0].weight, *(p.grad for p in net.parameters()), *net.buffers()]
+        prune.global_unstructured([(net[0], "weight"), (net[3], "weight"), (net[3], "bias")],
+                                  pruning_method=prune.L1Unstructured, amount=0.4)
+        steps += list(net.buffers())
+        prune.remove(net[0], "weight")
+        prune.remove(net[3], "weight")
+        steps += [list(net.state_dict()), prune.is_pruned(net), *net.parameters()]
+        prune.custom_from_mask(net[3], "bias", mask=module.tensor([1.0, 0.0, 1.0]))
+        steps.append(net[3].bias)
+        seen[module.__name__] = steps
+    for ours, theirs in zip(seen["gpudl"], seen["torch"]):
+        if isinstance(theirs, (list, bool)):
+            assert ours == theirs
+        else:
+            np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(),
+                                       rtol=1e-5, atol=1e-6)
+
+
+def test_pruning_refuses_bad_amounts_naming_them():
+    net = gd.nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"amount=1.5 should either be a float in the range"):
+        gd.nn.utils.prune.l1_unstructured(net, "weight", amount=1.5)
+    with pytest.raises(ValueError, match="amount=7 should be smaller than the number of "
+                                         "parameters to prune=6"):
+        gd.nn.utils.prune.l1_unstructured(net, "weight", amount=7)
+    with pytest.raises(TypeError, match="Invalid type for amount: 0.3"):
+        gd.nn.utils.prune.random_unstructured(net, "weight", amount="0.3")
+    with pytest.raises(ValueError, match="has to be pruned before pruning can be removed"):
+        gd.nn.utils.prune.remove(net, "weight")
+    assert list(net.state_dict()) == ["weight", "bias"] and not gd.nn.utils.prune.is_pruned(net)
