@@ -21,8 +21,8 @@ from .tensor_repr import set_printoptions
 from .custom_function import Function
 from .backends import get_float32_matmul_precision, set_float32_matmul_precision
 from .creation import (arange, empty, empty_like, eye, from_dlpack, full, full_like, linspace,
-                       ones, ones_like, rand, rand_like, randint, randn, randn_like, randperm,
-                       tensor, zeros, zeros_like)
+                       ones, ones_like, rand, rand_like, randint, randint_like, randn, randn_like,
+                       randperm, tensor, zeros, zeros_like)
 from .creation import (BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor,
                        from_numpy)
 from .dtypes import bfloat16, bool_, float16, float32, float64, int8, int16, int32, int64, uint8

@@ -518,39 +518,78 @@ def _chain(root):
         node = following
 
 
-def backward(tensor, grad=None, retain_graph=False):
-    """Accumulate d(tensor)/d(leaf) * grad into every leaf's ``.grad``."""
+def backward(tensors, grad_tensors=None, retain_graph=False, *, grad=None):
+    """Accumulate d(tensor)/d(leaf) * grad into every leaf's ``.grad``: torch.autograd.backward,
+    for one tensor or a sequence of them (one walk from all, each with its gradient from
+    ``grad_tensors``; None for a one-element tensor means 1). ``grad=`` is gpudl's older name
+    of grad_tensors for one tensor."""
+    if grad is not None:
+        if grad_tensors is not None:
+            raise TypeError("backward: pass grad_tensors or grad, not both")
+        grad_tensors = grad
+    if isinstance(tensors, _Tensor):        # its gradient may be a list or a number too
+        tensors, grad_tensors, names = (tensors,), (grad_tensors,), ("backward",)
+    else:
+        tensors = tuple(tensors)
+        grad_tensors = (None,) * len(tensors) if grad_tensors is None else (
+            (grad_tensors,) if isinstance(grad_tensors, _Tensor) else tuple(grad_tensors))
+        names = [f"backward: tensors[{i}]" for i in range(len(tensors))]
+    if len(grad_tensors) != len(tensors):
+        raise RuntimeError(f"backward: got {len(grad_tensors)} grad_tensors for {len(tensors)} "
+                           "tensors; expected one each")
+    if not tensors:
+        raise RuntimeError("backward: tensors is empty; expected at least one tensor")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, _Tensor):
+            raise TypeError(f"backward: tensors[{i}] must be a Tensor, got {type(t).__name__}")
+    seeds = [(t, _seed_of(t, g, name)) for t, g, name in zip(tensors, grad_tensors, names)]
+    if _capture is not None and _capture.active():
+        if len(seeds) > 1:
+            raise RuntimeError(f"backward: a graph capture takes one tensor, got {len(seeds)}; "
+                               "sum them into one")
+        return _capture.backward(*seeds[0], retain_graph)
+    _walk(seeds, retain_graph)
+
+
+def _seed_of(tensor, grad, what="backward"):
+    """The gradient array a backward() walk starts from at ``tensor``."""
     if not tensor.requires_grad:
         raise RuntimeError(
-            "backward: tensor does not require grad and has no grad_fn "
+            f"{what}: tensor does not require grad and has no grad_fn "
             "(set requires_grad=True on an input, and call outside no_grad)")
     if grad is None:
         if tensor._data.size != 1:
             raise RuntimeError(
-                f"backward: grad can be implicitly created only for scalar outputs, got a tensor "
+                f"{what}: grad can be implicitly created only for scalar outputs, got a tensor "
                 f"of shape {tuple(tensor.shape)}; pass grad= of that shape")
         data = tensor._data
-        grad = (np.array(1, data.dtype) if type(data) is np.ndarray and data.ndim == 0
+        return (np.array(1, data.dtype) if type(data) is np.ndarray and data.ndim == 0
                 else backend.get_array_module(data).ones_like(data))    # ones_like: ~0.6 us
-    else:
-        grad = _gradient_array(tensor, grad, "backward")
-    if _capture is not None and _capture.active():
-        return _capture.backward(tensor, grad, retain_graph)
-    _backward(tensor, grad, retain_graph)
+    return _gradient_array(tensor, grad, what)
 
 
 def _backward(tensor, grad, retain_graph, order=None):
     """The walk from ``tensor`` with its gradient array ``grad`` (``order``: the nodes from
     _topological_order when known already)."""
-    if tensor._view is not None and tensor._view[2] != tensor._version_counter[0]:
-        _refresh_view(tensor)
-    if tensor.grad_fn is None:
-        _accumulate(tensor, _leaf_hooked(tensor, grad) if _leaf_hooks else grad)
-        _run_hooks(tensor)
+    _walk([(tensor, grad)], retain_graph, order)
+
+
+def _walk(seeds, retain_graph, order=None):
+    """One walk from every (tensor, gradient array) of ``seeds``, accumulating into leaves."""
+    pending = {}
+    for tensor, grad in seeds:
+        if tensor._view is not None and tensor._view[2] != tensor._version_counter[0]:
+            _refresh_view(tensor)
+        if tensor.grad_fn is None:
+            _accumulate(tensor, _leaf_hooked(tensor, grad) if _leaf_hooks else grad)
+            _run_hooks(tensor)
+            continue
+        slot = pending.setdefault(tensor.grad_fn, {})
+        index = tensor._out_index
+        slot[index] = slot[index] + grad if index in slot else grad
+    if not pending:
         return
-    root = tensor.grad_fn
-    pending = {root: {tensor._out_index: grad}}
-    order = order or _topological_order(root)
+    order = order or _topological_order(*pending)
     hooked = _post_accumulate_hooks or _leaf_hooks
     waiting = _leaf_edge_counts(order) if hooked else None
     leaf = _hold_hooked_leaves(pending) if _leaf_hooks else None

@@ -140,6 +140,17 @@ def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None)
         low, high, s, dev, generator).astype(d), (size,), dtype or dtypes.int64, device, False)
 
 
+def randint_like(input, low=0, high=None, *, generator=None, dtype=None, device=None,
+                 requires_grad=False):
+    """Integers in [low, high) with the shape (and by default dtype, device) of input:
+    ``randint_like(input, high)`` or ``randint_like(input, low, high)``, as torch."""
+    if high is None:
+        low, high = 0, low
+    out = randint(low, high, input.shape, generator=generator, dtype=dtype or input.dtype,
+                  device=device or input.device)
+    return out.requires_grad_(True) if requires_grad else out
+
+
 def randperm(n, *, generator=None, dtype=None, device=None):
     if n < 0:
         raise ValueError(f"randperm: n must be non-negative, got {n}")

@@ -53,3 +53,4 @@ from .pool import (AdaptiveAvgPool3d, AdaptiveMaxPool3d, AvgPool3d, FractionalMa
                    LPPool1d, LPPool2d, LPPool3d, MaxPool3d, MaxUnpool1d, MaxUnpool2d,
                    MaxUnpool3d)
 from .resample import ChannelShuffle, PixelUnshuffle
+from . import modules  # noqa: E402  (torch.nn.modules' paths, after every class above)

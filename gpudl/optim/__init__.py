@@ -1,7 +1,7 @@
 """gpudl.optim: optimizers (SGD, Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam, Adamax, Adadelta,
-Rprop, ASGD, LBFGS, Adafactor) and learning-rate schedulers."""
+Rprop, ASGD, LBFGS, Adafactor), learning-rate schedulers and weight averaging (swa_utils)."""
 
-from . import lr_scheduler
+from . import lr_scheduler, swa_utils
 from .adam import Adam, AdamW
 from .optimizer import Optimizer
 from .rmsprop import Adagrad, RMSprop
@@ -13,4 +13,4 @@ from .adafactor import Adafactor  # session 11, nn-utils
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler",
            "NAdam", "RAdam", "Adamax", "Adadelta", "Rprop", "ASGD", "LBFGS",
-           "Adafactor"]
+           "Adafactor", "swa_utils"]

@@ -1,7 +1,7 @@
 """nn.utils: gradient clipping, and parameters to and from one flat vector; ``nn.utils.rnn``:
 padded and packed variable-length sequences; ``parametrize``/``parametrizations`` and the
-old-style weight_norm/spectral_norm; layer fusion (``fusion``), ``skip_init`` and
-``stateless.functional_call``."""
+old-style weight_norm/spectral_norm; unstructured pruning (``prune``); layer fusion (``fusion``),
+``skip_init`` and ``stateless.functional_call``."""
 
 import math
 import warnings
@@ -132,7 +132,7 @@ from . import rnn  # noqa: E402  (nn.utils.rnn, as torch)
 from . import parametrize, parametrizations  # noqa: E402,F401
 from .weight_norm import remove_weight_norm, weight_norm  # noqa: E402,F401
 from .spectral_norm import remove_spectral_norm, spectral_norm  # noqa: E402,F401
-from . import fusion, stateless  # noqa: E402,F401
+from . import fusion, prune, stateless  # noqa: E402,F401
 from .fusion import (fuse_conv_bn_eval, fuse_conv_bn_weights,  # noqa: E402,F401
                      fuse_linear_bn_eval, fuse_linear_bn_weights)
 from .init import skip_init  # noqa: E402,F401
