@@ -79,7 +79,19 @@ def _functions(T):
             index, = ctx.saved_tensors
             return T.zeros_like(grad_values).scatter(-1, index, grad_values)
 
-    class ExpInPlace(T.autograd.Function):       # edits its input, marked dirty
+    class Exp(T.autograd.Function):             # saves its output
+        @staticmethod
+        def forward(ctx, x):
+            y = x.exp()
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, grad):
+            y, = ctx.saved_tensors
+            return grad * y
+
+    class ExpInPlace(Exp):                       # edits its input, marked dirty; inherits backward
         @staticmethod
         def forward(ctx, x):
             x.exp_()
@@ -87,16 +99,11 @@ def _functions(T):
             ctx.save_for_backward(x)
             return x
 
-        @staticmethod
-        def backward(ctx, grad):
-            result, = ctx.saved_tensors
-            return grad * result
-
-    return MyReLU, LinearFunction, MulConstant, SortWithIndex, ExpInPlace
+    return MyReLU, LinearFunction, MulConstant, SortWithIndex, ExpInPlace, Exp
 
 
 def _run(T, arrays):
-    my_relu, linear, mul_constant, sort_with_index, exp_in_place = _functions(T)
+    my_relu, linear, mul_constant, sort_with_index, exp_in_place, _ = _functions(T)
     x, w, b, v = (T.tensor(a, requires_grad=True) for a in arrays)
     h = my_relu.apply(linear.apply(x, w, b))
     h = mul_constant.apply(h, 2.5)
@@ -171,21 +178,10 @@ def _double_backward(T, values):
             x, = ctx.saved_tensors
             return grad * 3 * x ** 2
 
-    class Exp(T.autograd.Function):             # saves its output
-        @staticmethod
-        def forward(ctx, x):
-            y = x.exp()
-            ctx.save_for_backward(y)
-            return y
-
-        @staticmethod
-        def backward(ctx, grad):
-            y, = ctx.saved_tensors
-            return grad * y
-
-    my_relu = _functions(T)[0]
+    functions = _functions(T)
+    my_relu, exp = functions[0], functions[5]
     x = T.tensor(values, requires_grad=True)
-    y = (Cube.apply(x) * Exp.apply(x) + my_relu.apply(x) * x).sum()
+    y = (Cube.apply(x) * exp.apply(x) + my_relu.apply(x) * x).sum()
     g, = T.autograd.grad(y, x, create_graph=True)
     h, = T.autograd.grad((g * g).sum(), x)
     return g.detach().numpy(), h.numpy()
