@@ -104,17 +104,23 @@ def logcumsumexp(input, dim):
 
 
 # ----------------------------------------------------------------- NaN-ignoring reductions
-def nansum(input, dim=None, keepdim=False):
-    """The sum over ``dim`` (all by default) with NaN counted as zero."""
+def nansum(input, dim=None, keepdim=False, *, dtype=None):
+    """The sum over ``dim`` (all by default) with NaN counted as zero, in ``dtype`` when given
+    (the input cast to it first, as torch)."""
     require_tensors("nansum", input=input)
+    if dtype is not None:
+        input = input.to(dtype)
     if dtypes.is_floating(input.dtype):
         input = input.masked_fill(input.isnan(), 0)
     return input.sum(dim, keepdim)
 
 
-def nanmean(input, dim=None, keepdim=False):
-    """The mean over ``dim`` of the values that are not NaN (NaN where none is)."""
+def nanmean(input, dim=None, keepdim=False, *, dtype=None):
+    """The mean over ``dim`` of the values that are not NaN (NaN where none is), in ``dtype``
+    when given."""
     require_tensors("nanmean", input=input)
+    if dtype is not None:
+        input = input.to(dtype)
     if not dtypes.is_floating(input.dtype):
         raise RuntimeError(f"nanmean(): expected input to have floating point dtype but got "
                            f"{input.dtype}")

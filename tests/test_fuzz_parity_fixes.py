@@ -354,3 +354,17 @@ def test_negative_indices_counted_from_the_end_only_where_torch_counts_them(name
 @pytest.mark.parametrize("args", [(0, 3, True), (True,), (False, True), (0, 4, 2), (0.0, 3)])
 def test_arange_of_bools_and_ints_is_int64_as_torch(args):
     assert_same(gd.arange(*args), torch.arange(*args))
+
+
+@pytest.mark.parametrize("name", ["nansum", "nanmean"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dim, keepdim", [(None, False), (1, True)])
+def test_nansum_and_nanmean_take_a_dtype_as_torch(name, dtype, dim, keepdim):
+    values = np.random.default_rng().standard_normal((3, 4)).astype(np.float16)
+    values[0, 1] = np.nan
+    g, t, _, _ = pair(values)
+    kwargs = dict(dtype=getattr(gd, dtype)), dict(dtype=getattr(torch, dtype))
+    args = () if dim is None else (dim, keepdim)
+    assert_same(getattr(gd, name)(g, *args, **kwargs[0]),
+                getattr(torch, name)(t, *args, **kwargs[1]))
+    assert_same(getattr(g, name)(*args, **kwargs[0]), getattr(t, name)(*args, **kwargs[1]))
