@@ -27,6 +27,7 @@ DEVICES = ("cpu", "cuda")
 _cupy = None          # the cupy module once the cuda path is chosen (never under the simulator)
 _streams = {}         # CuPy stream pointer -> numba external stream, built once per stream
 _elementwise = {}     # (in_params, out_params, operation, name) -> cupy.ElementwiseKernel
+_raw = {}             # (code, name) -> cupy.RawKernel
 
 
 def _probe_cupy():
@@ -448,6 +449,32 @@ def sortable(array):
     NotImplementedError, and NumPy's leave a row holding a NaN of ml_dtypes' bfloat16 unsorted;
     anything else as it is."""
     return array.astype(np.float32) if array.dtype == dtypes.bfloat16 else array
+
+
+def address(array):
+    """The address of ``array``'s first element: on the device for a CuPy array (or anything with
+    ``__cuda_array_interface__``), on the host for a NumPy one (the simulator, tests)."""
+    pointer = getattr(getattr(array, "data", None), "ptr", None)      # CuPy's MemoryPointer
+    if pointer is None:
+        interface = getattr(array, "__cuda_array_interface__", None) or \
+            array.__array_interface__
+        pointer = interface["data"][0]
+    return pointer
+
+
+def raw_kernel(code, name):
+    """A ``cupy.RawKernel`` for the CUDA C ``code`` and its ``extern "C"`` kernel ``name``, built
+    once per (code, name); CuPy compiles it with NVRTC at the first launch. Its arguments are
+    passed as given: device arrays as pointers, NumPy scalars as their own type, a one-element
+    NumPy array (a structured dtype: a C struct) by value."""
+    key = (code, name)
+    kernel = _raw.get(key)
+    if kernel is None:
+        if _cupy is None:
+            raise RuntimeError(f"raw_kernel {name!r}: CuPy kernels need the cuda device with "
+                               "CuPy (this process runs without CuPy)")
+        kernel = _raw[key] = _cupy.RawKernel(code, name)
+    return kernel
 
 
 def elementwise_kernel(in_params, out_params, operation, name):

@@ -164,9 +164,9 @@ def gemm(g, a3, b3, out, allow_tf32=None):
     kind = _DATA_TYPE[dtype]
     status = lib.cublasGemmStridedBatchedEx(
         handle, g.op_a, g.op_b, g.m, g.n, g.k, ctypes.byref(one),
-        ctypes.c_void_p(_pointer(b3)), kind, g.lda, ctypes.c_longlong(g.stride_a),
-        ctypes.c_void_p(_pointer(a3)), kind, g.ldb, ctypes.c_longlong(g.stride_b),
-        ctypes.byref(zero), ctypes.c_void_p(_pointer(out)), kind, g.ldc,
+        ctypes.c_void_p(backend.address(b3)), kind, g.lda, ctypes.c_longlong(g.stride_a),
+        ctypes.c_void_p(backend.address(a3)), kind, g.ldb, ctypes.c_longlong(g.stride_b),
+        ctypes.byref(zero), ctypes.c_void_p(backend.address(out)), kind, g.ldc,
         ctypes.c_longlong(g.stride_c), g.batch, compute, _GEMM_DEFAULT)
     _check(status, "cublasGemmStridedBatchedEx")
 
@@ -179,10 +179,6 @@ def compute_type(dtype, allow_tf32=None):
     if allow_tf32 is None:
         allow_tf32 = backends.matmul_allows_tf32()
     return _COMPUTE_32F_FAST_TF32 if dtype == np.float32 and allow_tf32 else _COMPUTE_32F
-
-
-def _pointer(array):
-    return array.data.ptr
 
 
 def _check(status, what):

@@ -1040,16 +1040,11 @@ def _words(xp, a, kind):
         bits, per_chunk = xp.ascontiguousarray(a, dtype=np.float32).view(np.uint32), 16 // 4
     bits = xp.ascontiguousarray(bits)
     pad = -bits.shape[2] % per_chunk
-    if pad or _address(bits) % 16:
+    if pad or backend.address(bits) % 16:
         padded = xp.zeros(bits.shape[:2] + (bits.shape[2] + pad,), bits.dtype)
         padded[:, :, :bits.shape[2]] = bits
         bits = padded
     return bits.view(np.uint32)
-
-
-def _address(a):
-    """The device (CuPy) or host (NumPy: the simulator) address of a's first element."""
-    return a.data.ptr if hasattr(a.data, "ptr") else a.__array_interface__["data"][0]
 
 
 def _empty_out(xp, shape, kind):

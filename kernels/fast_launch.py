@@ -87,16 +87,6 @@ def check_layout(ptx, signature):
     return None
 
 
-def _pointer(array):
-    data = getattr(array, "data", None)
-    ptr = getattr(data, "ptr", None)        # CuPy's MemoryPointer
-    if ptr is None:
-        interface = getattr(array, "__cuda_array_interface__", None) or \
-            array.__array_interface__         # Numba device arrays; NumPy ones in tests
-        ptr = interface["data"][0]
-    return ptr
-
-
 _ZERO = np.uint64(0)
 
 
@@ -106,7 +96,7 @@ def flatten(layout_, args):
     for kind, arg in zip(layout_, args):
         if isinstance(kind, int):
             flat += [_ZERO, _ZERO, np.int64(arg.size), np.int64(arg.dtype.itemsize),
-                     np.uint64(_pointer(arg))]
+                     np.uint64(backend.address(arg))]
             flat += [np.int64(n) for n in arg.shape]
             flat += [np.int64(s) for s in arg.strides]
         else:

@@ -5,8 +5,10 @@ import functools
 import numpy as np
 
 from .. import backend
-from .capturable import advance_step, check_lr, device_step, fused_bias_corrections, \
-    kernel_scalar, lr_array, power_complement
+from ..tensor import Tensor
+from . import multi_tensor
+from .capturable import advance_step, bias_corrections, check_lr, device_step, \
+    device_step_array, fused_bias_corrections, kernel_scalar, lr_array, power_complement
 from .optimizer import (
     Optimizer,
     check_betas,
@@ -47,6 +49,31 @@ def _adam_lines(amsgrad, maximize, coupled_decay, decoupled_decay):
     lines.append(f"T denom = sqrt({second}) / bias_correction2_sqrt + eps;")
     lines.append("param = param + neg_step_size * exp_avg / denom;")
     return tuple(lines)
+
+
+_GROUP_SCALARS = "T weight_decay, T decay, T beta1_weight, T beta2, T beta2_weight, T eps"
+_TENSOR_SCALARS = ("neg_step_size", "bias_correction2_sqrt")
+
+
+@functools.cache
+def _multi_tensor_adam(amsgrad, maximize, coupled_decay, decoupled_decay, capturable):
+    """Adam's update of many tensors in one launch (gpudl/optim/multi_tensor.py): the lines of
+    the per-parameter kernel; the bias corrections given per tensor, or with ``capturable``
+    computed from each tensor's device step count (already advanced) as
+    fused_bias_corrections computes them."""
+    outs = ("param", "exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ())
+    lines = _adam_lines(amsgrad, maximize, coupled_decay, decoupled_decay)
+    name = "gpudl_mt_adam" + "_amsgrad" * amsgrad
+    if not capturable:
+        return multi_tensor.Update(name, ("grad",), outs, _GROUP_SCALARS, lines, _TENSOR_SCALARS)
+    neg_step_size, bias_correction2_sqrt = bias_corrections("s", "step_lr", "step_beta1",
+                                                            "step_beta2")
+    return multi_tensor.Update(
+        name + "_capturable", ("grad",), outs,
+        _GROUP_SCALARS + ", float64 step_lr, float64 step_beta1, float64 step_beta2", lines,
+        pointers=(("float32", "step"),),
+        prologue=("const double s = *step;", f"const T neg_step_size = {neg_step_size};",
+                  f"const T bias_correction2_sqrt = {bias_correction2_sqrt};"))
 
 
 def moments_(exp_avg, exp_avg_sq, g, beta1, beta2, scratch):
@@ -94,6 +121,45 @@ class Adam(Optimizer):
         if group["amsgrad"]:
             state["max_exp_avg_sq"] = new_state_buffer(param)
         return state
+
+    def _update_batched(self, updates, group):
+        """Float32/float64 contiguous device tensors with a number lr: one multi-tensor launch
+        per dtype (and ``SLOTS`` tensors), with ``capturable`` one more to advance the steps."""
+        if isinstance(group["lr"], Tensor):
+            return updates
+        amsgrad, capturable = group["amsgrad"], group["capturable"]
+        batches, rest = {}, []
+        for param, grad, state in updates:
+            arrays = (grad, param, state["exp_avg"]._data, state["exp_avg_sq"]._data) + \
+                ((state["max_exp_avg_sq"]._data,) if amsgrad else ())
+            step = device_step_array(state, param) if capturable else None
+            if multi_tensor.batchable(*arrays) and (step is not None or not capturable):
+                batches.setdefault(param.dtype, []).append((arrays, state, step))
+            else:
+                rest.append((param, grad, state))
+        for batch in batches.values():
+            self._update_multi_tensor(batch, group)
+        return rest
+
+    def _update_multi_tensor(self, batch, group):
+        lr, weight_decay, (beta1, beta2) = group["lr"], group["weight_decay"], group["betas"]
+        decoupled = group["decoupled_weight_decay"]
+        update = _multi_tensor_adam(group["amsgrad"], group["maximize"],
+                                    bool(weight_decay) and not decoupled,
+                                    bool(weight_decay) and decoupled, group["capturable"])
+        scalars = (weight_decay, 1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2,
+                   group["eps"])
+        if group["capturable"]:
+            multi_tensor.launch(multi_tensor.STEP_INCREMENT, [(step,) for *_, step in batch], ())
+            multi_tensor.launch(update, [arrays + (step,) for arrays, _, step in batch],
+                                scalars + (lr, beta1, beta2))
+            return
+        corrections = []
+        for arrays, state, _ in batch:
+            step = advance_step(state, arrays[1], False)
+            corrections.append((-lr / power_complement(beta1, step),
+                                power_complement(beta2, step) ** 0.5))
+        multi_tensor.launch(update, [arrays for arrays, _, _ in batch], scalars, corrections)
 
     def _update(self, param, grad, state, group):
         lr, weight_decay, (beta1, beta2) = lr_array(group["lr"]), group["weight_decay"], \

@@ -55,15 +55,22 @@ def device_step(param, value=0):
     return Tensor._make(array, False, None, 0, device)
 
 
-# Adam's step count and bias corrections in one launch on the cuda path: the float64 arithmetic of
-# advance_step, power_complement and Adam._update, each result cast to the parameter's dtype
+def bias_corrections(step, lr, beta1, beta2):
+    """CUDA expressions of Adam's ``(neg_step_size, bias_correction2_sqrt)`` from the float64
+    step count and float64 scalars named: the float64 arithmetic of advance_step,
+    power_complement and Adam._update, each result cast to the parameter's dtype T."""
+    return (f"(T)(-{lr} / (1.0 - pow({beta1}, {step})))",
+            f"(T)pow(1.0 - pow({beta2}, {step}), 0.5)")
+
+
+# Adam's step count and bias corrections in one launch on the cuda path
 _BIAS_CORRECTIONS = (
     "float64 lr, float64 beta1, float64 beta2",
     "float32 step, T neg_step_size, T bias_correction2_sqrt",
     "step += 1;\n"
     "double s = step;\n"
-    "neg_step_size = (T)(-lr / (1.0 - pow(beta1, s)));\n"
-    "bias_correction2_sqrt = (T)pow(1.0 - pow(beta2, s), 0.5);",
+    "neg_step_size = {};\n"
+    "bias_correction2_sqrt = {};".format(*bias_corrections("s", "lr", "beta1", "beta2")),
     "gpudl_adam_bias_corrections")
 
 
@@ -74,20 +81,27 @@ def fused_bias_corrections(state, param, lr, betas):
     version (advance_step, power_complement, casts) takes eleven small kernels per parameter,
     each a node a CUDA graph replays. None where this does not apply (a Tensor lr, another
     dtype, a step count that is not a 0-d float32 array on the parameter's device)."""
-    step = state["step"]
-    if not isinstance(step, Tensor):
-        step = state["step"] = device_step(param, step)
-    if (not isinstance(lr, (int, float, np.floating))
-            or param.dtype not in (np.float32, np.float64)
-            or step._data.shape != () or step._data.dtype != np.float32
-            or backend.get_array_module(step._data) is not backend.get_array_module(param)):
+    step = device_step_array(state, param)
+    if (step is None or not isinstance(lr, (int, float, np.floating))
+            or param.dtype not in (np.float32, np.float64)):
         return None
     xp = backend.get_array_module(param)
     neg_step_size, bias_correction2_sqrt = xp.empty((), param.dtype), xp.empty((), param.dtype)
     backend.elementwise_kernel(*_BIAS_CORRECTIONS)(float(lr), float(betas[0]), float(betas[1]),
-                                                   step._data, neg_step_size,
-                                                   bias_correction2_sqrt)
+                                                   step, neg_step_size, bias_correction2_sqrt)
     return neg_step_size, bias_correction2_sqrt
+
+
+def device_step_array(state, param):
+    """``state["step"]``'s 0-d float32 array on ``param``'s device (the state made a device
+    tensor from a loaded number the first time, without a read); None if it is not that."""
+    step = state["step"]
+    if not isinstance(step, Tensor):
+        step = state["step"] = device_step(param, step)
+    if (step._data.shape != () or step._data.dtype != np.float32
+            or backend.get_array_module(step._data) is not backend.get_array_module(param)):
+        return None
+    return step._data
 
 
 def power_complement(beta, step):

@@ -131,23 +131,35 @@ class Optimizer:
             for group in self.param_groups:
                 if self._reads_lr_as_number and isinstance(group["lr"], Tensor):
                     group = {**group, "lr": float(group["lr"])}   # one read per group and step
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    grad = p.grad._data
-                    if grad.shape != p._data.shape:
+                with_grads = [p for p in group["params"] if p.grad is not None]
+                for p in with_grads:
+                    if p.grad._data.shape != p._data.shape:
                         raise RuntimeError(
-                            f"{type(self).__name__}.step: a gradient of shape {grad.shape} "
-                            f"for a parameter of shape {p._data.shape}")
+                            f"{type(self).__name__}.step: a gradient of shape "
+                            f"{p.grad._data.shape} for a parameter of shape {p._data.shape}")
+                pending = []
+                for p in with_grads:
                     state = self.state.get(p)
                     if p._data.dtype in LOW_PRECISION:
-                        self._update_master(p, grad, state, group)
+                        self._update_master(p, p.grad._data, state, group)
                         continue
                     if state is None:
                         state = self.state[p] = self._init_state(p, group)
-                    self._update(p._data, grad, state, group)
+                    pending.append((p._data, p.grad._data, state))
+                if group.get("foreach") is not False:     # torch's for-loop opt-out
+                    pending = self._update_batched(pending, group)
+                for param, grad, state in pending:
+                    self._update(param, grad, state, group)
+                for p in with_grads:
                     p._bump_version()      # CPU and fused GPU updates both write p in place
         return loss
+
+    def _update_batched(self, updates, group):
+        """Update, with few kernel launches, what it can of ``updates`` (``(param, grad, state)``
+        arrays of parameters with gradients) and return the rest, which ``_update`` updates one
+        by one. Here nothing: optimizers with a multi-tensor kernel (gpudl/optim/multi_tensor.py)
+        override it."""
+        return updates
 
     def _update_master(self, p, grad, state, group):
         """Update a float16/bfloat16 parameter through its float32 master copy."""
@@ -159,7 +171,6 @@ class Optimizer:
         state["master_param"] = master
         self._update(master._data, grad.astype(float32), state, group)
         p._data[...] = master._data                  # rounded to the parameter's dtype
-        p._bump_version()
 
     def _scratch(self, param):
         """A CPU work array shaped like ``param``, reused across parameters and steps: one flat
@@ -239,9 +250,10 @@ class Optimizer:
 
 def implementation_hints(foreach, differentiable, **fused):
     """torch.optim's options that choose an implementation (``fused`` only where torch has it),
-    kept in the groups as torch keeps them. gpudl has one implementation (one fused kernel per
-    parameter on the GPU), so ``foreach`` and ``fused`` change nothing; ``differentiable=True``
-    is refused (checked with the group)."""
+    kept in the groups as torch keeps them. On the GPU, SGD, Adam and AdamW update their
+    float32/float64 parameters in one multi-tensor launch (gpudl/optim/multi_tensor.py) unless
+    ``foreach=False``, which keeps one fused kernel per parameter (torch's for-loop); ``fused``
+    changes nothing; ``differentiable=True`` is refused (checked with the group)."""
     return {"foreach": foreach, "differentiable": differentiable, **fused}
 
 

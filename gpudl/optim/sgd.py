@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
+from . import multi_tensor
 from .capturable import check_lr, kernel_scalar, lr_array
 from .optimizer import (Optimizer, check_range, effective_grad, fused, grad_lines,
                         implementation_hints)
@@ -22,6 +23,15 @@ def _sgd_lines(momentum, first_step, nesterov, maximize, weight_decay):
         lines.append("g = g + momentum * momentum_buffer;" if nesterov else "g = momentum_buffer;")
     lines.append("param = param + (-lr) * g;")
     return tuple(lines)
+
+
+@functools.cache
+def _multi_tensor_sgd(momentum, first_step, nesterov, maximize, weight_decay):
+    """SGD's update of many tensors in one launch: the per-parameter kernel's lines."""
+    outs = ("param", "momentum_buffer") if momentum else ("param",)
+    return multi_tensor.Update("gpudl_mt_sgd" + "_momentum" * momentum, ("grad",), outs,
+                               _IN.partition(", ")[2],
+                               _sgd_lines(momentum, first_step, nesterov, maximize, weight_decay))
 
 
 class SGD(Optimizer):
@@ -54,6 +64,31 @@ class SGD(Optimizer):
 
     def _init_state(self, param, group):
         return {}
+
+    def _update_batched(self, updates, group):
+        """Float32/float64 contiguous device tensors with a number lr: one multi-tensor launch
+        per dtype and first-step-or-not (and ``SLOTS`` tensors)."""
+        if isinstance(group["lr"], Tensor):
+            return updates
+        momentum = bool(group["momentum"])
+        batches, rest = {}, []
+        for param, grad, state in updates:
+            buf = state.get("momentum_buffer")
+            if not multi_tensor.batchable(grad, param, *(() if buf is None else (buf._data,))):
+                rest.append((param, grad, state))
+                continue
+            first = momentum and buf is None
+            if first:
+                buf = state["momentum_buffer"] = Tensor._make(
+                    backend.get_array_module(param).empty_like(param), False, None, 0, None)
+            arrays = (grad, param) + ((buf._data,) if momentum else ())
+            batches.setdefault((param.dtype, first), []).append(arrays)
+        for (_, first), tensors in batches.items():
+            update = _multi_tensor_sgd(momentum, first, group["nesterov"], group["maximize"],
+                                       bool(group["weight_decay"]))
+            multi_tensor.launch(update, tensors, (group["lr"], group["momentum"],
+                                                  1 - group["dampening"], group["weight_decay"]))
+        return rest
 
     def _update(self, param, grad, state, group):
         momentum = group["momentum"]

@@ -77,6 +77,9 @@ class HostKernel:
         broadcast = any(isinstance(a, np.ndarray) and a.ndim for a in args)
         args = [a.item() if i < n_in and broadcast and isinstance(a, np.ndarray) and a.ndim == 0
                 else a for i, a in enumerate(args)]
+        # CuPy reads strided inputs in place; the host loop reads a contiguous copy
+        args = [np.ascontiguousarray(a) if i < n_in and isinstance(a, np.ndarray) else a
+                for i, a in enumerate(args)]
         arrays = frozenset(n for (_, n), a in zip(params, args) if isinstance(a, np.ndarray))
         # T is the dtype of the arrays declared T; a parameter of a fixed type (float32 step)
         # has that type
@@ -163,3 +166,49 @@ def nvrtc_ptx(source, arch=b"compute_80"):
     ptx = b" " * size
     nvrtc.nvrtcGetPTX(prog, ptx)
     return ptx.decode()
+
+
+class HostRawKernel:
+    """Callable like the cupy.RawKernel of a multi-tensor update (gpudl/optim/multi_tensor.py),
+    running its CUDA source as host C++: every (block, thread) of the grid in turn, which is
+    exact for a kernel without shared memory or barriers. The table (a one-element structured
+    NumPy array) is passed by pointer and copied, as the driver copies a by-value argument."""
+
+    cache = {}
+    launches = 0
+    sources = set()        # (code, name) of the kernels launched
+
+    def __init__(self, code, name):
+        self.code, self.name = code, name
+
+    def __call__(self, grid, block, args):
+        table, *scalars = args
+        assert isinstance(table, np.ndarray) and table.size == 1 and table.dtype.fields
+        assert all(isinstance(s, np.generic) for s in scalars), "raw kernel scalars must be typed"
+        HostRawKernel.launches += 1
+        HostRawKernel.sources.add((self.code, self.name))
+        boxes = [np.array(s) for s in scalars]
+        pointers = (ctypes.c_void_p * max(len(boxes), 1))(*[b.ctypes.data for b in boxes])
+        self._compile(scalars)(ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]),
+                               ctypes.c_void_p(table.ctypes.data), pointers)
+
+    def _compile(self, scalars):
+        ctypes_of = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+        unpacked = ", ".join(f"*(const {ctypes_of[s.dtype]}*)args[{k}]"
+                             for k, s in enumerate(scalars))
+        source = ("#include <cmath>\n#include <algorithm>\n"
+                  "using std::sqrt; using std::isnan; using std::pow; using std::min;\n"
+                  "struct Dim { unsigned int x, y, z; };\n"
+                  "static Dim blockIdx, threadIdx, blockDim, gridDim;\n"
+                  "#define __global__\n" + self.code
+                  + 'extern "C" void launch(unsigned int blocks, unsigned int threads, '
+                  "const Table* table, void** args) {\n"
+                  "  blockDim.x = threads; gridDim.x = blocks;\n"
+                  "  for (unsigned int b = 0; b < blocks; ++b) {\n    blockIdx.x = b;\n"
+                  "    for (unsigned int t = 0; t < threads; ++t) {\n      threadIdx.x = t;\n"
+                  f"      {self.name}(*table{', ' if unpacked else ''}{unpacked});\n"
+                  "    }\n  }\n}\n")
+        key = hashlib.sha1(source.encode()).hexdigest()
+        if key not in HostRawKernel.cache:
+            HostRawKernel.cache[key] = _build_shared_library(source, key).launch
+        return HostRawKernel.cache[key]
