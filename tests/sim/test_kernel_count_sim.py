@@ -1,0 +1,38 @@
+"""Kernels per training step on the cuda path, counted offline (benchmarks/kernel_count.py): the
+optimizers update every parameter in one multi-tensor launch (gpudl/optim/multi_tensor.py), Adam
+with ``capturable=True`` in one more for the step counts, where the per-parameter kernels
+(``foreach=False``) took one (SGD) or two (Adam) per parameter."""
+
+import pytest
+
+import gpudl
+from gpudl import backend
+
+pytestmark = [pytest.mark.simulator,
+              pytest.mark.skipif(not backend.SIM_DEVICE_ARRAYS,
+                                 reason="counts on the strict simulator's cuda device: "
+                                 "NUMBA_ENABLE_CUDASIM=1 with GPUDL_DEVICE=cuda")]
+
+
+def _optimizer_kernels(builder, foreach, **sizes):
+    from benchmarks import kernel_count, workloads
+    kernel_count._import_kernel_modules()
+    parts = getattr(workloads, builder)(gpudl, "cuda", True, **sizes)
+    for group in parts[2].param_groups:
+        group["foreach"] = foreach
+    kernels, sites = kernel_count.count_step(parts)
+    assert sum(kernels.values()) > 20        # the forward and backward are counted too
+    return sum(n for site, n in sites.items() if site.startswith("optim/")), kernels
+
+
+@pytest.mark.parametrize("builder, sizes, parameters, per_parameter, batched", [
+    ("lenet_parts", {"batch": 2}, 10, 1, 1),
+    ("sunspots_parts", {"batch": 2, "window": 4}, 10, 2, 2),
+    ("transformer_parts", {"batch": 2, "seq": 4}, 26, 2, 2)])
+def test_the_optimizer_step_is_one_launch_not_one_per_parameter(builder, sizes, parameters,
+                                                                per_parameter, batched):
+    looped, _ = _optimizer_kernels(builder, False, **sizes)
+    assert looped == per_parameter * parameters
+    together, kernels = _optimizer_kernels(builder, None, **sizes)
+    assert together == batched
+    assert any(name.startswith("cupy kernel gpudl_mt_") for name in kernels)
