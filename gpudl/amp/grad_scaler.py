@@ -7,15 +7,27 @@ and ``update`` halves the scale after such a step, or doubles it after ``growth_
 steps in a row without one.
 
 The scale, the growth tracker and the inf flag stay on the device: the gradients are checked
-there (one reduction per gradient, summed into one flag), and the only read back is that flag,
-in ``step``, which must decide whether to call the optimizer (counted as a host sync).
+there (on the GPU in one multi-tensor launch per dtype, gpudl/optim/multi_tensor.py; else one
+reduction per gradient, summed into one flag), each value as it was before unscaling (torch's
+rule), and the only read back is that flag, in ``step``, which must decide whether to call the
+optimizer (counted as a host sync).
 """
 
 import warnings
 
 from .. import backend, dtypes
+from ..optim import multi_tensor
 
 _READY, _UNSCALED, _STEPPED = "ready", "unscaled", "stepped"
+
+
+# torch's non-finite check and unscale: each element checked as it was, then multiplied; a
+# thread that meets an inf/NaN sets the flag (every writer writes the same 1)
+_UNSCALE = multi_tensor.Update(
+    "gpudl_mt_unscale", (), ("grad",), "",
+    ("if (!isfinite(grad)) *found_inf = 1.0f;", "grad = grad * inv_scale;"),
+    pointers=(("float32", "found_inf"), ("float32", "inv_scale_of")),
+    prologue=("const T inv_scale = (T)*inv_scale_of;",))
 
 
 class GradScaler:
@@ -111,11 +123,17 @@ class GradScaler:
             if g.dtype == dtypes.float16:
                 raise ValueError("Attempting to unscale FP16 gradients.")
         xp = backend.get_array_module(self._scale)
-        inv_scale = (1.0 / self._scale.astype(dtypes.float64)).astype(dtypes.float32)
+        # an array (NumPy makes 0-d results scalars), whose address the batched launch takes
+        inv_scale = xp.asarray((1.0 / self._scale.astype(dtypes.float64)).astype(dtypes.float32))
         found = xp.zeros((), dtypes.float32)
-        for g in grads:
-            g[...] = g * inv_scale
+        batched, rest = {}, []
+        for g in grads:               # float32/float64 contiguous on the device: batched
+            (batched.setdefault(g.dtype, []) if multi_tensor.batchable(g) else rest).append(g)
+        for same_dtype in batched.values():     # one launch per dtype, not ~6 per gradient
+            multi_tensor.launch(_UNSCALE, [(g, found, inv_scale) for g in same_dtype], ())
+        for g in rest:
             found = found + (~xp.isfinite(g).all())
+            g[...] = g * inv_scale
         state["found_inf"] = found
         state["stage"] = _UNSCALED
 

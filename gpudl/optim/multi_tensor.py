@@ -83,7 +83,7 @@ def source(update, dtype):
     scalar_params = ", " + update.scalars if update.scalars.strip() else ""
     bases = [f"T* _base_{name} = (T*)table.address[{k}][slot] + start;"
              for k, name in enumerate(update.arrays_in + update.arrays_out)]
-    bases += [f"{ctype_} const* {name} = ({ctype_} const*)table.address[{k}][slot];"
+    bases += [f"{ctype_}* {name} = ({ctype_}*)table.address[{k}][slot];"
               for k, (ctype_, name) in enumerate(update.pointers,
                                                  len(update.arrays_in + update.arrays_out))]
     given = [f"const T {name} = table.scalar[{k}][slot];"

@@ -197,7 +197,8 @@ class HostRawKernel:
         unpacked = ", ".join(f"*(const {ctypes_of[s.dtype]}*)args[{k}]"
                              for k, s in enumerate(scalars))
         source = ("#include <cmath>\n#include <algorithm>\n"
-                  "using std::sqrt; using std::isnan; using std::pow; using std::min;\n"
+                  "using std::sqrt; using std::isnan; using std::isfinite; using std::pow;\n"
+                  "using std::min;\n"
                   "struct Dim { unsigned int x, y, z; };\n"
                   "static Dim blockIdx, threadIdx, blockDim, gridDim;\n"
                   "#define __global__\n" + self.code

@@ -212,3 +212,37 @@ def test_on_the_gpu_one_launch_gives_the_per_parameter_bits(name, options, captu
             opt.step()
         results.append([p.detach().cpu().numpy() for p in params])
     _same_bits(*results)
+
+
+@pytest.mark.parametrize("poison", [None, "inf", "nan"])
+def test_grad_scaler_unscales_in_one_launch_as_per_gradient(poison, fake_gpu):
+    """GradScaler.unscale_ on device gradients (one launch per dtype) against the same scaler on
+    host gradients (the per-gradient reductions): the same bits and the same inf flag; a
+    transposed gradient beside them goes the per-gradient way and still sets the flag."""
+    rng = np.random.default_rng(12)
+    sizes = [(3, 4), (multi_tensor.CHUNK + 3,), (1,), (5,)]
+    grads = [(rng.standard_normal(s) * 1e3).astype(np.float32) for s in sizes]
+    grads.append(rng.standard_normal((4, 3)).astype(np.float64))
+    if poison:
+        grads[1][multi_tensor.CHUNK + 1] = float(poison)       # in the second block
+    transposed = rng.standard_normal((3, 2)).astype(np.float32)
+    results = []
+    for device in (True, False):
+        params = [gd.tensor(np.zeros_like(g), requires_grad=True) for g in grads]
+        for p, g in zip(params, grads):
+            p.grad = gd.tensor(g.copy())
+            if device:
+                p.grad._data = _device(p.grad._data)
+        extra = gd.tensor(np.zeros((2, 3), np.float32), requires_grad=True)
+        extra.grad = gd.tensor(transposed.T.copy())
+        extra.grad._data = (_device(transposed.copy()) if device else transposed.copy()).T
+        opt = optim.SGD(params + [extra], lr=0.1)
+        scaler = gd.amp.GradScaler("cpu", init_scale=1024.0)
+        scaler.scale(gd.tensor(1.0))                        # makes the scale
+        scaler.unscale_(opt)
+        found = float(np.asarray(scaler._per_optimizer[id(opt)]["found_inf"]))
+        results.append(([np.asarray(p.grad._data).copy() for p in params + [extra]], found))
+    assert HostRawKernel.launches == 2                      # float32 and float64
+    (ours, found), (theirs, expected) = results
+    _same_bits(ours, theirs)
+    assert (found > 0) == (expected > 0) == (poison is not None)
