@@ -34,8 +34,10 @@ class Update:
     ``pointers`` are further per-tensor addresses (``(type, name)``) that ``prologue`` may read,
     unbound per element. ``scalars`` are kernel parameters, the same for every tensor (CuPy's
     ``"T eps, float64 lr"`` syntax); ``tensor_scalars`` are numbers given per tensor (in the
-    table, rounded to T on the host), bound as ``const T``. ``prologue`` runs once per block before the
-    element loop (it may define further per-tensor values); ``lines`` once per element."""
+    table, rounded to T on the host), bound as ``const T``. ``prologue`` runs once per thread
+    before the element loop (it may define further per-tensor values), ``lines`` once per
+    element, ``epilogue`` once per thread after the loop; ``block_in_tensor`` numbers a tensor's
+    blocks from 0."""
     name: str
     arrays_in: tuple
     arrays_out: tuple
@@ -44,6 +46,7 @@ class Update:
     tensor_scalars: tuple = ()
     pointers: tuple = ()
     prologue: tuple = ()
+    epilogue: tuple = ()
 
     @property
     def columns(self):
@@ -97,13 +100,20 @@ def source(update, dtype):
             + f'extern "C" __global__ void {update.name}(const Table table{scalar_params}) {{\n'
             "  unsigned int slot = 0;\n"
             "  while (slot + 1 < table.count && blockIdx.x >= table.block_end[slot]) ++slot;\n"
-            "  const unsigned int first = slot ? table.block_end[slot - 1] : 0;\n"
-            f"  const long long start = (long long)(blockIdx.x - first) * {CHUNK};\n"
+            "  const unsigned int block_in_tensor = blockIdx.x - "
+            "(slot ? table.block_end[slot - 1] : 0);\n"
+            f"  const long long start = (long long)block_in_tensor * {CHUNK};\n"
             f"  const int n = (int)min((long long){CHUNK}, table.size[slot] - start);\n"
             f"  {setup}\n"
             "  for (int j = threadIdx.x; j < n; j += blockDim.x) {\n"
             f"    {body}\n"
-            "  }\n}\n")
+            "  }\n"
+            + "".join(f"  {line}\n" for line in update.epilogue) + "}\n")
+
+
+def blocks_of(size):
+    """The blocks a tensor of ``size`` elements takes (an int, or an array of them)."""
+    return -(-size // CHUNK)
 
 
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
@@ -143,7 +153,7 @@ def _table(layout, tensors):
     if tensors[0][1]:
         table["scalar"][0, :, :count] = np.array([numbers for _, numbers in tensors]).T
     sizes = np.array([arrays[0].size for arrays, _ in tensors], np.int64)
-    block_end = np.cumsum(-(-sizes // CHUNK))
+    block_end = np.cumsum(blocks_of(sizes))
     table["size"][0, :count] = sizes
     table["block_end"][0, :count] = block_end
     table["count"] = count

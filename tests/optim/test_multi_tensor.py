@@ -178,11 +178,20 @@ def test_multi_tensor_kernels_compile_for_the_gpu(fake_gpu):
                 _run(2, name, {**options, "capturable": capturable} if capturable else options,
                      [(3,), (5, 2)], steps=2, dtype=dtype)
     assert len(HostRawKernel.sources) >= 20
+    from gpudl.amp import grad_scaler
+    from gpudl.nn import utils
+    for update in (utils._SUM_OF_SQUARES, utils._scale_by(np.float32),
+                   utils._scale_by(np.float64), grad_scaler._UNSCALE):
+        for dtype in (np.float32, np.float64):
+            HostRawKernel.sources.add((multi_tensor.source(update, np.dtype(dtype)),
+                                       update.name))
     for code, name in sorted(HostRawKernel.sources):
         ptx = nvrtc_ptx(code)
-        if "typedef float T;" in code and "capturable" not in name:
+        if "typedef float T;" in code and "capturable" not in name \
+                and "scale_by_float64" not in name:
             # the per-element work stays in float; the capturable ones compute their bias
-            # corrections in float64 once per thread, as the per-parameter scalar kernel does
+            # corrections in float64 once per thread, as the per-parameter scalar kernel does,
+            # and a float64 clipping scale (float32 and float64 gradients) is cast once
             assert not re.search(r"\.f64\b", ptx), f"fp64 in {name}"
 
 
@@ -246,3 +255,43 @@ def test_grad_scaler_unscales_in_one_launch_as_per_gradient(poison, fake_gpu):
     (ours, found), (theirs, expected) = results
     _same_bits(ours, theirs)
     assert (found > 0) == (expected > 0) == (poison is not None)
+
+
+@pytest.mark.parametrize("poison", [None, "inf", "nan"])
+def test_clip_grad_norm_in_a_few_launches_matches_torch(poison, fake_gpu):
+    """clip_grad_norm_ on device gradients: one sum-of-squares launch per dtype (each thread
+    its own partial: no atomics) and one scaling launch per dtype, against torch's
+    clip_grad_norm_ on the same gradients; inf and NaN reach the norm as in torch."""
+    rng = np.random.default_rng(21)
+    sizes = [(3, 4), (2 * multi_tensor.CHUNK + 5,), (1,), (0,), (7,)]
+    grads = [(rng.standard_normal(s) * rng.choice([0.1, 3.0])).astype(np.float32)
+             for s in sizes] + [rng.standard_normal((5, 2))]            # and one float64
+    if poison:
+        grads[1][multi_tensor.CHUNK + 2] = float(poison)
+    params = [gd.tensor(np.zeros_like(g), requires_grad=True) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = gd.tensor(g.copy())
+        p.grad._data = _device(p.grad._data)
+    total = gd.nn.utils.clip_grad_norm_(params, max_norm=1.5)
+    assert HostRawKernel.launches == 4              # squares and scaling, float32 and float64
+    tparams = [torch.zeros(g.shape, dtype=torch.float64 if g.dtype == np.float64 else
+                           torch.float32, requires_grad=True) for g in grads]
+    for p, g in zip(tparams, grads):
+        p.grad = torch.tensor(g)
+    expected = torch.nn.utils.clip_grad_norm_(tparams, max_norm=1.5)
+    np.testing.assert_allclose(np.asarray(total._data), expected.numpy(), rtol=1e-6)
+    assert total.dtype == gd.float64                # float32 and float64 norms together
+    for p, t in zip(params, tparams):
+        np.testing.assert_allclose(np.asarray(p.grad._data), t.grad.numpy(), rtol=2e-6,
+                                   atol=1e-12)
+
+
+def test_the_batched_norm_is_the_same_every_run(fake_gpu):
+    rng = np.random.default_rng(5)
+    arrays = [_device(rng.standard_normal(int(n)).astype(np.float32))
+              for n in rng.integers(1, 3 * multi_tensor.CHUNK, 40)]
+    from gpudl.nn import utils
+    norms = {float(np.asarray(utils._batched_two_norm(arrays))) for _ in range(3)}
+    assert len(norms) == 1
+    exact = np.sqrt(sum(np.sum(a.astype(np.float64) ** 2) for a in arrays))
+    np.testing.assert_allclose(norms.pop(), exact, rtol=1e-6)

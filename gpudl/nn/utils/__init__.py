@@ -3,11 +3,15 @@ padded and packed variable-length sequences; ``parametrize``/``parametrizations`
 old-style weight_norm/spectral_norm; unstructured pruning (``prune``); layer fusion (``fusion``),
 ``skip_init`` and ``stateless.functional_call``."""
 
+import functools
 import math
 import warnings
 
+import numpy as np
+
 from ... import backend
 from ...autograd import no_grad, recorded
+from ...optim import multi_tensor
 from ...ops._util import quiet
 from ...tensor import Tensor
 
@@ -33,6 +37,46 @@ def _vector_norm(x, order):
         return (magnitude ** order).sum() ** (1.0 / order)   # order < 0: a zero entry gives 0
 
 
+# On the GPU the 2-norm of many gradients takes one launch per dtype: each thread's sum of squares
+# of its elements into its own slot of a buffer (no atomics: the same sum every run), then one
+# reduction of the buffer; the per-tensor path takes four kernels per gradient
+_SUM_OF_SQUARES = multi_tensor.Update(
+    "gpudl_mt_sum_of_squares", ("x",), (), "", ("total = total + x * x;",),
+    pointers=(("T", "partials"),), prologue=("T total = 0;",),
+    epilogue=(f"partials[block_in_tensor * {multi_tensor.THREADS} + threadIdx.x] = total;",))
+
+
+def _batched_two_norm(arrays):
+    """The 2-norm of ``arrays`` taken together, in one multi-tensor launch per dtype and one
+    reduction, as a 0-d array of their result dtype; None unless every array can be batched."""
+    if not arrays or not all(multi_tensor.batchable(a) for a in arrays):
+        return None
+    xp = backend.get_array_module(arrays[0])
+    squares = []
+    for dtype in {a.dtype for a in arrays}:
+        same = [a for a in arrays if a.dtype == dtype]
+        slots = [multi_tensor.blocks_of(a.size) * multi_tensor.THREADS for a in same]
+        partials = xp.empty(sum(slots), dtype)
+        starts = np.cumsum([0] + slots[:-1])
+        multi_tensor.launch(_SUM_OF_SQUARES, [(a, partials[s:s + n])
+                                              for a, s, n in zip(same, starts, slots)], ())
+        squares.append(partials.sum())
+    result = np.result_type(*{a.dtype for a in arrays})      # dtypes: CuPy arrays refuse NumPy
+    total = squares[0].astype(result) if len(squares) == 1 else \
+        sum(q.astype(result) for q in squares)
+    return xp.sqrt(total)
+
+
+@functools.cache
+def _scale_by(scale_dtype):
+    """Every element times the 0-d ``scale`` (of ``scale_dtype``) cast to the tensor's dtype, as
+    the per-gradient ``grad *= scale.astype(grad.dtype)``."""
+    ctype = "float32" if scale_dtype == np.float32 else "float64"
+    return multi_tensor.Update(f"gpudl_mt_scale_by_{ctype}", (), ("x",), "", ("x = x * scale;",),
+                               pointers=((ctype, "scale_of"),),
+                               prologue=("const T scale = (T)*scale_of;",))
+
+
 def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
     """The ``norm_type`` norm of ``tensors`` (a Tensor or an iterable of them) taken together:
     as torch, the norm of their per-tensor norms (which for ``norm_type=0`` counts the tensors
@@ -46,7 +90,9 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
         return tensor(0.0)
     arrays = [t._data for t in tensors]
     xp = backend.get_array_module(arrays[0])
-    total = _vector_norm(xp.stack([_vector_norm(a, norm_type) for a in arrays]), norm_type)
+    total = _batched_two_norm(arrays) if norm_type == 2.0 else None
+    if total is None:
+        total = _vector_norm(xp.stack([_vector_norm(a, norm_type) for a in arrays]), norm_type)
     if error_if_nonfinite and not backend.host_value(
             xp.isfinite(total), "clip_grad_norm_(error_if_nonfinite=True)"):
         raise RuntimeError(f"The total norm of order {norm_type} for gradients from "
@@ -60,7 +106,8 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
 def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
     """Multiply every gradient of ``parameters`` by ``min(max_norm / (total_norm + 1e-6), 1)``,
     in place and on the device (no sync), ``total_norm`` being a 0-d Tensor (get_total_norm's)
-    or a number. ``foreach`` is accepted and changes nothing."""
+    or a number; on the GPU in one multi-tensor launch per dtype. ``foreach`` is accepted and
+    changes nothing."""
     params = _with_grads(parameters)
     max_norm = float(max_norm)
     if not params:
@@ -69,6 +116,13 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
     total = total_norm._data if isinstance(total_norm, Tensor) else xp.asarray(total_norm)
     scale = xp.minimum(max_norm / (backend.to_device_array(total, params[0].grad.device)
                                    + 1e-6), 1.0)
+    grads = [p.grad._data for p in params]
+    if all(multi_tensor.batchable(g) for g in grads) and scale.dtype in (np.float32, np.float64):
+        scale = xp.asarray(scale)         # an array: the launch takes its address
+        for dtype in {g.dtype for g in grads}:
+            multi_tensor.launch(_scale_by(scale.dtype), [(g, scale) for g in grads
+                                                         if g.dtype == dtype], ())
+        return
     with no_grad():
         for p in params:
             p.grad._data *= scale.astype(p.grad._data.dtype)
