@@ -33,6 +33,8 @@ STEPS = (("LeNet-5 SGD-momentum", "lenet_parts", {"batch": 2}),
 
 _NOT_KERNELS = frozenset(("may_share_memory", "shares_memory"))
 _MISSING = object()
+_FILLS = ("zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "arange", "eye",
+          "copy", "ascontiguousarray")
 
 
 class Counter:
@@ -114,6 +116,9 @@ def counting_hooks(counter):
         buffer._data = buffer._data.view(device_array)
         return buffer
 
+    for name in _FILLS:       # allocations that write (CuPy: a memset or a fill kernel)
+        patch(sim_device.sim_cuda_module, name,
+              _counted_fill(counter, getattr(sim_device.sim_cuda_module, name), name))
     patch(device_array, "__array_ufunc__", counted_ufunc)
     patch(device_array, "__array_function__", counted_function)
     patch(device_array, "fill", counted_fill)
@@ -141,6 +146,15 @@ def counting_hooks(counter):
                 delattr(owner, name)
             else:
                 setattr(owner, name, value)
+
+
+def _counted_fill(counter, make, name):
+    def counted(*args, **kwargs):
+        result = make(*args, **kwargs)
+        if name != "ascontiguousarray" or not np.may_share_memory(result, args[0]):
+            counter.add(f"cupy {name}")         # ascontiguousarray: only when it copied
+        return result
+    return counted
 
 
 def count_step(parts):
