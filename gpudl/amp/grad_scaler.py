@@ -127,8 +127,10 @@ class GradScaler:
         inv_scale = xp.asarray((1.0 / self._scale.astype(dtypes.float64)).astype(dtypes.float32))
         found = xp.zeros((), dtypes.float32)
         batched, rest = {}, []
+        on_device = backend.is_device_array(self._scale)    # where the flag and inv_scale are
         for g in grads:               # float32/float64 contiguous on the device: batched
-            (batched.setdefault(g.dtype, []) if multi_tensor.batchable(g) else rest).append(g)
+            (batched.setdefault(g.dtype, []) if on_device and multi_tensor.batchable(g)
+             else rest).append(g)
         for same_dtype in batched.values():     # one launch per dtype, not ~6 per gradient
             multi_tensor.launch(_UNSCALE, [(g, found, inv_scale) for g in same_dtype], ())
         for g in rest:

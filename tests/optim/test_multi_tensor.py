@@ -248,6 +248,8 @@ def test_grad_scaler_unscales_in_one_launch_as_per_gradient(poison, fake_gpu):
         opt = optim.SGD(params + [extra], lr=0.1)
         scaler = gd.amp.GradScaler("cpu", init_scale=1024.0)
         scaler.scale(gd.tensor(1.0))                        # makes the scale
+        if device:                                          # a cuda scaler's state
+            scaler._scale = scaler._scale.view(DeviceLike)
         scaler.unscale_(opt)
         found = float(np.asarray(scaler._per_optimizer[id(opt)]["found_inf"]))
         results.append(([np.asarray(p.grad._data).copy() for p in params + [extra]], found))
@@ -295,3 +297,16 @@ def test_the_batched_norm_is_the_same_every_run(fake_gpu):
     assert len(norms) == 1
     exact = np.sqrt(sum(np.sum(a.astype(np.float64) ** 2) for a in arrays))
     np.testing.assert_allclose(norms.pop(), exact, rtol=1e-6)
+
+
+def test_a_scaler_on_another_device_than_the_gradients_launches_nothing(fake_gpu):
+    """The kernel writes the scaler's flag: a cpu scaler's flag is host memory, so device
+    gradients then take the per-gradient path (where CuPy refuses the mix) instead of a launch
+    that would write a host address."""
+    p = gd.tensor(np.zeros(3, np.float32), requires_grad=True)
+    p.grad = gd.tensor(np.ones(3, np.float32))
+    p.grad._data = _device(p.grad._data)
+    scaler = gd.amp.GradScaler("cpu")
+    scaler.scale(gd.tensor(1.0))
+    scaler.unscale_(optim.SGD([p], lr=0.1))
+    assert HostRawKernel.launches == 0
