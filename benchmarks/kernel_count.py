@@ -68,7 +68,7 @@ def counting_hooks(counter):
     from numba import cuda
 
     from gpudl import sim_device
-    from gpudl.optim import adam
+    from gpudl.optim import adam, rmsprop
     from gpudl.kernels import launch as launch_module
     device_array = sim_device.SimDeviceArray
     saved = []
@@ -127,7 +127,8 @@ def counting_hooks(counter):
     patch(backend, "elementwise_kernel", lambda *spec: cupy_kernel(*spec))
     patch(backend, "reduction_kernel", lambda *spec: cupy_kernel(*spec))
     patch(backend, "raw_kernel", lambda code, name: cupy_kernel(name))
-    patch(adam, "new_state_buffer", device_state_buffer)
+    for module in (adam, rmsprop):
+        patch(module, "new_state_buffer", device_state_buffer)
     from gpudl import backends
     patch(backends, "set_cublas_math_mode", lambda *a, **k: None)
     if not hasattr(cuda, "as_cuda_array"):

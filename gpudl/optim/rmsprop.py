@@ -5,7 +5,10 @@ import functools
 import numpy as np
 
 from .. import backend
-from .capturable import advance_step, check_lr, device_step, kernel_scalar, lr_array
+from ..tensor import Tensor
+from . import multi_tensor
+from .capturable import advance_step, check_lr, device_step, device_step_array, kernel_scalar, \
+    lr_array
 from .optimizer import (
     Optimizer,
     check_range,
@@ -47,6 +50,24 @@ def _adagrad_lines(maximize, weight_decay):
         "param = param + neg_clr * g / (sqrt(state_sum) + eps);"])
 
 
+_RMSPROP_EXTRA = ("momentum_buffer", "grad_avg")      # optional state, in the kernels' order
+
+
+@functools.cache
+def _multi_tensor_rmsprop(centered, momentum, maximize, weight_decay):
+    outs = ("param", "square_avg") + (("momentum_buffer",) if momentum else ()) + \
+        (("grad_avg",) if centered else ())
+    return multi_tensor.Update("gpudl_mt_rmsprop", ("grad",), outs, _RMSPROP_IN.partition(", ")[2],
+                               _rmsprop_lines(centered, momentum, maximize, weight_decay))
+
+
+@functools.cache
+def _multi_tensor_adagrad(maximize, weight_decay):
+    scalars = _ADAGRAD_IN.partition(", ")[2].replace("T neg_clr, ", "")
+    return multi_tensor.Update("gpudl_mt_adagrad", ("grad",), ("param", "state_sum"), scalars,
+                               _adagrad_lines(maximize, weight_decay), ("neg_clr",))
+
+
 class RMSprop(Optimizer):
     """torch.optim.RMSprop: ``v = alpha * v + (1 - alpha) * g * g``, ``p -= lr * g / (sqrt(v) +
     eps)``; ``centered=True`` subtracts the squared running mean of g from v, ``momentum > 0``
@@ -80,6 +101,38 @@ class RMSprop(Optimizer):
         if group["centered"]:
             state["grad_avg"] = new_state_buffer(param)
         return state
+
+    def _update_batched(self, updates, group):
+        """Float32/float64 contiguous device tensors with a number lr: one multi-tensor launch
+        per dtype (and ``SLOTS`` tensors), with ``capturable`` one more to advance the steps."""
+        if isinstance(group["lr"], Tensor):
+            return updates
+        capturable, momentum, centered = group["capturable"], group["momentum"] > 0, \
+            group["centered"]
+        wanted = {"momentum_buffer": momentum, "grad_avg": centered}
+        batches, rest = {}, []
+        for param, grad, state in updates:
+            arrays = (grad, param, state["square_avg"]._data) + tuple(
+                state[k]._data for k in _RMSPROP_EXTRA if k in state)
+            step = device_step_array(state, param) if capturable else None
+            if (multi_tensor.batchable(*arrays) and (step is not None or not capturable)
+                    and all((k in state) == wanted[k] for k in _RMSPROP_EXTRA)):
+                batches.setdefault(param.dtype, []).append((arrays, state, step))
+            else:
+                rest.append((param, grad, state))
+        update = _multi_tensor_rmsprop(centered, momentum, group["maximize"],
+                                       bool(group["weight_decay"]))
+        alpha = group["alpha"]
+        for batch in batches.values():
+            if capturable:
+                multi_tensor.launch(multi_tensor.STEP_INCREMENT, [(s,) for *_, s in batch], ())
+            else:
+                for arrays, state, _ in batch:
+                    advance_step(state, arrays[1], False)
+            multi_tensor.launch(update, [arrays for arrays, _, _ in batch],
+                                (-group["lr"], alpha, 1 - alpha, group["eps"],
+                                 group["weight_decay"], group["momentum"]))
+        return rest
 
     def _update(self, param, grad, state, group):
         advance_step(state, param, group["capturable"])
@@ -147,6 +200,28 @@ class Adagrad(Optimizer):
 
     def _init_state(self, param, group):
         return {"step": 0, "sum": new_state_buffer(param, group["initial_accumulator_value"])}
+
+    def _update_batched(self, updates, group):
+        """Float32/float64 contiguous device tensors: one multi-tensor launch per dtype (and
+        ``SLOTS`` tensors), each tensor's decayed lr given with it."""
+        if isinstance(group["lr"], Tensor):
+            return updates
+        batches, rest = {}, []
+        for param, grad, state in updates:
+            arrays = (grad, param, state["sum"]._data)
+            if multi_tensor.batchable(*arrays) and isinstance(state["step"], int):
+                batches.setdefault(param.dtype, []).append((arrays, state))
+            else:
+                rest.append((param, grad, state))
+        update = _multi_tensor_adagrad(group["maximize"], bool(group["weight_decay"]))
+        for batch in batches.values():
+            decayed = []
+            for _, state in batch:
+                state["step"] = step = state["step"] + 1
+                decayed.append((-(group["lr"] / (1 + (step - 1) * group["lr_decay"])),))
+            multi_tensor.launch(update, [arrays for arrays, _ in batch],
+                                (group["eps"], group["weight_decay"]), decayed)
+        return rest
 
     def _update(self, param, grad, state, group):
         state["step"] = step = state["step"] + 1

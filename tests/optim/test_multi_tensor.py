@@ -14,12 +14,13 @@ from optim_cases import CASES, case_id
 
 import gpudl as gd
 from gpudl import backend, optim
-from gpudl.optim import adam, multi_tensor
+from gpudl.optim import adam, multi_tensor, rmsprop
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
 
-BATCHED = [c for c in CASES if c[0] in ("SGD", "Adam", "AdamW")]
+BATCHED = [c for c in CASES if c[0] in ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad")]
+CAPTURABLE = ("Adam", "AdamW", "RMSprop")
 # sizes around the chunk and slot boundaries: several blocks per tensor, a partial last block,
 # one-element and empty tensors
 SIZES = [(3, 5), (7,), (1,), (multi_tensor.CHUNK + 17,), (0,), (2, 3, 2),
@@ -43,7 +44,8 @@ def fake_gpu(monkeypatch):
         if isinstance(param._data, DeviceLike):
             buffer._data = buffer._data.view(DeviceLike)
         return buffer
-    monkeypatch.setattr(adam, "new_state_buffer", new_state_buffer)
+    for module in (adam, rmsprop):
+        monkeypatch.setattr(module, "new_state_buffer", new_state_buffer)
 
 
 def _device(array):
@@ -80,8 +82,8 @@ def test_one_launch_per_step_matches_the_per_parameter_kernels_bit_for_bit(case,
     name, options = case
     if options.get("foreach") is False:
         pytest.skip("foreach=False: the per-parameter path by request")
-    if capturable and name == "SGD":
-        pytest.skip("SGD has no step count")
+    if capturable and name not in CAPTURABLE:
+        pytest.skip(f"{name} has no capturable option")
     options = {**options, **({"capturable": True} if capturable else {})}
     steps = 3
     batched, batched_state = _run(7, name, options, SIZES, steps)
@@ -173,7 +175,7 @@ def test_multi_tensor_kernels_compile_for_the_gpu(fake_gpu):
     pytest.importorskip("cuda.bindings.nvrtc")
     HostRawKernel.sources.clear()
     for name, options in BATCHED:
-        for capturable in ([False, True] if name != "SGD" else [False]):
+        for capturable in ([False, True] if name in CAPTURABLE else [False]):
             for dtype in (np.float32, np.float64):
                 _run(2, name, {**options, "capturable": capturable} if capturable else options,
                      [(3,), (5, 2)], steps=2, dtype=dtype)
