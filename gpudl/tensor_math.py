@@ -686,12 +686,14 @@ def product(a, b):
     if not isinstance(a, T.Tensor) or not isinstance(b, T.Tensor) or a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: both operands must have at least one dimension, got shapes "
                          f"{np.shape(_data(a))} and {np.shape(_data(b))}")
-    inner_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
-    if a.shape[-1] != inner_b:
+    shape_a, shape_b = a._data.shape, b._data.shape      # once: Tensor.shape is a property
+    inner_b = shape_b[0] if len(shape_b) == 1 else shape_b[-2]
+    if shape_a[-1] != inner_b:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied "
-                         f"({a.shape[-1]} != {inner_b})")
-    check_batch_dims("matmul", a, b)
-    if a.dtype != b.dtype:
+                         f"({shape_a[-1]} != {inner_b})")
+    if len(shape_a) > 2 or len(shape_b) > 2:
+        check_batch_dims("matmul", a, b)
+    if a._data.dtype != b._data.dtype:
         # torch refuses (int64 @ float32 too); NumPy would silently compute in float64
         raise RuntimeError(f"matmul: expected both operands to have the same dtype, got "
                            f"{a.dtype} and {b.dtype}; convert one, e.g. with .to({a.dtype})")

@@ -87,6 +87,8 @@ def normalize_axes(axis, ndim, op):
     """An int, a tuple of ints or None -> a sorted tuple of non-negative axes (None: all axes)."""
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int and -ndim <= axis < ndim:      # the common case, checked as below
+        return (axis % ndim,)
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for a in axes:
@@ -104,6 +106,8 @@ def normalize_axes(axis, ndim, op):
 
 def normalize_axis(axis, ndim, op):
     """One int dim -> a non-negative axis (a tuple is refused: these ops take one dim)."""
+    if type(axis) is int and -ndim <= axis < ndim:      # the common case, checked as below
+        return axis % ndim
     if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
         raise TypeError(f"{op}: dim must be an int, got {axis!r}")
     axes = normalize_axes(axis, ndim, op)     # checks the range ([-1, 0] for a 0-d tensor)
