@@ -606,6 +606,8 @@ _WRAPPING = (E.Add, E.Sub, E.Mul, E.FloorDivide, E.Remainder, M.TruncDivide, M.F
 
 
 def _binary(function, name, a, b, true_division=False):
+    if not _autocast.active and _plain_float_operands(a, b):
+        return _apply_binary(function, name, a, b)     # nothing to promote, cast or wrap
     like = a if isinstance(a, T.Tensor) else b
     if _autocast.active and name == "pow":
         a, b = cast_inputs(name, a, b)
@@ -617,6 +619,22 @@ def _binary(function, name, a, b, true_division=False):
     a, b = _cast(a, dtype, wrap), _cast(b, dtype, wrap)
     if like.dtype in dtypes.BFLOAT16 or (isinstance(a, T.Tensor) and a.dtype in dtypes.BFLOAT16):
         return _bfloat16_binary(function, a, b)
+    return _apply_binary(function, name, a, b)
+
+
+def _plain_float_operands(a, b):
+    """Whether ``a`` and ``b`` are two tensors of one float16/32/64 dtype, or such a tensor and a
+    Python float (either order): a model's usual operands, for which _binary's promotion,
+    casts and wrapping change nothing (bfloat16's dtype kind is not "f")."""
+    if isinstance(a, T.Tensor):
+        dtype = a._data.dtype
+        if isinstance(b, T.Tensor):
+            return dtype.kind == "f" and b._data.dtype == dtype
+        return type(b) is float and dtype.kind == "f"
+    return type(a) is float and isinstance(b, T.Tensor) and b._data.dtype.kind == "f"
+
+
+def _apply_binary(function, name, a, b):
     try:
         return function.apply(a, b)
     except ValueError as exc:
