@@ -109,12 +109,12 @@ class Optimizer:
         """Reset the gradients: to None (the default, as torch) or to zeros in place."""
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
+                if p._grad is None:      # ._grad: parameters are leaves (see step)
                     continue
                 if set_to_none:
-                    p.grad = None
+                    p._grad = None
                 else:
-                    p.grad._data[...] = 0
+                    p._grad._data[...] = 0
 
     # True for the optimizers whose updates take the learning rate as a number: a 0-d Tensor lr,
     # which torch takes for every optimizer, is read once per step (on a GPU, a device read)
@@ -132,9 +132,11 @@ class Optimizer:
                 if self._reads_lr_as_number and isinstance(group["lr"], Tensor):
                     group = {**group, "lr": float(group["lr"])}   # one read per group and step
                 for p in group["params"]:
-                    if p.grad is None:
+                    # ._grad, not the .grad property: a parameter is a leaf (non-leaf tensors
+                    # are refused), whose getter only returns it, and this runs per parameter
+                    if p._grad is None:
                         continue
-                    grad = p.grad._data
+                    grad = p._grad._data
                     if grad.shape != p._data.shape:
                         raise RuntimeError(
                             f"{type(self).__name__}.step: a gradient of shape {grad.shape} "
