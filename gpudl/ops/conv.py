@@ -185,7 +185,7 @@ def _pair(op, name, value, minimum, shapes, dims=2):
                                           and not isinstance(v, bool)) for v in values)):
         what = "a pair of ints" if dims == 2 else f"a tuple of {dims} ints"
         raise TypeError(f"{op}: {name} must be an int or {what}, got {value!r} {shapes}")
-    values = tuple(int(v) for v in values)
+    values = tuple(map(int, values))
     if min(values) < minimum:
         kind = "positive" if minimum == 1 else "non-negative"
         raise ValueError(f"{op}: {name} must be {kind}, got {value!r} {shapes}")
