@@ -187,6 +187,8 @@ class ShapeMixin:
         return self.split(-(-n // chunks), dim)
 
     def __getitem__(self, index):
+        if S.is_basic_index(index):     # ints, slices, None, ...: nothing to convert or reorder
+            return S.GetItem.apply(self, index)
         index = _index_arrays(index, self)
         steps = ints_first(index)
         if steps is not None:
