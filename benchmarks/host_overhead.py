@@ -35,11 +35,12 @@ import time
 STEP_SIZES = {"lenet": {"batch": 2}, "sunspots": {"batch": 2}, "transformer": {"batch": 2, "seq": 8}}
 
 
-def step_rows(lib, device="cpu"):
-    """{name: callable} of the three eager training steps of benchmarks/workloads.py."""
+def step_rows(lib, device="cpu", names=tuple(STEP_SIZES)):
+    """{name: callable} of the eager training steps of benchmarks/workloads.py (``names``)."""
     from benchmarks import workloads
     rows = {}
-    for name, sizes in STEP_SIZES.items():
+    for name in names:
+        sizes = STEP_SIZES[name]
         lib.manual_seed(0)
         parts = getattr(workloads, f"{name}_parts")(lib, device, **sizes)
         rows[f"{name} step"] = workloads.train_step(*parts)
@@ -217,7 +218,8 @@ class HostOverhead:
 
     def setup(self, step):
         import gpudl
-        self.step = step_rows(gpudl)[f"{step} step"]
+        gpudl.cpu_threads.set_ceiling(1)    # as the table's GPUDL_CPU_THREADS=1: fixed paths
+        self.step = step_rows(gpudl, names=(step,))[f"{step} step"]
 
     def time_step(self, step):
         self.step()
