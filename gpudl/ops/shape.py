@@ -50,9 +50,12 @@ class Expand(ArrayFunction):
 
 
 def is_basic_index(index):
-    """True when ``index`` uses only ints, slices, None and Ellipsis (a view in NumPy)."""
-    parts = index if isinstance(index, tuple) else (index,)
-    return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
+    """True when ``index`` uses only ints, slices, None and Ellipsis (a view in NumPy). A loop,
+    not all() over a generator: every Tensor index asks, twice."""
+    for p in index if isinstance(index, tuple) else (index,):
+        if not (p is None or p is Ellipsis or isinstance(p, (int, slice))):
+            return False
+    return True
 
 
 def _count_mask_reads(index):
