@@ -945,7 +945,8 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
             check_usable(node)          # raises, naming the edited array
     meta = node.out_meta
     if len(meta) == 1 and 0 in grads_in:        # one output, its gradient arrived
-        grads_out = (_as_array(grads_in[0]),)
+        g = grads_in[0]
+        grads_out = (g if g.__class__ is np.ndarray else _as_array(g),)   # no call: the usual
     else:
         materialize = node.ctx is None or node.ctx.materialize_grads
         grads_out = [_as_array(grads_in[i]) if i in grads_in
@@ -1014,11 +1015,14 @@ def _checked(node, i, g, shape, dtype):
 def _accumulate(tensor, g):
     if _capture is not None and _capture.active():
         return _capture.accumulate(tensor, g)
-    if tensor.grad is None:
+    # ._grad, not the .grad property: its getter warns for a non-leaf tensor, which
+    # backward(inputs=...) fills (torch does so silently), and its setter's checks hold here (g
+    # has the tensor's shape and dtype: _run_node and the seeds' checks saw to it)
+    if tensor._grad is None:
         # a copy: the same gradient array may reach several leaves, and users update grads in place
-        tensor.grad = _Tensor._make(g.copy(), False, None, 0, tensor.device)
+        tensor._grad = _Tensor._make(g.copy(), False, None, 0, tensor._device)
     else:
-        tensor.grad._data = tensor.grad._data + g
+        tensor._grad._data = tensor._grad._data + g
 
 
 def recorded(kind):

@@ -18,6 +18,7 @@ rows as rows of b scaled and added (``gemm_nn``: 1.3x on (256, 64) @ (64, 192)),
 where the operands already lie as it reads them.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -73,9 +74,16 @@ def _kernel_for(a, b):
 
 
 def _loops_outrun_blas():
-    from .kernels import small_gemm        # here: ``import gpudl`` loads no Numba
+    return _small_gemm().outruns_blas()
 
-    return small_gemm.outruns_blas()
+
+@functools.cache
+def _small_gemm():
+    """kernels/small_gemm, imported at the first product (``import gpudl`` loads no Numba);
+    cached, since an import statement costs its Python-level lookups at every GEMM."""
+    from .kernels import small_gemm
+
+    return small_gemm
 
 
 def _blas(a, b, out):
@@ -83,16 +91,12 @@ def _blas(a, b, out):
 
 
 def _nt(a, b, out):
-    from .kernels import small_gemm        # here: ``import gpudl`` loads no Numba
-
-    small_gemm._gemm_nt_blocked(a, b.T, out)        # blocks of the contraction stay in L1
+    _small_gemm()._gemm_nt_blocked(a, b.T, out)        # blocks of the contraction stay in L1
     return out
 
 
 def _nn(a, b, out):
-    from .kernels import small_gemm
-
-    return small_gemm.gemm_nn(a, b, out)
+    return _small_gemm().gemm_nn(a, b, out)
 
 
 def _flops(a, b):
@@ -100,6 +104,8 @@ def _flops(a, b):
         return 0
     if a.ndim == 1 or b.ndim == 1:
         return 2 * max(a.size, b.size)
+    if a.ndim == b.ndim == 2:           # no batch dims: numpy.broadcast_shapes costs ~1.5 us
+        return 2 * a.shape[0] * a.shape[1] * b.shape[1]
     batch = math.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
     return 2 * batch * a.shape[-2] * a.shape[-1] * b.shape[-1]
 

@@ -19,7 +19,6 @@ changed by the user later becomes the new ceiling. Without ``/proc/stat`` (not L
 stays at the ceiling.
 """
 
-import contextlib
 import os
 import threading
 import time
@@ -147,36 +146,50 @@ def _set_blas(threads):
     _state["blas_set"] = threads
 
 
-@contextlib.contextmanager
 def serial_blas():
-    """BLAS on one thread inside the block, for callers that run GEMMs on threads of their own.
+    """BLAS on one thread inside the block (``with serial_blas() as serial:``), for callers that
+    run GEMMs on threads of their own.
 
     OpenBLAS (pthreads) lets one threaded GEMM run at a time, so two callers' threaded GEMMs would
     take turns; with BLAS on one thread each caller's GEMM runs on its own core. Yields False,
     changing nothing, when BLAS's thread count cannot be set (no threadpoolctl, or
     ``GPUDL_CPU_THREADS=0``): callers should then not thread their GEMMs themselves.
     """
-    if _state["ceiling"] is None:
-        _start()
-    blas = _state["blas"]
-    if blas is None:
-        yield False
-        return
-    # While held, refresh() neither sets BLAS's count nor takes the 1 for a user's new ceiling
-    # (threads of the caller's pool call count() meanwhile).
-    with _serial_lock:
-        _state["serial"] += 1               # first: a refresh from now on leaves BLAS alone
-        if _state["serial"] == 1:
-            before = _state["blas_set"]
-            _state["restore"] = before if before is not None else _current_blas_threads(blas)
-            blas.set_num_threads(1)
-    try:
-        yield True
-    finally:
+    return _SerialBlas()
+
+
+class _SerialBlas:
+    """serial_blas's block. A class, not a generator context manager: cpu_matmul enters one per
+    GEMM, and a contextlib block costs six Python calls where this costs two."""
+
+    held = False        # whether __enter__ counted this block in _state["serial"]
+
+    def __enter__(self):
+        if _state["ceiling"] is None:
+            _start()
+        blas = _state["blas"]
+        if blas is None:
+            return False
+        # While held, refresh() neither sets BLAS's count nor takes the 1 for a user's new
+        # ceiling (threads of the caller's pool call count() meanwhile).
         with _serial_lock:
+            _state["serial"] += 1           # first: a refresh from now on leaves BLAS alone
             if _state["serial"] == 1:
-                blas.set_num_threads(_state["restore"])
+                before = _state["blas_set"]
+                _state["restore"] = before if before is not None else _current_blas_threads(blas)
+                if _state["restore"] != 1:  # at one thread already (a busy machine): no call
+                    blas.set_num_threads(1)     # into threadpoolctl (~1 us), none to restore
+        self.held = True
+        return True
+
+    def __exit__(self, *exc):
+        if not self.held:
+            return False
+        with _serial_lock:
+            if _state["serial"] == 1 and _state["restore"] != 1:
+                _state["blas"].set_num_threads(_state["restore"])
             _state["serial"] -= 1           # last: BLAS is back to what refresh last set
+        return False
 
 
 def map_serial_blas(fn, items, workers):

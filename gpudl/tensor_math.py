@@ -606,6 +606,8 @@ _WRAPPING = (E.Add, E.Sub, E.Mul, E.FloorDivide, E.Remainder, M.TruncDivide, M.F
 
 
 def _binary(function, name, a, b, true_division=False):
+    if not _autocast.active and _plain_float_operands(a, b):
+        return _apply_binary(function, name, a, b)     # nothing to promote, cast or wrap
     like = a if isinstance(a, T.Tensor) else b
     if _autocast.active and name == "pow":
         a, b = cast_inputs(name, a, b)
@@ -617,6 +619,22 @@ def _binary(function, name, a, b, true_division=False):
     a, b = _cast(a, dtype, wrap), _cast(b, dtype, wrap)
     if like.dtype in dtypes.BFLOAT16 or (isinstance(a, T.Tensor) and a.dtype in dtypes.BFLOAT16):
         return _bfloat16_binary(function, a, b)
+    return _apply_binary(function, name, a, b)
+
+
+def _plain_float_operands(a, b):
+    """Whether ``a`` and ``b`` are two tensors of one float16/32/64 dtype, or such a tensor and a
+    Python float (either order): a model's usual operands, for which _binary's promotion,
+    casts and wrapping change nothing (bfloat16's dtype kind is not "f")."""
+    if isinstance(a, T.Tensor):
+        dtype = a._data.dtype
+        if isinstance(b, T.Tensor):
+            return dtype.kind == "f" and b._data.dtype == dtype
+        return type(b) is float and dtype.kind == "f"
+    return type(a) is float and isinstance(b, T.Tensor) and b._data.dtype.kind == "f"
+
+
+def _apply_binary(function, name, a, b):
     try:
         return function.apply(a, b)
     except ValueError as exc:
@@ -686,12 +704,14 @@ def product(a, b):
     if not isinstance(a, T.Tensor) or not isinstance(b, T.Tensor) or a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: both operands must have at least one dimension, got shapes "
                          f"{np.shape(_data(a))} and {np.shape(_data(b))}")
-    inner_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
-    if a.shape[-1] != inner_b:
+    shape_a, shape_b = a._data.shape, b._data.shape      # once: Tensor.shape is a property
+    inner_b = shape_b[0] if len(shape_b) == 1 else shape_b[-2]
+    if shape_a[-1] != inner_b:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied "
-                         f"({a.shape[-1]} != {inner_b})")
-    check_batch_dims("matmul", a, b)
-    if a.dtype != b.dtype:
+                         f"({shape_a[-1]} != {inner_b})")
+    if len(shape_a) > 2 or len(shape_b) > 2:
+        check_batch_dims("matmul", a, b)
+    if a._data.dtype != b._data.dtype:
         # torch refuses (int64 @ float32 too); NumPy would silently compute in float64
         raise RuntimeError(f"matmul: expected both operands to have the same dtype, got "
                            f"{a.dtype} and {b.dtype}; convert one, e.g. with .to({a.dtype})")

@@ -15,6 +15,11 @@ def shape_arg(op, shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     for n in shape:
+        if type(n) is not int:
+            break
+    else:
+        return tuple(shape)         # plain ints, the common case: nothing to check or convert
+    for n in shape:
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
             raise TypeError(f"{op}: size must be ints, got {shape!r}")
     return tuple(int(n) for n in shape)
@@ -27,9 +32,14 @@ class ShapeMixin:
 
     def reshape(self, *shape):
         shape = shape_arg("reshape", shape)
-        unknown = sum(1 for n in shape if n == -1)
-        known = math.prod(n for n in shape if n != -1)
-        if unknown > 1 or any(n < -1 for n in shape):
+        unknown, known, negative = 0, 1, False      # -1s, product of the rest, sizes below -1
+        for n in shape:
+            if n == -1:
+                unknown += 1
+            else:
+                known *= n
+                negative = negative or n < -1
+        if unknown > 1 or negative:
             bad = True
         elif unknown:
             bad = known == 0 or self._data.size % known != 0
@@ -76,21 +86,25 @@ class ShapeMixin:
 
     def permute(self, *dims):
         dims = shape_arg("permute", dims)
-        axes = normalize_axes(dims, self.ndim, "permute") if dims else ()
-        if len(dims) != self.ndim or len(set(axes)) != self.ndim:
-            raise ValueError(f"permute: dims {dims} are not a permutation of the {self.ndim} "
+        ndim = self._data.ndim
+        axes = normalize_axes(dims, ndim, "permute") if dims else ()
+        if len(dims) != ndim or len(set(axes)) != ndim:
+            raise ValueError(f"permute: dims {dims} are not a permutation of the {ndim} "
                              f"dimensions of a tensor of shape {self.shape}")
-        axes = tuple(d % self.ndim for d in dims)
-        return self if axes == tuple(range(self.ndim)) else S.Permute.apply(self, axes)
+        axes = tuple([d % ndim for d in dims])
+        return self if axes == tuple(range(ndim)) else S.Permute.apply(self, axes)
 
     def transpose(self, dim0, dim1):
-        if self.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
+        ndim = self._data.ndim
+        if ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
             return self
-        a = normalize_axis(dim0, self.ndim, "transpose")
-        b = normalize_axis(dim1, self.ndim, "transpose")
-        axes = list(range(self.ndim))
+        a = normalize_axis(dim0, ndim, "transpose")
+        b = normalize_axis(dim1, ndim, "transpose")
+        if a == b:
+            return self                 # as permute returns an identity permutation
+        axes = list(range(ndim))
         axes[a], axes[b] = axes[b], axes[a]
-        return self.permute(*axes)
+        return S.Permute.apply(self, tuple(axes))   # a permutation by construction
 
     swapaxes = transpose
 
@@ -173,6 +187,8 @@ class ShapeMixin:
         return self.split(-(-n // chunks), dim)
 
     def __getitem__(self, index):
+        if S.is_basic_index(index):     # ints, slices, None, ...: nothing to convert or reorder
+            return S.GetItem.apply(self, index)
         index = _index_arrays(index, self)
         steps = ints_first(index)
         if steps is not None:

@@ -65,6 +65,7 @@ the whole cost of a large conv on this machine's AVX2 OpenBLAS kernels.
 
 import collections
 import functools
+import operator
 import threading
 
 import numba
@@ -107,8 +108,8 @@ class ConvGeometry:
                  "groups", "Ho", "Wo", "Hq", "Wq", "S", "key")
 
     def __init__(self, x_shape, w_shape, stride, padding, dilation, groups, out_size=None):
-        self.N, self.C, self.H, self.W = (int(v) for v in x_shape)
-        self.K, _, self.kh, self.kw = (int(v) for v in w_shape)
+        self.N, self.C, self.H, self.W = map(int, x_shape)
+        self.K, _, self.kh, self.kw = map(int, w_shape)
         self.sh, self.sw = stride
         self.ph, self.pw = padding
         self.dh, self.dw = dilation
@@ -116,13 +117,13 @@ class ConvGeometry:
         self.Ho = conv2d_output_size(self.H, self.kh, self.sh, self.ph, self.dh)
         self.Wo = conv2d_output_size(self.W, self.kw, self.sw, self.pw, self.dw)
         if out_size is not None:
-            self.Ho, self.Wo = (int(v) for v in out_size)
+            self.Ho, self.Wo = map(int, out_size)
         self.Hq = -(-(self.H + 2 * self.ph) // self.sh)     # phase plane rows: ceil(Hp / sh)
         self.Wq = -(-(self.W + 2 * self.pw) // self.sw)     # and columns, computed per output row
         # the garbage columns of a tap's last output row read up to (kw-1)*dw // sw values past
         # the phase plane
         self.S = self.Hq * self.Wq + (self.kw - 1) * self.dw // self.sw
-        self.key = tuple(getattr(self, name) for name in self.__slots__[:-1])   # hashable
+        self.key = _geometry_key(self)      # hashable
 
     def pointwise(self):
         """A 1x1 convolution, stride 1, no padding, one group, every output kept: a plain
@@ -151,6 +152,11 @@ class ConvGeometry:
         reused by the next call of this geometry and ``role`` (the padding stays zero: each
         role only ever writes the same real pixels, or the whole buffer)."""
         return _scratch(self, role, (images, self.C, self.sh, self.sw, self.S), dtype)
+
+
+# ConvGeometry.key: its fields but the key, read by one C call (a generator of getattr calls cost
+# ~25 Python calls per geometry, four geometries per LeNet step)
+_geometry_key = operator.attrgetter(*ConvGeometry.__slots__[:-1])
 
 
 def _scratch(geo, role, shape, dtype):

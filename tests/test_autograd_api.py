@@ -1,6 +1,8 @@
 """autograd.grad, Tensor.register_hook, retains_grad, backward(inputs=) and gradcheck against
 torch (float64, fresh random inputs) and finite differences."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -82,6 +84,22 @@ def test_backward_with_inputs_accumulates_only_into_them(rng):
         (hidden.exp().sum()).backward(inputs=[a, hidden])
     _close(x.grad, tx.grad)
     assert w.grad is None and tw.grad is None
+
+
+def test_backward_with_inputs_fills_a_non_leaf_without_warning(rng):
+    """backward(inputs=[hidden]) of a non-leaf that does not retain grad fills its .grad, as
+    torch's does, and warns nothing while doing so (it warned that a non-leaf's .grad was read,
+    reading it itself inside backward)."""
+    (x, tx), = [_pair(rng, 3)]
+    filled = {}
+    for lib, a in ((gd, x), (torch, tx)):
+        hidden = a * a
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            (hidden.exp().sum()).backward(inputs=[hidden])
+            filled[lib.__name__] = hidden.grad
+    _close(filled["gpudl"], filled["torch"])
+    assert x.grad is None and tx.grad is None
 
 
 # ------------------------------------------------------------------ hooks and retains_grad

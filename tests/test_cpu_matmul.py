@@ -139,3 +139,28 @@ def test_empty_stacks(sa, sb, rng):
     out = np.full(want.shape, np.nan)
     assert cpu_matmul.matmul(a, b, out) is out
     np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("before", [1, 2])
+def test_serial_blas_holds_one_thread_and_restores_the_count(before, monkeypatch):
+    """Inside serial_blas (nested too) BLAS runs on one thread and afterwards on as many as
+    before; already at one thread, the block makes no call into threadpoolctl at all."""
+    cpu_threads.count()
+    blas = cpu_threads._state["blas"]
+    if blas is None:
+        pytest.skip("threadpoolctl finds no BLAS to set")
+    previous = cpu_threads._state["blas_set"] or blas.get_num_threads()
+    cpu_threads._set_blas(before)
+    calls, real = [], blas.set_num_threads
+    monkeypatch.setattr(blas, "set_num_threads", lambda n: calls.append(n) or real(n))
+    try:
+        with cpu_threads.serial_blas() as serial:
+            assert serial and blas.get_num_threads() == 1
+            with cpu_threads.serial_blas():
+                assert blas.get_num_threads() == 1
+            assert blas.get_num_threads() == 1
+        assert blas.get_num_threads() == before
+        assert calls == ([] if before == 1 else [1, before])
+    finally:
+        monkeypatch.undo()
+        cpu_threads._set_blas(previous)

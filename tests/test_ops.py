@@ -534,3 +534,18 @@ def test_small_integer_arithmetic_with_out_of_range_numbers_wraps_as_torch(rng, 
         tx ** -3
     with pytest.raises(RuntimeError, match="negative integer powers"):
         x ** -3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, axes", [((3, 70), (1,)), ((2, 5, 33), (1, 2)),
+                                         ((4, 9), None), ((6,), (0,)), ((2, 0, 3), (2,))])
+def test_array_mean_is_numpys_mean_bit_for_bit(shape, axes, dtype, rng):
+    """array_mean (LayerNorm, var, mean on NumPy) gives numpy.mean's very numbers, over values
+    of very different magnitudes, kept dims or not."""
+    from gpudl.ops._util import array_mean
+    x = (rng.standard_normal(shape) * 10.0 ** rng.uniform(-6, 6, shape)).astype(dtype)
+    for keepdims in (True, False):
+        want = x.mean(axis=axes, keepdims=keepdims)
+        got = array_mean(x, axes, keepdims)
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+        np.testing.assert_array_equal(got, want)

@@ -177,13 +177,15 @@ def _check_tensors(op, input, weight, bias, dims=2):
 
 def _pair(op, name, value, minimum, shapes, dims=2):
     """An int or ``dims`` ints (a pair for 2-D) -> a tuple of ``dims`` ints, each >= minimum."""
+    if type(value) is int and value >= minimum:     # the common case, without the ABC checks
+        return (value,) * dims
     values = (value,) * dims if isinstance(value, numbers.Integral) else value
     if (isinstance(values, str) or not hasattr(values, "__len__") or len(values) != dims
-            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                       for v in values)):
+            or not all(type(v) is int or (isinstance(v, numbers.Integral)
+                                          and not isinstance(v, bool)) for v in values)):
         what = "a pair of ints" if dims == 2 else f"a tuple of {dims} ints"
         raise TypeError(f"{op}: {name} must be an int or {what}, got {value!r} {shapes}")
-    values = tuple(int(v) for v in values)
+    values = tuple(map(int, values))
     if min(values) < minimum:
         kind = "positive" if minimum == 1 else "non-negative"
         raise ValueError(f"{op}: {name} must be {kind}, got {value!r} {shapes}")

@@ -13,7 +13,12 @@ from ._util import quiet, sum_to, xp_of
 
 
 def _shape(a):
-    return np.shape(a) if not hasattr(a, "shape") else a.shape
+    if hasattr(a, "shape"):
+        return a.shape
+    return () if type(a) in _NUMBERS else np.shape(a)    # np.shape: a Python-level wrapper
+
+
+_NUMBERS = (int, float, bool, complex)
 
 
 class Add(ArrayFunction):

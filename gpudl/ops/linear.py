@@ -16,14 +16,15 @@ def linear(input, weight, bias=None):
     if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
         raise TypeError(f"linear: input and weight must be Tensors, got "
                         f"{type(input).__name__} and {type(weight).__name__}")
-    if weight.ndim != 2 or input.ndim == 0 or input.shape[-1] != weight.shape[1]:
+    x, w = input._data, weight._data    # read once: Tensor.shape and .dtype are properties
+    if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"linear: input of shape {input.shape} has {input.shape[-1:]} features "
                          f"but weight of shape {weight.shape} expects (out_features, "
                          "in_features) with matching in_features")
-    if bias is not None and bias.shape != (weight.shape[0],):
+    if bias is not None and bias.shape != (w.shape[0],):
         raise ValueError(f"linear: bias of shape {bias.shape} does not match "
-                         f"out_features {weight.shape[0]}")
-    if input.dtype != weight.dtype:
+                         f"out_features {w.shape[0]}")
+    if x.dtype != w.dtype:
         raise TypeError(f"linear: input dtype {input.dtype} and weight dtype {weight.dtype} "
                         "differ")
     return Linear.apply(input, weight, bias)

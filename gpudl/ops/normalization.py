@@ -15,7 +15,7 @@ from ..amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from ..autograd import ArrayFunction
 from ..dtypes import LOW_PRECISION, is_floating
 from ..tensor import Tensor
-from ._util import is_int, widened, xp_of
+from ._util import array_mean, is_int, widened, xp_of
 
 
 class BatchNorm(ArrayFunction):
@@ -97,8 +97,8 @@ class LayerNorm(ArrayFunction):
             return y
         xp = xp_of(x)
         axes = tuple(range(x.ndim - ndim, x.ndim))
-        xhat = x - x.mean(axis=axes, keepdims=True)
-        invstd = 1 / xp.sqrt(xp.square(xhat).mean(axis=axes, keepdims=True) + eps)
+        xhat = x - array_mean(x, axes)
+        invstd = 1 / xp.sqrt(array_mean(xp.square(xhat), axes) + eps)
         xhat *= invstd
         y = xhat * weight if weight is not None else xhat.copy()
         if bias is not None:
@@ -129,8 +129,8 @@ class LayerNorm(ArrayFunction):
         if need_x:
             gx = g * weight if weight is not None else g.copy()      # d loss / d xhat
             product = gx * xhat
-            m2 = product.mean(axis=axes, keepdims=True)
-            gx -= gx.mean(axis=axes, keepdims=True)
+            m2 = array_mean(product, axes)
+            gx -= array_mean(gx, axes)
             gx -= xp.multiply(xhat, m2, out=product)                 # reuses the buffer
             gx *= invstd
         return gx, gw, gb, None, None

@@ -6,7 +6,8 @@ import numpy as np
 
 from .. import backend
 from ..autograd import ArrayFunction
-from ._util import in_float32, integral_dtype, mean_of, quiet as _quiet, summed, xp_of
+from ._util import array_mean, in_float32, integral_dtype, mean_of, quiet as _quiet, summed, \
+    xp_of
 
 
 def _expand_back(g, axes, keepdims, shape):
@@ -97,7 +98,7 @@ class Var(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axes, correction, keepdims):
         def mean_of_slices(x):
-            return in_float32(lambda y: y.mean(axis=axes, keepdims=True), x)
+            return in_float32(lambda y: array_mean(y, axes), x)
         centered = a - mean_of_slices(a)
         # once more: the mean rounded to the dtype can miss a constant slice's value by an ulp,
         # which left it a variance of ~ulp^2, not 0, and std's gradient O(1), not torch's 0

@@ -49,10 +49,13 @@ class Expand(ArrayFunction):
         return sum_to(g, ctx.shape), None
 
 
-def _is_basic(index):
-    """True when ``index`` uses only ints, slices, None and Ellipsis (a view in NumPy)."""
-    parts = index if isinstance(index, tuple) else (index,)
-    return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
+def is_basic_index(index):
+    """True when ``index`` uses only ints, slices, None and Ellipsis (a view in NumPy). A loop,
+    not all() over a generator: every Tensor index asks, twice."""
+    for p in index if isinstance(index, tuple) else (index,):
+        if not (p is None or p is Ellipsis or isinstance(p, (int, slice))):
+            return False
+    return True
 
 
 def _count_mask_reads(index):
@@ -110,7 +113,7 @@ class GetItem(ArrayFunction):
     def forward(ctx, a, index):
         if isinstance(index, RangeChecked):
             index = tuple(index)
-        elif not _is_basic(index):
+        elif not is_basic_index(index):
             check_advanced(a.shape, index, "indexing")
         ctx.conf = (a.shape, a.dtype, index)
         out = a[index]
@@ -123,7 +126,7 @@ class GetItem(ArrayFunction):
         shape, dtype, index = ctx.conf
         xp = xp_of(g)
         ga = xp.zeros(shape, dtype)
-        if _is_basic(index):
+        if is_basic_index(index):
             ga[index] = g
         else:
             _count_mask_reads(index)

@@ -109,12 +109,12 @@ class Optimizer:
         """Reset the gradients: to None (the default, as torch) or to zeros in place."""
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
+                if p._grad is None:      # ._grad: parameters are leaves (see step)
                     continue
                 if set_to_none:
-                    p.grad = None
+                    p._grad = None
                 else:
-                    p.grad._data[...] = 0
+                    p._grad._data[...] = 0
 
     # True for the optimizers whose updates take the learning rate as a number: a 0-d Tensor lr,
     # which torch takes for every optimizer, is read once per step (on a GPU, a device read)
@@ -131,21 +131,23 @@ class Optimizer:
             for group in self.param_groups:
                 if self._reads_lr_as_number and isinstance(group["lr"], Tensor):
                     group = {**group, "lr": float(group["lr"])}   # one read per group and step
-                with_grads = [p for p in group["params"] if p.grad is not None]
+                # ._grad, not the .grad property: a parameter is a leaf (non-leaf tensors are
+                # refused), whose getter only returns it, and this runs per parameter
+                with_grads = [p for p in group["params"] if p._grad is not None]
                 for p in with_grads:
-                    if p.grad._data.shape != p._data.shape:
+                    if p._grad._data.shape != p._data.shape:
                         raise RuntimeError(
                             f"{type(self).__name__}.step: a gradient of shape "
-                            f"{p.grad._data.shape} for a parameter of shape {p._data.shape}")
+                            f"{p._grad._data.shape} for a parameter of shape {p._data.shape}")
                 pending = []
                 for p in with_grads:
                     state = self.state.get(p)
                     if p._data.dtype in LOW_PRECISION:
-                        self._update_master(p, p.grad._data, state, group)
+                        self._update_master(p, p._grad._data, state, group)
                         continue
                     if state is None:
                         state = self.state[p] = self._init_state(p, group)
-                    pending.append((p._data, p.grad._data, state))
+                    pending.append((p._data, p._grad._data, state))
                 if group.get("foreach") is not False:     # torch's for-loop opt-out
                     pending = self._update_batched(pending, group)
                 for param, grad, state in pending:
