@@ -33,6 +33,7 @@ STEPS = (("LeNet-5 SGD-momentum", "lenet_parts", {"batch": 2}),
 
 _NOT_KERNELS = frozenset(("may_share_memory", "shares_memory"))
 _MISSING = object()
+_PLUMBING = ("sim_device.py", "launch.py", "multi_tensor.py", "kernel_count.py")  # not call sites
 _FILLS = ("zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "arange", "eye",
           "copy", "ascontiguousarray")
 
@@ -52,11 +53,10 @@ class Counter:
 
 
 def _call_site():
-    """The innermost gpudl frame below the counting hooks (file:function)."""
+    """The innermost gpudl frame below the counting hooks and launchers (file:function)."""
     for frame in reversed(traceback.extract_stack()[:-3]):
         path = frame.filename.replace("\\", "/")
-        if "/gpudl/" in path and not path.endswith(("sim_device.py", "launch.py",
-                                                     "kernel_count.py")):
+        if "/gpudl/" in path and not path.endswith(_PLUMBING):
             return path.split("/gpudl/")[-1] + ":" + frame.name
     return "?"
 

@@ -7,7 +7,7 @@ and ``update`` halves the scale after such a step, or doubles it after ``growth_
 steps in a row without one.
 
 The scale, the growth tracker and the inf flag stay on the device: the gradients are checked
-there (on the GPU in one multi-tensor launch per dtype, gpudl/optim/multi_tensor.py; else one
+there (on the GPU in one multi-tensor launch per dtype, gpudl/multi_tensor.py; else one
 reduction per gradient, summed into one flag), each value as it was before unscaling (torch's
 rule), and the only read back is that flag, in ``step``, which must decide whether to call the
 optimizer (counted as a host sync).
@@ -16,7 +16,7 @@ optimizer (counted as a host sync).
 import warnings
 
 from .. import backend, dtypes
-from ..optim import multi_tensor
+from .. import multi_tensor
 
 _READY, _UNSCALED, _STEPPED = "ready", "unscaled", "stepped"
 

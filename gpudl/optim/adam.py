@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
-from . import multi_tensor
+from .. import multi_tensor
 from .capturable import advance_step, bias_corrections, check_lr, device_step, \
     device_step_array, fused_bias_corrections, kernel_scalar, lr_array, power_complement
 from .optimizer import (
@@ -57,7 +57,7 @@ _TENSOR_SCALARS = ("neg_step_size", "bias_correction2_sqrt")
 
 @functools.cache
 def _multi_tensor_adam(amsgrad, maximize, coupled_decay, decoupled_decay, capturable):
-    """Adam's update of many tensors in one launch (gpudl/optim/multi_tensor.py): the lines of
+    """Adam's update of many tensors in one launch (gpudl/multi_tensor.py): the lines of
     the per-parameter kernel; the bias corrections given per tensor, or with ``capturable``
     computed from each tensor's device step count (already advanced) as
     fused_bias_corrections computes them."""

@@ -159,7 +159,7 @@ class Optimizer:
     def _update_batched(self, updates, group):
         """Update, with few kernel launches, what it can of ``updates`` (``(param, grad, state)``
         arrays of parameters with gradients) and return the rest, which ``_update`` updates one
-        by one. Here nothing: optimizers with a multi-tensor kernel (gpudl/optim/multi_tensor.py)
+        by one. Here nothing: optimizers with a multi-tensor kernel (gpudl/multi_tensor.py)
         override it."""
         return updates
 
@@ -253,9 +253,9 @@ class Optimizer:
 def implementation_hints(foreach, differentiable, **fused):
     """torch.optim's options that choose an implementation (``fused`` only where torch has it),
     kept in the groups as torch keeps them. On the GPU, SGD, Adam, AdamW, RMSprop and Adagrad
-    update their float32/float64 parameters in one multi-tensor launch (gpudl/optim/multi_tensor.py) unless
-    ``foreach=False``, which keeps one fused kernel per parameter (torch's for-loop); ``fused``
-    changes nothing; ``differentiable=True`` is refused (checked with the group)."""
+    update their float32/float64 parameters in one multi-tensor launch (gpudl/multi_tensor.py)
+    unless ``foreach=False``, which keeps one fused kernel per parameter (torch's for-loop);
+    ``fused`` changes nothing; ``differentiable=True`` is refused (checked with the group)."""
     return {"foreach": foreach, "differentiable": differentiable, **fused}
 
 

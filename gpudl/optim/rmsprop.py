@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
-from . import multi_tensor
+from .. import multi_tensor
 from .capturable import advance_step, check_lr, device_step, device_step_array, kernel_scalar, \
     lr_array
 from .optimizer import (

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import backend
 from ..tensor import Tensor
-from . import multi_tensor
+from .. import multi_tensor
 from .capturable import check_lr, kernel_scalar, lr_array
 from .optimizer import (Optimizer, check_range, effective_grad, fused, grad_lines,
                         implementation_hints)

@@ -169,7 +169,7 @@ def nvrtc_ptx(source, arch=b"compute_80"):
 
 
 class HostRawKernel:
-    """Callable like the cupy.RawKernel of a multi-tensor update (gpudl/optim/multi_tensor.py),
+    """Callable like the cupy.RawKernel of a multi-tensor update (gpudl/multi_tensor.py),
     running its CUDA source as host C++: every (block, thread) of the grid in turn, which is
     exact for a kernel without shared memory or barriers. The table (a one-element structured
     NumPy array) is passed by pointer and copied, as the driver copies a by-value argument."""

@@ -1,4 +1,4 @@
-"""The multi-tensor updates of SGD, Adam and AdamW (gpudl/optim/multi_tensor.py) without a GPU:
+"""The multi-tensor updates of SGD, Adam and AdamW (gpudl/multi_tensor.py) without a GPU:
 their CUDA source runs as host C++ over the whole grid (fused_emulator.HostRawKernel), against
 the per-parameter fused kernels (foreach=False; bit for bit) and torch.optim; the source compiles
 with NVRTC; the table's NumPy layout is the C struct's."""
@@ -14,7 +14,8 @@ from optim_cases import CASES, case_id
 
 import gpudl as gd
 from gpudl import backend, optim
-from gpudl.optim import adam, multi_tensor, rmsprop
+from gpudl import multi_tensor
+from gpudl.optim import adam, rmsprop
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")

@@ -1,5 +1,5 @@
 """Kernels per training step on the cuda path, counted offline (benchmarks/kernel_count.py): the
-optimizers update every parameter in one multi-tensor launch (gpudl/optim/multi_tensor.py), Adam
+optimizers update every parameter in one multi-tensor launch (gpudl/multi_tensor.py), Adam
 with ``capturable=True`` in one more for the step counts, where the per-parameter kernels
 (``foreach=False``) took one (SGD) or two (Adam) per parameter."""
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ... import backend
 from ...autograd import no_grad, recorded
-from ...optim import multi_tensor
+from ... import multi_tensor
 from ...ops._util import quiet
 from ...tensor import Tensor
 

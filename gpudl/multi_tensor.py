@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import backend
+from . import backend
 
 SLOTS = 32           # tensors per launch: the table is ~2 KB of the 4 KB of kernel parameters
 CHUNK = 4096         # elements per block: 16 per thread
