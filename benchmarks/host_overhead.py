@@ -4,6 +4,9 @@
     python -m benchmarks.host_overhead --torch                 # torch's times beside it
     python -m benchmarks.host_overhead --baseline /tmp/main    # another gpudl tree beside it
 
+(a tree for --baseline: ``git archive <commit> | tar -x -C /tmp/main`` and, as pyproject maps
+``gpudl.kernels`` to ``kernels/``, ``ln -s ../kernels /tmp/main/gpudl/kernels``)
+
 On a GPU an eager step is host-bound (benchmarks/RESULTS.md, "Second run on a GPU": LeNet-5's
 step 6.36 ms, 6.24 of it on the host), and the Python each op runs (argument checks, Tensor
 creation, autograd recording, the backward walk, the optimizer's loop) is the same on every
