@@ -4,6 +4,9 @@
     python -m benchmarks.host_overhead --torch                 # torch's times beside it
     python -m benchmarks.host_overhead --baseline /tmp/main    # another gpudl tree beside it
 
+(a tree for --baseline: ``git archive <commit> | tar -x -C /tmp/main`` and, as pyproject maps
+``gpudl.kernels`` to ``kernels/``, ``ln -s ../kernels /tmp/main/gpudl/kernels``)
+
 On a GPU an eager step is host-bound (benchmarks/RESULTS.md, "Second run on a GPU": LeNet-5's
 step 6.36 ms, 6.24 of it on the host), and the Python each op runs (argument checks, Tensor
 creation, autograd recording, the backward walk, the optimizer's loop) is the same on every
@@ -13,8 +16,9 @@ timed is that Python path. Two figures per row:
 - ``calls``: Python function calls per call of the row (``sys.setprofile`` "call" events, C
   functions not counted), exact and independent of the machine's load: the figure to compare
   between two versions;
-- ``host us``: the row's time, the minimum over ``--repeats`` blocks of the mean of ``--number``
-  calls (the minimum is the least disturbed by other processes on a shared machine). With
+- ``host us``: the row's time, the minimum over ``--repeats`` blocks of the mean of up to
+  ``--number`` calls, as many as fit in ~2 ms (the minimum of short blocks is the least
+  disturbed by other processes on a shared machine). With
   ``--baseline``, the two trees run in separate processes, alternately, ``--rounds`` times, and
   each row keeps its minimum over the rounds: both see the same machine states.
 
@@ -124,10 +128,17 @@ def _settle_threads():
         cpu_threads.refresh()
 
 
+BLOCK_S = 0.002     # a timed block's length: short blocks fit between other processes' slices
+
+
 def host_us(fn, repeats=15, number=20):
-    """Microseconds per call: the least of ``repeats`` blocks' means of ``number`` calls."""
+    """Microseconds per call: the least of ``repeats`` blocks' means of up to ``number`` calls,
+    as many as take ~BLOCK_S (a 1 ms step: 2 calls a block)."""
     for _ in range(3):
         fn()
+    start = time.perf_counter()
+    fn()
+    number = max(1, min(number, int(BLOCK_S / max(time.perf_counter() - start, 1e-9))))
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -197,7 +208,7 @@ def main(argv=None):
                         "main) measured beside this one")
     parser.add_argument("--torch", action="store_true", help="torch's times beside gpudl's")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--number", type=int, default=20)
     args = parser.parse_args(argv)
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -946,7 +946,7 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
     meta = node.out_meta
     if len(meta) == 1 and 0 in grads_in:        # one output, its gradient arrived
         g = grads_in[0]
-        grads_out = (g if g.__class__ is np.ndarray else _as_array(g),)   # no call: the usual
+        grads_out = (g if g.__class__ is np.ndarray else _as_array(g),)   # an array: no call
     else:
         materialize = node.ctx is None or node.ctx.materialize_grads
         grads_out = [_as_array(grads_in[i]) if i in grads_in

@@ -1,9 +1,9 @@
 """benchmarks/kernel_profile.py's arithmetic on the CPU (its profile needs a GPU), and
-benchmarks/host_profile.py end to end."""
+benchmarks/host_profile.py and benchmarks/host_overhead.py end to end."""
 
 import pytest
 
-from benchmarks import host_profile, kernel_profile
+from benchmarks import host_overhead, host_profile, kernel_profile
 
 # the name Numba gives pool_cuda's max_fwd kernel for float32 data and uint8 argmax (its PTX)
 MAX_FWD = ("_ZN5gpudl7kernels9pool_cuda13_make_kernels12_3clocals_3e7max_fwdB2v1B104cw51cXTLSUwv"
@@ -54,3 +54,27 @@ def test_the_host_profile_of_compare_rows(capsys):
     out = capsys.readouterr().out
     assert out.count("== ") == 1 and "max_pool2d 2x2 fwd+bwd (32,16,32,32)" in out
     assert "pool.py" in out                     # the pooling entry's own functions are listed
+
+
+def test_host_overhead_counts_the_same_calls_every_time():
+    """At one CPU thread (as the table runs) a step's call count does not vary."""
+    import gpudl
+    ceiling = gpudl.cpu_threads.ceiling()
+    gpudl.cpu_threads.set_ceiling(1)
+    try:
+        step = host_overhead.step_rows(gpudl, names=("lenet",))["lenet step"]
+        counts = {host_overhead.python_calls(step) for _ in range(3)}
+    finally:
+        gpudl.cpu_threads.set_ceiling(ceiling)
+    assert len(counts) == 1 and counts.pop() > 100
+
+
+def test_host_overhead_table_beside_a_baseline_tree():
+    """One round, this tree as its own baseline: every row measured in both processes, the
+    call counts equal (each process runs at one CPU thread)."""
+    here = str(__import__("pathlib").Path(host_overhead.__file__).parents[1])
+    merged = host_overhead.compare([("a", here, "gpudl"), ("b", here, "gpudl")], 1, 1, 1)
+    assert merged["a"].keys() == merged["b"].keys() and "transformer step" in merged["a"]
+    assert all(merged["a"][row][0] == merged["b"][row][0] for row in merged["a"])
+    table = host_overhead.table(merged).splitlines()
+    assert len(table) == 2 + len(merged["a"]) and "a calls" in table[0]
