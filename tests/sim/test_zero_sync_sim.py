@@ -8,15 +8,13 @@ one. The counting test runs on a GPU too (tools/gpu_check.sh); the implicit-read
 simulator's NumPy arrays.
 """
 
-import traceback
-
 import numpy as np
 import pytest
 
 import gpudl as gd
 import gpudl.nn.functional as F
 from gpudl import backend, nn
-from gpudl.tensor import Tensor
+from host_reads import Watched, watch, watched  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.simulator,
               pytest.mark.skipif(not backend.may_read_device(),
@@ -143,71 +141,6 @@ def test_a_training_step_reads_nothing_back(model, optimizer):
 
 
 # ---------------------------------------------------------------- implicit reads
-# the cuda device's arrays: the strict simulator's (gpudl/sim_device.py), else NumPy's
-_DEVICE_ARRAY = np.ndarray
-if backend.SIM_DEVICE_ARRAYS:
-    from gpudl.sim_device import SimDeviceArray as _DEVICE_ARRAY
-
-
-class _Watched(_DEVICE_ARRAY):
-    """NumPy data standing for device memory that records every implicit read of itself
-    (``bool()``, ``int()``, ``float()``, ``.item()``, ``.tolist()``: each would copy from a GPU),
-    except those the read gate makes (backend.py counts them). Results of NumPy operations on it
-    stay watched (``__array_wrap__``), so a read of anything computed from the step's data is
-    seen, which the counter alone cannot see: it only counts the reads that go through the gate."""
-
-    reads = None          # a list while armed
-
-    def __array_wrap__(self, array, context=None, return_scalar=False):
-        return np.asarray(array).view(_Watched)
-
-    def _read(self, kind):
-        if _Watched.reads is None:
-            return
-        frames = [f for f in traceback.extract_stack()[:-2] if "/gpudl/" in f.filename]
-        if frames and not frames[-1].filename.endswith("backend.py"):
-            _Watched.reads.append(f"{kind} at {frames[-1].filename}:{frames[-1].lineno}")
-
-    def __bool__(self):
-        self._read("bool")
-        return bool(np.asarray(self))
-
-    def __int__(self):
-        self._read("int")
-        return int(np.asarray(self))
-
-    def __float__(self):
-        self._read("float")
-        return float(np.asarray(self))
-
-    def __index__(self):
-        self._read("index")
-        return np.asarray(self).__index__()
-
-    def item(self, *args):
-        self._read("item")
-        return np.asarray(self).item(*args)
-
-    def tolist(self):
-        self._read("tolist")
-        return np.asarray(self).tolist()
-
-
-@pytest.fixture
-def watched(monkeypatch):
-    """Every array a Tensor is made with becomes _Watched; _Watched.reads collects reads."""
-    make = Tensor._make.__func__
-
-    def watched_make(cls, data, *args):
-        if type(data) is _DEVICE_ARRAY:
-            data = data.view(_Watched)
-        return make(cls, data, *args)
-
-    monkeypatch.setattr(Tensor, "_make", classmethod(watched_make))
-    yield
-    _Watched.reads = None
-
-
 @pytest.mark.skipif(backend._cupy is not None, reason="watches NumPy arrays (the simulator's)")
 @pytest.mark.parametrize("optimizer", ["sgd_momentum", "adamw_capturable"])
 @pytest.mark.parametrize("model", list(MODELS))
@@ -215,20 +148,20 @@ def test_a_training_step_reads_nothing_implicitly(watched, model, optimizer):
     build, batch = MODELS[model]
     net = build().to("cuda")
     for p in net.parameters():
-        p._data = p._data.view(_Watched)
+        watch(p)
     opt = OPTIMIZERS[optimizer](net.parameters())
     scheduler = gd.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     x, y, loss_fn = batch()
-    x._data, y._data = x._data.view(_Watched), y._data.view(_Watched)
+    watch(x), watch(y)
 
     step = _training_step(net, opt, scheduler, x, y, loss_fn)
 
     step()
-    _Watched.reads = []
+    Watched.reads = []
     loss = step()
-    assert _Watched.reads == []
+    assert Watched.reads == []
     loss.item()                               # through the gate: counted, not an implicit read
-    assert _Watched.reads == []
+    assert Watched.reads == []
 
 
 def test_a_grad_scaler_step_reads_its_flag_once_and_reports_queued_checks(rng):
