@@ -298,7 +298,8 @@ def expm(a):
     v = a6 @ (b[12] * a6 + b[10] * a4 + b[8] * a2) + b[6] * a6 + b[4] * a4 + b[2] * a2 \
         + b[0] * eye
     r = xp.linalg.solve(v - u, v + u)
-    for step in range(int(s.max()) if s.size else 0):       # square each matrix s times
+    squarings = int(backend.host_value(s.max(), "matrix_exp (the squarings)")) if s.size else 0
+    for step in range(squarings):                            # square each matrix s times
         squared = r @ r
         r = xp.where((s > step)[..., None, None], squared, r)
     return r
