@@ -1,0 +1,170 @@
+"""Which ops read the cuda device, op by op (issue 14): each call below runs with every array
+standing for a device array (``device_reads``: the counter and the deferred checks run as on a
+GPU) and watched for reads made around the counter (``host_reads.Watched``). An op of a
+training step must read nothing; an op whose result needs a device value on the host (a
+data-dependent size, a Python bool) must read it through the counter, exactly as often as
+listed, so that gd.cuda.sync_count() and a CUDA graph capture see it."""
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+import gpudl.nn.functional as F
+from gpudl import backend, nn
+from host_reads import Watched, device_reads, watch, watched  # noqa: F401 (fixtures)
+
+torch = pytest.importorskip("torch")
+
+
+def _max_unpool(rng):
+    x = gd.tensor(rng.standard_normal((2, 3, 4, 6)), requires_grad=True)
+    return lambda: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2).sum().backward()
+
+
+def _ctc_case(rng, T=8, N=3, C=4, S=3):
+    lp = gd.tensor(rng.standard_normal((T, N, C)), requires_grad=True)
+    target_lengths = rng.integers(1, S + 1, N)
+    targets = rng.integers(1, C, (N, S))
+    return lp, targets, gd.tensor(rng.integers(2 * S + 1, T + 1, N)), target_lengths
+
+
+def _ctc_padded(rng):
+    lp, targets, input_lengths, target_lengths = _ctc_case(rng)
+    targets, target_lengths = gd.tensor(targets), gd.tensor(target_lengths)
+    return lambda: F.ctc_loss(lp.log_softmax(2), targets, input_lengths,
+                              target_lengths).backward()
+
+
+def _ctc_concatenated(rng):
+    lp, targets, input_lengths, target_lengths = _ctc_case(rng)
+    flat = gd.tensor(np.concatenate([row[:n] for row, n in zip(targets, target_lengths)]))
+    target_lengths = gd.tensor(target_lengths)
+    return lambda: F.ctc_loss(lp.log_softmax(2), flat, input_lengths, target_lengths).backward()
+
+
+def _cumulative_batch_norm(rng):
+    norm = nn.BatchNorm1d(3, momentum=None)
+    for p in norm.parameters():
+        watch(p)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        watch(getattr(norm, name))
+    x = gd.tensor(rng.standard_normal((5, 3)), requires_grad=True)
+    return lambda: norm(x).sum().backward()
+
+
+def _adaptive_softmax(rng):
+    model = nn.AdaptiveLogSoftmaxWithLoss(4, 10, [3, 6])
+    for p in model.parameters():
+        watch(p)
+    x = gd.tensor(rng.standard_normal((6, 4)), dtype=gd.float32)
+    target = gd.tensor([0, 7, 4, 9, 1, 5])
+    return lambda: model(x, target).loss.backward()
+
+
+def _equal(rng):
+    a = gd.tensor(rng.standard_normal(4))
+    return lambda: gd.equal(a, a.clone())
+
+
+def _anomaly_backward(rng):
+    x = gd.tensor(rng.standard_normal(3), requires_grad=True)
+
+    def run():
+        with gd.autograd.detect_anomaly():
+            (x.exp() * 2).sum().backward()
+    return run
+
+
+def _matrix_exp(rng):
+    a = gd.tensor(rng.standard_normal((2, 3, 3)) * 4)
+    return lambda: gd.linalg.matrix_exp(a)
+
+
+def _det_backward(rng):
+    a = gd.tensor(rng.standard_normal((3, 3)), requires_grad=True)
+    return lambda: gd.linalg.det(a).backward()
+
+
+def _scatter_prod_double_backward(rng):
+    x = gd.tensor(rng.standard_normal(3) + 3, requires_grad=True)
+    index = gd.tensor([0, 1, 0, 2])
+
+    def run():
+        out = gd.ones(3, dtype=gd.float64).scatter_reduce(0, index, x.repeat(2)[:4], "prod")
+        (grad,) = gd.autograd.grad(out.sum(), x, create_graph=True)
+        return grad
+    return run
+
+
+# (op, its call, the device reads it makes)
+CASES = {
+    "max_unpool2d": (_max_unpool, 0),
+    "ctc_loss(padded targets, cuda lengths)": (_ctc_padded, 0),
+    "BatchNorm1d(momentum=None)": (_cumulative_batch_norm, 0),
+    "ctc_loss(1-D targets): target_lengths": (_ctc_concatenated, 1),
+    "AdaptiveLogSoftmaxWithLoss: cluster sizes": (_adaptive_softmax, 1),
+    "equal": (_equal, 1),
+    "detect_anomaly: one per gradient": (_anomaly_backward, 3),
+    "matrix_exp: the squarings": (_matrix_exp, 1),
+    "det backward: a singularity check": (_det_backward, 1),
+    "scatter_reduce(prod) create_graph: a zero check": (_scatter_prod_double_backward, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_device_reads_of_each_op(device_reads, watched, rng, case):
+    make, reads = CASES[case]
+    call = make(rng)
+    call()                                          # a first call may build state
+    gd.cuda.synchronize()
+    before = gd.cuda.sync_count()
+    Watched.reads = []
+    call()
+    assert Watched.reads == [], "a device read around the counter"
+    assert gd.cuda.sync_count() - before == reads
+
+
+def test_cumulative_batch_norm_matches_torch(device_reads, rng):
+    ours, theirs = nn.BatchNorm2d(3, momentum=None), torch.nn.BatchNorm2d(3, momentum=None)
+    for _ in range(3):
+        x = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+        np.testing.assert_allclose(ours(gd.tensor(x)).detach().numpy(),
+                                   theirs(torch.tensor(x)).detach().numpy(), rtol=1e-6, atol=1e-6)
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(getattr(ours, name).numpy(), getattr(theirs, name).numpy(),
+                                   rtol=1e-6)
+    assert ours.num_batches_tracked.item() == 3
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(input_lengths=[9, 8, 8]), "input_lengths to have value at most 8, but got value 9"),
+    (dict(input_lengths=[8, -1, 8]), "input_lengths must be non-negative, got -1"),
+    (dict(target_lengths=[4, 1, 1]), "size at least 4 at dimension 1, but got size 3"),
+    (dict(targets=4), r"targets must be class indices in \[0, 4\), got 4")])
+def test_ctc_checks_of_cuda_lengths_are_deferred(device_reads, rng, bad, message):
+    lp, targets, input_lengths, target_lengths = _ctc_case(rng)
+    arguments = dict(input_lengths=input_lengths, target_lengths=target_lengths)
+    if "targets" in bad:
+        targets[0, 0] = bad.pop("targets")
+    arguments.update({name: gd.tensor(value) for name, value in bad.items()})
+    lengths = (arguments["input_lengths"], gd.tensor(arguments["target_lengths"]))
+    before = gd.cuda.sync_count()
+    try:
+        F.ctc_loss(lp.log_softmax(2), gd.tensor(targets), *lengths)
+    except IndexError:              # NumPy refuses what CuPy's indexing would wrap
+        pass
+    assert gd.cuda.sync_count() == before and backend._deferred
+    with pytest.raises((RuntimeError, ValueError), match=f"ctc_loss: .*{message}.*device-side"):
+        gd.cuda.synchronize()
+
+
+def test_max_unpool_index_check_is_deferred(device_reads, rng):
+    values = gd.tensor(rng.standard_normal((1, 1, 2, 2)))
+    indices = gd.tensor([[[[0, 3], [8, 16]]]])
+    try:
+        F.max_unpool2d(values, indices, 2)
+    except IndexError:              # NumPy refuses what CuPy's indexing would wrap
+        pass
+    with pytest.raises(ValueError, match=r"max_unpool2d: indices must lie in \[0, 16\) .*got "
+                                         "16.*device-side"):
+        gd.cuda.synchronize()
