@@ -13,7 +13,7 @@ import pytest
 
 import gpudl as gd
 import gpudl.nn.functional as F
-from gpudl import backend, nn
+from gpudl import backend, models, nn
 from host_reads import Watched, watch, watched  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.simulator,
@@ -73,21 +73,46 @@ class SmallAutoencoder(nn.Module):
         return self.net(x)
 
 
-def _autoencoder_batch():
+def _autoencoder_batch(net):
     x = gd.rand(2, 6, device="cuda")
     return x, x, F.binary_cross_entropy
 
 
-def _cnn_batch():
+def _cnn_batch(net):
     return gd.randn(2, 1, 4, 4, device="cuda"), gd.tensor([0, 2], device="cuda"), F.cross_entropy
 
 
-def _lstm_batch():
+def _lstm_batch(net):
     return gd.randn(2, 3, 2, device="cuda"), gd.randn(2, 1, device="cuda"), F.mse_loss
 
 
-def _transformer_batch():
+def _transformer_batch(net):
     return gd.randn(2, 3, 4, device="cuda"), gd.tensor([1, 0], device="cuda"), F.cross_entropy
+
+
+# the tutorials' models (gpudl.models), tiny
+def _token_batch(net):
+    """Token ids with padding (0) at the end of the second sequence, and class targets."""
+    tokens = gd.tensor([[3, 1, 4], [5, 2, 0]], device="cuda")
+    return tokens, gd.tensor([2, 0], device="cuda"), F.cross_entropy
+
+
+def _embedding_lstm():
+    return models.LSTMClassifier(3, 4, 3, vocab_size=6, padding_idx=0)
+
+
+def _padded_transformer():
+    """key_padding_mask from the padding tokens: attention and pooling skip them."""
+    return models.TransformerClassifier(6, 4, 2, 1, 3, max_len=3, dim_feedforward=8, pad_idx=0)
+
+
+def _vae():
+    return models.VAE((6,), hidden=(4,), latent_dim=2)
+
+
+def _vae_batch(net):
+    x = gd.rand(2, 6, device="cuda")
+    return x, x, lambda outputs, target: net.loss(target, *outputs)[0]
 
 
 def _sgd(params):
@@ -106,6 +131,11 @@ MODELS = {"cnn": (SmallCNN, _cnn_batch), "lstm": (SmallLSTM, _lstm_batch),
           "transformer": (SmallTransformer, _transformer_batch),
           "autoencoder_bce": (SmallAutoencoder, _autoencoder_batch)}
 OPTIMIZERS = {"sgd_momentum": _sgd, "adam": _adam, "adamw_capturable": _capturable_adamw}
+# run with one optimizer each (the simulator is slow)
+TUTORIAL_MODELS = {"embedding_lstm": (_embedding_lstm, _token_batch),
+                   "transformer_key_padding": (_padded_transformer, _token_batch),
+                   "vae": (_vae, _vae_batch)}
+ALL_MODELS = {**MODELS, **TUTORIAL_MODELS}
 
 
 def _training_step(net, opt, scheduler, x, y, loss_fn):
@@ -121,14 +151,14 @@ def _training_step(net, opt, scheduler, x, y, loss_fn):
     return step
 
 
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model, optimizer", [
+    *((m, o) for m in MODELS for o in OPTIMIZERS), *((m, "adam") for m in TUTORIAL_MODELS)])
 def test_a_training_step_reads_nothing_back(model, optimizer):
-    build, batch = MODELS[model]
+    build, batch = ALL_MODELS[model]
     net = build().to("cuda")
     opt = OPTIMIZERS[optimizer](net.parameters())
     scheduler = gd.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    x, y, loss_fn = batch()
+    x, y, loss_fn = batch(net)
 
     step = _training_step(net, opt, scheduler, x, y, loss_fn)
 
@@ -142,16 +172,17 @@ def test_a_training_step_reads_nothing_back(model, optimizer):
 
 # ---------------------------------------------------------------- implicit reads
 @pytest.mark.skipif(backend._cupy is not None, reason="watches NumPy arrays (the simulator's)")
-@pytest.mark.parametrize("optimizer", ["sgd_momentum", "adamw_capturable"])
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model, optimizer", [
+    *((m, o) for m in MODELS for o in ("sgd_momentum", "adamw_capturable")),
+    *((m, "adam") for m in TUTORIAL_MODELS)])
 def test_a_training_step_reads_nothing_implicitly(watched, model, optimizer):
-    build, batch = MODELS[model]
+    build, batch = ALL_MODELS[model]
     net = build().to("cuda")
     for p in net.parameters():
         watch(p)
     opt = OPTIMIZERS[optimizer](net.parameters())
     scheduler = gd.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    x, y, loss_fn = batch()
+    x, y, loss_fn = batch(net)
     watch(x), watch(y)
 
     step = _training_step(net, opt, scheduler, x, y, loss_fn)
@@ -162,6 +193,41 @@ def test_a_training_step_reads_nothing_implicitly(watched, model, optimizer):
     assert Watched.reads == []
     loss.item()                               # through the gate: counted, not an implicit read
     assert Watched.reads == []
+
+
+def test_a_dcgan_step_reads_nothing(watched):
+    """Both halves of a DCGAN step (the tutorial's): the discriminator on real and detached fake
+    images, then the generator through the discriminator; BatchNorm in both, two Adams."""
+    generator = models.DCGANGenerator(2, image_size=4, base_channels=2).to("cuda")
+    discriminator = models.DCGANDiscriminator(image_size=4, base_channels=2).to("cuda")
+    for net in (generator, discriminator):
+        for t in (*net.parameters(), *net.buffers()):
+            watch(t)
+    opt_g = gd.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = gd.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    real = watch(gd.rand(2, 1, 4, 4, device="cuda") * 2 - 1)
+    ones, zeros = gd.ones(2, 1, device="cuda"), gd.zeros(2, 1, device="cuda")
+    bce = F.binary_cross_entropy_with_logits
+
+    def step():
+        fake = generator(gd.randn(2, 2, device="cuda"))
+        opt_d.zero_grad()
+        d_loss = bce(discriminator(real), ones) + bce(discriminator(fake.detach()), zeros)
+        d_loss.backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        g_loss = bce(discriminator(fake), ones)
+        g_loss.backward()
+        opt_g.step()
+        return d_loss + g_loss
+
+    step()
+    before = gd.cuda.sync_count()
+    Watched.reads = []
+    loss = step()
+    assert gd.cuda.sync_count() == before and Watched.reads == []
+    loss.item()
+    assert gd.cuda.sync_count() == before + 1 and Watched.reads == []
 
 
 def test_a_grad_scaler_step_reads_its_flag_once_and_reports_queued_checks(rng):
