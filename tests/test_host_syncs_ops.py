@@ -61,6 +61,20 @@ def _adaptive_softmax(rng):
     return lambda: model(x, target).loss.backward()
 
 
+def _normal_log_prob(rng):
+    """A VAE's or a policy's distribution, validated (the default) in every step."""
+    loc = gd.tensor(rng.standard_normal(4), requires_grad=True)
+    scale = gd.tensor(rng.uniform(0.5, 2, 4), requires_grad=True)
+    x = gd.tensor(rng.standard_normal(4))
+    return lambda: gd.distributions.Normal(loc, scale).log_prob(x).sum().backward()
+
+
+def _categorical_log_prob(rng):
+    logits = gd.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    actions = gd.tensor([0, 3, 1])
+    return lambda: gd.distributions.Categorical(logits=logits).log_prob(actions).sum().backward()
+
+
 def _equal(rng):
     a = gd.tensor(rng.standard_normal(4))
     return lambda: gd.equal(a, a.clone())
@@ -101,6 +115,8 @@ CASES = {
     "max_unpool2d": (_max_unpool, 0),
     "ctc_loss(padded targets, cuda lengths)": (_ctc_padded, 0),
     "BatchNorm1d(momentum=None)": (_cumulative_batch_norm, 0),
+    "Normal(validated).log_prob": (_normal_log_prob, 0),
+    "Categorical(logits, validated).log_prob": (_categorical_log_prob, 0),
     "ctc_loss(1-D targets): target_lengths": (_ctc_concatenated, 1),
     "AdaptiveLogSoftmaxWithLoss: cluster sizes": (_adaptive_softmax, 1),
     "equal": (_equal, 1),
@@ -167,4 +183,20 @@ def test_max_unpool_index_check_is_deferred(device_reads, rng):
         pass
     with pytest.raises(ValueError, match=r"max_unpool2d: indices must lie in \[0, 16\) .*got "
                                          "16.*device-side"):
+        gd.cuda.synchronize()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: gd.distributions.Normal(gd.zeros(2), gd.tensor([1.0, -1.0])),
+     "Expected parameter scale .* GreaterThan"),
+    (lambda: gd.distributions.Poisson(gd.tensor([1.0])).log_prob(gd.tensor([1.5])),
+     "within the support"),
+    (lambda: gd.distributions.Categorical(probs=gd.tensor([0.5, -0.1])),
+     "probs must be non-negative"),
+    (lambda: gd.distributions.Uniform(gd.tensor([1.0]), gd.tensor([0.0])), "low < high")])
+def test_distribution_validation_is_deferred_on_the_device(device_reads, call, message):
+    before = gd.cuda.sync_count()
+    call()
+    assert gd.cuda.sync_count() == before
+    with pytest.raises(ValueError, match=f"{message}.*device-side"):
         gd.cuda.synchronize()
