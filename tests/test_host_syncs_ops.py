@@ -75,6 +75,13 @@ def _categorical_log_prob(rng):
     return lambda: gd.distributions.Categorical(logits=logits).log_prob(actions).sum().backward()
 
 
+def _ema_update(rng):
+    model = nn.Linear(3, 2)
+    ema = gd.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=gd.optim.swa_utils.get_ema_multi_avg_fn(0.9))
+    return lambda: ema.update_parameters(model)
+
+
 def _equal(rng):
     a = gd.tensor(rng.standard_normal(4))
     return lambda: gd.equal(a, a.clone())
@@ -116,6 +123,7 @@ CASES = {
     "ctc_loss(padded targets, cuda lengths)": (_ctc_padded, 0),
     "BatchNorm1d(momentum=None)": (_cumulative_batch_norm, 0),
     "Normal(validated).log_prob": (_normal_log_prob, 0),
+    "AveragedModel(EMA).update_parameters": (_ema_update, 0),
     "Categorical(logits, validated).log_prob": (_categorical_log_prob, 0),
     "ctc_loss(1-D targets): target_lengths": (_ctc_concatenated, 1),
     "AdaptiveLogSoftmaxWithLoss: cluster sizes": (_adaptive_softmax, 1),
@@ -200,3 +208,25 @@ def test_distribution_validation_is_deferred_on_the_device(device_reads, call, m
     assert gd.cuda.sync_count() == before
     with pytest.raises(ValueError, match=f"{message}.*device-side"):
         gd.cuda.synchronize()
+
+
+@pytest.mark.parametrize("averaging", ["swa", "ema_multi", "ema"])
+def test_averaged_model_matches_torch(device_reads, rng, averaging):
+    swa = gd.optim.swa_utils, torch.optim.swa_utils
+    options = [{}, {}] if averaging == "swa" else [
+        {"multi_avg_fn": m.get_ema_multi_avg_fn(0.8)} if averaging == "ema_multi"
+        else {"avg_fn": m.get_ema_avg_fn(0.8)} for m in swa]
+    ours, theirs = nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    averaged = swa[0].AveragedModel(ours, **options[0]), swa[1].AveragedModel(theirs, **options[1])
+    for _ in range(3):                     # the model moves between updates
+        weight, bias = (rng.standard_normal(s).astype(np.float32) for s in ((2, 3), (2,)))
+        with gd.no_grad():
+            ours.weight.copy_(gd.tensor(weight)), ours.bias.copy_(gd.tensor(bias))
+        with torch.no_grad():
+            theirs.weight.copy_(torch.tensor(weight)), theirs.bias.copy_(torch.tensor(bias))
+        averaged[0].update_parameters(ours)
+        averaged[1].update_parameters(theirs)
+    for name in ("weight", "bias"):
+        np.testing.assert_allclose(getattr(averaged[0].module, name).detach().numpy(),
+                                   getattr(averaged[1].module, name).detach().numpy(), rtol=1e-6)
+    assert averaged[0].n_averaged.item() == 3
