@@ -82,6 +82,19 @@ def _ema_update(rng):
     return lambda: ema.update_parameters(model)
 
 
+def _sparse_adam_step(rng):
+    table = nn.Embedding(6, 2, sparse=True)
+    watch(table.weight)
+    opt = gd.optim.SparseAdam(table.parameters(), lr=0.1)
+    index = gd.tensor([[1, 4], [4, 0]])
+
+    def run():
+        opt.zero_grad()
+        table(index).sum().backward()
+        opt.step()
+    return run
+
+
 def _equal(rng):
     a = gd.tensor(rng.standard_normal(4))
     return lambda: gd.equal(a, a.clone())
@@ -124,6 +137,7 @@ CASES = {
     "BatchNorm1d(momentum=None)": (_cumulative_batch_norm, 0),
     "Normal(validated).log_prob": (_normal_log_prob, 0),
     "AveragedModel(EMA).update_parameters": (_ema_update, 0),
+    "Embedding(sparse=True) + SparseAdam": (_sparse_adam_step, 0),
     "Categorical(logits, validated).log_prob": (_categorical_log_prob, 0),
     "ctc_loss(1-D targets): target_lengths": (_ctc_concatenated, 1),
     "AdaptiveLogSoftmaxWithLoss: cluster sizes": (_adaptive_softmax, 1),
