@@ -196,8 +196,9 @@ def test_a_training_step_reads_nothing_implicitly(watched, model, optimizer):
 
 
 def test_a_dcgan_step_reads_nothing(watched):
-    """Both halves of a DCGAN step (the tutorial's): the discriminator on real and detached fake
-    images, then the generator through the discriminator; BatchNorm in both, two Adams."""
+    """Both halves of the DCGAN example's step (gpudl/examples/dcgan.py): the discriminator on
+    real and detached fake images, then the generator through it; BatchNorm in both."""
+    dcgan = pytest.importorskip("gpudl.examples.dcgan")         # the examples need tqdm
     generator = models.DCGANGenerator(2, image_size=4, base_channels=2).to("cuda")
     discriminator = models.DCGANDiscriminator(image_size=4, base_channels=2).to("cuda")
     for net in (generator, discriminator):
@@ -206,19 +207,10 @@ def test_a_dcgan_step_reads_nothing(watched):
     opt_g = gd.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = gd.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     real = watch(gd.rand(2, 1, 4, 4, device="cuda") * 2 - 1)
-    ones, zeros = gd.ones(2, 1, device="cuda"), gd.zeros(2, 1, device="cuda")
-    bce = F.binary_cross_entropy_with_logits
 
     def step():
-        fake = generator(gd.randn(2, 2, device="cuda"))
-        opt_d.zero_grad()
-        d_loss = bce(discriminator(real), ones) + bce(discriminator(fake.detach()), zeros)
-        d_loss.backward()
-        opt_d.step()
-        opt_g.zero_grad()
-        g_loss = bce(discriminator(fake), ones)
-        g_loss.backward()
-        opt_g.step()
+        noise = gd.randn(2, 2, device="cuda")
+        d_loss, g_loss = dcgan.train_step(generator, discriminator, opt_g, opt_d, real, noise)
         return d_loss + g_loss
 
     step()
