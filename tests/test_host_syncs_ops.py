@@ -244,3 +244,16 @@ def test_averaged_model_matches_torch(device_reads, rng, averaging):
         np.testing.assert_allclose(getattr(averaged[0].module, name).detach().numpy(),
                                    getattr(averaged[1].module, name).detach().numpy(), rtol=1e-6)
     assert averaged[0].n_averaged.item() == 3
+
+
+def test_keras_class_weights_are_gathered_on_the_device(device_reads, rng):
+    from gpudl.keras.training import ClassWeights
+    weights = ClassWeights({0: 1.5, 2: 0.5, 3: 2.0})
+    labels = rng.choice([0, 2, 3], 10)
+    before = gd.cuda.sync_count()
+    gathered = weights.of(gd.tensor(labels)._data, "cpu")
+    assert gd.cuda.sync_count() == before
+    np.testing.assert_array_equal(gathered.numpy(), np.array([1.5, 0, 0.5, 2.0])[labels])
+    weights.of(gd.tensor([0, 1, 7])._data, "cpu")
+    with pytest.raises(ValueError, match="class_weight has no weight for class 1.*device-side"):
+        gd.cuda.synchronize()
