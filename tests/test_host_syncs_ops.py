@@ -95,6 +95,13 @@ def _sparse_adam_step(rng):
     return run
 
 
+def _masked_scatter(rng):
+    x = gd.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    source = gd.tensor(rng.standard_normal(12), requires_grad=True)
+    mask = gd.tensor(rng.random((3, 4)) < 0.5)
+    return lambda: (x.masked_scatter(mask, source) * 2).sum().backward()
+
+
 def _equal(rng):
     a = gd.tensor(rng.standard_normal(4))
     return lambda: gd.equal(a, a.clone())
@@ -138,6 +145,7 @@ CASES = {
     "Normal(validated).log_prob": (_normal_log_prob, 0),
     "AveragedModel(EMA).update_parameters": (_ema_update, 0),
     "Embedding(sparse=True) + SparseAdam": (_sparse_adam_step, 0),
+    "masked_scatter": (_masked_scatter, 0),
     "Categorical(logits, validated).log_prob": (_categorical_log_prob, 0),
     "ctc_loss(1-D targets): target_lengths": (_ctc_concatenated, 1),
     "AdaptiveLogSoftmaxWithLoss: cluster sizes": (_adaptive_softmax, 1),
@@ -256,4 +264,12 @@ def test_keras_class_weights_are_gathered_on_the_device(device_reads, rng):
     np.testing.assert_array_equal(gathered.numpy(), np.array([1.5, 0, 0.5, 2.0])[labels])
     weights.of(gd.tensor([0, 1, 7])._data, "cpu")
     with pytest.raises(ValueError, match="class_weight has no weight for class 1.*device-side"):
+        gd.cuda.synchronize()
+
+
+def test_masked_scatter_source_length_check_is_deferred(device_reads, rng):
+    x = gd.tensor(rng.standard_normal((2, 3)), dtype=gd.float32)
+    x.masked_scatter(gd.tensor([[True, False, True], [True, True, False]]), gd.zeros(3))
+    with pytest.raises(RuntimeError, match="masked_scatter: expected source to have at least 4 "
+                                           "elements .*got 3.*device-side"):
         gd.cuda.synchronize()
