@@ -102,6 +102,17 @@ def _masked_scatter(rng):
     return lambda: (x.masked_scatter(mask, source) * 2).sum().backward()
 
 
+def _repeat_interleave_sized(rng):
+    x = gd.tensor(rng.standard_normal((3, 2)), requires_grad=True)
+    repeats = gd.tensor([2, 0, 3])
+    return lambda: x.repeat_interleave(repeats, dim=0, output_size=5).sum().backward()
+
+
+def _repeat_interleave(rng):
+    x = gd.tensor(rng.standard_normal(3))
+    return lambda: x.repeat_interleave(gd.tensor([2, 0, 3]))
+
+
 def _equal(rng):
     a = gd.tensor(rng.standard_normal(4))
     return lambda: gd.equal(a, a.clone())
@@ -146,6 +157,8 @@ CASES = {
     "AveragedModel(EMA).update_parameters": (_ema_update, 0),
     "Embedding(sparse=True) + SparseAdam": (_sparse_adam_step, 0),
     "masked_scatter": (_masked_scatter, 0),
+    "repeat_interleave(tensor repeats, output_size=)": (_repeat_interleave_sized, 0),
+    "repeat_interleave(tensor repeats): the counts": (_repeat_interleave, 1),
     "Categorical(logits, validated).log_prob": (_categorical_log_prob, 0),
     "ctc_loss(1-D targets): target_lengths": (_ctc_concatenated, 1),
     "AdaptiveLogSoftmaxWithLoss: cluster sizes": (_adaptive_softmax, 1),
@@ -258,11 +271,12 @@ def test_keras_class_weights_are_gathered_on_the_device(device_reads, rng):
     from gpudl.keras.training import ClassWeights
     weights = ClassWeights({0: 1.5, 2: 0.5, 3: 2.0})
     labels = rng.choice([0, 2, 3], 10)
+    on_device = gd.tensor(labels)
     before = gd.cuda.sync_count()
-    gathered = weights.of(gd.tensor(labels)._data, "cpu")
+    gathered = weights.of(on_device._data, on_device._device)
     assert gd.cuda.sync_count() == before
     np.testing.assert_array_equal(gathered.numpy(), np.array([1.5, 0, 0.5, 2.0])[labels])
-    weights.of(gd.tensor([0, 1, 7])._data, "cpu")
+    weights.of(gd.tensor([0, 1, 7])._data, on_device._device)
     with pytest.raises(ValueError, match="class_weight has no weight for class 1.*device-side"):
         gd.cuda.synchronize()
 
@@ -272,4 +286,18 @@ def test_masked_scatter_source_length_check_is_deferred(device_reads, rng):
     x.masked_scatter(gd.tensor([[True, False, True], [True, True, False]]), gd.zeros(3))
     with pytest.raises(RuntimeError, match="masked_scatter: expected source to have at least 4 "
                                            "elements .*got 3.*device-side"):
+        gd.cuda.synchronize()
+
+
+@pytest.mark.parametrize("repeats, message", [
+    ([2, 0, 2], "output_size is 5 but the repeats add up to 4"),
+    ([2, -1, 4], "repeats must be non-negative, got -1")])
+def test_repeat_interleave_with_output_size_checks_on_the_device(device_reads, rng, repeats,
+                                                                  message):
+    x = gd.tensor(rng.standard_normal(3))
+    expected = np.repeat(x.numpy(), [2, 0, 3])
+    np.testing.assert_array_equal(x.repeat_interleave(gd.tensor([2, 0, 3]), output_size=5).numpy(),
+                                  expected)
+    x.repeat_interleave(gd.tensor(repeats), output_size=5)
+    with pytest.raises(ValueError, match=f"repeat_interleave: {message}.*device-side"):
         gd.cuda.synchronize()
