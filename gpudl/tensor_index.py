@@ -130,7 +130,9 @@ class IndexMixin:
         return S.IndexPut.apply(self, (slice(None),) * axis + (rows,), source, True)
 
     def masked_select(self, mask):
-        """The 1-D tensor of elements where the bool ``mask`` (broadcast) holds, in order."""
+        """The 1-D tensor of elements where the bool ``mask`` (broadcast) holds, in order. Its
+        size depends on the data: on the cuda device this reads the device (a counted sync),
+        as torch does."""
         mask = T._raw(mask, self)
         if mask.dtype != np.bool_:
             raise TypeError(f"masked_select: mask must be a bool tensor, got {mask.dtype}")

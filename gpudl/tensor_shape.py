@@ -173,6 +173,9 @@ class ShapeMixin:
         return self.split(-(-n // chunks), dim)
 
     def __getitem__(self, index):
+        """Indexing as torch's. A bool tensor index (a mask) gives a data-dependent size: on the
+        cuda device it reads the device (a counted sync), as torch does; integer tensor indices
+        read nothing (their range check is deferred)."""
         index = _index_arrays(index, self)
         steps = ints_first(index)
         if steps is not None:

@@ -143,7 +143,8 @@ def _renorm_rows(weight, indices, max_norm, norm_type):
 
 def one_hot(tensor, num_classes=-1):
     """int64 tensor of shape ``tensor.shape + (num_classes,)`` with a 1 at each index;
-    ``num_classes=-1`` means max(tensor) + 1."""
+    ``num_classes=-1`` means max(tensor) + 1, which reads the device on cuda (a counted sync,
+    as torch's); a given ``num_classes`` reads nothing (the range check is deferred)."""
     if not isinstance(tensor, Tensor):
         raise TypeError(f"one_hot: tensor must be a Tensor, got {type(tensor).__name__}")
     if num_classes == -1:
