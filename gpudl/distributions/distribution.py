@@ -82,7 +82,8 @@ def require(ok, make_error):
     host data; on the cuda device at the next device read (backend.defer_check, ``late`` True),
     so that validating the distributions a training step makes costs it no sync."""
     if backend.on_device(ok._data):
-        backend.defer_check(ok._data.all(), bool, lambda _: make_error(True))
+        error = make_error(True)    # made now: the queued check keeps no tensor (or graph) alive
+        backend.defer_check(ok._data.all(), bool, lambda _: error)
     elif not bool(ok.all()):
         raise make_error(False)
 

@@ -166,13 +166,15 @@ def _padded_targets(targets, target_lengths, batch, classes):
             longest = targets.shape[1]
         else:
             longest = int(target_lengths.max()) if batch else 0
-        _check_at_most("target_lengths", target_lengths, targets.shape[1], lambda value: (
+        width = targets.shape[1]
+        _check_at_most("target_lengths", target_lengths, width, lambda value: (
             f"expected targets to have size at least {value} at dimension 1, but got size "
-            f"{targets.shape[1]}"))
+            f"{width}"))
         used = data[:, :longest]
     else:
-        _check_at_most("target_lengths", target_lengths, data.shape[0], lambda value: (
-            f"a target length of {value} exceeds the {data.shape[0]} labels of targets"))
+        available = data.shape[0]
+        _check_at_most("target_lengths", target_lengths, available, lambda value: (
+            f"a target length of {value} exceeds the {available} labels of targets"))
         longest = int(target_lengths.max()) if batch else 0
         total = int(target_lengths.sum())
         if total > data.shape[0]:
