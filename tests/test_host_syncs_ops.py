@@ -301,3 +301,15 @@ def test_repeat_interleave_with_output_size_checks_on_the_device(device_reads, r
     x.repeat_interleave(gd.tensor(repeats), output_size=5)
     with pytest.raises(ValueError, match=f"repeat_interleave: {message}.*device-side"):
         gd.cuda.synchronize()
+
+
+def test_a_queued_distribution_check_keeps_no_tensor_alive(device_reads):
+    import gc
+    import weakref
+    loc = gd.zeros(3, requires_grad=True) * 2            # a step's activation, with its graph
+    alive = weakref.ref(loc)
+    gd.distributions.Normal(loc, gd.ones(3)).log_prob(gd.zeros(3))
+    del loc
+    gc.collect()
+    assert alive() is None and backend._deferred
+    gd.cuda.synchronize()
