@@ -600,7 +600,7 @@ def _tensor(*shape):
 ])
 def test_bad_arguments_are_refused_naming_the_argument(call, error, match):
     with pytest.raises(error, match=match):
-        call()
+        call_then_read(call)
 
 
 def test_refused_calls_change_nothing():
