@@ -113,6 +113,12 @@ def _repeat_interleave(rng):
     return lambda: x.repeat_interleave(gd.tensor([2, 0, 3]))
 
 
+def _quantiles(rng):
+    x = gd.tensor(rng.standard_normal((4, 5)), requires_grad=True)
+    q = gd.tensor([0.1, 0.5, 0.9], dtype=gd.float64)
+    return lambda: (gd.quantile(x, 0.25, dim=1).sum() + gd.nanquantile(x, q).sum()).backward()
+
+
 def _equal(rng):
     a = gd.tensor(rng.standard_normal(4))
     return lambda: gd.equal(a, a.clone())
@@ -157,6 +163,7 @@ CASES = {
     "AveragedModel(EMA).update_parameters": (_ema_update, 0),
     "Embedding(sparse=True) + SparseAdam": (_sparse_adam_step, 0),
     "masked_scatter": (_masked_scatter, 0),
+    "quantile(number q), nanquantile(tensor q)": (_quantiles, 0),
     "repeat_interleave(tensor repeats, output_size=)": (_repeat_interleave_sized, 0),
     "repeat_interleave(tensor repeats): the counts": (_repeat_interleave, 1),
     "Categorical(logits, validated).log_prob": (_categorical_log_prob, 0),
@@ -313,3 +320,12 @@ def test_a_queued_distribution_check_keeps_no_tensor_alive(device_reads):
     gc.collect()
     assert alive() is None and backend._deferred
     gd.cuda.synchronize()
+
+
+def test_quantile_q_range_checks(device_reads, rng):
+    x = gd.tensor(rng.standard_normal(5))
+    with pytest.raises(RuntimeError, match=r"quantile\(\) q values must be in the range"):
+        gd.quantile(x, 1.5)                               # a number: refused at once
+    gd.quantile(x, gd.tensor([0.5, -0.1], dtype=gd.float64))
+    with pytest.raises(RuntimeError, match=r"q values must be in the range \[0, 1\].*device-side"):
+        gd.cuda.synchronize()
