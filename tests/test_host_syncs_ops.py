@@ -119,6 +119,19 @@ def _quantiles(rng):
     return lambda: (gd.quantile(x, 0.25, dim=1).sum() + gd.nanquantile(x, q).sum()).backward()
 
 
+def _masked_assignment(rng):
+    """The loss-masking and attention-masking idioms: ``x[mask] = number`` on an activation."""
+    x = gd.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    keep_rows = gd.tensor([True, False, True])
+
+    def run():
+        scores = x * 2
+        scores[scores < 0] = -1e9
+        scores[keep_rows] = gd.tensor(0.5, dtype=gd.float64)
+        scores.sum().backward()
+    return run
+
+
 def _equal(rng):
     a = gd.tensor(rng.standard_normal(4))
     return lambda: gd.equal(a, a.clone())
@@ -163,6 +176,7 @@ CASES = {
     "AveragedModel(EMA).update_parameters": (_ema_update, 0),
     "Embedding(sparse=True) + SparseAdam": (_sparse_adam_step, 0),
     "masked_scatter": (_masked_scatter, 0),
+    "x[bool mask] = number": (_masked_assignment, 0),
     "quantile(number q), nanquantile(tensor q)": (_quantiles, 0),
     "repeat_interleave(tensor repeats, output_size=)": (_repeat_interleave_sized, 0),
     "repeat_interleave(tensor repeats): the counts": (_repeat_interleave, 1),
@@ -329,3 +343,27 @@ def test_quantile_q_range_checks(device_reads, rng):
     gd.quantile(x, gd.tensor([0.5, -0.1], dtype=gd.float64))
     with pytest.raises(RuntimeError, match=r"q values must be in the range \[0, 1\].*device-side"):
         gd.cuda.synchronize()
+
+
+@pytest.mark.parametrize("value", [-2.5, 3, "0-d", "0-d with grad"])
+def test_assignment_through_a_leading_mask_matches_torch(rng, value):
+    data = rng.standard_normal((4, 3, 2))
+    rows = rng.random(4) < 0.5
+    entries = rng.random((4, 3, 2)) < 0.5
+    grads = []
+    for lib in (gd, torch):
+        x = lib.tensor(data, requires_grad=True)
+        fill = lib.tensor(1.25, dtype=lib.float64, requires_grad=value == "0-d with grad") \
+            if isinstance(value, str) else value
+        y = x * 3
+        y[lib.tensor(entries)] = fill
+        y[lib.tensor(rows), ...] = fill
+        (y * lib.tensor(data)).sum().backward()
+        grads.append((y.detach().numpy(), x.grad.numpy(),
+                      fill.grad.numpy() if isinstance(fill, lib.Tensor) and fill.requires_grad
+                      else None))
+    (ours, ours_grad, ours_fill), (theirs, theirs_grad, theirs_fill) = grads
+    np.testing.assert_allclose(ours, theirs)
+    np.testing.assert_allclose(ours_grad, theirs_grad)
+    if theirs_fill is not None:
+        np.testing.assert_allclose(ours_fill, theirs_fill)
