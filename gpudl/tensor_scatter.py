@@ -273,7 +273,8 @@ def masked_scatter(input, mask, source):
                            f"with {input.shape}") from None
     xp = xp_of(mask._data)
     chosen = xp.broadcast_to(mask._data, shape)
-    taken_from = xp.cumsum(chosen.reshape(-1)) - 1        # the source element each one takes
+    # the source element each one takes (a running count: int64, whatever a bool sum gives)
+    taken_from = xp.cumsum(chosen.reshape(-1).astype(np.int64)) - 1
     size = source.numel()
 
     def too_short(count, late):
