@@ -71,8 +71,10 @@ def device_reads(monkeypatch):
 
 
 def watch(tensor):
-    """``tensor`` with its array watched (for tensors made before the fixture, parameters)."""
-    tensor._data = tensor._data.view(Watched)
+    """``tensor`` with its array watched (for tensors made before the fixture, parameters);
+    a CuPy array (on a GPU) is left as it is: only the counter sees its reads there."""
+    if isinstance(tensor._data, DEVICE_ARRAY):
+        tensor._data = tensor._data.view(Watched)
     return tensor
 
 
