@@ -25,9 +25,12 @@ def mT(a):
     return a.swapaxes(-1, -2)
 
 
-def _raising(a):
+def _raising(a, op):
     """CuPy reports a failed factorization only inside ``cupyx.errstate(linalg='raise')`` (by
-    default it returns garbage); NumPy always raises."""
+    default it returns garbage), where it reads the factorization's info back from the device:
+    a sync, counted as ``op``'s (the simulator's arrays count too, as on a GPU); NumPy always
+    raises."""
+    backend.count_read(a, f"{op} (the factorization's error check)")
     if backend.is_device_array(a):
         import cupyx
         return cupyx.errstate(linalg="raise")
@@ -119,7 +122,7 @@ def _checked(call, a, info_of, error, op, check_errors):
     (check_errors), else (results with NaNs for the failed matrices, the per-matrix info)."""
     xp = _xp(a)
     try:
-        with _raising(a):
+        with _raising(a, op):
             return call(a), None
     except np.linalg.LinAlgError:
         info = info_of(a)
