@@ -2,9 +2,11 @@
 
 ``backend.count_read`` counts the reads that go through it (gd.cuda.sync_count()); a read made
 around it (``bool()``, ``int()``, ``float()``, ``.item()``, ``.tolist()`` of a device array: on a
-GPU each copies from it) is invisible to the counter. ``Watched`` arrays record those reads:
-the ``watched`` fixture makes every array a Tensor is made with one, and ``Watched.reads``
-(a list once armed) collects each read made in gpudl outside backend.py.
+GPU each copies from it) is invisible to the counter, and so is a read CuPy makes inside a call
+whose output size depends on the data (a boolean mask, bincount, nonzero, unique). ``Watched``
+arrays record both: the ``watched`` fixture makes every array a Tensor is made with one, and
+``Watched.reads`` (a list once armed) collects each such read made in gpudl outside backend.py
+(a call gpudl counts itself first, as nonzero, is recorded too).
 """
 
 import traceback
@@ -19,6 +21,16 @@ from gpudl.tensor import Tensor
 DEVICE_ARRAY = np.ndarray
 if backend.SIM_DEVICE_ARRAYS:
     from gpudl.sim_device import SimDeviceArray as DEVICE_ARRAY
+
+
+# NumPy functions whose CuPy twins read the device for their output's size
+_SIZE_FROM_DATA = frozenset((np.bincount, np.nonzero, np.flatnonzero, np.argwhere, np.unique,
+                             np.extract, np.compress))
+
+
+def _has_mask(key):
+    parts = key if isinstance(key, tuple) else (key,)
+    return any(getattr(p, "dtype", None) == np.bool_ and getattr(p, "ndim", 0) for p in parts)
 
 
 class Watched(DEVICE_ARRAY):
@@ -37,6 +49,22 @@ class Watched(DEVICE_ARRAY):
         frames = [f for f in traceback.extract_stack()[:-2] if "/gpudl/" in f.filename]
         if frames and not frames[-1].filename.endswith("backend.py"):
             Watched.reads.append(f"{kind} at {frames[-1].filename}:{frames[-1].lineno}")
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func in _SIZE_FROM_DATA:
+            self._read(f"{func.__name__} (CuPy reads its size)")
+        result = super().__array_function__(func, types, args, kwargs)
+        return result.view(Watched) if type(result) is DEVICE_ARRAY else result   # stay watched
+
+    def __getitem__(self, key):
+        if _has_mask(key):
+            self._read("a boolean mask (CuPy reads its count)")
+        return super().__getitem__(key)
+
+    def __setitem__(self, key, value):
+        if _has_mask(key):
+            self._read("a boolean mask assignment (CuPy reads its count)")
+        super().__setitem__(key, value)
 
     def __bool__(self):
         self._read("bool")

@@ -132,6 +132,14 @@ def _masked_assignment(rng):
     return run
 
 
+def _embedding_bag_mean(rng):
+    """The text classifier of torch's tutorial: EmbeddingBag(mode='mean') over offsets."""
+    bag = nn.EmbeddingBag(8, 3, mode="mean", padding_idx=0)
+    watch(bag.weight)
+    tokens, offsets = gd.tensor([1, 0, 4, 7, 7, 2]), gd.tensor([0, 2, 5])
+    return lambda: bag(tokens, offsets).sum().backward()
+
+
 def _equal(rng):
     a = gd.tensor(rng.standard_normal(4))
     return lambda: gd.equal(a, a.clone())
@@ -176,6 +184,7 @@ CASES = {
     "AveragedModel(EMA).update_parameters": (_ema_update, 0),
     "Embedding(sparse=True) + SparseAdam": (_sparse_adam_step, 0),
     "masked_scatter": (_masked_scatter, 0),
+    "EmbeddingBag(mode='mean', padding_idx)": (_embedding_bag_mean, 0),
     "x[bool mask] = number": (_masked_assignment, 0),
     "quantile(number q), nanquantile(tensor q)": (_quantiles, 0),
     "repeat_interleave(tensor repeats, output_size=)": (_repeat_interleave_sized, 0),

@@ -91,7 +91,9 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         # each target's cluster: 0 the shortlist, i the tail i - 1, len(cutoffs) out of range
         cluster = sum((labels >= c).astype(np.int64) for c in self.cutoffs)
         cluster = xp.where(labels < 0, len(self.cutoffs), cluster)
-        counts = backend.to_numpy(xp.bincount(cluster, minlength=len(self.cutoffs) + 1),
+        # targets per cluster (not bincount: CuPy's reads the device for its size)
+        every = xp.arange(len(self.cutoffs) + 1)[:, None]
+        counts = backend.to_numpy((cluster[None, :] == every).sum(axis=1),
                                   "AdaptiveLogSoftmaxWithLoss (the targets of each cluster)")
         if counts[-1]:
             values = backend.to_numpy(labels, "AdaptiveLogSoftmaxWithLoss (the bad targets)")
