@@ -48,12 +48,14 @@ def _is_number(value):
 
 
 def _leading_mask(index, tensor):
-    """A bool tensor index over the leading dims of ``tensor`` (the only index part, or the
-    first before an Ellipsis), shaped to broadcast against it; else None."""
+    """A bool tensor index over the leading dims of ``tensor`` and on its device (the only
+    index part, or the first before an Ellipsis), shaped to broadcast against it; else None
+    (a cpu mask of a cuda tensor takes the indexing path, which copies it over)."""
     if isinstance(index, tuple) and len(index) == 2 and index[1] is Ellipsis:
         index = index[0]
     if not isinstance(index, Tensor) or index.dtype != dtypes.bool_ or index.ndim == 0 \
-            or tuple(index.shape) != tuple(tensor.shape[:index.ndim]):
+            or tuple(index.shape) != tuple(tensor.shape[:index.ndim]) \
+            or index._device != tensor._device:
         return None
     return index.reshape(tuple(index.shape) + (1,) * (tensor.ndim - index.ndim))
 

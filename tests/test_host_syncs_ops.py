@@ -11,6 +11,7 @@ import pytest
 import gpudl as gd
 import gpudl.nn.functional as F
 from gpudl import backend, nn
+from cupy_like import fake_cuda  # noqa: F401 (a fixture)
 from host_reads import Watched, device_reads, watch, watched  # noqa: F401 (fixtures)
 
 torch = pytest.importorskip("torch")
@@ -376,3 +377,9 @@ def test_assignment_through_a_leading_mask_matches_torch(rng, value):
     np.testing.assert_allclose(ours_grad, theirs_grad)
     if theirs_fill is not None:
         np.testing.assert_allclose(ours_fill, theirs_fill)
+
+
+def test_a_cpu_mask_still_assigns_into_a_cuda_tensor(fake_cuda):
+    x = gd.zeros(3, 2, device="cuda")
+    x[gd.tensor([True, False, True], device="cpu")] = 1.5     # indexing copies the mask over
+    np.testing.assert_array_equal(x.cpu().numpy(), [[1.5, 1.5], [0, 0], [1.5, 1.5]])
