@@ -139,7 +139,8 @@ class _Anomaly:
 class set_detect_anomaly:
     """torch.autograd.set_detect_anomaly(mode): on at once (a plain call), or for a ``with``
     block, restoring the previous setting on exit. While on, a backward that returns NaN raises
-    a RuntimeError naming its node (each gradient is read: slow, for debugging)."""
+    a RuntimeError naming its node (each gradient is read: slow, for debugging; on the cuda
+    device one counted sync per gradient, gd.cuda.sync_count)."""
 
     def __init__(self, mode, check_nan=True):
         self.mode = bool(mode) and bool(check_nan)
@@ -178,7 +179,8 @@ def is_anomaly_enabled():
 
 def _check_no_nan(node, input_grads):
     for i, g in enumerate(input_grads):
-        if g is not None and backend.get_array_module(g).isnan(g).any():
+        if g is not None and backend.host_value(backend.get_array_module(g).isnan(g).any(),
+                                                "detect_anomaly (a NaN check)"):
             raise RuntimeError(f"Function '{node.function.__name__}Backward' returned nan "
                                f"values in its {i}th output.")
 

@@ -338,12 +338,14 @@ def require_tensors(op, **arguments):
 
 def equal(input, other):
     """Whether the two have the same shape and the same elements (values compared after type
-    promotion, NaN unequal to itself): a Python bool."""
+    promotion, NaN unequal to itself): a Python bool, so on the cuda device a read (a counted
+    sync) when the shapes match."""
     require_tensors("equal", input=input, other=other)
     if input.shape != other.shape:
         return False
     xp = backend.get_array_module(input._data)
-    return bool(xp.array_equal(input._data, other._data))
+    return bool(backend.host_value(xp.asarray(xp.array_equal(input._data, other._data)),
+                                   "equal"))
 
 
 Tensor.isclose, Tensor.allclose, Tensor.cross, Tensor.kron = isclose, allclose, cross, kron

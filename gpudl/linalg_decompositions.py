@@ -299,7 +299,8 @@ def _lstsq(A, rhs, vector, rcond, driver):
 
 def matrix_exp(A):
     """torch.linalg.matrix_exp: exp(A) of each square matrix (Padé 13, scaling and
-    squaring)."""
+    squaring). On the cuda device it reads the largest number of squarings (a counted sync,
+    as torch's), and its backward again."""
     return decomp.MatrixExp.apply(matrices("linalg.matrix_exp", True, A=A))
 
 

@@ -43,6 +43,23 @@ def _unary_in_place(name):
     return autograd.recorded("inplace")(edit)
 
 
+def _is_number(value):
+    return isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating))
+
+
+def _leading_mask(index, tensor):
+    """A bool tensor index over the leading dims of ``tensor`` and on its device (the only
+    index part, or the first before an Ellipsis), shaped to broadcast against it; else None
+    (a cpu mask of a cuda tensor takes the indexing path, which copies it over)."""
+    if isinstance(index, tuple) and len(index) == 2 and index[1] is Ellipsis:
+        index = index[0]
+    if not isinstance(index, Tensor) or index.dtype != dtypes.bool_ or index.ndim == 0 \
+            or tuple(index.shape) != tuple(tensor.shape[:index.ndim]) \
+            or index._device != tensor._device:
+        return None
+    return index.reshape(tuple(index.shape) + (1,) * (tensor.ndim - index.ndim))
+
+
 class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     """An n-dimensional array with reverse-mode autograd (PyTorch's Tensor API)."""
 
@@ -482,6 +499,14 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     @autograd.recorded("inplace")
     def __setitem__(self, index, value):
+        """Assignment through an index, as torch's. ``x[mask] = number`` (or a 0-d tensor), a
+        bool mask over the leading dims, is a masked fill, as in torch: no device read (an
+        array index through a mask needs the mask's count, which reads it)."""
+        mask = _leading_mask(index, self)
+        if mask is not None and (_is_number(value) or (isinstance(value, Tensor)
+                                                       and value.ndim == 0)):
+            inplace.apply(self, "__setitem__", lambda t: t.masked_fill(mask, value), (value,))
+            return
         value = _on_device_of(self, value)
         recording = inplace.needs_graph(self, (value,))
         if recording:

@@ -130,7 +130,9 @@ class IndexMixin:
         return S.IndexPut.apply(self, (slice(None),) * axis + (rows,), source, True)
 
     def masked_select(self, mask):
-        """The 1-D tensor of elements where the bool ``mask`` (broadcast) holds, in order."""
+        """The 1-D tensor of elements where the bool ``mask`` (broadcast) holds, in order. Its
+        size depends on the data: on the cuda device this reads the device (a counted sync),
+        as torch does."""
         mask = T._raw(mask, self)
         if mask.dtype != np.bool_:
             raise TypeError(f"masked_select: mask must be a bool tensor, got {mask.dtype}")
@@ -283,11 +285,21 @@ class IndexMixin:
     def repeat_interleave(self, repeats, dim=None, *, output_size=None):
         """Each element (or slice along ``dim``) repeated ``repeats`` times in place, an int or
         a 1-D tensor of one count per slice; ``dim=None`` works on the flattened tensor. Tensor
-        counts are read from the device (the output size depends on them), as torch does."""
+        counts on the cuda device are read (the output size depends on them), as torch does,
+        unless ``output_size`` (their sum) is given: then nothing is read, and a wrong sum is
+        a deferred device-side check."""
         source = self.reshape(-1) if dim is None else self
         axis = 0 if dim is None else normalize_axis(dim, self.ndim, "repeat_interleave")
         n = source.shape[axis] if source.ndim else 1
-        index = _repeated_positions(repeats, n, self._device, "repeat_interleave")
+        if output_size is not None and (isinstance(output_size, bool) or not isinstance(
+                output_size, (int, np.integer)) or output_size < 0):
+            raise ValueError(f"repeat_interleave: output_size must be an int >= 0, got "
+                             f"{output_size!r}")
+        if (output_size is not None and isinstance(repeats, T.Tensor)
+                and backend.on_device(repeats._data)):
+            index = _positions_on_device(repeats, n, int(output_size), "repeat_interleave")
+        else:
+            index = _repeated_positions(repeats, n, self._device, "repeat_interleave")
         if output_size is not None and output_size != index.size:
             raise ValueError(f"repeat_interleave: output_size is {output_size} but the repeats "
                              f"add up to {index.size}")
@@ -341,6 +353,31 @@ def _with(shape, axis, size):
     shape = list(shape)
     shape[axis] = size
     return tuple(shape)
+
+
+def _positions_on_device(repeats, n, total, op):
+    """``_repeated_positions`` of a cuda tensor of counts adding up to ``total``, without a
+    read: output j comes from the first position whose running count passes j. Negative counts
+    and a sum other than ``total`` are deferred checks."""
+    from .ops import sparse           # imports Tensor, which imports this module
+    if repeats.dtype.kind not in "iu" or repeats.ndim > 1:
+        raise TypeError(f"{op}: repeats must be an int or a 0-d/1-D integer tensor, got "
+                        f"{repeats.dtype}{repeats.shape}")
+    counts = repeats._data.reshape(-1).astype(np.int64)
+    if counts.size not in (1, n):
+        raise ValueError(f"{op}: repeats must hold one count per slice ({n}), got {counts.size}")
+    xp = backend.get_array_module(counts)
+    counts = xp.broadcast_to(counts, (n,))
+    if n == 0:
+        return xp.zeros(0, np.int64)
+    sparse.check_range(counts, np.iinfo(np.int64).max, lambda value, late: ValueError(
+        f"{op}: repeats must be non-negative, got {value}" + sparse.DEFERRED_NOTE))
+    ends = xp.cumsum(counts)
+    backend.defer_check(ends[-1], lambda value: value == total, lambda value: ValueError(
+        f"{op}: output_size is {total} but the repeats add up to {value}"
+        + sparse.DEFERRED_NOTE))
+    positions = xp.searchsorted(ends, xp.arange(total, dtype=np.int64), side="right")
+    return xp.minimum(positions, n - 1)     # past the end only when the (checked) sum is short
 
 
 def _repeated_positions(repeats, n, device, op):

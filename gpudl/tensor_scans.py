@@ -17,6 +17,7 @@ from .amp.autocast_mode import cast_inputs, state as _autocast
 from .autograd import ArrayFunction
 from .functions import require_tensors
 from .ops._util import is_int, normalize_axis, quiet, xp_of
+from .ops.sparse import DEFERRED_NOTE
 from .tensor import Tensor, where
 from .tensor_order import SharedByTies
 
@@ -153,6 +154,22 @@ def nanmedian(input, dim=None, keepdim=False):
 _INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
 
 
+def _check_q(op, q, qs):
+    """Refuse q outside [0, 1]: a number at once; a tensor's values at once on the cpu, at the
+    next device read on the cuda device (a device-side check: no read per call)."""
+    message = f"{op}() q values must be in the range [0, 1]"
+    if not isinstance(q, Tensor):
+        if q < 0 or q > 1:
+            raise RuntimeError(message)
+        return
+    outside = ((qs < 0) | (qs > 1)).any()
+    if backend.on_device(qs):
+        backend.defer_check(outside, lambda value: not value,
+                            lambda _: RuntimeError(message + DEFERRED_NOTE))
+    elif outside:
+        raise RuntimeError(message)
+
+
 def _quantile(op, input, q, dim, keepdim, interpolation, ignore_nan):
     require_tensors(op, input=input)
     if _autocast.active:
@@ -178,9 +195,7 @@ def _quantile(op, input, q, dim, keepdim, interpolation, ignore_nan):
         raise TypeError(f"{op}() q must be a number or a Tensor, got {type(q).__name__}")
     if input.numel() == 0:
         raise RuntimeError(f"{op}() input tensor must be non-empty")
-    backend.count_read(qs, f"{op} (checking q)")
-    if bool(((qs < 0) | (qs > 1)).any()):
-        raise RuntimeError(f"{op}() q values must be in the range [0, 1]")
+    _check_q(op, q, qs)
     if dim is None:
         source = input.reshape(-1)
         axis, kept_shape = 0, (1,) * input.ndim

@@ -14,9 +14,9 @@ from .amp.autocast_mode import cast_inputs, state as _autocast
 from .autograd import ArrayFunction
 from .functions import require_tensors
 from .ops import shape as S
-from .ops import strided
+from .ops import sparse, strided
 from .ops._util import is_int, normalize_axis, quiet, xp_of
-from .tensor import Tensor
+from .tensor import Tensor, where
 from .tensor_index import _along, _check_index_range, _index_array, _source
 
 _REDUCTIONS = ("sum", "prod", "mean", "amax", "amin")
@@ -257,7 +257,9 @@ def put(input, index, source, accumulate=False):
 
 def masked_scatter(input, mask, source):
     """A copy of ``input`` with the elements where the bool ``mask`` holds replaced, in
-    order, by the first elements of ``source``. Reads the device on cuda (the count)."""
+    order, by the first elements of ``source``. Reads nothing: element i takes source's
+    element (the count of masked elements before it), a gather; too short a ``source`` is
+    refused at once on the cpu, at the next device read on the cuda device."""
     require_tensors("masked_scatter", input=input, mask=mask, source=source)
     if mask.dtype != dtypes.bool_:
         raise RuntimeError(f"masked_scatter: expected BoolTensor for mask, got {mask.dtype}")
@@ -269,13 +271,22 @@ def masked_scatter(input, mask, source):
     except ValueError:
         raise RuntimeError(f"masked_scatter: mask of shape {mask.shape} does not broadcast "
                            f"with {input.shape}") from None
-    chosen = xp_of(mask._data).broadcast_to(mask._data, shape)
-    count = int(backend.host_value(chosen.sum(), "masked_scatter (the count)"))
-    if count > source.numel():
-        raise RuntimeError(f"masked_scatter: expected source to have at least {count} elements "
-                           f"(the ones in mask), got {source.numel()}")
-    base = input.expand(*shape) if input.shape != shape else input
-    return S.IndexPut.apply(base, chosen, source.reshape(-1)[:count], False)
+    xp = xp_of(mask._data)
+    chosen = xp.broadcast_to(mask._data, shape)
+    # the source element each one takes (a running count: int64, whatever a bool sum gives)
+    taken_from = xp.cumsum(chosen.reshape(-1).astype(np.int64)) - 1
+    size = source.numel()
+
+    def too_short(count, late):
+        return RuntimeError(f"masked_scatter: expected source to have at least {count + 1} "
+                            f"elements (the ones in mask), got {size}"
+                            + (sparse.DEFERRED_NOTE if late else ""))
+    sparse.check_range(taken_from[-1:], max(size, 0), too_short, low=-1)
+    if size == 0:                                       # nothing to take (nor, checked, to put)
+        return input.expand(*shape).clone() if input.shape != shape else input.clone()
+    index = Tensor._make(xp.clip(taken_from, 0, size - 1), False, None, 0, source._device)
+    taken = source.reshape(-1).index_select(0, index).reshape(shape)
+    return where(Tensor._make(chosen, False, None, 0, mask._device), taken, input)
 
 
 # ----------------------------------------------------------------- scatters into a view

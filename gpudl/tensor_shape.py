@@ -187,6 +187,9 @@ class ShapeMixin:
         return self.split(-(-n // chunks), dim)
 
     def __getitem__(self, index):
+        """Indexing as torch's. A bool tensor index (a mask) gives a data-dependent size: on the
+        cuda device it reads the device (a counted sync), as torch does; integer tensor indices
+        read nothing (their range check is deferred)."""
         if S.is_basic_index(index):     # ints, slices, None, ...: nothing to convert or reorder
             return S.GetItem.apply(self, index)
         index = _index_arrays(index, self)

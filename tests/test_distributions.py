@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
+from device_checks import call_then_read
 
 torch = pytest.importorskip("torch")
 
@@ -70,12 +71,12 @@ def test_bad_parameters_are_refused():
     with pytest.raises(ValueError, match="either `probs` or `logits` must be specified"):
         D.Categorical(probs=gd.ones(3), logits=gd.ones(3))
     with pytest.raises(ValueError, match="probs must be non-negative"):
-        D.Categorical(probs=gd.tensor([0.5, -0.1]))
+        call_then_read(D.Categorical, probs=gd.tensor([0.5, -0.1]))
     with pytest.raises(ValueError, match=r"within the support \(IntegerInterval\(lower_bound=0, "
                                          r"upper_bound=1\)\)"):
-        D.Categorical(probs=gd.tensor([0.5, 0.5])).log_prob(gd.tensor([2]))
+        call_then_read(D.Categorical(probs=gd.tensor([0.5, 0.5])).log_prob, gd.tensor([2]))
     with pytest.raises(ValueError, match=r"Expected parameter scale .* to satisfy the "
                                          r"constraint GreaterThan\(lower_bound=0.0\)"):
-        D.Normal(0.0, gd.tensor([1.0, 0.0]))
+        call_then_read(D.Normal, 0.0, gd.tensor([1.0, 0.0]))
     with pytest.raises(NotImplementedError, match="no KL.* for p Categorical and q Normal"):
         D.kl_divergence(D.Categorical(logits=gd.ones(2)), D.Normal(0.0, 1.0))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
+from device_checks import call_then_read
 
 torch = pytest.importorskip("torch")
 TD = torch.distributions
@@ -474,22 +475,22 @@ def test_kl_of_uniforms_binomials_independents_and_registration(rng):
 def test_validation_errors_as_torch():
     with pytest.raises(ValueError, match=r"Expected parameter scale \(Tensor of shape \(2,\)\) "
                                          r"of distribution Normal.* GreaterThan"):
-        GD.Normal(gd.tensor([0.0, 1.0]), gd.tensor([1.0, -1.0]))
+        call_then_read(GD.Normal, gd.tensor([0.0, 1.0]), gd.tensor([1.0, -1.0]))
     with pytest.raises(ValueError, match="Expected parameter probs .* Interval"):
-        GD.Bernoulli(probs=gd.tensor([0.5, 1.5]))
+        call_then_read(GD.Bernoulli, probs=gd.tensor([0.5, 1.5]))
     with pytest.raises(ValueError, match="either `probs` or `logits`"):
         GD.Bernoulli()
     with pytest.raises(ValueError, match="Expected value argument .* within the support "
                                          r"\(GreaterThanEq\(lower_bound=0.0\)\)"):
-        GD.Exponential(gd.tensor([1.0])).log_prob(gd.tensor([-1.0]))
+        call_then_read(GD.Exponential(gd.tensor([1.0])).log_prob, gd.tensor([-1.0]))
     with pytest.raises(ValueError, match="within the support"):
-        GD.Poisson(gd.tensor([1.0])).log_prob(gd.tensor([1.5]))
+        call_then_read(GD.Poisson(gd.tensor([1.0])).log_prob, gd.tensor([1.5]))
     with pytest.raises(ValueError, match="within the support"):
-        GD.Dirichlet(gd.tensor([1.0, 2.0])).log_prob(gd.tensor([0.3, 0.3]))
+        call_then_read(GD.Dirichlet(gd.tensor([1.0, 2.0])).log_prob, gd.tensor([0.3, 0.3]))
     with pytest.raises(ValueError, match="must match event_shape"):
         GD.Dirichlet(gd.tensor([1.0, 2.0])).log_prob(gd.tensor([0.3, 0.3, 0.4]))
     with pytest.raises(ValueError, match="low < high"):
-        GD.Uniform(gd.tensor([1.0]), gd.tensor([0.0]))
+        call_then_read(GD.Uniform, gd.tensor([1.0]), gd.tensor([0.0]))
     with pytest.raises(ValueError, match="reinterpreted_batch_ndims"):
         GD.Independent(GD.Normal(gd.zeros(3), 1.0), 2)
     with pytest.raises(NotImplementedError, match="Bernoulli has no rsample"):
@@ -656,9 +657,9 @@ def test_multivariate_normal_draws_kl_and_errors(rng):
     with pytest.raises(ValueError, match="Exactly one of covariance_matrix"):
         GD.MultivariateNormal(gd.zeros(3), gd.tensor(cov), scale_tril=gd.tensor(cov))
     with pytest.raises(ValueError, match="covariance_matrix .* PositiveDefinite"):
-        GD.MultivariateNormal(gd.zeros(3), covariance_matrix=gd.tensor(-cov))
+        call_then_read(GD.MultivariateNormal, gd.zeros(3), covariance_matrix=gd.tensor(-cov))
     with pytest.raises(ValueError, match="scale_tril .* LowerCholesky"):
-        GD.MultivariateNormal(gd.zeros(3), scale_tril=gd.tensor(cov))
+        call_then_read(GD.MultivariateNormal, gd.zeros(3), scale_tril=gd.tensor(cov))
 
 
 def test_enumerate_support_as_torch(rng):

@@ -14,15 +14,9 @@ import gpudl as gd
 import gpudl.nn.functional as F
 from gpudl import backend, nn
 from gpudl.ops import sparse
+from host_reads import device_reads  # noqa: F401 (a fixture)
 
 torch = pytest.importorskip("torch")
-
-
-@pytest.fixture
-def device_reads(monkeypatch):
-    """Every array is on the 'cuda device' for the counter and the range checks (on a GPU:
-    every CuPy array, as without it)."""
-    monkeypatch.setattr(backend, "_READS_DEVICE", True)
 
 
 @pytest.fixture

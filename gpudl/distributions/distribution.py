@@ -11,6 +11,7 @@ from .. import backend, creation, dtypes, functions, random
 from ..autograd import no_grad
 from ..tensor import Tensor
 from ..torch_names import finfo
+from ..ops.sparse import DEFERRED_NOTE
 from . import constraints
 
 
@@ -76,6 +77,23 @@ def logits_to_probs(logits, is_binary=False):
     return logits.sigmoid() if is_binary else logits.softmax(-1)
 
 
+def require(ok, make_error):
+    """Raise ``make_error(late)`` unless every value of boolean tensor ``ok`` holds: at once on
+    host data; on the cuda device at the next device read (backend.defer_check, ``late`` True),
+    so that validating the distributions a training step makes costs it no sync."""
+    if backend.on_device(ok._data):
+        error = make_error(True)    # made now: the queued check keeps no tensor (or graph) alive
+        backend.defer_check(ok._data.all(), bool, lambda _: error)
+    elif not bool(ok.all()):
+        raise make_error(False)
+
+
+def _invalid_values(value, late):
+    """The end of a validation error: the values, or (late) that a device-side check found them
+    (the values may have changed since)."""
+    return DEFERRED_NOTE if late else f":\n{value}"
+
+
 class _DefinesRsample:
     """``has_rsample``, on a family and its instances: whether the family defines rsample."""
 
@@ -86,7 +104,9 @@ class _DefinesRsample:
 class Distribution:
     """torch.distributions.Distribution: ``batch_shape`` (independent draws) and
     ``event_shape`` (one draw's shape); parameters checked against ``arg_constraints`` and
-    values against ``support`` unless ``validate_args=False``."""
+    values against ``support`` unless ``validate_args=False``. On the cuda device these checks
+    read nothing: a failed one raises at the next device read (``require``), where torch's
+    validation reads the device at every check."""
 
     has_rsample = _DefinesRsample()
     has_enumerate_support = False
@@ -113,11 +133,11 @@ class Distribution:
             if name not in self.__dict__ or constraints.is_dependent(constraint):
                 continue                          # probs given as logits, or the reverse
             value = self.__dict__[name]
-            if not bool(constraint.check(value).all()):
-                raise ValueError(
-                    f"Expected parameter {name} ({type(value).__name__} of shape "
-                    f"{tuple(value.shape)}) of distribution {self!r} to satisfy the "
-                    f"constraint {constraint!r}, but found invalid values:\n{value}")
+            require(constraint.check(value), lambda late, name=name, value=value, c=constraint: (
+                ValueError(f"Expected parameter {name} ({type(value).__name__} of shape "
+                           f"{tuple(value.shape)}) of distribution {self!r} to satisfy the "
+                           f"constraint {c!r}, but found invalid values"
+                           + _invalid_values(value, late))))
 
     def _take_params(self, validate_args, **params):
         """Set the tensor or number parameters, broadcast together (the batch shape), and
@@ -150,11 +170,10 @@ class Distribution:
         support = self.support
         if support is None or constraints.is_dependent(support):
             return
-        if not bool(support.check(value).all()):
-            raise ValueError(f"Expected value argument ({type(value).__name__} of shape "
-                             f"{tuple(value.shape)}) to be within the support "
-                             f"({support!r}) of the distribution {self!r}, but found invalid "
-                             f"values:\n{value}")
+        require(support.check(value), lambda late: ValueError(
+            f"Expected value argument ({type(value).__name__} of shape {tuple(value.shape)}) to "
+            f"be within the support ({support!r}) of the distribution {self!r}, but found "
+            "invalid values" + _invalid_values(value, late)))
 
     def expand(self, batch_shape, _instance=None):
         """The same distribution with its parameters expanded to ``batch_shape``."""

@@ -9,11 +9,12 @@ import numpy as np
 
 from .. import backend, creation, functions, random, special_math
 from ..autograd import ArrayFunction
+from ..ops.sparse import DEFERRED_NOTE
 from ..tensor import Tensor
 from . import constraints
 from .circular import von_mises_by_rejection
 from .distribution import (HALF_LOG_TWO_PI, Distribution, ProbsOrLogits, as_draws,
-                           broadcast_all, draw, sample_shape_of, softplus, uniform_open)
+                           broadcast_all, draw, require, sample_shape_of, softplus, uniform_open)
 
 EULER = special_math.EULER
 
@@ -183,9 +184,10 @@ class Uniform(Distribution):
 
     def __init__(self, low, high, validate_args=None):
         self._take_params(validate_args, low=low, high=high)
-        if self._validate_args and not bool((self.low < self.high).all()):
-            raise ValueError("Uniform: expected low < high (parameter low of distribution "
-                             f"{self!r} must satisfy the constraint LessThan(high))")
+        if self._validate_args:
+            require(self.low < self.high, lambda late: ValueError(
+                f"Uniform: expected low < high (parameter low of distribution {self!r} must "
+                "satisfy the constraint LessThan(high))" + (DEFERRED_NOTE if late else "")))
 
     @property
     def support(self):
@@ -638,9 +640,10 @@ class Geometric(ProbsOrLogits, Distribution):
     def __init__(self, probs=None, logits=None, validate_args=None):
         given = self._take_probs_or_logits(probs, logits, "Geometric")
         self._take_params(validate_args, **{"probs" if probs is not None else "logits": given})
-        if self._validate_args and probs is not None and not bool((given > 0).all()):
-            raise ValueError("Geometric: expected parameter probs to satisfy the constraint "
-                             "0 < probs <= 1")
+        if self._validate_args and probs is not None:
+            require(given > 0, lambda late: ValueError(
+                "Geometric: expected parameter probs to satisfy the constraint 0 < probs <= 1"
+                + (DEFERRED_NOTE if late else "")))
 
     mean = property(lambda self: 1 / self.probs - 1)
     mode = property(lambda self: self.probs * 0)
@@ -782,8 +785,9 @@ class Categorical(ProbsOrLogits, Distribution):
             raise ValueError("Categorical: probs or logits must be a tensor of at least one "
                              f"dimension, got {type(given).__name__}")
         if probs is not None:
-            if validate_args is not False and bool((probs < 0).any()):
-                raise ValueError("Categorical: probs must be non-negative")
+            if validate_args is not False:
+                require(~(probs < 0), lambda late: ValueError(
+                    "Categorical: probs must be non-negative" + (DEFERRED_NOTE if late else "")))
             self.__dict__["probs"] = probs / probs.sum(-1, keepdim=True)
         else:
             self.__dict__["logits"] = logits - logits.logsumexp(-1, keepdim=True)

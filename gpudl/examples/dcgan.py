@@ -13,12 +13,33 @@ from ._common import output_path, parse_args, save_image_grid
 LATENT = 16
 
 
+def train_step(generator, discriminator, opt_g, opt_d, real, noise):
+    """One step of each: the discriminator tells ``real`` from the generator's fakes of
+    ``noise`` (detached: G is not updated there), then the generator makes the discriminator
+    call its fakes real. Returns the two losses (device values: nothing is read back)."""
+    bce = nn.functional.binary_cross_entropy_with_logits
+    n = real.shape[0]
+    ones, zeros = gd.ones(n, 1, device=real.device), gd.zeros(n, 1, device=real.device)
+    fake = generator(noise)
+    d_loss = bce(discriminator(real), ones) + bce(discriminator(fake.detach()), zeros)
+    _descend(opt_d, d_loss)
+    g_loss = bce(discriminator(fake), ones)
+    _descend(opt_g, g_loss)
+    return d_loss, g_loss
+
+
+def _descend(optimizer, loss):
+    """One step of ``optimizer`` down the gradient of ``loss`` (its parameters' alone)."""
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
 def train(generator, discriminator, images, epochs, progress, lr=1e-3):
     """Alternate a discriminator step (real -> 1, fake -> 0) and a generator step (fake -> 1).
 
     Returns per-epoch means of the two losses: {'d_loss': [...], 'g_loss': [...]}.
     """
-    bce = nn.BCEWithLogitsLoss()
     opt_d = optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_g = optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))
     loader = DataLoader(TensorDataset(images), batch_size=64, shuffle=True, drop_last=True)
@@ -26,19 +47,8 @@ def train(generator, discriminator, images, epochs, progress, lr=1e-3):
     for _ in (bar := trange(epochs, desc="dcgan", unit="epoch", disable=not progress)):
         d_total = g_total = 0.0
         for (real,) in loader:
-            n = real.shape[0]
-            ones, zeros = gd.ones(n, 1), gd.zeros(n, 1)
-            fake = generator(gd.randn(n, LATENT))
-            # discriminator: tell real from fake (the fake is detached: G is not updated here)
-            opt_d.zero_grad()
-            d_loss = bce(discriminator(real), ones) + bce(discriminator(fake.detach()), zeros)
-            d_loss.backward()
-            opt_d.step()
-            # generator: make the discriminator call its fakes real
-            opt_g.zero_grad()
-            g_loss = bce(discriminator(fake), ones)
-            g_loss.backward()
-            opt_g.step()
+            noise = gd.randn(real.shape[0], LATENT, device=real.device)
+            d_loss, g_loss = train_step(generator, discriminator, opt_g, opt_d, real, noise)
             # summed on the device, read once per epoch (.item() would sync a GPU every step)
             d_total, g_total = d_total + d_loss.detach(), g_total + g_loss.detach()
         history["d_loss"].append(d_total.item() / len(loader))

@@ -18,6 +18,7 @@ from .. import backend, dtypes, optim, train
 from ..autograd import no_grad
 from ..creation import tensor
 from ..data import DataLoader, TensorDataset
+from ..ops.sparse import DEFERRED_NOTE, NO_BAD_INDEX
 from ..tensor import Tensor
 from . import callbacks as keras_callbacks
 from . import losses as keras_losses
@@ -48,6 +49,8 @@ class Compiled:
     def loss_fn(self, class_weight=None):
         """``loss(output, target)`` for gpudl.train: the (weighted) sum over outputs; a
         ``WeightedTarget`` carries per-sample weights."""
+        weights = None if not class_weight else ClassWeights(class_weight)
+
         def loss(output, target):
             sample_weight = None
             if isinstance(target, WeightedTarget):
@@ -55,35 +58,67 @@ class Compiled:
             total = sum(getattr(self.model, "losses", ()), 0)     # weight regularizers
             if len(self.losses) == 1 and not isinstance(output, (list, tuple)):
                 mask = self.model.__dict__.get("output_mask")         # set by this forward
-                return _weighted(self.losses[0], target, output, class_weight,
+                return _weighted(self.losses[0], target, output, weights,
                                  sample_weight, mask) + total
             outputs, targets = list(output), list(target)
             if len(outputs) != len(self.losses) or len(targets) != len(outputs):
                 raise ValueError(f"the model gives {len(outputs)} outputs, there are "
                                  f"{len(targets)} targets and {len(self.losses)} losses")
             for fn, weight, o, t in zip(self.losses, self.loss_weights, outputs, targets):
-                total = total + weight * _weighted(fn, t, o, class_weight, sample_weight)
+                total = total + weight * _weighted(fn, t, o, weights, sample_weight)
             return total
         return loss
 
 
-def _weighted(loss, y_true, y_pred, class_weight, sample_weight=None, mask=None):
-    """The loss with per-sample weights: ``sample_weight`` times the class weights of the
-    labels (read to the host: one synchronisation per batch); ``mask``: the output's mask."""
+class ClassWeights:
+    """fit's ``class_weight`` ({class: weight}) as a table indexed by label, moved to a device
+    once: each batch's weights are gathered there, and on the cuda device a label without a
+    weight is a deferred device-side check (backend.defer_check), not a read per batch."""
+
+    def __init__(self, class_weight):
+        self.class_weight = class_weight
+        size = max(0, *(int(c) + 1 for c in class_weight))
+        table = np.zeros(size, np.float32)
+        known = np.zeros(size, bool)
+        for c, w in class_weight.items():
+            if int(c) >= 0:
+                table[int(c)], known[int(c)] = w, True
+        self._host, self._devices = (table, known), {}
+
+    def of(self, labels, device):
+        """The weight of each of ``labels`` (an int64 array on ``device``), as a Tensor."""
+        if not backend.on_device(labels):
+            missing = sorted(set(labels.tolist()) - set(self.class_weight))
+            if missing:
+                raise ValueError(f"fit: class_weight has no weight for classes {missing}")
+            return tensor(np.array([self.class_weight[c] for c in labels.tolist()],
+                                   np.float32), device=device)
+        if device not in self._devices:
+            self._devices[device] = tuple(backend.to_device_array(a, device)
+                                          for a in self._host)
+        table, known = self._devices[device]
+        xp = backend.get_array_module(labels)
+        inside = (labels >= 0) & (labels < table.size)
+        row = xp.where(inside, labels, 0)
+        bad = xp.where(inside & known[row], NO_BAD_INDEX, labels).min()
+        backend.defer_check(bad, lambda value: value == NO_BAD_INDEX, lambda value: ValueError(
+            f"fit: class_weight has no weight for class {value}" + DEFERRED_NOTE))
+        return Tensor._make(table[row], False, None, 0, device)
+
+
+def _weighted(loss, y_true, y_pred, class_weights, sample_weight=None, mask=None):
+    """The loss with per-sample weights: ``sample_weight`` times the ``ClassWeights`` of the
+    labels (if any); ``mask``: the output's mask."""
     masked = {} if mask is None else {"mask": mask}
-    if not class_weight:
+    if class_weights is None:
         if sample_weight is None:
             return loss(y_true, y_pred, **masked)
         return loss(y_true, y_pred, sample_weight=sample_weight, **masked)
     labels = y_true._data
     if labels.ndim == y_pred.ndim and y_pred.shape[-1] > 1:
         labels = labels.argmax(axis=-1)                   # one-hot targets
-    labels = backend.to_numpy(labels).round().astype(np.int64).reshape(labels.shape[0], -1)[:, 0]
-    missing = sorted(set(labels.tolist()) - set(class_weight))
-    if missing:
-        raise ValueError(f"fit: class_weight has no weight for classes {missing}")
-    weights = tensor(np.array([class_weight[c] for c in labels], np.float32),
-                     device=y_pred.device)
+    labels = labels.round().astype(np.int64).reshape(labels.shape[0], -1)[:, 0]
+    weights = class_weights.of(labels, y_pred.device)
     if sample_weight is not None:
         weights = weights.reshape((-1,) + (1,) * (sample_weight.ndim - 1)) * sample_weight
     return loss(y_true, y_pred, sample_weight=weights, **masked)

@@ -80,32 +80,40 @@ class AdaptiveLogSoftmaxWithLoss(Module):
                             f"{target.dtype}")
 
     def forward(self, input, target):
+        """Reads the device once on the cuda device (a counted sync): how many targets fall in
+        each cluster, which decides the batch size of each tail (torch reads one count per
+        cluster)."""
         self._checked(input, target)
         batched = target.ndim > 0
         x = input if batched else input.unsqueeze(0)
         labels = target._data.reshape(-1).astype(np.int64)
         xp = backend.get_array_module(labels)
-        head_index = xp.where(labels < self.shortlist_size, labels, 0)
-        pieces, order, used = [], [], 0
-        for i, (low, high) in enumerate(zip([0] + self.cutoffs, self.cutoffs)):
-            rows = xp.nonzero((labels >= low) & (labels < high))[0]
-            if rows.size == 0:
+        # each target's cluster: 0 the shortlist, i the tail i - 1, len(cutoffs) out of range
+        cluster = sum((labels >= c).astype(np.int64) for c in self.cutoffs)
+        cluster = xp.where(labels < 0, len(self.cutoffs), cluster)
+        # targets per cluster (not bincount: CuPy's reads the device for its size)
+        every = xp.arange(len(self.cutoffs) + 1)[:, None]
+        counts = backend.to_numpy((cluster[None, :] == every).sum(axis=1),
+                                  "AdaptiveLogSoftmaxWithLoss (the targets of each cluster)")
+        if counts[-1]:
+            values = backend.to_numpy(labels, "AdaptiveLogSoftmaxWithLoss (the bad targets)")
+            raise RuntimeError(f"Target values should be in [0, {self.n_classes - 1}], but "
+                               f"values in range [{values.min()}, {values.max()}] were found. ")
+        order = xp.argsort(cluster)                       # the rows, cluster by cluster
+        head_index = xp.where(cluster == 0, labels, self.shortlist_size + cluster - 1)
+        pieces, start = [], 0
+        for i, (low, count) in enumerate(zip([0] + self.cutoffs, counts[:-1].tolist())):
+            rows, start = order[start:start + count], start + count
+            if count == 0:
                 continue
-            used += int(rows.size)
-            order.append(rows)
             if i == 0:
-                pieces.append(x.new_zeros(int(rows.size)))
+                pieces.append(x.new_zeros(count))
                 continue
-            head_index[rows] = self.shortlist_size + i - 1
             row_index = Tensor._make(rows, False, None, 0, x.device)
             local = Tensor._make((labels[rows] - low)[:, None], False, None, 0, x.device)
-            cluster = log_softmax(self.tail[i - 1](x.index_select(0, row_index)), 1)
-            pieces.append(cluster.gather(1, local).reshape(-1))
-        if used != labels.size:
-            raise RuntimeError(f"Target values should be in [0, {self.n_classes - 1}], but "
-                               f"values in range [{int(labels.min())}, {int(labels.max())}] "
-                               "were found. ")
-        inverse = xp.argsort(xp.concatenate(order))        # back from cluster order to rows
+            cluster_log_prob = log_softmax(self.tail[i - 1](x.index_select(0, row_index)), 1)
+            pieces.append(cluster_log_prob.gather(1, local).reshape(-1))
+        inverse = xp.argsort(order)                       # back from cluster order to rows
         tail_part = cat(pieces).index_select(0, Tensor._make(inverse, False, None, 0, x.device))
         head = log_softmax(self.head(x), 1)
         chosen = Tensor._make(head_index[:, None], False, None, 0, x.device)
@@ -128,7 +136,9 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         return out if input.ndim > 1 else out.squeeze(0)
 
     def predict(self, input):
-        """The most likely class of each row: (N,), or 0-d unbatched."""
+        """The most likely class of each row: (N,), or 0-d unbatched. Reads the device once
+        (a counted sync, as torch's): whether every row's winner is in the shortlist, which
+        spares the tails."""
         x = input if input.ndim > 1 else input.unsqueeze(0)
         with no_grad():
             head_output = self.head(x)

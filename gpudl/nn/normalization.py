@@ -1,6 +1,6 @@
 """BatchNorm1d, BatchNorm2d, LayerNorm and GroupNorm, with PyTorch's parameters, buffers and defaults."""
 
-from .. import backend, creation, dtypes
+from .. import creation, dtypes
 from ..ops._util import is_int
 from ..ops.local_response_norm import local_response_norm
 from ..ops.normalization import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
@@ -68,9 +68,8 @@ class _BatchNorm(Module):
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
-            if self.momentum is None:       # cumulative moving average (reads the count)
-                momentum = 1.0 / float(backend.host_value(self.num_batches_tracked._data,
-                                                          "BatchNorm(momentum=None)"))
+            if self.momentum is None:       # cumulative moving average, on the device
+                momentum = self.num_batches_tracked.double().reciprocal()
         use_batch_stats = self.training or self.running_mean is None
         track = not self.training or self.track_running_stats
         return batch_norm(input, self.running_mean if track else None,

@@ -17,6 +17,7 @@ from ..dtypes import is_floating
 from ..tensor import Tensor
 from ._util import is_int, quiet, xp_of
 from .loss import check_reduction
+from .sparse import DEFERRED_NOTE, check_range
 
 
 def _shifted(a, by, fill):
@@ -58,8 +59,9 @@ def _alignment(lp, ext, input_lengths, target_lengths):
             alpha[t] = xp.where(valid, lp_ext[t] + reach, neg_inf)
         last_t = input_lengths - 1                                                   # (N,)
         ends = 2 * target_lengths[:, None] - xp.arange(2)[None, :]                   # 2L, 2L-1
-        final = alpha[xp.maximum(last_t, 0)[:, None], xp.arange(N)[:, None],
-                      xp.maximum(ends, 0)]                                            # (N, 2)
+        # clipped: lengths on the device are checked later (deferred), so may be out of range
+        final = alpha[xp.clip(last_t, 0, T - 1)[:, None], xp.arange(N)[:, None],
+                      xp.clip(ends, 0, S - 1)]                                        # (N, 2)
         final = xp.where((ends >= 0) & (last_t[:, None] >= 0), final, neg_inf)
         nll = -xp.logaddexp(final[:, 0], final[:, 1])
         end_mask = (s == ends[:, :1]) | (s == ends[:, 1:])                           # (N, S')
@@ -115,17 +117,21 @@ class CTCLossNode(ArrayFunction):
         return grad * g[None, :, None], None, None, None, None
 
 
-def _lengths(name, value, batch):
-    """``value`` (a Tensor, a sequence of ints or, unbatched, one int) as a NumPy int64 array
-    of ``batch`` entries (read to the host: the recursions' bounds)."""
+def _lengths(name, value, batch, keep_on_device):
+    """``value`` (a Tensor, a sequence of ints or, unbatched, one int) as an int64 array of
+    ``batch`` entries: a cuda tensor's stays on the device when ``keep_on_device`` (its checks
+    deferred), anything else is on the host (a cuda tensor's read, counted)."""
     if isinstance(value, Tensor):
         if value.dtype.kind not in "iu":
             raise TypeError(f"ctc_loss: {name} must be integers, got dtype {value.dtype}")
-        array = backend.to_numpy(value._data, f"ctc_loss({name})").astype(np.int64)
+        if keep_on_device and backend.on_device(value._data):
+            array = value._data.reshape(-1).astype(np.int64)
+        else:
+            array = backend.to_numpy(value._data, f"ctc_loss({name})").astype(np.int64)
     elif is_int(value):
         array = np.array([value], np.int64)
     elif isinstance(value, (list, tuple)) and all(is_int(v) for v in value):
-        array = np.array(value, np.int64).reshape(-1)
+        array = np.array(value, np.int64)
     else:
         raise TypeError(f"ctc_loss: {name} must be a Tensor or a sequence of ints, got "
                         f"{type(value).__name__}")
@@ -133,26 +139,43 @@ def _lengths(name, value, batch):
     if array.shape != (batch,):
         raise RuntimeError(f"ctc_loss: {name} must be of size batch_size ({batch}), got "
                            f"{array.size} values")
-    if (array < 0).any():
-        raise RuntimeError(f"ctc_loss: {name} must be non-negative, got {array.tolist()}")
     return array
 
 
+def _check_at_most(name, lengths, most, too_large):
+    """Refuse ``lengths`` holding a value outside [0, most] (``too_large(value)`` says why a
+    value above it is refused): at once on the host, at the next device read for lengths on the
+    cuda device."""
+    def error(value, late):
+        text = f"{name} must be non-negative, got {value}" if value < 0 else too_large(value)
+        return RuntimeError(f"ctc_loss: {text}" + (DEFERRED_NOTE if late else ""))
+    check_range(lengths, most + 1, error)
+
+
 def _padded_targets(targets, target_lengths, batch, classes):
-    """Targets as an (N, S) int64 NumPy-or-CuPy array of labels (padded targets kept, a 1-D
-    concatenation split by the lengths)."""
+    """Targets as an (N, S) int64 NumPy-or-CuPy array of labels, the positions past each
+    target's length 0 (padded targets kept, a 1-D concatenation split by the lengths). With
+    the lengths on the device (padded targets only) S is the padding's width: nothing read."""
     xp = xp_of(targets._data)
     data = targets._data.astype(np.int64)
-    longest = int(target_lengths.max()) if batch else 0
     if targets.ndim == 2:
         if targets.shape[0] != batch:
             raise RuntimeError(f"ctc_loss: targets has {targets.shape[0]} rows but the batch "
                                f"size is {batch}")
-        if longest > targets.shape[1]:
-            raise RuntimeError(f"ctc_loss: expected targets to have size at least {longest} at "
-                               f"dimension 1, but got size {targets.shape[1]}")
+        if backend.on_device(target_lengths):
+            longest = targets.shape[1]
+        else:
+            longest = int(target_lengths.max()) if batch else 0
+        width = targets.shape[1]
+        _check_at_most("target_lengths", target_lengths, width, lambda value: (
+            f"expected targets to have size at least {value} at dimension 1, but got size "
+            f"{width}"))
         used = data[:, :longest]
     else:
+        available = data.shape[0]
+        _check_at_most("target_lengths", target_lengths, available, lambda value: (
+            f"a target length of {value} exceeds the {available} labels of targets"))
+        longest = int(target_lengths.max()) if batch else 0
         total = int(target_lengths.sum())
         if total > data.shape[0]:
             raise RuntimeError(f"ctc_loss: target_lengths sum to {total} but targets holds "
@@ -160,10 +183,11 @@ def _padded_targets(targets, target_lengths, batch, classes):
         starts = np.concatenate([[0], np.cumsum(target_lengths)[:-1]])
         index = np.minimum(starts[:, None] + np.arange(longest)[None, :], max(total - 1, 0))
         used = data[xp.asarray(index)] if total else xp.zeros((batch, longest), np.int64)
-    inside = xp.asarray(np.arange(longest)[None, :] < target_lengths[:, None])
-    if longest and bool(backend.host_value(((used < 0) | (used >= classes))[inside].any(),
-                                           "ctc_loss(targets)")):
-        raise ValueError(f"ctc_loss: targets must be class indices in [0, {classes})")
+    inside = xp.arange(longest)[None, :] < xp.asarray(target_lengths)[:, None]
+    used = xp.where(inside, used, 0)
+    check_range(used, classes, lambda value, late: ValueError(
+        f"ctc_loss: targets must be class indices in [0, {classes}), got {value}"
+        + (DEFERRED_NOTE if late else "")))
     return used
 
 
@@ -181,6 +205,11 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
             impossible alignment (infinite loss) gives 0 and no gradient.
 
     Example: ``F.ctc_loss(logits.log_softmax(2), targets, (T,) * N, target_lengths)``.
+
+    Device reads: with the lengths as cuda tensors and padded (N, S) targets, none (the
+    recursions run over all S positions of the padding, and the range checks of the lengths and
+    targets are deferred to the next device read); 1-D concatenated targets are split on the
+    host, so cuda ``target_lengths`` are read then (a counted sync; torch reads both lengths).
     """
     reduction = check_reduction("ctc_loss", reduction)
     if _autocast.active:
@@ -206,11 +235,11 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     T, N, C = log_probs.shape
     if not is_int(blank) or not 0 <= blank < C:
         raise ValueError(f"ctc_loss: blank must be in label range [0, {C}), got {blank!r}")
-    in_lengths = _lengths("input_lengths", input_lengths, N)
-    out_lengths = _lengths("target_lengths", target_lengths, N)
-    if N and in_lengths.max() > T:
-        raise RuntimeError(f"ctc_loss: expected input_lengths to have value at most {T}, but "
-                           f"got value {int(in_lengths.max())}")
+    in_lengths = _lengths("input_lengths", input_lengths, N, True)
+    # a 1-D concatenation is split on the host: its lengths are read
+    out_lengths = _lengths("target_lengths", target_lengths, N, targets.ndim == 2)
+    _check_at_most("input_lengths", in_lengths, T, lambda value: (
+        f"expected input_lengths to have value at most {T}, but got value {value}"))
     labels = _padded_targets(targets, out_lengths, N, C)
     xp = xp_of(log_probs._data)
     ext = xp.full((N, 2 * labels.shape[1] + 1), blank, dtype=np.int64)
@@ -220,7 +249,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     if reduction == "sum":
         return nll.sum()
     if reduction == "mean":
-        divisor = Tensor._make(xp.asarray(np.maximum(out_lengths, 1), dtype=nll.dtype), False,
-                               None, 0, nll.device)
+        divisor = Tensor._make(xp.maximum(xp.asarray(out_lengths), 1).astype(nll.dtype),
+                               False, None, 0, nll.device)
         return (nll / divisor).mean()
     return nll.squeeze(0) if unbatched else nll

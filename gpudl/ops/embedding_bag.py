@@ -7,7 +7,7 @@ The bag of each entry and the counts come from ``offsets`` on the tensors' devic
 read back.
 """
 
-from .. import creation
+from .. import backend, creation
 from ..tensor import Tensor
 from ._util import xp_of
 from .sparse import DEFERRED_NOTE, IndexOutOfRange, check_range, embedding, embedding_refusals
@@ -47,8 +47,9 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2,
     else:
         raise ValueError(f"embedding_bag: input must be 1-D or 2-D, got shape {input.shape}")
     # every refusal at the call comes before the index checks (queued on cuda) are made
+    # sparse=True: a dense gradient (see ops/sparse.embedding)
     padding_idx = embedding_refusals("embedding_bag", input, weight, padding_idx,
-                                     scale_grad_by_freq, sparse)
+                                     scale_grad_by_freq)
     if input.ndim == 2:
         bags, length = input.shape
         bag_of = xp.repeat(xp.arange(bags), length)
@@ -68,7 +69,9 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2,
     sums = empty.index_add(0, bag_index, rows * scale.unsqueeze(1))
     if mode == "sum":
         return sums
-    counts = xp.bincount(bag_of[kept], minlength=bags).astype(weight._data.dtype)
+    # entries per bag by a scatter-add: CuPy's bincount and boolean masks read the device
+    counts = xp.zeros(bags, weight._data.dtype)
+    backend.scatter_add(counts, bag_of, kept.astype(weight._data.dtype))
     return sums / creation.tensor(xp.maximum(counts, 1)[:, None], device=input.device)
 
 

@@ -10,7 +10,7 @@ decomposition recorded again from that stand-in, through which the second deriva
 the input.
 """
 
-from .. import functions
+from .. import backend, functions
 from ..higher_order import graph_backward
 from . import linalg_decomp as LD
 from . import lapack
@@ -37,7 +37,8 @@ def _solve_triangular(a, b, upper, unitriangular=False):
 def _reached(g):
     """Whether ``g`` is a gradient that reached the output (not the walk's zeros for one none
     reached): SVD's formula divides by singular-value gaps only when U or Vh's gradient does."""
-    return g.requires_grad or bool(g._data.any())
+    return g.requires_grad or bool(backend.host_value(g._data.any(),
+                                                      "svd create_graph (a zero check)"))
 
 
 @graph_backward(LD.Det)

@@ -12,7 +12,7 @@ then bool Tensors outside the graph: constants, as in torch.
 
 import numpy as np
 
-from .. import special
+from .. import backend, special
 from ..higher_order import graph_backward
 from ..tensor_scans import LogCumSumExp
 from ..tensor_scatter import ScatterReduce, tie_shares
@@ -151,7 +151,10 @@ def _logcumsumexp(saved, g):
 
 def _scatter_prod_zeros(ctx):
     a, src, _, reduce, include_self, _, _ = ctx.conf
-    if reduce == "prod" and ((src == 0).any() or (include_self and (a == 0).any())):
+    if reduce != "prod":
+        return None
+    zero = (src == 0).any() | ((a == 0).any() if include_self else False)
+    if backend.host_value(zero, "scatter_reduce(reduce='prod') create_graph (a zero check)"):
         return "scatter_reduce(reduce='prod') with a zero factor"
     return None
 

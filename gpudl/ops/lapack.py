@@ -25,9 +25,12 @@ def mT(a):
     return a.swapaxes(-1, -2)
 
 
-def _raising(a):
+def _raising(a, op):
     """CuPy reports a failed factorization only inside ``cupyx.errstate(linalg='raise')`` (by
-    default it returns garbage); NumPy always raises."""
+    default it returns garbage), where it reads the factorization's info back from the device:
+    a sync, counted as ``op``'s (the simulator's arrays count too, as on a GPU); NumPy always
+    raises."""
+    backend.count_read(a, f"{op} (the factorization's error check)")
     if backend.is_device_array(a):
         import cupyx
         return cupyx.errstate(linalg="raise")
@@ -119,7 +122,7 @@ def _checked(call, a, info_of, error, op, check_errors):
     (check_errors), else (results with NaNs for the failed matrices, the per-matrix info)."""
     xp = _xp(a)
     try:
-        with _raising(a):
+        with _raising(a, op):
             return call(a), None
     except np.linalg.LinAlgError:
         info = info_of(a)
@@ -298,7 +301,8 @@ def expm(a):
     v = a6 @ (b[12] * a6 + b[10] * a4 + b[8] * a2) + b[6] * a6 + b[4] * a4 + b[2] * a2 \
         + b[0] * eye
     r = xp.linalg.solve(v - u, v + u)
-    for step in range(int(s.max()) if s.size else 0):       # square each matrix s times
+    squarings = int(backend.host_value(s.max(), "matrix_exp (the squarings)")) if s.size else 0
+    for step in range(squarings):                            # square each matrix s times
         squared = r @ r
         r = xp.where((s > step)[..., None, None], squared, r)
     return r

@@ -7,6 +7,7 @@ backward follows torch's formulas (torch/csrc/autograd/FunctionsManual.cpp) for 
 
 import numpy as np
 
+from .. import backend
 from ..autograd import ArrayFunction
 from . import lapack
 from ._util import quiet, sum_to, xp_of
@@ -80,7 +81,8 @@ def near_singular(a, d):
     xp = xp_of(d)
     bound = xp.prod(xp.sqrt((a * a).sum(axis=-2)), axis=-1)
     eps = np.finfo(a.dtype).eps * a.shape[-1]
-    return bool(xp.any(xp.abs(d) <= 16 * eps * bound))
+    return bool(backend.host_value(xp.any(xp.abs(d) <= 16 * eps * bound),
+                                   "det backward (a singularity check)"))
 
 
 def _cofactors(a):

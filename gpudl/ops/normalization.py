@@ -186,8 +186,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if eps < 0 or (training and eps == 0):    # eps = 0 divides by a zero batch variance
         need = "positive during training" if training else "non-negative"
         raise ValueError(f"batch_norm: eps must be {need}, got {eps}")
+    # a 0-d tensor momentum (BatchNorm's cumulative average: 1 / the batch count) is used
+    # where it lives, not read
+    momentum = momentum if isinstance(momentum, Tensor) else float(momentum)
     return BatchNorm.apply(input, weight, bias, running_mean, running_var, bool(training),
-                           float(momentum), float(eps))
+                           momentum, float(eps))
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):

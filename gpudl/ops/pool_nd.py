@@ -22,6 +22,7 @@ from .padding import pad as _pad
 from .pool import (_is_int, avg_pool1d, avg_pool2d, check_window_values, max_pool1d,
                    max_pool2d)
 from .resample import weighted_taps
+from .sparse import DEFERRED_NOTE, check_range
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -319,11 +320,11 @@ def _max_unpool(op, dims, input, indices, kernel_size, stride, padding, output_s
                                  f"lie strictly between {[d - s for d, s in zip(default, stride)]}"
                                  f" and {[d + s for d, s in zip(default, stride)]})")
     volume = int(np.prod(sizes))
-    if indices.numel():
-        low, high = int(indices.min().item()), int(indices.max().item())
-        if low < 0 or high >= volume:
-            raise ValueError(f"{op}: indices must lie in [0, {volume}) for the output size "
-                             f"{tuple(sizes)}, got values in [{low}, {high}]")
+
+    def out_of_range(value, late):
+        return ValueError(f"{op}: indices must lie in [0, {volume}) for the output size "
+                          f"{tuple(sizes)}, got {value}" + (DEFERRED_NOTE if late else ""))
+    check_range(indices._data, volume, out_of_range)       # on the cuda device: deferred
 
     def unpool(x, idx):
         n, c = x.shape[:2]

@@ -94,9 +94,12 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
               scale_grad_by_freq=False, sparse=False):
     """Rows of ``weight`` (num_embeddings, embedding_dim) picked by integer ``input``:
     output shape ``input.shape + (embedding_dim,)``. Row ``padding_idx`` gets no gradient;
-    ``max_norm`` renormalises the picked rows in place to that norm at most, as torch does."""
+    ``max_norm`` renormalises the picked rows in place to that norm at most, as torch does.
+    ``sparse=True`` is accepted but the gradient stays dense (gpudl has no sparse tensors):
+    zero in the rows no index picks, which is how gd.optim.SparseAdam finds the rows to
+    update."""
     padding_idx = embedding_refusals("embedding", input, weight, padding_idx,
-                                     scale_grad_by_freq, sparse)
+                                     scale_grad_by_freq)
     num = weight.shape[0]
     check_indices("embedding", "input", input, num)      # queued on cuda: after the refusals
     if max_norm is not None:
@@ -104,7 +107,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
     return Embedding.apply(weight, input, padding_idx)
 
 
-def embedding_refusals(op, input, weight, padding_idx, scale_grad_by_freq, sparse):
+def embedding_refusals(op, input, weight, padding_idx, scale_grad_by_freq):
     """Refuse what ``op`` (embedding, embedding_bag) refuses at the call, before any of its
     index checks is queued; returns ``padding_idx`` in [0, num_embeddings) (or None)."""
     if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
@@ -113,8 +116,8 @@ def embedding_refusals(op, input, weight, padding_idx, scale_grad_by_freq, spars
     if weight.ndim != 2:
         raise ValueError(f"{op}: weight must be 2-D (num_embeddings, embedding_dim), got "
                          f"shape {weight.shape}")
-    if scale_grad_by_freq or sparse:
-        raise NotImplementedError(f"{op}: scale_grad_by_freq and sparse are not supported")
+    if scale_grad_by_freq:
+        raise NotImplementedError(f"{op}: scale_grad_by_freq is not supported")
     if input.dtype.kind not in "iu":
         raise TypeError(f"{op}: input must be an integer tensor, got {input.dtype}")
     num = weight.shape[0]
@@ -140,7 +143,8 @@ def _renorm_rows(weight, indices, max_norm, norm_type):
 
 def one_hot(tensor, num_classes=-1):
     """int64 tensor of shape ``tensor.shape + (num_classes,)`` with a 1 at each index;
-    ``num_classes=-1`` means max(tensor) + 1."""
+    ``num_classes=-1`` means max(tensor) + 1, which reads the device on cuda (a counted sync,
+    as torch's); a given ``num_classes`` reads nothing (the range check is deferred)."""
     if not isinstance(tensor, Tensor):
         raise TypeError(f"one_hot: tensor must be a Tensor, got {type(tensor).__name__}")
     if num_classes == -1:

@@ -335,8 +335,9 @@ class ReduceLROnPlateau(LRScheduler):
         self._last_lr = self._current_lrs()
 
     def step(self, metrics, epoch=None):
-        """Record this epoch's ``metrics`` (a number or one-element tensor). ``epoch``, deprecated
-        in torch (which warns too), sets the epoch count."""
+        """Record this epoch's ``metrics`` (a number or one-element tensor: a cuda tensor is
+        read, a counted sync, as in torch; once per epoch). ``epoch``, deprecated in torch
+        (which warns too), sets the epoch count."""
         current = float(metrics)
         self._match_min_lrs_to_groups()
         if epoch is not None:

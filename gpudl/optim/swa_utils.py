@@ -6,7 +6,7 @@ import copy
 import math
 import numbers
 
-from .. import autograd, creation, dtypes
+from .. import autograd, creation, dtypes, functions
 from ..nn.module import Module
 from ..nn.normalization import _BatchNorm
 from .lr_scheduler import LRScheduler
@@ -80,17 +80,18 @@ class AveragedModel(Module):
         averaged = [t.detach() for t in self._averaged_tensors(self.module)]
         current = [t.detach().to(a.device) for t, a in
                    zip(self._averaged_tensors(model), averaged)]
-        num_averaged = int(self.n_averaged.item())
+        # the first update copies; chosen on the device (torch reads n_averaged here), so an
+        # EMA updated every training step reads nothing
+        first = self.n_averaged == 0
         with autograd.no_grad():
-            if num_averaged == 0:
+            if self.avg_fn is not None:
                 for a, c in zip(averaged, current):
-                    a.copy_(c)
-            elif self.avg_fn is not None:
-                for a, c in zip(averaged, current):
-                    a.copy_(self.avg_fn(a, c, self.n_averaged))
+                    a.copy_(functions.where(first, c, self.avg_fn(a, c, self.n_averaged)))
             else:
                 (self.multi_avg_fn or get_swa_multi_avg_fn())(averaged, current,
                                                               self.n_averaged)
+                for a, c in zip(averaged, current):
+                    a.copy_(functions.where(first, c, a))
             if not self.use_buffers:        # keep the copy's buffers those of the model
                 for mine, theirs in zip(self.module.buffers(), model.buffers()):
                     mine.copy_(theirs.detach().to(mine.device))

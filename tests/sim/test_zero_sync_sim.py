@@ -8,15 +8,13 @@ one. The counting test runs on a GPU too (tools/gpu_check.sh); the implicit-read
 simulator's NumPy arrays.
 """
 
-import traceback
-
 import numpy as np
 import pytest
 
 import gpudl as gd
 import gpudl.nn.functional as F
-from gpudl import backend, nn
-from gpudl.tensor import Tensor
+from gpudl import backend, models, nn
+from host_reads import Watched, watch, watched  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.simulator,
               pytest.mark.skipif(not backend.may_read_device(),
@@ -75,21 +73,46 @@ class SmallAutoencoder(nn.Module):
         return self.net(x)
 
 
-def _autoencoder_batch():
+def _autoencoder_batch(net):
     x = gd.rand(2, 6, device="cuda")
     return x, x, F.binary_cross_entropy
 
 
-def _cnn_batch():
+def _cnn_batch(net):
     return gd.randn(2, 1, 4, 4, device="cuda"), gd.tensor([0, 2], device="cuda"), F.cross_entropy
 
 
-def _lstm_batch():
+def _lstm_batch(net):
     return gd.randn(2, 3, 2, device="cuda"), gd.randn(2, 1, device="cuda"), F.mse_loss
 
 
-def _transformer_batch():
+def _transformer_batch(net):
     return gd.randn(2, 3, 4, device="cuda"), gd.tensor([1, 0], device="cuda"), F.cross_entropy
+
+
+# the tutorials' models (gpudl.models), tiny
+def _token_batch(net):
+    """Token ids with padding (0) at the end of the second sequence, and class targets."""
+    tokens = gd.tensor([[3, 1, 4], [5, 2, 0]], device="cuda")
+    return tokens, gd.tensor([2, 0], device="cuda"), F.cross_entropy
+
+
+def _embedding_lstm():
+    return models.LSTMClassifier(3, 4, 3, vocab_size=6, padding_idx=0)
+
+
+def _padded_transformer():
+    """key_padding_mask from the padding tokens: attention and pooling skip them."""
+    return models.TransformerClassifier(6, 4, 2, 1, 3, max_len=3, dim_feedforward=8, pad_idx=0)
+
+
+def _vae():
+    return models.VAE((6,), hidden=(4,), latent_dim=2)
+
+
+def _vae_batch(net):
+    x = gd.rand(2, 6, device="cuda")
+    return x, x, lambda outputs, target: net.loss(target, *outputs)[0]
 
 
 def _sgd(params):
@@ -108,6 +131,11 @@ MODELS = {"cnn": (SmallCNN, _cnn_batch), "lstm": (SmallLSTM, _lstm_batch),
           "transformer": (SmallTransformer, _transformer_batch),
           "autoencoder_bce": (SmallAutoencoder, _autoencoder_batch)}
 OPTIMIZERS = {"sgd_momentum": _sgd, "adam": _adam, "adamw_capturable": _capturable_adamw}
+# run with one optimizer each (the simulator is slow)
+TUTORIAL_MODELS = {"embedding_lstm": (_embedding_lstm, _token_batch),
+                   "transformer_key_padding": (_padded_transformer, _token_batch),
+                   "vae": (_vae, _vae_batch)}
+ALL_MODELS = {**MODELS, **TUTORIAL_MODELS}
 
 
 def _training_step(net, opt, scheduler, x, y, loss_fn):
@@ -123,14 +151,14 @@ def _training_step(net, opt, scheduler, x, y, loss_fn):
     return step
 
 
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model, optimizer", [
+    *((m, o) for m in MODELS for o in OPTIMIZERS), *((m, "adam") for m in TUTORIAL_MODELS)])
 def test_a_training_step_reads_nothing_back(model, optimizer):
-    build, batch = MODELS[model]
+    build, batch = ALL_MODELS[model]
     net = build().to("cuda")
     opt = OPTIMIZERS[optimizer](net.parameters())
     scheduler = gd.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    x, y, loss_fn = batch()
+    x, y, loss_fn = batch(net)
 
     step = _training_step(net, opt, scheduler, x, y, loss_fn)
 
@@ -143,92 +171,55 @@ def test_a_training_step_reads_nothing_back(model, optimizer):
 
 
 # ---------------------------------------------------------------- implicit reads
-# the cuda device's arrays: the strict simulator's (gpudl/sim_device.py), else NumPy's
-_DEVICE_ARRAY = np.ndarray
-if backend.SIM_DEVICE_ARRAYS:
-    from gpudl.sim_device import SimDeviceArray as _DEVICE_ARRAY
-
-
-class _Watched(_DEVICE_ARRAY):
-    """NumPy data standing for device memory that records every implicit read of itself
-    (``bool()``, ``int()``, ``float()``, ``.item()``, ``.tolist()``: each would copy from a GPU),
-    except those the read gate makes (backend.py counts them). Results of NumPy operations on it
-    stay watched (``__array_wrap__``), so a read of anything computed from the step's data is
-    seen, which the counter alone cannot see: it only counts the reads that go through the gate."""
-
-    reads = None          # a list while armed
-
-    def __array_wrap__(self, array, context=None, return_scalar=False):
-        return np.asarray(array).view(_Watched)
-
-    def _read(self, kind):
-        if _Watched.reads is None:
-            return
-        frames = [f for f in traceback.extract_stack()[:-2] if "/gpudl/" in f.filename]
-        if frames and not frames[-1].filename.endswith("backend.py"):
-            _Watched.reads.append(f"{kind} at {frames[-1].filename}:{frames[-1].lineno}")
-
-    def __bool__(self):
-        self._read("bool")
-        return bool(np.asarray(self))
-
-    def __int__(self):
-        self._read("int")
-        return int(np.asarray(self))
-
-    def __float__(self):
-        self._read("float")
-        return float(np.asarray(self))
-
-    def __index__(self):
-        self._read("index")
-        return np.asarray(self).__index__()
-
-    def item(self, *args):
-        self._read("item")
-        return np.asarray(self).item(*args)
-
-    def tolist(self):
-        self._read("tolist")
-        return np.asarray(self).tolist()
-
-
-@pytest.fixture
-def watched(monkeypatch):
-    """Every array a Tensor is made with becomes _Watched; _Watched.reads collects reads."""
-    make = Tensor._make.__func__
-
-    def watched_make(cls, data, *args):
-        if type(data) is _DEVICE_ARRAY:
-            data = data.view(_Watched)
-        return make(cls, data, *args)
-
-    monkeypatch.setattr(Tensor, "_make", classmethod(watched_make))
-    yield
-    _Watched.reads = None
-
-
 @pytest.mark.skipif(backend._cupy is not None, reason="watches NumPy arrays (the simulator's)")
-@pytest.mark.parametrize("optimizer", ["sgd_momentum", "adamw_capturable"])
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model, optimizer", [
+    *((m, o) for m in MODELS for o in ("sgd_momentum", "adamw_capturable")),
+    *((m, "adam") for m in TUTORIAL_MODELS)])
 def test_a_training_step_reads_nothing_implicitly(watched, model, optimizer):
-    build, batch = MODELS[model]
+    build, batch = ALL_MODELS[model]
     net = build().to("cuda")
     for p in net.parameters():
-        p._data = p._data.view(_Watched)
+        watch(p)
     opt = OPTIMIZERS[optimizer](net.parameters())
     scheduler = gd.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    x, y, loss_fn = batch()
-    x._data, y._data = x._data.view(_Watched), y._data.view(_Watched)
+    x, y, loss_fn = batch(net)
+    watch(x), watch(y)
 
     step = _training_step(net, opt, scheduler, x, y, loss_fn)
 
     step()
-    _Watched.reads = []
+    Watched.reads = []
     loss = step()
-    assert _Watched.reads == []
+    assert Watched.reads == []
     loss.item()                               # through the gate: counted, not an implicit read
-    assert _Watched.reads == []
+    assert Watched.reads == []
+
+
+def test_a_dcgan_step_reads_nothing(watched):
+    """Both halves of the DCGAN example's step (gpudl/examples/dcgan.py): the discriminator on
+    real and detached fake images, then the generator through it; BatchNorm in both."""
+    dcgan = pytest.importorskip("gpudl.examples.dcgan")         # the examples need tqdm
+    generator = models.DCGANGenerator(2, image_size=4, base_channels=2).to("cuda")
+    discriminator = models.DCGANDiscriminator(image_size=4, base_channels=2).to("cuda")
+    for net in (generator, discriminator):
+        for t in (*net.parameters(), *net.buffers()):
+            watch(t)
+    opt_g = gd.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = gd.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    real = watch(gd.rand(2, 1, 4, 4, device="cuda") * 2 - 1)
+
+    def step():
+        noise = gd.randn(2, 2, device="cuda")
+        d_loss, g_loss = dcgan.train_step(generator, discriminator, opt_g, opt_d, real, noise)
+        return d_loss + g_loss
+
+    step()
+    before = gd.cuda.sync_count()
+    Watched.reads = []
+    loss = step()
+    assert gd.cuda.sync_count() == before and Watched.reads == []
+    loss.item()
+    assert gd.cuda.sync_count() == before + 1 and Watched.reads == []
 
 
 def test_a_grad_scaler_step_reads_its_flag_once_and_reports_queued_checks(rng):

@@ -19,7 +19,8 @@ def _eye_like(n, like):
 
 def matrix_exp(a):
     """exp(a) of square matrices (..., n, n): a Taylor polynomial of a / 2**s (scaled to norm
-    1/2 or less), squared s times."""
+    1/2 or less), squared s times. s comes from the norm, read from the device on cuda (a
+    counted sync per call, as torch's matrix_exp)."""
     xp = backend.get_array_module(a._data)
     norm = float(backend.host_value(xp.abs(a._data).sum(axis=-2).max(), "matrix_exp")) \
         if a._data.size else 0.0

@@ -1,8 +1,11 @@
-"""Unstructured pruning, as torch.nn.utils.prune: ``l1_unstructured(module, "weight", amount)``
-moves the parameter to ``weight_orig``, adds a buffer ``weight_mask`` and recomputes
+"""Pruning, as torch.nn.utils.prune: ``l1_unstructured(module, "weight", amount)`` moves the
+parameter to ``weight_orig``, adds a buffer ``weight_mask`` and recomputes
 ``weight = weight_orig * weight_mask`` before each forward. Pruning again prunes ``amount`` of
-the entries still unpruned (as torch's PruningContainer); ``remove`` makes the pruned weight a
-plain parameter again. Structured pruning (ln_structured, random_structured) is not here."""
+the entries still unpruned (as torch's PruningContainer), or for structured pruning
+(``ln_structured``, ``random_structured``: whole slices along a dim, "channels") of the channels
+not yet pruned to all zeros; ``remove`` makes the pruned weight a plain parameter again.
+Pruning reads the device (which entries or channels are still in: a data-dependent size), once
+per call, outside the training step."""
 
 import numbers
 
@@ -12,21 +15,23 @@ from ...autograd import no_grad
 from .weight_norm import forward_pre_hooks
 
 
-def _prune_count(amount, remaining):
-    """How many of ``remaining`` entries ``amount`` (a count, or a fraction) prunes."""
+def _check_amount(amount):
+    """Refuse an ``amount`` that is neither a count >= 0 nor a fraction in [0, 1]."""
     if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
         raise TypeError(f"Invalid type for amount: {amount}. Must be int or float.")
+    if (amount < 0 if isinstance(amount, numbers.Integral) else not 0.0 <= amount <= 1.0):
+        raise ValueError(f"amount={amount} should either be a float in the range [0, 1] or "
+                         "a non-negative integer")
+
+
+def _prune_count(amount, remaining):
+    """How many of ``remaining`` entries ``amount`` (a count, or a fraction) prunes."""
+    _check_amount(amount)
     if isinstance(amount, numbers.Integral):
-        if amount < 0:
-            raise ValueError(f"amount={amount} should either be a float in the range [0, 1] "
-                             "or a non-negative integer")
         if amount > remaining:
             raise ValueError(f"amount={amount} should be smaller than the number of "
                              f"parameters to prune={remaining}")
         return int(amount)
-    if not 0.0 <= amount <= 1.0:
-        raise ValueError(f"amount={amount} should either be a float in the range [0, 1] or "
-                         "a non-negative integer")
     return round(amount * remaining)
 
 
@@ -66,6 +71,74 @@ class RandomUnstructured:
     @staticmethod
     def scores(importance):
         return creation.rand_like(importance)
+
+
+class _Structured:
+    """Prunes ``amount`` of the channels (slices along ``dim``) not yet all zeros in the mask:
+    those whose ``channel_scores`` are lowest (torch keeps the top-scored rest)."""
+
+    PRUNING_TYPE = "structured"
+
+    def compute_mask(self, t, default_mask):
+        """``default_mask`` with the pruned channels of ``t`` (the parameter, or its importance
+        scores) zeroed; torch's PruningContainer and compute_mask in one."""
+        if t.ndim <= 1:
+            raise ValueError(f"Structured pruning can only be applied to multidimensional "
+                             f"tensors. Found tensor of shape {tuple(t.shape)} with {t.ndim} "
+                             "dims")
+        if not -t.ndim <= self.dim < t.ndim:
+            raise IndexError(f"Invalid index {self.dim} for tensor of size {tuple(t.shape)}")
+        dim = self.dim % t.ndim
+        others = [d for d in range(t.ndim) if d != dim]
+        kept = (default_mask.sum(dim=others) != 0).nonzero().reshape(-1)   # channels still in
+        count = _prune_count(self.amount, int(kept.numel()))
+        if not count:
+            return default_mask.detach().clone()
+        scores = self.channel_scores(t.index_select(dim, kept), others)
+        channels = creation.zeros(t.shape[dim], dtype=default_mask.dtype,
+                                  device=default_mask.device)
+        channels[kept[scores.topk(int(kept.numel()) - count).indices]] = 1   # the rest kept
+        shape = [1] * t.ndim
+        shape[dim] = -1
+        return default_mask.detach() * channels.reshape(shape)
+
+    @classmethod
+    def _prune(cls, module, name, importance_scores=None, **options):
+        return _prune(module, name, importance_scores, cls(**options).compute_mask)
+
+
+class LnStructured(_Structured):
+    """Prunes whole channels of smallest L``n`` norm (``n`` as torch.norm's ``p``: a number,
+    inf, -inf, or 'fro' for a parameter of at most 3 dims; not 'nuc') along ``dim``."""
+
+    def __init__(self, amount, n, dim=-1):
+        _check_amount(amount)
+        self.amount, self.n, self.dim = amount, n, dim
+
+    def channel_scores(self, t, others):
+        if isinstance(self.n, str) and (self.n != "fro" or len(others) > 2):
+            raise RuntimeError(f"ln_structured: n={self.n!r} is not supported here (a number, "
+                               "inf, -inf, or 'fro' over at most 2 other dims, as torch.norm)")
+        return t.norm(self.n, others)
+
+    @classmethod
+    def apply(cls, module, name, amount, n, dim, importance_scores=None):
+        return cls._prune(module, name, importance_scores, amount=amount, n=n, dim=dim)
+
+
+class RandomStructured(_Structured):
+    """Prunes whole channels along ``dim`` drawn uniformly at random."""
+
+    def __init__(self, amount, dim=-1):
+        _check_amount(amount)
+        self.amount, self.dim = amount, dim
+
+    def channel_scores(self, t, others):
+        return creation.rand(t.shape[self.dim % t.ndim], device=t.device)
+
+    @classmethod
+    def apply(cls, module, name, amount, dim=-1):
+        return cls._prune(module, name, amount=amount, dim=dim)
 
 
 def _hook_of(module, name):
@@ -111,32 +184,52 @@ def _set_mask(module, name, mask):
     return module
 
 
-def _prune(method, module, name, amount, importance_scores):
+def _prune(module, name, importance_scores, new_mask):
+    """Prune parameter ``name`` of ``module`` with the mask ``new_mask(importance, old mask)``
+    (importance: ``importance_scores``, or as torch the parameter as pruned so far)."""
     parameter, old_mask = _current(module, name)
-    importance = parameter if importance_scores is None else importance_scores
+    importance = getattr(module, name) if importance_scores is None else importance_scores
     if tuple(importance.shape) != tuple(parameter.shape):
         raise ValueError(f"importance_scores should have the same shape as parameter "
                          f"{name} of {type(module).__name__}: expected "
                          f"{tuple(parameter.shape)}, got {tuple(importance.shape)}")
     with no_grad():
-        mask = _smallest_off(method.scores(importance.detach()), old_mask, amount)
+        mask = new_mask(importance.detach(), old_mask)
     return _set_mask(module, name, mask)
+
+
+def _prune_unstructured(method, module, name, amount, importance_scores):
+    return _prune(module, name, importance_scores,
+                  lambda t, old_mask: _smallest_off(method.scores(t), old_mask, amount))
 
 
 def identity(module, name):
     """Adds name_orig and an all-ones name_mask (nothing pruned)."""
-    return _prune(Identity, module, name, 0, None)
+    return _prune_unstructured(Identity, module, name, 0, None)
 
 
 def l1_unstructured(module, name, amount, importance_scores=None):
     """Prunes ``amount`` (a count, or a fraction) of the unpruned entries of ``name`` with the
     smallest absolute value (of importance_scores if given). Returns ``module``."""
-    return _prune(L1Unstructured, module, name, amount, importance_scores)
+    return _prune_unstructured(L1Unstructured, module, name, amount, importance_scores)
 
 
 def random_unstructured(module, name, amount):
     """Prunes ``amount`` of the unpruned entries of ``name`` chosen at random."""
-    return _prune(RandomUnstructured, module, name, amount, None)
+    return _prune_unstructured(RandomUnstructured, module, name, amount, None)
+
+
+def ln_structured(module, name, amount, n, dim, importance_scores=None):
+    """Prunes ``amount`` (a count, or a fraction) of the channels of ``name`` along ``dim`` not
+    yet pruned: those of smallest L``n`` norm (of importance_scores if given). Returns
+    ``module``."""
+    return LnStructured.apply(module, name, amount, n, dim, importance_scores)
+
+
+def random_structured(module, name, amount, dim):
+    """Prunes ``amount`` of the channels of ``name`` along ``dim`` not yet pruned, chosen at
+    random. Returns ``module``."""
+    return RandomStructured.apply(module, name, amount, dim)
 
 
 def custom_from_mask(module, name, mask):
