@@ -1,0 +1,33 @@
+"""Regression tests for the nn bugs tests/test_fuzz_nn_parity.py found (session 16), one plain
+example each, compared with torch. Each failed on the code before its fix."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import gpudl as gd  # noqa: E402
+from fuzz_parity import assert_same  # noqa: E402
+
+
+def pair(shape, seed=0, dtype="float64", requires_grad=True):
+    values = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    g, t = gd.tensor(values.copy()), torch.from_numpy(values.copy())
+    return g.requires_grad_(requires_grad), t.requires_grad_(requires_grad)
+
+
+def copied(build):
+    """The module ``build(lib)`` of torch and of gpudl (float64, torch's state copied in)."""
+    t, g = build(torch).double(), build(gd).double()
+    g.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+    return g, t
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("dims", [1, 2])
+def test_conv_padding_valid_with_a_padding_mode(mode, dims):
+    # padding='valid' read as the string's five letters: "pad (0, 0, ...) must hold pairs"
+    g, t = copied(lambda L: getattr(L.nn, f"Conv{dims}d")(2, 3, 2, padding="valid",
+                                                              padding_mode=mode))
+    x, tx = pair((1, 2) + (4,) * dims)
+    assert_same(g(x), t(tx))
