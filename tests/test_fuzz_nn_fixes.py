@@ -31,3 +31,19 @@ def test_conv_padding_valid_with_a_padding_mode(mode, dims):
                                                               padding_mode=mode))
     x, tx = pair((1, 2) + (4,) * dims)
     assert_same(g(x), t(tx))
+
+
+@pytest.mark.parametrize("call", [
+    lambda L, x: L.nn.functional.avg_pool3d(x, 3, padding=1),
+    lambda L, x: L.nn.AvgPool3d(3, padding=1)(x),
+    lambda L, x: L.nn.functional.lp_pool3d(x, 2, 3, ceil_mode=True),
+])
+def test_avg_pool3d_refuses_a_kernel_larger_than_the_input(call):
+    # torch refuses when a dim of the unpadded input is smaller than the kernel; gpudl averaged
+    x, tx = pair((3, 2, 4, 1))
+    with pytest.raises(RuntimeError):
+        call(torch, tx)
+    with pytest.raises(RuntimeError, match="kernel_size"):
+        call(gd, x)
+    assert_same(gd.nn.functional.avg_pool3d(x, (2, 3, 1), padding=(1, 1, 0)),
+                torch.nn.functional.avg_pool3d(tx, (2, 3, 1), padding=(1, 1, 0)))

@@ -180,6 +180,9 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     input = _low_precision_policy(op, input)
     kernel, stride, padding, _, out = _window(op, input, 3, kernel_size, stride, padding, 1,
                                               ceil_mode)
+    if any(n < k for n, k in zip(input.shape[-3:], kernel)):     # torch's rule, padding or not
+        raise RuntimeError(f"{op}: kernel_size {kernel} is larger than the input's spatial size "
+                         f"{tuple(input.shape[-3:])} (before padding {padding})")
     if divisor_override is not None:
         if not _is_int(divisor_override):
             raise TypeError(f"{op}: divisor_override must be None or an int, got "
