@@ -47,3 +47,14 @@ def test_avg_pool3d_refuses_a_kernel_larger_than_the_input(call):
         call(gd, x)
     assert_same(gd.nn.functional.avg_pool3d(x, (2, 3, 1), padding=(1, 1, 0)),
                 torch.nn.functional.avg_pool3d(tx, (2, 3, 1), padding=(1, 1, 0)))
+
+
+@pytest.mark.parametrize("widths", [(-2, 4), (2, -3), (-1, -1)])
+def test_constant_pad_refuses_a_crop_larger_than_the_dim(widths):
+    # gpudl checked only size + left + right >= 0: (2, 1) padded by (-2, 4) gave zeros (2, 3)
+    x, tx = pair((2, 1))
+    with pytest.raises(RuntimeError):
+        torch.nn.functional.pad(tx, widths)
+    with pytest.raises(ValueError, match="pad"):
+        gd.nn.functional.pad(x, widths)
+    assert_same(gd.nn.functional.pad(x, (-1, 2)), torch.nn.functional.pad(tx, (-1, 2)))

@@ -51,6 +51,9 @@ def pad(input, pad, mode="constant", value=None):
                          f"{input.shape}")
     if mode != "constant":
         return _pad_by_index(input, pairs, mode)
+    if any(n + min(lo, 0) + min(hi, 0) < 0 for n, (lo, hi) in zip(input.shape, widths)):
+        raise ValueError(f"pad: pad {pad} crops more than a dim holds for input of shape "
+                         f"{input.shape} (negative widths may remove at most the dim's size)")
     return Pad.apply(input, tuple(widths), 0 if value is None else value)
 
 
