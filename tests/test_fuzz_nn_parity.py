@@ -1,0 +1,599 @@
+"""Property-based differential tests of gpudl.nn against torch: convolutions, pooling, padding,
+resampling, losses, normalization, activations, embeddings and recurrent layers with random
+arguments, float32 and float64, contiguous and non-contiguous inputs. Values and gradients (of the
+inputs and of the parameters) must match torch's, and where torch raises gpudl must raise one of
+torch's error types (tests/fuzz_parity.py compares).
+
+hypothesis draws the argument combinations (derandomized: the same examples on every run);
+numpy draws the values from the example's seed. Modules get torch's initial weights copied in.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st  # noqa: E402
+
+import gpudl as gd  # noqa: E402
+from gpudl.ops._util import EmptyOutputError  # noqa: E402
+from fuzz_parity import ERRORS, assert_same, make, outcome, to_numpy  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
+
+
+def fuzz(examples):
+    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=list(HealthCheck), phases=PHASES)
+
+
+# no explain phase: its variations of a failing example can abort torch (max_pool's backward)
+PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink)
+SEEDS = st.integers(0, 2**31)
+FLOAT_DTYPES = st.sampled_from(("float32", "float64"))
+LAYOUTS = st.sampled_from(("contiguous", "transposed", "stepped", "permuted"))
+# float32 results are sums of tens of products: a few ulps of each term, not of the result
+FLOAT32_SUMS = 20.0
+
+
+# ----------------------------------------------------------------------------- the comparison
+def inputs(rng, shape, dtype, layout="contiguous", requires_grad=True):
+    """(gpudl view, torch view, [(gpudl leaf, torch leaf)]) of fresh random values."""
+    gv, tv, g, t = make(rng, shape, dtype, layout, requires_grad)
+    return gv, tv, [(g, t)] if requires_grad else []
+
+
+def module_pair(build, dtype):
+    """The module ``build(lib)`` of gpudl and torch, torch's initial state copied into gpudl's,
+    in ``dtype``; with the (gpudl, torch) parameter pairs."""
+    t = build(torch)
+    g = build(gd)
+    if dtype == "float64":
+        t, g = t.double(), g.double()
+    g.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+    t_params = dict(t.named_parameters())
+    params = [(p, t_params[name]) for name, p in g.named_parameters()]
+    assert len(params) == len(t_params)
+    return g, t, params
+
+
+def float_outputs(result):
+    items = result if isinstance(result, (tuple, list)) else (result,)
+    flat = []
+    for item in items:
+        if isinstance(item, (tuple, list)):
+            flat.extend(float_outputs(item))
+        elif item is not None and item.is_floating_point() and item.requires_grad:
+            flat.append(item)
+    return flat
+
+
+def backward_both(got, want, rng):
+    """Back-propagate the same random cotangent through both results' float outputs."""
+    g_outs, t_outs = float_outputs(got), float_outputs(want)
+    assert len(g_outs) == len(t_outs), (len(g_outs), len(t_outs))
+    if not t_outs:
+        return
+    g_loss, t_loss = 0, 0
+    for g, t in zip(g_outs, t_outs):
+        cotangent = rng.standard_normal(tuple(t.shape))
+        g_loss = g_loss + (g * gd.tensor(cotangent.astype(to_numpy(g).dtype))).sum()
+        t_loss = t_loss + (t * torch.from_numpy(cotangent).to(t.dtype)).sum()
+    t_loss.backward()
+    g_loss.backward()
+
+
+def same(fn, gd_args, torch_args, leaves, rng, dtype, tolerance=1.0, grad=True):
+    """``fn(gd, *gd_args)`` does what ``fn(torch, *torch_args)`` does: the same values, then the
+    same gradients of every (gpudl, torch) pair in ``leaves``; or an error of torch's types where
+    torch raises, with the leaves unchanged. Returns torch's error or None."""
+    if dtype == "float32":
+        tolerance *= FLOAT32_SUMS
+    before = [to_numpy(g).copy() for g, _ in leaves]
+    want, torch_error = outcome(fn, torch, *torch_args)
+    got, gd_error = outcome(fn, gd, *gd_args)
+    import os, inspect
+    if os.environ.get("NNSTATS"):
+        with open("/tmp/nnstats", "a") as f:
+            f.write(f"{inspect.stack()[1].function} {torch_error is None} {str(torch_error)[:60]!r}\n")
+    if torch_error is not None:
+        assert gd_error is not None, f"torch raised {torch_error!r}, gpudl returned {got!r}"
+        assert isinstance(gd_error, ERRORS), (
+            f"gpudl raised {gd_error!r} where torch raised {torch_error!r}")
+        for (g, _), old in zip(leaves, before):
+            np.testing.assert_array_equal(to_numpy(g), old, err_msg="a refused call wrote")
+        return torch_error
+    if isinstance(gd_error, EmptyOutputError) and want.numel() == 0:
+        return None         # a deliberate difference: an empty output is refused (see the note)
+    if gd_error is not None:
+        raise AssertionError(f"torch returned, gpudl raised {gd_error!r}") from gd_error
+    assert_same(got, want, tolerance, "value")
+    if grad:
+        backward_both(got, want, rng)
+        for i, (g, t) in enumerate(leaves):
+            assert_same(g.grad, t.grad, tolerance, f"grad of leaf {i}")
+    return None
+
+
+def nd(value, n):
+    return (value,) * n if isinstance(value, int) else value
+
+
+# ----------------------------------------------------------------------------- convolutions
+@fuzz(300)
+@given(seed=SEEDS, n=st.integers(1, 3), transposed=st.booleans(), batched=st.booleans(),
+       dtype=FLOAT_DTYPES, layout=LAYOUTS, groups=st.sampled_from((1, 2)),
+       stride=st.integers(1, 3), padding=st.sampled_from((0, 1, 2, "same", "valid", "tuple")),
+       dilation=st.integers(1, 2), output_padding=st.integers(0, 2), bias=st.booleans())
+def test_conv_functional(seed, n, transposed, batched, dtype, layout, groups, stride, padding,
+                         dilation, output_padding, bias):
+    rng = np.random.default_rng(seed)
+    in_ch, out_ch = 2 * groups, groups * int(rng.integers(1, 3))
+    kernel = tuple(int(k) for k in rng.integers(1, 4, n))
+    size = tuple(int(s) for s in rng.integers(1, 7, n))
+    if padding == "tuple":
+        padding = tuple(int(p) for p in rng.integers(0, 3, n))
+    shape = ((2,) if batched else ()) + (in_ch,) + size
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    w_shape = (in_ch, out_ch // groups) + kernel if transposed else (out_ch, in_ch // groups) + kernel
+    w, tw, w_leaves = inputs(rng, w_shape, dtype)
+    b, tb, b_leaves = inputs(rng, (out_ch,), dtype) if bias else (None, None, [])
+    name = f"conv_transpose{n}d" if transposed else f"conv{n}d"
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    if transposed:
+        kwargs["output_padding"] = output_padding
+
+    def conv(L, x, w, b):
+        return getattr(L.nn.functional, name)(x, w, b, **kwargs)
+    same(conv, (x, w, b), (tx, tw, tb), leaves + w_leaves + b_leaves, rng, dtype)
+
+
+@fuzz(150)
+@given(seed=SEEDS, n=st.integers(1, 3), transposed=st.booleans(), dtype=FLOAT_DTYPES,
+       layout=LAYOUTS, padding_mode=st.sampled_from(("zeros", "reflect", "replicate", "circular")),
+       padding=st.sampled_from((0, 1, 2, "same", "valid")), stride=st.integers(1, 2),
+       dilation=st.integers(1, 2), bias=st.booleans(), batched=st.booleans())
+def test_conv_module(seed, n, transposed, dtype, layout, padding_mode, padding, stride, dilation,
+                     bias, batched):
+    rng = np.random.default_rng(seed)
+    kernel = int(rng.integers(1, 4))
+    if transposed:
+        padding_mode = "zeros"
+        padding = padding if isinstance(padding, int) else 1
+    name = f"ConvTranspose{n}d" if transposed else f"Conv{n}d"
+
+    def build(L):
+        return getattr(L.nn, name)(2, 3, kernel, stride=stride, padding=padding,
+                                   dilation=dilation, bias=bias, padding_mode=padding_mode)
+    try:
+        torch_module = build(torch)
+    except ERRORS:
+        with pytest.raises(ERRORS):
+            build(gd)
+        return
+    del torch_module
+    g, t, params = module_pair(build, dtype)
+    shape = ((2,) if batched else ()) + (2,) + tuple(int(s) for s in rng.integers(2, 6, n))
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    same(lambda L, m, x: m(x), (g, x), (t, tx), leaves + params, rng, dtype)
+
+
+# ----------------------------------------------------------------------------- pooling
+def spatial(rng, n, low=1, high=7):
+    return tuple(int(s) for s in rng.integers(low, high, n))
+
+
+@fuzz(400)
+@given(seed=SEEDS, n=st.integers(1, 3), kind=st.sampled_from(("max", "avg")), batched=st.booleans(),
+       dtype=FLOAT_DTYPES, layout=LAYOUTS, stride=st.sampled_from((None, 1, 2, 3)),
+       padding=st.integers(0, 2), dilation=st.integers(1, 2), ceil_mode=st.booleans(),
+       count_include_pad=st.booleans(), divisor=st.sampled_from((None, None, 3)),
+       return_indices=st.booleans(), tuples=st.booleans())
+def test_pool(seed, n, kind, batched, dtype, layout, stride, padding, dilation, ceil_mode,
+              count_include_pad, divisor, return_indices, tuples):
+    rng = np.random.default_rng(seed)
+    kernel = spatial(rng, n, 1, 4)
+    if not tuples:
+        kernel, padding = kernel[0], padding
+    elif stride is not None:
+        stride = spatial(rng, n, 1, 4)
+    shape = ((2,) if batched else ()) + (3,) + spatial(rng, n)
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    if kind == "max":
+        kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation,
+                      ceil_mode=ceil_mode, return_indices=return_indices)
+    else:
+        kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                      count_include_pad=count_include_pad)
+        if n > 1:
+            kwargs["divisor_override"] = divisor
+
+    def pool(L, x):
+        return getattr(L.nn.functional, f"{kind}_pool{n}d")(x, **kwargs)
+    if kind == "max":       # a window all in the padding: torch gives -inf, a garbage index
+        want, _ = outcome(pool, torch, tx.detach())
+        hypothesis.assume(want is None or not torch.isinf(want[0] if return_indices else want).any())
+    same(pool, (x,), (tx,), leaves, rng, dtype)
+
+    def module(L, x):
+        name = {"max": "MaxPool", "avg": "AvgPool"}[kind]
+        return getattr(L.nn, f"{name}{n}d")(**kwargs)(x)
+    same(module, (x.detach(),), (tx.detach(),), [], rng, dtype, grad=False)
+
+
+@fuzz(200)
+@given(seed=SEEDS, n=st.integers(1, 3), batched=st.booleans(), dtype=FLOAT_DTYPES,
+       layout=LAYOUTS, stride=st.sampled_from((None, 1, 2)), ceil_mode=st.booleans(),
+       norm_type=st.sampled_from((1.0, 2, 3.0)))
+def test_lp_pool(seed, n, batched, dtype, layout, stride, ceil_mode, norm_type):
+    rng = np.random.default_rng(seed)
+    kernel = spatial(rng, n, 1, 4)
+    if n == 1:
+        kernel = kernel[0]      # torch's lp_pool1d takes an int (a tuple is its TypeError)
+    shape = ((2,) if batched else ()) + (3,) + spatial(rng, n, 2, 7)
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+
+    def pool(L, x):
+        return getattr(L.nn.functional, f"lp_pool{n}d")(x.abs() + 0.1, norm_type, kernel,
+                                                         stride, ceil_mode)
+    same(pool, (x,), (tx,), leaves, rng, dtype)
+
+
+@fuzz(300)
+@given(seed=SEEDS, n=st.integers(1, 3), kind=st.sampled_from(("max", "avg")), batched=st.booleans(),
+       dtype=FLOAT_DTYPES, layout=LAYOUTS, form=st.sampled_from(("int", "tuple", "none")),
+       return_indices=st.booleans())
+def test_adaptive_pool(seed, n, kind, batched, dtype, layout, form, return_indices):
+    rng = np.random.default_rng(seed)
+    size = spatial(rng, n, 1, 8)
+    shape = ((2,) if batched else ()) + (3,) + size
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    out = spatial(rng, n, 1, 9)
+    if form == "int":
+        out = out[0]
+    elif form == "none" and n > 1:
+        out = tuple(None if rng.random() < 0.5 else o for o in out)
+    kwargs = dict(return_indices=return_indices) if kind == "max" else {}
+
+    def pool(L, x):
+        return getattr(L.nn.functional, f"adaptive_{kind}_pool{n}d")(x, out, **kwargs)
+    same(pool, (x,), (tx,), leaves, rng, dtype)
+
+    def module(L, x):
+        name = {"max": "AdaptiveMaxPool", "avg": "AdaptiveAvgPool"}[kind]
+        return getattr(L.nn, f"{name}{n}d")(out, **kwargs)(x)
+    same(module, (x.detach(),), (tx.detach(),), [], rng, dtype, grad=False)
+
+
+@fuzz(150)
+@given(seed=SEEDS, n=st.integers(1, 3), batched=st.booleans(), dtype=FLOAT_DTYPES,
+       layout=LAYOUTS, stride=st.sampled_from((None, 1, 2)), padding=st.integers(0, 1),
+       given_size=st.booleans())
+def test_max_unpool(seed, n, batched, dtype, layout, stride, padding, given_size):
+    rng = np.random.default_rng(seed)
+    kernel = int(rng.integers(2, 4))
+    shape = ((2,) if batched else ()) + (3,) + spatial(rng, n, 3, 8)
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    output_size = tuple(shape[-n:]) if given_size else None
+
+    def unpool(L, x):
+        # the pooled values: an index two windows share holds the same value in both
+        F = L.nn.functional
+        values, indices = getattr(F, f"max_pool{n}d")(x, kernel, stride, padding,
+                                                      return_indices=True)
+        return getattr(F, f"max_unpool{n}d")(values * 2, indices, kernel, stride, padding,
+                                             output_size)
+    same(unpool, (x,), (tx,), leaves, rng, dtype)
+
+
+@fuzz(100)
+@given(seed=SEEDS, batched=st.booleans(), dtype=FLOAT_DTYPES, layout=LAYOUTS,
+       by_ratio=st.booleans(), return_indices=st.booleans())
+def test_fractional_max_pool(seed, batched, dtype, layout, by_ratio, return_indices):
+    rng = np.random.default_rng(seed)
+    kernel = spatial(rng, 2, 1, 3)
+    size = spatial(rng, 2, 4, 9)
+    shape = ((2,) if batched else ()) + (3,) + size
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    samples = rng.random(((2,) if batched else (1,)) + (3, 2)).astype(dtype)
+    kwargs = dict(output_ratio=(0.5, 0.7)) if by_ratio else dict(output_size=spatial(rng, 2, 1, 4))
+
+    def pool(L, x, samples):
+        return L.nn.functional.fractional_max_pool2d(
+            x, kernel, return_indices=return_indices, _random_samples=samples, **kwargs)
+    same(pool, (x, gd.tensor(samples)), (tx, torch.from_numpy(samples)), leaves, rng, dtype)
+
+
+# ----------------------------------------------------------------------------- pad, resampling
+@fuzz(300)
+@given(seed=SEEDS, mode=st.sampled_from(("constant", "reflect", "replicate", "circular")),
+       ndim=st.integers(1, 5), pairs=st.integers(1, 3), dtype=FLOAT_DTYPES, layout=LAYOUTS,
+       value=st.sampled_from((None, 1.5)))
+def test_pad(seed, mode, ndim, pairs, dtype, layout, value):
+    rng = np.random.default_rng(seed)
+    shape = spatial(rng, ndim, 1, 5)
+    widths = tuple(int(w) for w in rng.integers(-2, 4, 2 * pairs))
+    if mode == "circular":      # torch reads uninitialized memory when a side wraps past
+        for (lo, hi), n in zip(zip(widths[::2], widths[1::2]), shape[::-1]):  # what is kept
+            hypothesis.assume(max(lo, hi) <= n + min(lo, 0) + min(hi, 0))
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    kwargs = dict(value=value) if mode == "constant" else {}
+
+    def pad(L, x):
+        return L.nn.functional.pad(x, widths, mode=mode, **kwargs)
+    same(pad, (x,), (tx,), leaves, rng, dtype)
+
+
+INTERPOLATION = {1: ("nearest", "nearest-exact", "linear", "area"),
+                 2: ("nearest", "nearest-exact", "bilinear", "bicubic", "area"),
+                 3: ("nearest", "nearest-exact", "trilinear", "area")}
+
+
+@fuzz(400)
+@given(seed=SEEDS, n=st.integers(1, 3), dtype=FLOAT_DTYPES, layout=LAYOUTS, data=st.data(),
+       by_scale=st.booleans(), align_corners=st.sampled_from((None, False, True)),
+       recompute=st.sampled_from((None, False, True)))
+def test_interpolate(seed, n, dtype, layout, data, by_scale, align_corners, recompute):
+    rng = np.random.default_rng(seed)
+    mode = data.draw(st.sampled_from(INTERPOLATION[n]))
+    shape = (2, 3) + spatial(rng, n, 1, 6)
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    if by_scale:
+        scales = tuple(float(s) for s in rng.choice((0.5, 0.7, 1.0, 1.5, 2.0, 2.5, 3.0), n))
+        kwargs = dict(scale_factor=scales if rng.random() < 0.5 else scales[0],
+                      recompute_scale_factor=recompute)
+    else:
+        size = spatial(rng, n, 1, 9)
+        kwargs = dict(size=size if rng.random() < 0.5 else size[0])
+    if mode in ("linear", "bilinear", "bicubic", "trilinear"):
+        kwargs["align_corners"] = align_corners      # (antialias=True: not in gpudl)
+
+    def interpolate(L, x):
+        return L.nn.functional.interpolate(x, mode=mode, **kwargs)
+    same(interpolate, (x,), (tx,), leaves, rng, dtype)
+
+    def upsample(L, x):
+        return L.nn.Upsample(mode=mode, **{k: v for k, v in kwargs.items()
+                                           if k != "recompute_scale_factor"})(x)
+    same(upsample, (x.detach(),), (tx.detach(),), [], rng, dtype, grad=False)
+
+
+@fuzz(150)
+@given(seed=SEEDS, factor=st.integers(1, 3), unshuffle=st.booleans(), batch=st.integers(0, 2),
+       dtype=FLOAT_DTYPES, layout=LAYOUTS)
+def test_pixel_shuffle(seed, factor, unshuffle, batch, dtype, layout):
+    rng = np.random.default_rng(seed)
+    lead = (2,) * batch
+    if unshuffle:
+        shape = lead + (int(rng.integers(1, 3)),) + tuple(factor * int(s) for s in
+                                                          rng.integers(1, 3, 2))
+    else:
+        shape = lead + (int(rng.integers(1, 3)) * factor ** 2,) + spatial(rng, 2, 1, 4)
+    if rng.random() < 0.2:     # a size that does not divide: both refuse
+        shape = shape[:-1] + (shape[-1] + 1,) if unshuffle else shape[:-3] + (shape[-3] + 1,) + shape[-2:]
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    name = "pixel_unshuffle" if unshuffle else "pixel_shuffle"
+    same(lambda L, x: getattr(L.nn.functional, name)(x, factor), (x,), (tx,), leaves, rng, dtype)
+
+
+@fuzz(200)
+@given(seed=SEEDS, dtype=FLOAT_DTYPES, layout=LAYOUTS, batched=st.booleans(),
+       dilation=st.integers(1, 2), padding=st.integers(0, 2), stride=st.integers(1, 3),
+       tuples=st.booleans())
+def test_unfold_fold(seed, dtype, layout, batched, dilation, padding, stride, tuples):
+    rng = np.random.default_rng(seed)
+    kernel = spatial(rng, 2, 1, 4)
+    size = spatial(rng, 2, 1, 7)
+    kwargs = dict(kernel_size=kernel, dilation=dilation, padding=padding, stride=stride)
+    if tuples:
+        kwargs.update(dilation=spatial(rng, 2, 1, 3), padding=spatial(rng, 2, 0, 3),
+                      stride=spatial(rng, 2, 1, 3))
+    x, tx, leaves = inputs(rng, ((2,) if batched else ()) + (3,) + size, dtype, layout)
+    same(lambda L, x: L.nn.functional.unfold(x, **kwargs), (x,), (tx,), leaves, rng, dtype)
+    blocks, _ = outcome(lambda L, x: L.nn.functional.unfold(x, **kwargs), torch, tx.detach())
+    if not batched or blocks is None:
+        return
+    cols, tcols, leaves = inputs(rng, tuple(blocks.shape), dtype, layout)
+    same(lambda L, c: L.nn.functional.fold(c, size, **kwargs), (cols,), (tcols,), leaves, rng,
+         dtype)
+    same(lambda L, c: L.nn.Fold(size, **kwargs)(c), (cols.detach(),), (tcols.detach(),), [],
+         rng, dtype, grad=False)
+
+
+# ----------------------------------------------------------------------------- losses
+REDUCTIONS = st.sampled_from(("none", "mean", "sum"))
+
+
+def labels(rng, shape, classes, dtype="int64", ignore_index=None):
+    """Class-index targets (some of them ``ignore_index``) as a (gpudl, torch) pair."""
+    values = rng.integers(0, classes, shape)
+    if ignore_index is not None and values.size:
+        values[rng.random(shape) < 0.3] = ignore_index
+    values = values.astype(dtype)
+    return gd.tensor(values.copy()), torch.from_numpy(values.copy())
+
+
+@fuzz(400)
+@given(seed=SEEDS, op=st.sampled_from(("cross_entropy", "nll_loss")), dtype=FLOAT_DTYPES,
+       layout=LAYOUTS, kdims=st.integers(-1, 2), batch=st.sampled_from((0, 1, 3)),
+       reduction=REDUCTIONS, weighted=st.booleans(), ignore=st.sampled_from((None, -100, 1)),
+       smoothing=st.sampled_from((0.0, 0.0, 0.25)), probabilities=st.booleans(),
+       target_dtype=st.sampled_from(("int64", "int64", "int64", "float")),
+       module=st.booleans())
+def test_cross_entropy(seed, op, dtype, layout, kdims, batch, reduction, weighted, ignore,
+                       smoothing, probabilities, target_dtype, module):
+    """kdims -1: an unbatched (C,) input; 0: (N, C); 1, 2: (N, C, d1[, d2]). (int32 targets:
+    gpudl takes them, torch refuses; a documented leniency, left out.)"""
+    rng = np.random.default_rng(seed)
+    classes = int(rng.integers(2, 5))
+    if kdims < 0:
+        shape, target_shape = (classes,), ()
+    else:
+        extra = spatial(rng, kdims, 1, 4)
+        shape, target_shape = (batch, classes) + extra, (batch,) + extra
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    if op == "cross_entropy" and probabilities:
+        p, tp, p_leaves = inputs(rng, shape, dtype)
+        target, ttarget = p.softmax(-1 if kdims < 0 else 1), tp.softmax(-1 if kdims < 0 else 1)
+        leaves = leaves + p_leaves
+    elif target_dtype == "float":
+        target, ttarget, _ = inputs(rng, target_shape, dtype, requires_grad=False)
+    else:
+        target, ttarget = labels(rng, target_shape, classes, target_dtype,
+                                 None if ignore is None or target_dtype == "uint8" else ignore)
+    weight = rng.random(classes).astype(dtype) + 0.5 if weighted else None
+    kwargs = dict(reduction=reduction)
+    if ignore is not None:
+        kwargs["ignore_index"] = ignore
+    if op == "cross_entropy":
+        kwargs["label_smoothing"] = smoothing
+
+    def loss(L, x, target):
+        w = None if weight is None else (gd.tensor(weight) if L is gd else torch.from_numpy(weight))
+        if module:
+            name = {"cross_entropy": "CrossEntropyLoss", "nll_loss": "NLLLoss"}[op]
+            return getattr(L.nn, name)(weight=w, **kwargs)(x, target)
+        return getattr(L.nn.functional, op)(x, target, weight=w, **kwargs)
+    if op == "nll_loss":        # torch's 2-d nll backward fails on a non-contiguous input
+        tx = tx.contiguous()
+    same(loss, (x, target), (tx, ttarget), leaves, rng, dtype)
+
+
+def positive(rng, shape, dtype):
+    g, t, leaves = inputs(rng, shape, dtype)
+    return g.abs() + 0.1, t.abs() + 0.1, leaves
+
+
+def unit(rng, shape, dtype):
+    g, t, leaves = inputs(rng, shape, dtype)
+    return g.sigmoid(), t.sigmoid(), leaves
+
+
+def signs(rng, shape, dtype):
+    values = np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(dtype)
+    return gd.tensor(values.copy()), torch.from_numpy(values.copy()), []
+
+
+def plain(rng, shape, dtype):
+    return inputs(rng, shape, dtype)
+
+
+# name: (functional, module, [maker of each tensor argument], {keyword: choices})
+POINTWISE_LOSSES = {
+    "mse": ("mse_loss", "MSELoss", [plain, plain], {}),
+    "l1": ("l1_loss", "L1Loss", [plain, plain], {}),
+    "smooth_l1": ("smooth_l1_loss", "SmoothL1Loss", [plain, plain], {"beta": (0.0, 0.5, 1.0)}),
+    "huber": ("huber_loss", "HuberLoss", [plain, plain], {"delta": (0.5, 1.0, 2.0)}),
+    "soft_margin": ("soft_margin_loss", "SoftMarginLoss", [plain, signs], {}),
+    "bce": ("binary_cross_entropy", "BCELoss", [unit, unit], {"weight": "broadcast"}),
+    "bce_logits": ("binary_cross_entropy_with_logits", "BCEWithLogitsLoss", [plain, unit],
+                   {"weight": "broadcast", "pos_weight": "last"}),
+    "kl_div": ("kl_div", "KLDivLoss", [plain, unit], {"log_target": (False, True)}),
+    "poisson_nll": ("poisson_nll_loss", "PoissonNLLLoss", [plain, positive],
+                    {"log_input": (True, False), "full": (False, True)}),
+    "hinge_embedding": ("hinge_embedding_loss", "HingeEmbeddingLoss", [plain, signs],
+                        {"margin": (0.5, 1.0, 2.0)}),
+    "margin_ranking": ("margin_ranking_loss", "MarginRankingLoss", [plain, plain, signs],
+                       {"margin": (0.0, 0.5)}),
+    "gaussian_nll": ("gaussian_nll_loss", "GaussianNLLLoss", [plain, plain, positive],
+                     {"full": (False, True), "eps": (1e-6, 0.5)}),
+}
+
+
+@fuzz(500)
+@given(seed=SEEDS, name=st.sampled_from(sorted(POINTWISE_LOSSES)), dtype=FLOAT_DTYPES,
+       layout=LAYOUTS, reduction=REDUCTIONS, module=st.booleans(), data=st.data(),
+       ndim=st.integers(0, 3), empty=st.booleans())
+def test_pointwise_loss(seed, name, dtype, layout, reduction, module, data, ndim, empty):
+    rng = np.random.default_rng(seed)
+    functional, class_name, makers, options = POINTWISE_LOSSES[name]
+    shape = spatial(rng, ndim, 1, 4)
+    if empty and ndim:
+        shape = (0,) + shape[1:]
+    if name == "margin_ranking":
+        shape = shape[:1]
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    gd_args, torch_args = [x], [tx]
+    for make_arg in makers[1:]:
+        g, t, arg_leaves = make_arg(rng, shape, dtype)
+        gd_args.append(g)
+        torch_args.append(t)
+        leaves = leaves + arg_leaves
+    kwargs = {"reduction": reduction}
+    extra = []
+    for key, choices in options.items():
+        if choices == "broadcast":
+            if data.draw(st.booleans()):
+                w_shape = tuple(1 if rng.random() < 0.5 else s for s in shape)
+                extra.append((key, np.asarray(rng.random(w_shape) + 0.5, dtype)))
+        elif choices == "last":
+            if data.draw(st.booleans()) and shape:
+                extra.append((key, np.asarray(rng.random(shape[-1:]) + 0.5, dtype)))
+        else:
+            kwargs[key] = data.draw(st.sampled_from(choices))
+
+    def loss(L, *args):
+        kw = dict(kwargs, **{k: gd.tensor(v) if L is gd else torch.from_numpy(v) for k, v in extra})
+        if module:
+            return getattr(L.nn, class_name)(**kw)(*args)
+        return getattr(L.nn.functional, functional)(*args, **kw)
+    same(loss, gd_args, torch_args, leaves, rng, dtype)
+
+
+@fuzz(300)
+@given(seed=SEEDS, name=st.sampled_from(("cosine_embedding", "triplet", "triplet_distance",
+                                         "multi_margin", "multilabel_soft_margin",
+                                         "multilabel_margin")),
+       dtype=FLOAT_DTYPES, layout=LAYOUTS, reduction=REDUCTIONS, batched=st.booleans(),
+       module=st.booleans(), data=st.data())
+def test_row_loss(seed, name, dtype, layout, reduction, batched, module, data):
+    """Losses of (N, D) rows (or one (D,) row) against per-row targets."""
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+    shape = (n, d) if batched else (d,)
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    kwargs = dict(reduction=reduction)
+    if name == "cosine_embedding":
+        y, ty, y_leaves = inputs(rng, shape, dtype)
+        s, ts, _ = signs(rng, shape[:-1], dtype)
+        kwargs["margin"] = data.draw(st.sampled_from((0.0, 0.3)))
+        gd_args, torch_args, leaves = (x, y, s), (tx, ty, ts), leaves + y_leaves
+        functional, class_name = "cosine_embedding_loss", "CosineEmbeddingLoss"
+    elif name.startswith("triplet"):
+        p, tp, p_leaves = inputs(rng, shape, dtype)
+        q, tq, q_leaves = inputs(rng, shape, dtype)
+        gd_args, torch_args, leaves = (x, p, q), (tx, tp, tq), leaves + p_leaves + q_leaves
+        kwargs.update(margin=data.draw(st.sampled_from((0.5, 1.0))),
+                      swap=data.draw(st.booleans()))
+        if name == "triplet":
+            kwargs["p"] = data.draw(st.sampled_from((1, 2, 3)))
+            functional, class_name = "triplet_margin_loss", "TripletMarginLoss"
+        else:
+            functional, class_name = ("triplet_margin_with_distance_loss",
+                                      "TripletMarginWithDistanceLoss")
+    elif name == "multi_margin":
+        target = labels(rng, shape[:-1], d)
+        gd_args, torch_args = (x, target[0]), (tx, target[1])
+        kwargs.update(p=data.draw(st.sampled_from((1, 2))),
+                      margin=data.draw(st.sampled_from((0.5, 1.0))))
+        if data.draw(st.booleans()):
+            kwargs["weight"] = rng.random(d) + 0.5
+        functional, class_name = "multi_margin_loss", "MultiMarginLoss"
+    elif name == "multilabel_soft_margin":
+        target = (rng.random(shape) < 0.5).astype(dtype)
+        gd_args, torch_args = (x, gd.tensor(target)), (tx, torch.from_numpy(target))
+        if data.draw(st.booleans()):
+            kwargs["weight"] = rng.random(d) + 0.5
+        functional, class_name = "multilabel_soft_margin_loss", "MultiLabelSoftMarginLoss"
+    else:
+        target = rng.integers(-1, d, shape)     # each row's labels end at its first -1
+        gd_args, torch_args = (x, gd.tensor(target)), (tx, torch.from_numpy(target))
+        functional, class_name = "multilabel_margin_loss", "MultiLabelMarginLoss"
+
+    def loss(L, *args):
+        kw = {k: (gd.tensor(v.astype(dtype)) if L is gd else torch.from_numpy(v.astype(dtype)))
+              if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+        if module:
+            return getattr(L.nn, class_name)(**kw)(*args)
+        return getattr(L.nn.functional, functional)(*args, **kw)
+    same(loss, gd_args, torch_args, leaves, rng, dtype)
