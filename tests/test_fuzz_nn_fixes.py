@@ -58,3 +58,16 @@ def test_constant_pad_refuses_a_crop_larger_than_the_dim(widths):
     with pytest.raises(ValueError, match="pad"):
         gd.nn.functional.pad(x, widths)
     assert_same(gd.nn.functional.pad(x, (-1, 2)), torch.nn.functional.pad(tx, (-1, 2)))
+
+
+def test_instance_norm_momentum_none_keeps_the_running_statistics():
+    # torch passes momentum 0.0 for momentum=None (no cumulative average in InstanceNorm);
+    # gpudl used 0.1, so running_mean moved after each training step
+    g, t = copied(lambda L: L.nn.InstanceNorm1d(3, momentum=None, track_running_stats=True))
+    for seed in range(2):
+        x, tx = pair((2, 3, 5), seed)
+        assert_same(g(x), t(tx))
+    assert_same(g.running_mean, t.running_mean)
+    assert_same(g.running_var, t.running_var)
+    g.eval(), t.eval()
+    assert_same(g(x), t(tx))

@@ -181,7 +181,8 @@ class _InstanceNorm(_BatchNorm):
         x = input.unsqueeze(0) if unbatched else input
         out = instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             self.training or not self.track_running_stats,
-                            0.1 if self.momentum is None else self.momentum, self.eps)
+                            # momentum=None leaves the running statistics as they are (torch)
+                            0.0 if self.momentum is None else self.momentum, self.eps)
         return out.squeeze(0) if unbatched else out
 
 
