@@ -597,3 +597,189 @@ def test_row_loss(seed, name, dtype, layout, reduction, batched, module, data):
             return getattr(L.nn, class_name)(**kw)(*args)
         return getattr(L.nn.functional, functional)(*args, **kw)
     same(loss, gd_args, torch_args, leaves, rng, dtype)
+
+
+# ----------------------------------------------------------------------------- normalization
+def assert_same_buffers(g, t, dtype):
+    for name, want in t.state_dict().items():
+        got = g.state_dict()[name]
+        assert_same(got, want, FLOAT32_SUMS if dtype == "float32" else 1.0, f"buffer {name}")
+
+
+@fuzz(250)
+@given(seed=SEEDS, kind=st.sampled_from(("BatchNorm", "InstanceNorm")), n=st.integers(1, 3),
+       dtype=FLOAT_DTYPES, layout=LAYOUTS, affine=st.booleans(), track=st.booleans(),
+       momentum=st.sampled_from((0.1, None, 0.5)), batched=st.booleans(), steps=st.integers(1, 3))
+def test_batch_and_instance_norm_modules(seed, kind, n, dtype, layout, affine, track, momentum,
+                                         batched, steps):
+    """Train for a few steps (outputs, gradients, running statistics and num_batches_tracked
+    after each), then evaluate."""
+    rng = np.random.default_rng(seed)
+    channels = int(rng.integers(1, 4))
+    size = spatial(rng, n - 1 if kind == "BatchNorm" and n == 1 else n, 1, 4)
+    if kind == "BatchNorm" and n == 1 and rng.random() < 0.5:
+        size = (int(rng.integers(1, 4)),)       # BatchNorm1d takes (N, C) and (N, C, L)
+    batch = int(rng.integers(1, 4))
+    shape = ((batch,) if batched or kind == "BatchNorm" else ()) + (channels,) + size
+
+    def build(L):
+        return getattr(L.nn, f"{kind}{n}d")(channels, momentum=momentum, affine=affine,
+                                            track_running_stats=track)
+    g, t, params = module_pair(build, dtype)
+    for _ in range(steps):
+        x, tx, leaves = inputs(rng, shape, dtype, layout)
+        if same(lambda L, m, x: m(x), (g, x), (t, tx), leaves + params, rng, dtype):
+            return
+        assert_same_buffers(g, t, dtype)
+    g.eval()
+    t.eval()
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    same(lambda L, m, x: m(x), (g, x), (t, tx), leaves, rng, dtype)
+    assert_same_buffers(g, t, dtype)
+
+
+@fuzz(200)
+@given(seed=SEEDS, kind=st.sampled_from(("LayerNorm", "GroupNorm", "RMSNorm",
+                                         "LocalResponseNorm")),
+       dtype=FLOAT_DTYPES, layout=LAYOUTS, affine=st.booleans(), bias=st.booleans(),
+       ndim=st.integers(2, 4), eps=st.sampled_from((None, 1e-5, 0.1)))
+def test_layer_group_rms_lrn_modules(seed, kind, dtype, layout, affine, bias, ndim, eps):
+    rng = np.random.default_rng(seed)
+    shape = spatial(rng, ndim, 1, 5)
+    if kind == "GroupNorm":
+        groups = int(rng.integers(1, 3))
+        shape = (shape[0], groups * int(rng.integers(1, 3))) + shape[2:]
+    normalized = shape[-int(rng.integers(1, ndim)):]
+    if kind == "LayerNorm":
+        def build(L):
+            return L.nn.LayerNorm(normalized, eps=eps or 1e-5, elementwise_affine=affine, bias=bias)
+    elif kind == "GroupNorm":
+        def build(L):
+            return L.nn.GroupNorm(groups, shape[1], eps=eps or 1e-5, affine=affine)
+    elif kind == "RMSNorm":
+        def build(L):
+            return L.nn.RMSNorm(normalized, eps=eps, elementwise_affine=affine)
+    else:
+        size = int(rng.integers(1, 5))
+
+        def build(L):
+            return L.nn.LocalResponseNorm(size, alpha=0.5, beta=0.75, k=eps or 1.0)
+    g, t, params = module_pair(build, dtype)
+    if params:      # the initial ones and zeros would hide a swapped weight and bias
+        for gp, tp in params:
+            values = rng.standard_normal(tuple(tp.shape)).astype(dtype)
+            with torch.no_grad():
+                tp.copy_(torch.from_numpy(values))
+            gp.data = gd.tensor(values)
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    # float32 gradients of a few nearly equal values cancel: both libraries are off by 1e-3
+    same(lambda L, m, x: m(x), (g, x), (t, tx), leaves + params, rng, dtype, tolerance=10)
+
+
+@fuzz(200)
+@given(seed=SEEDS, dtype=FLOAT_DTYPES, layout=LAYOUTS, training=st.booleans(),
+       stats=st.booleans(), affine=st.booleans(), momentum=st.sampled_from((0.1, 0.7)),
+       instance=st.booleans())
+def test_batch_norm_functional(seed, dtype, layout, training, stats, affine, momentum, instance):
+    """F.batch_norm / F.instance_norm with or without running statistics (updated in place)."""
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(1, 4)), int(rng.integers(1, 4))) + spatial(rng, 1, 1, 4)
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    c = shape[1]
+    mean, var = rng.standard_normal(c).astype(dtype), rng.random(c).astype(dtype) + 0.5
+    g_stats = (gd.tensor(mean.copy()), gd.tensor(var.copy())) if stats else (None, None)
+    t_stats = (torch.from_numpy(mean.copy()), torch.from_numpy(var.copy())) if stats else (None, None)
+    w, tw, w_leaves = inputs(rng, (c,), dtype) if affine else (None, None, [])
+    b, tb, b_leaves = inputs(rng, (c,), dtype) if affine else (None, None, [])
+
+    def norm(L, x, stats, w, b):
+        if instance:
+            return L.nn.functional.instance_norm(x, *stats, weight=w, bias=b,
+                                                 use_input_stats=training, momentum=momentum)
+        return L.nn.functional.batch_norm(x, *stats, weight=w, bias=b, training=training,
+                                          momentum=momentum)
+    same(norm, (x, g_stats, w, b), (tx, t_stats, tw, tb), leaves + w_leaves + b_leaves, rng,
+         dtype)
+    if stats:
+        assert_same(g_stats, t_stats, FLOAT32_SUMS, "running statistics")
+
+
+@fuzz(150)
+@given(seed=SEEDS, dtype=FLOAT_DTYPES, layout=LAYOUTS, p=st.sampled_from((1, 2, 3.0, 0.5)),
+       dim=st.integers(-3, 2), eps=st.sampled_from((1e-12, 0.5)))
+def test_normalize(seed, dtype, layout, p, dim, eps):
+    rng = np.random.default_rng(seed)
+    x, tx, leaves = inputs(rng, spatial(rng, 3, 1, 4), dtype, layout)
+    same(lambda L, x: L.nn.functional.normalize(x, p=p, dim=dim, eps=eps), (x,), (tx,), leaves,
+         rng, dtype)
+
+
+# ----------------------------------------------------------------------------- activations
+ACTIVATIONS = {     # name: (functional call, module call), each (lib, x, option) -> output
+    "elu": (lambda L, x, a: L.nn.functional.elu(x, alpha=a), lambda L, x, a: L.nn.ELU(a)(x)),
+    "celu": (lambda L, x, a: L.nn.functional.celu(x, alpha=a), lambda L, x, a: L.nn.CELU(a)(x)),
+    "selu": (lambda L, x, a: L.nn.functional.selu(x), lambda L, x, a: L.nn.SELU()(x)),
+    "softplus": (lambda L, x, a: L.nn.functional.softplus(x, beta=a, threshold=2 * a),
+                 lambda L, x, a: L.nn.Softplus(a, 2 * a)(x)),
+    "hardtanh": (lambda L, x, a: L.nn.functional.hardtanh(x, -a, a / 2),
+                 lambda L, x, a: L.nn.Hardtanh(-a, a / 2)(x)),
+    "leaky_relu": (lambda L, x, a: L.nn.functional.leaky_relu(x, a),
+                   lambda L, x, a: L.nn.LeakyReLU(a)(x)),
+    "glu": (lambda L, x, a: L.nn.functional.glu(x, dim=int(a * 2) % x.dim() - 1),
+            lambda L, x, a: L.nn.GLU(int(a * 2) % x.dim() - 1)(x)),
+    "gelu": (lambda L, x, a: L.nn.functional.gelu(x, approximate="tanh" if a > 1 else "none"),
+             lambda L, x, a: L.nn.GELU("tanh" if a > 1 else "none")(x)),
+    "softmax": (lambda L, x, a: L.nn.functional.softmax(x, dim=int(a * 2) % x.dim() - 1),
+                lambda L, x, a: L.nn.Softmax(int(a * 2) % x.dim() - 1)(x)),
+    "log_softmax": (lambda L, x, a: L.nn.functional.log_softmax(x, int(a * 2) % x.dim() - 1),
+                    lambda L, x, a: L.nn.LogSoftmax(int(a * 2) % x.dim() - 1)(x)),
+    "softmin": (lambda L, x, a: L.nn.functional.softmin(x, int(a * 2) % x.dim() - 1),
+                lambda L, x, a: L.nn.Softmin(int(a * 2) % x.dim() - 1)(x)),
+    "softmax_dtype": (lambda L, x, a: L.nn.functional.softmax(x, -1, dtype=L.float64),
+                      lambda L, x, a: L.nn.functional.log_softmax(x, 0, dtype=L.float64)),
+    "threshold": (lambda L, x, a: L.nn.functional.threshold(x, a - 1, -a),
+                  lambda L, x, a: L.nn.Threshold(a - 1, -a)(x)),
+    "rrelu_eval": (lambda L, x, a: L.nn.functional.rrelu(x, a / 4, a / 2, training=False),
+                   lambda L, x, a: L.nn.RReLU(a / 4, a / 2).eval()(x)),
+    "hardshrink": (lambda L, x, a: L.nn.functional.hardshrink(x, a),
+                   lambda L, x, a: L.nn.Hardshrink(a)(x)),
+    "softshrink": (lambda L, x, a: L.nn.functional.softshrink(x, a),
+                   lambda L, x, a: L.nn.Softshrink(a)(x)),
+    "relu6": (lambda L, x, a: L.nn.functional.relu6(x), lambda L, x, a: L.nn.ReLU6()(x)),
+    "hardswish_sigmoid": (lambda L, x, a: L.nn.functional.hardswish(x),
+                  lambda L, x, a: L.nn.Hardsigmoid()(x)),
+    "mish_silu": (lambda L, x, a: L.nn.functional.mish(x), lambda L, x, a: L.nn.SiLU()(x)),
+    "logsigmoid": (lambda L, x, a: L.nn.functional.logsigmoid(x),
+                   lambda L, x, a: L.nn.Tanhshrink()(x) + L.nn.Softsign()(x)),
+}
+
+
+@fuzz(400)
+@given(seed=SEEDS, name=st.sampled_from(sorted(ACTIVATIONS)), module=st.booleans(),
+       dtype=FLOAT_DTYPES, layout=LAYOUTS, ndim=st.integers(1, 3),
+       option=st.sampled_from((0.5, 1.0, 1.7, 3.0)))
+def test_activation(seed, name, module, dtype, layout, ndim, option):
+    rng = np.random.default_rng(seed)
+    shape = spatial(rng, ndim, 1, 5)
+    if name == "glu":
+        shape = tuple(2 * s for s in shape)
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    call = ACTIVATIONS[name][module]
+    # torch's float64 hardsigmoid/hardswish gradients use a float32 1/6 (gpudl's is exact)
+    tolerance = 1e3 if name == "hardswish_sigmoid" else 1.0
+    same(lambda L, x: call(L, x, option), (x,), (tx,), leaves, rng, dtype, tolerance)
+
+
+@fuzz(100)
+@given(seed=SEEDS, dtype=FLOAT_DTYPES, layout=LAYOUTS, ndim=st.integers(1, 4),
+       shared=st.booleans())
+def test_prelu(seed, dtype, layout, ndim, shared):
+    rng = np.random.default_rng(seed)
+    shape = spatial(rng, ndim, 1, 4)
+    channels = 1 if shared or ndim == 1 else shape[1]
+    g, t, params = module_pair(lambda L: L.nn.PReLU(channels, init=0.3), dtype)
+    x, tx, leaves = inputs(rng, shape, dtype, layout)
+    same(lambda L, m, x: m(x), (g, x), (t, tx), leaves + params, rng, dtype)
+    w, tw, w_leaves = inputs(rng, (channels,), dtype)
+    same(lambda L, x, w: L.nn.functional.prelu(x, w), (x.detach(), w), (tx.detach(), tw),
+         w_leaves, rng, dtype)
