@@ -71,3 +71,23 @@ def test_instance_norm_momentum_none_keeps_the_running_statistics():
     assert_same(g.running_var, t.running_var)
     g.eval(), t.eval()
     assert_same(g(x), t(tx))
+
+
+@pytest.mark.parametrize("module", [False, True])
+def test_embedding_scale_grad_by_freq(module):
+    # was NotImplementedError; each row's gradient is divided by its count in the batch
+    indices = np.array([[1, 1, 2], [1, 3, 0]])
+    if module:
+        g, t = copied(lambda L: L.nn.Embedding(4, 2, scale_grad_by_freq=True, padding_idx=0))
+        gw, tw = g.weight, t.weight
+        out, want = g(gd.tensor(indices)), t(torch.from_numpy(indices))
+    else:
+        gw, tw = pair((4, 2))
+        out = gd.nn.functional.embedding(gd.tensor(indices), gw, scale_grad_by_freq=True)
+        want = torch.nn.functional.embedding(torch.from_numpy(indices), tw,
+                                             scale_grad_by_freq=True)
+    assert_same(out, want)
+    cotangent = np.random.default_rng(1).standard_normal(want.shape)
+    (out * gd.tensor(cotangent)).sum().backward()
+    (want * torch.from_numpy(cotangent)).sum().backward()
+    assert_same(gw.grad, tw.grad)

@@ -783,3 +783,62 @@ def test_prelu(seed, dtype, layout, ndim, shared):
     w, tw, w_leaves = inputs(rng, (channels,), dtype)
     same(lambda L, x, w: L.nn.functional.prelu(x, w), (x.detach(), w), (tx.detach(), tw),
          w_leaves, rng, dtype)
+
+
+# ----------------------------------------------------------------------------- embeddings
+@fuzz(200)
+@given(seed=SEEDS, dtype=FLOAT_DTYPES, padding_idx=st.sampled_from((None, 0, -1, 2)),
+       max_norm=st.sampled_from((None, None, 1.0)), norm_type=st.sampled_from((1.0, 2.0)),
+       by_freq=st.booleans(), module=st.booleans(), ndim=st.integers(0, 2))
+def test_embedding(seed, dtype, padding_idx, max_norm, norm_type, by_freq, module, ndim):
+    """Values, the weight's gradient (zero at padding_idx, scaled by 1/count with
+    scale_grad_by_freq) and, with max_norm, the weight renormalised in place."""
+    rng = np.random.default_rng(seed)
+    num, dim = int(rng.integers(3, 6)), int(rng.integers(1, 4))
+    indices = labels(rng, spatial(rng, ndim, 1, 5), num)
+    kwargs = dict(padding_idx=padding_idx, max_norm=max_norm, norm_type=norm_type,
+                  scale_grad_by_freq=by_freq)
+    if module:
+        g, t, params = module_pair(lambda L: L.nn.Embedding(num, dim, **kwargs), dtype)
+        same(lambda L, m, i: m(i), (g, indices[0]), (t, indices[1]), params, rng, dtype)
+        assert_same(g.weight, t.weight, FLOAT32_SUMS, "weight after the call")
+        return
+    w, tw, leaves = inputs(rng, (num, dim), dtype)
+
+    def lookup(L, i, w):
+        # renormalising a leaf in place: torch refuses it under autograd, so through a copy
+        return L.nn.functional.embedding(i, w * 1, **kwargs)
+    same(lookup, (indices[0], w), (indices[1], tw), leaves, rng, dtype)
+
+
+@fuzz(200)
+@given(seed=SEEDS, dtype=FLOAT_DTYPES, mode=st.sampled_from(("sum", "mean", "max")),
+       padding_idx=st.sampled_from((None, 1)), offsets=st.booleans(), weighted=st.booleans(),
+       include_last=st.booleans(), module=st.booleans())
+def test_embedding_bag(seed, dtype, mode, padding_idx, offsets, weighted, include_last, module):
+    """(scale_grad_by_freq: gpudl refuses it; torch scales rows picked once by 1/3 in a bag
+    where another row is picked three times.)"""
+    rng = np.random.default_rng(seed)
+    num, dim = int(rng.integers(3, 6)), int(rng.integers(1, 4))
+    if offsets:
+        flat = labels(rng, (int(rng.integers(1, 8)),), num)
+        cuts = np.sort(rng.integers(0, flat[0].shape[0] + 1, int(rng.integers(1, 4))))
+        cuts[0] = 0
+        if include_last:
+            cuts = np.append(cuts, flat[0].shape[0])
+        bags = (flat[0], gd.tensor(cuts)), (flat[1], torch.from_numpy(cuts))
+        weight_shape = flat[0].shape
+    else:
+        idx = labels(rng, (int(rng.integers(1, 4)), int(rng.integers(1, 4))), num)
+        bags, include_last = ((idx[0], None), (idx[1], None)), False
+        weight_shape = idx[0].shape
+    p, tp, p_leaves = inputs(rng, weight_shape, dtype) if weighted else (None, None, [])
+    kwargs = dict(mode=mode, padding_idx=padding_idx, include_last_offset=include_last)
+    if module:
+        g, t, params = module_pair(lambda L: L.nn.EmbeddingBag(num, dim, **kwargs), dtype)
+        same(lambda L, m, b, p: m(*b, per_sample_weights=p), (g, bags[0], p),
+             (t, bags[1], tp), params + p_leaves, rng, dtype)
+        return
+    w, tw, leaves = inputs(rng, (num, dim), dtype)
+    same(lambda L, b, w, p: L.nn.functional.embedding_bag(*b, w, per_sample_weights=p, **kwargs),
+         (bags[0], w, p), (bags[1], tw, tp), leaves + p_leaves, rng, dtype)
