@@ -124,9 +124,10 @@ def nd(value, n):
 @given(seed=SEEDS, n=st.integers(1, 3), transposed=st.booleans(), batched=st.booleans(),
        dtype=FLOAT_DTYPES, layout=LAYOUTS, groups=st.sampled_from((1, 2)),
        stride=st.integers(1, 3), padding=st.sampled_from((0, 1, 2, "same", "valid", "tuple")),
-       dilation=st.integers(1, 2), output_padding=st.integers(0, 2), bias=st.booleans())
+       dilation=st.integers(1, 2), output_padding=st.integers(0, 2), bias=st.booleans(),
+       w_layout=LAYOUTS)
 def test_conv_functional(seed, n, transposed, batched, dtype, layout, groups, stride, padding,
-                         dilation, output_padding, bias):
+                         dilation, output_padding, bias, w_layout):
     rng = np.random.default_rng(seed)
     in_ch, out_ch = 2 * groups, groups * int(rng.integers(1, 3))
     kernel = tuple(int(k) for k in rng.integers(1, 4, n))
@@ -136,8 +137,8 @@ def test_conv_functional(seed, n, transposed, batched, dtype, layout, groups, st
     shape = ((2,) if batched else ()) + (in_ch,) + size
     x, tx, leaves = inputs(rng, shape, dtype, layout)
     w_shape = (in_ch, out_ch // groups) + kernel if transposed else (out_ch, in_ch // groups) + kernel
-    w, tw, w_leaves = inputs(rng, w_shape, dtype)
-    b, tb, b_leaves = inputs(rng, (out_ch,), dtype) if bias else (None, None, [])
+    w, tw, w_leaves = inputs(rng, w_shape, dtype, w_layout)
+    b, tb, b_leaves = inputs(rng, (out_ch,), dtype, w_layout) if bias else (None, None, [])
     name = f"conv_transpose{n}d" if transposed else f"conv{n}d"
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     if transposed:
@@ -175,6 +176,13 @@ def test_conv_module(seed, n, transposed, dtype, layout, padding_mode, padding, 
     g, t, params = module_pair(build, dtype)
     shape = ((2,) if batched else ()) + (2,) + tuple(int(s) for s in rng.integers(2, 6, n))
     x, tx, leaves = inputs(rng, shape, dtype, layout)
+    if transposed and rng.random() < 0.5:       # an output_size, reachable or (off by one) not
+        smallest = [(s - 1) * stride - 2 * padding + dilation * (kernel - 1) + 1
+                    for s in shape[-n:]]
+        size = [m + int(rng.integers(-1, stride + 1)) for m in smallest]
+        same(lambda L, m, x: m(x, output_size=size), (g, x), (t, tx), leaves + params, rng,
+             dtype)
+        return
     same(lambda L, m, x: m(x), (g, x), (t, tx), leaves + params, rng, dtype)
 
 
@@ -891,3 +899,61 @@ def test_recurrent(seed, kind, dtype, layout, bias, bidirectional, layers, batch
             torch_args.append(th)
     same(lambda L, m, *args: m(*args), [g] + gd_args, [t] + torch_args, leaves + params, rng,
          dtype)
+
+
+@fuzz(60)
+@given(seed=SEEDS, kind=st.sampled_from(("RNNCell", "GRUCell", "LSTMCell")), dtype=FLOAT_DTYPES,
+       bias=st.booleans(), batched=st.booleans(), given_state=st.booleans())
+def test_recurrent_cell(seed, kind, dtype, bias, batched, given_state):
+    rng = np.random.default_rng(seed)
+    in_size, hidden, batch = int(rng.integers(1, 4)), int(rng.integers(1, 4)), 2
+    g, t, params = module_pair(lambda L: getattr(L.nn, kind)(in_size, hidden, bias=bias), dtype)
+    lead = (batch,) if batched else ()
+    x, tx, leaves = inputs(rng, lead + (in_size,), dtype, "transposed" if batched else "contiguous")
+    gd_args, torch_args = [x], [tx]
+    if given_state:
+        states = [inputs(rng, lead + (hidden,), dtype) for _ in range(2 if kind == "LSTMCell" else 1)]
+        leaves = leaves + [pair for state in states for pair in state[2]]
+        gd_args.append(tuple(s[0] for s in states) if kind == "LSTMCell" else states[0][0])
+        torch_args.append(tuple(s[1] for s in states) if kind == "LSTMCell" else states[0][1])
+    same(lambda L, m, *args: m(*args), [g] + gd_args, [t] + torch_args, leaves + params, rng,
+         dtype)
+
+
+@fuzz(100)
+@given(seed=SEEDS, dtype=FLOAT_DTYPES, reduction=REDUCTIONS, zero_infinity=st.booleans(),
+       blank=st.sampled_from((0, -1)), batched=st.booleans(), padded=st.booleans(),
+       module=st.booleans())
+def test_ctc_loss(seed, dtype, reduction, zero_infinity, blank, batched, padded, module):
+    """Targets padded (N, S) or concatenated (sum of lengths); some too long for their input
+    (an infinite loss, zeroed by zero_infinity)."""
+    rng = np.random.default_rng(seed)
+    steps, classes, batch = int(rng.integers(1, 6)), int(rng.integers(2, 5)), int(rng.integers(1, 4))
+    blank = blank % classes
+    n = batch if batched else 1
+    logits, tlogits, leaves = inputs(rng, (steps, n, classes) if batched else (steps, classes),
+                                     dtype)
+    input_lengths = rng.integers(1, steps + 1, n)
+    target_lengths = rng.integers(0, 4, n)
+    targets = rng.integers(0, classes - 1, (n, 3))
+    targets = targets + (targets >= blank)          # never the blank
+    if padded and batched:
+        target_arg = targets
+    else:
+        target_arg = np.concatenate([row[:k] for row, k in zip(targets, target_lengths)])
+    if not batched:
+        input_lengths, target_lengths = input_lengths[0], target_lengths[0]
+        target_arg = targets[0, :target_lengths] if padded else target_arg
+
+    def as_lib(L, a):
+        a = np.asarray(a, dtype=np.int64)
+        return gd.tensor(a.copy()) if L is gd else torch.from_numpy(a.copy())
+
+    def loss(L, logits):
+        args = (logits.log_softmax(-1), as_lib(L, target_arg), as_lib(L, input_lengths),
+                as_lib(L, target_lengths))
+        if module:
+            return L.nn.CTCLoss(blank, reduction, zero_infinity)(*args)
+        return L.nn.functional.ctc_loss(*args, blank=blank, reduction=reduction,
+                                        zero_infinity=zero_infinity)
+    same(loss, (logits,), (tlogits,), leaves, rng, dtype)
