@@ -91,3 +91,17 @@ def test_embedding_scale_grad_by_freq(module):
     (out * gd.tensor(cotangent)).sum().backward()
     (want * torch.from_numpy(cotangent)).sum().backward()
     assert_same(gw.grad, tw.grad)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_reflect_and_replicate_pad_refuse_an_empty_result(mode):
+    # torch: "input (W: 1) is too small. Calculated output W: 0"; gpudl returned (1, 2, 0)
+    x, tx = pair((1, 2, 2))
+    with pytest.raises(RuntimeError):
+        torch.nn.functional.pad(tx, (0, -2), mode=mode)
+    with pytest.raises(ValueError, match="at least 1"):
+        gd.nn.functional.pad(x, (0, -2), mode=mode)
+    assert_same(gd.nn.functional.pad(x, (0, -1), mode=mode),
+                torch.nn.functional.pad(tx, (0, -1), mode=mode))
+    assert_same(gd.nn.functional.pad(x, (0, -2), mode="circular"),
+                torch.nn.functional.pad(tx, (0, -2), mode="circular"))

@@ -890,10 +890,10 @@ def test_recurrent(seed, kind, dtype, layout, bias, bidirectional, layers, batch
     gd_args, torch_args = [x], [tx]
     if given_state:
         h_size = kwargs.get("proj_size") or hidden
-        h, th, h_leaves = inputs(rng, state_lead + (h_size,), dtype)
+        h, th, h_leaves = inputs(rng, state_lead + (h_size,), dtype, layout)
         leaves = leaves + h_leaves
         if kind == "LSTM":
-            c, tc, c_leaves = inputs(rng, state_lead + (hidden,), dtype)
+            c, tc, c_leaves = inputs(rng, state_lead + (hidden,), dtype, layout)
             gd_args.append((h, c))
             torch_args.append((th, tc))
             leaves = leaves + c_leaves

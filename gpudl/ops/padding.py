@@ -69,9 +69,11 @@ def _pad_by_index(input, pairs, mode):
         axis = input.ndim - 1 - k
         n = input.shape[axis]
         limit = n - 1 if mode == "reflect" else n
-        if mode != "replicate" and (lo > limit or hi > limit) or n == 0 or n + lo + hi < 0:
+        smallest = 0 if mode == "circular" else 1       # torch's smallest output size
+        if mode != "replicate" and (lo > limit or hi > limit) or n == 0 or n + lo + hi < smallest:
             raise ValueError(f"pad: mode={mode!r} widths {(lo, hi)} must not exceed "
-                             f"{limit} for dim {axis} of size {n}")
+                             f"{limit} for dim {axis} of size {n} and must leave at least "
+                             f"{smallest} element(s) there")
         # positions in the input; a negative width crops that side, as in torch (circular
         # wraps around what is left after the crop, the others reflect or clamp the input)
         positions = np.arange(n)
