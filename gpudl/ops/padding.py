@@ -69,7 +69,8 @@ def _pad_by_index(input, pairs, mode):
         axis = input.ndim - 1 - k
         n = input.shape[axis]
         limit = n - 1 if mode == "reflect" else n
-        smallest = 0 if mode == "circular" else 1       # torch's smallest output size
+        # torch's 1-D reflection/replication pads refuse an empty result (2-D, 3-D ones not)
+        smallest = 1 if mode != "circular" and len(pairs) == 1 else 0
         if mode != "replicate" and (lo > limit or hi > limit) or n == 0 or n + lo + hi < smallest:
             raise ValueError(f"pad: mode={mode!r} widths {(lo, hi)} must not exceed "
                              f"{limit} for dim {axis} of size {n} and must leave at least "
