@@ -105,3 +105,6 @@ def test_reflect_and_replicate_pad_refuse_an_empty_result(mode):
                 torch.nn.functional.pad(tx, (0, -1), mode=mode))
     assert_same(gd.nn.functional.pad(x, (0, -2), mode="circular"),
                 torch.nn.functional.pad(tx, (0, -2), mode="circular"))
+    # torch's 2-D (and 3-D) pads of these modes do return an empty dim
+    assert_same(gd.nn.functional.pad(x, (0, -2, 0, 0), mode=mode),
+                torch.nn.functional.pad(tx, (0, -2, 0, 0), mode=mode))
