@@ -108,3 +108,22 @@ def test_reflect_and_replicate_pad_refuse_an_empty_result(mode):
     # torch's 2-D (and 3-D) pads of these modes do return an empty dim
     assert_same(gd.nn.functional.pad(x, (0, -2, 0, 0), mode=mode),
                 torch.nn.functional.pad(tx, (0, -2, 0, 0), mode=mode))
+
+
+def test_batch_norm_refused_batch_is_not_counted():
+    # a batch the call refuses (one value per channel) changes nothing, num_batches_tracked
+    # included (torch counts it: a deliberate difference, the project's rule); the cumulative
+    # average (momentum=None) of the next batches then matches torch's over the same batches
+    g, t = copied(lambda L: L.nn.BatchNorm1d(3, momentum=None))
+    x, tx = pair((1, 3))
+    with pytest.raises(ValueError):
+        t(tx)
+    with pytest.raises(ValueError, match="more than 1 value"):
+        g(x)
+    assert int(g.num_batches_tracked.item()) == 0
+    t.num_batches_tracked.zero_()
+    for seed in range(2):
+        x, tx = pair((4, 3), seed)
+        assert_same(g(x), t(tx))
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert_same(getattr(g, name), getattr(t, name))
