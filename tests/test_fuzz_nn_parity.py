@@ -981,3 +981,55 @@ def test_ctc_loss(seed, dtype, reduction, zero_infinity, blank, batched, padded,
         return L.nn.functional.ctc_loss(*args, blank=blank, reduction=reduction,
                                         zero_infinity=zero_infinity)
     same(loss, (logits,), (tlogits,), leaves, rng, dtype)
+
+
+# ----------------------------------------------------------------------------- sampling, distances
+@fuzz(150)
+@given(seed=SEEDS, dims=st.integers(2, 3), dtype=FLOAT_DTYPES, layout=LAYOUTS,
+       mode=st.sampled_from(("bilinear", "nearest", "bicubic")),
+       padding_mode=st.sampled_from(("zeros", "border", "reflection")),
+       align_corners=st.sampled_from((None, False, True)), affine=st.booleans())
+def test_grid_sample(seed, dims, dtype, layout, mode, padding_mode, align_corners, affine):
+    """Points inside and outside [-1, 1] (from a random grid, or an affine_grid of a random
+    theta); 'nearest' sees no point on a half-pixel tie with random values."""
+    rng = np.random.default_rng(seed)
+    n, c = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    size = spatial(rng, dims, 1, 5)
+    x, tx, leaves = inputs(rng, (n, c) + size, dtype, layout)
+    out = spatial(rng, dims, 1, 4)
+    if affine:
+        theta, ttheta, g_leaves = inputs(rng, (n, dims, dims + 1), dtype)
+
+        def grid(L, theta):
+            return L.nn.functional.affine_grid(theta, (n, c) + out, align_corners=align_corners)
+    else:
+        theta, ttheta, g_leaves = inputs(rng, (n,) + out + (dims,), dtype, layout)
+
+        def grid(L, theta):
+            return theta * 0.8
+
+    def sample(L, x, theta):
+        return L.nn.functional.grid_sample(x, grid(L, theta), mode=mode, padding_mode=padding_mode,
+                                           align_corners=align_corners)
+    # nearest and bilinear/bicubic kinks: no gradient check at the grid for 'nearest'
+    same(sample, (x, theta), (tx, ttheta), leaves + (g_leaves if mode != "nearest" else []),
+         rng, dtype)
+
+
+@fuzz(100)
+@given(seed=SEEDS, dtype=FLOAT_DTYPES, layout=LAYOUTS, op=st.sampled_from(
+       ("cosine_similarity", "pairwise_distance", "pdist", "cdist")),
+       p=st.sampled_from((1.0, 2.0, 3.0)), keepdim=st.booleans())
+def test_distances(seed, dtype, layout, op, p, keepdim):
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+    x, tx, leaves = inputs(rng, (n, d), dtype, layout)
+    y, ty, y_leaves = inputs(rng, (n, d), dtype)
+    calls = {
+        "cosine_similarity": lambda L, x, y: L.nn.functional.cosine_similarity(x, y, dim=-1),
+        "pairwise_distance": lambda L, x, y: L.nn.functional.pairwise_distance(
+            x, y, p=p, keepdim=keepdim),
+        "pdist": lambda L, x, y: L.nn.functional.pdist(x, p=p),
+        "cdist": lambda L, x, y: L.cdist(x, y, p=p),
+    }
+    same(calls[op], (x, y), (tx, ty), leaves + y_leaves, rng, dtype)
