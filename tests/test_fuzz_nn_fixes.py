@@ -127,3 +127,22 @@ def test_batch_norm_refused_batch_is_not_counted():
         assert_same(g(x), t(tx))
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         assert_same(getattr(g, name), getattr(t, name))
+
+
+@pytest.mark.parametrize("call", [
+    lambda L, x: L.nn.functional.adaptive_max_pool2d(x, 3, return_indices=True),
+    lambda L, x: L.nn.functional.max_pool2d(x, 2, padding=1, dilation=2),
+    lambda L, x: L.nn.functional.max_unpool2d(
+        *L.nn.functional.max_pool2d(x, 2, return_indices=True), 2),
+    lambda L, x: L.nn.functional.grid_sample(x, x.new_zeros((0, 2, 3, 2)), align_corners=False),
+    lambda L, x: L.nn.functional.fractional_max_pool2d(x, 2, output_size=2,
+                                                       return_indices=True),
+])
+def test_pooling_and_sampling_of_an_empty_batch(call):
+    # reshape(n, c, -1) of an empty batch is ambiguous: "shape (0, 3, -1) is invalid"
+    x, tx = pair((0, 3, 4, 4))
+    got, want = call(gd, x), call(torch, tx)
+    assert_same(got, want)
+    (got[0] if isinstance(got, tuple) else got).sum().backward()
+    (want[0] if isinstance(want, tuple) else want).sum().backward()
+    assert_same(x.grad, tx.grad)

@@ -167,8 +167,9 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     n, channels = input.shape[:2]
     spatial = tuple(input.shape[2:])                  # (D,) H, W
     out = tuple(grid.shape[1:-1])
-    flat = input.reshape(n, channels, -1)
-    points = grid.reshape(n, -1, dims)
+    # sizes spelled out (a -1 is ambiguous for an empty batch)
+    flat = input.reshape(n, channels, int(np.prod(spatial)))
+    points = grid.reshape(n, int(np.prod(out)), dims)
     # along x, y, z: the input size and the stride of its flat position
     sizes = spatial[::-1]
     strides = [int(np.prod(spatial[len(spatial) - k:])) for k in range(dims)]
