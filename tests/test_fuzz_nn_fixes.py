@@ -146,3 +146,26 @@ def test_pooling_and_sampling_of_an_empty_batch(call):
     (got[0] if isinstance(got, tuple) else got).sum().backward()
     (want[0] if isinstance(want, tuple) else want).sum().backward()
     assert_same(x.grad, tx.grad)
+
+
+@pytest.mark.parametrize("name", ["conv3d", "conv_transpose3d", "conv1d"])
+def test_conv_weight_gradient_of_an_empty_batch(name):
+    # the weight gradient summed over no chunks was the int 0: "'int' has no attribute reshape"
+    x, tx = pair((0, 2) + (3,) * int(name[-2]))
+    w, tw = pair((2, 2) + (2,) * int(name[-2]), seed=1)
+    got = getattr(gd.nn.functional, name)(x, w)
+    want = getattr(torch.nn.functional, name)(tx, tw)
+    assert_same(got, want)
+    got.sum().backward()
+    want.sum().backward()
+    assert_same(w.grad, tw.grad)
+    assert_same(x.grad, tx.grad)
+
+
+def test_affine_grid_refuses_an_empty_batch():
+    # torch: "Expected non-zero, positive output size"; gpudl returned an empty grid
+    theta, ttheta = pair((0, 2, 3))
+    with pytest.raises(ValueError):
+        torch.nn.functional.affine_grid(ttheta, (0, 1, 3, 2), align_corners=False)
+    with pytest.raises(ValueError, match="size"):
+        gd.nn.functional.affine_grid(theta, (0, 1, 3, 2), align_corners=False)
