@@ -51,8 +51,8 @@ def affine_grid(theta, size, align_corners=None):
     if tuple(theta.shape) != (size[0], dims, dims + 1):
         raise ValueError(f"{op}: expected theta of shape {(size[0], dims, dims + 1)} for size "
                          f"{size}, got {tuple(theta.shape)}")
-    if min(size[2:]) <= 0:
-        raise ValueError(f"{op}: spatial sizes must be positive, got size {size}")
+    if min(size) <= 0:          # torch refuses an empty batch or channel dim too
+        raise ValueError(f"{op}: every size must be positive, got size {size}")
     spatial = size[2:]                                # (D,) H, W; the grid lists x first
     lines = [_base_coordinates(n, bool(align_corners)) for n in reversed(spatial)]
     mesh = np.meshgrid(*lines[::-1], indexing="ij")   # each of shape spatial
