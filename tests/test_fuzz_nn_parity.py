@@ -313,7 +313,8 @@ def test_max_unpool(seed, n, batched, dtype, layout, stride, padding, given_size
                                                       return_indices=True)
         return getattr(F, f"max_unpool{n}d")(values * 2, indices, kernel, stride, padding,
                                              output_size)
-    same(unpool, (x,), (tx,), leaves, rng, dtype)
+    # torch's 3-D max pool/unpool refuses some permuted inputs ("Unsupported memory format")
+    same(unpool, (x,), (tx.contiguous(),), leaves, rng, dtype)
 
 
 @fuzz(50)
