@@ -97,8 +97,10 @@ class _ConvNd(Module):
         if self.padding == "same":
             totals = [d * (k - 1) for k, d in zip(self.kernel_size, self.dilation)]
             sides = [(t // 2, t - t // 2) for t in totals]
+        elif self.padding == "valid":
+            sides = [(0, 0)] * len(self.kernel_size)
         else:
-            sides = [(0, 0) if self.padding == "valid" else (p, p) for p in self.padding]
+            sides = [(p, p) for p in self.padding]
         widths = tuple(w for pair in reversed(sides) for w in pair)
         return _pad(input, widths, mode=self.padding_mode), 0
 

@@ -66,15 +66,17 @@ class _BatchNorm(Module):
                              f"{' or '.join(f'{n}D' for n in self._ndims)} input, got "
                              f"{input.ndim}D input of shape {input.shape}")
         momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:       # cumulative moving average, on the device
-                momentum = self.num_batches_tracked.double().reciprocal()
+        counts = self.training and self.track_running_stats
+        if counts and self.momentum is None:    # cumulative moving average, on the device
+            momentum = (self.num_batches_tracked.double() + 1).reciprocal()
         use_batch_stats = self.training or self.running_mean is None
         track = not self.training or self.track_running_stats
-        return batch_norm(input, self.running_mean if track else None,
-                          self.running_var if track else None, self.weight, self.bias,
-                          use_batch_stats, momentum, self.eps)
+        out = batch_norm(input, self.running_mean if track else None,
+                         self.running_var if track else None, self.weight, self.bias,
+                         use_batch_stats, momentum, self.eps)
+        if counts:      # after the call: a batch it refuses is not counted (torch counts it)
+            self.num_batches_tracked.add_(1)
+        return out
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -180,7 +182,8 @@ class _InstanceNorm(_BatchNorm):
         x = input.unsqueeze(0) if unbatched else input
         out = instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             self.training or not self.track_running_stats,
-                            0.1 if self.momentum is None else self.momentum, self.eps)
+                            # momentum=None leaves the running statistics as they are (torch)
+                            0.0 if self.momentum is None else self.momentum, self.eps)
         return out.squeeze(0) if unbatched else out
 
 

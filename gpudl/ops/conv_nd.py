@@ -117,13 +117,13 @@ def grad_input(gy, w, geo, channels, b=None):
 def grad_weight(x, gy, geo, weight_shape):
     """The adjoint of forward in w: (C_out, C_in/G, *kernel), summed over the batch."""
     xp = xp_of(x)
-    gw = 0
+    gw = xp.zeros(weight_shape, _widened(x[:0]).dtype)      # (stays zero for an empty batch)
     for images in _image_chunks(x.shape[0], geo, x.shape[1]):
         cols = _im2col(_widened(x[images]), geo)                      # (n, G, Ci/G * K, O)
         gy_cols = _widened(gy[images]).reshape(-1, geo.groups, gy.shape[1] // geo.groups,
                                                cols.shape[-1])
-        gw = gw + xp.matmul(gy_cols, cols.swapaxes(2, 3)).sum(axis=0)  # (G, Co/G, Ci/G * K)
-    return backend.cast(gw.reshape(weight_shape), x.dtype)
+        gw = gw + xp.matmul(gy_cols, cols.swapaxes(2, 3)).sum(axis=0).reshape(weight_shape)
+    return backend.cast(gw, x.dtype)
 
 
 def grad_bias(gy):

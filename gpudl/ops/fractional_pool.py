@@ -78,7 +78,9 @@ def fractional_max_pool2d(input, kernel_size, output_size=None, output_ratio=Non
     def pool(x):
         xp = xp_of(x._data)
         table = Tensor._make(xp.asarray(cells), False, None, 0, x._device)
-        windows = x.reshape(*planes, -1).gather(-1, table.reshape(*planes, -1))
+        # sizes spelled out (a -1 is ambiguous for an empty batch)
+        windows = x.reshape(*planes, height * width).gather(
+            -1, table.reshape(*planes, cells.shape[-2] * cells.shape[-1]))
         windows = windows.reshape(cells.shape)
         picks = windows.detach().argmax(-1, keepdim=True)
         values = windows.gather(-1, picks).reshape(*planes, *sizes)

@@ -51,8 +51,8 @@ def affine_grid(theta, size, align_corners=None):
     if tuple(theta.shape) != (size[0], dims, dims + 1):
         raise ValueError(f"{op}: expected theta of shape {(size[0], dims, dims + 1)} for size "
                          f"{size}, got {tuple(theta.shape)}")
-    if min(size[2:]) <= 0:
-        raise ValueError(f"{op}: spatial sizes must be positive, got size {size}")
+    if min(size) <= 0:          # torch refuses an empty batch or channel dim too
+        raise ValueError(f"{op}: every size must be positive, got size {size}")
     spatial = size[2:]                                # (D,) H, W; the grid lists x first
     lines = [_base_coordinates(n, bool(align_corners)) for n in reversed(spatial)]
     mesh = np.meshgrid(*lines[::-1], indexing="ij")   # each of shape spatial
@@ -167,8 +167,9 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     n, channels = input.shape[:2]
     spatial = tuple(input.shape[2:])                  # (D,) H, W
     out = tuple(grid.shape[1:-1])
-    flat = input.reshape(n, channels, -1)
-    points = grid.reshape(n, -1, dims)
+    # sizes spelled out (a -1 is ambiguous for an empty batch)
+    flat = input.reshape(n, channels, int(np.prod(spatial)))
+    points = grid.reshape(n, int(np.prod(out)), dims)
     # along x, y, z: the input size and the stride of its flat position
     sizes = spatial[::-1]
     strides = [int(np.prod(spatial[len(spatial) - k:])) for k in range(dims)]

@@ -51,6 +51,9 @@ def pad(input, pad, mode="constant", value=None):
                          f"{input.shape}")
     if mode != "constant":
         return _pad_by_index(input, pairs, mode)
+    if any(n + min(lo, 0) + min(hi, 0) < 0 for n, (lo, hi) in zip(input.shape, widths)):
+        raise ValueError(f"pad: pad {pad} crops more than a dim holds for input of shape "
+                         f"{input.shape} (negative widths may remove at most the dim's size)")
     return Pad.apply(input, tuple(widths), 0 if value is None else value)
 
 
@@ -66,9 +69,12 @@ def _pad_by_index(input, pairs, mode):
         axis = input.ndim - 1 - k
         n = input.shape[axis]
         limit = n - 1 if mode == "reflect" else n
-        if mode != "replicate" and (lo > limit or hi > limit) or n == 0 or n + lo + hi < 0:
+        # torch's 1-D reflection/replication pads refuse an empty result (2-D, 3-D ones not)
+        smallest = 1 if mode != "circular" and len(pairs) == 1 else 0
+        if mode != "replicate" and (lo > limit or hi > limit) or n == 0 or n + lo + hi < smallest:
             raise ValueError(f"pad: mode={mode!r} widths {(lo, hi)} must not exceed "
-                             f"{limit} for dim {axis} of size {n}")
+                             f"{limit} for dim {axis} of size {n} and must leave at least "
+                             f"{smallest} element(s) there")
         # positions in the input; a negative width crops that side, as in torch (circular
         # wraps around what is left after the crop, the others reflect or clamp the input)
         positions = np.arange(n)

@@ -95,7 +95,9 @@ def _max_over_windows(padded, tables, inner):
     n, c = padded.shape[:2]
     flat = Tensor._make(xp_of(padded._data).asarray(tables.ravel()), False, None, 0,
                         padded._device)
-    windows = padded.reshape(n, c, -1).index_select(-1, flat).reshape(n, c, *tables.shape)
+    # (sizes spelled out: a -1 is ambiguous for an empty batch)
+    cells = int(np.prod(padded.shape[2:]))
+    windows = padded.reshape(n, c, cells).index_select(-1, flat).reshape(n, c, *tables.shape)
     picks = windows.detach().argmax(-1, keepdim=True)                  # (N, C, O, 1)
     values = windows.gather(-1, picks).squeeze(-1)
     table = Tensor._make(xp_of(padded._data).asarray(inner), False, None, 0, padded._device)
@@ -181,6 +183,9 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     input = _low_precision_policy(op, input)
     kernel, stride, padding, _, out = _window(op, input, 3, kernel_size, stride, padding, 1,
                                               ceil_mode)
+    if any(n < k for n, k in zip(input.shape[-3:], kernel)):     # torch's rule, padding or not
+        raise RuntimeError(f"{op}: kernel_size {kernel} is larger than the input's spatial size "
+                         f"{tuple(input.shape[-3:])} (before padding {padding})")
     if divisor_override is not None:
         if not _is_int(divisor_override):
             raise TypeError(f"{op}: divisor_override must be None or an int, got "
@@ -330,7 +335,8 @@ def _max_unpool(op, dims, input, indices, kernel_size, stride, padding, output_s
         n, c = x.shape[:2]
         flat = Tensor._make(xp_of(x._data).zeros((n, c, volume), x.dtype), False, None, 0,
                             x._device)
-        flat = flat.scatter(-1, idx.reshape(n, c, -1).long(), x.reshape(n, c, -1))
+        cells = int(np.prod(x.shape[2:]))     # (not -1: ambiguous for an empty batch)
+        flat = flat.scatter(-1, idx.reshape(n, c, cells).long(), x.reshape(n, c, cells))
         return flat.reshape(n, c, *sizes)
 
     if input.ndim == dims + 2:

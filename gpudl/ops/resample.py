@@ -13,6 +13,7 @@ import numpy as np
 from .. import backend
 from ..amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from ..tensor import Tensor
+from ._util import EmptyOutputError
 
 # the modes that interpolate, with the spatial dims each takes (align_corners applies to them)
 _INTERPOLATING = {"linear": 1, "bilinear": 2, "trilinear": 3, "bicubic": 2}
@@ -107,7 +108,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         sizes = [math.floor(n * f) for n, f in zip(input.shape[2:], factors)]
         scales = [None if recompute_scale_factor else f for f in factors]
     if min(sizes) <= 0 or min(input.shape[2:]) <= 0:
-        raise ValueError(f"{op}: input {input.shape} and output size {sizes} must be positive")
+        raise EmptyOutputError(f"{op}: input {input.shape} and output size {sizes} must be "
+                               f"positive")
     if mode == "area":                  # torch's area mode is adaptive average pooling
         from ..nn import functional
         pool = (functional.adaptive_avg_pool1d, functional.adaptive_avg_pool2d,

@@ -14,21 +14,27 @@ class IndexOutOfRange(IndexError, ValueError):
 
 class Embedding(ArrayFunction):
     @staticmethod
-    def forward(ctx, weight, indices, padding_idx):
+    def forward(ctx, weight, indices, padding_idx, scale_grad_by_freq):
         ctx.save_for_backward(indices)
-        ctx.conf = (weight.shape, padding_idx)
+        ctx.conf = (weight.shape, padding_idx, scale_grad_by_freq)
         return weight[indices]                                      # (*indices.shape, D)
 
     @staticmethod
     def backward(ctx, g):
         (indices,) = ctx.saved_tensors
-        shape, padding_idx = ctx.conf
-        gw = xp_of(g).zeros(shape, g.dtype)
-        # repeated indices accumulate
-        backend.scatter_add(gw, indices.reshape(-1), g.reshape(-1, shape[1]))   # (n, D)
+        shape, padding_idx, scale_grad_by_freq = ctx.conf
+        xp = xp_of(g)
+        rows, g = indices.reshape(-1), g.reshape(-1, shape[1])      # (n,), (n, D)
+        if scale_grad_by_freq:          # each row's gradient divided by its count in the batch
+            # counted by a scatter-add: CuPy's bincount reads the device for its output size
+            counts = xp.zeros(shape[0], np.int64)
+            backend.scatter_add(counts, rows, xp.ones(rows.shape, np.int64))
+            g = g / counts[rows, None].astype(g.dtype)
+        gw = xp.zeros(shape, g.dtype)
+        backend.scatter_add(gw, rows, g)        # repeated indices accumulate
         if padding_idx is not None:
             gw[padding_idx] = 0
-        return gw, None, None
+        return gw, None, None, None
 
 
 NO_BAD_INDEX = np.iinfo(np.int64).max
@@ -94,20 +100,20 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
               scale_grad_by_freq=False, sparse=False):
     """Rows of ``weight`` (num_embeddings, embedding_dim) picked by integer ``input``:
     output shape ``input.shape + (embedding_dim,)``. Row ``padding_idx`` gets no gradient;
-    ``max_norm`` renormalises the picked rows in place to that norm at most, as torch does.
+    ``max_norm`` renormalises the picked rows in place to that norm at most, as torch does;
+    ``scale_grad_by_freq`` divides each row's gradient by how often ``input`` picks it.
     ``sparse=True`` is accepted but the gradient stays dense (gpudl has no sparse tensors):
     zero in the rows no index picks, which is how gd.optim.SparseAdam finds the rows to
     update."""
-    padding_idx = embedding_refusals("embedding", input, weight, padding_idx,
-                                     scale_grad_by_freq)
+    padding_idx = embedding_refusals("embedding", input, weight, padding_idx)
     num = weight.shape[0]
     check_indices("embedding", "input", input, num)      # queued on cuda: after the refusals
     if max_norm is not None:
         _renorm_rows(weight, input, max_norm, norm_type)
-    return Embedding.apply(weight, input, padding_idx)
+    return Embedding.apply(weight, input, padding_idx, bool(scale_grad_by_freq))
 
 
-def embedding_refusals(op, input, weight, padding_idx, scale_grad_by_freq):
+def embedding_refusals(op, input, weight, padding_idx):
     """Refuse what ``op`` (embedding, embedding_bag) refuses at the call, before any of its
     index checks is queued; returns ``padding_idx`` in [0, num_embeddings) (or None)."""
     if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
@@ -116,8 +122,6 @@ def embedding_refusals(op, input, weight, padding_idx, scale_grad_by_freq):
     if weight.ndim != 2:
         raise ValueError(f"{op}: weight must be 2-D (num_embeddings, embedding_dim), got "
                          f"shape {weight.shape}")
-    if scale_grad_by_freq:
-        raise NotImplementedError(f"{op}: scale_grad_by_freq is not supported")
     if input.dtype.kind not in "iu":
         raise TypeError(f"{op}: input must be an integer tensor, got {input.dtype}")
     num = weight.shape[0]
