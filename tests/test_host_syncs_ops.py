@@ -141,6 +141,15 @@ def _embedding_bag_mean(rng):
     return lambda: bag(tokens, offsets).sum().backward()
 
 
+def _embedding_scaled_by_frequency(rng):
+    """Embedding(scale_grad_by_freq=True): the counts by a scatter-add (CuPy's bincount reads
+    the device for its output size)."""
+    table = nn.Embedding(6, 2, scale_grad_by_freq=True)
+    watch(table.weight)
+    index = gd.tensor([[1, 4], [4, 4]])
+    return lambda: table(index).sum().backward()
+
+
 def _equal(rng):
     a = gd.tensor(rng.standard_normal(4))
     return lambda: gd.equal(a, a.clone())
@@ -186,6 +195,7 @@ CASES = {
     "Embedding(sparse=True) + SparseAdam": (_sparse_adam_step, 0),
     "masked_scatter": (_masked_scatter, 0),
     "EmbeddingBag(mode='mean', padding_idx)": (_embedding_bag_mean, 0),
+    "Embedding(scale_grad_by_freq=True) backward": (_embedding_scaled_by_frequency, 0),
     "x[bool mask] = number": (_masked_assignment, 0),
     "quantile(number q), nanquantile(tensor q)": (_quantiles, 0),
     "repeat_interleave(tensor repeats, output_size=)": (_repeat_interleave_sized, 0),
