@@ -169,3 +169,25 @@ def test_affine_grid_refuses_an_empty_batch():
         torch.nn.functional.affine_grid(ttheta, (0, 1, 3, 2), align_corners=False)
     with pytest.raises(ValueError, match="size"):
         gd.nn.functional.affine_grid(theta, (0, 1, 3, 2), align_corners=False)
+
+
+def test_embedding_scale_grad_by_freq_double_backward_is_the_formula():
+    """create_graph through Embedding(scale_grad_by_freq=True): the weight gradient's rows are
+    the picked cotangents divided by each row's count, so d(sum gw^2)/dv = 2 gw[row] / count.
+    Checked against that formula in float64 (torch 2.13's own double backward leaves the
+    division out)."""
+    rng = np.random.default_rng(3)
+    w, v = rng.standard_normal((5, 3)), rng.standard_normal((2, 3, 3))
+    idx = np.array([[1, 4, 1], [1, 0, 2]])
+    weight, cotangent = gd.tensor(w, requires_grad=True), gd.tensor(v, requires_grad=True)
+    out = gd.nn.functional.embedding(gd.tensor(idx), weight, padding_idx=0,
+                                     scale_grad_by_freq=True)
+    (gw,) = gd.autograd.grad((out * cotangent).sum(), weight, create_graph=True)
+    (gv,) = gd.autograd.grad((gw * gw).sum(), cotangent)
+    rows, counts = idx.reshape(-1), np.bincount(idx.reshape(-1), minlength=5)
+    expected_gw = np.zeros((5, 3))
+    np.add.at(expected_gw, rows, v.reshape(-1, 3) / counts[rows, None])
+    expected_gw[0] = 0
+    expected_gv = np.where((rows != 0)[:, None], 2 * expected_gw[rows] / counts[rows, None], 0)
+    np.testing.assert_allclose(gw.detach().numpy(), expected_gw, rtol=1e-12)
+    np.testing.assert_allclose(gv.numpy(), expected_gv.reshape(v.shape), rtol=1e-12)

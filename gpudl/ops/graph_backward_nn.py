@@ -318,13 +318,16 @@ def _pad(saved, g):
 @graph_backward(SP.Embedding)
 def _embedding(saved, g):
     (indices,) = saved.ctx.saved_tensors
-    shape, padding_idx = saved.ctx.conf
-    gw = scattered(g.reshape(-1, shape[1]), shape, (indices.reshape(-1),))
+    shape, padding_idx, scale_grad_by_freq = saved.ctx.conf
+    rows_g = g.reshape(-1, shape[1])
+    if scale_grad_by_freq:
+        rows_g = rows_g / constant(SP.picks(indices.reshape(-1), shape[0], g.dtype))
+    gw = scattered(rows_g, shape, (indices.reshape(-1),))
     if padding_idx is not None:
         rows = xp_of(indices).ones((shape[0], 1), bool)
         rows[padding_idx] = False
         gw = masked(gw, rows)
-    return gw, None, None
+    return gw, None, None, None
 
 
 # ----------------------------------------------------------------- pooling

@@ -26,15 +26,22 @@ class Embedding(ArrayFunction):
         xp = xp_of(g)
         rows, g = indices.reshape(-1), g.reshape(-1, shape[1])      # (n,), (n, D)
         if scale_grad_by_freq:          # each row's gradient divided by its count in the batch
-            # counted by a scatter-add: CuPy's bincount reads the device for its output size
-            counts = xp.zeros(shape[0], np.int64)
-            backend.scatter_add(counts, rows, xp.ones(rows.shape, np.int64))
-            g = g / counts[rows, None].astype(g.dtype)
+            g = g / picks(rows, shape[0], g.dtype)
         gw = xp.zeros(shape, g.dtype)
         backend.scatter_add(gw, rows, g)        # repeated indices accumulate
         if padding_idx is not None:
             gw[padding_idx] = 0
         return gw, None, None, None
+
+
+def picks(rows, num, dtype):
+    """How often each of ``rows`` (1-D indices into ``num`` rows) is picked, per row, as a
+    (len(rows), 1) array of ``dtype`` (scale_grad_by_freq's divisor). Counted by a scatter-add:
+    CuPy's bincount reads the device for its output size."""
+    xp = xp_of(rows)
+    counts = xp.zeros(num, np.int64)
+    backend.scatter_add(counts, rows, xp.ones(rows.shape, np.int64))
+    return counts[rows, None].astype(dtype)
 
 
 NO_BAD_INDEX = np.iinfo(np.int64).max
