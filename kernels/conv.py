@@ -17,7 +17,8 @@ kernels never read the flag themselves):
 
 ===============================  ============================================================
 float16 / bfloat16               tensor cores (conv_tc_cuda): F16 / BF16 mma, fp32 accumulation
-float32, ``allow_tf32=True``     tensor cores (conv_tc_cuda): TF32 mma, fp32 accumulation
+float32, ``allow_tf32=True``     tensor cores (conv_tc_cuda): TF32 mma, fp32 accumulation,
+                                 from ``TF32_MIN_FLOPS`` per forward on (smaller: as strict)
 float32, ``allow_tf32=False``    SIMT FP32 FMA (conv_cuda): strict fp32
 float64                          SIMT FP64 (conv_cuda)
 ===============================  ============================================================
@@ -629,6 +630,18 @@ def _device(x):
     return backend.kernel_device(x, bfloat16=True)
 
 
+# A TF32 convolution lays its operands out for the tensor cores in kernels of their own (x and
+# the weights before the forward, gy twice and the weights again in the backward): about 8 more
+# launches per forward and backward than the SIMT path, ~25 us at a few us each. Below about a
+# quarter GFLOP per forward (LeNet's layers: 0.01-0.02 at batch 64) that is more than the tensor
+# cores can save, so those convolutions run strict fp32, which TF32 permission allows.
+TF32_MIN_FLOPS = 1 << 28
+
+
+def _forward_flops(geo):
+    return 2 * geo.N * geo.Ho * geo.Wo * geo.K * (geo.C // geo.groups) * geo.kh * geo.kw
+
+
 def _primitives(x, allow_tf32=False, geo=None):
     """(forward, grad_input, grad_weight, grad_bias) for the device holding ``x``. On cuda:
 
@@ -636,7 +649,8 @@ def _primitives(x, allow_tf32=False, geo=None):
       accumulation);
     - float32 with ``allow_tf32`` (the ops layer passes ``gd.backends.cudnn.allow_tf32``,
       PyTorch's default True): the tensor-core kernels on TF32 (inputs rounded to 10 mantissa
-      bits, float32 accumulation);
+      bits, float32 accumulation) for convolutions ``geo`` of at least ``TF32_MIN_FLOPS`` per
+      forward, the strict kernels below for smaller ones;
     - float32 without it (strict fp32) and float64: the SIMT kernels (conv_cuda), but for the
       3x3 stride-1 convolutions ``geo`` where Winograd pays (``conv_winograd_cuda.applies``):
       Winograd F(2x2, 3x3) there (conv_winograd_cuda; its grad_bias is conv_cuda's).
@@ -647,12 +661,14 @@ def _primitives(x, allow_tf32=False, geo=None):
     if _device(x) == "cuda":
         from . import conv_cuda
         kind = {"float16": "f16", "bfloat16": "bf16"}.get(x.dtype.name)
-        if kind or (x.dtype.name == "float32" and allow_tf32):
+        tf32 = x.dtype.name == "float32" and allow_tf32 and (
+            geo is None or _forward_flops(geo) >= TF32_MIN_FLOPS)
+        if kind or tf32:
             from . import conv_tc_cuda as tc
             return tc.forward, tc.grad_input, tc.grad_weight, conv_cuda.grad_bias
         if geo is not None:
             from . import conv_winograd_cuda as wg
-            if wg.applies(geo, x.dtype, allow_tf32):
+            if wg.applies(geo, x.dtype):
                 return wg.forward, wg.grad_input, wg.grad_weight, conv_cuda.grad_bias
         return conv_cuda.forward, conv_cuda.grad_input, conv_cuda.grad_weight, conv_cuda.grad_bias
     return _forward_cpu, _grad_input_cpu, _grad_weight_cpu, _grad_bias_cpu

@@ -138,6 +138,7 @@ def test_public_conv_picks_the_path(rng, monkeypatch, dtype, allow_tf32, tensor_
             return getattr(conv_cuda, name)(*args, **kwargs)
         monkeypatch.setattr(conv_tc_cuda, name, stand_in)
     monkeypatch.setattr(gd.backends.cudnn, "allow_tf32", allow_tf32)
+    monkeypatch.setattr(conv, "TF32_MIN_FLOPS", 0)      # this tiny conv counts as large
     x = gd.tensor(rng.standard_normal((1, 2, 3, 3)).astype(dtype), requires_grad=True)
     w = gd.tensor(rng.standard_normal((2, 2, 1, 1)).astype(dtype), requires_grad=True)
     F.conv2d(x, w).sum().backward()
@@ -145,6 +146,24 @@ def test_public_conv_picks_the_path(rng, monkeypatch, dtype, allow_tf32, tensor_
     assert x.device == "cuda"
     want = ["forward", "grad_input", "grad_weight", "grad_input", "forward", "grad_weight"]
     assert calls == (want if tensor_cores else [])
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,tensor_cores", [
+    ((64, 1, 28, 28), (6, 1, 5, 5), 1, 0, False),          # LeNet-5's layers at batch 64
+    ((64, 6, 12, 12), (16, 6, 5, 5), 1, 0, False),
+    ((64, 64, 56, 56), (64, 64, 3, 3), 1, 1, True),        # PERF.md's benchmark shapes
+    ((32, 3, 224, 224), (64, 3, 7, 7), 2, 3, True)])
+def test_tf32_takes_tensor_cores_only_where_they_pay(x_shape, w_shape, stride, padding,
+                                                     tensor_cores):
+    """With TF32 allowed, float32 convolutions below ``TF32_MIN_FLOPS`` per forward run the
+    strict kernels (fewer launches: no operand layout passes); larger ones the tensor cores.
+    Half data always take the tensor cores; TF32 off never does."""
+    geo = conv.ConvGeometry(x_shape, w_shape, (stride,) * 2, (padding,) * 2, (1, 1), 1)
+    x = backend.to_device_array(np.zeros(1, np.float32), "cuda")
+    assert (conv._primitives(x, True, geo)[0] is conv_tc_cuda.forward) == tensor_cores
+    assert conv._primitives(x, False, geo)[0] is not conv_tc_cuda.forward
+    half = backend.to_device_array(np.zeros(1, np.float16), "cuda")
+    assert conv._primitives(half, False, geo)[0] is conv_tc_cuda.forward
 
 
 def test_public_bfloat16_conv_runs_on_bf16_tensor_cores(rng, monkeypatch):
