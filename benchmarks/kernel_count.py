@@ -78,7 +78,7 @@ def counting_hooks(counter):
         setattr(owner, name, value)
 
     ufunc, function = device_array.__array_ufunc__, device_array.__array_function__
-    fill, setitem = device_array.fill, device_array.__setitem__
+    fill, setitem, getitem = device_array.fill, device_array.__setitem__, device_array.__getitem__
 
     def counted_ufunc(self, u, method, *args, **kwargs):
         counter.add(f"cupy {u.__name__}.{method}")
@@ -96,6 +96,13 @@ def counting_hooks(counter):
     def counted_setitem(self, key, value):
         counter.add("cupy setitem")
         return setitem(self, key, value)
+
+    def counted_getitem(self, key):
+        result = getitem(self, key)
+        if isinstance(result, np.ndarray) and result.size and \
+                not np.may_share_memory(result, self):      # a gather; basic indexing: a view
+            counter.add("cupy getitem")
+        return result
 
     def cupy_kernel(*spec):
         name = spec[-1]
@@ -123,6 +130,7 @@ def counting_hooks(counter):
     patch(device_array, "__array_function__", counted_function)
     patch(device_array, "fill", counted_fill)
     patch(device_array, "__setitem__", counted_setitem)
+    patch(device_array, "__getitem__", counted_getitem)
     patch(backend, "is_device_array", lambda a: isinstance(a, device_array))
     patch(backend, "elementwise_kernel", lambda *spec: cupy_kernel(*spec))
     patch(backend, "reduction_kernel", lambda *spec: cupy_kernel(*spec))

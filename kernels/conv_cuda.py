@@ -477,24 +477,50 @@ def _tap_tables(tables):
 
 
 def _weight_index(rows, size, bm, bk=BK):
-    """Flat indices into [w.ravel(), 0] (w of ``size`` values) that lay each phase's weight
-    operand out as (Z, Rp, Mp): ``rows`` (Z, R, M) of indices into w (negative: none), padded
-    with the trailing zero to whole tiles (Rp a multiple of ``bk``) so that tile loads need no
+    """Flat int32 indices into w (of ``size`` values; ``size`` itself: a zero) that lay each
+    phase's weight operand out as (Z, Rp, Mp): ``rows`` (Z, R, M) of indices into w (negative:
+    none), padded with zeros to whole tiles (Rp a multiple of ``bk``) so that tile loads need no
     bounds check, and transposed so that they coalesce."""
+    if size > np.iinfo(np.int32).max:
+        raise ValueError(f"conv2d on cuda: the weight holds {size} elements; the kernels take "
+                         f"fewer than 2**31")
     rows = np.where(rows < 0, size, rows)
     z, r, m = rows.shape
-    out = np.full((z, max(1, _blocks(r, bk)) * bk, _blocks(m, bm) * bm), size, np.intp)
+    out = np.full((z, max(1, _blocks(r, bk)) * bk, _blocks(m, bm) * bm), size, np.int32)
     out[:, :r, :m] = rows
     return out, size
 
 
+@cuda.jit
+def gather_weights(w, src, out):
+    """out[i] = w[src[i]], or zero where src[i] is past w: the gemm's weight operand laid out,
+    padded and converted to the accumulator's type in one pass."""
+    i = cuda.grid(1)
+    if i < out.size:
+        s = src[i]
+        if s < w.size:
+            out[i] = w[s]
+        else:
+            out[i] = 0
+
+
+GATHER_THREADS = 256
+
+
+def gather_signature(data, acc_name):
+    return f"void({data}[::1], int32[::1], {acc_name}[::1])"
+
+
 def _gemm_weights(xp, w, plan, acc_dtype):
     """The weight operand of the gemm kernel, gathered through ``plan``'s cached index."""
-    src, size = plan
-    padded = xp.empty(size + 1, acc_dtype)
-    padded[:size] = xp.asarray(w).reshape(-1)
-    padded[size:] = 0
-    return padded[src]
+    src, _ = plan
+    w = _flat(xp, w)
+    out = xp.empty(src.shape, acc_dtype)
+    if out.size:
+        launch(gather_weights, gather_signature(w.dtype.name, acc_dtype),
+               _blocks(out.size, GATHER_THREADS), GATHER_THREADS, w, src.reshape(-1),
+               out.reshape(-1))
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -669,6 +695,8 @@ def _signatures():
         few = _kernels(acc, int32, FEW_ROWS)[0]
         table.append((few, [gemm_signature(d, acc_name) for d in datas],
                       Budget(threads=threads_for(FEW_ROWS), min_fma_share=0.4, max_div64=0)))
+        table.append((gather_weights, [gather_signature(d, acc_name) for d in datas],
+                      Budget(threads=GATHER_THREADS, max_div64=0)))
     return table
 
 
