@@ -300,14 +300,14 @@ def _kernels(acc, idx, bm):
                         y[U(col + m * HWout)] = out[a, b] + a_frag[a]
 
     @cuda.jit
-    def conv_grad_weight_kernel(x, gy, taps, partial, bias_partial, N, C, H, W, Ho, Wo, sh, sw,
-                                ph, pw, split_len, with_bias):
-        # partial[s, g*Kg + m, r] = sum over pixels q of split s of gy[q, g*Kg + m] * patch(q)[r]
-        # bias_partial[s, g*Kg + m] = sum over the same q of gy[q, g*Kg + m] (when with_bias)
+    def conv_grad_weight_kernel(x, gy, taps, partial, N, C, H, W, Ho, Wo, sh, sw, ph, pw,
+                                split_len, with_bias, K, R):
+        # partial[s, (g*Kg + m)*R + r] = sum over pixels q of split s of gy[q, g*Kg + m] *
+        # patch(q)[r]; with_bias: partial[s, K*R + g*Kg + m] = sum over the same q of
+        # gy[q, g*Kg + m] (one sum over the splits then gives both).
         # x and gy arrive flat; taps (3, Rt) as in the gemm kernel.
         tid = S(cuda.threadIdx.x)
         splits = partial.shape[0]
-        K, R = partial.shape[1], partial.shape[2]
         z = idx(cuda.blockIdx.z)
         g = quotient(z, splits)
         s = U(z - g * splits)
@@ -401,7 +401,7 @@ def _kernels(acc, idx, bm):
                 for b in range(TN):
                     r = idx(r0 + col_of(tx, b))
                     if r < R:
-                        partial[s, U(g * Kg + m), U(r)] = out[a, b]
+                        partial[s, U((g * Kg + m) * R + r)] = out[a, b]
         if with_bias != 0 and cuda.blockIdx.x == 0:
             # reduce the BK threads that share rows through the (now idle) A tile
             for t in range(WA_LOADS):
@@ -411,7 +411,7 @@ def _kernels(acc, idx, bm):
                 total = acc(0)
                 for k in range(BK):
                     total += a_s[0, k, tid]
-                bias_partial[s, U(g * Kg + m0 + tid)] = total
+                partial[s, U(K * R + g * Kg + m0 + tid)] = total
 
     return conv_gemm_kernel, conv_grad_weight_kernel
 
@@ -637,19 +637,18 @@ def grad_weight(x, gy, geo, with_bias=False):
     splits = max(1, min(_blocks(Q, MIN_SPLIT), _blocks(TARGET_BLOCKS, tiles), 65535 // G))
     split_len = _blocks(_blocks(Q, splits), BK) * BK
     splits = _blocks(Q, split_len)
-    partial = xp.empty((splits, geo.K, R), acc_dtype)
-    bias_partial = xp.empty((splits, geo.K) if with_bias else (1, 1), acc_dtype)
+    weights = geo.K * R
+    partial = xp.empty((splits, weights + (geo.K if with_bias else 0)), acc_dtype)
     taps = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho,
                          geo.Wo, G, bm)[0][0]
     grid = (_blocks(R, BN), _blocks(Kg, bm), G * splits)
     launch(_kernels(acc, idx, bm)[1], grad_weight_signature(x.dtype.name, acc_dtype),
            grid, threads_for(bm), _flat(xp, x), _flat(xp, gy, x.dtype), taps, partial,
-           bias_partial, geo.N, geo.C, geo.H, geo.W, geo.Ho, geo.Wo, geo.sh, geo.sw,
-           geo.ph, geo.pw, split_len, int(with_bias))
-    gw = (partial[0] if splits == 1 else partial.sum(axis=0)).reshape(geo.w_shape)
-    if not with_bias:
-        return gw
-    return gw, bias_partial[0] if splits == 1 else bias_partial.sum(axis=0)
+           geo.N, geo.C, geo.H, geo.W, geo.Ho, geo.Wo, geo.sh, geo.sw, geo.ph, geo.pw,
+           split_len, int(with_bias), geo.K, R)
+    total = partial[0] if splits == 1 else partial.sum(axis=0)
+    gw = total[:weights].reshape(geo.w_shape)
+    return (gw, total[weights:]) if with_bias else gw
 
 
 def grad_bias(gy):
@@ -669,8 +668,8 @@ def gemm_signature(data, acc_name):
 
 def grad_weight_signature(data, acc_name):
     """The Numba signature conv_grad_weight_kernel is launched with for ``data`` arrays."""
-    return (f"void({data}[::1], {data}[::1], int32[:, ::1], {acc_name}[:, :, ::1], "
-            f"{acc_name}[:, ::1], {', '.join(['int64'] * 12)})")
+    return (f"void({data}[::1], {data}[::1], int32[:, ::1], {acc_name}[:, ::1], "
+            f"{', '.join(['int64'] * 14)})")
 
 
 def _signatures():
