@@ -14,10 +14,13 @@ pytestmark = [pytest.mark.simulator,
                                  "NUMBA_ENABLE_CUDASIM=1 with GPUDL_DEVICE=cuda")]
 
 
-def _optimizer_kernels(builder, foreach, **sizes):
+def _optimizer_kernels(builder, foreach, optimizer=None, **sizes):
     from benchmarks import kernel_count, workloads
     kernel_count._import_kernel_modules()
     parts = getattr(workloads, builder)(gpudl, "cuda", True, **sizes)
+    if optimizer:
+        model, loss_fn, _, x, y = parts
+        parts = model, loss_fn, getattr(gpudl.optim, optimizer)(model.parameters()), x, y
     for group in parts[2].param_groups:
         group["foreach"] = foreach
     kernels, sites = kernel_count.count_step(parts)
@@ -35,4 +38,13 @@ def test_the_optimizer_step_is_one_launch_not_one_per_parameter(builder, sizes, 
     assert looped == per_parameter * parameters
     together, kernels = _optimizer_kernels(builder, None, **sizes)
     assert together == batched
+    assert any(name.startswith("cupy kernel gpudl_mt_") for name in kernels)
+
+
+@pytest.mark.parametrize("optimizer", ["NAdam", "RAdam", "Adamax", "Adadelta", "Rprop", "ASGD"])
+def test_every_optimizer_with_a_fused_kernel_steps_in_one_launch(optimizer):
+    looped, _ = _optimizer_kernels("lenet_parts", False, optimizer, batch=2)
+    assert looped == 10                      # LeNet-5's parameters
+    together, kernels = _optimizer_kernels("lenet_parts", None, optimizer, batch=2)
+    assert together == 1
     assert any(name.startswith("cupy kernel gpudl_mt_") for name in kernels)
