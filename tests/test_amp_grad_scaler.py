@@ -226,6 +226,24 @@ def test_unscale_of_strided_gradients_matches_torch(rng):
     assert scaler.step(opt) is None                 # the inf was found
 
 
+def test_unscale_of_a_strided_bfloat16_gradient_matches_torch(rng):
+    """A bfloat16 gradient takes the per-gradient way: its float32 product with the inverse
+    scale rounded to bfloat16 in place, as torch rounds it."""
+    values = (rng.standard_normal((4, 3)) * 1e3).astype(np.float32)
+    param = gd.nn.Parameter(gd.zeros(3, 4).bfloat16())
+    param.grad = gd.tensor(values).bfloat16().t()
+    tparam = torch.nn.Parameter(torch.zeros(3, 4, dtype=torch.bfloat16))
+    tparam.grad = torch.from_numpy(values).bfloat16().t()
+    scaler, tscaler = gd.amp.GradScaler("cpu", init_scale=3.0), \
+        torch.amp.GradScaler("cpu", init_scale=3.0)
+    scaler.scale(gd.ones(1))
+    tscaler.scale(torch.ones(1))
+    scaler.unscale_(gd.optim.SGD([param], lr=0.1))
+    tscaler.unscale_(torch.optim.SGD([tparam], lr=0.1))
+    assert param.grad.dtype == gd.bfloat16
+    np.testing.assert_array_equal(param.grad.float().numpy(), tparam.grad.float().numpy())
+
+
 def test_unscale_refuses_an_expanded_gradient_as_torch_and_changes_nothing():
     first, second = (gd.nn.Parameter(gd.zeros(3, 4)) for _ in range(2))
     first.grad = gd.full((3, 4), 8.0)

@@ -137,7 +137,9 @@ class GradScaler:
             multi_tensor.launch(_UNSCALE, [(g, found, inv_scale) for g in same_dtype], ())
         for g in rest:
             found = found + (~xp.isfinite(g).all())
-            xp.multiply(g, inv_scale, out=g)        # strided gradients too: no copy back
+            # strided gradients too, no copy back; a bfloat16 one gets its float32 product
+            # rounded, as the assignment it replaces did
+            xp.multiply(g, inv_scale, out=g, casting="unsafe")
         state["found_inf"] = found
         state["stage"] = _UNSCALED
 
