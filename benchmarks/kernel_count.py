@@ -2,6 +2,7 @@
 
     NUMBA_ENABLE_CUDASIM=1 GPUDL_DEVICE=cuda python -m benchmarks.kernel_count
     NUMBA_ENABLE_CUDASIM=1 GPUDL_DEVICE=cuda python -m benchmarks.kernel_count --only LeNet --sites
+    NUMBA_ENABLE_CUDASIM=1 GPUDL_DEVICE=cuda python -m benchmarks.kernel_count --optimizer NAdam
 
 A replayed CUDA graph costs about its node count times the per-node cost of a small kernel, so
 the kernels a whole training step launches (forward, loss, backward, optimizer step; what
@@ -68,7 +69,7 @@ def counting_hooks(counter):
     from numba import cuda
 
     from gpudl import sim_device
-    from gpudl.optim import adam, rmsprop
+    from gpudl.optim import adam, adam_variants, classic, rmsprop
     from gpudl.kernels import launch as launch_module
     device_array = sim_device.SimDeviceArray
     saved = []
@@ -135,7 +136,7 @@ def counting_hooks(counter):
     patch(backend, "elementwise_kernel", lambda *spec: cupy_kernel(*spec))
     patch(backend, "reduction_kernel", lambda *spec: cupy_kernel(*spec))
     patch(backend, "raw_kernel", lambda code, name: cupy_kernel(name))
-    for module in (adam, rmsprop):
+    for module in (adam, adam_variants, classic, rmsprop):
         patch(module, "new_state_buffer", device_state_buffer)
     from gpudl import backends
     patch(backends, "set_cublas_math_mode", lambda *a, **k: None)
@@ -197,7 +198,7 @@ def _import_kernel_modules():
             importlib.import_module("gpudl.kernels." + info.name)
 
 
-def run(only=None, sites=False, per_parameter=False):
+def run(only=None, sites=False, per_parameter=False, optimizer=None):
     if not backend.SIM_DEVICE_ARRAYS:
         raise SystemExit("kernel_count: run it on the strict simulator: "
                          "NUMBA_ENABLE_CUDASIM=1 GPUDL_DEVICE=cuda")
@@ -210,6 +211,10 @@ def run(only=None, sites=False, per_parameter=False):
         if only and only not in label:
             continue
         parts = getattr(workloads, builder)(gpudl, "cuda", True, **sizes)
+        if optimizer:             # the same model and batch, stepped by another optimizer
+            model, loss_fn, _, x, y = parts
+            parts = model, loss_fn, getattr(gpudl.optim, optimizer)(model.parameters()), x, y
+            label = f"{label.rsplit(' ', 1)[0]} {optimizer}"
         for group in parts[2].param_groups:
             group["foreach"] = not per_parameter and None
         kernels, by_site = count_step(parts)
@@ -229,9 +234,11 @@ def _parser():
     parser.add_argument("--sites", action="store_true", help="also list kernels by call site")
     parser.add_argument("--per-parameter", action="store_true",
                         help="the optimizers' per-parameter kernels (foreach=False)")
+    parser.add_argument("--optimizer", help="step every model with this gpudl.optim class "
+                        "(its default options) instead of its own optimizer")
     return parser
 
 
 if __name__ == "__main__":
     arguments = _parser().parse_args()
-    print(run(arguments.only, arguments.sites, arguments.per_parameter))
+    print(run(arguments.only, arguments.sites, arguments.per_parameter, arguments.optimizer))

@@ -198,3 +198,62 @@ def test_cuda_scaler_without_cuda_warns_and_disables_as_torch():
     assert not scaler.is_enabled()
     with pytest.warns(UserWarning, match="not available"):
         assert not torch.amp.GradScaler("cuda").is_enabled()
+
+
+def test_unscale_of_strided_gradients_matches_torch(rng):
+    """The per-gradient unscale multiplies in place (one kernel on a GPU): a transposed, a
+    sliced and a float64 gradient, one with an inf, against torch's unscale_ bit for bit."""
+    shapes = [((4, 3), np.float32, lambda a: a.T), ((6, 5), np.float32, lambda a: a[::2, 1:4]),
+              ((3, 4), np.float64, lambda a: a.T)]
+    grads = [view((rng.standard_normal(s) * 1e3).astype(d)) for s, d, view in shapes]
+    grads[1][2, 1] = np.inf
+    assert not any(g.flags.c_contiguous for g in grads)
+    params = [gd.nn.Parameter(gd.tensor(np.zeros(g.shape, g.dtype))) for g in grads]
+    tparams = [torch.nn.Parameter(torch.from_numpy(np.zeros(g.shape, g.dtype))) for g in grads]
+    for p, t, g in zip(params, tparams, grads):
+        p.grad = gd.tensor(np.zeros(g.shape, g.dtype))
+        p.grad._data = g                       # the strided array itself
+        t.grad = torch.from_numpy(g.copy())
+    scaler, tscaler = gd.amp.GradScaler("cpu", init_scale=768.0), \
+        torch.amp.GradScaler("cpu", init_scale=768.0)
+    scaler.scale(gd.ones(1))
+    tscaler.scale(torch.ones(1))
+    opt = gd.optim.SGD(params, lr=0.1)
+    scaler.unscale_(opt)
+    tscaler.unscale_(torch.optim.SGD(tparams, lr=0.1))
+    for p, t in zip(params, tparams):
+        np.testing.assert_array_equal(p.grad.numpy(), t.grad.numpy())
+    assert scaler.step(opt) is None                 # the inf was found
+
+
+def test_unscale_of_a_strided_bfloat16_gradient_matches_torch(rng):
+    """A bfloat16 gradient takes the per-gradient way: its float32 product with the inverse
+    scale rounded to bfloat16 in place, as torch rounds it."""
+    values = (rng.standard_normal((4, 3)) * 1e3).astype(np.float32)
+    param = gd.nn.Parameter(gd.zeros(3, 4).bfloat16())
+    param.grad = gd.tensor(values).bfloat16().t()
+    tparam = torch.nn.Parameter(torch.zeros(3, 4, dtype=torch.bfloat16))
+    tparam.grad = torch.from_numpy(values).bfloat16().t()
+    scaler, tscaler = gd.amp.GradScaler("cpu", init_scale=3.0), \
+        torch.amp.GradScaler("cpu", init_scale=3.0)
+    scaler.scale(gd.ones(1))
+    tscaler.scale(torch.ones(1))
+    scaler.unscale_(gd.optim.SGD([param], lr=0.1))
+    tscaler.unscale_(torch.optim.SGD([tparam], lr=0.1))
+    assert param.grad.dtype == gd.bfloat16
+    np.testing.assert_array_equal(param.grad.float().numpy(), tparam.grad.float().numpy())
+
+
+def test_unscale_refuses_an_expanded_gradient_as_torch_and_changes_nothing():
+    first, second = (gd.nn.Parameter(gd.zeros(3, 4)) for _ in range(2))
+    first.grad = gd.full((3, 4), 8.0)
+    second.grad = gd.ones(1, 4).expand(3, 4)
+    scaler = gd.amp.GradScaler("cpu", init_scale=4.0)
+    scaler.scale(gd.ones(1))
+    opt = gd.optim.SGD([first, second], lr=0.1)
+    with pytest.raises(RuntimeError, match="unscale_.*more than one element"):
+        scaler.unscale_(opt)
+    np.testing.assert_array_equal(first.grad.numpy(), np.full((3, 4), 8.0, np.float32))
+    second.grad = second.grad.clone()
+    scaler.unscale_(opt)                        # refused, so not counted as unscaled
+    np.testing.assert_array_equal(first.grad.numpy(), np.full((3, 4), 2.0, np.float32))

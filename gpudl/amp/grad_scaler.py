@@ -15,7 +15,7 @@ optimizer (counted as a host sync).
 
 import warnings
 
-from .. import backend, dtypes
+from .. import backend, dtypes, inplace
 from .. import multi_tensor
 
 _READY, _UNSCALED, _STEPPED = "ready", "unscaled", "stepped"
@@ -117,11 +117,13 @@ class GradScaler:
                                "last update().")
         if state["stage"] == _STEPPED:
             raise RuntimeError("unscale_() is being called after step().")
-        grads = [p.grad._data for group in optimizer.param_groups for p in group["params"]
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]
                  if p.grad is not None]
         for g in grads:
             if g.dtype == dtypes.float16:
                 raise ValueError("Attempting to unscale FP16 gradients.")
+            inplace.refuse_overlap(g, "GradScaler.unscale_")   # as torch: an expanded gradient
+        grads = [g._data for g in grads]
         xp = backend.get_array_module(self._scale)
         # an array (NumPy makes 0-d results scalars), whose address the batched launch takes
         inv_scale = xp.asarray((1.0 / self._scale.astype(dtypes.float64)).astype(dtypes.float32))
@@ -135,7 +137,9 @@ class GradScaler:
             multi_tensor.launch(_UNSCALE, [(g, found, inv_scale) for g in same_dtype], ())
         for g in rest:
             found = found + (~xp.isfinite(g).all())
-            g[...] = g * inv_scale
+            # strided gradients too, no copy back; a bfloat16 one gets its float32 product
+            # rounded, as the assignment it replaces did
+            xp.multiply(g, inv_scale, out=g, casting="unsafe")
         state["found_inf"] = found
         state["stage"] = _UNSCALED
 

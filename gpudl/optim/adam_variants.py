@@ -1,22 +1,22 @@
 """NAdam, RAdam and Adamax: Adam's moment estimates with other step rules (torch.optim's).
 
-As Adam, each update is one fused kernel per parameter on the GPU (CUDA lines sharing Adam's
-moment_lines) and in-place NumPy operations on the CPU, in the order of torch's single-tensor
-implementation, so the same gradients give the same parameters to rounding.
+As Adam, each update is one fused kernel per parameter on the GPU, or one multi-tensor launch for
+many (CUDA lines sharing Adam's moment_lines; gpudl/optim/kernel_update.py), and in-place NumPy
+operations on the CPU, in the order of torch's single-tensor implementation, so the same
+gradients give the same parameters to rounding.
 """
 
 import functools
 
 import numpy as np
 
-from .. import backend
 from .adam import moment_lines, moments_
 from .capturable import check_lr
-from .optimizer import (Optimizer, check_betas, check_range, effective_grad, fused, grad_lines,
+from .kernel_update import KernelUpdate
+from .optimizer import (check_betas, check_range, effective_grad, grad_lines,
                         implementation_hints, lerp_, lerp_line, new_state_buffer)
 
-_MOMENT_IN = "T grad, T weight_decay, T decay, T beta1_weight, T beta2, T beta2_weight"
-_MOMENT_OUT = "T param, T exp_avg, T exp_avg_sq"
+_MOMENT_SCALARS = ("weight_decay", "decay", "beta1_weight", "beta2", "beta2_weight")
 
 
 def refuse_capturable(name, capturable):
@@ -37,11 +37,11 @@ def decay_options(group):
     return (0 if group.get("decoupled_weight_decay") else group["weight_decay"]), decoupled
 
 
-def moment_args(grad, group):
-    """The kernel arguments of moment_lines, in _MOMENT_IN's order."""
+def moment_values(group):
+    """The values of moment_lines' scalars, in _MOMENT_SCALARS' order."""
     beta1, beta2 = group["betas"]
-    return (grad, group["weight_decay"], 1 - group["lr"] * group["weight_decay"], 1 - beta1,
-            beta2, 1 - beta2)
+    return (group["weight_decay"], 1 - group["lr"] * group["weight_decay"], 1 - beta1, beta2,
+            1 - beta2)
 
 
 @functools.cache
@@ -82,13 +82,11 @@ def decayed_grad(param, grad, group):
     return effective_grad(param, grad, coupled, group["maximize"])
 
 
-class _AdamVariant(Optimizer):
-    """Options, checks and state shared by NAdam, RAdam and Adamax (``_SECOND``: the name of the
-    second state buffer)."""
+class _AdamVariant(KernelUpdate):
+    """Options, checks and state shared by NAdam, RAdam and Adamax (``_BUFFERS``: the names of
+    the state buffers)."""
 
-    _SECOND = "exp_avg_sq"
-
-    _reads_lr_as_number = True        # a Tensor lr is read each step
+    _BUFFERS = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, defaults, capturable):
         refuse_capturable(type(self).__name__, capturable)
@@ -103,8 +101,7 @@ class _AdamVariant(Optimizer):
         refuse_capturable(name, group.get("capturable"))
 
     def _init_state(self, param, group):
-        return {"step": 0, "exp_avg": new_state_buffer(param),
-                self._SECOND: new_state_buffer(param)}
+        return {"step": 0, **{name: new_state_buffer(param) for name in self._BUFFERS}}
 
 
 class NAdam(_AdamVariant):
@@ -118,6 +115,9 @@ class NAdam(_AdamVariant):
     """
 
     _scalar_state = ("mu_product",)
+    _KERNEL = "gpudl_nadam"
+    _GROUP_SCALARS = _MOMENT_SCALARS + ("eps",)
+    _TENSOR_SCALARS = ("bias_correction2", "grad_coef", "avg_coef")
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
@@ -136,7 +136,14 @@ class NAdam(_AdamVariant):
     def _init_state(self, param, group):
         return dict(super()._init_state(param, group), mu_product=1.0)
 
-    def _update(self, param, grad, state, group):
+    def _group_values(self, group):
+        return moment_values(group) + (group["eps"],)
+
+    def _lines(self, group, variant):
+        coupled, decoupled = decay_options(group)
+        return _nadam_lines(group["maximize"], bool(coupled), decoupled)
+
+    def _step_numbers(self, state, group):
         state["step"] = step = state["step"] + 1
         lr, (beta1, beta2) = group["lr"], group["betas"]
         mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * group["momentum_decay"]))
@@ -145,19 +152,14 @@ class NAdam(_AdamVariant):
                                                       * np.float32(mu))
         grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product)
         avg_coef = (-lr * mu_next) / (1.0 - mu_product * mu_next)
-        bias_correction2 = 1 - beta2 ** step
+        return None, (1 - beta2 ** step, grad_coef, avg_coef)
+
+    def _cpu_update(self, param, grad, state, group, variant, numbers):
+        bias_correction2, grad_coef, avg_coef = numbers
         exp_avg, exp_avg_sq = state["exp_avg"]._data, state["exp_avg_sq"]._data
-        if backend.is_device_array(param):
-            coupled, decoupled = decay_options(group)
-            kernel = fused(_MOMENT_IN + ", T bias_correction2, T eps, T grad_coef, T avg_coef",
-                           _MOMENT_OUT, _nadam_lines(group["maximize"], bool(coupled),
-                                                     decoupled), "gpudl_nadam")
-            kernel(*moment_args(grad, group), bias_correction2, group["eps"], grad_coef,
-                   avg_coef, param, exp_avg, exp_avg_sq)
-            return
         g = decayed_grad(param, grad, group)
         scratch = self._scratch(param)
-        moments_(exp_avg, exp_avg_sq, g, beta1, beta2, scratch)
+        moments_(exp_avg, exp_avg_sq, g, *group["betas"], scratch)
         denom = np.divide(exp_avg_sq, bias_correction2, out=scratch)
         np.sqrt(denom, out=denom)
         denom += group["eps"]
@@ -175,6 +177,11 @@ class RAdam(_AdamVariant):
         >>> opt = gd.optim.RAdam(model.parameters(), lr=1e-3)
     """
 
+    _KERNEL = "gpudl_radam"
+    _GROUP_SCALARS = _MOMENT_SCALARS + ("lr", "eps")
+    # rectified or not is a variant of the lines (one launch each): it depends on the step only
+    _TENSOR_SCALARS = ("bias_correction1", "bias_correction2_sqrt", "rect")
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False,
                  capturable=False, differentiable=False):
@@ -184,30 +191,32 @@ class RAdam(_AdamVariant):
                         **implementation_hints(foreach, differentiable))
         super().__init__(params, defaults, capturable)
 
-    def _update(self, param, grad, state, group):
+    def _group_values(self, group):
+        return moment_values(group) + (group["lr"], group["eps"])
+
+    def _lines(self, group, rectified):
+        coupled, decoupled = decay_options(group)
+        return _radam_lines(group["maximize"], bool(coupled), decoupled, rectified)
+
+    def _step_numbers(self, state, group):
         state["step"] = step = state["step"] + 1
-        lr, (beta1, beta2) = group["lr"], group["betas"]
+        beta1, beta2 = group["betas"]
         bias_correction2 = 1 - beta2 ** step
         rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
         rectified = rho_t > 5.0               # else the variance is intractable: no adaptive step
         rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
                 / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5 if rectified else 1.0
-        bias_correction1 = 1 - beta1 ** step
+        return rectified, (1 - beta1 ** step, bias_correction2 ** 0.5, rect)
+
+    def _cpu_update(self, param, grad, state, group, rectified, numbers):
+        bias_correction1, bias_correction2_sqrt, rect = numbers
         exp_avg, exp_avg_sq = state["exp_avg"]._data, state["exp_avg_sq"]._data
-        if backend.is_device_array(param):
-            coupled, decoupled = decay_options(group)
-            lines = _radam_lines(group["maximize"], bool(coupled), decoupled, rectified)
-            kernel = fused(_MOMENT_IN + ", T bias_correction1, T lr, T bias_correction2_sqrt, "
-                           "T eps, T rect", _MOMENT_OUT, lines, "gpudl_radam")
-            kernel(*moment_args(grad, group), bias_correction1, lr, bias_correction2 ** 0.5,
-                   group["eps"], rect, param, exp_avg, exp_avg_sq)
-            return
         g = decayed_grad(param, grad, group)
-        moments_(exp_avg, exp_avg_sq, g, beta1, beta2, self._scratch(param))
-        update = exp_avg / bias_correction1 * lr
+        moments_(exp_avg, exp_avg_sq, g, *group["betas"], self._scratch(param))
+        update = exp_avg / bias_correction1 * group["lr"]
         if rectified:
-            update *= bias_correction2 ** 0.5 / (np.sqrt(exp_avg_sq) + group["eps"])
+            update *= bias_correction2_sqrt / (np.sqrt(exp_avg_sq) + group["eps"])
             update *= rect
         param -= update
 
@@ -220,7 +229,10 @@ class Adamax(_AdamVariant):
         >>> opt = gd.optim.Adamax(model.parameters(), lr=2e-3)
     """
 
-    _SECOND = "exp_inf"
+    _KERNEL = "gpudl_adamax"
+    _BUFFERS = ("exp_avg", "exp_inf")
+    _GROUP_SCALARS = ("weight_decay", "beta1_weight", "beta2", "eps")
+    _TENSOR_SCALARS = ("neg_clr",)
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  foreach=None, *, maximize=False, differentiable=False, capturable=False):
@@ -229,18 +241,21 @@ class Adamax(_AdamVariant):
                         **implementation_hints(foreach, differentiable))
         super().__init__(params, defaults, capturable)
 
-    def _update(self, param, grad, state, group):
-        state["step"] = step = state["step"] + 1
+    def _group_values(self, group):
         beta1, beta2 = group["betas"]
-        neg_clr = -(group["lr"] / (1 - beta1 ** step))
+        return group["weight_decay"], 1 - beta1, beta2, group["eps"]
+
+    def _lines(self, group, variant):
+        return _adamax_lines(group["maximize"], bool(group["weight_decay"]))
+
+    def _step_numbers(self, state, group):
+        state["step"] = step = state["step"] + 1
+        return None, (-(group["lr"] / (1 - group["betas"][0] ** step)),)
+
+    def _cpu_update(self, param, grad, state, group, variant, numbers):
+        (neg_clr,) = numbers
+        beta1, beta2 = group["betas"]
         exp_avg, exp_inf = state["exp_avg"]._data, state["exp_inf"]._data
-        if backend.is_device_array(param):
-            lines = _adamax_lines(group["maximize"], bool(group["weight_decay"]))
-            kernel = fused("T grad, T weight_decay, T beta1_weight, T beta2, T eps, T neg_clr",
-                           "T param, T exp_avg, T exp_inf", lines, "gpudl_adamax")
-            kernel(grad, group["weight_decay"], 1 - beta1, beta2, group["eps"], neg_clr, param,
-                   exp_avg, exp_inf)
-            return
         g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
         scratch = self._scratch(param)
         lerp_(exp_avg, g, 1 - beta1, scratch)

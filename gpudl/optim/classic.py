@@ -1,15 +1,16 @@
-"""Adadelta, Rprop and ASGD (torch.optim's): one fused kernel per parameter on the GPU, in-place
-NumPy on the CPU, in the order of torch's single-tensor implementations."""
+"""Adadelta, Rprop and ASGD (torch.optim's): on the GPU one fused kernel per parameter or one
+multi-tensor launch for many (gpudl/optim/kernel_update.py), in-place NumPy on the CPU, in the
+order of torch's single-tensor implementations."""
 
 import functools
 
 import numpy as np
 
-from .. import backend
 from .adam_variants import as_float32, refuse_capturable
 from .capturable import check_lr
-from .optimizer import Optimizer, check_range, effective_grad, fused, grad_lines, \
-    implementation_hints, new_state_buffer, square_avg_
+from .kernel_update import KernelUpdate
+from .optimizer import check_range, effective_grad, grad_lines, implementation_hints, \
+    new_state_buffer, square_avg_
 
 
 @functools.cache
@@ -45,7 +46,7 @@ def _asgd_lines(maximize, weight_decay, averaging):
         "ax = ax + (param - ax) * mu;" if averaging else "ax = param;"])
 
 
-class Adadelta(Optimizer):
+class Adadelta(KernelUpdate):
     """torch.optim.Adadelta: ``v = rho * v + (1 - rho) * g * g``, ``d = sqrt(u + eps) /
     sqrt(v + eps) * g``, ``u = rho * u + (1 - rho) * d * d``, ``p -= lr * d``.
 
@@ -53,7 +54,9 @@ class Adadelta(Optimizer):
         >>> opt = gd.optim.Adadelta(model.parameters())
     """
 
-    _reads_lr_as_number = True        # a Tensor lr is read each step
+    _KERNEL = "gpudl_adadelta"
+    _BUFFERS = ("square_avg", "acc_delta")
+    _GROUP_SCALARS = ("weight_decay", "rho", "rho_weight", "eps", "neg_lr")
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *,
                  capturable=False, maximize=False, differentiable=False):
@@ -76,17 +79,19 @@ class Adadelta(Optimizer):
         return {"step": 0, "square_avg": new_state_buffer(param),
                 "acc_delta": new_state_buffer(param)}
 
-    def _update(self, param, grad, state, group):
+    def _group_values(self, group):
+        return group["weight_decay"], group["rho"], 1 - group["rho"], group["eps"], -group["lr"]
+
+    def _lines(self, group, variant):
+        return _adadelta_lines(group["maximize"], bool(group["weight_decay"]))
+
+    def _step_numbers(self, state, group):
         state["step"] += 1
+        return None, ()
+
+    def _cpu_update(self, param, grad, state, group, variant, numbers):
         rho = group["rho"]
         square_avg, acc_delta = state["square_avg"]._data, state["acc_delta"]._data
-        if backend.is_device_array(param):
-            lines = _adadelta_lines(group["maximize"], bool(group["weight_decay"]))
-            kernel = fused("T grad, T weight_decay, T rho, T rho_weight, T eps, T neg_lr",
-                           "T param, T square_avg, T acc_delta", lines, "gpudl_adadelta")
-            kernel(grad, group["weight_decay"], rho, 1 - rho, group["eps"], -group["lr"], param,
-                   square_avg, acc_delta)
-            return
         g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
         scratch = self._scratch(param)
         square_avg_(square_avg, g, rho, scratch)
@@ -101,7 +106,7 @@ class Adadelta(Optimizer):
         param += delta
 
 
-class Rprop(Optimizer):
+class Rprop(KernelUpdate):
     """torch.optim.Rprop: each element's step size grows by ``etas[1]`` while its gradient keeps
     its sign and shrinks by ``etas[0]`` when it flips (that step is then skipped), within
     ``step_sizes``; ``p -= sign(g) * step_size``. Step sizes start at ``lr``.
@@ -110,7 +115,10 @@ class Rprop(Optimizer):
         >>> opt = gd.optim.Rprop(model.parameters(), lr=1e-2)
     """
 
-    _reads_lr_as_number = True        # a Tensor lr is read each step
+    # the sign-dependent step sizes are per element (a state buffer): no per-tensor numbers
+    _KERNEL = "gpudl_rprop"
+    _BUFFERS = ("prev", "step_size")
+    _GROUP_SCALARS = ("etaminus", "etaplus", "step_min", "step_max")
 
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
                  capturable=False, foreach=None, maximize=False, differentiable=False):
@@ -139,17 +147,20 @@ class Rprop(Optimizer):
         return {"step": 0, "prev": new_state_buffer(param),
                 "step_size": new_state_buffer(param, group["lr"])}
 
-    def _update(self, param, grad, state, group):
+    def _group_values(self, group):
+        return (*group["etas"], *group["step_sizes"])
+
+    def _lines(self, group, variant):
+        return _rprop_lines(group["maximize"])
+
+    def _step_numbers(self, state, group):
         state["step"] += 1
+        return None, ()
+
+    def _cpu_update(self, param, grad, state, group, variant, numbers):
         etaminus, etaplus = group["etas"]
         step_min, step_max = group["step_sizes"]
         prev, step_size = state["prev"]._data, state["step_size"]._data
-        if backend.is_device_array(param):
-            kernel = fused("T grad, T etaminus, T etaplus, T step_min, T step_max",
-                           "T param, T prev, T step_size", _rprop_lines(group["maximize"]),
-                           "gpudl_rprop")
-            kernel(grad, etaminus, etaplus, step_min, step_max, param, prev, step_size)
-            return
         g = -grad if group["maximize"] else grad
         sign = np.sign(g * prev)
         flipped = sign < 0
@@ -162,7 +173,7 @@ class Rprop(Optimizer):
         prev[...] = g
 
 
-class ASGD(Optimizer):
+class ASGD(KernelUpdate):
     """torch.optim.ASGD, averaged SGD: ``p = p * (1 - lambd * eta) - eta * g``, the average
     ``ax`` follows p from step ``t0`` on, ``eta = lr / (1 + lambd * lr * t) ** alpha``. The
     scalars eta and mu are kept rounded to float32, as torch keeps them (0-d float32 tensors).
@@ -172,8 +183,11 @@ class ASGD(Optimizer):
     """
 
     _scalar_state = ("eta", "mu")
-
-    _reads_lr_as_number = True        # a Tensor lr is read each step
+    _KERNEL = "gpudl_asgd"
+    _BUFFERS = ("ax",)
+    _GROUP_SCALARS = ("weight_decay",)
+    # averaging (mu != 1) or not is a variant of the lines: one launch each
+    _TENSOR_SCALARS = ("decay", "eta", "mu")
 
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0,
                  foreach=None, maximize=False, differentiable=False, capturable=False):
@@ -194,22 +208,27 @@ class ASGD(Optimizer):
         return {"step": 0, "eta": as_float32(group["lr"]), "mu": 1.0,
                 "ax": new_state_buffer(param)}
 
-    def _update(self, param, grad, state, group):
+    def _group_values(self, group):
+        return (group["weight_decay"],)
+
+    def _lines(self, group, averaging):
+        return _asgd_lines(group["maximize"], bool(group["weight_decay"]), averaging)
+
+    def _step_numbers(self, state, group):
+        """This step's numbers, from eta and mu as they were; then their next values."""
         state["step"] = step = state["step"] + 1
-        lr, lambd, eta = group["lr"], group["lambd"], state["eta"]
-        ax = state["ax"]._data
-        if backend.is_device_array(param):
-            lines = _asgd_lines(group["maximize"], bool(group["weight_decay"]), state["mu"] != 1)
-            kernel = fused("T grad, T weight_decay, T decay, T eta, T mu", "T param, T ax", lines,
-                           "gpudl_asgd")
-            kernel(grad, group["weight_decay"], 1 - lambd * eta, eta, state["mu"], param, ax)
-        else:
-            g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
-            param *= 1 - lambd * eta
-            param -= eta * g
-            if state["mu"] != 1:
-                ax += (param - ax) * state["mu"]
-            else:
-                ax[...] = param
+        lr, lambd, eta, mu = group["lr"], group["lambd"], state["eta"], state["mu"]
         state["eta"] = as_float32(lr / ((1 + lambd * lr * step) ** group["alpha"]))
         state["mu"] = as_float32(1 / max(1, step - group["t0"]))
+        return mu != 1, (1 - lambd * eta, eta, mu)
+
+    def _cpu_update(self, param, grad, state, group, averaging, numbers):
+        decay, eta, mu = numbers
+        ax = state["ax"]._data
+        g = effective_grad(param, grad, group["weight_decay"], group["maximize"])
+        param *= decay
+        param -= eta * g
+        if averaging:
+            ax += (param - ax) * mu
+        else:
+            ax[...] = param

@@ -252,9 +252,10 @@ class Optimizer:
 
 def implementation_hints(foreach, differentiable, **fused):
     """torch.optim's options that choose an implementation (``fused`` only where torch has it),
-    kept in the groups as torch keeps them. On the GPU, SGD, Adam, AdamW, RMSprop and Adagrad
-    update their float32/float64 parameters in one multi-tensor launch (gpudl/multi_tensor.py)
-    unless ``foreach=False``, which keeps one fused kernel per parameter (torch's for-loop);
+    kept in the groups as torch keeps them. On the GPU, SGD, Adam, AdamW, RMSprop, Adagrad, NAdam,
+    RAdam, Adamax, Adadelta, Rprop and ASGD update their float32/float64 parameters in one
+    multi-tensor launch (gpudl/multi_tensor.py) unless ``foreach=False``, which keeps one fused
+    kernel per parameter (torch's for-loop);
     ``fused`` changes nothing; ``differentiable=True`` is refused (checked with the group)."""
     return {"foreach": foreach, "differentiable": differentiable, **fused}
 

@@ -1,4 +1,4 @@
-"""The multi-tensor updates of SGD, Adam and AdamW (gpudl/multi_tensor.py) without a GPU:
+"""The multi-tensor updates of the optimizers (gpudl/multi_tensor.py) without a GPU:
 their CUDA source runs as host C++ over the whole grid (fused_emulator.HostRawKernel), against
 the per-parameter fused kernels (foreach=False; bit for bit) and torch.optim; the source compiles
 with NVRTC; the table's NumPy layout is the C struct's."""
@@ -15,12 +15,13 @@ from optim_cases import CASES, case_id
 import gpudl as gd
 from gpudl import backend, optim
 from gpudl import multi_tensor
-from gpudl.optim import adam, rmsprop
+from gpudl.optim import adam, adam_variants, classic, rmsprop
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
 
-BATCHED = [c for c in CASES if c[0] in ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad")]
+BATCHED = [c for c in CASES if c[0] in ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam",
+                                         "RAdam", "Adamax", "Adadelta", "Rprop", "ASGD")]
 CAPTURABLE = ("Adam", "AdamW", "RMSprop")
 # sizes around the chunk and slot boundaries: several blocks per tensor, a partial last block,
 # one-element and empty tensors
@@ -45,7 +46,7 @@ def fake_gpu(monkeypatch):
         if isinstance(param._data, DeviceLike):
             buffer._data = buffer._data.view(DeviceLike)
         return buffer
-    for module in (adam, rmsprop):
+    for module in (adam, adam_variants, classic, rmsprop):
         monkeypatch.setattr(module, "new_state_buffer", new_state_buffer)
 
 
@@ -53,18 +54,22 @@ def _device(array):
     return np.ascontiguousarray(array).view(DeviceLike)
 
 
-def _run(rng_state, name, options, sizes, steps, dtype=np.float32):
-    """gpudl parameters and optimizer state after ``steps`` steps on device-like arrays."""
+def _run(rng_state, name, options, sizes, steps, dtype=np.float32, skips=()):
+    """gpudl parameters and optimizer state after ``steps`` steps on device-like arrays; the
+    parameters numbered in ``skips`` have no gradient in the first steps (their step counts
+    lag)."""
     rng = np.random.default_rng(rng_state)
     params = [gd.tensor(rng.standard_normal(s).astype(dtype), requires_grad=True) for s in sizes]
     for p in params:
         p._data = _device(p._data)
     opt = getattr(optim, name)(params, **options)
-    for _ in range(steps):
-        for p in params:
+    for step in range(steps):
+        for i, p in enumerate(params):
             p.grad = gd.tensor((rng.standard_normal(p.shape) *
                                 rng.choice([1e-3, 1.0, 10.0])).astype(dtype))
             p.grad._data = _device(p.grad._data)
+            if i in skips and step < 2:
+                p.grad = None
         opt.step()
     state = [{k: backend.to_numpy(v._data if hasattr(v, "_data") else np.asarray(v)).copy()
               for k, v in opt.state[p].items()} for p in params]
@@ -86,7 +91,7 @@ def test_one_launch_per_step_matches_the_per_parameter_kernels_bit_for_bit(case,
     if capturable and name not in CAPTURABLE:
         pytest.skip(f"{name} has no capturable option")
     options = {**options, **({"capturable": True} if capturable else {})}
-    steps = 3
+    steps = 8       # RAdam rectifies from its sixth step, ASGD(t0=5) averages in its eighth
     batched, batched_state = _run(7, name, options, SIZES, steps)
     launches, per_parameter_calls = HostRawKernel.launches, HostKernel.calls
     assert launches == steps * (2 if capturable else 1)     # + the step counts' increment
@@ -116,6 +121,22 @@ def test_multi_tensor_update_matches_torch(case, rng, fake_gpu):
         topt.step()
     for a, b in zip(ours, tparams):
         np.testing.assert_allclose(a, b.detach().numpy(), rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("name, options", [("RAdam", {"lr": 0.01}),
+                                           ("ASGD", {"lr": 0.02, "t0": 1})])
+def test_tensors_whose_steps_differ_take_one_launch_per_variant(name, options, fake_gpu):
+    """Two parameters without gradients in the first two steps: from RAdam's sixth step (ASGD's
+    third) the others are rectified (averaged) while these are not yet, two variants of the
+    lines in two launches a step, and the same bits as the per-parameter kernels."""
+    steps = 7
+    batched, batched_state = _run(8, name, options, SIZES, steps, skips=(1, 3))
+    assert HostRawKernel.launches > steps
+    looped, looped_state = _run(8, name, {**options, "foreach": False}, SIZES, steps,
+                                skips=(1, 3))
+    _same_bits(batched, looped)
+    for ours, theirs in zip(batched_state, looped_state):
+        _same_bits([ours[k] for k in sorted(ours)], [theirs[k] for k in sorted(theirs)])
 
 
 def test_more_tensors_than_slots_take_several_launches(fake_gpu):
@@ -179,8 +200,8 @@ def test_multi_tensor_kernels_compile_for_the_gpu(fake_gpu):
         for capturable in ([False, True] if name in CAPTURABLE else [False]):
             for dtype in (np.float32, np.float64):
                 _run(2, name, {**options, "capturable": capturable} if capturable else options,
-                     [(3,), (5, 2)], steps=2, dtype=dtype)
-    assert len(HostRawKernel.sources) >= 20
+                     [(3,), (5, 2)], steps=8, dtype=dtype)   # RAdam rectified, ASGD averaging
+    assert len(HostRawKernel.sources) >= 100       # 109: 11 optimizers, options, dtypes
     from gpudl.amp import grad_scaler
     from gpudl.nn import utils
     for update in (utils._SUM_OF_SQUARES, utils._scale_by(np.float32),
@@ -199,21 +220,25 @@ def test_multi_tensor_kernels_compile_for_the_gpu(fake_gpu):
 
 
 @pytest.mark.parametrize("capturable", [False, True])
-@pytest.mark.parametrize("name, options", [("SGD", {"lr": 0.05, "momentum": 0.9}),
-                                           ("Adam", {"lr": 0.01, "amsgrad": True}),
-                                           ("AdamW", {"lr": 0.01})])
+@pytest.mark.parametrize("name, options", [
+    ("SGD", {"lr": 0.05, "momentum": 0.9}), ("Adam", {"lr": 0.01, "amsgrad": True}),
+    ("AdamW", {"lr": 0.01}), ("NAdam", {"lr": 0.01, "weight_decay": 0.1}),
+    ("RAdam", {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("Adamax", {"lr": 0.01}), ("Adadelta", {}), ("Rprop", {"lr": 0.01}),
+    ("ASGD", {"lr": 0.01, "t0": 1})])
 def test_on_the_gpu_one_launch_gives_the_per_parameter_numbers(name, options, capturable):
     """On a GPU (tools/gpu_check.sh): the real RawKernel against the real per-parameter
     kernels, on tensors across chunk and slot boundaries."""
     if backend._cupy is None:
         pytest.skip("needs CuPy and a GPU; the emulation above runs everywhere else")
-    if capturable and name == "SGD":
-        pytest.skip("SGD has no step count")
+    if capturable and name not in CAPTURABLE:
+        pytest.skip(f"{name} has no capturable option")
     options = {**options, **({"capturable": True} if capturable else {})}
     rng = np.random.default_rng(4)
     sizes = SIZES + [(int(n),) for n in rng.integers(1, 3 * multi_tensor.CHUNK, 40)]
     init = [rng.standard_normal(s).astype(np.float32) for s in sizes]
-    grads = [[rng.standard_normal(s).astype(np.float32) for s in sizes] for _ in range(3)]
+    # seven steps: RAdam's rectified steps from the sixth
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in sizes] for _ in range(7)]
     results = []
     for foreach in (None, False):
         params = [gd.tensor(a, device="cuda", requires_grad=True) for a in init]

@@ -14,10 +14,13 @@ pytestmark = [pytest.mark.simulator,
                                  "NUMBA_ENABLE_CUDASIM=1 with GPUDL_DEVICE=cuda")]
 
 
-def _optimizer_kernels(builder, foreach, **sizes):
+def _optimizer_kernels(builder, foreach, optimizer=None, **sizes):
     from benchmarks import kernel_count, workloads
     kernel_count._import_kernel_modules()
     parts = getattr(workloads, builder)(gpudl, "cuda", True, **sizes)
+    if optimizer:
+        model, loss_fn, _, x, y = parts
+        parts = model, loss_fn, getattr(gpudl.optim, optimizer)(model.parameters()), x, y
     for group in parts[2].param_groups:
         group["foreach"] = foreach
     kernels, sites = kernel_count.count_step(parts)
@@ -36,3 +39,30 @@ def test_the_optimizer_step_is_one_launch_not_one_per_parameter(builder, sizes, 
     together, kernels = _optimizer_kernels(builder, None, **sizes)
     assert together == batched
     assert any(name.startswith("cupy kernel gpudl_mt_") for name in kernels)
+
+
+@pytest.mark.parametrize("optimizer", ["NAdam", "RAdam", "Adamax", "Adadelta", "Rprop", "ASGD"])
+def test_every_optimizer_with_a_fused_kernel_steps_in_one_launch(optimizer):
+    looped, _ = _optimizer_kernels("lenet_parts", False, optimizer, batch=2)
+    assert looped == 10                      # LeNet-5's parameters
+    together, kernels = _optimizer_kernels("lenet_parts", None, optimizer, batch=2)
+    assert together == 1
+    assert any(name.startswith("cupy kernel gpudl_mt_") for name in kernels)
+
+
+def test_grad_scaler_unscales_a_strided_gradient_with_one_multiply():
+    """A transposed gradient takes unscale_'s per-gradient way: its check, then one multiply in
+    place (``g[...] = g * inv_scale`` was a multiply and a copy)."""
+    from benchmarks import kernel_count
+    param = gpudl.nn.Parameter(gpudl.zeros(4, 3, device="cuda"))
+    param.grad = gpudl.randn(3, 4, device="cuda").t()
+    scaler = gpudl.amp.GradScaler("cuda", init_scale=4.0)
+    scaler.scale(gpudl.ones(1, device="cuda"))
+    counter = kernel_count.Counter()
+    with kernel_count.counting_hooks(counter):
+        counter.on = True
+        scaler.unscale_(gpudl.optim.SGD([param], lr=0.1))
+        counter.on = False
+    assert counter.kernels["cupy multiply.__call__"] == 1
+    assert counter.kernels["cupy setitem"] == 0
+    assert not any(name.startswith("cupy kernel") for name in counter.kernels)   # no launch
