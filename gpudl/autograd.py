@@ -959,10 +959,14 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
     meta = node.out_meta
     if len(meta) == 1 and 0 in grads_in:        # one output, its gradient arrived
         g = grads_in[0]
-        grads_out = (g if g.__class__ is np.ndarray else _as_array(g),)   # an array: no call
+        if g.__class__ is not np.ndarray:       # (an array, the usual case: no call)
+            grads_in[0] = g = _as_array(g)      # (not to keep a sliced gradient's pieces)
+        grads_out = (g,)
     else:
+        for i, g in grads_in.items():
+            grads_in[i] = _as_array(g)
         materialize = node.ctx is None or node.ctx.materialize_grads
-        grads_out = [_as_array(grads_in[i]) if i in grads_in
+        grads_out = [grads_in[i] if i in grads_in
                      else xp.zeros(shape, dtype) if materialize else None
                      for i, (shape, dtype, xp) in enumerate(meta)]
     input_grads = node.function.backward(node.ctx, *grads_out)
@@ -1033,18 +1037,19 @@ def _checked(node, i, g, shape, dtype):
 
 
 def _accumulate(tensor, g):
-    fresh = g.__class__ is SlicedGradient       # its array is a new buffer: no copy needed
-    g = _as_array(g)
     if _capture is not None and _capture.active():
-        return _capture.accumulate(tensor, g)
+        return _capture.accumulate(tensor, _as_array(g))
     # ._grad, not the .grad property: its getter warns for a non-leaf tensor, which
     # backward(inputs=...) fills (torch does so silently), and its setter's checks hold here (g
     # has the tensor's shape and dtype: _run_node and the seeds' checks saw to it)
+    sliced = g.__class__ is SlicedGradient      # its array() is a new buffer
     if tensor._grad is None:
         # a copy: the same gradient array may reach several leaves, and users update grads in place
-        tensor._grad = _Tensor._make(g if fresh else g.copy(), False, None, 0, tensor._device)
+        g = g.array() if sliced else g.copy()
+        tensor._grad = _Tensor._make(g, False, None, 0, tensor._device)
     else:
-        tensor._grad._data = tensor._grad._data + g
+        old = tensor._grad._data
+        tensor._grad._data = (g + old).array() if sliced else old + g
 
 
 def recorded(kind):

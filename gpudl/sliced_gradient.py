@@ -78,48 +78,79 @@ def dense(g):
 
 
 def view_index(index):
-    """``index`` (a basic index: ints, slices, None, Ellipsis) as a tuple that takes a view
-    of an array also when it picks one element (NumPy then returns a scalar, unless the index
-    holds an Ellipsis); None when it is no such index (a bool is a 0-d mask: a copy)."""
-    parts = index if isinstance(index, tuple) else (index,)
+    """``index`` (a basic index: ints, slices, None, Ellipsis; ops.shape.is_basic_index) as a
+    tuple that takes a view of an array also when it picks one element (NumPy then returns a
+    scalar, unless the index holds an Ellipsis); None for a bool (a 0-d mask: a copy)."""
+    parts = index if index.__class__ is tuple else (index,)
+    ellipsis = False
     for p in parts:
-        if not (p is None or p is Ellipsis or isinstance(p, slice)
-                or (isinstance(p, int) and not isinstance(p, bool))):
+        if p is Ellipsis:
+            ellipsis = True
+        elif p is True or p is False:
             return None
-    return parts if any(p is Ellipsis for p in parts) else parts + (Ellipsis,)
+    return parts if ellipsis else parts + (Ellipsis,)
 
 
 def covers_once(shape, indices):
     """Whether the views ``indices`` (view_index's) of an array of ``shape`` take every element
-    exactly once: they take whole axes but one, along which their positions do not overlap and
-    leave none out. (Pieces cut along two axes count as not covering: zeros then.)"""
-    selections = [_positions(shape, index) for index in indices]
-    cut = {axis for positions in selections for axis, taken in enumerate(positions)
-           if taken != range(shape[axis])}
-    if not cut:
-        return len(indices) == 1
-    if len(cut) > 1:
-        return False
-    (axis,) = cut
-    counts = np.zeros(shape[axis], np.intp)
-    for positions in selections:
-        taken = positions[axis]
-        counts[taken.start:taken.stop if taken.stop >= 0 else None:taken.step] += 1
-    return bool((counts == 1).all())
+    exactly once: one view taking all; or views taking all positions of every axis but one,
+    along which they do not overlap and leave none out. (Else zeros are filled: correct too.)"""
+    if len(indices) == 1:
+        return _cut(shape, indices[0]) == (None, None)
+    axis, ranges, spans, strided = None, [], [], False
+    for index in indices:
+        cut = _cut(shape, index)
+        if cut is None or cut[0] is None or (axis is not None and cut[0] != axis):
+            return False
+        axis, taken = cut
+        if not taken:
+            continue                    # an empty view takes nothing
+        ranges.append(taken)
+        if taken.step == 1:
+            spans.append((taken.start, taken.stop))
+        elif taken.step == -1:
+            spans.append((taken[-1], taken.start + 1))
+        else:
+            strided = True
+    n = shape[axis]
+    if strided:                         # count each position
+        counts = np.zeros(n, np.intp)
+        for r in ranges:
+            counts[r.start:r.stop if r.stop >= 0 else None:r.step] += 1
+        return bool((counts == 1).all())
+    end = 0                  # intervals: sorted, each must start where the last one ended
+    for low, high in sorted(spans):
+        if low != end:
+            return False
+        end = high
+    return end == n
 
 
-def _positions(shape, index):
-    """For each axis of ``shape``, the range of positions the view ``index`` takes."""
-    explicit = sum(p is not None and p is not Ellipsis for p in index)
-    ranges = []
+def _cut(shape, index):
+    """(axis, range of the positions taken) when the view ``index`` of an array of ``shape``
+    takes all positions of every axis but ``axis``; (None, None) when it takes them all; None
+    when it leaves some out along two axes or more."""
+    cut, axis = (None, None), 0
     for p in index:
-        axis = len(ranges)
         if p is None:
             continue
         if p is Ellipsis:
-            ranges += [range(n) for n in shape[axis:axis + len(shape) - explicit]]
-        elif isinstance(p, slice):
-            ranges.append(range(*p.indices(shape[axis])))
+            if p is index[-1]:
+                break                   # the axes left are taken whole
+            axis = len(shape) - sum(q is not None and q is not Ellipsis
+                                    for q in index[index.index(Ellipsis) + 1:])
+            continue
+        n = shape[axis]
+        if p.__class__ is not slice:
+            taken = range(p % n, p % n + 1)
+        elif p.start is None and p.stop is None and p.step is None:
+            axis += 1
+            continue
         else:
-            ranges.append(range(p % shape[axis], p % shape[axis] + 1))
-    return ranges + [range(n) for n in shape[len(ranges):]]
+            taken = range(*p.indices(n))
+        if len(taken) != n:
+            if cut[0] is not None:
+                return None
+            cut = (axis, taken)
+        axis += 1
+    return cut
