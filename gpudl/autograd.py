@@ -987,7 +987,8 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
             shape, dtype, _ = edge[0].out_meta[edge[1]]
         else:
             shape, dtype = edge._data.shape, edge._data.dtype
-        if g.__class__ is not np.ndarray or g.shape != shape or g.dtype != dtype:
+        if (g.__class__ is not np.ndarray and g.__class__ is not SlicedGradient
+                or g.shape != shape or g.dtype != dtype):
             g = _checked(node, i, g, shape, dtype)
         if isinstance(edge, tuple):
             slot = pending.setdefault(edge[0], {})
@@ -1026,8 +1027,6 @@ def _as_array(g):
 
 
 def _checked(node, i, g, shape, dtype):
-    if g.__class__ is SlicedGradient and g.shape == shape and g.dtype == dtype:
-        return g
     g = _as_array(g)
     if g.shape != shape:
         raise RuntimeError(
