@@ -31,6 +31,7 @@ import weakref
 import numpy as np
 
 from . import backend, cpu_threads, dtypes
+from .sliced_gradient import SlicedGradient
 
 _Tensor = None  # set by gpudl.tensor at import (tensor.py sits below this module)
 _refuse_overlap = None  # gpudl.inplace.refuse_overlap, set by it at import (it imports us)
@@ -179,10 +180,13 @@ def is_anomaly_enabled():
 
 def _check_no_nan(node, input_grads):
     for i, g in enumerate(input_grads):
-        if g is not None and backend.host_value(backend.get_array_module(g).isnan(g).any(),
-                                                "detect_anomaly (a NaN check)"):
-            raise RuntimeError(f"Function '{node.function.__name__}Backward' returned nan "
-                               f"values in its {i}th output.")
+        if g is None:
+            continue
+        for array in g.arrays() if g.__class__ is SlicedGradient else (g,):
+            if backend.host_value(backend.get_array_module(array).isnan(array).any(),
+                                  "detect_anomaly (a NaN check)"):
+                raise RuntimeError(f"Function '{node.function.__name__}Backward' returned nan "
+                                   f"values in its {i}th output.")
 
 
 class Context:
@@ -607,6 +611,8 @@ def _walk(seeds, retain_graph, order=None):
                 _run_node(node, grads_in, pending, retain_graph, leaf)
             if waiting:
                 _hooks_after(node, waiting, pending)
+        for tensor, g in pending.items():       # leaves' sliced gradients, joined once each
+            _accumulate(tensor, g)
     finally:
         state.enabled = state.previous.pop()
 
@@ -735,6 +741,7 @@ def _gradients_of(seeds, inputs, retain_graph):
     found = [None] * len(inputs)
 
     def capture(positions, g):
+        g = _as_array(g)
         for i in positions:
             found[i] = g if found[i] is None else found[i] + g
 
@@ -765,6 +772,7 @@ def _gradients_of(seeds, inputs, retain_graph):
                 _tensor_hooks(node, grads_in, retain=False)
             for index, g in grads_in.items():
                 if (node, index) in node_slots:
+                    grads_in[index] = g = _as_array(g)      # one array for both uses
                     capture(node_slots[(node, index)], g)
             if node in leads:
                 _run_node(node, grads_in, pending, retain_graph, leaf)
@@ -805,6 +813,7 @@ def register_hook(tensor, hook):
 
 def _call_hooks(hooks, g, device):
     """``g`` after each hook in turn (a hook returning None leaves it as it is)."""
+    g = _as_array(g)
     for hook in list(hooks):
         result = checked_hook_result(hook, hook(_Tensor._make(g, False, None, 0, device)),
                                      tuple(g.shape))
@@ -828,6 +837,8 @@ def checked_hook_result(hook, result, shape):
 
 def _tensor_hooks(node, grads_in, retain):
     """The hooks of ``node``'s outputs, then (``retain``) their retain_grad() accumulation."""
+    for i, g in grads_in.items():
+        grads_in[i] = _as_array(g)      # one array for the hooks, .grad and the node
     if node.hooks is not None:
         for i, hooks in node.hooks.items():
             if i in grads_in and hooks:
@@ -848,7 +859,7 @@ def _hold_hooked_leaves(pending):
     """The walk's leaf sink while leaves have hooks: a hooked leaf's gradients are summed in
     ``pending`` (keyed by the leaf) until its last edge is walked (_hooks_after)."""
     def leaf(t, g):
-        if id(t) in _leaf_hooks:
+        if id(t) in _leaf_hooks or g.__class__ is SlicedGradient:
             pending[t] = pending[t] + g if t in pending else g
         else:
             _accumulate(t, g)
@@ -948,10 +959,14 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
     meta = node.out_meta
     if len(meta) == 1 and 0 in grads_in:        # one output, its gradient arrived
         g = grads_in[0]
-        grads_out = (g if g.__class__ is np.ndarray else _as_array(g),)   # an array: no call
+        if g.__class__ is not np.ndarray:       # (an array, the usual case: no call)
+            grads_in[0] = g = _as_array(g)      # (not to keep a sliced gradient's pieces)
+        grads_out = (g,)
     else:
+        for i, g in grads_in.items():
+            grads_in[i] = _as_array(g)
         materialize = node.ctx is None or node.ctx.materialize_grads
-        grads_out = [_as_array(grads_in[i]) if i in grads_in
+        grads_out = [grads_in[i] if i in grads_in
                      else xp.zeros(shape, dtype) if materialize else None
                      for i, (shape, dtype, xp) in enumerate(meta)]
     input_grads = node.function.backward(node.ctx, *grads_out)
@@ -972,15 +987,18 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
             shape, dtype, _ = edge[0].out_meta[edge[1]]
         else:
             shape, dtype = edge._data.shape, edge._data.dtype
-        if g.__class__ is not np.ndarray or g.shape != shape or g.dtype != dtype:
+        if (g.__class__ is not np.ndarray and g.__class__ is not SlicedGradient
+                or g.shape != shape or g.dtype != dtype):
             g = _checked(node, i, g, shape, dtype)
         if isinstance(edge, tuple):
             slot = pending.setdefault(edge[0], {})
             slot[edge[1]] = slot[edge[1]] + g if edge[1] in slot else g
-        elif leaf is None:
-            _accumulate(edge, g)
-        else:
+        elif leaf is not None:
             leaf(edge, g)
+        elif g.__class__ is SlicedGradient:     # held: the walk joins a leaf's pieces once
+            pending[edge] = pending[edge] + g if edge in pending else g
+        else:
+            _accumulate(edge, g)
 
 
 def one_per_input(node, input_grads, what):
@@ -1001,7 +1019,10 @@ def edge_meta(edge):
 
 
 def _as_array(g):
-    """0-d NumPy arithmetic returns scalars; backward functions always receive arrays."""
+    """0-d NumPy arithmetic returns scalars, and sliced gradients are pieces; backward
+    functions always receive arrays."""
+    if g.__class__ is SlicedGradient:
+        return g.array()
     return np.asarray(g) if isinstance(g, np.generic) else g
 
 
@@ -1016,15 +1037,18 @@ def _checked(node, i, g, shape, dtype):
 
 def _accumulate(tensor, g):
     if _capture is not None and _capture.active():
-        return _capture.accumulate(tensor, g)
+        return _capture.accumulate(tensor, _as_array(g))
     # ._grad, not the .grad property: its getter warns for a non-leaf tensor, which
     # backward(inputs=...) fills (torch does so silently), and its setter's checks hold here (g
     # has the tensor's shape and dtype: _run_node and the seeds' checks saw to it)
+    sliced = g.__class__ is SlicedGradient      # its array() is a new buffer
     if tensor._grad is None:
         # a copy: the same gradient array may reach several leaves, and users update grads in place
-        tensor._grad = _Tensor._make(g.copy(), False, None, 0, tensor._device)
+        g = g.array() if sliced else g.copy()
+        tensor._grad = _Tensor._make(g, False, None, 0, tensor._device)
     else:
-        tensor._grad._data = tensor._grad._data + g
+        old = tensor._grad._data
+        tensor._grad._data = (g + old).array() if sliced else old + g
 
 
 def recorded(kind):

@@ -12,6 +12,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Context, ArrayFunction
 from ..higher_order import graph_backward
+from ..sliced_gradient import dense
 from ..tensor import Tensor
 from ..tensor_math import where
 from . import elementwise as E
@@ -49,7 +50,7 @@ class Adjoint(ArrayFunction):
     @staticmethod
     def forward(ctx, g, op, op_ctx, args):
         ctx.op, ctx.args = op, args
-        return op.backward(op_ctx, g)[0]
+        return dense(op.backward(op_ctx, g)[0])
 
     @staticmethod
     def backward(ctx, gg):

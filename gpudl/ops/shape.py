@@ -4,6 +4,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import ArrayFunction
+from ..sliced_gradient import SlicedGradient, view_index
 from ._util import sum_to, xp_of
 
 
@@ -105,7 +106,9 @@ class RangeChecked(tuple):
 
 
 class GetItem(ArrayFunction):
-    """a[index]; the backward scatters with accumulation so repeated indices add up."""
+    """a[index]; the backward scatters with accumulation so repeated indices add up. For a
+    view (a basic index) it returns the piece as a SlicedGradient, which the autograd walk joins
+    with the other pieces of ``a`` once (chunk, split, unbind: no full-size zeros per piece)."""
 
     is_view = True          # a view when index is basic (NumPy copies for advanced indices)
 
@@ -124,9 +127,11 @@ class GetItem(ArrayFunction):
     @staticmethod
     def backward(ctx, g):
         shape, dtype, index = ctx.conf
-        xp = xp_of(g)
-        ga = xp.zeros(shape, dtype)
-        if is_basic_index(index):
+        view = view_index(index) if is_basic_index(index) else None
+        if view is not None:
+            return SlicedGradient(shape, dtype, ((view, g),)), None
+        ga = xp_of(g).zeros(shape, dtype)
+        if is_basic_index(index):       # a bool: a 0-d mask
             ga[index] = g
         else:
             _count_mask_reads(index)

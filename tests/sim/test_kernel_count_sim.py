@@ -66,3 +66,64 @@ def test_grad_scaler_unscales_a_strided_gradient_with_one_multiply():
     assert counter.kernels["cupy multiply.__call__"] == 1
     assert counter.kernels["cupy setitem"] == 0
     assert not any(name.startswith("cupy kernel") for name in counter.kernels)   # no launch
+
+
+def _backward_kernels(loss):
+    """(kernels by name, by call site) that ``loss.backward()`` launches."""
+    import numpy as np
+    from benchmarks import kernel_count
+    counter = kernel_count.Counter()
+    with kernel_count.counting_hooks(counter), np.errstate(all="ignore"):
+        counter.on = True
+        loss.backward()
+        counter.on = False
+    return counter.kernels, counter.sites
+
+
+def _joining(sites):
+    """The kernels of slicing's backward and of the walk's gradient sums, by call site."""
+    return {site: n for site, n in sites.items() if site.startswith(
+        ("ops/shape.py", "sliced_gradient.py", "autograd.py:_run_node", "autograd.py:_acc"))}
+
+
+def _chunked(leaf):
+    """A (4, 12) cuda tensor read as 3 chunks along the last dim (attention's in-projection),
+    through a node or (``leaf``) from the leaf itself; each chunk used differently."""
+    x = gpudl.randn(4, 12, device="cuda", requires_grad=True)
+    y = x if leaf else x * 2
+    q, k, v = y.chunk(3, dim=-1)
+    return (q * k + v).sum()
+
+
+@pytest.mark.parametrize("leaf", [False, True])
+def test_chunk_backward_writes_each_piece_once_and_fills_nothing(leaf):
+    """The chunks' gradients are written into one buffer, one kernel each: no zero-filled
+    full-size gradient per chunk, no additions of those (it took 3 zeros, 3 writes and 2 adds,
+    and for a leaf a copy into .grad)."""
+    kernels, sites = _backward_kernels(_chunked(leaf))
+    joined = _joining(sites)
+    assert joined == {"sliced_gradient.py:array": 3}, joined
+    assert kernels["cupy zeros"] == kernels["cupy copy"] == 0
+
+
+def test_overlapping_slices_backward_fills_once():
+    """x[0:3] and x[2:5] overlap: one zero-filled buffer, each piece added in one kernel (it took
+    2 zeros, 2 writes and 1 add)."""
+    x = gpudl.randn(6, 2, device="cuda", requires_grad=True)
+    y = x * 2
+    kernels, sites = _backward_kernels((y[0:3] * y[2:5]).sum())
+    joined = _joining(sites)
+    assert joined == {"sliced_gradient.py:array": 3}, joined
+    assert kernels["cupy zeros"] == 1
+
+
+def test_the_transformer_step_has_no_per_chunk_gradients():
+    """benchmarks.kernel_count's transformer step: the in-projection's chunk(3) backward is 3
+    writes per layer, and no full-size chunk gradient is added (106 kernels before, 96 now)."""
+    from benchmarks import kernel_count, workloads
+    kernel_count._import_kernel_modules()
+    parts = workloads.transformer_parts(gpudl, "cuda", True, batch=2, seq=4)
+    kernels, sites = kernel_count.count_step(parts)
+    assert not any(site.startswith("ops/shape.py") for site in sites), sites
+    assert sites["sliced_gradient.py:array"] == 6
+    assert sum(kernels.values()) <= 96
