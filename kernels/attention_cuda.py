@@ -42,6 +42,7 @@ HEAD_DIMS = (16, 32, 64, 128)   # register-resident accumulators: above 128 the 
 BLOCK = 64                      # queries per forward/dQ block, keys per dK/dV block
 DELTA_THREADS = 128             # threads per block of the delta kernel: a warp per row
 DELTA_ROWS = DELTA_THREADS // 32
+GRID_Y = 65535          # CUDA's limit on a grid's y dimension
 SHARED_LIMIT = 48 * 1024        # static shared memory per block
 
 NEG_INF = float32(-math.inf)
@@ -172,15 +173,41 @@ def _fill(n):
     return fill
 
 
-def _placer(tx_count):
+@cuda.jit(device=True, inline="always")
+def block_place(tile, late_first):
+    """(first row of this block's ``tile`` rows, batch row b) in a grid of (batch, tiles of
+    rows) blocks (``grid``). Blocks start in the order of their linear index, x fastest: every
+    batch row's first tile, then every second tile..., with ``late_first`` the last tiles first.
+    Under a causal mask a query block's work grows with its place (a key block's shrinks), so
+    the longest blocks start first and the last wave is short (longest processing time first);
+    unmasked, the order changes nothing. All from special registers: nothing held live."""
+    rank = cuda.blockIdx.y
+    if late_first:
+        rank = cuda.gridDim.y - 1 - rank
+    return rank * tile, cuda.blockIdx.x
+
+
+def grid(rows, tile, batch):
+    """The grid ``block_place`` reads: (batch rows, tiles of rows). The batch along x takes up
+    to 2**31 - 1 rows; the tiles along y at most 65,535 (the batch used to be there)."""
+    tiles = (rows + tile - 1) // tile
+    if tiles > GRID_Y:
+        raise ValueError(f"attention on cuda: {rows} rows make {tiles} blocks of {tile}; the "
+                         f"kernels take at most {GRID_Y} (sequences up to {GRID_Y * tile} rows)")
+    return (batch, tiles)
+
+
+def _placer(tx_count, late_first):
     """place(): (tid, ty, tx, first row of the block's 64, batch row b) of this thread in a
-    block laid out as a (threads // tx_count, tx_count) grid."""
+    block laid out as a (threads // tx_count, tx_count) grid; blocks of queries (``late_first``)
+    or of keys (dK/dV), ordered by ``block_place``."""
 
     @cuda.jit(device=True, inline="always")
     def place():
         tid = cuda.threadIdx.x
         ty = tid // tx_count
-        return tid, ty, tid - ty * tx_count, cuda.blockIdx.x * BLOCK, cuda.blockIdx.y
+        start, b = block_place(BLOCK, late_first)
+        return tid, ty, tid - ty * tx_count, start, b
     return place
 
 
@@ -253,7 +280,7 @@ def _make_forward(head, masked, t):
     scores = _mma(RM, CN, DC, TY * LD, 1, TX * LD, 1)
     pv = _mma(RM, OC, BN, TY * LP, 1, TX, E)
     fill_s, fill_acc, fill_rows = _fill(RM * CN), _fill(RM * OC), _fill(RM)
-    place = _placer(TX)
+    place = _placer(TX, True)
 
     def fwd(q, k, v, mask, out, lse, scale, is_causal):
         qs = cuda.shared.array(Q_SIZE, float32)        # Q when resident
@@ -350,7 +377,7 @@ def _make_bwd_dq(head, masked, t):
     stage_mask = _mask_stager(BLOCK, BN, LP, False)
     ds_k = _mma(RM, OC, BN, TY * LP, 1, TX, LK)
     fill_s, fill_acc = _fill(RM * CN), _fill(RM * OC)
-    place = _placer(TX)
+    place = _placer(TX, True)
 
     def bwd_dq(q, k, v, mask, gout, lse, delta, gq, scale, is_causal):
         region = cuda.shared.array(REGION, float32)    # Q/dO/K/V chunks, then dS
@@ -410,7 +437,7 @@ def _make_bwd_dkdv(head, masked, t):
     stage_mask = _mask_stager(BLOCK, BQ, LP, True)
     update = _mma(RM, OC, BQ, TY * LP, 1, TX, E)
     fill_s, fill_acc = _fill(RM * CN), _fill(RM * OC)
-    place = _placer(TX)
+    place = _placer(TX, False)
 
     def bwd_dkdv(q, k, v, mask, gout, lse, delta, gk, gv, scale, is_causal):
         region = cuda.shared.array(REGION, float32)    # K/V/Q/dO chunks, then P^T and dS^T
@@ -468,8 +495,9 @@ def _delta(out, gout, delta):
     red = cuda.shared.array(DELTA_THREADS, float32)
     tid = cuda.threadIdx.x
     lane = tid % 32
-    row = cuda.blockIdx.x * DELTA_ROWS + tid // 32
-    b = uint64(cuda.blockIdx.y)
+    first, b = block_place(DELTA_ROWS, False)
+    row = first + tid // 32
+    b = uint64(b)
     total = ZERO
     if row < out.shape[1]:
         d = lane
@@ -531,7 +559,7 @@ def _contiguous(xp, dtype, *arrays):
 
 
 def _grid(n, B):
-    return ((n + BLOCK - 1) // BLOCK, B)
+    return grid(n, BLOCK, B)
 
 
 def attention_forward(q, k, v, mask, is_causal, scale):
@@ -566,7 +594,7 @@ def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale):
     conf = (np.float32(scale), np.int32(is_causal))
     delta = xp.empty((B, L), np.float32)
     if B * L:
-        launch(_delta_kernel, delta_sig, ((L + DELTA_ROWS - 1) // DELTA_ROWS, B), DELTA_THREADS,
+        launch(_delta_kernel, delta_sig, grid(L, DELTA_ROWS, B), DELTA_THREADS,
                out, gout, delta)
         launch(dq_kernel, dq_sig, _grid(L, B), dq_tiling.threads,
                q, k, v, mask, gout, lse, delta, gq, *conf)

@@ -81,10 +81,10 @@ from numba import config, cuda, float32, uint32, uint64
 
 from gpudl import backend, dtypes
 
-from . import mma
+from . import attention_cuda, mma
 from .conv_tc_cuda import _bounds, as_float32, tf32_bits
 from .attention_cuda import (DELTA_ROWS, DELTA_THREADS, _additive_mask, _delta_kernel, _fill,
-                             _signatures as _simt_signatures)
+                             block_place, _signatures as _simt_signatures)
 from .budget import Budget
 from .launch import launch
 
@@ -621,14 +621,14 @@ def _sweep(tile, edge_tile, step, prefetch=None):
 
 
 @cuda.jit(device=True, inline="always")
-def _coords(mask):
+def _coords(mask, queries):
     """(tid, lane, warp, t, block start, b, mask batch row, row a, row b): this thread's place;
-    rows a and b (= a + 8) are its two rows of the warp's 16 (queries, or keys in dK/dV)."""
+    rows a and b (= a + 8) are its two rows of the warp's 16: of queries (``queries``; the
+    last query blocks start first), or of keys in dK/dV (``block_place``)."""
     tid = cuda.threadIdx.x
     lane = tid & 31
     warp = tid >> 5
-    start = cuda.blockIdx.x * BLOCK
-    b = cuda.blockIdx.y
+    start, b = block_place(BLOCK, queries)
     row_a = start + warp * 16 + (lane >> 2)
     return tid, lane, warp, lane & 3, start, b, uint64(min(b, mask.shape[0] - 1)), row_a, row_a + 8
 
@@ -741,7 +741,7 @@ def _make_forward(head, masked, kind):
         s = cuda.local.array(SN, float32)
         o = cuda.local.array(ON, float32)
         stats = cuda.local.array(4, float32)        # row max (log2 units) a, b; lane's row sums
-        tid, lane, warp, t, q0, b, bm, row_a, row_b = _coords(mask)
+        tid, lane, warp, t, q0, b, bm, row_a, row_b = _coords(mask, True)
         n_keys = k.shape[1]
         stage_q(q, b, q0, qs, tid)
         mma.cp_async_wait_all()
@@ -842,7 +842,7 @@ def _make_bwd_dq(head, masked, kind):
         s = cuda.local.array(SN, float32)
         dp = cuda.local.array(SN, float32)
         acc = cuda.local.array(ON, float32)
-        tid, lane, warp, t, q0, b, bm, row_a, row_b = _coords(mask)
+        tid, lane, warp, t, q0, b, bm, row_a, row_b = _coords(mask, True)
         n_keys = k.shape[1]
         lse_a, delta_a = _row_stats(lse, delta, b, row_a)
         lse_b, delta_b = _row_stats(lse, delta, b, row_b)
@@ -939,7 +939,7 @@ def _make_bwd_dkdv(head, masked, kind):
         dpt = cuda.local.array(SN, float32)         # dP^T, then dS^T
         gk_acc = cuda.local.array(ON, float32)
         gv_acc = cuda.local.array(ON, float32)
-        tid, lane, warp, t, k0, b, bm, key_a, key_b = _coords(mask)
+        tid, lane, warp, t, k0, b, bm, key_a, key_b = _coords(mask, False)
         n_queries = q.shape[1]
         stage_keys(k, b, k0, ks, tid)
         stage_keys(v, b, k0, vs, tid)
@@ -1065,7 +1065,7 @@ def _result(xp, buffer, width, dtype):
 
 
 def _grid(n, B):
-    return ((n + BLOCK - 1) // BLOCK, B)
+    return attention_cuda.grid(n, BLOCK, B)
 
 
 def _scales(scale):
@@ -1107,7 +1107,7 @@ def _delta(xp, out, gout, kind):
     dtype = "float16" if kind == "f16" else "float32"
     delta = xp.empty((B, L), np.float32)
     launch(_delta_kernel, _simt_signatures(dtype)[3],
-           ((L + DELTA_ROWS - 1) // DELTA_ROWS, B), DELTA_THREADS,
+           attention_cuda.grid(L, DELTA_ROWS, B), DELTA_THREADS,
            xp.ascontiguousarray(out, dtype=dtype), xp.ascontiguousarray(gout, dtype=dtype), delta)
     return delta
 

@@ -7,6 +7,7 @@ tiles, partial edge tiles, skipped causal tiles), in every head-dim bucket with 
 
 import numpy as np
 import pytest
+from numba import cuda
 
 from gpudl import backend
 from gpudl.kernels import attention as K
@@ -172,3 +173,31 @@ def test_the_unmasked_kernels_never_read_the_mask(rng, monkeypatch, is_causal):
         return xp.full((1, 1, 1), np.nan, np.float32) if mask is None else real(xp, mask)
     monkeypatch.setattr(attention_cuda, "_additive_mask", poisoned)
     check(*make(rng, 1, 6, 9, 8, 8), is_causal=is_causal)
+
+
+@pytest.mark.parametrize("late_first", [True, False])
+def test_blocks_start_longest_first_and_take_any_batch(late_first):
+    """``block_place`` over ``grid``'s (batch, tiles) grid: each (tile, batch row) exactly
+    once; in the order blocks start (linear index, x fastest) the rank runs over every batch
+    row before the next, from the last tile (causal queries: the most keys) with ``late_first``.
+    The batch sits on x, so batches past CUDA's 65,535 grid rows launch; tiles are capped."""
+    from gpudl.kernels import attention_cuda
+
+    @cuda.jit
+    def record(out):
+        start, b = attention_cuda.block_place(64, late_first)
+        if cuda.threadIdx.x == 0:
+            linear = cuda.blockIdx.y * cuda.gridDim.x + cuda.blockIdx.x
+            out[linear, 0] = start
+            out[linear, 1] = b
+
+    grid = attention_cuda.grid(3 * 64 - 5, 64, 4)
+    assert grid == (4, 3)
+    out = cuda.to_device(np.full((12, 2), -1, np.int64))
+    record[grid, 32](out)
+    order = [tuple(p) for p in out.copy_to_host()]
+    tiles = [2, 1, 0] if late_first else [0, 1, 2]
+    assert order == [(64 * t, b) for t in tiles for b in range(4)]
+    assert attention_cuda.grid(1024, 64, 70_000) == (70_000, 16)
+    with pytest.raises(ValueError, match="65535"):
+        attention_cuda.grid(65_536 * 64, 64, 1)
