@@ -10,7 +10,8 @@ offline. This runs the steps of graph_steps.py at batch 2 on the strict simulato
 (gpudl/sim_device.py), with the launches counted instead of run: each Numba kernel launch
 (kernels/launch.py), each CuPy ElementwiseKernel/ReductionKernel/RawKernel call, and each array
 operation of the simulator's CuPy stand-in (a ufunc call or reduction, a NumPy function, a fill
-or item assignment: each one CuPy kernel; cuBLAS through matmul: one). Kernels are not run, so
+or item assignment, a module function that writes a new array such as ``stack`` or a copying
+``array``: each one CuPy kernel; cuBLAS through matmul: one). Kernels are not run, so
 values are garbage; a step reads nothing back (tests/sim/test_zero_sync_sim.py), so what runs
 does not depend on them. CuPy-only branches (``backend.is_device_array``) are taken as on a GPU.
 It is an estimate: a CuPy op that launches two kernels counts one, a view counts none.
@@ -34,8 +35,11 @@ STEPS = (("LeNet-5 SGD-momentum", "lenet_parts", {"batch": 2}),
 _NOT_KERNELS = frozenset(("may_share_memory", "shares_memory"))
 _MISSING = object()
 _PLUMBING = ("sim_device.py", "launch.py", "multi_tensor.py", "kernel_count.py")  # not call sites
-_FILLS = ("zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "arange", "eye",
-          "copy", "ascontiguousarray")
+# the CuPy module's functions that launch a kernel (a memset, a fill, a copy); the others
+# called in a step make views or empty arrays
+_WRITING = ("zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "arange", "eye",
+            "copy", "ascontiguousarray", "array", "stack", "concatenate", "where")
+_COPYING = ("ascontiguousarray", "array")     # counted only when they copied
 
 
 class Counter:
@@ -116,9 +120,9 @@ def counting_hooks(counter):
         buffer._data = buffer._data.view(device_array)
         return buffer
 
-    for name in _FILLS:       # allocations that write (CuPy: a memset or a fill kernel)
+    for name in _WRITING:
         patch(sim_device.sim_cuda_module, name,
-              _counted_fill(counter, getattr(sim_device.sim_cuda_module, name), name))
+              _counted_call(counter, getattr(sim_device.sim_cuda_module, name), name))
     patch(device_array, "__array_ufunc__", counted_ufunc)
     patch(device_array, "__array_function__", counted_function)
     patch(device_array, "fill", counted_fill)
@@ -149,11 +153,11 @@ def counting_hooks(counter):
                 setattr(owner, name, value)
 
 
-def _counted_fill(counter, make, name):
+def _counted_call(counter, make, name):
     def counted(*args, **kwargs):
         result = make(*args, **kwargs)
-        if name != "ascontiguousarray" or not np.may_share_memory(result, args[0]):
-            counter.add(f"cupy {name}")         # ascontiguousarray: only when it copied
+        if name not in _COPYING or not np.may_share_memory(result, args[0]):
+            counter.add(f"cupy {name}")
         return result
     return counted
 
