@@ -101,13 +101,13 @@ def counting_hooks(counter):
         counter.add("cupy setitem")
         return setitem(self, key, value)
 
-    def cupy_kernel(*spec):
+    def cupy_kernel(*spec, reduction=False):
         name = spec[-1]
+        n_in = len(spec[0].split(",")) if len(spec) > 2 else None     # a RawKernel: none
 
         def kernel(*args, **kwargs):
             counter.add(f"cupy kernel {name}")
-            outs = [a for a in args if isinstance(a, np.ndarray)]
-            return outs[-1] if outs else None
+            return _made_by(n_in, args, reduction, kwargs.get("axis"), device_array)
         return kernel
 
     def numba_launch(kernel, *args, **kwargs):
@@ -129,7 +129,7 @@ def counting_hooks(counter):
     patch(device_array, "__setitem__", counted_setitem)
     patch(backend, "is_device_array", lambda a: isinstance(a, device_array))
     patch(backend, "elementwise_kernel", lambda *spec: cupy_kernel(*spec))
-    patch(backend, "reduction_kernel", lambda *spec: cupy_kernel(*spec))
+    patch(backend, "reduction_kernel", lambda *spec: cupy_kernel(*spec, reduction=True))
     patch(backend, "raw_kernel", lambda code, name: cupy_kernel(name))
     for module in (adam, rmsprop):
         patch(module, "new_state_buffer", device_state_buffer)
@@ -151,6 +151,22 @@ def counting_hooks(counter):
                 delattr(owner, name)
             else:
                 setattr(owner, name, value)
+
+
+def _made_by(n_in, args, reduction, axis, device_array):
+    """What a CuPy kernel not run returns, in shape and dtype (its values garbage): the outputs
+    passed to it, else one array of the inputs' broadcast shape (reduced over ``axis``, all
+    axes by default, for a ReductionKernel) and the first input's dtype; None for a RawKernel."""
+    if n_in is None:
+        return None
+    outs = [a for a in args[n_in:] if isinstance(a, np.ndarray)]
+    if outs:
+        return outs[0] if len(outs) == 1 else tuple(outs)
+    arrays = [a for a in args[:n_in] if isinstance(a, np.ndarray)]
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    if reduction:
+        shape = np.empty(shape, bool).sum(axis=axis).shape
+    return np.empty(shape, arrays[0].dtype).view(device_array)
 
 
 def _counted_call(counter, make, name):
