@@ -36,3 +36,29 @@ def test_the_optimizer_step_is_one_launch_not_one_per_parameter(builder, sizes, 
     together, kernels = _optimizer_kernels(builder, None, **sizes)
     assert together == batched
     assert any(name.startswith("cupy kernel gpudl_mt_") for name in kernels)
+
+
+# The sunspots step (2-layer LSTM, Linear head, MSE, capturable Adam) as session 17 left it; a
+# change that adds a kernel to the recurrent layers or the loss fails here (lower it when a
+# kernel goes away). Per layer: the input projection (a GEMM), one persistent launch forward
+# and one backward, the weight gradients (GEMMs for w_ih and w_hh, a sum for the biases, and
+# the layer's input gradient where the input needs one); the MSE one kernel each way.
+SUNSPOTS_RECURRENT_AND_LOSS = {"kernels/lstm.py:_input_projection": 2,
+                               "kernels/lstm_persistent_cuda.py:_launch": 4,
+                               "kernels/lstm.py:_weight_grads": 7,
+                               "ops/rnn.py:forward": 1,            # batch_first x, made (T, B, I)
+                               "ops/loss.py:device_value": 1, "ops/loss.py:device_grads": 1}
+SUNSPOTS_KERNELS = 28       # 54 before session 17 (counted as now)
+
+
+def test_the_sunspots_step_keeps_its_kernel_count():
+    from benchmarks import kernel_count, workloads
+    kernel_count._import_kernel_modules()
+    parts = workloads.sunspots_parts(gpudl, "cuda", True, batch=2, window=4)
+    kernels, sites = kernel_count.count_step(parts)
+    recurrent_and_loss = {site: n for site, n in sites.items()
+                          if site.startswith(("kernels/lstm", "ops/rnn", "ops/loss"))}
+    assert recurrent_and_loss == SUNSPOTS_RECURRENT_AND_LOSS
+    assert not any(site.startswith(("creation", "autograd.py:<listcomp>")) for site in sites), \
+        "zeros made for the initial states or for outputs without gradient"
+    assert sum(kernels.values()) <= SUNSPOTS_KERNELS, sites
