@@ -703,7 +703,8 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
     if g_x is not None:
         return (g_x if needs[0] else None, g_hx, g_cx,
                 *_column_weight_grads(*columns, needs, _gemm_threads()))
-    return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx)
+    return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx,
+                         cells is not CELLS)
 
 
 GROUP_ROWS = 4      # row groups: multiples of small_gemm's 4-row blocks (_put_columns unrolls 4)
@@ -807,14 +808,23 @@ def _contiguous(xp, a):
     return out
 
 
-def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx):
-    """The GEMMs over all T*B rows at once: gradients of x, the weights and the biases."""
+def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx, on_cuda=False):
+    """The GEMMs over all T*B rows at once: gradients of x, the weights and the biases; on the
+    cuda kernels (``on_cuda``) a short layer's weight and bias gradients in one launch
+    (kernels/lstm_wgrad_cuda.py) where all are wanted."""
     T, B, I = x.shape
     rows = T * B
     d_x = dgates.reshape(rows, dgates.shape[2])     # (T*B, G*H)
     d_h = dgh.reshape(rows, dgh.shape[2])
     matmul = _matmul_for(x)
     g_x = matmul(d_x, w_ih).reshape(T, B, I) if needs[0] else None
+    if on_cuda and dgh is dgates and all(needs[3:7]):
+        from . import lstm_wgrad_cuda
+        if lstm_wgrad_cuda.takes(d_x, x):
+            g_w_ih, g_w_hh, g_b = lstm_wgrad_cuda.weight_grads(
+                d_x, x.reshape(rows, I), h_prev.reshape(rows, h_prev.shape[2]),
+                backend.get_array_module(x))
+            return g_x, g_hx, g_cx, g_w_ih, g_w_hh, g_b, g_b
     g_w_ih = matmul(d_x.T, x.reshape(rows, I)) if needs[3] else None
     g_w_hh = matmul(d_h.T, h_prev.reshape(rows, h_prev.shape[2])) if needs[4] else None
     g_b_ih = d_x.sum(axis=0) if needs[5] or (needs[6] and dgh is dgates) else None
