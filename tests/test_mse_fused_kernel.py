@@ -118,3 +118,23 @@ def test_kernels_compile_for_the_gpu_without_fp64_in_float():
         ptx = nvrtc_ptx(reduction_source(*L._MSE.DEVICE_REDUCED[:-1], frozenset(("x", "t")),
                                          ctype))
         assert ctype == "double" or not re.search(r"\.f64\b", ptx)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_on_the_gpu_the_kernels_give_torchs_numbers(rng, reduction):
+    """On a GPU (tools/gpu_check.sh): the real CuPy kernels against torch on the CPU; the
+    gradients' expression has no multiply-add to contract, so the bits are torch's."""
+    if backend._cupy is None:
+        pytest.skip("needs CuPy and a GPU; the emulation above runs everywhere else")
+    from oracle import torch
+    x, t = _pair(rng, np.float32, (33, 65))
+    g_out = rng.standard_normal(() if reduction != "none" else x.shape).astype(np.float32)
+    ours = [gd.tensor(a, device="cuda", requires_grad=True) for a in (x, t)]
+    theirs = [torch.tensor(a, requires_grad=True) for a in (x, t)]
+    loss = gd.nn.functional.mse_loss(*ours, reduction=reduction)
+    want = torch.nn.functional.mse_loss(*theirs, reduction=reduction)
+    loss.backward(gd.tensor(g_out, device="cuda"))
+    want.backward(torch.tensor(g_out))
+    np.testing.assert_allclose(loss.cpu().numpy(), want.detach().numpy(), rtol=1e-6)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a.grad.cpu().numpy(), b.grad.numpy())
