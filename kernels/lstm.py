@@ -810,7 +810,7 @@ def _contiguous(xp, a):
 
 def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx, on_cuda=False):
     """The GEMMs over all T*B rows at once: gradients of x, the weights and the biases; on the
-    cuda kernels (``on_cuda``) a short layer's weight and bias gradients in one launch
+    cuda kernels (``on_cuda``) a small layer's weight and bias gradients in one launch
     (kernels/lstm_wgrad_cuda.py) where all are wanted."""
     T, B, I = x.shape
     rows = T * B
@@ -820,10 +820,10 @@ def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx, on_cuda=False
     g_x = matmul(d_x, w_ih).reshape(T, B, I) if needs[0] else None
     if on_cuda and dgh is dgates and all(needs[3:7]):
         from . import lstm_wgrad_cuda
-        if lstm_wgrad_cuda.takes(d_x, x):
-            g_w_ih, g_w_hh, g_b = lstm_wgrad_cuda.weight_grads(
-                d_x, x.reshape(rows, I), h_prev.reshape(rows, h_prev.shape[2]),
-                backend.get_array_module(x))
+        x_rows, h_rows = x.reshape(rows, I), h_prev.reshape(rows, h_prev.shape[2])
+        if lstm_wgrad_cuda.takes(d_x, x_rows, h_rows):
+            g_w_ih, g_w_hh, g_b = lstm_wgrad_cuda.weight_grads(d_x, x_rows, h_rows,
+                                                                backend.get_array_module(x))
             return g_x, g_hx, g_cx, g_w_ih, g_w_hh, g_b, g_b
     g_w_ih = matmul(d_x.T, x.reshape(rows, I)) if needs[3] else None
     g_w_hh = matmul(d_h.T, h_prev.reshape(rows, h_prev.shape[2])) if needs[4] else None

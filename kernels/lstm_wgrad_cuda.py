@@ -7,9 +7,10 @@ of a captured step for a few microseconds of work each when the layer is small (
 LSTM: 384 rows). Here block k computes row k of all three, the columns of ``[x | h_prev | 1]``
 along a warp's lanes, up to 32 at a time, the rows split over the block's warps (up to WARPS; UNROLL rows a
 step, each its own partial sum, so the loads of UNROLL rows are in flight together), the warps'
-partial sums added in a fixed order: the same bits every run. kernels/lstm.py takes this kernel
-for float32 layers of at most ``ROWS_MAX`` rows (beyond it a warp's serial share of the rows
-outgrows what cuBLAS's tiles cost) when all three gradients are wanted and the two GEMMs would
+partial sums added in a fixed order: the same bits every run. A warp walks its rows once per
+32 columns, one after the other: kernels/lstm.py takes this kernel for float32 layers whose walks
+take at most ``STEPS_MAX`` steps of UNROLL rows (the sunspots layers: 12 and 18), beyond which
+cuBLAS's tiles are likely faster, when all three gradients are wanted and the two GEMMs would
 see the same gate gradients (not GRU's).
 """
 
@@ -21,7 +22,8 @@ from .launch import launch
 
 WARPS = 16              # row slices of a block at most (512 threads)
 UNROLL = 4              # rows a warp has in flight per step
-ROWS_MAX = 1024         # larger layers keep the GEMMs (not yet timed on a GPU)
+STEPS_MAX = 24          # larger layers keep the GEMMs (~4 us of loads at an L2 latency a
+                        # step; not yet timed on a GPU)
 SIGNATURE = "void(" + ", ".join(["float32[:, ::1]"] * 5 + ["float32[::1]"]) + ")"
 
 
@@ -84,9 +86,24 @@ def weight_grads_kernel(d, x, h_prev, g_w_ih, g_w_hh, g_b):
         cuda.syncthreads()
 
 
-def takes(d, x):
-    """Whether this kernel serves gate gradients ``d`` (rows, G) of the input ``x`` (rows, I)."""
-    return d.dtype == x.dtype == np.float32 and 0 < d.shape[0] <= ROWS_MAX
+def _shape(rows, columns):
+    """(lanes, warps) of a block for ``rows`` rows and ``columns`` columns: no idle lanes
+    under 32 columns, two steps a warp at least."""
+    return min(32, columns), min(WARPS, -(-rows // (2 * UNROLL)))
+
+
+def steps(rows, columns):
+    """Steps of UNROLL rows a warp takes, one after the other, for all ``columns``."""
+    lanes, warps = _shape(rows, columns)
+    return -(-columns // lanes) * -(-rows // (warps * UNROLL))
+
+
+def takes(d, x, h_prev):
+    """Whether this kernel serves gate gradients ``d`` (rows, G) of the input ``x`` (rows, I)
+    and previous states ``h_prev`` (rows, H)."""
+    rows, columns = d.shape[0], x.shape[1] + h_prev.shape[1] + 1
+    return (d.dtype == x.dtype == h_prev.dtype == np.float32 and rows > 0
+            and steps(rows, columns) <= STEPS_MAX)
 
 
 def weight_grads(d, x, h_prev, xp):
@@ -96,10 +113,8 @@ def weight_grads(d, x, h_prev, xp):
     g_w_ih, g_w_hh = xp.empty((G, x.shape[1]), d.dtype), xp.empty((G, h_prev.shape[1]), d.dtype)
     g_b = xp.empty(G, d.dtype)
     from .lstm_cuda import kernel_args
-    # no idle lanes when the layer has fewer than 32 columns, two steps a warp at least
-    lanes = min(32, x.shape[1] + h_prev.shape[1] + 1)
-    warps = min(WARPS, -(-d.shape[0] // (2 * UNROLL)))
-    launch(weight_grads_kernel, SIGNATURE, G, (lanes, warps),
+    block = _shape(d.shape[0], x.shape[1] + h_prev.shape[1] + 1)
+    launch(weight_grads_kernel, SIGNATURE, G, block,
            *kernel_args((d, x, h_prev, g_w_ih, g_w_hh, g_b)))
     return g_w_ih, g_w_hh, g_b
 

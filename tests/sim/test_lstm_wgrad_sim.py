@@ -27,10 +27,17 @@ def test_one_launch_gives_the_three_sums(rng, rows, G, I, H):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_taken_for_short_float32_layers_only():
+def test_taken_for_small_float32_layers_only():
+    """The sunspots layers (384 rows; 34 and 65 columns of [x | h_prev | 1]) are taken, layers
+    whose warps would walk more than STEPS_MAX steps, float64 and empty ones are not."""
     from gpudl.kernels import lstm_wgrad_cuda as W
-    short = np.zeros((W.ROWS_MAX, 8), np.float32)
-    assert W.takes(short, short[:, :2])
-    assert not W.takes(np.zeros((W.ROWS_MAX + 1, 8), np.float32), short[:1, :2])
-    assert not W.takes(short.astype(np.float64), short[:, :2].astype(np.float64))
-    assert not W.takes(short[:0], short[:0, :2])
+
+    def arrays(rows, I, H, dtype=np.float32):
+        return [np.zeros((rows, n), dtype) for n in (128, I, H)]
+    assert W.takes(*arrays(384, 1, 32)) and W.takes(*arrays(384, 32, 32))
+    assert (W.steps(384, 34), W.steps(384, 65)) == (12, 18)
+    assert W.steps(512, 65) == W.STEPS_MAX and W.takes(*arrays(512, 32, 32))
+    assert not W.takes(*arrays(576, 32, 32))
+    assert not W.takes(*arrays(384, 64, 64))
+    assert not W.takes(*arrays(384, 1, 32, np.float64))
+    assert not W.takes(*arrays(0, 1, 32))
