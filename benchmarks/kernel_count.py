@@ -11,7 +11,8 @@ offline. This runs the steps of graph_steps.py at batch 2 on the strict simulato
 (gpudl/sim_device.py), with the launches counted instead of run: each Numba kernel launch
 (kernels/launch.py), each CuPy ElementwiseKernel/ReductionKernel/RawKernel call, and each array
 operation of the simulator's CuPy stand-in (a ufunc call or reduction, a NumPy function, a fill
-or item assignment: each one CuPy kernel; cuBLAS through matmul: one). Kernels are not run, so
+or item assignment, a module function that writes a new array such as ``stack`` or a copying
+``array``: each one CuPy kernel; cuBLAS through matmul: one). Kernels are not run, so
 values are garbage; a step reads nothing back (tests/sim/test_zero_sync_sim.py), so what runs
 does not depend on them. CuPy-only branches (``backend.is_device_array``) are taken as on a GPU.
 It is an estimate: a CuPy op that launches two kernels counts one, a view counts none.
@@ -35,8 +36,11 @@ STEPS = (("LeNet-5 SGD-momentum", "lenet_parts", {"batch": 2}),
 _NOT_KERNELS = frozenset(("may_share_memory", "shares_memory"))
 _MISSING = object()
 _PLUMBING = ("sim_device.py", "launch.py", "multi_tensor.py", "kernel_count.py")  # not call sites
-_FILLS = ("zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "arange", "eye",
-          "copy", "ascontiguousarray")
+# the CuPy module's functions that launch a kernel (a memset, a fill, a copy); the others
+# called in a step make views or empty arrays
+_WRITING = ("zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "arange", "eye",
+            "copy", "ascontiguousarray", "array", "stack", "concatenate", "where")
+_COPYING = ("ascontiguousarray", "array")     # counted only when they copied
 
 
 class Counter:
@@ -105,13 +109,13 @@ def counting_hooks(counter):
             counter.add("cupy getitem")
         return result
 
-    def cupy_kernel(*spec):
+    def cupy_kernel(*spec, reduction=False):
         name = spec[-1]
+        n_in = len(spec[0].split(",")) if len(spec) > 2 else None     # a RawKernel: none
 
         def kernel(*args, **kwargs):
             counter.add(f"cupy kernel {name}")
-            outs = [a for a in args if isinstance(a, np.ndarray)]
-            return outs[-1] if outs else None
+            return _made_by(n_in, args, reduction, kwargs.get("axis"), device_array)
         return kernel
 
     def numba_launch(kernel, *args, **kwargs):
@@ -124,9 +128,9 @@ def counting_hooks(counter):
         buffer._data = buffer._data.view(device_array)
         return buffer
 
-    for name in _FILLS:       # allocations that write (CuPy: a memset or a fill kernel)
+    for name in _WRITING:
         patch(sim_device.sim_cuda_module, name,
-              _counted_fill(counter, getattr(sim_device.sim_cuda_module, name), name))
+              _counted_call(counter, getattr(sim_device.sim_cuda_module, name), name))
     patch(device_array, "__array_ufunc__", counted_ufunc)
     patch(device_array, "__array_function__", counted_function)
     patch(device_array, "fill", counted_fill)
@@ -134,7 +138,7 @@ def counting_hooks(counter):
     patch(device_array, "__getitem__", counted_getitem)
     patch(backend, "is_device_array", lambda a: isinstance(a, device_array))
     patch(backend, "elementwise_kernel", lambda *spec: cupy_kernel(*spec))
-    patch(backend, "reduction_kernel", lambda *spec: cupy_kernel(*spec))
+    patch(backend, "reduction_kernel", lambda *spec: cupy_kernel(*spec, reduction=True))
     patch(backend, "raw_kernel", lambda code, name: cupy_kernel(name))
     for module in (adam, adam_variants, classic, rmsprop):
         patch(module, "new_state_buffer", device_state_buffer)
@@ -158,11 +162,27 @@ def counting_hooks(counter):
                 setattr(owner, name, value)
 
 
-def _counted_fill(counter, make, name):
+def _made_by(n_in, args, reduction, axis, device_array):
+    """What a CuPy kernel not run returns, in shape and dtype (its values garbage): the outputs
+    passed to it, else one array of the inputs' broadcast shape (reduced over ``axis``, all
+    axes by default, for a ReductionKernel) and the first input's dtype; None for a RawKernel."""
+    if n_in is None:
+        return None
+    outs = [a for a in args[n_in:] if isinstance(a, np.ndarray)]
+    if outs:
+        return outs[0] if len(outs) == 1 else tuple(outs)
+    arrays = [a for a in args[:n_in] if isinstance(a, np.ndarray)]
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    if reduction:
+        shape = np.empty(shape, bool).sum(axis=axis).shape
+    return np.empty(shape, arrays[0].dtype).view(device_array)
+
+
+def _counted_call(counter, make, name):
     def counted(*args, **kwargs):
         result = make(*args, **kwargs)
-        if name != "ascontiguousarray" or not np.may_share_memory(result, args[0]):
-            counter.add(f"cupy {name}")         # ascontiguousarray: only when it copied
+        if name not in _COPYING or not np.may_share_memory(result, args[0]):
+            counter.add(f"cupy {name}")
         return result
     return counted
 
@@ -218,9 +238,9 @@ def run(only=None, sites=False, per_parameter=False, optimizer=None):
         for group in parts[2].param_groups:
             group["foreach"] = not per_parameter and None
         kernels, by_site = count_step(parts)
-        optimizer = sum(n for site, n in by_site.items() if site.startswith("optim/"))
+        stepping = sum(n for site, n in by_site.items() if site.startswith("optim/"))
         top = ", ".join(f"{n} {name}" for name, n in kernels.most_common(4))
-        lines.append(f"| {label} | {sum(kernels.values())} | {optimizer} | {top} |")
+        lines.append(f"| {label} | {sum(kernels.values())} | {stepping} | {top} |")
         if sites:
             details += ["", f"{label}, by call site:"]
             details += [f"{n:5d} {site}" for site, n in by_site.most_common()]

@@ -489,10 +489,11 @@ def _path(mode, device, x, H):
                        lstm_grid_cuda.device_sm_count(), not lstm_grid_cuda.FAILED)
 
 
-def _persistent(path, backward, reverse, w_hh, args, again):
+def _persistent(path, backward, reverse, w_hh, args, again, **extras):
     """Run the pass's whole sequence in one launch when ``path`` is persistent and return None;
     else (or when the grid kernels turn out unavailable on this machine: ``again()`` chooses
-    anew) return the path the step loop takes."""
+    anew) return the path the step loop takes. ``extras``: keyword arguments of the
+    register-persistent kernels' launchers (what they do beyond the step loop's arguments)."""
     if path == "persistent-regs":
         from . import lstm_persistent_cuda as module
     elif path == "persistent-grid":
@@ -500,7 +501,7 @@ def _persistent(path, backward, reverse, w_hh, args, again):
     else:
         return path
     try:
-        module.SEQUENCES["lstm"][backward](reverse, w_hh, *args)
+        module.SEQUENCES["lstm"][backward](reverse, w_hh, *args, **extras)
     except getattr(module, "Unavailable", ()):
         return again()
     return None
@@ -532,7 +533,7 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     Args:
         mode: ``"lstm"``, ``"gru"``, ``"rnn_tanh"`` or ``"rnn_relu"``.
         x: (T, B, I) input; hx: (B, H) initial hidden state; cx: (B, H) initial cell state
-            (LSTM only, else None). w_ih: (G*H, I); w_hh: (G*H, H); b_ih, b_hh: (G*H,) or None,
+            (LSTM only, else None); either None: zeros. w_ih: (G*H, I); w_hh: (G*H, H); b_ih, b_hh: (G*H,) or None,
             with G = 4 (LSTM), 3 (GRU) or 1 (RNN), gate blocks in PyTorch's order.
         reverse: process the steps from T-1 down to 0 (the ``_reverse`` direction).
         device: ``"cpu"`` forces the CPU twin; None picks from ``x`` (backend.kernel_device).
@@ -551,18 +552,25 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     off_in, off_out, steps = _slots(T, reverse)
     # the CPU LSTM's float32 passes run whole in Numba (_lstm_forward_rows), the bias there
     whole_pass = cells is CELLS and mode == "lstm" and dtype == np.float32
-    bias = _folded_bias(mode, b_ih, b_hh, H)
+    path = _path(mode, device, x, H)
+    # the register-persistent kernel adds the biases and makes the zero state itself: kernels
+    # fewer for a graphed step
+    in_kernel = path == "persistent-regs"
+    bias = None if in_kernel else _folded_bias(mode, b_ih, b_hh, H)
     if whole_pass:
         gates = workspace.empty(xp, (T, B, GATES[mode] * H), dtype)    # projected in the chain
     else:
         gates = _input_projection(x, w_ih, bias)                    # then activated in place
     gh = workspace.empty(xp, (B, GATES[mode] * H), dtype)
     h = workspace.empty(xp, (T + 1, B, H), dtype)
-    h[T * off_in] = hx
+    zero_state = in_kernel and hx is None and cx is None
+    if not zero_state:
+        h[T * off_in] = hx if hx is not None else 0
     saved = {"mode": mode, "x": x, "h": h, "reverse": reverse, "device": device}
     if mode == "lstm":
         c, tanh_c = workspace.empty(xp, (T + 1, B, H), dtype), workspace.empty(xp, (T, B, H), dtype)
-        c[T * off_in] = cx
+        if not zero_state:
+            c[T * off_in] = cx if cx is not None else 0
         arrays = (gates, gh, c, tanh_c, h)
         saved.update(gates=gates, c=c, tanh_c=tanh_c)
     elif mode == "gru":
@@ -572,8 +580,9 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
         saved.update(gates=gates, hn=hn)
     else:
         arrays = (gates, gh, h, mode == "rnn_relu")
-    path = _persistent(_path(mode, device, x, H), False, reverse, w_hh, kernel_args(arrays),
-                       lambda: _path(mode, device, x, H))
+    extras = dict(b_ih=b_ih, b_hh=b_hh, zero_state=zero_state) if in_kernel else {}
+    path = _persistent(path, False, reverse, w_hh, kernel_args(arrays),
+                       lambda: _path(mode, device, x, H), **extras)
     if path:
         def loop(buffers):
             _forward_steps(mode, cells[mode][0], kernel_args, matmul_nt, reverse, buffers)
@@ -638,20 +647,32 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
     T, B, _ = x.shape
     H, G, dtype = h.shape[2], GATES[mode], x.dtype
     off_in, off_out, steps = _slots(T, saved["reverse"])
-    gy = _contiguous(xp, gy) if gy is not None else xp.zeros((T, B, H), dtype)
-    dh = xp.array(g_hn, dtype, order="C") if g_hn is not None else xp.zeros((B, H), dtype)
+    path = _path(mode, saved["device"], x, H)
     dgates = workspace.empty(xp, (T, B, G * H), dtype)
     dgh = dgates                      # gradient reaching the w_hh GEMM: the same but for GRU's n
-    if mode == "lstm":
-        carry = xp.array(g_cn, dtype, order="C") if g_cn is not None else xp.zeros((B, H), dtype)
+    extras = {}
+    if path == "persistent-regs":
+        # the kernel reads the output gradients given (None: zeros) and writes those of h0 and
+        # c0 apart: no copies, no zeros
+        gy, dh, carry = (_contiguous(xp, g) if g is not None else None for g in (gy, g_hn, g_cn))
+        extras = dict(dh_out=xp.empty((B, H), dtype), dc_out=xp.empty((B, H), dtype))
         arrays = (gy, dh, carry, saved["gates"], saved["c"], saved["tanh_c"], dgates)
-    elif mode == "gru":
-        carry, dgh = xp.zeros((B, H), dtype), workspace.empty(xp, (T, B, 3 * H), dtype)
-        arrays = (gy, dh, carry, saved["gates"], saved["hn"], h, dgates, dgh)
     else:
-        arrays = (gy, dh, h, dgates, mode == "rnn_relu")
-    path = _persistent(_path(mode, saved["device"], x, H), True, saved["reverse"], w_hh,
-                       kernel_args(arrays), lambda: _path(mode, saved["device"], x, H))
+        gy = _contiguous(xp, gy) if gy is not None else xp.zeros((T, B, H), dtype)
+        dh = xp.array(g_hn, dtype, order="C") if g_hn is not None else xp.zeros((B, H), dtype)
+        if mode == "lstm":
+            carry = (xp.array(g_cn, dtype, order="C") if g_cn is not None
+                     else xp.zeros((B, H), dtype))
+            arrays = (gy, dh, carry, saved["gates"], saved["c"], saved["tanh_c"], dgates)
+        elif mode == "gru":
+            carry, dgh = xp.zeros((B, H), dtype), workspace.empty(xp, (T, B, 3 * H), dtype)
+            arrays = (gy, dh, carry, saved["gates"], saved["hn"], h, dgates, dgh)
+        else:
+            arrays = (gy, dh, h, dgates, mode == "rnn_relu")
+    path = _persistent(path, True, saved["reverse"], w_hh, kernel_args(arrays),
+                       lambda: _path(mode, saved["device"], x, H), **extras)
+    if extras:
+        dh, carry = extras["dh_out"], extras["dc_out"]
     g_x = None                          # the input's gradient where the step loop makes it
     if path:
         def loop(buffers):
@@ -682,7 +703,8 @@ def rnn_backward(saved, w_ih, w_hh, gy, g_hn=None, g_cn=None, needs=(True,) * 7)
     if g_x is not None:
         return (g_x if needs[0] else None, g_hx, g_cx,
                 *_column_weight_grads(*columns, needs, _gemm_threads()))
-    return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx)
+    return _weight_grads(x, h[off_in:T + off_in], dgates, dgh, w_ih, needs, g_hx, g_cx,
+                         cells is not CELLS)
 
 
 GROUP_ROWS = 4      # row groups: multiples of small_gemm's 4-row blocks (_put_columns unrolls 4)
@@ -786,14 +808,23 @@ def _contiguous(xp, a):
     return out
 
 
-def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx):
-    """The GEMMs over all T*B rows at once: gradients of x, the weights and the biases."""
+def _weight_grads(x, h_prev, dgates, dgh, w_ih, needs, g_hx, g_cx, on_cuda=False):
+    """The GEMMs over all T*B rows at once: gradients of x, the weights and the biases; on the
+    cuda kernels (``on_cuda``) a small layer's weight and bias gradients in one launch
+    (kernels/lstm_wgrad_cuda.py) where all are wanted."""
     T, B, I = x.shape
     rows = T * B
     d_x = dgates.reshape(rows, dgates.shape[2])     # (T*B, G*H)
     d_h = dgh.reshape(rows, dgh.shape[2])
     matmul = _matmul_for(x)
     g_x = matmul(d_x, w_ih).reshape(T, B, I) if needs[0] else None
+    if on_cuda and dgh is dgates and all(needs[3:7]):
+        from . import lstm_wgrad_cuda
+        x_rows, h_rows = x.reshape(rows, I), h_prev.reshape(rows, h_prev.shape[2])
+        if lstm_wgrad_cuda.takes(d_x, x_rows, h_rows):
+            g_w_ih, g_w_hh, g_b = lstm_wgrad_cuda.weight_grads(d_x, x_rows, h_rows,
+                                                                backend.get_array_module(x))
+            return g_x, g_hx, g_cx, g_w_ih, g_w_hh, g_b, g_b
     g_w_ih = matmul(d_x.T, x.reshape(rows, I)) if needs[3] else None
     g_w_hh = matmul(d_h.T, h_prev.reshape(rows, h_prev.shape[2])) if needs[4] else None
     g_b_ih = d_x.sum(axis=0) if needs[5] or (needs[6] and dgh is dgates) else None

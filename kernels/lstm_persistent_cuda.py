@@ -36,7 +36,7 @@ import functools
 import math
 
 import numpy as np
-from numba import cuda, float32, uint64
+from numba import cuda, float32, int32, uint64
 
 from gpudl import backend
 
@@ -102,7 +102,7 @@ def _build(H):
     loop over it unrolls and each thread's H weights of w_hh stay in registers."""
     G = 4 * H
 
-    def forward_kernel(reverse, w_hh, gates, c, tanh_c, h):
+    def forward_kernel(reverse, zero_state, biases, w_hh, b_ih, b_hh, gates, c, tanh_c, h):
         j, q, r = cuda.threadIdx.x, cuda.threadIdx.y, cuda.threadIdx.z
         rows = cuda.blockDim.z
         T, B = gates.shape[0], gates.shape[1]
@@ -116,21 +116,31 @@ def _build(H):
         w = cuda.local.array(H, float32)   # w_hh[k, :]
         for m in range(H):
             w[m] = w_hh[k, uint64(m)]
+        bias = float32(0)                  # b_ih[k] + b_hh[k], of the ``biases`` passed
+        if biases > 0:
+            bias = b_ih[k]
+        if biases > 1:
+            bias += b_hh[k]
         first = uint64(T if reverse else 0)
         cell = float32(0)
         if q == 0:
-            cell = c[first, ub, uj] if live else float32(0)
-            sh[h_at + uj] = h[first, ub, uj] if live else float32(0)
+            if zero_state:                 # the backward reads the first slots too
+                if live:
+                    c[first, ub, uj] = float32(0)
+                    h[first, ub, uj] = float32(0)
+            elif live:
+                cell = c[first, ub, uj]
+            sh[h_at + uj] = h[first, ub, uj] if live and not zero_state else float32(0)
         projection = float32(0)            # x W_ih^T + b of the coming step, loaded a step ahead
         if live and T > 0:
-            projection = gates[uint64(T - 1 if reverse else 0), ub, k]
+            projection = gates[uint64(T - 1 if reverse else 0), ub, k] + bias
         cuda.syncthreads()
         for step in range(T):
             t = uint64(T - 1 - step if reverse else step)
             # gate k of row b: the projection, the recurrent dot product, the nonlinearity
             acc = projection
             if live and step + 1 < T:      # issued before the dot product, which hides it
-                projection = gates[t - uint64(1) if reverse else t + uint64(1), ub, k]
+                projection = gates[t - uint64(1) if reverse else t + uint64(1), ub, k] + bias
             acc += _dot(sh, h_at, w, H)
             a = math.tanh(acc) if q == 2 else _sigmoid(acc)
             sh[g_at + k] = a
@@ -151,7 +161,8 @@ def _build(H):
                     h[s_out, ub, uj] = out
             cuda.syncthreads()
 
-    def backward_kernel(reverse, w_hh, gy, dh, dc, gates, c, tanh_c, dgates):
+    def backward_kernel(reverse, given_gy, given_dh, given_dc, w_hh, gy, dh_in, dc_in, gates, c,
+                        tanh_c, dgates, dh, dc):
         j, q, r = cuda.threadIdx.x, cuda.threadIdx.y, cuda.threadIdx.z
         rows = cuda.blockDim.z
         T, B = gates.shape[0], gates.shape[1]
@@ -168,15 +179,16 @@ def _build(H):
         for m in range(H):
             w[m] = w_hh[uint64(q * H + m), uj]
         carry = float32(0)                 # dL/dc, carried backwards through the steps
-        if q == 0:
-            carry = dc[ub, uj] if live else float32(0)
-        sh[p_at + k] = dh[ub, uj] if live and q == 0 else float32(0)
+        if q == 0 and live and given_dc:
+            carry = dc_in[ub, uj]
+        sh[p_at + k] = dh_in[ub, uj] if live and q == 0 and given_dh else float32(0)
         # the coming step's saved values and output gradient, loaded a step ahead
         y_grad = i = f = g = o = tc = c_prev = float32(0)
         if q == 0 and live and T > 0:
             t = uint64(0 if reverse else T - 1)
             s_in = t + uint64(1) if reverse else t
-            y_grad, tc, c_prev = gy[t, ub, uj], tanh_c[t, ub, uj], c[s_in, ub, uj]
+            y_grad = gy[t, ub, uj] if given_gy else float32(0)
+            tc, c_prev = tanh_c[t, ub, uj], c[s_in, ub, uj]
             i, f = gates[t, ub, uj], gates[t, ub, uH + uj]
             g, o = gates[t, ub, uint64(2 * H) + uj], gates[t, ub, uint64(3 * H) + uj]
         cuda.syncthreads()
@@ -203,7 +215,9 @@ def _build(H):
                     if step + 1 < T:
                         tn = t + uint64(1) if reverse else t - uint64(1)
                         s_in = tn + uint64(1) if reverse else tn
-                        y_grad, tc, c_prev = gy[tn, ub, uj], tanh_c[tn, ub, uj], c[s_in, ub, uj]
+                        if given_gy:
+                            y_grad = gy[tn, ub, uj]
+                        tc, c_prev = tanh_c[tn, ub, uj], c[s_in, ub, uj]
                         i, f = gates[tn, ub, uj], gates[tn, ub, uH + uj]
                         g, o = gates[tn, ub, uint64(2 * H) + uj], gates[tn, ub, uint64(3 * H) + uj]
             cuda.syncthreads()
@@ -228,18 +242,22 @@ def kernels(H):
 
 
 # --------------------------------------------------------------------------- signature table
-def _signature(dims):
-    layout = {2: "[:, ::1]", 3: "[:, :, ::1]"}
-    return f"void(boolean, {', '.join(DTYPE + layout[d] for d in dims)})"
+def _signature(scalars, dims):
+    layout = {1: "[::1]", 2: "[:, ::1]", 3: "[:, :, ::1]"}
+    return f"void({', '.join(scalars + tuple(DTYPE + layout[d] for d in dims))})"
 
 
-_SIGNATURES = (_signature((2, 3, 3, 3, 3)),           # forward: w_hh, gates, c, tanh_c, h
-               _signature((2, 3, 2, 2, 3, 3, 3, 3)))  # backward: w_hh, gy, dh, dc, gates, c,
-                                                      # tanh_c, dgates
+# forward: reverse, zero_state, biases; w_hh, b_ih, b_hh, gates, c, tanh_c, h
+# backward: reverse, given_gy, given_dh, given_dc; w_hh, gy, dh_in, dc_in, gates, c, tanh_c,
+# dgates, dh, dc
+_SIGNATURES = (_signature(("boolean", "boolean", "int32"), (2, 1, 1, 3, 3, 3, 3)),
+               _signature(("boolean",) * 4, (2, 3, 2, 2, 3, 3, 3, 3, 2, 2)))
 
 
 # --------------------------------------------------------------------------- launchers
-def _launch(backward, reverse, w_hh, gates, H, *arrays):
+def _launch(backward, flags, w_hh, gates, H, *arrays):
+    """One launch of the ``backward`` or forward kernel: ``flags`` (reverse first) then w_hh
+    (made contiguous) and ``arrays``, the kernel's own arguments."""
     B = gates.shape[1]
     rows = rows_per_block(gates.dtype, B, H)
     if rows == 0:
@@ -248,19 +266,34 @@ def _launch(backward, reverse, w_hh, gates, H, *arrays):
     xp = backend.get_array_module(w_hh)
     w = kernel_args((xp.ascontiguousarray(w_hh),))[0]
     launch(kernels(H)[backward], _SIGNATURES[backward], -(-B // rows), (H, 4, rows),
-           bool(reverse), w, *arrays, shared=4 * shared_floats(H, rows, backward))
+           *flags, w, *arrays, shared=4 * shared_floats(H, rows, backward))
 
 
-def forward(reverse, w_hh, gates, gh, c, tanh_c, h):
+def forward(reverse, w_hh, gates, gh, c, tanh_c, h, b_ih=None, b_hh=None, zero_state=False):
     """The whole forward sequence of one layer and direction, with the per-step forward's
-    arguments (``gh``, its GEMM's output, goes unused)."""
-    _launch(False, reverse, w_hh, gates, h.shape[2], gates, c, tanh_c, h)
+    arguments (``gh``, its GEMM's output, goes unused) and what the kernel does that the step
+    loop leaves to its caller: adding the biases ``b_ih`` and ``b_hh`` (either None: none) to
+    the input projection in ``gates`` (its bits as the projection's ``+ (b_ih + b_hh)``), and
+    with ``zero_state`` starting from zeros, written to h and c's first slots, instead of
+    reading them there."""
+    biases = kernel_args([backend.get_array_module(b).ascontiguousarray(b)
+                          for b in (b_ih, b_hh) if b is not None])
+    unread = h.ravel()                   # in the place of a missing bias: a 1-D float32 array
+    _launch(False, (bool(reverse), bool(zero_state), int32(len(biases))), w_hh, gates,
+            h.shape[2], *biases, *(unread,) * (2 - len(biases)), gates, c, tanh_c, h)
 
 
-def backward(reverse, w_hh, gy, dh, dc, gates, c, tanh_c, dgates):
+def backward(reverse, w_hh, gy, dh, dc, gates, c, tanh_c, dgates, dh_out=None, dc_out=None):
     """The whole backward sequence, with the per-step backward's arguments: dgates for every
-    step; dh and dc end as the gradients of h0 and c0."""
-    _launch(True, reverse, w_hh, gates, dh.shape[1], gy, dh, dc, gates, c, tanh_c, dgates)
+    step; the gradients of h0 and c0 go to ``dh_out`` and ``dc_out`` (by default into dh and
+    dc, as the step loop leaves them). ``gy``, ``dh`` and ``dc``, the gradients reaching y, h_n
+    and c_n, may each be None for none (zeros), with dh_out and dc_out given."""
+    dh_out, dc_out = kernel_args((dh if dh_out is None else dh_out,
+                                  dc if dc_out is None else dc_out))
+    given = (gy is not None, dh is not None, dc is not None)
+    _launch(True, (bool(reverse), *given), w_hh, gates, dh_out.shape[1],
+            dgates if gy is None else gy, dh_out if dh is None else dh,    # unread when None
+            dc_out if dc is None else dc, gates, c, tanh_c, dgates, dh_out, dc_out)
 
 
 SEQUENCES = {"lstm": (forward, backward)}   # mode -> (forward, backward) over a whole sequence

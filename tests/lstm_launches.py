@@ -9,9 +9,9 @@ def count_sequences(monkeypatch, module, refused=()):
     count = {"forward": 0, "backward": 0}
 
     def counted(fn):
-        def run(*args):
+        def run(*args, **kwargs):
             count[fn.__name__] += 1
-            return fn(*args)
+            return fn(*args, **kwargs)
         return run
 
     def refuse(*args):

@@ -71,6 +71,33 @@ class _MSE:
         d = 2 * (x - t)
         return d, -d
 
+    # On a GPU, an unweighted float32/float64 MSE is one CuPy kernel a pass where the rule's
+    # array expressions took four forward and up to five backward: the loss (reduced in the
+    # same kernel) and the gradients as torch's mse_loss_backward writes them,
+    # norm * (input - target) * grad with norm = 2 / n ('mean') or 2, and the target's the
+    # negation of the input's.
+    DEVICE_VALUE = ("T x, T t", "T y", "y = (x - t) * (x - t);", "gpudl_mse_loss")
+    DEVICE_REDUCED = ("T x, T t, T divisor", "T y", "(x - t) * (x - t)", "a + b",
+                      "y = a / divisor", "0", "gpudl_mse_loss_reduced")
+    DEVICE_GRAD = ("T x, T t, T g, T norm", "T gx", "gx = norm * (x - t) * g;",
+                   "gpudl_mse_loss_backward")
+    DEVICE_GRADS = ("T x, T t, T g, T norm", "T gx, T gt",
+                    "gx = norm * (x - t) * g; gt = -gx;", "gpudl_mse_loss_backward_both")
+
+    @staticmethod
+    def device_value(x, t, reduction, divisor):
+        if reduction == "none":
+            return backend.elementwise_kernel(*_MSE.DEVICE_VALUE)(x, t)
+        return backend.reduction_kernel(*_MSE.DEVICE_REDUCED)(x, t, divisor)
+
+    @staticmethod
+    def device_grads(x, t, g, reduction, divisor, need_x, need_t):
+        norm = 2 / divisor if reduction == "mean" else 2.0
+        if need_t:
+            gx, gt = backend.elementwise_kernel(*_MSE.DEVICE_GRADS)(x, t, g, norm)
+            return (gx if need_x else None), gt
+        return backend.elementwise_kernel(*_MSE.DEVICE_GRAD)(x, t, g, norm), None
+
 
 class _L1:
     @staticmethod
@@ -182,14 +209,22 @@ class _KLDiv:
         return -t, xp.where(t == 0, 0, _log_nonzero(t) + 1) - x
 
 
+def _in_device_kernels(rule, x, weight):
+    """Whether the rule's own device kernels compute this loss (see _MSE)."""
+    return (weight is None and hasattr(rule, "device_value") and backend.is_device_array(x)
+            and x.dtype in (np.float32, np.float64) and x.size > 0)
+
+
 class PointwiseLoss(ArrayFunction):
     @staticmethod
     def forward(ctx, x, t, weight, rule, param, reduction, divisor):
+        ctx.save_for_backward(x, t, weight)
+        ctx.conf = (rule, param, reduction, divisor)
+        if _in_device_kernels(rule, x, weight):
+            return rule.device_value(x, t, reduction, divisor)
         loss = rule.value(x, t, param)
         if weight is not None:
             loss = loss * weight
-        ctx.save_for_backward(x, t, weight)
-        ctx.conf = (rule, param, reduction, divisor)
         return reduce_loss(loss.astype(x.dtype, copy=False), reduction, divisor)
 
     @staticmethod
@@ -197,6 +232,9 @@ class PointwiseLoss(ArrayFunction):
         x, t, weight = ctx.saved_tensors
         rule, param, reduction, divisor = ctx.conf
         need_x, need_t, need_w = ctx.needs_input_grad[:3]
+        if _in_device_kernels(rule, x, weight) and g.dtype == x.dtype:
+            return (*rule.device_grads(x, t, g, reduction, divisor, need_x, need_t),
+                    None, None, None, None, None)
         g = expand_grad(g, reduction, divisor)
         gx = gt = gw = None
         if need_x or need_t:

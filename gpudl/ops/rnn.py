@@ -8,7 +8,7 @@ it; gpudl.nn.LSTM / GRU / RNN stack them into layers and directions.
 
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import is_floating
-from .. import backend, creation
+from .. import backend
 from ..dtypes import LOW_PRECISION, float16, float32
 from ..autograd import ArrayFunction
 from ..kernels import lstm as K
@@ -17,10 +17,13 @@ from ._util import xp_of
 
 
 class RecurrentLayer(ArrayFunction):
-    """(x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse) -> (y, h_n[, c_n]); c_n for LSTM only."""
+    """(x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse) -> (y, h_n[, c_n]); c_n for LSTM
+    only; hx, cx None for zeros. An output without gradient gets None in backward, not zeros:
+    the kernels take it as zeros without one being made (a stacked LSTM's last y, its c_n)."""
 
     @staticmethod
     def forward(ctx, x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse):
+        ctx.set_materialize_grads(False)
         # float16/bfloat16 run in float32 on both devices; the results are rounded back
         ctx.dtype = x.dtype
         x, hx, cx, w_ih, w_hh, b_ih, b_hh = _working(x, hx, cx, w_ih, w_hh, b_ih, b_hh)
@@ -100,9 +103,6 @@ def _layer(mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse):
         if state is not None and state.shape != batch:
             raise ValueError(f"{name}: {label} has shape {state.shape} but expected {batch} "
                              f"(batch, hidden_size) for input of shape {x.shape}")
-    hx = hx if hx is not None else creation.zeros(batch, dtype=x.dtype, device=x.device)
-    if mode == "lstm" and cx is None:
-        cx = creation.zeros(batch, dtype=x.dtype, device=x.device)
     return RecurrentLayer.apply(x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, bool(reverse))
 
 

@@ -113,6 +113,60 @@ class HostKernel:
         return HostKernel.cache[key]
 
 
+class HostReductionKernel:
+    """Callable like a cupy.ReductionKernel over all axes (no ``axis``), running it on the CPU:
+    ``a`` starts at the identity, takes ``a = reduce(a, map(i))`` for every element in order,
+    then the post-map writes the one output. Only the order of the sum differs from CuPy's
+    tree."""
+
+    cache = {}
+
+    def __init__(self, in_params, out_params, map_expr, reduce_expr, post_map_expr, identity,
+                 name):
+        self.spec = (in_params, out_params, map_expr, reduce_expr, post_map_expr, identity)
+        self.name = name
+
+    def __call__(self, *args):
+        in_params, out_params = self.spec[:2]
+        params = _params(in_params)
+        assert len(args) == len(params), "the output is allocated here, as CuPy does"
+        _check_types(params, len(params), args)
+        args = [np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a for a in args]
+        arrays = frozenset(n for (_, n), a in zip(params, args) if isinstance(a, np.ndarray))
+        dtype = next(a.dtype for a in args if isinstance(a, np.ndarray))
+        size = next(a.size for a in args if isinstance(a, np.ndarray))
+        out = np.empty((), dtype)
+        call = [ctypes.c_void_p(a.ctypes.data) if isinstance(a, np.ndarray)
+                else CTYPES[dtype if t == "T" else np.dtype(t)][1](a)
+                for (t, _), a in zip(params, args)]
+        self._compile(CTYPES[dtype][0], arrays)(*call, ctypes.c_void_p(out.ctypes.data),
+                                                ctypes.c_long(size))
+        return out
+
+    def _compile(self, ctype, arrays):
+        source = "#include <cmath>\n" + reduction_source(*self.spec, arrays, ctype, "")
+        key = hashlib.sha1(source.encode()).hexdigest()
+        if key not in HostReductionKernel.cache:
+            HostReductionKernel.cache[key] = _build_shared_library(source, key).kernel
+        return HostReductionKernel.cache[key]
+
+
+def reduction_source(in_params, out_params, map_expr, reduce_expr, post_map_expr, identity,
+                     arrays, ctype, qualifier="__global__ "):
+    """C for a whole reduction in one thread (host C++, or CUDA with the qualifier), binding
+    the names as CuPy's ReductionKernel does: the inputs per element in the map, ``a`` and
+    ``b`` in the reduction, ``a`` and the outputs in the post-map."""
+    inputs = [f"const {t} &{n} = _raw_{n}[i];" for t, n in _params(in_params) if n in arrays]
+    outputs = [f"{t} &{n} = _raw_{n}[0];" for t, n in _params(out_params)]
+    return (f"typedef {ctype} T;\n{TYPE_NAMES}"
+            f'extern "C" {qualifier}void kernel('
+            f"{_signature(in_params, out_params, arrays)}) {{\n"
+            f"  T a = {identity};\n"
+            "  for (long i = 0; i < n; ++i) {\n    " + " ".join(inputs)
+            + f"\n    T b = {map_expr};\n    a = {reduce_expr};\n  }}\n  "
+            + " ".join(outputs) + f"\n  {post_map_expr};\n}}\n")
+
+
 def _check_types(params, n_in, args):
     """CuPy's type rule (cupy/_core/_kernel.pyx, _decide_params_type_core): every array
     argument, 0-d ones included, outputs first, must have its parameter's fixed type, and all

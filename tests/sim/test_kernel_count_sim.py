@@ -127,3 +127,30 @@ def test_the_transformer_step_has_no_per_chunk_gradients():
     assert not any(site.startswith("ops/shape.py") for site in sites), sites
     assert sites["sliced_gradient.py:array"] == 6
     assert sum(kernels.values()) <= 96
+
+
+# The sunspots step (2-layer LSTM, Linear head, MSE, capturable Adam) as session 17 left it; a
+# change that adds a kernel to the recurrent layers or the loss fails here (lower it when a
+# kernel goes away). Per layer: the input projection (a GEMM), one persistent launch forward
+# and one backward, one launch for the weight and bias gradients, and a GEMM for the layer's
+# input gradient where the input needs one; the MSE one kernel each way.
+SUNSPOTS_RECURRENT_AND_LOSS = {"kernels/lstm.py:_input_projection": 2,
+                               "kernels/lstm_persistent_cuda.py:_launch": 4,
+                               "kernels/lstm_wgrad_cuda.py:weight_grads": 2,
+                               "kernels/lstm.py:_weight_grads": 1,
+                               "ops/rnn.py:forward": 1,            # batch_first x, made (T, B, I)
+                               "ops/loss.py:device_value": 1, "ops/loss.py:device_grads": 1}
+SUNSPOTS_KERNELS = 24       # 54 before session 17 (counted as now)
+
+
+def test_the_sunspots_step_keeps_its_kernel_count():
+    from benchmarks import kernel_count, workloads
+    kernel_count._import_kernel_modules()
+    parts = workloads.sunspots_parts(gpudl, "cuda", True, batch=2, window=4)
+    kernels, sites = kernel_count.count_step(parts)
+    recurrent_and_loss = {site: n for site, n in sites.items()
+                          if site.startswith(("kernels/lstm", "ops/rnn", "ops/loss"))}
+    assert recurrent_and_loss == SUNSPOTS_RECURRENT_AND_LOSS
+    assert not any(site.startswith(("creation", "autograd.py:<listcomp>")) for site in sites), \
+        "zeros made for the initial states or for outputs without gradient"
+    assert sum(kernels.values()) <= SUNSPOTS_KERNELS, sites

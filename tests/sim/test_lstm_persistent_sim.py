@@ -97,6 +97,48 @@ def test_without_output_gradients_or_initial_state(rng, paths):
         np.testing.assert_allclose(a, b, **TOL)
 
 
+@pytest.mark.parametrize("given", [(False, False, False), (True, False, True),
+                                   (False, True, False)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_absent_state_and_output_gradients_are_zeros_in_the_kernels(rng, paths, given, reverse):
+    """h0/c0 None (the kernel writes the zero state), and each of gy, g_hn, g_cn None (the
+    kernel reads none): the float64 twin's results with zeros there (that no zeros are made
+    on the way: tests/sim/test_kernel_count_sim.py)."""
+    B, H = 3, 5
+    w, x, _, _ = _layer(rng, B, H)
+    grads_of = [_random(rng, *shape) if wanted else None
+                for shape, wanted in zip([(T, B, H), (B, H), (B, H)], given)]
+    zeros = np.zeros((B, H), np.float32)
+    expected = _run(*_float64([x, zeros, zeros]), _float64(w), reverse,
+                    [g.astype(np.float64) if g is not None else None for g in grads_of], "cpu")
+    got = _run(x, None, None, w, reverse, grads_of)
+    assert paths == {"forward": 1, "backward": 1}
+    for name, a, b in zip(["y", "h_n", "c_n", "x", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh"],
+                          got, expected):
+        np.testing.assert_allclose(a, b, **TOL, err_msg=name)
+
+
+@pytest.mark.parametrize("biases", [("b_ih", "b_hh"), ("b_ih",), ("b_hh",), ()])
+def test_biases_added_in_the_kernel_give_the_bits_of_a_biased_projection(rng, P, biases):
+    """The forward kernel adds b_ih + b_hh to the projection as the projection's own
+    ``+ (b_ih + b_hh)`` did (rounded the same), for both, one or no biases."""
+    B, H = 3, 4
+    w, x, hx, cx = _layer(rng, B, H)
+    projection = np.einsum("tbi,gi->tbg", x, w["w_ih"]).astype(np.float32)
+    bias = sum((w[name] for name in biases), np.zeros(4 * H, np.float32))
+    runs = []
+    for in_kernel in (False, True):
+        gates = projection.copy() if in_kernel else projection + bias
+        c, h = np.empty((T + 1, B, H), np.float32), np.empty((T + 1, B, H), np.float32)
+        c[0], h[0] = cx, hx
+        tanh_c = np.empty((T, B, H), np.float32)
+        P.forward(False, w["w_hh"], gates, None, c, tanh_c, h,
+                  **({name: w[name] for name in biases} if in_kernel else {}))
+        runs.append((gates, c, tanh_c, h))
+    for before, after in zip(*runs):
+        np.testing.assert_array_equal(after, before)
+
+
 @pytest.mark.parametrize("steps", [1, 6])
 def test_sequence_lengths(rng, paths, steps):
     """One step (no value is loaded a step ahead) and a longer sequence."""
