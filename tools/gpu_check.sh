@@ -83,13 +83,17 @@ cupy.__version__, 'torch', torch.__version__)"
 workers=$(python -c "import xdist" 2>/dev/null && echo "-n ${GPU_CHECK_WORKERS:-14} --dist loadfile")
 details="-rfE --tb=short --durations=20"   # every failure's reason, even when a step runs out; the slowest tests
 # code that has not met a GPU yet first, in its own step, so that its failures are reported even
-# if the rest of the suite runs past its limit: session 16's multi-tensor RawKernels (optimizers,
+# if the rest of the suite runs past its limit: session 17's (sliced gradients' CuPy operator
+# dispatch, the LSTM weight-gradient and fused MSE kernels, conv_cuda's gather_weights, the
+# attention grid with a batch past 65,535), session 16's multi-tensor RawKernels (optimizers,
 # clip_grad_norm_, GradScaler), sessions 13-15's (Winograd through capture_blas,
 # the cross entropy, LayerNorm, dropout and 2x2 pool kernels, whose simulator tests run the real
 # kernels here, Adam's one-kernel bias corrections, the launch without Numba's sync, the fixes
 # of the second run, scatter_add and sorts of bfloat16), then session 11's (cupy.linalg,
 # cupyx.scipy.special, the N-d conv and pools, grid_sample, the Keras ops)
-new_cupy_code="tests/optim/test_multi_tensor.py tests/optim/test_optimizers.py \
+new_cupy_code="tests/test_sliced_gradient.py tests/kernels/test_lstm_wgrad.py \
+tests/test_mse_fused_kernel.py tests/kernels/test_attention_kernels.py tests/test_conv.py \
+tests/optim/test_multi_tensor.py tests/optim/test_optimizers.py \
 tests/test_amp_grad_scaler.py tests/sim/test_row_kernels_sim.py tests/sim/test_dropout_sim.py \
 tests/sim/test_bfloat16_ops_sim.py tests/kernels/test_conv_winograd_cuda.py \
 tests/kernels/test_launch_no_sync.py tests/optim/test_capturable.py tests/test_pool.py \

@@ -352,3 +352,30 @@ def test_small_exp_matches_float64_exp():
     assert np.max(np.abs(got[normal] / ref[normal] - 1)) < 1e-7
     assert np.all(got[y < -87.3] == 0) and np.isnan(got[np.isnan(y)]).all()
     assert np.all(got[y == 0] == 1)
+
+
+@pytest.mark.parametrize("dtype, mem_efficient", [(np.float32, False), (np.float32, True),
+                                                  (np.float16, False)])
+def test_on_the_gpu_a_batch_past_the_grid_y_limit(rng, dtype, mem_efficient):
+    """On a GPU (tools/gpu_check.sh): 70,000 batch x head rows, more than a grid's y dimension
+    takes (65,535; the kernels put the batch on x since session 17), causal, forward and
+    backward of the SIMT and tensor-core kernels against the CPU twin."""
+    if backend._cupy is None:
+        pytest.skip("needs CuPy and a GPU; the simulator tests the block order everywhere else")
+    import cupy
+    from gpudl.kernels import attention as K
+    B, L, E = 70_000, 3, 16
+    q, k, v, gout = (rng.standard_normal((B, L, E)).astype(dtype) for _ in range(4))
+    device = [cupy.asarray(a) for a in (q, k, v, gout)]
+    assert K.cuda_variant(device[0], device[2], False, mem_efficient) is not None
+    out, lse = K.attention_forward(*device[:3], is_causal=True, mem_efficient=mem_efficient)
+    grads = K.attention_backward(*device[:3], out, lse, device[3], is_causal=True,
+                                 mem_efficient=mem_efficient)
+    wide = [a.astype(np.float32) for a in (q, k, v, gout)]
+    ref_out, ref_lse = K._attention_fwd_cpu(*wide[:3], None, True, 1 / np.sqrt(E))
+    ref_grads = K._attention_bwd_cpu(*wide[:3], ref_out, ref_lse, wide[3], None, True,
+                                     1 / np.sqrt(E))
+    tol = 2e-2 if dtype == np.float16 else 1e-4
+    np.testing.assert_allclose(cupy.asnumpy(out).astype(np.float32), ref_out, rtol=tol, atol=tol)
+    for g, ref in zip(grads, ref_grads):
+        np.testing.assert_allclose(cupy.asnumpy(g).astype(np.float32), ref, rtol=tol, atol=tol)
