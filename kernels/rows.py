@@ -106,15 +106,14 @@ def cross_entropy(x, target, weight, ignore_index, smoothing, reduction):
     logp = np.empty(x.shape, x.dtype)
     loss, wt = np.empty(n, x.dtype), np.empty(n, x.dtype)
     t, valid = np.empty(n, np.int64), np.empty(n, np.bool_)
-    total, weight_total = _kernels()["cross_entropy"](
+    total, weight_total, mean = _kernels()["cross_entropy"](
         x, target.astype(np.int64, copy=False), _flat(weight, x), weight is not None,
         ignore_index, smoothing, logp, loss, t, valid, wt)
     if reduction == "none":
         return loss, logp, t, valid, wt, 1
     if reduction == "sum":
         return x.dtype.type(total), logp, t, valid, wt, 1
-    divisor = x.dtype.type(weight_total)
-    return _quotient(x.dtype.type(total), divisor), logp, t, valid, wt, divisor
+    return x.dtype.type(mean), logp, t, valid, wt, x.dtype.type(weight_total)
 
 
 def cross_entropy_backward(g, logp, t, valid, wt, weight, smoothing, divisor):
@@ -138,11 +137,6 @@ def _flat(a, like):
 
 _EMPTY = {np.dtype(t).char: np.empty(0, t) for t in _FLOATS}
 _NO_SUMS = np.empty((0, 0))
-
-
-def _quotient(total, divisor):
-    with np.errstate(invalid="ignore", divide="ignore"):    # all targets ignored: NaN, as torch
-        return total / divisor
 
 
 # ------------------------------------------------------------------ loops
@@ -228,7 +222,8 @@ def _layer_norm_backward_loop(g, xhat, invstd, weight, has_weight, gx, sums, nee
 
 def _cross_entropy_loop(x, target, weight, has_weight, ignore_index, smoothing, logp, loss, t,
                         valid, wt):
-    """Fills logp, loss, t, valid, wt per row; returns (sum of loss, sum of wt) in float64."""
+    """Fills logp, loss, t, valid, wt per row; returns the sum of loss, the sum of wt and their
+    quotient (NaN when every target is ignored, as torch) in float64."""
     n_classes = x.shape[1]
     total = 0.0
     weight_total = 0.0
@@ -255,7 +250,7 @@ def _cross_entropy_loop(x, target, weight, has_weight, ignore_index, smoothing, 
         t[i], valid[i], wt[i], loss[i] = c, ok, w, value
         total += loss[i]
         weight_total += wt[i]
-    return total, weight_total
+    return total, weight_total, total / weight_total
 
 
 def _cross_entropy_backward_loop(logp, t, valid, wt, weight, has_weight, smoothing, g, per_row,

@@ -59,7 +59,7 @@ class CrossEntropy(ArrayFunction):
             ctx.conf = (ignore_index, reduction)
             return loss
         ctx.conf = (smoothing, reduction)
-        ctx.row_kernel = x.ndim == 2 and row_kernels.applies(x, weight)
+        ctx.row_kernel = x.ndim == 2 and x.shape[1] > 0 and row_kernels.applies(x, weight)
         if ctx.row_kernel:
             loss, logp, t, valid, wt, divisor = row_kernels.cross_entropy(
                 x, target, weight, ignore_index, smoothing, reduction)
