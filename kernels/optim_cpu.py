@@ -72,27 +72,38 @@ def _sgd_loop(param, grad, buf, first, weight_decay, momentum, dampening_weight,
 def _adam_loop(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, maximize, coupled,
                decoupled, weight_decay, decay, beta2, beta2_weight, eps, small, w, one_minus_w,
                bias_correction2_sqrt, neg_step_size):
-    """Adam's update (optim/adam.py) of C-contiguous arrays (``max_exp_avg_sq`` any array without
-    amsgrad); flags amsgrad, maximize, coupled and decoupled weight decay; then in the arrays'
-    dtype weight_decay, decay (1 - lr * weight_decay), beta2, beta2_weight (1 - beta2), eps,
-    ``lerp_weights(1 - beta1)`` and the step's bias_correction2_sqrt and neg_step_size."""
+    """Adam's update (optim/adam.py) of C-contiguous arrays; ``max_exp_avg_sq`` without
+    amsgrad a scratch array (written, its values unused); flags amsgrad, maximize, coupled and
+    decoupled weight decay; then in the arrays' dtype weight_decay, decay (1 - lr *
+    weight_decay), beta2, beta2_weight (1 - beta2), eps, ``lerp_weights(1 - beta1)`` and the
+    step's bias_correction2_sqrt and neg_step_size.
+
+    Each option's alternatives are both computed and one kept (branch-free), and every array
+    written every time: branches on the flags inside the loop kept LLVM from vectorising it
+    (2.6 ns a float32 value instead of 0.2)."""
     param, grad, exp_avg, exp_avg_sq = (param.reshape(-1), grad.reshape(-1),
                                         exp_avg.reshape(-1), exp_avg_sq.reshape(-1))
     max_exp_avg_sq = max_exp_avg_sq.reshape(-1)
     for i in range(param.size):
         p = param[i] * decay if decoupled else param[i]
-        g = -grad[i] if maximize else grad[i]
+        gr = grad[i]
+        ascent = p * weight_decay - gr               # optimizer.effective_grad
+        descent = gr + p * weight_decay
         if coupled:
-            g = p * weight_decay - grad[i] if maximize else grad[i] + p * weight_decay
+            g = ascent if maximize else descent
+        else:
+            g = -gr if maximize else gr
         diff = g - exp_avg[i]                        # optimizer.lerp_
-        m = exp_avg[i] + diff * w if small else g - diff * one_minus_w
+        near = exp_avg[i] + diff * w
+        far = g - diff * one_minus_w
+        m = near if small else far
         exp_avg[i] = m
         v = exp_avg_sq[i] * beta2 + g * beta2_weight * g     # optimizer.square_avg_
         exp_avg_sq[i] = v
-        if amsgrad:                                  # np.maximum: NaN wins
-            if not max_exp_avg_sq[i] >= v and max_exp_avg_sq[i] == max_exp_avg_sq[i]:
-                max_exp_avg_sq[i] = v
-            v = max_exp_avg_sq[i]
+        top = max_exp_avg_sq[i]                      # np.maximum: NaN wins
+        top = v if not top >= v and top == top else top
+        max_exp_avg_sq[i] = top
+        v = top if amsgrad else v
         param[i] = p + m / (np.sqrt(v) / bias_correction2_sqrt + eps) * neg_step_size
 
 

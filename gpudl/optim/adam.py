@@ -176,7 +176,7 @@ class Adam(Optimizer):
                  bool(weight_decay) and decoupled)
         for param, grad, state in updates:
             exp_avg, exp_avg_sq = state["exp_avg"]._data, state["exp_avg_sq"]._data
-            second = state["max_exp_avg_sq"]._data if amsgrad else exp_avg_sq
+            second = state["max_exp_avg_sq"]._data if amsgrad else self._scratch(param)
             if not optim_cpu.applies(param, grad, exp_avg, exp_avg_sq, second):
                 rest.append((param, grad, state))
                 continue
