@@ -3,10 +3,13 @@ cross entropy, forward and backward, each one Numba loop over the rows.
 
 On a (2, 64) array NumPy's way (a max, a subtraction, an exp, a sum, a division, each a call
 with its own temporary, plus an ``errstate`` block) costs 5-7 us where the maths is ~0.2 us;
-one compiled pass over each row costs ~1 us, the call included. Beyond ``MAX_SIZE`` values
-NumPy's vectorised float32 ``exp`` (~1 ns a value) beats Numba's scalar one (~4 ns), so large
-arrays keep the NumPy path (gpudl/ops), as they do for float16/bfloat16 (computed in float32 by
-the caller) and CuPy arrays.
+one compiled pass over each row costs ~1 us, the call included. Larger arrays keep the NumPy
+path (gpudl/ops), as float16/bfloat16 (computed in float32 by the caller) and CuPy arrays do:
+NumPy's vectorised float32 ``exp`` (~1 ns a value) beats Numba's scalar one (~4 ns), and the
+loops add a row's values one after the other (in float64), which LLVM does not vectorise. The
+sizes where each op's NumPy path catches up (forward and backward, the 2-core machine of
+session 17, float32 and float64 alike): softmax ~3,000 values, cross entropy ~8,000, layer norm
+beyond 32,000 (no exp); the ``*_MAX_SIZE`` limits stay below them.
 
 Rows are the last axis of a C-contiguous float32/float64 array. Sums over a row add in float64
 and elementwise results are rounded once to the array's dtype, so a float32 result can differ
@@ -19,16 +22,18 @@ Numba) and cached on disk.
 
 import numpy as np
 
-MAX_SIZE = 8192         # values: larger arrays take the NumPy path (see the module doc)
+SOFTMAX_MAX_SIZE = 2048             # values: larger arrays take the NumPy path (module doc)
+CROSS_ENTROPY_MAX_SIZE = 4096
+LAYER_NORM_MAX_SIZE = 32768
 _FLOATS = (np.float32, np.float64)
 
 
-def applies(*arrays):
+def applies(max_size, *arrays):
     """Whether the row kernels take these arrays (None entries are ignored): NumPy arrays of
-    one float32/float64 dtype, the first holding at most MAX_SIZE values and at least one
-    dimension. Non-contiguous ones are copied by the entries."""
+    one float32/float64 dtype, the first holding at most ``max_size`` values (an op's
+    ``*_MAX_SIZE``) and at least one dimension. Non-contiguous ones are copied by the entries."""
     first = arrays[0]
-    if type(first) is not np.ndarray or first.dtype not in _FLOATS or first.size > MAX_SIZE \
+    if type(first) is not np.ndarray or first.dtype not in _FLOATS or first.size > max_size \
             or first.ndim == 0:
         return False
     for a in arrays:

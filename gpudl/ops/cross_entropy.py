@@ -59,7 +59,8 @@ class CrossEntropy(ArrayFunction):
             ctx.conf = (ignore_index, reduction)
             return loss
         ctx.conf = (smoothing, reduction)
-        ctx.row_kernel = x.ndim == 2 and x.shape[1] > 0 and row_kernels.applies(x, weight)
+        ctx.row_kernel = x.ndim == 2 and x.shape[1] > 0 and row_kernels.applies(
+            row_kernels.CROSS_ENTROPY_MAX_SIZE, x, weight)
         if ctx.row_kernel:
             loss, logp, t, valid, wt, divisor = row_kernels.cross_entropy(
                 x, target, weight, ignore_index, smoothing, reduction)
@@ -85,7 +86,7 @@ class CrossEntropy(ArrayFunction):
                     None)
         logp, t, valid, wt, weight, divisor = ctx.saved_tensors
         smoothing, reduction = ctx.conf
-        if ctx.row_kernel and row_kernels.applies(logp, g):
+        if ctx.row_kernel and row_kernels.applies(row_kernels.CROSS_ENTROPY_MAX_SIZE, logp, g):
             return (row_kernels.cross_entropy_backward(g, logp, t[:, 0], valid, wt, weight,
                                                        smoothing, divisor),
                     None, None, None, None, None)

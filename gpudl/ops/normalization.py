@@ -98,7 +98,7 @@ class LayerNorm(ArrayFunction):
             return y
         axes = tuple(range(x.ndim - ndim, x.ndim))
         ctx.axes, ctx.eps = axes, eps
-        if row_kernels.applies(x, weight, bias):
+        if row_kernels.applies(row_kernels.LAYER_NORM_MAX_SIZE, x, weight, bias):
             y, xhat, invstd = row_kernels.layer_norm(x, weight, bias, ndim, eps)
             # invstd shaped as the NumPy path's (keepdims), for graph_backward_nn._layer_norm
             ctx.save_for_backward(xhat, invstd.reshape(x.shape[:x.ndim - ndim] + (1,) * ndim),
@@ -126,7 +126,7 @@ class LayerNorm(ArrayFunction):
         xhat, invstd, weight = ctx.saved_tensors
         axes = ctx.axes
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        if row_kernels.applies(xhat, g, weight):
+        if row_kernels.applies(row_kernels.LAYER_NORM_MAX_SIZE, xhat, g, weight):
             size = math.prod(xhat.shape[xhat.ndim - len(axes):])
             gx, gw, gb = row_kernels.layer_norm_backward(g, xhat, invstd.reshape(-1), weight, size,
                                                          need_x, need_w, need_b)

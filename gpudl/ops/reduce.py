@@ -145,7 +145,7 @@ class Std(Var):
 
 
 def softmax_array(a, axis):
-    if axis == a.ndim - 1 and row_kernels.applies(a):
+    if axis == a.ndim - 1 and row_kernels.applies(row_kernels.SOFTMAX_MAX_SIZE, a):
         return row_kernels.softmax(a, log=False)
     xp = xp_of(a)
     if a.size == 0:
@@ -157,7 +157,7 @@ def softmax_array(a, axis):
 
 
 def log_softmax_array(a, axis):
-    if axis == a.ndim - 1 and row_kernels.applies(a):
+    if axis == a.ndim - 1 and row_kernels.applies(row_kernels.SOFTMAX_MAX_SIZE, a):
         return row_kernels.softmax(a, log=True)
     xp = xp_of(a)
     if a.size == 0:
@@ -179,7 +179,7 @@ class Softmax(ArrayFunction):
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
         axis = ctx.axis
-        if axis == y.ndim - 1 and row_kernels.applies(y, g):
+        if axis == y.ndim - 1 and row_kernels.applies(row_kernels.SOFTMAX_MAX_SIZE, y, g):
             return row_kernels.softmax_backward(g, y, log=False), None
         return in_float32(lambda g, y: y * (g - (g * y).sum(axis=axis, keepdims=True)), g, y), None
 
@@ -195,7 +195,8 @@ class LogSoftmax(ArrayFunction):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
-        if ctx.axis == y.ndim - 1 and row_kernels.applies(y, g):
+        if ctx.axis == y.ndim - 1 and row_kernels.applies(row_kernels.SOFTMAX_MAX_SIZE, y,
+                                                          g):
             return row_kernels.softmax_backward(g, y, log=True), None
         axis, exp = ctx.axis, xp_of(y).exp
         return in_float32(lambda g, y: g - exp(y) * g.sum(axis=axis, keepdims=True), g, y), None

@@ -289,16 +289,18 @@ def test_cross_entropy_gradcheck(reduction):
 
 
 def test_large_inputs_keep_the_numpy_path():
-    """Beyond MAX_SIZE values NumPy's vectorised exp is faster: the loops do not run, and the
-    results still match torch."""
+    """Beyond each op's *_MAX_SIZE values NumPy's path is faster: the loops do not run, and
+    the results still match torch."""
     rng = np.random.default_rng()
-    x = logits(rng, (4, rows.MAX_SIZE // 4 + 1), np.float32)
+    x = logits(rng, (4, rows.LAYER_NORM_MAX_SIZE // 4 + 1), np.float32)
+    t = rng.integers(0, x.shape[1], 4)
     ours, theirs = pair(x)
     with loops_called() as called:
-        y = F.log_softmax(ours, -1)
-        y.sum().backward()
+        (F.log_softmax(ours, -1).sum() + F.softmax(ours, -1)[:, 0].sum()
+         + F.layer_norm(ours, x.shape[1:]).mean() + F.cross_entropy(ours, gd.tensor(t))
+         ).backward()
     assert not called
-    expected = TF.log_softmax(theirs, -1)
-    expected.sum().backward()
-    np.testing.assert_allclose(y.detach().numpy(), expected.detach().numpy(), rtol=1e-5,
-                               atol=1e-5)
+    (TF.log_softmax(theirs, -1).sum() + TF.softmax(theirs, -1)[:, 0].sum()
+     + TF.layer_norm(theirs, x.shape[1:]).mean() + TF.cross_entropy(theirs, torch.tensor(t))
+     ).backward()
+    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-4, atol=1e-5)
