@@ -11,6 +11,7 @@ from .. import backend
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..dtypes import LOW_PRECISION, is_floating
 from ..autograd import ArrayFunction, is_grad_enabled
+from ..kernels import rows as row_kernels
 from ..tensor import Tensor
 from .loss import check_reduction, expand_grad, reduce_loss
 from .reduce import log_softmax_array
@@ -57,6 +58,14 @@ class CrossEntropy(ArrayFunction):
                                                         smoothing, reduction)
             ctx.conf = (ignore_index, reduction)
             return loss
+        ctx.conf = (smoothing, reduction)
+        ctx.row_kernel = x.ndim == 2 and x.shape[1] > 0 and row_kernels.applies(
+            row_kernels.CROSS_ENTROPY_MAX_SIZE, x, weight)
+        if ctx.row_kernel:
+            loss, logp, t, valid, wt, divisor = row_kernels.cross_entropy(
+                x, target, weight, ignore_index, smoothing, reduction)
+            ctx.save_for_backward(logp, t[:, None], valid, wt, weight, divisor)
+            return loss
         xp = xp_of(x)
         logp = log_softmax_array(x, 1)
         t, valid, wt = _picked_targets(x, target, weight, ignore_index)
@@ -67,7 +76,6 @@ class CrossEntropy(ArrayFunction):
             loss = (1 - smoothing) * loss + (smoothing / x.shape[1]) * smooth
         divisor = wt.sum() if reduction == "mean" else 1
         ctx.save_for_backward(logp, t, valid, wt, weight, divisor)
-        ctx.conf = (smoothing, reduction)
         return reduce_loss(loss, reduction, divisor)
 
     @staticmethod
@@ -78,6 +86,10 @@ class CrossEntropy(ArrayFunction):
                     None)
         logp, t, valid, wt, weight, divisor = ctx.saved_tensors
         smoothing, reduction = ctx.conf
+        if ctx.row_kernel and row_kernels.applies(row_kernels.CROSS_ENTROPY_MAX_SIZE, logp, g):
+            return (row_kernels.cross_entropy_backward(g, logp, t[:, 0], valid, wt, weight,
+                                                       smoothing, divisor),
+                    None, None, None, None, None)
         xp = xp_of(logp)
         n_classes = logp.shape[1]
         g = expand_grad(g, reduction, divisor)

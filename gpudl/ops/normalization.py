@@ -14,6 +14,7 @@ from .. import backend
 from ..amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from ..autograd import ArrayFunction
 from ..dtypes import LOW_PRECISION, is_floating
+from ..kernels import rows as row_kernels
 from ..tensor import Tensor
 from ._util import array_mean, is_int, widened, xp_of
 
@@ -95,8 +96,15 @@ class LayerNorm(ArrayFunction):
             ctx.shapes = (x.shape, None if weight is None else weight.shape,
                           None if bias is None else bias.shape)
             return y
-        xp = xp_of(x)
         axes = tuple(range(x.ndim - ndim, x.ndim))
+        ctx.axes, ctx.eps = axes, eps
+        if row_kernels.applies(row_kernels.LAYER_NORM_MAX_SIZE, x, weight, bias):
+            y, xhat, invstd = row_kernels.layer_norm(x, weight, bias, ndim, eps)
+            # invstd shaped as the NumPy path's (keepdims), for graph_backward_nn._layer_norm
+            ctx.save_for_backward(xhat, invstd.reshape(x.shape[:x.ndim - ndim] + (1,) * ndim),
+                                  weight)
+            return y
+        xp = xp_of(x)
         xhat = x - array_mean(x, axes)
         invstd = 1 / xp.sqrt(array_mean(xp.square(xhat), axes) + eps)
         xhat *= invstd
@@ -104,7 +112,6 @@ class LayerNorm(ArrayFunction):
         if bias is not None:
             y += bias
         ctx.save_for_backward(xhat, invstd, weight)
-        ctx.axes, ctx.eps = axes, eps
         return y
 
     @staticmethod
@@ -119,6 +126,13 @@ class LayerNorm(ArrayFunction):
         xhat, invstd, weight = ctx.saved_tensors
         axes = ctx.axes
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if row_kernels.applies(row_kernels.LAYER_NORM_MAX_SIZE, xhat, g, weight):
+            size = math.prod(xhat.shape[xhat.ndim - len(axes):])
+            gx, gw, gb = row_kernels.layer_norm_backward(g, xhat, invstd.reshape(-1), weight, size,
+                                                         need_x, need_w, need_b)
+            shape = xhat.shape[xhat.ndim - len(axes):]
+            return (gx, None if gw is None else gw.reshape(shape),
+                    None if gb is None else gb.reshape(shape), None, None)
         lead = tuple(range(g.ndim - len(axes)))
         xp = xp_of(g)
         gx = gw = gb = None

@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import ArrayFunction
+from ..kernels import rows as row_kernels
 from ._util import array_mean, in_float32, integral_dtype, mean_of, quiet as _quiet, summed, \
     xp_of
 
@@ -144,6 +145,8 @@ class Std(Var):
 
 
 def softmax_array(a, axis):
+    if axis == a.ndim - 1 and row_kernels.applies(row_kernels.SOFTMAX_MAX_SIZE, a):
+        return row_kernels.softmax(a, log=False)
     xp = xp_of(a)
     if a.size == 0:
         return a.copy()
@@ -154,6 +157,8 @@ def softmax_array(a, axis):
 
 
 def log_softmax_array(a, axis):
+    if axis == a.ndim - 1 and row_kernels.applies(row_kernels.SOFTMAX_MAX_SIZE, a):
+        return row_kernels.softmax(a, log=True)
     xp = xp_of(a)
     if a.size == 0:
         return a.copy()
@@ -174,6 +179,8 @@ class Softmax(ArrayFunction):
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
         axis = ctx.axis
+        if axis == y.ndim - 1 and row_kernels.applies(row_kernels.SOFTMAX_MAX_SIZE, y, g):
+            return row_kernels.softmax_backward(g, y, log=False), None
         return in_float32(lambda g, y: y * (g - (g * y).sum(axis=axis, keepdims=True)), g, y), None
 
 
@@ -188,6 +195,9 @@ class LogSoftmax(ArrayFunction):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
+        if ctx.axis == y.ndim - 1 and row_kernels.applies(row_kernels.SOFTMAX_MAX_SIZE, y,
+                                                          g):
+            return row_kernels.softmax_backward(g, y, log=True), None
         axis, exp = ctx.axis, xp_of(y).exp
         return in_float32(lambda g, y: g - exp(y) * g.sum(axis=axis, keepdims=True), g, y), None
 

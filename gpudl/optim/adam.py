@@ -7,6 +7,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor
 from .. import multi_tensor
+from ..kernels import optim_cpu
 from .capturable import advance_step, bias_corrections, check_lr, device_step, \
     device_step_array, fused_bias_corrections, kernel_scalar, lr_array, power_complement
 from .optimizer import (
@@ -127,6 +128,7 @@ class Adam(Optimizer):
         per dtype (and ``SLOTS`` tensors), with ``capturable`` one more to advance the steps."""
         if isinstance(group["lr"], Tensor):
             return updates
+        updates = self._update_on_cpu(updates, group)
         amsgrad, capturable = group["amsgrad"], group["capturable"]
         batches, rest = {}, []
         for param, grad, state in updates:
@@ -161,7 +163,44 @@ class Adam(Optimizer):
                                 power_complement(beta2, step) ** 0.5))
         multi_tensor.launch(update, [arrays for arrays, _, _ in batch], scalars, corrections)
 
+    def _update_on_cpu(self, updates, group):
+        """Update the CPU arrays of ``updates`` (``(param, grad, state)``) that the one-pass
+        loop takes (a number lr, not capturable), the group's numbers rounded once per dtype
+        and the bias corrections once per dtype and step; return the rest."""
+        if group["capturable"]:
+            return updates
+        loop, rest, scalars, corrections = None, [], {}, {}
+        lr, weight_decay, (beta1, beta2) = group["lr"], group["weight_decay"], group["betas"]
+        amsgrad, decoupled = group["amsgrad"], group["decoupled_weight_decay"]
+        flags = (bool(amsgrad), bool(group["maximize"]), bool(weight_decay) and not decoupled,
+                 bool(weight_decay) and decoupled)
+        for param, grad, state in updates:
+            exp_avg, exp_avg_sq = state["exp_avg"]._data, state["exp_avg_sq"]._data
+            second = state["max_exp_avg_sq"]._data if amsgrad else self._scratch(param)
+            if not optim_cpu.applies(param, grad, exp_avg, exp_avg_sq, second):
+                rest.append((param, grad, state))
+                continue
+            if loop is None:
+                loop = optim_cpu.adam_loop()
+            t = param.dtype.type
+            numbers = scalars.get(t)
+            if numbers is None:
+                numbers = scalars[t] = (t(weight_decay), t(1 - lr * weight_decay), t(beta2),
+                                        t(1 - beta2), t(group["eps"]),
+                                        *optim_cpu.lerp_weights(1 - beta1, param.dtype))
+            step = advance_step(state, param, False)
+            step_numbers = corrections.get((t, step))
+            if step_numbers is None:
+                step_numbers = corrections[t, step] = (
+                    t(power_complement(beta2, step) ** 0.5),
+                    t(-lr / power_complement(beta1, step)))
+            loop(param, grad, exp_avg, exp_avg_sq, second, *flags, *numbers, *step_numbers)
+        return rest
+
     def _update(self, param, grad, state, group):
+        if not isinstance(group["lr"], Tensor) and \
+                not self._update_on_cpu(((param, grad, state),), group):
+            return
         lr, weight_decay, (beta1, beta2) = lr_array(group["lr"]), group["weight_decay"], \
             group["betas"]
         amsgrad = group["amsgrad"]

@@ -7,6 +7,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor
 from .. import multi_tensor
+from ..kernels import optim_cpu
 from .capturable import check_lr, kernel_scalar, lr_array
 from .optimizer import (Optimizer, check_range, effective_grad, fused, grad_lines,
                         implementation_hints)
@@ -67,9 +68,11 @@ class SGD(Optimizer):
 
     def _update_batched(self, updates, group):
         """Float32/float64 contiguous device tensors with a number lr: one multi-tensor launch
-        per dtype and first-step-or-not (and ``SLOTS`` tensors)."""
+        per dtype and first-step-or-not (and ``SLOTS`` tensors); such CPU tensors: one pass of
+        kernels/optim_cpu.py's loop each."""
         if isinstance(group["lr"], Tensor):
             return updates
+        updates = self._update_on_cpu(updates, group)
         momentum = bool(group["momentum"])
         batches, rest = {}, []
         for param, grad, state in updates:
@@ -90,7 +93,36 @@ class SGD(Optimizer):
                                                   1 - group["dampening"], group["weight_decay"]))
         return rest
 
+    def _update_on_cpu(self, updates, group):
+        """Update the CPU arrays of ``updates`` (``(param, grad, state)``) that the one-pass
+        loop takes (a number lr), the group's numbers rounded once per dtype; return the rest."""
+        loop, rest, scalars = None, [], {}
+        momentum = group["momentum"]
+        flags = (bool(group["weight_decay"]), bool(momentum), bool(group["dampening"]),
+                 bool(group["nesterov"]), bool(group["maximize"]))
+        for param, grad, state in updates:
+            buf = state.get("momentum_buffer")
+            if not optim_cpu.applies(param, grad, *(() if buf is None else (buf._data,))):
+                rest.append((param, grad, state))
+                continue
+            if loop is None:
+                loop = optim_cpu.sgd_loop()
+            numbers = scalars.get(param.dtype)
+            if numbers is None:
+                t = param.dtype.type
+                numbers = scalars[param.dtype] = (t(group["weight_decay"]), t(momentum),
+                                                  t(1 - group["dampening"]), -t(group["lr"]))
+            first = flags[1] and buf is None
+            if first:
+                buf = state["momentum_buffer"] = Tensor._make(np.empty_like(param), False, None,
+                                                              0, None)
+            loop(param, grad, param if buf is None else buf._data, first, *numbers, *flags)
+        return rest
+
     def _update(self, param, grad, state, group):
+        if not isinstance(group["lr"], Tensor) and \
+                not self._update_on_cpu(((param, grad, state),), group):
+            return
         momentum = group["momentum"]
         lr = kernel_scalar(lr_array(group["lr"]), param.dtype)     # a 0-d Tensor lr stays put
         buf = state.get("momentum_buffer")
