@@ -26,7 +26,9 @@ def _picked_targets(x, target, weight, ignore_index):
     valid = target != ignore_index
     # [:, None], not xp.expand_dims(.., 1): the same view without NumPy's Python wrapper (~1.5 us)
     t = xp.where(valid, target, 0)[:, None]                         # (N, 1, d...)
-    if weight is None:
+    if x.shape[1] == 0:             # no classes: every target was ignore_index (else refused)
+        wt = xp.zeros(valid.shape, x.dtype)
+    elif weight is None:
         wt = valid.astype(x.dtype)
     else:
         wt = weight[t[:, 0]] * valid
@@ -69,8 +71,11 @@ class CrossEntropy(ArrayFunction):
         xp = xp_of(x)
         logp = log_softmax_array(x, 1)
         t, valid, wt = _picked_targets(x, target, weight, ignore_index)
-        loss = -wt * xp.take_along_axis(logp, t, axis=1)[:, 0]     # (N, d...)
-        if smoothing:
+        loss = (-wt * xp.take_along_axis(logp, t, axis=1)[:, 0] if x.shape[1]
+                else xp.zeros_like(wt))                             # (N, d...)
+        if smoothing and not x.shape[1]:
+            loss = xp.full_like(wt, float("nan"))    # smoothing / 0 classes, as torch's 0 * inf
+        elif smoothing:
             w = 1 if weight is None else weight.reshape(_class_shape(x))
             smooth = -(logp * w).sum(axis=1) * valid
             loss = (1 - smoothing) * loss + (smoothing / x.shape[1]) * smooth
@@ -92,6 +97,8 @@ class CrossEntropy(ArrayFunction):
                     None, None, None, None, None)
         xp = xp_of(logp)
         n_classes = logp.shape[1]
+        if n_classes == 0:
+            return xp.zeros_like(logp), None, None, None, None, None
         g = expand_grad(g, reduction, divisor)
         g = g[:, None] if reduction == "none" else g     # (N, 1, d...) or scalar
         # d/dx of (1-e) wt (-log p_t) + e/C valid sum_c w_c (-log p_c):

@@ -302,3 +302,27 @@ def test_binary_cross_entropy_accepts_the_bounds_and_soft_targets(rng):
     t = np.array([0.0, 1.0, 0.25, 0.5, 1.0])
     _check(lambda p, t: F.binary_cross_entropy(p, t), lambda p, t: TF.binary_cross_entropy(p, t),
            p, t)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", [{}, {"weight": np.zeros(0, np.float32)},
+                                     {"label_smoothing": 0.1, "ignore_index": -1}])
+def test_cross_entropy_without_classes_where_every_target_is_ignored(reduction, options):
+    """(N, 0) logits, every target ignore_index: torch gives 'mean' NaN (0 / 0), 'sum' 0 and
+    'none' zeros (NaN everywhere with label smoothing: smoothing / 0 classes), and an empty
+    gradient; gpudl raised NumPy's IndexError picking a class that does not exist."""
+    targets = np.full(3, options.get("ignore_index", -100), np.int64)
+    tx = torch.zeros((3, 0), requires_grad=True)
+    want = torch.nn.functional.cross_entropy(
+        tx, torch.from_numpy(targets), reduction=reduction,
+        **{k: torch.from_numpy(v) if k == "weight" else v for k, v in options.items()})
+    want.sum().backward()
+    x = gd.zeros((3, 0), requires_grad=True)
+    got = F.cross_entropy(x, gd.tensor(targets), reduction=reduction,
+                          **{k: gd.tensor(v) if k == "weight" else v for k, v in options.items()})
+    got.sum().backward()
+    np.testing.assert_array_equal(got.numpy(), want.detach().numpy())
+    finite = ~np.isnan(got.numpy())
+    np.testing.assert_array_equal(np.signbit(got.numpy()[finite]),          # 0.0, not -0.0
+                                  np.signbit(want.detach().numpy()[finite]))
+    assert got.dtype == gd.float32 and x.grad.shape == (3, 0)
