@@ -22,8 +22,9 @@ output channel, into the bias gradient (no separate pass over gy).
 
 Tiles: a block computes BM x BN = (128 or 64) x 128 outputs with BM*BN/64 threads (256 or 128), an
 8x8 micro-tile each, accumulated in registers over BK = 8 reduction steps per shared tile,
-unrolled (a gemm of at most 16 rows: 16 x 128 with 2x8 micro-tiles, 128 threads, so a 3-channel
-image's grad_input or a 6-channel LeNet layer multiplies no 64-row zero padding). A thread's 8 rows (and 8 columns) are two contiguous runs of four half a tile apart, so
+unrolled (at most 16 rows, in the gemm or the weight gradient: 16 x 128 with 2x8 micro-tiles,
+128 threads, so a 3-channel image's grad_input or a 6-channel LeNet layer multiplies no 64-row
+zero padding). A thread's 8 rows (and 8 columns) are two contiguous runs of four half a tile apart, so
 its shared loads merge into 16-byte LDS and a warp's reads are conflict-free. The shared tiles are
 double-buffered: the next tile's global loads are issued into registers before the current
 tile's 512 FMAs and stored after them, one barrier per tile. Each thread gathers for one fixed
@@ -444,9 +445,10 @@ def _row_tile(rows, idx):
 
 
 def _gemm_row_tile(rows, idx):
-    """BM for the gemm kernel (forward, grad_input) over ``rows`` rows: FEW_ROWS for a few
-    output (or, in grad_input, input) channels per group, where a 64-row tile would multiply
-    mostly zero padding (a 3-channel image's grad_input: 3 of 64 rows); else ``_row_tile``."""
+    """BM for a kernel over ``rows`` rows (forward, grad_input, grad_weight): FEW_ROWS for a
+    few output (or, in grad_input, input) channels per group, where a 64-row tile would
+    multiply mostly zero padding (a 3-channel image's grad_input: 3 of 64 rows; LeNet's
+    6-channel weight gradient); else ``_row_tile``."""
     return FEW_ROWS if rows <= FEW_ROWS and idx == int32 else _row_tile(rows, idx)
 
 
@@ -632,7 +634,7 @@ def grad_weight(x, gy, geo, with_bias=False):
         gw = xp.zeros(geo.w_shape, acc_dtype)
         return (gw, grad_bias(gy)) if with_bias else gw
     idx = _index(x.size, gy.size, image=geo.C * geo.H * geo.W)
-    bm = _row_tile(Kg, idx)
+    bm = _gemm_row_tile(Kg, idx)
     tiles = _blocks(R, BN) * _blocks(Kg, bm) * G
     splits = max(1, min(_blocks(Q, MIN_SPLIT), _blocks(TARGET_BLOCKS, tiles), 65535 // G))
     split_len = _blocks(_blocks(Q, splits), BK) * BK
@@ -686,14 +688,18 @@ def _signatures():
                                 max_div64=0 if idx == int32 else None)
                 table.append((gemm, [gemm_signature(d, acc_name) for d in datas], budget))
                 table.append((gwt, [grad_weight_signature(d, acc_name) for d in datas], budget))
-        # the few-rows gemm (grad_weight keeps 64-row tiles: its columns are taps, not pixels).
-        # Its FMA share is lower by construction, not by waste: a gathered value meets 16 FMAs
-        # (2 rows x 8 steps) where the 64-row tile's meets 64, and the gathers cost the same;
-        # what it saves is the zero rows, 4x to 21x the useful work for 16 to 3 rows (41% of
-        # 1x beats 71% of 4x). Its floor is its measured share, so it cannot regress.
-        few = _kernels(acc, int32, FEW_ROWS)[0]
+        # the few-rows builds, for at most 16 output rows (the gemm's rows are output or input
+        # channels, the weight gradient's output channels). Their FMA share is lower by
+        # construction, not by waste: a gathered value meets 16 FMAs (2 rows x 8 steps) where
+        # the 64-row tile's meets 64, and the gathers cost the same; what they save is the
+        # zero rows, 4x to 21x the useful work for 16 to 3 rows (41% of 1x beats 71% of 4x;
+        # LeNet's weight gradients: 4.4x fewer instructions per useful FMA). Their floors are
+        # their measured shares (gemm 41%, weight gradient 38%), so they cannot regress.
+        few, few_wgrad = _kernels(acc, int32, FEW_ROWS)
         table.append((few, [gemm_signature(d, acc_name) for d in datas],
                       Budget(threads=threads_for(FEW_ROWS), min_fma_share=0.4, max_div64=0)))
+        table.append((few_wgrad, [grad_weight_signature(d, acc_name) for d in datas],
+                      Budget(threads=threads_for(FEW_ROWS), min_fma_share=0.37, max_div64=0)))
         table.append((gather_weights, [gather_signature(d, acc_name) for d in datas],
                       Budget(threads=GATHER_THREADS, max_div64=0)))
     return table
