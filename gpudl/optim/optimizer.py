@@ -14,6 +14,7 @@ torch) starts it from the parameter.
 """
 
 import collections
+import functools
 import numbers
 
 import numpy as np
@@ -148,8 +149,8 @@ class Optimizer:
                     if state is None:
                         state = self.state[p] = self._init_state(p, group)
                     pending.append((p._data, p._grad._data, state))
-                if group.get("foreach") is not False:     # torch's for-loop opt-out
-                    pending = self._update_batched(pending, group)
+                if group.get("foreach") is not False and _batches(type(self)):
+                    pending = self._update_batched(pending, group)   # (torch's opt-out: False)
                 for param, grad, state in pending:
                     self._update(param, grad, state, group)
                 for p in with_grads:
@@ -248,6 +249,16 @@ class Optimizer:
     def _loaded_state(self, index, key, value, param):
         """The entry ``key`` of the loaded state of parameter ``index`` (see _state_value)."""
         return _state_value(type(self).__name__, index, key, value, param, self._scalar_state)
+
+
+@functools.cache
+def _batches(cls):
+    """Whether ``cls``'s ``_update_batched`` computes what its ``_update`` does: not when a
+    subclass overrides ``_update`` alone (Keras's SGD and Adam, a user's variant), whose rule
+    the inherited batched kernels would skip. Each parameter then takes ``_update``."""
+    def owner(name):
+        return next(k for k in cls.__mro__ if name in k.__dict__)
+    return issubclass(owner("_update_batched"), owner("_update"))
 
 
 def implementation_hints(foreach, differentiable, **fused):

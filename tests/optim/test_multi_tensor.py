@@ -341,3 +341,37 @@ def test_a_scaler_on_another_device_than_the_gradients_launches_nothing(fake_gpu
     scaler.scale(gd.tensor(1.0))
     scaler.unscale_(optim.SGD([p], lr=0.1))
     assert HostRawKernel.launches == 0
+
+
+class _HalfStepSGD(gd.optim.SGD):
+    """A user's variant: overrides ``_update`` alone (as gpudl.keras's SGD and Adam do)."""
+
+    def _update(self, param, grad, state, group):
+        param -= 0.5 * group["lr"] * grad
+
+
+@pytest.mark.parametrize("device", ["gpu", "cpu"])
+def test_a_subclass_overriding_update_alone_keeps_its_rule(device, request):
+    """The batched updates (multi-tensor kernels on a GPU, kernels/optim_cpu.py's loops on the
+    CPU) compute their class's ``_update``: a subclass that overrides only ``_update`` must
+    not be bypassed by the inherited batched path (it was on both: Keras's momentum and
+    epsilon were lost)."""
+    if device == "gpu":
+        request.getfixturevalue("fake_gpu")
+    rng = np.random.default_rng(3)
+    start = [rng.standard_normal(s).astype(np.float32) for s in ((3,), (2, 2))]
+    grads = [rng.standard_normal(a.shape).astype(np.float32) for a in start]
+    params = [gd.tensor(a.copy(), requires_grad=True) for a in start]
+    if device == "gpu":
+        for p in params:
+            p._data = _device(p._data)
+    optimizer = _HalfStepSGD(params, lr=0.1, momentum=0.9)
+    for p, g in zip(params, grads):
+        p.grad = gd.tensor(g)
+        if device == "gpu":
+            p.grad._data = _device(g)
+    optimizer.step()
+    for p, a, g in zip(params, start, grads):
+        np.testing.assert_array_equal(np.asarray(p._data), a - np.float32(0.05) * g)
+    if device == "gpu":
+        assert HostRawKernel.launches == 0
