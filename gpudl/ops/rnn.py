@@ -12,6 +12,7 @@ from .. import backend
 from ..dtypes import LOW_PRECISION, float16, float32
 from ..autograd import ArrayFunction
 from ..kernels import lstm as K
+from ..sliced_gradient import known_zero
 from ..tensor import Tensor
 from ._util import xp_of
 
@@ -19,7 +20,10 @@ from ._util import xp_of
 class RecurrentLayer(ArrayFunction):
     """(x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse) -> (y, h_n[, c_n]); c_n for LSTM
     only; hx, cx None for zeros. An output without gradient gets None in backward, not zeros:
-    the kernels take it as zeros without one being made (a stacked LSTM's last y, its c_n)."""
+    the kernels take it as zeros without one being made (a stacked LSTM's last y, its c_n), and
+    so is a gradient known to be zero (the h_n of layers ``stack(h_n)[-1]`` leaves out)."""
+
+    takes_sliced_gradients = True
 
     @staticmethod
     def forward(ctx, x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse):
@@ -38,7 +42,7 @@ class RecurrentLayer(ArrayFunction):
     @staticmethod
     def backward(ctx, gy, g_hn, g_cn=None):
         w_ih, w_hh = ctx.saved_tensors
-        gy, g_hn, g_cn = _working(gy, g_hn, g_cn)
+        gy, g_hn, g_cn = _working(*(known_zero(g) for g in (gy, g_hn, g_cn)))
         grads = K.rnn_backward(ctx.saved, w_ih, w_hh, gy, g_hn, g_cn, ctx.needs_input_grad[:7])
         return tuple(_rounded(g, ctx.dtype) for g in grads) + (None, None)
 

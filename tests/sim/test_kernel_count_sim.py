@@ -117,6 +117,19 @@ def test_overlapping_slices_backward_fills_once():
     assert kernels["cupy zeros"] == 1
 
 
+def test_the_last_layers_h_n_read_back_fills_nothing():
+    """``h_n[-1]`` of a 2-layer LSTM: its piece goes to the last layer as it is, the first
+    layer gets a zero it reads as no gradient: no full-size gradient of h_n (it took zeros and
+    a write of the piece)."""
+    lstm = gpudl.nn.LSTM(3, 8, 2).to("cuda")
+    out, (h_n, _) = lstm(gpudl.randn(4, 2, 3, device="cuda"))
+    last = h_n[-1]
+    kernels, sites = _backward_kernels((last * last).sum())
+    assert not any(site.startswith(("sliced_gradient.py", "ops/shape.py")) for site in sites), \
+        sites
+    assert kernels["cupy zeros"] == kernels["cupy setitem"] == 0
+
+
 def test_the_transformer_step_has_no_per_chunk_gradients():
     """benchmarks.kernel_count's transformer step: the in-projection's chunk(3) backward is 3
     writes per layer, and no full-size chunk gradient is added (106 kernels before, 96 now)."""
