@@ -24,7 +24,7 @@ def _optimizer_kernels(builder, foreach, optimizer=None, **sizes):
     for group in parts[2].param_groups:
         group["foreach"] = foreach
     kernels, sites = kernel_count.count_step(parts)
-    assert sum(kernels.values()) > 20        # the forward and backward are counted too
+    assert sum(kernels.values()) > 12        # the forward and backward are counted too
     return sum(n for site, n in sites.items() if site.startswith("optim/")), kernels
 
 
@@ -153,7 +153,7 @@ SUNSPOTS_RECURRENT_AND_LOSS = {"kernels/lstm.py:_input_projection": 2,
                                "kernels/lstm.py:_weight_grads": 1,
                                "ops/rnn.py:forward": 1,            # batch_first x, made (T, B, I)
                                "ops/loss.py:device_value": 1, "ops/loss.py:device_grads": 1}
-SUNSPOTS_KERNELS = 24       # 54 before session 17 (counted as now)
+SUNSPOTS_KERNELS = 20       # 54 before session 17 (counted as now), 24 after lstm-count
 
 
 def test_the_sunspots_step_keeps_its_kernel_count():
@@ -166,4 +166,7 @@ def test_the_sunspots_step_keeps_its_kernel_count():
     assert recurrent_and_loss == SUNSPOTS_RECURRENT_AND_LOSS
     assert not any(site.startswith(("creation", "autograd.py:<listcomp>")) for site in sites), \
         "zeros made for the initial states or for outputs without gradient"
+    # h_n and c_n written by the kernels, h_n[-1]'s gradient passed to the last layer as it is
+    assert not any(site.startswith(("ops/shape.py", "sliced_gradient.py")) for site in sites), \
+        "a stack of the final states, or a full-size gradient of h_n"
     assert sum(kernels.values()) <= SUNSPOTS_KERNELS, sites
