@@ -50,8 +50,8 @@ class CrossEntropy(ArrayFunction):
 
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index, smoothing, reduction, range_error=None):
-        """``range_error``: the targets' range check left to the kernels (``in_kernel_check``),
-        its error maker as ops.sparse.check_range's."""
+        """``range_error``: given when the targets' range check is left to the cuda kernels
+        (``cross_entropy`` decides), its error maker as ops.sparse.check_range's."""
         ctx.rows = None
         if _fused_rows(x, target):
             from ..kernels import cross_entropy_cuda
