@@ -243,6 +243,10 @@ class ArrayFunction:
     """Base class of gpudl's differentiable ops: subclasses define static ``forward`` and
     ``backward`` on raw arrays (NumPy or CuPy), with no Tensor wrapping per call."""
 
+    # True for ops whose backward takes a gradient as a SlicedGradient (pieces) as the walk has
+    # it, else it is joined into one array first (gpudl/sliced_gradient.py)
+    takes_sliced_gradients = False
+
     # True for ops whose output views argument 0's memory (indexing, reshape, permute, expand):
     # such an output remembers what it was taken from and how (Tensor._view, see
     # gpudl.inplace.view_origin), so in-place edits through it are recorded in its base's graph
@@ -957,14 +961,16 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
         if counter[0] != version:
             check_usable(node)          # raises, naming the edited array
     meta = node.out_meta
+    pieces = node.function.takes_sliced_gradients
     if len(meta) == 1 and 0 in grads_in:        # one output, its gradient arrived
         g = grads_in[0]
-        if g.__class__ is not np.ndarray:       # (an array, the usual case: no call)
+        if g.__class__ is not np.ndarray and not (pieces and g.__class__ is SlicedGradient):
             grads_in[0] = g = _as_array(g)      # (not to keep a sliced gradient's pieces)
         grads_out = (g,)
     else:
         for i, g in grads_in.items():
-            grads_in[i] = _as_array(g)
+            if not (pieces and g.__class__ is SlicedGradient):
+                grads_in[i] = _as_array(g)
         materialize = node.ctx is None or node.ctx.materialize_grads
         grads_out = [grads_in[i] if i in grads_in
                      else xp.zeros(shape, dtype) if materialize else None

@@ -13,8 +13,14 @@ add up as separate gradients did. The sums may round differently from adding ful
 in arrival order (three or more contributions to one element), never more than that.
 
 gpudl.autograd adds these as it adds arrays and turns them into arrays before anything else
-sees them (a node's backward, a tensor hook, retain_grad, autograd.grad's results, a leaf's
-``.grad``). The array is always a new buffer, aliasing nothing the walk received.
+sees them (a tensor hook, retain_grad, autograd.grad's results, a leaf's ``.grad``, a node's
+backward unless its function sets ``takes_sliced_gradients``). The array is always a new
+buffer, aliasing nothing the walk received.
+
+A backward that takes them may pass pieces on as they are: ``Stack`` gives each stacked input
+its own piece (``stacked_pieces``: ``stack(h_n)[-1]`` sends the last input its gradient and the
+others a zero, ``SlicedGradient.zero``, with no full-size zeros and copy), and a function that
+reads a zero as "no gradient" (ops.rnn.RecurrentLayer) skips even the zeros (``known_zero``).
 """
 
 import numpy as np
@@ -27,18 +33,25 @@ class SlicedGradient:
     gradient of ``tensor[index]``; the index always takes a view, see view_index) and of
     ``whole`` (a full-size gradient array, or None). Immutable: ``+`` makes a new one."""
 
-    __slots__ = ("shape", "dtype", "pieces", "whole")
+    __slots__ = ("shape", "dtype", "pieces", "whole", "xp")
     __array_ufunc__ = None      # array + SlicedGradient: NumPy and CuPy leave it to __radd__
 
-    def __init__(self, shape, dtype, pieces, whole=None):
+    def __init__(self, shape, dtype, pieces, whole=None, xp=None):
         self.shape, self.dtype = shape, dtype
         self.pieces, self.whole = pieces, whole
+        self.xp = xp                # the array module where no piece tells it (``zero``)
+
+    @classmethod
+    def zero(cls, shape, dtype, xp):
+        """A gradient known to be zero: no piece, no full-size part."""
+        return cls(shape, dtype, (), None, xp)
 
     def __add__(self, other):
         if other.__class__ is SlicedGradient:
             return SlicedGradient(self.shape, self.dtype, self.pieces + other.pieces,
-                                  _sum(self.whole, other.whole))
-        return SlicedGradient(self.shape, self.dtype, self.pieces, _sum(self.whole, other))
+                                  _sum(self.whole, other.whole), self.xp or other.xp)
+        return SlicedGradient(self.shape, self.dtype, self.pieces, _sum(self.whole, other),
+                              self.xp)
 
     __radd__ = __add__
 
@@ -52,6 +65,8 @@ class SlicedGradient:
         whole = self.whole
         if isinstance(whole, np.generic):       # 0-d NumPy arithmetic returns scalars
             whole = np.asarray(whole)
+        if not self.pieces:
+            return self.xp.zeros(self.shape, self.dtype) if whole is None else whole.copy()
         xp = backend.get_array_module(self.pieces[0][1])
         if covers_once(self.shape, [index for index, _ in self.pieces]):
             out = xp.empty(self.shape, self.dtype)
@@ -81,6 +96,35 @@ def _sum(a, b):
 def dense(g):
     """``g`` as an array (a SlicedGradient joined, anything else as it is)."""
     return g.array() if g.__class__ is SlicedGradient else g
+
+
+def known_zero(g):
+    """``g`` as an array, or None where it is None or a ``SlicedGradient.zero``."""
+    if g.__class__ is not SlicedGradient:
+        return g
+    return None if not g.pieces and g.whole is None else g.array()
+
+
+def stacked_pieces(g, axis, count):
+    """The gradients of the ``count`` arrays stacked along ``axis`` into what ``g`` (a
+    SlicedGradient) is the gradient of, when each of its pieces is one stacked array whole
+    (``out[k]``, ``out[:, k]``...): that piece, pieces of one array added, ``SlicedGradient.zero``
+    for an array no piece takes. None otherwise (the caller joins g)."""
+    if g.whole is not None:
+        return None
+    lead = (slice(None),) * axis
+    taken = {}
+    for index, piece in g.pieces:
+        k = index[axis] if len(index) == axis + 2 else None
+        if (k.__class__ is not int or index[:axis] != lead or index[-1] is not Ellipsis
+                or not -count <= k < count):
+            return None
+        k %= count
+        taken[k] = taken[k] + piece if k in taken else piece
+    shape = g.shape[:axis] + g.shape[axis + 1:]
+    xp = backend.get_array_module(g.pieces[0][1])
+    return [taken[k] if k in taken else SlicedGradient.zero(shape, g.dtype, xp)
+            for k in range(count)]
 
 
 def view_index(index):

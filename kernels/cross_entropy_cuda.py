@@ -15,15 +15,17 @@ pays host time for and a node a captured CUDA graph replays (torch: 2 + 2). Here
   recomputed from the saved (m, log s), 0 on ignored rows; ``coef_n = (1 - e) wt_n + e / C W``
   (W, the weights' sum, is summed by ``rows`` too when smoothing: C without weights).
 
-A target outside [0, C) other than ignore_index reads class 0 here; the range check the op
-queues (ops/sparse.check_range, reported at the next device read) names it. Accumulation in
+A target outside [0, C) other than ignore_index reads class 0 here; ``rows`` marks it and
+``total`` finds the smallest such target (``smallest_bad``, NO_BAD_INDEX for none), which the op
+queues for the next device read (ops/sparse.py's deferred range check, without a kernel of its
+own); for 'none', which runs no ``total``, the op queues ops/sparse.check_range. Accumulation in
 float32 for float32 logits (float64 for float64).
 """
 
 import math
 
 import numpy as np
-from numba import cuda, float32, float64
+from numba import cuda, float32, float64, int64
 
 from gpudl import backend
 
@@ -32,6 +34,7 @@ from .budget import Budget
 from .launch import launch
 
 THREADS = 128           # per row block and for the totals; a power of two (tree reductions)
+NO_BAD_INDEX = np.iinfo(np.int64).max       # ops/sparse.py's "no target out of range"
 GRAD_THREADS = 256      # per block of the gradient: a row's classes along x, rows along y
 MAX_GRID_Y = 65535
 BUDGET = Budget(threads=THREADS, min_occupancy=0.5, max_div64=0)
@@ -43,7 +46,7 @@ def _make_kernels(acc):
     tree = make_tree(THREADS)
 
     @cuda.jit
-    def rows(x, target, weight, weighted, ignore_index, smoothing, stats, loss, wt):
+    def rows(x, target, weight, weighted, ignore_index, smoothing, stats, loss, wt, bad):
         n = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         C = x.shape[1]
@@ -60,7 +63,10 @@ def _make_kernels(acc):
         log_s = math.log(tree(red, s, tid, False))
         t = target[n]
         valid = t != ignore_index
-        t = t if valid and 0 <= t < C else 0        # out of range: the queued check reports it
+        in_range = 0 <= t < C
+        if tid == 0:                                # the target out of range, for ``total``
+            bad[n] = int64(t) if valid and not in_range else int64(NO_BAD_INDEX)
+        t = t if valid and in_range else 0          # out of range: the queued check reports it
         smooth, weight_sum = acc(0), acc(C)
         if smoothing != 0:
             for c in range(tid, C, THREADS):
@@ -85,20 +91,24 @@ def _make_kernels(acc):
             wt[n] = w_t
 
     @cuda.jit
-    def total(loss, wt, mean, out, divisor):
+    def total(loss, wt, bad, mean, out, divisor, smallest_bad):
         """out[0] = sum of loss (divided by the sum of wt when ``mean``), divisor[0] = the sum
-        of wt."""
+        of wt, smallest_bad[0] = the smallest of ``bad``."""
         tid = cuda.threadIdx.x
         red = cuda.shared.array(THREADS, acc)
-        a, b = acc(0), acc(0)
+        red_bad = cuda.shared.array(THREADS, int64)
+        a, b, low = acc(0), acc(0), int64(NO_BAD_INDEX)
         for i in range(tid, loss.shape[0], THREADS):
             a += loss[i]
             b += wt[i]
+            low = min(low, bad[i])
         a = tree(red, a, tid, False)
         b = tree(red, b, tid, False)
+        low = ~tree(red_bad, ~low, tid, True)       # min(v) = ~max(~v), no overflow
         if tid == 0:
             out[0] = a / b if mean else a
             divisor[0] = b
+            smallest_bad[0] = low
 
     @cuda.jit
     def grad(x, target, weight, weighted, ignore_index, smoothing, stats, g, per_row, divisor,
@@ -143,8 +153,8 @@ def _signature(name, dtype, target_dtype="int64"):
     x, v, stats = f"{d}[:, ::1]", f"{d}[::1]", f"{d}[:, ::1]"
     t = f"{target_dtype}[::1]"
     args = {
-        "rows": (x, t, v, "boolean", "int64", d, stats, v, v),
-        "total": (v, v, "boolean", v, v),
+        "rows": (x, t, v, "boolean", "int64", d, stats, v, v, "int64[::1]"),
+        "total": (v, v, "int64[::1]", "boolean", v, v, "int64[::1]"),
         "grad": (x, t, v, "boolean", "int64", d, stats, v, "boolean", v, "boolean", x),
     }[name]
     return f"void({', '.join(args)})"
@@ -158,24 +168,29 @@ def supports(x, target):
 
 
 def forward(x, target, weight, ignore_index, smoothing, reduction):
-    """(loss, saved): the loss ((N,) for 'none', else 0-d) and what ``backward`` needs."""
+    """(loss, saved, smallest bad target): the loss ((N,) for 'none', else 0-d), what
+    ``backward`` needs, and the smallest target outside [0, C) other than ignore_index as a 0-d
+    int64 device array (NO_BAD_INDEX for none; None for 'none': no kernel finds it)."""
     xp = backend.get_array_module(x)
     kernels, dtype = _KERNELS[x.dtype.type], x.dtype
     x, target = xp.ascontiguousarray(x), xp.ascontiguousarray(target)
     N = x.shape[0]
     stats, loss, wt = xp.empty((N, 3), dtype), xp.empty(N, dtype), xp.empty(N, dtype)
+    bad = xp.empty(N, np.int64)
     # without weights the kernels read none: wt stands in (no array to make)
     w = wt if weight is None else xp.ascontiguousarray(backend.cast(weight, dtype))
     smoothing = dtype.type(smoothing)
     launch(kernels["rows"], _signature("rows", dtype, target.dtype.name), N, THREADS,
-           x, target, w, weight is not None, np.int64(ignore_index), smoothing, stats, loss, wt)
+           x, target, w, weight is not None, np.int64(ignore_index), smoothing, stats, loss, wt,
+           bad)
     divisor = xp.empty(1, dtype)               # the weights' sum: 'mean' divides by it
+    smallest_bad = None
     if reduction != "none":
-        total = xp.empty(1, dtype)
-        launch(kernels["total"], _signature("total", dtype), 1, THREADS, loss, wt,
-               reduction == "mean", total, divisor)
-        loss = total.reshape(())
-    return loss, (x, target, w, weight is not None, stats, divisor, smoothing)
+        total, smallest_bad = xp.empty(1, dtype), xp.empty(1, np.int64)
+        launch(kernels["total"], _signature("total", dtype), 1, THREADS, loss, wt, bad,
+               reduction == "mean", total, divisor, smallest_bad)
+        loss, smallest_bad = total.reshape(()), smallest_bad.reshape(())
+    return loss, (x, target, w, weight is not None, stats, divisor, smoothing), smallest_bad
 
 
 def backward(g, saved, ignore_index, reduction):

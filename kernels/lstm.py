@@ -489,6 +489,12 @@ def _path(mode, device, x, H):
                        lstm_grid_cuda.device_sm_count(), not lstm_grid_cuda.FAILED)
 
 
+def writes_final_states(x, H):
+    """Whether an LSTM layer over x (T, B, I) of hidden size H writes the final states into
+    arrays of their own as its kernel ends (``rnn_forward``'s ``final_states``; else copies)."""
+    return _path("lstm", None, x, H) == "persistent-regs"
+
+
 def _persistent(path, backward, reverse, w_hh, args, again, **extras):
     """Run the pass's whole sequence in one launch when ``path`` is persistent and return None;
     else (or when the grid kernels turn out unavailable on this machine: ``again()`` chooses
@@ -527,7 +533,7 @@ def _slots(T, reverse):
 
 
 def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, device=None,
-                for_backward=True):
+                for_backward=True, final_states=None):
     """Run one recurrent layer in one direction over a whole sequence.
 
     Args:
@@ -539,6 +545,9 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
         device: ``"cpu"`` forces the CPU twin; None picks from ``x`` (backend.kernel_device).
         for_backward: ``rnn_backward`` will run on ``saved`` (the CPU LSTM then also makes
             the transposed weights its backward reads, on its threads beside the chains).
+        final_states: LSTM only: (h_n, c_n), two C-contiguous (B, H) arrays of their own to
+            write the final states into and return (the register-persistent kernel writes
+            them as it ends; other paths copy).
 
     Returns:
         ``(y, h_n, c_n, saved)``: y (T, B, H) with y[t] the state after step t, h_n and c_n (B, H)
@@ -580,7 +589,8 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
         saved.update(gates=gates, hn=hn)
     else:
         arrays = (gates, gh, h, mode == "rnn_relu")
-    extras = dict(b_ih=b_ih, b_hh=b_hh, zero_state=zero_state) if in_kernel else {}
+    extras = (dict(b_ih=b_ih, b_hh=b_hh, zero_state=zero_state, final_states=final_states)
+              if in_kernel else {})
     path = _persistent(path, False, reverse, w_hh, kernel_args(arrays),
                        lambda: _path(mode, device, x, H), **extras)
     if path:
@@ -605,6 +615,11 @@ def rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False
     y = h[off_out:T + off_out]
     h_n = h[(1 - off_in) * T]
     c_n = saved["c"][(1 - off_in) * T] if mode == "lstm" else None
+    if final_states is not None:
+        if not in_kernel:
+            final_states[0][...] = h_n
+            final_states[1][...] = c_n
+        h_n, c_n = final_states
     return y, h_n, c_n, saved
 
 

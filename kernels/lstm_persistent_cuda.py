@@ -102,7 +102,8 @@ def _build(H):
     loop over it unrolls and each thread's H weights of w_hh stay in registers."""
     G = 4 * H
 
-    def forward_kernel(reverse, zero_state, biases, w_hh, b_ih, b_hh, gates, c, tanh_c, h):
+    def forward_kernel(reverse, zero_state, final_states, biases, w_hh, b_ih, b_hh, gates, c,
+                       tanh_c, h, h_n, c_n):
         j, q, r = cuda.threadIdx.x, cuda.threadIdx.y, cuda.threadIdx.z
         rows = cuda.blockDim.z
         T, B = gates.shape[0], gates.shape[1]
@@ -160,6 +161,9 @@ def _build(H):
                     tanh_c[t, ub, uj] = tc
                     h[s_out, ub, uj] = out
             cuda.syncthreads()
+        if final_states and q == 0 and live:     # h_n and c_n, also into buffers of their own
+            h_n[ub, uj] = sh[h_at + uj]
+            c_n[ub, uj] = cell
 
     def backward_kernel(reverse, given_gy, given_dh, given_dc, w_hh, gy, dh_in, dc_in, gates, c,
                         tanh_c, dgates, dh, dc):
@@ -247,10 +251,11 @@ def _signature(scalars, dims):
     return f"void({', '.join(scalars + tuple(DTYPE + layout[d] for d in dims))})"
 
 
-# forward: reverse, zero_state, biases; w_hh, b_ih, b_hh, gates, c, tanh_c, h
+# forward: reverse, zero_state, final_states, biases; w_hh, b_ih, b_hh, gates, c, tanh_c, h,
+# h_n, c_n
 # backward: reverse, given_gy, given_dh, given_dc; w_hh, gy, dh_in, dc_in, gates, c, tanh_c,
 # dgates, dh, dc
-_SIGNATURES = (_signature(("boolean", "boolean", "int32"), (2, 1, 1, 3, 3, 3, 3)),
+_SIGNATURES = (_signature(("boolean",) * 3 + ("int32",), (2, 1, 1, 3, 3, 3, 3, 2, 2)),
                _signature(("boolean",) * 4, (2, 3, 2, 2, 3, 3, 3, 3, 2, 2)))
 
 
@@ -269,18 +274,25 @@ def _launch(backward, flags, w_hh, gates, H, *arrays):
            *flags, w, *arrays, shared=4 * shared_floats(H, rows, backward))
 
 
-def forward(reverse, w_hh, gates, gh, c, tanh_c, h, b_ih=None, b_hh=None, zero_state=False):
+def forward(reverse, w_hh, gates, gh, c, tanh_c, h, b_ih=None, b_hh=None, zero_state=False,
+            final_states=None):
     """The whole forward sequence of one layer and direction, with the per-step forward's
     arguments (``gh``, its GEMM's output, goes unused) and what the kernel does that the step
     loop leaves to its caller: adding the biases ``b_ih`` and ``b_hh`` (either None: none) to
-    the input projection in ``gates`` (its bits as the projection's ``+ (b_ih + b_hh)``), and
-    with ``zero_state`` starting from zeros, written to h and c's first slots, instead of
-    reading them there."""
+    the input projection in ``gates`` (its bits as the projection's ``+ (b_ih + b_hh)``), with
+    ``zero_state`` starting from zeros, written to h and c's first slots, instead of reading
+    them there, and with ``final_states`` (two C-contiguous (B, H) arrays) writing h_n and c_n
+    there too (slots of nn.LSTM's stacked h_n and c_n)."""
     biases = kernel_args([backend.get_array_module(b).ascontiguousarray(b)
                           for b in (b_ih, b_hh) if b is not None])
     unread = h.ravel()                   # in the place of a missing bias: a 1-D float32 array
-    _launch(False, (bool(reverse), bool(zero_state), int32(len(biases))), w_hh, gates,
-            h.shape[2], *biases, *(unread,) * (2 - len(biases)), gates, c, tanh_c, h)
+    # without final_states, w_hh stands in, unread: the kernel only reads it (a slot of h would
+    # be copied back over the kernel's writes in the simulator, after h)
+    w_hh = backend.get_array_module(w_hh).ascontiguousarray(w_hh)
+    finals = kernel_args(final_states if final_states is not None else (w_hh, w_hh))
+    _launch(False, (bool(reverse), bool(zero_state), final_states is not None,
+                    int32(len(biases))), w_hh, gates,
+            h.shape[2], *biases, *(unread,) * (2 - len(biases)), gates, c, tanh_c, h, *finals)
 
 
 def backward(reverse, w_hh, gy, dh, dc, gates, c, tanh_c, dgates, dh_out=None, dc_out=None):

@@ -89,6 +89,37 @@ def test_matches_torch_for_every_option(rng, kind, options, with_state):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("read", ["last", "first and last", "only c_n"])
+def test_final_states_read_in_pieces_match_torch(rng, kind, read):
+    """h_n[-1] (and c_n[k]) alone: the layers whose final state is left out get a zero gradient
+    there (gpudl: a zero the recurrent node reads as none), every parameter a gradient as in
+    torch, zeros included (a layer nothing reaches but through h_n)."""
+    if read == "only c_n" and kind != "lstm":
+        pytest.skip("c_n is the LSTM's")
+    torch_module, module = _pair(kind, num_layers=3, bidirectional=True)
+    x = rng.standard_normal((T, B, I))
+    weights = [rng.standard_normal((B, H)) for _ in range(2)]
+
+    def loss(lib, out):
+        states = out[1] if kind == "lstm" else (out[1], out[1])
+        h_n, c_n = states
+        if read == "last":
+            return (h_n[-1] * lib.tensor(weights[0])).sum()
+        if read == "only c_n":
+            return (c_n[2] * lib.tensor(weights[0])).sum()
+        return (h_n[0] * lib.tensor(weights[0]) + c_n[-1] * lib.tensor(weights[1])).sum()
+    tx, gx = torch.tensor(x, requires_grad=True), gd.tensor(x, requires_grad=True)
+    loss(torch, torch_module(tx)).backward()
+    loss(gd, module(gx)).backward()
+    np.testing.assert_allclose(gx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-10)
+    params = dict(module.named_parameters())
+    for name, p in torch_module.named_parameters():
+        assert params[name].grad is not None, name
+        np.testing.assert_allclose(params[name].grad.numpy(), p.grad.numpy(), rtol=1e-9,
+                                   atol=1e-10, err_msg=name)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_matches_torch_in_float32(rng, kind):
     torch_module, module = _pair(kind, torch.float32, num_layers=2)
     assert module.weight_ih_l0.dtype == np.float32

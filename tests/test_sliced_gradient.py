@@ -87,7 +87,26 @@ CASES = {
                        (4, 3)),
     "empty pieces": (lambda lib, x: _weighted(lib, ((y := x * 1)[0:0], y[0:2], y[2:])),
                      (3, 2)),
+    # a stack's pieces go to its inputs as they are (the others get a zero): each input's own
+    # piece, pieces of one input added, and the forms it leaves to the joined gradient
+    "stack, last": (lambda lib, x: _weighted(lib, (_stacked(lib, x)[-1],)), (3, 4)),
+    "stack, two inputs": (lambda lib, x: _weighted(lib, ((y := _stacked(lib, x))[0], y[2])),
+                          (3, 4)),
+    "stack, one input twice": (lambda lib, x: _weighted(lib, ((y := _stacked(lib, x))[1],
+                                                              y[-2])), (2, 5)),
+    "stack on axis 1": (lambda lib, x: _weighted(lib, (_stacked(lib, x, 1)[:, 1],)), (3, 4)),
+    "stack, part of an input": (lambda lib, x: _weighted(lib, ((y := _stacked(lib, x))[0, 1:],
+                                                               y[1])), (3, 4)),
+    "stack, piece and whole": (lambda lib, x: _weighted(lib, ((y := _stacked(lib, x))[2], y)),
+                               (3, 4)),
+    "stack, axis 1 read on 0": (lambda lib, x: _weighted(lib, (_stacked(lib, x, 1)[1],)),
+                                (3, 4)),
 }
+
+
+def _stacked(lib, x, dim=0):
+    """Three different functions of x stacked (each input's gradient reaches x apart)."""
+    return lib.stack([x * 2, x.sin(), x.exp()], dim)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -201,6 +220,22 @@ def test_covers_once_refuses_what_is_not_a_tiling(shape, indices):
 
 
 # ------------------------------------------------------------------ what the walk must keep
+def test_stacked_leaves_left_out_get_zeros(rng):
+    """Leaves stacked and read in one piece: the others' .grad are zeros, as torch's, not None;
+    a hook on a left-out non-leaf sees zeros."""
+    data = [rng.standard_normal((2, 3)) for _ in range(3)]
+    seen = {}
+    for lib in (torch, gd):
+        a, b, c = (lib.tensor(d.copy(), requires_grad=True) for d in data)
+        cb = c * 1
+        cb.register_hook(lambda g, lib=lib: seen.__setitem__(lib, g.numpy().copy()))
+        _weighted(lib, (lib.stack([a, b, cb])[1],)).backward()
+        seen[lib, "grads"] = [t.grad.numpy() for t in (a, b, c)]
+    for g, t in zip(seen[gd, "grads"], seen[torch, "grads"]):
+        np.testing.assert_array_equal(g, t)
+    np.testing.assert_array_equal(seen[gd], seen[torch])
+
+
 def test_hooks_see_the_joined_gradient(rng):
     """A hook on the sliced non-leaf, a hook on the sliced leaf and retain_grad see the whole
     gradient; a hook's replacement is what flows on."""

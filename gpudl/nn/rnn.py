@@ -20,7 +20,7 @@ from ..functions import cat, stack
 from ..ops.dropout import dropout
 from ..ops._util import is_int
 from ..ops.lstm_projection import lstm_projected_layer
-from ..ops.rnn import gru_layer, lstm_layer, rnn_layer
+from ..ops.rnn import StackedStates, final_state_buffers, gru_layer, lstm_layer, rnn_layer
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
@@ -48,13 +48,13 @@ def _reset_uniform(module):
         init.uniform_(p, -bound, bound)
 
 
-def _run_layer(mode, x, h0, c0, weights, reverse):
+def _run_layer(mode, x, h0, c0, weights, reverse, final_states=None):
     """One layer, one direction: (output, h_n, c_n or None); an LSTM's weights may end with
-    weight_hr (a projection)."""
+    weight_hr (a projection). ``final_states``: see ops.rnn.lstm_layer."""
     if mode == "LSTM" and len(weights) == 5:
         return lstm_projected_layer(x, h0, c0, *weights, reverse=reverse)
     if mode == "LSTM":
-        return lstm_layer(x, h0, c0, *weights, reverse=reverse)
+        return lstm_layer(x, h0, c0, *weights, reverse=reverse, final_states=final_states)
     if mode == "GRU":
         y, h_n = gru_layer(x, h0, *weights, reverse=reverse)
     else:
@@ -211,8 +211,12 @@ class RNNBase(Module):
     def _run(self, x, h0, c0, run_direction=None):
         """Every layer and direction: ``run_direction(x, h0, c0, weights, reverse)`` gives one
         direction's (output, h_n, c_n); by default the layer over the padded x (T, B, I)."""
-        run_direction = run_direction or functools.partial(_run_layer, self.mode)
         directions = 2 if self.bidirectional else 1
+        buffers = None          # (h_n, c_n) the LSTM layers' kernels write into as they end
+        if run_direction is None and self.mode == "LSTM" and not self.proj_size:
+            buffers = final_state_buffers(x, self.num_layers * directions, self.hidden_size)
+        run_direction = run_direction or functools.partial(_run_layer, self.mode)
+        slots = [list(b) for b in buffers] if buffers else None
         h_n, c_n = [], []
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0 and self.training:
@@ -220,13 +224,17 @@ class RNNBase(Module):
             outputs = []
             for d in range(directions):
                 k = layer * directions + d
+                finals = {"final_states": (slots[0][k], slots[1][k])} if slots else {}
                 y, h, c = run_direction(x, h0[k] if h0 is not None else None,
                                         c0[k] if c0 is not None else None,
-                                        self._layer_weights(layer, d == 1), d == 1)
+                                        self._layer_weights(layer, d == 1), d == 1, **finals)
                 outputs.append(y)
                 h_n.append(h)
                 c_n.append(c)
             x = cat(outputs, dim=-1) if directions == 2 else outputs[0]    # (..., D*H)
+        if slots:
+            return (x, StackedStates.apply(buffers[0], slots[0], *h_n),
+                    StackedStates.apply(buffers[1], slots[1], *c_n))
         return x, stack(h_n), (stack(c_n) if self.mode == "LSTM" else None)
 
     def _forward_packed(self, packed, hx):

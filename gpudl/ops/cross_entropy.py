@@ -15,7 +15,7 @@ from ..kernels import rows as row_kernels
 from ..tensor import Tensor
 from .loss import check_reduction, expand_grad, reduce_loss
 from .reduce import log_softmax_array
-from .sparse import DEFERRED_NOTE, IndexOutOfRange, check_range
+from .sparse import DEFERRED_NOTE, NO_BAD_INDEX, IndexOutOfRange, check_range
 from ._util import widened, xp_of
 
 
@@ -52,12 +52,17 @@ class CrossEntropy(ArrayFunction):
     for (N, C) logits, three kernels: kernels/cross_entropy_cuda.py)."""
 
     @staticmethod
-    def forward(ctx, x, target, weight, ignore_index, smoothing, reduction):
+    def forward(ctx, x, target, weight, ignore_index, smoothing, reduction, range_error=None):
+        """``range_error``: given when the targets' range check is left to the cuda kernels
+        (``cross_entropy`` decides), its error maker as ops.sparse.check_range's."""
         ctx.rows = None
         if _fused_rows(x, target):
             from ..kernels import cross_entropy_cuda
-            loss, ctx.rows = cross_entropy_cuda.forward(x, target, weight, ignore_index,
-                                                        smoothing, reduction)
+            loss, ctx.rows, smallest_bad = cross_entropy_cuda.forward(
+                x, target, weight, ignore_index, smoothing, reduction)
+            if range_error is not None:
+                backend.defer_check(smallest_bad, lambda value: value == NO_BAD_INDEX,
+                                    lambda value: range_error(value, True))
             ctx.conf = (ignore_index, reduction)
             return loss
         ctx.conf = (smoothing, reduction)
@@ -88,7 +93,7 @@ class CrossEntropy(ArrayFunction):
         if ctx.rows is not None:
             from ..kernels import cross_entropy_cuda
             return (cross_entropy_cuda.backward(g, ctx.rows, *ctx.conf), None, None, None, None,
-                    None)
+                    None, None)
         logp, t, valid, wt, weight, divisor = ctx.saved_tensors
         smoothing, reduction = ctx.conf
         if ctx.row_kernel and row_kernels.applies(row_kernels.CROSS_ENTROPY_MAX_SIZE, logp, g):
@@ -114,7 +119,7 @@ class CrossEntropy(ArrayFunction):
         xp.put_along_axis(gx, t, at_target - (1 - smoothing) * wt[:, None], axis=1)
         gx *= g
         # ignored targets get exactly 0, even when all are ignored ('mean' divides by 0), as torch
-        return xp.where(valid[:, None], gx, 0), None, None, None, None, None
+        return xp.where(valid[:, None], gx, 0), None, None, None, None, None, None
 
 
 class CrossEntropyProbs(ArrayFunction):
@@ -208,7 +213,10 @@ def _constant_weight(op, weight):
     return weight._data
 
 
-def _check_class_targets(op, input, target, n_classes, ignore_index):
+def _check_class_targets(op, input, target, n_classes, ignore_index, queue=True):
+    """Refuse a target of the wrong shape; check the targets' range (on cuda queued for the
+    next device read) unless not ``queue`` (a kernel of the op checks). Returns the range
+    error's maker (ops.sparse.check_range's ``make_error``)."""
     expected = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
     if target.shape != expected:
         raise ValueError(f"{op}: expected class-index target of shape {expected} for input of "
@@ -219,7 +227,9 @@ def _check_class_targets(op, input, target, n_classes, ignore_index):
         return IndexOutOfRange(f"{op}: target {value} is out of bounds: class indices must lie "
                                f"in [0, {n_classes - 1}] (or equal ignore_index={ignore_index})"
                                + (DEFERRED_NOTE if late else ""))
-    check_range(target._data, n_classes, error, ignore_index)
+    if queue:
+        check_range(target._data, n_classes, error, ignore_index)
+    return error
 
 
 def _batched(input, target, index_targets):
@@ -259,10 +269,14 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if target.dtype.kind in "iu":
         # the weight is refused before the targets' check is queued (on cuda it is deferred)
         weight = _constant_weight(op, weight)
-        _check_class_targets(op, input, target, n_classes, ignore_index)
+        # the fused kernels find the smallest bad target as they reduce the loss ('none' has
+        # no reduction); other paths queue the check's own kernel
+        in_kernel = (reduction != "none" and input.ndim == 2
+                     and _fused_rows(input._data, target._data))
+        error = _check_class_targets(op, input, target, n_classes, ignore_index, not in_kernel)
         x, t = _batched(input, target, True)
         loss = CrossEntropy.apply(x, t, weight, int(ignore_index), float(label_smoothing),
-                                  reduction)
+                                  reduction, error if in_kernel else None)
     elif is_floating(target.dtype):
         if ignore_index != -100:
             raise RuntimeError(f"{op}: ignore_index is not supported for floating point "

@@ -168,7 +168,7 @@ def _cross_entropy(saved, g):
         target_part += (smoothing / n_classes) * xp.expand_dims(valid, 1) * w
     gx = (p * constant(xp.expand_dims(coef, 1).astype(logp.dtype)) - constant(target_part)) \
         * _per_element(g, reduction, divisor)
-    return where(xp.expand_dims(valid, 1), gx, 0.0), None, None, None, None, None
+    return where(xp.expand_dims(valid, 1), gx, 0.0), None, None, None, None, None, None
 
 
 @graph_backward(CE.CrossEntropyProbs, unsupported=lambda ctx: "cross_entropy's class weight "

@@ -12,24 +12,32 @@ from .. import backend
 from ..dtypes import LOW_PRECISION, float16, float32
 from ..autograd import ArrayFunction
 from ..kernels import lstm as K
+from ..sliced_gradient import known_zero
 from ..tensor import Tensor
 from ._util import xp_of
+from .shape import Stack
 
 
 class RecurrentLayer(ArrayFunction):
     """(x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse) -> (y, h_n[, c_n]); c_n for LSTM
     only; hx, cx None for zeros. An output without gradient gets None in backward, not zeros:
-    the kernels take it as zeros without one being made (a stacked LSTM's last y, its c_n)."""
+    the kernels take it as zeros without one being made (a stacked LSTM's last y, its c_n), and
+    so is a gradient known to be zero (the h_n of layers ``stack(h_n)[-1]`` leaves out)."""
+
+    takes_sliced_gradients = True
 
     @staticmethod
-    def forward(ctx, x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse):
+    def forward(ctx, x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse, final_states=None):
         ctx.set_materialize_grads(False)
         # float16/bfloat16 run in float32 on both devices; the results are rounded back
         ctx.dtype = x.dtype
+        if final_states is not None and final_states[0].dtype != x.dtype:
+            final_states = None             # (autocast's float16: rounded copies instead)
         x, hx, cx, w_ih, w_hh, b_ih, b_hh = _working(x, hx, cx, w_ih, w_hh, b_ih, b_hh)
         x = xp_of(x).ascontiguousarray(x)
         y, h_n, c_n, saved = K.rnn_forward(mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse,
-                                           for_backward=any(ctx.needs_input_grad))
+                                           for_backward=any(ctx.needs_input_grad),
+                                           final_states=final_states)
         ctx.saved = saved                  # the activation buffers (freed with the node)
         ctx.save_for_backward(w_ih, w_hh)
         out = (y, h_n, c_n) if mode == "lstm" else (y, h_n)
@@ -38,9 +46,39 @@ class RecurrentLayer(ArrayFunction):
     @staticmethod
     def backward(ctx, gy, g_hn, g_cn=None):
         w_ih, w_hh = ctx.saved_tensors
-        gy, g_hn, g_cn = _working(gy, g_hn, g_cn)
+        gy, g_hn, g_cn = _working(*(known_zero(g) for g in (gy, g_hn, g_cn)))
         grads = K.rnn_backward(ctx.saved, w_ih, w_hh, gy, g_hn, g_cn, ctx.needs_input_grad[:7])
-        return tuple(_rounded(g, ctx.dtype) for g in grads) + (None, None)
+        return tuple(_rounded(g, ctx.dtype) for g in grads) + (None, None, None)
+
+
+class StackedStates(Stack):
+    """``stack(states)`` of final states the layers wrote into the slots (``slots``) of
+    ``buffer`` as they ran: the buffer itself, no copy; stacked where a layer returned other
+    arrays than its slots (rounded to float16, say). The backward is Stack's."""
+
+    @staticmethod
+    def forward(ctx, buffer, slots, *arrays):
+        ctx.axis = 0
+        for state, slot in zip(arrays, slots):
+            if state is not slot:
+                return xp_of(state).stack(arrays)
+        return buffer
+
+    @staticmethod
+    def backward(ctx, g):
+        return (None,) + Stack.backward(ctx, g)
+
+
+def final_state_buffers(x, count, hidden_size):
+    """Two empty (count, B, H) arrays for the LSTM layers over x (a (T, B, I) Tensor) to write
+    their final states h_n and c_n into (``lstm_layer``'s ``final_states``, then
+    ``StackedStates``), where the layers' kernels write them there as they end; else None (a
+    copy there would cost what the stack does)."""
+    data = x._data
+    if _autocast.active or not K.writes_final_states(data, hidden_size):
+        return None
+    xp = xp_of(data)
+    return tuple(xp.empty((count, data.shape[1], hidden_size), data.dtype) for _ in range(2))
 
 
 def _working(*arrays):
@@ -56,18 +94,22 @@ def _rounded(array, dtype):
     return array if array is None or array.dtype == dtype else array.astype(dtype)
 
 
-def lstm_layer(input, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, reverse=False):
+def lstm_layer(input, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, reverse=False,
+               final_states=None):
     """One LSTM layer in one direction over a whole sequence (PyTorch's gate order i, f, g, o).
 
     Args:
         input: (T, B, I). h0, c0: (B, H) initial states, or None for zeros.
         weight_ih: (4H, I); weight_hh: (4H, H); bias_ih, bias_hh: (4H,) or None.
         reverse: run from the last step to the first (the ``_reverse`` direction).
+        final_states: None, or two C-contiguous (B, H) arrays of input's dtype and device
+            (slots of ``final_state_buffers``) that h_n and c_n are written into and are.
 
     Returns:
         ``(output, h_n, c_n)``: output (T, B, H), the final states (B, H).
     """
-    return _layer("lstm", input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse)
+    return _layer("lstm", input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse,
+                  final_states)
 
 
 def gru_layer(input, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, reverse=False):
@@ -91,7 +133,7 @@ def rnn_layer(input, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None,
                   reverse)
 
 
-def _layer(mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse):
+def _layer(mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse, final_states=None):
     name = mode.split("_")[0]
     if _autocast.active:
         x, hx, cx, w_ih, w_hh, b_ih, b_hh = cast_inputs(name, x, hx, cx, w_ih, w_hh, b_ih, b_hh)
@@ -103,7 +145,8 @@ def _layer(mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse):
         if state is not None and state.shape != batch:
             raise ValueError(f"{name}: {label} has shape {state.shape} but expected {batch} "
                              f"(batch, hidden_size) for input of shape {x.shape}")
-    return RecurrentLayer.apply(x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, bool(reverse))
+    return RecurrentLayer.apply(x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, bool(reverse),
+                                final_states)
 
 
 def _check_types(name, **tensors):

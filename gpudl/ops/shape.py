@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import ArrayFunction
-from ..sliced_gradient import SlicedGradient, view_index
+from ..sliced_gradient import SlicedGradient, stacked_pieces, view_index
 from ._util import sum_to, xp_of
 
 
@@ -164,6 +164,11 @@ class Cat(ArrayFunction):
 
 
 class Stack(ArrayFunction):
+    """Arrays of one shape along a new ``axis``. Its gradient may come as pieces, each one
+    input's (``stack(h)[-1]``): they go to their inputs as they are, the others get a zero."""
+
+    takes_sliced_gradients = True
+
     @staticmethod
     def forward(ctx, axis, *arrays):
         ctx.axis = axis
@@ -171,6 +176,11 @@ class Stack(ArrayFunction):
 
     @staticmethod
     def backward(ctx, g):
+        if g.__class__ is SlicedGradient:
+            grads = stacked_pieces(g, ctx.axis, g.shape[ctx.axis])
+            if grads is not None:
+                return (None, *grads)
+            g = g.array()
         xp = xp_of(g)
         parts = xp.split(g, g.shape[ctx.axis], axis=ctx.axis)
         return (None, *(p.squeeze(ctx.axis) for p in parts))

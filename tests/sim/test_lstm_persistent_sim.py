@@ -264,3 +264,60 @@ def test_captured_training_step_replays_the_persistent_kernels(rng, paths):
     np.testing.assert_allclose(replayed, losses, rtol=1e-5)
     for pe, pg in zip(eager.parameters(), graphed.parameters()):
         np.testing.assert_allclose(pg.numpy(), pe.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _stack_kernels(call):
+    """How many ``cupy stack`` kernels ``call()`` launches (benchmarks/kernel_count.py: counted,
+    not run; the results are garbage)."""
+    from benchmarks import kernel_count
+    counter = kernel_count.Counter()
+    with kernel_count.counting_hooks(counter):
+        counter.on = True
+        call()
+        counter.on = False
+    return counter.kernels["cupy stack"]
+
+
+def test_final_states_are_the_kernels_writes_and_fresh_tensors(rng, paths):
+    """nn.LSTM's h_n and c_n: the persistent kernels write each layer's final states into one
+    (layers * directions, B, H) buffer each, no stack copies them (it took 2); still fresh
+    tensors as torch's: edited in place they change nothing else (output, c_n, a second call's
+    states), and gradients flow through the edit as in torch (float64 there)."""
+    from oracle import torch
+    B, H, layers = 3, 4, 2
+    ours = nn.LSTM(I, H, num_layers=layers, bidirectional=True)
+    theirs = torch.nn.LSTM(I, H, num_layers=layers, bidirectional=True).double()
+    ours.load_state_dict({k: v.detach().numpy().astype(np.float32)
+                          for k, v in theirs.state_dict().items()})
+    x = _random(rng, T, B, I)
+    assert _stack_kernels(lambda: ours(gd.tensor(x))) == 0
+    out, (h_n, c_n) = ours(gd.tensor(x))
+    t_out, (t_h, t_c) = theirs(torch.tensor(x.astype(np.float64)))
+    out_before, c_before = out.numpy().copy(), c_n.numpy().copy()
+    _, (h_again, _) = ours(gd.tensor(x))
+    h_n.mul_(2)
+    c_n[0] = 5
+    t_h.mul_(2)
+    t_c[0] = 5
+    np.testing.assert_array_equal(out.numpy(), out_before)
+    np.testing.assert_array_equal(c_n.numpy()[1:], c_before[1:])
+    np.testing.assert_array_equal(h_n.numpy(), 2 * h_again.numpy())
+    weights = [_random(rng, *a.shape) for a in (out, h_n, c_n)]
+    sum((a * gd.tensor(w)).sum() for a, w in zip((out, h_n, c_n), weights)).backward()
+    sum((a * torch.tensor(w.astype(np.float64))).sum()
+        for a, w in zip((t_out, t_h, t_c), weights)).backward()
+    tol = dict(rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(h_n.numpy(), t_h.detach().numpy(), **tol)
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), **tol)
+
+
+def test_final_states_of_other_paths_are_stacked(rng, monkeypatch):
+    """A layer the persistent kernel does not take: the states are stacked as before, and
+    h_n[-1] is the last layer's final state."""
+    monkeypatch.setattr(K, "FORCE_PATH", "per-step")
+    lstm = nn.LSTM(I, 4, num_layers=2)
+    x = gd.tensor(_random(rng, T, 2, I))
+    assert _stack_kernels(lambda: lstm(x)) == 2
+    out, (h_n, c_n) = lstm(x)
+    np.testing.assert_array_equal(h_n.numpy()[-1], out.numpy()[-1])

@@ -109,6 +109,46 @@ def test_a_target_out_of_range_is_reported_at_the_next_read(rng):
         loss.item()
 
 
+@pytest.mark.parametrize("reduction, target_dtype", [("mean", np.int64), ("sum", np.int32),
+                                                     ("none", np.int64)])
+def test_the_smallest_bad_target_is_named(rng, reduction, target_dtype):
+    """Several bad targets over more rows than a block has threads: the error names the
+    smallest (ignore_index excluded, however small), whether the loss's ``total`` kernel found
+    it ('mean', 'sum') or ops/sparse.py's own check ('none')."""
+    N, C = 130, 5
+    (x, _, _), _ = _pair(rng, N, C, np.float32)
+    t = rng.integers(0, C, N)
+    t[[3, 129, 128]] = [9, -7, 5]
+    t[[10, 100]] = -100
+    loss = F.cross_entropy(x, gd.tensor(t.astype(target_dtype), device="cuda"),
+                           reduction=reduction)
+    with pytest.raises(IndexError, match=r"target -7 is out of bounds: class indices must lie "
+                                         r"in \[0, 4\] \(or equal ignore_index=-100\)"):
+        loss.sum().item()
+    assert backend._deferred == []
+
+
+def test_the_target_check_is_the_loss_kernels(rng):
+    """'mean' cross entropy on the device: the targets' range is checked by the loss's own
+    kernels (``rows`` marks, ``total`` finds the smallest), no reduction kernel of its own (it
+    took one: ops/sparse.py smallest_bad_index); a good batch queues a passing check."""
+    from benchmarks import kernel_count
+    (x, t, _), _ = _pair(rng, 6, 10, np.float32)
+    counter = kernel_count.Counter()
+    with kernel_count.counting_hooks(counter):
+        counter.on = True
+        F.cross_entropy(x, t)
+        counter.on = False
+    assert dict(counter.sites) == {"kernels/cross_entropy_cuda.py:forward": 2}, counter.sites
+    backend.raise_deferred()
+    loss = F.cross_entropy(x, t)
+    assert len(backend._deferred) == 1
+    assert np.isfinite(loss.item()) and backend._deferred == []
+    t.detach()._data[[1, 4]] = [-100, 9]          # ignore_index 9: -100 is the bad one here
+    with pytest.raises(IndexError, match="target -100 is out of bounds.*ignore_index=9"):
+        F.cross_entropy(x, t, ignore_index=9).item()
+
+
 # ---------------------------------------------------------------- layer norm
 def _tensor(a, dtype, grad):
     return gd.tensor(a.astype(dtype), device="cuda", requires_grad=grad)
