@@ -99,11 +99,11 @@ class CrossEntropy(ArrayFunction):
         if ctx.row_kernel and row_kernels.applies(row_kernels.CROSS_ENTROPY_MAX_SIZE, logp, g):
             return (row_kernels.cross_entropy_backward(g, logp, t[:, 0], valid, wt, weight,
                                                        smoothing, divisor),
-                    None, None, None, None, None)
+                    None, None, None, None, None, None)
         xp = xp_of(logp)
         n_classes = logp.shape[1]
         if n_classes == 0:
-            return xp.zeros_like(logp), None, None, None, None, None
+            return xp.zeros_like(logp), None, None, None, None, None, None
         g = expand_grad(g, reduction, divisor)
         g = g[:, None] if reduction == "none" else g     # (N, 1, d...) or scalar
         # d/dx of (1-e) wt (-log p_t) + e/C valid sum_c w_c (-log p_c):
