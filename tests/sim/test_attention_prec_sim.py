@@ -45,12 +45,14 @@ def _max_error(got, want):
     return float(np.abs(got.astype(np.float64) - want).max()) / max(float(np.abs(want).max()), 1)
 
 
-def check(rng, dtype, kind, L, S, E, Ev, rel, mask=None, is_causal=False, allow_tf32=False):
+def check(rng, dtype, kind, L, S, E, Ev, rel, mask=None, is_causal=False, allow_tf32=False,
+          mem_efficient=False):
     q, k, v, gout = (rng.standard_normal(s).astype(np.float32).astype(dtype)
                      for s in ((1, L, E), (1, S, E), (1, S, Ev), (1, L, Ev)))
-    assert K.cuda_variant(q, v, allow_tf32) == kind
-    out, lse = K.attention_forward(q, k, v, mask, is_causal, allow_tf32=allow_tf32)
-    grads = K.attention_backward(q, k, v, out, lse, gout, mask, is_causal, allow_tf32=allow_tf32)
+    flags = {"allow_tf32": allow_tf32, "mem_efficient": mem_efficient}
+    assert K.cuda_variant(q, v, **flags) == kind
+    out, lse = K.attention_forward(q, k, v, mask, is_causal, **flags)
+    grads = K.attention_backward(q, k, v, out, lse, gout, mask, is_causal, **flags)
     q64, k64, v64, g64 = (a.astype(np.float64) for a in (q, k, v, gout))
     ref_out, ref_lse = K._attention_fwd_cpu(q64, k64, v64, mask, is_causal, E ** -0.5)
     ref_grads = K._attention_bwd_cpu(q64, k64, v64, ref_out, ref_lse, g64, mask, is_causal,
@@ -82,6 +84,19 @@ def test_tf32_causal_odd_lengths(rng):
     (the kind ``tf32``); causal, L = 11 and S = 13 odd. The key permutation of P V, dS K, P^T dO
     and dS^T Q is checked by every gradient; TF32's 2^-11 rounding bounds the error."""
     check(rng, np.float32, "tf32", 11, 13, 6, 10, 5e-3, is_causal=True, allow_tf32=True)
+
+
+@pytest.mark.parametrize("L, S, E, Ev, masked, is_causal", [
+    (20, 70, 64, 40, True, False),      # e64 masked build: two full key tiles, one edge tile
+    (70, 70, 60, 64, False, True),      # e64 unmasked: causal edge tiles, then the hot loop
+])
+def test_tf32x3_attention_is_float32_accurate(rng, L, S, E, Ev, masked, is_causal):
+    """float32 with memory-efficient SDP on: the 3xTF32 kernels (the forward's Q fragments
+    reloaded from shared memory per key tile) at float32's accuracy, which a lost small part
+    (TF32's 2^-11) or a Q fragment of the wrong k step would break."""
+    mask = rng.standard_normal((L, S)).astype(np.float32) if masked else None
+    check(rng, np.float32, "tf32x3", L, S, E, Ev, 2e-5, mask=mask, is_causal=is_causal,
+          mem_efficient=True)
 
 
 def test_tf32x3_mma_is_float32_accurate(rng):
