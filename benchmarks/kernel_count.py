@@ -22,6 +22,7 @@ import argparse
 import collections
 import contextlib
 import functools
+import os
 import sys
 import traceback
 
@@ -57,12 +58,26 @@ class Counter:
             self.sites[_call_site()] += 1
 
 
+@functools.cache
+def _package_roots():
+    """(directory, site prefix) of gpudl and of gpudl.kernels, whose files may lie outside
+    gpudl/ (the repository's kernels/, mapped as gpudl.kernels by pyproject.toml)."""
+    import gpudl
+    import gpudl.kernels
+    return tuple((os.path.realpath(package.__path__[0]) + os.sep, prefix)
+                 for package, prefix in ((gpudl.kernels, "kernels/"), (gpudl, "")))
+
+
 def _call_site():
-    """The innermost gpudl frame below the counting hooks and launchers (file:function)."""
+    """The innermost gpudl frame below the counting hooks and launchers (file:function), its
+    file named from the package root (``ops/linalg.py``, ``kernels/conv_cuda.py``)."""
     for frame in reversed(traceback.extract_stack()[:-3]):
-        path = frame.filename.replace("\\", "/")
-        if "/gpudl/" in path and not path.endswith(_PLUMBING):
-            return path.split("/gpudl/")[-1] + ":" + frame.name
+        path = os.path.realpath(frame.filename)
+        if path.endswith(_PLUMBING):
+            continue
+        for root, prefix in _package_roots():
+            if path.startswith(root):
+                return prefix + path[len(root):].replace(os.sep, "/") + ":" + frame.name
     return "?"
 
 
