@@ -1,12 +1,45 @@
 """Shared test set-up: a fixed seed per test, no failed device-side check carried from one test
-to the next, and the tests folder importable (oracle.py, device_checks.py)."""
+to the next, the tests folder importable (oracle.py, device_checks.py), and with
+``GPUDL_FAILURE_LOG=path`` every failure written to ``path`` as it happens."""
 
+import os
 import zlib
 
 import numpy as np
 import pytest
 
 import gpudl as gd
+
+
+# tools/gpu_check.sh: a device command cut at its limit kills pytest (and its xdist workers)
+# before the summary, and with it every failure's reason (session 18's GPU run lost ~150 that
+# way); written as they come, they survive. Only the controlling process writes (xdist replays
+# the workers' reports there); the counts file is rewritten every 100 reports and at the end.
+_FAILURE_LOG = os.environ.pop("GPUDL_FAILURE_LOG", None)    # not for pytest run by a test
+_OUTCOMES = {}
+
+
+def _write_counts():
+    text = ", ".join(f"{n} {outcome}" for outcome, n in sorted(_OUTCOMES.items()))
+    with open(_FAILURE_LOG + ".counts", "w") as counts:
+        counts.write(text + "\n")
+
+
+def pytest_runtest_logreport(report):
+    if not _FAILURE_LOG or "PYTEST_XDIST_WORKER" in os.environ:
+        return
+    if report.when == "call" or report.outcome != "passed":
+        _OUTCOMES[report.outcome] = _OUTCOMES.get(report.outcome, 0) + 1
+        if sum(_OUTCOMES.values()) % 100 == 0:
+            _write_counts()
+    if report.failed:
+        with open(_FAILURE_LOG, "a") as log:
+            log.write(f"FAILED {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")
+
+
+def pytest_sessionfinish(session):
+    if _FAILURE_LOG and "PYTEST_XDIST_WORKER" not in os.environ:
+        _write_counts()
 
 
 @pytest.fixture(autouse=True)

@@ -19,12 +19,14 @@
 # (the start, ~35 s, included), so the steps come in two groups, one command each, the second
 # sent as soon as the first returns (the machine stays warm 30 s):
 #   check:   install, tests_new, tests, attention_precision, fast_launch          (~480 s)
-#   measure: install, launches, benchmarks, kernel_profile, host_profile, cupy_launch_rows,
-#            conv_paths, graph_steps, zero_sync, lstm_paths, nccl, nccl_allreduce  (~800 s)
-# the measure group's steps go by what they decide: the per-launch host cost (session 14 took
-# Numba's per-array stream sync out of every launch), the compare table that issue 12's targets
-# are read from, the kernel profile that says why, then the rest; a step past the deadline is
-# skipped. Give each command a deadline that fits what is left
+#   measure: install, graph_steps, benchmarks, conv_paths, kernel_profile, host_profile,
+#            cupy_launch_rows, zero_sync, lstm_paths, launches, nccl, nccl_allreduce  (~800 s)
+# the measure group's steps go by what they decide: the graphed training steps against torch's
+# (issue 14), the compare table that issue 12's targets are read from, the convolution paths
+# (Winograd against conv_cuda: whether it may be the default), the kernel profile that says why,
+# then the rest (the per-launch host cost last: three runs agree on it); a step past the deadline
+# is skipped. Session 18's measure command (330 s) got through launches, compare.py up to the
+# SDPA fwd+bwd rows (compiling) and two of kernel_profile's three steps. Give each command a deadline that fits what is left
 # (GPU_CHECK_DEADLINE, below), e.g. with 900 s left: `GPU_CHECK_DEADLINE=$(( $(date +%s) + 480 ))
 # bash tools/gpu_check.sh check` with timeout_s 500, then the measure group with the time then
 # left. As seen on the second run (H200, session 13, benchmarks/RESULTS.md): the suite runs
@@ -39,7 +41,7 @@ log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
 chosen=${chosen// check / install attention_precision tests_new tests fast_launch }
-chosen=${chosen// measure / install launches benchmarks kernel_profile host_profile cupy_launch_rows conv_paths graph_steps zero_sync lstm_paths nccl nccl_allreduce }
+chosen=${chosen// measure / install graph_steps benchmarks conv_paths kernel_profile host_profile cupy_launch_rows zero_sync lstm_paths launches nccl nccl_allreduce }
 known=" install attention_precision tests_new tests fast_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths cupy_launch_rows "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
@@ -60,6 +62,12 @@ step() {   # step NAME SECONDS COMMAND...: run with a time limit, keep going, re
     timeout -s INT -k 10 "$limit" "$@" || { echo "!! $name failed (exit $?)"; status=1; }
     echo "== $name took $((SECONDS - start))s"
 }
+# every pytest failure with its reason, written as it happens (tests/conftest.py): a step cut at
+# its limit kills pytest before its summary (session 18 lost ~150 failures' reasons that way);
+# beside it ${failures}.counts, the outcome counts so far
+failures=${log%.log}_failures.log
+export GPUDL_FAILURE_LOG=$PWD/$failures
+rm -f "$failures" "$failures.counts"
 exec > >(tee "$log") 2>&1
 date -u
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
@@ -145,7 +153,7 @@ step nccl_allreduce 20 env GPUDL_DEVICE=cuda RANK=0 WORLD_SIZE=1 python -m bench
     --backend nccl --repeats 21
 echo "gpu_check exit status: $status"
 if [ -n "${OUT:-}" ]; then
-    cp "$log" tools/gpu_results.md tools/gpu_graph_steps.md tools/gpu_lstm_paths.md tools/gpu_conv_paths.md \
+    cp "$log" "$failures" "$failures.counts" tools/gpu_results.md tools/gpu_graph_steps.md tools/gpu_lstm_paths.md tools/gpu_conv_paths.md \
         tools/gpu_kernel_profile.md tools/gpu_results_cupy_launch.md "$OUT"/ \
         2>/dev/null
 fi
