@@ -12,7 +12,8 @@ time Winograd F(2x2, 3x3) (kernels/conv_winograd_cuda.py, issue 12) where it app
 its default chunks of images, once with chunks whose V and M would stay in the L2 cache (more
 launches, less DRAM traffic) and once with the weight gradient's products unsplit (one
 product per position over a whole chunk: whether cuBLAS splits that long reduction itself),
-the SIMT row then forced onto the direct kernels (conv_cuda).
+the SIMT row then forced onto the direct kernels (conv_cuda). Winograd is off by default on
+cuda (``conv_winograd_cuda.ENABLED``, session 18's GPU figures); its rows turn it on.
 Shapes: compare.py's convolutions, the (128,128,28,28) layer of issue 12 and LeNet-5's two (the
 training step that ran 2x slower with TF32). Per row: the median ms of a synchronised call, the
 median host ms of the call alone, and the largest difference of the output from the SIMT
@@ -41,13 +42,14 @@ SHAPES = (
     ("LeNet conv2 5x5 (64,6,14,14) x 16", (64, 6, 14, 14), 16, 5, 1, 0),
 )
 # (label, dtype, TF32 allowed, Winograd shapes only, conv_winograd_cuda settings for the row)
-NO_WINOGRAD = {"MIN_CHANNELS": 1 << 40}
+NO_WINOGRAD = {"ENABLED": False}
+WINOGRAD = {"ENABLED": True}
 VARIANTS = (("float32, SIMT fp32", "float32", False, False, NO_WINOGRAD),
-            ("float32, strict, Winograd F(2x2,3x3)", "float32", False, True, {}),
+            ("float32, strict, Winograd F(2x2,3x3)", "float32", False, True, WINOGRAD),
             ("float32, strict, Winograd, 32 MB chunks", "float32", False, True,
-             {"CHUNK_BYTES": 32 << 20}),
+             {**WINOGRAD, "CHUNK_BYTES": 32 << 20}),
             ("float32, strict, Winograd, unsplit weight gradient", "float32", False, True,
-             {"SPLITS": 1}),
+             {**WINOGRAD, "SPLITS": 1}),
             ("float32, TF32 tensor cores", "float32", True, False, {}),
             ("float16, tensor cores", "float16", True, False, {}))
 

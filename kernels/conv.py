@@ -23,9 +23,10 @@ float32, ``allow_tf32=False``    SIMT FP32 FMA (conv_cuda): strict fp32
 float64                          SIMT FP64 (conv_cuda)
 ===============================  ============================================================
 
-Strict float32 and float64 3x3 stride-1 convolutions with enough channels and work run
-Winograd F(2x2, 3x3) instead (conv_winograd_cuda: two tile-transform kernels around one batched
-cuBLAS GEMM in strict precision). Unlike the direct sum, a NaN or infinity there reaches the
+With ``conv_winograd_cuda.ENABLED`` (off by default: slower than the direct sum on an H200,
+benchmarks/RESULTS.md, session 18), strict float32 and float64 3x3 stride-1 convolutions with
+enough channels and work run Winograd F(2x2, 3x3) instead (conv_winograd_cuda: two tile-transform
+kernels around one batched cuBLAS GEMM in strict precision). Unlike the direct sum, a NaN or infinity there reaches the
 other outputs of its 2x2 output tile (as in cuDNN's Winograd); the CPU twin detects it and
 recomputes, the GPU path cannot without a device-to-host read (conv_winograd_cuda's docstring).
 
@@ -651,9 +652,10 @@ def _primitives(x, allow_tf32=False, geo=None):
       PyTorch's default True): the tensor-core kernels on TF32 (inputs rounded to 10 mantissa
       bits, float32 accumulation) for convolutions ``geo`` of at least ``TF32_MIN_FLOPS`` per
       forward, the strict kernels below for smaller ones;
-    - float32 without it (strict fp32) and float64: the SIMT kernels (conv_cuda), but for the
-      3x3 stride-1 convolutions ``geo`` where Winograd pays (``conv_winograd_cuda.applies``):
-      Winograd F(2x2, 3x3) there (conv_winograd_cuda; its grad_bias is conv_cuda's).
+    - float32 without it (strict fp32) and float64: the SIMT kernels (conv_cuda), but with
+      ``conv_winograd_cuda.ENABLED`` (off by default) for the 3x3 stride-1 convolutions ``geo``
+      it takes (``conv_winograd_cuda.applies``): Winograd F(2x2, 3x3) there
+      (conv_winograd_cuda; its grad_bias is conv_cuda's).
 
     Tensors past the int32 index guard run conv_cuda's 64-bit SIMT build in every case
     (bfloat16 widened to float32 for it: conv_cuda has no bfloat16 build). The CPU twin
@@ -668,7 +670,7 @@ def _primitives(x, allow_tf32=False, geo=None):
             return tc.forward, tc.grad_input, tc.grad_weight, conv_cuda.grad_bias
         if geo is not None:
             from . import conv_winograd_cuda as wg
-            if wg.applies(geo, x.dtype):
+            if wg.ENABLED and wg.applies(geo, x.dtype):
                 return wg.forward, wg.grad_input, wg.grad_weight, conv_cuda.grad_bias
         return conv_cuda.forward, conv_cuda.grad_input, conv_cuda.grad_weight, conv_cuda.grad_bias
     return _forward_cpu, _grad_input_cpu, _grad_weight_cpu, _grad_bias_cpu

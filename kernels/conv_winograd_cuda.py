@@ -35,7 +35,8 @@ Gradients:
   1 and 1) is each tile's sum of gy, so the bias gradient, when asked, is one sum over dM[5]
   (a quarter of gy's size).
 
-Where it runs (``applies``): 3x3, stride 1, dilation 1, one group, every output kept, float32
+Whether it runs at all: ``ENABLED`` (below; off, as measured on a GPU). Where it may run
+(``applies``): 3x3, stride 1, dilation 1, one group, every output kept, float32
 with TF32 off (strict) or float64, at least MIN_CHANNELS input and output channels, MIN_WORK
 multiply-adds, and arrays within the int32 index guard (bigger ones keep conv_cuda's 64-bit
 build). The channel floor: per output pixel the transforms move about 2 * 4 * (C + K) * 4 bytes
@@ -71,6 +72,12 @@ from .budget import Budget
 from .launch import launch
 from .pool_cuda import _magic
 
+# Off by default: on an H200 (session 18, benchmarks/RESULTS.md) compare.py's strict-fp32 3x3
+# rows took 1.96 ms (fwd) and 4.47 ms (fwd+bwd) at (64,64,56,56) x 64 with this path, where
+# conv_cuda's direct sum took 0.82 and 2.50 ms on the same machine kind (session 13): the
+# traffic model in the module docstring does not hold there. On (True) for tests and for
+# benchmarks/conv_paths.py, which times both paths side by side in one process.
+ENABLED = False
 THREADS = 256          # threads per block: memory-bound kernels, one thread per (channel, tile)
 MIN_CHANNELS = 32      # below this the traffic through V and M costs more than the GEMM saves
 MIN_WORK = 1 << 26     # N*Ho*Wo*C*K: smaller convolutions stay on conv_cuda's single launch

@@ -59,7 +59,9 @@ def test_chunks_keep_v_and_m_within_the_bound(monkeypatch):
 # --------------------------------------------------------------------------- on a GPU
 @pytest.fixture
 def strict(monkeypatch):
-    """Strict fp32 convolutions; the matmul flag set to TF32 to show it does not leak in."""
+    """Strict fp32 convolutions on the Winograd path (off by default); the matmul flag set to
+    TF32 to show it does not leak in."""
+    monkeypatch.setattr(wg, "ENABLED", True)
     monkeypatch.setattr(gd.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(gd.backends.cuda.matmul, "allow_tf32", True)
 

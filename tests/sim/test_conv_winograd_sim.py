@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.simulator,
 @pytest.fixture
 def everywhere(monkeypatch):
     """Every 3x3 stride-1 strict-fp32 conv takes the Winograd path here."""
+    monkeypatch.setattr(wg, "ENABLED", True)
     monkeypatch.setattr(wg, "MIN_CHANNELS", 1)
     monkeypatch.setattr(wg, "MIN_WORK", 0)
 
@@ -188,8 +189,21 @@ def test_other_geometries_keep_their_kernels(rng, monkeypatch, everywhere, ran, 
     assert ran == ([] if allow_tf32 else ["direct.forward"])
 
 
-def test_the_floors_decide(rng, ran):
+def test_off_by_default(rng, monkeypatch, ran):
+    """``ENABLED`` off (the default: slower than the direct sum on an H200): a conv the floors
+    let through still runs conv_cuda."""
+    assert wg.ENABLED is False
+    monkeypatch.setattr(wg, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(wg, "MIN_WORK", 0)
+    x, w, b = _inputs(rng, 1, 2, 6, 6, 3)
+    assert wg.applies(conv.ConvGeometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1), x.dtype)
+    conv.conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1)
+    assert ran == ["direct.forward"]
+
+
+def test_the_floors_decide(rng, monkeypatch, ran):
     """With the module's own floors a tiny conv stays on conv_cuda."""
+    monkeypatch.setattr(wg, "ENABLED", True)
     x, w, b = _inputs(rng, 1, 2, 6, 6, 3)
     conv.conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1)
     assert ran == ["direct.forward"]
