@@ -20,6 +20,12 @@ TF = torch.nn.functional
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
 
 
+def cpu_tensor(*args, **kwargs):
+    """A tensor on the cpu device whatever the default (the suite also runs on a GPU, where
+    these ops would take the cuda kernels)."""
+    return gd.tensor(*args, device="cpu", **kwargs)
+
+
 @contextlib.contextmanager
 def loops_called(*names):
     """Record which of kernels/rows.py's loops run inside the block; require ``names``."""
@@ -41,7 +47,7 @@ def loops_called(*names):
 
 
 def pair(array, grad=True):
-    ours = gd.tensor(array, requires_grad=grad)
+    ours = cpu_tensor(array, requires_grad=grad)
     theirs = torch.tensor(array, requires_grad=grad)
     return ours, theirs
 
@@ -66,7 +72,7 @@ def test_softmax_values_and_gradients_match_torch(name, shape, dtype):
     ours, theirs = pair(x)
     with loops_called("softmax", "softmax_backward"):
         y = getattr(F, name)(ours, -1)
-        y.backward(gd.tensor(g))
+        y.backward(cpu_tensor(g))
     expected = getattr(TF, name)(theirs, -1)
     expected.backward(torch.tensor(g))
     assert y.dtype == ours.dtype
@@ -85,13 +91,13 @@ def test_softmax_infinite_logits_and_empty_input(name):
     g = rng.standard_normal((4, 6)).astype(np.float32)
     with loops_called("softmax", "softmax_backward"):
         y = getattr(F, name)(ours, 1)
-        y.backward(gd.tensor(g))
+        y.backward(cpu_tensor(g))
     expected = getattr(TF, name)(theirs, 1)
     expected.backward(torch.tensor(g))
     close(y, expected, np.float32)
     close(ours.grad, theirs.grad, np.float32)
     for shape in [(0, 5), (3, 0)]:
-        empty = getattr(F, name)(gd.zeros(shape), -1)
+        empty = getattr(F, name)(gd.zeros(shape, device="cpu"), -1)
         assert empty.shape == shape
 
 
@@ -102,7 +108,7 @@ def test_softmax_non_contiguous_input_and_gradient(name):
     ours, theirs = pair(base)
     with loops_called("softmax", "softmax_backward"):
         y = getattr(F, name)(ours.t(), -1)              # rows are strided columns
-        (y * gd.tensor(base.T.copy())).sum().backward()  # g: a broadcast view reaches backward
+        (y * cpu_tensor(base.T.copy())).sum().backward()  # g: a broadcast view reaches backward
     expected = getattr(TF, name)(theirs.t(), -1)
     (expected * torch.tensor(base.T.copy())).sum().backward()
     close(y, expected, np.float64)
@@ -111,7 +117,7 @@ def test_softmax_non_contiguous_input_and_gradient(name):
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_softmax_gradcheck(name):
-    x = gd.tensor(np.random.default_rng().standard_normal((3, 5)), requires_grad=True)
+    x = cpu_tensor(np.random.default_rng().standard_normal((3, 5)), requires_grad=True)
     with loops_called("softmax_backward"):
         gradcheck(lambda x: getattr(F, name)(x, -1), [x])
 
@@ -132,7 +138,7 @@ def test_layer_norm_values_and_gradients_match_torch(shape, normalized, affine, 
     ob, tb = pair(b) if b is not None else (None, None)
     with loops_called("layer_norm", "layer_norm_backward"):
         y = F.layer_norm(ours, normalized, ow, ob, eps=1e-5)
-        y.backward(gd.tensor(g))
+        y.backward(cpu_tensor(g))
     expected = TF.layer_norm(theirs, normalized, tw, tb, eps=1e-5)
     expected.backward(torch.tensor(g))
     close(y, expected, dtype)
@@ -153,7 +159,7 @@ def test_layer_norm_parameter_gradients_only_and_empty_batch():
     ow, tw = pair(rng.standard_normal(8))
     ob, tb = pair(rng.standard_normal(8))
     with loops_called("layer_norm_backward"):          # the input needs no gradient
-        (F.layer_norm(gd.tensor(x), (8,), ow, ob) ** 2).sum().backward()
+        (F.layer_norm(cpu_tensor(x), (8,), ow, ob) ** 2).sum().backward()
     (TF.layer_norm(torch.tensor(x), (8,), tw, tb) ** 2).sum().backward()
     close(ow.grad, tw.grad, np.float64)
     close(ob.grad, tb.grad, np.float64)
@@ -171,7 +177,7 @@ def test_layer_norm_non_contiguous_input():
     ours, theirs = pair(x)
     w = rng.standard_normal(6).astype(np.float32)
     with loops_called("layer_norm", "layer_norm_backward"):
-        y = F.layer_norm(ours.t(), (6,), gd.tensor(w))
+        y = F.layer_norm(ours.t(), (6,), cpu_tensor(w))
         y.sum().backward()
     expected = TF.layer_norm(theirs.t(), (6,), torch.tensor(w))
     expected.sum().backward()
@@ -181,7 +187,7 @@ def test_layer_norm_non_contiguous_input():
 
 def test_layer_norm_gradcheck():
     rng = np.random.default_rng()
-    inputs = [gd.tensor(rng.standard_normal(shape), requires_grad=True)
+    inputs = [cpu_tensor(rng.standard_normal(shape), requires_grad=True)
               for shape in [(3, 4), (4,), (4,)]]
     with loops_called("layer_norm_backward"):
         gradcheck(lambda x, w, b: F.layer_norm(x, (4,), w, b), inputs)
@@ -190,7 +196,7 @@ def test_layer_norm_gradcheck():
 # ------------------------------------------------------------------ cross_entropy
 def ce_pair(x, t, w, **kwargs):
     ours, theirs = pair(x)
-    loss = F.cross_entropy(ours, gd.tensor(t), weight=None if w is None else gd.tensor(w),
+    loss = F.cross_entropy(ours, cpu_tensor(t), weight=None if w is None else cpu_tensor(w),
                            **kwargs)
     expected = TF.cross_entropy(theirs, torch.tensor(t),
                                 weight=None if w is None else torch.tensor(w), **kwargs)
@@ -213,7 +219,7 @@ def test_cross_entropy_values_and_gradients_match_torch(reduction, smoothing, we
         ours, theirs, loss, expected = ce_pair(x, t, w, reduction=reduction,
                                                label_smoothing=smoothing, ignore_index=-1)
         g = rng.standard_normal(loss.shape).astype(dtype)
-        loss.backward(gd.tensor(g))
+        loss.backward(cpu_tensor(g))
     expected.backward(torch.tensor(g))
     assert loss.shape == tuple(expected.shape) and loss.dtype == ours.dtype
     close(loss, expected, dtype)
@@ -267,9 +273,9 @@ def test_cross_entropy_non_contiguous_logits_and_targets():
     ours, theirs = pair(base)
     w = rng.random(7) + 0.5
     with loops_called("cross_entropy", "cross_entropy_backward"):
-        loss = F.cross_entropy(ours.t(), gd.tensor(t), weight=gd.tensor(w),
+        loss = F.cross_entropy(ours.t(), cpu_tensor(t), weight=cpu_tensor(w),
                                reduction="none")
-        loss.backward(gd.tensor(np.arange(12.0)))
+        loss.backward(cpu_tensor(np.arange(12.0)))
     expected = TF.cross_entropy(theirs.t(), torch.tensor(t), weight=torch.tensor(w),
                                 reduction="none")
     expected.backward(torch.tensor(np.arange(12.0)))
@@ -280,9 +286,9 @@ def test_cross_entropy_non_contiguous_logits_and_targets():
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_cross_entropy_gradcheck(reduction):
     rng = np.random.default_rng()
-    x = gd.tensor(rng.standard_normal((4, 6)), requires_grad=True)
-    t = gd.tensor(np.array([1, -100, 5, 0]))
-    w = gd.tensor(rng.random(6) + 0.5)
+    x = cpu_tensor(rng.standard_normal((4, 6)), requires_grad=True)
+    t = cpu_tensor(np.array([1, -100, 5, 0]))
+    w = cpu_tensor(rng.random(6) + 0.5)
     with loops_called("cross_entropy_backward"):
         gradcheck(lambda x: F.cross_entropy(x, t, weight=w, reduction=reduction,
                                             label_smoothing=0.3), [x])
@@ -297,7 +303,7 @@ def test_large_inputs_keep_the_numpy_path():
     ours, theirs = pair(x)
     with loops_called() as called:
         (F.log_softmax(ours, -1).sum() + F.softmax(ours, -1)[:, 0].sum()
-         + F.layer_norm(ours, x.shape[1:]).mean() + F.cross_entropy(ours, gd.tensor(t))
+         + F.layer_norm(ours, x.shape[1:]).mean() + F.cross_entropy(ours, cpu_tensor(t))
          ).backward()
     assert not called
     (TF.log_softmax(theirs, -1).sum() + TF.softmax(theirs, -1)[:, 0].sum()

@@ -23,13 +23,14 @@ SHAPES = [(5, 3), (7,), (2, 3, 2, 2)]
 def run(name, options, dtype, seed, steps=4, lib=gd):
     """The parameters and optimizer state after ``steps`` steps of fresh random gradients."""
     rng = np.random.default_rng(seed)
-    params = [lib.tensor(rng.standard_normal(s).astype(dtype), requires_grad=True)
+    params = [lib.tensor(rng.standard_normal(s).astype(dtype), requires_grad=True,
+                         device="cpu")
               for s in SHAPES]
     lr = 0.05 if name == "SGD" else 0.01
     opt = getattr(lib.optim, name)(params, lr=lr, **options)
     for _ in range(steps):
         for p in params:
-            p.grad = lib.tensor(rng.standard_normal(p.shape).astype(dtype))
+            p.grad = lib.tensor(rng.standard_normal(p.shape).astype(dtype), device="cpu")
         opt.step()
     state = [{k: v.numpy().copy() for k, v in opt.state[p].items()
               if hasattr(v, "numpy") and v.ndim} for p in params]
@@ -81,10 +82,11 @@ def test_nan_and_inf_follow_the_numpy_path(numpy_path):
     """amsgrad's running maximum keeps a NaN (np.maximum's rule); an inf gradient spreads as in
     the NumPy update."""
     def steps():
-        p = gd.tensor(np.array([1.0, 2.0, 3.0, 4.0], np.float32), requires_grad=True)
+        p = gd.tensor(np.array([1.0, 2.0, 3.0, 4.0], np.float32), requires_grad=True,
+                      device="cpu")
         opt = gd.optim.Adam([p], lr=0.1, amsgrad=True)
         for g in ([np.nan, 1, 1, np.inf], [1, 1, 1, 1], [1, np.nan, -np.inf, 1]):
-            p.grad = gd.tensor(np.array(g, np.float32))
+            p.grad = gd.tensor(np.array(g, np.float32), device="cpu")
             opt.step()
         return p.detach().numpy().copy(), opt.state[p]["max_exp_avg_sq"].numpy().copy()
 
@@ -97,7 +99,7 @@ def test_nan_and_inf_follow_the_numpy_path(numpy_path):
 
 def test_non_contiguous_and_mixed_dtype_states_take_the_numpy_path():
     rng = np.random.default_rng()
-    base = gd.tensor(rng.standard_normal((4, 6)).astype(np.float32))
+    base = gd.tensor(rng.standard_normal((4, 6)).astype(np.float32), device="cpu")
     assert not optim_cpu.applies(base.numpy().T, base.numpy().T)
     assert not optim_cpu.applies(base.numpy(), base.numpy().astype(np.float64))
     assert optim_cpu.applies(base.numpy(), base.numpy().copy())
