@@ -91,7 +91,8 @@ cupy.__version__, 'torch', torch.__version__)"
 workers=$(python -c "import xdist" 2>/dev/null && echo "-n ${GPU_CHECK_WORKERS:-14} --dist loadfile")
 details="-rfE --tb=short --durations=20"   # every failure's reason, even when a step runs out; the slowest tests
 # code that has not met a GPU yet first, in its own step, so that its failures are reported even
-# if the rest of the suite runs past its limit: session 17's (sliced gradients' CuPy operator
+# if the rest of the suite runs past its limit: session 18's fixes of session 17's CPU-loop
+# tests (on cpu tensors now), files added since session 13's run, session 17's (sliced gradients' CuPy operator
 # dispatch, the LSTM weight-gradient and fused MSE kernels, conv_cuda's gather_weights, the
 # attention grid with a batch past 65,535), session 16's multi-tensor RawKernels (optimizers,
 # clip_grad_norm_, GradScaler), sessions 13-15's (Winograd through capture_blas,
@@ -99,7 +100,9 @@ details="-rfE --tb=short --durations=20"   # every failure's reason, even when a
 # kernels here, Adam's one-kernel bias corrections, the launch without Numba's sync, the fixes
 # of the second run, scatter_add and sorts of bfloat16), then session 11's (cupy.linalg,
 # cupyx.scipy.special, the N-d conv and pools, grid_sample, the Keras ops)
-new_cupy_code="tests/test_sliced_gradient.py tests/kernels/test_lstm_wgrad.py \
+new_cupy_code="tests/kernels/test_row_kernels_cpu.py tests/optim/test_cpu_loops.py \
+tests/test_relu_fused_kernel.py tests/test_host_syncs_ops.py tests/test_custom_function.py \
+tests/test_sliced_gradient.py tests/kernels/test_lstm_wgrad.py \
 tests/test_mse_fused_kernel.py tests/kernels/test_attention_kernels.py tests/test_conv.py \
 tests/optim/test_multi_tensor.py tests/optim/test_optimizers.py \
 tests/test_amp_grad_scaler.py tests/sim/test_row_kernels_sim.py tests/sim/test_dropout_sim.py \
@@ -109,9 +112,9 @@ tests/test_second_gpu_run_fixes.py tests/test_deferred_checks.py tests/test_embe
 tests/test_cupy_semantics.py tests/test_linalg.py tests/test_special.py tests/test_tensor_misc.py \
 tests/test_math_ops.py tests/test_distributions_breadth.py tests/nn/test_vision_layers.py \
 tests/keras/test_keras_breadth.py tests/keras/test_keras_ops.py"
-step tests_new 120 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
+step tests_new 150 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
     -p no:cacheprovider $details $workers $new_cupy_code
-step tests 270 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
+step tests 260 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
     -p no:cacheprovider $details --ignore=tests/sim ${new_cupy_code//tests\//--ignore=tests/} $workers
 # one process took more than 120 s for these (session 13), compiling each kernel variant
 step attention_precision 90 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
