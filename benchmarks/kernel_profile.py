@@ -10,6 +10,10 @@ pool and attention rows of benchmarks/compare.py) runs ``--steps`` times inside 
 after warm-up, for gpudl and for PyTorch. Per step the table gives the wall time, the kernels'
 summed time, how many kernels and copies ran, and the kernels that took the most time, grouped
 by name. Wall time minus kernel time is what the device spent idle: launch latency and the host.
+Where that idle time lies comes from the activities' timestamps: the device's idle time between
+one activity's end and the next one's start, per step, and the pairs of kernels with the most
+idle time between them (session 18's run: ~3.4 us between each of a graphed LeNet step's 58
+kernels against ~0.7 us in torch's graph, with no way to tell which kernels).
 Issue 12's "if a target is missed, the profile that says why" is this table.
 
 Needs a GPU: on a CPU CUPTI has nothing to record, and the script says so and stops.
@@ -31,6 +35,7 @@ from benchmarks import compare, graph_steps  # noqa: E402
 from benchmarks.common import sync, torch_sync  # noqa: E402
 
 TOP = 8                     # kernels listed per workload and library
+TOP_GAPS = 5                # kernel pairs listed by the idle time between them
 COMPARE_ROWS = ("conv2d fwd (64,64,56,56)", "conv2d fwd+bwd (64,64,56,56)", "7x7 s2 p3",
                 "max_pool2d 2x2 fwd (", "SDPA fwd (4,8,1024,64)", "SDPA fwd+bwd (4,8,1024,64)")
 
@@ -78,21 +83,51 @@ def kernel_table(records, steps, wall_ms):
     return summary, rows
 
 
+def gap_table(timeline, steps):
+    """The device's idle time between activities. ``timeline``: (name, start us, end us) of
+    every device activity over ``steps`` steps. Returns (idle us a step, rows): rows are
+    (kernel before -> kernel after, times a step, mean idle us) for the TOP_GAPS pairs with the
+    most idle time between them. Activities that overlap (other streams) leave no gap."""
+    by_pair = collections.defaultdict(lambda: [0, 0.0])
+    idle = 0.0
+    ordered = sorted(timeline, key=lambda item: item[1])
+    for (before, _, _), (after, start, _), end in zip(
+            ordered, ordered[1:], _running_max(end for _, _, end in ordered)):
+        gap = start - end
+        if gap > 0:
+            idle += gap
+            entry = by_pair[f"{short_name(before)} -> {short_name(after)}"]
+            entry[0] += 1
+            entry[1] += gap
+    top = sorted(by_pair.items(), key=lambda item: -item[1][1])[:TOP_GAPS]
+    return idle / steps, [(pair, n / steps, us / n) for pair, (n, us) in top]
+
+
+def _running_max(values):
+    best = float("-inf")
+    for value in values:
+        best = max(best, value)
+        yield best
+
+
 def _device_records(profile):
-    """(name, us, is a copy or fill) for each device activity the profiler recorded."""
+    """(name, us, is a copy or fill) for each device activity the profiler recorded, and
+    (name, start us, end us) of each."""
     from torch.autograd import DeviceType
-    out = []
+    out, timeline = [], []
     for event in profile.events():
         if event.device_type != DeviceType.CUDA:
             continue
         name = event.name
         copy = name.startswith(("Memcpy", "Memset")) or name.startswith("[memory]")
         out.append((name, event.time_range.elapsed_us(), copy))
-    return out
+        timeline.append((name, event.time_range.start, event.time_range.end))
+    return out, timeline
 
 
 def profile_run(step, synchronize, steps, warmup=3):
-    """(summary, top rows) of ``steps`` calls of ``step`` after ``warmup``."""
+    """(summary, top rows, idle us a step, top gaps) of ``steps`` calls of ``step`` after
+    ``warmup``."""
     from torch.profiler import ProfilerActivity, profile
     for _ in range(warmup):
         step()
@@ -103,7 +138,8 @@ def profile_run(step, synchronize, steps, warmup=3):
             step()
         synchronize()
         wall_ms = 1e3 * (time.perf_counter() - start) / steps
-    return kernel_table(_device_records(recorded), steps, wall_ms)
+    records, timeline = _device_records(recorded)
+    return kernel_table(records, steps, wall_ms) + gap_table(timeline, steps)
 
 
 def _workloads(only):
@@ -120,12 +156,15 @@ def _workloads(only):
     return [w for w in out if not only or only.lower() in w[0].lower()]
 
 
-def _format(name, summary, rows):
+def _format(name, summary, rows, idle_us, gaps):
     lines = [f"**{name}**: {summary['wall_ms']:.3f} ms a step, kernels busy "
              f"{summary['busy_ms']:.3f} ms ({summary['kernels']:.0f} kernels, "
-             f"{summary['copies']:.0f} copies or fills a step)", "",
+             f"{summary['copies']:.0f} copies or fills a step), device idle between them "
+             f"{idle_us / 1e3:.3f} ms a step", "",
              "| kernel | calls a step | us a step |", "|---|---|---|"]
     lines += [f"| `{kernel}` | {calls:g} | {us:.1f} |" for kernel, calls, us in rows]
+    lines += ["", "| idle between | times a step | mean idle us |", "|---|---|---|"]
+    lines += [f"| `{pair}` | {n:g} | {us:.1f} |" for pair, n, us in gaps]
     return "\n".join(lines) + "\n"
 
 

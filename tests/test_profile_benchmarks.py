@@ -33,6 +33,17 @@ def test_the_table_is_per_step_and_sorted_by_time():
                     ("Memcpy HtoD (Pageable -> Device)", 1.0, 2.0)]
 
 
+def test_idle_time_lies_between_activities_and_is_named_by_its_pair():
+    # per step: a 0-10, b 12-15 (2 us idle), a 15-20 (none), on another stream c 16-18 (inside
+    # a: none), then b 23-24 (3 us after a's end, not c's)
+    step = [("a", 0, 10), ("b", 12, 15), ("a", 15, 20), ("c", 16, 18), ("b", 23, 24)]
+    timeline = step + [(name, start + 100, end + 100) for name, start, end in step]
+    idle, rows = kernel_profile.gap_table(timeline, steps=2)
+    assert idle == (2 + 3 + 76 + 2 + 3) / 2          # the 76 us between the steps count too
+    assert rows[0][0] == "b -> a" and rows[0][1] == 0.5 and rows[0][2] == 76
+    assert ("c -> b", 1.0, 3.0) in rows and ("a -> b", 1.0, 2.0) in rows
+
+
 def test_without_a_gpu_it_says_what_it_needs(capsys):
     if kernel_profile.gpudl.device() == "cuda":
         pytest.skip("a GPU run profiles for real")
