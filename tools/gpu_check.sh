@@ -18,7 +18,7 @@
 # One device command may run at most 10 minutes and a session has 15 minutes of device time
 # (the start, ~35 s, included), so the steps come in two groups, one command each, the second
 # sent as soon as the first returns (the machine stays warm 30 s):
-#   check:   install, tests_new, tests, attention_precision, fast_launch          (~480 s)
+#   check:   install, tests_new, tests, fast_launch, attention_precision          (~480 s)
 #   measure: install, graph_steps, benchmarks, conv_paths, kernel_profile, host_profile,
 #            cupy_launch_rows, zero_sync, lstm_paths, launches, nccl, nccl_allreduce  (~800 s)
 # the measure group's steps go by what they decide: the graphed training steps against torch's
@@ -40,7 +40,7 @@ cd "$(dirname "$0")/.."
 log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
-chosen=${chosen// check / install attention_precision tests_new tests fast_launch }
+chosen=${chosen// check / install tests_new tests fast_launch attention_precision }
 chosen=${chosen// measure / install graph_steps benchmarks conv_paths kernel_profile host_profile cupy_launch_rows zero_sync lstm_paths launches nccl nccl_allreduce }
 known=" install attention_precision tests_new tests fast_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths cupy_launch_rows "
 for name in $chosen; do
@@ -116,18 +116,22 @@ step tests_new 150 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHE
     -p no:cacheprovider $details $workers $new_cupy_code
 step tests 260 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
     -p no:cacheprovider $details --ignore=tests/sim ${new_cupy_code//tests\//--ignore=tests/} $workers
-# one process took more than 120 s for these (session 13), compiling each kernel variant
-step attention_precision 90 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
-    $details ${workers/loadfile/load} tests/test_attention_precision.py tests/test_attention.py \
-    -k "float16 or bfloat16 or float32"
 # the kernels' tests again with launches through CuPy's launcher (kernels/fast_launch.py)
 step fast_launch 90 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m pytest -q \
     --maxfail=${GPU_CHECK_MAXFAIL:-1000} -p no:cacheprovider $details $workers tests/kernels \
     tests/test_conv.py tests/test_pool.py tests/test_rnn.py tests/test_rnn_paths.py \
     tests/test_attention.py tests/test_cuda_graphs.py
-step launches 15 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
+# one process took more than 120 s for these (session 13), compiling each kernel variant
+step attention_precision 90 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
+    $details ${workers/loadfile/load} tests/test_attention_precision.py tests/test_attention.py \
+    -k "float16 or bfloat16 or float32"
+step graph_steps 90 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --repeats 11 \
+    --markdown tools/gpu_graph_steps.md
 step benchmarks 240 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \
     --markdown tools/gpu_results.md
+# conv_paths: the Winograd rows (issue 12) of the 3x3 stride-1 shapes, against conv_cuda and cuDNN
+step conv_paths 90 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
+    --markdown tools/gpu_conv_paths.md
 # every kernel of the training steps and of the conv/pool/attention rows, from CUPTI (through
 # torch.profiler): where the device time goes, for gpudl and for torch
 step kernel_profile 100 env GPUDL_DEVICE=cuda python -m benchmarks.kernel_profile --steps 10 \
@@ -141,15 +145,11 @@ step host_profile 60 env GPUDL_DEVICE=cuda bash -c "python -m benchmarks.host_pr
 step cupy_launch_rows 75 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m benchmarks.compare \
     --device cuda --repeats 11 --only "pool2d 2x2|SDPA fwd (4|step, batch 64" \
     --markdown tools/gpu_results_cupy_launch.md
-# conv_paths: the Winograd rows (issue 12) of the 3x3 stride-1 shapes, against conv_cuda and cuDNN
-step conv_paths 90 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
-    --markdown tools/gpu_conv_paths.md
-step graph_steps 90 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --repeats 11 \
-    --markdown tools/gpu_graph_steps.md
 step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/sim/test_zero_sync_sim.py
 step lstm_paths 45 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \
     --markdown tools/gpu_lstm_paths.md
+step launches 15 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
 step nccl 30 env GPUDL_DEVICE=cuda GPUDL_NCCL_REQUIRED=1 python -m pytest -q -rs -p no:cacheprovider \
     tests/distributed/test_distributed_nccl.py
 step nccl_allreduce 20 env GPUDL_DEVICE=cuda RANK=0 WORLD_SIZE=1 python -m benchmarks.allreduce \
