@@ -239,6 +239,7 @@ class IndexMixin:
             return self.reshape(-1).gather(0, T.Tensor._make(raw.reshape(-1), False, None, 0,
                                                              self._device))
         axis = normalize_axis(dim, self.ndim, "take_along_dim")
+        _check_rows("take_along_dim", raw, self.shape[axis], negative=True)   # the index given
         raw = _from_the_end(raw, self.shape[axis])
         if raw.ndim != self.ndim:
             raise ValueError(f"take_along_dim: indices must have as many dims as input "
