@@ -24,7 +24,13 @@ Tiles: a block computes BM x BN = (128 or 64) x 128 outputs with BM*BN/64 thread
 8x8 micro-tile each, accumulated in registers over BK = 8 reduction steps per shared tile,
 unrolled (at most 16 rows, in the gemm or the weight gradient: 16 x 128 with 2x8 micro-tiles,
 128 threads, so a 3-channel image's grad_input or a 6-channel LeNet layer multiplies no 64-row
-zero padding). A thread's 8 rows (and 8 columns) are two contiguous runs of four half a tile apart, so
+zero padding). The few-rows weight gradient, and a few-rows gemm whose 128-pixel grid is small
+and whose reduction spans more than 32 steps, take a narrow 16 x 32 tile (``_kernels(..., bn=32)``):
+its shared tiles hold 32 reduction steps, each of its 4 warps multiplies 8 of them into its own
+16 x 32 partial, and the partials add up in shared memory (in warp order) before the store, so a
+block's serial loop is 4x shorter and the blocks 4x as many: the latency-bound grids of LeNet's
+convolutions (a 128-pixel grid leaves most SMs one block walking R / 8 tiles). A thread's 8 rows
+(and 8 columns) are two contiguous runs of four half a tile apart, so
 its shared loads merge into 16-byte LDS and a warp's reads are conflict-free. The shared tiles are
 double-buffered: the next tile's global loads are issued into registers before the current
 tile's 512 FMAs and stored after them, one barrier per tile. Each thread gathers for one fixed
@@ -37,7 +43,7 @@ array is too large for it; then a 64-bit build of the same kernels runs (offsets
 stay int32 in both). The gemm epilogue adds a per-row bias: conv2d's, and conv_transpose2d's
 (through grad_input).
 
-Kernels are built per (accumulator, index type, BM): float32 accumulation serves float32 and
+Kernels are built per (accumulator, index type, BM, BN): float32 accumulation serves float32 and
 float16 data (fp16 loads widen to fp32), float64 serves float64 data (gradient checks).
 """
 
@@ -206,13 +212,13 @@ def _kernels(acc, idx, bm, bn=BN):
         # NVVM does not unroll a 64-FMA body on its own, and unrolled steps address shared
         # memory at constant offsets from one base
         mac_step(a_s, b_s, buf, k0, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, k0 + 1, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, k0 + 2, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, k0 + 3, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, k0 + 4, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, k0 + 5, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, k0 + 6, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, k0 + 7, out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 1), out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 2), out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 3), out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 4), out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 5), out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 6), out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 7), out, a_frag, b_frag, tx, ty)
 
     @cuda.jit(device=True, inline="always")
     def group_of(tid):
@@ -548,16 +554,19 @@ def _gemm_row_tile(rows, idx):
     return FEW_ROWS if rows <= FEW_ROWS and idx == int32 else _row_tile(rows, idx)
 
 
-def _gemm_col_tile(bm, columns, z):
-    """BN for a gemm of ``columns`` pixels a (group, phase) and ``z`` of those, in tiles of
-    ``bm`` rows: the few-rows gemm takes the narrow 16 x 32 tile while its 128-pixel grid
-    has fewer than TARGET_BLOCKS blocks. Such a grid leaves most SMs one block, which walks
-    its R / 8 tiles serially, each a global-load latency (LeNet's conv2 grad_input: 98
-    blocks, 50 tiles each); the narrow tile splits each 32-step tile over its 4 warps, so
-    the blocks are 4x as many and their loops 4x shorter. A larger grid keeps BN = 128: it
-    is issue-bound, and the narrow tile's extra A loads and 4x as many block epilogues would
-    cost about 10% there (a stem's grad_input)."""
-    if bm == FEW_ROWS and _blocks(columns, BN) * z < TARGET_BLOCKS:
+def _gemm_col_tile(bm, columns, z, steps):
+    """BN for a gemm of ``columns`` pixels a (group, phase), ``z`` of those, and a reduction
+    of at most ``steps``, in tiles of ``bm`` rows: the few-rows gemm takes the narrow 16 x 32
+    tile while its 128-pixel grid has fewer than TARGET_BLOCKS blocks and its reduction more
+    than one narrow tile. Such a grid leaves most SMs one block, which walks its steps / 8
+    tiles serially, each a global-load latency (LeNet's conv2 grad_input: 98 blocks, 50
+    tiles each); the narrow tile splits each 32-step tile over its 4 warps, so the blocks are
+    4x as many and their loops 4x shorter. A larger grid keeps BN = 128: it is issue-bound,
+    and the narrow tile's extra A loads and 4x as many block prologues and epilogues would
+    cost about 10% there (a stem's grad_input); so does a reduction of 32 steps or fewer
+    (LeNet's conv1 forward: 25), where the narrow tile has no loop left to shorten."""
+    if (bm == FEW_ROWS and _blocks(columns, BN) * z < TARGET_BLOCKS
+            and steps > tile_depth(FEW_COLS)):
         return FEW_COLS
     return BN
 
@@ -697,7 +706,7 @@ def forward(x, w, b, geo):
     idx = _index(x.size, y.size, _operand_size(G, Cg * geo.kh * geo.kw, Kg),
                  image=geo.C * geo.H * geo.W)
     bm = _gemm_row_tile(Kg, idx)
-    bn = _gemm_col_tile(bm, geo.N * geo.Ho * geo.Wo, G)
+    bn = _gemm_col_tile(bm, geo.N * geo.Ho * geo.Wo, G, Cg * geo.kh * geo.kw)
     taps, phases, plan, _ = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H,
                                           geo.W, geo.Ho, geo.Wo, G, bm, tile_depth(bn))
     x = _flat(xp, x)
@@ -726,9 +735,10 @@ def grad_input(gy, w, geo, b=None):
     idx = _index(gy.size, gx.size, _operand_size(G * geo.sh * geo.sw, Kg * geo.kh * geo.kw, Cg),
                  image=geo.K * geo.Ho * geo.Wo)
     bm = _gemm_row_tile(Cg, idx)
-    # the largest phase's pixels (h = a + sh * u: phase a = 0 has the most rows)
+    # the largest phase's pixels (h = a + sh * u: phase a = 0 has the most rows) and taps
     bn = _gemm_col_tile(bm, geo.N * _blocks(geo.H, geo.sh) * _blocks(geo.W, geo.sw),
-                        G * geo.sh * geo.sw)
+                        G * geo.sh * geo.sw,
+                        Kg * _blocks(geo.kh, geo.sh) * _blocks(geo.kw, geo.sw))
     taps, phases, plan, pixels = _input_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.sh, geo.sw,
                                              geo.ph, geo.pw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho,
                                              geo.Wo, G, bm, tile_depth(bn))

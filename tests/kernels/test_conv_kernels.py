@@ -513,17 +513,18 @@ def test_the_gemm_takes_the_few_rows_tile_up_to_16_rows():
 
 
 def test_the_few_rows_gemm_is_narrow_while_its_wide_grid_is_small():
-    """LeNet's three few-rows gemms (forward conv1 and conv2, conv2's grad_input: 392, 50 and
-    98 blocks of 128 pixels) take the 16 x 32 tile; a grid of TARGET_BLOCKS or more 128-pixel
-    blocks (a 3-channel stem's grad_input, LeNet at batch 256) and every 64- or 128-row gemm
-    keep BN = 128."""
+    """LeNet's few-rows gemms with long reductions (conv2's forward and grad_input: 50 and 98
+    blocks of 128 pixels, 150 and 400 steps) take the 16 x 32 tile; a reduction of one narrow
+    tile (conv1's forward: 25 steps), a grid of TARGET_BLOCKS or more 128-pixel blocks (a
+    3-channel stem's grad_input, LeNet's conv2 grad_input at batch 512) and every 64- or
+    128-row gemm keep BN = 128."""
     from gpudl.kernels import conv_cuda as cc
 
-    assert [cc._gemm_col_tile(16, n, 1) for n in (64 * 28 * 28, 64 * 10 * 10, 64 * 14 * 14)] \
-        == [32, 32, 32]
-    assert cc._gemm_col_tile(16, 256 * 28 * 28, 1) == 128
-    assert cc._gemm_col_tile(16, 32 * 112 * 112, 4) == 128       # (32, 3, 224, 224), 7x7 s2
-    assert cc._gemm_col_tile(64, 64, 1) == cc._gemm_col_tile(128, 64, 1) == 128
+    assert [cc._gemm_col_tile(16, n, 1, r) for n, r in ((64 * 10 * 10, 150), (64 * 14 * 14, 400),
+                                                         (64 * 28 * 28, 25))] == [32, 32, 128]
+    assert cc._gemm_col_tile(16, 512 * 14 * 14, 1, 400) == 128
+    assert cc._gemm_col_tile(16, 32 * 112 * 112, 4, 64 * 16) == 128   # (32, 3, 224, 224) 7x7 s2
+    assert cc._gemm_col_tile(64, 64, 1, 400) == cc._gemm_col_tile(128, 64, 1, 400) == 128
     assert cc._wgrad_cols(16) == 32 and cc._wgrad_cols(64) == cc._wgrad_cols(128) == 128
 
 

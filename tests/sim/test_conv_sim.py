@@ -82,7 +82,7 @@ def test_the_wide_few_rows_gemm_matches_twin(rng, monkeypatch, case):
     takes (these tiny shapes take the narrow 16 x 32 tile otherwise): forward (4 rows; 27 and 135
     steps) and grad_input (3 rows)."""
     monkeypatch.setattr(conv_cuda, "TARGET_BLOCKS", 1)
-    assert conv_cuda._gemm_col_tile(conv_cuda.FEW_ROWS, 60, 1) == conv_cuda.BN
+    assert conv_cuda._gemm_col_tile(conv_cuda.FEW_ROWS, 60, 1, 135) == conv_cuda.BN
     x, w, b = _arrays(rng, case)
     conf = case[6:]
     y = conv.conv2d_forward(x, w, b, *conf)
