@@ -221,6 +221,14 @@ def _kernels(acc, idx, bm, bn=BN):
         mac_step(a_s, b_s, buf, S(k0 + 7), out, a_frag, b_frag, tx, ty)
 
     @cuda.jit(device=True, inline="always")
+    def out_column(q, HWg, Wg, c0, Cout, HWout, Wout, origin_h, origin_w, ohs, ows):
+        # the gemm's flat output offset of pixel q of the phase grid (Hg, Wg) in channel c0:
+        # image n, phase pixel (u, t) at output (origin_h + ohs*u, origin_w + ows*t)
+        n, rest = divmod_(q, HWg)
+        u, t = divmod_(rest, Wg)
+        return idx((n * Cout + c0) * HWout + (origin_h + ohs * u) * Wout + origin_w + ows * t)
+
+    @cuda.jit(device=True, inline="always")
     def group_of(tid):
         # (lane within its reduction group, group); one group (KS = 1): (tid, 0) as constants
         if KS > 1:
@@ -352,10 +360,8 @@ def _kernels(acc, idx, bm, bn=BN):
             c = S(tid % BNT)
             q = idx(p0 + c)
             if q < P:
-                n, rest = divmod_(q, HWg)
-                u, t = divmod_(rest, Wg)
-                col = idx((n * Cout + g * M) * HWout + (origin_h + ohs * u) * Wout
-                          + origin_w + ows * t)
+                col = out_column(q, HWg, Wg, g * M, Cout, HWout, Wout, origin_h, origin_w,
+                                 ohs, ows)
                 for j in range(OUT_ROWS):
                     r = S(tid // BNT + (threads // BNT) * j)
                     m = idx(m0 + r)
@@ -371,10 +377,8 @@ def _kernels(acc, idx, bm, bn=BN):
         for b in range(TN):
             q = idx(p0 + col_of(tx, b))
             if q < P:
-                n, rest = divmod_(q, HWg)
-                u, t = divmod_(rest, Wg)
-                col = idx((n * Cout + g * M) * HWout + (origin_h + ohs * u) * Wout
-                          + origin_w + ows * t)
+                col = out_column(q, HWg, Wg, g * M, Cout, HWout, Wout, origin_h, origin_w,
+                                 ohs, ows)
                 for a in range(RM):
                     m = idx(m0 + row_of(ty, a))
                     if m < M:
