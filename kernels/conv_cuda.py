@@ -24,7 +24,13 @@ Tiles: a block computes BM x BN = (128 or 64) x 128 outputs with BM*BN/64 thread
 8x8 micro-tile each, accumulated in registers over BK = 8 reduction steps per shared tile,
 unrolled (at most 16 rows, in the gemm or the weight gradient: 16 x 128 with 2x8 micro-tiles,
 128 threads, so a 3-channel image's grad_input or a 6-channel LeNet layer multiplies no 64-row
-zero padding). A thread's 8 rows (and 8 columns) are two contiguous runs of four half a tile apart, so
+zero padding). The few-rows weight gradient, and a few-rows gemm whose 128-pixel grid is small
+and whose reduction spans more than 32 steps, take a narrow 16 x 32 tile (``_kernels(..., bn=32)``):
+its shared tiles hold 32 reduction steps, each of its 4 warps multiplies 8 of them into its own
+16 x 32 partial, and the partials add up in shared memory (in warp order) before the store, so a
+block's serial loop is 4x shorter and the blocks 4x as many: the latency-bound grids of LeNet's
+convolutions (a 128-pixel grid leaves most SMs one block walking R / 8 tiles). A thread's 8 rows
+(and 8 columns) are two contiguous runs of four half a tile apart, so
 its shared loads merge into 16-byte LDS and a warp's reads are conflict-free. The shared tiles are
 double-buffered: the next tile's global loads are issued into registers before the current
 tile's 512 FMAs and stored after them, one barrier per tile. Each thread gathers for one fixed
@@ -37,7 +43,7 @@ array is too large for it; then a 64-bit build of the same kernels runs (offsets
 stay int32 in both). The gemm epilogue adds a per-row bias: conv2d's, and conv_transpose2d's
 (through grad_input).
 
-Kernels are built per (accumulator, index type, BM): float32 accumulation serves float32 and
+Kernels are built per (accumulator, index type, BM, BN): float32 accumulation serves float32 and
 float16 data (fp16 loads widen to fp32), float64 serves float64 data (gradient checks).
 """
 
@@ -59,20 +65,36 @@ PAD = 4            # spare words per shared row: the weight gradient stores down
                    # (and 4 keeps every row 16-byte aligned for the merged loads)
 ROW_TILES = (64, 128)      # BM: 64 when the GEMM has <= 64 rows (out channels), else 128
 FEW_ROWS = 16              # the gemm's BM for <= 16 rows, with 2 x 8 micro-tiles (few_rows)
+FEW_COLS = 32              # the narrow few-rows build: 16 x 32 tiles whose 4 warps split
+                           # each shared tile's 4 * BK = 32 steps (tile_depth)
 FAR = 1 << 29      # an offset far outside any image: taps and pixels marked with it load zero
 INT32_LIMIT = 1 << 31
 IMAGE_LIMIT = INT32_LIMIT // 4 * 3     # tap tables (offsets within one image) are int32 always
 
 # The weight gradient splits its N*Ho*Wo reduction until the grid has about TARGET_BLOCKS blocks
-# (a few waves of an H100's 132 SMs), keeping at least MIN_SPLIT values per split.
+# (a few waves of an H100's 132 SMs), keeping at least MIN_SPLIT values per split (FEW_MIN_SPLIT
+# in the few-rows build: 8 of its 32-step tiles, so LeNet's weight gradients run 8-tile loops in
+# 196 and 125 blocks, not 128- and 115-tile loops in 49 and 14). conv_tc_cuda reads these too.
 TARGET_BLOCKS = 512
 MIN_SPLIT = 1024
+FEW_MIN_SPLIT = 256
 
 
 def micro_rows(bm):
-    """Rows of a thread's micro-tile: 8, or 2 in the few-rows gemm (still 128 threads, one per
-    column of a B tile, as its gathers need)."""
+    """Rows of a thread's micro-tile: 8, or 2 in the few-rows build."""
     return 2 if bm == FEW_ROWS else TM
+
+
+def k_split(bn):
+    """Thread groups that split each shared tile's reduction steps, BK apiece, in a tile of bn
+    columns: 1 at BN; BN / bn in a narrow tile (the few-rows 16 x 32 tile is one warp's 2 x 8
+    micro-tiles: 4 warps), so every build of a given bm keeps its thread count."""
+    return BN // bn
+
+
+def tile_depth(bn):
+    """Reduction steps per shared tile (and per loop iteration): BK per thread group."""
+    return BK * k_split(bn)
 
 
 def threads_for(bm):
@@ -116,8 +138,9 @@ def _gemm_block(idx, bm, bn):
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels(acc, idx, bm):
-    """(gemm, grad_weight) accumulating in ``acc``, indexing in ``idx``, with BM = ``bm``."""
+def _kernels(acc, idx, bm, bn=BN):
+    """(gemm, grad_weight) accumulating in ``acc``, indexing in ``idx``, with tiles of ``bm`` x
+    ``bn`` (bn < BN: the narrow few-rows build, k_split(bn) warps a shared tile)."""
     threads = threads_for(bm)
     # float32 gemm: at most 128 registers a thread, so 25% occupancy on an H100 does not hang
     # on ptxas's choice (it chose 129 once); float64 builds (gradient checks) are left free, and
@@ -126,14 +149,24 @@ def _kernels(acc, idx, bm):
               if acc == float32 and not config.ENABLE_CUDASIM else {})
     RM = micro_rows(bm)                # rows of a thread's micro-tile
     TY = bm // RM                     # thread rows of the micro-tile grid
+    BNT = bn                          # columns of the tile
+    TX = BNT // TN                    # thread columns of the micro-tile grid
+    GROUP = TX * TY                   # threads of one reduction group (one full micro-tile grid)
+    KS = k_split(bn)                  # groups; group kg multiplies steps kg*BK .. kg*BK + 7
+    BKT = BK * KS                     # reduction steps per shared tile
     A_STEP = threads // bm            # gemm: k rows of an A tile one pass of threads fills
-    A_LOADS = BK // A_STEP
-    B_STEP = threads // BN
-    B_LOADS = BK // B_STEP
-    W_STEP = threads // BK            # weight gradient: columns one pass of threads fills
+    A_LOADS = BKT // A_STEP
+    B_STEP = threads // BNT
+    B_LOADS = BKT // B_STEP
+    W_STEP = threads // BKT           # weight gradient: columns one pass of threads fills
     WA_LOADS = bm // W_STEP
-    WB_LOADS = BN // W_STEP
-    A_COLS, B_COLS = bm + PAD, BN + PAD    # shared shapes must be compile-time constants
+    WB_LOADS = BNT // W_STEP
+    A_COLS, B_COLS = bm + PAD, BNT + PAD    # shared shapes must be compile-time constants
+    # KS > 1: the groups' partial tiles meet in shared memory (a row padded by one word: a
+    # group's stores spread over the banks); KS = 1 keeps a one-word array it never touches
+    RED = (KS, bm, BNT + 1) if KS > 1 else (1,)
+    OUT_ROWS = bm * BNT // threads    # KS > 1: rows of the column each thread sums and stores
+    assert KS * GROUP == threads and 3 * BKT <= threads and W_STEP * BKT == threads
     # Array indices are unsigned: Numba wraps negative signed indices around (a 64-bit compare
     # and select per index). U casts a global offset; S types the small per-thread indices
     # (thread coordinates, buffer), whose sums with constants then fold into immediates.
@@ -141,7 +174,7 @@ def _kernels(acc, idx, bm):
     S = uint32
 
     quotient = _quotient(idx)
-    gemm_block = _gemm_block(idx, bm, BN)
+    gemm_block = _gemm_block(idx, bm, BNT)
 
     @cuda.jit(device=True, inline="always")
     def divmod_(a, b):
@@ -174,17 +207,48 @@ def _kernels(acc, idx, bm):
                 out[a, b] += a_frag[a] * b_frag[b]
 
     @cuda.jit(device=True, inline="always")
-    def mac_tile(a_s, b_s, buf, out, a_frag, b_frag, tx, ty):
-        # the BK = 8 steps of a shared tile, spelled out: NVVM does not unroll a 64-FMA body on
-        # its own, and unrolled steps address shared memory at constant offsets
-        mac_step(a_s, b_s, buf, 0, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, 1, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, 2, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, 3, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, 4, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, 5, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, 6, out, a_frag, b_frag, tx, ty)
-        mac_step(a_s, b_s, buf, 7, out, a_frag, b_frag, tx, ty)
+    def mac_tile(a_s, b_s, buf, k0, out, a_frag, b_frag, tx, ty):
+        # the BK = 8 steps k0 .. k0 + 7 of a shared tile (k0 = 0, or the group's), spelled out:
+        # NVVM does not unroll a 64-FMA body on its own, and unrolled steps address shared
+        # memory at constant offsets from one base
+        mac_step(a_s, b_s, buf, k0, out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 1), out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 2), out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 3), out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 4), out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 5), out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 6), out, a_frag, b_frag, tx, ty)
+        mac_step(a_s, b_s, buf, S(k0 + 7), out, a_frag, b_frag, tx, ty)
+
+    @cuda.jit(device=True, inline="always")
+    def out_column(q, HWg, Wg, c0, Cout, HWout, Wout, origin_h, origin_w, ohs, ows):
+        # the gemm's flat output offset of pixel q of the phase grid (Hg, Wg) in channel c0:
+        # image n, phase pixel (u, t) at output (origin_h + ohs*u, origin_w + ows*t)
+        n, rest = divmod_(q, HWg)
+        u, t = divmod_(rest, Wg)
+        return idx((n * Cout + c0) * HWout + (origin_h + ohs * u) * Wout + origin_w + ows * t)
+
+    @cuda.jit(device=True, inline="always")
+    def group_of(tid):
+        # (lane within its reduction group, group); one group (KS = 1): (tid, 0) as constants
+        if KS > 1:
+            return S(tid % GROUP), S(tid // GROUP)
+        return tid, S(0)
+
+    @cuda.jit(device=True, inline="always")
+    def park(red_s, kg, out, tx, ty):
+        # KS > 1: this group's partial micro-tile into its slice of the shared sum
+        for a in range(RM):
+            for b in range(TN):
+                red_s[kg, row_of(ty, a), col_of(tx, b)] = out[a, b]
+
+    @cuda.jit(device=True, inline="always")
+    def gathered(red_s, r, c):
+        # KS > 1: the groups' partials of tile element (r, c), added in group order
+        total = red_s[0, r, c]
+        for kg in range(1, KS):
+            total += red_s[kg, r, c]
+        return total
 
     @cuda.jit(device=True, inline="always")
     def zero(out):
@@ -209,10 +273,10 @@ def _kernels(acc, idx, bm):
 
     @cuda.jit(device=True, inline="always")
     def stage_taps(taps, tap_s, slot, tid, src):
-        # the 3 x BK tap entries of one tile into a slot of the shared ring: thread tid < 24
-        # copies entry tid // BK, step tid % BK, from flat offset src
-        if tid < 3 * BK:
-            tap_s[slot, tid // BK, tid % BK] = taps[U(src)]
+        # the 3 x BKT tap entries of one tile into a slot of the shared ring: thread
+        # tid < 3 * BKT copies entry tid // BKT, step tid % BKT, from flat offset src
+        if tid < 3 * BKT:
+            tap_s[slot, tid // BKT, tid % BKT] = taps[U(src)]
 
     @cuda.jit(device=True, inline="always")
     def gemm_store(a_s, b_s, buf, a_row, a_col, b_row, b_col, a_regs, b_regs):
@@ -233,20 +297,23 @@ def _kernels(acc, idx, bm):
         z, phase, g, R, Hg, Wg, HWg, P, m0, p0 = gemm_block(phases, N)
         if p0 >= P:
             return                      # a phase with fewer pixels than the largest one
-        a_s = cuda.shared.array((2, BK, A_COLS), acc)
-        b_s = cuda.shared.array((2, BK, B_COLS), acc)
+        a_s = cuda.shared.array((2, BKT, A_COLS), acc)
+        b_s = cuda.shared.array((2, BKT, B_COLS), acc)
+        red_s = cuda.shared.array(RED, acc)
         out = cuda.local.array((RM, TN), acc)
         a_frag = cuda.local.array(RM, acc)
         b_frag = cuda.local.array(TN, acc)
         a_regs = cuda.local.array(A_LOADS, acc)
         b_regs = cuda.local.array(B_LOADS, acc)
         # tap entries of the next two tiles: a ring of two slots, written one tile ahead of
-        # the gathers that read them (every thread would otherwise load all BK entries itself)
-        tap_s = cuda.shared.array((2, 3, BK), int32)
+        # the gathers that read them (every thread would otherwise load all BKT entries itself)
+        tap_s = cuda.shared.array((2, 3, BKT), int32)
         zero(out)
         a_col, a_row = S(tid % bm), S(tid // bm)
-        b_col, b_row = S(tid % BN), S(tid // BN)
-        tx, ty = S(tid % TX), S(tid // TX)
+        b_col, b_row = S(tid % BNT), S(tid // BNT)
+        lane, kg = group_of(tid)
+        tx, ty = S(lane % TX), S(lane // TX)
+        k0 = S(kg * BK)
         # this thread gathers pixel p for every B tile: its offsets, once
         p = idx(p0 + b_col)
         n, rest = divmod_(p, HWg)
@@ -256,18 +323,18 @@ def _kernels(acc, idx, bm):
         if p >= P:
             h0 = idx(-FAR)
         a_off = idx((z * Rw + a_row) * Mp + m0 + a_col)      # its first weight, flat
-        a_step, a_tile = idx(A_STEP * Mp), idx(BK * Mp)
-        # the tap entry this thread stages for tile 0 (threads past 3*BK stage nothing)
-        tap = idx(phase * 3 * Rt + (tid // BK) * Rt + tid % BK) if tid < 3 * BK else idx(0)
+        a_step, a_tile = idx(A_STEP * Mp), idx(BKT * Mp)
+        # the tap entry this thread stages for tile 0 (threads past 3*BKT stage nothing)
+        tap = idx(phase * 3 * Rt + (tid // BKT) * Rt + tid % BKT) if tid < 3 * BKT else idx(0)
         Hi, Wi = U(Hin), U(Win)
-        tiles = idx((R + BK - 1) // BK)
+        tiles = idx((R + BKT - 1) // BKT)
         if tiles > 0:
             stage_taps(taps, tap_s, 0, tid, tap)
             cuda.syncthreads()
             gemm_load(x, wt, tap_s, 0, a_off, a_step, b_row, x_base, h0, w0, Hi, Wi, a_regs,
                       b_regs)
             if tiles > 1:
-                stage_taps(taps, tap_s, 1, tid, idx(tap + BK))
+                stage_taps(taps, tap_s, 1, tid, idx(tap + BKT))
             gemm_store(a_s, b_s, S(0), a_row, a_col, b_row, b_col, a_regs, b_regs)
         cuda.syncthreads()
         for kt in range(tiles):
@@ -276,25 +343,42 @@ def _kernels(acc, idx, bm):
                 gemm_load(x, wt, tap_s, S((kt + 1) & 1), a_off, a_step, b_row, x_base, h0, w0,
                           Hi, Wi, a_regs, b_regs)
             if kt + 2 < tiles:          # the slot tile kt's gathers read (before the barrier)
-                stage_taps(taps, tap_s, S(kt & 1), tid, idx(tap + (kt + 2) * BK))
-            mac_tile(a_s, b_s, S(kt & 1), out, a_frag, b_frag, tx, ty)
+                stage_taps(taps, tap_s, S(kt & 1), tid, idx(tap + (kt + 2) * BKT))
+            mac_tile(a_s, b_s, S(kt & 1), k0, out, a_frag, b_frag, tx, ty)
             if kt + 1 < tiles:
                 gemm_store(a_s, b_s, S((kt + 1) & 1), a_row, a_col, b_row, b_col, a_regs, b_regs)
             cuda.syncthreads()
         # epilogue: bias per row, then each column's flat output offset (divisions once per
         # column, outside the loop)
+        HWout = idx(Hout * Wout)
+        origin_h, origin_w = idx(phases[U(phase), 1]), idx(phases[U(phase), 2])
+        if KS > 1:
+            # the groups' partial tiles add up in shared memory; then thread tid stores column
+            # tid % BNT (a warp: consecutive pixels) of rows tid // BNT + (threads / BNT) * j
+            park(red_s, kg, out, tx, ty)
+            cuda.syncthreads()
+            c = S(tid % BNT)
+            q = idx(p0 + c)
+            if q < P:
+                col = out_column(q, HWg, Wg, g * M, Cout, HWout, Wout, origin_h, origin_w,
+                                 ohs, ows)
+                for j in range(OUT_ROWS):
+                    r = S(tid // BNT + (threads // BNT) * j)
+                    m = idx(m0 + r)
+                    if m < M:
+                        v = gathered(red_s, r, c)
+                        if has_bias != 0:
+                            v += acc(bias[U(g * M + m)])
+                        y[U(col + m * HWout)] = v
+            return
         for a in range(RM):
             m = idx(m0 + row_of(ty, a))
             a_frag[a] = acc(bias[U(g * M + m)]) if has_bias != 0 and m < M else acc(0)
-        HWout = idx(Hout * Wout)
-        origin_h, origin_w = idx(phases[U(phase), 1]), idx(phases[U(phase), 2])
         for b in range(TN):
             q = idx(p0 + col_of(tx, b))
             if q < P:
-                n, rest = divmod_(q, HWg)
-                u, t = divmod_(rest, Wg)
-                col = idx((n * Cout + g * M) * HWout + (origin_h + ohs * u) * Wout
-                          + origin_w + ows * t)
+                col = out_column(q, HWg, Wg, g * M, Cout, HWout, Wout, origin_h, origin_w,
+                                 ohs, ows)
                 for a in range(RM):
                     m = idx(m0 + row_of(ty, a))
                     if m < M:
@@ -318,22 +402,29 @@ def _kernels(acc, idx, bm):
         q_begin = idx(s * split_len)
         q_end = idx(min(N * HWo, q_begin + split_len))
         m0 = idx(cuda.blockIdx.y * bm)
-        r0 = idx(cuda.blockIdx.x * BN)
-        a_s = cuda.shared.array((2, BK, A_COLS), acc)
-        b_s = cuda.shared.array((2, BK, B_COLS), acc)
+        r0 = idx(cuda.blockIdx.x * BNT)
+        a_s = cuda.shared.array((2, BKT, A_COLS), acc)
+        b_s = cuda.shared.array((2, BKT, B_COLS), acc)
+        red_s = cuda.shared.array(RED, acc)
         out = cuda.local.array((RM, TN), acc)
         a_frag = cuda.local.array(RM, acc)
         b_frag = cuda.local.array(TN, acc)
         a_regs = cuda.local.array(WA_LOADS, acc)
         b_regs = cuda.local.array(WB_LOADS, acc)
         bias_sum = cuda.local.array(WA_LOADS, acc)
-        tap_s = cuda.shared.array((3, BN), int32)     # the block's BN taps (registers are short)
+        tap_s = cuda.shared.array((3, BNT), int32)    # the block's BNT taps (registers are short)
         zero(out)
         # the reduction index is fastest across threads: neighbouring threads read neighbouring
-        # pixels. Each thread holds one pixel q (advanced by BK per tile) and fixed rows and taps.
-        lk, lrow = S(tid % BK), S(tid // BK)
-        tx, ty = S(tid % TX), S(tid // TX)
-        if tid < BN:
+        # pixels. Each thread holds one pixel q (advanced by BKT per tile) and fixed rows and
+        # taps: pixel lk of a tile, rows (and taps) lrow + W_STEP * t. A warp spans BK pixels
+        # by 32 / BK rows (lk's high part is the warp's), so its shared stores down a column
+        # fall in distinct banks at both tile widths.
+        lk = S(tid % BK + BK * (tid // (BK * W_STEP))) if KS > 1 else S(tid % BK)
+        lrow = S((tid // BK) % W_STEP) if KS > 1 else S(tid // BK)
+        lane, kg = group_of(tid)
+        tx, ty = S(lane % TX), S(lane // TX)
+        k0 = S(kg * BK)
+        if tid < BNT:
             for e in range(3):
                 tap_s[e, tid] = taps[e, U(r0 + tid)]
         cuda.syncthreads()
@@ -349,13 +440,14 @@ def _kernels(acc, idx, bm):
         n, rest = divmod_(q, HWo)
         oh, ow = divmod_(rest, Wo)
         oh, ow = int32(oh), int32(ow)
-        # per tile the pixel moves BK places: (n, oh, ow) += (dn, dh, dw) with carries, no division
-        dn, step_rest = divmod_(idx(BK), HWo)
+        # per tile the pixel moves BKT places: (n, oh, ow) += (dn, dh, dw) with carries, no
+        # division
+        dn, step_rest = divmod_(idx(BKT), HWo)
         dh, dw = divmod_(step_rest, Wo)
         dh, dw = int32(dh), int32(dw)
         Hs, Ws, Hx, Wx = int32(Ho), int32(Wo), uint32(H), uint32(W)
         sh_, sw_, ph_, pw_ = int32(sh), int32(sw), int32(ph), int32(pw)
-        tiles = idx((q_end - q_begin + BK - 1) // BK)
+        tiles = idx((q_end - q_begin + BKT - 1) // BKT)
         for kt in range(tiles + 1):
             if kt < tiles:                        # load tile kt into registers
                 live = q < q_end
@@ -377,7 +469,7 @@ def _kernels(acc, idx, bm):
                             & (uint32(int32(w0 + tap_s[2, col])) < Wx)):
                         v = acc(x[U(x_base + tap_s[0, col])])
                     b_regs[t] = v
-                q = idx(q + BK)
+                q = idx(q + BKT)
                 ow = int32(ow + dw)
                 oh = int32(oh + dh)
                 n = idx(n + dn)
@@ -388,7 +480,7 @@ def _kernels(acc, idx, bm):
                     oh = int32(oh - Hs)
                     n = idx(n + 1)
             if kt > 0:                            # multiply tile kt - 1
-                mac_tile(a_s, b_s, S((kt - 1) & 1), out, a_frag, b_frag, tx, ty)
+                mac_tile(a_s, b_s, S((kt - 1) & 1), k0, out, a_frag, b_frag, tx, ty)
             if kt < tiles:                        # store tile kt into the other buffer
                 buf = S(kt & 1)
                 for t in range(WA_LOADS):
@@ -396,21 +488,34 @@ def _kernels(acc, idx, bm):
                 for t in range(WB_LOADS):
                     b_s[buf, lk, lrow + W_STEP * t] = b_regs[t]
             cuda.syncthreads()
-        for a in range(RM):
-            m = idx(m0 + row_of(ty, a))
-            if m < Kg:
-                for b in range(TN):
-                    r = idx(r0 + col_of(tx, b))
-                    if r < R:
-                        partial[s, U((g * Kg + m) * R + r)] = out[a, b]
+        if KS > 1:
+            # the groups' partial tiles add up in shared memory; thread tid stores tap
+            # tid % BNT (a warp: consecutive taps) of rows tid // BNT + (threads / BNT) * j
+            park(red_s, kg, out, tx, ty)
+            cuda.syncthreads()
+            c = S(tid % BNT)
+            r = idx(r0 + c)
+            for j in range(OUT_ROWS):
+                row = S(tid // BNT + (threads // BNT) * j)
+                m = idx(m0 + row)
+                if m < Kg and r < R:
+                    partial[s, U((g * Kg + m) * R + r)] = gathered(red_s, row, c)
+        else:
+            for a in range(RM):
+                m = idx(m0 + row_of(ty, a))
+                if m < Kg:
+                    for b in range(TN):
+                        r = idx(r0 + col_of(tx, b))
+                        if r < R:
+                            partial[s, U((g * Kg + m) * R + r)] = out[a, b]
         if with_bias != 0 and cuda.blockIdx.x == 0:
-            # reduce the BK threads that share rows through the (now idle) A tile
+            # reduce the BKT threads that share rows through the (now idle) A tile
             for t in range(WA_LOADS):
                 a_s[0, lk, lrow + W_STEP * t] = bias_sum[t]
             cuda.syncthreads()
             if tid < bm and m0 + tid < Kg:
                 total = acc(0)
-                for k in range(BK):
+                for k in range(BKT):
                     total += a_s[0, k, tid]
                 partial[s, U(K * R + g * Kg + m0 + tid)] = total
 
@@ -435,7 +540,8 @@ def _index(*sizes, image):
 
 def _operand_size(z, r, m):
     """An upper bound on the padded weight operand's size (Z, Rp, Mp), for the index guard."""
-    return z * _blocks(r, BK) * BK * _blocks(m, ROW_TILES[-1]) * ROW_TILES[-1]
+    depth = tile_depth(FEW_COLS)
+    return z * _blocks(r, depth) * depth * _blocks(m, ROW_TILES[-1]) * ROW_TILES[-1]
 
 
 def _row_tile(rows, idx):
@@ -452,13 +558,37 @@ def _gemm_row_tile(rows, idx):
     return FEW_ROWS if rows <= FEW_ROWS and idx == int32 else _row_tile(rows, idx)
 
 
+def _gemm_col_tile(bm, columns, z, steps):
+    """BN for a gemm of ``columns`` pixels a (group, phase), ``z`` of those, and a reduction
+    of at most ``steps``, in tiles of ``bm`` rows: the few-rows gemm takes the narrow 16 x 32
+    tile while its 128-pixel grid has fewer than TARGET_BLOCKS blocks and its reduction more
+    than one narrow tile. Such a grid leaves most SMs one block, which walks its steps / 8
+    tiles serially, each a global-load latency (LeNet's conv2 grad_input: 98 blocks, 50
+    tiles each); the narrow tile splits each 32-step tile over its 4 warps, so the blocks are
+    4x as many and their loops 4x shorter. A larger grid keeps BN = 128: it is issue-bound,
+    and the narrow tile's extra A loads and 4x as many block prologues and epilogues would
+    cost about 10% there (a stem's grad_input); so does a reduction of 32 steps or fewer
+    (LeNet's conv1 forward: 25), where the narrow tile has no loop left to shorten."""
+    if (bm == FEW_ROWS and _blocks(columns, BN) * z < TARGET_BLOCKS
+            and steps > tile_depth(FEW_COLS)):
+        return FEW_COLS
+    return BN
+
+
+def _wgrad_cols(bm):
+    """The weight gradient's BN: the narrow FEW_COLS in the few-rows build, always (its splits
+    keep the grid near TARGET_BLOCKS, and 32-tap tiles waste fewer columns: LeNet's 25 taps
+    fill 78% of one, 20% of a 128-tap tile), else BN."""
+    return FEW_COLS if bm == FEW_ROWS else BN
+
+
 def _blocks(n, size):
     return (n + size - 1) // size
 
 
-def _launch_gemm(acc, acc_dtype, idx, bm, grid, data, *args):
-    """conv_gemm_kernel's build for (acc, idx, bm), specialised for ``data``'s dtype."""
-    launch(_kernels(acc, idx, bm)[0], gemm_signature(data.dtype.name, acc_dtype), grid,
+def _launch_gemm(acc, acc_dtype, idx, bm, bn, grid, data, *args):
+    """conv_gemm_kernel's build for (acc, idx, bm, bn), specialised for ``data``'s dtype."""
+    launch(_kernels(acc, idx, bm, bn)[0], gemm_signature(data.dtype.name, acc_dtype), grid,
            threads_for(bm), data, *args)
 
 
@@ -580,13 +710,14 @@ def forward(x, w, b, geo):
     idx = _index(x.size, y.size, _operand_size(G, Cg * geo.kh * geo.kw, Kg),
                  image=geo.C * geo.H * geo.W)
     bm = _gemm_row_tile(Kg, idx)
+    bn = _gemm_col_tile(bm, geo.N * geo.Ho * geo.Wo, G, Cg * geo.kh * geo.kw)
     taps, phases, plan, _ = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H,
-                                          geo.W, geo.Ho, geo.Wo, G, bm)
+                                          geo.W, geo.Ho, geo.Wo, G, bm, tile_depth(bn))
     x = _flat(xp, x)
     bias = x[:1] if b is None else _flat(xp, b, x.dtype)      # x[:1]: never read
-    grid = (_blocks(geo.N * geo.Ho * geo.Wo, BN), _blocks(Kg, bm), G)
+    grid = (_blocks(geo.N * geo.Ho * geo.Wo, bn), _blocks(Kg, bm), G)
     wt = _gemm_weights(xp, w, plan, acc_dtype)
-    _launch_gemm(acc, acc_dtype, idx, bm, grid, x, wt.reshape(-1), taps.reshape(-1),
+    _launch_gemm(acc, acc_dtype, idx, bm, bn, grid, x, wt.reshape(-1), taps.reshape(-1),
                  phases, bias, y.reshape(-1), geo.N, geo.H, geo.W, geo.C * geo.H * geo.W,
                  Cg * geo.H * geo.W, Kg, geo.K, geo.Ho, geo.Wo, geo.sh, geo.sw, geo.ph, geo.pw,
                  1, 1, int(b is not None), wt.shape[1], wt.shape[2], taps.shape[2])
@@ -608,18 +739,35 @@ def grad_input(gy, w, geo, b=None):
     idx = _index(gy.size, gx.size, _operand_size(G * geo.sh * geo.sw, Kg * geo.kh * geo.kw, Cg),
                  image=geo.K * geo.Ho * geo.Wo)
     bm = _gemm_row_tile(Cg, idx)
+    # the largest phase's pixels (h = a + sh * u: phase a = 0 has the most rows) and taps
+    bn = _gemm_col_tile(bm, geo.N * _blocks(geo.H, geo.sh) * _blocks(geo.W, geo.sw),
+                        G * geo.sh * geo.sw,
+                        Kg * _blocks(geo.kh, geo.sh) * _blocks(geo.kw, geo.sw))
     taps, phases, plan, pixels = _input_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.sh, geo.sw,
                                              geo.ph, geo.pw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho,
-                                             geo.Wo, G, bm)
-    grid = (_blocks(geo.N * pixels, BN), _blocks(Cg, bm), G * len(phases))
+                                             geo.Wo, G, bm, tile_depth(bn))
+    grid = (_blocks(geo.N * pixels, bn), _blocks(Cg, bm), G * len(phases))
     wt = _gemm_weights(xp, w, plan, acc_dtype)
     gy = _flat(xp, gy)
     bias = gy[:1] if b is None else _flat(xp, b, gy.dtype)    # gy[:1]: never read
-    _launch_gemm(acc, acc_dtype, idx, bm, grid, gy, wt.reshape(-1), taps.reshape(-1), phases,
+    _launch_gemm(acc, acc_dtype, idx, bm, bn, grid, gy, wt.reshape(-1), taps.reshape(-1), phases,
                  bias, gx.reshape(-1), geo.N, geo.Ho, geo.Wo, geo.K * geo.Ho * geo.Wo,
                  Kg * geo.Ho * geo.Wo, Cg, geo.C, geo.H, geo.W, 1, 1, 0, 0, geo.sh, geo.sw,
                  int(b is not None), wt.shape[1], wt.shape[2], taps.shape[2])
     return gx
+
+
+def _weight_splits(Q, R, Kg, G, bm):
+    """(splits, split_len) of the weight gradient's Q-pixel reduction for tiles of bm rows by
+    _wgrad_cols(bm) taps: until the grid has about TARGET_BLOCKS blocks, each split at least
+    MIN_SPLIT pixels long (FEW_MIN_SPLIT in the few-rows build), and split_len whole shared
+    tiles."""
+    bn = _wgrad_cols(bm)
+    tiles = _blocks(R, bn) * _blocks(Kg, bm) * G
+    shortest = FEW_MIN_SPLIT if bm == FEW_ROWS else MIN_SPLIT
+    splits = max(1, min(_blocks(Q, shortest), _blocks(TARGET_BLOCKS, tiles), 65535 // G))
+    split_len = _blocks(_blocks(Q, splits), tile_depth(bn)) * tile_depth(bn)
+    return _blocks(Q, split_len), split_len
 
 
 def grad_weight(x, gy, geo, with_bias=False):
@@ -635,16 +783,13 @@ def grad_weight(x, gy, geo, with_bias=False):
         return (gw, grad_bias(gy)) if with_bias else gw
     idx = _index(x.size, gy.size, image=geo.C * geo.H * geo.W)
     bm = _gemm_row_tile(Kg, idx)
-    tiles = _blocks(R, BN) * _blocks(Kg, bm) * G
-    splits = max(1, min(_blocks(Q, MIN_SPLIT), _blocks(TARGET_BLOCKS, tiles), 65535 // G))
-    split_len = _blocks(_blocks(Q, splits), BK) * BK
-    splits = _blocks(Q, split_len)
+    splits, split_len = _weight_splits(Q, R, Kg, G, bm)
     weights = geo.K * R
     partial = xp.empty((splits, weights + (geo.K if with_bias else 0)), acc_dtype)
     taps = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho,
-                         geo.Wo, G, bm)[0][0]
-    grid = (_blocks(R, BN), _blocks(Kg, bm), G * splits)
-    launch(_kernels(acc, idx, bm)[1], grad_weight_signature(x.dtype.name, acc_dtype),
+                         geo.Wo, G, bm, tile_depth(_wgrad_cols(bm)))[0][0]
+    grid = (_blocks(R, _wgrad_cols(bm)), _blocks(Kg, bm), G * splits)
+    launch(_kernels(acc, idx, bm, _wgrad_cols(bm))[1], grad_weight_signature(x.dtype.name, acc_dtype),
            grid, threads_for(bm), _flat(xp, x), _flat(xp, gy, x.dtype), taps, partial,
            geo.N, geo.C, geo.H, geo.W, geo.Ho, geo.Wo, geo.sh, geo.sw, geo.ph, geo.pw,
            split_len, int(with_bias), geo.K, R)
@@ -692,14 +837,22 @@ def _signatures():
         # channels, the weight gradient's output channels). Their FMA share is lower by
         # construction, not by waste: a gathered value meets 16 FMAs (2 rows x 8 steps) where
         # the 64-row tile's meets 64, and the gathers cost the same; what they save is the
-        # zero rows, 4x to 21x the useful work for 16 to 3 rows (41% of 1x beats 71% of 4x;
-        # LeNet's weight gradients: 4.4x fewer instructions per useful FMA). Their floors are
-        # their measured shares (gemm 41%, weight gradient 38%), so they cannot regress.
-        few, few_wgrad = _kernels(acc, int32, FEW_ROWS)
+        # zero rows, 4x to 21x the useful work for 16 to 3 rows (41% of 1x beats 71% of 4x).
+        # The narrow builds' 16 x 32 tiles of 32 steps (4 warps of 8) load 4 A values a thread
+        # per tile where the 16 x 128 x 8 tile loads 1 (gemm 315 -> 340 instructions an
+        # iteration, weight gradient 337 -> 372, the same 128 FMAs), and save the empty columns
+        # and the serial loop: LeNet's conv1 weight gradient 25 of 32 taps a tile, not 25 of
+        # 128 (3.7x fewer instructions per useful FMA), its loops 4x shorter. Floors: the
+        # measured shares (wide gemm 41%, narrow gemm 37.6%, weight gradient 34.4%), so they
+        # cannot regress.
+        few = _kernels(acc, int32, FEW_ROWS)[0]
+        narrow, narrow_wgrad = _kernels(acc, int32, FEW_ROWS, FEW_COLS)
         table.append((few, [gemm_signature(d, acc_name) for d in datas],
                       Budget(threads=threads_for(FEW_ROWS), min_fma_share=0.4, max_div64=0)))
-        table.append((few_wgrad, [grad_weight_signature(d, acc_name) for d in datas],
+        table.append((narrow, [gemm_signature(d, acc_name) for d in datas],
                       Budget(threads=threads_for(FEW_ROWS), min_fma_share=0.37, max_div64=0)))
+        table.append((narrow_wgrad, [grad_weight_signature(d, acc_name) for d in datas],
+                      Budget(threads=threads_for(FEW_ROWS), min_fma_share=0.34, max_div64=0)))
         table.append((gather_weights, [gather_signature(d, acc_name) for d in datas],
                       Budget(threads=GATHER_THREADS, max_div64=0)))
     return table

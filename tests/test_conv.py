@@ -87,6 +87,28 @@ def test_conv2d_matches_torch_float32(rng, x_shape, w_shape, kwargs):
         np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((64, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}),        # LeNet-5's conv1 at batch 64
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}),                   # and conv2
+])
+def test_lenet_convolutions_in_float32_against_float64(rng, x_shape, w_shape, kwargs):
+    """Full-size LeNet layers (on cuda: the few-rows kernels with their real splits, 196 and 25
+    partial sums of 256 pixels, and conv2's grad_input in 16 x 32 tiles) against torch in
+    float64 on the same float32 values; errors scale with the largest value (50,176-term sums)."""
+    x, w, b = _arrays(rng, x_shape, w_shape, w_shape[0], np.float32)
+    gx, gw, gb = (gd.tensor(a, requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, w, b))
+    y, ty = F.conv2d(gx, gw, gb, **kwargs), TF.conv2d(tx, tw, tb, **kwargs)
+    weights = rng.standard_normal(y.shape).astype(np.float32)
+    (y * gd.tensor(weights)).sum().backward()
+    (ty * torch.tensor(weights.astype(np.float64))).sum().backward()
+    for ours, theirs in ((y, ty), (gx.grad, tx.grad), (gw.grad, tw.grad), (gb.grad, tb.grad)):
+        assert ours.dtype == gd.float32
+        want = theirs.detach().numpy()
+        np.testing.assert_allclose(ours.numpy(), want, rtol=1e-4,
+                                   atol=1e-5 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", [CONV2D[1], CONV2D[4], CONV2D[6]])
 def test_conv2d_gradcheck(rng, x_shape, w_shape, kwargs):
     inputs = [gd.tensor(a, requires_grad=True)

@@ -506,4 +506,46 @@ def test_the_gemm_takes_the_few_rows_tile_up_to_16_rows():
     tiles = [conv_cuda._gemm_row_tile(rows, int32) for rows in (1, 3, 16, 17, 64, 65)]
     assert tiles == [16, 16, 16, 64, 64, 128]
     assert conv_cuda._gemm_row_tile(3, int64) == 128
-    assert conv_cuda.threads_for(16) == conv_cuda.BN          # one gathering thread a column
+    assert [conv_cuda.threads_for(bm) for bm in (16, 64, 128)] == [128, 128, 256]
+    # the narrow tile: 16 x 32, each of its 4 warps multiplies 8 of a shared tile's 32 steps
+    assert (conv_cuda.k_split(32), conv_cuda.tile_depth(32), conv_cuda.tile_depth(128)) == \
+        (4, 32, 8)
+
+
+def test_the_few_rows_gemm_is_narrow_while_its_wide_grid_is_small():
+    """LeNet's few-rows gemms with long reductions (conv2's forward and grad_input: 50 and 98
+    blocks of 128 pixels, 150 and 400 steps) take the 16 x 32 tile; a reduction of one narrow
+    tile (conv1's forward: 25 steps), a grid of TARGET_BLOCKS or more 128-pixel blocks (a
+    3-channel stem's grad_input, LeNet's conv2 grad_input at batch 512) and every 64- or
+    128-row gemm keep BN = 128."""
+    from gpudl.kernels import conv_cuda as cc
+
+    assert [cc._gemm_col_tile(16, n, 1, r) for n, r in ((64 * 10 * 10, 150), (64 * 14 * 14, 400),
+                                                         (64 * 28 * 28, 25))] == [32, 32, 128]
+    assert cc._gemm_col_tile(16, 512 * 14 * 14, 1, 400) == 128
+    assert cc._gemm_col_tile(16, 32 * 112 * 112, 4, 64 * 16) == 128   # (32, 3, 224, 224) 7x7 s2
+    assert cc._gemm_col_tile(64, 64, 1, 400) == cc._gemm_col_tile(128, 64, 1, 400) == 128
+    assert cc._wgrad_cols(16) == 32 and cc._wgrad_cols(64) == cc._wgrad_cols(128) == 128
+
+
+def _old_weight_splits(Q, R, Kg, G, bm):
+    """The weight gradient's split before the few-rows build had its own (session 17)."""
+    tiles = -(-R // 128) * -(-Kg // bm) * G
+    splits = max(1, min(-(-Q // 1024), -(-512 // tiles), 65535 // G))
+    split_len = -(-(-(-Q // splits)) // 8) * 8
+    return -(-Q // split_len), split_len
+
+
+def test_weight_gradient_splits_lenet_short_and_large_convs_as_before():
+    """LeNet's two weight gradients (6 x 25 and 16 x 150 over 50,176 and 6,400 pixels) spread
+    over 196 and 5 x 25 blocks of 8 tiles (they ran 128- and 115-tile loops in 49 and 2 x 7
+    blocks); the 64- and 128-row builds (the benchmark's 3x3 and 7x7 stem) split as before."""
+    from gpudl.kernels import conv_cuda as cc
+
+    assert cc._weight_splits(64 * 28 * 28, 25, 6, 1, 16) == (196, 256)
+    assert cc._weight_splits(64 * 10 * 10, 150, 16, 1, 16) == (25, 256)
+    assert _old_weight_splits(64 * 28 * 28, 25, 6, 1, 16) == (49, 1024)
+    for Q, R, Kg, G in [(64 * 56 * 56, 576, 64, 1), (32 * 112 * 112, 147, 64, 1),
+                        (8 * 14 * 14, 2304, 256, 1), (64 * 16 * 16, 9, 32, 32)]:
+        bm = cc._gemm_row_tile(Kg, __import__("numba").int32)
+        assert cc._weight_splits(Q, R, Kg, G, bm) == _old_weight_splits(Q, R, Kg, G, bm)

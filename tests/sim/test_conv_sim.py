@@ -60,17 +60,59 @@ def test_conv2d_matches_twin(rng, monkeypatch, case):
 
 @pytest.mark.parametrize("needs", [(False, True, False), (False, True, True)])
 def test_weight_gradient_split_over_blocks(rng, monkeypatch, needs):
-    """Force several reduction splits (a real GPU splits above MIN_SPLIT pixels); the bias
-    gradient folded into the same pass sums its splits too."""
+    """Force several reduction splits (a real GPU splits above MIN_SPLIT pixels, FEW_MIN_SPLIT in
+    the few-rows build this 4-channel case takes: 60 pixels in splits of 32, the last one short
+    of a whole 32-pixel tile); the bias gradient folded into the same pass sums its splits too."""
     case = CASES[0]
     x, w, _ = _arrays(rng, case)
     gy = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
     want = _cpu(monkeypatch, conv.conv2d_backward, x, w, gy, *case[6:])
     monkeypatch.setattr(conv_cuda, "MIN_SPLIT", 16)
+    monkeypatch.setattr(conv_cuda, "FEW_MIN_SPLIT", 16)
+    assert conv_cuda._weight_splits(60, 27, 4, 1, conv_cuda.FEW_ROWS) == (2, 32)
     got = conv.conv2d_backward(x, w, gy, *case[6:], needs=needs)
     _close(got[1], want[1])
     if needs[2]:
         _close(got[2], want[2])
+
+
+@pytest.mark.parametrize("case", [
+    (1, 1, 28, 28, 6, (5, 5), (1, 1), (2, 2), (1, 1), 1),     # LeNet's conv1 at batch 1
+    (2, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0), (1, 1), 1),    # and conv2 at batch 2
+])
+def test_lenet_layers_match_twin(rng, monkeypatch, case):
+    """LeNet's layers on the few-rows kernels: conv1's weight gradient in 4 splits of 224 pixels
+    (7 tiles of 32; the last split 112), conv2's over 5 column tiles of 32 taps and 200 pixels
+    (the last tile 8), conv2's grad_input in 16 x 32 tiles, 13 tiles of 32 steps each."""
+    assert conv_cuda._weight_splits(784, 25, 6, 1, conv_cuda.FEW_ROWS) == (4, 224)
+    x, w, b = _arrays(rng, case)
+    conf = case[6:]
+    y = conv.conv2d_forward(x, w, b, *conf)
+    _close(y, _cpu(monkeypatch, conv.conv2d_forward, x, w, b, *conf))
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    needs = (case[1] > 1, True, True)
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=needs)
+    want = _cpu(monkeypatch, conv.conv2d_backward, x, w, gy, *conf, needs)
+    for g, r, need in zip(got, want, needs):
+        if need:
+            _close(g, r)
+
+
+@pytest.mark.parametrize("case", [CASES[0], (1, 3, 9, 8, 4, (5, 9), (1, 1), (2, 4), (1, 1), 1)])
+def test_the_wide_few_rows_gemm_matches_twin(rng, monkeypatch, case):
+    """The few-rows gemm's 16 x 128 tile, which a grid of TARGET_BLOCKS or more 128-pixel blocks
+    takes (these tiny shapes take the narrow 16 x 32 tile otherwise): forward (4 rows; 27 and 135
+    steps) and grad_input (3 rows)."""
+    monkeypatch.setattr(conv_cuda, "TARGET_BLOCKS", 1)
+    assert conv_cuda._gemm_col_tile(conv_cuda.FEW_ROWS, 60, 1, 135) == conv_cuda.BN
+    x, w, b = _arrays(rng, case)
+    conf = case[6:]
+    y = conv.conv2d_forward(x, w, b, *conf)
+    _close(y, _cpu(monkeypatch, conv.conv2d_forward, x, w, b, *conf))
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=(True, False, False))
+    _close(got[0], _cpu(monkeypatch, conv.conv2d_backward, x, w, gy, *conf,
+                        (True, False, False))[0])
 
 
 # (N, C, H, W, K, (kh, kw), stride, padding, dilation, groups): the 256-thread 128x128 tile
