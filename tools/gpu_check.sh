@@ -19,7 +19,7 @@
 # (the start, ~35 s, included), so the steps come in two groups, one command each, the second
 # sent as soon as the first returns (the machine stays warm 30 s):
 #   check:   install, tests_new, tests, fast_launch, attention_precision          (~480 s)
-#   measure: install, graph_steps, benchmarks, conv_paths, kernel_profile, host_profile,
+#   measure: install, graph_steps, benchmarks, kernel_profile, conv_paths, host_profile,
 #            cupy_launch_rows, zero_sync, lstm_paths, launches, nccl, nccl_allreduce  (~800 s)
 # the measure group's steps go by what they decide: the graphed training steps against torch's
 # (issue 14), the compare table that issue 12's targets are read from, the convolution paths
@@ -41,7 +41,7 @@ log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
 chosen=${chosen// check / install tests_new tests fast_launch attention_precision }
-chosen=${chosen// measure / install graph_steps benchmarks conv_paths kernel_profile host_profile cupy_launch_rows zero_sync lstm_paths launches nccl nccl_allreduce }
+chosen=${chosen// measure / install graph_steps benchmarks kernel_profile conv_paths host_profile cupy_launch_rows zero_sync lstm_paths launches nccl nccl_allreduce }
 known=" install attention_precision tests_new tests fast_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths cupy_launch_rows "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
@@ -127,15 +127,17 @@ step attention_precision 90 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cach
     -k "float16 or bfloat16 or float32"
 step graph_steps 90 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --repeats 11 \
     --markdown tools/gpu_graph_steps.md
+# compare.py without its training-step rows (graph_steps times those steps, eager and graphed,
+# for both libraries): session 18's full table did not finish in 240 s
 step benchmarks 240 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \
-    --markdown tools/gpu_results.md
-# conv_paths: the Winograd rows (issue 12) of the 3x3 stride-1 shapes, against conv_cuda and cuDNN
-step conv_paths 90 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
-    --markdown tools/gpu_conv_paths.md
+    --only "conv2d|pool2d|LSTM(64|LSTM(256|x seq 128|SDPA" --markdown tools/gpu_results.md
 # every kernel of the training steps and of the conv/pool/attention rows, from CUPTI (through
 # torch.profiler): where the device time goes, for gpudl and for torch
 step kernel_profile 100 env GPUDL_DEVICE=cuda python -m benchmarks.kernel_profile --steps 10 \
     --markdown tools/gpu_kernel_profile.md
+# conv_paths: the Winograd rows (issue 12) of the 3x3 stride-1 shapes, against conv_cuda and cuDNN
+step conv_paths 90 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
+    --markdown tools/gpu_conv_paths.md
 # where an eager step's host time goes (cProfile): the eager steps are host-bound; then the
 # single-op rows whose gpudl time the kernels do not explain (max pool forward: 0.32 ms)
 step host_profile 60 env GPUDL_DEVICE=cuda bash -c "python -m benchmarks.host_profile --steps 20 \
