@@ -12,7 +12,10 @@ from ..dtypes import is_floating
 from .. import creation, dtypes
 from ..functions import cat
 from ..ops.activation import gelu, relu
-from ..ops.attention import attention_weights, scaled_dot_product_attention
+from ..amp.autocast_mode import state as _autocast
+from ..backend import on_device
+from ..ops.attention import (attention_weights, packed_self_attention,
+                             scaled_dot_product_attention)
 from ..ops.dropout import dropout as dropout_fn
 from ..ops._util import is_int
 from ..ops.linear import linear
@@ -104,6 +107,10 @@ class MultiheadAttention(Module):
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         n, length, source = query.shape[0], query.shape[1], key.shape[1]
         mask = self._merge_masks(attn_mask, key_padding_mask, n, length, source, is_causal)
+        p = self.dropout if self.training else 0.0
+        if self._packed_call(self_attention, query, mask, need_weights, p, is_causal,
+                             key_padding_mask):
+            return self._packed(query, is_causal and mask is not None, unbatched), None
         q, k, v = self._project(query, key, value, self_attention)
         k, v, mask = self._extra_sources(k, v, mask)
         causal = is_causal and key_padding_mask is None and not need_weights \
@@ -111,7 +118,6 @@ class MultiheadAttention(Module):
         if causal:
             mask = None                                 # the kernel's own causal mask
         q, k, v = (self._split_heads(t) for t in (q, k, v))
-        p = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
             weights = attention_weights(q, k, mask)    # (N, H, L, S)
@@ -131,6 +137,26 @@ class MultiheadAttention(Module):
             weights = weights.mean(1) if average_attn_weights else weights
             weights = weights.squeeze(0) if unbatched else weights
         return out, weights
+
+    def _packed_call(self, self_attention, query, mask, need_weights, p, is_causal,
+                     key_padding_mask):
+        """Whether this call is PackedSelfAttention's: self-attention through the packed
+        in_proj_weight on the cuda device, in float32/float64, with no mask (or one that
+        ``is_causal`` lets the kernel's causal mask stand for), no extra key/value positions,
+        no dropout and no weights returned (TransformerEncoderLayer's call)."""
+        if not (self_attention and self._qkv_same_embed_dim and not need_weights and p == 0
+                and self.bias_k is None and not self.add_zero_attn and not _autocast.active
+                and query.dtype in (np.float32, np.float64) and on_device(query._data)):
+            return False
+        return mask is None or (is_causal and key_padding_mask is None)
+
+    def _packed(self, query, causal, unbatched):
+        """The packed path's output (N, L, E) -> as the call's layout (see forward)."""
+        out = self.out_proj(packed_self_attention(query, self.in_proj_weight,
+                                                  self.in_proj_bias, self.num_heads, causal))
+        if unbatched:
+            return out.squeeze(0)
+        return out if self.batch_first else out.transpose(0, 1)
 
     def _check_inputs(self, query, key, value):
         """Validate shapes; True when the input is unbatched (L, E)."""

@@ -62,6 +62,8 @@ class MatMul(ArrayFunction):
 class Linear(ArrayFunction):
     """y = x @ w.T + b in one node: the layer every model calls most."""
 
+    new_gradients = True        # products and a column sum: .grad takes them without a copy
+
     @staticmethod
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)

@@ -87,6 +87,8 @@ class LayerNorm(ArrayFunction):
     """Normalise over the last ``ndim`` axes; weight and bias have those axes' shape (on cuda:
     one kernel forward, two backward, kernels/layer_norm_cuda.py)."""
 
+    new_gradients = True        # every path's gx, gw, gb are arrays of its own
+
     @staticmethod
     def forward(ctx, x, weight, bias, ndim, eps):
         ctx.rows = None
