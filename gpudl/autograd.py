@@ -256,7 +256,7 @@ class ArrayFunction:
     # (fresh GEMM or reduction results, not g itself nor a view of it or of a saved array): a
     # leaf whose .grad is None then takes such a gradient as its .grad without a copy (as torch's
     # AccumulateGrad steals a gradient nothing else references), which saves a copy kernel per
-    # parameter per step on the GPU
+    # parameter per step on the GPU. A tuple: per input.
     new_gradients = False
 
     @staticmethod
@@ -1011,7 +1011,8 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
         elif g.__class__ is SlicedGradient:     # held: the walk joins a leaf's pieces once
             pending[edge] = pending[edge] + g if edge in pending else g
         else:
-            _accumulate(edge, g, node.function.new_gradients)
+            owned = node.function.new_gradients
+            _accumulate(edge, g, owned if owned.__class__ is bool else owned[i])
 
 
 def one_per_input(node, input_grads, what):

@@ -19,6 +19,7 @@ from ..ops.attention import (attention_weights, packed_self_attention,
 from ..ops.dropout import dropout as dropout_fn
 from ..ops._util import is_int
 from ..ops.linear import linear
+from ..ops.normalization import residual_layer_norm
 from ..tensor import Tensor
 from . import init
 from .container import ModuleList
@@ -315,6 +316,8 @@ class TransformerEncoderLayer(_TransformerLayer):
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         x = src
+        if src_mask is None and src_key_padding_mask is None and self._fused_post_norm(x):
+            return self._fused_forward(x)
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
             return x + self._ff_block(self.norm2(x))
@@ -323,6 +326,36 @@ class TransformerEncoderLayer(_TransformerLayer):
 
     def _ff_block(self, x):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+    def _fused_post_norm(self, x):
+        """Whether ``_fused_forward`` computes this call: post-norm, batch_first, no dropout
+        in effect, self-attention on PackedSelfAttention's terms, LayerNorms over the last dim
+        with the layer's dtype."""
+        sa = self.self_attn
+        if self.norm_first or not sa.batch_first or x.ndim != 3 or not sa._packed_call(
+                True, x, None, False, sa.dropout if self.training else 0.0, False, None):
+            return False
+        if self.training and any(d.p for d in (self.dropout, self.dropout1, self.dropout2)):
+            return False
+        return all(isinstance(n, LayerNorm) and tuple(n.normalized_shape) == (x.shape[-1],)
+                   and all(p is None or p.dtype == x.dtype for p in (n.weight, n.bias))
+                   for n in (self.norm1, self.norm2))
+
+    def _fused_forward(self, x):
+        """``norm1(x + sa(x))`` then ``norm2(x + ff(x))`` with each block's last Linear
+        bias-free and its bias, the residual add and the norm in one ResidualLayerNorm: four
+        adds' kernels fewer per layer on cuda."""
+        sa = self.self_attn
+        heads = packed_self_attention(x, sa.in_proj_weight, sa.in_proj_bias, sa.num_heads)
+        x = self._residual_norm(x, linear(heads, sa.out_proj.weight), sa.out_proj.bias,
+                                self.norm1)
+        hidden = self.activation(self.linear1(x))
+        return self._residual_norm(x, linear(hidden, self.linear2.weight), self.linear2.bias,
+                                   self.norm2)
+
+    @staticmethod
+    def _residual_norm(x, product, product_bias, norm):
+        return residual_layer_norm(x, product, product_bias, norm.weight, norm.bias, norm.eps)
 
 
 class TransformerEncoder(Module):
