@@ -38,16 +38,12 @@ PARAMS_BUDGET = Budget(threads=COLUMNS * LANES, min_occupancy=0.5, max_div64=0)
 def _make_kernels(acc):
     tree = make_tree(THREADS)
 
-    @cuda.jit
-    def forward(x, weight, bias, has_weight, has_bias, eps, y, stats):
-        n = cuda.blockIdx.x
-        tid = cuda.threadIdx.x
+    @cuda.jit(device=True, inline="always")
+    def normalize(x, n, tid, red, total, weight, bias, has_weight, has_bias, eps, y, stats):
+        """Row n from its values' ``total`` (this thread's part): the mean, the variance of
+        x - mean, y and the row's (mean, invstd)."""
         D = x.shape[1]
-        red = cuda.shared.array(THREADS, acc)
-        s = acc(0)
-        for d in range(tid, D, THREADS):
-            s += acc(x[n, d])
-        mean = tree(red, s, tid, False) / acc(D)
+        mean = tree(red, total, tid, False) / acc(D)
         s = acc(0)
         for d in range(tid, D, THREADS):
             c = acc(x[n, d]) - mean
@@ -65,36 +61,30 @@ def _make_kernels(acc):
             stats[n, 1] = invstd
 
     @cuda.jit
+    def forward(x, weight, bias, has_weight, has_bias, eps, y, stats):
+        n = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        red = cuda.shared.array(THREADS, acc)
+        s = acc(0)
+        for d in range(tid, x.shape[1], THREADS):
+            s += acc(x[n, d])
+        normalize(x, n, tid, red, s, weight, bias, has_weight, has_bias, eps, y, stats)
+
+    @cuda.jit
     def add_forward(r, a, c, has_c, weight, bias, has_weight, has_bias, eps, x, y, stats):
         """``forward`` of the rows x = r + (a + c) (a residual r, a GEMM's product a and its
         bias c; rounded as the separate adds round), which it also writes (the backward's
         rows): each thread reads back only the columns it wrote."""
         n = cuda.blockIdx.x
         tid = cuda.threadIdx.x
-        D = x.shape[1]
         red = cuda.shared.array(THREADS, acc)
         s = acc(0)
-        for d in range(tid, D, THREADS):
+        for d in range(tid, x.shape[1], THREADS):
             v = a[n, d] + c[d] if has_c else a[n, d]
             v = r[n, d] + v
             x[n, d] = v
             s += acc(v)
-        mean = tree(red, s, tid, False) / acc(D)
-        s = acc(0)
-        for d in range(tid, D, THREADS):
-            c2 = acc(x[n, d]) - mean
-            s += c2 * c2
-        invstd = acc(1) / math.sqrt(tree(red, s, tid, False) / acc(D) + eps)
-        for d in range(tid, D, THREADS):
-            v = (acc(x[n, d]) - mean) * invstd
-            if has_weight:
-                v *= weight[d]
-            if has_bias:
-                v += bias[d]
-            y[n, d] = v
-        if tid == 0:
-            stats[n, 0] = mean
-            stats[n, 1] = invstd
+        normalize(x, n, tid, red, s, weight, bias, has_weight, has_bias, eps, y, stats)
 
     @cuda.jit
     def grad_input(x, g, weight, has_weight, stats, gx):

@@ -12,6 +12,18 @@ from gpudl import backend
 from gpudl.ops import attention as A
 
 
+def forward_calls(monkeypatch, function):
+    """A list that gets an entry at each forward of the ArrayFunction ``function``."""
+    calls = []
+    real = function.forward
+
+    def forward(ctx, *args):
+        calls.append(1)
+        return real(ctx, *args)
+    monkeypatch.setattr(function, "forward", staticmethod(forward))
+    return calls
+
+
 def _torch_packed(x, w, b, heads, causal):
     N, L, E = x.shape
     D = E // heads
@@ -69,13 +81,7 @@ def test_multihead_attention_takes_the_packed_path(rng, monkeypatch, batch_first
     """On the cuda device TransformerEncoderLayer's call (need_weights=False, no mask, eval or
     no dropout) runs PackedSelfAttention; anywhere, the results are torch's."""
     E, H, N, L = 8, 2, 3, 5
-    calls = []
-    real = A.PackedSelfAttention.forward
-
-    def forward(ctx, *args):
-        calls.append(1)
-        return real(ctx, *args)
-    monkeypatch.setattr(A.PackedSelfAttention, "forward", staticmethod(forward))
+    calls = forward_calls(monkeypatch, A.PackedSelfAttention)
     torch.manual_seed(int(rng.integers(1 << 30)))
     ref = torch.nn.MultiheadAttention(E, H, batch_first=batch_first, dtype=torch.float64)
     ours = gd.nn.MultiheadAttention(E, H, batch_first=batch_first, dtype=np.float64)

@@ -10,6 +10,7 @@ import torch
 import gpudl as gd
 from gpudl import backend
 from gpudl.ops import normalization as N
+from test_packed_self_attention import forward_calls
 
 
 def _pair(rng, shape, dtype, grad=True):
@@ -54,13 +55,7 @@ def test_transformer_encoder_layer_fused_post_norm_matches_torch(rng, monkeypatc
     """batch_first, no dropout (in training mode): on the cuda device the layer runs
     PackedSelfAttention and two ResidualLayerNorms; anywhere, torch's output and gradients."""
     E, H, F, batch, L = 8, 2, 16, 3, 5
-    calls = []
-    real = N.ResidualLayerNorm.forward
-
-    def forward(ctx, *args):
-        calls.append(1)
-        return real(ctx, *args)
-    monkeypatch.setattr(N.ResidualLayerNorm, "forward", staticmethod(forward))
+    calls = forward_calls(monkeypatch, N.ResidualLayerNorm)
     torch.manual_seed(int(rng.integers(1 << 30)))
     ref = torch.nn.TransformerEncoderLayer(E, H, F, dropout=0.0, batch_first=True,
                                            dtype=torch.float64)
@@ -105,3 +100,21 @@ def test_mean_backward_then_layer_norm_matches_torch(rng, dims):
     np.testing.assert_allclose(ours.detach().cpu().numpy(), ref.detach().numpy(), rtol=1e-5,
                                atol=1e-5)
     np.testing.assert_allclose(xg.grad.cpu().numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_hooked_or_causal_layer_runs_its_submodules(monkeypatch):
+    """The fused post-norm forward calls no submodule: a layer whose linear2 has a forward hook,
+    or a call with is_causal=True, takes the plain path (the hook runs; is_causal without a
+    mask is refused as before)."""
+    calls = forward_calls(monkeypatch, N.ResidualLayerNorm)
+    layer = gd.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True,
+                                          dtype=np.float64).to(backend.DEFAULT_DEVICE)
+    seen = []
+    layer.linear2.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    x = gd.randn(2, 3, 8, dtype=np.float64)
+    layer(x)
+    assert seen == [(2, 3, 8)] and calls == []
+    with pytest.raises(ValueError, match="is_causal"):
+        gd.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True,
+                                      dtype=np.float64).to(backend.DEFAULT_DEVICE)(
+            x, is_causal=True)

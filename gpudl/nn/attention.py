@@ -316,7 +316,8 @@ class TransformerEncoderLayer(_TransformerLayer):
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         x = src
-        if src_mask is None and src_key_padding_mask is None and self._fused_post_norm(x):
+        if src_mask is None and src_key_padding_mask is None and not is_causal \
+                and self._fused_post_norm(x):
             return self._fused_forward(x)
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
@@ -332,12 +333,23 @@ class TransformerEncoderLayer(_TransformerLayer):
         in effect, self-attention on PackedSelfAttention's terms, LayerNorms over the last dim
         with the layer's dtype."""
         sa = self.self_attn
-        if self.norm_first or not sa.batch_first or x.ndim != 3 or not sa._packed_call(
-                True, x, None, False, sa.dropout if self.training else 0.0, False, None):
+        if self.norm_first or type(sa) is not MultiheadAttention or not sa.batch_first \
+                or x.ndim != 3 or not sa._packed_call(
+                    True, x, None, False, sa.dropout if self.training else 0.0, False, None):
+            return False
+        # the submodules as built, unhooked, and the blocks not overridden: this path calls
+        # neither them nor _sa_block / _ff_block
+        parts = {sa.out_proj: Linear, self.linear1: Linear, self.linear2: Linear,
+                 self.norm1: LayerNorm, self.norm2: LayerNorm, self.dropout: Dropout,
+                 self.dropout1: Dropout, self.dropout2: Dropout, sa: MultiheadAttention}
+        if any(type(m) is not kind or m.__dict__.get("_forward_hooks")
+               for m, kind in parts.items()) \
+                or type(self)._sa_block is not _TransformerLayer._sa_block \
+                or type(self)._ff_block is not TransformerEncoderLayer._ff_block:
             return False
         if self.training and any(d.p for d in (self.dropout, self.dropout1, self.dropout2)):
             return False
-        return all(isinstance(n, LayerNorm) and tuple(n.normalized_shape) == (x.shape[-1],)
+        return all(tuple(n.normalized_shape) == (x.shape[-1],)
                    and all(p is None or p.dtype == x.dtype for p in (n.weight, n.bias))
                    for n in (self.norm1, self.norm2))
 
