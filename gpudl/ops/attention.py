@@ -327,13 +327,13 @@ class PackedSelfAttention(ArrayFunction):
         scale = 1.0 / math.sqrt(D)
         out, lse, probs = K.attention_forward(q, k, v, None, is_causal, scale, keep_probs=True,
                                               **backends.attention_precision())
-        ctx.save_for_backward(rows, w, proj, out, lse, probs)
+        ctx.save_for_backward(rows, w, proj, out, lse, probs, b)     # b: for create_graph
         ctx.conf = (N, L, E, heads, is_causal, scale)
         return out.reshape(heads, N, L, D).transpose(1, 2, 0, 3).reshape(N, L, E)
 
     @staticmethod
     def backward(ctx, g):
-        rows, w, proj, out, lse, probs = ctx.saved_tensors
+        rows, w, proj, out, lse, probs, _ = ctx.saved_tensors
         N, L, E, heads, is_causal, scale = ctx.conf
         D = E // heads
         xp = xp_of(g)
