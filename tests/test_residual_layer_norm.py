@@ -13,6 +13,20 @@ from gpudl.ops import normalization as N
 from test_packed_self_attention import forward_calls
 
 
+def _compare(y, ref, named, rng, dtype, tol):
+    """y against torch's ``ref``, then the gradients of a random upstream weighting of both:
+    ``named`` (name, ours, theirs) triples, None ones skipped; gradients to 10 * tol."""
+    np.testing.assert_allclose(y.detach().cpu().numpy(), ref.detach().numpy(), rtol=tol,
+                               atol=tol)
+    upstream = rng.standard_normal(ref.shape)
+    (y * gd.tensor(upstream.astype(dtype))).sum().backward()
+    (ref * torch.tensor(upstream)).sum().backward()
+    for name, ours, theirs in named:
+        if ours is not None:
+            np.testing.assert_allclose(ours.grad.cpu().numpy(), theirs.grad.numpy(),
+                                       rtol=10 * tol, atol=10 * tol, err_msg=name)
+
+
 def _pair(rng, shape, dtype, grad=True):
     a = rng.standard_normal(shape)
     return (gd.tensor(a.astype(dtype), requires_grad=grad),
@@ -31,16 +45,8 @@ def test_residual_layer_norm_matches_torch(rng, dtype, with_c, affine):
     ref = torch.nn.functional.layer_norm(tr + (ta if tc is None else ta + tc), (D,), tw, tb,
                                          1e-5)
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(y.detach().cpu().numpy(), ref.detach().numpy(), rtol=tol,
-                               atol=tol)
-    upstream = rng.standard_normal(shape)
-    (y * gd.tensor(upstream.astype(dtype))).sum().backward()
-    (ref * torch.tensor(upstream)).sum().backward()
-    for name, ours, theirs in (("r", r, tr), ("a", a, ta), ("c", c, tc), ("weight", w, tw),
-                               ("bias", b, tb)):
-        if ours is not None:
-            np.testing.assert_allclose(ours.grad.cpu().numpy(), theirs.grad.numpy(),
-                                       rtol=10 * tol, atol=10 * tol, err_msg=name)
+    _compare(y, ref, (("r", r, tr), ("a", a, ta), ("c", c, tc), ("weight", w, tw),
+                      ("bias", b, tb)), rng, dtype, tol)
     if with_c and affine:
         arrays = [t.grad._data for t in (r, a, c, w, b)]
         xp = backend.get_array_module(arrays[0])
@@ -66,20 +72,11 @@ def test_transformer_encoder_layer_fused_post_norm_matches_torch(rng, monkeypatc
     x = rng.standard_normal((batch, L, E))
     xt = torch.tensor(x, requires_grad=True)
     xg = gd.tensor(x.astype(dtype), requires_grad=True)
-    out, ref_out = ours(xg), ref(xt)
     # float32 on the cuda device: the 3xTF32 attention kernels, fp32-like
     tol = 1e-9 if dtype == np.float64 else 2e-4
-    np.testing.assert_allclose(out.detach().cpu().numpy(), ref_out.detach().numpy(), rtol=tol,
-                               atol=tol)
-    g = rng.standard_normal(out.shape)
-    (out * gd.tensor(g.astype(dtype))).sum().backward()
-    (ref_out * torch.tensor(g)).sum().backward()
-    np.testing.assert_allclose(xg.grad.cpu().numpy(), xt.grad.numpy(), rtol=10 * tol,
-                               atol=10 * tol)
     mine = dict(ours.named_parameters())
-    for name, p in ref.named_parameters():
-        np.testing.assert_allclose(mine[name].grad.cpu().numpy(), p.grad.numpy(),
-                                   rtol=10 * tol, atol=10 * tol, err_msg=name)
+    _compare(ours(xg), ref(xt), [("x", xg, xt)] + [(name, mine[name], p) for name, p in
+                                                   ref.named_parameters()], rng, dtype, tol)
     assert len(calls) == (2 if backend.on_device(xg._data) else 0)
 
 
@@ -118,3 +115,14 @@ def test_a_hooked_or_causal_layer_runs_its_submodules(monkeypatch):
         gd.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True,
                                       dtype=np.float64).to(backend.DEFAULT_DEVICE)(
             x, is_causal=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_relu_matches_torch(rng, dtype):
+    """LinearReLU (the fused layer's linear1 and ReLU: on cuda the bias add and the ReLU in one
+    kernel) against torch, forward and the gradients of x, weight and bias."""
+    from gpudl.ops.linalg import LinearReLU
+    (x, tx), (w, tw), (b, tb) = (_pair(rng, s, dtype) for s in ((4, 5, 6), (7, 6), (7,)))
+    _compare(LinearReLU.apply(x, w, b), torch.relu(torch.nn.functional.linear(tx, tw, tb)),
+             (("x", x, tx), ("weight", w, tw), ("bias", b, tb)), rng, dtype,
+             1e-5 if dtype == np.float32 else 1e-12)

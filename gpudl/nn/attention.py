@@ -18,6 +18,7 @@ from ..ops.attention import (attention_weights, packed_self_attention,
                              scaled_dot_product_attention)
 from ..ops.dropout import dropout as dropout_fn
 from ..ops._util import is_int
+from ..ops.linalg import LinearReLU
 from ..ops.linear import linear
 from ..ops.normalization import residual_layer_norm
 from ..tensor import Tensor
@@ -355,13 +356,17 @@ class TransformerEncoderLayer(_TransformerLayer):
 
     def _fused_forward(self, x):
         """``norm1(x + sa(x))`` then ``norm2(x + ff(x))`` with each block's last Linear
-        bias-free and its bias, the residual add and the norm in one ResidualLayerNorm: four
-        adds' kernels fewer per layer on cuda."""
+        bias-free and its bias, the residual add and the norm in one ResidualLayerNorm (four
+        adds' kernels fewer per layer on cuda), and linear1's bias and a ReLU in one kernel
+        (LinearReLU)."""
         sa = self.self_attn
         heads = packed_self_attention(x, sa.in_proj_weight, sa.in_proj_bias, sa.num_heads)
         x = self._residual_norm(x, linear(heads, sa.out_proj.weight), sa.out_proj.bias,
                                 self.norm1)
-        hidden = self.activation(self.linear1(x))
+        if self.activation is relu and self.linear1.bias is not None:
+            hidden = LinearReLU.apply(x, self.linear1.weight, self.linear1.bias)
+        else:
+            hidden = self.activation(self.linear1(x))
         return self._residual_norm(x, linear(hidden, self.linear2.weight), self.linear2.bias,
                                    self.norm2)
 

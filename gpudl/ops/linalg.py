@@ -83,6 +83,27 @@ class Linear(ArrayFunction):
         return gx, gw, gb
 
 
+class LinearReLU(ArrayFunction):
+    """relu(x @ w.T + b) in one node: the GEMM, then the bias add and the ReLU in one kernel
+    on cuda (kernels/activation.bias_relu); backward the ReLU's mask, then Linear's."""
+
+    new_gradients = True
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        from ..kernels import activation
+        y = activation.bias_relu(in_float32(_matmul, x, w.T), b)
+        ctx.save_for_backward(x, w, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        from ..kernels import activation
+        x, w, y = ctx.saved_tensors
+        ctx.saved_tensors = (x, w)
+        return Linear.backward(ctx, activation.relu_backward(y, g))
+
+
 class Einsum(ArrayFunction):
     """numpy.einsum with an explicit equation (``"ij,jk->ik"``: no ellipsis, no repeated
     subscript within one operand). The gradient of each operand is another einsum: the output

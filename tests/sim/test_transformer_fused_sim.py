@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
+from device_checks import replayed_losses
 from gpudl import backend, nn
 
 pytestmark = [pytest.mark.simulator,
@@ -40,11 +41,6 @@ def test_simulated_transformer_step_replays_match_eager_steps(monkeypatch):
              gd.tensor(rng.integers(0, 3, 2), device="cuda")) for _ in range(2)]
     eager, graphed = _model(), _model()
     opts = [gd.optim.AdamW(m.parameters(), lr=1e-2, capturable=True) for m in (eager, graphed)]
-    for model, opt in zip((eager, graphed), opts):       # a warm-up step: Adam's state made
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(data[0][0]), data[0][1]).backward()
-        opt.step()
-    fused.clear()
     losses = []
     for x, y in data:
         opts[0].zero_grad(set_to_none=True)
@@ -53,19 +49,10 @@ def test_simulated_transformer_step_replays_match_eager_steps(monkeypatch):
         opts[0].step()
         losses.append(loss.numpy().copy())
     assert len(fused) == 2 * 2                # two per step: the fused path ran
-    static_x, static_y = data[0][0].clone(), data[0][1].clone()
-    g = gd.cuda.CUDAGraph()
-    opts[1].zero_grad(set_to_none=True)
-    with gd.cuda.graph(g):
-        static_loss = nn.functional.cross_entropy(graphed(static_x), static_y)
-        static_loss.backward()
-        opts[1].step()
-    replayed = []
-    for x, y in data:
-        static_x.copy_(x)
-        static_y.copy_(y)
-        g.replay()
-        replayed.append(static_loss.numpy().copy())
-    np.testing.assert_allclose(replayed, losses, rtol=1e-10)
+    fused.clear()
+    # one warm-up step (Adam's state is made then), the second step replayed
+    np.testing.assert_allclose(replayed_losses(graphed, opts[1], data,
+                                               nn.functional.cross_entropy, warmup=1),
+                               losses, rtol=1e-10)
     for pe, pg in zip(eager.parameters(), graphed.parameters()):
         np.testing.assert_allclose(pg.numpy(), pe.numpy(), rtol=1e-9, atol=1e-12)
