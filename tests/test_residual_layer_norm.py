@@ -126,3 +126,16 @@ def test_linear_relu_matches_torch(rng, dtype):
     _compare(LinearReLU.apply(x, w, b), torch.relu(torch.nn.functional.linear(tx, tw, tb)),
              (("x", x, tx), ("weight", w, tw), ("bias", b, tb)), rng, dtype,
              1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_linear_relu_backward_twice_with_retain_graph(rng):
+    """A second backward through a retained LinearReLU node adds the same gradients again."""
+    from gpudl.ops.linalg import LinearReLU
+    (x, tx), (w, tw), (b, tb) = (_pair(rng, s, np.float64) for s in ((3, 4), (5, 4), (5,)))
+    y, ref = LinearReLU.apply(x, w, b), torch.relu(torch.nn.functional.linear(tx, tw, tb))
+    for _ in range(2):
+        y.sum().backward(retain_graph=True)
+        ref.sum().backward(retain_graph=True)
+    for ours, theirs in ((x, tx), (w, tw), (b, tb)):
+        np.testing.assert_allclose(ours.grad.cpu().numpy(), theirs.grad.numpy(), rtol=1e-12,
+                                   atol=1e-12)

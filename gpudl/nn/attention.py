@@ -148,7 +148,8 @@ class MultiheadAttention(Module):
         no dropout and no weights returned (TransformerEncoderLayer's call)."""
         if not (self_attention and self._qkv_same_embed_dim and not need_weights and p == 0
                 and self.bias_k is None and not self.add_zero_attn and not _autocast.active
-                and query.dtype in (np.float32, np.float64) and on_device(query._data)):
+                and query.dtype in (np.float32, np.float64) and on_device(query._data)
+                and self.in_proj_weight.dtype == query.dtype):
             return False
         return mask is None or (is_causal and key_padding_mask is None)
 
@@ -350,6 +351,8 @@ class TransformerEncoderLayer(_TransformerLayer):
             return False
         if self.training and any(d.p for d in (self.dropout, self.dropout1, self.dropout2)):
             return False
+        if any(m.weight.dtype != x.dtype for m in (sa.out_proj, self.linear1, self.linear2)):
+            return False                    # linear's own check refuses it on the plain path
         return all(tuple(n.normalized_shape) == (x.shape[-1],)
                    and all(p is None or p.dtype == x.dtype for p in (n.weight, n.bias))
                    for n in (self.norm1, self.norm2))

@@ -72,15 +72,21 @@ class Linear(ArrayFunction):
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
-        nx, nw, nb = ctx.needs_input_grad
-        gx = in_float32(_matmul, g, w) if nx else None
-        gw = gb = None
-        rows = math.prod(g.shape[:-1])       # not -1: reshape cannot infer it with 0 features
-        if nw:
-            gw = in_float32(_matmul, g.reshape(rows, g.shape[-1]).T, x.reshape(rows, x.shape[-1]))
-        if nb:
-            gb = summed(g.reshape(rows, g.shape[-1]), 0, False)
-        return gx, gw, gb
+        return _linear_grads(ctx.needs_input_grad, g, x, w)
+
+
+def _linear_grads(needs, g, x, w):
+    """(gx, gw, gb) of y = x @ w.T + b for the output gradient ``g`` (None where ``needs``,
+    per input, is False)."""
+    nx, nw, nb = needs[:3]
+    gx = in_float32(_matmul, g, w) if nx else None
+    gw = gb = None
+    rows = math.prod(g.shape[:-1])       # not -1: reshape cannot infer it with 0 features
+    if nw:
+        gw = in_float32(_matmul, g.reshape(rows, g.shape[-1]).T, x.reshape(rows, x.shape[-1]))
+    if nb:
+        gb = summed(g.reshape(rows, g.shape[-1]), 0, False)
+    return gx, gw, gb
 
 
 class LinearReLU(ArrayFunction):
@@ -100,8 +106,7 @@ class LinearReLU(ArrayFunction):
     def backward(ctx, g):
         from ..kernels import activation
         x, w, y = ctx.saved_tensors
-        ctx.saved_tensors = (x, w)
-        return Linear.backward(ctx, activation.relu_backward(y, g))
+        return _linear_grads(ctx.needs_input_grad, activation.relu_backward(y, g), x, w)
 
 
 class Einsum(ArrayFunction):
