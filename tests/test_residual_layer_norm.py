@@ -128,14 +128,19 @@ def test_linear_relu_matches_torch(rng, dtype):
              1e-5 if dtype == np.float32 else 1e-12)
 
 
-def test_linear_relu_backward_twice_with_retain_graph(rng):
-    """A second backward through a retained LinearReLU node adds the same gradients again."""
+def test_backward_twice_with_retain_graph(rng):
+    """A second backward through retained LinearReLU and ResidualLayerNorm nodes adds the same
+    gradients again."""
     from gpudl.ops.linalg import LinearReLU
-    (x, tx), (w, tw), (b, tb) = (_pair(rng, s, np.float64) for s in ((3, 4), (5, 4), (5,)))
-    y, ref = LinearReLU.apply(x, w, b), torch.relu(torch.nn.functional.linear(tx, tw, tb))
+    (x, tx), (w, tw), (b, tb), (r, tr) = (_pair(rng, s, np.float64)
+                                          for s in ((3, 4), (5, 4), (5,), (3, 5)))
+    y = N.residual_layer_norm(r, LinearReLU.apply(x, w, b), None, None, None)
+    ref = torch.nn.functional.layer_norm(tr + torch.relu(torch.nn.functional.linear(tx, tw, tb)),
+                                         (5,))
+    upstream = rng.standard_normal(ref.shape)
     for _ in range(2):
-        y.sum().backward(retain_graph=True)
-        ref.sum().backward(retain_graph=True)
-    for ours, theirs in ((x, tx), (w, tw), (b, tb)):
+        (y * gd.tensor(upstream)).sum().backward(retain_graph=True)
+        (ref * torch.tensor(upstream)).sum().backward(retain_graph=True)
+    for ours, theirs in ((x, tx), (w, tw), (b, tb), (r, tr)):
         np.testing.assert_allclose(ours.grad.cpu().numpy(), theirs.grad.numpy(), rtol=1e-12,
                                    atol=1e-12)

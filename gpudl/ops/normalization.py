@@ -234,9 +234,13 @@ class ResidualLayerNorm(ArrayFunction):
 
     @staticmethod
     def backward(ctx, g):
-        need_r, need_a, need_c, need_w, need_b = ctx.needs_input_grad[:5]
-        ctx.needs_input_grad = (need_r or need_a or need_c, need_w, need_b)
-        gx, gw, gb = LayerNorm.backward(ctx, g)[:3]
+        needs = ctx.needs_input_grad
+        need_r, need_a, need_c, need_w, need_b = needs[:5]
+        ctx.needs_input_grad = (need_r or need_a or need_c, need_w, need_b)   # LayerNorm's
+        try:
+            gx, gw, gb = LayerNorm.backward(ctx, g)[:3]
+        finally:
+            ctx.needs_input_grad = needs          # as it was: a retained graph's next backward
         gc = None
         if need_c:
             gc = gx.reshape(-1, gx.shape[-1]).sum(axis=0)
