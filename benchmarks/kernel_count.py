@@ -12,7 +12,8 @@ offline. This runs the steps of graph_steps.py at batch 2 on the strict simulato
 (kernels/launch.py), each CuPy ElementwiseKernel/ReductionKernel/RawKernel call, and each array
 operation of the simulator's CuPy stand-in (a ufunc call or reduction, a NumPy function, a fill
 or item assignment, a module function that writes a new array such as ``stack`` or a copying
-``array``: each one CuPy kernel; cuBLAS through matmul: one). Kernels are not run, so
+``array``, a method that copies (``copy``, a reshape of a transposed view, ``astype`` to another
+dtype): each one CuPy kernel; cuBLAS through matmul: one). Kernels are not run, so
 values are garbage; a step reads nothing back (tests/sim/test_zero_sync_sim.py), so what runs
 does not depend on them. CuPy-only branches (``backend.is_device_array``) are taken as on a GPU.
 It is an estimate: a CuPy op that launches two kernels counts one, a view counts none.
@@ -42,6 +43,9 @@ _PLUMBING = ("sim_device.py", "launch.py", "multi_tensor.py", "kernel_count.py")
 _WRITING = ("zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "arange", "eye",
             "copy", "ascontiguousarray", "array", "stack", "concatenate", "where")
 _COPYING = ("ascontiguousarray", "array")     # counted only when they copied
+# the device array's methods that may write a new array (a copy kernel on CuPy): counted when
+# their result does not share the array's memory (a reshape of a transposed view, a dtype change)
+_COPYING_METHODS = ("copy", "astype", "reshape", "ravel", "flatten")
 
 
 class Counter:
@@ -143,6 +147,8 @@ def counting_hooks(counter):
         buffer._data = buffer._data.view(device_array)
         return buffer
 
+    for name in _COPYING_METHODS:
+        patch(device_array, name, _counted_method(counter, getattr(device_array, name), name))
     for name in _WRITING:
         patch(sim_device.sim_cuda_module, name,
               _counted_call(counter, getattr(sim_device.sim_cuda_module, name), name))
@@ -191,6 +197,16 @@ def _made_by(n_in, args, reduction, axis, device_array):
     if reduction:
         shape = np.empty(shape, bool).sum(axis=axis).shape
     return np.empty(shape, arrays[0].dtype).view(device_array)
+
+
+def _counted_method(counter, method, name):
+    def counted(self, *args, **kwargs):
+        result = method(self, *args, **kwargs)
+        if isinstance(result, np.ndarray) and result.size and \
+                not np.may_share_memory(result, self):
+            counter.add(f"cupy {name}")
+        return result
+    return counted
 
 
 def _counted_call(counter, make, name):

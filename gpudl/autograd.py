@@ -252,6 +252,13 @@ class ArrayFunction:
     # gpudl.inplace.view_origin), so in-place edits through it are recorded in its base's graph
     is_view = False
 
+    # True for ops whose backward returns new arrays that nothing else holds, one per input
+    # (fresh GEMM or reduction results, not g itself nor a view of it or of a saved array): a
+    # leaf whose .grad is None then takes such a gradient as its .grad without a copy (as torch's
+    # AccumulateGrad steals a gradient nothing else references), which saves a copy kernel per
+    # parameter per step on the GPU. A tuple: per input.
+    new_gradients = False
+
     @staticmethod
     def forward(ctx, *args):
         raise NotImplementedError
@@ -1004,7 +1011,8 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
         elif g.__class__ is SlicedGradient:     # held: the walk joins a leaf's pieces once
             pending[edge] = pending[edge] + g if edge in pending else g
         else:
-            _accumulate(edge, g)
+            owned = node.function.new_gradients
+            _accumulate(edge, g, owned if owned.__class__ is bool else owned[i])
 
 
 def one_per_input(node, input_grads, what):
@@ -1041,16 +1049,18 @@ def _checked(node, i, g, shape, dtype):
     return backend.cast(g, dtype)        # float32 -> bfloat16 through the bits on CuPy
 
 
-def _accumulate(tensor, g):
+def _accumulate(tensor, g, owned=False):
+    """Add ``g`` into ``tensor``'s .grad, or make it the .grad: a copy, unless ``owned`` (an
+    array nothing else holds, see ArrayFunction.new_gradients)."""
     if _capture is not None and _capture.active():
-        return _capture.accumulate(tensor, _as_array(g))
+        return _capture.accumulate(tensor, _as_array(g), owned)
     # ._grad, not the .grad property: its getter warns for a non-leaf tensor, which
     # backward(inputs=...) fills (torch does so silently), and its setter's checks hold here (g
     # has the tensor's shape and dtype: _run_node and the seeds' checks saw to it)
     sliced = g.__class__ is SlicedGradient      # its array() is a new buffer
     if tensor._grad is None:
         # a copy: the same gradient array may reach several leaves, and users update grads in place
-        g = g.array() if sliced else g.copy()
+        g = g.array() if sliced else g if owned else g.copy()
         tensor._grad = _Tensor._make(g, False, None, 0, tensor._device)
     else:
         old = tensor._grad._data

@@ -142,6 +142,20 @@ def relu_forward(x):
     return y
 
 
+_BIAS_RELU = ("T a, T c", "T y", "T v = a + c; y = (v <= (T)0) ? (T)0 : v;", "gpudl_bias_relu")
+
+
+def bias_relu(a, c):
+    """max(a + c, 0) with NaN kept, ``c`` (D,) broadcast over ``a``'s rows (..., D): a Linear
+    layer's bias add and its ReLU in one kernel on CuPy (float32/float64), the two ops
+    elsewhere."""
+    if backend.is_device_array(a) and a.dtype == c.dtype and a.dtype in (np.float32,
+                                                                           np.float64):
+        return backend.elementwise_kernel(*_BIAS_RELU)(a, c)
+    a += c                              # the caller's own product: updated in place
+    return relu_forward(a)
+
+
 _RELU_BACKWARD = ("T y, T g", "T gx", "gx = (y <= (T)0) ? (T)0 : g;", "gpudl_relu_backward")
 
 

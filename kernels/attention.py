@@ -91,27 +91,41 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf3
 
 
 def attention_backward(q, k, v, out, lse, gout, mask=None, is_causal=False, scale=None,
-                       probs=None, allow_tf32=False, mem_efficient=False):
+                       probs=None, allow_tf32=False, mem_efficient=False, grads_out=None):
     """Gradients ``(gq, gk, gv)`` of attention, recomputing probabilities from ``lse`` (unless
     ``probs``, what ``attention_forward(..., keep_probs=True)`` returned, holds them).
 
     Arguments are those of :func:`attention_forward`, its ``(out, lse)`` and the output gradient
-    ``gout (B, L, Ev)``. Returns arrays shaped and typed like q, k and v.
+    ``gout (B, L, Ev)``. Returns arrays shaped and typed like q, k and v: ``grads_out`` when
+    given, three C-contiguous arrays of those shapes and q's dtype (views of one buffer, say),
+    which the cuda kernels write in place (fp32 outputs; the other paths copy into them).
     """
     scale = _default_scale(q, scale)
     if probs is not None:
-        return attention_small.backward(q, k, v, out, lse, gout,
-                                        None if mask is None else as_mask3(mask), is_causal,
-                                        scale, probs)
+        return _into(attention_small.backward(q, k, v, out, lse, gout,
+                                              None if mask is None else as_mask3(mask),
+                                              is_causal, scale, probs), grads_out)
     path = cuda_variant(q, v, allow_tf32, mem_efficient)
     if path == "simt":
         from . import attention_cuda
-        return attention_cuda.attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale)
+        return _into(attention_cuda.attention_backward(q, k, v, out, lse, gout, mask, is_causal,
+                                                       scale, grads_out), grads_out)
     if path is not None:
         from . import attention_tc_cuda
-        return attention_tc_cuda.attention_backward(q, k, v, out, lse, gout, mask, is_causal,
-                                                    scale, path)
-    return _attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale)
+        return _into(attention_tc_cuda.attention_backward(q, k, v, out, lse, gout, mask,
+                                                          is_causal, scale, path, grads_out),
+                     grads_out)
+    return _into(_attention_bwd_cpu(q, k, v, out, lse, gout, mask, is_causal, scale), grads_out)
+
+
+def _into(grads, grads_out):
+    """``grads``, or ``grads_out`` holding them (copied where a path made arrays of its own)."""
+    if grads_out is None:
+        return grads
+    for g, dst in zip(grads, grads_out):
+        if g is not dst:
+            dst[...] = g
+    return tuple(grads_out)
 
 
 def cuda_variant(q, v, allow_tf32=False, mem_efficient=False):

@@ -545,9 +545,10 @@ def _bucket(q, v):
 
 def _additive_mask(xp, mask):
     """The mask as a contiguous (Bm, Lm, Sm) float32 array added to the scores, or a dummy one
-    (never read by the unmasked kernels) when there is none."""
+    when there is none: left uninitialised (no fill kernel), as the unmasked builds never read
+    it (each read of the mask sits under their compile-time ``masked``)."""
     if mask is None:
-        return xp.zeros((1, 1, 1), np.float32)
+        return xp.empty((1, 1, 1), np.float32)
     mask = as_mask3(mask)
     if mask.dtype == np.bool_:
         return xp.where(mask, np.float32(0), np.float32(-np.inf)).astype(np.float32, copy=False)
@@ -578,14 +579,16 @@ def attention_forward(q, k, v, mask, is_causal, scale):
     return out, lse
 
 
-def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale):
-    """Launch the delta, dQ and dK/dV kernels: ``(gq, gk, gv)`` shaped and typed like q, k, v."""
+def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale, grads_out=None):
+    """Launch the delta, dQ and dK/dV kernels: ``(gq, gk, gv)`` shaped and typed like q, k, v
+    (``grads_out``'s C-contiguous arrays, written in place, when given)."""
     xp = backend.get_array_module(q)
     q, k, v, gout, out = _contiguous(xp, q.dtype, q, k, v, gout, out)
     lse = xp.ascontiguousarray(lse, dtype=np.float32)
     B, L, _ = q.shape
     S = k.shape[1]
-    gq, gk, gv = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
+    gq, gk, gv = (grads_out if grads_out is not None else
+                  (xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)))
     head = _bucket(q, v)
     _, dq_kernel, dkdv_kernel = _KERNELS[(head, mask is not None)]
     _, dq_tiling, dkdv_tiling = TILINGS[head]

@@ -1168,14 +1168,18 @@ def attention_forward(q, k, v, mask, is_causal, scale, kind):
     return _result(xp, out, v.shape[2], q.dtype), lse
 
 
-def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale, kind):
+def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale, kind, grads_out=None):
     """Launch the delta, dQ and dK/dV kernels of ``kind``: ``(gq, gk, gv)`` shaped and typed
-    like q, k, v."""
+    like q, k, v; float32 outputs (the TF32 kinds) into ``grads_out``'s C-contiguous arrays when
+    given (the caller copies the half kinds' results into them)."""
     xp = backend.get_array_module(q)
     B, L, _ = q.shape
     S = k.shape[1]
-    (gq, gq_arg), (gk, gk_arg), (gv, gv_arg) = (_empty_out(xp, a.shape, kind)
-                                                for a in (q, k, v))
+    if grads_out is not None and not KINDS[kind].half:
+        outs = tuple((g, g) for g in grads_out)
+    else:
+        outs = tuple(_empty_out(xp, a.shape, kind) for a in (q, k, v))
+    (gq, gq_arg), (gk, gk_arg), (gv, gv_arg) = outs
     _, dq_kernel, dkdv_kernel = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)]
     _, dq_sig, dkdv_sig = _signatures(kind)
     scale_log2, scale, negate = _scales(scale)

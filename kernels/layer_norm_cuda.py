@@ -4,6 +4,9 @@ composed CuPy operations took ten and eleven (torch: one and two).
 - ``forward``: a block per row: the mean, then the biased variance of ``x - mean`` (two passes,
   as the composed version: no cancellation), ``invstd = 1 / sqrt(var + eps)``, and
   ``y = (x - mean) * invstd * weight + bias``; the row's (mean, invstd) are kept for backward.
+- ``add_forward``: ``forward`` of ``r + (a + c)`` (a residual added to a GEMM's product and
+  its bias, a transformer layer's post-norm), which it writes as the backward's rows: the two
+  adds' kernels folded into the norm's.
 - ``grad_input``: a block per row: with ``gh = g * weight`` and ``xhat`` recomputed from the
   kept statistics, ``gx = (gh - mean(gh) - xhat * mean(gh * xhat)) * invstd``.
 - ``grad_params``: the weight's and bias's gradients, column sums over the rows of ``g * xhat``
@@ -35,16 +38,12 @@ PARAMS_BUDGET = Budget(threads=COLUMNS * LANES, min_occupancy=0.5, max_div64=0)
 def _make_kernels(acc):
     tree = make_tree(THREADS)
 
-    @cuda.jit
-    def forward(x, weight, bias, has_weight, has_bias, eps, y, stats):
-        n = cuda.blockIdx.x
-        tid = cuda.threadIdx.x
+    @cuda.jit(device=True, inline="always")
+    def normalize(x, n, tid, red, total, weight, bias, has_weight, has_bias, eps, y, stats):
+        """Row n from its values' ``total`` (this thread's part): the mean, the variance of
+        x - mean, y and the row's (mean, invstd)."""
         D = x.shape[1]
-        red = cuda.shared.array(THREADS, acc)
-        s = acc(0)
-        for d in range(tid, D, THREADS):
-            s += acc(x[n, d])
-        mean = tree(red, s, tid, False) / acc(D)
+        mean = tree(red, total, tid, False) / acc(D)
         s = acc(0)
         for d in range(tid, D, THREADS):
             c = acc(x[n, d]) - mean
@@ -60,6 +59,32 @@ def _make_kernels(acc):
         if tid == 0:
             stats[n, 0] = mean
             stats[n, 1] = invstd
+
+    @cuda.jit
+    def forward(x, weight, bias, has_weight, has_bias, eps, y, stats):
+        n = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        red = cuda.shared.array(THREADS, acc)
+        s = acc(0)
+        for d in range(tid, x.shape[1], THREADS):
+            s += acc(x[n, d])
+        normalize(x, n, tid, red, s, weight, bias, has_weight, has_bias, eps, y, stats)
+
+    @cuda.jit
+    def add_forward(r, a, c, has_c, weight, bias, has_weight, has_bias, eps, x, y, stats):
+        """``forward`` of the rows x = r + (a + c) (a residual r, a GEMM's product a and its
+        bias c; rounded as the separate adds round), which it also writes (the backward's
+        rows): each thread reads back only the columns it wrote."""
+        n = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        red = cuda.shared.array(THREADS, acc)
+        s = acc(0)
+        for d in range(tid, x.shape[1], THREADS):
+            v = a[n, d] + c[d] if has_c else a[n, d]
+            v = r[n, d] + v
+            x[n, d] = v
+            s += acc(v)
+        normalize(x, n, tid, red, s, weight, bias, has_weight, has_bias, eps, y, stats)
 
     @cuda.jit
     def grad_input(x, g, weight, has_weight, stats, gx):
@@ -108,7 +133,8 @@ def _make_kernels(acc):
             gw[s, d] = a
             gb[s, d] = b
 
-    return {"forward": forward, "grad_input": grad_input, "grad_params": grad_params}
+    return {"forward": forward, "add_forward": add_forward, "grad_input": grad_input,
+            "grad_params": grad_params}
 
 
 _KERNELS = {np.float32: _make_kernels(float32), np.float64: _make_kernels(float64)}   # lazy
@@ -119,6 +145,8 @@ def _signature(name, dtype):
     rows, vector = f"{d}[:, ::1]", f"{d}[::1]"
     args = {
         "forward": (rows, vector, vector, "boolean", "boolean", d, rows, rows),
+        "add_forward": (rows, rows, vector, "boolean", vector, vector, "boolean", "boolean", d,
+                        rows, rows, rows),
         "grad_input": (rows, rows, vector, "boolean", rows, rows),
         "grad_params": (rows, rows, rows, "int64", rows, rows),
     }[name]
@@ -153,6 +181,27 @@ def forward(x, weight, bias, ndim, eps):
     return y.reshape(x.shape), (rows, w, weight is not None, stats)
 
 
+def add_forward(r, a, c, weight, bias, eps):
+    """``forward`` over the last axis of x = r + (a + c) (r and a of one shape, c (D,) or None)
+    in one kernel: (y, saved), saved's rows being x, which the kernel writes."""
+    xp = backend.get_array_module(a)
+    dtype = a.dtype
+    D = a.shape[-1]
+    r_rows = xp.ascontiguousarray(r).reshape(-1, D)
+    a_rows = xp.ascontiguousarray(a).reshape(-1, D)
+    rows = xp.empty(a_rows.shape, dtype)
+    y = xp.empty(a_rows.shape, dtype)
+    stats = xp.empty((a_rows.shape[0], 2), dtype)
+    # a missing vector's stand-in is never read: left uninitialised (no fill kernel)
+    w, b, c_flat = (xp.empty(1, dtype) if v is None else
+                    xp.ascontiguousarray(backend.cast(v, dtype)).reshape(D)
+                    for v in (weight, bias, c))
+    launch(_KERNELS[dtype.type]["add_forward"], _signature("add_forward", dtype),
+           a_rows.shape[0], THREADS, r_rows, a_rows, c_flat, c is not None, w, b,
+           weight is not None, bias is not None, dtype.type(eps), rows, y, stats)
+    return y.reshape(a.shape), (rows, w, weight is not None, stats)
+
+
 def backward(g, saved, needs):
     """(gx, gw, gb) for ``needs`` = which of (x, weight, bias) want a gradient; gw and gb flat
     (D,) in the rows' dtype."""
@@ -182,6 +231,6 @@ def backward(g, saved, needs):
 SIGNATURES = [
     (_KERNELS[np.float64 if dtype == "float64" else np.float32][name], [_signature(name, dtype)],
      PARAMS_BUDGET if name == "grad_params" else BUDGET)
-    for name in ("forward", "grad_input", "grad_params")
+    for name in ("forward", "add_forward", "grad_input", "grad_params")
     for dtype in ("float32", "float64")
 ]

@@ -29,3 +29,37 @@ def call_then_read(call, *args, **kwargs):
     if backend._deferred:
         gd.cuda.synchronize()
     return result
+
+
+
+def replayed_losses(model, opt, data, loss_fn, warmup=0):
+    """torch's whole-step recipe on ``data`` ((x, y) pairs): ``warmup`` eager steps on a side
+    stream, one step (``loss_fn(model(x), y)``, backward, ``opt.step()``) captured by
+    ``gd.cuda.graph`` on static copies of the batch, then each later batch copied in and the
+    graph replayed. The losses of every step, as NumPy values."""
+    static_x, static_y = data[0][0].clone(), data[0][1].clone()
+    losses = []
+    side = gd.cuda.Stream()
+    side.wait_stream(gd.cuda.current_stream())
+    with gd.cuda.stream(side):
+        for x, y in data[:warmup]:
+            static_x.copy_(x)
+            static_y.copy_(y)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(static_x), static_y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.numpy().copy())
+    gd.cuda.current_stream().wait_stream(side)
+    graph = gd.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with gd.cuda.graph(graph):
+        static_loss = loss_fn(model(static_x), static_y)
+        static_loss.backward()
+        opt.step()
+    for x, y in data[warmup:]:
+        static_x.copy_(x)
+        static_y.copy_(y)
+        graph.replay()
+        losses.append(static_loss.numpy().copy())
+    return losses

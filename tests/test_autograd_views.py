@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import gpudl as gd
+from device_checks import replayed_losses
 from gpudl import nn
 
 
@@ -390,23 +391,11 @@ def test_an_inplace_relu_layer_still_captures_and_replays_as_eager_steps(rng):
         opt.step()
         eager.append(loss.item())
     model, opt = make()
-    static_x, static_y = data[0][0].clone(), data[0][1].clone()
-    graph = gd.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=True)
-    with gd.cuda.graph(graph):
-        static_loss = ((model(static_x) - static_y) ** 2).mean()
-        static_loss.backward()
-        opt.step()
-    replayed = []
-    for x, y in data:
-        static_x.copy_(x)
-        static_y.copy_(y)
-        graph.replay()
-        replayed.append(static_loss.item())
+    replayed = replayed_losses(model, opt, data, lambda out, y: ((out - y) ** 2).mean())
     np.testing.assert_allclose(replayed, eager, rtol=1e-5)
     with pytest.raises(RuntimeError, match="relu_: an in-place op recorded in the autograd"):
         with gd.cuda.graph(gd.cuda.CUDAGraph()):
-            (model[0](static_x)).relu_()
+            (model[0](data[0][0].clone())).relu_()
 
 
 VIEWS = {

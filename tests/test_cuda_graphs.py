@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
+from device_checks import replayed_losses
 from gpudl import nn
 from gpudl.models import LSTMRegressor
 
@@ -97,32 +98,7 @@ def _eager(case, data):
 def _graphed(case, data, warmup):
     """torch's whole-step recipe: warm-up steps, capture, then copy each batch in and replay."""
     model, opt, loss_fn, _ = _build(case)
-    static_x, static_y = data[0][0].clone(), data[0][1].clone()
-    losses = []
-    side = gd.cuda.Stream()
-    side.wait_stream(gd.cuda.current_stream())
-    with gd.cuda.stream(side):
-        for x, y in data[:warmup]:
-            static_x.copy_(x)
-            static_y.copy_(y)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(static_x), static_y)
-            loss.backward()
-            opt.step()
-            losses.append(loss.numpy().copy())
-    gd.cuda.current_stream().wait_stream(side)
-    g = gd.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=True)
-    with gd.cuda.graph(g):
-        static_loss = loss_fn(model(static_x), static_y)
-        static_loss.backward()
-        opt.step()
-    for x, y in data[warmup:]:
-        static_x.copy_(x)
-        static_y.copy_(y)
-        g.replay()
-        losses.append(static_loss.numpy().copy())
-    return model, losses
+    return model, replayed_losses(model, opt, data, loss_fn, warmup)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -12,10 +12,15 @@ from ..dtypes import is_floating
 from .. import creation, dtypes
 from ..functions import cat
 from ..ops.activation import gelu, relu
-from ..ops.attention import attention_weights, scaled_dot_product_attention
+from ..amp.autocast_mode import state as _autocast
+from ..backend import on_device
+from ..ops.attention import (attention_weights, packed_self_attention,
+                             scaled_dot_product_attention)
 from ..ops.dropout import dropout as dropout_fn
 from ..ops._util import is_int
+from ..ops.linalg import LinearReLU
 from ..ops.linear import linear
+from ..ops.normalization import residual_layer_norm
 from ..tensor import Tensor
 from . import init
 from .container import ModuleList
@@ -104,6 +109,10 @@ class MultiheadAttention(Module):
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         n, length, source = query.shape[0], query.shape[1], key.shape[1]
         mask = self._merge_masks(attn_mask, key_padding_mask, n, length, source, is_causal)
+        p = self.dropout if self.training else 0.0
+        if self._packed_call(self_attention, query, mask, need_weights, p, is_causal,
+                             key_padding_mask):
+            return self._packed(query, is_causal and mask is not None, unbatched), None
         q, k, v = self._project(query, key, value, self_attention)
         k, v, mask = self._extra_sources(k, v, mask)
         causal = is_causal and key_padding_mask is None and not need_weights \
@@ -111,7 +120,6 @@ class MultiheadAttention(Module):
         if causal:
             mask = None                                 # the kernel's own causal mask
         q, k, v = (self._split_heads(t) for t in (q, k, v))
-        p = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
             weights = attention_weights(q, k, mask)    # (N, H, L, S)
@@ -131,6 +139,27 @@ class MultiheadAttention(Module):
             weights = weights.mean(1) if average_attn_weights else weights
             weights = weights.squeeze(0) if unbatched else weights
         return out, weights
+
+    def _packed_call(self, self_attention, query, mask, need_weights, p, is_causal,
+                     key_padding_mask):
+        """Whether this call is PackedSelfAttention's: self-attention through the packed
+        in_proj_weight on the cuda device, in float32/float64, with no mask (or one that
+        ``is_causal`` lets the kernel's causal mask stand for), no extra key/value positions,
+        no dropout and no weights returned (TransformerEncoderLayer's call)."""
+        if not (self_attention and self._qkv_same_embed_dim and not need_weights and p == 0
+                and self.bias_k is None and not self.add_zero_attn and not _autocast.active
+                and query.dtype in (np.float32, np.float64) and on_device(query._data)
+                and self.in_proj_weight.dtype == query.dtype):
+            return False
+        return mask is None or (is_causal and key_padding_mask is None)
+
+    def _packed(self, query, causal, unbatched):
+        """The packed path's output (N, L, E) -> as the call's layout (see forward)."""
+        out = self.out_proj(packed_self_attention(query, self.in_proj_weight,
+                                                  self.in_proj_bias, self.num_heads, causal))
+        if unbatched:
+            return out.squeeze(0)
+        return out if self.batch_first else out.transpose(0, 1)
 
     def _check_inputs(self, query, key, value):
         """Validate shapes; True when the input is unbatched (L, E)."""
@@ -289,6 +318,9 @@ class TransformerEncoderLayer(_TransformerLayer):
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         x = src
+        if src_mask is None and src_key_padding_mask is None and not is_causal \
+                and self._fused_post_norm(x):
+            return self._fused_forward(x)
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
             return x + self._ff_block(self.norm2(x))
@@ -297,6 +329,53 @@ class TransformerEncoderLayer(_TransformerLayer):
 
     def _ff_block(self, x):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+    def _fused_post_norm(self, x):
+        """Whether ``_fused_forward`` computes this call: post-norm, batch_first, no dropout
+        in effect, self-attention on PackedSelfAttention's terms, LayerNorms over the last dim
+        with the layer's dtype."""
+        sa = self.self_attn
+        if self.norm_first or type(sa) is not MultiheadAttention or not sa.batch_first \
+                or x.ndim != 3 or not sa._packed_call(
+                    True, x, None, False, sa.dropout if self.training else 0.0, False, None):
+            return False
+        # the submodules as built, unhooked, and the blocks not overridden: this path calls
+        # neither them nor _sa_block / _ff_block
+        parts = {sa.out_proj: Linear, self.linear1: Linear, self.linear2: Linear,
+                 self.norm1: LayerNorm, self.norm2: LayerNorm, self.dropout: Dropout,
+                 self.dropout1: Dropout, self.dropout2: Dropout, sa: MultiheadAttention}
+        if any(type(m) is not kind or m.__dict__.get("_forward_hooks")
+               for m, kind in parts.items()) \
+                or type(self)._sa_block is not _TransformerLayer._sa_block \
+                or type(self)._ff_block is not TransformerEncoderLayer._ff_block:
+            return False
+        if self.training and any(d.p for d in (self.dropout, self.dropout1, self.dropout2)):
+            return False
+        if any(m.weight.dtype != x.dtype for m in (sa.out_proj, self.linear1, self.linear2)):
+            return False                    # linear's own check refuses it on the plain path
+        return all(tuple(n.normalized_shape) == (x.shape[-1],)
+                   and all(p is None or p.dtype == x.dtype for p in (n.weight, n.bias))
+                   for n in (self.norm1, self.norm2))
+
+    def _fused_forward(self, x):
+        """``norm1(x + sa(x))`` then ``norm2(x + ff(x))`` with each block's last Linear
+        bias-free and its bias, the residual add and the norm in one ResidualLayerNorm (four
+        adds' kernels fewer per layer on cuda), and linear1's bias and a ReLU in one kernel
+        (LinearReLU)."""
+        sa = self.self_attn
+        heads = packed_self_attention(x, sa.in_proj_weight, sa.in_proj_bias, sa.num_heads)
+        x = self._residual_norm(x, linear(heads, sa.out_proj.weight), sa.out_proj.bias,
+                                self.norm1)
+        if self.activation is relu and self.linear1.bias is not None:
+            hidden = LinearReLU.apply(x, self.linear1.weight, self.linear1.bias)
+        else:
+            hidden = self.activation(self.linear1(x))
+        return self._residual_norm(x, linear(hidden, self.linear2.weight), self.linear2.bias,
+                                   self.norm2)
+
+    @staticmethod
+    def _residual_norm(x, product, product_bias, norm):
+        return residual_layer_norm(x, product, product_bias, norm.weight, norm.bias, norm.eps)
 
 
 class TransformerEncoder(Module):

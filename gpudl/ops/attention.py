@@ -282,3 +282,82 @@ def _repeat_heads(query, kv):
     lead, (heads, n, d) = kv.shape[:-3], kv.shape[-3:]
     spread = kv.unsqueeze(-3).expand(*lead, heads, groups, n, d)      # (..., Hkv, G, S, d)
     return spread.reshape(*lead, heads * groups, n, d)
+
+
+# ------------------------------------------------------------ packed self-attention (MHA)
+# MultiheadAttention's self-attention with its packed in-projection, no mask (or is_causal), no
+# dropout and no weights returned (TransformerEncoderLayer's call), as one node from x to the
+# merged heads. The in-projection writes q, k and v already split into heads: one strided-
+# batched GEMM of x (N L, E) by each head's (E, D) slice of in_proj_weight gives (3 H, N L, D),
+# i.e. q, k and v each a C-contiguous (H N, L, D) stack the attention kernels read as it is
+# (split from a (N, L, 3E) product, each took a copy forward and backward), and their gradients
+# land the same way: the kernels write dq, dk and dv into one (3 H, N L, D) buffer, from which
+# in_proj_weight's gradient is another batched GEMM and the bias's a sum (the split's backward
+# took 3 copies of head-merged gradients and 3 writes into a (N, L, 3E) buffer). The heads
+# merge back to (N, L, E) in one copy each way.
+
+def _heads_product(a, b):
+    """``a @ b`` with broadcast batches: on CuPy through capture_blas (a broadcast operand read
+    with batch stride 0, eager or captured), else the ops layer's matmul."""
+    from .. import backend, capture_blas
+    if backend._cupy is not None and isinstance(a, backend._cupy.ndarray) \
+            and a.dtype in capture_blas.DTYPES:
+        return capture_blas.matmul(a, b)
+    from .linalg import _matmul
+    return _matmul(a, b)
+
+
+class PackedSelfAttention(ArrayFunction):
+    """(N, L, E) -> (N, L, E): softmax(q k^T / sqrt(D)) v per head of ``x``'s packed
+    projection ``x @ w.T + b`` (w (3E, E), b (3E,) or None), heads merged back; gradients for
+    x, w and b."""
+
+    new_gradients = True        # GEMM products and a sum: .grad takes them as they are
+
+    @staticmethod
+    def forward(ctx, x, w, b, heads, is_causal):
+        N, L, E = x.shape
+        D = E // heads
+        rows = x.reshape(N * L, E)
+        proj = _heads_product(rows, w.reshape(3 * heads, D, E).transpose(0, 2, 1))
+        if b is not None:                                       # (3H, N L, D)
+            proj += b.reshape(3 * heads, 1, D)
+        qkv = proj.reshape(3, heads * N, L, D)                  # batch index h N + n
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        scale = 1.0 / math.sqrt(D)
+        out, lse, probs = K.attention_forward(q, k, v, None, is_causal, scale, keep_probs=True,
+                                              **backends.attention_precision())
+        ctx.save_for_backward(rows, w, proj, out, lse, probs, b)     # b: for create_graph
+        ctx.conf = (N, L, E, heads, is_causal, scale)
+        return out.reshape(heads, N, L, D).transpose(1, 2, 0, 3).reshape(N, L, E)
+
+    @staticmethod
+    def backward(ctx, g):
+        rows, w, proj, out, lse, probs, _ = ctx.saved_tensors
+        N, L, E, heads, is_causal, scale = ctx.conf
+        D = E // heads
+        xp = xp_of(g)
+        gout = g.reshape(N, L, heads, D).transpose(2, 0, 1, 3).reshape(heads * N, L, D)
+        gproj = xp.empty((3 * heads, N * L, D), proj.dtype)
+        qkv, gqkv = (a.reshape(3, heads * N, L, D) for a in (proj, gproj))
+        K.attention_backward(qkv[0], qkv[1], qkv[2], out, lse, gout, None, is_causal, scale,
+                             probs, grads_out=(gqkv[0], gqkv[1], gqkv[2]),
+                             **backends.attention_precision())
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gx = gw = gb = None
+        if need_x:          # (N L, 3E) @ (3E, E): the heads' gradients side by side, one copy
+            from .linalg import _matmul
+            gx = _matmul(gproj.transpose(1, 0, 2).reshape(N * L, 3 * E), w).reshape(N, L, E)
+        if need_w:          # per head: (D, N L) @ (N L, E)
+            gw = _heads_product(gproj.transpose(0, 2, 1), rows).reshape(3 * E, E)
+        if need_b:
+            gb = gproj.sum(axis=1).reshape(3 * E)
+        return gx, gw, gb, None, None
+
+
+def packed_self_attention(x, in_proj_weight, in_proj_bias, num_heads, is_causal=False):
+    """MultiheadAttention's unmasked self-attention of ``x`` (N, L, E) with its packed
+    in-projection, before out_proj: the heads merged back to (N, L, E) (see
+    PackedSelfAttention). The caller checks shapes; float32/float64 only."""
+    return PackedSelfAttention.apply(x, in_proj_weight, in_proj_bias, int(num_heads),
+                                     bool(is_causal))

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import backends, kernels
 from ..autograd import ArrayFunction
+from ..functions import cat
 from ..higher_order import graph_backward
 from ..tensor_math import where
 from . import activation as A
@@ -370,6 +371,33 @@ def _attention(saved, gout):
              sum_to(ds.transpose(-2, -1) @ q, key.shape) if need_k else None,
              sum_to(p.transpose(-2, -1) @ gout, value.shape) if need_v else None)
             + (None,) * (len(saved.node.edges) - 3))
+
+
+@graph_backward(AT.PackedSelfAttention)
+def _packed_self_attention(saved, g):
+    """The projection and the probabilities recomputed with Tensor ops (as ``_attention``),
+    the heads' gradients side by side as the projection's, then Linear's."""
+    rows, w, _, _, _, _, b = saved.ctx.saved_tensors
+    N, L, E, heads, is_causal, scale = saved.ctx.conf
+    D = E // heads
+    x = saved.input(0, rows.reshape(N, L, E))
+    w = saved.input(1, w)
+    proj = x @ w.T if b is None else x @ w.T + saved.input(2, b)
+
+    def split(t):                                   # (N, L, E) -> (N, H, L, D)
+        return t.reshape(N, L, heads, D).transpose(1, 2)
+    q, k, v = (split(t) for t in proj.chunk(3, dim=-1))
+    gout = split(g)
+    p = AT.attention_weights(q, k, None, is_causal, scale)
+    dp = gout @ v.transpose(-2, -1)
+    ds = p * (dp - (dp * p).sum(-1, keepdim=True)) * scale
+    gproj = cat([t.transpose(1, 2).reshape(N, L, E)
+                 for t in (ds @ k, ds.transpose(-2, -1) @ q, p.transpose(-2, -1) @ gout)], -1)
+    need_x, need_w, need_b = saved.needs_input_grad[:3]
+    flat = gproj.reshape(N * L, 3 * E)
+    return (gproj @ w if need_x else None,
+            flat.T @ x.reshape(N * L, E) if need_w else None,
+            flat.sum(0) if need_b else None, None, None)
 
 
 # ----------------------------------------------------------------- convolutions

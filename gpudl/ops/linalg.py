@@ -62,6 +62,8 @@ class MatMul(ArrayFunction):
 class Linear(ArrayFunction):
     """y = x @ w.T + b in one node: the layer every model calls most."""
 
+    new_gradients = True        # products and a column sum: .grad takes them without a copy
+
     @staticmethod
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
@@ -70,15 +72,41 @@ class Linear(ArrayFunction):
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
-        nx, nw, nb = ctx.needs_input_grad
-        gx = in_float32(_matmul, g, w) if nx else None
-        gw = gb = None
-        rows = math.prod(g.shape[:-1])       # not -1: reshape cannot infer it with 0 features
-        if nw:
-            gw = in_float32(_matmul, g.reshape(rows, g.shape[-1]).T, x.reshape(rows, x.shape[-1]))
-        if nb:
-            gb = summed(g.reshape(rows, g.shape[-1]), 0, False)
-        return gx, gw, gb
+        return _linear_grads(ctx.needs_input_grad, g, x, w)
+
+
+def _linear_grads(needs, g, x, w):
+    """(gx, gw, gb) of y = x @ w.T + b for the output gradient ``g`` (None where ``needs``,
+    per input, is False)."""
+    nx, nw, nb = needs[:3]
+    gx = in_float32(_matmul, g, w) if nx else None
+    gw = gb = None
+    rows = math.prod(g.shape[:-1])       # not -1: reshape cannot infer it with 0 features
+    if nw:
+        gw = in_float32(_matmul, g.reshape(rows, g.shape[-1]).T, x.reshape(rows, x.shape[-1]))
+    if nb:
+        gb = summed(g.reshape(rows, g.shape[-1]), 0, False)
+    return gx, gw, gb
+
+
+class LinearReLU(ArrayFunction):
+    """relu(x @ w.T + b) in one node: the GEMM, then the bias add and the ReLU in one kernel
+    on cuda (kernels/activation.bias_relu); backward the ReLU's mask, then Linear's."""
+
+    new_gradients = True
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        from ..kernels import activation
+        y = activation.bias_relu(in_float32(_matmul, x, w.T), b)
+        ctx.save_for_backward(x, w, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        from ..kernels import activation
+        x, w, y = ctx.saved_tensors
+        return _linear_grads(ctx.needs_input_grad, activation.relu_backward(y, g), x, w)
 
 
 class Einsum(ArrayFunction):

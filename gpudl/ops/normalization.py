@@ -87,6 +87,8 @@ class LayerNorm(ArrayFunction):
     """Normalise over the last ``ndim`` axes; weight and bias have those axes' shape (on cuda:
     one kernel forward, two backward, kernels/layer_norm_cuda.py)."""
 
+    new_gradients = True        # every path's gx, gw, gb are arrays of its own
+
     @staticmethod
     def forward(ctx, x, weight, bias, ndim, eps):
         ctx.rows = None
@@ -205,6 +207,50 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     momentum = momentum if isinstance(momentum, Tensor) else float(momentum)
     return BatchNorm.apply(input, weight, bias, running_mean, running_var, bool(training),
                            momentum, float(eps))
+
+
+class ResidualLayerNorm(ArrayFunction):
+    """layer_norm(r + (a + c)) over the last axis: a post-norm transformer layer's residual r,
+    its block's GEMM product a and that GEMM's bias c (or None), in one node. On cuda one
+    kernel forward (layer_norm_cuda.add_forward: the two adds folded into the norm), the norm's
+    two backward; elsewhere the adds, then LayerNorm's own forward. The sum's gradient goes to
+    r and a as it is; c's is its column sum."""
+
+    # r and a share one array (the sum's gradient); c's, weight's and bias's are new
+    new_gradients = (False, False, True, True, True, False)
+
+    @staticmethod
+    def forward(ctx, r, a, c, weight, bias, eps):
+        ctx.rows = None
+        if _fused_rows(a, weight, bias, 1) and r.dtype == a.dtype and r.shape == a.shape \
+                and (c is None or c.dtype == a.dtype):
+            from ..kernels import layer_norm_cuda
+            y, ctx.rows = layer_norm_cuda.add_forward(r, a, c, weight, bias, eps)
+            ctx.shapes = (a.shape, None if weight is None else weight.shape,
+                          None if bias is None else bias.shape)
+            return y
+        x = r + (a if c is None else a + c)
+        return LayerNorm.forward(ctx, x, weight, bias, 1, eps)
+
+    @staticmethod
+    def backward(ctx, g):
+        needs = ctx.needs_input_grad
+        need_r, need_a, need_c, need_w, need_b = needs[:5]
+        ctx.needs_input_grad = (need_r or need_a or need_c, need_w, need_b)   # LayerNorm's
+        try:
+            gx, gw, gb = LayerNorm.backward(ctx, g)[:3]
+        finally:
+            ctx.needs_input_grad = needs          # as it was: a retained graph's next backward
+        gc = None
+        if need_c:
+            gc = gx.reshape(-1, gx.shape[-1]).sum(axis=0)
+        return gx if need_r else None, gx if need_a else None, gc, gw, gb, None
+
+
+def residual_layer_norm(residual, product, product_bias, weight, bias, eps=1e-5):
+    """``layer_norm(residual + (product + product_bias), (D,), weight, bias, eps)`` as one node
+    (ResidualLayerNorm); the caller checks shapes and dtypes (D: the last dim)."""
+    return ResidualLayerNorm.apply(residual, product, product_bias, weight, bias, float(eps))
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):

@@ -53,8 +53,13 @@ class Mean(ArrayFunction):
         count = 1
         for ax in axes:
             count *= shape[ax]
-        g = _expand_back(g, axes, keepdims, shape) / max(count, 1)
-        return _broadcast_back(g, shape), None, None
+        g = _expand_back(g, axes, keepdims, shape)
+        if backend.on_device(g) and g.dtype in (np.float32, np.float64) and g.size > 1:
+            # the whole gradient in one kernel, C-contiguous: a consumer that needs it so (a
+            # LayerNorm's backward, the transformer step's pooling) copies no broadcast view
+            full = xp_of(g).empty(shape, g.dtype)
+            return xp_of(g).divide(g, g.dtype.type(max(count, 1)), out=full), None, None
+        return _broadcast_back(g / max(count, 1), shape), None, None
 
 
 class Extreme(ArrayFunction):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
+from device_checks import replayed_losses
 from gpudl import backend, nn
 
 pytestmark = [pytest.mark.simulator,
@@ -29,20 +30,8 @@ def test_simulated_step_replays_match_eager_steps():
         loss.backward()
         opts[0].step()
         losses.append(loss.numpy().copy())
-    static_x, static_y = data[0][0].clone(), data[0][1].clone()
-    g = gd.cuda.CUDAGraph()
-    opts[1].zero_grad()
-    with gd.cuda.graph(g):
-        static_loss = nn.functional.cross_entropy(graphed(static_x), static_y)
-        static_loss.backward()
-        opts[1].step()
-    replayed = []
-    for x, y in data:
-        static_x.copy_(x)
-        static_y.copy_(y)
-        g.replay()
-        replayed.append(static_loss.numpy().copy())
-    np.testing.assert_allclose(replayed, losses, rtol=1e-5)
+    np.testing.assert_allclose(replayed_losses(graphed, opts[1], data, nn.functional.cross_entropy),
+                               losses, rtol=1e-5)
     for pe, pg in zip(eager.parameters(), graphed.parameters()):
         np.testing.assert_allclose(pg.numpy(), pe.numpy(), rtol=1e-5, atol=1e-6)
 

@@ -54,9 +54,9 @@ class SmallLSTM(nn.Module):
 
 
 class SmallTransformer(nn.Module):
-    def __init__(self):
+    def __init__(self, dropout=0.1):
         super().__init__()
-        self.layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, dropout=0.1,
+        self.layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, dropout=dropout,
                                                 batch_first=True)
         self.head = nn.Linear(4, 3)
 
@@ -134,7 +134,9 @@ OPTIMIZERS = {"sgd_momentum": _sgd, "adam": _adam, "adamw_capturable": _capturab
 # run with one optimizer each (the simulator is slow)
 TUTORIAL_MODELS = {"embedding_lstm": (_embedding_lstm, _token_batch),
                    "transformer_key_padding": (_padded_transformer, _token_batch),
-                   "vae": (_vae, _vae_batch)}
+                   "vae": (_vae, _vae_batch),
+                   # no dropout: self-attention runs PackedSelfAttention
+                   "transformer_packed": (lambda: SmallTransformer(0.0), _transformer_batch)}
 ALL_MODELS = {**MODELS, **TUTORIAL_MODELS}
 
 
