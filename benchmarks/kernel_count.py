@@ -12,7 +12,8 @@ offline. This runs the steps of graph_steps.py at batch 2 on the strict simulato
 (kernels/launch.py), each CuPy ElementwiseKernel/ReductionKernel/RawKernel call, and each array
 operation of the simulator's CuPy stand-in (a ufunc call or reduction, a NumPy function, a fill
 or item assignment, a module function that writes a new array such as ``stack`` or a copying
-``array``: each one CuPy kernel; cuBLAS through matmul: one). Kernels are not run, so
+``array``, a method that copied (``copy``, ``astype``, a ``reshape`` of a strided array): each
+one CuPy kernel; cuBLAS through matmul: one). Kernels are not run, so
 values are garbage; a step reads nothing back (tests/sim/test_zero_sync_sim.py), so what runs
 does not depend on them. CuPy-only branches (``backend.is_device_array``) are taken as on a GPU.
 It is an estimate: a CuPy op that launches two kernels counts one, a view counts none.
@@ -42,6 +43,9 @@ _PLUMBING = ("sim_device.py", "launch.py", "multi_tensor.py", "kernel_count.py")
 _WRITING = ("zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "arange", "eye",
             "copy", "ascontiguousarray", "array", "stack", "concatenate", "where")
 _COPYING = ("ascontiguousarray", "array")     # counted only when they copied
+# the device arrays' methods that may copy (CuPy's cupy_copy kernel): counted when they did
+# (session 18: autograd's ten .grad copies a LeNet step, seen by CUPTI, were not counted)
+_COPYING_METHODS = ("copy", "astype", "reshape", "ravel", "flatten")
 
 
 class Counter:
@@ -117,6 +121,17 @@ def counting_hooks(counter):
         counter.add("cupy setitem")
         return setitem(self, key, value)
 
+    def counted_method(name):
+        method = getattr(device_array, name)
+
+        def counted(self, *args, **kwargs):
+            result = method(self, *args, **kwargs)
+            if isinstance(result, np.ndarray) and result.size and \
+                    not np.may_share_memory(result, self):      # a copy; a view costs nothing
+                counter.add(f"cupy {name} (method)")
+            return result
+        return counted
+
     def counted_getitem(self, key):
         result = getitem(self, key)
         if isinstance(result, np.ndarray) and result.size and \
@@ -151,6 +166,8 @@ def counting_hooks(counter):
     patch(device_array, "fill", counted_fill)
     patch(device_array, "__setitem__", counted_setitem)
     patch(device_array, "__getitem__", counted_getitem)
+    for name in _COPYING_METHODS:
+        patch(device_array, name, counted_method(name))
     patch(backend, "is_device_array", lambda a: isinstance(a, device_array))
     patch(backend, "elementwise_kernel", lambda *spec: cupy_kernel(*spec))
     patch(backend, "reduction_kernel", lambda *spec: cupy_kernel(*spec, reduction=True))

@@ -252,6 +252,14 @@ class ArrayFunction:
     # gpudl.inplace.view_origin), so in-place edits through it are recorded in its base's graph
     is_view = False
 
+    # True for ops whose backward returns, on the cuda device, only arrays it made itself (or
+    # views of buffers it made) that no other returned array overlaps and that nothing else
+    # keeps (no ctx, cache or scratch buffer): a leaf whose .grad is None then takes such an
+    # array as its .grad without the copy _accumulate makes otherwise (issue 14: LeNet's ten
+    # parameters' copies, one kernel each in a graphed step). CPU arrays are copied anyway
+    # (their conv paths return scratch-buffer views).
+    fresh_gradients = False
+
     @staticmethod
     def forward(ctx, *args):
         raise NotImplementedError
@@ -1004,7 +1012,7 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
         elif g.__class__ is SlicedGradient:     # held: the walk joins a leaf's pieces once
             pending[edge] = pending[edge] + g if edge in pending else g
         else:
-            _accumulate(edge, g)
+            _accumulate(edge, g, node.function.fresh_gradients)
 
 
 def one_per_input(node, input_grads, what):
@@ -1041,16 +1049,29 @@ def _checked(node, i, g, shape, dtype):
     return backend.cast(g, dtype)        # float32 -> bfloat16 through the bits on CuPy
 
 
-def _accumulate(tensor, g):
+def _uncopied(g):
+    """Whether an owned gradient ``g`` becomes .grad as it is: cuda arrays only."""
+    return g.__class__ is not np.ndarray and backend.is_device_array(g)
+
+
+def _accumulate(tensor, g, owned=False):
+    """Add ``g`` into ``tensor``'s .grad (set it when None). ``owned``: ``g`` came from a
+    backward whose Function has ``fresh_gradients``, so a cuda array is taken as the new .grad
+    as it is (PyTorch's AccumulateGrad steals an unshared gradient likewise); otherwise, and
+    for CPU arrays, .grad gets a copy."""
     if _capture is not None and _capture.active():
-        return _capture.accumulate(tensor, _as_array(g))
+        return _capture.accumulate(tensor, _as_array(g), owned)
     # ._grad, not the .grad property: its getter warns for a non-leaf tensor, which
     # backward(inputs=...) fills (torch does so silently), and its setter's checks hold here (g
     # has the tensor's shape and dtype: _run_node and the seeds' checks saw to it)
     sliced = g.__class__ is SlicedGradient      # its array() is a new buffer
     if tensor._grad is None:
-        # a copy: the same gradient array may reach several leaves, and users update grads in place
-        g = g.array() if sliced else g.copy()
+        # a copy: the same gradient array may reach several leaves, and users update grads in
+        # place; not for an array its backward made for this leaf alone (``owned``)
+        if sliced:
+            g = g.array()
+        elif not (owned and _uncopied(g)):
+            g = g.copy()
         tensor._grad = _Tensor._make(g, False, None, 0, tensor._device)
     else:
         old = tensor._grad._data

@@ -94,9 +94,9 @@ class _Watcher(Hook):
         self.nodes.append(describe_backward(order))
         return eager(autograd._backward, tensor, grad, retain_graph)
 
-    def accumulate(self, tensor, g):
+    def accumulate(self, tensor, g, owned=False):
         if tensor.grad is None:
-            return eager(autograd._accumulate, tensor, g)
+            return eager(autograd._accumulate, tensor, g, owned)
         tensor.grad._data += g      # in place, as torch: replays keep accumulating into .grad
 
     def call(self, kind, method, target, args, kwargs):

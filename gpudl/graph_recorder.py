@@ -250,9 +250,9 @@ class Recorder(Hook):
             self.plan = None
         self.calls.append(call)
 
-    def accumulate(self, tensor, g):
+    def accumulate(self, tensor, g, owned=False):
         if self.plan is None:
-            return eager(autograd._accumulate, tensor, g)
+            return eager(autograd._accumulate, tensor, g, owned)
         grad = tensor.grad
         if grad is None:
             grad = tensor.grad = Tensor._make(g.copy(), False, None, 0, tensor.device)
@@ -509,9 +509,9 @@ class _Replayer(Hook):
     def backward(self, tensor, grad, retain_graph):
         return eager(autograd._backward, tensor, grad, retain_graph)
 
-    def accumulate(self, tensor, g):
+    def accumulate(self, tensor, g, owned=False):
         if self.plan is None:
-            return eager(autograd._accumulate, tensor, g)
+            return eager(autograd._accumulate, tensor, g, owned)
         _, grad, kind = next(self.plan)
         if kind == "new":
             grad._data[...] = g

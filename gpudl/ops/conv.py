@@ -24,6 +24,10 @@ from .padding import pad as _pad
 
 
 class Conv2d(ArrayFunction):
+    # on cuda, kernels.conv's gradients are new arrays, or disjoint views of one new buffer (the
+    # weight and bias gradients of conv_cuda's one pass): .grad takes them uncopied
+    fresh_gradients = True
+
     @staticmethod
     def forward(ctx, x, w, b, stride, padding, dilation, groups):
         ctx.save_for_backward(x, w)

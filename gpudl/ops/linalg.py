@@ -62,6 +62,8 @@ class MatMul(ArrayFunction):
 class Linear(ArrayFunction):
     """y = x @ w.T + b in one node: the layer every model calls most."""
 
+    fresh_gradients = True      # gx, gw: new products; gb: a new sum (autograd._accumulate)
+
     @staticmethod
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
