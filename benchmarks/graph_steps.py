@@ -34,6 +34,9 @@ STEPS = (("LeNet-5 SGD-momentum, batch 64 x 1x28x28", workloads.lenet_parts),
           functools.partial(workloads.transformer_parts, dropout=0.1)))
 
 
+SPLIT_K_OFF = "gpudl graphed, small GEMMs without split-K"     # a GPU's row, session 18
+
+
 def _times(fn, synchronize, repeats, warmup=3):
     """(median ms per synchronised step, median host ms of the call alone)."""
     for _ in range(warmup):
@@ -61,12 +64,25 @@ def _variants(device):
     def eager(lib):
         return lambda parts: workloads.train_step(*parts(lib, device))
 
+    def graphed_without_split_k(parts):
+        # capture_blas.SMALL_GEMM_WORKSPACE_BYTES (off by default until this row says): small
+        # products captured with no cuBLAS workspace, so no split-K reductions
+        from gpudl import capture_blas
+        saved = capture_blas.SMALL_GEMM_WORKSPACE_BYTES
+        capture_blas.SMALL_GEMM_WORKSPACE_BYTES = 0
+        try:
+            return graphed(gpudl)(parts)
+        finally:
+            capture_blas.SMALL_GEMM_WORKSPACE_BYTES = saved
+
     rows = [("gpudl eager", gpudl, sync, eager(gpudl)),
             ("gpudl graphed", gpudl, sync, graphed(gpudl))]
     if torch is not None:
         rows.append(("torch eager", torch, lambda: torch_sync(torch), eager(torch)))
         if gpu:
             rows.append(("torch graphed", torch, lambda: torch_sync(torch), graphed(torch)))
+    if gpu:
+        rows.append((SPLIT_K_OFF, gpudl, sync, graphed_without_split_k))
     return rows
 
 

@@ -147,6 +147,8 @@ def _workloads(only):
     out = []
     for step_name, parts in graph_steps.STEPS:
         for label, lib, synchronize, build in graph_steps._variants("cuda"):
+            if label == graph_steps.SPLIT_K_OFF and not step_name.startswith("LeNet"):
+                continue        # its kernels where split-K was seen; the step's time budget
             out.append((f"{step_name}, {label}", lambda b=build, p=parts: b(p), synchronize))
     for name, devices, build in compare.WORKLOADS:
         if "cuda" in devices and any(key in name for key in COMPARE_ROWS):

@@ -256,7 +256,8 @@ class ArrayFunction:
     # (fresh GEMM or reduction results, not g itself nor a view of it or of a saved array): a
     # leaf whose .grad is None then takes such a gradient as its .grad without a copy (as torch's
     # AccumulateGrad steals a gradient nothing else references), which saves a copy kernel per
-    # parameter per step on the GPU. A tuple: per input.
+    # parameter per step on the GPU. A tuple: per input. "cuda": on the cuda device only (an op
+    # whose CPU path may return views of scratch buffers, as the CPU convolutions do).
     new_gradients = False
 
     @staticmethod
@@ -1012,7 +1013,7 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
             pending[edge] = pending[edge] + g if edge in pending else g
         else:
             owned = node.function.new_gradients
-            _accumulate(edge, g, owned if owned.__class__ is bool else owned[i])
+            _accumulate(edge, g, owned[i] if owned.__class__ is tuple else owned)
 
 
 def one_per_input(node, input_grads, what):
@@ -1059,6 +1060,8 @@ def _accumulate(tensor, g, owned=False):
     # has the tensor's shape and dtype: _run_node and the seeds' checks saw to it)
     sliced = g.__class__ is SlicedGradient      # its array() is a new buffer
     if tensor._grad is None:
+        if owned == "cuda":
+            owned = backend.is_device_array(g)
         # a copy: the same gradient array may reach several leaves, and users update grads in place
         g = g.array() if sliced else g if owned else g.copy()
         tensor._grad = _Tensor._make(g, False, None, 0, tensor._device)

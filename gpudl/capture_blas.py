@@ -36,6 +36,19 @@ WORKSPACE_BYTES = 32 << 20           # cuBLAS asks for 32 MiB on Hopper for its 
 
 DTYPES = tuple(_DATA_TYPE)           # what ``matmul`` takes; anything else keeps CuPy's path
 
+# Small products' workspace (issue 14, session 18; NOT YET TRIED ON A GPU: the next GPU run
+# decides, benchmarks/graph_steps.py's "gpudl graphed, small GEMMs without split-K" row).
+# On the session-18 H200, cuBLAS (its cuBLASLt heuristics) ran split-K for some of LeNet's
+# Linear products at batch 64 (m*n*k 0.05-3 M multiply-adds): a GEMM writing partial sums into
+# the workspace, then cublasLt::splitKreduce_kernel, 5 a graphed step (10.6 us, plus ~3.4 us of
+# graph idle time each). Split-K's partial sums live in the workspace, and cuBLASLt's heuristics
+# keep only algorithms whose workspace fits what the handle was given, so a small product given
+# no workspace should run as one kernel. None (the default, as measured so far): every product
+# gets WORKSPACE_BYTES. A number: products of at most SMALL_GEMM_MACS multiply-adds (all
+# batches together) get that many bytes (0: no split-K), larger ones WORKSPACE_BYTES.
+SMALL_GEMM_WORKSPACE_BYTES = None
+SMALL_GEMM_MACS = 1 << 22            # LeNet's largest Linear product: 64 x 400 x 120 = 3.1 M
+
 _lib = None
 _handles = {}                        # (thread id, device id) -> (handle, workspace memory)
 
@@ -156,7 +169,7 @@ def gemm(g, a3, b3, out, allow_tf32=None):
     stream = backend._cupy.cuda.get_current_stream().ptr
     _check(lib.cublasSetStream_v2(handle, ctypes.c_void_p(stream)), "cublasSetStream")
     _check(lib.cublasSetWorkspace_v2(handle, ctypes.c_void_p(workspace.ptr),
-                                     ctypes.c_size_t(WORKSPACE_BYTES)), "cublasSetWorkspace")
+                                     ctypes.c_size_t(workspace_bytes(g))), "cublasSetWorkspace")
     dtype = out.dtype
     compute = compute_type(dtype, allow_tf32)
     scalar = ctypes.c_double if dtype == np.float64 else ctypes.c_float
@@ -169,6 +182,18 @@ def gemm(g, a3, b3, out, allow_tf32=None):
         ctypes.byref(zero), ctypes.c_void_p(backend.address(out)), kind, g.ldc,
         ctypes.c_longlong(g.stride_c), g.batch, compute, _GEMM_DEFAULT)
     _check(status, "cublasGemmStridedBatchedEx")
+
+
+def workspace_bytes(g):
+    """The workspace the product ``g`` may use: SMALL_GEMM_WORKSPACE_BYTES for a small one when
+    that is set, else WORKSPACE_BYTES."""
+    small = SMALL_GEMM_WORKSPACE_BYTES
+    if small is None or g.m * g.n * g.k * g.batch > SMALL_GEMM_MACS:
+        return WORKSPACE_BYTES
+    if not 0 <= small <= WORKSPACE_BYTES:
+        raise ValueError(f"capture_blas.SMALL_GEMM_WORKSPACE_BYTES: expected None or 0 to "
+                         f"{WORKSPACE_BYTES} bytes, got {small}")
+    return small
 
 
 def compute_type(dtype, allow_tf32=None):

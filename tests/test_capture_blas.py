@@ -154,3 +154,58 @@ def test_a_captured_linear_layer_matches_eager(rng, dtype):
     for got, expected in zip([x.grad.numpy(), layer.weight.grad.numpy()], eager_grads):
         np.testing.assert_allclose(got.astype(np.float64), expected.astype(np.float64),
                                    rtol=tolerance, atol=tolerance)
+
+
+def test_small_products_get_the_small_workspace_only_when_told(monkeypatch):
+    """capture_blas.SMALL_GEMM_WORKSPACE_BYTES (off by default: every product keeps the full
+    workspace, so cuBLAS may split K); set, products of at most SMALL_GEMM_MACS multiply-adds
+    get it (0: no room for split-K's partial sums), larger ones the full workspace."""
+    fc1 = capture_blas.Gemm(m=120, n=64, k=400, op_a=1, lda=400, stride_a=0, op_b=0, ldb=400,
+                            stride_b=0, ldc=120, stride_c=0, batch=1)   # LeNet's fc1 forward
+    big = capture_blas.Gemm(m=1024, n=1024, k=1024, op_a=0, lda=1024, stride_a=0, op_b=0,
+                            ldb=1024, stride_b=0, ldc=1024, stride_c=0, batch=1)
+    assert capture_blas.SMALL_GEMM_WORKSPACE_BYTES is None
+    full = capture_blas.WORKSPACE_BYTES
+    assert capture_blas.workspace_bytes(fc1) == capture_blas.workspace_bytes(big) == full
+    monkeypatch.setattr(capture_blas, "SMALL_GEMM_WORKSPACE_BYTES", 0)
+    assert capture_blas.workspace_bytes(fc1) == 0
+    assert capture_blas.workspace_bytes(big) == full
+    monkeypatch.setattr(capture_blas, "SMALL_GEMM_WORKSPACE_BYTES", -1)
+    with pytest.raises(ValueError, match="SMALL_GEMM_WORKSPACE_BYTES: expected None or 0 to "
+                                         ".* bytes, got -1"):
+        capture_blas.workspace_bytes(fc1)
+
+
+@gpu
+@pytest.mark.parametrize("workspace", [None, 0])
+def test_lenets_linear_layers_captured_with_either_workspace_match_float64(rng, monkeypatch,
+                                                                           workspace):
+    """LeNet-5's three Linear layers at batch 64, forward and backward captured in a graph with
+    the full workspace and with none for small products (the switch the next GPU run times)."""
+    monkeypatch.setattr(capture_blas, "SMALL_GEMM_WORKSPACE_BYTES", workspace)
+    monkeypatch.setattr(gd.backends.cuda.matmul, "allow_tf32", False)
+    sizes = (400, 120, 84, 10)
+    ws = [rng.standard_normal((o, i)) / np.sqrt(i) for i, o in zip(sizes, sizes[1:])]
+    bs = [rng.standard_normal(o) for o in sizes[1:]]
+    x64 = rng.standard_normal((64, 400))
+    layers = [(gd.tensor(w.astype(np.float32), requires_grad=True),
+               gd.tensor(b.astype(np.float32), requires_grad=True)) for w, b in zip(ws, bs)]
+    x = gd.tensor(x64.astype(np.float32), requires_grad=True)
+    graph = gd.cuda.CUDAGraph()
+    with gd.cuda.graph(graph):
+        h = x
+        for w, b in layers:
+            h = gd.nn.functional.linear(h, w, b)
+        h.sum().backward()
+    graph.replay()
+    hs, h_ref = [x64], x64                  # float64 NumPy: forward, then the backward by hand
+    for w, b in zip(ws, bs):
+        h_ref = h_ref @ w.T + b
+        hs.append(h_ref)
+    np.testing.assert_allclose(h.numpy(), h_ref, rtol=1e-4, atol=1e-4)
+    g = np.ones_like(h_ref)
+    for (w_t, b_t), w, h_in in reversed(list(zip(layers, ws, hs))):
+        np.testing.assert_allclose(w_t.grad.numpy(), g.T @ h_in, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(b_t.grad.numpy(), g.sum(axis=0), rtol=1e-4, atol=1e-4)
+        g = g @ w
+    np.testing.assert_allclose(x.grad.numpy(), g, rtol=1e-4, atol=1e-4)

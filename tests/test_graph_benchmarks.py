@@ -66,9 +66,11 @@ def test_graph_steps_reports_the_ratios_of_the_targets(monkeypatch):
     for name, _ in graph_steps.STEPS:
         rows = [line for line in table.splitlines() if line.startswith(f"| {name} |")]
         labels = [row.split("|")[2].strip() for row in rows]
+        split_k_off = [graph_steps.SPLIT_K_OFF] if ON_GPU else []
         assert labels == ["gpudl eager", "gpudl graphed", "torch eager", "torch graphed",
-                          "gpudl graphed /"], labels
+                          *split_k_off, "gpudl graphed /"], labels
         assert "x torch eager" in rows[-1]
         assert ("x torch graphed" in rows[-1]) == ON_GPU
     variants = [label for label, *_ in graph_steps._variants("cuda")]
-    assert variants == ["gpudl eager", "gpudl graphed", "torch eager", "torch graphed"]
+    assert variants == ["gpudl eager", "gpudl graphed", "torch eager", "torch graphed",
+                        graph_steps.SPLIT_K_OFF]

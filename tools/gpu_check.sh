@@ -112,7 +112,7 @@ tests/kernels/test_launch_no_sync.py tests/optim/test_capturable.py tests/test_p
 tests/test_second_gpu_run_fixes.py tests/test_deferred_checks.py tests/test_embedding_bag.py \
 tests/test_cupy_semantics.py tests/test_linalg.py tests/test_special.py tests/test_tensor_misc.py \
 tests/test_math_ops.py tests/test_distributions_breadth.py tests/nn/test_vision_layers.py \
-tests/keras/test_keras_breadth.py tests/keras/test_keras_ops.py"
+tests/keras/test_keras_breadth.py tests/keras/test_keras_ops.py tests/test_grad_ownership.py"
 step tests_new 150 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
     -p no:cacheprovider $details $workers $new_cupy_code
 step tests 260 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \

@@ -24,6 +24,11 @@ from .padding import pad as _pad
 
 
 class Conv2d(ArrayFunction):
+    # on cuda, kernels.conv's gradients are new arrays, or disjoint views of one new buffer (the
+    # weight and bias gradients of conv_cuda's one pass): .grad takes them uncopied; the CPU
+    # paths may return views of scratch buffers
+    new_gradients = "cuda"
+
     @staticmethod
     def forward(ctx, x, w, b, stride, padding, dilation, groups):
         ctx.save_for_backward(x, w)
