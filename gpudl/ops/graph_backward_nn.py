@@ -303,10 +303,9 @@ class _Joined(ArrayFunction):
 
     @staticmethod
     def backward(ctx, g):
-        gc = None
-        if ctx.needs_input_grad[2]:
-            gc = g.reshape(-1, g.shape[-1]).sum(axis=0).reshape(ctx.c_shape)
-        return g, g, gc, None
+        need_r, need_a, need_c = ctx.needs_input_grad[:3]
+        gc = g.reshape(-1, g.shape[-1]).sum(axis=0).reshape(ctx.c_shape) if need_c else None
+        return g if need_r else None, g if need_a else None, gc, None
 
 
 @graph_backward(_Joined)
@@ -328,8 +327,9 @@ def _place(saved, i, stand_in):
 
 @graph_backward(N.ResidualLayerNorm)
 def _residual_layer_norm(saved, g):
-    """LayerNorm's at x = r + (a + c), that sum's value (or less its mean) kept by forward as a
-    _Joined of r, a and c: the gradient of x goes to r and a, its column sum to c."""
+    """LayerNorm's at x = r + (a + c): the value forward kept of x (or x less its mean) as a
+    _Joined of r, a and c (neither r nor a is kept), so x's gradient goes to r and a, its
+    column sum to c."""
     value, weight = _norm_input_value(saved.ctx)
     need_r, need_a, need_c, need_w, need_b = saved.needs_input_grad[:5]
     c_shape = saved.output_shape(0)[-1:]
