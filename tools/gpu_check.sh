@@ -100,7 +100,8 @@ details="-rfE --tb=short --durations=20"   # every failure's reason, even when a
 # kernels here, Adam's one-kernel bias corrections, the launch without Numba's sync, the fixes
 # of the second run, scatter_add and sorts of bfloat16), then session 11's (cupy.linalg,
 # cupyx.scipy.special, the N-d conv and pools, grid_sample, the Keras ops)
-new_cupy_code="tests/test_grad_adoption.py tests/test_packed_self_attention.py \
+new_cupy_code="tests/test_fused_second_order.py tests/test_grad_adoption.py \
+tests/test_packed_self_attention.py \
 tests/test_residual_layer_norm.py tests/kernels/test_row_kernels_cpu.py tests/optim/test_cpu_loops.py \
 tests/test_relu_fused_kernel.py tests/test_host_syncs_ops.py tests/test_custom_function.py \
 tests/test_sliced_gradient.py tests/kernels/test_lstm_wgrad.py \

@@ -352,7 +352,20 @@ def _einsum(saved, g):
 @graph_backward(L.Linear)
 def _linear(saved, g):
     x, w = saved.ctx.saved_tensors
-    nx, nw, nb = saved.needs_input_grad
+    return _linear_grads(saved, g, x, w)
+
+
+@graph_backward(L.LinearReLU)
+def _linear_relu(saved, g):
+    """ReLU's mask from the kept output (NaN passes the gradient, as backward), then
+    Linear's."""
+    x, w, y = saved.ctx.saved_tensors
+    return _linear_grads(saved, masked(g, (y > 0) | xp_of(y).isnan(y)), x, w)
+
+
+def _linear_grads(saved, g, x, w):
+    """(gx, gw, gb) of y = x @ w.T + b, the arrays x and w its inputs 0 and 1."""
+    nx, nw, nb = saved.needs_input_grad[:3]
     rows = int(np.prod(g.shape[:-1]))
     g2 = S.Reshape.apply(g, (rows, g.shape[-1]))
     gx = g @ saved.input(1, w) if nx else None

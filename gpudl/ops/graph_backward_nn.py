@@ -14,6 +14,7 @@ from .. import backends, kernels
 from ..autograd import ArrayFunction
 from ..functions import cat
 from ..higher_order import graph_backward
+from ..tensor import Tensor
 from ..tensor_math import where
 from . import activation as A
 from . import attention as AT
@@ -257,17 +258,87 @@ def _centered_input(saved, xhat, invstd):
     return saved.input(0, xhat / invstd)
 
 
-@graph_backward(N.LayerNorm)
-def _layer_norm(saved, g):
-    xhat, invstd, weight = saved.ctx.saved_tensors
+def _layer_norm_grads(saved, g, x, weight, weight_input, need):
+    """(gx, gw, gb) of layer_norm at the Tensor ``x`` (its input, or that input less its mean)
+    with the weight array ``weight`` (or None; input ``weight_input`` of the node), over
+    ``saved.ctx.axes``; ``need``: which of the three."""
     axes = saved.ctx.axes
-    need_x, need_w, need_b = saved.needs_input_grad[:3]
-    xhat, invstd = _normalized(_centered_input(saved, xhat, invstd), axes, saved.ctx.eps)
+    need_x, need_w, need_b = need
+    xhat, invstd = _normalized(x, axes, saved.ctx.eps)
     lead = tuple(range(g.ndim - len(axes)))
-    g_xhat = g if weight is None else g * saved.input(1, weight)
+    g_xhat = g if weight is None else g * saved.input(weight_input, weight)
     return (_normalized_input_grad(g_xhat, xhat, invstd, axes) if need_x else None,
             (g * xhat).sum(lead) if need_w else None,
-            g.sum(lead) if need_b else None, None, None)
+            g.sum(lead) if need_b else None)
+
+
+def _norm_input_value(ctx):
+    """(the value of a LayerNorm's input x, or x less its mean: normalizing ignores a shift of
+    x), its weight array or None: from the fused cuda path's rows (kernels/layer_norm_cuda.py
+    keeps x itself) or the other paths' (xhat, invstd)."""
+    if ctx.rows is not None:
+        return ctx.rows[0].reshape(ctx.shapes[0]), ctx.weight
+    xhat, invstd, weight = ctx.saved_tensors
+    return xhat / invstd, weight
+
+
+@graph_backward(N.LayerNorm)
+def _layer_norm(saved, g):
+    """Recomputed with Tensor ops from x (or x - mean), on every path: the fused cuda path
+    keeps x's rows and the weight, the others xhat and invstd."""
+    value, weight = _norm_input_value(saved.ctx)
+    return _layer_norm_grads(saved, g, saved.input(0, value), weight, 1,
+                             saved.needs_input_grad[:3]) + (None, None)
+
+
+class _Joined(ArrayFunction):
+    """``x`` (an array already computed: r + (a + c)) as the sum of the Tensors r, a and c
+    (c (D,), or None), whose values it does not read: only their places in the graph. Its
+    gradient goes to r and a as it is, c's is its column sum."""
+
+    @staticmethod
+    def forward(ctx, r, a, c, x):
+        ctx.c_shape = None if c is None else c.shape
+        return x
+
+    @staticmethod
+    def backward(ctx, g):
+        need_r, need_a, need_c = ctx.needs_input_grad[:3]
+        gc = g.reshape(-1, g.shape[-1]).sum(axis=0).reshape(ctx.c_shape) if need_c else None
+        return g if need_r else None, g if need_a else None, gc, None
+
+
+@graph_backward(_Joined)
+def _joined(saved, g):
+    need_r, need_a, need_c = saved.needs_input_grad[:3]
+    return (g if need_r else None, g if need_a else None,
+            sum_to(g, saved.ctx.c_shape) if need_c else None, None)
+
+
+def _place(saved, i, stand_in):
+    """Input ``i`` of ``saved``'s node as a Tensor at its place in the graph (a leaf itself;
+    a computed input holding ``stand_in``, an array of its shape whose values nothing reads),
+    or None where it needs no gradient."""
+    edge = saved.node.edges[i]
+    if edge is None:
+        return None
+    return edge if isinstance(edge, Tensor) else saved.input(i, stand_in)
+
+
+@graph_backward(N.ResidualLayerNorm)
+def _residual_layer_norm(saved, g):
+    """LayerNorm's at x = r + (a + c): the value forward kept of x (or x less its mean) as a
+    _Joined of r, a and c (neither r nor a is kept), so x's gradient goes to r and a, its
+    column sum to c."""
+    value, weight = _norm_input_value(saved.ctx)
+    need_r, need_a, need_c, need_w, need_b = saved.needs_input_grad[:5]
+    c_shape = saved.output_shape(0)[-1:]
+    c = _place(saved, 2, xp_of(value).empty(c_shape, value.dtype))
+    x = _Joined.apply(_place(saved, 0, value), _place(saved, 1, value), c, value)
+    gx, gw, gb = _layer_norm_grads(saved, g, x, weight, 3,
+                                   (need_r or need_a or need_c, need_w, need_b))
+    return (gx if need_r else None, gx if need_a else None,
+            sum_to(gx, c_shape) if need_c else None, gw, gb, None)
 
 
 @graph_backward(N.BatchNorm)

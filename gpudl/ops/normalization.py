@@ -92,14 +92,15 @@ class LayerNorm(ArrayFunction):
     @staticmethod
     def forward(ctx, x, weight, bias, ndim, eps):
         ctx.rows = None
+        axes = tuple(range(x.ndim - ndim, x.ndim))
+        ctx.axes, ctx.eps = axes, eps
         if _fused_rows(x, weight, bias, ndim):
             from ..kernels import layer_norm_cuda
             y, ctx.rows = layer_norm_cuda.forward(x, weight, bias, ndim, eps)
             ctx.shapes = (x.shape, None if weight is None else weight.shape,
                           None if bias is None else bias.shape)
+            ctx.weight = weight         # for create_graph (graph_backward_nn._layer_norm)
             return y
-        axes = tuple(range(x.ndim - ndim, x.ndim))
-        ctx.axes, ctx.eps = axes, eps
         if row_kernels.applies(row_kernels.LAYER_NORM_MAX_SIZE, x, weight, bias):
             y, xhat, invstd = row_kernels.layer_norm(x, weight, bias, ndim, eps)
             # invstd shaped as the NumPy path's (keepdims), for graph_backward_nn._layer_norm
@@ -228,6 +229,7 @@ class ResidualLayerNorm(ArrayFunction):
             y, ctx.rows = layer_norm_cuda.add_forward(r, a, c, weight, bias, eps)
             ctx.shapes = (a.shape, None if weight is None else weight.shape,
                           None if bias is None else bias.shape)
+            ctx.axes, ctx.eps, ctx.weight = (a.ndim - 1,), eps, weight    # for create_graph
             return y
         x = r + (a if c is None else a + c)
         return LayerNorm.forward(ctx, x, weight, bias, 1, eps)
