@@ -76,17 +76,23 @@ def test_editing_one_grad_in_place_leaves_the_others(rng):
                                    atol=2e-5, err_msg=k)
 
 
-def test_conv_gradients_become_grad_uncopied_on_cuda_only(rng, monkeypatch):
-    """Conv2d declares its gradients new on cuda only (the CPU paths may return views of
-    scratch buffers): .grad is the returned array exactly where it is a device array."""
+def _record_backward(monkeypatch, function):
+    """The arrays ``function``'s backward returns, as a list filled when it runs."""
     returned = []
-    backward = conv_ops.Conv2d.backward
+    backward = function.backward
 
     def recording(ctx, g):
         grads = backward(ctx, g)
         returned.extend(grads)
         return grads
-    monkeypatch.setattr(conv_ops.Conv2d, "backward", staticmethod(recording))
+    monkeypatch.setattr(function, "backward", staticmethod(recording))
+    return returned
+
+
+def test_conv_gradients_become_grad_uncopied_on_cuda_only(rng, monkeypatch):
+    """Conv2d declares its gradients new on cuda only (the CPU paths may return views of
+    scratch buffers): .grad is the returned array exactly where it is a device array."""
+    returned = _record_backward(monkeypatch, conv_ops.Conv2d)
     w = gd.tensor(rng.standard_normal((2, 1, 3, 3)).astype(np.float32), requires_grad=True)
     x = gd.tensor(rng.standard_normal((1, 1, 6, 6)).astype(np.float32))
     F.conv2d(x, w).sum().backward()
@@ -94,14 +100,7 @@ def test_conv_gradients_become_grad_uncopied_on_cuda_only(rng, monkeypatch):
 
 
 def test_linear_gradients_become_grad_uncopied(rng, monkeypatch):
-    returned = []
-    backward = linalg.Linear.backward
-
-    def recording(ctx, g):
-        grads = backward(ctx, g)
-        returned.extend(grads)
-        return grads
-    monkeypatch.setattr(linalg.Linear, "backward", staticmethod(recording))
+    returned = _record_backward(monkeypatch, linalg.Linear)
     x = gd.tensor(rng.standard_normal((4, 6)).astype(np.float32), requires_grad=True)
     w = gd.tensor(rng.standard_normal((3, 6)).astype(np.float32), requires_grad=True)
     b = gd.tensor(rng.standard_normal(3).astype(np.float32), requires_grad=True)
