@@ -22,7 +22,6 @@ and float32 data, float64 for float64; a dropped NaN or infinity gives NaN, as t
 """
 
 import functools
-import warnings
 
 import numpy as np
 from numba import cuda, float32, float64, uint8, uint32, uint64
@@ -130,16 +129,45 @@ def reseed(states, seed):
 
 @functools.lru_cache(maxsize=4)
 def _seeded(seed):
-    """The host states for ``seed``, read-only. Cached: ``manual_seed(0)`` before every test
-    reseeded in 5-10 s under the simulator (Numba's initialiser run as Python), and on a GPU
-    the first call compiles that initialiser for the CPU."""
-    with warnings.catch_warnings(), np.errstate(over="ignore"):
-        warnings.simplefilter("ignore")     # the simulator's Numba runs these in object mode
+    """The host states for ``seed``, read-only. Cached; under the simulator made by
+    ``_python_states`` (Numba's initialiser runs there as Python on NumPy scalars: 25 s for
+    1,024 states), on a GPU by Numba's initialiser compiled for the CPU at the first call."""
+    if backend.SIMULATOR:
+        states = np.array(_python_states(STATES, seed), dtype=np.uint64)
+    else:
         from numba.cuda.random import init_xoroshiro128p_states_cpu, xoroshiro128p_dtype
         host = np.empty(STATES, xoroshiro128p_dtype)
         init_xoroshiro128p_states_cpu(host, np.uint64(seed), np.uint64(0))
-    states = np.ascontiguousarray(host.view(np.uint64).reshape(STATES, 2))
+        states = np.ascontiguousarray(host.view(np.uint64).reshape(STATES, 2))
     states.flags.writeable = False
+    return states
+
+
+_U64 = (1 << 64) - 1
+_JUMP = (0xBEAC0467EBA5FACB, 0xD86B048B86AA9922)     # xoroshiro128+'s 2**64-step jump
+
+
+def _python_states(n, seed):
+    """What ``numba.cuda.random.init_xoroshiro128p_states_cpu`` makes (n states, subsequence
+    0), on Python ints: [s0, s1] per state, state 0 from SplitMix64 of ``seed``, each next one
+    the previous one 2**64 draws on."""
+    z = (seed + 0x9E3779B97F4A7C15) & _U64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _U64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _U64
+    s0 = s1 = z ^ (z >> 31)
+    states = [[s0, s1]]
+    for _ in range(n - 1):
+        j0 = j1 = 0
+        for word in _JUMP:
+            for bit in range(64):
+                if word >> bit & 1:
+                    j0 ^= s0
+                    j1 ^= s1
+                s1 ^= s0                                            # xoroshiro128+'s step
+                s0 = (((s0 << 55) | (s0 >> 9)) & _U64) ^ s1 ^ ((s1 << 14) & _U64)
+                s1 = ((s1 << 36) | (s1 >> 28)) & _U64
+        s0, s1 = j0, j1
+        states.append([s0, s1])
     return states
 
 

@@ -1,0 +1,230 @@
+"""How the simulator suite runs a block of simulated CUDA threads (installed by conftest.py).
+
+Numba's simulator runs each CUDA thread of a block as a new Python thread and finds out that
+every live thread reached ``syncthreads()`` by polling them all in a loop that never sleeps.
+Profiled (session 19), a launch of 130 blocks of 128 threads spent 45 of its 65 s starting
+threads: each ``Thread.start()`` waits until the new thread has run, and it competes for the
+GIL with the threads already running. So here:
+
+- **A block whose kernel can never wait at a barrier runs its threads one after another** on the
+  calling thread, dressed as each in turn (the simulated ``cuda`` module reads ``threadIdx`` and
+  friends from ``threading.current_thread()``). Without a barrier no thread can see another's
+  progress, so any order is one the hardware may choose. "Can never wait" is decided from the
+  code: no barrier's name among the names the kernel, or anything it reaches through its
+  globals, closure cells or the modules it holds, loads (``_uses_barrier``).
+- **Any other block runs on pooled worker threads**, started once and reused by every launch,
+  with the barrier on a condition variable: it opens when every thread still running waits at
+  it (a thread that returned no longer counts, as in the simulator); a thread that raises
+  aborts the others (their next or current ``syncthreads()`` raises) and the launch re-raises
+  the first exception, tagged with the thread and block as the simulator does.
+
+``thread._manager`` is the block's manager in both (the mma emulation keeps its per-block
+scratch there); per-thread state a call leaves on its thread (cp.async groups) is cleared
+before the thread's next use.
+"""
+
+import threading
+import types
+
+import numpy as np
+from numba.cuda.simulator import kernel as _sim
+
+_BARRIER_NAMES = frozenset(("syncthreads", "syncthreads_count", "syncthreads_and",
+                            "syncthreads_or", "this_grid", "sync"))
+_ABORT_GRACE_S = 30        # a failed block's other threads must stop within this to be reused
+
+
+class _Barrier:
+    def __init__(self, threads):
+        self.cond = threading.Condition()
+        self.live = threads          # threads still running
+        self.waiting = 0             # of which waiting at the barrier
+        self.generation = 0          # barriers opened so far
+        self.failed = None           # the first thread that raised
+
+    def open_if_complete(self):
+        """With ``cond`` held: open the barrier when every live thread waits at it."""
+        if self.waiting and self.waiting == self.live:
+            self.waiting = 0
+            self.generation += 1
+            self.cond.notify_all()
+
+
+def _syncthreads(self):
+    if self.abort:
+        raise RuntimeError("abort flag set on syncthreads call")
+    barrier = self._manager.gpudl_barrier
+    with barrier.cond:
+        generation = barrier.generation
+        barrier.waiting += 1
+        barrier.open_if_complete()
+        while barrier.generation == generation and not self.abort:
+            barrier.cond.wait()
+    if self.abort:
+        raise RuntimeError("abort flag set on syncthreads clear")
+
+
+def _tagged(exc, thread_idx, block_idx):
+    """``exc`` as the simulator reports it: the thread and the block first."""
+    where = f"tid={list(thread_idx)} ctaid={list(block_idx)}"
+    return type(exc)(f"{where}: {exc}" if str(exc) else where)
+
+
+def _dress(thread, manager, block_idx, thread_idx):
+    """``thread`` as the simulated thread ``thread_idx`` of block ``block_idx``."""
+    x, y, _ = manager._block_dim
+    thread.blockIdx, thread.threadIdx = _sim.Dim3(*block_idx), _sim.Dim3(*thread_idx)
+    thread.thread_id = thread_idx[0] + x * (thread_idx[1] + y * thread_idx[2])
+    thread._manager, thread.abort, thread.exception = manager, False, None
+
+
+def _strip(thread, own):
+    """Remove what a simulated thread's call left on ``thread`` beyond the names in ``own``."""
+    for name in set(vars(thread)) - own:
+        delattr(thread, name)
+
+
+# ------------------------------------------------------------------ barrier-free blocks in turn
+_barrier_use = {}        # function -> whether it (or what it reaches) may wait at a barrier
+
+
+def _names(code):
+    """The global, closure and attribute names ``code`` and the code nested in it load."""
+    names = set(code.co_names) | set(code.co_freevars)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+def _cells(fn):
+    out = {}
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        try:
+            out[name] = cell.cell_contents
+        except ValueError:                      # a cell not assigned yet
+            pass
+    return out
+
+
+def _uses_barrier(fn):
+    """Whether ``fn`` may wait at a block barrier: a barrier's name among the names it loads, or
+    a function it reaches (by global, closure cell, or an attribute of a module it holds; a
+    device function's Python body) that may. Anything unreadable counts as waiting."""
+    fn = getattr(fn, "fn", fn)                  # a simulated device function
+    if not isinstance(fn, types.FunctionType):
+        return True
+    known = _barrier_use.get(fn)
+    if known is not None:
+        return known
+    _barrier_use[fn] = False                    # a recursive call: settled below
+    names = _names(fn.__code__)
+    uses = bool(names & _BARRIER_NAMES)
+    if not uses:
+        scope = {**fn.__globals__, **_cells(fn)}
+        modules = [v for v in scope.values() if isinstance(v, types.ModuleType)]
+        reached = [scope[n] for n in names if n in scope]
+        reached += [getattr(m, n) for m in modules for n in names if hasattr(m, n)]
+        uses = any(_may_wait(obj) for obj in reached)
+    _barrier_use[fn] = uses
+    return uses
+
+
+def _may_wait(obj):
+    target = getattr(obj, "fn", obj)
+    if not isinstance(target, types.FunctionType):
+        return False                            # data, classes, NumPy's compiled functions
+    if (target.__module__ or "").startswith(("numpy", "numba")):
+        # NumPy never waits; the simulator's API does only under a barrier's name, which the
+        # caller's own names show
+        return target.__name__ in _BARRIER_NAMES
+    return _uses_barrier(target)
+
+
+def _run_in_turn(manager, grid_point, args):
+    me = threading.current_thread()
+    own = set(vars(me))
+    try:
+        for point in np.ndindex(*manager._block_dim):
+            _dress(me, manager, grid_point, point)
+            try:
+                manager._f(*args)
+            except Exception as exc:
+                raise _tagged(exc, point, grid_point).with_traceback(exc.__traceback__) \
+                    from None
+            _strip(me, own)
+    finally:
+        _strip(me, own)
+
+
+# ------------------------------------------------------------------ blocks with barriers, pooled
+class _Worker(_sim.BlockThread):
+    """A simulated CUDA thread that, once started, runs one block's thread after another."""
+
+    def __init__(self):
+        threading.Thread.__init__(self, daemon=True)
+        self.wake = threading.Event()
+        self.job = None
+        self.abort, self.exception, self.syncthreads_blocked = False, None, False
+        self.own = set(vars(self)) | {"own"}
+
+    def run(self):
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            manager, grid_point, point, args = self.job
+            _dress(self, manager, grid_point, point)
+            try:
+                manager._f(*args)
+            except Exception as exc:  # noqa: BLE001 - reported by the launching thread
+                self.exception = (_tagged(exc, point, grid_point), exc.__traceback__)
+            self.job = None
+            _strip(self, self.own | {"blockIdx", "threadIdx", "thread_id", "_manager",
+                                     "exception"})
+            barrier = manager.gpudl_barrier     # last: after this the worker may be reused
+            with barrier.cond:
+                barrier.live -= 1
+                if self.exception and barrier.failed is None:
+                    barrier.failed = self
+                    for other in manager.gpudl_threads:
+                        other.abort = True
+                    barrier.cond.notify_all()
+                barrier.open_if_complete()
+                if not barrier.live:
+                    barrier.cond.notify_all()
+
+
+_pool = []
+
+
+def _workers(n):
+    while len(_pool) < n:
+        worker = _Worker()
+        worker.start()
+        _pool.append(worker)
+    return _pool[:n]
+
+
+def _block_run(self, grid_point, *args):
+    if not _uses_barrier(self._f):
+        return _run_in_turn(self, grid_point, args)
+    points = list(np.ndindex(*self._block_dim))
+    workers = self.gpudl_threads = _workers(len(points))
+    barrier = self.gpudl_barrier = _Barrier(len(points))
+    for worker, point in zip(workers, points):
+        worker.job = (self, grid_point, point, args)
+        worker.wake.set()
+    with barrier.cond:
+        while barrier.live and barrier.failed is None:
+            barrier.cond.wait()
+        if barrier.failed is not None:         # the others abort at their next barrier
+            if not barrier.cond.wait_for(lambda: not barrier.live, _ABORT_GRACE_S):
+                _pool[:] = [w for w in _pool if w not in workers]    # still busy: not reused
+    first = barrier.failed or next((w for w in workers if w.exception), None)
+    if first is not None:
+        raise first.exception[0].with_traceback(first.exception[1])
+
+
+def install():
+    _sim.BlockThread.syncthreads = _syncthreads
+    _sim.BlockManager.run = _block_run
