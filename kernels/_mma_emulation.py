@@ -3,10 +3,12 @@
 The simulator runs every CUDA thread of a block as a Python thread, one block at a time. A warp
 instruction is emulated in two steps: each lane posts its operands in the warp's scratch, and
 the last lane to arrive computes the whole warp's results at once (NumPy on the fragments placed
-by the PTX ISA's tables); then the block barrier, after which each lane takes its own result. No
-lane can post the next call's operands before every lane has taken this one's (the next call
-completes only when all 32 have posted), so one barrier per call suffices. Hence the
-emulation's one extra rule: all threads of the block call together.
+by the PTX ISA's tables) and wakes the warp's other lanes, each of which takes its own result.
+No lane can post the next call's operands before every lane has taken this one's (the next call
+completes only when all 32 have posted). Only the warp waits, as on the hardware: the other
+warps of the block run on (a block barrier here, as before session 19, would also have hidden
+a missing ``syncthreads()`` between warps). Hence the emulation's one extra rule: all 32 lanes
+of a warp call together.
 
 Products are summed in float64 and rounded once to float32: the hardware's order of additions is
 unspecified, so tests compare with a tolerance, never bit for bit.
@@ -44,11 +46,14 @@ class _Warp:
     """One warp's scratch: this call's posts, and the last completed call's results."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        self.cond = threading.Condition()
         self.posts = [None] * WARP
         self.arrived = 0
         self.calls = 0
         self.results = None
+
+
+_STALL_S = 120       # no lane of the warp arrived for this long, lanes unknown: refused
 
 
 def _collective(post, compute):
@@ -58,22 +63,35 @@ def _collective(post, compute):
     index, lane = divmod(thread.thread_id, WARP)
     # The scratch lives on the simulator's manager of this block run, so a launch that died
     # half-way leaves nothing behind for the next one.
-    warps = vars(thread._manager).setdefault("gpudl_warps", {})
+    manager = thread._manager
+    warps = vars(manager).setdefault("gpudl_warps", {})
     warp = warps.get(index) or warps.setdefault(index, _Warp())
-    with warp.lock:
+    with warp.cond:
         warp.posts[lane] = post
         warp.arrived += 1
-        call, last = warp.calls, warp.arrived == WARP
-        if last:
+        call, arrived, waited = warp.calls, warp.arrived, 0.0
+        if warp.arrived == WARP:
             posts, warp.posts, warp.arrived = warp.posts, [None] * WARP, 0
-    if last:
-        warp.results = compute(posts)
-        warp.calls += 1
-    thread.syncthreads()
-    if warp.calls != call + 1:
-        raise RuntimeError("tensor-core emulation: a warp's lanes did not all reach the mma "
-                           "(the block's threads must call it together)")
-    return warp.results[lane]
+            warp.results = compute(posts)
+            warp.calls += 1
+            warp.cond.notify_all()
+        while warp.calls == call:
+            if getattr(thread, "abort", False):
+                raise RuntimeError("tensor-core emulation: the launch was aborted")
+            if _a_lane_returned(manager, index) or waited > _STALL_S:
+                raise RuntimeError("tensor-core emulation: a warp's lanes did not all reach "
+                                   "the mma (its 32 lanes must call it together)")
+            warp.cond.wait(0.05)
+            waited = 0.0 if warp.arrived != arrived else waited + 0.05
+            arrived = warp.arrived
+        return warp.results[lane]
+
+
+def _a_lane_returned(manager, warp):
+    """Whether a thread of warp ``warp`` has returned from the kernel (it will never post):
+    known where the block's threads are listed (tests/sim's runner), else False."""
+    return any(t.simulated_done and getattr(t, "thread_id", -1) // WARP == warp
+               for t in getattr(manager, "gpudl_threads", ()))
 
 
 def to_tf32(x):

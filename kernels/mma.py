@@ -14,8 +14,9 @@ clobbers memory: LLVM otherwise takes it for a pure function of its address and 
 a loop that rewrites the tile (stale tiles on the hardware, which no simulator would show). The
 cp.async copies and waits are volatile and clobber memory for the same reason: LLVM must keep
 shared-memory loads and stores on their side of each (a load moved above the wait reads a tile
-still in flight). The emulation is stricter: every thread of the BLOCK must reach the call together
-(it stages fragments through a per-warp scratch and the block barrier).
+still in flight). As on the hardware, the emulation requires all 32 lanes of a warp
+to reach the call together (it stages fragments through a per-warp scratch and makes the warp's
+lanes wait for each other).
 
 Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k8" and "...m16n8k16"). For lane ``l``
 let ``g = l >> 2`` (the group, 0..7) and ``t = l & 3`` (the thread in the group, 0..3).

@@ -6,7 +6,9 @@ Profiled (session 19), a launch of 130 blocks of 128 threads spent 45 of its 65 
 threads: each ``Thread.start()`` waits until the new thread has run, and it competes for the
 GIL with the threads already running. So here:
 
-- **A block whose kernel can never wait at a barrier runs its threads one after another** on the
+- **A block whose kernel can never wait for another thread** (at a block barrier, or at the
+  tensor-core emulation's warp rendezvous, kernels/_mma_emulation.py) **runs its threads one
+  after another** on the
   calling thread, dressed as each in turn (the simulated ``cuda`` module reads ``threadIdx`` and
   friends from ``threading.current_thread()``). Without a barrier no thread can see another's
   progress, so any order is one the hardware may choose. "Can never wait" is decided from the
@@ -29,8 +31,10 @@ import types
 import numpy as np
 from numba.cuda.simulator import kernel as _sim
 
+# names of what waits for other threads: the block barriers, and the tensor-core emulation's
+# warp rendezvous (kernels/_mma_emulation.py)
 _BARRIER_NAMES = frozenset(("syncthreads", "syncthreads_count", "syncthreads_and",
-                            "syncthreads_or", "this_grid", "sync"))
+                            "syncthreads_or", "this_grid", "sync", "_collective"))
 _ABORT_GRACE_S = 30        # a failed block's other threads must stop within this to be reused
 
 
@@ -166,6 +170,7 @@ class _Worker(_sim.BlockThread):
         self.wake = threading.Event()
         self.job = None
         self.abort, self.exception, self.syncthreads_blocked = False, None, False
+        self.simulated_done = True       # set False by the launching thread with the job
         self.own = set(vars(self)) | {"own"}
 
     def run(self):
@@ -178,7 +183,7 @@ class _Worker(_sim.BlockThread):
                 manager._f(*args)
             except Exception as exc:  # noqa: BLE001 - reported by the launching thread
                 self.exception = (_tagged(exc, point, grid_point), exc.__traceback__)
-            self.job = None
+            self.job, self.simulated_done = None, True
             _strip(self, self.own | {"blockIdx", "threadIdx", "thread_id", "_manager",
                                      "exception"})
             barrier = manager.gpudl_barrier     # last: after this the worker may be reused
@@ -212,7 +217,7 @@ def _block_run(self, grid_point, *args):
     workers = self.gpudl_threads = _workers(len(points))
     barrier = self.gpudl_barrier = _Barrier(len(points))
     for worker, point in zip(workers, points):
-        worker.job = (self, grid_point, point, args)
+        worker.job, worker.simulated_done = (self, grid_point, point, args), False
         worker.wake.set()
     with barrier.cond:
         while barrier.live and barrier.failed is None:
