@@ -141,11 +141,7 @@ def values(layout_, args):
     out = []
     for kind, arg in zip(layout_, args):
         if kind.__class__ is int:
-            try:
-                pointer = arg.data.ptr          # CuPy's MemoryPointer
-            except AttributeError:              # a Numba device array, NumPy (tests)
-                pointer = backend.address(arg)
-            out += (0, 0, arg.size, arg.dtype.itemsize, pointer)
+            out += (0, 0, arg.size, arg.dtype.itemsize, backend.address(arg))
             out += arg.shape
             out += arg.strides
         else:
