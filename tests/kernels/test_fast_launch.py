@@ -1,7 +1,9 @@
-"""kernels.fast_launch: Numba's PTX launched through CuPy's launcher, with the parameters laid out
-as Numba's calling convention lays them out. Offline: the layout against the PTX's parameter
-list, the flattening of arrays and scalars, the fallback to Numba; on a GPU: the same results
-as Numba's launcher. (The gate and ``--check`` compare the layout with every kernel's PTX.)"""
+"""kernels.fast_launch: Numba's PTX launched by one cuLaunchKernel, the parameters packed as
+Numba's calling convention lays them out. Offline: the layout against the PTX's parameter list
+(sizes, byte offsets, total), the packed bytes read back at the PTX's offsets for several
+signatures, the driver call, the fallback to Numba; on a GPU: the same results as Numba's
+launcher, and a CUDA graph's captured launch. (The gate and ``--check`` compare the layout with
+every kernel's PTX.)"""
 
 import ctypes
 import struct
@@ -206,3 +208,30 @@ def test_on_a_gpu_the_cupy_launcher_computes_what_numbas_does(rng):
         outputs.append(cupy.asnumpy(y))
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert np.isfinite(outputs[1][:, 0]).all()
+
+
+@pytest.mark.skipif(backend._cupy is None or backend.SIMULATOR, reason="needs a GPU (CuPy)")
+def test_on_a_gpu_a_captured_launch_keeps_its_parameters(rng):
+    """The parameter buffer is the launch call's own: a CUDA graph's kernel node must hold a copy
+    (replayed after the buffer is gone, and after other launches reused the memory)."""
+    import cupy
+    n = 512
+    x = cupy.asarray(rng.standard_normal(n).astype(np.float32))
+    cube = cupy.asarray(rng.standard_normal((1, 1, n)).astype(np.float32))
+    y = cupy.full((n, 2), np.nan, np.float32)
+    args = (x, y, True, n, np.float32(-2.0), 5, 0.125, cube)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        assert fast_launch.launch(_kernel, SIGNATURE, 2, 256, args)     # loaded outside capture
+        stream.begin_capture()
+        assert fast_launch.launch(_kernel, SIGNATURE, 2, 256, args)
+        graph = stream.end_capture()
+        y.fill(np.nan)
+        other = cupy.zeros((n, 2), np.float32)
+        for _ in range(3):                      # other parameters packed meanwhile
+            fast_launch.launch(_kernel, SIGNATURE, 1, 32, (x, other, False, 1, 0.0, 0, 0.0, cube))
+        graph.launch(stream)
+        stream.synchronize()
+    want = cupy.asnumpy(x).astype(np.float64) * -2.0 + cupy.asnumpy(cube)[0, 0] + 5 + 0.125
+    np.testing.assert_allclose(cupy.asnumpy(y)[:, 0], want, rtol=1e-6, atol=1e-5)
+    assert np.isnan(cupy.asnumpy(y)[:, 1]).all()
