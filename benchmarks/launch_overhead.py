@@ -38,15 +38,17 @@ from gpudl import backend
 BLOCKS, LAUNCHES = 7, 2000
 
 
-def _per_launch_us(fn):
+def _per_launch_us(fn, launches=LAUNCHES):
+    """Median host time per ``fn()`` in us over ``BLOCKS`` blocks of ``launches`` calls, the
+    stream synchronised only between blocks (benchmarks/launch_params.py times without a GPU)."""
     fn()                                  # compile and warm up
     backend.synchronize()
     times = []
     for _ in range(BLOCKS):
         start = time.perf_counter()
-        for _ in range(LAUNCHES):
+        for _ in range(launches):
             fn()
-        times.append((time.perf_counter() - start) / LAUNCHES * 1e6)
+        times.append((time.perf_counter() - start) / launches * 1e6)
         backend.synchronize()
     return statistics.median(times)
 

@@ -19,16 +19,15 @@ kernel of 10 two-dimensional arrays and 2 scalars, with the arrays as NumPy arra
 address through ``backend.address``) and as stand-ins shaped like CuPy arrays (``data.ptr``).
 """
 
-import statistics
 import sys
-import time
 import types
 
 import numpy as np
 
+from benchmarks.launch_overhead import BLOCKS, _per_launch_us
 from gpudl import backend
 
-BLOCKS, CALLS = 7, 20000
+CALLS = 20000
 
 
 def flatten_before(layout_, args):
@@ -54,17 +53,6 @@ class _CupyLike:
         self.size, self.dtype, self.shape, self.strides = (array.size, array.dtype, array.shape,
                                                            array.strides)
         self.data = types.SimpleNamespace(ptr=array.__array_interface__["data"][0])
-
-
-def _per_call_us(fn):
-    fn()
-    times = []
-    for _ in range(BLOCKS):
-        start = time.perf_counter()
-        for _ in range(CALLS):
-            fn()
-        times.append((time.perf_counter() - start) / CALLS * 1e6)
-    return statistics.median(times)
 
 
 def _cases():
@@ -103,9 +91,10 @@ def main():
         fast_launch._loaded[(label, signature, 0)] = loaded
         for kind, given in (("NumPy", arrays), ("CuPy-like", tuple(map(_CupyLike, arrays)))):
             args = given + scalars
-            before = _per_call_us(lambda: flatten_before(before_layout, args))
-            packed = _per_call_us(lambda: loaded.pack(args))
-            whole = _per_call_us(lambda: fast_launch.launch(label, signature, 1, 32, args))
+            before = _per_launch_us(lambda: flatten_before(before_layout, args), CALLS)
+            packed = _per_launch_us(lambda: loaded.pack(args), CALLS)
+            whole = _per_launch_us(lambda: fast_launch.launch(label, signature, 1, 32, args),
+                                   CALLS)
             print(f"| {label} | {kind} | {before:.2f} | {packed:.2f} | {whole:.2f} |")
     return 0
 

@@ -14,15 +14,15 @@ Session 19: the launch passed those fields as a tuple of NumPy scalars to CuPy's
 3-array kernel one by one. Now each loaded kernel has a ``struct.Struct`` in native alignment
 (``packer``: every parameter at an offset aligned to its own size, as the PTX ``.param`` list
 lays them out); a launch collects plain numbers (``values``), packs them with one ``pack_into``
-into a fresh ctypes buffer that also holds the driver's ``extra`` array
-``{CU_LAUNCH_PARAM_BUFFER_POINTER, &params, CU_LAUNCH_PARAM_BUFFER_SIZE, &size, CU_LAUNCH_PARAM_END}``
-(``_Loaded.pack``), and calls ``cuLaunchKernel`` once through CuPy's driver binding on CuPy's
-current stream. The buffer is the call's own (a launch may come from several threads, and the
-driver binding releases the GIL); the driver copies the parameters during the call, so under
-CUDA-graph capture the kernel node holds its own copy. A scalar that does not fit its parameter
-(an int32 out of range, a float for an integer) raises ``struct.error`` where Numba's ctypes
-marshalling would wrap or raise. The gate checks the layout against every kernel's PTX parameter
-list offline, sizes, offsets and total (``check_layout``).
+into a fresh ctypes buffer that also holds the driver's ``extra`` array ``{BUFFER_POINTER,
+&params, BUFFER_SIZE, &size, END}`` (``CU_LAUNCH_PARAM_*``; ``_Loaded.pack``), and calls
+``cuLaunchKernel`` once through CuPy's driver binding on CuPy's current stream. The buffer is
+the call's own (a launch may come from several threads, and the driver binding may release the
+GIL); the driver copies the parameters during the call, so under CUDA-graph capture the kernel
+node holds its own copy. A scalar that does not fit its parameter (an int32 out of range, a
+float for an integer) raises ``struct.error`` where Numba's ctypes marshalling would wrap or
+raise. The gate checks the layout against every kernel's PTX parameter list offline, sizes,
+offsets and total (``check_layout``).
 
 Opt-in (``GPUDL_LAUNCH=cupy``) until a GPU has run the suite and the launch benchmark with it;
 ``launch`` falls back to Numba for good for a kernel whose PTX CuPy cannot load (a kernel that
