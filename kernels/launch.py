@@ -91,7 +91,7 @@ def launch(kernel, signature, blocks, threads, *args, shared=0):
 def configured(kernel, signature, blocks, threads, shared):
     """``specialised(kernel, signature)[blocks, threads, stream, shared]`` on CuPy's current
     stream, built once per launch configuration: Numba's ``[...]`` validates the dimensions and
-    wraps the stream in a cuda.core Stream each time (7.5 us of host time per launch on the
+    wraps the stream in a cuda.core Stream each time (7.4 us of host time per launch on the
     2-core VM, benchmarks/RESULTS.md session 19), and the configured launcher holds nothing
     that changes between launches. At most ``_MAX_CONFIGURED`` are kept (then all dropped)."""
     stream = backend.launch_stream()
