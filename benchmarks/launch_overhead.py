@@ -12,11 +12,16 @@ and driver cost a training step pays per kernel). Rows:
 - specialised, CuPy arrays, Numba's stream sync on: the dispatcher compiled for one signature,
   called as it is: before each launch Numba waits for the stream each CuPy array names (a host
   sync per array argument; ``NUMBA_CUDA_ARRAY_INTERFACE_SYNC``);
-- specialised, CuPy arrays: ``launch.launch``, the same dispatcher without that wait;
+- specialised, CuPy arrays, configured per launch (before session 19): the same dispatcher
+  without that wait, Numba's ``dispatcher[grid, block, stream, shared]`` at every launch;
+- specialised, CuPy arrays: ``launch.launch``, the same with the configured launcher kept
+  (``launch.configured``);
 - specialised, Numba device arrays: the same with the arrays wrapped once beforehand (what the
   LSTM step loop does per sequence);
-- CuPy's launcher: the same kernel's PTX loaded as a CuPy module, its parameters packed by
-  CuPy's compiled launch code (kernels/fast_launch.py, ``GPUDL_LAUNCH=cupy``).
+- packed parameters, one driver call: the same kernel's PTX loaded as a CuPy module, its
+  parameters packed by one ``struct.pack_into`` and launched by one ``cuLaunchKernel``
+  (kernels/fast_launch.py, ``GPUDL_LAUNCH=cupy``; before session 19 this row was CuPy's
+  launcher, ``Function.__call__`` with a tuple of NumPy scalars).
 
 Under Numba's CUDA simulator the figures would be the simulator's Python thread emulation, not a
 launch: the script refuses to run there (and on a machine without a GPU).
@@ -33,15 +38,17 @@ from gpudl import backend
 BLOCKS, LAUNCHES = 7, 2000
 
 
-def _per_launch_us(fn):
+def _per_launch_us(fn, launches=LAUNCHES):
+    """Median host time per ``fn()`` in us over ``BLOCKS`` blocks of ``launches`` calls, the
+    stream synchronised only between blocks (benchmarks/launch_params.py times without a GPU)."""
     fn()                                  # compile and warm up
     backend.synchronize()
     times = []
     for _ in range(BLOCKS):
         start = time.perf_counter()
-        for _ in range(LAUNCHES):
+        for _ in range(launches):
             fn()
-        times.append((time.perf_counter() - start) / LAUNCHES * 1e6)
+        times.append((time.perf_counter() - start) / launches * 1e6)
         backend.synchronize()
     return statistics.median(times)
 
@@ -66,15 +73,28 @@ def main():
     stream = backend.launch_stream()
     wrapped = tuple(cuda.as_cuda_array(a, sync=False) for a in (x, y, arg))
     dispatcher = launch.specialised(kernel, signature)[1, 32, stream, 0]
+    config = backend.numba_cuda_config()
+
+    def configured_per_launch():
+        configured = launch.specialised(kernel, signature)[1, 32, backend.launch_stream(), 0]
+        sync, config.CUDA_ARRAY_INTERFACE_SYNC = config.CUDA_ARRAY_INTERFACE_SYNC, 0
+        try:
+            configured(x, y, arg, *ints)
+        finally:
+            config.CUDA_ARRAY_INTERFACE_SYNC = sync
+
     rows = [
         ("lazy, CuPy arrays (Numba's stream sync on)", lambda: kernel[1, 32, stream](x, y, arg, *ints)),
         ("specialised, CuPy arrays, Numba's stream sync on (before session 14)",
          lambda: dispatcher(x, y, arg, *ints)),
+        ("specialised, CuPy arrays, configured per launch (before session 19)",
+         configured_per_launch),
         ("specialised, CuPy arrays",
          lambda: launch.launch(kernel, signature, 1, 32, x, y, arg, *ints)),
         ("specialised, Numba device arrays",
          lambda: launch.launch(kernel, signature, 1, 32, *wrapped, *ints)),
-        ("CuPy's launcher, CuPy arrays",
+        ("packed parameters, one cuLaunchKernel (fast_launch; CuPy's launcher before "
+         "session 19), CuPy arrays",
          lambda: fast_launch.launch(kernel, signature, 1, 32, (x, y, arg) + ints)),
     ]
     name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
@@ -84,7 +104,7 @@ def main():
     for label, fn in rows:
         print(f"| {label} | {_per_launch_us(fn):.1f} |")
     for why in fast_launch.FALLBACK.values():
-        print(f"CuPy's launcher fell back to Numba's: {why}")
+        print(f"fast_launch fell back to Numba's launcher: {why}")
     y_fast = cupy.full_like(y, np.nan)
     fast_launch.launch(kernel, signature, 1, 32, (x, y_fast, arg) + ints)
     launch.specialised(kernel, signature)[1, 32, stream, 0](x, y, arg, *ints)

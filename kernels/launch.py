@@ -14,6 +14,11 @@ wait orders nothing: it only stalled the host until the GPU had drained its queu
 argument of every launch, so that an eager step could never queue work ahead of the GPU. ``launch``
 turns it off for its own launches (and restores it: a user's own Numba code keeps the default).
 
+Numba's ``dispatcher[grid, block, stream, shared]`` validates the dimensions and wraps the
+stream anew at every launch; ``configured`` keeps the configured launcher per (kernel,
+signature, grid, block, stream, shared) instead (not under the simulator, whose ``[...]``
+configures the kernel object itself).
+
 A specialised dispatcher does no type checks: the caller passes exactly the signature's types
 (C-contiguous arrays of the right dtype and rank, scalars that fit). Use the signature strings of
 the module's ``SIGNATURES`` table so that the gate checks what runs::
@@ -38,6 +43,8 @@ if not backend.SIMULATOR:      # the simulator runs kernels as Python: it inline
 
 _NUMBA_CONFIG = backend.numba_cuda_config()
 _SPECIALISED = {}    # (kernel, signature) -> dispatcher compiled for that signature only
+_CONFIGURED = {}     # (kernel, signature, blocks, threads, stream, shared) -> configured launcher
+_MAX_CONFIGURED = 4096
 FAST_LAUNCH = fast_launch.active()
 _CODE_OPTIONS = ("fastmath", "launch_bounds")     # decorator options that change the machine code
 
@@ -65,18 +72,40 @@ def launch(kernel, signature, blocks, threads, *args, shared=0):
     """Launch ``kernel``'s ``signature`` specialisation on CuPy's current stream (nothing when the
     grid is empty); through CuPy's launcher when opted in (kernels/fast_launch.py)."""
     if min(blocks if isinstance(blocks, tuple) else (blocks,)) > 0 and threads:
-        if backend.SIMULATOR:
+        if backend.SIMULATOR:       # its kernel's [...] configures the kernel itself
             check_arguments(kernel, signature, args)
+            dispatcher = specialised(kernel, signature)[blocks, threads,
+                                                        backend.launch_stream(), shared]
         elif FAST_LAUNCH and fast_launch.launch(kernel, signature, blocks, threads, args, shared):
             return
-        dispatcher = specialised(kernel, signature)[blocks, threads, backend.launch_stream(),
-                                                    shared]
+        else:
+            dispatcher = configured(kernel, signature, blocks, threads, shared)
         config = _NUMBA_CONFIG
         sync, config.CUDA_ARRAY_INTERFACE_SYNC = config.CUDA_ARRAY_INTERFACE_SYNC, 0
         try:
             dispatcher(*args)
         finally:
             config.CUDA_ARRAY_INTERFACE_SYNC = sync
+
+
+def configured(kernel, signature, blocks, threads, shared):
+    """``specialised(kernel, signature)[blocks, threads, stream, shared]`` on CuPy's current
+    stream, built once per launch configuration: Numba's ``[...]`` validates the dimensions and
+    wraps the stream in a cuda.core Stream each time (7.4 us of host time per launch on the
+    2-core VM, benchmarks/RESULTS.md session 19), and the configured launcher holds nothing
+    that changes between launches. At most ``_MAX_CONFIGURED`` are kept (then all dropped)."""
+    stream = backend.launch_stream()
+    key = (kernel, signature, blocks, threads, stream, shared)
+    try:
+        dispatcher = _CONFIGURED.get(key)
+    except TypeError:               # unhashable dimensions (a list): configured per launch
+        return specialised(kernel, signature)[blocks, threads, stream, shared]
+    if dispatcher is None:
+        if len(_CONFIGURED) >= _MAX_CONFIGURED:
+            _CONFIGURED.clear()
+        dispatcher = _CONFIGURED[key] = specialised(kernel, signature)[blocks, threads, stream,
+                                                                       shared]
+    return dispatcher
 
 
 def check_arguments(kernel, signature, args):

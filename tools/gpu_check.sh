@@ -118,7 +118,7 @@ step tests_new 150 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHE
     -p no:cacheprovider $details $workers $new_cupy_code
 step tests 260 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
     -p no:cacheprovider $details --ignore=tests/sim ${new_cupy_code//tests\//--ignore=tests/} $workers
-# the kernels' tests again with launches through CuPy's launcher (kernels/fast_launch.py)
+# the kernels' tests again with launches through kernels/fast_launch.py (packed parameters)
 step fast_launch 90 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m pytest -q \
     --maxfail=${GPU_CHECK_MAXFAIL:-1000} -p no:cacheprovider $details $workers tests/kernels \
     tests/test_conv.py tests/test_pool.py tests/test_rnn.py tests/test_rnn_paths.py \
@@ -145,7 +145,7 @@ step conv_paths 90 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repea
 step host_profile 60 env GPUDL_DEVICE=cuda bash -c "python -m benchmarks.host_profile --steps 20 \
     && python -m benchmarks.host_profile --steps 20 --ops 'max_pool2d 2x2 fwd (64|SDPA fwd (4'"
 # the rows that host time decides (pooling, single SDPA calls, eager steps) with launches through
-# CuPy's launcher instead of Numba's (GPUDL_LAUNCH=cupy; the launches step says per-launch cost)
+# fast_launch's instead of Numba's (GPUDL_LAUNCH=cupy; the launches step says per-launch cost)
 step cupy_launch_rows 75 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m benchmarks.compare \
     --device cuda --repeats 11 --only "pool2d 2x2|SDPA fwd (4|step, batch 64" \
     --markdown tools/gpu_results_cupy_launch.md
@@ -153,7 +153,7 @@ step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider 
     tests/sim/test_zero_sync_sim.py
 step lstm_paths 45 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \
     --markdown tools/gpu_lstm_paths.md
-step launches 15 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
+step launches 20 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
 step nccl 30 env GPUDL_DEVICE=cuda GPUDL_NCCL_REQUIRED=1 python -m pytest -q -rs -p no:cacheprovider \
     tests/distributed/test_distributed_nccl.py
 step nccl_allreduce 20 env GPUDL_DEVICE=cuda RANK=0 WORLD_SIZE=1 python -m benchmarks.allreduce \

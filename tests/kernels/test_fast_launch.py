@@ -1,8 +1,12 @@
-"""kernels.fast_launch: Numba's PTX launched through CuPy's launcher, with the parameters laid out
-as Numba's calling convention lays them out. Offline: the layout against the PTX's parameter
-list, the flattening of arrays and scalars, the fallback to Numba; on a GPU: the same results
-as Numba's launcher. (The gate and ``--check`` compare the layout with every kernel's PTX.)"""
+"""kernels.fast_launch: Numba's PTX launched by one cuLaunchKernel, the parameters packed as
+Numba's calling convention lays them out. Offline: the layout against the PTX's parameter list
+(sizes, byte offsets, total), the packed bytes read back at the PTX's offsets for several
+signatures, the driver call, the fallback to Numba; on a GPU: the same results as Numba's
+launcher, and a CUDA graph's captured launch. (The gate and ``--check`` compare the layout with
+every kernel's PTX.)"""
 
+import ctypes
+import struct
 import sys
 import types
 
@@ -27,22 +31,110 @@ SIGNATURE = ("void(float32[::1], float32[:, ::1], boolean, int32, float32, int64
 def test_the_layout_passes_exactly_the_ptxs_parameters():
     ptx, _ = cuda.compile_ptx(_kernel, SIGNATURE, cc=(9, 0))
     layout = fast_launch.layout(SIGNATURE)
-    assert layout == (1, 2, np.bool_, np.int32, np.float32, np.int64, np.float64, 3)
-    assert fast_launch.param_bytes(layout) == fast_launch.ptx_param_bytes(ptx)
-    assert len(fast_launch.ptx_param_bytes(ptx)) == 7 + 9 + 5 + 11
+    assert layout == (1, 2, "?", "i", "f", "q", "d", 3)
+    ours = fast_launch.param_offsets(layout)
+    assert [size for _, size in ours] == fast_launch.ptx_param_bytes(ptx)
+    assert len(ours) == 7 + 9 + 5 + 11
+    offsets, total = fast_launch.ptx_param_offsets(ptx)
+    assert [offset for offset, _ in ours] == offsets
+    # 16 words, the boolean at 128, the int32 at 132, the float32 at 136, then 8-aligned again
+    assert offsets[16:21] == [128, 132, 136, 144, 152] and total == 160 + 11 * 8
+    assert fast_launch.packer(layout).size == total
     assert fast_launch.check_layout(ptx, SIGNATURE) is None
     other = SIGNATURE.replace("int32,", "int64,", 1)        # a scalar of another width
     assert "the PTX takes" in fast_launch.check_layout(ptx, other)
 
 
-def test_arrays_flatten_to_numbas_array_struct(rng):
-    x = rng.standard_normal((4, 6)).astype(np.float32)[:, ::2]      # strided
-    flat = fast_launch.flatten((2, np.int32, np.float64), (x, 7, 0.5))
-    pointer = x.__array_interface__["data"][0]
-    assert [type(v) for v in flat] == [np.uint64] * 2 + [np.int64] * 2 + [np.uint64] + \
-        [np.int64] * 4 + [np.int32, np.float64]
-    assert [int(v) for v in flat[:9]] == [0, 0, 12, 4, pointer, 4, 3, 24, 8]
-    assert flat[9] == 7 and flat[10] == 0.5
+def test_the_layout_check_finds_a_parameter_at_another_offset(monkeypatch):
+    ptx, _ = cuda.compile_ptx(_kernel, SIGNATURE, cc=(9, 0))
+    real = fast_launch.param_offsets
+    # as if the boolean were packed 4-aligned (the sizes still agree with the PTX's)
+    monkeypatch.setattr(fast_launch, "param_offsets", lambda layout: [
+        (offset + 4 * (i >= 17), size) for i, (offset, size) in enumerate(real(layout))])
+    assert fast_launch.check_layout(ptx, SIGNATURE) == \
+        "fast_launch packs parameter 17 at byte 136, the PTX's is at 132"
+
+
+def _scalar_kernel(flag, n, big, scale, x, m, ratio, y, on, z):
+    i = cuda.grid(1)
+    if i < n and flag and on:
+        z[0, 0, i] = y[0, i] + x[i] * scale + big + m + ratio
+
+
+# several signatures: booleans and an int32 between int64s, float32 and float64 scalars,
+# 1-3 d arrays, a scalar first
+PACK_CASES = [
+    (_kernel, SIGNATURE),
+    (_scalar_kernel, "void(boolean, int32, int64, float32, float64[::1], int32, float64, "
+                     "int64[:, ::1], boolean, float32[:, :, ::1])"),
+    (_scalar_kernel, "void(boolean, int64, int32, float64, float32[::1], int64, float32, "
+                     "float32[:, :], boolean, float64[:, :, :])"),
+]
+
+
+def _arguments(signature, rng):
+    """Fresh arguments of ``signature``'s types (NumPy arrays standing in for device ones, some
+    of them strided views) and the numbers each should become, with their kinds."""
+    from numba.core import sigutils, types as nb
+    wanted, _ = sigutils.normalize_signature(signature)
+    args, fields = [], []
+    for t in wanted:
+        if isinstance(t, nb.Array):
+            shape = tuple(int(n) for n in rng.integers(2, 6, t.ndim))
+            base = np.zeros(tuple(2 * n for n in shape), dtype=str(t.dtype))
+            array = base[tuple(slice(None, None, 2) for _ in shape)]
+            args.append(array)
+            fields += [("u", 0), ("u", 0), ("s", array.size), ("s", array.itemsize),
+                       ("u", array.__array_interface__["data"][0])]
+            fields += [("s", n) for n in array.shape] + [("s", s) for s in array.strides]
+        elif isinstance(t, nb.Boolean):
+            value = bool(rng.integers(2))
+            args.append(np.bool_(value) if rng.integers(2) else value)
+            fields.append(("b", value))
+        elif isinstance(t, nb.Integer):
+            value = int(rng.integers(-2 ** (t.bitwidth - 1), 2 ** (t.bitwidth - 1)))
+            args.append(value)
+            fields.append(("s", value))
+        else:
+            value = float(np.dtype(str(t)).type(rng.standard_normal()))    # exact in its type
+            args.append(np.dtype(str(t)).type(value))
+            fields.append(("f", value))
+    return tuple(args), fields
+
+
+def _read(memory, offset, size, kind):
+    """The number of ``kind`` (u, s: unsigned, signed integer; f: float; b: boolean) and
+    ``size`` bytes at ``offset`` of ``memory``, read with NumPy in little-endian order."""
+    dtype = {"u": "<u", "s": "<i", "f": "<f", "b": "<u"}[kind] + str(size)
+    value = np.frombuffer(memory, dtype, 1, offset)[0]
+    return bool(value) if kind == "b" else value.item()
+
+
+@pytest.mark.parametrize("case", range(len(PACK_CASES)))
+def test_packed_parameters_read_back_at_the_ptxs_offsets(case, rng):
+    kernel, signature = PACK_CASES[case]
+    ptx, _ = cuda.compile_ptx(kernel, signature, cc=(9, 0))
+    assert fast_launch.check_layout(ptx, signature) is None
+    offsets, total = fast_launch.ptx_param_offsets(ptx)
+    sizes = fast_launch.ptx_param_bytes(ptx)
+    loaded = fast_launch._Loaded(None, fast_launch.layout(signature))
+    args, fields = _arguments(signature, rng)
+    assert len(fields) == len(sizes)
+    buffer, extra = loaded.pack(args)
+    # the extra array: {BUFFER_POINTER, &parameters, BUFFER_SIZE, &size_t size, END}
+    words = (ctypes.c_uint64 * 5).from_address(extra)
+    assert [words[0], words[2], words[4]] == [1, 2, 0]
+    assert ctypes.c_size_t.from_address(words[3]).value == total
+    memory = ctypes.string_at(words[1], total)
+    for i, ((kind, want), offset, size) in enumerate(zip(fields, offsets, sizes)):
+        assert _read(memory, offset, size, kind) == want, f"parameter {i}"
+
+
+def test_a_scalar_out_of_its_range_is_refused():
+    loaded = fast_launch._Loaded(None, fast_launch.layout("void(int32, float32)"))
+    loaded.pack((2 ** 31 - 1, 0.5))
+    with pytest.raises(struct.error):
+        loaded.pack((2 ** 31, 0.5))
 
 
 def test_a_kernel_cupy_cannot_load_goes_to_numba_for_good(monkeypatch):
@@ -60,6 +152,31 @@ def test_a_kernel_cupy_cannot_load_goes_to_numba_for_good(monkeypatch):
         assert fast_launch.launch(_kernel, SIGNATURE, 1, 32, ()) is False
     assert calls == [SIGNATURE]
     assert "needs linking" in fast_launch.FALLBACK[(_kernel, SIGNATURE)]
+
+
+def test_one_driver_call_with_the_packed_parameters_on_cupys_stream(monkeypatch, rng):
+    calls = []
+
+    def launch_kernel(*call):            # reads the buffer while it is alive, as the driver does
+        *head, kernel_params, extra = call
+        words = (ctypes.c_uint64 * 5).from_address(extra)
+        size = ctypes.c_size_t.from_address(words[3]).value
+        calls.append((head, kernel_params, ctypes.string_at(words[1], size)))
+    driver = types.SimpleNamespace(launchKernel=launch_kernel,
+                                   funcSetAttribute=lambda *a: calls.append(("opt-in", a)))
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDevice=lambda: 0), driver=driver,
+        get_current_stream=lambda: types.SimpleNamespace(ptr=0xABC))))
+    layout = fast_launch.layout(SIGNATURE)
+    loaded = fast_launch._Loaded(types.SimpleNamespace(ptr=0x1234), layout)
+    monkeypatch.setattr(fast_launch, "_loaded", {(_kernel, SIGNATURE, 0): loaded})
+    args, _ = _arguments(SIGNATURE, rng)
+    assert fast_launch.launch(_kernel, SIGNATURE, (3, 2), 64, args, shared=64 * 1024)
+    assert fast_launch.launch(_kernel, SIGNATURE, 5, (32, 4, 2), args)
+    assert calls[0] == ("opt-in", (0x1234, 8, 64 * 1024))
+    expected = fast_launch.packer(layout).pack(*fast_launch.values(layout, args))
+    assert calls[1] == ([0x1234, 3, 2, 1, 64, 1, 1, 64 * 1024, 0xABC], 0, expected)
+    assert calls[2] == ([0x1234, 5, 1, 1, 32, 4, 2, 0, 0xABC], 0, expected)
 
 
 def test_launch_takes_the_cupy_launcher_when_opted_in(monkeypatch):
@@ -91,3 +208,30 @@ def test_on_a_gpu_the_cupy_launcher_computes_what_numbas_does(rng):
         outputs.append(cupy.asnumpy(y))
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert np.isfinite(outputs[1][:, 0]).all()
+
+
+@pytest.mark.skipif(backend._cupy is None or backend.SIMULATOR, reason="needs a GPU (CuPy)")
+def test_on_a_gpu_a_captured_launch_keeps_its_parameters(rng):
+    """The parameter buffer is the launch call's own: a CUDA graph's kernel node must hold a copy
+    (replayed after the buffer is gone, and after other launches reused the memory)."""
+    import cupy
+    n = 512
+    x = cupy.asarray(rng.standard_normal(n).astype(np.float32))
+    cube = cupy.asarray(rng.standard_normal((1, 1, n)).astype(np.float32))
+    y = cupy.full((n, 2), np.nan, np.float32)
+    args = (x, y, True, n, np.float32(-2.0), 5, 0.125, cube)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        assert fast_launch.launch(_kernel, SIGNATURE, 2, 256, args)     # loaded outside capture
+        stream.begin_capture()
+        assert fast_launch.launch(_kernel, SIGNATURE, 2, 256, args)
+        graph = stream.end_capture()
+        y.fill(np.nan)
+        other = cupy.zeros((n, 2), np.float32)
+        for _ in range(3):                      # other parameters packed meanwhile
+            fast_launch.launch(_kernel, SIGNATURE, 1, 32, (x, other, False, 1, 0.0, 0, 0.0, cube))
+        graph.launch(stream)
+        stream.synchronize()
+    want = cupy.asnumpy(x).astype(np.float64) * -2.0 + cupy.asnumpy(cube)[0, 0] + 5 + 0.125
+    np.testing.assert_allclose(cupy.asnumpy(y)[:, 0], want, rtol=1e-6, atol=1e-5)
+    assert np.isnan(cupy.asnumpy(y)[:, 1]).all()

@@ -65,6 +65,56 @@ def test_an_empty_grid_launches_nothing(monkeypatch, config):
     assert dispatcher.seen == []
 
 
+class _Configuring:
+    """specialised()'s stand-in that counts the configurations Numba's ``[...]`` would build."""
+
+    def __init__(self):
+        self.built = []
+
+    def __getitem__(self, launch_config):
+        self.built.append(launch_config)
+        return lambda *args: None
+
+
+def test_a_launch_configuration_is_built_once(monkeypatch):
+    monkeypatch.setattr(backend, "SIMULATOR", False)
+    monkeypatch.setattr(launch, "FAST_LAUNCH", False)
+    monkeypatch.setattr(launch, "_CONFIGURED", {})
+    first = stream = object()
+    monkeypatch.setattr(backend, "launch_stream", lambda: stream)
+    dispatcher, kernel, x = _Configuring(), object(), np.zeros(4, np.float32)
+    monkeypatch.setattr(launch, "specialised", lambda k, signature: dispatcher)
+    for _ in range(3):
+        launch.launch(kernel, "void(float32[::1])", 2, 32, x)
+    assert dispatcher.built == [(2, 32, first, 0)]
+    launch.launch(kernel, "void(float32[::1])", (2, 3), 32, x, shared=64)    # another grid
+    launch.launch(kernel, "void(float32[::1])", 2, 32, x, shared=64)         # other shared
+    stream = object()                                                        # another stream
+    launch.launch(kernel, "void(float32[::1])", 2, 32, x, shared=64)
+    launch.launch(kernel, "void(float32[::1])", 2, 32, x, shared=64)
+    assert dispatcher.built[1:] == [((2, 3), 32, first, 64), (2, 32, first, 64),
+                                    (2, 32, stream, 64)]
+    for _ in range(2):                  # unhashable dimensions: configured at every launch
+        launch.launch(kernel, "void(float32[::1])", 2, [32], x)
+    assert len(dispatcher.built) == 6
+    monkeypatch.setattr(launch, "_MAX_CONFIGURED", 4)
+    launch.launch(kernel, "void(float32[::1])", 5, 32, x)      # the fifth: the cache starts anew
+    assert len(launch._CONFIGURED) == 1
+
+
+def test_under_the_simulator_every_launch_configures_its_kernel(monkeypatch):
+    """The simulator's ``kernel[...]`` sets the dimensions on the kernel object itself."""
+    monkeypatch.setattr(backend, "SIMULATOR", True)
+    monkeypatch.setattr(launch, "_CONFIGURED", {})
+    monkeypatch.setattr(launch, "check_arguments", lambda *args: None)
+    monkeypatch.setattr(backend, "launch_stream", lambda: 0)
+    dispatcher = _Configuring()
+    monkeypatch.setattr(launch, "specialised", lambda k, signature: dispatcher)
+    for _ in range(2):
+        launch.launch(object(), "void(float32[::1])", 2, 32, np.zeros(4, np.float32))
+    assert len(dispatcher.built) == 2 and launch._CONFIGURED == {}
+
+
 @pytest.mark.skipif(not backend.is_device_array(backend.xp_for("cuda").zeros(1)),
                     reason="needs a GPU with CuPy: the simulator runs launches synchronously")
 def test_a_launch_returns_while_earlier_work_is_queued():
