@@ -13,14 +13,18 @@ it) replaced by a no-op: the kernels do not run, everything else of the call doe
 tiny, so the NumPy work the simulator does for CuPy's own kernels (fills, adds, sums) costs ~1 us
 each. Three figures per row:
 
-- ``calls``: Python function calls per call (``sys.setprofile``), exact: compare versions by it;
+- ``calls``: Python function calls per call (``sys.setprofile``), exact: compare versions by
+  it; beside it those neither in sim_device.py nor below it (on a GPU, CuPy's array methods are
+  compiled code: that column is about what would run as Python there);
 - ``host us``: the median over blocks of ~2 ms of the mean time per call (and the least block);
   SimDeviceArray's ufunc/function checks cost a few us per CuPy-like op that CuPy does not
   spend in Python, while CuPy spends ~5-10 us of host time per kernel it launches (allocation
   ~2-4 us) that NumPy does not: the absolute figures are not a GPU's, the differences are;
 - ``kernels``: what a GPU would launch per call, as benchmarks.kernel_count counts it (Numba
   kernels and CuPy kernels, fills and copies): each costs host time on a GPU (Numba ~79 us today,
-  CuPy ~5-10 us), so a kernel fewer is host time saved that this simulator cannot time.
+  CuPy ~5-10 us), so a kernel fewer is host time saved that this simulator cannot time;
+- ``syncs``: device reads per call (gpudl.cuda.sync_count, with the launches stubbed): any is a
+  bug on a GPU (a stalled host).
 
 Never a GPU figure; it refuses nothing (on the CPU device it times the CPU path, and says so).
 """
@@ -39,7 +43,6 @@ import numpy as np
 
 import gpudl
 from gpudl import backend
-from benchmarks.host_overhead import python_calls
 
 BLOCK_S = 0.002
 
@@ -82,6 +85,40 @@ def rows(device):
         "conv2d fwd 3x3 p1": lambda: F.conv2d(image, weight, bias, padding=1),
         "sdpa fwd (2,2,8,16)": lambda: F.scaled_dot_product_attention(q, k, v),
     }
+
+
+def calls_by_origin(fn):
+    """(all Python calls, those neither in the simulator's device arrays nor below them) of one
+    call of ``fn`` after one untimed call. The second figure is what would run as Python on a
+    GPU too: the simulator's SimDeviceArray checks and the NumPy Python they reach stand for
+    CuPy's compiled (Cython) array methods there."""
+    fn()
+    counts = collections.Counter()
+    inside = []                 # the sim_device frames being run (calls below them are theirs)
+
+    def profile(frame, event, arg):
+        if event == "call":
+            sim = frame.f_code.co_filename.endswith("sim_device.py")
+            counts["sim" if sim or inside else "rest"] += 1
+            if sim:
+                inside.append(frame)
+        elif event == "return" and inside and inside[-1] is frame:
+            inside.pop()
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return sum(counts.values()) - 1, counts["rest"] - 1      # fn itself not counted
+
+
+def syncs(fn):
+    """Device reads/synchronisations (gpudl.cuda.sync_count) per call of ``fn``."""
+    fn()
+    before = gpudl.cuda.sync_count()
+    fn()
+    return gpudl.cuda.sync_count() - before
 
 
 def stub_launches():
@@ -165,13 +202,15 @@ def main(argv=None):
                 pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(args.top)
                 print(f"== {name} (200 calls)\n{text.getvalue()}")
             return
-        print(f"| row ({device}, launches stubbed) | calls | host us median | least | kernels |")
-        print("|---|---|---|---|---|")
+        print(f"| row ({device}, launches stubbed) | calls | of them not sim | "
+              "host us median | least | kernels | syncs |")
+        print("|---|---|---|---|---|---|---|")
         for name, fn in chosen.items():
-            calls = python_calls(fn)
+            calls, own = calls_by_origin(fn)
             median, least = timed(fn, args.blocks)
             n = counts[name][0] if device == "cuda" else ""
-            print(f"| {name} | {calls} | {median:.1f} | {least:.1f} | {n} |", flush=True)
+            print(f"| {name} | {calls} | {own} | {median:.1f} | {least:.1f} | {n} | "
+                  f"{syncs(fn)} |", flush=True)
             if args.kernels and device == "cuda":
                 print("    ", counts[name][1])
     finally:
