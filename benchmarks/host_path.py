@@ -92,7 +92,9 @@ def calls_by_origin(fn):
     call of ``fn`` after one untimed call. The second figure is what would run as Python on a
     GPU too: the simulator's SimDeviceArray checks and the NumPy Python they reach stand for
     CuPy's compiled (Cython) array methods there."""
+    from benchmarks.host_overhead import _settle_threads
     fn()
+    _settle_threads()           # no load re-measurement (every 0.2 s) inside the counted call
     counts = collections.Counter()
     inside = []                 # the sim_device frames being run (calls below them are theirs)
 
