@@ -37,7 +37,7 @@ import os
 import pstats
 import statistics
 import sys
-import time
+import timeit
 
 import numpy as np
 
@@ -141,18 +141,12 @@ def stub_launches():
 
 
 def timed(fn, blocks=40):
-    """(median, least) microseconds per call over ``blocks`` blocks of ~BLOCK_S."""
-    for _ in range(5):
-        fn()
-    start = time.perf_counter()
-    fn()
-    number = max(1, int(BLOCK_S / max(time.perf_counter() - start, 1e-9)))
-    means = []
-    for _ in range(blocks):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        means.append((time.perf_counter() - start) / number * 1e6)
+    """(median, least) microseconds per call over ``blocks`` blocks of ~BLOCK_S (timeit, the
+    garbage collector left on as in a training loop)."""
+    timer = timeit.Timer(fn, "import gc; gc.enable()")
+    timer.repeat(1, 5)                                      # warm-up
+    number = max(1, int(BLOCK_S / max(timer.timeit(1), 1e-9)))
+    means = [t / number * 1e6 for t in timer.repeat(blocks, number)]
     return statistics.median(means), min(means)
 
 
