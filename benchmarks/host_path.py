@@ -26,7 +26,9 @@ each. Three figures per row:
 - ``syncs``: device reads per call (gpudl.cuda.sync_count, with the launches stubbed): any is a
   bug on a GPU (a stalled host).
 
-Never a GPU figure; it refuses nothing (on the CPU device it times the CPU path, and says so).
+It refuses nothing: on the CPU device it times the CPU path (and says so); on a GPU it times the
+real CuPy path with only the Numba launches stubbed (no kernel counts there: kernel_count's
+hooks fake CuPy's kernels), which gives the host time of a call less its Numba launches.
 """
 
 import argparse
@@ -179,7 +181,8 @@ def main(argv=None):
         print(f"(device {device}, not the strict simulator: this times the {device} path)")
     chosen = {n: f for n, f in rows(device).items()
               if not args.only or args.only.lower() in n.lower()}
-    if device == "cuda":
+    counted = backend.SIM_DEVICE_ARRAYS     # kernel_count's hooks fake CuPy: the simulator only
+    if counted:
         counts = {n: kernels(f) for n, f in chosen.items()}
     restore = stub_launches()
     try:
@@ -204,10 +207,10 @@ def main(argv=None):
         for name, fn in chosen.items():
             calls, own = calls_by_origin(fn)
             median, least = timed(fn, args.blocks)
-            n = counts[name][0] if device == "cuda" else ""
+            n = counts[name][0] if counted else ""
             print(f"| {name} | {calls} | {own} | {median:.1f} | {least:.1f} | {n} | "
                   f"{syncs(fn)} |", flush=True)
-            if args.kernels and device == "cuda":
+            if args.kernels and counted:
                 print("    ", counts[name][1])
     finally:
         restore()
