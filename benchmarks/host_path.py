@@ -35,7 +35,6 @@ import argparse
 import cProfile
 import collections
 import io
-import os
 import pstats
 import statistics
 import sys

@@ -800,8 +800,9 @@ def grad_weight(x, gy, geo, with_bias=False):
     taps = _forward_plan(xp, geo.K, Cg, geo.kh, geo.kw, geo.dh, geo.dw, geo.H, geo.W, geo.Ho,
                          geo.Wo, G, bm, tile_depth(_wgrad_cols(bm)))[0][0]
     grid = (_blocks(R, _wgrad_cols(bm)), _blocks(Kg, bm), G * splits)
-    launch(_kernels(acc, idx, bm, _wgrad_cols(bm))[1], grad_weight_signature(_name(x.dtype), acc_dtype),
-           grid, threads_for(bm), _flat(xp, x), _flat(xp, gy, x.dtype), taps, partial,
+    launch(_kernels(acc, idx, bm, _wgrad_cols(bm))[1],
+           grad_weight_signature(_name(x.dtype), acc_dtype), grid, threads_for(bm),
+           _flat(xp, x), _flat(xp, gy, x.dtype), taps, partial,
            geo.N, geo.C, geo.H, geo.W, geo.Ho, geo.Wo, geo.sh, geo.sw, geo.ph, geo.pw,
            split_len, int(with_bias), geo.K, R)
     total = partial[0] if splits == 1 else partial.sum(axis=0)
