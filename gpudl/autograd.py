@@ -972,7 +972,7 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
     pieces = node.function.takes_sliced_gradients
     if len(meta) == 1 and 0 in grads_in:        # one output, its gradient arrived
         g = grads_in[0]
-        if g.__class__ is not np.ndarray and not (pieces and g.__class__ is SlicedGradient):
+        if g.__class__ not in _PLAIN_ARRAYS and not (pieces and g.__class__ is SlicedGradient):
             grads_in[0] = g = _as_array(g)      # (not to keep a sliced gradient's pieces)
         grads_out = (g,)
     else:
@@ -1001,8 +1001,7 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
             shape, dtype, _ = edge[0].out_meta[edge[1]]
         else:
             shape, dtype = edge._data.shape, edge._data.dtype
-        if (g.__class__ is not np.ndarray and g.__class__ is not SlicedGradient
-                or g.shape != shape or g.dtype != dtype):
+        if (g.__class__ not in _PLAIN_OR_SLICED or g.shape != shape or g.dtype != dtype):
             g = _checked(node, i, g, shape, dtype)
         if isinstance(edge, tuple):
             slot = pending.setdefault(edge[0], {})
@@ -1014,6 +1013,14 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
         else:
             owned = node.function.new_gradients
             _accumulate(edge, g, owned[i] if owned.__class__ is tuple else owned)
+
+
+# The exact classes of plain arrays (NumPy's; CuPy's on a GPU, the strict simulator's device
+# arrays): a gradient of one of them needs no _as_array, and one of the right shape and dtype
+# no _checked (three Python calls per node and edge on the cuda device otherwise).
+_PLAIN_ARRAYS = frozenset([np.ndarray] + [t for t in backend.ARRAY_TYPES] + (
+    [backend.SimDeviceArray] if backend.SIM_DEVICE_ARRAYS else []))
+_PLAIN_OR_SLICED = _PLAIN_ARRAYS | {SlicedGradient}
 
 
 def one_per_input(node, input_grads, what):

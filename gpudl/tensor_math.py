@@ -255,6 +255,10 @@ class MathMixin:
 
     # ----------------------------------------------------------------- reductions
     def sum(self, dim=None, keepdim=False, *, dtype=None, axis=None, keepdims=None):
+        if dim is None and axis is None and dtype is None and keepdims is None and \
+                not _autocast.active and self._data.dtype.kind not in "bui":
+            # the usual loss.sum(): what the general path below works out, without its calls
+            return R.Sum.apply(self, tuple(range(self._data.ndim)), bool(keepdim))
         dim, keepdim = _reduce_args("sum", dim, keepdim, axis, keepdims)
         x = _reduction_input("sum", self, dtype)
         return R.Sum.apply(x, _reduced_axes(dim, self.ndim, "sum"), keepdim)

@@ -64,8 +64,9 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf3
             ``gd.backends.cuda.mem_efficient_sdp_enabled()`` (the ops layer passes them; the
             defaults keep float32 strict); only float32 on the GPU reads them (``cuda_variant``).
         out_shape: the shape to return ``out`` in, a reshaping of ``(B, L, Ev)`` (the op
-            layer's batch dims); small float32 calls write it in place, so that it owns its
-            memory (autograd then skips its view checks), others return a view.
+            layer's batch dims); small float32 CPU calls and the cuda kernels write it in
+            place, so that it owns its memory (autograd then skips its view checks; on cuda
+            three overlap tests a call), others return a view.
 
     Returns:
         ``(out, lse)``: ``out (B, L, Ev)`` (or ``out_shape``) in q's dtype, ``lse (B, L)`` in
@@ -76,16 +77,17 @@ def attention_forward(q, k, v, mask=None, is_causal=False, scale=None, allow_tf3
     path = cuda_variant(q, v, allow_tf32, mem_efficient)
     if path == "simt":
         from . import attention_cuda
-        result = attention_cuda.attention_forward(q, k, v, mask, is_causal, scale)
+        result = attention_cuda.attention_forward(q, k, v, mask, is_causal, scale, out_shape)
     elif path is not None:
         from . import attention_tc_cuda
-        result = attention_tc_cuda.attention_forward(q, k, v, mask, is_causal, scale, path)
+        result = attention_tc_cuda.attention_forward(q, k, v, mask, is_causal, scale, path,
+                                                     out_shape)
     elif keep_probs and _small(backend.get_array_module(q), q, k, v, is_causal):
         return attention_small.forward(q, k, v, None if mask is None else as_mask3(mask),
                                        is_causal, scale, keep_probs=True, out_shape=out_shape)
     else:
         result = _attention_fwd_cpu(q, k, v, mask, is_causal, scale)
-    if out_shape is not None:
+    if out_shape is not None and result[0].shape != tuple(out_shape):
         result = (result[0].reshape(out_shape), result[1])
     return (*result, None) if keep_probs else result
 

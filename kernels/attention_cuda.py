@@ -563,19 +563,21 @@ def _grid(n, B):
     return grid(n, BLOCK, B)
 
 
-def attention_forward(q, k, v, mask, is_causal, scale):
-    """Launch the forward kernel: ``(out (B, L, Ev) in q's dtype, lse (B, L) float32)``."""
+def attention_forward(q, k, v, mask, is_causal, scale, out_shape=None):
+    """Launch the forward kernel: ``(out (B, L, Ev) in q's dtype, lse (B, L) float32)``; ``out``
+    allocated in ``out_shape`` (a reshaping of (B, L, Ev)) when given."""
     xp = backend.get_array_module(q)
     q, k, v = _contiguous(xp, q.dtype, q, k, v)
     B, L, _ = q.shape
-    out = xp.empty((B, L, v.shape[2]), q.dtype)
+    out = xp.empty((B, L, v.shape[2]) if out_shape is None else out_shape, q.dtype)
     lse = xp.empty((B, L), np.float32)
     if B * L == 0:
         return out, lse
     head = _bucket(q, v)
     fwd = _KERNELS[(head, mask is not None)][0]
     launch(fwd, _signatures(q.dtype.name)[0], _grid(L, B), TILINGS[head][0].threads,
-           q, k, v, _additive_mask(xp, mask), out, lse, np.float32(scale), np.int32(is_causal))
+           q, k, v, _additive_mask(xp, mask), out.reshape((B, L, v.shape[2])), lse,
+           np.float32(scale), np.int32(is_causal))
     return out, lse
 
 

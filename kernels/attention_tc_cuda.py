@@ -1152,12 +1152,21 @@ def _delta(xp, out, gout, kind):
     return delta
 
 
-def attention_forward(q, k, v, mask, is_causal, scale, kind):
+def attention_forward(q, k, v, mask, is_causal, scale, kind, out_shape=None):
     """Launch the forward kernel of ``kind`` (see ``variant``): ``(out (B, L, Ev) in q's dtype,
-    lse (B, L) float32)``."""
+    lse (B, L) float32)``; ``out`` allocated in ``out_shape`` (a reshaping of (B, L, Ev)) when
+    given, an array owning its memory (autograd's view checks skip it), except for half kinds
+    with an odd Ev (a padded buffer then, and a view of it)."""
     xp = backend.get_array_module(q)
     B, L, _ = q.shape
-    out, out_arg = _empty_out(xp, (B, L, v.shape[2]), kind)
+    shape = (B, L, v.shape[2])
+    half = KINDS[kind].half
+    final = out_shape is not None and not (half and shape[2] % 2)
+    if final:
+        out = xp.empty(out_shape, q.dtype if half else np.float32)
+        out_arg = out.reshape(shape).view(np.uint32) if half else out.reshape(shape)
+    else:
+        out, out_arg = _empty_out(xp, shape, kind)
     lse = xp.empty((B, L), np.float32)
     if B * L:
         fwd = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)][0]
@@ -1165,7 +1174,7 @@ def attention_forward(q, k, v, mask, is_causal, scale, kind):
         launch(fwd, _signatures(kind)[0], _grid(L, B), THREADS, _words(xp, q, kind),
                _keys(xp, k, kind, negate), _words(xp, v, kind),
                _mask_log2(xp, mask, k.shape[1]), out_arg, lse, scale_log2, np.int32(is_causal))
-    return _result(xp, out, v.shape[2], q.dtype), lse
+    return (out if final else _result(xp, out, shape[2], q.dtype)), lse
 
 
 def attention_backward(q, k, v, out, lse, gout, mask, is_causal, scale, kind, grads_out=None):

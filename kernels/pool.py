@@ -53,6 +53,17 @@ def _planes(x):
     return np.ascontiguousarray(x).reshape((-1,) + x.shape[-2:])
 
 
+_POOL_CUDA = []     # [kernels.pool_cuda] once imported (an import statement per call: ~1 us)
+
+
+def _cuda():
+    """kernels.pool_cuda, imported at the first cuda call (it needs numba.cuda)."""
+    if not _POOL_CUDA:
+        from . import pool_cuda
+        _POOL_CUDA.append(pool_cuda)
+    return _POOL_CUDA[0]
+
+
 def _compute_dtype(dtype):
     """The CPU twins run float16/bfloat16 in float32 (Numba's CPU target has neither)."""
     return dtypes.compute_dtype(dtype)
@@ -62,9 +73,7 @@ def _compute_dtype(dtype):
 def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
     """Max pooling: ``(y, argmax)``, ``argmax`` holding each window's offset (see module doc)."""
     if backend.kernel_device(x) == "cuda":
-        from . import pool_cuda
-        out = _output_shape(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-        return pool_cuda.max_pool2d_forward(x, out, kernel_size, stride, padding, dilation)
+        return _cuda().max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode)
     out, rows, cols, index = _max_plan(x.shape[-2:], kernel_size, stride, padding, dilation,
                                        ceil_mode)
     shape = x.shape[:-2] + out          # allocated in the final shape: results own their
@@ -85,9 +94,8 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
 def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, dilation):
     """Gradient of max pooling w.r.t. its input: each output's gradient goes to its argmax."""
     if backend.kernel_device(gy) == "cuda":
-        from . import pool_cuda
-        return pool_cuda.max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride,
-                                             padding, dilation)
+        return _cuda().max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding,
+                                           dilation)
     rows, cols = _windows(input_shape, gy.shape[-2:], kernel_size, stride, padding, dilation)
     offsets = _argmax_offsets(tuple(kernel_size), tuple(dilation))
     if _direct(gy, math.prod(input_shape)):
@@ -121,10 +129,8 @@ def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include
     """Average pooling with PyTorch's divisor rules (see module doc)."""
     divisor = divisor_override or 0                     # 0: no override
     if backend.kernel_device(x) == "cuda":
-        from . import pool_cuda
-        out = _output_shape(x.shape, kernel_size, stride, padding, (1, 1), ceil_mode)
-        return pool_cuda.avg_pool2d_forward(x, out, kernel_size, stride, padding,
-                                            bool(count_include_pad), divisor)
+        return _cuda().avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode,
+                                          count_include_pad, divisor)
     plan = _avg_direct_plan(type(x), x.shape, x.dtype, kernel_size, stride, padding, ceil_mode,
                             bool(count_include_pad), divisor)
     if plan is not None:        # one cached plan, then the serial twin on x as it is
@@ -165,9 +171,8 @@ def avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding, count_inc
     """Gradient of average pooling w.r.t. its input."""
     divisor = divisor_override or 0
     if backend.kernel_device(gy) == "cuda":
-        from . import pool_cuda
-        return pool_cuda.avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding,
-                                             bool(count_include_pad), divisor)
+        return _cuda().avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding,
+                                           bool(count_include_pad), divisor)
     plan = _mean_plan(input_shape[-2:], gy.shape[-2:], (kernel_size, stride, padding),
                       bool(count_include_pad), divisor, gy.dtype)
     return _mean_bwd(gy, input_shape, plan)
@@ -178,16 +183,14 @@ def adaptive_avg_pool2d_forward(x, output_size):
     """Adaptive average pooling to ``output_size = (Ho, Wo)`` (see module doc for the bins)."""
     out = tuple(output_size)
     if backend.kernel_device(x) == "cuda":
-        from . import pool_cuda
-        return pool_cuda.adaptive_avg_pool2d_forward(x, out)
+        return _cuda().adaptive_avg_pool2d_forward(x, out)
     return _mean_fwd(x, out, _mean_plan(x.shape[-2:], out, None, False, 0, x.dtype))
 
 
 def adaptive_avg_pool2d_backward(gy, input_shape):
     """Gradient of adaptive average pooling w.r.t. its input."""
     if backend.kernel_device(gy) == "cuda":
-        from . import pool_cuda
-        return pool_cuda.adaptive_avg_pool2d_backward(gy, input_shape)
+        return _cuda().adaptive_avg_pool2d_backward(gy, input_shape)
     return _mean_bwd(gy, input_shape, _mean_plan(input_shape[-2:], gy.shape[-2:], None, False, 0,
                                                  gy.dtype))
 

@@ -426,7 +426,9 @@ def _ints(*values):
 
 
 def _grad_input(xp, input_shape, dtype, zero):
-    shape = (math.prod(input_shape[:-2]),) + tuple(input_shape[-2:])
+    """The input gradient, in the input's shape (an array owning its memory), zero-filled when
+    the kernel leaves cells unwritten."""
+    shape = tuple(input_shape)
     return xp.zeros(shape, dtype) if zero else xp.empty(shape, dtype)
 
 
@@ -441,80 +443,188 @@ def _halving(in_hw, out_hw, kernel_size, stride, padding, dilation):
     return _ints(*in_hw, *out_hw)
 
 
-def max_pool2d_forward(x, out, kernel_size, stride, padding, dilation):
-    xp = backend.get_array_module(x)
-    planes = _planes(xp, x)
-    y = xp.empty((planes.shape[0],) + out, x.dtype)
-    argmax = xp.empty(y.shape, index_dtype(kernel_size))
-    sizes = _halving(x.shape[-2:], out, kernel_size, stride, padding, dilation)
-    if sizes:
-        _run("max_fwd_2x2", x.dtype, (planes, y, argmax), sizes, out, index=argmax.dtype)
+# --------------------------------------------------------------------------- call plans
+# A small pool is host-bound on a GPU (a few us of kernel, ~0.2 ms a call: benchmarks/RESULTS.md),
+# so everything a call works out from the shapes, dtypes and window alone (output shape, which
+# kernel, its signature, grid, scalars, magic numbers, device tables) is a *plan*, built once per
+# such key (lru caches keyed by plain tuples, dtypes and MAX_FLAT). A call then allocates its
+# outputs in their final shapes (arrays owning their memory: autograd's view checks skip them),
+# views them as the kernel takes them and launches once; past MAX_FLAT threads it goes through
+# ``_run``, which slices whole planes.
+
+def _one_launch(name, dtype, index, planes, cells, max_flat):
+    """(kernel, signature, blocks) when one launch runs kernel ``name`` over ``planes`` planes of
+    ``cells`` = (rows, cols) threads each, else None (no planes, or more than one launch: the
+    caller goes through ``_run``, which slices, or refuses a plane past ``max_flat``)."""
+    per_plane = cells[0] * cells[1]
+    if planes == 0 or per_plane == 0 or per_plane > max_flat or \
+            planes > max(1, max_flat // per_plane):
+        return None
+    kernel = _KERNELS[np.float64 if dtype == np.float64 else np.float32][name]
+    return kernel, _signature(name, dtype, index), (planes * per_plane + THREADS - 1) // THREADS
+
+
+def _plan(name, dtype, index, planes, cells, shapes, rest, max_flat):
+    """A launch plan: (name, dtype, index, cells, the arrays' (P, ...) plane shapes, the flat or
+    plane shapes the kernel takes, rest + the magic numbers, the one launch or None)."""
+    plane_views = tuple((planes,) + tuple(s) for s in shapes)
+    flat = name.endswith("_2x2")
+    views = tuple((-1,) for _ in shapes) if flat else plane_views
+    magic = tuple(np.int64(v) for v in _magic(cells[0] * cells[1]) + _magic(cells[1]))
+    return (name, dtype, index, cells, plane_views, views, tuple(rest),
+            tuple(rest) + magic, _one_launch(name, dtype, index, planes, cells, max_flat))
+
+
+def _go(plan, arrays):
+    """Launch ``plan``'s kernel over ``arrays`` (whole arrays in any shape of their size)."""
+    name, dtype, index, cells, plane_views, views, rest, args, one = plan
+    if one is not None:
+        launch(one[0], one[1], one[2], THREADS,
+               *[a.reshape(v) for a, v in zip(arrays, views)], *args)
     else:
-        _run("max_fwd", x.dtype, (planes, y, argmax),
-             _ints(*kernel_size, *stride, *padding, *dilation), out, index=argmax.dtype)
-    shape = x.shape[:-2] + out
-    return y.reshape(shape), argmax.reshape(shape)
+        _run(name, dtype, tuple(a.reshape(v) for a, v in zip(arrays, plane_views)), rest,
+             cells, index=index)
+
+
+def _planes_of(shape):
+    return math.prod(shape[:-2])
+
+
+@functools.lru_cache(maxsize=256)
+def _max_forward_plan(shape, dtype, kernel_size, stride, padding, dilation, ceil_mode,
+                      max_flat):
+    """(output shape, argmax dtype, launch plan) of a max pool over an array of ``shape``."""
+    from .pool import _output_shape
+    out = _output_shape(shape, kernel_size, stride, padding, dilation, ceil_mode)
+    index = np.dtype(index_dtype(kernel_size))
+    sizes = _halving(shape[-2:], out, kernel_size, stride, padding, dilation)
+    name, rest = ("max_fwd_2x2", sizes) if sizes else \
+        ("max_fwd", _ints(*kernel_size, *stride, *padding, *dilation))
+    plan = _plan(name, dtype, index, _planes_of(shape), out, (shape[-2:], out, out), rest,
+                 max_flat)
+    return shape[:-2] + out, index, plan
+
+
+def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
+    out_shape, index, plan = _max_forward_plan(
+        x.shape, x.dtype, tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation),
+        bool(ceil_mode), MAX_FLAT)
+    xp = backend.get_array_module(x)
+    y = xp.empty(out_shape, x.dtype)
+    argmax = xp.empty(out_shape, index)
+    _go(plan, (xp.ascontiguousarray(x), y, argmax))
+    return y, argmax
+
+
+@functools.lru_cache(maxsize=256)
+def _max_backward_plan(input_shape, grad_shape, dtype, index, kernel_size, stride, padding,
+                       dilation, max_flat):
+    """(whether gx starts zeroed, launch plan) of max pooling's backward."""
+    in_hw, out_hw = input_shape[-2:], grad_shape[-2:]
+    geo = (in_hw, out_hw, kernel_size, stride, padding, dilation)
+    (rows, cols), overlapping, exact, _ = _geometry(*geo)
+    planes = _planes_of(input_shape)
+    shapes = (out_hw, out_hw, in_hw)                    # gy, argmax, gx
+    if overlapping:
+        tables = _on_device(("max", geo), lambda: (rows, cols))
+        steps = _steps(stride[0], dilation[0]) + _steps(stride[1], dilation[1])
+        plan = _plan("max_bwd_gather", dtype, index, planes, in_hw, shapes,
+                     tables + _ints(kernel_size[1], *steps), max_flat)
+    elif sizes := _halving(in_hw, out_hw, kernel_size, stride, padding, dilation):
+        plan = _plan("max_bwd_2x2", dtype, index, planes, out_hw, shapes, sizes, max_flat)
+    else:
+        plan = _plan("max_bwd_scatter", dtype, index, planes, out_hw, shapes,
+                     _ints(*kernel_size, *stride, *padding, *dilation), max_flat)
+    return not (exact or overlapping), plan
 
 
 def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, dilation):
+    zero, plan = _max_backward_plan(
+        tuple(input_shape), gy.shape, gy.dtype, argmax.dtype, tuple(kernel_size), tuple(stride),
+        tuple(padding), tuple(dilation), MAX_FLAT)
     xp = backend.get_array_module(gy)
-    geo = (tuple(input_shape[-2:]), tuple(gy.shape[-2:]), tuple(kernel_size), tuple(stride),
-           tuple(padding), tuple(dilation))
-    (rows, cols), overlapping, exact, _ = _geometry(*geo)
-    g, a = _planes(xp, gy), _planes(xp, argmax)
-    gx = _grad_input(xp, input_shape, gy.dtype, zero=not (exact or overlapping))
-    if overlapping:
-        rows_d, cols_d = _on_device(("max", geo), lambda: (rows, cols))
-        steps = _steps(stride[0], dilation[0]) + _steps(stride[1], dilation[1])
-        _run("max_bwd_gather", gy.dtype, (g, a, gx), (rows_d, cols_d) +
-             _ints(kernel_size[1], *steps), gx.shape[1:], index=a.dtype)
-    elif sizes := _halving(input_shape[-2:], gy.shape[-2:], kernel_size, stride, padding,
-                           dilation):
-        _run("max_bwd_2x2", gy.dtype, (g, a, gx), sizes, g.shape[1:], index=a.dtype)
-    else:
-        _run("max_bwd_scatter", gy.dtype, (g, a, gx),
-             _ints(*kernel_size, *stride, *padding, *dilation), g.shape[1:], index=a.dtype)
-    return gx.reshape(input_shape)
+    gx = _grad_input(xp, input_shape, gy.dtype, zero)
+    _go(plan, (xp.ascontiguousarray(gy), xp.ascontiguousarray(argmax), gx))
+    return gx
 
 
-def avg_pool2d_forward(x, out, kernel_size, stride, padding, count_include_pad, divisor):
-    sizes = not divisor and _halving(x.shape[-2:], out, kernel_size, stride, padding, (1, 1))
+@functools.lru_cache(maxsize=256)
+def _mean_forward_plan(shape, dtype, out, geo, count_include_pad, divisor, adaptive, max_flat):
+    """(output shape, launch plan) of an average (or adaptive average) pool's forward."""
+    planes, in_hw = _planes_of(shape), shape[-2:]
+    sizes = not (divisor or adaptive) and _halving(in_hw, out, *geo[2:5], (1, 1))
     if sizes:
-        xp = backend.get_array_module(x)
-        planes = _planes(xp, x)
-        y = xp.empty((planes.shape[0],) + tuple(out), x.dtype)
-        _run("mean_fwd_2x2", x.dtype, (planes, y), sizes, tuple(out))
-        return y.reshape(x.shape[:-2] + tuple(out))
-    geo = (tuple(x.shape[-2:]), tuple(out), tuple(kernel_size), tuple(stride), tuple(padding),
-           (1, 1))
-    return _mean_forward(x, tuple(out), geo, bool(count_include_pad), int(divisor), False)
+        plan = _plan("mean_fwd_2x2", dtype, None, planes, out, (in_hw, out), sizes, max_flat)
+    else:
+        tables, _, _ = _mean_tables(geo, adaptive, count_include_pad, divisor, dtype)
+        plan = _plan("mean_fwd", dtype, None, planes, out, (in_hw, out),
+                     tables[:2] + tables[4:], max_flat)
+    return shape[:-2] + out, plan
+
+
+def _mean_forward(x, out, geo, count_include_pad, divisor, adaptive):
+    out_shape, plan = _mean_forward_plan(x.shape, x.dtype, out, geo, count_include_pad, divisor,
+                                         adaptive, MAX_FLAT)
+    xp = backend.get_array_module(x)
+    y = xp.empty(out_shape, x.dtype)
+    _go(plan, (xp.ascontiguousarray(x), y))
+    return y
+
+
+def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor):
+    out_shape, plan = _avg_forward_plan(x.shape, x.dtype, tuple(kernel_size), tuple(stride),
+                                        tuple(padding), bool(ceil_mode), bool(count_include_pad),
+                                        int(divisor), MAX_FLAT)
+    xp = backend.get_array_module(x)
+    y = xp.empty(out_shape, x.dtype)
+    _go(plan, (xp.ascontiguousarray(x), y))
+    return y
+
+
+@functools.lru_cache(maxsize=256)
+def _avg_forward_plan(shape, dtype, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                      divisor, max_flat):
+    """``_mean_forward_plan`` of an average pool, its output size worked out too."""
+    from .pool import _output_shape
+    out = _output_shape(shape, kernel_size, stride, padding, (1, 1), ceil_mode)
+    geo = (shape[-2:], out, kernel_size, stride, padding, (1, 1))
+    return _mean_forward_plan(shape, dtype, out, geo, count_include_pad, divisor, False,
+                              max_flat)
+
+
+@functools.lru_cache(maxsize=256)
+def _mean_backward_plan(input_shape, grad_shape, dtype, geo, scatter_args, count_include_pad,
+                        divisor, adaptive, max_flat):
+    """(whether gx starts zeroed, launch plan) of an average (or adaptive) pool's backward."""
+    planes, in_hw, out_hw = _planes_of(input_shape), input_shape[-2:], grad_shape[-2:]
+    shapes = (out_hw, in_hw)                            # gy, gx
+    sizes = not (divisor or adaptive) and _halving(*geo[:5], (1, 1))
+    if sizes:
+        return not _geometry(*geo)[2], _plan("mean_bwd_2x2", dtype, None, planes, out_hw,
+                                             shapes, sizes, max_flat)
+    tables, overlapping, exact = _mean_tables(geo, adaptive, count_include_pad, divisor, dtype)
+    if overlapping:
+        plan = _plan("mean_bwd_gather", dtype, None, planes, in_hw, shapes, tables[2:],
+                     max_flat)
+    else:
+        plan = _plan("mean_bwd_scatter", dtype, None, planes, out_hw, shapes,
+                     _ints(*scatter_args) + tables[4:], max_flat)
+    return not (exact or overlapping), plan
 
 
 def _mean_backward(gy, input_shape, geo, scatter_args, count_include_pad, divisor, adaptive):
+    zero, plan = _mean_backward_plan(tuple(input_shape), gy.shape, gy.dtype, geo, scatter_args,
+                                     count_include_pad, divisor, adaptive, MAX_FLAT)
     xp = backend.get_array_module(gy)
-    tables, overlapping, exact = _mean_tables(geo, adaptive, count_include_pad, divisor,
-                                              gy.dtype)
-    g = _planes(xp, gy)
-    gx = _grad_input(xp, input_shape, gy.dtype, zero=not (exact or overlapping))
-    if overlapping:
-        _run("mean_bwd_gather", gy.dtype, (g, gx), tables[2:], gx.shape[1:])
-    else:
-        _run("mean_bwd_scatter", gy.dtype, (g, gx), _ints(*scatter_args) + tables[4:],
-             g.shape[1:])
-    return gx.reshape(input_shape)
+    gx = _grad_input(xp, input_shape, gy.dtype, zero)
+    _go(plan, (xp.ascontiguousarray(gy), gx))
+    return gx
 
 
 def avg_pool2d_backward(gy, input_shape, kernel_size, stride, padding, count_include_pad,
                         divisor):
     geo = (tuple(input_shape[-2:]), tuple(gy.shape[-2:]), tuple(kernel_size), tuple(stride),
            tuple(padding), (1, 1))
-    sizes = not divisor and _halving(*geo[:5], (1, 1))
-    if sizes:
-        xp = backend.get_array_module(gy)
-        g = _planes(xp, gy)
-        gx = _grad_input(xp, input_shape, gy.dtype, zero=not _geometry(*geo)[2])
-        _run("mean_bwd_2x2", gy.dtype, (g, gx), sizes, g.shape[1:])
-        return gx.reshape(input_shape)
     return _mean_backward(gy, input_shape, geo, (*kernel_size, *stride, *padding),
                           bool(count_include_pad), int(divisor), adaptive=False)
 

@@ -89,3 +89,18 @@ def test_host_overhead_table_beside_a_baseline_tree():
     assert all(merged["a"][row][0] == merged["b"][row][0] for row in merged["a"])
     table = host_overhead.table(merged).splitlines()
     assert len(table) == 2 + len(merged["a"]) and "a calls" in table[0]
+
+
+def test_host_path_table_and_its_stubbed_launches(capsys):
+    """benchmarks/host_path.py on this device: one row per op, every launch stub restored."""
+    from benchmarks import host_path
+    from gpudl.kernels import launch, pool_cuda
+    real = launch.launch
+    host_path.main(["--only", "pool2d fwd", "--blocks", "1"])
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("| max_pool2d fwd") or
+            line.startswith("| avg_pool2d fwd")]
+    assert len(rows) == 6 and all(line.endswith("| 0 |") for line in rows)     # no syncs
+    assert launch.launch is real and pool_cuda.launch is real
+    host_path.main(["--profile", "avg_pool2d fwd+bwd", "--top", "5"])
+    assert "== avg_pool2d fwd+bwd (sum) (200 calls)" in capsys.readouterr().out

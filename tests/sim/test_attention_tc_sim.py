@@ -120,3 +120,37 @@ def test_double_buffering_with_causal_edge_tiles(rng):
     edge tile 128.. then full tiles 0 and 64 (forward, dQ); dK/dV's key blocks run their
     diagonal edge tiles, then the full query tiles after them."""
     check(rng, 1, 140, 200, 32, 32, 32, is_causal=True)
+
+
+@pytest.mark.parametrize("dtype, ev, strict, owns", [
+    (np.float16, 8, False, True),
+    (np.float16, 7, False, False),          # an odd Ev: a padded buffer, a view of it
+    (np.float32, 8, False, True),           # tf32x3 (memory-efficient, the default)
+    (np.float32, 7, True, True),            # strict fp32: attention_cuda's SIMT kernels
+])
+def test_4d_outputs_are_allocated_in_their_final_shape(rng, monkeypatch, dtype, ev, strict,
+                                                       owns):
+    """The ops layer's (N, H, L, Ev) output comes from the kernels in that shape (an array owning
+    its memory where the kernel's layout allows: autograd then makes no overlap tests), with
+    torch's values (float64 reference on the same rounded inputs) and gradients."""
+    import gpudl as gd
+    from gpudl import backends
+    from oracle import torch
+    if strict:
+        monkeypatch.setitem(backends._sdp, "mem_efficient", False)
+        monkeypatch.setattr(backends.cuda.matmul, "allow_tf32", False)
+    q, k, v = (rng.standard_normal(s).astype(dtype) for s in ((1, 2, 5, 8), (1, 2, 6, 8),
+                                                               (1, 2, 6, ev)))
+    g = rng.standard_normal((1, 2, 5, ev)).astype(dtype)
+    ours = [gd.tensor(a, device="cuda", requires_grad=True) for a in (q, k, v)]
+    out = gd.nn.functional.scaled_dot_product_attention(*ours)
+    out.backward(gd.tensor(g, device="cuda"))
+    theirs = [torch.tensor(a.astype(np.float64), requires_grad=True) for a in (q, k, v)]
+    want = torch.nn.functional.scaled_dot_product_attention(*theirs)
+    want.backward(torch.tensor(g.astype(np.float64)))
+    assert out.shape == (1, 2, 5, ev) and out.dtype == dtype
+    assert (out._data.base is None) == owns
+    rel = {np.float16: 2e-2, np.float32: 1e-4}[dtype]
+    _close(out.numpy(), want.detach().numpy(), "out", rel)
+    for name, t, w in zip("qkv", ours, theirs):
+        _close(t.grad.numpy(), w.grad.numpy(), "d" + name, rel)

@@ -271,3 +271,57 @@ def test_a_2x2_average_with_a_divisor_keeps_the_table_kernels(rng, twin, launche
     args = ((2, 2), (2, 2), (0, 0), False, True, 3)
     _close(K.avg_pool2d_forward(x, *args), twin(K.avg_pool2d_forward, x, *args), np.float32)
     assert launched == ["mean_fwd"]
+
+
+# Call plans (pool_cuda._max_forward_plan and friends) are cached per shape, dtype and window: a
+# sequence of calls that changes one of them at a time, each on fresh random inputs, must give
+# torch's float64 answer every time (a plan keyed too loosely would reuse another call's
+# geometry or kernel), and the outputs and input gradient own their memory in their final shapes.
+PLAN_SEQUENCE = [
+    ((2, 3, 8, 8), dict(kernel_size=2)),
+    ((2, 3, 8, 8), dict(kernel_size=2)),                        # the cached plan, new values
+    ((2, 3, 10, 6), dict(kernel_size=2)),                       # other H, W
+    ((3, 2, 8, 8), dict(kernel_size=2)),                        # other N, C
+    ((3, 8, 8), dict(kernel_size=2)),                           # unbatched
+    ((2, 3, 8, 8), dict(kernel_size=2, stride=1)),              # overlapping: gather
+    ((2, 3, 8, 8), dict(kernel_size=3, stride=2, padding=1)),
+    ((2, 3, 9, 9), dict(kernel_size=2, ceil_mode=True)),        # a partial last window
+    ((2, 3, 8, 8), dict(kernel_size=2)),                        # back to the first
+]
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_cached_call_plans_follow_each_call(rng, kind):
+    import gpudl as gd
+    from oracle import torch
+    pool, reference = {"max": (gd.nn.functional.max_pool2d, torch.nn.functional.max_pool2d),
+                       "avg": (gd.nn.functional.avg_pool2d,
+                               torch.nn.functional.avg_pool2d)}[kind]
+    for dtype in (np.float32, np.float64):
+        for shape, kwargs in PLAN_SEQUENCE:
+            a = rng.standard_normal(shape).astype(dtype)
+            g = rng.standard_normal(reference(torch.tensor(a), **kwargs).shape).astype(dtype)
+            x = gd.tensor(a, device="cuda", requires_grad=True)
+            y = pool(x, **kwargs)
+            y.backward(gd.tensor(g, device="cuda"))
+            want_x = torch.tensor(a.astype(np.float64), requires_grad=True)
+            want_y = reference(want_x, **kwargs)
+            want_y.backward(torch.tensor(g.astype(np.float64)))
+            tol = 1e-5 if dtype == np.float32 else 1e-12
+            assert y.dtype == dtype and x.grad.dtype == dtype
+            np.testing.assert_allclose(y.numpy(), want_y.detach().numpy(), rtol=tol, atol=tol)
+            np.testing.assert_allclose(x.grad.numpy(), want_x.grad.numpy(), rtol=tol, atol=tol)
+            assert y._data.base is None and y.shape == tuple(want_y.shape)
+
+
+def test_plans_see_max_flat_change(rng, twin, monkeypatch, launched):
+    """The same call before and after MAX_FLAT shrinks: one launch, then slices of planes."""
+    from gpudl.kernels import pool_cuda
+    x = rng.standard_normal((3, 2, 8, 10)).astype(np.float32)
+    conf = ((2, 2), (2, 2), (0, 0), (1, 1))
+    K.max_pool2d_forward(x, *conf, False)
+    monkeypatch.setattr(pool_cuda, "MAX_FLAT", 40)          # 2 planes of 4 x 5 per launch
+    x = rng.standard_normal((3, 2, 8, 10)).astype(np.float32)
+    y, _ = K.max_pool2d_forward(x, *conf, False)
+    np.testing.assert_array_equal(y, twin(K.max_pool2d_forward, x, *conf, False)[0])
+    assert launched == ["max_fwd_2x2"] * 4
