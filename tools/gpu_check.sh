@@ -100,7 +100,10 @@ details="-rfE --tb=short --durations=20"   # every failure's reason, even when a
 # kernels here, Adam's one-kernel bias corrections, the launch without Numba's sync, the fixes
 # of the second run, scatter_add and sorts of bfloat16), then session 11's (cupy.linalg,
 # cupyx.scipy.special, the N-d conv and pools, grid_sample, the Keras ops)
-new_cupy_code="tests/test_fused_second_order.py tests/test_grad_adoption.py \
+# session 19 first: packed launches, the pooling plans, the attention outputs allocated whole
+new_cupy_code="tests/kernels/test_fast_launch.py tests/kernels/test_launch_no_sync.py tests/test_pool.py \
+tests/sim/test_pool_sim.py tests/sim/test_attention_tc_sim.py \
+tests/test_fused_second_order.py tests/test_grad_adoption.py \
 tests/test_packed_self_attention.py \
 tests/test_residual_layer_norm.py tests/kernels/test_row_kernels_cpu.py tests/optim/test_cpu_loops.py \
 tests/test_relu_fused_kernel.py tests/test_host_syncs_ops.py tests/test_custom_function.py \
@@ -109,7 +112,7 @@ tests/test_mse_fused_kernel.py tests/kernels/test_attention_kernels.py tests/tes
 tests/optim/test_multi_tensor.py tests/optim/test_optimizers.py \
 tests/test_amp_grad_scaler.py tests/sim/test_row_kernels_sim.py tests/sim/test_dropout_sim.py \
 tests/sim/test_bfloat16_ops_sim.py tests/kernels/test_conv_winograd_cuda.py \
-tests/kernels/test_launch_no_sync.py tests/optim/test_capturable.py tests/test_pool.py \
+tests/optim/test_capturable.py \
 tests/test_second_gpu_run_fixes.py tests/test_deferred_checks.py tests/test_embedding_bag.py \
 tests/test_cupy_semantics.py tests/test_linalg.py tests/test_special.py tests/test_tensor_misc.py \
 tests/test_math_ops.py tests/test_distributions_breadth.py tests/nn/test_vision_layers.py \
