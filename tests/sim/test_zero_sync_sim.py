@@ -4,8 +4,9 @@ Under Numba's CUDA simulator the cuda device keeps NumPy arrays, and backend.cou
 every read of them at the same call sites as CuPy arrays on a GPU: forward, a cross-entropy (or
 MSE, or binary cross-entropy) loss, backward, clip_grad_norm_, an optimizer step, a scheduler
 step and zero_grad must add nothing to gd.cuda.sync_count(); reading the loss then adds exactly
-one. The counting test runs on a GPU too (tools/gpu_check.sh); the implicit-read test needs the
-simulator's NumPy arrays.
+one. The same steps are watched for implicit reads (``bool()``, ``.item()``, a boolean mask...
+of a device array: host_reads.py), which only the simulator's NumPy arrays can show; on a GPU
+(tools/gpu_check.sh) the counter alone is checked.
 """
 
 import numpy as np
@@ -153,31 +154,15 @@ def _training_step(net, opt, scheduler, x, y, loss_fn):
     return step
 
 
+# Reads made around the counter can be seen only on the simulator's NumPy arrays (host_reads.py)
+WATCHING = backend._cupy is None
+
+
 @pytest.mark.parametrize("model, optimizer", [
     *((m, o) for m in MODELS for o in OPTIMIZERS), *((m, "adam") for m in TUTORIAL_MODELS)])
-def test_a_training_step_reads_nothing_back(model, optimizer):
-    build, batch = ALL_MODELS[model]
-    net = build().to("cuda")
-    opt = OPTIMIZERS[optimizer](net.parameters())
-    scheduler = gd.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    x, y, loss_fn = batch(net)
-
-    step = _training_step(net, opt, scheduler, x, y, loss_fn)
-
-    step()                                  # the first step builds state (plans, buffers)
-    before = gd.cuda.sync_count()
-    loss = step()
-    assert gd.cuda.sync_count() == before, "a training step read the device"
-    loss.item()
-    assert gd.cuda.sync_count() == before + 1
-
-
-# ---------------------------------------------------------------- implicit reads
-@pytest.mark.skipif(backend._cupy is not None, reason="watches NumPy arrays (the simulator's)")
-@pytest.mark.parametrize("model, optimizer", [
-    *((m, o) for m in MODELS for o in ("sgd_momentum", "adamw_capturable")),
-    *((m, "adam") for m in TUTORIAL_MODELS)])
-def test_a_training_step_reads_nothing_implicitly(watched, model, optimizer):
+def test_a_training_step_reads_nothing_back(watched, model, optimizer):
+    """Counted reads (gd.cuda.sync_count(), on a GPU too) and, on the simulator, implicit ones
+    (``Watched``) in the same step."""
     build, batch = ALL_MODELS[model]
     net = build().to("cuda")
     for p in net.parameters():
@@ -189,12 +174,15 @@ def test_a_training_step_reads_nothing_implicitly(watched, model, optimizer):
 
     step = _training_step(net, opt, scheduler, x, y, loss_fn)
 
-    step()
-    Watched.reads = []
+    step()                                  # the first step builds state (plans, buffers)
+    before = gd.cuda.sync_count()
+    Watched.reads = [] if WATCHING else None
     loss = step()
-    assert Watched.reads == []
-    loss.item()                               # through the gate: counted, not an implicit read
-    assert Watched.reads == []
+    assert gd.cuda.sync_count() == before, "a training step read the device"
+    assert not Watched.reads, Watched.reads
+    loss.item()                             # through the gate: counted, not an implicit read
+    assert gd.cuda.sync_count() == before + 1
+    assert not Watched.reads, Watched.reads
 
 
 def test_a_dcgan_step_reads_nothing(watched):
