@@ -216,8 +216,10 @@ def _block_run(self, grid_point, *args):
     points = list(np.ndindex(*self._block_dim))
     workers = self.gpudl_threads = _workers(len(points))
     barrier = self.gpudl_barrier = _Barrier(len(points))
+    for worker in workers:          # all before any runs: a lane asks whether its warp's
+        worker.simulated_done = False   # other lanes returned (kernels/_mma_emulation.py)
     for worker, point in zip(workers, points):
-        worker.job, worker.simulated_done = (self, grid_point, point, args), False
+        worker.job = (self, grid_point, point, args)
         worker.wake.set()
     with barrier.cond:
         while barrier.live and barrier.failed is None:
