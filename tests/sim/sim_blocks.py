@@ -145,12 +145,18 @@ def _may_wait(obj):
     return _uses_barrier(target)
 
 
+def _unseen_barrier(*_):
+    raise RuntimeError("sim_blocks: this kernel reached a block barrier that _uses_barrier did "
+                       "not find in its code: it ran its threads in turn")
+
+
 def _run_in_turn(manager, grid_point, args):
     me = threading.current_thread()
     own = set(vars(me))
     try:
         for point in np.ndindex(*manager._block_dim):
             _dress(me, manager, grid_point, point)
+            me.syncthreads = _unseen_barrier
             try:
                 manager._f(*args)
             except Exception as exc:

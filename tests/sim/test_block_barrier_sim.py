@@ -1,7 +1,10 @@
-"""The simulator's block barrier as tests/sim/conftest.py runs it (a condition variable in place
-of the simulator's busy poll), under the simulator's rules: every thread still running must
-reach ``syncthreads()`` before any passes it, a thread that returned no longer counts, and a
-thread that raises fails the launch with its thread and block named."""
+"""The simulator's blocks as tests/sim/sim_blocks.py runs them: a barrier-free kernel's threads
+in turn on the launching thread, the others concurrently, with the block barrier (a condition
+variable in place of the simulator's busy poll) under the simulator's rules: every thread still
+running must reach ``syncthreads()`` before any passes it, a thread that returned no longer
+counts, and a thread that raises fails the launch with its thread and block named."""
+
+import threading
 
 import numpy as np
 import pytest
@@ -48,6 +51,48 @@ if backend.SIMULATOR:
             x[1000] = 1.0                     # out of bounds: IndexError in the simulator
         cuda.syncthreads()
         x[t] = t
+
+
+    _runs_on = []          # the Python thread each simulated thread ran on (the simulator
+                           # runs kernels as Python, so a kernel can note it)
+
+    @cuda.jit(device=True)
+    def _wait():
+        cuda.syncthreads()
+
+    @cuda.jit
+    def _elementwise(x, out):
+        """No barrier: its blocks' threads run in turn on the launching thread."""
+        _runs_on.append(threading.get_ident())
+        i = cuda.threadIdx.x + cuda.blockDim.x * cuda.threadIdx.y
+        b = cuda.blockIdx.x
+        out[b, i] = x[b, i] * 2 + i
+
+    @cuda.jit
+    def _waits_in_a_device_function(x, out):
+        _runs_on.append(threading.get_ident())
+        t = cuda.threadIdx.x
+        _wait()
+        out[t] = x[(t + 1) % 32]
+
+
+def test_a_kernel_without_barriers_runs_its_threads_in_turn_on_the_calling_thread():
+    x = np.arange(2 * 12, dtype=np.float32).reshape(2, 12)
+    out = np.zeros_like(x)
+    _runs_on.clear()
+    _elementwise[2, (4, 3)](x, out)
+    np.testing.assert_array_equal(out, x * 2 + np.arange(12))
+    assert _runs_on == [threading.get_ident()] * 24
+    assert not hasattr(threading.current_thread(), "threadIdx")     # nothing left behind
+
+
+def test_a_barrier_in_a_device_function_makes_the_threads_concurrent():
+    x = np.arange(32, dtype=np.float32)
+    out = np.zeros_like(x)
+    _runs_on.clear()
+    _waits_in_a_device_function[1, 32](x, out)
+    np.testing.assert_array_equal(out, np.roll(x, -1))
+    assert len(set(_runs_on)) == 32 and threading.get_ident() not in _runs_on
 
 
 def test_every_thread_waits_at_each_barrier():
