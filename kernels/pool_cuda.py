@@ -373,8 +373,16 @@ def _geometry(in_hw, out_hw, kernel_size, stride, padding, dilation, adaptive=Fa
 _DEVICE_TABLES = {}     # key -> device copies of host tables (a few hundred bytes each)
 
 
+def _device():
+    """The current CUDA device's index (0 without CuPy): plans holding device tables are kept
+    per device."""
+    return backend._cupy.cuda.runtime.getDevice() if backend._cupy is not None else 0
+
+
 def _on_device(key, build):
-    """Device copies of the host tables ``build()`` returns, uploaded once per ``key``."""
+    """Device copies of the host tables ``build()`` returns, uploaded once per ``key`` and
+    device."""
+    key = key + (_device(),)
     tables = _DEVICE_TABLES.get(key)
     if tables is None:
         if len(_DEVICE_TABLES) >= 256:
@@ -518,7 +526,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode):
 
 @functools.lru_cache(maxsize=256)
 def _max_backward_plan(input_shape, grad_shape, dtype, index, kernel_size, stride, padding,
-                       dilation, max_flat):
+                       dilation, max_flat, device):
     """(whether gx starts zeroed, launch plan) of max pooling's backward."""
     in_hw, out_hw = input_shape[-2:], grad_shape[-2:]
     geo = (in_hw, out_hw, kernel_size, stride, padding, dilation)
@@ -541,7 +549,7 @@ def _max_backward_plan(input_shape, grad_shape, dtype, index, kernel_size, strid
 def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, dilation):
     zero, plan = _max_backward_plan(
         tuple(input_shape), gy.shape, gy.dtype, argmax.dtype, tuple(kernel_size), tuple(stride),
-        tuple(padding), tuple(dilation), MAX_FLAT)
+        tuple(padding), tuple(dilation), MAX_FLAT, _device())
     xp = backend.get_array_module(gy)
     gx = _grad_input(xp, input_shape, gy.dtype, zero)
     _go(plan, (xp.ascontiguousarray(gy), xp.ascontiguousarray(argmax), gx))
@@ -549,7 +557,8 @@ def max_pool2d_backward(gy, argmax, input_shape, kernel_size, stride, padding, d
 
 
 @functools.lru_cache(maxsize=256)
-def _mean_forward_plan(shape, dtype, out, geo, count_include_pad, divisor, adaptive, max_flat):
+def _mean_forward_plan(shape, dtype, out, geo, count_include_pad, divisor, adaptive, max_flat,
+                       device):
     """(output shape, launch plan) of an average (or adaptive average) pool's forward."""
     planes, in_hw = _planes_of(shape), shape[-2:]
     sizes = not (divisor or adaptive) and _halving(in_hw, out, *geo[2:5], (1, 1))
@@ -564,7 +573,7 @@ def _mean_forward_plan(shape, dtype, out, geo, count_include_pad, divisor, adapt
 
 def _mean_forward(x, out, geo, count_include_pad, divisor, adaptive):
     out_shape, plan = _mean_forward_plan(x.shape, x.dtype, out, geo, count_include_pad, divisor,
-                                         adaptive, MAX_FLAT)
+                                         adaptive, MAX_FLAT, _device())
     xp = backend.get_array_module(x)
     y = xp.empty(out_shape, x.dtype)
     _go(plan, (xp.ascontiguousarray(x), y))
@@ -574,7 +583,7 @@ def _mean_forward(x, out, geo, count_include_pad, divisor, adaptive):
 def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor):
     out_shape, plan = _avg_forward_plan(x.shape, x.dtype, tuple(kernel_size), tuple(stride),
                                         tuple(padding), bool(ceil_mode), bool(count_include_pad),
-                                        int(divisor), MAX_FLAT)
+                                        int(divisor), MAX_FLAT, _device())
     xp = backend.get_array_module(x)
     y = xp.empty(out_shape, x.dtype)
     _go(plan, (xp.ascontiguousarray(x), y))
@@ -583,18 +592,18 @@ def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include
 
 @functools.lru_cache(maxsize=256)
 def _avg_forward_plan(shape, dtype, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                      divisor, max_flat):
+                      divisor, max_flat, device):
     """``_mean_forward_plan`` of an average pool, its output size worked out too."""
     from .pool import _output_shape
     out = _output_shape(shape, kernel_size, stride, padding, (1, 1), ceil_mode)
     geo = (shape[-2:], out, kernel_size, stride, padding, (1, 1))
     return _mean_forward_plan(shape, dtype, out, geo, count_include_pad, divisor, False,
-                              max_flat)
+                              max_flat, device)
 
 
 @functools.lru_cache(maxsize=256)
 def _mean_backward_plan(input_shape, grad_shape, dtype, geo, scatter_args, count_include_pad,
-                        divisor, adaptive, max_flat):
+                        divisor, adaptive, max_flat, device):
     """(whether gx starts zeroed, launch plan) of an average (or adaptive) pool's backward."""
     planes, in_hw, out_hw = _planes_of(input_shape), input_shape[-2:], grad_shape[-2:]
     shapes = (out_hw, in_hw)                            # gy, gx
@@ -614,7 +623,7 @@ def _mean_backward_plan(input_shape, grad_shape, dtype, geo, scatter_args, count
 
 def _mean_backward(gy, input_shape, geo, scatter_args, count_include_pad, divisor, adaptive):
     zero, plan = _mean_backward_plan(tuple(input_shape), gy.shape, gy.dtype, geo, scatter_args,
-                                     count_include_pad, divisor, adaptive, MAX_FLAT)
+                                     count_include_pad, divisor, adaptive, MAX_FLAT, _device())
     xp = backend.get_array_module(gy)
     gx = _grad_input(xp, input_shape, gy.dtype, zero)
     _go(plan, (xp.ascontiguousarray(gy), gx))
