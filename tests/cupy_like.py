@@ -24,6 +24,8 @@ def fake_cuda(monkeypatch):
     from gpudl import backend
     if backend.SIM_DEVICE_ARRAYS:
         return SimDeviceArray
+    if backend._cupy is not None and not backend.SIMULATOR:
+        return backend._cupy.ndarray     # a real GPU: the test runs the real device path
     tensor = importlib.import_module("gpudl.tensor")      # the module (gpudl.tensor: a function)
     move, device_of = backend.to_device_array, tensor._device_of
 

@@ -208,15 +208,17 @@ def test_unscale_of_strided_gradients_matches_torch(rng):
     grads = [view((rng.standard_normal(s) * 1e3).astype(d)) for s, d, view in shapes]
     grads[1][2, 1] = np.inf
     assert not any(g.flags.c_contiguous for g in grads)
-    params = [gd.nn.Parameter(gd.tensor(np.zeros(g.shape, g.dtype))) for g in grads]
+    # on the cpu device whatever the default: the gradients are NumPy arrays
+    params = [gd.nn.Parameter(gd.tensor(np.zeros(g.shape, g.dtype), device="cpu"))
+              for g in grads]
     tparams = [torch.nn.Parameter(torch.from_numpy(np.zeros(g.shape, g.dtype))) for g in grads]
     for p, t, g in zip(params, tparams, grads):
-        p.grad = gd.tensor(np.zeros(g.shape, g.dtype))
+        p.grad = gd.tensor(np.zeros(g.shape, g.dtype), device="cpu")
         p.grad._data = g                       # the strided array itself
         t.grad = torch.from_numpy(g.copy())
     scaler, tscaler = gd.amp.GradScaler("cpu", init_scale=768.0), \
         torch.amp.GradScaler("cpu", init_scale=768.0)
-    scaler.scale(gd.ones(1))
+    scaler.scale(gd.ones(1, device="cpu"))
     tscaler.scale(torch.ones(1))
     opt = gd.optim.SGD(params, lr=0.1)
     scaler.unscale_(opt)

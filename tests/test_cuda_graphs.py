@@ -686,14 +686,20 @@ def test_a_hand_written_sgd_step_replays_like_eager():
         losses = losses[1:]
         data = data[1:]
     static_x, static_y = data[0][0].clone(), data[0][1].clone()
+    before = [p.numpy().copy() for p in graphed.parameters()]
     g = gd.cuda.CUDAGraph()
     with gd.cuda.graph(g):
         static_loss = step(graphed, static_x, static_y)
-    for (x, y), loss in zip(data, losses):
+    # the capture runs nothing (the third GPU run's packed launches gave a NaN first loss:
+    # these say whether the parameters were written before the first replay)
+    for p, b in zip(graphed.parameters(), before):
+        np.testing.assert_array_equal(p.numpy(), b, err_msg="a parameter changed by capture")
+    for replay, ((x, y), loss) in enumerate(zip(data, losses)):
         static_x.copy_(x)
         static_y.copy_(y)
         g.replay()
-        np.testing.assert_allclose(static_loss.numpy(), loss, rtol=2e-5)
+        np.testing.assert_allclose(static_loss.numpy(), loss, rtol=2e-5,
+                                   err_msg=f"replay {replay}")
     for pe, pg in zip(eager.parameters(), graphed.parameters()):
         np.testing.assert_allclose(pg.numpy(), pe.numpy(), rtol=2e-5, atol=2e-6)
 

@@ -78,14 +78,17 @@ def test_a_long_queue_is_read_without_waiting_for_a_sync(deferred, monkeypatch):
 
 
 def test_immediate_check_reports_the_first_bad_value(monkeypatch):
-    """The CPU's check (forced here so that the test means the same on a GPU)."""
+    """The CPU's check (forced, so that the test means the same on the cuda device; and
+    reduction='none', whose targets ops/sparse.py checks: the reducing cross entropy's own
+    kernel checks them on the cuda device, the simulator's included, at the next read)."""
     backend.raise_deferred()
     monkeypatch.setattr(sparse, "deferred", lambda data: False)
     with pytest.raises(IndexError, match=r"target 3 is out of bounds.*\[0, 2\]"):
-        F.cross_entropy(gd.randn(4, 3), gd.tensor([0, 1, 3, -7]))
+        F.cross_entropy(gd.randn(4, 3, device="cpu"), gd.tensor([0, 1, 3, -7], device="cpu"),
+                        reduction="none")
     with pytest.raises(IndexError, match=r"embedding: input must lie in \[0, 3\] but holds "
                                          r"values in \[-1, 9\]"):
-        F.embedding(gd.tensor([2, -1, 9]), gd.randn(4, 2))
+        F.embedding(gd.tensor([2, -1, 9], device="cpu"), gd.randn(4, 2, device="cpu"))
     assert backend._deferred == []
 
 

@@ -45,7 +45,7 @@ def on_device(monkeypatch):
 
 def _device(array, requires_grad=False):
     """A gpudl tensor over a DeviceLike array."""
-    t = gd.tensor(array, requires_grad=requires_grad)
+    t = gd.tensor(array, requires_grad=requires_grad, device="cpu")   # NumPy under DeviceLike
     t._data = t._data.copy(order="C").view(DeviceLike)
     return t
 

@@ -19,14 +19,17 @@
 # (the start, ~35 s, included), so the steps come in two groups, one command each, the second
 # sent as soon as the first returns (the machine stays warm 30 s):
 #   check:   install, tests_new, tests, fast_launch, attention_precision          (~480 s)
-#   measure: install, graph_steps, benchmarks, kernel_profile, conv_paths, host_profile,
-#            cupy_launch_rows, zero_sync, lstm_paths, launches, nccl, nccl_allreduce  (~800 s)
-# the measure group's steps go by what they decide: the graphed training steps against torch's
-# (issue 14), the compare table that issue 12's targets are read from, the convolution paths
-# (Winograd against conv_cuda: whether it may be the default), the kernel profile that says why,
-# then the rest (the per-launch host cost last: three runs agree on it); a step past the deadline
-# is skipped. Session 18's measure command (330 s) got through launches, compare.py up to the
-# SDPA fwd+bwd rows (compiling) and two of kernel_profile's three steps. Give each command a deadline that fits what is left
+#   measure: install, launches, cupy_launch_rows, benchmarks, host_profile, kernel_profile,
+#            conv_paths, zero_sync, graph_steps, lstm_paths, nccl, nccl_allreduce  (~800 s)
+# the measure group's steps go by what they decide: first whether the packed launch
+# (GPUDL_LAUNCH=cupy) may be the default (its host time a launch, and the host-bound rows with
+# it: pooling, single SDPA calls, eager steps; the third run's kernel profile put max_pool2d's
+# kernel at 19 us against torch's 41, behind ~106 us of host time a call), then the compare
+# table that issue 12's targets are read from, where the host and device time go, the
+# convolution paths (Winograd against conv_cuda), then the rest (graph_steps: issue 14's
+# targets were met in session 20's run); a step past the deadline is skipped. Session 20's
+# measure command (475 s) got through graph_steps, compare.py up to the fp16 SDPA rows
+# (compiling), kernel_profile and part of conv_paths. Give each command a deadline that fits what is left
 # (GPU_CHECK_DEADLINE, below), e.g. with 900 s left: `GPU_CHECK_DEADLINE=$(( $(date +%s) + 480 ))
 # bash tools/gpu_check.sh check` with timeout_s 500, then the measure group with the time then
 # left. As seen on the second run (H200, session 13, benchmarks/RESULTS.md): the suite runs
@@ -41,7 +44,7 @@ log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
 chosen=${chosen// check / install tests_new tests fast_launch attention_precision }
-chosen=${chosen// measure / install graph_steps benchmarks kernel_profile conv_paths host_profile cupy_launch_rows zero_sync lstm_paths launches nccl nccl_allreduce }
+chosen=${chosen// measure / install launches cupy_launch_rows benchmarks host_profile kernel_profile conv_paths zero_sync graph_steps lstm_paths nccl nccl_allreduce }
 known=" install attention_precision tests_new tests fast_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths cupy_launch_rows "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
@@ -100,8 +103,10 @@ details="-rfE --tb=short --durations=20"   # every failure's reason, even when a
 # kernels here, Adam's one-kernel bias corrections, the launch without Numba's sync, the fixes
 # of the second run, scatter_add and sorts of bfloat16), then session 11's (cupy.linalg,
 # cupyx.scipy.special, the N-d conv and pools, grid_sample, the Keras ops)
-# session 19 first: packed launches, the pooling plans, the attention outputs allocated whole
-new_cupy_code="tests/kernels/test_fast_launch.py tests/kernels/test_launch_no_sync.py tests/test_pool.py \
+# session 20 first: the graph tests (the hand-written SGD step replayed a NaN loss with packed
+# launches in session 20's run; here with Numba's), then session 19's: packed launches, the
+# pooling plans, the attention outputs allocated whole
+new_cupy_code="tests/test_cuda_graphs.py tests/kernels/test_fast_launch.py tests/kernels/test_launch_no_sync.py tests/test_pool.py \
 tests/sim/test_pool_sim.py tests/sim/test_attention_tc_sim.py \
 tests/test_fused_second_order.py tests/test_grad_adoption.py \
 tests/test_packed_self_attention.py \
@@ -130,12 +135,22 @@ step fast_launch 90 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m pytest -q 
 step attention_precision 90 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     $details ${workers/loadfile/load} tests/test_attention_precision.py tests/test_attention.py \
     -k "float16 or bfloat16 or float32"
-step graph_steps 90 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --repeats 11 \
-    --markdown tools/gpu_graph_steps.md
+step launches 20 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
+# the rows that host time decides (pooling, single SDPA calls, eager steps) with launches through
+# fast_launch's instead of Numba's (GPUDL_LAUNCH=cupy; the launches step says per-launch cost)
+step cupy_launch_rows 75 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m benchmarks.compare \
+    --device cuda --repeats 11 --only "pool2d 2x2|SDPA fwd (4|step, batch 64" \
+    --markdown tools/gpu_results_cupy_launch.md
 # compare.py without its training-step rows (graph_steps times those steps, eager and graphed,
-# for both libraries): session 18's full table did not finish in 240 s
+# for both libraries) nor the fp16/bf16 SDPA rows (session 20's run spent its last ~60 s of 240
+# compiling their backward): issue 12's strict-fp32 shapes
 step benchmarks 240 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device cuda --repeats 11 \
-    --only "conv2d|pool2d|LSTM(64|LSTM(256|x seq 128|SDPA" --markdown tools/gpu_results.md
+    --only "conv2d|pool2d|LSTM(64|LSTM(256|x seq 128|SDPA fwd (4,8|SDPA fwd+bwd (4,8" \
+    --markdown tools/gpu_results.md
+# where an eager step's host time goes (cProfile): the eager steps are host-bound; then the
+# single-op rows whose gpudl time the kernels do not explain (max pool forward: 0.32 ms)
+step host_profile 60 env GPUDL_DEVICE=cuda bash -c "python -m benchmarks.host_profile --steps 20 \
+    && python -m benchmarks.host_profile --steps 20 --ops 'max_pool2d 2x2 fwd (64|SDPA fwd (4'"
 # every kernel of the training steps and of the conv/pool/attention rows, from CUPTI (through
 # torch.profiler): where the device time goes, for gpudl and for torch
 step kernel_profile 100 env GPUDL_DEVICE=cuda python -m benchmarks.kernel_profile --steps 10 \
@@ -143,20 +158,12 @@ step kernel_profile 100 env GPUDL_DEVICE=cuda python -m benchmarks.kernel_profil
 # conv_paths: the Winograd rows (issue 12) of the 3x3 stride-1 shapes, against conv_cuda and cuDNN
 step conv_paths 90 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
     --markdown tools/gpu_conv_paths.md
-# where an eager step's host time goes (cProfile): the eager steps are host-bound; then the
-# single-op rows whose gpudl time the kernels do not explain (max pool forward: 0.32 ms)
-step host_profile 60 env GPUDL_DEVICE=cuda bash -c "python -m benchmarks.host_profile --steps 20 \
-    && python -m benchmarks.host_profile --steps 20 --ops 'max_pool2d 2x2 fwd (64|SDPA fwd (4'"
-# the rows that host time decides (pooling, single SDPA calls, eager steps) with launches through
-# fast_launch's instead of Numba's (GPUDL_LAUNCH=cupy; the launches step says per-launch cost)
-step cupy_launch_rows 75 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m benchmarks.compare \
-    --device cuda --repeats 11 --only "pool2d 2x2|SDPA fwd (4|step, batch 64" \
-    --markdown tools/gpu_results_cupy_launch.md
 step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
     tests/sim/test_zero_sync_sim.py
+step graph_steps 90 env GPUDL_DEVICE=cuda python -m benchmarks.graph_steps --repeats 11 \
+    --markdown tools/gpu_graph_steps.md
 step lstm_paths 45 env GPUDL_DEVICE=cuda python -m benchmarks.lstm_paths --repeats 11 \
     --markdown tools/gpu_lstm_paths.md
-step launches 20 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
 step nccl 30 env GPUDL_DEVICE=cuda GPUDL_NCCL_REQUIRED=1 python -m pytest -q -rs -p no:cacheprovider \
     tests/distributed/test_distributed_nccl.py
 step nccl_allreduce 20 env GPUDL_DEVICE=cuda RANK=0 WORLD_SIZE=1 python -m benchmarks.allreduce \

@@ -24,6 +24,8 @@ SCHEDULERS = [
     ("LambdaLR", dict(lr_lambda=lambda epoch: 1 / (1 + epoch) ** 0.5)),
     ("LambdaLR", dict(lr_lambda=[lambda e: 0.95 ** e, lambda e: min(1.0, (e + 1) / 5)])),
 ]
+# ids without object addresses: pytest-xdist workers must collect the same names
+SCHEDULER_IDS = [f"{name}-{i}" for i, (name, _) in enumerate(SCHEDULERS)]
 
 
 def _optimizers(lrs=(0.1, 0.02)):
@@ -35,7 +37,7 @@ def _optimizers(lrs=(0.1, 0.02)):
     return opt, topt
 
 
-@pytest.mark.parametrize("name, options", SCHEDULERS, ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize("name, options", SCHEDULERS, ids=SCHEDULER_IDS)
 def test_matches_torch_step_by_step(name, options):
     opt, topt = _optimizers()
     ours = getattr(sched, name)(opt, **options)
@@ -51,7 +53,7 @@ def test_matches_torch_step_by_step(name, options):
         assert [g["lr"] for g in opt.param_groups] == ours.get_last_lr()
 
 
-@pytest.mark.parametrize("name, options", SCHEDULERS, ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize("name, options", SCHEDULERS, ids=SCHEDULER_IDS)
 def test_deprecated_step_with_an_epoch_matches_torch(name, options):
     # step(epoch) jumps to that epoch (torch's closed form where it has one), warning as torch
     opt, topt = _optimizers()

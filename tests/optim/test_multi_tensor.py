@@ -361,13 +361,13 @@ def test_a_subclass_overriding_update_alone_keeps_its_rule(device, request):
     rng = np.random.default_rng(3)
     start = [rng.standard_normal(s).astype(np.float32) for s in ((3,), (2, 2))]
     grads = [rng.standard_normal(a.shape).astype(np.float32) for a in start]
-    params = [gd.tensor(a.copy(), requires_grad=True) for a in start]
+    params = [gd.tensor(a.copy(), requires_grad=True, device="cpu") for a in start]
     if device == "gpu":
         for p in params:
             p._data = _device(p._data)
     optimizer = _HalfStepSGD(params, lr=0.1, momentum=0.9)
     for p, g in zip(params, grads):
-        p.grad = gd.tensor(g)
+        p.grad = gd.tensor(g, device="cpu")
         if device == "gpu":
             p.grad._data = _device(g)
     optimizer.step()
