@@ -522,6 +522,150 @@ def _kernels(acc, idx, bm, bn=BN):
     return conv_gemm_kernel, conv_grad_weight_kernel
 
 
+# --------------------------------------------------------------------------- few-channel dgrad
+# grad_input with at most DIRECT_CHANNELS input channels a group (an RGB stem's, a grayscale
+# image's, a depthwise layer's) as a direct convolution of gy: the gemm above would multiply a
+# 16-row tile of which Cg rows are real (3 of 16 for the stem: 19% useful FMAs) and meet every
+# gathered gy value with 16 FMAs, 13 of them on zero rows. Here a block owns one (image, group,
+# phase) tile of DIRECT_ROWS x DIRECT_COLS phase pixels and every one of its Cg channels; per gy
+# channel it stages the tile's gy patch (the tile plus the taps' halo, at most DIRECT_SPAN - 1
+# rows and columns) in shared memory once, and each thread, for each tap, reads 8 patch values
+# (a warp: 32 consecutive words of one row, conflict-free) and multiplies each into its Cg
+# channels: a gy value meets Cg FMAs from shared memory, not a 16-row tile's from a gather, and
+# no FMA lands on a padding row. Taps are one phase's (stride-1 offsets (e_i, e_j), as in the
+# gemm's phase decomposition): the kernel reads them from a per-phase table; their patch offsets
+# are immediates apart (a compile-time pitch), so a tap costs one tap-table read, Cg weight
+# reads (shared, broadcast), 8 patch reads and 8 * Cg FMAs.
+DIRECT_CHANNELS = 4        # the most input channels a group for which grad_input runs direct
+DIRECT_ROWS = 16           # a block's tile of phase pixels: 16 rows (4 warps x 4 a thread) ...
+DIRECT_COLS = 64           # ... by 64 columns (32 lanes x 2 a thread)
+DIRECT_THREADS = 128
+DIRECT_SPAN = 8            # the most gy rows (or columns) a phase's taps reach: halo + 1
+DIRECT_PITCH = DIRECT_COLS + DIRECT_SPAN               # words a patch row (the last: spare)
+DIRECT_PATCH_ROWS = DIRECT_ROWS + DIRECT_SPAN - 1
+DIRECT_PATCH_COLS = DIRECT_COLS + DIRECT_SPAN - 1
+DIRECT_PLANE = DIRECT_PATCH_ROWS * DIRECT_PITCH        # words of one gy channel's patch
+DIRECT_KC = 2              # gy channels a shared chunk (one barrier pair)
+DIRECT_TAPS = DIRECT_SPAN * DIRECT_SPAN                # taps of a phase, at most
+DIRECT_SLOTS = -(-DIRECT_PATCH_ROWS * DIRECT_PATCH_COLS // DIRECT_THREADS)  # patch loads/thread
+DIRECT_HEAD = 9            # a plan row: (taps, a, b, Hg, Wg, e_i min, e_j min, patch rows, cols)
+DIRECT_MIN_FILL = 1 / 8    # direct while (tile fill) >= Cg * DIRECT_MIN_FILL (see _takes_direct)
+
+
+@functools.lru_cache(maxsize=None)
+def _direct_kernel(acc, cg):
+    """conv_dgrad_few_kernel for ``cg`` input channels a group, accumulating in ``acc`` (int32
+    index math: the launcher takes it only under the int32 guard)."""
+    BOUNDS = ({"launch_bounds": (DIRECT_THREADS, 65536 // (DIRECT_THREADS * 128))}
+              if acc == float32 and not config.ENABLE_CUDASIM else {})
+    TV = DIRECT_ROWS // (DIRECT_THREADS // 32)       # rows a thread: ty + 4 * v
+    TWC = DIRECT_COLS // 32                          # columns a thread: tx + 32 * q
+    KC, PITCH, PLANE, TAPS, SLOTS = (DIRECT_KC, DIRECT_PITCH, DIRECT_PLANE, DIRECT_TAPS,
+                                     DIRECT_SLOTS)
+    PCOLS, HEAD, THREADS = DIRECT_PATCH_COLS, DIRECT_HEAD, DIRECT_THREADS
+    U = uint32
+
+    @cuda.jit(**BOUNDS)
+    def conv_dgrad_few_kernel(gy, w, plan, bias, gx, K, Kg, Ho, Wo, C, H, W, KHW, sh, sw,
+                              tiles_t, has_bias):
+        # gx[n, g*cg + c, a + sh*u, b + sw*t] = sum over k < Kg and the phase's taps (di, dj) of
+        #   w[g*Kg + k, c, tap] * gy[n, g*Kg + k, u + e_i, t + e_j]  (+ bias[g*cg + c])
+        # block: x = (row tile, column tile) of the phase grid, y = image n, z = phase*G + g. A
+        # plan row: DIRECT_HEAD figures, then the taps' patch offsets (di*PITCH + dj, di = e_i -
+        # e_i min) and their weight offsets (i*kw + j), DIRECT_TAPS apiece.
+        tid = U(cuda.threadIdx.x)
+        tx, ty = U(tid % 32), U(tid // 32)
+        G = U(cuda.gridDim.z) // U(plan.shape[0])
+        phase = U(cuda.blockIdx.z) // G
+        g = int32(U(cuda.blockIdx.z) - phase * G)
+        Hg, Wg = int32(plan[phase, 3]), int32(plan[phase, 4])
+        tu = U(cuda.blockIdx.x) // U(tiles_t)
+        u0 = int32(tu * DIRECT_ROWS)
+        t0 = int32((U(cuda.blockIdx.x) - tu * U(tiles_t)) * DIRECT_COLS)
+        if u0 >= Hg or t0 >= Wg:
+            return                          # a phase with fewer pixels than the largest one
+        n = int32(cuda.blockIdx.y)
+        ntaps = int32(plan[phase, 0])
+        Kg_, Ho_, Wo_, KHW_ = int32(Kg), int32(Ho), int32(Wo), int32(KHW)
+        patch = cuda.shared.array((KC, PLANE), acc)
+        w_s = cuda.shared.array((KC, TAPS, 4), acc)
+        tap_s = cuda.shared.array(TAPS, int32)
+        if tid < ntaps:
+            tap_s[tid] = plan[phase, HEAD + tid]
+        w_tap = int32(plan[phase, HEAD + TAPS + tid]) if tid < ntaps else int32(0)
+        # the patch slots this thread loads, the same for every gy channel: flat e = tid +
+        # THREADS*s over (patch rows, PCOLS); goff its offset in a gy plane (-1: zero), soff its
+        # shared word (past the patch: the spare last word of row 0)
+        rows, cols = int32(plan[phase, 7]), int32(plan[phase, 8])
+        gr0, gc0 = int32(u0 + plan[phase, 5]), int32(t0 + plan[phase, 6])
+        goff = cuda.local.array(SLOTS, int32)
+        soff = cuda.local.array(SLOTS, uint32)
+        for s in range(SLOTS):
+            e = U(tid + THREADS * s)
+            r, c = int32(e // PCOLS), int32(e % PCOLS)
+            gr, gc = int32(gr0 + r), int32(gc0 + c)
+            inside = (r < rows) & (c < cols) & (U(gr) < U(Ho_)) & (U(gc) < U(Wo_))
+            goff[s] = int32(gr * Wo_ + gc) if inside else int32(-1)
+            soff[s] = U(r * PITCH + c) if r < DIRECT_PATCH_ROWS else U(PITCH - 1)
+        out = cuda.local.array((cg, TV, TWC), acc)
+        wv = cuda.local.array(cg, acc)
+        for c in range(cg):
+            for v in range(TV):
+                for q in range(TWC):
+                    out[c, v, q] = acc(0)
+        HoWo = int32(Ho_ * Wo_)
+        chan = int32((n * int32(K) + g * Kg_) * HoWo)      # gy channel g*Kg + k0 of image n
+        w_row = int32(g * Kg_ * cg * KHW_ + w_tap)         # w[g*Kg + k, 0, tap tid]
+        base = U(ty * PITCH + tx)                          # this thread's first patch read
+        for k0 in range(0, Kg_, KC):
+            for kk in range(KC):
+                live = k0 + kk < Kg_
+                for s in range(SLOTS):
+                    v = acc(0)
+                    if live and goff[s] >= 0:
+                        v = acc(gy[U(chan + goff[s])])
+                    patch[kk, soff[s]] = v
+                if tid < ntaps:
+                    for c in range(cg):
+                        v = acc(0)
+                        if live:
+                            v = acc(w[U(w_row + c * KHW_)])
+                        w_s[kk, tid, c] = v
+                chan = int32(chan + HoWo)
+                w_row = int32(w_row + cg * KHW_)
+            cuda.syncthreads()
+            for kk in range(KC):
+                if k0 + kk < Kg_:
+                    tp = U(0)
+                    while tp < U(ntaps):
+                        o = U(tap_s[tp] + base)
+                        for c in range(cg):
+                            wv[c] = w_s[kk, tp, c]
+                        for v in range(TV):
+                            for q in range(TWC):
+                                val = patch[kk, o + (v * 4 * PITCH + q * 32)]
+                                for c in range(cg):
+                                    out[c, v, q] += wv[c] * val
+                        tp = U(tp + 1)
+            cuda.syncthreads()
+        a, b = int32(plan[phase, 1]), int32(plan[phase, 2])
+        HW = int32(int32(H) * int32(W))
+        for c in range(cg):
+            wv[c] = acc(bias[U(g * cg + c)]) if has_bias != 0 else acc(0)
+        img = int32((n * int32(C) + g * cg) * HW)
+        for v in range(TV):
+            u = int32(u0 + ty + 4 * v)
+            if u < Hg:
+                row = int32(img + (a + int32(sh) * u) * int32(W) + b)
+                for q in range(TWC):
+                    t = int32(t0 + tx + 32 * q)
+                    if t < Wg:
+                        for c in range(cg):
+                            gx[U(row + c * HW + int32(sw) * t)] = out[c, v, q] + wv[c]
+
+    return conv_dgrad_few_kernel
+
+
 _NAMES = {}     # dtype -> its name: NumPy's dtype.name is Python (6 calls, ~1.5 us a read)
 
 
@@ -735,6 +879,86 @@ def forward(x, w, b, geo):
     return y
 
 
+@functools.lru_cache(maxsize=64)
+def _direct_table(kh, kw, sh, sw, ph, pw, dh, dw, H, W):
+    """The few-channel grad_input's plan: an int32 row per phase (a, b) (DIRECT_HEAD figures,
+    then DIRECT_TAPS patch offsets and DIRECT_TAPS weight offsets), and the largest phase's
+    pixel grid (Hg, Wg); None when a phase's taps span more than DIRECT_SPAN gy rows or
+    columns (its halo would not fit the patch)."""
+    table = np.zeros((sh * sw, DIRECT_HEAD + 2 * DIRECT_TAPS), np.int32)
+    for a in range(sh):
+        ii = [i for i in range(kh) if (a + ph - i * dh) % sh == 0]
+        ei = [(a + ph - i * dh) // sh for i in ii]
+        for b in range(sw):
+            jj = [j for j in range(kw) if (b + pw - j * dw) % sw == 0]
+            ej = [(b + pw - j * dw) // sw for j in jj]
+            emin_i, emin_j = min(ei, default=0), min(ej, default=0)
+            span_i, span_j = max(ei, default=0) - emin_i + 1, max(ej, default=0) - emin_j + 1
+            if span_i > DIRECT_SPAN or span_j > DIRECT_SPAN:
+                return None
+            row = table[a * sw + b]
+            row[:DIRECT_HEAD] = (len(ii) * len(jj), a, b, len(range(a, H, sh)),
+                                 len(range(b, W, sw)), emin_i, emin_j,
+                                 DIRECT_ROWS + span_i - 1, DIRECT_COLS + span_j - 1)
+            taps = [((e_i - emin_i) * DIRECT_PITCH + e_j - emin_j, i * kw + j)
+                    for i, e_i in zip(ii, ei) for j, e_j in zip(jj, ej)]
+            for t, (offset, w_offset) in enumerate(taps):
+                row[DIRECT_HEAD + t] = offset
+                row[DIRECT_HEAD + DIRECT_TAPS + t] = w_offset
+    return table, int(table[:, 3].max()), int(table[:, 4].max())
+
+
+@functools.lru_cache(maxsize=64)
+def _direct_plan(xp, kh, kw, sh, sw, ph, pw, dh, dw, H, W):
+    table, Hg, Wg = _direct_table(kh, kw, sh, sw, ph, pw, dh, dw, H, W)
+    return xp.asarray(table), Hg, Wg
+
+
+def _direct_fill(Hg, Wg):
+    """The share of the few-channel kernel's tile pixels that are real for a Hg x Wg phase."""
+    tiles = _blocks(Hg, DIRECT_ROWS) * DIRECT_ROWS * _blocks(Wg, DIRECT_COLS) * DIRECT_COLS
+    return Hg * Wg / tiles if tiles else 0.0
+
+
+def _takes_direct(geo, idx):
+    """Whether grad_input runs the few-channel direct kernel: at most DIRECT_CHANNELS input
+    channels a group, the int32 build, taps spanning at most DIRECT_SPAN gy rows and columns a
+    phase, grid limits, and tiles filled well enough: the gemm's 16-row tile does Cg / 16 useful
+    work, the direct tile (its share of real pixels) without padding rows, so the direct kernel
+    is taken while that share is at least Cg * DIRECT_MIN_FILL (twice the gemm's). The stem
+    (3 channels, 112 x 112 phases of 16 x 64 tiles: 87.5% real) takes it."""
+    Cg = geo.C // geo.groups
+    if not (0 < Cg <= DIRECT_CHANNELS and idx == int32 and geo.N <= 65535
+            and geo.groups * geo.sh * geo.sw <= 65535):
+        return False
+    plan = _direct_table(geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.dh, geo.dw,
+                         geo.H, geo.W)
+    return plan is not None and _direct_fill(plan[1], plan[2]) >= Cg * DIRECT_MIN_FILL
+
+
+@functools.lru_cache(maxsize=None)
+def direct_signature(data, acc_name):
+    """The Numba signature conv_dgrad_few_kernel is launched with for ``data`` arrays."""
+    return (f"void({data}[::1], {data}[::1], int32[:, ::1], {data}[::1], {data}[::1], "
+            f"{', '.join(['int64'] * 12)})")
+
+
+def _grad_input_direct(xp, gy, w, geo, b, gx, acc, acc_dtype):
+    """grad_input by conv_dgrad_few_kernel (``_takes_direct``): one launch, no weight gather."""
+    G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
+    plan, Hg, Wg = _direct_plan(xp, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.dh,
+                                geo.dw, geo.H, geo.W)
+    tiles_t = _blocks(Wg, DIRECT_COLS)
+    grid = (_blocks(Hg, DIRECT_ROWS) * tiles_t, geo.N, G * plan.shape[0])
+    gy = _flat(xp, gy)
+    bias = gy[:1] if b is None else _flat(xp, b, gy.dtype)    # gy[:1]: never read
+    launch(_direct_kernel(acc, Cg), direct_signature(_name(gy.dtype), acc_dtype), grid,
+           DIRECT_THREADS, gy, _flat(xp, w, gy.dtype), plan, bias, gx.reshape(-1), geo.K, Kg,
+           geo.Ho, geo.Wo, geo.C, geo.H, geo.W, geo.kh * geo.kw, geo.sh, geo.sw, tiles_t,
+           int(b is not None))
+    return gx
+
+
 def grad_input(gy, w, geo, b=None):
     """The adjoint of forward in x: gx (N, C, H, W) in gy's dtype, plus ``b`` (C,) per channel
     when given (conv_transpose2d's bias, added as the outputs are stored)."""
@@ -749,6 +973,8 @@ def grad_input(gy, w, geo, b=None):
     acc, acc_dtype = _accumulator(gy.dtype)
     idx = _index(gy.size, gx.size, _operand_size(G * geo.sh * geo.sw, Kg * geo.kh * geo.kw, Cg),
                  image=geo.K * geo.Ho * geo.Wo)
+    if _takes_direct(geo, idx):
+        return _grad_input_direct(xp, gy, w, geo, b, gx, acc, acc_dtype)
     bm = _gemm_row_tile(Cg, idx)
     # the largest phase's pixels (h = a + sh * u: phase a = 0 has the most rows) and taps
     bn = _gemm_col_tile(bm, geo.N * _blocks(geo.H, geo.sh) * _blocks(geo.W, geo.sw),
@@ -867,6 +1093,10 @@ def _signatures():
                       Budget(threads=threads_for(FEW_ROWS), min_fma_share=0.37, max_div64=0)))
         table.append((narrow_wgrad, [grad_weight_signature(d, acc_name) for d in datas],
                       Budget(threads=threads_for(FEW_ROWS), min_fma_share=0.34, max_div64=0)))
+        # the few-channel grad_input (conv_dgrad_few_kernel), one build per channel count
+        for cg in range(1, DIRECT_CHANNELS + 1):
+            table.append((_direct_kernel(acc, cg), [direct_signature(d, acc_name) for d in datas],
+                          Budget(threads=DIRECT_THREADS, min_fma_share=0.5, max_div64=0)))
         table.append((gather_weights, [gather_signature(d, acc_name) for d in datas],
                       Budget(threads=GATHER_THREADS, max_div64=0)))
     return table
