@@ -244,6 +244,8 @@ FEW_CHANNEL_CASES = [
     (1, 1, 18, 67, 1, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # 2 x 2 tiles, both partial; Kg 1
     (1, 2, 7, 8, 3, (2, 2), (3, 3), (1, 0), (2, 1), 1),        # stride 3: phases with no tap
     (1, 3, 6, 9, 3, (1, 8), (1, 1), (0, 0), (1, 1), 1),        # a span of 8 columns: the most
+    (1, 1, 12, 5, 2, (8, 2), (1, 1), (0, 1), (1, 1), 1),       # and of 8 rows
+    (1, 2, 7, 6, 3, (3, 2), (1, 1), (2, 0), (2, 1), 1),        # row taps 2 apart: zero weights
 ]
 
 
@@ -270,8 +272,8 @@ def _direct_calls(monkeypatch):
 @pytest.mark.parametrize("case", FEW_CHANNEL_CASES)
 def test_few_channel_grad_input_matches_torch(rng, monkeypatch, nan_empty, case):
     """Every output of gx written (gx comes from a NaN-filled np.empty) and equal to torch's
-    float64 input gradient, over Cg = 1..4, groups, strides 1-3, padding, dilation, partial
-    16 x 64 tiles, a gy-channel count that leaves the last 2-channel chunk half empty."""
+    float64 input gradient, over Cg = 1..4, groups, strides 1-3, padding, dilation (row taps
+    with holes in their span included), partial 16 x 64 tiles, spans of 8 rows or columns."""
     calls = _direct_calls(monkeypatch)
     x, w, _ = _arrays(rng, case)
     conf = case[6:]
