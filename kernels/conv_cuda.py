@@ -542,8 +542,8 @@ def _kernels(acc, idx, bm, bn=BN):
 # conflict-free) and every row tap di multiplies window rows di .. di + 3 into its Cg channels,
 # so a patch read serves up to span_i taps and each of them Cg channels. The row taps are
 # unrolled to DIRECT_SPAN (window rows are registers: compile-time indices), each under a
-# block-uniform branch (di < span_i); a tap grid with holes (dilation not a multiple of the
-# stride) multiplies zero weights at the holes.
+# block-uniform branch (di < span_i); row taps with holes in their span (dilation not a multiple
+# of the stride) keep the gemm (``_direct_table``).
 DIRECT_CHANNELS = 4        # the most input channels a group for which grad_input runs direct
 DIRECT_THREADS = 128
 DIRECT_TV = 4              # consecutive tile rows a thread (4 warps: 16 rows)
@@ -897,8 +897,10 @@ def _direct_table(kh, kw, sh, sw, ph, pw, dh, dw, H, W):
     then DIRECT_SPAN column offsets dj and DIRECT_TAPS weight offsets i*kw + j, slot
     jt * DIRECT_SPAN + di, -1 where the tap grid has a hole), and the largest phase's pixel grid
     (Hg, Wg); None when a phase's taps span more than DIRECT_SPAN gy rows or columns (its halo
-    would not fit the patch). Tap (i, j) of phase (a, b) reads gy at (u + e_i, t + e_j), e_i =
-    (a + ph - i*dh) / sh (whole), as in ``_input_plan``."""
+    would not fit the patch), or leave rows of their span without a tap (dilation not a
+    multiple of the stride: the kernel would multiply those gy rows by zero weights, and an
+    inf there would make a NaN the definition does not have). Tap (i, j) of phase (a, b) reads
+    gy at (u + e_i, t + e_j), e_i = (a + ph - i*dh) / sh (whole), as in ``_input_plan``."""
     span = DIRECT_SPAN
     table = np.zeros((sh * sw, DIRECT_HEAD + span + DIRECT_TAPS), np.int32)
     for a in range(sh):
@@ -909,7 +911,7 @@ def _direct_table(kh, kw, sh, sw, ph, pw, dh, dw, H, W):
             ej = [(b + pw - j * dw) // sw for j in jj]
             emin_i, emin_j = min(ei, default=0), min(ej, default=0)
             span_i, span_j = max(ei, default=0) - emin_i + 1, max(ej, default=0) - emin_j + 1
-            if span_i > span or span_j > span:
+            if span_i > span or span_j > span or (ii and len(ii) < span_i):
                 return None
             row = table[a * sw + b]
             row[:DIRECT_HEAD] = (len(jj) if ii else 0, a, b, len(range(a, H, sh)),

@@ -555,8 +555,8 @@ def test_the_stem_grad_input_takes_the_few_channel_kernel():
     """The ResNet stem's grad_input ((32, 3, 224, 224) x 64 7x7, stride 2, padding 3: Cg = 3)
     runs conv_dgrad_few_kernel: four phases of 112 x 112 pixels with 3 x 3, 3 x 4, 4 x 3 and
     4 x 4 taps (rows x columns), 7 x 2 tiles of 16 x 64 a phase (87.5% real pixels);
-    more than 4 channels a group, the 64-bit build, taps spanning 9 columns or a tile filled
-    below Cg * DIRECT_MIN_FILL keep the gemm."""
+    more than 4 channels a group, the 64-bit build, taps spanning 9 columns, row taps with
+    holes in their span or a tile filled below Cg * DIRECT_MIN_FILL keep the gemm."""
     from numba import int32, int64
 
     from gpudl.kernels import conv_cuda as cc
@@ -581,6 +581,9 @@ def test_the_stem_grad_input_takes_the_few_channel_kernel():
     wide = conv.ConvGeometry((1, 3, 64, 64), (8, 3, 9, 9), (1, 1), (4, 4), (1, 1), 1)
     assert cc._direct_table(9, 9, 1, 1, 4, 4, 1, 1, 64, 64) is None
     assert not cc._takes_direct(wide, int32)
+    holes = conv.ConvGeometry((1, 3, 64, 64), (8, 3, 3, 3), (1, 1), (2, 2), (2, 1), 1)
+    assert cc._direct_table(3, 3, 1, 1, 2, 2, 2, 1, 64, 64) is None     # rows 0, 2, 4 of 5
+    assert not cc._takes_direct(holes, int32)
     small = conv.ConvGeometry((8, 4, 8, 8), (16, 4, 3, 3), (1, 1), (1, 1), (1, 1), 1)
     assert cc._direct_fill(8, 8) == 1 / 16 and not cc._takes_direct(small, int32)
     depthwise = conv.ConvGeometry((8, 32, 112, 112), (32, 1, 3, 3), (1, 1), (1, 1), (1, 1), 32)

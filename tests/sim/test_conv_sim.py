@@ -245,7 +245,7 @@ FEW_CHANNEL_CASES = [
     (1, 2, 7, 8, 3, (2, 2), (3, 3), (1, 0), (2, 1), 1),        # stride 3: phases with no tap
     (1, 3, 6, 9, 3, (1, 8), (1, 1), (0, 0), (1, 1), 1),        # a span of 8 columns: the most
     (1, 1, 12, 5, 2, (8, 2), (1, 1), (0, 1), (1, 1), 1),       # and of 8 rows
-    (1, 2, 7, 6, 3, (3, 2), (1, 1), (2, 0), (2, 1), 1),        # row taps 2 apart: zero weights
+    (1, 2, 7, 6, 3, (3, 2), (2, 1), (2, 0), (2, 1), 1),        # dilation 2 at stride 2: dense
 ]
 
 
@@ -272,8 +272,9 @@ def _direct_calls(monkeypatch):
 @pytest.mark.parametrize("case", FEW_CHANNEL_CASES)
 def test_few_channel_grad_input_matches_torch(rng, monkeypatch, nan_empty, case):
     """Every output of gx written (gx comes from a NaN-filled np.empty) and equal to torch's
-    float64 input gradient, over Cg = 1..4, groups, strides 1-3, padding, dilation (row taps
-    with holes in their span included), partial 16 x 64 tiles, spans of 8 rows or columns."""
+    float64 input gradient, over Cg = 1..4, groups, strides 1-3, padding, dilation (column taps
+    2 apart; row taps 2 apart at stride 2: one a phase), partial 16 x 64 tiles, spans of 8 rows
+    or columns."""
     calls = _direct_calls(monkeypatch)
     x, w, _ = _arrays(rng, case)
     conf = case[6:]
@@ -356,3 +357,24 @@ def test_backward_hands_one_contiguous_gy_to_both_gemms(rng, monkeypatch):
                 (True, True, False))
     for g, r in zip(got[:2], want[:2]):
         _close(g, r)
+
+
+def test_few_channel_grad_input_non_finite_where_the_definition_says(rng, monkeypatch):
+    """An inf and a NaN in gy reach exactly the gx pixels whose taps read them (inf, -inf or
+    NaN as torch's float64 sums have them), no others: the tile's padding and the halo rows of
+    other phases multiply no non-finite value into a pixel that does not read it."""
+    calls = _direct_calls(monkeypatch)
+    case = FEW_CHANNEL_CASES[2]
+    conf = case[6:]
+    x, w, _ = _arrays(rng, case)
+    gy = rng.standard_normal((1, 5, 5, 5)).astype(np.float32)
+    gy[0, 1, 2, 3], gy[0, 4, 0, 0] = np.inf, np.nan
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=(True, False, False))[0]
+    assert len(calls) == 1
+    want = _torch_grad_input(x, w, gy, *conf)
+    assert np.isfinite(want).any() and not np.isfinite(want).all()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
