@@ -720,7 +720,8 @@ def _gemm_row_tile(rows, idx):
     """BM for a kernel over ``rows`` rows (forward, grad_input, grad_weight): FEW_ROWS for a
     few output (or, in grad_input, input) channels per group, where a 64-row tile would
     multiply mostly zero padding (a 3-channel image's grad_input: 3 of 64 rows; LeNet's
-    6-channel weight gradient); else ``_row_tile``."""
+    6-channel weight gradient); else ``_row_tile``. (A grad_input of at most DIRECT_CHANNELS
+    channels a group mostly runs conv_dgrad_few_kernel instead: ``_takes_direct``.)"""
     return FEW_ROWS if rows <= FEW_ROWS and idx == int32 else _row_tile(rows, idx)
 
 
@@ -733,7 +734,7 @@ def _gemm_col_tile(bm, columns, z, steps):
     tiles each); the narrow tile splits each 32-step tile over its 4 warps, so the blocks are
     4x as many and their loops 4x shorter. A larger grid keeps BN = 128: it is issue-bound,
     and the narrow tile's extra A loads and 4x as many block prologues and epilogues would
-    cost about 10% there (a stem's grad_input); so does a reduction of 32 steps or fewer
+    cost about 10% there (a stem's grad_input, before conv_dgrad_few_kernel); so does a reduction of 32 steps or fewer
     (LeNet's conv1 forward: 25), where the narrow tile has no loop left to shorten."""
     if (bm == FEW_ROWS and _blocks(columns, BN) * z < TARGET_BLOCKS
             and steps > tile_depth(FEW_COLS)):
