@@ -734,8 +734,9 @@ def _gemm_col_tile(bm, columns, z, steps):
     tiles each); the narrow tile splits each 32-step tile over its 4 warps, so the blocks are
     4x as many and their loops 4x shorter. A larger grid keeps BN = 128: it is issue-bound,
     and the narrow tile's extra A loads and 4x as many block prologues and epilogues would
-    cost about 10% there (a stem's grad_input, before conv_dgrad_few_kernel); so does a reduction of 32 steps or fewer
-    (LeNet's conv1 forward: 25), where the narrow tile has no loop left to shorten."""
+    cost about 10% there (a stem's grad_input, before conv_dgrad_few_kernel); so does a
+    reduction of 32 steps or fewer (LeNet's conv1 forward: 25), where the narrow tile has no
+    loop left to shorten."""
     if (bm == FEW_ROWS and _blocks(columns, BN) * z < TARGET_BLOCKS
             and steps > tile_depth(FEW_COLS)):
         return FEW_COLS
