@@ -689,6 +689,20 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, allow_tf32=False)
     return backend.cast(forward(x, w, b, geo), x.dtype)
 
 
+def _contiguous_once(x, gy, needs, first, second):
+    """gy made C-contiguous once, when conv_cuda's SIMT kernels ``first`` and ``second`` (the
+    backward's two gemms) will both read it: each flattens its operand with
+    ``ascontiguousarray``, so a strided gy (broadcast by ``y.sum().backward()``) was copied
+    twice, once per kernel. Other paths (CPU, tensor cores, Winograd) keep gy as it is."""
+    if not (needs[0] and needs[1] and _device(x) == "cuda"):
+        return gy
+    from . import conv_cuda
+    simt = (conv_cuda.forward, conv_cuda.grad_input)
+    if first in simt and second is conv_cuda.grad_weight:
+        return backend.get_array_module(gy).ascontiguousarray(gy)
+    return gy
+
+
 def conv2d_backward(x, w, gy, stride, padding, dilation, groups, needs=(True, True, True),
                     allow_tf32=False):
     """Gradients of conv2d_forward: (gx, gw, gb), None where ``needs`` is False."""
@@ -699,6 +713,7 @@ def conv2d_backward(x, w, gy, stride, padding, dilation, groups, needs=(True, Tr
         # a strided gy (broadcast by y.sum().backward()) copied once here, not by each GEMM
         # thread and again for the weight gradient
         gy = np.ascontiguousarray(gy)
+    gy = _contiguous_once(x, gy, needs, grad_input, grad_weight)
     if needs[0] and needs[1] and _device(x) == "cpu" and conv_winograd.applies(geo):
         done = _winograd_backward_cpu(x, w, gy, geo, need_b)
         if done is not None:
@@ -747,6 +762,7 @@ def conv_transpose2d_backward(x, w, gy, stride, padding, output_padding, groups,
     """Gradients of conv_transpose2d_forward: (gx, gw, gb), None where ``needs`` is False."""
     geo = _transposed_geometry(x, w, stride, padding, output_padding, groups, dilation)
     forward, _, grad_weight, grad_bias = _primitives(x, allow_tf32, geo)
+    gy = _contiguous_once(x, gy, needs, forward, grad_weight)
     gx = backend.cast(forward(gy, w, None, geo), x.dtype) if needs[0] else None
     gw = backend.cast(grad_weight(gy, x, geo), w.dtype) if needs[1] else None
     gb = backend.cast(grad_bias(gy), gy.dtype) if len(needs) > 2 and needs[2] else None

@@ -43,6 +43,12 @@ array is too large for it; then a 64-bit build of the same kernels runs (offsets
 stay int32 in both). The gemm epilogue adds a per-row bias: conv2d's, and conv_transpose2d's
 (through grad_input).
 
+grad_input with at most 4 input channels a group (an RGB or grayscale stem, a depthwise layer)
+runs a third kernel, ``conv_dgrad_few_kernel``: a direct convolution of gy per stride phase,
+whose 16 x 64-pixel tiles hold every channel of a group and stage each gy channel's patch in
+shared memory once (see the section "few-channel dgrad" below), where the gemm's 16-row tile
+would multiply 13 zero rows for a 3-channel image.
+
 Kernels are built per (accumulator, index type, BM, BN): float32 accumulation serves float32 and
 float16 data (fp16 loads widen to fp32), float64 serves float64 data (gradient checks).
 """
@@ -522,6 +528,156 @@ def _kernels(acc, idx, bm, bn=BN):
     return conv_gemm_kernel, conv_grad_weight_kernel
 
 
+# --------------------------------------------------------------------------- few-channel dgrad
+# grad_input with at most DIRECT_CHANNELS input channels a group (an RGB stem's, a grayscale
+# image's, a depthwise layer's) as a direct convolution of gy. The gemm above would multiply a
+# 16-row tile of which Cg rows are real (3 of 16 for the stem: 19% useful FMAs), meeting every
+# gathered gy value with 16 FMAs, 13 of them on zero rows. Here a block owns one (image, group,
+# phase) tile of DIRECT_ROWS x DIRECT_COLS phase pixels and all Cg of its channels. Per gy
+# channel it stages the tile's gy patch (the tile plus the taps' halo: at most DIRECT_SPAN - 1
+# rows and columns) in shared memory once; the phase's taps (stride-1 offsets, as in the gemm's
+# phase decomposition) are a grid of patch rows di < span_i by column offsets dj (a list). A
+# thread owns 4 consecutive rows of 2 columns 32 apart: for each column offset dj it reads a
+# window of 4 + span_i - 1 patch rows per column once (a warp: 32 consecutive words of one row,
+# conflict-free) and every row tap di multiplies window rows di .. di + 3 into its Cg channels,
+# so a patch read serves up to span_i taps and each of them Cg channels. The row taps are
+# unrolled to DIRECT_SPAN (window rows are registers: compile-time indices), each under a
+# block-uniform branch (di < span_i); row taps with holes in their span (dilation not a multiple
+# of the stride) keep the gemm (``_direct_table``).
+DIRECT_CHANNELS = 4        # the most input channels a group for which grad_input runs direct
+DIRECT_THREADS = 128
+DIRECT_TV = 4              # consecutive tile rows a thread (4 warps: 16 rows)
+DIRECT_TWC = 2             # tile columns a thread, 32 apart (a warp's lanes: 64 columns)
+DIRECT_ROWS = DIRECT_TV * (DIRECT_THREADS // 32)
+DIRECT_COLS = 32 * DIRECT_TWC
+DIRECT_SPAN = 8            # the most gy rows (or columns) a phase's taps reach: halo + 1
+DIRECT_PATCH_ROWS = DIRECT_ROWS + DIRECT_SPAN - 1
+DIRECT_PITCH = DIRECT_COLS + DIRECT_SPAN - 1            # words a patch row (71)
+DIRECT_SLOTS = -(-DIRECT_PATCH_ROWS * DIRECT_PITCH // DIRECT_THREADS)   # patch loads a thread
+DIRECT_PLANE = DIRECT_SLOTS * DIRECT_THREADS           # words a gy channel's patch (+ spare)
+DIRECT_TAPS = DIRECT_SPAN * DIRECT_SPAN                # (column tap, row tap) weight slots
+DIRECT_HEAD = 10           # a plan row: (column taps, a, b, Hg, Wg, e_i min, e_j min,
+                           # patch rows, patch columns, span_i), then DIRECT_SPAN column offsets
+                           # dj and DIRECT_TAPS weight offsets (slot jt * SPAN + di; -1: none)
+DIRECT_MIN_FILL = 1 / 8    # direct while (tile fill) >= Cg * DIRECT_MIN_FILL (see _takes_direct)
+
+
+@functools.lru_cache(maxsize=None)
+def _direct_kernel(acc, cg):
+    """conv_dgrad_few_kernel for ``cg`` input channels a group, accumulating in ``acc`` (int32
+    index math: the launcher takes it only under the int32 guard)."""
+    BOUNDS = ({"launch_bounds": (DIRECT_THREADS, 65536 // (DIRECT_THREADS * 128))}
+              if acc == float32 and not config.ENABLE_CUDASIM else {})
+    TV, TWC, SPAN = DIRECT_TV, DIRECT_TWC, DIRECT_SPAN
+    PITCH, PLANE, TAPS, SLOTS = DIRECT_PITCH, DIRECT_PLANE, DIRECT_TAPS, DIRECT_SLOTS
+    HEAD, THREADS, WIN = DIRECT_HEAD, DIRECT_THREADS, DIRECT_TV + DIRECT_SPAN - 1
+    U = uint32
+
+    @cuda.jit(**BOUNDS)
+    def conv_dgrad_few_kernel(gy, w, plan, bias, gx, K, Kg, Ho, Wo, C, H, W, KHW, sh, sw,
+                              tiles_t, has_bias):
+        # gx[n, g*cg + c, a + sh*u, b + sw*t] = sum over k < Kg and the phase's taps (di, dj) of
+        #   w[g*Kg + k, c, tap] * gy[n, g*Kg + k, u + e_i min + di, t + e_j min + dj]
+        #   (+ bias[g*cg + c]); block x = (row tile, column tile) of the phase grid, y = image n,
+        #   z = phase*G + g
+        tid = U(cuda.threadIdx.x)
+        tx, ty = U(tid % 32), U(tid // 32)
+        G = U(cuda.gridDim.z) // U(plan.shape[0])
+        phase = U(cuda.blockIdx.z) // G
+        g = int32(U(cuda.blockIdx.z) - phase * G)
+        Hg, Wg = int32(plan[phase, 3]), int32(plan[phase, 4])
+        tu = U(cuda.blockIdx.x) // U(tiles_t)
+        u0 = int32(tu * DIRECT_ROWS)
+        t0 = int32((U(cuda.blockIdx.x) - tu * U(tiles_t)) * DIRECT_COLS)
+        if u0 >= Hg or t0 >= Wg:
+            return                          # a phase with fewer pixels than the largest one
+        n = int32(cuda.blockIdx.y)
+        nj, span_i = int32(plan[phase, 0]), int32(plan[phase, 9])
+        Kg_, Ho_, Wo_, KHW_ = int32(Kg), int32(Ho), int32(Wo), int32(KHW)
+        patch = cuda.shared.array(PLANE, acc)
+        w_s = cuda.shared.array((TAPS, 4), acc)
+        dj_s = cuda.shared.array(SPAN, int32)
+        if tid < SPAN:
+            dj_s[tid] = plan[phase, HEAD + tid]
+        # the weight slot this thread stages (tid < TAPS): w[g*Kg + k, c, i, j] for the tap of
+        # column offset tid // SPAN and row offset tid % SPAN, or zero
+        w_tap = int32(plan[phase, HEAD + SPAN + tid]) if tid < TAPS else int32(-1)
+        # the patch words this thread loads, the same for every gy channel: e = tid +
+        # THREADS*s, row e // PITCH, column e % PITCH; goff its offset in a gy plane (-1: zero)
+        rows, cols = int32(plan[phase, 7]), int32(plan[phase, 8])
+        gr0, gc0 = int32(u0 + plan[phase, 5]), int32(t0 + plan[phase, 6])
+        goff = cuda.local.array(SLOTS, int32)
+        for s in range(SLOTS):
+            e = U(tid + THREADS * s)
+            r, c = int32(e // PITCH), int32(e % PITCH)
+            gr, gc = int32(gr0 + r), int32(gc0 + c)
+            inside = (r < rows) & (c < cols) & (U(gr) < U(Ho_)) & (U(gc) < U(Wo_))
+            goff[s] = int32(gr * Wo_ + gc) if inside else int32(-1)
+        out = cuda.local.array((cg, TV, TWC), acc)
+        win = cuda.local.array((TWC, WIN), acc)
+        wv = cuda.local.array(cg, acc)
+        for c in range(cg):
+            for v in range(TV):
+                for q in range(TWC):
+                    out[c, v, q] = acc(0)
+        HoWo = int32(Ho_ * Wo_)
+        chan = int32((n * int32(K) + g * Kg_) * HoWo)      # gy channel g*Kg + k of image n
+        w_row = int32(g * Kg_ * cg * KHW_ + w_tap)         # w[g*Kg + k, 0, this slot's tap]
+        base = U(ty * (TV * PITCH) + tx)                   # this thread's first window word
+        for k in range(Kg_):
+            # stage gy channel g*Kg + k's patch and the phase's weights of it
+            for s in range(SLOTS):
+                v = acc(0)
+                if goff[s] >= 0:
+                    v = acc(gy[U(chan + goff[s])])
+                patch[U(tid + THREADS * s)] = v
+            if tid < TAPS:
+                for c in range(cg):
+                    v = acc(0)
+                    if w_tap >= 0:
+                        v = acc(w[U(w_row + c * KHW_)])
+                    w_s[tid, c] = v
+            chan = int32(chan + HoWo)
+            w_row = int32(w_row + cg * KHW_)
+            cuda.syncthreads()
+            jt = U(0)
+            while jt < U(nj):
+                # column offset jt: window rows 0 .. TV - 2 now, row di + TV - 1 with row tap
+                # di (each window row read once, only the rows the phase's span uses)
+                o = U(dj_s[jt] + base)
+                for q in range(TWC):
+                    for r in range(TV - 1):
+                        win[q, r] = patch[o + (r * PITCH + q * 32)]
+                for di in range(SPAN):
+                    if di < span_i:
+                        for q in range(TWC):
+                            win[q, di + TV - 1] = patch[o + ((di + TV - 1) * PITCH + q * 32)]
+                        for c in range(cg):
+                            wv[c] = w_s[jt * SPAN + di, c]
+                        for v in range(TV):
+                            for q in range(TWC):
+                                for c in range(cg):
+                                    out[c, v, q] += wv[c] * win[q, v + di]
+                jt = U(jt + 1)
+            cuda.syncthreads()
+        a, b = int32(plan[phase, 1]), int32(plan[phase, 2])
+        HW = int32(int32(H) * int32(W))
+        for c in range(cg):
+            wv[c] = acc(bias[U(g * cg + c)]) if has_bias != 0 else acc(0)
+        img = int32((n * int32(C) + g * cg) * HW)
+        for v in range(TV):
+            u = int32(u0 + ty * TV + v)
+            if u < Hg:
+                row = int32(img + (a + int32(sh) * u) * int32(W) + b)
+                for q in range(TWC):
+                    t = int32(t0 + tx + 32 * q)
+                    if t < Wg:
+                        for c in range(cg):
+                            gx[U(row + c * HW + int32(sw) * t)] = out[c, v, q] + wv[c]
+
+    return conv_dgrad_few_kernel
+
+
 _NAMES = {}     # dtype -> its name: NumPy's dtype.name is Python (6 calls, ~1.5 us a read)
 
 
@@ -564,7 +720,8 @@ def _gemm_row_tile(rows, idx):
     """BM for a kernel over ``rows`` rows (forward, grad_input, grad_weight): FEW_ROWS for a
     few output (or, in grad_input, input) channels per group, where a 64-row tile would
     multiply mostly zero padding (a 3-channel image's grad_input: 3 of 64 rows; LeNet's
-    6-channel weight gradient); else ``_row_tile``."""
+    6-channel weight gradient); else ``_row_tile``. (A grad_input of at most DIRECT_CHANNELS
+    channels a group mostly runs conv_dgrad_few_kernel instead: ``_takes_direct``.)"""
     return FEW_ROWS if rows <= FEW_ROWS and idx == int32 else _row_tile(rows, idx)
 
 
@@ -577,8 +734,9 @@ def _gemm_col_tile(bm, columns, z, steps):
     tiles each); the narrow tile splits each 32-step tile over its 4 warps, so the blocks are
     4x as many and their loops 4x shorter. A larger grid keeps BN = 128: it is issue-bound,
     and the narrow tile's extra A loads and 4x as many block prologues and epilogues would
-    cost about 10% there (a stem's grad_input); so does a reduction of 32 steps or fewer
-    (LeNet's conv1 forward: 25), where the narrow tile has no loop left to shorten."""
+    cost about 10% there (a stem's grad_input, before conv_dgrad_few_kernel); so does a
+    reduction of 32 steps or fewer (LeNet's conv1 forward: 25), where the narrow tile has no
+    loop left to shorten."""
     if (bm == FEW_ROWS and _blocks(columns, BN) * z < TARGET_BLOCKS
             and steps > tile_depth(FEW_COLS)):
         return FEW_COLS
@@ -735,6 +893,91 @@ def forward(x, w, b, geo):
     return y
 
 
+@functools.lru_cache(maxsize=64)
+def _direct_table(kh, kw, sh, sw, ph, pw, dh, dw, H, W):
+    """The few-channel grad_input's plan: an int32 row per phase (a, b) (DIRECT_HEAD figures,
+    then DIRECT_SPAN column offsets dj and DIRECT_TAPS weight offsets i*kw + j, slot
+    jt * DIRECT_SPAN + di, -1 where the tap grid has a hole), and the largest phase's pixel grid
+    (Hg, Wg); None when a phase's taps span more than DIRECT_SPAN gy rows or columns (its halo
+    would not fit the patch), or leave rows of their span without a tap (dilation not a
+    multiple of the stride: the kernel would multiply those gy rows by zero weights, and an
+    inf there would make a NaN the definition does not have). Tap (i, j) of phase (a, b) reads
+    gy at (u + e_i, t + e_j), e_i = (a + ph - i*dh) / sh (whole), as in ``_input_plan``."""
+    span = DIRECT_SPAN
+    table = np.zeros((sh * sw, DIRECT_HEAD + span + DIRECT_TAPS), np.int32)
+    for a in range(sh):
+        ii = [i for i in range(kh) if (a + ph - i * dh) % sh == 0]
+        ei = [(a + ph - i * dh) // sh for i in ii]
+        for b in range(sw):
+            jj = [j for j in range(kw) if (b + pw - j * dw) % sw == 0]
+            ej = [(b + pw - j * dw) // sw for j in jj]
+            emin_i, emin_j = min(ei, default=0), min(ej, default=0)
+            span_i, span_j = max(ei, default=0) - emin_i + 1, max(ej, default=0) - emin_j + 1
+            if span_i > span or span_j > span or (ii and len(ii) < span_i):
+                return None
+            row = table[a * sw + b]
+            row[:DIRECT_HEAD] = (len(jj) if ii else 0, a, b, len(range(a, H, sh)),
+                                 len(range(b, W, sw)), emin_i, emin_j,
+                                 DIRECT_ROWS + span_i - 1, DIRECT_COLS + span_j - 1, span_i)
+            row[DIRECT_HEAD + span:] = -1
+            for jt, (j, e_j) in enumerate(zip(jj, ej)):
+                row[DIRECT_HEAD + jt] = e_j - emin_j
+                for i, e_i in zip(ii, ei):
+                    row[DIRECT_HEAD + span + jt * span + e_i - emin_i] = i * kw + j
+    return table, int(table[:, 3].max()), int(table[:, 4].max())
+
+
+@functools.lru_cache(maxsize=64)
+def _direct_plan(xp, kh, kw, sh, sw, ph, pw, dh, dw, H, W):
+    table, Hg, Wg = _direct_table(kh, kw, sh, sw, ph, pw, dh, dw, H, W)
+    return xp.asarray(table), Hg, Wg
+
+
+def _direct_fill(Hg, Wg):
+    """The share of the few-channel kernel's tile pixels that are real for a Hg x Wg phase."""
+    tiles = _blocks(Hg, DIRECT_ROWS) * DIRECT_ROWS * _blocks(Wg, DIRECT_COLS) * DIRECT_COLS
+    return Hg * Wg / tiles if tiles else 0.0
+
+
+def _takes_direct(geo, idx):
+    """Whether grad_input runs the few-channel direct kernel: at most DIRECT_CHANNELS input
+    channels a group, the int32 build, taps spanning at most DIRECT_SPAN gy rows and columns a
+    phase, grid limits, and tiles filled well enough: the gemm's 16-row tile does Cg / 16 useful
+    work, the direct tile (its share of real pixels) without padding rows, so the direct kernel
+    is taken while that share is at least Cg * DIRECT_MIN_FILL (twice the gemm's). The stem
+    (3 channels, 112 x 112 phases of 16 x 64 tiles: 87.5% real) takes it."""
+    Cg = geo.C // geo.groups
+    if not (0 < Cg <= DIRECT_CHANNELS and idx == int32 and geo.N <= 65535
+            and geo.groups * geo.sh * geo.sw <= 65535):
+        return False
+    plan = _direct_table(geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.dh, geo.dw,
+                         geo.H, geo.W)
+    return plan is not None and _direct_fill(plan[1], plan[2]) >= Cg * DIRECT_MIN_FILL
+
+
+@functools.lru_cache(maxsize=None)
+def direct_signature(data, acc_name):
+    """The Numba signature conv_dgrad_few_kernel is launched with for ``data`` arrays."""
+    return (f"void({data}[::1], {data}[::1], int32[:, ::1], {data}[::1], {data}[::1], "
+            f"{', '.join(['int64'] * 12)})")
+
+
+def _grad_input_direct(xp, gy, w, geo, b, gx, acc, acc_dtype):
+    """grad_input by conv_dgrad_few_kernel (``_takes_direct``): one launch, no weight gather."""
+    G, Kg, Cg = geo.groups, geo.K // geo.groups, geo.C // geo.groups
+    plan, Hg, Wg = _direct_plan(xp, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.dh,
+                                geo.dw, geo.H, geo.W)
+    tiles_t = _blocks(Wg, DIRECT_COLS)
+    grid = (_blocks(Hg, DIRECT_ROWS) * tiles_t, geo.N, G * plan.shape[0])
+    gy = _flat(xp, gy)
+    bias = gy[:1] if b is None else _flat(xp, b, gy.dtype)    # gy[:1]: never read
+    launch(_direct_kernel(acc, Cg), direct_signature(_name(gy.dtype), acc_dtype), grid,
+           DIRECT_THREADS, gy, _flat(xp, w, gy.dtype), plan, bias, gx.reshape(-1), geo.K, Kg,
+           geo.Ho, geo.Wo, geo.C, geo.H, geo.W, geo.kh * geo.kw, geo.sh, geo.sw, tiles_t,
+           int(b is not None))
+    return gx
+
+
 def grad_input(gy, w, geo, b=None):
     """The adjoint of forward in x: gx (N, C, H, W) in gy's dtype, plus ``b`` (C,) per channel
     when given (conv_transpose2d's bias, added as the outputs are stored)."""
@@ -749,6 +992,8 @@ def grad_input(gy, w, geo, b=None):
     acc, acc_dtype = _accumulator(gy.dtype)
     idx = _index(gy.size, gx.size, _operand_size(G * geo.sh * geo.sw, Kg * geo.kh * geo.kw, Cg),
                  image=geo.K * geo.Ho * geo.Wo)
+    if _takes_direct(geo, idx):
+        return _grad_input_direct(xp, gy, w, geo, b, gx, acc, acc_dtype)
     bm = _gemm_row_tile(Cg, idx)
     # the largest phase's pixels (h = a + sh * u: phase a = 0 has the most rows) and taps
     bn = _gemm_col_tile(bm, geo.N * _blocks(geo.H, geo.sh) * _blocks(geo.W, geo.sw),
@@ -867,6 +1112,16 @@ def _signatures():
                       Budget(threads=threads_for(FEW_ROWS), min_fma_share=0.37, max_div64=0)))
         table.append((narrow_wgrad, [grad_weight_signature(d, acc_name) for d in datas],
                       Budget(threads=threads_for(FEW_ROWS), min_fma_share=0.34, max_div64=0)))
+        # the few-channel grad_input (conv_dgrad_few_kernel), one build per channel count.
+        # Its hot loop (one column tap: a window of patch rows, then DIRECT_SPAN row-tap blocks,
+        # each under a uniform branch) is gated statically, every block counted; at run time
+        # only span_i blocks run. sm_90 figures (session 20): Cg = 1..4 hot loops of 118, 182,
+        # 246, 310 instructions at 54%, 70%, 78%, 83% FFMA; 80, 96, 96, 120 registers (37.5%,
+        # 31%, 31%, 25% occupancy), no spills or stack. The stem's phases (3 or 4 row taps) run
+        # about 65-70% FFMA in the tap loop (Cg = 3), ~54% with the staging of each gy channel.
+        for cg in range(1, DIRECT_CHANNELS + 1):
+            table.append((_direct_kernel(acc, cg), [direct_signature(d, acc_name) for d in datas],
+                          Budget(threads=DIRECT_THREADS, min_fma_share=0.5, max_div64=0)))
         table.append((gather_weights, [gather_signature(d, acc_name) for d in datas],
                       Budget(threads=GATHER_THREADS, max_div64=0)))
     return table

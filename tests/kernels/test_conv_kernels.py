@@ -549,3 +549,42 @@ def test_weight_gradient_splits_lenet_short_and_large_convs_as_before():
                         (8 * 14 * 14, 2304, 256, 1), (64 * 16 * 16, 9, 32, 32)]:
         bm = cc._gemm_row_tile(Kg, __import__("numba").int32)
         assert cc._weight_splits(Q, R, Kg, G, bm) == _old_weight_splits(Q, R, Kg, G, bm)
+
+
+def test_the_stem_grad_input_takes_the_few_channel_kernel():
+    """The ResNet stem's grad_input ((32, 3, 224, 224) x 64 7x7, stride 2, padding 3: Cg = 3)
+    runs conv_dgrad_few_kernel: four phases of 112 x 112 pixels with 3 x 3, 3 x 4, 4 x 3 and
+    4 x 4 taps (rows x columns), 7 x 2 tiles of 16 x 64 a phase (87.5% real pixels);
+    more than 4 channels a group, the 64-bit build, taps spanning 9 columns, row taps with
+    holes in their span or a tile filled below Cg * DIRECT_MIN_FILL keep the gemm."""
+    from numba import int32, int64
+
+    from gpudl.kernels import conv_cuda as cc
+
+    stem = conv.ConvGeometry((32, 3, 224, 224), (64, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1)
+    assert cc._takes_direct(stem, int32) and not cc._takes_direct(stem, int64)
+    table, Hg, Wg = cc._direct_table(7, 7, 2, 2, 3, 3, 1, 1, 224, 224)
+    assert (Hg, Wg) == (112, 112) and cc._direct_fill(Hg, Wg) == 0.875
+    assert table[:, 0].tolist() == [3, 4, 3, 4]                          # column taps
+    assert table[:, 9].tolist() == [3, 3, 4, 4]                          # row taps (span)
+    assert table[:, 7].tolist() == [18, 18, 19, 19]                      # patch rows
+    assert table[:, 8].tolist() == [66, 67, 66, 67]                      # patch columns
+    # phase (0, 0) reads gy at (u + e_i, t + e_j), e = 1, 0, -1 for taps 1, 3, 5: patch row
+    # and column offsets 2, 1, 0; its first column tap (j = 1) meets w[., ., 5, 1], w[., ., 3,
+    # 1], w[., ., 1, 1] at row offsets 0, 1, 2, and nothing past its span
+    head, span = cc.DIRECT_HEAD, cc.DIRECT_SPAN
+    assert table[0, 5:7].tolist() == [-1, -1]
+    assert table[0, head:head + 3].tolist() == [2, 1, 0]
+    assert table[0, head + span:head + 2 * span].tolist() == [36, 22, 8] + [-1] * 5
+    five = conv.ConvGeometry((32, 10, 224, 224), (64, 5, 7, 7), (2, 2), (3, 3), (1, 1), 2)
+    assert not cc._takes_direct(five, int32)
+    wide = conv.ConvGeometry((1, 3, 64, 64), (8, 3, 9, 9), (1, 1), (4, 4), (1, 1), 1)
+    assert cc._direct_table(9, 9, 1, 1, 4, 4, 1, 1, 64, 64) is None
+    assert not cc._takes_direct(wide, int32)
+    holes = conv.ConvGeometry((1, 3, 64, 64), (8, 3, 3, 3), (1, 1), (2, 2), (2, 1), 1)
+    assert cc._direct_table(3, 3, 1, 1, 2, 2, 2, 1, 64, 64) is None     # rows 0, 2, 4 of 5
+    assert not cc._takes_direct(holes, int32)
+    small = conv.ConvGeometry((8, 4, 8, 8), (16, 4, 3, 3), (1, 1), (1, 1), (1, 1), 1)
+    assert cc._direct_fill(8, 8) == 1 / 16 and not cc._takes_direct(small, int32)
+    depthwise = conv.ConvGeometry((8, 32, 112, 112), (32, 1, 3, 3), (1, 1), (1, 1), (1, 1), 32)
+    assert cc._takes_direct(depthwise, int32)

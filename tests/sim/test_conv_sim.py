@@ -230,3 +230,151 @@ def test_conv_transpose2d_writes_every_output_with_its_bias(rng, monkeypatch, na
     untouched = y[0, :, 2::3, :]                    # rows 2 and 5 of 8: no tap reaches them
     assert untouched.shape == (3, 2, 8)
     np.testing.assert_array_equal(untouched, np.broadcast_to(b[:, None, None], untouched.shape))
+
+
+# --------------------------------------------------------------------------- few-channel dgrad
+# (N, C, H, W, K, (kh, kw), stride, padding, dilation, groups) with at most 4 input channels a
+# group: grad_input on conv_dgrad_few_kernel (tile fill forced: these images are tiny)
+FEW_CHANNEL_CASES = [
+    (1, 1, 5, 7, 2, (3, 3), (1, 1), (1, 1), (1, 1), 1),        # Cg = 1
+    (2, 2, 6, 5, 3, (2, 3), (2, 1), (0, 1), (1, 2), 1),        # Cg = 2, strides 2 x 1, dilated
+    (1, 3, 9, 9, 5, (7, 7), (2, 2), (3, 3), (1, 1), 1),        # a stem in small: 9 to 16 taps
+    (1, 8, 5, 6, 4, (3, 3), (1, 1), (1, 1), (1, 1), 2),        # Cg = 4, two groups
+    (1, 4, 6, 6, 8, (3, 3), (2, 2), (1, 1), (1, 1), 4),        # depthwise, multiplier 2
+    (1, 1, 18, 67, 1, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # 2 x 2 tiles, both partial; Kg 1
+    (1, 2, 7, 8, 3, (2, 2), (3, 3), (1, 0), (2, 1), 1),        # stride 3: phases with no tap
+    (1, 3, 6, 9, 3, (1, 8), (1, 1), (0, 0), (1, 1), 1),        # a span of 8 columns: the most
+    (1, 1, 12, 5, 2, (8, 2), (1, 1), (0, 1), (1, 1), 1),       # and of 8 rows
+    (1, 2, 7, 6, 3, (3, 2), (2, 1), (2, 0), (2, 1), 1),        # dilation 2 at stride 2: dense
+]
+
+
+def _torch_grad_input(x, w, gy, stride, padding, dilation, groups):
+    torch = pytest.importorskip("torch")
+    return torch.nn.grad.conv2d_input(x.shape, torch.tensor(w, dtype=torch.float64),
+                                      torch.tensor(gy, dtype=torch.float64), stride=stride,
+                                      padding=padding, dilation=dilation,
+                                      groups=groups).numpy()
+
+
+def _direct_calls(monkeypatch):
+    calls = []
+    real = conv_cuda._grad_input_direct
+
+    def spy(*args):
+        calls.append(args[3])          # geo
+        return real(*args)
+    monkeypatch.setattr(conv_cuda, "_grad_input_direct", spy)
+    monkeypatch.setattr(conv_cuda, "DIRECT_MIN_FILL", 0.0)
+    return calls
+
+
+@pytest.mark.parametrize("case", FEW_CHANNEL_CASES)
+def test_few_channel_grad_input_matches_torch(rng, monkeypatch, nan_empty, case):
+    """Every output of gx written (gx comes from a NaN-filled np.empty) and equal to torch's
+    float64 input gradient, over Cg = 1..4, groups, strides 1-3, padding, dilation (column taps
+    2 apart; row taps 2 apart at stride 2: one a phase), partial 16 x 64 tiles, spans of 8 rows
+    or columns."""
+    calls = _direct_calls(monkeypatch)
+    x, w, _ = _arrays(rng, case)
+    conf = case[6:]
+    geo = conv.ConvGeometry(x.shape, w.shape, *conf[:3], conf[3])
+    gy = rng.standard_normal((case[0], case[4], geo.Ho, geo.Wo)).astype(np.float32)
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=(True, False, False))[0]
+    assert len(calls) == 1
+    want = _torch_grad_input(x, w, gy, *conf)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_few_channel_grad_input_float64_and_float16(rng, monkeypatch):
+    """The float64 build (gradient checks) to float64 rounding; float16 data (conv_cuda's own
+    grad_input: conv2d sends fp16 to tensor cores) accumulate in float32."""
+    calls = _direct_calls(monkeypatch)
+    case = FEW_CHANNEL_CASES[2]
+    conf = case[6:]
+    x, w, _ = _arrays(rng, case, np.float64)
+    gy = rng.standard_normal((1, 5, 5, 5))
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=(True, False, False))[0]
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, _torch_grad_input(x, w, gy, *conf), rtol=1e-12, atol=1e-12)
+    h = [a.astype(np.float16) for a in (x, w, gy)]     # (conv2d takes fp16 to tensor cores)
+    got = conv_cuda.grad_input(h[2], h[1], conv.ConvGeometry(x.shape, w.shape, *conf))
+    assert got.dtype == np.float16 and len(calls) == 2
+    want = _torch_grad_input(*[a.astype(np.float64) for a in h], *conf)
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-2,
+                               atol=1e-2 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv_transpose2d_few_channels_with_bias(rng, monkeypatch, nan_empty, groups):
+    """conv_transpose2d with 3 output channels a group is the few-channel grad_input with a
+    bias, which the kernel adds as it stores (stride 2, output_padding 1)."""
+    torch = pytest.importorskip("torch")
+    calls = _direct_calls(monkeypatch)
+    x = rng.standard_normal((2, 2 * groups, 3, 4)).astype(np.float32)
+    w = rng.standard_normal((2 * groups, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(3 * groups).astype(np.float32)
+    conf = ((2, 2), (1, 1), (1, 1), groups, (1, 1))
+    y = conv.conv_transpose2d_forward(x, w, b, *conf)
+    assert len(calls) == 1
+    t = [torch.tensor(a, dtype=torch.float64) for a in (x, w, b)]
+    want = torch.nn.functional.conv_transpose2d(*t, stride=2, padding=1, output_padding=1,
+                                                groups=groups).numpy()
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+def test_backward_hands_one_contiguous_gy_to_both_gemms(rng, monkeypatch):
+    """A broadcast gy (``y.sum().backward()``) is made contiguous once, and grad_input and
+    grad_weight both read that same array (each used to copy it: two copies a backward)."""
+    case = CASES[0]
+    x, w, _ = _arrays(rng, case)
+    conf = case[6:]
+    gy = np.broadcast_to(np.float32(1.5), (2, 4, 5, 6))
+    seen = []
+    for name in ("grad_input", "grad_weight"):
+        real = getattr(conv_cuda, name)
+
+        def spy(*args, real=real, name=name, **kwargs):
+            seen.append((name, args[0 if name == "grad_input" else 1]))
+            return real(*args, **kwargs)
+        monkeypatch.setattr(conv_cuda, name, spy)
+    copies = []
+    real_contiguous = np.ascontiguousarray
+
+    def counting(a, *args, **kwargs):
+        out = real_contiguous(a, *args, **kwargs)
+        if isinstance(a, np.ndarray) and a.shape == gy.shape and not np.shares_memory(out, a):
+            copies.append(a.strides)
+        return out
+    monkeypatch.setattr(np, "ascontiguousarray", counting)
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=(True, True, False))
+    assert [name for name, _ in seen] == ["grad_input", "grad_weight"]
+    assert seen[0][1] is seen[1][1] and seen[0][1].flags.c_contiguous
+    assert copies == [gy.strides]                                   # one copy, not two
+    monkeypatch.undo()
+    want = _cpu(monkeypatch, conv.conv2d_backward, x, w, np.ascontiguousarray(gy), *conf,
+                (True, True, False))
+    for g, r in zip(got[:2], want[:2]):
+        _close(g, r)
+
+
+def test_few_channel_grad_input_non_finite_where_the_definition_says(rng, monkeypatch):
+    """An inf and a NaN in gy reach exactly the gx pixels whose taps read them (inf, -inf or
+    NaN as torch's float64 sums have them), no others: the tile's padding and the halo rows of
+    other phases multiply no non-finite value into a pixel that does not read it."""
+    calls = _direct_calls(monkeypatch)
+    case = FEW_CHANNEL_CASES[2]
+    conf = case[6:]
+    x, w, _ = _arrays(rng, case)
+    gy = rng.standard_normal((1, 5, 5, 5)).astype(np.float32)
+    gy[0, 1, 2, 3], gy[0, 4, 0, 0] = np.inf, np.nan
+    got = conv.conv2d_backward(x, w, gy, *conf, needs=(True, False, False))[0]
+    assert len(calls) == 1
+    want = _torch_grad_input(x, w, gy, *conf)
+    assert np.isfinite(want).any() and not np.isfinite(want).all()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
