@@ -104,9 +104,10 @@ details="-rfE --tb=short --durations=20"   # every failure's reason, even when a
 # of the second run, scatter_add and sorts of bfloat16), then session 11's (cupy.linalg,
 # cupyx.scipy.special, the N-d conv and pools, grid_sample, the Keras ops)
 # session 20 first: the graph tests (the hand-written SGD step replayed a NaN loss with packed
-# launches in session 20's run; here with Numba's), then session 19's: packed launches, the
-# pooling plans, the attention outputs allocated whole
-new_cupy_code="tests/test_cuda_graphs.py tests/kernels/test_fast_launch.py tests/kernels/test_launch_no_sync.py tests/test_pool.py \
+# launches in session 20's run; here with Numba's), the few-channel grad_input kernel (the
+# stem's; the simulator's conv tests run the real kernels here), then session 19's: packed
+# launches, the pooling plans, the attention outputs allocated whole
+new_cupy_code="tests/test_cuda_graphs.py tests/sim/test_conv_sim.py tests/kernels/test_fast_launch.py tests/kernels/test_launch_no_sync.py tests/test_pool.py \
 tests/sim/test_pool_sim.py tests/sim/test_attention_tc_sim.py \
 tests/test_fused_second_order.py tests/test_grad_adoption.py \
 tests/test_packed_self_attention.py \
