@@ -134,6 +134,55 @@ def test_without_bias_and_input_only_gradient(rng):
     assert gw.grad is None
 
 
+# a few input channels a group, images large enough for the direct grad_input kernel's tiles
+# (kernels/conv_cuda.py conv_dgrad_few_kernel, taken on the cuda device): a stem, a grayscale
+# 5x5, a depthwise layer with multiplier 2, and a transposed convolution to 3 channels
+FEW_CHANNELS = [
+    ((1, 3, 64, 128), (8, 3, 7, 7), {"stride": 2, "padding": 3}),
+    ((2, 1, 33, 70), (4, 1, 5, 5), {"padding": 2}),
+    ((1, 4, 34, 66), (8, 1, 3, 3), {"padding": 1, "groups": 4}),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", FEW_CHANNELS)
+def test_few_input_channels_input_gradient_matches_torch_float32(rng, x_shape, w_shape, kwargs):
+    """float32 input gradients against torch's float64 ones (on a GPU: the direct kernel,
+    checked to be the path taken)."""
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) / math.sqrt(np.prod(w_shape[1:]))).astype(np.float32)
+    gx = gd.tensor(x, requires_grad=True)
+    y = F.conv2d(gx, gd.tensor(w), **kwargs)
+    g = rng.standard_normal(tuple(y.shape)).astype(np.float32)
+    tx = torch.tensor(x.astype(np.float64), requires_grad=True)
+    TF.conv2d(tx, torch.tensor(w.astype(np.float64)), **kwargs).backward(
+        torch.tensor(g.astype(np.float64)))
+    if gx.device.type == "cuda":
+        from gpudl.kernels import conv, conv_cuda
+        geo = conv.ConvGeometry(x_shape, w_shape, *(_pair(kwargs.get(k, d)) for k, d in
+                                (("stride", 1), ("padding", 0), ("dilation", 1))),
+                                kwargs.get("groups", 1))
+        assert conv_cuda._takes_direct(geo, conv_cuda.int32)
+    y.backward(gd.tensor(g))
+    np.testing.assert_allclose(gx.grad.numpy(), tx.grad.numpy(), rtol=1e-4,
+                               atol=1e-4 * np.abs(tx.grad.numpy()).max())
+
+
+def test_conv_transpose2d_to_three_channels_matches_torch_float32(rng):
+    """A generator's last layer (64 -> 3 channels, stride 2): the few-channel kernel's forward
+    use, with its bias."""
+    x = rng.standard_normal((2, 16, 20, 36)).astype(np.float32)
+    w = (rng.standard_normal((16, 3, 4, 4)) / 8).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    ours = F.conv_transpose2d(gd.tensor(x), gd.tensor(w), gd.tensor(b), stride=2, padding=1)
+    theirs = TF.conv_transpose2d(*(torch.tensor(a.astype(np.float64)) for a in (x, w, b)),
+                                 stride=2, padding=1).numpy()
+    np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
 @pytest.mark.parametrize("fn, tfn, w_shape", [(F.conv2d, TF.conv2d, (3, 2, 3, 3)),
                                               (F.conv_transpose2d, TF.conv_transpose2d,
                                                (2, 3, 3, 3))])
