@@ -105,16 +105,16 @@ details="-rfE --tb=short --durations=20"   # every failure's reason, even when a
 # cupyx.scipy.special, the N-d conv and pools, grid_sample, the Keras ops)
 # session 20 first: the graph tests (the hand-written SGD step replayed a NaN loss with packed
 # launches in session 20's run; here with Numba's), the few-channel grad_input kernel (the
-# stem's; the simulator's conv tests run the real kernels here), then session 19's: packed
+# stem's: tests/test_conv.py's few-channel tests take it on the device), then session 19's: packed
 # launches, the pooling plans, the attention outputs allocated whole
-new_cupy_code="tests/test_cuda_graphs.py tests/sim/test_conv_sim.py tests/kernels/test_fast_launch.py tests/kernels/test_launch_no_sync.py tests/test_pool.py \
+new_cupy_code="tests/test_cuda_graphs.py tests/test_conv.py tests/kernels/test_fast_launch.py tests/kernels/test_launch_no_sync.py tests/test_pool.py \
 tests/sim/test_pool_sim.py tests/sim/test_attention_tc_sim.py \
 tests/test_fused_second_order.py tests/test_grad_adoption.py \
 tests/test_packed_self_attention.py \
 tests/test_residual_layer_norm.py tests/kernels/test_row_kernels_cpu.py tests/optim/test_cpu_loops.py \
 tests/test_relu_fused_kernel.py tests/test_host_syncs_ops.py tests/test_custom_function.py \
 tests/test_sliced_gradient.py tests/kernels/test_lstm_wgrad.py \
-tests/test_mse_fused_kernel.py tests/kernels/test_attention_kernels.py tests/test_conv.py \
+tests/test_mse_fused_kernel.py tests/kernels/test_attention_kernels.py \
 tests/optim/test_multi_tensor.py tests/optim/test_optimizers.py \
 tests/test_amp_grad_scaler.py tests/sim/test_row_kernels_sim.py tests/sim/test_dropout_sim.py \
 tests/sim/test_bfloat16_ops_sim.py tests/kernels/test_conv_winograd_cuda.py \
