@@ -60,6 +60,22 @@ def _seed():
 
 
 @pytest.fixture(autouse=True)
+def _torch_on_one_thread():
+    """PyTorch, where a test has imported it (the oracle), computes on one intra-op thread.
+    Its inputs here are tiny, and on a machine whose cores are taken (CI runs three stages on
+    two cores) its second thread only adds hand-offs: the OpInfo max_pool2d sweep took 7.2 s
+    with torch's default 2 threads, 2.1 s with 1 (same values: the results do not depend on
+    the thread count beyond rounding, and the tests compare with tolerances). Set again before
+    every test, as a benchmark run in-process may raise it. Subprocesses are not affected
+    (tests/test_busy_machine.py measures torch's own default there)."""
+    import sys
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _no_failed_device_check_left():
     """On the cuda device a failed device-side check (``backend.defer_check``) raises at the
     next device read, which may come in the next test. After each test, read the queue: a check
