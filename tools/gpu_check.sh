@@ -18,7 +18,7 @@
 # One device command may run at most 10 minutes and a session has 15 minutes of device time
 # (the start, ~35 s, included), so the steps come in two groups, one command each, the second
 # sent as soon as the first returns (the machine stays warm 30 s):
-#   check:   install, tests_new, tests, fast_launch, attention_precision          (~480 s)
+#   check:   install, graph_probe, tests_new, tests, fast_launch, attention_precision (~500 s)
 #   measure: install, launches, cupy_launch_rows, benchmarks, host_profile, kernel_profile,
 #            conv_paths, zero_sync, graph_steps, lstm_paths, nccl, nccl_allreduce  (~800 s)
 # the measure group's steps go by what they decide: first whether the packed launch
@@ -43,9 +43,9 @@ cd "$(dirname "$0")/.."
 log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
-chosen=${chosen// check / install tests_new tests fast_launch attention_precision }
+chosen=${chosen// check / install graph_probe tests_new tests fast_launch attention_precision }
 chosen=${chosen// measure / install launches cupy_launch_rows benchmarks host_profile kernel_profile conv_paths zero_sync graph_steps lstm_paths nccl nccl_allreduce }
-known=" install attention_precision tests_new tests fast_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths cupy_launch_rows "
+known=" install graph_probe attention_precision tests_new tests fast_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths cupy_launch_rows "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
 done
@@ -93,6 +93,12 @@ cupy.__version__, 'torch', torch.__version__)"
 # per process at a time, so a file's tests keep their order): 6,000 tests take ~260 s so
 workers=$(python -c "import xdist" 2>/dev/null && echo "-n ${GPU_CHECK_WORKERS:-14} --dist loadfile")
 details="-rfE --tb=short --durations=20"   # every failure's reason, even when a step runs out; the slowest tests
+# session 20's NaN replay of the hand-written SGD step with packed launches: the same MLP step
+# captured in parts (forward, backward, update, optimizer step), with and without .grad at the
+# capture, warmed up on the current or a side stream, through Numba's launcher and the packed
+# one, each replay against eager (tools/graph_probe.py): where a capture first goes wrong
+step graph_probe 60 env GPUDL_DEVICE=cuda python -m tools.graph_probe \
+    --markdown tools/gpu_graph_probe.md
 # code that has not met a GPU yet first, in its own step, so that its failures are reported even
 # if the rest of the suite runs past its limit: session 18's fixes of session 17's CPU-loop
 # tests (on cpu tensors now), files added since session 13's run, session 17's (sliced gradients' CuPy operator
@@ -172,7 +178,7 @@ step nccl_allreduce 20 env GPUDL_DEVICE=cuda RANK=0 WORLD_SIZE=1 python -m bench
 echo "gpu_check exit status: $status"
 if [ -n "${OUT:-}" ]; then
     cp "$log" "$failures" "$failures.counts" tools/gpu_results.md tools/gpu_graph_steps.md tools/gpu_lstm_paths.md tools/gpu_conv_paths.md \
-        tools/gpu_kernel_profile.md tools/gpu_results_cupy_launch.md "$OUT"/ \
+        tools/gpu_kernel_profile.md tools/gpu_results_cupy_launch.md tools/gpu_graph_probe.md "$OUT"/ \
         2>/dev/null
 fi
 exit $status
