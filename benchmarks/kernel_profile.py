@@ -36,8 +36,13 @@ from benchmarks.common import sync, torch_sync  # noqa: E402
 
 TOP = 8                     # kernels listed per workload and library
 TOP_GAPS = 5                # kernel pairs listed by the idle time between them
-COMPARE_ROWS = ("conv2d fwd (64,64,56,56)", "conv2d fwd+bwd (64,64,56,56)", "7x7 s2 p3",
-                "max_pool2d 2x2 fwd (", "SDPA fwd (4,8,1024,64)", "SDPA fwd+bwd (4,8,1024,64)")
+COMPARE_ROWS = ("conv2d fwd (64,64,56,56)", "conv2d fwd+bwd (64,64,56,56)",
+                "conv2d fwd+bwd (128,128,28,28)", "7x7 s2 p3", "max_pool2d 2x2 fwd (",
+                "SDPA fwd (4,8,1024,64)", "SDPA fwd+bwd (4,8,1024,64)")
+# the 3x3 rows again through Winograd F(2x2, 3x3) (kernels/conv_winograd_cuda.py, off by
+# default): its device time was never measured, the host time of its launches hid it (session
+# 20: forward 0.904 ms, 0.872 of it host)
+WINOGRAD_ROWS = ("conv2d fwd (64,64,56,56)", "conv2d fwd+bwd (128,128,28,28)")
 
 
 def short_name(name):
@@ -142,19 +147,36 @@ def profile_run(step, synchronize, steps, warmup=3):
     return kernel_table(records, steps, wall_ms) + gap_table(timeline, steps)
 
 
+def _with_winograd(step):
+    """``step`` with conv_winograd_cuda turned on for the call (strict fp32 3x3 stride 1)."""
+    from gpudl.kernels import conv_winograd_cuda
+
+    def winograd_step():
+        enabled, conv_winograd_cuda.ENABLED = conv_winograd_cuda.ENABLED, True
+        try:
+            step()
+        finally:
+            conv_winograd_cuda.ENABLED = enabled
+    return winograd_step
+
+
 def _workloads(only):
-    """(name, library label, step builder(), synchronise) for every profiled workload."""
+    """(name, step builder(), synchronise) for every profiled workload: the compare rows first
+    (issue 12's open targets), then the training steps (issue 14's, met in session 20)."""
     out = []
+    for name, devices, build in compare.WORKLOADS:
+        if "cuda" in devices and any(key in name for key in COMPARE_ROWS):
+            out.append((f"{name}, gpudl", lambda b=build: b(gpudl, "cuda"), sync))
+            if any(key in name for key in WINOGRAD_ROWS):
+                out.append((f"{name}, gpudl Winograd",
+                             lambda b=build: _with_winograd(b(gpudl, "cuda")), sync))
+            out.append((f"{name}, torch", lambda b=build: b(torch, "cuda"),
+                        lambda: torch_sync(torch)))
     for step_name, parts in graph_steps.STEPS:
         for label, lib, synchronize, build in graph_steps._variants("cuda"):
             if label == graph_steps.SPLIT_K_OFF and not step_name.startswith("LeNet"):
                 continue        # its kernels where split-K was seen; the step's time budget
             out.append((f"{step_name}, {label}", lambda b=build, p=parts: b(p), synchronize))
-    for name, devices, build in compare.WORKLOADS:
-        if "cuda" in devices and any(key in name for key in COMPARE_ROWS):
-            out.append((f"{name}, gpudl", lambda b=build: b(gpudl, "cuda"), sync))
-            out.append((f"{name}, torch", lambda b=build: b(torch, "cuda"),
-                        lambda: torch_sync(torch)))
     return [w for w in out if not only or only.lower() in w[0].lower()]
 
 

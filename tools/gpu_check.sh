@@ -158,7 +158,8 @@ step benchmarks 240 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device 
 # single-op rows whose gpudl time the kernels do not explain (max pool forward: 0.32 ms)
 step host_profile 60 env GPUDL_DEVICE=cuda bash -c "python -m benchmarks.host_profile --steps 20 \
     && python -m benchmarks.host_profile --steps 20 --ops 'max_pool2d 2x2 fwd (64|SDPA fwd (4'"
-# every kernel of the training steps and of the conv/pool/attention rows, from CUPTI (through
+# every kernel of the conv/pool/attention rows (the 3x3 ones also through Winograd, whose device
+# time host-bound launches hid so far), then of the training steps, from CUPTI (through
 # torch.profiler): where the device time goes, for gpudl and for torch
 step kernel_profile 100 env GPUDL_DEVICE=cuda python -m benchmarks.kernel_profile --steps 10 \
     --markdown tools/gpu_kernel_profile.md
