@@ -109,11 +109,12 @@ step graph_probe 60 env GPUDL_DEVICE=cuda python -m tools.graph_probe \
 # kernels here, Adam's one-kernel bias corrections, the launch without Numba's sync, the fixes
 # of the second run, scatter_add and sorts of bfloat16), then session 11's (cupy.linalg,
 # cupyx.scipy.special, the N-d conv and pools, grid_sample, the Keras ops)
-# session 20 first: the graph tests (the hand-written SGD step replayed a NaN loss with packed
+# session 21's question whether the device flushes float32 subnormals in casts and arithmetic
+# (tests/test_device_subnormals.py); session 20 first: the graph tests (the hand-written SGD step replayed a NaN loss with packed
 # launches in session 20's run; here with Numba's), the few-channel grad_input kernel (the
 # stem's: tests/test_conv.py's few-channel tests take it on the device), then session 19's: packed
 # launches, the pooling plans, the attention outputs allocated whole
-new_cupy_code="tests/test_cuda_graphs.py tests/test_conv.py tests/kernels/test_fast_launch.py tests/kernels/test_launch_no_sync.py tests/test_pool.py \
+new_cupy_code="tests/test_cuda_graphs.py tests/test_device_subnormals.py tests/test_conv.py tests/kernels/test_fast_launch.py tests/kernels/test_launch_no_sync.py tests/test_pool.py \
 tests/sim/test_pool_sim.py tests/sim/test_attention_tc_sim.py \
 tests/test_fused_second_order.py tests/test_grad_adoption.py \
 tests/test_packed_self_attention.py \
