@@ -175,11 +175,12 @@ def _load(kernel, signature):
     import cupy
     from numba import cuda
 
+    from . import kernel_cache
     from .launch import compile_options     # launch.py imports this module
     device = cupy.cuda.Device()
     cc = tuple(int(c) for c in device.compute_capability)
-    ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), signature, cc=cc,
-                              **compile_options(kernel))
+    ptx = kernel_cache.ptx(getattr(kernel, "py_func", kernel), signature, cc,
+                           compile_options(kernel), cuda.compile_ptx)
     problem = check_layout(ptx, signature)
     if problem:
         raise RuntimeError(problem)

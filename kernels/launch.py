@@ -30,7 +30,7 @@ the module's ``SIGNATURES`` table so that the gate checks what runs::
 
 from gpudl import backend
 
-from . import fast_launch, numba_inlining, numpy_compat
+from . import fast_launch, kernel_cache, numba_inlining, numpy_compat
 
 numpy_compat.apply()    # before numba-cuda's first compilation, which looks the names up
 
@@ -57,13 +57,13 @@ def compile_options(kernel):
 
 
 def specialised(kernel, signature):
-    """``kernel`` compiled for exactly ``signature`` (a Numba signature string), built once."""
+    """``kernel`` compiled for exactly ``signature`` (a Numba signature string), built once
+    (loaded from the disk cache when it is on: kernels/kernel_cache.py)."""
     key = (kernel, signature)
     dispatcher = _SPECIALISED.get(key)
     if dispatcher is None:
-        from numba import cuda
-        dispatcher = cuda.jit(signature, **compile_options(kernel))(
-            getattr(kernel, "py_func", kernel))
+        dispatcher = kernel_cache.specialised(getattr(kernel, "py_func", kernel), signature,
+                                              compile_options(kernel))
         _SPECIALISED[key] = dispatcher
     return dispatcher
 

@@ -18,8 +18,9 @@
 # One device command may run at most 10 minutes and a session has 15 minutes of device time
 # (the start, ~35 s, included), so the steps come in two groups, one command each, the second
 # sent as soon as the first returns (the machine stays warm 30 s):
-#   check:   install, graph_probe, tests_new, tests, fast_launch, attention_precision (~500 s)
-#   measure: install, launches, cupy_launch_rows, benchmarks, host_profile, kernel_profile,
+#   check:   install, kernel_cache, graph_probe, tests_new, tests, fast_launch,
+#            attention_precision                                                    (~500 s)
+#   measure: install, kernel_cache, launches, cupy_launch_rows, benchmarks, host_profile, kernel_profile,
 #            conv_paths, zero_sync, graph_steps, lstm_paths, nccl, nccl_allreduce  (~800 s)
 # the measure group's steps go by what they decide: first whether the packed launch
 # (GPUDL_LAUNCH=cupy) may be the default (its host time a launch, and the host-bound rows with
@@ -43,9 +44,9 @@ cd "$(dirname "$0")/.."
 log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
-chosen=${chosen// check / install graph_probe tests_new tests fast_launch attention_precision }
-chosen=${chosen// measure / install launches cupy_launch_rows benchmarks host_profile kernel_profile conv_paths zero_sync graph_steps lstm_paths nccl nccl_allreduce }
-known=" install graph_probe attention_precision tests_new tests fast_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths cupy_launch_rows "
+chosen=${chosen// check / install kernel_cache graph_probe tests_new tests fast_launch attention_precision }
+chosen=${chosen// measure / install kernel_cache launches cupy_launch_rows benchmarks host_profile kernel_profile conv_paths zero_sync graph_steps lstm_paths nccl nccl_allreduce }
+known=" install kernel_cache graph_probe attention_precision tests_new tests fast_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths cupy_launch_rows "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
 done
@@ -54,7 +55,9 @@ done
 # this script in one command can share it); GPU_CHECK_LOG names the log (default below)
 deadline=${GPU_CHECK_DEADLINE:-$(( $(date +%s) + 100000 ))}
 step() {   # step NAME SECONDS COMMAND...: run with a time limit, keep going, remember failures
+    # (step_ok: 1 when this step ran and passed)
     local name=$1 limit=$2; shift 2
+    step_ok=0
     if [ -n "${chosen// /}" ] && [[ "$chosen" != *" $name "* ]]; then return 0; fi
     local left=$((deadline - $(date +%s) - 15))
     if [ "$left" -lt "$limit" ]; then limit=$left; fi
@@ -62,7 +65,8 @@ step() {   # step NAME SECONDS COMMAND...: run with a time limit, keep going, re
     echo "== $name (limit ${limit}s)"
     local start=$SECONDS
     # SIGINT first: pytest then reports the failures it has seen before it stops
-    timeout -s INT -k 10 "$limit" "$@" || { echo "!! $name failed (exit $?)"; status=1; }
+    if timeout -s INT -k 10 "$limit" "$@"; then step_ok=1
+    else echo "!! $name failed (exit $?)"; status=1; fi
     echo "== $name took $((SECONDS - start))s"
 }
 # every pytest failure with its reason, written as it happens (tests/conftest.py): a step cut at
@@ -93,6 +97,15 @@ cupy.__version__, 'torch', torch.__version__)"
 # per process at a time, so a file's tests keep their order): 6,000 tests take ~260 s so
 workers=$(python -c "import xdist" 2>/dev/null && echo "-n ${GPU_CHECK_WORKERS:-14} --dist loadfile")
 details="-rfE --tb=short --durations=20"   # every failure's reason, even when a step runs out; the slowest tests
+# compiled kernels kept on disk (kernels/kernel_cache.py), shared by the test processes and by
+# the measure command after the check (the working tree stays while the machine is warm): on
+# only once two processes have shown, on this GPU, that the second loads every kernel the first
+# compiled and computes the same bits (tools/kernel_cache_check.py)
+step kernel_cache 60 env GPUDL_DEVICE=cuda python -m tools.kernel_cache_check
+if [ "$step_ok" = 1 ]; then
+    export GPUDL_KERNEL_CACHE=$PWD/.gpudl_kernel_cache
+    echo "== kernel cache on: $GPUDL_KERNEL_CACHE ($(du -sh "$GPUDL_KERNEL_CACHE" 2>/dev/null | cut -f1) kept)"
+fi
 # session 20's NaN replay of the hand-written SGD step with packed launches: the same MLP step
 # captured in parts (forward, backward, update, optimizer step), with and without .grad at the
 # capture, warmed up on the current or a side stream, through Numba's launcher and the packed
