@@ -33,10 +33,11 @@ from benchmarks.common import sync, torch_sync  # noqa: E402
 from benchmarks.graph_steps import _times, table_main  # noqa: E402
 
 # (label, input shape, out channels, kernel, stride, padding)
+# (issue 12's missed 3x3 row first: a run cut at its limit still has it)
 SHAPES = (
+    ("3x3 (128,128,28,28) x 128 p1", (128, 128, 28, 28), 128, 3, 1, 1),
     ("3x3 (64,64,56,56) x 64 p1", (64, 64, 56, 56), 64, 3, 1, 1),
     ("3x3 (64,128,28,28) x 128 p1", (64, 128, 28, 28), 128, 3, 1, 1),
-    ("3x3 (128,128,28,28) x 128 p1", (128, 128, 28, 28), 128, 3, 1, 1),
     ("7x7 s2 (32,3,224,224) x 64 p3", (32, 3, 224, 224), 64, 7, 2, 3),
     ("LeNet conv1 5x5 (64,1,28,28) x 6 p2", (64, 1, 28, 28), 6, 5, 1, 2),
     ("LeNet conv2 5x5 (64,6,14,14) x 16", (64, 6, 14, 14), 16, 5, 1, 0),
@@ -48,6 +49,10 @@ VARIANTS = (("float32, SIMT fp32", "float32", False, False, NO_WINOGRAD),
             ("float32, strict, Winograd F(2x2,3x3)", "float32", False, True, WINOGRAD),
             ("float32, strict, Winograd, 32 MB chunks", "float32", False, True,
              {**WINOGRAD, "CHUNK_BYTES": 32 << 20}),
+            # every image in one chunk (V and M 410 MB at (128,128,28,28)): half the launches
+            # of the default 256 MB chunks there, whose host time hid the device's in session 20
+            ("float32, strict, Winograd, one chunk (1 GB)", "float32", False, True,
+             {**WINOGRAD, "CHUNK_BYTES": 1 << 30}),
             ("float32, strict, Winograd, unsplit weight gradient", "float32", False, True,
              {**WINOGRAD, "SPLITS": 1}),
             ("float32, TF32 tensor cores", "float32", True, False, {}),
