@@ -83,19 +83,28 @@ def main():
         finally:
             config.CUDA_ARRAY_INTERFACE_SYNC = sync
 
+    def numba_launch(*arrays):
+        fast, launch.FAST_LAUNCH = launch.FAST_LAUNCH, False
+        try:
+            launch.launch(kernel, signature, 1, 32, *arrays, *ints)
+        finally:
+            launch.FAST_LAUNCH = fast
+
     rows = [
         ("lazy, CuPy arrays (Numba's stream sync on)", lambda: kernel[1, 32, stream](x, y, arg, *ints)),
         ("specialised, CuPy arrays, Numba's stream sync on (before session 14)",
          lambda: dispatcher(x, y, arg, *ints)),
         ("specialised, CuPy arrays, configured per launch (before session 19)",
          configured_per_launch),
-        ("specialised, CuPy arrays",
-         lambda: launch.launch(kernel, signature, 1, 32, x, y, arg, *ints)),
-        ("specialised, Numba device arrays",
-         lambda: launch.launch(kernel, signature, 1, 32, *wrapped, *ints)),
+        ("specialised, CuPy arrays (Numba's launcher: GPUDL_LAUNCH=numba)",
+         lambda: numba_launch(x, y, arg)),
+        ("specialised, Numba device arrays (Numba's launcher)",
+         lambda: numba_launch(*wrapped)),
         ("packed parameters, one cuLaunchKernel (fast_launch; CuPy's launcher before "
          "session 19), CuPy arrays",
          lambda: fast_launch.launch(kernel, signature, 1, 32, (x, y, arg) + ints)),
+        ("gpudl's launch as it is (the packed one by default since session 21), CuPy arrays",
+         lambda: launch.launch(kernel, signature, 1, 32, x, y, arg, *ints)),
     ]
     name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
     print(f"host time per launch, {name}, 3 arrays + 12 scalars "

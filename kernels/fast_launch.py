@@ -24,9 +24,13 @@ float for an integer) raises ``struct.error`` where Numba's ctypes marshalling w
 raise. The gate checks the layout against every kernel's PTX parameter list offline, sizes,
 offsets and total (``check_layout``).
 
-Opt-in (``GPUDL_LAUNCH=cupy``) until a GPU has run the suite and the launch benchmark with it;
-``launch`` falls back to Numba for good for a kernel whose PTX CuPy cannot load (a kernel that
-needs linking, such as a grid-wide sync's).
+The default for eager launches since session 21 (``GPUDL_LAUNCH=numba`` turns it off): session
+20's GPU run passed the kernel, conv, pool, RNN, attention and graph tests with it (1,065) but one,
+a hand-written training step captured into a CUDA graph that replayed a NaN loss, cause unknown.
+So inside a capture (``backend.capture_guard`` set) kernels still go through Numba's launcher,
+until tools/graph_probe.py, which captures that step in parts under both launchers, shows where
+it went wrong (``IN_CAPTURE``). ``launch`` falls back to Numba for good for a kernel whose PTX CuPy
+cannot load (a kernel that needs linking, such as a grid-wide sync's).
 """
 
 import ctypes
@@ -35,7 +39,8 @@ import struct
 
 from gpudl import backend
 
-ENABLED = __import__("os").environ.get("GPUDL_LAUNCH", "numba").strip().lower() == "cupy"
+ENABLED = __import__("os").environ.get("GPUDL_LAUNCH", "cupy").strip().lower() != "numba"
+IN_CAPTURE = False      # packed launches inside a CUDA graph capture too (see above)
 _DEFAULT_SHARED = 48 * 1024       # dynamic shared memory above this needs the function's opt-in
 _MAX_DYNAMIC_SHARED = 8           # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 # an array's fields: meminfo and parent (null: nothing on the device reads them), nitems,
@@ -218,5 +223,5 @@ def launch(kernel, signature, blocks, threads, args, shared=0):
 
 
 def active():
-    """Whether launches go through CuPy (opted in, on a real GPU)."""
+    """Whether eager launches go through CuPy (not turned off, on a real GPU)."""
     return ENABLED and backend._cupy is not None and not backend.SIMULATOR

@@ -70,13 +70,15 @@ def specialised(kernel, signature):
 
 def launch(kernel, signature, blocks, threads, *args, shared=0):
     """Launch ``kernel``'s ``signature`` specialisation on CuPy's current stream (nothing when the
-    grid is empty); through CuPy's launcher when opted in (kernels/fast_launch.py)."""
+    grid is empty); on a GPU through kernels/fast_launch.py's packed launch, but inside a CUDA
+    graph capture (fast_launch.IN_CAPTURE) or with ``GPUDL_LAUNCH=numba``."""
     if min(blocks if isinstance(blocks, tuple) else (blocks,)) > 0 and threads:
         if backend.SIMULATOR:       # its kernel's [...] configures the kernel itself
             check_arguments(kernel, signature, args)
             dispatcher = specialised(kernel, signature)[blocks, threads,
                                                         backend.launch_stream(), shared]
-        elif FAST_LAUNCH and fast_launch.launch(kernel, signature, blocks, threads, args, shared):
+        elif FAST_LAUNCH and (backend.capture_guard is None or fast_launch.IN_CAPTURE) and \
+                fast_launch.launch(kernel, signature, blocks, threads, args, shared):
             return
         else:
             dispatcher = configured(kernel, signature, blocks, threads, shared)

@@ -18,14 +18,16 @@
 # One device command may run at most 10 minutes and a session has 15 minutes of device time
 # (the start, ~35 s, included), so the steps come in two groups, one command each, the second
 # sent as soon as the first returns (the machine stays warm 30 s):
-#   check:   install, kernel_cache, graph_probe, tests_new, tests, fast_launch,
+#   check:   install, kernel_cache, graph_probe, tests_new, tests, numba_launch,
 #            attention_precision                                                    (~500 s)
-#   measure: install, kernel_cache, launches, cupy_launch_rows, benchmarks, host_profile, kernel_profile,
-#            conv_paths, zero_sync, graph_steps, lstm_paths, nccl, nccl_allreduce  (~800 s)
-# the measure group's steps go by what they decide: first whether the packed launch
-# (GPUDL_LAUNCH=cupy) may be the default (its host time a launch, and the host-bound rows with
-# it: pooling, single SDPA calls, eager steps; the third run's kernel profile put max_pool2d's
-# kernel at 19 us against torch's 41, behind ~106 us of host time a call), then the compare
+#   measure: install, kernel_cache, launches, numba_launch_rows, benchmarks, host_profile,
+#            kernel_profile, conv_paths, zero_sync, graph_steps, lstm_paths, nccl,
+#            nccl_allreduce                                                          (~800 s)
+# the measure group's steps go by what they decide: first what the packed launch (the default
+# for eager launches since session 21) saves: its host time a launch, and the host-bound rows
+# through Numba's launcher (pooling, single SDPA calls, conv forwards, eager steps; the third
+# run's kernel profile put max_pool2d's kernel at 19 us against torch's 41, behind ~106 us of
+# host time a call) against the same rows in the compare table, then the compare
 # table that issue 12's targets are read from, where the host and device time go, the
 # convolution paths (Winograd against conv_cuda), then the rest (graph_steps: issue 14's
 # targets were met in session 20's run); a step past the deadline is skipped. Session 20's
@@ -44,9 +46,9 @@ cd "$(dirname "$0")/.."
 log=${GPU_CHECK_LOG:-tools/gpu_check.log}
 status=0
 chosen=" $* "
-chosen=${chosen// check / install kernel_cache graph_probe tests_new tests fast_launch attention_precision }
-chosen=${chosen// measure / install kernel_cache launches cupy_launch_rows benchmarks host_profile kernel_profile conv_paths zero_sync graph_steps lstm_paths nccl nccl_allreduce }
-known=" install kernel_cache graph_probe attention_precision tests_new tests fast_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths cupy_launch_rows "
+chosen=${chosen// check / install kernel_cache graph_probe tests_new tests numba_launch attention_precision }
+chosen=${chosen// measure / install kernel_cache launches numba_launch_rows benchmarks host_profile kernel_profile conv_paths zero_sync graph_steps lstm_paths nccl nccl_allreduce }
+known=" install kernel_cache graph_probe attention_precision tests_new tests numba_launch zero_sync kernel_profile host_profile nccl nccl_allreduce benchmarks launches graph_steps lstm_paths conv_paths numba_launch_rows "
 for name in $chosen; do
     [[ "$known" == *" $name "* ]] || { echo "gpu_check.sh: no step '$name' (steps:$known; groups: check measure)"; exit 2; }
 done
@@ -129,7 +131,7 @@ step graph_probe 60 env GPUDL_DEVICE=cuda python -m tools.graph_probe \
 # cupyx.scipy.special, the N-d conv and pools, grid_sample, the Keras ops)
 # session 21's question whether the device flushes float32 subnormals in casts and arithmetic
 # (tests/test_device_subnormals.py); session 20 first: the graph tests (the hand-written SGD step replayed a NaN loss with packed
-# launches in session 20's run; here with Numba's), the few-channel grad_input kernel (the
+# launches in session 20's run; here with the packed launch eagerly and Numba's inside the capture), the few-channel grad_input kernel (the
 # stem's: tests/test_conv.py's few-channel tests take it on the device), then session 19's: packed
 # launches, the pooling plans, the attention outputs allocated whole
 new_cupy_code="tests/test_cuda_graphs.py tests/test_device_subnormals.py tests/test_conv.py tests/kernels/test_fast_launch.py tests/kernels/test_launch_no_sync.py tests/test_pool.py \
@@ -152,8 +154,9 @@ step tests_new 150 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHE
     -p no:cacheprovider $details $workers $new_cupy_code
 step tests 260 env GPUDL_DEVICE=cuda python -m pytest -q --maxfail=${GPU_CHECK_MAXFAIL:-1000} \
     -p no:cacheprovider $details --ignore=tests/sim ${new_cupy_code//tests\//--ignore=tests/} $workers
-# the kernels' tests again with launches through kernels/fast_launch.py (packed parameters)
-step fast_launch 90 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m pytest -q \
+# the kernels' tests again through Numba's launcher (GPUDL_LAUNCH=numba): since session 21 the
+# packed launch (kernels/fast_launch.py) is the default for eager launches
+step numba_launch 90 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=numba python -m pytest -q \
     --maxfail=${GPU_CHECK_MAXFAIL:-1000} -p no:cacheprovider $details $workers tests/kernels \
     tests/test_conv.py tests/test_pool.py tests/test_rnn.py tests/test_rnn_paths.py \
     tests/test_attention.py tests/test_cuda_graphs.py
@@ -162,11 +165,12 @@ step attention_precision 90 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cach
     $details ${workers/loadfile/load} tests/test_attention_precision.py tests/test_attention.py \
     -k "float16 or bfloat16 or float32"
 step launches 20 env GPUDL_DEVICE=cuda python -m benchmarks.launch_overhead
-# the rows that host time decides (pooling, single SDPA calls, eager steps) with launches through
-# fast_launch's instead of Numba's (GPUDL_LAUNCH=cupy; the launches step says per-launch cost)
-step cupy_launch_rows 75 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=cupy python -m benchmarks.compare \
-    --device cuda --repeats 11 --only "pool2d 2x2|SDPA fwd (4|step, batch 64" \
-    --markdown tools/gpu_results_cupy_launch.md
+# the rows that host time decides (pooling, single SDPA calls, conv forwards, eager steps)
+# through Numba's launcher (GPUDL_LAUNCH=numba), the before of the packed launch's default
+# (the benchmarks step below; the launches step says the cost of one launch each way)
+step numba_launch_rows 75 env GPUDL_DEVICE=cuda GPUDL_LAUNCH=numba python -m benchmarks.compare \
+    --device cuda --repeats 11 --only "pool2d 2x2|SDPA fwd (4|conv2d fwd (|step, batch 64" \
+    --markdown tools/gpu_results_numba_launch.md
 # compare.py without its training-step rows (graph_steps times those steps, eager and graphed,
 # for both libraries) nor the fp16/bf16 SDPA rows (session 20's run spent its last ~60 s of 240
 # compiling their backward): issue 12's strict-fp32 shapes
@@ -198,7 +202,7 @@ step nccl_allreduce 20 env GPUDL_DEVICE=cuda RANK=0 WORLD_SIZE=1 python -m bench
 echo "gpu_check exit status: $status"
 if [ -n "${OUT:-}" ]; then
     cp "$log" "$failures" "$failures.counts" tools/gpu_results.md tools/gpu_graph_steps.md tools/gpu_lstm_paths.md tools/gpu_conv_paths.md \
-        tools/gpu_kernel_profile.md tools/gpu_results_cupy_launch.md tools/gpu_graph_probe.md "$OUT"/ \
+        tools/gpu_kernel_profile.md tools/gpu_results_numba_launch.md tools/gpu_graph_probe.md "$OUT"/ \
         2>/dev/null
 fi
 exit $status

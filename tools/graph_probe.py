@@ -15,7 +15,9 @@ same computation done eagerly on a twin model, so that one run on a GPU says whe
   True)``, the capture allocates them);
 - ``warmup``: the eager warm-up step on the current stream (``current``, the hand-written
   test's) or on a side stream (``side``, torch's recipe);
-- ``launcher``: Numba's (``numba``) or the packed one (``cupy``; on a GPU only).
+- ``launcher``: Numba's for every launch (``numba``, session 20's default), the packed one for
+  every launch (``packed``, session 20's failing case), or the packed one eagerly and Numba's
+  inside the capture (``hybrid``, the default since session 21); the last two on a GPU only.
 
 For each: replays of three batches against eager, the largest relative difference of the loss,
 the logits, every gradient and every parameter after the replay, and which of them holds a
@@ -34,6 +36,8 @@ import gpudl as gd
 from gpudl import backend, nn
 
 BODIES = ("forward", "backward", "step", "recipe")
+# launcher: (kernels.launch.FAST_LAUNCH, kernels.fast_launch.IN_CAPTURE)
+LAUNCHERS = {"numba": (False, False), "packed": (True, True), "hybrid": (True, False)}
 LR = 0.1
 TOLERANCE = 2e-4        # relative: float32 rounding between two equal computations, a few ulps
 
@@ -111,11 +115,11 @@ def probe(body, grads, warmup, launcher, replays=3, after_capture=None):
     'missing': [...], 'replay': index of the first replay that differs or None}.
     ``after_capture(model)``, when given, runs on the graphed model once captured (tests: a
     change the probe must see)."""
-    from gpudl.kernels import launch
+    from gpudl.kernels import fast_launch, launch
     data = _batches(replays + 1)
     eager, graphed = _Step(body, _model()), _Step(body, _model())
-    fast = launch.FAST_LAUNCH
-    launch.FAST_LAUNCH = launcher == "cupy"
+    saved = launch.FAST_LAUNCH, fast_launch.IN_CAPTURE
+    launch.FAST_LAUNCH, fast_launch.IN_CAPTURE = LAUNCHERS[launcher]
     try:
         on_gpu = backend._cupy is not None
         # warm-up on batch 0: kernels built and loaded, .grad made (torch asks for it on a GPU)
@@ -155,12 +159,12 @@ def probe(body, grads, warmup, launcher, replays=3, after_capture=None):
             result["worst"] = max(result["worst"], worst)
         return result
     finally:
-        launch.FAST_LAUNCH = fast
+        launch.FAST_LAUNCH, fast_launch.IN_CAPTURE = saved
 
 
 def configurations():
     """Every (body, grads, warmup, launcher) this machine can run."""
-    launchers = ("numba", "cupy") if backend._cupy is not None else ("numba",)
+    launchers = tuple(LAUNCHERS) if backend._cupy is not None else ("numba",)
     return list(itertools.product(BODIES, ("kept", "none"), ("current", "side"), launchers))
 
 

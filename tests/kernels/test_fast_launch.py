@@ -179,6 +179,34 @@ def test_one_driver_call_with_the_packed_parameters_on_cupys_stream(monkeypatch,
     assert calls[2] == ([0x1234, 5, 1, 1, 32, 4, 2, 0, 0xABC], 0, expected)
 
 
+def test_the_packed_launch_is_the_default_unless_turned_off():
+    import subprocess
+    import sys
+    read = "from gpudl.kernels import fast_launch; print(fast_launch.ENABLED)"
+    for setting, expected in ((None, "True"), ("cupy", "True"), ("numba", "False"),
+                              (" Numba ", "False")):
+        env = {k: v for k, v in __import__("os").environ.items() if k != "GPUDL_LAUNCH"}
+        if setting is not None:
+            env["GPUDL_LAUNCH"] = setting
+        out = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        assert out == expected, (setting, out)
+
+
+def test_inside_a_capture_numba_launches_unless_the_packed_launch_is_cleared(monkeypatch):
+    taken, numba = [], []
+    monkeypatch.setattr(launch, "FAST_LAUNCH", True)
+    monkeypatch.setattr(backend, "SIMULATOR", False)
+    monkeypatch.setattr(fast_launch, "launch", lambda *args: taken.append(args) or True)
+    monkeypatch.setattr(launch, "configured", lambda *args: lambda *a: numba.append(a))
+    monkeypatch.setattr(backend, "capture_guard", lambda *args: None)
+    launch.launch(_kernel, SIGNATURE, 2, 64, "x", "y")
+    assert (taken, numba) == ([], [("x", "y")])
+    monkeypatch.setattr(fast_launch, "IN_CAPTURE", True)
+    launch.launch(_kernel, SIGNATURE, 2, 64, "x", "y")
+    assert len(taken) == 1 and len(numba) == 1
+
+
 def test_launch_takes_the_cupy_launcher_when_opted_in(monkeypatch):
     taken = []
     monkeypatch.setattr(launch, "FAST_LAUNCH", True)
