@@ -38,6 +38,7 @@ TOP = 8                     # kernels listed per workload and library
 TOP_GAPS = 5                # kernel pairs listed by the idle time between them
 COMPARE_ROWS = ("conv2d fwd (64,64,56,56)", "conv2d fwd+bwd (64,64,56,56)",
                 "conv2d fwd+bwd (128,128,28,28)", "7x7 s2 p3", "max_pool2d 2x2 fwd (",
+                "max_pool2d 2x2 fwd+bwd (",
                 "SDPA fwd (4,8,1024,64)", "SDPA fwd+bwd (4,8,1024,64)")
 # the 3x3 rows again through Winograd F(2x2, 3x3) (kernels/conv_winograd_cuda.py, off by
 # default): its device time was never measured, the host time of its launches hid it (session
