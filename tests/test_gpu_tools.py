@@ -25,3 +25,15 @@ def test_a_first_process_that_compiled_nothing_fails(monkeypatch, capsys):
     monkeypatch.setattr(kernel_cache_check, "run", lambda directory: nothing)
     assert kernel_cache_check.main() == 1
     assert "compiled nothing" in capsys.readouterr().out
+
+
+def test_the_gpu_runs_table_reads_and_plots(tmp_path):
+    from benchmarks import plot_gpu_runs
+    runs, rows = plot_gpu_runs.read()
+    assert runs[0] == "session 12" and len(rows) >= 10
+    for name, target, values in rows:
+        assert target in (1.0, 1.5, 2.0) and len(values) == len(runs)
+        assert all(v is None or 0.1 < v < 20 for v in values), name
+    pytest.importorskip("matplotlib")
+    out = plot_gpu_runs.plot(runs, rows, tmp_path / "runs.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
