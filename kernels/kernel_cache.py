@@ -126,7 +126,11 @@ class _Describer:
         self.seen.add(id(func))
         parts = [name, _code(func.__code__), self.value(func.__defaults__)]
         for var, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
-            parts.append(f"{var}={self.value(cell.cell_contents)}")
+            try:
+                contents = cell.cell_contents
+            except ValueError:          # a cell not filled yet (a function defined later)
+                raise Uncacheable(f"an empty closure cell {var!r}") from None
+            parts.append(f"{var}={self.value(contents)}")
         names = _names(func.__code__)
         for var in sorted(names):
             if var in func.__globals__:
