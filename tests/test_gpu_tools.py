@@ -1,30 +1,37 @@
-"""tools/kernel_cache_check.py's verdict (its two processes need a GPU): on fabricated reports
-of the two processes, it passes only when the second loaded every kernel and matched the bits."""
+"""tools/kernel_cache_check.py's verdict (its processes need a GPU): on fabricated reports of a
+launcher's two processes, it passes only when the second loaded every kernel (Numba's cache
+hits, or no PTX compiled again) and matched the bits; and benchmarks/plot_gpu_runs.py."""
 
 import pytest
 
 from tools import kernel_cache_check
 
-FIRST = {"seconds": 9.0, "bits": [1.5, 2.0, 3.25], "kernels": 6, "hits": 0, "misses": 6}
+FIRST = {"seconds": 9.0, "bits": [1.5, 2.0, 3.25], "kernels": 6, "hits": 0, "misses": 6,
+         "ptx_compiles": 6}
+LOADED = {"seconds": 1.0, "bits": [1.5, 2.0, 3.25], "kernels": 6, "hits": 6, "misses": 0,
+          "ptx_compiles": 0}
 
 
-@pytest.mark.parametrize("second, ok", [
-    ({"seconds": 1.0, "bits": [1.5, 2.0, 3.25], "kernels": 6, "hits": 6, "misses": 0}, True),
-    ({"seconds": 5.0, "bits": [1.5, 2.0, 3.25], "kernels": 6, "hits": 4, "misses": 2}, False),
-    ({"seconds": 1.0, "bits": [1.5, 2.0, 3.5], "kernels": 6, "hits": 6, "misses": 0}, False),
+@pytest.mark.parametrize("launcher, second, ok", [
+    ("numba", LOADED, True),
+    ("cupy", LOADED, True),
+    ("numba", {**LOADED, "hits": 4, "misses": 2}, False),
+    ("cupy", {**LOADED, "ptx_compiles": 2}, False),
+    ("numba", {**LOADED, "bits": [1.5, 2.0, 3.5]}, False),
+    ("cupy", {**LOADED, "bits": [1.5, 2.0, 3.5]}, False),
 ])
-def test_the_verdict(monkeypatch, capsys, second, ok):
-    reports = iter([FIRST, second])
-    monkeypatch.setattr(kernel_cache_check, "run", lambda directory: next(reports))
+def test_the_verdict(monkeypatch, capsys, launcher, second, ok):
+    other = "cupy" if launcher == "numba" else "numba"
+    monkeypatch.setattr(kernel_cache_check, "run",
+                        lambda directory: {launcher: (FIRST, second), other: (FIRST, LOADED)})
     assert kernel_cache_check.main() == (0 if ok else 1)
     assert ("ok" if ok else "FAILED") in capsys.readouterr().out
 
 
-def test_a_first_process_that_compiled_nothing_fails(monkeypatch, capsys):
-    nothing = {**FIRST, "kernels": 0, "misses": 0}
-    monkeypatch.setattr(kernel_cache_check, "run", lambda directory: nothing)
-    assert kernel_cache_check.main() == 1
-    assert "compiled nothing" in capsys.readouterr().out
+@pytest.mark.parametrize("launcher, field", [("numba", "misses"), ("cupy", "ptx_compiles")])
+def test_a_first_process_that_compiled_nothing_fails(launcher, field):
+    nothing = {**FIRST, field: 0}
+    assert kernel_cache_check.problems(launcher, nothing, {**LOADED, "hits": 0})
 
 
 def test_the_gpu_runs_table_reads_and_plots(tmp_path):

@@ -102,11 +102,11 @@ details="-rfE --tb=short --durations=20"   # every failure's reason, even when a
 # compiled kernels kept on disk (kernels/kernel_cache.py), shared by the test processes and by
 # the measure command after the check (the working tree stays while the machine is warm): on
 # only once two processes have shown, on this GPU, that the second loads every kernel the first
-# compiled and computes the same bits (tools/kernel_cache_check.py)
+# compiled and computes the same bits, through each launcher (tools/kernel_cache_check.py)
 # (the measure command finds the check command's verdict and entries there)
 kernel_cache=$PWD/.gpudl_kernel_cache
 if [ ! -e "$kernel_cache/verified" ]; then
-    step kernel_cache 60 env GPUDL_DEVICE=cuda python -m tools.kernel_cache_check
+    step kernel_cache 90 env GPUDL_DEVICE=cuda python -m tools.kernel_cache_check
     [ "$step_ok" = 1 ] && mkdir -p "$kernel_cache" && touch "$kernel_cache/verified"
 fi
 if [ -e "$kernel_cache/verified" ]; then
