@@ -126,13 +126,17 @@ def _compile_and_gate(item):
 
 def _run(function, items, workers):
     """``[function(item) for item in items]``, in ``workers`` forked processes (NVVM is
-    single-threaded; a kernel compiles in 0.3-3 s, so on CI's cores this halves the check)."""
-    if workers <= 1 or len(items) < 2:
-        return [function(item) for item in items]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(function, items))
+    single-threaded; a kernel compiles in 0.3-3 s, so on CI's cores this halves the check).
+    Each process builds an inlined helper's untyped IR once, not once per call site
+    (``numba_inlining.callee_cache``, forked with the workers; left when the check ends)."""
+    from . import numba_inlining
+    with numba_inlining.callee_cache():
+        if workers <= 1 or len(items) < 2:
+            return [function(item) for item in items]
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(function, items))
 
 
 def compile_all(jobs, workers):

@@ -443,8 +443,9 @@ def gate(modules, markdown_path=None, out=print, compiled=None, workers=1, repor
         return analyse(label, kernel, sig, budget, kernel_dir,
                        compiled.get((getattr(kernel, "py_func", kernel), str(sig))))
 
+    from .numba_inlining import callee_cache
     todo = entries(modules)
-    with tempfile.TemporaryDirectory(prefix="gpudl-gate-") as workdir, \
+    with tempfile.TemporaryDirectory(prefix="gpudl-gate-") as workdir, callee_cache(), \
             ThreadPoolExecutor(max(1, workers)) as pool:
         reports = list(pool.map(report, range(len(todo)), todo))
     out(text_table(reports))

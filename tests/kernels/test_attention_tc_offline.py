@@ -7,12 +7,20 @@ import pytest
 from numba import cuda
 
 from gpudl.kernels import attention_tc_cuda as T
-from gpudl.kernels import gate
+from gpudl.kernels import gate, numba_inlining
 
 try:
     gate.tool("ptxas"), gate.tool("cuobjdump")
 except RuntimeError as exc:                      # pragma: no cover - the test extra has them
     pytest.skip(str(exc), allow_module_level=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _helpers_built_once():
+    """Compile-only tests: each inlined helper's untyped IR built once for the module, as the
+    check builds it (numba_inlining.callee_cache), not once per call site; left afterwards."""
+    with numba_inlining.callee_cache():
+        yield
 
 
 def _hot_loop(kind, n, tmp_path):

@@ -11,12 +11,20 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from gpudl.kernels import conv_tc_cuda, gate
+from gpudl.kernels import conv_tc_cuda, gate, numba_inlining
 
 try:
     gate.tool("ptxas"), gate.tool("cuobjdump")
 except RuntimeError as exc:                      # pragma: no cover - the test extra has them
     pytest.skip(str(exc), allow_module_level=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _helpers_built_once():
+    """Compile-only tests: each inlined helper's untyped IR built once for the module, as the
+    check builds it (numba_inlining.callee_cache), not once per call site; left afterwards."""
+    with numba_inlining.callee_cache():
+        yield
 
 HMMA = {"tf32": "HMMA.1688.F32.TF32", "f16": "HMMA.16816.F32", "bf16": "HMMA.16816.F32.BF16"}
 

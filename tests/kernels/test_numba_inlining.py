@@ -1,5 +1,7 @@
 """kernels/numba_inlining.py: Numba's inline="always" copies a callee's scope once per copy, not
-once per block, and the kernels compile to the same PTX as without it."""
+once per block, and not a third time for the IR nobody reads; within the check's
+``callee_cache()`` a helper's frontend runs once per process; the kernels compile to the same PTX
+as without either."""
 
 import copy
 import re
@@ -86,3 +88,73 @@ def test_blocks_of_one_copy_share_one_scope_copy():
     # outside inline_ir the stand-in is plain copy.deepcopy: a fresh memo every call
     block = next(iter(blocks.values()))
     assert copier.deepcopy(block).scope is not copier.deepcopy(block).scope
+
+
+def test_inline_ir_returns_the_callees_own_blocks_as_its_unmutated_copy():
+    from numba.cuda.compiler import run_frontend
+    worker = inline_closurecall.InlineWorker
+    caller = run_frontend(_nested_inlines.py_func)
+    callee = run_frontend(_scaled.py_func)
+    before = {label: str(block.body) for label, block in callee.blocks.items()}
+    block, i = next((block, i) for block in caller.blocks.values()
+                    for i, stmt in enumerate(block.body)
+                    if isinstance(stmt, ir.Assign) and isinstance(stmt.value, ir.Expr)
+                    and stmt.value.op == "call"
+                    and getattr(caller.get_definition(stmt.value.func), "value", None) is _scaled)
+    original, blocks, _, _ = worker(validator=None).inline_ir(caller, block, i, callee, ())
+    assert {label: str(b.body) for label, b in callee.blocks.items()} == before  # not mutated
+    assert set(map(id, original.blocks.values())) == set(map(id, callee.blocks.values()))
+    assert not set(map(id, blocks.values())) & set(map(id, callee.blocks.values()))
+
+
+def _frontend_runs(monkeypatch):
+    """A list that grows by one function each time numba-cuda runs a callee's frontend."""
+    worker = inline_closurecall.InlineWorker
+    runs, run_untyped_passes = [], worker.run_untyped_passes
+
+    def counted(self, func, enable_ssa=False):
+        runs.append(func.__name__)
+        return run_untyped_passes(self, func, enable_ssa)
+    monkeypatch.setattr(worker, "run_untyped_passes", counted)
+    return runs
+
+
+def test_callee_cache_runs_each_helpers_frontend_once(monkeypatch):
+    runs = _frontend_runs(monkeypatch)
+    without = _ptx()
+    # _sum_of_scaled once, its two calls of _scaled, the kernel's own call of _scaled
+    assert sorted(runs) == ["_scaled"] * 3 + ["_sum_of_scaled"]
+    assert not numba_inlining.callee_cache_active()
+    runs.clear()
+    with numba_inlining.callee_cache():
+        assert numba_inlining.callee_cache_active()
+        first, second = _ptx(), _ptx()
+        assert sorted(runs) == ["_scaled", "_sum_of_scaled"]     # the second compile: none
+    assert first == second == without
+    assert not numba_inlining.callee_cache_active() and not numba_inlining._CALLEES
+    runs.clear()
+    assert _ptx() == without and len(runs) == 4                  # numba's own path is back
+
+
+def test_callee_cache_nests_and_keys_on_flags(monkeypatch):
+    runs = _frontend_runs(monkeypatch)
+    with numba_inlining.callee_cache():
+        with numba_inlining.callee_cache():
+            _ptx()
+        assert numba_inlining.callee_cache_active()     # the inner context left it in place
+        runs.clear()
+        fast, _ = cuda.compile_ptx(_nested_inlines.py_func, SIGNATURE, cc=(9, 0), fastmath=True)
+        assert sorted(runs) == ["_scaled", "_sum_of_scaled"]     # other flags: built anew
+    assert not numba_inlining.callee_cache_active()
+    assert ".ftz" in fast and ".ftz" not in _ptx()
+
+
+def test_callee_cache_shares_source_locations_while_active():
+    loc = ir.Loc("kernel.py", 3)
+    loc.lines = ["a\n", "b\n", "c\n"]        # as an error message leaves them cached
+    with numba_inlining.callee_cache():
+        assert copy.deepcopy(loc) is loc
+        var = ir.Var(ir.Scope(None, loc), "x", loc)
+        assert copy.deepcopy(ir.Global("g", 1, loc)).loc is loc and copy.deepcopy(var).loc is loc
+    copied = copy.deepcopy(loc)
+    assert copied is not loc and copied == loc and copied.lines == loc.lines
