@@ -28,8 +28,8 @@ The default for eager launches since session 21 (``GPUDL_LAUNCH=numba`` turns it
 20's GPU run passed the kernel, conv, pool, RNN, attention and graph tests with it (1,065) but one,
 a hand-written training step captured into a CUDA graph that replayed a NaN loss, cause unknown.
 So inside a capture (``backend.capture_guard`` set) kernels still go through Numba's launcher,
-until tools/graph_probe.py, which captures that step in parts under both launchers, shows where
-it went wrong (``IN_CAPTURE``). ``launch`` falls back to Numba for good for a kernel whose PTX CuPy
+until tools/graph_probe.py, which captures that step in parts with Numba's launcher, the packed
+one, and the two mixed as now, shows where it went wrong (``IN_CAPTURE``). ``launch`` falls back to Numba for good for a kernel whose PTX CuPy
 cannot load (a kernel that needs linking, such as a grid-wide sync's).
 """
 

@@ -70,8 +70,9 @@ def specialised(kernel, signature):
 
 def launch(kernel, signature, blocks, threads, *args, shared=0):
     """Launch ``kernel``'s ``signature`` specialisation on CuPy's current stream (nothing when the
-    grid is empty); on a GPU through kernels/fast_launch.py's packed launch, but inside a CUDA
-    graph capture (fast_launch.IN_CAPTURE) or with ``GPUDL_LAUNCH=numba``."""
+    grid is empty). On a GPU it goes through kernels/fast_launch.py's packed launch; through
+    Numba's launcher instead with ``GPUDL_LAUNCH=numba``, and inside a CUDA graph capture unless
+    ``fast_launch.IN_CAPTURE`` is set."""
     if min(blocks if isinstance(blocks, tuple) else (blocks,)) > 0 and threads:
         if backend.SIMULATOR:       # its kernel's [...] configures the kernel itself
             check_arguments(kernel, signature, args)
