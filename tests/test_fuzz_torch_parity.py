@@ -5,9 +5,9 @@ all of it. gpudl must return what torch returns (dtype and shape exactly, values
 or raise where torch raises (tests/fuzz_parity.py compares).
 
 What the OpInfo suites' fixed samples miss is the combinations; hypothesis draws them
-(derandomized: the same examples on every run). The deliberate differences listed in
-/work/wt/notes/fuzz.md (gpudl accepts what torch refuses: maximum with a number, std/mean of
-integers, a mixed-dtype advanced assignment) are left out by construction, not by catching.
+(derandomized: the same examples on every run). gpudl's deliberate differences (it accepts what
+torch refuses: maximum with a number, std/mean of integers, a mixed-dtype advanced assignment)
+are left out by construction, not by catching.
 """
 
 import numpy as np

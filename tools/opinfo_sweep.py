@@ -296,7 +296,7 @@ def sweep_errors(op, fn, report):
             continue
         except core.ERRORS as exc:
             if isinstance(exc, ValueError) and ei.error_type is RuntimeError:
-                report["skipped"]["error input: ValueError (API.md's shape errors)"] += 1
+                report["skipped"]["error input: ValueError (gpudl's shape errors)"] += 1
                 continue
             report["problems"]["wrong exception"].append(
                 f"{tag}: {type(exc).__name__} ({str(exc)[:80]}), torch "

@@ -151,7 +151,7 @@ def test_public_conv_picks_the_path(rng, monkeypatch, dtype, allow_tf32, tensor_
 @pytest.mark.parametrize("x_shape,w_shape,stride,padding,tensor_cores", [
     ((64, 1, 28, 28), (6, 1, 5, 5), 1, 0, False),          # LeNet-5's layers at batch 64
     ((64, 6, 12, 12), (16, 6, 5, 5), 1, 0, False),
-    ((64, 64, 56, 56), (64, 64, 3, 3), 1, 1, True),        # PERF.md's benchmark shapes
+    ((64, 64, 56, 56), (64, 64, 3, 3), 1, 1, True),        # the asv benchmark shapes
     ((32, 3, 224, 224), (64, 3, 7, 7), 2, 3, True)])
 def test_tf32_takes_tensor_cores_only_where_they_pay(x_shape, w_shape, stride, padding,
                                                      tensor_cores):
