@@ -185,14 +185,32 @@ def _check_types(params, n_in, args):
             raise TypeError(f"Type is mismatched. {name} {value.dtype} {want} {ctype}")
 
 
+# -ffp-contract=off: no FMA contraction, so the host follows the written order exactly
+_GXX_FLAGS = ("-O1", "-ffp-contract=off", "-fPIC")
+_PRELUDE = []      # the precompiled header's path, once made (empty: not tried yet)
+
+
+def _prelude():
+    """``-include`` arguments for a precompiled header of the C++ headers the host kernels
+    include: parsing <cmath> and <algorithm> was two thirds of each g++ run (0.22 -> 0.07 s,
+    ~110 kernels in the optimizer tests). None where it cannot be made (g++ then parses them)."""
+    if not _PRELUDE:
+        header = os.path.join(tempfile.mkdtemp(prefix="gpudl_fused_"), "prelude.h")
+        with open(header, "w") as f:
+            f.write("#include <cmath>\n#include <algorithm>\n")
+        made = subprocess.run([shutil.which("g++") or "g++", *_GXX_FLAGS, "-x", "c++-header",
+                               header, "-o", header + ".gch"], capture_output=True)
+        _PRELUDE.append(["-include", header] if made.returncode == 0 else [])
+    return _PRELUDE[0]
+
+
 def _build_shared_library(source, key):
     directory = tempfile.mkdtemp(prefix="gpudl_fused_")
     src, lib = os.path.join(directory, key + ".cpp"), os.path.join(directory, key + ".so")
     with open(src, "w") as f:
         f.write(source)
-    # -ffp-contract=off: no FMA contraction, so the host follows the written order exactly
-    subprocess.run([shutil.which("g++") or "g++", "-O1", "-ffp-contract=off", "-shared", "-fPIC",
-                    src, "-o", lib], check=True, capture_output=True, text=True)
+    subprocess.run([shutil.which("g++") or "g++", *_GXX_FLAGS, *_prelude(), "-shared", src,
+                    "-o", lib], check=True, capture_output=True, text=True)
     return ctypes.CDLL(lib)
 
 
