@@ -1060,6 +1060,8 @@ def _checked(node, i, g, shape, dtype):
 def _accumulate(tensor, g, owned=False):
     """Add ``g`` into ``tensor``'s .grad, or make it the .grad: a copy, unless ``owned`` (an
     array nothing else holds, see ArrayFunction.new_gradients)."""
+    if not tensor._requires_grad:
+        return      # detach_() or requires_grad_(False) since the graph was recorded, as torch
     if _capture is not None and _capture.active():
         return _capture.accumulate(tensor, _as_array(g), owned)
     # ._grad, not the .grad property: its getter warns for a non-leaf tensor, which

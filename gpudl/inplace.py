@@ -246,7 +246,8 @@ def _rebase(tensor, new):
     tensor._requires_grad = new._requires_grad
     if node is not None and node.retained and node.retained.get(index) is tensor:
         del node.retained[index]
-        tensor.retain_grad()
+        if tensor._requires_grad:
+            tensor.retain_grad()
 
 
 def _refuse(tensor, op):

@@ -441,6 +441,9 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     def retain_grad(self):
         """Keep ``.grad`` on a non-leaf tensor after backward."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: can't retain_grad on Tensor that has "
+                               "requires_grad=False")
         if self._current().grad_fn is None:
             return self
         node = self.grad_fn

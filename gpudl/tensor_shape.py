@@ -77,7 +77,7 @@ class ShapeMixin:
     def squeeze(self, dim=None):
         axes = normalize_axes(dim, self.ndim, "squeeze")
         keep = [n for i, n in enumerate(self.shape) if not (i in axes and n == 1)]
-        return self.reshape(tuple(keep)) if len(keep) != self.ndim else self
+        return self.reshape(tuple(keep))     # a new view even when nothing is squeezed, as torch
 
     def unsqueeze(self, dim):
         axis = normalize_axis(dim, self.ndim + 1, "unsqueeze")
@@ -92,16 +92,18 @@ class ShapeMixin:
             raise ValueError(f"permute: dims {dims} are not a permutation of the {ndim} "
                              f"dimensions of a tensor of shape {self.shape}")
         axes = tuple([d % ndim for d in dims])
-        return self if axes == tuple(range(ndim)) else S.Permute.apply(self, axes)
+        if axes == tuple(range(ndim)):
+            return S.Reshape.apply(self, self.shape)    # a new view of the same layout, as torch
+        return S.Permute.apply(self, axes)
 
     def transpose(self, dim0, dim1):
         ndim = self._data.ndim
         if ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
-            return self
+            return S.Reshape.apply(self, self.shape)    # a new view, as permute's identity
         a = normalize_axis(dim0, ndim, "transpose")
         b = normalize_axis(dim1, ndim, "transpose")
         if a == b:
-            return self                 # as permute returns an identity permutation
+            return S.Reshape.apply(self, self.shape)
         axes = list(range(ndim))
         axes[a], axes[b] = axes[b], axes[a]
         return S.Permute.apply(self, tuple(axes))   # a permutation by construction
@@ -131,7 +133,9 @@ class ShapeMixin:
                                  f"dimension {i} has size {own}")
             shape.append(n)
         shape = tuple(shape)
-        return self if shape == self.shape else S.Expand.apply(self, shape)
+        if shape == self.shape:
+            return S.Reshape.apply(self, shape)         # a new view of the same layout, as torch
+        return S.Expand.apply(self, shape)
 
     def expand_as(self, other):
         return self.expand(*other.shape)

@@ -92,14 +92,15 @@ class Pow(ArrayFunction):
         y = _integer_power(a, b) if _is_integer(a) and _is_integer(b) else a ** b
         if all(getattr(x, "dtype", None) == np.bool_ or type(x) is bool for x in (a, b)):
             y = y.astype(np.bool_)            # NumPy's bool ** bool is int8; torch's bool
-        ctx.save_for_backward(a, b, y)
+        # y only for the exponent's gradient, as torch: an edit of y must not stop a's
+        ctx.save_for_backward(a, b, y if ctx.needs_input_grad[1] else None)
         return y
 
     @staticmethod
     def backward(ctx, g):
         a, b, y = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
-        xp = xp_of(y)
+        xp = xp_of(a if y is None else y)
         ga = sum_to(g * _power_derivative(xp, a, b), _shape(a)) if na else None
         gb = None
         if nb:
@@ -488,12 +489,15 @@ class Unary(ArrayFunction):
     """One of the ``table`` functions, by name: forward and derivative from the table."""
 
     table = UNARY
+    # the derivatives that read y: only those keep it, as torch (an in-place edit of an output
+    # nothing reads back must not stop backward)
+    reads_output = frozenset({"expm1", "rsqrt", "reciprocal"})
 
     @classmethod
     def forward(cls, ctx, a, name):
         xp = xp_of(a)
         y = xp.asarray(cls.table[name][0](xp, a)).astype(a.dtype, copy=False)
-        ctx.save_for_backward(a, y)
+        ctx.save_for_backward(a, y if name in cls.reads_output else None)
         ctx.name = name
         return y
 
