@@ -9,7 +9,7 @@ import numpy as np
 from .. import backend
 from ..autograd import ArrayFunction
 from ..kernels import activation
-from ._util import quiet, sum_to, xp_of
+from ._util import masked_gradient, quiet, sum_to, xp_of
 
 
 def _shape(a):
@@ -251,9 +251,12 @@ class Maximum(ArrayFunction):
     def backward(cls, ctx, g):
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
-        share_a = ((a > b) if cls.largest else (a < b)) + 0.5 * (a == b)
-        ga = sum_to(g * share_a, _shape(a)) if na else None
-        gb = sum_to(g * (1 - share_a), _shape(b)) if nb else None
+        # torch's rule: each side gets g (half at a tie) unless the other side won, so a NaN
+        # (no side won) passes g to both
+        shared = xp_of(g).where(a == b, g * 0.5, g)
+        a_lost, b_lost = (a < b, a > b) if cls.largest else (a > b, a < b)
+        ga = sum_to(masked_gradient(~a_lost, shared), _shape(a)) if na else None
+        gb = sum_to(masked_gradient(~b_lost, shared), _shape(b)) if nb else None
         return ga, gb
 
 
@@ -401,14 +404,14 @@ class Clip(ArrayFunction):
             keep = keep & (a >= lo)
         if hi is not None:
             keep = keep & (a <= hi)
-        ga = sum_to(g * keep, _shape(a)) if na else None
+        ga = sum_to(masked_gradient(keep, g), _shape(a)) if na else None
         glo = ghi = None
         if nlo:
             below = (a < lo) if hi is None else (a < lo) & (lo < hi)
-            glo = sum_to(g * below, _shape(lo))
+            glo = sum_to(masked_gradient(below, g), _shape(lo))
         if nhi:
             above = (a > hi) if lo is None else (a > hi) | (hi < lo)
-            ghi = sum_to(g * above, _shape(hi))
+            ghi = sum_to(masked_gradient(above, g), _shape(hi))
         return ga, glo, ghi
 
 
@@ -427,8 +430,8 @@ class Where(ArrayFunction):
         (cond,) = ctx.saved_tensors
         sa, sb = ctx.shapes
         _, na, nb = ctx.needs_input_grad
-        ga = sum_to(g * cond, sa) if na else None
-        gb = sum_to(g * ~cond, sb) if nb else None
+        ga = sum_to(masked_gradient(cond, g), sa) if na else None
+        gb = sum_to(masked_gradient(~cond, g), sb) if nb else None
         return None, ga, gb
 
 
