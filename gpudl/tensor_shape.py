@@ -148,7 +148,9 @@ class ShapeMixin:
         shape = (1,) * (len(repeats) - self.ndim) + self.shape
         spread = self.reshape(tuple(x for n in shape for x in (1, n)))
         tiled = spread.expand(*(x for r, n in zip(repeats, shape) for x in (r, n)))
-        return tiled.reshape(tuple(r * n for r, n in zip(repeats, shape)))
+        out = tiled.reshape(tuple(r * n for r, n in zip(repeats, shape)))
+        # a copy, as torch's: the reshape is a view of self when every repeated dim has size 1
+        return out.clone() if out._version_counter is self._version_counter else out
 
     def contiguous(self):
         """Itself when its memory is in row-major order, else a row-major copy (as torch: edits
