@@ -114,12 +114,18 @@ class GetItem(ArrayFunction):
 
     @staticmethod
     def forward(ctx, a, index):
+        basic = False
         if isinstance(index, RangeChecked):
             index = tuple(index)
-        elif not is_basic_index(index):
+        elif is_basic_index(index):
+            basic = True
+        else:
             check_advanced(a.shape, index, "indexing")
         ctx.conf = (a.shape, a.dtype, index)
         out = a[index]
+        if not basic and not out.flags.c_contiguous:
+            # a copy already; row-major as torch's, so that x[1:, [0, 2]].view(-1) works
+            out = xp_of(out).ascontiguousarray(out)
         if isinstance(out, np.generic):     # NumPy's scalar for one element: a 0-d view instead,
             out = a[(index if isinstance(index, tuple) else (index,)) + (Ellipsis,)]  # as torch
         return out
