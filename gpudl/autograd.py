@@ -748,7 +748,8 @@ def nodes_leading_to(order, leaf_slots, node_slots):
 def _gradients_of(seeds, inputs, retain_graph):
     """The walk of ``grad``: from each (tensor, gradient array) of ``seeds``, only through the
     nodes that lead to one of ``inputs``; the gradient array reaching each input (after its
-    tensor hooks), or None. Nothing is accumulated into any ``.grad``."""
+    tensor hooks), or None. Nothing is accumulated into a leaf's ``.grad``; a walked tensor's
+    retain_grad() fills its own, as in torch."""
     leaf_slots, node_slots = input_slots(inputs)
     found = [None] * len(inputs)
 
@@ -780,8 +781,9 @@ def _gradients_of(seeds, inputs, retain_graph):
             grads_in = pending.pop(node, None)
             if grads_in is None:
                 continue
-            if node.hooks is not None:
-                _tensor_hooks(node, grads_in, retain=False)
+            if node.hooks is not None or node.retained:
+                # retain_grad() fills .grad here too, as torch, where the walk runs the node
+                _tensor_hooks(node, grads_in, retain=node in leads)
             for index, g in grads_in.items():
                 if (node, index) in node_slots:
                     grads_in[index] = g = _as_array(g)      # one array for both uses
