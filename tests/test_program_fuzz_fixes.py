@@ -233,3 +233,80 @@ def test_log_of_a_masked_value_leaves_the_unpicked_input_finite(rng):
         picked.log().sum().backward()       # d log / d picked is inf where picked is 0
         expected = np.where(arrays[1] > 0, 1 / arrays[0], 0)
         np.testing.assert_allclose(a.grad.numpy(), expected, rtol=1e-12)
+
+
+# ----------------------------------------------------------------- fresh results, not views
+# repeat of size-1 dims (and tile) returned a view of its input: a later in-place edit of the
+# input changed the "copy"
+REPEATS = {"(1,) repeat(3)": ((1,), lambda t: t.repeat(3)),
+           "(3,) repeat(1)": ((3,), lambda t: t.repeat(1)),
+           "(1, 3) repeat(2, 1)": ((1, 3), lambda t: t.repeat(2, 1)),
+           "(2, 1) repeat(1, 1, 1)": ((2, 1), lambda t: t.repeat(1, 1, 1)),
+           "(1, 1) tile((2,))": ((1, 1), lambda t: t.tile((2,))),
+           "(3,) tile((1,))": ((3,), lambda t: t.tile((1,)))}
+
+
+@pytest.mark.parametrize("case", REPEATS, ids=list(REPEATS))
+def test_repeat_and_tile_copy_even_when_nothing_is_repeated(rng, case):
+    shape, op = REPEATS[case]
+    array = rng.standard_normal(shape)
+    results = []
+    for lib in (torch, gd):
+        (x,) = _leaves(lib, [array])
+        y = x * 1.0
+        r = op(y)
+        y.mul_(3)                   # an edit of the input after the copy
+        (r * r).sum().backward()
+        results.append((r.detach().numpy(), _grads([x])))
+    np.testing.assert_array_equal(results[1][0], results[0][0])
+    _assert_same_grads(results[1][1], results[0][1])
+
+
+@pytest.mark.parametrize("op", ["logsumexp", "median", "kthvalue", "mode"])
+def test_reductions_along_a_dim_return_new_tensors_that_detach_in_place(rng, op):
+    array = rng.standard_normal((3, 4))
+    for lib in (torch, gd):
+        (x,) = _leaves(lib, [array])
+        r = {"logsumexp": lambda: x.logsumexp(1), "median": lambda: x.median(1)[0],
+             "kthvalue": lambda: x.kthvalue(2, 1)[0], "mode": lambda: x.mode(1)[0]}[op]()
+        r.detach_()                 # refused for a view: these are not views in torch
+        assert not r.requires_grad and r.is_leaf
+
+
+INDEXES = {"x[1:, [0, 0], None]": lambda t: t[1:, [0, 0], None],
+           "x[:, [2, 0]]": lambda t: t[:, [2, 0]],
+           "x[None, :, [1]]": lambda t: t[None, :, [1]],
+           "x[[0, 2], 1:]": lambda t: t[[0, 2], 1:]}
+
+
+@pytest.mark.parametrize("index", INDEXES, ids=list(INDEXES))
+def test_advanced_index_result_is_row_major_so_view_works(rng, index):
+    array = rng.standard_normal((3, 3))
+    results = []
+    for lib in (torch, gd):
+        (x,) = _leaves(lib, [array])
+        y = INDEXES[index](x)
+        assert y.is_contiguous()
+        flat = y.view(-1)
+        (flat * lib.tensor(np.arange(flat.shape[0], dtype=np.float64))).sum().backward()
+        results.append((flat.detach().numpy(), _grads([x])))
+    np.testing.assert_array_equal(results[1][0], results[0][0])
+    _assert_same_grads(results[1][1], results[0][1])
+
+
+# ----------------------------------------------------------------- retain_grad under grad()
+def test_autograd_grad_fills_retained_grads_on_its_path(rng):
+    arrays = [rng.standard_normal(3), rng.standard_normal(3)]
+    results = []
+    for lib in (torch, gd):
+        x, w = _leaves(lib, arrays)
+        hidden = (x * w).tanh()
+        hidden.retain_grad()
+        out = hidden * 3
+        out.retain_grad()
+        (gx,) = lib.autograd.grad(out, [x], grad_outputs=lib.tensor(arrays[1].copy()),
+                                  retain_graph=True)
+        lib.autograd.grad(out.sum(), [x])      # retained grads accumulate, as .grad does
+        assert x.grad is None and w.grad is None
+        results.append([gx.numpy(), hidden.grad.numpy(), out.grad.numpy()])
+    _assert_same_grads(results[1], results[0])
