@@ -203,6 +203,10 @@ class MathMixin:
     def maximum(self, other):
         return _binary(E.Maximum, "maximum", self, other)
 
+    def where(self, condition, other):
+        """``where(condition, self, other)``: torch's Tensor.where."""
+        return where(condition, self, other)
+
     def masked_fill(self, mask, value):
         if isinstance(value, T.Tensor) and value.ndim != 0:
             raise ValueError(f"masked_fill: value must be a Python number or a 0-d tensor, got "
