@@ -310,3 +310,14 @@ def test_autograd_grad_fills_retained_grads_on_its_path(rng):
         assert x.grad is None and w.grad is None
         results.append([gx.numpy(), hidden.grad.numpy(), out.grad.numpy()])
     _assert_same_grads(results[1], results[0])
+
+
+def test_tensor_where_method(rng):
+    arrays = [rng.standard_normal(5), rng.standard_normal(5)]
+    results = []
+    for lib in (torch, gd):
+        x, y = _leaves(lib, arrays)
+        out = x.where(x > 0, y)
+        (out * out).sum().backward()
+        results.append([out.detach().numpy()] + _grads([x, y]))
+    _assert_same_grads(results[1], results[0])
