@@ -1078,7 +1078,10 @@ def _accumulate(tensor, g, owned=False):
         tensor._grad = _Tensor._make(g, False, None, 0, tensor._device)
     else:
         old = tensor._grad._data
-        tensor._grad._data = (g + old).array() if sliced else old + g
+        total = (g + old).array() if sliced else old + g
+        # NumPy's sum of 0-d arrays is a scalar, which .grad.zero_() could not write
+        tensor._grad._data = total if total.__class__ is old.__class__ else \
+            backend.get_array_module(old).asarray(total)
 
 
 def recorded(kind):
