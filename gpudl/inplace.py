@@ -67,8 +67,8 @@ def refresh_view(view):
             "been modified inplace with grad mode enabled; this is ambiguous and refused (as "
             "torch does): take the view and edit in place both inside no_grad or both outside")
     fresh = view_of_tensor(steps, base)
-    view.grad_fn, view._out_index, view._requires_grad = fresh.grad_fn, fresh._out_index, True
-    view_is_current(view)
+    view_is_current(view)           # first: _rebase's retain_grad() reads the view's history
+    _rebase(view, fresh)
 
 
 def view_is_current(view):
