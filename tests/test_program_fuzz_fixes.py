@@ -321,3 +321,71 @@ def test_tensor_where_method(rng):
         (out * out).sum().backward()
         results.append([out.detach().numpy()] + _grads([x, y]))
     _assert_same_grads(results[1], results[0])
+
+
+# ----------------------------------------------------------------- matmul keeps what it needs
+@pytest.mark.parametrize("shapes", [((2, 3), (3, 2)), ((3,), (3, 2)), ((2, 3), (3,)),
+                                    ((3,), (3,)), ((4, 2, 3), (3, 2))])
+@pytest.mark.parametrize("grad_side", ["left", "right"])
+def test_matmul_operand_needing_grad_may_be_edited_after(rng, shapes, grad_side):
+    """Only the other operand is needed for an operand's gradient (torch keeps no more):
+    editing the operand that needs the gradient, then backward, is allowed."""
+    arrays = [rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])]
+    weights = None
+    grads = []
+    for lib in (torch, gd):
+        left = lib.tensor(arrays[0].copy(), requires_grad=grad_side == "left")
+        right = lib.tensor(arrays[1].copy(), requires_grad=grad_side == "right")
+        out = left @ right
+        if weights is None:
+            weights = rng.standard_normal(tuple(out.shape))
+        with lib.no_grad():
+            (left if grad_side == "left" else right).mul_(2)
+        out.backward(lib.tensor(weights.copy()))
+        grads.append(_grads([left, right]))
+    _assert_same_grads(grads[1], grads[0])
+
+
+def test_matmul_double_backward_with_one_operand_needing_grad(rng):
+    arrays = [rng.standard_normal((2, 3)), rng.standard_normal((3, 4))]
+    results = []
+    for lib in (torch, gd):
+        x = lib.tensor(arrays[0].copy(), requires_grad=True)
+        w = lib.tensor(arrays[1].copy())
+        (gx,) = lib.autograd.grad(((x @ w) ** 2).sum(), [x], create_graph=True)
+        (gx * gx).sum().backward()
+        results.append([gx.detach().numpy()] + _grads([x]))
+    _assert_same_grads(results[1], results[0])
+
+
+# ----------------------------------------------------------------- 0-d .grad stays writable
+@pytest.mark.parametrize("op", ["mul", "maximum"])
+def test_accumulated_0d_grad_can_be_zeroed_in_place(rng, op):
+    value = rng.standard_normal(())
+    grads = []
+    for lib in (torch, gd):
+        x = lib.tensor(value.copy(), requires_grad=True)
+        for _ in range(2):                  # the second backward adds into .grad
+            (x * 3 if op == "mul" else lib.maximum(x, x * 0.5)).backward()
+        grads.append(x.grad.numpy().copy())
+        x.grad.zero_()
+        x.grad.add_(1.5)
+        grads.append(x.grad.numpy().copy())
+    np.testing.assert_allclose(grads[2], grads[0], rtol=1e-12)
+    np.testing.assert_array_equal(grads[3], grads[1])
+
+
+# ----------------------------------------------------------------- retain_grad on an edited view
+def test_retain_grad_of_a_view_follows_an_edit_under_no_grad(rng):
+    array = rng.standard_normal((2, 3))
+    grads = []
+    for lib in (torch, gd):
+        (x,) = _leaves(lib, [array])
+        v = x[0]
+        v.retain_grad()
+        with lib.no_grad():
+            v.add_(v)
+        (v * v).sum().backward()
+        grads.append([None if v.grad is None else v.grad.numpy()] + _grads([x]))
+    assert grads[1][0] is not None
+    _assert_same_grads(grads[1], grads[0])
