@@ -594,19 +594,26 @@ def _backward(tensor, grad, retain_graph, order=None):
 
 def _walk(seeds, retain_graph, order=None):
     """One walk from every (tensor, gradient array) of ``seeds``, accumulating into leaves."""
-    pending = {}
+    pending, leaves = {}, []
     for tensor, grad in seeds:
         if tensor._view is not None and tensor._view[2] != tensor._version_counter[0]:
             _refresh_view(tensor)
         if tensor.grad_fn is None:
-            _accumulate(tensor, _leaf_hooked(tensor, grad) if _leaf_hooks else grad)
-            _run_hooks(tensor)
+            leaves.append((tensor, grad))
             continue
         slot = pending.setdefault(tensor.grad_fn, {})
         index = tensor._out_index
         slot[index] = slot[index] + grad if index in slot else grad
-    if not pending:
-        return
+    if pending:
+        _walk_nodes(pending, retain_graph, order)
+    # the leaves among the seeds last: a walk that refuses a node leaves their .grad as it was
+    for tensor, grad in leaves:
+        _accumulate(tensor, _leaf_hooked(tensor, grad) if _leaf_hooks else grad)
+        _run_hooks(tensor)
+
+
+def _walk_nodes(pending, retain_graph, order):
+    """_walk's node part: ``pending`` maps each seed node to {output index: gradient}."""
     order = order or _topological_order(*pending)
     hooked = _post_accumulate_hooks or _leaf_hooks
     waiting = _leaf_edge_counts(order) if hooked else None
