@@ -210,8 +210,16 @@ def apply_flag(tensor, op, compute):
 def record(tensor, op, compute, others=()):
     """``apply`` for a tensor in the graph (see the module docstring); returns ``tensor``."""
     _refuse(tensor, op)
-    out = _checked_result(tensor, op, compute(tensor))
-    stop = {t.grad_fn for t in (tensor, *others)
+    source = tensor
+    node = tensor.grad_fn
+    if tensor._view is not None and node is not None and node.hooks and \
+            node.hooks.get(tensor._out_index):
+        # torch's CopySlices routes the gradient of an edited view straight to its base: the
+        # hooks registered on the view's old history never see it
+        base, steps, _ = view_origin(tensor)
+        source = view_of_tensor(steps, base)
+    out = _checked_result(tensor, op, compute(source))
+    stop = {t.grad_fn for t in (tensor, source, *others)
             if isinstance(t, autograd._Tensor) and t.grad_fn is not None}
     if out.grad_fn is not None:
         keep_values_before_write(out.grad_fn, stop, tensor._data)
