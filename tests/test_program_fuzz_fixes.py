@@ -389,3 +389,37 @@ def test_retain_grad_of_a_view_follows_an_edit_under_no_grad(rng):
         grads.append([None if v.grad is None else v.grad.numpy()] + _grads([x]))
     assert grads[1][0] is not None
     _assert_same_grads(grads[1], grads[0])
+
+
+# ----------------------------------------------------------------- refused walks, view hooks
+def test_refused_backward_leaves_a_seed_leaf_grad_untouched(rng):
+    arrays = [rng.standard_normal(3), rng.standard_normal(3)]
+    for lib in (torch, gd):
+        x, y = _leaves(lib, arrays)
+        product = x @ y
+        product.backward()                      # frees what matmul kept
+        y.grad = None
+        with pytest.raises(RuntimeError, match="second time"):
+            lib.autograd.backward([product, y], [lib.tensor(1.0, dtype=lib.float64),
+                                                 lib.tensor(np.ones(3))])
+        assert y.grad is None
+
+
+@pytest.mark.parametrize("edit", ["mul_", "setitem", "add_"])
+def test_hook_on_a_view_does_not_see_the_gradient_after_the_view_is_edited(rng, edit):
+    array = rng.standard_normal(4)
+    calls, grads = [], []
+    for lib in (torch, gd):
+        (x,) = _leaves(lib, [array])
+        v = (x * 1.5)[1:3]
+        v.register_hook(lambda g, lib=lib: calls.append(lib.__name__) or g * -1)
+        if edit == "mul_":
+            v.mul_(3)
+        elif edit == "setitem":
+            v[0] = 2.0
+        else:
+            v.add_(x[:2])
+        (v * v).sum().backward()
+        grads.append(_grads([x]))
+    assert calls == []                          # torch's CopySlices goes past the old view
+    _assert_same_grads(grads[1], grads[0])
