@@ -868,7 +868,7 @@ def _tensor_hooks(node, grads_in, retain):
     if retain and node.retained:
         for i, t in node.retained.items():
             if i in grads_in:
-                _accumulate(t, grads_in[i])
+                _add_to_grad(t, grads_in[i])    # even after t.detach_(), as torch
 
 
 def _leaf_hooked(tensor, g):
@@ -1067,10 +1067,15 @@ def _checked(node, i, g, shape, dtype):
 
 
 def _accumulate(tensor, g, owned=False):
+    """Add ``g`` into leaf ``tensor``'s .grad (see _add_to_grad), unless it stopped requiring
+    grad (detach_() or requires_grad_(False)) since the graph was recorded, as torch."""
+    if tensor._requires_grad:
+        _add_to_grad(tensor, g, owned)
+
+
+def _add_to_grad(tensor, g, owned=False):
     """Add ``g`` into ``tensor``'s .grad, or make it the .grad: a copy, unless ``owned`` (an
     array nothing else holds, see ArrayFunction.new_gradients)."""
-    if not tensor._requires_grad:
-        return      # detach_() or requires_grad_(False) since the graph was recorded, as torch
     if _capture is not None and _capture.active():
         return _capture.accumulate(tensor, _as_array(g), owned)
     # ._grad, not the .grad property: its getter warns for a non-leaf tensor, which

@@ -423,3 +423,17 @@ def test_hook_on_a_view_does_not_see_the_gradient_after_the_view_is_edited(rng, 
         grads.append(_grads([x]))
     assert calls == []                          # torch's CopySlices goes past the old view
     _assert_same_grads(grads[1], grads[0])
+
+
+def test_retained_grad_still_filled_after_detach_in_place(rng):
+    array = rng.standard_normal(4)
+    results = []
+    for lib in (torch, gd):
+        (x,) = _leaves(lib, [array])
+        doubled = x * 2
+        piece = doubled[1:3]
+        doubled.retain_grad()
+        doubled.detach_()               # the view taken before still leads back to x
+        (piece * piece).sum().backward()
+        results.append([doubled.grad.numpy()] + _grads([x]))
+    _assert_same_grads(results[1], results[0])
