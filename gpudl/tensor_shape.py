@@ -213,8 +213,33 @@ class ShapeMixin:
 
 
 def _index_arrays(index, like):
+    """``index`` with its tensors and lists as arrays on ``like``'s device (and its ``...``
+    spelled out where NumPy would place the index arrays' dims elsewhere than torch)."""
     if isinstance(index, tuple):
-        return tuple(_index_arrays(i, like) for i in index)
+        return _ellipsis_spelled_out(tuple(_index_part(i, like) for i in index), like.ndim)
+    return _index_part(index, like)
+
+
+def _ellipsis_spelled_out(index, ndim):
+    """torch places the dims of an index's arrays where the arrays stand once ``...`` stands
+    for its dims; NumPy counts ``...`` as a separator and moves them to the front: for x of
+    shape (2, 2, 3), x[:0, [1, 0], ..., [2]] is (0, 2) in torch and (2, 0) in NumPy. With index
+    arrays present, ``...`` becomes the slices it stands for."""
+    if not any(p is Ellipsis for p in index) or \
+            not any(getattr(p, "ndim", 0) for p in index):
+        return index
+    used = 0
+    for p in index:
+        if p is None or p is Ellipsis or isinstance(p, (bool, np.bool_)):
+            continue
+        used += p.ndim if hasattr(p, "ndim") and p.dtype.kind == "b" else 1
+    at = next(i for i, p in enumerate(index) if p is Ellipsis)
+    return index[:at] + (slice(None),) * max(ndim - used, 0) + index[at + 1:]
+
+
+def _index_part(index, like):
+    if isinstance(index, tuple):
+        return tuple(_index_part(i, like) for i in index)
     if isinstance(index, T.Tensor):
         return index._data
     if isinstance(index, list):
