@@ -435,6 +435,23 @@ class Where(ArrayFunction):
         return None, ga, gb
 
 
+class NanAsZero(ArrayFunction):
+    """``a`` with each NaN as 0 (nansum's first step). The gradient is g times the not-NaN
+    mask, as torch's nansum: an infinite g gives NaN at a NaN, not the 0 of a masked_fill."""
+
+    @staticmethod
+    def forward(ctx, a):
+        xp = xp_of(a)
+        keep = ~xp.isnan(a)
+        ctx.save_for_backward(keep)
+        return xp.where(keep, a, 0).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (keep,) = ctx.saved_tensors
+        return g * keep
+
+
 class Cast(ArrayFunction):
     @staticmethod
     def forward(ctx, a, dtype):

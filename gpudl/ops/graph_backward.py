@@ -203,6 +203,11 @@ def _where(saved, g):
             sum_to(masked(g, ~cond), sb) if nb else None)
 
 
+@graph_backward(E.NanAsZero)
+def _nan_as_zero(saved, g):
+    return masked(g, saved.ctx.saved_tensors[0])
+
+
 @graph_backward(E.Cast)
 def _cast(saved, g):
     return g.astype(saved.ctx.dtype), None
