@@ -437,3 +437,51 @@ def test_retained_grad_still_filled_after_detach_in_place(rng):
         (piece * piece).sum().backward()
         results.append([doubled.grad.numpy()] + _grads([x]))
     _assert_same_grads(results[1], results[0])
+
+
+# ----------------------------------------------------------------- layouts and index placement
+@pytest.mark.parametrize("join", ["cat 0", "cat 1", "stack 0", "stack -1"])
+def test_cat_and_stack_of_transposed_inputs_are_row_major(rng, join):
+    arrays = [rng.standard_normal((3, 2)), rng.standard_normal((3, 2))]
+    results = []
+    for lib in (torch, gd):
+        a, b = _leaves(lib, arrays)
+        name, dim = join.split()
+        joined = getattr(lib, name)([a.t(), b.t()], int(dim))
+        assert joined.is_contiguous()
+        flat = joined.view(-1)                  # raised: NumPy kept the inputs' column order
+        (flat * lib.tensor(np.arange(flat.shape[0], dtype=np.float64))).sum().backward()
+        results.append([flat.detach().numpy()] + _grads([a, b]))
+    _assert_same_grads(results[1], results[0])
+
+
+ELLIPSIS_INDEXES = {"x[:1, [1, 0], ..., [2]]": lambda t: t[:1, [1, 0], ..., [2]],
+                    "x[:0, [1, 1, 0], ..., [-1]]": lambda t: t[:0, [1, 1, 0], ..., [-1]],
+                    "x[:, [1, 0], ..., [0]]": lambda t: t[:, [1, 0], ..., [0]],
+                    "x[..., None, [0, 2]]": lambda t: t[..., None, [0, 2]]}
+
+
+@pytest.mark.parametrize("index", ELLIPSIS_INDEXES, ids=list(ELLIPSIS_INDEXES))
+def test_index_arrays_around_an_empty_ellipsis_keep_their_place(rng, index):
+    array = rng.standard_normal((2, 2, 3))
+    results = []
+    for lib in (torch, gd):
+        (x,) = _leaves(lib, [array])
+        y = ELLIPSIS_INDEXES[index](x)
+        weights = np.arange(y.numel(), dtype=np.float64).reshape(tuple(y.shape))
+        (y * lib.tensor(weights)).sum().backward()
+        results.append((tuple(y.shape), [y.detach().numpy()] + _grads([x])))
+    assert results[1][0] == results[0][0]
+    _assert_same_grads(results[1][1], results[0][1])
+
+
+def test_setitem_through_index_arrays_around_an_empty_ellipsis(rng):
+    arrays = [rng.standard_normal((2, 2, 3)), rng.standard_normal(2)]
+    results = []
+    for lib in (torch, gd):
+        x, v = _leaves(lib, arrays)
+        y = x * 1.0
+        y[:1, [1, 0], ..., [2]] = v
+        (y * y).sum().backward()
+        results.append([y.detach().numpy()] + _grads([x, v]))
+    _assert_same_grads(results[1], results[0])
