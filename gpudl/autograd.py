@@ -594,19 +594,26 @@ def _backward(tensor, grad, retain_graph, order=None):
 
 def _walk(seeds, retain_graph, order=None):
     """One walk from every (tensor, gradient array) of ``seeds``, accumulating into leaves."""
-    pending = {}
+    pending, leaves = {}, []
     for tensor, grad in seeds:
         if tensor._view is not None and tensor._view[2] != tensor._version_counter[0]:
             _refresh_view(tensor)
         if tensor.grad_fn is None:
-            _accumulate(tensor, _leaf_hooked(tensor, grad) if _leaf_hooks else grad)
-            _run_hooks(tensor)
+            leaves.append((tensor, grad))
             continue
         slot = pending.setdefault(tensor.grad_fn, {})
         index = tensor._out_index
         slot[index] = slot[index] + grad if index in slot else grad
-    if not pending:
-        return
+    if pending:
+        _walk_nodes(pending, retain_graph, order)
+    # the leaves among the seeds last: a walk that refuses a node leaves their .grad as it was
+    for tensor, grad in leaves:
+        _accumulate(tensor, _leaf_hooked(tensor, grad) if _leaf_hooks else grad)
+        _run_hooks(tensor)
+
+
+def _walk_nodes(pending, retain_graph, order):
+    """_walk's node part: ``pending`` maps each seed node to {output index: gradient}."""
     order = order or _topological_order(*pending)
     hooked = _post_accumulate_hooks or _leaf_hooks
     waiting = _leaf_edge_counts(order) if hooked else None
@@ -748,7 +755,8 @@ def nodes_leading_to(order, leaf_slots, node_slots):
 def _gradients_of(seeds, inputs, retain_graph):
     """The walk of ``grad``: from each (tensor, gradient array) of ``seeds``, only through the
     nodes that lead to one of ``inputs``; the gradient array reaching each input (after its
-    tensor hooks), or None. Nothing is accumulated into any ``.grad``."""
+    tensor hooks), or None. Nothing is accumulated into a leaf's ``.grad``; a walked tensor's
+    retain_grad() fills its own, as in torch."""
     leaf_slots, node_slots = input_slots(inputs)
     found = [None] * len(inputs)
 
@@ -780,8 +788,9 @@ def _gradients_of(seeds, inputs, retain_graph):
             grads_in = pending.pop(node, None)
             if grads_in is None:
                 continue
-            if node.hooks is not None:
-                _tensor_hooks(node, grads_in, retain=False)
+            if node.hooks is not None or node.retained:
+                # retain_grad() fills .grad here too, as torch, where the walk runs the node
+                _tensor_hooks(node, grads_in, retain=node in leads)
             for index, g in grads_in.items():
                 if (node, index) in node_slots:
                     grads_in[index] = g = _as_array(g)      # one array for both uses
@@ -859,7 +868,7 @@ def _tensor_hooks(node, grads_in, retain):
     if retain and node.retained:
         for i, t in node.retained.items():
             if i in grads_in:
-                _accumulate(t, grads_in[i])
+                _add_to_grad(t, grads_in[i])    # even after t.detach_(), as torch
 
 
 def _leaf_hooked(tensor, g):
@@ -1058,6 +1067,13 @@ def _checked(node, i, g, shape, dtype):
 
 
 def _accumulate(tensor, g, owned=False):
+    """Add ``g`` into leaf ``tensor``'s .grad (see _add_to_grad), unless it stopped requiring
+    grad (detach_() or requires_grad_(False)) since the graph was recorded, as torch."""
+    if tensor._requires_grad:
+        _add_to_grad(tensor, g, owned)
+
+
+def _add_to_grad(tensor, g, owned=False):
     """Add ``g`` into ``tensor``'s .grad, or make it the .grad: a copy, unless ``owned`` (an
     array nothing else holds, see ArrayFunction.new_gradients)."""
     if _capture is not None and _capture.active():
@@ -1074,7 +1090,10 @@ def _accumulate(tensor, g, owned=False):
         tensor._grad = _Tensor._make(g, False, None, 0, tensor._device)
     else:
         old = tensor._grad._data
-        tensor._grad._data = (g + old).array() if sliced else old + g
+        total = (g + old).array() if sliced else old + g
+        # NumPy's sum of 0-d arrays is a scalar, which .grad.zero_() could not write
+        tensor._grad._data = total if total.__class__ is old.__class__ else \
+            backend.get_array_module(old).asarray(total)
 
 
 def recorded(kind):

@@ -67,8 +67,8 @@ def refresh_view(view):
             "been modified inplace with grad mode enabled; this is ambiguous and refused (as "
             "torch does): take the view and edit in place both inside no_grad or both outside")
     fresh = view_of_tensor(steps, base)
-    view.grad_fn, view._out_index, view._requires_grad = fresh.grad_fn, fresh._out_index, True
-    view_is_current(view)
+    view_is_current(view)           # first: _rebase's retain_grad() reads the view's history
+    _rebase(view, fresh)
 
 
 def view_is_current(view):
@@ -210,8 +210,16 @@ def apply_flag(tensor, op, compute):
 def record(tensor, op, compute, others=()):
     """``apply`` for a tensor in the graph (see the module docstring); returns ``tensor``."""
     _refuse(tensor, op)
-    out = _checked_result(tensor, op, compute(tensor))
-    stop = {t.grad_fn for t in (tensor, *others)
+    source = tensor
+    node = tensor.grad_fn
+    if tensor._view is not None and node is not None and node.hooks and \
+            node.hooks.get(tensor._out_index):
+        # torch's CopySlices routes the gradient of an edited view straight to its base: the
+        # hooks registered on the view's old history never see it
+        base, steps, _ = view_origin(tensor)
+        source = view_of_tensor(steps, base)
+    out = _checked_result(tensor, op, compute(source))
+    stop = {t.grad_fn for t in (tensor, source, *others)
             if isinstance(t, autograd._Tensor) and t.grad_fn is not None}
     if out.grad_fn is not None:
         keep_values_before_write(out.grad_fn, stop, tensor._data)
@@ -246,7 +254,8 @@ def _rebase(tensor, new):
     tensor._requires_grad = new._requires_grad
     if node is not None and node.retained and node.retained.get(index) is tensor:
         del node.retained[index]
-        tensor.retain_grad()
+        if tensor._requires_grad:
+            tensor.retain_grad()
 
 
 def _refuse(tensor, op):

@@ -441,6 +441,9 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     def retain_grad(self):
         """Keep ``.grad`` on a non-leaf tensor after backward."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: can't retain_grad on Tensor that has "
+                               "requires_grad=False")
         if self._current().grad_fn is None:
             return self
         node = self.grad_fn
@@ -507,7 +510,7 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
                                                        and value.ndim == 0)):
             inplace.apply(self, "__setitem__", lambda t: t.masked_fill(mask, value), (value,))
             return
-        value = _on_device_of(self, value)
+        value = _without_leading_ones(_on_device_of(self, value))
         recording = inplace.needs_graph(self, (value,))
         if recording:
             inplace._refuse(self, "__setitem__")
@@ -756,6 +759,16 @@ def _on_device_of(target, value):
     if isinstance(value, Tensor) and value._device != target._device:
         return value.to(target._device)
     return value
+
+
+def _without_leading_ones(value):
+    """An assigned value without its leading size-1 dims, which broadcast to nothing: torch
+    takes x[mask] = v of shape (1, n) for the n selected elements (NumPy refuses it)."""
+    shape = getattr(value, "shape", ())
+    if not shape or shape[0] != 1:
+        return value
+    lead = next((i for i, n in enumerate(shape) if n != 1), len(shape))
+    return value.reshape(tuple(shape[lead:]))
 
 
 autograd._Tensor = Tensor

@@ -203,6 +203,10 @@ class MathMixin:
     def maximum(self, other):
         return _binary(E.Maximum, "maximum", self, other)
 
+    def where(self, condition, other):
+        """``where(condition, self, other)``: torch's Tensor.where."""
+        return where(condition, self, other)
+
     def masked_fill(self, mask, value):
         if isinstance(value, T.Tensor) and value.ndim != 0:
             raise ValueError(f"masked_fill: value must be a Python number or a 0-d tensor, got "
@@ -371,8 +375,9 @@ class MathMixin:
         shift = x.detach().amax(axes, keepdim=True) if x.numel() else x.detach().sum(
             axes, keepdim=True)
         shift = where(shift.isfinite(), shift, 0.0)
-        out = (x - shift).exp().sum(axes, keepdim=True).log() + shift
-        return out if keepdim or not axes else out.squeeze(axes)
+        total = (x - shift).exp().sum(axes, keepdim=keepdim).log()
+        # the last op makes a new tensor, not a view (a squeezed result refused detach_())
+        return total + (shift if keepdim or not axes else shift.squeeze(axes))
 
     def isfinite(self):
         return self._compare(None, lambda a, _: backend.get_array_module(a).isfinite(a))

@@ -72,8 +72,8 @@ class OrderMixin:
                 where = xp.full(data.shape[:axis] + (1,) + data.shape[axis + 1:], where, np.int64)
         indices = xp.take_along_axis(order, where, axis).astype(np.int64, copy=False)
         values = self.gather(axis, T.Tensor._make(indices, False, None, 0, self._device))
-        if not keepdim:
-            values, indices = values.squeeze(axis), indices.squeeze(axis)
+        if not keepdim:     # values a new tensor, not a view (torch's allows detach_())
+            values, indices = values.squeeze(axis).clone(), indices.squeeze(axis)
         return Picked(values, T.Tensor._make(indices, False, None, 0, self._device))
 
 

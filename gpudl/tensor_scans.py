@@ -16,6 +16,7 @@ from . import autograd, backend, dtypes, inplace
 from .amp.autocast_mode import cast_inputs, state as _autocast
 from .autograd import ArrayFunction
 from .functions import require_tensors
+from .ops import elementwise as E
 from .ops._util import is_int, normalize_axis, quiet, xp_of
 from .ops.sparse import DEFERRED_NOTE
 from .tensor import Tensor, where
@@ -112,7 +113,7 @@ def nansum(input, dim=None, keepdim=False, *, dtype=None):
     if dtype is not None:
         input = input.to(dtype)
     if dtypes.is_floating(input.dtype):
-        input = input.masked_fill(input.isnan(), 0)
+        input = E.NanAsZero.apply(input)
     return input.sum(dim, keepdim)
 
 

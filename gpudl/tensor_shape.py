@@ -77,7 +77,7 @@ class ShapeMixin:
     def squeeze(self, dim=None):
         axes = normalize_axes(dim, self.ndim, "squeeze")
         keep = [n for i, n in enumerate(self.shape) if not (i in axes and n == 1)]
-        return self.reshape(tuple(keep)) if len(keep) != self.ndim else self
+        return self.reshape(tuple(keep))     # a new view even when nothing is squeezed, as torch
 
     def unsqueeze(self, dim):
         axis = normalize_axis(dim, self.ndim + 1, "unsqueeze")
@@ -92,16 +92,18 @@ class ShapeMixin:
             raise ValueError(f"permute: dims {dims} are not a permutation of the {ndim} "
                              f"dimensions of a tensor of shape {self.shape}")
         axes = tuple([d % ndim for d in dims])
-        return self if axes == tuple(range(ndim)) else S.Permute.apply(self, axes)
+        if axes == tuple(range(ndim)):
+            return S.Reshape.apply(self, self.shape)    # a new view of the same layout, as torch
+        return S.Permute.apply(self, axes)
 
     def transpose(self, dim0, dim1):
         ndim = self._data.ndim
         if ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
-            return self
+            return S.Reshape.apply(self, self.shape)    # a new view, as permute's identity
         a = normalize_axis(dim0, ndim, "transpose")
         b = normalize_axis(dim1, ndim, "transpose")
         if a == b:
-            return self                 # as permute returns an identity permutation
+            return S.Reshape.apply(self, self.shape)
         axes = list(range(ndim))
         axes[a], axes[b] = axes[b], axes[a]
         return S.Permute.apply(self, tuple(axes))   # a permutation by construction
@@ -131,7 +133,9 @@ class ShapeMixin:
                                  f"dimension {i} has size {own}")
             shape.append(n)
         shape = tuple(shape)
-        return self if shape == self.shape else S.Expand.apply(self, shape)
+        if shape == self.shape:
+            return S.Reshape.apply(self, shape)         # a new view of the same layout, as torch
+        return S.Expand.apply(self, shape)
 
     def expand_as(self, other):
         return self.expand(*other.shape)
@@ -144,7 +148,9 @@ class ShapeMixin:
         shape = (1,) * (len(repeats) - self.ndim) + self.shape
         spread = self.reshape(tuple(x for n in shape for x in (1, n)))
         tiled = spread.expand(*(x for r, n in zip(repeats, shape) for x in (r, n)))
-        return tiled.reshape(tuple(r * n for r, n in zip(repeats, shape)))
+        out = tiled.reshape(tuple(r * n for r, n in zip(repeats, shape)))
+        # a copy, as torch's: the reshape is a view of self when every repeated dim has size 1
+        return out.clone() if out._version_counter is self._version_counter else out
 
     def contiguous(self):
         """Itself when its memory is in row-major order, else a row-major copy (as torch: edits
@@ -207,8 +213,33 @@ class ShapeMixin:
 
 
 def _index_arrays(index, like):
+    """``index`` with its tensors and lists as arrays on ``like``'s device (and its ``...``
+    spelled out where NumPy would place the index arrays' dims elsewhere than torch)."""
     if isinstance(index, tuple):
-        return tuple(_index_arrays(i, like) for i in index)
+        return _ellipsis_spelled_out(tuple(_index_part(i, like) for i in index), like.ndim)
+    return _index_part(index, like)
+
+
+def _ellipsis_spelled_out(index, ndim):
+    """torch places the dims of an index's arrays where the arrays stand once ``...`` stands
+    for its dims; NumPy counts ``...`` as a separator and moves them to the front: for x of
+    shape (2, 2, 3), x[:0, [1, 0], ..., [2]] is (0, 2) in torch and (2, 0) in NumPy. With index
+    arrays present, ``...`` becomes the slices it stands for."""
+    if not any(p is Ellipsis for p in index) or \
+            not any(getattr(p, "ndim", 0) for p in index):
+        return index
+    used = 0
+    for p in index:
+        if p is None or p is Ellipsis or isinstance(p, (bool, np.bool_)):
+            continue
+        used += p.ndim if hasattr(p, "ndim") and p.dtype.kind == "b" else 1
+    at = next(i for i, p in enumerate(index) if p is Ellipsis)
+    return index[:at] + (slice(None),) * max(ndim - used, 0) + index[at + 1:]
+
+
+def _index_part(index, like):
+    if isinstance(index, tuple):
+        return tuple(_index_part(i, like) for i in index)
     if isinstance(index, T.Tensor):
         return index._data
     if isinstance(index, list):

@@ -25,6 +25,14 @@ def sum_to(g, shape):
     return g.reshape(shape)
 
 
+def masked_gradient(mask, g):
+    """``g`` where ``mask`` holds, exactly 0 elsewhere: not ``g * mask``, whose 0 * inf and
+    0 * nan would leak an infinite or NaN upstream gradient into the input a where, clamp or
+    max did not pick (torch's masked backward gives 0 there)."""
+    out = xp_of(g).where(mask, g, 0)
+    return out if out.dtype == g.dtype else backend.cast(out, g.dtype)
+
+
 def broadcast_axes(broadcast_shape, shape):
     """The axes of ``broadcast_shape`` that broadcasting ``shape`` to it added or stretched."""
     lead = len(broadcast_shape) - len(shape)

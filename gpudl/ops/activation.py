@@ -17,7 +17,7 @@ from ..tensor import Tensor
 from ..tensor_math import where
 from . import elementwise as E
 from . import reduce as R
-from ._util import in_float32, normalize_axis, xp_of
+from ._util import in_float32, masked_gradient, normalize_axis, xp_of
 
 
 def _floating(op, input):
@@ -100,7 +100,7 @@ class Hardtanh(ArrayFunction):
     @staticmethod
     def backward(ctx, g):
         (inside,) = ctx.saved_tensors
-        return g * inside, None, None
+        return masked_gradient(inside, g), None, None
 
 
 class Gelu(ArrayFunction):

@@ -9,7 +9,7 @@ import numpy as np
 from .. import backend
 from ..autograd import ArrayFunction
 from ..kernels import activation
-from ._util import quiet, sum_to, xp_of
+from ._util import masked_gradient, quiet, sum_to, xp_of
 
 
 def _shape(a):
@@ -92,14 +92,15 @@ class Pow(ArrayFunction):
         y = _integer_power(a, b) if _is_integer(a) and _is_integer(b) else a ** b
         if all(getattr(x, "dtype", None) == np.bool_ or type(x) is bool for x in (a, b)):
             y = y.astype(np.bool_)            # NumPy's bool ** bool is int8; torch's bool
-        ctx.save_for_backward(a, b, y)
+        # y only for the exponent's gradient, as torch: an edit of y must not stop a's
+        ctx.save_for_backward(a, b, y if ctx.needs_input_grad[1] else None)
         return y
 
     @staticmethod
     def backward(ctx, g):
         a, b, y = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
-        xp = xp_of(y)
+        xp = xp_of(a if y is None else y)
         ga = sum_to(g * _power_derivative(xp, a, b), _shape(a)) if na else None
         gb = None
         if nb:
@@ -250,9 +251,12 @@ class Maximum(ArrayFunction):
     def backward(cls, ctx, g):
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
-        share_a = ((a > b) if cls.largest else (a < b)) + 0.5 * (a == b)
-        ga = sum_to(g * share_a, _shape(a)) if na else None
-        gb = sum_to(g * (1 - share_a), _shape(b)) if nb else None
+        # torch's rule: each side gets g (half at a tie) unless the other side won, so a NaN
+        # (no side won) passes g to both
+        shared = xp_of(g).where(a == b, g * 0.5, g)
+        a_lost, b_lost = (a < b, a > b) if cls.largest else (a > b, a < b)
+        ga = sum_to(masked_gradient(~a_lost, shared), _shape(a)) if na else None
+        gb = sum_to(masked_gradient(~b_lost, shared), _shape(b)) if nb else None
         return ga, gb
 
 
@@ -400,14 +404,14 @@ class Clip(ArrayFunction):
             keep = keep & (a >= lo)
         if hi is not None:
             keep = keep & (a <= hi)
-        ga = sum_to(g * keep, _shape(a)) if na else None
+        ga = sum_to(masked_gradient(keep, g), _shape(a)) if na else None
         glo = ghi = None
         if nlo:
             below = (a < lo) if hi is None else (a < lo) & (lo < hi)
-            glo = sum_to(g * below, _shape(lo))
+            glo = sum_to(masked_gradient(below, g), _shape(lo))
         if nhi:
             above = (a > hi) if lo is None else (a > hi) | (hi < lo)
-            ghi = sum_to(g * above, _shape(hi))
+            ghi = sum_to(masked_gradient(above, g), _shape(hi))
         return ga, glo, ghi
 
 
@@ -426,9 +430,26 @@ class Where(ArrayFunction):
         (cond,) = ctx.saved_tensors
         sa, sb = ctx.shapes
         _, na, nb = ctx.needs_input_grad
-        ga = sum_to(g * cond, sa) if na else None
-        gb = sum_to(g * ~cond, sb) if nb else None
+        ga = sum_to(masked_gradient(cond, g), sa) if na else None
+        gb = sum_to(masked_gradient(~cond, g), sb) if nb else None
         return None, ga, gb
+
+
+class NanAsZero(ArrayFunction):
+    """``a`` with each NaN as 0 (nansum's first step). The gradient is g times the not-NaN
+    mask, as torch's nansum: an infinite g gives NaN at a NaN, not the 0 of a masked_fill."""
+
+    @staticmethod
+    def forward(ctx, a):
+        xp = xp_of(a)
+        keep = ~xp.isnan(a)
+        ctx.save_for_backward(keep)
+        return xp.where(keep, a, 0).astype(a.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (keep,) = ctx.saved_tensors
+        return g * keep
 
 
 class Cast(ArrayFunction):
@@ -488,12 +509,15 @@ class Unary(ArrayFunction):
     """One of the ``table`` functions, by name: forward and derivative from the table."""
 
     table = UNARY
+    # the derivatives that read y: only those keep it, as torch (an in-place edit of an output
+    # nothing reads back must not stop backward)
+    reads_output = frozenset({"expm1", "rsqrt", "reciprocal"})
 
     @classmethod
     def forward(cls, ctx, a, name):
         xp = xp_of(a)
         y = xp.asarray(cls.table[name][0](xp, a)).astype(a.dtype, copy=False)
-        ctx.save_for_backward(a, y)
+        ctx.save_for_backward(a, y if name in cls.reads_output else None)
         ctx.name = name
         return y
 

@@ -60,21 +60,16 @@ MATH_UNARY = {
 }
 
 
-_READ_OUTPUT = {"tan", "exp2", "sinc"}     # the derivatives that read y
-
-
 class MathUnary(Unary):
     """One of the ``MATH_UNARY`` functions, by name (see ``Unary``)."""
 
     table = MATH_UNARY
+    reads_output = frozenset({"tan", "exp2", "sinc"})
 
     @classmethod
     def forward(cls, ctx, a, name):
         with quiet(xp_of(a)):                  # log2(0), asin(2), ...: torch's inf and nan
-            y = super().forward(ctx, a, name)
-        if name not in _READ_OUTPUT:           # keep only what the derivative reads, as torch
-            ctx.save_for_backward(a, None)
-        return y
+            return super().forward(ctx, a, name)
 
     @classmethod
     def backward(cls, ctx, g):

@@ -203,6 +203,11 @@ def _where(saved, g):
             sum_to(masked(g, ~cond), sb) if nb else None)
 
 
+@graph_backward(E.NanAsZero)
+def _nan_as_zero(saved, g):
+    return masked(g, saved.ctx.saved_tensors[0])
+
+
 @graph_backward(E.Cast)
 def _cast(saved, g):
     return g.astype(saved.ctx.dtype), None
@@ -317,17 +322,19 @@ def _log_softmax(saved, g):
 # ----------------------------------------------------------------- matrix products
 @graph_backward(L.MatMul)
 def _matmul(saved, g):
-    a, b = saved.ctx.saved_tensors
+    a, b = saved.ctx.saved_tensors         # each kept only for the other's gradient
     na, nb = saved.needs_input_grad
+    shape_a, shape_b = saved.ctx.shapes
     # 1-D operands are promoted to matrices for the products, then squeezed back
-    a2 = S.Reshape.apply(saved.input(0, a), (1, a.shape[0])) if a.ndim == 1 else \
-        saved.input(0, a)
-    b2 = S.Reshape.apply(saved.input(1, b), (b.shape[0], 1)) if b.ndim == 1 else \
-        saved.input(1, b)
-    g2 = S.Reshape.apply(g, np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-                         + (a2.shape[-2], b2.shape[-1]))
-    ga = S.Reshape.apply(sum_to(g2 @ b2.transpose(-1, -2), a2.shape), a.shape) if na else None
-    gb = S.Reshape.apply(sum_to(a2.transpose(-1, -2) @ g2, b2.shape), b.shape) if nb else None
+    a2_shape, b2_shape, product = L.matrix_shapes(shape_a, shape_b)
+    g2 = S.Reshape.apply(g, product)
+    ga = gb = None
+    if na:
+        b2 = S.Reshape.apply(saved.input(1, b), b2_shape)
+        ga = S.Reshape.apply(sum_to(g2 @ b2.transpose(-1, -2), a2_shape), shape_a)
+    if nb:
+        a2 = S.Reshape.apply(saved.input(0, a), a2_shape)
+        gb = S.Reshape.apply(sum_to(a2.transpose(-1, -2) @ g2, b2_shape), shape_b)
     return ga, gb
 
 

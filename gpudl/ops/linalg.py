@@ -32,30 +32,41 @@ def _follow_tf32_flag(a):
         backends.set_cublas_math_mode()
 
 
+def matrix_shapes(shape_a, shape_b):
+    """The shapes of matmul's operands as matrices (a 1-D a a row, a 1-D b a column) and of
+    the product of those."""
+    a2 = (1,) + shape_a if len(shape_a) == 1 else shape_a
+    b2 = shape_b + (1,) if len(shape_b) == 1 else shape_b
+    return a2, b2, np.broadcast_shapes(a2[:-2], b2[:-2]) + (a2[-2], b2[-1])
+
+
 class MatMul(ArrayFunction):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        # a only for b's gradient, b only for a's, as torch: an in-place edit of a frozen
+        # operand must not stop backward to the other
+        na, nb = ctx.needs_input_grad
+        ctx.save_for_backward(a if nb else None, b if na else None)
+        ctx.shapes = (a.shape, b.shape)
         return in_float32(_matmul, a, b)
 
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
+        shape_a, shape_b = ctx.shapes
         # 1-D operands are promoted to matrices for the products, then squeezed back
-        a2 = a[None, :] if a.ndim == 1 else a
-        b2 = b[:, None] if b.ndim == 1 else b
-        g2 = g.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-                       + (a2.shape[-2], b2.shape[-1]))
+        a2_shape, b2_shape, product = matrix_shapes(shape_a, shape_b)
+        g2 = g.reshape(product)
         ga = gb = None
         if na:
-            ga = in_float32(_matmul, g2, b2.swapaxes(-1, -2))
-            ga = sum_to(ga, a2.shape) if ga.shape != a2.shape else ga
-            ga = ga.reshape(a.shape)
+            ga = in_float32(_matmul, g2, b.reshape(b2_shape).swapaxes(-1, -2))
+            ga = sum_to(ga, a2_shape) if ga.shape != a2_shape else ga
+            ga = ga.reshape(shape_a)
         if nb:
-            gb = in_float32(_matmul, a2.swapaxes(-1, -2), g2)
-            gb = sum_to(gb, b2.shape) if gb.shape != b2.shape else gb
-            gb = gb.reshape(b.shape)
+            gb = in_float32(_matmul, a.reshape(a2_shape).swapaxes(-1, -2), g2)
+            gb = sum_to(gb, b2_shape) if gb.shape != b2_shape else gb
+            gb = gb.reshape(shape_b)
         return ga, gb
 
 

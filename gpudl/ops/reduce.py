@@ -7,7 +7,7 @@ import numpy as np
 from .. import backend
 from ..autograd import ArrayFunction
 from ..kernels import rows as row_kernels
-from ._util import array_mean, in_float32, integral_dtype, mean_of, quiet as _quiet, summed, \
+from ._util import array_mean, in_float32, integral_dtype, masked_gradient, mean_of, quiet as _quiet, summed, \
     xp_of
 
 
@@ -90,7 +90,7 @@ class Extreme(ArrayFunction):
         if ctx.conf[0] is None:
             a, y = ctx.saved_tensors
             hits = (a == y) | (xp.isnan(a) & xp.isnan(y))
-            return g.reshape(()) * hits / hits.sum(), None, None, None
+            return masked_gradient(hits, g.reshape(()) / hits.sum()), None, None, None
         (idx,) = ctx.saved_tensors
         axis, keepdims, shape = ctx.conf
         if not keepdims:

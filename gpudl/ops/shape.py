@@ -114,15 +114,19 @@ class GetItem(ArrayFunction):
 
     @staticmethod
     def forward(ctx, a, index):
+        basic = False
         if isinstance(index, RangeChecked):
             index = tuple(index)
-        elif not is_basic_index(index):
+        elif is_basic_index(index):
+            basic = True
+        else:
             check_advanced(a.shape, index, "indexing")
         ctx.conf = (a.shape, a.dtype, index)
         out = a[index]
         if isinstance(out, np.generic):     # NumPy's scalar for one element: a 0-d view instead,
             out = a[(index if isinstance(index, tuple) else (index,)) + (Ellipsis,)]  # as torch
-        return out
+        # an advanced index copies: row-major then, as torch's (x[1:, [0, 2]].view(-1) works)
+        return out if basic else _row_major(out)
 
     @staticmethod
     def backward(ctx, g):
@@ -139,6 +143,12 @@ class GetItem(ArrayFunction):
         return ga, None
 
 
+def _row_major(out):
+    """``out`` in row-major order, as torch's cat and stack return (NumPy keeps transposed
+    inputs' order, and x = cat([a.t(), b.t()]); x.view(-1) then raised)."""
+    return out if out.flags.c_contiguous else xp_of(out).ascontiguousarray(out)
+
+
 class Cat(ArrayFunction):
     """Concatenation along ``axis``; as torch's legacy rule, a 1-D empty array is skipped
     whatever the others' shapes (it still gets its empty gradient)."""
@@ -147,7 +157,7 @@ class Cat(ArrayFunction):
     def forward(ctx, axis, *arrays):
         joined = [a for a in arrays if a.shape != (0,)] or arrays[:1]
         ctx.conf = (axis, [a.shape[axis] if a.shape != (0,) else None for a in arrays])
-        return xp_of(arrays[0]).concatenate(joined, axis=axis)
+        return _row_major(xp_of(arrays[0]).concatenate(joined, axis=axis))
 
     @staticmethod
     def backward(ctx, g):
@@ -172,7 +182,7 @@ class Stack(ArrayFunction):
     @staticmethod
     def forward(ctx, axis, *arrays):
         ctx.axis = axis
-        return xp_of(arrays[0]).stack(arrays, axis=axis)
+        return _row_major(xp_of(arrays[0]).stack(arrays, axis=axis))
 
     @staticmethod
     def backward(ctx, g):
