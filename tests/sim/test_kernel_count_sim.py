@@ -83,7 +83,8 @@ def _backward_kernels(loss):
 def _joining(sites):
     """The kernels of slicing's backward and of the walk's gradient sums, by call site."""
     return {site: n for site, n in sites.items() if site.startswith(
-        ("ops/shape.py", "sliced_gradient.py", "autograd.py:_run_node", "autograd.py:_acc"))}
+        ("ops/shape.py", "sliced_gradient.py", "autograd.py:_run_node", "autograd.py:_acc",
+         "autograd.py:_add_to_grad"))}
 
 
 def _chunked(leaf):
@@ -105,7 +106,7 @@ def test_chunk_backward_writes_each_piece_once_and_fills_nothing(leaf):
     # not from a leaf: x * 2's gradient is copied into x.grad (counted since session 18; the
     # elementwise ops do not declare new_gradients)
     expected = {"sliced_gradient.py:array": 3} if leaf else \
-        {"sliced_gradient.py:array": 3, "autograd.py:_accumulate": 1}
+        {"sliced_gradient.py:array": 3, "autograd.py:_add_to_grad": 1}
     assert joined == expected, joined
     assert kernels["cupy zeros"] == 0 and kernels["cupy copy"] == (0 if leaf else 1)
 
@@ -118,7 +119,7 @@ def test_overlapping_slices_backward_fills_once():
     kernels, sites = _backward_kernels((y[0:3] * y[2:5]).sum())
     joined = _joining(sites)
     # and x * 2's gradient copied into x.grad (counted since session 18)
-    assert joined == {"sliced_gradient.py:array": 3, "autograd.py:_accumulate": 1}, joined
+    assert joined == {"sliced_gradient.py:array": 3, "autograd.py:_add_to_grad": 1}, joined
     assert kernels["cupy zeros"] == 1
 
 
@@ -222,7 +223,8 @@ def test_the_lenet_step_checks_its_targets_in_the_loss_kernels():
     # 41 before session 18's counting of copying methods, 51 with them (each parameter's first
     # .grad a copy), 45 once Linear's gradients became the .grad as they are, 41 with Conv2d's
     # too (on cuda)
-    assert not any(site.startswith("autograd.py:_accumulate") for site in sites), sites
+    assert not any(site.startswith(("autograd.py:_accumulate", "autograd.py:_add_to_grad"))
+                   for site in sites), sites
     assert sum(kernels.values()) <= 41, sites
 
 
@@ -234,6 +236,6 @@ def test_linear_and_layer_norm_gradients_become_the_grad_without_a_copy():
     kernel_count._import_kernel_modules()
     parts = workloads.transformer_parts(gpudl, "cuda", True, batch=2, seq=4)
     kernels, sites = kernel_count.count_step(parts)
-    assert "autograd.py:_accumulate" not in sites, sites
+    assert not {"autograd.py:_accumulate", "autograd.py:_add_to_grad"} & set(sites), sites
     assert "kernels/attention_cuda.py:_additive_mask" not in sites, sites
     assert kernels["cupy zeros"] == 0, kernels
