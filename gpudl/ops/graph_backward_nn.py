@@ -32,14 +32,14 @@ from . import reduce as R
 from . import shape as S
 from . import sparse as SP
 from ._util import quiet, xp_of
-from .graph_backward import Adjoint, constant, masked, scattered, sum_to
+from .graph_backward import Adjoint, constant, masked, scaled, scattered, sum_to
 
 
 # ----------------------------------------------------------------- activations
 @graph_backward(A.LeakyRelu)
 def _leaky_relu(saved, g):
     (positive,) = saved.ctx.saved_tensors
-    return masked(g, xp_of(positive).where(positive, 1.0, saved.ctx.slope)), None
+    return scaled(g, xp_of(positive).where(positive, 1.0, saved.ctx.slope)), None
 
 
 @graph_backward(A.Elu)
@@ -369,7 +369,7 @@ def _vector_norm(saved, g):
     sign = constant(xp.sign(a))
     if ord in (float("inf"), float("-inf")):
         hits = abs(a) == y
-        return masked(g, hits / hits.sum(axis=axes, keepdims=True)) * sign, None, None, None
+        return scaled(g, hits / hits.sum(axis=axes, keepdims=True)) * sign, None, None, None
     if ord == 0:
         return g * 0 * sign, None, None, None
     if ord == 1:

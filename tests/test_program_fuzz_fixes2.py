@@ -1,0 +1,86 @@
+"""Regressions found by the second round of differential program fuzzing (create_graph
+programs, nn modules, losses, optimizers, int/bool/half dtypes) run in gpudl and torch: each
+case runs the same steps on both libraries from fresh random inputs and compares the results."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import gpudl as gd  # noqa: E402
+
+
+def _numpy(t):
+    return None if t is None else t.detach().numpy()
+
+
+def _assert_same(got, want, rtol=1e-10, atol=1e-12):
+    for i, (g, w) in enumerate(zip(got, want)):
+        if g is None or w is None:      # no gradient, or one of zeros
+            assert all(x is None or not np.any(x) for x in (g, w)), f"item {i}: {g} {w}"
+        else:
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=f"item {i}")
+
+
+# ----------------------------------------------------------------- create_graph masks
+# The graph backwards (create_graph=True) of where, maximum/minimum, clamp, hardtanh,
+# masked_fill, max(), relu and indexed writes multiplied the gradient by a 0/1 mask: a second
+# backward whose upstream is infinite where the first gradient is 0 (sqrt of it) then put
+# NaN = 0 * inf into the input not picked. torch's masked backwards give exactly 0 there.
+PICKING_OPS = {
+    "where": lambda lib, x, y: lib.where(x > 0.3, x * x, y * y),
+    "maximum": lambda lib, x, y: lib.maximum(x * x, y),
+    "minimum": lambda lib, x, y: lib.minimum(x, y * 2),
+    "clamp": lambda lib, x, y: (x * y).clamp(-0.5, 0.5),
+    "clamp by tensor": lambda lib, x, y: x.clamp(min=y * 0.5),
+    "hardtanh": lambda lib, x, y: lib.nn.functional.hardtanh(x * y),
+    "masked_fill": lambda lib, x, y: (x * y).masked_fill(x > 0.3, 2.0),
+    "max()": lambda lib, x, y: (x * y).max().reshape(1).expand(6),
+    "amax (product rule)": lambda lib, x, y: (x * y).amax(0).reshape(1).expand(6),
+    "index_put": lambda lib, x, y: (x * y).index_put((lib.tensor([0, 2]),),
+                                                      lib.tensor([7.0, 8.0], dtype=lib.float64)),
+    "setitem": lambda lib, x, y: lib.cat([(x * y)[:3], y[3:] * 0 + 5]),
+}
+
+
+@pytest.mark.parametrize("op", PICKING_OPS, ids=list(PICKING_OPS))
+def test_second_backward_through_masked_gradient_keeps_unpicked_inputs_finite(rng, op):
+    arrays = [rng.standard_normal(6), rng.standard_normal(6), rng.standard_normal(6)]
+    results = []
+    for lib in (torch, gd):
+        x, y, v = (lib.tensor(a, requires_grad=True) for a in arrays)
+        gx, gy = lib.autograd.grad(PICKING_OPS[op](lib, x, y), (x, y), grad_outputs=v,
+                                   create_graph=True, allow_unused=True)
+        loss = sum(g.abs().sqrt().sum() for g in (gx, gy) if g is not None)
+        loss.backward()         # upstream 1 / (2 sqrt(0)) = inf wherever a gradient is 0
+        results.append([_numpy(t) for t in (gx, gy, x.grad, y.grad, v.grad)])
+    _assert_same(results[1], results[0])
+
+
+# ----------------------------------------------------------------- row-major results
+# softmax, log_softmax, softmin, cumsum, cumprod, roll, masked_fill and pad of a transposed
+# input kept NumPy's transposed order; torch returns them contiguous, so y.view(-1) raised.
+ROW_MAJOR_OPS = {
+    "softmax": lambda lib, t: t.softmax(0),
+    "log_softmax": lambda lib, t: t.log_softmax(0),
+    "softmin": lambda lib, t: lib.nn.functional.softmin(t, 0),
+    "cumsum": lambda lib, t: t.cumsum(0),
+    "cumprod": lambda lib, t: t.cumprod(1),
+    "roll": lambda lib, t: t.roll(1, 0),
+    "masked_fill": lambda lib, t: t.masked_fill(t > 0, 1.0),
+    "pad": lambda lib, t: lib.nn.functional.pad(t, (1, 2)),
+}
+
+
+@pytest.mark.parametrize("op", ROW_MAJOR_OPS, ids=list(ROW_MAJOR_OPS))
+def test_op_of_transposed_input_is_contiguous(rng, op):
+    array, seed = rng.standard_normal((3, 4)), rng.standard_normal(24)
+    results = []
+    for lib in (torch, gd):
+        x = lib.tensor(array, requires_grad=True)
+        y = ROW_MAJOR_OPS[op](lib, x.t())
+        flat = y.view(-1)
+        (flat * lib.tensor(seed[:flat.shape[0]])).sum().backward()
+        results.append([y.is_contiguous(), _numpy(flat), _numpy(x.grad)])
+    assert results[1][0] and results[0][0]
+    _assert_same(results[1][1:], results[0][1:])
