@@ -84,3 +84,36 @@ def test_op_of_transposed_input_is_contiguous(rng, op):
         results.append([y.is_contiguous(), _numpy(flat), _numpy(x.grad)])
     assert results[1][0] and results[0][0]
     _assert_same(results[1][1:], results[0][1:])
+
+
+# ----------------------------------------------------------------- optimizers
+# RMSprop, Adagrad (and every optimizer forming weight_decay * param + grad on the CPU) raised
+# TypeError "return arrays must be of ArrayType" on a 0-d parameter: NumPy's 0-d product was a
+# scalar, not an array the update could write into. maximize without weight_decay likewise.
+OPTIMIZERS_0D = {
+    "RMSprop": {"lr": 0.1, "weight_decay": 0.1},
+    "RMSprop maximize": {"lr": 0.1, "maximize": True, "centered": True, "momentum": 0.9},
+    "Adagrad": {"lr": 0.5, "weight_decay": 0.1},
+    "Adagrad maximize": {"lr": 0.5, "maximize": True},
+    "SGD": {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.1, "maximize": True},
+    "Adam": {"lr": 0.1, "weight_decay": 0.1, "amsgrad": True},
+    "NAdam": {"lr": 0.1, "weight_decay": 0.1},
+    "Adadelta": {"lr": 0.5, "weight_decay": 0.1, "maximize": True},
+}
+
+
+@pytest.mark.parametrize("case", OPTIMIZERS_0D, ids=list(OPTIMIZERS_0D))
+def test_optimizer_steps_a_0d_parameter(rng, case):
+    name, options = case.split()[0], OPTIMIZERS_0D[case]
+    start, grads = rng.standard_normal((2, 3)), rng.standard_normal((3, 2, 3))
+    results = []
+    for lib in (torch, gd):
+        params = [lib.nn.Parameter(lib.tensor(start[0, 0])), lib.nn.Parameter(lib.tensor(start[1]))]
+        optimizer = getattr(lib.optim, name)(params, **options)
+        trace = []
+        for grad in grads:
+            params[0].grad, params[1].grad = lib.tensor(grad[0, 0]), lib.tensor(grad[1])
+            optimizer.step()
+            trace += [_numpy(p) for p in params]
+        results.append(trace)
+    _assert_same(results[1], results[0])
