@@ -117,3 +117,29 @@ def test_optimizer_steps_a_0d_parameter(rng, case):
             trace += [_numpy(p) for p in params]
         results.append(trace)
     _assert_same(results[1], results[0])
+
+
+# ----------------------------------------------------------------- create_graph of 0-d inputs
+# A 0-d op's forward value can be a NumPy scalar; the graph backward of softplus (and any
+# that takes an input's value through Saved.input) returned it as a plain number, so
+# gd.autograd.grad(softplus(x), x, create_graph=True) raised AttributeError for a 0-d x.
+ZERO_D_OPS = {
+    "softplus": lambda lib, x: lib.nn.functional.softplus(x),
+    "softplus beta": lambda lib, x: lib.nn.functional.softplus(x * 2, beta=2.0),
+    "silu": lambda lib, x: lib.nn.functional.silu(x),
+    "gelu": lambda lib, x: lib.nn.functional.gelu(x),
+    "elu": lambda lib, x: lib.nn.functional.elu(x - 1),
+    "tanh": lambda lib, x: x.tanh(),
+}
+
+
+@pytest.mark.parametrize("op", ZERO_D_OPS, ids=list(ZERO_D_OPS))
+def test_second_order_gradient_of_a_0d_input(rng, op):
+    value = float(rng.standard_normal())
+    results = []
+    for lib in (torch, gd):
+        x = lib.tensor(value, dtype=lib.float64, requires_grad=True)
+        (g,) = lib.autograd.grad(ZERO_D_OPS[op](lib, x), x, create_graph=True)
+        (g * g).backward()
+        results.append([_numpy(g), _numpy(x.grad)])
+    _assert_same(results[1], results[0])
