@@ -58,7 +58,7 @@ def test_second_backward_through_masked_gradient_keeps_unpicked_inputs_finite(rn
 
 
 # ----------------------------------------------------------------- row-major results
-# softmax, log_softmax, softmin, cumsum, cumprod, roll, masked_fill and pad of a transposed
+# softmax, log_softmax, softmin, cumsum, cumprod, roll, masked_fill, pad and one_hot of a transposed
 # input kept NumPy's transposed order; torch returns them contiguous, so y.view(-1) raised.
 ROW_MAJOR_OPS = {
     "softmax": lambda lib, t: t.softmax(0),
@@ -84,6 +84,16 @@ def test_op_of_transposed_input_is_contiguous(rng, op):
         results.append([y.is_contiguous(), _numpy(flat), _numpy(x.grad)])
     assert results[1][0] and results[0][0]
     _assert_same(results[1][1:], results[0][1:])
+
+
+def test_one_hot_of_transposed_input_is_contiguous(rng):
+    labels = rng.integers(0, 3, (3, 4))
+    results = []
+    for lib in (torch, gd):
+        y = lib.nn.functional.one_hot(lib.tensor(labels).t(), 3)
+        results.append([y.is_contiguous(), y.view(-1).numpy()])
+    assert results[1][0] and results[0][0]
+    np.testing.assert_array_equal(results[1][1], results[0][1])
 
 
 # ----------------------------------------------------------------- optimizers
