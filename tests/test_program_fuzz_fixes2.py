@@ -153,3 +153,20 @@ def test_second_order_gradient_of_a_0d_input(rng, op):
         (g * g).backward()
         results.append([_numpy(g), _numpy(x.grad)])
     _assert_same(results[1], results[0])
+
+
+# ----------------------------------------------------------------- create_graph of median()
+# median() and nanmedian() of all elements had no graph backward: create_graph=True raised
+# NotImplementedError (torch's evenly shared tie gradient, differentiable again).
+@pytest.mark.parametrize("op", ["median", "nanmedian"])
+def test_second_order_gradient_through_median_of_all_elements(rng, op):
+    values = rng.integers(-2, 3, (3, 4)).astype(float)      # ties around the median
+    weights = rng.standard_normal((3, 4))
+    results = []
+    for lib in (torch, gd):
+        x = lib.tensor(values, requires_grad=True)
+        w = lib.tensor(weights)
+        (g,) = lib.autograd.grad(getattr(x * w, op)() * 3, x, create_graph=True)
+        ((g * w).sum() ** 2 + (g * g * x).sum()).backward()
+        results.append([_numpy(g), _numpy(x.grad)])
+    _assert_same(results[1], results[0])

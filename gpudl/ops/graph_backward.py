@@ -15,6 +15,7 @@ from ..higher_order import graph_backward
 from ..sliced_gradient import dense
 from ..tensor import Tensor
 from ..tensor_math import where
+from ..tensor_order import SharedByTies
 from . import elementwise as E
 from . import linalg as L
 from . import reduce as R
@@ -262,6 +263,13 @@ def _extreme(saved, g, *unused):
     index = list(xp.ix_(*[xp.arange(n) for n in idx.shape]))
     index[axis] = idx
     return scattered(S.Reshape.apply(g, idx.shape), shape, tuple(index)), None, None, None
+
+
+@graph_backward(SharedByTies)
+def _shared_by_ties(saved, g):
+    a, value = saved.ctx.conf
+    ties = (a == value) | (xp_of(a).isnan(a) & xp_of(a).isnan(value))
+    return masked(g, ties / ties.sum()), None
 
 
 @graph_backward(R.Var, R.Std)

@@ -175,7 +175,8 @@ def log_softmax_array(a, axis):
 class Softmax(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axis):
-        y = row_major(in_float32(softmax_array, a, axis))
+        y = in_float32(softmax_array, a, axis)
+        y = y if y.flags.c_contiguous else row_major(y)   # no call on the usual path
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -192,7 +193,8 @@ class Softmax(ArrayFunction):
 class LogSoftmax(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axis):
-        y = row_major(in_float32(log_softmax_array, a, axis))
+        y = in_float32(log_softmax_array, a, axis)
+        y = y if y.flags.c_contiguous else row_major(y)   # no call on the usual path
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
