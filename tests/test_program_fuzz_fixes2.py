@@ -170,3 +170,25 @@ def test_second_order_gradient_through_median_of_all_elements(rng, op):
         ((g * w).sum() ** 2 + (g * g * x).sum()).backward()
         results.append([_numpy(g), _numpy(x.grad)])
     _assert_same(results[1], results[0])
+
+
+# ----------------------------------------------------------------- create_graph of kl_div
+# kl_div had no graph backward: create_graph=True (a gradient penalty, MAML's inner step)
+# raised NotImplementedError. Targets are kept positive: at a 0 target torch's gradient is NaN
+# (0/0 in xlogy's), gpudl's 0 (deliberate, as its first-order gradient).
+@pytest.mark.parametrize("log_target", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "batchmean", "sum"])
+def test_second_order_gradient_through_kl_div(rng, log_target, reduction):
+    logits, target = rng.standard_normal((3, 4)), rng.random((3, 4)) + 0.05
+    target = np.log(target) if log_target else target
+    seed = rng.standard_normal((3, 4) if reduction == "none" else ())
+    results = []
+    for lib in (torch, gd):
+        x = lib.tensor(logits, requires_grad=True)
+        t = lib.tensor(target, requires_grad=True)
+        loss = lib.nn.functional.kl_div(x.log_softmax(-1), t, reduction=reduction,
+                                        log_target=log_target)
+        gx, gt = lib.autograd.grad((loss * lib.tensor(seed)).sum(), (x, t), create_graph=True)
+        ((gx * gx).sum() + (gt * gt * t).sum()).backward()
+        results.append([_numpy(gx), _numpy(gt), _numpy(x.grad), _numpy(t.grad)])
+    _assert_same(results[1], results[0])

@@ -116,6 +116,14 @@ def _bce_with_logits(x, t, pos_weight):
             -x + (pos_weight - 1) * _softplus_neg(x))
 
 
+def _kl_div(x, t, log_target):
+    if log_target:
+        e = t.exp()
+        return -e, e * (t - x + 1)
+    zero = t._data == 0        # d/dt t log t = log t + 1, 0 at t == 0 as the plain backward
+    return -t, where(zero, 0.0, where(zero, 1.0, t).log() + 1) - x
+
+
 # rule -> (d loss / d x, d loss / d t) as Tensors f(x, t, param), as the rule's ``grad``
 _POINTWISE_SLOPES = {
     LS._MSE: lambda x, t, _: (2 * (x - t), 2 * (t - x)),
@@ -124,6 +132,7 @@ _POINTWISE_SLOPES = {
     LS._SmoothL1: _smooth_l1,
     LS._BCE: _bce,
     LS._BCEWithLogits: _bce_with_logits,
+    LS._KLDiv: _kl_div,
 }
 
 
