@@ -192,3 +192,25 @@ def test_second_order_gradient_through_kl_div(rng, log_target, reduction):
         ((gx * gx).sum() + (gt * gt * t).sum()).backward()
         results.append([_numpy(gx), _numpy(gt), _numpy(x.grad), _numpy(t.grad)])
     _assert_same(results[1], results[0])
+
+
+# ----------------------------------------------------------------- cross_entropy, all ignored
+# With every target ignored, 'mean' divides by a total weight of 0 (the loss is NaN, as torch)
+# and the gradient is 0; the second backward through that gradient was NaN (the 0 divisor's
+# inf times the masked rows' 0), torch's is 0.
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_second_backward_of_cross_entropy_with_every_target_ignored(rng, smoothing, weighted):
+    logits, weights = rng.standard_normal((3, 4, 2)), rng.random(4) + 0.1
+    results = []
+    for lib in (torch, gd):
+        x = lib.tensor(logits, requires_grad=True)
+        target = lib.full((3, 2), 2, dtype=lib.int64)
+        options = {"weight": lib.tensor(weights)} if weighted else {}
+        loss = lib.nn.functional.cross_entropy(x, target, ignore_index=2,
+                                               label_smoothing=smoothing, **options)
+        (g,) = lib.autograd.grad(loss, x, create_graph=True)
+        ((g * g).sum() + (g * x).sum()).backward()
+        results.append([_numpy(loss), _numpy(g), _numpy(x.grad)])
+    assert np.isnan(results[0][0]) and np.isnan(results[1][0])
+    _assert_same(results[1][1:], results[0][1:])

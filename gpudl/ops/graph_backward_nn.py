@@ -177,6 +177,9 @@ def _cross_entropy(saved, g):
     if smoothing:
         w = 1 if weight is None else weight.reshape(CE._class_shape(logp))
         target_part += (smoothing / n_classes) * xp.expand_dims(valid, 1) * w
+    # all targets ignored ('mean' divides by 0): every row is masked out below, and a 0 divisor
+    # would put 0 * inf = NaN into the second backward (torch's gives 0)
+    divisor = xp.where(divisor == 0, 1, divisor)
     gx = (p * constant(xp.expand_dims(coef, 1).astype(logp.dtype)) - constant(target_part)) \
         * _per_element(g, reduction, divisor)
     return where(xp.expand_dims(valid, 1), gx, 0.0), None, None, None, None, None, None
