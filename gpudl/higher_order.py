@@ -75,6 +75,8 @@ class Saved:
         constant under a softmax), through which gradients reach that argument. A number, None,
         or an argument that needs no gradient comes back as a constant."""
         edge = self.node.edges[i]
+        if edge is not None and isinstance(value, np.generic):
+            value = np.asarray(value)       # a 0-d input's value that NumPy made a scalar
         if value is None or isinstance(value, (numbers.Number, np.generic)):
             return value
         if edge is None:

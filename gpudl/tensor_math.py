@@ -214,7 +214,8 @@ class MathMixin:
         if isinstance(value, complex):            # torch: not convertible to a real dtype
             raise RuntimeError(f"masked_fill: value {value!r} is complex; the tensor is "
                                f"{self.dtype}")
-        return where(mask, _as_dtype_tensor(value, self.dtype, self), self)   # self's dtype
+        filled = where(mask, _as_dtype_tensor(value, self.dtype, self), self)   # self's dtype
+        return filled if filled.is_contiguous() else filled.contiguous()    # as torch's
 
     def minimum(self, other):
         """Elementwise min with a tensor or number; ties share the gradient evenly."""

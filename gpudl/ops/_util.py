@@ -33,6 +33,12 @@ def masked_gradient(mask, g):
     return out if out.dtype == g.dtype else backend.cast(out, g.dtype)
 
 
+def row_major(out):
+    """``out`` in row-major order, as torch returns from cat, stack, softmax, cumsum, roll and
+    pad (NumPy keeps a transposed input's order, and a later ``.view(-1)`` then raised)."""
+    return out if out.flags.c_contiguous else xp_of(out).ascontiguousarray(out)
+
+
 def broadcast_axes(broadcast_shape, shape):
     """The axes of ``broadcast_shape`` that broadcasting ``shape`` to it added or stretched."""
     lead = len(broadcast_shape) - len(shape)

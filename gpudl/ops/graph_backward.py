@@ -15,6 +15,7 @@ from ..higher_order import graph_backward
 from ..sliced_gradient import dense
 from ..tensor import Tensor
 from ..tensor_math import where
+from ..tensor_order import SharedByTies
 from . import elementwise as E
 from . import linalg as L
 from . import reduce as R
@@ -37,9 +38,21 @@ def sum_to(g, shape):
 
 
 def masked(g, mask):
-    """``g`` times the constant ``mask`` (booleans: g where it holds, else 0; or the share of
-    g that ties give each input)."""
-    return g * constant(xp_of(g._data).asarray(mask).astype(g.dtype))
+    """``g`` where the constant ``mask`` holds (booleans), or times its share of g (the shares
+    ties give each input), and exactly 0 elsewhere: not ``g * mask``, whose 0 * inf would leak
+    an infinite upstream gradient as NaN into an input not picked (torch's masked backwards)."""
+    xp = xp_of(g._data)
+    mask = xp.asarray(mask)
+    if mask.dtype != np.bool_:
+        g = scaled(g, mask)
+        mask = mask != 0
+    return where(constant(mask), g, 0.0)
+
+
+def scaled(g, factor):
+    """``g`` times the constant array ``factor``: a product rule (0 * inf is NaN), where torch's
+    backward multiplies (nansum's not-NaN mask, amax's tie shares, a leaky slope)."""
+    return g * constant(xp_of(g._data).asarray(factor).astype(g.dtype))
 
 
 class Adjoint(ArrayFunction):
@@ -121,7 +134,7 @@ def _remainder(saved, g):
     na, nb = saved.needs_input_grad
     gb = None
     if nb:
-        gb = sum_to(masked(-g, E.python_divmod(a, b)[0]), np.shape(b))
+        gb = sum_to(scaled(-g, E.python_divmod(a, b)[0]), np.shape(b))
     return (sum_to(g, np.shape(a)) if na else None), gb
 
 
@@ -205,7 +218,7 @@ def _where(saved, g):
 
 @graph_backward(E.NanAsZero)
 def _nan_as_zero(saved, g):
-    return masked(g, saved.ctx.saved_tensors[0])
+    return scaled(g, saved.ctx.saved_tensors[0])
 
 
 @graph_backward(E.Cast)
@@ -252,6 +265,13 @@ def _extreme(saved, g, *unused):
     return scattered(S.Reshape.apply(g, idx.shape), shape, tuple(index)), None, None, None
 
 
+@graph_backward(SharedByTies)
+def _shared_by_ties(saved, g):
+    a, value = saved.ctx.conf
+    ties = (a == value) | (xp_of(a).isnan(a) & xp_of(a).isnan(value))
+    return masked(g, ties / ties.sum()), None
+
+
 @graph_backward(R.Var, R.Std)
 def _spread(saved, g):
     (centered,) = saved.ctx.saved_tensors
@@ -272,7 +292,7 @@ def _amax(saved, g):
     a, y = saved.ctx.saved_tensors
     hits = a == y
     g = S.Reshape.apply(g, y.shape)
-    return masked(g, hits / hits.sum(axis=saved.ctx.axes, keepdims=True)), None, None, None
+    return scaled(g, hits / hits.sum(axis=saved.ctx.axes, keepdims=True)), None, None, None
 
 
 def _zeros_in_input(op):

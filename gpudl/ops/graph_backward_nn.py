@@ -32,14 +32,14 @@ from . import reduce as R
 from . import shape as S
 from . import sparse as SP
 from ._util import quiet, xp_of
-from .graph_backward import Adjoint, constant, masked, scattered, sum_to
+from .graph_backward import Adjoint, constant, masked, scaled, scattered, sum_to
 
 
 # ----------------------------------------------------------------- activations
 @graph_backward(A.LeakyRelu)
 def _leaky_relu(saved, g):
     (positive,) = saved.ctx.saved_tensors
-    return masked(g, xp_of(positive).where(positive, 1.0, saved.ctx.slope)), None
+    return scaled(g, xp_of(positive).where(positive, 1.0, saved.ctx.slope)), None
 
 
 @graph_backward(A.Elu)
@@ -116,6 +116,14 @@ def _bce_with_logits(x, t, pos_weight):
             -x + (pos_weight - 1) * _softplus_neg(x))
 
 
+def _kl_div(x, t, log_target):
+    if log_target:
+        e = t.exp()
+        return -e, e * (t - x + 1)
+    zero = t._data == 0        # d/dt t log t = log t + 1, 0 at t == 0 as the plain backward
+    return -t, where(zero, 0.0, where(zero, 1.0, t).log() + 1) - x
+
+
 # rule -> (d loss / d x, d loss / d t) as Tensors f(x, t, param), as the rule's ``grad``
 _POINTWISE_SLOPES = {
     LS._MSE: lambda x, t, _: (2 * (x - t), 2 * (t - x)),
@@ -124,6 +132,7 @@ _POINTWISE_SLOPES = {
     LS._SmoothL1: _smooth_l1,
     LS._BCE: _bce,
     LS._BCEWithLogits: _bce_with_logits,
+    LS._KLDiv: _kl_div,
 }
 
 
@@ -168,6 +177,9 @@ def _cross_entropy(saved, g):
     if smoothing:
         w = 1 if weight is None else weight.reshape(CE._class_shape(logp))
         target_part += (smoothing / n_classes) * xp.expand_dims(valid, 1) * w
+    # all targets ignored ('mean' divides by 0): every row is masked out below, and a 0 divisor
+    # would put 0 * inf = NaN into the second backward (torch's gives 0)
+    divisor = xp.where(divisor == 0, 1, divisor)
     gx = (p * constant(xp.expand_dims(coef, 1).astype(logp.dtype)) - constant(target_part)) \
         * _per_element(g, reduction, divisor)
     return where(xp.expand_dims(valid, 1), gx, 0.0), None, None, None, None, None, None
@@ -369,7 +381,7 @@ def _vector_norm(saved, g):
     sign = constant(xp.sign(a))
     if ord in (float("inf"), float("-inf")):
         hits = abs(a) == y
-        return masked(g, hits / hits.sum(axis=axes, keepdims=True)) * sign, None, None, None
+        return scaled(g, hits / hits.sum(axis=axes, keepdims=True)) * sign, None, None, None
     if ord == 0:
         return g * 0 * sign, None, None, None
     if ord == 1:

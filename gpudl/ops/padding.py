@@ -8,7 +8,7 @@ import numpy as np
 from ..amp.autocast_mode import cast_inputs, state as _autocast
 from ..autograd import ArrayFunction
 from ..tensor import Tensor
-from ._util import xp_of
+from ._util import row_major, xp_of
 
 # torch's mode -> numpy.pad's name for the same positions
 _INDEX_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -22,7 +22,7 @@ class Pad(ArrayFunction):
         grow = tuple((max(lo, 0), max(hi, 0)) for lo, hi in widths)
         ctx.inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(grow, kept.shape))
         ctx.shrink = tuple((max(-lo, 0), max(-hi, 0)) for lo, hi in widths)
-        return xp_of(x).pad(kept, grow, mode="constant", constant_values=value)
+        return row_major(xp_of(x).pad(kept, grow, mode="constant", constant_values=value))
 
     @staticmethod
     def backward(ctx, g):

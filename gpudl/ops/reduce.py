@@ -7,8 +7,8 @@ import numpy as np
 from .. import backend
 from ..autograd import ArrayFunction
 from ..kernels import rows as row_kernels
-from ._util import array_mean, in_float32, integral_dtype, masked_gradient, mean_of, quiet as _quiet, summed, \
-    xp_of
+from ._util import array_mean, in_float32, integral_dtype, masked_gradient, mean_of, quiet as _quiet, \
+    row_major, summed, xp_of
 
 
 def _expand_back(g, axes, keepdims, shape):
@@ -176,6 +176,7 @@ class Softmax(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axis):
         y = in_float32(softmax_array, a, axis)
+        y = y if y.flags.c_contiguous else row_major(y)   # no call on the usual path
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -193,6 +194,7 @@ class LogSoftmax(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axis):
         y = in_float32(log_softmax_array, a, axis)
+        y = y if y.flags.c_contiguous else row_major(y)   # no call on the usual path
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -272,7 +274,8 @@ class CumSum(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axis):
         ctx.axis = axis
-        return in_float32(lambda x: xp_of(x).cumsum(x, axis=axis, dtype=integral_dtype(x)), a)
+        return row_major(in_float32(
+            lambda x: xp_of(x).cumsum(x, axis=axis, dtype=integral_dtype(x)), a))
 
     @staticmethod
     def backward(ctx, g):
@@ -283,7 +286,7 @@ class CumSum(ArrayFunction):
 class CumProd(ArrayFunction):
     @staticmethod
     def forward(ctx, a, axis):
-        y = in_float32(lambda x: xp_of(x).cumprod(x, axis=axis), a)
+        y = row_major(in_float32(lambda x: xp_of(x).cumprod(x, axis=axis), a))
         ctx.save_for_backward(a, y)
         ctx.axis = axis
         return y

@@ -5,7 +5,7 @@ import numpy as np
 from .. import backend
 from ..autograd import ArrayFunction
 from ..sliced_gradient import SlicedGradient, stacked_pieces, view_index
-from ._util import sum_to, xp_of
+from ._util import row_major, sum_to, xp_of
 
 
 class Reshape(ArrayFunction):
@@ -126,7 +126,7 @@ class GetItem(ArrayFunction):
         if isinstance(out, np.generic):     # NumPy's scalar for one element: a 0-d view instead,
             out = a[(index if isinstance(index, tuple) else (index,)) + (Ellipsis,)]  # as torch
         # an advanced index copies: row-major then, as torch's (x[1:, [0, 2]].view(-1) works)
-        return out if basic else _row_major(out)
+        return out if basic else row_major(out)
 
     @staticmethod
     def backward(ctx, g):
@@ -143,11 +143,6 @@ class GetItem(ArrayFunction):
         return ga, None
 
 
-def _row_major(out):
-    """``out`` in row-major order, as torch's cat and stack return (NumPy keeps transposed
-    inputs' order, and x = cat([a.t(), b.t()]); x.view(-1) then raised)."""
-    return out if out.flags.c_contiguous else xp_of(out).ascontiguousarray(out)
-
 
 class Cat(ArrayFunction):
     """Concatenation along ``axis``; as torch's legacy rule, a 1-D empty array is skipped
@@ -157,7 +152,7 @@ class Cat(ArrayFunction):
     def forward(ctx, axis, *arrays):
         joined = [a for a in arrays if a.shape != (0,)] or arrays[:1]
         ctx.conf = (axis, [a.shape[axis] if a.shape != (0,) else None for a in arrays])
-        return _row_major(xp_of(arrays[0]).concatenate(joined, axis=axis))
+        return row_major(xp_of(arrays[0]).concatenate(joined, axis=axis))
 
     @staticmethod
     def backward(ctx, g):
@@ -182,7 +177,7 @@ class Stack(ArrayFunction):
     @staticmethod
     def forward(ctx, axis, *arrays):
         ctx.axis = axis
-        return _row_major(xp_of(arrays[0]).stack(arrays, axis=axis))
+        return row_major(xp_of(arrays[0]).stack(arrays, axis=axis))
 
     @staticmethod
     def backward(ctx, g):
@@ -265,7 +260,7 @@ class Roll(ArrayFunction):
     @staticmethod
     def forward(ctx, a, shifts, axes):
         ctx.conf = (shifts, axes)
-        return xp_of(a).roll(a, shifts, axis=axes)
+        return row_major(xp_of(a).roll(a, shifts, axis=axes))
 
     @staticmethod
     def backward(ctx, g):

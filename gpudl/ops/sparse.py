@@ -165,4 +165,5 @@ def one_hot(tensor, num_classes=-1):
     check_indices("one_hot", "tensor", tensor, num_classes)
     xp = xp_of(tensor._data)
     out = tensor._data[..., None] == xp.arange(num_classes)
-    return Tensor._make(out.astype(xp.int64), False, None, 0, tensor.device)
+    # row-major, as torch's: NumPy keeps a transposed input's order (a later .view raised)
+    return Tensor._make(out.astype(xp.int64, order="C"), False, None, 0, tensor.device)

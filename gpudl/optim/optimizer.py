@@ -358,10 +358,12 @@ def new_state_buffer(param, fill=0.0):
 def effective_grad(param, grad, weight_decay, maximize):
     """CPU: the gradient the update uses, ``(-grad if maximize else grad) + weight_decay * param``
     as torch forms it; ``grad`` itself (not to be written) when neither applies."""
+    # out= arrays throughout: a 0-d operation without one gives a NumPy scalar, which the
+    # in-place updates after this cannot write to (a 0-d parameter with weight_decay raised)
     if weight_decay:
-        out = np.multiply(param, weight_decay)
+        out = np.multiply(param, weight_decay, out=np.empty_like(param))
         return np.subtract(out, grad, out=out) if maximize else np.add(grad, out, out=out)
-    return np.negative(grad) if maximize else grad
+    return np.negative(grad, out=np.empty_like(grad)) if maximize else grad
 
 
 def square_avg_(square_avg, g, alpha, scratch):
