@@ -80,9 +80,9 @@ def _copy(ssa, block):
 
 
 def run_ssa(ssa, blocks):
-    """What ``ssa._run_ssa`` (``ssa``: one of numba's two SSA modules) returns for ``blocks``:
-    new blocks in SSA form (the given blocks are not changed; unchanged statements are shared,
-    as numba shares them)."""
+    """What numba-cuda's ``ssa._run_ssa`` (``ssa``: its SSA module) returns for ``blocks``: new
+    blocks in SSA form (the given blocks are not changed; unchanged statements are shared, as
+    numba shares them)."""
     if not blocks:
         return {}
     cfg = ssa.compute_cfg_from_blocks(blocks)
