@@ -295,36 +295,55 @@ def _amax(saved, g):
     return scaled(g, hits / hits.sum(axis=saved.ctx.axes, keepdims=True)), None, None, None
 
 
-def _zeros_in_input(op):
-    """The refusal of a product's graph backward where the input holds zeros: the formulas
-    below divide by it (the plain backward has an exact form there; not written here yet)."""
-    def unsupported(ctx):
-        a = ctx.saved_tensors[0]
-        if not bool(backend.host_value((a != 0).all(), f"{op} create_graph (zero check)")):
-            return f"{op} of a tensor holding zeros"
-        return None
-    return unsupported
+def _exclusive_cumprod(x, axis, reverse=False):
+    """The product of the elements before (after, with ``reverse``) each one along ``axis``, in
+    Tensor ops: no division, so zeros are exact."""
+    if reverse:
+        return _exclusive_cumprod(x.flip(axis), axis).flip(axis)
+    one = x.new_ones(x[_along(axis, 0, 1)].shape)
+    return S.Cat.apply(axis, one, R.CumProd.apply(x[_along(axis, 0, x.shape[axis] - 1)], axis))
 
 
-@graph_backward(R.Prod, unsupported=_zeros_in_input("prod"))
+def _along(axis, start, stop):
+    return (slice(None),) * axis + (slice(start, stop),)
+
+
+@graph_backward(R.Prod)
 def _prod(saved, g):
+    """The product of the other elements (as the plain backward: exact where some are 0)."""
     (a,) = saved.ctx.saved_tensors
     axis, keepdims = saved.ctx.conf
     x = saved.input(0, a)
+    flat, along = (x.reshape(-1), 0) if axis is None else (x, axis)
+    if flat.shape[along] == 0:
+        return x.new_zeros(x.shape), None, None
+    others = _exclusive_cumprod(flat, along) * _exclusive_cumprod(flat, along, reverse=True)
     if axis is None:
-        return S.Reshape.apply(g, ()) * R.Prod.apply(x, None, False) / x, None, None
+        return (S.Reshape.apply(g, ()) * others).reshape(x.shape), None, None
     if not keepdims:
         g = g.unsqueeze(axis)
-    return g * R.Prod.apply(x, axis, True) / x, None, None     # the product of the others
+    return g * others, None, None
 
 
-@graph_backward(R.CumProd, unsupported=_zeros_in_input("cumprod"))
+@graph_backward(R.CumProd)
 def _cumprod(saved, g):
+    """sum over j >= k of g_j y_j, divided by a_k; where ``a`` holds a zero, without dividing:
+    the product before k times, summed over j >= k, g_j times the product of a_(k+1..j)."""
     a, y = saved.ctx.saved_tensors
-    axis = saved.ctx.axis
-    # sum over j >= k of g_j y_j, divided by a_k
-    later = R.CumSum.apply((g * saved.output(0, y)).flip(axis), axis).flip(axis)
-    return later / saved.input(0, a), None
+    axis, n = saved.ctx.axis, a.shape[saved.ctx.axis]
+    x = saved.input(0, a)
+    if n == 0:
+        return x.new_zeros(x.shape), None
+    if backend.host_value((a != 0).all(), "cumprod create_graph (zero check)"):
+        later = R.CumSum.apply((g * saved.output(0, y)).flip(axis), axis).flip(axis)
+        return later / x, None
+    before, parts = _exclusive_cumprod(x, axis), []
+    one = x.new_ones(x[_along(axis, 0, 1)].shape)
+    for k in range(n):
+        after = S.Cat.apply(axis, one, R.CumProd.apply(x[_along(axis, k + 1, n)], axis))
+        parts.append((g[_along(axis, k, n)] * after).sum(axis, keepdim=True)
+                     * before[_along(axis, k, k + 1)])
+    return S.Cat.apply(axis, *parts), None
 
 
 @graph_backward(R.Softmax)

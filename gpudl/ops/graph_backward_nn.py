@@ -10,7 +10,7 @@ derivatives are the other two and any order can be taken.
 
 import numpy as np
 
-from .. import backends, kernels
+from .. import backends, higher_order, kernels
 from ..autograd import ArrayFunction
 from ..functions import cat
 from ..higher_order import graph_backward
@@ -29,9 +29,11 @@ from . import normalization as N
 from . import padding as P
 from . import pool as PL
 from . import reduce as R
+from . import rnn as RNN
 from . import shape as S
 from . import sparse as SP
 from ._util import quiet, xp_of
+from .rnn_steps import unrolled_layer
 from .graph_backward import Adjoint, constant, masked, scaled, scattered, sum_to
 
 
@@ -481,6 +483,25 @@ def _packed_self_attention(saved, g):
     return (gproj @ w if need_x else None,
             flat.T @ x.reshape(N * L, E) if need_w else None,
             flat.sum(0) if need_b else None, None, None)
+
+
+# ----------------------------------------------------------------- recurrent layers
+@graph_backward(RNN.RecurrentLayer)
+def _recurrent_layer(saved, *grads):
+    """The fused layer's gradients are kernels, not Tensor ops: the layer is recomputed step by
+    step in Tensor ops from its inputs in the graph (ops.rnn_steps), and that recomputation's
+    vector-Jacobian product taken by a nested create_graph walk (its graph kept: a third
+    order goes through it too)."""
+    mode, reverse = saved.ctx.layer
+    inputs = [saved.input(i, value) for i, value in enumerate(saved.ctx.inputs)]
+    outputs = unrolled_layer(mode, *inputs, reverse=reverse)[:len(grads)]
+    wanted = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad
+              and saved.needs_input_grad[i]]
+    found = higher_order.gradients_of(outputs, grads, [inputs[i] for i in wanted], True)
+    result = [None] * len(saved.node.edges)
+    for i, g in zip(wanted, found):
+        result[i] = g if g is not None else inputs[i].new_zeros(inputs[i].shape)
+    return tuple(result)
 
 
 # ----------------------------------------------------------------- convolutions

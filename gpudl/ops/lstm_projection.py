@@ -1,13 +1,12 @@
 """One LSTM layer with a projection (torch's LSTM(proj_size=P)): h_t = W_hr (o_t * tanh(c_t)).
 
-Runs as Tensor ops, one step at a time (autograd records every step): the fused recurrent
-kernels (gpudl.ops.rnn) have no projection. The input's part of the gates is one matmul over the
-whole sequence.
+Runs as Tensor ops, one step at a time (ops.rnn_steps, autograd records every step): the fused
+recurrent kernels (gpudl.ops.rnn) have no projection.
 """
 
 from ..amp.autocast_mode import cast_inputs, state as _autocast
-from ..functions import stack
 from ..tensor import Tensor
+from .rnn_steps import unrolled_layer
 
 
 def lstm_projected_layer(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
@@ -27,25 +26,8 @@ def lstm_projected_layer(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, 
             "lstm", input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     hidden, proj = weight_hr.shape[1], weight_hr.shape[0]
     _check(input, h0, c0, weight_ih, weight_hh, weight_hr, hidden, proj)
-    batch = input.shape[1]
-    h = h0 if h0 is not None else input.new_zeros((batch, proj))
-    c = c0 if c0 is not None else input.new_zeros((batch, hidden))
-    from_input = input @ weight_ih.t()                                    # (T, B, 4H)
-    if bias_ih is not None:
-        from_input = from_input + bias_ih
-    steps = range(input.shape[0] - 1, -1, -1) if reverse else range(input.shape[0])
-    outputs = []
-    for t in steps:
-        gates = from_input[t] + h @ weight_hh.t()
-        if bias_hh is not None:
-            gates = gates + bias_hh
-        i, f, g, o = gates.chunk(4, 1)
-        c = f.sigmoid() * c + i.sigmoid() * g.tanh()
-        h = (o.sigmoid() * c.tanh()) @ weight_hr.t()                      # (B, P)
-        outputs.append(h)
-    if reverse:
-        outputs.reverse()
-    return stack(outputs), h, c
+    return unrolled_layer("lstm", input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, reverse,
+                          weight_hr)
 
 
 def _check(x, h0, c0, w_ih, w_hh, w_hr, hidden, proj):

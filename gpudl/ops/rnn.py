@@ -29,6 +29,8 @@ class RecurrentLayer(ArrayFunction):
     @staticmethod
     def forward(ctx, x, hx, cx, w_ih, w_hh, b_ih, b_hh, mode, reverse, final_states=None):
         ctx.set_materialize_grads(False)
+        # what create_graph=True recomputes the layer from (ops.graph_backward_nn)
+        ctx.layer, ctx.inputs = (mode, reverse), (x, hx, cx, w_ih, w_hh, b_ih, b_hh)
         # float16/bfloat16 run in float32 on both devices; the results are rounded back
         ctx.dtype = x.dtype
         if final_states is not None and final_states[0].dtype != x.dtype:
