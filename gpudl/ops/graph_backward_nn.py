@@ -504,6 +504,12 @@ def _recurrent_layer(saved, *grads):
     return tuple(result)
 
 
+@graph_backward(RNN.StackedStates)
+def _stacked_states(saved, g):
+    """The final states the layers wrote into one buffer: Stack's slices (buffer, slots: none)."""
+    return (None, None, *(S.GetItem.apply(g, (k,)) for k in range(g.shape[0])))
+
+
 # ----------------------------------------------------------------- convolutions
 # 2-D convolutions run kernels/conv.py (Conv2d, ConvTranspose2d), the other spatial ranks
 # ops/conv_nd.py (ConvNd, ConvTransposeNd); both take the same arguments.

@@ -1,6 +1,6 @@
 """create_graph=True on the (simulated) cuda device: a gradient penalty through conv2d, leaky
 relu, linear and the norm, whose second-order graph runs the conv kernels again (the input and
-weight gradients as Functions), against torch on the CPU. Tiny shapes: the simulator runs each
+weight gradients as Functions), and one through a stacked LSTM, against torch on the CPU. Tiny shapes: the simulator runs each
 CUDA thread in Python."""
 
 import numpy as np
@@ -43,3 +43,24 @@ def test_gradient_penalty_through_conv2d(launches):
     for name, p, tp in (("w", ours[1], theirs[1]), ("v", ours[3], theirs[3])):
         np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=2e-4, atol=2e-5,
                                    err_msg=name)
+
+
+def test_gradient_penalty_through_a_stacked_lstm(launches):
+    """The layers' kernels write h_n and c_n into one buffer (ops.rnn.StackedStates) whose
+    graph backward the penalty's second walk needs; each layer is recomputed in Tensor ops."""
+    rng = np.random.default_rng(1)
+    theirs = torch.nn.LSTM(3, 4, num_layers=2)
+    ours = gd.nn.LSTM(3, 4, num_layers=2)
+    ours.load_state_dict({k: gd.tensor(v.detach().numpy())
+                          for k, v in theirs.state_dict().items()})
+    data = rng.standard_normal((2, 2, 3)).astype(np.float32)
+    grads = []
+    for module, lib in ((ours, gd), (theirs, torch)):
+        x = lib.tensor(data, requires_grad=True)
+        out, (h_n, c_n) = module(x)
+        g, = lib.autograd.grad((out ** 2).sum() + (h_n * c_n).sum(), x, create_graph=True)
+        (g ** 2).sum().backward()
+        grads.append([x.grad.numpy()] + [p.grad.numpy() for p in module.parameters()])
+    assert launches[0] > 0
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
