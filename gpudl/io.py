@@ -10,7 +10,9 @@ numbers) is kept as JSON in the header's metadata under ``"gpudl"``. A file with
 that never runs code from the file. Saves are atomic (a temporary file, then a rename).
 """
 
+import contextlib
 import glob
+import io
 import json
 import numbers
 import os
@@ -76,9 +78,9 @@ def _flatten(obj, path, tensors, open_containers=()):
 
 def save(obj, path):
     """Write ``obj`` (a tensor, or a dict or list of tensors, numbers, ... nested) to a
-    .safetensors file.
+    .safetensors file, or to a binary file object (``io.BytesIO()``, ``open(p, "wb")``).
 
-    The write is atomic: a temporary file in the same folder, then ``os.replace``.
+    The write to a path is atomic: a temporary file in the same folder, then ``os.replace``.
 
     Example:
         >>> gd.save(model.state_dict(), "model.safetensors")
@@ -94,6 +96,12 @@ def save(obj, path):
     tensors = {}
     skeleton = _flatten(obj, ["tensor"] if alone else [], tensors)   # a name for a lone one
     metadata = {"format": "pt", _META_KEY: json.dumps(skeleton)}
+    if hasattr(path, "write"):                      # a file object, as torch.save takes
+        if isinstance(path, io.TextIOBase):
+            raise TypeError(f"save: the file object must be opened for binary writing ('wb'), "
+                            f"got {path!r}")
+        path.write(safetensors.numpy.save(tensors, metadata=metadata))
+        return
     target = os.path.realpath(os.fspath(path))      # through a symlink: write its target
     folder, name = os.path.split(target)
     started = time.time()
@@ -148,9 +156,11 @@ def _check_header(path):
     A safetensors file starts with the header's length (8 bytes, little-endian) and the JSON
     header itself, ``{...``.
     """
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
+    with _opened(path) as f:
+        size = f.seek(0, io.SEEK_END)
+        f.seek(0)
         head = f.read(9)
+        path = _name(path)
     if size == 0:
         raise ValueError(f"load: {path!r} is empty (an interrupted write?)")
     header = int.from_bytes(head[:8], "little") if len(head) == 9 else None
@@ -197,11 +207,27 @@ def _rebuild(node, tensors, depth=0):
     return {key: _rebuild(value, tensors, depth + 1) for key, value in node[_DICT]}
 
 
+def _opened(source):
+    """A binary file open on ``source``: a path (opened and closed), or a file object (seeked to
+    its start, left open)."""
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+        return contextlib.nullcontext(source)
+    return open(source, "rb")
+
+
+def _name(source):
+    return source if not isinstance(source, io.BytesIO) else "the file object"
+
+
 def _read_safetensors(path):
-    """(arrays by name, metadata) of a safetensors file, its sizes checked against free memory
-    before the parser allocates (its allocation failures are Rust panics, not Python errors)."""
+    """(arrays by name, metadata) of a safetensors file (a path, or the bytes of a file object
+    in a BytesIO), its sizes checked against free memory before the parser allocates (its
+    allocation failures are Rust panics, not Python errors)."""
     from safetensors import safe_open
-    with open(path, "rb") as f:
+    from safetensors.numpy import load as load_bytes
+    source, path = path, _name(path)
+    with _opened(source) as f:
         header_length = int.from_bytes(f.read(8), "little")
         if header_length > min(100 << 20, _available_memory()):
             raise ValueError(f"load: {path!r} claims a {header_length}-byte header")
@@ -209,7 +235,7 @@ def _read_safetensors(path):
             header = json.loads(f.read(header_length))
             needed = sum(int(end) - int(start) for name, entry in header.items()
                          if name != _RESERVED_NAME for start, end in [entry["data_offsets"]])
-        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             raise ValueError(f"load: {path!r} is not a valid safetensors file (header: "
                              f"{exc})") from None
     available = _available_memory()
@@ -217,6 +243,8 @@ def _read_safetensors(path):
         raise ValueError(f"load: {path!r} holds {needed / 2**30:.1f} GiB of tensors, more than "
                          f"the {available / 2**30:.1f} GiB of memory free")
     try:
+        if isinstance(source, io.BytesIO):
+            return load_bytes(source.getvalue()), header.get(_RESERVED_NAME) or {}
         with safe_open(path, framework="np") as f:
             return {name: f.get_tensor(name) for name in f.keys()}, f.metadata() or {}
     except (KeyboardInterrupt, SystemExit):
@@ -238,7 +266,8 @@ def _tensors_of(node, device):
 
 def load(path, device=None, *, map_location=None, weights_only=True):
     """Read a checkpoint: a file written by ``gd.save`` (or any .safetensors file), or a
-    PyTorch zip checkpoint (``torch.save(model.state_dict(), "model.pth")``, PyTorch >= 1.6).
+    PyTorch zip checkpoint (``torch.save(model.state_dict(), "model.pth")``, PyTorch >= 1.6),
+    from a path or a binary file object (read to its end).
 
     Tensors come back as gpudl Tensors on ``device`` (or ``map_location``, PyTorch's name for it:
     a device or device string; default ``gd.device()``). Loading is always weights-only, whatever
@@ -246,7 +275,14 @@ def load(path, device=None, *, map_location=None, weights_only=True):
     (tensors, OrderedDicts), which gpudl rebuilds itself, so loading a file never runs code from it.
     Truncated, empty, crafted or foreign files raise ValueError.
     """
-    path = os.fspath(path)
+    if hasattr(path, "read"):                       # a file object, as torch.load takes
+        data = None if isinstance(path, io.TextIOBase) else path.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"load: the file object must be opened for binary reading ('rb'), "
+                            f"got {path!r}")
+        path = io.BytesIO(data)
+    else:
+        path = os.fspath(path)
     if device is not None and map_location is not None:
         raise TypeError("load: pass device or map_location, not both")
     if isinstance(map_location, dict) or callable(map_location):
@@ -260,9 +296,9 @@ def load(path, device=None, *, map_location=None, weights_only=True):
         try:
             return _tensors_of(torch_checkpoint.read(path, _available_memory()), device)
         except ValueError as exc:
-            raise ValueError(f"load: {path!r}: {exc}") from exc
+            raise ValueError(f"load: {_name(path)!r}: {exc}") from exc
         except zipfile.BadZipFile as exc:
-            raise ValueError(f"load: {path!r} is a damaged zip archive ({exc})") from exc
+            raise ValueError(f"load: {_name(path)!r} is a damaged zip archive ({exc})") from exc
     arrays, metadata = _read_safetensors(path)
     tensors = {name: Tensor._make(backend.to_device_array(a, device), False, None, 0, device)
                for name, a in arrays.items()}
@@ -271,4 +307,5 @@ def load(path, device=None, *, map_location=None, weights_only=True):
     try:
         return _rebuild(json.loads(metadata[_META_KEY]), tensors)
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise ValueError(f"load: {path!r} has a damaged gpudl structure entry ({exc})") from exc
+        raise ValueError(f"load: {_name(path)!r} has a damaged gpudl structure entry "
+                         f"({exc})") from exc

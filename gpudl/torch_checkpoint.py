@@ -10,7 +10,9 @@ archive and the memory budget, so a crafted file cannot read out of bounds or al
 """
 
 import collections
+import contextlib
 import io
+import os
 import pickle
 import struct
 import zipfile
@@ -143,12 +145,15 @@ def _to_plain(node):
 
 
 def read(path, available_bytes):
-    """The object saved in the zip checkpoint at ``path``, with NumPy arrays for its tensors.
+    """The object saved in the zip checkpoint at ``path`` (or in a binary file object), with
+    NumPy arrays for its tensors.
 
     Raises ValueError for anything that is not a plain state-dict-like checkpoint or that would
     need more than ``available_bytes`` of memory.
     """
-    with open(path, "rb") as f, zipfile.ZipFile(f) as archive:
+    opened = (open(path, "rb") if isinstance(path, (str, bytes, os.PathLike))
+              else contextlib.nullcontext(path))
+    with opened as f, zipfile.ZipFile(f) as archive:
         file_size = f.seek(0, io.SEEK_END)
         members = {info.filename: info for info in archive.infolist()}
         pickles = [name for name in members if name.endswith("/data.pkl") and name.count("/") == 1]

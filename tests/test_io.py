@@ -1,5 +1,6 @@
 """gd.save / gd.load: safetensors round trips, PyTorch interop, atomic writes, refused files."""
 
+import io
 import os
 import pickle
 
@@ -54,6 +55,42 @@ def test_nested_round_trip(rng, tmp_path):
     gd.save(obj, path)                                   # os.PathLike accepted
     _assert_same(obj, gd.load(str(path)))
     assert gd.load(path, device="cpu")["scalar"].device == "cpu"
+
+
+def test_round_trip_through_file_objects(rng, tmp_path):
+    """torch.save(obj, buffer) / torch.load(buffer): a BytesIO, or a file opened in binary."""
+    obj = _nested(rng)
+    buffer = io.BytesIO()
+    gd.save(obj, buffer)
+    buffer.seek(0)
+    _assert_same(obj, gd.load(buffer))
+    assert buffer.getvalue() == _saved_bytes(obj, tmp_path)       # the same bytes as a file
+    with open(tmp_path / "f.st", "wb") as f:
+        gd.save(obj, f)
+    with open(tmp_path / "f.st", "rb") as f:
+        _assert_same(obj, gd.load(f, map_location="cpu"))
+
+
+def _saved_bytes(obj, tmp_path):
+    gd.save(obj, tmp_path / "bytes.st")
+    return (tmp_path / "bytes.st").read_bytes()
+
+
+def test_text_mode_file_objects_are_refused_before_anything_is_written(tmp_path):
+    gd.save({"w": gd.ones(2)}, tmp_path / "t.st")
+    with open(tmp_path / "t.st", "r") as f, pytest.raises(TypeError, match="binary reading"):
+        gd.load(f)
+    with open(tmp_path / "new.st", "w") as f, pytest.raises(TypeError, match="binary writing"):
+        gd.save({"w": gd.ones(2)}, f)
+    assert (tmp_path / "new.st").read_bytes() == b""
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "is empty"), (b"\x05" + bytes(7) + b"[1,2]", "not a safetensors file"),
+    (b"PK\x03\x04" + bytes(60), "damaged zip archive")])
+def test_refused_file_objects_raise_value_error(data, message, no_unpickling):
+    with pytest.raises(ValueError, match=f"'the file object'.*{message}|{message}"):
+        gd.load(io.BytesIO(data))
 
 
 def test_the_file_is_plain_safetensors_with_dotted_names(rng, tmp_path):

@@ -46,6 +46,20 @@ def test_a_pth_state_dict_loads_into_the_same_gpudl_model(tmp_path, rng):
     np.testing.assert_allclose(model(gd.tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_a_state_dict_torch_saved_into_a_buffer_loads(rng):
+    tmodel = _torch_model()
+    buffer = io.BytesIO()
+    torch.save({"model": tmodel.state_dict(), "epoch": 4}, buffer)
+    buffer.seek(0)
+    saved = gd.load(buffer)
+    assert saved["epoch"] == 4
+    model = _gpudl_model()
+    model.load_state_dict(saved["model"])
+    x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    expected = tmodel(torch.tensor(x)).detach().numpy()
+    np.testing.assert_allclose(model(gd.tensor(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_loading_imports_no_torch(tmp_path):
     path = tmp_path / "model.pth"
     torch.save(_torch_model().state_dict(), path)
