@@ -35,6 +35,7 @@ from .functions import (abs, addmm, amax, amin, argmax, argmin, argsort, bmm, ca
                         roll, round, rsqrt, scatter, scatter_add, sigmoid, sign, sin, softmax,
                         sort, split, sqrt, square, squeeze, stack, std, sum, tanh, topk, transpose,
                         tril, triu, unsqueeze, var, where)
+from .compile_api import compile  # noqa: A004  (torch.compile: the model as it is)
 from .io import load, save
 from .random import manual_seed
 from .tensor import Tensor

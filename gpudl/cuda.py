@@ -1,6 +1,7 @@
 """``gd.cuda``: torch.cuda's queries, answered by the backend."""
 
 from . import backend
+from . import cuda_amp as amp  # noqa: F401  (torch.cuda.amp's deprecated names)
 from .cuda_graphs import (CUDAGraph, Stream, current_stream, graph, graph_pool_handle,  # noqa: F401
                           is_current_stream_capturing, stream)
 from .graphed_callables import make_graphed_callables  # noqa: F401

@@ -264,3 +264,30 @@ def test_numpys_floating_point_warnings_stay_inside_gpudls_ops():
                           env={**os.environ, "GPUDL_DEVICE": "cpu"}, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "user's own: divide by zero encountered in log\n"
+
+
+def test_compile_runs_the_model_as_it_is_and_checks_its_arguments():
+    model = gd.nn.Linear(2, 3)
+    assert gd.compile(model) is model
+    assert gd.compile(mode="reduce-overhead", fullgraph=True)(model) is model
+    double = gd.compile(lambda x: x * 2, dynamic=True)
+    np.testing.assert_array_equal(double(gd.ones(2)).numpy(), [2.0, 2.0])
+    with pytest.raises(RuntimeError, match="unrecognized mode='fast'"):
+        gd.compile(model, mode="fast")
+    with pytest.raises(RuntimeError, match="either mode or options"):
+        gd.compile(model, mode="default", options={})
+    with pytest.raises(TypeError, match="model must be a Module or a function, got int"):
+        gd.compile(3)
+
+
+def test_torch_cuda_amp_names_warn_and_are_the_amp_classes():
+    with pytest.warns(FutureWarning, match=r"gd.amp.GradScaler\('cuda'"):
+        scaler = gd.cuda.amp.GradScaler(init_scale=8.0)
+    assert isinstance(scaler, gd.amp.GradScaler)
+    # without the cuda device the scaler disables itself (a warning), and reports 1.0 as torch's
+    assert scaler.get_scale() == (8.0 if gd.cuda.is_available() else 1.0)
+    with pytest.warns(FutureWarning, match=r"gd.amp.autocast\('cuda'"):
+        region = gd.cuda.amp.autocast(enabled=False)
+    assert isinstance(region, gd.amp.autocast) and region.device == "cuda"
+    with region:
+        assert gd.ones(2, 2).matmul(gd.ones(2, 2)).dtype == gd.float32
