@@ -22,13 +22,13 @@ from .workers import get_worker_info  # noqa: F401  (torch.utils.data's name)
 
 
 class Dataset:
-    """A map-style data set: subclasses define ``__len__`` and ``__getitem__(index)``."""
+    """A map-style data set: subclasses define ``__len__`` and ``__getitem__(index)``. No
+    ``__len__`` here (as torch): a stream's ``len()`` raises TypeError, which ``list()`` and
+    ``len()``-probing code take as "no length", not an error."""
 
     def __getitem__(self, index):
-        raise NotImplementedError
-
-    def __len__(self):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}: a Dataset subclass must define "
+                                  "__getitem__")
 
     def __add__(self, other):
         return ConcatDataset([self, other])
@@ -97,10 +97,13 @@ class ConcatDataset(Dataset):
 
 class IterableDataset(Dataset):
     """A data set read as a stream: subclasses define ``__iter__``, yielding samples. A
-    DataLoader batches them in order (no shuffle or sampler), in the main process."""
+    DataLoader batches them in order (no shuffle or sampler); with ``num_workers`` > 0 each
+    worker reads its own copy (shard it with ``get_worker_info()``, as in torch) and the loader
+    takes a batch from each worker in turn."""
 
     def __iter__(self):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}: an IterableDataset subclass must "
+                                  "define __iter__")
 
     def __add__(self, other):
         return ChainDataset([self, other])
@@ -201,9 +204,13 @@ class DataLoader:
                  num_workers=0, collate_fn=None, pin_memory=False, drop_last=False, timeout=0,
                  worker_init_fn=None, multiprocessing_context=None, generator=None, *,
                  prefetch_factor=None, persistent_workers=False, seed=None):
-        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-            raise TypeError("DataLoader: dataset must define __len__ and __getitem__, got "
-                            f"{type(dataset).__name__}")
+        if not isinstance(dataset, IterableDataset) and not (
+                hasattr(dataset, "__getitem__") and (hasattr(dataset, "__len__")
+                                                     or sampler is not None
+                                                     or batch_sampler is not None)):
+            raise TypeError("DataLoader: dataset must define __len__ and __getitem__ (or "
+                            "__getitem__ and a sampler that names its indices), or be an "
+                            f"IterableDataset, got {type(dataset).__name__}")
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
                 batch_size, numbers.Integral) or batch_size <= 0):
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
@@ -241,7 +248,7 @@ class DataLoader:
         self._pool = None
         self._stream = isinstance(dataset, IterableDataset)
         if self._stream:
-            _check_stream_options(shuffle, sampler, batch_sampler, self.num_workers)
+            _check_stream_options(shuffle, sampler, batch_sampler)
             self.sampler = self.batch_sampler = None
             return
         if batch_sampler is None and batch_size is not None:
@@ -289,26 +296,31 @@ class DataLoader:
 
     def __iter__(self):
         if self._stream:
-            produced = self._stream_batches()
-            return (_pinned(batch) for batch in produced) if self.pin_memory else produced
-        batches = self._index_batches()
-        if self.num_workers == 0 or _on_gpu(self.dataset):
-            produced = (self._fetch(indices) for indices in batches)
+            produced = (self._stream_batches() if self.num_workers == 0
+                        else self._from_workers(None))
         else:
-            produced = self._from_workers(batches)
+            batches = self._index_batches()
+            if self.num_workers == 0 or _on_gpu(self.dataset):
+                produced = (self._fetch(indices) for indices in batches)
+            else:
+                produced = self._from_workers(batches)
         return (_pinned(batch) for batch in produced) if self.pin_memory else produced
 
     def _from_workers(self, batches):
+        """The batches of index lists ``batches`` loaded by the workers; ``batches`` None: a
+        stream's, each worker batching its own pass over it (workers.StreamBatches)."""
         pool = self._pool
         if pool is None or not pool.alive:
             base_seed = int(draw_from(self.generator).integers(0, 2 ** 63 - 1))
-            pool = workers.WorkerPool(self._fetch, self.dataset, self.num_workers, base_seed,
+            fetch = workers.StreamBatches(self._stream_batches) if self._stream else self._fetch
+            pool = workers.WorkerPool(fetch, self.dataset, self.num_workers, base_seed,
                                       self.worker_init_fn, self.multiprocessing_context,
                                       self.timeout)
             if self.persistent_workers:
                 self._pool = pool
         try:
-            yield from pool.run(batches, self.prefetch_factor)
+            yield from (pool.run_streams(self.prefetch_factor) if batches is None
+                        else pool.run(batches, self.prefetch_factor))
         finally:
             if not self.persistent_workers:
                 pool.close()
@@ -319,16 +331,12 @@ class DataLoader:
         return state
 
 
-def _check_stream_options(shuffle, sampler, batch_sampler, num_workers):
+def _check_stream_options(shuffle, sampler, batch_sampler):
     for name, value in (("shuffle", shuffle), ("sampler", sampler),
                         ("batch_sampler", batch_sampler)):
         if value:
             raise ValueError(f"DataLoader with IterableDataset: expected unspecified {name} "
                              f"option, but got {name}={value!r}")
-    if num_workers:
-        raise NotImplementedError("DataLoader with IterableDataset: num_workers > 0 is not "
-                                  f"supported (got {num_workers}); a stream loads in the main "
-                                  "process")
 
 
 def _load(dataset, index):

@@ -9,6 +9,8 @@ generator as torch does (``base_seed + worker_id``; NumPy from torch's mixing of
 exception is re-raised in the main process with the same type, naming the worker and the index.
 """
 
+import collections
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -135,6 +137,25 @@ def _serve(fetch, dataset, jobs, results, worker_id, num_workers, base_seed, ini
         return
 
 
+class StreamBatches:
+    """A worker's answer to a stream request: the next batch of its own pass over an
+    IterableDataset (``make_batches()`` starts a pass), a new pass for each epoch; ``Ended()``
+    once its pass is over. Each worker iterates its own copy of the data set, as in torch:
+    sharding it is the data set's job (``get_worker_info()``)."""
+
+    def __init__(self, make_batches):
+        self.make_batches, self.epoch, self.batches = make_batches, None, None
+
+    def __call__(self, epoch):
+        if epoch != self.epoch:
+            self.epoch, self.batches = epoch, self.make_batches()
+        return next(self.batches, Ended())
+
+
+class Ended:
+    """What a worker answers a stream request with once its pass is over."""
+
+
 class WorkerPool:
     """``num_workers`` processes serving ``fetch(indices)``; ``run(batches)`` yields in order."""
 
@@ -172,15 +193,43 @@ class WorkerPool:
                 sent += 1
             if received == sent:
                 return
-            while received not in ready:
-                epoch, number, batch = self._next_result()
-                if epoch == self.epoch:              # older epochs' answers were abandoned
-                    ready[number] = batch
-            batch = ready.pop(received)
+            batch = self._answer(received, ready)
             received += 1
-            if isinstance(batch, _Failure):
-                batch.reraise()
             yield batch
+
+    def run_streams(self, prefetch_factor):
+        """Yield the batches the workers make of a stream (each its own pass: ``StreamBatches``),
+        one from each worker in turn, as torch does; a worker whose pass ended is skipped from
+        then on."""
+        self.epoch += 1
+        asked, ready = collections.deque(), {}       # (request number, worker), in order
+        numbers = itertools.count()
+
+        def ask(worker):
+            number = next(numbers)
+            self.jobs[worker].put((self.epoch, number, self.epoch))
+            asked.append((number, worker))
+        for _ in range(prefetch_factor):
+            for worker in range(self.num_workers):
+                ask(worker)
+        while asked:
+            number, worker = asked.popleft()
+            batch = self._answer(number, ready)
+            if not isinstance(batch, Ended):
+                ask(worker)
+                yield batch
+
+    def _answer(self, number, ready):
+        """The answer to request ``number`` of this epoch (others that come first wait in
+        ``ready``); a worker's failure is raised here."""
+        while number not in ready:
+            epoch, got, batch = self._next_result()
+            if epoch == self.epoch:              # older epochs' answers were abandoned
+                ready[got] = batch
+        batch = ready.pop(number)
+        if isinstance(batch, _Failure):
+            batch.reraise()
+        return batch
 
     def _next_result(self):
         waited = 0.0

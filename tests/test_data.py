@@ -220,7 +220,7 @@ def test_iterable_dataset_batches_the_stream_as_torch(options, rng):
     assert _streamed(gd.data, values, **options) == _streamed(torch.utils.data, values, **options)
 
 
-def test_iterable_dataset_refuses_order_options_and_workers():
+def test_iterable_dataset_refuses_order_options():
     class Stream(gd.data.IterableDataset):
         def __iter__(self):
             return iter(range(4))
@@ -229,8 +229,31 @@ def test_iterable_dataset_refuses_order_options_and_workers():
         DataLoader(Stream(), shuffle=True)
     with pytest.raises(ValueError, match="expected unspecified sampler option"):
         DataLoader(Stream(), sampler=[0, 1])
-    with pytest.raises(NotImplementedError, match="num_workers > 0 is not supported"):
-        DataLoader(Stream(), num_workers=2)
+
+
+def test_a_stream_without_length_lists_and_len_raises_type_error():
+    """list(loader) probes len(); a stream has none: TypeError (ignored by list), as torch."""
+    class Stream(gd.data.IterableDataset):
+        def __iter__(self):
+            return iter(range(5))
+
+    loader = DataLoader(Stream(), batch_size=2)
+    assert [b.tolist() for b in list(loader)] == [[0, 1], [2, 3], [4]]
+    with pytest.raises(TypeError, match="has no len"):
+        len(loader)
+
+
+def test_a_dataset_without_len_or_getitem_is_refused_by_name():
+    class NoLength(gd.data.Dataset):
+        def __getitem__(self, index):
+            return index
+
+    with pytest.raises(TypeError, match="must define __len__ and __getitem__.*got NoLength"):
+        DataLoader(NoLength())
+    assert [b.tolist() for b in DataLoader(NoLength(), sampler=[3, 1], batch_size=2)] == [[3, 1]]
+    with pytest.raises(NotImplementedError, match="Bare: a Dataset subclass must define "
+                                                  "__getitem__"):
+        type("Bare", (gd.data.Dataset,), {})()[0]
 
 
 def test_load_digits_is_the_real_data_set():

@@ -215,6 +215,55 @@ def test_custom_collate_fn_runs_in_the_workers():
     assert [b["n"] for b in batches] == [2, 2, 2] and [b["worker"] for b in batches] == [0, 1, 0]
 
 
+def _stream_class(module):
+    """An IterableDataset of module's (gpudl.data or torch's) that shards itself by worker, with
+    uneven shards (worker 0 reads 3 more samples than worker 1 of 2)."""
+    class Shards(module.IterableDataset):
+        def __init__(self, n):
+            self.n = n
+
+        def __iter__(self):
+            info = module.get_worker_info()
+            worker, count = (0, 1) if info is None else (info.id, info.num_workers)
+            stop = self.n if worker == 0 else self.n - 3
+            return ({"i": float(i), "w": worker} for i in range(worker, stop, count))
+    return Shards
+
+
+@pytest.mark.parametrize("num_workers, options", [
+    (2, dict(batch_size=2)), (3, dict(batch_size=2, drop_last=True)),
+    (2, dict(batch_size=None)), (2, dict(batch_size=3, prefetch_factor=1))])
+def test_a_stream_loads_in_workers_in_torchs_order(num_workers, options):
+    """Each worker iterates its own copy (sharded by get_worker_info()); batches come one from
+    each worker in turn, a worker that ran out skipped: the same batches, in the same order,
+    as torch's DataLoader."""
+    def plain(batch):       # batch_size=None: the samples themselves, numbers kept numbers
+        return [v.tolist() if hasattr(v, "tolist") else v for v in (batch["i"], batch["w"])]
+    got = [plain(b) for b in DataLoader(_stream_class(gd.data)(13), num_workers=num_workers,
+                                        **options)]
+    want = [plain(b) for b in tdata.DataLoader(_stream_class(tdata)(13),
+                                               num_workers=num_workers, **options)]
+    assert got == want and len({str(w) for _, w in got}) > 1     # both workers' batches
+
+
+def test_a_stream_in_persistent_workers_starts_a_new_pass_each_epoch():
+    loader = DataLoader(_stream_class(gd.data)(7), batch_size=2, num_workers=2,
+                        persistent_workers=True)
+    first, second = ([b["i"].tolist() for b in loader] for _ in range(2))
+    assert first == second and sorted(sum(first, [])) == [float(i) for i in range(7)
+                                                           if i % 2 == 0 or i < 4]
+
+
+def test_a_stream_worker_exception_is_reraised_with_its_type():
+    class Failing(gd.data.IterableDataset):
+        def __iter__(self):
+            yield 1.0
+            raise KeyError("the stream broke")
+
+    with pytest.raises(KeyError, match="the stream broke"):
+        list(DataLoader(Failing(), batch_size=1, num_workers=2))
+
+
 @pytest.mark.parametrize("options, pattern", [
     ({"num_workers": -1}, "num_workers must be a non-negative int"),
     ({"prefetch_factor": 2}, "need num_workers > 0"),
