@@ -78,6 +78,19 @@ def _size(op, size):
     return size
 
 
+def _sizes(op, size, size_kw):
+    """The positional sizes, or torch's keyword form ``zeros(size=(2, 3))``."""
+    if not size_kw:
+        return size
+    if set(size_kw) != {"size"}:
+        raise TypeError(f"{op}() got an unexpected keyword argument "
+                        f"{next(k for k in size_kw if k != 'size')!r}")
+    if size:
+        raise TypeError(f"{op}: pass the size as ints or as size=, not both (got {size} and "
+                        f"size={size_kw['size']!r})")
+    return (size_kw["size"],)
+
+
 def _factory(op, fill, size, dtype, device, requires_grad):
     size = _size(op, size)
     dtype = dtypes.as_dtype(dtype, op) or dtypes.DEFAULT_FLOAT
@@ -91,16 +104,19 @@ def _factory(op, fill, size, dtype, device, requires_grad):
     return out.requires_grad_(True) if requires_grad else out
 
 
-def zeros(*size, dtype=None, device=None, requires_grad=False):
+def zeros(*size, dtype=None, device=None, requires_grad=False, **size_kw):
+    size = _sizes("zeros", size, size_kw)
     return _factory("zeros", lambda xp, s, d, _: xp.zeros(s, d), size, dtype, device,
                     requires_grad)
 
 
-def ones(*size, dtype=None, device=None, requires_grad=False):
+def ones(*size, dtype=None, device=None, requires_grad=False, **size_kw):
+    size = _sizes("ones", size, size_kw)
     return _factory("ones", lambda xp, s, d, _: xp.ones(s, d), size, dtype, device, requires_grad)
 
 
-def empty(*size, dtype=None, device=None, requires_grad=False):
+def empty(*size, dtype=None, device=None, requires_grad=False, **size_kw):
+    size = _sizes("empty", size, size_kw)
     return _factory("empty", lambda xp, s, d, _: xp.empty(s, d), size, dtype, device,
                     requires_grad)
 
@@ -114,15 +130,17 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False):
                     device, requires_grad)
 
 
-def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
+def randn(*size, generator=None, dtype=None, device=None, requires_grad=False, **size_kw):
     """Standard normal samples from the device's generator (see manual_seed), or from
     ``generator`` (a gd.Generator)."""
+    size = _sizes("randn", size, size_kw)
     return _factory("randn", lambda xp, s, d, dev: random.normal(s, d, dev, generator), size,
                     dtype, device, requires_grad)
 
 
-def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False, **size_kw):
     """Uniform samples in [0, 1), from the device's generator or ``generator``."""
+    size = _sizes("rand", size, size_kw)
     return _factory("rand", lambda xp, s, d, dev: random.uniform(s, d, dev, source=generator),
                     size, dtype, device, requires_grad)
 

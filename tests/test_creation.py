@@ -145,3 +145,15 @@ def test_arange_takes_tensor_bounds_and_torch_dtypes_and_refuses_a_wrong_directi
         torch.arange(-3)
     with pytest.raises(ValueError, match="wrong side"):
         gd.arange(-3)
+
+
+@pytest.mark.parametrize("name", ["zeros", "ones", "empty", "rand", "randn"])
+def test_size_as_a_keyword_as_torch(name):
+    for size in ((2, 3), [4], ()):
+        made = getattr(gd, name)(size=size, dtype=gd.float64)
+        assert made.shape == tuple(getattr(torch, name)(size=size).shape)
+        assert made.dtype == gd.float64
+    with pytest.raises(TypeError, match=f"{name}: pass the size as ints or as size=, not both"):
+        getattr(gd, name)(2, size=(3,))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'shape'"):
+        getattr(gd, name)(shape=(3,))
