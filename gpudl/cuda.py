@@ -38,3 +38,60 @@ def set_rng_state(new_state, device="cuda"):
     """Restore the cuda generator's state from get_rng_state: the same numbers follow."""
     from .global_state import cuda_set_rng_state
     cuda_set_rng_state(new_state, device)
+
+
+# torch.cuda's seeding, memory and device queries
+def manual_seed(seed):
+    """Seed the cuda device's generators (the cpu's go on); nothing without the device."""
+    from .random import manual_seed_cuda
+    manual_seed_cuda(seed)
+
+
+manual_seed_all = manual_seed      # one cuda device per process
+
+
+def _pool():
+    """CuPy's memory pool on a GPU; None elsewhere (the cpu, Numba's simulator)."""
+    return backend._cupy.get_default_memory_pool() if backend._cupy is not None else None
+
+
+def empty_cache():
+    """Give the memory pool's unused blocks back to the driver (CuPy's ``free_all_blocks``,
+    torch's caching-allocator release); nothing without a GPU."""
+    pool = _pool()
+    if pool is not None:
+        pool.free_all_blocks()
+
+
+def memory_allocated(device=None):
+    """Bytes of GPU memory held by live arrays (CuPy's pool, ``used_bytes``); 0 without a GPU."""
+    pool = _pool()
+    return 0 if pool is None else int(pool.used_bytes())
+
+
+def memory_reserved(device=None):
+    """Bytes of GPU memory the pool holds, in use or cached (``total_bytes``); 0 without one."""
+    pool = _pool()
+    return 0 if pool is None else int(pool.total_bytes())
+
+
+def current_device():
+    """The index of the cuda device (gpudl uses one per process)."""
+    _require("current_device")
+    return 0
+
+
+def get_device_name(device=None):
+    """The GPU's name (``"NVIDIA H100 80GB HBM3"``); Numba's simulator calls itself so."""
+    _require("get_device_name")
+    if backend._cupy is None:
+        return "Numba CUDA simulator"
+    props = backend._cupy.cuda.runtime.getDeviceProperties(backend._cupy.cuda.Device().id)
+    name = props["name"]
+    return name.decode() if isinstance(name, bytes) else name
+
+
+def _require(what):
+    if not is_available():
+        raise RuntimeError(f"cuda.{what}: the cuda device is not available in this process "
+                           "(no usable GPU; see GPUDL_DEVICE in the README)")

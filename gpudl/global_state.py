@@ -82,7 +82,7 @@ def _set_state_of(generator, raw, where):
 
 def get_rng_state():
     """The cpu generator's state as a uint8 tensor (for set_rng_state)."""
-    return Tensor(_state_of(random.generator("cpu")))
+    return Tensor(_state_of(random.generator("cpu")), dtype=np.uint8)
 
 
 def set_rng_state(new_state):
@@ -97,7 +97,7 @@ def cuda_get_rng_state(device="cuda"):
     _check_cuda_device(device, "cuda.get_rng_state")
     dropout = backend.to_numpy(random.dropout_states(), "cuda.get_rng_state")
     return Tensor(np.concatenate([_state_of(random.generator("cuda")),
-                                  dropout.view(np.uint8).reshape(-1)]))
+                                  dropout.view(np.uint8).reshape(-1)]), dtype=np.uint8)
 
 
 def cuda_set_rng_state(new_state, device="cuda"):

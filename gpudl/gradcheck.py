@@ -133,7 +133,8 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=
     if grad_outputs is None:
         rng = np.random.default_rng(0)
         grad_outputs = tuple(
-            Tensor(rng.standard_normal(o.shape), requires_grad=True, device=o._device)
+            Tensor(rng.standard_normal(o.shape), requires_grad=True, dtype=np.float64,
+                   device=o._device)
             for o in _flat_outputs(func, inputs))
     grad_outputs = (grad_outputs,) if isinstance(grad_outputs, Tensor) else tuple(grad_outputs)
 

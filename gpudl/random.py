@@ -17,15 +17,30 @@ _dropout_states = None      # the cuda device's dropout generator states (kernel
 def manual_seed(seed):
     """Seed every device's generator: the same seed gives the same numbers on the same device."""
     seed = manual_seed_value(seed, "manual_seed")
-    if _dropout_states is not None:
-        if backend.capture_guard is not None:
-            backend.capture_guard("manual_seed", "writes the cuda dropout generator's device "
-                                  "states from the host")
-        from .kernels import dropout_cuda
-        dropout_cuda.reseed(_dropout_states, seed)     # in place: captured graphs see it too
+    _reseed_dropout(seed, "manual_seed")
     _generators.clear()
     _generators["seed"] = seed
     return seed
+
+
+def manual_seed_cuda(seed):
+    """Seed the cuda device's generators only (``gd.cuda.manual_seed``): the cpu's go on as
+    they were. Without the cuda device nothing happens, as in torch."""
+    seed = manual_seed_value(seed, "cuda.manual_seed")
+    if not backend.cuda_available():
+        return
+    _reseed_dropout(seed, "cuda.manual_seed")
+    _generators["cuda"] = backend.xp_for("cuda").random.default_rng(seed)
+    _generators["cuda dropout seed"] = seed          # for dropout states made later
+
+
+def _reseed_dropout(seed, what):
+    if _dropout_states is not None:
+        if backend.capture_guard is not None:
+            backend.capture_guard(what, "writes the cuda dropout generator's device states "
+                                  "from the host")
+        from .kernels import dropout_cuda
+        dropout_cuda.reseed(_dropout_states, seed)     # in place: captured graphs see it too
 
 
 def forget_device_states():
@@ -37,7 +52,7 @@ def forget_device_states():
 
 def dropout_states():
     """The cuda generator's device states that kernels/dropout_cuda.py draws from and
-    advances: made from ``current_seed()`` at first use, which must come before any CUDA graph
+    advances: made from ``current_seed()`` (or ``manual_seed_cuda``'s seed) at first use, which must come before any CUDA graph
     capture (the states must exist outside the graph, which replays a launch reading them)."""
     global _dropout_states
     if _dropout_states is None:
@@ -48,7 +63,8 @@ def dropout_states():
                 "before capturing (the warm-up of torch's recipe), outside the `with "
                 "gd.cuda.graph(g):` block")
         from .kernels import dropout_cuda
-        _dropout_states = dropout_cuda.new_states(current_seed())
+        seed = _generators.get("cuda dropout seed")
+        _dropout_states = dropout_cuda.new_states(current_seed() if seed is None else seed)
     return _dropout_states
 
 

@@ -4,6 +4,7 @@ Operators are thin calls into ``gpudl.ops``; the maths lives there, on raw array
 shape methods sit in two mixins (tensor_math.py, tensor_shape.py) to keep each file readable.
 """
 
+import numbers
 import warnings
 
 import numpy as np
@@ -67,15 +68,29 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
                  "_version_counter", "_view", "__weakref__")
     __array_ufunc__ = None          # NumPy defers to our reflected operators: np.float32(2) * t
 
-    def __init__(self, data, requires_grad=False, dtype=None, device=None):
-        from .creation import as_array
+    def __init__(self, *data, requires_grad=False, dtype=None, device=None):
+        """torch.Tensor's constructor, for ported code (``gd.tensor(data)`` keeps data's
+        dtype): ``Tensor(data)`` is data in the default float dtype (``dtype=`` for another),
+        ``Tensor(t)`` of a Tensor shares its array as it is; ``Tensor(2, 3)`` is an uninitialised
+        (2, 3) tensor, ``Tensor()`` an empty one."""
+        from .creation import as_array, empty
         device = backend.check_device(device, "Tensor") if device is not None else None
-        array, device = as_array(data, dtype, device, "Tensor")
+        counter = [0]
+        if all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in data):
+            made = empty(*(data or (0,)), dtype=dtype, device=device)
+            array, device = made._data, made._device
+        elif len(data) > 1:
+            raise TypeError(f"Tensor: expected data, or sizes as ints, got "
+                            f"{', '.join(type(d).__name__ for d in data)}")
+        elif isinstance(data[0], Tensor) and dtype is None and device in (None, data[0]._device):
+            array, device, counter = data[0]._data, data[0]._device, data[0]._version_counter
+        else:
+            array, device = as_array(data[0], dtype or dtypes.DEFAULT_FLOAT, device, "Tensor")
         if autograd._capture is not None and autograd._capture.active():
             autograd._capture.made(array, "Tensor")
         self._data = array
         self._device = device
-        self._version_counter = [0]
+        self._version_counter = counter
         self._view = None
         self._grad = None
         self.grad_fn = None
@@ -117,6 +132,14 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     is_cuda = property(lambda self: self._device == "cuda")
     T = property(lambda self: self.permute(*reversed(range(self.ndim))))
     mT = property(lambda self: self.transpose(-2, -1))
+    mH = mT                        # conjugate transposes: gpudl's dtypes are real
+
+    @property
+    def H(self):
+        if self.ndim != 2:
+            raise RuntimeError(f"tensor.H is only supported on matrices (2-D tensors), got a "
+                               f"{self.ndim}-D tensor; use .mH for batches of matrices")
+        return self.transpose(0, 1)
 
     @property
     def grad(self):
@@ -667,6 +690,31 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
             raise ValueError(f"bernoulli_: p must lie in [0, 1], got {p}")
         drawn = random.uniform(self.shape, np.float64, self._device, source=generator)
         return self._fill_random("bernoulli_", (drawn < probability).astype(self.dtype))
+
+    @autograd.recorded("inplace")
+    def exponential_(self, lambd=1.0, *, generator=None):
+        """Fill with samples of the exponential distribution of rate ``lambd``."""
+        from . import random
+        if not lambd > 0:
+            raise ValueError(f"exponential_: lambd must be positive, got {lambd}")
+        drawn = random.uniform(self.shape, np.float64, self._device, source=generator)
+        xp = backend.get_array_module(self._data)
+        return self._fill_random("exponential_", (-xp.log1p(-drawn) / lambd).astype(self.dtype))
+
+    @autograd.recorded("inplace")
+    def random_(self, from_=0, to=None, *, generator=None):
+        """Fill with integers drawn uniformly from [from_, to) (``random_(to)``: [0, to));
+        ``random_()``: [0, 2**mantissa bits] for floats, [0, the largest value] for ints."""
+        from . import random
+        if to is None and from_ != 0:
+            from_, to = 0, from_
+        if to is None:
+            to = (2 ** (np.finfo(self.dtype).nmant + 1) + 1 if dtypes.is_floating(self.dtype)
+                  else int(np.iinfo(self.dtype).max) + 1 if self.dtype != dtypes.bool_ else 2)
+        if not from_ < to:
+            raise ValueError(f"random_: expected from_ < to, got from_={from_}, to={to}")
+        drawn = random.integers(from_, to, self.shape, self._device, source=generator)
+        return self._fill_random("random_", drawn.astype(self.dtype))
 
     def _fill_random(self, op, values):
         if inplace.needs_graph(self):

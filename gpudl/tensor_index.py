@@ -59,6 +59,12 @@ def _source(op, src, like, shape):
     return src[tuple(slice(0, n) for n in shape)]
 
 
+def _index_tensor(index):
+    """``index`` (a Tensor, array or list of ints) as a Tensor keeping its integer dtype."""
+    from .creation import tensor
+    return index if isinstance(index, T.Tensor) else tensor(index)
+
+
 class IndexMixin:
     """Indexing methods; ``self`` is a Tensor."""
 
@@ -71,7 +77,7 @@ class IndexMixin:
         if raw.size == 0:                        # an empty result, still in the graph
             return S.GetItem.apply(self.reshape(-1), raw.reshape(-1)).reshape(raw.shape)
         if self.ndim == 0:                       # torch treats a 0-d tensor as one element
-            return self.reshape(1).gather(0, T.Tensor(index).reshape(-1)).reshape(raw.shape)
+            return self.reshape(1).gather(0, _index_tensor(index).reshape(-1)).reshape(raw.shape)
         axis = normalize_axis(dim, self.ndim, "gather")
         index = raw
         return S.GetItem.apply(self, _along("gather", index, axis, self, self.shape[axis]
@@ -80,7 +86,7 @@ class IndexMixin:
     def _put(self, op, dim, index, src, accumulate):
         if self.ndim == 0:
             src = src.reshape(1) if isinstance(src, T.Tensor) and src.ndim == 0 else src
-            return self.reshape(1)._put(op, 0, T.Tensor(index).reshape(1), src,
+            return self.reshape(1)._put(op, 0, _index_tensor(index).reshape(1), src,
                                         accumulate).reshape(())
         axis = normalize_axis(dim, self.ndim, op)
         index = _index_array(op, index, self)

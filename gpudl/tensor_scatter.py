@@ -17,7 +17,7 @@ from .ops import shape as S
 from .ops import sparse, strided
 from .ops._util import is_int, normalize_axis, quiet, xp_of
 from .tensor import Tensor, where
-from .tensor_index import _along, _check_index_range, _index_array, _source
+from .tensor_index import _along, _check_index_range, _index_array, _index_tensor, _source
 
 _REDUCTIONS = ("sum", "prod", "mean", "amax", "amin")
 
@@ -151,7 +151,7 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
         raise RuntimeError(f"scatter_reduce: expected self.dtype to be equal to src.dtype, got "
                            f"{input.dtype} and {src.dtype}")
     if input.ndim == 0:
-        return scatter_reduce(input.reshape(1), 0, Tensor(index).reshape(-1), src.reshape(-1),
+        return scatter_reduce(input.reshape(1), 0, _index_tensor(index).reshape(-1), src.reshape(-1),
                               reduce, include_self=include_self).reshape(())
     axis = normalize_axis(dim, input.ndim, "scatter_reduce")
     raw = _index_array("scatter_reduce", index, input)

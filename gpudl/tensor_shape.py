@@ -25,6 +25,20 @@ def shape_arg(op, shape):
     return tuple(int(n) for n in shape)
 
 
+class Size(tuple):
+    """torch.Size: a tuple of sizes with ``numel()``. gpudl's shapes are plain tuples, equal to
+    the Size of the same sizes (``x.shape == gd.Size([2, 3])``)."""
+
+    def __new__(cls, sizes=()):
+        return super().__new__(cls, shape_arg("Size", (tuple(sizes),)))
+
+    def numel(self):
+        return math.prod(self)
+
+    def __repr__(self):
+        return f"gpudl.Size({list(self)})"
+
+
 class ShapeMixin:
     """Shape methods; ``self`` is a Tensor."""
 

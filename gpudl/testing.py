@@ -1,7 +1,9 @@
-"""Gradient checking: autograd against central finite differences, in float64."""
+"""``gd.testing``: gradient checking (autograd against central finite differences, in float64)
+and ``assert_close`` (gpudl.assert_close)."""
 
 import numpy as np
 
+from .assert_close import assert_close  # noqa: F401  (torch.testing's name)
 from .dtypes import is_floating
 from . import backend
 from .autograd import no_grad

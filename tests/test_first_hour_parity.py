@@ -291,3 +291,113 @@ def test_torch_cuda_amp_names_warn_and_are_the_amp_classes():
     assert isinstance(region, gd.amp.autocast) and region.device == "cuda"
     with region:
         assert gd.ones(2, 2).matmul(gd.ones(2, 2)).dtype == gd.float32
+
+
+@pytest.mark.parametrize("data", [[1, 2, 3], [[True, False]], (2, 3), np.arange(4),
+                                  np.ones((2, 2), np.float64)])
+def test_the_legacy_tensor_constructor_makes_default_float_tensors_as_torch(data):
+    """torch.Tensor(data) is float32 whatever data holds (gd.tensor keeps data's dtype)."""
+    ours, theirs = gd.Tensor(data), torch.Tensor(data)
+    assert ours.dtype == gd.float32 and theirs.dtype == torch.float32
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_the_legacy_tensor_constructor_sizes_and_aliases_as_torch():
+    assert gd.Tensor(2, 3).shape == tuple(torch.Tensor(2, 3).shape)
+    assert gd.Tensor(4).shape == tuple(torch.Tensor(4).shape) == (4,)
+    assert gd.Tensor().shape == tuple(torch.Tensor().shape) == (0,)
+    weight = gd.nn.Parameter(gd.Tensor(5, 3))            # a custom layer's usual start
+    gd.nn.init.kaiming_uniform_(weight, a=5 ** 0.5)
+    assert weight.shape == (5, 3) and weight.requires_grad and weight.dtype == gd.float32
+    ints = gd.tensor([1, 2])
+    alias = gd.Tensor(ints)                              # a Tensor: shared as it is, as torch
+    assert alias.dtype == gd.int64
+    alias.add_(1)
+    assert ints.tolist() == [2, 3]
+    with pytest.raises(TypeError, match="Tensor: expected data, or sizes as ints, got list, int"):
+        gd.Tensor([1], 2)
+
+
+def test_torch_cuda_queries_of_seeding_scripts_answer_without_a_gpu():
+    """set_seed() helpers call torch.cuda.manual_seed_all; memory logs call memory_allocated."""
+    gd.manual_seed(0)
+    first = gd.rand(3, device="cpu")
+    gd.manual_seed(0)
+    gd.cuda.manual_seed_all(7)                     # the cpu generator goes on as it was
+    gd.cuda.manual_seed(7)
+    np.testing.assert_array_equal(gd.rand(3, device="cpu").numpy(), first.numpy())
+    gd.cuda.empty_cache()
+    assert gd.cuda.memory_allocated() >= 0 and gd.cuda.memory_reserved() >= 0
+    assert gd.backends.mps.is_available() is torch.backends.mps.is_available() is False
+    if not gd.cuda.is_available():
+        assert gd.cuda.memory_allocated() == torch.cuda.memory_allocated() == 0
+        with pytest.raises(RuntimeError, match="cuda.get_device_name: the cuda device is not"):
+            gd.cuda.get_device_name(0)
+    else:
+        assert isinstance(gd.cuda.get_device_name(), str) and gd.cuda.current_device() == 0
+
+
+def test_cuda_manual_seed_repeats_the_cuda_stream():
+    if not gd.cuda.is_available():
+        pytest.skip("needs the cuda device (a GPU, or the simulator)")
+    draws = []
+    for _ in range(2):
+        gd.cuda.manual_seed(11)
+        draws.append(gd.randn(4, device="cuda").numpy())
+    np.testing.assert_array_equal(*draws)
+
+
+def test_torch_constants_size_and_conjugate_transposes():
+    for name in ("inf", "nan", "pi", "e"):
+        ours, theirs = getattr(gd, name), getattr(torch, name)
+        assert ours == theirs or (np.isnan(ours) and np.isnan(theirs))
+    assert gd.ones(2, 3).shape == gd.Size([2, 3]) == tuple(torch.Size([2, 3]))
+    assert gd.Size([2, 3]).numel() == torch.Size([2, 3]).numel() == 6
+    data = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(gd.tensor(data).H.numpy(), torch.tensor(data).H.numpy())
+    batch = np.arange(12.0).reshape(2, 2, 3)
+    np.testing.assert_array_equal(gd.tensor(batch).mH.numpy(), torch.tensor(batch).mH.numpy())
+    with pytest.raises(RuntimeError, match="only supported on matrices"):
+        gd.ones(3).H
+
+
+def test_exponential_and_random_fills_have_torchs_ranges():
+    gd.manual_seed(1)
+    draws = gd.empty(200_000).exponential_(4.0).numpy()
+    assert draws.min() >= 0 and abs(draws.mean() - 0.25) < 0.01 and abs(draws.std() - 0.25) < 0.01
+    for args, low, high in (((3, 9), 3, 8), ((5,), 0, 4), ((-2, 2), -2, 1)):
+        values = gd.empty(2000, dtype=gd.int64).random_(*args).numpy()
+        assert values.min() == low and values.max() == high
+    floats = gd.empty(5000).random_().numpy()          # [0, 2**24] for float32, as torch
+    assert floats.min() >= 0 and floats.max() <= 2 ** 24 and floats.max() > 2 ** 23
+    assert np.array_equal(floats, np.round(floats))
+    with pytest.raises(ValueError, match="lambd must be positive"):
+        gd.empty(2).exponential_(0)
+    with pytest.raises(ValueError, match="expected from_ < to"):
+        gd.empty(2).random_(4, 4)
+
+
+def test_module_type_casts_its_parameters():
+    model = gd.nn.Linear(2, 3).type(gd.float64)
+    assert model.weight.dtype == model.bias.dtype == gd.float64
+
+
+def test_assert_close_uses_torchs_tolerances_and_reports_the_worst_element():
+    a = np.array([1.0, 2.0, 3.0], np.float32)
+    b = a + np.array([0, 1e-6, 0], np.float32)          # within float32's rtol 1.3e-6
+    gd.testing.assert_close(gd.tensor(a), gd.tensor(b))
+    torch.testing.assert_close(torch.tensor(a), torch.tensor(b))
+    far = a + np.array([0, 0.5, 0], np.float32)
+    for module in (gd, torch):
+        with pytest.raises(AssertionError, match=r"Mismatched elements: 1 / 3 \(33.3%\)"
+                                                 r"\nGreatest absolute difference: 0.5 at index "
+                                                 r"\(1,\)"):
+            module.testing.assert_close(module.tensor(a), module.tensor(far))
+    with pytest.raises(AssertionError, match="different dtypes: float32 and float64"):
+        gd.testing.assert_close(gd.tensor(a), gd.tensor(a.astype(np.float64)))
+    gd.testing.assert_close(gd.tensor(a), gd.tensor(a.astype(np.float64)), check_dtype=False)
+    gd.testing.assert_close({"w": [gd.tensor(a), 2]}, {"w": [gd.tensor(b), 2]})
+    with pytest.raises(AssertionError, match="shapes"):
+        gd.testing.assert_close(gd.ones(2), gd.ones(3))
+    with pytest.raises(ValueError, match="pass both rtol and atol"):
+        gd.testing.assert_close(gd.ones(2), gd.ones(2), rtol=1e-3)

@@ -89,6 +89,11 @@ cuda.mem_efficient_sdp_enabled = _mem_efficient_sdp_enabled
 sys.modules[cudnn.__name__] = cudnn
 sys.modules[cuda.__name__] = cuda
 
+# device-picking code asks torch.backends.mps (Apple GPUs): gpudl has no such device
+mps = types.ModuleType(__name__ + ".mps", "``gd.backends.mps``: no Apple GPU device in gpudl.")
+mps.is_available = mps.is_built = lambda: False
+sys.modules[mps.__name__] = mps
+
 
 def conv_allows_tf32():
     """Whether a float32 convolution may use TF32 tensor cores (``cudnn.allow_tf32``)."""

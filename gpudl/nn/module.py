@@ -525,6 +525,10 @@ class Module:
     def half(self):
         return self.to(dtypes.float16)
 
+    def type(self, dst_type):
+        """Cast the floating parameters and buffers to ``dst_type``, as ``to(dst_type)``."""
+        return self.to(dst_type)
+
     def bfloat16(self):
         return self.to(dtypes.bfloat16)
 
