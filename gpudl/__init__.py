@@ -37,6 +37,7 @@ from .functions import (abs, addmm, amax, amin, argmax, argmin, argsort, bmm, ca
                         tril, triu, unsqueeze, var, where)
 from .compile_api import compile  # noqa: A004  (torch.compile: the model as it is)
 from .tensor_shape import Size
+from .func import vmap  # noqa: E402  (torch.vmap)
 from math import e, inf, nan, pi  # noqa: E402  (torch.e, torch.inf, torch.nan, torch.pi)
 from .io import load, save
 from .random import manual_seed
