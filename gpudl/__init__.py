@@ -37,7 +37,6 @@ from .functions import (abs, addmm, amax, amin, argmax, argmin, argsort, bmm, ca
                         tril, triu, unsqueeze, var, where)
 from .compile_api import compile  # noqa: A004  (torch.compile: the model as it is)
 from .tensor_shape import Size
-from .func import vmap  # noqa: E402  (torch.vmap)
 from math import e, inf, nan, pi  # noqa: E402  (torch.e, torch.inf, torch.nan, torch.pi)
 from .io import load, save
 from .random import manual_seed
@@ -104,6 +103,10 @@ def __getattr__(name):
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
+    if name == "vmap":                      # torch.vmap (gpudl.func loads gpudl.nn)
+        from .func import vmap
+        globals()[name] = vmap
+        return vmap
     if name in _TORCH_NN_NAMES:
         from . import torch_nn_names
         globals()[name] = value = getattr(torch_nn_names, name)
