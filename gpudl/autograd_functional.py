@@ -5,7 +5,8 @@ Reached as ``gpudl.autograd.functional``. As in torch, ``inputs`` is a Tensor or
 Tensors, and results mirror it (a Tensor for a Tensor, a tuple for a tuple); an input the
 function does not use gets a zero gradient (``strict=True`` raises instead); results are
 detached unless ``create_graph=True``, which keeps their graph back to ``inputs``.
-Forward-mode options (``vectorize``, a ``strategy`` other than 'reverse-mode') are refused.
+``vectorize`` and a 'forward-mode' strategy are torch's speed choices: accepted under torch's
+rules, computed in reverse mode (the same values).
 """
 
 from . import autograd, backend
@@ -50,10 +51,7 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False,
     """d func(inputs) / d inputs, one row per output element (autograd.grad with one-hot
     gradients): for output i and input j, a Tensor of shape ``outputs[i].shape +
     inputs[j].shape``, nested as torch nests them (a Tensor when both are single)."""
-    if vectorize or strategy != "reverse-mode":
-        raise NotImplementedError("jacobian: only vectorize=False and strategy='reverse-mode' "
-                                  f"are supported, got vectorize={vectorize}, "
-                                  f"strategy={strategy!r}")
+    _check_strategy(vectorize, strategy, "jacobian", "strategy")
     with autograd.enable_grad():
         inputs, single = _prepared(inputs, create_graph, "jacobian")
         outputs, single_out = _as_tuple(func(*inputs), "jacobian", "outputs of func")
@@ -78,6 +76,7 @@ def hessian(func, inputs, create_graph=False, strict=False, vectorize=False,
             outer_jacobian_strategy="reverse-mode"):
     """The Hessian of ``func`` (returning a one-element Tensor): the jacobian of its gradient,
     shape ``inputs[i].shape + inputs[j].shape`` per pair, nested as torch nests it."""
+    _check_strategy(vectorize, outer_jacobian_strategy, "hessian", "outer_jacobian_strategy")
     single = isinstance(inputs, Tensor)
 
     def gradient(*values):
@@ -85,7 +84,18 @@ def hessian(func, inputs, create_graph=False, strict=False, vectorize=False,
         grads = _grad((output,), values, None, True, strict, "hessian")
         return grads[0] if single else grads
 
-    return jacobian(gradient, inputs, create_graph, strict, vectorize, outer_jacobian_strategy)
+    return jacobian(gradient, inputs, create_graph, strict)
+
+
+def _check_strategy(vectorize, strategy, op, name):
+    """torch's rules for ``vectorize`` and the strategy. Both are speed choices in torch (vmap,
+    forward-mode AD) with the same values; gpudl computes every one in reverse mode, a row of
+    the Jacobian per output element."""
+    if strategy not in ("forward-mode", "reverse-mode"):
+        raise ValueError(f"{op}: {name} must be 'forward-mode' or 'reverse-mode', got "
+                         f"{strategy!r}")
+    if strategy == "forward-mode" and not vectorize:
+        raise ValueError(f"{op}: {name}='forward-mode' needs vectorize=True (as in torch)")
 
 
 # ----------------------------------------------------------------- helpers

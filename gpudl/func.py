@@ -1,4 +1,5 @@
-"""gpudl.func: torch.func's ``grad``, ``grad_and_value``, ``vmap`` and ``functional_call``.
+"""gpudl.func: torch.func's ``grad``, ``grad_and_value``, ``jacrev``/``jacfwd``/``hessian``,
+``vmap`` and ``functional_call``.
 
 Built on gpudl's autograd rather than on function transforms: ``grad`` runs the function on
 inputs that record (an alias of an input that already records, so ``grad(grad(f))`` and a
@@ -18,7 +19,7 @@ from .functions import stack
 from .nn.utils.stateless import functional_call  # noqa: F401
 from .tensor import Tensor
 
-__all__ = ["functional_call", "grad", "grad_and_value", "vmap"]
+__all__ = ["functional_call", "grad", "grad_and_value", "hessian", "jacfwd", "jacrev", "vmap"]
 
 
 # ----------------------------------------------------------------- argument trees
@@ -113,6 +114,59 @@ def _recording(t):
 def _describe(value):
     return (f"a Tensor of shape {value.shape}" if isinstance(value, Tensor)
             else type(value).__name__)
+
+
+# ----------------------------------------------------------------- jacobians
+def jacrev(func, argnums=0, has_aux=False):
+    """A function returning the Jacobian of ``func`` with respect to argument(s) ``argnums``:
+    for an output of shape O and an argument of shape I, a Tensor of shape O + I (nested by
+    outputs, then by ``argnums`` when it is a tuple, as torch.func). ``has_aux``: ``func``
+    returns ``(output, aux)`` and the function ``(jacobian, aux)``."""
+    return _jacobian_transform(func, argnums, has_aux, "jacrev")
+
+
+def jacfwd(func, argnums=0, has_aux=False, *, randomness="error"):
+    """``jacrev``'s values (torch computes them in forward mode; gpudl in reverse mode)."""
+    return _jacobian_transform(func, argnums, has_aux, "jacfwd")
+
+
+def hessian(func, argnums=0):
+    """A function returning the Hessian of ``func`` (a one-element output) with respect to
+    argument ``argnums``: the Jacobian of its gradient."""
+    return jacfwd(jacrev(func, argnums), argnums)
+
+
+def _jacobian_transform(func, argnums, has_aux, name):
+    from .autograd_functional import jacobian
+    single = isinstance(argnums, numbers.Integral)
+    positions = (argnums,) if single else tuple(argnums)
+
+    def transformed(*args, **kwargs):
+        for position in positions:
+            if not -len(args) <= position < len(args) or not isinstance(args[position], Tensor):
+                raise ValueError(f"{name}: argnums {argnums!r} must name Tensor arguments of "
+                                 f"the {len(args)} given")
+        aux = []
+
+        def of_chosen(*chosen):
+            values = list(args)
+            for position, value in zip(positions, chosen):
+                values[position] = value
+            result = func(*values, **kwargs)
+            if has_aux:
+                if not (isinstance(result, tuple) and len(result) == 2):
+                    raise TypeError(f"{name}: with has_aux=True, func must return "
+                                    "(output, aux)")
+                result, extra = result
+                aux.append(extra)
+            return result
+        chosen = tuple(args[p] for p in positions)
+        keep_graph = any(t.requires_grad for t in chosen)
+        found = jacobian(of_chosen, chosen[0] if single else chosen, create_graph=keep_graph)
+        if has_aux:
+            return found, _map(Tensor.detach, aux[0]) if not keep_graph else aux[0]
+        return found
+    return transformed
 
 
 # ----------------------------------------------------------------- vmap

@@ -106,3 +106,43 @@ def test_refusals_name_the_argument():
         func.grad(lambda a: a.sum())(gd.tensor([1, 2]))
     with pytest.raises(ValueError, match="argnums 2 out of range"):
         func.grad(lambda a: a.sum(), argnums=2)(gd.ones(2))
+
+
+@pytest.mark.parametrize("argnums", [0, 1, (0, 1)])
+def test_jacrev_and_jacfwd_match_torch(rng, argnums):
+    (a, b), (ta, tb) = _pair(rng, (3,), (2,))
+
+    def f(u, v):
+        return (u[:2] * v).sin(), u.exp().sum()
+    for ours, theirs in ((func.jacrev, torch.func.jacrev), (func.jacfwd, torch.func.jacfwd)):
+        got, want = ours(f, argnums)(a, b), theirs(f, argnums)(ta, tb)
+        flat_got = [t for block in got for t in (block if isinstance(block, tuple) else (block,))]
+        flat_want = [t for block in want for t in (block if isinstance(block, tuple) else (block,))]
+        assert [t.shape for t in flat_got] == [tuple(t.shape) for t in flat_want]
+        for g, w in zip(flat_got, flat_want):
+            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_hessian_and_jacobians_aux_match_torch(rng):
+    (x,), (tx,) = _pair(rng, (3,))
+    h = func.hessian(lambda u: (u ** 3 * u.sin()).sum())(x)
+    th = torch.func.hessian(lambda u: (u ** 3 * u.sin()).sum())(tx)
+    np.testing.assert_allclose(h.numpy(), th.numpy(), rtol=1e-12)
+    jac, aux = func.jacrev(lambda u: (u ** 2, {"m": u.mean()}), has_aux=True)(x)
+    np.testing.assert_allclose(jac.numpy(), np.diag(2 * x.numpy()))
+    assert float(aux["m"]) == pytest.approx(float(x.mean())) and not aux["m"].requires_grad
+
+
+def test_autograd_functional_takes_torchs_speed_options(rng):
+    (x,), (tx,) = _pair(rng, (3,))
+    for options in ({"vectorize": True}, {"vectorize": True, "strategy": "forward-mode"}):
+        ours = gd.autograd.functional.jacobian(lambda u: u.tanh(), x, **options)
+        theirs = torch.autograd.functional.jacobian(lambda u: u.tanh(), tx, **options)
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
+    ours = gd.autograd.functional.hessian(lambda u: (u ** 4).sum(), x, vectorize=True,
+                                          outer_jacobian_strategy="forward-mode")
+    np.testing.assert_allclose(ours.numpy(), np.diag(12 * x.numpy() ** 2), rtol=1e-12)
+    with pytest.raises(ValueError, match="'forward-mode' needs vectorize=True"):
+        gd.autograd.functional.jacobian(lambda u: u, x, strategy="forward-mode")
+    with pytest.raises(ValueError, match="strategy must be 'forward-mode' or 'reverse-mode'"):
+        gd.autograd.functional.jacobian(lambda u: u, x, strategy="fast")
