@@ -30,13 +30,15 @@ the module's ``SIGNATURES`` table so that the gate checks what runs::
 
 from gpudl import backend
 
-from . import fast_launch, kernel_cache, numba_dataflow, numba_inlining, numpy_compat
+from . import (fast_launch, kernel_cache, numba_call_types, numba_dataflow, numba_inlining,
+               numpy_compat)
 
 numpy_compat.apply()    # before numba-cuda's first compilation, which looks the names up
 
 if not backend.SIMULATOR:      # the simulator runs kernels as Python: it compiles nothing
     numba_inlining.apply()
     numba_dataflow.apply()
+    numba_call_types.apply()
     # the grids are sized on purpose (a persistent kernel's block per SM, a small step's few
     # blocks): Numba's per-launch low-occupancy check costs host time and flooded the first GPU
     # run's log with warnings
