@@ -26,7 +26,7 @@ import functools
 import threading
 import warnings
 
-from .. import backend, dtypes
+from .. import autograd as _autograd, backend, dtypes
 
 DEVICE_TYPES = ("cuda", "cpu")
 DEFAULT_DTYPES = {"cuda": dtypes.float16, "cpu": dtypes.bfloat16}
@@ -121,7 +121,7 @@ class _State(threading.local):
         self.dtype = dict(DEFAULT_DTYPES)
         self.cache_enabled = True
         self.nesting = 0
-        self.cache = {}                       # (id(weight), dtype) -> (weight, cast copy)
+        self.cache = {}           # (id(weight), dtype) -> (weight, its version, cast copy)
 
 
 state = _State()
@@ -226,19 +226,24 @@ def _eligible(t, device):
 
 
 def _cast(t, dtype, device):
-    """``t`` in ``dtype``; float32 weights (leaves that require grad) through the cache."""
+    """``t`` in ``dtype``; float32 weights (leaves that require grad) through the cache.
+
+    As torch, a cast made under no_grad is neither cached nor taken from the cache (a copy
+    without a graph would cut the weight's gradient in a later forward). Unlike torch, a weight
+    edited in place since its cast (an optimizer step inside the region) is cast again: the
+    entry keeps the version it was made at."""
     if not _eligible(t, device) or t.dtype == dtype:
         return t
     s = state
     cached = (s.cache_enabled and dtype == s.dtype[device] and t.dtype == dtypes.float32
-              and t.requires_grad and t.grad_fn is None)
+              and t.requires_grad and t.grad_fn is None and _autograd.is_grad_enabled())
     if not cached:
         return t.to(dtype)
     key = (id(t), dtype)
     hit = s.cache.get(key)
-    if hit is None or hit[0] is not t:
-        hit = s.cache[key] = (t, t.to(dtype))
-    return hit[1]
+    if hit is None or hit[0] is not t or hit[1] != t._version:
+        hit = s.cache[key] = (t, t._version, t.to(dtype))
+    return hit[2]
 
 
 def cast_inputs(op, *args):
