@@ -1,0 +1,181 @@
+"""Regressions found by the third round of differential program fuzzing (mixed precision and
+GradScaler, the transformer stack, packed sequences through the recurrent layers) run in gpudl
+and torch: each case runs the same steps on both libraries from fresh random inputs and compares
+the results."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import gpudl as gd  # noqa: E402
+
+RNG = np.random.default_rng()
+
+
+def _numpy(t):
+    return None if t is None else t.detach().double().numpy()
+
+
+def _both(fn, *arrays):
+    """fn(lib, *tensors) on torch and gpudl from the same float64 arrays."""
+    return [fn(lib, *arrays) for lib in (torch, gd)]
+
+
+def _dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+# ----------------------------------------------------------------- autocast's weight cache
+# A forward under no_grad inside an autocast region cached its cast weight without a graph: a
+# later forward with grad in the same region took it and the weight got no gradient (the loss
+# did not even require grad). torch does not cache under no_grad.
+def test_autocast_forward_under_no_grad_then_with_grad_reaches_the_weight():
+    w, x, b = RNG.standard_normal((3, 4)), RNG.standard_normal((2, 4)), RNG.standard_normal(3)
+    grads = []
+    for lib in (torch, gd):
+        lin = lib.nn.Linear(4, 3)
+        with lib.no_grad():
+            lin.weight.copy_(lib.tensor(w, dtype=lib.float32))
+            lin.bias.copy_(lib.tensor(b, dtype=lib.float32))
+        xt = lib.tensor(x, dtype=lib.float32)
+        with lib.autocast("cpu"):
+            with lib.no_grad():
+                lin(xt)
+            y = lin(xt)
+        assert y.requires_grad and y.dtype == (torch.bfloat16 if lib is torch else gd.bfloat16)
+        (y.float() ** 2).sum().backward()
+        grads.append((_numpy(lin.weight.grad), _dtype_name(lin.weight.grad.dtype)))
+    np.testing.assert_allclose(grads[1][0], grads[0][0], rtol=0.05, atol=0.05)
+    assert grads[1][1] == grads[0][1] == "float32"
+
+
+# A weight edited in place inside the region (an optimizer step between two forwards) was
+# still cast from its old value. torch reuses the stale cast there too (a torch quirk not
+# copied): the reference is a fresh region per forward.
+def test_autocast_recasts_a_weight_edited_in_place_within_the_region():
+    w, x = RNG.standard_normal((3, 4)), RNG.standard_normal((2, 4))
+    lin = gd.nn.Linear(4, 3, bias=False)
+    with gd.no_grad():
+        lin.weight.copy_(gd.tensor(w, dtype=gd.float32))
+    xt = gd.tensor(x, dtype=gd.float32)
+    with gd.autocast("cpu"):
+        lin(xt)
+        with gd.no_grad():
+            lin.weight.mul_(-2.0)
+        got = lin(xt)
+    ref = torch.nn.functional.linear(torch.tensor(x, dtype=torch.bfloat16),
+                                     torch.tensor(-2.0 * w, dtype=torch.float32).bfloat16())
+    np.testing.assert_allclose(_numpy(got), _numpy(ref), rtol=0.02, atol=0.02)
+
+
+# ----------------------------------------------------------------- mixed-dtype loss operands
+# mse/l1/smooth_l1/kl_div/poisson_nll and cross_entropy with probabilities cast the target to
+# the input's dtype: mse_loss(float16, float32) was float16 (torch: float32, the promotion),
+# losing the float32 target's precision. Gradients come back in each operand's dtype.
+LOSSES = {
+    "mse_loss": lambda F, x, t: F.mse_loss(x, t, reduction="none"),
+    "l1_loss": lambda F, x, t: F.l1_loss(x, t),
+    "smooth_l1_loss": lambda F, x, t: F.smooth_l1_loss(x, t, reduction="sum"),
+    "kl_div": lambda F, x, t: F.kl_div(x, t.abs(), reduction="batchmean"),
+    "kl_div log_target": lambda F, x, t: F.kl_div(x, t, reduction="none", log_target=True),
+    "poisson_nll_loss": lambda F, x, t: F.poisson_nll_loss(x, t.abs()),
+    "cross_entropy probabilities": lambda F, x, t: F.cross_entropy(x, t.softmax(-1)),
+}
+PAIRS = [("float16", "float32"), ("float32", "float16"), ("bfloat16", "float16"),
+         ("float32", "float64"), ("bfloat16", "float32")]
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("dtypes", PAIRS, ids="-".join)
+def test_pointwise_losses_promote_input_and_target(loss, dtypes):
+    xa, ta = RNG.standard_normal((3, 4)), RNG.standard_normal((3, 4))
+
+    def run(lib, xa, ta):
+        x = lib.tensor(xa, dtype=getattr(lib, dtypes[0]), requires_grad=True)
+        t = lib.tensor(ta, dtype=getattr(lib, dtypes[1]), requires_grad=True)
+        out = LOSSES[loss](lib.nn.functional, x, t)
+        (out.double() * 1.5).sum().backward()
+        return (_dtype_name(out.dtype), _dtype_name(x.grad.dtype), _dtype_name(t.grad.dtype),
+                _numpy(out), _numpy(x.grad), _numpy(t.grad))
+
+    want, got = _both(run, xa, ta)
+    assert got[:3] == want[:3]
+    for g, w in zip(got[3:], want[3:]):
+        np.testing.assert_allclose(g, w, rtol=0.02, atol=0.02 * (1 + np.abs(w).max()))
+
+
+# ----------------------------------------------------------------- autocast of the cpu cells
+# Under cpu autocast torch's GRU, LSTMCell and GRUCell run their matmuls in bfloat16 and the
+# state in its own dtype: float32 input with bfloat16 weights gives float32 (gpudl: bfloat16),
+# and nn.GRU with weights of another dtype than the input ran at all (gpudl refused it).
+@pytest.mark.parametrize("module", ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell"])
+@pytest.mark.parametrize("dtypes", [("float32", "bfloat16"), ("bfloat16", "float32"),
+                                    ("float32", "float32"), ("bfloat16", "bfloat16")],
+                         ids="-".join)
+def test_cpu_autocast_recurrent_dtypes_follow_the_state(module, dtypes):
+    pdt, xdt = dtypes
+    torch.manual_seed(int(RNG.integers(1 << 30)))
+    tm = getattr(torch.nn, module)(3, 4)
+    state = {k: v.detach().numpy() for k, v in tm.state_dict().items()}
+    gm = getattr(gd.nn, module)(3, 4)
+    gm.load_state_dict(state)
+    xa = RNG.standard_normal((5, 2, 3) if "Cell" not in module else (2, 3))
+    got = []
+    for lib, m in ((torch, tm.to(getattr(torch, pdt))), (gd, gm.to(getattr(gd, pdt)))):
+        x = lib.tensor(xa, dtype=getattr(lib, xdt), requires_grad=True)
+        with lib.autocast("cpu"):
+            out = m(x)
+        out = out[0] if isinstance(out, tuple) else out
+        out.double().sum().backward()
+        got.append((_dtype_name(out.dtype), _dtype_name(x.grad.dtype), _numpy(out)))
+    assert got[1][:2] == got[0][:2]
+    np.testing.assert_allclose(got[1][2], got[0][2], rtol=0.05, atol=0.05)
+
+
+# ----------------------------------------------------------------- GradScaler
+def _scaler_run(lib, steps, params0, **conf):
+    params = [lib.tensor(p, dtype=lib.float32, requires_grad=True) for p in params0]
+    opt = lib.optim.SGD(params, lr=0.1)
+    scaler = (torch.amp.GradScaler if lib is torch else gd.amp.GradScaler)("cpu", **conf)
+    log = []
+    for step in steps:
+        try:
+            if step == "backward":
+                with np.errstate(over="ignore"):        # the overflow is the point
+                    scaler.scale((params[0] ** 2).sum() * 1e30).backward()
+            elif step == "zero":
+                opt.zero_grad()
+            else:
+                getattr(scaler, step)(*(() if step == "update" else (opt,)))
+            log.append((step, "ok"))
+        except (RuntimeError, AssertionError) as e:
+            log.append((step, "error"))
+            if "No inf checks" not in str(e):
+                raise
+    return log, scaler.get_scale(), [p.detach().numpy() for p in params]
+
+
+# unscale_ of an optimizer none of whose parameters has a gradient recorded a clean check:
+# step then stepped and update grew the scale, where torch refuses both ("No inf checks were
+# recorded"), the sign that scale(loss).backward() never reached these parameters.
+@pytest.mark.parametrize("steps", [["backward", "zero", "unscale_", "step"],
+                                   ["backward", "zero", "step"],
+                                   ["backward", "zero", "unscale_", "update"]])
+def test_grad_scaler_refuses_steps_without_gradients(steps):
+    params0 = [RNG.standard_normal(3)]
+    want, got = _both(lambda lib, p: _scaler_run(lib, steps, [p], init_scale=4.0), *params0)
+    assert got[0] == want[0] and got[1] == want[1]
+    np.testing.assert_allclose(got[2][0], want[2][0], rtol=1e-6)
+
+
+# The backoff/growth product was taken in float32 (the factor rounded first): a scale of 3e38
+# backed off by 0.9 came out one float32 ulp below torch's (a float64 product rounded once).
+@pytest.mark.parametrize("backoff", [0.9, 0.3, 0.7])
+def test_grad_scaler_backoff_is_rounded_once(backoff):
+    init = float(RNG.uniform(1e3, 3e38))
+    steps = ["backward", "step", "update"]     # 1e30 * init overflows: inf, so backoff
+    want, got = _both(lambda lib, p: _scaler_run(lib, steps, [p], init_scale=init,
+                                                 backoff_factor=backoff),
+                      RNG.standard_normal(3) + 10)
+    assert got[1] == want[1]
