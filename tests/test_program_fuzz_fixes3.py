@@ -179,3 +179,65 @@ def test_grad_scaler_backoff_is_rounded_once(backoff):
                                                  backoff_factor=backoff),
                       RNG.standard_normal(3) + 10)
     assert got[1] == want[1]
+
+
+# ----------------------------------------------------------------- PackedSequence methods
+# torch's PackedSequence has dtype shorthands (packed.double() before a float64 LSTM, say);
+# gpudl's raised AttributeError.
+@pytest.mark.parametrize("method", ["double", "float", "half", "long", "int", "short", "char",
+                                    "byte"])
+def test_packed_sequence_dtype_shorthands(method):
+    lengths = sorted(RNG.integers(1, 5, size=3).tolist(), reverse=False)
+    seqs = [RNG.standard_normal((n, 2)) * 4 for n in lengths]
+    got = []
+    for lib in (torch, gd):
+        rnn = lib.nn.utils.rnn
+        packed = rnn.pack_sequence([lib.tensor(s, dtype=lib.float32) for s in seqs],
+                                   enforce_sorted=False)
+        out = getattr(packed, method)()
+        got.append((type(out).__name__, _dtype_name(out.data.dtype), out.data.double().numpy(),
+                    out.batch_sizes.numpy(), out.sorted_indices.numpy(),
+                    out.unsorted_indices.numpy(), out.is_pinned()))
+    assert got[1][:2] == got[0][:2] and got[1][6] == got[0][6]
+    for g, w in zip(got[1][2:6], got[0][2:6]):
+        np.testing.assert_array_equal(g, w)
+
+
+# ----------------------------------------------------------------- low precision times a scalar
+# x * s and x / s of a float16/bfloat16 tensor by a number (float16) or a 0-d tensor of another
+# dtype (both) rounded s to x's dtype first: bfloat16 x * tensor(1/3) was up to 2**-9 relative
+# off, the same way for every element (torch: s unrounded in float32, one rounding). GradScaler
+# .scale of a float16/bfloat16 loss by a non-power-of-two scale was off the same way.
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("op", ["mul", "div", "rdiv", "rmul"])
+@pytest.mark.parametrize("scalar", ["number", "0-d float32", "0-d float64"])
+def test_low_precision_times_a_scalar_rounds_once(dtype, op, scalar):
+    if op == "rdiv" and scalar == "number":
+        pytest.skip("torch's number / x is x.reciprocal() * number: two roundings, not copied")
+    # (a 0-d tensor / x rounds the 0-d tensor to x's dtype first, in both)
+    xa, s = RNG.standard_normal(400) * 3, float(RNG.uniform(0.1, 9.0))
+    got = []
+    for lib in (torch, gd):
+        x = lib.tensor(xa, dtype=getattr(lib, dtype), requires_grad=True)
+        v = s if scalar == "number" else lib.tensor(s, dtype=getattr(lib, scalar[4:]))
+        y = {"mul": lambda: x * v, "div": lambda: x / v, "rdiv": lambda: v / x,
+             "rmul": lambda: v * x}[op]()
+        y.backward(lib.ones_like(y) * 0.75)
+        got.append((_dtype_name(y.dtype), _numpy(y), _numpy(x.grad)))
+    assert got[1][0] == got[0][0]
+    np.testing.assert_array_equal(got[1][1], got[0][1])
+    # x * s's gradient g * s: one rounding too (div's backward has more steps; torch's
+    # 0-d * x rounds the 0-d forward but not in its backward, not copied)
+    if op == "mul" or (op == "rmul" and scalar == "number"):
+        np.testing.assert_array_equal(got[1][2], got[0][2])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_grad_scaler_scale_of_a_low_precision_loss(dtype):
+    init, xa = float(RNG.uniform(1.5, 30.0)), RNG.standard_normal(50)
+    got = []
+    for lib in (torch, gd):
+        scaler = (torch.amp.GradScaler if lib is torch else gd.amp.GradScaler)(
+            "cpu", init_scale=init)
+        got.append(_numpy(scaler.scale(lib.tensor(xa, dtype=getattr(lib, dtype)))))
+    np.testing.assert_array_equal(got[1], got[0])

@@ -92,7 +92,9 @@ class GradScaler:
         from ..tensor import Tensor
         if isinstance(outputs, Tensor):
             self._lazy_init(backend.get_array_module(outputs._data))
-            factor = Tensor._make(self._scale.astype(outputs.dtype), False, None, 0,
+            # a float32 copy (an update before backward must not change the product's
+            # gradient), unrounded in a float16/bfloat16 product as torch's
+            factor = Tensor._make(self._scale.astype(dtypes.float32), False, None, 0,
                                   outputs._device)
             return outputs * factor
         if isinstance(outputs, (list, tuple)):
