@@ -241,3 +241,28 @@ def test_grad_scaler_scale_of_a_low_precision_loss(dtype):
             "cpu", init_scale=init)
         got.append(_numpy(scaler.scale(lib.tensor(xa, dtype=getattr(lib, dtype)))))
     np.testing.assert_array_equal(got[1], got[0])
+
+
+# ----------------------------------------------------------------- BatchNorm's counter on load
+# A state_dict without num_batches_tracked (a torch checkpoint from before it existed, or any
+# state dict rebuilt as a plain dict, which loses torch's version metadata) loads in torch,
+# the counter keeping its value; gpudl refused it (strict) or reported it missing.
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("module", ["BatchNorm1d", "BatchNorm2d", "InstanceNorm1d"])
+def test_batchnorm_loads_a_state_dict_without_its_counter(module, strict):
+    kwargs = {"track_running_stats": True, "affine": True} if "Instance" in module else {}
+    got = []
+    for lib in (torch, gd):
+        m = getattr(lib.nn, module)(3, **kwargs)
+        with lib.no_grad():
+            m.num_batches_tracked.fill_(int(RNG.integers(1, 9)) if lib is torch else got[0][2])
+        state = {k: lib.tensor(RNG.standard_normal(tuple(v.shape)) if lib is torch else
+                               got[0][3][k])
+                 for k, v in m.state_dict().items() if k != "num_batches_tracked"}
+        result = m.load_state_dict(state, strict=strict)
+        got.append((sorted(result.missing_keys), sorted(result.unexpected_keys),
+                    int(m.num_batches_tracked), {k: _numpy(v) for k, v in state.items()},
+                    {k: _numpy(v) for k, v in m.state_dict().items()}))
+    assert got[1][:3] == got[0][:3]
+    for k, v in got[0][4].items():
+        np.testing.assert_array_equal(got[1][4][k], v)
