@@ -259,7 +259,8 @@ def _checked_pair(op, input, target):
     if target.shape != input.shape:
         raise ValueError(f"{op}: target of shape {target.shape} must have the input's shape "
                          f"{input.shape} (broadcasting the two is almost always a bug)")
-    input, target = promoted_pair(input, target)
+    if target._data.dtype != input._data.dtype:         # (a call only when they differ)
+        input, target = promoted_pair(input, target)
     return input, target.astype(input.dtype)
 
 
