@@ -302,3 +302,23 @@ def test_low_precision_sigmoid_and_silu_round_once(dtype, op):
     assert np.max(np.abs(got[1][0] - got[0][0]) / ulp) <= 1.0      # at most 1 ulp (ties)
     assert np.mean(got[1][0] != got[0][0]) < 0.01
     np.testing.assert_allclose(got[1][1], got[0][1], rtol=1e-2, atol=1e-3)
+
+
+# addcmul/addcdiv of float16/bfloat16 rounded value * tensor1, the product or quotient and the
+# sum each in the low dtype: where input + value * tensor1 * tensor2 nearly cancels, the result
+# was up to ~30 ulp off (torch's fused kernel rounds once).
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("op", ["addcmul", "addcdiv"])
+def test_low_precision_addcmul_addcdiv_round_once(dtype, op):
+    a, b = RNG.standard_normal(3000) * 3, RNG.standard_normal(3000) + 4
+    c = -(a * b if op == "addcmul" else a / b) * 0.5 + RNG.standard_normal(3000) * 1e-2
+    got = []
+    for lib in (torch, gd):
+        x, t1, t2 = (lib.tensor(v, dtype=getattr(lib, dtype), requires_grad=True)
+                     for v in (c, a, b))
+        y = getattr(lib, op)(x, t1, t2, value=0.5)
+        y.backward(lib.ones_like(y))
+        got.append([_numpy(y), _numpy(x.grad), _numpy(t1.grad), _numpy(t2.grad)])
+    assert np.mean(got[1][0] != got[0][0]) < 0.01
+    for g, w in zip(got[1][1:], got[0][1:]):
+        np.testing.assert_allclose(g, w, rtol=2e-2, atol=1e-2)
