@@ -430,6 +430,9 @@ class MathMixin:
         if not isinstance(weight, (T.Tensor, int, float)):
             raise TypeError(f"lerp: weight must be a number or a Tensor, got "
                             f"{type(weight).__name__}")
+        if self.dtype in dtypes.LOW_PRECISION:      # float32 steps, one rounding (as torch)
+            wide = weight.float() if isinstance(weight, T.Tensor) else weight
+            return self.float().lerp(end.float(), wide).to(self.dtype)
         step = end - self
         if not isinstance(weight, T.Tensor):
             return self + weight * step if abs(weight) < 0.5 else end - step * (1 - weight)

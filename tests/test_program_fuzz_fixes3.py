@@ -322,3 +322,18 @@ def test_low_precision_addcmul_addcdiv_round_once(dtype, op):
     assert np.mean(got[1][0] != got[0][0]) < 0.01
     for g, w in zip(got[1][1:], got[0][1:]):
         np.testing.assert_allclose(g, w, rtol=2e-2, atol=1e-2)
+
+
+# rsqrt (1 / sqrt, two roundings) and lerp (a composite of three) of float16/bfloat16 were up
+# to ~2 ulp off where torch rounds once.
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("op", ["rsqrt", "lerp number", "lerp tensor"])
+def test_low_precision_rsqrt_and_lerp_round_once(dtype, op):
+    a, b, w = RNG.uniform(0.1, 9, 3000), RNG.standard_normal(3000), RNG.uniform(-1, 2, 3000)
+    got = []
+    for lib in (torch, gd):
+        x, e, wt = (lib.tensor(v, dtype=getattr(lib, dtype)) for v in (a, b, w))
+        y = {"rsqrt": lambda: x.rsqrt(), "lerp number": lambda: x.lerp(e, 0.3),
+             "lerp tensor": lambda: x.lerp(e, wt)}[op]()
+        got.append(_numpy(y))
+    assert np.mean(got[1] != got[0]) < 0.01

@@ -525,7 +525,11 @@ class Unary(ArrayFunction):
     @classmethod
     def forward(cls, ctx, a, name):
         xp = xp_of(a)
-        y = xp.asarray(cls.table[name][0](xp, a)).astype(a.dtype, copy=False)
+        forward = cls.table[name][0]
+        if a.dtype in LOW_PRECISION:     # float32 steps, one rounding (rsqrt was two)
+            y = in_float32(lambda a: xp.asarray(forward(xp, a)), a)
+        else:
+            y = xp.asarray(forward(xp, a)).astype(a.dtype, copy=False)
         ctx.save_for_backward(a, y if name in cls.reads_output else None)
         ctx.name = name
         return y
@@ -533,4 +537,9 @@ class Unary(ArrayFunction):
     @classmethod
     def backward(cls, ctx, g):
         a, y = ctx.saved_tensors
-        return g * cls.table[ctx.name][1](xp_of(a), a, y), None
+        derivative = cls.table[ctx.name][1]
+        if a.dtype in LOW_PRECISION:
+            xp = xp_of(a)
+            return in_float32(lambda g, a, *y: g * derivative(xp, a, y[0] if y else None),
+                              g, a, *(() if y is None else (y,))), None
+        return g * derivative(xp_of(a), a, y), None
