@@ -358,7 +358,7 @@ def addcmul(input, tensor1, tensor2, *, value=1):
     if _autocast.active:
         input, tensor1, tensor2 = cast_inputs("addcmul", input, tensor1, tensor2)
     value, input, tensor1, tensor2 = _in_common_dtype(value, input, tensor1, tensor2)
-    return input + value * tensor1 * tensor2
+    return _rounded_once(lambda i, a, b: i + value * a * b, input, tensor1, tensor2)
 
 
 def addcdiv(input, tensor1, tensor2, *, value=1):
@@ -371,7 +371,16 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
                            f"torch); got tensor1 {tensor1.dtype} and tensor2 {tensor2.dtype}: "
                            "convert them to a floating dtype")
     value, input, tensor1, tensor2 = _in_common_dtype(value, input, tensor1, tensor2)
-    return input + value * tensor1 / tensor2
+    return _rounded_once(lambda i, a, b: i + value * a / b, input, tensor1, tensor2)
+
+
+def _rounded_once(compute, *tensors):
+    """``compute(*tensors)``, of one dtype; float16/bfloat16 in float32 with the result rounded
+    once, as torch's fused kernels (three low-precision roundings cancelled up to 30 ulp away
+    where input + value * tensor1 * tensor2 is near 0). The casts are graph nodes."""
+    if tensors[0].dtype not in dtypes.LOW_PRECISION:
+        return compute(*tensors)
+    return compute(*(t.float() for t in tensors)).to(tensors[0].dtype)
 
 
 def _in_common_dtype(value, *tensors):

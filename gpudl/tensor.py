@@ -641,7 +641,10 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         raw = self._operand("mul_", other)
         if self.dtype.kind in _WRAPPING_KINDS or inplace.needs_graph(self, (other,)):
             return inplace.apply(self, "mul_", lambda t: t * other, (other,))
-        self._data *= raw
+        if self._data.dtype in dtypes.LOW_PRECISION:
+            _scaled_in_place(self._data, raw, "multiply")
+        else:
+            self._data *= raw
         self._bump_version()
         return self
 
@@ -650,7 +653,10 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
         raw = self._operand("div_", other, result_category=2)   # true division
         if inplace.needs_graph(self, (other,)):
             return inplace.record(self, "div_", lambda t: t / other, (other,))
-        self._data /= raw
+        if self._data.dtype in dtypes.LOW_PRECISION:
+            _scaled_in_place(self._data, raw, "true_divide")
+        else:
+            self._data /= raw
         self._bump_version()
         return self
 
@@ -781,6 +787,18 @@ class _ToDevice(autograd.ArrayFunction):
 def _leaf_from(values, requires_grad):
     """Unpickling a tensor that was in a graph (see Tensor.__reduce_ex__)."""
     return values.requires_grad_(requires_grad)
+
+
+def _scaled_in_place(data, raw, ufunc):
+    """``data *= raw`` (``ufunc`` "multiply") or ``/=`` ("true_divide") of a float16/bfloat16
+    ``data``; by a scalar in float32 with the scalar unrounded, one rounding: ``x * s``'s result
+    (tensor_math._low_precision_by_scalar) and torch's, where NumPy rounds the scalar first."""
+    xp = backend.get_array_module(data)
+    if np.ndim(raw) == 0 and getattr(raw, "dtype", None) != data.dtype:
+        wide = raw.astype(dtypes.float32) if hasattr(raw, "astype") else raw
+        data[...] = getattr(xp, ufunc)(data.astype(dtypes.float32), wide)
+    else:
+        getattr(xp, ufunc)(data, raw, out=data)
 
 
 def _raw(value, like):

@@ -430,6 +430,9 @@ class MathMixin:
         if not isinstance(weight, (T.Tensor, int, float)):
             raise TypeError(f"lerp: weight must be a number or a Tensor, got "
                             f"{type(weight).__name__}")
+        if self.dtype in dtypes.LOW_PRECISION:      # float32 steps, one rounding (as torch)
+            wide = weight.float() if isinstance(weight, T.Tensor) else weight
+            return self.float().lerp(end.float(), wide).to(self.dtype)
         step = end - self
         if not isinstance(weight, T.Tensor):
             return self + weight * step if abs(weight) < 0.5 else end - step * (1 - weight)
@@ -625,6 +628,10 @@ def _binary(function, name, a, b, true_division=False):
     dtype = _result_dtype(a, b)
     if true_division and not is_floating(dtype):
         dtype = dtypes.DEFAULT_FLOAT           # int / int divides truly, as in torch
+    if dtype in dtypes.LOW_PRECISION and function in _SCALAR_OPMATH:
+        scaled = _low_precision_by_scalar(function, a, b, dtype)
+        if scaled is not None:
+            return scaled
     wrap = dtype.kind in "iu" and function in _WRAPPING     # modular, as torch's
     a, b = _cast(a, dtype, wrap), _cast(b, dtype, wrap)
     if like.dtype in dtypes.BFLOAT16 or (isinstance(a, T.Tensor) and a.dtype in dtypes.BFLOAT16):
@@ -633,15 +640,43 @@ def _binary(function, name, a, b, true_division=False):
 
 
 def _plain_float_operands(a, b):
-    """Whether ``a`` and ``b`` are two tensors of one float16/32/64 dtype, or such a tensor and a
-    Python float (either order): a model's usual operands, for which _binary's promotion,
-    casts and wrapping change nothing (bfloat16's dtype kind is not "f")."""
+    """Whether ``a`` and ``b`` are two tensors of one float16/32/64 dtype, or a float32/64
+    tensor and a Python float (either order): a model's usual operands, for which _binary's
+    promotion, casts and wrapping change nothing (bfloat16's dtype kind is not "f"; float16
+    with a number goes through _low_precision_by_scalar)."""
     if isinstance(a, T.Tensor):
         dtype = a._data.dtype
         if isinstance(b, T.Tensor):
             return dtype.kind == "f" and b._data.dtype == dtype
-        return type(b) is float and dtype.kind == "f"
-    return type(a) is float and isinstance(b, T.Tensor) and b._data.dtype.kind == "f"
+        return type(b) is float and dtype.kind == "f" and dtype.itemsize > 2
+    return (type(a) is float and isinstance(b, T.Tensor) and b._data.dtype.kind == "f"
+            and b._data.dtype.itemsize > 2)
+
+
+_SCALAR_OPMATH = (E.Mul, E.Div)
+
+
+def _low_precision_by_scalar(function, a, b, dtype):
+    """torch's mul/div of a float16/bfloat16 tensor (of the result's ``dtype``) by a scalar (a
+    number, or a 0-d tensor of another dtype, which does not set the result's): computed in
+    float32 with the scalar unrounded, the result rounded once. NumPy and the casts would round
+    the scalar to ``dtype`` first: ``x * (1/3)`` off by up to 2**-9 relative in bfloat16, the
+    same way for every element. None when the operands are not such a pair: as torch's, add
+    and sub keep the rounded scalar, and so do a 0-d tensor times or divided by a tensor (torch
+    takes only a second operand unrounded; ``number * x`` is its ``x * number``)."""
+    if isinstance(a, T.Tensor) and a._data.dtype == dtype:
+        scalar = b
+    elif function is E.Mul and isinstance(b, T.Tensor) and b._data.dtype == dtype:
+        scalar = a
+    else:
+        return None
+    if isinstance(scalar, T.Tensor):
+        if scalar is a or scalar.ndim or scalar.dtype == dtype or scalar.dtype.kind not in "fiuV":
+            return None
+    elif not isinstance(scalar, (int, float)):
+        return None
+    return function.apply(*(x.astype(dtypes.float32) if isinstance(x, T.Tensor) else x
+                            for x in (a, b))).astype(dtype)
 
 
 def _apply_binary(function, name, a, b):

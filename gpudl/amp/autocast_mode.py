@@ -9,8 +9,10 @@ floating inputs as PyTorch 2.13 does for that device (``aten/src/ATen/autocast_m
   exp/log/pow, sum/prod/cumsum, layer and group norm, ...) run in float32;
 - ops in neither list run in whatever dtype their inputs have (cat/stack promote to the widest);
 - ``promote`` (cuda's scatter_add): the widest floating dtype among the inputs;
-- ``lower_if_low`` (the cpu's LSTMCell and GRUCell): ``lower`` when an input already is in a
-  lower precision, else nothing.
+- ``state`` (the cpu's GRU, LSTMCell and GRUCell; arguments ``(input, h0, c0, weights...)``):
+  torch runs their matmuls in the lower dtype and the state in its own dtype (h0's and c0's,
+  else the input's, as the zeros it makes), so the result is the promotion of the two: a float32
+  input keeps float32 whatever the weights' dtype, a bfloat16 one gives bfloat16.
 
 The CPU and CUDA lists differ, as in PyTorch (on the cpu, softmax and layer_norm keep bfloat16).
 float64 tensors are never cast. The cast is an ordinary graph node (``Tensor.to``), so backward
@@ -26,7 +28,7 @@ import functools
 import threading
 import warnings
 
-from .. import backend, dtypes
+from .. import autograd as _autograd, backend, dtypes
 
 DEVICE_TYPES = ("cuda", "cpu")
 DEFAULT_DTYPES = {"cuda": dtypes.float16, "cpu": dtypes.bfloat16}
@@ -55,15 +57,15 @@ POLICIES = {
     },
     "cpu": {
         # rnn, rnn_cell: torch's CPU RNN and RNNCell are made of linear ops, which autocast (its
-        # GRU, LSTMCell and GRUCell are not, and keep float32)
+        # GRU, LSTMCell and GRUCell combine lowered matmuls with the state's dtype: "state")
         **dict.fromkeys(_LOWER_BOTH | {"rnn", "rnn_cell"}, "lower"),
         **dict.fromkeys(_FP32_BOTH | {
             "binary_cross_entropy", "reflection_pad1d", "reflection_pad2d", "replication_pad1d",
             "replication_pad2d", "replication_pad3d"}, "fp32"),
-        # torch's CPU LSTMCell and GRUCell are linear ops (which autocast) combined with the
-        # state in the input's dtype: a low-precision input makes a low-precision cell, a
-        # float32 one keeps float32
-        **dict.fromkeys(("lstm_cell", "gru_cell"), "lower_if_low"),
+        # torch's CPU GRU, LSTMCell and GRUCell are linear ops (which autocast) combined with
+        # the state in its dtype (the input's when not given): a low-precision state makes a
+        # low-precision result, a float32 one keeps float32, whatever the weights' dtype
+        **dict.fromkeys(("gru", "lstm_cell", "gru_cell"), "state"),
     },
 }
 
@@ -121,7 +123,7 @@ class _State(threading.local):
         self.dtype = dict(DEFAULT_DTYPES)
         self.cache_enabled = True
         self.nesting = 0
-        self.cache = {}                       # (id(weight), dtype) -> (weight, cast copy)
+        self.cache = {}           # (id(weight), dtype) -> (weight, its version, cast copy)
 
 
 state = _State()
@@ -226,19 +228,24 @@ def _eligible(t, device):
 
 
 def _cast(t, dtype, device):
-    """``t`` in ``dtype``; float32 weights (leaves that require grad) through the cache."""
+    """``t`` in ``dtype``; float32 weights (leaves that require grad) through the cache.
+
+    As torch, a cast made under no_grad is neither cached nor taken from the cache (a copy
+    without a graph would cut the weight's gradient in a later forward). Unlike torch, a weight
+    edited in place since its cast (an optimizer step inside the region) is cast again: the
+    entry keeps the version it was made at."""
     if not _eligible(t, device) or t.dtype == dtype:
         return t
     s = state
     cached = (s.cache_enabled and dtype == s.dtype[device] and t.dtype == dtypes.float32
-              and t.requires_grad and t.grad_fn is None)
+              and t.requires_grad and t.grad_fn is None and _autograd.is_grad_enabled())
     if not cached:
         return t.to(dtype)
     key = (id(t), dtype)
     hit = s.cache.get(key)
-    if hit is None or hit[0] is not t:
-        hit = s.cache[key] = (t, t.to(dtype))
-    return hit[1]
+    if hit is None or hit[0] is not t or hit[1] != t._version:
+        hit = s.cache[key] = (t, t._version, t.to(dtype))
+    return hit[2]
 
 
 def cast_inputs(op, *args):
@@ -254,10 +261,11 @@ def cast_inputs(op, *args):
         return args
     if policy == "banned":
         raise RuntimeError(_BANNED.format(op=op))
-    if policy == "lower_if_low" and not any(t.dtype in SUPPORTED_DTYPES for t in _tensors(args)
-                                            if t._device == device):
-        return args
-    if policy == "promote":
+    if policy == "state":
+        states = [t for t in args[1:3] if t is not None] or args[:1]
+        dtype = functools.reduce(dtypes.promote_types, [t.dtype for t in states],
+                                 s.dtype[device])
+    elif policy == "promote":
         floating = [t.dtype for t in _tensors(args) if _eligible(t, device)]
         dtype = functools.reduce(dtypes.promote_types, floating) if floating else None
     else:

@@ -92,7 +92,9 @@ class GradScaler:
         from ..tensor import Tensor
         if isinstance(outputs, Tensor):
             self._lazy_init(backend.get_array_module(outputs._data))
-            factor = Tensor._make(self._scale.astype(outputs.dtype), False, None, 0,
+            # a float32 copy (an update before backward must not change the product's
+            # gradient), unrounded in a float16/bfloat16 product as torch's
+            factor = Tensor._make(self._scale.astype(dtypes.float32), False, None, 0,
                                   outputs._device)
             return outputs * factor
         if isinstance(outputs, (list, tuple)):
@@ -123,6 +125,10 @@ class GradScaler:
             if g.dtype == dtypes.float16:
                 raise ValueError("Attempting to unscale FP16 gradients.")
             inplace.refuse_overlap(g, "GradScaler.unscale_")   # as torch: an expanded gradient
+        if not grads:         # as torch: nothing checked, so step and update refuse
+            state["found_inf"] = None
+            state["stage"] = _UNSCALED
+            return
         grads = [g._data for g in grads]
         xp = backend.get_array_module(self._scale)
         # an array (NumPy makes 0-d results scalars), whose address the batched launch takes
@@ -156,6 +162,10 @@ class GradScaler:
             raise RuntimeError("step() has already been called since the last update().")
         if state["stage"] == _READY:
             self.unscale_(optimizer)
+        if state["found_inf"] is None:
+            raise RuntimeError("No inf checks were recorded for this optimizer (none of its "
+                               "parameters has a gradient: did scaler.scale(loss).backward() "
+                               "reach them?)")
         # a read by design (the host decides whether to step): counted, and reporting any
         # device-side check queued before it, as every read does
         found = backend.host_value(state["found_inf"], "GradScaler.step")
@@ -186,10 +196,11 @@ class GradScaler:
         skipped = found_inf > 0
         grown = self._growth_tracker + 1
         grow = (~skipped) & (grown == self._growth_interval)
-        factor = xp.where(skipped, dtypes.float32.type(self._backoff_factor),
-                          xp.where(grow, dtypes.float32.type(self._growth_factor),
-                                   dtypes.float32.type(1.0)))
-        scaled = (self._scale * factor).astype(dtypes.float32)
+        # the product in float64, rounded once to float32, as torch's kernel (a double factor)
+        factor = xp.where(skipped, dtypes.float64.type(self._backoff_factor),
+                          xp.where(grow, dtypes.float64.type(self._growth_factor),
+                                   dtypes.float64.type(1.0)))
+        scaled = (self._scale.astype(dtypes.float64) * factor).astype(dtypes.float32)
         # growth that would overflow the scale to inf is skipped, as torch
         self._scale[...] = xp.where(grow & ~xp.isfinite(scaled), self._scale, scaled)
         self._growth_tracker[...] = xp.where(skipped | grow, 0, grown).astype(dtypes.int32)

@@ -48,6 +48,15 @@ class HookHandle:
         self.remove()
 
 
+def _required(module, missing):
+    """The keys of ``missing`` a loaded state_dict must have: all but the entries modules list
+    in ``_optional_state`` (BatchNorm's num_batches_tracked, as torch's versionless loads)."""
+    optional = {f"{prefix}.{name}" if prefix else name
+                for prefix, m in module.named_modules()
+                for name in getattr(m, "_optional_state", ())}
+    return [k for k in missing if k not in optional]
+
+
 class StateDictError(RuntimeError, ValueError):
     """A refused ``load_state_dict``: a RuntimeError as in torch, and a ValueError (bad values)."""
 
@@ -428,6 +437,8 @@ class Module:
         post_hooks = state_dict_hooks.any_hooks(self, "load_post")
         own = OrderedDict(self._state_items())
         missing = [k for k in own if k not in state_dict]
+        if missing:
+            missing = _required(self, missing)
         unexpected = [k for k in state_dict.keys() if k not in own]
         problems, updates = [], []
         for key, target in own.items():

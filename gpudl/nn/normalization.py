@@ -14,6 +14,9 @@ class _BatchNorm(Module):
     ``momentum=None`` makes the running statistics a cumulative average."""
 
     _ndims = ()
+    # torch's checkpoints from before num_batches_tracked (and its state dicts rebuilt as plain
+    # dicts, which lose their version) load without it: the counter keeps its value
+    _optional_state = ("num_batches_tracked",)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, device=None, dtype=None, *, bias=True):

@@ -113,6 +113,16 @@ def widened(tensor):
     return tensor.float() if getattr(tensor, "dtype", None) in LOW_PRECISION else tensor
 
 
+def promoted_pair(input, target):
+    """``(input, target)`` both in torch's promoted dtype when ``target`` is floating (the
+    pointwise losses: mse_loss(float16, float32) is float32); an integer or bool target, or one
+    of the input's dtype, leaves both as they are. The casts are graph nodes."""
+    if not dtypes.is_floating(target.dtype) or target.dtype == input.dtype:
+        return input, target
+    dtype = dtypes.promote_types(input.dtype, target.dtype)
+    return input.astype(dtype), target.astype(dtype)
+
+
 def normalize_axes(axis, ndim, op):
     """An int, a tuple of ints or None -> a sorted tuple of non-negative axes (None: all axes)."""
     if axis is None:

@@ -16,7 +16,7 @@ from ..tensor import Tensor
 from .loss import check_reduction, expand_grad, reduce_loss
 from .reduce import log_softmax_array
 from .sparse import DEFERRED_NOTE, NO_BAD_INDEX, IndexOutOfRange, check_range
-from ._util import widened, xp_of
+from ._util import promoted_pair, widened, xp_of
 
 
 def _picked_targets(x, target, weight, ignore_index):
@@ -262,6 +262,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
     n_classes, weight = _check_input(op, input, target, weight)
+    if target._data.dtype.kind not in "biu" and target._data.dtype != input._data.dtype:
+        input, target = promoted_pair(input, target)  # probabilities: torch's promotion
     if input.dtype in LOW_PRECISION:          # reduced in float32, as torch; the input's dtype
         return cross_entropy(widened(input), widened(target), widened(weight),
                              ignore_index=ignore_index, reduction=reduction,

@@ -8,8 +8,9 @@ import numpy as np
 
 from .. import backend
 from ..autograd import ArrayFunction
+from ..dtypes import LOW_PRECISION
 from ..kernels import activation
-from ._util import masked_gradient, quiet, sum_to, xp_of
+from ._util import in_float32, masked_gradient, quiet, sum_to, xp_of
 
 
 def _shape(a):
@@ -340,7 +341,15 @@ class Tanh(ArrayFunction):
 
 
 def sigmoid_array(a):
-    """Logistic function that never overflows: exp of a non-positive number only."""
+    """Logistic function that never overflows: exp of a non-positive number only. float16 and
+    bfloat16 run in float32 (in_float32's rule): exp(-|a|) rounded to float16 is subnormal from
+    |a| > 9.7, and e / (1 + e) was then up to 8.6 ulp off."""
+    if a.dtype in LOW_PRECISION:
+        return in_float32(_sigmoid, a)
+    return _sigmoid(a)
+
+
+def _sigmoid(a):
     xp = xp_of(a)
     e = xp.exp(-abs(a))
     return xp.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
@@ -516,7 +525,11 @@ class Unary(ArrayFunction):
     @classmethod
     def forward(cls, ctx, a, name):
         xp = xp_of(a)
-        y = xp.asarray(cls.table[name][0](xp, a)).astype(a.dtype, copy=False)
+        forward = cls.table[name][0]
+        if a.dtype in LOW_PRECISION:     # float32 steps, one rounding (rsqrt was two)
+            y = in_float32(lambda a: xp.asarray(forward(xp, a)), a)
+        else:
+            y = xp.asarray(forward(xp, a)).astype(a.dtype, copy=False)
         ctx.save_for_backward(a, y if name in cls.reads_output else None)
         ctx.name = name
         return y
@@ -524,4 +537,9 @@ class Unary(ArrayFunction):
     @classmethod
     def backward(cls, ctx, g):
         a, y = ctx.saved_tensors
-        return g * cls.table[ctx.name][1](xp_of(a), a, y), None
+        derivative = cls.table[ctx.name][1]
+        if a.dtype in LOW_PRECISION:
+            xp = xp_of(a)
+            return in_float32(lambda g, a, *y: g * derivative(xp, a, y[0] if y else None),
+                              g, a, *(() if y is None else (y,))), None
+        return g * derivative(xp_of(a), a, y), None

@@ -13,7 +13,7 @@ from ..autograd import ArrayFunction
 from ..dtypes import LOW_PRECISION, is_floating
 from ..tensor import Tensor
 from . import elementwise as E
-from ._util import sum_to, widened, xp_of
+from ._util import promoted_pair, sum_to, widened, xp_of
 from .sparse import DEFERRED_NOTE
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -249,7 +249,8 @@ class PointwiseLoss(ArrayFunction):
 
 # ---------------------------------------------------------------- public functions
 def _checked_pair(op, input, target):
-    """(input, target) after type and shape checks; target cast to input's dtype."""
+    """(input, target) after type and shape checks, in their promoted dtype (an integer
+    target in the input's)."""
     if not isinstance(input, Tensor) or not isinstance(target, Tensor):
         raise TypeError(f"{op}: input and target must be Tensors, got {type(input).__name__} "
                         f"and {type(target).__name__}")
@@ -258,6 +259,8 @@ def _checked_pair(op, input, target):
     if target.shape != input.shape:
         raise ValueError(f"{op}: target of shape {target.shape} must have the input's shape "
                          f"{input.shape} (broadcasting the two is almost always a bug)")
+    if target._data.dtype != input._data.dtype:         # (a call only when they differ)
+        input, target = promoted_pair(input, target)
     return input, target.astype(input.dtype)
 
 

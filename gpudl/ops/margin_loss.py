@@ -21,7 +21,7 @@ from ..tensor_math import where
 from .activation import logsigmoid
 from .distance import pairwise_distance
 from .loss import _check_probabilities, check_reduction
-from ._util import xp_of
+from ._util import promoted_pair, xp_of
 
 
 def _reduced(loss, reduction):
@@ -240,6 +240,7 @@ def poisson_nll_loss(input, target, log_input=True, full=False, size_average=Non
     op = "poisson_nll_loss"
     reduction, input, target = _prepared(op, reduction, size_average, reduce,
                                          dict(input=input, target=target))
+    input, target = promoted_pair(input, target)
     target = target.astype(input.dtype)
     if log_input:
         loss = input.exp() - target * input

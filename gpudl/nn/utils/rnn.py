@@ -10,7 +10,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ... import creation
+from ... import creation, dtypes
 from ...functions import cat
 from ...ops._util import is_int
 from ...tensor import Tensor
@@ -56,6 +56,18 @@ class PackedSequence(namedtuple("PackedSequence",
     @property
     def is_cuda(self):
         return self.data.device.type == "cuda"
+
+    def is_pinned(self):
+        return self.data.is_pinned()
+
+
+# torch's dtype shorthands: the data cast, the indices and batch_sizes as they are
+for _name, _dtype in (("double", "float64"), ("float", "float32"), ("half", "float16"),
+                      ("long", "int64"), ("int", "int32"), ("short", "int16"), ("char", "int8"),
+                      ("byte", "uint8")):
+    setattr(PackedSequence, _name,
+            (lambda dtype: lambda self: self.to(getattr(dtypes, dtype)))(_dtype))
+    getattr(PackedSequence, _name).__doc__ = f"The packed data as {_dtype}."
 
 
 def _host(index):
