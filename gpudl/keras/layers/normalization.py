@@ -182,6 +182,15 @@ class GroupNormalization(Layer):
 
     def call(self, inputs):
         x = inputs.moveaxis(self.axis % inputs.ndim, 1)             # channels first
+        if x[0].numel() == self.groups:
+            # one value per group (torch's group_norm refuses it): Keras's (x - mean) is 0
+            out = x * 0.0
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            if self.scale:
+                out = out * self.gamma.reshape(shape)
+            if self.center:
+                out = out + self.beta.reshape(shape)
+            return out.moveaxis(1, self.axis % inputs.ndim)
         out = F.group_norm(x, self.groups, self.gamma if self.scale else None,
                            self.beta if self.center else None, eps=self.epsilon)
         return out.moveaxis(1, self.axis % inputs.ndim)
