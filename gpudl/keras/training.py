@@ -9,6 +9,7 @@ Arrays are cast as Keras casts them: floating point to float32, integers kept (E
 them; other layers cast). Several inputs or outputs are given as lists of arrays.
 """
 
+import math
 import numbers
 from contextlib import contextmanager
 
@@ -288,11 +289,10 @@ def _split(xs, ys, validation_split):
     if not 0.0 <= validation_split < 1.0:
         raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
     n = len(xs[0])
-    n_val = int(n * validation_split)
-    if n_val == 0:
-        raise ValueError(f"fit: validation_split={validation_split} of {n} samples leaves no "
-                         "validation samples")
-    cut = n - n_val
+    cut = int(math.floor(n * (1.0 - validation_split)))      # Keras's split point
+    if cut in (0, n):
+        raise ValueError(f"fit: validation_split={validation_split} of {n} samples leaves "
+                         f"{cut} training and {n - cut} validation samples (both must be >= 1)")
     return ([t[:cut] for t in xs], [t[:cut] for t in ys]), \
         ([t[cut:] for t in xs], [t[cut:] for t in ys])
 
