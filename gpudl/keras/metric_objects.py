@@ -101,8 +101,13 @@ class Metric(Configurable):
 class EpochMetric:
     """A Metric as gpudl.train's metric callables: ``prepare`` per batch, the value per epoch."""
 
-    def __init__(self, metric):
-        self.metric, self.__name__, self.prepare = metric, metric.name, metric.prepare
+    def __init__(self, metric, weighted=True):
+        self.metric, self.__name__ = metric, metric.name
+        self.prepare = metric.prepare if weighted else self._unweighted
+
+    def _unweighted(self, output, target):
+        from .metrics import unweighted
+        return self.metric.prepare(output, unweighted(target))
 
     def __call__(self, y_true, y_pred):
         return self.metric.epoch_value(y_true, y_pred)
