@@ -50,9 +50,11 @@ class Compiled:
     def loss_fn(self, class_weight=None):
         """``loss(output, target)`` for gpudl.train: the (weighted) sum over outputs; a
         ``WeightedTarget`` carries per-sample weights."""
-        weights = None if not class_weight else ClassWeights(class_weight)
+        class_weights = None if not class_weight else ClassWeights(class_weight)
 
         def loss(output, target):
+            # Keras weighs only the training batches by class: validation runs in eval mode
+            weights = class_weights if getattr(self.model, "training", True) else None
             sample_weight = None
             if isinstance(target, WeightedTarget):
                 target, sample_weight = target

@@ -189,3 +189,19 @@ def test_compile_metrics_ignore_sample_weights_the_loss_does_not(rng):
     np.testing.assert_allclose(got["mae"], np.abs(p - y).mean(), rtol=1e-5)
     np.testing.assert_allclose(got["binary_accuracy"], np.mean((p > 0.5) == y), rtol=1e-6)
     np.testing.assert_allclose(got["auc"], _auc_reference(y, p), rtol=1e-5)
+
+
+def test_class_weight_weighs_training_batches_not_validation(rng):
+    x = rng.standard_normal((10, 3)).astype(np.float32)
+    labels = rng.integers(0, 3, 10)
+    class_weight = {0: 0.5, 1: 2.0, 2: 1.5}
+    model = keras.Sequential([keras.Input((3,)), layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0),
+                  loss="sparse_categorical_crossentropy")
+    history = model.fit(x, labels, class_weight=class_weight, validation_split=0.4,
+                        batch_size=10, epochs=1, shuffle=False, verbose=0).history
+    p = model.predict(x, verbose=0).astype(np.float64)
+    nll = -np.log(p[np.arange(10), labels])
+    w = np.array([class_weight[c] for c in labels])
+    np.testing.assert_allclose(history["loss"][0], np.mean(nll[:6] * w[:6]), rtol=1e-5)
+    np.testing.assert_allclose(history["val_loss"][0], np.mean(nll[6:]), rtol=1e-5)
