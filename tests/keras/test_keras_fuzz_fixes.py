@@ -205,3 +205,17 @@ def test_class_weight_weighs_training_batches_not_validation(rng):
     w = np.array([class_weight[c] for c in labels])
     np.testing.assert_allclose(history["loss"][0], np.mean(nll[:6] * w[:6]), rtol=1e-5)
     np.testing.assert_allclose(history["val_loss"][0], np.mean(nll[6:]), rtol=1e-5)
+
+
+def test_sgd_nesterov_without_momentum_is_plain_sgd(rng):
+    x = rng.standard_normal((6, 3)).astype(np.float32)
+    y = rng.standard_normal((6, 1)).astype(np.float32)
+    model = keras.Sequential([keras.Input((3,)), layers.Dense(1)])
+    kernel, bias = (w.astype(np.float64) for w in model.get_weights())
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1, nesterov=True), loss="mse")
+    model.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0)
+    residual = 2 * (x @ kernel + bias - y) / 6                   # d mse / d output
+    np.testing.assert_allclose(model.get_weights()[0], kernel - 0.1 * x.T @ residual,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.get_weights()[1], bias - 0.1 * residual.sum(0),
+                               rtol=1e-5, atol=1e-6)
