@@ -219,3 +219,22 @@ def test_sgd_nesterov_without_momentum_is_plain_sgd(rng):
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.get_weights()[1], bias - 0.1 * residual.sum(0),
                                rtol=1e-5, atol=1e-6)
+
+
+# -- losses called on NumPy arrays (Keras converts them; gpudl raised AttributeError) ----------
+
+def test_loss_objects_take_numpy_arrays(rng):
+    y = rng.integers(0, 2, (5, 3)).astype(np.float32)
+    z = rng.standard_normal((5, 3))                                  # float64 logits
+    w = rng.uniform(0.0, 2.0, 5)
+    got = keras.losses.BinaryCrossentropy(from_logits=True)(y, z, sample_weight=w)
+    per_value = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+    np.testing.assert_allclose(float(got), np.mean(per_value.mean(1) * w), rtol=1e-5)
+    labels = rng.integers(0, 3, 5)
+    got = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, z)
+    log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
+    np.testing.assert_allclose(float(got), -log_p[np.arange(5), labels].mean(), rtol=1e-5)
+    got = keras.losses.Huber(delta=0.5)(y, z)
+    d = np.abs(z - y)
+    huber = np.where(d <= 0.5, 0.5 * d ** 2, 0.5 * d - 0.125)
+    np.testing.assert_allclose(float(got), huber.mean(), rtol=1e-5)
