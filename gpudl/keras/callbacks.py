@@ -67,7 +67,7 @@ class ReduceLROnPlateau(C.Callback):
     def on_epoch_end(self, epoch, logs, model):
         from .training import compiled
         optimizer = compiled(model, "ReduceLROnPlateau").optimizer
-        logs["learning_rate"] = optimizer.param_groups[0]["lr"]     # the epoch's, as Keras logs
+        logs["learning_rate"] = _current_rate(optimizer)
         current = self.tracker.value(logs)
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
@@ -83,6 +83,15 @@ class ReduceLROnPlateau(C.Callback):
                         group["lr"] = max(group["lr"] * self.factor, self.min_lr)
                 self.cooldown_counter, self.wait = self.cooldown, 0
         return False
+
+
+def _current_rate(optimizer):
+    """Keras's ``optimizer.learning_rate`` after the epoch: the rate the next update would use
+    (with a schedule, ``schedule(iterations)``, not the rate of the last update)."""
+    schedule = getattr(optimizer, "learning_rate_schedule", None)
+    if schedule is not None:
+        return float(schedule(optimizer.iterations))
+    return optimizer.param_groups[0]["lr"]
 
 
 class LearningRateScheduler(C.Callback):

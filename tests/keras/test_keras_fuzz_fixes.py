@@ -238,3 +238,19 @@ def test_loss_objects_take_numpy_arrays(rng):
     d = np.abs(z - y)
     huber = np.where(d <= 0.5, 0.5 * d ** 2, 0.5 * d - 0.125)
     np.testing.assert_allclose(float(got), huber.mean(), rtol=1e-5)
+
+
+# -- callbacks ----------------------------------------------------------------------------------
+
+def test_reduce_lr_on_plateau_logs_the_schedules_next_rate(rng):
+    """Keras logs ``optimizer.learning_rate`` after the epoch: schedule(iterations), the rate
+    of the next update."""
+    x = rng.standard_normal((6, 2)).astype(np.float32)
+    y = rng.standard_normal((6, 1)).astype(np.float32)
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([2, 4], [0.05, 0.025, 0.0125])
+    model = keras.Sequential([keras.Input((2,)), layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=schedule), loss="mse")
+    history = model.fit(x, y, batch_size=6, epochs=5, shuffle=False, verbose=0, callbacks=[
+        keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=100)]).history
+    # one update per epoch: after epoch e (from 1) the iterations are e
+    np.testing.assert_allclose(history["learning_rate"], [0.05, 0.05, 0.025, 0.025, 0.0125])
