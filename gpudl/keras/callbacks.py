@@ -8,6 +8,8 @@ import csv
 import numbers
 import os
 
+import numpy as np
+
 from .. import callbacks as C
 from ..train import History  # noqa: F401 (Keras's name)
 from ..callbacks import TerminateOnNaN  # noqa: F401 (Keras's name)
@@ -76,7 +78,9 @@ class ReduceLROnPlateau(C.Callback):
             self.wait = 0
         elif self.cooldown_counter == 0:
             self.wait += 1
-            if self.wait >= self.patience:
+            # Keras: a rate already at min_lr is left (a schedule is refused only when it
+            # would be changed), and the counters restart only after a reduction
+            if self.wait >= self.patience and _current_rate(optimizer) > np.float32(self.min_lr):
                 check_settable(optimizer, "ReduceLROnPlateau")
                 for group in optimizer.param_groups:
                     if group["lr"] > self.min_lr:

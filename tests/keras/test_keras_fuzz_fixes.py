@@ -254,3 +254,17 @@ def test_reduce_lr_on_plateau_logs_the_schedules_next_rate(rng):
         keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=100)]).history
     # one update per epoch: after epoch e (from 1) the iterations are e
     np.testing.assert_allclose(history["learning_rate"], [0.05, 0.05, 0.025, 0.025, 0.0125])
+
+
+def test_reduce_lr_on_plateau_leaves_a_schedule_already_at_min_lr(rng):
+    """Keras refuses to set a schedule's rate only when it would change it: at or below
+    ``min_lr`` the plateau changes nothing (gpudl raised TypeError)."""
+    x = rng.standard_normal((6, 2)).astype(np.float32)
+    y = rng.standard_normal((6, 1)).astype(np.float32)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.003, 1, 0.1)
+    model = keras.Sequential([keras.Input((2,)), layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=schedule), loss="mse")
+    history = model.fit(x, y, batch_size=6, epochs=3, shuffle=False, verbose=0, callbacks=[
+        keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=0, min_delta=10.0,
+                                          min_lr=0.001)]).history
+    np.testing.assert_allclose(history["learning_rate"], [3e-4, 3e-5, 3e-6], rtol=1e-5)
