@@ -268,3 +268,24 @@ def test_reduce_lr_on_plateau_leaves_a_schedule_already_at_min_lr(rng):
         keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=0, min_delta=10.0,
                                           min_lr=0.001)]).history
     np.testing.assert_allclose(history["learning_rate"], [3e-4, 3e-5, 3e-6], rtol=1e-5)
+
+
+# -- masks ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("build", ["functional", "sequential"])
+def test_global_average_pooling1d_averages_the_unmasked_steps(rng, build):
+    ids = np.array([[1, 2, 0, 0], [3, 0, 1, 0], [0, 0, 0, 0]])
+    table = rng.standard_normal((4, 3)).astype(np.float32)
+    if build == "functional":
+        inputs = keras.Input((4,), dtype="int32")
+        hidden = layers.Dropout(0.0)(layers.Embedding(4, 3, mask_zero=True)(inputs))
+        model = keras.Model(inputs, layers.GlobalAveragePooling1D()(hidden))
+    else:
+        model = keras.Sequential([keras.Input((4,), dtype="int32"),
+                                  layers.Embedding(4, 3, mask_zero=True),
+                                  layers.GlobalAveragePooling1D()])
+    model.set_weights([table])
+    got = model.predict(ids, verbose=0)
+    keep = (ids != 0)[..., None]
+    expected = (table[ids] * keep).sum(1) / np.maximum(keep.sum(1), 1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)   # all masked: 0
