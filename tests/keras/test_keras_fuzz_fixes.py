@@ -289,3 +289,22 @@ def test_global_average_pooling1d_averages_the_unmasked_steps(rng, build):
     keep = (ids != 0)[..., None]
     expected = (table[ids] * keep).sum(1) / np.maximum(keep.sum(1), 1)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)   # all masked: 0
+
+
+def test_multi_head_attention_in_a_model_uses_the_inputs_masks(rng):
+    """Keras's MHA takes the query's and value's masks (here Embedding(mask_zero=True)) as an
+    attention mask; the model ignored them."""
+    ids = np.array([[1, 2, 0], [3, 0, 0]])
+    inputs = keras.Input((3,), dtype="int32")
+    embedded = layers.Embedding(4, 4, mask_zero=True)(inputs)
+    mha = layers.MultiHeadAttention(2, 2)
+    model = keras.Model(inputs, mha(embedded, embedded))
+    model.set_weights([rng.standard_normal(w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    got = model.predict(ids, verbose=0)
+    keep = ids != 0
+    x = model.get_weights()[0][ids]
+    expected = mha(x, x, attention_mask=keep[:, :, None] & keep[:, None, :]).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[1, 1:], np.broadcast_to(mha.output_bias.numpy(), (2, 4)),
+                               rtol=1e-5, atol=1e-6)            # masked queries: the bias

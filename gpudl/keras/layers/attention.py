@@ -145,9 +145,19 @@ class MultiHeadAttention(Layer):
         n, t = x.shape[:2]
         return y.reshape(n, t, self.num_heads, -1).transpose(1, 2)     # (N, h, T, size)
 
+    takes_input_masks = ("query_mask", "value_mask", "key_mask")   # a functional model's masks
+
     def call(self, query, value, key=None, attention_mask=None, return_attention_scores=False,
-             use_causal_mask=False, training=None):
+             use_causal_mask=False, training=None, query_mask=None, value_mask=None,
+             key_mask=None):
+        """The masks of the inputs (Embedding(mask_zero=True), Masking: a functional model
+        passes them) hide keys and queries as Keras's ``_compute_attention_mask``."""
         key = value if key is None else key
+        for given, expand in ((query_mask, -1), (value_mask, -2), (key_mask, -2)):
+            if given is not None:
+                given = _as_keep(given).unsqueeze(expand)
+                attention_mask = given if attention_mask is None else \
+                    _as_keep(attention_mask) & given
         if "query_kernel" not in self._parameters:
             self._build_all(query, value, key)
         q = self._project(query, "query") / math.sqrt(self.key_dim)
