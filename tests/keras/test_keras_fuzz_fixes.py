@@ -308,3 +308,34 @@ def test_multi_head_attention_in_a_model_uses_the_inputs_masks(rng):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got[1, 1:], np.broadcast_to(mha.output_bias.numpy(), (2, 4)),
                                rtol=1e-5, atol=1e-6)            # masked queries: the bias
+
+
+def _masked_simple_rnn(x, keep, kernel, recurrent, bias, backwards=False):
+    """float64 SimpleRNN over the kept steps (the state skips masked ones); outputs per step,
+    zero where masked."""
+    n, t, _ = x.shape
+    h = np.zeros((n, kernel.shape[1]))
+    out = np.zeros((n, t, kernel.shape[1]))
+    for step in (range(t - 1, -1, -1) if backwards else range(t)):
+        new = np.tanh(x[:, step] @ kernel + h @ recurrent + bias)
+        k = keep[:, step, None]
+        h = np.where(k, new, h)
+        out[:, step] = np.where(k, new, 0.0)
+    return out
+
+
+def test_bidirectional_zeroes_both_directions_at_masked_steps(rng):
+    x = rng.standard_normal((2, 4, 2)).astype(np.float32)
+    x[0, 2:] = 0
+    x[1, 1] = 0
+    inputs = keras.Input((4, 2))
+    outputs = layers.Bidirectional(layers.SimpleRNN(2, return_sequences=True))(
+        layers.Masking()(inputs))
+    model = keras.Model(inputs, outputs)
+    weights = [rng.standard_normal(w.shape).astype(np.float32) for w in model.get_weights()]
+    model.set_weights(weights)
+    keep = (x != 0).any(-1)
+    w = [v.astype(np.float64) for v in weights]
+    expected = np.concatenate([_masked_simple_rnn(x, keep, *w[:3]),
+                               _masked_simple_rnn(x, keep, *w[3:], backwards=True)], -1)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
