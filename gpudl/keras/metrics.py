@@ -40,14 +40,30 @@ def _mean_metric(name, values_of):
     """Keras's MeanMetricWrapper for compile(metrics=[name]): the mean of
     ``values_of(output, target)`` over the epoch (compile's ``metrics`` are not weighted by
     sample weights in Keras: that is ``weighted_metrics``)."""
-    def prepare(output, target):
-        values = values_of(output, unweighted(target)).astype(output.dtype).ravel()
+    def prepare(output, target, mask=None):
+        values = values_of(output, unweighted(target)).astype(output.dtype)
+        if mask is not None and mask.size and values.size % mask.size == 0:
+            # Keras's MeanMetricWrapper weighs by the output's mask: masked steps do not count
+            values = values.reshape(mask.size, -1)[mask.reshape(-1).astype(bool)]
+        values = values.ravel()
         return values, values
 
     def metric(values, _):
         return float(np.mean(np.asarray(values, np.float64))) if len(values) else 0.0
-    metric.__name__, metric.prepare = name, prepare
+    metric.__name__, metric.prepare, metric.masked = name, prepare, True
     return metric
+
+
+def masked_by(metric, model):
+    """``metric`` (a compile metric by name) reading ``model``'s output mask at each batch."""
+    def prepare(output, target):
+        mask = model.__dict__.get("output_mask")
+        return metric.prepare(output, target, None if mask is None else mask._data)
+
+    def bound(y_true, y_pred):
+        return metric(y_true, y_pred)
+    bound.__name__, bound.prepare = metric.__name__, prepare
+    return bound
 
 
 def _like_output(output, target):

@@ -162,6 +162,9 @@ def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=No
         raise ValueError(f"compile: loss_weights needs {len(losses)} values, got "
                          f"{len(loss_weights)}")
     metrics = keras_metrics.resolve(metrics, names)
+    if outputs == 1:                         # Keras's mean metrics skip the output's masked steps
+        metrics = [keras_metrics.masked_by(m, model) if getattr(m, "masked", False) else m
+                   for m in metrics]
     if outputs > 1:
         names = names or [f"output_{i}" for i in range(outputs)]
         metrics = [keras_metrics.OutputLoss(fn, i, name)

@@ -339,3 +339,18 @@ def test_bidirectional_zeroes_both_directions_at_masked_steps(rng):
     expected = np.concatenate([_masked_simple_rnn(x, keep, *w[:3]),
                                _masked_simple_rnn(x, keep, *w[3:], backwards=True)], -1)
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_metrics_skip_the_outputs_masked_steps(rng):
+    """Keras's mean metrics ('mae', 'accuracy', ...) weigh by the output's mask, as the loss."""
+    ids = np.array([[1, 2, 0, 0], [3, 1, 2, 0], [2, 0, 0, 0]])
+    y = rng.standard_normal((3, 4, 2)).astype(np.float32)
+    model = keras.Sequential([keras.Input((4,), dtype="int32"),
+                              layers.Embedding(4, 3, mask_zero=True), layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae", "mse"])
+    got = model.evaluate(ids, y, verbose=0, return_dict=True)
+    p = model.predict(ids, verbose=0).astype(np.float64)
+    keep = ids != 0
+    np.testing.assert_allclose(got["mae"], np.abs(p - y)[keep].mean(), rtol=1e-5)
+    np.testing.assert_allclose(got["mse"], ((p - y) ** 2)[keep].mean(), rtol=1e-5)
+    np.testing.assert_allclose(got["loss"], ((p - y) ** 2)[keep].mean(), rtol=1e-5)
