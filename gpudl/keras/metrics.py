@@ -7,8 +7,9 @@ the labels, or with the arg-max of one-hot targets shaped like the scores. 'bina
 'sparse_categorical_accuracy' are Keras's functions of those names. 'mae'/'mse' (and their long
 names) are the mean absolute/squared error over every output value, targets (N,) beside outputs
 (N, 1) taken as Keras squeezes them. Compile's metrics, these and metric objects alike,
-are not weighted by sample or class weights (Keras weighs only ``weighted_metrics``). Other names ('precision', 'recall', 'f1')
-are gpudl.train's.
+are not weighted by sample or class weights (Keras weighs only ``weighted_metrics``); the
+mean metrics skip the output's masked steps. Other names ('precision', 'recall', 'f1') are
+gpudl.train's.
 """
 
 import numpy as np
