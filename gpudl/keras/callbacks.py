@@ -8,6 +8,8 @@ import csv
 import numbers
 import os
 
+import numpy as np
+
 from .. import callbacks as C
 from ..train import History  # noqa: F401 (Keras's name)
 from ..callbacks import TerminateOnNaN  # noqa: F401 (Keras's name)
@@ -67,7 +69,7 @@ class ReduceLROnPlateau(C.Callback):
     def on_epoch_end(self, epoch, logs, model):
         from .training import compiled
         optimizer = compiled(model, "ReduceLROnPlateau").optimizer
-        logs["learning_rate"] = optimizer.param_groups[0]["lr"]     # the epoch's, as Keras logs
+        logs["learning_rate"] = _current_rate(optimizer)
         current = self.tracker.value(logs)
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
@@ -76,13 +78,24 @@ class ReduceLROnPlateau(C.Callback):
             self.wait = 0
         elif self.cooldown_counter == 0:
             self.wait += 1
-            if self.wait >= self.patience:
+            # Keras: a rate already at min_lr is left (a schedule is refused only when it
+            # would be changed), and the counters restart only after a reduction
+            if self.wait >= self.patience and _current_rate(optimizer) > np.float32(self.min_lr):
                 check_settable(optimizer, "ReduceLROnPlateau")
                 for group in optimizer.param_groups:
                     if group["lr"] > self.min_lr:
                         group["lr"] = max(group["lr"] * self.factor, self.min_lr)
                 self.cooldown_counter, self.wait = self.cooldown, 0
         return False
+
+
+def _current_rate(optimizer):
+    """Keras's ``optimizer.learning_rate`` after the epoch: the rate the next update would use
+    (with a schedule, ``schedule(iterations)``, not the rate of the last update)."""
+    schedule = getattr(optimizer, "learning_rate_schedule", None)
+    if schedule is not None:
+        return float(schedule(optimizer.iterations))
+    return optimizer.param_groups[0]["lr"]
 
 
 class LearningRateScheduler(C.Callback):

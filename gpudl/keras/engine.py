@@ -10,6 +10,8 @@ dimension that follows them stays ``None``.
 import re
 from contextlib import contextmanager
 
+import numpy as np
+
 from .. import creation, dtypes, nn
 from ..autograd import no_grad
 from ..tensor import Tensor
@@ -253,6 +255,9 @@ class Layer(nn.Module, Configurable):
             return symbolic_call(self, args, kwargs)
         if not args:
             raise TypeError(f"{self.name}: expected inputs")
+        # Keras converts NumPy inputs (and masks) to tensors: float arrays in float32
+        args = map_structure(_from_numpy, args)
+        kwargs = {k: map_structure(_from_numpy, v) for k, v in kwargs.items()}
         if not self.accepts_integers:
             args = (map_structure(_as_float, args[0]),) + args[1:]
         if not self.built:
@@ -451,6 +456,14 @@ def default_float():
 def _as_dtype(value, dtype):
     if isinstance(value, Tensor) and dtypes.is_floating(value.dtype) and value.dtype != dtype:
         return value.astype(dtype)
+    return value
+
+
+def _from_numpy(value):
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f":
+            value = value.astype(np.dtype(dtypes.DEFAULT_FLOAT.name), copy=False)
+        return creation.tensor(value)
     return value
 
 

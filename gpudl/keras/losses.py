@@ -9,6 +9,8 @@ shaped (N,) beside predictions (N, 1) are reshaped to the predictions' shape, ne
 
 import math
 
+import numpy as np
+
 from ..creation import tensor
 from ..nn import functional as F
 from ..nn.module import Module
@@ -226,7 +228,9 @@ class Loss(Configurable):
 
     def __call__(self, y_true, y_pred, sample_weight=None, mask=None):
         """``mask`` (the output's mask, e.g. padded steps of a sequence): masked entries do not
-        count, and the mean is over the unmasked ones (Keras's rule)."""
+        count, and the mean is over the unmasked ones (Keras's rule). NumPy arrays are taken
+        as Keras does (float arrays as float32)."""
+        y_true, y_pred = _from_numpy(y_true), _from_numpy(y_pred)
         values = self.call(y_true, y_pred)
         if mask is not None and tuple(mask.shape) == tuple(values.shape):
             keep = mask.astype(values.dtype)
@@ -243,6 +247,12 @@ class Loss(Configurable):
         if self.reduction in ("none", None):
             return values
         return values.sum() if self.reduction == "sum" else values.mean()
+
+
+def _from_numpy(value):
+    if isinstance(value, np.ndarray):
+        return tensor(value.astype(np.float32) if value.dtype.kind == "f" else value)
+    return value
 
 
 def _loss_class(name, fn, doc):

@@ -101,8 +101,13 @@ class Metric(Configurable):
 class EpochMetric:
     """A Metric as gpudl.train's metric callables: ``prepare`` per batch, the value per epoch."""
 
-    def __init__(self, metric):
-        self.metric, self.__name__, self.prepare = metric, metric.name, metric.prepare
+    def __init__(self, metric, weighted=True):
+        self.metric, self.__name__ = metric, metric.name
+        self.prepare = metric.prepare if weighted else self._unweighted
+
+    def _unweighted(self, output, target):
+        from .metrics import unweighted
+        return self.metric.prepare(output, unweighted(target))
 
     def __call__(self, y_true, y_pred):
         return self.metric.epoch_value(y_true, y_pred)
@@ -344,7 +349,8 @@ class AUC(_Confusion):
     """The area under the ROC (or PR) curve, from confusion counts at ``num_thresholds``
     evenly spaced thresholds (Keras's Riemann sums: 'interpolation' (trapezoids; PR: Davis &
     Goadrich's interpolation), 'minoring', 'majoring'). One label column (``multi_label``
-    False): every value is one prediction."""
+    False): every value is one prediction. With evenly spaced thresholds (the default)
+    predictions are clipped to [0, 1] first, as Keras's bucketed counts do."""
 
     def __init__(self, num_thresholds=200, curve="ROC", summation_method="interpolation",
                  name=None, dtype=None, thresholds=None, multi_label=False, num_labels=None,
@@ -362,13 +368,20 @@ class AUC(_Confusion):
             [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
         self.curve, self.summation_method = curve, summation_method
         self.from_logits = from_logits
+        # Keras's bucketed counts for evenly spaced thresholds clip predictions to [0, 1]
+        edges = np.array([0.0] + inner + [1.0])
+        self.clipped = len(edges) >= 3 and np.allclose(
+            edges, np.arange(len(edges)) / (len(edges) - 1), atol=epsilon())
         super().__init__(thresholds=[0.0 - epsilon()] + inner + [1.0 + epsilon()], name=name,
                          dtype=dtype)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = host(y_pred)
-        super().update_state(y_true, 1 / (1 + np.exp(-y_pred)) if self.from_logits else y_pred,
-                             sample_weight)
+        if self.from_logits:
+            y_pred = 1 / (1 + np.exp(-y_pred))
+        if self.clipped:
+            y_pred = np.clip(y_pred, 0.0, 1.0)
+        super().update_state(y_true, y_pred, sample_weight)
 
     def result(self):
         tp, fp, tn, fn = self.tp, self.fp, self.tn, self.fn

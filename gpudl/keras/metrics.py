@@ -2,10 +2,14 @@
 
 ``accuracy`` decides per output as Keras does: a single score column (or 1-d scores) is
 thresholded at 0.5 (binary accuracy); otherwise the arg-max over the last axis is compared with
-the labels, or with the arg-max of one-hot targets shaped like the scores. 'mae'/'mse' (and
-their long names) are the mean absolute/squared error over every output value, targets (N,)
-beside outputs (N, 1) taken as Keras squeezes them. Other names ('precision', 'recall', 'f1')
-are gpudl.train's.
+the labels, or with the arg-max of one-hot targets shaped like the scores. 'binary_accuracy'
+(every value ``y_pred > 0.5`` against its label), 'categorical_accuracy' and
+'sparse_categorical_accuracy' are Keras's functions of those names. 'mae'/'mse' (and their long
+names) are the mean absolute/squared error over every output value, targets (N,) beside outputs
+(N, 1) taken as Keras squeezes them. Compile's metrics, these and metric objects alike,
+are not weighted by sample or class weights (Keras weighs only ``weighted_metrics``); the
+mean metrics skip the output's masked steps. Other names ('precision', 'recall', 'f1') are
+gpudl.train's.
 """
 
 import numpy as np
@@ -33,43 +37,69 @@ def class_labels(output, target):
     return output.argmax(axis=-1).ravel(), target.ravel()
 
 
-def _equal_fraction(y_true, y_pred):
-    return float(np.mean(y_true == y_pred))
+def _mean_metric(name, values_of):
+    """Keras's MeanMetricWrapper for compile(metrics=[name]): the mean of
+    ``values_of(output, target)`` over the epoch (compile's ``metrics`` are not weighted by
+    sample weights in Keras: that is ``weighted_metrics``)."""
+    def prepare(output, target, mask=None):
+        values = values_of(output, unweighted(target)).astype(output.dtype)
+        if mask is not None and mask.size and values.size % mask.size == 0:
+            # Keras's MeanMetricWrapper weighs by the output's mask: masked steps do not count
+            values = values.reshape(mask.size, -1)[mask.reshape(-1).astype(bool)]
+        values = values.ravel()
+        return values, values
 
-
-def _accuracy_metric(name):
-    def metric(y_true, y_pred):
-        return _equal_fraction(y_true, y_pred)
-    metric.__name__, metric.prepare = name, class_labels
+    def metric(values, _):
+        return float(np.mean(np.asarray(values, np.float64))) if len(values) else 0.0
+    metric.__name__, metric.prepare, metric.masked = name, prepare, True
     return metric
 
 
-def aligned_values(output, target):
-    """Device arrays (outputs, targets) flattened alike, for the regression metrics."""
-    target = unweighted(target)
-    target = target.reshape(output.shape) if target.size == output.size else target
-    return output.ravel(), target.ravel()
+def masked_by(metric, model):
+    """``metric`` (a compile metric by name) reading ``model``'s output mask at each batch."""
+    def prepare(output, target):
+        mask = model.__dict__.get("output_mask")
+        return metric.prepare(output, target, None if mask is None else mask._data)
+
+    def bound(y_true, y_pred):
+        return metric(y_true, y_pred)
+    bound.__name__, bound.prepare = metric.__name__, prepare
+    return bound
 
 
-def _regression_metric(name, error):
-    def metric(y_true, y_pred):
-        return float(np.mean(error(np.asarray(y_pred, np.float64) - y_true)))
-    metric.__name__, metric.prepare = name, aligned_values
-    return metric
+def _like_output(output, target):
+    return target.reshape(output.shape) if target.size == output.size else target
 
 
-REGRESSION = {name: _regression_metric(name, error)
-              for names, error in ((("mae", "mean_absolute_error"), np.abs),
-                                   (("mse", "mean_squared_error"), np.square))
-              for name in names}
+def _sparse_labels(output, target):
+    if target.ndim == output.ndim and target.shape[-1] == 1:
+        target = target[..., 0]
+    return target
+
+
+def _accuracy_values(output, target):
+    predicted, true = class_labels(output, target)
+    return predicted == true
+
+
+VALUES = {"accuracy": _accuracy_values,
+          "binary_accuracy": lambda o, t: _like_output(o, t) == (o > 0.5),
+          "categorical_accuracy": lambda o, t: o.argmax(axis=-1) == t.argmax(axis=-1),
+          "sparse_categorical_accuracy": lambda o, t: o.argmax(axis=-1) == _sparse_labels(o, t),
+          "mae": lambda o, t: abs(o - _like_output(o, t)),
+          "mse": lambda o, t: (o - _like_output(o, t)) ** 2}
+VALUES.update(acc=VALUES["accuracy"], mean_absolute_error=VALUES["mae"],
+              mean_squared_error=VALUES["mse"])
+
+REGRESSION = {name: _mean_metric(name, VALUES[name])
+              for name in ("mae", "mse", "mean_absolute_error", "mean_squared_error")}
 mae, mse = REGRESSION["mae"], REGRESSION["mse"]
 mean_absolute_error, mean_squared_error = REGRESSION["mean_absolute_error"], \
     REGRESSION["mean_squared_error"]
 
-ACCURACIES = {name: _accuracy_metric(name)
-              for name in ("accuracy", "binary_accuracy", "categorical_accuracy",
+ACCURACIES = {name: _mean_metric(name, VALUES[name])
+              for name in ("accuracy", "acc", "binary_accuracy", "categorical_accuracy",
                            "sparse_categorical_accuracy")}
-ACCURACIES["acc"] = ACCURACIES["accuracy"]
 accuracy = ACCURACIES["accuracy"]
 binary_accuracy = ACCURACIES["binary_accuracy"]
 categorical_accuracy = ACCURACIES["categorical_accuracy"]
@@ -120,7 +150,7 @@ def resolve(metrics, output_names=None):
         if isinstance(m, str) and m in METRIC_OBJECTS:
             m = METRIC_OBJECTS[m]()
         if isinstance(m, Metric):
-            return EpochMetric(m)
+            return EpochMetric(m, weighted=False)       # Keras: compile's metrics unweighted
         return ACCURACIES.get(m, REGRESSION.get(m, m)) if isinstance(m, str) else m
 
     if output_names and len(output_names) > 1 and metrics:

@@ -96,7 +96,13 @@ class Model(Layer):
                 (node.args, node.kwargs))
             source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
             mask = masks.get(id(source)) if isinstance(source, KerasTensor) else None
-            if mask is not None:
+            input_masks = getattr(node.layer, "takes_input_masks", None)
+            if input_masks:                  # MultiHeadAttention: query/value/key masks
+                given = {name: masks.get(id(a)) for name, a in zip(input_masks, node.args)
+                         if isinstance(a, KerasTensor) and masks.get(id(a)) is not None}
+                out = node.layer(*args, **kwargs, **given)
+                mask = given.get(input_masks[0])           # the output keeps the query's mask
+            elif mask is not None:
                 out, mask = node.layer.call_masked(args[0], mask)
             else:
                 out = node.layer(*args, **kwargs)

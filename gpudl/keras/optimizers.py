@@ -120,8 +120,9 @@ class SGD(Optimizer):
                  **kwargs):
         if momentum:
             _no_decoupled_decay("SGD with momentum", weight_decay)
-        super().__init__(learning_rate, kwargs, momentum=momentum, nesterov=nesterov,
-                         weight_decay=weight_decay or 0.0)
+        # Keras's Nesterov step with momentum 0 is plain SGD (torch's refuses nesterov there)
+        super().__init__(learning_rate, kwargs, momentum=momentum,
+                         nesterov=bool(nesterov and momentum), weight_decay=weight_decay or 0.0)
 
     def make(self, params):
         return _KerasSGD(params, lr=self.learning_rate, **self.options)

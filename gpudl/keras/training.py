@@ -9,6 +9,7 @@ Arrays are cast as Keras casts them: floating point to float32, integers kept (E
 them; other layers cast). Several inputs or outputs are given as lists of arrays.
 """
 
+import math
 import numbers
 from contextlib import contextmanager
 
@@ -49,9 +50,11 @@ class Compiled:
     def loss_fn(self, class_weight=None):
         """``loss(output, target)`` for gpudl.train: the (weighted) sum over outputs; a
         ``WeightedTarget`` carries per-sample weights."""
-        weights = None if not class_weight else ClassWeights(class_weight)
+        class_weights = None if not class_weight else ClassWeights(class_weight)
 
         def loss(output, target):
+            # Keras weighs only the training batches by class: validation runs in eval mode
+            weights = class_weights if getattr(self.model, "training", True) else None
             sample_weight = None
             if isinstance(target, WeightedTarget):
                 target, sample_weight = target
@@ -159,6 +162,9 @@ def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=No
         raise ValueError(f"compile: loss_weights needs {len(losses)} values, got "
                          f"{len(loss_weights)}")
     metrics = keras_metrics.resolve(metrics, names)
+    if outputs == 1:                         # Keras's mean metrics skip the output's masked steps
+        metrics = [keras_metrics.masked_by(m, model) if getattr(m, "masked", False) else m
+                   for m in metrics]
     if outputs > 1:
         names = names or [f"output_{i}" for i in range(outputs)]
         metrics = [keras_metrics.OutputLoss(fn, i, name)
@@ -288,11 +294,10 @@ def _split(xs, ys, validation_split):
     if not 0.0 <= validation_split < 1.0:
         raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
     n = len(xs[0])
-    n_val = int(n * validation_split)
-    if n_val == 0:
-        raise ValueError(f"fit: validation_split={validation_split} of {n} samples leaves no "
-                         "validation samples")
-    cut = n - n_val
+    cut = int(math.floor(n * (1.0 - validation_split)))      # Keras's split point
+    if cut in (0, n):
+        raise ValueError(f"fit: validation_split={validation_split} of {n} samples leaves "
+                         f"{cut} training and {n - cut} validation samples (both must be >= 1)")
     return ([t[:cut] for t in xs], [t[:cut] for t in ys]), \
         ([t[cut:] for t in xs], [t[cut:] for t in ys])
 

@@ -431,7 +431,8 @@ def test_iou_r2_topk_rmse_and_means(rng):
 
 def test_metric_objects_in_fit_follow_each_epoch_with_sample_weights(rng):
     """With a zero learning rate the epoch's predictions are predict()'s: the logged values
-    are the metrics of those, weighted; the object keeps the last epoch's result."""
+    are the metrics of those, not weighted (Keras weighs compile's ``metrics`` by no sample
+    weight; only the loss); the object keeps the last epoch's result."""
     x = rng.standard_normal((64, 5)).astype(np.float32)
     y = (x[:, 0] + 0.5 * rng.standard_normal(64) > 0).astype(np.float32)
     weights = rng.uniform(0.5, 2, 64)
@@ -443,7 +444,7 @@ def test_metric_objects_in_fit_follow_each_epoch_with_sample_weights(rng):
     assert set(logs) == {"loss", "auc", "prec"}
     p = model.predict(x, verbose=0)
     for name, metric in (("auc", metrics.AUC()), ("prec", metrics.Precision())):
-        metric.update_state(y, p, sample_weight=weights)
+        metric.update_state(y, p)
         assert logs[name] == pytest.approx([float(metric.result())] * 2, rel=1e-6)
     assert float(auc.result()) == pytest.approx(logs["auc"][1], rel=1e-6)
 

@@ -2,19 +2,37 @@
 
 import math
 
-from ... import creation
+from ... import creation, dtypes
+from ...tensor_math import where
 from ...nn import functional as F
 from ..engine import Layer
 from .core import check_positive_int
 
 
-def _masked_softmax(scores, causal):
+def _masked_softmax(scores, causal, keep=None, zero_hidden=False):
+    """Softmax over the keys of ``scores`` with ``keep`` (broadcastable, True = attend) and
+    the causal mask combined, as Keras: hidden scores are lowered by 1e9 (Attention) or set
+    to -1e9 and their weights zeroed (MultiHeadAttention's Softmax), so a query whose keys
+    are all hidden attends uniformly (Attention) or not at all (MHA), never NaN."""
     if causal:
         tq, tk = scores.shape[-2:]
         rows = creation.arange(tq).reshape(tq, 1)
         cols = creation.arange(tk).reshape(1, tk)
-        scores = scores.masked_fill(cols > rows, float("-inf"))
-    return F.softmax(scores, dim=-1)
+        causal_keep = cols <= rows
+        keep = causal_keep if keep is None else keep & causal_keep
+    if keep is None:
+        return F.softmax(scores, dim=-1)
+    big = 65504.0 if scores.dtype == dtypes.float16 else 1e9
+    hidden = ~keep
+    if zero_hidden:
+        weights = F.softmax(scores.masked_fill(hidden, -big), dim=-1)
+        return weights.masked_fill(hidden, 0.0)
+    return F.softmax(where(hidden, scores - big, scores), dim=-1)
+
+
+def _as_keep(mask):
+    """A mask as booleans (Keras: True, or > 0.5 for a numeric mask, is kept)."""
+    return mask if mask.dtype == dtypes.bool_ else mask > 0.5
 
 
 class Attention(Layer):
@@ -45,9 +63,8 @@ class Attention(Layer):
         query_mask, value_mask = (list(mask) + [None, None])[:2] if mask is not None else \
             (None, None)
         scores = self.scores(query, key)                       # (N, Tq, Tv)
-        if value_mask is not None:
-            scores = scores.masked_fill(value_mask[:, None, :] == 0, float("-inf"))
-        weights = _masked_softmax(scores, use_causal_mask)
+        keep = None if value_mask is None else _as_keep(value_mask)[:, None, :]
+        weights = _masked_softmax(scores, use_causal_mask, keep)
         training = self.training if training is None else training
         if self.dropout:
             weights = F.dropout(weights, self.dropout, training)
@@ -128,17 +145,26 @@ class MultiHeadAttention(Layer):
         n, t = x.shape[:2]
         return y.reshape(n, t, self.num_heads, -1).transpose(1, 2)     # (N, h, T, size)
 
+    takes_input_masks = ("query_mask", "value_mask", "key_mask")   # a functional model's masks
+
     def call(self, query, value, key=None, attention_mask=None, return_attention_scores=False,
-             use_causal_mask=False, training=None):
+             use_causal_mask=False, training=None, query_mask=None, value_mask=None,
+             key_mask=None):
+        """The masks of the inputs (Embedding(mask_zero=True), Masking: a functional model
+        passes them) hide keys and queries as Keras's ``_compute_attention_mask``."""
         key = value if key is None else key
+        for given, expand in ((query_mask, -1), (value_mask, -2), (key_mask, -2)):
+            if given is not None:
+                given = _as_keep(given).unsqueeze(expand)
+                attention_mask = given if attention_mask is None else \
+                    _as_keep(attention_mask) & given
         if "query_kernel" not in self._parameters:
             self._build_all(query, value, key)
         q = self._project(query, "query") / math.sqrt(self.key_dim)
         k, v = self._project(key, "key"), self._project(value, "value")
         scores = q @ k.transpose(-1, -2)                                  # (N, h, Tq, Tk)
-        if attention_mask is not None:
-            scores = scores.masked_fill(attention_mask[:, None] == 0, float("-inf"))
-        weights = _masked_softmax(scores, use_causal_mask)
+        keep = None if attention_mask is None else _as_keep(attention_mask)[:, None]
+        weights = _masked_softmax(scores, use_causal_mask, keep, zero_hidden=True)
         training = self.training if training is None else training
         if self.dropout:
             weights = F.dropout(weights, self.dropout, training)

@@ -369,7 +369,18 @@ class GlobalMaxPooling2D(_GlobalPooling):
 
 
 class GlobalAveragePooling1D(GlobalAveragePooling2D):
+    """The mean over the steps; with a mask (Embedding(mask_zero=True), Masking) the mean of
+    the unmasked steps, as Keras (a sample with every step masked gives 0, Keras's 0/0 NaN)."""
     spatial_dims = 1
+    consumes_mask = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return super().call(inputs)
+        axis = 1 if self.data_format == "channels_last" else 2
+        keep = mask.astype(inputs.dtype).unsqueeze(2 if axis == 1 else 1)
+        total = (inputs * keep).sum(dim=axis, keepdim=self.keepdims)
+        return total / keep.sum(dim=axis, keepdim=self.keepdims).clip(1.0, None)
 
 
 class GlobalMaxPooling1D(GlobalMaxPooling2D):

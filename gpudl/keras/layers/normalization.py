@@ -152,16 +152,17 @@ class Normalization(Layer):
 
 class GroupNormalization(Layer):
     """Normalise each sample over groups of channels (``axis``, the last by default): ``groups``
-    groups, each over its channels and every spatial position; Keras's ``epsilon=1e-3``;
-    gamma, beta per channel."""
+    groups, each over its channels and every spatial position (``groups=-1``: one group per
+    channel, as Keras); Keras's ``epsilon=1e-3``; gamma, beta per channel."""
 
     supports_masking = True
 
     def __init__(self, groups=32, axis=-1, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones", **kwargs):
         super().__init__(**kwargs)
-        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
-            raise ValueError(f"GroupNormalization: groups must be a positive int, got "
+        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or \
+                (groups < 1 and groups != -1):
+            raise ValueError(f"GroupNormalization: groups must be a positive int or -1, got "
                              f"{groups!r}")
         self.groups, self.axis, self.epsilon = int(groups), axis, float(epsilon)
         self.center, self.scale = center, scale
@@ -169,6 +170,8 @@ class GroupNormalization(Layer):
 
     def build(self, input_shape):
         channels = input_shape[self.axis]
+        if self.groups == -1:                 # Keras: one group per channel
+            self.groups = channels
         if channels % self.groups:
             raise ValueError(f"GroupNormalization: {channels} channels (axis {self.axis}) are "
                              f"not a multiple of groups={self.groups}")
@@ -179,6 +182,15 @@ class GroupNormalization(Layer):
 
     def call(self, inputs):
         x = inputs.moveaxis(self.axis % inputs.ndim, 1)             # channels first
+        if x[0].numel() == self.groups:
+            # one value per group (torch's group_norm refuses it): Keras's (x - mean) is 0
+            out = x * 0.0
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            if self.scale:
+                out = out * self.gamma.reshape(shape)
+            if self.center:
+                out = out + self.beta.reshape(shape)
+            return out.moveaxis(1, self.axis % inputs.ndim)
         out = F.group_norm(x, self.groups, self.gamma if self.scale else None,
                            self.beta if self.center else None, eps=self.epsilon)
         return out.moveaxis(1, self.axis % inputs.ndim)

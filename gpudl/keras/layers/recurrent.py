@@ -206,7 +206,8 @@ class GRU(_RNN):
 
 class Bidirectional(Layer):
     """Run a recurrent ``layer`` forwards and a copy backwards; ``merge_mode`` 'concat' (the
-    default), 'sum', 'mul', 'ave' or None (a list)."""
+    default), 'sum', 'mul', 'ave' or None (a list). With a mask and ``return_sequences`` both
+    directions give zeros at the masked steps (Keras's ``zero_output_for_mask``)."""
 
     consumes_mask = True
 
@@ -240,6 +241,9 @@ class Bidirectional(Layer):
             states = forward_states + backward_states
         if self.forward_layer.return_sequences:
             backward = backward[:, ::-1]                     # align with the forward steps
+            if mask is not None:         # Keras's Bidirectional: zero outputs at masked steps
+                keep = mask.astype(forward.dtype).unsqueeze(-1)
+                forward, backward = forward * keep, backward * keep
         merged = self._merge(forward, backward)
         if not states:
             return merged
