@@ -31,6 +31,7 @@ before the thread's next use.
   few bytecodes), but CI under load got a cross entropy loss 1.4 % off that way (session 23).
 """
 
+import os
 import sys
 import threading
 import types
@@ -45,6 +46,8 @@ from numba.np import numpy_support
 # warp rendezvous (kernels/_mma_emulation.py)
 _BARRIER_NAMES = frozenset(("syncthreads", "syncthreads_count", "syncthreads_and",
                             "syncthreads_or", "this_grid", "sync", "_collective"))
+# unwritten shared and local slots poisoned (_poison_value): on unless GPUDL_SIM_POISON=0
+POISON = os.environ.get("GPUDL_SIM_POISON", "1") != "0"
 _ABORT_GRACE_S = 30        # a failed block's other threads must stop within this to be reused
 
 
@@ -227,6 +230,8 @@ def _workers(n):
 
 
 def _block_run(self, grid_point, *args):
+    if POISON:
+        _poison_block_shared()
     if not _uses_barrier(self._f):
         return _run_in_turn(self, grid_point, args)
     points = list(np.ndindex(*self._block_dim))
@@ -266,11 +271,62 @@ def _shared_array(self, shape, dtype, alignment=None):
     caller = (frame.f_code.co_filename, frame.f_lineno)
     res = self._allocations.get(caller)
     if res is None:
-        res = self._allocations.setdefault(caller, np.empty(shape, dtype))
+        res = self._allocations.setdefault(caller, _new(shape, dtype))
     return res
+
+
+def _local_array(self, shape, dtype, alignment=None):
+    """``cuda.local.array`` as the simulator's (a new array at each call), poisoned if POISON."""
+    if alignment is not None:
+        raise RuntimeError("Array alignment is not supported in cudasim")
+    if isinstance(dtype, nb_types.Type):
+        dtype = numpy_support.as_dtype(dtype)
+    return _new(shape, dtype)
+
+
+# ------------------------------------------------------------------ poisoning
+def _poison_value(dtype):
+    """What an unwritten slot of ``dtype`` holds when poisoned: NaN for floats (complex: both
+    parts), for signed integers a large negative number (-2**30, or the type's minimum if
+    narrower: as an index out of any array's bounds, numpy's negative wrap-around included; as a
+    count, an empty loop), for unsigned ones the type's maximum, for booleans True."""
+    if dtype.kind in "fc":
+        return np.nan
+    if dtype.kind == "i":
+        return max(np.iinfo(dtype).min, -2 ** 30)
+    if dtype.kind == "u":
+        return np.iinfo(dtype).max
+    if dtype.kind == "b":
+        return True
+    return None
+
+
+def _poison(array):
+    value = _poison_value(array.dtype)
+    if value is not None:
+        array.fill(value)
+
+
+def _new(shape, dtype):
+    array = np.empty(shape, dtype)
+    if POISON:
+        _poison(array)
+    return array
+
+
+def _poison_block_shared():
+    """Before a block runs: every shared array of the launch poisoned again (the simulator keeps
+    one array per source line for the whole launch, so a block would otherwise read what the
+    previous block left where it wrote nothing), and the dynamic shared memory filled with 0xFF
+    bytes (NaN in float16/32/64; -1 in integers: the one buffer serves every dtype)."""
+    shared = _sim._get_kernel_context()._shared
+    for array in list(shared._allocations.values()):
+        _poison(array)
+    shared._dynshared.fill(-1)
 
 
 def install():
     _sim.BlockThread.syncthreads = _syncthreads
     _sim.BlockManager.run = _block_run
     _sim_api.FakeCUDAShared.array = _shared_array
+    _sim_api.FakeCUDALocal.array = _local_array
