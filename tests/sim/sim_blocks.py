@@ -29,6 +29,14 @@ before the thread's next use.
   array was replaced then wrote into an array no other thread read, and read slots no thread
   wrote (recycled memory: the previous launch's values). Rare (the GIL must switch inside a
   few bytecodes), but CI under load got a cross entropy loss 1.4 % off that way (session 23).
+- **What a kernel did not write is poisoned** (``POISON``; ``GPUDL_SIM_POISON=0`` turns it off):
+  every shared array of the launch before each block runs (the simulator keeps one per source
+  line for the whole launch, so without this a block reads what the previous block left), the
+  dynamic shared memory likewise, and each local array when created: NaN in floats, a large
+  sentinel in integers (``_poison_value``). A kernel that reads a slot no thread of its block
+  wrote (on a GPU: whatever the memory held) then fails its comparison, even where the value is
+  multiplied by zero (0 * NaN is NaN). Free: no measurable CPU time (session 23,
+  benchmarks/RESULTS.md).
 """
 
 import os
