@@ -54,8 +54,12 @@ from numba.np import numpy_support
 # warp rendezvous (kernels/_mma_emulation.py)
 _BARRIER_NAMES = frozenset(("syncthreads", "syncthreads_count", "syncthreads_and",
                             "syncthreads_or", "this_grid", "sync", "_collective"))
-# unwritten shared and local slots poisoned (_poison_value): on unless GPUDL_SIM_POISON=0
-POISON = os.environ.get("GPUDL_SIM_POISON", "1") != "0"
+# unwritten shared and local slots poisoned (_poison_value): GPUDL_SIM_POISON unset or "nan":
+# NaN; "0": off; a number (say 1e30): floats that finite value (a NaN a comparison drops, as in
+# ``if v > m: m = v``, a large value wins), uint32 slots (tiles of packed tf32/f16 bits) its
+# float32 bits
+POISON = os.environ.get("GPUDL_SIM_POISON", "nan")
+POISON = {"0": "", "1": "nan"}.get(POISON, POISON)
 _ABORT_GRACE_S = 30        # a failed block's other threads must stop within this to be reused
 
 
@@ -284,7 +288,7 @@ def _shared_array(self, shape, dtype, alignment=None):
 
 
 def _local_array(self, shape, dtype, alignment=None):
-    """``cuda.local.array`` as the simulator's (a new array at each call), poisoned if POISON."""
+    """``cuda.local.array`` as the simulator's (a new array at each call), poisoned (POISON)."""
     if alignment is not None:
         raise RuntimeError("Array alignment is not supported in cudasim")
     if isinstance(dtype, nb_types.Type):
@@ -297,12 +301,19 @@ def _poison_value(dtype):
     """What an unwritten slot of ``dtype`` holds when poisoned: NaN for floats (complex: both
     parts), for signed integers a large negative number (-2**30, or the type's minimum if
     narrower: as an index out of any array's bounds, numpy's negative wrap-around included; as a
-    count, an empty loop), for unsigned ones the type's maximum, for booleans True."""
+    count, an empty loop), for unsigned ones the type's maximum (uint32: all ones, NaN as packed
+    tf32 or f16/bf16 bits), for booleans True. With a number for POISON: floats that value
+    (clipped to the type's range), uint32 its float32 bits."""
+    number = None if POISON == "nan" else float(POISON)
     if dtype.kind in "fc":
-        return np.nan
+        if number is None:
+            return np.nan
+        return np.clip(number, -np.finfo(dtype).max, np.finfo(dtype).max)
     if dtype.kind == "i":
         return max(np.iinfo(dtype).min, -2 ** 30)
     if dtype.kind == "u":
+        if number is not None and dtype.itemsize == 4:
+            return np.float32(number).view(np.uint32)
         return np.iinfo(dtype).max
     if dtype.kind == "b":
         return True

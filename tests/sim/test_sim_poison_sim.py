@@ -63,7 +63,7 @@ if backend.SIMULATOR:
 
 @pytest.fixture
 def poisoned(monkeypatch):
-    monkeypatch.setattr(sim_blocks, "POISON", True)
+    monkeypatch.setattr(sim_blocks, "POISON", "nan")
 
 
 @pytest.mark.parametrize("kernel, reader", [("_reads_one_unwritten_slot", 31),
@@ -89,3 +89,32 @@ def test_local_arrays_integer_slots_and_dynamic_shared_memory_are_poisoned(poiso
     assert np.isnan(out[0]) and index[0] == -2 ** 30
     _reads_dynamic_shared[1, 1, 0, 64](out)
     assert np.isnan(out[0])
+
+
+if backend.SIMULATOR:
+    @cuda.jit
+    def _max_over_a_tile_one_short(x, out):
+        """The maximum over 32 slots of which thread 31 wrote none: a NaN there loses every
+        ``v > m`` comparison, a large finite poison wins it."""
+        tile = cuda.shared.array(32, dtype=float32)
+        t = cuda.threadIdx.x
+        if t < 31:
+            tile[t] = x[t]
+        cuda.syncthreads()
+        if t == 0:
+            m = tile[0]
+            for i in range(1, 32):
+                if tile[i] > m:
+                    m = tile[i]
+            out[0] = m
+
+
+def test_a_finite_poison_catches_what_a_comparison_drops(monkeypatch):
+    x = np.random.default_rng(1).standard_normal(32).astype(np.float32)
+    out = np.zeros(1, np.float32)
+    monkeypatch.setattr(sim_blocks, "POISON", "nan")
+    _max_over_a_tile_one_short[1, 32](x, out)
+    assert out[0] == x[:31].max()                   # NaN dropped: the read goes unseen
+    monkeypatch.setattr(sim_blocks, "POISON", "1e30")
+    _max_over_a_tile_one_short[1, 32](x, out)
+    assert out[0] == np.float32(1e30)
