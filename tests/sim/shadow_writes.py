@@ -8,9 +8,10 @@ Python). Needs the poisoning on (the default). Usage:
 
 prints (file, line, function): count of such reads at the end. Shared arrays are numpy arrays
 that keep a mask of written slots, cleared before each block (sim_blocks' re-poisoning);
-writes by indexing and by the cp.async emulation count. Not seen: the dynamic shared memory
-(``cuda.shared.array(0, ...)``, the LSTM kernels), and reads of views larger than 8 slots (a
-view that large is taken as a buffer taken apart, ``qss[p]``; ldmatrix's row reads are 4)."""
+writes by indexing and by the cp.async emulation count; the dynamic shared memory
+(``cuda.shared.array(0, ...)``) keeps one mask per dtype it is viewed as (the LSTM kernels: one).
+Not seen: reads of views larger than 8 slots (a view that large is taken as a buffer taken
+apart, ``qss[p]``, ``sh[a:b]``; ldmatrix's row reads are 4)."""
 
 import collections
 import sys
@@ -73,7 +74,26 @@ def pytest_sessionstart(session):
         real_poison(array)
         if isinstance(array, Tracked) and array.written is not None:
             array.written[...] = False
+    real_shared, real_block = sim_blocks._shared_array, sim_blocks._poison_block_shared
+
+    def shared_array(self, shape, dtype, alignment=None):
+        array = real_shared(self, shape, dtype, alignment)
+        if shape == 0:                          # the dynamic shared memory: one mask a launch
+            masks = self.__dict__.setdefault("gpudl_written", {})
+            mask = masks.setdefault(array.dtype, np.zeros(array.shape, bool))
+            array = array.view(Tracked)
+            array.written = mask
+        return array
+
+    def poison_block_shared():
+        real_block()
+        shared = sim_blocks._sim._get_kernel_context()._shared
+        for mask in getattr(shared, "gpudl_written", {}).values():
+            mask[...] = False
+
     sim_blocks._new, sim_blocks._poison = new, poison
+    sim_blocks._poison_block_shared = poison_block_shared
+    sim_blocks._sim_api.FakeCUDAShared.array = shared_array
     _mma_emulation.cp_async_wait = mma.cp_async_wait = _cp_async_wait
 
 
