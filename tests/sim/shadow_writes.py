@@ -74,15 +74,12 @@ def pytest_sessionstart(session):
         real_poison(array)
         if isinstance(array, Tracked) and array.written is not None:
             array.written[...] = False
-    real_shared, real_block = sim_blocks._shared_array, sim_blocks._poison_block_shared
+    real_dynamic, real_block = sim_blocks._dynamic_shared, sim_blocks._poison_block_shared
 
-    def shared_array(self, shape, dtype, alignment=None):
-        array = real_shared(self, shape, dtype, alignment)
-        if shape == 0:                          # the dynamic shared memory: one mask a launch
-            masks = self.__dict__.setdefault("gpudl_written", {})
-            mask = masks.setdefault(array.dtype, np.zeros(array.shape, bool))
-            array = array.view(Tracked)
-            array.written = mask
+    def dynamic_shared(shared, dtype):          # one mask a launch for each dtype
+        array = real_dynamic(shared, dtype).view(Tracked)
+        masks = shared.__dict__.setdefault("gpudl_written", {})
+        array.written = masks.setdefault(array.dtype, np.zeros(array.shape, bool))
         return array
 
     def poison_block_shared():
@@ -93,7 +90,7 @@ def pytest_sessionstart(session):
 
     sim_blocks._new, sim_blocks._poison = new, poison
     sim_blocks._poison_block_shared = poison_block_shared
-    sim_blocks._sim_api.FakeCUDAShared.array = shared_array
+    sim_blocks._dynamic_shared = dynamic_shared
     _mma_emulation.cp_async_wait = mma.cp_async_wait = _cp_async_wait
 
 

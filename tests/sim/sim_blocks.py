@@ -277,14 +277,19 @@ def _shared_array(self, shape, dtype, alignment=None):
     if isinstance(dtype, nb_types.Type):
         dtype = numpy_support.as_dtype(dtype)
     if shape == 0:
-        count = self._dynshared_size // dtype.itemsize
-        return np.frombuffer(self._dynshared.data, dtype=dtype, count=count)
+        return _dynamic_shared(self, dtype)
     frame = sys._getframe(1)
     caller = (frame.f_code.co_filename, frame.f_lineno)
     res = self._allocations.get(caller)
     if res is None:
         res = self._allocations.setdefault(caller, _new(shape, dtype))
     return res
+
+
+def _dynamic_shared(shared, dtype):
+    """The launch's dynamic shared memory as an array of ``dtype`` (as many as fit)."""
+    count = shared._dynshared_size // dtype.itemsize
+    return np.frombuffer(shared._dynshared.data, dtype=dtype, count=count)
 
 
 def _local_array(self, shape, dtype, alignment=None):
