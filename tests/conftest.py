@@ -137,9 +137,8 @@ def nan_empty(monkeypatch):
     of NaN (what uninitialised memory may hold), for simulator tests, where the cuda path
     allocates its outputs through NumPy: a kernel that leaves an output element unwritten,
     counting on a zero-fill, fails its comparison. The simulator's own shared and local arrays
-    are left alone (NaN in shared arrays made these tests flaky while the simulator created a
-    block's shared array with a get-then-set two threads could both pass, each then with an
-    array of its own; tests/sim/sim_blocks.py's ``_shared_array`` creates it once since)."""
+    are poisoned by tests/sim/sim_blocks.py in every simulator test, this fixture or not (NaN
+    in floats; ``GPUDL_SIM_POISON=0`` turns it off)."""
     import sys
     real_empty, real_like = np.empty, np.empty_like
 

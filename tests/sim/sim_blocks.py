@@ -29,8 +29,17 @@ before the thread's next use.
   array was replaced then wrote into an array no other thread read, and read slots no thread
   wrote (recycled memory: the previous launch's values). Rare (the GIL must switch inside a
   few bytecodes), but CI under load got a cross entropy loss 1.4 % off that way (session 23).
+- **What a kernel did not write is poisoned** (``POISON``; ``GPUDL_SIM_POISON=0`` turns it off):
+  every shared array of the launch before each block runs (the simulator keeps one per source
+  line for the whole launch, so without this a block reads what the previous block left), the
+  dynamic shared memory likewise, and each local array when created: NaN in floats, a large
+  sentinel in integers (``_poison_value``). A kernel that reads a slot no thread of its block
+  wrote (on a GPU: whatever the memory held) then fails its comparison, even where the value is
+  multiplied by zero (0 * NaN is NaN). Free: no measurable CPU time (session 23,
+  benchmarks/RESULTS.md).
 """
 
+import os
 import sys
 import threading
 import types
@@ -45,6 +54,12 @@ from numba.np import numpy_support
 # warp rendezvous (kernels/_mma_emulation.py)
 _BARRIER_NAMES = frozenset(("syncthreads", "syncthreads_count", "syncthreads_and",
                             "syncthreads_or", "this_grid", "sync", "_collective"))
+# unwritten shared and local slots poisoned (_poison_value): GPUDL_SIM_POISON unset or "nan":
+# NaN; "0": off; a number (say 1e30): floats that finite value (a NaN a comparison drops, as in
+# ``if v > m: m = v``, a large value wins), uint32 slots (tiles of packed tf32/f16 bits) its
+# float32 bits
+POISON = os.environ.get("GPUDL_SIM_POISON", "nan")
+POISON = {"0": "", "1": "nan"}.get(POISON, POISON)
 _ABORT_GRACE_S = 30        # a failed block's other threads must stop within this to be reused
 
 
@@ -227,6 +242,8 @@ def _workers(n):
 
 
 def _block_run(self, grid_point, *args):
+    if POISON:
+        _poison_block_shared()
     if not _uses_barrier(self._f):
         return _run_in_turn(self, grid_point, args)
     points = list(np.ndindex(*self._block_dim))
@@ -260,17 +277,80 @@ def _shared_array(self, shape, dtype, alignment=None):
     if isinstance(dtype, nb_types.Type):
         dtype = numpy_support.as_dtype(dtype)
     if shape == 0:
-        count = self._dynshared_size // dtype.itemsize
-        return np.frombuffer(self._dynshared.data, dtype=dtype, count=count)
+        return _dynamic_shared(self, dtype)
     frame = sys._getframe(1)
     caller = (frame.f_code.co_filename, frame.f_lineno)
     res = self._allocations.get(caller)
     if res is None:
-        res = self._allocations.setdefault(caller, np.empty(shape, dtype))
+        res = self._allocations.setdefault(caller, _new(shape, dtype))
     return res
+
+
+def _dynamic_shared(shared, dtype):
+    """The launch's dynamic shared memory as an array of ``dtype`` (as many as fit)."""
+    count = shared._dynshared_size // dtype.itemsize
+    return np.frombuffer(shared._dynshared.data, dtype=dtype, count=count)
+
+
+def _local_array(self, shape, dtype, alignment=None):
+    """``cuda.local.array`` as the simulator's (a new array at each call), poisoned (POISON)."""
+    if alignment is not None:
+        raise RuntimeError("Array alignment is not supported in cudasim")
+    if isinstance(dtype, nb_types.Type):
+        dtype = numpy_support.as_dtype(dtype)
+    return _new(shape, dtype)
+
+
+# ------------------------------------------------------------------ poisoning
+def _poison_value(dtype):
+    """What an unwritten slot of ``dtype`` holds when poisoned: NaN for floats (complex: both
+    parts), for signed integers a large negative number (-2**30, or the type's minimum if
+    narrower: as an index out of any array's bounds, numpy's negative wrap-around included; as a
+    count, an empty loop), for unsigned ones the type's maximum (uint32: all ones, NaN as packed
+    tf32 or f16/bf16 bits), for booleans True. With a number for POISON: floats that value
+    (clipped to the type's range), uint32 its float32 bits."""
+    number = None if POISON == "nan" else float(POISON)
+    if dtype.kind in "fc":
+        if number is None:
+            return np.nan
+        return np.clip(number, -np.finfo(dtype).max, np.finfo(dtype).max)
+    if dtype.kind == "i":
+        return max(np.iinfo(dtype).min, -2 ** 30)
+    if dtype.kind == "u":
+        if number is not None and dtype.itemsize == 4:
+            return np.float32(number).view(np.uint32)
+        return np.iinfo(dtype).max
+    if dtype.kind == "b":
+        return True
+    return None
+
+
+def _poison(array):
+    value = _poison_value(array.dtype)
+    if value is not None:
+        array.fill(value)
+
+
+def _new(shape, dtype):
+    array = np.empty(shape, dtype)
+    if POISON:
+        _poison(array)
+    return array
+
+
+def _poison_block_shared():
+    """Before a block runs: every shared array of the launch poisoned again (the simulator keeps
+    one array per source line for the whole launch, so a block would otherwise read what the
+    previous block left where it wrote nothing), and the dynamic shared memory filled with 0xFF
+    bytes (NaN in float16/32/64; -1 in integers: the one buffer serves every dtype)."""
+    shared = _sim._get_kernel_context()._shared
+    for array in list(shared._allocations.values()):
+        _poison(array)
+    shared._dynshared.fill(-1)
 
 
 def install():
     _sim.BlockThread.syncthreads = _syncthreads
     _sim.BlockManager.run = _block_run
     _sim_api.FakeCUDAShared.array = _shared_array
+    _sim_api.FakeCUDALocal.array = _local_array

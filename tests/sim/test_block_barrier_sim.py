@@ -145,7 +145,7 @@ def shared_array_creations_meet(monkeypatch):
 
     def meeting(shape, *args, **kwargs):
         out = real_empty(shape, *args, **kwargs)
-        if shape != _PARTS or sys._getframe(1).f_code.co_name not in ("array", "_shared_array"):
+        if shape != _PARTS or sys._getframe(1).f_code.co_name not in ("array", "_new"):
             return out
         calls.append(threading.get_ident())
         if len(calls) == 1:
