@@ -124,8 +124,12 @@ def test_validation_split_takes_the_last_samples(rng):
     keras.compile(model, optimizer="sgd", loss="mae")
     history = keras.fit(model, x, y, epochs=1, validation_split=0.25, verbose=0)
     assert history["val_loss"][0] == pytest.approx(keras.evaluate(model, x[30:], y[30:]), rel=1e-6)
-    with pytest.raises(ValueError, match="leaves no validation samples"):
-        keras.fit(model, x[:3], y[:3], validation_split=0.2, verbose=0)
+    # Keras's split point floor(n * (1 - split)): 3 samples at 0.2 train on 2, validate on 1
+    history = keras.fit(model, x[:3], y[:3], epochs=1, validation_split=0.2, verbose=0)
+    assert history["val_loss"][0] == pytest.approx(keras.evaluate(model, x[2:3], y[2:3]),
+                                                   rel=1e-6)
+    with pytest.raises(ValueError, match="leaves 0 training and 1 validation samples"):
+        keras.fit(model, x[:1], y[:1], validation_split=0.2, verbose=0)
 
 
 def _keras_reference(kind, p, y):
