@@ -2,12 +2,11 @@
 types) gives the same PTX as typing every call afresh, with most calls answered from the memo;
 a call that fails to type fails every time, and numba's CPU compiler is left alone."""
 
-import re
-
 import numpy as np
 import pytest
 from numba import cuda, float32, njit
 
+from comparable_ptx import ptx_of
 from gpudl import backend
 from gpudl.kernels import launch, numba_call_types  # noqa: F401  (launch applies the memo)
 
@@ -35,8 +34,7 @@ SIGNATURE = "void(float32[::1], float32[::1], float32)"
 
 
 def _ptx():
-    ptx, _ = cuda.compile_ptx(_many_calls.py_func, SIGNATURE, cc=(9, 0))
-    return re.sub(r"_many_callsB\d+v\d+", "_many_calls", ptx)
+    return ptx_of(_many_calls, SIGNATURE)
 
 
 def test_applied_where_kernels_compile():

@@ -4,11 +4,11 @@ once per block, and not a third time for the IR nobody reads; within the check's
 as without either."""
 
 import copy
-import re
 
 import pytest
 from numba import cuda, float32
 
+from comparable_ptx import ptx_of
 from gpudl import backend
 from gpudl.kernels import launch, numba_inlining  # noqa: F401  (launch applies the change)
 from numba.cuda.core import inline_closurecall, ir
@@ -45,10 +45,7 @@ SIGNATURE = "void(float32[::1], float32[::1], float32[::1], float32)"
 
 
 def _ptx():
-    """The kernel's PTX, its mangled name (which counts the compiles of this process) made
-    constant."""
-    ptx, _ = cuda.compile_ptx(_nested_inlines.py_func, SIGNATURE, cc=(9, 0))
-    return re.sub(r"_nested_inlinesB\d+v\d+", "_nested_inlines", ptx)
+    return ptx_of(_nested_inlines, SIGNATURE)
 
 
 def test_applied_once_where_kernels_compile():
@@ -143,7 +140,7 @@ def test_callee_cache_nests_and_keys_on_flags(monkeypatch):
             _ptx()
         assert numba_inlining.callee_cache_active()     # the inner context left it in place
         runs.clear()
-        fast, _ = cuda.compile_ptx(_nested_inlines.py_func, SIGNATURE, cc=(9, 0), fastmath=True)
+        fast = ptx_of(_nested_inlines, SIGNATURE, fastmath=True)
         assert sorted(runs) == ["_scaled", "_sum_of_scaled"]     # other flags: built anew
     assert not numba_inlining.callee_cache_active()
     assert ".ftz" in fast and ".ftz" not in _ptx()
