@@ -6,14 +6,13 @@ The first GPU run (benchmarks/RESULTS.md, "First run on a GPU") measured gpudl's
 convolutions slower with TF32 allowed (the tensor-core kernels, conv_tc_cuda) than without it
 (the SIMT FP32 kernels, conv_cuda) on 4 of 5 rows, by up to 2x, but across two separate runs of
 compare.py. This table times the paths side by side in one process: float32 with
-``gd.backends.cudnn.allow_tf32`` False (SIMT) and True (TF32 tensor cores), float16 (tensor
-cores), then torch's cuDNN in float32 with TF32 off and on. Strict float32 3x3 stride-1 rows also
-time Winograd F(2x2, 3x3) (kernels/conv_winograd_cuda.py, issue 12) where it applies, once with
-its default chunks of images, once with chunks whose V and M would stay in the L2 cache (more
-launches, less DRAM traffic) and once with the weight gradient's products unsplit (one
-product per position over a whole chunk: whether cuBLAS splits that long reduction itself),
-the SIMT row then forced onto the direct kernels (conv_cuda). Winograd is off by default on
-cuda (``conv_winograd_cuda.ENABLED``, session 18's GPU figures); its rows turn it on.
+``gd.backends.cudnn.allow_tf32`` False (strict: the default path, which for the 3x3 stride-1
+shapes is the fused Winograd F(2x2, 3x3) kernel, kernels/conv_winograd_fused_cuda.py) and True
+(TF32 tensor cores), float16 (tensor cores), then torch's cuDNN in float32 with TF32 off and on.
+Strict float32 3x3 stride-1 rows also time the direct sum (conv_cuda, the fused kernel turned
+off) and the unfused Winograd (kernels/conv_winograd_cuda.py, off by default since session 18's
+GPU figures: two transform kernels around cuBLAS) with its default chunks of images and with
+chunks whose V and M would stay in the L2 cache (more launches, less DRAM traffic).
 Shapes: compare.py's convolutions, the (128,128,28,28) layer of issue 12 and LeNet-5's two (the
 training step that ran 2x slower with TF32). Per row: the median ms of a synchronised call, the
 median host ms of the call alone, and the largest difference of the output from the SIMT
@@ -42,28 +41,33 @@ SHAPES = (
     ("LeNet conv1 5x5 (64,1,28,28) x 6 p2", (64, 1, 28, 28), 6, 5, 1, 2),
     ("LeNet conv2 5x5 (64,6,14,14) x 16", (64, 6, 14, 14), 16, 5, 1, 0),
 )
-# (label, dtype, TF32 allowed, Winograd shapes only, conv_winograd_cuda settings for the row)
-NO_WINOGRAD = {"ENABLED": False}
-WINOGRAD = {"ENABLED": True}
-VARIANTS = (("float32, SIMT fp32", "float32", False, False, NO_WINOGRAD),
-            ("float32, strict, Winograd F(2x2,3x3)", "float32", False, True, WINOGRAD),
-            ("float32, strict, Winograd, 32 MB chunks", "float32", False, True,
-             {**WINOGRAD, "CHUNK_BYTES": 32 << 20}),
+# (label, dtype, TF32 allowed, Winograd shapes only, settings for the row: {(module, name):
+# value} of conv_winograd_fused_cuda ("fused") and conv_winograd_cuda ("unfused"))
+DIRECT = {("fused", "ENABLED"): False}
+UNFUSED = {**DIRECT, ("unfused", "ENABLED"): True}
+VARIANTS = (("float32, strict (default path)", "float32", False, False, {}),
+            ("float32, strict, direct sum (conv_cuda)", "float32", False, True, DIRECT),
+            ("float32, strict, unfused Winograd F(2x2,3x3)", "float32", False, True, UNFUSED),
+            ("float32, strict, unfused Winograd, 32 MB chunks", "float32", False, True,
+             {**UNFUSED, ("unfused", "CHUNK_BYTES"): 32 << 20}),
             # every image in one chunk (V and M 410 MB at (128,128,28,28)): half the launches
             # of the default 256 MB chunks there, whose host time hid the device's in session 20
-            ("float32, strict, Winograd, one chunk (1 GB)", "float32", False, True,
-             {**WINOGRAD, "CHUNK_BYTES": 1 << 30}),
-            ("float32, strict, Winograd, unsplit weight gradient", "float32", False, True,
-             {**WINOGRAD, "SPLITS": 1}),
+            ("float32, strict, unfused Winograd, one chunk (1 GB)", "float32", False, True,
+             {**UNFUSED, ("unfused", "CHUNK_BYTES"): 1 << 30}),
             ("float32, TF32 tensor cores", "float32", True, False, {}),
             ("float16, tensor cores", "float16", True, False, {}))
 
 
+def _modules():
+    from gpudl.kernels import conv_winograd_cuda, conv_winograd_fused_cuda
+    return {"fused": conv_winograd_fused_cuda, "unfused": conv_winograd_cuda}
+
+
 def _winograd_applies(shape, out_channels, kernel, stride, padding):
-    from gpudl.kernels import conv, conv_winograd_cuda
+    from gpudl.kernels import conv
     geo = conv.ConvGeometry(shape, (out_channels, shape[1], kernel, kernel), (stride, stride),
                             (padding, padding), (1, 1), 1)
-    return conv_winograd_cuda.applies(geo, "float32")
+    return any(m.applies(geo, "float32") for m in _modules().values())
 
 
 def _call(lib, shape, out_channels, kernel, stride, padding, dtype, backward):
@@ -94,7 +98,7 @@ def run(repeats):
              "|---|---|---|---|---|---|"]
     if gd.device() != "cuda":
         return "\n".join(lines + ["| (needs a GPU) | | | | | |"])
-    from gpudl.kernels import conv_winograd_cuda
+    modules = _modules()
     for label, shape, out_channels, kernel, stride, padding in SHAPES:
         for backward in (False, True):
             pass_name = "fwd+bwd" if backward else "fwd"
@@ -103,9 +107,9 @@ def run(repeats):
             for variant, dtype, tf32, winograd_only, settings in VARIANTS:
                 if winograd_only and not winograd:
                     continue
-                saved = {name: getattr(conv_winograd_cuda, name) for name in settings}
-                for name, value in settings.items():
-                    setattr(conv_winograd_cuda, name, value)
+                saved = {key: getattr(modules[key[0]], key[1]) for key in settings}
+                for (module, name), value in settings.items():
+                    setattr(modules[module], name, value)
                 gd.backends.cudnn.allow_tf32 = tf32
                 try:
                     call = _call(gd, shape, out_channels, kernel, stride, padding, dtype,
@@ -120,8 +124,8 @@ def run(repeats):
                             f"{type(exc).__name__}: {exc} |")[:220]
                 finally:
                     gd.backends.cudnn.allow_tf32 = True
-                    for name, value in saved.items():
-                        setattr(conv_winograd_cuda, name, value)
+                    for (module, name), value in saved.items():
+                        setattr(modules[module], name, value)
                 print(line, flush=True)
                 lines.append(line)
             if torch is None or not torch.cuda.is_available():

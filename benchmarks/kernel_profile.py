@@ -40,9 +40,8 @@ COMPARE_ROWS = ("conv2d fwd (64,64,56,56)", "conv2d fwd+bwd (64,64,56,56)",
                 "conv2d fwd+bwd (128,128,28,28)", "7x7 s2 p3", "max_pool2d 2x2 fwd (",
                 "max_pool2d 2x2 fwd+bwd (",
                 "SDPA fwd (4,8,1024,64)", "SDPA fwd+bwd (4,8,1024,64)")
-# the 3x3 rows again through Winograd F(2x2, 3x3) (kernels/conv_winograd_cuda.py, off by
-# default): its device time was never measured, the host time of its launches hid it (session
-# 20: forward 0.904 ms, 0.872 of it host)
+# the 3x3 rows again through the direct sum (conv_cuda): their default since session 24 is the
+# fused Winograd kernel (kernels/conv_winograd_fused_cuda.py), this the before
 WINOGRAD_ROWS = ("conv2d fwd (64,64,56,56)", "conv2d fwd+bwd (128,128,28,28)")
 
 
@@ -148,17 +147,18 @@ def profile_run(step, synchronize, steps, warmup=3):
     return kernel_table(records, steps, wall_ms) + gap_table(timeline, steps)
 
 
-def _with_winograd(step):
-    """``step`` with conv_winograd_cuda turned on for the call (strict fp32 3x3 stride 1)."""
-    from gpudl.kernels import conv_winograd_cuda
+def _direct(step):
+    """``step`` with the fused Winograd kernel turned off for the call: the 3x3 stride-1
+    convolutions run conv_cuda's direct sum."""
+    from gpudl.kernels import conv_winograd_fused_cuda as fused
 
-    def winograd_step():
-        enabled, conv_winograd_cuda.ENABLED = conv_winograd_cuda.ENABLED, True
+    def direct_step():
+        enabled, fused.ENABLED = fused.ENABLED, False
         try:
             step()
         finally:
-            conv_winograd_cuda.ENABLED = enabled
-    return winograd_step
+            fused.ENABLED = enabled
+    return direct_step
 
 
 def _workloads(only):
@@ -169,8 +169,8 @@ def _workloads(only):
         if "cuda" in devices and any(key in name for key in COMPARE_ROWS):
             out.append((f"{name}, gpudl", lambda b=build: b(gpudl, "cuda"), sync))
             if any(key in name for key in WINOGRAD_ROWS):
-                out.append((f"{name}, gpudl Winograd",
-                             lambda b=build: _with_winograd(b(gpudl, "cuda")), sync))
+                out.append((f"{name}, gpudl direct sum",
+                             lambda b=build: _direct(b(gpudl, "cuda")), sync))
             out.append((f"{name}, torch", lambda b=build: b(torch, "cuda"),
                         lambda: torch_sync(torch)))
     for step_name, parts in graph_steps.STEPS:

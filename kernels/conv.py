@@ -23,12 +23,15 @@ float32, ``allow_tf32=False``    SIMT FP32 FMA (conv_cuda): strict fp32
 float64                          SIMT FP64 (conv_cuda)
 ===============================  ============================================================
 
+Strict float32 3x3 stride-1 convolutions with at least 32 input and output channels and enough
+work run their forward and grad_input as Winograd F(2x2, 3x3) in one fused kernel
+(conv_winograd_fused_cuda: 2.25x fewer FMAs than the direct sum, transforms in shared memory).
 With ``conv_winograd_cuda.ENABLED`` (off by default: slower than the direct sum on an H200,
-benchmarks/RESULTS.md, session 18), strict float32 and float64 3x3 stride-1 convolutions with
-enough channels and work run Winograd F(2x2, 3x3) instead (conv_winograd_cuda: two tile-transform
-kernels around one batched cuBLAS GEMM in strict precision). Unlike the direct sum, a NaN or infinity there reaches the
-other outputs of its 2x2 output tile (as in cuDNN's Winograd); the CPU twin detects it and
-recomputes, the GPU path cannot without a device-to-host read (conv_winograd_cuda's docstring).
+benchmarks/RESULTS.md, session 18) they, and float64 ones, run the unfused Winograd instead
+(conv_winograd_cuda: two tile-transform kernels around one batched cuBLAS GEMM in strict
+precision). Unlike the direct sum, a NaN or infinity there reaches the other outputs of its
+2x2 output tile (as in cuDNN's Winograd); the CPU twin detects it and recomputes, the GPU path
+cannot without a device-to-host read (conv_winograd_cuda's docstring).
 
 Tensors too large for int32 indexing run conv_cuda's 64-bit SIMT build whatever the dtype
 (bfloat16 widened to float32).
@@ -656,10 +659,12 @@ def _primitives(x, allow_tf32=False, geo=None):
       PyTorch's default True): the tensor-core kernels on TF32 (inputs rounded to 10 mantissa
       bits, float32 accumulation) for convolutions ``geo`` of at least ``TF32_MIN_FLOPS`` per
       forward, the strict kernels below for smaller ones;
-    - float32 without it (strict fp32) and float64: the SIMT kernels (conv_cuda), but with
-      ``conv_winograd_cuda.ENABLED`` (off by default) for the 3x3 stride-1 convolutions ``geo``
-      it takes (``conv_winograd_cuda.applies``): Winograd F(2x2, 3x3) there
-      (conv_winograd_cuda; its grad_bias is conv_cuda's).
+    - float32 without it (strict fp32) and float64: the SIMT kernels (conv_cuda), but for the
+      3x3 stride-1 convolutions ``geo`` with enough channels and work: the fused Winograd
+      F(2x2, 3x3) kernel for float32 (conv_winograd_fused_cuda: forward and grad_input; the
+      weight and bias gradients conv_cuda's), or with ``conv_winograd_cuda.ENABLED`` (off by
+      default) the unfused one (conv_winograd_cuda; its grad_bias is conv_cuda's), float64
+      too.
 
     Tensors past the int32 index guard run conv_cuda's 64-bit SIMT build in every case
     (bfloat16 widened to float32 for it: conv_cuda has no bfloat16 build). The CPU twin
@@ -676,6 +681,9 @@ def _primitives(x, allow_tf32=False, geo=None):
             from . import conv_winograd_cuda as wg
             if wg.ENABLED and wg.applies(geo, x.dtype):
                 return wg.forward, wg.grad_input, wg.grad_weight, conv_cuda.grad_bias
+            from . import conv_winograd_fused_cuda as fused
+            if fused.applies(geo, x.dtype):
+                return fused.forward, fused.grad_input, fused.grad_weight, conv_cuda.grad_bias
         return conv_cuda.forward, conv_cuda.grad_input, conv_cuda.grad_weight, conv_cuda.grad_bias
     return _forward_cpu, _grad_input_cpu, _grad_weight_cpu, _grad_bias_cpu
 
@@ -691,13 +699,14 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, allow_tf32=False)
 
 def _contiguous_once(x, gy, needs, first, second):
     """gy made C-contiguous once, when conv_cuda's SIMT kernels ``first`` and ``second`` (the
-    backward's two gemms) will both read it: each flattens its operand with
-    ``ascontiguousarray``, so a strided gy (broadcast by ``y.sum().backward()``) was copied
-    twice, once per kernel. Other paths (CPU, tensor cores, Winograd) keep gy as it is."""
+    backward's two gemms; or the fused Winograd kernel and conv_cuda's weight gradient) will
+    both read it: each flattens its operand with ``ascontiguousarray``, so a strided gy
+    (broadcast by ``y.sum().backward()``) was copied twice, once per kernel. Other paths (CPU,
+    tensor cores, the unfused Winograd) keep gy as it is."""
     if not (needs[0] and needs[1] and _device(x) == "cuda"):
         return gy
-    from . import conv_cuda
-    simt = (conv_cuda.forward, conv_cuda.grad_input)
+    from . import conv_cuda, conv_winograd_fused_cuda as fused
+    simt = (conv_cuda.forward, conv_cuda.grad_input, fused.forward, fused.grad_input)
     if first in simt and second is conv_cuda.grad_weight:
         return backend.get_array_module(gy).ascontiguousarray(gy)
     return gy

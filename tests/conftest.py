@@ -154,10 +154,12 @@ def nan_empty(monkeypatch):
 @pytest.fixture
 def conv_paths_ran(monkeypatch):
     """The names of the cuda convolution primitives that run, in order: conv_cuda's
-    ("direct.forward", ...) and conv_winograd_cuda's ("winograd.grad_input", ...)."""
-    from gpudl.kernels import conv_cuda, conv_winograd_cuda
+    ("direct.forward", ...), conv_winograd_cuda's ("winograd.grad_input", ...) and
+    conv_winograd_fused_cuda's ("fused.forward", ...; its grad_weight is conv_cuda's)."""
+    from gpudl.kernels import conv_cuda, conv_winograd_cuda, conv_winograd_fused_cuda
     names = []
-    for module, prefix in ((conv_cuda, "direct"), (conv_winograd_cuda, "winograd")):
+    for module, prefix in ((conv_cuda, "direct"), (conv_winograd_cuda, "winograd"),
+                           (conv_winograd_fused_cuda, "fused")):
         for name in ("forward", "grad_input", "grad_weight"):
             def call(*args, _real=getattr(module, name), _label=f"{prefix}.{name}", **kwargs):
                 names.append(_label)

@@ -106,15 +106,15 @@ def test_host_path_table_and_its_stubbed_launches(capsys):
     assert "== avg_pool2d fwd+bwd (sum) (200 calls)" in capsys.readouterr().out
 
 
-def test_the_winograd_rows_turn_winograd_on_for_their_calls_only():
-    from gpudl.kernels import conv_winograd_cuda
+def test_the_direct_sum_rows_turn_the_fused_winograd_off_for_their_calls_only():
+    from gpudl.kernels import conv_winograd_fused_cuda as fused
     seen = []
-    step = kernel_profile._with_winograd(lambda: seen.append(conv_winograd_cuda.ENABLED))
-    before = conv_winograd_cuda.ENABLED
+    step = kernel_profile._direct(lambda: seen.append(fused.ENABLED))
+    before = fused.ENABLED
     step()
-    assert seen == [True] and conv_winograd_cuda.ENABLED == before
-    names = [name for name, *_ in kernel_profile._workloads("Winograd")]
-    assert names == ["conv2d fwd (64,64,56,56) x 64 3x3 p1, gpudl Winograd",
-                     "conv2d fwd+bwd (128,128,28,28) x 128 3x3 p1, gpudl Winograd"]
+    assert seen == [False] and fused.ENABLED == before
+    names = [name for name, *_ in kernel_profile._workloads("direct sum")]
+    assert names == ["conv2d fwd (64,64,56,56) x 64 3x3 p1, gpudl direct sum",
+                     "conv2d fwd+bwd (128,128,28,28) x 128 3x3 p1, gpudl direct sum"]
     first = [name for name, *_ in kernel_profile._workloads(None)][:3]
     assert first[0].startswith("conv2d fwd (64,64,56,56)")      # issue 12's rows come first

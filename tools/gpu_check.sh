@@ -129,12 +129,14 @@ step graph_probe 60 env GPUDL_DEVICE=cuda python -m tools.graph_probe \
 # kernels here, Adam's one-kernel bias corrections, the launch without Numba's sync, the fixes
 # of the second run, scatter_add and sorts of bfloat16), then session 11's (cupy.linalg,
 # cupyx.scipy.special, the N-d conv and pools, grid_sample, the Keras ops)
+# session 24's fused Winograd kernel (the default strict-fp32 path of 3x3 stride-1 convolutions
+# with 32 channels or more) first: against torch float64, partial tiles, NaN, a graph capture;
 # session 21's question whether the device flushes float32 subnormals in casts and arithmetic
 # (tests/test_device_subnormals.py); session 20 first: the graph tests (the hand-written SGD step replayed a NaN loss with packed
 # launches in session 20's run; here with the packed launch eagerly and Numba's inside the capture), the few-channel grad_input kernel (the
 # stem's: tests/test_conv.py's few-channel tests take it on the device), then session 19's: packed
 # launches, the pooling plans, the attention outputs allocated whole
-new_cupy_code="tests/test_cuda_graphs.py tests/test_device_subnormals.py tests/test_conv.py tests/kernels/test_fast_launch.py tests/kernels/test_launch_no_sync.py tests/test_pool.py \
+new_cupy_code="tests/kernels/test_conv_winograd_fused_cuda.py tests/test_cuda_graphs.py tests/test_device_subnormals.py tests/test_conv.py tests/kernels/test_fast_launch.py tests/kernels/test_launch_no_sync.py tests/test_pool.py \
 tests/sim/test_pool_sim.py tests/sim/test_attention_tc_sim.py \
 tests/test_fused_second_order.py tests/test_grad_adoption.py \
 tests/test_packed_self_attention.py \
@@ -181,12 +183,13 @@ step benchmarks 240 env GPUDL_DEVICE=cuda python -m benchmarks.compare --device 
 # single-op rows whose gpudl time the kernels do not explain (max pool forward: 0.32 ms)
 step host_profile 60 env GPUDL_DEVICE=cuda bash -c "python -m benchmarks.host_profile --steps 20 \
     && python -m benchmarks.host_profile --steps 20 --ops 'max_pool2d 2x2 fwd (64|SDPA fwd (4'"
-# every kernel of the conv/pool/attention rows (the 3x3 ones also through Winograd, whose device
-# time host-bound launches hid so far), then of the training steps, from CUPTI (through
+# every kernel of the conv/pool/attention rows (the 3x3 ones also through the direct sum, the
+# before of the fused Winograd kernel), then of the training steps, from CUPTI (through
 # torch.profiler): where the device time goes, for gpudl and for torch
 step kernel_profile 100 env GPUDL_DEVICE=cuda python -m benchmarks.kernel_profile --steps 10 \
     --markdown tools/gpu_kernel_profile.md
-# conv_paths: the Winograd rows (issue 12) of the 3x3 stride-1 shapes, against conv_cuda and cuDNN
+# conv_paths: the 3x3 stride-1 shapes through the fused Winograd kernel (their default), the
+# direct sum (conv_cuda) and the unfused Winograd, against cuDNN (issue 12)
 step conv_paths 90 env GPUDL_DEVICE=cuda python -m benchmarks.conv_paths --repeats 11 \
     --markdown tools/gpu_conv_paths.md
 step zero_sync 60 env GPUDL_DEVICE=cuda python -m pytest -q -p no:cacheprovider \
