@@ -24,8 +24,8 @@ float64                          SIMT FP64 (conv_cuda)
 ===============================  ============================================================
 
 Strict float32 3x3 stride-1 convolutions with at least 32 input and output channels and enough
-work run their forward and grad_input as Winograd F(2x2, 3x3) in one fused kernel
-(conv_winograd_fused_cuda: 2.25x fewer FMAs than the direct sum, transforms in shared memory).
+work run as Winograd F(2x2, 3x3) in fused kernels (conv_winograd_fused_cuda: forward, grad_input
+and grad_weight, 2.25x fewer FMAs than the direct sum, transforms in shared memory).
 With ``conv_winograd_cuda.ENABLED`` (off by default: slower than the direct sum on an H200,
 benchmarks/RESULTS.md, session 18) they, and float64 ones, run the unfused Winograd instead
 (conv_winograd_cuda: two tile-transform kernels around one batched cuBLAS GEMM in strict
@@ -661,8 +661,8 @@ def _primitives(x, allow_tf32=False, geo=None):
       forward, the strict kernels below for smaller ones;
     - float32 without it (strict fp32) and float64: the SIMT kernels (conv_cuda), but for the
       3x3 stride-1 convolutions ``geo`` with enough channels and work: the fused Winograd
-      F(2x2, 3x3) kernel for float32 (conv_winograd_fused_cuda: forward and grad_input; the
-      weight and bias gradients conv_cuda's), or with ``conv_winograd_cuda.ENABLED`` (off by
+      F(2x2, 3x3) kernels for float32 (conv_winograd_fused_cuda; the bias gradient
+      conv_cuda's), or with ``conv_winograd_cuda.ENABLED`` (off by
       default) the unfused one (conv_winograd_cuda; its grad_bias is conv_cuda's), float64
       too.
 
@@ -707,7 +707,7 @@ def _contiguous_once(x, gy, needs, first, second):
         return gy
     from . import conv_cuda, conv_winograd_fused_cuda as fused
     simt = (conv_cuda.forward, conv_cuda.grad_input, fused.forward, fused.grad_input)
-    if first in simt and second is conv_cuda.grad_weight:
+    if first in simt and second in (conv_cuda.grad_weight, fused.grad_weight):
         return backend.get_array_module(gy).ascontiguousarray(gy)
     return gy
 

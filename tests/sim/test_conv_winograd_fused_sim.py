@@ -1,6 +1,6 @@
 """The fused Winograd F(2x2, 3x3) kernel (kernels/conv_winograd_fused_cuda.py) in Numba's CUDA
 simulator, against the CPU twin's direct sum in float64: conv2d forward and its gradients
-through the public entries (grad_input is the fused kernel on gy; grad_weight conv_cuda's), with
+through the public entries (grad_input is the forward kernel on gy; grad_weight its own), with
 odd sizes (partial tiles), paddings 0 to 3, channel counts that are not multiples of the 4-channel
 step or of the 32-channel block, several blocks of tiles and of channels, outputs from
 NaN-filled arrays (every one written) and poisoned shared memory (tests/sim/sim_blocks.py: no
@@ -83,6 +83,20 @@ def test_forward_and_gradients_match_the_direct_sum(rng, monkeypatch, everywhere
     assert ran == ["fused.forward", "fused.grad_input", "fused.grad_weight"]
 
 
+def test_weight_gradient_over_several_splits(rng, monkeypatch, everywhere, nan_empty):
+    """The tile reduction in 5 splits of 16 tiles (the last one 11: a partial step), over two
+    blocks of input and of output channels (34 and 33): partial sums from NaN-filled arrays,
+    added in the finishing kernel."""
+    monkeypatch.setattr(fused, "MIN_SPAN", 8)
+    assert fused._wgrad_splits(75, 4, 64 * 64) == (5, 16)
+    x, w, _ = _inputs(rng, 3, 34, 9, 10, 33)
+    gy = rng.standard_normal((3, 33, 9, 10)).astype(np.float32)
+    got = conv.conv2d_backward(x, w, gy, *CONF, needs=(False, True, True))
+    want = _reference(monkeypatch, conv.conv2d_backward, x, w, gy, *CONF, (False, True, True))
+    for g, r in zip(got[1:], want[1:]):
+        _close(g, r)
+
+
 def test_weight_tiles_are_g_w_g_transposed(rng, nan_empty):
     """ut[c, k // 32, xi, k % 32] = (G w[k, c] G^T)[xi], zero in the padding; the rotated,
     channel-swapped build (grad_input's) the same of w[c, k] turned by 180 degrees."""
@@ -153,7 +167,7 @@ def test_a_float16_output_gradient_is_widened(rng, monkeypatch, everywhere):
 
 def test_conv_transpose2d(rng, monkeypatch, everywhere, ran):
     """A stride-1 3x3 transposed conv is the fused grad_input with its bias added per tile; its
-    backward is the fused forward and conv_cuda's weight gradient with x and gy swapped."""
+    backward is the fused forward and weight gradient with x and gy swapped."""
     x = rng.standard_normal((2, 4, 5, 4)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)    # (Cin, Cout, 3, 3)
     b = rng.standard_normal(3).astype(np.float32)
@@ -209,8 +223,8 @@ def test_only_strict_float32_3x3_stride_1_runs_here(rng, monkeypatch, everywhere
 
 def test_launches_pass_the_gated_signatures(rng, monkeypatch, everywhere):
     """launch.check_arguments runs under the simulator: the launchers' arguments have exactly
-    the SIGNATURES types (a GPU's specialised dispatcher would refuse others), and both kernels
-    of the table launch in a forward."""
+    the SIGNATURES types (a GPU's specialised dispatcher would refuse others), and every kernel
+    of the table launches in a forward and backward."""
     from gpudl.kernels import launch
     seen = set()
     real = launch.check_arguments
@@ -220,5 +234,6 @@ def test_launches_pass_the_gated_signatures(rng, monkeypatch, everywhere):
         return real(kernel, signature, args)
     monkeypatch.setattr(launch, "check_arguments", spy)
     x, w, b = _inputs(rng, 1, 2, 4, 4, 2)
-    conv.conv2d_forward(x, w, b, *CONF)
+    y = conv.conv2d_forward(x, w, b, *CONF)
+    conv.conv2d_backward(x, w, np.ones_like(y), *CONF)
     assert seen == {kernel for kernel, *_ in fused.SIGNATURES}
