@@ -55,9 +55,10 @@ training step must not make (issue 14), so it is not made.
 
 Kernels: one thread per (channel, tile) of one image, (blockIdx.z, blockIdx.y) the split and
 the image in it (the forward: one split a chunk), tile values laid out (16, splits, channels,
-tiles of a split); the flat index splits into (channel, tile row, tile column) by multiplying with magic numbers
-(pool_cuda's ``_magic``): no division anywhere. Index math is int32 (offsets below the guard),
-array indices unsigned (Numba wraps negative signed ones with a compare and select).
+tiles of a split); the flat index splits into (channel, tile row, tile column) by multiplying with
+magic numbers (pool_cuda's ``_magic``): no division anywhere. Index math is int32 (offsets below
+the guard), array indices unsigned (Numba wraps negative signed ones with a compare and select).
+The transforms themselves are kernels/winograd_transforms.py's, shared with the fused kernels.
 """
 
 import functools
@@ -71,6 +72,7 @@ from . import conv_cuda, conv_winograd
 from .budget import Budget
 from .launch import launch
 from .pool_cuda import _magic
+from .winograd_transforms import ag, at, bt, store_ag_rows, store_bt_rows, store_output_tile
 
 # Off by default: on an H200 (session 18, benchmarks/RESULTS.md) compare.py's strict-fp32 3x3
 # rows took 1.96 ms (fwd) and 4.47 ms (fwd+bwd) at (64,64,56,56) x 64 with this path, where
@@ -133,34 +135,14 @@ def _kernels(acc):
         return a0, a1, a2, a3
 
     @cuda.jit(device=True, inline="always")
-    def bt(d0, d1, d2, d3):
-        # B^T d for one column (or row) of a patch
-        return d0 - d2, d1 + d2, d2 - d1, d1 - d3
-
-    @cuda.jit(device=True, inline="always")
-    def at(m4):
-        # A^T m for one column (or row) of four
-        m0, m1, m2, m3 = m4
-        return m0 + m1 + m2, m1 - m2 - m3
-
-    @cuda.jit(device=True, inline="always")
-    def a_g(g0, g1):
-        # A g: the adjoint of at
-        return g0, g0 + g1, g0 - g1, -g1
+    def at4(m):
+        return at(m[0], m[1], m[2], m[3])
 
     @cuda.jit(device=True, inline="always")
     def load4(a, first, step):
         # a at offsets first, first + step, first + 2 step, first + 3 step
         return (acc(a[U(first)]), acc(a[U(first + step)]), acc(a[U(first + 2 * step)]),
                 acc(a[U(first + 3 * step)]))
-
-    @cuda.jit(device=True, inline="always")
-    def store4(a, first, step, e):
-        # the four values of ``e`` into a at offsets first, first + step, ...
-        a[U(first)] = e[0]
-        a[U(first + step)] = e[1]
-        a[U(first + 2 * step)] = e[2]
-        a[U(first + 3 * step)] = e[3]
 
     @cuda.jit
     def input_tiles(x, v, n0, images, C, H, W, ph, pw, tw, tiles, mc, sc, mt, st):
@@ -177,16 +159,9 @@ def _kernels(acc):
         d1 = load_row(x, I(plane + (h + 1) * W), I(h + 1), w, rows, W)
         d2 = load_row(x, I(plane + (h + 2) * W), I(h + 2), w, rows, W)
         d3 = load_row(x, I(plane + (h + 3) * W), I(h + 3), w, rows, W)
-        # B^T d, column by column: s<a><b> is row a, column b
-        s00, s10, s20, s30 = bt(d0[0], d1[0], d2[0], d3[0])
-        s01, s11, s21, s31 = bt(d0[1], d1[1], d2[1], d3[1])
-        s02, s12, s22, s32 = bt(d0[2], d1[2], d2[2], d3[2])
-        s03, s13, s23, s33 = bt(d0[3], d1[3], d2[3], d3[3])
-        # times B: row a of B^T d gives positions 4a .. 4a+3
-        store4(v, out, step, bt(s00, s01, s02, s03))
-        store4(v, I(out + 4 * step), step, bt(s10, s11, s12, s13))
-        store4(v, I(out + 8 * step), step, bt(s20, s21, s22, s23))
-        store4(v, I(out + 12 * step), step, bt(s30, s31, s32, s33))
+        # B^T d column by column, then times B
+        store_bt_rows(v, out, step, bt(d0[0], d1[0], d2[0], d3[0]), bt(d0[1], d1[1], d2[1], d3[1]),
+                      bt(d0[2], d1[2], d2[2], d3[2]), bt(d0[3], d1[3], d2[3], d3[3]))
 
     @cuda.jit
     def output_tiles(m, y, bias, n0, images, K, Ho, Wo, tw, tiles, has_bias, mc, sc, mt, st):
@@ -196,22 +171,14 @@ def _kernels(acc):
         if not live or n >= images:
             return
         # A^T M, column by column: p<i><b> is row i, column b
-        p00, p10 = at(load4(m, first, 4 * step))
-        p01, p11 = at(load4(m, I(first + step), 4 * step))
-        p02, p12 = at(load4(m, I(first + 2 * step), 4 * step))
-        p03, p13 = at(load4(m, I(first + 3 * step), 4 * step))
-        b = acc(bias[U(k)]) if has_bias != 0 else acc(0)
-        y00, y01 = at((p00, p01, p02, p03))
-        y10, y11 = at((p10, p11, p12, p13))
+        p00, p10 = at4(load4(m, first, 4 * step))
+        p01, p11 = at4(load4(m, I(first + step), 4 * step))
+        p02, p12 = at4(load4(m, I(first + 2 * step), 4 * step))
+        p03, p13 = at4(load4(m, I(first + 3 * step), 4 * step))
         oh, ow = I(2 * ty), I(2 * tx)
-        row = I((((n0 + n) * K + k) * Ho + oh) * Wo + ow)
-        y[U(row)] = y00 + b
-        if ow + 1 < Wo:
-            y[U(row + 1)] = y01 + b
-        if oh + 1 < Ho:
-            y[U(row + Wo)] = y10 + b
-            if ow + 1 < Wo:
-                y[U(row + Wo + 1)] = y11 + b
+        store_output_tile(y, I((((n0 + n) * K + k) * Ho + oh) * Wo + ow), Wo, ow + 1 < Wo,
+                          oh + 1 < Ho, (p00, p01, p02, p03), (p10, p11, p12, p13),
+                          acc(bias[U(k)]) if has_bias != 0 else acc(0))
 
     @cuda.jit
     def output_tiles_adjoint(gy, dm, n0, images, K, Ho, Wo, tw, tiles, mc, sc, mt, st):
@@ -228,14 +195,8 @@ def _kernels(acc):
         g01 = acc(gy[U(row + 1)]) if right else acc(0)
         g10 = acc(gy[U(row + Wo)]) if below else acc(0)
         g11 = acc(gy[U(row + Wo + 1)]) if right and below else acc(0)
-        # A gY, column by column: q<a><j> is row a, column j
-        q00, q10, q20, q30 = a_g(g00, g10)
-        q01, q11, q21, q31 = a_g(g01, g11)
-        # times A^T: row a of A gY gives positions 4a .. 4a+3
-        store4(dm, out, step, a_g(q00, q01))
-        store4(dm, I(out + 4 * step), step, a_g(q10, q11))
-        store4(dm, I(out + 8 * step), step, a_g(q20, q21))
-        store4(dm, I(out + 12 * step), step, a_g(q30, q31))
+        # A gY column by column, then times A^T
+        store_ag_rows(dm, out, step, ag(g00, g10), ag(g01, g11))
 
     return input_tiles, output_tiles, output_tiles_adjoint
 

@@ -60,6 +60,8 @@ from . import conv_cuda, conv_winograd, mma
 from .budget import Budget
 from .launch import launch
 from .pool_cuda import _magic
+from .winograd_transforms import (ag, at, bt, store_ag_rows, store_bt_rows,
+                                  store_output_tile as store_tile)
 
 ENABLED = True     # the default strict-fp32 path for the convolutions it applies to
 THREADS = 256
@@ -128,22 +130,6 @@ def _kernels():
             ut[S(out + (4 * a + 3) * step)] = u3
 
     @cuda.jit(device=True, inline="always")
-    def bt(d0, d1, d2, d3):
-        # B^T d for one column (or row) of a patch
-        return d0 - d2, d1 + d2, d2 - d1, d1 - d3
-
-    @cuda.jit(device=True, inline="always")
-    def store4(sh, first, step, e):
-        # the four values of ``e`` into sh at first, first + step, first + 2 step, ...
-        # (shared offsets: a 64-bit base plus constants, which the stores take as immediate
-        # offsets; a 32-bit sum could wrap, so each would cost an address register)
-        a = L(first)
-        sh[a] = e[0]
-        sh[a + L(step)] = e[1]
-        sh[a + L(2 * step)] = e[2]
-        sh[a + L(3 * step)] = e[3]
-
-    @cuda.jit(device=True, inline="always")
     def patch_mask(h0, w0, H, W):
         # bit 4i + j set where the patch value at (h0 + i, w0 + j) lies inside (H, W): columns
         # lo .. hi - 1 of a row are inside, and the rows likewise; the column bits times a row
@@ -171,16 +157,9 @@ def _kernels():
     @cuda.jit(device=True, inline="always")
     def store_patch(sh, pre, first, step):
         # B^T d B of the patch in pre: position 4a + b at sh[first + (4a + b) * step]
-        # B^T d, column by column: c<j> holds rows 0..3 of column j
-        c0 = bt(pre[0], pre[4], pre[8], pre[12])
-        c1 = bt(pre[1], pre[5], pre[9], pre[13])
-        c2 = bt(pre[2], pre[6], pre[10], pre[14])
-        c3 = bt(pre[3], pre[7], pre[11], pre[15])
-        # times B: row a gives positions 4a .. 4a + 3
-        store4(sh, first, step, bt(c0[0], c1[0], c2[0], c3[0]))
-        store4(sh, L(first) + L(4 * step), step, bt(c0[1], c1[1], c2[1], c3[1]))
-        store4(sh, L(first) + L(8 * step), step, bt(c0[2], c1[2], c2[2], c3[2]))
-        store4(sh, L(first) + L(12 * step), step, bt(c0[3], c1[3], c2[3], c3[3]))
+        store_bt_rows(sh, first, step, bt(pre[0], pre[4], pre[8], pre[12]),
+                      bt(pre[1], pre[5], pre[9], pre[13]), bt(pre[2], pre[6], pre[10], pre[14]),
+                      bt(pre[3], pre[7], pre[11], pre[15]))
 
     @cuda.jit(device=True, inline="always")
     def load_step(x, ut, pre, patch, live, base, mask, W, ut_off):
@@ -234,11 +213,6 @@ def _kernels():
              S(2 * PART + buf * PART + xi * BC * TP + 4 * tp), out, a_frag, b_frag)
 
     @cuda.jit(device=True, inline="always")
-    def at(m0, m1, m2, m3):
-        # A^T m for one column (or row) of four
-        return m0 + m1 + m2, m1 - m2 - m3
-
-    @cuda.jit(device=True, inline="always")
     def output_half(sh, out, half, xi, tk, tp, tid, lane, y, bias, k0, K, Ho, Wo, n, ty, tx,
                     tile_live, has_bias):
         # channels 16 half .. 16 half + 15 of the block: the micro-tiles' rows 4 half ..
@@ -264,36 +238,17 @@ def _kernels():
             p03, p13 = at(sh[m + L(3 * span)], sh[m + L(7 * span)], sh[m + L(11 * span)],
                           sh[m + L(15 * span)])
             if tile_live and k < K:
-                b = acc(bias[S(k)]) if has_bias != 0 else acc(0)
-                y00, y01 = at(p00, p01, p02, p03)
-                y10, y11 = at(p10, p11, p12, p13)
                 oh, ow = I(2 * ty), I(2 * tx)
-                row = I(((n * K + k) * Ho + oh) * Wo + ow)
-                y[S(row)] = y00 + b
-                if ow + 1 < Wo:
-                    y[S(row + 1)] = y01 + b
-                if oh + 1 < Ho:
-                    y[S(row + Wo)] = y10 + b
-                    if ow + 1 < Wo:
-                        y[S(row + Wo + 1)] = y11 + b
+                store_tile(y, I(((n * K + k) * Ho + oh) * Wo + ow), Wo, ow + 1 < Wo, oh + 1 < Ho,
+                           (p00, p01, p02, p03), (p10, p11, p12, p13),
+                           acc(bias[S(k)]) if has_bias != 0 else acc(0))
         cuda.syncthreads()
 
     @cuda.jit(device=True, inline="always")
-    def ag(g0, g1):
-        # A g for one column (or row) of two: the adjoint of at
-        return g0, g0 + g1, g0 - g1, -g1
-
-    @cuda.jit(device=True, inline="always")
-    def store_output_tile(sh, pre, first, step):
-        # A gY A^T of the 2x2 block gY = ((pre[0], pre[1]), (pre[2], pre[3])): position 4a + b
-        # at sh[first + (4a + b) * step]. A gY column by column: q<j> holds rows 0..3 of
-        # column j; times A^T: row a gives positions 4a .. 4a + 3
-        q0 = ag(pre[0], pre[2])
-        q1 = ag(pre[1], pre[3])
-        store4(sh, first, step, ag(q0[0], q1[0]))
-        store4(sh, L(first) + L(4 * step), step, ag(q0[1], q1[1]))
-        store4(sh, L(first) + L(8 * step), step, ag(q0[2], q1[2]))
-        store4(sh, L(first) + L(12 * step), step, ag(q0[3], q1[3]))
+    def store_gradient_tile(sh, g, first, step):
+        # A gY A^T of the 2x2 block gY = ((g[0], g[1]), (g[2], g[3])): position 4a + b at
+        # sh[first + (4a + b) * step]
+        store_ag_rows(sh, first, step, ag(g[0], g[2]), ag(g[1], g[3]))
 
     @cuda.jit(device=True, inline="always")
     def tile_of(t, tiles, tw, mt, st, mw, sw):
@@ -338,7 +293,7 @@ def _kernels():
         g = cuda.local.array(4, acc)
         for j in range(4):
             g[j] = gy_s[j, tid]
-        store_output_tile(sh, g, S(warp * TK + lane), S(WSTEP * TK))
+        store_gradient_tile(sh, g, S(warp * TK + lane), S(WSTEP * TK))
         store_patch(sh, pre, S(2 * PART + warp * TP + lane), S(WSTEP * TP))
 
     @cuda.jit(**BOUNDS)
@@ -529,7 +484,8 @@ def _padded(n, block):
 
 
 def _weight_tiles(w, Kout, Cin, s_out, s_in, flip):
-    """ut (Cp, Kp / TK, 16, TK) flat: the weight tiles of Kout x Cin 3x3 taps of w (see weight_tiles)."""
+    """ut (Cp, Kp / TK, 16, TK) flat: the weight tiles of Kout x Cin 3x3 taps of w (see
+    weight_tiles), with the padded Kp and Cp."""
     xp = backend.get_array_module(w)
     Kp, Cp = _padded(Kout, TK), _padded(Cin, BC)
     ut = xp.empty(Cp * Kp * POSITIONS, np.float32)

@@ -6,6 +6,7 @@ lives on the CPU."""
 import numpy as np
 import pytest
 
+from conv_sim_checks import forward_and_backward_match, on_cpu
 from gpudl import backend
 from gpudl.kernels import conv, conv_cuda
 
@@ -23,10 +24,7 @@ CASES = [
 ]
 
 
-def _cpu(monkeypatch, fn, *args):
-    with monkeypatch.context() as m:
-        m.setattr(backend, "kernel_device", lambda array, bfloat16=False: "cpu")
-        return fn(*args)
+_cpu = on_cpu
 
 
 def _arrays(rng, case, dtype=np.float32):
@@ -131,14 +129,7 @@ WIDE_CASES = [
 
 def _forward_and_backward_match_twin(rng, monkeypatch, case):
     x, w, b = _arrays(rng, case)
-    conf = case[6:]
-    y = conv.conv2d_forward(x, w, b, *conf)
-    _close(y, _cpu(monkeypatch, conv.conv2d_forward, x, w, b, *conf))
-    gy = rng.standard_normal(y.shape).astype(np.float32)
-    got = conv.conv2d_backward(x, w, gy, *conf)
-    want = _cpu(monkeypatch, conv.conv2d_backward, x, w, gy, *conf)
-    for g, r in zip(got, want):
-        _close(g, r)
+    forward_and_backward_match(rng, monkeypatch, x, w, b, case[6:], _close, _cpu)
 
 
 @pytest.mark.parametrize("case", WIDE_CASES)
@@ -172,13 +163,8 @@ def test_conv_transpose2d_matches_twin(rng, monkeypatch, stride, padding, output
     w = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)      # (Cin, Cout/groups, kh, kw)
     b = rng.standard_normal(3 * groups).astype(np.float32)
     conf = (stride, padding, output_padding, groups, dilation)
-    y = conv.conv_transpose2d_forward(x, w, b, *conf)
-    _close(y, _cpu(monkeypatch, conv.conv_transpose2d_forward, x, w, b, *conf))
-    gy = rng.standard_normal(y.shape).astype(np.float32)
-    got = conv.conv_transpose2d_backward(x, w, gy, *conf)
-    want = _cpu(monkeypatch, conv.conv_transpose2d_backward, x, w, gy, *conf)
-    for g, r in zip(got, want):
-        _close(g, r)
+    forward_and_backward_match(rng, monkeypatch, x, w, b, conf, _close, _cpu,
+                               conv.conv_transpose2d_forward, conv.conv_transpose2d_backward)
 
 
 def test_float16_inputs_accumulate_in_float32(rng, monkeypatch):

@@ -10,6 +10,12 @@ floors are lowered so that they qualify."""
 import numpy as np
 import pytest
 
+from conv_sim_checks import float64_reference as _reference
+from conv_sim_checks import winograd_matches as _check_all
+from conv_sim_checks import winograd_transpose_matches
+from conv_sim_checks import winograd_close as _close
+from conv_sim_checks import winograd_inputs as _inputs
+from conv_sim_checks import launched_kernels, public_op_matches, winograd_nan_stays_in_its_tiles
 from gpudl import backend
 from gpudl.kernels import conv, conv_winograd_fused_cuda as fused
 
@@ -27,43 +33,6 @@ def everywhere(monkeypatch):
     monkeypatch.setattr(fused, "MIN_WORK", 0)
 
 
-@pytest.fixture
-def ran(conv_paths_ran):
-    return conv_paths_ran
-
-
-def _reference(monkeypatch, fn, *args):
-    """fn on the CPU twin in float64 (the direct sum: these shapes are below its own Winograd
-    floor)."""
-    args = [a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args]
-    with monkeypatch.context() as m:
-        m.setattr(backend, "kernel_device", lambda array, bfloat16=False: "cpu")
-        return fn(*args)
-
-
-def _inputs(rng, N, C, H, W, K):
-    return (rng.standard_normal((N, C, H, W)).astype(np.float32),
-            rng.standard_normal((K, C, 3, 3)).astype(np.float32),
-            rng.standard_normal(K).astype(np.float32))
-
-
-def _close(got, want):
-    assert got.shape == want.shape and got.dtype == np.float32
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1, np.abs(want).max()))
-
-
-def _check_all(rng, monkeypatch, N, C, H, W, K, p):
-    x, w, b = _inputs(rng, N, C, H, W, K)
-    conf = ((1, 1), (p, p), (1, 1), 1)
-    y = conv.conv2d_forward(x, w, b, *conf)
-    _close(y, _reference(monkeypatch, conv.conv2d_forward, x, w, b, *conf))
-    gy = rng.standard_normal(y.shape).astype(np.float32)
-    got = conv.conv2d_backward(x, w, gy, *conf)
-    want = _reference(monkeypatch, conv.conv2d_backward, x, w, gy, *conf)
-    for g, r in zip(got, want):
-        _close(g, r)
-
-
 # (N, C, H, W, K, padding)
 CASES = [
     (1, 4, 6, 8, 3, 1),        # whole tiles, one channel step
@@ -77,10 +46,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("N, C, H, W, K, p", CASES)
-def test_forward_and_gradients_match_the_direct_sum(rng, monkeypatch, everywhere, ran, nan_empty,
-                                                    N, C, H, W, K, p):
+def test_forward_and_gradients_match_the_direct_sum(rng, monkeypatch, everywhere, conv_paths_ran,
+                                                    nan_empty, N, C, H, W, K, p):
     _check_all(rng, monkeypatch, N, C, H, W, K, p)
-    assert ran == ["fused.forward", "fused.grad_input", "fused.grad_weight"]
+    assert conv_paths_ran == ["fused.forward", "fused.grad_input", "fused.grad_weight"]
 
 
 def test_weight_gradient_over_several_splits(rng, monkeypatch, everywhere, nan_empty):
@@ -116,22 +85,9 @@ def test_weight_tiles_are_g_w_g_transposed(rng, nan_empty):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
-def test_public_op_on_device_arrays(rng, monkeypatch, everywhere, ran):
-    """gd.conv2d on cuda tensors (the strict simulator's device arrays, which refuse host data
-    as CuPy does), strict fp32: no host array reaches the device path."""
-    import gpudl as gd
-    monkeypatch.setattr(gd.backends.cudnn, "allow_tf32", False)
-    x, w, b = _inputs(rng, 2, 3, 5, 6, 4)
-    gy = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
-    tensors = [gd.tensor(a, requires_grad=True) for a in (x, w, b)]
-    assert backend.SIM_DEVICE_ARRAYS and tensors[0].device.type == "cuda"
-    y = gd.conv2d(*tensors, padding=1)
-    y.backward(gd.tensor(gy))
-    _close(y.detach().numpy(), _reference(monkeypatch, conv.conv2d_forward, x, w, b, *CONF))
-    grads = _reference(monkeypatch, conv.conv2d_backward, x, w, gy, *CONF)
-    for t, r in zip(tensors, grads):
-        _close(t.grad.numpy(), r)
-    assert ran == ["fused.forward", "fused.grad_input", "fused.grad_weight"]
+def test_public_op_on_device_arrays(rng, monkeypatch, everywhere, conv_paths_ran):
+    public_op_matches(rng, monkeypatch)
+    assert conv_paths_ran == ["fused.forward", "fused.grad_input", "fused.grad_weight"]
 
 
 def test_strided_output_gradient_is_copied_once(rng, monkeypatch, everywhere):
@@ -165,42 +121,18 @@ def test_a_float16_output_gradient_is_widened(rng, monkeypatch, everywhere):
         _close(g, r)
 
 
-def test_conv_transpose2d(rng, monkeypatch, everywhere, ran):
+def test_conv_transpose2d(rng, monkeypatch, everywhere, conv_paths_ran):
     """A stride-1 3x3 transposed conv is the fused grad_input with its bias added per tile; its
     backward is the fused forward and weight gradient with x and gy swapped."""
-    x = rng.standard_normal((2, 4, 5, 4)).astype(np.float32)
-    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)    # (Cin, Cout, 3, 3)
-    b = rng.standard_normal(3).astype(np.float32)
-    conf = ((1, 1), (1, 1), (0, 0), 1, (1, 1))
-    y = conv.conv_transpose2d_forward(x, w, b, *conf)
-    _close(y, _reference(monkeypatch, conv.conv_transpose2d_forward, x, w, b, *conf))
-    gy = rng.standard_normal(y.shape).astype(np.float32)
-    got = conv.conv_transpose2d_backward(x, w, gy, *conf)
-    for g, r in zip(got, _reference(monkeypatch, conv.conv_transpose2d_backward, x, w, gy,
-                                    *conf)):
-        _close(g, r)
-    assert ran == ["fused.grad_input", "fused.forward", "fused.grad_weight"]
+    winograd_transpose_matches(rng, monkeypatch)
+    assert conv_paths_ran == ["fused.grad_input", "fused.forward", "fused.grad_weight"]
 
 
 def test_nan_stays_in_the_tiles_that_read_it(rng, monkeypatch, everywhere):
-    """Outputs of every tile whose 4x4 patch holds no NaN are exact; a NaN output only appears
-    in a tile whose patch reads the NaN input (as cuDNN's Winograd)."""
-    N, C, H, W, K, p = 1, 2, 8, 9, 3, 1
-    x, w, b = _inputs(rng, N, C, H, W, K)
-    bad = (4, 5)                                   # input pixel (row, column)
-    x[0, 1, bad[0], bad[1]] = np.nan
-    conf = ((1, 1), (p, p), (1, 1), 1)
-    y = conv.conv2d_forward(x, w, b, *conf)
-    want = _reference(monkeypatch, conv.conv2d_forward, x, w, b, *conf)
-    oh, ow = np.indices(y.shape[2:])
-    touched = ((2 * (oh // 2) <= bad[0] + p) & (bad[0] + p <= 2 * (oh // 2) + 3)
-               & (2 * (ow // 2) <= bad[1] + p) & (bad[1] + p <= 2 * (ow // 2) + 3))
-    clean = np.broadcast_to(~touched[None, None], y.shape)
-    np.testing.assert_allclose(y[clean], want[clean], rtol=1e-5, atol=1e-5)
-    assert np.isnan(y[:, :, touched]).any()
+    winograd_nan_stays_in_its_tiles(rng, monkeypatch)
 
 
-def test_only_strict_float32_3x3_stride_1_runs_here(rng, monkeypatch, everywhere, ran):
+def test_only_strict_float32_3x3_stride_1_runs_here(rng, monkeypatch, everywhere, conv_paths_ran):
     """Other geometries and dtypes keep their kernels; the module's own floors keep a tiny conv
     on conv_cuda; the unfused Winograd, when turned on, comes first."""
     from gpudl.kernels import conv_winograd_cuda as wg
@@ -208,32 +140,21 @@ def test_only_strict_float32_3x3_stride_1_runs_here(rng, monkeypatch, everywhere
     conv.conv2d_forward(x, w, b, (2, 2), (1, 1), (1, 1), 1)
     conv.conv2d_forward(x, w, b, (1, 1), (1, 1), (2, 2), 1)
     conv.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, *CONF)
-    assert ran == ["direct.forward"] * 3
+    assert conv_paths_ran == ["direct.forward"] * 3
     monkeypatch.setattr(wg, "ENABLED", True)
     monkeypatch.setattr(wg, "MIN_CHANNELS", 1)
     monkeypatch.setattr(wg, "MIN_WORK", 0)
     conv.conv2d_forward(x, w, b, *CONF)
-    assert ran[-1] == "winograd.forward"
+    assert conv_paths_ran[-1] == "winograd.forward"
     monkeypatch.setattr(wg, "ENABLED", False)
     monkeypatch.setattr(fused, "MIN_CHANNELS", FLOORS[0])
     monkeypatch.setattr(fused, "MIN_WORK", FLOORS[1])
     conv.conv2d_forward(x, w, b, *CONF)
-    assert ran[-1] == "direct.forward"
+    assert conv_paths_ran[-1] == "direct.forward"
 
 
 def test_launches_pass_the_gated_signatures(rng, monkeypatch, everywhere):
     """launch.check_arguments runs under the simulator: the launchers' arguments have exactly
     the SIGNATURES types (a GPU's specialised dispatcher would refuse others), and every kernel
     of the table launches in a forward and backward."""
-    from gpudl.kernels import launch
-    seen = set()
-    real = launch.check_arguments
-
-    def spy(kernel, signature, args):
-        seen.add(kernel)
-        return real(kernel, signature, args)
-    monkeypatch.setattr(launch, "check_arguments", spy)
-    x, w, b = _inputs(rng, 1, 2, 4, 4, 2)
-    y = conv.conv2d_forward(x, w, b, *CONF)
-    conv.conv2d_backward(x, w, np.ones_like(y), *CONF)
-    assert seen == {kernel for kernel, *_ in fused.SIGNATURES}
+    assert launched_kernels(rng, monkeypatch) == {kernel for kernel, *_ in fused.SIGNATURES}

@@ -7,6 +7,12 @@ thread runs in Python. The channel and work floors are lowered so that these sha
 import numpy as np
 import pytest
 
+from conv_sim_checks import float64_reference as _reference
+from conv_sim_checks import winograd_matches as _check_all
+from conv_sim_checks import winograd_transpose_matches
+from conv_sim_checks import winograd_close as _close
+from conv_sim_checks import winograd_inputs as _inputs
+from conv_sim_checks import launched_kernels, public_op_matches, winograd_nan_stays_in_its_tiles
 from gpudl import backend
 from gpudl.kernels import conv, conv_winograd_cuda as wg
 
@@ -24,39 +30,6 @@ def everywhere(monkeypatch):
 @pytest.fixture
 def ran(conv_paths_ran):
     return conv_paths_ran
-
-
-def _reference(monkeypatch, fn, *args):
-    """fn on the CPU twin in float64 (the direct sum: these shapes are below its own Winograd
-    floor)."""
-    args = [a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args]
-    with monkeypatch.context() as m:
-        m.setattr(backend, "kernel_device", lambda array, bfloat16=False: "cpu")
-        return fn(*args)
-
-
-def _inputs(rng, N, C, H, W, K, dtype=np.float32):
-    return (rng.standard_normal((N, C, H, W)).astype(dtype),
-            rng.standard_normal((K, C, 3, 3)).astype(dtype),
-            rng.standard_normal(K).astype(dtype))
-
-
-def _close(got, want, dtype=np.float32):
-    assert got.shape == want.shape and got.dtype == dtype
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1, np.abs(want).max()))
-
-
-def _check_all(rng, monkeypatch, N, C, H, W, K, p, dtype=np.float32):
-    x, w, b = _inputs(rng, N, C, H, W, K, dtype)
-    conf = ((1, 1), (p, p), (1, 1), 1)
-    y = conv.conv2d_forward(x, w, b, *conf)
-    _close(y, _reference(monkeypatch, conv.conv2d_forward, x, w, b, *conf), dtype)
-    gy = rng.standard_normal(y.shape).astype(dtype)
-    got = conv.conv2d_backward(x, w, gy, *conf)
-    want = _reference(monkeypatch, conv.conv2d_backward, x, w, gy, *conf)
-    for g, r in zip(got, want):
-        _close(g, r, dtype)
 
 
 # (N, C, H, W, K, padding)
@@ -98,21 +71,7 @@ def test_what_is_asked_is_what_is_made(rng, monkeypatch, everywhere, needs):
 
 
 def test_public_op_on_device_arrays(rng, monkeypatch, everywhere, ran):
-    """gd.conv2d on cuda tensors (the strict simulator's device arrays, which refuse host data
-    as CuPy does): no host array reaches the device path."""
-    import gpudl as gd
-    monkeypatch.setattr(gd.backends.cudnn, "allow_tf32", False)
-    x, w, b = _inputs(rng, 2, 3, 5, 6, 4)
-    gy = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
-    tensors = [gd.tensor(a, requires_grad=True) for a in (x, w, b)]
-    assert backend.SIM_DEVICE_ARRAYS and tensors[0].device.type == "cuda"
-    y = gd.conv2d(*tensors, padding=1)
-    y.backward(gd.tensor(gy))
-    want = _reference(monkeypatch, conv.conv2d_forward, x, w, b, (1, 1), (1, 1), (1, 1), 1)
-    _close(y.detach().numpy(), want)
-    grads = _reference(monkeypatch, conv.conv2d_backward, x, w, gy, (1, 1), (1, 1), (1, 1), 1)
-    for t, r in zip(tensors, grads):
-        _close(t.grad.numpy(), r)
+    public_op_matches(rng, monkeypatch)
     assert ran == ["winograd.forward", "winograd.grad_input", "winograd.grad_weight"]
 
 
@@ -158,17 +117,7 @@ def test_weight_gradient_split_over_images(rng, monkeypatch, everywhere, nan_emp
 def test_conv_transpose2d(rng, monkeypatch, everywhere, ran):
     """A stride-1 3x3 transposed conv is Winograd's grad_input, its bias added per tile; its
     backward is Winograd's forward and weight gradient with x and gy swapped."""
-    x = rng.standard_normal((2, 4, 5, 4)).astype(np.float32)
-    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)    # (Cin, Cout, 3, 3)
-    b = rng.standard_normal(3).astype(np.float32)
-    conf = ((1, 1), (1, 1), (0, 0), 1, (1, 1))
-    y = conv.conv_transpose2d_forward(x, w, b, *conf)
-    _close(y, _reference(monkeypatch, conv.conv_transpose2d_forward, x, w, b, *conf))
-    gy = rng.standard_normal(y.shape).astype(np.float32)
-    got = conv.conv_transpose2d_backward(x, w, gy, *conf)
-    for g, r in zip(got, _reference(monkeypatch, conv.conv_transpose2d_backward, x, w, gy,
-                                    *conf)):
-        _close(g, r)
+    winograd_transpose_matches(rng, monkeypatch)
     assert ran == ["winograd.grad_input", "winograd.forward", "winograd.grad_weight"]
 
 
@@ -210,40 +159,12 @@ def test_the_floors_decide(rng, monkeypatch, ran):
 
 
 def test_nan_stays_in_the_tiles_that_read_it(rng, monkeypatch, everywhere):
-    """Outputs whose 3x3 window holds no NaN are exact in every tile whose 4x4 patch holds none;
-    a NaN output only appears in a tile whose patch reads the NaN input (as cuDNN's Winograd)."""
-    N, C, H, W, K, p = 1, 2, 8, 9, 3, 1
-    x, w, b = _inputs(rng, N, C, H, W, K)
-    bad = (4, 5)                                   # input pixel (row, column)
-    x[0, 1, bad[0], bad[1]] = np.nan
-    conf = ((1, 1), (p, p), (1, 1), 1)
-    y = conv.conv2d_forward(x, w, b, *conf)
-    want = _reference(monkeypatch, conv.conv2d_forward, x, w, b, *conf)
-    oh, ow = np.indices(y.shape[2:])
-    # the padded pixel bad + p lies in tile (ty, tx)'s patch iff 2ty <= bad + p <= 2ty + 3
-    touched = ((2 * (oh // 2) <= bad[0] + p) & (bad[0] + p <= 2 * (oh // 2) + 3)
-               & (2 * (ow // 2) <= bad[1] + p) & (bad[1] + p <= 2 * (ow // 2) + 3))
-    clean = ~touched[None, None] & np.isfinite(want)
-    assert clean.sum() > 0.7 * clean.size
-    np.testing.assert_allclose(y[np.broadcast_to(clean, y.shape)],
-                               want[np.broadcast_to(clean, y.shape)], rtol=1e-5, atol=1e-5)
-    assert not np.isnan(y[:, :, ~touched]).any()
-    assert np.isnan(y[:, :, touched]).any()
+    winograd_nan_stays_in_its_tiles(rng, monkeypatch)
 
 
 def test_launches_pass_the_gated_signatures(rng, monkeypatch, everywhere):
     """launch.check_arguments runs under the simulator: the launchers' arguments have exactly
     the SIGNATURES types (a GPU's specialised dispatcher would refuse others). And every
     kernel of the table launches in a forward and backward."""
-    from gpudl.kernels import launch
-    seen = set()
-    real = launch.check_arguments
-
-    def spy(kernel, signature, args):
-        seen.add(kernel)
-        return real(kernel, signature, args)
-    monkeypatch.setattr(launch, "check_arguments", spy)
-    x, w, b = _inputs(rng, 1, 2, 4, 4, 2)
-    y = conv.conv2d_forward(x, w, b, (1, 1), (1, 1), (1, 1), 1)
-    conv.conv2d_backward(x, w, np.ones_like(y), (1, 1), (1, 1), (1, 1), 1)
-    assert seen == {kernel for kernel, *_ in wg.SIGNATURES if kernel in wg._KERNELS["float32"]}
+    assert launched_kernels(rng, monkeypatch) == {
+        kernel for kernel, *_ in wg.SIGNATURES if kernel in wg._KERNELS["float32"]}
