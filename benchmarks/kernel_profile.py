@@ -42,6 +42,9 @@ COMPARE_ROWS = ("conv2d fwd (64,64,56,56)", "conv2d fwd+bwd (64,64,56,56)",
                 "SDPA fwd (4,8,1024,64)", "SDPA fwd+bwd (4,8,1024,64)")
 # the 3x3 rows again through the direct sum (conv_cuda): their default since session 24 is the
 # fused Winograd kernel (kernels/conv_winograd_fused_cuda.py), this the before
+# the causal SDPA forward again with its key split off (kernels/attention_tc_cuda.py
+# ``_key_splits``, session 24): the before
+SPLIT_ROWS = ("causal SDPA fwd (4,8,1024,64)",)
 WINOGRAD_ROWS = ("conv2d fwd (64,64,56,56)", "conv2d fwd+bwd (128,128,28,28)")
 
 
@@ -147,18 +150,30 @@ def profile_run(step, synchronize, steps, warmup=3):
     return kernel_table(records, steps, wall_ms) + gap_table(timeline, steps)
 
 
+def _with(module, name, value, step):
+    """``step`` with ``module.name`` set to ``value`` for the call."""
+    def changed_step():
+        saved = getattr(module, name)
+        setattr(module, name, value)
+        try:
+            step()
+        finally:
+            setattr(module, name, saved)
+    return changed_step
+
+
 def _direct(step):
     """``step`` with the fused Winograd kernel turned off for the call: the 3x3 stride-1
     convolutions run conv_cuda's direct sum."""
     from gpudl.kernels import conv_winograd_fused_cuda as fused
+    return _with(fused, "ENABLED", False, step)
 
-    def direct_step():
-        enabled, fused.ENABLED = fused.ENABLED, False
-        try:
-            step()
-        finally:
-            fused.ENABLED = enabled
-    return direct_step
+
+def _unsplit(step):
+    """``step`` with the causal forward's key split off for the call (every query block's key
+    tiles in one block, as before session 24)."""
+    from gpudl.kernels import attention_tc_cuda
+    return _with(attention_tc_cuda, "SPLIT_WAVE", 0, step)
 
 
 def _workloads(only):
@@ -171,6 +186,9 @@ def _workloads(only):
             if any(key in name for key in WINOGRAD_ROWS):
                 out.append((f"{name}, gpudl direct sum",
                              lambda b=build: _direct(b(gpudl, "cuda")), sync))
+            if name.startswith(SPLIT_ROWS):
+                out.append((f"{name}, gpudl unsplit",
+                             lambda b=build: _unsplit(b(gpudl, "cuda")), sync))
             out.append((f"{name}, torch", lambda b=build: b(torch, "cuda"),
                         lambda: torch_sync(torch)))
     for step_name, parts in graph_steps.STEPS:

@@ -116,5 +116,15 @@ def test_the_direct_sum_rows_turn_the_fused_winograd_off_for_their_calls_only():
     names = [name for name, *_ in kernel_profile._workloads("direct sum")]
     assert names == ["conv2d fwd (64,64,56,56) x 64 3x3 p1, gpudl direct sum",
                      "conv2d fwd+bwd (128,128,28,28) x 128 3x3 p1, gpudl direct sum"]
+
+
+def test_the_unsplit_row_turns_the_causal_key_split_off_for_its_calls_only():
+    from gpudl.kernels import attention_tc_cuda
+    seen = []
+    before = attention_tc_cuda.SPLIT_WAVE
+    kernel_profile._unsplit(lambda: seen.append(attention_tc_cuda.SPLIT_WAVE))()
+    assert seen == [0] and attention_tc_cuda.SPLIT_WAVE == before > 0
+    assert [name for name, *_ in kernel_profile._workloads("unsplit")] == [
+        "causal SDPA fwd (4,8,1024,64), gpudl unsplit"]
     first = [name for name, *_ in kernel_profile._workloads(None)][:3]
     assert first[0].startswith("conv2d fwd (64,64,56,56)")      # issue 12's rows come first

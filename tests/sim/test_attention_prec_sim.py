@@ -130,3 +130,43 @@ def test_sequences_past_the_offset_limit_run_the_64_bit_kernels(rng, monkeypatch
     with pytest.raises(ValueError, match="sequences up to 64 rows"):
         K.cuda_variant(dtypes.float32_to_bfloat16(np, q), dtypes.float32_to_bfloat16(
             np, rng.standard_normal((1, 70, 64)).astype(np.float32)))
+
+
+def test_causal_forward_split_over_blocks_matches_the_twin(rng, monkeypatch):
+    """The causal float32 forward with each query block's key tiles split over 3 blocks
+    (``_split_keys``) and combined (``_combine_splits``): L = 70, so query block 0 has only
+    edge tiles, in split 0 (splits 1 and 2 see no key: output 0, lse -inf, weight 0 in the
+    combination), and block 1 two full tiles of 32 keys, one in split 0 beside the edge tile
+    and one in split 1, none in split 2; a masked build, with a fully masked row (zeros and lse
+    -inf after the combination)."""
+    monkeypatch.setattr(T, "_key_splits", lambda B, L, is_causal, kind: 3)
+    launched = []
+    real = T.launch
+    monkeypatch.setattr(T, "launch", lambda kernel, *a, **k: launched.append(
+        (kernel, a[1])) or real(kernel, *a, **k))
+    L, E, Ev = 70, 64, 40
+    q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((1, L, E), (1, L, E),
+                                                                     (1, L, Ev)))
+    mask = rng.standard_normal((L, L)).astype(np.float32)
+    mask[3] = -np.inf
+    out, lse = K.attention_forward(q, k, v, mask, True, mem_efficient=True)
+    assert [kernel.__name__ for kernel, _ in launched] == [
+        "_attention_tc_fwd_kernel_tf32x3_e64_mask", "_combine_splits"]
+    assert launched[0][1] == (1, 2, 3)                  # (batch, query blocks, splits)
+    q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
+    ref_out, ref_lse = K._attention_fwd_cpu(q64, k64, v64, mask, True, E ** -0.5)
+    assert _max_error(out, ref_out) <= 2e-5
+    np.testing.assert_array_equal(out[0, 3], 0)
+    finite = np.isfinite(ref_lse)
+    np.testing.assert_array_equal(np.isfinite(lse), finite)
+    np.testing.assert_allclose(lse[finite], ref_lse[finite], rtol=2e-5, atol=2e-5)
+
+
+def test_key_splits_only_for_a_causal_float32_forward_in_one_wave():
+    from gpudl.kernels import attention_tc_cuda as tc
+    assert tc._key_splits(4 * 8, 1024, True, "tf32x3") == 2      # 512 blocks, one wave
+    assert tc._key_splits(4 * 8, 1024, True, "tf32") == 2
+    assert tc._key_splits(4 * 8, 1024, False, "tf32x3") == 1     # not causal: every block alike
+    assert tc._key_splits(4 * 8, 1024, True, "f16") == 1         # half partial outputs
+    assert tc._key_splits(4 * 16, 1024, True, "tf32x3") == 1     # two waves already
+    assert tc._key_splits(64, 192, True, "tf32x3") == 1          # 3 query blocks: too short
