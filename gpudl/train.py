@@ -262,7 +262,7 @@ def _overrides(callback, hook):
 
 
 def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metrics=(),
-        callbacks=(), scheduler=None, verbose=True, autocast=None, scaler=None):
+        callbacks=(), scheduler=None, verbose=True, autocast=None, scaler=None, initial_epoch=0):
     """Train ``model`` for ``epochs`` epochs; returns the ``History`` of per-epoch logs.
 
     Args:
@@ -280,6 +280,8 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
             precision); validation runs outside it.
         scaler: a ``gd.amp.GradScaler``: the loss is scaled for backward and the optimizer
             stepped through it (a step with an inf/NaN gradient is skipped).
+        initial_epoch: the epoch to start at (Keras's, to resume a run): epochs
+            ``initial_epoch .. epochs - 1`` are run, numbered so for callbacks and the History.
 
     Under a process group (gpudl.distributed) the model is trained as a
     DistributedDataParallel (wrapped for the call unless it is one already): each rank trains on
@@ -300,6 +302,9 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
     from tqdm.auto import tqdm
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral) or \
+            initial_epoch < 0:
+        raise ValueError(f"fit: initial_epoch must be a non-negative int, got {initial_epoch!r}")
     for cb in callbacks:
         if not isinstance(cb, Callback):
             raise TypeError(f"fit: callbacks must be Callback objects, got {type(cb).__name__}")
@@ -315,7 +320,7 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
     batch_callbacks = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
     for cb in callbacks:
         cb.on_train_begin(run.callback_model)
-    for epoch in range(epochs):
+    for epoch in range(initial_epoch, epochs):
         for cb in callbacks:
             cb.on_epoch_begin(epoch, run.callback_model)
         loader = run.train_loader(train_loader, epoch)

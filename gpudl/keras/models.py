@@ -17,13 +17,14 @@ class Model(Layer):
 
     def __init__(self, inputs=None, outputs=None, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
-        self._graph = None
+        self._graph, self._input_dict_keys = None, None
         if inputs is not None or outputs is not None:
             self._build_graph(inputs, outputs)
 
     # -- the functional graph
     def _build_graph(self, inputs, outputs):
         self._inputs_list = _symbols(inputs, "inputs")
+        self._input_dict_keys = list(inputs) if isinstance(inputs, dict) else None
         self._outputs_list = _symbols(outputs, "outputs")
         self._outputs_single = isinstance(outputs, KerasTensor)
         order, seen = [], set()
@@ -72,6 +73,14 @@ class Model(Layer):
         return _shapes(self.outputs) if self.outputs else Layer.output_shape.fget(self)
 
     @property
+    def input_keys(self):
+        """The keys a dict of inputs is matched by (Keras's rule): those of ``Model(inputs=
+        {...})``, else the names of the Input layers, in the model's order."""
+        if self._graph is None and self.inputs is None:
+            return None
+        return self._input_dict_keys or [s.node.layer.name for s in self.inputs]
+
+    @property
     def output_names(self):
         return [s.node.layer.name for s in self._outputs_list]
 
@@ -84,6 +93,9 @@ class Model(Layer):
         if self._graph is None:
             raise NotImplementedError(f"{type(self).__name__}: a subclassed Model must define "
                                       "call(inputs)")
+        if isinstance(inputs, dict):
+            from .training import _by_name
+            inputs = _by_name(self, inputs, "x", self.name)
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         if len(inputs) != len(self._inputs_list):
             raise ValueError(f"{self.name}: expected {len(self._inputs_list)} inputs, got "

@@ -11,6 +11,10 @@ rate inside the buffer), which matters when the rate changes: ``learning_rate`` 
 ``schedules`` object (``ExponentialDecay``, ...), evaluated before each update.
 """
 
+import numbers
+
+import numpy as np
+
 from .. import backend, optim
 from ..optim.optimizer import new_state_buffer
 from . import optimizer_rules as rules
@@ -20,10 +24,10 @@ from .serialization import Configurable
 
 # Keras's base-optimizer options gpudl does not implement, with Keras's defaults: given another
 # value they are refused, never ignored. ``name`` and ``jit_compile`` change no number.
-_UNSUPPORTED = {"clipnorm": None, "clipvalue": None, "global_clipnorm": None, "use_ema": False,
-                "ema_momentum": 0.99, "ema_overwrite_frequency": None,
+_UNSUPPORTED = {"use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None,
                 "loss_scale_factor": None, "gradient_accumulation_steps": None}
 _HARMLESS = ("name", "jit_compile")
+_CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
 
 
 class Optimizer(Configurable):
@@ -31,6 +35,12 @@ class Optimizer(Configurable):
 
     ``learning_rate`` is a float or a ``schedules.LearningRateSchedule`` (evaluated before each
     update at ``iterations``, the number of updates made).
+
+    ``clipnorm`` (each gradient scaled to an L2 norm of at most this), ``global_clipnorm`` (all
+    gradients scaled together to a joint L2 norm of at most this) or ``clipvalue`` (each element
+    clamped to [-clipvalue, clipvalue]): at most one, applied to the gradients before each
+    update with Keras's formulas (``g * c / max(|g|, c)``; ``g * c * min(1 / |G|, 1 / c)``, NaN
+    when the joint norm is not finite); None or 0 (Keras's off) clips nothing.
 
     ``weight_decay`` is Keras's, decoupled (``w -= learning_rate * weight_decay * w`` before each
     step): AdamW's rule in gpudl.optim, and for SGD without momentum the same numbers as torch's
@@ -40,15 +50,13 @@ class Optimizer(Configurable):
     def __init__(self, learning_rate, keras_options, **options):
         where = type(self).__name__
         for key, value in keras_options.items():
-            if key in _HARMLESS:
+            if key in _HARMLESS or key in _CLIPPING:
                 continue
             if key not in _UNSUPPORTED:
                 raise TypeError(f"{where}: unexpected argument {key!r}")
             if value != _UNSUPPORTED[key]:
-                raise NotImplementedError(f"{where}: {key}={value!r} is not supported (clip "
-                                          "gradients with gpudl.nn.utils.clip_grad_norm_ in a "
-                                          "gpudl.train loop instead)" if "clip" in key else
-                                          f"{where}: {key}={value!r} is not supported")
+                raise NotImplementedError(f"{where}: {key}={value!r} is not supported")
+        self.clipping = _clipping(where, keras_options)
         self.schedule = learning_rate if isinstance(
             learning_rate, schedules.LearningRateSchedule) else None
         self.learning_rate = float(learning_rate(0) if self.schedule else learning_rate)
@@ -67,6 +75,8 @@ class Optimizer(Configurable):
         built.iterations, built.learning_rate_schedule, step = 0, self.schedule, built.step
 
         def counted_step(closure=None):
+            if self.clipping is not None:
+                _clip_gradients(built, *self.clipping)
             if self.schedule is not None:
                 learning_rate = float(self.schedule(built.iterations))
                 for group in built.param_groups:
@@ -75,6 +85,43 @@ class Optimizer(Configurable):
             return step(closure)
         built.step = counted_step
         return built
+
+
+def _clipping(where, options):
+    """``(kind, value)`` of the one clipping option given (None: none), checked as Keras does
+    (at most one) and refusing what Keras would silently ignore (a negative or non-number)."""
+    given = {k: options[k] for k in _CLIPPING if options.get(k) is not None}
+    if len(given) > 1:
+        raise ValueError(f"{where}: only one of clipnorm, clipvalue and global_clipnorm can be "
+                         f"set, got {', '.join(f'{k}={v!r}' for k, v in given.items())}")
+    for key, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+            raise ValueError(f"{where}: {key} must be a number >= 0 (or None), got {value!r}")
+        if value > 0:                             # Keras: 0 clips nothing
+            return key, float(value)
+    return None
+
+
+def _clip_gradients(optimizer, kind, value):
+    """Keras's ``_clip_gradients`` on the gradients ``optimizer.step`` is about to use, in
+    place and on their device (nothing read back)."""
+    grads = [p._grad._data for group in optimizer.param_groups for p in group["params"]
+             if p._grad is not None]
+    if not grads:
+        return
+    xp = backend.get_array_module(grads[0])
+    if kind == "clipvalue":
+        for g in grads:
+            xp.clip(g, -value, value, out=g)
+    elif kind == "clipnorm":                      # each weight's gradient on its own
+        for g in grads:
+            g[...] = g * value / xp.maximum(xp.sqrt((g * g).sum()), value)
+    else:                                         # global_clipnorm: all together
+        norm = xp.sqrt(sum((g * g).sum() for g in grads))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = value * xp.minimum(1.0 / norm, 1.0 / value) + (norm - norm)
+        for g in grads:
+            g *= scale.astype(g.dtype)
 
 
 def check_settable(optimizer, where):

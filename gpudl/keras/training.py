@@ -11,6 +11,7 @@ them; other layers cast). Several inputs or outputs are given as lists of arrays
 
 import math
 import numbers
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -309,17 +310,25 @@ def _is_loader(x):
 
 def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
         validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
-        sample_weight=None, initial_epoch=0):
+        sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_batch_size=None):
     """Train a compiled model on ``x``, ``y`` (arrays, or lists of arrays for several inputs or
-    outputs; or ``x`` an iterable of ``(x, y)`` batches such as a DataLoader); returns the
-    History (``history.history["loss"]``). ``sample_weight`` (N,) weighs each sample's loss
-    (times ``class_weight[label]`` when both are given), as Keras's mean over the batch."""
+    outputs, or dicts keyed by the model's input and output names; or ``x`` an iterable of
+    ``(x, y)`` batches such as a DataLoader); returns the History (``history.history["loss"]``).
+    ``sample_weight`` (N,) weighs each sample's loss (times ``class_weight[label]`` when both
+    are given), as Keras's mean over the batch.
+
+    ``initial_epoch``: the epoch to resume at (epochs ``initial_epoch .. epochs - 1`` run).
+    ``steps_per_epoch``: batches per epoch, as Keras's epoch iterator takes them: the batches
+    continue from one epoch to the next, an epoch ends early (with a warning) when the data
+    runs out, and the next one starts the data again; with arrays and no ``batch_size`` the
+    batch size is ``ceil(samples / steps_per_epoch)``. ``validation_batch_size`` (default:
+    ``batch_size``) batches the validation data."""
     config = compiled(model, "fit")
-    if initial_epoch:
-        raise NotImplementedError("fit: initial_epoch is not supported")
-    batch_size = 32 if batch_size is None else batch_size
+    steps = _positive_or_none(steps_per_epoch, "steps_per_epoch", "fit")
+    x, y = _by_name(model, x, "x", "fit"), _by_name(model, y, "y", "fit")
     if _is_loader(x):
         loader, val = x, validation_data
+        batch_size = 32 if batch_size is None else batch_size
     else:
         if y is None:
             raise ValueError("fit: give targets y (or x as an iterable of (x, y) batches)")
@@ -333,6 +342,8 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                 ys, weights = ys[:-1], ys[-1]
                 validation_data = (validation_data[0], validation_data[1][:-1],
                                    validation_data[1][-1])
+        if batch_size is None:                        # Keras's ArrayDataAdapter
+            batch_size = math.ceil(len(xs[0]) / steps) if steps and xs[0].ndim else 32
         loader = _batches(xs, ys, batch_size, shuffle, "fit", weights)
         val = validation_data
     if val is not None and not _is_loader(val):
@@ -342,21 +353,91 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
         val_weights = val[2] if len(val) == 3 else None
         if val_weights is not None:
             val_weights = _as_tensor(val_weights, "sample_weight_val", "fit")
-        val = _batches(_tensors(val[0], "x_val", "fit"), _tensors(val[1], "y_val", "fit"),
-                       batch_size, False, "fit", val_weights)
+        val = _batches(_tensors(_by_name(model, val[0], "x_val", "fit"), "x_val", "fit"),
+                       _tensors(_by_name(model, val[1], "y_val", "fit"), "y_val", "fit"),
+                       batch_size if validation_batch_size is None else validation_batch_size,
+                       False, "fit", val_weights)
+    if steps is not None:
+        loader = StepsPerEpoch(loader, steps)
     with trainable_as_compiled(model, config):
         history = train.fit(model, config.loss_fn(class_weight), config.optimizer, loader,
                             epochs, val_loader=val, metrics=config.metrics,
-                            callbacks=keras_callbacks.adapt(callbacks), verbose=bool(verbose))
+                            callbacks=keras_callbacks.adapt(callbacks), verbose=bool(verbose),
+                            initial_epoch=initial_epoch)
     history.model = model                                    # Keras's History attributes
     history.params = {"verbose": 1 if verbose == "auto" else verbose, "epochs": epochs,
                       "steps": len(loader) if hasattr(loader, "__len__") else None}
     return history
 
 
+def _positive_or_none(value, name, where):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                              or value < 1):
+        raise ValueError(f"{where}: {name} must be a positive int or None, got {value!r}")
+    return value
+
+
+class StepsPerEpoch:
+    """``steps`` batches of ``loader`` per epoch, as Keras's EpochIterator takes them with
+    ``steps_per_epoch``: one iterator runs on across epochs; an epoch ends early, with a
+    warning, when the loader runs out (``len(loader)`` batches seen, or StopIteration); the
+    epoch after that starts a new iterator (a new shuffle)."""
+
+    def __init__(self, loader, steps):
+        self.loader, self.steps = loader, steps
+        self.known = len(loader) if hasattr(loader, "__len__") else None
+        self.iterator, self.seen = None, 0
+
+    def __len__(self):
+        return self.steps
+
+    def __iter__(self):
+        if self.iterator is None:
+            self.iterator, self.seen = iter(self.loader), 0
+        for _ in range(self.steps):
+            if self.known is not None and self.seen >= self.known:
+                _ran_out()
+                break
+            try:
+                batch = next(self.iterator)
+            except StopIteration:
+                _ran_out()
+                self.iterator = None
+                return
+            self.seen += 1
+            yield batch
+        if self.known is not None and self.seen >= self.known:
+            self.iterator = None
+
+
+def _ran_out():
+    warnings.warn("fit: the input ran out of data before steps_per_epoch batches; the epoch "
+                  "ends here and the next one starts the data again (Keras's rule)",
+                  UserWarning, stacklevel=3)
+
+
+def _by_name(model, values, which, where):
+    """A dict of arrays keyed by the model's input (``which`` 'x', 'x_val') or output ('y',
+    'y_val') names, as the list in the model's order (Keras's rule: extra keys are ignored);
+    anything else unchanged. A model without such names takes the dict's own order."""
+    if not isinstance(values, dict):
+        return values
+    inputs = which.startswith("x")
+    names = getattr(model, "input_keys" if inputs else "output_names", None)
+    if not names:
+        return list(values.values())
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise ValueError(f"{where}: {which} is a dict without the model's "
+                         f"{'input' if inputs else 'output'} names {missing}; expected the keys "
+                         f"{list(names)}, got {list(values)}")
+    return [values[name] for name in names]
+
+
 def train_on_batch(model, x, y, sample_weight=None, class_weight=None, return_dict=False):
     """One optimizer step on one batch; the loss (and metrics) before the step."""
     config = compiled(model, "train_on_batch")
+    x, y = _by_name(model, x, "x", "train_on_batch"), _by_name(model, y, "y", "train_on_batch")
     xs, ys = _tensors(x, "x", "train_on_batch"), _tensors(y, "y", "train_on_batch")
     target = ys[0] if len(ys) == 1 else tuple(ys)
     if sample_weight is not None:
@@ -381,6 +462,7 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     compiled, else ``[loss, metric, ...]`` (or a dict with ``return_dict=True``). ``verbose``
     is accepted as Keras's is (nothing is printed)."""
     config = compiled(model, "evaluate")
+    x, y = _by_name(model, x, "x", "evaluate"), _by_name(model, y, "y", "evaluate")
     if _is_loader(x):
         loader = x
     else:
@@ -396,7 +478,7 @@ def predict(model, x, batch_size=None, verbose="auto"):
     """The model's outputs for ``x`` in eval mode, batch by batch: one NumPy array (a list for
     several outputs), read from the device once. The train/eval mode is restored, even on an
     exception."""
-    loader = _batches(_tensors(x, "x", "predict"), [], 32 if batch_size is None else batch_size,
+    loader = _batches(_tensors(_by_name(model, x, "x", "predict"), "x", "predict"), [], 32 if batch_size is None else batch_size,
                       False, "predict")
     was_training = getattr(model, "training", False)
     model.eval()
