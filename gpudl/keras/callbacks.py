@@ -23,24 +23,81 @@ def _no(owner, **unsupported):
 
 
 class EarlyStopping(C.EarlyStopping):
+    """Keras 3's EarlyStopping: epochs before ``start_from_epoch`` are not watched; each
+    watched epoch counts one wait, reset by an improvement on the best (by more than
+    ``min_delta``) that also beats ``baseline`` (when given); a watched epoch without
+    improvement stops training once the wait reaches ``patience`` (never at epoch 0).
+    ``restore_best_weights`` loads the best watched epoch's weights back when training ends
+    (stopped or not). ``stopped_epoch`` and ``best_epoch`` are 0 until set, as in Keras."""
+
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, verbose=0, mode="auto",
                  baseline=None, restore_best_weights=False, start_from_epoch=0):
-        _no("EarlyStopping", baseline=baseline, start_from_epoch=start_from_epoch)
+        if isinstance(start_from_epoch, bool) or not isinstance(
+                start_from_epoch, numbers.Integral) or start_from_epoch < 0:
+            raise ValueError(f"EarlyStopping: start_from_epoch must be an int >= 0, got "
+                             f"{start_from_epoch!r}")
+        if baseline is not None and (isinstance(baseline, bool) or
+                                     not isinstance(baseline, numbers.Real)):
+            raise ValueError(f"EarlyStopping: baseline must be a number or None, got "
+                             f"{baseline!r}")
         super().__init__(monitor=monitor, patience=patience, min_delta=abs(min_delta), mode=mode,
                          restore_best_weights=restore_best_weights)
+        self.baseline, self.start_from_epoch = baseline, int(start_from_epoch)
+
+    def on_train_begin(self, model):
+        super().on_train_begin(model)
+        self.best_epoch = self.stopped_epoch = 0
+
+    def on_epoch_end(self, epoch, logs, model):
+        current = self.tracker.value(logs)
+        if epoch < self.start_from_epoch:
+            return False
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights, self.best_epoch = C._snapshot(model), epoch
+        self.wait += 1
+        if self.tracker.improved(current):
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self.best_weights = C._snapshot(model)
+            if self.baseline is None or _beats(self.tracker, current, self.baseline):
+                self.wait = 0
+            return False
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
+
+def _beats(tracker, value, reference):
+    """Whether ``value`` improves on ``reference`` by more than the tracker's min_delta."""
+    if tracker.mode == "min":
+        return value < reference - tracker.min_delta
+    return value > reference + tracker.min_delta
 
 
 class ModelCheckpoint(C.ModelCheckpoint):
-    """Keras's ModelCheckpoint; the file is ``model.save_weights``'s (safetensors, weights in
-    Keras's order, for ``load_weights``) whether ``save_weights_only`` or not."""
+    """Keras's ModelCheckpoint: with ``save_weights_only=False`` and a ``.keras`` path, the
+    whole model (``model.save``, for ``keras.models.load_model``); else the weights
+    (``model.save_weights``: safetensors, weights in Keras's order, for ``load_weights``).
+    ``initial_value_threshold``: a first best that ``monitor`` must beat to be saved."""
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
-                 save_weights_only=False, mode="auto", save_freq="epoch"):
+                 save_weights_only=False, mode="auto", save_freq="epoch",
+                 initial_value_threshold=None):
         _no("ModelCheckpoint", save_freq=save_freq if save_freq != "epoch" else None)
         super().__init__(filepath, monitor=monitor, save_best_only=save_best_only, mode=mode)
+        self.save_weights_only = save_weights_only
+        self.initial_value_threshold = initial_value_threshold
+
+    def on_train_begin(self, model):
+        super().on_train_begin(model)
+        if self.initial_value_threshold is not None:
+            self.tracker.best = self.initial_value_threshold
 
     def write(self, model, state, path):
-        if hasattr(model, "save_weights"):           # a Keras model
+        if not self.save_weights_only and path.endswith(".keras") and hasattr(model, "save"):
+            model.save(path)
+        elif hasattr(model, "save_weights"):           # a Keras model
             model.save_weights(path)
         else:
             super().write(model, state, path)

@@ -155,7 +155,7 @@ class Model(Layer):
 
     # -- Keras's training API (gpudl.keras.training, i.e. gpudl.train's loop)
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
-                **kwargs):
+                weighted_metrics=None, **kwargs):
         """Keras's compile (see gpudl.keras.training.compile). Keras's execution options
         (run_eagerly, jit_compile, steps_per_execution, auto_scale_loss) are accepted and
         have no effect here."""
@@ -163,9 +163,10 @@ class Model(Layer):
         if unknown:
             raise TypeError(f"compile: unexpected keyword argument(s) {unknown}")
         training.compile(self, optimizer=optimizer, loss=loss, metrics=metrics,
-                         loss_weights=loss_weights)
+                         loss_weights=loss_weights, weighted_metrics=weighted_metrics)
         self.__dict__["_compile_arguments"] = dict(optimizer=optimizer, loss=loss,
-                                                   metrics=metrics, loss_weights=loss_weights)
+                                                   metrics=metrics, loss_weights=loss_weights,
+                                                   weighted_metrics=weighted_metrics)
 
     @property
     def optimizer(self):

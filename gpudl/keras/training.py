@@ -36,7 +36,7 @@ class Compiled:
     def __init__(self, model, optimizer, losses, loss_weights, metrics):
         self.model, self.spec = model, optimizer
         self.losses, self.loss_weights, self.metrics = losses, loss_weights, metrics
-        self._optimizer, self.trainable = None, None
+        self._optimizer, self.trainable, self.class_weights = None, None, None
         if any(True for _ in model.parameters()):
             self.optimizer                       # noqa: B018 (build it now)
 
@@ -52,6 +52,7 @@ class Compiled:
         """``loss(output, target)`` for gpudl.train: the (weighted) sum over outputs; a
         ``WeightedTarget`` carries per-sample weights."""
         class_weights = None if not class_weight else ClassWeights(class_weight)
+        self.class_weights = class_weights            # for weighted_metrics (training batches)
 
         def loss(output, target):
             # Keras weighs only the training batches by class: validation runs in eval mode
@@ -114,21 +115,89 @@ def _weighted(loss, y_true, y_pred, class_weights, sample_weight=None, mask=None
     """The loss with per-sample weights: ``sample_weight`` times the ``ClassWeights`` of the
     labels (if any); ``mask``: the output's mask."""
     masked = {} if mask is None else {"mask": mask}
-    if class_weights is None:
-        if sample_weight is None:
-            return loss(y_true, y_pred, **masked)
-        return loss(y_true, y_pred, sample_weight=sample_weight, **masked)
-    labels = y_true._data
-    if labels.ndim == y_pred.ndim and y_pred.shape[-1] > 1:
-        labels = labels.argmax(axis=-1)                   # one-hot targets
-    labels = labels.round().astype(np.int64).reshape(labels.shape[0], -1)[:, 0]
-    weights = class_weights.of(labels, y_pred.device)
-    if sample_weight is not None:
-        weights = weights.reshape((-1,) + (1,) * (sample_weight.ndim - 1)) * sample_weight
+    weights = _sample_weights(y_true._data, y_pred._data, y_pred.device, class_weights,
+                              sample_weight)
+    if weights is None:
+        return loss(y_true, y_pred, **masked)
     return loss(y_true, y_pred, sample_weight=weights, **masked)
 
 
-def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None):
+def _sample_weights(y_true, y_pred, device, class_weights, sample_weight):
+    """Keras's per-sample weights of a batch (device arrays ``y_true``, ``y_pred``):
+    ``sample_weight`` times the class weights of the labels (one-hot targets: their arg-max);
+    None when there are neither. A Tensor when ``sample_weight`` is one or class weights
+    apply, else ``sample_weight`` as given."""
+    if class_weights is None:
+        return sample_weight
+    labels = y_true
+    if labels.ndim == y_pred.ndim and y_pred.shape[-1] > 1:
+        labels = labels.argmax(axis=-1)                   # one-hot targets
+    labels = labels.round().astype(np.int64).reshape(labels.shape[0], -1)[:, 0]
+    weights = class_weights.of(labels, device)
+    if sample_weight is not None:
+        weights = weights.reshape((-1,) + (1,) * (sample_weight.ndim - 1)) * sample_weight
+    return weights
+
+
+class WeightedMetric:
+    """An entry of compile's ``weighted_metrics``: the metric weighted per sample as Keras
+    weighs it, by ``sample_weight`` (fit's, evaluate's, validation_data's third element) times
+    fit's ``class_weight`` on training batches. A name ('accuracy', 'mae', ...) is the weighted
+    mean of its per-sample values (values averaged over each sample's other axes first, as
+    Keras's ``reduce_to_samplewise_values``); a metric object gets the weights as its
+    ``sample_weight``; a function ``fn(y_true, y_pred)`` is a ``MeanMetricWrapper``."""
+
+    def __init__(self, metric, config, name=None):
+        self.config = config
+        if isinstance(metric, str):
+            if metric not in keras_metrics.VALUES:
+                raise ValueError(f"compile: unknown weighted metric {metric!r}; expected one of "
+                                 f"{sorted(keras_metrics.VALUES)}, a metric object or a "
+                                 "function f(y_true, y_pred)")
+            self.values_of, self.metric = keras_metrics.VALUES[metric], None
+            base = metric
+        else:
+            if isinstance(metric, keras_metrics.Metric):
+                self.metric = metric
+            elif callable(metric):
+                self.metric = keras_metrics.MeanMetricWrapper(metric)
+            else:
+                raise TypeError(f"compile: weighted_metrics entries must be names, metric "
+                                f"objects or functions, got {type(metric).__name__}")
+            base = self.metric.name
+        self.__name__ = name or base
+
+    def weights(self, output, target):
+        sample_weight = target[1] if isinstance(target, WeightedTarget) else None
+        class_weights = self.config.class_weights if self.config.model.training else None
+        weights = _sample_weights(keras_metrics.unweighted(target), output, None,
+                                  class_weights, sample_weight)
+        return weights._data if isinstance(weights, Tensor) else weights
+
+    def prepare(self, output, target):
+        weights, y_true = self.weights(output, target), keras_metrics.unweighted(target)
+        if self.metric is not None:
+            return self.metric.prepare(output, y_true if weights is None else
+                                       WeightedTarget((y_true, weights)))
+        xp = backend.get_array_module(output)
+        values = self.values_of(output, y_true).astype(output.dtype)
+        n = values.shape[0]
+        values = values.reshape(n, -1).mean(axis=1)
+        weights = xp.ones(n, output.dtype) if weights is None else \
+            weights.reshape(n, -1).mean(axis=1).astype(output.dtype)
+        return values, weights
+
+    def __call__(self, y_true, y_pred):
+        if self.metric is not None:
+            return self.metric.epoch_value(y_true, y_pred)
+        # prepare gave (values, weights); gpudl.train calls metrics as fn(targets, predictions)
+        weights, values = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+        total = weights.sum()
+        return float((values * weights).sum() / total) if total else 0.0
+
+
+def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
+            weighted_metrics=None):
     """Attach an optimizer, losses and metrics to ``model`` (Keras's ``compile``).
 
     Args:
@@ -141,6 +210,9 @@ def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=No
         metrics: names ('accuracy' with Keras's rules, 'precision', 'recall', 'f1') or
             ``fn(y_true, y_pred)`` callables.
         loss_weights: one float per output.
+        weighted_metrics: metrics weighted by sample weights (and fit's class weights), see
+            ``WeightedMetric``; logged under their names, ``weighted_<name>`` when ``metrics``
+            has that name too (Keras's rule). Single-output models.
     """
     if loss is None:
         raise ValueError("compile: give a loss, e.g. loss='mse' or "
@@ -173,8 +245,32 @@ def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=No
     if isinstance(optimizer, str):
         keras_optimizers.named(optimizer)        # refuse an unknown name now
     config = Compiled(model, optimizer, losses, loss_weights, metrics)
+    config.metrics = metrics + _weighted_metrics(weighted_metrics, config, metrics, outputs)
     object.__setattr__(model, "_compiled", config)
     return model
+
+
+def _weighted_metrics(weighted_metrics, config, metrics, outputs):
+    """compile's ``weighted_metrics`` as ``WeightedMetric`` objects, named as Keras names
+    them (``weighted_`` before a name ``metrics`` already logs)."""
+    if weighted_metrics is None:
+        return []
+    if isinstance(weighted_metrics, (str, dict)) or not isinstance(weighted_metrics,
+                                                                   (list, tuple)):
+        raise TypeError(f"compile: weighted_metrics must be a list or tuple of metrics, got "
+                        f"{type(weighted_metrics).__name__}")
+    if weighted_metrics and outputs > 1:
+        raise NotImplementedError(f"compile: weighted_metrics is supported for models with one "
+                                  f"output; this one has {outputs}")
+    taken = {getattr(m, "__name__", None) for m in metrics}
+    resolved = []
+    for metric in weighted_metrics:
+        entry = WeightedMetric(metric, config)
+        if entry.__name__ in taken:
+            entry.__name__ = f"weighted_{entry.__name__}"
+        taken.add(entry.__name__)
+        resolved.append(entry)
+    return resolved
 
 
 def _by_output_name(values, names, what, default=None):

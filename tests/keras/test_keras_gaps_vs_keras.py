@@ -1,0 +1,211 @@
+"""The Keras gaps closed in session 24 against Keras 3 itself (torch backend): the same
+script runs with Keras and with gpudl.keras from Keras's initial weights, on the same data
+unshuffled, and must give the same histories, weights and results (float32 tolerances):
+optimizer clipping, the learning-rate schedules, fit's initial_epoch / steps_per_epoch / dict
+inputs, EarlyStopping's start_from_epoch / baseline / restore_best_weights, ModelCheckpoint's
+best ``.keras`` file, compile's weighted_metrics, MultiHeadAttention's attention_axes and a
+first-hour tour (summary, evaluate(return_dict), predict(batch_size), to_categorical, save and
+load_model, layer get/set_weights).
+
+Keras is an oracle here, not a dependency: without it the module is skipped (the same features
+are checked against independent references in test_keras_gaps.py).
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from keras_oracle import import_keras
+
+real_keras = import_keras()
+from test_keras_ports import _port, _start  # noqa: E402
+
+
+def _rng():
+    return np.random.default_rng(24)
+
+
+def _regression(n=48, features=4):
+    rng = _rng()
+    x = rng.normal(size=(n, features)).astype("float32")
+    y = (x @ rng.normal(size=(features, 1)).astype("float32") * 3 + 1).astype("float32")
+    return x, y
+
+
+def _mlp(keras, features=4):
+    return keras.Sequential([keras.Input(shape=(features,)),
+                             keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(1)])
+
+
+# -- the scripts: each takes the keras module and the initial weights (None: its own) --------
+
+def clipping(keras, init, option, optimizer):
+    """clipnorm / clipvalue / global_clipnorm with large gradients (every step clipped)."""
+    x, y = _regression()
+    model = _mlp(keras)
+    start = _start(model, init)
+    value = {"clipnorm": 0.3, "clipvalue": 0.05, "global_clipnorm": 0.5}[option]
+    make = {"sgd": lambda **kw: keras.optimizers.SGD(learning_rate=0.05, momentum=0.5, **kw),
+            "adam": lambda **kw: keras.optimizers.Adam(learning_rate=0.01, **kw)}[optimizer]
+    model.compile(optimizer=make(**{option: value}), loss="mse")
+    history = model.fit(x, y * 10, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    return dict(init=start, history=history.history, weights=model.get_weights())
+
+
+SCHEDULES = {
+    "polynomial": lambda s: s.PolynomialDecay(0.05, decay_steps=7, end_learning_rate=0.005,
+                                              power=0.5),
+    "polynomial_cycle": lambda s: s.PolynomialDecay(0.05, decay_steps=4, power=2.0, cycle=True),
+    "cosine_warmup": lambda s: s.CosineDecay(0.0, decay_steps=8, alpha=0.1, warmup_target=0.05,
+                                             warmup_steps=5),
+    "cosine_restarts": lambda s: s.CosineDecayRestarts(0.05, first_decay_steps=3, t_mul=1.5,
+                                                       m_mul=0.7, alpha=0.1),
+    "exponential": lambda s: s.ExponentialDecay(0.05, decay_steps=4, decay_rate=0.6),
+    "inverse_time": lambda s: s.InverseTimeDecay(0.05, decay_steps=3, decay_rate=0.5),
+    "piecewise": lambda s: s.PiecewiseConstantDecay([5, 11], [0.05, 0.02, 0.005]),
+}
+
+
+def schedules(keras, init, name):
+    """A schedule as SGD-with-momentum's learning rate over 18 updates."""
+    x, y = _regression()
+    model = _mlp(keras)
+    start = _start(model, init)
+    rate = SCHEDULES[name](keras.optimizers.schedules)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=rate, momentum=0.8), loss="mse")
+    history = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    return dict(init=start, history=history.history, weights=model.get_weights(),
+                rates=[float(rate(step)) for step in range(30)])
+
+
+def resume_steps_and_dicts(keras, init):
+    """A two-input functional model fed dicts (keys in another order than the inputs), dict
+    targets, steps_per_epoch that runs out of data, initial_epoch, validation_batch_size;
+    evaluate(return_dict=True), predict(batch_size=)."""
+    rng = _rng()
+    xa = rng.normal(size=(40, 3)).astype("float32")
+    xb = rng.normal(size=(40, 2)).astype("float32")
+    y = (xa.sum(1, keepdims=True) - 2 * xb[:, :1]).astype("float32")
+    a, b = keras.Input(shape=(3,), name="alpha"), keras.Input(shape=(2,), name="beta")
+    hidden = keras.layers.Dense(5, activation="relu")(keras.layers.Concatenate()([a, b]))
+    model = keras.Model([a, b], keras.layers.Dense(1, name="score")(hidden))
+    start = _start(model, init)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", metrics=["mae"])
+    inputs = {"beta": xb, "alpha": xa}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                   # "your input ran out of data"
+        first = model.fit(inputs, y, batch_size=8, epochs=4, initial_epoch=1,
+                          steps_per_epoch=3, shuffle=False, verbose=0,
+                          validation_data=({"alpha": xa[:10], "beta": xb[:10]}, y[:10]),
+                          validation_batch_size=4)
+        second = model.fit(inputs, y, epochs=2, steps_per_epoch=3, shuffle=False, verbose=0)
+    return dict(init=start, first=first.history, first_epochs=first.epoch,
+                second=second.history, weights=model.get_weights(),
+                evaluate=model.evaluate(inputs, y, verbose=0, return_dict=True),
+                predict=model.predict(inputs, batch_size=7, verbose=0))
+
+
+def early_stopping(keras, init, variant):
+    """EarlyStopping's start_from_epoch, baseline, patience and restore_best_weights on a
+    noisy validation set (Keras 3's counting)."""
+    rng = _rng()
+    x, y = _regression(60)
+    y_val = y[:20] + rng.normal(size=(20, 1)).astype("float32") * 4
+    model = _mlp(keras)
+    start = _start(model, init)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.08, momentum=0.9), loss="mse")
+    options = {"start": dict(patience=1, start_from_epoch=3, restore_best_weights=True),
+               "baseline": dict(patience=2, baseline=1.0, restore_best_weights=True),
+               "patience0": dict(patience=0, min_delta=0.01),
+               "restore": dict(patience=2, restore_best_weights=True)}[variant]
+    stopper = keras.callbacks.EarlyStopping(**options)
+    history = model.fit(x, y, batch_size=12, epochs=14, shuffle=False, verbose=0,
+                        validation_data=(x[:20], y_val), callbacks=[stopper])
+    return dict(init=start, history=history.history, epochs=history.epoch,
+                stopped=stopper.stopped_epoch, best=stopper.best_epoch,
+                weights=model.get_weights())
+
+
+def checkpoint_and_reload(keras, init, tmp_path):
+    """ModelCheckpoint(save_best_only) writing the whole model to .keras, read back with
+    load_model; model.save / load_model round trip (compiled, same predictions and
+    evaluate); a layer's get_weights / set_weights."""
+    x, y = _regression(40)
+    model = _mlp(keras)
+    start = _start(model, init)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.02, momentum=0.5), loss="mse",
+                  metrics=["mae"])
+    best = str(tmp_path / "best.keras")
+    y_val = y[:16] + _rng().normal(size=(16, 1)).astype("float32") * 3
+    history = model.fit(x, y, batch_size=8, epochs=8, shuffle=False, verbose=0,
+                        validation_data=(x[:16], y_val),
+                        callbacks=[keras.callbacks.ModelCheckpoint(best, save_best_only=True)])
+    best_epoch = int(np.argmin(history.history["val_loss"]))
+    reloaded = keras.models.load_model(best)
+    model.save(str(tmp_path / "last.keras"))
+    last = keras.models.load_model(str(tmp_path / "last.keras"))
+    layer = last.layers[0]
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel * 0.5, bias + 1.0])
+    return dict(init=start, history=history.history, best_epoch=best_epoch,
+                best_predict=reloaded.predict(x[:5], verbose=0),
+                last_evaluate=model.evaluate(x, y, verbose=0),
+                reloaded_evaluate=keras.models.load_model(
+                    str(tmp_path / "last.keras")).evaluate(x, y, verbose=0),
+                changed=last.predict(x[:5], verbose=0), layer=layer.get_weights())
+
+
+def weighted_metrics(keras, init, weighting):
+    """compile(weighted_metrics=...) beside the same names in metrics: sample_weight in fit,
+    validation_data's weights, class_weight, evaluate's sample_weight."""
+    rng = _rng()
+    x = rng.normal(size=(40, 5)).astype("float32")
+    labels = (x[:, 0] + x[:, 1] > 0).astype("int64") + (x[:, 2] > 0.8).astype("int64")
+    model = keras.Sequential([keras.Input(shape=(5,)), keras.layers.Dense(6, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    start = _start(model, init)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.2), metrics=["accuracy"],
+                  loss="sparse_categorical_crossentropy",
+                  weighted_metrics=["accuracy", keras.metrics.SparseCategoricalAccuracy(name="sca"),
+                                    keras.losses.sparse_categorical_crossentropy])
+    weights = rng.uniform(0.1, 3.0, size=40).astype("float32")
+    extra = {"sample": dict(sample_weight=weights,
+                            validation_data=(x[:12], labels[:12], weights[:12])),
+             "class": dict(class_weight={0: 0.5, 1: 2.0, 2: 4.0},
+                           validation_data=(x[:12], labels[:12]))}[weighting]
+    history = model.fit(x, labels, batch_size=8, epochs=3, shuffle=False, verbose=0, **extra)
+    return dict(init=start, history=history.history, weights=model.get_weights(),
+                evaluate=model.evaluate(x, labels, sample_weight=weights, verbose=0,
+                                        return_dict=True))
+
+
+# -- the tests ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("option", ["clipnorm", "clipvalue", "global_clipnorm"])
+def test_clipping_ports(option, optimizer):
+    _port(clipping, option, optimizer)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_schedule_ports(name):
+    _port(schedules, name)
+
+
+def test_resume_steps_and_dict_inputs_port():
+    _port(resume_steps_and_dicts)
+
+
+@pytest.mark.parametrize("variant", ["start", "baseline", "patience0", "restore"])
+def test_early_stopping_ports(variant):
+    _port(early_stopping, variant)
+
+
+def test_checkpoint_and_reload_port(tmp_path):
+    _port(checkpoint_and_reload, tmp_path)
+
+
+@pytest.mark.parametrize("weighting", ["sample", "class"])
+def test_weighted_metrics_ports(weighting):
+    _port(weighted_metrics, weighting)
