@@ -137,7 +137,7 @@ def checkpoint_and_reload(keras, init, tmp_path):
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.02, momentum=0.5), loss="mse",
                   metrics=["mae"])
     best = str(tmp_path / "best.keras")
-    y_val = y[:16] + _rng().normal(size=(16, 1)).astype("float32") * 3
+    y_val = y[:16][::-1].copy()                   # a validation loss that turns up
     history = model.fit(x, y, batch_size=8, epochs=8, shuffle=False, verbose=0,
                         validation_data=(x[:16], y_val),
                         callbacks=[keras.callbacks.ModelCheckpoint(best, save_best_only=True)])
@@ -209,3 +209,38 @@ def test_checkpoint_and_reload_port(tmp_path):
 @pytest.mark.parametrize("weighting", ["sample", "class"])
 def test_weighted_metrics_ports(weighting):
     _port(weighted_metrics, weighting)
+
+
+@pytest.mark.parametrize("shape, axes, masked", [
+    ((2, 3, 4, 6), None, False), ((2, 3, 4, 6), (1,), False), ((2, 3, 4, 6), (2,), True),
+    ((2, 3, 4, 6), -2, True), ((2, 2, 3, 2, 5), (1, 3), True), ((3, 5, 6), (1,), True)])
+def test_multi_head_attention_axes_matches_keras(shape, axes, masked):
+    """MultiHeadAttention(attention_axes=...) on inputs of rank 3 to 5 with Keras's weights:
+    the output and the attention scores (Keras's layout), with an attention_mask."""
+    import gpudl as gd
+    from gpudl import keras as gk
+    rng = _rng()
+    query = rng.normal(size=shape).astype("float32")
+    value = rng.normal(size=shape[:-1] + (4,)).astype("float32")
+    theirs = real_keras.layers.MultiHeadAttention(num_heads=2, key_dim=3, value_dim=2,
+                                                  attention_axes=axes)
+    ours = gk.layers.MultiHeadAttention(num_heads=2, key_dim=3, value_dim=2,
+                                        attention_axes=axes)
+    kwargs, ours_kwargs = {}, {}
+    if masked:
+        rank = len(shape) + 1
+        att = ours._axes(len(shape))
+        mask_shape = (shape[0],) + tuple(shape[a] for a in att) * 2
+        mask = rng.uniform(size=mask_shape) > 0.3
+        kwargs, ours_kwargs = dict(attention_mask=mask), dict(attention_mask=gd.tensor(mask))
+        assert rank == len(shape) + 1
+    out, scores = theirs(query, value, return_attention_scores=True, **kwargs)
+    ours(gd.tensor(query), gd.tensor(value), **ours_kwargs)                 # builds
+    ours.set_weights([w.numpy() if hasattr(w, "numpy") else np.asarray(w)
+                      for w in theirs.get_weights()])
+    got, got_scores = ours(gd.tensor(query), gd.tensor(value), return_attention_scores=True,
+                           **ours_kwargs)
+    expected = [np.asarray(t.detach().cpu()) for t in (out, scores)]
+    assert tuple(got_scores.shape) == expected[1].shape
+    np.testing.assert_allclose(got.numpy(), expected[0], rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(got_scores.numpy(), expected[1], rtol=2e-5, atol=2e-6)
