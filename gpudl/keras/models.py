@@ -268,10 +268,14 @@ class Model(Layer):
             lines.append(row(f"{layer.name} ({type(layer).__name__})", _shape_text(shape),
                              f"{layer.count_params():,}"))
         total = self.count_params()
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        lines += ["=" * line_length, f"Total params: {total:,}",
-                  f"Trainable params: {trainable:,}",
-                  f"Non-trainable params: {total - trainable:,}", "_" * line_length]
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        count = sum(p.numel() for p in trainable)
+        total_bytes = sum(w.numel() * w._data.dtype.itemsize for w in self.weights)
+        trainable_bytes = sum(p.numel() * p._data.dtype.itemsize for p in trainable)
+        lines += ["=" * line_length, f"Total params: {total:,} ({_memory(total_bytes)})",
+                  f"Trainable params: {count:,} ({_memory(trainable_bytes)})",
+                  f"Non-trainable params: {total - count:,} "
+                  f"({_memory(total_bytes - trainable_bytes)})", "_" * line_length]
         for line in lines:
             print_fn(line)
 
@@ -314,6 +318,15 @@ class KerasOptimizerView:
             object.__setattr__(self, name, value)
         else:
             setattr(self.wrapped, name, value)
+
+
+def _memory(size):
+    """Keras's ``readable_memory_size``: bytes as '1.22 KB' (powers of 1024)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size / 1024 < 1:
+            return f"{size:.2f} {unit}"
+        size /= 1024
+    return f"{size:.2f} PB"
 
 
 def _shapes(symbols):

@@ -169,8 +169,10 @@ class WeightedMetric:
 
     def weights(self, output, target):
         sample_weight = target[1] if isinstance(target, WeightedTarget) else None
-        class_weights = self.config.class_weights if self.config.model.training else None
-        weights = _sample_weights(keras_metrics.unweighted(target), output, None,
+        model = self.config.model
+        class_weights = self.config.class_weights if model.training else None
+        device = None if class_weights is None else next(iter(model.parameters())).device
+        weights = _sample_weights(keras_metrics.unweighted(target), output, device,
                                   class_weights, sample_weight)
         return weights._data if isinstance(weights, Tensor) else weights
 

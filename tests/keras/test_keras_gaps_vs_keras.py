@@ -244,3 +244,25 @@ def test_multi_head_attention_axes_matches_keras(shape, axes, masked):
     assert tuple(got_scores.shape) == expected[1].shape
     np.testing.assert_allclose(got.numpy(), expected[0], rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(got_scores.numpy(), expected[1], rtol=2e-5, atol=2e-6)
+
+
+def _summary_totals(keras):
+    inputs = keras.Input(shape=(8, 8, 3))
+    hidden = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    hidden = keras.layers.BatchNormalization()(hidden)
+    hidden = keras.layers.Flatten()(keras.layers.MaxPooling2D()(hidden))
+    model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(hidden))
+    lines = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+    return [row.strip() for line in lines for row in line.splitlines() if "params:" in row]
+
+
+def test_first_hour_tour_matches_keras():
+    """summary's totals (counts and Keras's memory sizes, non-trainable BatchNormalization
+    statistics included) and to_categorical."""
+    from gpudl import keras as gk
+    assert _summary_totals(gk) == _summary_totals(real_keras)
+    for labels, classes in (([0, 2, 1, 2], 4), (np.array([[1], [0], [3]]), None),
+                            (np.array([[0, 1], [2, 1]]), 3)):
+        np.testing.assert_array_equal(gk.utils.to_categorical(labels, classes),
+                                      real_keras.utils.to_categorical(labels, classes))
