@@ -576,8 +576,8 @@ def predict(model, x, batch_size=None, verbose="auto"):
     """The model's outputs for ``x`` in eval mode, batch by batch: one NumPy array (a list for
     several outputs), read from the device once. The train/eval mode is restored, even on an
     exception."""
-    loader = _batches(_tensors(_by_name(model, x, "x", "predict"), "x", "predict"), [], 32 if batch_size is None else batch_size,
-                      False, "predict")
+    loader = _batches(_tensors(_by_name(model, x, "x", "predict"), "x", "predict"), [],
+                      32 if batch_size is None else batch_size, False, "predict")
     was_training = getattr(model, "training", False)
     model.eval()
     outputs = []

@@ -227,13 +227,10 @@ def test_multi_head_attention_axes_matches_keras(shape, axes, masked):
     ours = gk.layers.MultiHeadAttention(num_heads=2, key_dim=3, value_dim=2,
                                         attention_axes=axes)
     kwargs, ours_kwargs = {}, {}
-    if masked:
-        rank = len(shape) + 1
-        att = ours._axes(len(shape))
-        mask_shape = (shape[0],) + tuple(shape[a] for a in att) * 2
-        mask = rng.uniform(size=mask_shape) > 0.3
+    if masked:                   # (batch, query attention axes, key attention axes)
+        attended = ours._axes(len(shape))
+        mask = rng.uniform(size=(shape[0],) + tuple(shape[a] for a in attended) * 2) > 0.3
         kwargs, ours_kwargs = dict(attention_mask=mask), dict(attention_mask=gd.tensor(mask))
-        assert rank == len(shape) + 1
     out, scores = theirs(query, value, return_attention_scores=True, **kwargs)
     ours(gd.tensor(query), gd.tensor(value), **ours_kwargs)                 # builds
     ours.set_weights([w.numpy() if hasattr(w, "numpy") else np.asarray(w)
