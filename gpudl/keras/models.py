@@ -295,6 +295,11 @@ class KerasOptimizerView:
 
     @property
     def learning_rate(self):
+        """The rate of the next update: with a schedule, ``schedule(iterations)`` (Keras's
+        ``_get_current_learning_rate``), else the first parameter group's."""
+        schedule = getattr(self.wrapped, "learning_rate_schedule", None)
+        if schedule is not None:
+            return float(schedule(self.wrapped.iterations))
         return self.wrapped.param_groups[0]["lr"]
 
     @learning_rate.setter

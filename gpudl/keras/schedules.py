@@ -150,3 +150,19 @@ def _positive(owner, **values):
     for name, value in values.items():
         if not value > 0:
             raise ValueError(f"{owner}: {name} must be positive, got {value!r}")
+
+
+def serialize(learning_rate_schedule):
+    """Keras's ``schedules.serialize``: ``{"module", "class_name", "config"}``."""
+    from .serialization import serialize as serialize_object
+    return serialize_object(learning_rate_schedule, "serialize")
+
+
+def deserialize(config, custom_objects=None):
+    """Keras's ``schedules.deserialize``: the schedule ``serialize`` described."""
+    from .serialization import deserialize as deserialize_object
+    schedule = deserialize_object(config, custom_objects)
+    if not isinstance(schedule, LearningRateSchedule):
+        raise ValueError(f"schedules.deserialize: expected a LearningRateSchedule config, got "
+                         f"{config!r:.80}")
+    return schedule

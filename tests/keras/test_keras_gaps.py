@@ -153,6 +153,22 @@ def test_a_schedule_drives_each_sgd_update(rng):
         np.testing.assert_allclose(p.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_model_optimizer_learning_rate_is_the_next_updates_and_schedules_serialize(rng):
+    schedule = schedules.CosineDecayRestarts(0.1, 2, t_mul=1.5, m_mul=0.5)
+    model = keras.Sequential([keras.Input(shape=(2,)), layers.Dense(1)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=schedule), loss="mse")
+    assert model.optimizer.learning_rate == pytest.approx(0.1)
+    x = rng.standard_normal((10, 2)).astype(np.float32)
+    model.fit(x, x[:, :1], batch_size=4, epochs=2, verbose=0)           # 6 updates
+    assert model.optimizer.iterations == 6
+    assert model.optimizer.learning_rate == pytest.approx(_restarts(6, 0.1, 2, 1.5, 0.5, 0.0))
+    config = schedules.serialize(schedule)
+    assert config["class_name"] == "CosineDecayRestarts"
+    assert schedules.deserialize(config)(5) == schedule(5)
+    with pytest.raises(ValueError, match="expected a LearningRateSchedule config"):
+        schedules.deserialize(keras.saving.serialize(keras.losses.MeanSquaredError()))
+
+
 def test_schedule_arguments_are_checked():
     with pytest.raises(ValueError, match="PolynomialDecay: decay_steps must be positive, got 0"):
         schedules.PolynomialDecay(0.1, 0)

@@ -75,8 +75,12 @@ def schedules(keras, init, name):
     rate = SCHEDULES[name](keras.optimizers.schedules)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=rate, momentum=0.8), loss="mse")
     history = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    rebuilt = keras.optimizers.schedules.deserialize(real_keras.optimizers.schedules.serialize(
+        SCHEDULES[name](real_keras.optimizers.schedules)))       # Keras's config read back
     return dict(init=start, history=history.history, weights=model.get_weights(),
-                rates=[float(rate(step)) for step in range(30)])
+                rates=[float(rate(step)) for step in range(30)],
+                rebuilt=[float(rebuilt(step)) for step in range(30)],
+                next_rate=float(model.optimizer.learning_rate))
 
 
 def resume_steps_and_dicts(keras, init):
