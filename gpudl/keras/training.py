@@ -147,8 +147,8 @@ class WeightedMetric:
     Keras's ``reduce_to_samplewise_values``); a metric object gets the weights as its
     ``sample_weight``; a function ``fn(y_true, y_pred)`` is a ``MeanMetricWrapper``."""
 
-    def __init__(self, metric, config, name=None):
-        self.config = config
+    def __init__(self, metric, config, index=None):
+        self.config, self.index = config, index
         if isinstance(metric, str):
             if metric not in keras_metrics.VALUES:
                 raise ValueError(f"compile: unknown weighted metric {metric!r}; expected one of "
@@ -165,7 +165,7 @@ class WeightedMetric:
                 raise TypeError(f"compile: weighted_metrics entries must be names, metric "
                                 f"objects or functions, got {type(metric).__name__}")
             base = self.metric.name
-        self.__name__ = name or base
+        self.__name__ = base
 
     def weights(self, output, target):
         sample_weight = target[1] if isinstance(target, WeightedTarget) else None
@@ -177,6 +177,12 @@ class WeightedMetric:
         return weights._data if isinstance(weights, Tensor) else weights
 
     def prepare(self, output, target):
+        if self.index is not None:                   # one output of several
+            sample_weight = target[1] if isinstance(target, WeightedTarget) else None
+            output = output[self.index]
+            target = keras_metrics.unweighted(target)[self.index]
+            if sample_weight is not None:
+                target = WeightedTarget((target, sample_weight))
         weights, y_true = self.weights(output, target), keras_metrics.unweighted(target)
         if self.metric is not None:
             return self.metric.prepare(output, y_true if weights is None else
@@ -214,7 +220,8 @@ def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=No
         loss_weights: one float per output.
         weighted_metrics: metrics weighted by sample weights (and fit's class weights), see
             ``WeightedMetric``; logged under their names, ``weighted_<name>`` when ``metrics``
-            has that name too (Keras's rule). Single-output models.
+            has that name too (Keras's rule); for several outputs as ``metrics`` (a list for
+            each output, or a dict by output name), logged as ``<output>_<name>``.
     """
     if loss is None:
         raise ValueError("compile: give a loss, e.g. loss='mse' or "
@@ -247,31 +254,50 @@ def compile(model, optimizer="rmsprop", loss=None, metrics=None, loss_weights=No
     if isinstance(optimizer, str):
         keras_optimizers.named(optimizer)        # refuse an unknown name now
     config = Compiled(model, optimizer, losses, loss_weights, metrics)
-    config.metrics = metrics + _weighted_metrics(weighted_metrics, config, metrics, outputs)
+    config.metrics = metrics + _weighted_metrics(weighted_metrics, config, metrics,
+                                                 names if outputs > 1 else None)
     object.__setattr__(model, "_compiled", config)
     return model
 
 
-def _weighted_metrics(weighted_metrics, config, metrics, outputs):
+def _weighted_metrics(weighted_metrics, config, metrics, names):
     """compile's ``weighted_metrics`` as ``WeightedMetric`` objects, named as Keras names
-    them (``weighted_`` before a name ``metrics`` already logs)."""
+    them: ``<output>_<name>`` for a model with several outputs (a list applies to each, a dict
+    maps output names to lists, a list of one list per output is taken in output order),
+    ``weighted_`` before a name ``metrics`` already logs."""
     if weighted_metrics is None:
         return []
-    if isinstance(weighted_metrics, (str, dict)) or not isinstance(weighted_metrics,
-                                                                   (list, tuple)):
-        raise TypeError(f"compile: weighted_metrics must be a list or tuple of metrics, got "
-                        f"{type(weighted_metrics).__name__}")
-    if weighted_metrics and outputs > 1:
-        raise NotImplementedError(f"compile: weighted_metrics is supported for models with one "
-                                  f"output; this one has {outputs}")
+    if isinstance(weighted_metrics, str) or not isinstance(weighted_metrics,
+                                                           (list, tuple, dict)):
+        raise TypeError(f"compile: weighted_metrics must be a list, tuple or dict (by output "
+                        f"name) of metrics, got {type(weighted_metrics).__name__}")
+    outputs = names or [None]
+    if isinstance(weighted_metrics, dict):
+        if names is None:
+            raise ValueError("compile: weighted_metrics as a dict needs a model with several "
+                             "named outputs")
+        unknown = sorted(set(weighted_metrics) - set(names))
+        if unknown:
+            raise ValueError(f"compile: weighted_metrics for unknown outputs {unknown}; "
+                             f"outputs: {names}")
+    per_output = names is not None and not isinstance(weighted_metrics, dict) and \
+        len(weighted_metrics) == len(names) and \
+        all(m is None or isinstance(m, (list, tuple)) for m in weighted_metrics)
     taken = {getattr(m, "__name__", None) for m in metrics}
     resolved = []
-    for metric in weighted_metrics:
-        entry = WeightedMetric(metric, config)
-        if entry.__name__ in taken:
-            entry.__name__ = f"weighted_{entry.__name__}"
-        taken.add(entry.__name__)
-        resolved.append(entry)
+    for index, output in enumerate(outputs):
+        if isinstance(weighted_metrics, dict):
+            chosen = weighted_metrics.get(output) or []
+        else:                            # Keras 3: one list per output; a flat list: each
+            chosen = (weighted_metrics[index] or []) if per_output else weighted_metrics
+        for metric in [chosen] if isinstance(chosen, str) or callable(chosen) else chosen:
+            entry = WeightedMetric(metric, config, None if output is None else index)
+            prefix = "" if output is None else f"{output}_"
+            entry.__name__ = prefix + entry.__name__
+            if entry.__name__ in taken:
+                entry.__name__ = f"{prefix}weighted_{entry.__name__[len(prefix):]}"
+            taken.add(entry.__name__)
+            resolved.append(entry)
     return resolved
 
 

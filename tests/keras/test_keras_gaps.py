@@ -388,13 +388,39 @@ def test_weighted_metrics_weigh_by_sample_and_class_weights(rng):
 
 def test_weighted_metrics_arguments_are_checked():
     model = keras.Sequential([keras.Input(shape=(2,)), layers.Dense(1)])
-    with pytest.raises(TypeError, match="weighted_metrics must be a list or tuple of metrics, "
-                                        "got str"):
+    with pytest.raises(TypeError, match=r"weighted_metrics must be a list, tuple or dict \(by "
+                                        r"output name\) of metrics, got str"):
         model.compile(loss="mse", weighted_metrics="mae")
+    with pytest.raises(ValueError, match="weighted_metrics as a dict needs a model with several"):
+        model.compile(loss="mse", weighted_metrics={"dense": ["mae"]})
     with pytest.raises(ValueError, match="unknown weighted metric 'maae'"):
         model.compile(loss="mse", weighted_metrics=["maae"])
     model.compile(loss="mse", weighted_metrics=["mse"], metrics=["mse"])
     assert [m.__name__ for m in model._compiled.metrics] == ["mse", "weighted_mse"]
+
+
+def test_weighted_metrics_of_a_two_output_model(rng):
+    x = rng.standard_normal((20, 3)).astype(np.float32)
+    y = [rng.standard_normal((20, 1)).astype(np.float32) for _ in range(2)]
+    inputs = keras.Input(shape=(3,))
+    model = keras.Model(inputs, [layers.Dense(1, name="amount")(inputs),
+                                 layers.Dense(1, name="level")(inputs)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.0), loss="mse",
+                  metrics={"amount": ["mae"]}, weighted_metrics=[["mae"], ["mae", "mse"]])
+    weights = rng.uniform(0.1, 2.0, 20)
+    logs = model.evaluate(x, {"level": y[1], "amount": y[0]}, verbose=0, return_dict=True,
+                          sample_weight=weights.astype(np.float32))
+    kernel_a, bias_a, kernel_l, bias_l = (w.astype(np.float64) for w in model.get_weights())
+    errors = [(x @ kernel_a + bias_a - y[0])[:, 0], (x @ kernel_l + bias_l - y[1])[:, 0]]
+
+    def mean(values):
+        return (values * weights).sum() / weights.sum()
+    assert sorted(logs) == ["amount_loss", "amount_mae", "amount_weighted_mae", "level_loss",
+                            "level_mae", "level_mse", "loss"]
+    assert logs["amount_mae"] == pytest.approx(np.abs(errors[0]).mean(), rel=1e-5)
+    assert logs["amount_weighted_mae"] == pytest.approx(mean(np.abs(errors[0])), rel=1e-5)
+    assert logs["level_mae"] == pytest.approx(mean(np.abs(errors[1])), rel=1e-5)
+    assert logs["level_mse"] == pytest.approx(mean(errors[1] ** 2), rel=1e-5)
 
 
 # -- MultiHeadAttention(attention_axes=...) ----------------------------------------------------

@@ -184,6 +184,36 @@ def weighted_metrics(keras, init, weighting):
                                         return_dict=True))
 
 
+def two_outputs_by_name(keras, init, form):
+    """A two-output model given dict inputs, dict losses and loss weights by output name,
+    metrics and weighted_metrics (one list per output, or a dict), sample_weight."""
+    rng = _rng()
+    x = rng.normal(size=(36, 4)).astype("float32")
+    y_reg = (x[:, :1] * 2 - x[:, 1:2]).astype("float32")
+    y_cls = (x[:, 2] > 0).astype("float32")[:, None]
+    inputs = keras.Input(shape=(4,), name="features")
+    hidden = keras.layers.Dense(6, activation="tanh")(inputs)
+    model = keras.Model(inputs, [keras.layers.Dense(1, name="amount")(hidden),
+                                 keras.layers.Dense(1, activation="sigmoid", name="flag")(hidden)])
+    start = _start(model, init)
+    weighted = {"list": [["mae"], ["mae", "binary_accuracy"]],
+                "dict": {"flag": ["binary_accuracy", "mse"]}, "dict_targets": None}[form]
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05),
+                  loss={"flag": "binary_crossentropy", "amount": "mse"},
+                  loss_weights={"amount": 0.5, "flag": 2.0},
+                  metrics={"amount": ["mae"], "flag": ["mse"]}, weighted_metrics=weighted)
+    weights = rng.uniform(0.2, 2.0, size=36).astype("float32")
+    if form == "dict_targets":    # Keras 3.15 fails on dict targets with a sample_weight
+        targets, weights = {"flag": y_cls, "amount": y_reg}, None
+    else:
+        targets = [y_reg, y_cls]
+    history = model.fit({"features": x}, targets, batch_size=9, epochs=2, shuffle=False,
+                        verbose=0, sample_weight=weights)
+    return dict(init=start, history=history.history, weights=model.get_weights(),
+                evaluate=model.evaluate(x, targets, sample_weight=weights, verbose=0,
+                                        return_dict=True))
+
+
 # -- the tests ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -213,6 +243,11 @@ def test_checkpoint_and_reload_port(tmp_path):
 @pytest.mark.parametrize("weighting", ["sample", "class"])
 def test_weighted_metrics_ports(weighting):
     _port(weighted_metrics, weighting)
+
+
+@pytest.mark.parametrize("form", ["list", "dict", "dict_targets"])
+def test_two_outputs_by_name_ports(form):
+    _port(two_outputs_by_name, form)
 
 
 @pytest.mark.parametrize("shape, axes, masked", [
