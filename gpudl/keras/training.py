@@ -9,8 +9,10 @@ Arrays are cast as Keras casts them: floating point to float32, integers kept (E
 them; other layers cast). Several inputs or outputs are given as lists of arrays.
 """
 
+import itertools
 import math
 import numbers
+import types
 import warnings
 from contextlib import contextmanager
 
@@ -115,8 +117,8 @@ def _weighted(loss, y_true, y_pred, class_weights, sample_weight=None, mask=None
     """The loss with per-sample weights: ``sample_weight`` times the ``ClassWeights`` of the
     labels (if any); ``mask``: the output's mask."""
     masked = {} if mask is None else {"mask": mask}
-    weights = _sample_weights(y_true._data, y_pred._data, y_pred.device, class_weights,
-                              sample_weight)
+    weights = sample_weight if class_weights is None else _sample_weights(
+        y_true._data, y_pred._data, y_pred.device, class_weights, sample_weight)
     if weights is None:
         return loss(y_true, y_pred, **masked)
     return loss(y_true, y_pred, sample_weight=weights, **masked)
@@ -434,7 +436,8 @@ def _is_loader(x):
 
 def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
         validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
-        sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_batch_size=None):
+        sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+        validation_batch_size=None):
     """Train a compiled model on ``x``, ``y`` (arrays, or lists of arrays for several inputs or
     outputs, or dicts keyed by the model's input and output names; or ``x`` an iterable of
     ``(x, y)`` batches such as a DataLoader); returns the History (``history.history["loss"]``).
@@ -446,12 +449,15 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     continue from one epoch to the next, an epoch ends early (with a warning) when the data
     runs out, and the next one starts the data again; with arrays and no ``batch_size`` the
     batch size is ``ceil(samples / steps_per_epoch)``. ``validation_batch_size`` (default:
-    ``batch_size``) batches the validation data."""
+    ``batch_size``) batches the validation data; ``validation_steps``: each validation reads
+    at most that many batches, from a new iterator each time (as Keras's evaluate)."""
     config = compiled(model, "fit")
     steps = _positive_or_none(steps_per_epoch, "steps_per_epoch", "fit")
+    val_steps = _positive_or_none(validation_steps, "validation_steps", "fit")
+    given_batch_size = batch_size
     x, y = _by_name(model, x, "x", "fit"), _by_name(model, y, "y", "fit")
     if _is_loader(x):
-        loader, val = x, validation_data
+        loader, val = keras_batches(x, model, "fit"), validation_data
         batch_size = 32 if batch_size is None else batch_size
     else:
         if y is None:
@@ -466,23 +472,26 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                 ys, weights = ys[:-1], ys[-1]
                 validation_data = (validation_data[0], validation_data[1][:-1],
                                    validation_data[1][-1])
-        if batch_size is None:                        # Keras's ArrayDataAdapter
-            batch_size = math.ceil(len(xs[0]) / steps) if steps and xs[0].ndim else 32
+        batch_size = _batch_size(batch_size, xs, steps)
         loader = _batches(xs, ys, batch_size, shuffle, "fit", weights)
         val = validation_data
-    if val is not None and not _is_loader(val):
+    if val is not None and _is_loader(val):
+        val = keras_batches(val, model, "fit")
+    elif val is not None:
         if not isinstance(val, (tuple, list)) or len(val) not in (2, 3):
             raise ValueError("fit: validation_data must be (x_val, y_val) or (x_val, y_val, "
                              "sample_weight_val)")
         val_weights = val[2] if len(val) == 3 else None
         if val_weights is not None:
             val_weights = _as_tensor(val_weights, "sample_weight_val", "fit")
-        val = _batches(_tensors(_by_name(model, val[0], "x_val", "fit"), "x_val", "fit"),
-                       _tensors(_by_name(model, val[1], "y_val", "fit"), "y_val", "fit"),
-                       batch_size if validation_batch_size is None else validation_batch_size,
+        val_xs = _tensors(_by_name(model, val[0], "x_val", "fit"), "x_val", "fit")
+        val = _batches(val_xs, _tensors(_by_name(model, val[1], "y_val", "fit"), "y_val", "fit"),
+                       _batch_size(validation_batch_size or given_batch_size, val_xs, val_steps),
                        False, "fit", val_weights)
     if steps is not None:
         loader = StepsPerEpoch(loader, steps)
+    if val is not None and val_steps is not None:
+        val = StepsPerEpoch(val, val_steps, restart=True)
     with trainable_as_compiled(model, config):
         history = train.fit(model, config.loss_fn(class_weight), config.optimizer, loader,
                             epochs, val_loader=val, metrics=config.metrics,
@@ -492,6 +501,14 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     history.params = {"verbose": 1 if verbose == "auto" else verbose, "epochs": epochs,
                       "steps": len(loader) if hasattr(loader, "__len__") else None}
     return history
+
+
+def _batch_size(batch_size, xs, steps):
+    """Keras's ArrayDataAdapter: ``batch_size``, else ``ceil(samples / steps)`` with steps,
+    else 32."""
+    if batch_size is not None:
+        return batch_size
+    return math.ceil(len(xs[0]) / steps) if steps and xs[0].ndim else 32
 
 
 def _positive_or_none(value, name, where):
@@ -505,10 +522,11 @@ class StepsPerEpoch:
     """``steps`` batches of ``loader`` per epoch, as Keras's EpochIterator takes them with
     ``steps_per_epoch``: one iterator runs on across epochs; an epoch ends early, with a
     warning, when the loader runs out (``len(loader)`` batches seen, or StopIteration); the
-    epoch after that starts a new iterator (a new shuffle)."""
+    epoch after that starts a new iterator (a new shuffle). ``restart``: a new iterator for
+    every pass (Keras's evaluate, validation_steps)."""
 
-    def __init__(self, loader, steps):
-        self.loader, self.steps = loader, steps
+    def __init__(self, loader, steps, restart=False):
+        self.loader, self.steps, self.restart = loader, steps, restart
         self.known = len(loader) if hasattr(loader, "__len__") else None
         self.iterator, self.seen = None, 0
 
@@ -516,7 +534,7 @@ class StepsPerEpoch:
         return self.steps
 
     def __iter__(self):
-        if self.iterator is None:
+        if self.iterator is None or self.restart:
             self.iterator, self.seen = iter(self.loader), 0
         for _ in range(self.steps):
             if self.known is not None and self.seen >= self.known:
@@ -534,10 +552,66 @@ class StepsPerEpoch:
             self.iterator = None
 
 
+def keras_batches(loader, model, where):
+    """``loader`` (an iterable of batches: a Python generator, a PyDataset, ...) as gpudl.train
+    takes it: a gpudl DataLoader unchanged, anything else read through ``KerasBatches``."""
+    if isinstance(loader, (DataLoader, KerasBatches, _Batches, StepsPerEpoch)):
+        return loader
+    return (SizedKerasBatches if hasattr(loader, "__len__") else KerasBatches)(loader, model,
+                                                                              where)
+
+
+class KerasBatches:
+    """Batches in Keras's form ``(x, y)`` or ``(x, y, sample_weight)`` of arrays (``x`` and
+    ``y`` one array, or a list or a dict by input/output name for several) as ``(x1, ...,
+    target)`` of Tensors (target a ``WeightedTarget`` with sample weights); a batch of Tensors
+    only (gpudl's ``(x1, ..., y)``) passes unchanged.
+
+    A Python generator is read as Keras's GeneratorDataAdapter reads it: its first
+    ``PEEKED`` batches are taken once and every pass starts with them before going on with the
+    generator (so ``validation_steps <= 2`` validates on the same batches each epoch)."""
+
+    PEEKED = 2                            # Keras's NUM_BATCHES_FOR_TENSOR_SPEC
+
+    def __init__(self, loader, model, where):
+        self.loader, self.model, self.where = loader, model, where
+        self.peeked = None
+
+    def _batches(self):
+        if not isinstance(self.loader, types.GeneratorType):
+            return self.loader
+        if self.peeked is None:
+            self.peeked = list(itertools.islice(self.loader, self.PEEKED))
+        return itertools.chain(self.peeked, self.loader)
+
+    def __iter__(self):
+        for batch in self._batches():
+            if isinstance(batch, (tuple, list)) and batch and \
+                    all(isinstance(t, Tensor) for t in batch):
+                yield batch
+                continue
+            if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+                size = f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+                raise ValueError(f"{self.where}: each batch of x must be (x, y) or (x, y, "
+                                 f"sample_weight), got {type(batch).__name__}{size}")
+            xs = _tensors(_by_name(self.model, batch[0], "x", self.where), "x", self.where)
+            ys = _tensors(_by_name(self.model, batch[1], "y", self.where), "y", self.where)
+            target = ys[0] if len(ys) == 1 else tuple(ys)
+            if len(batch) == 3 and batch[2] is not None:
+                target = WeightedTarget((target, _as_tensor(batch[2], "sample_weight",
+                                                            self.where)))
+            yield tuple(xs) + (target,)
+
+
+class SizedKerasBatches(KerasBatches):
+    def __len__(self):
+        return len(self.loader)
+
+
 def _ran_out():
-    warnings.warn("fit: the input ran out of data before steps_per_epoch batches; the epoch "
-                  "ends here and the next one starts the data again (Keras's rule)",
-                  UserWarning, stacklevel=3)
+    warnings.warn("the input ran out of data before the steps asked for (steps_per_epoch, "
+                  "validation_steps or steps): this pass ends here and the next one starts "
+                  "the data again (Keras's rule)", UserWarning, stacklevel=3)
 
 
 def _by_name(model, values, which, where):
@@ -581,19 +655,24 @@ def _result(logs, return_dict):
 
 
 def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
-             return_dict=False):
+             steps=None, return_dict=False):
     """The loss (and metrics) of a compiled model on ``x``, ``y``: a float when no metrics were
-    compiled, else ``[loss, metric, ...]`` (or a dict with ``return_dict=True``). ``verbose``
-    is accepted as Keras's is (nothing is printed)."""
+    compiled, else ``[loss, metric, ...]`` (or a dict with ``return_dict=True``). ``steps``: at
+    most that many batches (Keras's: with arrays and no ``batch_size``, ``ceil(samples /
+    steps)`` a batch). ``verbose`` is accepted as Keras's is (nothing is printed)."""
     config = compiled(model, "evaluate")
+    steps = _positive_or_none(steps, "steps", "evaluate")
     x, y = _by_name(model, x, "x", "evaluate"), _by_name(model, y, "y", "evaluate")
     if _is_loader(x):
-        loader = x
+        loader = keras_batches(x, model, "evaluate")
     else:
         weights = None if sample_weight is None else _as_tensor(sample_weight, "sample_weight",
                                                                "evaluate")
-        loader = _batches(_tensors(x, "x", "evaluate"), _tensors(y, "y", "evaluate"),
-                          32 if batch_size is None else batch_size, False, "evaluate", weights)
+        xs = _tensors(x, "x", "evaluate")
+        loader = _batches(xs, _tensors(y, "y", "evaluate"), _batch_size(batch_size, xs, steps),
+                          False, "evaluate", weights)
+    if steps is not None:
+        loader = StepsPerEpoch(loader, steps, restart=True)
     logs = train.evaluate(model, config.loss_fn(), loader, config.metrics)
     return _result(logs, return_dict)
 

@@ -211,7 +211,7 @@ def test_steps_per_epoch_continues_across_epochs_as_keras(rng):
     model, x, y, per_sample = _frozen_regression(rng)
     batch_losses = [per_sample[i:i + 8].mean() for i in range(0, 40, 8)]       # 5 batches
     recorder = _Batches()
-    with pytest.warns(UserWarning, match="ran out of data before steps_per_epoch"):
+    with pytest.warns(UserWarning, match="ran out of data before the steps asked for"):
         history = model.fit(x, y, batch_size=8, epochs=5, initial_epoch=1, steps_per_epoch=3,
                             shuffle=False, verbose=0, callbacks=[recorder])
     # epoch 1 takes batches 0-2, epoch 2 the last two (the data ran out), epoch 3 starts again
@@ -238,6 +238,41 @@ def test_steps_per_epoch_without_batch_size_splits_the_data(rng):
     with pytest.raises(ValueError, match="initial_epoch must be a non-negative int, got -1"):
         model.fit(x, y, initial_epoch=-1, verbose=0)
     assert model.fit(x, y, epochs=2, initial_epoch=2, verbose=0).epoch == []
+
+
+def test_generators_of_numpy_batches_with_steps_as_keras(rng):
+    model, x, y, per_sample = _frozen_regression(rng, n=30)
+    weights = rng.uniform(0.5, 2.0, 30)
+
+    def endless(size, weighted=False):
+        while True:
+            for i in range(0, 30, size):
+                batch = (x[i:i + size], y[i:i + size])
+                yield batch + (weights[i:i + size].astype(np.float32),) if weighted else batch
+    recorder = _Batches()
+    history = model.fit(endless(7, weighted=True), steps_per_epoch=3, epochs=2, verbose=0,
+                        callbacks=[recorder], validation_data=endless(4), validation_steps=3)
+    # training: the generator runs on (batches 0-2, then 3, 4 (of 2 samples) and 0 again)
+    starts = [[0, 7, 14], [21, 28, 0]]
+    for (_, got), firsts in zip(recorder.seen, starts):
+        want = [(per_sample[i:i + 7] * weights[i:i + 7]).mean() for i in firsts]
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    # validation: Keras replays a generator's first two batches at each pass, then goes on:
+    # epoch 0 sees samples 0-11, epoch 1 samples 0-7 and 12-15
+    val = [np.mean(per_sample[:12]), np.mean(np.r_[per_sample[:8], per_sample[12:16]])]
+    np.testing.assert_allclose(history.history["val_loss"], val, rtol=1e-5)
+    # evaluate(steps=) on arrays without batch_size: batches of ceil(30 / 4) = 8
+    assert model.evaluate(x, y, steps=4, verbose=0) == pytest.approx(per_sample.mean(), rel=1e-5)
+    with pytest.warns(UserWarning, match="ran out of data"):
+        assert model.evaluate(x, y, batch_size=10, steps=5, verbose=0) == \
+            pytest.approx(per_sample.mean(), rel=1e-5)
+    assert model.evaluate(x, y, batch_size=10, steps=2, verbose=0) == \
+        pytest.approx(per_sample[:20].mean(), rel=1e-5)
+    with pytest.raises(ValueError, match=r"each batch of x must be \(x, y\) or \(x, y, "
+                                         r"sample_weight\), got tuple of 4"):
+        model.fit((b + b for b in endless(5)), steps_per_epoch=1, verbose=0)
+    with pytest.raises(ValueError, match="validation_steps must be a positive int or None"):
+        model.fit(x, y, validation_data=(x, y), validation_steps=0, verbose=0)
 
 
 def _two_inputs(as_dict):

@@ -214,6 +214,31 @@ def two_outputs_by_name(keras, init, form):
                                         return_dict=True))
 
 
+def generators(keras, init, validation_steps):
+    """Keras 2's recipe: fit on an endless Python generator with steps_per_epoch, validation
+    on another with validation_steps (Keras 3 replays a generator's first two batches at each
+    pass); evaluate(steps=) on arrays without a batch_size and on a generator."""
+    x, y = _regression(30)
+
+    def endless(x, y, size):
+        while True:
+            for i in range(0, len(x), size):
+                yield x[i:i + size], y[i:i + size]
+    model = _mlp(keras, 4)
+    start = _start(model, init)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.02), loss="mse",
+                  metrics=["mae"])
+    history = model.fit(endless(x, y, 7), steps_per_epoch=3, epochs=3, verbose=0,
+                        validation_data=endless(x[:10], y[:10] + 1, 3),
+                        validation_steps=validation_steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluated = model.evaluate(x, y, steps=4, verbose=0, return_dict=True)
+    return dict(init=start, history=history.history, weights=model.get_weights(),
+                evaluate=evaluated, evaluate_generator=model.evaluate(
+                    endless(x, y * 2, 5), steps=3, verbose=0, return_dict=True))
+
+
 # -- the tests ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -229,6 +254,11 @@ def test_schedule_ports(name):
 
 def test_resume_steps_and_dict_inputs_port():
     _port(resume_steps_and_dicts)
+
+
+@pytest.mark.parametrize("validation_steps", [2, 3])
+def test_generators_with_steps_port(validation_steps):
+    _port(generators, validation_steps)
 
 
 @pytest.mark.parametrize("variant", ["start", "baseline", "patience0", "restore"])
