@@ -374,6 +374,9 @@ def test_model_checkpoint_keeps_the_best_whole_model(rng, tmp_path):
     for got, want in zip(reloaded.get_weights(), snapshots[best]):
         np.testing.assert_array_equal(got, want)
     assert reloaded.optimizer is not None
+    model.load_weights(path)                              # Keras 3 reads a .keras file's too
+    for got, want in zip(model.get_weights(), snapshots[best]):
+        np.testing.assert_array_equal(got, want)
     threshold = callbacks.ModelCheckpoint(str(tmp_path / "never.keras"), save_best_only=True,
                                           initial_value_threshold=-1.0)
     model.fit(x, y, epochs=1, verbose=0, validation_data=(x, y), callbacks=[threshold])

@@ -152,9 +152,11 @@ def checkpoint_and_reload(keras, init, tmp_path):
     layer = last.layers[0]
     kernel, bias = layer.get_weights()
     layer.set_weights([kernel * 0.5, bias + 1.0])
+    last_evaluate = model.evaluate(x, y, verbose=0)
+    model.load_weights(best)                              # a .keras file's weights
     return dict(init=start, history=history.history, best_epoch=best_epoch,
                 best_predict=reloaded.predict(x[:5], verbose=0),
-                last_evaluate=model.evaluate(x, y, verbose=0),
+                best_loaded=model.predict(x[:5], verbose=0), last_evaluate=last_evaluate,
                 reloaded_evaluate=keras.models.load_model(
                     str(tmp_path / "last.keras")).evaluate(x, y, verbose=0),
                 changed=last.predict(x[:5], verbose=0), layer=layer.get_weights())
