@@ -461,6 +461,67 @@ def test_weighted_metrics_of_a_two_output_model(rng):
     assert logs["level_mse"] == pytest.approx(mean(errors[1] ** 2), rel=1e-5)
 
 
+def _log_sigmoid(z):
+    return -np.logaddexp(0, -z)
+
+
+LOSS_METRIC_REFERENCES = [
+    ("MeanSquaredError", {}, lambda t, p: ((p - t) ** 2).mean(1)),
+    ("MeanAbsoluteError", {}, lambda t, p: np.abs(p - t).mean(1)),
+    ("Hinge", {}, lambda t, p: np.maximum(1 - (2 * t - 1) * p, 0).mean(1)),
+    ("BinaryCrossentropy", dict(from_logits=True, label_smoothing=0.2),
+     lambda t, p: -((t * 0.8 + 0.1) * _log_sigmoid(p) +
+                    (1 - (t * 0.8 + 0.1)) * _log_sigmoid(-p)).mean(1)),
+    ("SparseCategoricalCrossentropy", dict(from_logits=True),
+     lambda t, p: np.log(np.exp(p).sum(1)) - p[np.arange(len(p)), t]),
+]
+
+
+@pytest.mark.parametrize("name, options, reference", LOSS_METRIC_REFERENCES)
+def test_loss_metric_classes_are_weighted_means_of_the_losses(rng, name, options, reference):
+    metric = getattr(keras.metrics, name)(**options)
+    values, weights = [], []
+    for _ in range(2):
+        scores = rng.standard_normal((5, 3))
+        if name.startswith("Sparse"):
+            truth = rng.integers(0, 3, 5)
+        else:
+            truth = rng.integers(0, 2, (5, 3)).astype(np.float64)
+        w = rng.uniform(0.1, 2.0, 5)
+        metric.update_state(truth, scores.astype(np.float32), sample_weight=w)
+        values.append(reference(truth, scores))
+        weights.append(w)
+    values, weights = np.concatenate(values), np.concatenate(weights)
+    assert float(metric.result()) == pytest.approx((values * weights).sum() / weights.sum(),
+                                                   rel=1e-5)
+    assert metric.name == {"MeanSquaredError": "mean_squared_error", "Hinge": "hinge",
+                           "MeanAbsoluteError": "mean_absolute_error",
+                           "BinaryCrossentropy": "binary_crossentropy",
+                           "SparseCategoricalCrossentropy":
+                               "sparse_categorical_crossentropy"}[name]
+    assert type(metric).from_config(metric.get_config()).get_config() == metric.get_config()
+
+
+def test_loss_metric_names_in_compile_and_refusals(rng):
+    x = rng.standard_normal((12, 3)).astype(np.float32)
+    y = (x[:, :1] > 0).astype(np.float32)
+    model = keras.Sequential([keras.Input(shape=(3,)), layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.0), loss="mse",
+                  metrics=["binary_crossentropy", keras.metrics.Poisson(name="p")])
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    p = np.clip(model.predict(x, verbose=0).astype(np.float64), 1e-7, 1 - 1e-7)
+    assert sorted(logs) == ["binary_crossentropy", "loss", "p"]
+    assert logs["binary_crossentropy"] == pytest.approx(
+        -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(), rel=1e-4)
+    assert logs["p"] == pytest.approx((p - y * np.log(p + 1e-7)).mean(), rel=1e-4)
+    with pytest.raises(NotImplementedError, match="ignore_class is not supported, got "
+                                                  "ignore_class=0"):
+        keras.metrics.SparseCategoricalCrossentropy(ignore_class=0)
+    with pytest.raises(TypeError, match=r"MeanSquaredError: unexpected argument\(s\) "
+                                        r"\['from_logits'\]"):
+        keras.metrics.MeanSquaredError(from_logits=True)
+
+
 # -- MultiHeadAttention(attention_axes=...) ----------------------------------------------------
 
 def _softmax(scores, axes):

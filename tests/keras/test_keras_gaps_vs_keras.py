@@ -334,3 +334,56 @@ def test_first_hour_tour_matches_keras():
                             (np.array([[0, 1], [2, 1]]), 3)):
         np.testing.assert_array_equal(gk.utils.to_categorical(labels, classes),
                                       real_keras.utils.to_categorical(labels, classes))
+
+
+LOSS_METRICS = [("MeanSquaredError", {}), ("MeanAbsoluteError", {}),
+                ("MeanAbsolutePercentageError", {}), ("MeanSquaredLogarithmicError", {}),
+                ("LogCoshError", {}), ("KLDivergence", {}), ("Poisson", {}), ("Hinge", {}),
+                ("SquaredHinge", {}), ("CategoricalHinge", {}), ("BinaryCrossentropy", {}),
+                ("BinaryCrossentropy", dict(from_logits=True, label_smoothing=0.1)),
+                ("CategoricalCrossentropy", dict(label_smoothing=0.2)),
+                ("CategoricalCrossentropy", dict(from_logits=True)),
+                ("SparseCategoricalCrossentropy", dict(from_logits=True))]
+
+
+@pytest.mark.parametrize("name, options", LOSS_METRICS)
+def test_loss_metric_classes_match_keras(name, options):
+    """The losses as metric classes: two weighted updates, the result and the config."""
+    from gpudl import keras as gk
+    rng = _rng()
+    sparse = name.startswith("Sparse")
+    results = []
+    for keras in (real_keras, gk):
+        metric = getattr(keras.metrics, name)(**options)
+        for _ in range(2):
+            scores = rng.uniform(0.05, 1.0, size=(6, 4)).astype("float32")
+            if not options.get("from_logits"):
+                scores /= scores.sum(1, keepdims=True)
+            labels = rng.integers(0, 4, 6)
+            y_true = labels if sparse else np.eye(4, dtype="float32")[labels]
+            metric.update_state(y_true, scores, sample_weight=rng.uniform(0.1, 2, 6))
+        results.append((float(np.asarray(metric.result())), metric.name))
+        rng = _rng()                                     # the same data for gpudl
+    assert results[1][1] == results[0][1]
+    assert results[1][0] == pytest.approx(results[0][0], rel=2e-5, abs=1e-6)
+
+
+def loss_metrics_in_compile(keras, init):
+    """Metric objects and names of the losses in compile's metrics (unweighted) beside the
+    loss, with class weights in fit."""
+    rng = _rng()
+    x = rng.normal(size=(30, 4)).astype("float32")
+    y = (x[:, :1] + x[:, 1:2] > 0).astype("float32")
+    model = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(1)])
+    start = _start(model, init)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1),
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.BinaryCrossentropy(from_logits=True),
+                           keras.metrics.MeanSquaredError(name="mse_of_logits"), "hinge"])
+    history = model.fit(x, y, batch_size=6, epochs=2, shuffle=False, verbose=0,
+                        class_weight={0: 1.0, 1: 3.0}, validation_data=(x[:9], y[:9]))
+    return dict(init=start, history=history.history, weights=model.get_weights())
+
+
+def test_loss_metrics_in_compile_port():
+    _port(loss_metrics_in_compile)
