@@ -307,3 +307,14 @@ class LambdaCallback(Callback):
                     f"LambdaCallback: {name} is not supported; hooks: {list(self.HOOKS)}")
             if fn is not None:
                 setattr(self, name, fn)
+
+
+class TensorBoard(C.Callback):
+    """Keras's TensorBoard callback is not there: gpudl writes no TensorBoard event files (it
+    has no tensorboard dependency). Constructing one raises, naming what to use instead."""
+
+    def __init__(self, log_dir="logs", **kwargs):
+        raise NotImplementedError("TensorBoard: gpudl.keras writes no TensorBoard event files; "
+                                  "log the epochs with keras.callbacks.CSVLogger(path) or read "
+                                  "the History that fit returns (gpudl.train.plot_history "
+                                  f"plots it); got log_dir={log_dir!r}")

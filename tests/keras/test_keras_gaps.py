@@ -356,6 +356,12 @@ def test_early_stopping_restores_the_best_watched_epoch():
         callbacks.EarlyStopping(baseline="low")
 
 
+def test_tensorboard_is_refused_naming_what_to_use():
+    with pytest.raises(NotImplementedError, match="writes no TensorBoard event files; log the "
+                                                  "epochs with keras.callbacks.CSVLogger"):
+        callbacks.TensorBoard(log_dir="./logs")
+
+
 def test_model_checkpoint_keeps_the_best_whole_model(rng, tmp_path):
     x = rng.standard_normal((24, 3)).astype(np.float32)
     y = rng.standard_normal((24, 1)).astype(np.float32)
