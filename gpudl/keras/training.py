@@ -457,7 +457,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     given_batch_size = batch_size
     x, y = _by_name(model, x, "x", "fit"), _by_name(model, y, "y", "fit")
     if _is_loader(x):
-        loader, val = keras_batches(x, model, "fit"), validation_data
+        loader, val = keras_batches(x, model, "fit", shuffle), validation_data
         batch_size = 32 if batch_size is None else batch_size
     else:
         if y is None:
@@ -552,9 +552,13 @@ class StepsPerEpoch:
             self.iterator = None
 
 
-def keras_batches(loader, model, where):
+def keras_batches(loader, model, where, shuffle=False):
     """``loader`` (an iterable of batches: a Python generator, a PyDataset, ...) as gpudl.train
-    takes it: a gpudl DataLoader unchanged, anything else read through ``KerasBatches``."""
+    takes it: a gpudl DataLoader unchanged, a PyDataset's batches in a new random order each
+    pass with ``shuffle`` (Keras's rule), anything else read through ``KerasBatches``."""
+    from .utils import PyDataset
+    if isinstance(loader, PyDataset):
+        return ShuffledPyDataset(loader) if shuffle else loader
     if isinstance(loader, (DataLoader, KerasBatches, _Batches, StepsPerEpoch)):
         return loader
     return (SizedKerasBatches if hasattr(loader, "__len__") else KerasBatches)(loader, model,
@@ -586,21 +590,46 @@ class KerasBatches:
 
     def __iter__(self):
         for batch in self._batches():
-            if isinstance(batch, (tuple, list)) and batch and \
-                    all(isinstance(t, Tensor) for t in batch):
+            if _of_tensors(batch):                  # gpudl's (x1, ..., target) already
                 yield batch
-                continue
-            if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-                size = f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""
-                raise ValueError(f"{self.where}: each batch of x must be (x, y) or (x, y, "
-                                 f"sample_weight), got {type(batch).__name__}{size}")
-            xs = _tensors(_by_name(self.model, batch[0], "x", self.where), "x", self.where)
-            ys = _tensors(_by_name(self.model, batch[1], "y", self.where), "y", self.where)
-            target = ys[0] if len(ys) == 1 else tuple(ys)
-            if len(batch) == 3 and batch[2] is not None:
-                target = WeightedTarget((target, _as_tensor(batch[2], "sample_weight",
-                                                            self.where)))
-            yield tuple(xs) + (target,)
+            else:
+                yield keras_batch(batch, self.model, self.where)
+
+
+def _of_tensors(value):
+    """Whether ``value`` is a Tensor, or a non-empty tuple/list of them (nested)."""
+    if isinstance(value, (tuple, list)):
+        return bool(value) and all(_of_tensors(v) for v in value)
+    return isinstance(value, Tensor)
+
+
+def keras_batch(batch, model, where):
+    """One batch in Keras's form ``(x, y)`` or ``(x, y, sample_weight)`` (arrays; ``x`` and
+    ``y`` one array, a list, or a dict by the model's input/output names) as gpudl.train's
+    ``(x1, ..., target)`` of Tensors, ``target`` a ``WeightedTarget`` with sample weights."""
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+        size = f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+        raise ValueError(f"{where}: each batch must be (x, y) or (x, y, sample_weight), got "
+                         f"{type(batch).__name__}{size}")
+    xs = _tensors(_by_name(model, batch[0], "x", where), "x", where)
+    ys = _tensors(_by_name(model, batch[1], "y", where), "y", where)
+    target = ys[0] if len(ys) == 1 else tuple(ys)
+    if len(batch) == 3 and batch[2] is not None:
+        target = WeightedTarget((target, _as_tensor(batch[2], "sample_weight", where)))
+    return tuple(xs) + (target,)
+
+
+class ShuffledPyDataset:
+    """A PyDataset read in a new random order each pass (``PyDataset.batches(shuffle=True)``)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __iter__(self):
+        return self.dataset.batches(shuffle=True)
 
 
 class SizedKerasBatches(KerasBatches):

@@ -9,6 +9,7 @@ are compared with Keras in test_keras_gaps_vs_keras.py when it is installed).
 """
 
 import math
+import random
 import warnings
 
 import numpy as np
@@ -268,11 +269,48 @@ def test_generators_of_numpy_batches_with_steps_as_keras(rng):
             pytest.approx(per_sample.mean(), rel=1e-5)
     assert model.evaluate(x, y, batch_size=10, steps=2, verbose=0) == \
         pytest.approx(per_sample[:20].mean(), rel=1e-5)
-    with pytest.raises(ValueError, match=r"each batch of x must be \(x, y\) or \(x, y, "
+    with pytest.raises(ValueError, match=r"each batch must be \(x, y\) or \(x, y, "
                                          r"sample_weight\), got tuple of 4"):
         model.fit((b + b for b in endless(5)), steps_per_epoch=1, verbose=0)
     with pytest.raises(ValueError, match="validation_steps must be a positive int or None"):
         model.fit(x, y, validation_data=(x, y), validation_steps=0, verbose=0)
+
+
+def test_a_py_dataset_may_give_sample_weights(rng):
+    model, x, y, per_sample = _frozen_regression(rng, n=12)
+    weights = rng.uniform(0.5, 2.0, 12)
+
+    class Weighted(keras.utils.PyDataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            rows = slice(4 * index, 4 * index + 4)
+            return x[rows], y[rows], weights[rows].astype(np.float32)
+    history = model.fit(Weighted(), epochs=1, verbose=0)
+    # Keras's weighted loss: the mean over each batch of weight * loss, averaged over batches
+    assert history.history["loss"][0] == pytest.approx((per_sample * weights).mean(), rel=1e-5)
+    # shuffle=True (fit's default) reads the batches in an order Python's random draws anew
+    # each epoch, as Keras's PyDatasetAdapter
+    recorder = _Batches()
+    random.seed(5)
+    orders = []
+    for _ in range(3):
+        orders.append(list(range(3)))
+        random.shuffle(orders[-1])
+    random.seed(5)
+    model.fit(Weighted(), epochs=3, verbose=0, callbacks=[recorder])
+    batch_losses = [(per_sample * weights)[4 * i:4 * i + 4].mean() for i in range(3)]
+    for (_, got), order in zip(recorder.seen, orders):
+        np.testing.assert_allclose(got, [batch_losses[i] for i in order], rtol=1e-5)
+    assert len({tuple(order) for order in orders}) > 1
+
+    class Bad(Weighted):
+        def __getitem__(self, index):
+            return x[:4]
+    with pytest.raises(ValueError, match=r"Bad\[\d\]: each batch must be \(x, y\) or \(x, y, "
+                                         r"sample_weight\), got ndarray"):
+        model.fit(Bad(), verbose=0)
 
 
 def _two_inputs(as_dict):

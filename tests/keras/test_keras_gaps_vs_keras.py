@@ -241,6 +241,32 @@ def generators(keras, init, validation_steps):
                     endless(x, y * 2, 5), steps=3, verbose=0, return_dict=True))
 
 
+def weighted_py_dataset(keras, init):
+    """A PyDataset giving (x, y, sample_weight) batches, with a compiled weighted metric
+    (shuffle=False: Keras's shuffled batch order comes from Python's random after draws of its
+    own)."""
+    x, y = _regression(30)
+    weights = _rng().uniform(0.2, 2.0, size=30).astype("float32")
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            rows = slice(8 * index, 8 * index + 8)
+            return x[rows], y[rows], weights[rows]
+    model = _mlp(keras)
+    start = _start(model, init)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.02), loss="mse",
+                  weighted_metrics=["mae"])
+    history = model.fit(Batches(), epochs=3, verbose=0, shuffle=False)
+    return dict(init=start, history=history.history, weights=model.get_weights(),
+                evaluate=model.evaluate(Batches(), verbose=0, return_dict=True))
+
+
 # -- the tests ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -256,6 +282,10 @@ def test_schedule_ports(name):
 
 def test_resume_steps_and_dict_inputs_port():
     _port(resume_steps_and_dicts)
+
+
+def test_weighted_py_dataset_port():
+    _port(weighted_py_dataset)
 
 
 @pytest.mark.parametrize("validation_steps", [2, 3])
