@@ -3,6 +3,7 @@ subclassed ``Model`` with ``call``; each a gpudl Module with Keras's training me
 underneath) and ``summary``/``count_params``/weights I/O."""
 
 import json
+import types
 
 from .. import io
 from . import model_config, saving, training
@@ -176,6 +177,8 @@ class Model(Layer):
         return None if config is None else KerasOptimizerView(config.optimizer)
 
     def fit(self, x=None, y=None, **kwargs):
+        if isinstance(x, types.GeneratorType):      # peeked once, its first batches replayed
+            x = training.keras_batches(x, self, "fit")
         self._ensure_built(x)
         return training.fit(self, x, y, **kwargs)
 

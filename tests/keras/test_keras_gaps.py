@@ -276,6 +276,32 @@ def test_generators_of_numpy_batches_with_steps_as_keras(rng):
         model.fit(x, y, validation_data=(x, y), validation_steps=0, verbose=0)
 
 
+def test_a_subclassed_model_built_on_a_generators_first_batch_still_trains_on_it(rng):
+    x = rng.standard_normal((12, 3)).astype(np.float32)
+    y = rng.standard_normal((12, 1)).astype(np.float32)
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = layers.Dense(1)
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+    def batches():
+        for i in range(0, 12, 4):
+            yield x[i:i + 4], y[i:i + 4]
+    model = Net()
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.0), loss="mse")
+    recorder = _Batches()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # the data must not run out
+        model.fit(batches(), epochs=1, steps_per_epoch=3, verbose=0, callbacks=[recorder])
+    kernel, bias = (w.astype(np.float64) for w in model.get_weights())
+    per_sample = ((x @ kernel + bias - y) ** 2)[:, 0]
+    np.testing.assert_allclose(recorder.seen[0][1], per_sample.reshape(3, 4).mean(1), rtol=1e-5)
+
+
 def test_a_py_dataset_may_give_sample_weights(rng):
     model, x, y, per_sample = _frozen_regression(rng, n=12)
     weights = rng.uniform(0.5, 2.0, 12)
