@@ -262,7 +262,8 @@ def _overrides(callback, hook):
 
 
 def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metrics=(),
-        callbacks=(), scheduler=None, verbose=True, autocast=None, scaler=None, initial_epoch=0):
+        callbacks=(), scheduler=None, verbose=True, autocast=None, scaler=None, initial_epoch=0,
+        validation_freq=1):
     """Train ``model`` for ``epochs`` epochs; returns the ``History`` of per-epoch logs.
 
     Args:
@@ -282,6 +283,9 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
             stepped through it (a step with an inf/NaN gradient is skipped).
         initial_epoch: the epoch to start at (Keras's, to resume a run): epochs
             ``initial_epoch .. epochs - 1`` are run, numbered so for callbacks and the History.
+        validation_freq: validate after every ``validation_freq``-th epoch (an int: when
+            ``(epoch + 1) % validation_freq == 0``), or after the 1-based epochs listed (Keras's
+            rule); the other epochs' logs have no ``val_`` values.
 
     Under a process group (gpudl.distributed) the model is trained as a
     DistributedDataParallel (wrapped for the call unless it is one already): each rank trains on
@@ -305,6 +309,7 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
     if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral) or \
             initial_epoch < 0:
         raise ValueError(f"fit: initial_epoch must be a non-negative int, got {initial_epoch!r}")
+    validates = _validation_epochs(validation_freq)
     for cb in callbacks:
         if not isinstance(cb, Callback):
             raise TypeError(f"fit: callbacks must be Callback objects, got {type(cb).__name__}")
@@ -330,7 +335,7 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         try:
             logs, stop = _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar,
                                       batch_callbacks, run, autocast, scaler)
-            if val_loader is not None:
+            if val_loader is not None and validates(epoch):
                 val = _evaluate(run.eval_model, loss_fn, run.eval_loader(val_loader), metric_fns,
                                 "fit", run)
                 logs.update(("val_" + k, v) for k, v in val.items())
@@ -353,6 +358,22 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         cb.on_train_end(run.callback_model)
     run.close()
     return history
+
+
+def _validation_epochs(validation_freq):
+    """``validates(epoch)`` for fit's ``validation_freq`` (a positive int, or a list of
+    1-based epochs)."""
+    if isinstance(validation_freq, numbers.Integral) and not isinstance(validation_freq, bool):
+        if validation_freq < 1:
+            raise ValueError(f"fit: validation_freq must be a positive int or a list of epochs, "
+                             f"got {validation_freq!r}")
+        return lambda epoch: (epoch + 1) % validation_freq == 0
+    if isinstance(validation_freq, (list, tuple, set, range)) and all(
+            isinstance(e, numbers.Integral) and not isinstance(e, bool) for e in validation_freq):
+        chosen = set(validation_freq)
+        return lambda epoch: epoch + 1 in chosen
+    raise ValueError(f"fit: validation_freq must be a positive int or a list of epochs, got "
+                     f"{validation_freq!r}")
 
 
 def plot_history(history, path):

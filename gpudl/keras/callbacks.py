@@ -7,6 +7,7 @@ Keras's hooks (``on_epoch_end(self, epoch, logs=None)``, ``self.model``,
 import csv
 import numbers
 import os
+import warnings
 
 import numpy as np
 
@@ -49,8 +50,8 @@ class EarlyStopping(C.EarlyStopping):
         self.best_epoch = self.stopped_epoch = 0
 
     def on_epoch_end(self, epoch, logs, model):
-        current = self.tracker.value(logs)
-        if epoch < self.start_from_epoch:
+        current = _monitored(self.tracker, logs, "EarlyStopping")
+        if current is None or epoch < self.start_from_epoch:
             return False
         if self.restore_best_weights and self.best_weights is None:
             self.best_weights, self.best_epoch = C._snapshot(model), epoch
@@ -66,6 +67,17 @@ class EarlyStopping(C.EarlyStopping):
             self.stopped_epoch = epoch
             return True
         return False
+
+
+def _monitored(tracker, logs, owner):
+    """The monitored value of this epoch's logs, or None with Keras's warning when the epoch
+    did not log it (fit's ``validation_freq`` skipped the validation)."""
+    value = logs.get(tracker.monitor)
+    if value is None:
+        warnings.warn(f"{owner}: {tracker.monitor!r} is not in this epoch's logs "
+                      f"{sorted(logs)} (fit's validation_freq); the epoch is skipped",
+                      UserWarning, stacklevel=3)
+    return value
 
 
 def _beats(tracker, value, reference):
@@ -93,6 +105,17 @@ class ModelCheckpoint(C.ModelCheckpoint):
         super().on_train_begin(model)
         if self.initial_value_threshold is not None:
             self.tracker.best = self.initial_value_threshold
+
+    def on_epoch_end(self, epoch, logs, model):
+        if not self.save_best_only or self.tracker.monitor in logs:
+            return super().on_epoch_end(epoch, logs, model)
+        # Keras: without the monitored value it saves, warning (fit's validation_freq)
+        _monitored(self.tracker, logs, "ModelCheckpoint")
+        self.save_best_only = False
+        try:
+            return super().on_epoch_end(epoch, logs, model)
+        finally:
+            self.save_best_only = True
 
     def write(self, model, state, path):
         if not self.save_weights_only and path.endswith(".keras") and hasattr(model, "save"):
@@ -127,7 +150,9 @@ class ReduceLROnPlateau(C.Callback):
         from .training import compiled
         optimizer = compiled(model, "ReduceLROnPlateau").optimizer
         logs["learning_rate"] = _current_rate(optimizer)
-        current = self.tracker.value(logs)
+        current = _monitored(self.tracker, logs, "ReduceLROnPlateau")
+        if current is None:
+            return False
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0

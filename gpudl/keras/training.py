@@ -437,7 +437,7 @@ def _is_loader(x):
 def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
         validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
         sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
-        validation_batch_size=None):
+        validation_batch_size=None, validation_freq=1):
     """Train a compiled model on ``x``, ``y`` (arrays, or lists of arrays for several inputs or
     outputs, or dicts keyed by the model's input and output names; or ``x`` an iterable of
     ``(x, y)`` batches such as a DataLoader); returns the History (``history.history["loss"]``).
@@ -450,7 +450,9 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     runs out, and the next one starts the data again; with arrays and no ``batch_size`` the
     batch size is ``ceil(samples / steps_per_epoch)``. ``validation_batch_size`` (default:
     ``batch_size``) batches the validation data; ``validation_steps``: each validation reads
-    at most that many batches, from a new iterator each time (as Keras's evaluate)."""
+    at most that many batches, from a new iterator each time (as Keras's evaluate);
+    ``validation_freq``: validate every that many epochs (or after the 1-based epochs listed);
+    the callbacks watching a ``val_`` value skip the other epochs with a warning, as Keras's."""
     config = compiled(model, "fit")
     steps = _positive_or_none(steps_per_epoch, "steps_per_epoch", "fit")
     val_steps = _positive_or_none(validation_steps, "validation_steps", "fit")
@@ -496,7 +498,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
         history = train.fit(model, config.loss_fn(class_weight), config.optimizer, loader,
                             epochs, val_loader=val, metrics=config.metrics,
                             callbacks=keras_callbacks.adapt(callbacks), verbose=bool(verbose),
-                            initial_epoch=initial_epoch)
+                            initial_epoch=initial_epoch, validation_freq=validation_freq)
     history.model = model                                    # Keras's History attributes
     history.params = {"verbose": 1 if verbose == "auto" else verbose, "epochs": epochs,
                       "steps": len(loader) if hasattr(loader, "__len__") else None}

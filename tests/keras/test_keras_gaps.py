@@ -339,6 +339,29 @@ def test_a_py_dataset_may_give_sample_weights(rng):
         model.fit(Bad(), verbose=0)
 
 
+def test_validation_freq_validates_the_chosen_epochs(rng, tmp_path):
+    model, x, y, per_sample = _frozen_regression(rng, n=16)
+    stopper = callbacks.EarlyStopping(patience=5)
+    log = tmp_path / "log.csv"
+    with pytest.warns(UserWarning, match="'val_loss' is not in this epoch's logs"):
+        history = model.fit(x, y, epochs=5, verbose=0, validation_data=(x[:6], y[:6]),
+                            validation_freq=2, callbacks=[stopper, callbacks.CSVLogger(log)])
+    assert len(history.history["loss"]) == 5
+    np.testing.assert_allclose(history.history["val_loss"], [per_sample[:6].mean()] * 2,
+                               rtol=1e-5)                                   # epochs 2 and 4
+    rows = [line.split(",") for line in log.read_text().splitlines()]
+    assert rows[0] == ["epoch", "loss", "val_loss"]
+    assert [row[2] == "NA" for row in rows[1:]] == [True, False, True, False, True]
+    assert stopper.best_epoch == 1
+    history = model.fit(x, y, epochs=4, verbose=0, validation_data=(x[:6], y[:6]),
+                        validation_freq=[1, 4, 9])
+    assert len(history.history["val_loss"]) == 2
+    for bad in (0, "2", [1.5]):
+        with pytest.raises(ValueError, match="validation_freq must be a positive int or a list "
+                                             "of epochs, got"):
+            model.fit(x, y, verbose=0, validation_data=(x, y), validation_freq=bad)
+
+
 def _two_inputs(as_dict):
     a, b = keras.Input(shape=(3,), name="alpha"), keras.Input(shape=(2,), name="beta")
     joined = layers.Concatenate()([a, b])

@@ -267,6 +267,34 @@ def weighted_py_dataset(keras, init):
                 evaluate=model.evaluate(Batches(), verbose=0, return_dict=True))
 
 
+def validation_freq(keras, init, tmp_path, freq):
+    """fit(validation_freq=...) with callbacks watching val_loss (skipped, with a warning, on
+    the epochs without validation; ModelCheckpoint saves there) and a CSVLogger (NA there)."""
+    rng = _rng()
+    x, y = _regression(36)
+    y_val = y[:12] + rng.normal(size=(12, 1)).astype("float32") * 3
+    model = _mlp(keras)
+    start = _start(model, init)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.8), loss="mse")
+    log = tmp_path / "log.csv"
+    best = str(tmp_path / "best.weights.h5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = model.fit(x, y, batch_size=9, epochs=9, shuffle=False, verbose=0,
+                            validation_data=(x[:12], y_val), validation_freq=freq, callbacks=[
+                                keras.callbacks.CSVLogger(log),
+                                keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=0),
+                                keras.callbacks.ModelCheckpoint(best, save_best_only=True,
+                                                                save_weights_only=True),
+                                keras.callbacks.EarlyStopping(patience=1)])
+    rows = [row.split(",") for row in log.read_text().splitlines()]
+    last = model.get_weights()
+    model.load_weights(best)
+    return dict(init=start, history=history.history, epochs=history.epoch, weights=last,
+                checkpoint=model.get_weights(), log_header=rows[0],
+                log=[[float("nan") if v == "NA" else float(v) for v in row] for row in rows[1:]])
+
+
 # -- the tests ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -282,6 +310,11 @@ def test_schedule_ports(name):
 
 def test_resume_steps_and_dict_inputs_port():
     _port(resume_steps_and_dicts)
+
+
+@pytest.mark.parametrize("freq", [2, [1, 4, 5, 6]])
+def test_validation_freq_port(tmp_path, freq):
+    _port(validation_freq, tmp_path, freq)
 
 
 def test_weighted_py_dataset_port():
