@@ -110,15 +110,22 @@ def resume_steps_and_dicts(keras, init):
                 predict=model.predict(inputs, batch_size=7, verbose=0))
 
 
+def _noisy_validation(keras, init, n, n_val, noise, rate, momentum):
+    """Regression data, validation targets (the first ``n_val`` samples') with noise, and an
+    MLP compiled with SGD with momentum: (x, y, y_val, model, initial weights)."""
+    x, y = _regression(n)
+    y_val = y[:n_val] + _rng().normal(size=(n_val, 1)).astype("float32") * noise
+    model = _mlp(keras)
+    start = _start(model, init)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=rate, momentum=momentum),
+                  loss="mse")
+    return x, y, y_val, model, start
+
+
 def early_stopping(keras, init, variant):
     """EarlyStopping's start_from_epoch, baseline, patience and restore_best_weights on a
     noisy validation set (Keras 3's counting)."""
-    rng = _rng()
-    x, y = _regression(60)
-    y_val = y[:20] + rng.normal(size=(20, 1)).astype("float32") * 4
-    model = _mlp(keras)
-    start = _start(model, init)
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.08, momentum=0.9), loss="mse")
+    x, y, y_val, model, start = _noisy_validation(keras, init, 60, 20, 4.0, 0.08, 0.9)
     options = {"start": dict(patience=1, start_from_epoch=3, restore_best_weights=True),
                "baseline": dict(patience=2, baseline=1.0, restore_best_weights=True),
                "patience0": dict(patience=0, min_delta=0.01),
@@ -270,12 +277,7 @@ def weighted_py_dataset(keras, init):
 def validation_freq(keras, init, tmp_path, freq):
     """fit(validation_freq=...) with callbacks watching val_loss (skipped, with a warning, on
     the epochs without validation; ModelCheckpoint saves there) and a CSVLogger (NA there)."""
-    rng = _rng()
-    x, y = _regression(36)
-    y_val = y[:12] + rng.normal(size=(12, 1)).astype("float32") * 3
-    model = _mlp(keras)
-    start = _start(model, init)
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.8), loss="mse")
+    x, y, y_val, model, start = _noisy_validation(keras, init, 36, 12, 3.0, 0.05, 0.8)
     log = tmp_path / "log.csv"
     best = str(tmp_path / "best.weights.h5")
     with warnings.catch_warnings():
