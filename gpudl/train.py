@@ -206,13 +206,14 @@ def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, batch_callb
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+        counted = running.count
         with no_grad():
             running.add(loss.detach(), _detached(output), target)
         bar.update(1)
         if not bar.disable and (i + 1) % LOG_EVERY == 0:
             bar.set_postfix(_rounded(running.logs("fit: the training data")), refresh=False)
         if batch_callbacks:                      # reads the loss every batch: only when asked
-            batch_logs = {"loss": float(loss.item())}
+            batch_logs = {"loss": float(loss.item()), "size": running.count - counted}
             if any([cb.on_batch_end(i, batch_logs, callback_model) for cb in batch_callbacks]):
                 return running.combined_logs("fit: the training data"), True
     return running.combined_logs("fit: the training data"), False

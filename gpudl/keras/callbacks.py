@@ -251,7 +251,8 @@ class Callback:
     """Base class for callbacks written against Keras's hooks; fit adapts them to gpudl.train's.
 
     ``self.model`` is the model; set ``self.model.stop_training = True`` to stop after the
-    epoch. ``on_train_batch_end`` reads the loss every batch (only when overridden).
+    epoch. ``on_train_batch_end`` reads the loss every batch (only when overridden); its
+    ``logs["loss"]`` is Keras's: the running mean over the epoch's batches so far.
     """
 
     def __init__(self):
@@ -300,8 +301,17 @@ class _KerasHooks(C.Callback):
 
 
 class _KerasBatchHooks(_KerasHooks):
+    """Keras's batch logs: ``loss`` is the epoch's running mean so far (weighted by the batch
+    sizes, as Keras's loss tracker), not the batch's own loss."""
+
+    def on_epoch_begin(self, epoch, model):
+        self.loss_sum = self.count = 0
+        super().on_epoch_begin(epoch, model)
+
     def on_batch_end(self, batch, logs, model):
-        self.callback.on_train_batch_end(batch, logs)
+        self.loss_sum += logs["loss"] * logs["size"]
+        self.count += logs["size"]
+        self.callback.on_train_batch_end(batch, {"loss": self.loss_sum / self.count})
         return bool(getattr(model, "stop_training", False))
 
 

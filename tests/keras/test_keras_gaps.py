@@ -196,7 +196,15 @@ def _frozen_regression(rng, n=40):
     return model, x, y, per_sample
 
 
+def _running(values, sizes):
+    """Keras's batch logs: the running mean of the batch losses, weighted by batch size."""
+    values, sizes = np.asarray(values, np.float64), np.asarray(sizes, np.float64)
+    return np.cumsum(values * sizes) / np.cumsum(sizes)
+
+
 class _Batches(callbacks.Callback):
+    """Records each epoch's batch logs["loss"] (Keras's running mean of the epoch so far)."""
+
     def __init__(self):
         super().__init__()
         self.seen = []
@@ -219,7 +227,7 @@ def test_steps_per_epoch_continues_across_epochs_as_keras(rng):
     assert history.epoch == [1, 2, 3, 4] and [e for e, _ in recorder.seen] == [1, 2, 3, 4]
     expected = [batch_losses[0:3], batch_losses[3:5], batch_losses[0:3], batch_losses[3:5]]
     for (_, got), want in zip(recorder.seen, expected):
-        np.testing.assert_allclose(got, want, rtol=1e-5)
+        np.testing.assert_allclose(got, _running(want, [8] * len(want)), rtol=1e-5)
     np.testing.assert_allclose(history.history["loss"], [np.mean(per_sample[:24]),
                                                          np.mean(per_sample[24:])] * 2,
                                rtol=1e-5)
@@ -231,9 +239,9 @@ def test_steps_per_epoch_without_batch_size_splits_the_data(rng):
     recorder = _Batches()
     model.fit(x, y, epochs=1, steps_per_epoch=3, shuffle=False, verbose=0, callbacks=[recorder])
     # Keras: batch_size = ceil(10 / 3) = 4 -> batches of 4, 4, 2
-    np.testing.assert_allclose(recorder.seen[0][1], [per_sample[:4].mean(),
-                                                    per_sample[4:8].mean(),
-                                                    per_sample[8:].mean()], rtol=1e-5)
+    np.testing.assert_allclose(recorder.seen[0][1], _running(
+        [per_sample[:4].mean(), per_sample[4:8].mean(), per_sample[8:].mean()], [4, 4, 2]),
+        rtol=1e-5)
     with pytest.raises(ValueError, match="steps_per_epoch must be a positive int or None, got 0"):
         model.fit(x, y, steps_per_epoch=0, verbose=0)
     with pytest.raises(ValueError, match="initial_epoch must be a non-negative int, got -1"):
@@ -257,7 +265,8 @@ def test_generators_of_numpy_batches_with_steps_as_keras(rng):
     starts = [[0, 7, 14], [21, 28, 0]]
     for (_, got), firsts in zip(recorder.seen, starts):
         want = [(per_sample[i:i + 7] * weights[i:i + 7]).mean() for i in firsts]
-        np.testing.assert_allclose(got, want, rtol=1e-5)
+        np.testing.assert_allclose(got, _running(want, [len(per_sample[i:i + 7])
+                                                        for i in firsts]), rtol=1e-5)
     # validation: Keras replays a generator's first two batches at each pass, then goes on:
     # epoch 0 sees samples 0-11, epoch 1 samples 0-7 and 12-15
     val = [np.mean(per_sample[:12]), np.mean(np.r_[per_sample[:8], per_sample[12:16]])]
@@ -299,7 +308,8 @@ def test_a_subclassed_model_built_on_a_generators_first_batch_still_trains_on_it
         model.fit(batches(), epochs=1, steps_per_epoch=3, verbose=0, callbacks=[recorder])
     kernel, bias = (w.astype(np.float64) for w in model.get_weights())
     per_sample = ((x @ kernel + bias - y) ** 2)[:, 0]
-    np.testing.assert_allclose(recorder.seen[0][1], per_sample.reshape(3, 4).mean(1), rtol=1e-5)
+    np.testing.assert_allclose(recorder.seen[0][1],
+                               _running(per_sample.reshape(3, 4).mean(1), [4] * 3), rtol=1e-5)
 
 
 def test_a_py_dataset_may_give_sample_weights(rng):
@@ -328,7 +338,8 @@ def test_a_py_dataset_may_give_sample_weights(rng):
     model.fit(Weighted(), epochs=3, verbose=0, callbacks=[recorder])
     batch_losses = [(per_sample * weights)[4 * i:4 * i + 4].mean() for i in range(3)]
     for (_, got), order in zip(recorder.seen, orders):
-        np.testing.assert_allclose(got, [batch_losses[i] for i in order], rtol=1e-5)
+        np.testing.assert_allclose(got, _running([batch_losses[i] for i in order], [4] * 3),
+                                   rtol=1e-5)
     assert len({tuple(order) for order in orders}) > 1
 
     class Bad(Weighted):

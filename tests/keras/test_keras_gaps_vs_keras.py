@@ -237,14 +237,17 @@ def generators(keras, init, validation_steps):
     start = _start(model, init)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.02), loss="mse",
                   metrics=["mae"])
+    batch_losses = []                        # Keras's batch logs: the epoch's running mean
     history = model.fit(endless(x, y, 7), steps_per_epoch=3, epochs=3, verbose=0,
                         validation_data=endless(x[:10], y[:10] + 1, 3),
-                        validation_steps=validation_steps)
+                        validation_steps=validation_steps, callbacks=[
+                            keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs:
+                                                           batch_losses.append(logs["loss"]))])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         evaluated = model.evaluate(x, y, steps=4, verbose=0, return_dict=True)
     return dict(init=start, history=history.history, weights=model.get_weights(),
-                evaluate=evaluated, evaluate_generator=model.evaluate(
+                batch_losses=batch_losses, evaluate=evaluated, evaluate_generator=model.evaluate(
                     endless(x, y * 2, 5), steps=3, verbose=0, return_dict=True))
 
 
