@@ -7,6 +7,7 @@ Keras's hooks (``on_epoch_end(self, epoch, logs=None)``, ``self.model``,
 import csv
 import numbers
 import os
+import string
 import warnings
 
 import numpy as np
@@ -15,12 +16,6 @@ from .. import callbacks as C
 from ..train import History  # noqa: F401 (Keras's name)
 from ..callbacks import TerminateOnNaN  # noqa: F401 (Keras's name)
 from .optimizers import check_settable
-
-
-def _no(owner, **unsupported):
-    for name, value in unsupported.items():
-        if value:
-            raise NotImplementedError(f"{owner}: {name}={value!r} is not supported")
 
 
 class EarlyStopping(C.EarlyStopping):
@@ -91,14 +86,27 @@ class ModelCheckpoint(C.ModelCheckpoint):
     """Keras's ModelCheckpoint: with ``save_weights_only=False`` and a ``.keras`` path, the
     whole model (``model.save``, for ``keras.models.load_model``); else the weights
     (``model.save_weights``: safetensors, weights in Keras's order, for ``load_weights``).
-    ``initial_value_threshold``: a first best that ``monitor`` must beat to be saved."""
+    ``initial_value_threshold``: a first best that ``monitor`` must beat to be saved.
+    ``save_freq``: 'epoch', or an int N: every N training batches (counted across epochs),
+    the path formatted with ``epoch``, ``batch`` (1-based) and the batch logs, which hold the
+    epoch's running ``loss`` only (Keras's also hold the metrics); a ``monitor`` they lack
+    saves with a warning, as Keras does."""
+
+    def __new__(cls, *args, **kwargs):
+        save_freq = kwargs.get("save_freq", args[6] if len(args) > 6 else "epoch")
+        if cls is ModelCheckpoint and save_freq != "epoch":
+            cls = _BatchModelCheckpoint
+        return super().__new__(cls)
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=False, mode="auto", save_freq="epoch",
                  initial_value_threshold=None):
-        _no("ModelCheckpoint", save_freq=save_freq if save_freq != "epoch" else None)
+        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(
+                save_freq, numbers.Integral) or save_freq < 1):
+            raise ValueError(f"ModelCheckpoint: save_freq must be 'epoch' or a positive int, "
+                             f"got {save_freq!r}")
         super().__init__(filepath, monitor=monitor, save_best_only=save_best_only, mode=mode)
-        self.save_weights_only = save_weights_only
+        self.save_weights_only, self.save_freq = save_weights_only, save_freq
         self.initial_value_threshold = initial_value_threshold
 
     def on_train_begin(self, model):
@@ -107,9 +115,13 @@ class ModelCheckpoint(C.ModelCheckpoint):
             self.tracker.best = self.initial_value_threshold
 
     def on_epoch_end(self, epoch, logs, model):
+        return self.save(epoch, logs, model)
+
+    def save(self, epoch, logs, model):
+        """Save as gpudl.callbacks.ModelCheckpoint does, from ``logs``; a monitored value
+        they lack saves anyway, with Keras's warning (fit's validation_freq, batch logs)."""
         if not self.save_best_only or self.tracker.monitor in logs:
             return super().on_epoch_end(epoch, logs, model)
-        # Keras: without the monitored value it saves, warning (fit's validation_freq)
         _monitored(self.tracker, logs, "ModelCheckpoint")
         self.save_best_only = False
         try:
@@ -124,6 +136,37 @@ class ModelCheckpoint(C.ModelCheckpoint):
             model.save_weights(path)
         else:
             super().write(model, state, path)
+
+
+class _BatchModelCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint(save_freq=N): saves from the batch hooks (the loss read every batch)."""
+
+    def check_logs(self, keys):
+        for _, field, _, _ in string.Formatter().parse(self.path):
+            name = field.split(".")[0].split("[")[0] if field else None
+            if name:
+                C._check_logged("ModelCheckpoint", "path field", name,
+                                ["epoch", "batch", "loss"])
+
+    def on_train_begin(self, model):
+        super().on_train_begin(model)
+        self.since_saved = 0
+
+    def on_epoch_begin(self, epoch, model):
+        self.epoch, self.loss_sum, self.count = epoch, 0.0, 0
+
+    def on_batch_end(self, batch, logs, model):
+        self.loss_sum += logs["loss"] * logs["size"]
+        self.count += logs["size"]
+        self.since_saved += 1
+        if self.since_saved >= self.save_freq:
+            self.since_saved = 0
+            self.save(self.epoch, {"loss": self.loss_sum / self.count, "batch": batch + 1},
+                      model)
+        return False
+
+    def on_epoch_end(self, epoch, logs, model):
+        return False
 
 
 class ReduceLROnPlateau(C.Callback):

@@ -487,6 +487,29 @@ def test_model_checkpoint_keeps_the_best_whole_model(rng, tmp_path):
     assert threshold.saved == []                         # no mse beats -1
 
 
+def test_model_checkpoint_every_n_batches(rng, tmp_path):
+    model, x, y, per_sample = _frozen_regression(rng, n=40)          # 5 batches of 8
+    path = str(tmp_path / "ck-{epoch}-{batch}-{loss:.4f}.weights.h5")
+    checkpoint = callbacks.ModelCheckpoint(path, save_freq=3, monitor="loss",
+                                           save_best_only=True, save_weights_only=True)
+    model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=[checkpoint])
+    # global batches 3, 6, 9, 12, 15: (epoch 1, batch 3), (2, 1), (2, 4), (3, 2), (3, 5); the
+    # logs' loss is the epoch's running mean, so a save needs it lower than the best before
+    batch = [per_sample[i:i + 8].mean() for i in range(0, 40, 8)]
+    running = {(e, b): np.mean(batch[:b]) for e in (1, 2, 3) for b in range(1, 6)}
+    best, expected = math.inf, []
+    for key in [(1, 3), (2, 1), (2, 4), (3, 2), (3, 5)]:
+        if running[key] < best:
+            best = running[key]
+            expected.append(f"ck-{key[0]}-{key[1]}-{running[key]:.4f}.weights.h5")
+    assert [p.rsplit("/", 1)[-1] for p in checkpoint.saved] == expected
+    with pytest.raises(ValueError, match="save_freq must be 'epoch' or a positive int, got 0"):
+        callbacks.ModelCheckpoint(path, save_freq=0)
+    with pytest.raises(ValueError, match="path field 'val_loss' is not among the logged"):
+        model.fit(x, y, verbose=0, validation_data=(x, y), callbacks=[
+            callbacks.ModelCheckpoint(str(tmp_path / "{val_loss}.keras"), save_freq=2)])
+
+
 # -- compile(weighted_metrics=...) -------------------------------------------------------------
 
 def test_weighted_metrics_weigh_by_sample_and_class_weights(rng):

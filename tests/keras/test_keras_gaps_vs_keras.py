@@ -300,6 +300,26 @@ def validation_freq(keras, init, tmp_path, freq):
                 log=[[float("nan") if v == "NA" else float(v) for v in row] for row in rows[1:]])
 
 
+def batch_checkpoints(keras, init, tmp_path, best_only):
+    """ModelCheckpoint(save_freq=3) over epochs of 5 batches: the files written (epoch and
+    batch in the name), each one's weights; with save_best_only on the batch logs' loss."""
+    x, y = _regression(40)
+    model = _mlp(keras)
+    start = _start(model, init)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.03), loss="mse")
+    folder = tmp_path / f"{keras.__name__}-{best_only}"
+    folder.mkdir()
+    path = str(folder / "ck-{epoch:02d}-{batch:02d}-{loss:.2f}.weights.h5")
+    model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=[
+        keras.callbacks.ModelCheckpoint(path, monitor="loss", save_freq=3,
+                                        save_best_only=best_only, save_weights_only=True)])
+    saved = {}
+    for file in sorted(folder.iterdir()):
+        model.load_weights(str(file))
+        saved[file.name] = model.get_weights()
+    return dict(init=start, saved=saved)
+
+
 # -- the tests ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -320,6 +340,11 @@ def test_resume_steps_and_dict_inputs_port():
 @pytest.mark.parametrize("freq", [2, [1, 4, 5, 6]])
 def test_validation_freq_port(tmp_path, freq):
     _port(validation_freq, tmp_path, freq)
+
+
+@pytest.mark.parametrize("best_only", [False, True])
+def test_batch_checkpoints_port(tmp_path, best_only):
+    _port(batch_checkpoints, tmp_path, best_only)
 
 
 def test_weighted_py_dataset_port():
