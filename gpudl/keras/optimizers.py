@@ -24,8 +24,8 @@ from .serialization import Configurable
 
 # Keras's base-optimizer options gpudl does not implement, with Keras's defaults: given another
 # value they are refused, never ignored. ``name`` and ``jit_compile`` change no number.
-_UNSUPPORTED = {"use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None,
-                "loss_scale_factor": None, "gradient_accumulation_steps": None}
+_UNSUPPORTED = {"loss_scale_factor": None, "gradient_accumulation_steps": None}
+_EMA = {"use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None}
 _HARMLESS = ("name", "jit_compile")
 _CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
 
@@ -42,6 +42,11 @@ class Optimizer(Configurable):
     update with Keras's formulas (``g * c / max(|g|, c)``; ``g * c * min(1 / |G|, 1 / c)``, NaN
     when the joint norm is not finite); None or 0 (Keras's off) clips nothing.
 
+    ``use_ema``: after each update the optimizer keeps ``average = m * average + (1 - m) * w``
+    (``m = ema_momentum``; the first update copies ``w``), writes the averages into the
+    weights every ``ema_overwrite_frequency`` updates, and ``fit`` writes them in when it ends
+    (Keras's ``finalize_variable_values``). The averages are not saved with the model.
+
     ``weight_decay`` is Keras's, decoupled (``w -= learning_rate * weight_decay * w`` before each
     step): AdamW's rule in gpudl.optim, and for SGD without momentum the same numbers as torch's
     L2 form; where gpudl has no decoupled form (SGD with momentum, RMSprop, Adagrad) it is refused.
@@ -50,13 +55,14 @@ class Optimizer(Configurable):
     def __init__(self, learning_rate, keras_options, **options):
         where = type(self).__name__
         for key, value in keras_options.items():
-            if key in _HARMLESS or key in _CLIPPING:
+            if key in _HARMLESS or key in _CLIPPING or key in _EMA:
                 continue
             if key not in _UNSUPPORTED:
                 raise TypeError(f"{where}: unexpected argument {key!r}")
             if value != _UNSUPPORTED[key]:
                 raise NotImplementedError(f"{where}: {key}={value!r} is not supported")
         self.clipping = _clipping(where, keras_options)
+        self.ema = _ema(where, {**_EMA, **{k: v for k, v in keras_options.items() if k in _EMA}})
         self.schedule = learning_rate if isinstance(
             learning_rate, schedules.LearningRateSchedule) else None
         self.learning_rate = float(learning_rate(0) if self.schedule else learning_rate)
@@ -81,10 +87,54 @@ class Optimizer(Configurable):
                 learning_rate = float(self.schedule(built.iterations))
                 for group in built.param_groups:
                     group["lr"] = learning_rate
+            index = built.iterations
             built.iterations += 1
-            return step(closure)
+            result = step(closure)
+            if self.ema is not None:
+                _moving_averages(built, index, *self.ema)
+            return result
         built.step = counted_step
         return built
+
+
+def _ema(where, options):
+    """``(momentum, overwrite_frequency)`` with ``use_ema`` (None without), checked as Keras
+    checks them."""
+    if not options["use_ema"]:
+        return None
+    momentum, frequency = options["ema_momentum"], options["ema_overwrite_frequency"]
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or \
+            not 0 <= momentum <= 1:
+        raise ValueError(f"{where}: ema_momentum must be in [0, 1], got {momentum!r}")
+    if frequency is not None and (isinstance(frequency, bool) or not isinstance(
+            frequency, numbers.Integral) or frequency < 1):
+        raise ValueError(f"{where}: ema_overwrite_frequency must be an int >= 1 or None, got "
+                         f"{frequency!r}")
+    return float(momentum), frequency
+
+
+def _moving_averages(optimizer, index, momentum, frequency):
+    """Keras's ``_update_model_variables_moving_average`` after update ``index`` (0 for the
+    first: the averages start as the weights), then the overwrite every ``frequency``."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if index == 0 or getattr(optimizer, "ema_averages", None) is None:
+        optimizer.ema_averages = [p._data.copy() for p in params]
+    else:
+        for p, average in zip(params, optimizer.ema_averages):
+            average *= momentum
+            average += (1 - momentum) * p._data
+    if frequency and (index + 1) % frequency == 0:
+        finalize(optimizer)
+
+
+def finalize(optimizer):
+    """Keras's ``finalize_variable_values``: with ``use_ema``, the weights become their moving
+    averages (fit calls it when it ends); otherwise nothing."""
+    averages = getattr(optimizer, "ema_averages", None)
+    if averages is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for p, average in zip(params, averages):
+            p._data[...] = average
 
 
 def _clipping(where, options):

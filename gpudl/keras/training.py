@@ -499,6 +499,8 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                             epochs, val_loader=val, metrics=config.metrics,
                             callbacks=keras_callbacks.adapt(callbacks), verbose=bool(verbose),
                             initial_epoch=initial_epoch, validation_freq=validation_freq)
+    if epochs > 0:                           # Keras: the EMA weights written in (use_ema)
+        keras_optimizers.finalize(config.optimizer)
     history.model = model                                    # Keras's History attributes
     history.params = {"verbose": 1 if verbose == "auto" else verbose, "epochs": epochs,
                       "steps": len(loader) if hasattr(loader, "__len__") else None}

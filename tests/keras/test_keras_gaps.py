@@ -86,6 +86,38 @@ def test_clipping_arguments_are_checked():
         ("clipnorm", 2.0)
 
 
+@pytest.mark.parametrize("frequency", [None, 3])
+def test_moving_averages_of_the_weights(rng, frequency):
+    w = rng.standard_normal(4)
+    p = gd.tensor(w.astype(np.float32), requires_grad=True)
+    optimizer = optimizers.SGD(learning_rate=0.1, use_ema=True, ema_momentum=0.7,
+                               ema_overwrite_frequency=frequency).build([p])
+    average = None
+    for step in range(7):
+        g = rng.standard_normal(4)
+        p.grad = gd.tensor(g.astype(np.float32))
+        optimizer.step()
+        w = w - 0.1 * g
+        average = w.copy() if step == 0 else 0.7 * average + 0.3 * w
+        if frequency and (step + 1) % frequency == 0:
+            w = average.copy()                       # Keras writes the averages in
+        np.testing.assert_allclose(p.numpy(), w, rtol=1e-5, atol=1e-6)
+    optimizers.finalize(optimizer)                   # what fit does when it ends
+    np.testing.assert_allclose(p.numpy(), average, rtol=1e-5, atol=1e-6)
+
+
+def test_moving_average_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"ema_momentum must be in \[0, 1\], got 1.5"):
+        optimizers.Adam(use_ema=True, ema_momentum=1.5)
+    with pytest.raises(ValueError, match="ema_overwrite_frequency must be an int >= 1 or None, "
+                                         "got 0"):
+        optimizers.Adam(use_ema=True, ema_overwrite_frequency=0)
+    optimizers.Adam(ema_momentum=7)                  # Keras checks them only with use_ema
+    with pytest.raises(NotImplementedError, match="gradient_accumulation_steps=4 is not "
+                                                  "supported"):
+        optimizers.Adam(gradient_accumulation_steps=4)
+
+
 # -- learning-rate schedules -----------------------------------------------------------------
 
 def _polynomial(step, lr0, steps, end, power, cycle):

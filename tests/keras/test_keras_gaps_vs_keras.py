@@ -53,6 +53,24 @@ def clipping(keras, init, option, optimizer):
     return dict(init=start, history=history.history, weights=model.get_weights())
 
 
+def moving_averages(keras, init, optimizer, frequency):
+    """use_ema: the averages written in every ``frequency`` updates and when fit ends; two
+    fits in a row, evaluate on the averaged weights."""
+    x, y = _regression()
+    model = _mlp(keras)
+    start = _start(model, init)
+    make = {"sgd": lambda **kw: keras.optimizers.SGD(learning_rate=0.05, momentum=0.5, **kw),
+            "adam": lambda **kw: keras.optimizers.Adam(learning_rate=0.02, **kw)}[optimizer]
+    model.compile(optimizer=make(use_ema=True, ema_momentum=0.8,
+                                 ema_overwrite_frequency=frequency), loss="mse")
+    first = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    after_first = model.get_weights()
+    second = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    return dict(init=start, first=first.history, second=second.history,
+                after_first=after_first, weights=model.get_weights(),
+                evaluate=model.evaluate(x, y, verbose=0))
+
+
 SCHEDULES = {
     "polynomial": lambda s: s.PolynomialDecay(0.05, decay_steps=7, end_learning_rate=0.005,
                                               power=0.5),
@@ -326,6 +344,11 @@ def batch_checkpoints(keras, init, tmp_path, best_only):
 @pytest.mark.parametrize("option", ["clipnorm", "clipvalue", "global_clipnorm"])
 def test_clipping_ports(option, optimizer):
     _port(clipping, option, optimizer)
+
+
+@pytest.mark.parametrize("optimizer, frequency", [("sgd", None), ("sgd", 4), ("adam", 5)])
+def test_moving_average_ports(optimizer, frequency):
+    _port(moving_averages, optimizer, frequency)
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
