@@ -143,7 +143,7 @@ def _noisy_validation(keras, init, n, n_val, noise, rate, momentum):
 def early_stopping(keras, init, variant):
     """EarlyStopping's start_from_epoch, baseline, patience and restore_best_weights on a
     noisy validation set (Keras 3's counting)."""
-    x, y, y_val, model, start = _noisy_validation(keras, init, 60, 20, 4.0, 0.08, 0.9)
+    x, y, y_val, model, start = _noisy_validation(keras, init, 60, 20, 4.0, 0.03, 0.8)
     options = {"start": dict(patience=1, start_from_epoch=3, restore_best_weights=True),
                "baseline": dict(patience=2, baseline=1.0, restore_best_weights=True),
                "patience0": dict(patience=0, min_delta=0.01),
