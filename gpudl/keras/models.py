@@ -315,8 +315,11 @@ class KerasOptimizerView:
 
     @property
     def iterations(self):
-        """The number of updates made (counted by gpudl.keras's optimizers)."""
-        return getattr(self.wrapped, "iterations", None)
+        """The number of updates made (counted by gpudl.keras's optimizers; with gradient
+        accumulation, steps // gradient_accumulation_steps, as Keras)."""
+        steps = getattr(self.wrapped, "iterations", None)
+        accumulation = getattr(self.wrapped, "accumulation_steps", None)
+        return steps // accumulation if steps is not None and accumulation else steps
 
     def __getattr__(self, name):
         return getattr(self.wrapped, name)

@@ -24,7 +24,7 @@ from .serialization import Configurable
 
 # Keras's base-optimizer options gpudl does not implement, with Keras's defaults: given another
 # value they are refused, never ignored. ``name`` and ``jit_compile`` change no number.
-_UNSUPPORTED = {"loss_scale_factor": None, "gradient_accumulation_steps": None}
+_UNSUPPORTED = {"loss_scale_factor": None}
 _EMA = {"use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None}
 _HARMLESS = ("name", "jit_compile")
 _CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
@@ -47,6 +47,11 @@ class Optimizer(Configurable):
     weights every ``ema_overwrite_frequency`` updates, and ``fit`` writes them in when it ends
     (Keras's ``finalize_variable_values``). The averages are not saved with the model.
 
+    ``gradient_accumulation_steps=N``: the gradients of N steps are summed and every N-th step
+    updates with their mean (clipped then); ``iterations`` counts updates (steps // N) as
+    Keras's does, while a schedule is evaluated at the step count, and the moving averages
+    follow Keras's counting (steps // N).
+
     ``weight_decay`` is Keras's, decoupled (``w -= learning_rate * weight_decay * w`` before each
     step): AdamW's rule in gpudl.optim, and for SGD without momentum the same numbers as torch's
     L2 form; where gpudl has no decoupled form (SGD with momentum, RMSprop, Adagrad) it is refused.
@@ -55,7 +60,8 @@ class Optimizer(Configurable):
     def __init__(self, learning_rate, keras_options, **options):
         where = type(self).__name__
         for key, value in keras_options.items():
-            if key in _HARMLESS or key in _CLIPPING or key in _EMA:
+            if key in _HARMLESS or key in _CLIPPING or key in _EMA or \
+                    key == "gradient_accumulation_steps":
                 continue
             if key not in _UNSUPPORTED:
                 raise TypeError(f"{where}: unexpected argument {key!r}")
@@ -63,6 +69,7 @@ class Optimizer(Configurable):
                 raise NotImplementedError(f"{where}: {key}={value!r} is not supported")
         self.clipping = _clipping(where, keras_options)
         self.ema = _ema(where, {**_EMA, **{k: v for k, v in keras_options.items() if k in _EMA}})
+        self.accumulation = _accumulation(where, keras_options.get("gradient_accumulation_steps"))
         self.schedule = learning_rate if isinstance(
             learning_rate, schedules.LearningRateSchedule) else None
         self.learning_rate = float(learning_rate(0) if self.schedule else learning_rate)
@@ -71,8 +78,10 @@ class Optimizer(Configurable):
 
     @property
     def iterations(self):
-        """The number of updates made (Keras's ``optimizer.iterations``)."""
-        return 0 if self.built is None else self.built.iterations
+        """The number of updates made (Keras's ``optimizer.iterations``: with gradient
+        accumulation, steps // gradient_accumulation_steps)."""
+        return 0 if self.built is None else \
+            self.built.iterations // (self.accumulation or 1)
 
     def build(self, params):
         """The gpudl optimizer over ``params``; its ``step`` also counts ``iterations`` and,
@@ -80,21 +89,66 @@ class Optimizer(Configurable):
         built = self.built = self.make(list(params))
         built.iterations, built.learning_rate_schedule, step = 0, self.schedule, built.step
 
+        built.accumulation_steps = self.accumulation
+
         def counted_step(closure=None):
+            accumulation, index = self.accumulation, built.iterations
+            if accumulation:
+                if (index + 1) % accumulation:            # not an update: only accumulate
+                    built.iterations += 1
+                    _accumulate(built)
+                    if self.ema is not None:
+                        _moving_averages(built, index // accumulation, *self.ema)
+                    return None
+                _accumulated_mean(built, accumulation)
             if self.clipping is not None:
                 _clip_gradients(built, *self.clipping)
             if self.schedule is not None:
                 learning_rate = float(self.schedule(built.iterations))
                 for group in built.param_groups:
                     group["lr"] = learning_rate
-            index = built.iterations
             built.iterations += 1
             result = step(closure)
             if self.ema is not None:
-                _moving_averages(built, index, *self.ema)
+                _moving_averages(built, index // (accumulation or 1), *self.ema)
             return result
         built.step = counted_step
         return built
+
+
+def _accumulation(where, steps):
+    """``gradient_accumulation_steps`` checked as Keras checks it (None: no accumulation)."""
+    if steps is None:
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 2:
+        raise ValueError(f"{where}: gradient_accumulation_steps must be an int >= 2 (or None), "
+                         f"got {steps!r}")
+    return int(steps)
+
+
+def _accumulate(optimizer):
+    """Add this step's gradients to the optimizer's accumulators (zeros at first)."""
+    accumulators = optimizer.__dict__.setdefault("accumulated_gradients", {})
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p._grad is not None:
+                if id(p) in accumulators:
+                    accumulators[id(p)] += p._grad._data
+                else:
+                    accumulators[id(p)] = p._grad._data.copy()
+
+
+def _accumulated_mean(optimizer, steps):
+    """On an update step: each gradient becomes ``(g + accumulated) / steps`` (Keras's), and
+    the accumulators restart from zero."""
+    accumulators = optimizer.__dict__.get("accumulated_gradients", {})
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p._grad is not None:
+                total = accumulators.get(id(p))
+                grad = p._grad._data
+                grad[...] = (grad if total is None else grad + total) / steps
+    optimizer.accumulated_gradients = {}
 
 
 def _ema(where, options):

@@ -113,9 +113,35 @@ def test_moving_average_arguments_are_checked():
                                          "got 0"):
         optimizers.Adam(use_ema=True, ema_overwrite_frequency=0)
     optimizers.Adam(ema_momentum=7)                  # Keras checks them only with use_ema
-    with pytest.raises(NotImplementedError, match="gradient_accumulation_steps=4 is not "
-                                                  "supported"):
-        optimizers.Adam(gradient_accumulation_steps=4)
+    with pytest.raises(ValueError, match=r"gradient_accumulation_steps must be an int >= 2 "
+                                         r"\(or None\), got 1"):
+        optimizers.Adam(gradient_accumulation_steps=1)
+    with pytest.raises(NotImplementedError, match="loss_scale_factor=64 is not supported"):
+        optimizers.SGD(loss_scale_factor=64)
+
+
+def test_gradient_accumulation_updates_with_the_mean_every_n_steps(rng):
+    w = rng.standard_normal(5)
+    p = gd.tensor(w.astype(np.float32), requires_grad=True)
+    schedule = schedules.ExponentialDecay(0.2, decay_steps=2, decay_rate=0.5)
+    optimizer = optimizers.SGD(learning_rate=schedule, gradient_accumulation_steps=3,
+                               clipvalue=0.4).build([p])
+    total = np.zeros(5)
+    for step in range(9):
+        g = rng.standard_normal(5)
+        p.grad = gd.tensor(g.astype(np.float32))
+        optimizer.step()
+        total += g
+        if (step + 1) % 3 == 0:            # the mean, clipped, at the rate of this step count
+            w = w - 0.2 * 0.5 ** (step / 2) * np.clip(total / 3, -0.4, 0.4)
+            total[:] = 0
+        np.testing.assert_allclose(p.numpy(), w, rtol=1e-5, atol=1e-6)
+    assert optimizer.iterations == 9                # steps; Keras's iterations count updates
+    model = keras.Sequential([keras.Input(shape=(2,)), layers.Dense(1)])
+    model.compile(optimizer=optimizers.Adam(gradient_accumulation_steps=2), loss="mse")
+    x = rng.standard_normal((10, 2)).astype(np.float32)
+    model.fit(x, x[:, :1], batch_size=2, epochs=1, verbose=0)
+    assert model.optimizer.iterations == 2          # 5 steps, 2 updates
 
 
 # -- learning-rate schedules -----------------------------------------------------------------

@@ -71,6 +71,28 @@ def moving_averages(keras, init, optimizer, frequency):
                 evaluate=model.evaluate(x, y, verbose=0))
 
 
+def accumulation(keras, init, variant):
+    """gradient_accumulation_steps: the mean of 3 steps' gradients every 3rd step, with
+    clipping, decoupled weight decay, a schedule (at the step count), moving averages (Keras's
+    update counting); the optimizer's iterations (updates) after fit."""
+    x, y = _regression()
+    model = _mlp(keras)
+    start = _start(model, init)
+    decay = keras.optimizers.schedules.ExponentialDecay(0.02, decay_steps=2, decay_rate=0.7)
+    make = {"sgd": lambda: keras.optimizers.SGD(learning_rate=0.05, momentum=0.5,
+                                                gradient_accumulation_steps=3, clipnorm=0.5),
+            "adamw": lambda: keras.optimizers.AdamW(learning_rate=decay, weight_decay=0.1,
+                                                    gradient_accumulation_steps=3),
+            "adam_ema": lambda: keras.optimizers.Adam(learning_rate=0.02, use_ema=True,
+                                                      ema_momentum=0.6,
+                                                      ema_overwrite_frequency=2,
+                                                      gradient_accumulation_steps=2)}[variant]
+    model.compile(optimizer=make(), loss="mse")
+    history = model.fit(x, y * 5, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    return dict(init=start, history=history.history, weights=model.get_weights(),
+                iterations=int(model.optimizer.iterations))
+
+
 SCHEDULES = {
     "polynomial": lambda s: s.PolynomialDecay(0.05, decay_steps=7, end_learning_rate=0.005,
                                               power=0.5),
@@ -349,6 +371,11 @@ def test_clipping_ports(option, optimizer):
 @pytest.mark.parametrize("optimizer, frequency", [("sgd", None), ("sgd", 4), ("adam", 5)])
 def test_moving_average_ports(optimizer, frequency):
     _port(moving_averages, optimizer, frequency)
+
+
+@pytest.mark.parametrize("variant", ["sgd", "adamw", "adam_ema"])
+def test_gradient_accumulation_ports(variant):
+    _port(accumulation, variant)
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
