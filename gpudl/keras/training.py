@@ -151,11 +151,13 @@ class WeightedMetric:
 
     def __init__(self, metric, config, index=None):
         self.config, self.index = config, index
+        if isinstance(metric, str) and metric in keras_metrics.METRIC_OBJECTS:
+            metric = keras_metrics.METRIC_OBJECTS[metric](name=metric)    # 'auc', 'poisson', ...
         if isinstance(metric, str):
             if metric not in keras_metrics.VALUES:
+                known = sorted(set(keras_metrics.VALUES) | set(keras_metrics.METRIC_OBJECTS))
                 raise ValueError(f"compile: unknown weighted metric {metric!r}; expected one of "
-                                 f"{sorted(keras_metrics.VALUES)}, a metric object or a "
-                                 "function f(y_true, y_pred)")
+                                 f"{known}, a metric object or a function f(y_true, y_pred)")
             self.values_of, self.metric = keras_metrics.VALUES[metric], None
             base = metric
         else:

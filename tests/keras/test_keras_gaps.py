@@ -616,8 +616,10 @@ def test_weighted_metrics_arguments_are_checked():
         model.compile(loss="mse", weighted_metrics="mae")
     with pytest.raises(ValueError, match="weighted_metrics as a dict needs a model with several"):
         model.compile(loss="mse", weighted_metrics={"dense": ["mae"]})
-    with pytest.raises(ValueError, match="unknown weighted metric 'maae'"):
+    with pytest.raises(ValueError, match="unknown weighted metric 'maae'; expected one of "):
         model.compile(loss="mse", weighted_metrics=["maae"])
+    model.compile(loss="mse", weighted_metrics=["poisson"])       # a metric object's name
+    assert isinstance(model._compiled.metrics[0].metric, keras.metrics.Poisson)
     model.compile(loss="mse", weighted_metrics=["mse"], metrics=["mse"])
     assert [m.__name__ for m in model._compiled.metrics] == ["mse", "weighted_mse"]
 

@@ -530,3 +530,25 @@ def loss_metrics_in_compile(keras, init):
 
 def test_loss_metrics_in_compile_port():
     _port(loss_metrics_in_compile)
+
+
+def weighted_metric_names(keras, init):
+    """Metric names beyond the accuracies in weighted_metrics ('auc', 'binary_crossentropy',
+    'poisson'): fit with class weights, evaluate with sample weights."""
+    rng = _rng()
+    x = rng.random((30, 3)).astype("float32")
+    y = (x[:, :1] + 0.3 * x[:, 1:2] > 0.6).astype("float32")
+    model = keras.Sequential([keras.Input(shape=(3,)),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    start = _start(model, init)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.3), loss="binary_crossentropy",
+                  weighted_metrics=["auc", "binary_crossentropy", "poisson"])
+    history = model.fit(x, y, batch_size=5, epochs=2, shuffle=False, verbose=0,
+                        class_weight={0: 0.5, 1: 2.5})
+    return dict(init=start, history=history.history, weights=model.get_weights(),
+                evaluate=model.evaluate(x, y, sample_weight=rng.random(30).astype("float32"),
+                                        verbose=0, return_dict=True))
+
+
+def test_weighted_metric_names_port():
+    _port(weighted_metric_names)
