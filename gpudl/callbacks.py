@@ -29,7 +29,8 @@ class Callback:
         """Called before each epoch (0-based ``epoch``)."""
 
     def on_batch_end(self, batch, logs, model):
-        """Called after each training batch with {'loss': float}; return True to stop.
+        """Called after each training batch with {'loss': the batch's loss (float), 'size': its
+        number of samples}; return True to stop.
 
         fit reads the loss from the device every batch only for callbacks that override this.
         """

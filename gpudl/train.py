@@ -206,13 +206,14 @@ def _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar, batch_callb
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+        counted = running.count
         with no_grad():
             running.add(loss.detach(), _detached(output), target)
         bar.update(1)
         if not bar.disable and (i + 1) % LOG_EVERY == 0:
             bar.set_postfix(_rounded(running.logs("fit: the training data")), refresh=False)
         if batch_callbacks:                      # reads the loss every batch: only when asked
-            batch_logs = {"loss": float(loss.item())}
+            batch_logs = {"loss": float(loss.item()), "size": running.count - counted}
             if any([cb.on_batch_end(i, batch_logs, callback_model) for cb in batch_callbacks]):
                 return running.combined_logs("fit: the training data"), True
     return running.combined_logs("fit: the training data"), False
@@ -262,7 +263,8 @@ def _overrides(callback, hook):
 
 
 def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metrics=(),
-        callbacks=(), scheduler=None, verbose=True, autocast=None, scaler=None):
+        callbacks=(), scheduler=None, verbose=True, autocast=None, scaler=None, initial_epoch=0,
+        validation_freq=1):
     """Train ``model`` for ``epochs`` epochs; returns the ``History`` of per-epoch logs.
 
     Args:
@@ -280,6 +282,11 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
             precision); validation runs outside it.
         scaler: a ``gd.amp.GradScaler``: the loss is scaled for backward and the optimizer
             stepped through it (a step with an inf/NaN gradient is skipped).
+        initial_epoch: the epoch to start at (Keras's, to resume a run): epochs
+            ``initial_epoch .. epochs - 1`` are run, numbered so for callbacks and the History.
+        validation_freq: validate after every ``validation_freq``-th epoch (an int: when
+            ``(epoch + 1) % validation_freq == 0``), or after the 1-based epochs listed (Keras's
+            rule); the other epochs' logs have no ``val_`` values.
 
     Under a process group (gpudl.distributed) the model is trained as a
     DistributedDataParallel (wrapped for the call unless it is one already): each rank trains on
@@ -300,6 +307,10 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
     from tqdm.auto import tqdm
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral) or \
+            initial_epoch < 0:
+        raise ValueError(f"fit: initial_epoch must be a non-negative int, got {initial_epoch!r}")
+    validates = _validation_epochs(validation_freq)
     for cb in callbacks:
         if not isinstance(cb, Callback):
             raise TypeError(f"fit: callbacks must be Callback objects, got {type(cb).__name__}")
@@ -315,7 +326,7 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
     batch_callbacks = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
     for cb in callbacks:
         cb.on_train_begin(run.callback_model)
-    for epoch in range(epochs):
+    for epoch in range(initial_epoch, epochs):
         for cb in callbacks:
             cb.on_epoch_begin(epoch, run.callback_model)
         loader = run.train_loader(train_loader, epoch)
@@ -325,7 +336,7 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         try:
             logs, stop = _train_epoch(model, loss_fn, optimizer, loader, metric_fns, bar,
                                       batch_callbacks, run, autocast, scaler)
-            if val_loader is not None:
+            if val_loader is not None and validates(epoch):
                 val = _evaluate(run.eval_model, loss_fn, run.eval_loader(val_loader), metric_fns,
                                 "fit", run)
                 logs.update(("val_" + k, v) for k, v in val.items())
@@ -348,6 +359,22 @@ def fit(model, loss_fn, optimizer, train_loader, epochs, val_loader=None, metric
         cb.on_train_end(run.callback_model)
     run.close()
     return history
+
+
+def _validation_epochs(validation_freq):
+    """``validates(epoch)`` for fit's ``validation_freq`` (a positive int, or a list of
+    1-based epochs)."""
+    if isinstance(validation_freq, numbers.Integral) and not isinstance(validation_freq, bool):
+        if validation_freq < 1:
+            raise ValueError(f"fit: validation_freq must be a positive int or a list of epochs, "
+                             f"got {validation_freq!r}")
+        return lambda epoch: (epoch + 1) % validation_freq == 0
+    if isinstance(validation_freq, (list, tuple, set, range)) and all(
+            isinstance(e, numbers.Integral) and not isinstance(e, bool) for e in validation_freq):
+        chosen = set(validation_freq)
+        return lambda epoch: epoch + 1 in chosen
+    raise ValueError(f"fit: validation_freq must be a positive int or a list of epochs, got "
+                     f"{validation_freq!r}")
 
 
 def plot_history(history, path):

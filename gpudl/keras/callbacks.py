@@ -7,6 +7,8 @@ Keras's hooks (``on_epoch_end(self, epoch, logs=None)``, ``self.model``,
 import csv
 import numbers
 import os
+import string
+import warnings
 
 import numpy as np
 
@@ -16,34 +18,155 @@ from ..callbacks import TerminateOnNaN  # noqa: F401 (Keras's name)
 from .optimizers import check_settable
 
 
-def _no(owner, **unsupported):
-    for name, value in unsupported.items():
-        if value:
-            raise NotImplementedError(f"{owner}: {name}={value!r} is not supported")
-
-
 class EarlyStopping(C.EarlyStopping):
+    """Keras 3's EarlyStopping: epochs before ``start_from_epoch`` are not watched; each
+    watched epoch counts one wait, reset by an improvement on the best (by more than
+    ``min_delta``) that also beats ``baseline`` (when given); a watched epoch without
+    improvement stops training once the wait reaches ``patience`` (never at epoch 0).
+    ``restore_best_weights`` loads the best watched epoch's weights back when training ends
+    (stopped or not). ``stopped_epoch`` and ``best_epoch`` are 0 until set, as in Keras."""
+
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, verbose=0, mode="auto",
                  baseline=None, restore_best_weights=False, start_from_epoch=0):
-        _no("EarlyStopping", baseline=baseline, start_from_epoch=start_from_epoch)
+        if isinstance(start_from_epoch, bool) or not isinstance(
+                start_from_epoch, numbers.Integral) or start_from_epoch < 0:
+            raise ValueError(f"EarlyStopping: start_from_epoch must be an int >= 0, got "
+                             f"{start_from_epoch!r}")
+        if baseline is not None and (isinstance(baseline, bool) or
+                                     not isinstance(baseline, numbers.Real)):
+            raise ValueError(f"EarlyStopping: baseline must be a number or None, got "
+                             f"{baseline!r}")
         super().__init__(monitor=monitor, patience=patience, min_delta=abs(min_delta), mode=mode,
                          restore_best_weights=restore_best_weights)
+        self.baseline, self.start_from_epoch = baseline, int(start_from_epoch)
+
+    def on_train_begin(self, model):
+        super().on_train_begin(model)
+        self.best_epoch = self.stopped_epoch = 0
+
+    def on_epoch_end(self, epoch, logs, model):
+        current = _monitored(self.tracker, logs, "EarlyStopping")
+        if current is None or epoch < self.start_from_epoch:
+            return False
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights, self.best_epoch = C._snapshot(model), epoch
+        self.wait += 1
+        if self.tracker.improved(current):
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self.best_weights = C._snapshot(model)
+            if self.baseline is None or _beats(self.tracker, current, self.baseline):
+                self.wait = 0
+            return False
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
+
+def _monitored(tracker, logs, owner):
+    """The monitored value of this epoch's logs, or None with Keras's warning when the epoch
+    did not log it (fit's ``validation_freq`` skipped the validation)."""
+    value = logs.get(tracker.monitor)
+    if value is None:
+        warnings.warn(f"{owner}: {tracker.monitor!r} is not in this epoch's logs "
+                      f"{sorted(logs)} (fit's validation_freq); the epoch is skipped",
+                      UserWarning, stacklevel=3)
+    return value
+
+
+def _beats(tracker, value, reference):
+    """Whether ``value`` improves on ``reference`` by more than the tracker's min_delta."""
+    if tracker.mode == "min":
+        return value < reference - tracker.min_delta
+    return value > reference + tracker.min_delta
 
 
 class ModelCheckpoint(C.ModelCheckpoint):
-    """Keras's ModelCheckpoint; the file is ``model.save_weights``'s (safetensors, weights in
-    Keras's order, for ``load_weights``) whether ``save_weights_only`` or not."""
+    """Keras's ModelCheckpoint: with ``save_weights_only=False`` and a ``.keras`` path, the
+    whole model (``model.save``, for ``keras.models.load_model``); else the weights
+    (``model.save_weights``: safetensors, weights in Keras's order, for ``load_weights``).
+    ``initial_value_threshold``: a first best that ``monitor`` must beat to be saved.
+    ``save_freq``: 'epoch', or an int N: every N training batches (counted across epochs),
+    the path formatted with ``epoch``, ``batch`` (1-based) and the batch logs, which hold the
+    epoch's running ``loss`` only (Keras's also hold the metrics); a ``monitor`` they lack
+    saves with a warning, as Keras does."""
+
+    def __new__(cls, *args, **kwargs):
+        save_freq = kwargs.get("save_freq", args[6] if len(args) > 6 else "epoch")
+        if cls is ModelCheckpoint and save_freq != "epoch":
+            cls = _BatchModelCheckpoint
+        return super().__new__(cls)
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
-                 save_weights_only=False, mode="auto", save_freq="epoch"):
-        _no("ModelCheckpoint", save_freq=save_freq if save_freq != "epoch" else None)
+                 save_weights_only=False, mode="auto", save_freq="epoch",
+                 initial_value_threshold=None):
+        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(
+                save_freq, numbers.Integral) or save_freq < 1):
+            raise ValueError(f"ModelCheckpoint: save_freq must be 'epoch' or a positive int, "
+                             f"got {save_freq!r}")
         super().__init__(filepath, monitor=monitor, save_best_only=save_best_only, mode=mode)
+        self.save_weights_only, self.save_freq = save_weights_only, save_freq
+        self.initial_value_threshold = initial_value_threshold
+
+    def on_train_begin(self, model):
+        super().on_train_begin(model)
+        if self.initial_value_threshold is not None:
+            self.tracker.best = self.initial_value_threshold
+
+    def on_epoch_end(self, epoch, logs, model):
+        return self.save(epoch, logs, model)
+
+    def save(self, epoch, logs, model):
+        """Save as gpudl.callbacks.ModelCheckpoint does, from ``logs``; a monitored value
+        they lack saves anyway, with Keras's warning (fit's validation_freq, batch logs)."""
+        if not self.save_best_only or self.tracker.monitor in logs:
+            return super().on_epoch_end(epoch, logs, model)
+        _monitored(self.tracker, logs, "ModelCheckpoint")
+        self.save_best_only = False
+        try:
+            return super().on_epoch_end(epoch, logs, model)
+        finally:
+            self.save_best_only = True
 
     def write(self, model, state, path):
-        if hasattr(model, "save_weights"):           # a Keras model
+        if not self.save_weights_only and path.endswith(".keras") and hasattr(model, "save"):
+            model.save(path)
+        elif hasattr(model, "save_weights"):           # a Keras model
             model.save_weights(path)
         else:
             super().write(model, state, path)
+
+
+class _BatchModelCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint(save_freq=N): saves from the batch hooks (the loss read every batch)."""
+
+    def check_logs(self, keys):
+        for _, field, _, _ in string.Formatter().parse(self.path):
+            name = field.split(".")[0].split("[")[0] if field else None
+            if name:
+                C._check_logged("ModelCheckpoint", "path field", name,
+                                ["epoch", "batch", "loss"])
+
+    def on_train_begin(self, model):
+        super().on_train_begin(model)
+        self.since_saved = 0
+
+    def on_epoch_begin(self, epoch, model):
+        self.epoch, self.loss_sum, self.count = epoch, 0.0, 0
+
+    def on_batch_end(self, batch, logs, model):
+        self.loss_sum += logs["loss"] * logs["size"]
+        self.count += logs["size"]
+        self.since_saved += 1
+        if self.since_saved >= self.save_freq:
+            self.since_saved = 0
+            self.save(self.epoch, {"loss": self.loss_sum / self.count, "batch": batch + 1},
+                      model)
+        return False
+
+    def on_epoch_end(self, epoch, logs, model):
+        return False
 
 
 class ReduceLROnPlateau(C.Callback):
@@ -70,7 +193,9 @@ class ReduceLROnPlateau(C.Callback):
         from .training import compiled
         optimizer = compiled(model, "ReduceLROnPlateau").optimizer
         logs["learning_rate"] = _current_rate(optimizer)
-        current = self.tracker.value(logs)
+        current = _monitored(self.tracker, logs, "ReduceLROnPlateau")
+        if current is None:
+            return False
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
@@ -169,7 +294,8 @@ class Callback:
     """Base class for callbacks written against Keras's hooks; fit adapts them to gpudl.train's.
 
     ``self.model`` is the model; set ``self.model.stop_training = True`` to stop after the
-    epoch. ``on_train_batch_end`` reads the loss every batch (only when overridden).
+    epoch. ``on_train_batch_end`` reads the loss every batch (only when overridden); its
+    ``logs["loss"]`` is Keras's: the running mean over the epoch's batches so far.
     """
 
     def __init__(self):
@@ -218,8 +344,17 @@ class _KerasHooks(C.Callback):
 
 
 class _KerasBatchHooks(_KerasHooks):
+    """Keras's batch logs: ``loss`` is the epoch's running mean so far (weighted by the batch
+    sizes, as Keras's loss tracker), not the batch's own loss."""
+
+    def on_epoch_begin(self, epoch, model):
+        self.loss_sum = self.count = 0
+        super().on_epoch_begin(epoch, model)
+
     def on_batch_end(self, batch, logs, model):
-        self.callback.on_train_batch_end(batch, logs)
+        self.loss_sum += logs["loss"] * logs["size"]
+        self.count += logs["size"]
+        self.callback.on_train_batch_end(batch, {"loss": self.loss_sum / self.count})
         return bool(getattr(model, "stop_training", False))
 
 
@@ -250,3 +385,14 @@ class LambdaCallback(Callback):
                     f"LambdaCallback: {name} is not supported; hooks: {list(self.HOOKS)}")
             if fn is not None:
                 setattr(self, name, fn)
+
+
+class TensorBoard(C.Callback):
+    """Keras's TensorBoard callback is not there: gpudl writes no TensorBoard event files (it
+    has no tensorboard dependency). Constructing one raises, naming what to use instead."""
+
+    def __init__(self, log_dir="logs", **kwargs):
+        raise NotImplementedError("TensorBoard: gpudl.keras writes no TensorBoard event files; "
+                                  "log the epochs with keras.callbacks.CSVLogger(path) or read "
+                                  "the History that fit returns (gpudl.train.plot_history "
+                                  f"plots it); got log_dir={log_dir!r}")

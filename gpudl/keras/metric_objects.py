@@ -553,3 +553,55 @@ class R2Score(Metric):
         if p and p < n - 1:
             scores = 1 - (1 - scores) * (n - 1) / (n - p - 1)
         return self._tensor(scores)
+
+
+# -- the losses as metrics (Keras's regression, probabilistic and hinge metric classes) ----------
+
+def _loss_metric(class_name, loss_name, default_name, **options):
+    """A MeanMetricWrapper class over the Keras loss function ``loss_name`` (its per-sample
+    values), with Keras's signature ``(name=default_name, dtype=None, **options)``."""
+    def __init__(self, name=default_name, dtype=None, **kwargs):
+        unknown = sorted(set(kwargs) - set(options))
+        if unknown:
+            raise TypeError(f"{class_name}: unexpected argument(s) {unknown}")
+        chosen = {**options, **kwargs}
+        if chosen.pop("ignore_class", None) is not None:
+            raise NotImplementedError(f"{class_name}: ignore_class is not supported, got "
+                                      f"ignore_class={kwargs['ignore_class']!r}")
+        from . import losses
+        MeanMetricWrapper.__init__(self, getattr(losses, loss_name), name=name, dtype=dtype,
+                                   **chosen)
+    doc = (f"The (weighted) mean of ``keras.losses.{loss_name}`` per sample (Keras's "
+           f"``metrics.{class_name}``).")
+    return type(class_name, (MeanMetricWrapper,), {"__init__": __init__, "__doc__": doc,
+                                                   "__module__": __name__})
+
+
+MeanSquaredError = _loss_metric("MeanSquaredError", "mean_squared_error", "mean_squared_error")
+MeanAbsoluteError = _loss_metric("MeanAbsoluteError", "mean_absolute_error",
+                                 "mean_absolute_error")
+MeanAbsolutePercentageError = _loss_metric("MeanAbsolutePercentageError",
+                                           "mean_absolute_percentage_error",
+                                           "mean_absolute_percentage_error")
+MeanSquaredLogarithmicError = _loss_metric("MeanSquaredLogarithmicError",
+                                           "mean_squared_logarithmic_error",
+                                           "mean_squared_logarithmic_error")
+LogCoshError = _loss_metric("LogCoshError", "log_cosh", "logcosh")
+KLDivergence = _loss_metric("KLDivergence", "kl_divergence", "kl_divergence")
+Poisson = _loss_metric("Poisson", "poisson", "poisson")
+Hinge = _loss_metric("Hinge", "hinge", "hinge")
+SquaredHinge = _loss_metric("SquaredHinge", "squared_hinge", "squared_hinge")
+CategoricalHinge = _loss_metric("CategoricalHinge", "categorical_hinge", "categorical_hinge")
+BinaryCrossentropy = _loss_metric("BinaryCrossentropy", "binary_crossentropy",
+                                  "binary_crossentropy", from_logits=False, label_smoothing=0)
+CategoricalCrossentropy = _loss_metric("CategoricalCrossentropy", "categorical_crossentropy",
+                                       "categorical_crossentropy", from_logits=False,
+                                       label_smoothing=0, axis=-1)
+SparseCategoricalCrossentropy = _loss_metric("SparseCategoricalCrossentropy",
+                                             "sparse_categorical_crossentropy",
+                                             "sparse_categorical_crossentropy",
+                                             from_logits=False, ignore_class=None, axis=-1)
+LOSS_METRICS = {cls().name: cls for cls in (
+    MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError,
+    MeanSquaredLogarithmicError, LogCoshError, KLDivergence, Poisson, Hinge, SquaredHinge,
+    CategoricalHinge, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy)}

@@ -190,3 +190,13 @@ METRIC_OBJECTS = {"auc": AUC, "AUC": AUC, "top_k_categorical_accuracy": TopKCate
 # branch keras-2: the accuracy classes as stateful metric objects
 from .metric_objects import (Accuracy, BinaryAccuracy, CategoricalAccuracy,  # noqa: E402
                              SparseCategoricalAccuracy)
+
+# session 24: the losses as metric classes; compile(metrics=[...]) takes their names too
+from .metric_objects import (LOSS_METRICS, BinaryCrossentropy,  # noqa: E402
+                             CategoricalCrossentropy, CategoricalHinge, Hinge, KLDivergence,
+                             LogCoshError, MeanAbsoluteError, MeanAbsolutePercentageError,
+                             MeanSquaredError, MeanSquaredLogarithmicError, Poisson,
+                             SparseCategoricalCrossentropy, SquaredHinge)
+
+METRIC_OBJECTS.update({name: cls for name, cls in LOSS_METRICS.items()
+                       if name not in REGRESSION})

@@ -3,6 +3,7 @@ subclassed ``Model`` with ``call``; each a gpudl Module with Keras's training me
 underneath) and ``summary``/``count_params``/weights I/O."""
 
 import json
+import types
 
 from .. import io
 from . import model_config, saving, training
@@ -17,13 +18,14 @@ class Model(Layer):
 
     def __init__(self, inputs=None, outputs=None, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
-        self._graph = None
+        self._graph, self._input_dict_keys = None, None
         if inputs is not None or outputs is not None:
             self._build_graph(inputs, outputs)
 
     # -- the functional graph
     def _build_graph(self, inputs, outputs):
         self._inputs_list = _symbols(inputs, "inputs")
+        self._input_dict_keys = list(inputs) if isinstance(inputs, dict) else None
         self._outputs_list = _symbols(outputs, "outputs")
         self._outputs_single = isinstance(outputs, KerasTensor)
         order, seen = [], set()
@@ -72,6 +74,14 @@ class Model(Layer):
         return _shapes(self.outputs) if self.outputs else Layer.output_shape.fget(self)
 
     @property
+    def input_keys(self):
+        """The keys a dict of inputs is matched by (Keras's rule): those of ``Model(inputs=
+        {...})``, else the names of the Input layers, in the model's order."""
+        if self._graph is None and self.inputs is None:
+            return None
+        return self._input_dict_keys or [s.node.layer.name for s in self.inputs]
+
+    @property
     def output_names(self):
         return [s.node.layer.name for s in self._outputs_list]
 
@@ -84,6 +94,9 @@ class Model(Layer):
         if self._graph is None:
             raise NotImplementedError(f"{type(self).__name__}: a subclassed Model must define "
                                       "call(inputs)")
+        if isinstance(inputs, dict):
+            from .training import _by_name
+            inputs = _by_name(self, inputs, "x", self.name)
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         if len(inputs) != len(self._inputs_list):
             raise ValueError(f"{self.name}: expected {len(self._inputs_list)} inputs, got "
@@ -143,7 +156,7 @@ class Model(Layer):
 
     # -- Keras's training API (gpudl.keras.training, i.e. gpudl.train's loop)
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
-                **kwargs):
+                weighted_metrics=None, **kwargs):
         """Keras's compile (see gpudl.keras.training.compile). Keras's execution options
         (run_eagerly, jit_compile, steps_per_execution, auto_scale_loss) are accepted and
         have no effect here."""
@@ -151,9 +164,10 @@ class Model(Layer):
         if unknown:
             raise TypeError(f"compile: unexpected keyword argument(s) {unknown}")
         training.compile(self, optimizer=optimizer, loss=loss, metrics=metrics,
-                         loss_weights=loss_weights)
+                         loss_weights=loss_weights, weighted_metrics=weighted_metrics)
         self.__dict__["_compile_arguments"] = dict(optimizer=optimizer, loss=loss,
-                                                   metrics=metrics, loss_weights=loss_weights)
+                                                   metrics=metrics, loss_weights=loss_weights,
+                                                   weighted_metrics=weighted_metrics)
 
     @property
     def optimizer(self):
@@ -163,6 +177,8 @@ class Model(Layer):
         return None if config is None else KerasOptimizerView(config.optimizer)
 
     def fit(self, x=None, y=None, **kwargs):
+        if isinstance(x, types.GeneratorType):      # peeked once, its first batches replayed
+            x = training.keras_batches(x, self, "fit")
         self._ensure_built(x)
         return training.fit(self, x, y, **kwargs)
 
@@ -255,10 +271,14 @@ class Model(Layer):
             lines.append(row(f"{layer.name} ({type(layer).__name__})", _shape_text(shape),
                              f"{layer.count_params():,}"))
         total = self.count_params()
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        lines += ["=" * line_length, f"Total params: {total:,}",
-                  f"Trainable params: {trainable:,}",
-                  f"Non-trainable params: {total - trainable:,}", "_" * line_length]
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        count = sum(p.numel() for p in trainable)
+        total_bytes = sum(w.numel() * w._data.dtype.itemsize for w in self.weights)
+        trainable_bytes = sum(p.numel() * p._data.dtype.itemsize for p in trainable)
+        lines += ["=" * line_length, f"Total params: {total:,} ({_memory(total_bytes)})",
+                  f"Trainable params: {count:,} ({_memory(trainable_bytes)})",
+                  f"Non-trainable params: {total - count:,} "
+                  f"({_memory(total_bytes - trainable_bytes)})", "_" * line_length]
         for line in lines:
             print_fn(line)
 
@@ -278,6 +298,11 @@ class KerasOptimizerView:
 
     @property
     def learning_rate(self):
+        """The rate of the next update: with a schedule, ``schedule(iterations)`` (Keras's
+        ``_get_current_learning_rate``), else the first parameter group's."""
+        schedule = getattr(self.wrapped, "learning_rate_schedule", None)
+        if schedule is not None:
+            return float(schedule(self.wrapped.iterations))
         return self.wrapped.param_groups[0]["lr"]
 
     @learning_rate.setter
@@ -290,8 +315,11 @@ class KerasOptimizerView:
 
     @property
     def iterations(self):
-        """The number of updates made (counted by gpudl.keras's optimizers)."""
-        return getattr(self.wrapped, "iterations", None)
+        """The number of updates made (counted by gpudl.keras's optimizers; with gradient
+        accumulation, steps // gradient_accumulation_steps, as Keras)."""
+        steps = getattr(self.wrapped, "iterations", None)
+        accumulation = getattr(self.wrapped, "accumulation_steps", None)
+        return steps // accumulation if steps is not None and accumulation else steps
 
     def __getattr__(self, name):
         return getattr(self.wrapped, name)
@@ -301,6 +329,15 @@ class KerasOptimizerView:
             object.__setattr__(self, name, value)
         else:
             setattr(self.wrapped, name, value)
+
+
+def _memory(size):
+    """Keras's ``readable_memory_size``: bytes as '1.22 KB' (powers of 1024)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size / 1024 < 1:
+            return f"{size:.2f} {unit}"
+        size /= 1024
+    return f"{size:.2f} PB"
 
 
 def _shapes(symbols):

@@ -11,6 +11,10 @@ rate inside the buffer), which matters when the rate changes: ``learning_rate`` 
 ``schedules`` object (``ExponentialDecay``, ...), evaluated before each update.
 """
 
+import numbers
+
+import numpy as np
+
 from .. import backend, optim
 from ..optim.optimizer import new_state_buffer
 from . import optimizer_rules as rules
@@ -20,10 +24,10 @@ from .serialization import Configurable
 
 # Keras's base-optimizer options gpudl does not implement, with Keras's defaults: given another
 # value they are refused, never ignored. ``name`` and ``jit_compile`` change no number.
-_UNSUPPORTED = {"clipnorm": None, "clipvalue": None, "global_clipnorm": None, "use_ema": False,
-                "ema_momentum": 0.99, "ema_overwrite_frequency": None,
-                "loss_scale_factor": None, "gradient_accumulation_steps": None}
+_UNSUPPORTED = {"loss_scale_factor": None}
+_EMA = {"use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None}
 _HARMLESS = ("name", "jit_compile")
+_CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
 
 
 class Optimizer(Configurable):
@@ -31,6 +35,22 @@ class Optimizer(Configurable):
 
     ``learning_rate`` is a float or a ``schedules.LearningRateSchedule`` (evaluated before each
     update at ``iterations``, the number of updates made).
+
+    ``clipnorm`` (each gradient scaled to an L2 norm of at most this), ``global_clipnorm`` (all
+    gradients scaled together to a joint L2 norm of at most this) or ``clipvalue`` (each element
+    clamped to [-clipvalue, clipvalue]): at most one, applied to the gradients before each
+    update with Keras's formulas (``g * c / max(|g|, c)``; ``g * c * min(1 / |G|, 1 / c)``, NaN
+    when the joint norm is not finite); None or 0 (Keras's off) clips nothing.
+
+    ``use_ema``: after each update the optimizer keeps ``average = m * average + (1 - m) * w``
+    (``m = ema_momentum``; the first update copies ``w``), writes the averages into the
+    weights every ``ema_overwrite_frequency`` updates, and ``fit`` writes them in when it ends
+    (Keras's ``finalize_variable_values``). The averages are not saved with the model.
+
+    ``gradient_accumulation_steps=N``: the gradients of N steps are summed and every N-th step
+    updates with their mean (clipped then); ``iterations`` counts updates (steps // N) as
+    Keras's does, while a schedule is evaluated at the step count, and the moving averages
+    follow Keras's counting (steps // N).
 
     ``weight_decay`` is Keras's, decoupled (``w -= learning_rate * weight_decay * w`` before each
     step): AdamW's rule in gpudl.optim, and for SGD without momentum the same numbers as torch's
@@ -40,15 +60,16 @@ class Optimizer(Configurable):
     def __init__(self, learning_rate, keras_options, **options):
         where = type(self).__name__
         for key, value in keras_options.items():
-            if key in _HARMLESS:
+            if key in _HARMLESS or key in _CLIPPING or key in _EMA or \
+                    key == "gradient_accumulation_steps":
                 continue
             if key not in _UNSUPPORTED:
                 raise TypeError(f"{where}: unexpected argument {key!r}")
             if value != _UNSUPPORTED[key]:
-                raise NotImplementedError(f"{where}: {key}={value!r} is not supported (clip "
-                                          "gradients with gpudl.nn.utils.clip_grad_norm_ in a "
-                                          "gpudl.train loop instead)" if "clip" in key else
-                                          f"{where}: {key}={value!r} is not supported")
+                raise NotImplementedError(f"{where}: {key}={value!r} is not supported")
+        self.clipping = _clipping(where, keras_options)
+        self.ema = _ema(where, {**_EMA, **{k: v for k, v in keras_options.items() if k in _EMA}})
+        self.accumulation = _accumulation(where, keras_options.get("gradient_accumulation_steps"))
         self.schedule = learning_rate if isinstance(
             learning_rate, schedules.LearningRateSchedule) else None
         self.learning_rate = float(learning_rate(0) if self.schedule else learning_rate)
@@ -57,8 +78,10 @@ class Optimizer(Configurable):
 
     @property
     def iterations(self):
-        """The number of updates made (Keras's ``optimizer.iterations``)."""
-        return 0 if self.built is None else self.built.iterations
+        """The number of updates made (Keras's ``optimizer.iterations``: with gradient
+        accumulation, steps // gradient_accumulation_steps)."""
+        return 0 if self.built is None else \
+            self.built.iterations // (self.accumulation or 1)
 
     def build(self, params):
         """The gpudl optimizer over ``params``; its ``step`` also counts ``iterations`` and,
@@ -66,15 +89,143 @@ class Optimizer(Configurable):
         built = self.built = self.make(list(params))
         built.iterations, built.learning_rate_schedule, step = 0, self.schedule, built.step
 
+        built.accumulation_steps = self.accumulation
+
         def counted_step(closure=None):
+            accumulation, index = self.accumulation, built.iterations
+            if accumulation:
+                if (index + 1) % accumulation:            # not an update: only accumulate
+                    built.iterations += 1
+                    _accumulate(built)
+                    if self.ema is not None:
+                        _moving_averages(built, index // accumulation, *self.ema)
+                    return None
+                _accumulated_mean(built, accumulation)
+            if self.clipping is not None:
+                _clip_gradients(built, *self.clipping)
             if self.schedule is not None:
                 learning_rate = float(self.schedule(built.iterations))
                 for group in built.param_groups:
                     group["lr"] = learning_rate
             built.iterations += 1
-            return step(closure)
+            result = step(closure)
+            if self.ema is not None:
+                _moving_averages(built, index // (accumulation or 1), *self.ema)
+            return result
         built.step = counted_step
         return built
+
+
+def _accumulation(where, steps):
+    """``gradient_accumulation_steps`` checked as Keras checks it (None: no accumulation)."""
+    if steps is None:
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 2:
+        raise ValueError(f"{where}: gradient_accumulation_steps must be an int >= 2 (or None), "
+                         f"got {steps!r}")
+    return int(steps)
+
+
+def _accumulate(optimizer):
+    """Add this step's gradients to the optimizer's accumulators (zeros at first)."""
+    accumulators = optimizer.__dict__.setdefault("accumulated_gradients", {})
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p._grad is not None:
+                if id(p) in accumulators:
+                    accumulators[id(p)] += p._grad._data
+                else:
+                    accumulators[id(p)] = p._grad._data.copy()
+
+
+def _accumulated_mean(optimizer, steps):
+    """On an update step: each gradient becomes ``(g + accumulated) / steps`` (Keras's), and
+    the accumulators restart from zero."""
+    accumulators = optimizer.__dict__.get("accumulated_gradients", {})
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p._grad is not None:
+                total = accumulators.get(id(p))
+                grad = p._grad._data
+                grad[...] = (grad if total is None else grad + total) / steps
+    optimizer.accumulated_gradients = {}
+
+
+def _ema(where, options):
+    """``(momentum, overwrite_frequency)`` with ``use_ema`` (None without), checked as Keras
+    checks them."""
+    if not options["use_ema"]:
+        return None
+    momentum, frequency = options["ema_momentum"], options["ema_overwrite_frequency"]
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or \
+            not 0 <= momentum <= 1:
+        raise ValueError(f"{where}: ema_momentum must be in [0, 1], got {momentum!r}")
+    if frequency is not None and (isinstance(frequency, bool) or not isinstance(
+            frequency, numbers.Integral) or frequency < 1):
+        raise ValueError(f"{where}: ema_overwrite_frequency must be an int >= 1 or None, got "
+                         f"{frequency!r}")
+    return float(momentum), frequency
+
+
+def _moving_averages(optimizer, index, momentum, frequency):
+    """Keras's ``_update_model_variables_moving_average`` after update ``index`` (0 for the
+    first: the averages start as the weights), then the overwrite every ``frequency``."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if index == 0 or getattr(optimizer, "ema_averages", None) is None:
+        optimizer.ema_averages = [p._data.copy() for p in params]
+    else:
+        for p, average in zip(params, optimizer.ema_averages):
+            average *= momentum
+            average += (1 - momentum) * p._data
+    if frequency and (index + 1) % frequency == 0:
+        finalize(optimizer)
+
+
+def finalize(optimizer):
+    """Keras's ``finalize_variable_values``: with ``use_ema``, the weights become their moving
+    averages (fit calls it when it ends); otherwise nothing."""
+    averages = getattr(optimizer, "ema_averages", None)
+    if averages is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for p, average in zip(params, averages):
+            p._data[...] = average
+
+
+def _clipping(where, options):
+    """``(kind, value)`` of the one clipping option given (None: none), checked as Keras does
+    (at most one) and refusing what Keras would silently ignore (a negative or non-number)."""
+    given = {k: options[k] for k in _CLIPPING if options.get(k) is not None}
+    if len(given) > 1:
+        raise ValueError(f"{where}: only one of clipnorm, clipvalue and global_clipnorm can be "
+                         f"set, got {', '.join(f'{k}={v!r}' for k, v in given.items())}")
+    for key, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+            raise ValueError(f"{where}: {key} must be a number >= 0 (or None), got {value!r}")
+        if value > 0:                             # Keras: 0 clips nothing
+            return key, float(value)
+    return None
+
+
+def _clip_gradients(optimizer, kind, value):
+    """Keras's ``_clip_gradients`` on the gradients ``optimizer.step`` is about to use, in
+    place and on their device (nothing read back)."""
+    grads = [p._grad._data for group in optimizer.param_groups for p in group["params"]
+             if p._grad is not None]
+    if not grads:
+        return
+    xp = backend.get_array_module(grads[0])
+    if kind == "clipvalue":
+        for g in grads:
+            xp.clip(g, -value, value, out=g)
+    elif kind == "clipnorm":                      # each weight's gradient on its own
+        for g in grads:
+            g[...] = g * value / xp.maximum(xp.sqrt((g * g).sum()), value)
+    else:                                         # global_clipnorm: all together
+        norm = xp.sqrt(sum((g * g).sum() for g in grads))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = value * xp.minimum(1.0 / norm, 1.0 / value) + (norm - norm)
+        for g in grads:
+            g *= scale.astype(g.dtype)
 
 
 def check_settable(optimizer, where):

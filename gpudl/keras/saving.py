@@ -160,8 +160,17 @@ def model_from_json(json_string, custom_objects=None):
 
 
 def load_weights(model, filepath):
-    """Load ``save_weights``'s safetensors file into ``model``, by position."""
+    """Load ``save_weights``'s safetensors file into ``model``, by position; or the weights of
+    a whole-model ``.keras`` file (``model.save``'s, ModelCheckpoint's), as Keras 3 does."""
     name = os.fspath(filepath)
+    if zipfile.is_zipfile(name):
+        with zipfile.ZipFile(name) as archive, tempfile.TemporaryDirectory() as folder:
+            if WEIGHTS not in archive.namelist():
+                raise ValueError(f"load_weights: {name!r} is a zip without {WEIGHTS!r} (not a "
+                                 "gpudl .keras file)")
+            saved = io.load(archive.extract(WEIGHTS, folder))
+        set_positional_weights(model, saved["weights"], "load_weights")
+        return
     with open(name, "rb") as f:
         if f.read(8) == HDF5_SIGNATURE:
             raise ValueError(f"load_weights: {name!r} is an HDF5 file (Keras's weights), which "

@@ -101,14 +101,18 @@ class PyDataset:
         return len(self)
 
     def __iter__(self):
-        from .training import _tensors
-        for index in range(len(self)):
-            batch = self[index]
-            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-                raise ValueError(f"{type(self).__name__}[{index}] must be a batch (x, y), got "
-                                 f"{type(batch).__name__}")
-            yield tuple(t for part, name in zip(batch, ("x", "y"))
-                        for t in _tensors(part, name, "PyDataset"))
+        return self.batches()
+
+    def batches(self, shuffle=False):
+        """One pass: the batches as Tensors, in order or, with ``shuffle`` (fit's, as Keras's
+        PyDatasetAdapter), in an order drawn with Python's ``random.shuffle``; then
+        ``on_epoch_end``."""
+        from .training import keras_batch
+        indices = list(range(len(self)))
+        if shuffle:
+            random.shuffle(indices)
+        for index in indices:
+            yield keras_batch(self[index], None, f"{type(self).__name__}[{index}]")
         self.on_epoch_end()
 
 
