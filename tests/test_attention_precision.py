@@ -139,3 +139,13 @@ def test_float32_attention_with_tf32_allowed_matches_torch_float64():
         _matches_torch_float64(gd.float32, (2, 2, 70, 6), (2, 2, 70, 10), 5e-3, True)
     finally:
         gd.set_float32_matmul_precision(saved)
+
+
+@pytest.mark.parametrize("n", [300, 64 * 4 + 1])
+def test_causal_float32_attention_long_enough_to_split_matches_torch_float64(n):
+    """Causal float32 with 4 or more query blocks: on a GPU the 3xTF32 forward splits each
+    query block's keys over two blocks and combines them (attention_tc_cuda ``_key_splits``),
+    within float32's accuracy; on the CPU the twin."""
+    from gpudl.kernels import attention_tc_cuda
+    assert attention_tc_cuda._key_splits(2 * 2, n, True, "tf32x3") == 2
+    _matches_torch_float64(gd.float32, (2, 2, n, 64), (2, 2, n, 40), 2e-5, True)
