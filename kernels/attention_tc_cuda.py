@@ -696,6 +696,9 @@ def _make_forward(head, masked, kind):
     # and 4 reloaded). The k steps of S = Q K^T are spelled out: as a loop no longer indexing qf,
     # NVVM leaves it rolled (e64: 89 registers but 28% more instructions per tile)
     hold_q = kind.name != "tf32x3"
+    # only the builds ``_key_splits`` splits carry the split's code (the others' registers and
+    # hot loops stay as they were: one f16 build spilled with it)
+    split = not kind.half and not masked
     QF, SN, ON = 4 * KS if hold_q else 1, 4 * NT, 4 * OT    # fragment registers: Q, S, O
     _check_shared("fwd", head, kind, BLOCK + 2 * BN)
     (stage_q, settle_q), (stage_kv, settle_kv) = _stager(BLOCK, W, kind), _stager(BN, W, kind)
@@ -815,12 +818,14 @@ def _make_forward(head, masked, kind):
         ctx = (k, v, mask, qs, ks, vs, ms, qf, s, o, stats, b, bm, q0, warp, row_a, row_b, t,
                scale_log2, is_causal, n_keys)
         edge_start, edge_end, start, end = _key_ranges(q0, n_keys, BN, is_causal)
-        edge_start, edge_end, start, end = _split_keys(edge_start, edge_end, start, end, BN)
+        bo = b
+        if split:
+            edge_start, edge_end, start, end = _split_keys(edge_start, edge_end, start, end, BN)
+            bo = b + cuda.blockIdx.z * cuda.gridDim.x      # split z's slice of out and lse
         sweep(ctx, edge_start, edge_end, start, end, tid, lane)
         m_a, m_b = stats[0], stats[1]
         l_a = mma.quad_sum(stats[2])
         l_b = mma.quad_sum(stats[3])
-        bo = b + cuda.blockIdx.z * cuda.gridDim.x      # split z's slice of out and lse
         write(out, bo, row_a, o, 0, float32(1) / l_a if l_a > ZERO else ZERO, t)
         write(out, bo, row_b, o, 2, float32(1) / l_b if l_b > ZERO else ZERO, t)
         if t == 0:
@@ -858,7 +863,8 @@ def _combine_splits(parts, lse_parts, out, lse):
     first = cuda.blockIdx.y * COMBINE_THREADS[1] + cuda.threadIdx.y
     if e >= E:
         return
-    for r in range(first, B * L, cuda.gridDim.y * COMBINE_THREADS[1]):
+    r = first
+    while r < B * L:            # (a range with a step divides by it: a 64-bit division)
         b = uint32(r) // uint32(L)
         i = r - b * L
         m = NEG_INF
@@ -873,6 +879,7 @@ def _combine_splits(parts, lse_parts, out, lse):
         out[b, i, e] = acc / total if total > ZERO else ZERO
         if e == 0:
             lse[b, i] = m + math.log(total) if total > ZERO else NEG_INF
+        r += cuda.gridDim.y * COMBINE_THREADS[1]
 
 
 def _make_bwd_dq(head, masked, kind):
@@ -1217,11 +1224,12 @@ SPLIT_WAVE = 4 * 132
 MIN_SPLIT_BLOCKS = 4             # query blocks of a sequence: shorter ones are not worth it
 
 
-def _key_splits(B, L, is_causal, kind):
+def _key_splits(B, L, is_causal, kind, masked=False):
     """Blocks over which each query block's key tiles are split (``_split_keys``): 2 for a
-    causal float32 forward whose B x query blocks fit one wave (SPLIT_WAVE), else 1."""
+    causal unmasked float32 forward whose B x query blocks fit one wave (SPLIT_WAVE), else 1
+    (PyTorch refuses a mask beside is_causal; the masked builds carry no split code)."""
     blocks = -(-L // BLOCK)
-    if (is_causal and not KINDS[kind].half and blocks >= MIN_SPLIT_BLOCKS
+    if (is_causal and not masked and not KINDS[kind].half and blocks >= MIN_SPLIT_BLOCKS
             and B * blocks <= SPLIT_WAVE):
         return 2
     return 1
@@ -1246,7 +1254,7 @@ def attention_forward(q, k, v, mask, is_causal, scale, kind, out_shape=None):
     if B * L:
         fwd = _KERNELS[(_bucket(q, v, kind), mask is not None, kind)][0]
         scale_log2, _, negate = _scales(scale)
-        splits = _key_splits(B, L, is_causal, kind)
+        splits = _key_splits(B, L, is_causal, kind, mask is not None)
         fills = (out_arg, lse)
         if splits > 1:       # each split's output and lse, combined below
             fills = (xp.empty((splits * B,) + shape[1:], np.float32),
