@@ -117,6 +117,10 @@ def _bags_from_offsets(input, offsets, include_last_offset, xp):
 
 def _bag_maxima(rows, bag_of, kept, bags, xp):
     """Per bag and column the largest entry of the bag's rows (zeros for an empty bag)."""
+    if rows.shape[0] == 0:
+        # no entries at all: every bag is empty (argmax over none would raise); zeros that
+        # stay in the graph, so weight gets its (zero) gradient as torch gives it
+        return rows.sum(0, keepdim=True).expand(bags, rows.shape[1]) * 0
     members = (bag_of[None, :] == xp.arange(bags)[:, None]) & kept[None, :]      # (bags, n)
     candidates = xp.where(members[:, :, None], rows._data[None], -xp.inf)
     winner = creation.tensor(candidates.argmax(axis=1), device=rows.device)   # (bags, D)
