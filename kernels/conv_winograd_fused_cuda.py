@@ -60,7 +60,7 @@ from . import conv_cuda, conv_winograd, mma
 from .budget import Budget
 from .launch import launch
 from .pool_cuda import _magic
-from .winograd_transforms import (ag, at, bt, store_ag_rows, store_bt_rows,
+from .winograd_transforms import (ag, at, bt, store4, store_ag_rows, store_bt_rows,
                                   store_output_tile as store_tile)
 
 ENABLED = True     # the default strict-fp32 path for the convolutions it applies to
@@ -86,7 +86,7 @@ assert SHARED == 2 * POSITIONS * WSTEP * TK and SHARED >= POSITIONS * 16 * TP
 
 
 def _kernels():
-    """(weight_tiles, winograd_conv), float32."""
+    """(weight_tiles, winograd_conv, winograd_wgrad, wgrad_finish), float32."""
     I, S, L = int32, uint32, uint64
     acc = float32
     # 2 blocks an SM (25% occupancy): at most 128 registers a thread
@@ -119,15 +119,11 @@ def _kernels():
         r00, r10, r20, r30 = g_rows(g[0], g[3], g[6])
         r01, r11, r21, r31 = g_rows(g[1], g[4], g[7])
         r02, r12, r22, r32 = g_rows(g[2], g[5], g[8])
-        step = I(TK)
         out = I((c * Kp + (k & ~(TK - 1))) * POSITIONS + (k & (TK - 1)))
-        rows = ((r00, r01, r02), (r10, r11, r12), (r20, r21, r22), (r30, r31, r32))
-        for a in range(4):
-            u0, u1, u2, u3 = g_rows(rows[a][0], rows[a][1], rows[a][2])
-            ut[S(out + (4 * a) * step)] = u0
-            ut[S(out + (4 * a + 1) * step)] = u1
-            ut[S(out + (4 * a + 2) * step)] = u2
-            ut[S(out + (4 * a + 3) * step)] = u3
+        store4(ut, out, TK, g_rows(r00, r01, r02))
+        store4(ut, out + 4 * TK, TK, g_rows(r10, r11, r12))
+        store4(ut, out + 8 * TK, TK, g_rows(r20, r21, r22))
+        store4(ut, out + 12 * TK, TK, g_rows(r30, r31, r32))
 
     @cuda.jit(device=True, inline="always")
     def patch_mask(h0, w0, H, W):
