@@ -8,7 +8,9 @@ code mirrors what CuPy generates: ``typedef <dtype> T;``, inputs bound as ``cons
 outputs as ``T &name``, scalars as kernel arguments.
 """
 
+import atexit
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -190,12 +192,21 @@ _GXX_FLAGS = ("-O1", "-ffp-contract=off", "-fPIC")
 _PRELUDE = []      # the precompiled header's path, once made (empty: not tried yet)
 
 
+@functools.cache
+def _build_directory():
+    """One directory for this process's host builds, removed when it exits (a directory per
+    kernel, never removed, left ~9,000 of them in /tmp after a few CI runs)."""
+    directory = tempfile.mkdtemp(prefix="gpudl_fused_")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
+
+
 def _prelude():
     """``-include`` arguments for a precompiled header of the C++ headers the host kernels
     include: parsing <cmath> and <algorithm> was two thirds of each g++ run (0.22 -> 0.07 s,
     ~110 kernels in the optimizer tests). None where it cannot be made (g++ then parses them)."""
     if not _PRELUDE:
-        header = os.path.join(tempfile.mkdtemp(prefix="gpudl_fused_"), "prelude.h")
+        header = os.path.join(_build_directory(), "prelude.h")
         with open(header, "w") as f:
             f.write("#include <cmath>\n#include <algorithm>\n")
         made = subprocess.run([shutil.which("g++") or "g++", *_GXX_FLAGS, "-x", "c++-header",
@@ -205,7 +216,7 @@ def _prelude():
 
 
 def _build_shared_library(source, key):
-    directory = tempfile.mkdtemp(prefix="gpudl_fused_")
+    directory = _build_directory()
     src, lib = os.path.join(directory, key + ".cpp"), os.path.join(directory, key + ".so")
     with open(src, "w") as f:
         f.write(source)
