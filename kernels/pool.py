@@ -43,6 +43,20 @@ def pool_output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False)
     return out
 
 
+def first_empty_window(size, kernel, stride, padding, dilation, out):
+    """The first of ``out`` windows along ``size`` whose every tap lies in the padding (only a
+    dilated window can skip over a small input), or None. Such a window has no maximum: torch
+    gives -inf and an index outside the input."""
+    if dilation == 1:
+        return None             # k consecutive taps, starting at -p >= -k/2: one is inside
+    for o in range(min(out, -(-padding // stride))):         # only windows starting left of 0
+        start = o * stride - padding
+        first = -(start // dilation) * dilation + start        # first tap at or right of 0
+        if first >= size or first > start + dilation * (kernel - 1):
+            return o
+    return None
+
+
 def index_dtype(kernel_size):
     """The argmax dtype for a window: uint8 while every offset fits in a byte, else int32."""
     return np.uint8 if kernel_size[0] * kernel_size[1] <= 256 else np.int32

@@ -239,3 +239,36 @@ def test_a_window_larger_than_its_input_raises_runtime_error_as_torch(call):
     with pytest.raises(RuntimeError) as error:
         call(F, gd.tensor(x))
     assert isinstance(error.value, ValueError)
+
+
+@pytest.mark.parametrize("call, axis", [
+    (lambda x: F.max_pool2d(x[..., :1], 2, padding=1, dilation=2), "width"),
+    (lambda x: F.max_pool2d(x[..., :1, :], (2, 1), padding=(1, 0), dilation=(3, 1),
+                            ceil_mode=True), "height"),
+    (lambda x: F.max_pool1d(x[0, :, 0, :1], 2, padding=1, dilation=2), "width"),
+    (lambda x: nn.MaxPool2d(2, padding=1, dilation=2)(x[..., :1]), "width"),
+    (lambda x: F.max_pool3d(x[..., None][..., :1, :], 2, padding=1, dilation=2), "height"),
+])
+def test_a_window_over_padding_only_is_refused(rng, call, axis):
+    """A dilated window can step over a 1-wide input and hold padding only: no maximum (torch
+    returns -inf and an index outside the input, whose backward writes out of bounds)."""
+    x = gd.tensor(rng.standard_normal((2, 3, 5, 7)), requires_grad=True)
+    before = x.numpy().copy()
+    with pytest.raises(ValueError, match=f"window 0 along {axis} covers padding only"):
+        call(x)
+    np.testing.assert_array_equal(x.numpy(), before)
+    assert x.grad is None
+
+
+def test_first_empty_window_matches_every_tap_checked():
+    from gpudl.kernels.pool import first_empty_window, pool_output_size
+    seen = 0
+    for size, k, s, p, d, ceil in np.ndindex(7, 5, 4, 3, 5, 2):
+        if size == 0 or k == 0 or s == 0 or d == 0 or p > k // 2:
+            continue
+        out = pool_output_size(size, k, s, p, d, bool(ceil))
+        empty = [o for o in range(out)
+                 if not any(0 <= o * s - p + j * d < size for j in range(k))]
+        assert first_empty_window(size, k, s, p, d, out) == (empty[0] if empty else None)
+        seen += bool(empty)
+    assert seen > 20

@@ -238,17 +238,34 @@ def _check_window(op, shape, kernel_size, stride, padding, dilation, ceil_mode):
     stride = kernel if no_stride else _pair(op, "stride", stride)
     padding, dilation = _pair(op, "padding", padding), _pair(op, "dilation", dilation)
     check_window_values(op, kernel, stride, padding, dilation, f"(input shape {tuple(shape)})")
+    outs = [K.pool_output_size(n, k, s, p, d, ceil_mode)
+            for n, k, s, p, d in zip(shape[-2:], kernel, stride, padding, dilation)]
     for a, axis in enumerate(("height", "width")):
         # with ceil_mode a window may span past the padded input (torch keeps one starting in it)
-        if K.pool_output_size(shape[a - 2], kernel[a], stride[a], padding[a], dilation[a],
-                              ceil_mode) < 1:
+        if outs[a] < 1:
             span = dilation[a] * (kernel[a] - 1) + 1
             dilated = f" with dilation {dilation}" if dilation != (1, 1) else ""
             raise EmptyOutputError(
                 f"{op}: kernel_size {kernel}{dilated} spans {span} in {axis} but the padded "
                 f"input has {shape[a - 2] + 2 * padding[a]} (input shape {tuple(shape)}, padding "
                 f"{padding}): the output would be empty")
+    check_windows_cover_input(op, shape[-2:], kernel, stride, padding, dilation, outs,
+                              ("height", "width"))
     return kernel, stride, padding, dilation
+
+
+def check_windows_cover_input(op, sizes, kernel, stride, padding, dilation, outs, axes):
+    """ValueError when one of the ``outs`` windows along a dim would hold padding only: a
+    dilated window can skip a small input (no maximum to take; torch returns -inf and an index
+    outside the input, which its backward writes through)."""
+    for a, axis in enumerate(axes):
+        empty = K.first_empty_window(sizes[a], kernel[a], stride[a], padding[a], dilation[a],
+                                     outs[a])
+        if empty is not None:
+            raise ValueError(
+                f"{op}: window {empty} along {axis} covers padding only (kernel_size {kernel}, "
+                f"dilation {dilation}, padding {padding}, input {axis} {sizes[a]}): its taps skip "
+                f"every input cell; use less padding or dilation")
 
 
 def _single(value):

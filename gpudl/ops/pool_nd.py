@@ -19,8 +19,8 @@ from ..kernels.pool import pool_output_size
 from ..tensor import Tensor
 from ._util import EmptyOutputError, xp_of
 from .padding import pad as _pad
-from .pool import (_is_int, avg_pool1d, avg_pool2d, check_window_values, max_pool1d,
-                   max_pool2d)
+from .pool import (_is_int, avg_pool1d, avg_pool2d, check_window_values,
+                   check_windows_cover_input, max_pool1d, max_pool2d)
 from .resample import weighted_taps
 from .sparse import DEFERRED_NOTE, check_range
 
@@ -62,6 +62,8 @@ def _window(op, input, dims, kernel_size, stride, padding, dilation, ceil_mode):
         raise EmptyOutputError(f"{op}: kernel_size {kernel} with dilation {dilation} does not "
                                f"fit the padded input {where}, padding {padding}: the output "
                                f"would be empty")
+    check_windows_cover_input(op, input.shape[-dims:], kernel, stride, padding, dilation, out,
+                              ("depth", "height", "width")[-dims:])
     return kernel, stride, padding, dilation, out
 
 
