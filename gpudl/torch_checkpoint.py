@@ -3,7 +3,7 @@
 A ``.pt``/``.pth`` file since PyTorch 1.6 is an uncompressed zip: ``<name>/data.pkl`` is a pickle
 of the object, whose tensors point at storages ``<name>/data/<key>`` (raw little-endian bytes).
 Unpickling runs whatever callables the file names, so this reader allows only the handful that a
-state dict needs (an ``OrderedDict``, the tensor and parameter rebuild functions, the storage
+state dict needs (an ``OrderedDict``, a ``Counter``, the tensor and parameter rebuild functions, the storage
 types) and implements them itself; any other global is refused before anything runs. Storages are
 read straight from the file at their offset, after checking every size and offset against the
 archive and the memory budget, so a crafted file cannot read out of bounds or allocate without end.
@@ -58,6 +58,8 @@ class _Unpickler(pickle.Unpickler):
         self.budget = budget
         self._allowed = {
             ("collections", "OrderedDict"): collections.OrderedDict,
+            # MultiStepLR's milestones (torch's weights-only loader allows it too)
+            ("collections", "Counter"): collections.Counter,
             ("torch._utils", "_rebuild_tensor_v2"): self._rebuild_tensor,
             ("torch._utils", "_rebuild_parameter"): self._rebuild_parameter,
             **{("torch", name): _StorageType(name) for name in _STORAGES},
