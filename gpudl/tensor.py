@@ -4,6 +4,7 @@ Operators are thin calls into ``gpudl.ops``; the maths lives there, on raw array
 shape methods sit in two mixins (tensor_math.py, tensor_shape.py) to keep each file readable.
 """
 
+import copy
 import numbers
 import warnings
 
@@ -318,11 +319,22 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     def __reduce_ex__(self, protocol):
         """A tensor in a graph pickles (and deep-copies) as torch pickles it: its values, as a
-        leaf that requires grad; its history stays behind (it holds the ops' modules)."""
+        leaf that requires grad; its history stays behind (it holds the ops' modules).
+        ``.grad`` is never pickled, as torch's ``_rebuild_tensor_v2`` carries none."""
         if self.grad_fn is None:
-            return super().__reduce_ex__(protocol)
+            return _without_grad(super().__reduce_ex__(protocol))
         return _leaf_from, (Tensor._make(self._data, False, None, 0, self._device),
                             self._requires_grad)
+
+    # torch: a deep-copied Tensor keeps a deep copy of its .grad; a Parameter's __deepcopy__
+    # makes a fresh leaf without one (so a copied model does not add new gradients to stale ones)
+    _deepcopy_keeps_grad = True
+
+    def __deepcopy__(self, memo):
+        new = copy._reconstruct(self, memo, *self.__reduce_ex__(4))
+        if self._deepcopy_keeps_grad and self.grad_fn is None and self._grad is not None:
+            new._grad = copy.deepcopy(self._grad, memo)
+        return new
 
     def detach_(self):
         """Leave the graph in place: no grad_fn, requires_grad False (old truncated-BPTT code
@@ -782,6 +794,15 @@ class _ToDevice(autograd.ArrayFunction):
     @staticmethod
     def backward(ctx, g):
         return backend.to_device_array(g, ctx.device), None
+
+
+def _without_grad(reduced):
+    """``object.__reduce_ex__``'s tuple for a Tensor with ``_grad`` left out of its slot state."""
+    state = reduced[2] if len(reduced) > 2 else None
+    if not (isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict)
+            and state[1].get("_grad") is not None):
+        return reduced
+    return reduced[:2] + ((state[0], {**state[1], "_grad": None}),) + reduced[3:]
 
 
 def _leaf_from(values, requires_grad):

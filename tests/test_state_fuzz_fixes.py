@@ -1,7 +1,9 @@
 """Regression tests for the bugs the state/serialization fuzz (session 25, statefuzz) found:
 checkpoints, optimizer/scheduler/module state, RNG state and data loading against torch CPU."""
 
+import copy
 import io
+import pickle
 
 import numpy as np
 import pytest
@@ -46,3 +48,46 @@ def test_torch_checkpoint_with_multisteplr_milestones_resumes():
         gsched.step()
     np.testing.assert_allclose(gp.numpy(), tp.detach().numpy(), rtol=1e-12, atol=1e-14)
     assert gsched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-15)
+
+
+def _copies(module):
+    return [copy.deepcopy(module), pickle.loads(pickle.dumps(module))]
+
+
+def test_copied_model_does_not_carry_stale_grads():
+    """torch drops .grad when deep-copying a Parameter and when pickling any tensor: a copied
+    model's next backward starts from zero. gpudl kept the gradients, so the copy's first
+    optimizer step added the original's stale gradient to the new one."""
+    rng = np.random.default_rng(1)
+    w, b = rng.standard_normal((2, 3)), rng.standard_normal(2)
+    x1, x2 = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    results = {}
+    for lib in (torch, gd):
+        m = lib.nn.Linear(3, 2).double()
+        with lib.no_grad():
+            m.weight.copy_(lib.tensor(w))
+            m.bias.copy_(lib.tensor(b))
+        (m(lib.tensor(x1)) ** 2).sum().backward()
+        out = []
+        for c in _copies(m):
+            assert c.weight.grad is None and c.bias.grad is None
+            (c(lib.tensor(x2)) ** 2).sum().backward()
+            lib.optim.SGD(c.parameters(), lr=0.1).step()
+            out.append(c.weight.detach().numpy().copy())
+        assert m.weight.grad is not None          # the original keeps its own
+        results[lib] = out
+    for got, expected in zip(results[gd], results[torch]):
+        np.testing.assert_allclose(got, expected, rtol=1e-13)
+
+
+def test_deepcopy_of_a_plain_tensor_keeps_its_grad_pickle_does_not():
+    for lib in (torch, gd):
+        t = lib.ones(3, requires_grad=True)
+        (t * 3).sum().backward()
+        c = copy.deepcopy(t)
+        assert c.grad is not None and c.grad is not t.grad
+        assert c.grad.tolist() == [3.0, 3.0, 3.0]
+        assert pickle.loads(pickle.dumps(t)).grad is None
+        p = lib.nn.Parameter(lib.ones(2))
+        d = copy.deepcopy({"a": p, "b": p})
+        assert d["a"] is d["b"] and type(d["a"]).__name__ == "Parameter" and d["a"].requires_grad

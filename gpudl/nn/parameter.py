@@ -38,6 +38,8 @@ class Parameter(Tensor):
     def __init__(self, data=None, requires_grad=True):
         _adopt(self, data, requires_grad, "Parameter")
 
+    _deepcopy_keeps_grad = False      # torch's Parameter.__deepcopy__ drops .grad
+
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
 
