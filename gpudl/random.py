@@ -6,6 +6,8 @@ states, which live on the device and are advanced by the kernels themselves (``d
 so a captured dropout draws new numbers at each replay. ``gd.Generator`` objects passed as
 ``generator=`` are CuPy's kind."""
 
+import contextlib
+
 import numpy as np
 
 from . import backend
@@ -84,6 +86,28 @@ def generator(device, source=None):
     return gen
 
 
+@contextlib.contextmanager
+def fork_rng(devices=None, enabled=True, device_type=None):
+    """torch.random.fork_rng: the global generators' states (the cpu's, and the cuda device's
+    unless ``devices`` is an empty list) are restored when the block ends, so the draws made
+    inside it leave the streams outside as they were. ``enabled=False`` does nothing."""
+    if not enabled:
+        yield
+        return
+    if device_type not in (None, "cuda"):
+        raise ValueError(f"fork_rng: device_type must be None or 'cuda', got {device_type!r}")
+    from . import global_state
+    cpu = global_state.get_rng_state()
+    with_cuda = backend.cuda_available() and (devices is None or len(list(devices)) > 0)
+    cuda = global_state.cuda_get_rng_state() if with_cuda else None
+    try:
+        yield
+    finally:
+        global_state.set_rng_state(cpu)
+        if cuda is not None:
+            global_state.cuda_set_rng_state(cuda)
+
+
 def current_seed():
     """The seed of the global generators: manual_seed's, else one drawn from fresh entropy
     once (torch.initial_seed)."""
@@ -153,6 +177,21 @@ class Generator:
         if self._rng is None:
             self._rng = backend.xp_for(self.device.type).random.default_rng(self._initial_seed)
         return self._rng
+
+    def get_state(self):
+        """This generator's state as a uint8 cpu tensor (torch.Generator.get_state): passed to
+        ``set_state``, the same numbers follow."""
+        from .global_state import _state_of
+        from .tensor import Tensor
+        return Tensor(_state_of(self.rng()), dtype=np.uint8)
+
+    def set_state(self, new_state):
+        """Restore a state from ``get_state`` (of a generator of the same device); returns the
+        generator."""
+        from .global_state import _set_state_of, _state_bytes
+        _set_state_of(self.rng(), _state_bytes(new_state, "Generator.set_state"),
+                      "Generator.set_state")
+        return self
 
     def __repr__(self):
         return f"<gpudl.Generator device={self.device.type} initial_seed={self._initial_seed}>"

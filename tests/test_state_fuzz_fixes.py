@@ -91,3 +91,40 @@ def test_deepcopy_of_a_plain_tensor_keeps_its_grad_pickle_does_not():
         p = lib.nn.Parameter(lib.ones(2))
         d = copy.deepcopy({"a": p, "b": p})
         assert d["a"] is d["b"] and type(d["a"]).__name__ == "Parameter" and d["a"].requires_grad
+
+
+@pytest.mark.parametrize("draw", [
+    lambda lib, g: lib.randn(3, 4, generator=g),
+    lambda lib, g: lib.randperm(9, generator=g),
+    lambda lib, g: lib.empty(5).uniform_(-1, 1, generator=g),
+    lambda lib, g: lib.multinomial(lib.tensor([0.2, 0.3, 0.5]), 4, replacement=True, generator=g),
+])
+def test_generator_get_state_set_state_repeat_the_draws(draw):
+    """torch.Generator.get_state/set_state had no gpudl counterpart (AttributeError)."""
+    for lib in (torch, gd):
+        g = lib.Generator().manual_seed(5)
+        draw(lib, g)
+        state = g.get_state()
+        assert state.dtype == lib.uint8 and state.ndim == 1
+        first = draw(lib, g).numpy()
+        g.set_state(state)
+        np.testing.assert_array_equal(draw(lib, g).numpy(), first)
+        other = lib.Generator().manual_seed(123)
+        other.set_state(state)                       # another generator takes the stream over
+        np.testing.assert_array_equal(draw(lib, other).numpy(), first)
+    with pytest.raises(TypeError, match="new_state"):
+        gd.Generator().set_state(np.zeros(40, np.uint8))
+
+
+def test_fork_rng_restores_the_global_stream():
+    for lib in (torch, gd):
+        lib.manual_seed(3)
+        lib.randn(2)
+        with lib.random.fork_rng(devices=[]):
+            lib.randn(5)
+            lib.manual_seed(99)
+            lib.nn.functional.dropout(lib.ones(6), 0.5)
+        after = lib.randn(4).numpy()
+        lib.manual_seed(3)
+        lib.randn(2)
+        np.testing.assert_array_equal(lib.randn(4).numpy(), after)
