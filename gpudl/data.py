@@ -16,7 +16,8 @@ import numpy as np
 from . import backend, workers
 from .creation import tensor
 from .samplers import (BatchSampler, RandomSampler, Sampler, SequentialSampler,  # noqa: F401
-                       SubsetRandomSampler, WeightedRandomSampler, as_generator, draw_from)
+                       SubsetRandomSampler, WeightedRandomSampler, as_generator, draw_from,
+                       overrides_with)
 from .tensor import Tensor
 from .workers import get_worker_info  # noqa: F401  (torch.utils.data's name)
 
@@ -268,7 +269,8 @@ class DataLoader:
     def _index_batches(self):
         if self.batch_sampler is None:               # batch_size=None: one sample at a time
             return (index for index in self.sampler)
-        if isinstance(self.batch_sampler, BatchSampler):
+        if isinstance(self.batch_sampler, BatchSampler) and overrides_with(
+                self.batch_sampler, "index_arrays", "__iter__"):
             return self.batch_sampler.index_arrays()
         return iter(self.batch_sampler)
 
@@ -276,7 +278,8 @@ class DataLoader:
         """The batch for ``indices`` (a list, or one index when batch_size is None)."""
         if self.batch_sampler is None:
             return (self.collate_fn or _convert)(_load(self.dataset, indices))
-        if isinstance(self.dataset, TensorDataset) and self.collate_fn is None:
+        if (isinstance(self.dataset, TensorDataset) and self.collate_fn is None
+                and type(self.dataset).__getitem__ is TensorDataset.__getitem__):
             rows = _rows(indices)
             return [_gather(t, rows) for t in self.dataset.tensors]     # a list, as torch
         return (self.collate_fn or default_collate)([_load(self.dataset, int(i))

@@ -42,6 +42,16 @@ def draw_from(generator):
     return random.generator("cpu") if generator is None else generator
 
 
+def overrides_with(obj, fast, method):
+    """Whether ``type(obj)``'s ``fast`` (a whole-array shortcut) computes what its ``method``
+    does: not when a subclass overrides ``method`` alone (a user's sampler with its own
+    ``__iter__``, a TensorDataset with its own ``__getitem__``), whose rule the inherited
+    shortcut would skip."""
+    def owner(name):
+        return next(k for k in type(obj).__mro__ if name in k.__dict__)
+    return issubclass(owner(fast), owner(method))
+
+
 def _positive_int(value, name, where):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
@@ -178,7 +188,8 @@ class BatchSampler(Sampler):
     def index_arrays(self):
         """The same batches as int64 arrays, cut from the sampler's whole order when it can give
         one (no Python int per sample: what the DataLoader iterates)."""
-        if not hasattr(self.sampler, "order"):
+        if not (hasattr(self.sampler, "order") and overrides_with(self.sampler, "order",
+                                                                 "__iter__")):
             return (np.asarray(batch, dtype=np.int64) for batch in self)
         order = self.sampler.order()
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)

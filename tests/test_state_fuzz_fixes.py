@@ -128,3 +128,48 @@ def test_fork_rng_restores_the_global_stream():
         lib.manual_seed(3)
         lib.randn(2)
         np.testing.assert_array_equal(lib.randn(4).numpy(), after)
+
+
+def _loader_subclasses(D):
+    class Reversed(D.SequentialSampler):
+        def __iter__(self):
+            return iter(range(len(self.data_source) - 1, -1, -1))
+
+    class EvenOnly(D.RandomSampler):
+        def __iter__(self):
+            return iter(range(0, len(self.data_source), 2))
+
+        def __len__(self):
+            return (len(self.data_source) + 1) // 2
+
+    class SwappedPairs(D.BatchSampler):
+        def __iter__(self):
+            order = list(self.sampler)
+            for i in range(0, len(order), 2):
+                yield order[i:i + 2][::-1]
+
+    class Scaled(D.TensorDataset):
+        def __getitem__(self, i):
+            x, y = super().__getitem__(i)
+            return x * 10, y
+
+    return Reversed, EvenOnly, SwappedPairs, Scaled
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_dataloader_honours_overridden_sampler_and_dataset_methods(num_workers):
+    """The DataLoader's whole-array shortcuts (a sampler's order(), BatchSampler.index_arrays,
+    TensorDataset row gathers) skipped a subclass's own __iter__/__getitem__: the batches came
+    in the base class's order, or without the subclass's transform."""
+    got = {}
+    for lib, D in ((torch, torch.utils.data), (gd, gd.data)):
+        Reversed, EvenOnly, SwappedPairs, Scaled = _loader_subclasses(D)
+        x, y = lib.arange(7), lib.arange(7) * 2
+        ds = D.TensorDataset(x, y)
+        loaders = [D.DataLoader(ds, batch_size=3, sampler=Reversed(ds), num_workers=num_workers),
+                   D.DataLoader(ds, batch_size=3, sampler=EvenOnly(ds), num_workers=num_workers),
+                   D.DataLoader(ds, batch_sampler=SwappedPairs(D.SequentialSampler(ds), 3, False),
+                                num_workers=num_workers),
+                   D.DataLoader(Scaled(x, y), batch_size=3, num_workers=num_workers)]
+        got[lib] = [[[t.tolist() for t in batch] for batch in loader] for loader in loaders]
+    assert got[gd] == got[torch]
