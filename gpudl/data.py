@@ -298,23 +298,30 @@ class DataLoader:
             yield collate(batch)
 
     def __iter__(self):
+        # every new iterator draws the workers' base seed, as torch's, before the sampler's
+        # first draw and with or without workers: the order then does not depend on
+        # num_workers (persistent workers, already running, draw none, as torch's reused one)
+        pool = self._pool
+        base_seed = (None if pool is not None and pool.alive else
+                     int(draw_from(self.generator).integers(0, 2 ** 63 - 1)))
         if self._stream:
             produced = (self._stream_batches() if self.num_workers == 0
-                        else self._from_workers(None))
+                        else self._from_workers(None, base_seed))
         else:
             batches = self._index_batches()
             if self.num_workers == 0 or _on_gpu(self.dataset):
                 produced = (self._fetch(indices) for indices in batches)
             else:
-                produced = self._from_workers(batches)
+                produced = self._from_workers(batches, base_seed)
         return (_pinned(batch) for batch in produced) if self.pin_memory else produced
 
-    def _from_workers(self, batches):
+    def _from_workers(self, batches, base_seed):
         """The batches of index lists ``batches`` loaded by the workers; ``batches`` None: a
         stream's, each worker batching its own pass over it (workers.StreamBatches)."""
         pool = self._pool
         if pool is None or not pool.alive:
-            base_seed = int(draw_from(self.generator).integers(0, 2 ** 63 - 1))
+            if base_seed is None:            # the persistent pool died since __iter__ looked
+                base_seed = int(draw_from(self.generator).integers(0, 2 ** 63 - 1))
             fetch = workers.StreamBatches(self._stream_batches) if self._stream else self._fetch
             pool = workers.WorkerPool(fetch, self.dataset, self.num_workers, base_seed,
                                       self.worker_init_fn, self.multiprocessing_context,

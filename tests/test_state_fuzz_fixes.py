@@ -173,3 +173,16 @@ def test_dataloader_honours_overridden_sampler_and_dataset_methods(num_workers):
                    D.DataLoader(Scaled(x, y), batch_size=3, num_workers=num_workers)]
         got[lib] = [[[t.tolist() for t in batch] for batch in loader] for loader in loaders]
     assert got[gd] == got[torch]
+
+
+def test_shuffle_order_does_not_depend_on_num_workers():
+    """Each new iterator draws the workers' base seed, in torch with or without workers; gpudl
+    drew it only with workers, so from the second epoch on a seeded generator gave other batches
+    with num_workers=1 than with num_workers=0."""
+    def epochs(lib, D, num_workers):
+        loader = D.DataLoader(D.TensorDataset(lib.arange(7)), batch_size=2, shuffle=True,
+                              num_workers=num_workers, generator=lib.Generator().manual_seed(4))
+        return [[b[0].tolist() for b in loader] for _ in range(3)]
+
+    for lib, D in ((torch, torch.utils.data), (gd, gd.data)):
+        assert epochs(lib, D, 1) == epochs(lib, D, 0)
