@@ -186,3 +186,38 @@ def test_shuffle_order_does_not_depend_on_num_workers():
 
     for lib, D in ((torch, torch.utils.data), (gd, gd.data)):
         assert epochs(lib, D, 1) == epochs(lib, D, 0)
+
+
+def test_extra_state_round_trips_through_state_dict():
+    """torch's get_extra_state/set_extra_state: gpudl left the extra state out of state_dict
+    and never called set_extra_state, so a load silently kept the fresh module's value."""
+    results = {}
+    for lib in (torch, gd):
+        class Counted(lib.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = lib.nn.Linear(2, 2)
+                self.count = 0
+
+            def get_extra_state(self):
+                return {"count": self.count}
+
+            def set_extra_state(self, state):
+                self.count = state["count"]
+
+        source = lib.nn.Sequential(Counted(), lib.nn.Linear(2, 1))
+        source[0].count = 7
+        sd = source.state_dict()
+        target = lib.nn.Sequential(Counted(), lib.nn.Linear(2, 1))
+        target.load_state_dict(sd)
+        del sd["0._extra_state"]
+        report = lib.nn.Sequential(Counted(), lib.nn.Linear(2, 1)).load_state_dict(sd, strict=False)
+        with pytest.raises(RuntimeError, match="0._extra_state"):
+            lib.nn.Sequential(Counted(), lib.nn.Linear(2, 1)).load_state_dict(sd)
+        results[lib] = (list(source.state_dict()), target[0].count, list(report.missing_keys))
+    assert results[gd] == results[torch] == (
+        ["0._extra_state", "0.lin.weight", "0.lin.bias", "1.weight", "1.bias"], 7,
+        ["0._extra_state"])
+    buf = io.BytesIO()                                   # and through a gpudl checkpoint
+    gd.save(dict(gd.nn.Sequential(gd.nn.Linear(1, 1)).state_dict(), extra={"count": 3}), buf)
+    assert gd.load(io.BytesIO(buf.getvalue()))["extra"] == {"count": 3}

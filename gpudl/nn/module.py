@@ -402,15 +402,39 @@ class Module:
             if buf is not None and name not in self._non_persistent_buffers_set:
                 yield dot + name, buf
 
+    def _own_state_entries(self, dot, keep_vars):
+        """(key, value) of this module's state_dict entries, as torch's _save_to_state_dict:
+        parameters and persistent buffers (detached unless ``keep_vars``), then the extra state
+        of a class that defines ``get_extra_state`` under ``_extra_state``."""
+        for key, value in self._own_state_items(dot):
+            yield key, value if keep_vars else value.detach()
+        if _defines(self, "get_extra_state"):
+            yield dot + _EXTRA_STATE, self.get_extra_state()
+
+    def get_extra_state(self):
+        """The extra state (any picklable object) a subclass that defines this method puts in
+        its state_dict under ``_extra_state``, given back to its ``set_extra_state`` on load."""
+        raise RuntimeError("Reached a code path in Module.get_extra_state() that should never "
+                           "be called: define get_extra_state in the subclass to return its "
+                           "extra state")
+
+    def set_extra_state(self, state):
+        """Restore the extra state from ``get_extra_state`` (define both in a subclass)."""
+        raise RuntimeError("Reached a code path in Module.set_extra_state() that should never "
+                           "be called: define set_extra_state in the subclass to restore the "
+                           "extra state found in the state_dict")
+
     def state_dict(self, destination=None, prefix="", keep_vars=False):
         """An OrderedDict of parameters and persistent buffers under PyTorch's keys
-        ('layer.0.weight', 'bn.running_mean', ...), detached unless ``keep_vars``."""
+        ('layer.0.weight', 'bn.running_mean', ...), detached unless ``keep_vars``, and the
+        ``_extra_state`` of modules that define ``get_extra_state``."""
         out = OrderedDict() if destination is None else destination
         if state_dict_hooks.any_hooks(self, "state_dict_pre") or \
                 state_dict_hooks.any_hooks(self, "state_dict_post"):
             return state_dict_hooks.hooked_state_dict(self, out, prefix, keep_vars)
-        for key, value in self._state_items(prefix):
-            out[key] = value if keep_vars else value.detach()
+        for module_prefix, module in self.named_modules(remove_duplicate=False):
+            out.update(module._own_state_entries(prefix + module_prefix
+                                                 + ("." if module_prefix else ""), keep_vars))
         return out
 
     def load_state_dict(self, state_dict, strict=True):
@@ -436,10 +460,15 @@ class Module:
                                      "\n\t" + "\n\t".join(errors))
         post_hooks = state_dict_hooks.any_hooks(self, "load_post")
         own = OrderedDict(self._state_items())
+        extras = OrderedDict(                       # key -> module restoring its extra state
+            ((f"{name}." if name else "") + _EXTRA_STATE, module)
+            for name, module in self.named_modules(remove_duplicate=False)
+            if _defines(module, "set_extra_state"))
         missing = [k for k in own if k not in state_dict]
         if missing:
             missing = _required(self, missing)
-        unexpected = [k for k in state_dict.keys() if k not in own]
+        missing += [k for k in extras if k not in state_dict]
+        unexpected = [k for k in state_dict.keys() if k not in own and k not in extras]
         problems, updates = [], []
         for key, target in own.items():
             if key in state_dict:
@@ -458,6 +487,9 @@ class Module:
                 if isinstance(target, UninitializedTensorMixin):     # a lazy module's
                     target.materialize(value.shape)
                 target.copy_(value)
+        for key, module in extras.items():
+            if key in state_dict:
+                module.set_extra_state(state_dict[key])
         keys = IncompatibleKeys(missing, unexpected)
         if post_hooks:
             state_dict_hooks.run_load_post_hooks(self, keys)
@@ -568,6 +600,14 @@ class Module:
 def _indent(text, spaces):
     lines = text.split("\n")
     return "\n".join(lines[:1] + [" " * spaces + line for line in lines[1:]])
+
+
+_EXTRA_STATE = "_extra_state"        # torch's key suffix for get_extra_state's object
+
+
+def _defines(module, method):
+    """Whether ``module``'s class overrides Module's ``method`` (get/set_extra_state)."""
+    return getattr(type(module), method) is not getattr(Module, method)
 
 
 def _key_problems(strict, missing, unexpected):
