@@ -221,3 +221,56 @@ def test_extra_state_round_trips_through_state_dict():
     buf = io.BytesIO()                                   # and through a gpudl checkpoint
     gd.save(dict(gd.nn.Sequential(gd.nn.Linear(1, 1)).state_dict(), extra={"count": 3}), buf)
     assert gd.load(io.BytesIO(buf.getvalue()))["extra"] == {"count": 3}
+
+
+def _legacy_classes(lib):
+    class Renamed(lib.nn.Module):
+        """Loads checkpoints from before a rename (old_w, stored halved)."""
+        def __init__(self):
+            super().__init__()
+            self.w = lib.nn.Parameter(lib.zeros(2))
+            self.bn = lib.nn.BatchNorm1d(2)
+
+        def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing,
+                                  unexpected, errors):
+            old = prefix + "old_w"
+            if old in state_dict:
+                state_dict[prefix + "w"] = state_dict.pop(old) * 2
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing,
+                                          unexpected, errors)
+
+    class Packed(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = lib.nn.Parameter(lib.ones(2))
+
+        def _save_to_state_dict(self, destination, prefix, keep_vars):
+            destination[prefix + "packed"] = self.w.detach() * 10
+
+    return Renamed, Packed
+
+
+def test_overridden_load_from_and_save_to_state_dict_are_called():
+    """torch's per-module hook points: gpudl never called a subclass's _load_from_state_dict or
+    _save_to_state_dict, so a converting override was silently skipped."""
+    out = {}
+    for lib in (torch, gd):
+        Renamed, Packed = _legacy_classes(lib)
+        m = lib.nn.Sequential(lib.nn.Linear(2, 2), Renamed())
+        sd = dict(m.state_dict())
+        sd["1.old_w"] = sd.pop("1.w") + 1.5
+        first = m.load_state_dict(sd)
+        sd.pop("0.bias")
+        sd["junk"] = lib.zeros(1)
+        sd["1.bn.junk"] = lib.zeros(1)
+        report = m.load_state_dict(sd, strict=False)
+        with pytest.raises(RuntimeError, match='Missing key.*"0.bias"'):
+            m.load_state_dict(sd)
+        sd["0.bias"], sd["0.weight"] = lib.zeros(2), lib.zeros(3, 2)
+        with pytest.raises(RuntimeError, match="size mismatch for 0.weight"):
+            m.load_state_dict(sd, strict=False)
+        saved = lib.nn.Sequential(Packed()).state_dict()
+        out[lib] = (m[1].w.tolist(), list(first.missing_keys), list(report.missing_keys),
+                    list(report.unexpected_keys), {k: v.tolist() for k, v in saved.items()})
+    assert out[gd] == out[torch] == ([3.0, 3.0], [], ["0.bias"], ["junk", "1.bn.junk"],
+                                     {"0.packed": [10.0, 10.0]})

@@ -411,6 +411,63 @@ class Module:
         if _defines(self, "get_extra_state"):
             yield dot + _EXTRA_STATE, self.get_extra_state()
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        """torch's hook point: write this module's own entries (not its children's) into
+        ``destination`` under ``prefix``; a subclass may override it to save differently."""
+        destination.update(self._own_state_entries(prefix, keep_vars))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        """torch's hook point: load this module's own parameters, persistent buffers and extra
+        state from the keys of ``state_dict`` under ``prefix``, appending to the three lists.
+        A subclass may override it (to rename or convert old entries, say) and call this; then
+        ``load_state_dict`` loads module by module, as torch, copying as it goes."""
+        for key, target in self._own_state_items(prefix):
+            if key not in state_dict:
+                if strict:
+                    missing_keys.append(key)
+                continue
+            value, problem = _converted(state_dict[key], target, key)
+            if problem:
+                error_msgs.append(problem)
+                continue
+            with no_grad():
+                if isinstance(target, UninitializedTensorMixin):
+                    target.materialize(value.shape)
+                target.copy_(value)
+        extra = prefix + _EXTRA_STATE
+        if _defines(self, "set_extra_state"):
+            if extra in state_dict:
+                self.set_extra_state(state_dict[extra])
+            elif strict:
+                missing_keys.append(extra)
+        if strict:
+            local = {key[len(prefix):] for key, _ in self._own_state_items(prefix)}
+            for key in state_dict.keys():
+                if key.startswith(prefix) and key != extra:
+                    name = key[len(prefix):].split(".", 1)[0]
+                    if name not in self._modules and name not in local:
+                        unexpected_keys.append(key)
+
+    def _load_module_by_module(self, state_dict):
+        """(missing, unexpected, problems) of torch's recursive load (each module's
+        ``_load_from_state_dict`` on the keys under its prefix), for trees where a class
+        overrides it."""
+        missing, unexpected, problems = [], [], []
+        metadata = getattr(state_dict, "_metadata", None) or {}
+
+        def load(module, local, prefix):
+            module._load_from_state_dict(local, prefix, metadata.get(prefix[:-1], {}), True,
+                                         missing, unexpected, problems)
+            for name, child in module._modules.items():
+                if child is not None:
+                    child_prefix = prefix + name + "."
+                    load(child, {k: v for k, v in local.items() if k.startswith(child_prefix)},
+                         child_prefix)
+
+        load(self, dict(state_dict), "")
+        return _required(self, missing), unexpected, problems
+
     def get_extra_state(self):
         """The extra state (any picklable object) a subclass that defines this method puts in
         its state_dict under ``_extra_state``, given back to its ``set_extra_state`` on load."""
@@ -433,8 +490,8 @@ class Module:
                 state_dict_hooks.any_hooks(self, "state_dict_post"):
             return state_dict_hooks.hooked_state_dict(self, out, prefix, keep_vars)
         for module_prefix, module in self.named_modules(remove_duplicate=False):
-            out.update(module._own_state_entries(prefix + module_prefix
-                                                 + ("." if module_prefix else ""), keep_vars))
+            module._save_to_state_dict(out, prefix + module_prefix
+                                       + ("." if module_prefix else ""), keep_vars)
         return out
 
     def load_state_dict(self, state_dict, strict=True):
@@ -443,8 +500,9 @@ class Module:
         Values may be gpudl Tensors, NumPy arrays or anything array-like; each keeps the dtype and
         device of the tensor it fills. Every key is checked before anything is copied: with
         ``strict`` a missing or unexpected key refuses the load, and a shape mismatch always does;
-        the error lists every problem and the module is left unchanged.
-        Returns ``(missing_keys, unexpected_keys)``.
+        the error lists every problem and the module is left unchanged (unless a class in the
+        tree overrides ``_load_from_state_dict``: then each module loads its own keys in turn,
+        copying as it goes, as torch). Returns ``(missing_keys, unexpected_keys)``.
 
         Load pre-hooks (register_load_state_dict_pre_hook) see and may edit a copy of
         ``state_dict`` first. With load post-hooks, the values are copied first and the hooks
@@ -459,6 +517,9 @@ class Module:
                 raise StateDictError(f"Error(s) in loading state_dict for {self._get_name()}:"
                                      "\n\t" + "\n\t".join(errors))
         post_hooks = state_dict_hooks.any_hooks(self, "load_post")
+        if any(_defines(m, "_load_from_state_dict") for m in self.modules()):
+            missing, unexpected, problems = self._load_module_by_module(state_dict)
+            return self._finish_load(missing, unexpected, problems, strict, post_hooks)
         own = OrderedDict(self._state_items())
         extras = OrderedDict(                       # key -> module restoring its extra state
             ((f"{name}." if name else "") + _EXTRA_STATE, module)
@@ -490,13 +551,19 @@ class Module:
         for key, module in extras.items():
             if key in state_dict:
                 module.set_extra_state(state_dict[key])
+        return self._finish_load(missing, unexpected, [], strict, post_hooks)
+
+    def _finish_load(self, missing, unexpected, problems, strict, post_hooks):
+        """The keys report of a load whose values are copied: post-hooks (which may drop keys
+        from the lists), then the refusal of what is left: the strict key checks and
+        ``problems`` (a module-by-module load's size mismatches)."""
         keys = IncompatibleKeys(missing, unexpected)
         if post_hooks:
             state_dict_hooks.run_load_post_hooks(self, keys)
-            problems = _key_problems(strict, missing, unexpected)
-            if problems:
-                raise StateDictError(f"Error(s) in loading state_dict for "
-                                     f"{self._get_name()}:\n\t" + "\n\t".join(problems))
+        problems = _key_problems(strict, missing, unexpected) + problems
+        if problems:
+            raise StateDictError(f"Error(s) in loading state_dict for {self._get_name()}:\n\t"
+                                 + "\n\t".join(problems))
         return keys
 
     def register_state_dict_pre_hook(self, hook):

@@ -35,7 +35,7 @@ def hooked_state_dict(module, out, prefix, keep_vars):
     its post-hooks (which may edit ``out`` in place and must return None)."""
     for hook in of(module, "state_dict_pre"):
         hook(module, prefix, keep_vars)
-    out.update(module._own_state_entries(prefix, keep_vars))
+    module._save_to_state_dict(out, prefix, keep_vars)
     for name, child in module._modules.items():
         if child is not None:
             hooked_state_dict(child, out, prefix + name + ".", keep_vars)
