@@ -22,7 +22,7 @@ import zipfile
 
 import numpy as np
 
-from . import backend, torch_checkpoint
+from . import backend, dtypes, torch_checkpoint
 from .tensor import Tensor
 
 _META_KEY = "gpudl"
@@ -225,7 +225,6 @@ def _read_safetensors(path):
     in a BytesIO), its sizes checked against free memory before the parser allocates (its
     allocation failures are Rust panics, not Python errors)."""
     from safetensors import safe_open
-    from safetensors.numpy import load as load_bytes
     source, path = path, _name(path)
     with _opened(source) as f:
         header_length = int.from_bytes(f.read(8), "little")
@@ -244,13 +243,34 @@ def _read_safetensors(path):
                          f"the {available / 2**30:.1f} GiB of memory free")
     try:
         if isinstance(source, io.BytesIO):
-            return load_bytes(source.getvalue()), header.get(_RESERVED_NAME) or {}
+            return _arrays_of_bytes(source.getvalue()), header.get(_RESERVED_NAME) or {}
         with safe_open(path, framework="np") as f:
             return {name: f.get_tensor(name) for name in f.keys()}, f.metadata() or {}
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # the parser's errors include pyo3's PanicException (BaseException)
         raise ValueError(f"load: {path!r} is not a valid safetensors file ({exc})") from exc
+
+
+# safetensors dtype names -> NumPy dtypes (bfloat16: ml_dtypes', which safetensors.numpy's
+# bytes reader lacks; its file reader, safe_open, has it)
+_BYTES_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
+                 "BF16": dtypes.bfloat16, "I64": np.int64, "I32": np.int32, "I16": np.int16,
+                 "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16,
+                 "U8": np.uint8, "BOOL": np.bool_}
+
+
+def _arrays_of_bytes(data):
+    """{name: array} of the safetensors file held in ``data`` (bytes), checked by the parser."""
+    from safetensors import deserialize
+    arrays = {}
+    for name, view in deserialize(data):
+        dtype = _BYTES_DTYPES.get(view["dtype"])
+        if dtype is None:
+            raise ValueError(f"tensor {name!r} has dtype {view['dtype']}, which gpudl does not "
+                             f"load (expected one of {sorted(_BYTES_DTYPES)})")
+        arrays[name] = np.frombuffer(view["data"], dtype=dtype).reshape(view["shape"]).copy()
+    return arrays
 
 
 def _tensors_of(node, device):

@@ -274,3 +274,21 @@ def test_overridden_load_from_and_save_to_state_dict_are_called():
                     list(report.unexpected_keys), {k: v.tolist() for k, v in saved.items()})
     assert out[gd] == out[torch] == ([3.0, 3.0], [], ["0.bias"], ["junk", "1.bn.junk"],
                                      {"0.packed": [10.0, 10.0]})
+
+
+def test_bfloat16_checkpoint_loads_from_a_file_object():
+    """gd.load of a file object (BytesIO) refused bfloat16 tensors ('BF16': safetensors.numpy's
+    bytes reader lacks the dtype), while the same checkpoint loaded from a path."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    rng = np.random.default_rng(2)
+    values = rng.standard_normal((3, 2)).astype(np.float32)
+    buf = io.BytesIO()
+    gd.save({"w": gd.tensor(values).to(gd.bfloat16), "h": gd.tensor(values).half()}, buf)
+    loaded = gd.load(io.BytesIO(buf.getvalue()))
+    expected = torch.tensor(values).bfloat16().float().numpy()
+    assert loaded["w"].dtype == gd.bfloat16
+    np.testing.assert_array_equal(loaded["w"].float().numpy(), expected)
+    np.testing.assert_array_equal(loaded["h"].float().numpy(), values.astype(np.float16))
+    loaded["w"].add_(1.0)                                # writable, not a view of the bytes
+    theirs = gd.load(io.BytesIO(safetensors_torch.save({"t": torch.tensor(values).bfloat16()})))
+    np.testing.assert_array_equal(theirs["t"].float().numpy(), expected)
