@@ -60,6 +60,7 @@ class _Unpickler(pickle.Unpickler):
             ("collections", "OrderedDict"): collections.OrderedDict,
             # MultiStepLR's milestones (torch's weights-only loader allows it too)
             ("collections", "Counter"): collections.Counter,
+            ("torch", "Size"): tuple,          # a shape kept in a checkpoint (allowed by torch too)
             ("torch._utils", "_rebuild_tensor_v2"): self._rebuild_tensor,
             ("torch._utils", "_rebuild_parameter"): self._rebuild_parameter,
             **{("torch", name): _StorageType(name) for name in _STORAGES},

@@ -50,6 +50,14 @@ def test_torch_checkpoint_with_multisteplr_milestones_resumes():
     assert gsched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-15)
 
 
+def test_torch_checkpoint_with_a_torch_size_loads_as_a_tuple():
+    buf = io.BytesIO()
+    torch.save({"shape": torch.Size([3, 4]), "w": torch.ones(3, 4)}, buf)
+    loaded = gd.load(io.BytesIO(buf.getvalue()))
+    assert loaded["shape"] == (3, 4) and type(loaded["shape"]) is tuple
+    assert tuple(loaded["w"].shape) == loaded["shape"]
+
+
 def _copies(module):
     return [copy.deepcopy(module), pickle.loads(pickle.dumps(module))]
 
