@@ -71,7 +71,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
     Args:
         kernel_size, stride (default ``kernel_size``), padding, dilation: an int or an (h, w) pair.
-            Padding is implicit -inf and at most half the kernel.
+            Padding is implicit -inf and at most half the kernel; a dilated window whose taps
+            all fall in the padding (a 1-wide input, say) is refused: it has no maximum.
         ceil_mode: round the output size up (a last window must start inside the input or the
             left padding).
         return_indices: also return int64 indices of each max, flat into each H*W plane.
