@@ -275,9 +275,8 @@ def _run_green(manager, grid_point, args):
 
 def _take(thread, own):
     """What ``thread`` holds beyond the names in ``own``, removed from it."""
-    attributes = {name: value for name, value in vars(thread).items() if name not in own}
-    _strip(thread, own)
-    return attributes
+    attributes = vars(thread)
+    return {name: attributes.pop(name) for name in attributes.keys() - own}
 
 
 def _block_run(self, grid_point, *args):
