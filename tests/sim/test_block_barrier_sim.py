@@ -57,6 +57,15 @@ if backend.SIMULATOR:
         x[t] = t
 
 
+    @cuda.jit
+    def _votes(out):
+        """The barriers that also count, and or or a value over the block's threads."""
+        t = cuda.threadIdx.x
+        out[t, 0] = cuda.syncthreads_count(t % 3 == 0)
+        out[t, 1] = cuda.syncthreads_and(t < 64)
+        out[t, 2] = cuda.syncthreads_or(t == 5)
+        out[t, 3] = cuda.syncthreads_and(t != 5)
+
     _PARTS = 37            # a size only _sum_of_all_threads's shared array has (see below)
     _runs_on = []          # the OS thread and greenlet each simulated thread ran on (the
                            # simulator runs kernels as Python, so a kernel can note it)
@@ -128,6 +137,12 @@ def test_threads_that_returned_no_longer_count():
     _half_return_early[1, 64](out)
     t = np.arange(32)
     np.testing.assert_array_equal(out, np.r_[t + (t + 1) % 32, np.zeros(32)])
+
+
+def test_barriers_that_vote_see_every_thread():
+    out = np.zeros((64, 4), dtype=np.int64)
+    _votes[1, 64](out)
+    np.testing.assert_array_equal(out, np.tile([22, 1, 1, 0], (64, 1)))
 
 
 def test_a_thread_that_raises_fails_the_launch_naming_it():
