@@ -1,9 +1,10 @@
 """Python emulation of kernels/mma.py for Numba's CUDA simulator, from the PTX ISA's tables.
 
-The simulator runs every CUDA thread of a block as a Python thread, one block at a time. A warp
-instruction is emulated in two steps: each lane posts its operands in the warp's scratch, and
-the last lane to arrive computes the whole warp's results at once (NumPy on the fragments placed
-by the PTX ISA's tables) and wakes the warp's other lanes, each of which takes its own result.
+The simulator runs every CUDA thread of a block as a Python thread (tests/sim's runner: as a
+greenlet, ``manager.gpudl_wait``), one block at a time. A warp instruction is emulated in two
+steps: each lane posts its operands in the warp's scratch, and the last lane to arrive computes
+the whole warp's results at once (NumPy on the fragments placed by the PTX ISA's tables) and
+wakes the warp's other lanes, each of which takes its own result.
 No lane can post the next call's operands before every lane has taken this one's (the next call
 completes only when all 32 have posted). Only the warp waits, as on the hardware: the other
 warps of the block run on (a block barrier here, as before session 19, would also have hidden
@@ -53,7 +54,9 @@ class _Warp:
         self.results = None
 
 
-_STALL_S = 120       # no lane of the warp arrived for this long, lanes unknown: refused
+_STALL_S = 120       # no lane of the warp arrived for this long (OS threads): refused
+_STRAGGLERS = ("tensor-core emulation: a warp's lanes did not all reach the mma (its 32 lanes "
+               "must call it together)")
 
 
 def _collective(post, compute):
@@ -69,29 +72,34 @@ def _collective(post, compute):
     with warp.cond:
         warp.posts[lane] = post
         warp.arrived += 1
-        call, arrived, waited = warp.calls, warp.arrived, 0.0
+        call = warp.calls
         if warp.arrived == WARP:
             posts, warp.posts, warp.arrived = warp.posts, [None] * WARP, 0
             warp.results = compute(posts)
             warp.calls += 1
             warp.cond.notify_all()
+    # tests/sim's runner (its lanes are greenlets on one OS thread) waits its own way
+    wait = getattr(manager, "gpudl_wait", None)
+    if wait is not None:
+        wait(lambda: warp.calls != call, _STRAGGLERS)
+    else:
+        _wait_on_threads(warp, call, thread)
+    return warp.results[lane]
+
+
+def _wait_on_threads(warp, call, thread):
+    """Until the warp's call ``call`` completes, where the lanes are OS threads (Numba's own
+    simulator): refused once no lane arrived for _STALL_S."""
+    with warp.cond:
+        arrived, waited = warp.arrived, 0.0
         while warp.calls == call:
             if getattr(thread, "abort", False):
                 raise RuntimeError("tensor-core emulation: the launch was aborted")
-            if _a_lane_returned(manager, index) or waited > _STALL_S:
-                raise RuntimeError("tensor-core emulation: a warp's lanes did not all reach "
-                                   "the mma (its 32 lanes must call it together)")
+            if waited > _STALL_S:
+                raise RuntimeError(_STRAGGLERS)
             warp.cond.wait(0.05)
             waited = 0.0 if warp.arrived != arrived else waited + 0.05
             arrived = warp.arrived
-        return warp.results[lane]
-
-
-def _a_lane_returned(manager, warp):
-    """Whether a thread of warp ``warp`` has returned from the kernel (it will never post):
-    known where the block's threads are listed (tests/sim's runner), else False."""
-    return any(t.simulated_done and getattr(t, "thread_id", -1) // WARP == warp
-               for t in getattr(manager, "gpudl_threads", ()))
 
 
 def to_tf32(x):

@@ -1,6 +1,6 @@
 """The simulator suite's setup: blocks of simulated threads run as sim_blocks.py says (barrier-free
-blocks in turn on the calling thread, the others on pooled threads with a condition-variable
-barrier), and the warnings the simulator's arithmetic makes on purpose filtered."""
+blocks in turn on the calling thread, the others as greenlets on it, switched where one waits),
+and the warnings the simulator's arithmetic makes on purpose filtered."""
 
 from gpudl import backend
 

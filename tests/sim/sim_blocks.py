@@ -8,27 +8,34 @@ GIL with the threads already running. So here:
 
 - **A block whose kernel can never wait for another thread** (at a block barrier, or at the
   tensor-core emulation's warp rendezvous, kernels/_mma_emulation.py) **runs its threads one
-  after another** on the
-  calling thread, dressed as each in turn (the simulated ``cuda`` module reads ``threadIdx`` and
-  friends from ``threading.current_thread()``). Without a barrier no thread can see another's
+  after another** on the calling thread, dressed as each in turn (the simulated ``cuda`` module
+  reads ``threadIdx`` and friends from ``threading.current_thread()``). Without a barrier no thread can see another's
   progress, so any order is one the hardware may choose. "Can never wait" is decided from the
   code: no barrier's name among the names the kernel, or anything it reaches through its
   globals, closure cells or the modules it holds, loads (``_uses_barrier``).
-- **Any other block runs on pooled worker threads**, started once and reused by every launch,
-  with the barrier on a condition variable: it opens when every thread still running waits at
-  it (a thread that returned no longer counts, as in the simulator); a thread that raises
-  aborts the others (their next or current ``syncthreads()`` raises) and the launch re-raises
-  the first exception, tagged with the thread and block as the simulator does.
+- **Any other block runs its threads as greenlets** on the calling thread (``_run_green``): one
+  runs until it returns or waits (at the block barrier, or at the mma emulation's warp
+  rendezvous, through ``manager.gpudl_wait``), then the next; the calling thread is dressed as
+  whichever runs, and what a call leaves on it (cp.async groups) follows its simulated thread
+  across switches. The barrier opens when every thread still running waits at it (a thread
+  that returned no longer counts, as in the simulator); a thread that raises ends the block
+  (the others are ended where they wait) and the launch re-raises its exception, tagged with
+  the thread and block as the simulator does; a wait no thread can end (a warp whose lanes do
+  not all reach an mma) raises in the first thread that waits, rather than hanging. Session 19
+  ran these blocks on 128 pooled OS threads with a condition-variable barrier: every barrier
+  and every emulated mma then cost dozens of thread wake-ups through the GIL (session 25,
+  benchmarks/RESULTS.md, measured the difference).
 
 ``thread._manager`` is the block's manager in both (the mma emulation keeps its per-block
-scratch there); per-thread state a call leaves on its thread (cp.async groups) is cleared
-before the thread's next use.
+scratch there); each simulated thread starts with no state left by another.
 
 - **A block's shared array is created once** (``_shared_array``): the simulator's own creates
   it with a get-then-set that two threads can both pass before either sets, and the one whose
   array was replaced then wrote into an array no other thread read, and read slots no thread
   wrote (recycled memory: the previous launch's values). Rare (the GIL must switch inside a
   few bytecodes), but CI under load got a cross entropy loss 1.4 % off that way (session 23).
+  The greenlets switch only where a thread waits, so this interleaving no longer arises here;
+  the atomic creation stays for any runner on OS threads.
 - **What a kernel did not write is poisoned** (``POISON``; ``GPUDL_SIM_POISON=0`` turns it off):
   every shared array of the launch before each block runs (the simulator keeps one per source
   line for the whole launch, so without this a block reads what the previous block left), the
@@ -44,6 +51,7 @@ import sys
 import threading
 import types
 
+import greenlet
 import numpy as np
 from numba.core import types as nb_types
 from numba.cuda.simulator import kernel as _sim
@@ -60,37 +68,6 @@ _BARRIER_NAMES = frozenset(("syncthreads", "syncthreads_count", "syncthreads_and
 # float32 bits
 POISON = os.environ.get("GPUDL_SIM_POISON", "nan")
 POISON = {"0": "", "1": "nan"}.get(POISON, POISON)
-_ABORT_GRACE_S = 30        # a failed block's other threads must stop within this to be reused
-
-
-class _Barrier:
-    def __init__(self, threads):
-        self.cond = threading.Condition()
-        self.live = threads          # threads still running
-        self.waiting = 0             # of which waiting at the barrier
-        self.generation = 0          # barriers opened so far
-        self.failed = None           # the first thread that raised
-
-    def open_if_complete(self):
-        """With ``cond`` held: open the barrier when every live thread waits at it."""
-        if self.waiting and self.waiting == self.live:
-            self.waiting = 0
-            self.generation += 1
-            self.cond.notify_all()
-
-
-def _syncthreads(self):
-    if self.abort:
-        raise RuntimeError("abort flag set on syncthreads call")
-    barrier = self._manager.gpudl_barrier
-    with barrier.cond:
-        generation = barrier.generation
-        barrier.waiting += 1
-        barrier.open_if_complete()
-        while barrier.generation == generation and not self.abort:
-            barrier.cond.wait()
-    if self.abort:
-        raise RuntimeError("abort flag set on syncthreads clear")
 
 
 def _tagged(exc, thread_idx, block_idx):
@@ -192,53 +169,114 @@ def _run_in_turn(manager, grid_point, args):
         _strip(me, own)
 
 
-# ------------------------------------------------------------------ blocks with barriers, pooled
-class _Worker(_sim.BlockThread):
-    """A simulated CUDA thread that, once started, runs one block's thread after another."""
-
-    def __init__(self):
-        threading.Thread.__init__(self, daemon=True)
-        self.wake = threading.Event()
-        self.job = None
-        self.abort, self.exception, self.syncthreads_blocked = False, None, False
-        self.simulated_done = True       # set False by the launching thread with the job
-        self.own = set(vars(self)) | {"own"}
-
-    def run(self):
-        while True:
-            self.wake.wait()
-            self.wake.clear()
-            manager, grid_point, point, args = self.job
-            _dress(self, manager, grid_point, point)
-            try:
-                manager._f(*args)
-            except Exception as exc:  # noqa: BLE001 - reported by the launching thread
-                self.exception = (_tagged(exc, point, grid_point), exc.__traceback__)
-            self.job, self.simulated_done = None, True
-            _strip(self, self.own | {"blockIdx", "threadIdx", "thread_id", "_manager",
-                                     "exception"})
-            barrier = manager.gpudl_barrier     # last: after this the worker may be reused
-            with barrier.cond:
-                barrier.live -= 1
-                if self.exception and barrier.failed is None:
-                    barrier.failed = self
-                    for other in manager.gpudl_threads:
-                        other.abort = True
-                    barrier.cond.notify_all()
-                barrier.open_if_complete()
-                if not barrier.live:
-                    barrier.cond.notify_all()
+# ------------------------------------------------------------------ blocks that wait, greenlets
+_STALLED_BARRIER = ("sim_blocks: threads of the block wait at a barrier while the others wait "
+                    "at something else that cannot complete (a warp's mma)")
 
 
-_pool = []
+class _Barrier:
+    """The block barrier: it opens when every thread still running waits at it (a thread that
+    returned no longer counts, as in the simulator)."""
+
+    def __init__(self, threads):
+        self.live = threads          # threads still running
+        self.waiting = 0             # of which waiting at the barrier
+        self.generation = 0          # barriers opened so far
+
+    def arrive(self):
+        """This thread waits at the barrier; returns what tells that it opened since."""
+        generation = self.generation
+        self.waiting += 1
+        self.open_if_complete()
+        return lambda: self.generation != generation
+
+    def leave(self):
+        """A thread returned."""
+        self.live -= 1
+        self.open_if_complete()
+
+    def open_if_complete(self):
+        if self.waiting and self.waiting == self.live:
+            self.waiting = 0
+            self.generation += 1
 
 
-def _workers(n):
-    while len(_pool) < n:
-        worker = _Worker()
-        worker.start()
-        _pool.append(worker)
-    return _pool[:n]
+class _Simulated:
+    """One simulated thread of a block run as greenlets: its greenlet, what it waits for, and
+    the attributes it has on the calling thread while it runs (threadIdx and friends, the
+    barrier, and whatever a call leaves there: cp.async groups)."""
+
+    def __init__(self, run, attributes, point):
+        self.greenlet = greenlet.greenlet(run)
+        self.attributes, self.point = attributes, point
+        self.until, self.stalled = None, None
+
+
+def _run_green(manager, grid_point, args):
+    """Run the block's threads as greenlets on the calling thread: one runs until it returns or
+    waits (``gpudl_wait``: the block barrier, a warp's rendezvous), then the next runnable one.
+    A wait that no thread can ever end raises in the waiting thread."""
+    me = threading.current_thread()
+    own = set(vars(me))
+    scheduler = greenlet.getcurrent()
+    barrier = manager.gpudl_barrier = _Barrier(int(np.prod(manager._block_dim)))
+
+    def wait(until, stalled):
+        """In a simulated thread: wait until ``until()``; ``stalled``: the error if never."""
+        if not until():
+            scheduler.switch((until, stalled))
+
+    def syncthreads():
+        wait(barrier.arrive(), _STALLED_BARRIER)
+
+    manager.gpudl_wait = wait
+    threads = []
+    for point in np.ndindex(*manager._block_dim):
+        _dress(me, manager, grid_point, point)
+        me.syncthreads = syncthreads
+        for name in ("syncthreads_count", "syncthreads_and", "syncthreads_or"):
+            setattr(me, name, types.MethodType(getattr(_sim.BlockThread, name), me))
+        threads.append(_Simulated(lambda: manager._f(*args), _take(me, own), point))
+    ready, waiting = threads, []
+    try:
+        while ready:
+            for thread in ready:
+                vars(me).update(thread.attributes)
+                try:
+                    if thread.until is None:
+                        waits = thread.greenlet.switch()
+                    else:
+                        waits = thread.greenlet.throw(RuntimeError(thread.stalled))
+                except Exception as exc:
+                    raise _tagged(exc, thread.point, grid_point).with_traceback(
+                        exc.__traceback__) from None
+                thread.attributes = _take(me, own)
+                if thread.greenlet.dead:
+                    barrier.leave()
+                else:
+                    thread.until, thread.stalled = waits
+                    waiting.append(thread)
+            ready, still = [], []
+            for thread in waiting:
+                if thread.until():
+                    thread.until = None
+                    ready.append(thread)
+                else:
+                    still.append(thread)
+            waiting = still
+            if not ready and waiting:             # none can go on: the first waiter fails
+                ready, waiting = waiting[:1], waiting[1:]
+    finally:
+        _strip(me, own)
+        for thread in threads:                    # after a failure: the others end here
+            if not thread.greenlet.dead:
+                thread.greenlet.throw(greenlet.GreenletExit)
+
+
+def _take(thread, own):
+    """What ``thread`` holds beyond the names in ``own``, removed from it."""
+    attributes = vars(thread)
+    return {name: attributes.pop(name) for name in attributes.keys() - own}
 
 
 def _block_run(self, grid_point, *args):
@@ -246,23 +284,7 @@ def _block_run(self, grid_point, *args):
         _poison_block_shared()
     if not _uses_barrier(self._f):
         return _run_in_turn(self, grid_point, args)
-    points = list(np.ndindex(*self._block_dim))
-    workers = self.gpudl_threads = _workers(len(points))
-    barrier = self.gpudl_barrier = _Barrier(len(points))
-    for worker in workers:          # all before any runs: a lane asks whether its warp's
-        worker.simulated_done = False   # other lanes returned (kernels/_mma_emulation.py)
-    for worker, point in zip(workers, points):
-        worker.job = (self, grid_point, point, args)
-        worker.wake.set()
-    with barrier.cond:
-        while barrier.live and barrier.failed is None:
-            barrier.cond.wait()
-        if barrier.failed is not None:         # the others abort at their next barrier
-            if not barrier.cond.wait_for(lambda: not barrier.live, _ABORT_GRACE_S):
-                _pool[:] = [w for w in _pool if w not in workers]    # still busy: not reused
-    first = barrier.failed or next((w for w in workers if w.exception), None)
-    if first is not None:
-        raise first.exception[0].with_traceback(first.exception[1])
+    return _run_green(self, grid_point, args)
 
 
 # ------------------------------------------------------------------ shared arrays
@@ -350,7 +372,6 @@ def _poison_block_shared():
 
 
 def install():
-    _sim.BlockThread.syncthreads = _syncthreads
     _sim.BlockManager.run = _block_run
     _sim_api.FakeCUDAShared.array = _shared_array
     _sim_api.FakeCUDALocal.array = _local_array

@@ -1,12 +1,14 @@
 """The simulator's blocks as tests/sim/sim_blocks.py runs them: a barrier-free kernel's threads
-in turn on the launching thread, the others concurrently, with the block barrier (a condition
-variable in place of the simulator's busy poll) under the simulator's rules: every thread still
+in turn on the launching thread, the others as greenlets on it that switch where one waits,
+with the block barrier (in place of the simulator's busy poll) under the simulator's rules: every thread still
 running must reach ``syncthreads()`` before any passes it, a thread that returned no longer
 counts, and a thread that raises fails the launch with its thread and block named."""
 
 import sys
 import threading
+import types
 
+import greenlet
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ pytestmark = [pytest.mark.simulator,
               pytest.mark.skipif(not backend.SIMULATOR, reason="needs NUMBA_ENABLE_CUDASIM=1")]
 
 if backend.SIMULATOR:
+    import sim_blocks
     # Module level on purpose: the simulator swaps the ``cuda`` global of a kernel's module.
     from numba import cuda
 
@@ -54,9 +57,18 @@ if backend.SIMULATOR:
         x[t] = t
 
 
+    @cuda.jit
+    def _votes(out):
+        """The barriers that also count, and or or a value over the block's threads."""
+        t = cuda.threadIdx.x
+        out[t, 0] = cuda.syncthreads_count(t % 3 == 0)
+        out[t, 1] = cuda.syncthreads_and(t < 64)
+        out[t, 2] = cuda.syncthreads_or(t == 5)
+        out[t, 3] = cuda.syncthreads_and(t != 5)
+
     _PARTS = 37            # a size only _sum_of_all_threads's shared array has (see below)
-    _runs_on = []          # the Python thread each simulated thread ran on (the simulator
-                           # runs kernels as Python, so a kernel can note it)
+    _runs_on = []          # the OS thread and greenlet each simulated thread ran on (the
+                           # simulator runs kernels as Python, so a kernel can note it)
 
     @cuda.jit(device=True)
     def _wait():
@@ -78,14 +90,14 @@ if backend.SIMULATOR:
     @cuda.jit
     def _elementwise(x, out):
         """No barrier: its blocks' threads run in turn on the launching thread."""
-        _runs_on.append(threading.get_ident())
+        _runs_on.append((threading.get_ident(), greenlet.getcurrent()))
         i = cuda.threadIdx.x + cuda.blockDim.x * cuda.threadIdx.y
         b = cuda.blockIdx.x
         out[b, i] = x[b, i] * 2 + i
 
     @cuda.jit
     def _waits_in_a_device_function(x, out):
-        _runs_on.append(threading.get_ident())
+        _runs_on.append((threading.get_ident(), greenlet.getcurrent()))
         t = cuda.threadIdx.x
         _wait()
         out[t] = x[(t + 1) % 32]
@@ -97,17 +109,19 @@ def test_a_kernel_without_barriers_runs_its_threads_in_turn_on_the_calling_threa
     _runs_on.clear()
     _elementwise[2, (4, 3)](x, out)
     np.testing.assert_array_equal(out, x * 2 + np.arange(12))
-    assert _runs_on == [threading.get_ident()] * 24
+    assert _runs_on == [(threading.get_ident(), greenlet.getcurrent())] * 24
     assert not hasattr(threading.current_thread(), "threadIdx")     # nothing left behind
 
 
-def test_a_barrier_in_a_device_function_makes_the_threads_concurrent():
+def test_a_barrier_in_a_device_function_makes_the_threads_greenlets():
     x = np.arange(32, dtype=np.float32)
     out = np.zeros_like(x)
     _runs_on.clear()
     _waits_in_a_device_function[1, 32](x, out)
     np.testing.assert_array_equal(out, np.roll(x, -1))
-    assert len(set(_runs_on)) == 32 and threading.get_ident() not in _runs_on
+    assert {ident for ident, _ in _runs_on} == {threading.get_ident()}
+    assert len({green for _, green in _runs_on} - {greenlet.getcurrent()}) == 32
+    assert not hasattr(threading.current_thread(), "threadIdx")     # nothing left behind
 
 
 def test_every_thread_waits_at_each_barrier():
@@ -125,20 +139,31 @@ def test_threads_that_returned_no_longer_count():
     np.testing.assert_array_equal(out, np.r_[t + (t + 1) % 32, np.zeros(32)])
 
 
+def test_barriers_that_vote_see_every_thread():
+    out = np.zeros((64, 4), dtype=np.int64)
+    _votes[1, 64](out)
+    np.testing.assert_array_equal(out, np.tile([22, 1, 1, 0], (64, 1)))
+
+
 def test_a_thread_that_raises_fails_the_launch_naming_it():
     x = np.zeros(32, dtype=np.float32)
     with pytest.raises(IndexError, match=r"tid=\[5, 0, 0\] ctaid=\[0, 0, 0\]"):
         _one_thread_raises[1, 32](x)
+    assert not hasattr(threading.current_thread(), "threadIdx")     # nothing left behind
+    out = np.zeros(64, dtype=np.int64)                              # nor in the next launch
+    _half_return_early[1, 64](out)
+    t = np.arange(32)
+    np.testing.assert_array_equal(out, np.r_[t + (t + 1) % 32, np.zeros(32)])
 
 
 @pytest.fixture
 def shared_array_creations_meet(monkeypatch):
     """The simulator creates a block's shared array when a thread first asks for it. Here its
-    ``np.empty`` for ``_sum_of_all_threads``'s array (the only one of size _PARTS) returns a NaN
-    array only once a second thread called it too, or after 2 s: the interleaving where two
-    threads both find no array for the line yet, which the GIL makes rare but load made happen
-    (session 23: a cross entropy loss 1.4 % off in CI once in ~10 runs; with NaN poisoning, 2 in
-    ~25 runs, commit de1a2fe)."""
+    ``np.empty`` for an array of _PARTS float64 returns a NaN array only once a second thread
+    called it too, or after 2 s: the interleaving where two threads both find no array for the
+    line yet, which the GIL makes rare but load made happen (session 23: a cross entropy loss
+    1.4 % off in CI once in ~10 runs; with NaN poisoning, 2 in ~25 runs, commit de1a2fe). The
+    greenlets of sim_blocks switch only at waits, so it is forced here on two OS threads."""
     real_empty = np.empty
     second = threading.Event()
     calls = []
@@ -159,10 +184,24 @@ def shared_array_creations_meet(monkeypatch):
 
 
 def test_threads_that_ask_for_a_shared_array_at_once_get_the_same(shared_array_creations_meet):
-    """Two threads that both find the block's shared array not created yet still share one (the
+    """Two threads that both find the line's shared array not created yet still share one (the
     simulator's own get-then-set gave the second its own array: its writes were lost to the
     others and the others' to it)."""
+    shared = types.SimpleNamespace(_allocations={})
+    got = []
+
+    def ask():
+        got.append(sim_blocks._shared_array(shared, _PARTS, np.float64))   # one line for both
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(shared_array_creations_meet) == 2        # the interleaving was forced
+    assert got[0] is got[1] and list(shared._allocations.values()) == [got[0]]
+
+
+def test_a_block_shares_one_shared_array():
     out = np.zeros(_PARTS)
     _sum_of_all_threads[1, _PARTS](out)
-    assert len(shared_array_creations_meet) >= 2        # the interleaving was forced
     np.testing.assert_array_equal(out, np.full(_PARTS, _PARTS * (_PARTS + 1) / 2))
