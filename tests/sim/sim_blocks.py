@@ -15,7 +15,9 @@ GIL with the threads already running. So here:
   globals, closure cells or the modules it holds, loads (``_uses_barrier``).
 - **Any other block runs its threads as greenlets** on the calling thread (``_run_green``): one
   runs until it returns or waits (at the block barrier, or at the mma emulation's warp
-  rendezvous, through ``manager.gpudl_wait``), then the next; the calling thread is dressed as
+  rendezvous, through ``manager.gpudl_wait``), then the next, in thread order on one pass and
+  in reverse on the next (starting the other way in every other block), so a missing barrier
+  is caught whichever thread of the pair writes first; the calling thread is dressed as
   whichever runs, and what a call leaves on it (cp.async groups) follows its simulated thread
   across switches. The barrier opens when every thread still running waits at it (a thread
   that returned no longer counts, as in the simulator); a thread that raises ends the block
@@ -237,9 +239,16 @@ def _run_green(manager, grid_point, args):
         for name in ("syncthreads_count", "syncthreads_and", "syncthreads_or"):
             setattr(me, name, types.MethodType(getattr(_sim.BlockThread, name), me))
         threads.append(_Simulated(lambda: manager._f(*args), _take(me, own), point))
-    ready, waiting = threads, []
+    # Each pass runs the ready threads forward or backward, alternating from pass to pass and
+    # from block to block, so that a read of another thread's write with no barrier between
+    # them finds the slot's older contents (the poison, or a previous phase's value) on one pass
+    # or the other, whichever of the two threads comes first in thread order.
+    ready, waiting, backward = threads, [], sum(grid_point) % 2 == 1
     try:
         while ready:
+            if backward:
+                ready.reverse()
+            backward = not backward
             for thread in ready:
                 vars(me).update(thread.attributes)
                 try:

@@ -36,6 +36,16 @@ if backend.SIMULATOR:
         out[cuda.blockIdx.x * 64 + t] = tile[(t + 1) % 64]
 
     @cuda.jit
+    def _neighbours_without_a_barrier(out):
+        """A missing barrier: after one barrier, each thread writes its slot and reads its left
+        neighbour's at once (written this phase by a thread earlier in thread order)."""
+        tile = cuda.shared.array(32, dtype=np.float32)
+        t = cuda.threadIdx.x
+        cuda.syncthreads()
+        tile[t] = t + 1.0
+        out[cuda.blockIdx.x, t] = tile[(t + 31) % 32]         # no barrier between: a bug
+
+    @cuda.jit
     def _half_return_early(out):
         """Threads 32.. return at once; the others meet at two barriers without them."""
         t = cuda.threadIdx.x
@@ -130,6 +140,17 @@ def test_every_thread_waits_at_each_barrier():
     _rotate_twice[2, 64](x, out)
     want = np.concatenate([np.roll(x[:64], -2), np.roll(x[64:], -2)])
     np.testing.assert_array_equal(out, want)
+
+
+def test_a_missing_barrier_is_caught_whichever_thread_writes_first():
+    """Passes alternate between thread order and its reverse, and blocks start the other way
+    from their neighbours, so every thread's read of its left neighbour's same-phase write finds
+    the poison in one of two blocks: in thread order only, threads 1..31 would read the value."""
+    if sim_blocks.POISON != "nan":
+        pytest.skip("needs the NaN poison (GPUDL_SIM_POISON unset)")
+    out = np.zeros((2, 32), np.float32)
+    _neighbours_without_a_barrier[2, 32](out)
+    assert np.isnan(out).any(axis=0).all(), out
 
 
 def test_threads_that_returned_no_longer_count():
