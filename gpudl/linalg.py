@@ -3,7 +3,7 @@ gpudl.ops.linalg (VectorNorm, Einsum)."""
 
 from .amp.autocast_mode import cast_inputs, state as _autocast
 from .dtypes import LOW_PRECISION, is_floating
-from . import backend
+from . import backend, dtypes
 from .tensor import Tensor
 from .ops import linalg
 from .ops._util import normalize_axes
@@ -19,7 +19,12 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
         raise ValueError(f"vector_norm: ord must be a number, got {ord!r}")
     if not is_floating(x.dtype):
         raise TypeError(f"vector_norm: expected a floating point tensor, got {x.dtype}")
-    x = x if dtype is None else x.astype(dtype)
+    if dtype is not None:
+        dtype = dtypes.as_dtype(dtype)
+        if dtypes.promote_types(x.dtype, dtype) != dtype:     # torch refuses a narrowing cast
+            raise ValueError(f"vector_norm: dtype must hold the input's {x.dtype} without "
+                             f"narrowing, got {dtype}")
+        x = x.astype(dtype)
     if x.dtype in LOW_PRECISION:            # accumulated in float32, as torch; the input's dtype
         return vector_norm(x.float(), ord, dim, keepdim).to(x.dtype)
     axes = normalize_axes(dim, x.ndim, "vector_norm")

@@ -3,6 +3,7 @@
 Each method is a thin call into a Function of ``gpudl.ops``; the maths lives there.
 """
 
+import numbers
 from collections import namedtuple
 
 import ml_dtypes
@@ -383,10 +384,17 @@ class MathMixin:
     def isfinite(self):
         return self._compare(None, lambda a, _: backend.get_array_module(a).isfinite(a))
 
-    def norm(self, p="fro", dim=None, keepdim=False):
-        """The ``p``-norm over ``dim`` (all dims by default; 'fro' is 2): ``vector_norm``."""
-        from .linalg import vector_norm
-        return vector_norm(self, 2 if p == "fro" else p, dim, keepdim)
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        """torch.norm: a number ``p`` (None: 2) or 'fro' over at most two dims is
+        ``vector_norm`` over ``dim`` (all dims by default); 'nuc', or 'fro' over more dims, is
+        ``matrix_norm`` over ``dim`` (all dims by default: a 2-D input)."""
+        from .linalg import matrix_norm, vector_norm
+        if not isinstance(p, str):
+            return vector_norm(self, 2 if p is None else p, dim, keepdim, dtype=dtype)
+        if p == "fro" and (dim is None or isinstance(dim, numbers.Integral) or len(dim) <= 2):
+            return vector_norm(self, 2, dim, keepdim, dtype=dtype)
+        dims = tuple(range(self.ndim)) if dim is None else dim
+        return matrix_norm(self, p, dims, keepdim, dtype=dtype)
 
     def diff(self, n=1, dim=-1, prepend=None, append=None):
         """The ``n``-th forward difference along ``dim``, after joining prepend/append."""

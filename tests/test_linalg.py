@@ -587,3 +587,34 @@ def test_lu_pivots_on_ties_and_singular_matrices_match_torch(no_scipy):
     np.testing.assert_array_equal(pivots.numpy(), t_pivots.numpy())
     np.testing.assert_array_equal(info.numpy(), t_info.numpy())
     np.testing.assert_array_equal(lu.numpy(), t_lu.numpy())
+
+
+@pytest.mark.parametrize("p, dim", [("nuc", None), ("nuc", (0, 2)), ("fro", (0, 1, 2)),
+                                    ("fro", 1), (None, None), (3, (1, 2))])
+def test_torch_norm_dispatch_matches_torch(p, dim):
+    """torch.norm: 'nuc' (and 'fro' over three dims) is a matrix norm; a number, None or 'fro'
+    over at most two dims a vector norm. A 3-D input without dim refuses 'nuc', as torch."""
+    x = _rng().standard_normal((3, 4, 5))
+    args = (gd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True))
+    try:
+        expected = torch.norm(args[1], p, dim)
+    except RuntimeError:
+        with pytest.raises(ValueError):
+            gd.norm(args[0], p, dim)
+        return
+    got = gd.norm(args[0], p, dim)
+    np.testing.assert_allclose(got.numpy(), expected.detach().numpy(), rtol=1e-12)
+    got.sum().backward()
+    expected.sum().backward()
+    np.testing.assert_allclose(args[0].grad.numpy(), args[1].grad.numpy(), rtol=1e-10)
+
+
+def test_vector_norm_refuses_a_narrowing_dtype_as_torch():
+    x = gd.tensor(_rng().standard_normal(5))
+    with pytest.raises(ValueError, match="dtype must hold the input's float64"):
+        gd.linalg.vector_norm(x, dtype=gd.float32)
+    with pytest.raises(ValueError, match="narrowing"):
+        gd.linalg.vector_norm(x.half(), dtype=gd.bfloat16)
+    widened = gd.linalg.vector_norm(x.float(), dtype=gd.float64)
+    assert widened.dtype == gd.float64
+    np.testing.assert_allclose(widened.item(), np.linalg.norm(x.float().numpy().astype(np.float64)))

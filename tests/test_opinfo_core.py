@@ -117,6 +117,7 @@ GPUDL = {
     ("norm", ""): gd.norm,
     ("norm", "fro"): gd.norm,
     ("norm", "inf"): gd.norm,
+    ("norm", "nuc"): gd.norm,
     ("linalg.vector_norm", ""): gd.linalg.vector_norm,
     ("erf", ""): gd.erf,
     ("log1p", ""): gd.log1p,
@@ -165,6 +166,22 @@ GPUDL = {
     ("int", ""): _method("int"),
     ("bool", ""): _method("bool"),
     ("half", ""): _method("half"),
+    # session 26: ops no sweep had run
+    ("dot", ""): gd.dot,
+    ("mv", ""): gd.mv,
+    ("addcmul", ""): gd.addcmul,
+    ("addcdiv", ""): gd.addcdiv,
+    ("allclose", ""): gd.allclose,
+    ("equal", ""): gd.equal,
+    ("item", ""): _method("item"),
+    ("H", ""): lambda x: x.H,
+    ("mH", ""): lambda x: x.mH,
+    ("zeros_like", ""): gd.zeros_like,
+    ("ones_like", ""): gd.ones_like,
+    ("full_like", ""): gd.full_like,
+    ("arange", ""): gd.arange,
+    ("linspace", "tensor_overload"): gd.linspace,
+    ("logspace", "tensor_overload"): gd.logspace,
     # session 10, tensor-ops: torch's wider namespace
     ("take_along_dim", ""): gd.take_along_dim,
     ("meshgrid", "variadic_tensors"): lambda *tensors, **kw: gd.meshgrid(*tensors, **kw),
@@ -320,6 +337,11 @@ def _compare(name, sample, fn, i, rtol=1e-7, atol=1e-9, exact_dtype=False):
         y = fn(g_in, *g_args, **g_kw)
     except Exception as exc:
         return f"{tag}: gpudl raised {type(exc).__name__}: {exc}"
+    if not isinstance(ty, torch.Tensor) and isinstance(ty, (bool, int, float)):
+        # item, equal, allclose: a Python number, of torch's type
+        if type(y) is not type(ty) or not (y == ty or y != y and ty != ty):
+            return f"{tag}: gave {y!r}, torch {ty!r}"
+        return None
     ys, tys = _outputs(y), _outputs(ty)
     if len(ys) != len(tys):
         return f"{tag}: {len(ys)} outputs, torch gives {len(tys)}"

@@ -66,13 +66,13 @@ OPS = {
     "mish": ["nn.functional.mish"],
     "glu": ["nn.functional.glu"],
     "pad_by_index": ["nn.functional.pad.reflect", "nn.functional.pad.replicate",
-                     "nn.functional.pad.circular"],
+                     "nn.functional.pad.circular", "nn.functional.pad.replicate_negative"],
     "cosine_similarity": ["nn.functional.cosine_similarity"],
     "normalize": ["nn.functional.normalize"],
     "unfold": ["nn.functional.unfold"],
     "pixel_shuffle": ["nn.functional.pixel_shuffle"],
-    "interpolate": ["nn.functional.interpolate.nearest", "nn.functional.interpolate.linear",
-                    "nn.functional.interpolate.bilinear"],
+    "interpolate": [f"nn.functional.interpolate.{mode}" for mode in (
+        "nearest", "linear", "bilinear", "nearest-exact", "bicubic", "trilinear", "area")],
     # session 10, nn breadth (rrelu, alpha_dropout, dropout2d draw random masks: own tests)
     **{name: [f"nn.functional.{name}"] for name in (
         "prelu", "selu", "celu", "hardswish", "hardsigmoid", "softsign", "logsigmoid",
@@ -92,6 +92,10 @@ OPS = {
         "pdist", "pixel_unshuffle", "channel_shuffle", "upsample_bilinear", "upsample_nearest")},
     **{name: [f"nn.functional.{name}", f"nn.functional.{name}.grad"] for name in (
         "max_unpool1d", "max_unpool2d", "max_unpool3d")},
+    # session 26: the variants and ops no sweep had run
+    "relu6": ["nn.functional.relu6"],
+    "embedding_bag": ["nn.functional.embedding_bag"],
+    "triplet_margin_with_distance_loss": ["nn.functional.triplet_margin_with_distance_loss"],
 }
 
 ERRORS = (TypeError, ValueError, IndexError, RuntimeError, NotImplementedError)
@@ -111,7 +115,7 @@ def _departure(op, sample):
         return "random dropout on the attention probabilities"
     if op == "embedding" and kw.get("sparse"):
         return "sparse: NotImplementedError by design"
-    if op in ("relu", "elu", "hardtanh", "selu", "celu", "softshrink", "hardshrink") \
+    if op in ("relu", "relu6", "elu", "hardtanh", "selu", "celu", "softshrink", "hardshrink") \
             and bool(torch.isnan(sample.input).any()):
         # The gradient at a NaN input: torch's own CPU kernels disagree with themselves for elu
         # and hardtanh (the scalar path for small tensors passes the gradient, the vectorised
@@ -127,8 +131,8 @@ def _departure(op, sample):
 
 def _call(op, inp, args, kwargs):
     """F.<op> with the OpInfo's argument order (its embedding wrapper takes weight first)."""
-    if op == "embedding":
-        return F.embedding(args[0], inp, *args[1:], **kwargs)
+    if op in ("embedding", "embedding_bag"):
+        return getattr(F, op)(args[0], inp, *args[1:], **kwargs)
     if op == "pad_by_index":                 # the same F.pad, its non-constant modes
         return F.pad(inp, *args, **kwargs)
     return getattr(F, op)(inp, *args, **kwargs)
@@ -160,6 +164,8 @@ def _to_gd(x, leaves):
         return type(x)(_to_gd(v, leaves) for v in x)
     if isinstance(x, (torch.memory_format, torch.device)):
         raise Skip(f"unsupported argument {x!r}")
+    if isinstance(x, torch.nn.PairwiseDistance):         # a distance_function
+        return gn.PairwiseDistance(p=x.norm, eps=x.eps, keepdim=x.keepdim)
     return x
 
 
