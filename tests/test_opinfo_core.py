@@ -246,7 +246,10 @@ SKIP_VARIANTS = {
     ("softmax", "with_dtype"): "dtype= is not in gpudl's API",
     ("log_softmax", "with_dtype"): "dtype= is not in gpudl's API",
 }
-UNSUPPORTED_KWARGS = {"dtype", "out", "alpha", "rounding_mode", "memory_format", "names"}
+UNSUPPORTED_KWARGS = {"out", "alpha", "rounding_mode", "memory_format", "names"}
+DTYPES = {getattr(torch, name): getattr(gd, name) for name in (
+    "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8",
+    "bool")}
 # ...except where the op takes it: (op, variant) -> kwargs allowed there
 ALLOWED_KWARGS = {("addmm", ""): {"alpha"}, ("addmm", "decomposed"): {"alpha"},
                   ("index_add", ""): {"alpha"}, ("baddbmm", ""): {"alpha"},
@@ -278,6 +281,8 @@ def _to_gd(x, leaves):
         return t
     if isinstance(x, torch.Size):
         return tuple(x)
+    if isinstance(x, torch.dtype):
+        return DTYPES[x]
     if isinstance(x, list):
         return [_to_gd(i, leaves) for i in x]
     if isinstance(x, tuple):
@@ -293,7 +298,8 @@ def _unsupported(sample, key=None):
             return x.is_complex() or x.layout != torch.strided or any(getattr(x, "names", ()))
         if isinstance(x, (list, tuple)):
             return any(bad(i) for i in x)
-        return isinstance(x, (torch.dtype, torch.memory_format))
+        return isinstance(x, torch.memory_format) or isinstance(x, torch.dtype) and \
+            x not in DTYPES
     refused = UNSUPPORTED_KWARGS - ALLOWED_KWARGS.get(key, set())
     if refused & set(sample.kwargs):
         return f"kwargs {sorted(refused & set(sample.kwargs))}"
