@@ -27,6 +27,8 @@ from . import cpu_threads
 
 SPLIT_FLOPS = 1 << 24       # 16 MFLOP: below this a product runs whole on the calling thread
 MIN_ROWS_PER_THREAD = 16
+SERIAL_GEMM = 1 << 16       # M*N*K of one matrix product below which OpenBLAS never threads
+SERIAL_GEMV = 1 << 13       # M*N of one matrix-vector product (see _serial_in_blas)
 
 
 LONG_CONTRACTION = 128      # from here gemm_nt's dot products (a's rows and b's columns
@@ -45,6 +47,8 @@ def matmul(a, b, out=None):
         rows_out = None if out is None else out.reshape(M, b.shape[1])
         flat = matmul(a.reshape(M, a.shape[-1]), b, rows_out)
         return flat.reshape(a.shape[:-1] + (b.shape[1],)) if out is None else out
+    if _serial_in_blas(a, b):
+        return np.matmul(a, b, out=out)
     workers = cpu_threads.count() if _flops(a, b) >= SPLIT_FLOPS else 1
     product = _kernel_for(a, b) if out is None or out.flags.c_contiguous else _blas
     if product is not _blas and out is None:
@@ -54,6 +58,17 @@ def matmul(a, b, out=None):
         return _by_rows(a, b, workers, out, product)
     with cpu_threads.serial_blas():
         return product(a, b, out)
+
+
+def _serial_in_blas(a, b):
+    """Whether each of the product's BLAS calls is too small for OpenBLAS to thread (its GEMM
+    runs on one thread below M*N*K = 2^18, GEMV below M*N = 9,216; these bounds keep a 4x and
+    a 1.1x margin): BLAS's thread count need not be set (two threadpoolctl calls, ~3 us,
+    most of a tiny product's time) and its threads stay asleep anyway."""
+    m = a.shape[-2] if a.ndim > 1 else 1
+    n = b.shape[-1] if b.ndim > 1 else 1
+    size = m * n * a.shape[-1]
+    return size < SERIAL_GEMM if m > 1 and n > 1 else size < SERIAL_GEMV
 
 
 def _kernel_for(a, b):

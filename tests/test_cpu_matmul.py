@@ -103,14 +103,14 @@ def test_stack_times_matrix_runs_as_one_product(given_out, mode, rng, monkeypatc
     seen = []
     real = cpu_matmul._kernel_for
     monkeypatch.setattr(cpu_matmul, "_kernel_for", lambda a, b: seen.append(a.shape) or real(a, b))
-    a = rng.standard_normal((4, 6, 16, 5)).astype(np.float32)
-    b = rng.standard_normal((5, 7)).astype(np.float32)
+    a = rng.standard_normal((4, 6, 16, 24)).astype(np.float32)     # above SERIAL_GEMM
+    b = rng.standard_normal((24, 16)).astype(np.float32)
     want = a.astype(np.float64) @ b
     out = np.full(want.shape, np.nan, np.float32) if given_out else None
     got = cpu_matmul.matmul(a, b, out)
     assert got.shape == want.shape and (out is None or got is out)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    assert seen[0] == (4 * 6 * 16, 5)
+    assert seen[0] == (4 * 6 * 16, 24)
     strided = a[:, :, ::2]
     np.testing.assert_allclose(cpu_matmul.matmul(strided, b), strided.astype(np.float64) @ b,
                                rtol=1e-5, atol=1e-5)
@@ -164,3 +164,17 @@ def test_serial_blas_holds_one_thread_and_restores_the_count(before, monkeypatch
     finally:
         monkeypatch.undo()
         cpu_threads._set_blas(previous)
+
+
+@pytest.mark.parametrize("shapes, serial", [
+    (((8, 8), (8, 8)), True), (((3, 16, 16), (16, 16)), True), (((64,), (64, 100)), True),
+    (((48, 48), (48, 48)), False), (((128,), (128, 100)), False), (((2, 64, 64), (64, 64)), False)])
+def test_products_blas_runs_serially_skip_setting_its_threads(shapes, serial, rng, monkeypatch):
+    """Products each of whose BLAS calls OpenBLAS runs on one thread anyway leave BLAS's
+    thread count alone (no serial_blas block); larger ones still hold it; numpy's result."""
+    entered = []
+    real = cpu_threads.serial_blas
+    monkeypatch.setattr(cpu_threads, "serial_blas", lambda: entered.append(1) or real())
+    a, b = (rng.standard_normal(s) for s in shapes)
+    np.testing.assert_allclose(cpu_matmul.matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)
+    assert (not entered) == serial
