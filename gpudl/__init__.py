@@ -137,3 +137,10 @@ from .linalg_torch_names import (addmv, addr, chain_matmul, cholesky,  # noqa: E
                                  ger, inner, inverse, logdet, lu, lu_solve, lu_unpack,
                                  matrix_exp, matrix_power, nuclear_norm, pinverse, qr, renorm,
                                  slogdet, svd, triangular_solve, vdot)
+# session 26, breadth: torch's remaining everyday Tensor methods and top-level names
+from .tensor_compat import as_strided, angle, layout, strided  # noqa: E402
+from .torch_numerics import histogram, nonzero_static, unravel_index  # noqa: E402
+
+from .torch_names import (adjoint, conj, conj_physical, imag, is_complex,  # noqa: E402
+                          is_conj, is_inference, is_neg, real, resolve_conj, resolve_neg)
+from .torch_names import *  # noqa: E402,F401,F403  (torch.relu_, exp_, ...: the _IN_PLACE names)
