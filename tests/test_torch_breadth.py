@@ -1,0 +1,218 @@
+"""torch's everyday Tensor methods and top-level names added in session 26 (gpudl.tensor_compat,
+gpudl.torch_numerics, gpudl.torch_names), each against torch 2.13 on fresh random inputs."""
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+
+torch = pytest.importorskip("torch")
+
+
+def _pair(*shape, requires_grad=False, dtype=np.float64):
+    data = np.random.default_rng().standard_normal(shape).astype(dtype)
+    return (gd.tensor(data, requires_grad=requires_grad),
+            torch.tensor(data, requires_grad=requires_grad))
+
+
+def _close(ours, theirs, **tol):
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), **tol)
+
+
+@pytest.mark.parametrize("name", ["byte", "char", "short", "int", "long"])
+def test_conversions(name):
+    x, tx = _pair(4, 3)
+    x, tx = x * 50, tx * 50
+    if name == "byte":                  # torch's float->uint8 of negatives is platform-defined
+        x, tx = x.abs(), tx.abs()
+    out, expected = getattr(x, name)(), getattr(tx, name)()
+    assert str(out.dtype) == str(expected.dtype).replace("torch.", "")
+    np.testing.assert_array_equal(out.numpy(), expected.numpy())
+
+
+@pytest.mark.parametrize("name, shapes", [("addmm", [(3, 4), (3, 5), (5, 4)]),
+                                          ("baddbmm", [(2, 3, 4), (2, 3, 5), (2, 5, 4)]),
+                                          ("addbmm", [(3, 4), (2, 3, 5), (2, 5, 4)])])
+def test_blas_in_place(name, shapes):
+    (a, ta), (b, tb), (c, tc) = (_pair(*s, requires_grad=True) for s in shapes)
+    y, ty = a * 1, ta * 1                           # not a leaf: may be edited in place
+    out = getattr(y, name + "_")(b, c, beta=0.5, alpha=2.0)
+    expected = getattr(ty, name + "_")(tb, tc, beta=0.5, alpha=2.0)
+    assert out is y and y._version > 0
+    _close(y, ty)
+    (y * y).sum().backward()
+    (ty * ty).sum().backward()
+    for ours, theirs in ((a, ta), (b, tb), (c, tc)):
+        _close(ours.grad, theirs.grad)
+    leaf = _pair(*shapes[0], requires_grad=True)[0]
+    with pytest.raises(RuntimeError, match="leaf"):
+        getattr(leaf, name + "_")(b, c)
+
+
+def test_new_legacy_constructor():
+    x = gd.zeros(2, dtype=gd.int32)
+    tx = torch.zeros(2, dtype=torch.int32)
+    for args in ((2, 3), (gd.Size([2, 3]),), ()):
+        assert tuple(x.new(*args).shape) == tuple(tx.new(*[torch.Size(a) if isinstance(
+            a, gd.Size) else a for a in args]).shape)
+        assert x.new(*args).dtype == gd.int32
+    np.testing.assert_array_equal(x.new([2, 3]).numpy(), tx.new([2, 3]).numpy())
+    assert x.new([2.7]).dtype == gd.int32
+
+
+def test_resize_keeps_leading_elements():
+    data = np.random.default_rng().standard_normal(12)
+    x, tx = gd.tensor(data), torch.tensor(data)
+    for size in ((3, 2), (2, 2), (2, 5)):
+        x.resize_(*size)
+        tx.resize_(*size)
+        assert tuple(x.shape) == tuple(tx.shape)
+    np.testing.assert_array_equal(x.numpy().reshape(-1)[:4], tx.numpy().reshape(-1)[:4])
+    y = gd.zeros(3, 4)
+    assert x.resize_as_(y) is x and tuple(x.shape) == (3, 4)
+    with pytest.raises(RuntimeError, match="require grad"):
+        gd.zeros(3, requires_grad=True).resize_(2)
+
+
+def test_as_strided_values_and_gradient():
+    x, tx = _pair(10, requires_grad=True)
+    args = ((3, 3), (2, 1), 1)                      # overlapping windows
+    out, expected = x.as_strided(*args), tx.as_strided(*args)
+    _close(out, expected)
+    w = np.random.default_rng().standard_normal((3, 3))
+    (out * gd.tensor(w)).sum().backward()
+    (expected * torch.tensor(w)).sum().backward()
+    _close(x.grad, tx.grad)
+    _close(gd.as_strided(x, (2, 2), (1, 2)), torch.as_strided(tx, (2, 2), (1, 2)))
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        x.as_strided((4, 4), (3, 1))
+
+
+def test_real_tensor_complex_names_and_flags():
+    x, tx = _pair(2, 3)
+    for name in ("conj", "conj_physical", "resolve_conj", "resolve_neg"):
+        assert getattr(x, name)() is x
+        _close(getattr(gd, name)(x), getattr(torch, name)(tx))
+    for name in ("is_complex", "is_conj", "is_neg", "is_inference"):
+        assert getattr(x, name)() is getattr(tx, name)() is False
+        assert getattr(gd, name)(x) is getattr(torch, name)(tx)
+    for name in ("is_sparse", "is_quantized", "is_meta", "is_nested", "is_mkldnn", "is_xpu",
+                 "is_mps"):
+        assert getattr(x, name) is getattr(tx, name) is False
+    assert x.real is x and gd.real(x) is x and x.share_memory_() is x
+    assert x.layout is gd.strided and repr(gd.strided) == "gpudl.strided"
+    assert isinstance(gd.strided, gd.layout)
+    assert x.name is None and x.output_nr == 0 and x.is_shared() is False
+    with pytest.raises(RuntimeError, match="non-complex"):
+        x.imag
+    with pytest.raises(RuntimeError, match="non-complex"):
+        gd.imag(x)
+    _close(x.adjoint(), tx.adjoint())
+    with pytest.raises(RuntimeError, match="matrices"):
+        gd.ones(3).adjoint()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_angle(dtype):
+    data = (np.random.default_rng().standard_normal(8) * 5).astype(dtype)
+    data[0] = 0
+    x, tx = gd.tensor(data), torch.tensor(data)
+    out, expected = gd.angle(x), torch.angle(tx)
+    assert str(out.dtype) == str(expected.dtype).replace("torch.", "")
+    _close(out, expected)
+    if dtype != np.int64:
+        x.requires_grad_(True)
+        tx.requires_grad_(True)
+        x.angle().sum().backward()
+        tx.angle().sum().backward()
+        _close(x.grad, tx.grad)
+
+
+def test_samplers_moments():
+    gen = gd.Generator().manual_seed(0)
+    x = gd.empty(200_000, dtype=gd.float64)
+    x.log_normal_(0.5, 0.25, generator=gen)
+    assert abs(np.log(x.numpy()).mean() - 0.5) < 0.01
+    assert abs(np.log(x.numpy()).std() - 0.25) < 0.01
+    x.geometric_(0.3, generator=gen)
+    values = x.numpy()
+    assert values.min() == 1 and abs(values.mean() - 1 / 0.3) < 0.05
+    assert abs(values.var() - 0.7 / 0.09) < 0.3
+    x.cauchy_(2.0, 0.5, generator=gen)
+    quartiles = np.percentile(x.numpy(), [25, 50, 75])
+    np.testing.assert_allclose(quartiles, [1.5, 2.0, 2.5], atol=0.02)
+    for call, match in ((lambda: x.geometric_(1.5), "p to be in"),
+                        (lambda: x.log_normal_(0, -1), "std > 0"),
+                        (lambda: x.cauchy_(0, 0), "sigma > 0")):
+        with pytest.raises(RuntimeError, match=match):
+            call()
+    with pytest.raises(RuntimeError, match="leaf"):
+        gd.ones(3, requires_grad=True).cauchy_()
+
+
+@pytest.mark.parametrize("kwargs", [dict(bins=7), dict(bins=5, range=(-1.0, 2.0)),
+                                    dict(bins=6, density=True), dict(bins=4, weight=True),
+                                    dict(bins="tensor", density=True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_histogram(kwargs, dtype):
+    x, tx = _pair(50, dtype=dtype)
+    ours, theirs = dict(kwargs), dict(kwargs)
+    if kwargs.get("weight"):
+        w, tw = _pair(50, dtype=dtype)
+        ours["weight"], theirs["weight"] = w.abs(), tw.abs()
+    if kwargs["bins"] == "tensor":
+        edges = np.sort(np.random.default_rng().uniform(-2, 2, 6)).astype(dtype)
+        ours["bins"], theirs["bins"] = gd.tensor(edges), torch.tensor(edges)
+    hist, edges = gd.histogram(x, **ours)
+    expected = torch.histogram(tx, **theirs)
+    _close(hist, expected.hist, rtol=1e-5)
+    _close(edges, expected.bin_edges, rtol=1e-6, atol=1e-6)
+    assert hist.dtype == x.dtype and edges.dtype == x.dtype
+    _close(x.histogram(**ours)[0], expected.hist, rtol=1e-5)
+
+
+def test_histogram_errors_and_constant_input():
+    hist, edges = gd.histogram(gd.ones(3), 3)
+    expected = torch.histogram(torch.ones(3), 3)
+    _close(hist, expected.hist)
+    _close(edges, expected.bin_edges)
+    with pytest.raises(RuntimeError, match="floating"):
+        gd.histogram(gd.tensor([1, 2]), 3)
+    with pytest.raises(RuntimeError, match="min should not exceed max"):
+        gd.histogram(gd.ones(3), 3, range=(2.0, 1.0))
+
+
+def test_nonzero_static_and_unravel_index():
+    data = (np.random.default_rng().random((4, 5)) > 0.6).astype(np.float32)
+    for size in (0, 3, 30):
+        np.testing.assert_array_equal(
+            gd.nonzero_static(gd.tensor(data), size=size, fill_value=-7).numpy(),
+            torch.nonzero_static(torch.tensor(data), size=size, fill_value=-7).numpy())
+    indices = np.random.default_rng().integers(-30, 30, (3, 4))
+    ours = gd.unravel_index(gd.tensor(indices), (4, 5))
+    theirs = torch.unravel_index(torch.tensor(indices), (4, 5))
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(TypeError, match="integer"):
+        gd.unravel_index(gd.ones(2), (2,))
+
+
+@pytest.mark.parametrize("name", ["relu_", "sigmoid_", "tanh_", "exp_", "abs_", "neg_", "zero_",
+                                  "sqrt_", "floor_"])
+def test_top_level_in_place(name):
+    x, tx = _pair(3, 4)
+    x, tx = x.abs(), tx.abs()
+    out = getattr(gd, name)(x)
+    getattr(torch, name)(tx)
+    assert out is x
+    _close(x, tx)
+
+
+def test_top_level_in_place_with_arguments():
+    x, tx = _pair(3, 4)
+    gd.clamp_(x, -0.5, 0.5)
+    torch.clamp_(tx, -0.5, 0.5)
+    _close(x, tx)
+    gd.fill_(x, 2.5)
+    torch.fill_(tx, 2.5)
+    _close(x, tx)
