@@ -233,7 +233,7 @@ __all__ = [_name + "_" for _name in (
     "clip", "cos", "cosh", "deg2rad", "detach", "erf", "erfc", "exp2", "exp", "expm1", "fill",
     "fix", "floor", "frac", "gcd", "i0", "index_put", "lcm", "ldexp", "log10", "log1p", "log2",
     "log", "logit", "nan_to_num", "neg", "negative", "rad2deg", "reciprocal", "relu", "round",
-    "rsqrt", "sigmoid", "sin", "sinc", "sinh", "sqrt", "square", "tan", "tanh", "trunc",
+    "resize_as", "rsqrt", "sigmoid", "sin", "sinc", "sinh", "sqrt", "square", "tan", "tanh", "trunc",
     "xlogy", "zero")]
 for _name in __all__:
     globals()[_name] = _method(_name)

@@ -5,7 +5,7 @@ density), ``nonzero_static`` (a fixed number of indices), ``unravel_index`` and 
 import numpy as np
 
 from . import backend, dtypes
-from .functions import require_tensors, stack
+from .functions import require_tensors
 from .ops._util import is_int, normalize_axis, quiet, xp_of
 from .tensor import Tensor
 
@@ -118,3 +118,89 @@ def unravel_index(indices, shape):
 
 
 Tensor.histogram, Tensor.nonzero_static = histogram, nonzero_static
+
+
+# ----------------------------------------------------------------- gradient
+def _spacings(spacing, dims, input):
+    """Per dim in ``dims``: a number (uniform step) or a NumPy float64 array of coordinates."""
+    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
+        return [float(spacing)] * len(dims)
+    spacing = list(spacing)
+    if len(spacing) == 1 and len(dims) > 1 and not isinstance(spacing[0], Tensor):
+        spacing = spacing * len(dims)
+    if len(spacing) != len(dims):
+        raise RuntimeError(f"torch.gradient expected spacing to be unspecified, a scalar or a "
+                           f"list of length equal to the number of dims ({len(dims)}), got a "
+                           f"list of length {len(spacing)}")
+    out = []
+    for value, d in zip(spacing, dims):
+        if isinstance(value, Tensor):
+            if value.ndim == 0:
+                out.append(float(value.item()))
+                continue
+            if value.ndim != 1 or value.shape[0] != input.shape[d]:
+                raise RuntimeError(f"torch.gradient expected each tensor to be on the same "
+                                   f"device and of size {input.shape[d]} along dim {d}, got "
+                                   f"shape {tuple(value.shape)}")
+            out.append(backend.to_numpy(value._data).astype(np.float64))
+        else:
+            out.append(float(value))
+    return out
+
+
+def _along(coefficients, dim, ndim, like):
+    """A 1-D NumPy array of coefficients as a tensor broadcasting along ``dim``."""
+    shape = [1] * ndim
+    shape[dim] = -1
+    return Tensor._make(backend.xp_for(like._device).asarray(
+        coefficients.reshape(shape).astype(like.dtype)), False, None, 0, like._device)
+
+
+def _gradient_1d(f, h, dim, edge_order):
+    """The derivative of ``f`` along ``dim`` from samples ``h`` apart (a number) or at the
+    coordinates ``h`` (an array), second-order accurate inside, ``edge_order`` at the ends."""
+    n = f.shape[dim]
+    part = lambda start, length: f.narrow(dim, start, length)   # noqa: E731
+    x = np.arange(n, dtype=np.float64) * h if not isinstance(h, np.ndarray) else h
+    dx = np.diff(x)
+    d1, d2 = dx[:-1], dx[1:]
+    a, b, c = -d2 / (d1 * (d1 + d2)), (d2 - d1) / (d1 * d2), d1 / (d2 * (d1 + d2))
+    ndim = f.ndim
+    inner = (part(0, n - 2) * _along(a, dim, ndim, f) + part(1, n - 2) * _along(b, dim, ndim, f)
+             + part(2, n - 2) * _along(c, dim, ndim, f))
+    if edge_order == 1:
+        first = (part(1, 1) - part(0, 1)) / float(dx[0])
+        last = (part(n - 1, 1) - part(n - 2, 1)) / float(dx[-1])
+    else:
+        e1, e2 = float(dx[0]), float(dx[1])
+        first = (part(0, 1) * (-(2 * e1 + e2) / (e1 * (e1 + e2)))
+                 + part(1, 1) * ((e1 + e2) / (e1 * e2)) + part(2, 1) * (-e1 / (e2 * (e1 + e2))))
+        e1, e2 = float(dx[-2]), float(dx[-1])
+        last = (part(n - 3, 1) * (e2 / (e1 * (e1 + e2))) + part(n - 2, 1) * (-(e2 + e1) / (e1 * e2))
+                + part(n - 1, 1) * ((2 * e2 + e1) / (e2 * (e1 + e2))))
+    from .functions import cat
+    return cat([first, inner, last], dim)
+
+
+def gradient(input, *, spacing=1, dim=None, edge_order=1):
+    """The derivative of ``input`` sampled on a grid, along each dim of ``dim`` (all by default),
+    by central differences inside and one-sided ones of ``edge_order`` (1 or 2) at the ends:
+    a tuple of tensors of input's shape (torch.gradient). ``spacing``: one step for every dim,
+    a list of steps (one per dim), or a list of 1-D coordinate tensors. Differentiable.
+
+    Example: ``gd.gradient(gd.tensor([1., 4., 9., 16.]))`` is ``(tensor([3., 4., 6., 7.]),)``."""
+    require_tensors("gradient", input=input)
+    if edge_order not in (1, 2):
+        raise RuntimeError(f"torch.gradient only supports edge_order=1 and edge_order=2, got "
+                           f"{edge_order!r}")
+    dims = list(range(input.ndim)) if dim is None else [dim] if is_int(dim) else list(dim)
+    dims = [normalize_axis(d, input.ndim, "gradient") for d in dims]
+    if len(set(dims)) != len(dims):
+        raise RuntimeError(f"gradient: dim {dim} has repeated dims")
+    for d in dims:
+        if input.shape[d] < edge_order + 1:
+            raise RuntimeError(f"torch.gradient expected each dimension size to be at least "
+                               f"edge_order+1, got size {input.shape[d]} along dim {d}")
+    f = input if dtypes.is_floating(input.dtype) else input.astype(dtypes.DEFAULT_FLOAT)
+    steps = _spacings(spacing, dims, input)
+    return tuple(_gradient_1d(f, h, d, edge_order) for h, d in zip(steps, dims))
