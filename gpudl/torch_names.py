@@ -232,9 +232,9 @@ __all__ = [_name + "_" for _name in (
     "arctanh", "asin", "asinh", "atan", "atanh", "ceil", "clamp", "clamp_max", "clamp_min",
     "clip", "cos", "cosh", "deg2rad", "detach", "erf", "erfc", "exp2", "exp", "expm1", "fill",
     "fix", "floor", "frac", "gcd", "i0", "index_put", "lcm", "ldexp", "log10", "log1p", "log2",
-    "log", "logit", "nan_to_num", "neg", "negative", "rad2deg", "reciprocal", "relu", "round",
-    "resize_as", "rsqrt", "sigmoid", "sin", "sinc", "sinh", "sqrt", "square", "tan", "tanh", "trunc",
-    "xlogy", "zero")]
+    "log", "logit", "nan_to_num", "neg", "negative", "rad2deg", "reciprocal", "relu",
+    "resize_as", "round", "rsqrt", "sigmoid", "sin", "sinc", "sinh", "sqrt", "square", "tan",
+    "tanh", "trunc", "xlogy", "zero")]
 for _name in __all__:
     globals()[_name] = _method(_name)
 del _name

@@ -85,7 +85,7 @@ def _top_level(name, params):
 
 
 _SIGNATURES = {
-    "kl_div": ("input", "target", "reduction", "log_target"),
+    "kl_div": ("input", "target", "reduction", "*", "log_target"),
     "hinge_embedding_loss": ("input", "target", "margin", "reduction"),
     "margin_ranking_loss": ("input1", "input2", "target", "margin", "reduction"),
     "triplet_margin_loss": ("anchor", "positive", "negative", "margin", "p", "eps", "swap",

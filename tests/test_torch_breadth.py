@@ -216,3 +216,198 @@ def test_top_level_in_place_with_arguments():
     gd.fill_(x, 2.5)
     torch.fill_(tx, 2.5)
     _close(x, tx)
+
+
+# ----------------------------------------------------------------- top-level functions
+def test_asarray_shares_memory_as_torch():
+    a = np.random.default_rng().standard_normal(3)
+    t = gd.asarray(a)
+    t[0] = 5.0
+    assert a[0] == 5.0
+    assert gd.asarray(a, copy=True).numpy()[0] == 5.0
+    b = gd.asarray(a, copy=True)
+    b[1] = -1.0
+    assert a[1] != -1.0
+    x = gd.ones(3)
+    assert gd.asarray(x) is x and gd.asarray(x, dtype=gd.float64) is not x
+    assert gd.asarray([1, 2]).dtype == gd.int64 and gd.asarray(3.5).item() == 3.5
+    with pytest.raises(ValueError, match="copy=False"):
+        gd.asarray([1.0, 2.0], copy=False)
+    leaf = gd.asarray(a, requires_grad=True)
+    assert leaf.requires_grad and leaf.is_leaf
+
+
+def test_scalar_tensor_empty_strided_frombuffer():
+    out, expected = gd.scalar_tensor(3), torch.scalar_tensor(3)
+    assert out.shape == () and out.dtype == gd.float32 and out.item() == expected.item()
+    assert gd.scalar_tensor(True, dtype=gd.bool).dtype == gd.bool
+    with pytest.raises(TypeError, match="Number"):
+        gd.scalar_tensor(gd.ones(1))
+    x = gd.empty_strided((2, 3), (1, 2))
+    assert x.stride() == torch.empty_strided((2, 3), (1, 2)).stride()
+    raw = bytearray(np.arange(4, dtype=np.float32).tobytes())
+    t = gd.frombuffer(raw, dtype=gd.float32, count=2, offset=4)
+    np.testing.assert_array_equal(t.numpy(), torch.frombuffer(
+        bytearray(raw), dtype=torch.float32, count=2, offset=4).numpy())
+    t[0] = 9.0
+    assert np.frombuffer(raw, dtype=np.float32)[1] == 9.0
+    with pytest.raises(ValueError, match="buffer length"):
+        gd.frombuffer(raw, dtype=gd.float32, count=9)
+
+
+def test_range_and_fill():
+    for args in ((0, 1, 0.25), (1, 4), (0, 5, 2), (3, -1, -1.5)):
+        with pytest.warns(UserWarning, match="deprecated"):
+            out = gd.range(*args)
+        with pytest.warns(UserWarning):
+            expected = torch.range(*args)
+        assert out.dtype == gd.float32
+        _close(out, expected)
+    with pytest.raises(RuntimeError, match="step"), pytest.warns(UserWarning):
+        gd.range(0, 1, 0)
+    x, tx = _pair(2, 3)
+    _close(gd.fill(x, 3.5), torch.fill(tx, 3.5))
+
+
+@pytest.mark.parametrize("name", ["hann_window", "hamming_window", "blackman_window",
+                                  "bartlett_window", "kaiser_window"])
+@pytest.mark.parametrize("periodic", [True, False])
+def test_windows(name, periodic):
+    for n in (0, 1, 2, 7, 16):
+        out = getattr(gd, name)(n, periodic, dtype=gd.float64)
+        expected = getattr(torch, name)(n, periodic, dtype=torch.float64)
+        _close(out, expected, atol=1e-12)
+    assert getattr(gd, name)(5).dtype == gd.float32
+    _close(gd.hamming_window(9, True, 0.5, 0.5), torch.hamming_window(9, True, 0.5, 0.5),
+           atol=1e-6)
+    _close(gd.kaiser_window(9, False, 5.0), torch.kaiser_window(9, False, 5.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(edge_order=2), dict(spacing=2.0, dim=1),
+                                    dict(spacing=[0.5, 3.0]), dict(dim=(0,), spacing="coords"),
+                                    dict(dim=-1, spacing="coords", edge_order=2)])
+def test_gradient(kwargs):
+    x, tx = _pair(5, 6, requires_grad=True)
+    ours, theirs = dict(kwargs), dict(kwargs)
+    if kwargs.get("spacing") == "coords":
+        n = 5 if kwargs["dim"] == (0,) else 6
+        coords = np.cumsum(np.random.default_rng().random(n) + 0.1)
+        ours["spacing"], theirs["spacing"] = [gd.tensor(coords)], [torch.tensor(coords)]
+    out, expected = gd.gradient(x, **ours), torch.gradient(tx, **theirs)
+    assert len(out) == len(expected)
+    w = np.random.default_rng().standard_normal((5, 6))
+    for a, b in zip(out, expected):
+        _close(a, b, rtol=1e-10, atol=1e-10)
+    sum((a * gd.tensor(w)).sum() for a in out).backward()
+    sum((b * torch.tensor(w)).sum() for b in expected).backward()
+    _close(x.grad, tx.grad, rtol=1e-10, atol=1e-10)
+    with pytest.raises(RuntimeError, match="edge_order"):
+        gd.gradient(gd.ones(2), edge_order=2)
+
+
+def test_poisson_and_binomial_moments():
+    gen = gd.Generator().manual_seed(1)
+    rates = gd.full((100_000,), 3.0, dtype=gd.float64)
+    drawn = gd.poisson(rates, generator=gen).numpy()
+    assert abs(drawn.mean() - 3) < 0.03 and abs(drawn.var() - 3) < 0.1
+    assert gd.poisson(gd.ones(2)).dtype == gd.float32
+    count, prob = gd.full((100_000,), 10.0), gd.full((100_000,), 0.3)
+    drawn = gd.binomial(count, prob, generator=gen).numpy()
+    assert drawn.dtype == np.float32 and drawn.max() <= 10
+    assert abs(drawn.mean() - 3) < 0.03 and abs(drawn.var() - 2.1) < 0.1
+    with pytest.raises(ValueError, match="rate"):
+        gd.poisson(-gd.ones(2))
+    with pytest.raises(ValueError, match="prob"):
+        gd.binomial(gd.ones(2), gd.full((2,), 1.5))
+
+
+def test_process_state():
+    assert gd.are_deterministic_algorithms_enabled() is torch.are_deterministic_algorithms_enabled()
+    try:
+        for mode in ("warn", "error", 0, 1):
+            gd.set_deterministic_debug_mode(mode)
+            torch.set_deterministic_debug_mode(mode)
+            assert gd.get_deterministic_debug_mode() == torch.get_deterministic_debug_mode()
+            assert gd.are_deterministic_algorithms_enabled() is \
+                torch.are_deterministic_algorithms_enabled()
+            assert gd.is_deterministic_algorithms_warn_only_enabled() is \
+                torch.is_deterministic_algorithms_warn_only_enabled()
+        with pytest.raises(RuntimeError, match="debug_mode"):
+            gd.set_deterministic_debug_mode("x")
+    finally:
+        gd.use_deterministic_algorithms(False)
+        torch.use_deterministic_algorithms(False)
+    assert not gd.is_inference_mode_enabled()
+    with gd.inference_mode():
+        assert gd.is_inference_mode_enabled() and not gd.is_grad_enabled()
+        with gd.inference_mode(False):
+            assert not gd.is_inference_mode_enabled()
+    assert not gd.is_inference_mode_enabled()
+    assert gd.set_flush_denormal(True) is False
+    gd.set_warn_always(True)
+    assert gd.is_warn_always_enabled()
+    gd.set_warn_always(False)
+    assert gd.typename(gd.ones(2)) == "gpudl.FloatTensor" and gd.typename(3) == "int"
+    assert gd.typename(np.zeros(2)) == torch.typename(np.zeros(2))
+    assert gd.get_num_interop_threads() >= 1
+
+
+def test_default_device():
+    assert gd.get_default_device() == gd.device()
+    try:
+        gd.set_default_device("cpu")
+        assert gd.get_default_device() == "cpu" and gd.zeros(2).device == "cpu"
+        assert gd.tensor([1.0]).device == "cpu"
+    finally:
+        gd.set_default_device(None)
+    assert gd.get_default_device() == gd.device()
+    with pytest.raises(ValueError, match="set_default_device"):
+        gd.set_default_device("tpu")
+
+
+@pytest.mark.parametrize("name, shapes, extra", [
+    ("kl_div", [(4, 5), (4, 5)], (1,)),
+    ("hinge_embedding_loss", [(6,), "sign"], (0.5, 2)),
+    ("margin_ranking_loss", [(6,), (6,), "sign"], (0.2, 0)),
+    ("triplet_margin_loss", [(4, 5), (4, 5), (4, 5)], (1.0, 2.0, 1e-6, True, 1)),
+    ("poisson_nll_loss", [(6,), "positive"], (True, True, 1e-8, 1)),
+    ("cosine_embedding_loss", [(4, 5), (4, 5), (4,)], (0.1, 2)),
+    ("binary_cross_entropy_with_logits", [(4, 5), "unit"], (None, None, 1)),
+    ("cosine_similarity", [(4, 5), (4, 5)], (1, 1e-8)),
+    ("pairwise_distance", [(4, 5), (4, 5)], (2.0, 1e-6, False)),
+])
+def test_top_level_losses(name, shapes, extra):
+    rng = np.random.default_rng()
+    arrays = []
+    for shape in shapes:
+        if shape == "sign":
+            arrays.append(np.sign(rng.standard_normal(6)))
+        elif shape == "positive":
+            arrays.append(rng.poisson(2.0, 6).astype(np.float64))
+        elif shape == "unit":
+            arrays.append(rng.random((4, 5)))
+        else:
+            arrays.append(rng.standard_normal(shape))
+    if name == "cosine_embedding_loss":
+        arrays[2] = np.sign(arrays[2])
+    ours = [gd.tensor(a, requires_grad=True) for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    out, expected = getattr(gd, name)(*ours, *extra), getattr(torch, name)(*theirs, *extra)
+    _close(out, expected, rtol=1e-6, atol=1e-8)
+    out.sum().backward()
+    expected.sum().backward()
+    _close(ours[0].grad, theirs[0].grad, rtol=1e-6, atol=1e-8)
+
+
+def test_top_level_rms_norm_and_bilinear():
+    x, tx = _pair(3, 4, requires_grad=True)
+    w, tw = _pair(4)
+    _close(gd.rms_norm(x, (4,), w, 1e-5), torch.rms_norm(tx, (4,), tw, 1e-5), rtol=1e-6)
+    y, ty = _pair(3, 2)
+    weight, tweight = _pair(5, 4, 2)
+    _close(gd.bilinear(x, y, weight), torch.bilinear(tx, ty, tweight), rtol=1e-6)
+    a, ta = _pair(3, 4)
+    b, tb = _pair(3, 4)
+    _close(gd.kl_div(a, b, 2, log_target=True), torch.kl_div(ta, tb, 2, log_target=True))
+    with pytest.raises(TypeError, match="positional"):
+        gd.kl_div(a, b, 2, True)
