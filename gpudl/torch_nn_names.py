@@ -61,13 +61,16 @@ def adaptive_max_pool1d(input, output_size):
 # ----------------------------------------------------------------- session 26: losses, distances
 def _top_level(name, params):
     """torch.<name>: F.<name> under torch's top-level signature (``params``, its positional
-    order) whose ``reduction`` is an int (0 'none', 1 'mean', 2 'sum') or a string."""
+    order) whose ``reduction`` is an int (0 'none', 1 'mean', 2 'sum') or a string; the names
+    after a "*" are keyword-only."""
+    positional = params[:params.index("*")] if "*" in params else params
+
     def call(*args, **kwargs):
         from .nn import functional
-        if len(args) > len(params):
-            raise TypeError(f"{name}() takes at most {len(params)} positional arguments but "
+        if len(args) > len(positional):
+            raise TypeError(f"{name}() takes at most {len(positional)} positional arguments but "
                             f"{len(args)} were given")
-        for key, value in zip(params, args):
+        for key, value in zip(positional, args):
             if key in kwargs:
                 raise TypeError(f"{name}() got multiple values for argument {key!r}")
             kwargs[key] = value
