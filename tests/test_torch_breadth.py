@@ -411,3 +411,23 @@ def test_top_level_rms_norm_and_bilinear():
     _close(gd.kl_div(a, b, 2, log_target=True), torch.kl_div(ta, tb, 2, log_target=True))
     with pytest.raises(TypeError, match="positional"):
         gd.kl_div(a, b, 2, True)
+
+
+# ----------------------------------------------------------------- nn breadth
+@pytest.mark.parametrize("name, args, shape", [
+    ("LazyConv3d", (4, 3), (2, 3, 5, 5, 5)),
+    ("LazyConvTranspose1d", (4, 3, 2, 1, 1), (2, 6, 7)),
+    ("LazyConvTranspose3d", (2, 2), (1, 3, 3, 4, 3)),
+    ("LazyBatchNorm3d", (), (2, 3, 2, 2, 2)),
+    ("LazyInstanceNorm3d", (), (2, 3, 2, 2, 2)),
+])
+def test_lazy_modules_become_their_base(name, args, shape):
+    module, reference = getattr(gd.nn, name)(*args), getattr(torch.nn, name)(*args)
+    data = np.random.default_rng().standard_normal(shape).astype(np.float32)
+    out = module(gd.tensor(data))
+    reference(torch.tensor(data))
+    assert type(module).__name__ == name[4:] and type(reference).__name__ == name[4:]
+    reference.load_state_dict({k: torch.tensor(v.numpy()) for k, v in
+                               module.state_dict().items()})
+    reference.train()
+    _close(out, reference(torch.tensor(data)), rtol=1e-4, atol=1e-5)

@@ -44,6 +44,8 @@ from .sparse import EmbeddingBag
 from .parameter import Buffer, UninitializedBuffer, UninitializedParameter
 from .lazy import (LazyBatchNorm1d, LazyBatchNorm2d, LazyConv1d, LazyConv2d,
                    LazyConvTranspose2d, LazyInstanceNorm1d, LazyInstanceNorm2d, LazyLinear)
+from .lazy import (LazyBatchNorm3d, LazyConv3d, LazyConvTranspose1d,  # noqa: E402
+                   LazyConvTranspose3d, LazyInstanceNorm3d)
 from .loss import CTCLoss, MultiLabelMarginLoss, NLLLoss2d
 from .adaptive import AdaptiveLogSoftmaxWithLoss
 # ------------------------------------------------------------------ session 11: nn-vision
