@@ -431,3 +431,57 @@ def test_lazy_modules_become_their_base(name, args, shape):
                                module.state_dict().items()})
     reference.train()
     _close(out, reference(torch.tensor(data)), rtol=1e-4, atol=1e-5)
+
+
+def test_stack_dataset_and_default_convert():
+    from torch.utils.data import StackDataset as TorchStack, default_convert as torch_convert
+    from gpudl.utils.data import StackDataset, default_convert
+    a, b = list(range(5)), [x * 2.0 for x in range(5)]
+    assert StackDataset(a, b)[3] == TorchStack(a, b)[3] and len(StackDataset(a, b)) == 5
+    assert StackDataset(x=a, y=b)[2] == TorchStack(x=a, y=b)[2]
+    with pytest.raises(ValueError, match="mismatch"):
+        StackDataset(a, b[:3])
+    with pytest.raises(ValueError, match="both"):
+        StackDataset(a, y=b)
+    sample = {"x": np.arange(3.0), "y": (np.float32(2.0), 3)}
+    ours, theirs = default_convert(sample), torch_convert(sample)
+    np.testing.assert_array_equal(ours["x"].numpy(), theirs["x"].numpy())
+    assert type(ours["y"]) is type(theirs["y"]) and ours["y"][1] == theirs["y"][1]
+
+
+def test_nn_utils_submodules():
+    from gpudl.nn.utils.clip_grad import clip_grad_norm_
+    from gpudl.nn.utils.convert_parameters import parameters_to_vector
+    assert clip_grad_norm_ is gd.nn.utils.clip_grad_norm_
+    assert parameters_to_vector is gd.nn.utils.parameters_to_vector
+
+
+def test_feature_alpha_dropout_keeps_whole_channels():
+    x = gd.randn(4, 6, 5, 5)
+    out = gd.nn.functional.feature_alpha_dropout(x, 0.5, training=True).numpy()
+    alpha = 1.6732632423543772 * 1.0507009873554805
+    a = 1 / np.sqrt((alpha ** 2 * 0.5 + 1) * 0.5)
+    dropped = np.isclose(out, -alpha * a * 0.5, atol=1e-5).all(axis=(2, 3))
+    kept = np.isclose(out, x.numpy() * a + alpha * a * 0.5, atol=1e-5).all(axis=(2, 3))
+    assert (dropped | kept).all() and dropped.any() and kept.any()
+    module = gd.nn.FeatureAlphaDropout(0.3).eval()
+    assert module(x) is x and repr(module) == repr(torch.nn.FeatureAlphaDropout(0.3))
+    with pytest.raises(RuntimeError, match="2 dimensions"):
+        gd.nn.functional.feature_alpha_dropout(gd.ones(3), 0.5, True)
+
+
+def test_sync_batch_norm_alone_is_batch_norm():
+    model = gd.nn.Sequential(gd.nn.Conv2d(3, 4, 3), gd.nn.BatchNorm2d(4),
+                             gd.nn.Sequential(gd.nn.BatchNorm2d(4)))
+    converted = gd.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert isinstance(converted[1], gd.nn.SyncBatchNorm)
+    assert isinstance(converted[2][0], gd.nn.SyncBatchNorm)
+    reference = torch.nn.SyncBatchNorm(4).train()
+    data = np.random.default_rng().standard_normal((2, 4, 5, 5)).astype(np.float32)
+    ours = gd.nn.SyncBatchNorm(4)
+    _close(ours(gd.tensor(data)), torch.nn.BatchNorm2d(4)(torch.tensor(data)), rtol=1e-4,
+           atol=1e-5)
+    reference.eval()
+    ours.eval()
+    reference.load_state_dict({k: torch.tensor(v.numpy()) for k, v in ours.state_dict().items()})
+    _close(ours(gd.tensor(data)), reference(torch.tensor(data)), rtol=1e-4, atol=1e-5)
