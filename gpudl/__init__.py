@@ -77,6 +77,10 @@ _TORCH_NN_NAMES = frozenset((
     "convolution", "dropout", "embedding", "group_norm", "instance_norm", "layer_norm",
     "max_pool1d", "max_pool1d_with_indices", "max_pool2d", "max_pool3d", "pdist", "pixel_shuffle",
     "pixel_unshuffle",
+    # session 26: the losses and distances under torch's top-level signatures
+    "kl_div", "hinge_embedding_loss", "margin_ranking_loss", "triplet_margin_loss",
+    "poisson_nll_loss", "cosine_embedding_loss", "binary_cross_entropy_with_logits",
+    "cosine_similarity", "pairwise_distance", "rms_norm", "bilinear",
 ))
 
 host_memory.keep_freed_memory()     # before the first step's temporaries (see its module doc)
@@ -137,3 +141,22 @@ from .linalg_torch_names import (addmv, addr, chain_matmul, cholesky,  # noqa: E
                                  ger, inner, inverse, logdet, lu, lu_solve, lu_unpack,
                                  matrix_exp, matrix_power, nuclear_norm, pinverse, qr, renorm,
                                  slogdet, svd, triangular_solve, vdot)
+# session 26, breadth: torch's remaining everyday Tensor methods and top-level names
+from .tensor_compat import as_strided, angle, layout, strided  # noqa: E402
+from .torch_numerics import histogram, nonzero_static, unravel_index  # noqa: E402
+
+from .torch_names import (adjoint, conj, conj_physical, imag, is_complex,  # noqa: E402
+                          is_conj, is_inference, is_neg, real, resolve_conj, resolve_neg)
+from .torch_names import *  # noqa: E402,F401,F403  (torch.relu_, exp_, ...: the _IN_PLACE names)
+from .autograd import is_inference_mode_enabled  # noqa: E402
+from .sampling import binomial, poisson  # noqa: E402
+from .torch_creation import (asarray, bartlett_window, blackman_window,  # noqa: E402
+                             empty_strided, fill, frombuffer, hamming_window, hann_window,
+                             kaiser_window, range, scalar_tensor)
+from .torch_numerics import gradient  # noqa: E402
+from .torch_state import (are_deterministic_algorithms_enabled, get_default_device,  # noqa: E402
+                          get_deterministic_debug_mode, get_num_interop_threads,
+                          is_deterministic_algorithms_warn_only_enabled, is_warn_always_enabled,
+                          set_default_device, set_deterministic_debug_mode, set_flush_denormal,
+                          set_num_interop_threads, set_warn_always, typename,
+                          use_deterministic_algorithms)

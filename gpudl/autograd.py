@@ -52,6 +52,7 @@ class _GradState(threading.local):
     def __init__(self):
         self.enabled = True
         self.previous = []        # the modes that enclosing no_grad/enable_grad blocks restore
+        self.inference = []       # per enclosing inference_mode block: whether it is on
 
 
 _grad = _GradState()
@@ -108,6 +109,19 @@ class inference_mode(_GradMode):
         self = super().__new__(cls)
         self.enabled = False if mode else None
         return self
+
+    def __enter__(self):
+        super().__enter__()
+        _grad.inference.append(self.enabled is False)
+
+    def __exit__(self, *exc):
+        _grad.inference.pop()
+        return super().__exit__(*exc)
+
+
+def is_inference_mode_enabled():
+    """Whether the innermost ``inference_mode`` block around this call is on (torch's)."""
+    return bool(_grad.inference) and _grad.inference[-1]
 
 
 class enable_grad(_GradMode):

@@ -100,6 +100,10 @@ if SIM_DEVICE_ARRAYS:
     from .sim_device import SimDeviceArray, sim_cuda_module as _sim_cuda
 
 
+# Where factories put new tensors when set_default_device chose (None: DEFAULT_DEVICE)
+FACTORY_DEVICE = None
+
+
 def default_device():
     """``"cuda"`` or ``"cpu"``: where new tensors go unless told otherwise."""
     return DEFAULT_DEVICE
@@ -187,7 +191,7 @@ def check_device(device_arg, where="device"):
     """The device name ("cpu" or "cuda") for a device argument (None, "cpu", "cuda", "cuda:0", a
     device or a torch.device), refusing what this process cannot use."""
     if device_arg is None:
-        return DEFAULT_DEVICE
+        return FACTORY_DEVICE or DEFAULT_DEVICE
     if not isinstance(device_arg, (str, device)):
         device_arg = str(device_arg) if hasattr(device_arg, "type") else device_arg
     try:

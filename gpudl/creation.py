@@ -20,7 +20,7 @@ def as_array(data, dtype, device, op):
             data = _torch_bfloat16(data)
         elif isinstance(data, (list, tuple)):
             data = _unwrap_nested(data)
-    device = device or source_device or backend.DEFAULT_DEVICE
+    device = device or source_device or backend.FACTORY_DEVICE or backend.DEFAULT_DEVICE
     if backend.is_device_array(data):
         array = data
     else:

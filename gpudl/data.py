@@ -96,6 +96,32 @@ class ConcatDataset(Dataset):
         return self.cumulative_sizes[-1]
 
 
+class StackDataset(Dataset):
+    """Samples of several data sets of one length taken together: ``StackDataset(a, b)[i]`` is
+    ``(a[i], b[i])``, ``StackDataset(x=a, y=b)[i]`` is ``{'x': a[i], 'y': b[i]}`` (torch's)."""
+
+    def __init__(self, *args, **kwargs):
+        if args and kwargs:
+            raise ValueError("StackDataset: supported either tuple-like (via args) or dict-like "
+                             "(via kwargs) input/output, but both types are given")
+        if not args and not kwargs:
+            raise ValueError("StackDataset: at least one dataset should be passed")
+        self.datasets = args or kwargs
+        lengths = {len(d) for d in (args or kwargs.values())}
+        if len(lengths) != 1:
+            raise ValueError(f"StackDataset: size mismatch between datasets, got lengths "
+                             f"{sorted(lengths)}")
+        self._length = lengths.pop()
+
+    def __getitem__(self, index):
+        if isinstance(self.datasets, dict):
+            return {key: dataset[index] for key, dataset in self.datasets.items()}
+        return tuple(dataset[index] for dataset in self.datasets)
+
+    def __len__(self):
+        return self._length
+
+
 class IterableDataset(Dataset):
     """A data set read as a stream: subclasses define ``__iter__``, yielding samples. A
     DataLoader batches them in order (no shuffle or sampler); with ``num_workers`` > 0 each
@@ -363,6 +389,9 @@ def _convert(sample):
     the structure stay, as torch's default_convert."""
     return _map_leaves(lambda leaf: tensor(leaf) if isinstance(leaf, (np.ndarray, np.number))
                        else leaf, sample)
+
+
+default_convert = _convert
 
 
 def _map_leaves(fn, batch):

@@ -120,4 +120,33 @@ def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None)
     return Tensor._make(xp.asarray(out).astype(dtype, copy=False), False, None, 0, device)
 
 
+def poisson(input, generator=None):
+    """Poisson samples whose rates are ``input``'s (non-negative floats), in input's dtype."""
+    if not isinstance(input, Tensor) or not dtypes.is_floating(input.dtype):
+        raise TypeError(f"poisson: input must be a floating point tensor, got "
+                        f"{getattr(input, 'dtype', type(input).__name__)}")
+    rates = input._data.astype(np.float64)
+    _check("poisson", (rates < 0).any() | backend.get_array_module(rates).isnan(rates).any(),
+           "invalid Poisson rate, expected rate to be non-negative")
+    drawn = random.generator(input._device, generator).poisson(rates)
+    return Tensor._make(drawn.astype(input.dtype), False, None, 0, input._device)
+
+
+def binomial(count, prob, generator=None):
+    """The number of successes in ``count`` trials of probability ``prob`` (floating tensors
+    broadcast together), in count's dtype (torch.binomial)."""
+    for name, value in (("count", count), ("prob", prob)):
+        if not isinstance(value, Tensor) or not dtypes.is_floating(value.dtype):
+            raise TypeError(f"binomial: {name} must be a floating point tensor, got "
+                            f"{getattr(value, 'dtype', type(value).__name__)}")
+    trials, p = count._data.astype(np.float64), prob._data.astype(np.float64)
+    xp = backend.get_array_module(trials)
+    _check("binomial", ((p < 0) | (p > 1) | xp.isnan(p)).any(), "prob must lie in [0, 1]")
+    _check("binomial", ((trials < 0) | (trials != xp.floor(trials))).any(),
+           "count must hold non-negative whole numbers")
+    trials, p = xp.broadcast_arrays(trials, p)
+    drawn = random.generator(count._device, generator).binomial(trials.astype(np.int64), p)
+    return Tensor._make(drawn.astype(count.dtype), False, None, 0, count._device)
+
+
 Tensor.multinomial, Tensor.bernoulli = multinomial, bernoulli     # torch's Tensor methods too

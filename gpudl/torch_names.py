@@ -205,3 +205,36 @@ Tensor.trace = trace
 Tensor.movedim = Tensor.moveaxis = movedim
 Tensor.broadcast_to, Tensor.tile, Tensor.unflatten = broadcast_to, tile, unflatten
 Tensor.dot, Tensor.mv, Tensor.is_floating_point = dot, mv, is_floating_point
+
+
+# ----------------------------------------------------------------- session 26: breadth
+for _name in ("adjoint", "conj", "conj_physical", "resolve_conj", "resolve_neg", "is_complex",
+              "is_conj", "is_neg", "is_inference"):
+    globals()[_name] = _method(_name)
+
+
+def real(input):
+    """``input`` itself: a real tensor is its own real part (torch.real)."""
+    require_tensors("real", input=input)
+    return input.real
+
+
+def imag(input):
+    """Refused, as torch refuses it for real tensors (gpudl has no complex dtype)."""
+    require_tensors("imag", input=input)
+    return input.imag
+
+
+# torch's top-level in-place functions whose Tensor method gpudl has (torch.relu_(x) is
+# x.relu_()): ``from gpudl.torch_names import *`` takes exactly these
+__all__ = [_name + "_" for _name in (
+    "abs", "acos", "acosh", "addmv", "arccos", "arccosh", "arcsin", "arcsinh", "arctan",
+    "arctanh", "asin", "asinh", "atan", "atanh", "ceil", "clamp", "clamp_max", "clamp_min",
+    "clip", "cos", "cosh", "deg2rad", "detach", "erf", "erfc", "exp2", "exp", "expm1", "fill",
+    "fix", "floor", "frac", "gcd", "i0", "index_put", "lcm", "ldexp", "log10", "log1p", "log2",
+    "log", "logit", "nan_to_num", "neg", "negative", "rad2deg", "reciprocal", "relu",
+    "resize_as", "round", "rsqrt", "sigmoid", "sin", "sinc", "sinh", "sqrt", "square", "tan",
+    "tanh", "trunc", "xlogy", "zero")]
+for _name in __all__:
+    globals()[_name] = _method(_name)
+del _name

@@ -56,3 +56,51 @@ def dropout(input, p, train):
 def adaptive_max_pool1d(input, output_size):
     """``torch.adaptive_max_pool1d``: (values, indices), as torch's returns both."""
     return adaptive_max_pool1d_with_indices(input, output_size)
+
+
+# ----------------------------------------------------------------- session 26: losses, distances
+def _top_level(name, params):
+    """torch.<name>: F.<name> under torch's top-level signature (``params``, its positional
+    order) whose ``reduction`` is an int (0 'none', 1 'mean', 2 'sum') or a string; the names
+    after a "*" are keyword-only."""
+    positional = params[:params.index("*")] if "*" in params else params
+
+    def call(*args, **kwargs):
+        from .nn import functional
+        if len(args) > len(positional):
+            raise TypeError(f"{name}() takes at most {len(positional)} positional arguments but "
+                            f"{len(args)} were given")
+        for key, value in zip(positional, args):
+            if key in kwargs:
+                raise TypeError(f"{name}() got multiple values for argument {key!r}")
+            kwargs[key] = value
+        reduction = kwargs.get("reduction")
+        if isinstance(reduction, int) and not isinstance(reduction, bool):
+            if reduction not in (0, 1, 2):
+                raise ValueError(f"{name}: reduction must be 0 (none), 1 (mean) or 2 (sum), got "
+                                 f"{reduction}")
+            kwargs["reduction"] = ("none", "mean", "sum")[reduction]
+        return getattr(functional, name)(**kwargs)
+    call.__name__ = name
+    call.__doc__ = (f"``torch.{name}({', '.join(params)})``: gpudl.nn.functional.{name}, "
+                    "``reduction`` also as torch's int (0 none, 1 mean, 2 sum).")
+    return call
+
+
+_SIGNATURES = {
+    "kl_div": ("input", "target", "reduction", "*", "log_target"),
+    "hinge_embedding_loss": ("input", "target", "margin", "reduction"),
+    "margin_ranking_loss": ("input1", "input2", "target", "margin", "reduction"),
+    "triplet_margin_loss": ("anchor", "positive", "negative", "margin", "p", "eps", "swap",
+                            "reduction"),
+    "poisson_nll_loss": ("input", "target", "log_input", "full", "eps", "reduction"),
+    "cosine_embedding_loss": ("input1", "input2", "target", "margin", "reduction"),
+    "binary_cross_entropy_with_logits": ("input", "target", "weight", "pos_weight", "reduction"),
+    "cosine_similarity": ("x1", "x2", "dim", "eps"),
+    "pairwise_distance": ("x1", "x2", "p", "eps", "keepdim"),
+    "rms_norm": ("input", "normalized_shape", "weight", "eps"),
+    "bilinear": ("input1", "input2", "weight", "bias"),
+}
+for _name, _params in _SIGNATURES.items():
+    globals()[_name] = _top_level(_name, _params)
+del _name, _params

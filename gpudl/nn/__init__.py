@@ -28,7 +28,7 @@ from .padding import (CircularPad1d, CircularPad2d, ConstantPad1d, ConstantPad2d
                       ReflectionPad1d, ReflectionPad2d, ReplicationPad1d, ReplicationPad2d,
                       ZeroPad1d, ZeroPad2d)
 from .container import ParameterDict, ParameterList
-from .dropout import AlphaDropout, Dropout1d, Dropout2d
+from .dropout import AlphaDropout, Dropout1d, Dropout2d, FeatureAlphaDropout
 from .normalization import RMSNorm
 from .distance import PairwiseDistance
 from .loss import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss, MarginRankingLoss,
@@ -44,11 +44,13 @@ from .sparse import EmbeddingBag
 from .parameter import Buffer, UninitializedBuffer, UninitializedParameter
 from .lazy import (LazyBatchNorm1d, LazyBatchNorm2d, LazyConv1d, LazyConv2d,
                    LazyConvTranspose2d, LazyInstanceNorm1d, LazyInstanceNorm2d, LazyLinear)
+from .lazy import (LazyBatchNorm3d, LazyConv3d, LazyConvTranspose1d,  # noqa: E402
+                   LazyConvTranspose3d, LazyInstanceNorm3d)
 from .loss import CTCLoss, MultiLabelMarginLoss, NLLLoss2d
 from .adaptive import AdaptiveLogSoftmaxWithLoss
 # ------------------------------------------------------------------ session 11: nn-vision
 from .conv import Conv3d, ConvTranspose1d, ConvTranspose3d, Fold
-from .normalization import BatchNorm3d, InstanceNorm3d, LocalResponseNorm
+from .normalization import BatchNorm3d, InstanceNorm3d, LocalResponseNorm, SyncBatchNorm
 from .pool import (AdaptiveAvgPool3d, AdaptiveMaxPool3d, AvgPool3d, FractionalMaxPool2d,
                    LPPool1d, LPPool2d, LPPool3d, MaxPool3d, MaxUnpool1d, MaxUnpool2d,
                    MaxUnpool3d)

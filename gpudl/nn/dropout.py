@@ -50,6 +50,14 @@ class AlphaDropout(Dropout):
         return D.alpha_dropout(input, self.p, self.training)
 
 
+class FeatureAlphaDropout(Dropout):
+    """AlphaDropout of whole channels of an (N, C, *) input while training; the identity after
+    ``eval()``."""
+
+    def forward(self, input):
+        return D.feature_alpha_dropout(input, self.p, self.training)
+
+
 class Dropout3d(Dropout):
     """Zero whole channels of a (N, C, D, H, W) or (C, D, H, W) input with probability ``p``
     while training (the others scaled by 1 / (1 - p)); the identity after ``eval()``."""

@@ -38,6 +38,7 @@ from ..ops.activation import (  # noqa: F401
 from ..ops.activation import (  # noqa: F401
     celu_, elu_, hardtanh_, leaky_relu_, relu_, rrelu_, selu_, threshold_)
 from ..ops.dropout import alpha_dropout, dropout1d, dropout2d, dropout3d  # noqa: F401
+from ..ops.dropout import feature_alpha_dropout  # noqa: F401,E402
 from ..ops.normalization import rms_norm  # noqa: F401
 from ..ops.distance import pairwise_distance  # noqa: F401
 from ..ops.margin_loss import (  # noqa: F401

@@ -14,9 +14,10 @@ parameters with the loaded shapes.
 import contextlib
 
 from .. import random
-from .conv import Conv1d, Conv2d, ConvTranspose2d
+from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .linear import Linear
-from .normalization import BatchNorm1d, BatchNorm2d, InstanceNorm1d, InstanceNorm2d
+from .normalization import (BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d,
+                            InstanceNorm2d, InstanceNorm3d)
 from .parameter import UninitializedBuffer, UninitializedParameter, UninitializedTensorMixin
 
 _MODULE_STATE = ("training", "_parameters", "_buffers", "_non_persistent_buffers_set",
@@ -158,10 +159,8 @@ class LazyConv2d(_LazyConv, Conv2d):
     cls_to_become = Conv2d
 
 
-class LazyConvTranspose2d(_LazyConv, ConvTranspose2d):
-    """A ConvTranspose2d whose in_channels is read from its first input."""
-
-    cls_to_become = ConvTranspose2d
+class _LazyConvTranspose(_LazyConv):
+    """Lazy transposed convolutions: torch's argument order (output_padding, then groups)."""
 
     def __init__(self, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
                  groups=1, bias=True, dilation=1, padding_mode="zeros", device=None,
@@ -211,3 +210,28 @@ class LazyInstanceNorm2d(_LazyNorm, InstanceNorm2d):
     """An InstanceNorm2d whose num_features is read from its first input (dim 1, as torch)."""
 
     cls_to_become = InstanceNorm2d
+
+
+class LazyConvTranspose2d(_LazyConvTranspose, ConvTranspose2d):
+    """A ConvTranspose2d whose in_channels is read from its first input."""
+
+    cls_to_become = ConvTranspose2d
+
+
+def _lazy_class(lazy, base, spatial_dims=None):
+    """The class ``Lazy<base>``: ``lazy`` (the mixin of its family) over ``base``, becoming
+    ``base`` once its first input gave the size."""
+    attributes = {"cls_to_become": base, "__module__": __name__,
+                  "__qualname__": f"Lazy{base.__name__}",
+                  "__doc__": f"A {base.__name__} whose {lazy._size_attribute} is read from its "
+                             "first input."}
+    if spatial_dims is not None:
+        attributes["_spatial_dims"] = spatial_dims
+    return type(f"Lazy{base.__name__}", (lazy, base), attributes)
+
+
+LazyConv3d = _lazy_class(_LazyConv, Conv3d, 3)
+LazyConvTranspose1d = _lazy_class(_LazyConvTranspose, ConvTranspose1d, 1)
+LazyConvTranspose3d = _lazy_class(_LazyConvTranspose, ConvTranspose3d, 3)
+LazyBatchNorm3d = _lazy_class(_LazyNorm, BatchNorm3d)
+LazyInstanceNorm3d = _lazy_class(_LazyNorm, InstanceNorm3d)

@@ -257,3 +257,49 @@ class LocalResponseNorm(Module):
 
     def extra_repr(self):
         return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
+class SyncBatchNorm(_BatchNorm):
+    """BatchNorm over (N, C, *) input whose batch statistics, in torch, are those of the whole
+    batch across the processes of ``process_group``. Here it is BatchNorm of this process's
+    batch: alone (no process group, or a world size of 1) and in eval mode that is exactly
+    torch's; training with gpudl.distributed's group of more than one process is refused, as
+    gpudl has no differentiable all-reduce of the statistics yet (use BatchNorm and DDP, or
+    eval-mode statistics)."""
+
+    _ndims = (2, 3, 4, 5)
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, process_group=None, device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device,
+                         dtype)
+        self.process_group = process_group
+
+    def forward(self, input):
+        if self.training:
+            import sys
+            distributed = sys.modules.get("gpudl.distributed")    # loaded only when used
+            if distributed is not None and distributed.is_initialized() \
+                    and distributed.get_world_size(self.process_group) > 1:
+                raise RuntimeError(
+                    f"SyncBatchNorm: training across {distributed.get_world_size()} processes "
+                    "needs the batch statistics all-reduced through the graph, which gpudl does "
+                    "not do; use BatchNorm (each process's own statistics) or eval mode")
+        return super().forward(input)
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module, process_group=None):
+        """``module`` with every BatchNorm*d in it (itself included) replaced by a
+        SyncBatchNorm holding the same parameters, buffers and mode (torch's)."""
+        out = module
+        if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
+            out = cls(module.num_features, module.eps, module.momentum, module.affine,
+                      module.track_running_stats, process_group)
+            for name in ("weight", "bias"):
+                setattr(out, name, getattr(module, name))
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                setattr(out, name, getattr(module, name))
+            out.train(module.training)
+        for name, child in module.named_children():
+            setattr(out, name, cls.convert_sync_batchnorm(child, process_group))
+        return out

@@ -146,11 +146,26 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False):
     result is scaled and shifted so that a zero-mean unit-variance input keeps its mean and
     variance (Klambauer et al., as torch)."""
     p = _checked("alpha_dropout", input, p)
+    return _alpha_dropout(input, p, training, input.shape)
+
+
+def feature_alpha_dropout(input, p=0.5, training=False, inplace=False):
+    """alpha_dropout of whole channels: each (N, C) slice of an (N, C, *) input is kept or
+    dropped together (torch's feature_alpha_dropout, for SELU networks of convolutions)."""
+    p = _checked("feature_alpha_dropout", input, p)
+    if input.ndim < 2:
+        raise RuntimeError(f"feature_alpha_dropout: feature dropout requires at least 2 "
+                           f"dimensions in the input, got shape {tuple(input.shape)}")
+    return _alpha_dropout(input, p, training, input.shape[:2] + (1,) * (input.ndim - 2))
+
+
+def _alpha_dropout(input, p, training, shape):
+    """alpha dropout whose keep mask has ``shape`` (broadcast over the input)."""
     if not training or p == 0:
         return input
     if p == 1:
         return input * 0.0
-    keep = _keep_mask(input, p, input.shape)
+    keep = _keep_mask(input, p, shape)
     a = 1 / math.sqrt((_SELU_SATURATION ** 2 * p + 1) * (1 - p))
     # kept: a * x + a * alpha * p; dropped: a * alpha * (p - 1)
     return input * (keep * a) + (keep - 1) * (_SELU_SATURATION * a) + _SELU_SATURATION * a * p

@@ -190,3 +190,4 @@ from . import fusion, prune, stateless  # noqa: E402,F401
 from .fusion import (fuse_conv_bn_eval, fuse_conv_bn_weights,  # noqa: E402,F401
                      fuse_linear_bn_eval, fuse_linear_bn_weights)
 from .init import skip_init  # noqa: E402,F401
+from . import clip_grad, convert_parameters  # noqa: E402,F401  (torch's submodule paths)
