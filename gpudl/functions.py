@@ -17,7 +17,8 @@ from .ops.linalg import MatMul
 from .tensor_math import check_batch_dims
 
 
-def _tensors(op, tensors):
+def _tensors(op, tensors, promote=True):
+    """``tensors`` as a list, checked; cast to their promoted dtype when ``promote``."""
     tensors = list(tensors)
     if not tensors:
         raise ValueError(f"{op}: expected a non-empty sequence of tensors")
@@ -26,7 +27,7 @@ def _tensors(op, tensors):
             raise TypeError(f"{op}: expected a sequence of Tensors, element {i} is "
                             f"{type(t).__name__}")
     dtype = tensors[0].dtype
-    if any(t.dtype != dtype for t in tensors):
+    if promote and any(t.dtype != dtype for t in tensors):
         common = functools.reduce(dtypes.promote_types, (t.dtype for t in tensors))
         tensors = [t.astype(common) for t in tensors]
     return tensors
@@ -120,9 +121,9 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
 
 
 def broadcast_tensors(*tensors):
-    """The tensors expanded to their common broadcast shape."""
+    """The tensors expanded to their common broadcast shape, each keeping its dtype."""
     tensors = _tensors("broadcast_tensors", tensors[0] if len(tensors) == 1 and isinstance(
-        tensors[0], (list, tuple)) else tensors) if tensors else []
+        tensors[0], (list, tuple)) else tensors, promote=False) if tensors else []
     try:
         shape = np.broadcast_shapes(*(t.shape for t in tensors))
     except ValueError:

@@ -478,16 +478,22 @@ class MathMixin:
 
 
 
-for _name in E.UNARY:                     # sin, cos, erf, log1p, ... from one table (round below)
-    def _unary(self, _name=_name):
-        self = _autocast_one(_name, self)
-        if self.dtype.kind in "biu" and _name in ("sign", "floor", "ceil"):   # integers stay
-            return self.clone() if _name != "sign" or self.dtype.kind == "b" else T.Tensor._make(
+def _unary_method(name):
+    """Tensor.<name>() of E.UNARY's table (a closure: ``x.cos(2)`` must not pass a name)."""
+    def unary(self):
+        self = _autocast_one(name, self)
+        if self.dtype.kind in "biu" and name in ("sign", "floor", "ceil"):   # integers stay
+            return self.clone() if name != "sign" or self.dtype.kind == "b" else T.Tensor._make(
                 backend.get_array_module(self._data).sign(self._data), False, None, 0,
                 self._device)
-        return E.Unary.apply(self._floating(), _name)
-    _unary.__name__, _unary.__doc__ = _name, f"Elementwise {_name}, as torch.{_name}."
-    setattr(MathMixin, _name, _unary)
+        return E.Unary.apply(self._floating(), name)
+    unary.__name__, unary.__qualname__ = name, f"Tensor.{name}"
+    unary.__doc__ = f"Elementwise {name}, as torch.{name}."
+    return unary
+
+
+for _name in E.UNARY:                     # sin, cos, erf, log1p, ... from one table (round below)
+    setattr(MathMixin, _name, _unary_method(_name))
 del _name
 
 

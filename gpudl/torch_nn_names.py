@@ -61,8 +61,9 @@ def adaptive_max_pool1d(input, output_size):
 # ----------------------------------------------------------------- session 26: losses, distances
 def _top_level(name, params):
     """torch.<name>: F.<name> under torch's top-level signature (``params``, its positional
-    order) whose ``reduction`` is an int (0 'none', 1 'mean', 2 'sum') or a string; the names
-    after a "*" are keyword-only."""
+    order) whose ``reduction`` is an int (0 'none', 1 'mean', 2 'sum') or a string, 'none' when
+    not given (torch's top-level default, unlike F's 'mean'); the names after a "*" are
+    keyword-only."""
     positional = params[:params.index("*")] if "*" in params else params
 
     def call(*args, **kwargs):
@@ -74,6 +75,8 @@ def _top_level(name, params):
             if key in kwargs:
                 raise TypeError(f"{name}() got multiple values for argument {key!r}")
             kwargs[key] = value
+        if "reduction" in params:
+            kwargs.setdefault("reduction", 0)   # torch's top-level losses reduce nothing unless told
         reduction = kwargs.get("reduction")
         if isinstance(reduction, int) and not isinstance(reduction, bool):
             if reduction not in (0, 1, 2):

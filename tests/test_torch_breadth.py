@@ -399,6 +399,24 @@ def test_top_level_losses(name, shapes, extra):
     _close(ours[0].grad, theirs[0].grad, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("name, arity", [
+    ("kl_div", 2), ("hinge_embedding_loss", 2), ("margin_ranking_loss", 3),
+    ("triplet_margin_loss", 3), ("cosine_embedding_loss", 3),
+    ("binary_cross_entropy_with_logits", 2)])
+def test_top_level_losses_reduce_nothing_by_default(name, arity):
+    """torch.<loss>(...) without reduction gives the unreduced losses (F.<loss>: their mean)."""
+    rng = np.random.default_rng()
+    arrays = [rng.standard_normal((4, 5)) for _ in range(arity)]
+    if name in ("hinge_embedding_loss", "margin_ranking_loss"):
+        arrays[-1] = np.sign(arrays[-1])
+    if name == "cosine_embedding_loss":
+        arrays[-1] = np.sign(arrays[-1][:, 0])
+    out = getattr(gd, name)(*map(gd.tensor, arrays))
+    expected = getattr(torch, name)(*map(torch.tensor, arrays))
+    assert expected.ndim > 0
+    _close(out, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_top_level_rms_norm_and_bilinear():
     x, tx = _pair(3, 4, requires_grad=True)
     w, tw = _pair(4)
