@@ -216,8 +216,14 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False):
                   device=device, requires_grad=requires_grad)
 
 
+def _like_input(op, input):
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+
+
 def _like(factory):
     def like(input, dtype=None, device=None, requires_grad=False):
+        _like_input(like.__name__, input)
         return factory(*input.shape, dtype=dtype or input.dtype, device=device or input.device,
                        requires_grad=requires_grad)
     like.__name__ = factory.__name__ + "_like"
@@ -230,6 +236,7 @@ randn_like, rand_like = _like(randn), _like(rand)
 
 
 def full_like(input, fill_value, dtype=None, device=None, requires_grad=False):
+    _like_input("full_like", input)
     return full(input.shape, fill_value, dtype=dtype or input.dtype,
                 device=device or input.device, requires_grad=requires_grad)
 

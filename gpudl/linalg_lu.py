@@ -23,6 +23,8 @@ def lu_unpack(LU_data, LU_pivots, unpack_data=True, unpack_pivots=True):
     the permutation, L (m x k) unit lower, U (k x n) upper, k = min(m, n). Parts not asked for
     come back empty."""
     LU_data = matrices("lu_unpack", False, LU_data=LU_data)
+    if not isinstance(LU_pivots, Tensor):
+        raise TypeError(f"lu_unpack: LU_pivots must be a Tensor, got {type(LU_pivots).__name__}")
     m, n = LU_data.shape[-2:]
     k = min(m, n)
     if tuple(LU_pivots.shape) != tuple(LU_data.shape[:-2]) + (k,):

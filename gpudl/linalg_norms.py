@@ -148,6 +148,9 @@ def multi_dot(tensors):
     the last 1-D, a column) in the order of fewest multiplications."""
     if not isinstance(tensors, (list, tuple)) or len(tensors) < 2:
         raise ValueError("linalg.multi_dot: expected at least 2 tensors")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"linalg.multi_dot: tensor {i} is a {type(t).__name__}, not a Tensor")
     mats = list(cast_inputs("linalg_multi_dot", *tensors) if _autocast.active else tensors)
     first_vector, last_vector = mats[0].ndim == 1, mats[-1].ndim == 1
     mats[0] = mats[0].unsqueeze(0) if first_vector else mats[0]

@@ -158,11 +158,13 @@ def _binary(name, a, b, op=None):
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         raise TypeError(f"{op}: one of the arguments must be a Tensor, got "
                         f"{type(a).__name__} and {type(b).__name__}")
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        # torch's promotion: a 0-d tensor beside one with dims counts only by its category
+        wide = dtypes.result_type(a, b)
+        wide = wide if dtypes.is_floating(wide) else dtypes.DEFAULT_FLOAT
+        a, b = a.to(dtype=wide), b.to(dtype=wide)
     like = a if isinstance(a, Tensor) else b
     a, b = (_floating(t, op) if isinstance(t, Tensor) else _number(t, op, like) for t in (a, b))
-    if a.dtype != b.dtype:
-        wide = dtypes.promote_types(a.dtype, b.dtype)
-        a, b = a.astype(wide), b.astype(wide)
     return SpecialFunction.apply(a, b, name, None)
 
 

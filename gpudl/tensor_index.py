@@ -140,8 +140,9 @@ class IndexMixin:
         size depends on the data: on the cuda device this reads the device (a counted sync),
         as torch does."""
         mask = T._raw(mask, self)
-        if mask.dtype != np.bool_:
-            raise TypeError(f"masked_select: mask must be a bool tensor, got {mask.dtype}")
+        if getattr(mask, "dtype", None) != np.bool_:
+            raise TypeError(f"masked_select: mask must be a bool tensor, got "
+                            f"{getattr(mask, 'dtype', type(mask).__name__)}")
         try:
             shape = np.broadcast_shapes(self.shape, mask.shape)
         except ValueError:

@@ -209,6 +209,9 @@ class MathMixin:
         return where(condition, self, other)
 
     def masked_fill(self, mask, value):
+        if getattr(mask, "dtype", None) != dtypes.bool_:
+            raise TypeError(f"masked_fill: mask must be a bool tensor, got "
+                            f"{getattr(mask, 'dtype', type(mask).__name__)}")
         if isinstance(value, T.Tensor) and value.ndim != 0:
             raise ValueError(f"masked_fill: value must be a Python number or a 0-d tensor, got "
                              f"a tensor of shape {value.shape}")
@@ -252,6 +255,7 @@ class MathMixin:
 
     def addmm(self, mat1, mat2, *, beta=1, alpha=1):
         """beta * self + alpha * (mat1 @ mat2); self broadcasts to the product's shape."""
+        _need_tensors("addmm", mat1=mat1, mat2=mat2)
         if _autocast.active:
             self, mat1, mat2 = cast_inputs("addmm", self, mat1, mat2)
         return _add_product(self, mat1.mm(mat2), beta, alpha)
@@ -458,12 +462,14 @@ class MathMixin:
 
     def baddbmm(self, batch1, batch2, *, beta=1, alpha=1):
         """beta * self + alpha * (batch1 @ batch2), batched; self broadcasts to the product."""
+        _need_tensors("baddbmm", batch1=batch1, batch2=batch2)
         if _autocast.active:
             self, batch1, batch2 = cast_inputs("baddbmm", self, batch1, batch2)
         return _add_product(self, batch1.bmm(batch2), beta, alpha)
 
     def addbmm(self, batch1, batch2, *, beta=1, alpha=1):
         """beta * self + alpha * (the sum over the batch of batch1[i] @ batch2[i])."""
+        _need_tensors("addbmm", batch1=batch1, batch2=batch2)
         if _autocast.active:
             self, batch1, batch2 = cast_inputs("addbmm", self, batch1, batch2)
         _need_dims("addbmm", 3, batch1, batch2)
@@ -509,6 +515,13 @@ def _round(self, decimals=0):
 MathMixin.round = _round
 
 
+def _need_tensors(op, **arguments):
+    """TypeError naming the first of ``arguments`` that is not a Tensor."""
+    for name, value in arguments.items():
+        if not isinstance(value, T.Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
+
+
 def _need_dims(op, ndim, *tensors):
     for t in tensors:
         if not isinstance(t, T.Tensor) or t.ndim != ndim:
@@ -533,6 +546,9 @@ def _as_operand(value, like):
         value = value.item()                  # np.float64 -> float, np.int32 -> int, ...
     if isinstance(value, (int, float)):
         return value
+    if value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"expected a tensor, a real number or an array as operand, got "
+                        f"{type(value).__name__}")
     raw = T._raw(value, like)
     if raw.dtype not in dtypes.SUPPORTED:
         raise TypeError(f"expected a tensor, a real number or an array of a supported dtype, "
@@ -758,6 +774,9 @@ def _reduction_input(op, x, dtype):
 
 def product(a, b):
     """``matmul`` without its autocast cast, for ops with a policy of their own (dot, mv)."""
+    if not isinstance(a, T.Tensor) and not isinstance(b, T.Tensor):
+        raise TypeError(f"matmul: expected Tensors, got {type(a).__name__} and "
+                        f"{type(b).__name__}")
     like = a if isinstance(a, T.Tensor) else b
     a, b = _as_operand(a, like), _as_operand(b, like)
     if not isinstance(a, T.Tensor) or not isinstance(b, T.Tensor) or a.ndim == 0 or b.ndim == 0:
@@ -803,8 +822,9 @@ def where(condition, input=None, other=None):
     # the device of the first tensor that is not a 0-d cpu one: torch takes those as numbers
     like = next((t for t in tensors if not _is_cpu_number(t)), tensors[0])
     cond = T._raw(condition, like)
-    if cond.dtype != np.bool_:
-        raise TypeError(f"where: condition must be a bool tensor, got {cond.dtype}")
+    if getattr(cond, "dtype", None) != np.bool_:
+        raise TypeError(f"where: condition must be a bool tensor, got "
+                        f"{getattr(cond, 'dtype', type(condition).__name__)}")
     input, other = (x.to(like._device) if isinstance(x, T.Tensor) and _is_cpu_number(x) else x
                     for x in (input, other))
     a, b = _as_operand(input, like), _as_operand(other, like)

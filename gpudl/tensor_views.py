@@ -249,7 +249,10 @@ def block_diag(*tensors):
     diagonal, zeros elsewhere, in their promoted dtype."""
     if not tensors:
         return creation.empty(1, 0)
-    tensors = _tensors("block_diag", tensors)
+    tensors = _tensors("block_diag", tensors, promote=False)
+    # torch's promotion, as for an op's operands: a 0-d block counts only by its category
+    dtype = tensors[0].dtype if len(tensors) == 1 else dtypes.result_type(*tensors)
+    tensors = [t.to(dtype=dtype) for t in tensors]
     for i, t in enumerate(tensors):
         if t.ndim > 2:
             raise RuntimeError(f"block_diag: input tensors must have 2 or fewer dimensions. "

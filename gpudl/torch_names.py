@@ -12,7 +12,7 @@ import numpy as np
 
 from . import backend, creation, dtypes
 from .amp.autocast_mode import autocast, cast_inputs, state as _autocast
-from .functions import _method, cat, require_tensors
+from .functions import _method, _tensors, cat, require_tensors
 from .ops._util import normalize_axis
 from .tensor import Tensor
 from .tensor_math import product
@@ -138,12 +138,13 @@ def unflatten(input, dim, sizes):
 
 def hstack(tensors):
     """Join along dim 1 (dim 0 for 1-D tensors)."""
-    tensors = list(tensors)
+    tensors = _tensors("hstack", tensors, promote=False)
     return cat(tensors, 0 if tensors and tensors[0].ndim == 1 else 1)
 
 
 def vstack(tensors):
     """Join along dim 0, 1-D tensors taken as rows."""
+    tensors = _tensors("vstack", tensors, promote=False)
     return cat([t.reshape(1, -1) if t.ndim < 2 else t for t in tensors], 0)
 
 

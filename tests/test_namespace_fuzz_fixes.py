@@ -35,3 +35,80 @@ def test_unary_ops_refuse_an_extra_argument(name):
         with pytest.raises(TypeError, match=f"{name}.*positional"):
             call()
     np.testing.assert_array_equal(x.numpy(), before)
+
+
+def _x():
+    return gd.tensor(np.random.default_rng().standard_normal((2, 3)), requires_grad=True)
+
+
+@pytest.mark.parametrize("call, pattern", [
+    (lambda x: gd.addmm(x, [1, 2], x), "addmm: mat1 must be a Tensor, got list"),
+    (lambda x: gd.baddbmm(x, 0.5, 0.5), "baddbmm: batch1 must be a Tensor, got float"),
+    (lambda x: gd.addbmm(x, None, x), "addbmm: batch1 must be a Tensor, got NoneType"),
+    (lambda x: gd.chain_matmul(x, None), "multi_dot: tensor 1 is a NoneType"),
+    (lambda x: gd.full_like((0, 1), 2.0), "full_like: input must be a Tensor, got tuple"),
+    (lambda x: gd.ones_like(7), "ones_like: input must be a Tensor, got int"),
+    (lambda x: gd.zeros_like(None), "zeros_like: input must be a Tensor, got NoneType"),
+    (lambda x: gd.hstack("abc"), "hstack: expected a sequence of Tensors, element 0 is str"),
+    (lambda x: gd.vstack((0, 1)), "vstack: expected a sequence of Tensors, element 0 is int"),
+    (lambda x: gd.lu_unpack(x, True), "lu_unpack: LU_pivots must be a Tensor, got bool"),
+    (lambda x: gd.masked_fill(x, 0, 0.0), "masked_fill: mask must be a bool tensor, got int"),
+    (lambda x: x.masked_fill(gd.tensor([1, 0, 1]), 0.0), "mask must be a bool tensor, got int64"),
+    (lambda x: gd.masked_select(x, None), "masked_select: mask must be a bool tensor"),
+    (lambda x: gd.where(None, x, x), "where: condition must be a bool tensor, got NoneType"),
+    (lambda x: gd.minimum(x, None), "operand, got NoneType"),
+    (lambda x: gd.pow(x, "abc"), "operand, got str"),
+    (lambda x: gd.matmul([1, 2], -1), "matmul: expected Tensors, got list and int"),
+])
+def test_non_tensor_arguments_get_a_type_error_naming_them(call, pattern):
+    """These raised AttributeError ('NoneType' object has no attribute 'dtype', ...) from inside
+    the op; torch raises TypeError or RuntimeError. Nothing changes."""
+    x = _x()
+    before = x.detach().numpy().copy()
+    with pytest.raises(TypeError, match=pattern):
+        call(x)
+    np.testing.assert_array_equal(x.detach().numpy(), before)
+    assert x.grad is None
+
+
+@pytest.mark.parametrize("name", ["igamma", "igammac", "special.xlog1py", "special.zeta"])
+@pytest.mark.parametrize("shapes", [((2, 3), ()), ((), (2, 3)), ((3,), (2, 3))])
+def test_special_binary_ops_promote_a_0d_tensor_as_torch(name, shapes):
+    """float32 beside a 0-d float64 tensor stays float32 (torch's rule for 0-d tensors; it was
+    float64); int64 beside it takes float64."""
+    rng = np.random.default_rng()
+    for dtypes in ((np.float32, np.float64), (np.int64, np.float64)):
+        arrays = [(rng.random(s) * 3 + 1.5).astype(d) for s, d in zip(shapes, dtypes)]
+        if name in ("igamma", "igammac") and dtypes[0] == np.int64:
+            continue                                    # torch: not implemented for Long
+        ours = _resolve(gd, name)(*map(gd.tensor, arrays))
+        theirs = _resolve(torch, name)(*map(torch.tensor, arrays))
+        assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+
+
+def _resolve(module, name):
+    for part in name.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def test_block_diag_promotes_a_0d_block_as_torch():
+    parts = [np.array(0.5), np.ones((2, 2), np.float32), np.array([[True, False]])]
+    ours = gd.block_diag(*map(gd.tensor, parts))
+    theirs = torch.block_diag(*map(torch.tensor, parts))
+    assert ours.dtype == gd.float32 and theirs.dtype == torch.float32
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.parametrize("alpha", [-1.0, -0.3, 0.7, 2.0])
+def test_celu_with_a_negative_alpha_matches_torch(alpha):
+    """celu(x, alpha) = x where x > 0, else alpha * (exp(x / alpha) - 1): with alpha < 0 the
+    branch went by the sign of x / alpha (elu(x / alpha) * alpha)."""
+    x = np.concatenate([np.random.default_rng().standard_normal(20) * 3, [0.0, 900.0]])
+    ours, theirs = gd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, expected = gd.nn.functional.celu(ours, alpha), torch.celu(theirs, alpha)
+    np.testing.assert_allclose(y.detach().numpy(), expected.detach().numpy(), rtol=1e-12)
+    y.sum().backward()
+    expected.sum().backward()
+    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-6)

@@ -291,7 +291,12 @@ def celu(input, alpha=1.0, inplace=False):
         raise ValueError("celu: alpha must not be 0")
     if inplace:
         return _in_place("celu", input, lambda t: celu(t, alpha))
-    return elu(_floating("celu", input) / alpha) * alpha
+    x = _floating("celu", input)
+    if alpha > 0:
+        return elu(x / alpha) * alpha
+    # a negative alpha flips x / alpha's sign: the branch goes by x's own sign, as torch's;
+    # clamped so that the branch not taken cannot overflow (its gradient would be 0 * inf)
+    return where(x > 0, x, (x.clamp(max=0) / alpha).expm1() * alpha)
 
 
 def hardsigmoid(input, inplace=False):
