@@ -336,3 +336,34 @@ def test_import_gpudl_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_hooks_of_a_two_output_node_see_none_where_no_gradient_came(rng):
+    logs = []
+    for lib, _, (a, _b, _c) in _libs(rng, 1, 3):
+        class Two(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x * 2, x * 3
+
+            @staticmethod
+            def backward(ctx, g1, g2):
+                return g1 * 2 + g2 * 3
+        log = []
+        p, q = Two.apply(a)
+        p.grad_fn.register_prehook(lambda go: log.append(go))
+        p.grad_fn.register_hook(lambda gi, go: log.append(gi + go))
+        (q * q).sum().backward()
+        p, q = Two.apply(a)
+        p.grad_fn.register_prehook(lambda go: (None, go[1] * 5))
+        (q * q).sum().backward()
+        p, q = Two.apply(a)
+        p.grad_fn.register_prehook(lambda go: (go[1], go[1]))
+        with pytest.raises(RuntimeError, match="can't replace a None gradient"):
+            (q * q).sum().backward()
+        logs.append((log, a.grad))
+    for entry_g, entry_t in zip(logs[0][0], logs[1][0]):
+        assert len(entry_g) == len(entry_t)
+        for g, t in zip(entry_g, entry_t):
+            _close(g, t)
+    _close(logs[0][1], logs[1][1])

@@ -136,7 +136,10 @@ class NodeExtras:
             grads = tuple(_wrapped(grads_in.get(i), tensors) for i in range(len(meta)))
             for fn in list(pre):
                 result = _checked_result(fn, fn(grads), grads, meta)
-                grads = grads if result is None else result
+                if result is not None:
+                    if any(g is None and r is not None for g, r in zip(grads, result)):
+                        raise RuntimeError("can't replace a None gradient with a non-None value")
+                    grads = result
             grads_in.clear()
             for i, g in enumerate(grads):
                 if g is not None:
