@@ -367,3 +367,49 @@ def test_hooks_of_a_two_output_node_see_none_where_no_gradient_came(rng):
         for g, t in zip(entry_g, entry_t):
             _close(g, t)
     _close(logs[0][1], logs[1][1])
+
+
+# ------------------------------------------------------------------ forward mode (reverse twice)
+def _function(lib, w):
+    return lambda a, b: ((a.tanh() @ lib.tensor(w)).exp() * b, (a * a).sum())
+
+
+def test_jvp_vjp_and_linearize_match_torch_func(rng):
+    x, v, w = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal((4, 3))
+    c, u, ct = rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal(3)
+    found = []
+    for lib in (gd, torch):
+        f = _function(lib, w)
+        primals = (lib.tensor(x), lib.tensor(c))
+        tangents = (lib.tensor(v), lib.tensor(u))
+        out, product = lib.func.jvp(f, primals, tangents)
+        _, vjp_fn = lib.func.vjp(f, *primals)
+        cotangent = vjp_fn((lib.tensor(ct), lib.tensor(0.5)))
+        _, jvp_fn = lib.func.linearize(f, *primals)
+        again = jvp_fn(*tangents)
+        _, single = lib.autograd.functional.jvp(lambda a: f(a, primals[1])[0], primals[0],
+                                                tangents[0])
+        found.append((*out, *product, *cotangent, *again, single))
+    for g, t in zip(*found):
+        _close(g, t)
+
+
+def test_forward_ad_dual_tensors_match_torch(rng):
+    x, v, w = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(4)
+    found = []
+    for lib in (gd, torch):
+        fw = lib.autograd.forward_ad
+        weight = lib.tensor(w, requires_grad=True)
+        with fw.dual_level():
+            dual = fw.make_dual(lib.tensor(x), lib.tensor(v))
+            y = (dual.sin() * weight).exp()
+            primal, tangent = fw.unpack_dual(y)
+            assert fw.unpack_dual(weight * 2).tangent is None
+            own = fw.unpack_dual(dual).tangent
+            y.sum().backward()              # the graph is still there for reverse mode
+        assert fw.unpack_dual(y).tangent is None
+        found.append((primal, tangent, own, weight.grad))
+    for g, t in zip(*found):
+        _close(g, t)
+    with pytest.raises(RuntimeError, match="dual_level"):
+        gd.autograd.forward_ad.make_dual(gd.ones(2), gd.ones(2))
