@@ -374,6 +374,7 @@ def _function(lib, w):
     return lambda a, b: ((a.tanh() @ lib.tensor(w)).exp() * b, (a * a).sum())
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")  # torch's
 def test_jvp_vjp_and_linearize_match_torch_func(rng):
     x, v, w = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal((4, 3))
     c, u, ct = rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal(3)
