@@ -18,26 +18,29 @@ from .tensor import Tensor
 def vjp(func, inputs, v=None, create_graph=False, strict=False):
     """(func(inputs), v^T J): the vector-Jacobian product of ``func`` at ``inputs``; ``v`` has
     the output's shape (may be None for a one-element output)."""
-    with autograd.enable_grad():
-        inputs, single = _prepared(inputs, create_graph, "vjp")
-        outputs, single_out = _as_tuple(func(*inputs), "vjp", "outputs of func")
-        v = _vector(v, outputs, "vjp")
-        grads = _grad(outputs, inputs, v, create_graph, strict, "vjp")
-    return _mirror(_result(outputs, create_graph), single_out), \
-        _mirror(_result(grads, create_graph), single)
+    return _product(func, inputs, v, create_graph, strict, "vjp")
 
 
 def jvp(func, inputs, v=None, create_graph=False, strict=False):
     """(func(inputs), J v): the Jacobian-vector product of ``func`` at ``inputs``; ``v`` has
     the inputs' shapes (may be None for a single one-element input). Computed as torch's is,
     by the double-vjp trick (see ``jacobian_vector_product``)."""
+    return _product(func, inputs, v, create_graph, strict, "jvp")
+
+
+def _product(func, inputs, v, create_graph, strict, op):
+    """(func(inputs), the product): v^T J for ``op`` "vjp" (``v`` shaped as the outputs, the
+    product as the inputs), J v for "jvp" (the other way round)."""
     with autograd.enable_grad():
-        inputs, single = _prepared(inputs, create_graph, "jvp")
-        outputs, single_out = _as_tuple(func(*inputs), "jvp", "outputs of func")
-        v = _vector(v, inputs, "jvp")
-        product = jacobian_vector_product(outputs, inputs, v, create_graph, strict, "jvp")
+        inputs, single = _prepared(inputs, create_graph, op)
+        outputs, single_out = _as_tuple(func(*inputs), op, "outputs of func")
+        if op == "vjp":
+            product = _grad(outputs, inputs, _vector(v, outputs, op), create_graph, strict, op)
+        else:
+            product = jacobian_vector_product(outputs, inputs, _vector(v, inputs, op),
+                                              create_graph, strict, op)
     return _mirror(_result(outputs, create_graph), single_out), \
-        _mirror(_result(product, create_graph), single_out)
+        _mirror(_result(product, create_graph), single if op == "vjp" else single_out)
 
 
 def jacobian_vector_product(outputs, inputs, v, create_graph=False, strict=False, op="jvp"):
