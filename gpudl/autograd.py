@@ -766,11 +766,13 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     elif materialize_grads and not allow_unused:
         raise ValueError("grad: expected allow_unused to be True or not passed when "
                          "materialize_grads=True")
-    single = isinstance(inputs, _Tensor) or isinstance(inputs, tuple) and _is_edge(inputs)
-    outputs = (outputs,) if isinstance(outputs, _Tensor) else tuple(outputs)
+    single = isinstance(inputs, _Tensor) or _is_edge(inputs)
+    outputs = (outputs,) if isinstance(outputs, _Tensor) or _is_edge(outputs) else tuple(outputs)
     inputs = (inputs,) if single else tuple(inputs)
-    if any(_is_edge(t) for t in inputs):    # GradientEdges: stand-in tensors (autograd.graph)
-        inputs = tuple(_graph().edge_tensor(t) if _is_edge(t) else t for t in inputs)
+    if any(_is_edge(t) for t in inputs + outputs):  # GradientEdges: stand-ins (autograd.graph)
+        inputs, outputs = ([_graph().edge_tensor(t) if _is_edge(t) else t for t in tensors]
+                           for tensors in (inputs, outputs))
+        inputs, outputs = tuple(inputs), tuple(outputs)
     if grad_outputs is None or isinstance(grad_outputs, _Tensor):
         grad_outputs = (grad_outputs,) * len(outputs) if grad_outputs is None else (grad_outputs,)
     grad_outputs = tuple(grad_outputs)

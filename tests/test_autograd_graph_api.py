@@ -307,7 +307,8 @@ def test_gradient_edges_as_grad_inputs_and_increment_version(rng):
         assert edge.node is y.grad_fn and edge.output_nr == 0
         leaf_edge = module.get_gradient_edge(a)
         assert leaf_edge.node.variable is a
-        found.append(lib.autograd.grad(z, (edge, leaf_edge)))
+        found.append(lib.autograd.grad(z, (edge, leaf_edge), retain_graph=True))
+        found[-1] += lib.autograd.grad(edge, a, lib.ones_like(y))     # an edge as the output
         with pytest.raises(RuntimeError, match="does not require gradients"):
             module.get_gradient_edge(c)
         w = a * b

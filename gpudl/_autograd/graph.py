@@ -26,8 +26,8 @@ tensors, as torch's. ``save_on_cpu`` moves what is kept to host memory and back 
 on the cpu device).
 
 ``register_multi_grad_hook`` calls its ``fn`` when the walk that computed the gradients ends
-(torch: as soon as the last of them is computed). ``GradientEdge`` (from ``get_gradient_edge``)
-may stand for an input of ``autograd.grad``.
+(torch: as soon as the last of them is computed). A ``GradientEdge`` (from ``get_gradient_edge``)
+may stand for an input or an output of ``autograd.grad``, as in torch.
 """
 
 import collections
@@ -430,7 +430,7 @@ def get_gradient_edge(tensor):
 
 
 def edge_tensor(edge):
-    """A Tensor standing for ``edge`` among autograd.grad's inputs: the leaf of an
+    """A Tensor standing for ``edge`` among autograd.grad's inputs or outputs: the leaf of an
     AccumulateGrad, else one at (node, output_nr) holding no memory of its own."""
     node, index = edge.node, edge.output_nr
     if isinstance(node, AccumulateGrad):
