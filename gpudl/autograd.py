@@ -21,6 +21,10 @@ each input or output that forward kept for backward (found by identity or shared
 ctx's attributes), and the backward walk refuses to run a node whose saved arrays were edited
 since, with PyTorch's message. In-place ops on tensors in the graph, and the views that remember
 their base for them, are gpudl.inplace's; ``grad`` and the tensor hooks walk the same graph.
+
+The graph as torch.autograd.graph shows it (node names, ``next_functions``, node hooks, saved
+tensors hooks, multi-grad hooks) is gpudl.autograd.graph's: a node carries its part in
+``Node.extras`` (None for almost every node: the walks check it once per node).
 """
 
 import contextlib
