@@ -21,10 +21,16 @@ each input or output that forward kept for backward (found by identity or shared
 ctx's attributes), and the backward walk refuses to run a node whose saved arrays were edited
 since, with PyTorch's message. In-place ops on tensors in the graph, and the views that remember
 their base for them, are gpudl.inplace's; ``grad`` and the tensor hooks walk the same graph.
+
+The graph as torch.autograd.graph shows it (node names, ``next_functions``, node hooks, saved
+tensors hooks, multi-grad hooks) is gpudl.autograd.graph's: a node carries its part in
+``Node.extras`` (None for almost every node: the walks check it once per node).
 """
 
+import contextlib
 import copy
 import functools
+import os
 import threading
 import weakref
 
@@ -44,6 +50,67 @@ _post_accumulate_hooks = {}
 # ``recorded`` check it once and run unchanged when it is None or not active (another thread's,
 # or its own plain calls).
 _capture = None
+# gpudl.autograd.graph, .forward_ad and .variable live in gpudl/_autograd: this module stays one
+# file (kernel-count sites are named 'autograd.py:<function>') and the import system finds its
+# submodules through __path__, loading each at first use
+__path__ = [os.path.join(os.path.dirname(__file__), "_autograd")]
+
+
+class _SavedHooks(threading.local):
+    """torch.autograd.graph.saved_tensors_hooks of the current thread (gpudl.autograd.graph)."""
+
+    def __init__(self):
+        self.stack = []         # (pack_hook, unpack_hook) of the open blocks, innermost last
+        self.disabled = None    # disable_saved_tensors_hooks's message while one is open
+
+
+_saved_hooks = _SavedHooks()
+# saved_tensors_hooks blocks open in any thread: ArrayFunction.apply reads only this (0: no
+# packing, the common case) before asking gpudl.autograd.graph to pack what forward kept
+saved_hooks_open = 0
+
+
+class _Walks(threading.local):
+    def __init__(self):
+        self.stack = []         # a GraphTask per backward walk in progress, innermost last
+
+
+_walks = _Walks()
+
+
+class GraphTask:
+    """One backward walk in progress (torch's graph task): register_multi_grad_hook's hooks
+    find it with ``current_task()`` and leave calls for its end in ``at_end``."""
+
+    __slots__ = ("at_end", "seen")
+
+    def __init__(self):
+        self.at_end = None      # [callable] run when the walk has finished without error
+        self.seen = None        # {hook key: state} of the multi-grad hooks during this walk
+
+    def finish(self):
+        for call in self.at_end:
+            call()
+
+
+@contextlib.contextmanager
+def graph_task():
+    """A backward walk's GraphTask for the ``with`` block; its ``at_end`` calls run once the
+    block has finished without error."""
+    task = GraphTask()
+    _walks.stack.append(task)
+    try:
+        yield task
+    finally:
+        _walks.stack.pop()
+    if task.at_end is not None:
+        task.finish()
+
+
+def current_task():
+    """The innermost backward walk in progress in this thread, or None."""
+    stack = _walks.stack
+    return stack[-1] if stack else None
 
 
 class _GradState(threading.local):
@@ -236,7 +303,7 @@ class Node:
     """
 
     __slots__ = ("function", "ctx", "edges", "out_meta", "freed", "retained", "hooks",
-                 "saved_versions", "__weakref__")
+                 "saved_versions", "extras", "__weakref__")
 
     def __init__(self, function, ctx, edges, out_meta):
         self.function = function
@@ -248,9 +315,45 @@ class Node:
         self.hooks = None             # {output_index: [hook]} for Tensor.register_hook
         self.saved_versions = ()      # see _saved_versions: what forward kept, at which version
                                       # (None: forward kept no arrays)
+        self.extras = None            # gpudl.autograd.graph's NodeExtras: node hooks, metadata,
+                                      # packed saved arrays (the walks check it once per node)
 
     def __repr__(self):
         return f"<{self.function.__name__}Backward>"
+
+    # torch.autograd.graph.Node's introspection and hooks (gpudl.autograd.graph)
+    def name(self):
+        """torch's name of this node: ``<Op>Backward0`` for gpudl's own ops (``MulBackward0``;
+        gpudl's op names, which are mostly torch's), ``<Function>Backward`` for custom ones."""
+        custom = getattr(self.function, "_tensor_backward", None) is not None
+        return f"{self.function.__name__}Backward{'' if custom else '0'}"
+
+    @property
+    def next_functions(self):
+        """One ``(node, output index)`` per argument of the op: ``(None, 0)`` for an argument
+        that needs no gradient (non-tensor arguments included, as torch's scalars), an
+        ``AccumulateGrad`` (``.variable`` the leaf) for a leaf requiring grad."""
+        return _graph().next_functions(self)
+
+    @property
+    def metadata(self):
+        """A dict kept with this node for the user (torch's ``Node.metadata``)."""
+        return _graph().extras_of(self).metadata
+
+    def register_prehook(self, fn):
+        """``fn(grad_outputs)`` before this node's backward (see gpudl.autograd.graph)."""
+        return _graph().register_node_hook(self, fn, pre=True)
+
+    def register_hook(self, fn):
+        """``fn(grad_inputs, grad_outputs)`` after this node's backward (see
+        gpudl.autograd.graph)."""
+        return _graph().register_node_hook(self, fn, pre=False)
+
+
+def _graph():
+    """gpudl.autograd.graph, imported at first use (``import gpudl`` stays light)."""
+    import importlib
+    return importlib.import_module(__name__ + ".graph")
 
 
 class ArrayFunction:
@@ -318,6 +421,8 @@ class ArrayFunction:
                 result._view = (cls, args, result._version_counter[0], _grad.enabled)
         if record:
             node.saved_versions = _saved_versions(ctx, args, raw, (out,), (result,))
+            if saved_hooks_open and node.saved_versions is not None:
+                _graph().pack_saved(node, args, (result,))
         return result
 
 
@@ -343,6 +448,8 @@ def _results(cls, ctx, args, raw, needs, device, outs, record):
         for i, o in enumerate(outs)])
     _share_view_counters(args, raw, outs, results)
     node.saved_versions = _saved_versions(ctx, args, raw, outs, results)
+    if saved_hooks_open and ctx.marks is None and node.saved_versions is not None:
+        _graph().pack_saved(node, args, results)    # (_marked_results packs its own)
     return results
 
 
@@ -352,6 +459,7 @@ def _marked_results(cls, ctx, args, raw, needs, device, out, record):
     outs = out if isinstance(out, tuple) else (out,)
     dirty, frozen = ctx.marks
     results = list(_results(cls, ctx, args, raw, needs, device, outs, record))
+    node = next((r.grad_fn for r in results if r.grad_fn is not None), None)
     for i, o in enumerate(outs):
         if any(o is f for f in frozen):
             results[i]._requires_grad, results[i].grad_fn = False, None
@@ -366,14 +474,15 @@ def _marked_results(cls, ctx, args, raw, needs, device, out, record):
         if record:
             inplace._refuse(tensor, f"{cls.__name__} (ctx.mark_dirty)")
             inplace.took_values(tensor, results[k])
-            node = results[k].grad_fn
-            if node is not None and node.saved_versions:
-                node.saved_versions = [   # saved at the edited version
+            if results[k].grad_fn is not None and results[k].grad_fn.saved_versions:
+                results[k].grad_fn.saved_versions = [   # saved at the edited version
                     (c, c[0] if a is array else v, role, i, a)
-                    for c, v, role, i, a in node.saved_versions]
+                    for c, v, role, i, a in results[k].grad_fn.saved_versions]
         else:
             tensor._bump_version()
         results[k] = tensor
+    if saved_hooks_open and node is not None and node.saved_versions is not None:
+        _graph().pack_saved(node, args, results)
     return tuple(results) if isinstance(out, tuple) else results[0]
 
 
@@ -618,12 +727,19 @@ def _walk(seeds, retain_graph, order=None):
         slot = pending.setdefault(tensor.grad_fn, {})
         index = tensor._out_index
         slot[index] = slot[index] + grad if index in slot else grad
-    if pending:
-        _walk_nodes(pending, retain_graph, order)
-    # the leaves among the seeds last: a walk that refuses a node leaves their .grad as it was
-    for tensor, grad in leaves:
-        _accumulate(tensor, _leaf_hooked(tensor, grad) if _leaf_hooks else grad)
-        _run_hooks(tensor)
+    task = GraphTask()
+    _walks.stack.append(task)
+    try:
+        if pending:
+            _walk_nodes(pending, retain_graph, order)
+        # the leaves among the seeds last: a walk that refuses a node leaves their .grad as it was
+        for tensor, grad in leaves:
+            _accumulate(tensor, _leaf_hooked(tensor, grad) if _leaf_hooks else grad)
+            _run_hooks(tensor)
+    finally:
+        _walks.stack.pop()
+    if task.at_end is not None:
+        task.finish()
 
 
 def _walk_nodes(pending, retain_graph, order):
@@ -668,9 +784,13 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     elif materialize_grads and not allow_unused:
         raise ValueError("grad: expected allow_unused to be True or not passed when "
                          "materialize_grads=True")
-    single = isinstance(inputs, _Tensor)
-    outputs = (outputs,) if isinstance(outputs, _Tensor) else tuple(outputs)
+    single = isinstance(inputs, _Tensor) or _is_edge(inputs)
+    outputs = (outputs,) if isinstance(outputs, _Tensor) or _is_edge(outputs) else tuple(outputs)
     inputs = (inputs,) if single else tuple(inputs)
+    if any(_is_edge(t) for t in inputs + outputs):  # GradientEdges: stand-ins (autograd.graph)
+        inputs, outputs = ([_graph().edge_tensor(t) if _is_edge(t) else t for t in tensors]
+                           for tensors in (inputs, outputs))
+        inputs, outputs = tuple(inputs), tuple(outputs)
     if grad_outputs is None or isinstance(grad_outputs, _Tensor):
         grad_outputs = (grad_outputs,) * len(outputs) if grad_outputs is None else (grad_outputs,)
     grad_outputs = tuple(grad_outputs)
@@ -704,6 +824,11 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             g = _Tensor._make(g, False, None, 0, t._device)
         results.append(g)
     return tuple(results)
+
+
+def _is_edge(value):
+    """Whether ``value`` is a gpudl.autograd.graph.GradientEdge (a named tuple)."""
+    return type(value).__name__ == "GradientEdge" and hasattr(value, "output_nr")
 
 
 def _seed_gradient(tensor, grad, what):
@@ -797,6 +922,8 @@ def _gradients_of(seeds, inputs, retain_graph):
     state = _grad
     state.previous.append(state.enabled)
     state.enabled = False
+    task = GraphTask()
+    _walks.stack.append(task)
     try:
         for node in order:
             grads_in = pending.pop(node, None)
@@ -816,6 +943,9 @@ def _gradients_of(seeds, inputs, retain_graph):
                 capture(leaf_slots[id(t)], _leaf_hooked(t, g) if _leaf_hooks else g)
     finally:
         state.enabled = state.previous.pop()
+        _walks.stack.pop()
+    if task.at_end is not None:
+        task.finish()
     return found
 
 
@@ -991,6 +1121,9 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
     for counter, version, _, _, _ in node.saved_versions or ():
         if counter[0] != version:
             check_usable(node)          # raises, naming the edited array
+    extras = node.extras
+    if extras is not None:          # node pre-hooks, saved arrays to unpack (autograd.graph)
+        extras.before(node, grads_in, False)
     meta = node.out_meta
     pieces = node.function.takes_sliced_gradients
     if len(meta) == 1 and 0 in grads_in:        # one output, its gradient arrived
@@ -1009,6 +1142,8 @@ def _run_node(node, grads_in, pending, retain_graph, leaf=None):
     input_grads = node.function.backward(node.ctx, *grads_out)
     if input_grads.__class__ is not tuple or len(input_grads) != len(node.edges):
         input_grads = one_per_input(node, input_grads, f"{node.function.__name__}.backward")
+    if extras is not None:          # node hooks, saved arrays packed again (retain_graph)
+        input_grads = extras.after(node, input_grads, grads_in, retain_graph, False)
     if _Anomaly.enabled:
         _check_no_nan(node, input_grads)
     if not retain_graph and node.saved_versions is not None:
@@ -1154,4 +1289,8 @@ def __getattr__(name):
     if name == "Function":
         from .custom_function import Function
         return Function
+    if name in ("graph", "forward_ad", "variable", "Variable"):  # torch.autograd.graph, ...
+        import importlib
+        module = importlib.import_module(f"{__name__}.{name.lower()}")
+        return module.Variable if name == "Variable" else module
     raise AttributeError(f"module 'gpudl.autograd' has no attribute {name!r}")

@@ -1,5 +1,6 @@
-"""torch.autograd.functional: vjp, vhp, hvp, jacobian and hessian of a function of Tensors,
-built on autograd.grad (with create_graph=True for the second derivatives).
+"""torch.autograd.functional: vjp, jvp, vhp, hvp, jacobian and hessian of a function of
+Tensors, built on autograd.grad (with create_graph=True for the second derivatives, and for
+jvp, which is reverse mode twice: see ``jvp``).
 
 Reached as ``gpudl.autograd.functional``. As in torch, ``inputs`` is a Tensor or a tuple of
 Tensors, and results mirror it (a Tensor for a Tensor, a tuple for a tuple); an input the
@@ -17,13 +18,52 @@ from .tensor import Tensor
 def vjp(func, inputs, v=None, create_graph=False, strict=False):
     """(func(inputs), v^T J): the vector-Jacobian product of ``func`` at ``inputs``; ``v`` has
     the output's shape (may be None for a one-element output)."""
+    return _product(func, inputs, v, create_graph, strict, "vjp")
+
+
+def jvp(func, inputs, v=None, create_graph=False, strict=False):
+    """(func(inputs), J v): the Jacobian-vector product of ``func`` at ``inputs``; ``v`` has
+    the inputs' shapes (may be None for a single one-element input). Computed as torch's is,
+    by the double-vjp trick (see ``jacobian_vector_product``)."""
+    return _product(func, inputs, v, create_graph, strict, "jvp")
+
+
+def _product(func, inputs, v, create_graph, strict, op):
+    """(func(inputs), the product): v^T J for ``op`` "vjp" (``v`` shaped as the outputs, the
+    product as the inputs), J v for "jvp" (the other way round)."""
     with autograd.enable_grad():
-        inputs, single = _prepared(inputs, create_graph, "vjp")
-        outputs, single_out = _as_tuple(func(*inputs), "vjp", "outputs of func")
-        v = _vector(v, outputs, "vjp")
-        grads = _grad(outputs, inputs, v, create_graph, strict, "vjp")
+        inputs, single = _prepared(inputs, create_graph, op)
+        outputs, single_out = _as_tuple(func(*inputs), op, "outputs of func")
+        if op == "vjp":
+            product = _grad(outputs, inputs, _vector(v, outputs, op), create_graph, strict, op)
+        else:
+            product = jacobian_vector_product(outputs, inputs, _vector(v, inputs, op),
+                                              create_graph, strict, op)
     return _mirror(_result(outputs, create_graph), single_out), \
-        _mirror(_result(grads, create_graph), single)
+        _mirror(_result(product, create_graph), single if op == "vjp" else single_out)
+
+
+def jacobian_vector_product(outputs, inputs, v, create_graph=False, strict=False, op="jvp"):
+    """J v for the recorded ``outputs`` of ``inputs`` (one product per output; zeros where an
+    output does not depend on them). u -> J^T u is linear in u, so the vjp of that map with
+    cotangent v is J v: one walk with create_graph=True from the outputs with stand-in
+    cotangents u (zeros that require grad), then one walk back from J^T u to u. It costs about
+    three backward passes and needs a differentiable backward of every op on the way
+    (create_graph); gpudl has no forward-mode engine."""
+    dummies = tuple(_zeros_like(o).requires_grad_() for o in outputs)
+    with autograd.enable_grad():
+        first = _grad(outputs, inputs, dummies, True, strict, op)        # J^T u, in the graph
+    used = [i for i, g in enumerate(first) if g.requires_grad]
+    if not used:
+        return _zeros(outputs)
+    with autograd.enable_grad():
+        return _grad([first[i] for i in used], dummies, [v[i] for i in used], create_graph,
+                     False, op)
+
+
+def _zeros_like(t):
+    """A Tensor of zeros shaped as ``t`` (not requiring grad)."""
+    return _zeros((t,))[0]
 
 
 def vhp(func, inputs, v=None, create_graph=False, strict=False):

@@ -1,5 +1,5 @@
-"""gpudl.func: torch.func's ``grad``, ``grad_and_value``, ``jacrev``/``jacfwd``/``hessian``,
-``vmap`` and ``functional_call``.
+"""gpudl.func: torch.func's ``grad``, ``grad_and_value``, ``vjp``, ``jvp``, ``linearize``,
+``jacrev``/``jacfwd``/``hessian``, ``vmap`` and ``functional_call``.
 
 Built on gpudl's autograd rather than on function transforms: ``grad`` runs the function on
 inputs that record (an alias of an input that already records, so ``grad(grad(f))`` and a
@@ -19,7 +19,8 @@ from .functions import stack
 from .nn.utils.stateless import functional_call  # noqa: F401
 from .tensor import Tensor
 
-__all__ = ["functional_call", "grad", "grad_and_value", "hessian", "jacfwd", "jacrev", "vmap"]
+__all__ = ["functional_call", "grad", "grad_and_value", "hessian", "jacfwd", "jacrev", "jvp",
+           "linearize", "vjp", "vmap"]
 
 
 # ----------------------------------------------------------------- argument trees
@@ -114,6 +115,90 @@ def _recording(t):
 def _describe(value):
     return (f"a Tensor of shape {value.shape}" if isinstance(value, Tensor)
             else type(value).__name__)
+
+
+# ----------------------------------------------------------------- vjp, jvp, linearize
+def _traced(func, primals, has_aux, name):
+    """(recording inputs, output, aux, keep_graph): ``func`` run on recording copies of
+    ``primals`` (whose gradients keep their graph when a primal already records)."""
+    keep_graph = any(t.requires_grad for t in _leaves(primals))
+    inputs = [_map(_recording, p) for p in primals]
+    with autograd.enable_grad():
+        result = func(*inputs)
+    if has_aux:
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(f"{name}: with has_aux=True, func must return (output, aux)")
+        result, aux = result
+        aux = aux if keep_graph else _map(Tensor.detach, aux)
+    else:
+        aux = None
+    if not _leaves(result):
+        raise TypeError(f"{name}: func must return Tensors, got {_describe(result)}")
+    return inputs, result, aux, keep_graph
+
+
+def _matching(values, like, name, what):
+    """The Tensors of ``values``, one per Tensor of ``like`` and of its shape."""
+    given, expected = _leaves(values), _leaves(like)
+    if len(given) != len(expected) or any(a.shape != b.shape for a, b in zip(given, expected)):
+        raise ValueError(f"{name}: {what} must match the shapes {[t.shape for t in expected]}, "
+                         f"got {[t.shape for t in given]}")
+    return given
+
+
+def vjp(func, *primals, has_aux=False):
+    """(``func(*primals)``, ``vjp_fn``): ``vjp_fn(cotangents)`` (shaped as the output) gives the
+    vector-Jacobian product, a tuple with one gradient per primal, as torch.func.vjp; it may be
+    called several times. ``has_aux``: ``(output, vjp_fn, aux)``."""
+    from .autograd_functional import _grad
+    inputs, output, aux, keep_graph = _traced(func, primals, has_aux, "vjp")
+
+    def vjp_fn(cotangents, retain_graph=True, create_graph=None):
+        create = keep_graph if create_graph is None else create_graph
+        grads = _grad(_leaves(output), _leaves(inputs),
+                      _matching(cotangents, output, "vjp_fn", "cotangents"), create, False,
+                      "vjp_fn")
+        found = iter(grads if create else [g.detach() for g in grads])
+        return tuple(_rebuild(p, found) for p in inputs)
+    result = output if keep_graph else _map(Tensor.detach, output)
+    return (result, vjp_fn, aux) if has_aux else (result, vjp_fn)
+
+
+def jvp(func, primals, tangents, *, strict=False, has_aux=False):
+    """(``func(*primals)``, the Jacobian-vector product with ``tangents``), as torch.func.jvp.
+    gpudl has no forward mode: the product is reverse mode twice (the double-vjp trick of
+    autograd.functional.jacobian_vector_product, about three backward passes)."""
+    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+        raise TypeError(f"jvp: expected primals and tangents to be tuples, got "
+                        f"{type(primals).__name__} and {type(tangents).__name__}")
+    return linearized(func, primals, has_aux, "jvp", strict)(tangents)
+
+
+def linearize(func, *primals):
+    """(``func(*primals)``, ``jvp_fn``): ``jvp_fn(*tangents)`` gives the Jacobian-vector
+    product at ``primals``, as torch.func.linearize (each call walks the kept graph twice)."""
+    run = linearized(func, primals, False, "linearize", False)
+    output, _ = run(None)
+    return output, lambda *tangents: run(tangents)[1]
+
+
+def linearized(func, primals, has_aux, name, strict):
+    """A function of tangents (None: none yet) giving (output, product[, aux]) of ``func`` at
+    ``primals``, its graph kept between calls."""
+    from .autograd_functional import jacobian_vector_product
+    inputs, output, aux, keep_graph = _traced(func, primals, has_aux, name)
+    result = output if keep_graph else _map(Tensor.detach, output)
+
+    def run(tangents):
+        product = None
+        if tangents is not None:
+            found = jacobian_vector_product(
+                _leaves(output), _leaves(inputs),
+                _matching(tangents, list(primals), name, "tangents"), keep_graph, strict, name)
+            product = _rebuild(output, iter(found if keep_graph else
+                                            [g.detach() for g in found]))
+        return (result, product, aux) if has_aux else (result, product)
+    return run
 
 
 # ----------------------------------------------------------------- jacobians

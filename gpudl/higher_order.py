@@ -124,10 +124,11 @@ def backward(tensor, grad, retain_graph):
     """Tensor.backward(create_graph=True): accumulate into the ``.grad`` of every leaf, keeping
     the gradients' graph (the first gradient cloned, later ones added out of place, as torch)."""
     seed = _seed(tensor, grad, "backward")
-    held, _ = _walk([(tensor, seed)], None, retain_graph)
-    for leaf, g in held.items():
-        accumulate(leaf, _leaf_hooked(leaf, g))
-        autograd._run_hooks(leaf)
+    with autograd.graph_task():
+        held, _ = _walk([(tensor, seed)], None, retain_graph)
+        for leaf, g in held.items():
+            accumulate(leaf, _leaf_hooked(leaf, g))
+            autograd._run_hooks(leaf)
 
 
 def gradients_of(outputs, grad_outputs, inputs, retain_graph):
@@ -135,11 +136,12 @@ def gradients_of(outputs, grad_outputs, inputs, retain_graph):
     None."""
     seeds = [(t, _seed(t, g, f"grad: element {i} of outputs"))
              for i, (t, g) in enumerate(zip(outputs, grad_outputs))]
-    held, found = _walk(seeds, inputs, retain_graph)
-    leaf_slots = autograd.input_slots(inputs)[0]
-    for leaf, g in held.items():
-        for i in leaf_slots.get(id(leaf), ()):
-            found[i] = _sum(found[i], _leaf_hooked(leaf, g))
+    with autograd.graph_task():
+        held, found = _walk(seeds, inputs, retain_graph)
+        leaf_slots = autograd.input_slots(inputs)[0]
+        for leaf, g in held.items():
+            for i in leaf_slots.get(id(leaf), ()):
+                found[i] = _sum(found[i], _leaf_hooked(leaf, g))
     return found
 
 
@@ -212,12 +214,17 @@ def _run_node(node, grads_in, pending, held, retain_graph, leaf_slots):
     """``node``'s graph backward on its summed output gradients: gradients for nodes go to
     ``pending``, those for leaves (of ``leaf_slots`` when given) to ``held``."""
     autograd.check_usable(node)
+    extras = node.extras
+    if extras is not None:          # node pre-hooks, saved arrays to unpack (autograd.graph)
+        extras.before(node, grads_in, True)
     grads_out = [grads_in[i] if i in grads_in
                  else Tensor._make(xp.zeros(shape, dtype), False, None, 0, None)
                  for i, (shape, dtype, xp) in enumerate(node.out_meta)]
     input_grads = autograd.one_per_input(
         node, _graph_backward_of(node.function)(Saved(node), *grads_out),
         f"the graph backward of {node.function.__name__}")
+    if extras is not None:
+        input_grads = extras.after(node, input_grads, grads_in, retain_graph, True)
     if not retain_graph and node.saved_versions is not None:
         node.ctx, node.saved_versions, node.freed = None, (), True     # as autograd._run_node
     for i, (edge, g) in enumerate(zip(node.edges, input_grads)):
