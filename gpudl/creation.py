@@ -1,5 +1,7 @@
 """Tensor factories: gd.tensor, zeros, ones, full, arange, randn, ... (torch's signatures)."""
 
+import numbers
+
 import numpy as np
 
 from . import autograd, backend, dtypes, random
@@ -122,6 +124,10 @@ def empty(*size, dtype=None, device=None, requires_grad=False, **size_kw):
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    if not isinstance(fill_value, (numbers.Number, np.bool_)) and not (
+            isinstance(fill_value, Tensor) and fill_value.numel() == 1):
+        raise TypeError(f"full: fill_value must be a number or a one-element tensor, got "
+                        f"{type(fill_value).__name__}")
     if dtype is None:
         dtype = dtypes.infer_dtype(fill_value) if not isinstance(fill_value, Tensor) \
             else fill_value.dtype
@@ -164,8 +170,8 @@ def randint_like(input, low=0, high=None, *, generator=None, dtype=None, device=
     ``randint_like(input, high)`` or ``randint_like(input, low, high)``, as torch."""
     if high is None:
         low, high = 0, low
-    out = randint(low, high, input.shape, generator=generator, dtype=dtype or input.dtype,
-                  device=device or input.device)
+    dtype, device = _like_input("randint_like", input, dtype, device)
+    out = randint(low, high, input.shape, generator=generator, dtype=dtype, device=device)
     return out.requires_grad_(True) if requires_grad else out
 
 
@@ -216,16 +222,19 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False):
                   device=device, requires_grad=requires_grad)
 
 
-def _like_input(op, input):
+def _like_input(op, input, dtype, device):
+    """(dtype, device) for a *_like factory: input's where not given (``is None``: a tensor
+    given as dtype must reach as_dtype's refusal, not a truth test)."""
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    return (input.dtype if dtype is None else dtype,
+            input.device if device is None else device)
 
 
 def _like(factory):
     def like(input, dtype=None, device=None, requires_grad=False):
-        _like_input(like.__name__, input)
-        return factory(*input.shape, dtype=dtype or input.dtype, device=device or input.device,
-                       requires_grad=requires_grad)
+        dtype, device = _like_input(like.__name__, input, dtype, device)
+        return factory(*input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
     like.__name__ = factory.__name__ + "_like"
     like.__doc__ = f"{factory.__name__} with the shape (and by default dtype, device) of input."
     return like
@@ -236,9 +245,8 @@ randn_like, rand_like = _like(randn), _like(rand)
 
 
 def full_like(input, fill_value, dtype=None, device=None, requires_grad=False):
-    _like_input("full_like", input)
-    return full(input.shape, fill_value, dtype=dtype or input.dtype,
-                device=device or input.device, requires_grad=requires_grad)
+    dtype, device = _like_input("full_like", input, dtype, device)
+    return full(input.shape, fill_value, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def from_dlpack(x):

@@ -19,6 +19,8 @@ from .tensor_math import check_batch_dims
 
 def _tensors(op, tensors, promote=True):
     """``tensors`` as a list, checked; cast to their promoted dtype when ``promote``."""
+    if isinstance(tensors, Tensor):           # list(t) would take its rows: refuse, as torch
+        raise TypeError(f"{op}: expected a sequence of Tensors, got a Tensor; pass [tensor]")
     tensors = list(tensors)
     if not tensors:
         raise ValueError(f"{op}: expected a non-empty sequence of tensors")

@@ -674,6 +674,8 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
 
     @autograd.recorded("inplace")
     def clamp_(self, min=None, max=None):
+        if min is None and max is None:
+            raise ValueError("clamp_: at least one of 'min' or 'max' must not be None")
         low, high = self._operand("clamp_", min), self._operand("clamp_", max)
         if self.dtype.kind in _WRAPPING_KINDS or inplace.needs_graph(self, (min, max)):
             return inplace.apply(self, "clamp_", lambda t: t.clamp(min, max), (min, max))

@@ -216,8 +216,11 @@ class IndexMixin:
         if not isinstance(shifts, (int, np.integer)) and len(shifts) == 0:
             raise RuntimeError("roll: shifts must hold at least one int, got an empty sequence")
         if dims is None:
-            flat = self.reshape(-1)
-            return S.Roll.apply(flat, _ints(shifts, "roll")[0], None).reshape(self.shape)
+            shifts = _ints(shifts, "roll")
+            if len(shifts) != 1:
+                raise RuntimeError(f"roll: without dims, shifts must be one int (the flattened "
+                                   f"tensor's shift), got {shifts}")
+            return S.Roll.apply(self.reshape(-1), shifts[0], None).reshape(self.shape)
         shifts, dims = _ints(shifts, "roll"), _ints(dims, "roll")
         if len(shifts) != len(dims):
             raise ValueError(f"roll: shifts {shifts} and dims {dims} must have the same length")
@@ -241,6 +244,9 @@ class IndexMixin:
     def take_along_dim(self, indices, dim=None):
         """Values at ``indices`` along ``dim``, the two broadcast against each other in the
         other dims (torch.take_along_dim); with ``dim=None`` both are flattened."""
+        if not isinstance(indices, T.Tensor):
+            raise TypeError(f"take_along_dim: indices must be a Tensor, got "
+                            f"{type(indices).__name__}")
         raw = _index_array("take_along_dim", indices, self)
         if dim is None:
             return self.reshape(-1).gather(0, T.Tensor._make(raw.reshape(-1), False, None, 0,

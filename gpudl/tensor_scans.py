@@ -8,6 +8,7 @@ the same code on NumPy and CuPy); positions are picked on raw arrays and values 
 gather, so the picked elements get the gradient, as torch's do.
 """
 
+import numbers
 from collections import namedtuple
 
 import numpy as np
@@ -306,6 +307,10 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False):
     (either may be a number), negated with ``invert``."""
     if not isinstance(elements, Tensor) and not isinstance(test_elements, Tensor):
         raise TypeError("isin: elements or test_elements must be a Tensor")
+    for name, value in (("elements", elements), ("test_elements", test_elements)):
+        if not isinstance(value, (Tensor, numbers.Number, np.bool_)):
+            raise TypeError(f"isin: {name} must be a Tensor or a number, got "
+                            f"{type(value).__name__}")
     like = elements if isinstance(elements, Tensor) else test_elements
     xp = backend.xp_for(like._device)
     a, b = (x._data if isinstance(x, Tensor) else xp.asarray(x) for x in (elements,

@@ -112,3 +112,40 @@ def test_celu_with_a_negative_alpha_matches_torch(alpha):
     y.sum().backward()
     expected.sum().backward()
     np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("call, error, pattern", [
+    (lambda t: gd.cat(t), TypeError, "cat: expected a sequence of Tensors, got a Tensor"),
+    (lambda t: gd.stack(t), TypeError, "stack: expected a sequence of Tensors, got a Tensor"),
+    (lambda t: gd.vstack(t), TypeError, "vstack: expected a sequence of Tensors, got a Tensor"),
+    (lambda t: gd.roll(t, (0, 1)), RuntimeError, "without dims, shifts must be one int"),
+    (lambda t: gd.take_along_dim(t, 2), TypeError, "indices must be a Tensor, got int"),
+    (lambda t: t.clamp_(), ValueError, "at least one of 'min' or 'max'"),
+    (lambda t: gd.as_tensor(t, gd.tensor(1)), TypeError, "expected a dtype, got a Tensor"),
+    (lambda t: gd.tensor(t, t), TypeError, "expected a dtype, got a Tensor"),
+    (lambda t: gd.ones_like(t, t), TypeError, "expected a dtype, got a Tensor"),
+    (lambda t: gd.fill(t, None), TypeError, "fill_value must be a number"),
+    (lambda t: gd.full((2,), "abc"), TypeError, "fill_value must be a number"),
+    (lambda t: gd.isin(t, None), TypeError, "test_elements must be a Tensor or a number"),
+])
+def test_calls_torch_refuses_are_refused_not_misread(call, error, pattern):
+    """These returned something plausible and wrong: cat(t) joined t's rows, roll(t, (0, 1))
+    ignored the shifts, a tensor passed as dtype gave its dtype (as_tensor(0.5, int tensor) was
+    0), fill(t, None) was NaN, isin(t, None) all False. Nothing changes."""
+    t = gd.tensor(np.random.default_rng().standard_normal((2, 3)))
+    before = t.numpy().copy()
+    with pytest.raises(error, match=pattern):
+        call(t)
+    np.testing.assert_array_equal(t.numpy(), before)
+
+
+def test_the_refusals_leave_the_valid_forms_alone():
+    x = np.random.default_rng().standard_normal((2, 3))
+    t, tt = gd.tensor(x), torch.tensor(x)
+    np.testing.assert_array_equal(gd.roll(t, (1,)).numpy(), torch.roll(tt, (1,)).numpy())
+    np.testing.assert_array_equal(gd.roll(t, 2).numpy(), torch.roll(tt, 2).numpy())
+    np.testing.assert_array_equal(gd.cat([t, t]).numpy(), torch.cat([tt, tt]).numpy())
+    assert gd.ones(2, dtype=np.float64).dtype == gd.float64
+    assert gd.full((2,), gd.tensor([3.0])).tolist() == [3.0, 3.0]
+    assert gd.full((2,), True).dtype == gd.bool
+    assert gd.isin(gd.tensor([1, 2]), 2).tolist() == [False, True]
