@@ -303,6 +303,9 @@ class MathMixin:
 
     def _extreme(self, op, dim, keepdim, axis, keepdims, largest):
         if isinstance(dim, T.Tensor):             # torch.max(a, b): elementwise
+            if keepdim is not False or axis is not None or keepdims is not None:
+                raise TypeError(f"{op}(input, other) is elementwise: it takes no keepdim or "
+                                f"axis, got keepdim={keepdim!r}")
             return _binary(E.Maximum if largest else E.Minimum, op, self, dim)
         dim, keepdim = _reduce_args(op, dim, keepdim, axis, keepdims)
         if self._data.size == 0 and (dim is None or self.shape[dim] == 0):

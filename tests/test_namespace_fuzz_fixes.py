@@ -149,3 +149,15 @@ def test_the_refusals_leave_the_valid_forms_alone():
     assert gd.full((2,), gd.tensor([3.0])).tolist() == [3.0, 3.0]
     assert gd.full((2,), True).dtype == gd.bool
     assert gd.isin(gd.tensor([1, 2]), 2).tolist() == [False, True]
+
+
+@pytest.mark.parametrize("name", ["max", "min"])
+def test_elementwise_max_refuses_a_keepdim(name):
+    """max(a, b, x) dropped x (torch refuses: max(input, other) has no keepdim)."""
+    a, b = gd.tensor([1.0, 5.0]), gd.tensor([3.0, 2.0])
+    with pytest.raises(TypeError, match="takes no keepdim"):
+        getattr(gd, name)(a, b, gd.tensor([0, 1]))
+    with pytest.raises(TypeError, match="takes no keepdim"):
+        getattr(a, name)(b, True)
+    expected = getattr(torch, name)(torch.tensor([1.0, 5.0]), torch.tensor([3.0, 2.0]))
+    assert getattr(gd, name)(a, b).tolist() == expected.tolist()
