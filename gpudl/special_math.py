@@ -123,13 +123,13 @@ def _digamma_positive(x):
 
 @on_cpu
 def digamma(x):
-    """d/dx lgamma(x): -inf at 0 and NaN at the negative integers, as torch."""
+    """d/dx lgamma(x): -inf at 0 (+inf at -0) and NaN at the negative integers, as torch."""
     out = np.full_like(x, np.nan)
     positive, reflected = x > 0, (x < 0) & (x != np.round(x))
     out[positive] = _digamma_positive(x[positive])
     r = x[reflected]
     out[reflected] = _digamma_positive(1 - r) - np.pi / np.tan(np.pi * (r - np.round(r)))
-    out[x == 0] = -np.inf
+    out[x == 0] = np.where(np.signbit(x[x == 0]), np.inf, -np.inf)    # torch: +inf at -0
     return out
 
 
@@ -328,7 +328,7 @@ def _bessel_asymptotic(x, order):
     for k in range(1, 30):
         term = -term * (mu - (2 * k - 1) ** 2) / (k * 8 * x)
         total += term
-    return total / np.sqrt(2 * math.pi * x)
+    return total / math.sqrt(2 * math.pi) / np.sqrt(x)      # 2 pi x overflows from ~3e307
 
 
 def _scaled_bessel(x, order):
@@ -404,17 +404,40 @@ def _upper_fraction(a, x):
     return _gammainc_prefactor(a, x) * h
 
 
+def _lgamma1p(a):
+    """lgamma(1 + a) for 0 <= a <= 1.5, accurate where a is tiny (-EULER a there, which
+    lgamma(1 + a) loses once 1 + a rounds to 1)."""
+    return np.where(a <= 0.5, _lgamma_near_2(a) - np.log1p(a), _lgamma_near_2(a - 1))
+
+
+def _upper_series(a, x):
+    """Q(a, x) for x <= 1.1 and a small (DLMF 8.7.3), without 1 - P's cancellation:
+    -expm1(a log x - lgamma(1 + a)) - x^a / Gamma(a) sum_{n>=1} (-x)^n / (n! (a + n))."""
+    term, total = np.ones_like(x), np.zeros_like(x)
+    for n in range(1, 40):                 # x^n / n! < 1e-30 by n = 40 for x <= 1.1
+        term = term * -x / n
+        total += term / (a + n)
+    log_x = np.log(x)
+    return -np.expm1(a * log_x - _lgamma1p(a)) - np.exp(a * log_x - _lgamma_positive(a)) * total
+
+
 def _incomplete_gamma(a, x, upper):
     a, x = np.broadcast_arrays(a, x)
     out = np.full(a.shape, np.nan)
-    valid = (a > 0) & (x >= 0)
+    valid = (a > 0) & (a < np.inf) & (x >= 0)
     series = valid & (x < a + 1)
     fraction = valid & (x >= a + 1)
     lower = _lower_series(a[series], x[series])
     out[series] = 1 - lower if upper else lower
+    if upper:       # where P is near 1 (small a, x <= 1.1): Q directly (scipy's regions)
+        direct = series & (x <= 1.1) & np.where(x <= 0.5, a <= -0.4 / np.log(x), a <= 1.1 * x)
+        out[direct] = _upper_series(a[direct], x[direct])
     q = _upper_fraction(a[fraction], x[fraction])
     out[fraction] = q if upper else 1 - q
     out[valid & (x == np.inf)] = 0.0 if upper else 1.0
+    # torch's limits: P(0, x > 0) = 1 (a = -0 too); P(inf, finite x >= 0) = 0
+    out[(a == 0) & (x > 0)] = 0.0 if upper else 1.0
+    out[(a == np.inf) & (x >= 0) & (x < np.inf)] = 1.0 if upper else 0.0
     return out
 
 

@@ -23,7 +23,8 @@ def _linspace(xp, start, end, steps, dtype):
 
 def _edges(op, x, bins, range):
     """The bin edges of ``histogram``: ``bins`` itself (a 1-D tensor), or ``bins`` equal bins
-    over ``range`` (the data's range by default; an empty one widened by 0.5 each side)."""
+    over ``range`` (the data's range by default, [0, 1] without data; an empty range widened
+    by 0.5 each side)."""
     xp = xp_of(x)
     if isinstance(bins, Tensor):
         if bins.ndim != 1 or bins.numel() < 2:
@@ -39,7 +40,7 @@ def _edges(op, x, bins, range):
     elif x.size:
         low, high = (float(backend.host_value(v, op)) for v in (x.min(), x.max()))
     else:
-        low, high = 0.0, 0.0
+        low, high = 0.0, 1.0                # torch's range for no data
     if not (np.isfinite(low) and np.isfinite(high)):
         raise RuntimeError(f"{op}: range of [{low}, {high}] is not finite")
     if low == high:
@@ -161,7 +162,17 @@ def _gradient_1d(f, h, dim, edge_order):
     coordinates ``h`` (an array), second-order accurate inside, ``edge_order`` at the ends."""
     n = f.shape[dim]
     part = lambda start, length: f.narrow(dim, start, length)   # noqa: E731
-    x = np.arange(n, dtype=np.float64) * h if not isinstance(h, np.ndarray) else h
+    from .functions import cat
+    if not isinstance(h, np.ndarray):       # a uniform step: f[i] itself takes no part (its
+        h = float(h)                        # weight 0 times an infinite f[i] would be NaN)
+        inner = (part(2, n - 2) - part(0, n - 2)) / h / 2      # torch's order (overflow)
+        if edge_order == 1:
+            first, last = (part(1, 1) - part(0, 1)) / h, (part(n - 1, 1) - part(n - 2, 1)) / h
+        else:
+            first = (part(0, 1) * -1.5 + part(1, 1) * 2 - part(2, 1) * 0.5) / h
+            last = (part(n - 3, 1) * 0.5 - part(n - 2, 1) * 2 + part(n - 1, 1) * 1.5) / h
+        return cat([first, inner, last], dim)
+    x = h
     dx = np.diff(x)
     d1, d2 = dx[:-1], dx[1:]
     a, b, c = -d2 / (d1 * (d1 + d2)), (d2 - d1) / (d1 * d2), d1 / (d2 * (d1 + d2))
@@ -178,7 +189,6 @@ def _gradient_1d(f, h, dim, edge_order):
         e1, e2 = float(dx[-2]), float(dx[-1])
         last = (part(n - 3, 1) * (e2 / (e1 * (e1 + e2))) + part(n - 2, 1) * (-(e2 + e1) / (e1 * e2))
                 + part(n - 1, 1) * ((2 * e2 + e1) / (e2 * (e1 + e2))))
-    from .functions import cat
     return cat([first, inner, last], dim)
 
 

@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 
 from .. import backend
+from ..dtypes import LOW_PRECISION
 from ..autograd import ArrayFunction
 from ..kernels import rows as row_kernels
 from ._util import array_mean, in_float32, integral_dtype, masked_gradient, mean_of, quiet as _quiet, \
@@ -101,27 +102,12 @@ class Extreme(ArrayFunction):
 
 
 class Var(ArrayFunction):
+    """Variance over ``axes``; float16/bfloat16 in float32 throughout, rounded once at the end
+    (as torch: centring and squaring in float16 left var ~1 ulp off)."""
+
     @staticmethod
     def forward(ctx, a, axes, correction, keepdims):
-        def mean_of_slices(x):
-            return in_float32(lambda y: array_mean(y, axes), x)
-        centered = a - mean_of_slices(a)
-        # once more: the mean rounded to the dtype can miss a constant slice's value by an ulp,
-        # which left it a variance of ~ulp^2, not 0, and std's gradient O(1), not torch's 0
-        with _quiet(xp_of(a)):
-            centered = centered - mean_of_slices(centered)
-        count = 1
-        for ax in axes:
-            count *= a.shape[ax]
-        denom = max(count - correction, 0)
-        if denom == 0:                          # nan, as torch, which also says why
-            warnings.warn("var/std: degrees of freedom is <= 0: the correction "
-                          f"({correction}) is not below the number of elements reduced "
-                          f"({count}); the result is nan", UserWarning)
-        ctx.save_for_backward(centered)
-        ctx.conf = (axes, keepdims, denom)
-        with _quiet(xp_of(a)):
-            return summed(centered * centered, axes, keepdims) / denom
+        return backend.cast(_variance(ctx, a, axes, correction, keepdims), a.dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -129,7 +115,33 @@ class Var(ArrayFunction):
         axes, keepdims, denom = ctx.conf
         g = _expand_back(g, axes, keepdims, centered.shape)
         with _quiet(xp_of(g)):
-            return g * (2 / denom if denom else float("nan")) * centered, None, None, None
+            grad = g * (2 / denom if denom else float("nan")) * centered
+        return backend.cast(grad, ctx.dtype), None, None, None
+
+
+def _variance(ctx, a, axes, correction, keepdims):
+    """The variance of ``a`` (float32 for float16/bfloat16 input), saving the centred values
+    (in that dtype) and the reduction on ``ctx`` for Var.backward."""
+    ctx.dtype = a.dtype
+    wide = a.astype(np.float32) if a.dtype in LOW_PRECISION else a
+    xp = xp_of(wide)
+    centered = wide - array_mean(wide, axes)
+    # once more: the mean rounded to the dtype can miss a constant slice's value by an ulp,
+    # which left it a variance of ~ulp^2, not 0, and std's gradient O(1), not torch's 0
+    with _quiet(xp):
+        centered = centered - array_mean(centered, axes)
+    count = 1
+    for ax in axes:
+        count *= a.shape[ax]
+    denom = max(count - correction, 0)
+    if denom == 0:                          # nan, as torch, which also says why
+        warnings.warn("var/std: degrees of freedom is <= 0: the correction "
+                      f"({correction}) is not below the number of elements reduced "
+                      f"({count}); the result is nan", UserWarning)
+    ctx.save_for_backward(centered)
+    ctx.conf = (axes, keepdims, denom)
+    with _quiet(xp):
+        return summed(centered * centered, axes, keepdims) / denom
 
 
 class Std(Var):
@@ -138,15 +150,15 @@ class Std(Var):
 
     @staticmethod
     def forward(ctx, a, axes, correction, keepdims):
-        y = xp_of(a).sqrt(Var.forward(ctx, a, axes, correction, keepdims))
+        y = xp_of(a).sqrt(_variance(ctx, a, axes, correction, keepdims))
         ctx.std = y
-        return y
+        return backend.cast(y, a.dtype)
 
     @staticmethod
     def backward(ctx, g):
         y = ctx.std
         with _quiet(xp_of(g)):
-            return Var.backward(ctx, xp_of(g).where(y == 0, 0, g / (2 * y)).astype(g.dtype))
+            return Var.backward(ctx, xp_of(g).where(y == 0, 0, g / (2 * y)))
 
 
 def softmax_array(a, axis):
