@@ -2,6 +2,8 @@
 where torch's own values are off) on fresh random inputs: torch.special's Bessel and Airy
 functions and orthogonal polynomials, ..."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -176,3 +178,138 @@ def test_polynomial_dtypes_numbers_and_broadcasting(rng):
         f(gd.ones(2), gd.ones(3))
     with pytest.raises(NotImplementedError, match="float16"):
         f(gd.tensor([0.5], dtype=gd.float16), 2)
+
+
+# ------------------------------------------------------------------------- stft / istft
+STFT_CASES = [  # shape, n_fft, hop_length, win_length, window, center, pad_mode, normalized,
+    # onesided
+    ((2, 300), 64, 16, 64, "hann", True, "reflect", False, None),
+    ((300,), 33, 7, 20, "hamming", True, "constant", True, None),
+    ((2, 200), 32, None, None, None, False, "reflect", False, False),
+    ((3, 257), 50, 10, 40, "random", True, "replicate", True, True),
+    ((1, 128), 16, 4, 16, "hann", True, "circular", False, None),
+    ((2, 90), 15, 5, 15, "random", False, "reflect", False, False)]
+
+
+def _window(kind, length, rng):
+    if kind is None:
+        return None, None
+    w = rng.uniform(0.5, 1, length) if kind == "random" else getattr(
+        np, {"hann": "hanning", "hamming": "hamming"}[kind])(length)
+    return gd.tensor(w), torch.tensor(w)
+
+
+@pytest.mark.parametrize("case", STFT_CASES)
+def test_stft_matches_torch_view_as_real(case, rng):
+    shape, n_fft, hop, win, kind, center, mode, normalized, onesided = case
+    x = rng.standard_normal(shape)
+    w, tw = _window(kind, win or n_fft, rng)
+    g, t = gd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    ours = gd.stft(g, n_fft, hop, win, w, center, mode, normalized, onesided,
+                   return_complex=False)
+    theirs = torch.view_as_real(torch.stft(t, n_fft, hop, win, tw, center, mode, normalized,
+                                           onesided, return_complex=True))
+    assert tuple(ours.shape) == tuple(theirs.shape)
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-12, atol=1e-12)
+    weights = rng.standard_normal(ours.shape)
+    (ours * gd.tensor(weights)).sum().backward()
+    (theirs * torch.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(g.grad.numpy(), t.grad.numpy(), rtol=1e-12, atol=1e-12)
+    method = gd.tensor(x).stft(n_fft, hop, win, w, center, mode, normalized, onesided,
+                               return_complex=False)
+    np.testing.assert_array_equal(method.numpy(), ours.numpy())
+
+
+@pytest.mark.parametrize("case", [c for c in STFT_CASES if c[4] is not None])
+def test_istft_matches_torch_and_inverts_stft(case, rng):
+    shape, n_fft, hop, win, kind, center, mode, normalized, onesided = case
+    x = rng.standard_normal(shape)
+    w, tw = _window(kind, win or n_fft, rng)
+    spectrum = torch.view_as_real(torch.stft(torch.tensor(x), n_fft, hop, win, tw, center, mode,
+                                             normalized, onesided, return_complex=True))
+    for length in (None, shape[-1] - 3, shape[-1] + 5):
+        s = spectrum.clone().requires_grad_(True)
+        g = gd.tensor(spectrum.numpy(), requires_grad=True)
+        try:
+            theirs = torch.istft(torch.view_as_complex(s), n_fft, hop, win, tw, center,
+                                 normalized, onesided, length)
+        except RuntimeError as error:
+            assert "window overlap add min" in str(error)
+            with pytest.raises(RuntimeError, match="window overlap add min"):
+                gd.istft(g, n_fft, hop, win, w, center, normalized, onesided, length)
+            continue
+        ours = gd.istft(g, n_fft, hop, win, w, center, normalized, onesided, length)
+        assert tuple(ours.shape) == tuple(theirs.shape)
+        np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-12,
+                                   atol=1e-12)
+        if length is None and center:
+            np.testing.assert_allclose(ours.numpy(), x[..., :ours.shape[-1]], atol=1e-12)
+        weights = rng.standard_normal(ours.shape)
+        (ours * gd.tensor(weights)).sum().backward()
+        (theirs * torch.tensor(weights)).sum().backward()
+        np.testing.assert_allclose(g.grad.numpy(), s.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_stft_istft_float32_and_errors(rng):
+    x = rng.standard_normal((2, 100)).astype(np.float32)
+    w = np.hanning(16).astype(np.float32)
+    ours = gd.stft(gd.tensor(x), 16, window=gd.tensor(w), return_complex=False)
+    theirs = torch.view_as_real(torch.stft(torch.tensor(x), 16, window=torch.tensor(w),
+                                           return_complex=True))
+    assert ours.dtype == gd.float32
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-5)
+    back = gd.istft(ours, 16, window=gd.tensor(w), length=100)
+    assert back.dtype == gd.float32
+    np.testing.assert_allclose(back.numpy(), x, atol=1e-5)
+    t = gd.tensor(x)
+    with pytest.raises(RuntimeError, match="return_complex parameter.*return_complex=False"):
+        gd.stft(t, 16)
+    with pytest.raises(RuntimeError, match="no complex dtype|does not have"):
+        gd.stft(t, 16, return_complex=True)
+    with pytest.raises(RuntimeError, match="does not have"):
+        gd.istft(ours, 16, return_complex=True)
+    with pytest.raises(RuntimeError, match="expected hop_length > 0"):
+        gd.stft(t, 16, hop_length=0, return_complex=False)
+    with pytest.raises(RuntimeError, match="expected 0 < win_length <= n_fft"):
+        gd.stft(t, 16, win_length=20, return_complex=False)
+    with pytest.raises(RuntimeError, match="expected a 1D window tensor of size equal to "
+                                           "win_length=16"):
+        gd.stft(t, 16, window=gd.ones(10), return_complex=False)
+    with pytest.raises(RuntimeError, match="expected 0 < n_fft <= 10"):
+        gd.stft(t[0, :10], 16, center=False, return_complex=False)
+    with pytest.raises(RuntimeError, match="1D or 2D"):
+        gd.stft(gd.ones(2, 3, 50), 16, return_complex=False)
+    with pytest.raises(RuntimeError, match="floating point"):
+        gd.stft(gd.ones(50, dtype=gd.int64), 16, return_complex=False)
+    with pytest.raises(NotImplementedError, match="padding mode 'foo'"):
+        gd.stft(t, 16, pad_mode="foo", return_complex=False)
+    with pytest.raises(RuntimeError, match="frequency dimension .* to be 8 .* but got 9"):
+        gd.istft(ours, 15)
+    with pytest.raises(RuntimeError, match="hop_length <= win_length"):
+        gd.istft(ours, 16, hop_length=20)
+
+
+def test_stft_istft_on_torch_opinfo_samples():
+    """torch's own stft/istft samples, complex ones through view_as_real."""
+    cmi = pytest.importorskip("torch.testing._internal.common_methods_invocations")
+    compared = 0
+    for name, dtype in (("stft", torch.float64), ("istft", torch.complex128)):
+        op = next(o for o in cmi.op_db if o.name == name)
+        for sample in op.sample_inputs("cpu", dtype):
+            if any(isinstance(v, torch.Tensor) and v.is_complex()
+                   for v in sample.kwargs.values()):
+                continue                                    # a complex window
+            kwargs = {k: gd.tensor(v.detach().numpy()) if isinstance(v, torch.Tensor) else v
+                      for k, v in sample.kwargs.items()}
+            kwargs["return_complex"] = False
+            with warnings.catch_warnings():         # return_complex=False: deprecated
+                warnings.simplefilter("ignore")
+                theirs = op.op(sample.input, *sample.args, **sample.kwargs)
+            theirs = torch.view_as_real(theirs) if theirs.is_complex() else theirs
+            given = torch.view_as_real(sample.input) if sample.input.is_complex() \
+                else sample.input
+            ours = getattr(gd, name)(gd.tensor(given.detach().numpy()), *sample.args, **kwargs)
+            np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-10,
+                                       atol=1e-10)
+            compared += 1
+    assert compared >= 8
