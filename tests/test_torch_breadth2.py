@@ -313,3 +313,87 @@ def test_stft_istft_on_torch_opinfo_samples():
                                        atol=1e-10)
             compared += 1
     assert compared >= 8
+
+
+# --------------------------------------------------------------------------- histogramdd
+def _compare_histogramdd(ours, theirs):
+    assert tuple(ours.hist.shape) == tuple(theirs.hist.shape)
+    assert str(ours.hist.dtype) == str(theirs.hist.dtype).replace("torch.", "")
+    np.testing.assert_allclose(ours.hist.numpy(), theirs.hist.numpy(), rtol=1e-12)
+    assert len(ours.bin_edges) == len(theirs.bin_edges)
+    for a, b in zip(ours.bin_edges, theirs.bin_edges):     # torch.linspace's interior points
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-15, atol=1e-15)   # vary by
+        # an ulp with its vector width (AVX2/AVX512 chunks start from a chunk base)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_histogramdd_matches_torch_and_numpy(dims, rng):
+    points = rng.standard_normal((4, 50, dims))
+    points[0, :5] = 0.25                                   # on edges of the ranges below
+    weight = rng.uniform(0, 2, (4, 50))
+    edges = [np.sort(rng.uniform(-2, 2, k)) for k in rng.integers(2, 6, dims)]
+    span = [v for d in range(dims) for v in (-1.0 - d, 0.25 + d)]
+    for bins, kwargs in ((4, {}), ([3, 5, 2][:dims], {"range": span}),
+                         ([gd.tensor(e) for e in edges], {"density": True}),
+                         (6, {"weight": True, "density": True}),
+                         ([2, 3, 4][:dims], {"weight": True, "range": span})):
+        t_bins = [torch.tensor(b.numpy()) for b in bins] if isinstance(bins, list) and \
+            isinstance(bins[0], gd.Tensor) else bins
+        ours = gd.histogramdd(gd.tensor(points), bins, range=kwargs.get("range"),
+                              weight=gd.tensor(weight) if kwargs.get("weight") else None,
+                              density=kwargs.get("density", False))
+        theirs = torch.histogramdd(torch.tensor(points), t_bins, range=kwargs.get("range"),
+                                   weight=torch.tensor(weight) if kwargs.get("weight") else None,
+                                   density=kwargs.get("density", False))
+        _compare_histogramdd(ours, theirs)
+        reference, _ = np.histogramdd(points.reshape(-1, dims), [e.numpy() for e in
+                                                                ours.bin_edges],
+                                      weights=weight.ravel() if kwargs.get("weight") else None,
+                                      density=kwargs.get("density", False))
+        np.testing.assert_allclose(ours.hist.numpy(), reference, rtol=1e-12)
+
+
+def test_histogramdd_edges_cases_and_errors(rng):
+    same = gd.histogramdd(gd.tensor([[1.0, 1.0], [1.0, 1.0]]), bins=2)
+    _compare_histogramdd(same, torch.histogramdd(torch.tensor([[1.0, 1.0], [1.0, 1.0]]), bins=2))
+    empty = gd.histogramdd(gd.zeros(0, 2), bins=2)
+    _compare_histogramdd(empty, torch.histogramdd(torch.zeros(0, 2), bins=2))
+    x = rng.standard_normal((20, 2)).astype(np.float32)
+    x[3, 0] = np.nan
+    ranged = gd.histogramdd(gd.tensor(x), bins=(3, 2), range=[-1.0, 1.0, 0.0, 2.0])
+    _compare_histogramdd(ranged, torch.histogramdd(torch.tensor(x), bins=(3, 2),
+                                                   range=[-1.0, 1.0, 0.0, 2.0]))
+    t = gd.tensor(x)
+    for call, error, message in (
+            (lambda: gd.histogramdd(gd.ones(5), 2), RuntimeError, "at least 2 dimensions"),
+            (lambda: gd.histogramdd(t, [2, 2, 2]), RuntimeError, "size of bins \\(3\\)"),
+            (lambda: gd.histogramdd(t, 2, range=[0.0, 1.0]), RuntimeError,
+             "range should have 4 elements, but got 2"),
+            (lambda: gd.histogramdd(t, 2, range=[1.0, 0.0, 0.0, 1.0]), RuntimeError,
+             "min should not exceed max"),
+            (lambda: gd.histogramdd(t, 2, weight=gd.ones(4)), RuntimeError, "weight with shape"),
+            (lambda: gd.histogramdd(t, 0), RuntimeError, "bins must be > 0, but got 0"),
+            (lambda: gd.histogramdd(gd.ones(3, 2, dtype=gd.int64), 2), NotImplementedError,
+             "int64"),
+            (lambda: gd.histogramdd(t, 2), RuntimeError, "range \\[nan, nan\\] is not finite"),
+            (lambda: gd.histogramdd(t, [gd.tensor([0.0, 1.0], dtype=gd.float64)] * 2),
+             RuntimeError, "same dtype"),
+            (lambda: gd.histogramdd(t, [gd.ones(1, 2), gd.ones(2)]), RuntimeError,
+             "one dimension")):
+        with pytest.raises(error, match=message):
+            call()
+
+
+def test_histogramdd_on_torch_opinfo_samples():
+    cmi = pytest.importorskip("torch.testing._internal.common_methods_invocations")
+    op = next(o for o in cmi.op_db if o.name == "histogramdd")
+    compared = 0
+    for sample in op.sample_inputs("cpu", torch.float64):
+        convert = (lambda v: gd.tensor(v.numpy()) if isinstance(v, torch.Tensor) else v)
+        args = [[convert(b) for b in a] if isinstance(a, (list, tuple)) else convert(a)
+                for a in sample.args]
+        kwargs = {k: convert(v) for k, v in sample.kwargs.items()}
+        _compare_histogramdd(gd.histogramdd(convert(sample.input), *args, **kwargs),
+                             op.op(sample.input, *sample.args, **sample.kwargs))
+        compared += 1
+    assert compared >= 4
