@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from . import dtypes
+from .amp.autocast_mode import autocast, cast_inputs, state as _autocast
 from .autograd import ArrayFunction
 from .functions import stack
 from .ops import strided
@@ -116,6 +117,17 @@ def stft(input, n_fft, hop_length=None, win_length=None, window=None, center=Tru
     if pad_mode not in PAD_MODES:
         raise NotImplementedError(f"stft: unrecognised padding mode {pad_mode!r}; expected one "
                                   f"of {PAD_MODES}")
+    if not _autocast.active:
+        return _stft(input, n_fft, hop_length, win_length, window, center, pad_mode,
+                     normalized, onesided, call)
+    input, window = cast_inputs("stft", input, window)      # float32 under cpu autocast
+    with autocast(input._device, enabled=False):             # and no lowered matmul inside
+        return _stft(input, n_fft, hop_length, win_length, window, center, pad_mode,
+                     normalized, onesided, call)
+
+
+def _stft(input, n_fft, hop_length, win_length, window, center, pad_mode, normalized,
+          onesided, call):
     x = input if input.ndim == 2 else input.reshape(1, -1)               # (B, L)
     if center:
         x = _pad(x.reshape(1, *x.shape), (n_fft // 2, n_fft // 2), mode=pad_mode)[0]
@@ -191,6 +203,16 @@ def istft(input, n_fft, hop_length=None, win_length=None, window=None, center=Tr
     if input.ndim not in (3, 4) or input.shape[-1] != 2 or not dtypes.is_floating(input.dtype):
         raise RuntimeError(f"{call}: expected a floating (freq, frames, 2) or (B, freq, frames, "
                            "2) tensor: stft(..., return_complex=False)'s real layout")
+    if not _autocast.active:
+        return _istft(input, n_fft, hop_length, win_length, window, center, normalized,
+                      onesided, length, call)
+    with autocast(input._device, enabled=False):      # torch's istft has no autocast kernel:
+        return _istft(input, n_fft, hop_length, win_length, window, center, normalized,
+                      onesided, length, call)          # its dtype, no lowered matmul inside
+
+
+def _istft(input, n_fft, hop_length, win_length, window, center, normalized, onesided, length,
+           call):
     spectrum = input if input.ndim == 4 else input.reshape(1, *input.shape)
     bins = spectrum.shape[1]
     onesided = bins != n_fft if onesided is None else onesided

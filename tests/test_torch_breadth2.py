@@ -397,3 +397,75 @@ def test_histogramdd_on_torch_opinfo_samples():
                              op.op(sample.input, *sample.args, **sample.kwargs))
         compared += 1
     assert compared >= 4
+
+
+# ------------------------------------------------------------------ fractional_max_pool3d
+@pytest.mark.parametrize("kwargs", [{"output_size": (3, 4, 5)}, {"output_ratio": 0.5},
+                                    {"output_size": 2}, {"output_ratio": (0.6, 0.5, 0.7)}])
+def test_fractional_max_pool3d_matches_torch_given_the_samples(kwargs, rng):
+    import gpudl.nn.functional as F
+    x, u = rng.standard_normal((2, 3, 7, 9, 8)), rng.uniform(0, 1, (2, 3, 3))
+    g, t = gd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    ours, indices = F.fractional_max_pool3d(g, (2, 3, 2), return_indices=True,
+                                            _random_samples=gd.tensor(u), **kwargs)
+    theirs, t_indices = torch.nn.functional.fractional_max_pool3d(
+        t, (2, 3, 2), return_indices=True, _random_samples=torch.tensor(u), **kwargs)
+    np.testing.assert_array_equal(ours.numpy(), theirs.detach().numpy())
+    np.testing.assert_array_equal(indices.numpy(), t_indices.numpy())
+    assert indices.dtype == gd.int64
+    weights = rng.standard_normal(ours.shape)
+    (ours * gd.tensor(weights)).sum().backward()
+    (theirs * torch.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(g.grad.numpy(), t.grad.numpy(), rtol=1e-15)
+    unbatched = F.fractional_max_pool3d(gd.tensor(x[0]), 2, _random_samples=gd.tensor(u[:1]),
+                                        **kwargs)
+    expected = torch.nn.functional.fractional_max_pool3d(
+        torch.tensor(x[0]), 2, _random_samples=torch.tensor(u[:1]), **kwargs)
+    np.testing.assert_array_equal(unbatched.numpy(), expected.numpy())
+
+
+def test_fractional_max_pool3d_module_draws_and_errors(rng):
+    import gpudl.nn.functional as F
+    x = rng.standard_normal((1, 2, 6, 6, 6)).astype(np.float32)
+    u = rng.uniform(0, 1, (1, 2, 3)).astype(np.float32)
+    pool = gd.nn.FractionalMaxPool3d(2, output_ratio=0.5, return_indices=True,
+                                     _random_samples=gd.tensor(u))
+    t_pool = torch.nn.FractionalMaxPool3d(2, output_ratio=0.5, return_indices=True,
+                                          _random_samples=torch.tensor(u))
+    (ours, idx), (theirs, t_idx) = pool(gd.tensor(x)), t_pool(torch.tensor(x))
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    np.testing.assert_array_equal(idx.numpy(), t_idx.numpy())
+    drawn = gd.nn.FractionalMaxPool3d((2, 2, 3), output_size=(3, 2, 2))(gd.tensor(x))
+    assert tuple(drawn.shape) == (1, 2, 3, 2, 2)
+    # every output is the maximum of some 2x2x3 window of the input
+    windows = np.lib.stride_tricks.sliding_window_view(x, (2, 2, 3), axis=(2, 3, 4))
+    assert np.isin(drawn.numpy(), windows.max(axis=(-3, -2, -1))).all()
+    with pytest.raises(ValueError, match="exactly one of output_size and output_ratio"):
+        gd.nn.FractionalMaxPool3d(2)
+    with pytest.raises(ValueError, match="do not fit"):
+        F.fractional_max_pool3d(gd.tensor(x), 2, output_size=6)
+    with pytest.raises(ValueError, match="_random_samples must be a Tensor of shape "
+                                         "\\(1, 2, 3\\)"):
+        F.fractional_max_pool3d(gd.tensor(x), 2, output_size=2, _random_samples=gd.ones(1, 2, 2))
+    with pytest.raises(ValueError, match="expected a 4-D \\(unbatched\\) or 5-D"):
+        F.fractional_max_pool3d(gd.ones(2, 6, 6), 2, output_size=2)
+
+
+def test_fractional_max_pool3d_on_torch_opinfo_samples(rng):
+    """torch's samples, with the same _random_samples given to both."""
+    import gpudl.nn.functional as F
+    cmi = pytest.importorskip("torch.testing._internal.common_methods_invocations")
+    op = next(o for o in cmi.op_db if o.name == "nn.functional.fractional_max_pool3d")
+    compared = 0
+    for sample in op.sample_inputs("cpu", torch.float64):
+        x = sample.input
+        planes = (1, x.shape[0]) if x.ndim == 4 else tuple(x.shape[:2])
+        u = rng.uniform(0, 1, planes + (3,))
+        theirs = op.op(x, *sample.args, _random_samples=torch.tensor(u), **sample.kwargs)
+        ours = F.fractional_max_pool3d(gd.tensor(x.numpy()), *sample.args,
+                                       _random_samples=gd.tensor(u), **sample.kwargs)
+        for a, b in zip(ours if isinstance(ours, tuple) else (ours,),
+                        theirs if isinstance(theirs, tuple) else (theirs,)):
+            np.testing.assert_array_equal(a.numpy(), b.detach().numpy())
+        compared += 1
+    assert compared >= 4
