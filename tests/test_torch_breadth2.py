@@ -469,3 +469,71 @@ def test_fractional_max_pool3d_on_torch_opinfo_samples(rng):
             np.testing.assert_array_equal(a.numpy(), b.detach().numpy())
         compared += 1
     assert compared >= 4
+
+
+# ----------------------------------------------------------------------- linalg.ldl_*
+def _symmetric(rng, batch, n, small_diagonal=False):
+    a = rng.standard_normal(batch + (n, n))
+    if small_diagonal:                          # forces 2x2 pivots
+        a[..., np.arange(n), np.arange(n)] *= 0.01
+    return a + np.swapaxes(a, -1, -2)
+
+
+@pytest.mark.parametrize("small_diagonal", [False, True])
+def test_ldl_factor_matches_torch_pivots_and_lapack(small_diagonal, rng):
+    for n in (1, 2, 3, 5, 9, 17):
+        a = _symmetric(rng, (3,), n, small_diagonal)
+        LD, pivots, info = gd.linalg.ldl_factor_ex(gd.tensor(a))
+        t_LD, t_pivots, t_info = torch.linalg.ldl_factor_ex(torch.tensor(a))
+        assert pivots.dtype == gd.int32 and info.dtype == gd.int32
+        np.testing.assert_array_equal(pivots.numpy(), t_pivots.numpy())
+        np.testing.assert_array_equal(info.numpy(), t_info.numpy())
+        np.testing.assert_allclose(LD.numpy(), t_LD.numpy(), rtol=1e-10, atol=1e-12)
+        lapack = pytest.importorskip("scipy.linalg.lapack")
+        lu, ipiv, _ = lapack.dsytrf(a[0], lower=1)
+        np.testing.assert_array_equal(pivots.numpy()[0], ipiv)
+        np.testing.assert_allclose(LD.numpy()[0], np.tril(lu), rtol=1e-10, atol=1e-12)
+        b = rng.standard_normal((3, n, 2))
+        x = gd.linalg.ldl_solve(LD, pivots, gd.tensor(b))
+        np.testing.assert_allclose(x.numpy(), torch.linalg.ldl_solve(
+            t_LD, t_pivots, torch.tensor(b)).numpy(), rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(a @ x.numpy(), b, atol=1e-9 * np.abs(a).max() * n)
+
+
+def test_ldl_float32_broadcasting_singular_and_errors(rng):
+    a = _symmetric(rng, (), 6).astype(np.float32)
+    LD, pivots = gd.linalg.ldl_factor(gd.tensor(a))
+    t_LD, t_pivots = torch.linalg.ldl_factor(torch.tensor(a))
+    assert LD.dtype == gd.float32
+    np.testing.assert_array_equal(pivots.numpy(), t_pivots.numpy())
+    np.testing.assert_allclose(LD.numpy(), t_LD.numpy(), rtol=1e-4, atol=1e-5)
+    b = rng.standard_normal((2, 6, 3)).astype(np.float32)     # B's batch broadcasts over LD
+    x = gd.linalg.ldl_solve(LD, pivots, gd.tensor(b))
+    np.testing.assert_allclose(x.numpy(), torch.linalg.ldl_solve(
+        t_LD, t_pivots, torch.tensor(b)).numpy(), rtol=1e-3, atol=1e-4)
+    upper_ignored = a.copy()
+    upper_ignored[0, 5] = 100.0
+    np.testing.assert_array_equal(gd.linalg.ldl_factor(gd.tensor(upper_ignored)).LD.numpy(),
+                                  LD.numpy())
+    zero = gd.linalg.ldl_factor_ex(gd.zeros(3, 3, dtype=gd.float64))
+    t_zero = torch.linalg.ldl_factor_ex(torch.zeros(3, 3, dtype=torch.float64))
+    assert int(zero.info.numpy()) == int(t_zero.info) == 1
+    np.testing.assert_array_equal(zero.pivots.numpy(), t_zero.pivots.numpy())
+    with pytest.raises(RuntimeError, match="D\\(1, 1\\) is exactly zero"):
+        gd.linalg.ldl_factor(gd.zeros(3, 3))
+    with pytest.raises(RuntimeError, match="exactly zero"):
+        gd.linalg.ldl_factor_ex(gd.zeros(3, 3), check_errors=True)
+    with pytest.raises(ValueError, match="square matrices, but they are 3 by 4"):
+        gd.linalg.ldl_factor(gd.ones(3, 4))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        gd.linalg.ldl_factor(gd.ones(3, 3, dtype=gd.int64))
+    with pytest.raises(RuntimeError, match="each A matrix is 6 by 6 but each b matrix is 4 by"):
+        gd.linalg.ldl_solve(LD, pivots, gd.ones(4, 2))
+    with pytest.raises(TypeError, match="pivots must be an integer Tensor"):
+        gd.linalg.ldl_solve(LD, LD, gd.tensor(b[0]))
+    g = gd.tensor(a.astype(np.float64), requires_grad=True)
+    out = gd.linalg.ldl_factor(g).LD
+    assert out.requires_grad
+    with pytest.raises(RuntimeError, match="derivative for linalg_ldl_factor_ex is not "
+                                           "implemented"):
+        out.sum().backward()
