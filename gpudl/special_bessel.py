@@ -219,14 +219,15 @@ def _chbevl(t, coefficients):
     return 0.5 * (a - p)
 
 
-def float64(function):
-    """``function`` computed in float64 on the input's device, cast back to its dtype."""
+def float64(function, name=None):
+    """``function(xp, x)`` computed in float64 on the input's device, cast back to its dtype,
+    as a function of ``x`` named ``name`` (function's own name by default)."""
     def run(x):
         xp = xp_of(x)
         with np.errstate(all="ignore"):     # overflow to inf (and a float32 cast) as torch
             out = function(xp, xp.asarray(x, dtype=xp.float64))
             return xp.asarray(out).astype(x.dtype, copy=False)
-    run.__name__, run.__doc__ = function.__name__, function.__doc__
+    run.__name__, run.__doc__ = name or function.__name__, function.__doc__
     return run
 
 
@@ -280,30 +281,6 @@ def _y1(xp, x):
                     _hankel(xp, x, 5.0 / x * (5.0 / x), J1_HANKEL, PI_3_4, True))
 
 
-@float64
-def bessel_j0(xp, x):
-    """J0(x), the Bessel function of the first kind of order 0."""
-    return _j0(xp, x)
-
-
-@float64
-def bessel_j1(xp, x):
-    """J1(x), the Bessel function of the first kind of order 1 (odd)."""
-    return _j1(xp, x)
-
-
-@float64
-def bessel_y0(xp, x):
-    """Y0(x), the Bessel function of the second kind of order 0: -inf at 0, NaN below."""
-    return _y0(xp, x)
-
-
-@float64
-def bessel_y1(xp, x):
-    """Y1(x), the Bessel function of the second kind of order 1: -inf at 0, NaN below."""
-    return _y1(xp, x)
-
-
 # --------------------------------------------------------------------- I0, I1, K0, K1
 def _i0(xp, x):
     a = xp.abs(x)
@@ -334,40 +311,15 @@ def _k(xp, x, order, scaled):
     return xp.where(x == 0.0, xp.inf, xp.where(x < 0.0, xp.nan, out))
 
 
-@float64
-def modified_bessel_i0(xp, x):
-    """I0(x), the modified Bessel function of the first kind of order 0."""
-    return _i0(xp, x)
-
-
-@float64
-def modified_bessel_i1(xp, x):
-    """I1(x), the modified Bessel function of the first kind of order 1 (odd)."""
-    return _i1(xp, x)
-
-
-@float64
-def modified_bessel_k0(xp, x):
-    """K0(x), the modified Bessel function of the second kind of order 0."""
-    return _k(xp, x, 0, False)
-
-
-@float64
-def modified_bessel_k1(xp, x):
-    """K1(x), the modified Bessel function of the second kind of order 1."""
-    return _k(xp, x, 1, False)
-
-
-@float64
-def scaled_modified_bessel_k0(xp, x):
-    """exp(x) K0(x)."""
-    return _k(xp, x, 0, True)
-
-
-@float64
-def scaled_modified_bessel_k1(xp, x):
-    """exp(x) K1(x)."""
-    return _k(xp, x, 1, True)
+(bessel_j0, bessel_j1, bessel_y0, bessel_y1, modified_bessel_i0, modified_bessel_i1,
+ modified_bessel_k0, modified_bessel_k1, scaled_modified_bessel_k0, scaled_modified_bessel_k1) = (
+    float64(function, name) for name, function in {
+        "bessel_j0": _j0, "bessel_j1": _j1, "bessel_y0": _y0, "bessel_y1": _y1,
+        "modified_bessel_i0": _i0, "modified_bessel_i1": _i1,
+        "modified_bessel_k0": lambda xp, x: _k(xp, x, 0, False),
+        "modified_bessel_k1": lambda xp, x: _k(xp, x, 1, False),
+        "scaled_modified_bessel_k0": lambda xp, x: _k(xp, x, 0, True),
+        "scaled_modified_bessel_k1": lambda xp, x: _k(xp, x, 1, True)}.items())
 
 
 # ------------------------------------------------------------------- j0 (spherical), Ai

@@ -9,7 +9,9 @@ float32), so that values, overflows and NaNs agree with torch.
 ``n`` truncated to an integer as C's cast does (NaN, +-inf and |n| >= 2^63 give a negative
 degree, whose polynomial is 0). The recurrence runs in the result's dtype, as torch's, over the
 elements that need it, for max(n) - 1 steps at most (it stops early once every running element
-is NaN).
+is NaN): a degree of millions with |x| near 1 (Laguerre, Legendre: any x) costs that many NumPy
+steps. A NaN x gives NaN (torch's U, V, W, their shifted forms, Laguerre and Legendre return an
+uninitialised variable there: whatever the register held).
 """
 
 import numpy as np
