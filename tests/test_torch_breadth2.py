@@ -445,8 +445,14 @@ def test_fractional_max_pool3d_module_draws_and_errors(rng):
     with pytest.raises(ValueError, match="do not fit"):
         F.fractional_max_pool3d(gd.tensor(x), 2, output_size=6)
     with pytest.raises(ValueError, match="_random_samples must be a Tensor of shape "
-                                         "\\(1, 2, 3\\)"):
+                                         "\\(N, 2, 3\\) with N at least the batch size 1"):
         F.fractional_max_pool3d(gd.tensor(x), 2, output_size=2, _random_samples=gd.ones(1, 2, 2))
+    more = rng.uniform(0, 1, (3, 2, 3)).astype(np.float32)       # extra rows: the first used
+    np.testing.assert_array_equal(
+        F.fractional_max_pool3d(gd.tensor(x), 2, output_size=2,
+                                _random_samples=gd.tensor(more)).numpy(),
+        torch.nn.functional.fractional_max_pool3d(torch.tensor(x), 2, output_size=2,
+                                                  _random_samples=torch.tensor(more)).numpy())
     with pytest.raises(ValueError, match="expected a 4-D \\(unbatched\\) or 5-D"):
         F.fractional_max_pool3d(gd.ones(2, 6, 6), 2, output_size=2)
 

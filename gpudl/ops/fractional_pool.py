@@ -88,11 +88,14 @@ def _fractional_max_pool(op, dims, sample_of_dim, input, kernel_size, output_siz
     planes = (1 if input.ndim == dims + 1 else input.shape[0], input.shape[-dims - 1])
     if _random_samples is None:
         _random_samples = creation.rand(*planes, dims, dtype=input.dtype, device=input._device)
-    if not isinstance(_random_samples, Tensor) or \
-            tuple(_random_samples.shape) != planes + (dims,):
-        raise ValueError(f"{op}: _random_samples must be a Tensor of shape {planes + (dims,)}, "
-                         f"got {getattr(_random_samples, 'shape', type(_random_samples).__name__)}")
-    samples = _random_samples.detach().numpy()
+    shape = tuple(getattr(_random_samples, "shape", ()))
+    if not isinstance(_random_samples, Tensor) or len(shape) != 3 or shape[0] < planes[0] or \
+            shape[1:] != (planes[1], dims):
+        got = shape if isinstance(_random_samples, Tensor) else type(_random_samples).__name__
+        raise ValueError(f"{op}: _random_samples must be a Tensor of shape (N, {planes[1]}, "
+                         f"{dims}) with N at least the batch size {planes[0]} (as torch, the "
+                         f"first rows are used), got {got}")
+    samples = _random_samples.detach().numpy()[:planes[0]]
     dtype = np.dtype(np.float64 if input.dtype == np.float64 else np.float32)
     # cells[n, c, o_1, ..., o_D, k_1, ..., k_D]: flat position of a window's cell in its plane
     cells, stride = np.zeros((1,) * (2 + 2 * dims), np.int64), 1
