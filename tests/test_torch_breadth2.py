@@ -1,6 +1,8 @@
 """PyTorch names added in session 26's second breadth round, each against torch 2.13 (and SciPy
-where torch's own values are off) on fresh random inputs: torch.special's Bessel and Airy
-functions and orthogonal polynomials, ..."""
+or NumPy as independent references, SciPy where torch's own values are off) on fresh random
+inputs and torch's OpInfo samples: torch.special's Bessel and Airy functions and orthogonal
+polynomials, stft/istft (real layout), histogramdd, fractional_max_pool3d and
+linalg.ldl_factor/ldl_factor_ex/ldl_solve."""
 
 import warnings
 
