@@ -154,6 +154,9 @@ from .torch_creation import (asarray, bartlett_window, blackman_window,  # noqa:
                              empty_strided, fill, frombuffer, hamming_window, hann_window,
                              kaiser_window, range, scalar_tensor)
 from .torch_numerics import gradient  # noqa: E402
+# session 26, breadth2: torch.stft/istft (real layout), histogramdd
+from .spectral import istft, stft  # noqa: E402
+from .torch_histogramdd import histogramdd  # noqa: E402
 from .torch_state import (are_deterministic_algorithms_enabled, get_default_device,  # noqa: E402
                           get_deterministic_debug_mode, get_num_interop_threads,
                           is_deterministic_algorithms_warn_only_enabled, is_warn_always_enabled,

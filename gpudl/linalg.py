@@ -105,3 +105,5 @@ from .linalg_decompositions import (LinAlgError, cholesky, cholesky_ex, det, eig
                                     svdvals)
 from .linalg_norms import (cond, cross, diagonal, matrix_norm, matrix_power,  # noqa: E402
                            matrix_rank, multi_dot, norm, tensorinv, tensorsolve, vander, vecdot)
+# session 26, breadth2: Bunch-Kaufman LDL^T (LAPACK's sytrf/sytrs format)
+from .linalg_ldl import ldl_factor, ldl_factor_ex, ldl_solve  # noqa: E402

@@ -6,7 +6,8 @@ The values come from ``gpudl.special_math`` (float64 NumPy approximations on the
 cupyx.scipy.special on cuda); the gradients are torch's formulas: d lgamma = digamma,
 d digamma = polygamma(1), d polygamma(n) = polygamma(n + 1), d erfinv = sqrt(pi)/2 exp(y^2), ...
 Like torch, igamma/igammac have no gradient for ``a`` and zeta none at all: asking for one
-raises. Integer inputs are computed in the default float dtype.
+raises. Integer inputs are computed in the default float dtype. The Bessel and Airy functions
+and the orthogonal polynomials, which torch gives no gradient, come from gpudl.special_nondiff.
 """
 
 import math
@@ -267,7 +268,14 @@ def zeta(input, other):
 
 
 psi = digamma
-modified_bessel_i0, modified_bessel_i1 = i0, i1
+# session 26: the functions torch gives no gradient (Bessel, Airy, orthogonal polynomials)
+from .special_nondiff import (  # noqa: E402,F401
+    airy_ai, bessel_j0, bessel_j1, bessel_y0, bessel_y1, chebyshev_polynomial_t,
+    chebyshev_polynomial_u, chebyshev_polynomial_v, chebyshev_polynomial_w, hermite_polynomial_h,
+    hermite_polynomial_he, laguerre_polynomial_l, legendre_polynomial_p, modified_bessel_i0,
+    modified_bessel_i1, modified_bessel_k0, modified_bessel_k1, scaled_modified_bessel_k0,
+    scaled_modified_bessel_k1, shifted_chebyshev_polynomial_t, shifted_chebyshev_polynomial_u,
+    shifted_chebyshev_polynomial_v, shifted_chebyshev_polynomial_w, spherical_bessel_j0)
 # torch's top-level and Tensor names
 lgamma, mvlgamma, igamma, igammac = gammaln, multigammaln, gammainc, gammaincc
 

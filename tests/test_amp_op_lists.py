@@ -313,6 +313,11 @@ VISION_CASES = {
     "fractional_max_pool2d": (lambda m, f, x, u: f.fractional_max_pool2d(
         x, 2, output_size=3, _random_samples=u), (IMG, GRID[:, 0, :, :].copy())),
 }
+# session 26, breadth2: the 3-D fractional pool and stft (float32 under cpu autocast)
+VISION_CASES.update({
+    "fractional_max_pool3d": (lambda m, f, x, u: f.fractional_max_pool3d(
+        x, 2, output_size=2, _random_samples=u), (VOLUME, (GRID[..., 0] + 1) / 2)),
+    "stft": (lambda m, f, x: m.stft(x, 4, return_complex=False), (MAT,))})
 CASES.update(VISION_CASES)
 # their cuda policies (fake cuda tensors cannot run these): lower, promote, none
 VISION_CUDA_DTYPES = {"conv3d": gd.float16, "conv_transpose1d": gd.float16,

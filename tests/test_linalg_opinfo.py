@@ -49,6 +49,8 @@ GPUDL = {
     ("triangular_solve", ""): gd.triangular_solve, ("inner", ""): gd.inner,
     ("vdot", ""): gd.vdot, ("addmv", ""): gd.addmv, ("addr", ""): gd.addr,
     ("dist", ""): gd.dist, ("renorm", ""): gd.renorm,
+    ("linalg.ldl_factor", ""): L.ldl_factor, ("linalg.ldl_factor_ex", ""): L.ldl_factor_ex,
+    ("linalg.ldl_solve", ""): L.ldl_solve,
 }
 # samples outside gpudl's API (skipped, counted)
 UNSUPPORTED_KWARGS = core.UNSUPPORTED_KWARGS - {"alpha"}

@@ -68,6 +68,7 @@ GPUDL = {
     ("softmax", ""): gd.softmax,
     ("log_softmax", ""): gd.log_softmax,
     ("matmul", ""): gd.matmul,
+    ("stft", ""): gd.stft,
     ("reshape", ""): gd.reshape,
     ("view", ""): _method("view"),
     ("flatten", ""): gd.flatten,
@@ -264,6 +265,9 @@ KNOWN[("cov", "")] = lambda s: "float32 aweights" if s.kwargs.get("aweights") is
 
 # Samples outside gpudl's API within a supported variant: (op, variant) -> predicate(sample) -> reason.
 OUT_OF_API = {}
+# gpudl has no complex dtype: stft's return_complex=True samples are compared through
+# view_as_real in test_torch_breadth2.py
+OUT_OF_API[("stft", "")] = lambda s: "complex output" if s.kwargs.get("return_complex") else None
 
 OPS = sorted({k[0] for k in GPUDL} | {k[0] for k in SKIP_VARIANTS})
 

@@ -260,8 +260,15 @@ OPINFO = {
     ("polygamma", "polygamma_n_2"): lambda x, n: gd.polygamma(n, x),
     ("polygamma", "polygamma_n_3"): lambda x, n: gd.polygamma(n, x),
     ("polygamma", "polygamma_n_4"): lambda x, n: gd.polygamma(n, x),
-    ("special.modified_bessel_i0", ""): gd.special.modified_bessel_i0,
-    ("special.modified_bessel_i1", ""): gd.special.modified_bessel_i1,
+    **{("special." + name, ""): getattr(gd.special, name) for name in (
+        "bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "modified_bessel_i0",
+        "modified_bessel_i1", "modified_bessel_k0", "modified_bessel_k1",
+        "scaled_modified_bessel_k0", "scaled_modified_bessel_k1", "spherical_bessel_j0",
+        "airy_ai", "chebyshev_polynomial_t", "chebyshev_polynomial_u", "chebyshev_polynomial_v",
+        "chebyshev_polynomial_w", "shifted_chebyshev_polynomial_t",
+        "shifted_chebyshev_polynomial_u", "shifted_chebyshev_polynomial_v",
+        "shifted_chebyshev_polynomial_w", "hermite_polynomial_h", "hermite_polynomial_he",
+        "laguerre_polynomial_l", "legendre_polynomial_p")},
     ("lgamma", ""): gd.lgamma, ("digamma", ""): gd.digamma, ("erfinv", ""): gd.erfinv,
     ("erfc", ""): gd.erfc, ("i0", ""): gd.i0, ("igamma", ""): gd.igamma,
     ("igammac", ""): gd.igammac, ("mvlgamma", "mvlgamma_p_1"): gd.mvlgamma,
@@ -269,6 +276,12 @@ OPINFO = {
     ("logit", ""): gd.special.logit, ("xlogy", ""): gd.special.xlogy,
     ("sinc", ""): gd.special.sinc, ("exp2", ""): gd.special.exp2,
 }
+
+
+# torch 2.13's J0, J1, Y0, Y1 and Ai drop a leading 1 of Cephes' (gpudl/special_bessel.py): its
+# values are off by up to ~1e-6, gpudl's agree with SciPy (test_torch_breadth2.py)
+OPINFO_TOLERANCE = {("special." + name, ""): dict(rtol=2e-5, atol=1e-5) for name in (
+    "bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "airy_ai")}
 
 
 @pytest.mark.parametrize("key", list(OPINFO), ids=lambda k: "-".join(filter(None, k)))
@@ -291,7 +304,8 @@ def test_opinfo_samples(key):
                     if isinstance(arg, torch.Tensor):
                         arg.requires_grad_(False)
         compared += 1
-        problem = test_opinfo_core._compare(name, sample, OPINFO[key], i)
+        problem = test_opinfo_core._compare(name, sample, OPINFO[key], i,
+                                            **OPINFO_TOLERANCE.get(key, {}))
         if problem:
             problems.append(problem)
     assert compared > 0

@@ -297,3 +297,6 @@ POLICIES["cuda"].update(erfinv="fp32")
 POLICIES["cuda"].update(dict.fromkeys((
     "upsample_bicubic2d", "upsample_trilinear3d", "_upsample_nearest_exact1d",
     "_upsample_nearest_exact2d", "_upsample_nearest_exact3d"), "fp32"))
+# session 26, breadth2: stft and fractional_max_pool3d run in float32 under cpu autocast (torch's
+# CPU fp32 list, as fractional_max_pool2d)
+POLICIES["cpu"].update(stft="fp32", fractional_max_pool3d="fp32")

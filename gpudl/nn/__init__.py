@@ -52,6 +52,7 @@ from .adaptive import AdaptiveLogSoftmaxWithLoss
 from .conv import Conv3d, ConvTranspose1d, ConvTranspose3d, Fold
 from .normalization import BatchNorm3d, InstanceNorm3d, LocalResponseNorm, SyncBatchNorm
 from .pool import (AdaptiveAvgPool3d, AdaptiveMaxPool3d, AvgPool3d, FractionalMaxPool2d,
+                   FractionalMaxPool3d,
                    LPPool1d, LPPool2d, LPPool3d, MaxPool3d, MaxUnpool1d, MaxUnpool2d,
                    MaxUnpool3d)
 from .resample import ChannelShuffle, PixelUnshuffle

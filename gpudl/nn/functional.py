@@ -58,7 +58,8 @@ from ..ops.multilabel_margin import multilabel_margin_loss  # noqa: F401
 from ..ops.conv import conv3d, conv_transpose1d, conv_transpose3d, fold  # noqa: F401
 from ..ops.distance import pdist  # noqa: F401
 from ..ops.fractional_pool import (  # noqa: F401
-    fractional_max_pool2d, fractional_max_pool2d_with_indices)
+    fractional_max_pool2d, fractional_max_pool2d_with_indices, fractional_max_pool3d,
+    fractional_max_pool3d_with_indices)
 from ..ops.grid_sample import affine_grid, grid_sample  # noqa: F401
 from ..ops.local_response_norm import local_response_norm  # noqa: F401
 from ..ops.pool_nd import (  # noqa: F401

@@ -3,7 +3,7 @@ MaxUnpool1d/2d/3d, LPPool1d/2d/3d: stateless layers over ``gpudl.ops.pool`` and 
 
 from ..ops import pool as P
 from ..ops import pool_nd as PN
-from ..ops.fractional_pool import fractional_max_pool2d
+from ..ops.fractional_pool import fractional_max_pool2d, fractional_max_pool3d
 from ..ops.pool import adaptive_avg_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
 from .module import Module
 
@@ -243,24 +243,26 @@ class LPPool3d(_LPPoolNd):
     _function = PN.lp_pool3d
 
 
-class FractionalMaxPool2d(Module):
-    """Fractional max pooling (``F.fractional_max_pool2d``) to ``output_size`` or
-    ``output_ratio`` (one of them; ratios in (0, 1)); the buffer ``_random_samples`` (N, C, 2),
-    if given, fixes the windows, else each call draws new ones. With ``return_indices=True``
-    forward returns ``(output, indices)``."""
+class _FractionalMaxPoolNd(Module):
+    """Fractional max pooling (``F.fractional_max_pool{2,3}d``) to ``output_size`` or
+    ``output_ratio`` (one of them; ratios in (0, 1)); the buffer ``_random_samples``
+    (N, C, dims), if given, fixes the windows, else each call draws new ones. With
+    ``return_indices=True`` forward returns ``(output, indices)``."""
+
+    dims, name, _function = 2, "FractionalMaxPool2d", None
 
     def __init__(self, kernel_size, output_size=None, output_ratio=None, return_indices=False,
                  _random_samples=None):
         super().__init__()
-        name = "FractionalMaxPool2d"
-        self.kernel_size = PN._sizes(name, "kernel_size", kernel_size, 2)
+        name, dims = self.name, self.dims
+        self.kernel_size = PN._sizes(name, "kernel_size", kernel_size, dims)
         self.return_indices = return_indices
         self.register_buffer("_random_samples", _random_samples)
         self.output_size = None if output_size is None else PN._sizes(name, "output_size",
-                                                                       output_size, 2)
+                                                                       output_size, dims)
         self.output_ratio = None if output_ratio is None else (
             tuple(output_ratio) if isinstance(output_ratio, (tuple, list))
-            else (output_ratio, output_ratio))
+            else (output_ratio,) * dims)
         if (output_size is None) == (output_ratio is None):
             raise ValueError(f"{name}: specify exactly one of output_size and output_ratio, got "
                              f"{output_size!r} and {output_ratio!r}")
@@ -269,6 +271,20 @@ class FractionalMaxPool2d(Module):
                              f"{output_ratio!r})")
 
     def forward(self, input):
-        return fractional_max_pool2d(input, self.kernel_size, self.output_size,
-                                     self.output_ratio, self.return_indices,
-                                     _random_samples=self._random_samples)
+        return type(self)._function(input, self.kernel_size, self.output_size,
+                                    self.output_ratio, self.return_indices,
+                                    _random_samples=self._random_samples)
+
+
+class FractionalMaxPool2d(_FractionalMaxPoolNd):
+    """Fractional max pooling over (N, C, H, W): see ``_FractionalMaxPoolNd``; the buffer
+    ``_random_samples`` is (N, C, 2)."""
+
+    dims, name, _function = 2, "FractionalMaxPool2d", staticmethod(fractional_max_pool2d)
+
+
+class FractionalMaxPool3d(_FractionalMaxPoolNd):
+    """Fractional max pooling over (N, C, T, H, W): see ``_FractionalMaxPoolNd``; the buffer
+    ``_random_samples`` is (N, C, 3)."""
+
+    dims, name, _function = 3, "FractionalMaxPool3d", staticmethod(fractional_max_pool3d)
