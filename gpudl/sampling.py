@@ -128,6 +128,8 @@ def poisson(input, generator=None):
     rates = input._data.astype(np.float64)
     _check("poisson", (rates < 0).any() | backend.get_array_module(rates).isnan(rates).any(),
            "invalid Poisson rate, expected rate to be non-negative")
+    # on the cuda device the check reports at the next read: the draw must not fail first
+    rates = backend.get_array_module(rates).where(rates >= 0, rates, 0)
     drawn = random.generator(input._device, generator).poisson(rates)
     return Tensor._make(drawn.astype(input.dtype), False, None, 0, input._device)
 
@@ -144,6 +146,9 @@ def binomial(count, prob, generator=None):
     _check("binomial", ((p < 0) | (p > 1) | xp.isnan(p)).any(), "prob must lie in [0, 1]")
     _check("binomial", ((trials < 0) | (trials != xp.floor(trials))).any(),
            "count must hold non-negative whole numbers")
+    # on the cuda device the checks report at the next read: the draw must not fail first
+    p = xp.where((p >= 0) & (p <= 1), p, 0)
+    trials = xp.where(trials >= 0, xp.floor(trials), 0)
     trials, p = xp.broadcast_arrays(trials, p)
     drawn = random.generator(count._device, generator).binomial(trials.astype(np.int64), p)
     return Tensor._make(drawn.astype(count.dtype), False, None, 0, count._device)

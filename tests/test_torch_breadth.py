@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
+from device_checks import call_then_read
 
 torch = pytest.importorskip("torch")
 
@@ -129,7 +130,7 @@ def test_angle(dtype):
 
 
 def test_samplers_moments():
-    gen = gd.Generator().manual_seed(0)
+    gen = gd.Generator(device=gd.ones(1).device).manual_seed(0)     # the tensors' device
     x = gd.empty(200_000, dtype=gd.float64)
     x.log_normal_(0.5, 0.25, generator=gen)
     assert abs(np.log(x.numpy()).mean() - 0.5) < 0.01
@@ -306,7 +307,7 @@ def test_gradient(kwargs):
 
 
 def test_poisson_and_binomial_moments():
-    gen = gd.Generator().manual_seed(1)
+    gen = gd.Generator(device=gd.ones(1).device).manual_seed(1)
     rates = gd.full((100_000,), 3.0, dtype=gd.float64)
     drawn = gd.poisson(rates, generator=gen).numpy()
     assert abs(drawn.mean() - 3) < 0.03 and abs(drawn.var() - 3) < 0.1
@@ -315,10 +316,10 @@ def test_poisson_and_binomial_moments():
     drawn = gd.binomial(count, prob, generator=gen).numpy()
     assert drawn.dtype == np.float32 and drawn.max() <= 10
     assert abs(drawn.mean() - 3) < 0.03 and abs(drawn.var() - 2.1) < 0.1
-    with pytest.raises(ValueError, match="rate"):
-        gd.poisson(-gd.ones(2))
+    with pytest.raises(ValueError, match="rate"):          # on cuda: at the next read
+        call_then_read(gd.poisson, -gd.ones(2))
     with pytest.raises(ValueError, match="prob"):
-        gd.binomial(gd.ones(2), gd.full((2,), 1.5))
+        call_then_read(gd.binomial, gd.ones(2), gd.full((2,), 1.5))
 
 
 def test_process_state():
@@ -347,7 +348,10 @@ def test_process_state():
     gd.set_warn_always(True)
     assert gd.is_warn_always_enabled()
     gd.set_warn_always(False)
-    assert gd.typename(gd.ones(2)) == "gpudl.FloatTensor" and gd.typename(3) == "int"
+    on_cuda = gd.ones(2).device.type == "cuda"
+    assert gd.typename(gd.ones(2)) == ("gpudl.cuda.FloatTensor" if on_cuda else
+                                       "gpudl.FloatTensor")
+    assert gd.typename(3) == "int"
     assert gd.typename(np.zeros(2)) == torch.typename(np.zeros(2))
     assert gd.get_num_interop_threads() >= 1
 
