@@ -229,6 +229,8 @@ def diagonal(A, *, offset=0, dim1=-2, dim2=-1):
 def tensorinv(A, ind=2):
     """torch.linalg.tensorinv: the tensor X with tensordot(X, A, ind) the identity, for
     prod(A.shape[:ind]) == prod(A.shape[ind:]); X has shape A.shape[ind:] + A.shape[:ind]."""
+    if not isinstance(A, Tensor):
+        raise TypeError(f"linalg.tensorinv: A must be a Tensor, got {type(A).__name__}")
     if not is_int(ind) or ind <= 0:
         raise ValueError(f"linalg.tensorinv: ind must be a positive int, got {ind!r}")
     outer, inner = tuple(A.shape[:ind]), tuple(A.shape[ind:])

@@ -415,12 +415,14 @@ def _incomplete_gamma(a, x, upper):
     q = _upper_fraction(a[fraction], x[fraction])
     out[fraction] = q if upper else 1 - q
     out[valid & (x == np.inf)] = 0.0 if upper else 1.0
+    out[(a == 0) & (x > 0)] = 0.0 if upper else 1.0     # the limit a -> 0+, as torch and SciPy
     return out
 
 
 @on_cpu
 def gammainc(a, x):
-    """The regularised lower incomplete gamma function P(a, x) (a > 0, x >= 0)."""
+    """The regularised lower incomplete gamma function P(a, x) (a > 0, x >= 0; 1 at a = 0 for
+    x > 0)."""
     return _incomplete_gamma(a, x, upper=False)
 
 

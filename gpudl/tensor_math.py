@@ -452,11 +452,12 @@ class MathMixin:
 
     def nan_to_num(self, nan=0.0, posinf=None, neginf=None):
         """NaN, +inf and -inf replaced by ``nan``, ``posinf`` and ``neginf`` (by default the
-        dtype's largest and lowest finite values); integer tensors come back as copies."""
+        dtype's largest and lowest finite values; ``nan=None`` means 0, as torch); integer
+        tensors come back as copies."""
         if not is_floating(self.dtype):
             return self.clone()
         largest = float(ml_dtypes.finfo(self.dtype).max)
-        out = where(self.isnan(), nan, self)
+        out = where(self.isnan(), 0.0 if nan is None else nan, self)
         out = where(out == np.inf, largest if posinf is None else posinf, out)
         return where(out == -np.inf, -largest if neginf is None else neginf, out)
 

@@ -109,14 +109,14 @@ def movedim(input, source, destination):
 def broadcast_to(input, size):
     """``input`` expanded (a view) to ``size`` by broadcasting."""
     require_tensors("broadcast_to", input=input)
-    return input.expand(*size)
+    return input.expand(*((size,) if isinstance(size, int) else size))
 
 
 def tile(input, dims):
     """``input`` repeated ``dims[i]`` times along each dim; fewer ``dims`` than dims are
     padded with ones in front, more make new leading dims (torch.tile)."""
     require_tensors("tile", input=input)
-    dims = tuple(dims)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
     if len(dims) < input.ndim:
         dims = (1,) * (input.ndim - len(dims)) + dims
     return input.reshape((1,) * (len(dims) - input.ndim) + tuple(input.shape)).repeat(*dims)

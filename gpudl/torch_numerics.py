@@ -23,7 +23,8 @@ def _linspace(xp, start, end, steps, dtype):
 
 def _edges(op, x, bins, range):
     """The bin edges of ``histogram``: ``bins`` itself (a 1-D tensor), or ``bins`` equal bins
-    over ``range`` (the data's range by default; an empty one widened by 0.5 each side)."""
+    over ``range`` (the data's range by default, [0, 1] without data; an empty one widened by
+    0.5 each side)."""
     xp = xp_of(x)
     if isinstance(bins, Tensor):
         if bins.ndim != 1 or bins.numel() < 2:
@@ -39,7 +40,7 @@ def _edges(op, x, bins, range):
     elif x.size:
         low, high = (float(backend.host_value(v, op)) for v in (x.min(), x.max()))
     else:
-        low, high = 0.0, 0.0
+        low, high = 0.0, 1.0            # no data and no range: [0, 1], as torch and NumPy
     if not (np.isfinite(low) and np.isfinite(high)):
         raise RuntimeError(f"{op}: range of [{low}, {high}] is not finite")
     if low == high:

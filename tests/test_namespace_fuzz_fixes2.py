@@ -1,0 +1,151 @@
+"""Regressions found by session 26's second namespace fuzz (helper nsfuzz): Tensor methods (in
+place ones too), gpudl.nn.functional, gpudl.linalg and gpudl.special against torch 2.13, with
+random positional and keyword arguments; each compared with torch on fresh random inputs."""
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+import gpudl.nn.functional as F
+
+torch = pytest.importorskip("torch")
+
+
+def _same(ours, theirs, rtol=1e-7):
+    assert tuple(ours.shape) == tuple(theirs.shape)
+    assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=rtol, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gammainc", "gammaincc"])
+def test_incomplete_gamma_at_a_zero_is_the_limit(name):
+    """P(0, x) = 1 and Q(0, x) = 0 for x > 0 (the limit a -> 0+, torch and SciPy): it was NaN,
+    so x.igamma(mask.double()) with a 0/1 tensor came back NaN where the mask is 0."""
+    rng = np.random.default_rng()
+    a = np.where(rng.random(30) < 0.4, 0.0, rng.random(30) * 3)
+    x = np.concatenate([rng.random(27) * 4, [0.0, np.inf, 1e-300]])
+    a[-3:] = 0.0
+    ours = getattr(gd.special, name)(gd.tensor(a), gd.tensor(x))
+    theirs = getattr(torch.special, name)(torch.tensor(a), torch.tensor(x))
+    _same(ours, theirs, rtol=1e-10)
+    mask = rng.random(5) < 0.5
+    _same(gd.tensor(mask).igamma(gd.tensor(x[:5] + 0.1)),
+          torch.tensor(mask).igamma(torch.tensor(x[:5] + 0.1)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["view_as", "expand_as", "reshape_as", "type_as"])
+@pytest.mark.parametrize("other", [0, 1.5, None, (2, 3), [2, 3], "abc"])
+def test_as_methods_refuse_a_non_tensor_with_a_type_error(name, other):
+    """x.view_as(3) raised AttributeError: 'int' object has no attribute 'shape'."""
+    x = gd.tensor(np.random.default_rng().standard_normal((2, 3)))
+    with pytest.raises(TypeError, match=f"{name}: other must be a Tensor, got"):
+        getattr(x, name)(other)
+    with pytest.raises(TypeError):
+        getattr(torch.zeros(2, 3), name)(other)
+
+
+def test_as_methods_still_match_torch():
+    rng = np.random.default_rng()
+    a, b = rng.standard_normal((2, 3)), rng.standard_normal((3, 2)).astype(np.float32)
+    for name in ("view_as", "reshape_as", "type_as"):
+        _same(getattr(gd.tensor(a), name)(gd.tensor(b)),
+              getattr(torch.tensor(a), name)(torch.tensor(b)))
+    c = rng.standard_normal((1, 3))
+    _same(gd.tensor(c).expand_as(gd.tensor(a)), torch.tensor(c).expand_as(torch.tensor(a)))
+
+
+@pytest.mark.parametrize("name, args, kwargs", [
+    ("unsqueeze_", (), {"dim": 0}), ("unsqueeze_", (), {"dim": -1}), ("squeeze_", (), {"dim": 1}),
+    ("transpose_", (), {"dim0": 0, "dim1": 2}), ("swapaxes_", (0,), {"axis1": 1})])
+def test_in_place_view_ops_take_keyword_dims(name, args, kwargs):
+    """x.unsqueeze_(dim=0) raised TypeError: edit() got an unexpected keyword argument."""
+    if name == "swapaxes_":
+        name, args, kwargs = "transpose_", (0, 1), {}
+    x = np.random.default_rng().standard_normal((2, 1, 3))
+    ours, theirs = gd.tensor(x), torch.tensor(x)
+    assert getattr(ours, name)(*args, **kwargs) is ours
+    getattr(theirs, name)(*args, **kwargs)
+    _same(ours, theirs)
+
+
+def test_a_refused_in_place_view_op_changes_nothing():
+    x = gd.tensor(np.random.default_rng().standard_normal((2, 3)))
+    before, version = x.numpy().copy(), x._version
+    with pytest.raises(IndexError):
+        x.unsqueeze_(dim=5)
+    assert x.shape == (2, 3) and x._version == version
+    np.testing.assert_array_equal(x.numpy(), before)
+
+
+def test_nan_to_num_takes_nan_none_as_zero():
+    """x.nan_to_num(None) (torch: NaN -> 0) raised TypeError from where."""
+    x = np.random.default_rng().standard_normal(6)
+    x[[0, 2, 4]] = [np.nan, np.inf, -np.inf]
+    for call in (lambda t: t.nan_to_num(None), lambda t: t.nan_to_num(None, 1.0),
+                 lambda t: t.nan_to_num_(None), lambda t: t.float().nan_to_num(nan=None)):
+        _same(call(gd.tensor(x)), call(torch.tensor(x)))
+
+
+def test_tile_and_broadcast_to_take_an_int():
+    x = np.random.default_rng().integers(-5, 5, 3)
+    for reps in (0, 1, 2):
+        _same(gd.tensor(x).tile(reps), torch.tensor(x).tile(reps))
+        _same(gd.tile(gd.tensor(x), reps), torch.tile(torch.tensor(x), (reps,)))
+    _same(gd.tensor(x[:1]).broadcast_to(4), torch.tensor(x[:1]).broadcast_to(4))
+
+
+def test_instance_norm_with_only_running_mean_is_refused_before_updating_it():
+    """instance_norm(x, running_mean) updated running_mean, then raised AttributeError on
+    running_var None (torch refuses, changing nothing)."""
+    x = gd.tensor(np.random.default_rng().standard_normal((2, 3, 4, 4)).astype(np.float32))
+    running_mean = gd.zeros(3)
+    with pytest.raises(ValueError, match="running_mean and running_var"):
+        F.instance_norm(x, running_mean)
+    np.testing.assert_array_equal(running_mean.numpy(), np.zeros(3, np.float32))
+    with pytest.raises(ValueError):
+        torch.nn.functional.instance_norm(torch.tensor(x.numpy()), torch.zeros(3))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: F.linear(gd.ones(2, 3), gd.ones(4, 3), 7), "linear: bias must be a Tensor"),
+    (lambda: F.linear(gd.ones(2, 3), gd.ones(4, 3), [1, 2, 3, 4]), "linear: bias must be"),
+    (lambda: F.embedding_bag(gd.tensor([0, 1]), gd.ones(3, 3), (0, 1)),
+     "embedding_bag: offsets must be a Tensor"),
+    (lambda: gd.chain_matmul(0.5), "chain_matmul: matrices must be a Tensor"),
+    (lambda: gd.linalg.tensorinv(None), "linalg.tensorinv: A must be a Tensor")])
+def test_non_tensor_arguments_get_a_type_error(call, message):
+    """Each raised AttributeError ('int' object has no attribute 'shape', ...)."""
+    with pytest.raises(TypeError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (2, 0, 0), (0, 2, 2)])
+def test_lu_of_an_empty_matrix_matches_torch(shape):
+    """linalg.lu_factor_ex/lu of a matrix with an empty diagonal raised NumPy's
+    'attempt to get argmax of an empty sequence'."""
+    ours, theirs = gd.linalg.lu_factor_ex(gd.zeros(*shape)), torch.linalg.lu_factor_ex(
+        torch.zeros(*shape))
+    for a, b in zip(ours, theirs):
+        _same(a, b)
+    for a, b in zip(gd.linalg.lu(gd.zeros(*shape)), torch.linalg.lu(torch.zeros(*shape))):
+        _same(a, b)
+
+
+def test_lu_factor_ex_info_still_names_the_first_zero_pivot():
+    a = np.random.default_rng().standard_normal((3, 4, 4))
+    a[0, 2], a[0, :, 2] = 0, 0
+    a[2, :, 0] = 0
+    _same(gd.linalg.lu_factor_ex(gd.tensor(a)).info, torch.linalg.lu_factor_ex(
+        torch.tensor(a)).info)
+
+
+def test_histogram_of_no_data_spans_zero_to_one():
+    """With no values and no range the edges were [-0.5, 0.5] (torch, NumPy: [0, 1])."""
+    for bins in (1, 4, 7):
+        ours = gd.histogram(gd.zeros(0, 3).double(), bins)
+        theirs = torch.histogram(torch.zeros(0, 3).double(), bins)
+        for a, b in zip(ours, theirs):
+            _same(a, b)
+    x = np.full(4, np.random.default_rng().standard_normal())
+    for a, b in zip(gd.histogram(gd.tensor(x), 3), torch.histogram(torch.tensor(x), 3)):
+        _same(a, b)
