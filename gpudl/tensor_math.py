@@ -192,9 +192,12 @@ class MathMixin:
         if min is None and max is None:
             raise ValueError("clip: at least one of 'min' or 'max' must not be None")
         lo, hi = _bound(min, self), _bound(max, self)
-        x = self
-        for bound in (lo, hi):              # an int tensor clamped to 0.5 gives floats, as torch
-            if bound is not None:
+        tensors = [bound for bound in (lo, hi) if isinstance(bound, T.Tensor)]
+        x = self    # tensor bounds: one promotion of all (a 0-d self ranks below the bounds)
+        if tensors:
+            x = x.astype(dtypes.result_type(self, *tensors))
+        for bound in (lo, hi):          # an int tensor clamped to 0.5 gives floats, as torch
+            if bound is not None and not isinstance(bound, T.Tensor):
                 x = x.astype(_result_dtype(x, bound))
         lo, hi = (_cast(wrapped(bound, x.dtype), x.dtype) for bound in (lo, hi))
         return E.Clip.apply(x, lo, hi)

@@ -149,3 +149,26 @@ def test_histogram_of_no_data_spans_zero_to_one():
     x = np.full(4, np.random.default_rng().standard_normal())
     for a, b in zip(gd.histogram(gd.tensor(x), 3), torch.histogram(torch.tensor(x), 3)):
         _same(a, b)
+
+
+def test_clamp_with_two_tensor_bounds_promotes_all_three_at_once():
+    """clamp(0-d float64, min=float64 (2, 3), max=float32 (2, 3)) gave float32 (promoted pair
+    by pair: the 0-d self, once float64, then ranked below max); torch gives float64."""
+    rng = np.random.default_rng()
+    pool = [np.array(rng.standard_normal()), np.array(2), rng.standard_normal((2, 3)),
+            rng.standard_normal((2, 3)).astype(np.float32), np.array([1, -2, 3]),
+            np.array(0.5, np.float32), None]
+    checked = 0
+    for a in pool[:-1]:
+        for lo in pool:
+            for hi in pool:
+                args = (a, lo, hi)
+                try:
+                    theirs = torch.clamp(*[None if v is None else torch.tensor(v) for v in args])
+                except (RuntimeError, TypeError):
+                    continue
+                _same(gd.clamp(*[None if v is None else gd.tensor(v) for v in args]), theirs)
+                _same(gd.tensor(a).clip(*[None if v is None else gd.tensor(v) for v in args[1:]]),
+                      theirs)
+                checked += 1
+    assert checked > 100
