@@ -172,3 +172,24 @@ def test_clamp_with_two_tensor_bounds_promotes_all_three_at_once():
                       theirs)
                 checked += 1
     assert checked > 100
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: F.softmax(7, 0, gd.float32), "softmax: input must be a Tensor, got int"),
+    (lambda: F.log_softmax(True, 0, dtype=gd.float64), "log_softmax: input must be a Tensor"),
+    (lambda: F.scaled_dot_product_attention(gd.ones(2, 3, 4), gd.ones(2, 3, 4), 3),
+     "scaled_dot_product_attention: value must be a Tensor, got int"),
+    (lambda: F.scaled_dot_product_attention(gd.ones(2, 3, 4), [1], gd.ones(2, 3, 4)),
+     "scaled_dot_product_attention: key must be a Tensor, got list")])
+def test_functional_non_tensor_inputs_get_a_type_error(call, message):
+    """Each raised AttributeError (astype / dtype read on the int, bool or list)."""
+    with pytest.raises(TypeError, match=message):
+        call()
+
+
+def test_softmax_dtype_still_casts_an_integer_input_as_torch():
+    x = np.random.default_rng().integers(-3, 4, (2, 5))
+    for name in ("softmax", "log_softmax"):
+        ours = getattr(F, name)(gd.tensor(x), 1, dtype=gd.float64)
+        _same(ours, getattr(torch.nn.functional, name)(torch.tensor(x), 1, dtype=torch.float64),
+              rtol=1e-12)
