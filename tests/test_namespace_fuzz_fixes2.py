@@ -193,3 +193,17 @@ def test_softmax_dtype_still_casts_an_integer_input_as_torch():
         ours = getattr(F, name)(gd.tensor(x), 1, dtype=gd.float64)
         _same(ours, getattr(torch.nn.functional, name)(torch.tensor(x), 1, dtype=torch.float64),
               rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["can_cast", "promote_types"])
+def test_dtype_queries_refuse_none_and_tensors(name):
+    """can_cast(x, None) raised AttributeError: 'NoneType' object has no attribute 'kind'; a
+    tensor was taken for its dtype (torch refuses both)."""
+    for args in ((gd.float32, None), (None, gd.float32), (gd.zeros(2), gd.float32)):
+        with pytest.raises(TypeError, match=f"{name}: .* must be a dtype"):
+            getattr(gd, name)(*args)
+    pairs = [(a, b) for a in ("float32", "float64", "int64", "bool") for b in ("int64", "float32")]
+    for a, b in pairs:
+        ours = getattr(gd, name)(getattr(gd, a), getattr(gd, b))
+        theirs = getattr(torch, name)(getattr(torch, a), getattr(torch, b))
+        assert str(ours) == str(theirs).replace("torch.", "")
