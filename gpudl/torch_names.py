@@ -204,7 +204,21 @@ triu_indices, tril_indices = _triangle_indices("triu_indices", True), \
 moveaxis = movedim
 Tensor.trace = trace
 Tensor.movedim = Tensor.moveaxis = movedim
-Tensor.broadcast_to, Tensor.tile, Tensor.unflatten = broadcast_to, tile, unflatten
+Tensor.unflatten = unflatten
+
+
+def _sizes_method(function):
+    """The Tensor method of ``function(input, sizes)``: sizes one sequence or int, or several
+    ints (x.tile(2, 2), x.broadcast_to(2, 3)), as torch's methods take them."""
+    def method(self, *sizes):
+        if not sizes:
+            raise TypeError(f"{function.__name__}: missing the sizes argument")
+        return function(self, sizes[0] if len(sizes) == 1 else sizes)
+    method.__name__, method.__doc__ = function.__name__, function.__doc__
+    return method
+
+
+Tensor.broadcast_to, Tensor.tile = _sizes_method(broadcast_to), _sizes_method(tile)
 Tensor.dot, Tensor.mv, Tensor.is_floating_point = dot, mv, is_floating_point
 
 

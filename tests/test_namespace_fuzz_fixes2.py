@@ -207,3 +207,15 @@ def test_dtype_queries_refuse_none_and_tensors(name):
         ours = getattr(gd, name)(getattr(gd, a), getattr(gd, b))
         theirs = getattr(torch, name)(getattr(torch, a), getattr(torch, b))
         assert str(ours) == str(theirs).replace("torch.", "")
+
+
+def test_tile_and_broadcast_to_methods_take_several_ints():
+    """x.tile(2, 2) and x.broadcast_to(2, 3) (torch's methods take sizes as varargs) raised
+    TypeError: takes 2 positional arguments."""
+    x = np.random.default_rng().standard_normal(3)
+    for reps in ((2, 2), (1, 2, 1), ((2, 1),), ([3],)):
+        _same(gd.tensor(x).tile(*reps), torch.tensor(x).tile(*reps))
+    _same(gd.tensor(x[:1]).broadcast_to(2, 3), torch.tensor(x[:1]).broadcast_to(2, 3))
+    for name in ("tile", "broadcast_to"):
+        with pytest.raises(TypeError, match=f"{name}: missing"):
+            getattr(gd.tensor(x), name)()
