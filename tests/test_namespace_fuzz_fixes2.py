@@ -219,3 +219,17 @@ def test_tile_and_broadcast_to_methods_take_several_ints():
     for name in ("tile", "broadcast_to"):
         with pytest.raises(TypeError, match=f"{name}: missing"):
             getattr(gd.tensor(x), name)()
+
+
+def test_zeta_at_a_pole_is_inf_for_any_s_above_one():
+    """zeta(1.5, -2) gave NaN (the q < 0 with a non-integer s rule overrode the pole at a
+    non-positive integer q); torch (Cephes) gives +inf there, NaN for s < 1."""
+    rng = np.random.default_rng()
+    s = np.concatenate([rng.standard_normal(40) * 3, [1.0, 2.0, 3.0, 0.5]])
+    for q in (-3.0, -1.0, 0.0, -1.5, -0.25, 0.5, 2.0):
+        ours = gd.special.zeta(gd.tensor(s), q)
+        _same(ours, torch.special.zeta(torch.tensor(s), q), rtol=1e-9)
+    q = np.array([-3, -2, -1, 0, 1, 2])
+    s32 = np.array([0.5, 1.5, 2.0, 3.0, 2.5, -0.5], np.float32)
+    _same(gd.special.zeta(gd.tensor(s32), gd.tensor(q)),
+          torch.special.zeta(torch.tensor(s32), torch.tensor(q)), rtol=1e-5)
