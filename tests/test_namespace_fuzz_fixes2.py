@@ -233,3 +233,20 @@ def test_zeta_at_a_pole_is_inf_for_any_s_above_one():
     s32 = np.array([0.5, 1.5, 2.0, 3.0, 2.5, -0.5], np.float32)
     _same(gd.special.zeta(gd.tensor(s32), gd.tensor(q)),
           torch.special.zeta(torch.tensor(s32), torch.tensor(q)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("x_shape, y_shape, dim", [
+    ((0, 3), (3,), 1), ((3, 3), (), -1), ((2, 1, 3), (4, 3), -1), ((2, 3), (2, 1), -1),
+    ((2, 3), (2, 3), 0)])
+def test_vecdot_broadcasts_before_reading_dim(x_shape, y_shape, dim):
+    """linalg.vecdot compared x.shape[dim] with y.shape[dim] before broadcasting: a vector or
+    0-d y raised IndexError: tuple index out of range, or a size mismatch torch accepts."""
+    rng = np.random.default_rng()
+    x, y = rng.standard_normal(x_shape), rng.standard_normal(y_shape)
+    ours, theirs = gd.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    out = gd.linalg.vecdot(ours, gd.tensor(y), dim=dim)
+    expected = torch.linalg.vecdot(theirs, torch.tensor(y), dim=dim)
+    _same(out.detach(), expected.detach(), rtol=1e-12)
+    out.sum().backward()
+    expected.sum().backward()
+    _same(ours.grad, theirs.grad, rtol=1e-12)
