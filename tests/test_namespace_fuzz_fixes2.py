@@ -250,3 +250,21 @@ def test_vecdot_broadcasts_before_reading_dim(x_shape, y_shape, dim):
     out.sum().backward()
     expected.sum().backward()
     _same(ours.grad, theirs.grad, rtol=1e-12)
+
+
+@pytest.mark.parametrize("log_input, full", [(True, False), (False, False), (True, True)])
+def test_poisson_nll_loss_ranks_a_0d_tensor_below_the_other(log_input, full):
+    """poisson_nll_loss(float32 (2, 3), 0-d float64) gave float64: torch's is a composite
+    (exp(input) - target * input), whose 0-d float64 operand does not promote float32."""
+    rng = np.random.default_rng()
+    pool = [rng.standard_normal((2, 3)).astype(np.float32), rng.random((2, 3)) * 3,
+            np.array(rng.random() * 2), np.array(rng.random(), np.float32),
+            rng.integers(0, 3, (2, 3)), rng.random(3).astype(np.float32) + 0.5]
+    for a in pool[:4] + pool[5:]:
+        for b in pool:
+            kwargs = dict(log_input=log_input, full=full, reduction="none")
+            if not log_input:
+                a = np.abs(a) + 0.1
+            theirs = torch.nn.functional.poisson_nll_loss(torch.tensor(a), torch.tensor(b),
+                                                           **kwargs)
+            _same(F.poisson_nll_loss(gd.tensor(a), gd.tensor(b), **kwargs), theirs, rtol=2e-6)
