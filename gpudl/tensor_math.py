@@ -434,6 +434,9 @@ class MathMixin:
     def lerp(self, end, weight):
         """``self + weight * (end - self)`` (torch.lerp, in its two halves: a weight of 1 gives
         ``end`` exactly); ``end`` a tensor of self's dtype, ``weight`` a number or a tensor."""
+        if (isinstance(weight, T.Tensor) and weight.ndim == 0 and weight.dtype != self.dtype
+                and is_floating(weight.dtype) and is_floating(self.dtype)):
+            weight = weight.astype(self.dtype)      # a 0-d weight of another float: as torch
         for name, value in (("end", end), ("weight", weight)):
             if isinstance(value, T.Tensor) and value.dtype != self.dtype:
                 raise RuntimeError(f"lerp: expected {name} of dtype {self.dtype}, got "

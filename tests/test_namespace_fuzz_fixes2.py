@@ -268,3 +268,19 @@ def test_poisson_nll_loss_ranks_a_0d_tensor_below_the_other(log_input, full):
             theirs = torch.nn.functional.poisson_nll_loss(torch.tensor(a), torch.tensor(b),
                                                            **kwargs)
             _same(F.poisson_nll_loss(gd.tensor(a), gd.tensor(b), **kwargs), theirs, rtol=2e-6)
+
+
+def test_lerp_takes_a_0d_weight_of_another_floating_dtype():
+    """x.lerp(end, 0-d float64 weight) on float32 was refused; torch accepts a 0-d weight
+    (not a 1-D one, nor an end of another dtype) and keeps self's dtype."""
+    rng = np.random.default_rng()
+    x, end = rng.standard_normal(5).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    for w in (np.array(0.3), np.array(0.8), np.array(0.25, np.float16)):
+        _same(gd.tensor(x).lerp(gd.tensor(end), gd.tensor(w)),
+              torch.tensor(x).lerp(torch.tensor(end), torch.tensor(w)), rtol=1e-6)
+        ours, theirs = gd.tensor(x), torch.tensor(x)
+        ours.lerp_(gd.tensor(end), gd.tensor(w))
+        theirs.lerp_(torch.tensor(end), torch.tensor(w))
+        _same(ours, theirs, rtol=1e-6)
+    with pytest.raises(RuntimeError, match="lerp: expected weight of dtype float32"):
+        gd.tensor(x).lerp(gd.tensor(end), gd.tensor(rng.random(5)))
