@@ -162,16 +162,23 @@ def result_type(tensor1, tensor2):
     return tensor_math._result_dtype(tensor1, tensor2)
 
 
+def _dtype_argument(op, name, dtype):
+    """A dtype (not None, not a tensor, whose dtype NumPy would read) or a TypeError."""
+    if dtype is None or isinstance(dtype, Tensor):
+        raise TypeError(f"{op}: {name} must be a dtype, got {type(dtype).__name__}")
+    return dtypes.as_dtype(dtype, op)
+
+
 def promote_types(type1, type2):
     """The smallest dtype both ``type1`` and ``type2`` convert to without losing kind."""
-    return dtypes.promote_types(dtypes.as_dtype(type1, "promote_types"),
-                                dtypes.as_dtype(type2, "promote_types"))
+    return dtypes.promote_types(_dtype_argument("promote_types", "type1", type1),
+                                _dtype_argument("promote_types", "type2", type2))
 
 
 def can_cast(from_, to):
     """Whether torch's casting rules allow ``from_`` into ``to``: never to a lower kind
     (floating -> integer, integer -> bool)."""
-    from_, to = dtypes.as_dtype(from_, "can_cast"), dtypes.as_dtype(to, "can_cast")
+    from_, to = _dtype_argument("can_cast", "from_", from_), _dtype_argument("can_cast", "to", to)
     return dtypes.category(from_) <= dtypes.category(to)
 
 

@@ -313,8 +313,9 @@ def lu_factor_ex(A, *, pivot=True, check_errors=False):
     A = matrices("linalg.lu_factor", False, A=A)
     lu, pivots = lu_ops.LUFactor.apply(A)
     diagonal = lu.detach().numpy().diagonal(0, -2, -1)       # U's diagonal, on the host
-    zero = diagonal == 0
-    info = Tensor._make(np.where(zero.any(-1), zero.argmax(-1) + 1, 0).astype(np.int32), False,
+    zero = np.concatenate([diagonal == 0, np.ones(diagonal.shape[:-1] + (1,), bool)], -1)
+    first = zero.argmax(-1)         # the sentinel column: argmax is defined on an empty diagonal
+    info = Tensor._make(np.where(first < diagonal.shape[-1], first + 1, 0).astype(np.int32), False,
                         None, 0, "cpu").to(A.device)
     if check_errors and bool((info != 0).any()):
         raise LinAlgError(f"linalg.lu_factor_ex: U has a zero on its diagonal (info "

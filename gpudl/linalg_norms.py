@@ -13,7 +13,7 @@ from .creation import eye, ones_like
 from .linalg import vector_norm
 from .linalg_decompositions import inv, matrices, solve, svdvals, tolerances
 from .ops import linalg_decomp as decomp
-from .ops._util import is_int, normalize_axes
+from .ops._util import is_int, normalize_axes, normalize_axis
 from .tensor import Tensor
 
 __all__ = ["norm", "matrix_norm", "cond", "matrix_rank", "matrix_power", "multi_dot", "vecdot",
@@ -197,9 +197,13 @@ def vecdot(x, y, *, dim=-1):
     functions.require_tensors("linalg.vecdot", x=x, y=y)
     if _autocast.active:
         x, y = cast_inputs("linalg_vecdot", x, y)
-    if x.shape[dim] != y.shape[dim]:
-        raise ValueError(f"linalg.vecdot: x and y must have the same size along dim {dim}, got "
-                         f"shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    try:                                # broadcast first: y may be a vector or 0-d, as torch's
+        shape = tuple(np.broadcast_shapes(x.shape, y.shape))
+    except ValueError:
+        raise ValueError(f"linalg.vecdot: shapes {tuple(x.shape)} and {tuple(y.shape)} do not "
+                         "broadcast") from None
+    dim = normalize_axis(dim, len(shape), "linalg.vecdot")
+    x, y = (t if t.shape == shape else t.expand(*shape) for t in (x, y))
     # one contraction (a matmul, which autocast lowers as torch's vecdot), not a product + sum
     return functions.einsum("...i,...i->...", x.movedim(dim, -1), y.movedim(dim, -1))
 
@@ -229,6 +233,8 @@ def diagonal(A, *, offset=0, dim1=-2, dim2=-1):
 def tensorinv(A, ind=2):
     """torch.linalg.tensorinv: the tensor X with tensordot(X, A, ind) the identity, for
     prod(A.shape[:ind]) == prod(A.shape[ind:]); X has shape A.shape[ind:] + A.shape[:ind]."""
+    if not isinstance(A, Tensor):
+        raise TypeError(f"linalg.tensorinv: A must be a Tensor, got {type(A).__name__}")
     if not is_int(ind) or ind <= 0:
         raise ValueError(f"linalg.tensorinv: ind must be a positive int, got {ind!r}")
     outer, inner = tuple(A.shape[:ind]), tuple(A.shape[ind:])

@@ -119,6 +119,7 @@ def chain_matmul(*matrices_):
     """torch.chain_matmul (deprecated in torch): linalg.multi_dot of 2-D matrices."""
     matrices_ = _cast("chain_matmul", *matrices_)
     if len(matrices_) == 1:
+        require_tensors("chain_matmul", matrices=matrices_[0])
         return matrices_[0].clone()
     return linalg.multi_dot(list(matrices_))
 

@@ -135,8 +135,8 @@ def digamma(x):
 
 @on_cpu
 def hurwitz_zeta(s, q):
-    """sum_k (q + k)^-s for s > 1 (torch.special.zeta): +inf at s == 1 and at q a
-    non-positive integer, NaN for s < 1 and for q < 0 with a non-integer s."""
+    """sum_k (q + k)^-s for s > 1 (torch.special.zeta): +inf at s == 1 and (for s > 1) at q
+    a non-positive integer, NaN for s < 1 and for other q < 0 with a non-integer s."""
     s, q = np.broadcast_arrays(s, q)
     total = np.zeros(s.shape)
     shift = np.ceil(np.clip(np.nan_to_num(ZETA_SHIFT + s - q, nan=0), 0, None))
@@ -153,7 +153,7 @@ def hurwitz_zeta(s, q):
     out = total + a ** (1 - s) / (s - 1) + 0.5 * a ** -s + tail
     pole = (q <= 0) & (q == np.round(q))
     out = np.where(pole, np.inf, out)
-    out = np.where((s < 1) | ((q < 0) & (s != np.round(s))), np.nan, out)
+    out = np.where((s < 1) | ((q < 0) & (s != np.round(s)) & ~pole), np.nan, out)   # as Cephes
     return np.where(s == 1, np.inf, out)
 
 
@@ -443,7 +443,8 @@ def _incomplete_gamma(a, x, upper):
 
 @on_cpu
 def gammainc(a, x):
-    """The regularised lower incomplete gamma function P(a, x) (a > 0, x >= 0)."""
+    """The regularised lower incomplete gamma function P(a, x) (a > 0, x >= 0; 1 at a = 0 for
+    x > 0)."""
     return _incomplete_gamma(a, x, upper=False)
 
 

@@ -426,7 +426,11 @@ class Tensor(MathMixin, ShapeMixin, IndexMixin, OrderMixin):
     def bool(self):
         return self.astype(dtypes.bool_)
 
-    type_as = lambda self, other: self.astype(other.dtype)  # noqa: E731
+    def type_as(self, other):
+        """This tensor cast to ``other``'s dtype."""
+        if not isinstance(other, Tensor):
+            raise TypeError(f"type_as: other must be a Tensor, got {type(other).__name__}")
+        return self.astype(other.dtype)
 
     # ----------------------------------------------------------------- autograd
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):

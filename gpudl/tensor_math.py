@@ -192,9 +192,12 @@ class MathMixin:
         if min is None and max is None:
             raise ValueError("clip: at least one of 'min' or 'max' must not be None")
         lo, hi = _bound(min, self), _bound(max, self)
-        x = self
-        for bound in (lo, hi):              # an int tensor clamped to 0.5 gives floats, as torch
-            if bound is not None:
+        tensors = [bound for bound in (lo, hi) if isinstance(bound, T.Tensor)]
+        x = self    # tensor bounds: one promotion of all (a 0-d self ranks below the bounds)
+        if tensors:
+            x = x.astype(dtypes.result_type(self, *tensors))
+        for bound in (lo, hi):          # an int tensor clamped to 0.5 gives floats, as torch
+            if bound is not None and not isinstance(bound, T.Tensor):
                 x = x.astype(_result_dtype(x, bound))
         lo, hi = (_cast(wrapped(bound, x.dtype), x.dtype) for bound in (lo, hi))
         return E.Clip.apply(x, lo, hi)
@@ -434,6 +437,9 @@ class MathMixin:
     def lerp(self, end, weight):
         """``self + weight * (end - self)`` (torch.lerp, in its two halves: a weight of 1 gives
         ``end`` exactly); ``end`` a tensor of self's dtype, ``weight`` a number or a tensor."""
+        if (isinstance(weight, T.Tensor) and weight.ndim == 0 and weight.dtype != self.dtype
+                and is_floating(weight.dtype) and is_floating(self.dtype)):
+            weight = weight.astype(self.dtype)      # a 0-d weight of another float: as torch
         for name, value in (("end", end), ("weight", weight)):
             if isinstance(value, T.Tensor) and value.dtype != self.dtype:
                 raise RuntimeError(f"lerp: expected {name} of dtype {self.dtype}, got "
@@ -455,11 +461,12 @@ class MathMixin:
 
     def nan_to_num(self, nan=0.0, posinf=None, neginf=None):
         """NaN, +inf and -inf replaced by ``nan``, ``posinf`` and ``neginf`` (by default the
-        dtype's largest and lowest finite values); integer tensors come back as copies."""
+        dtype's largest and lowest finite values; ``nan=None`` means 0, as torch); integer
+        tensors come back as copies."""
         if not is_floating(self.dtype):
             return self.clone()
         largest = float(ml_dtypes.finfo(self.dtype).max)
-        out = where(self.isnan(), nan, self)
+        out = where(self.isnan(), 0.0 if nan is None else nan, self)
         out = where(out == np.inf, largest if posinf is None else posinf, out)
         return where(out == -np.inf, -largest if neginf is None else neginf, out)
 

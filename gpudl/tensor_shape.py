@@ -76,6 +76,7 @@ class ShapeMixin:
         return out
 
     def view_as(self, other):
+        _need_tensor("view_as", other)
         return self.view(other.shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
@@ -152,6 +153,7 @@ class ShapeMixin:
         return S.Expand.apply(self, shape)
 
     def expand_as(self, other):
+        _need_tensor("expand_as", other)
         return self.expand(*other.shape)
 
     def repeat(self, *repeats):
@@ -220,10 +222,17 @@ class ShapeMixin:
 
     def reshape_as(self, other):
         """``self.reshape(other.shape)``."""
+        _need_tensor("reshape_as", other)
         return self.reshape(other.shape)
 
 
 # --------------------------------------------------------------------- module-level helpers
+def _need_tensor(op, other):
+    """TypeError naming ``other`` when it is not a Tensor (its shape or dtype is read)."""
+    if not isinstance(other, T.Tensor):
+        raise TypeError(f"{op}: other must be a Tensor, got {type(other).__name__}")
+
+
 
 
 def _index_arrays(index, like):

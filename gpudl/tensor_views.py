@@ -342,14 +342,14 @@ def _restride_(op, make_view):
     """The in-place form of a view op: the tensor itself takes the view's shape and strides,
     as torch's t_/transpose_/squeeze_/unsqueeze_ (one version bump; in the graph when it
     is, as TBackward; refused on a leaf that requires grad)."""
-    def edit(self, *args):
+    def edit(self, *args, **kwargs):
         if inplace.needs_graph(self):
             inplace._refuse(self, op)
         before = object.__new__(Tensor)        # the tensor as it was, for the view's history
         for slot in ("_data", "_requires_grad", "_grad", "grad_fn", "_out_index", "_device",
                      "_version_counter", "_view"):
             setattr(before, slot, getattr(self, slot))
-        after = make_view(before, *args)
+        after = make_view(before, *args, **kwargs)
         if after is before:
             after = before.reshape(before.shape)        # nothing changes: still one edit
         self._data, self.grad_fn, self._out_index = after._data, after.grad_fn, after._out_index

@@ -109,14 +109,14 @@ def movedim(input, source, destination):
 def broadcast_to(input, size):
     """``input`` expanded (a view) to ``size`` by broadcasting."""
     require_tensors("broadcast_to", input=input)
-    return input.expand(*size)
+    return input.expand(*((size,) if isinstance(size, int) else size))
 
 
 def tile(input, dims):
     """``input`` repeated ``dims[i]`` times along each dim; fewer ``dims`` than dims are
     padded with ones in front, more make new leading dims (torch.tile)."""
     require_tensors("tile", input=input)
-    dims = tuple(dims)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
     if len(dims) < input.ndim:
         dims = (1,) * (input.ndim - len(dims)) + dims
     return input.reshape((1,) * (len(dims) - input.ndim) + tuple(input.shape)).repeat(*dims)
@@ -204,7 +204,21 @@ triu_indices, tril_indices = _triangle_indices("triu_indices", True), \
 moveaxis = movedim
 Tensor.trace = trace
 Tensor.movedim = Tensor.moveaxis = movedim
-Tensor.broadcast_to, Tensor.tile, Tensor.unflatten = broadcast_to, tile, unflatten
+Tensor.unflatten = unflatten
+
+
+def _sizes_method(function):
+    """The Tensor method of ``function(input, sizes)``: sizes one sequence or int, or several
+    ints (x.tile(2, 2), x.broadcast_to(2, 3)), as torch's methods take them."""
+    def method(self, *sizes):
+        if not sizes:
+            raise TypeError(f"{function.__name__}: missing the sizes argument")
+        return function(self, sizes[0] if len(sizes) == 1 else sizes)
+    method.__name__, method.__doc__ = function.__name__, function.__doc__
+    return method
+
+
+Tensor.broadcast_to, Tensor.tile = _sizes_method(broadcast_to), _sizes_method(tile)
 Tensor.dot, Tensor.mv, Tensor.is_floating_point = dot, mv, is_floating_point
 
 

@@ -20,6 +20,13 @@ from . import reduce as R
 from ._util import in_float32, masked_gradient, normalize_axis, xp_of
 
 
+def _tensor_input(op, input):
+    """``input`` when it is a Tensor of any dtype (one that ``dtype=`` then casts)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    return input
+
+
 def _floating(op, input):
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
@@ -212,7 +219,9 @@ def softmax(input, dim=None, dtype=None):
     """exp(input) / sum(exp(input)) along ``dim``; ``dtype`` casts the input first."""
     if _autocast.active:
         (input,) = cast_inputs("softmax", input)
-    input = _floating("softmax", input if dtype is None else input.astype(dtype))
+    if dtype is not None:
+        input = _tensor_input("softmax", input).astype(dtype)
+    input = _floating("softmax", input)
     return R.Softmax.apply(input, _softmax_dim("softmax", input, dim))
 
 
@@ -220,7 +229,9 @@ def log_softmax(input, dim=None, dtype=None):
     """log(softmax(input, dim)), computed stably."""
     if _autocast.active:
         (input,) = cast_inputs("log_softmax", input)
-    input = _floating("log_softmax", input if dtype is None else input.astype(dtype))
+    if dtype is not None:
+        input = _tensor_input("log_softmax", input).astype(dtype)
+    input = _floating("log_softmax", input)
     return R.LogSoftmax.apply(input, _softmax_dim("log_softmax", input, dim))
 
 

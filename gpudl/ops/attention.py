@@ -207,8 +207,9 @@ class _PlainAttention(ScaledDotProductAttention):
 def _check_inputs(query, key, value, attn_mask, dropout_p, is_causal, scale):
     op = "scaled_dot_product_attention"
     for name, t in (("query", query), ("key", key), ("value", value)):
-        if not isinstance(t, Tensor):
+        if not isinstance(t, Tensor):       # all three first: the dtype message reads each
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+    for name, t in (("query", query), ("key", key), ("value", value)):
         data = t._data                      # its attributes directly: this runs on every call
         if data.ndim < 2:
             raise ValueError(f"{op}: {name} must have at least 2 dimensions (..., length, "

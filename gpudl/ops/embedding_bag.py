@@ -89,6 +89,9 @@ def _same_device(**tensors):
 
 def _check_offsets(offsets, include_last_offset):
     """Refuse offsets a 1-D input cannot take (their values are checked in _bags_from_offsets)."""
+    if offsets is not None and not isinstance(offsets, Tensor):
+        raise TypeError(f"embedding_bag: offsets must be a Tensor or None, got "
+                        f"{type(offsets).__name__}")
     if not isinstance(offsets, Tensor) or offsets.ndim != 1:
         raise ValueError("embedding_bag: a 1-D input needs 1-D offsets (each bag's start), got "
                          f"{offsets if offsets is None else tuple(offsets.shape)}")

@@ -21,6 +21,8 @@ def linear(input, weight, bias=None):
         raise ValueError(f"linear: input of shape {input.shape} has {input.shape[-1:]} features "
                          f"but weight of shape {weight.shape} expects (out_features, "
                          "in_features) with matching in_features")
+    if bias is not None and not isinstance(bias, Tensor):
+        raise TypeError(f"linear: bias must be a Tensor or None, got {type(bias).__name__}")
     if bias is not None and bias.shape != (w.shape[0],):
         raise ValueError(f"linear: bias of shape {bias.shape} does not match "
                          f"out_features {w.shape[0]}")

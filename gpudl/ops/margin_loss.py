@@ -15,13 +15,13 @@ import numpy as np
 
 from .. import creation
 from ..amp.autocast_mode import cast_inputs, state as _autocast
-from ..dtypes import is_floating
+from ..dtypes import is_floating, result_type
 from ..tensor import Tensor
 from ..tensor_math import where
 from .activation import logsigmoid
 from .distance import pairwise_distance
 from .loss import _check_probabilities, check_reduction
-from ._util import promoted_pair, xp_of
+from ._util import xp_of
 
 
 def _reduced(loss, reduction):
@@ -240,7 +240,9 @@ def poisson_nll_loss(input, target, log_input=True, full=False, size_average=Non
     op = "poisson_nll_loss"
     reduction, input, target = _prepared(op, reduction, size_average, reduce,
                                          dict(input=input, target=target))
-    input, target = promoted_pair(input, target)
+    if is_floating(target.dtype):      # a composite in torch: a 0-d tensor ranks below the other
+        dtype = result_type(input, target)
+        input = input.astype(dtype)
     target = target.astype(input.dtype)
     if log_input:
         loss = input.exp() - target * input

@@ -334,6 +334,9 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     for name, t in (("running_mean", running_mean), ("running_var", running_var),
                     ("weight", weight), ("bias", bias)):
         _check_vector("instance_norm", name, t, channels, input)
+    if (running_mean is None) != (running_var is None):     # before either is updated
+        raise ValueError("instance_norm: running_mean and running_var must both be given or "
+                         "both be None")
     if math.prod(input.shape[2:]) == 1:     # the variance of one value: torch refuses too
         raise ValueError(f"instance_norm: expected more than 1 spatial element when using the "
                          f"input's statistics, got input of shape {input.shape}")
