@@ -33,7 +33,7 @@ def as_dtype(dtype, where="dtype"):
     if isinstance(dtype, np.dtype) and dtype in _SUPPORTED_SET:
         return dtype            # the common case, without str() and a scan (2.4 -> 0.1 us)
     # a tensor or an array (not a type such as np.float64): NumPy would take its .dtype
-    if hasattr(dtype, "ndim") and not isinstance(dtype, type):
+    if hasattr(dtype, "ndim") and not isinstance(dtype, (type, np.dtype)):
         raise TypeError(f"{where}: expected a dtype, got a {type(dtype).__name__}")
     text = str(dtype)
     if text.startswith("torch."):

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from . import backend
+from . import backend, dtypes
 from . import tensor as T          # Tensor itself; resolved at call time (tensor.py imports us)
 from .ops import shape as S
 from .ops._util import normalize_axes, normalize_axis
@@ -64,9 +64,16 @@ class ShapeMixin:
                              f"({self._data.size} elements)")
         return S.Reshape.apply(self, shape)
 
-    def view(self, *shape):
+    def view(self, *shape, dtype=None):
         """reshape that shares memory, as torch's view: refused (not copied) when the memory
-        layout cannot be read in the new shape (x.t().view(-1)), so edits through it reach x."""
+        layout cannot be read in the new shape (x.t().view(-1)), so edits through it reach x.
+        ``view(dtype)`` reads the same bytes as another dtype (see ``_view_as_dtype``)."""
+        if dtype is None and len(shape) == 1 and _is_dtype(shape[0]):
+            dtype, shape = shape[0], ()
+        if dtype is not None:
+            if shape:
+                raise TypeError("view: pass a shape or a dtype, not both")
+            return _view_as_dtype(self, dtype)
         out = self.reshape(*shape)
         if out._data.size and not backend.get_array_module(self._data).may_share_memory(
                 out._data, self._data):
@@ -304,3 +311,44 @@ def ints_first(index):
             first.append(part)
             second.append(part if part is Ellipsis else slice(None))
     return tuple(first), tuple(second)
+
+
+def _is_dtype(value):
+    """Whether view's single argument names a dtype (gd/np dtype, a NumPy scalar type, torch's
+    dtype or its name) rather than a size."""
+    if isinstance(value, (int, np.integer, tuple, list)):
+        return False
+    try:
+        dtypes.as_dtype(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _view_as_dtype(x, dtype):
+    """torch's ``x.view(dtype)``: x's bytes read as ``dtype``, sharing memory and version
+    counter with x. The same dtype is a plain view (in the graph); another is not
+    differentiable. An element size that changes scales the last dim, which must be
+    contiguous (and, growing, divisible by the ratio): torch's rules, its messages."""
+    dtype = dtypes.as_dtype(dtype, "view")
+    if dtype == x.dtype:
+        return x.view(x.shape)
+    old, new = x._data.dtype.itemsize, np.dtype(dtype).itemsize
+    what = f"to view {x.dtype} as {dtype} (different element sizes)"
+    if old != new:
+        if x.ndim == 0:
+            raise RuntimeError(f"view: self.dim() cannot be 0 {what}")
+        if x.shape[-1] != 1 and x._data.strides[-1] != old:
+            raise RuntimeError(f"view: self.stride(-1) must be 1 {what}, got "
+                               f"{x._data.strides[-1] // old}")
+        if new > old and x.shape[-1] % (new // old):
+            raise RuntimeError(f"view: self.size(-1) must be divisible by {new // old} {what}, "
+                               f"got {x.shape[-1]}")
+    try:
+        data = x._data.view(dtype)
+    except ValueError as exc:           # a layout NumPy/CuPy cannot reinterpret
+        raise RuntimeError(f"view: cannot view this {x.shape} tensor {what}: {exc}") from None
+    out = T.Tensor._make(data, False, None, 0, x._device)
+    out._version_counter = x._version_counter          # edits through either are seen
+    return out
+

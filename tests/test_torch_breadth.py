@@ -507,3 +507,39 @@ def test_sync_batch_norm_alone_is_batch_norm():
     ours.eval()
     reference.load_state_dict({k: torch.tensor(v.numpy()) for k, v in ours.state_dict().items()})
     _close(ours(gd.tensor(data)), reference(torch.tensor(data)), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "float16", "float64", "uint8", "bfloat16",
+                                   "int16", "float32"])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced"])
+def test_view_as_dtype_matches_torch(dtype, layout):
+    """x.view(dtype): the same bytes read as dtype (last dim scaled by the size ratio),
+    sharing memory; torch's refusals (0-d, a strided last dim, a size not divisible)."""
+    x = np.random.default_rng().standard_normal((2, 4)).astype(np.float32)
+    ours, theirs = gd.tensor(x), torch.tensor(x)
+    if layout == "transposed":
+        ours, theirs = ours.t(), theirs.t()
+    elif layout == "sliced":
+        ours, theirs = ours[:, 1:], theirs[:, 1:]
+    try:
+        expected = theirs.view(getattr(torch, dtype))
+    except RuntimeError:
+        with pytest.raises(RuntimeError, match="view"):
+            ours.view(getattr(gd, dtype))
+        return
+    got = ours.view(getattr(gd, dtype))
+    assert got.shape == tuple(expected.shape) and got.dtype == getattr(gd, dtype)
+    np.testing.assert_array_equal(got.float().numpy(), expected.float().numpy())
+
+
+def test_view_as_dtype_shares_memory_and_leaves_the_graph():
+    x = gd.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    assert not x.view(gd.int32).requires_grad and x.view(gd.float32).requires_grad
+    y = gd.tensor([1.0, 2.0, 3.0])
+    bits = y.view(gd.int32)
+    bits[0] = 0
+    assert y.tolist() == [0.0, 2.0, 3.0] and y._version == 1
+    assert gd.ones(2, dtype=gd.bool).view(gd.uint8).tolist() == [1, 1]
+    assert x.view(3).shape == (3,) and x.view(-1).shape == (3,)
+    with pytest.raises(TypeError, match="not both"):
+        x.view(3, dtype=gd.int32)
