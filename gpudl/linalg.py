@@ -109,4 +109,4 @@ from .linalg_norms import (cond, cross, diagonal, matrix_norm, matrix_power,  # 
 from .linalg_ldl import ldl_factor, ldl_factor_ex, ldl_solve  # noqa: E402
 
 from .out_arg import LINALG as _OUT_NAMES, wrap_names as _wrap_names  # noqa: E402
-_wrap_names(globals(), _OUT_NAMES)      # torch's out= keyword (gpudl.out_arg)
+_wrap_names(globals(), _OUT_NAMES, "linalg.")      # torch's out= keyword (gpudl.out_arg)

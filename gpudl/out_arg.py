@@ -42,7 +42,7 @@ TOP_LEVEL = frozenset((
     "frac", "frexp", "frobenius_norm", "full", "gather", "gcd", "ge", "ger", "greater",
     "greater_equal", "gt", "hardshrink", "heaviside", "histc", "histogram", "hstack",
     "hypot", "i0", "igamma", "igammac", "index_add", "index_copy", "index_reduce",
-    "index_select", "inner", "inverse", "isin", "isneginf", "isposinf", "kron", "kthvalue",
+    "index_select", "inverse", "isin", "isneginf", "isposinf", "kron", "kthvalue",
     "lcm", "ldexp", "le", "lerp", "less", "less_equal", "lgamma", "linspace", "log",
     "log10", "log1p", "log2", "log_softmax", "logaddexp", "logaddexp2", "logcumsumexp",
     "logical_and", "logical_not", "logical_or", "logical_xor", "logit", "logspace",
@@ -61,7 +61,7 @@ TOP_LEVEL = frozenset((
 LINALG = frozenset((
     "cholesky", "cholesky_ex", "cond", "cross", "det", "eig", "eigh", "eigvals", "eigvalsh",
     "householder_product", "inv", "inv_ex", "ldl_factor", "ldl_factor_ex", "ldl_solve",
-    "lstsq", "lu", "lu_factor", "lu_factor_ex", "lu_solve", "matrix_exp", "matrix_norm",
+    "lstsq", "lu", "lu_factor", "lu_factor_ex", "lu_solve", "matrix_norm",
     "matrix_power", "matrix_rank", "multi_dot", "norm", "pinv", "qr", "slogdet", "solve",
     "solve_ex", "solve_triangular", "svd", "svdvals", "tensorinv", "tensorsolve", "vecdot",
     "vector_norm"))
@@ -79,32 +79,64 @@ SPECIAL = frozenset((
     "spherical_bessel_j0", "xlog1py", "xlogy", "zeta"))
 NN_FUNCTIONAL = frozenset(("normalize",))
 
+# the functions torch writes only into an out of the result's own dtype (no cast; found by
+# calling torch 2.13 on OpInfo samples with a float64 out for a float32 result)
+EXACT_DTYPE = frozenset((
+    "abs", "absolute", "addbmm", "addmm", "addmv", "amax", "amin", "aminmax", "argmax", "argmin",
+    "baddbmm", "bmm", "ceil", "chain_matmul", "conj_physical", "cross", "cummax", "cummin",
+    "det", "diag", "diff", "dot", "fix", "floor", "frac", "frexp", "frobenius_norm", "gather",
+    "hardshrink", "heaviside", "histc", "histogram", "index_add", "index_copy", "index_reduce",
+    "index_select", "inverse", "kthvalue", "log_softmax", "logcumsumexp", "lu_solve",
+    "lu_unpack", "masked_select", "matmul", "matrix_power", "median", "mm",
+    "mode", "msort", "mv", "nan_to_num", "nanmedian", "nanquantile", "neg", "negative", "norm",
+    "nuclear_norm", "qr", "quantile", "renorm", "round", "scatter", "scatter_add",
+    "scatter_reduce", "sgn", "sign", "slice_scatter", "slogdet", "softmax", "sort", "svd", "take", "take_along_dim",
+    "tensordot", "topk", "triangular_solve", "tril", "triu", "trunc", "vdot", "where",
+    "linalg.cholesky", "linalg.cholesky_ex", "linalg.cross", "linalg.det", "linalg.eigh",
+    "linalg.eigvalsh", "linalg.inv", "linalg.inv_ex", "linalg.ldl_factor",
+    "linalg.ldl_factor_ex", "linalg.ldl_solve", "linalg.lu", "linalg.lu_factor",
+    "linalg.lu_factor_ex", "linalg.lu_solve", "linalg.matrix_norm", "linalg.multi_dot",
+    "linalg.norm", "linalg.qr", "linalg.slogdet", "linalg.solve", "linalg.solve_ex",
+    "linalg.solve_triangular", "linalg.svd", "linalg.svdvals", "linalg.vecdot",
+    "linalg.vector_norm", "special.round", "special.log_softmax"))
+
+# torch draws these into out's dtype, whatever it is (0s and 1s into an int out)
+SAMPLED_INTO_OUT = frozenset(("bernoulli",))
+# the reductions torch computes in out's dtype (their dtype= argument) when none is given
+DTYPE_FROM_OUT = frozenset(("cumprod", "cumsum", "prod", "sum"))
+# max and min: exact for their (values, indices) forms, casting for max(input, other)
+EXACT_WHEN_TUPLE = frozenset(("max", "min"))
+
 # the functions whose dtype and device default to out's (torch's factory functions)
 CREATION = frozenset((
     "arange", "empty", "eye", "full", "linspace", "logspace", "ones", "rand", "randint",
     "randn", "randperm", "range", "zeros"))
 
 
-def with_out(fn, name=None):
-    """``fn`` taking torch's ``out=`` keyword (see the module docstring)."""
+def with_out(fn, name=None, prefix=""):
+    """``fn`` taking torch's ``out=`` keyword (see the module docstring); ``prefix`` is its
+    namespace's ("linalg.", ...)."""
     name = name or fn.__name__
-    creation = name in CREATION
+    creation = not prefix and name in CREATION
+    reduction = not prefix and name in DTYPE_FROM_OUT
+    exact = prefix + name in EXACT_DTYPE or (not prefix and name in EXACT_WHEN_TUPLE and "tuple")
 
     def call(*args, out=None, **kwargs):
         if out is None:
             return fn(*args, **kwargs)
-        return call_with_out(fn, name, creation, args, kwargs, out)
+        return call_with_out(fn, prefix + name, (creation, reduction, exact), args,
+                             kwargs, out)
     functools.update_wrapper(call, fn)
     call.__wrapped_without_out__ = fn
     return call
 
 
-def wrap_names(namespace, names):
+def wrap_names(namespace, names, prefix=""):
     """Give each function ``namespace[name]`` (a module's globals) the ``out=`` keyword."""
     for name in names:
         function = namespace[name]
         if not hasattr(function, "__wrapped_without_out__"):   # imported already wrapped
-            namespace[name] = with_out(function, name)
+            namespace[name] = with_out(function, name, prefix)
 
 
 def _scalar_type(dtype):
@@ -130,8 +162,11 @@ def _tensors_in(values):
             yield from (v for v in value if isinstance(v, Tensor))
 
 
-def call_with_out(fn, name, creation, args, kwargs, out):
-    """``fn(*args, **kwargs)`` written into ``out``; returns ``out``."""
+def call_with_out(fn, name, flags, args, kwargs, out):
+    """``fn(*args, **kwargs)`` written into ``out``; returns ``out``. ``flags``: whether fn is
+    a creation function, a reduction taking out's dtype, and whether out's dtype must be the
+    result's (True, or "tuple": when the result is a tuple)."""
+    creation, reduction, exact = flags
     several = isinstance(out, (tuple, list))
     outs = tuple(out) if several else (out,)
     for tensor in outs:
@@ -141,6 +176,10 @@ def call_with_out(fn, name, creation, args, kwargs, out):
     if creation:
         kwargs.setdefault("dtype", outs[0].dtype)
         kwargs.setdefault("device", outs[0].device)
+    if reduction:
+        kwargs.setdefault("dtype", outs[0].dtype)
+    if exact == "tuple":
+        exact = several
     grad = is_grad_enabled()
     if grad and any(tensor.requires_grad for tensor in outs):
         raise _no_autograd(name)
@@ -155,19 +194,25 @@ def call_with_out(fn, name, creation, args, kwargs, out):
         raise _no_autograd(name)
     inputs = tuple(_tensors_in(args + tuple(kwargs.values())))
     for tensor, value in zip(outs, results):
-        _check(name, tensor, value, inputs)
+        _check(name, tensor, value, inputs, exact)
     with no_grad():
         for tensor, value in zip(outs, results):
+            version = tensor._version_counter[0]
             _write(tensor, value)
+            tensor._version_counter[0] = version + 1    # one edit, as torch counts it
     if not several:
         return out
     return type(result)(*outs) if hasattr(result, "_fields") else outs
 
 
-def _check(name, out, value, inputs):
+def _check(name, out, value, inputs, exact):
     """Refuse (before anything is written) what torch refuses of this out for this value."""
     value_dtype = value.dtype if isinstance(value, Tensor) else None
-    if value_dtype is not None and dtypes.category(value_dtype) > dtypes.category(out.dtype):
+    if exact and value_dtype is not None and value_dtype != out.dtype:
+        raise RuntimeError(f"{name}(): Expected out tensor to have dtype {value_dtype}, but got "
+                           f"{out.dtype} instead")
+    if value_dtype is not None and dtypes.category(value_dtype) > dtypes.category(out.dtype) \
+            and name not in SAMPLED_INTO_OUT:
         raise RuntimeError(f"{name}(): result type {_scalar_type(value_dtype)} can't be "
                            f"cast to the desired output type {_scalar_type(out.dtype)}")
     if isinstance(value, Tensor) and value.device != out.device:

@@ -304,4 +304,4 @@ for _name, _function in {**_TENSOR_METHODS, "polygamma": _tensor_polygamma}.item
 del _name, _function
 
 from .out_arg import SPECIAL as _OUT_NAMES, wrap_names as _wrap_names  # noqa: E402
-_wrap_names(globals(), _OUT_NAMES)      # torch's out= keyword (gpudl.out_arg)
+_wrap_names(globals(), _OUT_NAMES, "special.")      # torch's out= keyword (gpudl.out_arg)

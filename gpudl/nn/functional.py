@@ -70,5 +70,5 @@ from ..ops.pool_nd import (  # noqa: F401
 from ..ops.resample import (  # noqa: F401
     channel_shuffle, pixel_unshuffle, upsample, upsample_bilinear, upsample_nearest)
 from ..out_arg import NN_FUNCTIONAL, wrap_names  # noqa: E402
-wrap_names(globals(), NN_FUNCTIONAL)    # torch's out= keyword (F.normalize)
+wrap_names(globals(), NN_FUNCTIONAL, "nn.functional.")    # torch's out= keyword (F.normalize)
 del NN_FUNCTIONAL, wrap_names
