@@ -269,8 +269,10 @@ def test_linalg_special_and_functional():
     out = gd.empty(0)
     assert gd.linalg.vector_norm(a, out=out) is out
     np.testing.assert_allclose(out.item(), torch.linalg.vector_norm(ta).item(), rtol=1e-5)
+    out = gd.empty(0)
     assert gd.special.expit(a, out=out) is out
     np.testing.assert_allclose(out.numpy(), torch.special.expit(ta).numpy(), rtol=1e-6)
+    out = gd.empty(0)
     assert F.normalize(a, out=out) is out
     np.testing.assert_allclose(out.numpy(), torch.nn.functional.normalize(ta).numpy(),
                                rtol=1e-5)
