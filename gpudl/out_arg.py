@@ -133,10 +133,14 @@ def with_out(fn, name=None, prefix=""):
 
 def wrap_names(namespace, names, prefix=""):
     """Give each function ``namespace[name]`` (a module's globals) the ``out=`` keyword."""
-    for name in names:
+    wrapped = {}                # id(function) -> its wrapper: aliases stay one object
+    for name in sorted(names):
         function = namespace[name]
-        if not hasattr(function, "__wrapped_without_out__"):   # imported already wrapped
-            namespace[name] = with_out(function, name, prefix)
+        if hasattr(function, "__wrapped_without_out__"):      # imported already wrapped
+            continue
+        if id(function) not in wrapped:
+            wrapped[id(function)] = with_out(function, name, prefix)
+        namespace[name] = wrapped[id(function)]
 
 
 def _scalar_type(dtype):
