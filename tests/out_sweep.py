@@ -30,27 +30,32 @@ def gd_fn(qualified):
     return getattr(getattr(gd, module) if module else gd, name)
 
 
-def cases(samples_per_variant=2, samples_per_name=4):
-    """(qualified name, OpInfo, sample) for each function with out= that has an OpInfo under
-    its name or as an alias (each variant's first supported float32 samples)."""
+def _by_name():
     by_name = {}
     for op in cmi.op_db:
         for name in (op.name,) + tuple(alias.name for alias in op.aliases):
             by_name.setdefault(name, []).append(op)
-    for prefix, names in NAMESPACES:
-        for name in sorted(names):
-            count = 0
-            for op in by_name.get(prefix + name, []):
-                if "out" in op.variant_test_name:
-                    continue
-                try:
-                    samples = op.sample_inputs("cpu", torch.float32, requires_grad=False)
-                    kept = [s for s in samples if supported(s)][:samples_per_variant]
-                except Exception:   # noqa: BLE001  (an OpInfo without float32 samples)
-                    continue
-                for sample in kept[:samples_per_name - count]:
-                    count += 1
-                    yield prefix + name, op, sample
+    return by_name
+
+
+BY_NAME = _by_name()
+QUALIFIED = sorted(prefix + name for prefix, names in NAMESPACES for name in names)
+
+
+def cases(qualified, samples_per_variant=2, samples_per_name=4):
+    """(OpInfo, sample) pairs for a function with out= that has an OpInfo under its name or
+    as an alias: each variant's first supported float32 samples."""
+    found = []
+    for op in BY_NAME.get(qualified, []):
+        if "out" in op.variant_test_name:
+            continue
+        try:
+            samples = op.sample_inputs("cpu", torch.float32, requires_grad=False)
+            kept = [s for s in samples if supported(s)][:samples_per_variant]
+        except Exception:   # noqa: BLE001  (an OpInfo without float32 samples)
+            continue
+        found += [(op, sample) for sample in kept]
+    return found[:samples_per_name]
 
 
 def supported(sample):
