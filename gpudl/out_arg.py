@@ -7,7 +7,8 @@ a tuple), which the call returns. As torch:
 
 - a result is cast into ``out``'s dtype when torch's casting allows it (never to a lower kind:
   floating -> integer, integer -> bool), else RuntimeError "result type Float can't be cast to
-  the desired output type Long"; ``out`` on another device is refused;
+  the desired output type Long"; the functions of EXACT_DTYPE take only the result's own
+  dtype, as torch; ``out`` on another device is refused;
 - an ``out`` of another shape is resized, with torch's UserWarning when it had elements;
 - under grad mode, a result that would need autograd (an input requires grad) or an ``out``
   that requires grad is refused ("... don't support automatic differentiation");
@@ -90,7 +91,8 @@ EXACT_DTYPE = frozenset((
     "lu_unpack", "masked_select", "matmul", "matrix_power", "median", "mm",
     "mode", "msort", "mv", "nan_to_num", "nanmedian", "nanquantile", "neg", "negative", "norm",
     "nuclear_norm", "qr", "quantile", "renorm", "round", "scatter", "scatter_add",
-    "scatter_reduce", "sgn", "sign", "slice_scatter", "slogdet", "softmax", "sort", "svd", "take", "take_along_dim",
+    "scatter_reduce", "sgn", "sign", "slice_scatter", "slogdet", "softmax", "sort", "svd",
+    "take", "take_along_dim",
     "tensordot", "topk", "triangular_solve", "tril", "triu", "trunc", "vdot", "where",
     "linalg.cholesky", "linalg.cholesky_ex", "linalg.cross", "linalg.det", "linalg.eigh",
     "linalg.eigvalsh", "linalg.inv", "linalg.inv_ex", "linalg.ldl_factor",
@@ -119,7 +121,8 @@ def with_out(fn, name=None, prefix=""):
     name = name or fn.__name__
     creation = not prefix and name in CREATION
     reduction = not prefix and name in DTYPE_FROM_OUT
-    exact = prefix + name in EXACT_DTYPE or (not prefix and name in EXACT_WHEN_TUPLE and "tuple")
+    exact = prefix + name in EXACT_DTYPE or (
+        not prefix and name in EXACT_WHEN_TUPLE and "tuple")
 
     def call(*args, out=None, **kwargs):
         if out is None:
