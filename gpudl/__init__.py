@@ -163,3 +163,8 @@ from .torch_state import (are_deterministic_algorithms_enabled, get_default_devi
                           set_default_device, set_deterministic_debug_mode, set_flush_denormal,
                           set_num_interop_threads, set_warn_always, typename,
                           use_deterministic_algorithms)
+
+# session 26, outarg: torch's out= keyword on the functions torch gives it to (gpudl.out_arg)
+from .out_arg import TOP_LEVEL as _OUT_NAMES, wrap_names as _wrap_names  # noqa: E402
+_wrap_names(globals(), _OUT_NAMES)
+del _OUT_NAMES, _wrap_names

@@ -107,3 +107,6 @@ from .linalg_norms import (cond, cross, diagonal, matrix_norm, matrix_power,  # 
                            matrix_rank, multi_dot, norm, tensorinv, tensorsolve, vander, vecdot)
 # session 26, breadth2: Bunch-Kaufman LDL^T (LAPACK's sytrf/sytrs format)
 from .linalg_ldl import ldl_factor, ldl_factor_ex, ldl_solve  # noqa: E402
+
+from .out_arg import LINALG as _OUT_NAMES, wrap_names as _wrap_names  # noqa: E402
+_wrap_names(globals(), _OUT_NAMES, "linalg.")      # torch's out= keyword (gpudl.out_arg)

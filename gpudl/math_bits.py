@@ -6,7 +6,7 @@ promoted integer dtype, as torch's."""
 
 from . import backend, dtypes
 from .creation import tensor
-from .math_ops import check_kinds, check_no_out, check_operand, check_tensor
+from .math_ops import check_kinds, check_operand, check_tensor
 from .tensor import Tensor
 
 
@@ -14,8 +14,7 @@ def _no_gradient(name, kinds, numbers, compute):
     """The torch function ``name`` of two operands computed by ``compute(a, b)`` on raw arrays
     (through Tensor._compare: promoted dtypes, recorded by graph captures); ``kinds`` the dtype
     categories it takes; ``numbers``: whether either operand may be a Python number."""
-    def call(input, other, *, out=None):
-        check_no_out(name, out)
+    def call(input, other):
         check = check_operand if numbers else check_tensor
         check(name, "input", input)
         check(name, "other", other)
@@ -58,16 +57,14 @@ bitwise_left_shift = _no_gradient("bitwise_left_shift", "i", True, _shift(left=T
 bitwise_right_shift = _no_gradient("bitwise_right_shift", "i", True, _shift(left=False))
 
 
-def bitwise_not(input, *, out=None):
+def bitwise_not(input):
     """``~input``: bitwise not of integers, logical not of bools."""
-    check_no_out("bitwise_not", out)
     check_tensor("bitwise_not", "input", input)
     return ~input
 
 
 def _comparison(name, method):
-    def call(input, other, *, out=None):
-        check_no_out(name, out)
+    def call(input, other):
         check_tensor(name, "input", input)
         check_operand(name, "other", other)
         return getattr(input, method)(other)
@@ -84,8 +81,7 @@ greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
 def _predicate(name, floating, other_kinds):
     """A bool tensor: ``floating(xp, a)`` on a floating tensor; on an integer or bool one
     ``other_kinds`` (a fill value, or a function of xp and a)."""
-    def call(input, *, out=None):
-        check_no_out(name, out)
+    def call(input):
         check_tensor(name, "input", input)
         if dtypes.is_floating(input.dtype):
             return input._compare(None, lambda a, _: floating(_xp(a), a))

@@ -22,13 +22,6 @@ from .tensor_math import _autocast_one, _binary, _no_bool, _result_dtype, scaled
 
 
 # ----------------------------------------------------------------- argument checks
-def check_no_out(op, out):
-    """gpudl has no ``out=`` arguments: refuse one clearly rather than ignore it."""
-    if out is not None:
-        raise TypeError(f"{op}: out= is not supported by gpudl; use the returned tensor "
-                        "(or an in-place method such as Tensor.copy_)")
-
-
 def check_tensor(op, name, value):
     """TypeError (torch's wording) unless ``value`` is a Tensor."""
     if not isinstance(value, Tensor):
@@ -69,16 +62,14 @@ def _scaled(op, other, alpha, like):
     return scaled(op, other, alpha, like)
 
 
-def add(input, other, *, alpha=1, out=None):
+def add(input, other, *, alpha=1):
     """``input + alpha * other``, broadcast, in torch's promoted dtype."""
-    check_no_out("add", out)
     check_operands("add", input, other)
     return input + _scaled("add", other, alpha, input)
 
 
-def sub(input, other, *, alpha=1, out=None):
+def sub(input, other, *, alpha=1):
     """``input - alpha * other``, broadcast (bool operands refused, as torch)."""
-    check_no_out("sub", out)
     check_operands("sub", input, other)
     _no_bool("sub", input, other)
     return input - _scaled("sub", other, alpha, input)
@@ -92,9 +83,8 @@ def rsub(input, other, *, alpha=1):
     return other - _scaled("rsub", input, alpha, input)
 
 
-def mul(input, other, *, out=None):
+def mul(input, other):
     """``input * other``, broadcast."""
-    check_no_out("mul", out)
     check_operands("mul", input, other)
     return input * other
 
@@ -102,12 +92,11 @@ def mul(input, other, *, out=None):
 _ROUNDING_MODES = (None, "trunc", "floor")
 
 
-def div(input, other, *, rounding_mode=None, out=None):
+def div(input, other, *, rounding_mode=None):
     """``input / other``: true division (integers give the default float) with
     ``rounding_mode=None``; rounded toward zero with ``'trunc'`` and toward minus infinity with
     ``'floor'``, in the promoted dtype (integers stay integers). The rounded forms have zero
     gradients, as in torch."""
-    check_no_out("div", out)
     check_operands("div", input, other)
     if rounding_mode not in _ROUNDING_MODES:
         raise ValueError(f"div: expected rounding_mode to be one of None, 'trunc', or 'floor' "
@@ -120,22 +109,20 @@ def div(input, other, *, rounding_mode=None, out=None):
     return _binary(M.FloorDivideZeroGrad if floating else E.FloorDivide, "div", input, other)
 
 
-def remainder(input, other, *, out=None):
+def remainder(input, other):
     """``input % other`` with the sign of other (Python's and torch's); either may be a
     number."""
-    check_no_out("remainder", out)
     check_operands("remainder", input, other)
     return input % other
 
 
-def true_divide(input, other, *, out=None):
+def true_divide(input, other):
     """``div`` without rounding: integers divide to the default float."""
-    return div(input, other, out=out)
+    return div(input, other)
 
 
-def neg(input, *, out=None):
+def neg(input):
     """``-input`` (bool refused, as torch)."""
-    check_no_out("neg", out)
     check_tensor("neg", "input", input)
     return -input
 
@@ -148,9 +135,8 @@ def positive(input):
     return input
 
 
-def absolute(input, *, out=None):
+def absolute(input):
     """``|input|`` (torch.abs)."""
-    check_no_out("absolute", out)
     check_tensor("absolute", "input", input)
     check_kinds("absolute", "if", input)
     return abs(input)
@@ -161,8 +147,7 @@ subtract, multiply, divide, negative = sub, mul, div, neg
 
 # ----------------------------------------------------------------- unary maths
 def _floating_unary(name):
-    def call(input, *, out=None):
-        check_no_out(name, out)
+    def call(input):
         check_tensor(name, "input", input)
         input = _autocast_one(name, input)
         return M.MathUnary.apply(input._floating(), name)
@@ -179,17 +164,15 @@ tan, sinh, cosh, asin, acos, atan, asinh, acosh, atanh, exp2, log2, log10, sinc,
 arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
 
 
-def trunc(input, *, out=None):
+def trunc(input):
     """Round toward zero; integer tensors come back as copies (bool refused, as torch)."""
-    check_no_out("trunc", out)
     check_tensor("trunc", "input", input)
     check_kinds("trunc", "if", input)
     return M.MathUnary.apply(input, "trunc") if dtypes.is_floating(input.dtype) else input.clone()
 
 
-def frac(input, *, out=None):
+def frac(input):
     """``input - trunc(input)``: the fractional part, with input's sign (floating only)."""
-    check_no_out("frac", out)
     check_tensor("frac", "input", input)
     check_kinds("frac", "f", input)
     return M.MathUnary.apply(input, "frac")
@@ -198,16 +181,14 @@ def frac(input, *, out=None):
 fix = trunc
 
 
-def sgn(input, *, out=None):
+def sgn(input):
     """The sign (-1, 0 or 1; 0 for nan) of a real tensor: torch.sgn is torch.sign on reals."""
-    check_no_out("sgn", out)
     check_tensor("sgn", "input", input)
     return input.sign()
 
 
-def logit(input, eps=None, *, out=None):
+def logit(input, eps=None):
     """``log(p / (1 - p))``, with ``p = input`` clamped to [eps, 1 - eps] when eps is given."""
-    check_no_out("logit", out)
     check_tensor("logit", "input", input)
     if eps is not None and not isinstance(eps, (int, float)):
         raise TypeError(f"logit(): argument 'eps' must be a float or None, got "
@@ -220,8 +201,7 @@ def _binary_function(name, function, kinds="bif", floating=False, numbers=()):
     """The torch function ``name`` of two operands through Function ``function``: ``kinds``
     the dtype categories it takes, ``floating`` whether integers give the default float,
     ``numbers`` which of 'input' and 'other' may be Python numbers (the rest must be Tensors)."""
-    def call(input, other, *, out=None):
-        check_no_out(name, out)
+    def call(input, other):
         for arg, value in (("input", input), ("other", other)):
             (check_operand if arg in numbers else check_tensor)(name, arg, value)
         if not isinstance(input, Tensor):
@@ -248,9 +228,8 @@ fmod = _binary_function("fmod", M.Fmod, kinds="if", numbers=("other",))
 arctan2 = atan2
 
 
-def float_power(input, exponent, *, out=None):
+def float_power(input, exponent):
     """``input ** exponent`` computed in float64, whatever the operands' dtypes."""
-    check_no_out("float_power", out)
     check_operand("float_power", "input", input)
     check_operand("float_power", "exponent", exponent)
     if not isinstance(input, Tensor):
@@ -259,9 +238,8 @@ def float_power(input, exponent, *, out=None):
     return widen(input) ** widen(exponent)
 
 
-def ldexp(input, other, *, out=None):
+def ldexp(input, other):
     """``input * 2 ** other``; the result is floating (integers give the default float)."""
-    check_no_out("ldexp", out)
     check_tensor("ldexp", "input", input)
     check_tensor("ldexp", "other", other)
     dtype = _result_dtype(input, other)
@@ -269,10 +247,9 @@ def ldexp(input, other, *, out=None):
     return input.astype(dtype) * exp2(other).astype(dtype)     # 2 ** other in other's float
 
 
-def heaviside(input, values, *, out=None):
+def heaviside(input, values):
     """0 where input < 0, ``values`` where input == 0, 1 where input > 0 (nan gives 0, as
     torch); input and values must share a dtype. No gradient."""
-    check_no_out("heaviside", out)
     check_tensor("heaviside", "input", input)
     check_tensor("heaviside", "values", values)
     if input.dtype != values.dtype:
@@ -285,11 +262,10 @@ def heaviside(input, values, *, out=None):
                          "broadcastable") from None
 
 
-def frexp(input, *, out=None):
+def frexp(input):
     """``(mantissa, exponent)`` with ``input = mantissa * 2 ** exponent``, |mantissa| in
     [0.5, 1) (0, inf and nan keep their value with exponent 0); exponent is int32. Floating
     input only; the mantissa's gradient is ``g / 2 ** exponent``, as torch's."""
-    check_no_out("frexp", out)
     check_tensor("frexp", "input", input)
     if not dtypes.is_floating(input.dtype):
         raise TypeError(f"frexp: only supports floating-point dtypes, got {input.dtype}")

@@ -302,3 +302,6 @@ for _name, _function in {**_TENSOR_METHODS, "polygamma": _tensor_polygamma}.item
     setattr(Tensor, _name, _function)
     setattr(Tensor, _name + "_", _in_place(_name, _function))
 del _name, _function
+
+from .out_arg import SPECIAL as _OUT_NAMES, wrap_names as _wrap_names  # noqa: E402
+_wrap_names(globals(), _OUT_NAMES, "special.")      # torch's out= keyword (gpudl.out_arg)

@@ -69,3 +69,6 @@ from ..ops.pool_nd import (  # noqa: F401
     max_pool3d_with_indices, max_unpool1d, max_unpool2d, max_unpool3d)
 from ..ops.resample import (  # noqa: F401
     channel_shuffle, pixel_unshuffle, upsample, upsample_bilinear, upsample_nearest)
+from ..out_arg import NN_FUNCTIONAL, wrap_names  # noqa: E402
+wrap_names(globals(), NN_FUNCTIONAL, "nn.functional.")    # torch's out= keyword (F.normalize)
+del NN_FUNCTIONAL, wrap_names
