@@ -88,6 +88,12 @@ def _xlog1py(xp, x, y, _):
         return xp.where((x == 0) & ~xp.isnan(y), 0.0, x * xp.log1p(y))
 
 
+def _xlog1py_grad_x(xp, x, y):
+    """d/dx = log1p(y), but 0 where x == 0 and y <= -1, as torch's (like xlogy's)."""
+    with quiet(xp):
+        return xp.where((x == 0) & (y <= -1), 0.0, xp.log1p(y))
+
+
 def _incomplete_gamma_grad_x(sign):
     def grad(xp, a, x, out, _):       # d P(a, x) / dx = x^(a-1) e^-x / Gamma(a)
         with quiet(xp):
@@ -97,7 +103,8 @@ def _incomplete_gamma_grad_x(sign):
 
 # name -> (value(xp, a, b, param), d/da, d/db as f(xp, a, b, y, param))
 BINARY = {
-    "xlog1py": (_xlog1py, lambda xp, x, y, out, _: xp.log1p(y), lambda xp, x, y, out, _: x / (1 + y)),
+    "xlog1py": (_xlog1py, lambda xp, x, y, out, _: _xlog1py_grad_x(xp, x, y),
+                lambda xp, x, y, out, _: x / (1 + y)),
     "igamma": (lambda xp, a, x, _: S.gammainc(a, x), _no_gradient("igamma", "input"),
                _incomplete_gamma_grad_x(1.0)),
     "igammac": (lambda xp, a, x, _: S.gammaincc(a, x), _no_gradient("igammac", "input"),

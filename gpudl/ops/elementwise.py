@@ -286,7 +286,14 @@ class Abs(ArrayFunction):
     @staticmethod
     def backward(ctx, g):
         (a,) = ctx.saved_tensors
-        return g * xp_of(a).sign(a)
+        return g * abs_grad_sign(a)
+
+
+def abs_grad_sign(a):
+    """sign(a) with 0 at NaN: torch's abs gradient (its sgn(nan) is 0; NumPy's sign is nan)."""
+    xp = xp_of(a)
+    s = xp.sign(a)
+    return xp.where(xp.isnan(a), xp.zeros((), s.dtype), s) if s.dtype.kind == "f" else s
 
 
 class Exp(ArrayFunction):

@@ -100,7 +100,8 @@ class Logit(ArrayFunction):
     def grad(xp, a, g, eps):
         """The gradient for ``a`` (arrays, or Tensors with xp a TensorMath)."""
         lo, hi, outside = (0, 1, np.nan) if eps is None else (eps, 1 - eps, 0)
-        return xp.where((a < lo) | (a > hi), outside, g / (a * (1 - a)))
+        # a * (1 - a) >= 0 inside [lo, hi]: abs makes it +0 at a = -0 (+inf, as torch)
+        return xp.where((a < lo) | (a > hi), outside, g / xp.abs(a * (1 - a)))
 
 
 class _Binary(ArrayFunction):

@@ -1,0 +1,87 @@
+"""Regression tests for the special-value fuzz (session 26, helper spfuzz): gradients at
++-inf, NaN and -0.0 that torch defines, compared with torch CPU on fresh random inputs."""
+import numpy as np
+import pytest
+
+import gpudl as gd
+import gpudl.nn.functional as GF
+
+torch = pytest.importorskip("torch")
+TF = torch.nn.functional
+
+SPECIAL = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e308, -1e-310, 5e-324, 1.0, -1.0,
+                    0.5, 2.0, -2.5, 1e-8, 88.0, -745.0, 1e4, -1e4, 7e4])
+
+
+def _special(rng, shape, dtype, pool=SPECIAL):
+    x = rng.standard_normal(shape)
+    return np.where(rng.random(shape) < 0.5, rng.choice(pool, size=shape), x).astype(dtype)
+
+
+def _value_and_grads(lib, fn, arrays, w):
+    ts = [lib.tensor(a.copy(), requires_grad=True) for a in arrays]
+    y = fn(lib, *ts)
+    (y * lib.tensor(w, dtype=y.dtype)).sum().backward()
+    return (y.detach().numpy().astype(np.float64),
+            [t.grad.numpy().astype(np.float64) for t in ts])
+
+
+def _compare(fn, arrays, rng, tol):
+    w = rng.standard_normal(fn(torch, *[torch.tensor(a) for a in arrays]).shape)
+    ty, tg = _value_and_grads(torch, fn, arrays, w)
+    gy, gg = _value_and_grads(gd, fn, arrays, w)
+    np.testing.assert_allclose(gy, ty, rtol=tol, atol=tol, equal_nan=True)
+    for a, b in zip(gg, tg):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logsumexp_gradient_with_inf_elements(dtype):
+    """An element at +inf used to move the shift to 0: exp of a large finite element
+    overflowed, and its gradient became inf / inf = nan (torch: exp(x - inf) = 0)."""
+    rng = np.random.default_rng(0)
+    tol = 1e-6 if dtype == np.float64 else 1e-4
+    for _ in range(30):
+        x = _special(rng, (3, 4), dtype)
+        _compare(lambda lib, t: lib.logsumexp(t, -1), [x], rng, tol)
+    x = np.array([[7e4, -0.2, np.inf], [np.inf] * 3, [-np.inf] * 3, [1e4, -np.inf, 3.0]], dtype)
+    _compare(lambda lib, t: lib.logsumexp(t, 1), [x], rng, tol)
+
+
+def test_logit_gradient_at_negative_zero():
+    """d logit / dx at -0.0 is +inf as torch's (was -inf: 1 / (-0 * 1))."""
+    rng = np.random.default_rng(1)
+    x = np.array([0.0, -0.0, 0.5, 1.0, -1.0, np.inf, np.nan, 0.25])
+    for eps in (None, 0.0, 1e-6):
+        _compare(lambda lib, t: lib.logit(t, eps), [x], rng, 1e-7)
+    x = gd.tensor([-0.0, 0.3], requires_grad=True)
+    (g,) = gd.autograd.grad(gd.logit(x).sum(), x, create_graph=True)
+    g.sum().backward()        # double backward through the abs
+    assert np.isfinite(x.grad.numpy()[1])
+
+
+def test_xlog1py_gradient_where_input_is_zero():
+    """d/dx xlog1py(x, y) is 0 where x == 0 and y <= -1, as torch's (was log1p(y): nan/-inf)."""
+    rng = np.random.default_rng(2)
+    pool = np.array([0.0, -0.0, -1.0, -2.0, -1e4, np.nan, np.inf, 2.0, 0.5])
+    for _ in range(20):
+        x = _special(rng, (2, 5), np.float64, pool)
+        y = _special(rng, (2, 5), np.float64, pool)
+        _compare(lambda lib, a, b: lib.special.xlog1py(a, b), [x, y], rng, 1e-7)
+
+
+@pytest.mark.parametrize("op", ["abs", "l1_loss"])
+def test_abs_and_l1_gradient_at_nan_is_zero(op):
+    """torch's abs / l1_loss gradient at a NaN (difference) is 0 (its sgn(nan) = 0); NumPy's
+    sign gave nan."""
+    rng = np.random.default_rng(3)
+    if op == "abs":
+        fn = lambda lib, t: t.abs()            # noqa: E731
+    else:
+        fn = lambda lib, a, b: (TF if lib is torch else GF).l1_loss(a, b, reduction="none")  # noqa: E731
+    for _ in range(20):
+        arrays = [_special(rng, (2, 3), np.float64) for _ in range(1 if op == "abs" else 2)]
+        _compare(fn, arrays, rng, 1e-7)
+    x = gd.tensor([np.nan, 1.0, -2.0], requires_grad=True)
+    (g,) = gd.autograd.grad(x.abs().sum(), x, create_graph=True)
+    assert g.tolist() == [0.0, 1.0, -1.0]
