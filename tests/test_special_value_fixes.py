@@ -85,3 +85,25 @@ def test_abs_and_l1_gradient_at_nan_is_zero(op):
     x = gd.tensor([np.nan, 1.0, -2.0], requires_grad=True)
     (g,) = gd.autograd.grad(x.abs().sum(), x, create_graph=True)
     assert g.tolist() == [0.0, 1.0, -1.0]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_rms_norm_default_eps_of_low_precision_input(dtype):
+    """eps=None is float32's epsilon for float16/bfloat16 input, as torch's (it was the input
+    dtype's own, 1e-3 / 8e-3, which swamped small activations: 0.03 instead of 0.69)."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((4, 8)) * np.array([[1.0], [1e-1], [1e-2], [1e-3]])).astype(np.float32)
+    w = rng.standard_normal(8).astype(np.float32)
+    t = torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=True)
+    g = gd.tensor(x, dtype=getattr(gd, dtype), requires_grad=True)
+    ty = TF.rms_norm(t, (8,), torch.tensor(w, dtype=t.dtype))
+    gy = GF.rms_norm(g, (8,), gd.tensor(w, dtype=g.dtype))
+    assert gy.dtype == getattr(gd, dtype)
+    np.testing.assert_allclose(gy.detach().float().numpy(), ty.detach().float().numpy(),
+                               rtol=2e-2, atol=2e-2)
+    ty.float().sum().backward()
+    gy.float().sum().backward()
+    np.testing.assert_allclose(g.grad.float().numpy(), t.grad.float().numpy(), rtol=5e-2, atol=5e-2)
+    m = gd.nn.RMSNorm(8).to(getattr(gd, dtype))          # the module's default eps is None too
+    np.testing.assert_allclose(m(g).float().detach().numpy(),
+                               TF.rms_norm(t, (8,)).float().detach().numpy(), rtol=2e-2, atol=2e-2)
