@@ -107,3 +107,30 @@ def test_rms_norm_default_eps_of_low_precision_input(dtype):
     m = gd.nn.RMSNorm(8).to(getattr(gd, dtype))          # the module's default eps is None too
     np.testing.assert_allclose(m(g).float().detach().numpy(),
                                TF.rms_norm(t, (8,)).float().detach().numpy(), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("op", ["sign", "sgn", "round", "floor", "ceil", "trunc"])
+@pytest.mark.parametrize("dtype", ["float64", "float16"])
+def test_zero_derivative_ops_give_zeros_at_inf_or_nan_upstream(op, dtype):
+    """A zero derivative gives zeros, as torch's zeros_like(grad): g * 0 was NaN wherever the
+    incoming gradient was inf or NaN (lp_pool's sign(out) * relu(|out|) at an infinite out)."""
+    rng = np.random.default_rng(5)
+    x = _special(rng, (2, 4), np.float32)
+    w = np.array([np.inf, -np.inf, np.nan, 1.0] * 2).reshape(2, 4)
+    grads = []
+    for lib in (torch, gd):
+        t = lib.tensor(x, dtype=getattr(lib, dtype), requires_grad=True)
+        getattr(t, op)().backward(lib.tensor(w, dtype=t.dtype))
+        grads.append(t.grad.float().numpy())
+    np.testing.assert_array_equal(grads[1], grads[0])
+    t = gd.tensor(x.astype(np.float64), requires_grad=True)           # the create_graph path
+    (g,) = gd.autograd.grad(getattr(t, op)(), t, gd.tensor(w), create_graph=True)
+    np.testing.assert_array_equal(g.numpy(), np.zeros_like(x))
+
+
+def test_lp_pool_gradient_next_to_an_infinite_element():
+    rng = np.random.default_rng(6)
+    for _ in range(20):
+        x = _special(rng, (2, 6), np.float64, SPECIAL[1:])       # no NaN
+        _compare(lambda lib, t: (TF if lib is torch else GF).lp_pool1d(t.unsqueeze(0), 2, 2),
+                 [x], rng, 1e-7)

@@ -502,6 +502,8 @@ def _erf(xp, a):
 
 
 def _zero(xp, a, y):
+    """A zero derivative (sign, floor, ...): backward returns zeros, not g * 0, which is NaN
+    at an infinite or NaN g (torch's zeros_like(grad))."""
     return xp.zeros_like(a)
 
 
@@ -545,6 +547,8 @@ class Unary(ArrayFunction):
     def backward(cls, ctx, g):
         a, y = ctx.saved_tensors
         derivative = cls.table[ctx.name][1]
+        if derivative is _zero:
+            return xp_of(g).zeros_like(g), None
         if a.dtype in LOW_PRECISION:
             xp = xp_of(a)
             return in_float32(lambda g, a, *y: g * derivative(xp, a, y[0] if y else None),
