@@ -134,3 +134,20 @@ def test_lp_pool_gradient_next_to_an_infinite_element():
         x = _special(rng, (2, 6), np.float64, SPECIAL[1:])       # no NaN
         _compare(lambda lib, t: (TF if lib is torch else GF).lp_pool1d(t.unsqueeze(0), 2, 2),
                  [x], rng, 1e-7)
+
+
+@pytest.mark.parametrize("eps", [-1.0, -1e-3])
+def test_logit_negative_eps_is_none(eps):
+    """torch's kernels take a negative eps as None: no clamp, gradient nan outside [0, 1] (it
+    clamped to [eps, 1 - eps] and gave finite gradients at negative inputs)."""
+    rng = np.random.default_rng(7)
+    x = np.array([-0.19, 0.0, -0.0, 0.3, 1.5, 0.7, np.nan, 1.0])
+    _compare(lambda lib, t: lib.logit(t, eps), [x], rng, 1e-7)
+    _compare(lambda lib, t: t.logit(eps), [x], rng, 1e-7)
+
+
+def test_one_hot_of_float_input_raises_type_error():
+    """A float tensor with inf was read by max() first: OverflowError, not the dtype error."""
+    for v in ([1.0, np.inf], [1.0, 2.0]):
+        with pytest.raises(TypeError, match="one_hot: tensor must be an integer tensor"):
+            GF.one_hot(gd.tensor(v))
