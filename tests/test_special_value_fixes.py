@@ -151,3 +151,9 @@ def test_one_hot_of_float_input_raises_type_error():
     for v in ([1.0, np.inf], [1.0, 2.0]):
         with pytest.raises(TypeError, match="one_hot: tensor must be an integer tensor"):
             GF.one_hot(gd.tensor(v))
+
+
+@pytest.mark.parametrize("op", ["lp_pool1d", "lp_pool2d", "lp_pool3d"])
+def test_lp_pool_of_a_number_raises_type_error(op):
+    with pytest.raises(TypeError, match=f"{op}: input must be a Tensor, got int"):
+        getattr(GF, op)(-1, 2, 2)
