@@ -41,7 +41,9 @@ def _bessel_i1_grad(xp, x, y, scaled):
     i0 = xp.i0e(x) if scaled else xp.i0(x)
     with quiet(xp):
         slope = i0 - y * ((xp.sign(x) if scaled else 0) + 1 / x)
-    return xp.where(x == 0, 0.5, slope)
+    # near 0 the slope is 1/2 to within x (relative 2e-18 below 1e-18): there 1 / x overflowed
+    # at subnormal x and i1 underflowed to 0 (0 * inf = nan, -inf at -1e-310)
+    return xp.where(abs(x) < 1e-18, 0.5, slope)
 
 
 class WithSpecial:

@@ -157,3 +157,15 @@ def test_one_hot_of_float_input_raises_type_error():
 def test_lp_pool_of_a_number_raises_type_error(op):
     with pytest.raises(TypeError, match=f"{op}: input must be a Tensor, got int"):
         getattr(GF, op)(-1, 2, 2)
+
+
+@pytest.mark.parametrize("op", ["i1", "i1e"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bessel_i1_gradient_at_subnormal_inputs(op, dtype):
+    """d i1 / dx is 1/2 near 0: at a subnormal x, 1 / x overflowed (nan at 5e-324, -inf at
+    -1e-310); torch gives 0.5."""
+    rng = np.random.default_rng(8)
+    x = np.array([5e-324, -1e-310, 1e-300, 1e-45, -3e-39, 1e-19, -1e-17, 1e-8, 0.0, -0.0, 0.7,
+                  -2.0, 30.0], dtype=dtype)
+    _compare(lambda lib, t: getattr(lib.special, op)(t), [x], rng,
+             1e-7 if dtype == np.float64 else 1e-5)
