@@ -193,7 +193,9 @@ def logit(input, eps=None):
     if eps is not None and not isinstance(eps, (int, float)):
         raise TypeError(f"logit(): argument 'eps' must be a float or None, got "
                         f"{type(eps).__name__}")
-    return M.Logit.apply(input._floating(), None if eps is None else float(eps))
+    # a negative eps is None, as torch's kernels (no clamp; gradient nan outside [0, 1])
+    eps = None if eps is None or eps < 0 else float(eps)
+    return M.Logit.apply(input._floating(), eps)
 
 
 # ----------------------------------------------------------------- binary maths

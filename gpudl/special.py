@@ -41,7 +41,9 @@ def _bessel_i1_grad(xp, x, y, scaled):
     i0 = xp.i0e(x) if scaled else xp.i0(x)
     with quiet(xp):
         slope = i0 - y * ((xp.sign(x) if scaled else 0) + 1 / x)
-    return xp.where(x == 0, 0.5, slope)
+    # near 0 the slope is 1/2 to within x (relative 2e-18 below 1e-18): there 1 / x overflowed
+    # at subnormal x and i1 underflowed to 0 (0 * inf = nan, -inf at -1e-310)
+    return xp.where(abs(x) < 1e-18, 0.5, slope)
 
 
 class WithSpecial:
@@ -88,6 +90,12 @@ def _xlog1py(xp, x, y, _):
         return xp.where((x == 0) & ~xp.isnan(y), 0.0, x * xp.log1p(y))
 
 
+def _xlog1py_grad_x(xp, x, y):
+    """d/dx = log1p(y), but 0 where x == 0 and y <= -1, as torch's (like xlogy's)."""
+    with quiet(xp):
+        return xp.where((x == 0) & (y <= -1), 0.0, xp.log1p(y))
+
+
 def _incomplete_gamma_grad_x(sign):
     def grad(xp, a, x, out, _):       # d P(a, x) / dx = x^(a-1) e^-x / Gamma(a)
         with quiet(xp):
@@ -97,7 +105,8 @@ def _incomplete_gamma_grad_x(sign):
 
 # name -> (value(xp, a, b, param), d/da, d/db as f(xp, a, b, y, param))
 BINARY = {
-    "xlog1py": (_xlog1py, lambda xp, x, y, out, _: xp.log1p(y), lambda xp, x, y, out, _: x / (1 + y)),
+    "xlog1py": (_xlog1py, lambda xp, x, y, out, _: _xlog1py_grad_x(xp, x, y),
+                lambda xp, x, y, out, _: x / (1 + y)),
     "igamma": (lambda xp, a, x, _: S.gammainc(a, x), _no_gradient("igamma", "input"),
                _incomplete_gamma_grad_x(1.0)),
     "igammac": (lambda xp, a, x, _: S.gammaincc(a, x), _no_gradient("igammac", "input"),

@@ -384,8 +384,12 @@ class MathMixin:
         """log(sum(exp(self))) over ``dim``, computed without overflow."""
         x = _autocast_one("logsumexp", self)._floating()
         axes = _reduced_axes(dim, self.ndim, "logsumexp")
-        shift = x.detach().amax(axes, keepdim=True) if x.numel() else x.detach().sum(
-            axes, keepdim=True)
+        # the largest FINITE value: an element at +inf must not move the shift to 0, where
+        # exp of a large finite element overflows and its gradient turns 0 * inf = nan
+        # (torch: exp(x - inf) = 0)
+        xd = x.detach()
+        xd = where(xd.isfinite(), xd, float("-inf"))
+        shift = xd.amax(axes, keepdim=True) if x.numel() else xd.sum(axes, keepdim=True)
         shift = where(shift.isfinite(), shift, 0.0)
         total = (x - shift).exp().sum(axes, keepdim=keepdim).log()
         # the last op makes a new tensor, not a view (a squeezed result refused detach_())

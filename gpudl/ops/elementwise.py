@@ -286,7 +286,14 @@ class Abs(ArrayFunction):
     @staticmethod
     def backward(ctx, g):
         (a,) = ctx.saved_tensors
-        return g * xp_of(a).sign(a)
+        return g * abs_grad_sign(a)
+
+
+def abs_grad_sign(a):
+    """sign(a) with 0 at NaN: torch's abs gradient (its sgn(nan) is 0; NumPy's sign is nan)."""
+    xp = xp_of(a)
+    s = xp.sign(a)
+    return xp.where(xp.isnan(a), xp.zeros((), s.dtype), s) if s.dtype.kind == "f" else s
 
 
 class Exp(ArrayFunction):
@@ -495,6 +502,8 @@ def _erf(xp, a):
 
 
 def _zero(xp, a, y):
+    """A zero derivative (sign, floor, ...): backward returns zeros, not g * 0, which is NaN
+    at an infinite or NaN g (torch's zeros_like(grad))."""
     return xp.zeros_like(a)
 
 
@@ -538,6 +547,8 @@ class Unary(ArrayFunction):
     def backward(cls, ctx, g):
         a, y = ctx.saved_tensors
         derivative = cls.table[ctx.name][1]
+        if derivative is _zero:
+            return xp_of(g).zeros_like(g), None
         if a.dtype in LOW_PRECISION:
             xp = xp_of(a)
             return in_float32(lambda g, a, *y: g * derivative(xp, a, y[0] if y else None),

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import ArrayFunction
-from .elementwise import Unary, _integer_division, _shape, _xp2, python_divmod
+from .elementwise import Unary, _integer_division, _shape, _xp2, _zero, python_divmod
 from ._util import quiet, sum_to, xp_of
 
 _LN2, _LN10 = math.log(2.0), math.log(10.0)
@@ -34,8 +34,6 @@ def _sinc(xp, a):
         return xp.where(x == 0, 1, xp.sin(product) / product).astype(a.dtype, copy=False)
 
 
-def _zero(xp, a, y):
-    return xp.zeros_like(a)
 
 
 # name -> (forward(xp, a), d y / d a as f(xp, a, y)); a is floating point (see Unary)
@@ -100,7 +98,8 @@ class Logit(ArrayFunction):
     def grad(xp, a, g, eps):
         """The gradient for ``a`` (arrays, or Tensors with xp a TensorMath)."""
         lo, hi, outside = (0, 1, np.nan) if eps is None else (eps, 1 - eps, 0)
-        return xp.where((a < lo) | (a > hi), outside, g / (a * (1 - a)))
+        # a * (1 - a) >= 0 inside [lo, hi]: abs makes it +0 at a = -0 (+inf, as torch)
+        return xp.where((a < lo) | (a > hi), outside, g / xp.abs(a * (1 - a)))
 
 
 class _Binary(ArrayFunction):

@@ -48,7 +48,10 @@ TENSOR_MATH = TensorMath()
 def _unary(saved, g):
     a, y = saved.ctx.saved_tensors
     y = None if y is None else saved.output(0, y)       # kept only when the formula reads it
-    slope = saved.node.function.table[saved.ctx.name][1](TENSOR_MATH, saved.input(0, a), y)
+    derivative = saved.node.function.table[saved.ctx.name][1]
+    if derivative is E._zero:                            # zeros, not g * 0 (nan at inf g)
+        return g.new_zeros(g.shape), None
+    slope = derivative(TENSOR_MATH, saved.input(0, a), y)
     return g * slope, None
 
 

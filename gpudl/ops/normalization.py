@@ -382,7 +382,7 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
 def rms_norm(input, normalized_shape, weight=None, eps=None):
     """input / sqrt(mean(input**2 over the trailing dims ``normalized_shape``) + eps), scaled
     by ``weight`` (of shape ``normalized_shape``); ``eps=None`` is the machine epsilon of the
-    input's dtype, as torch. float16/bfloat16 are computed in float32 and rounded back."""
+    input's dtype (float32's for float16/bfloat16), as torch. float16/bfloat16 are computed in float32 and rounded back."""
     if _autocast.active:
         input, weight = cast_inputs("rms_norm", input, weight)
     if not isinstance(input, Tensor):
@@ -391,7 +391,10 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
         raise TypeError(f"rms_norm: input must be a floating point tensor, got {input.dtype}")
     shape = _normalized_shape("rms_norm", input, normalized_shape, weight=weight)
     if eps is None:
-        eps = float(ml_dtypes.finfo(input.dtype).eps)     # NumPy's finfo lacks bfloat16
+        # torch's default is the epsilon of the type it computes in: float32's for
+        # float16/bfloat16 input (their own epsilons, 1e-3 / 8e-3, swamp small activations)
+        eps = float(np.finfo(np.float32).eps if _low_precision(input)
+                    else ml_dtypes.finfo(input.dtype).eps)
     if _low_precision(input):
         return rms_norm(input.float(), shape, widened(weight), eps).to(input.dtype)
     dims = tuple(range(input.ndim - len(shape), input.ndim))

@@ -376,6 +376,8 @@ def _lp_pool(op, dims, input, norm_type, kernel_size, stride, ceil_mode):
     maximum = (max_pool1d, max_pool2d, max_pool3d)[dims - 1]
     if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)) or norm_type == 0:
         raise ValueError(f"{op}: norm_type must be a non-zero number, got {norm_type!r}")
+    if not isinstance(input, Tensor):           # input.pow raised AttributeError
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
     kernel = _sizes(op, "kernel_size", kernel_size, dims)
     if norm_type == float("inf"):
         return maximum(input.abs(), kernel_size, stride, 0, 1, ceil_mode)

@@ -158,6 +158,8 @@ def one_hot(tensor, num_classes=-1):
     as torch's); a given ``num_classes`` reads nothing (the range check is deferred)."""
     if not isinstance(tensor, Tensor):
         raise TypeError(f"one_hot: tensor must be a Tensor, got {type(tensor).__name__}")
+    if tensor._data.dtype.kind not in "iu":     # before max(): int(inf) raised OverflowError
+        raise TypeError(f"one_hot: tensor must be an integer tensor, got {tensor.dtype}")
     if num_classes == -1:
         if tensor._data.size == 0:
             raise ValueError("one_hot: cannot infer num_classes of an empty tensor")
